@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs every Debian package dspy.c needs to build and test. Idempotent, no prompts.
+# Run as root (or with sudo available). Safe to run again: installs only what is missing.
+set -euo pipefail
+PKGS=(build-essential cmake ninja-build pkg-config
+      libjansson-dev libcurl4-openssl-dev libsqlite3-dev libssl-dev libpcre2-dev
+      python3)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# Node.js runs the OpenAI SDK e2e test; use any node/npm already on PATH.
+if ! command -v npm >/dev/null 2>&1; then missing+=(nodejs npm); fi
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+echo "install-deps: all packages present"

@@ -1,0 +1,78 @@
+/* check.c — counters, reporting and path helpers for the unit tests. */
+#include "check.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int check_passed, check_failed, check_skipped;
+const char *check_current = "";
+static char g_tmpdir[512];
+
+void check_report(bool ok, const char *file, int line, const char *fmt, ...) {
+    if (ok) {
+        check_passed++;
+        return;
+    }
+    check_failed++;
+    fprintf(stderr, "FAIL %s (%s:%d): ", check_current, file, line);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+void check_skip(const char *why) {
+    check_skipped++;
+    fprintf(stderr, "SKIP %s: %s\n", check_current, why);
+}
+
+static void rm_rf(const char *path) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
+    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", path);
+}
+
+int check_summary(const char *name) {
+    if (g_tmpdir[0] && !getenv("DSPY_KEEP_TMP")) rm_rf(g_tmpdir);
+    printf("%s: %d passed, %d failed", name, check_passed, check_failed);
+    if (check_skipped) printf(", %d skipped", check_skipped);
+    printf("\n");
+    fflush(stdout);
+    return check_failed ? 1 : 0;
+}
+
+#define NSLOTS 16
+static char g_paths[NSLOTS][1024];
+static int g_slot;
+
+static const char *join(const char *base, const char *rel) {
+    char *p = g_paths[g_slot++ % NSLOTS];
+    snprintf(p, 1024, "%s/%s", base, rel);
+    return p;
+}
+
+const char *test_shared(const char *rel) {
+    const char *base = getenv("DSPY_SHARED_DIR");
+    if (!base || !*base) base = DSPY_SHARED_DIR_DEFAULT;
+    return join(base, rel);
+}
+
+const char *test_source(const char *rel) { return join(DSPY_SOURCE_DIR, rel); }
+const char *test_bin(const char *name) { return join(DSPY_BIN_DIR, name); }
+
+bool test_have_shared(const char *rel) { return access(test_shared(rel), R_OK) == 0; }
+
+const char *test_tmpdir(void) {
+    if (!g_tmpdir[0]) {
+        const char *t = getenv("TMPDIR");
+        snprintf(g_tmpdir, sizeof g_tmpdir, "%s/dspy-test-XXXXXX", t && *t ? t : "/tmp");
+        if (!mkdtemp(g_tmpdir)) {
+            perror("mkdtemp");
+            abort();
+        }
+    }
+    return g_tmpdir;
+}
