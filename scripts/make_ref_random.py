@@ -53,9 +53,12 @@ def main():
         for n in (1, 3, 77, 500):
             r = random.Random(seed)
             line(out, "choice", seed, n, 20, [str(r.choice(range(n))) for _ in range(20)])
-        # pool branch: (10,5) (50,10) (1000,100) (30,30) (5,0); set branch: (100,10)
-        # (10000,100) (2**40,20) (86,6) [setsize for k=6 is 21+4**3=85].
+        # Pool branch when n <= setsize: (10,5) (50,10) (1000,100) (30,30) (5,0) and the edges
+        # (85,6) (277,30) (1045,100); set branch: the same edges plus one, (100,10) (10000,100)
+        # (2**40,20). setsize is 21 + 4**ceil(log(3k, 4)): 85 for k=6, 277 for k=30, 1045 for
+        # k=100.
         for n, k in ((10, 5), (50, 10), (1000, 100), (30, 30), (5, 0), (85, 6), (86, 6),
+                     (277, 30), (278, 30), (1045, 100), (1046, 100),
                      (100, 10), (10000, 100), (2**40, 20)):
             r = random.Random(seed)
             line(out, "sample", seed, n, k, [str(v) for v in r.sample(range(n), k)])
