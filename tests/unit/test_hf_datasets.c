@@ -14,7 +14,7 @@
 #include "dspy/hf_datasets.h"
 #include "http_stub.h"
 
-enum mode { OK, FLAKY, MALFORMED, MISSING, GAP, TRUNCATED, PARTIAL, NOT_FOUND, ALWAYS_500, BANKING };
+enum mode { OK, INFO_KEYED, FLAKY, MALFORMED, MISSING, GAP, TRUNCATED, PARTIAL, NOT_FOUND, ALWAYS_500, BANKING };
 
 typedef struct {
     pthread_mutex_t mu;
@@ -39,6 +39,11 @@ static void info_body(hf_server *s, dspy_str *out) {
     json_t *root = json_pack("{s:{s:s,s:{s:{s:s,s:s},s:{s:o,s:s}}},s:b}", "dataset_info",
                              "description", "", "features", "text", "dtype", "string", "_type",
                              "Value", "label", "names", names, "_type", "ClassLabel", "partial", 0);
+    if (s->mode == INFO_KEYED) { /* the shape /info has without a config parameter */
+        json_t *keyed = json_pack("{s:{s:O}}", "dataset_info", "default", json_object_get(root, "dataset_info"));
+        json_decref(root);
+        root = keyed;
+    }
     char *t = json_dumps(root, JSON_COMPACT);
     dspy_str_append(out, t);
     free(t);
@@ -116,7 +121,7 @@ static void handler(void *ud, const http_stub_request *req, http_stub_response *
             dspy_str_append(&resp->body, "{\"error\":\"Internal Server Error\"}");
             return;
         }
-        if (!info && offset == 200 && attempt == 1) resp->delay_ms = 1500; /* > client timeout */
+        if (!info && offset == 200 && attempt == 1) resp->delay_ms = 3000; /* > client timeout */
         if (!info && offset == 200 && attempt == 2) {
             resp->status = 429;
             dspy_str_append(&resp->body, "{\"error\":\"rate limited\"}");
@@ -153,7 +158,7 @@ static dspy_hf_params fast_params(const http_stub *stub, const char *cache) {
     p.cache_dir = cache;
     p.use_cache = cache != NULL;
     p.connect_timeout_ms = 1000;
-    p.timeout_ms = 300;
+    p.timeout_ms = 800;
     p.max_retries = 3;
     p.backoff_ms = 10;
     p.max_backoff_ms = 40;
@@ -244,6 +249,16 @@ static void test_retries_token_and_cache(void) {
     }
     dspy_dataset_free(again);
     dspy_dataset_free(ds);
+
+    /* /info keyed by config name */
+    server_reset(s, INFO_KEYED);
+    dspy_hf_params k = fast_params(stub, NULL);
+    CHECK_OK(dspy_hf_class_names(&k, "test/synthetic", "default", "label", &names, &nn));
+    CHECK_INT(nn, 3);
+    if (nn == 3) CHECK_STR(names[0], "alpha");
+    dspy_hf_names_free(names, nn);
+    CHECK_STATUS(dspy_hf_class_names(&k, "test/synthetic", "default", "text", &names, &nn), DSPY_ERR_FORMAT);
+    CHECK_CONTAINS(dspy_errmsg(), "no ClassLabel feature 'text'");
 
     /* HF_TOKEN from the environment; "" sends none */
     server_reset(s, OK);
