@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Writes src/data/py_unprintable.h: the code points >= U+0080 for which Python's
+"""Writes src/base/py_unprintable.h: the code points >= U+0080 for which Python's
 str.isprintable() is False, as inclusive ranges. Python's repr() escapes exactly these
 (\\xNN, \\uNNNN, \\UNNNNNNNN) and keeps every other non-ASCII character raw.
 
 Run once with the CPython whose Unicode database the table should follow:
-    python3 scripts/make_py_unprintable.py > src/data/py_unprintable.h
+    python3 scripts/make_py_unprintable.py > src/base/py_unprintable.h
 """
 import sys
 import unicodedata

@@ -408,21 +408,19 @@ char *dspy_json_dumps(const dspy_json *v, int flags) {
 
 /* ---- Python repr ----------------------------------------------------------------------------- */
 
-/* Code points Python's str.isprintable() rejects, approximated by the categories that matter
- * for text data: Cc, Zs other than ' ', Zl, Zp, common Cf, surrogates, private use, noncharacters. */
+#include "py_unprintable.h"
+
+/* Python's str.isprintable() is false: ASCII controls, or a range of CPython 3.11's table. */
 static bool py_nonprintable(unsigned cp) {
-    if (cp < 0x20 || (cp >= 0x7f && cp <= 0xa0)) return true;
-    switch (cp) {
-    case 0xad: case 0x61c: case 0x180e: case 0x1680: case 0x2028: case 0x2029:
-    case 0x202f: case 0x205f: case 0x3000: case 0xfeff: case 0xfffe: case 0xffff:
-        return true;
+    if (cp < 0x20 || cp == 0x7f) return true;
+    if (cp < 0x80) return false;
+    size_t lo = 0, hi = sizeof k_py_unprintable / sizeof k_py_unprintable[0];
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (cp < k_py_unprintable[mid][0]) hi = mid;
+        else if (cp > k_py_unprintable[mid][1]) lo = mid + 1;
+        else return true;
     }
-    if (cp >= 0x2000 && cp <= 0x200f) return true;
-    if (cp >= 0x202a && cp <= 0x202e) return true;
-    if (cp >= 0x2060 && cp <= 0x206f) return true;
-    if (cp >= 0xd800 && cp <= 0xf8ff) return true;
-    if (cp >= 0xfff9 && cp <= 0xfffb) return true;
-    if (cp >= 0xe0000) return true;
     return false;
 }
 

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "example_internal.h"
-#include "pyrepr.h"
+#include "dspy/json.h"
 
 struct dspy_example {
     char **keys;
@@ -124,18 +124,13 @@ bool dspy_value_equal(const dspy_value *a, const dspy_value *b) {
     return py_equal(dspy_value_json(a), dspy_value_json(b));
 }
 
-static int dump_cb(const char *buf, size_t size, void *data) {
-    dspy_str_appendn((dspy_str *)data, buf, size);
-    return dspy_str_ok((dspy_str *)data) ? 0 : -1;
-}
-
 void dspy_value_append_json(dspy_str *s, const dspy_value *v) {
-    if (json_dump_callback(dspy_value_json(v), dump_cb, s, JSON_COMPACT | JSON_ENCODE_ANY) != 0)
+    if (dspy_json_dump((const dspy_json *)dspy_value_json(v), DSPY_JSON_COMPACT | DSPY_JSON_UTF8, s))
         s->failed = true;
 }
 
 void dspy_value_append_repr(dspy_str *s, const dspy_value *v) {
-    dspy_pyrepr_json(s, dspy_value_json(v));
+    dspy_json_repr((const dspy_json *)dspy_value_json(v), s);
 }
 
 /* ---- examples -------------------------------------------------------------------------- */
@@ -465,9 +460,9 @@ void dspy_example_append_repr(dspy_str *s, const dspy_example *ex) {
         if (hidden(ex->keys[i])) continue;
         if (!first) dspy_str_append(s, ", ");
         first = false;
-        dspy_pyrepr_str(s, ex->keys[i], strlen(ex->keys[i]));
+        dspy_py_repr_str(ex->keys[i], strlen(ex->keys[i]), s);
         dspy_str_append(s, ": ");
-        dspy_pyrepr_json(s, ex->vals[i]);
+        dspy_json_repr((const dspy_json *)ex->vals[i], s);
     }
     dspy_str_append(s, "}) (input_keys=");
     if (!ex->has_inputs) dspy_str_append(s, "None");
@@ -476,7 +471,7 @@ void dspy_example_append_repr(dspy_str *s, const dspy_example *ex) {
         dspy_str_appendc(s, '{');
         for (size_t i = 0; i < ex->nin; i++) {
             if (i) dspy_str_append(s, ", ");
-            dspy_pyrepr_str(s, ex->inkeys[i], strlen(ex->inkeys[i]));
+            dspy_py_repr_str(ex->inkeys[i], strlen(ex->inkeys[i]), s);
         }
         dspy_str_appendc(s, '}');
     }
@@ -505,7 +500,7 @@ json_t *dspy_example_to_json_object(const dspy_example *ex, bool include_dspy) {
 
 void dspy_example_append_json(dspy_str *s, const dspy_example *ex, bool include_dspy) {
     json_t *o = dspy_example_to_json_object(ex, include_dspy);
-    if (!o || json_dump_callback(o, dump_cb, s, JSON_COMPACT) != 0) s->failed = true;
+    if (!o || dspy_json_dump((const dspy_json *)o, DSPY_JSON_COMPACT | DSPY_JSON_UTF8, s)) s->failed = true;
     json_decref(o);
 }
 

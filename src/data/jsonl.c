@@ -2,7 +2,7 @@
  *
  * Reader: lines come from memory or from getline(); each is checked for UTF-8, parsed with
  * jansson (JSON_DECODE_ANY, so the "not an object" error is ours and clear) and passed on.
- * Writer: jansson JSON_COMPACT rendering (no ensure_ascii), one write() per line.
+ * Writer: compact Python-compatible rendering (dspy/json.h, no ensure_ascii), one write() per line.
  */
 #include "dspy/jsonl.h"
 
@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dspy/json.h"
 #include "dspy/str.h"
 #include "example_internal.h"
 
@@ -255,11 +256,6 @@ dspy_status dspy_jsonl_writer_write_example(dspy_jsonl_writer *w, const dspy_exa
     return flush_line(w);
 }
 
-static int dump_cb(const char *buf, size_t size, void *data) {
-    dspy_str_appendn((dspy_str *)data, buf, size);
-    return dspy_str_ok((dspy_str *)data) ? 0 : -1;
-}
-
 dspy_status dspy_jsonl_writer_write_json(dspy_jsonl_writer *w, const char *json, size_t len) {
     json_error_t err;
     json_t *v = json_loadb(json, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
@@ -273,7 +269,7 @@ dspy_status dspy_jsonl_writer_write_json(dspy_jsonl_writer *w, const char *json,
         return st;
     }
     dspy_str_clear(&w->buf);
-    if (json_dump_callback(v, dump_cb, &w->buf, JSON_COMPACT) != 0) w->buf.failed = true;
+    if (dspy_json_dump((const dspy_json *)v, DSPY_JSON_COMPACT | DSPY_JSON_UTF8, &w->buf)) w->buf.failed = true;
     json_decref(v);
     dspy_str_appendc(&w->buf, '\n');
     return flush_line(w);

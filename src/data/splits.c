@@ -1,90 +1,19 @@
 /* splits.c — the DSPy tutorial's Banking77 split (spec §11.3, §11.4).
  *
  * The shuffle is Python's random.Random(0).shuffle: MT19937 seeded by init_by_array([0]),
- * Fisher-Yates from the end with _randbelow(i + 1) drawn by rejection from getrandbits(k).
- * The private generator below exists only until the shared Python-compatible module lands.
+ * Fisher-Yates from the end with _randbelow(i + 1) drawn by rejection from getrandbits(k)
+ * (dspy/random.h).
  */
 #include <stdlib.h>
 
 #include "dspy/datasets.h"
-
-enum { MT_N = 624, MT_M = 397 };
-
-typedef struct {
-    uint32_t mt[MT_N];
-    int i;
-} mt19937;
-
-static void mt_init_genrand(mt19937 *r, uint32_t s) {
-    r->mt[0] = s;
-    for (int i = 1; i < MT_N; i++)
-        r->mt[i] = 1812433253u * (r->mt[i - 1] ^ (r->mt[i - 1] >> 30)) + (uint32_t)i;
-    r->i = MT_N;
-}
-
-/* CPython init_by_array (Modules/_randommodule.c). */
-static void mt_init_by_array(mt19937 *r, const uint32_t *key, int len) {
-    mt_init_genrand(r, 19650218u);
-    int i = 1, j = 0;
-    for (int k = MT_N > len ? MT_N : len; k; k--) {
-        r->mt[i] = (r->mt[i] ^ ((r->mt[i - 1] ^ (r->mt[i - 1] >> 30)) * 1664525u)) + key[j] + (uint32_t)j;
-        i++;
-        j++;
-        if (i >= MT_N) {
-            r->mt[0] = r->mt[MT_N - 1];
-            i = 1;
-        }
-        if (j >= len) j = 0;
-    }
-    for (int k = MT_N - 1; k; k--) {
-        r->mt[i] = (r->mt[i] ^ ((r->mt[i - 1] ^ (r->mt[i - 1] >> 30)) * 1566083941u)) - (uint32_t)i;
-        i++;
-        if (i >= MT_N) {
-            r->mt[0] = r->mt[MT_N - 1];
-            i = 1;
-        }
-    }
-    r->mt[0] = 0x80000000u;
-}
-
-static uint32_t mt_next(mt19937 *r) {
-    if (r->i >= MT_N) {
-        for (int k = 0; k < MT_N; k++) {
-            uint32_t y = (r->mt[k] & 0x80000000u) | (r->mt[(k + 1) % MT_N] & 0x7fffffffu);
-            r->mt[k] = r->mt[(k + MT_M) % MT_N] ^ (y >> 1) ^ ((y & 1u) ? 0x9908b0dfu : 0u);
-        }
-        r->i = 0;
-    }
-    uint32_t y = r->mt[r->i++];
-    y ^= y >> 11;
-    y ^= (y << 7) & 0x9d2c5680u;
-    y ^= (y << 15) & 0xefc60000u;
-    y ^= y >> 18;
-    return y;
-}
-
-/* Python _randbelow_with_getrandbits(n) for 1 <= n < 2^31. */
-static uint32_t mt_randbelow(mt19937 *r, uint32_t n) {
-    int k = 0;
-    while ((n >> k) != 0) k++; /* n.bit_length() */
-    uint32_t v;
-    do v = mt_next(r) >> (32 - k);
-    while (v >= n);
-    return v;
-}
+#include "dspy/random.h"
 
 /* Shuffles idx[0..n) as random.Random(0).shuffle does. */
-/* replace with dspy/random.h on merge */
 static void tutorial_permutation(int32_t *idx, size_t n) {
-    mt19937 r;
-    const uint32_t key[1] = {0};
-    mt_init_by_array(&r, key, 1);
-    for (size_t i = n; i-- > 1;) {
-        size_t j = mt_randbelow(&r, (uint32_t)(i + 1));
-        int32_t t = idx[i];
-        idx[i] = idx[j];
-        idx[j] = t;
-    }
+    dspy_pyrandom r;
+    dspy_pyrandom_seed(&r, 0);
+    dspy_pyrandom_shuffle(&r, idx, n, sizeof idx[0]);
 }
 
 enum { TUTORIAL_RAW = 1000, TUTORIAL_TRAIN = 500, TUTORIAL_DEV = 100 };
