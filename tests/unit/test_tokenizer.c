@@ -110,15 +110,36 @@ static void test_vectors(void) {
     run_vectors(g_tok, true, "llama3 matcher");
 }
 
+/* Runs last: switches the shared tokenizer to PCRE2 and heap-only BPE for good. */
 static void test_vectors_pcre2(void) {
-    dspy_tokenizer *tok;
-    CHECK_OK(dspy_tokenizer_load(test_shared(TOK_JSON), &tok));
-    if (!tok) return;
-    CHECK_OK(dspy_tokenizer_debug_force_pcre2(tok));
-    CHECK_STR(dspy_tokenizer_pretokenizer(tok), "pcre2");
-    dspy_tokenizer_debug_bpe_small_limit(tok, 0); /* heap BPE for every word, too */
-    run_vectors(tok, false, "pcre2 + heap bpe");
-    dspy_tokenizer_free(tok);
+    CHECK_OK(dspy_tokenizer_debug_force_pcre2(g_tok));
+    CHECK_STR(dspy_tokenizer_pretokenizer(g_tok), "pcre2");
+    dspy_tokenizer_debug_bpe_small_limit(g_tok, 0); /* heap BPE for every word, too */
+    run_vectors(g_tok, false, "pcre2 + heap bpe");
+}
+
+/* The CLI: `dspy tokenize` prints ids, tokens, and decodes. */
+static void cli(const char *args, char *out, size_t cap) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "'%s' tokenize --tokenizer '%s' %s 2>&1", test_bin("dspy"), test_shared(TOK_JSON), args);
+    FILE *p = popen(cmd, "r");
+    size_t n = p ? fread(out, 1, cap - 1, p) : 0;
+    out[n] = '\0';
+    if (p) pclose(p);
+}
+
+static void test_cli(void) {
+    char out[4096];
+    cli("--ids --text 'This is a test sentence.'", out, sizeof out);
+    CHECK_STR(out, "128000,2028,374,264,1296,11914,13\n");
+    cli("--no-special --text 'Hi\t🦙'", out, sizeof out);
+    CHECK_STR(out, "13347\tHi\n197\t\\t\n9468\t\\xf0\\x9f\n99\t\\xa6\n247\t\\x99\n");
+    cli("--decode 128000,9906,1917,0", out, sizeof out);
+    CHECK_STR(out, "<|begin_of_text|>Hello world!\n");
+    cli("--decode 128000,9906 --no-special", out, sizeof out);
+    CHECK_STR(out, "Hello\n");
+    cli("--decode 1,x", out, sizeof out);
+    CHECK_CONTAINS(out, "error: dspy tokenize: --decode");
 }
 
 static void test_basics(void) {
@@ -429,13 +450,14 @@ int main(void) {
     load_vectors();
     RUN(test_basics);
     RUN(test_vectors);
-    RUN(test_vectors_pcre2);
     RUN(test_specials);
     RUN(test_offsets);
     RUN(test_decode_lossy_and_stream);
     RUN(test_chat_vectors);
     RUN(test_bad_files);
     RUN(test_small_qwen_style);
+    RUN(test_cli);
+    RUN(test_vectors_pcre2);
     free_vectors();
     dspy_tokenizer_free(g_tok);
     return check_summary("test_tokenizer");
