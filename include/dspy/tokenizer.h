@@ -10,9 +10,8 @@
  * The Llama 3 split regex (and Qwen2's, which differs only in \p{N} vs \p{N}{1,3}) runs through
  * a hand-written matcher with Unicode 14.0 class tables (the version HF's Oniguruma uses); any
  * other Split pattern runs through PCRE2 (UTF + UCP), whose \s and case folding can differ from
- * Oniguruma's in rare characters. Supported normalizers: none, and NFC for input whose code
- * points are all below U+0300 (where NFC is the identity); other input with an NFC tokenizer
- * is refused with DSPY_ERR_ARG. Not supported: WordPiece/Unigram models, byte_fallback
+ * Oniguruma's in rare characters. Supported normalizers: none and NFC (Unicode 14.0 data; added
+ * tokens are matched in the raw text, as HF does for normalized=false tokens). Not supported: WordPiece/Unigram models, byte_fallback
  * (SentencePiece-style) BPE, BERT/RoBERTa post-processors, dropout.
  *
  * Thread safety: a loaded tokenizer is immutable; any number of threads may encode and decode

@@ -12,8 +12,9 @@
  *  - each piece is BPE-merged over its raw bytes: with ignore_merges a piece that is itself a
  *    vocabulary token is emitted directly; otherwise the lowest-rank adjacent pair merges first
  *    (leftmost on ties), by a quadratic loop for short pieces and a binary heap for long ones.
- * It does not normalize (see dspy_tokenizer.h for the NFC restriction) and keeps no cache: with
- * ignore_merges most pieces are one vocabulary lookup, which is what a cache would cost.
+ * An NFC normalizer (Qwen2) is applied to each segment between added tokens (unicode_nfc.c).
+ * No BPE cache is kept: with ignore_merges most pieces are one vocabulary lookup, which is what
+ * a cache lookup would cost (measured: ~96 MB/s per Banking77 text without one).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -260,7 +261,7 @@ static inline int cls_at(const unsigned char *s, size_t i, int *len) {
         *len = 1;
         return k_ascii_cls[s[i]];
     }
-    return dspy_ucls(cp_at(s, i, len));
+    return dspy_ucls(cp_at(s, i, len)) & DSPY_UCLS_MASK;
 }
 
 /* End of the \p{L}+ run starting at i. */
@@ -325,12 +326,9 @@ static size_t llama3_match(const unsigned char *s, size_t i, size_t n, int max_d
 
 /* ---- segments --------------------------------------------------------------------------- */
 
-/* Pre-tokenizes and BPE-encodes the text segment s[a, b). */
-static void encode_segment(const dspy_tokenizer *tok, const unsigned char *s, size_t a, size_t b,
-                           pcre2_match_data *md, idvec *out) {
-    if (a >= b) return;
-    const unsigned char *seg = s + a;
-    size_t n = b - a;
+/* Pre-tokenizes and BPE-encodes seg[0, n), whose first byte is at offset `a` of the text. */
+static void encode_pieces(const dspy_tokenizer *tok, const unsigned char *seg, size_t n, size_t a,
+                          pcre2_match_data *md, idvec *out) {
     switch (tok->pretok) {
     case PRETOK_NONE:
         bpe_piece(tok, seg, n, a, out);
@@ -368,6 +366,34 @@ static void encode_segment(const dspy_tokenizer *tok, const unsigned char *s, si
         return;
     }
     }
+}
+
+/* Encodes the text segment s[a, b) between added tokens: normalizes it (NFC) when the
+ * tokenizer asks for it, then pre-tokenizes and BPE-encodes it. Token offsets of normalized text
+ * point at the original characters. */
+static void encode_segment(const dspy_tokenizer *tok, const unsigned char *s, size_t a, size_t b,
+                           pcre2_match_data *md, idvec *out) {
+    if (a >= b || out->oom) return;
+    if (tok->nfc) {
+        dspy_str norm = DSPY_STR_INIT;
+        size_t *map = NULL;
+        bool changed;
+        if (dspy_nfc(s + a, b - a, a, &norm, &map, &changed) != DSPY_OK) {
+            out->oom = true;
+            return;
+        }
+        if (changed) {
+            size_t first = out->n;
+            encode_pieces(tok, (const unsigned char *)norm.ptr, norm.len, 0, md, out);
+            if (out->want_starts && !out->oom)
+                for (size_t k = first; k < out->n; k++) out->starts[k] = map[out->starts[k]];
+            free(map);
+            dspy_str_free(&norm);
+            return;
+        }
+        dspy_str_free(&norm);
+    }
+    encode_pieces(tok, s + a, b - a, a, md, out);
 }
 
 static inline bool is_space_at(const unsigned char *s, size_t i, int *len) {
@@ -414,15 +440,6 @@ static dspy_status encode_impl(const dspy_tokenizer *tok, const char *text, size
                          "tokenizer: text is not valid UTF-8 (bad byte 0x%02x at offset %zu); "
                          "decode it as UTF-8 before encoding",
                          s[bad], bad);
-    if (tok->nfc) {
-        for (size_t i = 0; i < len; i++)
-            if (s[i] >= 0xCC)
-                return dspy_fail(DSPY_ERR_ARG,
-                                 "%s: this tokenizer normalizes with NFC, which dspy.c implements "
-                                 "only for text below U+0300; the text has a code point >= U+0300 "
-                                 "at byte %zu",
-                                 tok->path, i);
-    }
     pcre2_match_data *md = NULL;
     if (tok->pretok == PRETOK_PCRE2) {
         md = pcre2_match_data_create_from_pattern(tok->re, NULL);

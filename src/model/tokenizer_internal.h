@@ -74,7 +74,7 @@ struct dspy_tokenizer {
     uint8_t trie_first[256];   /* 1 if some added token starts with this byte */
 
     /* Normalizer and pre-tokenizer. */
-    bool nfc;                  /* NFC normalizer (only the identity range is supported) */
+    bool nfc;                  /* NFC normalizer */
     pretok_kind pretok;
     char *pattern;             /* the Split regex from the file (NULL for PRETOK_NONE) */
     pcre2_code *re;            /* compiled pattern when pretok == PRETOK_PCRE2 */

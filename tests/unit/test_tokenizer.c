@@ -4,9 +4,11 @@
  * HF tokenizers 0.23.2 gives, no BOS; see that folder's README) and chat_vectors.jsonl. Every
  * vector is encoded through the hand-written matcher, through PCRE2, and with the heap-only BPE
  * loop, and decoded back. Also: special-token handling, offsets, decoding of invalid UTF-8,
- * streaming, bad tokenizer files, a Qwen2-style tokenizer built in a temp dir.
+ * streaming, bad tokenizer files, a Qwen2-style tokenizer built in a temp dir, and NFC against
+ * tests/ref/nfc_vectors.jsonl (CPython unicodedata, scripts/make_ref_nfc.py).
  */
 #include <jansson.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +16,7 @@
 #include "dspy/str.h"
 #include "dspy/tokenizer.h"
 #include "model/tokenizer_internal.h"
+#include "model/unicode_tables.h"
 
 #define TOK_JSON "models/llama3-tokenizer/tokenizer.json"
 
@@ -108,6 +111,42 @@ static void run_vectors(const dspy_tokenizer *tok, bool roundtrip, const char *l
 static void test_vectors(void) {
     CHECK(g_nvecs == 13110);
     run_vectors(g_tok, true, "llama3 matcher");
+}
+
+/* Concurrent encodes on one tokenizer give the reference ids (the tokenizer is read-only). */
+typedef struct {
+    int part;
+    size_t bad;
+} thread_job;
+
+static void *encode_part(void *arg) {
+    thread_job *j = arg;
+    for (size_t k = (size_t)j->part; k < g_nvecs; k += 8) {
+        int32_t *ids;
+        size_t n;
+        if (dspy_tokenizer_encode(g_tok, g_vecs[k].text, g_vecs[k].len, false, true, &ids, &n) != DSPY_OK) {
+            j->bad++;
+            continue;
+        }
+        if (n != g_vecs[k].n || memcmp(ids, g_vecs[k].ids, n * sizeof *ids) != 0) j->bad++;
+        free(ids);
+    }
+    return NULL;
+}
+
+static void test_threads(void) {
+    pthread_t th[4];
+    thread_job jobs[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i] = (thread_job){i, 0};
+        CHECK(pthread_create(&th[i], NULL, encode_part, &jobs[i]) == 0);
+    }
+    size_t bad = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        bad += jobs[i].bad;
+    }
+    CHECK_INT(bad, 0);
 }
 
 /* Runs last: switches the shared tokenizer to PCRE2 and heap-only BPE for good. */
@@ -383,11 +422,50 @@ static void test_bad_files(void) {
     CHECK_CONTAINS(dspy_errmsg(), "line 1");
 }
 
+static void test_nfc(void) {
+    char *data;
+    size_t n;
+    CHECK_OK(dspy_read_file(test_source("tests/ref/nfc_vectors.jsonl"), &data, &n));
+    if (!data) return;
+    size_t total = 0, bad = 0, changed_n = 0;
+    for (char *line = strtok(data, "\n"); line; line = strtok(NULL, "\n")) {
+        json_error_t err;
+        json_t *j = json_loads(line, 0, &err);
+        json_t *t = json_object_get(j, "text");
+        if (!t) {
+            CHECK_STR(json_string_value(json_object_get(j, "unicode")), dspy_unicode_version);
+            json_decref(j);
+            continue;
+        }
+        const char *text = json_string_value(t), *want = json_string_value(json_object_get(j, "nfc"));
+        dspy_str out = DSPY_STR_INIT;
+        size_t *map;
+        bool changed;
+        CHECK_OK(dspy_nfc((const unsigned char *)text, strlen(text), 100, &out, &map, &changed));
+        const char *got = changed ? dspy_str_cstr(&out) : text;
+        total++;
+        if (changed) changed_n++;
+        if (strcmp(got, want) != 0 && bad++ < 5) fprintf(stderr, "NFC mismatch for %s: got %s want %s\n", text, got, want);
+        if (changed) {
+            /* The map points into the original text, starting at the base, ending at base + n. */
+            CHECK(map[0] == 100 && map[out.len] == 100 + strlen(text));
+            free(map);
+        }
+        dspy_str_free(&out);
+        json_decref(j);
+    }
+    CHECK_INT(total, 750);
+    CHECK(changed_n > 500);
+    CHECK_INT(bad, 0);
+    free(data);
+}
+
 /* A small Qwen2-style tokenizer: the 256 byte tokens, a few merges in pair form, ChatML added
  * tokens, Qwen2's split pattern (single digits), no post-processor. */
-static void test_small_qwen_style(void) {
+static dspy_tokenizer *small_qwen_style(bool nfc) {
     dspy_str j = DSPY_STR_INIT;
-    dspy_str_append(&j, "{\"normalizer\": null, \"added_tokens\": ["
+    dspy_str_append(&j, nfc ? "{\"normalizer\": {\"type\": \"NFC\"}, " : "{\"normalizer\": null, ");
+    dspy_str_append(&j, "\"added_tokens\": ["
                         "{\"id\": 262, \"content\": \"<|im_start|>\", \"special\": true},"
                         "{\"id\": 263, \"content\": \"<|im_end|>\", \"special\": true},"
                         "{\"id\": 264, \"content\": \"[x]\", \"special\": false, \"lstrip\": true, \"rstrip\": true}],"
@@ -413,6 +491,11 @@ static void test_small_qwen_style(void) {
     dspy_str_free(&j);
     dspy_tokenizer *tok;
     CHECK_OK(dspy_tokenizer_load(p, &tok));
+    return tok;
+}
+
+static void test_small_qwen_style(void) {
+    dspy_tokenizer *tok = small_qwen_style(false);
     if (!tok) return;
     CHECK_STR(dspy_tokenizer_pretokenizer(tok), "qwen2");
     CHECK_INT(dspy_tokenizer_bos_id(tok), -1);
@@ -438,6 +521,26 @@ static void test_small_qwen_style(void) {
     CHECK(n == 6 && memcmp(ids, want, sizeof want) == 0);
     free(ids);
     dspy_tokenizer_free(tok);
+
+    /* With an NFC normalizer, "e" + U+0301 encodes as the bytes of U+00E9, and offsets point at
+     * the original text. Without it, the three bytes stay. */
+    tok = small_qwen_style(true);
+    if (!tok) return;
+    size_t *starts;
+    s = "ab e\xcc\x81<|im_end|>e\xcc\x81";
+    CHECK_OK(dspy_tokenizer_encode_offsets(tok, s, strlen(s), false, true, &ids, &starts, &n));
+    int32_t want3[] = {256, ' ', 0xc3, 0xa9, 263, 0xc3, 0xa9};
+    CHECK(n == 7 && memcmp(ids, want3, sizeof want3) == 0);
+    if (n == 7) {
+        CHECK_INT(starts[1], 2);
+        CHECK_INT(starts[2], 3);
+        CHECK_INT(starts[3], 3);
+        CHECK_INT(starts[4], 6);
+        CHECK_INT(starts[5], 16);
+    }
+    free(ids);
+    free(starts);
+    dspy_tokenizer_free(tok);
 }
 
 int main(void) {
@@ -455,7 +558,9 @@ int main(void) {
     RUN(test_decode_lossy_and_stream);
     RUN(test_chat_vectors);
     RUN(test_bad_files);
+    RUN(test_nfc);
     RUN(test_small_qwen_style);
+    RUN(test_threads);
     RUN(test_cli);
     RUN(test_vectors_pcre2);
     free_vectors();
