@@ -130,7 +130,9 @@ void dspy_lm_free(dspy_lm *lm);
  * error, or an unusable body — the message quotes the server's error.message, the URL and
  * the HTTP status), DSPY_ERR_TIMEOUT (connect/read deadline or HTTP 408, after the retries),
  * DSPY_ERR_STATE (openai/local model not launched; scripted LM out of replies), DSPY_ERR_IO
- * (cache cannot be opened). Messages start with "[<model>] ". *out is NULL on failure. */
+ * (the cache cannot be opened). A cache lookup or store that fails once the cache is open is
+ * logged as a warning and does not fail the call. Messages start with "[<model>] ".
+ * *out is NULL on failure. */
 dspy_status dspy_lm_call(dspy_lm *lm, const dspy_json *messages, const dspy_json *kwargs,
                          dspy_lm_response **out);
 
@@ -179,7 +181,7 @@ dspy_status dspy_lm_copy(dspy_lm *lm, const dspy_json *overrides, dspy_lm **out)
  *  ...kwargs without "api_key"}. NULL on OOM. */
 dspy_json *dspy_lm_dump_state(dspy_lm *lm);
 /* BaseLM.load_state: builds an LM from a dump_state object. Unless `allow_unsafe`, the kwargs
- * "api_base", "base_url" and "model_list" are dropped (DSPy warns; we drop silently). `p`
+ * "api_base", "base_url" and "model_list" are dropped (with a logged warning, as DSPy does). `p`
  * (may be NULL) supplies what the state does not hold: profile, timeouts, cache_store. */
 dspy_status dspy_lm_load_state(const dspy_json *state, bool allow_unsafe, const dspy_lm_params *p,
                                dspy_lm **out);

@@ -9,13 +9,14 @@
  * Follows DSPy 3.3.1 dspy/clients/cache.py for semantics (not its file format).
  */
 #include "dspy/cache.h"
+#include "dspy/hash.h"
 
 #include <errno.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -66,18 +67,6 @@ dspy_cache_params dspy_cache_params_default(void) {
 
 /* ---- keys ------------------------------------------------------------------------------- */
 
-static void sha256_hex(const void *data, size_t n, char out[65]) {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    EVP_Digest(data, n, md, &mdlen, EVP_sha256(), NULL);
-    static const char hex[] = "0123456789abcdef";
-    for (unsigned i = 0; i < 32; i++) {
-        out[2 * i] = hex[md[i] >> 4];
-        out[2 * i + 1] = hex[md[i] & 15];
-    }
-    out[64] = '\0';
-}
-
 static bool is_ignored(const char *k, const char *const *ignored) {
     for (; ignored && *ignored; ignored++)
         if (strcmp(k, *ignored) == 0) return true;
@@ -102,7 +91,7 @@ dspy_status dspy_cache_key(const dspy_json *request, const char *const *ignored,
     dspy_status st = dspy_json_dump(params, DSPY_JSON_COMPACT | DSPY_JSON_SORT_KEYS | DSPY_JSON_UTF8, &s);
     dspy_json_decref(params);
     if (st == DSPY_OK && !dspy_str_ok(&s)) st = dspy_fail(DSPY_ERR_NOMEM, "cache key: out of memory");
-    if (st == DSPY_OK) sha256_hex(dspy_str_cstr(&s), s.len, out);
+    if (st == DSPY_OK) st = dspy_sha256_hex(dspy_str_cstr(&s), s.len, out);
     dspy_str_free(&s);
     return st;
 }

@@ -283,9 +283,11 @@ static dspy_status render_entry(pp *p, const dspy_json *item, size_t index) {
             for (size_t k = 0; k < dspy_json_size(calls); k++) {
                 const dspy_json *fn = dspy_json_get(dspy_json_at(calls, k), "function");
                 dspy_str line = DSPY_STR_INIT;
-                dspy_json_pystr(dspy_json_get(fn, "name"), &line);
+                const dspy_json *name = fn ? dspy_json_get(fn, "name") : NULL;
+                const dspy_json *args = fn ? dspy_json_get(fn, "arguments") : NULL;
+                if (name) dspy_json_pystr(name, &line);
                 dspy_str_append(&line, ": ");
-                dspy_json_pystr(dspy_json_get(fn, "arguments"), &line);
+                if (args) dspy_json_pystr(args, &line);
                 colored(p, GREEN, dspy_strv_lstrip(dspy_strv_make(dspy_str_cstr(&line), line.len)), true);
                 dspy_str_free(&line);
             }

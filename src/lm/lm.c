@@ -18,6 +18,7 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "dspy/log.h"
 #include "lm_internal.h"
 
 #define FN_IDENTIFIER "dspy.clients.lm.litellm_completion"
@@ -612,6 +613,30 @@ static void record_history(dspy_lm *lm, const call_plan *pl, const dspy_lm_respo
     dspy_json_decref(e);
 }
 
+/* DSPy 3.3.1 LM._check_truncation: a warning when any choice stopped at the token limit. */
+static void warn_if_truncated(dspy_lm *lm, const dspy_lm_response *r) {
+    bool truncated = false;
+    for (int32_t i = 0; i < r->n; i++)
+        if (r->choices[i].finish_reason && strcmp(r->choices[i].finish_reason, "length") == 0) truncated = true;
+    if (!truncated || !dspy_log_enabled(DSPY_LOG_WARN)) return;
+    dspy_str mt = DSPY_STR_INIT, t = DSPY_STR_INIT;
+    pthread_mutex_lock(&lm->lock);
+    const dspy_json *m = dspy_json_get(lm->kwargs, "max_tokens");
+    if (!m) m = dspy_json_get(lm->kwargs, "max_completion_tokens");
+    const dspy_json *tv = dspy_json_get(lm->kwargs, "temperature");
+    if (m) dspy_json_pystr(m, &mt);
+    if (tv) dspy_json_pystr(tv, &t);
+    pthread_mutex_unlock(&lm->lock);
+    dspy_log(DSPY_LOG_WARN,
+             "LM response was truncated due to exceeding max_tokens=%s. You can inspect the latest LM interactions "
+             "with `dspy.inspect_history()`. To avoid truncation, consider passing a larger max_tokens when setting up "
+             "dspy.LM. You may also consider increasing the temperature (currently %s)  if the reason for truncation "
+             "is repetition.",
+             mt.len ? dspy_str_cstr(&mt) : "None", t.len ? dspy_str_cstr(&t) : "None");
+    dspy_str_free(&mt);
+    dspy_str_free(&t);
+}
+
 static dspy_status resolve_cache(dspy_lm *lm, dspy_cache **out) {
     if (lm->cache_store) {
         *out = dspy_cache_retain(lm->cache_store);
@@ -633,8 +658,12 @@ static dspy_status call_inner(dspy_lm *lm, const dspy_json *messages, const dspy
     if (pl.cache_on) {
         st = resolve_cache(lm, &cache);
         if (st == DSPY_OK) st = plan_key(&pl, lm->model, key);
-        if (st == DSPY_OK) st = dspy_cache_get(cache, key, &raw);
         if (st) goto done;
+        if (dspy_cache_get(cache, key, &raw) != DSPY_OK) { /* as DSPy: a failed lookup is a miss */
+            dspy_log(DSPY_LOG_WARN, "[%s] cache lookup failed, calling the model: %s", lm->model, dspy_errmsg());
+            dspy_errclear();
+            raw = NULL;
+        }
         if (raw) {
             st = response_from_raw(lm, raw, true, &r);
             raw = NULL;
@@ -656,13 +685,16 @@ static dspy_status call_inner(dspy_lm *lm, const dspy_json *messages, const dspy
         if (cache) {
             /* Committed before we return: a paid answer survives a crash after this point. A
              * disk failure still leaves it in memory; the cache stats count the failure. */
-            dspy_cache_put(cache, key, r->raw);
-            dspy_errclear();
+            if (dspy_cache_put(cache, key, r->raw) != DSPY_OK) {
+                dspy_log(DSPY_LOG_WARN, "[%s] the answer is cached in memory only: %s", lm->model, dspy_errmsg());
+                dspy_errclear();
+            }
         }
         pthread_mutex_lock(&lm->lock);
         dspy_usage_merge(lm->usage, r->usage);
         pthread_mutex_unlock(&lm->lock);
     }
+    warn_if_truncated(lm, r);
     record_history(lm, &pl, r);
     *out = r;
     r = NULL;
@@ -754,6 +786,7 @@ dspy_status dspy_lm_copy(dspy_lm *lm, const dspy_json *overrides, dspy_lm **out)
     pthread_mutex_init(&n->lock, NULL);
     dspy_status st = DSPY_OK;
     pthread_mutex_lock(&lm->lock);
+    dspy_json *orig = dspy_json_copy(lm->kwargs); /* "key in self.kwargs" is asked of this */
     n->kwargs = dspy_json_copy(lm->kwargs);
     n->launch_kwargs = dspy_json_copy(lm->launch_kwargs);
     n->train_kwargs = dspy_json_copy(lm->train_kwargs);
@@ -778,7 +811,7 @@ dspy_status dspy_lm_copy(dspy_lm *lm, const dspy_json *overrides, dspy_lm **out)
     n->usage = dspy_json_object();
     n->prov = lm->prov;
     atomic_fetch_add(&n->prov->refs, 1);
-    if (!n->kwargs || !n->launch_kwargs || !n->train_kwargs || (lm->ncbs && !n->cbs) || !n->model ||
+    if (!orig || !n->kwargs || !n->launch_kwargs || !n->train_kwargs || (lm->ncbs && !n->cbs) || !n->model ||
         !n->model_type || (lm->finetuning_model && !n->finetuning_model) || !n->history || !n->usage) {
         st = nomem(lm->model);
         goto fail;
@@ -788,7 +821,7 @@ dspy_status dspy_lm_copy(dspy_lm *lm, const dspy_json *overrides, dspy_lm **out)
         const dspy_json *v = dspy_json_iter_value(it);
         bool attr = is_attr(k);
         if (attr && (st = set_attr(n, k, v))) goto fail;
-        if (dspy_json_get(lm->kwargs, k) || !attr) {
+        if (dspy_json_get(orig, k) || !attr) {
             if (dspy_json_typeof(v) == DSPY_JSON_NULL) dspy_json_del(n->kwargs, k);
             else if ((st = dspy_json_set(n->kwargs, k, dspy_json_copy(v)))) goto fail;
         }
@@ -808,9 +841,11 @@ dspy_status dspy_lm_copy(dspy_lm *lm, const dspy_json *overrides, dspy_lm **out)
         }
         st = DSPY_OK;
     }
+    dspy_json_decref(orig);
     *out = n;
     return DSPY_OK;
 fail:
+    dspy_json_decref(orig);
     lm_destroy(n);
     return st;
 }
@@ -869,8 +904,11 @@ dspy_status dspy_lm_load_state(const dspy_json *state, bool allow_unsafe, const 
     for (void *it = dspy_json_iter(state); it; it = dspy_json_next(state, it)) {
         const char *k = dspy_json_iter_key(it);
         if (strcmp(k, "_dspy_lm_class") == 0 || is_attr(k)) continue;
-        if (!allow_unsafe && (strcmp(k, "api_base") == 0 || strcmp(k, "base_url") == 0 || strcmp(k, "model_list") == 0))
+        if (!allow_unsafe && (strcmp(k, "api_base") == 0 || strcmp(k, "base_url") == 0 || strcmp(k, "model_list") == 0)) {
+            dspy_log(DSPY_LOG_WARN, "LM state for %s: dropping \"%s\" (load with allow_unsafe_lm_state to keep it)",
+                     model, k);
             continue;
+        }
         if (dspy_json_set(kw, k, dspy_json_copy(dspy_json_iter_value(it)))) {
             dspy_json_decref(kw);
             return dspy_fail(DSPY_ERR_NOMEM, "LM state: out of memory");

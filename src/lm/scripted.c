@@ -191,7 +191,7 @@ static dspy_status scripted_complete(void *impl, dspy_lm *lm, const dspy_json *r
     *out = NULL;
     const dspy_json *messages = dspy_json_get(request, "messages");
     const dspy_json *nv = dspy_json_get(request, "n");
-    int64_t n = dspy_json_typeof(nv) == DSPY_JSON_INT ? dspy_json_intval(nv) : 1;
+    int64_t n = nv && dspy_json_typeof(nv) == DSPY_JSON_INT ? dspy_json_intval(nv) : 1;
     if (n < 1 || n > 4096) return dspy_fail(DSPY_ERR_ARG, "[%s] n must be between 1 and 4096, not %lld", dspy_lm_model(lm), (long long)n);
     dspy_json *kw = dspy_json_object(), *resp = dspy_json_object(), *choices = dspy_json_array();
     dspy_status st = DSPY_OK;
