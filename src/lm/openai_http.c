@@ -305,6 +305,8 @@ static dspy_status http_complete(void *impl, dspy_lm *lm, const dspy_json *reque
     if (!key) key = local ? "local" : env_nonempty("OPENAI_API_KEY");
     if (!key)
         return dspy_fail(DSPY_ERR_ARG, "[%s] no API key: set OPENAI_API_KEY or pass kwargs api_key", model);
+    if (strpbrk(key, "\r\n"))
+        return dspy_fail(DSPY_ERR_ARG, "[%s] the API key contains a line break; check OPENAI_API_KEY / api_key", model);
 
     dspy_status st = DSPY_OK;
     dspy_str url = DSPY_STR_INIT, body = DSPY_STR_INIT, auth = DSPY_STR_INIT;

@@ -361,6 +361,9 @@ static void test_request_bodies(void) {
     CHECK_OK(dspy_lm_call(lm, msgs, NULL, &r));
     dspy_lm_response_free(r);
     CHECK_STR(seen_field(0, 1), "Bearer sk-env");
+    setenv("OPENAI_API_KEY", "sk-env\r\nX-Injected: 1", 1);
+    CHECK_STATUS(dspy_lm_call(lm, msgs, NULL, &r), DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "line break");
     unsetenv("OPENAI_API_KEY");
     CHECK_STATUS(dspy_lm_call(lm, msgs, NULL, &r), DSPY_ERR_ARG);
     CHECK_CONTAINS(dspy_errmsg(), "OPENAI_API_KEY");
