@@ -53,9 +53,29 @@ dspy_json *dspy_json_copy(const dspy_json *v) { return D(json_deep_copy(J(v))); 
 
 bool dspy_json_equal(const dspy_json *a, const dspy_json *b) {
     if (!a || !b) return a == b;
-    if (json_is_number(J(a)) && json_is_number(J(b)) && !(json_is_integer(J(a)) && json_is_integer(J(b))))
-        return json_number_value(J(a)) == json_number_value(J(b));
-    return json_equal(J(a), J(b));
+    json_t *x = J(a), *y = J(b);
+    if (json_is_number(x) && json_is_number(y)) {
+        if (json_is_integer(x) && json_is_integer(y)) return json_integer_value(x) == json_integer_value(y);
+        return json_number_value(x) == json_number_value(y);
+    }
+    if (json_typeof(x) != json_typeof(y)) return false;
+    if (json_is_array(x)) {
+        if (json_array_size(x) != json_array_size(y)) return false;
+        for (size_t i = 0; i < json_array_size(x); i++)
+            if (!dspy_json_equal(D(json_array_get(x, i)), D(json_array_get(y, i)))) return false;
+        return true;
+    }
+    if (json_is_object(x)) {
+        if (json_object_size(x) != json_object_size(y)) return false;
+        const char *key;
+        json_t *val;
+        json_object_foreach(x, key, val) {
+            json_t *other = json_object_get(y, key);
+            if (!other || !dspy_json_equal(D(val), D(other))) return false;
+        }
+        return true;
+    }
+    return json_equal(x, y);
 }
 
 dspy_json_type dspy_json_typeof(const dspy_json *v) {
