@@ -2,8 +2,11 @@
  * exact messages CC-04..CC-08 (tests/ref/adapter_messages.json, copied from the spec by
  * scripts/make_ref_adapter.py), the tutorial prompt CC-10 against the shared fixtures (V33) and
  * the spec's V26 rules, format_finetune_data CC-12, parsing CC-13/CC-14, demos in V26. */
+#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "dspy/adapter.h"
@@ -444,6 +447,81 @@ static void test_parse_defaults(void) {
     dspy_signature_free(s);
 }
 
+
+/* Runs argv (no shell), returns stdout (malloc'd) and the exit status. */
+static char *run_capture(char *const argv[], int *status) {
+    int fd[2];
+    *status = -1;
+    if (pipe(fd)) return NULL;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fd[1], 1);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", 1, 0);
+    posix_spawn_file_actions_addclose(&fa, fd[0]);
+    pid_t pid;
+    extern char **environ;
+    int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fd[1]);
+    dspy_str out = DSPY_STR_INIT;
+    char buf[4096];
+    ssize_t n;
+    while (rc == 0 && (n = read(fd[0], buf, sizeof buf)) > 0) dspy_str_appendn(&out, buf, (size_t)n);
+    close(fd[0]);
+    if (rc == 0 && waitpid(pid, status, 0) == pid && WIFEXITED(*status)) *status = WEXITSTATUS(*status);
+    return dspy_str_take(&out);
+}
+
+/* `dspy prompt` prints exactly what the adapter sends. */
+static void test_cli(void) {
+    char bin[1024];
+    snprintf(bin, sizeof bin, "%s", test_bin("dspy"));
+    int status;
+    char *argv1[] = {bin, "prompt", "--signature", "question -> answer", "--input",
+                     "question=What is the capital of France?", "--compact", NULL};
+    char *out = run_capture(argv1, &status);
+    CHECK_INT(status, 0);
+    dspy_json *wrap = dspy_json_object();
+    dspy_json_set(wrap, "messages", dspy_json_copy(ref("CC-20")));
+    char *want = dspy_json_dumps(wrap, DSPY_JSON_UTF8 | DSPY_JSON_COMPACT);
+    dspy_str w = DSPY_STR_INIT;
+    dspy_str_append(&w, want);
+    dspy_str_append(&w, "\n");
+    CHECK_STR(out, dspy_str_cstr(&w));
+    dspy_str_free(&w);
+    free(want);
+    free(out);
+    dspy_json_decref(wrap);
+
+    int nl;
+    char *sigtext = tutorial_signature_text(&nl);
+    if (sigtext) {
+        char *argv2[] = {bin, "prompt", "--signature", sigtext, "--module", "cot", "--input",
+                         "text=why hasnt my card come in yet?", NULL};
+        out = run_capture(argv2, &status);
+        CHECK_INT(status, 0);
+        dspy_json *got = NULL;
+        if (out) CHECK_OK(dspy_json_parse(out, strlen(out), "dspy prompt output", &got));
+        size_t ns, nu;
+        char *sys = read_fixture("tutorial_system_v3.3.1.txt", &ns), *usr = read_fixture("tutorial_user_v3.3.1.txt", &nu);
+        const dspy_json *m = got ? dspy_json_get(got, "messages") : NULL;
+        if (m && sys && usr) {
+            CHECK_STR(msg_content(m, 0), sys);
+            CHECK_STR(msg_content(m, 1), usr);
+        }
+        free(sys);
+        free(usr);
+        dspy_json_decref(got);
+        free(out);
+        free(sigtext);
+    }
+    char *argv3[] = {bin, "prompt", "--signature", "q -> a", "--dspy-format", "2.7", NULL};
+    out = run_capture(argv3, &status);
+    CHECK(status != 0);
+    CHECK_STR(out, "");
+    free(out);
+}
+
 int main(void) {
     if (dspy_json_load(test_source("tests/ref/adapter_messages.json"), &g_ref)) {
         fprintf(stderr, "%s\n", dspy_errmsg());
@@ -458,6 +536,7 @@ int main(void) {
     RUN(test_parse_tutorial);
     RUN(test_parse_edges);
     RUN(test_parse_defaults);
+    RUN(test_cli);
     dspy_json_decref(g_ref);
     return check_summary("test_adapter_chat");
 }
