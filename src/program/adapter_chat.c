@@ -32,8 +32,9 @@ void adp_strip(dspy_str *s) {
 static void blob(const char *s, size_t n, dspy_str *out) {
     bool plain = memchr(s, '\n', n) == NULL;
     for (size_t i = 0; plain && i + 1 < n; i++)
-        if ((unsigned char)s[i] == 0xc2 && ((unsigned char)s[i + 1] == 0xab || (unsigned char)s[i + 1] == 0xbb))
-            plain = false;
+        if ((unsigned char)s[i] == 0xc2 &&
+            ((unsigned char)s[i + 1] == 0xab || (unsigned char)s[i + 1] == 0xbb))
+            plain = false; /* « or » */
     if (plain) {
         dspy_str_append(out, "\xc2\xab");
         dspy_str_appendn(out, s, n);

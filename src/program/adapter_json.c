@@ -180,7 +180,8 @@ static dspy_status enforce_required(dspy_json *s) {
                     dspy_json_decref(req);
                     return nomem();
                 }
-            if (dspy_json_set(s, "required", req) || dspy_json_set(s, "additionalProperties", dspy_json_bool(false)))
+            if (dspy_json_set(s, "required", req) ||
+                dspy_json_set(s, "additionalProperties", dspy_json_bool(false)))
                 return nomem();
             for (void *it = dspy_json_iter(props); it; it = dspy_json_next(props, it)) {
                 dspy_status st = enforce_required(dspy_json_iter_value(it));
@@ -228,7 +229,8 @@ static dspy_status property_schema(const dspy_signature *sig, size_t i, dspy_jso
         st = nomem();
         goto done;
     }
-    for (void *it = dspy_json_iter(base); it; it = dspy_json_next(base, it)) keys[k++] = dspy_json_iter_key(it);
+    for (void *it = dspy_json_iter(base); it; it = dspy_json_next(base, it))
+        keys[k++] = dspy_json_iter_key(it);
     qsort(keys, k, sizeof *keys, cmp_keys);
     for (size_t j = 0; j < k && !st; j++)
         st = dspy_json_set(sorted, keys[j], dspy_json_incref(dspy_json_get(base, keys[j])));

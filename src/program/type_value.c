@@ -457,7 +457,10 @@ static bool literal_in(const dspy_type *t, const dspy_json *v) {
 }
 
 static dspy_status parse_literal_v33(const dspy_type *t, const dspy_json *value, dspy_json **out) {
-    if (literal_in(t, value)) return (*out = dspy_json_copy(value)) ? DSPY_OK : dspy_fail(DSPY_ERR_NOMEM, "out of memory");
+    if (literal_in(t, value)) {
+        *out = dspy_json_copy(value);
+        return *out ? DSPY_OK : dspy_fail(DSPY_ERR_NOMEM, "parse_value: out of memory");
+    }
     if (dspy_json_is_string(value)) {
         dspy_strv v = dspy_strv_strip(dspy_strv_make(dspy_json_str(value), dspy_json_strlen(value)));
         if ((dspy_strv_starts_with(v, "Literal[") || dspy_strv_starts_with(v, "str[")) &&

@@ -310,6 +310,20 @@ static void test_system_shapes(void) {
     free(sys);
     dspy_signature_free(s);
 
+    /* CC-09: quoted type name, unquoted note values */
+    s = sig("q -> a: Literal[True, 3, \"foo\"]", NULL);
+    CHECK_OK(dspy_adapter_format_system(DSPY_ADAPTER_CHAT, DSPY_PROFILE_V33, s, &sys));
+    CHECK_CONTAINS(sys, "1. `a` (Literal[True, 3, 'foo']):\n");
+    CHECK_CONTAINS(sys, "{a}        # note: the value you produce must exactly match (no extra characters) one of: True; 3; foo\n");
+    free(sys);
+    dspy_json *in = J("{\"q\": \"x\"}");
+    char *user = NULL;
+    CHECK_OK(dspy_adapter_format_user(DSPY_ADAPTER_CHAT, DSPY_PROFILE_V33, s, in, &user));
+    CHECK_CONTAINS(user, "`[[ ## a ## ]]` (must be formatted as a valid Python Literal[True, 3, 'foo'])");
+    free(user);
+    dspy_json_decref(in);
+    dspy_signature_free(s);
+
     s = sig("q -> a", "");
     CHECK_OK(dspy_adapter_format_system(DSPY_ADAPTER_CHAT, DSPY_PROFILE_V33, s, &sys));
     CHECK(sys && dspy_strv_ends_with(dspy_strv_of(sys), "[[ ## completed ## ]]\nIn adhering to this structure, your objective is: "));
@@ -515,6 +529,22 @@ static void test_cli(void) {
         free(out);
         free(sigtext);
     }
+    /* CC-06 through the CLI: --demos file, --instructions, typed outputs */
+    char demos_path[600];
+    snprintf(demos_path, sizeof demos_path, "%s/demos.json", test_tmpdir());
+    const char *demos = "[{\"question\": \"Q1\", \"answers\": [\"A1\", \"A2\"], \"scores\": [0.1, 0.9]}]";
+    CHECK_OK(dspy_write_file(demos_path, demos, strlen(demos)));
+    char *argv4[] = {bin, "prompt", "--signature", "question: str -> answers: list[str], scores: list[float]",
+                     "--instructions", "Answer the question with multiple answers and scores",
+                     "--demos", demos_path, "--input", "question=Q2", NULL};
+    out = run_capture(argv4, &status);
+    CHECK_INT(status, 0);
+    dspy_json *got = NULL;
+    if (out) CHECK_OK(dspy_json_parse(out, strlen(out), "dspy prompt output", &got));
+    CHECK(got && ref("CC-06") && dspy_json_equal(dspy_json_get(got, "messages"), ref("CC-06")));
+    dspy_json_decref(got);
+    free(out);
+
     char *argv3[] = {bin, "prompt", "--signature", "q -> a", "--dspy-format", "2.7", NULL};
     out = run_capture(argv3, &status);
     CHECK(status != 0);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "dspy/adapter.h"
 #include "dspy/type.h"
 #include "program/json_repair.h"
 #include "program/pyliteral.h"
@@ -319,6 +320,58 @@ static void test_literal_eval(void) {
     }
 }
 
+/* Random JSON/Python-ish text through every reader: no crash, no leak (run under ASan), and
+ * a status that is OK or a clean error. */
+static void test_random_inputs(void) {
+    static const char alphabet[] = "{}[]()\"'\\:,.-+_0123456789eEaxLiteralstrintNoneTrue# \n\t|#";
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    dspy_signature *cot = NULL, *js = NULL;
+    CHECK_OK(dspy_signature_parse("q -> reasoning, label: Literal['a', 'b'], n: list[int]", NULL, &cot));
+    CHECK_OK(dspy_signature_parse("q -> answer, d: dict[str, float], o: Optional[int]", NULL, &js));
+    int ok = 0, failed = 0;
+    for (int iter = 0; iter < 3000; iter++) {
+        char buf[96];
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        size_t n = (size_t)(x % 80);
+        for (size_t i = 0; i < n; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            buf[i] = alphabet[x % (sizeof alphabet - 1)];
+        }
+        buf[n] = '\0';
+        dspy_json *v = NULL;
+        dspy_status st = json_repair_loads(buf, n, &v);
+        CHECK(st == DSPY_OK && v != NULL);
+        dspy_json_decref(v);
+        v = NULL;
+        st = py_literal_eval(buf, n, &v);
+        CHECK(st == DSPY_OK ? v != NULL : (st == DSPY_ERR_PARSE && v == NULL));
+        dspy_json_decref(v);
+        dspy_type *t = NULL;
+        st = dspy_type_parse(buf, &t);
+        CHECK(st == DSPY_OK ? t != NULL : (st == DSPY_ERR_FORMAT && t == NULL));
+        dspy_type_free(t);
+        dspy_signature *sg = NULL;
+        char sigtext[128];
+        snprintf(sigtext, sizeof sigtext, "a -> %s", buf);
+        st = dspy_signature_parse(sigtext, NULL, &sg);
+        CHECK(st == DSPY_OK || st == DSPY_ERR_FORMAT);
+        dspy_signature_free(sg);
+        for (int k = 0; k < 2; k++) {
+            dspy_json *f = NULL;
+            st = dspy_adapter_parse(k ? DSPY_ADAPTER_JSON : DSPY_ADAPTER_CHAT, k ? DSPY_PROFILE_V33 : DSPY_PROFILE_V26,
+                                    k ? js : cot, buf, &f);
+            CHECK(st == DSPY_OK ? f != NULL : (st == DSPY_ERR_PARSE && f == NULL));
+            if (st == DSPY_OK) ok++;
+            else failed++;
+            dspy_json_decref(f);
+        }
+    }
+    CHECK(failed > 0);
+    (void)ok;
+    dspy_signature_free(cot);
+    dspy_signature_free(js);
+}
+
 int main(void) {
     RUN(test_literal_values);
     RUN(test_other_values);
@@ -326,5 +379,6 @@ int main(void) {
     RUN(test_type_api);
     RUN(test_json_repair);
     RUN(test_literal_eval);
+    RUN(test_random_inputs);
     return check_summary("test_type");
 }
