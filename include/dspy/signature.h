@@ -82,7 +82,8 @@ dspy_status dspy_signature_set_prefix(dspy_signature *s, const char *name, const
 dspy_status dspy_signature_set_default(dspy_signature *s, const char *name, const dspy_json *value);
 
 /* New signatures (DSPy's Signature class methods); the source is unchanged. Instructions are
- * kept as they are (not recomputed from the new field list). */
+ * kept as they are (not recomputed from the new field list); with_instructions(NULL) gives
+ * empty instructions. */
 dspy_status dspy_signature_with_instructions(const dspy_signature *s, const char *instructions,
                                              dspy_signature **out);
 dspy_status dspy_signature_prepend(const dspy_signature *s, const dspy_field_spec *field,
