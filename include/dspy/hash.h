@@ -1,0 +1,50 @@
+/* dspy/hash.h — SHA-256 digests (one-shot and incremental), as lowercase hex or raw bytes.
+ *
+ * What it does: FIPS 180-4 SHA-256 through OpenSSL libcrypto's EVP interface, e.g. for the
+ * content hash that names fine-tuning data files (dspy_behaviour.md §10.5, where any content
+ * hash is acceptable) and for cache keys.
+ * What it does not: other digests, HMAC, or reproducing Python's sha256(pickle.dumps(...)).
+ *
+ * Thread safety: the one-shot functions are thread-safe; a dspy_sha256_ctx belongs to one
+ * thread at a time.
+ */
+#ifndef DSPY_HASH_H
+#define DSPY_HASH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dspy/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DSPY_SHA256_LEN 32     /* digest bytes */
+#define DSPY_SHA256_HEX_LEN 64 /* hex characters, without the NUL */
+
+/* SHA-256 of n bytes at data, written as 64 lowercase hex digits plus NUL into out.
+ * data may be NULL when n == 0. DSPY_ERR_BACKEND if libcrypto fails (out is then ""). */
+dspy_status dspy_sha256_hex(const void *data, size_t n, char out[DSPY_SHA256_HEX_LEN + 1]);
+
+/* The same digest as 32 raw bytes. */
+dspy_status dspy_sha256(const void *data, size_t n, uint8_t out[DSPY_SHA256_LEN]);
+
+/* Incremental hashing: new -> update* -> final (or final_hex) -> free. After final the context
+ * is reset and may hash a new message. */
+typedef struct dspy_sha256_ctx dspy_sha256_ctx;
+
+/* Creates a context in *out (NULL on failure: DSPY_ERR_NOMEM or DSPY_ERR_BACKEND). */
+dspy_status dspy_sha256_new(dspy_sha256_ctx **out);
+/* Feeds n more bytes (data may be NULL when n == 0). */
+dspy_status dspy_sha256_update(dspy_sha256_ctx *ctx, const void *data, size_t n);
+/* Writes the digest of everything fed since new (or the last final) and resets the context. */
+dspy_status dspy_sha256_final(dspy_sha256_ctx *ctx, uint8_t out[DSPY_SHA256_LEN]);
+dspy_status dspy_sha256_final_hex(dspy_sha256_ctx *ctx, char out[DSPY_SHA256_HEX_LEN + 1]);
+/* Frees the context; NULL-safe. */
+void dspy_sha256_free(dspy_sha256_ctx *ctx);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
