@@ -15,7 +15,9 @@
 #include "check.h"
 #include "dspy/engine.h"
 #include "dspy/model.h"
+#include "dspy/chat_template.h"
 #include "dspy/str.h"
+#include "dspy/tokenizer.h"
 #include "engine/sampler.h"
 
 static char *g_dir; /* random llama, vocab 300, context 64 */
@@ -458,6 +460,74 @@ static void test_cli(void) {
     free(o1);
 }
 
+/* --prompt and --messages go through the model directory's tokenizer and chat template. */
+static void test_cli_text(void) {
+    if (!test_have_shared("models/llama3-tokenizer/tokenizer.json")) {
+        check_skip("shared tokenizer absent");
+        return;
+    }
+    dspy_str dir = DSPY_STR_INIT;
+    dspy_str_appendf(&dir, "%s/cli-full", test_tmpdir());
+    char cmd[2048], *o = NULL;
+    snprintf(cmd, sizeof cmd, "'%s' init-model --preset tiny --seed 8 --out '%s' --tokenizer '%s'", test_bin("dspy"),
+             dspy_str_cstr(&dir), test_shared("models/llama3-tokenizer"));
+    CHECK_INT(run_cmd(cmd, &o), 0);
+    free(o);
+    dspy_model *m = load(dspy_str_cstr(&dir));
+    dspy_tokenizer *tok = NULL;
+    CHECK_OK(dspy_tokenizer_load(dspy_str_cstr(&dir), &tok));
+    if (!m || !tok) return;
+    dspy_sampling sp = dspy_sampling_default();
+    sp.temperature = 0;
+    sp.max_tokens = 6;
+    /* --prompt: BOS + text */
+    int32_t *ids, *g;
+    size_t n, ng;
+    CHECK_OK(dspy_tokenizer_encode(tok, "Hello, world", 12, true, true, &ids, &n));
+    CHECK(n == 4 && ids[0] == 128000);
+    CHECK_OK(dspy_generate(m, ids, n, &sp, &g, NULL, &ng, NULL));
+    dspy_str want = DSPY_STR_INIT;
+    char *text;
+    size_t tl;
+    CHECK_OK(dspy_tokenizer_decode(tok, g, ng, true, &text, &tl));
+    snprintf(cmd, sizeof cmd, "'%s' generate --model '%s' --prompt 'Hello, world' --temperature 0 --max-tokens 6",
+             test_bin("dspy"), dspy_str_cstr(&dir));
+    CHECK_INT(run_cmd(cmd, &o), 0);
+    dspy_str_appendf(&want, "%s\n", text);
+    CHECK_STR(o, dspy_str_cstr(&want));
+    free(o), free(text), free(ids), free(g);
+    /* --messages: the Llama 3.2 template (copied by init-model), no extra BOS, <|eot_id|> stops */
+    dspy_chat_template *tpl = NULL;
+    CHECK_OK(dspy_chat_template_load(dspy_str_cstr(&dir), &tpl));
+    dspy_chat_msg msg = {"user", "What is 2+2?"};
+    dspy_str r = DSPY_STR_INIT;
+    CHECK_OK(dspy_chat_render(tpl, &msg, 1, true, NULL, &r, NULL, NULL));
+    CHECK_OK(dspy_tokenizer_encode(tok, dspy_str_cstr(&r), r.len, false, true, &ids, &n));
+    CHECK(ids[0] == 128000 && ids[1] == 128006);
+    int32_t eot = 128009;
+    sp.stop_ids = &eot;
+    sp.n_stop_ids = 1;
+    CHECK_OK(dspy_generate(m, ids, n, &sp, &g, NULL, &ng, NULL));
+    dspy_str_clear(&want);
+    for (size_t i = 0; i < ng; i++) dspy_str_appendf(&want, "%s%d", i ? "," : "", g[i]);
+    dspy_str_appendc(&want, '\n');
+    snprintf(cmd, sizeof cmd, "'%s' generate --model '%s' --messages '[{\"role\": \"user\", \"content\": "
+             "\"What is 2+2?\"}]' --temperature 0 --max-tokens 6 --print-ids", test_bin("dspy"), dspy_str_cstr(&dir));
+    CHECK_INT(run_cmd(cmd, &o), 0);
+    CHECK_STR(o, dspy_str_cstr(&want));
+    free(o), free(ids), free(g);
+    snprintf(cmd, sizeof cmd, "'%s' generate --model '%s' --prompt x --prompt-ids 1", test_bin("dspy"),
+             dspy_str_cstr(&dir));
+    CHECK(run_cmd(cmd, &o) != 0);
+    free(o);
+    dspy_str_free(&r);
+    dspy_str_free(&want);
+    dspy_str_free(&dir);
+    dspy_chat_template_free(tpl);
+    dspy_tokenizer_free(tok);
+    dspy_model_free(m);
+}
+
 int main(void) {
     g_dir = model_dir("rand", "llama", 300, 64, -1, 3);
     RUN(test_sampler);
@@ -467,6 +537,7 @@ int main(void) {
     RUN(test_eos);
     RUN(test_add_errors);
     RUN(test_cli);
+    RUN(test_cli_text);
     free(g_dir);
     return check_summary("test_engine");
 }
