@@ -223,27 +223,6 @@ static void append_component(dspy_str *s, const char *v) {
     }
 }
 
-static dspy_status mkdirs(const char *path) {
-    dspy_str p = DSPY_STR_INIT;
-    dspy_str_append(&p, path);
-    if (!dspy_str_ok(&p)) return dspy_fail(DSPY_ERR_NOMEM, "out of memory");
-    for (size_t i = 1; i <= p.len; i++) {
-        if (i < p.len && p.ptr[i] != '/') continue;
-        char saved = p.ptr[i];
-        p.ptr[i] = '\0';
-        if (mkdir(p.ptr, 0755) != 0 && errno != EEXIST) {
-            dspy_status st = dspy_fail(DSPY_ERR_IO,
-                                       "%s: cannot create the cache folder: %s; choose another "
-                                       "with --cache-dir or DSPY_CACHEDIR",
-                                       p.ptr, strerror(errno));
-            dspy_str_free(&p);
-            return st;
-        }
-        p.ptr[i] = saved;
-    }
-    dspy_str_free(&p);
-    return DSPY_OK;
-}
 
 /* <cache>/<dataset>/<config> into *dir (empty when caching is off). */
 static dspy_status cache_dir_of(const session *s, const char *dataset, const char *config,
@@ -356,7 +335,10 @@ dspy_status dspy_hf_class_names(const dspy_hf_params *p, const char *dataset, co
         }
     }
     if (!cached && dir.len) {
-        if ((st = mkdirs(dir.ptr))) goto done;
+        if ((st = dspy_mkdir_p(dir.ptr))) {
+            dspy_fail_append(st, "; choose another cache folder with --cache-dir or DSPY_CACHEDIR");
+            goto done;
+        }
         if ((st = dspy_write_file(path.ptr, body.ptr, body.len))) goto done;
     }
     *names = out;
@@ -504,7 +486,10 @@ dspy_status dspy_hf_load_split(const dspy_hf_params *p, const char *dataset, con
         }
     }
     if (dir.len) {
-        if ((st = mkdirs(dir.ptr))) goto done;
+        if ((st = dspy_mkdir_p(dir.ptr))) {
+            dspy_fail_append(st, "; choose another cache folder with --cache-dir or DSPY_CACHEDIR");
+            goto done;
+        }
         if ((st = dspy_jsonl_write_examples(path.ptr, ds, true))) goto done;
     }
 done:

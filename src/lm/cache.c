@@ -341,29 +341,6 @@ static dspy_status disk_put(dspy_cache *c, const char *key, const char *text, si
 
 /* ---- public ----------------------------------------------------------------------------- */
 
-static dspy_status mkdir_p(const char *dir) {
-    char *p = strdup(dir);
-    if (!p) return dspy_fail(DSPY_ERR_NOMEM, "out of memory");
-    for (char *s = p + 1;; s++) {
-        if (*s == '/' || *s == '\0') {
-            char c = *s;
-            *s = '\0';
-            if (mkdir(p, 0777) != 0 && errno != EEXIST) {
-                dspy_status st = dspy_fail(DSPY_ERR_IO, "%s: cannot create the cache directory: %s "
-                                           "(set DSPY_CACHEDIR to a writable directory)", p, strerror(errno));
-                free(p);
-                return st;
-            }
-            *s = c;
-            if (c == '\0') break;
-        }
-    }
-    free(p);
-    struct stat sb;
-    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return dspy_fail(DSPY_ERR_IO, "%s: the cache directory is not a directory", dir);
-    return DSPY_OK;
-}
 
 static char *default_dir(void) {
     const char *env = getenv("DSPY_CACHEDIR");
@@ -398,7 +375,8 @@ dspy_status dspy_cache_open(const dspy_cache_params *p, dspy_cache **out) {
             st = dspy_fail(DSPY_ERR_NOMEM, "cache: out of memory");
             goto fail;
         }
-        st = mkdir_p(dir);
+        st = dspy_mkdir_p(dir);
+        if (st) dspy_fail_append(st, " (set DSPY_CACHEDIR to a writable directory)");
         if (st == DSPY_OK) {
             size_t n = strlen(dir) + sizeof "/" CACHE_FILE;
             c->path = malloc(n);

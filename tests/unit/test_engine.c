@@ -48,8 +48,8 @@ static void test_sampler(void) {
     float logits[4] = {(float)log(0.4), (float)log(0.3), (float)log(0.2), (float)log(0.1)};
     float work[4], lp;
     int32_t idx[4];
-    dspy_sampler_rng r;
-    dspy_sampler_seed(&r, 42);
+    dspy_rng r;
+    dspy_rng_seed(&r, 42);
     CHECK_INT(dspy_sample(logits, 4, 0, 1, 0, &r, work, idx, &lp), 0);
     CHECK_NEAR(lp, log(0.4), 1e-6);
     float tie[3] = {1, 3, 3};
@@ -75,9 +75,9 @@ static void test_sampler(void) {
     CHECK(count[1] > 0 && count[2] > 0 && count[3] == 0);
     CHECK_NEAR(lp, tk[3] - log(exp(5) + 2 * exp(1) + 1), 10); /* lp is of the drawn token; finite */
     /* the same seed gives the same draws */
-    dspy_sampler_rng a, b;
-    dspy_sampler_seed(&a, 7);
-    dspy_sampler_seed(&b, 7);
+    dspy_rng a, b;
+    dspy_rng_seed(&a, 7);
+    dspy_rng_seed(&b, 7);
     int same = 0;
     for (int i = 0; i < 100; i++)
         same += dspy_sample(logits, 4, 1, 1, 0, &a, work, idx, &lp) == dspy_sample(logits, 4, 1, 1, 0, &b, work, idx, &lp);
