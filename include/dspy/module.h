@@ -195,10 +195,13 @@ dspy_status dspy_module_load_state(dspy_module *m, const dspy_json *state, bool 
  * "3.1"}, ...}, two-space indent, raw UTF-8, a final newline — written atomically. dspy.c adds
  * one key inside "metadata", which DSPy ignores when loading:
  *   "dspy_c": {"format_profile": "3.3", "program": "ChainOfThought",
- *              "signature": "text -> label: Literal['a', 'b']"}
- * (the profile every predictor uses, the root module's type, and for Predict/ChainOfThought
- * roots the signature text with types, so dspy_program_load can rebuild the program). Paths
- * not ending in ".json" are DSPY_ERR_ARG (pickle files are not supported). */
+ *              "signature": "text -> label: Literal['a', 'b']", "config": {}}
+ * (the format profile of the predictors — the first one's if they differ, with a warning —,
+ * the root module's type, and for Predict/ChainOfThought roots the signature text with types
+ * and the predictor's config, which DSPy does not save, so dspy_program_load can rebuild the
+ * program). A signature that would not read back with the same types (e.g. tuple[int, ...])
+ * is left out with a warning. Paths not ending in ".json" are DSPY_ERR_ARG (pickle files are
+ * not supported). */
 dspy_status dspy_module_save(dspy_module *m, const char *path);
 /* module.load(path, allow_unsafe_lm_state): reads a saved JSON file into `m` (load_state,
  * transactional). Differing dependency_versions give a warning, as in DSPy. */

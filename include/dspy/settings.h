@@ -21,6 +21,8 @@
  *     ... worker: dspy_context_push(ctx); run(); dspy_context_pop(ctx);
  *     dspy_context_free(ctx);                            // parent, after the workers
  *
+ * A thread must pop every context it pushed before it exits (the stack is thread-local).
+ *
  * What is not here: warn_on_type_mismatch, track_usage, usage_tracker, caller_modules,
  * async_max_workers, stream listeners. disable_history is process-wide only (LM history is
  * switched on or off for all threads at once).

@@ -146,7 +146,7 @@ static void test_cc20_predict_end_to_end(void) {
     CHECK_STATUS(dspy_trace_get(tr, 1, &e), DSPY_ERR_ARG);
     dspy_trace_free(tr);
 
-    /* no_trace (_trace=False) records nothing; the scripted LM is used up: DSPY_ERR_STATE */
+    /* the scripted LM is used up: its DSPY_ERR_STATE comes back */
     dspy_call_options o = dspy_call_options_default();
     o.no_trace = true;
     dspy_prediction *p2 = NULL;
@@ -206,6 +206,13 @@ static void test_cc20_trace_limits(void) {
     dspy_context_free(ctx);
     CHECK_INT(dspy_trace_len(g), 0);
     CHECK_INT(dspy_trace_len(fresh), 3);
+
+    /* no_trace (_trace=False) skips the append */
+    dspy_call_options nt = dspy_call_options_default();
+    nt.no_trace = true;
+    CHECK_OK(dspy_module_call(p, in, &nt, &pr));
+    dspy_prediction_free(pr);
+    CHECK_INT(dspy_trace_len(g), 0);
 
     /* max_trace_size 0 records nothing either */
     dspy_settings_set_max_trace_size(0);
