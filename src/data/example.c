@@ -82,7 +82,7 @@ static bool as_int(const json_t *v, long long *i) {
 }
 
 static bool py_equal(const json_t *a, const json_t *b) {
-    long long ia, ib;
+    long long ia = 0, ib = 0;
     bool a_int = as_int(a, &ia), b_int = as_int(b, &ib);
     if (a_int && b_int) return ia == ib;
     if ((a_int || json_is_real(a)) && (b_int || json_is_real(b))) {
