@@ -225,7 +225,9 @@ dspy_status dspy_lm_new_scripted_fn(dspy_scripted_fn fn, void *user, const dspy_
 /* "scripted:<file>": the file holds either a JSON array of replies (used once each), or an
  * object {"replies": [...], "cycle": bool, "usage": {...}} — "usage" is reported with every
  * reply — or {"match": {"<substring>": reply, ...}}, which answers with the first reply whose
- * key occurs in the last message's content (DummyLM's dict mode; no match is DSPY_ERR_STATE). */
+ * key occurs in the last message's content (DummyLM's dict mode; no match is DSPY_ERR_STATE).
+ * Any other file (not opening with '{' or a '[' that isn't "[[") is plain text: its whole
+ * content is the reply to every call, e.g. a ChatAdapter answer "[[ ## answer ## ]]\n...". */
 
 /* Appends DummyLM's field rendering of `fields` (a JSON object) to `out`. */
 dspy_status dspy_scripted_format_fields(const dspy_json *fields, dspy_str *out);

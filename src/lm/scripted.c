@@ -145,9 +145,33 @@ dspy_status dspy_scripted_from_json(const dspy_json *spec, const char *where, vo
 dspy_status dspy_scripted_load(const char *path, void **impl) {
     *impl = NULL;
     if (!*path) return dspy_fail(DSPY_ERR_ARG, "scripted LM: the model string \"scripted:\" needs a file path");
-    dspy_json *spec;
-    dspy_status st = dspy_json_load(path, &spec);
+    char *text;
+    size_t len;
+    dspy_status st = dspy_read_file(path, &text, &len);
     if (st) return dspy_fail_wrap(st, "scripted LM");
+    dspy_strv body = dspy_strv_lstrip(dspy_strv_make(text, len));
+    dspy_json *spec = NULL;
+    /* JSON when it opens an object or an array; "[[ ## field ## ]]" opens ChatAdapter text. */
+    bool is_json = body.len && body.ptr[0] == '{';
+    if (body.len && body.ptr[0] == '[') {
+        dspy_strv rest = dspy_strv_lstrip(dspy_strv_make(body.ptr + 1, body.len - 1));
+        is_json = !(rest.len && rest.ptr[0] == '[');
+    }
+    if (is_json) {
+        st = dspy_json_parse(text, len, path, &spec);
+    } else { /* plain text: the whole file is the one reply, given to every call */
+        spec = dspy_json_object();
+        dspy_json *replies = dspy_json_array();
+        if (!spec || !replies || dspy_json_append(replies, dspy_json_stringn(text, len)) ||
+            dspy_json_set(spec, "replies", replies) || dspy_json_set(spec, "cycle", dspy_json_bool(true)))
+            st = dspy_fail(DSPY_ERR_NOMEM, "scripted LM: out of memory reading %s", path);
+        if (st && !spec) dspy_json_decref(replies);
+    }
+    free(text);
+    if (st) {
+        dspy_json_decref(spec);
+        return dspy_fail_wrap(st, "scripted LM");
+    }
     st = dspy_scripted_from_json(spec, path, impl);
     dspy_json_decref(spec);
     return st;

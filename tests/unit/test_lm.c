@@ -370,6 +370,30 @@ static void test_scripted(void) {
     dspy_json_decref(m);
 }
 
+/* A plain-text file is one reply, repeated; "[[ ## ..." is text, not a JSON array. */
+static void test_scripted_text_file(void) {
+    char path[1024], model[1100];
+    snprintf(path, sizeof path, "%s/reply.txt", test_tmpdir());
+    const char *reply = "[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]\n";
+    CHECK_OK(dspy_write_file(path, reply, strlen(reply)));
+    snprintf(model, sizeof model, "scripted:%s", path);
+    dspy_lm *lm = new_lm(model, NULL);
+    dspy_json *m = question("q");
+    for (int i = 0; i < 3; i++) {
+        dspy_lm_response *r = NULL;
+        CHECK_OK(dspy_lm_call(lm, m, NULL, &r));
+        if (r) CHECK_STR(r->choices[0].text, reply);
+        dspy_lm_response_free(r);
+    }
+    dspy_json_decref(m);
+    dspy_lm_free(lm);
+    const char *bad = "[\"unterminated";
+    CHECK_OK(dspy_write_file(path, bad, strlen(bad)));
+    dspy_lm *lm2 = NULL;
+    CHECK_STATUS(dspy_lm_new(model, NULL, &lm2), DSPY_ERR_FORMAT);
+    CHECK(lm2 == NULL);
+}
+
 static void test_scripted_files(void) {
     char path[1024];
     snprintf(path, sizeof path, "%s/script.json", test_tmpdir());
@@ -582,6 +606,7 @@ int main(void) {
     RUN(test_usage_merge);
     RUN(test_scripted);
     RUN(test_scripted_files);
+    RUN(test_scripted_text_file);
     RUN(test_callbacks_and_history_switches);
     RUN(test_scripted_fn_threads);
     return check_summary("test_lm");
