@@ -1,0 +1,130 @@
+/* dspy/engine.h — the inference engine: continuous batching over a loaded model.
+ *
+ * Made for one scheduler thread (the HTTP server's): requests are added with dspy_engine_add,
+ * and each dspy_engine_step runs one batched forward pass over every active sequence — a chunk
+ * of prompt for sequences still prefilling (chunked prefill, max_batch_tokens per step) and one
+ * new token for each sequence that is decoding — then samples and reports one event per
+ * sequence it advanced. Finished sequences free their KV cache at once.
+ *
+ * Guarantees:
+ *   - Batching does not change results: a sequence gets bit-identical logits, and so the same
+ *     tokens, whether it runs alone or together with others, and however its prompt is chunked.
+ *   - Sampling is deterministic per sequence: its own RNG seeded by dspy_sampling.seed.
+ *
+ * Not handled here: tokenization, stop *strings* (the caller detokenizes and checks them, then
+ * calls dspy_engine_remove), chat templates, prompt-prefix sharing (planned in kv_cache).
+ *
+ * Thread safety: an engine is used from one thread at a time (no internal locking). The model
+ * it reads is immutable and may be shared by several engines and threads; it must outlive them.
+ * The compute inside a step is parallel (OpenMP).
+ */
+#ifndef DSPY_ENGINE_H
+#define DSPY_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dspy/model.h"
+#include "dspy/status.h"
+
+typedef struct dspy_engine dspy_engine;
+
+typedef struct dspy_engine_params {
+    int32_t max_seqs;         /* sequences active at once (default 8) */
+    int32_t max_tokens_total; /* KV cache capacity in tokens over all sequences; 0 (default) means
+                                 min(max_position_embeddings, 16384) */
+    int32_t block_size;       /* KV cache block in tokens (default 16) */
+    int32_t max_batch_tokens; /* prompt tokens processed per step over all sequences (default 256);
+                                 decode tokens come on top, one per decoding sequence */
+} dspy_engine_params;
+
+dspy_engine_params dspy_engine_params_default(void);
+
+typedef struct dspy_sampling {
+    float temperature;         /* 0 = greedy: argmax, the lowest id on ties */
+    float top_p;               /* nucleus mass in (0, 1]; 1 = off */
+    int32_t top_k;             /* keep the k most likely tokens; 0 = off */
+    uint64_t seed;             /* this sequence's RNG seed (any value, 0 included) */
+    int32_t max_tokens;        /* new tokens at most; 0 = until the context or the KV capacity ends */
+    const int32_t *stop_ids;   /* extra token ids that end the sequence (copied by add); may be NULL */
+    int32_t n_stop_ids;
+    bool ignore_eos;           /* true: the model's eos ids do not end the sequence */
+} dspy_sampling;
+
+/* temperature 1, top_p 1, top_k 0, seed 0, max_tokens 0, no stop ids, eos stops. */
+dspy_sampling dspy_sampling_default(void);
+
+typedef enum dspy_finish {
+    DSPY_FINISH_NONE = 0, /* still running */
+    DSPY_FINISH_STOP,     /* produced an eos id or one of stop_ids (that token is the event's token) */
+    DSPY_FINISH_LENGTH    /* reached max_tokens, the context length or its KV reservation */
+} dspy_finish;
+
+/* "stop" / "length" / "none": the OpenAI finish_reason spelling. */
+const char *dspy_finish_name(dspy_finish f);
+
+typedef struct dspy_step_event {
+    int64_t seq_id;
+    int32_t token;       /* the new token, or -1 when this step only advanced the prompt */
+    float logprob;       /* log p(token) under the model's own distribution (log_softmax of the raw
+                            logits, before temperature/top-k/top-p); 0 when token is -1 */
+    dspy_finish finish;  /* not NONE: the sequence ended with this event and is gone */
+    int32_t n_generated; /* tokens generated so far, this one included */
+} dspy_step_event;
+
+typedef struct dspy_step_out {
+    const dspy_step_event *events; /* owned by the engine; valid until its next call */
+    int32_t n_events;              /* one per sequence advanced this step, in add order */
+    int32_t n_prefill_tokens;      /* prompt tokens processed this step */
+    int32_t n_decode_tokens;       /* sequences that decoded one token this step */
+} dspy_step_out;
+
+typedef struct dspy_engine_stats {
+    int32_t active;          /* sequences added and not finished */
+    int32_t max_seqs;
+    int32_t capacity_tokens; /* KV capacity (max_tokens_total rounded to blocks) */
+    int32_t free_tokens;     /* KV tokens not reserved by active sequences */
+    int32_t context_length;  /* the model's max_position_embeddings */
+} dspy_engine_stats;
+
+/* Creates an engine over `model` (which must outlive it) with its KV cache and work buffers
+ * allocated once. `p` may be NULL (defaults). DSPY_ERR_ARG for impossible parameters,
+ * DSPY_ERR_NOMEM when the cache does not fit. */
+dspy_status dspy_engine_new(const dspy_model *model, const dspy_engine_params *p, dspy_engine **out);
+/* NULL-safe; drops every sequence. */
+void dspy_engine_free(dspy_engine *e);
+
+/* Adds a sequence; its id (increasing from 1) goes to *seq_id. It starts in the next step.
+ * `sp` may be NULL (dspy_sampling_default()). Its KV cache (prompt + max_tokens) is reserved
+ * now, so an added sequence never stalls for memory.
+ *   DSPY_ERR_ARG      empty prompt, a token id outside the vocabulary, bad sampling values
+ *   DSPY_ERR_CONTEXT  prompt + max_tokens can never fit: over the context length or over the
+ *                     engine's whole KV capacity (reject the request)
+ *   DSPY_ERR_STATE    it would fit, but not now: max_seqs sequences are active or the free KV
+ *                     cache is too small (queue the request; retry after a step finishes one) */
+dspy_status dspy_engine_add(dspy_engine *e, const int32_t *prompt, size_t n, const dspy_sampling *sp,
+                            int64_t *seq_id);
+
+/* Runs one batched step (see the top of this file). With no active sequence it does nothing and
+ * reports no event. Errors: DSPY_ERR_NOMEM. */
+dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out);
+
+/* Cancels an active sequence and frees its KV cache (e.g. a stop string matched, or the client
+ * went away). DSPY_ERR_NOTFOUND when the id is not active (finished sequences are already gone). */
+dspy_status dspy_engine_remove(dspy_engine *e, int64_t seq_id);
+
+void dspy_engine_stats_get(const dspy_engine *e, dspy_engine_stats *out);
+
+/* Logits of every position: logits (n, V) row t = the distribution after ids[0..t]. Runs a
+ * private single-sequence pass (no engine needed); for parity tests and scoring.
+ * DSPY_ERR_ARG for ids outside the vocabulary, DSPY_ERR_CONTEXT when n > context length. */
+dspy_status dspy_model_forward_logits(const dspy_model *m, const int32_t *ids, size_t n, float *logits);
+
+/* Generates one sequence with a private engine. *out_ids (malloc'd, caller frees) gets the new
+ * tokens — when an eos/stop id ended it, that id is the last one; *out_logprobs (may be NULL)
+ * their logprobs; *finish why it ended (may be NULL). Errors as dspy_engine_add. */
+dspy_status dspy_generate(const dspy_model *m, const int32_t *prompt, size_t n, const dspy_sampling *sp,
+                          int32_t **out_ids, float **out_logprobs, size_t *out_n, dspy_finish *finish);
+
+#endif
