@@ -36,6 +36,8 @@ typedef struct dspy_local_params {
     const char *log_dir;      /* where the log file goes (created if needed); NULL: $TMPDIR or /tmp */
     const char *host;         /* bind address passed to `dspy serve` (default "127.0.0.1") */
     int port;                 /* 0 (default): the server picks a free port */
+    const char *api_key;      /* NULL (default): none; else passed as --api-key and sent as
+                                 "Authorization: Bearer KEY" by the readiness check */
     double timeout_s;         /* readiness deadline (default 1800, DSPy's) */
     double kill_grace_s;      /* SIGTERM -> SIGKILL delay (default 10) */
     const char *const *extra_args; /* more `dspy serve` arguments (e.g. "--max-seqs", "16") */
@@ -44,7 +46,7 @@ typedef struct dspy_local_params {
 
 dspy_local_params dspy_local_params_default(void);
 
-/* Starts `dspy serve --model PATH --host HOST --port PORT [extra args]`, waits until ready and
+/* Starts `dspy serve --model PATH --host HOST --port PORT [--api-key KEY] [extra args]`, waits until ready and
  * returns the handle in *out. `model` may carry DSPy's prefixes ("openai/local:/abs/out").
  * Errors (each message names the log file and quotes its last lines when there is one):
  *   DSPY_ERR_ARG      no dspy binary found (set params.dspy_bin or DSPY_BIN), empty model

@@ -167,9 +167,17 @@ static size_t discard(char *ptr, size_t size, size_t nmemb, void *user) {
 }
 
 /* GET url; the HTTP status, or 0 when the connection failed. */
-static long http_get_status(const char *url, double timeout_s) {
+static long http_get_status(const char *url, const char *api_key, double timeout_s) {
     CURL *h = curl_easy_init();
     if (!h) return 0;
+    struct curl_slist *hdrs = NULL;
+    if (api_key) {
+        dspy_str a = DSPY_STR_INIT;
+        dspy_str_appendf(&a, "Authorization: Bearer %s", api_key);
+        if (dspy_str_ok(&a)) hdrs = curl_slist_append(NULL, a.ptr);
+        dspy_str_free(&a);
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    }
     long ms = (long)(timeout_s * 1000.0);
     if (ms < 100) ms = 100;
     curl_easy_setopt(h, CURLOPT_URL, url);
@@ -181,6 +189,7 @@ static long http_get_status(const char *url, double timeout_s) {
     long code = 0;
     if (curl_easy_perform(h) == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
     curl_easy_cleanup(h);
+    curl_slist_free_all(hdrs);
     return code;
 }
 
@@ -269,7 +278,7 @@ dspy_status dspy_local_launch(const char *model, const dspy_local_params *params
         goto fail;
     }
     snprintf(port_arg, sizeof port_arg, "%d", p.port > 0 ? p.port : 0);
-    size_t na = 8 + p.n_extra_args + 1, k = 0;
+    size_t na = 10 + p.n_extra_args + 1, k = 0;
     argv = calloc(na, sizeof *argv);
     if (!argv) {
         st = dspy_fail(DSPY_ERR_NOMEM, "local: out of memory");
@@ -283,6 +292,10 @@ dspy_status dspy_local_launch(const char *model, const dspy_local_params *params
     argv[k++] = (char *)p.host;
     argv[k++] = "--port";
     argv[k++] = port_arg;
+    if (p.api_key) {
+        argv[k++] = "--api-key";
+        argv[k++] = (char *)p.api_key;
+    }
     for (size_t i = 0; i < p.n_extra_args; i++) argv[k++] = (char *)p.extra_args[i];
     argv[k] = NULL;
     if ((st = spawn(s, argv, log_fd)) != DSPY_OK) goto fail;
@@ -310,7 +323,7 @@ dspy_status dspy_local_launch(const char *model, const dspy_local_params *params
         if (s->port > 0) {
             dspy_str_clear(&tmp);
             dspy_str_appendf(&tmp, v6 ? "http://[%s]:%d/v1/models" : "http://%s:%d/v1/models", connect_host, s->port);
-            long code = dspy_str_ok(&tmp) ? http_get_status(tmp.ptr, left < 5.0 ? left : 5.0) : 0;
+            long code = dspy_str_ok(&tmp) ? http_get_status(tmp.ptr, p.api_key, left < 5.0 ? left : 5.0) : 0;
             if (code == 200) {
                 dspy_str_clear(&tmp);
                 dspy_str_appendf(&tmp, v6 ? "http://[%s]:%d/v1" : "http://%s:%d/v1", connect_host, s->port);

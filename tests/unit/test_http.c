@@ -246,13 +246,15 @@ static void send_str(int fd, const char *s) {
     }
 }
 
-/* Reads until `needle` appears, EOF, or the receive timeout; returns what was read. */
+/* Reads until `needle` appears (one byte at a time, so nothing of a pipelined next answer is
+ * consumed), EOF, or the receive timeout; appends what was read. */
 static void read_until(int fd, const char *needle, dspy_str *out) {
-    char buf[4096];
-    while (!needle || !out->ptr || !strstr(out->ptr, needle)) {
-        ssize_t r = recv(fd, buf, sizeof buf, 0);
+    size_t nl = needle ? strlen(needle) : 0;
+    char c;
+    while (!needle || out->len < nl || memcmp(out->ptr + out->len - nl, needle, nl) != 0) {
+        ssize_t r = recv(fd, &c, 1, 0);
         if (r <= 0) break;
-        dspy_str_appendn(out, buf, (size_t)r);
+        dspy_str_appendn(out, &c, 1);
     }
 }
 
