@@ -44,6 +44,12 @@ typedef struct dspy_server_params {
     const char *chat_date;         /* Llama 3.x "Today Date:"; NULL = today ("%d %b %Y") */
     int32_t max_seqs;              /* sequences decoded together (default 8) */
     int32_t max_queue;             /* requests waiting for the engine before 503 (default 256) */
+    int32_t kv_tokens;             /* KV cache capacity in tokens over all sequences; 0 = the
+                                      engine's default, min(context length, 16384). Every sequence
+                                      reserves prompt + max_tokens of it when admitted */
+    int32_t default_max_tokens;    /* max_tokens for requests that give none; 0 (default) = the rest
+                                      of the context, as OpenAI does (such a request then reserves
+                                      all of it: set this to keep several of them running) */
     int32_t max_connections;       /* open HTTP connections served at once (default 128) */
     size_t max_body_bytes;         /* default 8 MiB (413 over it) */
     size_t max_header_bytes;       /* default 32 KiB (431 over it) */

@@ -210,6 +210,7 @@ static int check_semantics(http_request *req, const http_limits *limits, http_pa
 int http_parse_head(const char *buf, size_t len, const http_limits *limits, http_request *req,
                     http_parse_error *err) {
     memset(req, 0, sizeof *req);
+    if (len == 0) return 0;
     size_t pos = 0;
     bool have_line = false;
     for (;;) {
@@ -474,9 +475,8 @@ static void serve_connection(http_conn *c) {
                 closed = true;
                 break;
             }
-            if (rr != 1) {
+            if (rr != 1) { /* EOF, idle timeout or stopping: close without an answer */
                 closed = true;
-                if (rr == -1 || rr == -2) break; /* idle timeout or stopping: just close */
                 break;
             }
         }

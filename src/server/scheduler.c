@@ -288,8 +288,7 @@ static void fail_everything(sched *s, int status, const char *message) {
 }
 
 /* Ends choice c: flushes its decoder, releases what is held (up to a stop string), publishes. */
-static void end_choice(sched *s, sched_job *j, sched_choice *c, const char *finish, int32_t n_tokens) {
-    (void)s;
+static void end_choice(sched_job *j, sched_choice *c, const char *finish, int32_t n_tokens) {
     dspy_tokenizer_stream_flush(c->dec, &c->held);
     size_t pos;
     if (sched_stop_scan(c->held.ptr ? c->held.ptr : "", c->held.len, j->stop, j->n_stop, &pos)) finish = "stop";
@@ -309,7 +308,7 @@ static void on_event(sched *s, sched_job *j, sched_choice *c, const dspy_step_ev
             dspy_log(DSPY_LOG_WARN, "serve: cannot decode token %d: %s", ev->token, dspy_errmsg());
     }
     if (ev->finish != DSPY_FINISH_NONE) {
-        end_choice(s, j, c, dspy_finish_name(ev->finish), ev->n_generated);
+        end_choice(j, c, dspy_finish_name(ev->finish), ev->n_generated);
         return;
     }
     size_t pos;

@@ -101,6 +101,7 @@ static void on_http_error(void *user, http_conn *c, int status, const char *mess
     const char *code = status == 413 ? "request_too_large" : status == 503 ? "overloaded" : status == 408 ? "timeout" : NULL;
     oai_error_set(&e, status, NULL, NULL, code, "%s", message);
     send_error(c, &e, status == 503 ? "Retry-After: 1\r\n" : NULL);
+    dspy_log(DSPY_LOG_INFO, "HTTP %d: %s", status, message);
     oai_error_free(&e);
 }
 
@@ -234,7 +235,7 @@ static oai_usage usage_of(const gen_ctx *g) {
 
 static void fail_with(http_conn *c, int status, const char *message) {
     oai_error e = OAI_ERROR_INIT;
-    oai_error_set(&e, status, NULL, NULL, status == 503 ? "overloaded" : NULL, "%s", message);
+    oai_error_set(&e, status, NULL, NULL, NULL, "%s", message);
     send_error(c, &e, NULL);
     oai_error_free(&e);
 }
@@ -315,7 +316,7 @@ static int answer_stream(gen_ctx *g) {
             dspy_str_append(&buf, "data: [DONE]\n\n");
         } else if (rc < 0) {
             oai_error e = OAI_ERROR_INIT;
-            oai_error_set(&e, es, NULL, NULL, es == 503 ? "overloaded" : NULL, "%s", em);
+            oai_error_set(&e, es, NULL, NULL, NULL, "%s", em);
             sse_event(&buf, oai_error_json(&e));
             oai_error_free(&e);
             dspy_str_append(&buf, "data: [DONE]\n\n");
@@ -374,7 +375,8 @@ static void handle_generate(dspy_server *s, oai_kind kind, const http_request *r
     jp.sampling.top_p = (float)r.top_p;
     jp.sampling.top_k = r.top_k;
     jp.sampling.seed = r.has_seed ? r.seed : random_seed();
-    jp.sampling.max_tokens = r.max_tokens > 0 && r.max_tokens < room ? (int32_t)r.max_tokens : room;
+    int64_t want = r.max_tokens > 0 ? r.max_tokens : s->p.default_max_tokens > 0 ? s->p.default_max_tokens : room;
+    jp.sampling.max_tokens = want < room ? (int32_t)want : room;
     int32_t stop_ids[2];
     int32_t n_stop_ids = 0;
     if (s->eos_id >= 0) stop_ids[n_stop_ids++] = s->eos_id;
@@ -388,7 +390,7 @@ static void handle_generate(dspy_server *s, oai_kind kind, const http_request *r
     }
     dspy_status st = sched_submit(s->sched, job);
     if (st != DSPY_OK) {
-        oai_error_set(&err, 503, NULL, NULL, "overloaded", "%s", dspy_errmsg());
+        oai_error_set(&err, 503, NULL, NULL, st == DSPY_ERR_STATE ? "overloaded" : NULL, "%s", dspy_errmsg());
         send_error(c, &err, "Retry-After: 1\r\n");
         status = 503;
         goto done;
@@ -524,9 +526,10 @@ dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
     if (!p || !p->model_dir || !*p->model_dir)
         return dspy_fail(DSPY_ERR_ARG, "serve: a model directory is needed (--model DIR)");
     if (p->max_seqs < 1 || p->max_queue < 1 || p->max_connections < 1 || p->port < 0 || p->port > 65535 ||
-        p->max_body_bytes == 0 || p->max_header_bytes < 256 || p->read_timeout_ms < 1 || p->shutdown_grace_ms < 0)
+        p->max_body_bytes == 0 || p->max_header_bytes < 256 || p->read_timeout_ms < 1 || p->shutdown_grace_ms < 0 ||
+        p->kv_tokens < 0 || p->default_max_tokens < 0)
         return dspy_fail(DSPY_ERR_ARG, "serve: bad parameters (max_seqs, max_queue and max_connections must be >= 1, "
-                                       "port 0..65535, header limit >= 256 bytes, timeouts positive)");
+                                       "port 0..65535, header limit >= 256 bytes, timeouts positive, kv_tokens and default_max_tokens >= 0)");
     dspy_server *s = calloc(1, sizeof *s);
     if (!s) return dspy_fail(DSPY_ERR_NOMEM, "serve: out of memory");
     dspy_status st = DSPY_OK;
@@ -569,6 +572,7 @@ dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
 
     dspy_engine_params ep = dspy_engine_params_default();
     ep.max_seqs = p->max_seqs;
+    if (p->kv_tokens > 0) ep.max_tokens_total = p->kv_tokens;
     if ((st = dspy_engine_new(s->model, &ep, &s->eng)) != DSPY_OK) goto fail;
     dspy_engine_stats stats;
     dspy_engine_stats_get(s->eng, &stats);

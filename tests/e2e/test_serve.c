@@ -107,11 +107,13 @@ typedef struct resp {
     dspy_str headers;
     int stop_after; /* abort the transfer after this many body callbacks (0: never) */
     int calls;
+    int got_data;   /* set (atomically) by the first body bytes */
 } resp;
 
 static size_t on_body(char *p, size_t sz, size_t nm, void *u) {
     resp *r = u;
     dspy_str_appendn(&r->body, p, sz * nm);
+    __atomic_store_n(&r->got_data, 1, __ATOMIC_SEQ_CST);
     if (r->stop_after && ++r->calls >= r->stop_after) return 0;
     return sz * nm;
 }
@@ -309,8 +311,13 @@ static dspy_local_server *launch(const char *const *extra, size_t n_extra, const
     p.log_dir = test_tmpdir();
     p.timeout_s = 60;
     p.kill_grace_s = 30;
-    p.extra_args = extra;
-    p.n_extra_args = n_extra;
+    /* one compute thread: ctest runs two test binaries at once on two cores, and OpenMP
+     * threads spinning against each other would slow everything down */
+    const char *args[16] = {"--threads", "1"};
+    size_t n = 2;
+    for (size_t i = 0; i < n_extra && n < 16; i++) args[n++] = extra[i];
+    p.extra_args = args;
+    p.n_extra_args = n;
     dspy_local_server *s = NULL;
     dspy_status st = dspy_local_launch(g_model, &p, &s);
     CHECK_OK(st);
@@ -670,7 +677,7 @@ static void test_key_overload_and_sigterm(void) {
     resp_free(&r);
 
     /* overload: six long requests at once against one sequence + a queue of one */
-    char *body = chat_body("tiny-served", "Write a lot.", 60, 0.0, -1, false, NULL);
+    char *body = chat_body("tiny-served", "Write a lot.", UNDER_ASAN ? 15 : 60, 0.0, -1, false, NULL);
     enum { NB = 6 };
     bg jobs[NB];
     pthread_t th[NB];
@@ -694,21 +701,25 @@ static void test_key_overload_and_sigterm(void) {
     CHECK_INT(ok + busy, NB);
     free(body);
 
-    /* SIGTERM with a request in flight: it completes, the server exits 0 */
-    char *slow = chat_body("local:tiny-served", "One more.", 150, 0.0, -1, false, NULL);
+    /* SIGTERM while a stream is in flight (its first event has arrived): the stream runs to its
+     * end, then the server exits 0 */
+    char *slow = chat_body("local:tiny-served", "One more.", UNDER_ASAN ? 40 : 200, 0.0, -1, true, NULL);
     bg inflight = {.base = base, .key = "sekret", .body = slow};
     pthread_t t1;
     pthread_create(&t1, NULL, bg_main, &inflight);
-    usleep(150 * 1000);
+    for (int i = 0; i < 3000 && !__atomic_load_n(&inflight.r.got_data, __ATOMIC_SEQ_CST); i++) usleep(10 * 1000);
+    CHECK(__atomic_load_n(&inflight.r.got_data, __ATOMIC_SEQ_CST));
     int code = -1;
     CHECK_OK(dspy_local_kill(s, &code));
     CHECK_INT(code, 0);
     pthread_join(t1, NULL);
     CHECK_INT(inflight.r.status, 200);
     const char *fin = NULL;
-    char *t = chat_text(&inflight.r, &fin);
+    int64_t ct = 0;
+    char *t = sse_text(dspy_str_cstr(&inflight.r.body), true, &fin, &ct);
     CHECK(t != NULL);
-    CHECK(strcmp(fin, "length") == 0 || strcmp(fin, "stop") == 0);
+    CHECK_STR(fin, "length");
+    CHECK_INT(ct, UNDER_ASAN ? 40 : 200);
     free(t);
     resp_free(&inflight.r);
     free(slow);
@@ -716,10 +727,54 @@ static void test_key_overload_and_sigterm(void) {
     CHECK_OK(dspy_local_get_logs(s, &log));
     CHECK_CONTAINS(log, "dspy serve: listening on http://127.0.0.1:");
     CHECK_CONTAINS(log, "(model tiny-served)");
+    CHECK_CONTAINS(log, "serve: shutting down; waiting up to 30000 ms for 1 connection(s)");
     CHECK_CONTAINS(log, "dspy serve: stopped");
     free(log);
     CHECK_OK(dspy_local_kill(s, &code)); /* idempotent */
     CHECK_INT(code, 0);
+    dspy_local_free(s);
+}
+
+/* Third server: no grace period, so SIGTERM aborts a running stream with an error event; and
+ * --default-max-tokens applies to requests without max_tokens. */
+static void test_abort_on_sigterm(void) {
+    const char *extra[] = {"--shutdown-grace", "0", "--default-max-tokens", "5"};
+    dspy_local_server *s = launch(extra, 4, NULL);
+    if (!s) return;
+    const char *base = dspy_local_api_base(s);
+    resp r = {0};
+    post(base, "/completions", "{\"prompt\":\"Once upon a time\",\"temperature\":0}", &r);
+    CHECK_INT(r.status, 200);
+    dspy_json *v = json_of(&r);
+    dspy_json *c0 = dspy_json_at(dspy_json_get(v, "choices"), 0);
+    if (strcmp(dspy_json_str_or(c0, "finish_reason", ""), "length") == 0)
+        CHECK_INT(dspy_json_int_or(dspy_json_get(v, "usage"), "completion_tokens", -1), 5);
+    else
+        CHECK(dspy_json_int_or(dspy_json_get(v, "usage"), "completion_tokens", -1) <= 5);
+    dspy_json_decref(v);
+    resp_free(&r);
+
+    char *b = chat_body(g_model, "Never stop.", 3000, 0.0, -1, true, NULL);
+    bg inflight = {.base = base, .body = b};
+    pthread_t t1;
+    pthread_create(&t1, NULL, bg_main, &inflight);
+    for (int i = 0; i < 3000 && !__atomic_load_n(&inflight.r.got_data, __ATOMIC_SEQ_CST); i++) usleep(10 * 1000);
+    int code = -1;
+    CHECK_OK(dspy_local_kill(s, &code));
+    CHECK_INT(code, 0);
+    pthread_join(t1, NULL);
+    CHECK_INT(inflight.r.status, 200);
+    CHECK_INT(inflight.r.cc, CURLE_OK);
+    CHECK_CONTAINS(inflight.r.body.ptr, "data: {\"error\":{\"message\":\"the server is shutting down\","
+                                        "\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\ndata: [DONE]\n\n");
+    CHECK(dspy_strv_ends_with(dspy_strv_make(inflight.r.body.ptr, inflight.r.body.len), "data: [DONE]\n\n"));
+    resp_free(&inflight.r);
+    free(b);
+    char *log = NULL;
+    CHECK_OK(dspy_local_get_logs(s, &log));
+    CHECK_CONTAINS(log, "serve: aborting 1 unfinished connection(s)");
+    CHECK_CONTAINS(log, "dspy serve: stopped");
+    free(log);
     dspy_local_free(s);
 }
 
@@ -857,6 +912,7 @@ int main(void) {
             dspy_local_free(s);
         }
         RUN(test_key_overload_and_sigterm);
+        RUN(test_abort_on_sigterm);
         RUN(test_launcher);
     }
     curl_global_cleanup();

@@ -467,11 +467,15 @@ static void test_live_idle_and_cap(void) {
     CHECK(dt > 0.2 && dt < 3.0);
     close(fd);
     /* cap of 2: two busy connections, the third gets 503 */
+    for (int i = 0; i < 100 && http_server_connections(l.srv) > 0; i++) usleep(20 * 1000);
+    CHECK_INT(http_server_connections(l.srv), 0);
     int f1 = connect_to(&l), f2 = connect_to(&l);
     send_str(f1, "GET /nope HTTP/1.1\r\n\r\n");
     read_answer(f1, &a);
+    CHECK_CONTAINS(a.ptr, "404 Not Found");
     send_str(f2, "GET /nope HTTP/1.1\r\n\r\n");
     read_answer(f2, &a);
+    CHECK_CONTAINS(a.ptr, "404 Not Found");
     CHECK_INT(http_server_connections(l.srv), 2);
     int f3 = connect_to(&l);
     send_str(f3, "GET /nope HTTP/1.1\r\n\r\n");

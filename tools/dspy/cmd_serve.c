@@ -2,6 +2,7 @@
  * dspy/server.h). Prints "dspy serve: listening on http://HOST:PORT (model NAME)" on stderr
  * once connections are accepted; SIGTERM or SIGINT shuts it down gracefully (exit 0). */
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -37,6 +38,8 @@ int cmd_serve(int argc, char **argv) {
         {"served-model-name", "NAME", "model id in the API (default: the --model path as given)", false, false, NULL},
         {"max-seqs", "N", "sequences decoded together (continuous batching)", false, false, "8"},
         {"max-queue", "N", "requests waiting for the engine before answering 503", false, false, "256"},
+        {"kv-tokens", "N", "KV cache tokens over all sequences (0: min(context, 16384)); each request reserves prompt + max_tokens", false, false, "0"},
+        {"default-max-tokens", "N", "max_tokens for requests without one (0: the rest of the context)", false, false, "0"},
         {"max-connections", "N", "HTTP connections served at once (more get 503)", false, false, "128"},
         {"max-body", "BYTES", "largest request body (413 above it)", false, false, "8388608"},
         {"request-timeout", "SECONDS", "a request must arrive within this (408 after it)", false, false, "30"},
@@ -62,6 +65,8 @@ int cmd_serve(int argc, char **argv) {
     if (!get_i32(&a, "port", 0, 65535, &port) || !get_i32(&a, "max-seqs", 1, 4096, &p.max_seqs) ||
         !get_i32(&a, "max-queue", 1, 1000000, &p.max_queue) ||
         !get_i32(&a, "max-connections", 1, 100000, &p.max_connections) ||
+        !get_i32(&a, "kv-tokens", 0, INT32_MAX, &p.kv_tokens) ||
+        !get_i32(&a, "default-max-tokens", 0, INT32_MAX, &p.default_max_tokens) ||
         !get_i32(&a, "max-body", 1, INT32_MAX, &max_body) || !get_i32(&a, "request-timeout", 1, 86400, &timeout_s) ||
         !get_i32(&a, "shutdown-grace", 0, 86400, &grace_s) || !get_i32(&a, "threads", 0, 4096, &p.n_threads))
         return 2;
