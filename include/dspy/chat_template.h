@@ -69,8 +69,9 @@ dspy_status dspy_chat_template_builtin(dspy_chat_kind kind, dspy_chat_template *
 /* NULL-safe. */
 void dspy_chat_template_free(dspy_chat_template *t);
 
+/* The recognised kind (0 for NULL). */
 dspy_chat_kind dspy_chat_template_kind(const dspy_chat_template *t);
-/* Short name: "llama3", "llama3.0", "chatml". */
+/* Short name: "llama3", "llama3.0", "chatml" ("?" for NULL). */
 const char *dspy_chat_template_name(const dspy_chat_template *t);
 /* Text of the token that ends a turn: "<|eot_id|>" or "<|im_end|>" (generation stops on it). */
 const char *dspy_chat_template_end_of_turn(const dspy_chat_template *t);

@@ -58,8 +58,8 @@ dspy_json *dspy_json_incref(dspy_json *v);
 void dspy_json_decref(dspy_json *v);
 /* Deep copy (new reference). */
 dspy_json *dspy_json_copy(const dspy_json *v);
-/* Structural equality (object key order ignored, as Python == on dicts; 1 != 1.0 is false in
- * Python but here ints and reals compare by value too, matching Python's 1 == 1.0). */
+/* Python ==: structural, object key order ignored, ints and reals compared by value at any
+ * depth (1 == 1.0), bools distinct from numbers. */
 bool dspy_json_equal(const dspy_json *a, const dspy_json *b);
 
 dspy_json_type dspy_json_typeof(const dspy_json *v);

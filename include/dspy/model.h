@@ -165,7 +165,8 @@ typedef struct dspy_model dspy_model;
 
 typedef struct dspy_model_params {
     const char *device; /* "cpu" (default, NULL means cpu); "cuda"/"cuda:N" is not available yet */
-    int32_t n_threads;  /* OpenMP threads for this process; 0 keeps the OpenMP default */
+    int32_t n_threads;  /* OpenMP threads for this model's compute (applied on whichever thread runs
+                           it); 0 keeps the OpenMP default (OMP_NUM_THREADS or all cores) */
 } dspy_model_params;
 
 dspy_model_params dspy_model_params_default(void);
@@ -183,6 +184,8 @@ const dspy_model_config *dspy_model_config_get(const dspy_model *m);
 const dspy_model_weights *dspy_model_weights_get(const dspy_model *m);
 /* RoPE inverse frequencies (head_dim/2 floats), borrowed. */
 const float *dspy_model_inv_freq(const dspy_model *m);
+/* The n_threads it was loaded with (0 = OpenMP default). */
+int32_t dspy_model_n_threads(const dspy_model *m);
 /* The directory the model was loaded from (borrowed). */
 const char *dspy_model_dir(const dspy_model *m);
 

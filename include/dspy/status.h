@@ -44,6 +44,11 @@ dspy_status dspy_failv(dspy_status code, const char *fmt, va_list ap);
 dspy_status dspy_fail_wrap(dspy_status code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* Appends text (printf format) to the current message, e.g. a hint on how to fix it, and
+ * returns `code` unchanged. */
+dspy_status dspy_fail_append(dspy_status code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 /* The last message written on this thread ("" if none). Valid until the next dspy_fail. */
 const char *dspy_errmsg(void);
 

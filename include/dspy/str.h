@@ -61,6 +61,10 @@ dspy_status dspy_read_file(const char *path, char **out, size_t *len);
 /* Writes `n` bytes to `path` atomically (temp file in the same directory, then rename). */
 dspy_status dspy_write_file(const char *path, const void *data, size_t n);
 
+/* Creates `dir` and its missing parents (mode 0755), like `mkdir -p`. An existing directory is
+ * fine; an existing non-directory is DSPY_ERR_IO. The message names the path that failed. */
+dspy_status dspy_mkdir_p(const char *dir);
+
 /* UTF-8: true if [p, p+n) is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF).
  * On false, *bad_off (if non-NULL) is the offset of the first bad byte. */
 bool dspy_utf8_valid(const char *p, size_t n, size_t *bad_off);

@@ -53,9 +53,29 @@ dspy_json *dspy_json_copy(const dspy_json *v) { return D(json_deep_copy(J(v))); 
 
 bool dspy_json_equal(const dspy_json *a, const dspy_json *b) {
     if (!a || !b) return a == b;
-    if (json_is_number(J(a)) && json_is_number(J(b)) && !(json_is_integer(J(a)) && json_is_integer(J(b))))
-        return json_number_value(J(a)) == json_number_value(J(b));
-    return json_equal(J(a), J(b));
+    json_t *x = J(a), *y = J(b);
+    if (json_is_number(x) && json_is_number(y)) {
+        if (json_is_integer(x) && json_is_integer(y)) return json_integer_value(x) == json_integer_value(y);
+        return json_number_value(x) == json_number_value(y);
+    }
+    if (json_typeof(x) != json_typeof(y)) return false;
+    if (json_is_array(x)) {
+        if (json_array_size(x) != json_array_size(y)) return false;
+        for (size_t i = 0; i < json_array_size(x); i++)
+            if (!dspy_json_equal(D(json_array_get(x, i)), D(json_array_get(y, i)))) return false;
+        return true;
+    }
+    if (json_is_object(x)) {
+        if (json_object_size(x) != json_object_size(y)) return false;
+        const char *key;
+        json_t *val;
+        json_object_foreach(x, key, val) {
+            json_t *other = json_object_get(y, key);
+            if (!other || !dspy_json_equal(D(val), D(other))) return false;
+        }
+        return true;
+    }
+    return json_equal(x, y);
 }
 
 dspy_json_type dspy_json_typeof(const dspy_json *v) {
@@ -408,21 +428,19 @@ char *dspy_json_dumps(const dspy_json *v, int flags) {
 
 /* ---- Python repr ----------------------------------------------------------------------------- */
 
-/* Code points Python's str.isprintable() rejects, approximated by the categories that matter
- * for text data: Cc, Zs other than ' ', Zl, Zp, common Cf, surrogates, private use, noncharacters. */
+#include "py_unprintable.h"
+
+/* Python's str.isprintable() is false: ASCII controls, or a range of CPython 3.11's table. */
 static bool py_nonprintable(unsigned cp) {
-    if (cp < 0x20 || (cp >= 0x7f && cp <= 0xa0)) return true;
-    switch (cp) {
-    case 0xad: case 0x61c: case 0x180e: case 0x1680: case 0x2028: case 0x2029:
-    case 0x202f: case 0x205f: case 0x3000: case 0xfeff: case 0xfffe: case 0xffff:
-        return true;
+    if (cp < 0x20 || cp == 0x7f) return true;
+    if (cp < 0x80) return false;
+    size_t lo = 0, hi = sizeof k_py_unprintable / sizeof k_py_unprintable[0];
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (cp < k_py_unprintable[mid][0]) hi = mid;
+        else if (cp > k_py_unprintable[mid][1]) lo = mid + 1;
+        else return true;
     }
-    if (cp >= 0x2000 && cp <= 0x200f) return true;
-    if (cp >= 0x202a && cp <= 0x202e) return true;
-    if (cp >= 0x2060 && cp <= 0x206f) return true;
-    if (cp >= 0xd800 && cp <= 0xf8ff) return true;
-    if (cp >= 0xfff9 && cp <= 0xfffb) return true;
-    if (cp >= 0xe0000) return true;
     return false;
 }
 

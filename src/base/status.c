@@ -41,6 +41,15 @@ dspy_status dspy_fail_wrap(dspy_status code, const char *fmt, ...) {
     return code;
 }
 
+dspy_status dspy_fail_append(dspy_status code, const char *fmt, ...) {
+    size_t n = strnlen(g_errmsg, sizeof g_errmsg);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_errmsg + n, sizeof g_errmsg - n, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
 const char *dspy_errmsg(void) { return g_errmsg; }
 
 void dspy_errclear(void) { g_errmsg[0] = '\0'; }

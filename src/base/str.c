@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 void dspy_str_free(dspy_str *s) {
@@ -207,6 +208,28 @@ dspy_status dspy_write_file(const char *path, const void *data, size_t n) {
         return st;
     }
     dspy_str_free(&tmp);
+    return DSPY_OK;
+}
+
+dspy_status dspy_mkdir_p(const char *dir) {
+    char *p = strdup(dir);
+    if (!p) return dspy_fail(DSPY_ERR_NOMEM, "out of memory creating %s", dir);
+    for (char *s = p + 1;; s++) {
+        if (*s != '/' && *s != '\0') continue;
+        char c = *s;
+        *s = '\0';
+        if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+            dspy_status st = dspy_fail(DSPY_ERR_IO, "%s: cannot create directory: %s", p, strerror(errno));
+            free(p);
+            return st;
+        }
+        *s = c;
+        if (c == '\0') break;
+    }
+    free(p);
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return dspy_fail(DSPY_ERR_IO, "%s: exists and is not a directory", dir);
     return DSPY_OK;
 }
 

@@ -32,7 +32,7 @@ typedef struct seq {
     float temperature, top_p;
     int32_t top_k;
     bool ignore_eos;
-    dspy_sampler_rng rng;
+    dspy_rng rng;
 } seq;
 
 struct dspy_engine {
@@ -202,7 +202,7 @@ dspy_status dspy_engine_add(dspy_engine *e, const int32_t *prompt, size_t n, con
     s->top_p = sp.top_p;
     s->top_k = sp.top_k;
     s->ignore_eos = sp.ignore_eos;
-    dspy_sampler_seed(&s->rng, sp.seed);
+    dspy_rng_seed(&s->rng, sp.seed);
     dspy_kv_cache_alloc(&e->kv, nb, s->blocks);
     s->n_blocks = nb;
     s->id = e->next_id++;

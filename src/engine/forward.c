@@ -7,6 +7,7 @@
  */
 #include "engine/forward.h"
 
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,6 +56,7 @@ void dspy_forward(const dspy_model *m, const dspy_ops *ops, dspy_kv_cache *kv, d
     const int NH = c->num_attention_heads, NKV = c->num_key_value_heads, HS = c->head_dim;
     const int Q = NH * HS, KVD = NKV * HS;
     const float eps = (float)c->rms_norm_eps;
+    if (dspy_model_n_threads(m) > 0) omp_set_num_threads(dspy_model_n_threads(m)); /* this thread's ICV */
     bool decode = true;
     for (int s = 0; s < b->nseg; s++)
         if (b->segs[s].n != 1) decode = false;

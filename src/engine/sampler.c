@@ -11,26 +11,6 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-void dspy_sampler_seed(dspy_sampler_rng *r, uint64_t seed) {
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&seed);
-}
-
-double dspy_sampler_uniform(dspy_sampler_rng *r) {
-    uint64_t *s = r->s;
-    uint64_t out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0], s[3] ^= s[1], s[1] ^= s[2], s[0] ^= s[3], s[2] ^= t, s[3] = rotl(s[3], 45);
-    return (double)(out >> 11) * 0x1.0p-53;
-}
-
 /* Descending by score, ascending by id on ties. */
 static int cmp_desc(const void *a, const void *b, void *ctx) {
     const float *w = ctx;
@@ -40,7 +20,7 @@ static int cmp_desc(const void *a, const void *b, void *ctx) {
 }
 
 int32_t dspy_sample(const float *logits, int32_t V, float temperature, float top_p, int32_t top_k,
-                    dspy_sampler_rng *r, float *work, int32_t *idx, float *logprob) {
+                    dspy_rng *r, float *work, int32_t *idx, float *logprob) {
     int32_t best = 0;
     for (int32_t i = 1; i < V; i++)
         if (logits[i] > logits[best]) best = i;
@@ -76,7 +56,7 @@ int32_t dspy_sample(const float *logits, int32_t V, float temperature, float top
         } else {
             for (int32_t i = 0; i < V; i++) total += exp((double)work[i] - mx);
         }
-        double target = dspy_sampler_uniform(r) * total, cum = 0;
+        double target = dspy_rng_uniform(r) * total, cum = 0;
         tok = filter ? idx[n - 1] : V - 1;
         for (int32_t j = 0; j < n; j++) {
             int32_t id = filter ? idx[j] : j;

@@ -9,17 +9,11 @@
 
 #include <stdint.h>
 
-typedef struct dspy_sampler_rng {
-    uint64_t s[4];
-} dspy_sampler_rng;
-
-void dspy_sampler_seed(dspy_sampler_rng *r, uint64_t seed);
-/* Uniform double in [0, 1). */
-double dspy_sampler_uniform(dspy_sampler_rng *r);
+#include "dspy/rng.h"
 
 /* Picks a token from logits (V). work (V floats) and idx (V ints) are scratch. *logprob gets
  * log_softmax(logits)[token] (the raw distribution). */
 int32_t dspy_sample(const float *logits, int32_t V, float temperature, float top_p, int32_t top_k,
-                    dspy_sampler_rng *r, float *work, int32_t *idx, float *logprob);
+                    dspy_rng *r, float *work, int32_t *idx, float *logprob);
 
 #endif

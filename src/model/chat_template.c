@@ -32,10 +32,10 @@ void dspy_chat_template_free(dspy_chat_template *t) {
     free(t);
 }
 
-dspy_chat_kind dspy_chat_template_kind(const dspy_chat_template *t) { return t->kind; }
+dspy_chat_kind dspy_chat_template_kind(const dspy_chat_template *t) { return t ? t->kind : (dspy_chat_kind)0; }
 
 const char *dspy_chat_template_name(const dspy_chat_template *t) {
-    switch (t->kind) {
+    switch (t ? t->kind : (dspy_chat_kind)0) {
     case DSPY_CHAT_LLAMA3: return "llama3";
     case DSPY_CHAT_LLAMA3_0: return "llama3.0";
     case DSPY_CHAT_CHATML: return "chatml";
@@ -44,7 +44,7 @@ const char *dspy_chat_template_name(const dspy_chat_template *t) {
 }
 
 const char *dspy_chat_template_end_of_turn(const dspy_chat_template *t) {
-    return t->kind == DSPY_CHAT_CHATML ? "<|im_end|>" : "<|eot_id|>";
+    return t && t->kind == DSPY_CHAT_CHATML ? "<|im_end|>" : "<|eot_id|>";
 }
 
 static dspy_status make(dspy_chat_kind kind, const char *bos, const char *default_system, bool tool_aware,

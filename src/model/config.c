@@ -355,7 +355,9 @@ static dspy_status load_text(const char *dir, const char *name, bool optional, c
     if (!*path) return DSPY_ERR_NOMEM;
     FILE *f = fopen(*path, "rb");
     if (!f && optional) return DSPY_OK;
-    if (f) fclose(f);
+    if (!f)
+        return dspy_fail(DSPY_ERR_NOTFOUND, "%s: no %s here (expected a Hugging Face model directory)", dir, name);
+    fclose(f);
     return dspy_read_file(*path, text, len);
 }
 

@@ -14,65 +14,10 @@
 #include <sys/stat.h>
 
 #include "dspy/model.h"
+#include "dspy/rng.h"
 #include "dspy/safetensors.h"
 #include "dspy/str.h"
 
-typedef struct {
-    uint64_t s[4];
-    bool have_spare;
-    double spare;
-} rng;
-
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t next_u64(rng *r) {
-    uint64_t *s = r->s;
-    uint64_t out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0], s[3] ^= s[1], s[1] ^= s[2], s[0] ^= s[3], s[2] ^= t, s[3] = rotl(s[3], 45);
-    return out;
-}
-
-/* Uniform in (0, 1]. */
-static double uniform(rng *r) { return ((double)(next_u64(r) >> 11) + 1.0) * 0x1.0p-53; }
-
-static double normal(rng *r) {
-    if (r->have_spare) {
-        r->have_spare = false;
-        return r->spare;
-    }
-    double u = uniform(r), v = uniform(r);
-    double mag = sqrt(-2.0 * log(u));
-    r->spare = mag * sin(2.0 * M_PI * v);
-    r->have_spare = true;
-    return mag * cos(2.0 * M_PI * v);
-}
-
-static dspy_status mkdir_p(const char *dir) {
-    char *p = strdup(dir);
-    if (!p) return dspy_fail(DSPY_ERR_NOMEM, "out of memory");
-    for (char *s = p + 1; *s; s++) {
-        if (*s != '/') continue;
-        *s = '\0';
-        if (mkdir(p, 0755) != 0 && errno != EEXIST) {
-            dspy_status st = dspy_fail(DSPY_ERR_IO, "%s: cannot create directory: %s", p, strerror(errno));
-            free(p);
-            return st;
-        }
-        *s = '/';
-    }
-    dspy_status st = DSPY_OK;
-    if (mkdir(p, 0755) != 0 && errno != EEXIST)
-        st = dspy_fail(DSPY_ERR_IO, "%s: cannot create directory: %s", p, strerror(errno));
-    free(p);
-    return st;
-}
 
 static dspy_status write_text(const char *dir, const char *name, char *text) {
     if (!text) return dspy_fail(DSPY_ERR_NOMEM, "%s/%s: out of memory", dir, name);
@@ -94,7 +39,7 @@ dspy_status dspy_model_write_random(const char *dir, const dspy_model_config *cf
     cfg.dtype = dtype;
     dspy_status st = dspy_model_config_validate(&cfg, "config");
     if (st) return st;
-    if ((st = mkdir_p(dir))) return st;
+    if ((st = dspy_mkdir_p(dir))) return st;
     if ((st = write_text(dir, "config.json", dspy_model_config_to_json(&cfg)))) return st;
     if ((st = write_text(dir, "generation_config.json", dspy_generation_config_to_json(&cfg)))) return st;
     if (!weights) return DSPY_OK;
@@ -153,13 +98,12 @@ dspy_status dspy_model_write_random(const char *dir, const dspy_model_config *cf
     st = dspy_safetensors_writer_open(dspy_str_cstr(&path), t, n, NULL, &w);
     dspy_str_free(&path);
     if (st) goto done;
-    rng r = {{0}, false, 0};
-    uint64_t x = seed;
-    for (int i = 0; i < 4; i++) r.s[i] = splitmix64(&x);
+    dspy_rng r;
+    dspy_rng_seed(&r, seed);
     for (size_t i = 0; i < n; i++) {
         int64_t numel = t[i].shape[0] * (t[i].ndim == 2 ? t[i].shape[1] : 1);
         for (int64_t j = 0; j < numel; j++)
-            buf[j] = kind[i] == K_ONES ? 1.0f : kind[i] == K_ZEROS ? 0.0f : (float)(0.02 * normal(&r));
+            buf[j] = kind[i] == K_ONES ? 1.0f : kind[i] == K_ZEROS ? 0.0f : (float)(0.02 * dspy_rng_normal(&r));
         if ((st = dspy_safetensors_writer_put(w, i, buf))) goto done;
     }
     st = dspy_safetensors_writer_close(w);

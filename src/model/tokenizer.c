@@ -436,7 +436,7 @@ dspy_status dspy_tokenizer_load(const char *path, dspy_tokenizer **out) {
     const char *key;
     json_t *val;
     json_object_foreach(vocab, key, val) {
-        if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) > 50000000)
+        if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= (1 << 24))
             FAIL(DSPY_ERR_FORMAT, "%s: model.vocab[\"%s\"] is not a valid id", P, key);
         if (json_integer_value(val) > max_id) max_id = json_integer_value(val);
     }
@@ -445,7 +445,7 @@ dspy_status dspy_tokenizer_load(const char *path, dspy_tokenizer **out) {
     json_array_foreach(added, ai, at) {
         json_t *idj = json_object_get(at, "id");
         json_t *content = json_object_get(at, "content");
-        if (!json_is_integer(idj) || json_integer_value(idj) < 0 || json_integer_value(idj) > 50000000 ||
+        if (!json_is_integer(idj) || json_integer_value(idj) < 0 || json_integer_value(idj) >= (1 << 24) ||
             !json_is_string(content) || json_string_length(content) == 0)
             FAIL(DSPY_ERR_FORMAT, "%s: added_tokens[%zu] needs an integer \"id\" and a non-empty \"content\"", P, ai);
         if (json_integer_value(idj) > max_id) max_id = json_integer_value(idj);

@@ -6,7 +6,6 @@
  * lm_head.weight of a tied model) are ignored, as transformers does. Does not run anything:
  * the forward pass is in src/engine/forward.c.
  */
-#include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +22,7 @@ struct dspy_model {
     dspy_model_weights w;
     float *owned;
     float *inv_freq;
+    int32_t n_threads;
 };
 
 dspy_model_params dspy_model_params_default(void) {
@@ -44,6 +44,7 @@ const dspy_model_config *dspy_model_config_get(const dspy_model *m) { return &m-
 const dspy_model_weights *dspy_model_weights_get(const dspy_model *m) { return &m->w; }
 const float *dspy_model_inv_freq(const dspy_model *m) { return m->inv_freq; }
 const char *dspy_model_dir(const dspy_model *m) { return m->dir; }
+int32_t dspy_model_n_threads(const dspy_model *m) { return m->n_threads; }
 
 /* One tensor the model needs. */
 typedef struct {
@@ -120,7 +121,7 @@ dspy_status dspy_model_load(const char *dir, const dspy_model_params *p, dspy_mo
     m->dir = strdup(dir);
     if ((st = dspy_model_config_load(dir, &m->cfg))) goto fail;
     const dspy_model_config *c = &m->cfg;
-    if (p && p->n_threads > 0) omp_set_num_threads(p->n_threads);
+    m->n_threads = p && p->n_threads > 0 ? p->n_threads : 0;
     m->inv_freq = malloc(sizeof(float) * (size_t)(c->head_dim / 2));
     m->w.layers = calloc((size_t)c->num_hidden_layers, sizeof *m->w.layers);
     size_t max_needs = 4 + 16 * (size_t)c->num_hidden_layers;

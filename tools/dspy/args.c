@@ -21,9 +21,10 @@ static void print_help(const char *cmd, const char *usage, const char *about, co
         char left[128];
         snprintf(left, sizeof left, "--%s%s%s", opts[i].name, opts[i].metavar ? " " : "",
                  opts[i].metavar ? opts[i].metavar : "");
-        printf("  %-30s %s%s%s%s%s\n", left, opts[i].help, opts[i].required ? " (required)" : "",
-               opts[i].multi ? " (repeatable)" : "", opts[i].def ? " [default: " : "",
-               opts[i].def ? opts[i].def : "");
+        printf("  %-30s %s%s%s", left, opts[i].help, opts[i].required ? " (required)" : "",
+               opts[i].multi ? " (repeatable)" : "");
+        if (opts[i].def) printf(" [default: %s]", opts[i].def);
+        printf("\n");
     }
     printf("  %-30s %s\n", "--help", "show this help and exit");
 }

@@ -1,8 +1,12 @@
-/* cmd_generate.c — `dspy generate`: run the engine on one prompt given as token ids.
+/* cmd_generate.c — `dspy generate`: run the engine on one prompt.
  *
- * Loads the model directory, generates with dspy_generate, prints the new token ids (one line,
- * comma-separated) on stdout and a one-line summary on stderr. Text prompts (--prompt,
- * --messages) need the tokenizer module and are not wired in yet.
+ * The prompt is token ids (--prompt-ids), text (--prompt: encoded with the model directory's
+ * tokenizer.json, BOS added as HF's add_special_tokens=True does) or chat messages (--messages:
+ * rendered with the directory's chat template and add_generation_prompt, then encoded without
+ * adding BOS, as apply_chat_template(tokenize=True) does; the template's end-of-turn token is an
+ * extra stop id). Prints the continuation as text (special tokens skipped) when the directory
+ * has a tokenizer, or as comma-separated ids (--print-ids, or no tokenizer), and a one-line
+ * summary on stderr.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -11,8 +15,12 @@
 #include <time.h>
 
 #include "args.h"
+#include "dspy/chat_template.h"
 #include "dspy/engine.h"
+#include "dspy/json.h"
 #include "dspy/model.h"
+#include "dspy/str.h"
+#include "dspy/tokenizer.h"
 
 /* Parses "1,2, 3" (commas and/or spaces). Returns false with a message on stderr. */
 static bool parse_ids(const char *s, int32_t **out, size_t *n) {
@@ -52,10 +60,54 @@ static bool parse_ids(const char *s, int32_t **out, size_t *n) {
     return true;
 }
 
+/* Renders --messages (a JSON list of {"role", "content"}) with the model's chat template and
+ * encodes it. *stop gets the end-of-turn id (-1 if the tokenizer lacks it). */
+static dspy_status encode_messages(const char *dir, const dspy_tokenizer *tok, const char *json, int32_t **ids,
+                                   size_t *n, int32_t *stop) {
+    dspy_json *v = NULL;
+    dspy_chat_template *tpl = NULL;
+    dspy_chat_msg *msgs = NULL;
+    dspy_str text = DSPY_STR_INIT;
+    dspy_status st = dspy_json_parse(json, strlen(json), "--messages", &v);
+    if (st) goto done;
+    size_t m = dspy_json_size(v);
+    if (dspy_json_typeof(v) != DSPY_JSON_ARRAY || m == 0) {
+        st = dspy_fail(DSPY_ERR_ARG, "--messages must be a non-empty JSON list of {\"role\": ..., \"content\": ...}");
+        goto done;
+    }
+    msgs = calloc(m, sizeof *msgs);
+    if (!msgs) {
+        st = dspy_fail(DSPY_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < m; i++) {
+        dspy_json *e = dspy_json_at(v, i);
+        msgs[i].role = dspy_json_str(dspy_json_get(e, "role"));
+        msgs[i].content = dspy_json_str(dspy_json_get(e, "content"));
+        if (!msgs[i].role || !msgs[i].content) {
+            st = dspy_fail(DSPY_ERR_ARG, "--messages[%zu] needs string \"role\" and \"content\"", i);
+            goto done;
+        }
+    }
+    if ((st = dspy_chat_template_load(dir, &tpl))) goto done;
+    if ((st = dspy_chat_render(tpl, msgs, m, true, NULL, &text, NULL, NULL))) goto done;
+    *stop = dspy_tokenizer_token_to_id(tok, dspy_chat_template_end_of_turn(tpl));
+    st = dspy_tokenizer_encode(tok, dspy_str_cstr(&text), text.len, false, true, ids, n);
+done:
+    dspy_str_free(&text);
+    free(msgs);
+    dspy_chat_template_free(tpl);
+    dspy_json_decref(v);
+    return st;
+}
+
 int cmd_generate(int argc, char **argv) {
     static const dspy_opt opts[] = {
         {"model", "DIR", "model directory (config.json, model.safetensors)", true, false, NULL},
-        {"prompt-ids", "IDS", "prompt as token ids, e.g. 128000,9906", true, false, NULL},
+        {"prompt-ids", "IDS", "prompt as token ids, e.g. 128000,9906", false, false, NULL},
+        {"prompt", "TEXT", "prompt as text (encoded with the model's tokenizer.json, BOS added)", false, false, NULL},
+        {"messages", "JSON", "chat messages, e.g. '[{\"role\": \"user\", \"content\": \"Hi\"}]', rendered with "
+                             "the model's chat template", false, false, NULL},
         {"max-tokens", "N", "new tokens at most", false, false, "32"},
         {"temperature", "T", "0 = greedy; default: generation_config.json's when it samples, else 0", false, false,
          NULL},
@@ -63,16 +115,17 @@ int cmd_generate(int argc, char **argv) {
         {"top-k", "K", "keep the K most likely tokens (0 = off)", false, false, "0"},
         {"seed", "S", "sampling seed", false, false, "0"},
         {"ignore-eos", NULL, "do not stop at the model's eos ids", false, false, NULL},
-        {"print-ids", NULL, "print the generated token ids (the only output until the tokenizer lands)", false, false,
-         NULL},
+        {"print-ids", NULL, "print the generated token ids instead of text", false, false, NULL},
         {"device", "DEV", "cpu (cuda is not available yet)", false, false, "cpu"},
         {"threads", "N", "CPU threads (0 = OpenMP default)", false, false, "0"},
         {0}};
     dspy_args a;
-    int rc = dspy_args_parse(&a, "generate", "--model DIR --prompt-ids IDS [--max-tokens N] [--temperature T] "
-                                             "[--top-p P] [--seed S] [--print-ids]",
-                             "Generate a continuation of a prompt with the native engine and print the new\n"
-                             "token ids, comma-separated, on stdout (a summary goes to stderr).",
+    int rc = dspy_args_parse(&a, "generate", "--model DIR (--prompt-ids IDS | --prompt TEXT | --messages JSON) "
+                                             "[--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--print-ids]",
+                             "Generate a continuation of a prompt with the native engine. Prints the new text\n"
+                             "(special tokens skipped) when the model directory has a tokenizer.json, else the\n"
+                             "new token ids comma-separated; a summary goes to stderr. Stop strings are not\n"
+                             "handled here: generation ends at an eos id, the chat end-of-turn, or --max-tokens.",
                              opts, argc, argv);
     if (rc) return rc == 1 ? 0 : rc;
     long max_tokens = 32, top_k = 0, seed = 0, threads = 0;
@@ -85,15 +138,42 @@ int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "error: dspy generate: --max-tokens must be at least 1\n");
         return 2;
     }
-    int32_t *ids;
-    size_t n;
-    if (!parse_ids(dspy_args_get(&a, "prompt-ids"), &ids, &n)) return 2;
+    const char *dir = dspy_args_get(&a, "model");
+    int given = dspy_args_flag(&a, "prompt-ids") + dspy_args_flag(&a, "prompt") + dspy_args_flag(&a, "messages");
+    if (given != 1) {
+        fprintf(stderr, "error: dspy generate: give exactly one of --prompt-ids, --prompt, --messages\n");
+        return 2;
+    }
     dspy_model_params mp = dspy_model_params_default();
     mp.device = dspy_args_get(&a, "device");
     mp.n_threads = (int32_t)threads;
     dspy_model *m;
-    if (dspy_model_load(dspy_args_get(&a, "model"), &mp, &m)) {
-        free(ids);
+    if (dspy_model_load(dir, &mp, &m)) return dspy_cli_error("generate");
+    /* The tokenizer is optional for --prompt-ids (ids are printed then), required otherwise. */
+    dspy_tokenizer *tok = NULL;
+    dspy_status tst = dspy_tokenizer_load(dir, &tok);
+    if (tst && !dspy_args_flag(&a, "prompt-ids")) {
+        dspy_model_free(m);
+        return dspy_cli_error("generate");
+    }
+    int32_t *ids = NULL, chat_stop = -1;
+    size_t n = 0;
+    dspy_status pst = DSPY_OK;
+    if (dspy_args_flag(&a, "prompt-ids")) {
+        if (!parse_ids(dspy_args_get(&a, "prompt-ids"), &ids, &n)) {
+            dspy_tokenizer_free(tok);
+            dspy_model_free(m);
+            return 2;
+        }
+    } else if (dspy_args_flag(&a, "prompt")) {
+        const char *text = dspy_args_get(&a, "prompt");
+        pst = dspy_tokenizer_encode(tok, text, strlen(text), true, true, &ids, &n);
+    } else {
+        pst = encode_messages(dir, tok, dspy_args_get(&a, "messages"), &ids, &n, &chat_stop);
+    }
+    if (pst) {
+        dspy_tokenizer_free(tok);
+        dspy_model_free(m);
         return dspy_cli_error("generate");
     }
     const dspy_model_config *cfg = dspy_model_config_get(m);
@@ -104,6 +184,10 @@ int cmd_generate(int argc, char **argv) {
     sp.seed = (uint64_t)seed;
     sp.max_tokens = (int32_t)max_tokens;
     sp.ignore_eos = dspy_args_flag(&a, "ignore-eos");
+    if (chat_stop >= 0) {
+        sp.stop_ids = &chat_stop;
+        sp.n_stop_ids = 1;
+    }
     int32_t *out;
     size_t nout;
     dspy_finish fin;
@@ -113,15 +197,31 @@ int cmd_generate(int argc, char **argv) {
     clock_gettime(CLOCK_MONOTONIC, &t1);
     free(ids);
     if (st) {
+        dspy_tokenizer_free(tok);
         dspy_model_free(m);
         return dspy_cli_error("generate");
     }
-    for (size_t i = 0; i < nout; i++) printf("%s%d", i ? "," : "", out[i]);
-    printf("\n");
+    if (tok && !dspy_args_flag(&a, "print-ids")) {
+        char *text;
+        size_t tlen;
+        if (dspy_tokenizer_decode(tok, out, nout, true, &text, &tlen)) {
+            free(out);
+            dspy_tokenizer_free(tok);
+            dspy_model_free(m);
+            return dspy_cli_error("generate");
+        }
+        fwrite(text, 1, tlen, stdout);
+        printf("\n");
+        free(text);
+    } else {
+        for (size_t i = 0; i < nout; i++) printf("%s%d", i ? "," : "", out[i]);
+        printf("\n");
+    }
     double sec = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
     fprintf(stderr, "generate: %zu prompt + %zu new tokens, finish %s, %.2f s (%.1f tok/s)\n", n, nout,
             dspy_finish_name(fin), sec, sec > 0 ? (double)nout / sec : 0.0);
     free(out);
+    dspy_tokenizer_free(tok);
     dspy_model_free(m);
     return 0;
 }

@@ -2,8 +2,11 @@
  *
  * Writes config.json, generation_config.json, model.safetensors (dspy_model_write_random) and
  * copies the tokenizer files (tokenizer.json, tokenizer_config.json, special_tokens_map.json)
- * from --tokenizer, a tokenizer.json file or a directory holding one.
+ * from --tokenizer, a tokenizer.json file or a directory holding one, and its chat template:
+ * chat_template.jinja, or else the one chat_template_*.jinja there (the shared Llama 3 tokenizer
+ * directory ships chat_template_llama3_2.jinja), saved as chat_template.jinja.
  */
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +61,32 @@ static int copy_tokenizer(const char *path, const char *out) {
         }
         dspy_str_free(&src);
     }
+    /* the chat template: chat_template.jinja, else a single chat_template_*.jinja */
+    DIR *d = rc == 0 ? opendir(dspy_str_cstr(&dir)) : NULL;
+    char *pick = NULL;
+    int count = 0;
+    struct dirent *ent;
+    while (d && (ent = readdir(d))) {
+        size_t l = strlen(ent->d_name);
+        if (strncmp(ent->d_name, "chat_template", 13) != 0 || l < 6 || strcmp(ent->d_name + l - 6, ".jinja") != 0) continue;
+        bool exact = strcmp(ent->d_name, "chat_template.jinja") == 0;
+        if (exact || ent->d_name[13] == '_') {
+            if (exact || !pick || strcmp(pick, "chat_template.jinja") != 0) {
+                free(pick);
+                pick = strdup(ent->d_name);
+            }
+            count += !exact;
+            if (exact) count = -1000;
+        }
+    }
+    if (d) closedir(d);
+    if (pick && (count == 1 || count < 0)) {
+        dspy_str src = DSPY_STR_INIT;
+        dspy_str_appendf(&src, "%s/%s", dspy_str_cstr(&dir), pick);
+        rc = copy_file(dspy_str_cstr(&src), out, "chat_template.jinja");
+        dspy_str_free(&src);
+    }
+    free(pick);
     dspy_str_free(&dir);
     return rc;
 }
@@ -67,8 +96,8 @@ int cmd_init_model(int argc, char **argv) {
         {"arch", "NAME", "architecture: llama or qwen2", false, false, "llama"},
         {"preset", "NAME", "tiny (C=64, 2 layers), small (C=256, 4 layers) or 1b-shape (Llama-3.2-1B)", false,
          false, "tiny"},
-        {"tokenizer", "PATH", "tokenizer.json or a directory with it (copied with tokenizer_config.json and "
-                              "special_tokens_map.json)", false, false, NULL},
+        {"tokenizer", "PATH", "tokenizer.json or a directory with it (copied with tokenizer_config.json, "
+                              "special_tokens_map.json and the chat template)", false, false, NULL},
         {"out", "DIR", "output directory (created)", true, false, NULL},
         {"seed", "N", "random seed of the weights", false, false, "0"},
         {"dtype", "TYPE", "tensor type in model.safetensors: f32 or bf16", false, false, "bf16"},

@@ -26,7 +26,9 @@ void cpu_attention(float *out, const float *q, const float *kcache, const float 
         for (int i = 0; i < segs[s].n; i++) row_seg[segs[s].row0 + i] = s;
     const float scale = (float)(1.0 / sqrt((double)HS));
     const int group = NH / NKV;
-#pragma omp parallel
+    long work = 0; /* multiply-adds, to keep tiny batches on one thread */
+    for (int s = 0; s < nseg; s++) work += (long)segs[s].n * (segs[s].pos0 + segs[s].n) * NH * HS * 2;
+#pragma omp parallel if (work > (1L << 18))
     {
         float *p = malloc(sizeof(float) * (size_t)(maxlen ? maxlen : 1));
         if (!p) abort();

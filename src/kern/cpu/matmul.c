@@ -33,7 +33,7 @@ static void dot4(const float *a0, const float *a1, const float *a2, const float 
 void cpu_matmul(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC) {
     enum { OB = 16 }; /* output features per task */
     int nblocks = (OC + OB - 1) / OB;
-#pragma omp parallel for schedule(static) if ((long)N * C * OC > 32768)
+#pragma omp parallel for schedule(static) if ((long)N * C * OC > (1L << 18))
     for (int b = 0; b < nblocks; b++) {
         int o0 = b * OB, o1 = o0 + OB < OC ? o0 + OB : OC;
         int n = 0;

@@ -10,7 +10,7 @@
 #include "kern/cpu/cpu.h"
 
 void cpu_rmsnorm(float *out, const float *inp, const float *weight, int N, int C, float eps) {
-#pragma omp parallel for schedule(static) if ((long)N * C > 65536)
+#pragma omp parallel for schedule(static) if ((long)N * C > (1L << 18))
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         double ss = 0;
@@ -24,7 +24,7 @@ void cpu_rmsnorm(float *out, const float *inp, const float *weight, int N, int C
 
 void cpu_rope(float *x, const int32_t *pos, const float *inv_freq, int N, int H, int HS) {
     int half = HS / 2;
-#pragma omp parallel for schedule(static) if ((long)N * H * HS > 65536)
+#pragma omp parallel for schedule(static) if ((long)N * H * HS > (1L << 18))
     for (int n = 0; n < N; n++) {
         float cs[half > 0 ? half : 1], sn[half > 0 ? half : 1];
         for (int i = 0; i < half; i++) {
@@ -52,7 +52,7 @@ void cpu_kv_store(float *kcache, float *vcache, const float *k, const float *v, 
 
 void cpu_swiglu(float *out, const float *gate, const float *up, int N, int C) {
     size_t n = (size_t)N * C;
-#pragma omp parallel for schedule(static) if (n > 65536)
+#pragma omp parallel for schedule(static) if (n > (1L << 18))
     for (size_t i = 0; i < n; i++) {
         float g = gate[i];
         out[i] = g / (1.0f + expf(-g)) * up[i];
@@ -60,7 +60,7 @@ void cpu_swiglu(float *out, const float *gate, const float *up, int N, int C) {
 }
 
 void cpu_softmax(float *out, const float *inp, int N, int V) {
-#pragma omp parallel for schedule(static) if ((long)N * V > 65536)
+#pragma omp parallel for schedule(static) if ((long)N * V > (1L << 18))
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * V;
         float *o = out + (size_t)n * V;
@@ -82,7 +82,7 @@ void cpu_embedding(float *out, const int32_t *ids, const float *table, int N, in
 }
 
 void cpu_add(float *x, const float *y, int64_t n) {
-#pragma omp parallel for schedule(static) if (n > 65536)
+#pragma omp parallel for schedule(static) if (n > (1L << 18))
     for (int64_t i = 0; i < n; i++) x[i] += y[i];
 }
 

@@ -1,0 +1,28 @@
+/* dspy/rng.h — a small, fast, seedable generator for numerics (sampling, random weights,
+ * dropout): xoshiro256** seeded through splitmix64. Not Python-compatible (that is
+ * dspy/random.h) and not cryptographic. The state is a plain struct: copy it to save/restore
+ * (the trainer checkpoints it). One generator per thread or per sequence.
+ */
+#ifndef DSPY_RNG_H
+#define DSPY_RNG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct dspy_rng {
+    uint64_t s[4];
+    bool have_spare; /* normal(): Box–Muller's second value is kept for the next call */
+    double spare;
+} dspy_rng;
+
+/* The same seed always gives the same sequence, on every machine. */
+void dspy_rng_seed(dspy_rng *r, uint64_t seed);
+uint64_t dspy_rng_u64(dspy_rng *r);
+/* Uniform in [0, 1) with 53 random bits. */
+double dspy_rng_uniform(dspy_rng *r);
+/* Uniform in (0, 1]: safe for log(). */
+double dspy_rng_uniform_pos(dspy_rng *r);
+/* Standard normal (Box–Muller). */
+double dspy_rng_normal(dspy_rng *r);
+
+#endif

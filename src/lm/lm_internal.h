@@ -1,0 +1,23 @@
+/* lm_internal.h — what the LM core (lm.c) and its built-in providers share. Private to src/lm. */
+#ifndef DSPY_LM_INTERNAL_H
+#define DSPY_LM_INTERNAL_H
+
+#include "dspy/lm.h"
+
+/* OpenAI-compatible HTTP provider (openai_http.c). */
+extern const dspy_lm_provider dspy_openai_http_provider;
+dspy_status dspy_openai_http_new(void **impl);
+
+/* Scripted provider (scripted.c). */
+extern const dspy_lm_provider dspy_scripted_provider;
+/* Builds a scripted impl from a "scripted:" file's parsed JSON (`where` labels errors). */
+dspy_status dspy_scripted_from_json(const dspy_json *spec, const char *where, void **impl);
+dspy_status dspy_scripted_load(const char *path, void **impl);
+
+/* Fresh random uuid4: "8-4-4-4-12" form (37 bytes) or 32 hex digits (33 bytes). */
+void dspy_lm_uuid4(char out[37]);
+void dspy_lm_uuid4_hex(char out[33]);
+/* Python datetime.now().isoformat(): local time, microseconds omitted when zero. */
+void dspy_lm_timestamp(char out[40]);
+
+#endif

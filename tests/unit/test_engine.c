@@ -1,0 +1,543 @@
+/* test_engine.c — the continuous-batching engine, the sampler, and the init-model/generate CLI.
+ *
+ * Batched, staggered, chunked runs must give exactly the tokens and logprobs of each sequence
+ * run alone; the KV-cache decode path must agree with a full prefill (teacher forcing); finish
+ * rules, capacity errors and the sampler's distribution are checked against direct
+ * computations. Models are random checkpoints written by dspy_model_write_random, plus the HF
+ * fixtures when present.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "dspy/engine.h"
+#include "dspy/model.h"
+#include "dspy/chat_template.h"
+#include "dspy/str.h"
+#include "dspy/tokenizer.h"
+#include "engine/sampler.h"
+
+static char *g_dir; /* random llama, vocab 300, context 64 */
+
+static char *model_dir(const char *name, const char *arch, int vocab, int ctx, int eos, uint64_t seed) {
+    dspy_str p = DSPY_STR_INIT;
+    dspy_str_appendf(&p, "%s/%s", test_tmpdir(), name);
+    dspy_model_config c;
+    CHECK_OK(dspy_model_config_preset(arch, "tiny", &c));
+    c.vocab_size = vocab;
+    c.max_position_embeddings = ctx;
+    c.bos_token_id = 0;
+    c.n_eos = eos >= 0 ? 1 : 0;
+    c.eos_token_ids[0] = eos;
+    CHECK_OK(dspy_model_write_random(dspy_str_cstr(&p), &c, seed, DSPY_DTYPE_F32, true));
+    return dspy_str_take(&p);
+}
+
+static dspy_model *load(const char *dir) {
+    dspy_model *m = NULL;
+    CHECK_OK(dspy_model_load(dir, NULL, &m));
+    return m;
+}
+
+/* ---- sampler ---------------------------------------------------------------------------- */
+
+static void test_sampler(void) {
+    float logits[4] = {(float)log(0.4), (float)log(0.3), (float)log(0.2), (float)log(0.1)};
+    float work[4], lp;
+    int32_t idx[4];
+    dspy_rng r;
+    dspy_rng_seed(&r, 42);
+    CHECK_INT(dspy_sample(logits, 4, 0, 1, 0, &r, work, idx, &lp), 0);
+    CHECK_NEAR(lp, log(0.4), 1e-6);
+    float tie[3] = {1, 3, 3};
+    CHECK_INT(dspy_sample(tie, 3, 0, 1, 0, &r, work, idx, &lp), 1); /* lowest id on ties */
+    CHECK_INT(dspy_sample(logits, 4, 1.0f, 1, 1, &r, work, idx, &lp), 0); /* top_k 1 = greedy */
+    int count[4] = {0}, n = 40000;
+    for (int i = 0; i < n; i++) count[dspy_sample(logits, 4, 1.0f, 1.0f, 0, &r, work, idx, &lp)]++;
+    for (int k = 0; k < 4; k++) CHECK_NEAR((double)count[k] / n, exp(logits[k]), 0.01);
+    /* temperature 2: p ~ sqrt(p) renormalised */
+    memset(count, 0, sizeof count);
+    double z = sqrt(0.4) + sqrt(0.3) + sqrt(0.2) + sqrt(0.1);
+    for (int i = 0; i < n; i++) count[dspy_sample(logits, 4, 2.0f, 1.0f, 0, &r, work, idx, &lp)]++;
+    for (int k = 0; k < 4; k++) CHECK_NEAR((double)count[k] / n, sqrt(exp(logits[k])) / z, 0.01);
+    /* top_p 0.5 keeps {0, 1} (0.4 < 0.5, then 0.7), renormalised 4:3 */
+    memset(count, 0, sizeof count);
+    for (int i = 0; i < n; i++) count[dspy_sample(logits, 4, 1.0f, 0.5f, 0, &r, work, idx, &lp)]++;
+    CHECK(count[2] == 0 && count[3] == 0);
+    CHECK_NEAR((double)count[0] / n, 4.0 / 7, 0.01);
+    /* top_k 2 keeps ties with the 2nd score */
+    float tk[4] = {5, 1, 1, 0};
+    memset(count, 0, sizeof count);
+    for (int i = 0; i < 3000; i++) count[dspy_sample(tk, 4, 10.0f, 1.0f, 2, &r, work, idx, &lp)]++;
+    CHECK(count[1] > 0 && count[2] > 0 && count[3] == 0);
+    CHECK_NEAR(lp, tk[3] - log(exp(5) + 2 * exp(1) + 1), 10); /* lp is of the drawn token; finite */
+    /* the same seed gives the same draws */
+    dspy_rng a, b;
+    dspy_rng_seed(&a, 7);
+    dspy_rng_seed(&b, 7);
+    int same = 0;
+    for (int i = 0; i < 100; i++)
+        same += dspy_sample(logits, 4, 1, 1, 0, &a, work, idx, &lp) == dspy_sample(logits, 4, 1, 1, 0, &b, work, idx, &lp);
+    CHECK_INT(same, 100);
+}
+
+/* ---- engine ----------------------------------------------------------------------------- */
+
+static int32_t *prompt_of(int n, int vocab, int salt) {
+    int32_t *p = malloc(sizeof(int32_t) * (size_t)n);
+    for (int i = 0; i < n; i++) p[i] = (int32_t)((i * 37 + salt * 101 + 11) % vocab);
+    return p;
+}
+
+/* The KV-cache decode path equals a full prefill: teacher forcing with forward_logits. */
+static void test_decode_matches_prefill(void) {
+    dspy_model *m = load(g_dir);
+    if (!m) return;
+    int32_t *p = prompt_of(6, 300, 1);
+    dspy_sampling sp = dspy_sampling_default();
+    sp.temperature = 0;
+    sp.max_tokens = 10;
+    int32_t *gen;
+    float *lps;
+    size_t ng;
+    dspy_finish fin;
+    CHECK_OK(dspy_generate(m, p, 6, &sp, &gen, &lps, &ng, &fin));
+    CHECK_INT(ng, 10);
+    CHECK_INT(fin, DSPY_FINISH_LENGTH);
+    int32_t all[16];
+    memcpy(all, p, 6 * sizeof(int32_t));
+    memcpy(all + 6, gen, 9 * sizeof(int32_t));
+    float *logits = malloc(sizeof(float) * 15 * 300);
+    CHECK_OK(dspy_model_forward_logits(m, all, 15, logits));
+    for (int t = 0; t < 10; t++) {
+        const float *row = logits + (size_t)(5 + t) * 300;
+        int best = 0;
+        double se = 0;
+        for (int i = 1; i < 300; i++)
+            if (row[i] > row[best]) best = i;
+        for (int i = 0; i < 300; i++) se += exp((double)row[i] - row[best]);
+        CHECK_INT(gen[t], best);
+        CHECK_NEAR(lps[t], (double)row[gen[t]] - row[best] - log(se), 1e-6);
+    }
+    free(logits), free(gen), free(lps), free(p);
+    dspy_model_free(m);
+}
+
+typedef struct {
+    int len;
+    dspy_sampling sp;
+} req;
+
+/* Runs reqs through one engine (staggered adds, small prefill budget) and checks each
+ * sequence's tokens and logprobs against dspy_generate alone. */
+static void batched_vs_single(const char *dir, int vocab) {
+    dspy_model *m = load(dir);
+    if (!m) return;
+    enum { R = 5 };
+    static const int32_t stop[1] = {7};
+    req rq[R] = {{5, {0, 1, 0, 0, 12, NULL, 0, false}},
+                 {17, {0.8f, 1, 0, 1, 9, NULL, 0, false}},
+                 {30, {1.2f, 0.9f, 0, 2, 14, NULL, 0, false}},
+                 {3, {1.0f, 1, 5, 3, 11, stop, 1, false}},
+                 {9, {0.7f, 0.95f, 20, 4, 13, NULL, 0, true}}};
+    int32_t *prompts[R], *toks[R];
+    float *lps[R];
+    int ntok[R] = {0};
+    dspy_finish fins[R] = {0};
+    int64_t ids[R];
+    for (int i = 0; i < R; i++) {
+        prompts[i] = prompt_of(rq[i].len, vocab, i);
+        toks[i] = malloc(sizeof(int32_t) * 64);
+        lps[i] = malloc(sizeof(float) * 64);
+    }
+    dspy_engine_params ep = dspy_engine_params_default();
+    ep.max_seqs = 4;
+    ep.max_batch_tokens = 8;
+    ep.block_size = 4;
+    ep.max_tokens_total = 256;
+    dspy_engine *e;
+    CHECK_OK(dspy_engine_new(m, &ep, &e));
+    if (!e) return;
+    int added = 0, steps = 0, done = 0;
+    while (done < R && steps < 500) {
+        /* add two at the start, then one more every third step while there is room */
+        while (added < R && (added < 2 || steps % 3 == 0)) {
+            dspy_status st = dspy_engine_add(e, prompts[added], (size_t)rq[added].len, &rq[added].sp, &ids[added]);
+            if (st == DSPY_ERR_STATE) break;
+            CHECK_OK(st);
+            added++;
+            if (steps > 0) break;
+        }
+        dspy_step_out so;
+        CHECK_OK(dspy_engine_step(e, &so));
+        CHECK(so.n_prefill_tokens <= 8);
+        for (int k = 0; k < so.n_events; k++) {
+            const dspy_step_event *ev = &so.events[k];
+            int i = 0;
+            while (i < added && ids[i] != ev->seq_id) i++;
+            CHECK(i < added);
+            if (i >= added || ev->token < 0) continue;
+            toks[i][ntok[i]] = ev->token;
+            lps[i][ntok[i]++] = ev->logprob;
+            CHECK_INT(ev->n_generated, ntok[i]);
+            if (ev->finish) {
+                fins[i] = ev->finish;
+                done++;
+            }
+        }
+        steps++;
+    }
+    CHECK_INT(done, R);
+    dspy_engine_stats st;
+    dspy_engine_stats_get(e, &st);
+    CHECK_INT(st.active, 0);
+    CHECK_INT(st.free_tokens, st.capacity_tokens);
+    dspy_engine_free(e);
+    for (int i = 0; i < R; i++) {
+        int32_t *g;
+        float *gl;
+        size_t ng;
+        dspy_finish f;
+        CHECK_OK(dspy_generate(m, prompts[i], (size_t)rq[i].len, &rq[i].sp, &g, &gl, &ng, &f));
+        bool same = (int)ng == ntok[i] && f == fins[i];
+        for (int k = 0; same && k < ntok[i]; k++) same = g[k] == toks[i][k] && gl[k] == lps[i][k];
+        check_report(same, __FILE__, __LINE__, "%s: sequence %d batched (%d tokens, %s) differs from alone (%zu, %s)",
+                     dir, i, ntok[i], dspy_finish_name(fins[i]), ng, dspy_finish_name(f));
+        if (rq[i].sp.n_stop_ids && ng < (size_t)rq[i].sp.max_tokens) CHECK_INT(g[ng - 1], 7);
+        free(g), free(gl);
+    }
+    for (int i = 0; i < R; i++) free(prompts[i]), free(toks[i]), free(lps[i]);
+    dspy_model_free(m);
+}
+
+static void test_batched_equals_single(void) {
+    batched_vs_single(g_dir, 300);
+    const char *fx[] = {"tests/ref/models/llama_bias_sharded", "tests/ref/models/qwen2_bias",
+                        "tests/ref/models/llama_untied_llama3"};
+    for (int i = 0; i < 3; i++) {
+        if (access(test_source(fx[i]), R_OK) != 0) {
+            check_skip("HF fixture models absent");
+            continue;
+        }
+        char *d = strdup(test_source(fx[i]));
+        batched_vs_single(d, 1000);
+        free(d);
+    }
+}
+
+static void test_seeds_and_stops(void) {
+    dspy_model *m = load(g_dir);
+    if (!m) return;
+    int32_t *p = prompt_of(4, 300, 9);
+    dspy_sampling sp = dspy_sampling_default();
+    sp.max_tokens = 20;
+    sp.seed = 11;
+    int32_t *a, *b, *c;
+    size_t na, nb, nc;
+    CHECK_OK(dspy_generate(m, p, 4, &sp, &a, NULL, &na, NULL));
+    CHECK_OK(dspy_generate(m, p, 4, &sp, &b, NULL, &nb, NULL));
+    sp.seed = 12;
+    CHECK_OK(dspy_generate(m, p, 4, &sp, &c, NULL, &nc, NULL));
+    CHECK(na == 20 && nb == 20 && nc == 20);
+    CHECK(memcmp(a, b, 20 * sizeof(int32_t)) == 0);
+    CHECK(memcmp(a, c, 20 * sizeof(int32_t)) != 0); /* near-uniform random model: seeds differ */
+    free(c);
+    /* a stop id ends the sequence at its first occurrence, included */
+    sp.seed = 11;
+    sp.stop_ids = &a[5];
+    sp.n_stop_ids = 1;
+    int first = 0;
+    while (a[first] != a[5]) first++;
+    dspy_finish fin;
+    CHECK_OK(dspy_generate(m, p, 4, &sp, &c, NULL, &nc, &fin));
+    CHECK_INT(nc, first + 1);
+    CHECK_INT(fin, DSPY_FINISH_STOP);
+    CHECK(memcmp(a, c, nc * sizeof(int32_t)) == 0);
+    free(c);
+    /* max_tokens 0: until the context (64) ends */
+    sp = dspy_sampling_default();
+    sp.temperature = 0;
+    CHECK_OK(dspy_generate(m, p, 4, &sp, &c, NULL, &nc, &fin));
+    CHECK_INT(nc, 60);
+    CHECK_INT(fin, DSPY_FINISH_LENGTH);
+    free(a), free(b), free(c), free(p);
+    dspy_model_free(m);
+}
+
+/* The model's eos ends generation (reported as STOP, token included) unless ignore_eos. */
+static void test_eos(void) {
+    char *plain = model_dir("noeos", "llama", 300, 64, -1, 5);
+    dspy_model *m = load(plain);
+    int32_t *p = prompt_of(5, 300, 3);
+    dspy_sampling sp = dspy_sampling_default();
+    sp.temperature = 1.5f;
+    sp.seed = 3;
+    sp.max_tokens = 24;
+    int32_t *g, *h;
+    size_t ng, nh;
+    dspy_finish fin;
+    CHECK_OK(dspy_generate(m, p, 5, &sp, &g, NULL, &ng, &fin));
+    dspy_model_free(m);
+    CHECK_INT(ng, 24);
+    int eos = g[6], first = 0;
+    while (g[first] != eos) first++;
+    char *withe = model_dir("eos", "llama", 300, 64, eos, 5); /* same seed: same weights */
+    m = load(withe);
+    CHECK_OK(dspy_generate(m, p, 5, &sp, &h, NULL, &nh, &fin));
+    CHECK_INT(nh, first + 1);
+    CHECK_INT(fin, DSPY_FINISH_STOP);
+    CHECK(memcmp(g, h, nh * sizeof(int32_t)) == 0);
+    free(h);
+    sp.ignore_eos = true;
+    CHECK_OK(dspy_generate(m, p, 5, &sp, &h, NULL, &nh, &fin));
+    CHECK_INT(nh, 24);
+    CHECK(memcmp(g, h, 24 * sizeof(int32_t)) == 0);
+    free(g), free(h), free(p), free(plain), free(withe);
+    dspy_model_free(m);
+}
+
+static void test_add_errors(void) {
+    dspy_model *m = load(g_dir);
+    if (!m) return;
+    dspy_engine_params ep = dspy_engine_params_default();
+    ep.max_seqs = 2;
+    ep.max_tokens_total = 48;
+    ep.block_size = 8;
+    dspy_engine *e;
+    CHECK_OK(dspy_engine_new(m, &ep, &e));
+    int32_t *p = prompt_of(70, 300, 0);
+    int64_t id, id2, id3;
+    dspy_sampling sp = dspy_sampling_default();
+    sp.max_tokens = 8;
+    CHECK_STATUS(dspy_engine_add(e, p, 0, &sp, &id), DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "prompt is empty");
+    int32_t bad[2] = {3, 300};
+    CHECK_STATUS(dspy_engine_add(e, bad, 2, &sp, &id), DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "prompt token 1 is 300, outside the vocabulary (vocab_size=300)");
+    CHECK_STATUS(dspy_engine_add(e, p, 60, &sp, &id), DSPY_ERR_CONTEXT);
+    CHECK_CONTAINS(dspy_errmsg(), "prompt of 60 tokens + max_tokens 8 exceeds the model's context of 64 tokens");
+    CHECK_STATUS(dspy_engine_add(e, p, 45, &sp, &id), DSPY_ERR_CONTEXT);
+    CHECK_CONTAINS(dspy_errmsg(), "the engine holds 48 in all");
+    sp.top_p = 0;
+    CHECK_STATUS(dspy_engine_add(e, p, 4, &sp, &id), DSPY_ERR_ARG);
+    sp.top_p = 1;
+    CHECK_OK(dspy_engine_add(e, p, 20, &sp, &id)); /* 27 tokens -> 4 blocks of 8 */
+    dspy_engine_stats st;
+    dspy_engine_stats_get(e, &st);
+    CHECK_INT(st.free_tokens, 16);
+    CHECK_STATUS(dspy_engine_add(e, p, 20, &sp, &id2), DSPY_ERR_STATE);
+    CHECK_CONTAINS(dspy_errmsg(), "not enough free KV cache now: need 4 blocks, 2 free");
+    CHECK_OK(dspy_engine_add(e, p, 5, &sp, &id2));
+    CHECK_STATUS(dspy_engine_add(e, p, 1, &sp, &id3), DSPY_ERR_STATE);
+    CHECK_CONTAINS(dspy_errmsg(), "engine is full: 2 sequences active (max_seqs)");
+    dspy_step_out so;
+    CHECK_OK(dspy_engine_step(e, &so));
+    CHECK_INT(so.n_events, 2);
+    CHECK_OK(dspy_engine_remove(e, id));
+    CHECK_STATUS(dspy_engine_remove(e, id), DSPY_ERR_NOTFOUND);
+    dspy_engine_stats_get(e, &st);
+    CHECK_INT(st.active, 1);
+    CHECK_INT(st.free_tokens, 32);
+    CHECK_OK(dspy_engine_add(e, p, 20, &sp, &id3));
+    CHECK(id3 > id2);
+    dspy_engine_free(e);
+    /* an idle engine steps to nothing */
+    CHECK_OK(dspy_engine_new(m, NULL, &e));
+    CHECK_OK(dspy_engine_step(e, &so));
+    CHECK_INT(so.n_events, 0);
+    dspy_engine_free(e);
+    ep.max_seqs = 0;
+    CHECK_STATUS(dspy_engine_new(m, &ep, &e), DSPY_ERR_ARG);
+    float *lg = malloc(sizeof(float) * 65 * 300);
+    CHECK_STATUS(dspy_model_forward_logits(m, p, 65, lg), DSPY_ERR_CONTEXT);
+    free(lg), free(p);
+    dspy_model_free(m);
+}
+
+/* ---- CLI -------------------------------------------------------------------------------- */
+
+static int run_cmd(const char *cmd, char **out) {
+    dspy_str full = DSPY_STR_INIT;
+    dspy_str path = DSPY_STR_INIT;
+    dspy_str_appendf(&path, "%s/cli.out", test_tmpdir());
+    dspy_str_appendf(&full, "%s >'%s' 2>'%s.err'", cmd, dspy_str_cstr(&path), dspy_str_cstr(&path));
+    int rc = system(dspy_str_cstr(&full));
+    size_t len;
+    *out = NULL;
+    dspy_read_file(dspy_str_cstr(&path), out, &len);
+    dspy_str_free(&full);
+    dspy_str_free(&path);
+    return rc;
+}
+
+static void test_cli(void) {
+    char cmd[2048], *o1 = NULL, *o2 = NULL;
+    snprintf(cmd, sizeof cmd, "'%s' generate --model '%s' --prompt-ids 5,6,7 --temperature 0 --max-tokens 12 --print-ids",
+             test_bin("dspy"), g_dir);
+    CHECK_INT(run_cmd(cmd, &o1), 0);
+    CHECK_INT(run_cmd(cmd, &o2), 0);
+    CHECK(o1 && o2 && strcmp(o1, o2) == 0);
+    dspy_model *m = load(g_dir);
+    int32_t p[3] = {5, 6, 7}, *g;
+    size_t ng;
+    dspy_sampling sp = dspy_sampling_default();
+    sp.temperature = 0;
+    sp.max_tokens = 12;
+    CHECK_OK(dspy_generate(m, p, 3, &sp, &g, NULL, &ng, NULL));
+    dspy_str want = DSPY_STR_INIT;
+    for (size_t i = 0; i < ng; i++) dspy_str_appendf(&want, "%s%d", i ? "," : "", g[i]);
+    dspy_str_appendc(&want, '\n');
+    CHECK_STR(o1, dspy_str_cstr(&want));
+    dspy_str_free(&want);
+    free(g), free(o1), free(o2);
+    dspy_model_free(m);
+    snprintf(cmd, sizeof cmd, "'%s' generate --model '%s' --prompt-ids 5,x", test_bin("dspy"), g_dir);
+    CHECK_INT(run_cmd(cmd, &o1) != 0, 1);
+    free(o1);
+    snprintf(cmd, sizeof cmd, "'%s' generate --model '%s' --prompt-ids 5 --device cuda", test_bin("dspy"), g_dir);
+    CHECK_INT(run_cmd(cmd, &o1) != 0, 1);
+    free(o1);
+
+    /* init-model round trips: llama and qwen2 load; the tokenizer files are copied */
+    const char *tok = test_shared("models/llama3-tokenizer");
+    bool have_tok = test_have_shared("models/llama3-tokenizer/tokenizer.json");
+    const char *archs[] = {"llama", "qwen2"};
+    for (int a = 0; a < 2; a++) {
+        dspy_str dir = DSPY_STR_INIT;
+        dspy_str_appendf(&dir, "%s/cli-%s", test_tmpdir(), archs[a]);
+        snprintf(cmd, sizeof cmd, "'%s' init-model --arch %s --preset tiny --vocab 320 --seed 4 --out '%s'%s%s%s",
+                 test_bin("dspy"), archs[a], dspy_str_cstr(&dir), have_tok ? " --tokenizer '" : "",
+                 have_tok ? tok : "", have_tok ? "'" : "");
+        CHECK_INT(run_cmd(cmd, &o1), 0);
+        CHECK_CONTAINS(o1, "wrote ");
+        free(o1);
+        m = load(dspy_str_cstr(&dir));
+        if (m) {
+            const dspy_model_config *c = dspy_model_config_get(m);
+            CHECK_INT(c->arch, a == 0 ? DSPY_ARCH_LLAMA : DSPY_ARCH_QWEN2);
+            CHECK_INT(c->vocab_size, 320);
+            CHECK_INT(c->hidden_size, 64);
+            CHECK_INT(c->dtype, DSPY_DTYPE_BF16);
+            CHECK(dspy_model_weights_get(m)->layers[0].attn_norm[3] == 1.0f);
+            CHECK((dspy_model_weights_get(m)->layers[0].bq != NULL) == (a == 1));
+            int32_t q[2] = {1, 2};
+            dspy_sampling s8 = dspy_sampling_default();
+            s8.max_tokens = 8;
+            CHECK_OK(dspy_generate(m, q, 2, &s8, &g, NULL, &ng, NULL));
+            CHECK_INT(ng, 8);
+            free(g);
+            dspy_model_free(m);
+        }
+        if (have_tok) {
+            dspy_str tj = DSPY_STR_INIT;
+            dspy_str_appendf(&tj, "%s/tokenizer.json", dspy_str_cstr(&dir));
+            CHECK(access(dspy_str_cstr(&tj), R_OK) == 0);
+            dspy_str_free(&tj);
+        } else {
+            check_skip("shared tokenizer absent: copy not tested");
+        }
+        dspy_str_free(&dir);
+    }
+    /* 1b-shape without --weights: the config only, equal to Llama-3.2-1B's shape */
+    dspy_str dir = DSPY_STR_INIT;
+    dspy_str_appendf(&dir, "%s/cli-1b", test_tmpdir());
+    snprintf(cmd, sizeof cmd, "'%s' init-model --preset 1b-shape --out '%s'", test_bin("dspy"), dspy_str_cstr(&dir));
+    CHECK_INT(run_cmd(cmd, &o1), 0);
+    CHECK_CONTAINS(o1, "1235.81M parameters, config only");
+    free(o1);
+    dspy_model_config c;
+    CHECK_OK(dspy_model_config_load(dspy_str_cstr(&dir), &c));
+    CHECK_INT(c.hidden_size, 2048);
+    CHECK_INT(c.rope_type, DSPY_ROPE_LLAMA3);
+    dspy_str_appendf(&dir, "/model.safetensors");
+    CHECK(access(dspy_str_cstr(&dir), F_OK) != 0);
+    dspy_str_free(&dir);
+    snprintf(cmd, sizeof cmd, "'%s' init-model --preset giant --out '%s/x'", test_bin("dspy"), test_tmpdir());
+    CHECK(run_cmd(cmd, &o1) != 0);
+    free(o1);
+}
+
+/* --prompt and --messages go through the model directory's tokenizer and chat template. */
+static void test_cli_text(void) {
+    if (!test_have_shared("models/llama3-tokenizer/tokenizer.json")) {
+        check_skip("shared tokenizer absent");
+        return;
+    }
+    dspy_str dir = DSPY_STR_INIT;
+    dspy_str_appendf(&dir, "%s/cli-full", test_tmpdir());
+    char cmd[2048], *o = NULL;
+    snprintf(cmd, sizeof cmd, "'%s' init-model --preset tiny --seed 8 --out '%s' --tokenizer '%s'", test_bin("dspy"),
+             dspy_str_cstr(&dir), test_shared("models/llama3-tokenizer"));
+    CHECK_INT(run_cmd(cmd, &o), 0);
+    free(o);
+    dspy_model *m = load(dspy_str_cstr(&dir));
+    dspy_tokenizer *tok = NULL;
+    CHECK_OK(dspy_tokenizer_load(dspy_str_cstr(&dir), &tok));
+    if (!m || !tok) return;
+    dspy_sampling sp = dspy_sampling_default();
+    sp.temperature = 0;
+    sp.max_tokens = 6;
+    /* --prompt: BOS + text */
+    int32_t *ids, *g;
+    size_t n, ng;
+    CHECK_OK(dspy_tokenizer_encode(tok, "Hello, world", 12, true, true, &ids, &n));
+    CHECK(n == 4 && ids[0] == 128000);
+    CHECK_OK(dspy_generate(m, ids, n, &sp, &g, NULL, &ng, NULL));
+    dspy_str want = DSPY_STR_INIT;
+    char *text;
+    size_t tl;
+    CHECK_OK(dspy_tokenizer_decode(tok, g, ng, true, &text, &tl));
+    snprintf(cmd, sizeof cmd, "'%s' generate --model '%s' --prompt 'Hello, world' --temperature 0 --max-tokens 6",
+             test_bin("dspy"), dspy_str_cstr(&dir));
+    CHECK_INT(run_cmd(cmd, &o), 0);
+    dspy_str_appendf(&want, "%s\n", text);
+    CHECK_STR(o, dspy_str_cstr(&want));
+    free(o), free(text), free(ids), free(g);
+    /* --messages: the Llama 3.2 template (copied by init-model), no extra BOS, <|eot_id|> stops */
+    dspy_chat_template *tpl = NULL;
+    CHECK_OK(dspy_chat_template_load(dspy_str_cstr(&dir), &tpl));
+    dspy_chat_msg msg = {"user", "What is 2+2?"};
+    dspy_str r = DSPY_STR_INIT;
+    CHECK_OK(dspy_chat_render(tpl, &msg, 1, true, NULL, &r, NULL, NULL));
+    CHECK_OK(dspy_tokenizer_encode(tok, dspy_str_cstr(&r), r.len, false, true, &ids, &n));
+    CHECK(ids[0] == 128000 && ids[1] == 128006);
+    int32_t eot = 128009;
+    sp.stop_ids = &eot;
+    sp.n_stop_ids = 1;
+    CHECK_OK(dspy_generate(m, ids, n, &sp, &g, NULL, &ng, NULL));
+    dspy_str_clear(&want);
+    for (size_t i = 0; i < ng; i++) dspy_str_appendf(&want, "%s%d", i ? "," : "", g[i]);
+    dspy_str_appendc(&want, '\n');
+    snprintf(cmd, sizeof cmd, "'%s' generate --model '%s' --messages '[{\"role\": \"user\", \"content\": "
+             "\"What is 2+2?\"}]' --temperature 0 --max-tokens 6 --print-ids", test_bin("dspy"), dspy_str_cstr(&dir));
+    CHECK_INT(run_cmd(cmd, &o), 0);
+    CHECK_STR(o, dspy_str_cstr(&want));
+    free(o), free(ids), free(g);
+    snprintf(cmd, sizeof cmd, "'%s' generate --model '%s' --prompt x --prompt-ids 1", test_bin("dspy"),
+             dspy_str_cstr(&dir));
+    CHECK(run_cmd(cmd, &o) != 0);
+    free(o);
+    dspy_str_free(&r);
+    dspy_str_free(&want);
+    dspy_str_free(&dir);
+    dspy_chat_template_free(tpl);
+    dspy_tokenizer_free(tok);
+    dspy_model_free(m);
+}
+
+int main(void) {
+    g_dir = model_dir("rand", "llama", 300, 64, -1, 3);
+    RUN(test_sampler);
+    RUN(test_decode_matches_prefill);
+    RUN(test_batched_equals_single);
+    RUN(test_seeds_and_stops);
+    RUN(test_eos);
+    RUN(test_add_errors);
+    RUN(test_cli);
+    RUN(test_cli_text);
+    free(g_dir);
+    return check_summary("test_engine");
+}
