@@ -117,26 +117,6 @@ static dspy_status resolve_bin(const dspy_local_params *p, char **out) {
                                    "set the DSPY_BIN environment variable or dspy_local_params.dspy_bin");
 }
 
-static dspy_status mkdir_p(const char *dir) {
-    char *d = strdup(dir);
-    if (!d) return dspy_fail(DSPY_ERR_NOMEM, "local: out of memory");
-    for (char *p = d + 1;; p++) {
-        if (*p == '/' || *p == '\0') {
-            char c = *p;
-            *p = '\0';
-            if (mkdir(d, 0777) != 0 && errno != EEXIST) {
-                dspy_status st = dspy_fail(DSPY_ERR_IO, "%s: cannot create the log directory: %s", d, strerror(errno));
-                free(d);
-                return st;
-            }
-            *p = c;
-            if (c == '\0') break;
-        }
-    }
-    free(d);
-    return DSPY_OK;
-}
-
 /* Finds "listening on http://HOST:PORT" in the log; 0 when not there yet. */
 static int port_from_log(const char *path) {
     char *text = NULL;
@@ -265,7 +245,7 @@ dspy_status dspy_local_launch(const char *model, const dspy_local_params *params
     const char *dir = p.log_dir;
     if (!dir || !*dir) dir = getenv("TMPDIR");
     if (!dir || !*dir) dir = "/tmp";
-    if ((st = mkdir_p(dir)) != DSPY_OK) goto fail;
+    if ((st = dspy_mkdir_p(dir)) != DSPY_OK) goto fail;
     dspy_str_appendf(&tmp, "%s/dspy-serve-XXXXXX.log", dir);
     if (!dspy_str_ok(&tmp)) {
         st = dspy_fail(DSPY_ERR_NOMEM, "local: out of memory");

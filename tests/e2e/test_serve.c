@@ -26,6 +26,7 @@
 
 #include "check.h"
 #include "dspy/json.h"
+#include "dspy/lm.h"
 #include "dspy/local.h"
 #include "dspy/str.h"
 
@@ -486,6 +487,45 @@ static void test_completions(const char *base) {
     free(greedy);
 }
 
+/* The project's own LM client, configured as DSPy's LocalProvider leaves it after launch()
+ * (model "openai/local:<dir>", api_base from the launcher, api_key "local"), gets the same
+ * answer as a plain request. */
+static void test_dspy_lm(const char *base) {
+    char name[1100];
+    snprintf(name, sizeof name, "openai/local:%s", g_model);
+    dspy_lm_params p = dspy_lm_params_default();
+    p.temperature = 0.0;
+    p.max_tokens = 12;
+    p.cache = 0;
+    p.num_retries = 0;
+    dspy_lm *lm = NULL;
+    CHECK_OK(dspy_lm_new(name, &p, &lm));
+    if (!lm) return;
+    CHECK_OK(dspy_lm_set_kwarg(lm, "api_base", dspy_json_string(base)));
+    dspy_json *msgs = NULL;
+    const char *mj = "[{\"role\":\"system\",\"content\":\"Answer briefly.\"},"
+                     "{\"role\":\"user\",\"content\":\"What is 2+2?\"}]";
+    CHECK_OK(dspy_json_parse(mj, strlen(mj), "messages", &msgs));
+    dspy_lm_response *out = NULL;
+    CHECK_OK(dspy_lm_call(lm, msgs, NULL, &out));
+    char *b = chat_body(g_model, "What is 2+2?", 12, 0.0, -1, false, NULL);
+    resp r = {0};
+    post(base, "/chat/completions", b, &r);
+    char *want = chat_text(&r, NULL);
+    if (out) {
+        CHECK_INT(out->n, 1);
+        CHECK_STR(out->choices[0].text, want);
+        CHECK_STR(out->model, g_model);
+        CHECK(dspy_json_int_or(out->usage, "completion_tokens", 0) >= 1);
+    }
+    free(want);
+    free(b);
+    resp_free(&r);
+    dspy_lm_response_free(out);
+    dspy_json_decref(msgs);
+    dspy_lm_free(lm);
+}
+
 /* ---- concurrency ------------------------------------------------------------------------ */
 
 #define N_PROMPTS 4
@@ -898,6 +938,8 @@ int main(void) {
             test_chat(base);
             check_current = "test_completions";
             test_completions(base);
+            check_current = "test_dspy_lm";
+            test_dspy_lm(base);
             check_current = "test_concurrent";
             test_concurrent(base);
             check_current = "test_errors";
