@@ -90,6 +90,20 @@ bool dspy_json_adapter_has_open_mapping(const dspy_signature *sig);
 typedef dspy_status (*dspy_lm_call_fn)(const dspy_json *messages, const dspy_json *lm_kwargs,
                                        void *user, dspy_json **outputs);
 
+/* Optional observers of each Adapter.format and Adapter.parse that dspy_adapter_call runs (the
+ * module layer turns them into on_adapter_* callbacks). A start hook returns a token that is
+ * handed to the matching end hook; end hooks get the result (NULL on failure) and the status.
+ * Hooks must not change the thread's error message (save and restore it around dspy_fail). */
+typedef struct dspy_adapter_hooks {
+    void *user;
+    void *(*format_start)(void *user, dspy_adapter_kind a, const dspy_signature *sig,
+                          const dspy_json *demos, const dspy_json *inputs);
+    void (*format_end)(void *user, void *token, const dspy_json *messages, dspy_status st);
+    void *(*parse_start)(void *user, dspy_adapter_kind a, const dspy_signature *sig,
+                         const char *completion);
+    void (*parse_end)(void *user, void *token, const dspy_json *fields, dspy_status st);
+} dspy_adapter_hooks;
+
 typedef struct dspy_adapter_call_params {
     dspy_adapter_kind adapter;      /* first adapter (default CHAT) */
     dspy_profile profile;           /* default V33 */
@@ -97,6 +111,7 @@ typedef struct dspy_adapter_call_params {
     bool supports_response_format;  /* LM accepts "response_format" (default true) */
     bool supports_response_schema;  /* LM accepts json_schema structured outputs (default
                                        false: litellm does not know local models) */
+    const dspy_adapter_hooks *hooks; /* borrowed; NULL = none (default) */
 } dspy_adapter_call_params;
 
 dspy_adapter_call_params dspy_adapter_call_params_default(void);

@@ -199,6 +199,11 @@ typedef struct dspy_lm_callbacks {
 } dspy_lm_callbacks;
 /* Registers a copy of `cb` on this LM (copies made later share them). */
 dspy_status dspy_lm_add_callbacks(dspy_lm *lm, const dspy_lm_callbacks *cb);
+/* dspy_lm_call with `n_extra` further callbacks that run before the LM's own, with the same
+ * call_id (DSPy's settings.callbacks + instance.callbacks; the module layer passes the
+ * settings' callbacks here). `extra` may be NULL when n_extra is 0. */
+dspy_status dspy_lm_call_with(dspy_lm *lm, const dspy_json *messages, const dspy_json *kwargs,
+                              const dspy_lm_callbacks *extra, size_t n_extra, dspy_lm_response **out);
 
 /* ---- Scripted LM (DSPy's DummyLM) --------------------------------------------------------
  * Replies come from a list, in order. A reply is a string (returned as is) or a JSON object of

@@ -708,13 +708,20 @@ done:
 }
 
 dspy_status dspy_lm_call(dspy_lm *lm, const dspy_json *messages, const dspy_json *kwargs, dspy_lm_response **out) {
+    return dspy_lm_call_with(lm, messages, kwargs, NULL, 0, out);
+}
+
+dspy_status dspy_lm_call_with(dspy_lm *lm, const dspy_json *messages, const dspy_json *kwargs,
+                              const dspy_lm_callbacks *extra, size_t n_extra, dspy_lm_response **out) {
     *out = NULL;
     dspy_lm_callbacks *cbs = NULL;
     size_t ncbs = 0;
+    if (!extra) n_extra = 0;
     pthread_mutex_lock(&lm->lock);
-    if (lm->ncbs && (cbs = malloc(lm->ncbs * sizeof *cbs))) {
-        memcpy(cbs, lm->cbs, lm->ncbs * sizeof *cbs);
-        ncbs = lm->ncbs;
+    if ((lm->ncbs || n_extra) && (cbs = malloc((n_extra + lm->ncbs) * sizeof *cbs))) {
+        if (n_extra) memcpy(cbs, extra, n_extra * sizeof *cbs);
+        if (lm->ncbs) memcpy(cbs + n_extra, lm->cbs, lm->ncbs * sizeof *cbs);
+        ncbs = n_extra + lm->ncbs;
     }
     pthread_mutex_unlock(&lm->lock);
     char call_id[33] = "";

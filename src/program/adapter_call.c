@@ -4,7 +4,8 @@
  * What: spec §4 (message list), §4.7 (format_finetune_data), §5.1 (call pipeline and
  * fallback), §5.4 (JSONAdapter request modes: none / json_object / structured then
  * json_object), CC-19.
- * Not: the LM client (a callback supplies the LM), callbacks, history, usage tracking.
+ * Not: the LM client (a callback supplies the LM), history, usage tracking; callbacks only as
+ * the optional format/parse hooks the module layer installs.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -238,7 +239,10 @@ static dspy_status attempt(dspy_adapter_kind a, const dspy_adapter_call_params *
     *lm_failed = false;
     if (info) info->adapter = a;
     dspy_json *messages = NULL, *outputs = NULL, *results = NULL;
+    const dspy_adapter_hooks *hk = prm->hooks;
+    void *token = hk && hk->format_start ? hk->format_start(hk->user, a, sig, demos, inputs) : NULL;
     dspy_status st = dspy_adapter_format(a, prm->profile, sig, demos, inputs, &messages);
+    if (hk && hk->format_end) hk->format_end(hk->user, token, messages, st);
     if (st) return st;
     if (info) info->lm_calls++;
     st = lm(messages, kwargs, user, &outputs);
@@ -271,7 +275,9 @@ static dspy_status attempt(dspy_adapter_kind a, const dspy_adapter_call_params *
             goto done;
         }
         dspy_json *fields;
+        token = hk && hk->parse_start ? hk->parse_start(hk->user, a, sig, dspy_json_str(text)) : NULL;
         st = dspy_adapter_parse(a, prm->profile, sig, dspy_json_str(text), &fields);
+        if (hk && hk->parse_end) hk->parse_end(hk->user, token, st ? NULL : fields, st);
         if (st) {
             if (st == DSPY_ERR_PARSE) {
                 char *msg = strdup(dspy_errmsg());
