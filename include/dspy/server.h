@@ -1,0 +1,90 @@
+/* dspy/server.h — `dspy serve`: an OpenAI-compatible HTTP server over the native engine.
+ *
+ * What it does: loads a model directory (weights, tokenizer, chat template), starts one engine
+ * thread with continuous batching, and serves on host:port
+ *   GET  /v1/models, GET /v1/models/{id}    the served model
+ *   POST /v1/chat/completions               messages rendered with the model's chat template
+ *   POST /v1/completions                    a text prompt or token ids
+ *   GET  /health                            200 {"status":"ok"} once serving
+ * with streaming (server-sent events, final "data: [DONE]"), n > 1, stop strings, seed,
+ * max_tokens / max_completion_tokens, temperature, top_p, top_k, usage, an optional API key,
+ * and OpenAI-shaped error bodies with matching statuses (bad JSON 400, unknown model 404,
+ * prompt over the context 400, body too large 413, overloaded 503, unknown route 404, wrong
+ * method 405, bad key 401).
+ * The model id is the served name: --served-model-name, else the model directory as given.
+ * Requests may also name it "local:<dir>" (what DSPy's LocalProvider sends), the directory's
+ * absolute path (with or without "local:") or its basename.
+ * What it does not: TLS, tools/function calling, logprobs, embeddings, several models.
+ *
+ * Thread safety: dspy_server_stop is async-signal-safe; call it from a SIGTERM handler. The
+ * other functions are for one controlling thread.
+ */
+#ifndef DSPY_SERVER_H
+#define DSPY_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dspy/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct dspy_server dspy_server;
+
+typedef struct dspy_server_params {
+    const char *model_dir;         /* required: config.json + weights (+ tokenizer files) */
+    const char *tokenizer_dir;     /* tokenizer.json and tokenizer_config.json; NULL = model_dir */
+    const char *host;              /* bind address; default "127.0.0.1" */
+    int port;                      /* default 8000; 0 = an ephemeral port (see dspy_server_port) */
+    const char *api_key;           /* NULL = no check; else "Authorization: Bearer <key>" on /v1 */
+    const char *served_model_name; /* NULL = model_dir as given */
+    const char *chat_date;         /* Llama 3.x "Today Date:"; NULL = today ("%d %b %Y") */
+    int32_t max_seqs;              /* sequences decoded together (default 8) */
+    int32_t max_queue;             /* requests waiting for the engine before 503 (default 256) */
+    int32_t kv_tokens;             /* KV cache capacity in tokens over all sequences; 0 = the
+                                      engine's default, min(context length, 16384). Every sequence
+                                      reserves prompt + max_tokens of it when admitted */
+    int32_t default_max_tokens;    /* max_tokens for requests that give none; 0 (default) = the rest
+                                      of the context, as OpenAI does (such a request then reserves
+                                      all of it: set this to keep several of them running) */
+    int32_t max_connections;       /* open HTTP connections served at once (default 128) */
+    size_t max_body_bytes;         /* default 8 MiB (413 over it) */
+    size_t max_header_bytes;       /* default 32 KiB (431 over it) */
+    int read_timeout_ms;           /* a request must arrive within this (default 30000; 408) */
+    int shutdown_grace_ms;         /* on stop, in-flight requests get this long (default 30000)
+                                      before they are aborted with 503 */
+    int32_t n_threads;             /* compute threads; 0 = the OpenMP default */
+} dspy_server_params;
+
+dspy_server_params dspy_server_params_default(void);
+
+/* Loads the model, tokenizer and chat template, creates the engine and binds the socket (so
+ * the port is known and connections queue before dspy_server_run). A model without a chat
+ * template serves /v1/completions only (chat requests get 400 saying so).
+ * Errors: those of the model/tokenizer loaders (naming the file), DSPY_ERR_IO when the address
+ * cannot be bound, DSPY_ERR_ARG for bad params. *out NULL on failure. */
+dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out);
+
+/* The bound port (the chosen one for port 0). */
+int dspy_server_port(const dspy_server *s);
+/* The served model id (borrowed). */
+const char *dspy_server_model_name(const dspy_server *s);
+
+/* Serves until dspy_server_stop; then stops accepting, lets in-flight requests finish for up to
+ * shutdown_grace_ms, aborts the rest (503 or an error event on a stream), closes every
+ * connection and returns DSPY_OK. DSPY_ERR_IO if the listening socket fails. */
+dspy_status dspy_server_run(dspy_server *s);
+
+/* Asks dspy_server_run to shut down. Async-signal-safe and idempotent. */
+void dspy_server_stop(dspy_server *s);
+
+/* Frees everything. NULL-safe; call after dspy_server_run has returned (or instead of it). */
+void dspy_server_free(dspy_server *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

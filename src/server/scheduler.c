@@ -1,0 +1,552 @@
+/* scheduler.c — the engine thread and its job queue (see scheduler.h).
+ *
+ * Ownership and locking:
+ *   - s->mu guards the queue (a singly linked FIFO of jobs not yet taken by the engine thread),
+ *     the quit/abort flags and the counters. Submitters only touch the queue.
+ *   - Everything else (the engine, the running list, each choice's decoder and held-back text,
+ *     the seq_id -> choice mapping) belongs to the engine thread alone.
+ *   - j->mu guards what the submitter reads: released text, finish reasons, the error.
+ *   - A job has two references while queued or running (submitter + scheduler); the last
+ *     release frees it.
+ * The engine thread steps while any sequence runs; it sleeps on s->cv only when there is
+ * nothing to run and nothing it could admit.
+ */
+#include "server/scheduler.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dspy/log.h"
+
+typedef struct sched_choice {
+    /* engine thread only */
+    int64_t seq_id;      /* 0 until admitted */
+    bool running;        /* admitted and not ended */
+    bool ended;
+    dspy_tokenizer_stream *dec;
+    dspy_str held;       /* decoded, not yet released (may start a stop string) */
+    /* under j->mu */
+    dspy_str out;        /* released, not yet polled */
+    const char *finish;
+    bool finish_new;
+    int32_t n_tokens;
+} sched_choice;
+
+struct sched_job {
+    atomic_int refs;
+    atomic_bool cancelled;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int32_t *prompt;
+    size_t n_prompt;
+    int32_t *stop_ids;
+    dspy_sampling sampling;
+    char **stop;
+    size_t n_stop;
+    int32_t n;
+    sched_choice *choices;
+    int32_t n_admitted; /* engine thread only */
+    int32_t n_ended;    /* engine thread only */
+    /* under mu */
+    bool news;
+    bool complete;
+    int err_status;     /* 0 = no error */
+    char *err_message;
+    sched_job *next;    /* queue / running list link */
+};
+
+struct sched {
+    dspy_engine *eng;
+    const dspy_tokenizer *tok;
+    int32_t max_queue;
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    sched_job *q_head, *q_tail;
+    int32_t n_queued;
+    int32_t n_running;
+    bool quit;
+    int abort_status; /* non-zero: fail everything with it */
+    char *abort_message;
+    /* engine thread only */
+    sched_job *running;   /* list of jobs taken from the queue */
+    sched_job *admitting; /* the running job whose sequences are not all admitted yet */
+};
+
+static void cond_init_mono(pthread_cond_t *cv) {
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+/* ---- stop strings ---------------------------------------------------------------------- */
+
+bool sched_stop_scan(const char *text, size_t len, char *const *stops, size_t n_stops, size_t *pos) {
+    size_t best = SIZE_MAX;
+    for (size_t i = 0; i < n_stops; i++) {
+        size_t sl = strlen(stops[i]);
+        if (sl == 0 || sl > len) continue;
+        for (size_t p = 0; p + sl <= len && p < best; p++)
+            if (text[p] == stops[i][0] && memcmp(text + p, stops[i], sl) == 0) {
+                best = p;
+                break;
+            }
+    }
+    if (best != SIZE_MAX) {
+        *pos = best;
+        return true;
+    }
+    size_t hold = 0;
+    for (size_t i = 0; i < n_stops; i++) {
+        size_t sl = strlen(stops[i]);
+        size_t k = sl - 1 < len ? sl - 1 : len; /* proper prefixes only */
+        for (; k > hold; k--)
+            if (memcmp(text + len - k, stops[i], k) == 0) {
+                hold = k;
+                break;
+            }
+    }
+    *pos = len - hold;
+    return false;
+}
+
+/* ---- jobs ------------------------------------------------------------------------------ */
+
+static void job_free(sched_job *j) {
+    for (int32_t i = 0; i < j->n; i++) {
+        dspy_tokenizer_stream_free(j->choices[i].dec);
+        dspy_str_free(&j->choices[i].held);
+        dspy_str_free(&j->choices[i].out);
+    }
+    free(j->choices);
+    for (size_t i = 0; i < j->n_stop; i++) free(j->stop[i]);
+    free(j->stop);
+    free(j->prompt);
+    free(j->stop_ids);
+    free(j->err_message);
+    pthread_mutex_destroy(&j->mu);
+    pthread_cond_destroy(&j->cv);
+    free(j);
+}
+
+void sched_job_release(sched_job *j) {
+    if (j && atomic_fetch_sub(&j->refs, 1) == 1) job_free(j);
+}
+
+void sched_job_cancel(sched_job *j) { atomic_store(&j->cancelled, true); }
+
+dspy_status sched_job_new(const int32_t *prompt, size_t n_prompt, const sched_job_params *p, sched_job **out) {
+    *out = NULL;
+    if (!p || p->n < 1 || n_prompt == 0)
+        return dspy_fail(DSPY_ERR_ARG, "scheduler: a job needs n >= 1 and a non-empty prompt");
+    sched_job *j = calloc(1, sizeof *j);
+    if (!j) return dspy_fail(DSPY_ERR_NOMEM, "scheduler: out of memory");
+    atomic_init(&j->refs, 1);
+    atomic_init(&j->cancelled, false);
+    pthread_mutex_init(&j->mu, NULL);
+    cond_init_mono(&j->cv);
+    j->n = p->n;
+    j->sampling = p->sampling;
+    j->prompt = malloc(n_prompt * sizeof *j->prompt);
+    j->choices = calloc((size_t)p->n, sizeof *j->choices);
+    j->stop = calloc(p->n_stop ? p->n_stop : 1, sizeof *j->stop);
+    if (!j->prompt || !j->choices || !j->stop) goto oom;
+    memcpy(j->prompt, prompt, n_prompt * sizeof *prompt);
+    j->n_prompt = n_prompt;
+    for (size_t i = 0; i < p->n_stop; i++) {
+        if (!(j->stop[i] = strdup(p->stop[i]))) goto oom;
+        j->n_stop = i + 1;
+    }
+    if (p->sampling.n_stop_ids > 0) {
+        j->stop_ids = malloc((size_t)p->sampling.n_stop_ids * sizeof *j->stop_ids);
+        if (!j->stop_ids) goto oom;
+        memcpy(j->stop_ids, p->sampling.stop_ids, (size_t)p->sampling.n_stop_ids * sizeof *j->stop_ids);
+    }
+    j->sampling.stop_ids = j->stop_ids;
+    *out = j;
+    return DSPY_OK;
+oom:
+    job_free(j);
+    return dspy_fail(DSPY_ERR_NOMEM, "scheduler: out of memory");
+}
+
+int sched_job_poll(sched_job *j, int timeout_ms, sched_choice_out *out, int *err_status,
+                   const char **err_message) {
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += timeout_ms / 1000;
+    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&j->mu);
+    while (!j->news && !j->complete && j->err_status == 0)
+        if (pthread_cond_timedwait(&j->cv, &j->mu, &dl) != 0) break;
+    for (int32_t i = 0; i < j->n; i++) {
+        sched_choice *c = &j->choices[i];
+        if (c->out.len) {
+            dspy_str_appendn(&out[i].text, c->out.ptr, c->out.len);
+            dspy_str_clear(&c->out);
+        }
+        out[i].finish = c->finish;
+        out[i].finish_new = c->finish_new;
+        c->finish_new = false;
+        out[i].completion_tokens = c->n_tokens;
+    }
+    j->news = false;
+    int rc = j->err_status ? -1 : j->complete ? 1 : 0;
+    if (rc < 0) {
+        *err_status = j->err_status;
+        *err_message = j->err_message;
+    }
+    pthread_mutex_unlock(&j->mu);
+    return rc;
+}
+
+/* Engine thread: hands released text and an optional finish to the submitter. */
+static void job_publish(sched_job *j, sched_choice *c, const char *text, size_t len, const char *finish,
+                        int32_t n_tokens) {
+    pthread_mutex_lock(&j->mu);
+    if (len) dspy_str_appendn(&c->out, text, len);
+    c->n_tokens = n_tokens;
+    if (finish) {
+        c->finish = finish;
+        c->finish_new = true;
+    }
+    j->news = true;
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+}
+
+static void job_fail(sched_job *j, int status, const char *message) {
+    pthread_mutex_lock(&j->mu);
+    if (j->err_status == 0 && !j->complete) {
+        j->err_status = status;
+        j->err_message = strdup(message ? message : "request failed");
+    }
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+}
+
+/* ---- the engine thread ----------------------------------------------------------------- */
+
+/* Removes a job's running sequences from the engine. */
+static void drop_sequences(sched *s, sched_job *j) {
+    for (int32_t i = 0; i < j->n; i++) {
+        sched_choice *c = &j->choices[i];
+        if (c->running) {
+            dspy_engine_remove(s->eng, c->seq_id);
+            c->running = false;
+        }
+        if (!c->ended) {
+            c->ended = true;
+            j->n_ended++;
+        }
+    }
+}
+
+/* Takes a job off the running list and drops the scheduler's reference. */
+static void retire(sched *s, sched_job *j) {
+    for (sched_job **pp = &s->running; *pp; pp = &(*pp)->next)
+        if (*pp == j) {
+            *pp = j->next;
+            break;
+        }
+    if (s->admitting == j) s->admitting = NULL;
+    pthread_mutex_lock(&s->mu);
+    s->n_running--;
+    pthread_mutex_unlock(&s->mu);
+    sched_job_release(j);
+}
+
+/* Fails and retires every running job, and every queued one. */
+static void fail_everything(sched *s, int status, const char *message) {
+    while (s->running) {
+        sched_job *j = s->running;
+        drop_sequences(s, j);
+        job_fail(j, status, message);
+        retire(s, j);
+    }
+    pthread_mutex_lock(&s->mu);
+    sched_job *q = s->q_head;
+    s->q_head = s->q_tail = NULL;
+    s->n_queued = 0;
+    pthread_mutex_unlock(&s->mu);
+    while (q) {
+        sched_job *next = q->next;
+        job_fail(q, status, message);
+        sched_job_release(q);
+        q = next;
+    }
+}
+
+/* Ends choice c: flushes its decoder, releases what is held (up to a stop string), publishes. */
+static void end_choice(sched_job *j, sched_choice *c, const char *finish, int32_t n_tokens) {
+    dspy_tokenizer_stream_flush(c->dec, &c->held);
+    size_t pos;
+    if (sched_stop_scan(c->held.ptr ? c->held.ptr : "", c->held.len, j->stop, j->n_stop, &pos)) finish = "stop";
+    else pos = c->held.len;
+    job_publish(j, c, c->held.ptr, pos, finish, n_tokens);
+    dspy_str_clear(&c->held);
+    c->ended = true;
+    c->running = false;
+    j->n_ended++;
+}
+
+/* Handles one engine event for choice c of job j. */
+static void on_event(sched *s, sched_job *j, sched_choice *c, const dspy_step_event *ev) {
+    if (ev->token < 0 && ev->finish == DSPY_FINISH_NONE) return; /* prompt chunk only */
+    if (ev->token >= 0 && ev->finish != DSPY_FINISH_STOP) {
+        if (dspy_tokenizer_stream_push(c->dec, ev->token, &c->held) != DSPY_OK)
+            dspy_log(DSPY_LOG_WARN, "serve: cannot decode token %d: %s", ev->token, dspy_errmsg());
+    }
+    if (ev->finish != DSPY_FINISH_NONE) {
+        end_choice(j, c, dspy_finish_name(ev->finish), ev->n_generated);
+        return;
+    }
+    size_t pos;
+    if (sched_stop_scan(c->held.ptr ? c->held.ptr : "", c->held.len, j->stop, j->n_stop, &pos)) {
+        job_publish(j, c, c->held.ptr, pos, "stop", ev->n_generated);
+        dspy_str_clear(&c->held);
+        dspy_engine_remove(s->eng, c->seq_id);
+        c->ended = true;
+        c->running = false;
+        j->n_ended++;
+        return;
+    }
+    if (pos > 0) {
+        job_publish(j, c, c->held.ptr, pos, NULL, ev->n_generated);
+        memmove(c->held.ptr, c->held.ptr + pos, c->held.len - pos);
+        c->held.len -= pos;
+        c->held.ptr[c->held.len] = '\0';
+    } else {
+        pthread_mutex_lock(&j->mu);
+        c->n_tokens = ev->n_generated;
+        pthread_mutex_unlock(&j->mu);
+    }
+}
+
+/* Marks a job complete when all its choices ended, and retires it. */
+static void maybe_complete(sched *s, sched_job *j) {
+    if (j->n_ended < j->n) return;
+    pthread_mutex_lock(&j->mu);
+    j->complete = true;
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    retire(s, j);
+}
+
+/* Admits queued work while the engine takes it. */
+static void admit(sched *s) {
+    for (;;) {
+        if (!s->admitting) {
+            pthread_mutex_lock(&s->mu);
+            sched_job *j = s->q_head;
+            if (j) {
+                s->q_head = j->next;
+                if (!s->q_head) s->q_tail = NULL;
+                s->n_queued--;
+                s->n_running++;
+            }
+            pthread_mutex_unlock(&s->mu);
+            if (!j) return;
+            j->next = s->running;
+            s->running = j;
+            s->admitting = j;
+        }
+        sched_job *j = s->admitting;
+        if (atomic_load(&j->cancelled)) {
+            drop_sequences(s, j);
+            maybe_complete(s, j);
+            continue;
+        }
+        while (j->n_admitted < j->n) {
+            sched_choice *c = &j->choices[j->n_admitted];
+            dspy_sampling sp = j->sampling;
+            sp.seed = j->sampling.seed + (uint64_t)j->n_admitted;
+            if (!c->dec && dspy_tokenizer_stream_new(s->tok, true, &c->dec) != DSPY_OK) {
+                drop_sequences(s, j);
+                job_fail(j, 500, dspy_errmsg());
+                retire(s, j);
+                break;
+            }
+            int64_t id = 0;
+            dspy_status st = dspy_engine_add(s->eng, j->prompt, j->n_prompt, &sp, &id);
+            if (st == DSPY_ERR_STATE) {
+                dspy_engine_stats stats;
+                dspy_engine_stats_get(s->eng, &stats);
+                if (stats.active > 0) return; /* retry after a step frees room */
+                st = DSPY_ERR_CONTEXT;       /* it will never fit */
+            }
+            if (st != DSPY_OK) {
+                drop_sequences(s, j);
+                job_fail(j, st == DSPY_ERR_NOMEM ? 503 : st == DSPY_ERR_CONTEXT || st == DSPY_ERR_ARG ? 400 : 500,
+                         dspy_errmsg());
+                retire(s, j);
+                break;
+            }
+            c->seq_id = id;
+            c->running = true;
+            j->n_admitted++;
+        }
+        if (s->admitting == j) s->admitting = NULL;
+    }
+}
+
+static sched_choice *find_choice(sched *s, int64_t seq_id, sched_job **job) {
+    for (sched_job *j = s->running; j; j = j->next)
+        for (int32_t i = 0; i < j->n_admitted; i++)
+            if (j->choices[i].seq_id == seq_id && j->choices[i].running) {
+                *job = j;
+                return &j->choices[i];
+            }
+    return NULL;
+}
+
+static void *engine_main(void *arg) {
+    sched *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        /* drop cancelled jobs still in the queue */
+        for (sched_job **pp = &s->q_head, *prev = NULL; *pp;) {
+            sched_job *q = *pp;
+            if (atomic_load(&q->cancelled)) {
+                *pp = q->next;
+                if (s->q_tail == q) s->q_tail = prev;
+                s->n_queued--;
+                sched_job_release(q);
+            } else {
+                prev = q;
+                pp = &q->next;
+            }
+        }
+        while (!s->quit && !s->abort_status && !s->running && !s->q_head) pthread_cond_wait(&s->cv, &s->mu);
+        bool quit = s->quit;
+        int abort_status = s->abort_status;
+        char *abort_message = abort_status ? strdup(s->abort_message ? s->abort_message : "aborted") : NULL;
+        pthread_mutex_unlock(&s->mu);
+        if (abort_status || quit) {
+            fail_everything(s, abort_status ? abort_status : 503,
+                            abort_message ? abort_message : "the server is shutting down");
+            free(abort_message);
+            if (quit) break;
+            pthread_mutex_lock(&s->mu);
+            while (!s->quit && !s->q_head) pthread_cond_wait(&s->cv, &s->mu);
+            pthread_mutex_unlock(&s->mu);
+            continue;
+        }
+        /* cancelled running jobs */
+        for (sched_job *j = s->running, *next; j; j = next) {
+            next = j->next;
+            if (atomic_load(&j->cancelled)) {
+                drop_sequences(s, j);
+                maybe_complete(s, j);
+            }
+        }
+        admit(s);
+        if (!s->running) continue;
+        dspy_step_out out;
+        dspy_status st = dspy_engine_step(s->eng, &out);
+        if (st != DSPY_OK) {
+            dspy_log(DSPY_LOG_ERROR, "serve: engine step failed: %s", dspy_errmsg());
+            char *msg = strdup(dspy_errmsg());
+            fail_everything(s, 500, msg ? msg : "engine step failed");
+            free(msg);
+            continue;
+        }
+        for (int32_t e = 0; e < out.n_events; e++) {
+            sched_job *j = NULL;
+            sched_choice *c = find_choice(s, out.events[e].seq_id, &j);
+            if (c) on_event(s, j, c, &out.events[e]);
+        }
+        for (sched_job *j = s->running, *next; j; j = next) {
+            next = j->next;
+            if (j != s->admitting) maybe_complete(s, j);
+        }
+    }
+    return NULL;
+}
+
+/* ---- public ---------------------------------------------------------------------------- */
+
+dspy_status sched_new(dspy_engine *eng, const dspy_tokenizer *tok, int32_t max_queue, sched **out) {
+    *out = NULL;
+    if (!eng || !tok || max_queue < 1) return dspy_fail(DSPY_ERR_ARG, "scheduler: an engine, a tokenizer and max_queue >= 1 are needed");
+    sched *s = calloc(1, sizeof *s);
+    if (!s) return dspy_fail(DSPY_ERR_NOMEM, "scheduler: out of memory");
+    s->eng = eng;
+    s->tok = tok;
+    s->max_queue = max_queue;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    if (pthread_create(&s->thread, NULL, engine_main, s) != 0) {
+        pthread_mutex_destroy(&s->mu);
+        pthread_cond_destroy(&s->cv);
+        free(s);
+        return dspy_fail(DSPY_ERR_NOMEM, "scheduler: cannot start the engine thread");
+    }
+    s->thread_started = true;
+    *out = s;
+    return DSPY_OK;
+}
+
+dspy_status sched_submit(sched *s, sched_job *j) {
+    pthread_mutex_lock(&s->mu);
+    if (s->quit || s->abort_status) {
+        pthread_mutex_unlock(&s->mu);
+        return dspy_fail(DSPY_ERR_CANCELLED, "the server is shutting down");
+    }
+    if (s->n_queued >= s->max_queue) {
+        int32_t q = s->n_queued;
+        pthread_mutex_unlock(&s->mu);
+        return dspy_fail(DSPY_ERR_STATE, "the server is overloaded: %d requests are already waiting; retry later", q);
+    }
+    atomic_fetch_add(&j->refs, 1);
+    j->next = NULL;
+    if (s->q_tail) s->q_tail->next = j;
+    else s->q_head = j;
+    s->q_tail = j;
+    s->n_queued++;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return DSPY_OK;
+}
+
+void sched_abort(sched *s, int status, const char *message) {
+    pthread_mutex_lock(&s->mu);
+    if (!s->abort_status) {
+        s->abort_status = status;
+        s->abort_message = strdup(message ? message : "aborted");
+    }
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void sched_counts(sched *s, int32_t *queued, int32_t *running) {
+    pthread_mutex_lock(&s->mu);
+    if (queued) *queued = s->n_queued;
+    if (running) *running = s->n_running;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void sched_free(sched *s) {
+    if (!s) return;
+    if (s->thread_started) {
+        pthread_mutex_lock(&s->mu);
+        s->quit = true;
+        pthread_cond_signal(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->thread, NULL);
+    }
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s->abort_message);
+    free(s);
+}

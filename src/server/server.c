@@ -1,0 +1,637 @@
+/* server.c — `dspy serve`: HTTP routes -> OpenAI parsing -> prompt tokens -> scheduler, and
+ * the answers back (see dspy/server.h).
+ *
+ * A request is handled on its connection thread: authorise, route, parse and validate, render
+ * the chat template and tokenize, check the context, submit a job, then wait on the job (polling
+ * every 100 ms, which is also when a vanished client is noticed and its job cancelled) and
+ * answer: one JSON body, or server-sent events as text arrives. A streamed answer starts only
+ * when the first result (text, finish or error) is there, so errors found at admission still
+ * get a proper status. Shutdown: the accept loop stops, in-flight requests get the grace period,
+ * then the scheduler aborts what is left (503 / an error event), connections close.
+ * Follows the OpenAI API reference and vLLM/SGLang's server for the choices the reference leaves
+ * open (chat prompts are not given a second BOS; completions get add_special_tokens=True;
+ * usage counts the eos token in completion_tokens).
+ */
+#include "dspy/server.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "dspy/chat_template.h"
+#include "dspy/engine.h"
+#include "dspy/log.h"
+#include "dspy/model.h"
+#include "dspy/tokenizer.h"
+#include "server/http.h"
+#include "server/openai.h"
+#include "server/scheduler.h"
+
+#define POLL_MS 100
+#define ABORT_DRAIN_MS 10000
+
+struct dspy_server {
+    dspy_server_params p;
+    char *model_dir, *tokenizer_dir, *host, *api_key, *chat_date;
+    char *name;
+    char **aliases;
+    size_t n_aliases;
+    dspy_model *model;
+    dspy_tokenizer *tok;
+    dspy_chat_template *tmpl;
+    char *tmpl_error; /* why there is no chat template */
+    dspy_engine *eng;
+    sched *sched;
+    http_server *http;
+    int64_t created;
+    int32_t limit; /* tokens a sequence may span: min(context, KV capacity) */
+    int32_t eos_id, eot_id;
+};
+
+dspy_server_params dspy_server_params_default(void) {
+    dspy_server_params p = {0};
+    p.host = "127.0.0.1";
+    p.port = 8000;
+    p.max_seqs = 8;
+    p.max_queue = 256;
+    p.max_connections = 128;
+    http_limits l = http_limits_default();
+    p.max_body_bytes = l.max_body;
+    p.max_header_bytes = l.max_header;
+    p.read_timeout_ms = l.read_timeout_ms;
+    p.shutdown_grace_ms = 30000;
+    return p;
+}
+
+int dspy_server_port(const dspy_server *s) { return http_server_port(s->http); }
+const char *dspy_server_model_name(const dspy_server *s) { return s->name; }
+void dspy_server_stop(dspy_server *s) { http_server_stop(s->http); }
+
+/* ---- answering helpers ------------------------------------------------------------------- */
+
+static void send_error(http_conn *c, const oai_error *e, const char *extra_headers) {
+    char *body = oai_error_json(e);
+    static const char fallback[] = "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\",\"param\":null,\"code\":null}}";
+    http_respond(c, e->status, "application/json", body ? body : fallback, body ? strlen(body) : sizeof fallback - 1,
+                 extra_headers);
+    free(body);
+}
+
+static void send_json(http_conn *c, int status, char *body) {
+    if (!body) {
+        oai_error e = OAI_ERROR_INIT;
+        oai_error_set(&e, 500, NULL, NULL, NULL, "The server ran out of memory.");
+        send_error(c, &e, NULL);
+        oai_error_free(&e);
+        return;
+    }
+    http_respond(c, status, "application/json", body, strlen(body), NULL);
+    free(body);
+}
+
+/* The HTTP layer's own rejections (400/408/411/413/431/503/505), OpenAI-shaped. */
+static void on_http_error(void *user, http_conn *c, int status, const char *message) {
+    (void)user;
+    oai_error e = OAI_ERROR_INIT;
+    const char *code = status == 413 ? "request_too_large" : status == 503 ? "overloaded" : status == 408 ? "timeout" : NULL;
+    oai_error_set(&e, status, NULL, NULL, code, "%s", message);
+    send_error(c, &e, status == 503 ? "Retry-After: 1\r\n" : NULL);
+    dspy_log(DSPY_LOG_INFO, "HTTP %d: %s", status, message);
+    oai_error_free(&e);
+}
+
+static bool model_known(const dspy_server *s, const char *id) {
+    for (size_t i = 0; i < s->n_aliases; i++)
+        if (strcmp(s->aliases[i], id) == 0) return true;
+    return false;
+}
+
+static bool authorised(const dspy_server *s, const http_request *req) {
+    if (!s->api_key) return true;
+    dspy_strv v = http_header_get(req, "Authorization");
+    if (!v.ptr || v.len < 7 || strncasecmp(v.ptr, "Bearer ", 7) != 0) return false;
+    dspy_strv key = dspy_strv_strip(dspy_strv_make(v.ptr + 7, v.len - 7));
+    return dspy_strv_eqz(key, s->api_key);
+}
+
+/* ---- generation -------------------------------------------------------------------------- */
+
+static void today(char *buf, size_t n) {
+    time_t t = time(NULL);
+    struct tm tm;
+    localtime_r(&t, &tm);
+    strftime(buf, n, "%d %b %Y", &tm);
+}
+
+/* Prompt tokens for a parsed request. On failure fills err (400) and returns non-OK. */
+static dspy_status prompt_tokens(dspy_server *s, const oai_request *r, int32_t **ids, size_t *n, oai_error *err) {
+    *ids = NULL;
+    *n = 0;
+    dspy_status st;
+    if (r->kind == OAI_CHAT) {
+        if (!s->tmpl) {
+            oai_error_set(err, 400, NULL, "messages", "chat_template_missing",
+                          "The model '%s' has no chat template (%s); use /v1/completions instead.", s->name,
+                          s->tmpl_error ? s->tmpl_error : "none found");
+            return DSPY_ERR_ARG;
+        }
+        dspy_chat_msg *msgs = calloc(r->n_messages, sizeof *msgs);
+        if (!msgs) {
+            oai_error_set(err, 500, NULL, NULL, NULL, "The server ran out of memory.");
+            return DSPY_ERR_NOMEM;
+        }
+        for (size_t i = 0; i < r->n_messages; i++) {
+            msgs[i].role = r->messages[i].role;
+            msgs[i].content = r->messages[i].content;
+        }
+        char date[64];
+        if (s->chat_date) snprintf(date, sizeof date, "%s", s->chat_date);
+        else today(date, sizeof date);
+        dspy_str text = DSPY_STR_INIT;
+        st = dspy_chat_render(s->tmpl, msgs, r->n_messages, true, date, &text, NULL, NULL);
+        free(msgs);
+        if (st == DSPY_OK)
+            st = dspy_tokenizer_encode(s->tok, dspy_str_cstr(&text), text.len, false, true, ids, n);
+        dspy_str_free(&text);
+        if (st != DSPY_OK) {
+            oai_error_set(err, st == DSPY_ERR_NOMEM ? 500 : 400, NULL, "messages", NULL, "%s", dspy_errmsg());
+            return st;
+        }
+    } else if (r->prompt) {
+        st = dspy_tokenizer_encode(s->tok, r->prompt, strlen(r->prompt), true, true, ids, n);
+        if (st != DSPY_OK) {
+            oai_error_set(err, st == DSPY_ERR_NOMEM ? 500 : 400, NULL, "prompt", NULL, "%s", dspy_errmsg());
+            return st;
+        }
+    } else {
+        *ids = malloc((r->n_prompt_ids ? r->n_prompt_ids : 1) * sizeof **ids);
+        if (!*ids) {
+            oai_error_set(err, 500, NULL, NULL, NULL, "The server ran out of memory.");
+            return DSPY_ERR_NOMEM;
+        }
+        memcpy(*ids, r->prompt_ids, r->n_prompt_ids * sizeof **ids);
+        *n = r->n_prompt_ids;
+    }
+    if (*n == 0) {
+        free(*ids);
+        *ids = NULL;
+        oai_error_set(err, 400, NULL, r->kind == OAI_CHAT ? "messages" : "prompt", NULL,
+                      "The prompt is empty after tokenization.");
+        return DSPY_ERR_ARG;
+    }
+    if (*n >= (size_t)s->limit) {
+        oai_error_set(err, 400, NULL, r->kind == OAI_CHAT ? "messages" : "prompt", "context_length_exceeded",
+                      "This model's maximum context length is %d tokens. However, your %s resulted in %zu tokens. "
+                      "Please reduce the length of the %s.", s->limit, r->kind == OAI_CHAT ? "messages" : "prompt", *n,
+                      r->kind == OAI_CHAT ? "messages" : "prompt");
+        free(*ids);
+        *ids = NULL;
+        return DSPY_ERR_CONTEXT;
+    }
+    return DSPY_OK;
+}
+
+static uint64_t random_seed(void) {
+    uint64_t x = 0;
+    if (getrandom(&x, sizeof x, 0) != (ssize_t)sizeof x) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        x = (uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15ULL ^ (uint64_t)ts.tv_sec;
+    }
+    return x;
+}
+
+/* Appends one SSE event "data: <json>\n\n"; false on OOM. */
+static bool sse_event(dspy_str *buf, char *json) {
+    if (!json) return false;
+    dspy_str_append(buf, "data: ");
+    dspy_str_append(buf, json);
+    dspy_str_append(buf, "\n\n");
+    free(json);
+    return dspy_str_ok(buf);
+}
+
+typedef struct gen_ctx {
+    dspy_server *s;
+    const oai_request *r;
+    http_conn *c;
+    sched_job *job;
+    sched_choice_out *outs;
+    size_t n_prompt;
+    char *id;
+    int64_t created;
+} gen_ctx;
+
+static oai_usage usage_of(const gen_ctx *g) {
+    oai_usage u = {(int64_t)g->n_prompt, 0};
+    for (int32_t i = 0; i < g->r->n; i++) u.completion_tokens += g->outs[i].completion_tokens;
+    return u;
+}
+
+static void fail_with(http_conn *c, int status, const char *message) {
+    oai_error e = OAI_ERROR_INIT;
+    oai_error_set(&e, status, NULL, NULL, NULL, "%s", message);
+    send_error(c, &e, NULL);
+    oai_error_free(&e);
+}
+
+/* Whole answer. Returns the HTTP status sent (0 if the client went away). */
+static int answer_whole(gen_ctx *g) {
+    int es = 0;
+    const char *em = NULL;
+    for (;;) {
+        int rc = sched_job_poll(g->job, POLL_MS, g->outs, &es, &em);
+        if (rc < 0) {
+            fail_with(g->c, es, em);
+            return es;
+        }
+        if (rc == 1) break;
+        if (http_conn_peer_closed(g->c)) {
+            sched_job_cancel(g->job);
+            return 0;
+        }
+    }
+    oai_choice *ch = calloc((size_t)g->r->n, sizeof *ch);
+    if (!ch) {
+        fail_with(g->c, 500, "The server ran out of memory.");
+        return 500;
+    }
+    for (int32_t i = 0; i < g->r->n; i++) {
+        ch[i].text = dspy_str_cstr(&g->outs[i].text);
+        ch[i].len = g->outs[i].text.len;
+        ch[i].finish_reason = g->outs[i].finish;
+    }
+    send_json(g->c, 200, oai_completion_json(g->r->kind, g->id, g->created, g->s->name, ch, (size_t)g->r->n, usage_of(g)));
+    free(ch);
+    return 200;
+}
+
+/* Streamed answer. Returns the HTTP status sent (0 if the client went away). */
+static int answer_stream(gen_ctx *g) {
+    const oai_request *r = g->r;
+    const char *model = g->s->name;
+    bool begun = false, usage_null = r->include_usage;
+    dspy_str buf = DSPY_STR_INIT;
+    int es = 0, status = 200;
+    const char *em = NULL;
+    for (;;) {
+        dspy_str_clear(&buf);
+        int rc = sched_job_poll(g->job, POLL_MS, g->outs, &es, &em);
+        bool any = rc != 0;
+        for (int32_t i = 0; i < r->n && !any; i++) any = g->outs[i].text.len || g->outs[i].finish_new;
+        if (rc < 0 && !begun) {
+            fail_with(g->c, es, em);
+            status = es;
+            break;
+        }
+        if (any && !begun) {
+            if (http_stream_begin(g->c, 200, "text/event-stream; charset=utf-8") != DSPY_OK) {
+                sched_job_cancel(g->job);
+                status = 0;
+                break;
+            }
+            begun = true;
+            if (r->kind == OAI_CHAT)
+                for (int32_t i = 0; i < r->n; i++)
+                    sse_event(&buf, oai_chunk_json(r->kind, g->id, g->created, model, i, true, "", 0, NULL, usage_null));
+        }
+        for (int32_t i = 0; i < r->n && begun; i++) {
+            sched_choice_out *o = &g->outs[i];
+            if (o->text.len) {
+                sse_event(&buf, oai_chunk_json(r->kind, g->id, g->created, model, i, false, o->text.ptr, o->text.len,
+                                               NULL, usage_null));
+                dspy_str_clear(&o->text);
+            }
+            if (o->finish_new)
+                sse_event(&buf, oai_chunk_json(r->kind, g->id, g->created, model, i, false, "", 0, o->finish, usage_null));
+        }
+        if (rc == 1) {
+            if (r->include_usage)
+                sse_event(&buf, oai_usage_chunk_json(r->kind, g->id, g->created, model, usage_of(g)));
+            dspy_str_append(&buf, "data: [DONE]\n\n");
+        } else if (rc < 0) {
+            oai_error e = OAI_ERROR_INIT;
+            oai_error_set(&e, es, NULL, NULL, NULL, "%s", em);
+            sse_event(&buf, oai_error_json(&e));
+            oai_error_free(&e);
+            dspy_str_append(&buf, "data: [DONE]\n\n");
+            status = es;
+        }
+        if (begun && buf.len && http_stream_write(g->c, buf.ptr, buf.len) != DSPY_OK) {
+            sched_job_cancel(g->job);
+            status = 0;
+            break;
+        }
+        if (rc != 0) {
+            if (http_stream_end(g->c) != DSPY_OK) status = 0;
+            break;
+        }
+        if (http_conn_peer_closed(g->c)) {
+            sched_job_cancel(g->job);
+            status = 0;
+            break;
+        }
+    }
+    dspy_str_free(&buf);
+    return status;
+}
+
+static void handle_generate(dspy_server *s, oai_kind kind, const http_request *req, http_conn *c) {
+    oai_error err = OAI_ERROR_INIT;
+    oai_request r;
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    sched_job *job = NULL;
+    gen_ctx g = {0};
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int status = 0;
+    if (oai_request_parse(kind, req->body, req->body_len, dspy_tokenizer_vocab_size(s->tok), &r, &err) != DSPY_OK) {
+        send_error(c, &err, NULL);
+        status = err.status;
+        goto done;
+    }
+    if (r.model && !model_known(s, r.model)) {
+        oai_error_set(&err, 404, NULL, "model", "model_not_found",
+                      "The model `%s` does not exist. This server serves `%s`.", r.model, s->name);
+        send_error(c, &err, NULL);
+        status = 404;
+        goto done;
+    }
+    if (prompt_tokens(s, &r, &ids, &n_ids, &err) != DSPY_OK) {
+        send_error(c, &err, NULL);
+        status = err.status;
+        goto done;
+    }
+    int32_t room = s->limit - (int32_t)n_ids;
+    sched_job_params jp = {.n = r.n, .stop = r.stop, .n_stop = r.n_stop};
+    jp.sampling = dspy_sampling_default();
+    jp.sampling.temperature = (float)r.temperature;
+    jp.sampling.top_p = (float)r.top_p;
+    jp.sampling.top_k = r.top_k;
+    jp.sampling.seed = r.has_seed ? r.seed : random_seed();
+    int64_t want = r.max_tokens > 0 ? r.max_tokens : s->p.default_max_tokens > 0 ? s->p.default_max_tokens : room;
+    jp.sampling.max_tokens = want < room ? (int32_t)want : room;
+    int32_t stop_ids[2];
+    int32_t n_stop_ids = 0;
+    if (s->eos_id >= 0) stop_ids[n_stop_ids++] = s->eos_id;
+    if (kind == OAI_CHAT && s->eot_id >= 0 && s->eot_id != s->eos_id) stop_ids[n_stop_ids++] = s->eot_id;
+    jp.sampling.stop_ids = stop_ids;
+    jp.sampling.n_stop_ids = n_stop_ids;
+    if (sched_job_new(ids, n_ids, &jp, &job) != DSPY_OK) {
+        fail_with(c, 500, dspy_errmsg());
+        status = 500;
+        goto done;
+    }
+    dspy_status st = sched_submit(s->sched, job);
+    if (st != DSPY_OK) {
+        oai_error_set(&err, 503, NULL, NULL, st == DSPY_ERR_STATE ? "overloaded" : NULL, "%s", dspy_errmsg());
+        send_error(c, &err, "Retry-After: 1\r\n");
+        status = 503;
+        goto done;
+    }
+    g.s = s;
+    g.r = &r;
+    g.c = c;
+    g.job = job;
+    g.n_prompt = n_ids;
+    g.created = (int64_t)time(NULL);
+    g.id = oai_new_id(kind);
+    g.outs = calloc((size_t)r.n, sizeof *g.outs);
+    if (!g.id || !g.outs) {
+        sched_job_cancel(job);
+        fail_with(c, 500, "The server ran out of memory.");
+        status = 500;
+        goto done;
+    }
+    status = r.stream ? answer_stream(&g) : answer_whole(&g);
+done:
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (dspy_log_enabled(DSPY_LOG_INFO)) {
+        int64_t comp = 0;
+        for (int32_t i = 0; g.outs && i < r.n; i++) comp += g.outs[i].completion_tokens;
+        dspy_log(DSPY_LOG_INFO, "%.*s %.*s %d%s (%zu prompt + %lld completion tokens, %.3f s)", (int)req->method.len,
+                 req->method.ptr, (int)req->path.len, req->path.ptr, status, status == 0 ? " client gone" : "", n_ids,
+                 (long long)comp, (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+    }
+    if (g.outs)
+        for (int32_t i = 0; i < r.n; i++) dspy_str_free(&g.outs[i].text);
+    free(g.outs);
+    free(g.id);
+    sched_job_release(job);
+    free(ids);
+    oai_request_free(&r);
+    oai_error_free(&err);
+}
+
+static void handle(void *user, const http_request *req, http_conn *c) {
+    dspy_server *s = user;
+    oai_error err = OAI_ERROR_INIT;
+    char *model_id = NULL;
+    const char *allow = NULL;
+    if (dspy_strv_starts_with(req->path, "/v1/") && !authorised(s, req)) {
+        oai_error_set(&err, 401, "invalid_request_error", NULL, "invalid_api_key",
+                      "Incorrect API key provided. Pass it as 'Authorization: Bearer <key>'.");
+        send_error(c, &err, "WWW-Authenticate: Bearer\r\n");
+        goto done;
+    }
+    oai_route route = oai_route_match(req->method, req->path, &model_id, &allow, &err);
+    switch (route) {
+    case OAI_ROUTE_NONE: {
+        char hdr[64];
+        if (allow) snprintf(hdr, sizeof hdr, "Allow: %s\r\n", allow);
+        send_error(c, &err, allow ? hdr : NULL);
+        break;
+    }
+    case OAI_ROUTE_HEALTH: {
+        static const char ok[] = "{\"status\":\"ok\"}";
+        http_respond(c, 200, "application/json", ok, sizeof ok - 1, NULL);
+        break;
+    }
+    case OAI_ROUTE_MODELS:
+        send_json(c, 200, oai_model_json(s->name, s->created, true));
+        break;
+    case OAI_ROUTE_MODEL:
+        if (model_known(s, model_id)) {
+            send_json(c, 200, oai_model_json(s->name, s->created, false));
+        } else {
+            oai_error_set(&err, 404, NULL, "model", "model_not_found", "The model `%s` does not exist.", model_id);
+            send_error(c, &err, NULL);
+        }
+        break;
+    case OAI_ROUTE_CHAT:
+        handle_generate(s, OAI_CHAT, req, c);
+        break;
+    case OAI_ROUTE_COMPLETIONS:
+        handle_generate(s, OAI_COMPLETION, req, c);
+        break;
+    }
+done:
+    free(model_id);
+    oai_error_free(&err);
+}
+
+/* ---- lifecycle --------------------------------------------------------------------------- */
+
+static bool add_alias(dspy_server *s, const char *prefix, const char *name) {
+    if (!name || !*name) return true;
+    dspy_str a = DSPY_STR_INIT;
+    dspy_str_append(&a, prefix);
+    dspy_str_append(&a, name);
+    if (!dspy_str_ok(&a)) return false;
+    if (model_known(s, a.ptr)) {
+        dspy_str_free(&a);
+        return true;
+    }
+    char **na = realloc(s->aliases, (s->n_aliases + 1) * sizeof *na);
+    if (!na) {
+        dspy_str_free(&a);
+        return false;
+    }
+    s->aliases = na;
+    s->aliases[s->n_aliases++] = dspy_str_take(&a);
+    return s->aliases[s->n_aliases - 1] != NULL;
+}
+
+/* The served name and the names a request may use for it. */
+static dspy_status make_names(dspy_server *s) {
+    s->name = strdup(s->p.served_model_name ? s->p.served_model_name : s->model_dir);
+    if (!s->name) return dspy_fail(DSPY_ERR_NOMEM, "serve: out of memory");
+    char *trimmed = strdup(s->model_dir);
+    char *abs = realpath(s->model_dir, NULL);
+    bool ok = trimmed != NULL;
+    if (ok) {
+        size_t n = strlen(trimmed);
+        while (n > 1 && trimmed[n - 1] == '/') trimmed[--n] = '\0';
+        const char *slash = strrchr(trimmed, '/');
+        const char *base = slash && slash[1] ? slash + 1 : trimmed;
+        ok = add_alias(s, "", s->name) && add_alias(s, "local:", s->name) && add_alias(s, "", s->model_dir) &&
+             add_alias(s, "local:", s->model_dir) && add_alias(s, "", trimmed) && add_alias(s, "local:", trimmed) &&
+             add_alias(s, "", abs) && add_alias(s, "local:", abs) && add_alias(s, "", base);
+    }
+    free(trimmed);
+    free(abs);
+    return ok ? DSPY_OK : dspy_fail(DSPY_ERR_NOMEM, "serve: out of memory");
+}
+
+static char *dup_or_null(const char *z) { return z ? strdup(z) : NULL; }
+
+dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
+    *out = NULL;
+    if (!p || !p->model_dir || !*p->model_dir)
+        return dspy_fail(DSPY_ERR_ARG, "serve: a model directory is needed (--model DIR)");
+    if (p->max_seqs < 1 || p->max_queue < 1 || p->max_connections < 1 || p->port < 0 || p->port > 65535 ||
+        p->max_body_bytes == 0 || p->max_header_bytes < 256 || p->read_timeout_ms < 1 || p->shutdown_grace_ms < 0 ||
+        p->kv_tokens < 0 || p->default_max_tokens < 0)
+        return dspy_fail(DSPY_ERR_ARG, "serve: bad parameters (max_seqs, max_queue and max_connections must be >= 1, "
+                                       "port 0..65535, header limit >= 256 bytes, timeouts positive, kv_tokens and default_max_tokens >= 0)");
+    dspy_server *s = calloc(1, sizeof *s);
+    if (!s) return dspy_fail(DSPY_ERR_NOMEM, "serve: out of memory");
+    dspy_status st = DSPY_OK;
+    s->p = *p;
+    s->model_dir = strdup(p->model_dir);
+    s->tokenizer_dir = strdup(p->tokenizer_dir ? p->tokenizer_dir : p->model_dir);
+    s->host = strdup(p->host ? p->host : "127.0.0.1");
+    s->api_key = dup_or_null(p->api_key && *p->api_key ? p->api_key : NULL);
+    s->chat_date = dup_or_null(p->chat_date);
+    if (!s->model_dir || !s->tokenizer_dir || !s->host || (p->api_key && *p->api_key && !s->api_key) ||
+        (p->chat_date && !s->chat_date)) {
+        st = dspy_fail(DSPY_ERR_NOMEM, "serve: out of memory");
+        goto fail;
+    }
+    s->p.model_dir = s->model_dir;
+    s->p.tokenizer_dir = s->tokenizer_dir;
+    s->p.host = s->host;
+    s->p.api_key = s->api_key;
+    s->p.chat_date = s->chat_date;
+    s->created = (int64_t)time(NULL);
+    if ((st = make_names(s)) != DSPY_OK) goto fail;
+
+    dspy_model_params mp = dspy_model_params_default();
+    mp.n_threads = p->n_threads;
+    if ((st = dspy_model_load(s->model_dir, &mp, &s->model)) != DSPY_OK) goto fail;
+    if ((st = dspy_tokenizer_load(s->tokenizer_dir, &s->tok)) != DSPY_OK) goto fail;
+    const dspy_model_config *cfg = dspy_model_config_get(s->model);
+    if (dspy_tokenizer_vocab_size(s->tok) > cfg->vocab_size) {
+        st = dspy_fail(DSPY_ERR_FORMAT, "%s: the tokenizer has %d tokens but the model's vocab_size is %d; use the "
+                       "tokenizer the model was trained with (--tokenizer)", s->tokenizer_dir,
+                       dspy_tokenizer_vocab_size(s->tok), cfg->vocab_size);
+        goto fail;
+    }
+    if (dspy_chat_template_load(s->tokenizer_dir, &s->tmpl) != DSPY_OK) {
+        s->tmpl_error = strdup(dspy_errmsg());
+        dspy_log(DSPY_LOG_WARN, "serve: no chat template, /v1/chat/completions is off: %s", dspy_errmsg());
+    }
+    s->eos_id = dspy_tokenizer_eos_id(s->tok);
+    s->eot_id = s->tmpl ? dspy_tokenizer_token_to_id(s->tok, dspy_chat_template_end_of_turn(s->tmpl)) : -1;
+
+    dspy_engine_params ep = dspy_engine_params_default();
+    ep.max_seqs = p->max_seqs;
+    if (p->kv_tokens > 0) ep.max_tokens_total = p->kv_tokens;
+    if ((st = dspy_engine_new(s->model, &ep, &s->eng)) != DSPY_OK) goto fail;
+    dspy_engine_stats stats;
+    dspy_engine_stats_get(s->eng, &stats);
+    s->limit = stats.context_length < stats.capacity_tokens ? stats.context_length : stats.capacity_tokens;
+    if ((st = sched_new(s->eng, s->tok, p->max_queue, &s->sched)) != DSPY_OK) goto fail;
+
+    http_server_config hc = {0};
+    hc.host = s->host;
+    hc.port = p->port;
+    hc.max_connections = p->max_connections;
+    hc.limits = http_limits_default();
+    hc.limits.max_body = p->max_body_bytes;
+    hc.limits.max_header = p->max_header_bytes;
+    hc.limits.read_timeout_ms = p->read_timeout_ms;
+    hc.handler = handle;
+    hc.error = on_http_error;
+    hc.user = s;
+    if ((st = http_server_new(&hc, &s->http)) != DSPY_OK) goto fail;
+    *out = s;
+    return DSPY_OK;
+fail:
+    dspy_server_free(s);
+    return st;
+}
+
+dspy_status dspy_server_run(dspy_server *s) {
+    dspy_status st = http_server_run(s->http);
+    int n = http_server_connections(s->http);
+    if (n > 0) dspy_log(DSPY_LOG_INFO, "serve: shutting down; waiting up to %d ms for %d connection(s)",
+                        s->p.shutdown_grace_ms, n);
+    if (!http_server_drain(s->http, s->p.shutdown_grace_ms)) {
+        dspy_log(DSPY_LOG_WARN, "serve: aborting %d unfinished connection(s)", http_server_connections(s->http));
+        sched_abort(s->sched, 503, "the server is shutting down");
+        if (!http_server_drain(s->http, ABORT_DRAIN_MS))
+            dspy_log(DSPY_LOG_WARN, "serve: %d connection(s) still open", http_server_connections(s->http));
+    }
+    return st;
+}
+
+void dspy_server_free(dspy_server *s) {
+    if (!s) return;
+    if (s->http) {
+        http_server_stop(s->http);
+        if (s->sched && !http_server_drain(s->http, 0)) sched_abort(s->sched, 503, "the server is shutting down");
+    }
+    http_server_free(s->http); /* waits for connection threads, which wait on jobs */
+    sched_free(s->sched);
+    dspy_engine_free(s->eng);
+    dspy_chat_template_free(s->tmpl);
+    dspy_tokenizer_free(s->tok);
+    dspy_model_free(s->model);
+    for (size_t i = 0; i < s->n_aliases; i++) free(s->aliases[i]);
+    free(s->aliases);
+    free(s->name);
+    free(s->tmpl_error);
+    free(s->model_dir);
+    free(s->tokenizer_dir);
+    free(s->host);
+    free(s->api_key);
+    free(s->chat_date);
+    free(s);
+}

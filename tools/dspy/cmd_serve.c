@@ -1,0 +1,105 @@
+/* cmd_serve.c — `dspy serve`: the OpenAI-compatible server for one model directory (see
+ * dspy/server.h). Prints "dspy serve: listening on http://HOST:PORT (model NAME)" on stderr
+ * once connections are accepted; SIGTERM or SIGINT shuts it down gracefully (exit 0). */
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "args.h"
+#include "dspy/server.h"
+
+static dspy_server *volatile g_server;
+
+static void on_signal(int sig) {
+    (void)sig;
+    dspy_server *s = g_server;
+    if (s) dspy_server_stop(s);
+}
+
+static bool get_i32(const dspy_args *a, const char *name, long lo, long hi, int32_t *out) {
+    long v;
+    if (!dspy_args_int(a, name, &v)) return false;
+    if (v < lo || v > hi) {
+        fprintf(stderr, "error: dspy serve: --%s must be in %ld..%ld (got %ld)\n", name, lo, hi, v);
+        return false;
+    }
+    *out = (int32_t)v;
+    return true;
+}
+
+int cmd_serve(int argc, char **argv) {
+    static const dspy_opt opts[] = {
+        {"model", "DIR", "model directory (config.json, model.safetensors, tokenizer files)", true, false, NULL},
+        {"tokenizer", "DIR", "directory with tokenizer.json / tokenizer_config.json (default: the model directory)", false, false, NULL},
+        {"host", "HOST", "address to bind", false, false, "127.0.0.1"},
+        {"port", "PORT", "port to listen on; 0 picks a free one", false, false, "8000"},
+        {"api-key", "KEY", "require 'Authorization: Bearer KEY' on /v1 routes", false, false, NULL},
+        {"served-model-name", "NAME", "model id in the API (default: the --model path as given)", false, false, NULL},
+        {"max-seqs", "N", "sequences decoded together (continuous batching)", false, false, "8"},
+        {"max-queue", "N", "requests waiting for the engine before answering 503", false, false, "256"},
+        {"kv-tokens", "N", "KV cache tokens over all sequences (0: min(context, 16384)); each request reserves prompt + max_tokens", false, false, "0"},
+        {"default-max-tokens", "N", "max_tokens for requests without one (0: the rest of the context)", false, false, "0"},
+        {"max-connections", "N", "HTTP connections served at once (more get 503)", false, false, "128"},
+        {"max-body", "BYTES", "largest request body (413 above it)", false, false, "8388608"},
+        {"request-timeout", "SECONDS", "a request must arrive within this (408 after it)", false, false, "30"},
+        {"shutdown-grace", "SECONDS", "on SIGTERM, in-flight requests get this long before they are aborted", false, false, "30"},
+        {"chat-date", "DATE", "Llama 3.x chat template 'Today Date' (default: today, e.g. 26 Jul 2024)", false, false, NULL},
+        {"threads", "N", "compute threads (0: the OpenMP default)", false, false, "0"},
+        {0},
+    };
+    dspy_args a;
+    int rc = dspy_args_parse(&a, "serve", "--model DIR [options]",
+                             "Serve a model over an OpenAI-compatible HTTP API (/v1/models, /v1/chat/completions,\n"
+                             "/v1/completions, /health) with continuous batching. Stop it with SIGTERM or Ctrl-C.",
+                             opts, argc, argv);
+    if (rc) return rc == 1 ? 0 : rc;
+    dspy_server_params p = dspy_server_params_default();
+    p.model_dir = dspy_args_get(&a, "model");
+    p.tokenizer_dir = dspy_args_get(&a, "tokenizer");
+    p.host = dspy_args_get(&a, "host");
+    p.api_key = dspy_args_get(&a, "api-key");
+    p.served_model_name = dspy_args_get(&a, "served-model-name");
+    p.chat_date = dspy_args_get(&a, "chat-date");
+    int32_t port, max_body, timeout_s, grace_s;
+    if (!get_i32(&a, "port", 0, 65535, &port) || !get_i32(&a, "max-seqs", 1, 4096, &p.max_seqs) ||
+        !get_i32(&a, "max-queue", 1, 1000000, &p.max_queue) ||
+        !get_i32(&a, "max-connections", 1, 100000, &p.max_connections) ||
+        !get_i32(&a, "kv-tokens", 0, INT32_MAX, &p.kv_tokens) ||
+        !get_i32(&a, "default-max-tokens", 0, INT32_MAX, &p.default_max_tokens) ||
+        !get_i32(&a, "max-body", 1, INT32_MAX, &max_body) || !get_i32(&a, "request-timeout", 1, 86400, &timeout_s) ||
+        !get_i32(&a, "shutdown-grace", 0, 86400, &grace_s) || !get_i32(&a, "threads", 0, 4096, &p.n_threads))
+        return 2;
+    p.port = port;
+    p.max_body_bytes = (size_t)max_body;
+    p.read_timeout_ms = timeout_s * 1000;
+    p.shutdown_grace_ms = grace_s * 1000;
+
+    signal(SIGPIPE, SIG_IGN);
+    dspy_server *s = NULL;
+    if (dspy_server_new(&p, &s) != DSPY_OK) return dspy_cli_error("serve");
+    g_server = s;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    const char *host = p.host ? p.host : "127.0.0.1";
+    bool v6 = strchr(host, ':') != NULL;
+    fprintf(stderr, "dspy serve: listening on http://%s%s%s:%d (model %s)\n", v6 ? "[" : "", host, v6 ? "]" : "",
+            dspy_server_port(s), dspy_server_model_name(s));
+    fflush(stderr);
+    dspy_status st = dspy_server_run(s);
+    signal(SIGTERM, SIG_IGN); /* a second signal must not turn a clean exit into a kill */
+    signal(SIGINT, SIG_IGN);
+    g_server = NULL;
+    if (st != DSPY_OK) {
+        int code = dspy_cli_error("serve");
+        dspy_server_free(s);
+        return code;
+    }
+    dspy_server_free(s);
+    fprintf(stderr, "dspy serve: stopped\n");
+    return 0;
+}
