@@ -182,6 +182,9 @@ void dspy_model_free(dspy_model *m);
 /* Borrowed; valid while the model lives. */
 const dspy_model_config *dspy_model_config_get(const dspy_model *m);
 const dspy_model_weights *dspy_model_weights_get(const dspy_model *m);
+/* The same weight pointers, writable: only for the trainer (src/train/backward.h), which points
+ * them at its fp32 copies while it lives and back at the loaded ones when it is freed. */
+dspy_model_weights *dspy_model_weights_mut(dspy_model *m);
 /* RoPE inverse frequencies (head_dim/2 floats), borrowed. */
 const float *dspy_model_inv_freq(const dspy_model *m);
 /* The n_threads it was loaded with (0 = OpenMP default). */

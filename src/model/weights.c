@@ -42,6 +42,7 @@ void dspy_model_free(dspy_model *m) {
 
 const dspy_model_config *dspy_model_config_get(const dspy_model *m) { return &m->cfg; }
 const dspy_model_weights *dspy_model_weights_get(const dspy_model *m) { return &m->w; }
+dspy_model_weights *dspy_model_weights_mut(dspy_model *m) { return &m->w; }
 const float *dspy_model_inv_freq(const dspy_model *m) { return m->inv_freq; }
 const char *dspy_model_dir(const dspy_model *m) { return m->dir; }
 int32_t dspy_model_n_threads(const dspy_model *m) { return m->n_threads; }

@@ -32,4 +32,24 @@ void cpu_embedding(float *out, const int32_t *ids, const float *table, int N, in
 void cpu_add(float *x, const float *y, int64_t n);
 void cpu_gather_rows(float *out, const float *inp, const int32_t *rows, int M, int C);
 
+/* Training (matmul_backward.c, pointwise_backward.c, attention_train.c). */
+void cpu_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout, const float *inp, const float *w,
+                         int N, int C, int OC);
+void cpu_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
+                          int N, int C, float eps);
+void cpu_rope_backward(float *dx, const int32_t *pos, const float *inv_freq, int N, int H, int HS);
+void cpu_attention_train(float *out, float *lse, const float *q, const float *k, const float *v,
+                         const int32_t *start, int T, int NH, int NKV, int HS);
+void cpu_attention_train_backward(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                                  const float *lse, const float *q, const float *k, const float *v,
+                                  const int32_t *start, int T, int NH, int NKV, int HS);
+void cpu_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, int N,
+                         int C);
+void cpu_embedding_backward(float *dtable, const int32_t *ids, const float *dout, int N, int C);
+void cpu_scatter_add_rows(float *dinp, const int32_t *rows, const float *dout, int M, int C);
+void cpu_cross_entropy(float *loss, float *dlogits, const float *logits, const int32_t *targets, int M, int V,
+                       float dscale);
+void cpu_dropout(float *out, const float *inp, int64_t n, float p, uint64_t key);
+void cpu_scale(float *x, float s, int64_t n);
+
 #endif

@@ -1,0 +1,110 @@
+/* attention_train.c — fp32 reference attention of one packed training sequence, and its backward.
+ *
+ * Keys and values are plain (T, NKV, HS) arrays (no paged cache). Row t of an example starting
+ * at start[t] attends keys start[t] .. t: causal within the example, block-diagonal across
+ * examples — what HF's eager attention computes with a 4D block-diagonal causal mask.
+ * Forward per (row, head), in the order of attention.c: s_j = (q . k_j) / sqrt(HS),
+ * p = softmax(s) (max-subtracted), out = sum_j p_j v_j; it also saves lse = log sum_j exp(s_j).
+ * Backward recomputes p from lse (nothing of size T x T is stored):
+ *   D = dout . out,  dp_j = dout . v_j,  ds_j = p_j (dp_j - D),
+ *   dq += ds_j k_j / sqrt(HS),  dk_j += ds_j q / sqrt(HS),  dv_j += p_j dout.
+ * GQA: query head h reads kv head h / (NH / NKV). OpenMP over (row, head) forward and over
+ * (example, kv head) backward, so that no two threads write the same dk/dv row.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kern/cpu/cpu.h"
+
+void cpu_attention_train(float *out, float *lse, const float *q, const float *k, const float *v,
+                         const int32_t *start, int T, int NH, int NKV, int HS) {
+    const float scale = (float)(1.0 / sqrt((double)HS));
+    const int group = NH / NKV;
+    long work = 0;
+    for (int t = 0; t < T; t++) work += (long)(t - start[t] + 1) * NH * HS * 2;
+#pragma omp parallel if (work > (1L << 18))
+    {
+        float *p = malloc(sizeof(float) * (size_t)(T ? T : 1));
+        if (!p) abort();
+#pragma omp for collapse(2) schedule(dynamic, 4)
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < NH; h++) {
+                int j0 = start[t], kvh = h / group;
+                const float *qv = q + ((size_t)t * NH + h) * HS; /* (HS) */
+                float m = -INFINITY;
+                for (int j = j0; j <= t; j++) {
+                    float sc = cpu_dot(qv, k + ((size_t)j * NKV + kvh) * HS, HS) * scale;
+                    p[j] = sc;
+                    if (sc > m) m = sc;
+                }
+                float sum = 0;
+                for (int j = j0; j <= t; j++) {
+                    p[j] = expf(p[j] - m);
+                    sum += p[j];
+                }
+                lse[(size_t)t * NH + h] = m + logf(sum);
+                float *o = out + ((size_t)t * NH + h) * HS; /* (HS) */
+                memset(o, 0, sizeof(float) * (size_t)HS);
+                for (int j = j0; j <= t; j++) {
+                    const float *vv = v + ((size_t)j * NKV + kvh) * HS;
+                    float pj = p[j] / sum;
+                    for (int d = 0; d < HS; d++) o[d] += pj * vv[d];
+                }
+            }
+        free(p);
+    }
+}
+
+void cpu_attention_train_backward(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                                  const float *lse, const float *q, const float *k, const float *v,
+                                  const int32_t *start, int T, int NH, int NKV, int HS) {
+    const float scale = (float)(1.0 / sqrt((double)HS));
+    const int group = NH / NKV;
+    memset(dq, 0, sizeof(float) * (size_t)T * NH * HS);
+    memset(dk, 0, sizeof(float) * (size_t)T * NKV * HS);
+    memset(dv, 0, sizeof(float) * (size_t)T * NKV * HS);
+    /* The examples: [ex0[e], ex1[e]) for e < nex. */
+    int nex = 0;
+    for (int t = 0; t < T; t++)
+        if (start[t] == t) nex++;
+    int *ex0 = malloc(sizeof(int) * (size_t)(nex ? nex : 1)), *ex1 = malloc(sizeof(int) * (size_t)(nex ? nex : 1));
+    if (!ex0 || !ex1) abort();
+    for (int t = 0, e = -1; t < T; t++) {
+        if (start[t] == t) ex0[++e] = t;
+        ex1[e] = t + 1;
+    }
+    long work = 0;
+    for (int t = 0; t < T; t++) work += (long)(t - start[t] + 1) * NH * HS * 4;
+#pragma omp parallel if (work > (1L << 18))
+    {
+        float *p = malloc(sizeof(float) * (size_t)(T ? T : 1));
+        if (!p) abort();
+#pragma omp for collapse(2) schedule(dynamic, 1)
+        for (int e = 0; e < nex; e++)
+            for (int kvh = 0; kvh < NKV; kvh++)
+                for (int h = kvh * group; h < (kvh + 1) * group; h++)
+                    for (int t = ex0[e]; t < ex1[e]; t++) {
+                        size_t row = (size_t)t * NH + h;
+                        const float *qv = q + row * HS, *go = dout + row * HS, *o = out + row * HS; /* (HS) */
+                        float *dqv = dq + row * HS;
+                        float l = lse[row], D = cpu_dot(go, o, HS);
+                        for (int j = ex0[e]; j <= t; j++)
+                            p[j] = expf(cpu_dot(qv, k + ((size_t)j * NKV + kvh) * HS, HS) * scale - l);
+                        for (int j = ex0[e]; j <= t; j++) {
+                            size_t kr = ((size_t)j * NKV + kvh) * HS;
+                            float ds = p[j] * (cpu_dot(go, v + kr, HS) - D) * scale;
+                            float *dkv = dk + kr, *dvv = dv + kr;
+                            const float *kv = k + kr;
+                            for (int d = 0; d < HS; d++) {
+                                dqv[d] += ds * kv[d];
+                                dkv[d] += ds * qv[d];
+                                dvv[d] += p[j] * go[d];
+                            }
+                        }
+                    }
+        free(p);
+    }
+    free(ex0);
+    free(ex1);
+}

@@ -1,0 +1,555 @@
+/* trainable.c — a loaded model made trainable: fp32 weight copies, gradients, LoRA adapters,
+ * the parameter list, the dropout RNG state, LoRA merging and export to a Hugging Face
+ * directory (train/backward.h). The forward/backward pass is in backward.c.
+ *
+ * Follows peft's LoraLayer for initialisation (A: nn.Linear's default kaiming_uniform_(a=sqrt(5)),
+ * i.e. U(-1/sqrt(in), 1/sqrt(in)); B: zeros), naming (get_peft_model_state_dict) and merging
+ * (W += scaling * B @ A), and transformers' save_pretrained layout for export.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "dspy/safetensors.h"
+#include "dspy/str.h"
+#include "train/trainable_impl.h"
+
+static const char *const k_lin_name[LIN_COUNT] = {
+    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+    "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj",
+};
+
+dspy_lora_config dspy_lora_config_default(void) {
+    dspy_lora_config c = {8, 8.0f, 0.0f, true};
+    return c;
+}
+
+void train_lin_dims(const dspy_model_config *c, int lin, int *in, int *out) {
+    int C = c->hidden_size, I = c->intermediate_size;
+    int Q = c->num_attention_heads * c->head_dim, KV = c->num_key_value_heads * c->head_dim;
+    switch (lin) {
+    case LIN_Q: *in = C, *out = Q; break;
+    case LIN_K:
+    case LIN_V: *in = C, *out = KV; break;
+    case LIN_O: *in = Q, *out = C; break;
+    case LIN_GATE:
+    case LIN_UP: *in = C, *out = I; break;
+    default: *in = I, *out = C; break;
+    }
+}
+
+/* ---- the parameter list ----------------------------------------------------------------- */
+
+static dspy_status add_param(dspy_trainable *t, size_t *cap, float *w, float *g, int32_t rows, int32_t cols,
+                             int ndim, const char *fmt, ...) __attribute__((format(printf, 8, 9)));
+
+static dspy_status add_param(dspy_trainable *t, size_t *cap, float *w, float *g, int32_t rows, int32_t cols,
+                             int ndim, const char *fmt, ...) {
+    if (t->nparams == *cap) {
+        size_t nc = *cap ? *cap * 2 : 64;
+        dspy_param *np = realloc(t->params, nc * sizeof *np);
+        if (!np) return dspy_fail(DSPY_ERR_NOMEM, "trainable: out of memory");
+        t->params = np;
+        *cap = nc;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    int len = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    if (len < 0) return dspy_fail(DSPY_ERR_NOMEM, "trainable: out of memory");
+    dspy_param *p = &t->params[t->nparams++];
+    p->name = s;
+    p->w = w;
+    p->g = g;
+    p->n = (size_t)rows * (size_t)cols;
+    p->shape[0] = rows;
+    p->shape[1] = cols;
+    p->ndim = ndim;
+    return DSPY_OK;
+}
+
+/* Full fine-tuning: every weight, in HF named_parameters() order. */
+static dspy_status list_full(dspy_trainable *t) {
+    const dspy_model_config *c = &t->cfg;
+    size_t cap = 0;
+    dspy_status st;
+    if ((st = add_param(t, &cap, t->embed, t->g_embed, c->vocab_size, c->hidden_size, 2, "model.embed_tokens.weight")))
+        return st;
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        train_layer *L = &t->layers[l];
+        for (int k = 0; k < LIN_COUNT; k++) {
+            int in, out;
+            train_lin_dims(c, k, &in, &out);
+            if ((st = add_param(t, &cap, L->w[k], L->gw[k], out, in, 2, "model.layers.%d.%s.weight", l, k_lin_name[k])))
+                return st;
+            if (L->b[k] && (st = add_param(t, &cap, L->b[k], L->gb[k], out, 1, 1, "model.layers.%d.%s.bias", l,
+                                           k_lin_name[k])))
+                return st;
+        }
+        if ((st = add_param(t, &cap, L->attn_norm, L->g_attn_norm, c->hidden_size, 1, 1,
+                            "model.layers.%d.input_layernorm.weight", l)))
+            return st;
+        if ((st = add_param(t, &cap, L->mlp_norm, L->g_mlp_norm, c->hidden_size, 1, 1,
+                            "model.layers.%d.post_attention_layernorm.weight", l)))
+            return st;
+    }
+    if ((st = add_param(t, &cap, t->final_norm, t->g_final_norm, c->hidden_size, 1, 1, "model.norm.weight")))
+        return st;
+    if (!c->tie_word_embeddings &&
+        (st = add_param(t, &cap, t->lm_head, t->g_lm_head, c->vocab_size, c->hidden_size, 2, "lm_head.weight")))
+        return st;
+    return DSPY_OK;
+}
+
+/* LoRA: A then B of every adapted module, peft's state-dict names and order. */
+static dspy_status list_lora(dspy_trainable *t) {
+    const dspy_model_config *c = &t->cfg;
+    size_t cap = 0;
+    int r = t->lora.r;
+    dspy_status st;
+    for (int l = 0; l < c->num_hidden_layers; l++)
+        for (int k = 0; k < LIN_COUNT; k++) {
+            lora_adapter *a = &t->layers[l].lora[k];
+            int in, out;
+            train_lin_dims(c, k, &in, &out);
+            if ((st = add_param(t, &cap, a->A, a->gA, r, in, 2, "base_model.model.model.layers.%d.%s.lora_A.weight", l,
+                                k_lin_name[k])))
+                return st;
+            if ((st = add_param(t, &cap, a->B, a->gB, out, r, 2, "base_model.model.model.layers.%d.%s.lora_B.weight", l,
+                                k_lin_name[k])))
+                return st;
+        }
+    return DSPY_OK;
+}
+
+/* ---- construction ----------------------------------------------------------------------- */
+
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Next chunk of n floats from *cur. */
+static float *carve(float **cur, size_t n) {
+    float *p = *cur;
+    *cur += n;
+    return p;
+}
+
+/* Copies the model's weights into t->wblock in parameter order and sets the layer pointers. */
+static void copy_weights(dspy_trainable *t, bool full) {
+    const dspy_model_config *c = &t->cfg;
+    const dspy_model_weights *w = &t->orig;
+    size_t C = (size_t)c->hidden_size, V = (size_t)c->vocab_size;
+    float *cur = t->wblock, *gcur = t->gblock;
+#define TAKE(dst, gdst, src, n)                                      \
+    do {                                                             \
+        (dst) = carve(&cur, (n));                                    \
+        memcpy((dst), (src), sizeof(float) * (n));                   \
+        if (full) (gdst) = carve(&gcur, (n));                        \
+    } while (0)
+    TAKE(t->embed, t->g_embed, w->embed, V * C);
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        const dspy_layer_weights *src = &w->layers[l];
+        train_layer *L = &t->layers[l];
+        const float *sw[LIN_COUNT] = {src->wq, src->wk, src->wv, src->wo, src->w_gate, src->w_up, src->w_down};
+        const float *sb[LIN_COUNT] = {src->bq, src->bk, src->bv, src->bo, NULL, NULL, NULL};
+        for (int k = 0; k < LIN_COUNT; k++) {
+            int in, out;
+            train_lin_dims(c, k, &in, &out);
+            TAKE(L->w[k], L->gw[k], sw[k], (size_t)out * in);
+            if (sb[k]) TAKE(L->b[k], L->gb[k], sb[k], (size_t)out);
+        }
+        TAKE(L->attn_norm, L->g_attn_norm, src->attn_norm, C);
+        TAKE(L->mlp_norm, L->g_mlp_norm, src->mlp_norm, C);
+    }
+    TAKE(t->final_norm, t->g_final_norm, w->final_norm, C);
+    if (c->tie_word_embeddings) {
+        t->lm_head = t->embed;
+        t->g_lm_head = t->g_embed;
+    } else {
+        TAKE(t->lm_head, t->g_lm_head, w->lm_head, V * C);
+    }
+#undef TAKE
+}
+
+/* Points the model's weights at `t`'s copies. */
+static void point_model(dspy_trainable *t) {
+    dspy_model_weights *mw = dspy_model_weights_mut(t->m);
+    mw->embed = t->embed;
+    mw->final_norm = t->final_norm;
+    mw->lm_head = t->lm_head;
+    for (int l = 0; l < t->cfg.num_hidden_layers; l++) {
+        dspy_layer_weights *d = &mw->layers[l];
+        train_layer *L = &t->layers[l];
+        d->attn_norm = L->attn_norm;
+        d->mlp_norm = L->mlp_norm;
+        d->wq = L->w[LIN_Q], d->wk = L->w[LIN_K], d->wv = L->w[LIN_V], d->wo = L->w[LIN_O];
+        d->bq = L->b[LIN_Q], d->bk = L->b[LIN_K], d->bv = L->b[LIN_V], d->bo = L->b[LIN_O];
+        d->w_gate = L->w[LIN_GATE], d->w_up = L->w[LIN_UP], d->w_down = L->w[LIN_DOWN];
+    }
+}
+
+static size_t weights_numel(const dspy_model_config *c) {
+    size_t C = (size_t)c->hidden_size, V = (size_t)c->vocab_size, n = V * C + C;
+    if (!c->tie_word_embeddings) n += V * C;
+    for (int k = 0; k < LIN_COUNT; k++) {
+        int in, out;
+        train_lin_dims(c, k, &in, &out);
+        n += (size_t)c->num_hidden_layers * (size_t)in * out;
+    }
+    size_t per_layer_bias = 2 * C;
+    if (c->qkv_bias)
+        per_layer_bias += (size_t)(c->num_attention_heads + 2 * c->num_key_value_heads) * c->head_dim;
+    if (c->o_bias) per_layer_bias += C;
+    return n + (size_t)c->num_hidden_layers * per_layer_bias;
+}
+
+static dspy_status check_lora(const dspy_lora_config *l) {
+    if (l->r < 1)
+        return dspy_fail(DSPY_ERR_ARG, "LoRA rank r is %d; it must be at least 1 (peft's default is 8)", (int)l->r);
+    if (!isfinite(l->alpha) || l->alpha <= 0)
+        return dspy_fail(DSPY_ERR_ARG, "LoRA alpha is %g; it must be a positive number (peft's default is 8)",
+                         (double)l->alpha);
+    if (!(l->dropout >= 0 && l->dropout < 1))
+        return dspy_fail(DSPY_ERR_ARG, "LoRA dropout is %g; it must be in [0, 1)", (double)l->dropout);
+    return DSPY_OK;
+}
+
+dspy_status dspy_trainable_new(dspy_model *m, const dspy_lora_config *lora, uint64_t seed, dspy_trainable **out) {
+    *out = NULL;
+    dspy_status st;
+    if (lora && lora->enabled && (st = check_lora(lora))) return st;
+    dspy_trainable *t = calloc(1, sizeof *t);
+    if (!t) return dspy_fail(DSPY_ERR_NOMEM, "trainable: out of memory");
+    t->m = m;
+    t->cfg = *dspy_model_config_get(m);
+    t->ops = dspy_ops_cpu();
+    t->seed = seed;
+    t->lora_on = lora && lora->enabled;
+    if (t->lora_on) {
+        t->lora = *lora;
+        t->lora_scale = lora->alpha / (float)lora->r;
+    }
+    const dspy_model_config *c = &t->cfg;
+    int L = c->num_hidden_layers;
+    t->orig = *dspy_model_weights_get(m);
+    t->orig_layers = malloc(sizeof(dspy_layer_weights) * (size_t)L);
+    t->layers = calloc((size_t)L, sizeof *t->layers);
+    t->wn = weights_numel(c);
+    t->wblock = malloc(sizeof(float) * t->wn);
+    if (!t->lora_on) t->gblock = calloc(t->wn, sizeof(float));
+    if (!t->orig_layers || !t->layers || !t->wblock || (!t->lora_on && !t->gblock)) {
+        st = dspy_fail(DSPY_ERR_NOMEM, "trainable: cannot allocate %zu MiB for fp32 weights and gradients",
+                       (t->lora_on ? 1 : 2) * t->wn * sizeof(float) >> 20);
+        goto fail;
+    }
+    memcpy(t->orig_layers, t->orig.layers, sizeof(dspy_layer_weights) * (size_t)L);
+    copy_weights(t, !t->lora_on);
+    if (t->lora_on) {
+        size_t r = (size_t)t->lora.r, n = 0;
+        for (int k = 0; k < LIN_COUNT; k++) {
+            int in, o;
+            train_lin_dims(c, k, &in, &o);
+            n += (size_t)L * 2 * r * ((size_t)in + (size_t)o);
+        }
+        t->lblock = calloc(n, sizeof(float));
+        if (!t->lblock) {
+            st = dspy_fail(DSPY_ERR_NOMEM, "trainable: cannot allocate LoRA adapters");
+            goto fail;
+        }
+        float *cur = t->lblock;
+        uint64_t rs = seed;
+        for (int l = 0; l < L; l++)
+            for (int k = 0; k < LIN_COUNT; k++) {
+                lora_adapter *a = &t->layers[l].lora[k];
+                int in, o;
+                train_lin_dims(c, k, &in, &o);
+                a->A = carve(&cur, r * in);
+                a->gA = carve(&cur, r * in);
+                a->B = carve(&cur, (size_t)o * r);
+                a->gB = carve(&cur, (size_t)o * r);
+                double bound = 1.0 / sqrt((double)in); /* kaiming_uniform_(a=sqrt(5)) on (r, in) */
+                for (size_t i = 0; i < r * (size_t)in; i++) {
+                    double u = (double)(splitmix64(&rs) >> 11) * 0x1.0p-53;
+                    a->A[i] = (float)((2.0 * u - 1.0) * bound);
+                }
+            }
+        st = list_lora(t);
+    } else {
+        st = list_full(t);
+    }
+    if (st) goto fail;
+    point_model(t);
+    *out = t;
+    return DSPY_OK;
+fail:
+    dspy_trainable_free(t);
+    return st;
+}
+
+void dspy_trainable_free(dspy_trainable *t) {
+    if (!t) return;
+    if (t->orig_layers && t->wblock && t->embed) { /* the model was pointed at our copies */
+        dspy_model_weights *mw = dspy_model_weights_mut(t->m);
+        mw->embed = t->orig.embed;
+        mw->final_norm = t->orig.final_norm;
+        mw->lm_head = t->orig.lm_head;
+        memcpy(mw->layers, t->orig_layers, sizeof(dspy_layer_weights) * (size_t)t->cfg.num_hidden_layers);
+    }
+    for (size_t i = 0; i < t->nparams; i++) free((char *)t->params[i].name);
+    free(t->params);
+    train_work_free(&t->work);
+    free(t->orig_layers);
+    free(t->layers);
+    free(t->wblock);
+    free(t->gblock);
+    free(t->lblock);
+    free(t);
+}
+
+/* ---- parameters, gradients, RNG --------------------------------------------------------- */
+
+size_t dspy_trainable_nparams(const dspy_trainable *t) { return t->nparams; }
+
+dspy_param *dspy_trainable_param(dspy_trainable *t, size_t i) { return i < t->nparams ? &t->params[i] : NULL; }
+
+dspy_param *dspy_trainable_param_find(dspy_trainable *t, const char *name) {
+    for (size_t i = 0; i < t->nparams; i++)
+        if (strcmp(t->params[i].name, name) == 0) return &t->params[i];
+    return NULL;
+}
+
+size_t dspy_trainable_numel(const dspy_trainable *t) {
+    size_t n = 0;
+    for (size_t i = 0; i < t->nparams; i++) n += t->params[i].n;
+    return n;
+}
+
+void dspy_trainable_zero_grad(dspy_trainable *t) {
+    for (size_t i = 0; i < t->nparams; i++) memset(t->params[i].g, 0, sizeof(float) * t->params[i].n);
+}
+
+uint64_t dspy_trainable_rng_get(const dspy_trainable *t) { return t->rng; }
+void dspy_trainable_rng_set(dspy_trainable *t, uint64_t state) { t->rng = state; }
+
+bool dspy_trainable_has_lora(const dspy_trainable *t) { return t->lora_on; }
+bool dspy_trainable_lora_merged(const dspy_trainable *t) { return t->merged; }
+
+/* ---- LoRA merge ------------------------------------------------------------------------- */
+
+/* W (out, in) += scale * B (out, r) @ A (r, in), through matmul_backward's weight gradient
+ * (dw += dout^T inp with dout = scale * B^T (r, out), inp = A). bt: scratch of r * out floats. */
+static void merge_into(const dspy_ops *ops, float *W, const lora_adapter *a, int r, int in, int out, float scale,
+                       float *bt) {
+    for (int o = 0; o < out; o++)
+        for (int k = 0; k < r; k++) bt[(size_t)k * out + o] = scale * a->B[(size_t)o * r + k];
+    ops->matmul_backward(NULL, W, NULL, bt, a->A, NULL, r, in, out);
+}
+
+static int max_lin_out(const dspy_model_config *c) {
+    int mx = 0;
+    for (int k = 0; k < LIN_COUNT; k++) {
+        int in, out;
+        train_lin_dims(c, k, &in, &out);
+        if (out > mx) mx = out;
+    }
+    return mx;
+}
+
+dspy_status dspy_trainable_merge_lora(dspy_trainable *t) {
+    if (!t->lora_on) return dspy_fail(DSPY_ERR_STATE, "merge_lora: this trainable has no LoRA adapters");
+    if (t->merged) return dspy_fail(DSPY_ERR_STATE, "merge_lora: the LoRA adapters are already merged");
+    const dspy_model_config *c = &t->cfg;
+    float *bt = malloc(sizeof(float) * (size_t)t->lora.r * (size_t)max_lin_out(c));
+    if (!bt) return dspy_fail(DSPY_ERR_NOMEM, "merge_lora: out of memory");
+    for (int l = 0; l < c->num_hidden_layers; l++)
+        for (int k = 0; k < LIN_COUNT; k++) {
+            int in, out;
+            train_lin_dims(c, k, &in, &out);
+            merge_into(t->ops, t->layers[l].w[k], &t->layers[l].lora[k], t->lora.r, in, out, t->lora_scale, bt);
+        }
+    free(bt);
+    t->merged = true;
+    return DSPY_OK;
+}
+
+/* ---- export ----------------------------------------------------------------------------- */
+
+static dspy_status mkdir_p(const char *dir) {
+    char *p = strdup(dir);
+    if (!p) return dspy_fail(DSPY_ERR_NOMEM, "out of memory");
+    for (char *s = p + 1;; s++) {
+        if (*s != '/' && *s != '\0') continue;
+        char ch = *s;
+        *s = '\0';
+        if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+            dspy_status st = dspy_fail(DSPY_ERR_IO, "%s: cannot create directory: %s", p, strerror(errno));
+            free(p);
+            return st;
+        }
+        *s = ch;
+        if (!ch) break;
+    }
+    free(p);
+    return DSPY_OK;
+}
+
+static dspy_status write_text(const char *dir, const char *file, char *text) {
+    if (!text) return dspy_fail(DSPY_ERR_NOMEM, "export: out of memory");
+    dspy_str path = DSPY_STR_INIT;
+    dspy_str_appendf(&path, "%s/%s", dir, file);
+    dspy_status st = dspy_write_file(dspy_str_cstr(&path), text, strlen(text));
+    dspy_str_free(&path);
+    free(text);
+    return st;
+}
+
+/* Copies the tokenizer files the source directory has. */
+static dspy_status copy_tokenizer(const char *src, const char *dst) {
+    static const char *const files[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                                        "chat_template.jinja"};
+    dspy_status st = DSPY_OK;
+    for (size_t i = 0; i < sizeof files / sizeof *files && !st; i++) {
+        dspy_str from = DSPY_STR_INIT, to = DSPY_STR_INIT;
+        dspy_str_appendf(&from, "%s/%s", src, files[i]);
+        dspy_str_appendf(&to, "%s/%s", dst, files[i]);
+        struct stat sb;
+        if (stat(dspy_str_cstr(&from), &sb) == 0 && strcmp(dspy_str_cstr(&from), dspy_str_cstr(&to)) != 0) {
+            char *data = NULL;
+            size_t n = 0;
+            st = dspy_read_file(dspy_str_cstr(&from), &data, &n);
+            if (!st) st = dspy_write_file(dspy_str_cstr(&to), data, n);
+            free(data);
+        }
+        dspy_str_free(&from);
+        dspy_str_free(&to);
+    }
+    return st;
+}
+
+static dspy_status parse_export_dtype(const char *s, dspy_dtype def, dspy_dtype *out) {
+    if (!s) {
+        *out = def == DSPY_DTYPE_BF16 || def == DSPY_DTYPE_F16 ? def : DSPY_DTYPE_F32;
+        return DSPY_OK;
+    }
+    if (strcmp(s, "f32") == 0 || strcmp(s, "float32") == 0) *out = DSPY_DTYPE_F32;
+    else if (strcmp(s, "bf16") == 0 || strcmp(s, "bfloat16") == 0) *out = DSPY_DTYPE_BF16;
+    else if (strcmp(s, "f16") == 0 || strcmp(s, "float16") == 0) *out = DSPY_DTYPE_F16;
+    else return dspy_fail(DSPY_ERR_ARG, "export: dtype \"%s\" is not supported (use f32, bf16 or f16)", s);
+    return DSPY_OK;
+}
+
+/* One tensor of the exported file. */
+typedef struct {
+    const float *data;
+    int layer, lin; /* lin >= 0: a linear weight that an unmerged LoRA must be merged into */
+} export_src;
+
+dspy_status dspy_trainable_export(dspy_trainable *t, const char *out_dir, const char *dtype) {
+    const dspy_model_config *c = &t->cfg;
+    dspy_dtype dt = DSPY_DTYPE_F32;
+    dspy_status st = parse_export_dtype(dtype, c->dtype, &dt);
+    if (st) return st;
+    if ((st = mkdir_p(out_dir))) return st;
+    dspy_model_config oc = *c;
+    oc.dtype = dt;
+    if ((st = write_text(out_dir, "config.json", dspy_model_config_to_json(&oc)))) return st;
+    if ((st = write_text(out_dir, "generation_config.json", dspy_generation_config_to_json(&oc)))) return st;
+    if ((st = copy_tokenizer(dspy_model_dir(t->m), out_dir))) return st;
+
+    /* The full-fine-tuning parameter list is exactly the file's tensor list; build it even for
+     * LoRA (where t->params holds the adapters) by walking the same layout. */
+    size_t n = 0, cap = 4 + (size_t)c->num_hidden_layers * 13;
+    dspy_tensor_out *spec = calloc(cap, sizeof *spec);
+    export_src *src = calloc(cap, sizeof *src);
+    char **names = calloc(cap, sizeof *names);
+    float *tmp = NULL, *bt = NULL;
+    dspy_safetensors_writer *w = NULL;
+    if (!spec || !src || !names) {
+        st = dspy_fail(DSPY_ERR_NOMEM, "export: out of memory");
+        goto done;
+    }
+#define ADD(ptr, layer_, lin_, rows, cols, ndim_, ...)                                       \
+    do {                                                                                     \
+        dspy_str nm_ = DSPY_STR_INIT;                                                        \
+        dspy_str_appendf(&nm_, __VA_ARGS__);                                                 \
+        names[n] = dspy_str_take(&nm_);                                                      \
+        spec[n].name = names[n], spec[n].dtype = dt, spec[n].ndim = (ndim_);                 \
+        spec[n].shape[0] = (rows), spec[n].shape[1] = (cols);                                \
+        src[n].data = (ptr), src[n].layer = (layer_), src[n].lin = (lin_);                   \
+        n++;                                                                                 \
+    } while (0)
+    ADD(t->embed, -1, -1, c->vocab_size, c->hidden_size, 2, "model.embed_tokens.weight");
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        train_layer *L = &t->layers[l];
+        for (int k = 0; k < LIN_COUNT; k++) {
+            int in, out;
+            train_lin_dims(c, k, &in, &out);
+            ADD(L->w[k], l, k, out, in, 2, "model.layers.%d.%s.weight", l, k_lin_name[k]);
+            if (L->b[k]) ADD(L->b[k], l, -1, out, 0, 1, "model.layers.%d.%s.bias", l, k_lin_name[k]);
+        }
+        ADD(L->attn_norm, l, -1, c->hidden_size, 0, 1, "model.layers.%d.input_layernorm.weight", l);
+        ADD(L->mlp_norm, l, -1, c->hidden_size, 0, 1, "model.layers.%d.post_attention_layernorm.weight", l);
+    }
+    ADD(t->final_norm, -1, -1, c->hidden_size, 0, 1, "model.norm.weight");
+    if (!c->tie_word_embeddings) ADD(t->lm_head, -1, -1, c->vocab_size, c->hidden_size, 2, "lm_head.weight");
+#undef ADD
+    for (size_t i = 0; i < n; i++)
+        if (!names[i]) {
+            st = dspy_fail(DSPY_ERR_NOMEM, "export: out of memory");
+            goto done;
+        }
+    bool merge = t->lora_on && !t->merged;
+    if (merge) {
+        size_t mx = 0;
+        for (int k = 0; k < LIN_COUNT; k++) {
+            int in, out;
+            train_lin_dims(c, k, &in, &out);
+            if ((size_t)in * out > mx) mx = (size_t)in * out;
+        }
+        tmp = malloc(sizeof(float) * mx);
+        bt = malloc(sizeof(float) * (size_t)t->lora.r * (size_t)max_lin_out(c));
+        if (!tmp || !bt) {
+            st = dspy_fail(DSPY_ERR_NOMEM, "export: out of memory");
+            goto done;
+        }
+    }
+    dspy_str path = DSPY_STR_INIT;
+    dspy_str_appendf(&path, "%s/model.safetensors", out_dir);
+    st = dspy_safetensors_writer_open(dspy_str_cstr(&path), spec, n, NULL, &w);
+    dspy_str_free(&path);
+    if (st) goto done;
+    for (size_t i = 0; i < n && !st; i++) {
+        const float *data = src[i].data;
+        if (merge && src[i].lin >= 0) {
+            int in, out;
+            train_lin_dims(c, src[i].lin, &in, &out);
+            memcpy(tmp, data, sizeof(float) * (size_t)in * out);
+            merge_into(t->ops, tmp, &t->layers[src[i].layer].lora[src[i].lin], t->lora.r, in, out, t->lora_scale,
+                       bt);
+            data = tmp;
+        }
+        st = dspy_safetensors_writer_put(w, i, data);
+    }
+    if (st) {
+        dspy_safetensors_writer_abort(w);
+    } else {
+        st = dspy_safetensors_writer_close(w);
+    }
+done:
+    for (size_t i = 0; i < n; i++) free(names[i]);
+    free(names);
+    free(spec);
+    free(src);
+    free(tmp);
+    free(bt);
+    return st;
+}
