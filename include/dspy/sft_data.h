@@ -31,6 +31,7 @@
  *
  * Label convention (HF's): labels[t] = ids[t] when token t carries a label, else -100; the loss
  * at t compares the model's prediction from tokens [0, t) of the same example with ids[t].
+ * Packed sequences also carry the shifted form (targets) that train/backward.h takes.
  *
  * What it does not: truncation, the date of today in the Llama 3 system block (the date string is
  * a parameter; NULL gives the template's fallback "26 Jul 2024", which is also what `dspy
@@ -130,6 +131,9 @@ typedef struct dspy_sft_seq {
     const int32_t *pos;    /* (T) position inside its example: 0, 1, ... restarting per example */
     const int32_t *labels; /* (T) ids[t] or DSPY_SFT_IGNORE; the first token of each example ignored */
     const int32_t *seg;    /* (T) 0 for the first example, 1 for the second, ... */
+    const int32_t *targets; /* (T) the same labels shifted, as the trainer consumes them:
+                               targets[t] = labels[t + 1] when token t + 1 is in the same example,
+                               else -100 (the last token of every example) */
     int32_t T;             /* tokens (<= max_seq_length) */
     int32_t n_labels;      /* labelled tokens */
     int32_t n_examples;    /* examples packed in it */

@@ -19,7 +19,9 @@
  *     same whatever sequence or micro-batch it is in;
  *   - then clip_grad_norm_(max_grad_norm) (the logged grad_norm is the norm before clipping),
  *     then AdamW (torch.optim.AdamW formulas) with lr = learning_rate * schedule(step), the
- *     schedule taken at the 0-based step as LambdaLR does;
+ *     schedule taken at the 0-based step as LambdaLR does; weight_decay applies to the 2-D
+ *     tensors (linear weights, embeddings), not to biases and norm weights, as HF's Trainer
+ *     groups them;
  *   - max_steps > 0 stops after that many optimizer steps (continuing into further epochs if
  *     needed, as HF does), else num_train_epochs epochs are run.
  *
@@ -178,8 +180,8 @@ dspy_status dspy_finetune(const char *model_dir, const char *data_path, const ch
 
 /* A ready progress callback drawing a progress.h bar: pass dspy_train_bar_update as `progress`
  * and a dspy_train_bar (zero it and set `out`, e.g. stderr) as `ud`. The bar counts optimizer
- * steps with tqdm's ETA and shows "epoch E/N loss L lr X tok/s T"; a line is printed per saved
- * checkpoint. The bar is closed on END; call dspy_train_bar_close after a failed run. */
+ * steps with tqdm's ETA and shows "epoch E/N loss L lr X T tok/s" (out NULL: no bar). The bar is
+ * closed on END; call dspy_train_bar_close after a failed run. */
 typedef struct dspy_train_bar {
     FILE *out;
     struct dspy_progress *bar; /* private */

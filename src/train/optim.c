@@ -8,6 +8,8 @@
  */
 #include "train/optim.h"
 
+#include "dspy/status.h"
+
 #include <math.h>
 #include <stdlib.h>
 
@@ -99,4 +101,101 @@ float dspy_clip_grad_norm(float *const *grads, const size_t *ns, size_t k, doubl
         for (long long i = 0; i < N; i++) g[i] *= coef;
     }
     return norm;
+}
+
+/* ---- the optimizer of a trainable ------------------------------------------------------------ */
+
+struct dspy_optimizer {
+    dspy_trainable *t;
+    dspy_adamw_hparams h;
+    size_t np;
+    float *block;     /* every m then every v */
+    size_t *off;      /* (np) offset of parameter i's moments in each half */
+    size_t total;
+    int64_t steps;
+    float **grads;    /* (np) scratch for clipping */
+    size_t *ns;       /* (np) */
+};
+
+dspy_status dspy_optimizer_new(dspy_trainable *t, const dspy_adamw_hparams *h, dspy_optimizer **out) {
+    *out = NULL;
+    dspy_optimizer *o = calloc(1, sizeof *o);
+    if (!o) return dspy_fail(DSPY_ERR_NOMEM, "optimizer: out of memory");
+    o->t = t;
+    o->h = h ? *h : dspy_adamw_hparams_default();
+    o->np = dspy_trainable_nparams(t);
+    size_t np1 = o->np ? o->np : 1;
+    o->off = calloc(np1, sizeof *o->off);
+    o->grads = calloc(np1, sizeof *o->grads);
+    o->ns = calloc(np1, sizeof *o->ns);
+    if (!o->off || !o->grads || !o->ns) goto oom;
+    for (size_t i = 0; i < o->np; i++) {
+        o->off[i] = o->total;
+        o->total += dspy_trainable_param(t, i)->n;
+    }
+    o->block = calloc(o->total ? 2 * o->total : 1, sizeof(float));
+    if (!o->block) goto oom;
+    *out = o;
+    return DSPY_OK;
+oom:;
+    size_t want = 2 * o->total;
+    dspy_optimizer_free(o);
+    return dspy_fail(DSPY_ERR_NOMEM, "optimizer: out of memory for the AdamW state (%zu floats)", want);
+}
+
+void dspy_optimizer_free(dspy_optimizer *o) {
+    if (!o) return;
+    free(o->block);
+    free(o->off);
+    free(o->grads);
+    free(o->ns);
+    free(o);
+}
+
+float *dspy_optimizer_exp_avg(dspy_optimizer *o, size_t i) { return o->block + o->off[i]; }
+float *dspy_optimizer_exp_avg_sq(dspy_optimizer *o, size_t i) { return o->block + o->total + o->off[i]; }
+int64_t dspy_optimizer_steps(const dspy_optimizer *o) { return o->steps; }
+void dspy_optimizer_set_steps(dspy_optimizer *o, int64_t steps) { o->steps = steps; }
+
+dspy_status dspy_optimizer_train_step(dspy_optimizer *o, const dspy_train_seq *seqs, size_t k, double lr,
+                                      double max_grad_norm, dspy_step_stats *stats) {
+    int64_t N = 0, tokens = 0;
+    for (size_t s = 0; s < k; s++) {
+        tokens += seqs[s].T;
+        for (int32_t t = 0; t < seqs[s].T; t++) N += seqs[s].labels[t] != -100;
+    }
+    if (N == 0) return dspy_fail(DSPY_ERR_ARG, "optimizer step: the batch has no labelled token");
+    dspy_trainable_zero_grad(o->t);
+    float scale = (float)(1.0 / (double)N);
+    double loss_sum = 0;
+    for (size_t s = 0; s < k; s++) {
+        double ls = 0;
+        int64_t nl = 0;
+        dspy_status st = dspy_trainable_step(o->t, &seqs[s], scale, &ls, &nl);
+        if (st) return st;
+        loss_sum += ls;
+    }
+    double loss = loss_sum / (double)N;
+    for (size_t i = 0; i < o->np; i++) {
+        dspy_param *p = dspy_trainable_param(o->t, i);
+        o->grads[i] = p->g;
+        o->ns[i] = p->n;
+    }
+    float norm = dspy_clip_grad_norm(o->grads, o->ns, o->np, max_grad_norm);
+    if (!isfinite(loss) || !isfinite(norm))
+        return dspy_fail(DSPY_ERR_BACKEND,
+                         "optimizer step %lld: the loss (%g) or the gradient norm (%g) is not finite; the "
+                         "weights were not updated (lower learning_rate or check the data)",
+                         (long long)o->steps + 1, loss, (double)norm);
+    o->steps++;
+    dspy_adamw_hparams no_decay = o->h;
+    no_decay.weight_decay = 0.0;
+    for (size_t i = 0; i < o->np; i++) {
+        dspy_param *p = dspy_trainable_param(o->t, i);
+        /* HF Trainer: no weight decay for biases and norm weights (the 1-D tensors here) */
+        dspy_adamw_update(p->w, p->g, dspy_optimizer_exp_avg(o, i), dspy_optimizer_exp_avg_sq(o, i), p->n, o->steps,
+                          lr, p->ndim == 2 ? &o->h : &no_decay);
+    }
+    if (stats) *stats = (dspy_step_stats){loss, norm, N, tokens};
+    return DSPY_OK;
 }

@@ -19,8 +19,12 @@
 #ifndef DSPY_TRAIN_OPTIM_H
 #define DSPY_TRAIN_OPTIM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "dspy/status.h"
+#include "train/backward.h"
 
 typedef struct dspy_adamw_hparams {
     double beta1;        /* 0.9 */
@@ -46,5 +50,40 @@ float dspy_grad_norm(float *const *grads, const size_t *ns, size_t k);
  * scales every gradient by min(1, max_norm / (norm + 1e-6)) (computed in float). max_norm <= 0
  * only measures. */
 float dspy_clip_grad_norm(float *const *grads, const size_t *ns, size_t k, double max_norm);
+
+/* ---- the optimizer of a trainable: AdamW state and one whole optimizer step ---------------- */
+
+/* exp_avg / exp_avg_sq for every trainable tensor of a dspy_trainable, and the step count. */
+typedef struct dspy_optimizer dspy_optimizer;
+
+/* Zeroed moments for every parameter of `t` (which must outlive the optimizer).
+ * DSPY_ERR_NOMEM. *out NULL on failure. */
+dspy_status dspy_optimizer_new(dspy_trainable *t, const dspy_adamw_hparams *h, dspy_optimizer **out);
+/* NULL-safe. */
+void dspy_optimizer_free(dspy_optimizer *o);
+/* The moments of parameter i (dspy_trainable_param(t, i)->n floats each), read-write. */
+float *dspy_optimizer_exp_avg(dspy_optimizer *o, size_t i);
+float *dspy_optimizer_exp_avg_sq(dspy_optimizer *o, size_t i);
+/* Optimizer steps taken (torch's per-parameter "step", the same for all here). */
+int64_t dspy_optimizer_steps(const dspy_optimizer *o);
+void dspy_optimizer_set_steps(dspy_optimizer *o, int64_t steps);
+
+typedef struct dspy_step_stats {
+    double loss;      /* summed token cross-entropy / labelled tokens */
+    float grad_norm;  /* global norm before clipping */
+    int64_t n_labels; /* labelled tokens of the step */
+    int64_t tokens;   /* all tokens of the step's sequences */
+} dspy_step_stats;
+
+/* One optimizer step over the k sequences of an accumulated batch (every micro-batch of it):
+ * counts the labelled tokens N of all k, zeroes the gradients, accumulates each sequence's
+ * gradients with grad_scale 1/N (so the loss is the mean over the batch's labelled tokens),
+ * clips the global norm to max_grad_norm (<= 0: no clipping), then one AdamW update with
+ * learning rate `lr`; weight decay applies to the 2-D tensors only (HF Trainer's
+ * get_decay_parameter_names leaves out biases and norm weights). Errors: DSPY_ERR_ARG (no labelled token in the batch, or what
+ * dspy_trainable_step reports), DSPY_ERR_BACKEND (loss or gradient norm not finite: the weights
+ * are left as they were), DSPY_ERR_NOMEM. */
+dspy_status dspy_optimizer_train_step(dspy_optimizer *o, const dspy_train_seq *seqs, size_t k, double lr,
+                                      double max_grad_norm, dspy_step_stats *stats);
 
 #endif

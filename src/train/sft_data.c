@@ -329,7 +329,7 @@ typedef struct {
 } seqinfo;
 
 struct dspy_sft_pack {
-    int32_t *ids, *pos, *labels, *seg;
+    int32_t *ids, *pos, *labels, *seg, *targets;
     seqinfo *seqs;
     size_t n;
 };
@@ -373,6 +373,7 @@ void dspy_sft_pack_free(dspy_sft_pack *pk) {
     free(pk->pos);
     free(pk->labels);
     free(pk->seg);
+    free(pk->targets);
     free(pk->seqs);
     free(pk);
 }
@@ -395,9 +396,10 @@ dspy_status dspy_sft_pack_new(const dspy_sft_dataset *ds, const size_t *order, s
         pk->pos = malloc(nt * sizeof(int32_t));
         pk->labels = malloc(nt * sizeof(int32_t));
         pk->seg = malloc(nt * sizeof(int32_t));
+        pk->targets = malloc(nt * sizeof(int32_t));
         pk->seqs = calloc(nseq ? nseq : 1, sizeof(seqinfo));
     }
-    if (!pk || !pk->ids || !pk->pos || !pk->labels || !pk->seg || !pk->seqs) {
+    if (!pk || !pk->ids || !pk->pos || !pk->labels || !pk->seg || !pk->targets || !pk->seqs) {
         free(seq_of);
         dspy_sft_pack_free(pk);
         return dspy_fail(DSPY_ERR_NOMEM, "sft pack: out of memory");
@@ -414,6 +416,7 @@ dspy_status dspy_sft_pack_new(const dspy_sft_dataset *ds, const size_t *order, s
             pk->pos[j] = t;
             pk->labels[j] = t == 0 ? DSPY_SFT_IGNORE : e->labels[t];
             pk->seg[j] = s->n_examples;
+            pk->targets[j] = t + 1 < e->n ? e->labels[t + 1] : DSPY_SFT_IGNORE;
             s->n_labels += pk->labels[j] != DSPY_SFT_IGNORE;
         }
         s->T += e->n;
@@ -429,8 +432,8 @@ size_t dspy_sft_pack_count(const dspy_sft_pack *pk) { return pk ? pk->n : 0; }
 
 dspy_sft_seq dspy_sft_pack_at(const dspy_sft_pack *pk, size_t i) {
     const seqinfo *s = &pk->seqs[i];
-    return (dspy_sft_seq){pk->ids + s->off, pk->pos + s->off, pk->labels + s->off, pk->seg + s->off,
-                          s->T,           s->n_labels,       s->n_examples};
+    return (dspy_sft_seq){pk->ids + s->off,     pk->pos + s->off, pk->labels + s->off, pk->seg + s->off,
+                          pk->targets + s->off, s->T,             s->n_labels,         s->n_examples};
 }
 
 void dspy_sft_epoch_order(const dspy_sft_dataset *ds, uint64_t seed, int64_t epoch, size_t *order) {

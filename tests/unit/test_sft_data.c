@@ -322,9 +322,14 @@ static void test_packing(void) {
             bad += s0.pos[t] != k;
             bad += s0.seg[t] != (second ? 1 : 0);
             bad += s0.labels[t] != (k == 0 ? DSPY_SFT_IGNORE : e->labels[k]);
+            bad += s0.targets[t] != (k + 1 < e->n ? e->labels[k + 1] : DSPY_SFT_IGNORE);
         }
         CHECK_INT(bad, 0);
         CHECK_INT(s0.labels[len[2]], DSPY_SFT_IGNORE); /* first token of the second example */
+        CHECK_INT(s0.targets[len[2] - 1], DSPY_SFT_IGNORE); /* last of the first predicts nothing */
+        int nt = 0;
+        for (int32_t t = 0; t < s0.T; t++) nt += s0.targets[t] != DSPY_SFT_IGNORE;
+        CHECK_INT(nt, s0.n_labels);
         CHECK_INT(s0.pos[len[2]], 0);
         CHECK_INT(s0.n_labels, e2.n_labels + e0.n_labels);
         CHECK_INT(s1.n_labels, e1.n_labels);
