@@ -58,8 +58,8 @@ static int losses(const char *dir, double *out, int cap) {
     return n;
 }
 
-static const char *k_common = "--num_train_epochs 1 --gradient-accumulation-steps 1 --packing false --save_steps 4 "
-                              "--learning_rate 1e-3 --quiet";
+#define COMMON "--num_train_epochs 1 --gradient-accumulation-steps 1 --packing false --save_steps 4 --learning_rate 1e-3"
+static const char *k_common = COMMON " --quiet";
 
 static bool setup(void) {
     if (!test_have_shared("models/llama3-tokenizer/tokenizer.json")) {
@@ -91,9 +91,12 @@ static void test_train_and_generate(void) {
     if (!setup()) return;
     char cmd[4096], dir[1024], *out = NULL;
     snprintf(dir, sizeof dir, "%s/a", test_tmpdir());
-    snprintf(cmd, sizeof cmd, "'%s' finetune --model '%s' --data '%s' --out '%s' %s", test_bin("dspy"), g_model, g_data,
-             dir, k_common);
+    /* with the progress bar (stderr is not a terminal: one final line) */
+    snprintf(cmd, sizeof cmd, "'%s' finetune --model '%s' --data '%s' --out '%s' " COMMON, test_bin("dspy"), g_model,
+             g_data, dir);
     CHECK_INT(run_cmd(cmd, &out), 0);
+    CHECK_CONTAINS(out, "epoch 1.00/1 loss ");
+    CHECK_CONTAINS(out, "| 8/8 [");
     CHECK_CONTAINS(out, "line 6: no_assistant");
     CHECK_CONTAINS(out, "fine-tuned");
     CHECK_CONTAINS(out, "on 8 examples (1 lines skipped): 8 optimizer steps over 1 epochs");
@@ -105,6 +108,13 @@ static void test_train_and_generate(void) {
         CHECK(loss[7] < loss[0] - 0.5); /* the same two answers over and over: the loss falls */
         CHECK(loss[4] < loss[0]);
     }
+    dspy_str tj = DSPY_STR_INIT;
+    dspy_str_appendf(&tj, "%s/train.jsonl", dir);
+    char *metrics = slurp(tj.ptr);
+    CHECK_CONTAINS(metrics, "{\"step\":4,\"epoch\":0.5,\"loss\":");
+    CHECK_CONTAINS(metrics, "\"lr\":0.001,\"tokens\":42,\"labels\":4,\"tokens_per_s\":");
+    free(metrics);
+    dspy_str_free(&tj);
     /* checkpoints at 4 and the end (8); save_total_limit 1 keeps the newest */
     dspy_str p = DSPY_STR_INIT;
     dspy_str_appendf(&p, "%s/checkpoint-8/trainer_state.json", dir);
@@ -175,12 +185,20 @@ static void test_kill_and_resume(void) {
     dspy_str f = DSPY_STR_INIT;
     dspy_str_appendf(&f, "%s/model.safetensors", dir);
     CHECK(!exists(f.ptr)); /* it never finished */
+    /* what a kill during a save leaves: a partial .tmp- directory, removed by the next run */
+    dspy_str junk = DSPY_STR_INIT;
+    dspy_str_appendf(&junk, "%s/.tmp-checkpoint-6", dir);
+    CHECK(mkdir(junk.ptr, 0755) == 0);
+    dspy_str_append(&junk, "/model.safetensors");
+    CHECK_OK(dspy_write_file(junk.ptr, "partial", 7));
     snprintf(cmd, sizeof cmd, "'%s' finetune --model '%s' --data '%s' --out '%s' %s --resume", test_bin("dspy"),
              g_model, g_data, dir, k_common);
     CHECK_INT(run_cmd(cmd, &out), 0);
     CHECK_CONTAINS(out, "resuming from");
     CHECK_CONTAINS(out, "(resumed at step 4)");
     free(out);
+    CHECK(!exists(junk.ptr));
+    dspy_str_free(&junk);
     /* byte-identical model and identical per-step losses */
     dspy_str a = DSPY_STR_INIT;
     dspy_str_appendf(&a, "%s/a/model.safetensors", test_tmpdir());
