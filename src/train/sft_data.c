@@ -10,6 +10,8 @@
 #include "dspy/sft_data.h"
 
 #include <jansson.h>
+#include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
