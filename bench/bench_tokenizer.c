@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "check.h"
+#include "dspy/csv.h"
 #include "dspy/str.h"
 #include "dspy/tokenizer.h"
 
@@ -20,41 +21,22 @@ static double now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* First column of each CSV record after the header (RFC 4180 quoting), NUL-separated. */
+/* The `text` column of the CSV, one malloc'd string per row. */
 static size_t read_texts(const char *path, char ***out) {
-    char *data;
-    size_t n;
-    if (dspy_read_file(path, &data, &n) != DSPY_OK) {
+    dspy_csv *csv;
+    if (dspy_csv_load(path, &csv) != DSPY_OK) {
         fprintf(stderr, "bench_tokenizer: %s\n", dspy_errmsg());
         exit(1);
     }
-    size_t cap = 1024, cnt = 0;
-    char **texts = malloc(cap * sizeof *texts);
-    size_t i = 0;
-    while (i < n && data[i] != '\n') i++; /* header */
-    i++;
-    while (i < n) {
-        dspy_str f = DSPY_STR_INIT;
-        if (data[i] == '"') {
-            i++;
-            while (i < n) {
-                if (data[i] == '"' && i + 1 < n && data[i + 1] == '"') {
-                    dspy_str_appendc(&f, '"');
-                    i += 2;
-                } else if (data[i] == '"') {
-                    i++;
-                    break;
-                } else dspy_str_appendc(&f, data[i++]);
-            }
-        } else {
-            while (i < n && data[i] != ',' && data[i] != '\n') dspy_str_appendc(&f, data[i++]);
-        }
-        while (i < n && data[i] != '\n') i++; /* the label */
-        i++;
-        if (cnt == cap) texts = realloc(texts, (cap *= 2) * sizeof *texts);
-        texts[cnt++] = dspy_str_take(&f);
+    long col = dspy_csv_col_index(csv, "text");
+    size_t cnt = dspy_csv_rows(csv);
+    char **texts = malloc(cnt * sizeof *texts);
+    for (size_t r = 0; r < cnt; r++) {
+        size_t len;
+        const char *t = dspy_csv_cell(csv, r, col < 0 ? 0 : (size_t)col, &len);
+        texts[r] = strndup(t, len);
     }
-    free(data);
+    dspy_csv_free(csv);
     *out = texts;
     return cnt;
 }
