@@ -10,8 +10,9 @@
  * else the ORACLE STAND-IN (dspy/oracle.h: gold labels with a templated reasoning line, not an
  * LM), so the example runs offline. Launching the fine-tuned model starts `dspy serve`: set
  * DSPY_BIN to the dspy executable. N_TRAIN/N_DEV (default 500/100, the tutorial's) shrink the
- * run; the fine-tuning settings come from DSPY_EXAMPLE_EPOCHS (default 1) and
- * DSPY_EXAMPLE_LR (default 1e-5, DSPy's).
+ * run; the fine-tuning settings (DSPy's train_kwargs) come from DSPY_EXAMPLE_TRAIN_KWARGS, a JSON
+ * object (default {"num_train_epochs": 1}; DSPy's defaults fill the rest), and the student's
+ * max_tokens from DSPY_EXAMPLE_MAX_TOKENS (default 2000, the tutorial's).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,7 +112,7 @@ int main(int argc, char **argv) {
     dspy_str_appendf(&model, "openai/local:%s", abs);
     free(abs);
     dspy_lm_params lp = dspy_lm_params_default();
-    lp.max_tokens = 2000;
+    lp.max_tokens = getenv("DSPY_EXAMPLE_MAX_TOKENS") ? atoi(getenv("DSPY_EXAMPLE_MAX_TOKENS")) : 2000;
     lp.temperature = 0.0;
     TRY(dspy_lm_new(dspy_str_cstr(&model), &lp, &student_lm));
     /* teacher_lm = dspy.LM('openai/gpt-4o-mini', max_tokens=3000) */
@@ -139,9 +140,8 @@ int main(int argc, char **argv) {
      *                                 trainset=unlabeled_trainset) */
     dspy_bootstrap_finetune_params fp = dspy_bootstrap_finetune_params_default();
     fp.prepare.num_threads = 4;
-    dspy_str_appendf(&kw, "{\"num_train_epochs\": %s, \"learning_rate\": %s}",
-                     getenv("DSPY_EXAMPLE_EPOCHS") ? getenv("DSPY_EXAMPLE_EPOCHS") : "1",
-                     getenv("DSPY_EXAMPLE_LR") ? getenv("DSPY_EXAMPLE_LR") : "1e-05");
+    dspy_str_append(&kw, getenv("DSPY_EXAMPLE_TRAIN_KWARGS") ? getenv("DSPY_EXAMPLE_TRAIN_KWARGS")
+                                                             : "{\"num_train_epochs\": 1}");
     fp.prepare.train_kwargs = dspy_str_cstr(&kw);
     dspy_train_bar bar = {0};
     bar.out = stderr;
