@@ -11,7 +11,8 @@
  *   3. a NEW program (a deep copy; the student given is not changed, project decision §16.6)
  *      whose predictors of each job get lm.copy(model="openai/local:<output_dir>") — the
  *      student LM's kwargs are kept, so the temperature/max_tokens the caller set on the
- *      student LM (the tutorial flow sets temperature 0.0, §16.5) carry over — marked compiled.
+ *      student LM (the tutorial flow sets temperature 0.0, §16.5) carry over, and launch_kwargs
+ *      {"chat_date": <the training's date>} — marked compiled.
  * Jobs run one after the other in the calling thread (DSPy starts a thread per job and waits
  * for all; the trainer uses every core anyway). A job that fails ends the compile with its
  * error; files already written stay (the data file, a partial output_dir with checkpoints).
@@ -20,7 +21,8 @@
  * distinct "openai/local:<dir>" LM gets a `dspy serve` child (dspy/local.h; LMs of the same
  * directory share one server) and its kwargs api_base/api_key point at it; LMs that already
  * have an api_base are left alone (DSPy's "Server is already launched."); other LMs are
- * skipped. kill stops the servers and REMOVES api_base/api_key again — unlike DSPy, which keeps
+ * skipped. An LM's launch_kwargs "chat_date" becomes `--chat-date` unless the caller's extra
+ * server arguments give one. kill stops the servers and REMOVES api_base/api_key again — unlike DSPy, which keeps
  * them (CC-30.3): a dead server's address is useless, a call then fails at once with "not
  * launched" instead of retrying a refused connection, and a program saved after kill records
  * only "openai/local:<dir>", which `dspy eval --program` launches itself.
@@ -54,8 +56,10 @@ typedef struct dspy_bootstrap_finetune_params {
     void *progress_ud;
     int32_t train_threads;           /* trainer compute threads; 0 = the OpenMP default */
     const char *chat_date;           /* Llama 3 "Today Date:" for training; NULL = the trainer's
-                                        default. Serve with the same date (`dspy serve
-                                        --chat-date`) so prompts match. Borrowed. */
+                                        default ("26 Jul 2024"). Recorded in the fine-tuned LM's
+                                        launch_kwargs {"chat_date": ...}, which launch passes to
+                                        `dspy serve --chat-date`, so the served prompts match the
+                                        training data. Borrowed. */
 } dspy_bootstrap_finetune_params;
 
 dspy_bootstrap_finetune_params dspy_bootstrap_finetune_params_default(void);

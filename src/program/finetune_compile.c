@@ -12,6 +12,9 @@
 #include "dspy/compile.h"
 #include "dspy/log.h"
 
+/* train.h: chat_date NULL renders "Today Date: 26 Jul 2024" (the template's fallback) */
+#define DSPY_TRAIN_DEFAULT_CHAT_DATE "26 Jul 2024"
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -108,6 +111,16 @@ static dspy_status run_task(const dspy_finetune_task *t, const dspy_bootstrap_fi
             st = dspy_json_set_str(ov, "model", run->finetuned_model);
             /* lm.copy(model=...): the base LM's api_base (if it was launched) is not the new one's */
             if (!st) st = dspy_json_set(ov, "api_base", dspy_json_null());
+            /* serve with the date the training data was rendered with (NULL: the trainer's
+             * default, train.h) — recorded in launch_kwargs, so a saved program keeps it */
+            dspy_json *lk = dspy_json_object();
+            if (!st && !lk) st = dspy_fail(DSPY_ERR_NOMEM, "BootstrapFinetune: out of memory");
+            if (!st) st = dspy_json_set_str(lk, "chat_date", tp.chat_date ? tp.chat_date : DSPY_TRAIN_DEFAULT_CHAT_DATE);
+            if (!st) {
+                st = dspy_json_set(ov, "launch_kwargs", lk);
+                lk = NULL;
+            }
+            dspy_json_decref(lk);
             if (!st) st = dspy_lm_copy(t->lm, ov, out);
             dspy_json_decref(ov);
         }

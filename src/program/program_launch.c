@@ -70,6 +70,39 @@ void dspy_launched_free(dspy_launched *l) {
     free(l);
 }
 
+/* lm.launch_kwargs -> server arguments: "chat_date" becomes `--chat-date DATE` (the date the
+ * fine-tuning data was rendered with) unless the caller's extra args already set one. *args
+ * and *owned (malloc'd, may stay NULL) back lp->extra_args. */
+static dspy_status with_launch_kwargs(dspy_lm *lm, const dspy_local_params *p, dspy_local_params *lp,
+                                      const char ***args, char **owned) {
+    dspy_json *state = dspy_lm_dump_state(lm);
+    if (!state) return dspy_fail(DSPY_ERR_NOMEM, "launch: out of memory");
+    const char *date = dspy_json_str_or(dspy_json_get(state, "launch_kwargs"), "chat_date", NULL);
+    for (size_t i = 0; date && i < p->n_extra_args; i++)
+        if (strcmp(p->extra_args[i], "--chat-date") == 0 || strncmp(p->extra_args[i], "--chat-date=", 12) == 0)
+            date = NULL;
+    dspy_status st = DSPY_OK;
+    if (date) {
+        const char **a = malloc((p->n_extra_args + 1) * sizeof *a);
+        char *arg = NULL;
+        dspy_str s = DSPY_STR_INIT;
+        dspy_str_appendf(&s, "--chat-date=%s", date);
+        if (!a || !(arg = dspy_str_take(&s))) {
+            free(a);
+            st = dspy_fail(DSPY_ERR_NOMEM, "launch: out of memory");
+        } else {
+            for (size_t i = 0; i < p->n_extra_args; i++) a[i] = p->extra_args[i];
+            a[p->n_extra_args] = arg;
+            lp->extra_args = a;
+            lp->n_extra_args = p->n_extra_args + 1;
+            *args = a;
+            *owned = arg;
+        }
+    }
+    dspy_json_decref(state);
+    return st;
+}
+
 dspy_status dspy_program_launch(dspy_module *program, const dspy_local_params *p, dspy_launched **out) {
     *out = NULL;
     dspy_named_predictor *preds = NULL;
@@ -107,7 +140,13 @@ dspy_status dspy_program_launch(dspy_module *program, const dspy_local_params *p
         while (s < l->n_servers && strcmp(dspy_local_model_path(l->servers[s]), path) != 0) s++;
         if (s == l->n_servers) {
             dspy_local_server *srv = NULL;
-            st = dspy_local_launch(dspy_lm_model(lm), p, &srv);
+            dspy_local_params lp = *p;
+            const char **args = NULL;
+            char *owned = NULL;
+            st = with_launch_kwargs(lm, p, &lp, &args, &owned);
+            if (!st) st = dspy_local_launch(dspy_lm_model(lm), &lp, &srv);
+            free(args);
+            free(owned);
             if (st) {
                 dspy_fail_wrap(st, "launch %s (predictor '%s')", dspy_lm_model(lm), preds[i].name);
                 break;

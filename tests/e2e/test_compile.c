@@ -458,6 +458,8 @@ static void check_finished_run(const char *out, const char *log, bool with_metri
     CHECK(dspy_json_get(lm, "api_base") == NULL); /* killed: no dead address saved */
     CHECK_NEAR(dspy_json_num_or(lm, "temperature", -1), 0.0, 0);
     CHECK_INT(dspy_json_int_or(lm, "max_tokens", -1), 12);
+    /* served with the date the training data was rendered with */
+    CHECK_STR(dspy_json_str_or(dspy_json_get(lm, "launch_kwargs"), "chat_date", ""), "26 Jul 2024");
     dspy_json_decref(prog);
     /* results */
     snprintf(path, sizeof path, "%s/results.json", out);

@@ -670,10 +670,8 @@ int cmd_compile(int argc, char **argv) {
     dspy_str_appendf(&logdir, "%s/logs", r.out_dir);
     lp.log_dir = dspy_str_cstr(&logdir);
     lp.timeout_s = launch_timeout;
-    const char *serve_args[DSPY_ARGS_MAX_MULTI + 2];
-    size_t nsa = 0;
-    serve_args[nsa++] = "--chat-date";
-    serve_args[nsa++] = r.chat_date;
+    const char *serve_args[DSPY_ARGS_MAX_MULTI];
+    size_t nsa = 0; /* the fine-tuned LM's launch_kwargs carry the training's chat date */
     for (int i = 0; i < dspy_args_count(&a, "serve-arg"); i++) serve_args[nsa++] = dspy_args_at(&a, "serve-arg", i);
     lp.extra_args = serve_args;
     lp.n_extra_args = nsa;
