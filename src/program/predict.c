@@ -15,6 +15,7 @@
 #include "dspy/log.h"
 #include "dspy/settings.h"
 #include "program/module_priv.h"
+#include "program/parse_failure.h"
 #include "program/settings_priv.h"
 
 static dspy_status nomem(void) { return dspy_fail(DSPY_ERR_NOMEM, "Predict: out of memory"); }
@@ -279,7 +280,12 @@ static dspy_status predict_forward(dspy_module *self, const dspy_json *inputs, c
         lc.n_extra = v.callbacks->n;
     }
     const dspy_json *demos = opt->demos ? opt->demos : ps->demos;
-    if ((st = dspy_adapter_call(&prm, ps->sig, demos, inputs, config, call_lm, &lc, &completions, NULL))) goto done;
+    dspy_adapter_call_info info = {0};
+    st = dspy_adapter_call(&prm, ps->sig, demos, inputs, config, call_lm, &lc, &completions,
+                           parse_failure_watching() ? &info : NULL);
+    if (st == DSPY_ERR_PARSE) parse_failure_note(self, inputs, info.lm_response);
+    dspy_adapter_call_info_clear(&info);
+    if (st) goto done;
     if ((st = dspy_prediction_from_completions(completions, &pred))) goto done;
     if (!opt->no_trace && v.trace && v.max_trace_size > 0 &&
         (st = dspy_trace_append(v.trace, self, inputs, pred, v.max_trace_size)))

@@ -1,0 +1,29 @@
+/* evaluate_priv.h — the result object evaluate.c builds and evaluate_table.c renders.
+ * Private to src/program. */
+#ifndef DSPY_PROGRAM_EVALUATE_PRIV_H
+#define DSPY_PROGRAM_EVALUATE_PRIV_H
+
+#include "dspy/evaluate.h"
+
+typedef struct eval_row {
+    dspy_example *example;
+    dspy_prediction *pred;
+    double score;
+    dspy_score_kind kind;
+    char *error; /* the failure's message, NULL for a success */
+} eval_row;
+
+struct dspy_eval_result {
+    char *metric_name;
+    eval_row *rows;
+    size_t n, cap;
+    size_t *failed; /* indices of rows with an error, ascending */
+    size_t n_failed;
+    bool score_set; /* dspy_eval_result_set_score was called */
+    double score;
+};
+
+/* A JSON view of an example value (borrowed; both are jansson values inside src/). */
+const dspy_json *eval_value_json(const dspy_value *v);
+
+#endif
