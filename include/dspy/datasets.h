@@ -10,7 +10,8 @@
  * Tutorial split (spec §11.3): the first 1,000 train rows, shuffled with Python's
  * random.Random(0).shuffle; positions 0..499 become the unlabeled trainset
  * (Example(text=x.text).with_inputs("text")), positions 500..599 the devset (text and label,
- * input key text). Not provided: a stratified split.
+ * input key text). Also here: the tutorial's labelled trainset and a seeded stratified split
+ * (stratified.c).
  */
 #ifndef DSPY_DATASETS_H
 #define DSPY_DATASETS_H
@@ -73,5 +74,19 @@ dspy_status dspy_banking77_load(const dspy_banking77_params *p, dspy_banking77_s
  * see the top of this file. Either out-param may be NULL. DSPY_ERR_ARG when train is too short. */
 dspy_status dspy_banking77_tutorial_split(const dspy_dataset *train, dspy_dataset **trainset,
                                           dspy_dataset **devset);
+
+/* The tutorial's labelled trainset (its second run, with a metric): raw_data[:500] of the split
+ * above with their labels, i.e. [x.with_inputs("text") for x in raw_data[:500]]. Same errors
+ * as dspy_banking77_tutorial_split. */
+dspy_status dspy_banking77_tutorial_trainset_labeled(const dspy_dataset *train, dspy_dataset **out);
+
+/* A seeded stratified sample of a labelled `pool` (e.g. the official test set): n_train + n_dev
+ * distinct examples (copies, input keys kept) spread as evenly as the pool allows over every
+ * value of `label_key` (NULL = "label"). The algorithm (Python's random.Random(seed), so it can
+ * be reproduced in Python) is described in src/data/stratified.c. Either out-param may be NULL.
+ * Errors: DSPY_ERR_ARG when n_train + n_dev exceeds the pool; DSPY_ERR_FORMAT for an example
+ * without a string label (its index is named). */
+dspy_status dspy_stratified_split(const dspy_dataset *pool, const char *label_key, size_t n_train, size_t n_dev,
+                                  uint64_t seed, dspy_dataset **trainset, dspy_dataset **devset);
 
 #endif

@@ -7,6 +7,11 @@
  * EvaluationResult repr on stdout. --out DIR saves results.json and results.csv (DSPy's
  * save_as_json / save_as_csv rows). The LM gets temperature 0.0 unless --temperature says
  * otherwise, so runs are reproducible (spec §16.5).
+ * Without --lm the program runs with the LM it was saved with (e.g. a program saved by `dspy
+ * compile`, whose LM is "openai/local:<fine-tuned model dir>" with its temperature and
+ * max_tokens); local LMs are launched with `dspy serve` first (dspy_program_launch) and killed
+ * at the end. --split stratified evaluates the devset of `dspy compile --split stratified`
+ * (same --train-size/--dev-size/--seed).
  */
 #include <errno.h>
 #include <stdint.h>
@@ -15,6 +20,7 @@
 #include <string.h>
 
 #include "args.h"
+#include "dspy/compile.h"
 #include "dspy/datasets.h"
 #include "dspy/evaluate.h"
 #include "dspy/module.h"
@@ -84,14 +90,21 @@ static dspy_status save_results(const dspy_eval_result *r, const char *dir) {
 int cmd_eval(int argc, char **argv) {
     static const dspy_opt opts[] = {
         {"program", "FILE.json", "the program to evaluate, saved in DSPy's JSON layout (dspy predict --save)", true, false, NULL},
-        {"lm", "MODEL", "openai/<model>, openai/local:<path>, or scripted:<replies.json>", true, false, NULL},
+        {"lm", "MODEL", "openai/<model>, openai/local:<path>, or scripted:<replies.json> (default: the program's "
+                        "saved LM; a local one is served with `dspy serve` for the run)", false, false, NULL},
         {"api-base", "URL", "OpenAI-compatible endpoint (default: $OPENAI_BASE_URL or api.openai.com)", false, false, NULL},
         {"api-key", "KEY", "API key (default: $OPENAI_API_KEY)", false, false, NULL},
         {"temperature", "T", "sampling temperature sent to the LM", false, false, "0.0"},
         {"max-tokens", "N", "max_tokens sent to the LM (default: not sent)", false, false, NULL},
         {"data-dir", "DIR", "local Banking77 folder (train.csv, test.csv, labels.txt); default: download", false, false, NULL},
         {"cache-dir", "DIR", "download cache [default: $DSPY_CACHEDIR/hf or ~/.dspy_cache/hf]", false, false, NULL},
-        {"split", "NAME", "tutorial-dev (the tutorial's 100), test, train", false, false, "tutorial-dev"},
+        {"split", "NAME", "tutorial-dev (the tutorial's 100), test, train, or stratified (the devset of `dspy compile "
+                          "--split stratified`)", false, false, "tutorial-dev"},
+        {"train-size", "N", "stratified: trainset size (as given to dspy compile)", false, false, "500"},
+        {"dev-size", "N", "stratified: devset size", false, false, "154"},
+        {"seed", "N", "stratified: random.Random seed", false, false, "0"},
+        {"serve-arg", "ARG", "an extra `dspy serve` argument for a local LM's server (repeatable)", false, true, NULL},
+        {"launch-timeout", "SECONDS", "how long to wait for a local LM's server", false, false, "600"},
         {"limit", "N", "evaluate only the first N examples", false, false, NULL},
         {"metric", "NAME", "exact (label.strip() == gold.strip()) or answer_exact_match (DSPy's normalised match)", false, false, "exact"},
         {"field", "NAME", "the output field the metric compares", false, false, "label"},
@@ -104,7 +117,7 @@ int cmd_eval(int argc, char **argv) {
         {0},
     };
     dspy_args a;
-    int rc = dspy_args_parse(&a, "eval", "--program FILE.json --lm MODEL [--data-dir DIR] [--split NAME] [options]",
+    int rc = dspy_args_parse(&a, "eval", "--program FILE.json [--lm MODEL] [--data-dir DIR] [--split NAME] [options]",
                              "Evaluate a saved program on Banking77 as dspy.Evaluate does: progress bar, "
                              "\"Average Metric\" line, result table, and the score.",
                              opts, argc, argv);
@@ -114,6 +127,7 @@ int cmd_eval(int argc, char **argv) {
     dspy_lm *lm = NULL;
     dspy_dataset *ds = NULL, *sub = NULL;
     dspy_eval_result *res = NULL;
+    dspy_launched *servers = NULL;
     char *repr = NULL;
     int ret = 1;
     long limit = -1, threads = 8, max_errors = 10, table = 0;
@@ -121,7 +135,15 @@ int cmd_eval(int argc, char **argv) {
     dspy_metric metric;
     dspy_banking77_split split;
     const char *mname = dspy_args_get(&a, "metric"), *field = dspy_args_get(&a, "field");
-    dspy_status st = dspy_banking77_split_parse(dspy_args_get(&a, "split"), &split);
+    bool stratified = strcmp(dspy_args_get(&a, "split"), "stratified") == 0;
+    long ntr = 0, ndev = 0, seed = 0;
+    dspy_status st = stratified ? DSPY_OK : dspy_banking77_split_parse(dspy_args_get(&a, "split"), &split);
+    if (!st && stratified) {
+        split = DSPY_BANKING77_TEST;
+        st = count_opt(&a, "train-size", 0, &ntr);
+        if (!st) st = count_opt(&a, "dev-size", 1, &ndev);
+        if (!st) st = count_opt(&a, "seed", 0, &seed);
+    }
     if (!st) st = count_opt(&a, "limit", 0, &limit);
     if (!st) st = count_opt(&a, "num-threads", 1, &threads);
     if (!st) st = count_opt(&a, "max-errors", 0, &max_errors);
@@ -144,12 +166,41 @@ int cmd_eval(int argc, char **argv) {
     if ((st = dspy_module_named_predictors(m, &np, &nnp))) goto fail;
     dspy_profile profile = nnp ? dspy_predict_profile(np[0].predictor) : DSPY_PROFILE_V33;
     dspy_named_predictors_free(np, nnp);
-    if ((st = make_lm(&a, profile, &lm)) || (st = dspy_module_set_lm(m, lm))) goto fail;
+    if (dspy_args_get(&a, "lm")) {
+        if ((st = make_lm(&a, profile, &lm)) || (st = dspy_module_set_lm(m, lm))) goto fail;
+    } else {
+        dspy_lm *own = NULL;
+        if ((st = dspy_module_get_lm(m, &own))) goto fail;
+        if (!own) {
+            st = dspy_fail(DSPY_ERR_ARG, "%s: the program was saved without an LM; give --lm MODEL",
+                           dspy_args_get(&a, "program"));
+            goto fail;
+        }
+        double timeout = 600;
+        if ((st = number_opt(&a, "launch-timeout", &timeout))) goto fail;
+        dspy_local_params lp = dspy_local_params_default();
+        lp.timeout_s = timeout;
+        const char *extra[DSPY_ARGS_MAX_MULTI];
+        for (int i = 0; i < dspy_args_count(&a, "serve-arg"); i++) extra[i] = dspy_args_at(&a, "serve-arg", i);
+        lp.extra_args = extra;
+        lp.n_extra_args = (size_t)dspy_args_count(&a, "serve-arg");
+        if ((st = dspy_program_launch(m, &lp, &servers))) goto fail;
+        for (size_t i = 0; i < dspy_launched_count(servers); i++)
+            fprintf(stderr, "launched %s at %s (log %s)\n", dspy_local_model_path(dspy_launched_server(servers, i)),
+                    dspy_local_api_base(dspy_launched_server(servers, i)),
+                    dspy_local_log_path(dspy_launched_server(servers, i)));
+    }
 
     dspy_banking77_params bp = dspy_banking77_params_default();
     bp.data_dir = dspy_args_get(&a, "data-dir");
     bp.hf.cache_dir = dspy_args_get(&a, "cache-dir");
     if ((st = dspy_banking77_load(&bp, split, &ds, NULL))) goto fail;
+    if (stratified) {
+        if ((st = dspy_stratified_split(ds, "label", (size_t)ntr, (size_t)ndev, (uint64_t)seed, NULL, &sub))) goto fail;
+        dspy_dataset_free(ds);
+        ds = sub;
+        sub = NULL;
+    }
     if (limit >= 0 && (size_t)limit < dspy_dataset_len(ds)) {
         if ((st = dspy_dataset_slice(ds, 0, (size_t)limit, &sub))) goto fail;
         dspy_dataset_free(ds);
@@ -173,9 +224,11 @@ int cmd_eval(int argc, char **argv) {
         goto fail;
     }
     if (dspy_args_get(&a, "out") && (st = save_results(res, dspy_args_get(&a, "out")))) goto fail;
+    if ((st = dspy_program_kill(servers))) goto fail;
     ret = 0;
 fail:
     if (ret) ret = dspy_cli_error("eval");
+    dspy_launched_free(servers);
     free(repr);
     dspy_eval_result_free(res);
     dspy_dataset_free(sub);
