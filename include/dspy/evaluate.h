@@ -14,11 +14,15 @@
  *   - rows for the table/JSON/CSV: merge_dicts(example, prediction) | {metric_name: score}
  *     (a key in both becomes example_<k> and pred_<k>); table columns in first-seen order;
  *     cells longer than 25 words are cut to 25 words + "..."; the metric column styled V33's
- *     way: "✔️ [100.000]" for floats, "✔️ [True]" for bools and ints.
- * What it does not: pandas' exact console layout (the table is a plain-text approximation:
- * right-aligned columns, no wrapping to the terminal width, NaN for absent cells, cells over
- * 50 characters shortened as pandas' max_colwidth does), on_evaluate callbacks,
- * callback_metadata, V26's return value shapes.
+ *     way: "✔️ [100.000]" for floats, "✔️ [True]" for bools and ints;
+ *   - the printed table is what DSPy's console branch prints, print(df) with unlimited rows
+ *     and columns: pandas' DataFrame.to_string layout at display.width 80 (columns wrapped
+ *     into blocks with " \" markers, max_colwidth 50, NaN for absent cells, \n shown
+ *     escaped), checked against pandas 1.5.3 (tests/ref/evaluate_tables.json). With a row
+ *     limit, the note DSPy shows as HTML is a plain line "... K more rows not displayed ...".
+ * What it does not: pandas' scientific notation for very large/small floats in other columns,
+ * on_evaluate callbacks, callback_metadata, V26's return value shapes (V26 styled falsy scores
+ * as blank cells).
  *
  * Ownership: results own references to the examples' values and to the predictions.
  * Thread safety: dspy_evaluate may run from any thread; a result may be read from many.

@@ -1,13 +1,17 @@
 /* evaluate_table.c — the rows of an EvaluationResult: merge_dicts rows, the result table
- * (V33 styling, 25-word cells, a pandas-like plain-text layout) and the JSON/CSV files.
+ * (V33 styling, 25-word cells, pandas' console layout) and the JSON/CSV files.
  *
  * Follows DSPy 3.3.1 dspy/evaluate/evaluate.py (_construct_result_table, truncate_cell,
  * stylize_metric_name, _prepare_results_output, save_as_csv/save_as_json; CC-27) and, for the
- * console layout, what pandas' DataFrame.to_string prints: a left-aligned index column, then
- * each column right-aligned to its widest cell or header, two spaces apart; tabs and line
- * breaks shown as \t \r \n; cells wider than 50 characters cut to 47 + "..." (max_colwidth);
- * absent cells NaN. Widths count code points, as pandas does. Not reproduced: wrapping a wide
- * table into blocks at the terminal width, pandas' float column formatting for other fields.
+ * console layout, pandas 1.5's DataFrame.to_string as print(df) runs it from a script
+ * (pandas/io/formats/{format,string,printing}.py): dtypes inferred per column (bool, int64,
+ * float64 with NaN gaps, object), every cell with a leading space, numeric headers too,
+ * object cells through pprint_thing (\t \r \n escaped, lists as [a, b]), each column
+ * right-justified by _make_fixed_width (max_colwidth 50: 47 characters + "..."), floats as
+ * "{: .6f}" with common trailing zeros trimmed, a left-justified index, adjoin(1, ...), and
+ * _join_multiline/_binify at line width 80. Widths count code points, as pandas does.
+ * Checked against pandas 1.5.3 by tests/ref/evaluate_tables.json. Not reproduced: the
+ * scientific float format pandas switches to for very large or small values.
  */
 #include <stdlib.h>
 #include <string.h>

@@ -102,15 +102,16 @@ typedef struct run {
 
 static bool interrupted(void) { return atomic_load(&g_sigint) != 0; }
 
-/* The current description (caller holds mu). */
-static void describe_progress(run *r, dspy_str *d) {
-    if (r->compare_results) {
+/* The progress description over the successful items (sum in item order, as Python sums the
+ * list of results). */
+static void describe_progress(bool compare, const bool *ok, const double *scores, size_t n, size_t n_ok, dspy_str *d) {
+    if (compare) {
         double sum = 0;
-        for (size_t i = 0; i < r->n; i++)
-            if (r->ok[i]) sum += r->scores[i];
-        dspy_parallel_metric_desc(d, sum, r->n_ok);
+        for (size_t i = 0; i < n; i++)
+            if (ok[i]) sum += scores[i];
+        dspy_parallel_metric_desc(d, sum, n_ok);
     } else {
-        dspy_str_appendf(d, "Processed %zu / %zu examples", r->n_ok, r->n);
+        dspy_str_appendf(d, "Processed %zu / %zu examples", n_ok, n);
     }
 }
 
@@ -129,10 +130,12 @@ static int run_item(size_t i, void *arg, int worker_id) {
     (void)worker_id;
     run *r = arg;
     if (atomic_load(&r->stop) || interrupted()) return 1;
-    bool pushed = r->threaded && dspy_context_push(r->ctx) == DSPY_OK;
     double score = 0;
     dspy_errclear();
-    dspy_status st = r->fn(r->user, i, &score);
+    /* workers run under the caller's dspy.context overrides */
+    dspy_status st = r->threaded ? dspy_context_push(r->ctx) : DSPY_OK;
+    bool pushed = r->threaded && st == DSPY_OK;
+    if (!st) st = r->fn(r->user, i, &score);
     char *msg = NULL;
     if (st) {
         const char *m = dspy_errmsg();
@@ -157,7 +160,7 @@ static int run_item(size_t i, void *arg, int worker_id) {
     }
     if (r->bar) {
         dspy_str d = DSPY_STR_INIT;
-        describe_progress(r, &d);
+        describe_progress(r->compare_results, r->ok, r->scores, r->n, r->n_ok, &d);
         if (dspy_str_ok(&d)) dspy_progress_set_desc(r->bar, dspy_str_cstr(&d));
         dspy_str_free(&d);
         dspy_progress_update(r->bar, 1);
@@ -194,10 +197,7 @@ static dspy_status fill_report(run *r, dspy_parallel_report *rep) {
     }
     dspy_str d = DSPY_STR_INIT;
     if (r->n_ok + r->n_err > 0) {
-        run tmp = *r;
-        tmp.ok = rep->ok;
-        tmp.scores = rep->scores;
-        describe_progress(&tmp, &d);
+        describe_progress(r->compare_results, rep->ok, rep->scores, r->n, r->n_ok, &d);
         rep->last_desc = dspy_str_take(&d);
     }
     return DSPY_OK;
