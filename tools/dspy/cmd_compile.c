@@ -193,6 +193,30 @@ typedef struct run_state {
     bool teacher_is_oracle;
 } run_state;
 
+/* What can be checked before anything is loaded: the split, the student directory, the teacher
+ * model string and its API key. */
+static dspy_status check_args(const dspy_args *a) {
+    const char *split = dspy_args_get(a, "split"), *teacher = dspy_args_get(a, "teacher");
+    const char *student = dspy_args_get(a, "student");
+    if (strcmp(split, "stratified") != 0 && strcmp(split, "tutorial") != 0)
+        return dspy_fail(DSPY_ERR_ARG, "--split '%s': use tutorial or stratified", split);
+    if (!is_dir(student))
+        return dspy_fail(DSPY_ERR_NOTFOUND, "--student %s: not a directory; give a Hugging Face model directory "
+                         "(config.json, model.safetensors, tokenizer.json), e.g. one written by `dspy init-model`",
+                         student);
+    if (strcmp(teacher, "oracle") == 0 || strncmp(teacher, "oracle:", 7) == 0) return DSPY_OK;
+    if (strncmp(teacher, "openai/", 7) != 0)
+        return dspy_fail(DSPY_ERR_ARG, "--teacher '%s': use openai/<model> (with --teacher-base-url for any "
+                         "OpenAI-compatible server), openai/local:<model dir>, or oracle (the offline stand-in)", teacher);
+    const char *key = dspy_args_get(a, "teacher-api-key");
+    if (!key) key = getenv("OPENAI_API_KEY");
+    if (strncmp(teacher, "openai/local:", 13) != 0 && !dspy_args_get(a, "teacher-base-url") && (!key || !*key))
+        return dspy_fail(DSPY_ERR_ARG, "--teacher %s needs an API key: set OPENAI_API_KEY (or --teacher-api-key), "
+                         "point --teacher-base-url at another OpenAI-compatible server, or run offline with --teacher "
+                         "oracle (a labelled stand-in)", teacher);
+    return DSPY_OK;
+}
+
 static dspy_status step_data(run_state *r) {
     const dspy_args *a = r->a;
     double t0 = now_s();
@@ -276,6 +300,12 @@ static dspy_status make_teacher_lm(run_state *r) {
     const char *model = dspy_args_get(a, "teacher");
     dspy_lm_params lp = dspy_lm_params_default();
     lp.profile = r->profile == DSPY_PROFILE_V26 ? DSPY_LM_V26 : DSPY_LM_V33;
+    long tmt = 0;
+    if (dspy_args_get(a, "teacher-max-tokens")) {
+        if (!dspy_args_int(a, "teacher-max-tokens", &tmt) || tmt < 1 || tmt > INT32_MAX)
+            return dspy_fail(DSPY_ERR_ARG, "--teacher-max-tokens: expected a positive integer");
+        lp.max_tokens = (int32_t)tmt;
+    }
     if (strcmp(model, "oracle") == 0 || strncmp(model, "oracle:", 7) == 0) {
         r->teacher_is_oracle = true;
         /* every labelled text the run can meet: train and test */
@@ -409,9 +439,10 @@ static dspy_status step_compile(run_state *r, dspy_train_bar *bar) {
     r->t_compile = now_s() - t0;
     free(kw_text);
     const dspy_bootstrap_finetune_report *rep = &r->report;
-    note("bootstrap: %zu examples, %zu traces, %zu unparseable answers, %zu teacher errors (%.1f s)",
-         rep->bootstrap.examples, rep->bootstrap.items, rep->bootstrap.parse_failures, rep->bootstrap.errors,
-         rep->bootstrap_s);
+    if (!st || rep->bootstrap.examples)
+        note("bootstrap: %zu examples, %zu traces, %zu unparseable answers, %zu teacher errors (%.1f s)",
+             rep->bootstrap.examples, rep->bootstrap.items, rep->bootstrap.parse_failures, rep->bootstrap.errors,
+             rep->bootstrap_s);
     for (size_t i = 0; i < rep->n_runs; i++) {
         const dspy_finetune_run *x = &rep->runs[i];
         if (x->data_path)
@@ -583,6 +614,7 @@ int cmd_compile(int argc, char **argv) {
                              "stand-in that answers with the gold label)", false, false, "openai/gpt-4o-mini"},
         {"teacher-base-url", "URL", "any OpenAI-compatible endpoint for the teacher (e.g. http://127.0.0.1:8000/v1)", false, false, NULL},
         {"teacher-api-key", "KEY", "the teacher's API key (default: $OPENAI_API_KEY)", false, false, NULL},
+        {"teacher-max-tokens", "N", "max_tokens of the teacher's answers (default: not sent; the tutorial used 3000)", false, false, NULL},
         {"data-dir", "DIR", "Banking77 CSVs (train.csv, test.csv, labels.txt); default: the Hugging Face API", false, false, NULL},
         {"split", "NAME", "tutorial (500 unlabeled train / 100 dev) or stratified (from the official test set)", false, false, "tutorial"},
         {"train-size", "N", "stratified: trainset size", false, false, "500"},
@@ -642,7 +674,7 @@ int cmd_compile(int argc, char **argv) {
         st = dspy_fail(DSPY_ERR_ARG, "--max-errors must be at least 1");
         goto done;
     }
-    if ((st = dspy_mkdir_p(dspy_args_get(&a, "out")))) goto done;
+    if ((st = check_args(&a)) || (st = dspy_mkdir_p(dspy_args_get(&a, "out")))) goto done;
     if (!(r.out_dir = absolute(dspy_args_get(&a, "out")))) {
         st = dspy_fail(DSPY_ERR_NOMEM, "out of memory");
         goto done;
