@@ -20,25 +20,6 @@
 #include "dspy/safetensors.h"
 #include "dspy/str.h"
 
-dspy_status dspy_train_mkdirs(const char *dir) {
-    char *p = strdup(dir);
-    if (!p) return dspy_fail(DSPY_ERR_NOMEM, "out of memory");
-    for (char *s = p + 1;; s++) {
-        if (*s != '/' && *s != '\0') continue;
-        char ch = *s;
-        *s = '\0';
-        if (mkdir(p, 0755) != 0 && errno != EEXIST) {
-            dspy_status st = dspy_fail(DSPY_ERR_IO, "%s: cannot create directory: %s", p, strerror(errno));
-            free(p);
-            return st;
-        }
-        *s = ch;
-        if (!ch) break;
-    }
-    free(p);
-    return DSPY_OK;
-}
-
 /* Removes a directory holding only files (what checkpoints are). */
 static dspy_status remove_dir(const char *dir) {
     DIR *d = opendir(dir);

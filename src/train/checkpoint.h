@@ -60,7 +60,5 @@ dspy_status dspy_ckpt_load(const char *dir, const char *fingerprint, dspy_traina
 /* Removes every checkpoint-* and .tmp-checkpoint-* directory in OUT (a fresh run). */
 dspy_status dspy_ckpt_remove_all(const char *out_dir);
 
-/* mkdir -p. */
-dspy_status dspy_train_mkdirs(const char *dir);
 
 #endif

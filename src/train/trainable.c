@@ -383,25 +383,6 @@ dspy_status dspy_trainable_merge_lora(dspy_trainable *t) {
 
 /* ---- export ----------------------------------------------------------------------------- */
 
-static dspy_status mkdir_p(const char *dir) {
-    char *p = strdup(dir);
-    if (!p) return dspy_fail(DSPY_ERR_NOMEM, "out of memory");
-    for (char *s = p + 1;; s++) {
-        if (*s != '/' && *s != '\0') continue;
-        char ch = *s;
-        *s = '\0';
-        if (mkdir(p, 0755) != 0 && errno != EEXIST) {
-            dspy_status st = dspy_fail(DSPY_ERR_IO, "%s: cannot create directory: %s", p, strerror(errno));
-            free(p);
-            return st;
-        }
-        *s = ch;
-        if (!ch) break;
-    }
-    free(p);
-    return DSPY_OK;
-}
-
 static dspy_status write_text(const char *dir, const char *file, char *text) {
     if (!text) return dspy_fail(DSPY_ERR_NOMEM, "export: out of memory");
     dspy_str path = DSPY_STR_INIT;
@@ -458,7 +439,7 @@ dspy_status dspy_trainable_export(dspy_trainable *t, const char *out_dir, const 
     dspy_dtype dt = DSPY_DTYPE_F32;
     dspy_status st = parse_export_dtype(dtype, c->dtype, &dt);
     if (st) return st;
-    if ((st = mkdir_p(out_dir))) return st;
+    if ((st = dspy_mkdir_p(out_dir))) return st;
     dspy_model_config oc = *c;
     oc.dtype = dt;
     if ((st = write_text(out_dir, "config.json", dspy_model_config_to_json(&oc)))) return st;

@@ -413,7 +413,7 @@ dspy_status dspy_finetune(const char *model_dir, const char *data_path, const ch
     T.micro = (size_t)T.p.per_device_train_batch_size * (size_t)T.p.gradient_accumulation_steps;
     int saved_threads = omp_get_max_threads();
     if (T.p.n_threads > 0) omp_set_num_threads(T.p.n_threads);
-    if (!(st = dspy_train_mkdirs(T.out)) && !(st = setup(&T, res))) st = run(&T, progress, ud, res);
+    if (!(st = dspy_mkdir_p(T.out)) && !(st = setup(&T, res))) st = run(&T, progress, ud, res);
     if (T.metrics_fd >= 0) close(T.metrics_fd);
     if (T.p.n_threads > 0) omp_set_num_threads(saved_threads);
     dspy_optimizer_free(T.opt);
