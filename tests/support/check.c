@@ -1,9 +1,14 @@
 /* check.c — counters, reporting and path helpers for the unit tests. */
 #include "check.h"
 
+#include "dspy/str.h"
+
+#include <fcntl.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 int check_passed, check_failed, check_skipped;
@@ -75,4 +80,46 @@ const char *test_tmpdir(void) {
         }
     }
     return g_tmpdir;
+}
+
+extern char **environ;
+
+char *test_slurp(const char *path) {
+    char *s = NULL;
+    size_t n;
+    if (dspy_read_file(path, &s, &n)) return strdup("");
+    return s;
+}
+
+test_run_result test_run_dspy(const char *subcommand, const char *const *args) {
+    test_run_result r = {-1, NULL, NULL};
+    char out_path[1024], err_path[1024];
+    snprintf(out_path, sizeof out_path, "%s/stdout", test_tmpdir());
+    snprintf(err_path, sizeof err_path, "%s/stderr", test_tmpdir());
+    const char *argv[64];
+    int n = 0;
+    argv[n++] = test_bin("dspy");
+    argv[n++] = subcommand;
+    for (int i = 0; args[i] && n < 63; i++) argv[n++] = args[i];
+    argv[n] = NULL;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    pid_t pid;
+    int rc = posix_spawn(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0) return r;
+    int ws;
+    waitpid(pid, &ws, 0);
+    r.status = WIFEXITED(ws) ? WEXITSTATUS(ws) : -1;
+    r.out = test_slurp(out_path);
+    r.err = test_slurp(err_path);
+    return r;
+}
+
+void test_run_free(test_run_result *r) {
+    free(r->out);
+    free(r->err);
+    r->out = r->err = NULL;
 }

@@ -35,6 +35,17 @@ const char *test_tmpdir(void);
 /* True when a shared file is present (tests that need ../shared skip cleanly without it). */
 bool test_have_shared(const char *rel);
 
+/* Runs `dspy <subcommand> <args...>` (args NULL-terminated) with stdout and stderr captured.
+ * status is the exit code (-1 if it could not start or did not exit normally). */
+typedef struct test_run_result {
+    int status;
+    char *out, *err; /* malloc'd, never NULL after a start */
+} test_run_result;
+test_run_result test_run_dspy(const char *subcommand, const char *const *args);
+void test_run_free(test_run_result *r);
+/* A file's whole content (malloc'd; "" when it cannot be read). */
+char *test_slurp(const char *path);
+
 #define RUN(fn)                 \
     do {                        \
         check_current = #fn;    \

@@ -3,11 +3,8 @@
  * scripted LM (two right, one wrong label, one unparseable answer): exit status, the
  * EvaluationResult line and the table on stdout, the "Average Metric" log line and the progress
  * bar on stderr, results.json / results.csv under --out; then one-line errors. */
-#include <fcntl.h>
-#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 
 #include "check.h"
 #include "dspy/datasets.h"
@@ -15,51 +12,7 @@
 #include "dspy/settings.h"
 #include "tutorial_fixture.h"
 
-extern char **environ;
-
-typedef struct run_result {
-    int status;
-    char *out, *err;
-} run_result;
-
-static char *slurp(const char *path) {
-    char *s = NULL;
-    size_t n;
-    if (dspy_read_file(path, &s, &n)) return strdup("");
-    return s;
-}
-
-static run_result eval_cmd(const char *const *args) {
-    run_result r = {-1, NULL, NULL};
-    char out_path[1024], err_path[1024];
-    snprintf(out_path, sizeof out_path, "%s/stdout", test_tmpdir());
-    snprintf(err_path, sizeof err_path, "%s/stderr", test_tmpdir());
-    const char *argv[64];
-    int n = 0;
-    argv[n++] = test_bin("dspy");
-    argv[n++] = "eval";
-    for (int i = 0; args[i] && n < 63; i++) argv[n++] = args[i];
-    argv[n] = NULL;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    pid_t pid;
-    int rc = posix_spawn(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) return r;
-    int ws;
-    waitpid(pid, &ws, 0);
-    r.status = WIFEXITED(ws) ? WEXITSTATUS(ws) : -1;
-    r.out = slurp(out_path);
-    r.err = slurp(err_path);
-    return r;
-}
-
-static void run_free(run_result *r) {
-    free(r->out);
-    free(r->err);
-}
+static test_run_result eval_cmd(const char *const *args) { return test_run_dspy("eval", args); }
 
 static int count_lines(const char *s) {
     int n = 0;
@@ -126,7 +79,7 @@ static void test_eval_tutorial_rows(void) {
     snprintf(out_dir, sizeof out_dir, "%s/eval-out", test_tmpdir());
     const char *args[] = {"--program", prog, "--lm", lm_arg, "--data-dir", data_dir, "--split", "tutorial-dev",
                           "--limit", "4", "--num-threads", "2", "--display-table", "4", "--out", out_dir, NULL};
-    run_result r = eval_cmd(args);
+    test_run_result r = eval_cmd(args);
     CHECK_INT(r.status, 0);
     /* stdout: the table (tutorial column order), then the result */
     CHECK_CONTAINS(r.out, "EvaluationResult(score=50.0, results=<list of 4 results>)\n");
@@ -162,11 +115,11 @@ static void test_eval_tutorial_rows(void) {
     CHECK(dspy_json_typeof(dspy_json_get(r2, "exact_match")) == DSPY_JSON_REAL);
     dspy_json_decref(rows);
     snprintf(path, sizeof path, "%s/results.csv", out_dir);
-    char *csv = slurp(path);
+    char *csv = test_slurp(path);
     CHECK(strncmp(csv, "text,example_label,reasoning,pred_label,exact_match,label\r\n", 57) == 0);
     CHECK_INT(count_lines(csv), 5);
     free(csv);
-    run_free(&r);
+    test_run_free(&r);
 
     /* answer_exact_match and one thread give the same score; no table, no bar */
     const char *args2[] = {"--program", prog, "--lm", lm_arg, "--data-dir", data_dir, "--limit", "4", "--num-threads",
@@ -175,7 +128,7 @@ static void test_eval_tutorial_rows(void) {
     CHECK_INT(r.status, 0);
     CHECK_STR(r.out, "EvaluationResult(score=50.0, results=<list of 4 results>)\n");
     CHECK(!strstr(r.err, "it/s]"));
-    run_free(&r);
+    test_run_free(&r);
 
     /* max_errors=1: the unparseable row aborts the run */
     const char *args3[] = {"--program", prog, "--lm", lm_arg, "--data-dir", data_dir, "--limit", "4", "--num-threads",
@@ -184,36 +137,36 @@ static void test_eval_tutorial_rows(void) {
     CHECK_INT(r.status, 1);
     CHECK_CONTAINS(r.err, "error: dspy eval: Execution cancelled due to errors or interruption.\n");
     CHECK_STR(r.out, "");
-    run_free(&r);
+    test_run_free(&r);
 
     /* errors: one line, non-zero exit */
     const char *bad_metric[] = {"--program", prog, "--lm", lm_arg, "--data-dir", data_dir, "--metric", "f1", NULL};
     r = eval_cmd(bad_metric);
     CHECK_INT(r.status, 1);
     CHECK_STR(r.err, "error: dspy eval: --metric 'f1': use exact or answer_exact_match\n");
-    run_free(&r);
+    test_run_free(&r);
     const char *bad_limit[] = {"--program", prog, "--lm", lm_arg, "--limit", "-2", NULL};
     r = eval_cmd(bad_limit);
     CHECK_INT(r.status, 1);
     CHECK_STR(r.err, "error: dspy eval: --limit '-2': expected an integer >= 0\n");
-    run_free(&r);
+    test_run_free(&r);
     const char *no_file[] = {"--program", "/nonexistent/prog.json", "--lm", lm_arg, "--data-dir", data_dir, NULL};
     r = eval_cmd(no_file);
     CHECK_INT(r.status, 1);
     CHECK_INT(count_lines(r.err), 1);
     CHECK_CONTAINS(r.err, "error: dspy eval: ");
     CHECK_CONTAINS(r.err, "/nonexistent/prog.json");
-    run_free(&r);
+    test_run_free(&r);
     const char *missing[] = {"--lm", lm_arg, NULL};
     r = eval_cmd(missing);
     CHECK_INT(r.status, 2);
     CHECK_CONTAINS(r.err, "--program");
-    run_free(&r);
+    test_run_free(&r);
     const char *help[] = {"--help", NULL};
     r = eval_cmd(help);
     CHECK_INT(r.status, 0);
     CHECK_CONTAINS(r.out, "--display-table");
-    run_free(&r);
+    test_run_free(&r);
 
     dspy_dataset_free(dev);
     free((char *)data_dir);

@@ -1,11 +1,8 @@
 /* test_cmd_predict.c — `dspy predict` run as a process with `--lm scripted:FILE`: the JSON on
  * stdout (fields in order), --inspect-history 1 against the library's own rendering of the same
  * call, --save then --program, and one-line errors with a non-zero exit. */
-#include <fcntl.h>
-#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 
 #include "check.h"
 #include "dspy/history.h"
@@ -13,52 +10,7 @@
 #include "dspy/settings.h"
 #include "tutorial_fixture.h"
 
-extern char **environ;
-
-typedef struct run_result {
-    int status;
-    char *out, *err;
-} run_result;
-
-static char *slurp(const char *path) {
-    char *s = NULL;
-    size_t n;
-    if (dspy_read_file(path, &s, &n)) return strdup("");
-    return s;
-}
-
-/* Runs `dspy predict <args...>` (NULL-terminated) with stdout and stderr captured. */
-static run_result predict(const char *const *args) {
-    run_result r = {-1, NULL, NULL};
-    char out_path[1024], err_path[1024];
-    snprintf(out_path, sizeof out_path, "%s/stdout", test_tmpdir());
-    snprintf(err_path, sizeof err_path, "%s/stderr", test_tmpdir());
-    const char *argv[64];
-    int n = 0;
-    argv[n++] = test_bin("dspy");
-    argv[n++] = "predict";
-    for (int i = 0; args[i] && n < 63; i++) argv[n++] = args[i];
-    argv[n] = NULL;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    pid_t pid;
-    int rc = posix_spawn(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) return r;
-    int ws;
-    waitpid(pid, &ws, 0);
-    r.status = WIFEXITED(ws) ? WEXITSTATUS(ws) : -1;
-    r.out = slurp(out_path);
-    r.err = slurp(err_path);
-    return r;
-}
-
-static void run_free(run_result *r) {
-    free(r->out);
-    free(r->err);
-}
+static test_run_result predict(const char *const *args) { return test_run_dspy("predict", args); }
 
 static const char *write_tmp(const char *name, const char *text) {
     static char buf[8][1024];
@@ -82,11 +34,11 @@ static void test_predict_prints_fields(void) {
     snprintf(lm, sizeof lm, "scripted:%s", replies);
     const char *args[] = {"--signature", "question -> answer", "--lm", lm, "--input",
                           "question=What is the capital of France?", NULL};
-    run_result r = predict(args);
+    test_run_result r = predict(args);
     CHECK_INT(r.status, 0);
     CHECK_STR(r.out, "{\n  \"answer\": \"Paris\"\n}\n");
     CHECK_STR(r.err, "");
-    run_free(&r);
+    test_run_free(&r);
 
     /* ChainOfThought: reasoning first, non-ASCII kept */
     const char *cot = write_tmp("cot.json", "[\"[[ ## reasoning ## ]]\\nParis est la capitale — évidemment.\\n\\n"
@@ -97,7 +49,7 @@ static void test_predict_prints_fields(void) {
     r = predict(args2);
     CHECK_INT(r.status, 0);
     CHECK_STR(r.out, "{\n  \"reasoning\": \"Paris est la capitale — évidemment.\",\n  \"answer\": \"Paris\"\n}\n");
-    run_free(&r);
+    test_run_free(&r);
 
     /* typed outputs come back typed; --input-json passes lists */
     const char *typed = write_tmp("typed.json", "[{\"total\": \"6\", \"ok\": \"True\"}]");
@@ -107,7 +59,7 @@ static void test_predict_prints_fields(void) {
     r = predict(args3);
     CHECK_INT(r.status, 0);
     CHECK_STR(r.out, "{\n  \"total\": 6,\n  \"ok\": true\n}\n");
-    run_free(&r);
+    test_run_free(&r);
 }
 
 static void test_inspect_history(void) {
@@ -116,7 +68,7 @@ static void test_inspect_history(void) {
     snprintf(lm, sizeof lm, "scripted:%s", replies);
     const char *args[] = {"--signature", "question -> answer", "--lm", lm, "--input",
                           "question=What is the capital of France?", "--inspect-history", "1", NULL};
-    run_result r = predict(args);
+    test_run_result r = predict(args);
     CHECK_INT(r.status, 0);
     CHECK_STR(r.out, "{\n  \"answer\": \"Paris\"\n}\n");
 
@@ -147,7 +99,7 @@ static void test_inspect_history(void) {
     dspy_module_free(p);
     dspy_lm_free(slm);
     dspy_settings_reset();
-    run_free(&r);
+    test_run_free(&r);
 }
 
 static void test_save_then_program(void) {
@@ -157,17 +109,17 @@ static void test_save_then_program(void) {
     snprintf(save, sizeof save, "%s/prog.json", test_tmpdir());
     const char *args[] = {"--signature", "question -> answer", "--module", "cot", "--instructions", "Be brief.",
                           "--dspy-format", "2.6", "--lm", lm, "--input", "question=Q?", "--save", save, NULL};
-    run_result r = predict(args);
+    test_run_result r = predict(args);
     CHECK_INT(r.status, 0);
     CHECK_STR(r.out, "{\n  \"reasoning\": \"because\",\n  \"answer\": \"Paris\"\n}\n");
-    char *text = slurp(save);
+    char *text = test_slurp(save);
     CHECK(strncmp(text, "{\n  \"predict\": {\n    \"traces\": [],", 34) == 0);
     CHECK_CONTAINS(text, "\"instructions\": \"Be brief.\"");
     CHECK_CONTAINS(text, "\"format_profile\": \"2.6\"");
     CHECK_CONTAINS(text, "\"prefix\": \"Reasoning: Let's think step by step in order to\"");
     CHECK_CONTAINS(text, "\"temperature\": 0.0"); /* the V26 LM default */
     free(text);
-    run_free(&r);
+    test_run_free(&r);
 
     /* the saved program runs alone, with the same instructions in its prompt */
     const char *args2[] = {"--program", save, "--lm", lm, "--input", "question=Q?", "--inspect-history", "1", NULL};
@@ -176,7 +128,7 @@ static void test_save_then_program(void) {
     CHECK_STR(r.out, "{\n  \"reasoning\": \"because\",\n  \"answer\": \"Paris\"\n}\n");
     CHECK_CONTAINS(r.err, "Be brief.");
     CHECK_CONTAINS(r.err, "`reasoning`");
-    run_free(&r);
+    test_run_free(&r);
 }
 
 static void test_errors(void) {
@@ -185,13 +137,13 @@ static void test_errors(void) {
     snprintf(lm, sizeof lm, "scripted:%s", replies);
     /* a bad signature: one error line, nothing on stdout */
     const char *a1[] = {"--signature", "question answer", "--lm", lm, "--input", "question=x", NULL};
-    run_result r = predict(a1);
+    test_run_result r = predict(a1);
     CHECK(r.status != 0);
     CHECK_STR(r.out, "");
     CHECK_INT(count_lines(r.err), 1);
     CHECK(strncmp(r.err, "error: dspy predict: ", 21) == 0);
     CHECK_CONTAINS(r.err, "must contain exactly one '->'");
-    run_free(&r);
+    test_run_free(&r);
 
     /* a positional value */
     const char *a2[] = {"--signature", "question -> answer", "--lm", lm, "--input", "Paris?", NULL};
@@ -199,7 +151,7 @@ static void test_errors(void) {
     CHECK(r.status != 0);
     CHECK_INT(count_lines(r.err), 1);
     CHECK_CONTAINS(r.err, "expected name=value, e.g. --input question=Paris?");
-    run_free(&r);
+    test_run_free(&r);
 
     /* an answer that cannot be parsed: AdapterParseError after the JSON fallback */
     const char *junk = write_tmp("junk.json", "{\"replies\": [\"nonsense\"], \"cycle\": true}");
@@ -210,7 +162,7 @@ static void test_errors(void) {
     CHECK_STR(r.out, "");
     CHECK(strncmp(r.err, "error: dspy predict: ", 21) == 0);
     CHECK_CONTAINS(r.err, "Adapter JSONAdapter failed to parse the LM response.");
-    run_free(&r);
+    test_run_free(&r);
 
     /* no such LM file, unknown module, missing --signature */
     const char *a4[] = {"--signature", "q -> a", "--lm", "scripted:/nonexistent/r.json", "--input", "q=x", NULL};
@@ -218,22 +170,22 @@ static void test_errors(void) {
     CHECK(r.status != 0);
     CHECK_INT(count_lines(r.err), 1);
     CHECK_CONTAINS(r.err, "/nonexistent/r.json");
-    run_free(&r);
+    test_run_free(&r);
     const char *a5[] = {"--signature", "q -> a", "--module", "react", "--lm", lm, NULL};
     r = predict(a5);
     CHECK(r.status != 0);
     CHECK_CONTAINS(r.err, "--module 'react': use predict or cot");
-    run_free(&r);
+    test_run_free(&r);
     const char *a6[] = {"--lm", lm, NULL};
     r = predict(a6);
     CHECK(r.status != 0);
     CHECK_CONTAINS(r.err, "give --signature SIG");
-    run_free(&r);
+    test_run_free(&r);
     const char *a7[] = {"--help", NULL};
     r = predict(a7);
     CHECK_INT(r.status, 0);
     CHECK_CONTAINS(r.out, "--inspect-history");
-    run_free(&r);
+    test_run_free(&r);
 }
 
 int main(void) {
