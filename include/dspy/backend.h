@@ -1,19 +1,40 @@
-/* dspy/backend.h — which compute backends this build and this machine offer. */
+/* dspy/backend.h — which compute backends this build and this machine offer.
+ *
+ * The CPU backend always exists. The CUDA backend exists when the library was built with nvcc
+ * (DSPY_HAVE_CUDA) and a device with a new-enough driver is visible at run time. Devices are
+ * named "cpu", "cuda", "cuda:N" or "auto" (dspy/tensor.h: dspy_device_parse).
+ *
+ * Thread safety: every function here may be called from any thread.
+ */
 #ifndef DSPY_BACKEND_H
 #define DSPY_BACKEND_H
 
 #include <stdbool.h>
 #include <stddef.h>
+
 #include "dspy/status.h"
+#include "dspy/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 /* true when the library was built with the CUDA fast path (nvcc was found at build time). */
 bool dspy_cuda_compiled(void);
 
-/* Number of CUDA devices visible now (0 when none, when the driver is absent, or when the build
- * has no CUDA). Never fails; the reason for 0 is in *why when non-NULL (static string). */
+/* Number of CUDA devices visible now (0 when none, when the driver is absent or too old, or when
+ * the build has no CUDA). Never fails; the reason for 0 is in *why when non-NULL (a static or
+ * thread-local string: "no CUDA device is visible", "the NVIDIA driver is too old for CUDA
+ * 13.0 (driver supports 12.4)", ...). */
 int dspy_cuda_device_count(const char **why);
 
 /* Fills `buf` with "NAME, N MiB, sm_XY" for device `dev`. */
 dspy_status dspy_cuda_device_name(int dev, char *buf, size_t cap);
 
+/* Free and total memory of device `dev` in bytes. */
+dspy_status dspy_cuda_mem_info(int dev, size_t *free_bytes, size_t *total_bytes);
+
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -14,8 +14,10 @@
  * (linear, dynamic, yarn, longrope), sliding-window attention, mlp_bias, activations other
  * than silu, other model types.
  *
- * Weights on the CPU are fp32: BF16/F16 tensors are converted on load, F32 tensors are used
- * straight from the read-only mmap. Follows transformers' modeling_llama.py / modeling_qwen2.py
+ * Weights stay in their stored dtype where the device computes with it: on the CPU, F32 and
+ * BF16 matrices are kept as stored (BF16 is widened exactly as it is read; F16 becomes F32); on
+ * CUDA, matrices are BF16 in device memory. Norm weights and biases are F32 everywhere. The
+ * q/k/v projections are stored as one matrix and gate/up as another (one GEMM each). Follows transformers' modeling_llama.py / modeling_qwen2.py
  * and configuration_llama.py (defaults for absent keys are transformers' class defaults).
  */
 #ifndef DSPY_MODEL_H
@@ -26,36 +28,12 @@
 #include <stdint.h>
 
 #include "dspy/status.h"
+#include "dspy/tensor.h"
 
 typedef enum dspy_arch {
     DSPY_ARCH_LLAMA = 0, /* model_type "llama" */
     DSPY_ARCH_QWEN2 = 1  /* model_type "qwen2": q/k/v biases */
 } dspy_arch;
-
-/* Tensor element types as safetensors names them. The engine computes with F32; BF16 and F16
- * convert to F32 on load; the others are only measured (so a file holding them still opens). */
-typedef enum dspy_dtype {
-    DSPY_DTYPE_F32 = 0,
-    DSPY_DTYPE_BF16,
-    DSPY_DTYPE_F16,
-    DSPY_DTYPE_F64,
-    DSPY_DTYPE_I64,
-    DSPY_DTYPE_I32,
-    DSPY_DTYPE_I16,
-    DSPY_DTYPE_I8,
-    DSPY_DTYPE_U8,
-    DSPY_DTYPE_BOOL,
-    DSPY_DTYPE_F8_E4M3,
-    DSPY_DTYPE_F8_E5M2,
-    DSPY_DTYPE_COUNT
-} dspy_dtype;
-
-/* "F32", "BF16", ... (safetensors spelling); "?" for an invalid value. */
-const char *dspy_dtype_name(dspy_dtype t);
-/* Bytes per element (0 for an invalid value). */
-size_t dspy_dtype_size(dspy_dtype t);
-/* Parses a safetensors dtype name; false if unknown. */
-bool dspy_dtype_parse(const char *name, dspy_dtype *out);
 
 typedef enum dspy_rope_kind {
     DSPY_ROPE_DEFAULT = 0, /* inv_freq = 1 / theta^(2i/HS) */
@@ -134,29 +112,25 @@ int64_t dspy_model_config_params(const dspy_model_config *c);
 
 /* ---- weights ---------------------------------------------------------------------------- */
 
-/* One decoder layer, HF names in comments. Pointers are fp32, row-major; biases NULL when the
- * config has none. */
+/* One decoder layer as the model keeps it (HF names in comments). Matrices are in the model's
+ * matrix dtype (dspy_model_matrix_dtype) on its device; norm weights and biases are F32. */
 typedef struct dspy_layer_weights {
-    const float *attn_norm; /* (C)        input_layernorm.weight */
-    const float *wq;        /* (NH*HS, C) self_attn.q_proj.weight */
-    const float *wk;        /* (NKV*HS, C) self_attn.k_proj.weight */
-    const float *wv;        /* (NKV*HS, C) self_attn.v_proj.weight */
-    const float *wo;        /* (C, NH*HS) self_attn.o_proj.weight */
-    const float *bq;        /* (NH*HS)    self_attn.q_proj.bias or NULL */
-    const float *bk;        /* (NKV*HS)   self_attn.k_proj.bias or NULL */
-    const float *bv;        /* (NKV*HS)   self_attn.v_proj.bias or NULL */
-    const float *bo;        /* (C)        self_attn.o_proj.bias or NULL */
-    const float *mlp_norm;  /* (C)        post_attention_layernorm.weight */
-    const float *w_gate;    /* (I, C)     mlp.gate_proj.weight */
-    const float *w_up;      /* (I, C)     mlp.up_proj.weight */
-    const float *w_down;    /* (C, I)     mlp.down_proj.weight */
+    dspy_tensor attn_norm;  /* (C)                input_layernorm.weight */
+    dspy_tensor wqkv;       /* (NH*HS + 2*NKV*HS, C) self_attn.{q,k,v}_proj.weight, rows stacked */
+    dspy_tensor bqkv;       /* (NH*HS + 2*NKV*HS) self_attn.{q,k,v}_proj.bias, or none */
+    dspy_tensor wo;         /* (C, NH*HS)         self_attn.o_proj.weight */
+    dspy_tensor bo;         /* (C)                self_attn.o_proj.bias, or none */
+    dspy_tensor mlp_norm;   /* (C)                post_attention_layernorm.weight */
+    dspy_tensor w_gate_up;  /* (2I, C)            mlp.gate_proj.weight rows, then mlp.up_proj.weight */
+    dspy_tensor w_down;     /* (C, I)             mlp.down_proj.weight */
 } dspy_layer_weights;
 
 typedef struct dspy_model_weights {
-    const float *embed;         /* (V, C) model.embed_tokens.weight */
-    dspy_layer_weights *layers; /* (L) */
-    const float *final_norm;    /* (C) model.norm.weight */
-    const float *lm_head;       /* (V, C) lm_head.weight; == embed when tied */
+    dspy_tensor embed;                /* (V, C) model.embed_tokens.weight */
+    const dspy_layer_weights *layers; /* (L) */
+    dspy_tensor final_norm;           /* (C) model.norm.weight */
+    dspy_tensor lm_head;              /* (V, C) lm_head.weight; the embed memory when tied */
+    dspy_tensor inv_freq;             /* (HS/2) F32 RoPE inverse frequencies (dspy_rope_inv_freq) */
 } dspy_model_weights;
 
 /* ---- the loaded model ------------------------------------------------------------------- */
@@ -164,28 +138,42 @@ typedef struct dspy_model_weights {
 typedef struct dspy_model dspy_model;
 
 typedef struct dspy_model_params {
-    const char *device; /* "cpu" (default, NULL means cpu); "cuda"/"cuda:N" is not available yet */
-    int32_t n_threads;  /* OpenMP threads for this model's compute (applied on whichever thread runs
-                           it); 0 keeps the OpenMP default (OMP_NUM_THREADS or all cores) */
+    const char *device; /* "cpu" (default; NULL means cpu), "cuda", "cuda:N", or "auto" (CUDA when
+                           a device is visible, else the CPU) */
+    int32_t n_threads;  /* OpenMP threads for this model's CPU compute; 0 keeps the OpenMP default
+                           (OMP_NUM_THREADS or all cores) */
 } dspy_model_params;
 
 dspy_model_params dspy_model_params_default(void);
 
 /* Loads DIR: config (+ generation config), then every tensor the config needs, checking names,
- * dtypes and shapes. Errors name the file and tensor, e.g.
- * `m/model.safetensors: tensor "model.layers.1.mlp.up_proj.weight" is missing (num_hidden_layers=2)`.
- * `p` may be NULL (defaults). The model is immutable after loading: any number of engines and
- * threads may read it concurrently. Free with dspy_model_free. */
+ * dtypes and shapes, and places the weights on the device (one upload for CUDA). Errors name
+ * the file and tensor, e.g.
+ * `m/model.safetensors: tensor "model.layers.1.mlp.up_proj.weight" is missing (num_hidden_layers=2)`;
+ * DSPY_ERR_BACKEND when the device cannot be used (the message says why: no CUDA in this build,
+ * no device, driver too old) and DSPY_ERR_NOMEM when the weights do not fit (how much they need
+ * and how much is free). `p` may be NULL (defaults). The model is immutable after loading: any
+ * number of engines and threads may read it concurrently. Free with dspy_model_free. */
 dspy_status dspy_model_load(const char *dir, const dspy_model_params *p, dspy_model **out);
 /* NULL-safe. The model must outlive every engine made from it. */
 void dspy_model_free(dspy_model *m);
 /* Borrowed; valid while the model lives. */
 const dspy_model_config *dspy_model_config_get(const dspy_model *m);
+/* The weights as the model keeps them (device memory for CUDA). Read-only: nothing outside the
+ * model re-points or writes them; a trainer copies them (dspy_model_tensor_read_f32). */
 const dspy_model_weights *dspy_model_weights_get(const dspy_model *m);
-/* The same weight pointers, writable: only for the trainer (src/train/backward.h), which points
- * them at its fp32 copies while it lives and back at the loaded ones when it is freed. */
-dspy_model_weights *dspy_model_weights_mut(dspy_model *m);
-/* RoPE inverse frequencies (head_dim/2 floats), borrowed. */
+/* The device the weights live on. */
+dspy_device dspy_model_device(const dspy_model *m);
+/* F32 or BF16: the dtype of the model's matrices. */
+dspy_dtype dspy_model_matrix_dtype(const dspy_model *m);
+/* Bytes of weight memory the model holds on its device (mapped file pages not counted). */
+size_t dspy_model_weight_bytes(const dspy_model *m);
+/* Copies the tensor with Hugging Face name `name` (as in the checkpoint: "model.layers.0.self_attn.
+ * q_proj.weight", "lm_head.weight" also when tied, ...) into dst (n floats, row-major, widened to
+ * F32) from wherever the model keeps it. DSPY_ERR_NOTFOUND for a name the model does not have,
+ * DSPY_ERR_ARG when n is not its element count. Thread-safe. */
+dspy_status dspy_model_tensor_read_f32(const dspy_model *m, const char *name, float *dst, size_t n);
+/* RoPE inverse frequencies (head_dim/2 floats) in host memory, borrowed. */
 const float *dspy_model_inv_freq(const dspy_model *m);
 /* The n_threads it was loaded with (0 = OpenMP default). */
 int32_t dspy_model_n_threads(const dspy_model *m);

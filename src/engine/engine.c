@@ -1,10 +1,21 @@
 /* engine.c — continuous batching: sequences, steps, sampling, finish rules (dspy/engine.h).
  *
  * Each step packs, in add order, one decode token for every sequence past its prompt and
- * prompt chunks for the others (up to max_batch_tokens), runs dspy_forward once, samples for
- * every sequence whose known tokens are all cached, and retires finished sequences. The KV cache
- * for prompt + max_tokens is reserved when a sequence is added. Not here: the scheduler thread
- * and request queue (the server's), stop strings (the caller's, through the tokenizer).
+ * prompt chunks for the others (up to max_batch_tokens), runs dspy_forward once and the
+ * backend's sampler for every sequence whose known tokens are all cached, and retires finished
+ * sequences. The KV cache for prompt + max_tokens is reserved when a sequence is added.
+ *
+ * A step's metadata (tokens, positions, slots, segments, block tables, sampling parameters with
+ * one host-drawn uniform per sampled token) is written into one host staging buffer and copied
+ * to the device in one transfer; the sampled tokens and logprobs come back in one transfer,
+ * after which the step waits for the device once. Nothing is allocated during a step. On a
+ * backend with graphs (CUDA), a step in which every sequence decodes is padded to a bucket size
+ * (1, 2, 4, ... max_seqs) with rows that write into a reserved block, and the whole step
+ * (forward + sampling) is captured once per bucket and replayed: the metadata sits at the same
+ * device addresses for every step of a bucket.
+ *
+ * Not here: the scheduler thread and request queue (the server's), stop strings (the caller's,
+ * through the tokenizer).
  */
 #include "dspy/engine.h"
 
@@ -12,10 +23,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dspy/rng.h"
 #include "engine/forward.h"
 #include "engine/kv_cache.h"
-#include "engine/sampler.h"
-#include "kern/ops.h"
+#include "kern/backend.h"
 
 typedef struct seq {
     int64_t id;
@@ -35,10 +46,17 @@ typedef struct seq {
     dspy_rng rng;
 } seq;
 
+/* Word offsets of one step's metadata in the staging buffer (and its device mirror). */
+typedef struct meta_layout {
+    size_t tokens, pos, slots, out_rows, segs, params, tables, end;
+} meta_layout;
+
+enum { MAX_BUCKETS = 17 };
+
 struct dspy_engine {
     const dspy_model *m;
     const dspy_model_config *cfg;
-    const dspy_ops *ops;
+    dspy_backend *be;
     dspy_engine_params p;
     dspy_kv_cache kv;
     dspy_fwd_buf buf;
@@ -46,14 +64,17 @@ struct dspy_engine {
     int32_t n_active;
     int64_t next_id;
     int32_t rows_cap;
-    /* per-step scratch */
-    int32_t *tokens, *pos, *slots, *out_rows;
-    dspy_attn_seg *segs;
-    seq **out_seq;
-    float *logits;  /* (max_seqs, V) */
-    float *work;    /* (V) */
-    int32_t *idx;   /* (V) */
+    int32_t max_len;        /* longest sequence the cache can hold (positions) */
+    int32_t pad_block;      /* a block no sequence owns: padded graph rows write there */
+    int32_t *meta_h;        /* host staging (meta_words) */
+    int32_t *meta_d;        /* device mirror */
+    size_t meta_words;
+    int32_t *res_h, *res_d; /* (2 * max_seqs): tokens then logprobs */
+    seq **out_seq;          /* (max_seqs) sequences sampled this step */
+    int32_t *take;          /* (max_seqs) tokens each active sequence feeds this step */
     dspy_step_event *events;
+    void *graphs[MAX_BUCKETS]; /* captured decode steps, by bucket index */
+    bool use_graphs;
 };
 
 dspy_engine_params dspy_engine_params_default(void) {
@@ -78,21 +99,39 @@ static void seq_free(seq *s) {
     free(s);
 }
 
+static size_t align4(size_t w) { return (w + 3) & ~(size_t)3; }
+
+/* Sections in a fixed order; segs and params 16-byte aligned for the device's vector loads. */
+static meta_layout layout_for(int32_t N, int32_t nseg, int32_t M, int32_t n_table) {
+    meta_layout L;
+    L.tokens = 0;
+    L.pos = L.tokens + (size_t)N;
+    L.slots = L.pos + (size_t)N;
+    L.out_rows = L.slots + (size_t)N;
+    L.segs = align4(L.out_rows + (size_t)M);
+    L.params = align4(L.segs + 4 * (size_t)nseg);
+    L.tables = align4(L.params + DSPY_SAMPLE_PARAM_WORDS * (size_t)M);
+    L.end = L.tables + (size_t)n_table;
+    return L;
+}
+
 void dspy_engine_free(dspy_engine *e) {
     if (!e) return;
     for (int32_t i = 0; i < e->n_active; i++) seq_free(e->active[i]);
     free(e->active);
+    if (e->be) {
+        for (int i = 0; i < MAX_BUCKETS; i++)
+            if (e->graphs[i]) e->be->ops->graph_free(e->be, e->graphs[i]);
+        e->be->ops->free_host(e->be, e->meta_h);
+        e->be->ops->free(e->be, e->meta_d);
+        e->be->ops->free_host(e->be, e->res_h);
+        e->be->ops->free(e->be, e->res_d);
+    }
     dspy_kv_cache_free(&e->kv);
     dspy_fwd_buf_free(&e->buf);
-    free(e->tokens);
-    free(e->pos);
-    free(e->slots);
-    free(e->out_rows);
-    free(e->segs);
+    dspy_backend_free(e->be);
     free(e->out_seq);
-    free(e->logits);
-    free(e->work);
-    free(e->idx);
+    free(e->take);
     free(e->events);
     free(e);
 }
@@ -113,29 +152,36 @@ dspy_status dspy_engine_new(const dspy_model *model, const dspy_engine_params *p
     if (!e) return dspy_fail(DSPY_ERR_NOMEM, "engine: out of memory");
     e->m = model;
     e->cfg = c;
-    e->ops = dspy_ops_cpu();
     e->p = p;
     e->next_id = 1;
     e->rows_cap = p.max_batch_tokens + p.max_seqs;
-    size_t R = (size_t)e->rows_cap, S = (size_t)p.max_seqs, V = (size_t)c->vocab_size;
-    if ((st = dspy_kv_cache_init(&e->kv, c, p.max_tokens_total, p.block_size))) goto fail;
-    if ((st = dspy_fwd_buf_init(&e->buf, c, e->rows_cap, p.max_seqs))) goto fail;
-    e->active = calloc(S, sizeof *e->active);
-    e->tokens = malloc(R * sizeof(int32_t));
-    e->pos = malloc(R * sizeof(int32_t));
-    e->slots = malloc(R * sizeof(int32_t));
-    e->out_rows = malloc(S * sizeof(int32_t));
-    e->segs = malloc(S * sizeof *e->segs);
-    e->out_seq = malloc(S * sizeof *e->out_seq);
-    e->logits = malloc(S * V * sizeof(float));
-    e->work = malloc(V * sizeof(float));
-    e->idx = malloc(V * sizeof(int32_t));
-    e->events = malloc(S * sizeof *e->events);
-    if (!e->active || !e->tokens || !e->pos || !e->slots || !e->out_rows || !e->segs || !e->out_seq ||
-        !e->logits || !e->work || !e->idx || !e->events) {
+    int64_t cap_tokens = ((int64_t)p.max_tokens_total + p.block_size - 1) / p.block_size * p.block_size;
+    e->max_len = (int32_t)(cap_tokens < c->max_position_embeddings ? cap_tokens : c->max_position_embeddings);
+    dspy_backend_plan plan = {e->rows_cap, e->max_len, p.max_seqs, c->vocab_size, c->num_attention_heads,
+                              c->head_dim, dspy_model_n_threads(model)};
+    if ((st = dspy_backend_new(dspy_model_device(model), &plan, &e->be))) goto fail;
+    /* One block more than asked: the padding block of captured decode steps. */
+    if ((st = dspy_kv_cache_init(&e->kv, e->be, c, (int32_t)cap_tokens + p.block_size, p.block_size))) goto fail;
+    dspy_kv_cache_alloc(&e->kv, 1, &e->pad_block);
+    if ((st = dspy_fwd_buf_init(&e->buf, e->be, c, e->rows_cap, p.max_seqs))) goto fail;
+    /* Staging: the largest layout (every row, every sequence, every block once, plus one table
+     * entry per padded row). */
+    e->meta_words = layout_for(e->rows_cap, p.max_seqs, p.max_seqs, e->kv.n_blocks + p.max_seqs).end + 16;
+    const dspy_ops *o = e->be->ops;
+    if ((st = o->alloc_host(e->be, e->meta_words * 4, (void **)&e->meta_h))) goto fail;
+    if ((st = o->alloc(e->be, e->meta_words * 4, (void **)&e->meta_d))) goto fail;
+    if ((st = o->alloc_host(e->be, (size_t)p.max_seqs * 8, (void **)&e->res_h))) goto fail;
+    if ((st = o->alloc(e->be, (size_t)p.max_seqs * 8, (void **)&e->res_d))) goto fail;
+    e->active = calloc((size_t)p.max_seqs, sizeof *e->active);
+    e->out_seq = malloc((size_t)p.max_seqs * sizeof *e->out_seq);
+    e->events = malloc((size_t)p.max_seqs * sizeof *e->events);
+    e->take = malloc((size_t)p.max_seqs * sizeof *e->take);
+    if (!e->active || !e->out_seq || !e->events || !e->take) {
         st = dspy_fail(DSPY_ERR_NOMEM, "engine: out of memory");
         goto fail;
     }
+    const char *g = getenv("DSPY_CUDA_GRAPHS");
+    e->use_graphs = o->graph_begin && !(g && strcmp(g, "0") == 0);
     *out = e;
     return DSPY_OK;
 fail:
@@ -152,7 +198,8 @@ static dspy_status check_prompt(const dspy_model_config *c, const int32_t *ids, 
     return DSPY_OK;
 }
 
-static int32_t capacity_tokens(const dspy_engine *e) { return e->kv.n_blocks * e->kv.block_size; }
+/* Tokens the cache holds for sequences (the padding block excluded). */
+static int32_t capacity_tokens(const dspy_engine *e) { return (e->kv.n_blocks - 1) * e->kv.block_size; }
 
 dspy_status dspy_engine_add(dspy_engine *e, const int32_t *prompt, size_t n, const dspy_sampling *spp,
                             int64_t *seq_id) {
@@ -239,54 +286,161 @@ static dspy_finish finish_rule(const dspy_engine *e, const seq *s, int32_t tok) 
     return DSPY_FINISH_NONE;
 }
 
+/* The step's rows, before they are laid out: how many tokens each sequence feeds. */
+typedef struct step_plan {
+    int32_t N, nseg, M, n_table;
+    bool decode; /* every fed sequence feeds one token and is sampled */
+} step_plan;
+
+static step_plan plan_step(dspy_engine *e, int32_t *take) {
+    step_plan sp = {0, 0, 0, 0, true};
+    int32_t budget = e->p.max_batch_tokens;
+    for (int32_t i = 0; i < e->n_active; i++) {
+        seq *s = e->active[i];
+        int32_t t = 1;
+        if (s->n_cached < s->n_prompt) {
+            t = s->n_prompt - s->n_cached;
+            if (t > budget) t = budget;
+            budget -= t;
+        }
+        take[i] = t;
+        if (t == 0) continue;
+        sp.N += t;
+        sp.nseg++;
+        sp.n_table += s->n_blocks;
+        if (s->n_cached + t == s->n_tokens) sp.M++;
+        else sp.decode = false;
+        if (t != 1) sp.decode = false;
+    }
+    return sp;
+}
+
+/* The bucket of n decoding rows: the smallest power of two >= n, capped at max_seqs. */
+static int32_t bucket_of(const dspy_engine *e, int32_t n, int *index) {
+    int32_t b = 1;
+    int i = 0;
+    while (b < n) b <<= 1, i++;
+    if (b > e->p.max_seqs) b = e->p.max_seqs;
+    *index = i;
+    return b;
+}
+
+/* Runs the forward pass and the sampler for the laid-out step (recorded when capturing). */
+static dspy_status run_step(dspy_engine *e, const meta_layout *L, int32_t N, int32_t nseg, int32_t M, int32_t n_table,
+                            bool decode) {
+    dspy_backend *be = e->be;
+    int32_t *d = e->meta_d;
+    dspy_fwd_batch b;
+    b.n = N;
+    b.tokens = dspy_bt(be, d + L->tokens, N, DSPY_DTYPE_I32);
+    b.pos = dspy_bt(be, d + L->pos, N, DSPY_DTYPE_I32);
+    b.slots = dspy_bt(be, d + L->slots, N, DSPY_DTYPE_I32);
+    b.attn.segs = dspy_bt(be, d + L->segs, 4 * (int64_t)nseg, DSPY_DTYPE_I32);
+    b.attn.tables = dspy_bt(be, d + L->tables, n_table, DSPY_DTYPE_I32);
+    b.attn.nseg = nseg;
+    b.attn.N = N;
+    b.attn.block_size = e->kv.block_size;
+    b.attn.max_len = e->max_len;
+    b.attn.decode = decode;
+    b.out_rows = dspy_bt(be, d + L->out_rows, M, DSPY_DTYPE_I32);
+    b.n_out = M;
+    DSPY_TRY(dspy_forward(e->m, be, &e->kv, &e->buf, &b));
+    const int32_t V = e->cfg->vocab_size;
+    dspy_tensor logits = dspy_tensor_slice(e->buf.logits, 0, (int64_t)M * V);
+    dspy_tensor params = dspy_bt(be, d + L->params, (int64_t)M * DSPY_SAMPLE_PARAM_WORDS, DSPY_DTYPE_I32);
+    dspy_tensor toks = dspy_bt(be, e->res_d, M, DSPY_DTYPE_I32);
+    dspy_tensor lps = dspy_bt(be, e->res_d + e->p.max_seqs, M, DSPY_DTYPE_F32);
+    return be->ops->sample(be, toks, lps, logits, params, M, V);
+}
+
 dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
     memset(out, 0, sizeof *out);
     out->events = e->events;
-    int32_t rows = 0, nseg = 0, M = 0, budget = e->p.max_batch_tokens, bs = e->kv.block_size;
+    if (e->n_active == 0) return DSPY_OK;
+    int32_t *take = e->take;
+    step_plan sp = plan_step(e, take);
+    if (sp.N == 0) return DSPY_OK;
+    /* A pure decode step on a backend with graphs runs padded to its bucket. */
+    int bi = -1;
+    int32_t B = 0;
+    bool graph = e->use_graphs && sp.decode;
+    if (graph) B = bucket_of(e, sp.N, &bi);
+    int32_t N = graph ? B : sp.N, nseg = graph ? B : sp.nseg, M = graph ? B : sp.M;
+    int32_t n_table = sp.n_table + (graph ? 1 : 0);
+    meta_layout L = layout_for(N, nseg, M, n_table);
+    int32_t *h = e->meta_h;
+    const int32_t bs = e->kv.block_size;
+    int32_t rows = 0, seg = 0, m = 0, toff = 0;
     for (int32_t i = 0; i < e->n_active; i++) {
         seq *s = e->active[i];
-        bool prefill = s->n_cached < s->n_prompt;
-        int32_t t = 1;
-        if (prefill) {
-            t = s->n_prompt - s->n_cached;
-            if (t > budget) t = budget;
-            if (t == 0) continue;
-            budget -= t;
-            out->n_prefill_tokens += t;
-        } else {
-            out->n_decode_tokens++;
-        }
-        e->segs[nseg++] = (dspy_attn_seg){rows, t, s->n_cached, s->blocks};
+        int32_t t = take[i];
+        if (t == 0) continue;
+        if (s->n_cached < s->n_prompt) out->n_prefill_tokens += t;
+        else out->n_decode_tokens++;
+        memcpy(h + L.tables + toff, s->blocks, sizeof(int32_t) * (size_t)s->n_blocks);
+        dspy_attn_seg *sg = (dspy_attn_seg *)(h + L.segs) + seg++;
+        *sg = (dspy_attn_seg){rows, t, s->n_cached, toff};
+        toff += s->n_blocks;
         for (int32_t j = 0; j < t; j++) {
             int32_t p = s->n_cached + j;
-            e->tokens[rows + j] = s->tokens[p];
-            e->pos[rows + j] = p;
-            e->slots[rows + j] = s->blocks[p / bs] * bs + p % bs;
+            h[L.tokens + rows + j] = s->tokens[p];
+            h[L.pos + rows + j] = p;
+            h[L.slots + rows + j] = s->blocks[p / bs] * bs + p % bs;
         }
         s->n_cached += t;
         dspy_step_event *ev = &e->events[out->n_events++];
         *ev = (dspy_step_event){s->id, -1, 0.0f, DSPY_FINISH_NONE, s->n_generated};
         if (s->n_cached == s->n_tokens) {
-            e->out_rows[M] = rows + t - 1;
-            e->out_seq[M++] = s;
+            dspy_sample_param *pr = (dspy_sample_param *)(h + L.params) + m;
+            *pr = (dspy_sample_param){s->temperature, s->top_p, s->top_k, 0, 0.0};
+            if (s->temperature > 0) pr->uniform = dspy_rng_uniform(&s->rng); /* one draw per sampled token */
+            h[L.out_rows + m] = rows + t - 1;
+            e->out_seq[m++] = s;
         }
         rows += t;
     }
-    if (rows == 0) return DSPY_OK;
-    dspy_fwd_batch b = {rows, e->tokens, e->pos, e->slots, e->segs, nseg, e->out_rows, M};
-    dspy_forward(e->m, e->ops, &e->kv, &e->buf, &b, e->logits);
-    const int32_t V = e->cfg->vocab_size;
-    for (int32_t j = 0; j < M; j++) {
+    if (graph) { /* padding rows: token 0 at position 0 into the reserved block, greedy */
+        h[L.tables + toff] = e->pad_block;
+        for (; rows < B; rows++, m++) {
+            h[L.tokens + rows] = 0;
+            h[L.pos + rows] = 0;
+            h[L.slots + rows] = e->pad_block * bs;
+            *((dspy_attn_seg *)(h + L.segs) + seg++) = (dspy_attn_seg){rows, 1, 0, toff};
+            *((dspy_sample_param *)(h + L.params) + m) = (dspy_sample_param){0.0f, 1.0f, 0, 0, 0.0};
+            h[L.out_rows + m] = rows;
+        }
+    }
+    dspy_backend *be = e->be;
+    const dspy_ops *o = be->ops;
+    DSPY_TRY(o->copy(be, e->meta_d, e->meta_h, L.end * 4, DSPY_COPY_H2D));
+    if (graph) {
+        if (!e->graphs[bi]) {
+            DSPY_TRY(o->graph_begin(be));
+            dspy_status st = run_step(e, &L, N, nseg, M, n_table, true);
+            void *g = NULL;
+            dspy_status st2 = o->graph_end(be, &g);
+            if (st || st2) {
+                if (g) o->graph_free(be, g);
+                return st ? st : st2;
+            }
+            e->graphs[bi] = g;
+        }
+        DSPY_TRY(o->graph_launch(be, e->graphs[bi]));
+    } else {
+        DSPY_TRY(run_step(e, &L, N, nseg, M, n_table, sp.decode));
+    }
+    DSPY_TRY(o->copy(be, e->res_h, e->res_d, (size_t)e->p.max_seqs * 8, DSPY_COPY_D2H));
+    DSPY_TRY(o->sync(be));
+    const float *lp = (const float *)(e->res_h + e->p.max_seqs);
+    for (int32_t j = 0; j < sp.M; j++) {
         seq *s = e->out_seq[j];
-        float lp;
-        int32_t tok = dspy_sample(e->logits + (size_t)j * V, V, s->temperature, s->top_p, s->top_k, &s->rng, e->work,
-                                  e->idx, &lp);
+        int32_t tok = e->res_h[j];
         s->tokens[s->n_tokens++] = tok;
         s->n_generated++;
         for (int32_t k = 0; k < out->n_events; k++)
             if (e->events[k].seq_id == s->id) {
                 e->events[k].token = tok;
-                e->events[k].logprob = lp;
+                e->events[k].logprob = lp[j];
                 e->events[k].finish = finish_rule(e, s, tok);
                 e->events[k].n_generated = s->n_generated;
             }
@@ -311,35 +465,48 @@ dspy_status dspy_model_forward_logits(const dspy_model *m, const int32_t *ids, s
     if (n > (size_t)c->max_position_embeddings)
         return dspy_fail(DSPY_ERR_CONTEXT, "%zu tokens exceed the model's context of %d tokens", n,
                          c->max_position_embeddings);
-    int32_t N = (int32_t)n;
+    const int32_t N = (int32_t)n, bs = 16, V = c->vocab_size;
+    dspy_backend *be = NULL;
     dspy_kv_cache kv;
     dspy_fwd_buf buf;
+    memset(&kv, 0, sizeof kv);
     memset(&buf, 0, sizeof buf);
-    int32_t *pos = malloc(sizeof(int32_t) * n), *slots = malloc(sizeof(int32_t) * n);
-    int32_t *rows = malloc(sizeof(int32_t) * n), *blocks = NULL;
-    if ((st = dspy_kv_cache_init(&kv, c, N, 16))) goto done;
-    blocks = malloc(sizeof(int32_t) * (size_t)kv.n_blocks);
-    if (!pos || !slots || !rows || !blocks) {
-        st = dspy_fail(DSPY_ERR_NOMEM, "forward: out of memory");
-        goto done;
-    }
-    if ((st = dspy_fwd_buf_init(&buf, c, N, N))) goto done;
-    dspy_kv_cache_alloc(&kv, kv.n_blocks, blocks);
+    int32_t *h = NULL, *d = NULL;
+    dspy_backend_plan plan = {N, N, 1, V, c->num_attention_heads, c->head_dim, dspy_model_n_threads(m)};
+    if ((st = dspy_backend_new(dspy_model_device(m), &plan, &be))) return st;
+    if ((st = dspy_kv_cache_init(&kv, be, c, N, bs))) goto done;
+    if ((st = dspy_fwd_buf_init(&buf, be, c, N, N))) goto done;
+    meta_layout L = layout_for(N, 1, N, kv.n_blocks);
+    if ((st = be->ops->alloc_host(be, L.end * 4, (void **)&h))) goto done;
+    if ((st = be->ops->alloc(be, L.end * 4, (void **)&d))) goto done;
+    dspy_kv_cache_alloc(&kv, kv.n_blocks, h + L.tables);
     for (int32_t i = 0; i < N; i++) {
-        pos[i] = i;
-        slots[i] = blocks[i / 16] * 16 + i % 16;
-        rows[i] = i;
+        h[L.tokens + i] = ids[i];
+        h[L.pos + i] = i;
+        h[L.slots + i] = h[L.tables + i / bs] * bs + i % bs;
+        h[L.out_rows + i] = i;
     }
-    dspy_attn_seg seg = {0, N, 0, blocks};
-    dspy_fwd_batch b = {N, ids, pos, slots, &seg, 1, rows, N};
-    dspy_forward(m, dspy_ops_cpu(), &kv, &buf, &b, logits);
+    *(dspy_attn_seg *)(h + L.segs) = (dspy_attn_seg){0, N, 0, 0};
+    if ((st = be->ops->copy(be, d, h, L.end * 4, DSPY_COPY_H2D))) goto done;
+    dspy_fwd_batch b = {N,
+                        dspy_bt(be, d + L.tokens, N, DSPY_DTYPE_I32),
+                        dspy_bt(be, d + L.pos, N, DSPY_DTYPE_I32),
+                        dspy_bt(be, d + L.slots, N, DSPY_DTYPE_I32),
+                        {dspy_bt(be, d + L.segs, 4, DSPY_DTYPE_I32), dspy_bt(be, d + L.tables, kv.n_blocks, DSPY_DTYPE_I32),
+                         1, N, bs, N, false},
+                        dspy_bt(be, d + L.out_rows, N, DSPY_DTYPE_I32),
+                        N};
+    if ((st = dspy_forward(m, be, &kv, &buf, &b))) goto done;
+    if ((st = be->ops->copy(be, logits, buf.logits.data, sizeof(float) * (size_t)N * V, DSPY_COPY_D2H))) goto done;
+    st = be->ops->sync(be);
 done:
+    if (be) {
+        be->ops->free_host(be, h);
+        be->ops->free(be, d);
+    }
     dspy_fwd_buf_free(&buf);
     dspy_kv_cache_free(&kv);
-    free(pos);
-    free(slots);
-    free(rows);
-    free(blocks);
+    dspy_backend_free(be);
     return st;
 }
 

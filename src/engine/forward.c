@@ -2,90 +2,86 @@
  *
  * Follows transformers' LlamaForCausalLM / Qwen2ForCausalLM: embedding, then per layer
  * x += o_proj(attn(rope(q_proj(rms(x))), rope(k_proj(..)), v_proj(..))) and
- * x += down_proj(silu(gate_proj(rms(x))) * up_proj(rms(x))), final RMSNorm, lm_head.
- * Does not sample or manage sequences (engine.c does).
+ * x += down_proj(silu(gate_proj(rms(x))) * up_proj(rms(x))), final RMSNorm, lm_head — with q/k/v
+ * as one projection and gate/up as another (the model stores them stacked), and the residual
+ * adds done by the projections themselves (linear with accumulate). Does not sample or manage
+ * sequences (engine.c does).
  */
 #include "engine/forward.h"
 
-#include <omp.h>
-#include <stdlib.h>
 #include <string.h>
 
-dspy_status dspy_fwd_buf_init(dspy_fwd_buf *b, const dspy_model_config *c, int32_t rows, int32_t out_rows) {
+dspy_status dspy_fwd_buf_init(dspy_fwd_buf *b, dspy_backend *be, const dspy_model_config *c, int32_t rows,
+                              int32_t out_rows) {
     memset(b, 0, sizeof *b);
-    size_t R = (size_t)rows, C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
-    size_t Q = (size_t)c->num_attention_heads * (size_t)c->head_dim;
-    size_t KV = (size_t)c->num_key_value_heads * (size_t)c->head_dim;
+    b->be = be;
     b->rows = rows;
     b->out_rows = out_rows;
-    b->x = malloc(sizeof(float) * R * C);
-    b->xn = malloc(sizeof(float) * R * C);
-    b->q = malloc(sizeof(float) * R * Q);
-    b->k = malloc(sizeof(float) * R * KV);
-    b->v = malloc(sizeof(float) * R * KV);
-    b->att = malloc(sizeof(float) * R * Q);
-    b->gate = malloc(sizeof(float) * R * I);
-    b->up = malloc(sizeof(float) * R * I);
-    b->sel = malloc(sizeof(float) * (size_t)out_rows * C);
-    if (!b->x || !b->xn || !b->q || !b->k || !b->v || !b->att || !b->gate || !b->up || !b->sel) {
-        dspy_fwd_buf_free(b);
-        return dspy_fail(DSPY_ERR_NOMEM, "forward: cannot allocate work buffers for %d tokens", rows);
+    int64_t R = rows, M = out_rows, C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
+    int64_t Q = (int64_t)c->num_attention_heads * c->head_dim, KV = (int64_t)c->num_key_value_heads * c->head_dim;
+    dspy_dtype A = be->act_dtype, F = DSPY_DTYPE_F32;
+    struct {
+        dspy_tensor *t;
+        int64_t n;
+        dspy_dtype dt;
+    } parts[] = {{&b->x, R * C, F},           {&b->xn, R * C, A},   {&b->qkv, R * (Q + 2 * KV), A},
+                 {&b->q, R * Q, A},           {&b->att, R * Q, A},  {&b->gu, R * 2 * I, A},
+                 {&b->h, R * I, A},           {&b->sel, M * C, F},  {&b->seln, M * C, A},
+                 {&b->logits, M * V, F}};
+    size_t np = sizeof parts / sizeof parts[0], off = 0, offs[16];
+    for (size_t i = 0; i < np; i++) {
+        off = (off + 255) & ~(size_t)255;
+        offs[i] = off;
+        off += (size_t)parts[i].n * dspy_dtype_size(parts[i].dt);
     }
+    dspy_status st = be->ops->alloc(be, off, &b->block);
+    if (st) return dspy_fail_append(st, " (forward work buffers for %d tokens)", rows);
+    for (size_t i = 0; i < np; i++)
+        *parts[i].t = dspy_bt(be, (char *)b->block + offs[i], parts[i].n, parts[i].dt);
     return DSPY_OK;
 }
 
 void dspy_fwd_buf_free(dspy_fwd_buf *b) {
-    free(b->x);
-    free(b->xn);
-    free(b->q);
-    free(b->k);
-    free(b->v);
-    free(b->att);
-    free(b->gate);
-    free(b->up);
-    free(b->sel);
+    if (b->be) b->be->ops->free(b->be, b->block);
     memset(b, 0, sizeof *b);
 }
 
-void dspy_forward(const dspy_model *m, const dspy_ops *ops, dspy_kv_cache *kv, dspy_fwd_buf *buf,
-                  const dspy_fwd_batch *b, float *logits) {
+/* The first n rows of a (rows, width) buffer. */
+static dspy_tensor rows_of(dspy_tensor t, int64_t n, int64_t width) { return dspy_tensor_slice(t, 0, n * width); }
+
+dspy_status dspy_forward(const dspy_model *m, dspy_backend *be, dspy_kv_cache *kv, dspy_fwd_buf *buf,
+                         const dspy_fwd_batch *b) {
+    const dspy_ops *o = be->ops;
     const dspy_model_config *c = dspy_model_config_get(m);
     const dspy_model_weights *w = dspy_model_weights_get(m);
-    const float *inv_freq = dspy_model_inv_freq(m);
     const int N = b->n, M = b->n_out, C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
     const int NH = c->num_attention_heads, NKV = c->num_key_value_heads, HS = c->head_dim;
-    const int Q = NH * HS, KVD = NKV * HS;
+    const int Q = NH * HS, QKV = Q + 2 * NKV * HS;
     const float eps = (float)c->rms_norm_eps;
-    if (dspy_model_n_threads(m) > 0) omp_set_num_threads(dspy_model_n_threads(m)); /* this thread's ICV */
-    bool decode = true;
-    for (int s = 0; s < b->nseg; s++)
-        if (b->segs[s].n != 1) decode = false;
+    if (N > buf->rows || M > buf->out_rows)
+        return dspy_fail(DSPY_ERR_ARG, "forward: a batch of %d tokens / %d logits rows exceeds the planned %d / %d", N,
+                         M, buf->rows, buf->out_rows);
+    dspy_tensor x = rows_of(buf->x, N, C), xn = rows_of(buf->xn, N, C), qkv = rows_of(buf->qkv, N, QKV);
+    dspy_tensor q = rows_of(buf->q, N, Q), att = rows_of(buf->att, N, Q), gu = rows_of(buf->gu, N, 2 * I);
+    dspy_tensor h = rows_of(buf->h, N, I);
 
-    ops->embedding(buf->x, b->tokens, w->embed, N, C);                       /* x (N, C) */
+    DSPY_TRY(o->embedding(be, x, b->tokens, w->embed, N, C));                          /* x (N, C) */
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const dspy_layer_weights *L = &w->layers[l];
-        float *kc = dspy_kv_cache_k(kv, l), *vc = dspy_kv_cache_v(kv, l);    /* (slots, NKV, HS) */
-        ops->rmsnorm(buf->xn, buf->x, L->attn_norm, N, C, eps);              /* xn (N, C) */
-        ops->matmul(buf->q, buf->xn, L->wq, L->bq, N, C, Q);                 /* q (N, NH, HS) */
-        ops->matmul(buf->k, buf->xn, L->wk, L->bk, N, C, KVD);               /* k (N, NKV, HS) */
-        ops->matmul(buf->v, buf->xn, L->wv, L->bv, N, C, KVD);               /* v (N, NKV, HS) */
-        ops->rope(buf->q, b->pos, inv_freq, N, NH, HS);
-        ops->rope(buf->k, b->pos, inv_freq, N, NKV, HS);
-        ops->kv_store(kc, vc, buf->k, buf->v, b->slots, N, KVD);
-        if (decode)
-            ops->attention_decode(buf->att, buf->q, kc, vc, b->segs, b->nseg, kv->block_size, NH, NKV, HS);
-        else
-            ops->attention_prefill(buf->att, buf->q, kc, vc, b->segs, b->nseg, kv->block_size, NH, NKV, HS);
-        ops->matmul(buf->xn, buf->att, L->wo, L->bo, N, Q, C);               /* o (N, C) */
-        ops->add(buf->x, buf->xn, (int64_t)N * C);
-        ops->rmsnorm(buf->xn, buf->x, L->mlp_norm, N, C, eps);               /* xn (N, C) */
-        ops->matmul(buf->gate, buf->xn, L->w_gate, NULL, N, C, I);           /* gate (N, I) */
-        ops->matmul(buf->up, buf->xn, L->w_up, NULL, N, C, I);               /* up (N, I) */
-        ops->swiglu(buf->gate, buf->gate, buf->up, N, I);                    /* h (N, I) */
-        ops->matmul(buf->xn, buf->gate, L->w_down, NULL, N, I, C);           /* mlp (N, C) */
-        ops->add(buf->x, buf->xn, (int64_t)N * C);
+        dspy_tensor kc = dspy_kv_cache_k(kv, l), vc = dspy_kv_cache_v(kv, l);     /* (slots, NKV, HS) */
+        DSPY_TRY(o->rmsnorm(be, xn, x, L->attn_norm, N, C, eps));                       /* xn (N, C) */
+        DSPY_TRY(o->linear(be, qkv, xn, L->wqkv, L->bqkv, N, C, QKV, false));           /* (N, Q+2KV) */
+        DSPY_TRY(o->qkv_rope_store(be, q, kc, vc, qkv, b->pos, b->slots, w->inv_freq, N, NH, NKV, HS));
+        DSPY_TRY(o->attention(be, att, q, kc, vc, &b->attn, NH, NKV, HS));             /* (N, NH, HS) */
+        DSPY_TRY(o->linear(be, x, att, L->wo, L->bo, N, Q, C, true));                   /* x += o */
+        DSPY_TRY(o->rmsnorm(be, xn, x, L->mlp_norm, N, C, eps));
+        DSPY_TRY(o->linear(be, gu, xn, L->w_gate_up, dspy_tensor_none(), N, C, 2 * I, false)); /* (N, 2I) */
+        DSPY_TRY(o->swiglu(be, h, gu, dspy_tensor_slice(gu, I, gu.n - I), N, I, 2 * I));      /* h (N, I) */
+        DSPY_TRY(o->linear(be, x, h, L->w_down, dspy_tensor_none(), N, I, C, true));    /* x += mlp */
     }
-    ops->gather_rows(buf->sel, buf->x, b->out_rows, M, C);                   /* sel (M, C) */
-    ops->rmsnorm(buf->sel, buf->sel, w->final_norm, M, C, eps);
-    ops->matmul(logits, buf->sel, w->lm_head, NULL, M, C, V);                /* logits (M, V) */
+    dspy_tensor sel = rows_of(buf->sel, M, C), seln = rows_of(buf->seln, M, C);
+    DSPY_TRY(o->gather_rows(be, sel, x, b->out_rows, M, C));                            /* sel (M, C) */
+    DSPY_TRY(o->rmsnorm(be, seln, sel, w->final_norm, M, C, eps));
+    DSPY_TRY(o->linear(be, rows_of(buf->logits, M, V), seln, w->lm_head, dspy_tensor_none(), M, C, V, false));
+    return DSPY_OK;
 }

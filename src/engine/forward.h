@@ -2,7 +2,9 @@
  *
  * The batch is N tokens of one or more sequences (flattened; each sequence's rows contiguous),
  * each with its position and KV-cache slot; logits are produced only for the rows asked for.
- * Runs through the kern/ops.h table, so the same code drives every backend.
+ * Every array of the batch lives on the backend's device; the pass runs through the kern/ops.h
+ * table, so the same code drives every backend, and it allocates nothing: the work buffers are
+ * planned once for the largest batch.
  */
 #ifndef DSPY_ENGINE_FORWARD_H
 #define DSPY_ENGINE_FORWARD_H
@@ -11,39 +13,44 @@
 
 #include "dspy/model.h"
 #include "engine/kv_cache.h"
-#include "kern/ops.h"
+#include "kern/backend.h"
 
 typedef struct dspy_fwd_batch {
-    int32_t n;                  /* N tokens */
-    const int32_t *tokens;      /* (N) token ids, inside the vocabulary */
-    const int32_t *pos;         /* (N) positions */
-    const int32_t *slots;       /* (N) KV-cache slot of each token */
-    const dspy_attn_seg *segs;  /* one per sequence in the batch */
-    int32_t nseg;
-    const int32_t *out_rows;    /* (M) rows whose logits are wanted */
-    int32_t n_out;              /* M */
+    int32_t n;            /* N tokens */
+    dspy_tensor tokens;   /* (N) I32 token ids, inside the vocabulary */
+    dspy_tensor pos;      /* (N) I32 positions */
+    dspy_tensor slots;    /* (N) I32 KV-cache slot of each token */
+    dspy_attn_meta attn;  /* segments (one per sequence) and their block tables */
+    dspy_tensor out_rows; /* (M) I32 rows whose logits are wanted */
+    int32_t n_out;        /* M */
 } dspy_fwd_batch;
 
-/* Work buffers sized for at most `rows` tokens and `out_rows` logits rows per pass. */
+/* Work buffers for at most `rows` tokens and `out_rows` logits rows per pass, in the backend's
+ * memory: the residual stream in F32, the rest in the backend's activation dtype. */
 typedef struct dspy_fwd_buf {
+    dspy_backend *be; /* borrowed */
     int32_t rows, out_rows;
-    float *x;     /* (rows, C) residual stream */
-    float *xn;    /* (rows, C) normed input / projection output */
-    float *q;     /* (rows, NH*HS) */
-    float *k;     /* (rows, NKV*HS) */
-    float *v;     /* (rows, NKV*HS) */
-    float *att;   /* (rows, NH*HS) */
-    float *gate;  /* (rows, I) */
-    float *up;    /* (rows, I) */
-    float *sel;   /* (out_rows, C) */
+    void *block;
+    dspy_tensor x;      /* (rows, C) F32 residual stream */
+    dspy_tensor xn;     /* (rows, C) normed input of a projection */
+    dspy_tensor qkv;    /* (rows, NH*HS + 2*NKV*HS) fused q/k/v projection */
+    dspy_tensor q;      /* (rows, NH, HS) rotated queries */
+    dspy_tensor att;    /* (rows, NH*HS) attention output */
+    dspy_tensor gu;     /* (rows, 2I) fused gate/up projection */
+    dspy_tensor h;      /* (rows, I) SwiGLU output */
+    dspy_tensor sel;    /* (out_rows, C) F32 selected residual rows */
+    dspy_tensor seln;   /* (out_rows, C) their final norm */
+    dspy_tensor logits; /* (out_rows, V) F32 */
 } dspy_fwd_buf;
 
-dspy_status dspy_fwd_buf_init(dspy_fwd_buf *b, const dspy_model_config *c, int32_t rows, int32_t out_rows);
+dspy_status dspy_fwd_buf_init(dspy_fwd_buf *b, dspy_backend *be, const dspy_model_config *c, int32_t rows,
+                              int32_t out_rows);
 void dspy_fwd_buf_free(dspy_fwd_buf *b);
 
 /* Runs the model over the batch: stores the batch's keys/values in `kv`, attends over each
- * sequence's cached positions, and writes logits (M, V) for b->out_rows. */
-void dspy_forward(const dspy_model *m, const dspy_ops *ops, dspy_kv_cache *kv, dspy_fwd_buf *buf,
-                  const dspy_fwd_batch *b, float *logits);
+ * sequence's cached positions, and writes logits (M, V) for b->out_rows into buf->logits.
+ * Queues work on the backend (returns before a GPU finishes); a failure comes back as a status. */
+dspy_status dspy_forward(const dspy_model *m, dspy_backend *be, dspy_kv_cache *kv, dspy_fwd_buf *buf,
+                         const dspy_fwd_batch *b);
 
 #endif

@@ -1,9 +1,10 @@
 /* kv_cache.h — paged KV cache for the engine (private to src/engine).
  *
- * Per layer, keys and values live in one array of slots (n_blocks * block_size, NKV * HS);
- * a sequence owns a list of blocks (its block table) and position p sits in slot
- * table[p / block_size] * block_size + p % block_size. Blocks come from a free list.
- * Prefix sharing between sequences (a prefix tree over blocks) is planned, not done.
+ * Per layer, keys and values live in one array of slots (n_blocks * block_size, NKV * HS) in the
+ * backend's activation dtype (F32 on the CPU, BF16 on CUDA) and memory; a sequence owns a list
+ * of blocks (its block table) and position p sits in slot
+ * table[p / block_size] * block_size + p % block_size. Blocks come from a free list kept on the
+ * host. Prefix sharing between sequences (a prefix tree over blocks) is planned, not done.
  */
 #ifndef DSPY_ENGINE_KV_CACHE_H
 #define DSPY_ENGINE_KV_CACHE_H
@@ -13,24 +14,27 @@
 
 #include "dspy/model.h"
 #include "dspy/status.h"
+#include "kern/backend.h"
 
 typedef struct dspy_kv_cache {
+    dspy_backend *be;   /* borrowed: whose memory the arrays are */
     int32_t n_layers;
-    int32_t kvd;        /* NKV * HS floats per slot */
+    int32_t kvd;        /* NKV * HS elements per slot */
     int32_t block_size;
     int32_t n_blocks;
-    float *k, *v;       /* (L, n_blocks * block_size, kvd) each */
+    dspy_tensor k, v;   /* (L, n_blocks * block_size, kvd) each */
     int32_t *free_list; /* stack of free block ids */
     int32_t n_free;
 } dspy_kv_cache;
 
-/* Room for at least `n_tokens` tokens (rounded up to whole blocks). */
-dspy_status dspy_kv_cache_init(dspy_kv_cache *kv, const dspy_model_config *c, int32_t n_tokens, int32_t block_size);
+/* Room for at least `n_tokens` tokens (rounded up to whole blocks), allocated through `be`. */
+dspy_status dspy_kv_cache_init(dspy_kv_cache *kv, dspy_backend *be, const dspy_model_config *c, int32_t n_tokens,
+                               int32_t block_size);
 void dspy_kv_cache_free(dspy_kv_cache *kv);
 
 /* The layer's key / value slot arrays: (n_blocks * block_size, kvd). */
-float *dspy_kv_cache_k(dspy_kv_cache *kv, int32_t layer);
-float *dspy_kv_cache_v(dspy_kv_cache *kv, int32_t layer);
+dspy_tensor dspy_kv_cache_k(const dspy_kv_cache *kv, int32_t layer);
+dspy_tensor dspy_kv_cache_v(const dspy_kv_cache *kv, int32_t layer);
 
 /* Blocks needed for n tokens. */
 int32_t dspy_kv_cache_blocks_for(const dspy_kv_cache *kv, int64_t n_tokens);

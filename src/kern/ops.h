@@ -1,137 +1,243 @@
-/* kern/ops.h — the one table of compute operations (DESIGN.md §6).
+/* kern/ops.h — the compute core: a backend is an execution context plus one table of operations
+ * (DESIGN.md §6). engine/forward.c and train/backward.c call only these entries, so the same
+ * model code drives every backend.
  *
- * engine/forward.c (and later train/backward.c) call only these entries, so a backend is a
- * filled table: kern/cpu/ is the readable fp32 reference (OpenMP over rows/heads), kern/cuda/
- * will be the fast path. All tensors are row-major fp32 on the backend's memory; shapes are in
- * the comments with the usual letters: N rows (tokens of the batch, flattened over sequences),
- * C model width, OC output width, NH/NKV query/key-value heads, HS head size, V vocabulary.
+ * A backend (kern/backend.h) is a device, an execution context and this table. On the CPU the
+ * context is the OpenMP thread team and planned scratch; on CUDA it is a stream, a cuBLASLt
+ * handle and workspace, and a sticky error. Every entry takes the backend first and tensors
+ * (dspy/tensor.h) that carry their dtype and device, and returns a status. An entry never
+ * aborts, never allocates (scratch is planned by dspy_backend_reserve) and, on CUDA, never
+ * waits for the device: work is queued on the backend's stream, and the first failure is kept
+ * (sticky) and returned by that call, every later call, and `sync`.
  *
- * Determinism contract (the engine relies on it): every output element is computed from its own
- * inputs in a fixed order that does not depend on N, on the other rows of the batch, or on the
- * number of threads. So a row gives bit-identical results alone or batched with others, and a
- * sequence's attention is the same whether its prompt was prefilled in one chunk or several.
+ * Shapes use the usual letters: N rows (tokens of the batch, flattened over sequences), C model
+ * width, OC output width, NH/NKV query/key-value heads, HS head size, I MLP width, V vocabulary,
+ * M selected rows. Activations are row-major. Dtypes: the CPU takes F32 activations and F32 or
+ * BF16 weights (a BF16 weight is widened exactly as it is read, so results equal those of the
+ * widened F32 weight); CUDA takes BF16 or F32 where an entry says so and accumulates in F32.
+ * An entry given a dtype it does not support returns DSPY_ERR_ARG naming the argument.
  *
- * Training entries (train/backward.c) come after the inference ones: the backward passes, a
- * training attention over plain (T, NKV, HS) keys/values of one packed sequence with a
- * block-diagonal causal mask, fused cross-entropy, dropout. Unless an entry says otherwise,
- * gradient outputs ACCUMULATE (+=) so that several paths can add into one buffer, and a NULL
- * gradient output is skipped. They follow the same determinism rule as the inference entries.
+ * Determinism (CPU, the reference): every output element is computed from its own inputs in a
+ * fixed order that does not depend on N, on the other rows of the batch, or on the number of
+ * threads. A row gives bit-identical results alone or batched, and a sequence's attention is the
+ * same whether its prompt was prefilled in one chunk or several. Other backends are held to
+ * stated tolerances per dtype (tests/unit/test_cuda_ops.c), not to bit identity.
+ *
+ * Training entries come after the inference ones. Unless an entry says otherwise, gradient
+ * outputs ACCUMULATE (+=) so that several paths can add into one buffer, and an absent
+ * (dspy_tensor_none()) gradient output is skipped.
  */
 #ifndef DSPY_KERN_OPS_H
 #define DSPY_KERN_OPS_H
 
+#include <stdbool.h>
 #include <stdint.h>
+
+#include "dspy/status.h"
+#include "dspy/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct dspy_backend dspy_backend;
 
 /* One sequence's slice of an attention call: rows [row0, row0 + n) of q/out are its new tokens
  * at positions pos0 .. pos0 + n - 1; keys/values for positions 0 .. pos0 + n - 1 are already in
- * the paged cache (kv_store ran first). Position p lives in cache slot
- * block_table[p / block_size] * block_size + p % block_size. */
+ * the paged cache (qkv_rope_store ran first). Its block table is tables[table_off ...]: position
+ * p lives in cache slot tables[table_off + p / block_size] * block_size + p % block_size.
+ * Stored on the backend's device, 16 bytes each. */
 typedef struct dspy_attn_seg {
     int32_t row0;
     int32_t n;
     int32_t pos0;
-    const int32_t *block_table;
+    int32_t table_off;
 } dspy_attn_seg;
+
+/* Everything an attention call needs besides q, the caches and out. */
+typedef struct dspy_attn_meta {
+    dspy_tensor segs;    /* (nseg * 4) I32 on the device: dspy_attn_seg records */
+    dspy_tensor tables;  /* I32 on the device: the block tables, concatenated */
+    int32_t nseg;
+    int32_t N;           /* rows of q/out (sum of the segments' n; segments may leave gaps) */
+    int32_t block_size;
+    int32_t max_len;     /* an upper bound on every pos0 + n (sizes split-K work on CUDA) */
+    bool decode;         /* every segment has n == 1 (lets a backend pick its decode kernel;
+                            results must agree with the general path within tolerance) */
+} dspy_attn_meta;
+
+/* Per-row sampling parameters, on the device, 24 bytes (6 words) each (see `sample`). */
+typedef struct dspy_sample_param {
+    float temperature; /* 0 = greedy */
+    float top_p;       /* (0, 1]; 1 = off */
+    int32_t top_k;     /* 0 = off */
+    int32_t pad;
+    double uniform;    /* a draw in [0, 1) made by the host from the sequence's own RNG */
+} dspy_sample_param;
+
+#define DSPY_SAMPLE_PARAM_WORDS 6
+
+typedef enum dspy_copy_kind {
+    DSPY_COPY_H2D = 0, /* host -> device */
+    DSPY_COPY_D2H = 1, /* device -> host */
+    DSPY_COPY_D2D = 2  /* device -> device */
+} dspy_copy_kind;
 
 typedef struct dspy_ops {
     const char *name;
 
-    /* out (N, OC) = inp (N, C) @ w^T + bias; w (OC, C) as nn.Linear stores it; bias (OC) or NULL. */
-    void (*matmul)(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC);
+    /* ---- memory and the stream --------------------------------------------------------- */
 
-    /* out (N, C) = inp / sqrt(mean(inp^2) + eps) * weight (C); HF LlamaRMSNorm in fp32.
-     * out may equal inp. */
-    void (*rmsnorm)(float *out, const float *inp, const float *weight, int N, int C, float eps);
+    /* Device memory (host memory on the CPU), not initialised. DSPY_ERR_NOMEM says how much. */
+    dspy_status (*alloc)(dspy_backend *be, size_t bytes, void **out);
+    void (*free)(dspy_backend *be, void *p); /* NULL-safe */
+    /* Host memory for staging copies (page-locked on CUDA, so copies stay asynchronous). */
+    dspy_status (*alloc_host)(dspy_backend *be, size_t bytes, void **out);
+    void (*free_host)(dspy_backend *be, void *p); /* NULL-safe */
+    /* Stream-ordered copy of `bytes`; the host side must stay valid until the next sync. */
+    dspy_status (*copy)(dspy_backend *be, void *dst, const void *src, size_t bytes, dspy_copy_kind kind);
+    /* x (n) = value, any float dtype. */
+    dspy_status (*fill)(dspy_backend *be, dspy_tensor x, float value);
+    /* out (n) = inp (n) converted (F32 <-> BF16, F16 -> F32/BF16; round to nearest even). */
+    dspy_status (*cast)(dspy_backend *be, dspy_tensor out, dspy_tensor inp);
+    /* Waits for every queued operation; returns the sticky error, if any. */
+    dspy_status (*sync)(dspy_backend *be);
 
-    /* In place on x (N, H, HS): rotate-half RoPE at positions pos (N) with inv_freq (HS/2):
-     * x[i] = x[i] cos - x[i+HS/2] sin, x[i+HS/2] = x[i+HS/2] cos + x[i] sin, angle = pos * inv_freq[i]. */
-    void (*rope)(float *x, const int32_t *pos, const float *inv_freq, int N, int H, int HS);
+    /* Graph capture (CUDA graphs): between graph_begin and graph_end every entry is recorded,
+     * not run; graph_launch replays the recording with the memory contents of replay time.
+     * Backends without graphs leave these NULL (the engine then runs steps directly). */
+    dspy_status (*graph_begin)(dspy_backend *be);
+    dspy_status (*graph_end)(dspy_backend *be, void **graph);
+    dspy_status (*graph_launch)(dspy_backend *be, void *graph);
+    void (*graph_free)(dspy_backend *be, void *graph);
 
-    /* Copies k, v (N, KVD) into the layer's cache (slots, KVD) at rows slots (N). */
-    void (*kv_store)(float *kcache, float *vcache, const float *k, const float *v, const int32_t *slots, int N,
-                     int KVD);
+    /* ---- inference ---------------------------------------------------------------------- */
 
-    /* out (N, NH, HS) = causal softmax(q k^T / sqrt(HS)) v for each segment, q (N, NH, HS), caches
-     * (slots, NKV, HS); query head h reads kv head h / (NH / NKV) (GQA). Prefill: segments of any
-     * length; decode: every segment has n == 1. Both must give identical numbers for the same
-     * query (the CPU reference uses one kernel for both). */
-    void (*attention_prefill)(float *out, const float *q, const float *kcache, const float *vcache,
-                              const dspy_attn_seg *segs, int nseg, int block_size, int NH, int NKV, int HS);
-    void (*attention_decode)(float *out, const float *q, const float *kcache, const float *vcache,
-                             const dspy_attn_seg *segs, int nseg, int block_size, int NH, int NKV, int HS);
+    /* out (N, C) = table[ids] (table (V, C), F32 or BF16); ids (N) I32. out F32 or BF16. */
+    dspy_status (*embedding)(dspy_backend *be, dspy_tensor out, dspy_tensor ids, dspy_tensor table, int N, int C);
 
-    /* out (N, C) = silu(gate) * up, gate/up (N, C); out may equal gate. */
-    void (*swiglu)(float *out, const float *gate, const float *up, int N, int C);
+    /* out (N, C) = inp / sqrt(mean(inp^2) + eps) * weight (C); HF LlamaRMSNorm (statistics in
+     * F32). inp F32; out F32 or BF16; out may equal inp when both are F32. */
+    dspy_status (*rmsnorm)(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor weight, int N, int C,
+                           float eps);
 
-    /* out (N, V) = softmax(inp) along rows; out may equal inp. */
-    void (*softmax)(float *out, const float *inp, int N, int V);
+    /* nn.Linear: y (N, OC) = inp (N, C) @ w^T + bias, w (OC, C) as nn.Linear stores it, bias (OC)
+     * or none. accumulate false: out = y; true: out += y (out F32: the residual stream). out F32
+     * or BF16, inp F32 or BF16, w F32 or BF16 (the CPU takes F32 inp only). */
+    dspy_status (*linear)(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
+                          int C, int OC, bool accumulate);
 
-    /* out (N, C) = table[ids] (table (V, C)). */
-    void (*embedding)(float *out, const int32_t *ids, const float *table, int N, int C);
+    /* From the fused projection qkv (N, NH*HS + 2*NKV*HS) = [q | k | v] per row: rotate-half RoPE
+     * of q and k at positions pos (N) with inv_freq (HS/2, F32):
+     *   x[i] = x[i] cos - x[i+HS/2] sin, x[i+HS/2] = x[i+HS/2] cos + x[i] sin, angle = pos * inv_freq[i]
+     * (angle in F32, as transformers computes inv_freq @ position_ids), then q_out (N, NH, HS) =
+     * rotated q, and the rotated k and v stored in the caches (slots, NKV, HS) at rows slots (N). */
+    dspy_status (*qkv_rope_store)(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache,
+                                  dspy_tensor qkv, dspy_tensor pos, dspy_tensor slots, dspy_tensor inv_freq, int N,
+                                  int NH, int NKV, int HS);
+
+    /* out (N, NH, HS) = causal softmax(q k^T / sqrt(HS)) v for each segment of `m`, q (N, NH, HS),
+     * caches (slots, NKV, HS); query head h reads kv head h / (NH / NKV) (GQA). Rows outside
+     * every segment are left as they were. */
+    dspy_status (*attention)(dspy_backend *be, dspy_tensor out, dspy_tensor q, dspy_tensor kcache,
+                             dspy_tensor vcache, const dspy_attn_meta *m, int NH, int NKV, int HS);
+
+    /* out (N, I) = silu(gate) * up where gate and up are (N, I) views with row stride ld
+     * (ld = I for separate arrays; gate = gu, up = gu + I, ld = 2I for the fused [gate | up]
+     * projection). out may equal gate when ld == I. */
+    dspy_status (*swiglu)(dspy_backend *be, dspy_tensor out, dspy_tensor gate, dspy_tensor up, int N, int I,
+                          int ld);
 
     /* x (n) += y (n). */
-    void (*add)(float *x, const float *y, int64_t n);
+    dspy_status (*add)(dspy_backend *be, dspy_tensor x, dspy_tensor y);
 
-    /* out (M, C) = inp[rows] (inp (N, C), rows (M)). */
-    void (*gather_rows)(float *out, const float *inp, const int32_t *rows, int M, int C);
+    /* out (M, C) = inp[rows] (inp (N, C), rows (M) I32). out may equal inp (rows ascending). */
+    dspy_status (*gather_rows)(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor rows, int M, int C);
 
-    /* ---- training ------------------------------------------------------------------------ */
+    /* One token per row of logits (M, V) F32 with params (M) dspy_sample_param records:
+     * temperature 0 is greedy (the lowest id among equal maxima); otherwise the logits are
+     * divided by the temperature, cut to the top_k largest (ties with the k-th kept), cut to the
+     * nucleus (a token stays while the mass ranked above it is < top_p), renormalised, and the
+     * token is the one at `uniform` of the kept mass. The CPU walks the kept tokens in rank
+     * order (transformers' warpers, ties by id); other backends may walk them in id order (the
+     * same distribution, a different token for the same draw). tokens (M) I32; logprobs (M)
+     * F32 = log_softmax(logits)[token] (the raw distribution, before any warper). */
+    dspy_status (*sample)(dspy_backend *be, dspy_tensor tokens, dspy_tensor logprobs, dspy_tensor logits,
+                          dspy_tensor params, int M, int V);
 
-    /* Backward of matmul: dinp (N, C) += dout (N, OC) @ w (OC, C); dw (OC, C) += dout^T @ inp (N, C);
-     * dbias (OC) += sum over rows of dout. dinp, dw, dbias may each be NULL (w may then be NULL). */
-    void (*matmul_backward)(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
-                            const float *w, int N, int C, int OC);
+    /* ---- training (F32) ----------------------------------------------------------------- */
 
-    /* Backward of rmsnorm (same eps): dinp (N, C) += d out/d inp^T dout (N, C);
-     * dweight (C) += sum over rows of dout * inp / rms. dweight may be NULL. */
-    void (*rmsnorm_backward)(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
-                             int N, int C, float eps);
+    /* In place on x (N, H, HS): the RoPE rotation of qkv_rope_store. */
+    dspy_status (*rope)(dspy_backend *be, dspy_tensor x, dspy_tensor pos, dspy_tensor inv_freq, int N, int H,
+                        int HS);
+
+    /* Backward of linear: dinp (N, C) += dout (N, OC) @ w (OC, C); dw (OC, C) += dout^T @ inp;
+     * dbias (OC) += column sums of dout. Each output may be none (w may then be none). */
+    dspy_status (*linear_backward)(dspy_backend *be, dspy_tensor dinp, dspy_tensor dw, dspy_tensor dbias,
+                                   dspy_tensor dout, dspy_tensor inp, dspy_tensor w, int N, int C, int OC);
+
+    /* Backward of rmsnorm (same eps): dinp (N, C) += d out/d inp^T dout; dweight (C) += sum over
+     * rows of dout * inp / rms. dweight may be none. */
+    dspy_status (*rmsnorm_backward)(dspy_backend *be, dspy_tensor dinp, dspy_tensor dweight, dspy_tensor dout,
+                                    dspy_tensor inp, dspy_tensor weight, int N, int C, float eps);
 
     /* Backward of rope, in place on dx (N, H, HS): the transpose rotation (angle -pos * inv_freq). */
-    void (*rope_backward)(float *dx, const int32_t *pos, const float *inv_freq, int N, int H, int HS);
+    dspy_status (*rope_backward)(dspy_backend *be, dspy_tensor dx, dspy_tensor pos, dspy_tensor inv_freq, int N,
+                                 int H, int HS);
 
-    /* Training attention of one packed sequence of T tokens: out (T, NH, HS) = softmax(q k^T / sqrt(HS)) v
-     * where row t sees keys start[t] .. t (start (T): index of the first token of t's example, so the
-     * mask is causal within an example and block-diagonal across examples; rows of one example share
-     * start). q (T, NH, HS), k and v (T, NKV, HS), GQA as attention_prefill. Also writes
-     * lse (T, NH), the log-sum-exp of each row's scaled scores, for the backward pass. */
-    void (*attention_train)(float *out, float *lse, const float *q, const float *k, const float *v,
-                            const int32_t *start, int T, int NH, int NKV, int HS);
+    /* Training attention of one packed sequence of T tokens: out (T, NH, HS) = softmax(q k^T /
+     * sqrt(HS)) v where row t sees keys start[t] .. t (start (T) I32: index of the first token of
+     * t's example: causal within an example, block-diagonal across examples). q (T, NH, HS), k
+     * and v (T, NKV, HS), GQA as attention. Also writes lse (T, NH), the log-sum-exp of each
+     * row's scaled scores, for the backward pass. */
+    dspy_status (*attention_train)(dspy_backend *be, dspy_tensor out, dspy_tensor lse, dspy_tensor q, dspy_tensor k,
+                                   dspy_tensor v, dspy_tensor start, int T, int NH, int NKV, int HS);
 
-    /* Backward of attention_train from its saved out and lse: OVERWRITES dq (T, NH, HS),
-     * dk and dv (T, NKV, HS) (GQA: a kv head's gradient sums over its query heads). */
-    void (*attention_train_backward)(float *dq, float *dk, float *dv, const float *dout, const float *out,
-                                     const float *lse, const float *q, const float *k, const float *v,
-                                     const int32_t *start, int T, int NH, int NKV, int HS);
+    /* Backward of attention_train from its saved out and lse: OVERWRITES dq (T, NH, HS), dk and
+     * dv (T, NKV, HS) (GQA: a kv head's gradient sums over its query heads). */
+    dspy_status (*attention_train_backward)(dspy_backend *be, dspy_tensor dq, dspy_tensor dk, dspy_tensor dv,
+                                            dspy_tensor dout, dspy_tensor out, dspy_tensor lse, dspy_tensor q,
+                                            dspy_tensor k, dspy_tensor v, dspy_tensor start, int T, int NH, int NKV,
+                                            int HS);
 
-    /* Backward of swiglu: OVERWRITES dgate, dup (N, C) from dout (N, C); dgate may equal dout. */
-    void (*swiglu_backward)(float *dgate, float *dup, const float *dout, const float *gate, const float *up, int N,
-                            int C);
+    /* Backward of swiglu (ld == I): OVERWRITES dgate, dup (N, I) from dout (N, I); dgate may
+     * equal dout. */
+    dspy_status (*swiglu_backward)(dspy_backend *be, dspy_tensor dgate, dspy_tensor dup, dspy_tensor dout,
+                                   dspy_tensor gate, dspy_tensor up, int N, int I);
 
-    /* Backward of embedding: dtable (V, C) rows ids[n] += dout (N, C) row n (repeated ids add up). */
-    void (*embedding_backward)(float *dtable, const int32_t *ids, const float *dout, int N, int C);
+    /* Backward of embedding: dtable (V, C) rows ids[n] += dout (N, C) row n (repeats add up). */
+    dspy_status (*embedding_backward)(dspy_backend *be, dspy_tensor dtable, dspy_tensor ids, dspy_tensor dout,
+                                      int N, int C);
 
     /* Backward of gather_rows: dinp (N, C) rows rows[m] += dout (M, C) row m. */
-    void (*scatter_add_rows)(float *dinp, const int32_t *rows, const float *dout, int M, int C);
+    dspy_status (*scatter_add_rows)(dspy_backend *be, dspy_tensor dinp, dspy_tensor rows, dspy_tensor dout, int M,
+                                    int C);
 
     /* Fused cross-entropy of M rows: loss (M) = logsumexp(logits[m]) - logits[m][targets[m]]
-     * (natural log; targets in [0, V)); when dlogits (M, V) is not NULL it is OVERWRITTEN with
-     * dscale * (softmax(logits[m]) - onehot(targets[m])). dlogits may equal logits. */
-    void (*cross_entropy)(float *loss, float *dlogits, const float *logits, const int32_t *targets, int M, int V,
-                          float dscale);
+     * (natural log; targets (M) I32 in [0, V)); when dlogits (M, V) is given it is OVERWRITTEN
+     * with dscale * (softmax(logits[m]) - onehot(targets[m])). dlogits may equal logits. */
+    dspy_status (*cross_entropy)(dspy_backend *be, dspy_tensor loss, dspy_tensor dlogits, dspy_tensor logits,
+                                 dspy_tensor targets, int M, int V, float dscale);
 
-    /* Inverted dropout: out (n) = keep(key, i) ? inp / (1 - p) : 0, out may equal inp. The mask is a
-     * pure function of (key, i), so the backward pass is the same call on the gradient with the same
-     * key; every backend must use dspy_dropout_keep below. */
-    void (*dropout)(float *out, const float *inp, int64_t n, float p, uint64_t key);
+    /* Inverted dropout: out (n) = keep(key, i) ? inp / (1 - p) : 0, out may equal inp. The mask is
+     * a pure function of (key, i), so the backward pass is the same call on the gradient with
+     * the same key; every backend must use dspy_dropout_keep below. */
+    dspy_status (*dropout)(dspy_backend *be, dspy_tensor out, dspy_tensor inp, float p, uint64_t key);
 
     /* x (n) *= s. */
-    void (*scale)(float *x, float s, int64_t n);
+    dspy_status (*scale)(dspy_backend *be, dspy_tensor x, float s);
 } dspy_ops;
+
+/* Host and device functions share these definitions (nvcc compiles this header too). */
+#ifdef __CUDACC__
+#define DSPY_HD __host__ __device__
+#else
+#define DSPY_HD
+#endif
 
 /* The dropout mask: element i of the call with `key` is kept when the top 24 bits of
  * splitmix64(key + i * golden) read as a fraction in [0, 1) are >= p. */
-static inline int dspy_dropout_keep(uint64_t key, int64_t i, float p) {
+static inline DSPY_HD int dspy_dropout_keep(uint64_t key, int64_t i, float p) {
     uint64_t z = key + (uint64_t)i * 0x9e3779b97f4a7c15ull;
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
@@ -139,7 +245,14 @@ static inline int dspy_dropout_keep(uint64_t key, int64_t i, float p) {
     return (float)(z >> 40) * 0x1.0p-24f >= p;
 }
 
-/* The fp32 CPU reference (OpenMP). Never NULL. */
-const dspy_ops *dspy_ops_cpu(void);
+/* Propagates a failed status to the caller: `DSPY_TRY(be->ops->add(be, x, y));`. */
+#define DSPY_TRY(expr)                    \
+    do {                                  \
+        dspy_status dspy_try_st_ = (expr); \
+        if (dspy_try_st_) return dspy_try_st_; \
+    } while (0)
 
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -11,11 +11,15 @@
  * cannot cheaply recompute (see layer_acts) and recomputes the RMSNorm outputs and the SwiGLU
  * product. Does not update weights (the optimizer does) or validate the model (loading did).
  */
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "train/trainable_impl.h"
+
+/* An F32 view of n floats on the trainable's backend. */
+#define F(p, n) dspy_bt(t->be, (p), (int64_t)(n), DSPY_DTYPE_F32)
+#define I32(p, n) dspy_bt(t->be, (p), (int64_t)(n), DSPY_DTYPE_I32)
+#define NONE dspy_tensor_none()
 
 /* ---- work buffers ----------------------------------------------------------------------- */
 
@@ -87,6 +91,9 @@ static size_t work_layout(dspy_trainable *t, size_t T, float *base) {
 static dspy_status work_reserve(dspy_trainable *t, int32_t T) {
     train_work *w = &t->work;
     if (T <= w->cap) return DSPY_OK;
+    dspy_backend_plan plan = {T, T, 1, t->cfg.vocab_size, t->cfg.num_attention_heads, t->cfg.head_dim, 0};
+    dspy_status st = dspy_backend_reserve(t->be, &plan);
+    if (st) return st;
     train_work_free(w);
     size_t n = work_layout(t, (size_t)T, NULL);
     w->block = malloc(sizeof(float) * n);
@@ -159,127 +166,148 @@ static uint64_t dropout_key(const dspy_trainable *t, int layer, int lin) {
 /* ---- linear layers (with LoRA) ---------------------------------------------------------- */
 
 /* y (T, out) = x (T, in) W^T + b, plus the LoRA path when on (saving its scaled intermediate). */
-static void linear_fwd(dspy_trainable *t, int l, int lin, float *y, const float *x, int T, bool train) {
-    const dspy_ops *ops = t->ops;
+static dspy_status linear_fwd(dspy_trainable *t, int l, int lin, float *y, const float *x, int T, bool train) {
+    dspy_backend *be = t->be;
+    const dspy_ops *o = be->ops;
     train_layer *L = &t->layers[l];
     int in, out;
     train_lin_dims(&t->cfg, lin, &in, &out);
-    ops->matmul(y, x, L->w[lin], L->b[lin], T, in, out);
-    if (!t->lora_on || t->merged) return;
+    DSPY_TRY(o->linear(be, F(y, T * out), F((float *)x, T * in), F(L->w[lin], out * in),
+                       L->b[lin] ? F(L->b[lin], out) : NONE, T, in, out, false));
+    if (!t->lora_on || t->merged) return DSPY_OK;
     train_work *w = &t->work;
     const lora_adapter *a = &L->lora[lin];
     int r = t->lora.r;
     float *u = w->acts[l].lu[lin]; /* (T, r) */
     const float *xin = x;
     if (train && t->lora.dropout > 0) {
-        ops->dropout(w->xd, x, (int64_t)T * in, t->lora.dropout, dropout_key(t, l, lin));
+        DSPY_TRY(o->dropout(be, F(w->xd, T * in), F((float *)x, T * in), t->lora.dropout, dropout_key(t, l, lin)));
         xin = w->xd;
     }
-    ops->matmul(u, xin, a->A, NULL, T, in, r);
-    ops->scale(u, t->lora_scale, (int64_t)T * r);
-    ops->matmul(w->ltmp, u, a->B, NULL, T, r, out);
-    ops->add(y, w->ltmp, (int64_t)T * out);
+    DSPY_TRY(o->linear(be, F(u, T * r), F((float *)xin, T * in), F(a->A, r * in), NONE, T, in, r, false));
+    DSPY_TRY(o->scale(be, F(u, T * r), t->lora_scale));
+    DSPY_TRY(o->linear(be, F(w->ltmp, T * out), F(u, T * r), F(a->B, out * r), NONE, T, r, out, false));
+    return o->add(be, F(y, T * out), F(w->ltmp, T * out));
 }
 
 /* Backward of linear_fwd: dx (T, in) += dy W (+ the LoRA path); weight, bias and adapter
  * gradients accumulate where trainable. */
-static void linear_bwd(dspy_trainable *t, int l, int lin, float *dx, const float *dy, const float *x, int T) {
-    const dspy_ops *ops = t->ops;
+static dspy_status linear_bwd(dspy_trainable *t, int l, int lin, float *dx, const float *dy, const float *x, int T) {
+    dspy_backend *be = t->be;
+    const dspy_ops *o = be->ops;
     train_layer *L = &t->layers[l];
     int in, out;
     train_lin_dims(&t->cfg, lin, &in, &out);
-    ops->matmul_backward(dx, L->gw[lin], L->b[lin] ? L->gb[lin] : NULL, dy, x, L->w[lin], T, in, out);
-    if (!t->lora_on) return;
+    DSPY_TRY(o->linear_backward(be, F(dx, T * in), L->gw[lin] ? F(L->gw[lin], out * in) : NONE,
+                                L->b[lin] && L->gb[lin] ? F(L->gb[lin], out) : NONE, F((float *)dy, T * out),
+                                F((float *)x, T * in), F(L->w[lin], out * in), T, in, out));
+    if (!t->lora_on) return DSPY_OK;
     train_work *w = &t->work;
     const lora_adapter *a = &L->lora[lin];
     int r = t->lora.r;
-    const float *u = w->acts[l].lu[lin]; /* (T, r), already scaled by alpha/r */
-    memset(w->du, 0, sizeof(float) * (size_t)T * r);
-    ops->matmul_backward(w->du, a->gB, NULL, dy, u, a->B, T, r, out); /* du = dy B; gB += dy^T u */
-    ops->scale(w->du, t->lora_scale, (int64_t)T * r);
+    float *u = w->acts[l].lu[lin]; /* (T, r), already scaled by alpha/r */
+    DSPY_TRY(o->fill(be, F(w->du, T * r), 0.0f));
+    /* du = dy B; gB += dy^T u */
+    DSPY_TRY(o->linear_backward(be, F(w->du, T * r), F(a->gB, out * r), NONE, F((float *)dy, T * out), F(u, T * r),
+                                F(a->B, out * r), T, r, out));
+    DSPY_TRY(o->scale(be, F(w->du, T * r), t->lora_scale));
     if (t->lora.dropout > 0) {
         uint64_t key = dropout_key(t, l, lin);
-        ops->dropout(w->xd, x, (int64_t)T * in, t->lora.dropout, key);
-        memset(w->dxd, 0, sizeof(float) * (size_t)T * in);
-        ops->matmul_backward(w->dxd, a->gA, NULL, w->du, w->xd, a->A, T, in, r);
-        ops->dropout(w->dxd, w->dxd, (int64_t)T * in, t->lora.dropout, key);
-        ops->add(dx, w->dxd, (int64_t)T * in);
-    } else {
-        ops->matmul_backward(dx, a->gA, NULL, w->du, x, a->A, T, in, r);
+        DSPY_TRY(o->dropout(be, F(w->xd, T * in), F((float *)x, T * in), t->lora.dropout, key));
+        DSPY_TRY(o->fill(be, F(w->dxd, T * in), 0.0f));
+        DSPY_TRY(o->linear_backward(be, F(w->dxd, T * in), F(a->gA, r * in), NONE, F(w->du, T * r), F(w->xd, T * in),
+                                    F(a->A, r * in), T, in, r));
+        DSPY_TRY(o->dropout(be, F(w->dxd, T * in), F(w->dxd, T * in), t->lora.dropout, key));
+        return o->add(be, F(dx, T * in), F(w->dxd, T * in));
     }
+    return o->linear_backward(be, F(dx, T * in), F(a->gA, r * in), NONE, F(w->du, T * r), F((float *)x, T * in),
+                              F(a->A, r * in), T, in, r);
 }
 
 /* ---- the pass --------------------------------------------------------------------------- */
 
-static void forward_layers(dspy_trainable *t, const dspy_train_seq *s, bool train) {
+static dspy_status forward_layers(dspy_trainable *t, const dspy_train_seq *s, bool train) {
     const dspy_model_config *c = &t->cfg;
-    const dspy_ops *ops = t->ops;
+    dspy_backend *be = t->be;
+    const dspy_ops *o = be->ops;
     train_work *w = &t->work;
-    const float *inv_freq = dspy_model_inv_freq(t->m);
     const int T = s->T, C = c->hidden_size, I = c->intermediate_size;
     const int NH = c->num_attention_heads, NKV = c->num_key_value_heads, HS = c->head_dim;
+    const int Q = NH * HS, KV = NKV * HS;
     const float eps = (float)c->rms_norm_eps;
-    ops->embedding(w->acts[0].xin, s->ids, t->embed, T, C);                      /* x (T, C) */
+    dspy_tensor inv_freq = F((float *)dspy_model_inv_freq(t->m), HS / 2), pos = I32(w->pos, T);
+    DSPY_TRY(o->embedding(be, F(w->acts[0].xin, T * C), I32((int32_t *)s->ids, T),
+                          F(t->embed, (int64_t)c->vocab_size * C), T, C));                  /* x (T, C) */
     for (int l = 0; l < c->num_hidden_layers; l++) {
         train_layer *L = &t->layers[l];
         layer_acts *a = &w->acts[l];
         float *xout = l + 1 < c->num_hidden_layers ? w->acts[l + 1].xin : w->xfin; /* (T, C) */
-        ops->rmsnorm(w->xn, a->xin, L->attn_norm, T, C, eps);
-        linear_fwd(t, l, LIN_Q, a->q, w->xn, T, train);                           /* (T, NH, HS) */
-        linear_fwd(t, l, LIN_K, a->k, w->xn, T, train);                           /* (T, NKV, HS) */
-        linear_fwd(t, l, LIN_V, a->v, w->xn, T, train);                           /* (T, NKV, HS) */
-        ops->rope(a->q, w->pos, inv_freq, T, NH, HS);
-        ops->rope(a->k, w->pos, inv_freq, T, NKV, HS);
-        ops->attention_train(a->att, a->lse, a->q, a->k, a->v, w->start, T, NH, NKV, HS);
-        linear_fwd(t, l, LIN_O, a->xmid, a->att, T, train);                       /* o (T, C) */
-        ops->add(a->xmid, a->xin, (int64_t)T * C);                                /* x + o */
-        ops->rmsnorm(w->xn, a->xmid, L->mlp_norm, T, C, eps);
-        linear_fwd(t, l, LIN_GATE, a->gate, w->xn, T, train);                     /* (T, I) */
-        linear_fwd(t, l, LIN_UP, a->up, w->xn, T, train);                         /* (T, I) */
-        ops->swiglu(w->h, a->gate, a->up, T, I);
-        linear_fwd(t, l, LIN_DOWN, xout, w->h, T, train);                         /* mlp (T, C) */
-        ops->add(xout, a->xmid, (int64_t)T * C);
+        DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps));
+        DSPY_TRY(linear_fwd(t, l, LIN_Q, a->q, w->xn, T, train));                             /* (T, NH, HS) */
+        DSPY_TRY(linear_fwd(t, l, LIN_K, a->k, w->xn, T, train));                             /* (T, NKV, HS) */
+        DSPY_TRY(linear_fwd(t, l, LIN_V, a->v, w->xn, T, train));                             /* (T, NKV, HS) */
+        DSPY_TRY(o->rope(be, F(a->q, T * Q), pos, inv_freq, T, NH, HS));
+        DSPY_TRY(o->rope(be, F(a->k, T * KV), pos, inv_freq, T, NKV, HS));
+        DSPY_TRY(o->attention_train(be, F(a->att, T * Q), F(a->lse, T * NH), F(a->q, T * Q), F(a->k, T * KV),
+                                    F(a->v, T * KV), I32(w->start, T), T, NH, NKV, HS));
+        DSPY_TRY(linear_fwd(t, l, LIN_O, a->xmid, a->att, T, train));                         /* o (T, C) */
+        DSPY_TRY(o->add(be, F(a->xmid, T * C), F(a->xin, T * C)));                            /* x + o */
+        DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xmid, T * C), F(L->mlp_norm, C), T, C, eps));
+        DSPY_TRY(linear_fwd(t, l, LIN_GATE, a->gate, w->xn, T, train));                       /* (T, I) */
+        DSPY_TRY(linear_fwd(t, l, LIN_UP, a->up, w->xn, T, train));                           /* (T, I) */
+        DSPY_TRY(o->swiglu(be, F(w->h, T * I), F(a->gate, T * I), F(a->up, T * I), T, I, I));
+        DSPY_TRY(linear_fwd(t, l, LIN_DOWN, xout, w->h, T, train));                           /* mlp (T, C) */
+        DSPY_TRY(o->add(be, F(xout, T * C), F(a->xmid, T * C)));
     }
+    return DSPY_OK;
 }
 
-static void backward_layers(dspy_trainable *t, const dspy_train_seq *s) {
+static dspy_status backward_layers(dspy_trainable *t, const dspy_train_seq *s) {
     const dspy_model_config *c = &t->cfg;
-    const dspy_ops *ops = t->ops;
+    dspy_backend *be = t->be;
+    const dspy_ops *o = be->ops;
     train_work *w = &t->work;
-    const float *inv_freq = dspy_model_inv_freq(t->m);
     const int T = s->T, C = c->hidden_size, I = c->intermediate_size;
     const int NH = c->num_attention_heads, NKV = c->num_key_value_heads, HS = c->head_dim;
-    const int Q = NH * HS;
+    const int Q = NH * HS, KV = NKV * HS;
     const float eps = (float)c->rms_norm_eps;
+    dspy_tensor inv_freq = F((float *)dspy_model_inv_freq(t->m), HS / 2), pos = I32(w->pos, T);
     /* w->dx (T, C) holds d loss / d (residual after the last layer). */
     for (int l = c->num_hidden_layers - 1; l >= 0; l--) {
         train_layer *L = &t->layers[l];
         layer_acts *a = &w->acts[l];
         /* MLP: x_out = xmid + down(swiglu(gate(xn), up(xn))), xn = rms(xmid). */
-        ops->rmsnorm(w->xn, a->xmid, L->mlp_norm, T, C, eps);
-        ops->swiglu(w->h, a->gate, a->up, T, I);
-        memset(w->dh, 0, sizeof(float) * (size_t)T * I);
-        linear_bwd(t, l, LIN_DOWN, w->dh, w->dx, w->h, T);                         /* dh (T, I) */
-        ops->swiglu_backward(w->dh, w->dup, w->dh, a->gate, a->up, T, I);         /* dgate in dh */
-        memset(w->dxn, 0, sizeof(float) * (size_t)T * C);
-        linear_bwd(t, l, LIN_GATE, w->dxn, w->dh, w->xn, T);
-        linear_bwd(t, l, LIN_UP, w->dxn, w->dup, w->xn, T);
-        ops->rmsnorm_backward(w->dx, L->g_mlp_norm, w->dxn, a->xmid, L->mlp_norm, T, C, eps); /* d xmid */
+        DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xmid, T * C), F(L->mlp_norm, C), T, C, eps));
+        DSPY_TRY(o->swiglu(be, F(w->h, T * I), F(a->gate, T * I), F(a->up, T * I), T, I, I));
+        DSPY_TRY(o->fill(be, F(w->dh, T * I), 0.0f));
+        DSPY_TRY(linear_bwd(t, l, LIN_DOWN, w->dh, w->dx, w->h, T));                          /* dh (T, I) */
+        DSPY_TRY(o->swiglu_backward(be, F(w->dh, T * I), F(w->dup, T * I), F(w->dh, T * I), F(a->gate, T * I),
+                                    F(a->up, T * I), T, I));                                  /* dgate in dh */
+        DSPY_TRY(o->fill(be, F(w->dxn, T * C), 0.0f));
+        DSPY_TRY(linear_bwd(t, l, LIN_GATE, w->dxn, w->dh, w->xn, T));
+        DSPY_TRY(linear_bwd(t, l, LIN_UP, w->dxn, w->dup, w->xn, T));
+        DSPY_TRY(o->rmsnorm_backward(be, F(w->dx, T * C), L->g_mlp_norm ? F(L->g_mlp_norm, C) : NONE,
+                                     F(w->dxn, T * C), F(a->xmid, T * C), F(L->mlp_norm, C), T, C, eps)); /* d xmid */
         /* Attention: xmid = xin + o(attn(rope(q(xn)), rope(k(xn)), v(xn))), xn = rms(xin). */
-        memset(w->datt, 0, sizeof(float) * (size_t)T * Q);
-        linear_bwd(t, l, LIN_O, w->datt, w->dx, a->att, T);                        /* datt (T, Q) */
-        ops->attention_train_backward(w->dq, w->dk, w->dv, w->datt, a->att, a->lse, a->q, a->k, a->v, w->start, T,
-                                      NH, NKV, HS);
-        ops->rope_backward(w->dq, w->pos, inv_freq, T, NH, HS);
-        ops->rope_backward(w->dk, w->pos, inv_freq, T, NKV, HS);
-        ops->rmsnorm(w->xn, a->xin, L->attn_norm, T, C, eps);
-        memset(w->dxn, 0, sizeof(float) * (size_t)T * C);
-        linear_bwd(t, l, LIN_Q, w->dxn, w->dq, w->xn, T);
-        linear_bwd(t, l, LIN_K, w->dxn, w->dk, w->xn, T);
-        linear_bwd(t, l, LIN_V, w->dxn, w->dv, w->xn, T);
-        ops->rmsnorm_backward(w->dx, L->g_attn_norm, w->dxn, a->xin, L->attn_norm, T, C, eps); /* d xin */
+        DSPY_TRY(o->fill(be, F(w->datt, T * Q), 0.0f));
+        DSPY_TRY(linear_bwd(t, l, LIN_O, w->datt, w->dx, a->att, T));                         /* datt (T, Q) */
+        DSPY_TRY(o->attention_train_backward(be, F(w->dq, T * Q), F(w->dk, T * KV), F(w->dv, T * KV),
+                                             F(w->datt, T * Q), F(a->att, T * Q), F(a->lse, T * NH), F(a->q, T * Q),
+                                             F(a->k, T * KV), F(a->v, T * KV), I32(w->start, T), T, NH, NKV, HS));
+        DSPY_TRY(o->rope_backward(be, F(w->dq, T * Q), pos, inv_freq, T, NH, HS));
+        DSPY_TRY(o->rope_backward(be, F(w->dk, T * KV), pos, inv_freq, T, NKV, HS));
+        DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps));
+        DSPY_TRY(o->fill(be, F(w->dxn, T * C), 0.0f));
+        DSPY_TRY(linear_bwd(t, l, LIN_Q, w->dxn, w->dq, w->xn, T));
+        DSPY_TRY(linear_bwd(t, l, LIN_K, w->dxn, w->dk, w->xn, T));
+        DSPY_TRY(linear_bwd(t, l, LIN_V, w->dxn, w->dv, w->xn, T));
+        DSPY_TRY(o->rmsnorm_backward(be, F(w->dx, T * C), L->g_attn_norm ? F(L->g_attn_norm, C) : NONE,
+                                     F(w->dxn, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps)); /* d xin */
     }
-    if (t->g_embed) ops->embedding_backward(t->g_embed, s->ids, w->dx, T, C);
+    if (t->g_embed)
+        DSPY_TRY(o->embedding_backward(be, F(t->g_embed, (int64_t)c->vocab_size * C), I32((int32_t *)s->ids, T),
+                                       F(w->dx, T * C), T, C));
+    return DSPY_OK;
 }
 
 /* Forward (and, when train, backward) of one sequence. */
@@ -295,37 +323,44 @@ static dspy_status run(dspy_trainable *t, const dspy_train_seq *s, bool train, f
     if (st) return st;
     int32_t M = 0;
     if ((st = prepare(t, s, &M))) return st;
-    if (dspy_model_n_threads(t->m) > 0) omp_set_num_threads(dspy_model_n_threads(t->m));
     const dspy_model_config *c = &t->cfg;
-    const dspy_ops *ops = t->ops;
+    dspy_backend *be = t->be;
+    const dspy_ops *o = be->ops;
     train_work *w = &t->work;
-    const int C = c->hidden_size, V = c->vocab_size;
+    const int C = c->hidden_size, V = c->vocab_size, T = s->T;
+    const float eps = (float)c->rms_norm_eps;
     if (M == 0) {
         if (train) t->rng++;
         return DSPY_OK;
     }
-    forward_layers(t, s, train);
-    ops->gather_rows(w->sel, w->xfin, w->rows, M, C);                            /* sel (M, C) */
-    ops->rmsnorm(w->seln, w->sel, t->final_norm, M, C, (float)c->rms_norm_eps);
-    if (train) memset(w->dsel, 0, sizeof(float) * (size_t)M * C);
+    DSPY_TRY(forward_layers(t, s, train));
+    dspy_tensor lm_head = F(t->lm_head, (int64_t)V * C), final_norm = F(t->final_norm, C);
+    DSPY_TRY(o->gather_rows(be, F(w->sel, M * C), F(w->xfin, T * C), I32(w->rows, M), M, C)); /* sel (M, C) */
+    DSPY_TRY(o->rmsnorm(be, F(w->seln, M * C), F(w->sel, M * C), final_norm, M, C, eps));
+    if (train) DSPY_TRY(o->fill(be, F(w->dsel, M * C), 0.0f));
     double sum = 0;
     for (int m0 = 0; m0 < M; m0 += CE_ROWS) {
         int mc = M - m0 < CE_ROWS ? M - m0 : CE_ROWS;
-        const float *xs = w->seln + (size_t)m0 * C;                              /* (mc, C) */
-        ops->matmul(w->logits, xs, t->lm_head, NULL, mc, C, V);                  /* (mc, V) */
-        ops->cross_entropy(w->loss + m0, train ? w->logits : NULL, w->logits, w->targets + m0, mc, V, grad_scale);
+        dspy_tensor xs = F(w->seln + (size_t)m0 * C, mc * C);                                 /* (mc, C) */
+        dspy_tensor lg = F(w->logits, (int64_t)mc * V);                                       /* (mc, V) */
+        DSPY_TRY(o->linear(be, lg, xs, lm_head, NONE, mc, C, V, false));
+        DSPY_TRY(o->cross_entropy(be, F(w->loss + m0, mc), train ? lg : NONE, lg, I32(w->targets + m0, mc), mc, V,
+                                  grad_scale));
         if (train) /* d seln += dlogits lm_head; d lm_head += dlogits^T seln */
-            ops->matmul_backward(w->dsel + (size_t)m0 * C, t->g_lm_head, NULL, w->logits, xs, t->lm_head, mc, C, V);
+            DSPY_TRY(o->linear_backward(be, F(w->dsel + (size_t)m0 * C, mc * C),
+                                        t->g_lm_head ? F(t->g_lm_head, (int64_t)V * C) : NONE, NONE, lg, xs, lm_head,
+                                        mc, C, V));
     }
     for (int m = 0; m < M; m++) sum += w->loss[m];
     *loss_sum = sum;
     *n_labels = M;
     if (!train) return DSPY_OK;
-    memset(w->dx, 0, sizeof(float) * (size_t)s->T * C);
-    memset(w->xn, 0, sizeof(float) * (size_t)M * C); /* d sel, before the scatter */
-    ops->rmsnorm_backward(w->xn, t->g_final_norm, w->dsel, w->sel, t->final_norm, M, C, (float)c->rms_norm_eps);
-    ops->scatter_add_rows(w->dx, w->rows, w->xn, M, C);
-    backward_layers(t, s);
+    DSPY_TRY(o->fill(be, F(w->dx, T * C), 0.0f));
+    DSPY_TRY(o->fill(be, F(w->xn, M * C), 0.0f)); /* d sel, before the scatter */
+    DSPY_TRY(o->rmsnorm_backward(be, F(w->xn, M * C), t->g_final_norm ? F(t->g_final_norm, C) : NONE,
+                                 F(w->dsel, M * C), F(w->sel, M * C), final_norm, M, C, eps));
+    DSPY_TRY(o->scatter_add_rows(be, F(w->dx, T * C), I32(w->rows, M), F(w->xn, M * C), M, C));
+    DSPY_TRY(backward_layers(t, s));
     t->rng++;
     return DSPY_OK;
 }

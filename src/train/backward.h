@@ -1,27 +1,27 @@
 /* train/backward.h — the numerical core of fine-tuning: a loaded model made trainable, the
  * forward + backward pass of one packed training sequence, LoRA, merging and export.
  *
- * What it does: copies the model's weights into fp32 buffers it owns (and points the model at
- * them, so an engine made from the model sees the trained weights), adds LoRA adapters when
+ * What it does: copies the model's weights into fp32 buffers it owns (through
+ * dspy_model_tensor_read_f32: the model itself is never changed), adds LoRA adapters when
  * asked (peft semantics: A (r, in) kaiming-uniform(a=sqrt(5)), B (out, r) zeros, scaling
  * alpha / r, dropout on the input of the LoRA path only, targets q/k/v/o/gate/up/down, never
  * lm_head; only A and B are trainable then), runs the training forward pass of one packed
  * sequence (several examples, causal within each, block-diagonal across them, positions
  * restarting per example) with the cross-entropy over labelled positions only, and
  * accumulates the gradients of every trainable parameter. Tied embeddings get both
- * contributions (input embedding and lm_head) in their one gradient.
+ * contributions (input embedding and lm_head) in their one gradient. To run the trained
+ * weights, export them (dspy_trainable_export) and load the directory.
  *
  * What it does not: data loading, packing, optimizer steps, schedules, gradient clipping,
  * checkpoints of optimizer state (train/ loop code does those on top of dspy_param), CUDA
- * (the kern/ops.h table has only the CPU backend so far).
+ * (steps run on the CPU reference backend of kern/ops.h).
  *
  * Follows transformers 5.17's LlamaForCausalLM / Qwen2ForCausalLM in float32 (eager
  * attention), peft's LoraLayer (Linear) and torch.nn.CrossEntropyLoss(reduction="sum",
  * ignore_index=-100). Compute goes through the kern/ops.h table.
  *
- * Thread safety: a trainable is used from one thread at a time. While it lives, the model's
- * weight pointers point at the trainable's copies: no engine may run on the model during a
- * step, merge or rng change. At most one trainable per model at a time.
+ * Thread safety: a trainable is used from one thread at a time. It only reads the model (at
+ * construction), so engines may keep running on the model meanwhile.
  */
 #ifndef DSPY_TRAIN_BACKWARD_H
 #define DSPY_TRAIN_BACKWARD_H
@@ -80,15 +80,13 @@ typedef struct dspy_train_seq {
 
 typedef struct dspy_trainable dspy_trainable;
 
-/* Makes `m` trainable: fp32 copies of all its weights (the model's weight pointers then point
- * at them until dspy_trainable_free), gradients for the trainable ones, LoRA adapters when
+/* Makes `m` trainable: fp32 copies of all its weights, gradients for the trainable ones, LoRA adapters when
  * `lora` is non-NULL and enabled (A drawn from a generator seeded with `seed`, B zero; the
  * numbers are not torch's — write A through dspy_param.w to use other ones). `seed` also seeds
  * the LoRA dropout. Gradients start at zero. Errors: DSPY_ERR_ARG (bad LoRA config),
  * DSPY_ERR_NOMEM. */
 dspy_status dspy_trainable_new(dspy_model *m, const dspy_lora_config *lora, uint64_t seed, dspy_trainable **out);
-/* NULL-safe. Points the model's weights back at what it loaded (trained or merged weights are
- * gone with the trainable: export them first). */
+/* NULL-safe. Trained or merged weights are gone with the trainable: export them first. */
 void dspy_trainable_free(dspy_trainable *t);
 
 /* The trainable tensors, in Hugging Face named_parameters() order (LoRA: peft's order, A then
@@ -122,8 +120,8 @@ dspy_status dspy_trainable_loss(dspy_trainable *t, const dspy_train_seq *s, doub
 uint64_t dspy_trainable_rng_get(const dspy_trainable *t);
 void dspy_trainable_rng_set(dspy_trainable *t, uint64_t state);
 
-/* W += (alpha / r) B A for every adapted layer; from then on the model (and export) uses the
- * merged weights and step refuses with DSPY_ERR_STATE. DSPY_ERR_STATE without LoRA or when
+/* W += (alpha / r) B A for every adapted layer; from then on the trainable's loss and export
+ * use the merged weights and step refuses with DSPY_ERR_STATE. DSPY_ERR_STATE without LoRA or when
  * already merged. */
 dspy_status dspy_trainable_merge_lora(dspy_trainable *t);
 /* Whether LoRA is on (and whether it has been merged). */

@@ -143,58 +143,43 @@ static float *carve(float **cur, size_t n) {
     return p;
 }
 
-/* Copies the model's weights into t->wblock in parameter order and sets the layer pointers. */
-static void copy_weights(dspy_trainable *t, bool full) {
+/* Copies the model's weights (through dspy_model_tensor_read_f32, whatever device and dtype the
+ * model keeps them in) into t->wblock in parameter order and sets the layer pointers. */
+static dspy_status copy_weights(dspy_trainable *t, bool full) {
     const dspy_model_config *c = &t->cfg;
-    const dspy_model_weights *w = &t->orig;
     size_t C = (size_t)c->hidden_size, V = (size_t)c->vocab_size;
     float *cur = t->wblock, *gcur = t->gblock;
-#define TAKE(dst, gdst, src, n)                                      \
-    do {                                                             \
-        (dst) = carve(&cur, (n));                                    \
-        memcpy((dst), (src), sizeof(float) * (n));                   \
-        if (full) (gdst) = carve(&gcur, (n));                        \
+    dspy_status st = DSPY_OK;
+    char name[128];
+#define TAKE(dst, gdst, n, ...)                                                    \
+    do {                                                                           \
+        (dst) = carve(&cur, (n));                                                  \
+        snprintf(name, sizeof name, __VA_ARGS__);                                  \
+        if ((st = dspy_model_tensor_read_f32(t->m, name, (dst), (n)))) return st;  \
+        if (full) (gdst) = carve(&gcur, (n));                                      \
     } while (0)
-    TAKE(t->embed, t->g_embed, w->embed, V * C);
+    TAKE(t->embed, t->g_embed, V * C, "model.embed_tokens.weight");
     for (int l = 0; l < c->num_hidden_layers; l++) {
-        const dspy_layer_weights *src = &w->layers[l];
         train_layer *L = &t->layers[l];
-        const float *sw[LIN_COUNT] = {src->wq, src->wk, src->wv, src->wo, src->w_gate, src->w_up, src->w_down};
-        const float *sb[LIN_COUNT] = {src->bq, src->bk, src->bv, src->bo, NULL, NULL, NULL};
         for (int k = 0; k < LIN_COUNT; k++) {
             int in, out;
             train_lin_dims(c, k, &in, &out);
-            TAKE(L->w[k], L->gw[k], sw[k], (size_t)out * in);
-            if (sb[k]) TAKE(L->b[k], L->gb[k], sb[k], (size_t)out);
+            TAKE(L->w[k], L->gw[k], (size_t)out * in, "model.layers.%d.%s.weight", l, k_lin_name[k]);
+            bool has_bias = (k <= LIN_V && c->qkv_bias) || (k == LIN_O && c->o_bias);
+            if (has_bias) TAKE(L->b[k], L->gb[k], (size_t)out, "model.layers.%d.%s.bias", l, k_lin_name[k]);
         }
-        TAKE(L->attn_norm, L->g_attn_norm, src->attn_norm, C);
-        TAKE(L->mlp_norm, L->g_mlp_norm, src->mlp_norm, C);
+        TAKE(L->attn_norm, L->g_attn_norm, C, "model.layers.%d.input_layernorm.weight", l);
+        TAKE(L->mlp_norm, L->g_mlp_norm, C, "model.layers.%d.post_attention_layernorm.weight", l);
     }
-    TAKE(t->final_norm, t->g_final_norm, w->final_norm, C);
+    TAKE(t->final_norm, t->g_final_norm, C, "model.norm.weight");
     if (c->tie_word_embeddings) {
         t->lm_head = t->embed;
         t->g_lm_head = t->g_embed;
     } else {
-        TAKE(t->lm_head, t->g_lm_head, w->lm_head, V * C);
+        TAKE(t->lm_head, t->g_lm_head, V * C, "lm_head.weight");
     }
 #undef TAKE
-}
-
-/* Points the model's weights at `t`'s copies. */
-static void point_model(dspy_trainable *t) {
-    dspy_model_weights *mw = dspy_model_weights_mut(t->m);
-    mw->embed = t->embed;
-    mw->final_norm = t->final_norm;
-    mw->lm_head = t->lm_head;
-    for (int l = 0; l < t->cfg.num_hidden_layers; l++) {
-        dspy_layer_weights *d = &mw->layers[l];
-        train_layer *L = &t->layers[l];
-        d->attn_norm = L->attn_norm;
-        d->mlp_norm = L->mlp_norm;
-        d->wq = L->w[LIN_Q], d->wk = L->w[LIN_K], d->wv = L->w[LIN_V], d->wo = L->w[LIN_O];
-        d->bq = L->b[LIN_Q], d->bk = L->b[LIN_K], d->bv = L->b[LIN_V], d->bo = L->b[LIN_O];
-        d->w_gate = L->w[LIN_GATE], d->w_up = L->w[LIN_UP], d->w_down = L->w[LIN_DOWN];
-    }
+    return DSPY_OK;
 }
 
 static size_t weights_numel(const dspy_model_config *c) {
@@ -231,7 +216,6 @@ dspy_status dspy_trainable_new(dspy_model *m, const dspy_lora_config *lora, uint
     if (!t) return dspy_fail(DSPY_ERR_NOMEM, "trainable: out of memory");
     t->m = m;
     t->cfg = *dspy_model_config_get(m);
-    t->ops = dspy_ops_cpu();
     t->seed = seed;
     t->lora_on = lora && lora->enabled;
     if (t->lora_on) {
@@ -240,19 +224,20 @@ dspy_status dspy_trainable_new(dspy_model *m, const dspy_lora_config *lora, uint
     }
     const dspy_model_config *c = &t->cfg;
     int L = c->num_hidden_layers;
-    t->orig = *dspy_model_weights_get(m);
-    t->orig_layers = malloc(sizeof(dspy_layer_weights) * (size_t)L);
     t->layers = calloc((size_t)L, sizeof *t->layers);
     t->wn = weights_numel(c);
     t->wblock = malloc(sizeof(float) * t->wn);
     if (!t->lora_on) t->gblock = calloc(t->wn, sizeof(float));
-    if (!t->orig_layers || !t->layers || !t->wblock || (!t->lora_on && !t->gblock)) {
+    if (!t->layers || !t->wblock || (!t->lora_on && !t->gblock)) {
         st = dspy_fail(DSPY_ERR_NOMEM, "trainable: cannot allocate %zu MiB for fp32 weights and gradients",
                        (t->lora_on ? 1 : 2) * t->wn * sizeof(float) >> 20);
         goto fail;
     }
-    memcpy(t->orig_layers, t->orig.layers, sizeof(dspy_layer_weights) * (size_t)L);
-    copy_weights(t, !t->lora_on);
+    if ((st = copy_weights(t, !t->lora_on))) goto fail;
+    /* The CPU reference computes the steps; its scratch grows with the longest sequence. */
+    dspy_backend_plan plan = {64, 64, 1, c->vocab_size, c->num_attention_heads, c->head_dim,
+                              dspy_model_n_threads(m)};
+    if ((st = dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, &plan, &t->be))) goto fail;
     if (t->lora_on) {
         size_t r = (size_t)t->lora.r, n = 0;
         for (int k = 0; k < LIN_COUNT; k++) {
@@ -287,7 +272,6 @@ dspy_status dspy_trainable_new(dspy_model *m, const dspy_lora_config *lora, uint
         st = list_full(t);
     }
     if (st) goto fail;
-    point_model(t);
     *out = t;
     return DSPY_OK;
 fail:
@@ -297,17 +281,10 @@ fail:
 
 void dspy_trainable_free(dspy_trainable *t) {
     if (!t) return;
-    if (t->orig_layers && t->wblock && t->embed) { /* the model was pointed at our copies */
-        dspy_model_weights *mw = dspy_model_weights_mut(t->m);
-        mw->embed = t->orig.embed;
-        mw->final_norm = t->orig.final_norm;
-        mw->lm_head = t->orig.lm_head;
-        memcpy(mw->layers, t->orig_layers, sizeof(dspy_layer_weights) * (size_t)t->cfg.num_hidden_layers);
-    }
     for (size_t i = 0; i < t->nparams; i++) free((char *)t->params[i].name);
     free(t->params);
     train_work_free(&t->work);
-    free(t->orig_layers);
+    dspy_backend_free(t->be);
     free(t->layers);
     free(t->wblock);
     free(t->gblock);
@@ -345,13 +322,15 @@ bool dspy_trainable_lora_merged(const dspy_trainable *t) { return t->merged; }
 
 /* ---- LoRA merge ------------------------------------------------------------------------- */
 
-/* W (out, in) += scale * B (out, r) @ A (r, in), through matmul_backward's weight gradient
+/* W (out, in) += scale * B (out, r) @ A (r, in), through linear_backward's weight gradient
  * (dw += dout^T inp with dout = scale * B^T (r, out), inp = A). bt: scratch of r * out floats. */
-static void merge_into(const dspy_ops *ops, float *W, const lora_adapter *a, int r, int in, int out, float scale,
-                       float *bt) {
+static dspy_status merge_into(dspy_backend *be, float *W, const lora_adapter *a, int r, int in, int out, float scale,
+                              float *bt) {
     for (int o = 0; o < out; o++)
         for (int k = 0; k < r; k++) bt[(size_t)k * out + o] = scale * a->B[(size_t)o * r + k];
-    ops->matmul_backward(NULL, W, NULL, bt, a->A, NULL, r, in, out);
+    return be->ops->linear_backward(be, dspy_tensor_none(), dspy_bt(be, W, (int64_t)out * in, DSPY_DTYPE_F32),
+                                    dspy_tensor_none(), dspy_bt(be, bt, (int64_t)r * out, DSPY_DTYPE_F32),
+                                    dspy_bt(be, a->A, (int64_t)r * in, DSPY_DTYPE_F32), dspy_tensor_none(), r, in, out);
 }
 
 static int max_lin_out(const dspy_model_config *c) {
@@ -370,13 +349,15 @@ dspy_status dspy_trainable_merge_lora(dspy_trainable *t) {
     const dspy_model_config *c = &t->cfg;
     float *bt = malloc(sizeof(float) * (size_t)t->lora.r * (size_t)max_lin_out(c));
     if (!bt) return dspy_fail(DSPY_ERR_NOMEM, "merge_lora: out of memory");
-    for (int l = 0; l < c->num_hidden_layers; l++)
-        for (int k = 0; k < LIN_COUNT; k++) {
+    dspy_status st = DSPY_OK;
+    for (int l = 0; l < c->num_hidden_layers && !st; l++)
+        for (int k = 0; k < LIN_COUNT && !st; k++) {
             int in, out;
             train_lin_dims(c, k, &in, &out);
-            merge_into(t->ops, t->layers[l].w[k], &t->layers[l].lora[k], t->lora.r, in, out, t->lora_scale, bt);
+            st = merge_into(t->be, t->layers[l].w[k], &t->layers[l].lora[k], t->lora.r, in, out, t->lora_scale, bt);
         }
     free(bt);
+    if (st) return st;
     t->merged = true;
     return DSPY_OK;
 }
@@ -514,8 +495,9 @@ dspy_status dspy_trainable_export(dspy_trainable *t, const char *out_dir, const 
             int in, out;
             train_lin_dims(c, src[i].lin, &in, &out);
             memcpy(tmp, data, sizeof(float) * (size_t)in * out);
-            merge_into(t->ops, tmp, &t->layers[src[i].layer].lora[src[i].lin], t->lora.r, in, out, t->lora_scale,
-                       bt);
+            st = merge_into(t->be, tmp, &t->layers[src[i].layer].lora[src[i].lin], t->lora.r, in, out,
+                            t->lora_scale, bt);
+            if (st) break;
             data = tmp;
         }
         st = dspy_safetensors_writer_put(w, i, data);

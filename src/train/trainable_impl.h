@@ -5,7 +5,7 @@
 #ifndef DSPY_TRAIN_TRAINABLE_IMPL_H
 #define DSPY_TRAIN_TRAINABLE_IMPL_H
 
-#include "kern/ops.h"
+#include "kern/backend.h"
 #include "train/backward.h"
 
 /* The seven linear layers of a decoder layer, in HF order. */
@@ -61,11 +61,9 @@ typedef struct train_work {
 #define CE_ROWS 256
 
 struct dspy_trainable {
-    dspy_model *m;
+    dspy_model *m;                 /* read only: weights are copied out at construction */
     dspy_model_config cfg;
-    const dspy_ops *ops;
-    dspy_model_weights orig;       /* the model's loaded pointers (restored by free) */
-    dspy_layer_weights *orig_layers;
+    dspy_backend *be;              /* the CPU reference backend the steps run on */
     bool lora_on, merged;
     dspy_lora_config lora;
     float lora_scale;              /* alpha / r */

@@ -18,7 +18,9 @@
 #include "dspy/chat_template.h"
 #include "dspy/str.h"
 #include "dspy/tokenizer.h"
-#include "engine/sampler.h"
+#include "dspy/backend.h"
+#include "dspy/rng.h"
+#include "kern/backend.h"
 
 static char *g_dir; /* random llama, vocab 300, context 64 */
 
@@ -44,34 +46,48 @@ static dspy_model *load(const char *dir) {
 
 /* ---- sampler ---------------------------------------------------------------------------- */
 
+/* One draw of the CPU backend's sampler (kern/ops.h sample), the uniform drawn from r as the
+ * engine does (only when sampling). */
+static dspy_backend *g_cpu;
+static int32_t sample1(const float *logits, int V, float temp, float top_p, int top_k, dspy_rng *r, float *lp) {
+    dspy_sample_param sp = {temp, top_p, top_k, 0, temp > 0 ? dspy_rng_uniform(r) : 0.0};
+    int32_t tok = -1;
+    CHECK_OK(g_cpu->ops->sample(g_cpu, dspy_bt(g_cpu, &tok, 1, DSPY_DTYPE_I32), dspy_bt(g_cpu, lp, 1, DSPY_DTYPE_F32),
+                                dspy_bt(g_cpu, (float *)logits, V, DSPY_DTYPE_F32),
+                                dspy_bt(g_cpu, &sp, DSPY_SAMPLE_PARAM_WORDS, DSPY_DTYPE_I32), 1, V));
+    return tok;
+}
+
 static void test_sampler(void) {
+    dspy_backend_plan plan = {16, 16, 1, 16, 1, 1, 1};
+    CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, &plan, &g_cpu));
+    if (!g_cpu) return;
     float logits[4] = {(float)log(0.4), (float)log(0.3), (float)log(0.2), (float)log(0.1)};
-    float work[4], lp;
-    int32_t idx[4];
+    float lp;
     dspy_rng r;
     dspy_rng_seed(&r, 42);
-    CHECK_INT(dspy_sample(logits, 4, 0, 1, 0, &r, work, idx, &lp), 0);
+    CHECK_INT(sample1(logits, 4, 0, 1, 0, &r, &lp), 0);
     CHECK_NEAR(lp, log(0.4), 1e-6);
     float tie[3] = {1, 3, 3};
-    CHECK_INT(dspy_sample(tie, 3, 0, 1, 0, &r, work, idx, &lp), 1); /* lowest id on ties */
-    CHECK_INT(dspy_sample(logits, 4, 1.0f, 1, 1, &r, work, idx, &lp), 0); /* top_k 1 = greedy */
+    CHECK_INT(sample1(tie, 3, 0, 1, 0, &r, &lp), 1); /* lowest id on ties */
+    CHECK_INT(sample1(logits, 4, 1.0f, 1, 1, &r, &lp), 0); /* top_k 1 = greedy */
     int count[4] = {0}, n = 40000;
-    for (int i = 0; i < n; i++) count[dspy_sample(logits, 4, 1.0f, 1.0f, 0, &r, work, idx, &lp)]++;
+    for (int i = 0; i < n; i++) count[sample1(logits, 4, 1.0f, 1.0f, 0, &r, &lp)]++;
     for (int k = 0; k < 4; k++) CHECK_NEAR((double)count[k] / n, exp(logits[k]), 0.01);
     /* temperature 2: p ~ sqrt(p) renormalised */
     memset(count, 0, sizeof count);
     double z = sqrt(0.4) + sqrt(0.3) + sqrt(0.2) + sqrt(0.1);
-    for (int i = 0; i < n; i++) count[dspy_sample(logits, 4, 2.0f, 1.0f, 0, &r, work, idx, &lp)]++;
+    for (int i = 0; i < n; i++) count[sample1(logits, 4, 2.0f, 1.0f, 0, &r, &lp)]++;
     for (int k = 0; k < 4; k++) CHECK_NEAR((double)count[k] / n, sqrt(exp(logits[k])) / z, 0.01);
     /* top_p 0.5 keeps {0, 1} (0.4 < 0.5, then 0.7), renormalised 4:3 */
     memset(count, 0, sizeof count);
-    for (int i = 0; i < n; i++) count[dspy_sample(logits, 4, 1.0f, 0.5f, 0, &r, work, idx, &lp)]++;
+    for (int i = 0; i < n; i++) count[sample1(logits, 4, 1.0f, 0.5f, 0, &r, &lp)]++;
     CHECK(count[2] == 0 && count[3] == 0);
     CHECK_NEAR((double)count[0] / n, 4.0 / 7, 0.01);
     /* top_k 2 keeps ties with the 2nd score */
     float tk[4] = {5, 1, 1, 0};
     memset(count, 0, sizeof count);
-    for (int i = 0; i < 3000; i++) count[dspy_sample(tk, 4, 10.0f, 1.0f, 2, &r, work, idx, &lp)]++;
+    for (int i = 0; i < 3000; i++) count[sample1(tk, 4, 10.0f, 1.0f, 2, &r, &lp)]++;
     CHECK(count[1] > 0 && count[2] > 0 && count[3] == 0);
     CHECK_NEAR(lp, tk[3] - log(exp(5) + 2 * exp(1) + 1), 10); /* lp is of the drawn token; finite */
     /* the same seed gives the same draws */
@@ -79,9 +95,17 @@ static void test_sampler(void) {
     dspy_rng_seed(&a, 7);
     dspy_rng_seed(&b, 7);
     int same = 0;
-    for (int i = 0; i < 100; i++)
-        same += dspy_sample(logits, 4, 1, 1, 0, &a, work, idx, &lp) == dspy_sample(logits, 4, 1, 1, 0, &b, work, idx, &lp);
+    for (int i = 0; i < 100; i++) same += sample1(logits, 4, 1, 1, 0, &a, &lp) == sample1(logits, 4, 1, 1, 0, &b, &lp);
     CHECK_INT(same, 100);
+    /* a vocabulary larger than planned is an error, not an overflow */
+    float big[32] = {0};
+    int32_t tok;
+    dspy_sample_param sp = {0, 1, 0, 0, 0};
+    CHECK_INT(g_cpu->ops->sample(g_cpu, dspy_bt(g_cpu, &tok, 1, DSPY_DTYPE_I32), dspy_bt(g_cpu, &lp, 1, DSPY_DTYPE_F32),
+                                 dspy_bt(g_cpu, big, 32, DSPY_DTYPE_F32),
+                                 dspy_bt(g_cpu, &sp, DSPY_SAMPLE_PARAM_WORDS, DSPY_DTYPE_I32), 1, 32),
+              DSPY_ERR_ARG);
+    dspy_backend_free(g_cpu);
 }
 
 /* ---- engine ----------------------------------------------------------------------------- */
@@ -397,8 +421,10 @@ static void test_cli(void) {
     snprintf(cmd, sizeof cmd, "'%s' generate --model '%s' --prompt-ids 5,x", test_bin("dspy"), g_dir);
     CHECK_INT(run_cmd(cmd, &o1) != 0, 1);
     free(o1);
+    /* --device cuda: a clear error without a GPU, a run with one */
     snprintf(cmd, sizeof cmd, "'%s' generate --model '%s' --prompt-ids 5 --device cuda", test_bin("dspy"), g_dir);
-    CHECK_INT(run_cmd(cmd, &o1) != 0, 1);
+    bool gpu = dspy_cuda_device_count(NULL) > 0;
+    CHECK_INT(run_cmd(cmd, &o1) != 0, !gpu);
     free(o1);
 
     /* init-model round trips: llama and qwen2 load; the tokenizer files are copied */
@@ -421,8 +447,9 @@ static void test_cli(void) {
             CHECK_INT(c->vocab_size, 320);
             CHECK_INT(c->hidden_size, 64);
             CHECK_INT(c->dtype, DSPY_DTYPE_BF16);
-            CHECK(dspy_model_weights_get(m)->layers[0].attn_norm[3] == 1.0f);
-            CHECK((dspy_model_weights_get(m)->layers[0].bq != NULL) == (a == 1));
+            CHECK(((const float *)dspy_model_weights_get(m)->layers[0].attn_norm.data)[3] == 1.0f);
+            CHECK((dspy_model_weights_get(m)->layers[0].bqkv.data != NULL) == (a == 1));
+            CHECK_INT(dspy_model_matrix_dtype(m), DSPY_DTYPE_BF16); /* kept as stored */
             int32_t q[2] = {1, 2};
             dspy_sampling s8 = dspy_sampling_default();
             s8.max_tokens = 8;

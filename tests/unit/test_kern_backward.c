@@ -15,12 +15,57 @@
 #include <string.h>
 
 #include "check.h"
-#include "kern/ops.h"
+#include "kern/backend.h"
 
 #define TOL 1e-5
 #define FD_H 1e-6
 
-static const dspy_ops *O;
+static dspy_backend *B; /* the CPU backend every call below goes through */
+
+/* Calls of the op table with plain float arrays (sizes in elements; NULL = none). */
+static dspy_tensor F(const void *p, int64_t n) {
+    return p ? dspy_bt(B, (void *)p, n, DSPY_DTYPE_F32) : dspy_tensor_none();
+}
+#define I32(p, n) dspy_bt(B, (void *)(p), (int64_t)(n), DSPY_DTYPE_I32)
+static void k_linear_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
+                              int N, int C, int OC) {
+    CHECK_OK(B->ops->linear_backward(B, F(dinp, N * C), F(dw, OC * C), F(db, OC), F(dout, N * OC), F(inp, N * C),
+                                     F(w, OC * C), N, C, OC));
+}
+static void k_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w, int N,
+                               int C, float eps) {
+    CHECK_OK(B->ops->rmsnorm_backward(B, F(dinp, N * C), F(dw, C), F(dout, N * C), F(inp, N * C), F(w, C), N, C, eps));
+}
+static void k_rope(float *x, const int32_t *pos, const float *inv, int N, int H, int HS, int dir) {
+    if (dir > 0) CHECK_OK(B->ops->rope(B, F(x, N * H * HS), I32(pos, N), F(inv, HS / 2), N, H, HS));
+    else CHECK_OK(B->ops->rope_backward(B, F(x, N * H * HS), I32(pos, N), F(inv, HS / 2), N, H, HS));
+}
+static void k_attention_train(float *out, float *lse, const float *q, const float *k, const float *v,
+                              const int32_t *start, int T, int NH, int NKV, int HS) {
+    CHECK_OK(B->ops->attention_train(B, F(out, T * NH * HS), F(lse, T * NH), F(q, T * NH * HS), F(k, T * NKV * HS),
+                                     F(v, T * NKV * HS), I32(start, T), T, NH, NKV, HS));
+}
+static void k_attention_train_backward(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                                       const float *lse, const float *q, const float *k, const float *v,
+                                       const int32_t *start, int T, int NH, int NKV, int HS) {
+    size_t nq = (size_t)T * NH * HS, nk = (size_t)T * NKV * HS;
+    CHECK_OK(B->ops->attention_train_backward(B, F(dq, nq), F(dk, nk), F(dv, nk), F(dout, nq), F(out, nq),
+                                              F(lse, T * NH), F(q, nq), F(k, nk), F(v, nk), I32(start, T), T, NH, NKV,
+                                              HS));
+}
+static void k_swiglu_backward(float *dg, float *du, const float *dout, const float *g, const float *u, int N, int C) {
+    CHECK_OK(B->ops->swiglu_backward(B, F(dg, N * C), F(du, N * C), F(dout, N * C), F(g, N * C), F(u, N * C), N, C));
+}
+static void k_rows_backward(bool emb, float *d, int64_t drows, const int32_t *ids, const float *dout, int N, int C) {
+    if (emb) CHECK_OK(B->ops->embedding_backward(B, F(d, drows * C), I32(ids, N), F(dout, N * C), N, C));
+    else CHECK_OK(B->ops->scatter_add_rows(B, F(d, drows * C), I32(ids, N), F(dout, N * C), N, C));
+}
+static void k_cross_entropy(float *loss, float *dl, const float *x, const int32_t *t, int M, int V, float sc) {
+    CHECK_OK(B->ops->cross_entropy(B, F(loss, M), F(dl, M * V), F(x, M * V), I32(t, M), M, V, sc));
+}
+static void k_dropout(float *out, const float *inp, int64_t n, float p, uint64_t key) {
+    CHECK_OK(B->ops->dropout(B, F(out, n), F(inp, n), p, key));
+}
 
 static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
 static double drand_(void) { /* uniform in [-1, 1), exactly representable as a float */
@@ -88,17 +133,17 @@ static void test_matmul_backward(void) {
     double *p0 = drnd(MN * MC + MOC * MC + MOC);
     float *dx0 = tof(p0, MN * MC), *dw0 = tof(p0 + MN * MC, MOC * MC), *db0 = tof(p0 + MN * MC + MOC * MC, MOC);
     float *dx = tof(p0, MN * MC), *dw = tof(p0 + MN * MC, MOC * MC), *db = tof(p0 + MN * MC + MOC * MC, MOC);
-    O->matmul_backward(dx, dw, db, r, x, w, MN, MC, MOC);
+    k_linear_backward(dx, dw, db, r, x, w, MN, MC, MOC);
     float *gx = delta(dx, dx0, MN * MC), *gw = delta(dw, dw0, MOC * MC), *gb = delta(db, db0, MOC);
     check_grad("matmul dinp", loss_matmul, m_x, MN * MC, gx);
     check_grad("matmul dw", loss_matmul, m_w, MOC * MC, gw);
     check_grad("matmul dbias", loss_matmul, m_b, MOC, gb);
     /* NULL outputs are skipped; the others get the same numbers */
     float *dw2 = tof(p0 + MN * MC, MOC * MC);
-    O->matmul_backward(NULL, dw2, NULL, r, x, NULL, MN, MC, MOC);
+    k_linear_backward(NULL, dw2, NULL, r, x, NULL, MN, MC, MOC);
     CHECK(memcmp(dw2, dw, sizeof(float) * MOC * MC) == 0);
     float *dx2 = tof(p0, MN * MC);
-    O->matmul_backward(dx2, NULL, NULL, r, x, w, MN, MC, MOC);
+    k_linear_backward(dx2, NULL, NULL, r, x, w, MN, MC, MOC);
     CHECK(memcmp(dx2, dx, sizeof(float) * MN * MC) == 0);
     free(m_x), free(m_w), free(m_b), free(m_r), free(x), free(w), free(r), free(p0);
     free(dx0), free(dw0), free(db0), free(dx), free(dw), free(db), free(gx), free(gw), free(gb), free(dw2), free(dx2);
@@ -126,12 +171,12 @@ static void test_rmsnorm_backward(void) {
     float *x = tof(r_x, RN * RC), *w = tof(r_w, RC), *r = tof(r_r, RN * RC);
     double *p0 = drnd(RN * RC + RC);
     float *dx0 = tof(p0, RN * RC), *dw0 = tof(p0 + RN * RC, RC), *dx = tof(p0, RN * RC), *dw = tof(p0 + RN * RC, RC);
-    O->rmsnorm_backward(dx, dw, r, x, w, RN, RC, REPS);
+    k_rmsnorm_backward(dx, dw, r, x, w, RN, RC, REPS);
     float *gx = delta(dx, dx0, RN * RC), *gw = delta(dw, dw0, RC);
     check_grad("rmsnorm dinp", loss_rmsnorm, r_x, RN * RC, gx);
     check_grad("rmsnorm dweight", loss_rmsnorm, r_w, RC, gw);
     float *dx2 = tof(p0, RN * RC);
-    O->rmsnorm_backward(dx2, NULL, r, x, w, RN, RC, REPS);
+    k_rmsnorm_backward(dx2, NULL, r, x, w, RN, RC, REPS);
     CHECK(memcmp(dx2, dx, sizeof(float) * RN * RC) == 0);
     free(r_x), free(r_w), free(r_r), free(x), free(w), free(r), free(p0), free(dx0), free(dw0), free(dx), free(dw);
     free(gx), free(gw), free(dx2);
@@ -162,12 +207,12 @@ static void test_rope_backward(void) {
     for (int i = 0; i < PHS / 2; i++) p_inv[i] = (float)(1.0 / pow(10000.0, 2.0 * i / PHS));
     p_x = drnd(PN * PH * PHS), p_r = drnd(PN * PH * PHS);
     float *g = tof(p_r, PN * PH * PHS);
-    O->rope_backward(g, p_pos, p_inv, PN, PH, PHS);
+    k_rope(g, p_pos, p_inv, PN, PH, PHS, -1);
     check_grad("rope", loss_rope, p_x, PN * PH * PHS, g);
     /* rope then rope_backward is the identity (the rotation is orthogonal) */
     float *x = tof(p_x, PN * PH * PHS);
-    O->rope(x, p_pos, p_inv, PN, PH, PHS);
-    O->rope_backward(x, p_pos, p_inv, PN, PH, PHS);
+    k_rope(x, p_pos, p_inv, PN, PH, PHS, +1);
+    k_rope(x, p_pos, p_inv, PN, PH, PHS, -1);
     double e = 0;
     for (int i = 0; i < PN * PH * PHS; i++) e = fmax(e, fabs(x[i] - p_x[i]));
     CHECK(e < 1e-6);
@@ -213,7 +258,7 @@ static void test_attention_train(void) {
     a_q = drnd(nq), a_k = drnd(nk), a_v = drnd(nk), a_r = drnd(nq);
     float *q = tof(a_q, nq), *k = tof(a_k, nk), *v = tof(a_v, nk), *r = tof(a_r, nq);
     float *out = malloc(sizeof(float) * nq), lse[AT * ANH];
-    O->attention_train(out, lse, q, k, v, a_start, AT, ANH, ANKV, AHS);
+    k_attention_train(out, lse, q, k, v, a_start, AT, ANH, ANKV, AHS);
     double ref[AT * ANH * AHS], e = 0;
     attn_d(ref);
     for (size_t i = 0; i < nq; i++) e = fmax(e, fabs(out[i] - ref[i]));
@@ -227,19 +272,21 @@ static void test_attention_train(void) {
         memcpy(kc + slot * ANKV * AHS, k + p * ANKV * AHS, sizeof(float) * ANKV * AHS);
         memcpy(vc + slot * ANKV * AHS, v + p * ANKV * AHS, sizeof(float) * ANKV * AHS);
     }
-    dspy_attn_seg seg = {0, 4, 0, table};
-    O->attention_prefill(o2, q, kc, vc, &seg, 1, BS, ANH, ANKV, AHS);
+    dspy_attn_seg seg = {0, 4, 0, 0};
+    dspy_attn_meta am = {I32(&seg, 4), I32(table, 2), 1, 4, BS, 4, false};
+    CHECK_OK(B->ops->attention(B, F(o2, 4 * ANH * AHS), F(q, 4 * ANH * AHS), F(kc, 4 * ANKV * AHS),
+                               F(vc, 4 * ANKV * AHS), &am, ANH, ANKV, AHS));
     CHECK(memcmp(o2, out, sizeof o2) == 0);
     /* backward */
     float *dq = malloc(sizeof(float) * nq), *dk = malloc(sizeof(float) * nk), *dv = malloc(sizeof(float) * nk);
-    O->attention_train_backward(dq, dk, dv, r, out, lse, q, k, v, a_start, AT, ANH, ANKV, AHS);
+    k_attention_train_backward(dq, dk, dv, r, out, lse, q, k, v, a_start, AT, ANH, ANKV, AHS);
     check_grad("attention dq", loss_attn, a_q, nq, dq);
     check_grad("attention dk (GQA)", loss_attn, a_k, nk, dk);
     check_grad("attention dv (GQA)", loss_attn, a_v, nk, dv);
     /* block-diagonal: the first example's gradients ignore the second's upstream gradient */
     for (size_t i = 4 * ANH * AHS; i < nq; i++) r[i] = 0;
     float *dq2 = malloc(sizeof(float) * nq), *dk2 = malloc(sizeof(float) * nk), *dv2 = malloc(sizeof(float) * nk);
-    O->attention_train_backward(dq2, dk2, dv2, r, out, lse, q, k, v, a_start, AT, ANH, ANKV, AHS);
+    k_attention_train_backward(dq2, dk2, dv2, r, out, lse, q, k, v, a_start, AT, ANH, ANKV, AHS);
     CHECK(memcmp(dq2, dq, sizeof(float) * 4 * ANH * AHS) == 0);
     CHECK(memcmp(dk2, dk, sizeof(float) * 4 * ANKV * AHS) == 0);
     int zero = 1;
@@ -265,10 +312,10 @@ static void test_swiglu_backward(void) {
     for (int i = 0; i < SN * SC; i++) s_g[i] *= 4; /* cover the sigmoid's tails */
     float *g = tof(s_g, SN * SC), *u = tof(s_u, SN * SC), *r = tof(s_r, SN * SC);
     float dg[SN * SC], du[SN * SC];
-    O->swiglu_backward(dg, du, r, g, u, SN, SC);
+    k_swiglu_backward(dg, du, r, g, u, SN, SC);
     check_grad("swiglu dgate", loss_swiglu, s_g, SN * SC, dg);
     check_grad("swiglu dup", loss_swiglu, s_u, SN * SC, du);
-    O->swiglu_backward(r, du, r, g, u, SN, SC); /* dgate may equal dout */
+    k_swiglu_backward(r, du, r, g, u, SN, SC); /* dgate may equal dout */
     CHECK(memcmp(r, dg, sizeof dg) == 0);
     free(s_g), free(s_u), free(s_r), free(g), free(u), free(r);
 }
@@ -291,11 +338,11 @@ static void test_embedding_backward(void) {
     float *r = tof(e_r, EN * EC);
     double *p0 = drnd(EV * EC);
     float *d0 = tof(p0, EV * EC), *d = tof(p0, EV * EC);
-    O->embedding_backward(d, e_ids, r, EN, EC);
+    k_rows_backward(true, d, EV, e_ids, r, EN, EC);
     float *g = delta(d, d0, EV * EC);
     check_grad("embedding (repeated ids)", loss_embedding, e_tab, EV * EC, g);
     float *d2 = tof(p0, EV * EC);
-    O->scatter_add_rows(d2, e_ids, r, EN, EC);
+    k_rows_backward(false, d2, EV, e_ids, r, EN, EC);
     CHECK(memcmp(d2, d, sizeof(float) * EV * EC) == 0);
     free(e_tab), free(e_r), free(r), free(p0), free(d0), free(d), free(g), free(d2);
 }
@@ -324,17 +371,17 @@ static void test_cross_entropy(void) {
     c_x = drnd(CM * CV);
     for (int i = 0; i < CM * CV; i++) c_x[i] *= 5;
     float *x = tof(c_x, CM * CV), loss[CM], d[CM * CV];
-    O->cross_entropy(loss, d, x, c_t, CM, CV, CSCALE);
+    k_cross_entropy(loss, d, x, c_t, CM, CV, CSCALE);
     double e = 0;
     for (int m = 0; m < CM; m++) e = fmax(e, fabs(loss[m] - ce_row(c_x + m * CV, c_t[m])));
     CHECK(e < 1e-6);
     check_grad("cross-entropy dlogits", loss_ce, c_x, CM * CV, d);
     float loss2[CM];
-    O->cross_entropy(loss2, x, x, c_t, CM, CV, CSCALE); /* in place */
+    k_cross_entropy(loss2, x, x, c_t, CM, CV, CSCALE); /* in place */
     CHECK(memcmp(x, d, sizeof d) == 0);
     CHECK(memcmp(loss2, loss, sizeof loss) == 0);
     float *x3 = tof(c_x, CM * CV), loss3[CM];
-    O->cross_entropy(loss3, NULL, x3, c_t, CM, CV, CSCALE); /* loss only */
+    k_cross_entropy(loss3, NULL, x3, c_t, CM, CV, CSCALE); /* loss only */
     CHECK(memcmp(loss3, loss, sizeof loss) == 0);
     free(c_x), free(x), free(x3);
 }
@@ -346,7 +393,7 @@ static void test_dropout(void) {
     float *x = malloc(sizeof(float) * N), *y = malloc(sizeof(float) * N), *z = malloc(sizeof(float) * N);
     for (int i = 0; i < N; i++) x[i] = 1.0f + (float)(i % 7);
     const float p = 0.25f;
-    O->dropout(y, x, N, p, 42);
+    k_dropout(y, x, N, p, 42);
     int kept = 0, bad = 0;
     for (int i = 0; i < N; i++) {
         if (y[i] != 0) {
@@ -358,13 +405,13 @@ static void test_dropout(void) {
     CHECK_INT(bad, 0);
     CHECK(fabs(kept / (double)N - 0.75) < 0.015);
     memcpy(z, x, sizeof(float) * N);
-    O->dropout(z, z, N, p, 42); /* in place, same key: the same mask (the backward call) */
+    k_dropout(z, z, N, p, 42); /* in place, same key: the same mask (the backward call) */
     CHECK(memcmp(z, y, sizeof(float) * N) == 0);
-    O->dropout(z, x, N, p, 43);
+    k_dropout(z, x, N, p, 43);
     CHECK(memcmp(z, y, sizeof(float) * N) != 0);
-    O->dropout(z, x, N, 0.0f, 7); /* p = 0 keeps everything */
+    k_dropout(z, x, N, 0.0f, 7); /* p = 0 keeps everything */
     CHECK(memcmp(z, x, sizeof(float) * N) == 0);
-    O->scale(z, 0.5f, N);
+    CHECK_OK(B->ops->scale(B, F(z, N), 0.5f));
     CHECK(z[3] == x[3] * 0.5f && z[N - 1] == x[N - 1] * 0.5f);
     free(x), free(y), free(z);
 }
@@ -382,22 +429,25 @@ static void test_threads(void) {
     float *x = tof(dx_, (size_t)T * C), *w = tof(dw_, (size_t)OC * C), *g = tof(dg, (size_t)T * OC);
     float *res[2][6];
     int nthreads[2] = {1, 4};
+    dspy_backend *keep = B;
     for (int run = 0; run < 2; run++) {
-        omp_set_num_threads(nthreads[run]);
+        dspy_backend_plan plan = {T, T, 1, V, NH, HS, nthreads[run]};
+        CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, &plan, &B));
         float **o = res[run];
         o[0] = malloc(sizeof(float) * nq);
         float *lse = malloc(sizeof(float) * T * NH);
-        O->attention_train(o[0], lse, q, k, v, start, T, NH, NKV, HS);
+        k_attention_train(o[0], lse, q, k, v, start, T, NH, NKV, HS);
         o[1] = malloc(sizeof(float) * nq), o[2] = malloc(sizeof(float) * nk), o[3] = malloc(sizeof(float) * nk);
-        O->attention_train_backward(o[1], o[2], o[3], r, o[0], lse, q, k, v, start, T, NH, NKV, HS);
+        k_attention_train_backward(o[1], o[2], o[3], r, o[0], lse, q, k, v, start, T, NH, NKV, HS);
         o[4] = calloc((size_t)T * C + (size_t)OC * C, sizeof(float));
-        O->matmul_backward(o[4], o[4] + (size_t)T * C, NULL, g, x, w, T, C, OC);
+        k_linear_backward(o[4], o[4] + (size_t)T * C, NULL, g, x, w, T, C, OC);
         o[5] = calloc((size_t)V * C + C + (size_t)T * C, sizeof(float));
-        O->embedding_backward(o[5], ids, x, T, C);
-        O->rmsnorm_backward(o[5] + (size_t)V * C + C, o[5] + (size_t)V * C, x, x, w, T, C, 1e-5f);
+        k_rows_backward(true, o[5], V, ids, x, T, C);
+        k_rmsnorm_backward(o[5] + (size_t)V * C + C, o[5] + (size_t)V * C, x, x, w, T, C, 1e-5f);
         free(lse);
+        dspy_backend_free(B);
     }
-    omp_set_num_threads(omp_get_num_procs());
+    B = keep;
     size_t sizes[6] = {nq, nq, nk, nk, (size_t)T * C + (size_t)OC * C, (size_t)V * C + C + (size_t)T * C};
     for (int i = 0; i < 6; i++) {
         check_report(memcmp(res[0][i], res[1][i], sizeof(float) * sizes[i]) == 0, __FILE__, __LINE__,
@@ -409,7 +459,9 @@ static void test_threads(void) {
 }
 
 int main(void) {
-    O = dspy_ops_cpu();
+    dspy_backend_plan plan = {64, 64, 1, 64, 8, 32, 0};
+    CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, &plan, &B));
+    if (!B) return check_summary("test_kern_backward");
     RUN(test_matmul_backward);
     RUN(test_rmsnorm_backward);
     RUN(test_rope_backward);
@@ -419,5 +471,6 @@ int main(void) {
     RUN(test_cross_entropy);
     RUN(test_dropout);
     RUN(test_threads);
+    dspy_backend_free(B);
     return check_summary("test_kern_backward");
 }

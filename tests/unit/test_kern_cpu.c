@@ -9,7 +9,8 @@
 #include <string.h>
 
 #include "check.h"
-#include "kern/ops.h"
+#include "dspy/safetensors.h"
+#include "kern/backend.h"
 
 static uint64_t g_rng = 88172645463325252ull;
 static float frand(void) { /* uniform in [-1, 1) */
@@ -33,13 +34,17 @@ static double relerr(const float *a, const double *b, size_t n) {
 }
 
 static const dspy_ops *O;
+static dspy_backend *B;
+#define F(p, n) dspy_bt(B, (p), (int64_t)(n), DSPY_DTYPE_F32)
+#define I32(p, n) dspy_bt(B, (p), (int64_t)(n), DSPY_DTYPE_I32)
+#define NONE dspy_tensor_none()
 
 static void test_matmul(void) {
     const int N = 7, C = 37, OC = 21;
     float *x = rnd((size_t)N * C), *w = rnd((size_t)OC * C), *b = rnd(OC), *y = malloc(sizeof(float) * N * OC);
     double *ref = malloc(sizeof(double) * N * OC);
     for (int withbias = 0; withbias < 2; withbias++) {
-        O->matmul(y, x, w, withbias ? b : NULL, N, C, OC);
+        CHECK_OK(O->linear(B, F(y, N * OC), F(x, N * C), F(w, OC * C), withbias ? F(b, OC) : NONE, N, C, OC, false));
         for (int n = 0; n < N; n++)
             for (int o = 0; o < OC; o++) {
                 double s = withbias ? b[o] : 0;
@@ -52,7 +57,7 @@ static void test_matmul(void) {
     float *one = malloc(sizeof(float) * OC);
     int diff = 0;
     for (int n = 0; n < N; n++) {
-        O->matmul(one, x + n * C, w, b, 1, C, OC);
+        CHECK_OK(O->linear(B, F(one, OC), F(x + n * C, C), F(w, OC * C), F(b, OC), 1, C, OC, false));
         diff += memcmp(one, y + n * OC, sizeof(float) * OC) != 0;
     }
     CHECK_INT(diff, 0);
@@ -60,7 +65,7 @@ static void test_matmul(void) {
     const int N2 = 9, C2 = 256, OC2 = 300;
     float *x2 = rnd((size_t)N2 * C2), *w2 = rnd((size_t)OC2 * C2), *y2 = malloc(sizeof(float) * N2 * OC2);
     double *r2 = malloc(sizeof(double) * N2 * OC2);
-    O->matmul(y2, x2, w2, NULL, N2, C2, OC2);
+    CHECK_OK(O->linear(B, F(y2, N2 * OC2), F(x2, N2 * C2), F(w2, OC2 * C2), NONE, N2, C2, OC2, false));
     for (int n = 0; n < N2; n++)
         for (int o = 0; o < OC2; o++) {
             double s = 0;
@@ -68,6 +73,25 @@ static void test_matmul(void) {
             r2[n * OC2 + o] = s;
         }
     CHECK(relerr(y2, r2, (size_t)N2 * OC2) < 1e-6);
+    /* BF16 weights equal their exact F32 widening, bit for bit; accumulate adds into out */
+    uint16_t *wb = malloc(sizeof(uint16_t) * OC2 * C2);
+    float *wf = malloc(sizeof(float) * OC2 * C2), *ya = malloc(sizeof(float) * N2 * OC2), *yb = malloc(sizeof(float) * N2 * OC2);
+    for (int i = 0; i < OC2 * C2; i++) wb[i] = dspy_f32_to_bf16(w2[i]), wf[i] = dspy_bf16_to_f32(wb[i]);
+    CHECK_OK(O->linear(B, F(ya, N2 * OC2), F(x2, N2 * C2), F(wf, OC2 * C2), NONE, N2, C2, OC2, false));
+    CHECK_OK(O->linear(B, F(yb, N2 * OC2), F(x2, N2 * C2), dspy_bt(B, wb, OC2 * C2, DSPY_DTYPE_BF16), NONE, N2, C2,
+                       OC2, false));
+    CHECK(memcmp(ya, yb, sizeof(float) * N2 * OC2) == 0);
+    for (int i = 0; i < N2 * OC2; i++) yb[i] = (float)i;
+    CHECK_OK(O->linear(B, F(yb, N2 * OC2), F(x2, N2 * C2), F(wf, OC2 * C2), NONE, N2, C2, OC2, true));
+    int acc_ok = 0;
+    for (int i = 0; i < N2 * OC2; i++) acc_ok += yb[i] == (float)i + ya[i];
+    CHECK_INT(acc_ok, N2 * OC2);
+    /* wrong dtype and short tensors are errors that name the argument */
+    CHECK_STATUS(O->linear(B, F(ya, N2 * OC2), I32(x2, N2 * C2), F(wf, OC2 * C2), NONE, N2, C2, OC2, false), DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "inp is I32");
+    CHECK_STATUS(O->linear(B, F(ya, 5), F(x2, N2 * C2), F(wf, OC2 * C2), NONE, N2, C2, OC2, false), DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "out holds 5 elements");
+    free(wb), free(wf), free(ya), free(yb);
     free(x), free(w), free(b), free(y), free(ref), free(one), free(x2), free(w2), free(y2), free(r2);
 }
 
@@ -75,7 +99,7 @@ static void test_rmsnorm(void) {
     const int N = 5, C = 45;
     float *x = rnd((size_t)N * C), *w = rnd(C), *y = malloc(sizeof(float) * N * C);
     double *ref = malloc(sizeof(double) * N * C);
-    O->rmsnorm(y, x, w, N, C, 1e-5f);
+    CHECK_OK(O->rmsnorm(B, F(y, N * C), F(x, N * C), F(w, C), N, C, 1e-5f));
     for (int n = 0; n < N; n++) {
         double ss = 0;
         for (int c = 0; c < C; c++) ss += (double)x[n * C + c] * x[n * C + c];
@@ -83,7 +107,7 @@ static void test_rmsnorm(void) {
         for (int c = 0; c < C; c++) ref[n * C + c] = w[c] * x[n * C + c] * r;
     }
     CHECK(relerr(y, ref, (size_t)N * C) < 1e-6);
-    O->rmsnorm(x, x, w, N, C, 1e-5f); /* in place */
+    CHECK_OK(O->rmsnorm(B, F(x, N * C), F(x, N * C), F(w, C), N, C, 1e-5f)); /* in place */
     CHECK(memcmp(x, y, sizeof(float) * N * C) == 0);
     free(x), free(w), free(y), free(ref);
 }
@@ -95,7 +119,7 @@ static void test_rope(void) {
     float *x = rnd((size_t)N * H * HS), *orig = malloc(sizeof(float) * N * H * HS);
     memcpy(orig, x, sizeof(float) * N * H * HS);
     double *ref = malloc(sizeof(double) * N * H * HS);
-    O->rope(x, pos, inv, N, H, HS);
+    CHECK_OK(O->rope(B, F(x, N * H * HS), I32(pos, N), F(inv, HS / 2), N, H, HS));
     for (int n = 0; n < N; n++)
         for (int h = 0; h < H; h++)
             for (int i = 0; i < HS / 2; i++) {
@@ -113,30 +137,30 @@ static void test_pointwise(void) {
     const int N = 3, C = 11, V = 13;
     float *g = rnd((size_t)N * C), *u = rnd((size_t)N * C), *y = malloc(sizeof(float) * N * C);
     double *ref = malloc(sizeof(double) * N * V * 2);
-    O->swiglu(y, g, u, N, C);
+    CHECK_OK(O->swiglu(B, F(y, N * C), F(g, N * C), F(u, N * C), N, C, C));
     for (int i = 0; i < N * C; i++) ref[i] = g[i] / (1 + exp(-(double)g[i])) * u[i];
     CHECK(relerr(y, ref, (size_t)N * C) < 1e-6);
-    float *l = rnd((size_t)N * V), *p = malloc(sizeof(float) * N * V);
-    for (int i = 0; i < V; i++) l[i] *= 30; /* large logits: the max subtraction matters */
-    O->softmax(p, l, N, V);
-    for (int n = 0; n < N; n++) {
-        double m = -INFINITY, s = 0;
-        for (int i = 0; i < V; i++) m = fmax(m, l[n * V + i]);
-        for (int i = 0; i < V; i++) s += exp(l[n * V + i] - m);
-        for (int i = 0; i < V; i++) ref[n * V + i] = exp(l[n * V + i] - m) / s;
-    }
-    CHECK(relerr(p, ref, (size_t)N * V) < 1e-6);
+    /* the fused [gate | up] layout (row stride 2C) gives the same numbers */
+    float *gu = malloc(sizeof(float) * N * 2 * C), *y2 = malloc(sizeof(float) * N * C);
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++) gu[n * 2 * C + c] = g[n * C + c], gu[n * 2 * C + C + c] = u[n * C + c];
+    CHECK_OK(O->swiglu(B, F(y2, N * C), F(gu, N * 2 * C), F(gu + C, N * 2 * C - C), N, C, 2 * C));
+    CHECK(memcmp(y, y2, sizeof(float) * N * C) == 0);
+    free(gu), free(y2);
+    float *l = NULL, *p = NULL;
     float *table = rnd((size_t)V * C), *e = malloc(sizeof(float) * 3 * C);
     int32_t ids[3] = {12, 0, 12};
-    O->embedding(e, ids, table, 3, C);
+    CHECK_OK(O->embedding(B, F(e, 3 * C), I32(ids, 3), F(table, V * C), 3, C));
+    int32_t bad[1] = {13};
+    CHECK_STATUS(O->embedding(B, F(e, C), I32(bad, 1), F(table, V * C), 1, C), DSPY_ERR_ARG);
     CHECK(memcmp(e, table + 12 * C, sizeof(float) * C) == 0 && memcmp(e + C, table, sizeof(float) * C) == 0 &&
           memcmp(e + 2 * C, table + 12 * C, sizeof(float) * C) == 0);
     float a[3] = {1, 2, 3}, b[3] = {0.5f, -2, 10};
-    O->add(a, b, 3);
+    CHECK_OK(O->add(B, F(a, 3), F(b, 3)));
     CHECK(a[0] == 1.5f && a[1] == 0 && a[2] == 13);
     int32_t rows[2] = {2, 0};
     float sel[2 * 11];
-    O->gather_rows(sel, table, rows, 2, C);
+    CHECK_OK(O->gather_rows(B, F(sel, 2 * C), F(table, V * C), I32(rows, 2), 2, C));
     CHECK(memcmp(sel, table + 2 * C, sizeof(float) * C) == 0 && memcmp(sel + C, table, sizeof(float) * C) == 0);
     free(g), free(u), free(y), free(ref), free(l), free(p), free(table), free(e);
 }
@@ -153,13 +177,17 @@ static void test_attention(void) {
     int32_t slotsA[9], slotsB[10];
     for (int p = 0; p < lenA; p++) slotsA[p] = tabA[p / BS] * BS + p % BS;
     for (int p = 0; p < lenB; p++) slotsB[p] = tabB[p / BS] * BS + p % BS;
-    O->kv_store(kc, vc, kA, vA, slotsA, lenA, KVD);
-    O->kv_store(kc, vc, kB, vB, slotsB, lenB, KVD);
-    CHECK(memcmp(kc + (size_t)slotsA[7] * KVD, kA + 7 * KVD, sizeof(float) * KVD) == 0);
+    for (int p = 0; p < lenA; p++) memcpy(kc + (size_t)slotsA[p] * KVD, kA + p * KVD, sizeof(float) * KVD);
+    for (int p = 0; p < lenA; p++) memcpy(vc + (size_t)slotsA[p] * KVD, vA + p * KVD, sizeof(float) * KVD);
+    for (int p = 0; p < lenB; p++) memcpy(kc + (size_t)slotsB[p] * KVD, kB + p * KVD, sizeof(float) * KVD);
+    for (int p = 0; p < lenB; p++) memcpy(vc + (size_t)slotsB[p] * KVD, vB + p * KVD, sizeof(float) * KVD);
+    int32_t tables[6] = {5, 1, 6, 2, 7, 0}; /* A's table at 0, B's at 3 */
+    const int64_t NSLOT = (int64_t)NBLK * BS * KVD;
     const int N = 4; /* rows 0-2: A positions 6..8; row 3: B position 9 */
     float *q = rnd((size_t)N * NH * HS), *out = malloc(sizeof(float) * N * NH * HS);
-    dspy_attn_seg segs[2] = {{0, 3, 6, tabA}, {3, 1, 9, tabB}};
-    O->attention_prefill(out, q, kc, vc, segs, 2, BS, NH, NKV, HS);
+    dspy_attn_seg segs[2] = {{0, 3, 6, 0}, {3, 1, 9, 3}};
+    dspy_attn_meta am = {I32(segs, 8), I32(tables, 6), 2, N, BS, 16, false};
+    CHECK_OK(O->attention(B, F(out, N * NH * HS), F(q, N * NH * HS), F(kc, NSLOT), F(vc, NSLOT), &am, NH, NKV, HS));
     double *ref = malloc(sizeof(double) * N * NH * HS);
     for (int r = 0; r < N; r++) {
         const float *K = r < 3 ? kA : kB, *Vv = r < 3 ? vA : vB;
@@ -184,22 +212,74 @@ static void test_attention(void) {
     CHECK(relerr(out, ref, (size_t)N * NH * HS) < 1e-5);
     /* decode of B alone, and A's last row alone, are bit-identical to the batched call */
     float *o1 = malloc(sizeof(float) * NH * HS);
-    dspy_attn_seg b1 = {0, 1, 9, tabB};
-    O->attention_decode(o1, q + 3 * NH * HS, kc, vc, &b1, 1, BS, NH, NKV, HS);
+    dspy_attn_seg b1 = {0, 1, 9, 3};
+    dspy_attn_meta m1 = {I32(&b1, 4), I32(tables, 6), 1, 1, BS, 16, true};
+    CHECK_OK(O->attention(B, F(o1, NH * HS), F(q + 3 * NH * HS, NH * HS), F(kc, NSLOT), F(vc, NSLOT), &m1, NH, NKV, HS));
     CHECK(memcmp(o1, out + 3 * NH * HS, sizeof(float) * NH * HS) == 0);
-    dspy_attn_seg a1 = {0, 1, 8, tabA};
-    O->attention_decode(o1, q + 2 * NH * HS, kc, vc, &a1, 1, BS, NH, NKV, HS);
+    dspy_attn_seg a1 = {0, 1, 8, 0};
+    m1.segs = I32(&a1, 4);
+    CHECK_OK(O->attention(B, F(o1, NH * HS), F(q + 2 * NH * HS, NH * HS), F(kc, NSLOT), F(vc, NSLOT), &m1, NH, NKV, HS));
+    /* a block table too short for the position, and a sequence longer than the plan, are
+     * errors, not overflows */
+    dspy_attn_seg big = {0, 1, 40, 0};
+    m1.segs = I32(&big, 4);
+    CHECK_STATUS(O->attention(B, F(o1, NH * HS), F(q, NH * HS), F(kc, NSLOT), F(vc, NSLOT), &m1, NH, NKV, HS),
+                 DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "block-table entries");
+    int32_t long_table[40] = {0};
+    dspy_attn_seg huge = {0, 1, 100, 0};
+    m1.segs = I32(&huge, 4);
+    m1.tables = I32(long_table, 40);
+    CHECK_STATUS(O->attention(B, F(o1, NH * HS), F(q, NH * HS), F(kc, NSLOT), F(vc, NSLOT), &m1, NH, NKV, HS),
+                 DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "planned for 64");
     CHECK(memcmp(o1, out + 2 * NH * HS, sizeof(float) * NH * HS) == 0);
     free(kc), free(vc), free(kA), free(vA), free(kB), free(vB), free(q), free(out), free(ref), free(o1);
 }
 
+/* The fused projection split: rotated q out, rotated k and plain v into the cache slots. */
+static void test_qkv_rope_store(void) {
+    const int N = 3, NH = 4, NKV = 2, HS = 8, Q = NH * HS, KVD = NKV * HS, W = Q + 2 * KVD, NS = 10;
+    int32_t pos[3] = {0, 7, 300}, slots[3] = {9, 2, 5};
+    float inv[4] = {1.0f, 0.3f, 0.05f, 0.001f};
+    float *qkv = rnd((size_t)N * W), *q = malloc(sizeof(float) * N * Q);
+    float *kc = calloc((size_t)NS * KVD, sizeof(float)), *vc = calloc((size_t)NS * KVD, sizeof(float));
+    CHECK_OK(O->qkv_rope_store(B, F(q, N * Q), F(kc, NS * KVD), F(vc, NS * KVD), F(qkv, N * W), I32(pos, N),
+                               I32(slots, N), F(inv, HS / 2), N, NH, NKV, HS));
+    /* the same rotation as the rope op on the unfused parts */
+    float *qr = malloc(sizeof(float) * N * Q), *kr = malloc(sizeof(float) * N * KVD);
+    for (int n = 0; n < N; n++) {
+        memcpy(qr + n * Q, qkv + n * W, sizeof(float) * Q);
+        memcpy(kr + n * KVD, qkv + n * W + Q, sizeof(float) * KVD);
+    }
+    CHECK_OK(O->rope(B, F(qr, N * Q), I32(pos, N), F(inv, HS / 2), N, NH, HS));
+    CHECK_OK(O->rope(B, F(kr, N * KVD), I32(pos, N), F(inv, HS / 2), N, NKV, HS));
+    CHECK(memcmp(q, qr, sizeof(float) * N * Q) == 0);
+    int ok = 0;
+    for (int n = 0; n < N; n++)
+        ok += memcmp(kc + slots[n] * KVD, kr + n * KVD, sizeof(float) * KVD) == 0 &&
+              memcmp(vc + slots[n] * KVD, qkv + n * W + Q + KVD, sizeof(float) * KVD) == 0;
+    CHECK_INT(ok, N);
+    CHECK(kc[0] == 0 && vc[0] == 0); /* slot 0 untouched */
+    int32_t bad[1] = {NS};
+    CHECK_STATUS(O->qkv_rope_store(B, F(q, Q), F(kc, NS * KVD), F(vc, NS * KVD), F(qkv, W), I32(pos, 1), I32(bad, 1),
+                                   F(inv, HS / 2), 1, NH, NKV, HS),
+                 DSPY_ERR_ARG);
+    free(qkv), free(q), free(kc), free(vc), free(qr), free(kr);
+}
+
 int main(void) {
-    O = dspy_ops_cpu();
+    dspy_backend_plan plan = {64, 32, 4, 64, 4, 16, 0};
+    CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, &plan, &B));
+    if (!B) return check_summary("test_kern_cpu");
+    O = B->ops;
     CHECK_STR(O->name, "cpu");
     RUN(test_matmul);
     RUN(test_rmsnorm);
     RUN(test_rope);
     RUN(test_pointwise);
     RUN(test_attention);
+    RUN(test_qkv_rope_store);
+    dspy_backend_free(B);
     return check_summary("test_kern_cpu");
 }

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "dspy/backend.h"
 #include "dspy/engine.h"
 #include "dspy/model.h"
 #include "dspy/safetensors.h"
@@ -396,32 +397,58 @@ static void test_model_errors(void) {
     CHECK(system(cmd) == 0);
     expect_load_error(nw, DSPY_ERR_NOTFOUND, "no model.safetensors or model.safetensors.index.json");
     expect_load_error(tmp_path("no-such-dir"), DSPY_ERR_NOTFOUND, "no config.json here");
-    /* devices */
+    /* devices: cuda fails clearly without a GPU (and loads with one); unknown names are errors */
     dspy_model_params p = dspy_model_params_default();
     p.device = "cuda";
-    CHECK_STATUS(dspy_model_load(g_good, &p, &m), DSPY_ERR_BACKEND);
-    CHECK_CONTAINS(dspy_errmsg(), "device \"cuda\": the CUDA engine is not available yet");
+    if (dspy_cuda_device_count(NULL) == 0) {
+        CHECK_STATUS(dspy_model_load(g_good, &p, &m), DSPY_ERR_BACKEND);
+        CHECK_CONTAINS(dspy_errmsg(), "device \"cuda\": ");
+        CHECK_CONTAINS(dspy_errmsg(), "use --device cpu");
+    } else {
+        CHECK_OK(dspy_model_load(g_good, &p, &m));
+        dspy_model_free(m);
+    }
     p.device = "tpu";
+    CHECK_STATUS(dspy_model_load(g_good, &p, &m), DSPY_ERR_ARG);
+    p.device = "cuda:x";
     CHECK_STATUS(dspy_model_load(g_good, &p, &m), DSPY_ERR_ARG);
     /* bf16 and sharded loads give the same numbers as f32 rounded to bf16 */
     CHECK_OK(dspy_model_load(g_good, NULL, &m));
     const dspy_model_config *c = dspy_model_config_get(m);
     const dspy_model_weights *w = dspy_model_weights_get(m);
-    CHECK(w->lm_head == w->embed);
-    CHECK(w->layers[1].bq == NULL);
+    CHECK(w->lm_head.data == w->embed.data);
+    CHECK(w->layers[1].bqkv.data == NULL);
+    CHECK_INT(dspy_model_matrix_dtype(m), DSPY_DTYPE_F32);
     CHECK_INT(c->vocab_size, 256);
+    /* the fused projections hold the checkpoint's tensors in order */
+    float *down = malloc(sizeof(float) * 128 * 64), *k = malloc(sizeof(float) * 64 * 64);
+    CHECK_OK(dspy_model_tensor_read_f32(m, "model.layers.1.mlp.down_proj.weight", down, 128 * 64));
+    CHECK_OK(dspy_model_tensor_read_f32(m, "model.layers.0.self_attn.k_proj.weight", k, (size_t)c->num_key_value_heads * c->head_dim * 64));
+    int same = 0;
+    const float *wqkv = w->layers[0].wqkv.data;
+    size_t qrows = (size_t)c->num_attention_heads * c->head_dim, krows = (size_t)c->num_key_value_heads * c->head_dim;
+    for (size_t i = 0; i < krows * 64; i++) same += wqkv[qrows * 64 + i] == k[i];
+    CHECK_INT(same, (int)(krows * 64));
+    CHECK_STATUS(dspy_model_tensor_read_f32(m, "model.layers.9.mlp.down_proj.weight", down, 10), DSPY_ERR_NOTFOUND);
+    CHECK_STATUS(dspy_model_tensor_read_f32(m, "model.layers.1.mlp.down_proj.weight", down, 10), DSPY_ERR_ARG);
+    /* tied: lm_head.weight exists (as the embedding), so a wrong size is ARG, not NOTFOUND */
+    CHECK_STATUS(dspy_model_tensor_read_f32(m, "lm_head.weight", k, 1), DSPY_ERR_ARG);
     const char *bdir = tmp_path("bf16");
     CHECK_OK(dspy_model_write_random(bdir, c, 7, DSPY_DTYPE_BF16, true));
     dspy_model *mb;
     CHECK_OK(dspy_model_load(bdir, NULL, &mb));
     if (mb) {
-        const dspy_model_weights *wb = dspy_model_weights_get(mb);
+        CHECK_INT(dspy_model_matrix_dtype(mb), DSPY_DTYPE_BF16);
+        float *db = malloc(sizeof(float) * 128 * 64);
+        CHECK_OK(dspy_model_tensor_read_f32(mb, "model.layers.1.mlp.down_proj.weight", db, 128 * 64));
         int diff = 0;
-        for (int i = 0; i < 128 * 64; i++)
-            diff += wb->layers[1].w_down[i] != dspy_bf16_to_f32(dspy_f32_to_bf16(w->layers[1].w_down[i]));
+        for (int i = 0; i < 128 * 64; i++) diff += db[i] != dspy_bf16_to_f32(dspy_f32_to_bf16(down[i]));
         CHECK_INT(diff, 0);
+        free(db);
         dspy_model_free(mb);
     }
+    free(down);
+    free(k);
     dspy_model_free(m);
     free(g_good);
 }

@@ -9,24 +9,47 @@
  *   D = dout . out,  dp_j = dout . v_j,  ds_j = p_j (dp_j - D),
  *   dq += ds_j k_j / sqrt(HS),  dk_j += ds_j q / sqrt(HS),  dv_j += p_j dout.
  * GQA: query head h reads kv head h / (NH / NKV). OpenMP over (row, head) forward and over
- * (example, kv head) backward, so that no two threads write the same dk/dv row.
+ * (example, kv head) backward, so that no two threads write the same dk/dv row. Each thread's
+ * probabilities live in its planned scratch row (max_len >= T).
  */
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "kern/cpu/cpu.h"
 
-void cpu_attention_train(float *out, float *lse, const float *q, const float *k, const float *v,
-                         const int32_t *start, int T, int NH, int NKV, int HS) {
+static dspy_status check_start(const char *op, const int32_t *start, int T) {
+    for (int t = 0; t < T; t++)
+        if (start[t] < 0 || start[t] > t || (t > 0 && start[t] != t && start[t] != start[t - 1]))
+            return dspy_fail(DSPY_ERR_ARG, "cpu %s: start[%d] = %d does not begin an example at or before %d", op, t,
+                             start[t], t);
+    return DSPY_OK;
+}
+
+dspy_status cpu_attention_train(dspy_backend *be, dspy_tensor out_t, dspy_tensor lse_t, dspy_tensor q_t,
+                                dspy_tensor k_t, dspy_tensor v_t, dspy_tensor start_t, int T, int NH, int NKV,
+                                int HS) {
+    cpu_enter(be);
+    const char *op = "attention_train";
+    CPU_NEED(op, "out", out_t, DSPY_DTYPE_F32, (int64_t)T * NH * HS);
+    CPU_NEED(op, "lse", lse_t, DSPY_DTYPE_F32, (int64_t)T * NH);
+    CPU_NEED(op, "q", q_t, DSPY_DTYPE_F32, (int64_t)T * NH * HS);
+    CPU_NEED(op, "k", k_t, DSPY_DTYPE_F32, (int64_t)T * NKV * HS);
+    CPU_NEED(op, "v", v_t, DSPY_DTYPE_F32, (int64_t)T * NKV * HS);
+    CPU_NEED(op, "start", start_t, DSPY_DTYPE_I32, T);
+    DSPY_TRY(cpu_plan_check(op, "sequence length", T, be->plan.max_len));
+    const int32_t *start = start_t.data;
+    DSPY_TRY(check_start(op, start, T));
+    float *out = out_t.data, *lse = lse_t.data;
+    const float *q = q_t.data, *k = k_t.data, *v = v_t.data;
+    cpu_state *cs = cpu_of(be);
+    const size_t stride = (size_t)be->plan.max_len;
     const float scale = (float)(1.0 / sqrt((double)HS));
     const int group = NH / NKV;
     long work = 0;
     for (int t = 0; t < T; t++) work += (long)(t - start[t] + 1) * NH * HS * 2;
 #pragma omp parallel if (work > (1L << 18))
     {
-        float *p = malloc(sizeof(float) * (size_t)(T ? T : 1));
-        if (!p) abort();
+        float *p = cs->att + (size_t)omp_get_thread_num() * stride; /* (T) */
 #pragma omp for collapse(2) schedule(dynamic, 4)
         for (int t = 0; t < T; t++)
             for (int h = 0; h < NH; h++) {
@@ -52,34 +75,52 @@ void cpu_attention_train(float *out, float *lse, const float *q, const float *k,
                     for (int d = 0; d < HS; d++) o[d] += pj * vv[d];
                 }
             }
-        free(p);
     }
+    return DSPY_OK;
 }
 
-void cpu_attention_train_backward(float *dq, float *dk, float *dv, const float *dout, const float *out,
-                                  const float *lse, const float *q, const float *k, const float *v,
-                                  const int32_t *start, int T, int NH, int NKV, int HS) {
+dspy_status cpu_attention_train_backward(dspy_backend *be, dspy_tensor dq_t, dspy_tensor dk_t, dspy_tensor dv_t,
+                                         dspy_tensor dout_t, dspy_tensor out_t, dspy_tensor lse_t, dspy_tensor q_t,
+                                         dspy_tensor k_t, dspy_tensor v_t, dspy_tensor start_t, int T, int NH,
+                                         int NKV, int HS) {
+    cpu_enter(be);
+    const char *op = "attention_train_backward";
+    CPU_NEED(op, "dq", dq_t, DSPY_DTYPE_F32, (int64_t)T * NH * HS);
+    CPU_NEED(op, "dk", dk_t, DSPY_DTYPE_F32, (int64_t)T * NKV * HS);
+    CPU_NEED(op, "dv", dv_t, DSPY_DTYPE_F32, (int64_t)T * NKV * HS);
+    CPU_NEED(op, "dout", dout_t, DSPY_DTYPE_F32, (int64_t)T * NH * HS);
+    CPU_NEED(op, "out", out_t, DSPY_DTYPE_F32, (int64_t)T * NH * HS);
+    CPU_NEED(op, "lse", lse_t, DSPY_DTYPE_F32, (int64_t)T * NH);
+    CPU_NEED(op, "q", q_t, DSPY_DTYPE_F32, (int64_t)T * NH * HS);
+    CPU_NEED(op, "k", k_t, DSPY_DTYPE_F32, (int64_t)T * NKV * HS);
+    CPU_NEED(op, "v", v_t, DSPY_DTYPE_F32, (int64_t)T * NKV * HS);
+    CPU_NEED(op, "start", start_t, DSPY_DTYPE_I32, T);
+    DSPY_TRY(cpu_plan_check(op, "sequence length", T, be->plan.max_len));
+    DSPY_TRY(cpu_plan_check(op, "rows", T, be->plan.max_rows));
+    const int32_t *start = start_t.data;
+    DSPY_TRY(check_start(op, start, T));
+    float *dq = dq_t.data, *dk = dk_t.data, *dv = dv_t.data;
+    const float *dout = dout_t.data, *out = out_t.data, *lse = lse_t.data, *q = q_t.data, *k = k_t.data,
+                *v = v_t.data;
+    cpu_state *cs = cpu_of(be);
+    const size_t stride = (size_t)be->plan.max_len;
     const float scale = (float)(1.0 / sqrt((double)HS));
     const int group = NH / NKV;
     memset(dq, 0, sizeof(float) * (size_t)T * NH * HS);
     memset(dk, 0, sizeof(float) * (size_t)T * NKV * HS);
     memset(dv, 0, sizeof(float) * (size_t)T * NKV * HS);
     /* The examples: [ex0[e], ex1[e]) for e < nex. */
+    int32_t *ex0 = cs->rowmap, *ex1 = cs->rowmap2;
     int nex = 0;
-    for (int t = 0; t < T; t++)
-        if (start[t] == t) nex++;
-    int *ex0 = malloc(sizeof(int) * (size_t)(nex ? nex : 1)), *ex1 = malloc(sizeof(int) * (size_t)(nex ? nex : 1));
-    if (!ex0 || !ex1) abort();
     for (int t = 0, e = -1; t < T; t++) {
-        if (start[t] == t) ex0[++e] = t;
+        if (start[t] == t) ex0[++e] = t, nex++;
         ex1[e] = t + 1;
     }
     long work = 0;
     for (int t = 0; t < T; t++) work += (long)(t - start[t] + 1) * NH * HS * 4;
 #pragma omp parallel if (work > (1L << 18))
     {
-        float *p = malloc(sizeof(float) * (size_t)(T ? T : 1));
-        if (!p) abort();
+        float *p = cs->att + (size_t)omp_get_thread_num() * stride; /* (T) */
 #pragma omp for collapse(2) schedule(dynamic, 1)
         for (int e = 0; e < nex; e++)
             for (int kvh = 0; kvh < NKV; kvh++)
@@ -103,8 +144,6 @@ void cpu_attention_train_backward(float *dq, float *dk, float *dv, const float *
                             }
                         }
                     }
-        free(p);
     }
-    free(ex0);
-    free(ex1);
+    return DSPY_OK;
 }

@@ -1,11 +1,47 @@
-/* kern/cpu/cpu.h — the fp32 CPU reference operations (private to kern/cpu; the engine reaches
- * them through dspy_ops_cpu() in kern/ops.h). */
+/* kern/cpu/cpu.h — the fp32 CPU reference backend's private declarations: its state (OpenMP
+ * thread count and planned scratch), argument checks, and the kernels behind its op table
+ * (backend_cpu.c). Private to kern/cpu; everyone else reaches them through kern/ops.h.
+ */
 #ifndef DSPY_KERN_CPU_H
 #define DSPY_KERN_CPU_H
 
+#include <omp.h>
 #include <stdint.h>
+#include <string.h>
 
-#include "kern/ops.h"
+#include "kern/backend.h"
+
+/* Scratch planned by dspy_backend_reserve (nothing allocates inside an op). */
+typedef struct cpu_state {
+    int nt;              /* OpenMP threads of every parallel region */
+    float *att;          /* (nt, max_len) attention probabilities, one row per thread */
+    int32_t *rowmap;     /* (max_rows) row -> segment / example bounds */
+    int32_t *rowmap2;    /* (max_rows) */
+    float *rowf;         /* (max_rows) per-row floats (RMS inverses) */
+    float *vwork;        /* (max_vocab) sampler work */
+    int32_t *vidx;       /* (max_vocab) sampler order */
+} cpu_state;
+
+static inline cpu_state *cpu_of(dspy_backend *be) { return (cpu_state *)be->impl; }
+
+/* Sets this thread's OpenMP team size to the backend's (an ICV of the calling thread). */
+static inline void cpu_enter(dspy_backend *be) { omp_set_num_threads(cpu_of(be)->nt); }
+
+/* Checks that t lives on the CPU, has `dt` (or, when dt2 is not DSPY_DTYPE_COUNT, one of dt/dt2)
+ * and at least `need` elements; the message names the op and the argument. */
+dspy_status cpu_check(const char *op, const char *arg, dspy_tensor t, dspy_dtype dt, dspy_dtype dt2, int64_t need);
+#define CPU_NEED(op, arg, t, dt, need) DSPY_TRY(cpu_check(op, arg, t, dt, DSPY_DTYPE_COUNT, need))
+#define CPU_NEED2(op, arg, t, dt, dt2, need) DSPY_TRY(cpu_check(op, arg, t, dt, dt2, need))
+/* DSPY_ERR_ARG when `n` exceeds the planned `cap` (what, the op, how to plan more). */
+dspy_status cpu_plan_check(const char *op, const char *what, int64_t n, int64_t cap);
+
+/* Widens BF16 bits to F32 exactly. */
+static inline float cpu_bf16(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
 
 /* Dot product of length n in a fixed order: 8 interleaved partial sums over blocks of 8, a
  * fixed pairwise combination, then the tail. The order depends only on n, which is what makes
@@ -20,36 +56,61 @@ static inline float cpu_dot(const float *a, const float *b, int n) {
     return s;
 }
 
-void cpu_matmul(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC);
-void cpu_attention(float *out, const float *q, const float *kcache, const float *vcache, const dspy_attn_seg *segs,
-                   int nseg, int block_size, int NH, int NKV, int HS);
-void cpu_rmsnorm(float *out, const float *inp, const float *weight, int N, int C, float eps);
-void cpu_rope(float *x, const int32_t *pos, const float *inv_freq, int N, int H, int HS);
-void cpu_kv_store(float *kcache, float *vcache, const float *k, const float *v, const int32_t *slots, int N, int KVD);
-void cpu_swiglu(float *out, const float *gate, const float *up, int N, int C);
-void cpu_softmax(float *out, const float *inp, int N, int V);
-void cpu_embedding(float *out, const int32_t *ids, const float *table, int N, int C);
-void cpu_add(float *x, const float *y, int64_t n);
-void cpu_gather_rows(float *out, const float *inp, const int32_t *rows, int M, int C);
+/* cpu_dot against a BF16 row: the same order, so the result equals cpu_dot with the widened row. */
+static inline float cpu_dot_bf16(const float *a, const uint16_t *b, int n) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int c = 0;
+    for (; c + 8 <= n; c += 8)
+        for (int j = 0; j < 8; j++) acc[j] += a[c + j] * cpu_bf16(b[c + j]);
+    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; c < n; c++) s += a[c] * cpu_bf16(b[c]);
+    return s;
+}
 
-/* Training (matmul_backward.c, pointwise_backward.c, attention_train.c). */
-void cpu_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout, const float *inp, const float *w,
-                         int N, int C, int OC);
-void cpu_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
-                          int N, int C, float eps);
-void cpu_rope_backward(float *dx, const int32_t *pos, const float *inv_freq, int N, int H, int HS);
-void cpu_attention_train(float *out, float *lse, const float *q, const float *k, const float *v,
-                         const int32_t *start, int T, int NH, int NKV, int HS);
-void cpu_attention_train_backward(float *dq, float *dk, float *dv, const float *dout, const float *out,
-                                  const float *lse, const float *q, const float *k, const float *v,
-                                  const int32_t *start, int T, int NH, int NKV, int HS);
-void cpu_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, int N,
-                         int C);
-void cpu_embedding_backward(float *dtable, const int32_t *ids, const float *dout, int N, int C);
-void cpu_scatter_add_rows(float *dinp, const int32_t *rows, const float *dout, int M, int C);
-void cpu_cross_entropy(float *loss, float *dlogits, const float *logits, const int32_t *targets, int M, int V,
-                       float dscale);
-void cpu_dropout(float *out, const float *inp, int64_t n, float p, uint64_t key);
-void cpu_scale(float *x, float s, int64_t n);
+/* The RoPE cos/sin of one position (half = HS/2 entries each), as transformers computes them:
+ * the angle pos * inv_freq in F32, then cos/sin. */
+void cpu_rope_angles(int32_t pos, const float *inv_freq, int half, float *cs, float *sn);
+
+/* Inference kernels (matmul.c, attention.c, pointwise.c, sample.c). */
+dspy_status cpu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
+                       int C, int OC, bool accumulate);
+dspy_status cpu_attention(dspy_backend *be, dspy_tensor out, dspy_tensor q, dspy_tensor kcache, dspy_tensor vcache,
+                          const dspy_attn_meta *m, int NH, int NKV, int HS);
+dspy_status cpu_embedding(dspy_backend *be, dspy_tensor out, dspy_tensor ids, dspy_tensor table, int N, int C);
+dspy_status cpu_rmsnorm(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor weight, int N, int C,
+                        float eps);
+dspy_status cpu_qkv_rope_store(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache,
+                               dspy_tensor qkv, dspy_tensor pos, dspy_tensor slots, dspy_tensor inv_freq, int N,
+                               int NH, int NKV, int HS);
+dspy_status cpu_rope(dspy_backend *be, dspy_tensor x, dspy_tensor pos, dspy_tensor inv_freq, int N, int H, int HS);
+dspy_status cpu_swiglu(dspy_backend *be, dspy_tensor out, dspy_tensor gate, dspy_tensor up, int N, int I, int ld);
+dspy_status cpu_add(dspy_backend *be, dspy_tensor x, dspy_tensor y);
+dspy_status cpu_gather_rows(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor rows, int M, int C);
+dspy_status cpu_sample(dspy_backend *be, dspy_tensor tokens, dspy_tensor logprobs, dspy_tensor logits,
+                       dspy_tensor params, int M, int V);
+
+/* Training kernels (matmul.c, pointwise_backward.c, attention_train.c). */
+dspy_status cpu_linear_backward(dspy_backend *be, dspy_tensor dinp, dspy_tensor dw, dspy_tensor dbias,
+                                dspy_tensor dout, dspy_tensor inp, dspy_tensor w, int N, int C, int OC);
+dspy_status cpu_rmsnorm_backward(dspy_backend *be, dspy_tensor dinp, dspy_tensor dweight, dspy_tensor dout,
+                                 dspy_tensor inp, dspy_tensor weight, int N, int C, float eps);
+dspy_status cpu_rope_backward(dspy_backend *be, dspy_tensor dx, dspy_tensor pos, dspy_tensor inv_freq, int N, int H,
+                              int HS);
+dspy_status cpu_attention_train(dspy_backend *be, dspy_tensor out, dspy_tensor lse, dspy_tensor q, dspy_tensor k,
+                                dspy_tensor v, dspy_tensor start, int T, int NH, int NKV, int HS);
+dspy_status cpu_attention_train_backward(dspy_backend *be, dspy_tensor dq, dspy_tensor dk, dspy_tensor dv,
+                                         dspy_tensor dout, dspy_tensor out, dspy_tensor lse, dspy_tensor q,
+                                         dspy_tensor k, dspy_tensor v, dspy_tensor start, int T, int NH, int NKV,
+                                         int HS);
+dspy_status cpu_swiglu_backward(dspy_backend *be, dspy_tensor dgate, dspy_tensor dup, dspy_tensor dout,
+                                dspy_tensor gate, dspy_tensor up, int N, int I);
+dspy_status cpu_embedding_backward(dspy_backend *be, dspy_tensor dtable, dspy_tensor ids, dspy_tensor dout, int N,
+                                   int C);
+dspy_status cpu_scatter_add_rows(dspy_backend *be, dspy_tensor dinp, dspy_tensor rows, dspy_tensor dout, int M,
+                                 int C);
+dspy_status cpu_cross_entropy(dspy_backend *be, dspy_tensor loss, dspy_tensor dlogits, dspy_tensor logits,
+                              dspy_tensor targets, int M, int V, float dscale);
+dspy_status cpu_dropout(dspy_backend *be, dspy_tensor out, dspy_tensor inp, float p, uint64_t key);
+dspy_status cpu_scale(dspy_backend *be, dspy_tensor x, float s);
 
 #endif

@@ -1,15 +1,18 @@
-/* sampler.c — temperature / top-k / top-p sampling with a per-sequence RNG (see sampler.h).
+/* sample.c — the reference sampler (kern/ops.h sample): one token per row of logits.
  *
- * Follows transformers' TemperatureLogitsWarper, TopKLogitsWarper (ties with the k-th score are
- * kept) and TopPLogitsWarper (a token is kept while the mass ranked above it is < top_p; at
- * least one token is kept). The draw walks the kept tokens in a fixed order, so a seed always
- * gives the same token for the same logits.
+ * Follows transformers' LogitsProcessors in order: TemperatureLogitsWarper, TopKLogitsWarper
+ * (ties with the k-th score are kept) and TopPLogitsWarper (a token is kept while the mass
+ * ranked above it is < top_p; at least one token is kept), then a draw from the renormalised
+ * distribution: the kept tokens are walked in rank order (descending score, ascending id on
+ * ties) and the first whose cumulative mass passes uniform * total is taken. So the same draw
+ * always gives the same token for the same logits. Temperature 0 is greedy. The scratch (V
+ * floats and ids) is the backend's planned vocabulary scratch, so rows run one after another.
  */
-#include "engine/sampler.h"
-
 #include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
+
+#include "kern/cpu/cpu.h"
 
 /* Descending by score, ascending by id on ties. */
 static int cmp_desc(const void *a, const void *b, void *ctx) {
@@ -19,8 +22,8 @@ static int cmp_desc(const void *a, const void *b, void *ctx) {
     return (i > j) - (i < j);
 }
 
-int32_t dspy_sample(const float *logits, int32_t V, float temperature, float top_p, int32_t top_k,
-                    dspy_rng *r, float *work, int32_t *idx, float *logprob) {
+static int32_t sample_row(const float *logits, int32_t V, const dspy_sample_param *sp, float *work, int32_t *idx,
+                          float *logprob) {
     int32_t best = 0;
     for (int32_t i = 1; i < V; i++)
         if (logits[i] > logits[best]) best = i;
@@ -29,6 +32,8 @@ int32_t dspy_sample(const float *logits, int32_t V, float temperature, float top
     for (int32_t i = 0; i < V; i++) se += exp((double)logits[i] - m);
     double lse = m + log(se);
     int32_t tok = best;
+    float temperature = sp->temperature, top_p = sp->top_p;
+    int32_t top_k = sp->top_k;
     if (temperature > 0) {
         for (int32_t i = 0; i < V; i++) work[i] = logits[i] / temperature;
         float mx = work[best];
@@ -56,7 +61,7 @@ int32_t dspy_sample(const float *logits, int32_t V, float temperature, float top
         } else {
             for (int32_t i = 0; i < V; i++) total += exp((double)work[i] - mx);
         }
-        double target = dspy_rng_uniform(r) * total, cum = 0;
+        double target = sp->uniform * total, cum = 0;
         tok = filter ? idx[n - 1] : V - 1;
         for (int32_t j = 0; j < n; j++) {
             int32_t id = filter ? idx[j] : j;
@@ -69,4 +74,19 @@ int32_t dspy_sample(const float *logits, int32_t V, float temperature, float top
     }
     *logprob = (float)((double)logits[tok] - lse);
     return tok;
+}
+
+dspy_status cpu_sample(dspy_backend *be, dspy_tensor tokens_t, dspy_tensor lp_t, dspy_tensor logits_t,
+                       dspy_tensor params_t, int M, int V) {
+    CPU_NEED("sample", "tokens", tokens_t, DSPY_DTYPE_I32, M);
+    CPU_NEED("sample", "logprobs", lp_t, DSPY_DTYPE_F32, M);
+    CPU_NEED("sample", "logits", logits_t, DSPY_DTYPE_F32, (int64_t)M * V);
+    CPU_NEED("sample", "params", params_t, DSPY_DTYPE_I32, (int64_t)M * DSPY_SAMPLE_PARAM_WORDS);
+    DSPY_TRY(cpu_plan_check("sample", "vocabulary", V, be->plan.max_vocab));
+    cpu_state *cs = cpu_of(be);
+    const dspy_sample_param *sp = params_t.data;
+    for (int m = 0; m < M; m++)
+        ((int32_t *)tokens_t.data)[m] = sample_row((const float *)logits_t.data + (size_t)m * V, V, &sp[m], cs->vwork,
+                                                   cs->vidx, (float *)lp_t.data + m);
+    return DSPY_OK;
 }

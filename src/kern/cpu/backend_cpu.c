@@ -1,0 +1,186 @@
+/* backend_cpu.c — the CPU backend: host memory, planned scratch, argument checks, and the op
+ * table of the fp32 reference kernels (matmul.c, attention.c, pointwise.c, sample.c and the
+ * training kernels). Copies are memcpy and complete at once, so `sync` only reports success;
+ * there are no graphs (the engine runs CPU steps directly).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dspy/safetensors.h"
+#include "kern/cpu/cpu.h"
+
+dspy_status cpu_check(const char *op, const char *arg, dspy_tensor t, dspy_dtype dt, dspy_dtype dt2, int64_t need) {
+    if (t.device != DSPY_DEVICE_CPU)
+        return dspy_fail(DSPY_ERR_ARG, "cpu %s: %s is not in host memory (a CUDA tensor was given to the CPU backend)",
+                         op, arg);
+    if (t.dtype != dt && (dt2 == DSPY_DTYPE_COUNT || t.dtype != dt2))
+        return dspy_fail(DSPY_ERR_ARG, "cpu %s: %s is %s; this op takes %s%s%s", op, arg, dspy_dtype_name(t.dtype),
+                         dspy_dtype_name(dt), dt2 == DSPY_DTYPE_COUNT ? "" : " or ",
+                         dt2 == DSPY_DTYPE_COUNT ? "" : dspy_dtype_name(dt2));
+    if (need > 0 && (!t.data || t.n < need))
+        return dspy_fail(DSPY_ERR_ARG, "cpu %s: %s holds %lld elements, %lld needed", op, arg, (long long)t.n,
+                         (long long)need);
+    return DSPY_OK;
+}
+
+dspy_status cpu_plan_check(const char *op, const char *what, int64_t n, int64_t cap) {
+    if (n <= cap) return DSPY_OK;
+    return dspy_fail(DSPY_ERR_ARG, "cpu %s: %s is %lld, the backend was planned for %lld (dspy_backend_reserve)", op,
+                     what, (long long)n, (long long)cap);
+}
+
+static void free_scratch(cpu_state *s) {
+    free(s->att);
+    free(s->rowmap);
+    free(s->rowmap2);
+    free(s->rowf);
+    free(s->vwork);
+    free(s->vidx);
+    s->att = s->rowf = s->vwork = NULL;
+    s->rowmap = s->rowmap2 = s->vidx = NULL;
+}
+
+dspy_status dspy_backend_cpu_reserve(dspy_backend *be, const dspy_backend_plan *p) {
+    cpu_state *s = cpu_of(be), n = {0};
+    n.nt = p->n_threads > 0 ? p->n_threads : omp_get_max_threads();
+    size_t len = (size_t)(p->max_len > 0 ? p->max_len : 1), rows = (size_t)(p->max_rows > 0 ? p->max_rows : 1);
+    size_t V = (size_t)(p->max_vocab > 0 ? p->max_vocab : 1);
+    n.att = malloc(sizeof(float) * len * (size_t)n.nt);
+    n.rowmap = malloc(sizeof(int32_t) * rows);
+    n.rowmap2 = malloc(sizeof(int32_t) * rows);
+    n.rowf = malloc(sizeof(float) * rows);
+    n.vwork = malloc(sizeof(float) * V);
+    n.vidx = malloc(sizeof(int32_t) * V);
+    if (!n.att || !n.rowmap || !n.rowmap2 || !n.rowf || !n.vwork || !n.vidx) {
+        free_scratch(&n);
+        return dspy_fail(DSPY_ERR_NOMEM, "cpu backend: cannot allocate scratch for %zu rows, %zu positions x %d "
+                                         "threads, vocabulary %zu", rows, len, n.nt, V);
+    }
+    free_scratch(s);
+    *s = n;
+    be->plan = *p;
+    return DSPY_OK;
+}
+
+/* ---- memory ----------------------------------------------------------------------------- */
+
+static dspy_status cpu_alloc(dspy_backend *be, size_t bytes, void **out) {
+    (void)be;
+    *out = malloc(bytes ? bytes : 1);
+    if (!*out) return dspy_fail(DSPY_ERR_NOMEM, "cpu: cannot allocate %zu MiB of host memory", bytes >> 20);
+    return DSPY_OK;
+}
+
+static void cpu_free(dspy_backend *be, void *p) {
+    (void)be;
+    free(p);
+}
+
+static dspy_status cpu_copy(dspy_backend *be, void *dst, const void *src, size_t bytes, dspy_copy_kind kind) {
+    (void)be;
+    (void)kind;
+    if (bytes) memmove(dst, src, bytes);
+    return DSPY_OK;
+}
+
+static dspy_status cpu_fill(dspy_backend *be, dspy_tensor x, float value) {
+    cpu_enter(be);
+    CPU_NEED2("fill", "x", x, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, 0);
+    if (x.dtype == DSPY_DTYPE_F32) {
+        float *p = x.data;
+        if (value == 0.0f && !signbit(value)) {
+            memset(p, 0, sizeof(float) * (size_t)x.n);
+            return DSPY_OK;
+        }
+        for (int64_t i = 0; i < x.n; i++) p[i] = value;
+    } else {
+        uint16_t *p = x.data, h = dspy_f32_to_bf16(value);
+        for (int64_t i = 0; i < x.n; i++) p[i] = h;
+    }
+    return DSPY_OK;
+}
+
+static dspy_status cpu_cast(dspy_backend *be, dspy_tensor out, dspy_tensor inp) {
+    (void)be;
+    if (out.n != inp.n)
+        return dspy_fail(DSPY_ERR_ARG, "cpu cast: out has %lld elements, inp %lld", (long long)out.n, (long long)inp.n);
+    CPU_NEED2("cast", "out", out, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, 0);
+    if (inp.device != DSPY_DEVICE_CPU) return dspy_fail(DSPY_ERR_ARG, "cpu cast: inp is not in host memory");
+    for (int64_t i = 0; i < inp.n; i++) {
+        float v;
+        switch (inp.dtype) {
+        case DSPY_DTYPE_F32: v = ((const float *)inp.data)[i]; break;
+        case DSPY_DTYPE_BF16: v = dspy_bf16_to_f32(((const uint16_t *)inp.data)[i]); break;
+        case DSPY_DTYPE_F16: v = dspy_f16_to_f32(((const uint16_t *)inp.data)[i]); break;
+        default:
+            return dspy_fail(DSPY_ERR_ARG, "cpu cast: inp is %s; F32, BF16 or F16 expected",
+                             dspy_dtype_name(inp.dtype));
+        }
+        if (out.dtype == DSPY_DTYPE_F32) ((float *)out.data)[i] = v;
+        else ((uint16_t *)out.data)[i] = dspy_f32_to_bf16(v);
+    }
+    return DSPY_OK;
+}
+
+static dspy_status cpu_sync(dspy_backend *be) {
+    (void)be;
+    return DSPY_OK;
+}
+
+/* ---- the table -------------------------------------------------------------------------- */
+
+static const dspy_ops k_cpu_ops = {
+    .name = "cpu",
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .alloc_host = cpu_alloc,
+    .free_host = cpu_free,
+    .copy = cpu_copy,
+    .fill = cpu_fill,
+    .cast = cpu_cast,
+    .sync = cpu_sync,
+    .embedding = cpu_embedding,
+    .rmsnorm = cpu_rmsnorm,
+    .linear = cpu_linear,
+    .qkv_rope_store = cpu_qkv_rope_store,
+    .attention = cpu_attention,
+    .swiglu = cpu_swiglu,
+    .add = cpu_add,
+    .gather_rows = cpu_gather_rows,
+    .sample = cpu_sample,
+    .rope = cpu_rope,
+    .linear_backward = cpu_linear_backward,
+    .rmsnorm_backward = cpu_rmsnorm_backward,
+    .rope_backward = cpu_rope_backward,
+    .attention_train = cpu_attention_train,
+    .attention_train_backward = cpu_attention_train_backward,
+    .swiglu_backward = cpu_swiglu_backward,
+    .embedding_backward = cpu_embedding_backward,
+    .scatter_add_rows = cpu_scatter_add_rows,
+    .cross_entropy = cpu_cross_entropy,
+    .dropout = cpu_dropout,
+    .scale = cpu_scale,
+};
+
+dspy_status dspy_backend_cpu_init(dspy_backend *be) {
+    be->ops = &k_cpu_ops;
+    be->act_dtype = DSPY_DTYPE_F32;
+    be->w_dtype = DSPY_DTYPE_F32;
+    be->impl = calloc(1, sizeof(cpu_state));
+    if (!be->impl) return dspy_fail(DSPY_ERR_NOMEM, "cpu backend: out of memory");
+    dspy_status st = dspy_backend_cpu_reserve(be, &be->plan);
+    if (st) {
+        free(be->impl);
+        be->impl = NULL;
+    }
+    return st;
+}
+
+void dspy_backend_cpu_release(dspy_backend *be) {
+    if (!be->impl) return;
+    free_scratch(cpu_of(be));
+    free(be->impl);
+    be->impl = NULL;
+}
