@@ -6,17 +6,26 @@
  * new token for each sequence that is decoding — then samples and reports one event per
  * sequence it advanced. Finished sequences free their KV cache at once.
  *
+ * The engine runs on the model's device (dspy_model_load's `device`): the CPU reference or CUDA.
+ * Its KV cache, work buffers and step metadata are allocated once in dspy_engine_new, sized from
+ * the parameters; a step allocates nothing, copies its metadata to the device in one transfer,
+ * samples on the device, and waits for the device once, when the sampled tokens come back. On
+ * CUDA a step in which every sequence decodes is a captured graph replayed per batch-size bucket.
+ *
  * Guarantees:
- *   - Batching does not change results: a sequence gets bit-identical logits, and so the same
- *     tokens, whether it runs alone or together with others, and however its prompt is chunked.
- *   - Sampling is deterministic per sequence: its own RNG seeded by dspy_sampling.seed.
+ *   - CPU: batching does not change results: a sequence gets bit-identical logits, and so the
+ *     same tokens, whether it runs alone or together with others, and however its prompt is
+ *     chunked. CUDA computes in BF16 with F32 accumulation and is held to tolerances against
+ *     the CPU (tests/unit/test_cuda_model.c); its results can depend on the batch composition.
+ *   - Sampling is deterministic per sequence: its own RNG seeded by dspy_sampling.seed draws one
+ *     uniform per sampled token; the same logits and draw give the same token on a backend.
  *
  * Not handled here: tokenization, stop *strings* (the caller detokenizes and checks them, then
  * calls dspy_engine_remove), chat templates, prompt-prefix sharing (planned in kv_cache).
  *
  * Thread safety: an engine is used from one thread at a time (no internal locking). The model
  * it reads is immutable and may be shared by several engines and threads; it must outlive them.
- * The compute inside a step is parallel (OpenMP).
+ * The compute inside a step is parallel (OpenMP on the CPU).
  */
 #ifndef DSPY_ENGINE_H
 #define DSPY_ENGINE_H
@@ -86,6 +95,8 @@ typedef struct dspy_engine_stats {
     int32_t capacity_tokens; /* KV capacity (max_tokens_total rounded to blocks) */
     int32_t free_tokens;     /* KV tokens not reserved by active sequences */
     int32_t context_length;  /* the model's max_position_embeddings */
+    int64_t device_allocs;   /* allocations the engine's backend has made; set by dspy_engine_new and
+                                constant afterwards (steps allocate nothing) */
 } dspy_engine_stats;
 
 /* Creates an engine over `model` (which must outlive it) with its KV cache and work buffers
@@ -107,7 +118,9 @@ dspy_status dspy_engine_add(dspy_engine *e, const int32_t *prompt, size_t n, con
                             int64_t *seq_id);
 
 /* Runs one batched step (see the top of this file). With no active sequence it does nothing and
- * reports no event. Errors: DSPY_ERR_NOMEM. */
+ * reports no event. Errors: DSPY_ERR_BACKEND (the device failed: the message says how; a CUDA
+ * engine cannot run further steps after it), DSPY_ERR_ARG (a step the engine was not planned
+ * for: a bug). */
 dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out);
 
 /* Cancels an active sequence and frees its KV cache (e.g. a stop string matched, or the client

@@ -189,5 +189,9 @@ const char *dspy_model_dir(const dspy_model *m);
  * Tensors are streamed one at a time, so a 1B model needs no more than one tensor in memory. */
 dspy_status dspy_model_write_random(const char *dir, const dspy_model_config *cfg, uint64_t seed,
                                     dspy_dtype dtype, bool weights);
+/* The same with weights ~ normal(0, std): a larger std (0.1-0.3) gives random models whose greedy
+ * continuations do not merely repeat one token, for parity tests that compare continuations. */
+dspy_status dspy_model_write_random_std(const char *dir, const dspy_model_config *cfg, uint64_t seed,
+                                        dspy_dtype dtype, bool weights, double std);
 
 #endif

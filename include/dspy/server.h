@@ -57,6 +57,7 @@ typedef struct dspy_server_params {
     int shutdown_grace_ms;         /* on stop, in-flight requests get this long (default 30000)
                                       before they are aborted with 503 */
     int32_t n_threads;             /* compute threads; 0 = the OpenMP default */
+    const char *device;            /* "auto", "cpu", "cuda", "cuda:N" (dspy_device_parse); NULL = cpu */
 } dspy_server_params;
 
 dspy_server_params dspy_server_params_default(void);

@@ -456,6 +456,7 @@ void dspy_engine_stats_get(const dspy_engine *e, dspy_engine_stats *out) {
     out->capacity_tokens = capacity_tokens(e);
     out->free_tokens = e->kv.n_free * e->kv.block_size;
     out->context_length = e->cfg->max_position_embeddings;
+    out->device_allocs = e->be->n_allocs;
 }
 
 dspy_status dspy_model_forward_logits(const dspy_model *m, const int32_t *ids, size_t n, float *logits) {

@@ -43,6 +43,7 @@ struct dspy_backend {
     dspy_dtype w_dtype;     /* matrices as the backend wants them: the stored dtype on the CPU
                                (F32 or BF16), BF16 on CUDA */
     dspy_backend_plan plan;
+    int64_t n_allocs;       /* device allocations made through ops->alloc (tests check that steps make none) */
     void *impl;             /* the backend's own state */
 };
 

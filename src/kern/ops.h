@@ -151,7 +151,8 @@ typedef struct dspy_ops {
     /* x (n) += y (n). */
     dspy_status (*add)(dspy_backend *be, dspy_tensor x, dspy_tensor y);
 
-    /* out (M, C) = inp[rows] (inp (N, C), rows (M) I32). out may equal inp (rows ascending). */
+    /* out (M, C) = inp[rows] (inp (N, C), rows (M) I32). out may equal inp on the CPU only (rows
+     * ascending); CUDA needs separate memory. */
     dspy_status (*gather_rows)(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor rows, int M, int C);
 
     /* One token per row of logits (M, V) F32 with params (M) dspy_sample_param records:

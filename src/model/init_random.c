@@ -33,6 +33,13 @@ enum { K_NORMAL, K_ONES, K_ZEROS };
 
 dspy_status dspy_model_write_random(const char *dir, const dspy_model_config *cfg_in, uint64_t seed,
                                     dspy_dtype dtype, bool weights) {
+    return dspy_model_write_random_std(dir, cfg_in, seed, dtype, weights, 0.02);
+}
+
+dspy_status dspy_model_write_random_std(const char *dir, const dspy_model_config *cfg_in, uint64_t seed,
+                                        dspy_dtype dtype, bool weights, double std) {
+    if (!(std > 0) || !isfinite(std))
+        return dspy_fail(DSPY_ERR_ARG, "random checkpoints: the weight standard deviation %g must be positive", std);
     if (dtype != DSPY_DTYPE_F32 && dtype != DSPY_DTYPE_BF16)
         return dspy_fail(DSPY_ERR_ARG, "random checkpoints are written as F32 or BF16, not %s", dspy_dtype_name(dtype));
     dspy_model_config cfg = *cfg_in;
@@ -103,7 +110,7 @@ dspy_status dspy_model_write_random(const char *dir, const dspy_model_config *cf
     for (size_t i = 0; i < n; i++) {
         int64_t numel = t[i].shape[0] * (t[i].ndim == 2 ? t[i].shape[1] : 1);
         for (int64_t j = 0; j < numel; j++)
-            buf[j] = kind[i] == K_ONES ? 1.0f : kind[i] == K_ZEROS ? 0.0f : (float)(0.02 * dspy_rng_normal(&r));
+            buf[j] = kind[i] == K_ONES ? 1.0f : kind[i] == K_ZEROS ? 0.0f : (float)(std * dspy_rng_normal(&r));
         if ((st = dspy_safetensors_writer_put(w, i, buf))) goto done;
     }
     st = dspy_safetensors_writer_close(w);

@@ -554,6 +554,7 @@ dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
 
     dspy_model_params mp = dspy_model_params_default();
     mp.n_threads = p->n_threads;
+    mp.device = p->device;
     if ((st = dspy_model_load(s->model_dir, &mp, &s->model)) != DSPY_OK) goto fail;
     if ((st = dspy_tokenizer_load(s->tokenizer_dir, &s->tok)) != DSPY_OK) goto fail;
     const dspy_model_config *cfg = dspy_model_config_get(s->model);

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "args.h"
+#include "dspy/backend.h"
 #include "dspy/chat_template.h"
 #include "dspy/engine.h"
 #include "dspy/json.h"
@@ -101,6 +102,56 @@ done:
     return st;
 }
 
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Generates with an engine of one sequence, timing the first token (prefill) apart from the
+ * rest (decode): the two numbers a user compares with other engines. */
+static dspy_status run_timed(const dspy_model *m, const int32_t *ids, size_t n, const dspy_sampling *sp,
+                             int32_t **out, size_t *nout, dspy_finish *fin, double *t_first, double *t_total) {
+    const dspy_model_config *c = dspy_model_config_get(m);
+    dspy_engine_params ep = dspy_engine_params_default();
+    int64_t need = (int64_t)n + sp->max_tokens;
+    ep.max_seqs = 1;
+    ep.max_tokens_total = (int32_t)(need < c->max_position_embeddings ? need : c->max_position_embeddings);
+    ep.max_batch_tokens = (int32_t)(n < 8192 ? n : 8192);
+    dspy_engine *e = NULL;
+    int64_t id;
+    dspy_status st = dspy_engine_new(m, &ep, &e);
+    if (st) return st;
+    *out = malloc(sizeof(int32_t) * (size_t)(sp->max_tokens > 0 ? sp->max_tokens : 1));
+    if (!*out) {
+        dspy_engine_free(e);
+        return dspy_fail(DSPY_ERR_NOMEM, "generate: out of memory");
+    }
+    double t0 = now_s();
+    if ((st = dspy_engine_add(e, ids, n, sp, &id))) goto done;
+    for (;;) {
+        dspy_step_out so;
+        if ((st = dspy_engine_step(e, &so))) goto done;
+        if (so.n_events == 0) break;
+        const dspy_step_event *ev = &so.events[0];
+        if (ev->token < 0) continue;
+        if (*nout == 0) *t_first = now_s() - t0;
+        (*out)[(*nout)++] = ev->token;
+        if (ev->finish != DSPY_FINISH_NONE) {
+            *fin = ev->finish;
+            break;
+        }
+    }
+    *t_total = now_s() - t0;
+done:
+    dspy_engine_free(e);
+    if (st) {
+        free(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
 int cmd_generate(int argc, char **argv) {
     static const dspy_opt opts[] = {
         {"model", "DIR", "model directory (config.json, model.safetensors)", true, false, NULL},
@@ -116,7 +167,7 @@ int cmd_generate(int argc, char **argv) {
         {"seed", "S", "sampling seed", false, false, "0"},
         {"ignore-eos", NULL, "do not stop at the model's eos ids", false, false, NULL},
         {"print-ids", NULL, "print the generated token ids instead of text", false, false, NULL},
-        {"device", "DEV", "cpu (cuda is not available yet)", false, false, "cpu"},
+        {"device", "DEV", "auto (CUDA when a GPU is visible), cpu, cuda or cuda:N", false, false, "auto"},
         {"threads", "N", "CPU threads (0 = OpenMP default)", false, false, "0"},
         {0}};
     dspy_args a;
@@ -188,13 +239,11 @@ int cmd_generate(int argc, char **argv) {
         sp.stop_ids = &chat_stop;
         sp.n_stop_ids = 1;
     }
-    int32_t *out;
-    size_t nout;
-    dspy_finish fin;
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    dspy_status st = dspy_generate(m, ids, n, &sp, &out, NULL, &nout, &fin);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
+    int32_t *out = NULL;
+    size_t nout = 0;
+    dspy_finish fin = DSPY_FINISH_NONE;
+    double t_first = 0, t_total = 0;
+    dspy_status st = run_timed(m, ids, n, &sp, &out, &nout, &fin, &t_first, &t_total);
     free(ids);
     if (st) {
         dspy_tokenizer_free(tok);
@@ -217,9 +266,15 @@ int cmd_generate(int argc, char **argv) {
         for (size_t i = 0; i < nout; i++) printf("%s%d", i ? "," : "", out[i]);
         printf("\n");
     }
-    double sec = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
-    fprintf(stderr, "generate: %zu prompt + %zu new tokens, finish %s, %.2f s (%.1f tok/s)\n", n, nout,
-            dspy_finish_name(fin), sec, sec > 0 ? (double)nout / sec : 0.0);
+    char dev[32];
+    dspy_device_str(dspy_model_device(m), dev, sizeof dev);
+    double dec = t_total - t_first;
+    fprintf(stderr,
+            "generate: %zu prompt + %zu new tokens on %s, finish %s: prefill %.1f ms (%.0f tok/s), decode %.1f tok/s "
+            "(%.2f ms/token), %.2f s in all\n",
+            n, nout, dev, dspy_finish_name(fin), t_first * 1e3, t_first > 0 ? (double)n / t_first : 0.0,
+            nout > 1 && dec > 0 ? (double)(nout - 1) / dec : 0.0, nout > 1 ? dec * 1e3 / (double)(nout - 1) : 0.0,
+            t_total);
     free(out);
     dspy_tokenizer_free(tok);
     dspy_model_free(m);

@@ -46,6 +46,7 @@ int cmd_serve(int argc, char **argv) {
         {"shutdown-grace", "SECONDS", "on SIGTERM, in-flight requests get this long before they are aborted", false, false, "30"},
         {"chat-date", "DATE", "Llama 3.x chat template 'Today Date' (default: today, e.g. 26 Jul 2024)", false, false, NULL},
         {"threads", "N", "compute threads (0: the OpenMP default)", false, false, "0"},
+        {"device", "DEV", "auto (CUDA when a GPU is visible), cpu, cuda or cuda:N", false, false, "auto"},
         {0},
     };
     dspy_args a;
@@ -61,6 +62,7 @@ int cmd_serve(int argc, char **argv) {
     p.api_key = dspy_args_get(&a, "api-key");
     p.served_model_name = dspy_args_get(&a, "served-model-name");
     p.chat_date = dspy_args_get(&a, "chat-date");
+    p.device = dspy_args_get(&a, "device");
     int32_t port, max_body, timeout_s, grace_s;
     if (!get_i32(&a, "port", 0, 65535, &port) || !get_i32(&a, "max-seqs", 1, 4096, &p.max_seqs) ||
         !get_i32(&a, "max-queue", 1, 1000000, &p.max_queue) ||

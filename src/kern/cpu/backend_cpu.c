@@ -67,7 +67,7 @@ dspy_status dspy_backend_cpu_reserve(dspy_backend *be, const dspy_backend_plan *
 /* ---- memory ----------------------------------------------------------------------------- */
 
 static dspy_status cpu_alloc(dspy_backend *be, size_t bytes, void **out) {
-    (void)be;
+    be->n_allocs++;
     *out = malloc(bytes ? bytes : 1);
     if (!*out) return dspy_fail(DSPY_ERR_NOMEM, "cpu: cannot allocate %zu MiB of host memory", bytes >> 20);
     return DSPY_OK;

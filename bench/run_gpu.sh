@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# run_gpu.sh — the GPU machine's one script for issue 9: parity tests, then our benchmarks and
+# PyTorch's in the same run, then a table. Builds nothing: run it from the repository root with
+# the GPU build carried in build-gpu/ (cmake -B build-gpu -DCMAKE_CUDA_ARCHITECTURES=90) and the
+# shared material copied to .gpu/shared.
+#
+#   bench/run_gpu.sh [tests] [bench] [torch] [serve]     (default: all four)
+# Logs and JSON go to $OUT (the device tool's folder) or ./out.
+set -uo pipefail
+ROOT=$(pwd)
+OUT=${OUT:-$ROOT/out}
+mkdir -p "$OUT"
+STAGES=${*:-tests bench torch serve}
+# The build has this machine's paths compiled in (/work/main/...): point them here.
+if [ "$(readlink -f /work/main 2>/dev/null)" != "$ROOT" ]; then
+  mkdir -p /work && rm -rf /work/main && ln -sfn "$ROOT" /work/main
+fi
+[ -d "$ROOT/.gpu/shared" ] && ln -sfn "$ROOT/.gpu/shared" /work/shared
+export DSPY_SHARED_DIR=/work/shared
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
+MODEL=/tmp/llama-1b-shape
+has() { case " $STAGES " in *" $1 "*) return 0;; esac; return 1; }
+
+if has tests; then
+  echo "== GPU parity tests"
+  ctest --test-dir build-gpu -L gpu --output-on-failure --timeout 300 2>&1 | tee "$OUT/gpu_tests.log" | tail -n 80
+fi
+if has bench || has torch; then
+  [ -f "$MODEL/model.safetensors" ] || timeout 300 python3 bench/torch_baseline.py --make-model "$MODEL" 2>&1 | tail -2
+fi
+if has bench; then
+  echo "== ours"
+  timeout 400 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda 2>&1 | tee "$OUT/bench_ours.jsonl"
+  timeout 120 build-gpu/bin/dspy generate --model "$MODEL" --device cuda --prompt-ids 128000,9906,1917 \
+    --max-tokens 128 --ignore-eos --print-ids 2>&1 >/dev/null | tee "$OUT/generate.txt"
+fi
+if has torch; then
+  echo "== PyTorch"
+  PYTHONUNBUFFERED=1 timeout 500 python3 bench/torch_baseline.py --model "$MODEL" --b1 --prefill 2>&1 \
+    | grep -v Warning | tee "$OUT/bench_torch.jsonl"
+fi
+if has serve; then
+  echo "== server e2e on the GPU (dspy serve --device auto picks CUDA)"
+  (cd build-gpu && timeout 300 ./tests/test_serve 2>&1 | tail -n 40) | tee "$OUT/serve_e2e.log"
+fi
+echo "== table"
+python3 - "$OUT" <<'PY'
+import json, sys, os
+out = sys.argv[1]
+rows = []
+def load(name):
+    p = os.path.join(out, name)
+    if not os.path.exists(p): return []
+    res = []
+    for line in open(p):
+        line = line.strip()
+        if line.startswith("{"):
+            try: res.append(json.loads(line))
+            except Exception: pass
+    return res
+ours = {r["bench"]: r for r in load("bench_ours.jsonl")}
+torch = load("bench_torch.jsonl")
+tb1 = {r["mode"]: r for r in torch if r["bench"] == "B1_torch"}
+tpf = {r["mode"]: r for r in torch if r["bench"] == "prefill_torch"}
+print("| measure | dspy.c | PyTorch eager | PyTorch compiled | ratio vs compiled | floor |")
+print("| --- | --- | --- | --- | --- | --- |")
+if "B1" in ours:
+    b = ours["B1"]; c = tb1.get("compiled", {}).get("ms_per_token"); e = tb1.get("eager", {}).get("ms_per_token")
+    print(f"| B1 decode ms/token | {b['ms_per_token']:.3f} | {e or '-'} | {c or '-'} | "
+          f"{(c / b['ms_per_token']) if c else 0:.2f}x | {b['floor_ms']:.3f} ms ({100 * b['fraction_of_floor']:.0f}% of floor) |")
+if "prefill" in ours:
+    p = ours["prefill"]; c = tpf.get("compiled", {}).get("seconds"); e = tpf.get("eager", {}).get("seconds")
+    print(f"| prefill 100x1500 s | {p['seconds']:.3f} | {e or '-'} | {c or '-'} | "
+          f"{(min(x for x in (c, e) if x) / p['seconds']) if (c or e) else 0:.2f}x vs best | {p['floor_s']:.3f} s ({p['tflops']:.0f} TFLOP/s) |")
+if "copy" in ours:
+    print(f"| copy bandwidth | {ours['copy']['GBps']:.0f} GB/s | | | | weights {ours['copy']['weight_bytes'] / 1e9:.2f} GB |")
+PY

@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""torch_baseline.py — PyTorch/transformers baselines for bench/run_gpu.sh (same GPU, same run).
+
+  --make-model DIR   writes a random Llama-3.2-1B-shaped checkpoint (bf16, HF layout) that both
+                     engines then load: weights ~ normal(0, 0.02) (transformers' init)
+  --b1               batch-1 greedy decode, 1,500-token prompt, 128 new tokens, with a static KV
+                     cache and torch.compile (what a careful user runs), and eager for reference:
+                     ms per decoded token = (time(128 new) - time(1 new)) / 127
+  --prefill          100 x 1,500-token prompts in one batched forward (SDPA, bf16, logits for the
+                     last position only), eager and compiled; seconds
+Prints one JSON object per measurement. Timing: CUDA synchronize around host clocks, warm-up
+runs first, median of repeats.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+import transformers
+from transformers import LlamaConfig, LlamaForCausalLM
+
+
+def config_1b():
+    return LlamaConfig(
+        vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+        num_attention_heads=32, num_key_value_heads=8, head_dim=64, max_position_embeddings=131072,
+        rms_norm_eps=1e-5, tie_word_embeddings=True, bos_token_id=128000, eos_token_id=[128001, 128008, 128009],
+        rope_theta=500000.0,
+        rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                      "original_max_position_embeddings": 8192},
+        torch_dtype="bfloat16")
+
+
+def make_model(path):
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = LlamaForCausalLM(config_1b()).to(torch.bfloat16)
+    model.save_pretrained(path, safe_serialization=True)
+    print(json.dumps({"bench": "make_model", "path": path, "params": sum(p.numel() for p in model.parameters())}))
+
+
+def timed(fn, reps):
+    ts = []
+    for _ in range(reps):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def b1(path):
+    model = LlamaForCausalLM.from_pretrained(path, dtype=torch.bfloat16).cuda().eval()
+    ids = torch.randint(500, 120000, (1, 1500), device="cuda", generator=torch.Generator("cuda").manual_seed(1))
+    res = {}
+    for mode in ("eager", "compiled"):
+        if mode == "compiled":
+            model.generation_config.cache_implementation = "static"
+            model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
+        kw = dict(do_sample=False, pad_token_id=0, eos_token_id=None)
+
+        def gen(n):
+            with torch.no_grad():
+                return model.generate(ids, max_new_tokens=n, min_new_tokens=n, **kw)
+        for _ in range(3 if mode == "compiled" else 1):  # compile and warm up
+            gen(128)
+            gen(1)
+        t128 = timed(lambda: gen(128), 3)
+        t1 = timed(lambda: gen(1), 3)
+        res[mode] = (t128 - t1) / 127 * 1e3
+        print(json.dumps({"bench": "B1_torch", "mode": mode, "ms_per_token": round(res[mode], 4),
+                          "prefill_1500_ms": round(t1 * 1e3, 2)}), flush=True)
+    return res
+
+
+def prefill(path, n=100, plen=1500):
+    model = LlamaForCausalLM.from_pretrained(path, dtype=torch.bfloat16, attn_implementation="sdpa").cuda().eval()
+    ids = torch.randint(500, 120000, (n, plen), device="cuda", generator=torch.Generator("cuda").manual_seed(2))
+    for mode in ("eager", "compiled"):
+        fwd = model if mode == "eager" else torch.compile(model)
+
+        def run():
+            with torch.no_grad():
+                return fwd(input_ids=ids, logits_to_keep=1, use_cache=False).logits
+        run()
+        run()
+        t = timed(run, 3)
+        print(json.dumps({"bench": "prefill_torch", "mode": mode, "prompts": n, "prompt_tokens": plen,
+                          "seconds": round(t, 4), "tokens_per_s": round(n * plen / t)}), flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--make-model")
+    ap.add_argument("--model")
+    ap.add_argument("--b1", action="store_true")
+    ap.add_argument("--prefill", action="store_true")
+    a = ap.parse_args()
+    print(json.dumps({"bench": "torch_env", "torch": torch.__version__, "transformers": transformers.__version__,
+                      "device": torch.cuda.get_device_name(0)}), flush=True)
+    if a.make_model:
+        make_model(a.make_model)
+    if a.b1:
+        b1(a.model)
+    if a.prefill:
+        prefill(a.model)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

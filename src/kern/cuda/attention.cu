@@ -1,0 +1,515 @@
+/* attention.cu — causal GQA attention over the paged BF16 KV cache (kern/ops.h attention).
+ *
+ * Three kernels:
+ *   - prefill (any segment lengths, head size 64 or 128): flash attention in the FlashAttention-2
+ *     arrangement. A CTA of 4 warps takes 64 query rows of one segment and one query head; each
+ *     warp owns 16 rows. Keys and values stream through shared memory 64 positions at a time
+ *     (gathered from the paged cache by the block table with cp.async, double-buffered, XOR
+ *     swizzled so ldmatrix is conflict-free); S = Q K^T and O += P V run on the tensor cores
+ *     (mma.sync m16n8k16, BF16 in, F32 accumulate); the softmax is online (running max and sum
+ *     per row, in the log2 domain), so nothing of size rows x keys is stored.
+ *   - decode (every segment one row, head size 64 or 128, up to 8 query heads per KV head):
+ *     split-K flash decoding. A CTA takes one sequence, one KV head (all its query heads, so K
+ *     and V are read once per group) and one slice of the context; a second kernel combines the
+ *     slices with their max/sum statistics. The number of slices depends only on the number of
+ *     sequences, so a captured graph replays with any context length.
+ *   - a generic kernel (any head size, any row counts): one warp per (row, head), online
+ *     softmax, F32 throughout. Used for the shapes the fast kernels do not take.
+ * The math is the CPU reference's (kern/cpu/attention.c): scores q.k / sqrt(HS), max-subtracted
+ * softmax, weighted sum of v — with BF16 inputs and F32 accumulation.
+ */
+#include <math.h>
+
+#include "kern/cuda/cuda.cuh"
+
+#define LOG2E 1.4426950408889634f
+
+/* The segment and tile of prefill CTA `x`: tiles of 64 rows, numbered segment by segment. */
+__device__ bool find_tile(const dspy_attn_seg *segs, int nseg, int x, int *seg, int *tile) {
+    for (int s = 0; s < nseg; s++) {
+        int nt = (segs[s].n + 63) / 64;
+        if (x < nt) {
+            *seg = s;
+            *tile = x;
+            return true;
+        }
+        x -= nt;
+    }
+    return false;
+}
+
+/* ---- prefill: flash attention on the tensor cores ------------------------------------------ */
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
+                 "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t *r, const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t *r, const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(p)));
+}
+
+/* d (16x8 F32) += a (16x16 BF16, row) * b (16x8 BF16, col). */
+__device__ __forceinline__ void mma16816(float *d, const uint32_t *a, const uint32_t *b) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                 "{%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *(uint32_t *)&v;
+}
+
+/* Byte offset of 16-byte chunk c of row r in a tile with CH chunks per row (XOR swizzle). */
+template <int CH> __device__ __forceinline__ int swz(int r, int c) { return (r * CH + (c ^ (r & 7))) * 16; }
+
+/* Loads rows [0, 64) of a K or V tile (keys kb .. kb+63) from the paged cache into smem; keys at
+ * or past kend are zero-filled. */
+template <int D>
+__device__ __forceinline__ void load_kv_tile(char *sm, const bf16 *cache, const int32_t *table, int bs, int NKV,
+                                             int kvh, int kb, int kend) {
+    constexpr int CH = D / 8;
+    for (int i = threadIdx.x; i < 64 * CH; i += 128) {
+        int r = i / CH, c = i % CH, j = kb + r;
+        bool ok = j < kend;
+        const bf16 *src = cache;
+        if (ok) {
+            int64_t slot = (int64_t)table[j / bs] * bs + j % bs;
+            src = cache + (slot * NKV + kvh) * D + c * 8;
+        }
+        cp_async16(sm + swz<CH>(r, c), src, ok);
+    }
+}
+
+template <int D>
+__global__ __launch_bounds__(128) void k_attn_prefill(bf16 *__restrict__ out, const bf16 *__restrict__ q,
+                                                      const bf16 *__restrict__ kc, const bf16 *__restrict__ vc,
+                                                      const dspy_attn_seg *__restrict__ segs, int nseg,
+                                                      const int32_t *__restrict__ tables, int bs, int NH, int NKV,
+                                                      float scale_log2) {
+    constexpr int CH = D / 8, KB = D / 16, ND = D / 8; /* 16-B chunks per row, k16 blocks, n8 tiles of D */
+    extern __shared__ __align__(128) char smem[];
+    /* Q, then K buffers 0 and 1, then V buffers 0 and 1, each 64 x D BF16 (computed offsets, not
+     * arrays: a run-time index into an array of pointers would put it in local memory). */
+    constexpr int TILE = 64 * D * 2;
+    char *sq = smem;
+#define SK(b) (smem + (1 + (b)) * TILE)
+#define SV(b) (smem + (3 + (b)) * TILE)
+    __shared__ int s_seg, s_tile;
+    if (threadIdx.x == 0) {
+        int sg = -1, tl = 0;
+        if (!find_tile(segs, nseg, blockIdx.x, &sg, &tl)) sg = -1;
+        s_seg = sg, s_tile = tl;
+    }
+    __syncthreads();
+    if (s_seg < 0) return;
+    const dspy_attn_seg sg = segs[s_seg];
+    const int h = blockIdx.y, kvh = h / (NH / NKV);
+    const int r0 = s_tile * 64;                       /* first row of the tile within the segment */
+    const int nrows = min(64, sg.n - r0);             /* valid rows */
+    const int kend = sg.pos0 + r0 + nrows;            /* keys needed: [0, kend) */
+    const int32_t *table = tables + sg.table_off;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+
+    /* Q tile: rows r0 .. r0+63 of the segment, head h (invalid rows zero). */
+    for (int i = threadIdx.x; i < 64 * CH; i += 128) {
+        int r = i / CH, c = i % CH;
+        bool ok = r < nrows;
+        const bf16 *src = q + ((int64_t)(sg.row0 + (ok ? r0 + r : 0)) * NH + h) * D + c * 8;
+        cp_async16(sq + swz<CH>(r, c), src, ok);
+    }
+    cp_async_commit();
+    load_kv_tile<D>(SK(0), kc, table, bs, NKV, kvh, 0, kend);
+    load_kv_tile<D>(SV(0), vc, table, bs, NKV, kvh, 0, kend);
+    cp_async_commit();
+
+    /* Positions of this thread's two rows (row g and g+8 of the warp's 16). */
+    const int wr = warp * 16;
+    const int pos_a = sg.pos0 + r0 + min(wr + g, nrows - 1), pos_b = sg.pos0 + r0 + min(wr + g + 8, nrows - 1);
+    const int warp_pos_max = sg.pos0 + r0 + min(wr + 15, nrows - 1);
+
+    uint32_t qf[KB][4];
+    float o[ND][4];
+#pragma unroll
+    for (int i = 0; i < ND; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.0f, l_b = 0.0f;
+
+    const int ntiles = (kend + 63) / 64;
+    for (int it = 0; it < ntiles; it++) {
+        const int buf = it & 1, kb = it * 64;
+        if (it + 1 < ntiles) {
+            load_kv_tile<D>(SK(buf ^ 1), kc, table, bs, NKV, kvh, kb + 64, kend);
+            load_kv_tile<D>(SV(buf ^ 1), vc, table, bs, NKV, kvh, kb + 64, kend);
+        }
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        if (it == 0) {
+#pragma unroll
+            for (int kk = 0; kk < KB; kk++) {
+                int r = wr + (lane & 7) + ((lane >> 3) & 1) * 8, c = kk * 2 + (lane >> 4);
+                ldmatrix_x4(qf[kk], sq + swz<CH>(r, c));
+            }
+        }
+        if (kb <= warp_pos_max) { /* tiles entirely above the warp's rows contribute nothing */
+            /* S (16 x 64) = Q K^T */
+            float s[8][4];
+#pragma unroll
+            for (int n = 0; n < 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < KB; kk++) {
+#pragma unroll
+                for (int n2 = 0; n2 < 4; n2++) { /* pairs of n8 tiles: keys n2*16 .. +15 */
+                    uint32_t b[4];
+                    int j = lane >> 3;
+                    int r = n2 * 16 + (lane & 7) + (j >> 1) * 8, c = kk * 2 + (j & 1);
+                    ldmatrix_x4(b, SK(buf) + swz<CH>(r, c));
+                    mma16816(s[2 * n2], qf[kk], b);
+                    mma16816(s[2 * n2 + 1], qf[kk], b + 2);
+                }
+            }
+            /* scale into the log2 domain, causal mask, row maxima */
+            float mx_a = m_a, mx_b = m_b;
+#pragma unroll
+            for (int n = 0; n < 8; n++) {
+                int key = kb + n * 8 + 2 * t;
+                s[n][0] = key <= pos_a ? s[n][0] * scale_log2 : -INFINITY;
+                s[n][1] = key + 1 <= pos_a ? s[n][1] * scale_log2 : -INFINITY;
+                s[n][2] = key <= pos_b ? s[n][2] * scale_log2 : -INFINITY;
+                s[n][3] = key + 1 <= pos_b ? s[n][3] * scale_log2 : -INFINITY;
+                mx_a = fmaxf(mx_a, fmaxf(s[n][0], s[n][1]));
+                mx_b = fmaxf(mx_b, fmaxf(s[n][2], s[n][3]));
+            }
+            mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));
+            mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
+            mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
+            mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
+            /* Every row sees key 0 in the first tile, so mx is finite from then on. */
+            float al_a = exp2f(m_a - mx_a), al_b = exp2f(m_b - mx_b);
+            m_a = mx_a, m_b = mx_b;
+            float sum_a = 0.0f, sum_b = 0.0f;
+#pragma unroll
+            for (int n = 0; n < 8; n++) {
+                s[n][0] = exp2f(s[n][0] - mx_a);
+                s[n][1] = exp2f(s[n][1] - mx_a);
+                s[n][2] = exp2f(s[n][2] - mx_b);
+                s[n][3] = exp2f(s[n][3] - mx_b);
+                sum_a += s[n][0] + s[n][1];
+                sum_b += s[n][2] + s[n][3];
+            }
+            l_a = l_a * al_a + sum_a;
+            l_b = l_b * al_b + sum_b;
+#pragma unroll
+            for (int i = 0; i < ND; i++) o[i][0] *= al_a, o[i][1] *= al_a, o[i][2] *= al_b, o[i][3] *= al_b;
+            /* O (16 x D) += P (16 x 64) V (64 x D) */
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) { /* keys kk*16 .. +15 */
+                uint32_t a[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                                 pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                 pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+                for (int d2 = 0; d2 < ND / 2; d2++) { /* pairs of n8 tiles of D */
+                    uint32_t b[4];
+                    int j = lane >> 3;
+                    int r = kk * 16 + (lane & 7) + (j & 1) * 8, c = d2 * 2 + (j >> 1);
+                    ldmatrix_x4_trans(b, SV(buf) + swz<CH>(r, c));
+                    mma16816(o[2 * d2], a, b);
+                    mma16816(o[2 * d2 + 1], a, b + 2);
+                }
+            }
+        }
+        __syncthreads(); /* the next iteration's prefetch overwrites this buffer */
+    }
+    /* normalise and write the valid rows */
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
+    l_b += __shfl_xor_sync(0xffffffffu, l_b, 1);
+    l_b += __shfl_xor_sync(0xffffffffu, l_b, 2);
+    float inv_a = 1.0f / l_a, inv_b = 1.0f / l_b;
+    int ra = wr + g, rb = wr + g + 8;
+#pragma unroll
+    for (int i = 0; i < ND; i++) {
+        int col = i * 8 + 2 * t;
+        if (ra < nrows) {
+            bf16 *dst = out + ((int64_t)(sg.row0 + r0 + ra) * NH + h) * D + col;
+            *(__nv_bfloat162 *)dst = __floats2bfloat162_rn(o[i][0] * inv_a, o[i][1] * inv_a);
+        }
+        if (rb < nrows) {
+            bf16 *dst = out + ((int64_t)(sg.row0 + r0 + rb) * NH + h) * D + col;
+            *(__nv_bfloat162 *)dst = __floats2bfloat162_rn(o[i][2] * inv_b, o[i][3] * inv_b);
+        }
+    }
+#undef SK
+#undef SV
+}
+
+/* ---- decode: split-K over the context ------------------------------------------------------ */
+
+enum { DEC_THREADS = 128, DEC_MAX_GROUP = 8 };
+
+int cu_decode_splits(const cuda_state *s, int nseg, int NKV) {
+    int work = nseg * NKV, want = (2 * s->sm_count + work - 1) / work;
+    return want < 1 ? 1 : want > 32 ? 32 : want;
+}
+
+size_t cu_decode_part_floats(const cuda_state *s, int max_seqs, int NH, int NKV, int HS) {
+    size_t best = 0;
+    for (int n = 1; n <= max_seqs; n++) {
+        size_t v = (size_t)n * (size_t)cu_decode_splits(s, n, NKV);
+        if (v > best) best = v;
+    }
+    return best * (size_t)NH * (size_t)(HS + 2);
+}
+
+/* Grid (nseg, NKV, S). Writes part[((seg * NH + h) * S + split) * (D + 2)]: D unnormalised
+ * outputs, then the running max (log2 domain) and sum. */
+template <int D>
+__global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(float *__restrict__ part, const bf16 *__restrict__ q,
+                                                             const bf16 *__restrict__ kc, const bf16 *__restrict__ vc,
+                                                             const dspy_attn_seg *__restrict__ segs,
+                                                             const int32_t *__restrict__ tables, int bs, int NH,
+                                                             int NKV, float scale_log2) {
+    constexpr int PER = (DEC_MAX_GROUP * D + DEC_THREADS - 1) / DEC_THREADS; /* outputs per thread, max */
+    __shared__ float qs[DEC_MAX_GROUP][D];
+    __shared__ float sc[DEC_MAX_GROUP][DEC_THREADS];
+    __shared__ int64_t slot_s[DEC_THREADS];
+    __shared__ float alpha_s[DEC_MAX_GROUP];
+    const int S = gridDim.z, split = blockIdx.z, kvh = blockIdx.y, G = NH / NKV;
+    const dspy_attn_seg sg = segs[blockIdx.x];
+    const int L = sg.pos0 + 1, chunk = (L + S - 1) / S, k0 = split * chunk, k1 = min(L, k0 + chunk);
+    const int32_t *table = tables + sg.table_off;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    for (int i = tid; i < G * D; i += DEC_THREADS)
+        qs[i / D][i % D] = bf2f(q[((int64_t)sg.row0 * NH + kvh * G + i / D) * D + i % D]) * scale_log2;
+    float acc[PER];
+#pragma unroll
+    for (int i = 0; i < PER; i++) acc[i] = 0.0f;
+    float mg[2] = {-INFINITY, -INFINITY}, lg[2] = {0.0f, 0.0f}; /* statistics of heads warp and warp + 4 */
+    __syncthreads();
+    for (int kb = k0; kb < k1; kb += DEC_THREADS) {
+        int j = kb + tid;
+        if (j < k1) {
+            int64_t slot = (int64_t)table[j / bs] * bs + j % bs;
+            slot_s[tid] = slot;
+            const uint4 *kr = (const uint4 *)(kc + (slot * NKV + kvh) * D);
+            float dots[DEC_MAX_GROUP];
+#pragma unroll
+            for (int g = 0; g < DEC_MAX_GROUP; g++) dots[g] = 0.0f;
+#pragma unroll
+            for (int c = 0; c < D / 8; c++) {
+                uint4 kv = kr[c];
+                const __nv_bfloat162 *kp = (const __nv_bfloat162 *)&kv;
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float2 f = __bfloat1622float2(kp[e]);
+#pragma unroll
+                    for (int g = 0; g < DEC_MAX_GROUP; g++)
+                        if (g < G) dots[g] += qs[g][c * 8 + 2 * e] * f.x + qs[g][c * 8 + 2 * e + 1] * f.y;
+                }
+            }
+            for (int g = 0; g < G; g++) sc[g][tid] = dots[g];
+        } else {
+            for (int g = 0; g < G; g++) sc[g][tid] = -INFINITY;
+        }
+        __syncthreads();
+        /* warp w updates the statistics of heads w and w + 4 */
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++) {
+            int g = warp + 4 * hh;
+            if (g >= G) continue;
+            float v0 = sc[g][lane], v1 = sc[g][lane + 32], v2 = sc[g][lane + 64], v3 = sc[g][lane + 96];
+            float mx = fmaxf(fmaxf(v0, v1), fmaxf(v2, v3));
+            for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+            float mnew = fmaxf(mg[hh], mx); /* finite: the tile has at least one valid key */
+            float p0 = exp2f(v0 - mnew), p1 = exp2f(v1 - mnew), p2 = exp2f(v2 - mnew), p3 = exp2f(v3 - mnew);
+            sc[g][lane] = p0, sc[g][lane + 32] = p1, sc[g][lane + 64] = p2, sc[g][lane + 96] = p3;
+            float sum = p0 + p1 + p2 + p3;
+            for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+            float al = exp2f(mg[hh] - mnew);
+            lg[hh] = lg[hh] * al + sum;
+            mg[hh] = mnew;
+            if (lane == 0) alpha_s[g] = al;
+        }
+        __syncthreads();
+        int nk = min(DEC_THREADS, k1 - kb);
+#pragma unroll
+        for (int i = 0; i < PER; i++) {
+            int idx = tid + i * DEC_THREADS; /* output (g, d) = (idx / D, idx % D) */
+            if (idx >= G * D) continue;
+            int g = idx / D, d = idx % D;
+            float a = acc[i] * alpha_s[g];
+            for (int jj = 0; jj < nk; jj++) a += sc[g][jj] * bf2f(vc[(slot_s[jj] * NKV + kvh) * D + d]);
+            acc[i] = a;
+        }
+        __syncthreads();
+    }
+    const int64_t base = ((int64_t)blockIdx.x * NH + kvh * G) * S;
+#pragma unroll
+    for (int i = 0; i < PER; i++) {
+        int idx = tid + i * DEC_THREADS;
+        if (idx >= G * D) continue;
+        int g = idx / D, d = idx % D;
+        part[((base + (int64_t)g * S) + split) * (D + 2) + d] = acc[i];
+    }
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        int g = warp + 4 * hh;
+        if (g < G && lane == 0) {
+            float *st = part + ((base + (int64_t)g * S) + split) * (D + 2) + D;
+            st[0] = mg[hh];
+            st[1] = lg[hh];
+        }
+    }
+}
+
+/* Grid (nseg, NH), block D: out row = sum_s 2^(m_s - M) O_s / sum_s 2^(m_s - M) l_s. */
+__global__ void k_attn_combine(bf16 *__restrict__ out, const float *__restrict__ part,
+                               const dspy_attn_seg *__restrict__ segs, int NH, int D, int S) {
+    const int seg = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
+    const float *p = part + ((int64_t)seg * NH + h) * S * (D + 2);
+    float M = -INFINITY;
+    for (int s = 0; s < S; s++) M = fmaxf(M, p[s * (D + 2) + D]);
+    float num = 0.0f, den = 0.0f;
+    for (int s = 0; s < S; s++) {
+        float ms = p[s * (D + 2) + D];
+        if (ms == -INFINITY) continue; /* an empty slice */
+        float w = exp2f(ms - M);
+        num += w * p[s * (D + 2) + d];
+        den += w * p[s * (D + 2) + D + 1];
+    }
+    out[((int64_t)segs[seg].row0 * NH + h) * D + d] = f2bf(num / den);
+}
+
+/* ---- generic: one warp per (row, head) ------------------------------------------------------- */
+
+__global__ void k_attn_generic(bf16 *__restrict__ out, const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
+                               const bf16 *__restrict__ vc, const dspy_attn_seg *__restrict__ segs, int nseg,
+                               const int32_t *__restrict__ tables, int bs, int N, int NH, int NKV, int HS,
+                               float scale_log2) {
+    int64_t wid = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    int lane = threadIdx.x & 31;
+    if (wid >= (int64_t)N * NH) return;
+    int r = (int)(wid / NH), h = (int)(wid % NH), kvh = h / (NH / NKV);
+    int s = -1;
+    for (int i = 0; i < nseg; i++)
+        if (r >= segs[i].row0 && r < segs[i].row0 + segs[i].n) s = i;
+    if (s < 0) return;
+    const dspy_attn_seg sg = segs[s];
+    const int32_t *table = tables + sg.table_off;
+    int pos = sg.pos0 + (r - sg.row0);
+    const int PER = (HS + 31) / 32; /* dims per lane, at most 8 (HS <= 256) */
+    float qv[8], o[8];
+    for (int i = 0; i < 8; i++) {
+        int d = lane + 32 * i;
+        qv[i] = i < PER && d < HS ? bf2f(q[((int64_t)r * NH + h) * HS + d]) * scale_log2 : 0.0f;
+        o[i] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
+    for (int j = 0; j <= pos; j++) {
+        int64_t slot = (int64_t)table[j / bs] * bs + j % bs;
+        const bf16 *kr = kc + (slot * NKV + kvh) * HS, *vr = vc + (slot * NKV + kvh) * HS;
+        float sdot = 0.0f;
+        for (int i = 0; i < PER; i++) {
+            int d = lane + 32 * i;
+            if (d < HS) sdot += qv[i] * bf2f(kr[d]);
+        }
+        for (int off = 16; off > 0; off >>= 1) sdot += __shfl_xor_sync(0xffffffffu, sdot, off);
+        float mn = fmaxf(m, sdot), al = exp2f(m - mn), p = exp2f(sdot - mn);
+        l = l * al + p;
+        m = mn;
+        for (int i = 0; i < PER; i++) {
+            int d = lane + 32 * i;
+            if (d < HS) o[i] = o[i] * al + p * bf2f(vr[d]);
+        }
+    }
+    for (int i = 0; i < PER; i++) {
+        int d = lane + 32 * i;
+        if (d < HS) out[((int64_t)r * NH + h) * HS + d] = f2bf(o[i] / l);
+    }
+}
+
+/* ---- the op ------------------------------------------------------------------------------- */
+
+template <int D> static dspy_status launch_prefill(dspy_backend *be, bf16 *out, const bf16 *q, const bf16 *kc,
+                                                   const bf16 *vc, const dspy_attn_meta *m, int NH, int NKV,
+                                                   float sl2) {
+    size_t smem = (size_t)5 * 64 * D * 2;
+    /* An upper bound on the tiles: every segment adds at most one partial tile. */
+    unsigned tiles = (unsigned)((m->N + 63) / 64 + m->nseg);
+    dim3 grid(tiles, NH);
+    k_attn_prefill<D><<<grid, 128, smem, cu_of(be)->stream>>>(out, q, kc, vc, (const dspy_attn_seg *)m->segs.data,
+                                                               m->nseg, (const int32_t *)m->tables.data, m->block_size,
+                                                               NH, NKV, sl2);
+    return cu_launched(be, "attention (prefill)");
+}
+
+template <int D> static dspy_status launch_decode(dspy_backend *be, bf16 *out, const bf16 *q, const bf16 *kc,
+                                                  const bf16 *vc, const dspy_attn_meta *m, int NH, int NKV,
+                                                  float sl2) {
+    cuda_state *s = cu_of(be);
+    int S = cu_decode_splits(s, m->nseg, NKV);
+    size_t need = (size_t)m->nseg * NH * S * (D + 2);
+    if (need > s->att_part_n)
+        return dspy_fail(DSPY_ERR_ARG, "cuda attention: %d sequences need %zu partial floats, %zu were planned "
+                                       "(dspy_backend_reserve)", m->nseg, need, s->att_part_n);
+    dim3 grid(m->nseg, NKV, S);
+    k_attn_decode<D><<<grid, DEC_THREADS, 0, s->stream>>>(s->att_part, q, kc, vc, (const dspy_attn_seg *)m->segs.data,
+                                                          (const int32_t *)m->tables.data, m->block_size, NH, NKV,
+                                                          sl2);
+    DSPY_TRY(cu_launched(be, "attention (decode)"));
+    k_attn_combine<<<dim3(m->nseg, NH), D, 0, s->stream>>>(out, s->att_part, (const dspy_attn_seg *)m->segs.data, NH,
+                                                           D, S);
+    return cu_launched(be, "attention (decode combine)");
+}
+
+dspy_status cu_attention_setup(dspy_backend *be) {
+    /* The 128-wide prefill kernel's tiles take 80 KiB of shared memory: above the default 48. */
+    DSPY_TRY(cu_check(be, cudaFuncSetAttribute(k_attn_prefill<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               5 * 64 * 128 * 2),
+                      "attention (shared memory)"));
+    return cu_check(be, cudaFuncSetAttribute(k_attn_prefill<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             5 * 64 * 64 * 2),
+                    "attention (shared memory)");
+}
+
+dspy_status cu_attention(dspy_backend *be, dspy_tensor out, dspy_tensor q, dspy_tensor kcache, dspy_tensor vcache,
+                         const dspy_attn_meta *m, int NH, int NKV, int HS) {
+    CU_ENTER(be);
+    const int N = m->N;
+    CU_NEED("attention", "out", out, DSPY_DTYPE_BF16, (int64_t)N * NH * HS);
+    CU_NEED("attention", "q", q, DSPY_DTYPE_BF16, (int64_t)N * NH * HS);
+    CU_NEED("attention", "kcache", kcache, DSPY_DTYPE_BF16, 1);
+    CU_NEED("attention", "vcache", vcache, DSPY_DTYPE_BF16, 1);
+    CU_NEED("attention", "segs", m->segs, DSPY_DTYPE_I32, (int64_t)m->nseg * 4);
+    CU_NEED("attention", "tables", m->tables, DSPY_DTYPE_I32, 0);
+    if (NKV <= 0 || NH % NKV != 0 || HS <= 0 || HS > 256)
+        return dspy_fail(DSPY_ERR_ARG, "cuda attention: NH %d, NKV %d, HS %d are not supported", NH, NKV, HS);
+    if (N == 0 || m->nseg == 0) return DSPY_OK;
+    bf16 *o = (bf16 *)out.data;
+    const bf16 *qq = (const bf16 *)q.data, *kc = (const bf16 *)kcache.data, *vc = (const bf16 *)vcache.data;
+    const float sl2 = LOG2E / sqrtf((float)HS);
+    const int G = NH / NKV;
+    if (m->decode && G <= DEC_MAX_GROUP && (HS == 64 || HS == 128))
+        return HS == 64 ? launch_decode<64>(be, o, qq, kc, vc, m, NH, NKV, sl2)
+                        : launch_decode<128>(be, o, qq, kc, vc, m, NH, NKV, sl2);
+    if (HS == 64) return launch_prefill<64>(be, o, qq, kc, vc, m, NH, NKV, sl2);
+    if (HS == 128) return launch_prefill<128>(be, o, qq, kc, vc, m, NH, NKV, sl2);
+    int64_t warps = (int64_t)N * NH;
+    k_attn_generic<<<cu_blocks(warps * 32, 256), 256, 0, cu_of(be)->stream>>>(
+        o, qq, kc, vc, (const dspy_attn_seg *)m->segs.data, m->nseg, (const int32_t *)m->tables.data, m->block_size, N,
+        NH, NKV, HS, sl2);
+    return cu_launched(be, "attention (generic)");
+}

@@ -1,0 +1,265 @@
+/* backend_cuda.cu — the CUDA backend: its context (device, stream, cuBLASLt handle, workspace,
+ * planned scratch, sticky error), memory and copies, graph capture, and the op table of the
+ * kernels in gemm.cu, pointwise.cu, attention.cu and sample.cu. Training entries are absent
+ * (NULL): the trainer runs on the CPU backend.
+ *
+ * Every entry first returns the sticky error if there is one; every CUDA call's status is
+ * checked. Nothing here waits for the device except `sync` (and release).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kern/cuda/cuda.cuh"
+
+/* ---- errors ------------------------------------------------------------------------------ */
+
+dspy_status cu_fail(dspy_backend *be, dspy_status code, const char *fmt, ...) {
+    cuda_state *s = cu_of(be);
+    char buf[sizeof s->msg];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (s && s->err == DSPY_OK) {
+        s->err = code;
+        snprintf(s->msg, sizeof s->msg, "%s", buf);
+    }
+    return dspy_fail(code, "%s", buf);
+}
+
+dspy_status cu_sticky(dspy_backend *be) {
+    cuda_state *s = cu_of(be);
+    if (s->err == DSPY_OK) {
+        /* The calling thread may not have selected this device yet (engines are made on one
+         * thread and stepped on another); cheap when it already has. */
+        cudaError_t e = cudaSetDevice(s->dev);
+        return e == cudaSuccess ? DSPY_OK : cu_check(be, e, "select device");
+    }
+    return dspy_fail(s->err, "%s (an earlier CUDA failure; this backend can no longer run work)", s->msg);
+}
+
+dspy_status cu_check(dspy_backend *be, cudaError_t e, const char *what) {
+    if (e == cudaSuccess) return DSPY_OK;
+    dspy_status code = e == cudaErrorMemoryAllocation ? DSPY_ERR_NOMEM : DSPY_ERR_BACKEND;
+    if (code == DSPY_ERR_NOMEM) { /* not sticky: the context is still usable */
+        cudaGetLastError();
+        return dspy_fail(code, "cuda:%d: %s: out of GPU memory", cu_of(be)->dev, what);
+    }
+    return cu_fail(be, code, "cuda:%d: %s: %s (%s)", cu_of(be)->dev, what, cudaGetErrorString(e), cudaGetErrorName(e));
+}
+
+dspy_status cu_launched(dspy_backend *be, const char *what) { return cu_check(be, cudaGetLastError(), what); }
+
+dspy_status cu_check_lt(dspy_backend *be, cublasStatus_t st, const char *what) {
+    if (st == CUBLAS_STATUS_SUCCESS) return DSPY_OK;
+    return cu_fail(be, DSPY_ERR_BACKEND, "cuda:%d: %s: cuBLASLt status %d", cu_of(be)->dev, what, (int)st);
+}
+
+dspy_status cu_need(dspy_backend *be, const char *op, const char *arg, dspy_tensor t, dspy_dtype dt, dspy_dtype dt2,
+                    int64_t need) {
+    (void)be;
+    if (t.device != DSPY_DEVICE_CUDA)
+        return dspy_fail(DSPY_ERR_ARG, "cuda %s: %s is not in GPU memory (a host tensor was given to the CUDA backend)",
+                         op, arg);
+    if (t.dtype != dt && (dt2 == DSPY_DTYPE_COUNT || t.dtype != dt2))
+        return dspy_fail(DSPY_ERR_ARG, "cuda %s: %s is %s; this op takes %s%s%s", op, arg, dspy_dtype_name(t.dtype),
+                         dspy_dtype_name(dt), dt2 == DSPY_DTYPE_COUNT ? "" : " or ",
+                         dt2 == DSPY_DTYPE_COUNT ? "" : dspy_dtype_name(dt2));
+    if (need > 0 && (!t.data || t.n < need))
+        return dspy_fail(DSPY_ERR_ARG, "cuda %s: %s holds %lld elements, %lld needed", op, arg, (long long)t.n,
+                         (long long)need);
+    return DSPY_OK;
+}
+
+/* ---- memory, copies, the stream ---------------------------------------------------------- */
+
+static dspy_status cu_alloc(dspy_backend *be, size_t bytes, void **out) {
+    *out = NULL;
+    CU_ENTER(be);
+    be->n_allocs++;
+    cudaError_t e = cudaMalloc(out, bytes ? bytes : 1);
+    if (e == cudaSuccess) return DSPY_OK;
+    cudaGetLastError();
+    *out = NULL;
+    size_t fr = 0, tot = 0;
+    cudaMemGetInfo(&fr, &tot);
+    return dspy_fail(DSPY_ERR_NOMEM, "cuda:%d: cannot allocate %.2f GiB of GPU memory (%.2f GiB free of %.2f GiB)",
+                     cu_of(be)->dev, bytes / 1073741824.0, fr / 1073741824.0, tot / 1073741824.0);
+}
+
+static void cu_free(dspy_backend *be, void *p) {
+    (void)be;
+    if (p) cudaFree(p);
+}
+
+static dspy_status cu_alloc_host(dspy_backend *be, size_t bytes, void **out) {
+    *out = NULL;
+    CU_ENTER(be);
+    cudaError_t e = cudaMallocHost(out, bytes ? bytes : 1);
+    if (e == cudaSuccess) return DSPY_OK;
+    cudaGetLastError();
+    *out = NULL;
+    return dspy_fail(DSPY_ERR_NOMEM, "cuda:%d: cannot allocate %zu MiB of page-locked host memory", cu_of(be)->dev,
+                     bytes >> 20);
+}
+
+static void cu_free_host(dspy_backend *be, void *p) {
+    (void)be;
+    if (p) cudaFreeHost(p);
+}
+
+static dspy_status cu_copy(dspy_backend *be, void *dst, const void *src, size_t bytes, dspy_copy_kind kind) {
+    CU_ENTER(be);
+    if (!bytes) return DSPY_OK;
+    cudaMemcpyKind k = kind == DSPY_COPY_H2D ? cudaMemcpyHostToDevice
+                       : kind == DSPY_COPY_D2H ? cudaMemcpyDeviceToHost
+                                               : cudaMemcpyDeviceToDevice;
+    return cu_check(be, cudaMemcpyAsync(dst, src, bytes, k, cu_of(be)->stream), "copy");
+}
+
+static dspy_status cu_sync(dspy_backend *be) {
+    CU_ENTER(be);
+    return cu_check(be, cudaStreamSynchronize(cu_of(be)->stream), "synchronize (a kernel failed)");
+}
+
+/* ---- graphs ------------------------------------------------------------------------------ */
+
+static dspy_status cu_graph_begin(dspy_backend *be) {
+    CU_ENTER(be);
+    cuda_state *s = cu_of(be);
+    DSPY_TRY(cu_check(be, cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeThreadLocal), "graph capture"));
+    s->capturing = true;
+    return DSPY_OK;
+}
+
+static dspy_status cu_graph_end(dspy_backend *be, void **out) {
+    *out = NULL;
+    cuda_state *s = cu_of(be);
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamEndCapture(s->stream, &g);
+    s->capturing = false;
+    CU_ENTER(be);
+    DSPY_TRY(cu_check(be, e, "graph capture end"));
+    cudaGraphExec_t x = NULL;
+    e = cudaGraphInstantiate(&x, g, 0);
+    cudaGraphDestroy(g);
+    DSPY_TRY(cu_check(be, e, "graph instantiate"));
+    *out = (void *)x;
+    return DSPY_OK;
+}
+
+static dspy_status cu_graph_launch(dspy_backend *be, void *g) {
+    CU_ENTER(be);
+    return cu_check(be, cudaGraphLaunch((cudaGraphExec_t)g, cu_of(be)->stream), "graph launch");
+}
+
+static void cu_graph_free(dspy_backend *be, void *g) {
+    (void)be;
+    if (g) cudaGraphExecDestroy((cudaGraphExec_t)g);
+}
+
+/* ---- the table --------------------------------------------------------------------------- */
+
+static const dspy_ops k_cuda_ops = {
+    .name = "cuda",
+    .alloc = cu_alloc,
+    .free = cu_free,
+    .alloc_host = cu_alloc_host,
+    .free_host = cu_free_host,
+    .copy = cu_copy,
+    .fill = cu_fill,
+    .cast = cu_cast,
+    .sync = cu_sync,
+    .graph_begin = cu_graph_begin,
+    .graph_end = cu_graph_end,
+    .graph_launch = cu_graph_launch,
+    .graph_free = cu_graph_free,
+    .embedding = cu_embedding,
+    .rmsnorm = cu_rmsnorm,
+    .linear = cu_linear,
+    .qkv_rope_store = cu_qkv_rope_store,
+    .attention = cu_attention,
+    .swiglu = cu_swiglu,
+    .add = cu_add,
+    .gather_rows = cu_gather_rows,
+    .sample = cu_sample,
+    /* training entries: absent on CUDA (the trainer runs on the CPU backend) */
+    .rope = NULL,
+    .linear_backward = NULL,
+    .rmsnorm_backward = NULL,
+    .rope_backward = NULL,
+    .attention_train = NULL,
+    .attention_train_backward = NULL,
+    .swiglu_backward = NULL,
+    .embedding_backward = NULL,
+    .scatter_add_rows = NULL,
+    .cross_entropy = NULL,
+    .dropout = NULL,
+    .scale = NULL,
+};
+
+/* ---- lifetime ---------------------------------------------------------------------------- */
+
+extern "C" dspy_status dspy_backend_cuda_reserve(dspy_backend *be, const dspy_backend_plan *p) {
+    cuda_state *s = cu_of(be);
+    CU_ENTER(be);
+    DSPY_TRY(cu_check(be, cudaSetDevice(s->dev), "select device"));
+    size_t part = cu_decode_part_floats(s, p->max_seqs > 0 ? p->max_seqs : 1, p->NH > 0 ? p->NH : 1, 1,
+                                        p->HS > 0 ? p->HS : 1);
+    if (part > s->att_part_n) {
+        float *np = NULL;
+        DSPY_TRY(cu_alloc(be, part * sizeof(float), (void **)&np));
+        cudaFree(s->att_part);
+        s->att_part = np;
+        s->att_part_n = part;
+    }
+    be->plan = *p;
+    return DSPY_OK;
+}
+
+extern "C" dspy_status dspy_backend_cuda_init(dspy_backend *be) {
+    be->ops = &k_cuda_ops;
+    be->act_dtype = DSPY_DTYPE_BF16;
+    be->w_dtype = DSPY_DTYPE_BF16;
+    cuda_state *s = (cuda_state *)calloc(1, sizeof(cuda_state));
+    if (!s) return dspy_fail(DSPY_ERR_NOMEM, "cuda backend: out of memory");
+    be->impl = s;
+    s->dev = be->dev.ordinal;
+    dspy_status st = DSPY_OK;
+    cudaDeviceProp prop;
+    if ((st = cu_check(be, cudaSetDevice(s->dev), "select device"))) goto fail;
+    if ((st = cu_check(be, cudaGetDeviceProperties(&prop, s->dev), "device properties"))) goto fail;
+    if (prop.major < 8) {
+        st = cu_fail(be, DSPY_ERR_BACKEND, "cuda:%d: %s is sm_%d%d; the CUDA backend needs compute capability 8.0 or "
+                                           "newer (bf16 tensor cores)", s->dev, prop.name, prop.major, prop.minor);
+        goto fail;
+    }
+    s->sm_count = prop.multiProcessorCount;
+    if ((st = cu_check(be, cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "create stream"))) goto fail;
+    if ((st = cu_check_lt(be, cublasLtCreate(&s->lt), "create cuBLASLt handle"))) goto fail;
+    s->ws_bytes = 64u << 20; /* Hopper kernels want a large workspace */
+    if ((st = cu_alloc(be, s->ws_bytes, &s->ws))) goto fail;
+    if ((st = cu_attention_setup(be))) goto fail;
+    if ((st = dspy_backend_cuda_reserve(be, &be->plan))) goto fail;
+    return DSPY_OK;
+fail:
+    dspy_backend_cuda_release(be);
+    return st;
+}
+
+extern "C" void dspy_backend_cuda_release(dspy_backend *be) {
+    cuda_state *s = cu_of(be);
+    if (!s) return;
+    cudaSetDevice(s->dev);
+    if (s->stream) cudaStreamSynchronize(s->stream);
+    cu_gemm_plans_free(s);
+    if (s->lt) cublasLtDestroy(s->lt);
+    cudaFree(s->ws);
+    cudaFree(s->att_part);
+    if (s->stream) cudaStreamDestroy(s->stream);
+    cudaGetLastError();
+    free(s);
+    be->impl = NULL;
+}

@@ -1,0 +1,106 @@
+/* kern/cuda/cuda.cuh — the CUDA backend's private declarations: its state (device, stream,
+ * cuBLASLt handle and workspace, planned scratch, sticky error), error helpers, launch helpers,
+ * BF16 helpers, and the kernels' entry points behind its op table (backend_cuda.cu). Private to
+ * kern/cuda; everyone else reaches them through kern/ops.h.
+ *
+ * Errors: every CUDA/cuBLASLt call is checked; the first failure becomes the backend's sticky
+ * error (status + message) and is returned by that op, every later op, and sync. Kernels are
+ * launched on the backend's stream only, so a step can be captured as a graph.
+ */
+#ifndef DSPY_KERN_CUDA_CUH
+#define DSPY_KERN_CUDA_CUH
+
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "kern/backend.h"
+
+typedef __nv_bfloat16 bf16;
+
+/* A cached cuBLASLt plan for one GEMM shape (descriptors + the heuristic's algorithm). */
+struct gemm_plan {
+    int N, C, OC;
+    int out_dtype; /* DSPY_DTYPE_F32 or _BF16 */
+    bool accumulate;
+    bool valid;
+    uint64_t last_use;
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t a, b, c;
+    cublasLtMatmulAlgo_t algo;
+};
+
+enum { GEMM_PLANS = 96 };
+
+struct cuda_state {
+    int dev;
+    int sm_count;
+    cudaStream_t stream;
+    cublasLtHandle_t lt;
+    void *ws;               /* cuBLASLt workspace */
+    size_t ws_bytes;
+    float *att_part;        /* split-K decode partials, att_part_n floats */
+    size_t att_part_n;
+    gemm_plan plans[GEMM_PLANS];
+    uint64_t use_clock;
+    dspy_status err;        /* sticky: DSPY_OK until something failed */
+    char msg[480];
+    bool capturing;
+};
+
+static inline cuda_state *cu_of(dspy_backend *be) { return (cuda_state *)be->impl; }
+
+/* Records a failure as the sticky error (if none yet) and returns it with its message. */
+dspy_status cu_fail(dspy_backend *be, dspy_status code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The sticky error, re-posted as this thread's message (DSPY_OK when none). */
+dspy_status cu_sticky(dspy_backend *be);
+/* Checks a runtime call: on failure records "cuda:N: what: <CUDA error text> (name)". */
+dspy_status cu_check(dspy_backend *be, cudaError_t e, const char *what);
+/* Checks the launch just made (cudaGetLastError). */
+dspy_status cu_launched(dspy_backend *be, const char *what);
+/* Checks a cuBLASLt call. */
+dspy_status cu_check_lt(dspy_backend *be, cublasStatus_t s, const char *what);
+
+/* Argument checks: device, dtype (one of two unless dt2 == DSPY_DTYPE_COUNT), element count. */
+dspy_status cu_need(dspy_backend *be, const char *op, const char *arg, dspy_tensor t, dspy_dtype dt, dspy_dtype dt2,
+                    int64_t need);
+#define CU_NEED(op, arg, t, dt, need) DSPY_TRY(cu_need(be, op, arg, t, dt, DSPY_DTYPE_COUNT, need))
+#define CU_NEED2(op, arg, t, dt, dt2, need) DSPY_TRY(cu_need(be, op, arg, t, dt, dt2, need))
+#define CU_ENTER(be) DSPY_TRY(cu_sticky(be))
+
+/* Blocks for n items of `per` each. */
+static inline unsigned cu_blocks(int64_t n, int per) { return (unsigned)((n + per - 1) / per); }
+
+__device__ __forceinline__ float bf2f(bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ bf16 f2bf(float x) { return __float2bfloat16_rn(x); }
+
+/* Split-K decode attention: the number of splits for nseg sequences (a pure function, so a
+ * captured graph and the plan agree) and the partial floats it needs. */
+int cu_decode_splits(const cuda_state *s, int nseg, int NKV);
+size_t cu_decode_part_floats(const cuda_state *s, int max_seqs, int NH, int NKV, int HS);
+
+/* Op entries (gemm.cu, pointwise.cu, attention.cu, sample.cu). */
+dspy_status cu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
+                      int C, int OC, bool accumulate);
+dspy_status cu_embedding(dspy_backend *be, dspy_tensor out, dspy_tensor ids, dspy_tensor table, int N, int C);
+dspy_status cu_rmsnorm(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor weight, int N, int C,
+                       float eps);
+dspy_status cu_qkv_rope_store(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache,
+                              dspy_tensor qkv, dspy_tensor pos, dspy_tensor slots, dspy_tensor inv_freq, int N, int NH,
+                              int NKV, int HS);
+dspy_status cu_attention(dspy_backend *be, dspy_tensor out, dspy_tensor q, dspy_tensor kcache, dspy_tensor vcache,
+                         const dspy_attn_meta *m, int NH, int NKV, int HS);
+dspy_status cu_swiglu(dspy_backend *be, dspy_tensor out, dspy_tensor gate, dspy_tensor up, int N, int I, int ld);
+dspy_status cu_add(dspy_backend *be, dspy_tensor x, dspy_tensor y);
+dspy_status cu_gather_rows(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor rows, int M, int C);
+dspy_status cu_sample(dspy_backend *be, dspy_tensor tokens, dspy_tensor logprobs, dspy_tensor logits,
+                      dspy_tensor params, int M, int V);
+dspy_status cu_fill(dspy_backend *be, dspy_tensor x, float value);
+dspy_status cu_cast(dspy_backend *be, dspy_tensor out, dspy_tensor inp);
+/* Per-device kernel attributes (large shared memory of the prefill attention); at init. */
+dspy_status cu_attention_setup(dspy_backend *be);
+/* Releases the cached GEMM plans (backend_cuda.cu calls it on release). */
+void cu_gemm_plans_free(cuda_state *s);
+
+#endif

@@ -1,0 +1,237 @@
+/* pointwise.cu — row-wise CUDA kernels: embedding lookup, RMSNorm, RoPE fused with the KV-cache
+ * store, SwiGLU, residual add, row gather, fill and cast.
+ *
+ * The arithmetic follows the CPU reference (kern/cpu/pointwise.c): RMSNorm statistics in F32
+ * (the CPU sums in double; the difference is far below BF16 rounding), the RoPE angle
+ * pos * inv_freq rounded to F32 before cos/sin (computed in double, as the CPU does), SiLU as
+ * g / (1 + exp(-g)). Outputs are written in the output tensor's dtype (round to nearest even).
+ * Memory-bound: each kernel reads its inputs once and writes its outputs once.
+ */
+#include <math.h>
+
+#include "kern/cuda/cuda.cuh"
+
+/* Load/store one element of an F32 or BF16 array. */
+__device__ __forceinline__ float ld_any(const void *p, int64_t i, bool bf) {
+    return bf ? bf2f(((const bf16 *)p)[i]) : ((const float *)p)[i];
+}
+__device__ __forceinline__ void st_any(void *p, int64_t i, float v, bool bf) {
+    if (bf) ((bf16 *)p)[i] = f2bf(v);
+    else ((float *)p)[i] = v;
+}
+
+/* ---- embedding ---------------------------------------------------------------------------- */
+
+/* out (N, C) = table[ids]; one block per row. */
+__global__ void k_embedding(void *out, bool out_bf, const int32_t *ids, const void *table, bool tab_bf, int C) {
+    int n = blockIdx.x;
+    int64_t row = ids[n];
+    for (int c = threadIdx.x; c < C; c += blockDim.x)
+        st_any(out, (int64_t)n * C + c, ld_any(table, row * C + c, tab_bf), out_bf);
+}
+
+dspy_status cu_embedding(dspy_backend *be, dspy_tensor out, dspy_tensor ids, dspy_tensor table, int N, int C) {
+    CU_ENTER(be);
+    CU_NEED2("embedding", "out", out, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)N * C);
+    CU_NEED("embedding", "ids", ids, DSPY_DTYPE_I32, N);
+    CU_NEED2("embedding", "table", table, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, C);
+    if (N == 0) return DSPY_OK;
+    k_embedding<<<N, 256, 0, cu_of(be)->stream>>>(out.data, out.dtype == DSPY_DTYPE_BF16, (const int32_t *)ids.data,
+                                                    table.data, table.dtype == DSPY_DTYPE_BF16, C);
+    return cu_launched(be, "embedding");
+}
+
+/* ---- RMSNorm ------------------------------------------------------------------------------ */
+
+/* Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it. */
+__device__ float block_sum(float v) {
+    __shared__ float part[32];
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    int w = threadIdx.x >> 5, l = threadIdx.x & 31;
+    __syncthreads(); /* part may still be read by a previous call */
+    if (l == 0) part[w] = v;
+    __syncthreads();
+    int nw = blockDim.x >> 5;
+    v = l < nw ? part[l] : 0.0f;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* One block per row: out = inp * rsqrt(mean(inp^2) + eps) * weight. */
+__global__ void k_rmsnorm(void *out, bool out_bf, const float *inp, const float *w, int C, float eps) {
+    const float *x = inp + (int64_t)blockIdx.x * C;
+    float ss = 0;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) ss += x[c] * x[c];
+    ss = block_sum(ss);
+    float r = 1.0f / sqrtf(ss / (float)C + eps);
+    for (int c = threadIdx.x; c < C; c += blockDim.x)
+        st_any(out, (int64_t)blockIdx.x * C + c, w[c] * (x[c] * r), out_bf);
+}
+
+dspy_status cu_rmsnorm(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor weight, int N, int C,
+                       float eps) {
+    CU_ENTER(be);
+    CU_NEED2("rmsnorm", "out", out, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)N * C);
+    CU_NEED("rmsnorm", "inp", inp, DSPY_DTYPE_F32, (int64_t)N * C);
+    CU_NEED("rmsnorm", "weight", weight, DSPY_DTYPE_F32, C);
+    if (N == 0) return DSPY_OK;
+    int threads = C >= 1024 ? 1024 : ((C + 31) / 32) * 32;
+    k_rmsnorm<<<N, threads, 0, cu_of(be)->stream>>>(out.data, out.dtype == DSPY_DTYPE_BF16, (const float *)inp.data,
+                                                    (const float *)weight.data, C, eps);
+    return cu_launched(be, "rmsnorm");
+}
+
+/* ---- RoPE + KV store ------------------------------------------------------------------------ */
+
+/* One block per row; thread t handles rotation pair (head, i) of the q heads then the k heads,
+ * and copies v. */
+__global__ void k_qkv_rope_store(bf16 *q_out, bf16 *kc, bf16 *vc, const bf16 *qkv, const int32_t *pos,
+                                 const int32_t *slots, const float *inv_freq, int NH, int NKV, int HS) {
+    int n = blockIdx.x, half = HS / 2, Q = NH * HS, KVD = NKV * HS, W = Q + 2 * KVD;
+    const bf16 *row = qkv + (int64_t)n * W;
+    int64_t slot = slots[n];
+    int p = pos[n];
+    for (int t = threadIdx.x; t < (NH + NKV) * half; t += blockDim.x) {
+        int h = t / half, i = t % half;
+        float ang = (float)p * inv_freq[i];
+        double sd, cd;
+        sincos((double)ang, &sd, &cd);
+        float cs = (float)cd, sn = (float)sd;
+        bool isq = h < NH;
+        const bf16 *src = isq ? row + h * HS : row + Q + (h - NH) * HS;
+        float a = bf2f(src[i]), b = bf2f(src[i + half]);
+        bf16 *dst = isq ? q_out + (int64_t)n * Q + h * HS : kc + slot * KVD + (h - NH) * HS;
+        dst[i] = f2bf(a * cs - b * sn);
+        dst[i + half] = f2bf(b * cs + a * sn);
+    }
+    for (int t = threadIdx.x; t < KVD; t += blockDim.x) vc[slot * KVD + t] = row[Q + KVD + t];
+}
+
+dspy_status cu_qkv_rope_store(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache,
+                              dspy_tensor qkv, dspy_tensor pos, dspy_tensor slots, dspy_tensor inv_freq, int N, int NH,
+                              int NKV, int HS) {
+    CU_ENTER(be);
+    const int Q = NH * HS, KVD = NKV * HS;
+    CU_NEED("qkv_rope_store", "q_out", q_out, DSPY_DTYPE_BF16, (int64_t)N * Q);
+    CU_NEED("qkv_rope_store", "qkv", qkv, DSPY_DTYPE_BF16, (int64_t)N * (Q + 2 * KVD));
+    CU_NEED("qkv_rope_store", "kcache", kcache, DSPY_DTYPE_BF16, KVD);
+    CU_NEED("qkv_rope_store", "vcache", vcache, DSPY_DTYPE_BF16, KVD);
+    CU_NEED("qkv_rope_store", "pos", pos, DSPY_DTYPE_I32, N);
+    CU_NEED("qkv_rope_store", "slots", slots, DSPY_DTYPE_I32, N);
+    CU_NEED("qkv_rope_store", "inv_freq", inv_freq, DSPY_DTYPE_F32, HS / 2);
+    if (N == 0) return DSPY_OK;
+    k_qkv_rope_store<<<N, 256, 0, cu_of(be)->stream>>>((bf16 *)q_out.data, (bf16 *)kcache.data, (bf16 *)vcache.data,
+                                                       (const bf16 *)qkv.data, (const int32_t *)pos.data,
+                                                       (const int32_t *)slots.data, (const float *)inv_freq.data, NH,
+                                                       NKV, HS);
+    return cu_launched(be, "qkv_rope_store");
+}
+
+/* ---- SwiGLU, add, gather -------------------------------------------------------------------- */
+
+__global__ void k_swiglu(void *out, bool out_bf, const void *gate, const void *up, bool in_bf, int N, int I, int ld) {
+    int64_t total = (int64_t)N * I;
+    for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += (int64_t)gridDim.x * blockDim.x) {
+        int64_t n = k / I, i = k % I;
+        float g = ld_any(gate, n * ld + i, in_bf), u = ld_any(up, n * ld + i, in_bf);
+        st_any(out, k, g / (1.0f + expf(-g)) * u, out_bf);
+    }
+}
+
+dspy_status cu_swiglu(dspy_backend *be, dspy_tensor out, dspy_tensor gate, dspy_tensor up, int N, int I, int ld) {
+    CU_ENTER(be);
+    int64_t need = N > 0 ? (int64_t)(N - 1) * ld + I : 0;
+    CU_NEED2("swiglu", "out", out, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)N * I);
+    CU_NEED2("swiglu", "gate", gate, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, need);
+    CU_NEED("swiglu", "up", up, gate.dtype, need);
+    if (ld < I) return dspy_fail(DSPY_ERR_ARG, "cuda swiglu: row stride %d is below the width %d", ld, I);
+    int64_t total = (int64_t)N * I;
+    if (total == 0) return DSPY_OK;
+    unsigned blocks = cu_blocks(total, 256);
+    if (blocks > 65535u * 8) blocks = 65535u * 8;
+    k_swiglu<<<blocks, 256, 0, cu_of(be)->stream>>>(out.data, out.dtype == DSPY_DTYPE_BF16, gate.data, up.data,
+                                                    gate.dtype == DSPY_DTYPE_BF16, N, I, ld);
+    return cu_launched(be, "swiglu");
+}
+
+__global__ void k_add(float *x, const void *y, bool y_bf, int64_t n) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        x[i] += ld_any(y, i, y_bf);
+}
+
+dspy_status cu_add(dspy_backend *be, dspy_tensor x, dspy_tensor y) {
+    CU_ENTER(be);
+    CU_NEED("add", "x", x, DSPY_DTYPE_F32, 0);
+    CU_NEED2("add", "y", y, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, x.n);
+    if (x.n == 0) return DSPY_OK;
+    unsigned blocks = cu_blocks(x.n, 256);
+    if (blocks > 65535u * 8) blocks = 65535u * 8;
+    k_add<<<blocks, 256, 0, cu_of(be)->stream>>>((float *)x.data, y.data, y.dtype == DSPY_DTYPE_BF16, x.n);
+    return cu_launched(be, "add");
+}
+
+/* One block per output row. Blocks run in no particular order, so out must not alias inp. */
+__global__ void k_gather(void *out, const void *inp, bool bf, const int32_t *rows, int C) {
+    int m = blockIdx.x;
+    int64_t r = rows[m];
+    for (int c = threadIdx.x; c < C; c += blockDim.x)
+        st_any(out, (int64_t)m * C + c, ld_any(inp, r * C + c, bf), bf);
+}
+
+dspy_status cu_gather_rows(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor rows, int M, int C) {
+    CU_ENTER(be);
+    CU_NEED2("gather_rows", "out", out, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)M * C);
+    CU_NEED("gather_rows", "inp", inp, out.dtype, 0);
+    CU_NEED("gather_rows", "rows", rows, DSPY_DTYPE_I32, M);
+    if (out.data == inp.data && M > 0)
+        return dspy_fail(DSPY_ERR_ARG, "cuda gather_rows: out and inp must not be the same memory on CUDA");
+    if (M == 0) return DSPY_OK;
+    k_gather<<<M, 256, 0, cu_of(be)->stream>>>(out.data, inp.data, out.dtype == DSPY_DTYPE_BF16,
+                                               (const int32_t *)rows.data, C);
+    return cu_launched(be, "gather_rows");
+}
+
+/* ---- fill, cast ------------------------------------------------------------------------------ */
+
+__global__ void k_fill(void *x, bool bf, int64_t n, float v) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        st_any(x, i, v, bf);
+}
+
+dspy_status cu_fill(dspy_backend *be, dspy_tensor x, float value) {
+    CU_ENTER(be);
+    CU_NEED2("fill", "x", x, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, 0);
+    if (x.n == 0) return DSPY_OK;
+    if (value == 0.0f && !signbit(value))
+        return cu_check(be, cudaMemsetAsync(x.data, 0, dspy_tensor_bytes(x), cu_of(be)->stream), "fill");
+    unsigned blocks = cu_blocks(x.n, 256);
+    if (blocks > 65535u * 8) blocks = 65535u * 8;
+    k_fill<<<blocks, 256, 0, cu_of(be)->stream>>>(x.data, x.dtype == DSPY_DTYPE_BF16, x.n, value);
+    return cu_launched(be, "fill");
+}
+
+__global__ void k_cast(void *out, bool out_bf, const void *inp, int in_kind, int64_t n) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        float v = in_kind == 0   ? ((const float *)inp)[i]
+                  : in_kind == 1 ? bf2f(((const bf16 *)inp)[i])
+                                 : __half2float(((const __half *)inp)[i]);
+        st_any(out, i, v, out_bf);
+    }
+}
+
+dspy_status cu_cast(dspy_backend *be, dspy_tensor out, dspy_tensor inp) {
+    CU_ENTER(be);
+    if (out.n != inp.n)
+        return dspy_fail(DSPY_ERR_ARG, "cuda cast: out has %lld elements, inp %lld", (long long)out.n,
+                         (long long)inp.n);
+    CU_NEED2("cast", "out", out, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, 0);
+    if (inp.device != DSPY_DEVICE_CUDA || (inp.dtype != DSPY_DTYPE_F32 && inp.dtype != DSPY_DTYPE_BF16 &&
+                                           inp.dtype != DSPY_DTYPE_F16))
+        return dspy_fail(DSPY_ERR_ARG, "cuda cast: inp must be F32, BF16 or F16 in GPU memory");
+    if (inp.n == 0) return DSPY_OK;
+    int kind = inp.dtype == DSPY_DTYPE_F32 ? 0 : inp.dtype == DSPY_DTYPE_BF16 ? 1 : 2;
+    unsigned blocks = cu_blocks(inp.n, 256);
+    if (blocks > 65535u * 8) blocks = 65535u * 8;
+    k_cast<<<blocks, 256, 0, cu_of(be)->stream>>>(out.data, out.dtype == DSPY_DTYPE_BF16, inp.data, kind, inp.n);
+    return cu_launched(be, "cast");
+}

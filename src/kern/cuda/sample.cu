@@ -1,0 +1,200 @@
+/* sample.cu — sampling on the device (kern/ops.h sample): one 1024-thread block per row.
+ *
+ * The same distribution as the CPU reference (transformers' temperature, top-k with ties kept,
+ * top-p nucleus), without sorting the vocabulary:
+ *   1. max, argmax (lowest id among equal maxima) and log-sum-exp of the raw logits: greedy rows
+ *      stop here, and every row's logprob is logit[token] - lse;
+ *   2. top-k: the k-th largest logit by a 4-pass radix select (8 bits a pass) over
+ *      order-preserving 32-bit keys, counting; kept = keys >= it (so ties with the k-th stay);
+ *   3. top-p: among the kept, the key at which the mass ranked at or above first reaches
+ *      top_p * total, by the same radix walk weighted by mass; kept = keys >= it. (The CPU keeps
+ *      a token while the mass ranked strictly above it is < top_p; the two differ only in how
+ *      exactly equal logits at the cut are split, where the device keeps them all);
+ *   4. the draw: target = uniform * kept mass, then the first id, in ascending id order, whose
+ *      cumulative kept mass exceeds it (a block-wide prefix sum over per-thread id ranges).
+ * Masses exp((x - max) / T) are summed as 40-bit fixed-point integers, so every sum is exact and
+ * independent of thread timing: the same logits and uniform always give the same token.
+ */
+#include <math.h>
+
+#include "kern/cuda/cuda.cuh"
+
+enum { SAMPLE_THREADS = 1024 };
+
+#define FX_ONE 1099511627776.0f /* 2^40 */
+
+__device__ __forceinline__ uint32_t fkey(float f) {
+    uint32_t u = __float_as_uint(f);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+__device__ __forceinline__ unsigned long long fx_mass(float x, float mx, float inv_t) {
+    return __float2ull_rn(expf((x - mx) * inv_t) * FX_ONE);
+}
+
+/* Block-wide exclusive prefix sum of v; *total gets the sum. Every thread must call it. */
+__device__ unsigned long long block_excl_scan(unsigned long long v, unsigned long long *total) {
+    __shared__ unsigned long long ws[32];
+    __shared__ unsigned long long tot;
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    unsigned long long inc = v;
+    for (int o = 1; o < 32; o <<= 1) {
+        unsigned long long n = __shfl_up_sync(0xffffffffu, inc, o);
+        if (lane >= o) inc += n;
+    }
+    if (lane == 31) ws[w] = inc;
+    __syncthreads();
+    if (w == 0) {
+        unsigned long long s = lane < nw ? ws[lane] : 0, si = s;
+        for (int o = 1; o < 32; o <<= 1) {
+            unsigned long long n = __shfl_up_sync(0xffffffffu, si, o);
+            if (lane >= o) si += n;
+        }
+        if (lane < nw) ws[lane] = si - s; /* exclusive, per warp */
+        if (lane == nw - 1) tot = si;
+    }
+    __syncthreads();
+    unsigned long long r = ws[w] + inc - v;
+    *total = tot;
+    __syncthreads(); /* ws and tot are reused by the next call */
+    return r;
+}
+
+/* Radix walk from the top: the largest key K such that the weight of keys >= K (among keys >=
+ * floor) reaches `need`. weighted: weight = fixed-point mass, else 1 per key. */
+__device__ uint32_t radix_top(const float *x, int V, uint32_t floor_key, unsigned long long need, bool weighted,
+                              float mx, float inv_t) {
+    __shared__ unsigned long long hist[256];
+    __shared__ uint32_t s_prefix;
+    __shared__ unsigned long long s_above;
+    uint32_t prefix = 0, mask = 0;
+    unsigned long long above = 0;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        for (int b = threadIdx.x; b < 256; b += blockDim.x) hist[b] = 0;
+        __syncthreads();
+        for (int i = threadIdx.x; i < V; i += blockDim.x) {
+            uint32_t k = fkey(x[i]);
+            if (k < floor_key || (k & mask) != prefix) continue;
+            atomicAdd(&hist[(k >> shift) & 255], weighted ? fx_mass(x[i], mx, inv_t) : 1ull);
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            int b = 255;
+            for (; b > 0; b--) {
+                if (above + hist[b] >= need) break;
+                above += hist[b];
+            }
+            s_prefix = prefix | ((uint32_t)b << shift);
+            s_above = above;
+        }
+        __syncthreads();
+        prefix = s_prefix;
+        above = s_above;
+        mask |= 255u << shift;
+        __syncthreads();
+    }
+    return prefix;
+}
+
+__global__ __launch_bounds__(SAMPLE_THREADS) void k_sample(int32_t *tokens, float *logprobs, const float *logits,
+                                                           const dspy_sample_param *params, int V) {
+    const float *x = logits + (int64_t)blockIdx.x * V;
+    const dspy_sample_param sp = params[blockIdx.x];
+    __shared__ float s_val[32];
+    __shared__ int s_idx[32];
+    __shared__ float s_max, s_lse;
+    __shared__ int s_best, s_tok;
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    /* 1. max / argmax (ties: lowest id) */
+    float bv = -INFINITY;
+    int bi = 0x7fffffff;
+    for (int i = threadIdx.x; i < V; i += blockDim.x)
+        if (x[i] > bv) bv = x[i], bi = i; /* ascending i per thread: the first maximum stays */
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ov > bv || (ov == bv && oi < bi)) bv = ov, bi = oi;
+    }
+    if (lane == 0) s_val[w] = bv, s_idx[w] = bi;
+    __syncthreads();
+    if (w == 0) {
+        bv = lane < (int)(blockDim.x >> 5) ? s_val[lane] : -INFINITY;
+        bi = lane < (int)(blockDim.x >> 5) ? s_idx[lane] : 0x7fffffff;
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (ov > bv || (ov == bv && oi < bi)) bv = ov, bi = oi;
+        }
+        if (lane == 0) s_max = bv, s_best = bi;
+    }
+    __syncthreads();
+    const float mx = s_max;
+    /* log-sum-exp of the raw logits */
+    float se = 0.0f;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) se += expf(x[i] - mx);
+    for (int o = 16; o > 0; o >>= 1) se += __shfl_xor_sync(0xffffffffu, se, o);
+    if (lane == 0) s_val[w] = se;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float t = 0.0f;
+        for (int i = 0; i < (int)(blockDim.x >> 5); i++) t += s_val[i];
+        s_lse = mx + logf(t);
+        s_tok = s_best;
+    }
+    __syncthreads();
+    if (sp.temperature > 0.0f) {
+        const float inv_t = 1.0f / sp.temperature;
+        uint32_t floor_key = 0;
+        /* 2. top-k */
+        if (sp.top_k > 0 && sp.top_k < V) floor_key = radix_top(x, V, 0, (unsigned long long)sp.top_k, false, mx, inv_t);
+        /* 3. top-p: the mass of the top-k survivors, then the cut */
+        if (sp.top_p < 1.0f) {
+            unsigned long long own = 0, total;
+            for (int i = threadIdx.x; i < V; i += blockDim.x)
+                if (fkey(x[i]) >= floor_key) own += fx_mass(x[i], mx, inv_t);
+            block_excl_scan(own, &total);
+            unsigned long long need = (unsigned long long)((double)sp.top_p * (double)total);
+            if (need < 1) need = 1;
+            uint32_t pk = radix_top(x, V, floor_key, need, true, mx, inv_t);
+            if (pk > floor_key) floor_key = pk;
+        }
+        /* 4. the draw over kept ids in ascending order: each thread a contiguous id range */
+        const int chunk = (V + blockDim.x - 1) / blockDim.x;
+        const int i0 = threadIdx.x * chunk, i1 = min(V, i0 + chunk);
+        unsigned long long own = 0, total;
+        for (int i = i0; i < i1; i++)
+            if (fkey(x[i]) >= floor_key) own += fx_mass(x[i], mx, inv_t);
+        unsigned long long before = block_excl_scan(own, &total);
+        unsigned long long target = (unsigned long long)(sp.uniform * (double)total);
+        if (target >= before && target < before + own) {
+            unsigned long long cum = before;
+            for (int i = i0; i < i1; i++) {
+                if (fkey(x[i]) < floor_key) continue;
+                cum += fx_mass(x[i], mx, inv_t);
+                if (cum > target) {
+                    s_tok = i;
+                    break;
+                }
+            }
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        tokens[blockIdx.x] = s_tok;
+        logprobs[blockIdx.x] = x[s_tok] - s_lse;
+    }
+}
+
+dspy_status cu_sample(dspy_backend *be, dspy_tensor tokens, dspy_tensor logprobs, dspy_tensor logits,
+                      dspy_tensor params, int M, int V) {
+    CU_ENTER(be);
+    CU_NEED("sample", "tokens", tokens, DSPY_DTYPE_I32, M);
+    CU_NEED("sample", "logprobs", logprobs, DSPY_DTYPE_F32, M);
+    CU_NEED("sample", "logits", logits, DSPY_DTYPE_F32, (int64_t)M * V);
+    CU_NEED("sample", "params", params, DSPY_DTYPE_I32, (int64_t)M * DSPY_SAMPLE_PARAM_WORDS);
+    if (M == 0) return DSPY_OK;
+    k_sample<<<M, SAMPLE_THREADS, 0, cu_of(be)->stream>>>((int32_t *)tokens.data, (float *)logprobs.data,
+                                                         (const float *)logits.data,
+                                                         (const dspy_sample_param *)params.data, V);
+    return cu_launched(be, "sample");
+}

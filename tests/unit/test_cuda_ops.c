@@ -1,0 +1,533 @@
+/* test_cuda_ops.c — every CUDA op of kern/ops.h against the CPU reference op (label gpu).
+ *
+ * Each op runs on both backends on fresh random inputs (the seed is printed; DSPY_TEST_SEED
+ * replays one), the inputs rounded to BF16 first so that both see the same numbers; the CPU
+ * computes in F32 (with F32/double statistics) and is the reference. Compared by
+ * ||cuda - cpu|| / ||cpu||: at most 1e-2 where CUDA rounds its output to BF16 (the rounding
+ * alone is ~3e-3), at most 1e-4 where it writes F32. Outputs are poisoned (NaN) before each run;
+ * every element the op must write is checked to be finite, and every element it must not
+ * write to still be NaN. Sizes are off the fast paths on purpose (odd widths, partial tiles,
+ * shuffled KV blocks, GQA groups of 4 and 8). Also: sampling (greedy equality, the kept set and
+ * the distribution of temperature/top-k/top-p draws against exact probabilities, determinism),
+ * graph capture and replay, argument errors, and the sticky error after a device fault (in a
+ * child process, since a fault ends the CUDA context).
+ *
+ * Without a GPU the test reports a skip (exit 77), not a pass.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "dspy/backend.h"
+#include "dspy/safetensors.h"
+#include "kern/backend.h"
+
+static dspy_backend *C, *G; /* CPU reference, CUDA */
+static uint64_t g_rng;
+
+static float frand(void) { /* uniform in [-1, 1) */
+    g_rng ^= g_rng << 13, g_rng ^= g_rng >> 7, g_rng ^= g_rng << 17;
+    return (float)((double)(g_rng >> 11) * 0x1.0p-53 * 2.0 - 1.0);
+}
+static float bf(float x) { return dspy_bf16_to_f32(dspy_f32_to_bf16(x)); }
+/* n values in [-scale, scale), rounded to BF16. */
+static float *rnd(size_t n, float scale) {
+    float *p = malloc(n * sizeof *p);
+    for (size_t i = 0; i < n; i++) p[i] = bf(frand() * scale);
+    return p;
+}
+
+/* ---- device tensors -------------------------------------------------------------------- */
+
+static dspy_tensor dev_alloc(dspy_dtype dt, int64_t n) {
+    void *p = NULL;
+    CHECK_OK(G->ops->alloc(G, (size_t)(n ? n : 1) * dspy_dtype_size(dt), &p));
+    return dspy_bt(G, p, n, dt);
+}
+/* Host floats to a device tensor of dtype dt (F32 or BF16). */
+static dspy_tensor up(const float *h, int64_t n, dspy_dtype dt) {
+    dspy_tensor t = dev_alloc(dt, n);
+    if (dt == DSPY_DTYPE_F32) {
+        CHECK_OK(G->ops->copy(G, t.data, h, (size_t)n * 4, DSPY_COPY_H2D));
+    } else {
+        uint16_t *b = malloc((size_t)(n ? n : 1) * 2);
+        for (int64_t i = 0; i < n; i++) b[i] = dspy_f32_to_bf16(h[i]);
+        CHECK_OK(G->ops->copy(G, t.data, b, (size_t)n * 2, DSPY_COPY_H2D));
+        CHECK_OK(G->ops->sync(G));
+        free(b);
+    }
+    CHECK_OK(G->ops->sync(G));
+    return t;
+}
+static dspy_tensor up_i32(const int32_t *h, int64_t n) {
+    dspy_tensor t = dev_alloc(DSPY_DTYPE_I32, n);
+    CHECK_OK(G->ops->copy(G, t.data, h, (size_t)n * 4, DSPY_COPY_H2D));
+    CHECK_OK(G->ops->sync(G));
+    return t;
+}
+/* A device tensor full of NaN. */
+static dspy_tensor poisoned(dspy_dtype dt, int64_t n) {
+    dspy_tensor t = dev_alloc(dt, n);
+    CHECK_OK(G->ops->fill(G, t, NAN));
+    return t;
+}
+/* Device tensor to host floats (widened). */
+static float *down(dspy_tensor t) {
+    float *h = malloc((size_t)(t.n ? t.n : 1) * sizeof(float));
+    if (t.dtype == DSPY_DTYPE_F32 || t.dtype == DSPY_DTYPE_I32) {
+        CHECK_OK(G->ops->copy(G, h, t.data, (size_t)t.n * 4, DSPY_COPY_D2H));
+        CHECK_OK(G->ops->sync(G));
+    } else {
+        uint16_t *b = malloc((size_t)(t.n ? t.n : 1) * 2);
+        CHECK_OK(G->ops->copy(G, b, t.data, (size_t)t.n * 2, DSPY_COPY_D2H));
+        CHECK_OK(G->ops->sync(G));
+        for (int64_t i = 0; i < t.n; i++) h[i] = dspy_bf16_to_f32(b[i]);
+        free(b);
+    }
+    return h;
+}
+static void dev_free(dspy_tensor t) { G->ops->free(G, t.data); }
+
+#define HF(p, n) dspy_bt(C, (void *)(p), (int64_t)(n), DSPY_DTYPE_F32)
+#define HI(p, n) dspy_bt(C, (void *)(p), (int64_t)(n), DSPY_DTYPE_I32)
+
+/* ||a - b|| / ||b|| over n; infinite when a has a non-finite value. */
+static double rel(const float *a, const float *b, size_t n) {
+    double d = 0, r = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(a[i])) return INFINITY;
+        d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        r += (double)b[i] * b[i];
+    }
+    return sqrt(d) / (r > 0 ? sqrt(r) : 1);
+}
+
+static void expect_close(const char *what, const float *got, const float *ref, size_t n, double tol) {
+    double e = rel(got, ref, n);
+    check_report(e <= tol, __FILE__, __LINE__, "%s: relative error %.3g > %.1g", what, e, tol);
+    printf("  %-44s rel err %.2e (tol %.0e, %zu values)\n", what, e, tol, n);
+}
+
+/* ---- linear ------------------------------------------------------------------------------ */
+
+static void one_linear(int N, int Cin, int OC, dspy_dtype out_dt, bool acc, bool bias) {
+    char what[96];
+    snprintf(what, sizeof what, "linear N=%d C=%d OC=%d %s%s%s", N, Cin, OC, dspy_dtype_name(out_dt),
+             acc ? " +=" : "", bias ? " +bias" : "");
+    float *x = rnd((size_t)N * Cin, 1), *w = rnd((size_t)OC * Cin, 0.05f), *b = rnd((size_t)OC, 0.5f);
+    float *init = rnd((size_t)N * OC, 1), *ref = malloc(sizeof(float) * (size_t)N * OC);
+    uint16_t *wb = malloc(sizeof(uint16_t) * (size_t)OC * Cin);
+    for (size_t i = 0; i < (size_t)OC * Cin; i++) wb[i] = dspy_f32_to_bf16(w[i]);
+    memcpy(ref, init, sizeof(float) * (size_t)N * OC);
+    CHECK_OK(C->ops->linear(C, HF(ref, N * OC), HF(x, N * Cin), dspy_bt(C, wb, (int64_t)OC * Cin, DSPY_DTYPE_BF16),
+                            bias ? HF(b, OC) : dspy_tensor_none(), N, Cin, OC, acc));
+    dspy_tensor dx = up(x, (int64_t)N * Cin, DSPY_DTYPE_BF16), dw = up(w, (int64_t)OC * Cin, DSPY_DTYPE_BF16);
+    dspy_tensor db = up(b, OC, DSPY_DTYPE_F32);
+    dspy_tensor dout = acc ? up(init, (int64_t)N * OC, DSPY_DTYPE_F32) : poisoned(out_dt, (int64_t)N * OC);
+    CHECK_OK(G->ops->linear(G, dout, dx, dw, bias ? db : dspy_tensor_none(), N, Cin, OC, acc));
+    float *got = down(dout);
+    expect_close(what, got, ref, (size_t)N * OC, out_dt == DSPY_DTYPE_F32 ? 1e-4 : 1e-2);
+    free(x), free(w), free(b), free(init), free(ref), free(wb), free(got);
+    dev_free(dx), dev_free(dw), dev_free(db), dev_free(dout);
+}
+
+static void test_linear(void) {
+    /* GEMV path (N <= 4): vector and scalar kernels */
+    one_linear(1, 2048, 3072, DSPY_DTYPE_BF16, false, false);
+    one_linear(1, 2048, 2048, DSPY_DTYPE_F32, true, false);
+    one_linear(3, 8192, 517, DSPY_DTYPE_F32, true, true);
+    one_linear(4, 1000, 300, DSPY_DTYPE_BF16, false, true);
+    one_linear(2, 37, 13, DSPY_DTYPE_F32, false, true); /* C % 8 != 0: scalar GEMV */
+    one_linear(1, 64, 1000, DSPY_DTYPE_F32, false, false);
+    /* cuBLASLt path */
+    one_linear(5, 2048, 3072, DSPY_DTYPE_BF16, false, false);
+    one_linear(37, 256, 1000, DSPY_DTYPE_F32, false, true);
+    one_linear(300, 2048, 2048, DSPY_DTYPE_F32, true, false);
+    one_linear(129, 512, 8192, DSPY_DTYPE_BF16, false, true);
+    one_linear(300, 2048, 2048, DSPY_DTYPE_F32, true, false); /* the cached plan, second use */
+}
+
+/* ---- rmsnorm, embedding, swiglu, add, gather, fill, cast ---------------------------------- */
+
+static void test_pointwise(void) {
+    for (int k = 0; k < 2; k++) {
+        int N = 5, Cc = k ? 45 : 2048;
+        dspy_dtype od = k ? DSPY_DTYPE_F32 : DSPY_DTYPE_BF16;
+        float *x = rnd((size_t)N * Cc, 3), *w = rnd((size_t)Cc, 1), *ref = malloc(sizeof(float) * N * Cc);
+        CHECK_OK(C->ops->rmsnorm(C, HF(ref, N * Cc), HF(x, N * Cc), HF(w, Cc), N, Cc, 1e-5f));
+        dspy_tensor dx = up(x, (int64_t)N * Cc, DSPY_DTYPE_F32), dw = up(w, Cc, DSPY_DTYPE_F32);
+        dspy_tensor dout = poisoned(od, (int64_t)N * Cc);
+        CHECK_OK(G->ops->rmsnorm(G, dout, dx, dw, N, Cc, 1e-5f));
+        float *got = down(dout);
+        expect_close(k ? "rmsnorm C=45 F32" : "rmsnorm C=2048 BF16", got, ref, (size_t)N * Cc, k ? 1e-5 : 1e-2);
+        free(x), free(w), free(ref), free(got);
+        dev_free(dx), dev_free(dw), dev_free(dout);
+    }
+    {   /* embedding: widening BF16 is exact, so equal */
+        int V = 1000, Cc = 72, N = 6;
+        int32_t ids[6] = {999, 0, 17, 17, 500, 3};
+        float *tab = rnd((size_t)V * Cc, 1), *ref = malloc(sizeof(float) * N * Cc);
+        uint16_t *tb = malloc(sizeof(uint16_t) * V * Cc);
+        for (int i = 0; i < V * Cc; i++) tb[i] = dspy_f32_to_bf16(tab[i]);
+        CHECK_OK(C->ops->embedding(C, HF(ref, N * Cc), HI(ids, N), dspy_bt(C, tb, V * Cc, DSPY_DTYPE_BF16), N, Cc));
+        dspy_tensor dt = up(tab, (int64_t)V * Cc, DSPY_DTYPE_BF16), di = up_i32(ids, N);
+        dspy_tensor dout = poisoned(DSPY_DTYPE_F32, (int64_t)N * Cc);
+        CHECK_OK(G->ops->embedding(G, dout, di, dt, N, Cc));
+        float *got = down(dout);
+        CHECK(memcmp(got, ref, sizeof(float) * N * Cc) == 0);
+        free(tab), free(ref), free(tb), free(got);
+        dev_free(dt), dev_free(di), dev_free(dout);
+    }
+    {   /* swiglu on the fused [gate | up] layout */
+        int N = 7, I = 300;
+        float *gu = rnd((size_t)N * 2 * I, 4), *ref = malloc(sizeof(float) * N * I);
+        CHECK_OK(C->ops->swiglu(C, HF(ref, N * I), HF(gu, N * 2 * I), HF(gu + I, N * 2 * I - I), N, I, 2 * I));
+        dspy_tensor dg = up(gu, (int64_t)N * 2 * I, DSPY_DTYPE_BF16), dout = poisoned(DSPY_DTYPE_BF16, (int64_t)N * I);
+        CHECK_OK(G->ops->swiglu(G, dout, dg, dspy_tensor_slice(dg, I, dg.n - I), N, I, 2 * I));
+        float *got = down(dout);
+        expect_close("swiglu fused layout", got, ref, (size_t)N * I, 1e-2);
+        free(gu), free(ref), free(got);
+        dev_free(dg), dev_free(dout);
+    }
+    {   /* add, gather_rows, fill, cast */
+        int n = 1001;
+        float *a = rnd(n, 1), *b = rnd(n, 1), *ref = malloc(sizeof(float) * n);
+        for (int i = 0; i < n; i++) ref[i] = a[i] + b[i];
+        dspy_tensor da = up(a, n, DSPY_DTYPE_F32), db = up(b, n, DSPY_DTYPE_F32);
+        CHECK_OK(G->ops->add(G, da, db));
+        float *got = down(da);
+        CHECK(memcmp(got, ref, sizeof(float) * n) == 0);
+        int32_t rows[3] = {9, 0, 4};
+        dspy_tensor dr = up_i32(rows, 3), dsel = poisoned(DSPY_DTYPE_F32, 3 * 100);
+        CHECK_OK(G->ops->gather_rows(G, dsel, dspy_tensor_slice(db, 0, 1000), dr, 3, 100));
+        float *sel = down(dsel);
+        CHECK(memcmp(sel, b + 900, 400) == 0 && memcmp(sel + 100, b, 400) == 0 && memcmp(sel + 200, b + 400, 400) == 0);
+        dspy_tensor dh = dev_alloc(DSPY_DTYPE_BF16, n);
+        CHECK_OK(G->ops->cast(G, dh, da));
+        float *back = down(dh);
+        int same = 0;
+        for (int i = 0; i < n; i++) same += back[i] == bf(ref[i]);
+        CHECK_INT(same, n);
+        CHECK_OK(G->ops->fill(G, dh, 2.5f));
+        float *fl = down(dh);
+        CHECK(fl[0] == 2.5f && fl[n - 1] == 2.5f);
+        free(a), free(b), free(ref), free(got), free(sel), free(back), free(fl);
+        dev_free(da), dev_free(db), dev_free(dr), dev_free(dsel), dev_free(dh);
+    }
+}
+
+/* ---- RoPE + KV store --------------------------------------------------------------------- */
+
+static void test_qkv_rope_store(void) {
+    const int N = 9, NH = 8, NKV = 2, HS = 64, Q = NH * HS, KVD = NKV * HS, W = Q + 2 * KVD, NS = 40;
+    int32_t pos[9] = {0, 1, 7, 100, 1023, 4096, 30000, 131071, 55};
+    int32_t slots[9] = {3, 39, 0, 12, 13, 27, 8, 21, 30};
+    float inv[32];
+    for (int i = 0; i < 32; i++) inv[i] = (float)(1.0 / pow(500000.0, 2.0 * i / HS));
+    float *qkv = rnd((size_t)N * W, 2), *q = malloc(sizeof(float) * N * Q);
+    float *kc = calloc((size_t)NS * KVD, sizeof(float)), *vc = calloc((size_t)NS * KVD, sizeof(float));
+    CHECK_OK(C->ops->qkv_rope_store(C, HF(q, N * Q), HF(kc, NS * KVD), HF(vc, NS * KVD), HF(qkv, N * W), HI(pos, N),
+                                    HI(slots, N), HF(inv, 32), N, NH, NKV, HS));
+    dspy_tensor dqkv = up(qkv, (int64_t)N * W, DSPY_DTYPE_BF16), dq = poisoned(DSPY_DTYPE_BF16, (int64_t)N * Q);
+    dspy_tensor dkc = poisoned(DSPY_DTYPE_BF16, (int64_t)NS * KVD), dvc = poisoned(DSPY_DTYPE_BF16, (int64_t)NS * KVD);
+    dspy_tensor dp = up_i32(pos, N), ds = up_i32(slots, N), dinv = up(inv, 32, DSPY_DTYPE_F32);
+    CHECK_OK(G->ops->qkv_rope_store(G, dq, dkc, dvc, dqkv, dp, ds, dinv, N, NH, NKV, HS));
+    float *gq = down(dq), *gk = down(dkc), *gv = down(dvc);
+    expect_close("qkv_rope_store q (positions to 131071)", gq, q, (size_t)N * Q, 1e-2);
+    float *rk = malloc(sizeof(float) * N * KVD), *rv = malloc(sizeof(float) * N * KVD);
+    float *ck = malloc(sizeof(float) * N * KVD), *cv = malloc(sizeof(float) * N * KVD);
+    for (int n = 0; n < N; n++) {
+        memcpy(rk + n * KVD, kc + slots[n] * KVD, sizeof(float) * KVD);
+        memcpy(rv + n * KVD, vc + slots[n] * KVD, sizeof(float) * KVD);
+        memcpy(ck + n * KVD, gk + slots[n] * KVD, sizeof(float) * KVD);
+        memcpy(cv + n * KVD, gv + slots[n] * KVD, sizeof(float) * KVD);
+    }
+    expect_close("qkv_rope_store k in the cache", ck, rk, (size_t)N * KVD, 1e-2);
+    CHECK(memcmp(cv, rv, sizeof(float) * N * KVD) == 0); /* v is copied, exact */
+    int untouched = 0, written = 0;
+    for (int s = 0; s < NS; s++) {
+        bool used = false;
+        for (int n = 0; n < N; n++) used |= slots[n] == s;
+        untouched += !used && isnan(gk[s * KVD]) && isnan(gv[s * KVD + KVD - 1]);
+        written += used;
+    }
+    CHECK_INT(untouched, NS - written);
+    free(qkv), free(q), free(kc), free(vc), free(gq), free(gk), free(gv), free(rk), free(rv), free(ck), free(cv);
+    dev_free(dqkv), dev_free(dq), dev_free(dkc), dev_free(dvc), dev_free(dp), dev_free(ds), dev_free(dinv);
+}
+
+/* ---- attention --------------------------------------------------------------------------- */
+
+/* Segments over a shuffled paged cache filled with random keys/values for every position. */
+static void one_attention(const char *what, int NH, int NKV, int HS, int nseg, const int *lens_new,
+                          const int *pos0s, bool decode, int gap) {
+    const int BS = 16;
+    /* rows: segment 0, then `gap` rows that belong to no segment, then the other segments */
+    int N = 0, total_blocks = 0;
+    dspy_attn_seg segs[16];
+    for (int s = 0; s < nseg; s++) {
+        segs[s] = (dspy_attn_seg){N, lens_new[s], pos0s[s], total_blocks};
+        N += lens_new[s] + (s == 0 ? gap : 0);
+        total_blocks += (pos0s[s] + lens_new[s] + BS - 1) / BS;
+    }
+    const int KVD = NKV * HS, NSLOT = (total_blocks + 3) * BS;
+    int32_t *tables = malloc(sizeof(int32_t) * (size_t)total_blocks);
+    /* a permutation of blocks 3 .. total+2 (blocks 0-2 stay unused) */
+    for (int i = 0; i < total_blocks; i++) tables[i] = 3 + i;
+    for (int i = total_blocks - 1; i > 0; i--) {
+        int j = (int)((frand() * 0.5f + 0.5f) * (float)(i + 1)) % (i + 1), t = tables[i];
+        tables[i] = tables[j], tables[j] = t;
+    }
+    float *kc = rnd((size_t)NSLOT * KVD, 1), *vc = rnd((size_t)NSLOT * KVD, 1);
+    float *q = rnd((size_t)N * NH * HS, 2), *ref = malloc(sizeof(float) * (size_t)N * NH * HS);
+    for (int i = 0; i < N * NH * HS; i++) ref[i] = NAN;
+    int maxlen = 0;
+    for (int s = 0; s < nseg; s++) maxlen = pos0s[s] + lens_new[s] > maxlen ? pos0s[s] + lens_new[s] : maxlen;
+    dspy_attn_meta cm = {HI(segs, 4 * nseg), HI(tables, total_blocks), nseg, N, BS, maxlen, decode};
+    CHECK_OK(C->ops->attention(C, HF(ref, N * NH * HS), HF(q, N * NH * HS), HF(kc, NSLOT * KVD), HF(vc, NSLOT * KVD),
+                               &cm, NH, NKV, HS));
+    dspy_tensor dkc = up(kc, (int64_t)NSLOT * KVD, DSPY_DTYPE_BF16), dvc = up(vc, (int64_t)NSLOT * KVD, DSPY_DTYPE_BF16);
+    dspy_tensor dq = up(q, (int64_t)N * NH * HS, DSPY_DTYPE_BF16), dout = poisoned(DSPY_DTYPE_BF16, (int64_t)N * NH * HS);
+    dspy_tensor dsg = up_i32((const int32_t *)segs, 4 * nseg), dtb = up_i32(tables, total_blocks);
+    dspy_attn_meta gm = {dsg, dtb, nseg, N, BS, maxlen, decode};
+    CHECK_OK(G->ops->attention(G, dout, dq, dkc, dvc, &gm, NH, NKV, HS));
+    float *got = down(dout);
+    /* the gap rows must stay poisoned; compare the rest */
+    int still = 0, nval = 0;
+    float *g2 = malloc(sizeof(float) * (size_t)N * NH * HS), *r2 = malloc(sizeof(float) * (size_t)N * NH * HS);
+    for (int i = 0; i < N * NH * HS; i++) {
+        if (isnan(ref[i])) {
+            still += isnan(got[i]);
+            continue;
+        }
+        g2[nval] = got[i], r2[nval++] = ref[i];
+    }
+    CHECK_INT(still, gap * NH * HS);
+    expect_close(what, g2, r2, (size_t)nval, 1e-2);
+    free(tables), free(kc), free(vc), free(q), free(ref), free(got), free(g2), free(r2);
+    dev_free(dkc), dev_free(dvc), dev_free(dq), dev_free(dout), dev_free(dsg), dev_free(dtb);
+}
+
+static void test_attention(void) {
+    /* prefill: several segments, partial 64-row tiles, cached prefixes, a gap */
+    int lens[3] = {70, 5, 130}, pos0[3] = {0, 300, 17};
+    one_attention("attention prefill HS=64 GQA 4", 8, 2, 64, 3, lens, pos0, false, 3);
+    one_attention("attention prefill HS=128 GQA 8", 16, 2, 128, 3, lens, pos0, false, 0);
+    one_attention("attention generic HS=16", 4, 2, 16, 3, lens, pos0, false, 2);
+    int l1[1] = {700}, p1[1] = {0};
+    one_attention("attention prefill 700 tokens", 8, 8, 64, 1, l1, p1, false, 0);
+    /* decode: one row per segment, contexts 1 .. 4000 */
+    int dl[5] = {1, 1, 1, 1, 1}, dp[5] = {0, 16, 299, 1024, 3999};
+    one_attention("attention decode HS=64 GQA 4", 32, 8, 64, 5, dl, dp, true, 0);
+    one_attention("attention decode HS=128 GQA 8", 16, 2, 128, 5, dl, dp, true, 0);
+    one_attention("attention decode HS=64 MHA", 4, 4, 64, 5, dl, dp, true, 0);
+    int ol[1] = {1}, op[1] = {1499};
+    one_attention("attention decode 1 seq, 1500 context", 32, 8, 64, 1, ol, op, true, 0);
+}
+
+/* ---- sampling ---------------------------------------------------------------------------- */
+
+static void run_sample(dspy_backend *be, const float *logits, const dspy_sample_param *sp, int M, int V, int32_t *tok,
+                       float *lp) {
+    if (be == C) {
+        CHECK_OK(C->ops->sample(C, HI(tok, M), HF(lp, M), HF(logits, (int64_t)M * V),
+                                HI(sp, M * DSPY_SAMPLE_PARAM_WORDS), M, V));
+        return;
+    }
+    dspy_tensor dl = up(logits, (int64_t)M * V, DSPY_DTYPE_F32), dp = up_i32((const int32_t *)sp, M * DSPY_SAMPLE_PARAM_WORDS);
+    dspy_tensor dt = poisoned(DSPY_DTYPE_I32, M), dlp = poisoned(DSPY_DTYPE_F32, M);
+    CHECK_OK(G->ops->sample(G, dt, dlp, dl, dp, M, V));
+    CHECK_OK(G->ops->copy(G, tok, dt.data, (size_t)M * 4, DSPY_COPY_D2H));
+    CHECK_OK(G->ops->copy(G, lp, dlp.data, (size_t)M * 4, DSPY_COPY_D2H));
+    CHECK_OK(G->ops->sync(G));
+    dev_free(dl), dev_free(dp), dev_free(dt), dev_free(dlp);
+}
+
+static void test_sample(void) {
+    /* greedy over the Llama 3 vocabulary: the same argmax (ties: lowest id) and logprob */
+    const int V = 128256, M = 4;
+    float *lg = malloc(sizeof(float) * (size_t)M * V);
+    for (int i = 0; i < M * V; i++) lg[i] = frand() * 8;
+    lg[1 * V + 77] = lg[1 * V + 90000] = 20; /* a tie */
+    lg[3 * V + V - 1] = 30;                   /* the last id */
+    dspy_sample_param sp[4];
+    for (int m = 0; m < M; m++) sp[m] = (dspy_sample_param){0, 1, 0, 0, 0.5};
+    sp[2].temperature = 1.0f, sp[2].top_k = 1; /* top_k 1 is greedy */
+    int32_t tc[4], tg[4];
+    float lc[4], lgp[4];
+    run_sample(C, lg, sp, M, V, tc, lc);
+    run_sample(G, lg, sp, M, V, tg, lgp);
+    for (int m = 0; m < M; m++) {
+        CHECK_INT(tg[m], tc[m]);
+        CHECK(fabsf(lgp[m] - lc[m]) < 1e-3f);
+    }
+    CHECK_INT(tg[1], 77);
+    CHECK_INT(tg[3], V - 1);
+    free(lg);
+    /* the distribution: V = 50 distinct logits, temperature 0.7, top_k 20, top_p 0.9; 20,000
+     * stratified draws against the exact probabilities of the kept set */
+    enum { SV = 50, DRAWS = 20000 };
+    float base[SV];
+    for (int i = 0; i < SV; i++) base[i] = frand() * 3 + 0.001f * (float)i;
+    float *rows = malloc(sizeof(float) * (size_t)DRAWS * SV);
+    dspy_sample_param *ps = malloc(sizeof *ps * DRAWS);
+    for (int d = 0; d < DRAWS; d++) {
+        memcpy(rows + (size_t)d * SV, base, sizeof base);
+        ps[d] = (dspy_sample_param){0.7f, 0.9f, 20, 0, ((double)d + 0.5) / DRAWS};
+    }
+    int32_t *tk = malloc(sizeof(int32_t) * DRAWS), *tk2 = malloc(sizeof(int32_t) * DRAWS);
+    float *lps = malloc(sizeof(float) * DRAWS);
+    run_sample(G, rows, ps, DRAWS, SV, tk, lps);
+    run_sample(G, rows, ps, DRAWS, SV, tk2, lps);
+    CHECK(memcmp(tk, tk2, sizeof(int32_t) * DRAWS) == 0); /* deterministic */
+    /* exact: sort, top-k 20, top-p 0.9 (keep while the mass above < 0.9), renormalise */
+    int order[SV];
+    for (int i = 0; i < SV; i++) order[i] = i;
+    for (int i = 0; i < SV; i++)
+        for (int j = i + 1; j < SV; j++)
+            if (base[order[j]] > base[order[i]]) {
+                int t = order[i];
+                order[i] = order[j], order[j] = t;
+            }
+    double p[SV] = {0}, tot = 0, above = 0, kept_tot = 0;
+    for (int i = 0; i < 20; i++) tot += exp((base[order[i]] - base[order[0]]) / 0.7);
+    int kept = 0;
+    while (kept < 20 && (kept == 0 || above / tot < 0.9)) above += exp((base[order[kept]] - base[order[0]]) / 0.7), kept++;
+    for (int i = 0; i < kept; i++) kept_tot += exp((base[order[i]] - base[order[0]]) / 0.7);
+    for (int i = 0; i < kept; i++) p[order[i]] = exp((base[order[i]] - base[order[0]]) / 0.7) / kept_tot;
+    int count[SV] = {0}, outside = 0;
+    for (int d = 0; d < DRAWS; d++) count[tk[d]]++;
+    double worst = 0;
+    for (int i = 0; i < SV; i++) {
+        if (p[i] == 0) outside += count[i];
+        worst = fmax(worst, fabs((double)count[i] / DRAWS - p[i]));
+    }
+    CHECK_INT(outside, 0);
+    check_report(worst <= 0.002, __FILE__, __LINE__, "sampled frequencies off by %.4f (> 0.002)", worst);
+    printf("  %-44s max |freq - p| %.2e over %d kept tokens\n", "sample T=0.7 top_k=20 top_p=0.9", worst, kept);
+    /* the CPU draws the same distribution */
+    run_sample(C, rows, ps, DRAWS, SV, tk2, lps);
+    int cc[SV] = {0};
+    for (int d = 0; d < DRAWS; d++) cc[tk2[d]]++;
+    double cw = 0;
+    for (int i = 0; i < SV; i++) cw = fmax(cw, fabs((double)cc[i] / DRAWS - p[i]));
+    CHECK(cw <= 0.002);
+    free(rows), free(ps), free(tk), free(tk2), free(lps);
+}
+
+/* ---- graphs ------------------------------------------------------------------------------ */
+
+static void test_graph(void) {
+    const int N = 3, Cc = 512, OC = 384;
+    float *x = rnd((size_t)N * Cc, 1), *w = rnd((size_t)OC * Cc, 0.05f), *nw = rnd(Cc, 1);
+    dspy_tensor dx = up(x, (int64_t)N * Cc, DSPY_DTYPE_F32), dw = up(w, (int64_t)OC * Cc, DSPY_DTYPE_BF16);
+    dspy_tensor dn = up(nw, Cc, DSPY_DTYPE_F32), dxn = dev_alloc(DSPY_DTYPE_BF16, (int64_t)N * Cc);
+    dspy_tensor dy = dev_alloc(DSPY_DTYPE_F32, (int64_t)N * OC);
+    void *g = NULL;
+    CHECK_OK(G->ops->graph_begin(G));
+    CHECK_OK(G->ops->rmsnorm(G, dxn, dx, dn, N, Cc, 1e-5f));
+    CHECK_OK(G->ops->linear(G, dy, dxn, dw, dspy_tensor_none(), N, Cc, OC, false));
+    CHECK_OK(G->ops->graph_end(G, &g));
+    /* replay on new input contents: equals running the ops directly */
+    float *x2 = rnd((size_t)N * Cc, 1);
+    CHECK_OK(G->ops->copy(G, dx.data, x2, sizeof(float) * N * Cc, DSPY_COPY_H2D));
+    CHECK_OK(G->ops->graph_launch(G, g));
+    float *y_graph = down(dy);
+    CHECK_OK(G->ops->rmsnorm(G, dxn, dx, dn, N, Cc, 1e-5f));
+    CHECK_OK(G->ops->linear(G, dy, dxn, dw, dspy_tensor_none(), N, Cc, OC, false));
+    float *y_direct = down(dy);
+    CHECK(memcmp(y_graph, y_direct, sizeof(float) * N * OC) == 0);
+    G->ops->graph_free(G, g);
+    free(x), free(w), free(nw), free(x2), free(y_graph), free(y_direct);
+    dev_free(dx), dev_free(dw), dev_free(dn), dev_free(dxn), dev_free(dy);
+}
+
+/* ---- errors ------------------------------------------------------------------------------ */
+
+static void test_errors(void) {
+    float h[16] = {0};
+    dspy_tensor d = dev_alloc(DSPY_DTYPE_F32, 16), db = dev_alloc(DSPY_DTYPE_BF16, 16);
+    CHECK_STATUS(G->ops->add(G, HF(h, 16), d), DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "not in GPU memory");
+    CHECK_STATUS(G->ops->linear(G, d, d, db, dspy_tensor_none(), 1, 4, 4, false), DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "inp is F32");
+    CHECK_STATUS(G->ops->linear(G, db, db, db, dspy_tensor_none(), 1, 4, 4, true), DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "accumulate needs an F32 out");
+    void *big = NULL;
+    CHECK_STATUS(G->ops->alloc(G, (size_t)1 << 50, &big), DSPY_ERR_NOMEM);
+    CHECK_CONTAINS(dspy_errmsg(), "cannot allocate");
+    CHECK_OK(G->ops->sync(G)); /* an allocation failure is not sticky */
+    dev_free(d), dev_free(db);
+}
+
+/* In a child: a block table pointing far outside the cache faults; sync and every later op
+ * return the sticky error. Exit 0 when that is what happened. */
+static int fault_child(void) {
+    dspy_backend_plan plan = {64, 64, 4, 64, 8, 64, 0};
+    if (dspy_backend_new((dspy_device){DSPY_DEVICE_CUDA, 0}, &plan, &G)) return 2;
+    const int NH = 8, HS = 64;
+    dspy_attn_seg seg = {0, 1, 0, 0};
+    int32_t table[1] = {1 << 29};
+    dspy_tensor q = dev_alloc(DSPY_DTYPE_BF16, NH * HS), o = dev_alloc(DSPY_DTYPE_BF16, NH * HS);
+    dspy_tensor kc = dev_alloc(DSPY_DTYPE_BF16, 16 * NH * HS), sg = up_i32((const int32_t *)&seg, 4),
+                tb = up_i32(table, 1);
+    dspy_attn_meta m = {sg, tb, 1, 1, 16, 16, false};
+    dspy_status st = G->ops->attention(G, o, q, kc, kc, &m, NH, NH, HS);
+    if (!st) st = G->ops->sync(G);
+    if (st != DSPY_ERR_BACKEND) return 3;
+    fprintf(stderr, "fault: %s\n", dspy_errmsg());
+    st = G->ops->fill(G, o, 1.0f);
+    if (st != DSPY_ERR_BACKEND || !strstr(dspy_errmsg(), "earlier CUDA failure")) return 4;
+    return 0;
+}
+
+static void test_sticky_fault(const char *self) {
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "'%s' --fault 2>&1", self);
+    FILE *p = popen(cmd, "r");
+    char buf[2048] = {0};
+    size_t n = p ? fread(buf, 1, sizeof buf - 1, p) : 0;
+    buf[n] = 0;
+    int rc = p ? pclose(p) : -1;
+    check_report(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, __FILE__, __LINE__, "fault child: rc %d: %s", rc, buf);
+    CHECK_CONTAINS(buf, "illegal");
+}
+
+int main(int argc, char **argv) {
+    const char *why = NULL;
+    if (dspy_cuda_device_count(&why) == 0) {
+        printf("test_cuda_ops: skipped: %s\n", why);
+        return 77;
+    }
+    if (argc > 1 && strcmp(argv[1], "--fault") == 0) return fault_child();
+    const char *s = getenv("DSPY_TEST_SEED");
+    uint64_t seed = s ? strtoull(s, NULL, 10) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    g_rng = seed ? seed : 1;
+    printf("test_cuda_ops: seed %llu (DSPY_TEST_SEED=%llu replays it)\n", (unsigned long long)seed,
+           (unsigned long long)seed);
+    char name[256];
+    CHECK_OK(dspy_cuda_device_name(0, name, sizeof name));
+    printf("device: %s\n", name);
+    dspy_backend_plan plan = {40000, 8192, 64, 128256, 32, 128, 0};
+    CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, &plan, &C));
+    CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CUDA, 0}, &plan, &G));
+    if (!C || !G) return check_summary("test_cuda_ops");
+    RUN(test_linear);
+    RUN(test_pointwise);
+    RUN(test_qkv_rope_store);
+    RUN(test_attention);
+    RUN(test_sample);
+    RUN(test_graph);
+    RUN(test_errors);
+    CHECK_OK(G->ops->sync(G));
+    dspy_backend_free(G);
+    dspy_backend_free(C);
+    check_current = "test_sticky_fault";
+    test_sticky_fault(argv[0]);
+    return check_summary("test_cuda_ops");
+}
