@@ -18,6 +18,7 @@ fi
 [ -d "$ROOT/.gpu/shared" ] && ln -sfn "$ROOT/.gpu/shared" /work/shared
 export DSPY_SHARED_DIR=/work/shared
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
+echo "node: $(command -v node) $(node --version 2>/dev/null)  npm: $(command -v npm)"
 MODEL=/tmp/llama-1b-shape
 has() { case " $STAGES " in *" $1 "*) return 0;; esac; return 1; }
 
