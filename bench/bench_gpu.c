@@ -67,6 +67,151 @@ static double copy_bandwidth(dspy_device dev) {
     return bw;
 }
 
+/* ---- one decode step's ops, alone: time per call (a captured graph of 20 calls, replayed),
+ * achieved bandwidth over the bytes each must read ---- */
+
+typedef dspy_status (*op_fn)(dspy_backend *be, void *ctx);
+typedef struct op_ctx {
+    const dspy_model *m;
+    dspy_tensor x, xn, qkv, q, att, gu, h, kc, vc, pos, slots, segs, tables, rows, logits, params, tok, lp, sel, seln;
+    int ctx_len;
+} op_ctx;
+
+static dspy_status op_attn_in(dspy_backend *be, void *p) {
+    op_ctx *c = p;
+    const dspy_model_config *cf = dspy_model_config_get(c->m);
+    const dspy_layer_weights *L = &dspy_model_weights_get(c->m)->layers[0];
+    return be->ops->attn_in(be, c->q, c->kc, c->vc, c->x, L->attn_norm, L->wqkv, L->bqkv, c->pos, c->slots,
+                            dspy_model_weights_get(c->m)->inv_freq, c->xn, c->qkv, 1, cf->hidden_size,
+                            cf->num_attention_heads, cf->num_key_value_heads, cf->head_dim, 1e-5f);
+}
+static dspy_status op_attention(dspy_backend *be, void *p) {
+    op_ctx *c = p;
+    const dspy_model_config *cf = dspy_model_config_get(c->m);
+    dspy_attn_meta am = {c->segs, c->tables, 1, 1, 16, c->ctx_len, true};
+    return be->ops->attention(be, c->att, c->q, c->kc, c->vc, &am, cf->num_attention_heads, cf->num_key_value_heads,
+                              cf->head_dim);
+}
+static dspy_status op_o(dspy_backend *be, void *p) {
+    op_ctx *c = p;
+    const dspy_model_config *cf = dspy_model_config_get(c->m);
+    const dspy_layer_weights *L = &dspy_model_weights_get(c->m)->layers[0];
+    return be->ops->linear(be, c->x, c->att, L->wo, L->bo, 1, cf->num_attention_heads * cf->head_dim, cf->hidden_size,
+                           true);
+}
+static dspy_status op_mlp_in(dspy_backend *be, void *p) {
+    op_ctx *c = p;
+    const dspy_model_config *cf = dspy_model_config_get(c->m);
+    const dspy_layer_weights *L = &dspy_model_weights_get(c->m)->layers[0];
+    return be->ops->mlp_in(be, c->h, c->x, L->mlp_norm, L->w_gate_up, c->xn, c->gu, 1, cf->hidden_size,
+                           cf->intermediate_size, 1e-5f);
+}
+static dspy_status op_down(dspy_backend *be, void *p) {
+    op_ctx *c = p;
+    const dspy_model_config *cf = dspy_model_config_get(c->m);
+    const dspy_layer_weights *L = &dspy_model_weights_get(c->m)->layers[0];
+    return be->ops->linear(be, c->x, c->h, L->w_down, dspy_tensor_none(), 1, cf->intermediate_size, cf->hidden_size,
+                           true);
+}
+static dspy_status op_logits(dspy_backend *be, void *p) {
+    op_ctx *c = p;
+    const dspy_model_config *cf = dspy_model_config_get(c->m);
+    const dspy_model_weights *w = dspy_model_weights_get(c->m);
+    return be->ops->logits(be, c->logits, c->x, c->rows, w->final_norm, w->lm_head, c->sel, c->seln, 1,
+                           cf->hidden_size, cf->vocab_size, 1e-5f);
+}
+static dspy_status op_sample(dspy_backend *be, void *p) {
+    op_ctx *c = p;
+    return be->ops->sample(be, c->tok, c->lp, c->logits, c->params, 1, dspy_model_config_get(c->m)->vocab_size);
+}
+
+static double time_op(dspy_backend *be, op_fn f, op_ctx *c) {
+    void *g = NULL;
+    if (be->ops->graph_begin(be)) return -1;
+    dspy_status st = DSPY_OK;
+    for (int i = 0; i < 20 && !st; i++) st = f(be, c);
+    dspy_status st2 = be->ops->graph_end(be, &g);
+    if (st || st2) return -1;
+    double t[7];
+    for (int r = 0; r < 9; r++) {
+        double t0 = now_s();
+        be->ops->graph_launch(be, g);
+        be->ops->sync(be);
+        if (r >= 2) t[r - 2] = (now_s() - t0) / 20;
+    }
+    be->ops->graph_free(be, g);
+    return median(t, 7);
+}
+
+static void bench_ops(const dspy_model *m, double bw, int ctx_len) {
+    const dspy_model_config *cf = dspy_model_config_get(m);
+    dspy_backend *be = NULL;
+    dspy_backend_plan plan = {64, 8192, 8, cf->vocab_size, cf->num_attention_heads, cf->head_dim, 0};
+    if (dspy_backend_new(dspy_model_device(m), &plan, &be)) {
+        fprintf(stderr, "bench_ops: %s\n", dspy_errmsg());
+        return;
+    }
+    const int C = cf->hidden_size, I = cf->intermediate_size, V = cf->vocab_size, Q = cf->num_attention_heads * cf->head_dim;
+    const int KVD = cf->num_key_value_heads * cf->head_dim, slots = 2048;
+    op_ctx c = {.m = m, .ctx_len = ctx_len};
+    struct {
+        dspy_tensor *t;
+        int64_t n;
+        dspy_dtype dt;
+    } bufs[] = {{&c.x, C, DSPY_DTYPE_F32},        {&c.xn, C, DSPY_DTYPE_BF16},     {&c.qkv, Q + 2 * KVD, DSPY_DTYPE_BF16},
+                {&c.q, Q, DSPY_DTYPE_BF16},       {&c.att, Q, DSPY_DTYPE_BF16},    {&c.gu, 2 * I, DSPY_DTYPE_BF16},
+                {&c.h, I, DSPY_DTYPE_BF16},       {&c.kc, (int64_t)slots * KVD, DSPY_DTYPE_BF16},
+                {&c.vc, (int64_t)slots * KVD, DSPY_DTYPE_BF16},                 {&c.logits, V, DSPY_DTYPE_F32},
+                {&c.sel, C, DSPY_DTYPE_F32},      {&c.seln, C, DSPY_DTYPE_BF16}};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        void *p = NULL;
+        be->ops->alloc(be, (size_t)bufs[i].n * dspy_dtype_size(bufs[i].dt), &p);
+        *bufs[i].t = dspy_bt(be, p, bufs[i].n, bufs[i].dt);
+        be->ops->fill(be, *bufs[i].t, 0.25f); /* not zeros: zeros can run faster than real data */
+    }
+    int32_t host[64 + 128];
+    memset(host, 0, sizeof host);
+    host[0] = ctx_len - 1;                 /* pos */
+    host[1] = ctx_len - 1;                 /* slot */
+    host[4] = 0, host[5] = 1, host[6] = ctx_len - 1, host[7] = 0; /* segment: row 0, n 1, pos0, table 0 */
+    for (int b = 0; b < 128; b++) host[64 + b] = b; /* table: blocks 0 .. 127 (2048 slots) */
+    host[12] = 0;                          /* rows */
+    dspy_sample_param sp = {0, 1, 0, 0, 0};
+    memcpy(host + 16, &sp, sizeof sp);
+    void *meta = NULL;
+    be->ops->alloc(be, sizeof host, &meta);
+    be->ops->copy(be, meta, host, sizeof host, DSPY_COPY_H2D);
+    be->ops->sync(be);
+    int32_t *d = meta;
+    c.pos = dspy_bt(be, d + 0, 1, DSPY_DTYPE_I32), c.slots = dspy_bt(be, d + 1, 1, DSPY_DTYPE_I32);
+    c.segs = dspy_bt(be, d + 4, 4, DSPY_DTYPE_I32), c.rows = dspy_bt(be, d + 12, 1, DSPY_DTYPE_I32);
+    c.params = dspy_bt(be, d + 16, DSPY_SAMPLE_PARAM_WORDS, DSPY_DTYPE_I32);
+    c.tables = dspy_bt(be, d + 64, 128, DSPY_DTYPE_I32);
+    c.tok = dspy_bt(be, d + 40, 1, DSPY_DTYPE_I32), c.lp = dspy_bt(be, d + 41, 1, DSPY_DTYPE_F32);
+    struct {
+        const char *name;
+        op_fn f;
+        double bytes;
+    } ops[] = {{"attn_in", op_attn_in, 2.0 * (Q + 2 * KVD) * C},
+               {"attention", op_attention, 2.0 * 2 * ctx_len * KVD},
+               {"o_proj+res", op_o, 2.0 * C * Q},
+               {"mlp_in", op_mlp_in, 2.0 * 2 * I * C},
+               {"down+res", op_down, 2.0 * C * I},
+               {"logits", op_logits, 2.0 * (double)V * C},
+               {"sample", op_sample, 4.0 * V}};
+    double layer = 0;
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+        double t = time_op(be, ops[i].f, &c);
+        if (i < 5) layer += t;
+        printf("{\"bench\": \"op\", \"op\": \"%s\", \"us\": %.2f, \"GBps\": %.0f, \"fraction_of_copy_bw\": %.2f}\n",
+               ops[i].name, t * 1e6, ops[i].bytes / t / 1e9, bw > 0 ? ops[i].bytes / t / bw : 0);
+    }
+    printf("{\"bench\": \"op\", \"op\": \"layer (5 ops)\", \"us\": %.2f}\n", layer * 1e6);
+    be->ops->free(be, meta);
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->ops->free(be, bufs[i].t->data);
+    dspy_backend_free(be);
+}
+
 static int32_t *random_ids(int n, int V, uint64_t seed) {
     int32_t *p = malloc(sizeof(int32_t) * (size_t)n);
     for (int i = 0; i < n; i++) {
@@ -80,12 +225,14 @@ int main(int argc, char **argv) {
     const char *dir = NULL, *device = "cuda";
     int chunk = 16384, n_prompts = 100, plen = 1500, gen = 128;
     double peak = 789e12;
+    int only_b1 = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--model")) dir = argv[i + 1];
         else if (!strcmp(argv[i], "--device")) device = argv[i + 1];
         else if (!strcmp(argv[i], "--prefill-chunk")) chunk = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--prompts")) n_prompts = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--peak-tflops")) peak = atof(argv[i + 1]) * 1e12;
+        else if (!strcmp(argv[i], "--only-b1")) only_b1 = atoi(argv[i + 1]);
     }
     if (!dir) {
         fprintf(stderr, "usage: bench_gpu --model DIR [--device cuda] [--prefill-chunk N] [--prompts N]\n");
@@ -104,6 +251,8 @@ int main(int argc, char **argv) {
     size_t wbytes = dspy_model_weight_bytes(m);
     printf("{\"bench\": \"copy\", \"device\": \"%s\", \"GBps\": %.1f, \"weight_bytes\": %zu, \"load_s\": %.2f}\n", name,
            bw / 1e9, wbytes, t_load);
+
+    if (dspy_model_device(m).type == DSPY_DEVICE_CUDA && !only_b1) bench_ops(m, bw, plen);
 
     /* ---- B1: batch-1 decode ---- */
     dspy_engine_params ep = dspy_engine_params_default();
@@ -142,6 +291,10 @@ int main(int argc, char **argv) {
            "\"fraction_of_floor\": %.3f, \"prefill_1500_ms\": %.2f}\n",
            ms, 1e3 / ms, floor_ms, floor_ms / ms, ttft * 1e3);
 
+    if (only_b1) {
+        dspy_model_free(m);
+        return 0;
+    }
     /* ---- prefill: n_prompts x plen ---- */
     ep = dspy_engine_params_default();
     ep.max_seqs = n_prompts, ep.max_batch_tokens = chunk, ep.max_tokens_total = n_prompts * (plen + 16);

@@ -3,9 +3,10 @@
  * Follows transformers' LlamaForCausalLM / Qwen2ForCausalLM: embedding, then per layer
  * x += o_proj(attn(rope(q_proj(rms(x))), rope(k_proj(..)), v_proj(..))) and
  * x += down_proj(silu(gate_proj(rms(x))) * up_proj(rms(x))), final RMSNorm, lm_head — with q/k/v
- * as one projection and gate/up as another (the model stores them stacked), and the residual
- * adds done by the projections themselves (linear with accumulate). Does not sample or manage
- * sequences (engine.c does).
+ * as one projection and gate/up as another (the model stores them stacked), each with its
+ * RMSNorm (and RoPE + cache store, or SwiGLU) as one fused op (attn_in, mlp_in: their defining
+ * compositions are in kern/ops.h), and the residual adds done by the projections themselves
+ * (linear with accumulate). Five ops a layer. Does not sample or manage sequences (engine.c).
  */
 #include "engine/forward.h"
 
@@ -69,19 +70,16 @@ dspy_status dspy_forward(const dspy_model *m, dspy_backend *be, dspy_kv_cache *k
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const dspy_layer_weights *L = &w->layers[l];
         dspy_tensor kc = dspy_kv_cache_k(kv, l), vc = dspy_kv_cache_v(kv, l);     /* (slots, NKV, HS) */
-        DSPY_TRY(o->rmsnorm(be, xn, x, L->attn_norm, N, C, eps));                       /* xn (N, C) */
-        DSPY_TRY(o->linear(be, qkv, xn, L->wqkv, L->bqkv, N, C, QKV, false));           /* (N, Q+2KV) */
-        DSPY_TRY(o->qkv_rope_store(be, q, kc, vc, qkv, b->pos, b->slots, w->inv_freq, N, NH, NKV, HS));
+        /* q (N, NH, HS) and the cache's new keys/values from rms(x) */
+        DSPY_TRY(o->attn_in(be, q, kc, vc, x, L->attn_norm, L->wqkv, L->bqkv, b->pos, b->slots, w->inv_freq, xn, qkv,
+                            N, C, NH, NKV, HS, eps));
         DSPY_TRY(o->attention(be, att, q, kc, vc, &b->attn, NH, NKV, HS));             /* (N, NH, HS) */
         DSPY_TRY(o->linear(be, x, att, L->wo, L->bo, N, Q, C, true));                   /* x += o */
-        DSPY_TRY(o->rmsnorm(be, xn, x, L->mlp_norm, N, C, eps));
-        DSPY_TRY(o->linear(be, gu, xn, L->w_gate_up, dspy_tensor_none(), N, C, 2 * I, false)); /* (N, 2I) */
-        DSPY_TRY(o->swiglu(be, h, gu, dspy_tensor_slice(gu, I, gu.n - I), N, I, 2 * I));      /* h (N, I) */
+        DSPY_TRY(o->mlp_in(be, h, x, L->mlp_norm, L->w_gate_up, xn, gu, N, C, I, eps)); /* h (N, I) */
         DSPY_TRY(o->linear(be, x, h, L->w_down, dspy_tensor_none(), N, I, C, true));    /* x += mlp */
     }
     dspy_tensor sel = rows_of(buf->sel, M, C), seln = rows_of(buf->seln, M, C);
-    DSPY_TRY(o->gather_rows(be, sel, x, b->out_rows, M, C));                            /* sel (M, C) */
-    DSPY_TRY(o->rmsnorm(be, seln, sel, w->final_norm, M, C, eps));
-    DSPY_TRY(o->linear(be, rows_of(buf->logits, M, V), seln, w->lm_head, dspy_tensor_none(), M, C, V, false));
+    DSPY_TRY(o->logits(be, rows_of(buf->logits, M, V), x, b->out_rows, w->final_norm, w->lm_head, sel, seln, M, C, V,
+                       eps));                                                                    /* (M, V) */
     return DSPY_OK;
 }

@@ -136,6 +136,29 @@ typedef struct dspy_ops {
                                   dspy_tensor qkv, dspy_tensor pos, dspy_tensor slots, dspy_tensor inv_freq, int N,
                                   int NH, int NKV, int HS);
 
+    /* Fused projections of the decoder layer. Each is DEFINED as the composition written next to
+     * it (the CPU runs exactly that composition); a backend may fuse the steps, e.g. into one GEMV
+     * kernel for decode-sized N. The scratch tensors hold the intermediates when a backend
+     * composes; their contents afterwards are unspecified.
+     *
+     * attn_in: xn = rmsnorm(x, w_norm); qkv = linear(xn, wqkv, bqkv);
+     *          qkv_rope_store(q_out, kcache, vcache, qkv, pos, slots, inv_freq).
+     * x (N, C) F32; xn (N, C), qkv (N, NH*HS + 2*NKV*HS) scratch in the activation dtype. */
+    dspy_status (*attn_in)(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache, dspy_tensor x,
+                           dspy_tensor w_norm, dspy_tensor wqkv, dspy_tensor bqkv, dspy_tensor pos, dspy_tensor slots,
+                           dspy_tensor inv_freq, dspy_tensor xn, dspy_tensor qkv, int N, int C, int NH, int NKV,
+                           int HS, float eps);
+
+    /* mlp_in: xn = rmsnorm(x, w_norm); gu = linear(xn, w_gate_up); h (N, I) = swiglu(gu[:, :I],
+     * gu[:, I:]). x (N, C) F32; xn (N, C), gu (N, 2I) scratch. */
+    dspy_status (*mlp_in)(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_tensor w_norm, dspy_tensor w_gate_up,
+                          dspy_tensor xn, dspy_tensor gu, int N, int C, int I, float eps);
+
+    /* logits: sel = gather_rows(x, rows); seln = rmsnorm(sel, w_norm); out (M, V) F32 =
+     * linear(seln, w). x (N, C) F32, rows (M) I32; sel (M, C) F32 and seln (M, C) scratch. */
+    dspy_status (*logits)(dspy_backend *be, dspy_tensor out, dspy_tensor x, dspy_tensor rows, dspy_tensor w_norm,
+                          dspy_tensor w, dspy_tensor sel, dspy_tensor seln, int M, int C, int V, float eps);
+
     /* out (N, NH, HS) = causal softmax(q k^T / sqrt(HS)) v for each segment of `m`, q (N, NH, HS),
      * caches (slots, NKV, HS); query head h reads kv head h / (NH / NKV) (GQA). Rows outside
      * every segment are left as they were. */

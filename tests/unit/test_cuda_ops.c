@@ -70,10 +70,12 @@ static dspy_tensor up_i32(const int32_t *h, int64_t n) {
     CHECK_OK(G->ops->sync(G));
     return t;
 }
-/* A device tensor full of NaN. */
+/* A device tensor full of NaN (I32: all bits set, -1). */
 static dspy_tensor poisoned(dspy_dtype dt, int64_t n) {
     dspy_tensor t = dev_alloc(dt, n);
-    CHECK_OK(G->ops->fill(G, t, NAN));
+    dspy_tensor f = t;
+    if (dt == DSPY_DTYPE_I32) f.dtype = DSPY_DTYPE_F32; /* the same 4 bytes: 0xffffffff is a NaN */
+    CHECK_OK(G->ops->fill(G, f, -NAN));
     return t;
 }
 /* Device tensor to host floats (widened). */
@@ -219,6 +221,75 @@ static void test_pointwise(void) {
         free(a), free(b), free(ref), free(got), free(sel), free(back), free(fl);
         dev_free(da), dev_free(db), dev_free(dr), dev_free(dsel), dev_free(dh);
     }
+}
+
+/* ---- the fused projections (attn_in, mlp_in, logits): fused GEMV for N <= 4, composed above --- */
+
+static void one_fused(int N) {
+    const int Cc = 512, NH = 8, NKV = 2, HS = 64, I = 704, V = 1000, NS = 24;
+    const int Q = NH * HS, KVD = NKV * HS, W = Q + 2 * KVD;
+    char what[96];
+    float *x = rnd((size_t)N * Cc, 2), *wn = rnd(Cc, 1), *wqkv = rnd((size_t)W * Cc, 0.05f), *bq = rnd(W, 0.1f);
+    float *wgu = rnd((size_t)2 * I * Cc, 0.05f), *wl = rnd((size_t)V * Cc, 0.05f);
+    int32_t pos[8], slots[8], rows[8];
+    for (int n = 0; n < N; n++) pos[n] = 17 + 1000 * n, slots[n] = (5 * n + 3) % NS, rows[n] = N - 1 - n;
+    float inv[32];
+    for (int i = 0; i < 32; i++) inv[i] = (float)(1.0 / pow(10000.0, 2.0 * i / HS));
+    /* CPU: the defining compositions, BF16 weights */
+    uint16_t *bqkv16 = malloc(2 * (size_t)W * Cc), *bgu16 = malloc(2 * (size_t)2 * I * Cc), *bl16 = malloc(2 * (size_t)V * Cc);
+    for (int i = 0; i < W * Cc; i++) bqkv16[i] = dspy_f32_to_bf16(wqkv[i]);
+    for (int i = 0; i < 2 * I * Cc; i++) bgu16[i] = dspy_f32_to_bf16(wgu[i]);
+    for (int i = 0; i < V * Cc; i++) bl16[i] = dspy_f32_to_bf16(wl[i]);
+    float *q = malloc(sizeof(float) * N * Q), *kc = calloc((size_t)NS * KVD, 4), *vc = calloc((size_t)NS * KVD, 4);
+    float *xn = malloc(sizeof(float) * N * Cc), *qkv = malloc(sizeof(float) * N * W), *h = malloc(sizeof(float) * N * I);
+    float *gu = malloc(sizeof(float) * N * 2 * I), *lg = malloc(sizeof(float) * N * V), *sel = malloc(sizeof(float) * N * Cc);
+    CHECK_OK(C->ops->attn_in(C, HF(q, N * Q), HF(kc, NS * KVD), HF(vc, NS * KVD), HF(x, N * Cc), HF(wn, Cc),
+                             dspy_bt(C, bqkv16, (int64_t)W * Cc, DSPY_DTYPE_BF16), HF(bq, W), HI(pos, N), HI(slots, N),
+                             HF(inv, 32), HF(xn, N * Cc), HF(qkv, N * W), N, Cc, NH, NKV, HS, 1e-5f));
+    CHECK_OK(C->ops->mlp_in(C, HF(h, N * I), HF(x, N * Cc), HF(wn, Cc), dspy_bt(C, bgu16, (int64_t)2 * I * Cc, DSPY_DTYPE_BF16),
+                            HF(xn, N * Cc), HF(gu, N * 2 * I), N, Cc, I, 1e-5f));
+    CHECK_OK(C->ops->logits(C, HF(lg, N * V), HF(x, N * Cc), HI(rows, N), HF(wn, Cc),
+                            dspy_bt(C, bl16, (int64_t)V * Cc, DSPY_DTYPE_BF16), HF(sel, N * Cc), HF(xn, N * Cc), N, Cc,
+                            V, 1e-5f));
+    /* CUDA */
+    dspy_tensor dx = up(x, (int64_t)N * Cc, DSPY_DTYPE_F32), dwn = up(wn, Cc, DSPY_DTYPE_F32);
+    dspy_tensor dwq = up(wqkv, (int64_t)W * Cc, DSPY_DTYPE_BF16), dbq = up(bq, W, DSPY_DTYPE_F32);
+    dspy_tensor dwg = up(wgu, (int64_t)2 * I * Cc, DSPY_DTYPE_BF16), dwl = up(wl, (int64_t)V * Cc, DSPY_DTYPE_BF16);
+    dspy_tensor dq = poisoned(DSPY_DTYPE_BF16, (int64_t)N * Q), dkc = poisoned(DSPY_DTYPE_BF16, (int64_t)NS * KVD);
+    dspy_tensor dvc = poisoned(DSPY_DTYPE_BF16, (int64_t)NS * KVD), dh = poisoned(DSPY_DTYPE_BF16, (int64_t)N * I);
+    dspy_tensor dlg = poisoned(DSPY_DTYPE_F32, (int64_t)N * V), dxn = dev_alloc(DSPY_DTYPE_BF16, (int64_t)N * Cc);
+    dspy_tensor dqkv = dev_alloc(DSPY_DTYPE_BF16, (int64_t)N * W), dgu = dev_alloc(DSPY_DTYPE_BF16, (int64_t)N * 2 * I);
+    dspy_tensor dsel = dev_alloc(DSPY_DTYPE_F32, (int64_t)N * Cc), dp = up_i32(pos, N), ds = up_i32(slots, N);
+    dspy_tensor dr = up_i32(rows, N), dinv = up(inv, 32, DSPY_DTYPE_F32);
+    CHECK_OK(G->ops->attn_in(G, dq, dkc, dvc, dx, dwn, dwq, dbq, dp, ds, dinv, dxn, dqkv, N, Cc, NH, NKV, HS, 1e-5f));
+    CHECK_OK(G->ops->mlp_in(G, dh, dx, dwn, dwg, dxn, dgu, N, Cc, I, 1e-5f));
+    CHECK_OK(G->ops->logits(G, dlg, dx, dr, dwn, dwl, dsel, dxn, N, Cc, V, 1e-5f));
+    float *gq = down(dq), *gk = down(dkc), *gv = down(dvc), *gh = down(dh), *gl = down(dlg);
+    snprintf(what, sizeof what, "attn_in N=%d (q)", N);
+    expect_close(what, gq, q, (size_t)N * Q, 1e-2);
+    float *ck = malloc(sizeof(float) * N * 2 * KVD), *rk = malloc(sizeof(float) * N * 2 * KVD);
+    for (int n = 0; n < N; n++) {
+        memcpy(ck + n * 2 * KVD, gk + slots[n] * KVD, 4 * KVD), memcpy(ck + n * 2 * KVD + KVD, gv + slots[n] * KVD, 4 * KVD);
+        memcpy(rk + n * 2 * KVD, kc + slots[n] * KVD, 4 * KVD), memcpy(rk + n * 2 * KVD + KVD, vc + slots[n] * KVD, 4 * KVD);
+    }
+    snprintf(what, sizeof what, "attn_in N=%d (k, v in the cache)", N);
+    expect_close(what, ck, rk, (size_t)N * 2 * KVD, 1e-2);
+    snprintf(what, sizeof what, "mlp_in N=%d", N);
+    expect_close(what, gh, h, (size_t)N * I, 1e-2);
+    snprintf(what, sizeof what, "logits N=%d (rows reversed)", N);
+    expect_close(what, gl, lg, (size_t)N * V, 1e-2);
+    free(x), free(wn), free(wqkv), free(bq), free(wgu), free(wl), free(bqkv16), free(bgu16), free(bl16);
+    free(q), free(kc), free(vc), free(xn), free(qkv), free(h), free(gu), free(lg), free(sel);
+    free(gq), free(gk), free(gv), free(gh), free(gl), free(ck), free(rk);
+    dspy_tensor all[] = {dx, dwn, dwq, dbq, dwg, dwl, dq, dkc, dvc, dh, dlg, dxn, dqkv, dgu, dsel, dp, ds, dr, dinv};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) dev_free(all[i]);
+}
+
+static void test_fused(void) {
+    one_fused(1);
+    one_fused(3);
+    one_fused(4);
+    one_fused(7); /* above the GEMV rows: the composed path */
 }
 
 /* ---- RoPE + KV store --------------------------------------------------------------------- */
@@ -520,6 +591,7 @@ int main(int argc, char **argv) {
     RUN(test_linear);
     RUN(test_pointwise);
     RUN(test_qkv_rope_store);
+    RUN(test_fused);
     RUN(test_attention);
     RUN(test_sample);
     RUN(test_graph);

@@ -82,6 +82,14 @@ dspy_status cpu_rmsnorm(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy
 dspy_status cpu_qkv_rope_store(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache,
                                dspy_tensor qkv, dspy_tensor pos, dspy_tensor slots, dspy_tensor inv_freq, int N,
                                int NH, int NKV, int HS);
+dspy_status cpu_attn_in(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache, dspy_tensor x,
+                        dspy_tensor w_norm, dspy_tensor wqkv, dspy_tensor bqkv, dspy_tensor pos, dspy_tensor slots,
+                        dspy_tensor inv_freq, dspy_tensor xn, dspy_tensor qkv, int N, int C, int NH, int NKV, int HS,
+                        float eps);
+dspy_status cpu_mlp_in(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_tensor w_norm, dspy_tensor w_gate_up,
+                       dspy_tensor xn, dspy_tensor gu, int N, int C, int I, float eps);
+dspy_status cpu_logits(dspy_backend *be, dspy_tensor out, dspy_tensor x, dspy_tensor rows, dspy_tensor w_norm,
+                       dspy_tensor w, dspy_tensor sel, dspy_tensor seln, int M, int C, int V, float eps);
 dspy_status cpu_rope(dspy_backend *be, dspy_tensor x, dspy_tensor pos, dspy_tensor inv_freq, int N, int H, int HS);
 dspy_status cpu_swiglu(dspy_backend *be, dspy_tensor out, dspy_tensor gate, dspy_tensor up, int N, int I, int ld);
 dspy_status cpu_add(dspy_backend *be, dspy_tensor x, dspy_tensor y);

@@ -187,3 +187,29 @@ dspy_status cpu_gather_rows(dspy_backend *be, dspy_tensor out_t, dspy_tensor inp
     }
     return DSPY_OK;
 }
+
+/* ---- the fused projections, as their defining compositions (kern/ops.h) ----------------- */
+
+dspy_status cpu_attn_in(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache, dspy_tensor x,
+                        dspy_tensor w_norm, dspy_tensor wqkv, dspy_tensor bqkv, dspy_tensor pos, dspy_tensor slots,
+                        dspy_tensor inv_freq, dspy_tensor xn, dspy_tensor qkv, int N, int C, int NH, int NKV, int HS,
+                        float eps) {
+    const int W = (NH + 2 * NKV) * HS;
+    DSPY_TRY(cpu_rmsnorm(be, xn, x, w_norm, N, C, eps));
+    DSPY_TRY(cpu_linear(be, qkv, xn, wqkv, bqkv, N, C, W, false));
+    return cpu_qkv_rope_store(be, q_out, kcache, vcache, qkv, pos, slots, inv_freq, N, NH, NKV, HS);
+}
+
+dspy_status cpu_mlp_in(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_tensor w_norm, dspy_tensor w_gate_up,
+                       dspy_tensor xn, dspy_tensor gu, int N, int C, int I, float eps) {
+    DSPY_TRY(cpu_rmsnorm(be, xn, x, w_norm, N, C, eps));
+    DSPY_TRY(cpu_linear(be, gu, xn, w_gate_up, dspy_tensor_none(), N, C, 2 * I, false));
+    return cpu_swiglu(be, h, gu, dspy_tensor_slice(gu, I, gu.n - I), N, I, 2 * I);
+}
+
+dspy_status cpu_logits(dspy_backend *be, dspy_tensor out, dspy_tensor x, dspy_tensor rows, dspy_tensor w_norm,
+                       dspy_tensor w, dspy_tensor sel, dspy_tensor seln, int M, int C, int V, float eps) {
+    DSPY_TRY(cpu_gather_rows(be, sel, x, rows, M, C));
+    DSPY_TRY(cpu_rmsnorm(be, seln, sel, w_norm, M, C, eps));
+    return cpu_linear(be, out, seln, w, dspy_tensor_none(), M, C, V, false);
+}

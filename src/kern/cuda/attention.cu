@@ -10,9 +10,10 @@
  *     per row, in the log2 domain), so nothing of size rows x keys is stored.
  *   - decode (every segment one row, head size 64 or 128, up to 8 query heads per KV head):
  *     split-K flash decoding. A CTA takes one sequence, one KV head (all its query heads, so K
- *     and V are read once per group) and one slice of the context; a second kernel combines the
- *     slices with their max/sum statistics. The number of slices depends only on the number of
- *     sequences, so a captured graph replays with any context length.
+ *     and V are read once per group) and one slice of the context; the last CTA of a group to
+ *     finish combines the slices with their max/sum statistics (no second kernel). The number
+ *     of slices depends only on the number of sequences, so a captured graph replays with any
+ *     context length.
  *   - a generic kernel (any head size, any row counts): one warp per (row, head), online
  *     softmax, F32 throughout. Used for the shapes the fast kernels do not take.
  * The math is the CPU reference's (kern/cpu/attention.c): scores q.k / sqrt(HS), max-subtracted
@@ -109,6 +110,7 @@ __global__ __launch_bounds__(128) void k_attn_prefill(bf16 *__restrict__ out, co
 #define SK(b) (smem + (1 + (b)) * TILE)
 #define SV(b) (smem + (3 + (b)) * TILE)
     __shared__ int s_seg, s_tile;
+    griddep_wait();
     if (threadIdx.x == 0) {
         int sg = -1, tl = 0;
         if (!find_tile(segs, nseg, blockIdx.x, &sg, &tl)) sg = -1;
@@ -274,10 +276,16 @@ size_t cu_decode_part_floats(const cuda_state *s, int max_seqs, int NH, int NKV,
     return best * (size_t)NH * (size_t)(HS + 2);
 }
 
-/* Grid (nseg, NKV, S). Writes part[((seg * NH + h) * S + split) * (D + 2)]: D unnormalised
- * outputs, then the running max (log2 domain) and sum. */
+/* Grid (nseg, NKV, S). The CTA (seg, kv head, split) attends its slice of the context for the G
+ * query heads of the group: per tile of 128 keys, each thread scores one key against the G heads
+ * (its key row in registers) and stages that key's value row in shared memory; the statistics
+ * are updated per head by a warp; then each thread accumulates its (head, dim) outputs from
+ * shared memory. It writes part[((seg * NH + h) * S + split) * (D + 2)] = D unnormalised outputs,
+ * the running max (log2 domain) and sum. The CTA that arrives last for (seg, kv head) — an atomic
+ * counter, reset by that CTA for the next launch — combines the S slices into out. */
 template <int D>
-__global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(float *__restrict__ part, const bf16 *__restrict__ q,
+__global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__restrict__ out, float *__restrict__ part,
+                                                             int *__restrict__ count, const bf16 *__restrict__ q,
                                                              const bf16 *__restrict__ kc, const bf16 *__restrict__ vc,
                                                              const dspy_attn_seg *__restrict__ segs,
                                                              const int32_t *__restrict__ tables, int bs, int NH,
@@ -285,8 +293,10 @@ __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(float *__restrict__
     constexpr int PER = (DEC_MAX_GROUP * D + DEC_THREADS - 1) / DEC_THREADS; /* outputs per thread, max */
     __shared__ float qs[DEC_MAX_GROUP][D];
     __shared__ float sc[DEC_MAX_GROUP][DEC_THREADS];
-    __shared__ int64_t slot_s[DEC_THREADS];
+    __shared__ __align__(16) bf16 vs[DEC_THREADS][D];
     __shared__ float alpha_s[DEC_MAX_GROUP];
+    __shared__ bool s_last;
+    griddep_wait();
     const int S = gridDim.z, split = blockIdx.z, kvh = blockIdx.y, G = NH / NKV;
     const dspy_attn_seg sg = segs[blockIdx.x];
     const int L = sg.pos0 + 1, chunk = (L + S - 1) / S, k0 = split * chunk, k1 = min(L, k0 + chunk);
@@ -303,15 +313,19 @@ __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(float *__restrict__
         int j = kb + tid;
         if (j < k1) {
             int64_t slot = (int64_t)table[j / bs] * bs + j % bs;
-            slot_s[tid] = slot;
             const uint4 *kr = (const uint4 *)(kc + (slot * NKV + kvh) * D);
+            const uint4 *vr = (const uint4 *)(vc + (slot * NKV + kvh) * D);
+            uint4 kv[D / 8];
+#pragma unroll
+            for (int c = 0; c < D / 8; c++) kv[c] = kr[c];
+#pragma unroll
+            for (int c = 0; c < D / 8; c++) ((uint4 *)vs[tid])[c] = vr[c];
             float dots[DEC_MAX_GROUP];
 #pragma unroll
             for (int g = 0; g < DEC_MAX_GROUP; g++) dots[g] = 0.0f;
 #pragma unroll
             for (int c = 0; c < D / 8; c++) {
-                uint4 kv = kr[c];
-                const __nv_bfloat162 *kp = (const __nv_bfloat162 *)&kv;
+                const __nv_bfloat162 *kp = (const __nv_bfloat162 *)&kv[c];
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     float2 f = __bfloat1622float2(kp[e]);
@@ -344,14 +358,14 @@ __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(float *__restrict__
             if (lane == 0) alpha_s[g] = al;
         }
         __syncthreads();
-        int nk = min(DEC_THREADS, k1 - kb);
+        const int nk = min(DEC_THREADS, k1 - kb);
 #pragma unroll
         for (int i = 0; i < PER; i++) {
             int idx = tid + i * DEC_THREADS; /* output (g, d) = (idx / D, idx % D) */
             if (idx >= G * D) continue;
             int g = idx / D, d = idx % D;
             float a = acc[i] * alpha_s[g];
-            for (int jj = 0; jj < nk; jj++) a += sc[g][jj] * bf2f(vc[(slot_s[jj] * NKV + kvh) * D + d]);
+            for (int jj = 0; jj < nk; jj++) a += sc[g][jj] * bf2f(vs[jj][d]);
             acc[i] = a;
         }
         __syncthreads();
@@ -373,24 +387,33 @@ __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(float *__restrict__
             st[1] = lg[hh];
         }
     }
-}
-
-/* Grid (nseg, NH), block D: out row = sum_s 2^(m_s - M) O_s / sum_s 2^(m_s - M) l_s. */
-__global__ void k_attn_combine(bf16 *__restrict__ out, const float *__restrict__ part,
-                               const dspy_attn_seg *__restrict__ segs, int NH, int D, int S) {
-    const int seg = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
-    const float *p = part + ((int64_t)seg * NH + h) * S * (D + 2);
-    float M = -INFINITY;
-    for (int s = 0; s < S; s++) M = fmaxf(M, p[s * (D + 2) + D]);
-    float num = 0.0f, den = 0.0f;
-    for (int s = 0; s < S; s++) {
-        float ms = p[s * (D + 2) + D];
-        if (ms == -INFINITY) continue; /* an empty slice */
-        float w = exp2f(ms - M);
-        num += w * p[s * (D + 2) + d];
-        den += w * p[s * (D + 2) + D + 1];
+    /* the last CTA of (seg, kv head) combines the slices */
+    __threadfence();
+    __syncthreads();
+    int *cnt = count + blockIdx.x * NKV + kvh;
+    if (tid == 0) s_last = atomicAdd(cnt, 1) == S - 1;
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+#pragma unroll
+    for (int i = 0; i < PER; i++) {
+        int idx = tid + i * DEC_THREADS;
+        if (idx >= G * D) continue;
+        int g = idx / D, d = idx % D;
+        const float *p = part + (base + (int64_t)g * S) * (D + 2);
+        float M = -INFINITY;
+        for (int sp = 0; sp < S; sp++) M = fmaxf(M, __ldcg(p + sp * (D + 2) + D));
+        float num = 0.0f, den = 0.0f;
+        for (int sp = 0; sp < S; sp++) {
+            float ms = __ldcg(p + sp * (D + 2) + D);
+            if (ms == -INFINITY) continue; /* an empty slice */
+            float w = exp2f(ms - M);
+            num += w * __ldcg(p + sp * (D + 2) + d);
+            den += w * __ldcg(p + sp * (D + 2) + D + 1);
+        }
+        out[((int64_t)sg.row0 * NH + kvh * G + g) * D + d] = f2bf(num / den);
     }
-    out[((int64_t)segs[seg].row0 * NH + h) * D + d] = f2bf(num / den);
+    if (tid == 0) *cnt = 0; /* ready for the next launch (or graph replay) */
 }
 
 /* ---- generic: one warp per (row, head) ------------------------------------------------------- */
@@ -399,6 +422,7 @@ __global__ void k_attn_generic(bf16 *__restrict__ out, const bf16 *__restrict__ 
                                const bf16 *__restrict__ vc, const dspy_attn_seg *__restrict__ segs, int nseg,
                                const int32_t *__restrict__ tables, int bs, int N, int NH, int NKV, int HS,
                                float scale_log2) {
+    griddep_wait();
     int64_t wid = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     int lane = threadIdx.x & 31;
     if (wid >= (int64_t)N * NH) return;
@@ -450,10 +474,9 @@ template <int D> static dspy_status launch_prefill(dspy_backend *be, bf16 *out, 
     /* An upper bound on the tiles: every segment adds at most one partial tile. */
     unsigned tiles = (unsigned)((m->N + 63) / 64 + m->nseg);
     dim3 grid(tiles, NH);
-    k_attn_prefill<D><<<grid, 128, smem, cu_of(be)->stream>>>(out, q, kc, vc, (const dspy_attn_seg *)m->segs.data,
-                                                               m->nseg, (const int32_t *)m->tables.data, m->block_size,
-                                                               NH, NKV, sl2);
-    return cu_launched(be, "attention (prefill)");
+    return cu_launch(be, "attention (prefill)", k_attn_prefill<D>, grid, 128, smem, out, q, kc, vc,
+                     (const dspy_attn_seg *)m->segs.data, m->nseg, (const int32_t *)m->tables.data, m->block_size, NH,
+                     NKV, sl2);
 }
 
 template <int D> static dspy_status launch_decode(dspy_backend *be, bf16 *out, const bf16 *q, const bf16 *kc,
@@ -462,17 +485,14 @@ template <int D> static dspy_status launch_decode(dspy_backend *be, bf16 *out, c
     cuda_state *s = cu_of(be);
     int S = cu_decode_splits(s, m->nseg, NKV);
     size_t need = (size_t)m->nseg * NH * S * (D + 2);
-    if (need > s->att_part_n)
-        return dspy_fail(DSPY_ERR_ARG, "cuda attention: %d sequences need %zu partial floats, %zu were planned "
-                                       "(dspy_backend_reserve)", m->nseg, need, s->att_part_n);
+    if (need > s->att_part_n || (size_t)m->nseg * NKV > s->att_count_n)
+        return dspy_fail(DSPY_ERR_ARG, "cuda attention: %d sequences need %zu partial floats and %d counters; %zu and "
+                                       "%zu were planned (dspy_backend_reserve)", m->nseg, need, m->nseg * NKV,
+                         s->att_part_n, s->att_count_n);
     dim3 grid(m->nseg, NKV, S);
-    k_attn_decode<D><<<grid, DEC_THREADS, 0, s->stream>>>(s->att_part, q, kc, vc, (const dspy_attn_seg *)m->segs.data,
-                                                          (const int32_t *)m->tables.data, m->block_size, NH, NKV,
-                                                          sl2);
-    DSPY_TRY(cu_launched(be, "attention (decode)"));
-    k_attn_combine<<<dim3(m->nseg, NH), D, 0, s->stream>>>(out, s->att_part, (const dspy_attn_seg *)m->segs.data, NH,
-                                                           D, S);
-    return cu_launched(be, "attention (decode combine)");
+    return cu_launch(be, "attention (decode)", k_attn_decode<D>, grid, DEC_THREADS, 0, out, s->att_part, s->att_count,
+                     q, kc, vc, (const dspy_attn_seg *)m->segs.data, (const int32_t *)m->tables.data, m->block_size,
+                     NH, NKV, sl2);
 }
 
 dspy_status cu_attention_setup(dspy_backend *be) {
@@ -508,8 +528,7 @@ dspy_status cu_attention(dspy_backend *be, dspy_tensor out, dspy_tensor q, dspy_
     if (HS == 64) return launch_prefill<64>(be, o, qq, kc, vc, m, NH, NKV, sl2);
     if (HS == 128) return launch_prefill<128>(be, o, qq, kc, vc, m, NH, NKV, sl2);
     int64_t warps = (int64_t)N * NH;
-    k_attn_generic<<<cu_blocks(warps * 32, 256), 256, 0, cu_of(be)->stream>>>(
-        o, qq, kc, vc, (const dspy_attn_seg *)m->segs.data, m->nseg, (const int32_t *)m->tables.data, m->block_size, N,
-        NH, NKV, HS, sl2);
-    return cu_launched(be, "attention (generic)");
+    return cu_launch(be, "attention (generic)", k_attn_generic, cu_blocks(warps * 32, 256), 256, 0, o, qq, kc, vc,
+                     (const dspy_attn_seg *)m->segs.data, m->nseg, (const int32_t *)m->tables.data, m->block_size, N,
+                     NH, NKV, HS, sl2);
 }

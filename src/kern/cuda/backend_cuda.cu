@@ -180,6 +180,9 @@ static const dspy_ops k_cuda_ops = {
     .rmsnorm = cu_rmsnorm,
     .linear = cu_linear,
     .qkv_rope_store = cu_qkv_rope_store,
+    .attn_in = cu_attn_in,
+    .mlp_in = cu_mlp_in,
+    .logits = cu_logits,
     .attention = cu_attention,
     .swiglu = cu_swiglu,
     .add = cu_add,
@@ -208,6 +211,16 @@ extern "C" dspy_status dspy_backend_cuda_reserve(dspy_backend *be, const dspy_ba
     DSPY_TRY(cu_check(be, cudaSetDevice(s->dev), "select device"));
     size_t part = cu_decode_part_floats(s, p->max_seqs > 0 ? p->max_seqs : 1, p->NH > 0 ? p->NH : 1, 1,
                                         p->HS > 0 ? p->HS : 1);
+    size_t counters = (size_t)(p->max_seqs > 0 ? p->max_seqs : 1) * (size_t)(p->NH > 0 ? p->NH : 1);
+    if (counters > s->att_count_n) {
+        int *nc = NULL;
+        DSPY_TRY(cu_alloc(be, counters * sizeof(int), (void **)&nc));
+        DSPY_TRY(cu_check(be, cudaMemsetAsync(nc, 0, counters * sizeof(int), s->stream), "zero counters"));
+        DSPY_TRY(cu_check(be, cudaStreamSynchronize(s->stream), "zero counters"));
+        cudaFree(s->att_count);
+        s->att_count = nc;
+        s->att_count_n = counters;
+    }
     if (part > s->att_part_n) {
         float *np = NULL;
         DSPY_TRY(cu_alloc(be, part * sizeof(float), (void **)&np));
@@ -237,6 +250,10 @@ extern "C" dspy_status dspy_backend_cuda_init(dspy_backend *be) {
         goto fail;
     }
     s->sm_count = prop.multiProcessorCount;
+    {
+        const char *pdl = getenv("DSPY_CUDA_PDL");
+        s->pdl = !(pdl && strcmp(pdl, "0") == 0);
+    }
     if ((st = cu_check(be, cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "create stream"))) goto fail;
     if ((st = cu_check_lt(be, cublasLtCreate(&s->lt), "create cuBLASLt handle"))) goto fail;
     s->ws_bytes = 64u << 20; /* Hopper kernels want a large workspace */
@@ -258,6 +275,7 @@ extern "C" void dspy_backend_cuda_release(dspy_backend *be) {
     if (s->lt) cublasLtDestroy(s->lt);
     cudaFree(s->ws);
     cudaFree(s->att_part);
+    cudaFree(s->att_count);
     if (s->stream) cudaStreamDestroy(s->stream);
     cudaGetLastError();
     free(s);

@@ -44,6 +44,9 @@ struct cuda_state {
     size_t att_part_n;
     gemm_plan plans[GEMM_PLANS];
     uint64_t use_clock;
+    bool pdl;               /* launch with programmatic dependent launch (DSPY_CUDA_PDL=0 turns it off) */
+    int *att_count;         /* (att_count_n) split-K arrival counters, zero between launches */
+    size_t att_count_n;
     dspy_status err;        /* sticky: DSPY_OK until something failed */
     char msg[480];
     bool capturing;
@@ -72,6 +75,34 @@ dspy_status cu_need(dspy_backend *be, const char *op, const char *arg, dspy_tens
 /* Blocks for n items of `per` each. */
 static inline unsigned cu_blocks(int64_t n, int per) { return (unsigned)((n + per - 1) / per); }
 
+/* Waits until the grid this one depends on (the previous kernel of the stream) has finished and
+ * its memory is visible. Every kernel calls it before touching memory, so launching with
+ * programmatic dependent launch only overlaps launch latency and prologues, never data. A no-op
+ * for a kernel launched without the attribute. */
+__device__ __forceinline__ void griddep_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+/* Launches `kern` on the backend's stream, with programmatic dependent launch when enabled:
+ * the kernel may be scheduled while the previous one drains, and waits in griddep_wait(). */
+template <typename... KArgs, typename... Args>
+static inline dspy_status cu_launch(dspy_backend *be, const char *what, void (*kern)(KArgs...), dim3 grid, dim3 block,
+                                    size_t smem, Args... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = cu_of(be)->stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = cu_of(be)->pdl ? 1 : 0;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    return cu_check(be, cudaLaunchKernelEx(&cfg, kern, (KArgs)args...), what);
+}
+
 __device__ __forceinline__ float bf2f(bf16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ bf16 f2bf(float x) { return __float2bfloat16_rn(x); }
 
@@ -80,7 +111,22 @@ __device__ __forceinline__ bf16 f2bf(float x) { return __float2bfloat16_rn(x); }
 int cu_decode_splits(const cuda_state *s, int nseg, int NKV);
 size_t cu_decode_part_floats(const cuda_state *s, int max_seqs, int NH, int NKV, int HS);
 
-/* Op entries (gemm.cu, pointwise.cu, attention.cu, sample.cu). */
+/* Decode GEMV (gemv.cu): out (N <= GEMV_MAX_ROWS, OC) [+]= inp (N, C) BF16 @ W^T + bias;
+ * false when the shape or alignment needs the general path. */
+enum { GEMV_MAX_ROWS = 4 };
+bool cu_gemv_fits(int N, int C, const void *w, const void *inp);
+dspy_status cu_gemv(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N, int C,
+                    int OC, bool accumulate);
+
+/* Op entries (gemm.cu, gemv.cu, pointwise.cu, attention.cu, sample.cu). */
+dspy_status cu_attn_in(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache, dspy_tensor x,
+                       dspy_tensor w_norm, dspy_tensor wqkv, dspy_tensor bqkv, dspy_tensor pos, dspy_tensor slots,
+                       dspy_tensor inv_freq, dspy_tensor xn, dspy_tensor qkv, int N, int C, int NH, int NKV, int HS,
+                       float eps);
+dspy_status cu_mlp_in(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_tensor w_norm, dspy_tensor w_gate_up,
+                      dspy_tensor xn, dspy_tensor gu, int N, int C, int I, float eps);
+dspy_status cu_logits(dspy_backend *be, dspy_tensor out, dspy_tensor x, dspy_tensor rows, dspy_tensor w_norm,
+                      dspy_tensor w, dspy_tensor sel, dspy_tensor seln, int M, int C, int V, float eps);
 dspy_status cu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
                       int C, int OC, bool accumulate);
 dspy_status cu_embedding(dspy_backend *be, dspy_tensor out, dspy_tensor ids, dspy_tensor table, int N, int C);

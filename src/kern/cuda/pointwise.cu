@@ -24,6 +24,7 @@ __device__ __forceinline__ void st_any(void *p, int64_t i, float v, bool bf) {
 
 /* out (N, C) = table[ids]; one block per row. */
 __global__ void k_embedding(void *out, bool out_bf, const int32_t *ids, const void *table, bool tab_bf, int C) {
+    griddep_wait();
     int n = blockIdx.x;
     int64_t row = ids[n];
     for (int c = threadIdx.x; c < C; c += blockDim.x)
@@ -36,9 +37,8 @@ dspy_status cu_embedding(dspy_backend *be, dspy_tensor out, dspy_tensor ids, dsp
     CU_NEED("embedding", "ids", ids, DSPY_DTYPE_I32, N);
     CU_NEED2("embedding", "table", table, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, C);
     if (N == 0) return DSPY_OK;
-    k_embedding<<<N, 256, 0, cu_of(be)->stream>>>(out.data, out.dtype == DSPY_DTYPE_BF16, (const int32_t *)ids.data,
-                                                    table.data, table.dtype == DSPY_DTYPE_BF16, C);
-    return cu_launched(be, "embedding");
+    return cu_launch(be, "embedding", k_embedding, N, 256, 0, out.data, out.dtype == DSPY_DTYPE_BF16,
+                     (const int32_t *)ids.data, (const void *)table.data, table.dtype == DSPY_DTYPE_BF16, C);
 }
 
 /* ---- RMSNorm ------------------------------------------------------------------------------ */
@@ -59,6 +59,7 @@ __device__ float block_sum(float v) {
 
 /* One block per row: out = inp * rsqrt(mean(inp^2) + eps) * weight. */
 __global__ void k_rmsnorm(void *out, bool out_bf, const float *inp, const float *w, int C, float eps) {
+    griddep_wait();
     const float *x = inp + (int64_t)blockIdx.x * C;
     float ss = 0;
     for (int c = threadIdx.x; c < C; c += blockDim.x) ss += x[c] * x[c];
@@ -76,9 +77,8 @@ dspy_status cu_rmsnorm(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_
     CU_NEED("rmsnorm", "weight", weight, DSPY_DTYPE_F32, C);
     if (N == 0) return DSPY_OK;
     int threads = C >= 1024 ? 1024 : ((C + 31) / 32) * 32;
-    k_rmsnorm<<<N, threads, 0, cu_of(be)->stream>>>(out.data, out.dtype == DSPY_DTYPE_BF16, (const float *)inp.data,
-                                                    (const float *)weight.data, C, eps);
-    return cu_launched(be, "rmsnorm");
+    return cu_launch(be, "rmsnorm", k_rmsnorm, N, threads, 0, out.data, out.dtype == DSPY_DTYPE_BF16,
+                     (const float *)inp.data, (const float *)weight.data, C, eps);
 }
 
 /* ---- RoPE + KV store ------------------------------------------------------------------------ */
@@ -87,6 +87,7 @@ dspy_status cu_rmsnorm(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_
  * and copies v. */
 __global__ void k_qkv_rope_store(bf16 *q_out, bf16 *kc, bf16 *vc, const bf16 *qkv, const int32_t *pos,
                                  const int32_t *slots, const float *inv_freq, int NH, int NKV, int HS) {
+    griddep_wait();
     int n = blockIdx.x, half = HS / 2, Q = NH * HS, KVD = NKV * HS, W = Q + 2 * KVD;
     const bf16 *row = qkv + (int64_t)n * W;
     int64_t slot = slots[n];
@@ -120,16 +121,15 @@ dspy_status cu_qkv_rope_store(dspy_backend *be, dspy_tensor q_out, dspy_tensor k
     CU_NEED("qkv_rope_store", "slots", slots, DSPY_DTYPE_I32, N);
     CU_NEED("qkv_rope_store", "inv_freq", inv_freq, DSPY_DTYPE_F32, HS / 2);
     if (N == 0) return DSPY_OK;
-    k_qkv_rope_store<<<N, 256, 0, cu_of(be)->stream>>>((bf16 *)q_out.data, (bf16 *)kcache.data, (bf16 *)vcache.data,
-                                                       (const bf16 *)qkv.data, (const int32_t *)pos.data,
-                                                       (const int32_t *)slots.data, (const float *)inv_freq.data, NH,
-                                                       NKV, HS);
-    return cu_launched(be, "qkv_rope_store");
+    return cu_launch(be, "qkv_rope_store", k_qkv_rope_store, N, 256, 0, (bf16 *)q_out.data, (bf16 *)kcache.data,
+                     (bf16 *)vcache.data, (const bf16 *)qkv.data, (const int32_t *)pos.data,
+                     (const int32_t *)slots.data, (const float *)inv_freq.data, NH, NKV, HS);
 }
 
 /* ---- SwiGLU, add, gather -------------------------------------------------------------------- */
 
 __global__ void k_swiglu(void *out, bool out_bf, const void *gate, const void *up, bool in_bf, int N, int I, int ld) {
+    griddep_wait();
     int64_t total = (int64_t)N * I;
     for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += (int64_t)gridDim.x * blockDim.x) {
         int64_t n = k / I, i = k % I;
@@ -149,12 +149,12 @@ dspy_status cu_swiglu(dspy_backend *be, dspy_tensor out, dspy_tensor gate, dspy_
     if (total == 0) return DSPY_OK;
     unsigned blocks = cu_blocks(total, 256);
     if (blocks > 65535u * 8) blocks = 65535u * 8;
-    k_swiglu<<<blocks, 256, 0, cu_of(be)->stream>>>(out.data, out.dtype == DSPY_DTYPE_BF16, gate.data, up.data,
-                                                    gate.dtype == DSPY_DTYPE_BF16, N, I, ld);
-    return cu_launched(be, "swiglu");
+    return cu_launch(be, "swiglu", k_swiglu, blocks, 256, 0, out.data, out.dtype == DSPY_DTYPE_BF16,
+                     (const void *)gate.data, (const void *)up.data, gate.dtype == DSPY_DTYPE_BF16, N, I, ld);
 }
 
 __global__ void k_add(float *x, const void *y, bool y_bf, int64_t n) {
+    griddep_wait();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
         x[i] += ld_any(y, i, y_bf);
 }
@@ -172,6 +172,7 @@ dspy_status cu_add(dspy_backend *be, dspy_tensor x, dspy_tensor y) {
 
 /* One block per output row. Blocks run in no particular order, so out must not alias inp. */
 __global__ void k_gather(void *out, const void *inp, bool bf, const int32_t *rows, int C) {
+    griddep_wait();
     int m = blockIdx.x;
     int64_t r = rows[m];
     for (int c = threadIdx.x; c < C; c += blockDim.x)
@@ -186,14 +187,14 @@ dspy_status cu_gather_rows(dspy_backend *be, dspy_tensor out, dspy_tensor inp, d
     if (out.data == inp.data && M > 0)
         return dspy_fail(DSPY_ERR_ARG, "cuda gather_rows: out and inp must not be the same memory on CUDA");
     if (M == 0) return DSPY_OK;
-    k_gather<<<M, 256, 0, cu_of(be)->stream>>>(out.data, inp.data, out.dtype == DSPY_DTYPE_BF16,
-                                               (const int32_t *)rows.data, C);
-    return cu_launched(be, "gather_rows");
+    return cu_launch(be, "gather_rows", k_gather, M, 256, 0, out.data, (const void *)inp.data,
+                     out.dtype == DSPY_DTYPE_BF16, (const int32_t *)rows.data, C);
 }
 
 /* ---- fill, cast ------------------------------------------------------------------------------ */
 
 __global__ void k_fill(void *x, bool bf, int64_t n, float v) {
+    griddep_wait();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
         st_any(x, i, v, bf);
 }
@@ -211,6 +212,7 @@ dspy_status cu_fill(dspy_backend *be, dspy_tensor x, float value) {
 }
 
 __global__ void k_cast(void *out, bool out_bf, const void *inp, int in_kind, int64_t n) {
+    griddep_wait();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         float v = in_kind == 0   ? ((const float *)inp)[i]
                   : in_kind == 1 ? bf2f(((const bf16 *)inp)[i])

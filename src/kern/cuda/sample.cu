@@ -98,6 +98,7 @@ __device__ uint32_t radix_top(const float *x, int V, uint32_t floor_key, unsigne
 
 __global__ __launch_bounds__(SAMPLE_THREADS) void k_sample(int32_t *tokens, float *logprobs, const float *logits,
                                                            const dspy_sample_param *params, int V) {
+    griddep_wait();
     const float *x = logits + (int64_t)blockIdx.x * V;
     const dspy_sample_param sp = params[blockIdx.x];
     __shared__ float s_val[32];
@@ -193,8 +194,6 @@ dspy_status cu_sample(dspy_backend *be, dspy_tensor tokens, dspy_tensor logprobs
     CU_NEED("sample", "logits", logits, DSPY_DTYPE_F32, (int64_t)M * V);
     CU_NEED("sample", "params", params, DSPY_DTYPE_I32, (int64_t)M * DSPY_SAMPLE_PARAM_WORDS);
     if (M == 0) return DSPY_OK;
-    k_sample<<<M, SAMPLE_THREADS, 0, cu_of(be)->stream>>>((int32_t *)tokens.data, (float *)logprobs.data,
-                                                         (const float *)logits.data,
-                                                         (const dspy_sample_param *)params.data, V);
-    return cu_launched(be, "sample");
+    return cu_launch(be, "sample", k_sample, M, SAMPLE_THREADS, 0, (int32_t *)tokens.data, (float *)logprobs.data,
+                     (const float *)logits.data, (const dspy_sample_param *)params.data, V);
 }

@@ -1,0 +1,385 @@
+/* gemv.cu — the decode-sized projections (N <= 4 rows) as memory-bound GEMV kernels, with the
+ * steps around them fused in: the fused ops attn_in, mlp_in and logits of kern/ops.h, and the
+ * GEMV path of linear.
+ *
+ * Every kernel streams its weight matrix once (the floor: OC * C * 2 bytes / bandwidth): a warp
+ * owns an output feature (or a pair of them), each lane keeps four 16-byte weight loads in flight
+ * that bypass L1, F32 accumulation, a warp reduction. The grid is capped at 4 blocks per SM and
+ * warps stride over the features, so the per-block prologue stays cheap. Fused around it:
+ *   - RMSNorm prologue (attn_in, mlp_in, logits): each block normalises the N input rows (F32
+ *     residual, optionally gathered by a row index) into shared memory as BF16 — the same
+ *     rounding the composed path's BF16 normed activations get;
+ *   - attn_in epilogue: a warp computes rows i and i + HS/2 of one head, so it can apply RoPE and
+ *     write q, or the cache's k and v, directly (no qkv buffer, no second kernel);
+ *   - mlp_in epilogue: rows r of gate and up, then silu(gate) * up;
+ *   - linear: bias, BF16/F32 store, or add into the F32 residual.
+ * Shapes these kernels do not take (C % 8 != 0, unaligned rows, normed inputs over the shared
+ * memory budget, N > 4) go to the composed path (rmsnorm / cuBLASLt / qkv_rope_store / swiglu).
+ */
+#include <math.h>
+
+#include "kern/cuda/cuda.cuh"
+
+enum { GW = 8, GEMV_THREADS = GW * 32, NORM_SMEM_MAX = 48 * 1024 };
+enum { EP_BF16 = 0, EP_F32 = 1, EP_ACC = 2 };
+
+__device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
+/* acc + sum_j w[j] * x[j] over the 8 BF16 values of two uint4. */
+__device__ __forceinline__ float dot8(uint4 w, uint4 x, float acc) {
+    const __nv_bfloat162 *wp = (const __nv_bfloat162 *)&w, *xp = (const __nv_bfloat162 *)&x;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        float2 a = __bfloat1622float2(wp[j]), b = __bfloat1622float2(xp[j]);
+        acc = fmaf(a.x, b.x, acc);
+        acc = fmaf(a.y, b.y, acc);
+    }
+    return acc;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* accA[r] / accB[r] += W row a / b (C BF16) . x row r (x: NR rows of C BF16, 16-byte aligned).
+ * B may be NULL (one row). Partial sums per lane; the caller reduces. */
+template <int NR>
+__device__ __forceinline__ void rows_dot(const bf16 *__restrict__ wa, const bf16 *__restrict__ wb,
+                                         const bf16 *__restrict__ x, int C, float *accA, float *accB) {
+    const int lane = threadIdx.x & 31, nch = C >> 3;
+    const uint4 *A = (const uint4 *)wa, *B = (const uint4 *)wb, *X = (const uint4 *)x;
+    int c = lane;
+    if (B) {
+        for (; c + 32 < nch; c += 64) {
+            uint4 a0 = ld_stream(A + c), a1 = ld_stream(A + c + 32), b0 = ld_stream(B + c), b1 = ld_stream(B + c + 32);
+#pragma unroll
+            for (int r = 0; r < NR; r++) {
+                uint4 x0 = X[(size_t)r * nch + c], x1 = X[(size_t)r * nch + c + 32];
+                accA[r] = dot8(a1, x1, dot8(a0, x0, accA[r]));
+                accB[r] = dot8(b1, x1, dot8(b0, x0, accB[r]));
+            }
+        }
+        for (; c < nch; c += 32) {
+            uint4 a0 = ld_stream(A + c), b0 = ld_stream(B + c);
+#pragma unroll
+            for (int r = 0; r < NR; r++) {
+                uint4 x0 = X[(size_t)r * nch + c];
+                accA[r] = dot8(a0, x0, accA[r]);
+                accB[r] = dot8(b0, x0, accB[r]);
+            }
+        }
+        return;
+    }
+    for (; c + 96 < nch; c += 128) {
+        uint4 a0 = ld_stream(A + c), a1 = ld_stream(A + c + 32), a2 = ld_stream(A + c + 64), a3 = ld_stream(A + c + 96);
+#pragma unroll
+        for (int r = 0; r < NR; r++) {
+            const uint4 *xr = X + (size_t)r * nch;
+            accA[r] = dot8(a3, xr[c + 96], dot8(a2, xr[c + 64], dot8(a1, xr[c + 32], dot8(a0, xr[c], accA[r]))));
+        }
+    }
+    for (; c < nch; c += 32) {
+        uint4 a0 = ld_stream(A + c);
+#pragma unroll
+        for (int r = 0; r < NR; r++) accA[r] = dot8(a0, X[(size_t)r * nch + c], accA[r]);
+    }
+}
+
+/* Block-wide sum (every thread gets it). */
+__device__ float block_sum_g(float v) {
+    __shared__ float part[GW];
+    v = warp_sum(v);
+    const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
+    __syncthreads();
+    if (l == 0) part[w] = v;
+    __syncthreads();
+    float t = 0;
+#pragma unroll
+    for (int i = 0; i < GW; i++) t += part[i];
+    return t;
+}
+
+/* xs (NR, C) BF16 = rmsnorm(x row rows[r] (or r), weight wn) for r < NR. */
+template <int NR>
+__device__ void norm_prologue(bf16 *xs, const float *__restrict__ x, const int32_t *__restrict__ rows,
+                              const float *__restrict__ wn, int C, float eps) {
+#pragma unroll 1
+    for (int r = 0; r < NR; r++) {
+        const float *xr = x + (int64_t)(rows ? rows[r] : r) * C;
+        float ss = 0.0f;
+        for (int c = threadIdx.x; c < C; c += blockDim.x) ss += xr[c] * xr[c];
+        ss = block_sum_g(ss);
+        const float rinv = 1.0f / sqrtf(ss / (float)C + eps);
+        for (int c = threadIdx.x; c < C; c += blockDim.x) xs[(size_t)r * C + c] = f2bf(wn[c] * (xr[c] * rinv));
+    }
+    __syncthreads();
+}
+
+/* ---- linear (plain) ------------------------------------------------------------------------ */
+
+template <int NR>
+__global__ __launch_bounds__(GEMV_THREADS) void k_gemv(const bf16 *__restrict__ W, const bf16 *__restrict__ X,
+                                                       void *out, int mode, const float *__restrict__ bias, int OC,
+                                                       int C) {
+    griddep_wait();
+    const int lane = threadIdx.x & 31;
+    for (int row = blockIdx.x * GW + (threadIdx.x >> 5); row < OC; row += gridDim.x * GW) {
+        float acc[NR];
+#pragma unroll
+        for (int r = 0; r < NR; r++) acc[r] = 0.0f;
+        rows_dot<NR>(W + (int64_t)row * C, NULL, X, C, acc, NULL);
+#pragma unroll
+        for (int r = 0; r < NR; r++) {
+            float v = warp_sum(acc[r]) + (bias ? bias[row] : 0.0f);
+            if (lane == r) {
+                int64_t idx = (int64_t)r * OC + row;
+                if (mode == EP_BF16) ((bf16 *)out)[idx] = f2bf(v);
+                else if (mode == EP_F32) ((float *)out)[idx] = v;
+                else ((float *)out)[idx] += v;
+            }
+        }
+    }
+}
+
+/* Scalar fallback for any C and alignment (N <= 4). */
+__global__ void k_gemv_scalar(const bf16 *__restrict__ W, const bf16 *__restrict__ X, void *out, int mode,
+                              const float *__restrict__ bias, int N, int OC, int C) {
+    griddep_wait();
+    const int lane = threadIdx.x & 31;
+    for (int row = blockIdx.x * GW + (threadIdx.x >> 5); row < OC; row += gridDim.x * GW) {
+        float acc[GEMV_MAX_ROWS] = {0, 0, 0, 0};
+        for (int c = lane; c < C; c += 32) {
+            float w = bf2f(W[(int64_t)row * C + c]);
+            for (int r = 0; r < N; r++) acc[r] = fmaf(w, bf2f(X[(int64_t)r * C + c]), acc[r]);
+        }
+        for (int r = 0; r < N; r++) {
+            float v = warp_sum(acc[r]) + (bias ? bias[row] : 0.0f);
+            if (lane == 0) {
+                int64_t idx = (int64_t)r * OC + row;
+                if (mode == EP_BF16) ((bf16 *)out)[idx] = f2bf(v);
+                else if (mode == EP_F32) ((float *)out)[idx] = v;
+                else ((float *)out)[idx] += v;
+            }
+        }
+    }
+}
+
+static unsigned grid_for(dspy_backend *be, int64_t units) {
+    int64_t b = (units + GW - 1) / GW, cap = (int64_t)cu_of(be)->sm_count * 4;
+    return (unsigned)(b < cap ? b : cap);
+}
+
+bool cu_gemv_fits(int N, int C, const void *w, const void *inp) {
+    return N >= 1 && N <= GEMV_MAX_ROWS && C % 8 == 0 && (uintptr_t)w % 16 == 0 && (uintptr_t)inp % 16 == 0;
+}
+
+dspy_status cu_gemv(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N, int C,
+                    int OC, bool accumulate) {
+    int mode = accumulate ? EP_ACC : out.dtype == DSPY_DTYPE_BF16 ? EP_BF16 : EP_F32;
+    const bf16 *W = (const bf16 *)w.data, *X = (const bf16 *)inp.data;
+    const float *b = (const float *)bias.data;
+    unsigned g = grid_for(be, OC);
+    if (!cu_gemv_fits(N, C, w.data, inp.data)) {
+        if (N > GEMV_MAX_ROWS) return dspy_fail(DSPY_ERR_ARG, "cuda gemv: %d rows (at most %d)", N, GEMV_MAX_ROWS);
+        return cu_launch(be, "linear (gemv)", k_gemv_scalar, g, GEMV_THREADS, 0, W, X, out.data, mode, b, N, OC, C);
+    }
+    switch (N) {
+    case 1: return cu_launch(be, "linear (gemv)", k_gemv<1>, g, GEMV_THREADS, 0, W, X, out.data, mode, b, OC, C);
+    case 2: return cu_launch(be, "linear (gemv)", k_gemv<2>, g, GEMV_THREADS, 0, W, X, out.data, mode, b, OC, C);
+    case 3: return cu_launch(be, "linear (gemv)", k_gemv<3>, g, GEMV_THREADS, 0, W, X, out.data, mode, b, OC, C);
+    default: return cu_launch(be, "linear (gemv)", k_gemv<4>, g, GEMV_THREADS, 0, W, X, out.data, mode, b, OC, C);
+    }
+}
+
+/* ---- attn_in: RMSNorm + q/k/v projection + RoPE + KV store ------------------------------------ */
+
+/* Work unit u: a pair of rows (i, i + HS/2) of one head of q, k or v. */
+template <int NR>
+__global__ __launch_bounds__(GEMV_THREADS) void k_attn_in(
+    const bf16 *__restrict__ W, const float *__restrict__ bias, const float *__restrict__ x, const float *__restrict__ wn,
+    float eps, const int32_t *__restrict__ pos, const int32_t *__restrict__ slots, const float *__restrict__ inv_freq,
+    bf16 *__restrict__ q_out, bf16 *__restrict__ kc, bf16 *__restrict__ vc, int C, int NH, int NKV, int HS) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *xs = (bf16 *)smem_raw;
+    griddep_wait();
+    norm_prologue<NR>(xs, x, NULL, wn, C, eps);
+    const int lane = threadIdx.x & 31, half = HS / 2, Q = NH * HS, KVD = NKV * HS;
+    const int units = (NH + 2 * NKV) * half;
+    for (int u = blockIdx.x * GW + (threadIdx.x >> 5); u < units; u += gridDim.x * GW) {
+        int sect = u < NH * half ? 0 : u < (NH + NKV) * half ? 1 : 2;
+        int v = sect == 0 ? u : sect == 1 ? u - NH * half : u - (NH + NKV) * half;
+        int head = v / half, i = v % half;
+        int rowA = (sect == 0 ? 0 : sect == 1 ? Q : Q + KVD) + head * HS + i, rowB = rowA + half;
+        float a[NR], b[NR];
+#pragma unroll
+        for (int r = 0; r < NR; r++) a[r] = b[r] = 0.0f;
+        rows_dot<NR>(W + (int64_t)rowA * C, W + (int64_t)rowB * C, xs, C, a, b);
+#pragma unroll
+        for (int r = 0; r < NR; r++) {
+            float va = warp_sum(a[r]) + (bias ? bias[rowA] : 0.0f), vb = warp_sum(b[r]) + (bias ? bias[rowB] : 0.0f);
+            if (lane != r) continue;
+            if (sect < 2) { /* rotate-half RoPE, the CPU's arithmetic: F32 angle, double cos/sin */
+                float ang = (float)pos[r] * inv_freq[i];
+                double sd, cd;
+                sincos((double)ang, &sd, &cd);
+                float cs = (float)cd, sn = (float)sd, ra = va * cs - vb * sn, rb = vb * cs + va * sn;
+                va = ra, vb = rb;
+            }
+            bf16 *dst = sect == 0 ? q_out + (int64_t)r * Q + head * HS
+                                  : (sect == 1 ? kc : vc) + (int64_t)slots[r] * KVD + head * HS;
+            dst[i] = f2bf(va);
+            dst[i + half] = f2bf(vb);
+        }
+    }
+}
+
+dspy_status cu_attn_in(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache, dspy_tensor x,
+                       dspy_tensor w_norm, dspy_tensor wqkv, dspy_tensor bqkv, dspy_tensor pos, dspy_tensor slots,
+                       dspy_tensor inv_freq, dspy_tensor xn, dspy_tensor qkv, int N, int C, int NH, int NKV, int HS,
+                       float eps) {
+    CU_ENTER(be);
+    const int W = (NH + 2 * NKV) * HS;
+    size_t smem = (size_t)N * C * 2;
+    bool fused = cu_gemv_fits(N, C, wqkv.data, x.data) && smem <= NORM_SMEM_MAX && HS % 2 == 0;
+    if (!fused) { /* the defining composition */
+        DSPY_TRY(cu_rmsnorm(be, xn, x, w_norm, N, C, eps));
+        DSPY_TRY(cu_linear(be, qkv, xn, wqkv, bqkv, N, C, W, false));
+        return cu_qkv_rope_store(be, q_out, kcache, vcache, qkv, pos, slots, inv_freq, N, NH, NKV, HS);
+    }
+    CU_NEED("attn_in", "q_out", q_out, DSPY_DTYPE_BF16, (int64_t)N * NH * HS);
+    CU_NEED("attn_in", "kcache", kcache, DSPY_DTYPE_BF16, NKV * HS);
+    CU_NEED("attn_in", "vcache", vcache, DSPY_DTYPE_BF16, NKV * HS);
+    CU_NEED("attn_in", "x", x, DSPY_DTYPE_F32, (int64_t)N * C);
+    CU_NEED("attn_in", "w_norm", w_norm, DSPY_DTYPE_F32, C);
+    CU_NEED("attn_in", "wqkv", wqkv, DSPY_DTYPE_BF16, (int64_t)W * C);
+    if (bqkv.data) CU_NEED("attn_in", "bqkv", bqkv, DSPY_DTYPE_F32, W);
+    CU_NEED("attn_in", "pos", pos, DSPY_DTYPE_I32, N);
+    CU_NEED("attn_in", "slots", slots, DSPY_DTYPE_I32, N);
+    CU_NEED("attn_in", "inv_freq", inv_freq, DSPY_DTYPE_F32, HS / 2);
+    unsigned g = grid_for(be, (int64_t)W / 2);
+    const bf16 *Wp = (const bf16 *)wqkv.data;
+    const float *bp = (const float *)bqkv.data, *xp = (const float *)x.data, *wn = (const float *)w_norm.data;
+    const int32_t *pp = (const int32_t *)pos.data, *sp = (const int32_t *)slots.data;
+    const float *fp = (const float *)inv_freq.data;
+    bf16 *qo = (bf16 *)q_out.data, *kc = (bf16 *)kcache.data, *vc = (bf16 *)vcache.data;
+#define LAUNCH(NR)                                                                                              \
+    return cu_launch(be, "attn_in (fused gemv)", k_attn_in<NR>, g, GEMV_THREADS, smem, Wp, bp, xp, wn, eps, pp, \
+                     sp, fp, qo, kc, vc, C, NH, NKV, HS)
+    switch (N) {
+    case 1: LAUNCH(1);
+    case 2: LAUNCH(2);
+    case 3: LAUNCH(3);
+    default: LAUNCH(4);
+    }
+#undef LAUNCH
+}
+
+/* ---- mlp_in: RMSNorm + gate/up projection + SwiGLU ---------------------------------------- */
+
+template <int NR>
+__global__ __launch_bounds__(GEMV_THREADS) void k_mlp_in(const bf16 *__restrict__ W, const float *__restrict__ x,
+                                                         const float *__restrict__ wn, float eps, bf16 *__restrict__ h,
+                                                         int C, int I) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *xs = (bf16 *)smem_raw;
+    griddep_wait();
+    norm_prologue<NR>(xs, x, NULL, wn, C, eps);
+    const int lane = threadIdx.x & 31;
+    for (int u = blockIdx.x * GW + (threadIdx.x >> 5); u < I; u += gridDim.x * GW) {
+        float g[NR], up[NR];
+#pragma unroll
+        for (int r = 0; r < NR; r++) g[r] = up[r] = 0.0f;
+        rows_dot<NR>(W + (int64_t)u * C, W + (int64_t)(I + u) * C, xs, C, g, up);
+#pragma unroll
+        for (int r = 0; r < NR; r++) {
+            float gv = warp_sum(g[r]), uv = warp_sum(up[r]);
+            /* the composed path rounds gate and up to BF16 before SwiGLU; so does this one */
+            gv = bf2f(f2bf(gv)), uv = bf2f(f2bf(uv));
+            if (lane == r) h[(int64_t)r * I + u] = f2bf(gv / (1.0f + expf(-gv)) * uv);
+        }
+    }
+}
+
+dspy_status cu_mlp_in(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_tensor w_norm, dspy_tensor w_gate_up,
+                      dspy_tensor xn, dspy_tensor gu, int N, int C, int I, float eps) {
+    CU_ENTER(be);
+    size_t smem = (size_t)N * C * 2;
+    if (!cu_gemv_fits(N, C, w_gate_up.data, x.data) || smem > NORM_SMEM_MAX) {
+        DSPY_TRY(cu_rmsnorm(be, xn, x, w_norm, N, C, eps));
+        DSPY_TRY(cu_linear(be, gu, xn, w_gate_up, dspy_tensor_none(), N, C, 2 * I, false));
+        return cu_swiglu(be, h, gu, dspy_tensor_slice(gu, I, gu.n - I), N, I, 2 * I);
+    }
+    CU_NEED("mlp_in", "h", h, DSPY_DTYPE_BF16, (int64_t)N * I);
+    CU_NEED("mlp_in", "x", x, DSPY_DTYPE_F32, (int64_t)N * C);
+    CU_NEED("mlp_in", "w_norm", w_norm, DSPY_DTYPE_F32, C);
+    CU_NEED("mlp_in", "w_gate_up", w_gate_up, DSPY_DTYPE_BF16, (int64_t)2 * I * C);
+    unsigned g = grid_for(be, I);
+    const bf16 *Wp = (const bf16 *)w_gate_up.data;
+    const float *xp = (const float *)x.data, *wn = (const float *)w_norm.data;
+    bf16 *hp = (bf16 *)h.data;
+    switch (N) {
+    case 1: return cu_launch(be, "mlp_in (fused gemv)", k_mlp_in<1>, g, GEMV_THREADS, smem, Wp, xp, wn, eps, hp, C, I);
+    case 2: return cu_launch(be, "mlp_in (fused gemv)", k_mlp_in<2>, g, GEMV_THREADS, smem, Wp, xp, wn, eps, hp, C, I);
+    case 3: return cu_launch(be, "mlp_in (fused gemv)", k_mlp_in<3>, g, GEMV_THREADS, smem, Wp, xp, wn, eps, hp, C, I);
+    default: return cu_launch(be, "mlp_in (fused gemv)", k_mlp_in<4>, g, GEMV_THREADS, smem, Wp, xp, wn, eps, hp, C, I);
+    }
+}
+
+/* ---- logits: gather + final RMSNorm + lm_head ---------------------------------------------- */
+
+template <int NR>
+__global__ __launch_bounds__(GEMV_THREADS) void k_logits(const bf16 *__restrict__ W, const float *__restrict__ x,
+                                                         const int32_t *__restrict__ rows, const float *__restrict__ wn,
+                                                         float eps, float *__restrict__ out, int C, int V) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *xs = (bf16 *)smem_raw;
+    griddep_wait();
+    norm_prologue<NR>(xs, x, rows, wn, C, eps);
+    const int lane = threadIdx.x & 31;
+    for (int v = blockIdx.x * GW + (threadIdx.x >> 5); v < V; v += gridDim.x * GW) {
+        float acc[NR];
+#pragma unroll
+        for (int r = 0; r < NR; r++) acc[r] = 0.0f;
+        rows_dot<NR>(W + (int64_t)v * C, NULL, xs, C, acc, NULL);
+#pragma unroll
+        for (int r = 0; r < NR; r++) {
+            float s = warp_sum(acc[r]);
+            if (lane == r) out[(int64_t)r * V + v] = s;
+        }
+    }
+}
+
+dspy_status cu_logits(dspy_backend *be, dspy_tensor out, dspy_tensor x, dspy_tensor rows, dspy_tensor w_norm,
+                      dspy_tensor w, dspy_tensor sel, dspy_tensor seln, int M, int C, int V, float eps) {
+    CU_ENTER(be);
+    size_t smem = (size_t)M * C * 2;
+    if (M == 0) return DSPY_OK;
+    if (!cu_gemv_fits(M, C, w.data, x.data) || smem > NORM_SMEM_MAX) {
+        DSPY_TRY(cu_gather_rows(be, sel, x, rows, M, C));
+        DSPY_TRY(cu_rmsnorm(be, seln, sel, w_norm, M, C, eps));
+        return cu_linear(be, out, seln, w, dspy_tensor_none(), M, C, V, false);
+    }
+    CU_NEED("logits", "out", out, DSPY_DTYPE_F32, (int64_t)M * V);
+    CU_NEED("logits", "x", x, DSPY_DTYPE_F32, C);
+    CU_NEED("logits", "rows", rows, DSPY_DTYPE_I32, M);
+    CU_NEED("logits", "w_norm", w_norm, DSPY_DTYPE_F32, C);
+    CU_NEED("logits", "w", w, DSPY_DTYPE_BF16, (int64_t)V * C);
+    unsigned g = grid_for(be, V);
+    const bf16 *Wp = (const bf16 *)w.data;
+    const float *xp = (const float *)x.data, *wn = (const float *)w_norm.data;
+    const int32_t *rp = (const int32_t *)rows.data;
+    float *op = (float *)out.data;
+    switch (M) {
+    case 1: return cu_launch(be, "logits (fused gemv)", k_logits<1>, g, GEMV_THREADS, smem, Wp, xp, rp, wn, eps, op, C, V);
+    case 2: return cu_launch(be, "logits (fused gemv)", k_logits<2>, g, GEMV_THREADS, smem, Wp, xp, rp, wn, eps, op, C, V);
+    case 3: return cu_launch(be, "logits (fused gemv)", k_logits<3>, g, GEMV_THREADS, smem, Wp, xp, rp, wn, eps, op, C, V);
+    default: return cu_launch(be, "logits (fused gemv)", k_logits<4>, g, GEMV_THREADS, smem, Wp, xp, rp, wn, eps, op, C, V);
+    }
+}
