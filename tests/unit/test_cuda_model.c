@@ -162,10 +162,14 @@ done:
     dspy_model_free(mg);
 }
 
-/* Runs 6 staggered sequences (some sampled, seeded) through one CUDA engine. */
+/* Runs 6 staggered sequences (some sampled, seeded) through one CUDA engine of 4 slots: mixed
+ * prefill/decode steps and pure decode steps of 1 to 4 sequences. (With at most 4 rows, the
+ * decode projections are GEMVs whose per-row arithmetic does not depend on the batch, so a
+ * step padded to its graph bucket computes exactly what the direct step does; larger batches
+ * go through cuBLASLt, whose algorithm depends on N.) */
 static void run_batch(dspy_model *m, int32_t out[6][24], int64_t *allocs_before, int64_t *allocs_after) {
     dspy_engine_params ep = dspy_engine_params_default();
-    ep.max_seqs = 8, ep.max_batch_tokens = 96, ep.max_tokens_total = 4096;
+    ep.max_seqs = 4, ep.max_batch_tokens = 96, ep.max_tokens_total = 4096;
     dspy_engine *e = NULL;
     CHECK_OK(dspy_engine_new(m, &ep, &e));
     if (!e) return;
@@ -174,8 +178,9 @@ static void run_batch(dspy_model *m, int32_t out[6][24], int64_t *allocs_before,
     *allocs_before = stt.device_allocs;
     int64_t ids[6] = {0};
     int got[6] = {0}, added = 0;
-    for (int step = 0; step < 400; step++) {
-        if (added < 6 && step % 3 == 0) { /* a new sequence every third step: mixed and pure decode steps */
+    for (int step = 0; step < 600; step++) {
+        dspy_engine_stats_get(e, &stt);
+        if (added < 6 && step % 3 == 0 && stt.active < 4) { /* a new sequence every third step */
             int32_t *p = prompt(30 + 37 * added, 3000, added);
             dspy_sampling sp = dspy_sampling_default();
             sp.max_tokens = 24, sp.ignore_eos = true, sp.seed = (uint64_t)added * 7;

@@ -260,11 +260,11 @@ __global__ __launch_bounds__(128) void k_attn_prefill(bf16 *__restrict__ out, co
 
 /* ---- decode: split-K over the context ------------------------------------------------------ */
 
-enum { DEC_THREADS = 128, DEC_MAX_GROUP = 8 };
+enum { DEC_THREADS = 128, DEC_MAX_GROUP = 8, DEC_MAX_SPLITS = 32, DEC_MIN_KEYS = 256 };
 
 int cu_decode_splits(const cuda_state *s, int nseg, int NKV) {
     int work = nseg * NKV, want = (2 * s->sm_count + work - 1) / work;
-    return want < 1 ? 1 : want > 32 ? 32 : want;
+    return want < 1 ? 1 : want > DEC_MAX_SPLITS ? DEC_MAX_SPLITS : want;
 }
 
 size_t cu_decode_part_floats(const cuda_state *s, int max_seqs, int NH, int NKV, int HS) {
@@ -276,13 +276,16 @@ size_t cu_decode_part_floats(const cuda_state *s, int max_seqs, int NH, int NKV,
     return best * (size_t)NH * (size_t)(HS + 2);
 }
 
-/* Grid (nseg, NKV, S). The CTA (seg, kv head, split) attends its slice of the context for the G
- * query heads of the group: per tile of 128 keys, each thread scores one key against the G heads
- * (its key row in registers) and stages that key's value row in shared memory; the statistics
- * are updated per head by a warp; then each thread accumulates its (head, dim) outputs from
- * shared memory. It writes part[((seg * NH + h) * S + split) * (D + 2)] = D unnormalised outputs,
- * the running max (log2 domain) and sum. The CTA that arrives last for (seg, kv head) — an atomic
- * counter, reset by that CTA for the next launch — combines the S slices into out. */
+/* Grid (nseg, NKV, S). A sequence of L positions uses S_eff = min(S, ceil(L / 256)) slices (the
+ * others exit at once), so short contexts are not spread thin while the grid stays fixed for a
+ * captured graph. The CTA (seg, kv head, slice) attends its slice for the G query heads of the
+ * group: per tile of 128 keys, each thread scores one key against the G heads (its key row in
+ * registers) and stages that key's value row in shared memory; the statistics are updated per
+ * head by a warp; then each thread accumulates its (head, dim) outputs from shared memory. It
+ * writes part[((seg * NH + h) * S + slice) * (D + 2)] = D unnormalised outputs, the running max
+ * (log2 domain) and sum. The CTA that arrives last for (seg, kv head) — an atomic counter, reset
+ * by that CTA for the next launch — combines the slices into out, loading every slice's
+ * statistics at once and the outputs with independent loads. */
 template <int D>
 __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__restrict__ out, float *__restrict__ part,
                                                              int *__restrict__ count, const bf16 *__restrict__ q,
@@ -295,11 +298,14 @@ __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__restrict__ 
     __shared__ float sc[DEC_MAX_GROUP][DEC_THREADS];
     __shared__ __align__(16) bf16 vs[DEC_THREADS][D];
     __shared__ float alpha_s[DEC_MAX_GROUP];
+    __shared__ float w_s[DEC_MAX_GROUP][DEC_MAX_SPLITS], den_s[DEC_MAX_GROUP];
     __shared__ bool s_last;
     griddep_wait();
     const int S = gridDim.z, split = blockIdx.z, kvh = blockIdx.y, G = NH / NKV;
     const dspy_attn_seg sg = segs[blockIdx.x];
-    const int L = sg.pos0 + 1, chunk = (L + S - 1) / S, k0 = split * chunk, k1 = min(L, k0 + chunk);
+    const int L = sg.pos0 + 1, S_eff = min(S, (L + DEC_MIN_KEYS - 1) / DEC_MIN_KEYS);
+    if (split >= S_eff) return;
+    const int chunk = (L + S_eff - 1) / S_eff, k0 = split * chunk, k1 = min(L, k0 + chunk);
     const int32_t *table = tables + sg.table_off;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     for (int i = tid; i < G * D; i += DEC_THREADS)
@@ -391,27 +397,34 @@ __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__restrict__ 
     __threadfence();
     __syncthreads();
     int *cnt = count + blockIdx.x * NKV + kvh;
-    if (tid == 0) s_last = atomicAdd(cnt, 1) == S - 1;
+    if (tid == 0) s_last = atomicAdd(cnt, 1) == S_eff - 1;
     __syncthreads();
     if (!s_last) return;
     __threadfence();
+    /* every slice's statistics at once: weights 2^(m_s - M) and the denominator per head */
+    if (tid < G) {
+        const float *p = part + (base + (int64_t)tid * S) * (D + 2) + D;
+        float M = -INFINITY;
+        for (int sp = 0; sp < S_eff; sp++) M = fmaxf(M, __ldcg(p + sp * (D + 2)));
+        float den = 0.0f;
+        for (int sp = 0; sp < S_eff; sp++) {
+            float ms = __ldcg(p + sp * (D + 2)), w = ms == -INFINITY ? 0.0f : exp2f(ms - M);
+            w_s[tid][sp] = w;
+            den += w * __ldcg(p + sp * (D + 2) + 1);
+        }
+        den_s[tid] = den;
+    }
+    __syncthreads();
 #pragma unroll
     for (int i = 0; i < PER; i++) {
         int idx = tid + i * DEC_THREADS;
         if (idx >= G * D) continue;
         int g = idx / D, d = idx % D;
-        const float *p = part + (base + (int64_t)g * S) * (D + 2);
-        float M = -INFINITY;
-        for (int sp = 0; sp < S; sp++) M = fmaxf(M, __ldcg(p + sp * (D + 2) + D));
-        float num = 0.0f, den = 0.0f;
-        for (int sp = 0; sp < S; sp++) {
-            float ms = __ldcg(p + sp * (D + 2) + D);
-            if (ms == -INFINITY) continue; /* an empty slice */
-            float w = exp2f(ms - M);
-            num += w * __ldcg(p + sp * (D + 2) + d);
-            den += w * __ldcg(p + sp * (D + 2) + D + 1);
-        }
-        out[((int64_t)sg.row0 * NH + kvh * G + g) * D + d] = f2bf(num / den);
+        const float *p = part + (base + (int64_t)g * S) * (D + 2) + d;
+        float num = 0.0f;
+#pragma unroll 8
+        for (int sp = 0; sp < S_eff; sp++) num += w_s[g][sp] * __ldcg(p + sp * (D + 2));
+        out[((int64_t)sg.row0 * NH + kvh * G + g) * D + d] = f2bf(num / den_s[g]);
     }
     if (tid == 0) *cnt = 0; /* ready for the next launch (or graph replay) */
 }

@@ -221,6 +221,18 @@ extern "C" dspy_status dspy_backend_cuda_reserve(dspy_backend *be, const dspy_ba
         s->att_count = nc;
         s->att_count_n = counters;
     }
+    size_t srows = (size_t)(p->max_seqs > 0 ? p->max_seqs : 1);
+    if (srows > s->samp_rows) {
+        float *np = NULL;
+        int *nc = NULL;
+        DSPY_TRY(cu_alloc(be, srows * 64 * 3 * sizeof(float), (void **)&np));
+        DSPY_TRY(cu_alloc(be, srows * sizeof(int), (void **)&nc));
+        DSPY_TRY(cu_check(be, cudaMemsetAsync(nc, 0, srows * sizeof(int), s->stream), "zero counters"));
+        DSPY_TRY(cu_check(be, cudaStreamSynchronize(s->stream), "zero counters"));
+        cudaFree(s->samp_part);
+        cudaFree(s->samp_count);
+        s->samp_part = np, s->samp_count = nc, s->samp_rows = srows;
+    }
     if (part > s->att_part_n) {
         float *np = NULL;
         DSPY_TRY(cu_alloc(be, part * sizeof(float), (void **)&np));
@@ -276,6 +288,8 @@ extern "C" void dspy_backend_cuda_release(dspy_backend *be) {
     cudaFree(s->ws);
     cudaFree(s->att_part);
     cudaFree(s->att_count);
+    cudaFree(s->samp_part);
+    cudaFree(s->samp_count);
     if (s->stream) cudaStreamDestroy(s->stream);
     cudaGetLastError();
     free(s);

@@ -47,6 +47,9 @@ struct cuda_state {
     bool pdl;               /* launch with programmatic dependent launch (DSPY_CUDA_PDL=0 turns it off) */
     int *att_count;         /* (att_count_n) split-K arrival counters, zero between launches */
     size_t att_count_n;
+    float *samp_part;       /* sampler: (samp_rows, parts, 3) partial maxima / sums */
+    int *samp_count;        /* sampler: (samp_rows) arrival counters, zero between launches */
+    size_t samp_rows;
     dspy_status err;        /* sticky: DSPY_OK until something failed */
     char msg[480];
     bool capturing;

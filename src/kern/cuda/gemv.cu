@@ -49,7 +49,8 @@ __device__ __forceinline__ float warp_sum(float v) {
 }
 
 /* accA[r] / accB[r] += W row a / b (C BF16) . x row r (x: NR rows of C BF16, 16-byte aligned).
- * B may be NULL (one row). Partial sums per lane; the caller reduces. */
+ * B may be NULL (one row). Eight 16-byte weight loads in flight per lane before any use (four
+ * per row for a pair). Partial sums per lane; the caller reduces. */
 template <int NR>
 __device__ __forceinline__ void rows_dot(const bf16 *__restrict__ wa, const bf16 *__restrict__ wb,
                                          const bf16 *__restrict__ x, int C, float *accA, float *accB) {
@@ -57,14 +58,18 @@ __device__ __forceinline__ void rows_dot(const bf16 *__restrict__ wa, const bf16
     const uint4 *A = (const uint4 *)wa, *B = (const uint4 *)wb, *X = (const uint4 *)x;
     int c = lane;
     if (B) {
-        for (; c + 32 < nch; c += 64) {
-            uint4 a0 = ld_stream(A + c), a1 = ld_stream(A + c + 32), b0 = ld_stream(B + c), b1 = ld_stream(B + c + 32);
+        for (; c + 96 < nch; c += 128) {
+            uint4 a[4], b[4];
 #pragma unroll
-            for (int r = 0; r < NR; r++) {
-                uint4 x0 = X[(size_t)r * nch + c], x1 = X[(size_t)r * nch + c + 32];
-                accA[r] = dot8(a1, x1, dot8(a0, x0, accA[r]));
-                accB[r] = dot8(b1, x1, dot8(b0, x0, accB[r]));
-            }
+            for (int k = 0; k < 4; k++) a[k] = ld_stream(A + c + 32 * k), b[k] = ld_stream(B + c + 32 * k);
+#pragma unroll
+            for (int r = 0; r < NR; r++)
+#pragma unroll
+                for (int k = 0; k < 4; k++) {
+                    uint4 xv = X[(size_t)r * nch + c + 32 * k];
+                    accA[r] = dot8(a[k], xv, accA[r]);
+                    accB[r] = dot8(b[k], xv, accB[r]);
+                }
         }
         for (; c < nch; c += 32) {
             uint4 a0 = ld_stream(A + c), b0 = ld_stream(B + c);
@@ -77,13 +82,23 @@ __device__ __forceinline__ void rows_dot(const bf16 *__restrict__ wa, const bf16
         }
         return;
     }
-    for (; c + 96 < nch; c += 128) {
-        uint4 a0 = ld_stream(A + c), a1 = ld_stream(A + c + 32), a2 = ld_stream(A + c + 64), a3 = ld_stream(A + c + 96);
+    for (; c + 224 < nch; c += 256) {
+        uint4 a[8];
 #pragma unroll
-        for (int r = 0; r < NR; r++) {
-            const uint4 *xr = X + (size_t)r * nch;
-            accA[r] = dot8(a3, xr[c + 96], dot8(a2, xr[c + 64], dot8(a1, xr[c + 32], dot8(a0, xr[c], accA[r]))));
-        }
+        for (int k = 0; k < 8; k++) a[k] = ld_stream(A + c + 32 * k);
+#pragma unroll
+        for (int r = 0; r < NR; r++)
+#pragma unroll
+            for (int k = 0; k < 8; k++) accA[r] = dot8(a[k], X[(size_t)r * nch + c + 32 * k], accA[r]);
+    }
+    for (; c + 96 < nch; c += 128) {
+        uint4 a[4];
+#pragma unroll
+        for (int k = 0; k < 4; k++) a[k] = ld_stream(A + c + 32 * k);
+#pragma unroll
+        for (int r = 0; r < NR; r++)
+#pragma unroll
+            for (int k = 0; k < 4; k++) accA[r] = dot8(a[k], X[(size_t)r * nch + c + 32 * k], accA[r]);
     }
     for (; c < nch; c += 32) {
         uint4 a0 = ld_stream(A + c);
@@ -225,11 +240,10 @@ __global__ __launch_bounds__(GEMV_THREADS) void k_attn_in(
         for (int r = 0; r < NR; r++) {
             float va = warp_sum(a[r]) + (bias ? bias[rowA] : 0.0f), vb = warp_sum(b[r]) + (bias ? bias[rowB] : 0.0f);
             if (lane != r) continue;
-            if (sect < 2) { /* rotate-half RoPE, the CPU's arithmetic: F32 angle, double cos/sin */
-                float ang = (float)pos[r] * inv_freq[i];
-                double sd, cd;
-                sincos((double)ang, &sd, &cd);
-                float cs = (float)cd, sn = (float)sd, ra = va * cs - vb * sn, rb = vb * cs + va * sn;
+            if (sect < 2) { /* rotate-half RoPE: the F32 angle pos * inv_freq, then cos/sin */
+                float ang = (float)pos[r] * inv_freq[i], sn, cs;
+                sincosf(ang, &sn, &cs);
+                float ra = va * cs - vb * sn, rb = vb * cs + va * sn;
                 va = ra, vb = rb;
             }
             bf16 *dst = sect == 0 ? q_out + (int64_t)r * Q + head * HS

@@ -1,9 +1,10 @@
-/* sample.cu — sampling on the device (kern/ops.h sample): one 1024-thread block per row.
+/* sample.cu — sampling on the device (kern/ops.h sample).
  *
  * The same distribution as the CPU reference (transformers' temperature, top-k with ties kept,
  * top-p nucleus), without sorting the vocabulary:
- *   1. max, argmax (lowest id among equal maxima) and log-sum-exp of the raw logits: greedy rows
- *      stop here, and every row's logprob is logit[token] - lse;
+ *   1. max, argmax (lowest id among equal maxima) and log-sum-exp of the raw logits, by 16 blocks
+ *      a row (each a part of the vocabulary, combined by the last to finish): greedy rows stop
+ *      here, and every row's logprob is logit[token] - lse;
  *   2. top-k: the k-th largest logit by a 4-pass radix select (8 bits a pass) over
  *      order-preserving 32-bit keys, counting; kept = keys >= it (so ties with the k-th stay);
  *   3. top-p: among the kept, the key at which the mass ranked at or above first reaches
@@ -19,7 +20,7 @@
 
 #include "kern/cuda/cuda.cuh"
 
-enum { SAMPLE_THREADS = 1024 };
+enum { SAMPLE_THREADS = 512, SAMPLE_PARTS = 16 };
 
 #define FX_ONE 1099511627776.0f /* 2^40 */
 
@@ -96,20 +97,28 @@ __device__ uint32_t radix_top(const float *x, int V, uint32_t floor_key, unsigne
     return prefix;
 }
 
+/* Grid (rows, SAMPLE_PARTS). Every block takes a contiguous part of its row's vocabulary and
+ * writes its maximum (the lowest id among equal maxima) and its sum of exp(x - maximum) to
+ * part; the block that arrives last for the row (an atomic counter it resets) combines them into
+ * the row's argmax and log-sum-exp, and, for a sampled row, runs steps 2-4 over the whole row. */
 __global__ __launch_bounds__(SAMPLE_THREADS) void k_sample(int32_t *tokens, float *logprobs, const float *logits,
-                                                           const dspy_sample_param *params, int V) {
+                                                           const dspy_sample_param *params, int V, float *part,
+                                                           int *count) {
     griddep_wait();
-    const float *x = logits + (int64_t)blockIdx.x * V;
-    const dspy_sample_param sp = params[blockIdx.x];
-    __shared__ float s_val[32];
+    const int row = blockIdx.x, P = gridDim.y, pi = blockIdx.y;
+    const float *x = logits + (int64_t)row * V;
+    const dspy_sample_param sp = params[row];
+    __shared__ float s_val[32], s_sum[32];
     __shared__ int s_idx[32];
     __shared__ float s_max, s_lse;
     __shared__ int s_best, s_tok;
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    /* 1. max / argmax (ties: lowest id) */
+    __shared__ bool s_last;
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    /* 1. this part's max / argmax (ties: lowest id) and sum of exp(x - max) */
+    const int chunk = (V + P - 1) / P, i0 = pi * chunk, i1 = min(V, i0 + chunk);
     float bv = -INFINITY;
     int bi = 0x7fffffff;
-    for (int i = threadIdx.x; i < V; i += blockDim.x)
+    for (int i = i0 + threadIdx.x; i < i1; i += blockDim.x)
         if (x[i] > bv) bv = x[i], bi = i; /* ascending i per thread: the first maximum stays */
     for (int o = 16; o > 0; o >>= 1) {
         float ov = __shfl_xor_sync(0xffffffffu, bv, o);
@@ -118,31 +127,48 @@ __global__ __launch_bounds__(SAMPLE_THREADS) void k_sample(int32_t *tokens, floa
     }
     if (lane == 0) s_val[w] = bv, s_idx[w] = bi;
     __syncthreads();
-    if (w == 0) {
-        bv = lane < (int)(blockDim.x >> 5) ? s_val[lane] : -INFINITY;
-        bi = lane < (int)(blockDim.x >> 5) ? s_idx[lane] : 0x7fffffff;
-        for (int o = 16; o > 0; o >>= 1) {
-            float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-            if (ov > bv || (ov == bv && oi < bi)) bv = ov, bi = oi;
+    if (threadIdx.x == 0) {
+        for (int k = 1; k < nw; k++)
+            if (s_val[k] > bv || (s_val[k] == bv && s_idx[k] < bi)) bv = s_val[k], bi = s_idx[k];
+        s_max = bv, s_best = bi;
+    }
+    __syncthreads();
+    const float lmax = s_max;
+    float se = 0.0f;
+    for (int i = i0 + threadIdx.x; i < i1; i += blockDim.x) se += expf(x[i] - lmax);
+    for (int o = 16; o > 0; o >>= 1) se += __shfl_xor_sync(0xffffffffu, se, o);
+    if (lane == 0) s_sum[w] = se;
+    __syncthreads();
+    float *pp = part + ((int64_t)row * P + pi) * 3;
+    if (threadIdx.x == 0) {
+        float t = 0.0f;
+        for (int k = 0; k < nw; k++) t += s_sum[k];
+        pp[0] = lmax, pp[1] = __int_as_float(s_best), pp[2] = t;
+        __threadfence();
+        s_last = atomicAdd(&count[row], 1) == P - 1;
+    }
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+    if (threadIdx.x == 0) { /* combine the parts */
+        const float *rp = part + (int64_t)row * P * 3;
+        float M = -INFINITY;
+        int best = 0x7fffffff;
+        for (int k = 0; k < P; k++) {
+            float m = __ldcg(rp + 3 * k);
+            int id = __float_as_int(__ldcg(rp + 3 * k + 1));
+            if (m > M || (m == M && id < best)) M = m, best = id;
         }
-        if (lane == 0) s_max = bv, s_best = bi;
+        float tot = 0.0f;
+        for (int k = 0; k < P; k++) {
+            float m = __ldcg(rp + 3 * k);
+            if (m > -INFINITY) tot += __ldcg(rp + 3 * k + 2) * expf(m - M);
+        }
+        s_max = M, s_best = best, s_tok = best, s_lse = M + logf(tot);
+        count[row] = 0; /* ready for the next launch (or graph replay) */
     }
     __syncthreads();
     const float mx = s_max;
-    /* log-sum-exp of the raw logits */
-    float se = 0.0f;
-    for (int i = threadIdx.x; i < V; i += blockDim.x) se += expf(x[i] - mx);
-    for (int o = 16; o > 0; o >>= 1) se += __shfl_xor_sync(0xffffffffu, se, o);
-    if (lane == 0) s_val[w] = se;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        float t = 0.0f;
-        for (int i = 0; i < (int)(blockDim.x >> 5); i++) t += s_val[i];
-        s_lse = mx + logf(t);
-        s_tok = s_best;
-    }
-    __syncthreads();
     if (sp.temperature > 0.0f) {
         const float inv_t = 1.0f / sp.temperature;
         uint32_t floor_key = 0;
@@ -160,16 +186,16 @@ __global__ __launch_bounds__(SAMPLE_THREADS) void k_sample(int32_t *tokens, floa
             if (pk > floor_key) floor_key = pk;
         }
         /* 4. the draw over kept ids in ascending order: each thread a contiguous id range */
-        const int chunk = (V + blockDim.x - 1) / blockDim.x;
-        const int i0 = threadIdx.x * chunk, i1 = min(V, i0 + chunk);
+        const int ch = (V + blockDim.x - 1) / blockDim.x;
+        const int j0 = threadIdx.x * ch, j1 = min(V, j0 + ch);
         unsigned long long own = 0, total;
-        for (int i = i0; i < i1; i++)
+        for (int i = j0; i < j1; i++)
             if (fkey(x[i]) >= floor_key) own += fx_mass(x[i], mx, inv_t);
         unsigned long long before = block_excl_scan(own, &total);
         unsigned long long target = (unsigned long long)(sp.uniform * (double)total);
         if (target >= before && target < before + own) {
             unsigned long long cum = before;
-            for (int i = i0; i < i1; i++) {
+            for (int i = j0; i < j1; i++) {
                 if (fkey(x[i]) < floor_key) continue;
                 cum += fx_mass(x[i], mx, inv_t);
                 if (cum > target) {
@@ -181,8 +207,8 @@ __global__ __launch_bounds__(SAMPLE_THREADS) void k_sample(int32_t *tokens, floa
         __syncthreads();
     }
     if (threadIdx.x == 0) {
-        tokens[blockIdx.x] = s_tok;
-        logprobs[blockIdx.x] = x[s_tok] - s_lse;
+        tokens[row] = s_tok;
+        logprobs[row] = x[s_tok] - s_lse;
     }
 }
 
@@ -193,7 +219,14 @@ dspy_status cu_sample(dspy_backend *be, dspy_tensor tokens, dspy_tensor logprobs
     CU_NEED("sample", "logprobs", logprobs, DSPY_DTYPE_F32, M);
     CU_NEED("sample", "logits", logits, DSPY_DTYPE_F32, (int64_t)M * V);
     CU_NEED("sample", "params", params, DSPY_DTYPE_I32, (int64_t)M * DSPY_SAMPLE_PARAM_WORDS);
-    if (M == 0) return DSPY_OK;
-    return cu_launch(be, "sample", k_sample, M, SAMPLE_THREADS, 0, (int32_t *)tokens.data, (float *)logprobs.data,
-                     (const float *)logits.data, (const dspy_sample_param *)params.data, V);
+    cuda_state *s = cu_of(be);
+    /* rows beyond the planned scratch go in several launches (the engine never needs that) */
+    for (int r0 = 0; r0 < M; r0 += (int)s->samp_rows) {
+        int n = M - r0 < (int)s->samp_rows ? M - r0 : (int)s->samp_rows;
+        DSPY_TRY(cu_launch(be, "sample", k_sample, dim3(n, SAMPLE_PARTS), SAMPLE_THREADS, 0,
+                           (int32_t *)tokens.data + r0, (float *)logprobs.data + r0,
+                           (const float *)logits.data + (int64_t)r0 * V,
+                           (const dspy_sample_param *)params.data + r0, V, s->samp_part, s->samp_count));
+    }
+    return DSPY_OK;
 }
