@@ -212,6 +212,126 @@ static void bench_ops(const dspy_model *m, double bw, int ctx_len) {
     dspy_backend_free(be);
 }
 
+/* The prefill step's ops at one chunk of N tokens (segments of `seg` tokens from position 0):
+ * milliseconds and TFLOP/s each. */
+typedef struct pf_ctx {
+    const dspy_model *m;
+    int N, nseg;
+    dspy_tensor x, xn, qkv, q, att, gu, h, kc, vc, pos, slots, segs, tables;
+} pf_ctx;
+
+static dspy_status pf_attn_in(dspy_backend *be, void *p) {
+    pf_ctx *c = p;
+    const dspy_model_config *cf = dspy_model_config_get(c->m);
+    const dspy_layer_weights *L = &dspy_model_weights_get(c->m)->layers[0];
+    return be->ops->attn_in(be, c->q, c->kc, c->vc, c->x, L->attn_norm, L->wqkv, L->bqkv, c->pos, c->slots,
+                            dspy_model_weights_get(c->m)->inv_freq, c->xn, c->qkv, c->N, cf->hidden_size,
+                            cf->num_attention_heads, cf->num_key_value_heads, cf->head_dim, 1e-5f);
+}
+static dspy_status pf_attention(dspy_backend *be, void *p) {
+    pf_ctx *c = p;
+    const dspy_model_config *cf = dspy_model_config_get(c->m);
+    dspy_attn_meta am = {c->segs, c->tables, c->nseg, c->N, 16, c->N, false};
+    return be->ops->attention(be, c->att, c->q, c->kc, c->vc, &am, cf->num_attention_heads, cf->num_key_value_heads,
+                              cf->head_dim);
+}
+static dspy_status pf_o(dspy_backend *be, void *p) {
+    pf_ctx *c = p;
+    const dspy_model_config *cf = dspy_model_config_get(c->m);
+    const dspy_layer_weights *L = &dspy_model_weights_get(c->m)->layers[0];
+    return be->ops->linear(be, c->x, c->att, L->wo, L->bo, c->N, cf->num_attention_heads * cf->head_dim,
+                           cf->hidden_size, true);
+}
+static dspy_status pf_mlp_in(dspy_backend *be, void *p) {
+    pf_ctx *c = p;
+    const dspy_model_config *cf = dspy_model_config_get(c->m);
+    const dspy_layer_weights *L = &dspy_model_weights_get(c->m)->layers[0];
+    return be->ops->mlp_in(be, c->h, c->x, L->mlp_norm, L->w_gate_up, c->xn, c->gu, c->N, cf->hidden_size,
+                           cf->intermediate_size, 1e-5f);
+}
+static dspy_status pf_down(dspy_backend *be, void *p) {
+    pf_ctx *c = p;
+    const dspy_model_config *cf = dspy_model_config_get(c->m);
+    const dspy_layer_weights *L = &dspy_model_weights_get(c->m)->layers[0];
+    return be->ops->linear(be, c->x, c->h, L->w_down, dspy_tensor_none(), c->N, cf->intermediate_size,
+                           cf->hidden_size, true);
+}
+
+static double time_calls(dspy_backend *be, op_fn f, void *c, int calls) {
+    double t[5];
+    f(be, c); /* warm: plans, first touch */
+    be->ops->sync(be);
+    for (int r = 0; r < 5; r++) {
+        double t0 = now_s();
+        for (int i = 0; i < calls; i++) f(be, c);
+        be->ops->sync(be);
+        t[r] = (now_s() - t0) / calls;
+    }
+    return median(t, 5);
+}
+
+static void bench_prefill_ops(const dspy_model *m, int N, int seg) {
+    const dspy_model_config *cf = dspy_model_config_get(m);
+    dspy_backend *be = NULL;
+    dspy_backend_plan plan = {N, N, N / seg + 1, cf->vocab_size, cf->num_attention_heads, cf->head_dim, 0};
+    if (dspy_backend_new(dspy_model_device(m), &plan, &be)) return;
+    const int64_t C = cf->hidden_size, I = cf->intermediate_size, Q = (int64_t)cf->num_attention_heads * cf->head_dim;
+    const int64_t KVD = (int64_t)cf->num_key_value_heads * cf->head_dim;
+    pf_ctx c = {.m = m, .N = N, .nseg = N / seg};
+    struct {
+        dspy_tensor *t;
+        int64_t n;
+        dspy_dtype dt;
+    } bufs[] = {{&c.x, N * C, DSPY_DTYPE_F32},    {&c.xn, N * C, DSPY_DTYPE_BF16},  {&c.qkv, N * (Q + 2 * KVD), DSPY_DTYPE_BF16},
+                {&c.q, N * Q, DSPY_DTYPE_BF16},   {&c.att, N * Q, DSPY_DTYPE_BF16}, {&c.gu, N * 2 * I, DSPY_DTYPE_BF16},
+                {&c.h, N * I, DSPY_DTYPE_BF16},   {&c.kc, N * KVD, DSPY_DTYPE_BF16}, {&c.vc, N * KVD, DSPY_DTYPE_BF16}};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        void *p = NULL;
+        be->ops->alloc(be, (size_t)bufs[i].n * dspy_dtype_size(bufs[i].dt), &p);
+        *bufs[i].t = dspy_bt(be, p, bufs[i].n, bufs[i].dt);
+        be->ops->fill(be, *bufs[i].t, 0.25f);
+    }
+    int nseg = c.nseg, nblk = N / 16;
+    int32_t *h = calloc((size_t)(2 * N + 4 * nseg + nblk), sizeof(int32_t));
+    for (int i = 0; i < N; i++) h[i] = i % seg, h[N + i] = i;
+    for (int s = 0; s < nseg; s++) {
+        dspy_attn_seg sg = {s * seg, seg, 0, s * seg / 16};
+        memcpy(h + 2 * N + 4 * s, &sg, sizeof sg);
+    }
+    for (int b = 0; b < nblk; b++) h[2 * N + 4 * nseg + b] = b;
+    void *meta = NULL;
+    size_t mb = sizeof(int32_t) * (size_t)(2 * N + 4 * nseg + nblk);
+    be->ops->alloc(be, mb, &meta);
+    be->ops->copy(be, meta, h, mb, DSPY_COPY_H2D);
+    be->ops->sync(be);
+    int32_t *d = meta;
+    c.pos = dspy_bt(be, d, N, DSPY_DTYPE_I32), c.slots = dspy_bt(be, d + N, N, DSPY_DTYPE_I32);
+    c.segs = dspy_bt(be, d + 2 * N, 4 * nseg, DSPY_DTYPE_I32);
+    c.tables = dspy_bt(be, d + 2 * N + 4 * nseg, nblk, DSPY_DTYPE_I32);
+    double attn_flops = 4.0 * cf->num_attention_heads * cf->head_dim * 0.5 * (double)seg * seg * nseg;
+    struct {
+        const char *name;
+        op_fn f;
+        double flops;
+    } ops[] = {{"attn_in", pf_attn_in, 2.0 * N * C * (Q + 2 * KVD)},
+               {"attention", pf_attention, attn_flops},
+               {"o_proj+res", pf_o, 2.0 * N * C * Q},
+               {"mlp_in", pf_mlp_in, 2.0 * N * C * 2 * I},
+               {"down+res", pf_down, 2.0 * N * C * I}};
+    double layer = 0;
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+        double t = time_calls(be, ops[i].f, &c, 5);
+        layer += t;
+        printf("{\"bench\": \"prefill_op\", \"N\": %d, \"op\": \"%s\", \"ms\": %.3f, \"tflops\": %.0f}\n", N,
+               ops[i].name, t * 1e3, ops[i].flops / t / 1e12);
+    }
+    printf("{\"bench\": \"prefill_op\", \"N\": %d, \"op\": \"layer (5 ops)\", \"ms\": %.3f}\n", N, layer * 1e3);
+    free(h);
+    be->ops->free(be, meta);
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->ops->free(be, bufs[i].t->data);
+    dspy_backend_free(be);
+}
+
 static int32_t *random_ids(int n, int V, uint64_t seed) {
     int32_t *p = malloc(sizeof(int32_t) * (size_t)n);
     for (int i = 0; i < n; i++) {
@@ -225,7 +345,7 @@ int main(int argc, char **argv) {
     const char *dir = NULL, *device = "cuda";
     int chunk = 16384, n_prompts = 100, plen = 1500, gen = 128;
     double peak = 789e12;
-    int only_b1 = 0;
+    int only_b1 = 0, only_prefill = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--model")) dir = argv[i + 1];
         else if (!strcmp(argv[i], "--device")) device = argv[i + 1];
@@ -233,6 +353,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--prompts")) n_prompts = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--peak-tflops")) peak = atof(argv[i + 1]) * 1e12;
         else if (!strcmp(argv[i], "--only-b1")) only_b1 = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--only-prefill")) only_prefill = atoi(argv[i + 1]);
     }
     if (!dir) {
         fprintf(stderr, "usage: bench_gpu --model DIR [--device cuda] [--prefill-chunk N] [--prompts N]\n");
@@ -252,7 +373,11 @@ int main(int argc, char **argv) {
     printf("{\"bench\": \"copy\", \"device\": \"%s\", \"GBps\": %.1f, \"weight_bytes\": %zu, \"load_s\": %.2f}\n", name,
            bw / 1e9, wbytes, t_load);
 
-    if (dspy_model_device(m).type == DSPY_DEVICE_CUDA && !only_b1) bench_ops(m, bw, plen);
+    if (dspy_model_device(m).type == DSPY_DEVICE_CUDA && !only_b1 && !only_prefill) {
+        bench_ops(m, bw, plen);
+        bench_prefill_ops(m, 16384, 1488);
+    }
+    if (only_prefill) goto prefill;
 
     /* ---- B1: batch-1 decode ---- */
     dspy_engine_params ep = dspy_engine_params_default();
@@ -296,6 +421,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     /* ---- prefill: n_prompts x plen ---- */
+prefill:
     ep = dspy_engine_params_default();
     ep.max_seqs = n_prompts, ep.max_batch_tokens = chunk, ep.max_tokens_total = n_prompts * (plen + 16);
     if (dspy_engine_new(m, &ep, &e)) return fail("engine (prefill)");

@@ -37,6 +37,10 @@ if has bench; then
   echo "-- B1 without programmatic dependent launch, and without CUDA graphs"
   DSPY_CUDA_PDL=0 timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-b1 1 2>&1 | grep B1
   DSPY_CUDA_GRAPHS=0 timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-b1 1 2>&1 | grep B1
+  echo "-- prefill with other chunk sizes"
+  for ch in 8192 32768; do
+    timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-prefill 1 --prefill-chunk $ch 2>&1 | grep '"prefill"'
+  done
   timeout 120 build-gpu/bin/dspy generate --model "$MODEL" --device cuda --prompt-ids 128000,9906,1917 \
     --max-tokens 128 --ignore-eos --print-ids 2>&1 >/dev/null | tee "$OUT/generate.txt"
 fi

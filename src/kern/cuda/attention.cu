@@ -370,9 +370,18 @@ __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__restrict__ 
             int idx = tid + i * DEC_THREADS; /* output (g, d) = (idx / D, idx % D) */
             if (idx >= G * D) continue;
             int g = idx / D, d = idx % D;
-            float a = acc[i] * alpha_s[g];
-            for (int jj = 0; jj < nk; jj++) a += sc[g][jj] * bf2f(vs[jj][d]);
-            acc[i] = a;
+            /* four independent sums, so the shared-memory loads pipeline instead of queueing
+             * behind one FMA chain */
+            float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+            int jj = 0;
+            for (; jj + 4 <= nk; jj += 4) {
+                a0 += sc[g][jj] * bf2f(vs[jj][d]);
+                a1 += sc[g][jj + 1] * bf2f(vs[jj + 1][d]);
+                a2 += sc[g][jj + 2] * bf2f(vs[jj + 2][d]);
+                a3 += sc[g][jj + 3] * bf2f(vs[jj + 3][d]);
+            }
+            for (; jj < nk; jj++) a0 += sc[g][jj] * bf2f(vs[jj][d]);
+            acc[i] = acc[i] * alpha_s[g] + ((a0 + a1) + (a2 + a3));
         }
         __syncthreads();
     }

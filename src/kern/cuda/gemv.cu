@@ -53,10 +53,10 @@ __device__ __forceinline__ float warp_sum(float v) {
  * per row for a pair). Partial sums per lane; the caller reduces. */
 template <int NR>
 __device__ __forceinline__ void rows_dot(const bf16 *__restrict__ wa, const bf16 *__restrict__ wb,
-                                         const bf16 *__restrict__ x, int C, float *accA, float *accB) {
+                                         const bf16 *__restrict__ x, int C, float *accA, float *accB, int c0 = 0) {
     const int lane = threadIdx.x & 31, nch = C >> 3;
     const uint4 *A = (const uint4 *)wa, *B = (const uint4 *)wb, *X = (const uint4 *)x;
-    int c = lane;
+    int c = lane + c0;
     if (B) {
         for (; c + 96 < nch; c += 128) {
             uint4 a[4], b[4];
@@ -107,6 +107,45 @@ __device__ __forceinline__ void rows_dot(const bf16 *__restrict__ wa, const bf16
     }
 }
 
+/* The first PF chunks of a lane's weight rows, loaded before griddep_wait(): weights never depend
+ * on the previous kernel, so their latency overlaps its tail (with programmatic dependent launch)
+ * and this kernel's own prologue. */
+template <int PF> struct prefetch {
+    uint4 a[PF], b[PF];
+};
+
+template <int PF>
+__device__ __forceinline__ void prefetch_rows(prefetch<PF> &p, const bf16 *wa, const bf16 *wb, int C) {
+    const int lane = threadIdx.x & 31, nch = C >> 3;
+#pragma unroll
+    for (int k = 0; k < PF; k++) {
+        int c = lane + 32 * k;
+        if (c < nch) {
+            p.a[k] = ld_stream((const uint4 *)wa + c);
+            if (wb) p.b[k] = ld_stream((const uint4 *)wb + c);
+        }
+    }
+}
+
+/* acc += the prefetched chunks' share of the dot products; the caller continues at 32 * PF. */
+template <int NR, int PF>
+__device__ __forceinline__ void prefetch_dot(const prefetch<PF> &p, bool pair, const bf16 *x, int C, float *accA,
+                                             float *accB) {
+    const int lane = threadIdx.x & 31, nch = C >> 3;
+    const uint4 *X = (const uint4 *)x;
+#pragma unroll
+    for (int k = 0; k < PF; k++) {
+        int c = lane + 32 * k;
+        if (c >= nch) break;
+#pragma unroll
+        for (int r = 0; r < NR; r++) {
+            uint4 xv = X[(size_t)r * nch + c];
+            accA[r] = dot8(p.a[k], xv, accA[r]);
+            if (pair) accB[r] = dot8(p.b[k], xv, accB[r]);
+        }
+    }
+}
+
 /* Block-wide sum (every thread gets it). */
 __device__ float block_sum_g(float v) {
     __shared__ float part[GW];
@@ -143,13 +182,21 @@ template <int NR>
 __global__ __launch_bounds__(GEMV_THREADS) void k_gemv(const bf16 *__restrict__ W, const bf16 *__restrict__ X,
                                                        void *out, int mode, const float *__restrict__ bias, int OC,
                                                        int C) {
-    griddep_wait();
     const int lane = threadIdx.x & 31;
-    for (int row = blockIdx.x * GW + (threadIdx.x >> 5); row < OC; row += gridDim.x * GW) {
+    int row = blockIdx.x * GW + (threadIdx.x >> 5);
+    prefetch<8> pf;
+    if (row < OC) prefetch_rows<8>(pf, W + (int64_t)row * C, NULL, C);
+    griddep_wait();
+    for (bool first = true; row < OC; row += gridDim.x * GW, first = false) {
         float acc[NR];
 #pragma unroll
         for (int r = 0; r < NR; r++) acc[r] = 0.0f;
-        rows_dot<NR>(W + (int64_t)row * C, NULL, X, C, acc, NULL);
+        if (first) {
+            prefetch_dot<NR, 8>(pf, false, X, C, acc, NULL);
+            rows_dot<NR>(W + (int64_t)row * C, NULL, X, C, acc, NULL, 256);
+        } else {
+            rows_dot<NR>(W + (int64_t)row * C, NULL, X, C, acc, NULL);
+        }
 #pragma unroll
         for (int r = 0; r < NR; r++) {
             float v = warp_sum(acc[r]) + (bias ? bias[row] : 0.0f);
@@ -223,19 +270,35 @@ __global__ __launch_bounds__(GEMV_THREADS) void k_attn_in(
     bf16 *__restrict__ q_out, bf16 *__restrict__ kc, bf16 *__restrict__ vc, int C, int NH, int NKV, int HS) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *xs = (bf16 *)smem_raw;
-    griddep_wait();
-    norm_prologue<NR>(xs, x, NULL, wn, C, eps);
     const int lane = threadIdx.x & 31, half = HS / 2, Q = NH * HS, KVD = NKV * HS;
     const int units = (NH + 2 * NKV) * half;
-    for (int u = blockIdx.x * GW + (threadIdx.x >> 5); u < units; u += gridDim.x * GW) {
-        int sect = u < NH * half ? 0 : u < (NH + NKV) * half ? 1 : 2;
-        int v = sect == 0 ? u : sect == 1 ? u - NH * half : u - (NH + NKV) * half;
-        int head = v / half, i = v % half;
-        int rowA = (sect == 0 ? 0 : sect == 1 ? Q : Q + KVD) + head * HS + i, rowB = rowA + half;
+    /* unit u: rows (rowA, rowA + half) of one head of q, k or v */
+    auto row_of = [&](int u, int *sect, int *head, int *i) {
+        *sect = u < NH * half ? 0 : u < (NH + NKV) * half ? 1 : 2;
+        int v = *sect == 0 ? u : *sect == 1 ? u - NH * half : u - (NH + NKV) * half;
+        *head = v / half, *i = v % half;
+        return (*sect == 0 ? 0 : *sect == 1 ? Q : Q + KVD) + *head * HS + *i;
+    };
+    int u = blockIdx.x * GW + (threadIdx.x >> 5);
+    prefetch<4> pf;
+    if (u < units) {
+        int sect, head, i, rowA = row_of(u, &sect, &head, &i);
+        prefetch_rows<4>(pf, W + (int64_t)rowA * C, W + (int64_t)(rowA + half) * C, C);
+    }
+    griddep_wait();
+    norm_prologue<NR>(xs, x, NULL, wn, C, eps);
+    for (bool first = true; u < units; u += gridDim.x * GW, first = false) {
+        int sect, head, i;
+        int rowA = row_of(u, &sect, &head, &i), rowB = rowA + half;
         float a[NR], b[NR];
 #pragma unroll
         for (int r = 0; r < NR; r++) a[r] = b[r] = 0.0f;
-        rows_dot<NR>(W + (int64_t)rowA * C, W + (int64_t)rowB * C, xs, C, a, b);
+        if (first) {
+            prefetch_dot<NR, 4>(pf, true, xs, C, a, b);
+            rows_dot<NR>(W + (int64_t)rowA * C, W + (int64_t)rowB * C, xs, C, a, b, 128);
+        } else {
+            rows_dot<NR>(W + (int64_t)rowA * C, W + (int64_t)rowB * C, xs, C, a, b);
+        }
 #pragma unroll
         for (int r = 0; r < NR; r++) {
             float va = warp_sum(a[r]) + (bias ? bias[rowA] : 0.0f), vb = warp_sum(b[r]) + (bias ? bias[rowB] : 0.0f);
@@ -303,14 +366,22 @@ __global__ __launch_bounds__(GEMV_THREADS) void k_mlp_in(const bf16 *__restrict_
                                                          int C, int I) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *xs = (bf16 *)smem_raw;
+    const int lane = threadIdx.x & 31;
+    int u = blockIdx.x * GW + (threadIdx.x >> 5);
+    prefetch<4> pf;
+    if (u < I) prefetch_rows<4>(pf, W + (int64_t)u * C, W + (int64_t)(I + u) * C, C);
     griddep_wait();
     norm_prologue<NR>(xs, x, NULL, wn, C, eps);
-    const int lane = threadIdx.x & 31;
-    for (int u = blockIdx.x * GW + (threadIdx.x >> 5); u < I; u += gridDim.x * GW) {
+    for (bool first = true; u < I; u += gridDim.x * GW, first = false) {
         float g[NR], up[NR];
 #pragma unroll
         for (int r = 0; r < NR; r++) g[r] = up[r] = 0.0f;
-        rows_dot<NR>(W + (int64_t)u * C, W + (int64_t)(I + u) * C, xs, C, g, up);
+        if (first) {
+            prefetch_dot<NR, 4>(pf, true, xs, C, g, up);
+            rows_dot<NR>(W + (int64_t)u * C, W + (int64_t)(I + u) * C, xs, C, g, up, 128);
+        } else {
+            rows_dot<NR>(W + (int64_t)u * C, W + (int64_t)(I + u) * C, xs, C, g, up);
+        }
 #pragma unroll
         for (int r = 0; r < NR; r++) {
             float gv = warp_sum(g[r]), uv = warp_sum(up[r]);
@@ -354,14 +425,22 @@ __global__ __launch_bounds__(GEMV_THREADS) void k_logits(const bf16 *__restrict_
                                                          float eps, float *__restrict__ out, int C, int V) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *xs = (bf16 *)smem_raw;
+    const int lane = threadIdx.x & 31;
+    int v = blockIdx.x * GW + (threadIdx.x >> 5);
+    prefetch<8> pf;
+    if (v < V) prefetch_rows<8>(pf, W + (int64_t)v * C, NULL, C);
     griddep_wait();
     norm_prologue<NR>(xs, x, rows, wn, C, eps);
-    const int lane = threadIdx.x & 31;
-    for (int v = blockIdx.x * GW + (threadIdx.x >> 5); v < V; v += gridDim.x * GW) {
+    for (bool first = true; v < V; v += gridDim.x * GW, first = false) {
         float acc[NR];
 #pragma unroll
         for (int r = 0; r < NR; r++) acc[r] = 0.0f;
-        rows_dot<NR>(W + (int64_t)v * C, NULL, xs, C, acc, NULL);
+        if (first) {
+            prefetch_dot<NR, 8>(pf, false, xs, C, acc, NULL);
+            rows_dot<NR>(W + (int64_t)v * C, NULL, xs, C, acc, NULL, 256);
+        } else {
+            rows_dot<NR>(W + (int64_t)v * C, NULL, xs, C, acc, NULL);
+        }
 #pragma unroll
         for (int r = 0; r < NR; r++) {
             float s = warp_sum(acc[r]);
