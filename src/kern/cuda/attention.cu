@@ -260,7 +260,7 @@ __global__ __launch_bounds__(128) void k_attn_prefill(bf16 *__restrict__ out, co
 
 /* ---- decode: split-K over the context ------------------------------------------------------ */
 
-enum { DEC_THREADS = 128, DEC_MAX_GROUP = 8, DEC_MAX_SPLITS = 32, DEC_MIN_KEYS = 256 };
+enum { DEC_THREADS = 128, DEC_MAX_GROUP = 8, DEC_MAX_SPLITS = 32, DEC_MIN_KEYS = 128 };
 
 int cu_decode_splits(const cuda_state *s, int nseg, int NKV) {
     int work = nseg * NKV, want = (2 * s->sm_count + work - 1) / work;
@@ -276,7 +276,7 @@ size_t cu_decode_part_floats(const cuda_state *s, int max_seqs, int NH, int NKV,
     return best * (size_t)NH * (size_t)(HS + 2);
 }
 
-/* Grid (nseg, NKV, S). A sequence of L positions uses S_eff = min(S, ceil(L / 256)) slices (the
+/* Grid (nseg, NKV, S). A sequence of L positions uses S_eff = min(S, ceil(L / 128)) slices (the
  * others exit at once), so short contexts are not spread thin while the grid stays fixed for a
  * captured graph. The CTA (seg, kv head, slice) attends its slice for the G query heads of the
  * group: per tile of 128 keys, each thread scores one key against the G heads (its key row in
@@ -286,22 +286,22 @@ size_t cu_decode_part_floats(const cuda_state *s, int max_seqs, int NH, int NKV,
  * (log2 domain) and sum. The CTA that arrives last for (seg, kv head) — an atomic counter, reset
  * by that CTA for the next launch — combines the slices into out, loading every slice's
  * statistics at once and the outputs with independent loads. */
-template <int D>
+template <int D, int G>
 __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__restrict__ out, float *__restrict__ part,
                                                              int *__restrict__ count, const bf16 *__restrict__ q,
                                                              const bf16 *__restrict__ kc, const bf16 *__restrict__ vc,
                                                              const dspy_attn_seg *__restrict__ segs,
                                                              const int32_t *__restrict__ tables, int bs, int NH,
                                                              int NKV, float scale_log2) {
-    constexpr int PER = (DEC_MAX_GROUP * D + DEC_THREADS - 1) / DEC_THREADS; /* outputs per thread, max */
-    __shared__ float qs[DEC_MAX_GROUP][D];
-    __shared__ float sc[DEC_MAX_GROUP][DEC_THREADS];
+    constexpr int PAIRS = G * D / 2, PER = (PAIRS + DEC_THREADS - 1) / DEC_THREADS; /* output pairs per thread */
+    __shared__ __align__(16) float qs[G][D];
+    __shared__ float sc[G][DEC_THREADS];
     __shared__ __align__(16) bf16 vs[DEC_THREADS][D];
-    __shared__ float alpha_s[DEC_MAX_GROUP];
-    __shared__ float w_s[DEC_MAX_GROUP][DEC_MAX_SPLITS], den_s[DEC_MAX_GROUP];
+    __shared__ float alpha_s[G];
+    __shared__ float w_s[G][DEC_MAX_SPLITS], den_s[G];
     __shared__ bool s_last;
     griddep_wait();
-    const int S = gridDim.z, split = blockIdx.z, kvh = blockIdx.y, G = NH / NKV;
+    const int S = gridDim.z, split = blockIdx.z, kvh = blockIdx.y;
     const dspy_attn_seg sg = segs[blockIdx.x];
     const int L = sg.pos0 + 1, S_eff = min(S, (L + DEC_MIN_KEYS - 1) / DEC_MIN_KEYS);
     if (split >= S_eff) return;
@@ -310,9 +310,9 @@ __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__restrict__ 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     for (int i = tid; i < G * D; i += DEC_THREADS)
         qs[i / D][i % D] = bf2f(q[((int64_t)sg.row0 * NH + kvh * G + i / D) * D + i % D]) * scale_log2;
-    float acc[PER];
+    float2 acc[PER];
 #pragma unroll
-    for (int i = 0; i < PER; i++) acc[i] = 0.0f;
+    for (int i = 0; i < PER; i++) acc[i] = make_float2(0.0f, 0.0f);
     float mg[2] = {-INFINITY, -INFINITY}, lg[2] = {0.0f, 0.0f}; /* statistics of heads warp and warp + 4 */
     __syncthreads();
     for (int kb = k0; kb < k1; kb += DEC_THREADS) {
@@ -326,22 +326,25 @@ __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__restrict__ 
             for (int c = 0; c < D / 8; c++) kv[c] = kr[c];
 #pragma unroll
             for (int c = 0; c < D / 8; c++) ((uint4 *)vs[tid])[c] = vr[c];
-            float dots[DEC_MAX_GROUP];
+            float dots[G];
 #pragma unroll
-            for (int g = 0; g < DEC_MAX_GROUP; g++) dots[g] = 0.0f;
+            for (int g = 0; g < G; g++) dots[g] = 0.0f;
 #pragma unroll
             for (int c = 0; c < D / 8; c++) {
                 const __nv_bfloat162 *kp = (const __nv_bfloat162 *)&kv[c];
+                float2 k0f = __bfloat1622float2(kp[0]), k1f = __bfloat1622float2(kp[1]);
+                float2 k2f = __bfloat1622float2(kp[2]), k3f = __bfloat1622float2(kp[3]);
 #pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    float2 f = __bfloat1622float2(kp[e]);
-#pragma unroll
-                    for (int g = 0; g < DEC_MAX_GROUP; g++)
-                        if (g < G) dots[g] += qs[g][c * 8 + 2 * e] * f.x + qs[g][c * 8 + 2 * e + 1] * f.y;
+                for (int g = 0; g < G; g++) {
+                    float4 qa = *(const float4 *)&qs[g][c * 8], qb = *(const float4 *)&qs[g][c * 8 + 4];
+                    dots[g] += qa.x * k0f.x + qa.y * k0f.y + qa.z * k1f.x + qa.w * k1f.y + qb.x * k2f.x +
+                               qb.y * k2f.y + qb.z * k3f.x + qb.w * k3f.y;
                 }
             }
+#pragma unroll
             for (int g = 0; g < G; g++) sc[g][tid] = dots[g];
         } else {
+#pragma unroll
             for (int g = 0; g < G; g++) sc[g][tid] = -INFINITY;
         }
         __syncthreads();
@@ -367,21 +370,29 @@ __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__restrict__ 
         const int nk = min(DEC_THREADS, k1 - kb);
 #pragma unroll
         for (int i = 0; i < PER; i++) {
-            int idx = tid + i * DEC_THREADS; /* output (g, d) = (idx / D, idx % D) */
-            if (idx >= G * D) continue;
-            int g = idx / D, d = idx % D;
+            int idx = tid + i * DEC_THREADS; /* output pair (g, dims 2dp, 2dp+1) */
+            if (idx >= PAIRS) continue;
+            int g = idx / (D / 2), dp = idx % (D / 2);
             /* four independent sums, so the shared-memory loads pipeline instead of queueing
              * behind one FMA chain */
-            float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+            float2 a0 = make_float2(0, 0), a1 = a0, a2 = a0, a3 = a0;
             int jj = 0;
             for (; jj + 4 <= nk; jj += 4) {
-                a0 += sc[g][jj] * bf2f(vs[jj][d]);
-                a1 += sc[g][jj + 1] * bf2f(vs[jj + 1][d]);
-                a2 += sc[g][jj + 2] * bf2f(vs[jj + 2][d]);
-                a3 += sc[g][jj + 3] * bf2f(vs[jj + 3][d]);
+                float2 v0 = __bfloat1622float2(((const __nv_bfloat162 *)vs[jj])[dp]);
+                float2 v1 = __bfloat1622float2(((const __nv_bfloat162 *)vs[jj + 1])[dp]);
+                float2 v2 = __bfloat1622float2(((const __nv_bfloat162 *)vs[jj + 2])[dp]);
+                float2 v3 = __bfloat1622float2(((const __nv_bfloat162 *)vs[jj + 3])[dp]);
+                float p0 = sc[g][jj], p1 = sc[g][jj + 1], p2 = sc[g][jj + 2], p3 = sc[g][jj + 3];
+                a0.x += p0 * v0.x, a0.y += p0 * v0.y, a1.x += p1 * v1.x, a1.y += p1 * v1.y;
+                a2.x += p2 * v2.x, a2.y += p2 * v2.y, a3.x += p3 * v3.x, a3.y += p3 * v3.y;
             }
-            for (; jj < nk; jj++) a0 += sc[g][jj] * bf2f(vs[jj][d]);
-            acc[i] = acc[i] * alpha_s[g] + ((a0 + a1) + (a2 + a3));
+            for (; jj < nk; jj++) {
+                float2 v0 = __bfloat1622float2(((const __nv_bfloat162 *)vs[jj])[dp]);
+                a0.x += sc[g][jj] * v0.x, a0.y += sc[g][jj] * v0.y;
+            }
+            float al = alpha_s[g];
+            acc[i].x = acc[i].x * al + ((a0.x + a1.x) + (a2.x + a3.x));
+            acc[i].y = acc[i].y * al + ((a0.y + a1.y) + (a2.y + a3.y));
         }
         __syncthreads();
     }
@@ -389,9 +400,10 @@ __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__restrict__ 
 #pragma unroll
     for (int i = 0; i < PER; i++) {
         int idx = tid + i * DEC_THREADS;
-        if (idx >= G * D) continue;
-        int g = idx / D, d = idx % D;
-        part[((base + (int64_t)g * S) + split) * (D + 2) + d] = acc[i];
+        if (idx >= PAIRS) continue;
+        int g = idx / (D / 2), dp = idx % (D / 2);
+        float *dst = part + ((base + (int64_t)g * S) + split) * (D + 2) + 2 * dp;
+        dst[0] = acc[i].x, dst[1] = acc[i].y;
     }
 #pragma unroll
     for (int hh = 0; hh < 2; hh++) {
@@ -427,13 +439,19 @@ __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__restrict__ 
 #pragma unroll
     for (int i = 0; i < PER; i++) {
         int idx = tid + i * DEC_THREADS;
-        if (idx >= G * D) continue;
-        int g = idx / D, d = idx % D;
-        const float *p = part + (base + (int64_t)g * S) * (D + 2) + d;
-        float num = 0.0f;
+        if (idx >= PAIRS) continue;
+        int g = idx / (D / 2), dp = idx % (D / 2);
+        const float *p = part + (base + (int64_t)g * S) * (D + 2) + 2 * dp;
+        float nx = 0.0f, ny = 0.0f;
 #pragma unroll 8
-        for (int sp = 0; sp < S_eff; sp++) num += w_s[g][sp] * __ldcg(p + sp * (D + 2));
-        out[((int64_t)sg.row0 * NH + kvh * G + g) * D + d] = f2bf(num / den_s[g]);
+        for (int sp = 0; sp < S_eff; sp++) {
+            float wv = w_s[g][sp];
+            nx += wv * __ldcg(p + sp * (D + 2));
+            ny += wv * __ldcg(p + sp * (D + 2) + 1);
+        }
+        float inv = 1.0f / den_s[g];
+        *(__nv_bfloat162 *)(out + ((int64_t)sg.row0 * NH + kvh * G + g) * D + 2 * dp) =
+            __floats2bfloat162_rn(nx * inv, ny * inv);
     }
     if (tid == 0) *cnt = 0; /* ready for the next launch (or graph replay) */
 }
@@ -512,9 +530,18 @@ template <int D> static dspy_status launch_decode(dspy_backend *be, bf16 *out, c
                                        "%zu were planned (dspy_backend_reserve)", m->nseg, need, m->nseg * NKV,
                          s->att_part_n, s->att_count_n);
     dim3 grid(m->nseg, NKV, S);
-    return cu_launch(be, "attention (decode)", k_attn_decode<D>, grid, DEC_THREADS, 0, out, s->att_part, s->att_count,
-                     q, kc, vc, (const dspy_attn_seg *)m->segs.data, (const int32_t *)m->tables.data, m->block_size,
-                     NH, NKV, sl2);
+    const dspy_attn_seg *sg = (const dspy_attn_seg *)m->segs.data;
+    const int32_t *tb = (const int32_t *)m->tables.data;
+#define DEC(G)                                                                                                     \
+    return cu_launch(be, "attention (decode)", k_attn_decode<D, G>, grid, DEC_THREADS, 0, out, s->att_part,      \
+                     s->att_count, q, kc, vc, sg, tb, m->block_size, NH, NKV, sl2)
+    switch (NH / NKV) {
+    case 1: DEC(1);
+    case 2: DEC(2);
+    case 4: DEC(4);
+    default: DEC(8);
+    }
+#undef DEC
 }
 
 dspy_status cu_attention_setup(dspy_backend *be) {
@@ -544,7 +571,7 @@ dspy_status cu_attention(dspy_backend *be, dspy_tensor out, dspy_tensor q, dspy_
     const bf16 *qq = (const bf16 *)q.data, *kc = (const bf16 *)kcache.data, *vc = (const bf16 *)vcache.data;
     const float sl2 = LOG2E / sqrtf((float)HS);
     const int G = NH / NKV;
-    if (m->decode && G <= DEC_MAX_GROUP && (HS == 64 || HS == 128))
+    if (m->decode && (G == 1 || G == 2 || G == 4 || G == 8) && (HS == 64 || HS == 128))
         return HS == 64 ? launch_decode<64>(be, o, qq, kc, vc, m, NH, NKV, sl2)
                         : launch_decode<128>(be, o, qq, kc, vc, m, NH, NKV, sl2);
     if (HS == 64) return launch_prefill<64>(be, o, qq, kc, vc, m, NH, NKV, sl2);
