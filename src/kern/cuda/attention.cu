@@ -298,7 +298,7 @@ __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__restrict__ 
     __shared__ float sc[G][DEC_THREADS];
     __shared__ __align__(16) bf16 vs[DEC_THREADS][D];
     __shared__ float alpha_s[G];
-    __shared__ float w_s[G][DEC_MAX_SPLITS], den_s[G];
+    __shared__ float w_s[G][DEC_MAX_SPLITS], l_s[G][DEC_MAX_SPLITS], den_s[G];
     __shared__ bool s_last;
     griddep_wait();
     const int S = gridDim.z, split = blockIdx.z, kvh = blockIdx.y;
@@ -422,16 +422,23 @@ __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__restrict__ 
     __syncthreads();
     if (!s_last) return;
     __threadfence();
-    /* every slice's statistics at once: weights 2^(m_s - M) and the denominator per head */
+    /* every slice's statistics at once (one load per thread, in parallel), then per head the
+     * weights 2^(m_s - M) and the denominator */
+    for (int t = tid; t < G * S_eff; t += DEC_THREADS) {
+        int g = t / S_eff, sp = t % S_eff;
+        const float *st = part + (base + (int64_t)g * S + sp) * (D + 2) + D;
+        w_s[g][sp] = __ldcg(st);
+        l_s[g][sp] = __ldcg(st + 1);
+    }
+    __syncthreads();
     if (tid < G) {
-        const float *p = part + (base + (int64_t)tid * S) * (D + 2) + D;
         float M = -INFINITY;
-        for (int sp = 0; sp < S_eff; sp++) M = fmaxf(M, __ldcg(p + sp * (D + 2)));
+        for (int sp = 0; sp < S_eff; sp++) M = fmaxf(M, w_s[tid][sp]);
         float den = 0.0f;
         for (int sp = 0; sp < S_eff; sp++) {
-            float ms = __ldcg(p + sp * (D + 2)), w = ms == -INFINITY ? 0.0f : exp2f(ms - M);
+            float ms = w_s[tid][sp], w = ms == -INFINITY ? 0.0f : exp2f(ms - M);
             w_s[tid][sp] = w;
-            den += w * __ldcg(p + sp * (D + 2) + 1);
+            den += w * l_s[tid][sp];
         }
         den_s[tid] = den;
     }

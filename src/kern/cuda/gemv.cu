@@ -4,9 +4,7 @@
  *
  * Every kernel streams its weight matrix once (the floor: OC * C * 2 bytes / bandwidth): a warp
  * owns an output feature (or a pair of them), each lane keeps four 16-byte weight loads in flight
- * that bypass L1, F32 accumulation, a warp reduction. The first loads are issued before the
- * kernel waits for its predecessor (weights never depend on it). Registers are capped so that 32
- * warps fit on an SM (the loads are latency-bound). The grid is capped at 4 blocks per SM and
+ * that bypass L1, F32 accumulation, a warp reduction. The grid is capped at 4 blocks per SM and
  * warps stride over the features, so the per-block prologue stays cheap. Fused around it:
  *   - RMSNorm prologue (attn_in, mlp_in, logits): each block normalises the N input rows (F32
  *     residual, optionally gathered by a row index) into shared memory as BF16 — the same
@@ -51,10 +49,8 @@ __device__ __forceinline__ float warp_sum(float v) {
 }
 
 /* accA[r] / accB[r] += W row a / b (C BF16) . x row r (x: NR rows of C BF16, 16-byte aligned).
- * B may be NULL (one row). Four 16-byte weight loads in flight per lane before any use (two per
- * row for a pair): with 32 warps resident per SM that is ~64 KB in flight per SM, more than the
- * bandwidth-latency product, while keeping registers (and so occupancy) in check. Partial sums
- * per lane; the caller reduces. c0: the first chunk (past a prefetch). */
+ * B may be NULL (one row). Eight 16-byte weight loads in flight per lane before any use (four
+ * per row for a pair). Partial sums per lane; the caller reduces. */
 template <int NR>
 __device__ __forceinline__ void rows_dot(const bf16 *__restrict__ wa, const bf16 *__restrict__ wb,
                                          const bf16 *__restrict__ x, int C, float *accA, float *accB, int c0 = 0) {
@@ -62,14 +58,18 @@ __device__ __forceinline__ void rows_dot(const bf16 *__restrict__ wa, const bf16
     const uint4 *A = (const uint4 *)wa, *B = (const uint4 *)wb, *X = (const uint4 *)x;
     int c = lane + c0;
     if (B) {
-        for (; c + 32 < nch; c += 64) {
-            uint4 a0 = ld_stream(A + c), a1 = ld_stream(A + c + 32), b0 = ld_stream(B + c), b1 = ld_stream(B + c + 32);
+        for (; c + 96 < nch; c += 128) {
+            uint4 a[4], b[4];
 #pragma unroll
-            for (int r = 0; r < NR; r++) {
-                uint4 x0 = X[(size_t)r * nch + c], x1 = X[(size_t)r * nch + c + 32];
-                accA[r] = dot8(a1, x1, dot8(a0, x0, accA[r]));
-                accB[r] = dot8(b1, x1, dot8(b0, x0, accB[r]));
-            }
+            for (int k = 0; k < 4; k++) a[k] = ld_stream(A + c + 32 * k), b[k] = ld_stream(B + c + 32 * k);
+#pragma unroll
+            for (int r = 0; r < NR; r++)
+#pragma unroll
+                for (int k = 0; k < 4; k++) {
+                    uint4 xv = X[(size_t)r * nch + c + 32 * k];
+                    accA[r] = dot8(a[k], xv, accA[r]);
+                    accB[r] = dot8(b[k], xv, accB[r]);
+                }
         }
         for (; c < nch; c += 32) {
             uint4 a0 = ld_stream(A + c), b0 = ld_stream(B + c);
@@ -82,13 +82,23 @@ __device__ __forceinline__ void rows_dot(const bf16 *__restrict__ wa, const bf16
         }
         return;
     }
-    for (; c + 96 < nch; c += 128) {
-        uint4 a0 = ld_stream(A + c), a1 = ld_stream(A + c + 32), a2 = ld_stream(A + c + 64), a3 = ld_stream(A + c + 96);
+    for (; c + 224 < nch; c += 256) {
+        uint4 a[8];
 #pragma unroll
-        for (int r = 0; r < NR; r++) {
-            const uint4 *xr = X + (size_t)r * nch;
-            accA[r] = dot8(a3, xr[c + 96], dot8(a2, xr[c + 64], dot8(a1, xr[c + 32], dot8(a0, xr[c], accA[r]))));
-        }
+        for (int k = 0; k < 8; k++) a[k] = ld_stream(A + c + 32 * k);
+#pragma unroll
+        for (int r = 0; r < NR; r++)
+#pragma unroll
+            for (int k = 0; k < 8; k++) accA[r] = dot8(a[k], X[(size_t)r * nch + c + 32 * k], accA[r]);
+    }
+    for (; c + 96 < nch; c += 128) {
+        uint4 a[4];
+#pragma unroll
+        for (int k = 0; k < 4; k++) a[k] = ld_stream(A + c + 32 * k);
+#pragma unroll
+        for (int r = 0; r < NR; r++)
+#pragma unroll
+            for (int k = 0; k < 4; k++) accA[r] = dot8(a[k], X[(size_t)r * nch + c + 32 * k], accA[r]);
     }
     for (; c < nch; c += 32) {
         uint4 a0 = ld_stream(A + c);
@@ -100,26 +110,26 @@ __device__ __forceinline__ void rows_dot(const bf16 *__restrict__ wa, const bf16
 /* The first PF chunks of a lane's weight rows, loaded before griddep_wait(): weights never depend
  * on the previous kernel, so their latency overlaps its tail (with programmatic dependent launch)
  * and this kernel's own prologue. */
-template <int PF, bool PAIR> struct prefetch {
-    uint4 a[PF], b[PAIR ? PF : 1];
+template <int PF> struct prefetch {
+    uint4 a[PF], b[PF];
 };
 
-template <int PF, bool PAIR>
-__device__ __forceinline__ void prefetch_rows(prefetch<PF, PAIR> &p, const bf16 *wa, const bf16 *wb, int C) {
+template <int PF>
+__device__ __forceinline__ void prefetch_rows(prefetch<PF> &p, const bf16 *wa, const bf16 *wb, int C) {
     const int lane = threadIdx.x & 31, nch = C >> 3;
 #pragma unroll
     for (int k = 0; k < PF; k++) {
         int c = lane + 32 * k;
         if (c < nch) {
             p.a[k] = ld_stream((const uint4 *)wa + c);
-            if (PAIR) p.b[k] = ld_stream((const uint4 *)wb + c);
+            if (wb) p.b[k] = ld_stream((const uint4 *)wb + c);
         }
     }
 }
 
 /* acc += the prefetched chunks' share of the dot products; the caller continues at 32 * PF. */
-template <int NR, int PF, bool PAIR>
-__device__ __forceinline__ void prefetch_dot(const prefetch<PF, PAIR> &p, const bf16 *x, int C, float *accA,
+template <int NR, int PF>
+__device__ __forceinline__ void prefetch_dot(const prefetch<PF> &p, bool pair, const bf16 *x, int C, float *accA,
                                              float *accB) {
     const int lane = threadIdx.x & 31, nch = C >> 3;
     const uint4 *X = (const uint4 *)x;
@@ -131,7 +141,7 @@ __device__ __forceinline__ void prefetch_dot(const prefetch<PF, PAIR> &p, const 
         for (int r = 0; r < NR; r++) {
             uint4 xv = X[(size_t)r * nch + c];
             accA[r] = dot8(p.a[k], xv, accA[r]);
-            if (PAIR) accB[r] = dot8(p.b[k], xv, accB[r]);
+            if (pair) accB[r] = dot8(p.b[k], xv, accB[r]);
         }
     }
 }
@@ -169,21 +179,21 @@ __device__ void norm_prologue(bf16 *xs, const float *__restrict__ x, const int32
 /* ---- linear (plain) ------------------------------------------------------------------------ */
 
 template <int NR>
-__global__ __launch_bounds__(GEMV_THREADS, NR == 1 ? 4 : 2) void k_gemv(const bf16 *__restrict__ W, const bf16 *__restrict__ X,
+__global__ __launch_bounds__(GEMV_THREADS) void k_gemv(const bf16 *__restrict__ W, const bf16 *__restrict__ X,
                                                        void *out, int mode, const float *__restrict__ bias, int OC,
                                                        int C) {
     const int lane = threadIdx.x & 31;
     int row = blockIdx.x * GW + (threadIdx.x >> 5);
-    prefetch<4, false> pf;
-    if (row < OC) prefetch_rows<4, false>(pf, W + (int64_t)row * C, NULL, C);
+    prefetch<8> pf;
+    if (row < OC) prefetch_rows<8>(pf, W + (int64_t)row * C, NULL, C);
     griddep_wait();
     for (bool first = true; row < OC; row += gridDim.x * GW, first = false) {
         float acc[NR];
 #pragma unroll
         for (int r = 0; r < NR; r++) acc[r] = 0.0f;
         if (first) {
-            prefetch_dot<NR, 4, false>(pf, X, C, acc, NULL);
-            rows_dot<NR>(W + (int64_t)row * C, NULL, X, C, acc, NULL, 128);
+            prefetch_dot<NR, 8>(pf, false, X, C, acc, NULL);
+            rows_dot<NR>(W + (int64_t)row * C, NULL, X, C, acc, NULL, 256);
         } else {
             rows_dot<NR>(W + (int64_t)row * C, NULL, X, C, acc, NULL);
         }
@@ -254,7 +264,7 @@ dspy_status cu_gemv(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_ten
 
 /* Work unit u: a pair of rows (i, i + HS/2) of one head of q, k or v. */
 template <int NR>
-__global__ __launch_bounds__(GEMV_THREADS, NR == 1 ? 4 : 2) void k_attn_in(
+__global__ __launch_bounds__(GEMV_THREADS) void k_attn_in(
     const bf16 *__restrict__ W, const float *__restrict__ bias, const float *__restrict__ x, const float *__restrict__ wn,
     float eps, const int32_t *__restrict__ pos, const int32_t *__restrict__ slots, const float *__restrict__ inv_freq,
     bf16 *__restrict__ q_out, bf16 *__restrict__ kc, bf16 *__restrict__ vc, int C, int NH, int NKV, int HS) {
@@ -270,10 +280,10 @@ __global__ __launch_bounds__(GEMV_THREADS, NR == 1 ? 4 : 2) void k_attn_in(
         return (*sect == 0 ? 0 : *sect == 1 ? Q : Q + KVD) + *head * HS + *i;
     };
     int u = blockIdx.x * GW + (threadIdx.x >> 5);
-    prefetch<2, true> pf;
+    prefetch<4> pf;
     if (u < units) {
         int sect, head, i, rowA = row_of(u, &sect, &head, &i);
-        prefetch_rows<2, true>(pf, W + (int64_t)rowA * C, W + (int64_t)(rowA + half) * C, C);
+        prefetch_rows<4>(pf, W + (int64_t)rowA * C, W + (int64_t)(rowA + half) * C, C);
     }
     griddep_wait();
     norm_prologue<NR>(xs, x, NULL, wn, C, eps);
@@ -284,8 +294,8 @@ __global__ __launch_bounds__(GEMV_THREADS, NR == 1 ? 4 : 2) void k_attn_in(
 #pragma unroll
         for (int r = 0; r < NR; r++) a[r] = b[r] = 0.0f;
         if (first) {
-            prefetch_dot<NR, 2, true>(pf, xs, C, a, b);
-            rows_dot<NR>(W + (int64_t)rowA * C, W + (int64_t)rowB * C, xs, C, a, b, 64);
+            prefetch_dot<NR, 4>(pf, true, xs, C, a, b);
+            rows_dot<NR>(W + (int64_t)rowA * C, W + (int64_t)rowB * C, xs, C, a, b, 128);
         } else {
             rows_dot<NR>(W + (int64_t)rowA * C, W + (int64_t)rowB * C, xs, C, a, b);
         }
@@ -351,15 +361,15 @@ dspy_status cu_attn_in(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, 
 /* ---- mlp_in: RMSNorm + gate/up projection + SwiGLU ---------------------------------------- */
 
 template <int NR>
-__global__ __launch_bounds__(GEMV_THREADS, NR == 1 ? 4 : 2) void k_mlp_in(const bf16 *__restrict__ W, const float *__restrict__ x,
+__global__ __launch_bounds__(GEMV_THREADS) void k_mlp_in(const bf16 *__restrict__ W, const float *__restrict__ x,
                                                          const float *__restrict__ wn, float eps, bf16 *__restrict__ h,
                                                          int C, int I) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *xs = (bf16 *)smem_raw;
     const int lane = threadIdx.x & 31;
     int u = blockIdx.x * GW + (threadIdx.x >> 5);
-    prefetch<2, true> pf;
-    if (u < I) prefetch_rows<2, true>(pf, W + (int64_t)u * C, W + (int64_t)(I + u) * C, C);
+    prefetch<4> pf;
+    if (u < I) prefetch_rows<4>(pf, W + (int64_t)u * C, W + (int64_t)(I + u) * C, C);
     griddep_wait();
     norm_prologue<NR>(xs, x, NULL, wn, C, eps);
     for (bool first = true; u < I; u += gridDim.x * GW, first = false) {
@@ -367,8 +377,8 @@ __global__ __launch_bounds__(GEMV_THREADS, NR == 1 ? 4 : 2) void k_mlp_in(const 
 #pragma unroll
         for (int r = 0; r < NR; r++) g[r] = up[r] = 0.0f;
         if (first) {
-            prefetch_dot<NR, 2, true>(pf, xs, C, g, up);
-            rows_dot<NR>(W + (int64_t)u * C, W + (int64_t)(I + u) * C, xs, C, g, up, 64);
+            prefetch_dot<NR, 4>(pf, true, xs, C, g, up);
+            rows_dot<NR>(W + (int64_t)u * C, W + (int64_t)(I + u) * C, xs, C, g, up, 128);
         } else {
             rows_dot<NR>(W + (int64_t)u * C, W + (int64_t)(I + u) * C, xs, C, g, up);
         }
@@ -410,15 +420,15 @@ dspy_status cu_mlp_in(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_tenso
 /* ---- logits: gather + final RMSNorm + lm_head ---------------------------------------------- */
 
 template <int NR>
-__global__ __launch_bounds__(GEMV_THREADS, NR == 1 ? 4 : 2) void k_logits(const bf16 *__restrict__ W, const float *__restrict__ x,
+__global__ __launch_bounds__(GEMV_THREADS) void k_logits(const bf16 *__restrict__ W, const float *__restrict__ x,
                                                          const int32_t *__restrict__ rows, const float *__restrict__ wn,
                                                          float eps, float *__restrict__ out, int C, int V) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *xs = (bf16 *)smem_raw;
     const int lane = threadIdx.x & 31;
     int v = blockIdx.x * GW + (threadIdx.x >> 5);
-    prefetch<4, false> pf;
-    if (v < V) prefetch_rows<4, false>(pf, W + (int64_t)v * C, NULL, C);
+    prefetch<8> pf;
+    if (v < V) prefetch_rows<8>(pf, W + (int64_t)v * C, NULL, C);
     griddep_wait();
     norm_prologue<NR>(xs, x, rows, wn, C, eps);
     for (bool first = true; v < V; v += gridDim.x * GW, first = false) {
@@ -426,8 +436,8 @@ __global__ __launch_bounds__(GEMV_THREADS, NR == 1 ? 4 : 2) void k_logits(const 
 #pragma unroll
         for (int r = 0; r < NR; r++) acc[r] = 0.0f;
         if (first) {
-            prefetch_dot<NR, 4, false>(pf, xs, C, acc, NULL);
-            rows_dot<NR>(W + (int64_t)v * C, NULL, xs, C, acc, NULL, 128);
+            prefetch_dot<NR, 8>(pf, false, xs, C, acc, NULL);
+            rows_dot<NR>(W + (int64_t)v * C, NULL, xs, C, acc, NULL, 256);
         } else {
             rows_dot<NR>(W + (int64_t)v * C, NULL, xs, C, acc, NULL);
         }

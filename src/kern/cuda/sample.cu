@@ -113,6 +113,7 @@ __global__ __launch_bounds__(SAMPLE_THREADS) void k_sample(int32_t *tokens, floa
     __shared__ float s_max, s_lse;
     __shared__ int s_best, s_tok;
     __shared__ bool s_last;
+    __shared__ float s_part[3 * SAMPLE_PARTS];
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
     /* 1. this part's max / argmax (ties: lowest id) and sum of exp(x - max) */
     const int chunk = (V + P - 1) / P, i0 = pi * chunk, i1 = min(V, i0 + chunk);
@@ -150,19 +151,21 @@ __global__ __launch_bounds__(SAMPLE_THREADS) void k_sample(int32_t *tokens, floa
     __syncthreads();
     if (!s_last) return;
     __threadfence();
-    if (threadIdx.x == 0) { /* combine the parts */
-        const float *rp = part + (int64_t)row * P * 3;
+    /* combine the parts: their partials loaded in parallel, then one thread reduces */
+    if (threadIdx.x < 3 * P) s_part[threadIdx.x] = __ldcg(part + (int64_t)row * P * 3 + threadIdx.x);
+    __syncthreads();
+    if (threadIdx.x == 0) {
         float M = -INFINITY;
         int best = 0x7fffffff;
         for (int k = 0; k < P; k++) {
-            float m = __ldcg(rp + 3 * k);
-            int id = __float_as_int(__ldcg(rp + 3 * k + 1));
+            float m = s_part[3 * k];
+            int id = __float_as_int(s_part[3 * k + 1]);
             if (m > M || (m == M && id < best)) M = m, best = id;
         }
         float tot = 0.0f;
         for (int k = 0; k < P; k++) {
-            float m = __ldcg(rp + 3 * k);
-            if (m > -INFINITY) tot += __ldcg(rp + 3 * k + 2) * expf(m - M);
+            float m = s_part[3 * k];
+            if (m > -INFINITY) tot += s_part[3 * k + 2] * expf(m - M);
         }
         s_max = M, s_best = best, s_tok = best, s_lse = M + logf(tot);
         count[row] = 0; /* ready for the next launch (or graph replay) */
