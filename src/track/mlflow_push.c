@@ -82,7 +82,7 @@ dspy_status dspy_run_push_mlflow(const char *dir, const dspy_mlflow_params *p, c
     dspy_mlflow_params d = p ? *p : dspy_mlflow_params_default();
     dspy_json *man = NULL, *loaded = NULL, *metrics = NULL;
     track_mlflow *m = NULL;
-    char *eid = NULL, *rid = NULL, *au = NULL, *err = NULL;
+    char *eid = NULL, *rid = NULL, *au = NULL, *err = NULL, *uri = NULL, *exp = NULL;
     dspy_status st = track_load_json(dir, TRACK_MANIFEST, &man);
     if (st == DSPY_ERR_NOTFOUND) {
         st = dspy_fail(st, "%s: no run.json; only runs recorded by dspy_run_begin (dspy compile, finetune, eval) "
@@ -92,10 +92,17 @@ dspy_status dspy_run_push_mlflow(const char *dir, const dspy_mlflow_params *p, c
     if (st || (st = dspy_run_load(dir, &loaded)) || (st = dspy_run_metrics(dir, &metrics))) goto fail;
     const dspy_json *prev = dspy_json_get(man, "mlflow");
     const char *env_uri = getenv("MLFLOW_TRACKING_URI"), *env_exp = getenv("MLFLOW_EXPERIMENT_NAME");
-    if (!d.tracking_uri || !*d.tracking_uri)
-        d.tracking_uri = env_uri && *env_uri ? env_uri : dspy_json_str_or(prev, "tracking_uri", NULL);
-    if (!d.experiment || !*d.experiment)
-        d.experiment = env_exp && *env_exp ? env_exp : dspy_json_str_or(prev, "experiment", "dspy");
+    /* copies: the strings of `prev` go away when run.json's record is replaced below */
+    uri = strdup(d.tracking_uri && *d.tracking_uri ? d.tracking_uri
+                 : env_uri && *env_uri ? env_uri : dspy_json_str_or(prev, "tracking_uri", ""));
+    exp = strdup(d.experiment && *d.experiment ? d.experiment
+                 : env_exp && *env_exp ? env_exp : dspy_json_str_or(prev, "experiment", "dspy"));
+    if (!uri || !exp) {
+        st = dspy_fail(DSPY_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    d.tracking_uri = *uri ? uri : NULL;
+    d.experiment = exp;
     if ((st = track_mlflow_open(&d, &m))) goto fail;
     const char *prid = dspy_json_str_or(prev, "run_id", NULL);
     bool reuse = prid && !dspy_json_bool_or(prev, "logged", true) &&
@@ -156,6 +163,8 @@ fail:
             dspy_fail(st, "%s", err);
     }
     free(err);
+    free(uri);
+    free(exp);
     free(eid);
     free(rid);
     free(au);

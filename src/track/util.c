@@ -61,9 +61,16 @@ bool track_key_ok(const char *key) {
 }
 
 bool track_secret_name(const char *name) {
-    static const char *const words[] = {"key", "token", "secret", "password"};
-    for (size_t i = 0; i < sizeof words / sizeof *words; i++)
-        if (strstr(name, words[i])) return true;
+    /* "api-key", "teacher-api-key", "token", "hf_token", "password"; not "max-tokens" */
+    static const char *const words[] = {"key", "token", "secret", "password", "passwd"};
+    for (size_t i = 0; i < sizeof words / sizeof *words; i++) {
+        size_t w = strlen(words[i]);
+        for (const char *p = name; (p = strstr(p, words[i])) != NULL; p++) {
+            bool start = p == name || p[-1] == '-' || p[-1] == '_';
+            bool end = p[w] == '\0' || p[w] == '-' || p[w] == '_';
+            if (start && end) return true;
+        }
+    }
     return false;
 }
 

@@ -34,8 +34,15 @@ static void uri_public(dspy_str *out, const char *uri) {
     }
 }
 
+/* The library's rule (options named ...-key, ...-token, ...secret..., ...password...). */
 static bool secret(const char *name) {
-    return strstr(name, "key") || strstr(name, "token") || strstr(name, "secret") || strstr(name, "password");
+    static const char *const words[] = {"key", "token", "secret", "password", "passwd"};
+    for (size_t i = 0; i < sizeof words / sizeof *words; i++) {
+        size_t w = strlen(words[i]);
+        for (const char *p = name; (p = strstr(p, words[i])) != NULL; p++)
+            if ((p == name || p[-1] == '-' || p[-1] == '_') && (p[w] == '\0' || p[w] == '-' || p[w] == '_')) return true;
+    }
+    return false;
 }
 
 static dspy_status record_options(dspy_run *run, const dspy_args *a) {

@@ -128,7 +128,7 @@
         g.append(s('text', { x: X(v) + 4, y: y + bh - 2, 'font-size': 10, text: fmt(v, 1) + unit }));
       });
     });
-    return h('div', { class: 'chart' }, h('p', { class: 'title', text: title }), g);
+    return h('div', { class: 'chart wide' }, h('p', { class: 'title', text: title }), g);
   }
 
   function header() {
@@ -214,7 +214,7 @@
       notes: evals.map((e) => { const c = e && e.per_class.find((x) => x.label === l); return c ? `${c.correct}/${c.n}` : ''; }),
       missing: 'not in this devset',
     }));
-    app.append(h('div', { class: 'chart' }, barChart('per_class', `Accuracy per gold label (${labels.length} classes)`, groups, '%')));
+    app.append(h('div', {}, barChart('per_class', `Accuracy per gold label (${labels.length} classes)`, groups, '%')));
   }
 
   function matrix(r, i) {
