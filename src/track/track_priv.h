@@ -37,7 +37,8 @@ bool track_key_ok(const char *key);
 /* Whether an option name holds a secret (contains key, token, secret or password). */
 bool track_secret_name(const char *name);
 
-/* Copies a regular file (parent directories of dst created). DSPY_ERR_IO/NOTFOUND. */
+/* Copies a regular file (parent directories of dst created, the modification time kept, as
+ * `cp -p` does). DSPY_ERR_IO/NOTFOUND. */
 dspy_status track_copy_file(const char *src, const char *dst);
 /* Whether `path` is a regular file / a directory. */
 bool track_is_file(const char *path);

@@ -6,6 +6,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,6 +119,12 @@ dspy_status track_copy_file(const char *src, const char *dst) {
         if ((st = dspy_mkdir_p(parent))) goto fail;
     }
     st = dspy_write_file(dst, data, len);
+    /* keep the modification time, as `cp -p` does: a trainer log's timestamps derive from it */
+    struct stat sb;
+    if (!st && stat(src, &sb) == 0) {
+        struct timespec times[2] = {sb.st_atim, sb.st_mtim};
+        utimensat(AT_FDCWD, dst, times, 0);
+    }
 fail:
     free(parent);
     free(data);

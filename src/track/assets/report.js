@@ -54,10 +54,11 @@
   }
 
   /* "nice" ticks covering [lo, hi] */
-  function ticks(lo, hi, n) {
-    if (!(hi > lo)) { const d = Math.abs(lo) > 0 ? Math.abs(lo) * 0.1 : 1; lo -= d; hi += d; }
+  function ticks(lo, hi, n, integer) {
+    if (!(hi > lo)) { const d = integer ? 1 : Math.abs(lo) > 0 ? Math.abs(lo) * 0.1 : 1; lo -= d; hi += d; }
     const raw = (hi - lo) / n, mag = Math.pow(10, Math.floor(Math.log10(raw)));
-    const step = [1, 2, 5, 10].map((m) => m * mag).find((st) => st >= raw) || raw;
+    let step = [1, 2, 5, 10].map((m) => m * mag).find((st) => st >= raw) || raw;
+    if (integer) step = Math.max(1, Math.round(step));
     const out = [];
     for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Math.abs(v) < step * 1e-9 ? 0 : v);
     return { lo: Math.min(lo, out[0]), hi: Math.max(hi, out[out.length - 1]), ticks: out };
@@ -67,7 +68,7 @@
   function lineChart(name, title, xlabel, series) {
     const W = 560, H = 260, L = 64, R = 12, T = 12, B = 40;
     const pts = series.flatMap((se) => se.points.filter((p) => p[1] !== null));
-    const xs = ticks(Math.min(...pts.map((p) => p[0])), Math.max(...pts.map((p) => p[0])), 6);
+    const xs = ticks(Math.min(...pts.map((p) => p[0])), Math.max(...pts.map((p) => p[0])), 6, true);
     const ys = ticks(Math.min(...pts.map((p) => p[1])), Math.max(...pts.map((p) => p[1])), 5);
     const X = (x) => L + (x - xs.lo) / (xs.hi - xs.lo) * (W - L - R);
     const Y = (y) => T + (1 - (y - ys.lo) / (ys.hi - ys.lo)) * (H - T - B);
@@ -102,7 +103,8 @@
 
   /* Horizontal grouped bars: groups [{label, values: [v|null per run], notes: [text per run]}], max = 100. */
   function barChart(name, title, groups, unit) {
-    const W = 560, L = 190, R = 56, rowH = runs.length > 1 ? 24 : 18, T = 8, B = 26;
+    const longest = Math.max(...groups.map((g) => g.label.length));
+    const L = Math.min(330, Math.max(120, 14 + 6.4 * longest)), W = L + 380, R = 56, rowH = runs.length > 1 ? 24 : 18, T = 8, B = 26;
     const H = T + B + groups.length * rowH;
     const X = (v) => L + (v / 100) * (W - L - R);
     const g = s('svg', { viewBox: `0 0 ${W} ${H}`, 'data-chart': name, role: 'img', 'aria-label': title });
@@ -149,7 +151,7 @@
   }
 
   function summary() {
-    app.append(h('h2', { text: 'Summary' }));
+    app.append(h('h2', { id: 'summary', text: 'Summary' }));
     const wrap = h('div', { class: 'runs', style: '--n:' + runs.length });
     runs.forEach((r, i) => {
       const m = r.metrics || {};
@@ -170,7 +172,7 @@
   }
 
   function accuracy() {
-    app.append(h('h2', { text: 'Accuracy: untrained student, teacher, fine-tuned student' }));
+    app.append(h('h2', { id: 'accuracy', text: 'Accuracy: untrained student, teacher, fine-tuned student' }));
     legend(app);
     const names = [];
     runs.forEach((r) => (r.accuracy || []).forEach((a) => { if (!names.includes(a.name)) names.push(a.name); }));
@@ -180,11 +182,11 @@
       notes: runs.map((r) => { const a = (r.accuracy || []).find((x) => x.name === n); return a && a.n ? a.n + ' examples' : ''; }),
       missing: n === 'fine-tuned student' || n === 'evaluated program' ? 'not evaluated' : 'not measured (dspy compile --baselines)',
     }));
-    app.append(h('div', { class: 'charts' }, barChart('accuracy', 'Exact-match accuracy on the devset', groups, '%')));
+    app.append(h('div', {}, barChart('accuracy', 'Exact-match accuracy on the devset', groups, '%')));
   }
 
   function curves() {
-    app.append(h('h2', { text: 'Training' }));
+    app.append(h('h2', { id: 'training', text: 'Training' }));
     const defs = [['loss', 'Loss (assistant tokens)'], ['learning_rate', 'Learning rate'], ['grad_norm', 'Gradient norm (before clipping)'], ['tokens_per_s', 'Throughput (tokens/s)']];
     const box = h('div', { class: 'charts' });
     let any = false;
@@ -203,7 +205,7 @@
   function perClass() {
     const evals = runs.map((r) => r.eval);
     if (!evals.some((e) => e)) return;
-    app.append(h('h2', { text: 'Per-class accuracy (worst first)' }));
+    app.append(h('h2', { id: 'per-class', text: 'Per-class accuracy (worst first)' }));
     legend(app);
     const first = evals.find((e) => e);
     const labels = first.per_class.map((c) => c.label);
@@ -219,13 +221,17 @@
 
   function matrix(r, i) {
     const e = r.eval, cm = e.confusion, R = cm.rows.length, C = cm.cols.length;
-    const cs = Math.max(6, Math.min(28, Math.floor(640 / Math.max(R, C)))), L = 170, T = 150;
-    const W = L + C * cs + 8, H = T + R * cs + 8;
+    /* cells of at least 11 px (77 classes: an 850 px square, to scroll and zoom); margins that fit
+     * the longest label at the label size */
+    const cs = Math.max(11, Math.min(28, Math.floor(860 / Math.max(R, C))));
+    const fs0 = Math.max(5, Math.min(11, cs - 2)), chars = Math.max(...cm.rows.concat(cm.cols).map((l) => l.length));
+    const L = 12 + 0.62 * fs0 * chars, T = 12 + 0.62 * fs0 * chars * 0.87 + fs0;
+    const W = L + C * cs + 0.55 * (T - 12) + 8, H = T + R * cs + 8; /* room for the last rotated labels */
     const colIndex = new Map(cm.cols.map((c, k) => [c, k]));
     let max = 1;
     for (const [, , n] of cm.cells) max = Math.max(max, n);
     const g = s('svg', { viewBox: `0 0 ${W} ${H}`, 'data-chart': 'confusion-' + i, width: W, height: H, role: 'img', 'aria-label': 'confusion matrix' });
-    const fs = Math.max(5, Math.min(11, cs - 2));
+    const fs = fs0;
     cm.rows.forEach((lab, k) => g.append(s('text', { x: L - 4, y: T + k * cs + cs / 2 + fs / 3, 'text-anchor': 'end', 'font-size': fs, text: lab }, tip('gold: ' + lab))));
     cm.cols.forEach((lab, k) => {
       const x = L + k * cs + cs / 2 + fs / 3;
@@ -261,7 +267,7 @@
 
   function confusion() {
     if (!runs.some((r) => r.eval)) return;
-    app.append(h('h2', { text: 'Confusion matrix (rows: gold label, columns: predicted label)' }));
+    app.append(h('h2', { id: 'confusion', text: 'Confusion matrix (rows: gold label, columns: predicted label)' }));
     const wrap = h('div', { class: 'runs', style: '--n:' + runs.length });
     runs.forEach((r, i) => wrap.append(r.eval ? matrix(r, i) : h('p', { class: 'note', text: runLabel(r, i) + ': no evaluation' })));
     app.append(wrap);
@@ -269,7 +275,7 @@
 
   function failed() {
     if (!runs.some((r) => r.eval)) return;
-    app.append(h('h2', { text: 'Failed examples (prompt and answer, as inspect_history shows them)' }));
+    app.append(h('h2', { id: 'failed', text: 'Failed examples (prompt and answer, as inspect_history shows them)' }));
     const wrap = h('div', { class: 'runs', style: '--n:' + runs.length });
     runs.forEach((r, i) => {
       const box = h('div', {}, runs.length > 1 ? h('h3', {}, h('span', { class: 'swatch', style: 'background:' + RAW[i] }), runLabel(r, i)) : null);
@@ -305,7 +311,7 @@
   }
 
   function details() {
-    app.append(h('h2', { text: runs.length > 1 ? 'Parameters, metrics and environment (differences highlighted)' : 'Parameters, metrics and environment' }));
+    app.append(h('h2', { id: 'details', text: runs.length > 1 ? 'Parameters, metrics and environment (differences highlighted)' : 'Parameters, metrics and environment' }));
     kvTable('Parameters', (r) => r.params);
     kvTable('Final metrics', (r) => r.metrics);
     kvTable('Tags', (r) => r.tags);
