@@ -69,7 +69,8 @@ typedef struct dspy_run_params {
     const char *const *argv;       /*   (options named *key*, *token*, *secret*, *password*) masked */
     const char *mlflow_uri;        /* NULL: $MLFLOW_TRACKING_URI; NULL/empty both: no MLflow */
     const char *mlflow_experiment; /* NULL: $MLFLOW_EXPERIMENT_NAME, else "dspy" */
-    FILE *notes;                   /* one-line notes (the report's path, the MLflow run) or NULL */
+    FILE *notes;                   /* one-line notes of a run that finished (its directory, the
+                                      report's path, the MLflow run), or NULL */
 } dspy_run_params;
 
 dspy_run_params dspy_run_params_default(void);

@@ -342,8 +342,9 @@ dspy_status dspy_run_finish(dspy_run *r, bool ok, const char *error) {
         r->report_path = report;
         if ((st = track_write_manifest(r))) return st; /* the artifact list now has report.html */
     }
-    note(r, "run %s: %s\n", r->id, r->dir);
-    if (r->report_path) note(r, "report: file://%s%s\n", r->report_path, "");
+    /* a failed command has its one error line; the notes are for runs that finished */
+    if (ok) note(r, "run %s: %s\n", r->id, r->dir);
+    if (ok && r->report_path) note(r, "report: file://%s%s\n", r->report_path, "");
     if (!r->mlflow_uri) return DSPY_OK;
     dspy_mlflow_params mp = dspy_mlflow_params_default();
     mp.tracking_uri = r->mlflow_uri;
@@ -362,7 +363,7 @@ dspy_status dspy_run_finish(dspy_run *r, bool ok, const char *error) {
         dspy_str link = DSPY_STR_INIT;
         dspy_str_appendf(&link, "%s/#/experiments/%s/runs/%s", dspy_json_str_or(ml, "tracking_uri", "?"),
                          dspy_json_str_or(ml, "experiment_id", "?"), mid);
-        if (dspy_str_ok(&link)) note(r, "mlflow: %s%s\n", link.ptr, "");
+        if (ok && dspy_str_ok(&link)) note(r, "mlflow: %s%s\n", link.ptr, "");
         dspy_str_free(&link);
         dspy_json_decref(r->mlflow);
         r->mlflow = dspy_json_incref(dspy_json_get(m, "mlflow"));

@@ -162,7 +162,6 @@ int cmd_eval(int argc, char **argv) {
         goto fail;
     }
 
-    run = cli_run_begin(&a, "eval", NULL, argc, argv, stderr);
     dspy_program_load_params pl = dspy_program_load_params_default();
     if ((st = dspy_program_load(dspy_args_get(&a, "program"), &pl, &m))) goto fail;
     dspy_named_predictor *np = NULL;
@@ -212,6 +211,7 @@ int cmd_eval(int argc, char **argv) {
         sub = NULL;
     }
 
+    run = cli_run_begin(&a, "eval", NULL, argc, argv, stderr);
     dspy_evaluate_params ep = dspy_evaluate_params_default();
     ep.num_threads = (int32_t)threads;
     ep.max_errors = (int32_t)max_errors;
