@@ -356,7 +356,13 @@ dspy_status dspy_run_finish(dspy_run *r, bool ok, const char *error) {
                  "URI`", r->dir, r->dir);
         return DSPY_OK;
     }
-    r->mlflow_run_id = mid;
+    if (r->mlflow_run_id && strcmp(r->mlflow_run_id, mid) == 0) {
+        free(mid); /* the run begun at the start: the caller's pointer stays valid */
+    } else {
+        free(r->mlflow_run_id);
+        r->mlflow_run_id = mid;
+    }
+    mid = r->mlflow_run_id;
     dspy_json *m = NULL;
     if (track_load_json(r->dir, TRACK_MANIFEST, &m) == DSPY_OK) {
         const dspy_json *ml = dspy_json_get(m, "mlflow");
