@@ -36,8 +36,8 @@
  * MLFLOW_EXPERIMENT_NAME, MLFLOW_TRACKING_TOKEN (Bearer) or MLFLOW_TRACKING_USERNAME/PASSWORD
  * (Basic), MLFLOW_HTTP_REQUEST_MAX_RETRIES (default 3), MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR
  * (seconds, default 1: waits 1, 2, 4 s), MLFLOW_HTTP_REQUEST_TIMEOUT (seconds, default 30).
- * A file: URI (or a plain path) writes MLflow's file-store layout instead
- * (dspy_run_export_mlflow).
+ * A tracking URI that names a folder (file:..., /..., ./...) gets the run written there in
+ * MLflow's file-store layout at the run's end instead (dspy_run_export_mlflow).
  *
  * Thread safety: a dspy_run is used from one thread at a time. The reading functions share no
  * state and may run concurrently.

@@ -189,6 +189,45 @@ dspy_status track_append_points(const char *dir, const dspy_json *points) {
     return st;
 }
 
+static void note(const dspy_run *r, const char *fmt, const char *a, const char *b) {
+    if (!r->notes) return;
+    fprintf(r->notes, fmt, a, b);
+    fflush(r->notes);
+}
+
+/* A tracking URI naming a folder (file:..., an absolute or ./relative path), as MLflow reads
+ * MLFLOW_TRACKING_URI: the run is written there in the file-store layout at its end. */
+static bool file_store(const char *uri) {
+    return strncmp(uri, "file:", 5) == 0 || uri[0] == '/' || strncmp(uri, "./", 2) == 0 || strncmp(uri, "../", 3) == 0;
+}
+
+/* file:///a/b -> /a/b; file:a -> a; a path as it is. */
+static const char *file_store_path(const char *uri) {
+    if (strncmp(uri, "file://", 7) == 0) return uri + 7;
+    if (strncmp(uri, "file:", 5) == 0) return uri + 5;
+    return uri;
+}
+
+/* The end of a run for a file-store tracking URI: dspy_run_export_mlflow, recorded in run.json. */
+static void finish_file_store(dspy_run *r, bool ok) {
+    char *path = NULL;
+    dspy_status st = dspy_run_export_mlflow(r->dir, file_store_path(r->mlflow_uri), r->mlflow_experiment, &path);
+    dspy_json *rec = dspy_json_object();
+    if (rec) {
+        dspy_json_set_str(rec, "tracking_uri", r->mlflow_uri);
+        dspy_json_set_str(rec, "experiment", r->mlflow_experiment);
+        dspy_json_set_str(rec, "status", st ? "failed" : "synced");
+        if (st) dspy_json_set_str(rec, "error", dspy_errmsg());
+        else dspy_json_set_str(rec, "run_path", path);
+        dspy_json_decref(r->mlflow);
+        r->mlflow = rec;
+    }
+    if (st) dspy_log(DSPY_LOG_WARN, "MLflow file store %s: %s", r->mlflow_uri, dspy_errmsg());
+    if (track_write_manifest(r)) dspy_log(DSPY_LOG_WARN, "run %s: %s", r->dir, dspy_errmsg());
+    if (!st && ok) note(r, "mlflow: %s%s\n", path, "");
+    free(path);
+}
+
 dspy_status dspy_run_begin(const char *dir, const dspy_run_params *p, dspy_run **out) {
     *out = NULL;
     if (!dir || !*dir || !p || !p->kind || !*p->kind)
@@ -235,7 +274,7 @@ dspy_status dspy_run_begin(const char *dir, const dspy_run_params *p, dspy_run *
     st = mpath ? dspy_write_file(mpath, "", 0) : dspy_fail(DSPY_ERR_NOMEM, "out of memory");
     free(mpath);
     if (st || (st = track_write_manifest(r))) goto fail;
-    if (r->mlflow_uri) {
+    if (r->mlflow_uri && !file_store(r->mlflow_uri)) {
         track_mlflow_begin(r);
         if ((st = track_write_manifest(r))) goto fail;
     }
@@ -315,12 +354,6 @@ dspy_status dspy_run_save_history(dspy_run *r, const char *rel_path, dspy_histor
     return st;
 }
 
-static void note(const dspy_run *r, const char *fmt, const char *a, const char *b) {
-    if (!r->notes) return;
-    fprintf(r->notes, fmt, a, b);
-    fflush(r->notes);
-}
-
 dspy_status dspy_run_finish(dspy_run *r, bool ok, const char *error) {
     if (!r || r->finished) return DSPY_OK;
     r->finished = true;
@@ -346,6 +379,10 @@ dspy_status dspy_run_finish(dspy_run *r, bool ok, const char *error) {
     if (ok) note(r, "run %s: %s\n", r->id, r->dir);
     if (ok && r->report_path) note(r, "report: file://%s%s\n", r->report_path, "");
     if (!r->mlflow_uri) return DSPY_OK;
+    if (file_store(r->mlflow_uri)) {
+        finish_file_store(r, ok);
+        return DSPY_OK;
+    }
     dspy_mlflow_params mp = dspy_mlflow_params_default();
     mp.tracking_uri = r->mlflow_uri;
     mp.experiment = r->mlflow_experiment;

@@ -631,6 +631,35 @@ static void test_export_file_store(void) {
     free(path);
 }
 
+/* MLFLOW_TRACKING_URI=file:... (MLflow's own way to name a local store): the run lands there. */
+static void test_file_store_uri(void) {
+    char dir[1024], store[1024], uri[1100];
+    snprintf(dir, sizeof dir, "%s/runs/to-file-store", test_tmpdir());
+    snprintf(store, sizeof store, "%s/file-store", test_tmpdir());
+    snprintf(uri, sizeof uri, "file://%s", store);
+    dspy_run_params p = dspy_run_params_default();
+    p.kind = "eval";
+    p.mlflow_uri = uri;
+    p.mlflow_experiment = "local";
+    dspy_run *r = NULL;
+    CHECK_OK(dspy_run_begin(dir, &p, &r));
+    if (!r) return;
+    CHECK_OK(dspy_run_log_metric(r, "eval_score", 75.0, 0));
+    CHECK_OK(dspy_run_finish(r, true, NULL));
+    char rel[200];
+    snprintf(rel, sizeof rel, "%s/metrics/eval_score", dspy_run_id(r));
+    dspy_json *m = NULL;
+    CHECK_OK(dspy_run_load(dir, &m));
+    const char *run_path = dspy_json_str_or(dspy_json_get(m, "mlflow"), "run_path", "");
+    CHECK_STR(dspy_json_str_or(dspy_json_get(m, "mlflow"), "status", ""), "synced");
+    CHECK(strstr(run_path, store) == run_path);
+    char *text = get(run_path, "metrics/eval_score");
+    CHECK_CONTAINS(text, " 75.0 0\n");
+    free(text);
+    dspy_json_decref(m);
+    dspy_run_free(r);
+}
+
 int main(void) {
     unsetenv("MLFLOW_TRACKING_URI");
     setenv("DSPY_RUNS_DIR", test_tmpdir(), 1);
@@ -643,5 +672,6 @@ int main(void) {
     RUN(test_find_and_resolve);
     RUN(test_cli_runs);
     RUN(test_export_file_store);
+    RUN(test_file_store_uri);
     return check_summary("test_track");
 }
