@@ -4,7 +4,11 @@
 set -euo pipefail
 PKGS=(build-essential cmake ninja-build pkg-config
       libjansson-dev libcurl4-openssl-dev libsqlite3-dev libssl-dev libpcre2-dev
-      python3)
+      python3 python3-yaml
+      chromium chromium-driver)
+# chromium: test_report_browser renders the HTML report headless (DevTools protocol over a pipe);
+# chromium-driver: the same browser for WebDriver clients. python3-yaml: test_track reads the
+# MLflow file store's meta.yaml back with PyYAML, the parser MLflow itself uses.
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

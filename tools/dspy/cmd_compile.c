@@ -38,6 +38,7 @@
 #include "dspy/model.h"
 #include "dspy/oracle.h"
 #include "dspy/settings.h"
+#include "track_cli.h"
 
 #define NSTEPS 9
 
@@ -636,6 +637,8 @@ int cmd_compile(int argc, char **argv) {
         {"launch-timeout", "SECONDS", "how long to wait for a server to be ready", false, false, "600"},
         {"chat-date", "DATE", "Llama 3 'Today Date' for training and serving (default: today)", false, false, NULL},
         {"out", "DIR", "output directory: program.json, results.json/.csv, report.json, cache/", false, false, "dspy-compile-out"},
+        {"baselines", NULL, "also evaluate the teacher and the untrained student on the devset (for the report)", false, false, NULL},
+        {"mlflow-uri", "URI", "log the run to an MLflow tracking server (default: $MLFLOW_TRACKING_URI)", false, false, NULL},
         {0},
     };
     dspy_args a;
@@ -652,6 +655,7 @@ int cmd_compile(int argc, char **argv) {
     r.t_start = now_s();
     dspy_train_bar bar = {0};
     bar.out = stderr;
+    dspy_run *run = NULL;
     int ret = 1;
     dspy_status st = DSPY_OK;
     dspy_str program_path = DSPY_STR_INIT, logdir = DSPY_STR_INIT;
@@ -697,6 +701,7 @@ int cmd_compile(int argc, char **argv) {
     dspy_settings_set_adapter(DSPY_ADAPTER_CHAT, true);
     fprintf(stderr, "dspy compile: DSPy's Banking77 BootstrapFinetune tutorial, out %s, DSPY_CACHEDIR %s\n", r.out_dir,
             getenv("DSPY_CACHEDIR"));
+    run = cli_run_begin(&a, "compile", r.out_dir, argc, argv, stdout);
 
     dspy_local_params lp = dspy_local_params_default();
     dspy_str_appendf(&logdir, "%s/logs", r.out_dir);
@@ -710,6 +715,8 @@ int cmd_compile(int argc, char **argv) {
 
     if ((st = step_data(&r)) || (st = step_program(&r)) || (st = step_teacher(&r, &lp)) || (st = step_compile(&r, &bar)))
         goto done;
+    if (dspy_args_flag(&a, "baselines"))
+        cli_run_baselines(run, r.teacher, r.student, r.devset, &k_metric, &lp, (int)r.num_threads);
     dspy_program_kill(r.teacher_server);
     if ((st = step_launch(&r, &lp)) || (st = step_evaluate(&r))) goto done;
     heading(8, "inspect_history(n=1): the last call to the fine-tuned student");
@@ -724,6 +731,8 @@ int cmd_compile(int argc, char **argv) {
          dspy_str_cstr(&program_path));
     if ((st = write_report(&r, dspy_str_cstr(&program_path)))) goto done;
     print_summary(&r, dspy_str_cstr(&program_path));
+    cli_run_compile(run, &r.report, r.finetuned_lm);
+    cli_run_end(&run, true);
     ret = 0;
 done:
     if (ret) {
@@ -733,6 +742,7 @@ done:
             fprintf(stderr, "       (so far: %zu examples bootstrapped, %zu teacher errors; cached answers stay in "
                             "%s for a rerun)\n", rep->bootstrap.examples, rep->bootstrap.errors, getenv("DSPY_CACHEDIR"));
         }
+        cli_run_end(&run, false);
     }
     dspy_train_bar_close(&bar);
     dspy_launched_free(r.student_server);

@@ -25,6 +25,7 @@
 #include "dspy/evaluate.h"
 #include "dspy/module.h"
 #include "dspy/settings.h"
+#include "track_cli.h"
 
 /* An integer option >= min (absent: *out unchanged). */
 static dspy_status count_opt(const dspy_args *a, const char *name, long min, long *out) {
@@ -114,6 +115,7 @@ int cmd_eval(int argc, char **argv) {
         {"display-table", "N", "print the first N rows of the result table (0: none, -1: all)", false, false, "0"},
         {"no-progress", NULL, "do not draw the progress bar", false, false, NULL},
         {"out", "DIR", "write results.json and results.csv there", false, false, NULL},
+        {"mlflow-uri", "URI", "log the run to an MLflow tracking server (default: $MLFLOW_TRACKING_URI)", false, false, NULL},
         {0},
     };
     dspy_args a;
@@ -128,6 +130,7 @@ int cmd_eval(int argc, char **argv) {
     dspy_dataset *ds = NULL, *sub = NULL;
     dspy_eval_result *res = NULL;
     dspy_launched *servers = NULL;
+    dspy_run *run = NULL;
     char *repr = NULL;
     int ret = 1;
     long limit = -1, threads = 8, max_errors = 10, table = 0;
@@ -208,6 +211,7 @@ int cmd_eval(int argc, char **argv) {
         sub = NULL;
     }
 
+    run = cli_run_begin(&a, "eval", NULL, argc, argv, stderr);
     dspy_evaluate_params ep = dspy_evaluate_params_default();
     ep.num_threads = (int32_t)threads;
     ep.max_errors = (int32_t)max_errors;
@@ -224,10 +228,12 @@ int cmd_eval(int argc, char **argv) {
         goto fail;
     }
     if (dspy_args_get(&a, "out") && (st = save_results(res, dspy_args_get(&a, "out")))) goto fail;
+    cli_run_eval(run, res, m);
     if ((st = dspy_program_kill(servers))) goto fail;
     ret = 0;
 fail:
     if (ret) ret = dspy_cli_error("eval");
+    cli_run_end(&run, ret == 0);
     dspy_launched_free(servers);
     free(repr);
     dspy_eval_result_free(res);

@@ -12,6 +12,7 @@
 
 #include "args.h"
 #include "dspy/train.h"
+#include "track_cli.h"
 
 static const char *const k_kwargs[] = {
     "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate",
@@ -59,6 +60,7 @@ int cmd_finetune(int argc, char **argv) {
         {"lora_dropout", "X", "dropout on the LoRA input", false, false, "0.05"},
         {"n_threads", "N", "OpenMP threads (0: all cores)", false, false, "0"},
         {"chat_date", "TEXT", "the Llama 3 template's \"Today Date:\" (default: 26 Jul 2024)", false, false, NULL},
+        {"mlflow_uri", "URI", "log the run to an MLflow tracking server (default: $MLFLOW_TRACKING_URI)", false, false, NULL},
         {0}};
     /* --num-train-epochs reads as --num_train_epochs */
     char **av = calloc((size_t)argc + 1, sizeof *av);
@@ -110,9 +112,11 @@ int cmd_finetune(int argc, char **argv) {
     }
     dspy_train_bar bar = {.out = dspy_args_flag(&a, "quiet") ? NULL : stderr};
     dspy_train_result res;
+    dspy_run *run = cli_run_begin(&a, "finetune", out, argc, argv, stderr);
     dspy_status st = dspy_finetune(dspy_args_get(&a, "model"), dspy_args_get(&a, "data"), out, &p,
                                    dspy_train_bar_update, &bar, &res);
     dspy_train_bar_close(&bar);
+    cli_run_end(&run, st == DSPY_OK);
     if (st) {
         rc = dspy_cli_error("finetune");
         goto done;
