@@ -8,7 +8,8 @@
 //                "forced": [[ids]],                        // argmax after every prefix (teacher forcing)
 //                "probs": [[ids]],                         // top-2 probabilities after the whole sequence
 //                "tokenize": ["text"],                     // llama.cpp tokenization, no BOS, no special parsing
-//                "chat": [{"messages": [...], "date_string": "..."}]}]}  // the file's template, rendered
+//                "chat": [{"messages": [...], "date_string": "...", "add_generation_prompt": true}]}]}
+//                                                          // the file's template, rendered
 // and OUT gets the answers in the same shape, plus each file's metadata as llama.cpp's GGUF reader
 // (readGgufFileInfo) sees it. Any exception exits 1 with the message on stderr.
 import fs from "node:fs";
@@ -21,7 +22,8 @@ const nlc = await import(pathToFileURL(path.join(job.module_dir, "node-llama-cpp
 const jinja = await import(pathToFileURL(path.join(job.module_dir, "@huggingface", "jinja", "dist", "index.js")).href);
 
 const llama = await nlc.getLlama({gpu: false, build: "never", logLevel: "error", maxThreads: job.threads || 2});
-const out = {llama_cpp: llama.llamaCppRelease ?? null, models: []};
+const next = (t) => [t, {generateNext: {token: true, options: {temperature: 0}}}];
+const out = {llama_cpp: llama.llamaCppRelease?.release ?? null, models: []};
 for (const m of job.models) {
     const info = await nlc.readGgufFileInfo(m.path);
     const md = info.metadata;
@@ -40,17 +42,22 @@ for (const m of job.models) {
     });
     const seq = ctx.getSequence();
     for (const g of m.greedy || []) {
+        // one token at a time through controlledEvaluate: llama.cpp's greedy sampler picks each next
+        // token, which is fed back (evaluate()'s generator does the same, with far more overhead)
         await seq.clearHistory();
         const toks = [];
-        for await (const t of seq.evaluate(g.prompt, {temperature: 0})) {
+        let input = g.prompt.map((t, i) => (i === g.prompt.length - 1 ? next(t) : t));
+        while (toks.length < g.n) {
+            const r = await seq.controlledEvaluate(input);
+            const t = r[input.length - 1].next.token;
             toks.push(t);
-            if (toks.length >= g.n) break;
+            input = [next(t)];
         }
         res.greedy.push(toks);
     }
     for (const ids of m.forced || []) {
         await seq.clearHistory();
-        const items = ids.map((t) => [t, {generateNext: {token: true, options: {temperature: 0}}}]);
+        const items = ids.map(next);
         const r = await seq.controlledEvaluate(items);
         res.forced.push(ids.map((_, i) => r[i]?.next?.token ?? -1));
     }
@@ -67,7 +74,7 @@ for (const m of job.models) {
     for (const c of m.chat || []) {
         const tpl = new jinja.Template(md.tokenizer.chat_template);
         const bos = md.tokenizer.ggml.tokens[md.tokenizer.ggml.bos_token_id];
-        res.chat.push(tpl.render({messages: c.messages, bos_token: bos, add_generation_prompt: true,
+        res.chat.push(tpl.render({messages: c.messages, bos_token: bos, add_generation_prompt: c.add_generation_prompt,
                                   date_string: c.date_string}));
     }
     await ctx.dispose();
