@@ -52,8 +52,9 @@ typedef struct dspy_chat_span {
 } dspy_chat_span;
 
 /* Loads the chat template of a model: `path` is a model directory (chat_template.jinja is
- * preferred, else tokenizer_config.json's "chat_template"), a tokenizer_config.json, or a
- * .jinja file. bos_token comes from tokenizer_config.json when there is one (for a .jinja file
+ * preferred, else tokenizer_config.json's "chat_template"), a tokenizer_config.json, a .jinja
+ * file, or a .gguf file (its tokenizer.chat_template, with the bos token's text from its
+ * vocabulary). bos_token comes from tokenizer_config.json when there is one (for a .jinja file
  * the kind's default, "<|begin_of_text|>" for Llama). Errors: DSPY_ERR_NOTFOUND, DSPY_ERR_IO,
  * DSPY_ERR_FORMAT (bad JSON, no chat_template, a template not recognised: the message names
  * the file and quotes the template's start). *out NULL on failure. */

@@ -69,7 +69,9 @@ const char *dspy_safetensors_metadata(const dspy_safetensors *f, const char *key
 typedef struct dspy_checkpoint dspy_checkpoint;
 
 /* Opens DIR/model.safetensors, or, when absent, DIR/model.safetensors.index.json and every
- * shard its "weight_map" names (each tensor must be in the shard the index says). */
+ * shard its "weight_map" names (each tensor must be in the shard the index says). A path ending
+ * in ".gguf" opens that GGUF file's tensors under their Hugging Face names and layouts
+ * (dspy_checkpoint_open_gguf in dspy/gguf.h). */
 dspy_status dspy_checkpoint_open(const char *dir, dspy_checkpoint **out);
 void dspy_checkpoint_free(dspy_checkpoint *ck);
 /* NULL when absent. */

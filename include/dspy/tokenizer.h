@@ -34,7 +34,9 @@ extern "C" {
 typedef struct dspy_tokenizer dspy_tokenizer;
 
 /* Loads `path`: a tokenizer.json file, or a directory holding one. A tokenizer_config.json
- * beside it, when present, supplies bos_token/eos_token. *out is NULL on failure.
+ * beside it, when present, supplies bos_token/eos_token. A path ending in ".gguf" loads the
+ * vocabulary, merges and bos/eos ids stored in that GGUF file (see dspy/gguf.h; byte-level BPE
+ * with the "llama-bpe" or "qwen2" pre-tokenizer). *out is NULL on failure.
  * Errors: DSPY_ERR_NOTFOUND (no such file), DSPY_ERR_IO, DSPY_ERR_FORMAT (bad JSON, missing
  * model.vocab / model.merges, a merge naming unknown tokens, an unsupported component; the
  * message names the file and the field), DSPY_ERR_NOMEM. */

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 
 #include "dspy/chat_template.h"
+#include "dspy/gguf.h"
 
 struct dspy_chat_template {
     dspy_chat_kind kind;
@@ -168,6 +169,19 @@ static bool ends_with(const char *s, const char *suf) {
     return a >= b && strcmp(s + a - b, suf) == 0;
 }
 
+/* The template stored in a GGUF file (tokenizer.chat_template), with its bos token's text. */
+static dspy_status load_gguf(const char *path, dspy_chat_template **out) {
+    dspy_gguf *g;
+    dspy_status st = dspy_gguf_open(path, &g);
+    if (st) return st;
+    const char *jinja = dspy_gguf_chat_template(g);
+    st = jinja ? dspy_chat_template_parse(jinja, dspy_gguf_bos_text(g), out)
+               : dspy_fail(DSPY_ERR_NOTFOUND, "%s: the GGUF file has no tokenizer.chat_template", path);
+    if (st && jinja) st = dspy_fail_wrap(st, "%s", path);
+    dspy_gguf_free(g);
+    return st;
+}
+
 dspy_status dspy_chat_template_load(const char *path, dspy_chat_template **out) {
     *out = NULL;
     dspy_status st = DSPY_OK;
@@ -176,6 +190,7 @@ dspy_status dspy_chat_template_load(const char *path, dspy_chat_template **out) 
     dspy_str jinja = DSPY_STR_INIT, config = DSPY_STR_INIT;
     const char *bos = NULL;
     struct stat sb;
+    if (path && dspy_gguf_is_path(path)) return load_gguf(path, out);
     if (!path || stat(path, &sb) != 0)
         return dspy_fail(DSPY_ERR_NOTFOUND, "%s: no such file or directory (give a model directory, a "
                          "tokenizer_config.json or a .jinja file)", path ? path : "(null)");

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "dspy/json.h"
+#include "dspy/gguf.h"
 #include "dspy/model.h"
 #include "dspy/str.h"
 
@@ -363,6 +364,7 @@ static dspy_status load_text(const char *dir, const char *name, bool optional, c
 
 dspy_status dspy_model_config_load(const char *dir, dspy_model_config *out) {
     memset(out, 0, sizeof *out);
+    if (dspy_gguf_is_path(dir)) return dspy_gguf_config_load(dir, out);
     char *text = NULL, *path = NULL;
     size_t len = 0;
     dspy_model_config c;

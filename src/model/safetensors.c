@@ -18,7 +18,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "dspy/gguf.h"
 #include "dspy/str.h"
+#include "model/checkpoint_internal.h"
 
 #define HEADER_MAX ((uint64_t)100 * 1000 * 1000) /* the Rust library's limit */
 
@@ -424,6 +426,12 @@ struct dspy_checkpoint {
     size_t nfiles;
     json_t *weight_map; /* name -> shard file name; NULL for a single file */
     char **shard_names; /* per file, the name used in weight_map */
+    /* adopted tensors (a GGUF file): used instead of files when ext_by_name is set */
+    const dspy_tensor_info *ext;
+    const dspy_tensor_info **ext_by_name;
+    size_t n_ext;
+    void *owner;
+    void (*owner_free)(void *);
 };
 
 void dspy_checkpoint_free(dspy_checkpoint *ck) {
@@ -435,8 +443,37 @@ void dspy_checkpoint_free(dspy_checkpoint *ck) {
     free(ck->files);
     free(ck->shard_names);
     json_decref(ck->weight_map);
+    free(ck->ext_by_name);
+    if (ck->owner_free) ck->owner_free(ck->owner);
     free(ck->where);
     free(ck);
+}
+
+dspy_status dspy_checkpoint_adopt(const char *where, const dspy_tensor_info *tensors, size_t n, void *owner,
+                                  void (*owner_free)(void *), dspy_checkpoint **out) {
+    *out = NULL;
+    dspy_checkpoint *ck = calloc(1, sizeof *ck);
+    if (ck) {
+        ck->owner = owner;
+        ck->owner_free = owner_free;
+    }
+    if (!ck || !(ck->where = strdup(where)) || !(ck->ext_by_name = calloc(n ? n : 1, sizeof *ck->ext_by_name))) {
+        if (!ck) owner_free(owner);
+        dspy_checkpoint_free(ck);
+        return dspy_fail(DSPY_ERR_NOMEM, "%s: out of memory", where);
+    }
+    ck->ext = tensors;
+    ck->n_ext = n;
+    for (size_t i = 0; i < n; i++) ck->ext_by_name[i] = &tensors[i];
+    qsort(ck->ext_by_name, n, sizeof *ck->ext_by_name, cmp_name_ptr);
+    for (size_t i = 1; i < n; i++)
+        if (strcmp(ck->ext_by_name[i - 1]->name, ck->ext_by_name[i]->name) == 0) {
+            dspy_status st = dspy_fail(DSPY_ERR_FORMAT, "%s: tensor \"%s\" appears twice", where, ck->ext_by_name[i]->name);
+            dspy_checkpoint_free(ck);
+            return st;
+        }
+    *out = ck;
+    return DSPY_OK;
 }
 
 static char *path_join(const char *dir, const char *name) {
@@ -489,6 +526,7 @@ static dspy_status open_sharded(dspy_checkpoint *ck, const char *dir, const char
 
 dspy_status dspy_checkpoint_open(const char *dir, dspy_checkpoint **out) {
     *out = NULL;
+    if (dspy_gguf_is_path(dir)) return dspy_checkpoint_open_gguf(dir, NULL, out);
     dspy_status st;
     dspy_checkpoint *ck = calloc(1, sizeof *ck);
     char *single = path_join(dir, "model.safetensors");
@@ -530,6 +568,17 @@ fail:
 }
 
 const dspy_tensor_info *dspy_checkpoint_find(const dspy_checkpoint *ck, const char *name) {
+    if (ck->ext_by_name) {
+        size_t lo = 0, hi = ck->n_ext;
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            int c = strcmp(ck->ext_by_name[mid]->name, name);
+            if (c == 0) return ck->ext_by_name[mid];
+            if (c < 0) lo = mid + 1;
+            else hi = mid;
+        }
+        return NULL;
+    }
     if (ck->weight_map) {
         const char *file = json_string_value(json_object_get(ck->weight_map, name));
         if (file)
@@ -544,12 +593,14 @@ const dspy_tensor_info *dspy_checkpoint_find(const dspy_checkpoint *ck, const ch
 }
 
 size_t dspy_checkpoint_count(const dspy_checkpoint *ck) {
+    if (ck->ext_by_name) return ck->n_ext;
     size_t n = 0;
     for (size_t k = 0; k < ck->nfiles; k++) n += dspy_safetensors_count(ck->files[k]);
     return n;
 }
 
 const dspy_tensor_info *dspy_checkpoint_at(const dspy_checkpoint *ck, size_t i) {
+    if (ck->ext_by_name) return i < ck->n_ext ? &ck->ext[i] : NULL;
     for (size_t k = 0; k < ck->nfiles; k++) {
         size_t n = dspy_safetensors_count(ck->files[k]);
         if (i < n) return dspy_safetensors_at(ck->files[k], i);

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 
 #include "dspy/str.h"
+#include "model/gguf_internal.h"
 #include "model/tokenizer_internal.h"
 
 /* GPT-2 bytes_to_unicode(): printable Latin-1 bytes map to themselves, the other 68 bytes to
@@ -391,18 +392,22 @@ dspy_status dspy_tokenizer_load(const char *path, dspy_tokenizer **out) {
     tok->bos_id = tok->eos_id = -1;
     tok->bpe_small_limit = 64;
 
+    /* A GGUF file carries its vocabulary: gguf_vocab.c rebuilds the tokenizer.json document. */
+    bool gguf = dspy_gguf_is_path(path);
+    int32_t gguf_bos = -1, gguf_eos = -1;
     struct stat sb;
-    if (stat(path, &sb) != 0)
+    if (!gguf && stat(path, &sb) != 0)
         FAIL(DSPY_ERR_NOTFOUND, "%s: no such file or directory (give a tokenizer.json or the model directory holding it)", path);
     dspy_str_append(&buf, path);
-    if (S_ISDIR(sb.st_mode)) {
+    if (!gguf && S_ISDIR(sb.st_mode)) {
         dspy_str_append(&buf, "/tokenizer.json");
         if (stat(buf.ptr, &sb) != 0) FAIL(DSPY_ERR_NOTFOUND, "%s: directory has no tokenizer.json", path);
     }
     if (!dspy_str_ok(&buf)) FAIL(DSPY_ERR_NOMEM, "tokenizer: out of memory");
     tok->path = dspy_str_take(&buf);
     const char *P = tok->path;
-    if ((st = json_load_path(P, 0, &root)) != DSPY_OK) goto fail;
+    st = gguf ? dspy_gguf_tokenizer_json(P, &root, &gguf_bos, &gguf_eos) : json_load_path(P, 0, &root);
+    if (st != DSPY_OK) goto fail;
     if (!json_is_object(root)) FAIL(DSPY_ERR_FORMAT, "%s: top level is %s, not an object", P, jtype(root));
 
     json_t *model = json_object_get(root, "model");
@@ -602,14 +607,18 @@ dspy_status dspy_tokenizer_load(const char *path, dspy_tokenizer **out) {
              json_is_object(dec) ? type_of(dec) : jtype(dec));
 
     if (tok->n_prefix > 0) tok->bos_id = tok->tmpl_prefix[0];
-    dspy_str_append(&cfg_path, P);
-    char *slash = strrchr(cfg_path.ptr, '/');
-    if (slash) cfg_path.len = (size_t)(slash + 1 - cfg_path.ptr);
-    else cfg_path.len = 0;
-    dspy_str_append(&cfg_path, "tokenizer_config.json");
-    if (!dspy_str_ok(&cfg_path)) FAIL(DSPY_ERR_NOMEM, "tokenizer: out of memory");
-    if ((st = read_config(tok, cfg_path.ptr)) != DSPY_OK) goto fail;
-
+    if (gguf) { /* bos/eos come from the GGUF metadata, not a tokenizer_config.json */
+        tok->bos_id = gguf_bos;
+        tok->eos_id = gguf_eos;
+    } else {
+        dspy_str_append(&cfg_path, P);
+        char *slash = strrchr(cfg_path.ptr, '/');
+        if (slash) cfg_path.len = (size_t)(slash + 1 - cfg_path.ptr);
+        else cfg_path.len = 0;
+        dspy_str_append(&cfg_path, "tokenizer_config.json");
+        if (!dspy_str_ok(&cfg_path)) FAIL(DSPY_ERR_NOMEM, "tokenizer: out of memory");
+        if ((st = read_config(tok, cfg_path.ptr)) != DSPY_OK) goto fail;
+    }
     json_decref(root);
     free(spell);
     dspy_str_free(&cfg_path);

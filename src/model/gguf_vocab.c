@@ -1,0 +1,381 @@
+/* gguf_vocab.c — the tokenizer in GGUF metadata: written from a model directory, read back as a
+ * tokenizer.json document.
+ *
+ * Export follows convert_hf_to_gguf.py's byte-level BPE path (get_vocab_base, _set_vocab_gpt2,
+ * gguf-py's SpecialVocab): one entry per id up to vocab_size ("[PAD<i>]" of type UNUSED for ids
+ * the tokenizer does not define), model-vocabulary tokens in their byte-level spelling (NORMAL),
+ * added tokens as their content (CONTROL when special or when they look like "<|...|>", else
+ * USER_DEFINED), merges as "a b" strings, tokenizer.ggml.pre from the split regex ("llama-bpe"
+ * for Llama 3's, "qwen2" for Qwen2's), bos/eos from the tokenizer's config, eot/eom from the
+ * "<|eot_id|>"/"<|im_end|>" and "<|eom_id|>" tokens, add_bos_token from the post-processor, and
+ * the chat template (chat_template.jinja, else tokenizer_config.json's "chat_template").
+ *
+ * Import rebuilds what HF's tokenizer.json says for those two pre-tokenizers (Split with the
+ * regex, Isolated; ByteLevel without regex; ByteLevel decoder; TemplateProcessing with the bos
+ * token when add_bos_token), so src/model/tokenizer.c loads it as it loads the original.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "dspy/str.h"
+#include "dspy/tokenizer.h"
+#include "model/gguf_internal.h"
+
+enum { TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3, TOK_USER_DEFINED = 4, TOK_UNUSED = 5, TOK_BYTE = 6 };
+
+/* The Split regexes of Llama 3's and Qwen2's tokenizer.json (the files' own strings). */
+static const char k_llama3_regex[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char k_qwen2_regex[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+static bool file_exists(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+static dspy_status load_json(const char *path, json_t **out) {
+    char *text;
+    size_t n;
+    dspy_status st = dspy_read_file(path, &text, &n);
+    if (st) return st;
+    json_error_t err;
+    *out = json_loadb(text, n, JSON_DECODE_INT_AS_REAL, &err);
+    free(text);
+    if (!*out)
+        return dspy_fail(DSPY_ERR_FORMAT, "%s: line %d column %d: invalid JSON: %s", path, err.line, err.column, err.text);
+    return DSPY_OK;
+}
+
+/* As convert_hf_to_gguf.py's does_token_look_special, for the byte-level families handled. */
+static bool looks_special(const char *s) {
+    size_t n = strlen(s);
+    return n >= 4 && strncmp(s, "<|", 2) == 0 && strcmp(s + n - 2, "|>") == 0;
+}
+
+/* The chat template text of a model directory (NULL when it has none). */
+static dspy_status read_chat_template(const char *dir, json_t *tcfg, char **out) {
+    *out = NULL;
+    dspy_str p = DSPY_STR_INIT;
+    dspy_str_appendf(&p, "%s/chat_template.jinja", dir);
+    if (!dspy_str_ok(&p)) return dspy_fail(DSPY_ERR_NOMEM, "out of memory");
+    dspy_status st = DSPY_OK;
+    if (file_exists(p.ptr)) {
+        st = dspy_read_file(p.ptr, out, NULL);
+    } else if (tcfg) {
+        json_t *ct = json_object_get(tcfg, "chat_template");
+        if (json_is_array(ct)) {
+            size_t i;
+            json_t *e, *pick = NULL;
+            json_array_foreach(ct, i, e) {
+                const char *name = json_string_value(json_object_get(e, "name"));
+                if (name && strcmp(name, "default") == 0) pick = json_object_get(e, "template");
+            }
+            ct = pick;
+        }
+        if (json_is_string(ct) && !(*out = strdup(json_string_value(ct)))) st = dspy_fail(DSPY_ERR_NOMEM, "out of memory");
+    }
+    dspy_str_free(&p);
+    return st;
+}
+
+dspy_status dspy_gguf_vocab_export(const char *dir, const dspy_model_config *cfg, dspy_gguf_writer *w) {
+    dspy_status st = DSPY_OK;
+    json_t *root = NULL, *tcfg = NULL;
+    dspy_tokenizer *tok = NULL;
+    char **owned = NULL, *chat = NULL;
+    const char **tokens = NULL, **merges = NULL;
+    size_t *lens = NULL, *mlens = NULL, nm = 0;
+    int32_t *types = NULL, *probe = NULL;
+    dspy_str path = DSPY_STR_INIT, where = DSPY_STR_INIT, mbuf = DSPY_STR_INIT;
+    size_t V = (size_t)cfg->vocab_size;
+
+    dspy_str_appendf(&path, "%s/tokenizer.json", dir);
+    if (!dspy_str_ok(&path)) return dspy_fail(DSPY_ERR_NOMEM, "out of memory");
+    if (!file_exists(path.ptr)) {
+        st = dspy_fail(DSPY_ERR_NOTFOUND, "%s: no tokenizer.json; a GGUF file carries the vocabulary, so export needs "
+                       "the model's tokenizer (copy it into the directory)", dir);
+        goto done;
+    }
+    if ((st = dspy_tokenizer_load(dir, &tok))) goto done;
+    const char *kind = dspy_tokenizer_pretokenizer(tok);
+    const char *pre = strcmp(kind, "llama3") == 0 ? "llama-bpe" : strcmp(kind, "qwen2") == 0 ? "qwen2" : NULL;
+    if (!pre) {
+        st = dspy_fail(DSPY_ERR_ARG, "%s: the tokenizer's pre-tokenizer is not Llama 3's or Qwen2's split regex "
+                       "(dspy.c found \"%s\"); llama.cpp identifies pre-tokenizers by name and only those two are "
+                       "mapped", path.ptr, kind);
+        goto done;
+    }
+    if ((st = load_json(path.ptr, &root))) goto done;
+    dspy_str_appendf(&where, "%s/tokenizer_config.json", dir);
+    if (!dspy_str_ok(&where)) {
+        st = dspy_fail(DSPY_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    if (file_exists(where.ptr) && (st = load_json(where.ptr, &tcfg))) goto done;
+
+    /* tokens and types, one per id */
+    tokens = calloc(V, sizeof *tokens);
+    lens = calloc(V, sizeof *lens);
+    types = calloc(V, sizeof *types);
+    owned = calloc(V, sizeof *owned);
+    if (!tokens || !lens || !types || !owned) {
+        st = dspy_fail(DSPY_ERR_NOMEM, "out of memory for %zu tokens", V);
+        goto done;
+    }
+    json_t *model = json_object_get(root, "model");
+    json_t *vocab = json_object_get(model, "vocab");
+    const char *key;
+    json_t *val;
+    json_object_foreach(vocab, key, val) {
+        double id = json_number_value(val);
+        if (id < 0 || id >= (double)V) {
+            st = dspy_fail(DSPY_ERR_ARG, "%s: token \"%s\" has id %.0f, but the model's vocab_size is %zu", path.ptr, key,
+                           id, V);
+            goto done;
+        }
+        tokens[(size_t)id] = key;
+        types[(size_t)id] = TOK_NORMAL;
+    }
+    size_t i;
+    json_t *at;
+    json_array_foreach(json_object_get(root, "added_tokens"), i, at) {
+        double id = json_number_value(json_object_get(at, "id"));
+        const char *content = json_string_value(json_object_get(at, "content"));
+        if (!content || id < 0 || id >= (double)V) {
+            st = dspy_fail(DSPY_ERR_ARG, "%s: added token %zu (id %.0f) is outside the model's vocab_size %zu", path.ptr,
+                           i, id, V);
+            goto done;
+        }
+        tokens[(size_t)id] = content;
+        types[(size_t)id] = json_is_true(json_object_get(at, "special")) || looks_special(content) ? TOK_CONTROL
+                                                                                                   : TOK_USER_DEFINED;
+    }
+    for (size_t id = 0; id < V; id++) {
+        if (!tokens[id]) {
+            dspy_str s = DSPY_STR_INIT;
+            dspy_str_appendf(&s, "[PAD%zu]", id);
+            owned[id] = dspy_str_take(&s);
+            if (!owned[id]) {
+                st = dspy_fail(DSPY_ERR_NOMEM, "out of memory");
+                goto done;
+            }
+            tokens[id] = owned[id];
+            types[id] = TOK_UNUSED;
+        }
+        lens[id] = strlen(tokens[id]);
+    }
+
+    /* merges as "a b" */
+    json_t *jm = json_object_get(model, "merges");
+    nm = json_array_size(jm);
+    merges = calloc(nm ? nm : 1, sizeof *merges);
+    mlens = calloc(nm ? nm : 1, sizeof *mlens);
+    size_t *moff = calloc(nm ? nm : 1, sizeof *moff);
+    if (!merges || !mlens || !moff) {
+        free(moff);
+        st = dspy_fail(DSPY_ERR_NOMEM, "out of memory for %zu merges", nm);
+        goto done;
+    }
+    json_t *m;
+    json_array_foreach(jm, i, m) {
+        moff[i] = mbuf.len;
+        if (json_is_string(m)) {
+            dspy_str_append(&mbuf, json_string_value(m));
+        } else {
+            dspy_str_append(&mbuf, json_string_value(json_array_get(m, 0)));
+            dspy_str_appendc(&mbuf, ' ');
+            dspy_str_append(&mbuf, json_string_value(json_array_get(m, 1)));
+        }
+        mlens[i] = mbuf.len - moff[i];
+    }
+    if (!dspy_str_ok(&mbuf)) {
+        free(moff);
+        st = dspy_fail(DSPY_ERR_NOMEM, "out of memory for the merges");
+        goto done;
+    }
+    for (i = 0; i < nm; i++) merges[i] = mbuf.ptr + moff[i];
+    free(moff);
+
+    /* special ids: bos/eos as the tokenizer's config says, falling back to config.json */
+    int32_t bos = dspy_tokenizer_bos_id(tok), eos = dspy_tokenizer_eos_id(tok);
+    if (bos < 0) bos = cfg->bos_token_id;
+    if (eos < 0 && cfg->n_eos > 0) eos = cfg->eos_token_ids[0];
+    int32_t eot = dspy_tokenizer_token_to_id(tok, "<|eot_id|>");
+    if (eot < 0) eot = dspy_tokenizer_token_to_id(tok, "<|im_end|>");
+    int32_t eom = dspy_tokenizer_token_to_id(tok, "<|eom_id|>");
+    size_t np = 0;
+    if ((st = dspy_tokenizer_encode(tok, "", 0, true, true, &probe, &np))) goto done;
+    bool add_bos = np > 0 && bos >= 0 && probe[0] == bos;
+    bool add_eos = np > (add_bos ? 1u : 0u) && eos >= 0 && probe[np - 1] == eos;
+    if ((st = read_chat_template(dir, tcfg, &chat))) goto done;
+
+    dspy_gguf_kv_str(w, "tokenizer.ggml.model", "gpt2");
+    dspy_gguf_kv_str(w, "tokenizer.ggml.pre", pre);
+    dspy_gguf_kv_str_arr(w, "tokenizer.ggml.tokens", tokens, lens, V);
+    dspy_gguf_kv_i32_arr(w, "tokenizer.ggml.token_type", types, V);
+    dspy_gguf_kv_str_arr(w, "tokenizer.ggml.merges", merges, mlens, nm);
+    if (bos >= 0 && (size_t)bos < V) dspy_gguf_kv_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)bos);
+    if (eos >= 0 && (size_t)eos < V) dspy_gguf_kv_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)eos);
+    if (eot >= 0 && (size_t)eot < V) dspy_gguf_kv_u32(w, "tokenizer.ggml.eot_token_id", (uint32_t)eot);
+    if (eom >= 0 && (size_t)eom < V) dspy_gguf_kv_u32(w, "tokenizer.ggml.eom_token_id", (uint32_t)eom);
+    dspy_gguf_kv_bool(w, "tokenizer.ggml.add_bos_token", add_bos);
+    dspy_gguf_kv_bool(w, "tokenizer.ggml.add_eos_token", add_eos);
+    if (chat) dspy_gguf_kv_str(w, "tokenizer.chat_template", chat);
+done:
+    if (owned)
+        for (size_t id = 0; id < V; id++) free(owned[id]);
+    free(owned);
+    free(tokens);
+    free(lens);
+    free(types);
+    free(merges);
+    free(mlens);
+    free(probe);
+    free(chat);
+    dspy_str_free(&mbuf);
+    dspy_str_free(&path);
+    dspy_str_free(&where);
+    dspy_tokenizer_free(tok);
+    json_decref(root);
+    json_decref(tcfg);
+    return st;
+}
+
+/* ---- import ----------------------------------------------------------------------------- */
+
+static json_t *json_strn(const char *p, size_t n) { return json_stringn(p, n); }
+
+dspy_status dspy_gguf_tokenizer_json(const char *path, json_t **root_out, int32_t *bos_out, int32_t *eos_out) {
+    *root_out = NULL;
+    *bos_out = *eos_out = -1;
+    dspy_gguf *g = NULL;
+    json_t *root = NULL;
+    dspy_status st = dspy_gguf_open(path, &g);
+    if (st) return st;
+    const char *model = dspy_gguf_get_str(g, "tokenizer.ggml.model");
+    const char *pre = dspy_gguf_get_str(g, "tokenizer.ggml.pre");
+    if (!model || strcmp(model, "gpt2") != 0) {
+        st = dspy_fail(DSPY_ERR_FORMAT, "%s: tokenizer.ggml.model is \"%s\"; dspy.c reads byte-level BPE (\"gpt2\") "
+                       "vocabularies only", path, model ? model : "(absent)");
+        goto done;
+    }
+    const char *regex = NULL;
+    if (pre && strcmp(pre, "llama-bpe") == 0) regex = k_llama3_regex;
+    else if (pre && strcmp(pre, "qwen2") == 0) regex = k_qwen2_regex;
+    if (!regex) {
+        st = dspy_fail(DSPY_ERR_FORMAT, "%s: tokenizer.ggml.pre is \"%s\"; dspy.c knows \"llama-bpe\" and \"qwen2\"", path,
+                       pre ? pre : "(absent)");
+        goto done;
+    }
+    dspy_gguf_vtype et, tt, mt;
+    size_t n, ntypes, nm;
+    if (!dspy_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &n) || et != DSPY_GGUF_STRING || n == 0) {
+        st = dspy_fail(DSPY_ERR_FORMAT, "%s: tokenizer.ggml.tokens is missing or not a list of strings", path);
+        goto done;
+    }
+    bool have_types = dspy_gguf_get_arr(g, "tokenizer.ggml.token_type", &tt, &ntypes);
+    if (have_types && (ntypes != n || tt == DSPY_GGUF_STRING || tt == DSPY_GGUF_F32 || tt == DSPY_GGUF_F64)) {
+        st = dspy_fail(DSPY_ERR_FORMAT, "%s: tokenizer.ggml.token_type must be %zu integers", path, n);
+        goto done;
+    }
+    if (!dspy_gguf_get_arr(g, "tokenizer.ggml.merges", &mt, &nm) || mt != DSPY_GGUF_STRING) {
+        st = dspy_fail(DSPY_ERR_FORMAT, "%s: tokenizer.ggml.merges is missing or not a list of strings", path);
+        goto done;
+    }
+    int64_t bos = -1, eos = -1;
+    if (dspy_gguf_get_int(g, "tokenizer.ggml.bos_token_id", &bos) && (bos < 0 || (size_t)bos >= n)) bos = -1;
+    if (dspy_gguf_get_int(g, "tokenizer.ggml.eos_token_id", &eos) && (eos < 0 || (size_t)eos >= n)) eos = -1;
+    bool add_bos = false;
+    dspy_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &add_bos);
+
+    root = json_object();
+    json_t *vocab = json_object(), *added = json_array(), *merges = json_array();
+    json_t *model_j = json_object();
+    if (!root || !vocab || !added || !merges || !model_j) {
+        json_decref(vocab);
+        json_decref(added);
+        json_decref(merges);
+        json_decref(model_j);
+        st = dspy_fail(DSPY_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    json_object_set_new(root, "version", json_string("1.0"));
+    json_object_set_new(root, "added_tokens", added);
+    json_object_set_new(model_j, "vocab", vocab);
+    json_object_set_new(model_j, "merges", merges);
+    bool ok = true;
+    for (size_t id = 0; id < n && ok; id++) {
+        size_t len;
+        const char *s = dspy_gguf_arr_str(g, "tokenizer.ggml.tokens", id, &len);
+        int64_t type = have_types ? dspy_gguf_arr_int(g, "tokenizer.ggml.token_type", id) : TOK_NORMAL;
+        if (type == TOK_UNUSED) continue;
+        if (memchr(s, '\0', len)) {
+            st = dspy_fail(DSPY_ERR_FORMAT, "%s: token %zu holds a NUL byte", path, id);
+            goto done;
+        }
+        if (type == TOK_CONTROL || type == TOK_USER_DEFINED) {
+            json_t *a = json_object();
+            ok = a && json_array_append_new(added, a) == 0;
+            if (!ok) break;
+            json_object_set_new(a, "id", json_integer((json_int_t)id));
+            json_object_set_new(a, "content", json_strn(s, len));
+            json_object_set_new(a, "single_word", json_false());
+            json_object_set_new(a, "lstrip", json_false());
+            json_object_set_new(a, "rstrip", json_false());
+            json_object_set_new(a, "normalized", json_false());
+            json_object_set_new(a, "special", json_boolean(type == TOK_CONTROL));
+        } else {
+            char *k = strndup(s, len);
+            ok = k && json_object_set_new(vocab, k, json_integer((json_int_t)id)) == 0;
+            free(k);
+        }
+    }
+    for (size_t i = 0; i < nm && ok; i++) {
+        size_t len;
+        const char *s = dspy_gguf_arr_str(g, "tokenizer.ggml.merges", i, &len);
+        ok = json_array_append_new(merges, json_strn(s, len)) == 0;
+    }
+    json_object_set_new(model_j, "type", json_string("BPE"));
+    json_object_set_new(model_j, "byte_fallback", json_false());
+    /* llama.cpp sets ignore_merges for the Llama 3 pre-tokenizer, as Llama 3's tokenizer.json does */
+    json_object_set_new(model_j, "ignore_merges", json_boolean(strcmp(pre, "llama-bpe") == 0));
+    json_object_set_new(root, "model", model_j);
+    json_object_set_new(root, "normalizer", json_null());
+    json_t *pt = json_pack("{s:s, s:[{s:s, s:{s:s}, s:s, s:b}, {s:s, s:b, s:b, s:b}]}", "type", "Sequence",
+                           "pretokenizers", "type", "Split", "pattern", "Regex", regex, "behavior", "Isolated",
+                           "invert", 0, "type", "ByteLevel", "add_prefix_space", 0, "trim_offsets", 1, "use_regex", 0);
+    json_t *dec = json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 1, "trim_offsets", 1,
+                            "use_regex", 1);
+    json_t *pp = json_null();
+    if (add_bos && bos >= 0) {
+        size_t len;
+        const char *s = dspy_gguf_arr_str(g, "tokenizer.ggml.tokens", (size_t)bos, &len);
+        char *b = strndup(s, len);
+        pp = b ? json_pack("{s:s, s:[{s:{s:s, s:i}}, {s:{s:s, s:i}}], s:{s:{s:s, s:[i], s:[s]}}}", "type",
+                           "TemplateProcessing", "single", "SpecialToken", "id", b, "type_id", 0, "Sequence", "id", "A",
+                           "type_id", 0, "special_tokens", b, "id", b, "ids", (int)bos, "tokens", b)
+               : NULL;
+        free(b);
+    }
+    ok = ok && pt && dec && pp;
+    json_object_set_new(root, "pre_tokenizer", pt);
+    json_object_set_new(root, "post_processor", pp);
+    json_object_set_new(root, "decoder", dec);
+    if (!ok) {
+        st = dspy_fail(DSPY_ERR_NOMEM, "%s: out of memory building the tokenizer", path);
+        goto done;
+    }
+    *bos_out = (int32_t)bos;
+    *eos_out = (int32_t)eos;
+    *root_out = root;
+    root = NULL;
+done:
+    json_decref(root);
+    dspy_gguf_free(g);
+    return st;
+}
