@@ -4,7 +4,8 @@
  * and each dspy_engine_step runs one batched forward pass over every active sequence — a chunk
  * of prompt for sequences still prefilling (chunked prefill, max_batch_tokens per step) and one
  * new token for each sequence that is decoding — then samples and reports one event per
- * sequence it advanced. Finished sequences free their KV cache at once.
+ * sequence it advanced. Finished sequences release their KV blocks at once (the filled ones stay
+ * in the prefix cache until the memory is needed).
  *
  * The engine runs on the model's device (dspy_model_load's `device`): the CPU reference or CUDA.
  * Its KV cache, work buffers and step metadata are allocated once in dspy_engine_new, sized from
@@ -14,14 +15,18 @@
  *
  * Guarantees:
  *   - CPU: batching does not change results: a sequence gets bit-identical logits, and so the
- *     same tokens, whether it runs alone or together with others, and however its prompt is
- *     chunked. CUDA computes in BF16 with F32 accumulation and is held to tolerances against
+ *     same tokens, whether it runs alone or together with others, however its prompt is chunked,
+ *     and whether its prefix came from the prefix cache or it was preempted and recomputed. CUDA computes in BF16 with F32 accumulation and is held to tolerances against
  *     the CPU (tests/unit/test_cuda_model.c); its results can depend on the batch composition.
  *   - Sampling is deterministic per sequence: its own RNG seeded by dspy_sampling.seed draws one
  *     uniform per sampled token; the same logits and draw give the same token on a backend.
  *
+ * Prefix cache: every full KV block a sequence fills is kept, by the chain hash of the tokens up
+ * to it, until its memory is needed; a new prompt that starts with the same tokens reuses those
+ * blocks instead of computing them (the system prompt shared by many requests is computed once).
+ *
  * Not handled here: tokenization, stop *strings* (the caller detokenizes and checks them, then
- * calls dspy_engine_remove), chat templates, prompt-prefix sharing (planned in kv_cache).
+ * calls dspy_engine_remove), chat templates.
  *
  * Thread safety: an engine is used from one thread at a time (no internal locking). The model
  * it reads is immutable and may be shared by several engines and threads; it must outlive them.
@@ -90,13 +95,19 @@ typedef struct dspy_step_out {
 } dspy_step_out;
 
 typedef struct dspy_engine_stats {
-    int32_t active;          /* sequences added and not finished */
+    int32_t active;          /* sequences added and not finished (waiting ones included) */
+    int32_t waiting;         /* of those, preempted and waiting for KV cache to resume */
     int32_t max_seqs;
     int32_t capacity_tokens; /* KV capacity (max_tokens_total rounded to blocks) */
-    int32_t free_tokens;     /* KV tokens not reserved by active sequences */
+    int32_t free_tokens;     /* KV tokens that can be handed out now (free or evictable cached blocks) */
     int32_t context_length;  /* the model's max_position_embeddings */
     int64_t device_allocs;   /* allocations the engine's backend has made; set by dspy_engine_new and
                                 constant afterwards (steps allocate nothing) */
+    int64_t cached_tokens;   /* tokens held in named (prefix-cache) blocks now */
+    int64_t prompt_tokens;   /* cumulative: prompt tokens added */
+    int64_t prefix_hit_tokens; /* cumulative: prompt tokens found in the prefix cache (not computed) */
+    int64_t computed_tokens; /* cumulative: prompt tokens computed (including recomputation after preemption) */
+    int64_t preemptions;     /* cumulative: sequences preempted for KV cache */
 } dspy_engine_stats;
 
 /* Creates an engine over `model` (which must outlive it) with its KV cache and work buffers
@@ -107,13 +118,16 @@ dspy_status dspy_engine_new(const dspy_model *model, const dspy_engine_params *p
 void dspy_engine_free(dspy_engine *e);
 
 /* Adds a sequence; its id (increasing from 1) goes to *seq_id. It starts in the next step.
- * `sp` may be NULL (dspy_sampling_default()). Its KV cache (prompt + max_tokens) is reserved
- * now, so an added sequence never stalls for memory.
+ * `sp` may be NULL (dspy_sampling_default()). It takes KV blocks for its prompt now (sharing the
+ * prefix cache's blocks for the prompt's leading full blocks: those tokens are not computed
+ * again) and more as it decodes; when the pool runs dry a later sequence is preempted and
+ * recomputed afterwards (see engine.c), so an added sequence always completes.
  *   DSPY_ERR_ARG      empty prompt, a token id outside the vocabulary, bad sampling values
  *   DSPY_ERR_CONTEXT  prompt + max_tokens can never fit: over the context length or over the
  *                     engine's whole KV capacity (reject the request)
- *   DSPY_ERR_STATE    it would fit, but not now: max_seqs sequences are active or the free KV
- *                     cache is too small (queue the request; retry after a step finishes one) */
+ *   DSPY_ERR_STATE    it would fit, but not now: max_seqs sequences are active, the free KV cache
+ *                     cannot hold the prompt, or a preempted sequence waits (queue the request;
+ *                     retry after a step) */
 dspy_status dspy_engine_add(dspy_engine *e, const int32_t *prompt, size_t n, const dspy_sampling *sp,
                             int64_t *seq_id);
 

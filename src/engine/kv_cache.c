@@ -1,6 +1,6 @@
-/* kv_cache.c — paged KV cache: one allocation per engine on its backend, blocks handed out from
- * a host-side free list. The arrays are zeroed once so that no slot ever holds garbage (a padded
- * decode row of a captured graph may read a block nobody wrote). */
+/* kv_cache.c — paged KV cache: one allocation per engine on its backend. The arrays are zeroed
+ * once so that no slot ever holds garbage (a padded decode row of a captured graph may read a
+ * block nobody wrote). */
 #include "engine/kv_cache.h"
 
 #include <stdlib.h>
@@ -23,8 +23,6 @@ dspy_status dspy_kv_cache_init(dspy_kv_cache *kv, dspy_backend *be, const dspy_m
     if (!st) st = be->ops->alloc(be, bytes, &v);
     kv->k = dspy_bt(be, k, n, be->act_dtype);
     kv->v = dspy_bt(be, v, n, be->act_dtype);
-    kv->free_list = malloc(sizeof(int32_t) * (size_t)kv->n_blocks);
-    if (!st && !kv->free_list) st = dspy_fail(DSPY_ERR_NOMEM, "KV cache: out of memory");
     if (!st) st = be->ops->fill(be, kv->k, 0.0f);
     if (!st) st = be->ops->fill(be, kv->v, 0.0f);
     if (st) {
@@ -32,9 +30,6 @@ dspy_status dspy_kv_cache_init(dspy_kv_cache *kv, dspy_backend *be, const dspy_m
         return dspy_fail_append(st, " (KV cache of %zu MiB for %d tokens; lower --kv-tokens/max_tokens_total)",
                                 2 * bytes >> 20, n_tokens);
     }
-    /* Stack with block 0 on top, so allocation order is 0, 1, 2, ... */
-    for (int32_t i = 0; i < kv->n_blocks; i++) kv->free_list[i] = kv->n_blocks - 1 - i;
-    kv->n_free = kv->n_blocks;
     return DSPY_OK;
 }
 
@@ -43,7 +38,6 @@ void dspy_kv_cache_free(dspy_kv_cache *kv) {
         kv->be->ops->free(kv->be, kv->k.data);
         kv->be->ops->free(kv->be, kv->v.data);
     }
-    free(kv->free_list);
     memset(kv, 0, sizeof *kv);
 }
 
@@ -60,12 +54,3 @@ int32_t dspy_kv_cache_blocks_for(const dspy_kv_cache *kv, int64_t n_tokens) {
     return (int32_t)((n_tokens + kv->block_size - 1) / kv->block_size);
 }
 
-bool dspy_kv_cache_alloc(dspy_kv_cache *kv, int32_t n, int32_t *table) {
-    if (n > kv->n_free) return false;
-    for (int32_t i = 0; i < n; i++) table[i] = kv->free_list[--kv->n_free];
-    return true;
-}
-
-void dspy_kv_cache_release(dspy_kv_cache *kv, const int32_t *table, int32_t n) {
-    for (int32_t i = n - 1; i >= 0; i--) kv->free_list[kv->n_free++] = table[i];
-}

@@ -3,8 +3,8 @@
  * Per layer, keys and values live in one array of slots (n_blocks * block_size, NKV * HS) in the
  * backend's activation dtype (F32 on the CPU, BF16 on CUDA) and memory; a sequence owns a list
  * of blocks (its block table) and position p sits in slot
- * table[p / block_size] * block_size + p % block_size. Blocks come from a free list kept on the
- * host. Prefix sharing between sequences (a prefix tree over blocks) is planned, not done.
+ * table[p / block_size] * block_size + p % block_size. Which block belongs to whom (reference
+ * counts, the prefix cache) is the block pool's business (engine/block_pool.h), not this file's.
  */
 #ifndef DSPY_ENGINE_KV_CACHE_H
 #define DSPY_ENGINE_KV_CACHE_H
@@ -23,8 +23,6 @@ typedef struct dspy_kv_cache {
     int32_t block_size;
     int32_t n_blocks;
     dspy_tensor k, v;   /* (L, n_blocks * block_size, kvd) each */
-    int32_t *free_list; /* stack of free block ids */
-    int32_t n_free;
 } dspy_kv_cache;
 
 /* Room for at least `n_tokens` tokens (rounded up to whole blocks), allocated through `be`. */
@@ -38,9 +36,5 @@ dspy_tensor dspy_kv_cache_v(const dspy_kv_cache *kv, int32_t layer);
 
 /* Blocks needed for n tokens. */
 int32_t dspy_kv_cache_blocks_for(const dspy_kv_cache *kv, int64_t n_tokens);
-/* Takes n blocks into table (n entries); false (nothing taken) when fewer are free. */
-bool dspy_kv_cache_alloc(dspy_kv_cache *kv, int32_t n, int32_t *table);
-/* Gives blocks back. */
-void dspy_kv_cache_release(dspy_kv_cache *kv, const int32_t *table, int32_t n);
 
 #endif

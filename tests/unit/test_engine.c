@@ -348,12 +348,12 @@ static void test_add_errors(void) {
     sp.top_p = 0;
     CHECK_STATUS(dspy_engine_add(e, p, 4, &sp, &id), DSPY_ERR_ARG);
     sp.top_p = 1;
-    CHECK_OK(dspy_engine_add(e, p, 20, &sp, &id)); /* 27 tokens -> 4 blocks of 8 */
+    CHECK_OK(dspy_engine_add(e, p, 20, &sp, &id)); /* the prompt's 20 tokens -> 3 blocks of 8 now */
     dspy_engine_stats st;
     dspy_engine_stats_get(e, &st);
-    CHECK_INT(st.free_tokens, 16);
-    CHECK_STATUS(dspy_engine_add(e, p, 20, &sp, &id2), DSPY_ERR_STATE);
-    CHECK_CONTAINS(dspy_errmsg(), "not enough free KV cache now: need 4 blocks, 2 free");
+    CHECK_INT(st.free_tokens, 24);
+    CHECK_STATUS(dspy_engine_add(e, p, 40, &sp, &id2), DSPY_ERR_STATE);
+    CHECK_CONTAINS(dspy_errmsg(), "not enough free KV cache now: the prompt needs 5 blocks, 3 free");
     CHECK_OK(dspy_engine_add(e, p, 5, &sp, &id2));
     CHECK_STATUS(dspy_engine_add(e, p, 1, &sp, &id3), DSPY_ERR_STATE);
     CHECK_CONTAINS(dspy_errmsg(), "engine is full: 2 sequences active (max_seqs)");
@@ -364,9 +364,12 @@ static void test_add_errors(void) {
     CHECK_STATUS(dspy_engine_remove(e, id), DSPY_ERR_NOTFOUND);
     dspy_engine_stats_get(e, &st);
     CHECK_INT(st.active, 1);
-    CHECK_INT(st.free_tokens, 32);
+    CHECK_INT(st.free_tokens, 40); /* the removed sequence's 2 full blocks stay cached, evictable */
+    CHECK_INT(st.cached_tokens, 16);
     CHECK_OK(dspy_engine_add(e, p, 20, &sp, &id3));
     CHECK(id3 > id2);
+    dspy_engine_stats_get(e, &st);
+    CHECK_INT(st.prefix_hit_tokens, 16); /* the same 20-token prompt: its 2 full blocks were reused */
     dspy_engine_free(e);
     /* an idle engine steps to nothing */
     CHECK_OK(dspy_engine_new(m, NULL, &e));
@@ -555,6 +558,84 @@ static void test_cli_text(void) {
     dspy_model_free(m);
 }
 
+/* KV memory grows with the sequences; when the pool runs dry the later sequence is preempted and
+ * recomputed, and every sequence still gets exactly the tokens it gets alone (CPU). A prompt that
+ * starts like an earlier one reuses its full blocks, also bit for bit. */
+static void test_preempt_and_prefix_cache(void) {
+    dspy_model *m = load(g_dir);
+    if (!m) return;
+    dspy_sampling sp = dspy_sampling_default();
+    sp.temperature = 0.7f, sp.max_tokens = 20, sp.ignore_eos = true;
+    int32_t *p[3];
+    size_t len[3] = {18, 21, 26};
+    for (int k = 0; k < 3; k++) p[k] = prompt_of((int)len[k], 300, 10 + k);
+    memcpy(p[2], p[0], sizeof(int32_t) * 16); /* p[2] shares p[0]'s first two blocks of 8 */
+    int32_t *alone[3];
+    size_t nalone[3];
+    for (int k = 0; k < 3; k++) {
+        sp.seed = (uint64_t)k;
+        CHECK_OK(dspy_generate(m, p[k], len[k], &sp, &alone[k], NULL, &nalone[k], NULL));
+    }
+    /* a pool of 8 blocks of 8 (one is the engine's own): three sequences needing 5-6 blocks each */
+    dspy_engine_params ep = dspy_engine_params_default();
+    ep.max_seqs = 3, ep.max_tokens_total = 56, ep.block_size = 8, ep.max_batch_tokens = 12;
+    dspy_engine *e;
+    CHECK_OK(dspy_engine_new(m, &ep, &e));
+    int64_t id[3] = {0, 0, 0};
+    int32_t got[3][32];
+    int ng[3] = {0, 0, 0}, added = 0;
+    for (int step = 0; step < 400; step++) {
+        if (added < 3) {
+            sp.seed = (uint64_t)added;
+            dspy_status st = dspy_engine_add(e, p[added], len[added], &sp, &id[added]);
+            if (st == DSPY_OK) added++;
+            else CHECK_INT(st, DSPY_ERR_STATE);
+        }
+        dspy_step_out so;
+        CHECK_OK(dspy_engine_step(e, &so));
+        for (int k = 0; k < so.n_events; k++)
+            for (int q = 0; q < 3; q++)
+                if (so.events[k].seq_id == id[q] && so.events[k].token >= 0) got[q][ng[q]++] = so.events[k].token;
+        if (added == 3 && so.n_events == 0) break;
+    }
+    dspy_engine_stats st;
+    dspy_engine_stats_get(e, &st);
+    CHECK(st.preemptions >= 1);
+    for (int q = 0; q < 3; q++) {
+        CHECK_INT(ng[q], (int)nalone[q]);
+        CHECK(memcmp(got[q], alone[q], sizeof(int32_t) * nalone[q]) == 0);
+    }
+    printf("  3 sequences in 7 blocks: %lld preemptions, %lld prefix-cache tokens, identical to alone\n",
+           (long long)st.preemptions, (long long)st.prefix_hit_tokens);
+    dspy_engine_free(e);
+    /* prefix cache alone: p[2] after p[0] reuses 16 tokens and computes the rest */
+    ep.max_tokens_total = 512;
+    CHECK_OK(dspy_engine_new(m, &ep, &e));
+    for (int k = 0; k < 2; k++) {
+        int q = k ? 2 : 0;
+        int64_t sid;
+        sp.seed = (uint64_t)q;
+        CHECK_OK(dspy_engine_add(e, p[q], len[q], &sp, &sid));
+        int n = 0;
+        int32_t toks[32];
+        for (;;) {
+            dspy_step_out so;
+            CHECK_OK(dspy_engine_step(e, &so));
+            if (so.n_events == 0) break;
+            if (so.events[0].token >= 0) toks[n++] = so.events[0].token;
+        }
+        CHECK_INT(n, (int)nalone[q]);
+        CHECK(memcmp(toks, alone[q], sizeof(int32_t) * nalone[q]) == 0);
+    }
+    dspy_engine_stats_get(e, &st);
+    CHECK_INT(st.prefix_hit_tokens, 16);
+    CHECK_INT(st.prompt_tokens, (int64_t)(len[0] + len[2]));
+    CHECK_INT(st.computed_tokens, (int64_t)(len[0] + len[2] - 16));
+    dspy_engine_free(e);
+    for (int k = 0; k < 3; k++) free(p[k]), free(alone[k]);
+    dspy_model_free(m);
+}
+
 int main(void) {
     g_dir = model_dir("rand", "llama", 300, 64, -1, 3);
     RUN(test_sampler);
@@ -563,6 +644,7 @@ int main(void) {
     RUN(test_seeds_and_stops);
     RUN(test_eos);
     RUN(test_add_errors);
+    RUN(test_preempt_and_prefix_cache);
     RUN(test_cli);
     RUN(test_cli_text);
     free(g_dir);

@@ -1,0 +1,89 @@
+/* engine_impl.h — the inside of dspy_engine, shared by engine.c (sequences, KV blocks, the
+ * prefix cache, preemption) and engine_step.c (one batched step on the device). Private to
+ * src/engine; the API is dspy/engine.h.
+ */
+#ifndef DSPY_ENGINE_IMPL_H
+#define DSPY_ENGINE_IMPL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "dspy/engine.h"
+#include "dspy/rng.h"
+#include "engine/block_pool.h"
+#include "engine/forward.h"
+#include "engine/kv_cache.h"
+#include "kern/backend.h"
+
+typedef struct seq {
+    int64_t id;
+    int32_t *tokens;   /* prompt then generated; capacity n_prompt + max_new */
+    int32_t n_tokens;
+    int32_t n_prompt;
+    int32_t n_fill;    /* tokens below this are prefill (the prompt; all tokens after a preemption) */
+    int32_t n_cached;  /* tokens whose keys/values are in the cache */
+    int32_t max_new;
+    int32_t n_generated;
+    int32_t *blocks;   /* block table: blocks[i] holds positions i*bs .. i*bs+bs-1 */
+    uint64_t *names;   /* chain names of the full blocks published so far */
+    int32_t n_blocks;  /* blocks held (references) */
+    int32_t n_named;   /* leading full blocks already published in the prefix cache */
+    int32_t cap_blocks;
+    bool waiting;      /* preempted: holds no blocks, resumes when there are enough */
+    int32_t *stop_ids;
+    int32_t n_stop;
+    float temperature, top_p;
+    int32_t top_k;
+    bool ignore_eos;
+    dspy_rng rng;
+} seq;
+
+/* Word offsets of one step's metadata in the staging buffer (and its device mirror). */
+typedef struct meta_layout {
+    size_t tokens, pos, slots, out_rows, segs, params, tables, end;
+} meta_layout;
+
+enum { MAX_BUCKETS = 17 };
+
+struct dspy_engine {
+    const dspy_model *m;
+    const dspy_model_config *cfg;
+    dspy_backend *be;
+    dspy_engine_params p;
+    dspy_kv_cache kv;
+    dspy_block_pool pool;
+    dspy_fwd_buf buf;
+    seq **active;
+    int32_t n_active;
+    int64_t next_id;
+    int32_t rows_cap;
+    int32_t max_len;        /* longest sequence the cache can hold (positions) */
+    int32_t max_blocks;     /* blocks of the longest sequence */
+    int32_t pad_block;      /* a block no sequence owns: padded graph rows write there */
+    int32_t *meta_h;        /* host staging (meta_words) */
+    int32_t *meta_d;        /* device mirror */
+    size_t meta_words;
+    int32_t *res_h, *res_d; /* (2 * max_seqs): tokens then logprobs */
+    seq **out_seq;          /* (max_seqs) sequences sampled this step */
+    int32_t *take;          /* (max_seqs) tokens each active sequence feeds this step */
+    dspy_step_event *events;
+    void *graphs[MAX_BUCKETS]; /* captured decode steps, by bucket index */
+    bool use_graphs;
+    /* cumulative statistics */
+    int64_t prompt_tokens, hit_tokens, computed_tokens, preemptions;
+};
+
+/* engine.c: blocks for the step (growing a decoding sequence, preempting others when the pool
+ * is empty), resuming preempted sequences, publishing filled blocks, retiring. */
+void engine_resume_waiting(dspy_engine *e);
+/* The block for position `pos` of s exists afterwards; false when s itself was preempted. */
+bool engine_grow(dspy_engine *e, seq *s, int32_t pos);
+void engine_publish(dspy_engine *e, seq *s);
+dspy_finish engine_finish_rule(const dspy_engine *e, const seq *s, int32_t tok);
+/* DSPY_ERR_ARG for an empty prompt or a token outside the vocabulary. */
+dspy_status engine_check_prompt(const dspy_model_config *c, const int32_t *ids, size_t n);
+
+/* engine_step.c: the metadata layout (a pure function of the counts). */
+meta_layout engine_layout(int32_t N, int32_t nseg, int32_t M, int32_t n_table);
+
+#endif

@@ -1,0 +1,264 @@
+/* engine_step.c — one batched step of the engine on its backend (dspy/engine.h).
+ *
+ * Each step resumes preempted sequences that now fit, gives every decoding sequence the block
+ * its next position needs (preempting others when the pool is dry), packs, in add order, one
+ * decode token for every sequence past its prompt and prompt chunks for the others (up to
+ * max_batch_tokens), runs dspy_forward once and the backend's sampler for every sequence whose
+ * known tokens are all cached, publishes newly filled blocks in the prefix cache, and retires
+ * finished sequences.
+ *
+ * A step's metadata (tokens, positions, slots, segments, block tables, sampling parameters with
+ * one host-drawn uniform per sampled token) is written into one host staging buffer and copied
+ * to the device in one transfer; the sampled tokens and logprobs come back in one transfer,
+ * after which the step waits for the device once. Nothing is allocated during a step. On a
+ * backend with graphs (CUDA), a step in which every sequence decodes is padded to a bucket size
+ * (1, 2, 4, ... max_seqs) with rows that write into a reserved block, and the whole step
+ * (forward + sampling) is captured once per bucket and replayed: the metadata sits at the same
+ * device addresses for every step of a bucket.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/engine_impl.h"
+
+static size_t align4(size_t w) { return (w + 3) & ~(size_t)3; }
+
+/* Sections in a fixed order; segs and params 16-byte aligned for the device's vector loads. */
+meta_layout engine_layout(int32_t N, int32_t nseg, int32_t M, int32_t n_table) {
+    meta_layout L;
+    L.tokens = 0;
+    L.pos = L.tokens + (size_t)N;
+    L.slots = L.pos + (size_t)N;
+    L.out_rows = L.slots + (size_t)N;
+    L.segs = align4(L.out_rows + (size_t)M);
+    L.params = align4(L.segs + 4 * (size_t)nseg);
+    L.tables = align4(L.params + DSPY_SAMPLE_PARAM_WORDS * (size_t)M);
+    L.end = L.tables + (size_t)n_table;
+    return L;
+}
+
+/* The step's rows, before they are laid out: how many tokens each sequence feeds. */
+typedef struct step_plan {
+    int32_t N, nseg, M, n_table;
+    bool decode; /* every fed sequence feeds one token and is sampled */
+} step_plan;
+
+/* How many tokens each sequence feeds: all its uncached tokens, prompt chunks within the budget
+ * (a decoding sequence feeds its one new token outside the budget). Gives decoding sequences
+ * their next block first, which may preempt others (they then feed nothing). */
+static step_plan plan_step(dspy_engine *e, int32_t *take) {
+    step_plan sp = {0, 0, 0, 0, true};
+    for (int32_t i = 0; i < e->n_active; i++) {
+        seq *s = e->active[i];
+        if (!s->waiting && s->n_tokens - s->n_cached == 1) engine_grow(e, s, s->n_cached);
+    }
+    int32_t budget = e->p.max_batch_tokens;
+    for (int32_t i = 0; i < e->n_active; i++) {
+        seq *s = e->active[i];
+        int32_t t = s->waiting ? 0 : s->n_tokens - s->n_cached;
+        if (t > 1) {
+            if (t > budget) t = budget;
+            budget -= t;
+        }
+        take[i] = t;
+        if (t == 0) continue;
+        sp.N += t;
+        sp.nseg++;
+        sp.n_table += s->n_blocks;
+        if (s->n_cached + t == s->n_tokens) sp.M++;
+        else sp.decode = false;
+        if (t != 1) sp.decode = false;
+    }
+    return sp;
+}
+
+/* The bucket of n decoding rows: the smallest power of two >= n, capped at max_seqs. */
+static int32_t bucket_of(const dspy_engine *e, int32_t n, int *index) {
+    int32_t b = 1;
+    int i = 0;
+    while (b < n) b <<= 1, i++;
+    if (b > e->p.max_seqs) b = e->p.max_seqs;
+    *index = i;
+    return b;
+}
+
+/* Runs the forward pass and the sampler for the laid-out step (recorded when capturing). */
+static dspy_status run_step(dspy_engine *e, const meta_layout *L, int32_t N, int32_t nseg, int32_t M, int32_t n_table,
+                            bool decode) {
+    dspy_backend *be = e->be;
+    int32_t *d = e->meta_d;
+    dspy_fwd_batch b;
+    b.n = N;
+    b.tokens = dspy_bt(be, d + L->tokens, N, DSPY_DTYPE_I32);
+    b.pos = dspy_bt(be, d + L->pos, N, DSPY_DTYPE_I32);
+    b.slots = dspy_bt(be, d + L->slots, N, DSPY_DTYPE_I32);
+    b.attn.segs = dspy_bt(be, d + L->segs, 4 * (int64_t)nseg, DSPY_DTYPE_I32);
+    b.attn.tables = dspy_bt(be, d + L->tables, n_table, DSPY_DTYPE_I32);
+    b.attn.nseg = nseg;
+    b.attn.N = N;
+    b.attn.block_size = e->kv.block_size;
+    b.attn.max_len = e->max_len;
+    b.attn.decode = decode;
+    b.out_rows = dspy_bt(be, d + L->out_rows, M, DSPY_DTYPE_I32);
+    b.n_out = M;
+    DSPY_TRY(dspy_forward(e->m, be, &e->kv, &e->buf, &b));
+    const int32_t V = e->cfg->vocab_size;
+    dspy_tensor logits = dspy_tensor_slice(e->buf.logits, 0, (int64_t)M * V);
+    dspy_tensor params = dspy_bt(be, d + L->params, (int64_t)M * DSPY_SAMPLE_PARAM_WORDS, DSPY_DTYPE_I32);
+    dspy_tensor toks = dspy_bt(be, e->res_d, M, DSPY_DTYPE_I32);
+    dspy_tensor lps = dspy_bt(be, e->res_d + e->p.max_seqs, M, DSPY_DTYPE_F32);
+    return be->ops->sample(be, toks, lps, logits, params, M, V);
+}
+
+dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
+    memset(out, 0, sizeof *out);
+    out->events = e->events;
+    if (e->n_active == 0) return DSPY_OK;
+    engine_resume_waiting(e);
+    int32_t *take = e->take;
+    step_plan sp = plan_step(e, take);
+    if (sp.N == 0) return DSPY_OK;
+    /* A pure decode step on a backend with graphs runs padded to its bucket. */
+    int bi = -1;
+    int32_t B = 0;
+    bool graph = e->use_graphs && sp.decode;
+    if (graph) B = bucket_of(e, sp.N, &bi);
+    int32_t N = graph ? B : sp.N, nseg = graph ? B : sp.nseg, M = graph ? B : sp.M;
+    int32_t n_table = sp.n_table + (graph ? 1 : 0);
+    meta_layout L = engine_layout(N, nseg, M, n_table);
+    int32_t *h = e->meta_h;
+    const int32_t bs = e->kv.block_size;
+    int32_t rows = 0, seg = 0, m = 0, toff = 0;
+    for (int32_t i = 0; i < e->n_active; i++) {
+        seq *s = e->active[i];
+        int32_t t = take[i];
+        if (t == 0) continue;
+        if (s->n_cached < s->n_fill) out->n_prefill_tokens += t;
+        else out->n_decode_tokens++;
+        memcpy(h + L.tables + toff, s->blocks, sizeof(int32_t) * (size_t)s->n_blocks);
+        dspy_attn_seg *sg = (dspy_attn_seg *)(h + L.segs) + seg++;
+        *sg = (dspy_attn_seg){rows, t, s->n_cached, toff};
+        toff += s->n_blocks;
+        for (int32_t j = 0; j < t; j++) {
+            int32_t p = s->n_cached + j;
+            h[L.tokens + rows + j] = s->tokens[p];
+            h[L.pos + rows + j] = p;
+            h[L.slots + rows + j] = s->blocks[p / bs] * bs + p % bs;
+        }
+        s->n_cached += t;
+        dspy_step_event *ev = &e->events[out->n_events++];
+        *ev = (dspy_step_event){s->id, -1, 0.0f, DSPY_FINISH_NONE, s->n_generated};
+        if (s->n_cached == s->n_tokens) {
+            dspy_sample_param *pr = (dspy_sample_param *)(h + L.params) + m;
+            *pr = (dspy_sample_param){s->temperature, s->top_p, s->top_k, 0, 0.0};
+            if (s->temperature > 0) pr->uniform = dspy_rng_uniform(&s->rng); /* one draw per sampled token */
+            h[L.out_rows + m] = rows + t - 1;
+            e->out_seq[m++] = s;
+        }
+        rows += t;
+    }
+    if (graph) { /* padding rows: token 0 at position 0 into the reserved block, greedy */
+        h[L.tables + toff] = e->pad_block;
+        for (; rows < B; rows++, m++) {
+            h[L.tokens + rows] = 0;
+            h[L.pos + rows] = 0;
+            h[L.slots + rows] = e->pad_block * bs;
+            *((dspy_attn_seg *)(h + L.segs) + seg++) = (dspy_attn_seg){rows, 1, 0, toff};
+            *((dspy_sample_param *)(h + L.params) + m) = (dspy_sample_param){0.0f, 1.0f, 0, 0, 0.0};
+            h[L.out_rows + m] = rows;
+        }
+    }
+    dspy_backend *be = e->be;
+    const dspy_ops *o = be->ops;
+    DSPY_TRY(o->copy(be, e->meta_d, e->meta_h, L.end * 4, DSPY_COPY_H2D));
+    if (graph) {
+        if (!e->graphs[bi]) {
+            DSPY_TRY(o->graph_begin(be));
+            dspy_status st = run_step(e, &L, N, nseg, M, n_table, true);
+            void *g = NULL;
+            dspy_status st2 = o->graph_end(be, &g);
+            if (st || st2) {
+                if (g) o->graph_free(be, g);
+                return st ? st : st2;
+            }
+            e->graphs[bi] = g;
+        }
+        DSPY_TRY(o->graph_launch(be, e->graphs[bi]));
+    } else {
+        DSPY_TRY(run_step(e, &L, N, nseg, M, n_table, sp.decode));
+    }
+    DSPY_TRY(o->copy(be, e->res_h, e->res_d, (size_t)e->p.max_seqs * 8, DSPY_COPY_D2H));
+    DSPY_TRY(o->sync(be));
+    const float *lp = (const float *)(e->res_h + e->p.max_seqs);
+    for (int32_t j = 0; j < sp.M; j++) {
+        seq *s = e->out_seq[j];
+        int32_t tok = e->res_h[j];
+        s->tokens[s->n_tokens++] = tok;
+        s->n_generated++;
+        for (int32_t k = 0; k < out->n_events; k++)
+            if (e->events[k].seq_id == s->id) {
+                e->events[k].token = tok;
+                e->events[k].logprob = lp[j];
+                e->events[k].finish = engine_finish_rule(e, s, tok);
+                e->events[k].n_generated = s->n_generated;
+            }
+    }
+    for (int32_t i = 0; i < e->n_active; i++)
+        if (take[i] > 0) engine_publish(e, e->active[i]);
+    for (int32_t k = 0; k < out->n_events; k++)
+        if (e->events[k].finish != DSPY_FINISH_NONE) dspy_engine_remove(e, e->events[k].seq_id);
+    return DSPY_OK;
+}
+
+dspy_status dspy_model_forward_logits(const dspy_model *m, const int32_t *ids, size_t n, float *logits) {
+    const dspy_model_config *c = dspy_model_config_get(m);
+    dspy_status st = engine_check_prompt(c, ids, n);
+    if (st) return st;
+    if (n > (size_t)c->max_position_embeddings)
+        return dspy_fail(DSPY_ERR_CONTEXT, "%zu tokens exceed the model's context of %d tokens", n,
+                         c->max_position_embeddings);
+    const int32_t N = (int32_t)n, bs = 16, V = c->vocab_size;
+    dspy_backend *be = NULL;
+    dspy_kv_cache kv;
+    dspy_fwd_buf buf;
+    memset(&kv, 0, sizeof kv);
+    memset(&buf, 0, sizeof buf);
+    int32_t *h = NULL, *d = NULL;
+    dspy_backend_plan plan = {N, N, 1, V, c->num_attention_heads, c->head_dim, dspy_model_n_threads(m)};
+    if ((st = dspy_backend_new(dspy_model_device(m), &plan, &be))) return st;
+    if ((st = dspy_kv_cache_init(&kv, be, c, N, bs))) goto done;
+    if ((st = dspy_fwd_buf_init(&buf, be, c, N, N))) goto done;
+    meta_layout L = engine_layout(N, 1, N, kv.n_blocks);
+    if ((st = be->ops->alloc_host(be, L.end * 4, (void **)&h))) goto done;
+    if ((st = be->ops->alloc(be, L.end * 4, (void **)&d))) goto done;
+    for (int32_t b = 0; b < kv.n_blocks; b++) h[L.tables + b] = b; /* a private cache: blocks in order */
+    for (int32_t i = 0; i < N; i++) {
+        h[L.tokens + i] = ids[i];
+        h[L.pos + i] = i;
+        h[L.slots + i] = h[L.tables + i / bs] * bs + i % bs;
+        h[L.out_rows + i] = i;
+    }
+    *(dspy_attn_seg *)(h + L.segs) = (dspy_attn_seg){0, N, 0, 0};
+    if ((st = be->ops->copy(be, d, h, L.end * 4, DSPY_COPY_H2D))) goto done;
+    dspy_fwd_batch b = {N,
+                        dspy_bt(be, d + L.tokens, N, DSPY_DTYPE_I32),
+                        dspy_bt(be, d + L.pos, N, DSPY_DTYPE_I32),
+                        dspy_bt(be, d + L.slots, N, DSPY_DTYPE_I32),
+                        {dspy_bt(be, d + L.segs, 4, DSPY_DTYPE_I32), dspy_bt(be, d + L.tables, kv.n_blocks, DSPY_DTYPE_I32),
+                         1, N, bs, N, false},
+                        dspy_bt(be, d + L.out_rows, N, DSPY_DTYPE_I32),
+                        N};
+    if ((st = dspy_forward(m, be, &kv, &buf, &b))) goto done;
+    if ((st = be->ops->copy(be, logits, buf.logits.data, sizeof(float) * (size_t)N * V, DSPY_COPY_D2H))) goto done;
+    st = be->ops->sync(be);
+done:
+    if (be) {
+        be->ops->free_host(be, h);
+        be->ops->free(be, d);
+    }
+    dspy_fwd_buf_free(&buf);
+    dspy_kv_cache_free(&kv);
+    dspy_backend_free(be);
+    return st;
+}
+
