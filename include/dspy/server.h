@@ -50,7 +50,11 @@ typedef struct dspy_server_params {
     int32_t default_max_tokens;    /* max_tokens for requests that give none; 0 (default) = the rest
                                       of the context, as OpenAI does (such a request then reserves
                                       all of it: set this to keep several of them running) */
-    int32_t max_connections;       /* open HTTP connections served at once (default 128) */
+    int32_t max_connections;       /* open HTTP connections served at once (default 1024, at least
+                                      max_queue: a request over it gets 503 + Retry-After; idle
+                                      and slow connections cost no thread) */
+    int32_t max_per_client;        /* open connections from one IP address (default 512; 0 = no
+                                      limit); more are refused at accept */
     size_t max_body_bytes;         /* default 8 MiB (413 over it) */
     size_t max_header_bytes;       /* default 32 KiB (431 over it) */
     int read_timeout_ms;           /* a request must arrive within this (default 30000; 408) */

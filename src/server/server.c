@@ -59,7 +59,8 @@ dspy_server_params dspy_server_params_default(void) {
     p.port = 8000;
     p.max_seqs = 8;
     p.max_queue = 256;
-    p.max_connections = 128;
+    p.max_connections = 1024;
+    p.max_per_client = 512;
     http_limits l = http_limits_default();
     p.max_body_bytes = l.max_body;
     p.max_header_bytes = l.max_header;
@@ -583,6 +584,7 @@ dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
     hc.host = s->host;
     hc.port = p->port;
     hc.max_connections = p->max_connections;
+    hc.max_per_client = p->max_per_client;
     hc.limits = http_limits_default();
     hc.limits.max_body = p->max_body_bytes;
     hc.limits.max_header = p->max_header_bytes;
