@@ -131,6 +131,7 @@ struct http_conn {
     bool stream_begun, stream_queued, stream_end, stream_error;
     bool worker_done;
     bool close_after; /* an error answer: close the connection after it */
+    char *extra;      /* "Name: value\r\n" lines added to the answer (http_conn_add_headers) */
     char stream_ctype[128];
 };
 
@@ -173,6 +174,7 @@ static void deadline_in(struct timespec *ts, int ms) {
 static void conn_release(http_conn *c) {
     if (!c || atomic_fetch_sub(&c->refs, 1) != 1) return;
     if (c->resp) MHD_destroy_response(c->resp);
+    free(c->extra);
     dspy_str_free(&c->method);
     dspy_str_free(&c->url);
     dspy_str_free(&c->body);
@@ -202,6 +204,18 @@ dspy_strv http_header_get(const http_request *req, const char *name) {
 
 http_server *http_conn_server(http_conn *c) { return c->s; }
 const char *http_conn_peer(const http_conn *c) { return c->peer; }
+
+dspy_status http_conn_add_headers(http_conn *c, const char *lines) {
+    pthread_mutex_lock(&c->mu);
+    size_t a = c->extra ? strlen(c->extra) : 0, b = strlen(lines);
+    char *n = realloc(c->extra, a + b + 1);
+    if (n) {
+        memcpy(n + a, lines, b + 1);
+        c->extra = n;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return n ? DSPY_OK : dspy_fail(DSPY_ERR_NOMEM, "http: out of memory");
+}
 bool http_server_stopping(const http_server *s) { return atomic_load(&s->stopping); }
 int http_server_port(const http_server *s) { return s->port; }
 
@@ -241,6 +255,7 @@ static bool add_headers(struct MHD_Response *r, const char *lines) {
 static void common_headers(http_conn *c, struct MHD_Response *r, const char *content_type) {
     if (content_type) MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     if (http_server_stopping(c->s) || c->close_after) MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    if (c->extra) add_headers(r, c->extra);
 }
 
 /* Event thread: queues what the worker left, if anything. Returns false to drop the

@@ -64,7 +64,7 @@ typedef struct http_limits {
 http_limits http_limits_default(void);
 
 /* The value of header `name` (case-insensitive), or a {NULL, 0} view. The first one when
- * repeated. Valid during the handler call. */
+ * repeated. Valid during the handler call, until the request is answered. */
 dspy_strv http_header_get(const http_request *req, const char *name);
 
 /* "OK", "Not Found", ... for the statuses this server sends ("Unknown" otherwise). */
@@ -150,6 +150,10 @@ bool http_conn_peer_closed(http_conn *c);
 
 /* The server the connection belongs to. */
 http_server *http_conn_server(http_conn *c);
+
+/* Adds "Name: value\r\n" lines to whatever answer this request gets (CORS headers, ...).
+ * Call before answering. DSPY_ERR_NOMEM. */
+dspy_status http_conn_add_headers(http_conn *c, const char *lines);
 
 /* The client's address as text ("127.0.0.1", "::1"); "" when unknown. */
 const char *http_conn_peer(const http_conn *c);
