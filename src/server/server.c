@@ -454,7 +454,9 @@ static void handle_generate(dspy_server *s, oai_kind kind, const http_request *r
         goto done;
     }
     int32_t room = s->limit - (int32_t)n_ids;
-    sched_job_params jp = {.n = r.n, .stop = r.stop, .n_stop = r.n_stop};
+    /* A seeded sampled request must give the same text whatever the load: never preempted. */
+    sched_job_params jp = {.n = r.n, .stop = r.stop, .n_stop = r.n_stop,
+                           .preemptible = r.temperature == 0 || !r.has_seed};
     jp.sampling = dspy_sampling_default();
     jp.sampling.temperature = (float)r.temperature;
     jp.sampling.top_p = (float)r.top_p;
