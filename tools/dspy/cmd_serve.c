@@ -2,7 +2,10 @@
  * dspy/server.h). Prints "dspy serve: listening on http://HOST:PORT (model NAME)" on stderr
  * once connections are accepted; SIGTERM, SIGINT or SIGHUP shuts it down gracefully (exit 0).
  * The API key comes from --api-key-file or DSPY_API_KEY (--api-key still works, with a warning). */
+#include <pthread.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +21,41 @@ static void on_signal(int sig) {
     (void)sig;
     dspy_server *s = g_server;
     if (s) dspy_server_stop(s);
+}
+
+static pid_t g_parent;
+
+/* Belt and braces for PR_SET_PDEATHSIG: it fires when the thread that started us ends, and
+ * only if the parent was alive when it was set. A changed parent pid means we were orphaned. */
+static void *watch_parent(void *arg) {
+    (void)arg;
+    while (getppid() == g_parent) usleep(250 * 1000);
+    fprintf(stderr, "dspy serve: parent process %ld is gone; stopping\n", (long)g_parent);
+    dspy_server *s = g_server;
+    if (s) dspy_server_stop(s);
+    return NULL;
+}
+
+/* --parent-pid: die with the launcher. SIGKILL, not SIGTERM: nothing to save, and a graceful
+ * shutdown would keep serving a dead parent for the grace period. */
+static bool tie_to_parent(const dspy_args *a) {
+    const char *v = dspy_args_get(a, "parent-pid");
+    if (!v) return true;
+    char *end;
+    long pid = strtol(v, &end, 10);
+    if (*end || pid <= 1) {
+        fprintf(stderr, "error: dspy serve: --parent-pid must be a process id (got '%s')\n", v);
+        return false;
+    }
+    g_parent = (pid_t)pid;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != g_parent) { /* it died before the line above */
+        fprintf(stderr, "error: dspy serve: parent process %ld is already gone\n", pid);
+        return false;
+    }
+    pthread_t th;
+    if (pthread_create(&th, NULL, watch_parent, NULL) == 0) pthread_detach(th);
+    return true;
 }
 
 static bool get_i32(const dspy_args *a, const char *name, long lo, long hi, int32_t *out) {
@@ -89,6 +127,7 @@ int cmd_serve(int argc, char **argv) {
         {"shutdown-grace", "SECONDS", "on SIGTERM, in-flight requests get this long before they are aborted", false, false, "30"},
         {"chat-date", "DATE", "Llama 3.x chat template 'Today Date' (default: today, e.g. 26 Jul 2024)", false, false, NULL},
         {"threads", "N", "compute threads (0: the OpenMP default)", false, false, "0"},
+        {"parent-pid", "PID", "exit when process PID ends, even by SIGKILL (set by the launcher, e.g. dspy eval)", false, false, NULL},
         {0},
     };
     dspy_args a;
@@ -97,6 +136,7 @@ int cmd_serve(int argc, char **argv) {
                              "/v1/completions, /health) with continuous batching. Stop it with SIGTERM or Ctrl-C.",
                              opts, argc, argv);
     if (rc) return rc == 1 ? 0 : rc;
+    if (!tie_to_parent(&a)) return 1;
     dspy_server_params p = dspy_server_params_default();
     p.model_dir = dspy_args_get(&a, "model");
     p.tokenizer_dir = dspy_args_get(&a, "tokenizer");
