@@ -1051,6 +1051,79 @@ static void test_orphan(void) {
     test_run_free(&rr);
 }
 
+/* The API key's sources and the bind warning: --api-key-file must be a regular file with a key
+ * on its first line; a non-loopback bind without a key says so on stderr; with a key from the
+ * file, /v1 needs it. */
+static void test_key_sources(void) {
+    char fifo[1100], empty[1100], keyf[1100];
+    snprintf(fifo, sizeof fifo, "%s/key.fifo", test_tmpdir());
+    snprintf(empty, sizeof empty, "%s/key.empty", test_tmpdir());
+    snprintf(keyf, sizeof keyf, "%s/key.txt", test_tmpdir());
+    CHECK(mkfifo(fifo, 0600) == 0);
+    CHECK_OK(dspy_write_file(empty, "\n", 1));
+    CHECK_OK(dspy_write_file(keyf, "s3cret-from-file\nignored\n", 26));
+    const char *a1[] = {"--model", g_model, "--api-key-file", fifo, NULL};
+    test_run_result r = test_run_dspy("serve", a1);
+    CHECK(r.status == 2);
+    CHECK_CONTAINS(r.err, "is a FIFO, not a regular file");
+    test_run_free(&r);
+    const char *a2[] = {"--model", g_model, "--api-key-file", empty, NULL};
+    r = test_run_dspy("serve", a2);
+    CHECK(r.status == 2);
+    CHECK_CONTAINS(r.err, "the first line is empty");
+    test_run_free(&r);
+    const char *a3[] = {"--model", g_model, "--api-key-file", keyf, "--api-key", "x", NULL};
+    r = test_run_dspy("serve", a3);
+    CHECK(r.status == 2);
+    CHECK_CONTAINS(r.err, "not both");
+    test_run_free(&r);
+    /* 0.0.0.0 without a key: served, with a warning in the log */
+    dspy_local_params p = dspy_local_params_default();
+    p.dspy_bin = test_bin("dspy");
+    p.log_dir = test_tmpdir();
+    p.timeout_s = 60;
+    p.host = "0.0.0.0";
+    const char *t1[] = {"--threads", "1"};
+    p.extra_args = t1;
+    p.n_extra_args = 2;
+    dspy_local_server *srv = NULL;
+    CHECK_OK(dspy_local_launch(g_model, &p, &srv));
+    if (srv) {
+        dspy_local_kill(srv, NULL);
+        char *log = test_slurp(dspy_local_log_path(srv));
+        CHECK_CONTAINS(log, "listening on 0.0.0.0 without an API key");
+        free(log);
+        dspy_local_free(srv);
+    }
+    /* the key from the file is required */
+    const char *t2[] = {"--threads", "1", "--api-key-file", keyf};
+    p.host = "127.0.0.1";
+    p.extra_args = t2;
+    p.n_extra_args = 4;
+    p.api_key = "s3cret-from-file"; /* the launcher's readiness check sends it */
+    CHECK_OK(dspy_local_launch(g_model, &p, &srv));
+    if (srv) {
+        char base[256];
+        snprintf(base, sizeof base, "%s", dspy_local_api_base(srv));
+        resp rr = {0};
+        http(base, "GET", "/models", NULL, 0, NULL, &rr);
+        CHECK_INT(rr.status, 401);
+        resp_free(&rr);
+        memset(&rr, 0, sizeof rr);
+        http(base, "GET", "/models", NULL, 0, "s3cret-from-file", &rr);
+        CHECK_INT(rr.status, 200);
+        resp_free(&rr);
+        memset(&rr, 0, sizeof rr);
+        http(base, "GET", "/models", NULL, 0, "s3cret-from-filf", &rr);
+        CHECK_INT(rr.status, 401);
+        resp_free(&rr);
+        char *log = test_slurp(dspy_local_log_path(srv));
+        CHECK(strstr(log, "s3cret") == NULL);
+        free(log);
+        dspy_local_free(srv);
+    }
+}
+
 int main(void) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     if (make_model()) {
@@ -1087,6 +1160,7 @@ int main(void) {
         RUN(test_abort_on_sigterm);
         RUN(test_launcher);
         RUN(test_orphan);
+        RUN(test_key_sources);
     }
     curl_global_cleanup();
     return check_summary("test_serve");
