@@ -31,6 +31,7 @@ typedef struct {
     bool want_starts;
     bool oom;
     size_t max; /* stop once more than this many ids were produced (0 = no limit) */
+    size_t max_token_bytes; /* with max: the longest token's bytes, to refuse a huge piece unseen */
     bool over;  /* ... which happened: the caller's budget check failed, the work stayed bounded */
 } idvec;
 
@@ -218,6 +219,12 @@ done:
 /* One pre-token [p, p+n) that starts at byte `base` of the text. */
 static void bpe_piece(const dspy_tokenizer *tok, const unsigned char *p, size_t n, size_t base,
                       idvec *out) {
+    /* A piece of n bytes needs at least n / (longest token) ids: one that cannot fit the budget
+     * is refused before BPE, whose cost grows with the piece (a megabyte with no space in it) */
+    if (out->max && out->max_token_bytes && (n + out->max_token_bytes - 1) / out->max_token_bytes > out->max - out->n) {
+        out->over = true;
+        return;
+    }
     if (n == 1) {
         idvec_push(out, tok->byte_id[p[0]], base);
         return;
@@ -498,6 +505,11 @@ static dspy_status encode_public(const dspy_tokenizer *tok, const char *text, si
     idvec v = {0};
     v.want_starts = starts != NULL;
     v.max = max_tokens;
+    if (max_tokens)
+        for (int32_t i = 0; i < tok->n_ids; i++) {
+            size_t b = tok->bytes_off[i + 1] - tok->bytes_off[i];
+            if (b > v.max_token_bytes) v.max_token_bytes = b;
+        }
     size_t guess = len / 3 + 8;
     if (max_tokens && guess > max_tokens + 8) guess = max_tokens + 8;
     if (!idvec_grow(&v, guess)) return dspy_fail(DSPY_ERR_NOMEM, "tokenizer: out of memory");
