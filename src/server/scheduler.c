@@ -498,6 +498,11 @@ static void admit(sched *s) {
             pthread_mutex_unlock(&s->mu);
             j->next = s->running;
             s->running = j;
+            if (atomic_load(&j->cancelled)) { /* its client left while it waited */
+                drop_sequences(s, j);
+                maybe_complete(s, j);
+                continue;
+            }
         }
         sched_choice *c = next_pending(j);
         dspy_status st = add_choice(s, j, c);
