@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -168,6 +169,14 @@ int cmd_serve(int argc, char **argv) {
     p.shutdown_grace_ms = grace_s * 1000;
 
     signal(SIGPIPE, SIG_IGN);
+    /* each connection is a descriptor: make room for max_connections of them (the usual soft
+     * limit of 1024 would refuse connections at accept, before any 503 could be sent) */
+    struct rlimit rl;
+    rlim_t want = (rlim_t)p.max_connections + 256;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < want) {
+        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     dspy_server *s = NULL;
     dspy_status nst = dspy_server_new(&p, &s);
     if (key) explicit_bzero(key, strlen(key));
