@@ -1124,6 +1124,35 @@ static void test_key_sources(void) {
     }
 }
 
+/* Launch logs do not pile up in $TMPDIR: a server started without a log directory that ends
+ * cleanly leaves no log behind (with a log directory, the log stays with the run). */
+static void test_temp_log(void) {
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s/tmplogs", test_tmpdir());
+    CHECK_OK(dspy_mkdir_p(tmp));
+    char *saved = getenv("TMPDIR") ? strdup(getenv("TMPDIR")) : NULL;
+    setenv("TMPDIR", tmp, 1);
+    dspy_local_params p = dspy_local_params_default();
+    p.dspy_bin = test_bin("dspy");
+    p.timeout_s = 60;
+    const char *t1[] = {"--threads", "1"};
+    p.extra_args = t1;
+    p.n_extra_args = 2;
+    dspy_local_server *srv = NULL;
+    CHECK_OK(dspy_local_launch(g_model, &p, &srv));
+    char log[1200] = "";
+    if (srv) {
+        snprintf(log, sizeof log, "%s", dspy_local_log_path(srv));
+        CHECK(strncmp(log, tmp, strlen(tmp)) == 0);
+        CHECK(access(log, F_OK) == 0);
+        dspy_local_free(srv);
+        CHECK(access(log, F_OK) != 0);
+    }
+    if (saved) setenv("TMPDIR", saved, 1);
+    else unsetenv("TMPDIR");
+    free(saved);
+}
+
 int main(void) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     if (make_model()) {
@@ -1161,6 +1190,7 @@ int main(void) {
         RUN(test_launcher);
         RUN(test_orphan);
         RUN(test_key_sources);
+        RUN(test_temp_log);
     }
     curl_global_cleanup();
     return check_summary("test_serve");
