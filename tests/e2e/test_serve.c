@@ -12,15 +12,19 @@
  *   - the launcher itself: prefix stripping, no binary, early exit, and the readiness timeout
  *     honoured while connections are refused (project decision §16.6).
  */
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
-#include <sys/stat.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,6 +33,7 @@
 #include "dspy/json.h"
 #include "dspy/lm.h"
 #include "dspy/local.h"
+#include "dspy/server.h"
 #include "dspy/str.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -1153,6 +1158,51 @@ static void test_temp_log(void) {
     free(saved);
 }
 
+/* Fair admission: a greedy request with max_tokens = 1e9 streams (it reserves the whole KV
+ * cache), and a 2-token request still completes within 2 s (the long one is preempted after
+ * its time slice and resumes); the defaults keep connections >= queue, so overload is a 503. */
+static void test_fairness(const char *base, int port) {
+    dspy_server_params d = dspy_server_params_default();
+    CHECK(d.max_connections >= d.max_queue);
+    CHECK_INT(d.default_max_tokens, 1024);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    static const char body[] = "{\"prompt\":\"Once upon a time\",\"max_tokens\":1000000000,\"temperature\":0,\"stream\":true}";
+    char req[512];
+    int k = snprintf(req, sizeof req, "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                                      "Content-Length: %zu\r\n\r\n%s", sizeof body - 1, body);
+    CHECK(send(fd, req, (size_t)k, MSG_NOSIGNAL) == k);
+    char buf[4096];
+    size_t got = 0;
+    double t0 = now_s();
+    while (got < 1500 && now_s() - t0 < 60) { /* it streams tokens: it holds the engine */
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (poll(&pf, 1, 100) > 0) {
+            ssize_t n = recv(fd, buf, sizeof buf, 0);
+            if (n <= 0) break;
+            got += (size_t)n;
+        }
+    }
+    CHECK(got >= 1500);
+    resp r = {0};
+    t0 = now_s();
+    post(base, "/completions", "{\"prompt\":\"Hi\",\"max_tokens\":2,\"temperature\":0}", &r);
+    double dt = now_s() - t0;
+    CHECK_INT(r.status, 200);
+    CHECK(dt < (UNDER_ASAN ? 20.0 : 2.0));
+    resp_free(&r);
+    got = 0; /* the long one is still streaming */
+    t0 = now_s();
+    while (got == 0 && now_s() - t0 < 10) {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (poll(&pf, 1, 100) > 0 && recv(fd, buf, sizeof buf, 0) > 0) got = 1;
+    }
+    CHECK(got == 1);
+    close(fd);
+}
+
 int main(void) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     if (make_model()) {
@@ -1178,6 +1228,8 @@ int main(void) {
             test_errors(base);
             check_current = "test_disconnect";
             test_disconnect(base, s);
+            check_current = "test_fairness";
+            test_fairness(base, dspy_local_port(s));
             check_current = "test_node_sdk";
             test_node_sdk(base);
             int code = -1;
