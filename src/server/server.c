@@ -1,8 +1,10 @@
 /* server.c — `dspy serve`: HTTP routes -> OpenAI parsing -> prompt tokens -> scheduler, and
  * the answers back (see dspy/server.h).
  *
- * A request is handled on its connection thread: authorise, route, parse and validate, render
- * the chat template and tokenize, check the context, submit a job, then wait on the job (polling
+ * A request is handled on the worker thread the HTTP layer gives it: check the Host header (DNS
+ * rebinding), authorise (constant-time key compare), route, require a JSON body, parse and
+ * validate, cap n, render the chat template and tokenize up to the context only, check the KV
+ * budget n x (prompt + max_tokens), submit a job, then wait on the job (polling
  * every 100 ms, which is also when a vanished client is noticed and its job cancelled) and
  * answer: one JSON body, or server-sent events as text arrives. A streamed answer starts only
  * when the first result (text, finish or error) is there, so errors found at admission still
