@@ -53,10 +53,13 @@ fuzz fuzz-smoke: fuzz-build
 	  mkdir -p $(FUZZ_BUILD)/corpus/$$t; cp -n tests/fuzz/corpus/$$t/* $(FUZZ_BUILD)/corpus/$$t/ 2>/dev/null || true; \
 	  echo "fuzz: $$t for $$secs s"; \
 	  ASAN_OPTIONS=detect_leaks=1 $(FUZZ_BUILD)/fuzz/$$t -max_total_time=$$secs -timeout=10 -rss_limit_mb=2048 \
-	    -max_len=65536 -artifact_prefix=$(FUZZ_BUILD)/ -print_final_stats=1 $(FUZZ_BUILD)/corpus/$$t 2>&1 \
-	    | grep -E "^(stat::number_of_executed_units|#[0-9]+ +DONE|==[0-9]+==ERROR|SUMMARY)" || true; \
+	    -max_len=65536 -artifact_prefix=$(FUZZ_BUILD)/ -print_final_stats=1 $(FUZZ_BUILD)/corpus/$$t \
+	    > $(FUZZ_BUILD)/$$t.log 2>&1 || true; \
+	  grep -E "^stat::number_of_executed_units" $(FUZZ_BUILD)/$$t.log || true; \
 	  test -z "$$(ls $(FUZZ_BUILD)/crash-* $(FUZZ_BUILD)/leak-* $(FUZZ_BUILD)/timeout-* 2>/dev/null)" \
-	    || { echo "fuzz: $$t found a failing input:"; ls $(FUZZ_BUILD)/crash-* $(FUZZ_BUILD)/leak-* $(FUZZ_BUILD)/timeout-* 2>/dev/null; exit 1; }; \
+	    || { echo "fuzz: $$t found a failing input (full log $(FUZZ_BUILD)/$$t.log):"; \
+	         grep -v -E "^(#[0-9]|INFO:)" $(FUZZ_BUILD)/$$t.log | tail -40; \
+	         ls $(FUZZ_BUILD)/crash-* $(FUZZ_BUILD)/leak-* $(FUZZ_BUILD)/timeout-* 2>/dev/null; exit 1; }; \
 	done
 demo: deps all
 	bash scripts/demo.sh
