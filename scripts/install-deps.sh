@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Installs every Debian package dspy.c needs to build and test. Idempotent, no prompts.
+# Installs every Debian package dspy.c needs to build and test (libmicrohttpd: the HTTP server;
+# clang + libclang-rt-14-dev + libomp-dev: the libFuzzer build of `make fuzz`). Idempotent, no prompts.
 # Run as root (or with sudo available). Safe to run again: installs only what is missing.
 set -euo pipefail
 PKGS=(build-essential cmake ninja-build pkg-config
       libjansson-dev libcurl4-openssl-dev libsqlite3-dev libssl-dev libpcre2-dev
+      libmicrohttpd-dev
+      clang libclang-rt-14-dev libomp-dev
       python3 python3-yaml
       chromium chromium-driver)
 # chromium: test_report_browser renders the HTML report headless (DevTools protocol over a pipe);

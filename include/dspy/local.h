@@ -33,11 +33,16 @@ typedef struct dspy_local_server dspy_local_server;
 typedef struct dspy_local_params {
     const char *dspy_bin;     /* the dspy executable; NULL: /proc/self/exe when this process is
                                  `dspy`, else the DSPY_BIN environment variable */
-    const char *log_dir;      /* where the log file goes (created if needed); NULL: $TMPDIR or /tmp */
+    const char *log_dir;      /* where the log file goes (created if needed; give the run directory);
+                                 NULL: $TMPDIR or /tmp, and the log is removed by dspy_local_free
+                                 when the server ended cleanly */
     const char *host;         /* bind address passed to `dspy serve` (default "127.0.0.1") */
     int port;                 /* 0 (default): the server picks a free port */
-    const char *api_key;      /* NULL (default): none; else passed as --api-key and sent as
-                                 "Authorization: Bearer KEY" by the readiness check */
+    const char *api_key;      /* NULL (default): none; else given to the child in its environment
+                                 (DSPY_API_KEY, not on the command line where /proc shows it) and
+                                 sent as "Authorization: Bearer KEY" by the readiness check. An
+                                 inherited DSPY_API_KEY is removed from the child's environment
+                                 when this is NULL */
     double timeout_s;         /* readiness deadline (default 1800, DSPy's) */
     double kill_grace_s;      /* SIGTERM -> SIGKILL delay (default 10) */
     const char *const *extra_args; /* more `dspy serve` arguments (e.g. "--max-seqs", "16") */

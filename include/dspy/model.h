@@ -142,6 +142,7 @@ typedef struct dspy_model_params {
                            a device is visible, else the CPU) */
     int32_t n_threads;  /* OpenMP threads for this model's CPU compute; 0 keeps the OpenMP default
                            (OMP_NUM_THREADS or all cores) */
+    bool strict;        /* NaN/Inf weights: an error (DSPY_ERR_FORMAT) instead of a logged warning */
 } dspy_model_params;
 
 dspy_model_params dspy_model_params_default(void);

@@ -44,6 +44,12 @@ int64_t dspy_tensor_numel(const dspy_tensor_info *t);
 /* Converts the tensor to fp32 into `dst` (numel floats). F32, BF16, F16 and F64 are supported;
  * other dtypes give DSPY_ERR_FORMAT naming the file and tensor. */
 dspy_status dspy_tensor_to_f32(const dspy_tensor_info *t, float *dst);
+/* Scans the tensor once for NaN and +-Inf values. *n_bad gets how many there are, *first_bad
+ * (may be NULL) the flat index of the first one (-1 when none). Floating dtypes F32, BF16, F16,
+ * F64, F8_E4M3 (NaN only; it has no Inf) and F8_E5M2 are checked; integer and bool tensors have
+ * none. Always DSPY_OK for a tensor of an open file (DSPY_ERR_ARG for NULL arguments). Reads the
+ * whole tensor: on a lazily mapped file this pages it in. Thread-safe (reads only). */
+dspy_status dspy_tensor_check_finite(const dspy_tensor_info *t, int64_t *n_bad, int64_t *first_bad);
 /* "[2, 3]" into buf. */
 void dspy_tensor_shape_str(const int64_t *shape, int32_t ndim, char *buf, size_t cap);
 

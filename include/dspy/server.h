@@ -10,7 +10,11 @@
  * max_tokens / max_completion_tokens, temperature, top_p, top_k, usage, an optional API key,
  * and OpenAI-shaped error bodies with matching statuses (bad JSON 400, unknown model 404,
  * prompt over the context 400, body too large 413, overloaded 503, unknown route 404, wrong
- * method 405, bad key 401).
+ * method 405, bad key 401, a POST body that is not application/json 415, a Host header that
+ * is not allowed 403, a request over its token budget or n cap 400).
+ * Fairness: a request may hold at most half of the decoding slots while others wait, and a
+ * request that waits while long ones hold the KV cache preempts the one that has run longest
+ * (it resumes later from where it stopped; see server/scheduler.h).
  * The model id is the served name: --served-model-name, else the model directory as given.
  * Requests may also name it "local:<dir>" (what DSPy's LocalProvider sends), the directory's
  * absolute path (with or without "local:") or its basename.
@@ -39,7 +43,14 @@ typedef struct dspy_server_params {
     const char *tokenizer_dir;     /* tokenizer.json and tokenizer_config.json; NULL = model_dir */
     const char *host;              /* bind address; default "127.0.0.1" */
     int port;                      /* default 8000; 0 = an ephemeral port (see dspy_server_port) */
-    const char *api_key;           /* NULL = no check; else "Authorization: Bearer <key>" on /v1 */
+    const char *api_key;           /* NULL = no check; else "Authorization: Bearer <key>" on /v1,
+                                      compared in constant time. The CLI reads it from
+                                      --api-key-file or DSPY_API_KEY (a flag shows in /proc) */
+    const char *allowed_hosts;     /* comma-separated Host header names also accepted, "*" = any;
+                                      NULL = only IP literals and "localhost" (with any port): a
+                                      DNS-rebinding page cannot reach the server by a name (403) */
+    const char *cors_origin;       /* NULL (default) = no CORS headers, so browsers keep other
+                                      origins out; an origin (or "*") to allow, with preflight */
     const char *served_model_name; /* NULL = model_dir as given */
     const char *chat_date;         /* Llama 3.x "Today Date:"; NULL = today ("%d %b %Y") */
     int32_t max_seqs;              /* sequences decoded together (default 8) */
@@ -47,10 +58,17 @@ typedef struct dspy_server_params {
     int32_t kv_tokens;             /* KV cache capacity in tokens over all sequences; 0 = the
                                       engine's default, min(context length, 16384). Every sequence
                                       reserves prompt + max_tokens of it when admitted */
-    int32_t default_max_tokens;    /* max_tokens for requests that give none; 0 (default) = the rest
-                                      of the context, as OpenAI does (such a request then reserves
-                                      all of it: set this to keep several of them running) */
-    int32_t max_connections;       /* open HTTP connections served at once (default 128) */
+    int32_t default_max_tokens;    /* max_tokens for requests that give none (default 1024, capped
+                                      by the room left in the context); 0 = the rest of the context */
+    int32_t max_n;                 /* the largest n a request may ask (default 16; 400 above it) */
+    int64_t max_request_tokens;    /* a request's budget: n x (prompt + max_tokens), the KV cache it
+                                      reserves, must not exceed this (400 naming the numbers);
+                                      0 (default) = the KV cache capacity */
+    int32_t max_connections;       /* open HTTP connections served at once (default 1024, at least
+                                      max_queue: a request over it gets 503 + Retry-After; idle
+                                      and slow connections cost no thread) */
+    int32_t max_per_client;        /* open connections from one IP address (default 512; 0 = no
+                                      limit); more are refused at accept */
     size_t max_body_bytes;         /* default 8 MiB (413 over it) */
     size_t max_header_bytes;       /* default 32 KiB (431 over it) */
     int read_timeout_ms;           /* a request must arrive within this (default 30000; 408) */
@@ -58,6 +76,7 @@ typedef struct dspy_server_params {
                                       before they are aborted with 503 */
     int32_t n_threads;             /* compute threads; 0 = the OpenMP default */
     const char *device;            /* "auto", "cpu", "cuda", "cuda:N" (dspy_device_parse); NULL = cpu */
+    bool strict;                   /* refuse a checkpoint with NaN/Inf weights (else a warning) */
 } dspy_server_params;
 
 dspy_server_params dspy_server_params_default(void);

@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include "dspy/status.h"
 
 typedef struct dspy_str {
@@ -58,6 +59,15 @@ dspy_strv dspy_strv_rstrip(dspy_strv a);
 
 /* Reads a whole file into *out (NUL-terminated, caller frees), *len its size. */
 dspy_status dspy_read_file(const char *path, char **out, size_t *len);
+/* Opens `path` read-only (close-on-exec) only if it is a regular file: a FIFO, socket, device
+ * or directory is DSPY_ERR_IO ("is a FIFO, not a regular file") without blocking on it (the
+ * open uses O_NONBLOCK, cleared afterwards). A missing file is DSPY_ERR_NOTFOUND. *fd is -1
+ * on failure; *size (may be NULL) gets the file size. */
+dspy_status dspy_open_regular(const char *path, int *fd, uint64_t *size);
+/* dspy_read_file for files that must be regular (model and tokenizer files): refuses FIFOs,
+ * devices and directories as dspy_open_regular does, and files over `max_bytes` (0 = no limit)
+ * with DSPY_ERR_FORMAT naming the size, before reading anything. */
+dspy_status dspy_read_regular_file(const char *path, size_t max_bytes, char **out, size_t *len);
 /* Writes `n` bytes to `path` atomically (temp file in the same directory, then rename). */
 dspy_status dspy_write_file(const char *path, const void *data, size_t n);
 

@@ -57,6 +57,13 @@ void dspy_tokenizer_free(dspy_tokenizer *tok);
 dspy_status dspy_tokenizer_encode(const dspy_tokenizer *tok, const char *text, size_t len,
                                   bool add_special, bool parse_special, int32_t **ids, size_t *n);
 
+/* As dspy_tokenizer_encode, but stops as soon as the text needs more than max_tokens ids
+ * (0 = no limit): DSPY_ERR_CONTEXT "the text is longer than N tokens", having done work for
+ * about max_tokens tokens only, whatever the text's length (a server checks a prompt against the
+ * context this way). */
+dspy_status dspy_tokenizer_encode_max(const dspy_tokenizer *tok, const char *text, size_t len, bool add_special,
+                                      bool parse_special, size_t max_tokens, int32_t **ids, size_t *n);
+
 /* As dspy_tokenizer_encode, and also *starts (malloc'ed, *n entries): the byte offset in
  * `text` where each token begins. Token i covers [starts[i], starts[i+1]) (the last one ends
  * at len). Template tokens added by add_special get the offset where they stand (0 for a

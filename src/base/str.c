@@ -2,6 +2,7 @@
 #include "dspy/str.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -182,6 +183,86 @@ dspy_status dspy_read_file(const char *path, char **out, size_t *len) {
     *out = buf;
     if (len) *len = n;
     return DSPY_OK;
+}
+
+static const char *file_kind(mode_t m) {
+    if (S_ISFIFO(m)) return "a FIFO";
+    if (S_ISDIR(m)) return "a directory";
+    if (S_ISSOCK(m)) return "a socket";
+    if (S_ISCHR(m)) return "a character device";
+    if (S_ISBLK(m)) return "a block device";
+    return "not a regular file";
+}
+
+dspy_status dspy_open_regular(const char *path, int *fd, uint64_t *size) {
+    *fd = -1;
+    if (size) *size = 0;
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever. */
+    int f = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (f < 0)
+        return dspy_fail(errno == ENOENT ? DSPY_ERR_NOTFOUND : DSPY_ERR_IO, "%s: cannot open: %s", path,
+                         strerror(errno));
+    struct stat sb;
+    if (fstat(f, &sb) != 0) {
+        dspy_status st = dspy_fail(DSPY_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
+        close(f);
+        return st;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(f);
+        return dspy_fail(DSPY_ERR_IO, "%s: is %s, not a regular file; point to the file itself", path,
+                         file_kind(sb.st_mode));
+    }
+    int fl = fcntl(f, F_GETFL);
+    if (fl >= 0) fcntl(f, F_SETFL, fl & ~O_NONBLOCK);
+    *fd = f;
+    if (size) *size = (uint64_t)sb.st_size;
+    return DSPY_OK;
+}
+
+dspy_status dspy_read_regular_file(const char *path, size_t max_bytes, char **out, size_t *len) {
+    *out = NULL;
+    if (len) *len = 0;
+    int fd;
+    uint64_t size;
+    dspy_status st = dspy_open_regular(path, &fd, &size);
+    if (st != DSPY_OK) return st;
+    char *buf = NULL;
+    if (max_bytes && size > max_bytes) {
+        st = dspy_fail(DSPY_ERR_FORMAT, "%s: is %llu bytes, over the %zu-byte limit for this kind of file", path,
+                       (unsigned long long)size, max_bytes);
+        goto fail;
+    }
+    if (size >= SIZE_MAX) {
+        st = dspy_fail(DSPY_ERR_NOMEM, "%s: too large to read (%llu bytes)", path, (unsigned long long)size);
+        goto fail;
+    }
+    buf = malloc((size_t)size + 1);
+    if (!buf) {
+        st = dspy_fail(DSPY_ERR_NOMEM, "%s: out of memory reading %llu bytes", path, (unsigned long long)size);
+        goto fail;
+    }
+    /* The size seen by fstat bounds the read: a file that grows meanwhile is read up to it. */
+    size_t n = 0;
+    while (n < (size_t)size) {
+        ssize_t r = read(fd, buf + n, (size_t)size - n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            st = dspy_fail(DSPY_ERR_IO, "%s: read error: %s", path, strerror(errno));
+            goto fail;
+        }
+        if (r == 0) break;
+        n += (size_t)r;
+    }
+    close(fd);
+    buf[n] = '\0';
+    *out = buf;
+    if (len) *len = n;
+    return DSPY_OK;
+fail:
+    free(buf);
+    close(fd);
+    return st;
 }
 
 dspy_status dspy_write_file(const char *path, const void *data, size_t n) {

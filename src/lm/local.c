@@ -1,6 +1,7 @@
 /* local.c — launch / wait / kill a `dspy serve` child process (see dspy/local.h).
  *
- * The child is started with posix_spawn (safe in a threaded parent): stdin from /dev/null,
+ * The child is started with posix_spawn (safe in a threaded parent) with --parent-pid, so it
+ * dies with this process however this process ends (see cmd_serve.c): stdin from /dev/null,
  * stdout and stderr appended to the log file, signal mask cleared and SIGTERM/SIGINT/SIGPIPE
  * reset to their defaults (ignored dispositions would otherwise survive exec). Readiness is
  * checked with libcurl; every wait is bounded by the launch deadline. Follows DSPy's
@@ -37,6 +38,7 @@ struct dspy_local_server {
     double kill_grace_s;
     char *model_path;
     char *log_path;
+    bool log_is_temp; /* in $TMPDIR (no log_dir given): removed when the server ended cleanly */
     char *api_base;
 };
 
@@ -193,7 +195,32 @@ static bool reap(dspy_local_server *s, bool block) {
     return false;
 }
 
-static dspy_status spawn(dspy_local_server *s, char *const argv[], int log_fd) {
+/* The environment for the child: ours, with DSPY_API_KEY set to `key` (the key stays out of
+ * the command line, which every local user can read in /proc) or removed when key is NULL.
+ * malloc'd array of borrowed strings plus one owned entry (*owned). */
+static char **child_env(const char *key, char **owned) {
+    *owned = NULL;
+    size_t n = 0;
+    while (environ[n]) n++;
+    char **env = calloc(n + 2, sizeof *env);
+    if (!env) return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], "DSPY_API_KEY=", 13) != 0) env[k++] = environ[i];
+    if (key) {
+        dspy_str e = DSPY_STR_INIT;
+        dspy_str_appendf(&e, "DSPY_API_KEY=%s", key);
+        if (!(*owned = dspy_str_take(&e))) {
+            free(env);
+            return NULL;
+        }
+        env[k++] = *owned;
+    }
+    env[k] = NULL;
+    return env;
+}
+
+static dspy_status spawn(dspy_local_server *s, char *const argv[], int log_fd, const char *key) {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t at;
     posix_spawn_file_actions_init(&fa);
@@ -211,7 +238,12 @@ static dspy_status spawn(dspy_local_server *s, char *const argv[], int log_fd) {
     posix_spawnattr_setsigmask(&at, &none);
     posix_spawnattr_setsigdefault(&at, &defs);
     posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    int rc = posix_spawn(&s->pid, argv[0], &fa, &at, argv, environ);
+    char *owned = NULL;
+    char **env = child_env(key, &owned);
+    int rc = env ? posix_spawn(&s->pid, argv[0], &fa, &at, argv, env) : ENOMEM;
+    free(env);
+    if (owned) explicit_bzero(owned, strlen(owned));
+    free(owned);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&at);
     if (rc != 0) return dspy_fail(DSPY_ERR_IO, "local: cannot start %s: %s", argv[0], strerror(rc));
@@ -243,6 +275,7 @@ dspy_status dspy_local_launch(const char *model, const dspy_local_params *params
     }
     if ((st = resolve_bin(&p, &bin)) != DSPY_OK) goto fail;
     const char *dir = p.log_dir;
+    s->log_is_temp = !dir || !*dir;
     if (!dir || !*dir) dir = getenv("TMPDIR");
     if (!dir || !*dir) dir = "/tmp";
     if ((st = dspy_mkdir_p(dir)) != DSPY_OK) goto fail;
@@ -258,7 +291,9 @@ dspy_status dspy_local_launch(const char *model, const dspy_local_params *params
         goto fail;
     }
     snprintf(port_arg, sizeof port_arg, "%d", p.port > 0 ? p.port : 0);
-    size_t na = 10 + p.n_extra_args + 1, k = 0;
+    char parent_arg[24];
+    snprintf(parent_arg, sizeof parent_arg, "%ld", (long)getpid());
+    size_t na = 12 + p.n_extra_args + 1, k = 0;
     argv = calloc(na, sizeof *argv);
     if (!argv) {
         st = dspy_fail(DSPY_ERR_NOMEM, "local: out of memory");
@@ -272,13 +307,12 @@ dspy_status dspy_local_launch(const char *model, const dspy_local_params *params
     argv[k++] = (char *)p.host;
     argv[k++] = "--port";
     argv[k++] = port_arg;
-    if (p.api_key) {
-        argv[k++] = "--api-key";
-        argv[k++] = (char *)p.api_key;
-    }
+    argv[k++] = "--parent-pid"; /* the child dies with this process, even on SIGKILL */
+    argv[k++] = parent_arg;
+
     for (size_t i = 0; i < p.n_extra_args; i++) argv[k++] = (char *)p.extra_args[i];
     argv[k] = NULL;
-    if ((st = spawn(s, argv, log_fd)) != DSPY_OK) goto fail;
+    if ((st = spawn(s, argv, log_fd, p.api_key)) != DSPY_OK) goto fail;
     s->reaped = false;
     close(log_fd);
     log_fd = -1;
@@ -362,6 +396,9 @@ dspy_status dspy_local_kill(dspy_local_server *s, int *exit_status) {
 void dspy_local_free(dspy_local_server *s) {
     if (!s) return;
     dspy_local_kill(s, NULL);
+    /* a log in the temp dir of a server that ended cleanly says nothing worth keeping; logs in
+     * a run directory (log_dir) stay with the run */
+    if (s->log_is_temp && s->log_path && s->reaped && s->exit_status == 0) unlink(s->log_path);
     free(s->model_path);
     free(s->log_path);
     free(s->api_base);

@@ -146,7 +146,7 @@ static dspy_status read_json(const char *path, json_t **out) {
     *out = NULL;
     char *data;
     size_t n;
-    dspy_status st = dspy_read_file(path, &data, &n);
+    dspy_status st = dspy_read_regular_file(path, (size_t)256 << 20, &data, &n);
     if (st != DSPY_OK) return st;
     json_error_t err;
     /* Integers as reals: configs hold model_max_length = 1e30, beyond jansson's integers. */
@@ -215,7 +215,7 @@ dspy_status dspy_chat_template_load(const char *path, dspy_chat_template **out) 
     const char *where;
     if (jinja.len && is_file(jinja.ptr)) {
         where = jinja.ptr;
-        if ((st = dspy_read_file(jinja.ptr, &text, NULL)) != DSPY_OK) goto done;
+        if ((st = dspy_read_regular_file(jinja.ptr, (size_t)16 << 20, &text, NULL)) != DSPY_OK) goto done;
     } else if (cfg) {
         where = config.ptr;
         json_t *ct = json_object_get(cfg, "chat_template");

@@ -17,6 +17,11 @@
 #include "dspy/model.h"
 #include "dspy/str.h"
 
+#define CONFIG_MAX_BYTES ((size_t)16 << 20) /* config.json / generation_config.json */
+/* The largest model accepted: 2^40 parameters (a 2 TiB bf16 checkpoint), far above any
+ * model this code can run, low enough that every size derived from it fits in int64. */
+#define MAX_PARAMS ((double)(1ULL << 40))
+
 /* ---- typed reads with precise errors ---------------------------------------------------- */
 
 /* Reads an integer key (an integral real such as 8192.0 is accepted too). Absent or null keeps
@@ -262,6 +267,16 @@ done:
     return st;
 }
 
+/* dspy_model_config_params in double: exact below 2^53, never overflows. */
+static double config_params_f64(const dspy_model_config *c) {
+    double C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
+    double q = (double)c->num_attention_heads * c->head_dim, kv = (double)c->num_key_value_heads * c->head_dim;
+    double layer = 2 * C + C * q + 2 * C * kv + q * C + 3 * C * I;
+    if (c->qkv_bias) layer += q + 2 * kv;
+    if (c->o_bias) layer += C;
+    return V * C * (c->tie_word_embeddings ? 1 : 2) + C + layer * c->num_hidden_layers;
+}
+
 dspy_status dspy_model_config_validate(const dspy_model_config *c, const char *where) {
     const struct {
         const char *key;
@@ -291,6 +306,25 @@ dspy_status dspy_model_config_validate(const dspy_model_config *c, const char *w
         return dspy_fail(DSPY_ERR_FORMAT, "%s: sizes are implausibly large (hidden_size=%d, heads*head_dim=%lld, "
                                           "intermediate_size=%d)", where, c->hidden_size,
                          (long long)c->num_attention_heads * c->head_dim, c->intermediate_size);
+    /* Sizes are checked in double before anything is allocated from them: int64 products of
+     * absurd values (num_hidden_layers = 1e9) would overflow, and an allocation sized from them
+     * would only say "out of memory". */
+    double params = config_params_f64(c);
+    if (params > MAX_PARAMS) {
+        double bytes = params * (double)(dspy_dtype_size(c->dtype) ? dspy_dtype_size(c->dtype) : 4);
+        return dspy_fail(DSPY_ERR_FORMAT, "%s: this config describes %.4g parameters (num_hidden_layers=%d, "
+                                          "hidden_size=%d, intermediate_size=%d, vocab_size=%d), which would need "
+                                          "%.4g GiB of %s weights; at most %.4g parameters are supported. Check "
+                                          "the config for a mistyped size", where, params, c->num_hidden_layers,
+                         c->hidden_size, c->intermediate_size, c->vocab_size, bytes / (1024.0 * 1024.0 * 1024.0),
+                         dspy_dtype_name(c->dtype), MAX_PARAMS);
+    }
+    double kv_row = 2.0 * c->num_hidden_layers * c->num_key_value_heads * c->head_dim;
+    if (kv_row * 4.0 > (double)(1ULL << 32))
+        return dspy_fail(DSPY_ERR_FORMAT, "%s: one token of KV cache would take %.4g GiB in fp32 (2 x "
+                                          "num_hidden_layers=%d x num_key_value_heads=%d x head_dim=%d); at most 4 "
+                                          "GiB per token is supported", where, kv_row * 4.0 / (1024.0 * 1024.0 * 1024.0),
+                         c->num_hidden_layers, c->num_key_value_heads, c->head_dim);
     if (!(c->rms_norm_eps > 0) || !isfinite(c->rms_norm_eps))
         return dspy_fail(DSPY_ERR_FORMAT, "%s: \"rms_norm_eps\" is %g; it must be a positive number", where,
                          c->rms_norm_eps);
@@ -354,12 +388,11 @@ static dspy_status load_text(const char *dir, const char *name, bool optional, c
     dspy_str_appendf(&p, "%s/%s", dir, name);
     *path = dspy_str_take(&p);
     if (!*path) return DSPY_ERR_NOMEM;
-    FILE *f = fopen(*path, "rb");
-    if (!f && optional) return DSPY_OK;
-    if (!f)
+    dspy_status st = dspy_read_regular_file(*path, CONFIG_MAX_BYTES, text, len);
+    if (st == DSPY_ERR_NOTFOUND && optional) return DSPY_OK;
+    if (st == DSPY_ERR_NOTFOUND)
         return dspy_fail(DSPY_ERR_NOTFOUND, "%s: no %s here (expected a Hugging Face model directory)", dir, name);
-    fclose(f);
-    return dspy_read_file(*path, text, len);
+    return st;
 }
 
 dspy_status dspy_model_config_load(const char *dir, dspy_model_config *out) {

@@ -23,6 +23,7 @@
 #include "model/checkpoint_internal.h"
 
 #define HEADER_MAX ((uint64_t)100 * 1000 * 1000) /* the Rust library's limit */
+#define INDEX_MAX ((size_t)256 << 20)                /* model.safetensors.index.json */
 
 /* ---- dtypes ----------------------------------------------------------------------------- */
 
@@ -262,6 +263,74 @@ static dspy_status parse_tensor(const char *path, const char *name, json_t *v, u
     return DSPY_OK;
 }
 
+/* Counts elements whose masked bits equal `mask` (an all-ones exponent: Inf or NaN). Elements
+ * are read with memcpy: tensors of a file need not be aligned. The branch-free count keeps the
+ * loop vectorisable; the first hit is looked up afterwards only when there is one. */
+#define COUNT_EXP_ONES(T, p, n, mask, count)                     \
+    do {                                                         \
+        const unsigned char *b_ = (const unsigned char *)(p);    \
+        int64_t c_ = 0;                                          \
+        for (int64_t i_ = 0; i_ < (n); i_++) {                   \
+            T v_;                                                \
+            memcpy(&v_, b_ + (size_t)i_ * sizeof(T), sizeof(T)); \
+            c_ += (v_ & (mask)) == (mask);                       \
+        }                                                        \
+        (count) = c_;                                            \
+    } while (0)
+
+#define FIRST_EXP_ONES(T, p, n, mask, first)                     \
+    do {                                                         \
+        const unsigned char *b_ = (const unsigned char *)(p);    \
+        (first) = -1;                                            \
+        for (int64_t i_ = 0; i_ < (n); i_++) {                   \
+            T v_;                                                \
+            memcpy(&v_, b_ + (size_t)i_ * sizeof(T), sizeof(T)); \
+            if ((v_ & (mask)) == (mask)) {                       \
+                (first) = i_;                                    \
+                break;                                           \
+            }                                                    \
+        }                                                        \
+    } while (0)
+
+dspy_status dspy_tensor_check_finite(const dspy_tensor_info *t, int64_t *n_bad, int64_t *first_bad) {
+    if (!t || !n_bad) return dspy_fail(DSPY_ERR_ARG, "dspy_tensor_check_finite: NULL argument");
+    *n_bad = 0;
+    if (first_bad) *first_bad = -1;
+    int64_t n = dspy_tensor_numel(t), count = 0, first = -1;
+    if (t->nbytes < (size_t)n * dspy_dtype_size(t->dtype)) n = 0; /* not a tensor of an open file */
+    switch (t->dtype) {
+    case DSPY_DTYPE_F32:
+        COUNT_EXP_ONES(uint32_t, t->data, n, 0x7f800000u, count);
+        if (count && first_bad) FIRST_EXP_ONES(uint32_t, t->data, n, 0x7f800000u, first);
+        break;
+    case DSPY_DTYPE_BF16:
+        COUNT_EXP_ONES(uint16_t, t->data, n, 0x7f80u, count);
+        if (count && first_bad) FIRST_EXP_ONES(uint16_t, t->data, n, 0x7f80u, first);
+        break;
+    case DSPY_DTYPE_F16:
+        COUNT_EXP_ONES(uint16_t, t->data, n, 0x7c00u, count);
+        if (count && first_bad) FIRST_EXP_ONES(uint16_t, t->data, n, 0x7c00u, first);
+        break;
+    case DSPY_DTYPE_F64:
+        COUNT_EXP_ONES(uint64_t, t->data, n, 0x7ff0000000000000ull, count);
+        if (count && first_bad) FIRST_EXP_ONES(uint64_t, t->data, n, 0x7ff0000000000000ull, first);
+        break;
+    case DSPY_DTYPE_F8_E4M3: /* S.1111.111 is NaN; there is no Inf */
+        COUNT_EXP_ONES(uint8_t, t->data, n, 0x7fu, count);
+        if (count && first_bad) FIRST_EXP_ONES(uint8_t, t->data, n, 0x7fu, first);
+        break;
+    case DSPY_DTYPE_F8_E5M2:
+        COUNT_EXP_ONES(uint8_t, t->data, n, 0x7cu, count);
+        if (count && first_bad) FIRST_EXP_ONES(uint8_t, t->data, n, 0x7cu, first);
+        break;
+    default:
+        break; /* integers and bools are always finite */
+    }
+    *n_bad = count;
+    if (first_bad) *first_bad = first;
+    return DSPY_OK;
+}
+
 dspy_status dspy_safetensors_open(const char *path, dspy_safetensors **out) {
     *out = NULL;
     dspy_status st = DSPY_OK;
@@ -269,19 +338,9 @@ dspy_status dspy_safetensors_open(const char *path, dspy_safetensors **out) {
     dspy_safetensors *f = calloc(1, sizeof *f);
     if (!f) return dspy_fail(DSPY_ERR_NOMEM, "%s: out of memory", path);
     f->path = strdup(path);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        st = dspy_fail(errno == ENOENT ? DSPY_ERR_NOTFOUND : DSPY_ERR_IO, "%s: cannot open: %s", path,
-                       strerror(errno));
-        goto fail;
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        st = dspy_fail(DSPY_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
-        close(fd);
-        goto fail;
-    }
-    uint64_t size = (uint64_t)sb.st_size;
+    int fd = -1;
+    uint64_t size = 0;
+    if ((st = dspy_open_regular(path, &fd, &size)) != DSPY_OK) goto fail;
     if (size < 8) {
         close(fd);
         st = dspy_fail(DSPY_ERR_FORMAT, "%s: file is %llu bytes, too short for a safetensors file "
@@ -484,7 +543,12 @@ static char *path_join(const char *dir, const char *name) {
 
 static dspy_status open_sharded(dspy_checkpoint *ck, const char *dir, const char *index_path) {
     json_error_t jerr;
-    json_t *idx = json_load_file(index_path, JSON_REJECT_DUPLICATES, &jerr);
+    char *text = NULL;
+    size_t text_len = 0;
+    dspy_status rst = dspy_read_regular_file(index_path, INDEX_MAX, &text, &text_len);
+    if (rst != DSPY_OK) return rst;
+    json_t *idx = json_loadb(text, text_len, JSON_REJECT_DUPLICATES, &jerr);
+    free(text);
     if (!idx)
         return dspy_fail(DSPY_ERR_FORMAT, "%s: line %d, column %d: %s", index_path, jerr.line, jerr.column,
                          jerr.text);

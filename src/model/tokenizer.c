@@ -168,7 +168,7 @@ static dspy_status json_load_path(const char *path, size_t flags, json_t **out) 
     json_error_t err;
     char *data;
     size_t n;
-    dspy_status st = dspy_read_file(path, &data, &n);
+    dspy_status st = dspy_read_regular_file(path, (size_t)1 << 30, &data, &n);
     if (st != DSPY_OK) return st;
     json_t *j = json_loadb(data, n, flags, &err);
     free(data);

@@ -30,7 +30,12 @@ typedef struct {
     size_t n, cap;
     bool want_starts;
     bool oom;
+    size_t max; /* stop once more than this many ids were produced (0 = no limit) */
+    size_t max_token_bytes; /* with max: the longest token's bytes, to refuse a huge piece unseen */
+    bool over;  /* ... which happened: the caller's budget check failed, the work stayed bounded */
 } idvec;
+
+#define IDVEC_STOP(v) ((v)->oom || (v)->over)
 
 static bool idvec_grow(idvec *v, size_t need) {
     if (v->n + need <= v->cap) return true;
@@ -49,6 +54,10 @@ static bool idvec_grow(idvec *v, size_t need) {
 }
 
 static inline void idvec_push(idvec *v, int32_t id, size_t start) {
+    if (v->max && v->n >= v->max) {
+        v->over = true;
+        return;
+    }
     if (v->n == v->cap && !idvec_grow(v, 1)) return;
     v->ids[v->n] = id;
     if (v->want_starts) v->starts[v->n] = start;
@@ -210,6 +219,12 @@ done:
 /* One pre-token [p, p+n) that starts at byte `base` of the text. */
 static void bpe_piece(const dspy_tokenizer *tok, const unsigned char *p, size_t n, size_t base,
                       idvec *out) {
+    /* A piece of n bytes needs at least n / (longest token) ids: one that cannot fit the budget
+     * is refused before BPE, whose cost grows with the piece (a megabyte with no space in it) */
+    if (out->max && out->max_token_bytes && (n + out->max_token_bytes - 1) / out->max_token_bytes > out->max - out->n) {
+        out->over = true;
+        return;
+    }
     if (n == 1) {
         idvec_push(out, tok->byte_id[p[0]], base);
         return;
@@ -336,7 +351,7 @@ static void encode_pieces(const dspy_tokenizer *tok, const unsigned char *seg, s
     case PRETOK_LLAMA3:
     case PRETOK_QWEN2: {
         int maxd = tok->pretok == PRETOK_LLAMA3 ? 3 : 1;
-        for (size_t i = 0; i < n && !out->oom;) {
+        for (size_t i = 0; i < n && !IDVEC_STOP(out);) {
             size_t e = llama3_match(seg, i, n, maxd);
             bpe_piece(tok, seg + i, e - i, a + i, out);
             i = e;
@@ -346,7 +361,7 @@ static void encode_pieces(const dspy_tokenizer *tok, const unsigned char *seg, s
     case PRETOK_PCRE2: {
         /* off: start of the text not yet emitted; an empty match only cuts the gap there. */
         size_t off = 0, search = 0;
-        while (search <= n && !out->oom) {
+        while (search <= n && !IDVEC_STOP(out)) {
             int rc = pcre2_match(tok->re, seg, n, search, PCRE2_NO_UTF_CHECK, md, NULL);
             if (rc < 0) break;
             PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
@@ -362,7 +377,7 @@ static void encode_pieces(const dspy_tokenizer *tok, const unsigned char *seg, s
                 while (search < n && (seg[search] & 0xC0) == 0x80) search++;
             }
         }
-        if (off < n && !out->oom) bpe_piece(tok, seg + off, n - off, a + off, out);
+        if (off < n && !IDVEC_STOP(out)) bpe_piece(tok, seg + off, n - off, a + off, out);
         return;
     }
     }
@@ -373,7 +388,7 @@ static void encode_pieces(const dspy_tokenizer *tok, const unsigned char *seg, s
  * point at the original characters. */
 static void encode_segment(const dspy_tokenizer *tok, const unsigned char *s, size_t a, size_t b,
                            pcre2_match_data *md, idvec *out) {
-    if (a >= b || out->oom) return;
+    if (a >= b || IDVEC_STOP(out)) return;
     if (tok->nfc) {
         dspy_str norm = DSPY_STR_INIT;
         size_t *map = NULL;
@@ -385,7 +400,7 @@ static void encode_segment(const dspy_tokenizer *tok, const unsigned char *s, si
         if (changed) {
             size_t first = out->n;
             encode_pieces(tok, (const unsigned char *)norm.ptr, norm.len, 0, md, out);
-            if (out->want_starts && !out->oom)
+            if (out->want_starts && !IDVEC_STOP(out))
                 for (size_t k = first; k < out->n; k++) out->starts[k] = map[out->starts[k]];
             free(map);
             dspy_str_free(&norm);
@@ -448,7 +463,7 @@ static dspy_status encode_impl(const dspy_tokenizer *tok, const char *text, size
     if (add_special)
         for (int32_t k = 0; k < tok->n_prefix; k++) idvec_push(out, tok->tmpl_prefix[k], 0);
     size_t seg = 0;
-    for (size_t i = 0; i < len && !out->oom;) {
+    for (size_t i = 0; i < len && !IDVEC_STOP(out);) {
         size_t end = 0;
         int32_t t = tok->trie_first[s[i]] ? trie_match(tok, s, i, len, parse_special, &end) : -1;
         if (t < 0) {
@@ -476,19 +491,28 @@ static dspy_status encode_impl(const dspy_tokenizer *tok, const char *text, size
         for (int32_t k = 0; k < tok->n_suffix; k++) idvec_push(out, tok->tmpl_suffix[k], len);
     pcre2_match_data_free(md);
     if (out->oom) return dspy_fail(DSPY_ERR_NOMEM, "tokenizer: out of memory encoding %zu bytes", len);
+    if (out->over)
+        return dspy_fail(DSPY_ERR_CONTEXT, "tokenizer: the text is longer than %zu tokens (stopped there)", out->max);
     return DSPY_OK;
 }
 
-dspy_status dspy_tokenizer_encode_offsets(const dspy_tokenizer *tok, const char *text, size_t len,
-                                          bool add_special, bool parse_special, int32_t **ids,
-                                          size_t **starts, size_t *n) {
+static dspy_status encode_public(const dspy_tokenizer *tok, const char *text, size_t len, bool add_special,
+                                 bool parse_special, size_t max_tokens, int32_t **ids, size_t **starts, size_t *n) {
     *ids = NULL;
     if (starts) *starts = NULL;
     *n = 0;
     if (!tok || (!text && len)) return dspy_fail(DSPY_ERR_ARG, "tokenizer: encode needs a tokenizer and text");
     idvec v = {0};
     v.want_starts = starts != NULL;
-    if (!idvec_grow(&v, len / 3 + 8)) return dspy_fail(DSPY_ERR_NOMEM, "tokenizer: out of memory");
+    v.max = max_tokens;
+    if (max_tokens)
+        for (int32_t i = 0; i < tok->n_ids; i++) {
+            size_t b = tok->bytes_off[i + 1] - tok->bytes_off[i];
+            if (b > v.max_token_bytes) v.max_token_bytes = b;
+        }
+    size_t guess = len / 3 + 8;
+    if (max_tokens && guess > max_tokens + 8) guess = max_tokens + 8;
+    if (!idvec_grow(&v, guess)) return dspy_fail(DSPY_ERR_NOMEM, "tokenizer: out of memory");
     dspy_status st = encode_impl(tok, text ? text : "", len, add_special, parse_special, &v);
     if (st != DSPY_OK) {
         free(v.ids);
@@ -501,9 +525,20 @@ dspy_status dspy_tokenizer_encode_offsets(const dspy_tokenizer *tok, const char 
     return DSPY_OK;
 }
 
+dspy_status dspy_tokenizer_encode_offsets(const dspy_tokenizer *tok, const char *text, size_t len,
+                                          bool add_special, bool parse_special, int32_t **ids,
+                                          size_t **starts, size_t *n) {
+    return encode_public(tok, text, len, add_special, parse_special, 0, ids, starts, n);
+}
+
 dspy_status dspy_tokenizer_encode(const dspy_tokenizer *tok, const char *text, size_t len,
                                   bool add_special, bool parse_special, int32_t **ids, size_t *n) {
-    return dspy_tokenizer_encode_offsets(tok, text, len, add_special, parse_special, ids, NULL, n);
+    return encode_public(tok, text, len, add_special, parse_special, 0, ids, NULL, n);
+}
+
+dspy_status dspy_tokenizer_encode_max(const dspy_tokenizer *tok, const char *text, size_t len, bool add_special,
+                                      bool parse_special, size_t max_tokens, int32_t **ids, size_t *n) {
+    return encode_public(tok, text, len, add_special, parse_special, max_tokens, ids, NULL, n);
 }
 
 dspy_status dspy_tok_compile_pcre2(dspy_tokenizer *tok, const char *pattern, const char *where) {

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "dspy/backend.h"
+#include "dspy/log.h"
 #include "dspy/model.h"
 #include "dspy/safetensors.h"
 #include "dspy/str.h"
@@ -69,7 +70,7 @@ struct dspy_model {
 };
 
 dspy_model_params dspy_model_params_default(void) {
-    dspy_model_params p = {"cpu", 0};
+    dspy_model_params p = {"cpu", 0, false};
     return p;
 }
 
@@ -217,6 +218,29 @@ static dspy_status find_all(dspy_model *m, plan *p) {
                              t->file, n->name, dspy_dtype_name(t->dtype));
         n->found = t;
     }
+    return DSPY_OK;
+}
+
+/* NaN/Inf weights make every answer garbage: a warning, or an error when the caller is strict.
+ * One pass over every tensor, in parallel (it pages the file in, which the load does anyway). */
+static dspy_status check_finite(dspy_model *m, plan *p, bool strict) {
+    int64_t bad[p->nn > 0 ? p->nn : 1], first[p->nn > 0 ? p->nn : 1];
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int i = 0; i < p->nn; i++) dspy_tensor_check_finite(p->nd[i].found, &bad[i], &first[i]);
+    for (int i = 0; i < p->nn; i++) {
+        if (bad[i] == 0) continue;
+        const need *n = &p->nd[i];
+        if (strict)
+            return dspy_fail(DSPY_ERR_FORMAT,
+                             "%s: tensor \"%s\" holds %lld NaN/Inf values (the first at flat index %lld); the "
+                             "checkpoint is corrupt or comes from a diverged run. Re-export it, or load it without "
+                             "--strict", n->found->file, n->name, (long long)bad[i], (long long)first[i]);
+        dspy_log(DSPY_LOG_WARN,
+                 "%s: tensor \"%s\" holds %lld NaN/Inf values (the first at flat index %lld); generation will "
+                 "produce garbage. Pass --strict to refuse such checkpoints",
+                 n->found->file, n->name, (long long)bad[i], (long long)first[i]);
+    }
+    (void)m;
     return DSPY_OK;
 }
 
@@ -403,6 +427,7 @@ dspy_status dspy_model_load(const char *dir, const dspy_model_params *p, dspy_mo
     if ((st = dspy_checkpoint_open(dir, &m->ck))) goto fail;
     build_plan(m, &pl);
     if ((st = find_all(m, &pl))) goto fail;
+    if ((st = check_finite(m, &pl, p && p->strict))) goto fail;
     /* Matrix dtype: BF16 on CUDA; on the CPU BF16 when every matrix is stored BF16, else F32. */
     m->mdtype = DSPY_DTYPE_BF16;
     if (dev.type == DSPY_DEVICE_CPU)

@@ -232,7 +232,7 @@ dspy_status dspy_parallel_run(const dspy_parallel_params *params, size_t n, dspy
         goto done;
 
     bool own_sigint = false;
-    struct sigaction old_sa;
+    struct sigaction old_sa, old_term, old_hup;
     int expected = 0;
     if (p.catch_sigint && atomic_compare_exchange_strong(&g_sigint_owner, &expected, 1)) {
         atomic_store(&g_sigint, 0);
@@ -242,6 +242,12 @@ dspy_status dspy_parallel_run(const dspy_parallel_params *params, size_t n, dspy
         sigemptyset(&sa.sa_mask);
         if (sigaction(SIGINT, &sa, &old_sa) == 0) own_sigint = true;
         else atomic_store(&g_sigint_owner, 0);
+        /* SIGTERM and SIGHUP (a closed terminal, a supervisor stopping us) cancel like Ctrl-C:
+         * the results so far are kept and launched servers are killed on the way out */
+        if (own_sigint) {
+            sigaction(SIGTERM, &sa, &old_term);
+            sigaction(SIGHUP, &sa, &old_hup);
+        }
     }
 
     if (!r.threaded) {
@@ -254,6 +260,8 @@ dspy_status dspy_parallel_run(const dspy_parallel_params *params, size_t n, dspy
     bool was_interrupted = interrupted();
     if (own_sigint) {
         sigaction(SIGINT, &old_sa, NULL);
+        sigaction(SIGTERM, &old_term, NULL);
+        sigaction(SIGHUP, &old_hup, NULL);
         atomic_store(&g_sigint, 0);
         atomic_store(&g_sigint_owner, 0);
     }

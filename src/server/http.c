@@ -1,21 +1,33 @@
-/* http.c — HTTP/1.1 request parsing and the connection-per-thread server (see http.h).
+/* http.c — the HTTP/1.1 server on libmicrohttpd (see http.h).
  *
- * The accept loop runs on the caller of http_server_run and polls the listening socket and a
- * self-pipe (written by http_server_stop, which is therefore async-signal-safe). Each accepted
- * connection gets a detached thread; the server counts them under `mu` and signals `cv` when
- * one ends, which is what drain and free wait on. Connections over max_connections still get a
- * thread (up to HTTP_OVERFLOW_THREADS more) whose only job is to read the request and answer
- * 503, so the client sees the status instead of a reset; past that they are closed at once.
- * Sockets stay blocking: reads are preceded by poll with a 100 ms tick (so timeouts and stop
- * are noticed), sends rely on SO_SNDTIMEO for the write timeout and MSG_NOSIGNAL for EPIPE.
- * After an error answer the connection is closed gracefully: shutdown(SHUT_WR), then unread
- * request bytes are drained for a short while so the peer reads our answer instead of a RST.
- * Follows RFC 9112 §2-§9 for syntax, keep-alive and the 100-continue exchange.
+ * Threads:
+ *   - libmicrohttpd's event thread (epoll) reads and writes every socket and calls on_access,
+ *     the content reader and the notify callbacks;
+ *   - one worker thread per request in progress runs the handler;
+ *   - a reaper thread enforces the request and idle deadlines (libmicrohttpd only knows an
+ *     inactivity timeout, which a client sending one byte every few seconds never reaches).
+ * Objects:
+ *   - conn_track, one per open connection (libmicrohttpd's socket context), in a list under
+ *     s->mu: the socket, when the connection became idle, when its current request started.
+ *     The reaper shuts down (never closes) sockets past a deadline; libmicrohttpd then sees the
+ *     socket end and cleans up. Entries leave the list in the CLOSED notification, which
+ *     libmicrohttpd sends before it closes the socket, so the reaper never touches a socket
+ *     number that was reused.
+ *   - http_conn, one per request (libmicrohttpd's request context), reference counted (event
+ *     thread + worker + streaming response). c->mu guards the answer handed from the worker to
+ *     the event thread. The worker never calls into libmicrohttpd except MHD_resume_connection,
+ *     and only on a connection it knows is suspended (c->suspended, set under c->mu by the event
+ *     thread in the same critical section that suspended it), as the library requires.
+ * A request's answer: the worker stores a finished response (or stream state) and resumes the
+ * connection; libmicrohttpd calls on_access again, which queues it. A stream's content reader
+ * hands out queued bytes and suspends the connection when it has none.
  */
 #include "server/http.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -30,11 +42,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#define HTTP_OVERFLOW_THREADS 32 /* extra threads that only answer 503 */
-#define HTTP_TICK_MS 100
-#define HTTP_READ_CHUNK 65536
-#define HTTP_LINGER_MS 1000
-#define HTTP_LINGER_BYTES (64u << 20)
+#define HTTP_HARD_EXTRA 64            /* connections above max_connections refused at accept */
+#define HTTP_REAP_MS 50               /* how often deadlines are checked */
+#define HTTP_STREAM_HIGH (1u << 20)   /* unsent stream bytes before http_stream_write waits */
+#define HTTP_WORKER_STACK (512 * 1024)
 
 http_limits http_limits_default(void) {
     http_limits l = {.max_header = 32 * 1024,
@@ -59,6 +70,7 @@ const char *http_reason(int status) {
     case 411: return "Length Required";
     case 413: return "Content Too Large";
     case 415: return "Unsupported Media Type";
+    case 421: return "Misdirected Request";
     case 422: return "Unprocessable Content";
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
@@ -70,315 +82,142 @@ const char *http_reason(int status) {
     }
 }
 
-/* ---- parsing ---------------------------------------------------------------------------- */
-
-static bool is_tchar(unsigned char c) {
-    if (c >= '0' && c <= '9') return true;
-    if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') return true;
-    return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
-static bool view_ieq(dspy_strv v, const char *z) {
-    size_t n = strlen(z);
-    return v.len == n && strncasecmp(v.ptr, z, n) == 0;
-}
-
-static int perr(http_parse_error *err, int status, const char *msg) {
-    err->status = status;
-    err->message = msg;
-    return -1;
-}
-
-/* Parses the request line [p, p+n). */
-static int parse_request_line(const char *p, size_t n, http_request *req, http_parse_error *err) {
-    size_t i = 0;
-    while (i < n && is_tchar((unsigned char)p[i])) i++;
-    if (i == 0 || i >= n || p[i] != ' ') return perr(err, 400, "malformed request line");
-    req->method = dspy_strv_make(p, i);
-    size_t t0 = ++i;
-    while (i < n && p[i] != ' ') {
-        unsigned char c = (unsigned char)p[i];
-        if (c <= 0x20 || c == 0x7f) return perr(err, 400, "malformed request target");
-        i++;
-    }
-    if (i == t0 || i >= n) return perr(err, 400, "malformed request line");
-    req->target = dspy_strv_make(p + t0, i - t0);
-    i++;
-    const char *v = p + i;
-    size_t vn = n - i;
-    if (vn != 8 || memcmp(v, "HTTP/", 5) != 0 || v[5] < '0' || v[5] > '9' || v[6] != '.' ||
-        v[7] < '0' || v[7] > '9')
-        return perr(err, 400, "malformed HTTP version in the request line");
-    if (v[5] != '1') return perr(err, 505, "only HTTP/1.0 and HTTP/1.1 are supported");
-    req->minor = v[7] == '0' ? 0 : 1;
-
-    dspy_strv t = req->target;
-    if (t.ptr[0] != '/') {
-        size_t skip = 0;
-        if (dspy_strv_starts_with(t, "http://")) skip = 7;
-        else if (dspy_strv_starts_with(t, "https://")) skip = 8;
-        if (skip) {
-            const char *slash = memchr(t.ptr + skip, '/', t.len - skip);
-            t = slash ? dspy_strv_make(slash, (size_t)(t.ptr + t.len - slash)) : dspy_strv_of("/");
-        } else if (!dspy_strv_eqz(t, "*")) {
-            return perr(err, 400, "malformed request target");
-        }
-    }
-    const char *q = memchr(t.ptr, '?', t.len);
-    if (q) {
-        req->path = dspy_strv_make(t.ptr, (size_t)(q - t.ptr));
-        req->query = dspy_strv_make(q + 1, (size_t)(t.ptr + t.len - q - 1));
-    } else {
-        req->path = t;
-        req->query = dspy_strv_make(t.ptr + t.len, 0);
-    }
-    return 1;
-}
-
-static int parse_header_line(const char *p, size_t n, http_request *req, http_parse_error *err) {
-    if (p[0] == ' ' || p[0] == '\t') return perr(err, 400, "obsolete header line folding");
-    size_t i = 0;
-    while (i < n && is_tchar((unsigned char)p[i])) i++;
-    if (i == 0 || i >= n || p[i] != ':') return perr(err, 400, "malformed header line");
-    if (req->nheaders == HTTP_MAX_HEADERS) return perr(err, 431, "too many header lines");
-    size_t a = i + 1, b = n;
-    while (a < b && (p[a] == ' ' || p[a] == '\t')) a++;
-    while (b > a && (p[b - 1] == ' ' || p[b - 1] == '\t')) b--;
-    for (size_t k = a; k < b; k++) {
-        unsigned char c = (unsigned char)p[k];
-        if ((c < 0x20 && c != '\t') || c == 0x7f) return perr(err, 400, "control character in a header value");
-    }
-    http_header *h = &req->headers[req->nheaders++];
-    h->name = dspy_strv_make(p, i);
-    h->value = dspy_strv_make(p + a, b - a);
-    return 1;
-}
-
-dspy_strv http_header_get(const http_request *req, const char *name) {
-    for (size_t i = 0; i < req->nheaders; i++)
-        if (view_ieq(req->headers[i].name, name)) return req->headers[i].value;
-    return dspy_strv_make(NULL, 0);
-}
-
-/* true if the comma-separated token list `v` holds `tok` (case-insensitive). */
-static bool list_has(dspy_strv v, const char *tok) {
-    size_t i = 0;
-    while (i < v.len) {
-        size_t j = i;
-        while (j < v.len && v.ptr[j] != ',') j++;
-        dspy_strv item = dspy_strv_strip(dspy_strv_make(v.ptr + i, j - i));
-        if (view_ieq(item, tok)) return true;
-        i = j + 1;
-    }
-    return false;
-}
-
-static int check_semantics(http_request *req, const http_limits *limits, http_parse_error *err) {
-    bool conn_close = false, conn_keep = false;
-    for (size_t i = 0; i < req->nheaders; i++) {
-        const http_header *h = &req->headers[i];
-        if (view_ieq(h->name, "Content-Length")) {
-            dspy_strv v = h->value;
-            if (v.len == 0) return perr(err, 400, "empty Content-Length");
-            size_t val = 0;
-            for (size_t k = 0; k < v.len; k++) {
-                if (v.ptr[k] < '0' || v.ptr[k] > '9') return perr(err, 400, "Content-Length is not a number");
-                if (val > (SIZE_MAX - 9) / 10) return perr(err, 413, "request body is too large");
-                val = val * 10 + (size_t)(v.ptr[k] - '0');
-            }
-            if (req->has_length && val != req->content_length)
-                return perr(err, 400, "conflicting Content-Length headers");
-            req->has_length = true;
-            req->content_length = val;
-        } else if (view_ieq(h->name, "Transfer-Encoding")) {
-            return perr(err, 411, "chunked or encoded request bodies are not supported; send the body with Content-Length");
-        } else if (view_ieq(h->name, "Connection")) {
-            if (list_has(h->value, "close")) conn_close = true;
-            if (list_has(h->value, "keep-alive")) conn_keep = true;
-        } else if (view_ieq(h->name, "Expect")) {
-            if (view_ieq(h->value, "100-continue")) req->expect_continue = true;
-        }
-    }
-    req->keep_alive = !conn_close && (req->minor >= 1 || conn_keep);
-    if (!req->has_length && (dspy_strv_eqz(req->method, "POST") || dspy_strv_eqz(req->method, "PUT") ||
-                             dspy_strv_eqz(req->method, "PATCH")))
-        return perr(err, 411, "a request body needs a Content-Length header");
-    if (req->content_length > limits->max_body) return perr(err, 413, "request body is too large");
-    return 1;
-}
-
-int http_parse_head(const char *buf, size_t len, const http_limits *limits, http_request *req,
-                    http_parse_error *err) {
-    memset(req, 0, sizeof *req);
-    if (len == 0) return 0;
-    size_t pos = 0;
-    bool have_line = false;
-    for (;;) {
-        const char *nl = memchr(buf + pos, '\n', len - pos);
-        if (!nl) {
-            if (len > limits->max_header) return perr(err, 431, "request header section is too large");
-            return 0;
-        }
-        size_t end = (size_t)(nl - buf);
-        if (end + 1 > limits->max_header) return perr(err, 431, "request header section is too large");
-        size_t n = end - pos;
-        if (n > 0 && buf[end - 1] == '\r') n--;
-        const char *line = buf + pos;
-        pos = end + 1;
-        if (!have_line) {
-            if (n == 0) continue; /* RFC 9112 §2.2: ignore empty lines before the request line */
-            if (parse_request_line(line, n, req, err) < 0) return -1;
-            have_line = true;
-            continue;
-        }
-        if (n == 0) break;
-        if (parse_header_line(line, n, req, err) < 0) return -1;
-    }
-    req->head_len = pos;
-    return check_semantics(req, limits, err);
-}
-
-/* ---- the server ------------------------------------------------------------------------- */
-
-struct http_server {
-    http_server_config cfg;
-    char *host;
-    int listen_fd;
-    int port;
-    int wake[2];
-    atomic_bool stopping;
-    pthread_mutex_t mu;
-    pthread_cond_t cv; /* a connection thread ended */
-    int nconns;        /* threads serving requests */
-    int noverflow;     /* threads answering 503 */
-};
-
-enum { ANSWER_NONE, ANSWER_DONE, ANSWER_STREAMING };
-
-struct http_conn {
-    http_server *s;
-    int fd;
-    char *buf;
-    size_t len, cap;
-    int answer;
-    bool close_after; /* send "Connection: close" and close after this answer */
-    bool broken;      /* a write failed: close without further writes */
-    bool raw_stream;  /* HTTP/1.0 client: stream without chunking, end by closing */
-    bool overflow;    /* over the connection cap: answer 503 to the first request */
-};
-
 static int64_t now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static dspy_status send_all(http_conn *c, const char *p, size_t n) {
-    if (c->broken) return dspy_fail(DSPY_ERR_IO, "http: connection is closed");
-    while (n > 0) {
-        ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            c->broken = true;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return dspy_fail(DSPY_ERR_TIMEOUT, "http: client did not read the answer in time");
-            return dspy_fail(DSPY_ERR_IO, "http: send failed: %s", strerror(errno));
-        }
-        p += w;
-        n -= (size_t)w;
+/* ---- objects ------------------------------------------------------------------------------ */
+
+typedef struct conn_track {
+    int fd;
+    int64_t idle_since;    /* when the last request ended (or the connection opened) */
+    int64_t request_start; /* when the current request line arrived; 0 = none */
+    bool busy;             /* a worker has the request: no deadline */
+    bool reaped;           /* shut down once already */
+    struct conn_track *prev, *next;
+} conn_track;
+
+typedef enum { ST_READING, ST_WORKING, ST_ANSWERED } conn_state;
+typedef enum { ANS_NONE, ANS_WHOLE, ANS_STREAM, ANS_DONE } answer_kind;
+
+struct http_conn {
+    http_server *s;
+    struct MHD_Connection *mc;
+    conn_track *track;
+    int fd;
+    char peer[INET6_ADDRSTRLEN];
+    atomic_int refs;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    /* event thread only */
+    conn_state state;
+    bool headers_seen;
+    bool too_large;
+    bool in_access; /* inside on_access: http_respond queues directly */
+    bool http10;
+    dspy_str method, url, body;
+    http_request req;
+    /* under mu */
+    bool suspended;   /* suspended by us; the worker may resume it */
+    bool gone;        /* libmicrohttpd is done with the request (answered, or the client left) */
+    bool peer_closed; /* the handler saw the client go: close without an answer */
+    answer_kind answer;
+    struct MHD_Response *resp; /* a whole answer waiting to be queued */
+    int status;
+    dspy_str out;     /* stream bytes not yet handed to libmicrohttpd */
+    size_t out_off;
+    bool stream_begun, stream_queued, stream_end, stream_error;
+    bool worker_done;
+    bool close_after; /* an error answer: close the connection after it */
+    char *extra;      /* "Name: value\r\n" lines added to the answer (http_conn_add_headers) */
+    char stream_ctype[128];
+};
+
+struct http_server {
+    http_server_config cfg;
+    char *host;
+    int port;
+    int listen_fd;
+    int wake[2]; /* self-pipe: http_server_stop writes, run polls */
+    atomic_bool stopping;
+    struct MHD_Daemon *d;
+    pthread_mutex_t mu; /* tracks, counters */
+    pthread_cond_t cv;  /* signalled when a connection closes or a worker ends */
+    conn_track *tracks;
+    int n_conns;
+    int n_busy;
+    bool reaper_quit;
+    bool reaper_started;
+    pthread_t reaper;
+};
+
+static void cond_init_mono(pthread_cond_t *cv) {
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+static void deadline_in(struct timespec *ts, int ms) {
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
     }
-    return DSPY_OK;
 }
 
-static void head_common(http_conn *c, dspy_str *h, int status) {
-    if (http_server_stopping(c->s)) c->close_after = true;
-    dspy_str_appendf(h, "HTTP/1.1 %d %s\r\nServer: dspy.c\r\n", status, http_reason(status));
+static void conn_release(http_conn *c) {
+    if (!c || atomic_fetch_sub(&c->refs, 1) != 1) return;
+    if (c->resp) MHD_destroy_response(c->resp);
+    free(c->extra);
+    dspy_str_free(&c->method);
+    dspy_str_free(&c->url);
+    dspy_str_free(&c->body);
+    dspy_str_free(&c->out);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    free(c);
 }
 
-dspy_status http_respond(http_conn *c, int status, const char *content_type, const char *body,
-                         size_t len, const char *extra_headers) {
-    if (c->answer != ANSWER_NONE) return dspy_fail(DSPY_ERR_STATE, "http: the request was already answered");
-    c->answer = ANSWER_DONE;
-    dspy_str h = DSPY_STR_INIT;
-    head_common(c, &h, status);
-    if (content_type) dspy_str_appendf(&h, "Content-Type: %s\r\n", content_type);
-    dspy_str_appendf(&h, "Content-Length: %zu\r\nConnection: %s\r\n", len,
-                     c->close_after ? "close" : "keep-alive");
-    if (extra_headers) dspy_str_append(&h, extra_headers);
-    dspy_str_append(&h, "\r\n");
-    if (len) dspy_str_appendn(&h, body, len);
-    if (!dspy_str_ok(&h)) {
-        dspy_str_free(&h);
-        c->broken = true;
-        return dspy_fail(DSPY_ERR_NOMEM, "http: out of memory building an answer");
+/* Under c->mu: lets the event thread look at the connection again. */
+static void wake_locked(http_conn *c) {
+    if (c->suspended) {
+        c->suspended = false;
+        MHD_resume_connection(c->mc);
     }
-    dspy_status st = send_all(c, h.ptr, h.len);
-    dspy_str_free(&h);
-    return st;
+    pthread_cond_broadcast(&c->cv);
 }
 
-dspy_status http_stream_begin(http_conn *c, int status, const char *content_type) {
-    if (c->answer != ANSWER_NONE) return dspy_fail(DSPY_ERR_STATE, "http: the request was already answered");
-    c->answer = ANSWER_STREAMING;
-    dspy_str h = DSPY_STR_INIT;
-    head_common(c, &h, status);
-    if (c->raw_stream) c->close_after = true;
-    if (content_type) dspy_str_appendf(&h, "Content-Type: %s\r\n", content_type);
-    dspy_str_appendf(&h, "Cache-Control: no-cache\r\n%sConnection: %s\r\n\r\n",
-                     c->raw_stream ? "" : "Transfer-Encoding: chunked\r\n",
-                     c->close_after ? "close" : "keep-alive");
-    if (!dspy_str_ok(&h)) {
-        dspy_str_free(&h);
-        c->broken = true;
-        return dspy_fail(DSPY_ERR_NOMEM, "http: out of memory building an answer");
-    }
-    dspy_status st = send_all(c, h.ptr, h.len);
-    dspy_str_free(&h);
-    return st;
-}
-
-dspy_status http_stream_write(http_conn *c, const char *data, size_t len) {
-    if (c->answer != ANSWER_STREAMING) return dspy_fail(DSPY_ERR_STATE, "http: no stream is open");
-    if (len == 0) return DSPY_OK; /* an empty chunk would end the stream */
-    if (c->raw_stream) return send_all(c, data, len);
-    char size[32];
-    int k = snprintf(size, sizeof size, "%zx\r\n", len);
-    dspy_str h = DSPY_STR_INIT;
-    dspy_str_appendn(&h, size, (size_t)k);
-    dspy_str_appendn(&h, data, len);
-    dspy_str_append(&h, "\r\n");
-    if (!dspy_str_ok(&h)) {
-        dspy_str_free(&h);
-        c->broken = true;
-        return dspy_fail(DSPY_ERR_NOMEM, "http: out of memory building a chunk");
-    }
-    dspy_status st = send_all(c, h.ptr, h.len);
-    dspy_str_free(&h);
-    return st;
-}
-
-dspy_status http_stream_end(http_conn *c) {
-    if (c->answer != ANSWER_STREAMING) return dspy_fail(DSPY_ERR_STATE, "http: no stream is open");
-    c->answer = ANSWER_DONE;
-    if (c->raw_stream) return DSPY_OK;
-    return send_all(c, "0\r\n\r\n", 5);
-}
-
-bool http_conn_peer_closed(http_conn *c) {
-    if (c->broken) return true;
-    struct pollfd p = {.fd = c->fd, .events = POLLIN | POLLRDHUP};
-    if (poll(&p, 1, 0) <= 0) return false;
-    if (p.revents & (POLLERR | POLLHUP | POLLRDHUP)) return true;
-    char b;
-    ssize_t r = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (r == 0) return true;
-    if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return true;
-    return false;
+dspy_strv http_header_get(const http_request *req, const char *name) {
+    size_t n = 0;
+    const char *v = NULL;
+    if (req->conn && MHD_lookup_connection_value_n(req->conn->mc, MHD_HEADER_KIND, name, strlen(name), &v, &n) == MHD_YES &&
+        v)
+        return dspy_strv_make(v, n);
+    return dspy_strv_make(NULL, 0);
 }
 
 http_server *http_conn_server(http_conn *c) { return c->s; }
+const char *http_conn_peer(const http_conn *c) { return c->peer; }
 
+dspy_status http_conn_add_headers(http_conn *c, const char *lines) {
+    pthread_mutex_lock(&c->mu);
+    size_t a = c->extra ? strlen(c->extra) : 0, b = strlen(lines);
+    char *n = realloc(c->extra, a + b + 1);
+    if (n) {
+        memcpy(n + a, lines, b + 1);
+        c->extra = n;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return n ? DSPY_OK : dspy_fail(DSPY_ERR_NOMEM, "http: out of memory");
+}
 bool http_server_stopping(const http_server *s) { return atomic_load(&s->stopping); }
+int http_server_port(const http_server *s) { return s->port; }
 
 void http_server_stop(http_server *s) {
     atomic_store(&s->stopping, true);
@@ -387,14 +226,234 @@ void http_server_stop(http_server *s) {
     (void)r; /* a full pipe already holds a wake-up */
 }
 
-int http_server_port(const http_server *s) { return s->port; }
+/* ---- answers ------------------------------------------------------------------------------ */
 
-static void send_error(http_conn *c, int status, const char *msg) {
-    c->close_after = true;
-    if (c->s->cfg.error) {
-        c->s->cfg.error(c->s->cfg.user, c, status, msg);
+/* Adds "Name: value\r\n" lines to a response. */
+static bool add_headers(struct MHD_Response *r, const char *lines) {
+    while (lines && *lines) {
+        const char *eol = strstr(lines, "\r\n");
+        size_t n = eol ? (size_t)(eol - lines) : strlen(lines);
+        const char *colon = memchr(lines, ':', n);
+        if (colon) {
+            char name[128], value[1024];
+            size_t nl = (size_t)(colon - lines), vl = n - nl - 1;
+            const char *v = colon + 1;
+            while (vl && (*v == ' ' || *v == '\t')) v++, vl--;
+            if (nl < sizeof name && vl < sizeof value) {
+                memcpy(name, lines, nl);
+                name[nl] = '\0';
+                memcpy(value, v, vl);
+                value[vl] = '\0';
+                if (MHD_add_response_header(r, name, value) != MHD_YES) return false;
+            }
+        }
+        lines = eol ? eol + 2 : lines + n;
     }
-    if (c->answer == ANSWER_NONE) {
+    return true;
+}
+
+static void common_headers(http_conn *c, struct MHD_Response *r, const char *content_type) {
+    if (content_type) MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    if (http_server_stopping(c->s) || c->close_after) MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    if (c->extra) add_headers(r, c->extra);
+}
+
+/* Event thread: queues what the worker left, if anything. Returns false to drop the
+ * connection. */
+static bool queue_answer_locked(http_conn *c);
+
+dspy_status http_respond(http_conn *c, int status, const char *content_type, const char *body, size_t len,
+                         const char *extra_headers) {
+    pthread_mutex_lock(&c->mu);
+    if (c->answer != ANS_NONE) {
+        pthread_mutex_unlock(&c->mu);
+        return dspy_fail(DSPY_ERR_STATE, "http: the request was already answered");
+    }
+    if (c->gone || c->peer_closed) {
+        c->answer = ANS_DONE;
+        pthread_mutex_unlock(&c->mu);
+        return dspy_fail(DSPY_ERR_IO, "http: the client is gone");
+    }
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)(body ? body : ""), MHD_RESPMEM_MUST_COPY);
+    if (!r) {
+        pthread_mutex_unlock(&c->mu);
+        return dspy_fail(DSPY_ERR_NOMEM, "http: out of memory building an answer");
+    }
+    common_headers(c, r, content_type);
+    add_headers(r, extra_headers);
+    c->resp = r;
+    c->status = status;
+    c->answer = ANS_WHOLE;
+    if (c->in_access) queue_answer_locked(c);
+    else wake_locked(c);
+    pthread_mutex_unlock(&c->mu);
+    return DSPY_OK;
+}
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
+    (void)pos;
+    http_conn *c = cls;
+    pthread_mutex_lock(&c->mu);
+    ssize_t r;
+    size_t avail = c->out.len - c->out_off;
+    if (avail) {
+        size_t n = avail < max ? avail : max;
+        memcpy(buf, c->out.ptr + c->out_off, n);
+        c->out_off += n;
+        if (c->out_off == c->out.len) {
+            dspy_str_clear(&c->out);
+            c->out_off = 0;
+        }
+        pthread_cond_broadcast(&c->cv);
+        r = (ssize_t)n;
+    } else if (c->stream_error || c->peer_closed) {
+        r = MHD_CONTENT_READER_END_WITH_ERROR;
+    } else if (c->stream_end) {
+        r = MHD_CONTENT_READER_END_OF_STREAM;
+    } else {
+        /* nothing to send yet: sleep until the worker writes (returning 0 without suspending
+         * would make the event loop spin) */
+        MHD_suspend_connection(c->mc);
+        c->suspended = true;
+        r = 0;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return r;
+}
+
+static void stream_reader_free(void *cls) { conn_release(cls); }
+
+static bool queue_answer_locked(http_conn *c) {
+    if (c->peer_closed) return false;
+    if (c->answer == ANS_WHOLE && c->resp) {
+        enum MHD_Result ok = MHD_queue_response(c->mc, (unsigned)c->status, c->resp);
+        MHD_destroy_response(c->resp);
+        c->resp = NULL;
+        c->state = ST_ANSWERED;
+        return ok == MHD_YES;
+    }
+    if (c->stream_begun && !c->stream_queued) {
+        struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, c,
+                                                                   stream_reader_free);
+        if (!r) return false;
+        atomic_fetch_add(&c->refs, 1); /* dropped by stream_reader_free */
+        common_headers(c, r, c->stream_ctype[0] ? c->stream_ctype : NULL);
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+        enum MHD_Result ok = MHD_queue_response(c->mc, (unsigned)c->status, r);
+        MHD_destroy_response(r);
+        c->stream_queued = true;
+        c->state = ST_ANSWERED;
+        return ok == MHD_YES;
+    }
+    return true;
+}
+
+dspy_status http_stream_begin(http_conn *c, int status, const char *content_type) {
+    pthread_mutex_lock(&c->mu);
+    if (c->answer != ANS_NONE) {
+        pthread_mutex_unlock(&c->mu);
+        return dspy_fail(DSPY_ERR_STATE, "http: the request was already answered");
+    }
+    if (c->gone || c->peer_closed) {
+        c->answer = ANS_DONE;
+        pthread_mutex_unlock(&c->mu);
+        return dspy_fail(DSPY_ERR_IO, "http: the client is gone");
+    }
+    c->answer = ANS_STREAM;
+    c->stream_begun = true;
+    c->status = status;
+    snprintf(c->stream_ctype, sizeof c->stream_ctype, "%s", content_type ? content_type : "");
+    if (c->in_access) queue_answer_locked(c);
+    else wake_locked(c);
+    pthread_mutex_unlock(&c->mu);
+    return DSPY_OK;
+}
+
+dspy_status http_stream_write(http_conn *c, const char *data, size_t len) {
+    pthread_mutex_lock(&c->mu);
+    dspy_status st = DSPY_OK;
+    if (c->answer != ANS_STREAM) {
+        st = dspy_fail(DSPY_ERR_STATE, "http: no stream is open");
+        goto done;
+    }
+    if (len == 0) goto done; /* an empty chunk would end the stream */
+    struct timespec dl;
+    deadline_in(&dl, c->s->cfg.limits.write_timeout_ms);
+    /* back-pressure: a client that does not read does not make the server buffer without end */
+    while (!c->gone && !c->stream_error && c->out.len - c->out_off > HTTP_STREAM_HIGH)
+        if (pthread_cond_timedwait(&c->cv, &c->mu, &dl) == ETIMEDOUT) {
+            c->stream_error = true;
+            wake_locked(c);
+            break;
+        }
+    if (c->gone || c->stream_error) {
+        st = dspy_fail(DSPY_ERR_IO, "http: the client is gone or does not read");
+        goto done;
+    }
+    dspy_str_appendn(&c->out, data, len);
+    if (!dspy_str_ok(&c->out)) {
+        c->stream_error = true;
+        wake_locked(c);
+        st = dspy_fail(DSPY_ERR_NOMEM, "http: out of memory queueing a chunk");
+        goto done;
+    }
+    wake_locked(c);
+done:
+    pthread_mutex_unlock(&c->mu);
+    return st;
+}
+
+dspy_status http_stream_end(http_conn *c) {
+    pthread_mutex_lock(&c->mu);
+    dspy_status st = DSPY_OK;
+    if (c->answer != ANS_STREAM) st = dspy_fail(DSPY_ERR_STATE, "http: no stream is open");
+    else if (c->gone || c->stream_error) st = dspy_fail(DSPY_ERR_IO, "http: the client is gone");
+    if (c->answer == ANS_STREAM) {
+        c->answer = ANS_DONE;
+        c->stream_end = true;
+        wake_locked(c);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return st;
+}
+
+bool http_conn_peer_closed(http_conn *c) {
+    pthread_mutex_lock(&c->mu);
+    bool closed = c->gone || c->peer_closed;
+    if (!closed) {
+        /* the socket is open while the request is not gone: libmicrohttpd closes it only after
+         * telling us (notify_completed takes c->mu) */
+        struct pollfd p = {.fd = c->fd, .events = POLLIN | POLLRDHUP};
+        if (poll(&p, 1, 0) > 0) {
+            if (p.revents & (POLLERR | POLLHUP | POLLRDHUP)) {
+                closed = true;
+            } else {
+                char b;
+                ssize_t r = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+                closed = r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+            }
+        }
+        if (closed) {
+            c->peer_closed = true;
+            wake_locked(c);
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    return closed;
+}
+
+/* ---- workers ------------------------------------------------------------------------------ */
+
+static void default_error(http_conn *c, int status, const char *msg) {
+    pthread_mutex_lock(&c->mu);
+    c->close_after = true;
+    pthread_mutex_unlock(&c->mu);
+    if (c->s->cfg.error) c->s->cfg.error(c->s->cfg.user, c, status, msg);
+    bool none;
+    pthread_mutex_lock(&c->mu);
+    none = c->answer == ANS_NONE;
+    pthread_mutex_unlock(&c->mu);
+    if (none) {
         dspy_str b = DSPY_STR_INIT;
         dspy_str_appendf(&b, "%d %s: %s\n", status, http_reason(status), msg);
         http_respond(c, status, "text/plain; charset=utf-8", dspy_str_cstr(&b), b.len, NULL);
@@ -402,170 +461,286 @@ static void send_error(http_conn *c, int status, const char *msg) {
     }
 }
 
-/* Closes after an error answer: stop sending, drain what the peer still sends for a short
- * while so it reads the answer rather than a reset, then close. */
-static void linger_close(int fd) {
-    shutdown(fd, SHUT_WR);
-    int64_t deadline = now_ms() + HTTP_LINGER_MS;
-    size_t total = 0;
-    char tmp[16384];
-    for (;;) {
-        int64_t left = deadline - now_ms();
-        if (left <= 0) break;
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        int r = poll(&p, 1, (int)left);
-        if (r <= 0) break;
-        ssize_t n = recv(fd, tmp, sizeof tmp, 0);
-        if (n <= 0) break;
-        total += (size_t)n;
-        if (total > HTTP_LINGER_BYTES) break;
-    }
-    close(fd);
-}
-
-/* Reads more bytes into c->buf (at most `limit` bytes buffered). Returns 1 on data, 0 on EOF
- * or error, -1 on deadline, -2 when the server is stopping and `stop_ok` says to give up. */
-static int read_more(http_conn *c, size_t limit, int64_t deadline, bool stop_ok) {
-    for (;;) {
-        if (stop_ok && http_server_stopping(c->s)) return -2;
-        int64_t left = deadline - now_ms();
-        if (left <= 0) return -1;
-        struct pollfd p = {.fd = c->fd, .events = POLLIN};
-        int r = poll(&p, 1, left < HTTP_TICK_MS ? (int)left : HTTP_TICK_MS);
-        if (r < 0 && errno != EINTR) return 0;
-        if (r <= 0) continue;
-        if (c->len >= limit) return 1; /* caller sees the limit */
-        size_t want = limit - c->len;
-        if (want > HTTP_READ_CHUNK) want = HTTP_READ_CHUNK;
-        if (c->cap - c->len < want) {
-            size_t ncap = c->cap ? c->cap : 4096;
-            while (ncap - c->len < want) ncap *= 2;
-            char *nb = realloc(c->buf, ncap);
-            if (!nb) return 0;
-            c->buf = nb;
-            c->cap = ncap;
-        }
-        ssize_t n = recv(c->fd, c->buf + c->len, want, 0);
-        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-        if (n <= 0) return 0;
-        c->len += (size_t)n;
-        return 1;
-    }
-}
-
-/* Serves requests on one connection until it closes. */
-static void serve_connection(http_conn *c) {
+static void *worker_main(void *arg) {
+    http_conn *c = arg;
     http_server *s = c->s;
-    const http_limits *lim = &s->cfg.limits;
-    http_request *req = malloc(sizeof *req);
-    if (!req) return;
-    for (;;) {
-        /* head */
-        int64_t idle_deadline = now_ms() + lim->idle_timeout_ms;
-        int64_t read_deadline = c->len ? now_ms() + lim->read_timeout_ms : 0;
-        http_parse_error perr_ = {0, NULL};
-        int r;
-        bool closed = false;
-        while ((r = http_parse_head(c->buf, c->len, lim, req, &perr_)) == 0) {
-            bool idle = c->len == 0 || (c->len <= 2 && (c->buf[0] == '\r' || c->buf[0] == '\n'));
-            int rr = read_more(c, lim->max_header + 1, idle ? idle_deadline : read_deadline, idle);
-            if (rr == 1 && read_deadline == 0) read_deadline = now_ms() + lim->read_timeout_ms;
-            if (rr == -1 && !idle) {
-                send_error(c, 408, "the request was not received in time");
-                closed = true;
-                break;
-            }
-            if (rr != 1) { /* EOF, idle timeout or stopping: close without an answer */
-                closed = true;
-                break;
-            }
-        }
-        if (closed) break;
-        if (r < 0) {
-            c->raw_stream = req->minor == 0;
-            send_error(c, perr_.status, perr_.message);
-            break;
-        }
-        if (c->overflow) {
-            send_error(c, 503, "the server has too many open connections; retry later");
-            break;
-        }
-        /* body */
-        size_t need = req->head_len + req->content_length;
-        if (req->expect_continue && c->len < need) {
-            static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-            if (send_all(c, cont, sizeof cont - 1) != DSPY_OK) break;
-        }
-        if (read_deadline == 0) read_deadline = now_ms() + lim->read_timeout_ms;
-        while (c->len < need) {
-            int rr = read_more(c, need, read_deadline, false);
-            if (rr == -1) {
-                send_error(c, 408, "the request body was not received in time");
-                closed = true;
-                break;
-            }
-            if (rr != 1) {
-                closed = true;
-                break;
-            }
-        }
-        if (closed) break;
-        /* the buffer may have moved: re-parse the head over it (cheap, views refreshed) */
-        if (http_parse_head(c->buf, c->len, lim, req, &perr_) != 1) break;
-        req->body = c->buf + req->head_len;
-        req->body_len = req->content_length;
-        c->answer = ANSWER_NONE;
-        c->close_after = !req->keep_alive || http_server_stopping(s);
-        c->raw_stream = req->minor == 0;
-        s->cfg.handler(s->cfg.user, req, c);
-        if (c->answer == ANSWER_NONE && !c->broken) send_error(c, 500, "the handler sent no answer");
-        if (c->answer == ANSWER_STREAMING) c->broken = true;
-        if (c->broken || c->close_after) break;
-        memmove(c->buf, c->buf + need, c->len - need);
-        c->len -= need;
+    s->cfg.handler(s->cfg.user, &c->req, c);
+    pthread_mutex_lock(&c->mu);
+    bool silent = c->answer == ANS_NONE && !c->peer_closed && !c->gone;
+    pthread_mutex_unlock(&c->mu);
+    if (silent) default_error(c, 500, "the handler sent no answer");
+    pthread_mutex_lock(&c->mu);
+    if (c->answer == ANS_STREAM) { /* the handler left a stream open: end it as broken */
+        c->answer = ANS_DONE;
+        c->stream_error = true;
     }
-    free(req);
+    c->worker_done = true;
+    wake_locked(c);
+    pthread_mutex_unlock(&c->mu);
+    pthread_mutex_lock(&s->mu);
+    s->n_busy--;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    conn_release(c);
+    return NULL;
 }
 
-typedef struct conn_arg {
-    http_server *s;
-    int fd;
-    bool overflow;
-} conn_arg;
+static bool start_worker(http_conn *c) {
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, HTTP_WORKER_STACK);
+    pthread_t th;
+    atomic_fetch_add(&c->refs, 1);
+    pthread_mutex_lock(&c->s->mu);
+    c->s->n_busy++;
+    pthread_mutex_unlock(&c->s->mu);
+    bool ok = pthread_create(&th, &attr, worker_main, c) == 0;
+    pthread_attr_destroy(&attr);
+    if (!ok) {
+        pthread_mutex_lock(&c->s->mu);
+        c->s->n_busy--;
+        pthread_cond_broadcast(&c->s->cv);
+        pthread_mutex_unlock(&c->s->mu);
+        atomic_fetch_sub(&c->refs, 1);
+    }
+    return ok;
+}
 
-static void *conn_main(void *p) {
-    conn_arg a = *(conn_arg *)p;
-    free(p);
-    http_conn c = {.s = a.s, .fd = a.fd, .overflow = a.overflow};
-    serve_connection(&c);
-    if (c.close_after && !c.broken) linger_close(c.fd);
-    else close(c.fd);
-    free(c.buf);
-    http_server *s = a.s;
+/* ---- libmicrohttpd callbacks (event thread) ------------------------------------------------ */
+
+static http_conn *conn_new(http_server *s, struct MHD_Connection *mc) {
+    http_conn *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->s = s;
+    c->mc = mc;
+    atomic_init(&c->refs, 1); /* libmicrohttpd's, dropped in on_completed */
+    pthread_mutex_init(&c->mu, NULL);
+    cond_init_mono(&c->cv);
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    c->track = ci ? ci->socket_context : NULL;
+    ci = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+    c->fd = ci ? ci->connect_fd : -1;
+    ci = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ci && ci->client_addr) {
+        const struct sockaddr *sa = ci->client_addr;
+        if (sa->sa_family == AF_INET)
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, c->peer, sizeof c->peer);
+        else if (sa->sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, c->peer, sizeof c->peer);
+    }
+    return c;
+}
+
+/* The request line has arrived: the request's deadline starts. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *mc) {
+    http_server *s = cls;
+    http_conn *c = conn_new(s, mc);
+    if (c) {
+        dspy_str_append(&c->url, uri);
+        pthread_mutex_lock(&s->mu);
+        if (c->track) c->track->request_start = now_ms();
+        pthread_mutex_unlock(&s->mu);
+    }
+    return c;
+}
+
+/* Counts a header line's bytes ("name: value\r\n"). */
+static enum MHD_Result add_header_size(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+    (void)kind;
+    *(size_t *)cls += strlen(key) + (value ? strlen(value) : 0) + 4;
+    return MHD_YES;
+}
+
+static enum MHD_Result reject(http_conn *c, int status, const char *msg) {
+    c->in_access = true;
+    default_error(c, status, msg);
+    c->in_access = false;
+    return c->state == ST_ANSWERED ? MHD_YES : MHD_NO;
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *mc, const char *url, const char *method,
+                                 const char *version, const char *upload_data, size_t *upload_size, void **ctx) {
+    http_server *s = cls;
+    http_conn *c = *ctx;
+    if (!c) { /* on_uri ran out of memory */
+        if (!(c = conn_new(s, mc))) return MHD_NO;
+        dspy_str_append(&c->url, url);
+        *ctx = c;
+    }
+    if (!c->headers_seen) {
+        c->headers_seen = true;
+        c->http10 = version && strcmp(version, MHD_HTTP_VERSION_1_0) == 0;
+        dspy_str_append(&c->method, method);
+        int n_conns;
+        pthread_mutex_lock(&s->mu);
+        n_conns = s->n_conns;
+        pthread_mutex_unlock(&s->mu);
+        if (n_conns > s->cfg.max_connections)
+            return reject(c, 503, "the server has too many open connections; retry later");
+        size_t head = c->url.len + c->method.len + 12;
+        MHD_get_connection_values(mc, MHD_HEADER_KIND, add_header_size, &head);
+        if (head > s->cfg.limits.max_header)
+            return reject(c, 431, "the request head (request line and headers) is too large");
+        const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl && strtoull(cl, NULL, 10) > s->cfg.limits.max_body)
+            return reject(c, 413, "the request body is too large");
+        return MHD_YES; /* libmicrohttpd sends "100 Continue" when asked */
+    }
+    if (*upload_size) {
+        if (!c->too_large && c->body.len + *upload_size <= s->cfg.limits.max_body) {
+            dspy_str_appendn(&c->body, upload_data, *upload_size);
+            if (!dspy_str_ok(&c->body)) return MHD_NO;
+        } else {
+            c->too_large = true;
+            dspy_str_free(&c->body);
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (c->too_large) return reject(c, 413, "the request body is too large");
+    pthread_mutex_lock(&c->mu);
+    enum MHD_Result res = MHD_YES;
+    if (c->state == ST_READING) {
+        dspy_strv u = dspy_strv_make(dspy_str_cstr(&c->url), c->url.len);
+        c->req.method = dspy_strv_make(dspy_str_cstr(&c->method), c->method.len);
+        c->req.target = u;
+        const char *q = memchr(u.ptr, '?', u.len);
+        c->req.path = q ? dspy_strv_make(u.ptr, (size_t)(q - u.ptr)) : u;
+        c->req.query = q ? dspy_strv_make(q + 1, (size_t)(u.ptr + u.len - q - 1)) : dspy_strv_make(u.ptr + u.len, 0);
+        c->req.body = dspy_str_cstr(&c->body);
+        c->req.body_len = c->body.len;
+        c->req.conn = c;
+        c->state = ST_WORKING;
+        pthread_mutex_lock(&s->mu);
+        if (c->track) c->track->busy = true;
+        pthread_mutex_unlock(&s->mu);
+        if (!start_worker(c)) {
+            pthread_mutex_unlock(&c->mu);
+            return reject(c, 503, "the server cannot start a worker for the request; retry later");
+        }
+        MHD_suspend_connection(mc);
+        c->suspended = true;
+    } else if (c->state == ST_WORKING) {
+        if (!queue_answer_locked(c)) res = MHD_NO;
+        else if (c->state == ST_WORKING && c->worker_done) res = MHD_NO; /* nothing will come */
+        else if (c->state == ST_WORKING) { /* woken with nothing to send (yet) */
+            MHD_suspend_connection(mc);
+            c->suspended = true;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    return res;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *mc, void **ctx, enum MHD_RequestTerminationCode toe) {
+    (void)mc;
+    (void)toe;
+    http_server *s = cls;
+    http_conn *c = *ctx;
+    if (!c) return;
+    *ctx = NULL;
+    pthread_mutex_lock(&c->mu);
+    c->gone = true;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
     pthread_mutex_lock(&s->mu);
-    if (a.overflow) s->noverflow--;
-    else s->nconns--;
-    pthread_cond_broadcast(&s->cv);
+    if (c->track) {
+        c->track->request_start = 0;
+        c->track->busy = false;
+        c->track->idle_since = now_ms();
+    }
+    pthread_mutex_unlock(&s->mu);
+    conn_release(c);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_ctx, enum MHD_ConnectionNotificationCode code) {
+    http_server *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        conn_track *t = calloc(1, sizeof *t);
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+        pthread_mutex_lock(&s->mu);
+        s->n_conns++;
+        if (t) {
+            t->fd = ci ? ci->connect_fd : -1;
+            t->idle_since = now_ms();
+            t->next = s->tracks;
+            if (s->tracks) s->tracks->prev = t;
+            s->tracks = t;
+        }
+        pthread_mutex_unlock(&s->mu);
+        *socket_ctx = t;
+        if (t) {
+            int one = 1;
+            setsockopt(t->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        }
+    } else {
+        conn_track *t = *socket_ctx;
+        pthread_mutex_lock(&s->mu);
+        s->n_conns--;
+        if (t) {
+            if (t->prev) t->prev->next = t->next;
+            else s->tracks = t->next;
+            if (t->next) t->next->prev = t->prev;
+        }
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        free(t);
+        *socket_ctx = NULL;
+    }
+}
+
+/* Shuts down connections past their deadline (see the top of the file). Under s->mu. */
+static void reap_locked(http_server *s) {
+    int64_t now = now_ms();
+    bool stopping = http_server_stopping(s);
+    for (conn_track *t = s->tracks; t; t = t->next) {
+        if (t->busy || t->reaped || t->fd < 0) continue;
+        bool late = t->request_start ? now - t->request_start > s->cfg.limits.read_timeout_ms
+                                     : stopping || now - t->idle_since > s->cfg.limits.idle_timeout_ms;
+        if (late) {
+            shutdown(t->fd, SHUT_RDWR);
+            t->reaped = true;
+        }
+    }
+}
+
+static void *reaper_main(void *arg) {
+    http_server *s = arg;
+    pthread_mutex_lock(&s->mu);
+    while (!s->reaper_quit) {
+        reap_locked(s);
+        struct timespec dl;
+        deadline_in(&dl, HTTP_REAP_MS);
+        pthread_cond_timedwait(&s->cv, &s->mu, &dl);
+    }
     pthread_mutex_unlock(&s->mu);
     return NULL;
 }
 
+/* ---- lifecycle ---------------------------------------------------------------------------- */
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    (void)fmt;
+    (void)ap; /* libmicrohttpd's own messages (a client that reset, ...) are not ours to print */
+}
+
 dspy_status http_server_new(const http_server_config *cfg, http_server **out) {
     *out = NULL;
-    if (!cfg || !cfg->handler || cfg->max_connections < 1 || cfg->port < 0 || cfg->port > 65535)
-        return dspy_fail(DSPY_ERR_ARG, "http: bad server config (a handler, max_connections >= 1 and a port in 0..65535 are needed)");
+    if (!cfg || !cfg->handler || cfg->max_connections < 1 || cfg->max_per_client < 0 || cfg->port < 0 ||
+        cfg->port > 65535 || cfg->limits.read_timeout_ms < 1 || cfg->limits.idle_timeout_ms < 1 ||
+        cfg->limits.write_timeout_ms < 1)
+        return dspy_fail(DSPY_ERR_ARG, "http: bad server config (a handler, max_connections >= 1, max_per_client >= 0, "
+                                       "positive timeouts and a port in 0..65535 are needed)");
     http_server *s = calloc(1, sizeof *s);
     if (!s) return dspy_fail(DSPY_ERR_NOMEM, "http: out of memory");
     s->cfg = *cfg;
     s->listen_fd = -1;
     s->wake[0] = s->wake[1] = -1;
     atomic_init(&s->stopping, false);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    cond_init_mono(&s->cv);
     s->host = strdup(cfg->host ? cfg->host : "127.0.0.1");
     s->cfg.host = s->host;
     dspy_status st = DSPY_OK;
@@ -589,14 +764,14 @@ dspy_status http_server_new(const http_server_config *cfg, http_server **out) {
     }
     int last_errno = 0;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
         if (fd < 0) {
             last_errno = errno;
             continue;
         }
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 128) == 0) {
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 1024) == 0) {
             s->listen_fd = fd;
             break;
         }
@@ -624,101 +799,74 @@ fail:
     return st;
 }
 
-static void start_connection(http_server *s, int fd) {
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct timeval tv = {.tv_sec = s->cfg.limits.write_timeout_ms / 1000,
-                         .tv_usec = (s->cfg.limits.write_timeout_ms % 1000) * 1000};
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    pthread_mutex_lock(&s->mu);
-    bool overflow = s->nconns >= s->cfg.max_connections;
-    if (overflow && s->noverflow >= HTTP_OVERFLOW_THREADS) {
-        pthread_mutex_unlock(&s->mu);
-        close(fd);
-        return;
-    }
-    if (overflow) s->noverflow++;
-    else s->nconns++;
-    pthread_mutex_unlock(&s->mu);
-    conn_arg *a = malloc(sizeof *a);
-    pthread_t th;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 256 * 1024);
-    bool started = false;
-    if (a) {
-        a->s = s;
-        a->fd = fd;
-        a->overflow = overflow;
-        started = pthread_create(&th, &attr, conn_main, a) == 0;
-    }
-    pthread_attr_destroy(&attr);
-    if (!started) {
-        free(a);
-        close(fd);
-        pthread_mutex_lock(&s->mu);
-        if (overflow) s->noverflow--;
-        else s->nconns--;
-        pthread_cond_broadcast(&s->cv);
-        pthread_mutex_unlock(&s->mu);
-    }
-}
-
 dspy_status http_server_run(http_server *s) {
-    dspy_status st = DSPY_OK;
+    if (!http_server_stopping(s)) {
+        /* The connection memory pool holds the request head and read buffer: room for the
+         * largest head allowed (libmicrohttpd answers 431 past it) plus a read buffer. */
+        size_t pool = s->cfg.limits.max_header + 16 * 1024;
+        unsigned idle_s = (unsigned)((s->cfg.limits.idle_timeout_ms + 999) / 1000);
+        s->d = MHD_start_daemon(
+            MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_access, s,
+            MHD_OPTION_LISTEN_SOCKET, s->listen_fd, MHD_OPTION_CONNECTION_LIMIT,
+            (unsigned)(s->cfg.max_connections + HTTP_HARD_EXTRA), MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+            (unsigned)s->cfg.max_per_client, MHD_OPTION_CONNECTION_TIMEOUT, idle_s,
+            MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+            MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
+            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_END);
+        if (!s->d) return dspy_fail(DSPY_ERR_IO, "http: cannot start the libmicrohttpd event loop on port %d", s->port);
+        if (pthread_create(&s->reaper, NULL, reaper_main, s) != 0) {
+            MHD_stop_daemon(s->d);
+            s->d = NULL;
+            return dspy_fail(DSPY_ERR_NOMEM, "http: cannot start the deadline thread");
+        }
+        s->reaper_started = true;
+    }
     while (!http_server_stopping(s)) {
-        struct pollfd p[2] = {{.fd = s->listen_fd, .events = POLLIN}, {.fd = s->wake[0], .events = POLLIN}};
-        int r = poll(p, 2, -1);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            st = dspy_fail(DSPY_ERR_IO, "http: poll: %s", strerror(errno));
-            break;
-        }
-        if (p[1].revents) break;
-        if (!(p[0].revents & POLLIN)) continue;
-        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == EAGAIN || errno == ECONNABORTED || errno == EPROTO) continue;
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                usleep(50 * 1000);
-                continue;
-            }
-            st = dspy_fail(DSPY_ERR_IO, "http: accept: %s", strerror(errno));
-            break;
-        }
-        start_connection(s, fd);
+        struct pollfd p = {.fd = s->wake[0], .events = POLLIN};
+        int r = poll(&p, 1, -1);
+        if (r < 0 && errno != EINTR) break;
+        if (r > 0) break;
     }
     atomic_store(&s->stopping, true);
+    if (s->d) {
+        /* stop accepting: the listening socket is handed back and closed, so new connections
+         * are refused at once instead of waiting in the backlog */
+        MHD_socket lfd = MHD_quiesce_daemon(s->d);
+        if (lfd >= 0 && lfd == s->listen_fd) s->listen_fd = -1;
+        if (lfd >= 0) close(lfd);
+    }
     if (s->listen_fd >= 0) close(s->listen_fd);
     s->listen_fd = -1;
-    return st;
+    pthread_mutex_lock(&s->mu);
+    reap_locked(s); /* idle keep-alive connections close now */
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return DSPY_OK;
 }
 
 bool http_server_drain(http_server *s, int timeout_ms) {
     struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    if (timeout_ms >= 0) {
-        dl.tv_sec += timeout_ms / 1000;
-        dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (dl.tv_nsec >= 1000000000L) {
-            dl.tv_sec++;
-            dl.tv_nsec -= 1000000000L;
-        }
-    }
+    if (timeout_ms >= 0) deadline_in(&dl, timeout_ms);
     pthread_mutex_lock(&s->mu);
-    while (s->nconns + s->noverflow > 0) {
+    while (s->n_conns + s->n_busy > 0) {
         if (timeout_ms < 0) pthread_cond_wait(&s->cv, &s->mu);
         else if (pthread_cond_timedwait(&s->cv, &s->mu, &dl) == ETIMEDOUT) break;
     }
-    bool none = s->nconns + s->noverflow == 0;
+    bool none = s->n_conns + s->n_busy == 0;
     pthread_mutex_unlock(&s->mu);
     return none;
 }
 
 int http_server_connections(http_server *s) {
     pthread_mutex_lock(&s->mu);
-    int n = s->nconns + s->noverflow;
+    int n = s->n_conns;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+int http_server_busy(http_server *s) {
+    pthread_mutex_lock(&s->mu);
+    int n = s->n_busy;
     pthread_mutex_unlock(&s->mu);
     return n;
 }
@@ -726,7 +874,14 @@ int http_server_connections(http_server *s) {
 void http_server_free(http_server *s) {
     if (!s) return;
     atomic_store(&s->stopping, true);
-    http_server_drain(s, -1);
+    /* workers first: libmicrohttpd must not be stopped with a connection still suspended */
+    pthread_mutex_lock(&s->mu);
+    while (s->n_busy > 0) pthread_cond_wait(&s->cv, &s->mu);
+    s->reaper_quit = true;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    if (s->reaper_started) pthread_join(s->reaper, NULL);
+    if (s->d) MHD_stop_daemon(s->d);
     if (s->listen_fd >= 0) close(s->listen_fd);
     if (s->wake[0] >= 0) close(s->wake[0]);
     if (s->wake[1] >= 0) close(s->wake[1]);

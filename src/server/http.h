@@ -1,24 +1,32 @@
-/* server/http.h — a small HTTP/1.1 server on POSIX sockets (private to src/server/).
+/* server/http.h — the HTTP/1.1 server of `dspy serve`, on GNU libmicrohttpd (private to
+ * src/server/).
  *
- * What it does: binds host:port (port 0 = an ephemeral port, read back with http_server_port),
- * accepts connections on the thread that calls http_server_run, and serves each connection on
- * its own thread up to a cap (over the cap the connection gets a 503 and is closed). A
- * connection reads requests with Content-Length bodies, keeps the connection alive between
- * requests (HTTP/1.1 default, HTTP/1.0 with "Connection: keep-alive"), answers
- * "Expect: 100-continue", and hands each complete request to one handler callback. The handler
- * answers with http_respond (fixed body) or streams with http_stream_* (chunked transfer
- * encoding, which is what server-sent events ride on).
- * Limits, each with its status: a head over max_header bytes 431, a body over max_body 413,
- * a request not complete within read_timeout_ms 408, "Transfer-Encoding" (chunked bodies) 411,
- * a POST/PUT/PATCH without Content-Length 411, malformed request line or headers 400, an HTTP
- * version other than 1.0/1.1 505. Error answers go through the server's error callback so the
- * caller shapes the body (OpenAI error JSON for dspy serve).
- * What it does not: TLS, chunked request bodies, HTTP/2, pipelining beyond keeping extra bytes
- * for the next request, routing (the handler's job).
- * Follows RFC 9112 (message syntax) and RFC 9110 (semantics) in the subset above.
+ * What it does: binds host:port (port 0 = an ephemeral port, read back with http_server_port)
+ * and serves connections from one libmicrohttpd event thread (epoll): reading request lines,
+ * headers and bodies (Content-Length or chunked), keep-alive, pipelining, "Expect:
+ * 100-continue", HTTP/1.0, all without a thread per connection, so idle and slow connections
+ * cost a socket and a small buffer each. A complete request is handed to the handler callback
+ * on a worker thread of its own (one per request in progress, never per connection), which may
+ * block: it answers with http_respond (fixed body) or streams with http_stream_* (chunked
+ * transfer encoding, which server-sent events ride on). While a worker runs, its connection is
+ * suspended in the event loop and resumed when there is something to send.
+ * Limits, each with what the client sees:
+ *   - more than max_connections open connections: 503 + "Retry-After: 1" and close, for
+ *     requests on the connections past the limit (a hard cap 64 above it refuses at accept);
+ *   - more than max_per_client connections from one IP address: refused at accept;
+ *   - a head over max_header bytes: 431 (libmicrohttpd's answer); a body over max_body: 413;
+ *   - a request (from its request line to its last body byte) not complete within
+ *     read_timeout_ms, or a connection with no request for idle_timeout_ms: closed;
+ *   - a streamed answer the client does not read for write_timeout_ms: closed;
+ *   - malformed requests: libmicrohttpd's 400/505 answers.
+ * Errors found here (413, 503, a handler that answered nothing: 500) go through the server's
+ * error callback so the caller shapes the body (OpenAI error JSON for dspy serve).
+ * What it does not: TLS, HTTP/2, routing (the handler's job).
+ * Follows RFC 9112 (message syntax) and RFC 9110 (semantics) through libmicrohttpd 0.9.75.
  *
  * Thread safety: http_server_stop is async-signal-safe (it writes one byte to a pipe), so a
- * SIGTERM handler may call it. The handler runs on connection threads, many at once.
+ * SIGTERM handler may call it. Handlers run on worker threads, many at once; one request's
+ * http_conn is used by its handler's thread only.
  */
 #ifndef DSPY_SERVER_HTTP_H
 #define DSPY_SERVER_HTTP_H
@@ -30,58 +38,33 @@
 #include "dspy/status.h"
 #include "dspy/str.h"
 
-#define HTTP_MAX_HEADERS 100
+typedef struct http_server http_server;
+typedef struct http_conn http_conn;
 
-typedef struct http_header {
-    dspy_strv name;  /* as sent; compare case-insensitively */
-    dspy_strv value; /* leading/trailing spaces and tabs removed */
-} http_header;
-
-/* A parsed request. Views point into the connection's buffer and are valid during the
- * handler call only. */
+/* A complete request, valid during the handler call only. */
 typedef struct http_request {
-    dspy_strv method;       /* "GET", "POST", ... (case-sensitive, as RFC 9110 says) */
-    dspy_strv target;       /* the request target as sent */
-    dspy_strv path;         /* target without the query (absolute-form: without scheme://host) */
-    dspy_strv query;        /* after '?', or empty */
-    int minor;              /* HTTP/1.<minor>: 0 or 1 */
-    http_header headers[HTTP_MAX_HEADERS];
-    size_t nheaders;
-    bool has_length;        /* Content-Length was given */
-    size_t content_length;  /* 0 without Content-Length */
-    bool keep_alive;        /* the client allows another request on this connection */
-    bool expect_continue;   /* "Expect: 100-continue" */
-    size_t head_len;        /* bytes of request line + headers + blank line */
-    const char *body;       /* content_length bytes (set once the body is read) */
+    dspy_strv method;      /* "GET", "POST", ... (case-sensitive, as RFC 9110 says) */
+    dspy_strv target;      /* the request target as sent (path and query) */
+    dspy_strv path;        /* target without the query */
+    dspy_strv query;       /* after '?', or empty */
+    const char *body;      /* body_len bytes (de-chunked), NUL-terminated */
     size_t body_len;
+    http_conn *conn;       /* for http_header_get */
 } http_request;
 
 typedef struct http_limits {
     size_t max_header;    /* request line + headers, bytes (431 over it) */
-    size_t max_body;      /* Content-Length limit, bytes (413 over it) */
-    int read_timeout_ms;  /* from a request's first byte to its last (408 after it) */
-    int idle_timeout_ms;  /* a kept-alive connection with no request is closed after it */
-    int write_timeout_ms; /* a send that makes no progress this long drops the connection */
+    size_t max_body;      /* body bytes (413 over it) */
+    int read_timeout_ms;  /* from a request's first line to its last byte */
+    int idle_timeout_ms;  /* a connection with no request in progress is closed after it */
+    int write_timeout_ms; /* a streamed answer the client does not take is dropped after it */
 } http_limits;
 
 /* 32 KiB head, 8 MiB body, 30 s read, 60 s idle, 30 s write. */
 http_limits http_limits_default(void);
 
-/* A parse failure: the status to answer with and a one-line reason. */
-typedef struct http_parse_error {
-    int status;
-    const char *message; /* static text */
-} http_parse_error;
-
-/* Parses the request head in buf[0, len). Returns 1 when the head is complete (req filled,
- * req->head_len set; the body is not looked at), 0 when more bytes are needed, -1 on an
- * error (*err set: 400, 411, 413, 431 or 505). Views in `req` point into `buf`. A head longer
- * than limits->max_header is 431 whether or not it is complete. */
-int http_parse_head(const char *buf, size_t len, const http_limits *limits, http_request *req,
-                    http_parse_error *err);
-
 /* The value of header `name` (case-insensitive), or a {NULL, 0} view. The first one when
- * repeated. */
+ * repeated. Valid during the handler call, until the request is answered. */
 dspy_strv http_header_get(const http_request *req, const char *name);
 
 /* "OK", "Not Found", ... for the statuses this server sends ("Unknown" otherwise). */
@@ -89,70 +72,73 @@ const char *http_reason(int status);
 
 /* ---- the server -------------------------------------------------------------------------- */
 
-typedef struct http_server http_server;
-typedef struct http_conn http_conn;
-
-/* Called once per complete request on a connection thread. It must answer with exactly one
+/* Called once per complete request on a worker thread. It must answer with exactly one
  * http_respond, or with http_stream_begin ... http_stream_end; a handler that answers nothing
- * gets a 500 sent for it. */
+ * gets a 500 sent for it, unless it saw the client go (http_conn_peer_closed), in which case
+ * the connection is closed without an answer. */
 typedef void (*http_handler_fn)(void *user, const http_request *req, http_conn *c);
 
-/* Writes an error answer for a request the HTTP layer rejected (status 400/408/411/413/431/
- * 503/505, or 500 for a silent handler) by calling http_respond. NULL: text/plain. */
+/* Writes an error answer for a request the HTTP layer rejected (413, 503, or 500 for a silent
+ * handler) by calling http_respond. NULL: text/plain. May run on the event thread: it must not
+ * block. */
 typedef void (*http_error_fn)(void *user, http_conn *c, int status, const char *message);
 
 typedef struct http_server_config {
     const char *host;         /* "127.0.0.1" when NULL; a numeric IPv4/IPv6 address or a name */
     int port;                 /* 0 = ephemeral */
-    int max_connections;      /* open connections served at once (>= 1) */
+    int max_connections;      /* open connections served at once (>= 1); see the top */
+    int max_per_client;       /* open connections from one IP address; 0 = no limit */
     http_limits limits;
     http_handler_fn handler;
     http_error_fn error;      /* may be NULL */
     void *user;
 } http_server_config;
 
-/* Creates the listening socket (SO_REUSEADDR, backlog 128). DSPY_ERR_ARG for a bad config,
+/* Creates the listening socket (SO_REUSEADDR, backlog 1024). DSPY_ERR_ARG for a bad config,
  * DSPY_ERR_IO when the address cannot be resolved or bound (the message names host:port and
- * the system error). *out NULL on failure. */
+ * the system error). *out NULL on failure. Connections queue until http_server_run. */
 dspy_status http_server_new(const http_server_config *cfg, http_server **out);
 
 /* The bound port (the chosen one when the config said 0). */
 int http_server_port(const http_server *s);
 
-/* Accepts connections until http_server_stop; then closes the listening socket and returns
- * (connections still open keep running; see http_server_drain). DSPY_ERR_IO if accept fails
- * for a reason other than a full process fd table or a transient error. */
+/* Serves until http_server_stop; then stops accepting (new connections are refused), closes
+ * idle connections and returns (requests in progress keep running; see http_server_drain).
+ * DSPY_ERR_IO if the event loop cannot start. */
 dspy_status http_server_run(http_server *s);
 
-/* Asks run to return. Async-signal-safe; idempotent. Kept-alive idle connections close within
- * about 100 ms; answers sent after this carry "Connection: close". */
+/* Asks run to return. Async-signal-safe; idempotent. Answers sent after this carry
+ * "Connection: close". */
 void http_server_stop(http_server *s);
 
 /* True once http_server_stop has been called. */
 bool http_server_stopping(const http_server *s);
 
-/* Waits until every connection thread has ended or timeout_ms passed (< 0: no limit).
- * Returns true when none is left. */
+/* Waits until every connection has closed or timeout_ms passed (< 0: no limit). Returns true
+ * when none is left. Meaningful after run returned. */
 bool http_server_drain(http_server *s, int timeout_ms);
 
-/* Number of connection threads alive now. */
+/* Open connections now. */
 int http_server_connections(http_server *s);
 
-/* Waits for all connection threads (no time limit), then frees. NULL-safe. Call after run
- * returned (or without run ever called). */
+/* Requests being handled by a worker now. */
+int http_server_busy(http_server *s);
+
+/* Waits for every worker (no time limit), stops the event loop, then frees. NULL-safe. Call
+ * after run returned (or without run ever called). */
 void http_server_free(http_server *s);
 
 /* ---- answering (handler side) ------------------------------------------------------------ */
 
-/* Sends a complete answer: status line, Content-Type (when non-NULL), Content-Length,
- * Connection, any `extra_headers` ("Name: value\r\n" lines, may be NULL), and the body.
- * DSPY_ERR_IO when the client is gone or the write timed out (the connection then closes).
- * DSPY_ERR_STATE if the request was already answered. */
+/* Sends a complete answer: status, Content-Type (when non-NULL), Content-Length, any
+ * `extra_headers` ("Name: value\r\n" lines, may be NULL), and the body (copied).
+ * DSPY_ERR_IO when the client is gone. DSPY_ERR_STATE if the request was already answered. */
 dspy_status http_respond(http_conn *c, int status, const char *content_type, const char *body,
                          size_t len, const char *extra_headers);
 
-/* Starts a streamed answer with Transfer-Encoding: chunked (and Cache-Control: no-cache).
- * Each http_stream_write sends one chunk; http_stream_end sends the last (empty) chunk.
+/* Starts a streamed answer with Transfer-Encoding: chunked (HTTP/1.0: raw bytes, then close)
+ * and Cache-Control: no-cache. Each http_stream_write queues bytes (copied; it waits while more
+ * than 1 MiB is unsent, up to write_timeout_ms); http_stream_end ends the stream.
  * Errors as http_respond; after an error the connection is closed once the handler returns. */
 dspy_status http_stream_begin(http_conn *c, int status, const char *content_type);
 dspy_status http_stream_write(http_conn *c, const char *data, size_t len);
@@ -164,5 +150,12 @@ bool http_conn_peer_closed(http_conn *c);
 
 /* The server the connection belongs to. */
 http_server *http_conn_server(http_conn *c);
+
+/* Adds "Name: value\r\n" lines to whatever answer this request gets (CORS headers, ...).
+ * Call before answering. DSPY_ERR_NOMEM. */
+dspy_status http_conn_add_headers(http_conn *c, const char *lines);
+
+/* The client's address as text ("127.0.0.1", "::1"); "" when unknown. */
+const char *http_conn_peer(const http_conn *c);
 
 #endif

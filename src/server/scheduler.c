@@ -10,6 +10,11 @@
  *     release frees it.
  * The engine thread steps while any sequence runs; it sleeps on s->cv only when there is
  * nothing to run and nothing it could admit.
+ * Admission (admit): the job served next is the one with the fewest choices in the engine
+ * (ties: the earliest), among running jobs with a waiting choice and the queue's head. When the
+ * engine has no slot or KV room for it, a choice of a job holding more of the engine is
+ * preempted (pick_victim): removed from the engine and later added again with its prompt plus
+ * the tokens it already generated (recomputed), so nothing it produced is lost.
  */
 #include "server/scheduler.h"
 
@@ -21,6 +26,11 @@
 
 #include "dspy/log.h"
 
+/* A job gives a decoding slot to a waiting one that has one fewer in the engine only after its
+ * sequence has run this long (a time slice: short requests get through, long ones still
+ * progress); a job with two or more slots more than the waiting one gives way at once. */
+#define PREEMPT_SLICE_MS 500
+
 typedef struct sched_choice {
     /* engine thread only */
     int64_t seq_id;      /* 0 until admitted */
@@ -28,6 +38,11 @@ typedef struct sched_choice {
     bool ended;
     dspy_tokenizer_stream *dec;
     dspy_str held;       /* decoded, not yet released (may start a stop string) */
+    int32_t *gen;        /* tokens generated so far, over every stint in the engine */
+    int32_t n_gen, cap_gen;
+    int32_t base;        /* tokens generated before the current stint (n_generated restarts) */
+    int32_t stints;      /* times added to the engine (> 1: it was preempted) */
+    int64_t started_ms;  /* when the current stint began */
     /* under j->mu */
     dspy_str out;        /* released, not yet polled */
     const char *finish;
@@ -48,7 +63,9 @@ struct sched_job {
     size_t n_stop;
     int32_t n;
     sched_choice *choices;
-    int32_t n_admitted; /* engine thread only */
+    int32_t n_active;   /* engine thread only: choices in the engine now */
+    bool preemptible;
+    uint64_t arrival;   /* submission order */
     int32_t n_ended;    /* engine thread only */
     /* under mu */
     bool news;
@@ -74,7 +91,8 @@ struct sched {
     char *abort_message;
     /* engine thread only */
     sched_job *running;   /* list of jobs taken from the queue */
-    sched_job *admitting; /* the running job whose sequences are not all admitted yet */
+    uint64_t arrivals;    /* under mu */
+    atomic_llong n_preempted; /* written by the engine thread; read by sched_preemptions */
 };
 
 static void cond_init_mono(pthread_cond_t *cv) {
@@ -123,6 +141,7 @@ static void job_free(sched_job *j) {
         dspy_tokenizer_stream_free(j->choices[i].dec);
         dspy_str_free(&j->choices[i].held);
         dspy_str_free(&j->choices[i].out);
+        free(j->choices[i].gen);
     }
     free(j->choices);
     for (size_t i = 0; i < j->n_stop; i++) free(j->stop[i]);
@@ -153,6 +172,7 @@ dspy_status sched_job_new(const int32_t *prompt, size_t n_prompt, const sched_jo
     cond_init_mono(&j->cv);
     j->n = p->n;
     j->sampling = p->sampling;
+    j->preemptible = p->preemptible;
     j->prompt = malloc(n_prompt * sizeof *j->prompt);
     j->choices = calloc((size_t)p->n, sizeof *j->choices);
     j->stop = calloc(p->n_stop ? p->n_stop : 1, sizeof *j->stop);
@@ -244,6 +264,7 @@ static void drop_sequences(sched *s, sched_job *j) {
         if (c->running) {
             dspy_engine_remove(s->eng, c->seq_id);
             c->running = false;
+            j->n_active--;
         }
         if (!c->ended) {
             c->ended = true;
@@ -259,7 +280,6 @@ static void retire(sched *s, sched_job *j) {
             *pp = j->next;
             break;
         }
-    if (s->admitting == j) s->admitting = NULL;
     pthread_mutex_lock(&s->mu);
     s->n_running--;
     pthread_mutex_unlock(&s->mu);
@@ -296,13 +316,28 @@ static void end_choice(sched_job *j, sched_choice *c, const char *finish, int32_
     job_publish(j, c, c->held.ptr, pos, finish, n_tokens);
     dspy_str_clear(&c->held);
     c->ended = true;
+    if (c->running) j->n_active--;
     c->running = false;
     j->n_ended++;
 }
 
 /* Handles one engine event for choice c of job j. */
-static void on_event(sched *s, sched_job *j, sched_choice *c, const dspy_step_event *ev) {
-    if (ev->token < 0 && ev->finish == DSPY_FINISH_NONE) return; /* prompt chunk only */
+static void on_event(sched *s, sched_job *j, sched_choice *c, const dspy_step_event *ev_in) {
+    if (ev_in->token < 0 && ev_in->finish == DSPY_FINISH_NONE) return; /* prompt chunk only */
+    dspy_step_event evc = *ev_in;
+    evc.n_generated += c->base; /* counts over every stint */
+    const dspy_step_event *ev = &evc;
+    if (ev->token >= 0) {
+        if (c->n_gen == c->cap_gen) {
+            int32_t nc = c->cap_gen ? 2 * c->cap_gen : 64;
+            int32_t *ng = realloc(c->gen, (size_t)nc * sizeof *ng);
+            if (ng) {
+                c->gen = ng;
+                c->cap_gen = nc;
+            }
+        }
+        if (c->n_gen < c->cap_gen) c->gen[c->n_gen++] = ev->token;
+    }
     if (ev->token >= 0 && ev->finish != DSPY_FINISH_STOP) {
         if (dspy_tokenizer_stream_push(c->dec, ev->token, &c->held) != DSPY_OK)
             dspy_log(DSPY_LOG_WARN, "serve: cannot decode token %d: %s", ev->token, dspy_errmsg());
@@ -318,6 +353,7 @@ static void on_event(sched *s, sched_job *j, sched_choice *c, const dspy_step_ev
         dspy_engine_remove(s->eng, c->seq_id);
         c->ended = true;
         c->running = false;
+        j->n_active--;
         j->n_ended++;
         return;
     }
@@ -343,66 +379,158 @@ static void maybe_complete(sched *s, sched_job *j) {
     retire(s, j);
 }
 
-/* Admits queued work while the engine takes it. */
-static void admit(sched *s) {
-    for (;;) {
-        if (!s->admitting) {
-            pthread_mutex_lock(&s->mu);
-            sched_job *j = s->q_head;
-            if (j) {
-                s->q_head = j->next;
-                if (!s->q_head) s->q_tail = NULL;
-                s->n_queued--;
-                s->n_running++;
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A choice waiting for the engine: never added, or preempted. */
+static bool pending(const sched_choice *c) { return !c->running && !c->ended; }
+
+static sched_choice *next_pending(sched_job *j) {
+    for (int32_t i = 0; i < j->n; i++)
+        if (pending(&j->choices[i])) return &j->choices[i];
+    return NULL;
+}
+
+/* Adds choice c of job j to the engine: its prompt, plus what it generated in earlier stints
+ * (recomputed: the engine keeps no KV for a removed sequence), for the tokens it has left.
+ * The first stint of choice i uses seed + i; a later stint reseeds from (seed, i, tokens so
+ * far), so a greedy choice is unchanged by preemption and a sampled one stays deterministic for
+ * a given schedule. Returns the engine's status. */
+static dspy_status add_choice(sched *s, sched_job *j, sched_choice *c) {
+    int32_t idx = (int32_t)(c - j->choices);
+    dspy_sampling sp = j->sampling;
+    sp.seed = j->sampling.seed + (uint64_t)idx;
+    if (!c->dec && dspy_tokenizer_stream_new(s->tok, true, &c->dec) != DSPY_OK) return DSPY_ERR_NOMEM;
+    const int32_t *prompt = j->prompt;
+    size_t n_prompt = j->n_prompt;
+    int32_t *joined = NULL;
+    if (c->n_gen > 0) {
+        joined = malloc((j->n_prompt + (size_t)c->n_gen) * sizeof *joined);
+        if (!joined) return dspy_fail(DSPY_ERR_NOMEM, "scheduler: out of memory resuming a preempted request");
+        memcpy(joined, j->prompt, j->n_prompt * sizeof *joined);
+        memcpy(joined + j->n_prompt, c->gen, (size_t)c->n_gen * sizeof *joined);
+        prompt = joined;
+        n_prompt += (size_t)c->n_gen;
+        if (sp.max_tokens > 0) sp.max_tokens -= c->n_gen;
+        sp.seed ^= 0x9E3779B97F4A7C15ULL * (uint64_t)(c->n_gen + 1);
+    }
+    int64_t id = 0;
+    dspy_status st = dspy_engine_add(s->eng, prompt, n_prompt, &sp, &id);
+    free(joined);
+    if (st != DSPY_OK) return st;
+    c->seq_id = id;
+    c->running = true;
+    c->base = c->n_gen;
+    c->stints++;
+    c->started_ms = mono_ms();
+    j->n_active++;
+    return DSPY_OK;
+}
+
+/* A running choice to preempt in favour of job `want` (which has want->n_active choices in the
+ * engine), or NULL. Only a job holding more of the engine than `want` would after one more
+ * admission gives way: one with at least two more active choices at once, one with exactly one
+ * more after its choice has run for PREEMPT_SLICE_MS. Within it, the choice that has run
+ * longest goes. */
+static sched_choice *pick_victim(sched *s, const sched_job *want, sched_job **vjob) {
+    int64_t now = mono_ms();
+    sched_choice *best = NULL;
+    for (sched_job *j = s->running; j; j = j->next) {
+        if (j == want || !j->preemptible || j->n_active == 0 || atomic_load(&j->cancelled)) continue;
+        if (j->n_active < want->n_active + 1) continue;
+        for (int32_t i = 0; i < j->n; i++) {
+            sched_choice *c = &j->choices[i];
+            if (!c->running) continue;
+            if (j->n_active == want->n_active + 1 && now - c->started_ms < PREEMPT_SLICE_MS) continue;
+            if (!best || (*vjob)->n_active < j->n_active ||
+                ((*vjob)->n_active == j->n_active && c->started_ms < best->started_ms)) {
+                best = c;
+                *vjob = j;
             }
+        }
+    }
+    return best;
+}
+
+/* Takes choice c of job j out of the engine; it waits to be added again. */
+static void preempt(sched *s, sched_job *j, sched_choice *c) {
+    dspy_engine_remove(s->eng, c->seq_id);
+    c->running = false;
+    j->n_active--;
+    atomic_fetch_add(&s->n_preempted, 1);
+}
+
+/* The job to serve next: among running jobs with a waiting choice and the queue's head, the
+ * one with the fewest choices in the engine, then the earliest. */
+static sched_job *pick_job(sched *s, bool *from_queue) {
+    sched_job *best = NULL;
+    *from_queue = false;
+    for (sched_job *j = s->running; j; j = j->next) {
+        if (atomic_load(&j->cancelled) || !next_pending(j)) continue;
+        if (!best || j->n_active < best->n_active || (j->n_active == best->n_active && j->arrival < best->arrival))
+            best = j;
+    }
+    pthread_mutex_lock(&s->mu);
+    sched_job *q = s->q_head;
+    pthread_mutex_unlock(&s->mu);
+    if (q && (!best || best->n_active > 0 || q->arrival < best->arrival)) {
+        best = q;
+        *from_queue = true;
+    }
+    return best;
+}
+
+/* Admits waiting work while the engine takes it, preempting where fairness says so. */
+static void admit(sched *s) {
+    for (int guard = 0; guard < 4096; guard++) {
+        bool from_queue;
+        sched_job *j = pick_job(s, &from_queue);
+        if (!j) return;
+        if (from_queue) {
+            pthread_mutex_lock(&s->mu);
+            s->q_head = j->next;
+            if (!s->q_head) s->q_tail = NULL;
+            s->n_queued--;
+            s->n_running++;
             pthread_mutex_unlock(&s->mu);
-            if (!j) return;
             j->next = s->running;
             s->running = j;
-            s->admitting = j;
+            if (atomic_load(&j->cancelled)) { /* its client left while it waited */
+                drop_sequences(s, j);
+                maybe_complete(s, j);
+                continue;
+            }
         }
-        sched_job *j = s->admitting;
-        if (atomic_load(&j->cancelled)) {
+        sched_choice *c = next_pending(j);
+        dspy_status st = add_choice(s, j, c);
+        while (st == DSPY_ERR_STATE) {
+            sched_job *vj = NULL;
+            sched_choice *v = pick_victim(s, j, &vj);
+            if (!v) break;
+            preempt(s, vj, v);
+            st = add_choice(s, j, c);
+        }
+        if (st == DSPY_ERR_STATE) {
+            dspy_engine_stats stats;
+            dspy_engine_stats_get(s->eng, &stats);
+            if (stats.active > 0) return; /* retry after a step frees room */
+            st = DSPY_ERR_CONTEXT;       /* it will never fit */
+        }
+        if (st != DSPY_OK) {
             drop_sequences(s, j);
-            maybe_complete(s, j);
-            continue;
+            job_fail(j, st == DSPY_ERR_NOMEM ? 503 : st == DSPY_ERR_CONTEXT || st == DSPY_ERR_ARG ? 400 : 500,
+                     dspy_errmsg());
+            retire(s, j);
         }
-        while (j->n_admitted < j->n) {
-            sched_choice *c = &j->choices[j->n_admitted];
-            dspy_sampling sp = j->sampling;
-            sp.seed = j->sampling.seed + (uint64_t)j->n_admitted;
-            if (!c->dec && dspy_tokenizer_stream_new(s->tok, true, &c->dec) != DSPY_OK) {
-                drop_sequences(s, j);
-                job_fail(j, 500, dspy_errmsg());
-                retire(s, j);
-                break;
-            }
-            int64_t id = 0;
-            dspy_status st = dspy_engine_add(s->eng, j->prompt, j->n_prompt, &sp, &id);
-            if (st == DSPY_ERR_STATE) {
-                dspy_engine_stats stats;
-                dspy_engine_stats_get(s->eng, &stats);
-                if (stats.active > 0) return; /* retry after a step frees room */
-                st = DSPY_ERR_CONTEXT;       /* it will never fit */
-            }
-            if (st != DSPY_OK) {
-                drop_sequences(s, j);
-                job_fail(j, st == DSPY_ERR_NOMEM ? 503 : st == DSPY_ERR_CONTEXT || st == DSPY_ERR_ARG ? 400 : 500,
-                         dspy_errmsg());
-                retire(s, j);
-                break;
-            }
-            c->seq_id = id;
-            c->running = true;
-            j->n_admitted++;
-        }
-        if (s->admitting == j) s->admitting = NULL;
     }
 }
 
 static sched_choice *find_choice(sched *s, int64_t seq_id, sched_job **job) {
     for (sched_job *j = s->running; j; j = j->next)
-        for (int32_t i = 0; i < j->n_admitted; i++)
+        for (int32_t i = 0; i < j->n; i++)
             if (j->choices[i].seq_id == seq_id && j->choices[i].running) {
                 *job = j;
                 return &j->choices[i];
@@ -468,7 +596,7 @@ static void *engine_main(void *arg) {
         }
         for (sched_job *j = s->running, *next; j; j = next) {
             next = j->next;
-            if (j != s->admitting) maybe_complete(s, j);
+            maybe_complete(s, j);
         }
     }
     return NULL;
@@ -510,6 +638,7 @@ dspy_status sched_submit(sched *s, sched_job *j) {
     }
     atomic_fetch_add(&j->refs, 1);
     j->next = NULL;
+    j->arrival = ++s->arrivals;
     if (s->q_tail) s->q_tail->next = j;
     else s->q_head = j;
     s->q_tail = j;
@@ -528,6 +657,8 @@ void sched_abort(sched *s, int status, const char *message) {
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
 }
+
+long long sched_preemptions(sched *s) { return atomic_load(&s->n_preempted); }
 
 void sched_counts(sched *s, int32_t *queued, int32_t *running) {
     pthread_mutex_lock(&s->mu);

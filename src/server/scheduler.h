@@ -2,16 +2,21 @@
  * (private to src/server/).
  *
  * What it does: requests ("jobs", each with n choices = n sequences over one prompt) enter a
- * bounded FIFO queue. The engine thread owns the engine: before every step it admits queued
- * jobs in order while dspy_engine_add accepts their sequences (a job may be admitted one
- * sequence at a time; later jobs wait behind it), runs dspy_engine_step, detokenizes each new
+ * bounded FIFO queue. The engine thread owns the engine: before every step it admits waiting
+ * choices fairly: the job with the fewest sequences in the engine goes first (ties: the
+ * earliest), and when the engine has no slot or KV room for it, a job holding more of the
+ * engine gives one sequence up — at once when it holds two or more sequences more, after a
+ * 500 ms time slice when it holds one more. A preempted sequence is removed from the engine and
+ * added again later with its prompt plus the tokens it already generated (recomputed; its text
+ * and token counts continue where they were; a greedy choice is unchanged, a sampled one is
+ * reseeded from (seed, tokens so far), which is why only jobs marked preemptible give way).
+ * Then it runs dspy_engine_step, detokenizes each new
  * token with the tokenizer's streaming decoder, holds back text that could be the start of a
  * stop string, releases the rest to the job, and removes sequences that ended (eos/stop id,
  * max_tokens, a stop string) or whose job was cancelled (client gone). Finished sequences
  * report "stop" or "length".
- * What it does not: HTTP, JSON, chat templates (the caller gives token ids), priorities or
- * preemption (the engine reserves KV space at admission, so an admitted sequence always
- * finishes).
+ * What it does not: HTTP, JSON, chat templates (the caller gives token ids), priorities,
+ * KV swapping (preemption recomputes).
  *
  * Thread safety: sched_submit, sched_job_* and sched_abort may be called from any thread. A job
  * is shared by its submitter and the engine thread through a reference count.
@@ -45,6 +50,8 @@ void sched_free(sched *s);
 
 /* Jobs waiting in the queue and jobs running, for /health and tests. */
 void sched_counts(sched *s, int32_t *queued, int32_t *running);
+/* Sequences preempted so far (for tests and logs). */
+long long sched_preemptions(sched *s);
 
 /* ---- jobs -------------------------------------------------------------------------------- */
 
@@ -54,6 +61,9 @@ typedef struct sched_job_params {
                                copied by sched_job_new */
     char *const *stop;      /* stop strings (copied), n_stop of them */
     size_t n_stop;
+    bool preemptible;       /* its sequences may be preempted (see the top). Set it only when a
+                               reseed cannot change what the client asked for: greedy decoding,
+                               or sampling without an explicit seed */
 } sched_job_params;
 
 /* A job over `prompt` (copied). The caller holds one reference. */

@@ -1,8 +1,10 @@
 /* server.c — `dspy serve`: HTTP routes -> OpenAI parsing -> prompt tokens -> scheduler, and
  * the answers back (see dspy/server.h).
  *
- * A request is handled on its connection thread: authorise, route, parse and validate, render
- * the chat template and tokenize, check the context, submit a job, then wait on the job (polling
+ * A request is handled on the worker thread the HTTP layer gives it: check the Host header (DNS
+ * rebinding), authorise (constant-time key compare), route, require a JSON body, parse and
+ * validate, cap n, render the chat template and tokenize up to the context only, check the KV
+ * budget n x (prompt + max_tokens), submit a job, then wait on the job (polling
  * every 100 ms, which is also when a vanished client is noticed and its job cancelled) and
  * answer: one JSON body, or server-sent events as text arrives. A streamed answer starts only
  * when the first result (text, finish or error) is there, so errors found at admission still
@@ -20,6 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <arpa/inet.h>
+#include <malloc.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -34,10 +38,12 @@
 
 #define POLL_MS 100
 #define ABORT_DRAIN_MS 10000
+#define LARGE_BODY (256u << 10)
 
 struct dspy_server {
     dspy_server_params p;
-    char *model_dir, *tokenizer_dir, *host, *api_key, *chat_date;
+    char *model_dir, *tokenizer_dir, *host, *api_key, *chat_date, *allowed_hosts, *cors_origin;
+    char *cors_headers; /* "Access-Control-Allow-Origin: ...\r\nVary: Origin\r\n" or NULL */
     char *name;
     char **aliases;
     size_t n_aliases;
@@ -50,6 +56,7 @@ struct dspy_server {
     http_server *http;
     int64_t created;
     int32_t limit; /* tokens a sequence may span: min(context, KV capacity) */
+    int64_t budget; /* a request's KV budget: n x (prompt + max_tokens) */
     int32_t eos_id, eot_id;
 };
 
@@ -59,7 +66,10 @@ dspy_server_params dspy_server_params_default(void) {
     p.port = 8000;
     p.max_seqs = 8;
     p.max_queue = 256;
-    p.max_connections = 128;
+    p.default_max_tokens = 1024;
+    p.max_n = 16;
+    p.max_connections = 1024;
+    p.max_per_client = 512;
     http_limits l = http_limits_default();
     p.max_body_bytes = l.max_body;
     p.max_header_bytes = l.max_header;
@@ -111,12 +121,71 @@ static bool model_known(const dspy_server *s, const char *id) {
     return false;
 }
 
+/* Equal strings, in time that depends on the lengths only (not on where they differ). */
+static bool consttime_eq(const char *a, size_t an, const char *b, size_t bn) {
+    unsigned char diff = an != bn;
+    size_t n = an > bn ? an : bn;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char x = i < an ? (unsigned char)a[i] : 0, y = i < bn ? (unsigned char)b[i] : 0;
+        diff |= x ^ y;
+    }
+    return diff == 0;
+}
+
 static bool authorised(const dspy_server *s, const http_request *req) {
     if (!s->api_key) return true;
     dspy_strv v = http_header_get(req, "Authorization");
     if (!v.ptr || v.len < 7 || strncasecmp(v.ptr, "Bearer ", 7) != 0) return false;
     dspy_strv key = dspy_strv_strip(dspy_strv_make(v.ptr + 7, v.len - 7));
-    return dspy_strv_eqz(key, s->api_key);
+    return consttime_eq(key.ptr, key.len, s->api_key, strlen(s->api_key));
+}
+
+/* The Host header's name without the port ("[::1]:8000" -> "::1", "a.b:80" -> "a.b"). */
+static dspy_strv host_name(dspy_strv h) {
+    if (h.len && h.ptr[0] == '[') {
+        const char *close = memchr(h.ptr, ']', h.len);
+        return close ? dspy_strv_make(h.ptr + 1, (size_t)(close - h.ptr - 1)) : h;
+    }
+    const char *colon = memchr(h.ptr, ':', h.len);
+    return colon ? dspy_strv_make(h.ptr, (size_t)(colon - h.ptr)) : h;
+}
+
+/* DNS rebinding protection: a page on attacker.example whose name now resolves to 127.0.0.1
+ * sends "Host: attacker.example". IP literals and "localhost" cannot be rebound, so they are
+ * always fine; other names only when listed in allowed_hosts ("*" = any). No Host (HTTP/1.0)
+ * is fine: browsers always send one. */
+static bool host_allowed(const dspy_server *s, const http_request *req) {
+    dspy_strv h = http_header_get(req, "Host");
+    if (!h.ptr) return true;
+    dspy_strv name = host_name(dspy_strv_strip(h));
+    char buf[256];
+    if (name.len == 0 || name.len >= sizeof buf) return false;
+    memcpy(buf, name.ptr, name.len);
+    buf[name.len] = '\0';
+    unsigned char addr[16];
+    if (inet_pton(AF_INET, buf, addr) == 1 || inet_pton(AF_INET6, buf, addr) == 1) return true;
+    if (strcasecmp(buf, "localhost") == 0) return true;
+    const char *list = s->allowed_hosts;
+    while (list && *list) {
+        const char *comma = strchr(list, ',');
+        size_t n = comma ? (size_t)(comma - list) : strlen(list);
+        dspy_strv item = dspy_strv_strip(dspy_strv_make(list, n));
+        if (dspy_strv_eqz(item, "*")) return true;
+        if (item.len == name.len && strncasecmp(item.ptr, buf, item.len) == 0) return true;
+        list = comma ? comma + 1 : list + n;
+    }
+    return false;
+}
+
+/* API bodies are JSON: a browser's cross-site "simple request" (text/plain, a form) is refused
+ * before anything runs. */
+static bool json_content_type(const http_request *req) {
+    dspy_strv ct = http_header_get(req, "Content-Type");
+    if (!ct.ptr) return false;
+    ct = dspy_strv_strip(ct);
+    const char *semi = memchr(ct.ptr, ';', ct.len);
+    dspy_strv mime = dspy_strv_strip(dspy_strv_make(ct.ptr, semi ? (size_t)(semi - ct.ptr) : ct.len));
+    return mime.len == 16 && strncasecmp(mime.ptr, "application/json", 16) == 0;
 }
 
 /* ---- generation -------------------------------------------------------------------------- */
@@ -126,6 +195,14 @@ static void today(char *buf, size_t n) {
     struct tm tm;
     localtime_r(&t, &tm);
     strftime(buf, n, "%d %b %Y", &tm);
+}
+
+/* The prompt alone does not fit: tokenization stopped at the limit (the work stays bounded
+ * whatever the prompt's size), so the message gives a lower bound. */
+static void too_long(const dspy_server *s, oai_error *err, const char *what) {
+    oai_error_set(err, 400, NULL, what, "context_length_exceeded",
+                  "This model's maximum context length is %d tokens. However, your %s resulted in more than %d tokens. "
+                  "Please reduce the length of the %s.", s->limit, what, s->limit, what);
 }
 
 /* Prompt tokens for a parsed request. On failure fills err (400) and returns non-OK. */
@@ -156,16 +233,18 @@ static dspy_status prompt_tokens(dspy_server *s, const oai_request *r, int32_t *
         st = dspy_chat_render(s->tmpl, msgs, r->n_messages, true, date, &text, NULL, NULL);
         free(msgs);
         if (st == DSPY_OK)
-            st = dspy_tokenizer_encode(s->tok, dspy_str_cstr(&text), text.len, false, true, ids, n);
+            st = dspy_tokenizer_encode_max(s->tok, dspy_str_cstr(&text), text.len, false, true, (size_t)s->limit, ids, n);
         dspy_str_free(&text);
         if (st != DSPY_OK) {
-            oai_error_set(err, st == DSPY_ERR_NOMEM ? 500 : 400, NULL, "messages", NULL, "%s", dspy_errmsg());
+            if (st == DSPY_ERR_CONTEXT) too_long(s, err, "messages");
+            else oai_error_set(err, st == DSPY_ERR_NOMEM ? 500 : 400, NULL, "messages", NULL, "%s", dspy_errmsg());
             return st;
         }
     } else if (r->prompt) {
-        st = dspy_tokenizer_encode(s->tok, r->prompt, strlen(r->prompt), true, true, ids, n);
+        st = dspy_tokenizer_encode_max(s->tok, r->prompt, strlen(r->prompt), true, true, (size_t)s->limit, ids, n);
         if (st != DSPY_OK) {
-            oai_error_set(err, st == DSPY_ERR_NOMEM ? 500 : 400, NULL, "prompt", NULL, "%s", dspy_errmsg());
+            if (st == DSPY_ERR_CONTEXT) too_long(s, err, "prompt");
+            else oai_error_set(err, st == DSPY_ERR_NOMEM ? 500 : 400, NULL, "prompt", NULL, "%s", dspy_errmsg());
             return st;
         }
     } else {
@@ -368,8 +447,18 @@ static void handle_generate(dspy_server *s, oai_kind kind, const http_request *r
         status = err.status;
         goto done;
     }
+    if (r.n > s->p.max_n) {
+        oai_error_set(&err, 400, NULL, "n", "invalid_value",
+                      "Invalid 'n': this server allows at most %d choices per request (got %d); send several "
+                      "requests or ask the operator to raise --max-n.", s->p.max_n, r.n);
+        send_error(c, &err, NULL);
+        status = 400;
+        goto done;
+    }
     int32_t room = s->limit - (int32_t)n_ids;
-    sched_job_params jp = {.n = r.n, .stop = r.stop, .n_stop = r.n_stop};
+    /* A seeded sampled request must give the same text whatever the load: never preempted. */
+    sched_job_params jp = {.n = r.n, .stop = r.stop, .n_stop = r.n_stop,
+                           .preemptible = r.temperature == 0 || !r.has_seed};
     jp.sampling = dspy_sampling_default();
     jp.sampling.temperature = (float)r.temperature;
     jp.sampling.top_p = (float)r.top_p;
@@ -377,6 +466,18 @@ static void handle_generate(dspy_server *s, oai_kind kind, const http_request *r
     jp.sampling.seed = r.has_seed ? r.seed : random_seed();
     int64_t want = r.max_tokens > 0 ? r.max_tokens : s->p.default_max_tokens > 0 ? s->p.default_max_tokens : room;
     jp.sampling.max_tokens = want < room ? (int32_t)want : room;
+    /* The budget is what the request would reserve: each of its n sequences holds its prompt
+     * and max_tokens of KV cache. Checked before anything is queued. */
+    int64_t need = (int64_t)r.n * ((int64_t)n_ids + jp.sampling.max_tokens);
+    if (need > s->budget) {
+        oai_error_set(&err, 400, NULL, r.max_tokens > 0 ? "max_tokens" : "n", "request_too_large",
+                      "This request needs up to %lld tokens of KV cache (n=%d x (%zu prompt + %d max_tokens)), over this "
+                      "server's per-request budget of %lld tokens. Lower max_tokens or n.", (long long)need, r.n, n_ids,
+                      jp.sampling.max_tokens, (long long)s->budget);
+        send_error(c, &err, NULL);
+        status = 400;
+        goto done;
+    }
     int32_t stop_ids[2];
     int32_t n_stop_ids = 0;
     if (s->eos_id >= 0) stop_ids[n_stop_ids++] = s->eos_id;
@@ -427,6 +528,9 @@ done:
     free(ids);
     oai_request_free(&r);
     oai_error_free(&err);
+    /* A large body leaves freed pages in this thread's malloc arena; give them back so a burst
+     * of big requests does not keep the RSS up. */
+    if (req->body_len >= LARGE_BODY) malloc_trim(0);
 }
 
 static void handle(void *user, const http_request *req, http_conn *c) {
@@ -434,6 +538,21 @@ static void handle(void *user, const http_request *req, http_conn *c) {
     oai_error err = OAI_ERROR_INIT;
     char *model_id = NULL;
     const char *allow = NULL;
+    if (s->cors_headers) http_conn_add_headers(c, s->cors_headers);
+    if (!host_allowed(s, req)) {
+        dspy_strv h = http_header_get(req, "Host");
+        oai_error_set(&err, 403, NULL, NULL, "host_not_allowed",
+                      "The Host header '%.*s' is not allowed (DNS-rebinding protection); start the server with "
+                      "--allowed-hosts NAME to accept it, or use its IP address.", (int)(h.len > 200 ? 200 : h.len), h.ptr);
+        send_error(c, &err, NULL);
+        goto done;
+    }
+    if (s->cors_headers && dspy_strv_eqz(req->method, "OPTIONS")) { /* CORS preflight */
+        http_respond(c, 204, NULL, "", 0,
+                     "Access-Control-Allow-Methods: GET, POST, OPTIONS\r\nAccess-Control-Allow-Headers: Authorization, "
+                     "Content-Type\r\nAccess-Control-Max-Age: 600\r\n");
+        goto done;
+    }
     if (dspy_strv_starts_with(req->path, "/v1/") && !authorised(s, req)) {
         oai_error_set(&err, 401, "invalid_request_error", NULL, "invalid_api_key",
                       "Incorrect API key provided. Pass it as 'Authorization: Bearer <key>'.");
@@ -465,10 +584,17 @@ static void handle(void *user, const http_request *req, http_conn *c) {
         }
         break;
     case OAI_ROUTE_CHAT:
-        handle_generate(s, OAI_CHAT, req, c);
-        break;
     case OAI_ROUTE_COMPLETIONS:
-        handle_generate(s, OAI_COMPLETION, req, c);
+        if (!json_content_type(req)) {
+            dspy_strv ct = http_header_get(req, "Content-Type");
+            oai_error_set(&err, 415, NULL, NULL, "unsupported_media_type",
+                          "The request body must be JSON sent with 'Content-Type: application/json' (got %s%.*s%s).",
+                          ct.ptr ? "'" : "none", (int)(ct.ptr ? (ct.len > 100 ? 100 : ct.len) : 0), ct.ptr ? ct.ptr : "",
+                          ct.ptr ? "'" : "");
+            send_error(c, &err, NULL);
+            break;
+        }
+        handle_generate(s, route == OAI_ROUTE_CHAT ? OAI_CHAT : OAI_COMPLETION, req, c);
         break;
     }
 done:
@@ -521,15 +647,26 @@ static dspy_status make_names(dspy_server *s) {
 
 static char *dup_or_null(const char *z) { return z ? strdup(z) : NULL; }
 
+/* 127.0.0.0/8, ::1 and "localhost": an address only this machine reaches. */
+static bool host_is_loopback(const char *host) {
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, host, &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &a6) == 1) return IN6_IS_ADDR_LOOPBACK(&a6);
+    return strcasecmp(host, "localhost") == 0;
+}
+
 dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
     *out = NULL;
     if (!p || !p->model_dir || !*p->model_dir)
         return dspy_fail(DSPY_ERR_ARG, "serve: a model directory is needed (--model DIR)");
     if (p->max_seqs < 1 || p->max_queue < 1 || p->max_connections < 1 || p->port < 0 || p->port > 65535 ||
         p->max_body_bytes == 0 || p->max_header_bytes < 256 || p->read_timeout_ms < 1 || p->shutdown_grace_ms < 0 ||
-        p->kv_tokens < 0 || p->default_max_tokens < 0)
+        p->kv_tokens < 0 || p->default_max_tokens < 0 || p->max_n < 1 || p->max_request_tokens < 0 ||
+        p->max_per_client < 0)
         return dspy_fail(DSPY_ERR_ARG, "serve: bad parameters (max_seqs, max_queue and max_connections must be >= 1, "
-                                       "port 0..65535, header limit >= 256 bytes, timeouts positive, kv_tokens and default_max_tokens >= 0)");
+                                       "port 0..65535, header limit >= 256 bytes, timeouts positive, kv_tokens, default_max_tokens, "
+                                       "max_request_tokens and max_per_client >= 0, max_n >= 1)");
     dspy_server *s = calloc(1, sizeof *s);
     if (!s) return dspy_fail(DSPY_ERR_NOMEM, "serve: out of memory");
     dspy_status st = DSPY_OK;
@@ -539,8 +676,16 @@ dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
     s->host = strdup(p->host ? p->host : "127.0.0.1");
     s->api_key = dup_or_null(p->api_key && *p->api_key ? p->api_key : NULL);
     s->chat_date = dup_or_null(p->chat_date);
+    s->allowed_hosts = dup_or_null(p->allowed_hosts);
+    s->cors_origin = dup_or_null(p->cors_origin && *p->cors_origin ? p->cors_origin : NULL);
+    if (s->cors_origin) {
+        dspy_str h = DSPY_STR_INIT;
+        dspy_str_appendf(&h, "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n", s->cors_origin);
+        s->cors_headers = dspy_str_take(&h);
+    }
     if (!s->model_dir || !s->tokenizer_dir || !s->host || (p->api_key && *p->api_key && !s->api_key) ||
-        (p->chat_date && !s->chat_date)) {
+        (p->chat_date && !s->chat_date) || (p->allowed_hosts && !s->allowed_hosts) ||
+        (s->cors_origin && !s->cors_headers)) {
         st = dspy_fail(DSPY_ERR_NOMEM, "serve: out of memory");
         goto fail;
     }
@@ -549,12 +694,18 @@ dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
     s->p.host = s->host;
     s->p.api_key = s->api_key;
     s->p.chat_date = s->chat_date;
+    s->p.allowed_hosts = s->allowed_hosts;
+    s->p.cors_origin = s->cors_origin;
+    if (!s->api_key && !host_is_loopback(s->host))
+        dspy_log(DSPY_LOG_WARN, "serve: listening on %s without an API key: anyone who can reach this address can use "
+                                "the model; set DSPY_API_KEY or --api-key-file", s->host);
     s->created = (int64_t)time(NULL);
     if ((st = make_names(s)) != DSPY_OK) goto fail;
 
     dspy_model_params mp = dspy_model_params_default();
     mp.n_threads = p->n_threads;
     mp.device = p->device;
+    mp.strict = p->strict;
     if ((st = dspy_model_load(s->model_dir, &mp, &s->model)) != DSPY_OK) goto fail;
     if ((st = dspy_tokenizer_load(s->tokenizer_dir, &s->tok)) != DSPY_OK) goto fail;
     const dspy_model_config *cfg = dspy_model_config_get(s->model);
@@ -578,12 +729,14 @@ dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
     dspy_engine_stats stats;
     dspy_engine_stats_get(s->eng, &stats);
     s->limit = stats.context_length < stats.capacity_tokens ? stats.context_length : stats.capacity_tokens;
+    s->budget = p->max_request_tokens > 0 ? p->max_request_tokens : stats.capacity_tokens;
     if ((st = sched_new(s->eng, s->tok, p->max_queue, &s->sched)) != DSPY_OK) goto fail;
 
     http_server_config hc = {0};
     hc.host = s->host;
     hc.port = p->port;
     hc.max_connections = p->max_connections;
+    hc.max_per_client = p->max_per_client;
     hc.limits = http_limits_default();
     hc.limits.max_body = p->max_body_bytes;
     hc.limits.max_header = p->max_header_bytes;
@@ -634,5 +787,8 @@ void dspy_server_free(dspy_server *s) {
     free(s->host);
     free(s->api_key);
     free(s->chat_date);
+    free(s->allowed_hosts);
+    free(s->cors_origin);
+    free(s->cors_headers);
     free(s);
 }

@@ -472,7 +472,7 @@ static void check_finished_run(const char *out, const char *log, bool with_metri
     /* every step was shown, with progress, the table and inspect_history */
     char *text = slurp(log);
     for (int s = 1; s <= 9; s++) {
-        char h[16];
+        char h[32];
         snprintf(h, sizeof h, "== [%d/9] ", s);
         CHECK_CONTAINS(text, h);
     }

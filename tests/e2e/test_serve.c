@@ -12,13 +12,18 @@
  *   - the launcher itself: prefix stripping, no binary, early exit, and the readiness timeout
  *     honoured while connections are refused (project decision §16.6).
  */
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -28,6 +33,7 @@
 #include "dspy/json.h"
 #include "dspy/lm.h"
 #include "dspy/local.h"
+#include "dspy/server.h"
 #include "dspy/str.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -131,12 +137,14 @@ static void resp_free(resp *r) {
 }
 
 /* method + url (relative to base), optional JSON body and "Authorization" key. */
-static void http(const char *base, const char *method, const char *path, const char *body, size_t len,
-                 const char *key, resp *r) {
+static void http_with(const char *base, const char *method, const char *path, const char *body, size_t len,
+                      const char *key, const char *const *headers, resp *r) {
     CURL *h = curl_easy_init();
     char url[2048];
     snprintf(url, sizeof url, "%s%s", base, path);
-    struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+    struct curl_slist *hdrs = NULL;
+    for (size_t i = 0; headers && headers[i]; i++) hdrs = curl_slist_append(hdrs, headers[i]);
+    if (!headers) hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
     char auth[256];
     if (key) {
         snprintf(auth, sizeof auth, "Authorization: Bearer %s", key);
@@ -160,6 +168,11 @@ static void http(const char *base, const char *method, const char *path, const c
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
     curl_slist_free_all(hdrs);
     curl_easy_cleanup(h);
+}
+
+static void http(const char *base, const char *method, const char *path, const char *body, size_t len,
+                 const char *key, resp *r) {
+    http_with(base, method, path, body, len, key, NULL, r);
 }
 
 static void post(const char *base, const char *path, const char *body, resp *r) {
@@ -323,6 +336,14 @@ static dspy_local_server *launch(const char *const *extra, size_t n_extra, const
     dspy_status st = dspy_local_launch(g_model, &p, &s);
     CHECK_OK(st);
     return s;
+}
+
+/* ---- timing ---------------------------------------------------------------------------- */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* ---- tests ------------------------------------------------------------------------------ */
@@ -650,6 +671,73 @@ static void test_errors(const char *base) {
     http(base, "PUT", "/models", "{}", 2, NULL, &r);
     CHECK_ERROR(&r, 405, "method_not_allowed", NULL);
     resp_free(&r);
+
+    /* a body that is not declared JSON (a browser's cross-site form or text/plain POST): 415 */
+    const char *ok_body = "{\"prompt\":\"hi\",\"max_tokens\":1}";
+    const char *text_plain[] = {"Content-Type: text/plain", NULL};
+    memset(&r, 0, sizeof r);
+    http_with(base, "POST", "/completions", ok_body, strlen(ok_body), NULL, text_plain, &r);
+    CHECK_ERROR(&r, 415, "unsupported_media_type", NULL);
+    CHECK_CONTAINS(r.body.ptr, "'text/plain'");
+    resp_free(&r);
+    const char *no_type[] = {"Content-Type:", NULL}; /* curl: drop its default form type */
+    memset(&r, 0, sizeof r);
+    http_with(base, "POST", "/completions", ok_body, strlen(ok_body), NULL, no_type, &r);
+    CHECK_ERROR(&r, 415, "unsupported_media_type", NULL);
+    resp_free(&r);
+    const char *json_charset[] = {"Content-Type: Application/JSON; charset=utf-8", NULL};
+    memset(&r, 0, sizeof r);
+    http_with(base, "POST", "/completions", ok_body, strlen(ok_body), NULL, json_charset, &r);
+    CHECK_INT(r.status, 200);
+    CHECK(strstr(r.headers.ptr, "Access-Control-Allow-Origin") == NULL); /* CORS off by default */
+    resp_free(&r);
+
+    /* DNS rebinding: a name that is not allowed gets 403; IP literals and localhost pass */
+    const char *evil[] = {"Content-Type: application/json", "Host: attacker.example:8000", NULL};
+    memset(&r, 0, sizeof r);
+    http_with(base, "GET", "/models", NULL, 0, NULL, evil, &r);
+    CHECK_ERROR(&r, 403, "host_not_allowed", NULL);
+    CHECK_CONTAINS(r.body.ptr, "--allowed-hosts");
+    resp_free(&r);
+    const char *local_names[][3] = {{"Host: localhost:1234", NULL, NULL}, {"Host: [::1]:80", NULL, NULL},
+                                    {"Host: 10.1.2.3", NULL, NULL}};
+    for (int i = 0; i < 3; i++) {
+        memset(&r, 0, sizeof r);
+        http_with(base, "GET", "/models", NULL, 0, NULL, local_names[i], &r);
+        CHECK_INT(r.status, 200);
+        resp_free(&r);
+    }
+    /* no CORS preflight answer by default */
+    memset(&r, 0, sizeof r);
+    http(base, "OPTIONS", "/chat/completions", NULL, 0, NULL, &r);
+    CHECK_INT(r.status, 405);
+    resp_free(&r);
+
+    /* admission: n over --max-n, and a request whose KV budget is over the cap, refused at once */
+    memset(&r, 0, sizeof r);
+    post(base, "/completions", "{\"prompt\":\"hi\",\"n\":17}", &r);
+    CHECK_ERROR(&r, 400, "invalid_value", "n");
+    CHECK_CONTAINS(r.body.ptr, "at most 16 choices");
+    resp_free(&r);
+    memset(&r, 0, sizeof r);
+    post(base, "/completions", "{\"prompt\":\"hi\",\"n\":16,\"max_tokens\":1000000000}", &r);
+    CHECK_ERROR(&r, 400, "request_too_large", "max_tokens");
+    CHECK_CONTAINS(r.body.ptr, "per-request budget of 8192 tokens");
+    resp_free(&r);
+
+    /* an 8 MB-class prompt is refused after tokenizing only up to the context: fast */
+    dspy_str longp = DSPY_STR_INIT;
+    dspy_str_append(&longp, "{\"prompt\":\"");
+    dspy_str_repeat(&longp, "word ", 190000);
+    dspy_str_append(&longp, "\"}");
+    double t0 = now_s();
+    memset(&r, 0, sizeof r);
+    post(base, "/completions", longp.ptr, &r);
+    CHECK_ERROR(&r, 400, "context_length_exceeded", "prompt");
+    CHECK_CONTAINS(r.body.ptr, "resulted in more than 8192 tokens");
+    CHECK(now_s() - t0 < (UNDER_ASAN ? 20.0 : 2.0));
+    resp_free(&r);
+    dspy_str_free(&longp);
 }
 
 /* A streaming client that hangs up after the first event: the server notices, cancels the
@@ -860,11 +948,6 @@ static void write_script(const char *path, const char *body) {
     dspy_str_free(&s);
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void test_launcher(void) {
     CHECK_STR(dspy_local_strip_model("openai/local:/abs/out"), "/abs/out");
@@ -921,6 +1004,205 @@ static void test_launcher(void) {
     CHECK(dt >= 0.9 && dt < 5.0);
 }
 
+/* Children die with their parent: a process that launched `dspy serve` is killed with SIGKILL
+ * (no cleanup runs) and the server goes too, within a second or two (PR_SET_PDEATHSIG, and the
+ * parent-pid check for a parent that died before the child could set it up). */
+static void test_orphan(void) {
+    /* this process adopts orphans, so the server is ours to reap once its parent is gone */
+    CHECK(prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
+    int pfd[2];
+    CHECK(pipe(pfd) == 0);
+    pid_t helper = fork();
+    if (helper == 0) {
+        close(pfd[0]);
+        dspy_local_server *srv = launch(NULL, 0, NULL);
+        long pid = srv ? (long)dspy_local_pid(srv) : -1;
+        ssize_t w = write(pfd[1], &pid, sizeof pid);
+        (void)w;
+        for (;;) pause();
+    }
+    close(pfd[1]);
+    long server = -1;
+    ssize_t r = read(pfd[0], &server, sizeof server);
+    close(pfd[0]);
+    CHECK(r == (ssize_t)sizeof server && server > 0);
+    if (server <= 0) {
+        kill(helper, SIGKILL);
+        waitpid(helper, NULL, 0);
+        return;
+    }
+    CHECK(kill((pid_t)server, 0) == 0); /* serving */
+    kill(helper, SIGKILL);
+    waitpid(helper, NULL, 0);
+    double t0 = now_s();
+    int status = 0;
+    pid_t got = 0;
+    while (got != (pid_t)server && now_s() - t0 < 10) {
+        got = waitpid((pid_t)server, &status, WNOHANG);
+        if (got == 0) usleep(20 * 1000);
+    }
+    CHECK_INT(got, server);
+    CHECK(now_s() - t0 < 3.0);
+    if (got != (pid_t)server) {
+        kill((pid_t)server, SIGKILL);
+        waitpid((pid_t)server, NULL, 0);
+    }
+    prctl(PR_SET_CHILD_SUBREAPER, 0);
+    /* a server told to follow a process that is not its parent refuses to start */
+    const char *args[] = {"--model", g_model, "--parent-pid", "999999", NULL};
+    test_run_result rr = test_run_dspy("serve", args);
+    CHECK(rr.status == 1);
+    CHECK_CONTAINS(rr.err, "parent process 999999 is already gone");
+    test_run_free(&rr);
+}
+
+/* The API key's sources and the bind warning: --api-key-file must be a regular file with a key
+ * on its first line; a non-loopback bind without a key says so on stderr; with a key from the
+ * file, /v1 needs it. */
+static void test_key_sources(void) {
+    char fifo[1100], empty[1100], keyf[1100];
+    snprintf(fifo, sizeof fifo, "%s/key.fifo", test_tmpdir());
+    snprintf(empty, sizeof empty, "%s/key.empty", test_tmpdir());
+    snprintf(keyf, sizeof keyf, "%s/key.txt", test_tmpdir());
+    CHECK(mkfifo(fifo, 0600) == 0);
+    CHECK_OK(dspy_write_file(empty, "\n", 1));
+    CHECK_OK(dspy_write_file(keyf, "s3cret-from-file\nignored\n", 26));
+    const char *a1[] = {"--model", g_model, "--api-key-file", fifo, NULL};
+    test_run_result r = test_run_dspy("serve", a1);
+    CHECK(r.status == 2);
+    CHECK_CONTAINS(r.err, "is a FIFO, not a regular file");
+    test_run_free(&r);
+    const char *a2[] = {"--model", g_model, "--api-key-file", empty, NULL};
+    r = test_run_dspy("serve", a2);
+    CHECK(r.status == 2);
+    CHECK_CONTAINS(r.err, "the first line is empty");
+    test_run_free(&r);
+    const char *a3[] = {"--model", g_model, "--api-key-file", keyf, "--api-key", "x", NULL};
+    r = test_run_dspy("serve", a3);
+    CHECK(r.status == 2);
+    CHECK_CONTAINS(r.err, "not both");
+    test_run_free(&r);
+    /* 0.0.0.0 without a key: served, with a warning in the log */
+    dspy_local_params p = dspy_local_params_default();
+    p.dspy_bin = test_bin("dspy");
+    p.log_dir = test_tmpdir();
+    p.timeout_s = 60;
+    p.host = "0.0.0.0";
+    const char *t1[] = {"--threads", "1"};
+    p.extra_args = t1;
+    p.n_extra_args = 2;
+    dspy_local_server *srv = NULL;
+    CHECK_OK(dspy_local_launch(g_model, &p, &srv));
+    if (srv) {
+        dspy_local_kill(srv, NULL);
+        char *log = test_slurp(dspy_local_log_path(srv));
+        CHECK_CONTAINS(log, "listening on 0.0.0.0 without an API key");
+        free(log);
+        dspy_local_free(srv);
+    }
+    /* the key from the file is required */
+    const char *t2[] = {"--threads", "1", "--api-key-file", keyf};
+    p.host = "127.0.0.1";
+    p.extra_args = t2;
+    p.n_extra_args = 4;
+    p.api_key = "s3cret-from-file"; /* the launcher's readiness check sends it */
+    CHECK_OK(dspy_local_launch(g_model, &p, &srv));
+    if (srv) {
+        char base[256];
+        snprintf(base, sizeof base, "%s", dspy_local_api_base(srv));
+        resp rr = {0};
+        http(base, "GET", "/models", NULL, 0, NULL, &rr);
+        CHECK_INT(rr.status, 401);
+        resp_free(&rr);
+        memset(&rr, 0, sizeof rr);
+        http(base, "GET", "/models", NULL, 0, "s3cret-from-file", &rr);
+        CHECK_INT(rr.status, 200);
+        resp_free(&rr);
+        memset(&rr, 0, sizeof rr);
+        http(base, "GET", "/models", NULL, 0, "s3cret-from-filf", &rr);
+        CHECK_INT(rr.status, 401);
+        resp_free(&rr);
+        char *log = test_slurp(dspy_local_log_path(srv));
+        CHECK(strstr(log, "s3cret") == NULL);
+        free(log);
+        dspy_local_free(srv);
+    }
+}
+
+/* Launch logs do not pile up in $TMPDIR: a server started without a log directory that ends
+ * cleanly leaves no log behind (with a log directory, the log stays with the run). */
+static void test_temp_log(void) {
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s/tmplogs", test_tmpdir());
+    CHECK_OK(dspy_mkdir_p(tmp));
+    char *saved = getenv("TMPDIR") ? strdup(getenv("TMPDIR")) : NULL;
+    setenv("TMPDIR", tmp, 1);
+    dspy_local_params p = dspy_local_params_default();
+    p.dspy_bin = test_bin("dspy");
+    p.timeout_s = 60;
+    const char *t1[] = {"--threads", "1"};
+    p.extra_args = t1;
+    p.n_extra_args = 2;
+    dspy_local_server *srv = NULL;
+    CHECK_OK(dspy_local_launch(g_model, &p, &srv));
+    char log[1200] = "";
+    if (srv) {
+        snprintf(log, sizeof log, "%s", dspy_local_log_path(srv));
+        CHECK(strncmp(log, tmp, strlen(tmp)) == 0);
+        CHECK(access(log, F_OK) == 0);
+        dspy_local_free(srv);
+        CHECK(access(log, F_OK) != 0);
+    }
+    if (saved) setenv("TMPDIR", saved, 1);
+    else unsetenv("TMPDIR");
+    free(saved);
+}
+
+/* Fair admission: a greedy request with max_tokens = 1e9 streams (it reserves the whole KV
+ * cache), and a 2-token request still completes within 2 s (the long one is preempted after
+ * its time slice and resumes); the defaults keep connections >= queue, so overload is a 503. */
+static void test_fairness(const char *base, int port) {
+    dspy_server_params d = dspy_server_params_default();
+    CHECK(d.max_connections >= d.max_queue);
+    CHECK_INT(d.default_max_tokens, 1024);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    static const char body[] = "{\"prompt\":\"Once upon a time\",\"max_tokens\":1000000000,\"temperature\":0,\"stream\":true}";
+    char req[512];
+    int k = snprintf(req, sizeof req, "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                                      "Content-Length: %zu\r\n\r\n%s", sizeof body - 1, body);
+    CHECK(send(fd, req, (size_t)k, MSG_NOSIGNAL) == k);
+    char buf[4096];
+    size_t got = 0;
+    double t0 = now_s();
+    while (got < 1500 && now_s() - t0 < 60) { /* it streams tokens: it holds the engine */
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (poll(&pf, 1, 100) > 0) {
+            ssize_t n = recv(fd, buf, sizeof buf, 0);
+            if (n <= 0) break;
+            got += (size_t)n;
+        }
+    }
+    CHECK(got >= 1500);
+    resp r = {0};
+    t0 = now_s();
+    post(base, "/completions", "{\"prompt\":\"Hi\",\"max_tokens\":2,\"temperature\":0}", &r);
+    double dt = now_s() - t0;
+    CHECK_INT(r.status, 200);
+    CHECK(dt < (UNDER_ASAN ? 20.0 : 2.0));
+    resp_free(&r);
+    got = 0; /* the long one is still streaming */
+    t0 = now_s();
+    while (got == 0 && now_s() - t0 < 10) {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (poll(&pf, 1, 100) > 0 && recv(fd, buf, sizeof buf, 0) > 0) got = 1;
+    }
+    CHECK(got == 1);
+    close(fd);
+}
+
 int main(void) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     if (make_model()) {
@@ -946,6 +1228,8 @@ int main(void) {
             test_errors(base);
             check_current = "test_disconnect";
             test_disconnect(base, s);
+            check_current = "test_fairness";
+            test_fairness(base, dspy_local_port(s));
             check_current = "test_node_sdk";
             test_node_sdk(base);
             int code = -1;
@@ -956,6 +1240,9 @@ int main(void) {
         RUN(test_key_overload_and_sigterm);
         RUN(test_abort_on_sigterm);
         RUN(test_launcher);
+        RUN(test_orphan);
+        RUN(test_key_sources);
+        RUN(test_temp_log);
     }
     curl_global_cleanup();
     return check_summary("test_serve");

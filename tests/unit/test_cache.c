@@ -179,7 +179,7 @@ static void test_killed_writer(void) {
         dspy_cache *c = NULL;
         if (dspy_cache_open(&p, &c)) _exit(3);
         for (int i = 0; i < 20; i++) {
-            char key[16];
+            char key[32];
             snprintf(key, sizeof key, "paid-%d", i);
             dspy_json *v = dspy_json_int(1000 + i);
             if (dspy_cache_put(c, key, v)) _exit(4);
@@ -193,7 +193,7 @@ static void test_killed_writer(void) {
     CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
     dspy_cache *c = open_cache(dir, 100, true);
     for (int i = 0; i < 20; i++) {
-        char key[16];
+        char key[32];
         snprintf(key, sizeof key, "paid-%d", i);
         dspy_json *g = NULL;
         CHECK_OK(dspy_cache_get(c, key, &g));

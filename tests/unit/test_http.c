@@ -1,8 +1,9 @@
-/* test_http.c — the HTTP/1.1 layer: request-head parsing (every rejection with its status) and
- * a live in-process server on 127.0.0.1 driven over raw sockets: keep-alive, pipelining,
- * 100-continue, chunked streaming, body/header limits, read timeout, the connection cap,
- * peer-close detection and graceful stop. Error bodies go through an OpenAI-shaped error
- * callback, as dspy serve wires it. */
+/* test_http.c — the HTTP/1.1 layer (libmicrohttpd underneath): a live in-process server on
+ * 127.0.0.1 driven over raw sockets: keep-alive, pipelining, 100-continue, chunked request
+ * bodies, chunked streaming, body/header limits, the request deadline against a client that
+ * sends one byte at a time, idle connections costing no worker, the connection cap (503 +
+ * Retry-After, never a reset), peer-close detection while a worker waits, and graceful stop.
+ * Error bodies go through an OpenAI-shaped error callback, as dspy serve wires it. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -17,170 +18,6 @@
 #include "dspy/str.h"
 #include "server/http.h"
 #include "server/openai.h"
-
-/* ---- parser ----------------------------------------------------------------------------- */
-
-static http_limits lim(void) {
-    http_limits l = http_limits_default();
-    l.max_header = 1024;
-    l.max_body = 100;
-    return l;
-}
-
-static int parse(const char *text, http_request *req, http_parse_error *err) {
-    http_limits l = lim();
-    err->status = 0;
-    return http_parse_head(text, strlen(text), &l, req, err);
-}
-
-static void expect_error(const char *text, int status) {
-    http_request req;
-    http_parse_error err;
-    int r = parse(text, &req, &err);
-    CHECK_INT(r, -1);
-    CHECK_INT(err.status, status);
-    CHECK(err.message && *err.message);
-}
-
-static void test_parse_ok(void) {
-    http_request req;
-    http_parse_error err;
-    const char *t = "GET /v1/models?x=1 HTTP/1.1\r\nHost: a\r\nX-Thing:   padded value \t\r\n\r\nrest";
-    CHECK_INT(parse(t, &req, &err), 1);
-    CHECK(dspy_strv_eqz(req.method, "GET"));
-    CHECK(dspy_strv_eqz(req.target, "/v1/models?x=1"));
-    CHECK(dspy_strv_eqz(req.path, "/v1/models"));
-    CHECK(dspy_strv_eqz(req.query, "x=1"));
-    CHECK_INT(req.minor, 1);
-    CHECK_INT(req.nheaders, 2);
-    CHECK(dspy_strv_eqz(http_header_get(&req, "x-thing"), "padded value"));
-    CHECK(dspy_strv_eqz(http_header_get(&req, "HOST"), "a"));
-    CHECK(http_header_get(&req, "missing").ptr == NULL);
-    CHECK_INT(req.head_len, strlen(t) - 4);
-    CHECK(req.keep_alive);
-    CHECK(!req.has_length);
-
-    CHECK_INT(parse("POST /v1/completions HTTP/1.1\r\nContent-Length: 12\r\nExpect: 100-continue\r\n\r\n", &req, &err), 1);
-    CHECK(req.has_length);
-    CHECK_INT(req.content_length, 12);
-    CHECK(req.expect_continue);
-
-    /* keep-alive rules */
-    CHECK_INT(parse("GET / HTTP/1.1\r\nConnection: close\r\n\r\n", &req, &err), 1);
-    CHECK(!req.keep_alive);
-    CHECK_INT(parse("GET / HTTP/1.0\r\n\r\n", &req, &err), 1);
-    CHECK(!req.keep_alive);
-    CHECK_INT(req.minor, 0);
-    CHECK_INT(parse("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", &req, &err), 1);
-    CHECK(req.keep_alive);
-    CHECK_INT(parse("GET / HTTP/1.1\r\nConnection: upgrade, close\r\n\r\n", &req, &err), 1);
-    CHECK(!req.keep_alive);
-
-    /* absolute form, bare LF line ends, leading empty line, same Content-Length twice */
-    CHECK_INT(parse("GET http://127.0.0.1:8000/health?a HTTP/1.1\r\n\r\n", &req, &err), 1);
-    CHECK(dspy_strv_eqz(req.path, "/health"));
-    CHECK(dspy_strv_eqz(req.query, "a"));
-    CHECK_INT(parse("GET /x HTTP/1.1\nHost: h\n\n", &req, &err), 1);
-    CHECK(dspy_strv_eqz(http_header_get(&req, "Host"), "h"));
-    CHECK_INT(parse("\r\nGET /y HTTP/1.1\r\n\r\n", &req, &err), 1);
-    CHECK(dspy_strv_eqz(req.path, "/y"));
-    CHECK_INT(parse("PUT /z HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", &req, &err), 1);
-    CHECK_INT(req.content_length, 3);
-    /* HTTP/1.2 is served as 1.1 (same major version) */
-    CHECK_INT(parse("GET / HTTP/1.2\r\n\r\n", &req, &err), 1);
-    CHECK_INT(req.minor, 1);
-}
-
-static void test_parse_incomplete(void) {
-    http_request req;
-    http_parse_error err;
-    CHECK_INT(parse("", &req, &err), 0);
-    CHECK_INT(parse("GET / HTTP/1.1\r\nHost: a\r\n", &req, &err), 0);
-    CHECK_INT(parse("GET / HTTP/1.1\r\nHost: a\r\n\r", &req, &err), 0);
-    CHECK_INT(parse("GET / HT", &req, &err), 0);
-}
-
-static void test_parse_errors(void) {
-    expect_error("GET\r\n\r\n", 400);
-    expect_error("GET  /x HTTP/1.1\r\n\r\n", 400);
-    expect_error("GET /x HTTP/1.1 extra\r\n\r\n", 400);
-    expect_error("G(T /x HTTP/1.1\r\n\r\n", 400);
-    expect_error("GET x HTTP/1.1\r\n\r\n", 400);
-    expect_error("GET /x HTTX/1.1\r\n\r\n", 400);
-    expect_error("GET /x HTTP/2.0\r\n\r\n", 505);
-    expect_error("GET /x HTTP/1.1\r\nHost : a\r\n\r\n", 400);
-    expect_error("GET /x HTTP/1.1\r\nNoColon\r\n\r\n", 400);
-    expect_error("GET /x HTTP/1.1\r\nA: b\r\n  folded\r\n\r\n", 400);
-    expect_error("GET /x HTTP/1.1\r\nA: b\x01\r\n\r\n", 400);
-    expect_error("POST /x HTTP/1.1\r\nContent-Length: 1x\r\n\r\n", 400);
-    expect_error("POST /x HTTP/1.1\r\nContent-Length: \r\n\r\n", 400);
-    expect_error("POST /x HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", 400);
-    expect_error("POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 411);
-    expect_error("POST /x HTTP/1.1\r\nHost: a\r\n\r\n", 411);
-    expect_error("POST /x HTTP/1.1\r\nContent-Length: 101\r\n\r\n", 413);
-    expect_error("POST /x HTTP/1.1\r\nContent-Length: 99999999999999999999999999\r\n\r\n", 413);
-    /* header section over 1024 bytes: complete or not */
-    dspy_str big = DSPY_STR_INIT;
-    dspy_str_append(&big, "GET /x HTTP/1.1\r\nX-Big: ");
-    dspy_str_repeat(&big, "a", 1100);
-    expect_error(big.ptr, 431);
-    dspy_str_append(&big, "\r\n\r\n");
-    expect_error(big.ptr, 431);
-    dspy_str_free(&big);
-    dspy_str many = DSPY_STR_INIT;
-    dspy_str_append(&many, "GET /x HTTP/1.1\r\n");
-    for (int i = 0; i < HTTP_MAX_HEADERS + 1; i++) dspy_str_append(&many, "A:1\r\n");
-    dspy_str_append(&many, "\r\n");
-    http_limits l = lim();
-    l.max_header = 8192;
-    http_request req;
-    http_parse_error err;
-    CHECK_INT(http_parse_head(many.ptr, many.len, &l, &req, &err), -1);
-    CHECK_INT(err.status, 431);
-    dspy_str_free(&many);
-    CHECK_STR(http_reason(413), "Content Too Large");
-    CHECK_STR(http_reason(431), "Request Header Fields Too Large");
-}
-
-/* Random bytes and random mutations of valid heads: the parser never reads out of bounds
- * (ASan), and answers 1, 0, or -1 with one of its statuses. */
-static void test_parse_robust(void) {
-    static const char *const seeds[] = {
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\nConnection: keep-alive\r\n\r\n",
-        "GET /v1/models?x=1 HTTP/1.0\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n",
-        "GET http://h/x HTTP/1.1\nA: b\n\n",
-    };
-    uint64_t x = 0x9E3779B97F4A7C15ULL;
-    http_limits l = lim();
-    int bad = 0;
-    for (int it = 0; it < 20000; it++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        const char *seed = seeds[x % 3];
-        size_t n = strlen(seed);
-        char buf[256];
-        memcpy(buf, seed, n);
-        int muts = 1 + (int)((x >> 8) % 4);
-        for (int m = 0; m < muts; m++) {
-            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-            size_t pos = (size_t)(x % n);
-            static const char pool[] = " :\r\n\t\x01\x7f\xff" "0123456789/?%HTP.";
-            buf[pos] = (x >> 32) & 1 ? pool[(x >> 40) % (sizeof pool - 1)] : (char)(x >> 48);
-        }
-        size_t len = (size_t)((x >> 20) % (n + 1)); /* also every truncation */
-        char *copy = malloc(len ? len : 1); /* exact size, so ASan sees any over-read */
-        memcpy(copy, buf, len);
-        http_request req;
-        http_parse_error err = {0, NULL};
-        int r = http_parse_head(copy, len, &l, &req, &err);
-        bool ok = r == 0 || r == 1 ||
-                  (r == -1 && err.message && (err.status == 400 || err.status == 411 || err.status == 413 ||
-                                              err.status == 431 || err.status == 505));
-        if (r == 1 && req.head_len > len) ok = false;
-        if (!ok) bad++;
-        free(copy);
-    }
-    CHECK_INT(bad, 0);
-}
 
 /* ---- live server ------------------------------------------------------------------------ */
 
@@ -203,6 +40,10 @@ static void handler(void *user, const http_request *req, http_conn *c) {
         for (int i = 0; i < 300 && !http_conn_peer_closed(c); i++) usleep(10 * 1000);
         if (http_conn_peer_closed(c)) atomic_store(&g_peer_closed_seen, 1);
         http_respond(c, 200, "text/plain", "x", 1, NULL);
+    } else if (dspy_strv_eqz(req->path, "/wait-close-silent")) {
+        for (int i = 0; i < 300 && !http_conn_peer_closed(c); i++) usleep(10 * 1000);
+        if (http_conn_peer_closed(c)) atomic_store(&g_peer_closed_seen, 2);
+        /* answers nothing: the client is gone, so no 500 is made up for it */
     } else if (dspy_strv_eqz(req->path, "/silent")) {
         /* answers nothing: the layer sends 500 */
     } else if (dspy_strv_eqz(req->path, "/twice")) {
@@ -213,8 +54,11 @@ static void handler(void *user, const http_request *req, http_conn *c) {
     }
 }
 
+static atomic_int g_errors_500;
+
 static void error_cb(void *user, http_conn *c, int status, const char *message) {
     (void)user;
+    if (status == 500) atomic_fetch_add(&g_errors_500, 1);
     oai_error e = OAI_ERROR_INIT;
     oai_error_set(&e, status, NULL, NULL, status == 413 ? "request_too_large" : NULL, "%s", message);
     char *body = oai_error_json(&e);
@@ -240,6 +84,7 @@ static bool live_start(live *l, int max_conns, int read_timeout_ms, int idle_tim
     cfg.host = "127.0.0.1";
     cfg.port = 0;
     cfg.max_connections = max_conns;
+    cfg.max_per_client = 0;
     cfg.limits = http_limits_default();
     cfg.limits.max_body = 1000;
     cfg.limits.max_header = 2048;
@@ -315,6 +160,21 @@ static void read_answer(int fd, dspy_str *out) {
     }
 }
 
+/* The payload of a chunked body (RFC 9112 §7.1): "size[;ext]\r\ndata\r\n" ... "0\r\n\r\n". */
+static char *dechunk(const char *p) {
+    dspy_str out = DSPY_STR_INIT;
+    for (;;) {
+        char *end;
+        unsigned long n = strtoul(p, &end, 16);
+        const char *crlf = strstr(end, "\r\n");
+        if (!crlf || n == 0) break;
+        dspy_str_appendn(&out, crlf + 2, n);
+        p = crlf + 2 + n + 2;
+    }
+    char *r = dspy_str_take(&out);
+    return r ? r : strdup("");
+}
+
 static bool at_eof(int fd) {
     char b;
     return recv(fd, &b, 1, 0) == 0;
@@ -331,7 +191,7 @@ static void test_live_basic(void) {
     read_answer(fd, &a);
     CHECK_CONTAINS(a.ptr, "HTTP/1.1 200 OK\r\n");
     CHECK_CONTAINS(a.ptr, "Content-Length: 5\r\n");
-    CHECK_CONTAINS(a.ptr, "Connection: keep-alive\r\n");
+    CHECK(strstr(a.ptr, "Connection: close") == NULL);
     CHECK(dspy_strv_ends_with(dspy_strv_make(a.ptr, a.len), "\r\n\r\nhello"));
     send_str(fd, "GET /nope HTTP/1.1\r\n\r\n");
     read_answer(fd, &a);
@@ -368,7 +228,7 @@ static void test_live_basic(void) {
     fd = connect_to(&l);
     send_str(fd, "GET /nope HTTP/1.0\r\n\r\n");
     read_answer(fd, &a);
-    CHECK_CONTAINS(a.ptr, "Connection: close\r\n");
+    CHECK_CONTAINS(a.ptr, " 404 Not Found");
     CHECK(at_eof(fd));
     close(fd);
     dspy_str_free(&a);
@@ -396,7 +256,9 @@ static void test_live_continue_and_stream(void) {
     CHECK_CONTAINS(a.ptr, "Transfer-Encoding: chunked\r\n");
     CHECK_CONTAINS(a.ptr, "Cache-Control: no-cache\r\n");
     const char *body = strstr(a.ptr, "\r\n\r\n");
-    CHECK_STR(body, "\r\n\r\nf\r\ndata: {\"a\":1}\n\n\r\ne\r\ndata: [DONE]\n\n\r\n0\r\n\r\n");
+    char *payload = dechunk(body ? body + 4 : "");
+    CHECK_STR(payload, "data: {\"a\":1}\n\ndata: [DONE]\n\n");
+    free(payload);
     /* the connection is still usable after a stream */
     send_str(fd, "POST /echo HTTP/1.1\r\nContent-Length: 2\r\n\r\nok");
     read_answer(fd, &a);
@@ -407,7 +269,7 @@ static void test_live_continue_and_stream(void) {
     dspy_str_clear(&a);
     send_str(fd, "GET /stream HTTP/1.0\r\n\r\n");
     read_until(fd, NULL, &a);
-    CHECK(strstr(a.ptr, "Transfer-Encoding") == NULL);
+    CHECK(a.ptr && strstr(a.ptr, "Transfer-Encoding") == NULL);
     CHECK(dspy_strv_ends_with(dspy_strv_make(a.ptr, a.len), "\r\n\r\ndata: {\"a\":1}\n\ndata: [DONE]\n\n"));
     close(fd);
     dspy_str_free(&a);
@@ -458,33 +320,67 @@ static void test_live_limits(void) {
     read_answer(fd, &a);
     check_error_body(a.ptr, 431, NULL);
     close(fd);
-    /* 411 for a chunked body, 400 for garbage, 505 for HTTP/2 */
+    /* a chunked request body is accepted (and limited like any other) */
     fd = connect_to(&l);
-    send_str(fd, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+    send_str(fd, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
     read_answer(fd, &a);
-    check_error_body(a.ptr, 411, NULL);
+    CHECK_CONTAINS(a.ptr, "HTTP/1.1 200 OK");
+    CHECK(a.ptr && dspy_strv_ends_with(dspy_strv_make(a.ptr, a.len), "\r\n\r\nhello world"));
     close(fd);
     fd = connect_to(&l);
+    dspy_str_clear(&req);
+    dspy_str_append(&req, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for (int i = 0; i < 3; i++) {
+        dspy_str_append(&req, "1f4\r\n");
+        dspy_str_repeat(&req, "c", 500);
+        dspy_str_append(&req, "\r\n");
+    }
+    dspy_str_append(&req, "0\r\n\r\n");
+    send_str(fd, req.ptr);
+    read_answer(fd, &a);
+    check_error_body(a.ptr, 413, "request_too_large");
+    close(fd);
+    /* 400 for garbage, 505 for HTTP/2 (libmicrohttpd's answers) */
+    fd = connect_to(&l);
+    send_str(fd, "GET\x01/ HTTP/1.1\r\n\r\n");
+    read_answer(fd, &a);
+    CHECK(a.ptr && strncmp(a.ptr, "HTTP/1.1 400 ", 13) == 0);
+    close(fd);
+    fd = connect_to(&l); /* a request line it cannot split: libmicrohttpd closes without an answer */
     send_str(fd, "HELLO\r\n\r\n");
     read_answer(fd, &a);
-    check_error_body(a.ptr, 400, NULL);
+    CHECK(a.len == 0 || strncmp(a.ptr, "HTTP/1.1 400 ", 13) == 0);
     close(fd);
     fd = connect_to(&l);
-    send_str(fd, "GET / HTTP/2.0\r\n\r\n");
+    send_str(fd, "GET / HTTP/2.0\r\nHost: x\r\n\r\n");
     read_answer(fd, &a);
-    check_error_body(a.ptr, 505, NULL);
+    CHECK(a.ptr && strncmp(a.ptr, "HTTP/1.1 505 ", 13) == 0);
     close(fd);
-    /* 408: a head that never completes, and a body that never completes (300 ms timeout) */
+    /* the request deadline (300 ms): a head that never completes, a body that never completes,
+     * and a client sending one byte every 100 ms (never idle, never done) are all cut off */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     fd = connect_to(&l);
     send_str(fd, "GET /echo HTTP/1.1\r\nHost: slow");
-    read_answer(fd, &a);
-    check_error_body(a.ptr, 408, NULL);
+    CHECK(at_eof(fd));
     close(fd);
     fd = connect_to(&l);
     send_str(fd, "POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
-    read_answer(fd, &a);
-    check_error_body(a.ptr, 408, NULL);
+    CHECK(at_eof(fd));
     close(fd);
+    fd = connect_to(&l);
+    const char *drip = "POST /echo HTTP/1.1\r\nContent-Length: 100\r\n\r\n0123456789012345678901234567890123456789";
+    bool cut = false;
+    for (size_t i = 0; drip[i] && !cut; i++) {
+        cut = send(fd, drip + i, 1, MSG_NOSIGNAL) != 1;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (!cut && poll(&p, 1, 100) > 0) cut = true;
+    }
+    CHECK(cut);
+    close(fd);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double dt = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    CHECK(dt > 0.6 && dt < 4.0);
     dspy_str_free(&req);
     dspy_str_free(&a);
     live_stop(&l);
@@ -523,6 +419,7 @@ static void test_live_idle_and_cap(void) {
     CHECK(a.ptr && strncmp(a.ptr, "HTTP/1.1 503 ", 13) == 0);
     CHECK_CONTAINS(a.ptr, "\"type\":\"server_error\"");
     CHECK_CONTAINS(a.ptr, "too many open connections");
+    CHECK_CONTAINS(a.ptr, "Connection: close");
     close(f3);
     close(f1);
     close(f2);
@@ -533,6 +430,43 @@ static void test_live_idle_and_cap(void) {
     read_answer(fd, &a);
     CHECK_CONTAINS(a.ptr, "404 Not Found");
     close(fd);
+    dspy_str_free(&a);
+    live_stop(&l);
+}
+
+/* 300 idle connections and 50 that send a byte every 50 ms hold no worker and lock nobody
+ * out: a normal client is answered at once, each time. */
+static void test_live_idle_crowd(void) {
+    live l;
+    if (!live_start(&l, 400, 3000, 10000)) return;
+    enum { IDLE = 300, SLOW = 50 };
+    int fds[IDLE + SLOW];
+    int opened = 0;
+    for (int i = 0; i < IDLE + SLOW; i++)
+        if ((fds[i] = connect_to(&l)) >= 0) opened++;
+    CHECK_INT(opened, IDLE + SLOW);
+    dspy_str a = DSPY_STR_INIT;
+    int ok = 0;
+    for (int round = 0; round < 10; round++) {
+        for (int i = IDLE; i < IDLE + SLOW; i++) send(fds[i], round == 0 ? "P" : "O", 1, MSG_NOSIGNAL);
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        int fd = connect_to(&l);
+        send_str(fd, "POST /echo HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi");
+        read_answer(fd, &a);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double dt = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+        if (a.ptr && strstr(a.ptr, "200 OK") && dt < 0.5) ok++;
+        close(fd);
+        /* the worker ends just after its answer is out; then no thread serves the crowd */
+        for (int i = 0; i < 100 && http_server_busy(l.srv) > 0; i++) usleep(5 * 1000);
+        CHECK_INT(http_server_busy(l.srv), 0);
+        usleep(50 * 1000);
+    }
+    CHECK_INT(ok, 10);
+    CHECK(http_server_connections(l.srv) >= IDLE + SLOW);
+    for (int i = 0; i < IDLE + SLOW; i++)
+        if (fds[i] >= 0) close(fds[i]);
     dspy_str_free(&a);
     live_stop(&l);
 }
@@ -562,6 +496,18 @@ static void test_live_peer_close_and_stop(void) {
     close(fd);
     for (int i = 0; i < 200 && !atomic_load(&g_peer_closed_seen); i++) usleep(10 * 1000);
     CHECK(atomic_load(&g_peer_closed_seen));
+    /* a handler that saw the client go and answers nothing: no 500 is sent or logged */
+    atomic_store(&g_peer_closed_seen, 0);
+    atomic_store(&g_errors_500, 0);
+    fd = connect_to(&l);
+    send_str(fd, "GET /wait-close-silent HTTP/1.1\r\n\r\n");
+    usleep(100 * 1000);
+    close(fd);
+    for (int i = 0; i < 200 && atomic_load(&g_peer_closed_seen) != 2; i++) usleep(10 * 1000);
+    CHECK_INT(atomic_load(&g_peer_closed_seen), 2);
+    for (int i = 0; i < 100 && http_server_busy(l.srv) > 0; i++) usleep(10 * 1000);
+    CHECK_INT(http_server_busy(l.srv), 0);
+    CHECK_INT(atomic_load(&g_errors_500), 0);
 
     /* graceful stop: an idle keep-alive connection is closed, an in-flight request finishes
      * with Connection: close, new connections are refused */
@@ -617,14 +563,11 @@ static void test_bind_errors(void) {
 }
 
 int main(void) {
-    RUN(test_parse_ok);
-    RUN(test_parse_incomplete);
-    RUN(test_parse_errors);
-    RUN(test_parse_robust);
     RUN(test_live_basic);
     RUN(test_live_continue_and_stream);
     RUN(test_live_limits);
     RUN(test_live_idle_and_cap);
+    RUN(test_live_idle_crowd);
     RUN(test_live_peer_close_and_stop);
     RUN(test_bind_errors);
     return check_summary("test_http");

@@ -741,7 +741,7 @@ static void test_cache_killed_process(void) {
         dspy_lm *lm = NULL;
         if (dspy_lm_new("openai/gpt-4o-mini", &p, &lm)) _exit(5);
         for (int i = 0; i < 5; i++) {
-            char q[16];
+            char q[32];
             snprintf(q, sizeof q, "paid %d", i);
             dspy_json *m = question(q);
             dspy_lm_response *r = NULL;
@@ -757,7 +757,7 @@ static void test_cache_killed_process(void) {
     dspy_cache *cache = cache_at("killed");
     dspy_lm *lm = stub_lm("openai/gpt-4o-mini", dspy_lm_params_default(), cache);
     for (int i = 0; i < 5; i++) {
-        char q[16], want[32];
+        char q[32], want[48];
         snprintf(q, sizeof q, "paid %d", i);
         snprintf(want, sizeof want, "echo: %s", q);
         dspy_json *m = question(q);

@@ -8,9 +8,11 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "check.h"
 #include "dspy/model.h"
+#include "dspy/str.h"
 
 /* Llama-3.2-1B-Instruct's config.json (transformers 4.45). */
 static const char *k_llama32 =
@@ -190,6 +192,13 @@ static void test_errors(void) {
         {"{\"model_type\": \"llama\", \"vocab_size\": 10, \"mlp_bias\": true}", "\"mlp_bias\" is true"},
         {"{\"model_type\": \"llama\", \"vocab_size\": 10, \"tie_word_embeddings\": 1}",
          "\"tie_word_embeddings\" must be true or false"},
+        /* absurd sizes: rejected by size, before anything is allocated, with the size needed (the
+         * counts are transformers' LlamaConfig defaults put through the parameter formula in Python) */
+        {"{\"model_type\": \"llama\", \"vocab_size\": 10, \"num_hidden_layers\": 1000000000}",
+         "this config describes 2.024e+17 parameters (num_hidden_layers=1000000000"},
+        {"{\"model_type\": \"llama\", \"vocab_size\": 2000000000, \"hidden_size\": 1048576, "
+         "\"num_attention_heads\": 1024}",
+         "this config describes 4.336e+15 parameters"},
         {"{\"model_type\": \"qwen2\", \"vocab_size\": 10, \"use_sliding_window\": true}",
          "sliding-window attention is not supported"},
         {"{\"model_type\": \"qwen2\", \"vocab_size\": 10, \"layer_types\": [\"full_attention\", \"sliding_attention\"]}",
@@ -282,6 +291,14 @@ static void test_rope_inv_freq(void) {
 
 static void test_load_dir(void) {
     const char *dir = test_tmpdir();
+    /* a FIFO named config.json is refused at once (opening it for reading would block) */
+    char fifo_dir[600], fifo[700];
+    snprintf(fifo_dir, sizeof fifo_dir, "%s/fifo", dir);
+    snprintf(fifo, sizeof fifo, "%s/config.json", fifo_dir);
+    CHECK_OK(dspy_mkdir_p(fifo_dir));
+    CHECK(mkfifo(fifo, 0600) == 0);
+    CHECK_STATUS(dspy_model_config_load(fifo_dir, &(dspy_model_config){0}), DSPY_ERR_IO);
+    CHECK_CONTAINS(dspy_errmsg(), "config.json: is a FIFO, not a regular file");
     CHECK_STATUS(dspy_model_config_load(dir, &(dspy_model_config){0}), DSPY_ERR_NOTFOUND);
     CHECK_CONTAINS(dspy_errmsg(), "config.json");
     dspy_model_config c;

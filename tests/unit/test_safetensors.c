@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "check.h"
 #include "dspy/backend.h"
@@ -17,6 +18,7 @@
 #include "dspy/model.h"
 #include "dspy/safetensors.h"
 #include "dspy/str.h"
+#include "dspy/tokenizer.h"
 
 static const char *tmp_path(const char *name) {
     static char buf[32][512];
@@ -453,6 +455,118 @@ static void test_model_errors(void) {
     free(g_good);
 }
 
+/* NaN/Inf detection: a clean tensor, then one bad value of each kind at known places, in each
+ * floating dtype (bit patterns from IEEE 754 / the bfloat16 and float16 layouts). */
+static void test_check_finite(void) {
+    float v[37];
+    for (int i = 0; i < 37; i++) v[i] = (float)(i - 18) * 0.25f;
+    v[5] = 65504.0f; /* the largest finite f16 stays finite */
+    float bad[37];
+    memcpy(bad, v, sizeof v);
+    bad[7] = NAN;
+    bad[20] = INFINITY;
+    bad[36] = -INFINITY;
+    dspy_tensor_out t[] = {
+        {"ok32", DSPY_DTYPE_F32, 1, {37}, v},   {"ok16", DSPY_DTYPE_BF16, 1, {37}, v},
+        {"okh", DSPY_DTYPE_F16, 1, {37}, v},    {"bad32", DSPY_DTYPE_F32, 1, {37}, bad},
+        {"bad16", DSPY_DTYPE_BF16, 1, {37}, bad}, {"badh", DSPY_DTYPE_F16, 1, {37}, bad},
+        {"empty", DSPY_DTYPE_F32, 2, {0, 3}, NULL},
+    };
+    const char *path = tmp_path("finite.safetensors");
+    CHECK_OK(dspy_safetensors_write(path, t, 7, NULL));
+    dspy_safetensors *f;
+    CHECK_OK(dspy_safetensors_open(path, &f));
+    if (!f) return;
+    static const struct {
+        const char *name;
+        int64_t n_bad, first;
+    } want[] = {{"ok32", 0, -1}, {"ok16", 0, -1}, {"okh", 0, -1}, {"bad32", 3, 7},
+                {"bad16", 3, 7}, {"badh", 3, 7},  {"empty", 0, -1}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        int64_t n = 99, first = 99;
+        CHECK_OK(dspy_tensor_check_finite(dspy_safetensors_find(f, want[i].name), &n, &first));
+        CHECK_INT(n, want[i].n_bad);
+        CHECK_INT(first, want[i].first);
+    }
+    /* f16 overflow: 1e5 does not fit and is stored as Inf, which the check sees */
+    float big[2] = {1.0f, 1e5f};
+    dspy_tensor_out h[] = {{"h", DSPY_DTYPE_F16, 1, {2}, big}};
+    CHECK_OK(dspy_safetensors_write(tmp_path("f16inf.safetensors"), h, 1, NULL));
+    dspy_safetensors *g;
+    CHECK_OK(dspy_safetensors_open(tmp_path("f16inf.safetensors"), &g));
+    int64_t n = 0, first = 0;
+    if (g) CHECK_OK(dspy_tensor_check_finite(dspy_safetensors_at(g, 0), &n, NULL));
+    CHECK_INT(n, 1);
+    /* hand-made tensors: F64, F8 and integer dtypes */
+    uint64_t d[3] = {0x3ff0000000000000ull, 0x7ff8000000000000ull, 0xfff0000000000000ull};
+    dspy_tensor_info ti = {.name = "d", .dtype = DSPY_DTYPE_F64, .ndim = 1, .shape = {3}, .data = d, .nbytes = 24};
+    CHECK_OK(dspy_tensor_check_finite(&ti, &n, &first));
+    CHECK_INT(n, 2);
+    CHECK_INT(first, 1);
+    uint8_t e4[4] = {0x38, 0x7f, 0xff, 0x7e}; /* 1.0, NaN, -NaN, 448 */
+    ti = (dspy_tensor_info){.name = "e4", .dtype = DSPY_DTYPE_F8_E4M3, .ndim = 1, .shape = {4}, .data = e4, .nbytes = 4};
+    CHECK_OK(dspy_tensor_check_finite(&ti, &n, &first));
+    CHECK_INT(n, 2);
+    CHECK_INT(first, 1);
+    uint8_t e5[3] = {0x3c, 0x7b, 0x7c}; /* 1.0, 57344, Inf */
+    ti = (dspy_tensor_info){.name = "e5", .dtype = DSPY_DTYPE_F8_E5M2, .ndim = 1, .shape = {3}, .data = e5, .nbytes = 3};
+    CHECK_OK(dspy_tensor_check_finite(&ti, &n, &first));
+    CHECK_INT(n, 1);
+    CHECK_INT(first, 2);
+    int32_t ints[2] = {-1, 0x7f800000};
+    ti = (dspy_tensor_info){.name = "i", .dtype = DSPY_DTYPE_I32, .ndim = 1, .shape = {2}, .data = ints, .nbytes = 8};
+    CHECK_OK(dspy_tensor_check_finite(&ti, &n, &first));
+    CHECK_INT(n, 0);
+    CHECK_STATUS(dspy_tensor_check_finite(NULL, &n, NULL), DSPY_ERR_ARG);
+    dspy_safetensors_free(g);
+    dspy_safetensors_free(f);
+}
+
+/* Non-regular files where a loader expects a file: refused at once, never read or waited on. */
+static void test_not_regular(void) {
+    char dir[600], p[700];
+    snprintf(dir, sizeof dir, "%s/fifo_model", test_tmpdir());
+    CHECK_OK(dspy_mkdir_p(dir));
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    CHECK(mkfifo(p, 0600) == 0);
+    dspy_safetensors *f = NULL;
+    CHECK_STATUS(dspy_safetensors_open(p, &f), DSPY_ERR_IO);
+    CHECK_CONTAINS(dspy_errmsg(), "model.safetensors: is a FIFO, not a regular file");
+    dspy_checkpoint *ck = NULL;
+    CHECK_STATUS(dspy_checkpoint_open(dir, &ck), DSPY_ERR_IO);
+    CHECK_CONTAINS(dspy_errmsg(), "is a FIFO");
+    /* a directory in the file's place */
+    snprintf(dir, sizeof dir, "%s/dir_model", test_tmpdir());
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    CHECK_OK(dspy_mkdir_p(p));
+    CHECK_STATUS(dspy_safetensors_open(p, &f), DSPY_ERR_IO);
+    CHECK_CONTAINS(dspy_errmsg(), "is a directory, not a regular file");
+    /* the index of a sharded checkpoint, and the tokenizer, as FIFOs */
+    snprintf(dir, sizeof dir, "%s/fifo_index", test_tmpdir());
+    CHECK_OK(dspy_mkdir_p(dir));
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", dir);
+    CHECK(mkfifo(p, 0600) == 0);
+    CHECK_STATUS(dspy_checkpoint_open(dir, &ck), DSPY_ERR_IO);
+    CHECK_CONTAINS(dspy_errmsg(), "index.json: is a FIFO");
+    snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+    CHECK(mkfifo(p, 0600) == 0);
+    dspy_tokenizer *tok = NULL;
+    CHECK_STATUS(dspy_tokenizer_load(dir, &tok), DSPY_ERR_IO);
+    CHECK_CONTAINS(dspy_errmsg(), "tokenizer.json: is a FIFO");
+    /* reading helpers: size limit named before reading; missing file is NOTFOUND */
+    char *text = NULL;
+    snprintf(p, sizeof p, "%s/big.json", test_tmpdir());
+    CHECK_OK(dspy_write_file(p, "0123456789", 10));
+    CHECK_STATUS(dspy_read_regular_file(p, 9, &text, NULL), DSPY_ERR_FORMAT);
+    CHECK_CONTAINS(dspy_errmsg(), "is 10 bytes, over the 9-byte limit");
+    size_t n = 0;
+    CHECK_OK(dspy_read_regular_file(p, 10, &text, &n));
+    CHECK(text && n == 10 && strcmp(text, "0123456789") == 0);
+    free(text);
+    snprintf(p, sizeof p, "%s/absent.json", test_tmpdir());
+    CHECK_STATUS(dspy_read_regular_file(p, 0, &text, NULL), DSPY_ERR_NOTFOUND);
+}
+
 int main(void) {
     RUN(test_conversions);
     RUN(test_roundtrip);
@@ -460,5 +574,7 @@ int main(void) {
     RUN(test_malformed);
     RUN(test_sharded);
     RUN(test_model_errors);
+    RUN(test_check_finite);
+    RUN(test_not_regular);
     return check_summary("test_safetensors");
 }

@@ -2,7 +2,8 @@
  * temp dir) and the real Llama 3 tokenizer: answers under batching equal the engine's own
  * single-sequence dspy_generate decoded by the tokenizer; stop strings cut the text where the
  * first one starts and hold back possible prefixes; n > 1, max_tokens, seeds, cancellation,
- * a full queue (refused) and abort. Plus the pure stop-string scan. */
+ * a full queue (refused) and abort; fair admission by preemption (a greedy choice resumes
+ * exactly). Plus the pure stop-string scan. */
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -285,6 +286,75 @@ static void test_cancel_queue_abort(void) {
     dspy_engine_free(eng);
 }
 
+/* Fairness: a greedy job holding both decoding slots gives one up at once to a new short job
+ * (preemption), the short job ends first, and the preempted choice resumes where it stopped:
+ * its text equals the engine's own uninterrupted greedy answer, its token count is exact. A
+ * seeded sampled job is never preempted: the short job waits for it. */
+static void test_preemption(void) {
+    dspy_engine_params ep = dspy_engine_params_default();
+    ep.max_seqs = 2;
+    dspy_engine *eng = NULL;
+    sched *s = NULL;
+    CHECK_OK(dspy_engine_new(g_model, &ep, &eng));
+    if (eng) CHECK_OK(sched_new(eng, g_tok, 8, &s));
+    if (!s) {
+        dspy_engine_free(eng);
+        return;
+    }
+    int long_max = ASAN ? 24 : 96;
+    int32_t *lp = NULL, *sp = NULL;
+    size_t nl = 0, ns = 0;
+    encode("The long story of", &lp, &nl);
+    encode("Hi", &sp, &ns);
+    for (int seeded = 0; seeded < 2; seeded++) {
+        sched_job_params p = params(2, seeded ? 0.8f : 0.0f, long_max, 11);
+        p.preemptible = !seeded;
+        sched_job *lj = NULL, *sj = NULL;
+        CHECK_OK(sched_job_new(lp, nl, &p, &lj));
+        CHECK_OK(sched_submit(s, lj));
+        sched_choice_out lo[2] = {{DSPY_STR_INIT, NULL, false, 0}, {DSPY_STR_INIT, NULL, false, 0}};
+        int es = 0;
+        const char *em = NULL;
+        for (int i = 0; i < 600 && lo[0].completion_tokens < 2; i++) sched_job_poll(lj, 10, lo, &es, &em);
+        long long before = sched_preemptions(s);
+        sched_job_params q = params(1, 0.0f, 2, 0);
+        q.preemptible = true;
+        CHECK_OK(sched_job_new(sp, ns, &q, &sj));
+        CHECK_OK(sched_submit(s, sj));
+        sched_choice_out so[1] = {{DSPY_STR_INIT, NULL, false, 0}};
+        CHECK_INT(finish(sj, so, &es, &em), 1);
+        int lrc = sched_job_poll(lj, 0, lo, &es, &em);
+        if (!seeded) {
+            CHECK_INT(lrc, 0); /* the short job got through while the long one still runs */
+            CHECK(sched_preemptions(s) > before);
+        } else {
+            CHECK_INT(lrc, 1); /* it waited for the seeded job */
+            CHECK(sched_preemptions(s) == before);
+        }
+        CHECK_INT(finish(lj, lo, &es, &em), 1);
+        CHECK_INT(so[0].completion_tokens, 2);
+        if (!seeded) {
+            dspy_sampling g = dspy_sampling_default();
+            g.temperature = 0;
+            g.max_tokens = long_max;
+            char *want = reference(lp, nl, &g);
+            for (int c = 0; c < 2; c++) {
+                CHECK_STR(dspy_str_cstr(&lo[c].text), want);
+                CHECK_INT(lo[c].completion_tokens, long_max);
+            }
+            free(want);
+        }
+        free_outs(lo, 2);
+        free_outs(so, 1);
+        sched_job_release(lj);
+        sched_job_release(sj);
+    }
+    free(lp);
+    free(sp);
+    sched_free(s);
+    dspy_engine_free(eng);
+}
+
 static void test_context_errors(void) {
     dspy_engine *eng = NULL;
     CHECK_OK(dspy_engine_new(g_model, NULL, &eng));
@@ -324,6 +394,7 @@ int main(void) {
         RUN(test_stop_strings_and_n);
         RUN(test_cancel_queue_abort);
         RUN(test_context_errors);
+        RUN(test_preemption);
     }
     dspy_tokenizer_free(g_tok);
     dspy_model_free(g_model);

@@ -10,6 +10,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 
 #include "check.h"
@@ -548,6 +549,36 @@ static void test_cli(void) {
     CHECK_CONTAINS(out, "error: dspy tokenize: --decode");
 }
 
+/* dspy_tokenizer_encode_max: the same ids up to the limit, DSPY_ERR_CONTEXT past it, and bounded
+ * work: a 4 MB piece with no break in it (one pre-tokenizer piece) and 4 MB of short words are
+ * both refused without being encoded whole. */
+static void test_encode_max(void) {
+    const char *text = "The quick brown fox jumps over the lazy dog, 12345 times!";
+    int32_t *all = NULL, *lim = NULL;
+    size_t n = 0, m = 0;
+    CHECK_OK(dspy_tokenizer_encode(g_tok, text, strlen(text), true, true, &all, &n));
+    CHECK_OK(dspy_tokenizer_encode_max(g_tok, text, strlen(text), true, true, n, &lim, &m));
+    CHECK(m == n && lim && memcmp(all, lim, n * sizeof *all) == 0);
+    free(lim);
+    lim = NULL;
+    CHECK_STATUS(dspy_tokenizer_encode_max(g_tok, text, strlen(text), true, true, n - 1, &lim, &m), DSPY_ERR_CONTEXT);
+    CHECK(lim == NULL && m == 0);
+    CHECK_CONTAINS(dspy_errmsg(), "longer than");
+    free(all);
+    size_t big = 4u << 20;
+    char *a = malloc(big);
+    memset(a, 'a', big);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    CHECK_STATUS(dspy_tokenizer_encode_max(g_tok, a, big, false, false, 8192, &lim, &m), DSPY_ERR_CONTEXT);
+    for (size_t i = 0; i < big; i++) a[i] = i % 5 == 4 ? ' ' : 'w';
+    CHECK_STATUS(dspy_tokenizer_encode_max(g_tok, a, big, false, false, 8192, &lim, &m), DSPY_ERR_CONTEXT);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double dt = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    CHECK(dt < 1.0); /* whole, these take seconds and hundreds of MB */
+    free(a);
+}
+
 int main(void) {
     if (!test_have_shared(TOK_JSON)) {
         check_skip("../shared/models/llama3-tokenizer is absent");
@@ -568,6 +599,7 @@ int main(void) {
     RUN(test_threads);
     RUN(test_cli);
     RUN(test_vectors_pcre2);
+    RUN(test_encode_max);
     free_vectors();
     dspy_tokenizer_free(g_tok);
     return check_summary("test_tokenizer");

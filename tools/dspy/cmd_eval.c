@@ -183,11 +183,16 @@ int cmd_eval(int argc, char **argv) {
         if ((st = number_opt(&a, "launch-timeout", &timeout))) goto fail;
         dspy_local_params lp = dspy_local_params_default();
         lp.timeout_s = timeout;
+        dspy_str logdir = DSPY_STR_INIT; /* the server's log goes with the results */
+        if (dspy_args_get(&a, "out")) dspy_str_appendf(&logdir, "%s/logs", dspy_args_get(&a, "out"));
+        if (logdir.len) lp.log_dir = dspy_str_cstr(&logdir);
         const char *extra[DSPY_ARGS_MAX_MULTI];
         for (int i = 0; i < dspy_args_count(&a, "serve-arg"); i++) extra[i] = dspy_args_at(&a, "serve-arg", i);
         lp.extra_args = extra;
         lp.n_extra_args = (size_t)dspy_args_count(&a, "serve-arg");
-        if ((st = dspy_program_launch(m, &lp, &servers))) goto fail;
+        st = dspy_program_launch(m, &lp, &servers);
+        dspy_str_free(&logdir);
+        if (st) goto fail;
         for (size_t i = 0; i < dspy_launched_count(servers); i++)
             fprintf(stderr, "launched %s at %s (log %s)\n", dspy_local_model_path(dspy_launched_server(servers, i)),
                     dspy_local_api_base(dspy_launched_server(servers, i)),

@@ -168,6 +168,7 @@ int cmd_generate(int argc, char **argv) {
         {"ignore-eos", NULL, "do not stop at the model's eos ids", false, false, NULL},
         {"print-ids", NULL, "print the generated token ids instead of text", false, false, NULL},
         {"device", "DEV", "auto (CUDA when a GPU is visible), cpu, cuda or cuda:N", false, false, "auto"},
+        {"strict", NULL, "refuse a checkpoint whose weights hold NaN/Inf (default: a warning)", false, false, NULL},
         {"threads", "N", "CPU threads (0 = OpenMP default)", false, false, "0"},
         {0}};
     dspy_args a;
@@ -197,6 +198,7 @@ int cmd_generate(int argc, char **argv) {
     }
     dspy_model_params mp = dspy_model_params_default();
     mp.device = dspy_args_get(&a, "device");
+    mp.strict = dspy_args_flag(&a, "strict");
     mp.n_threads = (int32_t)threads;
     dspy_model *m;
     if (dspy_model_load(dir, &mp, &m)) return dspy_cli_error("generate");

@@ -1,0 +1,406 @@
+/* bench_serve_load.c — issue 15's load acceptance for `dspy serve`, against a real server
+ * process on 127.0.0.1 at default settings (a tiny random Llama, the real Llama 3 tokenizer).
+ *
+ *   lockout   IDLE idle sockets and SLOW clients that send one byte every 5 s (reconnecting
+ *             when cut off) while one well-behaved client sends GOOD small requests: how many
+ *             are answered normally, and how fast.
+ *   long      one request asking for max_tokens = 1e9 (it gets the whole KV cache), streaming,
+ *             then a 2-token request: its latency (preemption must let it through); and the
+ *             n = 128, max_tokens = 1e9 request: refused at once (n cap, KV budget).
+ *   big       a 7.8 MB chat body: the server's peak RSS over the body size (amplification) and
+ *             its RSS afterwards (memory returned).
+ *   crowd     CLIENTS concurrent clients, ROUNDS rounds of REQS requests in all (completions
+ *             of 1 token over keep-alive connections); a 503 is retried after its Retry-After
+ *             and counts only if a retry succeeds. Errors and the server's RSS after each round.
+ *
+ * Usage: bench_serve_load [--scenario all|lockout|long|big|crowd] [--good N] [--idle N] [--slow N]
+ *        [--clients N] [--reqs N] [--rounds N] [--model DIR]
+ * Prints one line per measurement; exits 1 when an acceptance threshold is missed. Sends
+ * traffic to 127.0.0.1 only, bounded in count and time. Not a test (bench/, DESIGN §8.6).
+ */
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "dspy/local.h"
+#include "dspy/model.h"
+#include "dspy/str.h"
+
+static int g_port;
+static char g_model[1024];
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static long status_kb(pid_t pid, const char *key) {
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long kb = -1;
+    size_t kl = strlen(key);
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, key, kl) == 0) kb = strtol(line + kl, NULL, 10);
+    if (f) fclose(f);
+    return kb;
+}
+
+static long rss_kb(pid_t pid) { return status_kb(pid, "VmRSS:"); }
+
+static int dial(void) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)g_port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* ---- HTTP with libcurl ------------------------------------------------------------------- */
+
+typedef struct reply {
+    long status;
+    double retry_after;
+    dspy_str body;
+} reply;
+
+static size_t on_body(char *p, size_t sz, size_t nm, void *u) {
+    dspy_str_appendn(&((reply *)u)->body, p, sz * nm);
+    return sz * nm;
+}
+
+static size_t on_header(char *p, size_t sz, size_t nm, void *u) {
+    if (sz * nm > 12 && strncasecmp(p, "Retry-After:", 12) == 0) ((reply *)u)->retry_after = atof(p + 12);
+    return sz * nm;
+}
+
+/* POST /v1/completions; status 0 on a transport error (reset, timeout). */
+static void post(CURL *h, const char *body, reply *r) {
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/completions", g_port);
+    struct curl_slist *hd = curl_slist_append(NULL, "Content-Type: application/json");
+    dspy_str_clear(&r->body);
+    r->status = 0;
+    r->retry_after = 0;
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_PROXY, "");
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, 120L);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
+    if (curl_easy_perform(h) == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
+    curl_slist_free_all(hd);
+}
+
+static const char k_small[] = "{\"prompt\":\"Hello\",\"max_tokens\":2,\"temperature\":0}";
+
+/* ---- lockout ------------------------------------------------------------------------------ */
+
+typedef struct attackers {
+    int n_idle, n_slow;
+    atomic_bool stop;
+    atomic_long reconnects;
+} attackers;
+
+static void *attack_main(void *arg) {
+    attackers *a = arg;
+    int n = a->n_idle + a->n_slow;
+    int *fd = calloc((size_t)n, sizeof *fd);
+    size_t *sent = calloc((size_t)n, sizeof *sent);
+    static const char drip[] = "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                               "X-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                               "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+    for (int i = 0; i < n; i++) fd[i] = dial();
+    double next = now_s();
+    while (!atomic_load(&a->stop)) {
+        if (now_s() >= next) {
+            next += 5.0;
+            for (int i = a->n_idle; i < n; i++) { /* one byte every 5 s; reconnect when cut off */
+                char b;
+                bool dead = fd[i] < 0 || recv(fd[i], &b, 1, MSG_DONTWAIT) == 0 ||
+                            send(fd[i], drip + sent[i] % (sizeof drip - 1), 1, MSG_NOSIGNAL) != 1;
+                if (dead) {
+                    if (fd[i] >= 0) close(fd[i]);
+                    fd[i] = dial();
+                    sent[i] = 0;
+                    atomic_fetch_add(&a->reconnects, 1);
+                } else {
+                    sent[i]++;
+                }
+            }
+            for (int i = 0; i < a->n_idle; i++) { /* idle sockets: reopened when the server closes them */
+                char b;
+                if (fd[i] < 0 || recv(fd[i], &b, 1, MSG_DONTWAIT) == 0) {
+                    if (fd[i] >= 0) close(fd[i]);
+                    fd[i] = dial();
+                    atomic_fetch_add(&a->reconnects, 1);
+                }
+            }
+        }
+        usleep(100 * 1000);
+    }
+    for (int i = 0; i < n; i++)
+        if (fd[i] >= 0) close(fd[i]);
+    free(fd);
+    free(sent);
+    return NULL;
+}
+
+static bool scenario_lockout(int n_idle, int n_slow, int n_good) {
+    attackers a = {.n_idle = n_idle, .n_slow = n_slow};
+    atomic_init(&a.stop, false);
+    atomic_init(&a.reconnects, 0);
+    pthread_t th;
+    pthread_create(&th, NULL, attack_main, &a);
+    sleep(2);
+    CURL *h = curl_easy_init();
+    reply r = {0};
+    int ok = 0;
+    double worst = 0, total = 0;
+    for (int i = 0; i < n_good; i++) {
+        double t0 = now_s();
+        post(h, k_small, &r);
+        double dt = now_s() - t0;
+        if (r.status == 200) ok++;
+        if (dt > worst) worst = dt;
+        total += dt;
+        usleep(400 * 1000); /* spread over the attackers' 5 s rhythm and the 30 s request deadline */
+    }
+    atomic_store(&a.stop, true);
+    pthread_join(th, NULL);
+    curl_easy_cleanup(h);
+    dspy_str_free(&r.body);
+    double pct = 100.0 * ok / (n_good ? n_good : 1);
+    printf("lockout: %d idle + %d slow-byte sockets (%ld reconnects after server cut-offs): good client %d/%d "
+           "answered (%.1f %%), mean %.3f s, worst %.3f s\n", n_idle, n_slow, atomic_load(&a.reconnects), ok, n_good,
+           pct, total / (n_good ? n_good : 1), worst);
+    return pct >= 95.0;
+}
+
+/* ---- long request ------------------------------------------------------------------------- */
+
+static bool scenario_long(void) {
+    bool pass = true;
+    CURL *h = curl_easy_init();
+    reply r = {0};
+    double t0 = now_s();
+    post(h, "{\"prompt\":\"Once\",\"n\":128,\"max_tokens\":1000000000}", &r);
+    printf("long: n=128, max_tokens=1e9 -> HTTP %ld in %.3f s: %.160s\n", r.status, now_s() - t0,
+           dspy_str_cstr(&r.body));
+    if (r.status != 400) pass = false;
+
+    /* a long streaming request that takes the whole KV cache (max_tokens clamped to the context) */
+    int fd = dial();
+    static const char body[] = "{\"prompt\":\"Once upon a time\",\"max_tokens\":1000000000,\"temperature\":0,\"stream\":true}";
+    char req[512];
+    int k = snprintf(req, sizeof req, "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                                      "Content-Length: %zu\r\n\r\n%s", sizeof body - 1, body);
+    send(fd, req, (size_t)k, MSG_NOSIGNAL);
+    char buf[4096];
+    size_t got = 0;
+    double ts = now_s();
+    while (got < 2000 && now_s() - ts < 30) { /* it is streaming tokens */
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 200) > 0) {
+            ssize_t n = recv(fd, buf, sizeof buf, 0);
+            if (n <= 0) break;
+            got += (size_t)n;
+        }
+    }
+    double worst = 0;
+    int ok = 0;
+    for (int i = 0; i < 5; i++) {
+        t0 = now_s();
+        post(h, k_small, &r);
+        double dt = now_s() - t0;
+        if (r.status == 200) ok++;
+        if (dt > worst) worst = dt;
+        /* keep reading the stream so it is never blocked on us */
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        while (poll(&p, 1, 0) > 0 && recv(fd, buf, sizeof buf, MSG_DONTWAIT) > 0) {
+        }
+    }
+    close(fd);
+    printf("long: a 2-token request while a max_tokens=1e9 request streams (%zu bytes read before): %d/5 answered, "
+           "worst latency %.3f s\n", got, ok, worst);
+    if (ok != 5 || worst >= 2.0) pass = false;
+    curl_easy_cleanup(h);
+    dspy_str_free(&r.body);
+    return pass;
+}
+
+/* ---- a large body ------------------------------------------------------------------------ */
+
+/* A 7.8 MB chat body (one long user message): the peak RSS it costs the server over its size,
+ * and whether the memory is given back afterwards. */
+static bool scenario_big(pid_t server) {
+    dspy_str body = DSPY_STR_INIT;
+    dspy_str_append(&body, "{\"messages\":[{\"role\":\"user\",\"content\":\"");
+    dspy_str_repeat(&body, "lorem ipsum ", 650000);
+    dspy_str_append(&body, "\"}],\"max_tokens\":1}");
+    long hwm0 = status_kb(server, "VmHWM:"), rss0 = rss_kb(server);
+    CURL *h = curl_easy_init();
+    reply r = {0};
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/chat/completions", g_port);
+    struct curl_slist *hd = curl_slist_append(NULL, "Content-Type: application/json");
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_PROXY, "");
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body.ptr);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body.len);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &r);
+    double t0 = now_s();
+    if (curl_easy_perform(h) == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r.status);
+    double dt = now_s() - t0;
+    usleep(200 * 1000);
+    long hwm1 = status_kb(server, "VmHWM:"), rss1 = rss_kb(server);
+    double amp = (double)(hwm1 - hwm0) * 1024.0 / (double)body.len;
+    printf("big body: %.1f MB chat body -> HTTP %ld in %.2f s; peak RSS +%ld KiB (%.1fx the body), RSS before %ld KiB, "
+           "after %ld KiB\n", body.len / 1e6, r.status, dt, hwm1 - hwm0, amp, rss0, rss1);
+    curl_slist_free_all(hd);
+    curl_easy_cleanup(h);
+    dspy_str_free(&r.body);
+    dspy_str_free(&body);
+    return r.status == 400 && amp < 6.0 && rss1 < rss0 + 16 * 1024;
+}
+
+/* ---- crowd -------------------------------------------------------------------------------- */
+
+typedef struct crowd {
+    atomic_int next;   /* requests handed out this round */
+    int total;
+    atomic_int errors, retried, ok;
+    atomic_long first_errors; /* status of the first few errors, for the report */
+} crowd;
+
+static void *crowd_main(void *arg) {
+    crowd *c = arg;
+    CURL *h = curl_easy_init();
+    reply r = {0};
+    while (atomic_fetch_add(&c->next, 1) < c->total) {
+        int tries = 0;
+        for (;;) {
+            post(h, "{\"prompt\":\"Hi\",\"max_tokens\":1,\"temperature\":0}", &r);
+            if (r.status == 503 && tries < 30) {
+                tries++;
+                usleep((useconds_t)((r.retry_after > 0 ? r.retry_after : 1.0) * 1e6));
+                continue;
+            }
+            break;
+        }
+        if (r.status == 200) {
+            atomic_fetch_add(&c->ok, 1);
+            if (tries) atomic_fetch_add(&c->retried, 1);
+        } else {
+            if (atomic_fetch_add(&c->errors, 1) == 0) atomic_store(&c->first_errors, r.status);
+        }
+    }
+    curl_easy_cleanup(h);
+    dspy_str_free(&r.body);
+    return NULL;
+}
+
+static bool scenario_crowd(pid_t server, int clients, int reqs, int rounds) {
+    bool pass = true;
+    long rss0 = rss_kb(server), rss_first = 0, rss_last = 0;
+    pthread_t *th = calloc((size_t)clients, sizeof *th);
+    for (int round = 0; round < rounds; round++) {
+        crowd c = {.total = reqs};
+        atomic_init(&c.next, 0);
+        atomic_init(&c.errors, 0);
+        atomic_init(&c.retried, 0);
+        atomic_init(&c.ok, 0);
+        atomic_init(&c.first_errors, 0);
+        double t0 = now_s();
+        for (int i = 0; i < clients; i++) pthread_create(&th[i], NULL, crowd_main, &c);
+        for (int i = 0; i < clients; i++) pthread_join(th[i], NULL);
+        double dt = now_s() - t0;
+        long rss = rss_kb(server);
+        if (round == 0) rss_first = rss;
+        rss_last = rss;
+        printf("crowd: round %d: %d clients, %d requests: %d ok (%d after a 503 retry), %d errors (first: HTTP %ld), "
+               "%.1f req/s, server RSS %ld KiB\n", round + 1, clients, reqs, atomic_load(&c.ok), atomic_load(&c.retried),
+               atomic_load(&c.errors), atomic_load(&c.first_errors), reqs / dt, rss);
+        if (atomic_load(&c.errors)) pass = false;
+    }
+    free(th);
+    printf("crowd: RSS before %ld KiB, after round 1 %ld KiB, after round %d %ld KiB (%+.1f %% from round 1)\n", rss0,
+           rss_first, rounds, rss_last, 100.0 * (double)(rss_last - rss_first) / (double)(rss_first ? rss_first : 1));
+    if (rss_first > 0 && rss_last > rss_first * 1.25) pass = false;
+    return pass;
+}
+
+/* ---- main --------------------------------------------------------------------------------- */
+
+static const char *opt(int argc, char **argv, const char *name, const char *def) {
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], name) == 0) return argv[i + 1];
+    return def;
+}
+
+int main(int argc, char **argv) {
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    const char *scenario = opt(argc, argv, "--scenario", "all");
+    int n_good = atoi(opt(argc, argv, "--good", "100")), n_idle = atoi(opt(argc, argv, "--idle", "161"));
+    int n_slow = atoi(opt(argc, argv, "--slow", "200")), clients = atoi(opt(argc, argv, "--clients", "256"));
+    int reqs = atoi(opt(argc, argv, "--reqs", "2000")), rounds = atoi(opt(argc, argv, "--rounds", "5"));
+    const char *model = opt(argc, argv, "--model", NULL);
+    if (model) {
+        snprintf(g_model, sizeof g_model, "%s", model);
+    } else {
+        snprintf(g_model, sizeof g_model, "%s/tiny", test_tmpdir());
+        dspy_model_config cfg;
+        if (dspy_model_config_preset("llama", "tiny", &cfg) != DSPY_OK ||
+            dspy_model_write_random(g_model, &cfg, 3, DSPY_DTYPE_BF16, true) != DSPY_OK) {
+            fprintf(stderr, "bench_serve_load: %s\n", dspy_errmsg());
+            return 2;
+        }
+    }
+    dspy_local_params p = dspy_local_params_default();
+    p.dspy_bin = test_bin("dspy");
+    p.timeout_s = 120;
+    const char *args[] = {"--tokenizer", test_shared("models/llama3-tokenizer")};
+    p.extra_args = args;
+    p.n_extra_args = 2;
+    dspy_local_server *srv = NULL;
+    if (dspy_local_launch(g_model, &p, &srv) != DSPY_OK) {
+        fprintf(stderr, "bench_serve_load: %s\n", dspy_errmsg());
+        return 2;
+    }
+    g_port = dspy_local_port(srv);
+    printf("server: pid %d, port %d, default settings, RSS %ld KiB\n", (int)dspy_local_pid(srv), g_port,
+           rss_kb(dspy_local_pid(srv)));
+    bool pass = true, all = strcmp(scenario, "all") == 0;
+    if (all || strcmp(scenario, "lockout") == 0) pass &= scenario_lockout(n_idle, n_slow, n_good);
+    if (all || strcmp(scenario, "long") == 0) pass &= scenario_long();
+    if (all || strcmp(scenario, "big") == 0) pass &= scenario_big(dspy_local_pid(srv));
+    if (all || strcmp(scenario, "crowd") == 0) pass &= scenario_crowd(dspy_local_pid(srv), clients, reqs, rounds);
+    dspy_local_free(srv);
+    printf("bench_serve_load: %s\n", pass ? "all acceptance thresholds met" : "a threshold was MISSED");
+    check_summary("bench_serve_load");
+    curl_global_cleanup();
+    return pass ? 0 : 1;
+}
