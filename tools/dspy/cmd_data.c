@@ -121,11 +121,11 @@ int cmd_data(int argc, char **argv) {
         {"cache-dir", "DIR", "download cache [default: $DSPY_CACHEDIR/hf or ~/.dspy_cache/hf]", false, false, NULL},
         {0}};
     dspy_args a;
-    int rc = dspy_args_parse(&a, "data", "show banking77 [options]",
+    int rc = dspy_args_parse_pos(&a, "data", "show banking77 [options]",
                              "Print a dataset split: Banking77 train/test, or the DSPy tutorial's "
                              "500/100 trainset/devset.\nWithout --data-dir the data is downloaded "
                              "from the Hugging Face dataset viewer API.",
-                             opts, argc, argv);
+                             opts, 2, argc, argv);
     if (rc) return rc == 1 ? 0 : rc;
     if (a.npos != 2 || strcmp(a.pos[0], "show") != 0) {
         fprintf(stderr, "error: dspy data: expected 'dspy data show banking77 [options]' (see 'dspy data --help')\n");
