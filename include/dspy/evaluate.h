@@ -71,14 +71,24 @@ typedef struct dspy_metric {
 /* Built-in metrics on one field (`field` must outlive the metric):
  * exact_match: Python `example.f.strip() == pred.f.strip()` for strings (other JSON values:
  * equality; an absent field is None), a bool; named "exact_match".
- * answer_exact_match: DSPy's answer_exact_match normalisation (lowercase, drop ASCII
- * punctuation and the articles a/an/the, collapse whitespace) before comparing; an example
- * value that is a list matches when any element does. Non-ASCII letters are compared as they
- * are (DSPy also applies NFD and Unicode lowercasing). Named "answer_exact_match". */
+ * answer_exact_match: DSPy's answer_exact_match: normalize_text of both sides equal; an
+ * example value that is a list matches when any element does. A bool, named
+ * "answer_exact_match".
+ * f1: DSPy's token-level F1 (dsp.utils.metrics.F1 = max of f1_score(pred.f, answer) over the
+ * example's answer or list of answers), a float in [0, 1], named "f1". */
 dspy_metric dspy_metric_exact_match(const char *field);
 dspy_metric dspy_metric_answer_exact_match(const char *field);
-/* DSPy's normalize_text for ASCII text (see above); malloc'd, NULL on OOM. */
+dspy_metric dspy_metric_f1(const char *field);
+/* DSPy's normalize_text, exactly (dspy/dsp/utils/metrics.py): unicodedata NFD, str.lower()
+ * (full mappings, final sigma), ASCII punctuation removed, the articles a/an/the removed as
+ * whole words (Python re's \b), whitespace (str.isspace) collapsed to single spaces, stripped.
+ * Unicode data of CPython 3.11 (Unicode 14.0.0). malloc'd; NULL on OOM or invalid UTF-8 (with
+ * dspy_errmsg). */
 char *dspy_normalize_text(const char *s);
+/* DSPy's f1_score(prediction, ground_truth): the token-level F1 of the two normalized texts
+ * (tokens = split on whitespace, counted as multisets); 0 when no token is shared (also when
+ * both are empty, as DSPy). Errors: DSPY_ERR_ARG (invalid UTF-8), DSPY_ERR_NOMEM. */
+dspy_status dspy_f1_score(const char *prediction, const char *ground_truth, double *out);
 
 /* ---- results ------------------------------------------------------------------------------ */
 

@@ -7,7 +7,6 @@
  * every example, the sum printed the way Python prints it (int for bool/int metrics unless a
  * float failure_score entered it).
  */
-#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,62 +55,6 @@ dspy_metric dspy_metric_exact_match(const char *field) {
     return m;
 }
 
-/* Python's str.split() whitespace within ASCII. */
-static bool py_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f); }
-static bool word_char(unsigned char c) { return isalnum(c) || c == '_' || c >= 0x80; }
-
-char *dspy_normalize_text(const char *s) {
-    static const char punct[] = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
-    size_t n = strlen(s);
-    char *a = malloc(n + 1), *b = malloc(n + 1);
-    if (!a || !b) {
-        free(a);
-        free(b);
-        dspy_fail(DSPY_ERR_NOMEM, "normalize_text: out of memory");
-        return NULL;
-    }
-    /* lower(), then remove_punc() */
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x80 && strchr(punct, c)) continue;
-        a[k++] = (char)(c < 0x80 ? tolower(c) : c);
-    }
-    a[k] = '\0';
-    /* remove_articles(): re.sub(r"\b(a|an|the)\b", " ", text) */
-    size_t m = 0;
-    for (size_t i = 0; i < k;) {
-        bool start = i == 0 || !word_char((unsigned char)a[i - 1]);
-        size_t len = 0;
-        if (start) {
-            static const char *const arts[] = {"a", "an", "the"};
-            for (int t = 0; t < 3 && !len; t++) {
-                size_t l = strlen(arts[t]);
-                if (i + l <= k && memcmp(a + i, arts[t], l) == 0 && (i + l == k || !word_char((unsigned char)a[i + l])))
-                    len = l;
-            }
-        }
-        if (len) {
-            b[m++] = ' ';
-            i += len;
-        } else {
-            b[m++] = a[i++];
-        }
-    }
-    b[m] = '\0';
-    /* white_space_fix(): " ".join(text.split()) */
-    k = 0;
-    for (size_t i = 0; i < m;) {
-        while (i < m && py_space((unsigned char)b[i])) i++;
-        if (i == m) break;
-        if (k) a[k++] = ' ';
-        while (i < m && !py_space((unsigned char)b[i])) a[k++] = b[i++];
-    }
-    a[k] = '\0';
-    free(b);
-    return a;
-}
-
 static dspy_status normalized_equal(const dspy_json *gold, const char *guess_norm, bool *eq) {
     dspy_str s = DSPY_STR_INIT;
     dspy_json_pystr(gold, &s);
@@ -149,6 +92,37 @@ static dspy_status answer_exact_match_fn(void *user, const dspy_example *ex, con
 
 dspy_metric dspy_metric_answer_exact_match(const char *field) {
     dspy_metric m = {"answer_exact_match", answer_exact_match_fn, (void *)field, DSPY_SCORE_BOOL};
+    return m;
+}
+
+/* max(f1_score(pred, gold) for gold in answers) over the example's value (a string, or a list
+ * of them), both sides as Python's str() of the value. */
+static dspy_status f1_fn(void *user, const dspy_example *ex, const dspy_prediction *pred, dspy_trace *trace,
+                         double *score) {
+    (void)trace;
+    *score = 0;
+    const dspy_json *gold = NULL, *guess = NULL;
+    dspy_status st = field_values(user, ex, pred, &gold, &guess);
+    if (st) return st;
+    dspy_str g = DSPY_STR_INIT, e = DSPY_STR_INIT;
+    dspy_json_pystr(guess, &g);
+    bool list = dspy_json_typeof(gold) == DSPY_JSON_ARRAY;
+    size_t n = list ? dspy_json_size(gold) : 1;
+    for (size_t i = 0; !st && i < n; i++) {
+        dspy_str_clear(&e);
+        dspy_json_pystr(list ? dspy_json_at(gold, i) : gold, &e);
+        double f = 0;
+        if (!dspy_str_ok(&g) || !dspy_str_ok(&e)) st = nomem();
+        else st = dspy_f1_score(dspy_str_cstr(&g), dspy_str_cstr(&e), &f);
+        if (!st && f > *score) *score = f;
+    }
+    dspy_str_free(&g);
+    dspy_str_free(&e);
+    return st;
+}
+
+dspy_metric dspy_metric_f1(const char *field) {
+    dspy_metric m = {"f1", f1_fn, (void *)field, DSPY_SCORE_FLOAT};
     return m;
 }
 
