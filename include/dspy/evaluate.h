@@ -90,6 +90,21 @@ char *dspy_normalize_text(const char *s);
  * both are empty, as DSPy). Errors: DSPY_ERR_ARG (invalid UTF-8), DSPY_ERR_NOMEM. */
 dspy_status dspy_f1_score(const char *prediction, const char *ground_truth, double *out);
 
+/* ---- failures ----------------------------------------------------------------------------- */
+
+/* One failed example as Evaluate (or bootstrap_trace_data) saw it. Valid during the callback. */
+typedef struct dspy_eval_failure {
+    size_t index;            /* position in the devset / dataset */
+    dspy_status status;      /* DSPY_ERR_PARSE: the answer could not be parsed (AdapterParseError);
+                                else the LM's, the metric's or another error */
+    const char *message;     /* the whole error text (DSPy's wording) */
+    const char *lm_response; /* the LM's raw answer when it could not be parsed, else NULL */
+} dspy_eval_failure;
+
+/* Called once per failed example, from the thread that ran it (several threads may call it at
+ * once: make it thread-safe), before the executor counts the error. */
+typedef void (*dspy_eval_failure_fn)(void *user, const dspy_eval_failure *f);
+
 /* ---- results ------------------------------------------------------------------------------ */
 
 typedef struct dspy_eval_result dspy_eval_result;
@@ -115,6 +130,11 @@ double dspy_eval_result_item_score(const dspy_eval_result *r, size_t i);
 dspy_score_kind dspy_eval_result_item_kind(const dspy_eval_result *r, size_t i);
 /* The error of a failed example (NULL when it succeeded or was appended by hand). */
 const char *dspy_eval_result_item_error(const dspy_eval_result *r, size_t i);
+/* The status of a failed example (DSPY_OK when it succeeded): DSPY_ERR_PARSE for an answer
+ * that could not be parsed. */
+dspy_status dspy_eval_result_item_status(const dspy_eval_result *r, size_t i);
+/* The LM's raw answer of an example whose answer could not be parsed (NULL otherwise). */
+const char *dspy_eval_result_item_reply(const dspy_eval_result *r, size_t i);
 /* Failed examples, and their indices in devset order (borrowed, NULL when none). */
 size_t dspy_eval_result_n_failed(const dspy_eval_result *r);
 const size_t *dspy_eval_result_failed_indices(const dspy_eval_result *r);
@@ -158,6 +178,16 @@ typedef struct dspy_evaluate_params {
     bool provide_traceback;  /* drop the traceback hint from error logs */
     const char *save_as_json; /* write the rows here when set */
     const char *save_as_csv;
+    /* dspy.c's own (DSPy has neither) */
+    bool log_failures;        /* DSPy's ERROR log line "Error for <example>: <message>" per failed
+                                 example (default true); false leaves the reporting to on_failure */
+    bool count_parse_failures; /* an answer that cannot be parsed counts toward max_errors, as in
+                                  DSPy (default true). false: it is scored failure_score like a
+                                  wrong answer (a failed row, DSPY_ERR_PARSE) and only LM, metric
+                                  and other errors count; the progress description then counts
+                                  it among the scored examples */
+    dspy_eval_failure_fn on_failure; /* NULL: none */
+    void *failure_user;
 } dspy_evaluate_params;
 
 dspy_evaluate_params dspy_evaluate_params_default(void);
