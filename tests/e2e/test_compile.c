@@ -557,6 +557,13 @@ static void test_faults_kill_resume_eval(void) {
     if (rc != 0) dump_log(log2);
     CHECK_INT(stub_get(&g_stub.asked_again), 0);
     CHECK(stub_get(&g_stub.answered) > 0);
+    /* the plan printed before spending counted the answers run 1 left in the cache */
+    char *plan = slurp(log2);
+    const char *hit = strstr(plan, "already in the LM cache (");
+    CHECK(hit != NULL);
+    if (hit) hit = strstr(hit, "): ");
+    CHECK(hit && atoi(hit + 3) >= answered1);
+    free(plan);
     /* the faults happened (in run 1 or 2) and did not stop it; the 500 is retried 3 times per run */
     CHECK(stub_get(&g_stub.dropped) >= 1);
     CHECK(stub_get(&g_stub.limited) >= 1);
