@@ -427,7 +427,7 @@ int cmd_compile(int argc, char **argv) {
     r.lp.log_dir = dspy_str_cstr(&logdir);
     if ((st = failure_log_init(&r.boot_failures, r.t.trainset))) goto fail;
     dspy_settings_set_profile(r.t.profile);
-    dspy_settings_set_adapter(DSPY_ADAPTER_CHAT, true);
+    dspy_settings_set_adapter(DSPY_ADAPTER_CHAT, r.t.json_fallback);
     fprintf(stderr, "dspy compile: out %s, DSPY_CACHEDIR %s\n", r.out_dir, getenv("DSPY_CACHEDIR"));
 
     step_data(&r);

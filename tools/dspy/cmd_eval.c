@@ -267,6 +267,7 @@ int cmd_eval(int argc, char **argv) {
         ret = dspy_cli_usage_error("eval");
         goto done;
     }
+    dspy_settings_set_adapter(DSPY_ADAPTER_CHAT, e.t.json_fallback);
     if ((st = failure_log_init(&e.failures, e.t.devset)) || (st = launch(&e)) || (st = run_eval(&e))) goto fail;
     char *repr = NULL;
     if ((st = dspy_eval_result_repr(e.res, &repr))) goto fail;

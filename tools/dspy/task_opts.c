@@ -99,6 +99,7 @@ dspy_status task_parse(task *t, const dspy_args *a, bool compile) {
         t->profile_given = true;
     }
     t->instructions = dspy_args_get(a, "instructions");
+    t->json_fallback = !dspy_args_flag(a, "no-json-fallback");
     const char *mspec = dspy_args_get(a, "metric"), *field = dspy_args_get(a, "field");
     char buf[160];
     if (field && !(mspec && strchr(mspec, ':'))) { /* eval's older --field NAME */
@@ -290,6 +291,17 @@ done:
 
 /* ---- program ------------------------------------------------------------------------------- */
 
+/* Whether label `name` occurs in the trainset or the devset. */
+static bool label_seen(const task *t, const char *name) {
+    const dspy_dataset *sets[2] = {t->trainset, t->devset};
+    for (int s = 0; s < 2; s++)
+        for (size_t i = 0; sets[s] && i < dspy_dataset_len(sets[s]); i++) {
+            const char *g = dspy_example_get_str(dspy_dataset_get(sets[s], i), t->label.field);
+            if (g && strcmp(g, name) == 0) return true;
+        }
+    return false;
+}
+
 dspy_status task_signature(task *t, const dspy_args *a) {
     const char *given = dspy_args_get(a, "signature");
     free(t->signature);
@@ -305,13 +317,20 @@ dspy_status task_signature(task *t, const dspy_args *a) {
     if (t->metric_kind == TASK_METRIC_F1 || !t->labels) {
         dspy_str_append(&s, ": str");
     } else {
+        bool observed = dspy_args_flag(a, "observed-labels");
         dspy_str_append(&s, ": Literal[");
+        size_t k = 0;
         for (size_t i = 0; i < dspy_labels_count(t->labels); i++) {
             const char *n = dspy_labels_name(t->labels, (int32_t)i);
-            if (i) dspy_str_append(&s, ", ");
+            if (observed && !label_seen(t, n)) continue;
+            if (k++) dspy_str_append(&s, ", ");
             dspy_py_repr_str(n, strlen(n), &s);
         }
         dspy_str_append(&s, "]");
+        if (!k) {
+            dspy_str_free(&s);
+            return dspy_fail(DSPY_ERR_ARG, "--observed-labels: no label of the list occurs in the data");
+        }
     }
     if (!dspy_str_ok(&s)) {
         dspy_str_free(&s);

@@ -52,11 +52,15 @@
      false, false, NULL},                                                                                          \
         {"module", "NAME", "cot (ChainOfThought, the tutorial's) or predict", false, false, NULL},                 \
         {"instructions", "TEXT", "the signature's instructions (default: DSPy's)", false, false, NULL},             \
+        {"observed-labels", NULL, "the default Literal lists only the labels that occur in the trainset and devset "  \
+                                  "(in the label list's order): a shorter prompt", false, false, NULL},             \
         {"metric", "SPEC", "exact[:FIELD] (default: exact match on the label field), f1[:FIELD] (DSPy's token "     \
                            "F1), answer_exact_match[:FIELD], or none",                                               \
          false, false, NULL},                                                                                      \
         {"dspy-format", "VERSION", "prompt format profile: 3.3 (DSPy 3.3.1) or 2.6 (the tutorial's DSPy)", false,    \
-         false, NULL}
+         false, NULL},                                                                                             \
+        {"no-json-fallback", NULL, "ChatAdapter(use_json_adapter_fallback=False): an unparseable answer is not "   \
+                                   "asked again in JSON (1 LM call instead of up to 3)", false, false, NULL}
 
 typedef enum task_metric_kind { TASK_METRIC_EXACT, TASK_METRIC_AEM, TASK_METRIC_F1, TASK_METRIC_NONE } task_metric_kind;
 
@@ -84,6 +88,7 @@ typedef struct task {
     bool cot;
     dspy_profile profile;
     bool profile_given;
+    bool json_fallback;           /* ChatAdapter's JSON fallback (DSPy's default: on) */
     const char *instructions;
     /* metric */
     task_metric_kind metric_kind;
