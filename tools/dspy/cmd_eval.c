@@ -148,7 +148,24 @@ static dspy_status prepare(eval_run *e) {
     if ((st = dspy_module_get_lm(e->m, &own))) return st;
     if (!own)
         return dspy_fail(DSPY_ERR_ARG, "%s: the program was saved without an LM; give --lm MODEL", program);
-    return program_file_resolve_models(e->m, program, dspy_args_get(a, "model"));
+    if ((st = program_file_resolve_models(e->m, program, dspy_args_get(a, "model")))) return st;
+    /* --temperature / --max-tokens given: they override the saved LM's */
+    if (!dspy_args_given(a, "temperature") && !dspy_args_given(a, "max-tokens")) return DSPY_OK;
+    if ((st = dspy_module_get_lm(e->m, &own))) return st;
+    dspy_json *ov = dspy_json_object();
+    double t = 0;
+    long mt = 0;
+    st = ov ? DSPY_OK : dspy_fail(DSPY_ERR_NOMEM, "out of memory");
+    if (!st && dspy_args_given(a, "temperature") && !(st = number_opt(a, "temperature", &t)))
+        st = dspy_json_set(ov, "temperature", dspy_json_real(t));
+    if (!st && dspy_args_given(a, "max-tokens") && !(st = count_opt(a, "max-tokens", 1, &mt)))
+        st = dspy_json_set(ov, "max_tokens", dspy_json_int(mt));
+    dspy_lm *copy = NULL;
+    if (!st) st = dspy_lm_copy(own, ov, &copy);
+    if (!st) st = dspy_module_set_lm(e->m, copy);
+    dspy_lm_free(copy);
+    dspy_json_decref(ov);
+    return st;
 }
 
 /* Launches the program's local LMs (a failure here is a run failure: exit 1). */
@@ -226,8 +243,10 @@ int cmd_eval(int argc, char **argv) {
                         "saved LM; a local one is served with `dspy serve` for the run)", false, false, NULL},
         {"api-base", "URL", "OpenAI-compatible endpoint (default: $OPENAI_BASE_URL or api.openai.com)", false, false, NULL},
         {"api-key", "KEY", "API key (default: $OPENAI_API_KEY)", false, false, NULL},
-        {"temperature", "T", "sampling temperature sent to the LM", false, false, "0.0"},
-        {"max-tokens", "N", "max_tokens sent to the LM (default: not sent)", false, false, NULL},
+        {"temperature", "T", "sampling temperature sent to the LM (given: also overrides the saved LM's)", false, false,
+         "0.0"},
+        {"max-tokens", "N", "max_tokens sent to the LM (default: --lm: not sent; the saved LM: its own)", false, false,
+         NULL},
         TASK_OPTS_DATA,
         {"split", "NAME", "Banking77: tutorial-dev (the tutorial's 100), test, train or stratified; --dataset: "
                           "tutorial or stratified (their devset part) or all", false, false, "tutorial-dev"},
