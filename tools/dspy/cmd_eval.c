@@ -32,6 +32,7 @@
 #include "eval_report.h"
 #include "failures.h"
 #include "program_file.h"
+#include "quiet_log.h"
 #include "task_opts.h"
 
 /* An integer option >= min (absent: *out unchanged). */
@@ -208,7 +209,9 @@ static dspy_status run_eval(eval_run *e) {
     ep.failure_user = &e->failures;
     fprintf(stderr, "evaluating %s on %zu examples of %s (%s), metric %s\n", dspy_args_get(&e->a, "program"),
             dspy_dataset_len(e->t.devset), e->t.data_desc, e->t.split_desc, e->t.metric.name);
+    if (!verbose) quiet_log_begin();
     dspy_status st = dspy_evaluate(e->m, e->t.devset, &e->t.metric, &ep, &e->res);
+    if (!verbose) quiet_log_end();
     if (!verbose || st) {
         dspy_str details = DSPY_STR_INIT;
         if (e->out) dspy_str_appendf(&details, "%s/failures.jsonl", e->out);

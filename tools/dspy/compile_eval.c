@@ -10,6 +10,7 @@
 
 #include "compile_run.h"
 #include "dspy/parallel.h"
+#include "quiet_log.h"
 
 void compile_eval_clear(compile_eval *e) {
     dspy_eval_result_free(e->result);
@@ -40,7 +41,9 @@ dspy_status compile_evaluate(run_state *r, dspy_module *program, compile_eval *e
         ep.save_as_csv = dspy_str_cstr(&cs);
     }
     double t0 = compile_now();
+    if (!r->verbose) quiet_log_begin();
     st = dspy_evaluate(program, r->t.devset, &r->t.metric, &ep, &e->result);
+    if (!r->verbose) quiet_log_end();
     e->seconds = compile_now() - t0;
     e->ran = st == DSPY_OK;
     if (st) snprintf(e->error, sizeof e->error, "%s", dspy_errmsg());
