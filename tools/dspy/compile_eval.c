@@ -124,6 +124,17 @@ void compile_print_table(run_state *r) {
         snprintf(label, sizeof label, "majority class (%.24s)", maj);
         printf("  %-38s %7.2f %%\n", label, rate);
     }
+    if (r->after.result) {
+        double ft = dspy_eval_result_score(r->after.result);
+        printf("  fine-tuned student: %.2f %%", ft);
+        if (maj && rate > 0) printf(" = %.2f x the majority-class rate", ft / rate);
+        if (r->before_student.result) {
+            double un = dspy_eval_result_score(r->before_student.result);
+            if (un > 0) printf(", %.2f x the untrained student", ft / un);
+            else printf(" (the untrained student scored 0)");
+        }
+        printf("\n");
+    }
     printf("  (answered: the answer parsed; failed: unparseable answers and errors, scored 0)\n");
     fflush(stdout);
 }
@@ -154,5 +165,11 @@ dspy_json *compile_table_json(run_state *r) {
     dspy_json_set(o, "finetuned_student", eval_json(&r->after, n));
     dspy_json_set(o, "majority_class", maj ? dspy_json_string(maj) : dspy_json_null());
     dspy_json_set(o, "majority_rate", dspy_json_real(dspy_py_round(rate, 2)));
+    /* the ratios the main job is judged by (null when undefined) */
+    double ft = r->after.result ? dspy_eval_result_score(r->after.result) : -1;
+    double un = r->before_student.result ? dspy_eval_result_score(r->before_student.result) : -1;
+    dspy_json_set(o, "finetuned_over_majority",
+                  ft >= 0 && rate > 0 ? dspy_json_real(dspy_py_round(ft / rate, 3)) : dspy_json_null());
+    dspy_json_set(o, "finetuned_over_untrained", ft >= 0 && un > 0 ? dspy_json_real(dspy_py_round(ft / un, 3)) : dspy_json_null());
     return o;
 }
