@@ -309,6 +309,7 @@ static int compile_argv(char **argv, const char *out, const char *const *extra, 
     argv[n++] = "26 Jul 2024";
     argv[n++] = "--baselines"; /* the untrained student's evaluation is covered by test_task */
     argv[n++] = "teacher";
+    argv[n++] = "--no-json-fallback"; /* the fallback is covered by test_fallback; here it only costs time */
     argv[n++] = "--out";
     argv[n++] = (char *)out;
     for (int i = 0; i < n_extra; i++) argv[n++] = (char *)extra[i];
@@ -582,7 +583,7 @@ static void test_faults_kill_resume_eval(void) {
     snprintf(res4, sizeof res4, "%s/eval-results", test_tmpdir());
     setenv("DSPY_CACHEDIR", cache2, 1);
     char *eargv[] = {(char *)test_bin("dspy"), "eval", "--program", prog, "--data-dir", g_data, "--split",
-                     "tutorial-dev", "--limit", N_DEV, "--num-threads", "4", "--max-errors", "100",
+                     "tutorial-dev", "--limit", N_DEV, "--num-threads", "4", "--max-errors", "100", "--no-json-fallback",
                      "--serve-arg=--threads", "--serve-arg=1", "--out", res4, NULL};
     rc = run(eargv, log4);
     unsetenv("DSPY_CACHEDIR");
@@ -614,9 +615,9 @@ static void test_metric_exact(void) {
     snprintf(url, sizeof url, "--teacher-base-url=%s/v1", http_stub_url(stub));
     snprintf(out, sizeof out, "%s/metric", test_tmpdir());
     snprintf(log, sizeof log, "%s/compile-metric.log", test_tmpdir());
-    const char *extra[] = {url, "--metric", "exact", "--filter-traces", "--limit-dev", "1"};
+    const char *extra[] = {url, "--metric", "exact", "--filter-traces", "--limit-dev", "1", "--baselines", "none"};
     char *argv[64];
-    compile_argv(argv, out, extra, 6);
+    compile_argv(argv, out, extra, 8);
     stub_phase(3, 0);
     int wrong0 = stub_get(&g_stub.wrong);
     int rc = run(argv, log);

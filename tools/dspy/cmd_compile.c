@@ -368,7 +368,8 @@ int cmd_compile(int argc, char **argv) {
                                 "(the trainset keeps its labels)", false, false, NULL},
         {"train-kwargs", "KEY=VALUE", "a fine-tuning setting (DSPy's train_kwargs: num_train_epochs, learning_rate, "
                                       "use_peft, max_seq_length, ...)", false, true, NULL},
-        {"baselines", "WHICH", "evaluate before compiling: student,teacher, student, teacher or none", false, false,
+        {"baselines", "WHICH", "evaluate before compiling: student,teacher, student, teacher or none (none also skips "
+                               "the early start of the student's server that checks --serve-arg/--device)", false, false,
          "student,teacher"},
         {"num-threads", "N", "threads for bootstrapping and evaluation", false, false, "4"},
         {"max-errors", "N", "stop bootstrapping/evaluation after N failed examples (default: never; failures are "

@@ -68,6 +68,11 @@ dspy_status compile_evaluate(run_state *r, dspy_module *program, compile_eval *e
 }
 
 dspy_status compile_baseline_student(run_state *r) {
+    if (!r->baseline_student && !r->baseline_teacher) {
+        compile_note("--baselines none: nothing evaluated before compiling (the student's server is first started "
+                     "after training)");
+        return DSPY_OK;
+    }
     dspy_launched *srv = NULL;
     dspy_status st = dspy_program_launch(r->student, &r->lp, &srv);
     if (st)
