@@ -122,6 +122,9 @@ typedef struct dspy_bootstrap_params {
     FILE *progress_out;          /* NULL = stderr */
     double failure_score;        /* 0 */
     double format_failure_score; /* -1 */
+    bool log_failures;           /* an ERROR log line per failed example (default true) */
+    dspy_eval_failure_fn on_failure; /* called once per failed example (dspy/evaluate.h); NULL */
+    void *failure_user;
 } dspy_bootstrap_params;
 
 dspy_bootstrap_params dspy_bootstrap_params_default(void);
@@ -187,6 +190,9 @@ typedef struct dspy_finetune_params {
     const char *finetune_dir;   /* NULL: the environment (see dspy_finetune_dir) */
     bool display_progress;      /* default true */
     FILE *progress_out;         /* NULL = stderr */
+    bool log_failures;          /* bootstrapping: an ERROR log line per failed example (default true) */
+    dspy_eval_failure_fn on_failure; /* bootstrapping: called once per failed example; NULL */
+    void *failure_user;
 } dspy_finetune_params;
 
 dspy_finetune_params dspy_finetune_params_default(void);

@@ -21,8 +21,8 @@
  * distinct "openai/local:<dir>" LM gets a `dspy serve` child (dspy/local.h; LMs of the same
  * directory share one server) and its kwargs api_base/api_key point at it; LMs that already
  * have an api_base are left alone (DSPy's "Server is already launched."); other LMs are
- * skipped. An LM's launch_kwargs "chat_date" becomes `--chat-date` unless the caller's extra
- * server arguments give one. kill stops the servers and REMOVES api_base/api_key again — unlike DSPy, which keeps
+ * skipped. An LM's launch_kwargs "chat_date" becomes `--chat-date` and "device" (cpu, cuda;
+ * "auto" adds nothing) `--device` unless the caller's extra server arguments give them. kill stops the servers and REMOVES api_base/api_key again — unlike DSPy, which keeps
  * them (CC-30.3): a dead server's address is useless, a call then fails at once with "not
  * launched" instead of retrying a refused connection, and a program saved after kill records
  * only "openai/local:<dir>", which `dspy eval --program` launches itself.

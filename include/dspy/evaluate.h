@@ -71,14 +71,39 @@ typedef struct dspy_metric {
 /* Built-in metrics on one field (`field` must outlive the metric):
  * exact_match: Python `example.f.strip() == pred.f.strip()` for strings (other JSON values:
  * equality; an absent field is None), a bool; named "exact_match".
- * answer_exact_match: DSPy's answer_exact_match normalisation (lowercase, drop ASCII
- * punctuation and the articles a/an/the, collapse whitespace) before comparing; an example
- * value that is a list matches when any element does. Non-ASCII letters are compared as they
- * are (DSPy also applies NFD and Unicode lowercasing). Named "answer_exact_match". */
+ * answer_exact_match: DSPy's answer_exact_match: normalize_text of both sides equal; an
+ * example value that is a list matches when any element does. A bool, named
+ * "answer_exact_match".
+ * f1: DSPy's token-level F1 (dsp.utils.metrics.F1 = max of f1_score(pred.f, answer) over the
+ * example's answer or list of answers), a float in [0, 1], named "f1". */
 dspy_metric dspy_metric_exact_match(const char *field);
 dspy_metric dspy_metric_answer_exact_match(const char *field);
-/* DSPy's normalize_text for ASCII text (see above); malloc'd, NULL on OOM. */
+dspy_metric dspy_metric_f1(const char *field);
+/* DSPy's normalize_text, exactly (dspy/dsp/utils/metrics.py): unicodedata NFD, str.lower()
+ * (full mappings, final sigma), ASCII punctuation removed, the articles a/an/the removed as
+ * whole words (Python re's \b), whitespace (str.isspace) collapsed to single spaces, stripped.
+ * Unicode data of CPython 3.11 (Unicode 14.0.0). malloc'd; NULL on OOM or invalid UTF-8 (with
+ * dspy_errmsg). */
 char *dspy_normalize_text(const char *s);
+/* DSPy's f1_score(prediction, ground_truth): the token-level F1 of the two normalized texts
+ * (tokens = split on whitespace, counted as multisets); 0 when no token is shared (also when
+ * both are empty, as DSPy). Errors: DSPY_ERR_ARG (invalid UTF-8), DSPY_ERR_NOMEM. */
+dspy_status dspy_f1_score(const char *prediction, const char *ground_truth, double *out);
+
+/* ---- failures ----------------------------------------------------------------------------- */
+
+/* One failed example as Evaluate (or bootstrap_trace_data) saw it. Valid during the callback. */
+typedef struct dspy_eval_failure {
+    size_t index;            /* position in the devset / dataset */
+    dspy_status status;      /* DSPY_ERR_PARSE: the answer could not be parsed (AdapterParseError);
+                                else the LM's, the metric's or another error */
+    const char *message;     /* the whole error text (DSPy's wording) */
+    const char *lm_response; /* the LM's raw answer when it could not be parsed, else NULL */
+} dspy_eval_failure;
+
+/* Called once per failed example, from the thread that ran it (several threads may call it at
+ * once: make it thread-safe), before the executor counts the error. */
+typedef void (*dspy_eval_failure_fn)(void *user, const dspy_eval_failure *f);
 
 /* ---- results ------------------------------------------------------------------------------ */
 
@@ -105,6 +130,11 @@ double dspy_eval_result_item_score(const dspy_eval_result *r, size_t i);
 dspy_score_kind dspy_eval_result_item_kind(const dspy_eval_result *r, size_t i);
 /* The error of a failed example (NULL when it succeeded or was appended by hand). */
 const char *dspy_eval_result_item_error(const dspy_eval_result *r, size_t i);
+/* The status of a failed example (DSPY_OK when it succeeded): DSPY_ERR_PARSE for an answer
+ * that could not be parsed. */
+dspy_status dspy_eval_result_item_status(const dspy_eval_result *r, size_t i);
+/* The LM's raw answer of an example whose answer could not be parsed (NULL otherwise). */
+const char *dspy_eval_result_item_reply(const dspy_eval_result *r, size_t i);
 /* Failed examples, and their indices in devset order (borrowed, NULL when none). */
 size_t dspy_eval_result_n_failed(const dspy_eval_result *r);
 const size_t *dspy_eval_result_failed_indices(const dspy_eval_result *r);
@@ -148,6 +178,16 @@ typedef struct dspy_evaluate_params {
     bool provide_traceback;  /* drop the traceback hint from error logs */
     const char *save_as_json; /* write the rows here when set */
     const char *save_as_csv;
+    /* dspy.c's own (DSPy has neither) */
+    bool log_failures;        /* DSPy's ERROR log line "Error for <example>: <message>" per failed
+                                 example (default true); false leaves the reporting to on_failure */
+    bool count_parse_failures; /* an answer that cannot be parsed counts toward max_errors, as in
+                                  DSPy (default true). false: it is scored failure_score like a
+                                  wrong answer (a failed row, DSPY_ERR_PARSE) and only LM, metric
+                                  and other errors count; the progress description then counts
+                                  it among the scored examples */
+    dspy_eval_failure_fn on_failure; /* NULL: none */
+    void *failure_user;
 } dspy_evaluate_params;
 
 dspy_evaluate_params dspy_evaluate_params_default(void);

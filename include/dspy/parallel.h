@@ -49,6 +49,7 @@ typedef struct dspy_parallel_params {
     bool provide_traceback; /* drop the "Set `provide_traceback=True`" hint from error logs */
     bool catch_sigint;      /* install a SIGINT handler for the run (default true); a run nested
                                in another that holds it leaves it alone */
+    bool log_errors;        /* log each failed item at ERROR (default true) */
 } dspy_parallel_params;
 
 dspy_parallel_params dspy_parallel_params_default(void);

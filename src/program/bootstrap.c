@@ -138,6 +138,9 @@ dspy_bootstrap_params dspy_bootstrap_params_default(void) {
         .progress_out = NULL,
         .failure_score = 0,
         .format_failure_score = -1,
+        .log_failures = true,
+        .on_failure = NULL,
+        .failure_user = NULL,
     };
     return p;
 }
@@ -197,7 +200,7 @@ static dspy_status boot_item(void *user, size_t i, double *score) {
     bool have_pf = false;
     dspy_trace_item it = {.example_ind = i, .has_score = j->p->metric != NULL};
     dspy_status st = check_inputs(ex);
-    if (st) return st;
+    if (st) goto done;
     if ((st = dspy_trace_new(&tr)) || (st = dspy_context_new(&ctx))) goto done;
     dspy_context_set_trace(ctx, tr);
     if ((st = dspy_context_push(ctx))) goto done;
@@ -241,6 +244,15 @@ static dspy_status boot_item(void *user, size_t i, double *score) {
     }
     free(parse_msg);
 done:
+    if (st && j->p->on_failure) {
+        /* the parse failure's answer is in the recorded item */
+        char *msg = strdup(*dspy_errmsg() ? dspy_errmsg() : dspy_status_name(st));
+        const dspy_failed_prediction *fp = have_pf ? j->slots[i].failed : NULL;
+        dspy_eval_failure f = {i, st, msg ? msg : dspy_status_name(st), fp ? fp->completion_text : NULL};
+        j->p->on_failure(j->p->failure_user, &f);
+        if (msg) dspy_fail(st, "%s", msg); /* the executor logs and counts the same message */
+        free(msg);
+    }
     item_clear(&it);
     parse_failure_clear(&pf);
     dspy_prediction_free(pred);
@@ -276,6 +288,7 @@ dspy_status dspy_bootstrap_trace_data(dspy_module *program, const dspy_dataset *
     pp.max_errors = p.max_errors;
     pp.display_progress = p.display_progress;
     pp.progress_out = p.progress_out;
+    pp.log_errors = p.log_failures;
     if ((st = dspy_parallel_run(&pp, n, boot_item, boot_describe, &j, &rep))) goto done;
     d->counts.examples = n;
     for (size_t i = 0; i < n && !st; i++)

@@ -35,6 +35,7 @@ dspy_finetune_params dspy_finetune_params_default(void) {
         .finetune_dir = NULL,
         .display_progress = true,
         .progress_out = NULL,
+        .log_failures = true,
     };
     return p;
 }
@@ -262,6 +263,9 @@ dspy_status dspy_bootstrap_finetune_prepare(dspy_module *student, const dspy_dat
     bp.max_errors = p.max_errors;
     bp.display_progress = p.display_progress;
     bp.progress_out = p.progress_out;
+    bp.log_failures = p.log_failures;
+    bp.on_failure = p.on_failure;
+    bp.failure_user = p.failure_user;
     size_t nt = n_teachers ? n_teachers : 1;
     for (size_t t = 0; t < nt; t++) {
         dspy_module *teacher = n_teachers && teachers[t] ? teachers[t] : student;

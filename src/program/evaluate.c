@@ -7,7 +7,6 @@
  * every example, the sum printed the way Python prints it (int for bool/int metrics unless a
  * float failure_score entered it).
  */
-#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +14,7 @@
 #include "dspy/log.h"
 #include "dspy/parallel.h"
 #include "program/evaluate_priv.h"
+#include "program/parse_failure.h"
 
 static dspy_status nomem(void) { return dspy_fail(DSPY_ERR_NOMEM, "Evaluate: out of memory"); }
 
@@ -54,62 +54,6 @@ static dspy_status exact_match_fn(void *user, const dspy_example *ex, const dspy
 dspy_metric dspy_metric_exact_match(const char *field) {
     dspy_metric m = {"exact_match", exact_match_fn, (void *)field, DSPY_SCORE_BOOL};
     return m;
-}
-
-/* Python's str.split() whitespace within ASCII. */
-static bool py_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f); }
-static bool word_char(unsigned char c) { return isalnum(c) || c == '_' || c >= 0x80; }
-
-char *dspy_normalize_text(const char *s) {
-    static const char punct[] = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
-    size_t n = strlen(s);
-    char *a = malloc(n + 1), *b = malloc(n + 1);
-    if (!a || !b) {
-        free(a);
-        free(b);
-        dspy_fail(DSPY_ERR_NOMEM, "normalize_text: out of memory");
-        return NULL;
-    }
-    /* lower(), then remove_punc() */
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x80 && strchr(punct, c)) continue;
-        a[k++] = (char)(c < 0x80 ? tolower(c) : c);
-    }
-    a[k] = '\0';
-    /* remove_articles(): re.sub(r"\b(a|an|the)\b", " ", text) */
-    size_t m = 0;
-    for (size_t i = 0; i < k;) {
-        bool start = i == 0 || !word_char((unsigned char)a[i - 1]);
-        size_t len = 0;
-        if (start) {
-            static const char *const arts[] = {"a", "an", "the"};
-            for (int t = 0; t < 3 && !len; t++) {
-                size_t l = strlen(arts[t]);
-                if (i + l <= k && memcmp(a + i, arts[t], l) == 0 && (i + l == k || !word_char((unsigned char)a[i + l])))
-                    len = l;
-            }
-        }
-        if (len) {
-            b[m++] = ' ';
-            i += len;
-        } else {
-            b[m++] = a[i++];
-        }
-    }
-    b[m] = '\0';
-    /* white_space_fix(): " ".join(text.split()) */
-    k = 0;
-    for (size_t i = 0; i < m;) {
-        while (i < m && py_space((unsigned char)b[i])) i++;
-        if (i == m) break;
-        if (k) a[k++] = ' ';
-        while (i < m && !py_space((unsigned char)b[i])) a[k++] = b[i++];
-    }
-    a[k] = '\0';
-    free(b);
-    return a;
 }
 
 static dspy_status normalized_equal(const dspy_json *gold, const char *guess_norm, bool *eq) {
@@ -152,6 +96,37 @@ dspy_metric dspy_metric_answer_exact_match(const char *field) {
     return m;
 }
 
+/* max(f1_score(pred, gold) for gold in answers) over the example's value (a string, or a list
+ * of them), both sides as Python's str() of the value. */
+static dspy_status f1_fn(void *user, const dspy_example *ex, const dspy_prediction *pred, dspy_trace *trace,
+                         double *score) {
+    (void)trace;
+    *score = 0;
+    const dspy_json *gold = NULL, *guess = NULL;
+    dspy_status st = field_values(user, ex, pred, &gold, &guess);
+    if (st) return st;
+    dspy_str g = DSPY_STR_INIT, e = DSPY_STR_INIT;
+    dspy_json_pystr(guess, &g);
+    bool list = dspy_json_typeof(gold) == DSPY_JSON_ARRAY;
+    size_t n = list ? dspy_json_size(gold) : 1;
+    for (size_t i = 0; !st && i < n; i++) {
+        dspy_str_clear(&e);
+        dspy_json_pystr(list ? dspy_json_at(gold, i) : gold, &e);
+        double f = 0;
+        if (!dspy_str_ok(&g) || !dspy_str_ok(&e)) st = nomem();
+        else st = dspy_f1_score(dspy_str_cstr(&g), dspy_str_cstr(&e), &f);
+        if (!st && f > *score) *score = f;
+    }
+    dspy_str_free(&g);
+    dspy_str_free(&e);
+    return st;
+}
+
+dspy_metric dspy_metric_f1(const char *field) {
+    dspy_metric m = {"f1", f1_fn, (void *)field, DSPY_SCORE_FLOAT};
+    return m;
+}
+
 /* ---- the result object -------------------------------------------------------------------- */
 
 dspy_status dspy_eval_result_new(const char *metric_name, dspy_eval_result **out) {
@@ -171,6 +146,7 @@ void dspy_eval_result_free(dspy_eval_result *r) {
         dspy_example_free(r->rows[i].example);
         dspy_prediction_free(r->rows[i].pred);
         free(r->rows[i].error);
+        free(r->rows[i].reply);
     }
     free(r->rows);
     free(r->failed);
@@ -192,7 +168,7 @@ static dspy_status copy_example(const dspy_example *ex, dspy_example **out) {
 
 /* Appends a row; `error` (may be NULL) is copied and marks the row failed. */
 static dspy_status append_row(dspy_eval_result *r, const dspy_example *ex, dspy_prediction *pred, double score,
-                              dspy_score_kind kind, const char *error) {
+                              dspy_score_kind kind, const char *error, dspy_status status, const char *reply) {
     if (!ex) return dspy_fail(DSPY_ERR_ARG, "EvaluationResult: a row needs an example");
     if (r->n == r->cap) {
         size_t cap = r->cap ? r->cap * 2 : 16;
@@ -211,22 +187,25 @@ static dspy_status append_row(dspy_eval_result *r, const dspy_example *ex, dspy_
     if (st) return st;
     if (pred) row.pred = dspy_prediction_retain(pred);
     else if ((st = dspy_prediction_new(&row.pred))) goto fail;
-    if (error && !(row.error = strdup(error))) {
+    if ((error && !(row.error = strdup(error))) || (reply && !(row.reply = strdup(reply)))) {
         st = nomem();
         goto fail;
     }
+    row.status = error ? (status ? status : DSPY_ERR_CANCELLED) : DSPY_OK; /* no status: never ran */
     if (error) r->failed[r->n_failed++] = r->n;
     r->rows[r->n++] = row;
     return DSPY_OK;
 fail:
     dspy_example_free(row.example);
     dspy_prediction_free(row.pred);
+    free(row.error);
+    free(row.reply);
     return st;
 }
 
 dspy_status dspy_eval_result_append(dspy_eval_result *r, const dspy_example *example, dspy_prediction *pred,
                                     double score, dspy_score_kind kind) {
-    return append_row(r, example, pred, score, kind, NULL);
+    return append_row(r, example, pred, score, kind, NULL, DSPY_OK, NULL);
 }
 
 /* sum(scores) in row order, and whether Python would hold it as an int. */
@@ -266,6 +245,12 @@ dspy_score_kind dspy_eval_result_item_kind(const dspy_eval_result *r, size_t i) 
 }
 const char *dspy_eval_result_item_error(const dspy_eval_result *r, size_t i) {
     return r && i < r->n ? r->rows[i].error : NULL;
+}
+dspy_status dspy_eval_result_item_status(const dspy_eval_result *r, size_t i) {
+    return r && i < r->n ? r->rows[i].status : DSPY_OK;
+}
+const char *dspy_eval_result_item_reply(const dspy_eval_result *r, size_t i) {
+    return r && i < r->n ? r->rows[i].reply : NULL;
 }
 size_t dspy_eval_result_n_failed(const dspy_eval_result *r) { return r ? r->n_failed : 0; }
 const size_t *dspy_eval_result_failed_indices(const dspy_eval_result *r) { return r ? r->failed : NULL; }
@@ -322,6 +307,10 @@ dspy_evaluate_params dspy_evaluate_params_default(void) {
         .provide_traceback = false,
         .save_as_json = NULL,
         .save_as_csv = NULL,
+        .log_failures = true,
+        .count_parse_failures = true,
+        .on_failure = NULL,
+        .failure_user = NULL,
     };
     return p;
 }
@@ -330,9 +319,20 @@ typedef struct eval_job {
     dspy_module *program;
     const dspy_dataset *devset;
     const dspy_metric *metric;
+    const dspy_evaluate_params *p;
     dspy_prediction **preds;
     double *scores;
+    dspy_status *status; /* per item: the failure's status (set by the item, also when counted) */
+    char **msg;          /* per item: an uncounted failure's message */
+    char **reply;        /* per item: the unparseable answer */
 } eval_job;
+
+/* Tells on_failure about item i (message: dspy_errmsg() as the item failed). */
+static void report_failure(eval_job *j, size_t i, dspy_status st, const char *message) {
+    if (!j->p->on_failure) return;
+    dspy_eval_failure f = {i, st, message, j->reply[i]};
+    j->p->on_failure(j->p->failure_user, &f);
+}
 
 static dspy_status eval_item(void *user, size_t i, double *score) {
     eval_job *j = user;
@@ -341,12 +341,43 @@ static dspy_status eval_item(void *user, size_t i, double *score) {
     /* program(**example.inputs()): an example without input keys is DSPy's ValueError */
     dspy_status st = dspy_example_inputs(ex, &in);
     dspy_example_free(in);
-    if (st) return st;
     dspy_prediction *pred = NULL;
-    if ((st = dspy_module_call_example(j->program, ex, NULL, &pred))) return st;
+    bool watched = parse_failure_watching();
+    if (!st) {
+        if (!watched) parse_failure_watch(true);
+        st = dspy_module_call_example(j->program, ex, NULL, &pred);
+        parse_failure pf;
+        if (st == DSPY_ERR_PARSE && !watched && parse_failure_take(&pf)) {
+            j->reply[i] = pf.lm_response; /* NULL on OOM: only the reply is lost */
+            pf.lm_response = NULL;
+            parse_failure_clear(&pf);
+        }
+        if (!watched) parse_failure_watch(false);
+    }
     double s = 0;
-    if ((st = j->metric->fn(j->metric->user, ex, pred, NULL, &s))) {
+    if (!st && (st = j->metric->fn(j->metric->user, ex, pred, NULL, &s))) {
         dspy_prediction_free(pred);
+        pred = NULL;
+    }
+    if (st) {
+        char *msg = strdup(*dspy_errmsg() ? dspy_errmsg() : dspy_status_name(st));
+        j->status[i] = st;
+        report_failure(j, i, st, msg ? msg : dspy_status_name(st));
+        if (st == DSPY_ERR_PARSE && !j->p->count_parse_failures) {
+            /* an answer scored failure_score, not an error for the budget */
+            if (j->p->log_failures && dspy_log_enabled(DSPY_LOG_ERROR)) {
+                dspy_str d = DSPY_STR_INIT;
+                dspy_example_append_repr(&d, ex);
+                dspy_log(DSPY_LOG_ERROR, "Error for %s: %s%s", dspy_str_ok(&d) ? dspy_str_cstr(&d) : "an example",
+                         msg ? msg : "", j->p->provide_traceback ? "" : ". Set `provide_traceback=True` for traceback.");
+                dspy_str_free(&d);
+            }
+            j->msg[i] = msg;
+            *score = j->p->failure_score;
+            return DSPY_OK;
+        }
+        st = dspy_fail(st, "%s", msg ? msg : dspy_status_name(st));
+        free(msg);
         return st;
     }
     if (j->metric->kind == DSPY_SCORE_BOOL) s = s != 0 ? 1.0 : 0.0;
@@ -370,12 +401,20 @@ dspy_status dspy_evaluate(dspy_module *program, const dspy_dataset *devset, cons
         return dspy_fail(DSPY_ERR_ARG, "Evaluate: no metric given; pass one (e.g. dspy_metric_exact_match(\"answer\"))");
     size_t n = dspy_dataset_len(devset);
     if (n == 0) return dspy_fail(DSPY_ERR_ARG, "Evaluate: the devset is empty (DSPy divides by its length)");
-    eval_job job = {program, devset, metric, calloc(n, sizeof(dspy_prediction *)), calloc(n, sizeof(double))};
+    eval_job job = {program,
+                    devset,
+                    metric,
+                    &p,
+                    calloc(n, sizeof(dspy_prediction *)),
+                    calloc(n, sizeof(double)),
+                    calloc(n, sizeof(dspy_status)),
+                    calloc(n, sizeof(char *)),
+                    calloc(n, sizeof(char *))};
     dspy_eval_result *r = NULL;
     dspy_parallel_report rep;
     memset(&rep, 0, sizeof rep);
     dspy_status st = DSPY_OK;
-    if (!job.preds || !job.scores) {
+    if (!job.preds || !job.scores || !job.status || !job.msg || !job.reply) {
         st = nomem();
         goto done;
     }
@@ -385,17 +424,20 @@ dspy_status dspy_evaluate(dspy_module *program, const dspy_dataset *devset, cons
     pp.display_progress = p.display_progress;
     pp.progress_out = p.progress_out;
     pp.provide_traceback = p.provide_traceback;
+    pp.log_errors = p.log_failures;
     if ((st = dspy_parallel_run(&pp, n, eval_item, eval_describe, &job, &rep))) goto done;
 
     if ((st = dspy_eval_result_new(metric->name, &r))) goto done;
     size_t f = 0;
     for (size_t i = 0; i < n && !st; i++) {
         const dspy_example *ex = dspy_dataset_get(devset, i);
-        if (rep.ok[i]) {
-            st = append_row(r, ex, job.preds[i], job.scores[i], metric->kind, NULL);
+        if (rep.ok[i] && !job.msg[i]) {
+            st = append_row(r, ex, job.preds[i], job.scores[i], metric->kind, NULL, DSPY_OK, NULL);
+        } else if (rep.ok[i]) { /* an uncounted parse failure */
+            st = append_row(r, ex, NULL, p.failure_score, DSPY_SCORE_FLOAT, job.msg[i], job.status[i], job.reply[i]);
         } else {
             const char *msg = f < rep.n_errors && rep.failed[f] == i ? rep.failed_msg[f++] : "not run";
-            st = append_row(r, ex, NULL, p.failure_score, DSPY_SCORE_FLOAT, msg);
+            st = append_row(r, ex, NULL, p.failure_score, DSPY_SCORE_FLOAT, msg, job.status[i], job.reply[i]);
         }
     }
     if (st) goto done;
@@ -413,8 +455,13 @@ dspy_status dspy_evaluate(dspy_module *program, const dspy_dataset *devset, cons
     r = NULL;
 done:
     for (size_t i = 0; job.preds && i < n; i++) dspy_prediction_free(job.preds[i]);
+    for (size_t i = 0; job.msg && i < n; i++) free(job.msg[i]);
+    for (size_t i = 0; job.reply && i < n; i++) free(job.reply[i]);
     free(job.preds);
     free(job.scores);
+    free(job.status);
+    free(job.msg);
+    free(job.reply);
     dspy_parallel_report_clear(&rep);
     dspy_eval_result_free(r);
     return st;

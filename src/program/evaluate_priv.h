@@ -11,6 +11,8 @@ typedef struct eval_row {
     double score;
     dspy_score_kind kind;
     char *error; /* the failure's message, NULL for a success */
+    dspy_status status; /* the failure's status (DSPY_OK for a success) */
+    char *reply;        /* the unparseable answer of a parse failure, else NULL */
 } eval_row;
 
 struct dspy_eval_result {

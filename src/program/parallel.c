@@ -33,6 +33,7 @@ dspy_parallel_params dspy_parallel_params_default(void) {
         .compare_results = true,
         .provide_traceback = false,
         .catch_sigint = true,
+        .log_errors = true,
     };
     return p;
 }
@@ -88,7 +89,7 @@ typedef struct run {
     void *user;
     size_t n;
     int32_t max_errors;
-    bool compare_results, provide_traceback, threaded;
+    bool compare_results, provide_traceback, threaded, log_errors;
     dspy_context *ctx; /* the caller's overrides, pushed around each item on workers */
     pthread_mutex_t mu;
     bool *ok;
@@ -145,7 +146,7 @@ static int run_item(size_t i, void *arg, int worker_id) {
         msg = dspy_str_take(&s);
     }
     if (pushed) dspy_context_pop(r->ctx);
-    if (st) log_error(r, i, msg ? msg : dspy_status_name(st));
+    if (st && r->log_errors) log_error(r, i, msg ? msg : dspy_status_name(st));
 
     pthread_mutex_lock(&r->mu);
     if (st) {
@@ -215,7 +216,7 @@ dspy_status dspy_parallel_run(const dspy_parallel_params *params, size_t n, dspy
     run r = {.fn = fn, .describe = describe, .user = user, .n = n,
              .max_errors = p.max_errors >= 0 ? p.max_errors : dspy_settings_max_errors(),
              .compare_results = p.compare_results, .provide_traceback = p.provide_traceback,
-             .threaded = threads > 1};
+             .threaded = threads > 1, .log_errors = p.log_errors};
     atomic_init(&r.stop, false);
     pthread_mutex_init(&r.mu, NULL);
     dspy_status st = DSPY_OK;

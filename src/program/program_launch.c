@@ -70,33 +70,53 @@ void dspy_launched_free(dspy_launched *l) {
     free(l);
 }
 
+/* Whether the extra args already give option `name` ("--name V" or "--name=V"). */
+static bool has_arg(const dspy_local_params *p, const char *name) {
+    size_t n = strlen(name);
+    for (size_t i = 0; i < p->n_extra_args; i++)
+        if (strncmp(p->extra_args[i], name, n) == 0 && (p->extra_args[i][n] == '\0' || p->extra_args[i][n] == '='))
+            return true;
+    return false;
+}
+
 /* lm.launch_kwargs -> server arguments: "chat_date" becomes `--chat-date DATE` (the date the
- * fine-tuning data was rendered with) unless the caller's extra args already set one. *args
- * and *owned (malloc'd, may stay NULL) back lp->extra_args. */
+ * fine-tuning data was rendered with) and "device" (other than "auto") `--device NAME`, unless
+ * the caller's extra args already set them. *args and *owned (malloc'd, may stay NULL) back
+ * lp->extra_args. */
 static dspy_status with_launch_kwargs(dspy_lm *lm, const dspy_local_params *p, dspy_local_params *lp,
                                       const char ***args, char **owned) {
     dspy_json *state = dspy_lm_dump_state(lm);
     if (!state) return dspy_fail(DSPY_ERR_NOMEM, "launch: out of memory");
-    const char *date = dspy_json_str_or(dspy_json_get(state, "launch_kwargs"), "chat_date", NULL);
-    for (size_t i = 0; date && i < p->n_extra_args; i++)
-        if (strcmp(p->extra_args[i], "--chat-date") == 0 || strncmp(p->extra_args[i], "--chat-date=", 12) == 0)
-            date = NULL;
+    const dspy_json *lk = dspy_json_get(state, "launch_kwargs");
+    const char *date = dspy_json_str_or(lk, "chat_date", NULL), *device = dspy_json_str_or(lk, "device", NULL);
+    if (date && has_arg(p, "--chat-date")) date = NULL;
+    if (device && (strcmp(device, "auto") == 0 || has_arg(p, "--device"))) device = NULL;
     dspy_status st = DSPY_OK;
-    if (date) {
-        const char **a = malloc((p->n_extra_args + 1) * sizeof *a);
-        char *arg = NULL;
+    if (date || device) {
+        /* the added arguments live in one malloc'd block: "--chat-date=D\0--device=X\0" */
+        const char **a = malloc((p->n_extra_args + 2) * sizeof *a);
+        char *block = NULL;
         dspy_str s = DSPY_STR_INIT;
-        dspy_str_appendf(&s, "--chat-date=%s", date);
-        if (!a || !(arg = dspy_str_take(&s))) {
+        size_t date_len = 0;
+        if (date) {
+            dspy_str_appendf(&s, "--chat-date=%s", date);
+            date_len = s.len;
+            dspy_str_appendc(&s, '\0');
+        }
+        if (device) dspy_str_appendf(&s, "--device=%s", device);
+        if (!a || !dspy_str_ok(&s) || !(block = dspy_str_take(&s))) {
             free(a);
+            dspy_str_free(&s);
             st = dspy_fail(DSPY_ERR_NOMEM, "launch: out of memory");
         } else {
-            for (size_t i = 0; i < p->n_extra_args; i++) a[i] = p->extra_args[i];
-            a[p->n_extra_args] = arg;
+            size_t n = 0;
+            for (size_t i = 0; i < p->n_extra_args; i++) a[n++] = p->extra_args[i];
+            if (date) a[n++] = block;
+            if (device) a[n++] = date ? block + date_len + 1 : block;
             lp->extra_args = a;
-            lp->n_extra_args = p->n_extra_args + 1;
+            lp->n_extra_args = n;
             *args = a;
-            *owned = arg;
+            *owned = block;
         }
     }
     dspy_json_decref(state);

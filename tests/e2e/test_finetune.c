@@ -101,6 +101,10 @@ static void test_train_and_generate(void) {
     CHECK_CONTAINS(out, "fine-tuned");
     CHECK_CONTAINS(out, "on 8 examples (1 lines skipped): 8 optimizer steps over 1 epochs");
     free(out);
+    /* the finished model is not overwritten without --force (nor --resume) */
+    CHECK_INT(run_cmd(cmd, &out), 2);
+    CHECK_CONTAINS(out, "already holds a fine-tuned model (model.safetensors); pass --resume");
+    free(out);
     double loss[16];
     int n = losses(dir, loss, 16);
     CHECK_INT(n, 8);

@@ -1,7 +1,7 @@
 /* test_report_browser.c — the HTML report of a real tiny `dspy compile`, rendered in headless
  * Chromium (Debian's chromium package) and inspected over the DevTools protocol:
  *   - the compile: the oracle teacher (a stand-in that answers with the gold label), a tiny
- *     random Llama student with the real Llama 3 tokenizer, one epoch, --baselines (the teacher
+ *     random Llama student with the real Llama 3 tokenizer, one epoch, the baselines (the teacher
  *     and the untrained student evaluated too); compile writes report.html and prints its link;
  *   - a second run to compare with: `dspy eval` of a saved tutorial program with a scripted LM
  *     (2 right, 1 wrong label, 1 unparseable answer), then `dspy report RUN --compare RUN2`;
@@ -179,7 +179,7 @@ int main(void) {
                                              "--limit-train", "4", "--limit-dev", "6", "--num-threads", "2",
                                              "--max-tokens", "16", "--train-kwargs", "num_train_epochs=1",
                                              "--train-kwargs", "learning_rate=5e-3", "--train-kwargs",
-                                             "gradient_accumulation_steps=1", "--baselines", "--out", run, NULL},
+                                             "gradient_accumulation_steps=1", "--baselines", "student,teacher", "--out", run, NULL},
                        "dspy compile");
     ok = ok && eval_run(data, ev);
     ok = ok && run_cmd("report", (const char *const[]){run, "--compare", ev, "--out", cmp, NULL}, "dspy report");

@@ -189,7 +189,19 @@ static void test_jsonl_and_limit(void) {
     snprintf(cmd, sizeof cmd, "'%s' data show imagenet 2>&1", test_bin("dspy"));
     out = run(cmd, &st);
     CHECK(st != 0);
-    CHECK_CONTAINS(out, "unknown dataset 'imagenet'");
+    CHECK_CONTAINS(out, "'imagenet': unknown data source");
+    CHECK_INT(st, 2);
+    free(out);
+    /* any JSONL, mapped */
+    char path[1100];
+    snprintf(path, sizeof path, "%s/mood.jsonl", test_tmpdir());
+    const char *rows = "{\"sentence\": \"so good\", \"mood\": \"pos\"}\n{\"sentence\": \"tab\\there\"}\n";
+    CHECK_OK(dspy_write_file(path, rows, strlen(rows)));
+    snprintf(cmd, sizeof cmd, "'%s' data show '%s' --input-fields review=sentence --label-field sentiment=mood --format tsv",
+             test_bin("dspy"), path);
+    out = run(cmd, &st);
+    CHECK_INT(st, 0);
+    CHECK_STR(out, "review\tsentiment\nso good\tpos\ntab\\there\t\n");
     free(out);
 }
 

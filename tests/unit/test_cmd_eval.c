@@ -77,8 +77,10 @@ static void test_eval_tutorial_rows(void) {
     dspy_lm_free(lm);
 
     snprintf(out_dir, sizeof out_dir, "%s/eval-out", test_tmpdir());
+    /* DSPy's behaviour: --verbose logs DSPy's error line, --strict-errors counts the failure */
     const char *args[] = {"--program", prog, "--lm", lm_arg, "--data-dir", data_dir, "--split", "tutorial-dev",
-                          "--limit", "4", "--num-threads", "2", "--display-table", "4", "--out", out_dir, NULL};
+                          "--limit", "4", "--num-threads", "2", "--display-table", "4", "--out", out_dir,
+                          "--verbose", "--strict-errors", NULL};
     test_run_result r = eval_cmd(args);
     CHECK_INT(r.status, 0);
     /* stdout: the table (tutorial column order), then the result */
@@ -130,29 +132,44 @@ static void test_eval_tutorial_rows(void) {
     CHECK(!strstr(r.err, "it/s]"));
     test_run_free(&r);
 
-    /* max_errors=1: the unparseable row aborts the run */
+    /* max_errors=1 with DSPy's counting: the unparseable row aborts the run */
     const char *args3[] = {"--program", prog, "--lm", lm_arg, "--data-dir", data_dir, "--limit", "4", "--num-threads",
-                           "1", "--max-errors", "1", "--no-progress", NULL};
+                           "1", "--max-errors", "1", "--no-progress", "--strict-errors", NULL};
     r = eval_cmd(args3);
     CHECK_INT(r.status, 1);
     CHECK_CONTAINS(r.err, "error: dspy eval: Execution cancelled due to errors or interruption.\n");
     CHECK_STR(r.out, "");
     test_run_free(&r);
 
-    /* errors: one line, non-zero exit */
-    const char *bad_metric[] = {"--program", prog, "--lm", lm_arg, "--data-dir", data_dir, "--metric", "f1", NULL};
+    /* the default: the unparseable answer is a wrong answer, listed in one line, the run completes;
+     * no DSPy error line with the whole answer */
+    const char *args4[] = {"--program", prog, "--lm", lm_arg, "--data-dir", data_dir, "--limit", "4", "--num-threads",
+                           "2", "--max-errors", "1", NULL};
+    r = eval_cmd(args4);
+    CHECK_INT(r.status, 0);
+    CHECK_STR(r.out, "EvaluationResult(score=50.0, results=<list of 4 results>)\n");
+    CHECK_CONTAINS(r.err, "   #2 unparseable answer: \"I cannot tell.\"\n");
+    CHECK_CONTAINS(r.err, "   1 evaluated example failed: 1 unparseable answer (scored as wrong), 0 other errors (pass "
+                          "--out DIR to keep the details)\n");
+    CHECK(!strstr(r.err, "Error for"));
+    CHECK_CONTAINS(r.err, "Average Metric: 2.00 / 4 (50.0%): 100%|");
+    test_run_free(&r);
+
+    /* errors: one line, exit status 2 (nothing started) */
+    const char *bad_metric[] = {"--program", prog, "--lm", lm_arg, "--data-dir", data_dir, "--metric", "bleu", NULL};
     r = eval_cmd(bad_metric);
-    CHECK_INT(r.status, 1);
-    CHECK_STR(r.err, "error: dspy eval: --metric 'f1': use exact or answer_exact_match\n");
+    CHECK_INT(r.status, 2);
+    CHECK_STR(r.err, "error: dspy eval: --metric 'bleu': use exact[:FIELD], f1[:FIELD], answer_exact_match[:FIELD] or "
+                     "none\n");
     test_run_free(&r);
     const char *bad_limit[] = {"--program", prog, "--lm", lm_arg, "--limit", "-2", NULL};
     r = eval_cmd(bad_limit);
-    CHECK_INT(r.status, 1);
+    CHECK_INT(r.status, 2);
     CHECK_STR(r.err, "error: dspy eval: --limit '-2': expected an integer >= 0\n");
     test_run_free(&r);
     const char *no_file[] = {"--program", "/nonexistent/prog.json", "--lm", lm_arg, "--data-dir", data_dir, NULL};
     r = eval_cmd(no_file);
-    CHECK_INT(r.status, 1);
+    CHECK_INT(r.status, 2);
     CHECK_INT(count_lines(r.err), 1);
     CHECK_CONTAINS(r.err, "error: dspy eval: ");
     CHECK_CONTAINS(r.err, "/nonexistent/prog.json");

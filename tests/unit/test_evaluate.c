@@ -60,6 +60,7 @@ static char *read_stream(FILE *f) {
 typedef struct qa_rule {
     int n_right;
     uint64_t fail;
+    uint64_t garble; /* questions answered without any field marker (unparseable) */
     atomic_int calls;
     int sleep_us;
 } qa_rule;
@@ -82,7 +83,8 @@ static dspy_status qa_fn(void *user, const dspy_json *messages, const dspy_json 
     int k = question_number(messages);
     if (k >= 0 && k < 64 && (r->fail >> k) & 1) return dspy_fail(DSPY_ERR_REMOTE, "HTTP 500 for q%d", k);
     dspy_str s = DSPY_STR_INIT;
-    if (k >= 0 && k < r->n_right) dspy_str_appendf(&s, "[[ ## answer ## ]]\na%d", k);
+    if (k >= 0 && k < 64 && (r->garble >> k) & 1) dspy_str_appendf(&s, "I think\n\nit is a%d", k);
+    else if (k >= 0 && k < r->n_right) dspy_str_appendf(&s, "[[ ## answer ## ]]\na%d", k);
     else dspy_str_append(&s, "[[ ## answer ## ]]\nwrong");
     *text = dspy_str_take(&s);
     return DSPY_OK;
@@ -864,8 +866,95 @@ static void test_metrics(void) {
     dspy_example_free(ex);
 }
 
+/* ---- dspy.c's failure reporting ------------------------------------------------------------------ */
+
+typedef struct seen_failures {
+    pthread_mutex_t mu;
+    int n, parse;
+    char reply[8][64];
+    size_t index[8];
+} seen_failures;
+
+static void on_failure(void *user, const dspy_eval_failure *f) {
+    seen_failures *s = user;
+    pthread_mutex_lock(&s->mu);
+    if (s->n < 8) {
+        snprintf(s->reply[s->n], sizeof s->reply[0], "%s", f->lm_response ? f->lm_response : "(none)");
+        s->index[s->n] = f->index;
+    }
+    s->n++;
+    s->parse += f->status == DSPY_ERR_PARSE;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* count_parse_failures=false: unparseable answers are scored failure_score and do not spend the
+ * error budget; LM errors still do; on_failure sees every failure with the raw answer; with
+ * log_failures=false nothing is logged per failure. DSPy's default counts them. */
+static void test_parse_failures_as_answers(void) {
+    qa_rule rule = {.n_right = 10, .garble = (1u << 1) | (1u << 4) | (1u << 7)};
+    dspy_lm *lm = NULL;
+    dspy_module *prog = qa_program(&rule, &lm);
+    dspy_dataset *dev = qa_devset(10);
+    dspy_metric m = dspy_metric_exact_match("answer");
+    dspy_eval_result *r = NULL;
+    /* DSPy: the third unparseable answer reaches max_errors=3 */
+    dspy_evaluate_params p = dspy_evaluate_params_default();
+    p.num_threads = 1;
+    p.max_errors = 3;
+    log_start();
+    CHECK_STATUS(dspy_evaluate(prog, dev, &m, &p, &r), DSPY_ERR_CANCELLED);
+    CHECK_CONTAINS(log_stop(), "ERROR: Error for Example({'question': 'q1', 'answer': 'a1'})");
+    /* dspy.c's CLI mode */
+    seen_failures seen = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    p.num_threads = 3;
+    p.max_errors = 1;
+    p.count_parse_failures = false;
+    p.log_failures = false;
+    p.on_failure = on_failure;
+    p.failure_user = &seen;
+    log_start();
+    CHECK_OK(dspy_evaluate(prog, dev, &m, &p, &r));
+    const char *log = log_stop();
+    CHECK(strstr(log, "Error for") == NULL);
+    CHECK_CONTAINS(log, "INFO: Average Metric: 7.0 / 10 (70.0%)");
+    CHECK_INT(seen.n, 3);
+    CHECK_INT(seen.parse, 3);
+    for (int i = 0; i < 3 && i < seen.n; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "I think\n\nit is a%zu", seen.index[i]);
+        CHECK_STR(seen.reply[i], want);
+    }
+    if (r) {
+        CHECK_INT(dspy_eval_result_n_failed(r), 3);
+        CHECK_NEAR(dspy_eval_result_score(r), 70.0, 0);
+        CHECK_INT(dspy_eval_result_item_status(r, 4), DSPY_ERR_PARSE);
+        CHECK_STR(dspy_eval_result_item_reply(r, 4), "I think\n\nit is a4");
+        CHECK_CONTAINS(dspy_eval_result_item_error(r, 4), "Adapter JSONAdapter failed to parse the LM response.");
+        CHECK_INT(dspy_eval_result_item_status(r, 5), DSPY_OK);
+        CHECK(dspy_eval_result_item_reply(r, 5) == NULL);
+    }
+    dspy_eval_result_free(r);
+    r = NULL;
+    /* an LM error still spends the budget */
+    rule.fail = 1u << 2;
+    seen.n = seen.parse = 0;
+    CHECK_STATUS(dspy_evaluate(prog, dev, &m, &p, &r), DSPY_ERR_CANCELLED);
+    CHECK(seen.n >= 1);
+    p.max_errors = 2;
+    seen.n = seen.parse = 0;
+    CHECK_OK(dspy_evaluate(prog, dev, &m, &p, &r));
+    CHECK_INT(seen.n, 4);
+    CHECK_INT(seen.parse, 3);
+    if (r) CHECK_INT(dspy_eval_result_item_status(r, 2), DSPY_ERR_REMOTE);
+    dspy_eval_result_free(r);
+    dspy_dataset_free(dev);
+    dspy_module_free(prog);
+    dspy_lm_free(lm);
+}
+
 int main(void) {
     RUN(test_cc26_1_score);
+    RUN(test_parse_failures_as_answers);
     RUN(test_cc26_2_3_progress_and_failure);
     RUN(test_cc26_2_int_sum);
     RUN(test_cc26_4_5_6_max_errors);

@@ -1,4 +1,10 @@
-/* args.c — option parsing and generated help for the dspy subcommands. */
+/* args.c — option parsing and generated help for the dspy subcommands (see args.h).
+ *
+ * Follows getopt_long(3)'s syntax (long options with "=" or a separate value, clustered short
+ * flags, "-xVALUE", "--" ending the options), except that long options are never abbreviated.
+ * Does not: permute option order semantics beyond that (positionals may appear anywhere, as
+ * GNU getopt allows), read option files, or localise messages.
+ */
 #include "args.h"
 
 #include <errno.h>
@@ -6,48 +12,132 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dspy/status.h"
-
 static int find_opt(const dspy_args *a, const char *name, size_t n) {
     for (int i = 0; i < a->nopts; i++)
         if (strlen(a->opts[i].name) == n && strncmp(a->opts[i].name, name, n) == 0) return i;
     return -1;
 }
 
+static const struct {
+    char c;
+    const char *name;
+} k_short[] = {{'o', "out"}, {'n', "num-threads"}, {'f', "force"}, {'v', "verbose"},
+               {'q', "quiet"}, {'m', "model"},       {'l', "limit"}};
+
+char dspy_args_short_of(const char *long_name) {
+    for (size_t i = 0; i < sizeof k_short / sizeof k_short[0]; i++)
+        if (strcmp(k_short[i].name, long_name) == 0) return k_short[i].c;
+    return 0;
+}
+
+static int find_short(const dspy_args *a, char c) {
+    for (size_t i = 0; i < sizeof k_short / sizeof k_short[0]; i++)
+        if (k_short[i].c == c) return find_opt(a, k_short[i].name, strlen(k_short[i].name));
+    return -1;
+}
+
 static void print_help(const char *cmd, const char *usage, const char *about, const dspy_opt *opts) {
     printf("usage: dspy %s %s\n\n%s\n", cmd, usage, about);
-    if (opts[0].name) printf("\noptions:\n");
+    printf("\noptions:\n");
     for (int i = 0; opts[i].name; i++) {
-        char left[128];
-        snprintf(left, sizeof left, "--%s%s%s", opts[i].name, opts[i].metavar ? " " : "",
+        char left[160];
+        char sh[8] = "    ";
+        if (dspy_args_short_of(opts[i].name)) snprintf(sh, sizeof sh, "-%c, ", dspy_args_short_of(opts[i].name));
+        snprintf(left, sizeof left, "%s--%s%s%s", sh, opts[i].name, opts[i].metavar ? " " : "",
                  opts[i].metavar ? opts[i].metavar : "");
-        printf("  %-30s %s%s%s", left, opts[i].help, opts[i].required ? " (required)" : "",
+        printf("  %-34s %s%s%s", left, opts[i].help, opts[i].required ? " (required)" : "",
                opts[i].multi ? " (repeatable)" : "");
         if (opts[i].def) printf(" [default: %s]", opts[i].def);
         printf("\n");
     }
-    printf("  %-30s %s\n", "--help", "show this help and exit");
+    printf("  %-34s %s\n", "-h, --help", "show this help and exit");
+    printf("\nexit status: 0 success, 1 failed while running, 2 bad usage or input (nothing was started)\n");
 }
 
-int dspy_args_parse(dspy_args *a, const char *cmd, const char *usage, const char *about,
-                    const dspy_opt *opts, int argc, char **argv) {
+static int usage_error(const char *cmd, const char *fmt, const char *a1, size_t n1, const char *a2) {
+    fprintf(stderr, "error: dspy %s: ", cmd);
+    if (a2) fprintf(stderr, fmt, (int)n1, a1, a2);
+    else fprintf(stderr, fmt, (int)n1, a1);
+    fprintf(stderr, " (see 'dspy %s --help')\n", cmd);
+    return DSPY_EXIT_USAGE;
+}
+
+/* Records value `val` for option k. */
+static int store(dspy_args *a, const char *cmd, int k, const char *val) {
+    a->value[k] = val;
+    a->given[k] = true;
+    if (a->opts[k].multi) {
+        if (a->nmulti[k] >= DSPY_ARGS_MAX_MULTI) {
+            fprintf(stderr, "error: dspy %s: option '--%s' given more than %d times\n", cmd, a->opts[k].name,
+                    DSPY_ARGS_MAX_MULTI);
+            return DSPY_EXIT_USAGE;
+        }
+        a->multi[k][a->nmulti[k]++] = val;
+    }
+    return 0;
+}
+
+/* One "-abc" / "-nVALUE" word at argv[*i]. */
+static int parse_short(dspy_args *a, const char *cmd, const char *usage, const char *about, int argc, char **argv,
+                       int *i) {
+    const char *s = argv[*i] + 1;
+    for (size_t j = 0; s[j]; j++) {
+        char c = s[j];
+        if (c == 'h') {
+            print_help(cmd, usage, about, a->opts);
+            return 1;
+        }
+        int k = find_short(a, c);
+        if (k < 0) return usage_error(cmd, "unknown option '-%.*s'", &s[j], 1, NULL);
+        if (!a->opts[k].metavar) {
+            int rc = store(a, cmd, k, "1");
+            if (rc) return rc;
+            continue;
+        }
+        const char *val;
+        if (s[j + 1]) val = &s[j + 1];
+        else if (*i + 1 < argc) val = argv[++*i];
+        else {
+            fprintf(stderr, "error: dspy %s: option '-%c' (--%s) needs a value %s\n", cmd, c, a->opts[k].name,
+                    a->opts[k].metavar);
+            return DSPY_EXIT_USAGE;
+        }
+        return store(a, cmd, k, val);
+    }
+    return 0;
+}
+
+int dspy_args_parse_pos(dspy_args *a, const char *cmd, const char *usage, const char *about,
+                        const dspy_opt *opts, int max_pos, int argc, char **argv) {
     memset(a, 0, sizeof *a);
     a->opts = opts;
     while (opts[a->nopts].name) a->nopts++;
+    if (a->nopts > DSPY_ARGS_MAX_OPTS) {
+        fprintf(stderr, "error: dspy %s: too many options declared (%d > %d)\n", cmd, a->nopts, DSPY_ARGS_MAX_OPTS);
+        return DSPY_EXIT_FAIL;
+    }
     for (int i = 0; i < a->nopts; i++) a->value[i] = opts[i].def;
     bool only_pos = false;
     for (int i = 0; i < argc; i++) {
         const char *s = argv[i];
-        if (only_pos || strncmp(s, "--", 2) != 0 || s[2] == '\0') {
-            if (!only_pos && strcmp(s, "--") == 0) {
-                only_pos = true;
-                continue;
-            }
-            if (a->npos >= DSPY_ARGS_MAX_POS) {
-                fprintf(stderr, "error: dspy %s: too many arguments\n", cmd);
-                return 2;
+        bool positional = only_pos || s[0] != '-' || s[1] == '\0';
+        if (!positional && strcmp(s, "--") == 0) {
+            only_pos = true;
+            continue;
+        }
+        if (positional) {
+            if (a->npos >= max_pos || a->npos >= DSPY_ARGS_MAX_POS) {
+                if (max_pos == 0)
+                    return usage_error(cmd, "unexpected argument '%.*s'%s", s, strlen(s),
+                                       s[0] == '-' ? "" : "; every input is given with an option");
+                return usage_error(cmd, "unexpected extra argument '%.*s'%s", s, strlen(s), "");
             }
             a->pos[a->npos++] = s;
+            continue;
+        }
+        if (s[1] != '-') {
+            int rc = parse_short(a, cmd, usage, about, argc, argv, &i);
+            if (rc) return rc;
             continue;
         }
         if (strcmp(s, "--help") == 0) {
@@ -58,42 +148,35 @@ int dspy_args_parse(dspy_args *a, const char *cmd, const char *usage, const char
         const char *eq = strchr(name, '=');
         size_t n = eq ? (size_t)(eq - name) : strlen(name);
         int k = find_opt(a, name, n);
-        if (k < 0) {
-            fprintf(stderr, "error: dspy %s: unknown option '--%.*s' (see 'dspy %s --help')\n", cmd,
-                    (int)n, name, cmd);
-            return 2;
-        }
+        if (k < 0) return usage_error(cmd, "unknown option '--%.*s'", name, n, NULL);
         const char *val = "1";
         if (opts[k].metavar) {
             if (eq) val = eq + 1;
             else if (i + 1 < argc) val = argv[++i];
             else {
-                fprintf(stderr, "error: dspy %s: option '--%s' needs a value %s\n", cmd, opts[k].name,
-                        opts[k].metavar);
-                return 2;
+                fprintf(stderr, "error: dspy %s: option '--%s' needs a value %s\n", cmd, opts[k].name, opts[k].metavar);
+                return DSPY_EXIT_USAGE;
             }
         } else if (eq) {
             fprintf(stderr, "error: dspy %s: option '--%s' takes no value\n", cmd, opts[k].name);
-            return 2;
+            return DSPY_EXIT_USAGE;
         }
-        a->value[k] = val;
-        a->given[k] = true;
-        if (opts[k].multi) {
-            if (a->nmulti[k] >= DSPY_ARGS_MAX_MULTI) {
-                fprintf(stderr, "error: dspy %s: option '--%s' given too many times\n", cmd, opts[k].name);
-                return 2;
-            }
-            a->multi[k][a->nmulti[k]++] = val;
-        }
+        int rc = store(a, cmd, k, val);
+        if (rc) return rc;
     }
     for (int i = 0; i < a->nopts; i++) {
         if (opts[i].required && !a->given[i]) {
-            fprintf(stderr, "error: dspy %s: missing required option '--%s %s' (see 'dspy %s --help')\n",
-                    cmd, opts[i].name, opts[i].metavar ? opts[i].metavar : "", cmd);
-            return 2;
+            fprintf(stderr, "error: dspy %s: missing required option '--%s%s%s' (see 'dspy %s --help')\n", cmd,
+                    opts[i].name, opts[i].metavar ? " " : "", opts[i].metavar ? opts[i].metavar : "", cmd);
+            return DSPY_EXIT_USAGE;
         }
     }
     return 0;
+}
+
+int dspy_args_parse(dspy_args *a, const char *cmd, const char *usage, const char *about,
+                    const dspy_opt *opts, int argc, char **argv) {
+    return dspy_args_parse_pos(a, cmd, usage, about, opts, 0, argc, argv);
 }
 
 const char *dspy_args_get(const dspy_args *a, const char *name) {
@@ -105,6 +188,8 @@ bool dspy_args_flag(const dspy_args *a, const char *name) {
     int k = find_opt(a, name, strlen(name));
     return k >= 0 && a->given[k];
 }
+
+bool dspy_args_given(const dspy_args *a, const char *name) { return dspy_args_flag(a, name); }
 
 int dspy_args_count(const dspy_args *a, const char *name) {
     int k = find_opt(a, name, strlen(name));
@@ -146,5 +231,10 @@ bool dspy_args_double(const dspy_args *a, const char *name, double *out) {
 
 int dspy_cli_error(const char *cmd) {
     fprintf(stderr, "error: dspy %s: %s\n", cmd, dspy_errmsg());
-    return 1;
+    return DSPY_EXIT_FAIL;
+}
+
+int dspy_cli_usage_error(const char *cmd) {
+    fprintf(stderr, "error: dspy %s: %s\n", cmd, dspy_errmsg());
+    return DSPY_EXIT_USAGE;
 }

@@ -1,7 +1,9 @@
-/* cmd_data.c — `dspy data show banking77`: print a dataset split as JSONL or TSV.
+/* cmd_data.c — `dspy data show banking77|SRC`: print a dataset split as JSONL or TSV.
  *
- * Data comes from a local folder (--data-dir, e.g. shared/data/banking77) or, without it,
- * from the Hugging Face dataset viewer API (cached under --cache-dir).
+ * Banking77 comes from a local folder (--data-dir, e.g. shared/data/banking77) or, without it,
+ * from the Hugging Face dataset viewer API (cached under --cache-dir). Any other SRC is a
+ * .jsonl/.csv file or hf:DATASET[:CONFIG]:SPLIT read as `dspy compile`/`dspy eval` read it
+ * (dspy/data_source.h): the mapped --input-fields and --label-field, labels optional.
  *
  * Output formats (stdout, one example per line, in split order):
  *   jsonl  {"text":"...","label":"card_arrival"}  (compact JSON, UTF-8 raw)
@@ -15,6 +17,7 @@
 #include <string.h>
 
 #include "args.h"
+#include "dspy/data_source.h"
 #include "dspy/datasets.h"
 #include "dspy/str.h"
 
@@ -46,14 +49,42 @@ static void tsv_value(dspy_str *s, const dspy_value *v) {
     dspy_str_free(&j);
 }
 
+/* A source other than banking77, with the field mapping. */
+static dspy_status load_source(const dspy_args *a, const char *src, dspy_dataset **ds) {
+    dspy_field_map in[16], lab;
+    char fbuf[16][64], lbuf[64], spec[16][192];
+    size_t n = 0;
+    int k = dspy_args_count(a, "input-fields");
+    for (int i = 0; i < (k ? k : 1); i++) {
+        const char *v = k ? dspy_args_at(a, "input-fields", i) : "text";
+        for (const char *p = v; p;) {
+            const char *c = strchr(p, ',');
+            size_t len = c ? (size_t)(c - p) : strlen(p);
+            if (n >= 16 || len >= sizeof spec[0]) return dspy_fail(DSPY_ERR_ARG, "--input-fields: too many or too long");
+            memcpy(spec[n], p, len);
+            spec[n][len] = '\0';
+            dspy_status st = dspy_field_map_parse(spec[n], fbuf[n], sizeof fbuf[n], &in[n]);
+            if (st) return dspy_fail_wrap(st, "--input-fields");
+            n++;
+            p = c ? c + 1 : NULL;
+        }
+    }
+    dspy_status st = dspy_field_map_parse(dspy_args_get(a, "label-field"), lbuf, sizeof lbuf, &lab);
+    if (st) return dspy_fail_wrap(st, "--label-field");
+    dspy_data_params p = dspy_data_params_default();
+    p.inputs = in;
+    p.n_inputs = n;
+    p.label = &lab;
+    p.label_optional = true;
+    p.hf.cache_dir = dspy_args_get(a, "cache-dir");
+    return dspy_data_load(src, &p, ds, NULL);
+}
+
 static int show(const dspy_args *a) {
     const char *name = a->pos[1];
-    if (strcmp(name, "banking77") != 0) {
-        fprintf(stderr, "error: dspy data show: unknown dataset '%s'; available: banking77\n", name);
-        return 2;
-    }
-    dspy_banking77_split split;
-    if (dspy_banking77_split_parse(dspy_args_get(a, "split"), &split)) return dspy_cli_error("data show");
+    bool banking = strcmp(name, "banking77") == 0;
+    dspy_banking77_split split = DSPY_BANKING77_TRAIN;
+    if (banking && dspy_banking77_split_parse(dspy_args_get(a, "split"), &split)) return dspy_cli_usage_error("data show");
     const char *format = dspy_args_get(a, "format");
     bool tsv = strcmp(format, "tsv") == 0;
     if (!tsv && strcmp(format, "jsonl") != 0) {
@@ -66,11 +97,19 @@ static int show(const dspy_args *a) {
         fprintf(stderr, "error: dspy data show: --limit must be >= 0\n");
         return 2;
     }
-    dspy_banking77_params p = dspy_banking77_params_default();
-    p.data_dir = dspy_args_get(a, "data-dir");
-    p.hf.cache_dir = dspy_args_get(a, "cache-dir");
     dspy_dataset *ds;
-    if (dspy_banking77_load(&p, split, &ds, NULL)) return dspy_cli_error("data show");
+    if (banking) {
+        dspy_banking77_params p = dspy_banking77_params_default();
+        p.data_dir = dspy_args_get(a, "data-dir");
+        p.hf.cache_dir = dspy_args_get(a, "cache-dir");
+        if (dspy_banking77_load(&p, split, &ds, NULL)) return dspy_cli_error("data show");
+    } else {
+        const char *kind;
+        if (dspy_data_source_kind(name, &kind)) return dspy_cli_usage_error("data show");
+        dspy_status st = load_source(a, name, &ds);
+        if (st) return st == DSPY_ERR_IO || st == DSPY_ERR_REMOTE || st == DSPY_ERR_TIMEOUT ? dspy_cli_error("data show")
+                                                                                         : dspy_cli_usage_error("data show");
+    }
     size_t n = dspy_dataset_len(ds);
     if (limit >= 0 && (size_t)limit < n) n = (size_t)limit;
     dspy_str line = DSPY_STR_INIT;
@@ -119,16 +158,19 @@ int cmd_data(int argc, char **argv) {
         {"limit", "N", "print at most N examples", false, false, NULL},
         {"format", "FMT", "jsonl or tsv (header line, \\t \\n \\\\ escaped)", false, false, "jsonl"},
         {"cache-dir", "DIR", "download cache [default: $DSPY_CACHEDIR/hf or ~/.dspy_cache/hf]", false, false, NULL},
+        {"input-fields", "F[=COL],..", "SRC: the input fields and the columns they read", false, true, NULL},
+        {"label-field", "F[=COL]", "SRC: the label field and its column (optional in the rows)", false, false, "label"},
         {0}};
     dspy_args a;
-    int rc = dspy_args_parse(&a, "data", "show banking77 [options]",
+    int rc = dspy_args_parse_pos(&a, "data", "show banking77|SRC [options]",
                              "Print a dataset split: Banking77 train/test, or the DSPy tutorial's "
                              "500/100 trainset/devset.\nWithout --data-dir the data is downloaded "
-                             "from the Hugging Face dataset viewer API.",
-                             opts, argc, argv);
+                             "from the Hugging Face dataset viewer API.\nSRC: a .jsonl or .csv file or "
+                             "hf:DATASET[:CONFIG]:SPLIT, mapped with --input-fields/--label-field.",
+                             opts, 2, argc, argv);
     if (rc) return rc == 1 ? 0 : rc;
     if (a.npos != 2 || strcmp(a.pos[0], "show") != 0) {
-        fprintf(stderr, "error: dspy data: expected 'dspy data show banking77 [options]' (see 'dspy data --help')\n");
+        fprintf(stderr, "error: dspy data: expected 'dspy data show banking77|SRC [options]' (see 'dspy data --help')\n");
         return 2;
     }
     return show(&a);

@@ -10,7 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "args.h"
+#include "dspy/str.h"
 #include "dspy/train.h"
 #include "track_cli.h"
 
@@ -30,6 +33,7 @@ int cmd_finetune(int argc, char **argv) {
                        "--output_dir", false, false, NULL},
         {"resume", NULL, "continue from the newest checkpoint-N in the output directory", false, false, NULL},
         {"quiet", NULL, "no progress bar", false, false, NULL},
+        {"force", NULL, "train again into an output directory that holds a fine-tuned model", false, false, NULL},
         {"num_train_epochs", "N", "epochs over the data", false, false, "5"},
         {"per_device_train_batch_size", "N", "packed sequences per micro-batch", false, false, "1"},
         {"gradient_accumulation_steps", "N", "micro-batches per optimizer step", false, false, "8"},
@@ -98,7 +102,7 @@ int cmd_finetune(int argc, char **argv) {
             if (strcmp(opts[j].name, k_kwargs[i]) == 0) idx = j;
         if (idx < 0 || !a.given[idx]) continue;
         if (dspy_train_params_set(&p, k_kwargs[i], a.value[idx]) != DSPY_OK) {
-            rc = dspy_cli_error("finetune");
+            rc = dspy_cli_usage_error("finetune");
             goto done;
         }
     }
@@ -108,6 +112,21 @@ int cmd_finetune(int argc, char **argv) {
     if (!out) {
         fprintf(stderr, "error: dspy finetune: give the output directory with --out DIR (or --output_dir DIR)\n");
         rc = 2;
+        goto done;
+    }
+    if (dspy_train_params_validate(&p) != DSPY_OK) {
+        rc = dspy_cli_usage_error("finetune");
+        goto done;
+    }
+    /* a finished model there is kept unless --resume (continue it) or --force (train again) */
+    dspy_str done_path = DSPY_STR_INIT;
+    dspy_str_appendf(&done_path, "%s/model.safetensors", out);
+    bool finished = dspy_str_ok(&done_path) && access(dspy_str_cstr(&done_path), F_OK) == 0;
+    dspy_str_free(&done_path);
+    if (finished && !p.resume && !dspy_args_flag(&a, "force")) {
+        fprintf(stderr, "error: dspy finetune: --out %s already holds a fine-tuned model (model.safetensors); pass "
+                        "--resume to continue from its checkpoints or --force to train again\n", out);
+        rc = DSPY_EXIT_USAGE;
         goto done;
     }
     dspy_train_bar bar = {.out = dspy_args_flag(&a, "quiet") ? NULL : stderr};

@@ -105,6 +105,7 @@ int cmd_init_model(int argc, char **argv) {
                        "files, drops the bos/eos ids that do not fit and cannot encode every text", false, false, NULL},
         {"weights", NULL, "1b-shape: also write the 2.5 GB of random weights (other presets always do)", false, false,
          NULL},
+        {"force", NULL, "overwrite a model already in --out", false, false, NULL},
         {0}};
     dspy_args a;
     int rc = dspy_args_parse(&a, "init-model", "--out DIR [--arch llama|qwen2] [--preset tiny|small|1b-shape] "
@@ -146,6 +147,19 @@ int cmd_init_model(int argc, char **argv) {
     bool is_1b = strcmp(dspy_args_get(&a, "preset"), "1b-shape") == 0;
     bool weights = !is_1b || dspy_args_flag(&a, "weights");
     const char *out = dspy_args_get(&a, "out");
+    /* never overwrite a model silently: config.json or weights there mean one is already present */
+    static const char *const model_files[] = {"config.json", "model.safetensors", "model.safetensors.index.json"};
+    for (size_t i = 0; i < sizeof model_files / sizeof model_files[0] && !dspy_args_flag(&a, "force"); i++) {
+        dspy_str p = DSPY_STR_INIT;
+        dspy_str_appendf(&p, "%s/%s", out, model_files[i]);
+        bool there = dspy_str_ok(&p) && exists(dspy_str_cstr(&p));
+        dspy_str_free(&p);
+        if (there) {
+            fprintf(stderr, "error: dspy init-model: --out %s already holds a model (%s); pass --force to overwrite it, "
+                            "or choose another folder\n", out, model_files[i]);
+            return DSPY_EXIT_USAGE;
+        }
+    }
     if (dspy_model_write_random(out, &cfg, (uint64_t)seed, dtype, weights)) return dspy_cli_error("init-model");
     const char *tok = dspy_args_get(&a, "tokenizer");
     if (tok) {

@@ -1,11 +1,23 @@
 /* cmd_tokenize.c — `dspy tokenize`: encode text (from --text or stdin) with a tokenizer.json
- * and print the ids or the tokens, or decode a list of ids (--decode). */
+ * and print the ids or the tokens, decode a list of ids (--decode), or render chat messages
+ * with the model's chat template and print the ids the model sees (--messages).
+ *
+ * --messages renders exactly as `dspy serve` does for a chat request (dspy_chat_render, then
+ * encode without adding BOS and with special-token markup parsed, as transformers'
+ * apply_chat_template(tokenize=True) does); the server always adds the generation prompt, so
+ * pass --add-generation-prompt to see its ids, and --chat-date to fix the Llama 3 date line
+ * (the server's default is today, "%d %b %Y").
+ */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <time.h>
+
 #include "args.h"
+#include "dspy/chat_template.h"
+#include "dspy/json.h"
 #include "dspy/str.h"
 #include "dspy/tokenizer.h"
 
@@ -72,6 +84,54 @@ static dspy_status parse_ids(const char *s, int32_t **ids, size_t *n) {
     return DSPY_OK;
 }
 
+/* The folder a tokenizer path names: the path itself, or the folder of a tokenizer.json. */
+static char *model_dir_of(const char *path) {
+    size_t n = strlen(path);
+    static const char file[] = "tokenizer.json";
+    if (n >= sizeof file - 1 && strcmp(path + n - (sizeof file - 1), file) == 0) {
+        size_t d = n - (sizeof file - 1);
+        return d == 0 ? strdup(".") : strndup(path, d);
+    }
+    return strdup(path);
+}
+
+/* Renders --messages (a JSON list of {"role", "content"}) with the chat template of `tpl_path`
+ * into *text. */
+static dspy_status render_messages(const char *tpl_path, const char *json, bool gen_prompt, const char *date,
+                                   dspy_str *text) {
+    dspy_json *v = NULL;
+    dspy_chat_template *tpl = NULL;
+    dspy_chat_msg *msgs = NULL;
+    dspy_status st = dspy_json_parse(json, strlen(json), "--messages", &v);
+    if (st) goto fail;
+    size_t m = dspy_json_size(v);
+    if (dspy_json_typeof(v) != DSPY_JSON_ARRAY || m == 0) {
+        st = dspy_fail(DSPY_ERR_ARG, "--messages must be a non-empty JSON list of {\"role\": ..., \"content\": ...}, "
+                       "e.g. '[{\"role\": \"user\", \"content\": \"Hi\"}]'");
+        goto fail;
+    }
+    if (!(msgs = calloc(m, sizeof *msgs))) {
+        st = dspy_fail(DSPY_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < m; i++) {
+        dspy_json *e = dspy_json_at(v, i);
+        msgs[i].role = dspy_json_str(dspy_json_get(e, "role"));
+        msgs[i].content = dspy_json_str(dspy_json_get(e, "content"));
+        if (!msgs[i].role || !msgs[i].content) {
+            st = dspy_fail(DSPY_ERR_ARG, "--messages[%zu] needs string \"role\" and \"content\"", i);
+            goto fail;
+        }
+    }
+    if ((st = dspy_chat_template_load(tpl_path, &tpl))) goto fail;
+    st = dspy_chat_render(tpl, msgs, m, gen_prompt, date, text, NULL, NULL);
+fail:
+    free(msgs);
+    dspy_chat_template_free(tpl);
+    dspy_json_decref(v);
+    return st;
+}
+
 int cmd_tokenize(int argc, char **argv) {
     static const dspy_opt opts[] = {
         {"tokenizer", "PATH", "tokenizer.json, or the model directory holding it", true, false, NULL},
@@ -82,19 +142,36 @@ int cmd_tokenize(int argc, char **argv) {
         {"split-special", NULL, "treat special-token markup such as <|eot_id|> in the text as plain text", false,
          false, NULL},
         {"decode", "IDS", "decode comma-separated ids (e.g. 128000,9906) and print the text", false, false, NULL},
+        {"messages", "JSON", "chat messages ('[{\"role\": \"user\", \"content\": \"Hi\"}]'): the ids the model sees for "
+                             "them, rendered with the chat template as `dspy serve` renders a chat request", false, false,
+         NULL},
+        {"add-generation-prompt", NULL, "--messages: append the assistant header (the server always does)", false,
+         false, NULL},
+        {"chat-date", "DATE", "--messages: Llama 3's \"Today Date:\" line, e.g. \"26 Jul 2024\" (default: today, as "
+                              "the server)", false, false, NULL},
+        {"chat-template", "PATH", "--messages: a chat template (.jinja, tokenizer_config.json or model directory) "
+                                  "instead of the tokenizer's folder", false, false, NULL},
         {0}};
     dspy_args a;
-    int rc = dspy_args_parse(&a, "tokenize", "--tokenizer PATH [--ids] [--no-special] [--text TEXT | --decode IDS]",
+    int rc = dspy_args_parse(&a, "tokenize", "--tokenizer PATH [--ids] [--no-special] [--text TEXT | --decode IDS | "
+                                             "--messages JSON [--add-generation-prompt] [--chat-date D]]",
                              "Encode text into token ids (one 'id<TAB>token' line per token, the token's bytes "
-                             "escaped), or decode ids into text.",
+                             "escaped),\ndecode ids into text, or show the ids a model sees for chat messages.",
                              opts, argc, argv);
     if (rc) return rc == 1 ? 0 : rc;
-    if (a.npos > 0) {
-        fprintf(stderr, "error: dspy tokenize: unexpected argument '%s' (use --text, or pipe the text in)\n", a.pos[0]);
-        return 2;
+    int modes = dspy_args_given(&a, "text") + dspy_args_given(&a, "decode") + dspy_args_given(&a, "messages");
+    if (modes > 1) {
+        fprintf(stderr, "error: dspy tokenize: give at most one of --text, --decode, --messages\n");
+        return DSPY_EXIT_USAGE;
+    }
+    if (!dspy_args_given(&a, "messages") && (dspy_args_given(&a, "add-generation-prompt") ||
+                                             dspy_args_given(&a, "chat-date") || dspy_args_given(&a, "chat-template"))) {
+        fprintf(stderr, "error: dspy tokenize: --add-generation-prompt, --chat-date and --chat-template go with "
+                        "--messages\n");
+        return DSPY_EXIT_USAGE;
     }
     dspy_tokenizer *tok;
-    if (dspy_tokenizer_load(dspy_args_get(&a, "tokenizer"), &tok) != DSPY_OK) return dspy_cli_error("tokenize");
+    if (dspy_tokenizer_load(dspy_args_get(&a, "tokenizer"), &tok) != DSPY_OK) return dspy_cli_usage_error("tokenize");
     bool no_special = dspy_args_flag(&a, "no-special");
     int ret = 0;
     int32_t *ids = NULL;
@@ -115,7 +192,30 @@ int cmd_tokenize(int argc, char **argv) {
     }
     const char *text = dspy_args_get(&a, "text");
     size_t len;
-    if (text) {
+    bool chat = dspy_args_given(&a, "messages");
+    if (chat) {
+        char date[64];
+        if (dspy_args_given(&a, "chat-date")) {
+            snprintf(date, sizeof date, "%s", dspy_args_get(&a, "chat-date"));
+        } else {
+            time_t t = time(NULL);
+            struct tm tm;
+            localtime_r(&t, &tm);
+            strftime(date, sizeof date, "%d %b %Y", &tm);
+        }
+        char *dir = dspy_args_given(&a, "chat-template") ? strdup(dspy_args_get(&a, "chat-template"))
+                                                         : model_dir_of(dspy_args_get(&a, "tokenizer"));
+        dspy_status st = dir ? render_messages(dir, dspy_args_get(&a, "messages"),
+                                               dspy_args_flag(&a, "add-generation-prompt"), date, &in)
+                             : dspy_fail(DSPY_ERR_NOMEM, "out of memory");
+        free(dir);
+        if (st) {
+            ret = st == DSPY_ERR_NOMEM || st == DSPY_ERR_IO ? dspy_cli_error("tokenize") : dspy_cli_usage_error("tokenize");
+            goto done;
+        }
+        text = dspy_str_cstr(&in);
+        len = in.len;
+    } else if (text) {
         len = strlen(text);
     } else {
         if (read_stdin(&in) != DSPY_OK) {
@@ -125,7 +225,9 @@ int cmd_tokenize(int argc, char **argv) {
         text = dspy_str_cstr(&in);
         len = in.len;
     }
-    if (dspy_tokenizer_encode(tok, text, len, !no_special, !dspy_args_flag(&a, "split-special"), &ids, &n) != DSPY_OK) {
+    /* a rendered chat already holds its BOS markup: encode it without adding one, markup parsed */
+    if (dspy_tokenizer_encode(tok, text, len, !no_special && !chat, chat || !dspy_args_flag(&a, "split-special"), &ids,
+                              &n) != DSPY_OK) {
         ret = dspy_cli_error("tokenize");
         goto done;
     }

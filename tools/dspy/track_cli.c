@@ -140,58 +140,27 @@ void cli_run_compile(dspy_run *run, const dspy_bootstrap_finetune_report *rep, d
     if (st) dspy_log(DSPY_LOG_WARN, "run record: %s", dspy_errmsg());
 }
 
-/* One baseline: evaluate `program` on the devset into baselines/<name>/. */
-static dspy_status baseline(dspy_run *run, const char *name, dspy_module *program, const dspy_dataset *devset,
-                            const dspy_metric *metric, int threads) {
+void cli_run_baseline(dspy_run *run, const char *name, const dspy_eval_result *res, dspy_module *program) {
+    if (!run || !res) return;
     dspy_lm *lm = NULL;
-    dspy_status st = dspy_module_get_lm(program, &lm);
-    if (st) return st;
-    if (lm) dspy_history_clear(dspy_lm_history(lm)); /* keep only this evaluation's calls */
     dspy_str dir = DSPY_STR_INIT, js = DSPY_STR_INIT, cs = DSPY_STR_INIT, hist = DSPY_STR_INIT;
     dspy_str_appendf(&dir, "%s/baselines/%s", dspy_run_dir(run), name);
     dspy_str_appendf(&js, "%s/results.json", dspy_str_cstr(&dir));
     dspy_str_appendf(&cs, "%s/results.csv", dspy_str_cstr(&dir));
     dspy_str_appendf(&hist, "baselines/%s/history.jsonl", name);
-    dspy_eval_result *res = NULL;
+    dspy_status st = DSPY_OK;
     if (!dspy_str_ok(&dir) || !dspy_str_ok(&js) || !dspy_str_ok(&cs) || !dspy_str_ok(&hist))
         st = dspy_fail(DSPY_ERR_NOMEM, "out of memory");
     if (!st) st = dspy_mkdir_p(dir.ptr);
-    dspy_evaluate_params ep = dspy_evaluate_params_default();
-    ep.num_threads = threads;
-    ep.display_progress = true;
-    ep.progress_out = stderr;
-    ep.max_errors = (int32_t)dspy_dataset_len(devset) + 1; /* count failures, never stop on them */
-    ep.save_as_json = js.ptr;
-    ep.save_as_csv = cs.ptr;
-    if (!st) st = dspy_evaluate(program, devset, metric, &ep, &res);
-    if (!st)
-        fprintf(stderr, "   %s: %.1f%% on %zu dev examples (%zu failed)\n", name, dspy_eval_result_score(res),
-                dspy_eval_result_len(res), dspy_eval_result_n_failed(res));
+    if (!st) st = dspy_eval_result_save_json(res, js.ptr);
+    if (!st) st = dspy_eval_result_save_csv(res, cs.ptr);
+    if (!st && program) st = dspy_module_get_lm(program, &lm);
     if (!st && lm) st = dspy_run_save_history(run, hist.ptr, dspy_lm_history(lm));
-    dspy_eval_result_free(res);
+    if (st) dspy_log(DSPY_LOG_WARN, "run record: baseline %s: %s", name, dspy_errmsg());
     dspy_str_free(&dir);
     dspy_str_free(&js);
     dspy_str_free(&cs);
     dspy_str_free(&hist);
-    return st;
-}
-
-void cli_run_baselines(dspy_run *run, dspy_module *teacher, dspy_module *student, const dspy_dataset *devset,
-                       const dspy_metric *metric, const dspy_local_params *lp, int threads) {
-    if (!run) {
-        dspy_log(DSPY_LOG_WARN, "--baselines: this run is not recorded, so there is nowhere to keep the baselines");
-        return;
-    }
-    fprintf(stderr, "\n== Baselines (--baselines): the teacher and the untrained student on the devset ==\n");
-    if (baseline(run, "teacher", teacher, devset, metric, threads))
-        dspy_log(DSPY_LOG_WARN, "--baselines: the teacher's evaluation failed: %s", dspy_errmsg());
-    dspy_launched *servers = NULL;
-    dspy_status st = dspy_program_launch(student, lp, &servers);
-    if (!st) st = baseline(run, "student", student, devset, metric, threads);
-    if (st) dspy_log(DSPY_LOG_WARN, "--baselines: the untrained student's evaluation failed: %s", dspy_errmsg());
-    if (servers && dspy_program_kill(servers))
-        dspy_log(DSPY_LOG_WARN, "--baselines: stopping the student's server: %s", dspy_errmsg());
-    dspy_launched_free(servers);
 }
 
 void cli_run_eval(dspy_run *run, const dspy_eval_result *res, dspy_module *program) {

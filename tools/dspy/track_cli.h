@@ -33,12 +33,10 @@ void cli_run_end(dspy_run **run, bool ok);
  * LM's calls as history.jsonl. */
 void cli_run_compile(dspy_run *run, const dspy_bootstrap_finetune_report *rep, dspy_lm *finetuned);
 
-/* dspy compile --baselines: the teacher (through its LM as it is) and the untrained student
- * (served with `dspy serve` for the time of the evaluation) on the devset, each with its
- * progress bar, into baselines/teacher/ and baselines/student/ (results.json, results.csv,
- * history.jsonl). A failure is a warning: the compiled program does not depend on them. */
-void cli_run_baselines(dspy_run *run, dspy_module *teacher, dspy_module *student, const dspy_dataset *devset,
-                       const dspy_metric *metric, const dspy_local_params *lp, int threads);
+/* dspy compile's evaluations before training (the untrained student, the teacher): the result
+ * into baselines/<name>/ (results.json, results.csv) with the program's LM calls so far
+ * (history.jsonl). NULL run or result: nothing. A failure is a warning. */
+void cli_run_baseline(dspy_run *run, const char *name, const dspy_eval_result *res, dspy_module *program);
 
 /* dspy eval: results.json / results.csv in the run directory (when --out did not put them
  * there), eval_score / eval_examples / eval_failed, and the program's LM calls. */
