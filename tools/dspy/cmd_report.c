@@ -22,9 +22,9 @@ int cmd_report(int argc, char **argv) {
         {"dir", "DIR", "where to look for run ids (repeatable; default: . and $DSPY_RUNS_DIR)", false, true, NULL},
         {0}};
     dspy_args a;
-    int rc = dspy_args_parse(&a, "report", "RUN [--compare RUN2] [--out FILE.html]",
+    int rc = dspy_args_parse_pos(&a, "report", "RUN [--compare RUN2] [--out FILE.html]",
                              "Write the HTML report of a run (a run directory or a run id prefix): one file, no "
-                             "network access,\ncharts drawn as inline SVG.", opts, argc, argv);
+                             "network access,\ncharts drawn as inline SVG.", opts, 64, argc, argv);
     if (rc) return rc == 1 ? 0 : rc;
     if (a.npos != 1) {
         fprintf(stderr, "error: dspy report: give one run (a directory or an id prefix); see dspy report --help\n");

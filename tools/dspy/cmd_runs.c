@@ -64,9 +64,9 @@ static int runs_list(int argc, char **argv) {
         {"json", NULL, "print the manifests as a JSON list", false, false, NULL},
         {0}};
     dspy_args a;
-    int rc = dspy_args_parse(&a, "runs list", "[DIR ...] [--depth N] [--json]",
+    int rc = dspy_args_parse_pos(&a, "runs list", "[DIR ...] [--depth N] [--json]",
                              "List the runs recorded under DIR (default: . and $DSPY_RUNS_DIR or ./dspy-runs), "
-                             "newest first.", opts, argc, argv);
+                             "newest first.", opts, 64, argc, argv);
     if (rc) return rc == 1 ? 0 : rc;
     long depth = 3;
     if (!dspy_args_int(&a, "depth", &depth) || depth < 0 || depth > 16) {
@@ -139,8 +139,8 @@ static const dspy_opt k_ref_opts[] = {
 
 static int runs_show(int argc, char **argv) {
     dspy_args a;
-    int rc = dspy_args_parse(&a, "runs show", "RUN [--dir DIR] [--json]",
-                             "Show one run: status, times, params, final metrics, artifacts, MLflow.", k_ref_opts, argc, argv);
+    int rc = dspy_args_parse_pos(&a, "runs show", "RUN [--dir DIR] [--json]",
+                             "Show one run: status, times, params, final metrics, artifacts, MLflow.", k_ref_opts, 64, argc, argv);
     if (rc) return rc == 1 ? 0 : rc;
     if (a.npos != 1) {
         fprintf(stderr, "error: dspy runs show: give one run (a directory or an id prefix)\n");
@@ -182,9 +182,9 @@ static dspy_json *union_keys(const dspy_json *a, const dspy_json *b) {
 
 static int runs_compare(int argc, char **argv) {
     dspy_args a;
-    int rc = dspy_args_parse(&a, "runs compare", "A B [--dir DIR] [--json]",
+    int rc = dspy_args_parse_pos(&a, "runs compare", "A B [--dir DIR] [--json]",
                              "Compare two runs: the params that differ and every final metric side by side, with "
-                             "B - A.", k_ref_opts, argc, argv);
+                             "B - A.", k_ref_opts, 64, argc, argv);
     if (rc) return rc == 1 ? 0 : rc;
     if (a.npos != 2) {
         fprintf(stderr, "error: dspy runs compare: give two runs (directories or id prefixes)\n");
@@ -288,9 +288,9 @@ static int runs_export(int argc, char **argv) {
         {"dir", "DIR", "where to look for run ids (repeatable)", false, true, NULL},
         {0}};
     dspy_args a;
-    int rc = dspy_args_parse(&a, "runs export", "RUN ... --mlflow DIR [--experiment NAME]",
-                             "Write runs in MLflow's file-store layout; view them with\n"
-                             "  mlflow ui --backend-store-uri DIR", opts, argc, argv);
+    int rc = dspy_args_parse_pos(&a, "runs export", "RUN ... --mlflow DIR [--experiment NAME]",
+                                 "Write runs in MLflow's file-store layout; view them with\n"
+                                 "  mlflow ui --backend-store-uri DIR", opts, 64, argc, argv);
     if (rc) return rc == 1 ? 0 : rc;
     if (a.npos < 1) {
         fprintf(stderr, "error: dspy runs export: give at least one run (a directory or an id prefix)\n");
@@ -318,10 +318,10 @@ static int runs_push(int argc, char **argv) {
         {"dir", "DIR", "where to look for run ids (repeatable)", false, true, NULL},
         {0}};
     dspy_args a;
-    int rc = dspy_args_parse(&a, "runs push", "RUN ... [--mlflow-uri URI] [--experiment NAME]",
+    int rc = dspy_args_parse_pos(&a, "runs push", "RUN ... [--mlflow-uri URI] [--experiment NAME]",
                              "Send runs to an MLflow tracking server (params, metrics with steps, tags, artifacts "
                              "through its proxied artifact store, final status), e.g. after the server was down.",
-                             opts, argc, argv);
+                             opts, 64, argc, argv);
     if (rc) return rc == 1 ? 0 : rc;
     if (a.npos < 1) {
         fprintf(stderr, "error: dspy runs push: give at least one run (a directory or an id prefix)\n");
