@@ -39,6 +39,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dspy/constraint.h"
 #include "dspy/model.h"
 #include "dspy/status.h"
 
@@ -64,9 +65,12 @@ typedef struct dspy_sampling {
     const int32_t *stop_ids;   /* extra token ids that end the sequence (copied by add); may be NULL */
     int32_t n_stop_ids;
     bool ignore_eos;           /* true: the model's eos ids do not end the sequence */
+    const dspy_constraint *constraint; /* NULL, or the automaton every sampled token must follow
+                                          (dspy/constraint.h; borrowed: it must outlive the
+                                          sequence); its vocabulary must be the model's */
 } dspy_sampling;
 
-/* temperature 1, top_p 1, top_k 0, seed 0, max_tokens 0, no stop ids, eos stops. */
+/* temperature 1, top_p 1, top_k 0, seed 0, max_tokens 0, no stop ids, eos stops, no constraint. */
 dspy_sampling dspy_sampling_default(void);
 
 typedef enum dspy_finish {

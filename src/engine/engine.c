@@ -28,7 +28,7 @@ dspy_engine_params dspy_engine_params_default(void) {
 }
 
 dspy_sampling dspy_sampling_default(void) {
-    dspy_sampling s = {1.0f, 1.0f, 0, 0, 0, NULL, 0, false};
+    dspy_sampling s = {1.0f, 1.0f, 0, 0, 0, NULL, 0, false, NULL};
     return s;
 }
 

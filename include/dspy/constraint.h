@@ -1,0 +1,66 @@
+/* dspy/constraint.h — token-level automata that restrict what a sequence may generate
+ * (structured outputs: Literal labels, JSON schemas, an adapter's field layout).
+ *
+ * An automaton has states 0 .. n_states-1 and starts in state 0. In each state every token of
+ * the vocabulary is either allowed, with a next state, or banned:
+ *   - a FREE state allows every token and moves to its default next state, except the tokens
+ *     given an exception (each banned, or moving elsewhere);
+ *   - a LIST state allows only the tokens listed, each with its next state.
+ * A state may also allow the end of generation: the model's eos ids are then allowed there
+ * (and only there; in any other state an eos id is banned like any token not allowed). A state
+ * that allows nothing but eos ends the sequence: the engine stops it with finish "stop" without
+ * sampling. The engine applies the automaton of a sequence at every sampled token (the banned
+ * tokens' logits become -inf before temperature, top-k and top-p; the reported logprob stays the
+ * raw distribution's), so whatever the model prefers, the output is a path of the automaton.
+ *
+ * What builds them (the compiler from a Literal, a JSON schema or a layout to states) lives with
+ * the tokenizer-aware code (server/, program/); this header is only the automaton.
+ *
+ * Thread safety: build on one thread; once built, immutable and shareable by any number of
+ * sequences and engines (they keep their own current state). Free after the last user.
+ */
+#ifndef DSPY_CONSTRAINT_H
+#define DSPY_CONSTRAINT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "dspy/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct dspy_constraint dspy_constraint;
+
+/* An automaton of n_states states over token ids [0, vocab_size), every state a LIST state with
+ * nothing listed (so: allowing nothing) until set. DSPY_ERR_ARG for non-positive sizes. */
+dspy_status dspy_constraint_new(int32_t n_states, int32_t vocab_size, dspy_constraint **out);
+void dspy_constraint_free(dspy_constraint *c); /* NULL-safe */
+
+/* Makes `state` FREE: every token allowed, moving to `next` (exceptions with _set_token). */
+dspy_status dspy_constraint_set_free(dspy_constraint *c, int32_t state, int32_t next);
+/* In `state`, `token` moves to `next`; next = -1 bans it. In a LIST state this adds (or
+ * changes) an entry; in a FREE state it is an exception. DSPY_ERR_ARG for ids out of range. */
+dspy_status dspy_constraint_set_token(dspy_constraint *c, int32_t state, int32_t token, int32_t next);
+/* Whether the model's eos ids are allowed in `state` (they end the sequence there). */
+dspy_status dspy_constraint_set_accept(dspy_constraint *c, int32_t state, bool accept);
+
+int32_t dspy_constraint_states(const dspy_constraint *c);
+int32_t dspy_constraint_vocab(const dspy_constraint *c);
+/* The next state after `token` in `state`, or -1 when the token is not allowed there. */
+int32_t dspy_constraint_next(const dspy_constraint *c, int32_t state, int32_t token);
+/* Whether eos is allowed in `state`. */
+bool dspy_constraint_accepts(const dspy_constraint *c, int32_t state);
+/* Number of tokens allowed in `state` (eos ids not counted). */
+int64_t dspy_constraint_count(const dspy_constraint *c, int32_t state);
+/* Writes the allowed set of `state` as a bit mask: bit t of words[t / 32] set when token t is
+ * allowed (eos ids included when the state accepts; `eos`, n_eos the model's ids). words has
+ * (vocab_size + 31) / 32 entries. */
+void dspy_constraint_mask(const dspy_constraint *c, int32_t state, const int32_t *eos, int32_t n_eos,
+                          uint32_t *words);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
