@@ -7,11 +7,13 @@
  *     given an exception (each banned, or moving elsewhere);
  *   - a LIST state allows only the tokens listed, each with its next state.
  * A state may also allow the end of generation: the model's eos ids are then allowed there
- * (and only there; in any other state an eos id is banned like any token not allowed). A state
- * that allows nothing but eos ends the sequence: the engine stops it with finish "stop" without
- * sampling. The engine applies the automaton of a sequence at every sampled token (the banned
- * tokens' logits become -inf before temperature, top-k and top-p; the reported logprob stays the
- * raw distribution's), so whatever the model prefers, the output is a path of the automaton.
+ * (and only there; in any other state an eos id is banned like any token not allowed); an eos
+ * sampled there ends the sequence with finish "stop", even when the sampling sets ignore_eos. A
+ * state that allows nothing but eos thus makes eos the only choice. The engine applies the
+ * automaton of a sequence at every sampled token (the banned tokens' logits become -inf before
+ * temperature, top-k and top-p; the reported logprob stays the raw distribution's), so whatever
+ * the model prefers, the output is a path of the automaton (cut short only by max_tokens or a
+ * stop id the automaton allows).
  *
  * What builds them (the compiler from a Literal, a JSON schema or a layout to states) lives with
  * the tokenizer-aware code (server/, program/); this header is only the automaton.
@@ -54,6 +56,10 @@ int32_t dspy_constraint_next(const dspy_constraint *c, int32_t state, int32_t to
 bool dspy_constraint_accepts(const dspy_constraint *c, int32_t state);
 /* Number of tokens allowed in `state` (eos ids not counted). */
 int64_t dspy_constraint_count(const dspy_constraint *c, int32_t state);
+/* DSPY_ERR_ARG naming the first state reachable from state 0 that allows nothing, where a
+ * sequence would be stuck (with has_eos false, e.g. a model without eos ids, accepting does not
+ * count as allowing something). The engine checks this when a sequence is added. */
+dspy_status dspy_constraint_check(const dspy_constraint *c, bool has_eos);
 /* Writes the allowed set of `state` as a bit mask: bit t of words[t / 32] set when token t is
  * allowed (eos ids included when the state accepts; `eos`, n_eos the model's ids). words has
  * (vocab_size + 31) / 32 entries. */

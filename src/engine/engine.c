@@ -56,6 +56,8 @@ void dspy_engine_free(dspy_engine *e) {
         e->be->ops->free(e->be, e->meta_d);
         e->be->ops->free_host(e->be, e->res_h);
         e->be->ops->free(e->be, e->res_d);
+        e->be->ops->free_host(e->be, e->cmask_h);
+        e->be->ops->free(e->be, e->cmask_d);
     }
     dspy_kv_cache_free(&e->kv);
     dspy_block_pool_free(&e->pool);
@@ -104,8 +106,12 @@ dspy_status dspy_engine_new(const dspy_model *model, const dspy_engine_params *p
     const dspy_ops *o = e->be->ops;
     if ((st = o->alloc_host(e->be, e->meta_words * 4, (void **)&e->meta_h))) goto fail;
     if ((st = o->alloc(e->be, e->meta_words * 4, (void **)&e->meta_d))) goto fail;
-    if ((st = o->alloc_host(e->be, (size_t)p.max_seqs * 8, (void **)&e->res_h))) goto fail;
-    if ((st = o->alloc(e->be, (size_t)p.max_seqs * 8, (void **)&e->res_d))) goto fail;
+    if ((st = o->alloc_host(e->be, (size_t)p.max_seqs * 12, (void **)&e->res_h))) goto fail;
+    if ((st = o->alloc(e->be, (size_t)p.max_seqs * 12, (void **)&e->res_d))) goto fail;
+    e->mask_words = (c->vocab_size + 31) / 32;
+    size_t cmask_bytes = (size_t)p.max_seqs * (1 + (size_t)e->mask_words) * 4;
+    if ((st = o->alloc_host(e->be, cmask_bytes, (void **)&e->cmask_h))) goto fail;
+    if ((st = o->alloc(e->be, cmask_bytes, (void **)&e->cmask_d))) goto fail;
     e->active = calloc((size_t)p.max_seqs, sizeof *e->active);
     e->out_seq = malloc((size_t)p.max_seqs * sizeof *e->out_seq);
     e->events = malloc((size_t)p.max_seqs * sizeof *e->events);
@@ -236,6 +242,12 @@ dspy_status dspy_engine_add(dspy_engine *e, const int32_t *prompt, size_t n, con
         sp.max_tokens < 0 || sp.n_stop_ids < 0 || (sp.n_stop_ids > 0 && !sp.stop_ids))
         return dspy_fail(DSPY_ERR_ARG, "sampling: temperature %g must be >= 0, top_p %g in (0, 1], top_k %d and "
                                        "max_tokens %d >= 0", sp.temperature, sp.top_p, sp.top_k, sp.max_tokens);
+    if (sp.constraint) {
+        if (dspy_constraint_vocab(sp.constraint) != e->cfg->vocab_size)
+            return dspy_fail(DSPY_ERR_ARG, "sampling: the constraint's vocabulary (%d tokens) is not the model's (%d)",
+                             dspy_constraint_vocab(sp.constraint), e->cfg->vocab_size);
+        if ((st = dspy_constraint_check(sp.constraint, e->cfg->n_eos > 0))) return st;
+    }
     int64_t ctx = e->cfg->max_position_embeddings, cap = capacity_tokens(e);
     int64_t np = (int64_t)n;
     int64_t max_new = sp.max_tokens;
@@ -283,6 +295,8 @@ dspy_status dspy_engine_add(dspy_engine *e, const int32_t *prompt, size_t n, con
     s->top_p = sp.top_p;
     s->top_k = sp.top_k;
     s->ignore_eos = sp.ignore_eos;
+    s->cons = sp.constraint;
+    s->cstate = 0;
     dspy_rng_seed(&s->rng, sp.seed);
     s->id = e->next_id++;
     e->active[e->n_active++] = s;
@@ -312,7 +326,7 @@ dspy_status dspy_engine_remove(dspy_engine *e, int64_t seq_id) {
 }
 
 dspy_finish engine_finish_rule(const dspy_engine *e, const seq *s, int32_t tok) {
-    if (!s->ignore_eos)
+    if (!s->ignore_eos || s->cons) /* a constrained sequence samples eos only where it accepts */
         for (int i = 0; i < e->cfg->n_eos; i++)
             if (tok == e->cfg->eos_token_ids[i]) return DSPY_FINISH_STOP;
     for (int32_t i = 0; i < s->n_stop; i++)

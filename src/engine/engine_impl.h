@@ -36,6 +36,8 @@ typedef struct seq {
     int32_t top_k;
     bool ignore_eos;
     dspy_rng rng;
+    const dspy_constraint *cons; /* NULL, or the automaton its sampled tokens follow */
+    int32_t cstate;              /* its current state there */
 } seq;
 
 /* Word offsets of one step's metadata in the staging buffer (and its device mirror). */
@@ -63,7 +65,10 @@ struct dspy_engine {
     int32_t *meta_h;        /* host staging (meta_words) */
     int32_t *meta_d;        /* device mirror */
     size_t meta_words;
-    int32_t *res_h, *res_d; /* (2 * max_seqs): tokens then logprobs */
+    int32_t *res_h, *res_d; /* (3 * max_seqs): tokens, logprobs, constrained rows' logprob shifts */
+    int32_t mask_words;     /* W = (vocab + 31) / 32: one constrained row's mask */
+    int32_t *cmask_h, *cmask_d; /* (max_seqs + max_seqs * W): the step's constrained rows (logits
+                                   row each), then their masks */
     seq **out_seq;          /* (max_seqs) sequences sampled this step */
     int32_t *take;          /* (max_seqs) tokens each active sequence feeds this step */
     dspy_step_event *events;

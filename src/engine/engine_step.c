@@ -15,6 +15,13 @@
  * (1, 2, 4, ... max_seqs) with rows that write into a reserved block, and the whole step
  * (forward + sampling) is captured once per bucket and replayed: the metadata sits at the same
  * device addresses for every step of a bucket.
+ *
+ * Constrained sequences (dspy_sampling.constraint): the host writes the allowed set of each
+ * one's current state as a bit mask (one row per sampled constrained sequence, copied only in
+ * steps that have any), mask_logits bans the rest before the sampler, and the logprob comes back
+ * with the shift that makes it the raw distribution's. Such steps run without a graph (the rows
+ * that need a mask change from step to step); the automaton's state moves on the host after the
+ * step.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +29,12 @@
 #include "engine/engine_impl.h"
 
 static size_t align4(size_t w) { return (w + 3) & ~(size_t)3; }
+
+static bool is_eos(const dspy_engine *e, int32_t tok) {
+    for (int i = 0; i < e->cfg->n_eos; i++)
+        if (tok == e->cfg->eos_token_ids[i]) return true;
+    return false;
+}
 
 /* Sections in a fixed order; segs and params 16-byte aligned for the device's vector loads. */
 meta_layout engine_layout(int32_t N, int32_t nseg, int32_t M, int32_t n_table) {
@@ -40,6 +53,7 @@ meta_layout engine_layout(int32_t N, int32_t nseg, int32_t M, int32_t n_table) {
 /* The step's rows, before they are laid out: how many tokens each sequence feeds. */
 typedef struct step_plan {
     int32_t N, nseg, M, n_table;
+    int32_t R;   /* sampled rows under a constraint */
     bool decode; /* every fed sequence feeds one token and is sampled */
 } step_plan;
 
@@ -47,7 +61,7 @@ typedef struct step_plan {
  * (a decoding sequence feeds its one new token outside the budget). Gives decoding sequences
  * their next block first, which may preempt others (they then feed nothing). */
 static step_plan plan_step(dspy_engine *e, int32_t *take) {
-    step_plan sp = {0, 0, 0, 0, true};
+    step_plan sp = {0, 0, 0, 0, 0, true};
     for (int32_t i = 0; i < e->n_active; i++) {
         seq *s = e->active[i];
         if (!s->waiting && s->n_tokens - s->n_cached == 1) engine_grow(e, s, s->n_cached);
@@ -65,8 +79,12 @@ static step_plan plan_step(dspy_engine *e, int32_t *take) {
         sp.N += t;
         sp.nseg++;
         sp.n_table += s->n_blocks;
-        if (s->n_cached + t == s->n_tokens) sp.M++;
-        else sp.decode = false;
+        if (s->n_cached + t == s->n_tokens) {
+            sp.M++;
+            sp.R += s->cons != NULL;
+        } else {
+            sp.decode = false;
+        }
         if (t != 1) sp.decode = false;
     }
     return sp;
@@ -84,7 +102,7 @@ static int32_t bucket_of(const dspy_engine *e, int32_t n, int *index) {
 
 /* Runs the forward pass and the sampler for the laid-out step (recorded when capturing). */
 static dspy_status run_step(dspy_engine *e, const meta_layout *L, int32_t N, int32_t nseg, int32_t M, int32_t n_table,
-                            bool decode) {
+                            bool decode, int32_t R) {
     dspy_backend *be = e->be;
     int32_t *d = e->meta_d;
     dspy_fwd_batch b;
@@ -107,6 +125,12 @@ static dspy_status run_step(dspy_engine *e, const meta_layout *L, int32_t N, int
     dspy_tensor params = dspy_bt(be, d + L->params, (int64_t)M * DSPY_SAMPLE_PARAM_WORDS, DSPY_DTYPE_I32);
     dspy_tensor toks = dspy_bt(be, e->res_d, M, DSPY_DTYPE_I32);
     dspy_tensor lps = dspy_bt(be, e->res_d + e->p.max_seqs, M, DSPY_DTYPE_F32);
+    if (R > 0) {
+        dspy_tensor rows = dspy_bt(be, e->cmask_d, R, DSPY_DTYPE_I32);
+        dspy_tensor masks = dspy_bt(be, e->cmask_d + e->p.max_seqs, (int64_t)R * e->mask_words, DSPY_DTYPE_I32);
+        dspy_tensor shift = dspy_bt(be, e->res_d + 2 * e->p.max_seqs, R, DSPY_DTYPE_F32);
+        DSPY_TRY(be->ops->mask_logits(be, logits, masks, rows, shift, R, V));
+    }
     return be->ops->sample(be, toks, lps, logits, params, M, V);
 }
 
@@ -121,14 +145,14 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
     /* A pure decode step on a backend with graphs runs padded to its bucket. */
     int bi = -1;
     int32_t B = 0;
-    bool graph = e->use_graphs && sp.decode;
+    bool graph = e->use_graphs && sp.decode && sp.R == 0; /* constrained steps run eagerly */
     if (graph) B = bucket_of(e, sp.N, &bi);
     int32_t N = graph ? B : sp.N, nseg = graph ? B : sp.nseg, M = graph ? B : sp.M;
     int32_t n_table = sp.n_table + (graph ? 1 : 0);
     meta_layout L = engine_layout(N, nseg, M, n_table);
     int32_t *h = e->meta_h;
     const int32_t bs = e->kv.block_size;
-    int32_t rows = 0, seg = 0, m = 0, toff = 0;
+    int32_t rows = 0, seg = 0, m = 0, toff = 0, r = 0;
     for (int32_t i = 0; i < e->n_active; i++) {
         seq *s = e->active[i];
         int32_t t = take[i];
@@ -153,6 +177,12 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
             *pr = (dspy_sample_param){s->temperature, s->top_p, s->top_k, 0, 0.0};
             if (s->temperature > 0) pr->uniform = dspy_rng_uniform(&s->rng); /* one draw per sampled token */
             h[L.out_rows + m] = rows + t - 1;
+            if (s->cons) { /* the logits row and the allowed set of its current state */
+                e->cmask_h[r] = m;
+                dspy_constraint_mask(s->cons, s->cstate, e->cfg->eos_token_ids, e->cfg->n_eos,
+                                     (uint32_t *)(e->cmask_h + e->p.max_seqs + (size_t)r * e->mask_words));
+                r++;
+            }
             e->out_seq[m++] = s;
         }
         rows += t;
@@ -171,10 +201,13 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
     dspy_backend *be = e->be;
     const dspy_ops *o = be->ops;
     DSPY_TRY(o->copy(be, e->meta_d, e->meta_h, L.end * 4, DSPY_COPY_H2D));
+    if (sp.R > 0)
+        DSPY_TRY(o->copy(be, e->cmask_d, e->cmask_h, ((size_t)e->p.max_seqs + (size_t)sp.R * e->mask_words) * 4,
+                         DSPY_COPY_H2D));
     if (graph) {
         if (!e->graphs[bi]) {
             DSPY_TRY(o->graph_begin(be));
-            dspy_status st = run_step(e, &L, N, nseg, M, n_table, true);
+            dspy_status st = run_step(e, &L, N, nseg, M, n_table, true, 0);
             void *g = NULL;
             dspy_status st2 = o->graph_end(be, &g);
             if (st || st2) {
@@ -185,20 +218,34 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
         }
         DSPY_TRY(o->graph_launch(be, e->graphs[bi]));
     } else {
-        DSPY_TRY(run_step(e, &L, N, nseg, M, n_table, sp.decode));
+        DSPY_TRY(run_step(e, &L, N, nseg, M, n_table, sp.decode, sp.R));
     }
-    DSPY_TRY(o->copy(be, e->res_h, e->res_d, (size_t)e->p.max_seqs * 8, DSPY_COPY_D2H));
+    DSPY_TRY(o->copy(be, e->res_h, e->res_d, (size_t)e->p.max_seqs * 12, DSPY_COPY_D2H));
     DSPY_TRY(o->sync(be));
     const float *lp = (const float *)(e->res_h + e->p.max_seqs);
+    const float *shift = (const float *)(e->res_h + 2 * e->p.max_seqs);
+    r = 0;
     for (int32_t j = 0; j < sp.M; j++) {
         seq *s = e->out_seq[j];
         int32_t tok = e->res_h[j];
+        float logprob = lp[j];
+        if (s->cons) { /* the raw distribution's logprob; the automaton moves on (eos ends it) */
+            logprob += shift[r++];
+            if (!is_eos(e, tok)) {
+                int32_t next = dspy_constraint_next(s->cons, s->cstate, tok);
+                if (next < 0)
+                    return dspy_fail(DSPY_ERR_BACKEND, "engine: sequence %lld sampled token %d, which its constraint "
+                                                       "bans in state %d (the backend's mask was not applied)",
+                                     (long long)s->id, tok, s->cstate);
+                s->cstate = next;
+            }
+        }
         s->tokens[s->n_tokens++] = tok;
         s->n_generated++;
         for (int32_t k = 0; k < out->n_events; k++)
             if (e->events[k].seq_id == s->id) {
                 e->events[k].token = tok;
-                e->events[k].logprob = lp[j];
+                e->events[k].logprob = logprob;
                 e->events[k].finish = engine_finish_rule(e, s, tok);
                 e->events[k].n_generated = s->n_generated;
             }

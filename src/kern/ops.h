@@ -189,6 +189,14 @@ typedef struct dspy_ops {
     dspy_status (*sample)(dspy_backend *be, dspy_tensor tokens, dspy_tensor logprobs, dspy_tensor logits,
                           dspy_tensor params, int M, int V);
 
+    /* Constrained rows, before `sample`: for r < R, row rows[r] of logits (M, V) F32 keeps the
+     * tokens whose bit is set in its mask (masks (R, W) I32 bit words, W = (V + 31) / 32, bit t
+     * in word t / 32) and the others become -inf; shift (R) F32 gets lse(masked row) -
+     * lse(raw row), so a logprob `sample` reports for the masked row plus shift is the raw
+     * distribution's. Rows not listed are untouched. Every mask must keep at least one token. */
+    dspy_status (*mask_logits)(dspy_backend *be, dspy_tensor logits, dspy_tensor masks, dspy_tensor rows,
+                               dspy_tensor shift, int R, int V);
+
     /* ---- training (F32) ----------------------------------------------------------------- */
 
     /* In place on x (N, H, HS): the RoPE rotation of qkv_rope_store. */

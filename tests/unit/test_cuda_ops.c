@@ -491,6 +491,44 @@ static void test_sample(void) {
     free(rows), free(ps), free(tk), free(tk2), free(lps);
 }
 
+/* mask_logits on the Llama 3 vocabulary: the same -inf pattern, kept logits bit-exact, shifts
+ * within 1e-4 of the CPU's (double) and exactly 0 for an all-ones mask; then greedy sampling of
+ * the masked rows picks the same allowed argmax on both backends. */
+static void test_mask_logits(void) {
+    const int V = 128256, M = 6, R = 4, W = (V + 31) / 32;
+    float *lg = malloc(sizeof(float) * (size_t)M * V), *lc = malloc(sizeof(float) * (size_t)M * V);
+    for (int i = 0; i < M * V; i++) lg[i] = lc[i] = frand() * 8;
+    uint32_t *mk = malloc(sizeof(uint32_t) * (size_t)R * W);
+    for (int i = 0; i < R * W; i++) mk[i] = 0;
+    for (int k = 0; k < 40; k++) mk[(k * 3181) % W] |= 1u << (k % 32);             /* mask 0: 40 tokens */
+    mk[W + (V - 1) / 32] = 1u << ((V - 1) % 32);                                   /* mask 1: the last id */
+    for (int i = 0; i < W; i++) mk[2 * W + i] = (uint32_t)(frand() * 2147483647.0); /* mask 2: random half */
+    for (int i = 0; i < W; i++) mk[3 * W + i] = 0xffffffffu;                        /* mask 3: everything */
+    int32_t rows[4] = {5, 0, 2, 3};
+    float sc[4], *sg;
+    CHECK_OK(C->ops->mask_logits(C, HF(lc, (int64_t)M * V), HI(mk, R * W), HI(rows, R), HF(sc, R), R, V));
+    dspy_tensor dl = up(lg, (int64_t)M * V, DSPY_DTYPE_F32), dm = up_i32((const int32_t *)mk, (int64_t)R * W);
+    dspy_tensor dr = up_i32(rows, R), ds = poisoned(DSPY_DTYPE_F32, R);
+    CHECK_OK(G->ops->mask_logits(G, dl, dm, dr, ds, R, V));
+    float *got = down(dl);
+    sg = down(ds);
+    CHECK(memcmp(got, lc, sizeof(float) * (size_t)M * V) == 0);
+    for (int r = 0; r < R; r++) CHECK(fabsf(sg[r] - sc[r]) <= 1e-4f * fmaxf(1.0f, fabsf(sc[r])));
+    CHECK(sg[3] == 0.0f);
+    printf("  %-44s shifts %.3g %.3g %.3g %.3g (CPU %.3g %.3g %.3g %.3g)\n", "mask_logits V=128256", sg[0], sg[1],
+           sg[2], sg[3], sc[0], sc[1], sc[2], sc[3]);
+    dspy_sample_param sp[6];
+    for (int m = 0; m < M; m++) sp[m] = (dspy_sample_param){0, 1, 0, 0, 0.5};
+    int32_t tc[6], tg[6];
+    float pc[6], pg[6];
+    run_sample(C, lc, sp, M, V, tc, pc);
+    run_sample(G, got, sp, M, V, tg, pg);
+    for (int m = 0; m < M; m++) CHECK_INT(tg[m], tc[m]);
+    CHECK_INT(tg[0], V - 1);
+    free(lg), free(lc), free(mk), free(got), free(sg);
+    dev_free(dl), dev_free(dm), dev_free(dr), dev_free(ds);
+}
+
 /* ---- graphs ------------------------------------------------------------------------------ */
 
 static void test_graph(void) {
@@ -594,6 +632,7 @@ int main(int argc, char **argv) {
     RUN(test_fused);
     RUN(test_attention);
     RUN(test_sample);
+    RUN(test_mask_logits);
     RUN(test_graph);
     RUN(test_errors);
     CHECK_OK(G->ops->sync(G));

@@ -162,11 +162,11 @@ static void batched_vs_single(const char *dir, int vocab) {
     if (!m) return;
     enum { R = 5 };
     static const int32_t stop[1] = {7};
-    req rq[R] = {{5, {0, 1, 0, 0, 12, NULL, 0, false}},
-                 {17, {0.8f, 1, 0, 1, 9, NULL, 0, false}},
-                 {30, {1.2f, 0.9f, 0, 2, 14, NULL, 0, false}},
-                 {3, {1.0f, 1, 5, 3, 11, stop, 1, false}},
-                 {9, {0.7f, 0.95f, 20, 4, 13, NULL, 0, true}}};
+    req rq[R] = {{5, {0, 1, 0, 0, 12, NULL, 0, false, NULL}},
+                 {17, {0.8f, 1, 0, 1, 9, NULL, 0, false, NULL}},
+                 {30, {1.2f, 0.9f, 0, 2, 14, NULL, 0, false, NULL}},
+                 {3, {1.0f, 1, 5, 3, 11, stop, 1, false, NULL}},
+                 {9, {0.7f, 0.95f, 20, 4, 13, NULL, 0, true, NULL}}};
     int32_t *prompts[R], *toks[R];
     float *lps[R];
     int ntok[R] = {0};

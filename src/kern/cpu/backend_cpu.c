@@ -153,6 +153,7 @@ static const dspy_ops k_cpu_ops = {
     .add = cpu_add,
     .gather_rows = cpu_gather_rows,
     .sample = cpu_sample,
+    .mask_logits = cpu_mask_logits,
     .rope = cpu_rope,
     .linear_backward = cpu_linear_backward,
     .rmsnorm_backward = cpu_rmsnorm_backward,

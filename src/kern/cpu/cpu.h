@@ -96,6 +96,8 @@ dspy_status cpu_add(dspy_backend *be, dspy_tensor x, dspy_tensor y);
 dspy_status cpu_gather_rows(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor rows, int M, int C);
 dspy_status cpu_sample(dspy_backend *be, dspy_tensor tokens, dspy_tensor logprobs, dspy_tensor logits,
                        dspy_tensor params, int M, int V);
+dspy_status cpu_mask_logits(dspy_backend *be, dspy_tensor logits, dspy_tensor masks, dspy_tensor rows,
+                            dspy_tensor shift, int R, int V);
 
 /* Training kernels (matmul.c, pointwise_backward.c, attention_train.c). */
 dspy_status cpu_linear_backward(dspy_backend *be, dspy_tensor dinp, dspy_tensor dw, dspy_tensor dbias,

@@ -90,3 +90,41 @@ dspy_status cpu_sample(dspy_backend *be, dspy_tensor tokens_t, dspy_tensor lp_t,
                                                    cs->vidx, (float *)lp_t.data + m);
     return DSPY_OK;
 }
+
+/* The masked row's log-sum-exp and the raw row's, both over the row in id order (in double), so
+ * a mask that keeps everything gives a shift of exactly 0. */
+dspy_status cpu_mask_logits(dspy_backend *be, dspy_tensor logits_t, dspy_tensor masks_t, dspy_tensor rows_t,
+                            dspy_tensor shift_t, int R, int V) {
+    (void)be;
+    const int64_t W = ((int64_t)V + 31) / 32;
+    CPU_NEED("mask_logits", "logits", logits_t, DSPY_DTYPE_F32, 0);
+    CPU_NEED("mask_logits", "masks", masks_t, DSPY_DTYPE_I32, (int64_t)R * W);
+    CPU_NEED("mask_logits", "rows", rows_t, DSPY_DTYPE_I32, R);
+    CPU_NEED("mask_logits", "shift", shift_t, DSPY_DTYPE_F32, R);
+    if (V <= 0) return dspy_fail(DSPY_ERR_ARG, "mask_logits: vocabulary %d must be positive", V);
+    const int64_t M = logits_t.n / V;
+    const int32_t *rows = rows_t.data;
+    for (int r = 0; r < R; r++) {
+        if (rows[r] < 0 || rows[r] >= M)
+            return dspy_fail(DSPY_ERR_ARG, "mask_logits: row %d of mask %d is outside the %lld logits rows", rows[r], r,
+                             (long long)M);
+        float *x = (float *)logits_t.data + (int64_t)rows[r] * V;
+        const uint32_t *mk = (const uint32_t *)masks_t.data + (int64_t)r * W;
+        float raw_max = -INFINITY, max = -INFINITY;
+        for (int32_t i = 0; i < V; i++) {
+            if (x[i] > raw_max) raw_max = x[i];
+            if ((mk[i / 32] >> (i % 32) & 1u) && x[i] > max) max = x[i];
+        }
+        if (max == -INFINITY)
+            return dspy_fail(DSPY_ERR_ARG, "mask_logits: mask %d (row %d) keeps no token with a finite logit", r,
+                             rows[r]);
+        double raw_sum = 0, sum = 0;
+        for (int32_t i = 0; i < V; i++) {
+            raw_sum += exp((double)x[i] - raw_max);
+            if (mk[i / 32] >> (i % 32) & 1u) sum += exp((double)x[i] - max);
+            else x[i] = -INFINITY;
+        }
+        ((float *)shift_t.data)[r] = (float)(((double)max + log(sum)) - ((double)raw_max + log(raw_sum)));
+    }
+    return DSPY_OK;
+}

@@ -188,6 +188,7 @@ static const dspy_ops k_cuda_ops = {
     .add = cu_add,
     .gather_rows = cu_gather_rows,
     .sample = cu_sample,
+    .mask_logits = cu_mask_logits,
     /* training entries: absent on CUDA (the trainer runs on the CPU backend) */
     .rope = NULL,
     .linear_backward = NULL,

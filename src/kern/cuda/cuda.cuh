@@ -145,6 +145,8 @@ dspy_status cu_add(dspy_backend *be, dspy_tensor x, dspy_tensor y);
 dspy_status cu_gather_rows(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor rows, int M, int C);
 dspy_status cu_sample(dspy_backend *be, dspy_tensor tokens, dspy_tensor logprobs, dspy_tensor logits,
                       dspy_tensor params, int M, int V);
+dspy_status cu_mask_logits(dspy_backend *be, dspy_tensor logits, dspy_tensor masks, dspy_tensor rows,
+                           dspy_tensor shift, int R, int V);
 dspy_status cu_fill(dspy_backend *be, dspy_tensor x, float value);
 dspy_status cu_cast(dspy_backend *be, dspy_tensor out, dspy_tensor inp);
 /* Per-device kernel attributes (large shared memory of the prefill attention); at init. */

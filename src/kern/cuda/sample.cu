@@ -233,3 +233,68 @@ dspy_status cu_sample(dspy_backend *be, dspy_tensor tokens, dspy_tensor logprobs
     }
     return DSPY_OK;
 }
+
+/* (max, sum of exp(x - max)) pairs, merged: the streaming log-sum-exp. */
+__device__ __forceinline__ void lse_merge(float &m, float &s, float om, float os) {
+    if (om == -INFINITY) return;
+    if (m == -INFINITY) {
+        m = om, s = os;
+        return;
+    }
+    float n = fmaxf(m, om);
+    s = s * expf(m - n) + os * expf(om - n);
+    m = n;
+}
+
+/* One block per constrained row: banned logits become -inf while the raw and the masked
+ * log-sum-exp are accumulated side by side (the same operations on the same values when nothing
+ * is banned, so the shift is then exactly 0). */
+__global__ __launch_bounds__(1024) void k_mask_logits(float *logits, const uint32_t *masks, const int32_t *rows,
+                                                      float *shift, int V, int W, int64_t M) {
+    griddep_wait();
+    const int r = blockIdx.x;
+    const int64_t row = rows[r];
+    if (row < 0 || row >= M) return; /* the engine never lists such a row; nothing to touch */
+    float *x = logits + row * V;
+    const uint32_t *mk = masks + (int64_t)r * W;
+    float rm = -INFINITY, rs = 0.0f, mm = -INFINITY, ms = 0.0f;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+        float v = x[i];
+        lse_merge(rm, rs, v, 1.0f);
+        if (mk[i >> 5] >> (i & 31) & 1u) lse_merge(mm, ms, v, 1.0f);
+        else x[i] = -INFINITY;
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        float a = __shfl_xor_sync(0xffffffffu, rm, o), b = __shfl_xor_sync(0xffffffffu, rs, o);
+        float c = __shfl_xor_sync(0xffffffffu, mm, o), d = __shfl_xor_sync(0xffffffffu, ms, o);
+        lse_merge(rm, rs, a, b);
+        lse_merge(mm, ms, c, d);
+    }
+    __shared__ float s_w[4][32];
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    if (lane == 0) s_w[0][w] = rm, s_w[1][w] = rs, s_w[2][w] = mm, s_w[3][w] = ms;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        rm = -INFINITY, rs = 0.0f, mm = -INFINITY, ms = 0.0f;
+        for (int k = 0; k < nw; k++) {
+            lse_merge(rm, rs, s_w[0][k], s_w[1][k]);
+            lse_merge(mm, ms, s_w[2][k], s_w[3][k]);
+        }
+        shift[r] = (mm + logf(ms)) - (rm + logf(rs));
+    }
+}
+
+dspy_status cu_mask_logits(dspy_backend *be, dspy_tensor logits, dspy_tensor masks, dspy_tensor rows,
+                           dspy_tensor shift, int R, int V) {
+    CU_ENTER(be);
+    const int W = (V + 31) / 32;
+    CU_NEED("mask_logits", "logits", logits, DSPY_DTYPE_F32, 0);
+    CU_NEED("mask_logits", "masks", masks, DSPY_DTYPE_I32, (int64_t)R * W);
+    CU_NEED("mask_logits", "rows", rows, DSPY_DTYPE_I32, R);
+    CU_NEED("mask_logits", "shift", shift, DSPY_DTYPE_F32, R);
+    if (V <= 0) return dspy_fail(DSPY_ERR_ARG, "mask_logits: vocabulary %d must be positive", V);
+    if (R == 0) return DSPY_OK;
+    return cu_launch(be, "mask_logits", k_mask_logits, dim3(R), dim3(1024), 0, (float *)logits.data,
+                     (const uint32_t *)masks.data, (const int32_t *)rows.data, (float *)shift.data, V, W,
+                     logits.n / V);
+}
