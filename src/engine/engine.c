@@ -50,8 +50,9 @@ void dspy_engine_free(dspy_engine *e) {
     for (int32_t i = 0; i < e->n_active; i++) seq_free(e->active[i]);
     free(e->active);
     if (e->be) {
-        for (int i = 0; i < MAX_BUCKETS; i++)
-            if (e->graphs[i]) e->be->ops->graph_free(e->be, e->graphs[i]);
+        for (int k = 0; k < 2; k++)
+            for (int i = 0; i < MAX_BUCKETS; i++)
+                if (e->graphs[k][i]) e->be->ops->graph_free(e->be, e->graphs[k][i]);
         e->be->ops->free_host(e->be, e->meta_h);
         e->be->ops->free(e->be, e->meta_d);
         e->be->ops->free_host(e->be, e->res_h);

@@ -72,7 +72,7 @@ struct dspy_engine {
     seq **out_seq;          /* (max_seqs) sequences sampled this step */
     int32_t *take;          /* (max_seqs) tokens each active sequence feeds this step */
     dspy_step_event *events;
-    void *graphs[MAX_BUCKETS]; /* captured decode steps, by bucket index */
+    void *graphs[2][MAX_BUCKETS]; /* captured decode steps: [every row masked][bucket index] */
     bool use_graphs;
     /* cumulative statistics */
     int64_t prompt_tokens, hit_tokens, computed_tokens, preemptions;

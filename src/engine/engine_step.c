@@ -19,9 +19,9 @@
  * Constrained sequences (dspy_sampling.constraint): the host writes the allowed set of each
  * one's current state as a bit mask (one row per sampled constrained sequence, copied only in
  * steps that have any), mask_logits bans the rest before the sampler, and the logprob comes back
- * with the shift that makes it the raw distribution's. Such steps run without a graph (the rows
- * that need a mask change from step to step); the automaton's state moves on the host after the
- * step.
+ * with the shift that makes it the raw distribution's. A graph step with any constrained row
+ * masks all its rows (all ones where unconstrained: a shift of exactly 0) with a second capture
+ * per bucket; the automaton's state moves on the host after the step.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -145,8 +145,12 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
     /* A pure decode step on a backend with graphs runs padded to its bucket. */
     int bi = -1;
     int32_t B = 0;
-    bool graph = e->use_graphs && sp.decode && sp.R == 0; /* constrained steps run eagerly */
+    bool graph = e->use_graphs && sp.decode;
     if (graph) B = bucket_of(e, sp.N, &bi);
+    /* A graph step with constrained rows masks every row (all ones for the others and the
+     * padding), so one capture per bucket serves any mix. */
+    const bool mask_all = graph && sp.R > 0;
+    const int32_t R = mask_all ? B : sp.R;
     int32_t N = graph ? B : sp.N, nseg = graph ? B : sp.nseg, M = graph ? B : sp.M;
     int32_t n_table = sp.n_table + (graph ? 1 : 0);
     meta_layout L = engine_layout(N, nseg, M, n_table);
@@ -177,10 +181,11 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
             *pr = (dspy_sample_param){s->temperature, s->top_p, s->top_k, 0, 0.0};
             if (s->temperature > 0) pr->uniform = dspy_rng_uniform(&s->rng); /* one draw per sampled token */
             h[L.out_rows + m] = rows + t - 1;
-            if (s->cons) { /* the logits row and the allowed set of its current state */
+            if (s->cons || mask_all) { /* the logits row and the allowed set of its current state */
                 e->cmask_h[r] = m;
-                dspy_constraint_mask(s->cons, s->cstate, e->cfg->eos_token_ids, e->cfg->n_eos,
-                                     (uint32_t *)(e->cmask_h + e->p.max_seqs + (size_t)r * e->mask_words));
+                uint32_t *mk = (uint32_t *)(e->cmask_h + e->p.max_seqs + (size_t)r * e->mask_words);
+                if (s->cons) dspy_constraint_mask(s->cons, s->cstate, e->cfg->eos_token_ids, e->cfg->n_eos, mk);
+                else memset(mk, 0xff, sizeof(uint32_t) * (size_t)e->mask_words);
                 r++;
             }
             e->out_seq[m++] = s;
@@ -196,27 +201,33 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
             *((dspy_attn_seg *)(h + L.segs) + seg++) = (dspy_attn_seg){rows, 1, 0, toff};
             *((dspy_sample_param *)(h + L.params) + m) = (dspy_sample_param){0.0f, 1.0f, 0, 0, 0.0};
             h[L.out_rows + m] = rows;
+            if (mask_all) {
+                e->cmask_h[r] = m;
+                memset(e->cmask_h + e->p.max_seqs + (size_t)r * e->mask_words, 0xff, sizeof(uint32_t) * (size_t)e->mask_words);
+                r++;
+            }
         }
     }
     dspy_backend *be = e->be;
     const dspy_ops *o = be->ops;
     DSPY_TRY(o->copy(be, e->meta_d, e->meta_h, L.end * 4, DSPY_COPY_H2D));
-    if (sp.R > 0)
-        DSPY_TRY(o->copy(be, e->cmask_d, e->cmask_h, ((size_t)e->p.max_seqs + (size_t)sp.R * e->mask_words) * 4,
+    if (R > 0)
+        DSPY_TRY(o->copy(be, e->cmask_d, e->cmask_h, ((size_t)e->p.max_seqs + (size_t)R * e->mask_words) * 4,
                          DSPY_COPY_H2D));
     if (graph) {
-        if (!e->graphs[bi]) {
+        void **slot = &e->graphs[mask_all][bi];
+        if (!*slot) {
             DSPY_TRY(o->graph_begin(be));
-            dspy_status st = run_step(e, &L, N, nseg, M, n_table, true, 0);
+            dspy_status st = run_step(e, &L, N, nseg, M, n_table, true, R);
             void *g = NULL;
             dspy_status st2 = o->graph_end(be, &g);
             if (st || st2) {
                 if (g) o->graph_free(be, g);
                 return st ? st : st2;
             }
-            e->graphs[bi] = g;
+            *slot = g;
         }
-        DSPY_TRY(o->graph_launch(be, e->graphs[bi]));
+        DSPY_TRY(o->graph_launch(be, *slot));
     } else {
         DSPY_TRY(run_step(e, &L, N, nseg, M, n_table, sp.decode, sp.R));
     }
@@ -230,7 +241,7 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
         int32_t tok = e->res_h[j];
         float logprob = lp[j];
         if (s->cons) { /* the raw distribution's logprob; the automaton moves on (eos ends it) */
-            logprob += shift[r++];
+            logprob += shift[mask_all ? j : r++];
             if (!is_eos(e, tok)) {
                 int32_t next = dspy_constraint_next(s->cons, s->cstate, tok);
                 if (next < 0)

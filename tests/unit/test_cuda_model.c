@@ -10,6 +10,8 @@
  *     step within BF16 tolerance of each other (a near tie; printed);
  *   - the engine: staggered, batched sequences give the same tokens with CUDA graphs as without;
  *     seeded sampling is reproducible; no allocation after dspy_engine_new (device_allocs);
+ *     constrained sequences among free ones (the masked graph capture) keep to their automaton
+ *     and leave the free ones' tokens unchanged;
  *   - `dspy generate --device cuda` prints tokens/s.
  * Without a GPU the test reports a skip (exit 77), not a pass.
  */
@@ -22,6 +24,7 @@
 
 #include "check.h"
 #include "dspy/backend.h"
+#include "dspy/constraint.h"
 #include "dspy/engine.h"
 #include "dspy/model.h"
 #include "dspy/str.h"
@@ -167,7 +170,8 @@ done:
  * decode projections are GEMVs whose per-row arithmetic does not depend on the batch, so a
  * step padded to its graph bucket computes exactly what the direct step does; larger batches
  * go through cuBLASLt, whose algorithm depends on N.) */
-static void run_batch(dspy_model *m, int32_t out[6][24], int64_t *allocs_before, int64_t *allocs_after) {
+static void run_batch(dspy_model *m, int32_t out[6][24], int64_t *allocs_before, int64_t *allocs_after,
+                      const dspy_constraint *cons) {
     dspy_engine_params ep = dspy_engine_params_default();
     ep.max_seqs = 4, ep.max_batch_tokens = 96, ep.max_tokens_total = 4096;
     dspy_engine *e = NULL;
@@ -185,6 +189,7 @@ static void run_batch(dspy_model *m, int32_t out[6][24], int64_t *allocs_before,
             dspy_sampling sp = dspy_sampling_default();
             sp.max_tokens = 24, sp.ignore_eos = true, sp.seed = (uint64_t)added * 7;
             sp.temperature = added % 2 ? 0.8f : 0.0f, sp.top_p = added == 3 ? 0.9f : 1.0f;
+            if (added == 1 || added == 4) sp.constraint = cons;
             CHECK_OK(dspy_engine_add(e, p, (size_t)(30 + 37 * added), &sp, &ids[added]));
             added++;
             free(p);
@@ -207,16 +212,41 @@ static void test_engine(void) {
     if (!m) return;
     int32_t a[6][24], b[6][24], c[6][24];
     int64_t a0, a1, b0, b1, c0, c1;
-    run_batch(m, a, &a0, &a1);
-    run_batch(m, b, &b0, &b1);
+    run_batch(m, a, &a0, &a1, NULL);
+    run_batch(m, b, &b0, &b1, NULL);
     setenv("DSPY_CUDA_GRAPHS", "0", 1);
-    run_batch(m, c, &c0, &c1);
+    run_batch(m, c, &c0, &c1, NULL);
     unsetenv("DSPY_CUDA_GRAPHS");
     CHECK(memcmp(a, b, sizeof a) == 0); /* seeded and greedy runs repeat exactly */
     CHECK(memcmp(a, c, sizeof a) == 0); /* graphs replay what direct steps compute */
     CHECK_INT(a1, a0);                  /* steps (and graph captures) allocate nothing */
     CHECK_INT(c1, c0);
     printf("  engine: 6 staggered sequences, graphs == direct, %lld allocations, all at creation\n", (long long)a0);
+    /* sequences 1 and 4 constrained to odd ids: their tokens all odd, graphs (every row masked)
+     * == direct (only theirs), and the unconstrained sequences' tokens unchanged by the masks */
+    dspy_constraint *odd = NULL;
+    CHECK_OK(dspy_constraint_new(1, 3000, &odd));
+    if (!odd) return;
+    CHECK_OK(dspy_constraint_set_free(odd, 0, 0));
+    for (int t = 0; t < 3000; t += 2) CHECK_OK(dspy_constraint_set_token(odd, 0, t, -1));
+    int32_t d[6][24], f[6][24];
+    int64_t d0, d1, f0, f1;
+    run_batch(m, d, &d0, &d1, odd);
+    setenv("DSPY_CUDA_GRAPHS", "0", 1);
+    run_batch(m, f, &f0, &f1, odd);
+    unsetenv("DSPY_CUDA_GRAPHS");
+    CHECK(memcmp(d, f, sizeof d) == 0);
+    CHECK_INT(d1, d0);
+    int even = 0, changed = 0;
+    for (int s = 0; s < 6; s++)
+        for (int k = 0; k < 24; k++) {
+            if (s == 1 || s == 4) even += d[s][k] % 2 == 0, changed += d[s][k] != a[s][k];
+            else CHECK_INT(d[s][k], a[s][k]);
+        }
+    CHECK_INT(even, 0);
+    CHECK(changed > 0);
+    printf("  engine: constrained rows among free ones, graphs == direct, free rows unchanged\n");
+    dspy_constraint_free(odd);
     dspy_model_free(m);
 }
 
