@@ -3,7 +3,9 @@
  *   copy   device-to-device copy bandwidth (bytes read + written / time), the memory ceiling
  *   B1     batch-1 greedy decode: a 1,500-token prompt, 128 new tokens; ms per decoded token
  *          (median over the steps after the first token), and its fraction of the memory floor
- *          (weight bytes / measured copy bandwidth: every decode step reads every weight once)
+ *          (weight bytes / measured copy bandwidth: every decode step reads every weight once);
+ *          then the same under a constraint (a token mask built, copied and applied every step)
+ *          and its overhead
  *   prefill 100 prompts of 1,500 tokens through one engine (chunked, max_batch_tokens tokens a
  *          step) until every sequence has its first token; seconds and tokens/s, and the FLOP
  *          floor (2 * non-embedding params * tokens + causal attention) at the measured peak
@@ -18,6 +20,7 @@
 #include <time.h>
 
 #include "dspy/backend.h"
+#include "dspy/constraint.h"
 #include "dspy/engine.h"
 #include "dspy/model.h"
 #include "kern/backend.h"
@@ -341,6 +344,50 @@ static int32_t *random_ids(int n, int V, uint64_t seed) {
     return p;
 }
 
+/* B1: one 1,500-token prompt, `gen` greedy tokens, median ms per decoded token over runs 1-3
+ * (run 0 warms up: graph capture); *ttft the last run's time to the first token. -1 on error. */
+static double b1_ms(dspy_model *m, const dspy_constraint *cons, int plen, int gen, double *ttft) {
+    const dspy_model_config *c = dspy_model_config_get(m);
+    dspy_engine_params ep = dspy_engine_params_default();
+    ep.max_seqs = 1, ep.max_batch_tokens = 2048, ep.max_tokens_total = plen + gen + 16;
+    dspy_engine *e = NULL;
+    if (dspy_engine_new(m, &ep, &e)) return -1;
+    double runs[3];
+    for (int r = 0; r < 4; r++) {
+        int32_t *p = random_ids(plen, c->vocab_size, 1000 + (uint64_t)r);
+        dspy_sampling sp = dspy_sampling_default();
+        sp.temperature = 0, sp.max_tokens = gen, sp.ignore_eos = true, sp.constraint = cons;
+        int64_t id;
+        dspy_status st = dspy_engine_add(e, p, (size_t)plen, &sp, &id);
+        free(p);
+        if (st) {
+            dspy_engine_free(e);
+            return -1;
+        }
+        double steps[512];
+        int ns = 0, got = 0;
+        double ts = now_s(), tfirst = 0;
+        for (;;) {
+            double s0 = now_s();
+            dspy_step_out so;
+            if (dspy_engine_step(e, &so)) {
+                dspy_engine_free(e);
+                return -1;
+            }
+            if (so.n_events == 0) break;
+            double dt = now_s() - s0;
+            if (so.events[0].token >= 0) {
+                if (got++ == 0) tfirst = now_s() - ts;
+                else if (ns < 512) steps[ns++] = dt;
+            }
+            if (so.events[0].finish) break;
+        }
+        if (r > 0) runs[r - 1] = median(steps, ns), *ttft = tfirst;
+    }
+    dspy_engine_free(e);
+    return median(runs, 3) * 1e3;
+}
+
 int main(int argc, char **argv) {
     const char *dir = NULL, *device = "cuda";
     int chunk = 16384, n_prompts = 100, plen = 1500, gen = 128;
@@ -379,50 +426,33 @@ int main(int argc, char **argv) {
     }
     if (only_prefill) goto prefill;
 
-    /* ---- B1: batch-1 decode ---- */
-    dspy_engine_params ep = dspy_engine_params_default();
-    ep.max_seqs = 1, ep.max_batch_tokens = 2048, ep.max_tokens_total = plen + gen + 16;
-    dspy_engine *e = NULL;
-    if (dspy_engine_new(m, &ep, &e)) return fail("engine");
-    double runs[3];
-    double ttft = 0;
-    for (int r = 0; r < 4; r++) { /* run 0 warms up (graph capture) */
-        int32_t *p = random_ids(plen, c->vocab_size, 1000 + (uint64_t)r);
-        dspy_sampling sp = dspy_sampling_default();
-        sp.temperature = 0, sp.max_tokens = gen, sp.ignore_eos = true;
-        int64_t id;
-        if (dspy_engine_add(e, p, (size_t)plen, &sp, &id)) return fail("add");
-        free(p);
-        double steps[512];
-        int ns = 0, got = 0;
-        double ts = now_s(), tfirst = 0;
-        for (;;) {
-            double s0 = now_s();
-            dspy_step_out so;
-            if (dspy_engine_step(e, &so)) return fail("step");
-            if (so.n_events == 0) break;
-            double dt = now_s() - s0;
-            if (so.events[0].token >= 0) {
-                if (got++ == 0) tfirst = now_s() - ts;
-                else if (ns < 512) steps[ns++] = dt;
-            }
-            if (so.events[0].finish) break;
-        }
-        if (r > 0) runs[r - 1] = median(steps, ns), ttft = tfirst;
-    }
-    dspy_engine_free(e);
-    double ms = median(runs, 3) * 1e3, floor_ms = bw > 0 ? (double)wbytes / bw * 1e3 : 0;
+    /* ---- B1: batch-1 decode, free and under a constraint ---- */
+    double ttft = 0, ttft_c = 0;
+    double ms = b1_ms(m, NULL, plen, gen, &ttft);
+    if (ms < 0) return fail("B1");
+    /* the mask's cost per token: a FREE state that bans one token (a mask row built, copied and
+     * applied every step: the worst case, as a LIST state's row is mostly zeros to build) */
+    dspy_constraint *cons = NULL;
+    if (dspy_constraint_new(1, c->vocab_size, &cons) || dspy_constraint_set_free(cons, 0, 0) ||
+        dspy_constraint_set_token(cons, 0, 0, -1))
+        return fail("constraint");
+    double ms_c = b1_ms(m, cons, plen, gen, &ttft_c);
+    dspy_constraint_free(cons);
+    if (ms_c < 0) return fail("B1 constrained");
+    double floor_ms = bw > 0 ? (double)wbytes / bw * 1e3 : 0;
     printf("{\"bench\": \"B1\", \"ms_per_token\": %.4f, \"tokens_per_s\": %.1f, \"floor_ms\": %.4f, "
            "\"fraction_of_floor\": %.3f, \"prefill_1500_ms\": %.2f}\n",
            ms, 1e3 / ms, floor_ms, floor_ms / ms, ttft * 1e3);
+    printf("{\"bench\": \"B1_constrained\", \"ms_per_token\": %.4f, \"overhead\": %.4f}\n", ms_c, ms_c / ms - 1);
 
     if (only_b1) {
         dspy_model_free(m);
         return 0;
     }
     /* ---- prefill: n_prompts x plen ---- */
-prefill:
-    ep = dspy_engine_params_default();
+prefill:;
+    dspy_engine_params ep = dspy_engine_params_default();
+    dspy_engine *e = NULL;
     ep.max_seqs = n_prompts, ep.max_batch_tokens = chunk, ep.max_tokens_total = n_prompts * (plen + 16);
     if (dspy_engine_new(m, &ep, &e)) return fail("engine (prefill)");
     double best = 1e30;

@@ -78,6 +78,9 @@ if "B1" in ours:
     b = ours["B1"]; c = tb1.get("compiled", {}).get("ms_per_token"); e = tb1.get("eager", {}).get("ms_per_token")
     print(f"| B1 decode ms/token | {b['ms_per_token']:.3f} | {e or '-'} | {c or '-'} | "
           f"{(c / b['ms_per_token']) if c else 0:.2f}x | {b['floor_ms']:.3f} ms ({100 * b['fraction_of_floor']:.0f}% of floor) |")
+if "B1_constrained" in ours:
+    b = ours["B1_constrained"]
+    print(f"| B1 constrained ms/token | {b['ms_per_token']:.3f} | | | | mask overhead {100 * b['overhead']:.1f}% (target <= 5%) |")
 if "prefill" in ours:
     p = ours["prefill"]; c = tpf.get("compiled", {}).get("seconds"); e = tpf.get("eager", {}).get("seconds")
     print(f"| prefill 100x1500 s | {p['seconds']:.3f} | {e or '-'} | {c or '-'} | "
