@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # run_gpu.sh — the GPU machine's one script for issue 9: parity tests, then our benchmarks and
 # PyTorch's in the same run, then a table. Builds nothing: run it from the repository root with
-# the GPU build carried in build-gpu/ (cmake -B build-gpu -DCMAKE_CUDA_ARCHITECTURES=90) and the
-# shared material copied to .gpu/shared.
+# the GPU build (cmake -B build-gpu -DCMAKE_CUDA_ARCHITECTURES=90) and the shared tokenizer gathered
+# into carry/ by bench/pack_gpu.sh.
 #
 #   bench/run_gpu.sh [tests] [bench] [torch] [serve]     (default: all four)
 # Logs and JSON go to $OUT (the device tool's folder) or ./out.
@@ -15,7 +15,9 @@ STAGES=${*:-tests bench torch serve}
 if [ "$(readlink -f /work/main 2>/dev/null)" != "$ROOT" ]; then
   mkdir -p /work && rm -rf /work/main && ln -sfn "$ROOT" /work/main
 fi
-[ -d "$ROOT/.gpu/shared" ] && ln -sfn "$ROOT/.gpu/shared" /work/shared
+# What bench/pack_gpu.sh gathered (carry `carry`): the build and the shared tokenizer.
+[ -d "$ROOT/carry/build-gpu" ] && [ ! -e "$ROOT/build-gpu" ] && ln -sfn "$ROOT/carry/build-gpu" "$ROOT/build-gpu"
+[ -d "$ROOT/carry/shared" ] && ln -sfn "$ROOT/carry/shared" /work/shared
 export DSPY_SHARED_DIR=/work/shared
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 echo "node: $(command -v node) $(node --version 2>/dev/null)  npm: $(command -v npm)"
@@ -24,9 +26,11 @@ has() { case " $STAGES " in *" $1 "*) return 0;; esac; return 1; }
 
 if has tests; then
   echo "== GPU parity tests"
-  for t in test_cuda_ops test_cuda_model; do
+  for t in $(cd build-gpu/tests && ls test_cuda_* 2>/dev/null); do
     (cd build-gpu && timeout 300 ./tests/$t) > "$OUT/$t.log" 2>&1; echo "$t: exit $?"; grep -E "FAIL|passed" "$OUT/$t.log" | tail -n 12
   done
+  echo "-- the kernel variants the benchmark compares (one query head per prefill CTA; attn_in prefetch 8)"
+  (cd build-gpu && DSPY_CUDA_PREFILL_HEADS=1 DSPY_CUDA_ATTN_IN_PF=8 timeout 300 ./tests/test_cuda_ops 2>&1 | grep -E "FAIL|passed" | tail -n 5)
 fi
 if has bench || has torch; then
   [ -f "$MODEL/model.safetensors" ] || timeout 300 python3 bench/torch_baseline.py --make-model "$MODEL" 2>&1 | tail -2
@@ -37,6 +41,10 @@ if has bench; then
   echo "-- B1 without programmatic dependent launch, and without CUDA graphs"
   DSPY_CUDA_PDL=0 timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-b1 1 2>&1 | grep B1
   DSPY_CUDA_GRAPHS=0 timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-b1 1 2>&1 | grep B1
+  echo "-- B1 with attn_in loading its whole rows before the dependency wait (DSPY_CUDA_ATTN_IN_PF=8)"
+  DSPY_CUDA_ATTN_IN_PF=8 timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-b1 1 2>&1 | grep -E 'B1"|"op"'
+  echo "-- prefill with one query head per attention CTA (DSPY_CUDA_PREFILL_HEADS=1)"
+  DSPY_CUDA_PREFILL_HEADS=1 timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-prefill 1 2>&1 | grep -E '"prefill"|prefill_op'
   echo "-- prefill with other chunk sizes"
   for ch in 8192 32768; do
     timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-prefill 1 --prefill-chunk $ch 2>&1 | grep '"prefill"'

@@ -392,6 +392,10 @@ static void test_attention(void) {
     one_attention("attention generic HS=16", 4, 2, 16, 3, lens, pos0, false, 2);
     int l1[1] = {700}, p1[1] = {0};
     one_attention("attention prefill 700 tokens", 8, 8, 64, 1, l1, p1, false, 0);
+    /* two query heads per CTA (HS 64, even groups): long segments after cached prefixes, where
+     * most tiles skip the causal mask */
+    int l2[2] = {700, 129}, p2[2] = {130, 1000};
+    one_attention("attention prefill 2 heads per CTA, GQA 2", 8, 4, 64, 2, l2, p2, false, 0);
     /* decode: one row per segment, contexts 1 .. 4000 */
     int dl[5] = {1, 1, 1, 1, 1}, dp[5] = {0, 16, 299, 1024, 3999};
     one_attention("attention decode HS=64 GQA 4", 32, 8, 64, 5, dl, dp, true, 0);

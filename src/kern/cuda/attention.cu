@@ -2,8 +2,8 @@
  *
  * Three kernels:
  *   - prefill (any segment lengths, head size 64 or 128): flash attention in the FlashAttention-2
- *     arrangement. A CTA of 4 warps takes 64 query rows of one segment and one query head; each
- *     warp owns 16 rows. Keys and values stream through shared memory 64 positions at a time
+ *     arrangement. A CTA of 4 warps takes 64 query rows of one segment and one query head (two
+ *     heads of one KV group at head size 64, sharing every K/V load); each warp owns 16 rows. Keys and values stream through shared memory 64 positions at a time
  *     (gathered from the paged cache by the block table with cp.async, double-buffered, XOR
  *     swizzled so ldmatrix is conflict-free); S = Q K^T and O += P V run on the tensor cores
  *     (mma.sync m16n8k16, BF16 in, F32 accumulate); the softmax is online (running max and sum
@@ -95,7 +95,12 @@ __device__ __forceinline__ void load_kv_tile(char *sm, const bf16 *cache, const 
     }
 }
 
-template <int D>
+/* The prefill CTA: 64 query rows of one segment for HP query heads of one KV group (HP = 1 or 2;
+ * the heads share every K/V tile, fragment and mask, so two heads give each warp two
+ * independent mma/softmax chains for the price of one set of shared-memory loads). Tiles are
+ * taken in reverse order: under the causal mask a segment's last tiles are its heaviest, and
+ * starting them first shortens the tail of the grid. */
+template <int D, int HP>
 __global__ __launch_bounds__(128) void k_attn_prefill(bf16 *__restrict__ out, const bf16 *__restrict__ q,
                                                       const bf16 *__restrict__ kc, const bf16 *__restrict__ vc,
                                                       const dspy_attn_seg *__restrict__ segs, int nseg,
@@ -103,51 +108,60 @@ __global__ __launch_bounds__(128) void k_attn_prefill(bf16 *__restrict__ out, co
                                                       float scale_log2) {
     constexpr int CH = D / 8, KB = D / 16, ND = D / 8; /* 16-B chunks per row, k16 blocks, n8 tiles of D */
     extern __shared__ __align__(128) char smem[];
-    /* Q, then K buffers 0 and 1, then V buffers 0 and 1, each 64 x D BF16 (computed offsets, not
-     * arrays: a run-time index into an array of pointers would put it in local memory). */
+    /* Q of the HP heads, then K buffers 0 and 1, then V buffers 0 and 1, each 64 x D BF16
+     * (computed offsets, not arrays: a run-time index into an array of pointers would put it in
+     * local memory). */
     constexpr int TILE = 64 * D * 2;
-    char *sq = smem;
-#define SK(b) (smem + (1 + (b)) * TILE)
-#define SV(b) (smem + (3 + (b)) * TILE)
+#define SQ(hh) (smem + (hh) * TILE)
+#define SK(b) (smem + (HP + (b)) * TILE)
+#define SV(b) (smem + (HP + 2 + (b)) * TILE)
     __shared__ int s_seg, s_tile;
     griddep_wait();
     if (threadIdx.x == 0) {
         int sg = -1, tl = 0;
-        if (!find_tile(segs, nseg, blockIdx.x, &sg, &tl)) sg = -1;
+        if (!find_tile(segs, nseg, gridDim.x - 1 - blockIdx.x, &sg, &tl)) sg = -1;
         s_seg = sg, s_tile = tl;
     }
     __syncthreads();
     if (s_seg < 0) return;
     const dspy_attn_seg sg = segs[s_seg];
-    const int h = blockIdx.y, kvh = h / (NH / NKV);
+    const int h0 = blockIdx.y * HP, kvh = h0 / (NH / NKV);
     const int r0 = s_tile * 64;                       /* first row of the tile within the segment */
     const int nrows = min(64, sg.n - r0);             /* valid rows */
     const int kend = sg.pos0 + r0 + nrows;            /* keys needed: [0, kend) */
     const int32_t *table = tables + sg.table_off;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 
-    /* Q tile: rows r0 .. r0+63 of the segment, head h (invalid rows zero). */
-    for (int i = threadIdx.x; i < 64 * CH; i += 128) {
-        int r = i / CH, c = i % CH;
-        bool ok = r < nrows;
-        const bf16 *src = q + ((int64_t)(sg.row0 + (ok ? r0 + r : 0)) * NH + h) * D + c * 8;
-        cp_async16(sq + swz<CH>(r, c), src, ok);
-    }
+    /* Q tiles: rows r0 .. r0+63 of the segment, heads h0 .. h0+HP-1 (invalid rows zero). */
+#pragma unroll
+    for (int hh = 0; hh < HP; hh++)
+        for (int i = threadIdx.x; i < 64 * CH; i += 128) {
+            int r = i / CH, c = i % CH;
+            bool ok = r < nrows;
+            const bf16 *src = q + ((int64_t)(sg.row0 + (ok ? r0 + r : 0)) * NH + h0 + hh) * D + c * 8;
+            cp_async16(SQ(hh) + swz<CH>(r, c), src, ok);
+        }
     cp_async_commit();
     load_kv_tile<D>(SK(0), kc, table, bs, NKV, kvh, 0, kend);
     load_kv_tile<D>(SV(0), vc, table, bs, NKV, kvh, 0, kend);
     cp_async_commit();
 
-    /* Positions of this thread's two rows (row g and g+8 of the warp's 16). */
+    /* Positions of this thread's two rows (row g and g+8 of the warp's 16); rows past the
+     * segment's end take the last valid row's position (their output is not written). */
     const int wr = warp * 16;
     const int pos_a = sg.pos0 + r0 + min(wr + g, nrows - 1), pos_b = sg.pos0 + r0 + min(wr + g + 8, nrows - 1);
+    const int warp_pos_min = sg.pos0 + r0 + min(wr, nrows - 1);
     const int warp_pos_max = sg.pos0 + r0 + min(wr + 15, nrows - 1);
 
-    uint32_t qf[KB][4];
-    float o[ND][4];
+    uint32_t qf[HP][KB][4];
+    float o[HP][ND][4];
+    float m_a[HP], m_b[HP], l_a[HP], l_b[HP];
 #pragma unroll
-    for (int i = 0; i < ND; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
-    float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.0f, l_b = 0.0f;
+    for (int hh = 0; hh < HP; hh++) {
+#pragma unroll
+        for (int i = 0; i < ND; i++) o[hh][i][0] = o[hh][i][1] = o[hh][i][2] = o[hh][i][3] = 0.0f;
+        m_a[hh] = m_b[hh] = -INFINITY, l_a[hh] = l_b[hh] = 0.0f;
+    }
 
     const int ntiles = (kend + 63) / 64;
     for (int it = 0; it < ntiles; it++) {
@@ -161,16 +175,20 @@ __global__ __launch_bounds__(128) void k_attn_prefill(bf16 *__restrict__ out, co
         __syncthreads();
         if (it == 0) {
 #pragma unroll
-            for (int kk = 0; kk < KB; kk++) {
-                int r = wr + (lane & 7) + ((lane >> 3) & 1) * 8, c = kk * 2 + (lane >> 4);
-                ldmatrix_x4(qf[kk], sq + swz<CH>(r, c));
-            }
+            for (int hh = 0; hh < HP; hh++)
+#pragma unroll
+                for (int kk = 0; kk < KB; kk++) {
+                    int r = wr + (lane & 7) + ((lane >> 3) & 1) * 8, c = kk * 2 + (lane >> 4);
+                    ldmatrix_x4(qf[hh][kk], SQ(hh) + swz<CH>(r, c));
+                }
         }
         if (kb <= warp_pos_max) { /* tiles entirely above the warp's rows contribute nothing */
-            /* S (16 x 64) = Q K^T */
-            float s[8][4];
+            /* S (16 x 64) = Q K^T per head, each K fragment loaded once for the HP heads */
+            float s[HP][8][4];
 #pragma unroll
-            for (int n = 0; n < 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+            for (int hh = 0; hh < HP; hh++)
+#pragma unroll
+                for (int n = 0; n < 8; n++) s[hh][n][0] = s[hh][n][1] = s[hh][n][2] = s[hh][n][3] = 0.0f;
 #pragma unroll
             for (int kk = 0; kk < KB; kk++) {
 #pragma unroll
@@ -179,81 +197,110 @@ __global__ __launch_bounds__(128) void k_attn_prefill(bf16 *__restrict__ out, co
                     int j = lane >> 3;
                     int r = n2 * 16 + (lane & 7) + (j >> 1) * 8, c = kk * 2 + (j & 1);
                     ldmatrix_x4(b, SK(buf) + swz<CH>(r, c));
-                    mma16816(s[2 * n2], qf[kk], b);
-                    mma16816(s[2 * n2 + 1], qf[kk], b + 2);
+#pragma unroll
+                    for (int hh = 0; hh < HP; hh++) {
+                        mma16816(s[hh][2 * n2], qf[hh][kk], b);
+                        mma16816(s[hh][2 * n2 + 1], qf[hh][kk], b + 2);
+                    }
                 }
             }
-            /* scale into the log2 domain, causal mask, row maxima */
-            float mx_a = m_a, mx_b = m_b;
+            /* A tile whose last key is at or before the warp's first row needs no causal mask
+             * (every tile but the diagonal ones). */
+            const bool full = kb + 63 <= warp_pos_min;
 #pragma unroll
-            for (int n = 0; n < 8; n++) {
-                int key = kb + n * 8 + 2 * t;
-                s[n][0] = key <= pos_a ? s[n][0] * scale_log2 : -INFINITY;
-                s[n][1] = key + 1 <= pos_a ? s[n][1] * scale_log2 : -INFINITY;
-                s[n][2] = key <= pos_b ? s[n][2] * scale_log2 : -INFINITY;
-                s[n][3] = key + 1 <= pos_b ? s[n][3] * scale_log2 : -INFINITY;
-                mx_a = fmaxf(mx_a, fmaxf(s[n][0], s[n][1]));
-                mx_b = fmaxf(mx_b, fmaxf(s[n][2], s[n][3]));
+            for (int hh = 0; hh < HP; hh++) {
+                /* scale into the log2 domain, causal mask, row maxima */
+                float mx_a = m_a[hh], mx_b = m_b[hh];
+#pragma unroll
+                for (int n = 0; n < 8; n++) {
+                    int key = kb + n * 8 + 2 * t;
+                    float *sv = s[hh][n];
+                    if (full) {
+                        sv[0] *= scale_log2, sv[1] *= scale_log2, sv[2] *= scale_log2, sv[3] *= scale_log2;
+                    } else {
+                        sv[0] = key <= pos_a ? sv[0] * scale_log2 : -INFINITY;
+                        sv[1] = key + 1 <= pos_a ? sv[1] * scale_log2 : -INFINITY;
+                        sv[2] = key <= pos_b ? sv[2] * scale_log2 : -INFINITY;
+                        sv[3] = key + 1 <= pos_b ? sv[3] * scale_log2 : -INFINITY;
+                    }
+                    mx_a = fmaxf(mx_a, fmaxf(sv[0], sv[1]));
+                    mx_b = fmaxf(mx_b, fmaxf(sv[2], sv[3]));
+                }
+                mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));
+                mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
+                mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
+                mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
+                /* Every row sees key 0 in the first tile, so mx is finite from then on. */
+                float al_a = exp2f(m_a[hh] - mx_a), al_b = exp2f(m_b[hh] - mx_b);
+                m_a[hh] = mx_a, m_b[hh] = mx_b;
+                float sum_a = 0.0f, sum_b = 0.0f;
+#pragma unroll
+                for (int n = 0; n < 8; n++) {
+                    float *sv = s[hh][n];
+                    sv[0] = exp2f(sv[0] - mx_a);
+                    sv[1] = exp2f(sv[1] - mx_a);
+                    sv[2] = exp2f(sv[2] - mx_b);
+                    sv[3] = exp2f(sv[3] - mx_b);
+                    sum_a += sv[0] + sv[1];
+                    sum_b += sv[2] + sv[3];
+                }
+                l_a[hh] = l_a[hh] * al_a + sum_a;
+                l_b[hh] = l_b[hh] * al_b + sum_b;
+#pragma unroll
+                for (int i = 0; i < ND; i++)
+                    o[hh][i][0] *= al_a, o[hh][i][1] *= al_a, o[hh][i][2] *= al_b, o[hh][i][3] *= al_b;
             }
-            mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));
-            mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
-            mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
-            mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
-            /* Every row sees key 0 in the first tile, so mx is finite from then on. */
-            float al_a = exp2f(m_a - mx_a), al_b = exp2f(m_b - mx_b);
-            m_a = mx_a, m_b = mx_b;
-            float sum_a = 0.0f, sum_b = 0.0f;
-#pragma unroll
-            for (int n = 0; n < 8; n++) {
-                s[n][0] = exp2f(s[n][0] - mx_a);
-                s[n][1] = exp2f(s[n][1] - mx_a);
-                s[n][2] = exp2f(s[n][2] - mx_b);
-                s[n][3] = exp2f(s[n][3] - mx_b);
-                sum_a += s[n][0] + s[n][1];
-                sum_b += s[n][2] + s[n][3];
-            }
-            l_a = l_a * al_a + sum_a;
-            l_b = l_b * al_b + sum_b;
-#pragma unroll
-            for (int i = 0; i < ND; i++) o[i][0] *= al_a, o[i][1] *= al_a, o[i][2] *= al_b, o[i][3] *= al_b;
-            /* O (16 x D) += P (16 x 64) V (64 x D) */
+            /* O (16 x D) += P (16 x 64) V (64 x D) per head, each V fragment loaded once */
 #pragma unroll
             for (int kk = 0; kk < 4; kk++) { /* keys kk*16 .. +15 */
-                uint32_t a[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                                 pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                                 pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+                uint32_t a[HP][4];
+#pragma unroll
+                for (int hh = 0; hh < HP; hh++) {
+                    a[hh][0] = pack_bf16(s[hh][2 * kk][0], s[hh][2 * kk][1]);
+                    a[hh][1] = pack_bf16(s[hh][2 * kk][2], s[hh][2 * kk][3]);
+                    a[hh][2] = pack_bf16(s[hh][2 * kk + 1][0], s[hh][2 * kk + 1][1]);
+                    a[hh][3] = pack_bf16(s[hh][2 * kk + 1][2], s[hh][2 * kk + 1][3]);
+                }
 #pragma unroll
                 for (int d2 = 0; d2 < ND / 2; d2++) { /* pairs of n8 tiles of D */
                     uint32_t b[4];
                     int j = lane >> 3;
                     int r = kk * 16 + (lane & 7) + (j & 1) * 8, c = d2 * 2 + (j >> 1);
                     ldmatrix_x4_trans(b, SV(buf) + swz<CH>(r, c));
-                    mma16816(o[2 * d2], a, b);
-                    mma16816(o[2 * d2 + 1], a, b + 2);
+#pragma unroll
+                    for (int hh = 0; hh < HP; hh++) {
+                        mma16816(o[hh][2 * d2], a[hh], b);
+                        mma16816(o[hh][2 * d2 + 1], a[hh], b + 2);
+                    }
                 }
             }
         }
         __syncthreads(); /* the next iteration's prefetch overwrites this buffer */
     }
     /* normalise and write the valid rows */
-    l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
-    l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
-    l_b += __shfl_xor_sync(0xffffffffu, l_b, 1);
-    l_b += __shfl_xor_sync(0xffffffffu, l_b, 2);
-    float inv_a = 1.0f / l_a, inv_b = 1.0f / l_b;
     int ra = wr + g, rb = wr + g + 8;
 #pragma unroll
-    for (int i = 0; i < ND; i++) {
-        int col = i * 8 + 2 * t;
-        if (ra < nrows) {
-            bf16 *dst = out + ((int64_t)(sg.row0 + r0 + ra) * NH + h) * D + col;
-            *(__nv_bfloat162 *)dst = __floats2bfloat162_rn(o[i][0] * inv_a, o[i][1] * inv_a);
-        }
-        if (rb < nrows) {
-            bf16 *dst = out + ((int64_t)(sg.row0 + r0 + rb) * NH + h) * D + col;
-            *(__nv_bfloat162 *)dst = __floats2bfloat162_rn(o[i][2] * inv_b, o[i][3] * inv_b);
+    for (int hh = 0; hh < HP; hh++) {
+        float la = l_a[hh], lb = l_b[hh];
+        la += __shfl_xor_sync(0xffffffffu, la, 1);
+        la += __shfl_xor_sync(0xffffffffu, la, 2);
+        lb += __shfl_xor_sync(0xffffffffu, lb, 1);
+        lb += __shfl_xor_sync(0xffffffffu, lb, 2);
+        float inv_a = 1.0f / la, inv_b = 1.0f / lb;
+#pragma unroll
+        for (int i = 0; i < ND; i++) {
+            int col = i * 8 + 2 * t;
+            if (ra < nrows) {
+                bf16 *dst = out + ((int64_t)(sg.row0 + r0 + ra) * NH + h0 + hh) * D + col;
+                *(__nv_bfloat162 *)dst = __floats2bfloat162_rn(o[hh][i][0] * inv_a, o[hh][i][1] * inv_a);
+            }
+            if (rb < nrows) {
+                bf16 *dst = out + ((int64_t)(sg.row0 + r0 + rb) * NH + h0 + hh) * D + col;
+                *(__nv_bfloat162 *)dst = __floats2bfloat162_rn(o[hh][i][2] * inv_b, o[hh][i][3] * inv_b);
+            }
         }
     }
+#undef SQ
 #undef SK
 #undef SV
 }
@@ -300,7 +347,9 @@ __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__restrict__ 
     __shared__ float alpha_s[G];
     __shared__ float w_s[G][DEC_MAX_SPLITS], l_s[G][DEC_MAX_SPLITS], den_s[G];
     __shared__ bool s_last;
-    griddep_wait();
+    /* Before griddep_wait: the step metadata (copied from the host before the step's first
+     * kernel) and the keys and values of earlier positions (written by earlier steps) — only
+     * position pos0, this step's token, comes from the kernel before this one. */
     const int S = gridDim.z, split = blockIdx.z, kvh = blockIdx.y;
     const dspy_attn_seg sg = segs[blockIdx.x];
     const int L = sg.pos0 + 1, S_eff = min(S, (L + DEC_MIN_KEYS - 1) / DEC_MIN_KEYS);
@@ -308,6 +357,19 @@ __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__restrict__ 
     const int chunk = (L + S_eff - 1) / S_eff, k0 = split * chunk, k1 = min(L, k0 + chunk);
     const int32_t *table = tables + sg.table_off;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    uint4 kv[D / 8]; /* this thread's key row of the current tile */
+    const bool pre = k0 + tid < k1 && k0 + tid < sg.pos0;
+    if (pre) { /* the first tile's older keys: their latency overlaps the previous kernel */
+        int j = k0 + tid;
+        int64_t slot = (int64_t)table[j / bs] * bs + j % bs;
+        const uint4 *kr = (const uint4 *)(kc + (slot * NKV + kvh) * D);
+        const uint4 *vr = (const uint4 *)(vc + (slot * NKV + kvh) * D);
+#pragma unroll
+        for (int c = 0; c < D / 8; c++) kv[c] = kr[c];
+#pragma unroll
+        for (int c = 0; c < D / 8; c++) ((uint4 *)vs[tid])[c] = vr[c];
+    }
+    griddep_wait();
     for (int i = tid; i < G * D; i += DEC_THREADS)
         qs[i / D][i % D] = bf2f(q[((int64_t)sg.row0 * NH + kvh * G + i / D) * D + i % D]) * scale_log2;
     float2 acc[PER];
@@ -318,14 +380,15 @@ __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__restrict__ 
     for (int kb = k0; kb < k1; kb += DEC_THREADS) {
         int j = kb + tid;
         if (j < k1) {
-            int64_t slot = (int64_t)table[j / bs] * bs + j % bs;
-            const uint4 *kr = (const uint4 *)(kc + (slot * NKV + kvh) * D);
-            const uint4 *vr = (const uint4 *)(vc + (slot * NKV + kvh) * D);
-            uint4 kv[D / 8];
+            if (!(pre && kb == k0)) {
+                int64_t slot = (int64_t)table[j / bs] * bs + j % bs;
+                const uint4 *kr = (const uint4 *)(kc + (slot * NKV + kvh) * D);
+                const uint4 *vr = (const uint4 *)(vc + (slot * NKV + kvh) * D);
 #pragma unroll
-            for (int c = 0; c < D / 8; c++) kv[c] = kr[c];
+                for (int c = 0; c < D / 8; c++) kv[c] = kr[c];
 #pragma unroll
-            for (int c = 0; c < D / 8; c++) ((uint4 *)vs[tid])[c] = vr[c];
+                for (int c = 0; c < D / 8; c++) ((uint4 *)vs[tid])[c] = vr[c];
+            }
             float dots[G];
 #pragma unroll
             for (int g = 0; g < G; g++) dots[g] = 0.0f;
@@ -514,14 +577,14 @@ __global__ void k_attn_generic(bf16 *__restrict__ out, const bf16 *__restrict__ 
 
 /* ---- the op ------------------------------------------------------------------------------- */
 
-template <int D> static dspy_status launch_prefill(dspy_backend *be, bf16 *out, const bf16 *q, const bf16 *kc,
-                                                   const bf16 *vc, const dspy_attn_meta *m, int NH, int NKV,
-                                                   float sl2) {
-    size_t smem = (size_t)5 * 64 * D * 2;
+template <int D, int HP> static dspy_status launch_prefill(dspy_backend *be, bf16 *out, const bf16 *q, const bf16 *kc,
+                                                           const bf16 *vc, const dspy_attn_meta *m, int NH, int NKV,
+                                                           float sl2) {
+    size_t smem = (size_t)(HP + 4) * 64 * D * 2;
     /* An upper bound on the tiles: every segment adds at most one partial tile. */
     unsigned tiles = (unsigned)((m->N + 63) / 64 + m->nseg);
-    dim3 grid(tiles, NH);
-    return cu_launch(be, "attention (prefill)", k_attn_prefill<D>, grid, 128, smem, out, q, kc, vc,
+    dim3 grid(tiles, NH / HP);
+    return cu_launch(be, "attention (prefill)", k_attn_prefill<D, HP>, grid, 128, smem, out, q, kc, vc,
                      (const dspy_attn_seg *)m->segs.data, m->nseg, (const int32_t *)m->tables.data, m->block_size, NH,
                      NKV, sl2);
 }
@@ -552,11 +615,15 @@ template <int D> static dspy_status launch_decode(dspy_backend *be, bf16 *out, c
 }
 
 dspy_status cu_attention_setup(dspy_backend *be) {
-    /* The 128-wide prefill kernel's tiles take 80 KiB of shared memory: above the default 48. */
-    DSPY_TRY(cu_check(be, cudaFuncSetAttribute(k_attn_prefill<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    /* The prefill tiles take (HP + 4) x 64 x D BF16 of shared memory: 80 KiB for D = 128 and 48
+     * KiB (plus the static tile index) for two heads of D = 64, above the default 48 KiB. */
+    DSPY_TRY(cu_check(be, cudaFuncSetAttribute(k_attn_prefill<128, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                5 * 64 * 128 * 2),
                       "attention (shared memory)"));
-    return cu_check(be, cudaFuncSetAttribute(k_attn_prefill<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    DSPY_TRY(cu_check(be, cudaFuncSetAttribute(k_attn_prefill<64, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               6 * 64 * 64 * 2),
+                      "attention (shared memory)"));
+    return cu_check(be, cudaFuncSetAttribute(k_attn_prefill<64, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              5 * 64 * 64 * 2),
                     "attention (shared memory)");
 }
@@ -581,8 +648,11 @@ dspy_status cu_attention(dspy_backend *be, dspy_tensor out, dspy_tensor q, dspy_
     if (m->decode && (G == 1 || G == 2 || G == 4 || G == 8) && (HS == 64 || HS == 128))
         return HS == 64 ? launch_decode<64>(be, o, qq, kc, vc, m, NH, NKV, sl2)
                         : launch_decode<128>(be, o, qq, kc, vc, m, NH, NKV, sl2);
-    if (HS == 64) return launch_prefill<64>(be, o, qq, kc, vc, m, NH, NKV, sl2);
-    if (HS == 128) return launch_prefill<128>(be, o, qq, kc, vc, m, NH, NKV, sl2);
+    /* two query heads per CTA where a KV group has an even number of them (D = 64 only: at 128
+     * the doubled accumulators would not fit the registers) */
+    if (HS == 64) return G % 2 == 0 && cu_of(be)->prefill_heads == 2 ? launch_prefill<64, 2>(be, o, qq, kc, vc, m, NH, NKV, sl2)
+                                    : launch_prefill<64, 1>(be, o, qq, kc, vc, m, NH, NKV, sl2);
+    if (HS == 128) return launch_prefill<128, 1>(be, o, qq, kc, vc, m, NH, NKV, sl2);
     int64_t warps = (int64_t)N * NH;
     return cu_launch(be, "attention (generic)", k_attn_generic, cu_blocks(warps * 32, 256), 256, 0, o, qq, kc, vc,
                      (const dspy_attn_seg *)m->segs.data, m->nseg, (const int32_t *)m->tables.data, m->block_size, N,

@@ -266,6 +266,10 @@ extern "C" dspy_status dspy_backend_cuda_init(dspy_backend *be) {
     {
         const char *pdl = getenv("DSPY_CUDA_PDL");
         s->pdl = !(pdl && strcmp(pdl, "0") == 0);
+        /* tuning variants the benchmark compares in one run (bench/run_gpu.sh) */
+        const char *ph = getenv("DSPY_CUDA_PREFILL_HEADS"), *pf = getenv("DSPY_CUDA_ATTN_IN_PF");
+        s->prefill_heads = ph && strcmp(ph, "1") == 0 ? 1 : 2;
+        s->attn_in_pf = pf && strcmp(pf, "8") == 0 ? 8 : 4;
     }
     if ((st = cu_check(be, cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "create stream"))) goto fail;
     if ((st = cu_check_lt(be, cublasLtCreate(&s->lt), "create cuBLASLt handle"))) goto fail;

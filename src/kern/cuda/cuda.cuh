@@ -45,6 +45,9 @@ struct cuda_state {
     gemm_plan plans[GEMM_PLANS];
     uint64_t use_clock;
     bool pdl;               /* launch with programmatic dependent launch (DSPY_CUDA_PDL=0 turns it off) */
+    int prefill_heads;      /* query heads per prefill attention CTA at head size 64: 2, or 1 (DSPY_CUDA_PREFILL_HEADS) */
+    int attn_in_pf;         /* 16-byte weight chunks per lane and row attn_in loads before griddep_wait: 4 or 8
+                               (DSPY_CUDA_ATTN_IN_PF) */
     int *att_count;         /* (att_count_n) split-K arrival counters, zero between launches */
     size_t att_count_n;
     float *samp_part;       /* sampler: (samp_rows, parts, 3) partial maxima / sums */
@@ -79,12 +82,19 @@ dspy_status cu_need(dspy_backend *be, const char *op, const char *arg, dspy_tens
 static inline unsigned cu_blocks(int64_t n, int per) { return (unsigned)((n + per - 1) / per); }
 
 /* Waits until the grid this one depends on (the previous kernel of the stream) has finished and
- * its memory is visible. Every kernel calls it before touching memory, so launching with
- * programmatic dependent launch only overlaps launch latency and prologues, never data. A no-op
- * for a kernel launched without the attribute. */
+ * its memory is visible, then lets the next kernel of the stream be scheduled. Every kernel calls
+ * it before touching memory another kernel writes; before it, a kernel only reads what no kernel
+ * of the step writes (weights, the host-copied step metadata, KV positions of earlier steps).
+ * With programmatic dependent launch the next kernel's blocks then start while this one runs:
+ * they issue their weight loads and park in their own griddep_wait(), so a memory-bound chain of
+ * small kernels overlaps each kernel's ramp (launch, first loads) with its predecessor's work.
+ * Waiting cannot cascade: a kernel lets the next one in only after its own wait returned, and
+ * the next one is scheduled only once every block of this one is resident (no deadlock). Both
+ * instructions are no-ops for a kernel launched without the attribute. */
 __device__ __forceinline__ void griddep_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
 }
 

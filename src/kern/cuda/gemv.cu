@@ -263,7 +263,7 @@ dspy_status cu_gemv(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_ten
 /* ---- attn_in: RMSNorm + q/k/v projection + RoPE + KV store ------------------------------------ */
 
 /* Work unit u: a pair of rows (i, i + HS/2) of one head of q, k or v. */
-template <int NR>
+template <int NR, int PF>
 __global__ __launch_bounds__(GEMV_THREADS) void k_attn_in(
     const bf16 *__restrict__ W, const float *__restrict__ bias, const float *__restrict__ x, const float *__restrict__ wn,
     float eps, const int32_t *__restrict__ pos, const int32_t *__restrict__ slots, const float *__restrict__ inv_freq,
@@ -280,10 +280,10 @@ __global__ __launch_bounds__(GEMV_THREADS) void k_attn_in(
         return (*sect == 0 ? 0 : *sect == 1 ? Q : Q + KVD) + *head * HS + *i;
     };
     int u = blockIdx.x * GW + (threadIdx.x >> 5);
-    prefetch<4> pf;
+    prefetch<PF> pf; /* PF = 8: both rows whole for C = 2048 (the 1B shape), at twice the registers */
     if (u < units) {
         int sect, head, i, rowA = row_of(u, &sect, &head, &i);
-        prefetch_rows<4>(pf, W + (int64_t)rowA * C, W + (int64_t)(rowA + half) * C, C);
+        prefetch_rows<PF>(pf, W + (int64_t)rowA * C, W + (int64_t)(rowA + half) * C, C);
     }
     griddep_wait();
     norm_prologue<NR>(xs, x, NULL, wn, C, eps);
@@ -294,8 +294,8 @@ __global__ __launch_bounds__(GEMV_THREADS) void k_attn_in(
 #pragma unroll
         for (int r = 0; r < NR; r++) a[r] = b[r] = 0.0f;
         if (first) {
-            prefetch_dot<NR, 4>(pf, true, xs, C, a, b);
-            rows_dot<NR>(W + (int64_t)rowA * C, W + (int64_t)rowB * C, xs, C, a, b, 128);
+            prefetch_dot<NR, PF>(pf, true, xs, C, a, b);
+            rows_dot<NR>(W + (int64_t)rowA * C, W + (int64_t)rowB * C, xs, C, a, b, 32 * PF);
         } else {
             rows_dot<NR>(W + (int64_t)rowA * C, W + (int64_t)rowB * C, xs, C, a, b);
         }
@@ -347,8 +347,11 @@ dspy_status cu_attn_in(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, 
     const float *fp = (const float *)inv_freq.data;
     bf16 *qo = (bf16 *)q_out.data, *kc = (bf16 *)kcache.data, *vc = (bf16 *)vcache.data;
 #define LAUNCH(NR)                                                                                              \
-    return cu_launch(be, "attn_in (fused gemv)", k_attn_in<NR>, g, GEMV_THREADS, smem, Wp, bp, xp, wn, eps, pp, \
-                     sp, fp, qo, kc, vc, C, NH, NKV, HS)
+    return cu_of(be)->attn_in_pf == 8                                                                           \
+               ? cu_launch(be, "attn_in (fused gemv)", k_attn_in<NR, 8>, g, GEMV_THREADS, smem, Wp, bp, xp, wn,  \
+                           eps, pp, sp, fp, qo, kc, vc, C, NH, NKV, HS)                                          \
+               : cu_launch(be, "attn_in (fused gemv)", k_attn_in<NR, 4>, g, GEMV_THREADS, smem, Wp, bp, xp, wn,  \
+                           eps, pp, sp, fp, qo, kc, vc, C, NH, NKV, HS)
     switch (N) {
     case 1: LAUNCH(1);
     case 2: LAUNCH(2);
