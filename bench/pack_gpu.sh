@@ -1,16 +1,27 @@
 #!/usr/bin/env bash
-# pack_gpu.sh — gathers what bench/run_gpu.sh needs on the GPU machine into carry/ (ignored by
-# git; the device tool's size limit is 64 MiB): the GPU build's test and benchmark binaries and
-# the shared tokenizer. Run it here after `cmake --build build-gpu`, then carry `carry`.
+# pack_gpu.sh — gathers what bench/run_gpu.sh needs on the GPU machine into carry/gpu.tar.gz
+# (ignored by git; the device tool carries at most 64 MiB): the GPU build's test and benchmark
+# binaries, the shared libraries `dspy` links that a bare GPU machine lacks (libmicrohttpd,
+# jansson, curl, ...), and the shared tokenizer files. Run it here after
+# `cmake --build build-gpu`, then carry `carry`; run_gpu.sh unpacks it.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=${BUILD:-$ROOT/build-gpu}
 SHARED=${DSPY_SHARED_DIR:-$ROOT/../shared}
-rm -rf "$ROOT/carry" && mkdir -p "$ROOT/carry/build-gpu/tests" "$ROOT/carry/build-gpu/bench" "$ROOT/carry/build-gpu/bin"
-for t in "$B"/tests/test_cuda_*; do cp "$t" "$ROOT/carry/build-gpu/tests/"; done
-for t in test_serve; do [ -f "$B/tests/$t" ] && cp "$B/tests/$t" "$ROOT/carry/build-gpu/tests/"; done
-cp "$B/bench/bench_gpu" "$ROOT/carry/build-gpu/bench/"
-[ -f "$B/bench/bench_serve_load" ] && cp "$B/bench/bench_serve_load" "$ROOT/carry/build-gpu/bench/"
-cp "$B/bin/dspy" "$ROOT/carry/build-gpu/bin/"
-mkdir -p "$ROOT/carry/shared/models" && cp -r "$SHARED/models/llama3-tokenizer" "$ROOT/carry/shared/models/"
-du -sh "$ROOT/carry"
+ST=$(mktemp -d)
+trap 'rm -rf "$ST"' EXIT
+mkdir -p "$ST/build-gpu/tests" "$ST/build-gpu/bench" "$ST/build-gpu/bin" "$ST/lib" "$ST/shared/models/llama3-tokenizer"
+cp "$B"/tests/test_cuda_* "$ST/build-gpu/tests/"
+for t in test_serve; do [ -f "$B/tests/$t" ] && cp "$B/tests/$t" "$ST/build-gpu/tests/"; done
+cp "$B/bench/bench_gpu" "$ST/build-gpu/bench/"
+[ -f "$B/bench/bench_serve_load" ] && cp "$B/bench/bench_serve_load" "$ST/build-gpu/bench/"
+cp "$B/bin/dspy" "$ST/build-gpu/bin/"
+# every library dspy loads except the C runtime and the CUDA ones the GPU machine has
+ldd "$B/bin/dspy" | awk '/=>/{print $3}' |
+  grep -v -E '/(libc|libm|libpthread|ld-linux[^/]*|libdl|librt|libcuda|libcublas[^/]*|libgcc_s|libstdc\+\+)\.so' |
+  while read -r l; do cp -L "$l" "$ST/lib/"; done
+cp "$SHARED"/models/llama3-tokenizer/{tokenizer.json,tokenizer_config.json,chat_template_llama3_2.jinja,special_tokens_llama3_2.tsv} \
+  "$ST/shared/models/llama3-tokenizer/"
+rm -rf "$ROOT/carry" && mkdir -p "$ROOT/carry"
+tar -C "$ST" -czf "$ROOT/carry/gpu.tar.gz" .
+du -sh "$ROOT/carry/gpu.tar.gz"

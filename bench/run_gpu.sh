@@ -4,7 +4,7 @@
 # the GPU build (cmake -B build-gpu -DCMAKE_CUDA_ARCHITECTURES=90) and the shared tokenizer gathered
 # into carry/ by bench/pack_gpu.sh.
 #
-#   bench/run_gpu.sh [tests] [bench] [torch] [serve]     (default: all four)
+#   bench/run_gpu.sh [tests] [bench] [sweep] [torch] [serve]     (default: all but sweep)
 # Logs and JSON go to $OUT (the device tool's folder) or ./out.
 set -uo pipefail
 ROOT=$(pwd)
@@ -15,9 +15,14 @@ STAGES=${*:-tests bench torch serve}
 if [ "$(readlink -f /work/main 2>/dev/null)" != "$ROOT" ]; then
   mkdir -p /work && rm -rf /work/main && ln -sfn "$ROOT" /work/main
 fi
-# What bench/pack_gpu.sh gathered (carry `carry`): the build and the shared tokenizer.
-[ -d "$ROOT/carry/build-gpu" ] && [ ! -e "$ROOT/build-gpu" ] && ln -sfn "$ROOT/carry/build-gpu" "$ROOT/build-gpu"
-[ -d "$ROOT/carry/shared" ] && ln -sfn "$ROOT/carry/shared" /work/shared
+# What bench/pack_gpu.sh gathered (carry `carry`): the build, the libraries and the tokenizer.
+if [ -f "$ROOT/carry/gpu.tar.gz" ]; then
+  mkdir -p /tmp/dspy-gpu && tar -C /tmp/dspy-gpu -xzf "$ROOT/carry/gpu.tar.gz"
+  [ -e "$ROOT/build-gpu" ] || ln -sfn /tmp/dspy-gpu/build-gpu "$ROOT/build-gpu"
+  ln -sfn /tmp/dspy-gpu/shared /work/shared
+  ORIG_LD_LIBRARY_PATH=${LD_LIBRARY_PATH-}   # Python gets the machine's own libraries back
+  export LD_LIBRARY_PATH=/tmp/dspy-gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+fi
 export DSPY_SHARED_DIR=/work/shared
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 echo "node: $(command -v node) $(node --version 2>/dev/null)  npm: $(command -v npm)"
@@ -29,11 +34,12 @@ if has tests; then
   for t in $(cd build-gpu/tests && ls test_cuda_* 2>/dev/null); do
     (cd build-gpu && timeout 300 ./tests/$t) > "$OUT/$t.log" 2>&1; echo "$t: exit $?"; grep -E "FAIL|passed" "$OUT/$t.log" | tail -n 12
   done
-  echo "-- the kernel variants the benchmark compares (one query head per prefill CTA; attn_in prefetch 8)"
-  (cd build-gpu && DSPY_CUDA_PREFILL_HEADS=1 DSPY_CUDA_ATTN_IN_PF=8 timeout 300 ./tests/test_cuda_ops 2>&1 | grep -E "FAIL|passed" | tail -n 5)
+  echo "-- the kernel variants the benchmark compares (one query head per prefill CTA; every kernel releasing early)"
+  (cd build-gpu && DSPY_CUDA_PREFILL_HEADS=1 DSPY_CUDA_RELEASE=3 timeout 300 ./tests/test_cuda_ops 2>&1 | grep -E "FAIL|passed" | tail -n 5)
+  (cd build-gpu && DSPY_CUDA_RELEASE=3 timeout 300 ./tests/test_cuda_model 2>&1 | grep -E "FAIL|passed" | tail -n 5)
 fi
-if has bench || has torch; then
-  [ -f "$MODEL/model.safetensors" ] || timeout 300 python3 bench/torch_baseline.py --make-model "$MODEL" 2>&1 | tail -2
+if has bench || has torch || has sweep; then
+  [ -f "$MODEL/model.safetensors" ] || LD_LIBRARY_PATH=${ORIG_LD_LIBRARY_PATH-} timeout 300 python3 bench/torch_baseline.py --make-model "$MODEL" 2>&1 | tail -2
 fi
 if has bench; then
   echo "== ours"
@@ -41,8 +47,6 @@ if has bench; then
   echo "-- B1 without programmatic dependent launch, and without CUDA graphs"
   DSPY_CUDA_PDL=0 timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-b1 1 2>&1 | grep B1
   DSPY_CUDA_GRAPHS=0 timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-b1 1 2>&1 | grep B1
-  echo "-- B1 with attn_in loading its whole rows before the dependency wait (DSPY_CUDA_ATTN_IN_PF=8)"
-  DSPY_CUDA_ATTN_IN_PF=8 timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-b1 1 2>&1 | grep -E 'B1"|"op"'
   echo "-- prefill with one query head per attention CTA (DSPY_CUDA_PREFILL_HEADS=1)"
   DSPY_CUDA_PREFILL_HEADS=1 timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-prefill 1 2>&1 | grep -E '"prefill"|prefill_op'
   echo "-- prefill with other chunk sizes"
@@ -52,9 +56,18 @@ if has bench; then
   timeout 120 build-gpu/bin/dspy generate --model "$MODEL" --device cuda --prompt-ids 128000,9906,1917 \
     --max-tokens 128 --ignore-eos --print-ids 2>&1 >/dev/null | tee "$OUT/generate.txt"
 fi
+if has sweep; then
+  echo "== B1 over the early-release variants (DSPY_CUDA_RELEASE: bit 0 the GEMVs, bit 1 attention; default 2), twice each"
+  for rep in 1 2; do
+    for rl in 0 1 2 3; do
+      printf 'release %s: ' $rl
+      DSPY_CUDA_RELEASE=$rl timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-b1 1 2>&1 | grep -E '"B1'
+    done
+  done
+fi
 if has torch; then
   echo "== PyTorch"
-  PYTHONUNBUFFERED=1 timeout 500 python3 bench/torch_baseline.py --model "$MODEL" --b1 --prefill 2>&1 \
+  LD_LIBRARY_PATH=${ORIG_LD_LIBRARY_PATH-} PYTHONUNBUFFERED=1 timeout 500 python3 bench/torch_baseline.py --model "$MODEL" --b1 --prefill 2>&1 \
     | grep -v Warning | tee "$OUT/bench_torch.jsonl"
 fi
 if has serve; then

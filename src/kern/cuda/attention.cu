@@ -615,6 +615,7 @@ template <int D> static dspy_status launch_decode(dspy_backend *be, bf16 *out, c
 }
 
 dspy_status cu_attention_setup(dspy_backend *be) {
+    DSPY_TRY(cu_check(be, cu_release_set(cu_of(be)->release & 2 ? 1 : 0), "attention (release flag)"));
     /* The prefill tiles take (HP + 4) x 64 x D BF16 of shared memory: 80 KiB for D = 128 and 48
      * KiB (plus the static tile index) for two heads of D = 64, above the default 48 KiB. */
     DSPY_TRY(cu_check(be, cudaFuncSetAttribute(k_attn_prefill<128, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,

@@ -227,8 +227,9 @@ extern "C" dspy_status dspy_backend_cuda_reserve(dspy_backend *be, const dspy_ba
         float *np = NULL;
         int *nc = NULL;
         DSPY_TRY(cu_alloc(be, srows * 64 * 3 * sizeof(float), (void **)&np));
-        DSPY_TRY(cu_alloc(be, srows * sizeof(int), (void **)&nc));
-        DSPY_TRY(cu_check(be, cudaMemsetAsync(nc, 0, srows * sizeof(int), s->stream), "zero counters"));
+        /* counters: the sampler's rows, then mask_logits' */
+        DSPY_TRY(cu_alloc(be, 2 * srows * sizeof(int), (void **)&nc));
+        DSPY_TRY(cu_check(be, cudaMemsetAsync(nc, 0, 2 * srows * sizeof(int), s->stream), "zero counters"));
         DSPY_TRY(cu_check(be, cudaStreamSynchronize(s->stream), "zero counters"));
         cudaFree(s->samp_part);
         cudaFree(s->samp_count);
@@ -267,15 +268,16 @@ extern "C" dspy_status dspy_backend_cuda_init(dspy_backend *be) {
         const char *pdl = getenv("DSPY_CUDA_PDL");
         s->pdl = !(pdl && strcmp(pdl, "0") == 0);
         /* tuning variants the benchmark compares in one run (bench/run_gpu.sh) */
-        const char *ph = getenv("DSPY_CUDA_PREFILL_HEADS"), *pf = getenv("DSPY_CUDA_ATTN_IN_PF");
+        const char *ph = getenv("DSPY_CUDA_PREFILL_HEADS"), *rl = getenv("DSPY_CUDA_RELEASE");
         s->prefill_heads = ph && strcmp(ph, "1") == 0 ? 1 : 2;
-        s->attn_in_pf = pf && strcmp(pf, "8") == 0 ? 8 : 4;
+        s->release = rl ? atoi(rl) & 3 : 2;
     }
     if ((st = cu_check(be, cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "create stream"))) goto fail;
     if ((st = cu_check_lt(be, cublasLtCreate(&s->lt), "create cuBLASLt handle"))) goto fail;
     s->ws_bytes = 64u << 20; /* Hopper kernels want a large workspace */
     if ((st = cu_alloc(be, s->ws_bytes, &s->ws))) goto fail;
     if ((st = cu_attention_setup(be))) goto fail;
+    if ((st = cu_gemv_setup(be))) goto fail;
     if ((st = dspy_backend_cuda_reserve(be, &be->plan))) goto fail;
     return DSPY_OK;
 fail:

@@ -46,12 +46,18 @@ struct cuda_state {
     uint64_t use_clock;
     bool pdl;               /* launch with programmatic dependent launch (DSPY_CUDA_PDL=0 turns it off) */
     int prefill_heads;      /* query heads per prefill attention CTA at head size 64: 2, or 1 (DSPY_CUDA_PREFILL_HEADS) */
-    int attn_in_pf;         /* 16-byte weight chunks per lane and row attn_in loads before griddep_wait: 4 or 8
-                               (DSPY_CUDA_ATTN_IN_PF) */
+    int release;            /* which kernels release the next one early (griddep_wait): bit 0 the GEMV
+                               family (gemv.cu), bit 1 attention; DSPY_CUDA_RELEASE, default 2: on the H200
+                               attention releasing o_proj gained 1-2 %, the GEMVs releasing lost 6 % (their
+                               successors' parked blocks crowd the SMs) */
+    int gemv_occ[4][4];     /* resident blocks per SM of the GEMV kernels [gemv, attn_in, mlp_in, logits][rows - 1],
+                               measured at init: their grids are one wave (cu_gemv_setup) */
     int *att_count;         /* (att_count_n) split-K arrival counters, zero between launches */
     size_t att_count_n;
-    float *samp_part;       /* sampler: (samp_rows, parts, 3) partial maxima / sums */
-    int *samp_count;        /* sampler: (samp_rows) arrival counters, zero between launches */
+    float *samp_part;       /* sampler: (samp_rows, parts, 3) partial maxima / sums, then mask_logits'
+                               (samp_rows, parts, 4); samp_rows x 64 x 3 floats in all */
+    int *samp_count;        /* (2, samp_rows) arrival counters of the sampler, then of mask_logits; zero
+                               between launches */
     size_t samp_rows;
     dspy_status err;        /* sticky: DSPY_OK until something failed */
     char msg[480];
@@ -81,22 +87,30 @@ dspy_status cu_need(dspy_backend *be, const char *op, const char *arg, dspy_tens
 /* Blocks for n items of `per` each. */
 static inline unsigned cu_blocks(int64_t n, int per) { return (unsigned)((n + per - 1) / per); }
 
+/* Whether the kernels of this .cu file release the next kernel of the stream as soon as their
+ * dependency wait returns (one copy per file, set by the file's setup function through
+ * cu_release_set; see griddep_wait). */
+static __constant__ int c_release;
+
 /* Waits until the grid this one depends on (the previous kernel of the stream) has finished and
- * its memory is visible, then lets the next kernel of the stream be scheduled. Every kernel calls
- * it before touching memory another kernel writes; before it, a kernel only reads what no kernel
- * of the step writes (weights, the host-copied step metadata, KV positions of earlier steps).
- * With programmatic dependent launch the next kernel's blocks then start while this one runs:
- * they issue their weight loads and park in their own griddep_wait(), so a memory-bound chain of
- * small kernels overlaps each kernel's ramp (launch, first loads) with its predecessor's work.
- * Waiting cannot cascade: a kernel lets the next one in only after its own wait returned, and
- * the next one is scheduled only once every block of this one is resident (no deadlock). Both
- * instructions are no-ops for a kernel launched without the attribute. */
+ * its memory is visible. Every kernel calls it before touching memory another kernel writes;
+ * before it, a kernel only reads what no kernel of the step writes (weights, the host-copied step
+ * metadata, KV positions of earlier steps). With programmatic dependent launch the next kernel
+ * may then be scheduled early: by default once every block of this one has exited (launch
+ * latency overlaps the drain); where c_release is set, once every block of this one has passed
+ * this wait, so the next kernel's blocks issue their weight loads and park in their own wait
+ * while this one works. That cannot cascade or deadlock: a kernel releases the next one only
+ * after its own wait returned, and only when all its blocks are resident. Both instructions are
+ * no-ops for a kernel launched without the attribute. */
 __device__ __forceinline__ void griddep_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+    if (c_release) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
 }
+
+/* Sets c_release for the kernels of the calling .cu file. */
+static inline cudaError_t cu_release_set(int on) { return cudaMemcpyToSymbol(c_release, &on, sizeof on); }
 
 /* Launches `kern` on the backend's stream, with programmatic dependent launch when enabled:
  * the kernel may be scheduled while the previous one drains, and waits in griddep_wait(). */
@@ -161,6 +175,8 @@ dspy_status cu_fill(dspy_backend *be, dspy_tensor x, float value);
 dspy_status cu_cast(dspy_backend *be, dspy_tensor out, dspy_tensor inp);
 /* Per-device kernel attributes (large shared memory of the prefill attention); at init. */
 dspy_status cu_attention_setup(dspy_backend *be);
+/* The GEMV family's release flag; at init. */
+dspy_status cu_gemv_setup(dspy_backend *be);
 /* Releases the cached GEMM plans (backend_cuda.cu calls it on release). */
 void cu_gemm_plans_free(cuda_state *s);
 

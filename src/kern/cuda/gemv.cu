@@ -160,18 +160,46 @@ __device__ float block_sum_g(float v) {
     return t;
 }
 
-/* xs (NR, C) BF16 = rmsnorm(x row rows[r] (or r), weight wn) for r < NR. */
+/* xs (NR, C) BF16 = rmsnorm(x row rows[r] (or r), weight wn) for r < NR.
+ * This runs after griddep_wait, on every decode step's critical path, so its loads must not
+ * queue one behind another: rows and weights are read as float4 with several loads in flight per
+ * thread (a plain loop of dependent-looking scalar loads costs one L2 round trip per element). */
 template <int NR>
 __device__ void norm_prologue(bf16 *xs, const float *__restrict__ x, const int32_t *__restrict__ rows,
                               const float *__restrict__ wn, int C, float eps) {
+    const bool vec = C % 4 == 0 && (uintptr_t)x % 16 == 0 && (uintptr_t)wn % 16 == 0;
 #pragma unroll 1
     for (int r = 0; r < NR; r++) {
         const float *xr = x + (int64_t)(rows ? rows[r] : r) * C;
         float ss = 0.0f;
-        for (int c = threadIdx.x; c < C; c += blockDim.x) ss += xr[c] * xr[c];
+        if (vec) {
+            const float4 *x4 = (const float4 *)xr;
+#pragma unroll 4
+            for (int c = threadIdx.x; c < C / 4; c += blockDim.x) {
+                float4 v = x4[c];
+                ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+            }
+        } else {
+#pragma unroll 4
+            for (int c = threadIdx.x; c < C; c += blockDim.x) ss += xr[c] * xr[c];
+        }
         ss = block_sum_g(ss);
         const float rinv = 1.0f / sqrtf(ss / (float)C + eps);
-        for (int c = threadIdx.x; c < C; c += blockDim.x) xs[(size_t)r * C + c] = f2bf(wn[c] * (xr[c] * rinv));
+        bf16 *xo = xs + (size_t)r * C;
+        if (vec) {
+            const float4 *x4 = (const float4 *)xr, *w4 = (const float4 *)wn;
+#pragma unroll 4
+            for (int c = threadIdx.x; c < C / 4; c += blockDim.x) {
+                float4 v = x4[c], w = w4[c];
+                __nv_bfloat162 lo = __floats2bfloat162_rn(w.x * (v.x * rinv), w.y * (v.y * rinv));
+                __nv_bfloat162 hi = __floats2bfloat162_rn(w.z * (v.z * rinv), w.w * (v.w * rinv));
+                *(__nv_bfloat162 *)(xo + 4 * c) = lo;
+                *(__nv_bfloat162 *)(xo + 4 * c + 2) = hi;
+            }
+        } else {
+#pragma unroll 4
+            for (int c = threadIdx.x; c < C; c += blockDim.x) xo[c] = f2bf(wn[c] * (xr[c] * rinv));
+        }
     }
     __syncthreads();
 }
@@ -233,9 +261,21 @@ __global__ void k_gemv_scalar(const bf16 *__restrict__ W, const bf16 *__restrict
     }
 }
 
-static unsigned grid_for(dspy_backend *be, int64_t units) {
-    int64_t b = (units + GW - 1) / GW, cap = (int64_t)cu_of(be)->sm_count * 4;
+enum { K_GEMV = 0, K_ATTN_IN = 1, K_MLP_IN = 2, K_LOGITS = 3 };
+
+/* The grid of a GEMV-family kernel over `units` warp work units: one wave — no more blocks than
+ * fit on the device at once (measured occupancy, at most 4 per SM), so every block is resident
+ * from the start, its warps stride over the units, and no block's prologue (the RMSNorm, the
+ * first loads) waits for a second wave. */
+static unsigned grid_for(dspy_backend *be, int64_t units, int kind, int N) {
+    const cuda_state *s = cu_of(be);
+    int occ = s->gemv_occ[kind][N < 1 ? 0 : N > 4 ? 3 : N - 1]; /* the scalar fallback may ask for more rows */
+    int64_t b = (units + GW - 1) / GW, cap = (int64_t)s->sm_count * (occ < 1 ? 1 : occ > 4 ? 4 : occ);
     return (unsigned)(b < cap ? b : cap);
+}
+
+template <typename K> static cudaError_t occ_of(int *out, K kern, size_t smem) {
+    return cudaOccupancyMaxActiveBlocksPerMultiprocessor(out, kern, GEMV_THREADS, smem);
 }
 
 bool cu_gemv_fits(int N, int C, const void *w, const void *inp) {
@@ -247,7 +287,7 @@ dspy_status cu_gemv(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_ten
     int mode = accumulate ? EP_ACC : out.dtype == DSPY_DTYPE_BF16 ? EP_BF16 : EP_F32;
     const bf16 *W = (const bf16 *)w.data, *X = (const bf16 *)inp.data;
     const float *b = (const float *)bias.data;
-    unsigned g = grid_for(be, OC);
+    unsigned g = grid_for(be, OC, K_GEMV, N);
     if (!cu_gemv_fits(N, C, w.data, inp.data)) {
         if (N > GEMV_MAX_ROWS) return dspy_fail(DSPY_ERR_ARG, "cuda gemv: %d rows (at most %d)", N, GEMV_MAX_ROWS);
         return cu_launch(be, "linear (gemv)", k_gemv_scalar, g, GEMV_THREADS, 0, W, X, out.data, mode, b, N, OC, C);
@@ -280,7 +320,7 @@ __global__ __launch_bounds__(GEMV_THREADS) void k_attn_in(
         return (*sect == 0 ? 0 : *sect == 1 ? Q : Q + KVD) + *head * HS + *i;
     };
     int u = blockIdx.x * GW + (threadIdx.x >> 5);
-    prefetch<PF> pf; /* PF = 8: both rows whole for C = 2048 (the 1B shape), at twice the registers */
+    prefetch<PF> pf; /* PF = 4 (8, both rows whole at C = 2048, measured no faster: 208 registers) */
     if (u < units) {
         int sect, head, i, rowA = row_of(u, &sect, &head, &i);
         prefetch_rows<PF>(pf, W + (int64_t)rowA * C, W + (int64_t)(rowA + half) * C, C);
@@ -340,18 +380,15 @@ dspy_status cu_attn_in(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, 
     CU_NEED("attn_in", "pos", pos, DSPY_DTYPE_I32, N);
     CU_NEED("attn_in", "slots", slots, DSPY_DTYPE_I32, N);
     CU_NEED("attn_in", "inv_freq", inv_freq, DSPY_DTYPE_F32, HS / 2);
-    unsigned g = grid_for(be, (int64_t)W / 2);
+    unsigned g = grid_for(be, (int64_t)W / 2, K_ATTN_IN, N);
     const bf16 *Wp = (const bf16 *)wqkv.data;
     const float *bp = (const float *)bqkv.data, *xp = (const float *)x.data, *wn = (const float *)w_norm.data;
     const int32_t *pp = (const int32_t *)pos.data, *sp = (const int32_t *)slots.data;
     const float *fp = (const float *)inv_freq.data;
     bf16 *qo = (bf16 *)q_out.data, *kc = (bf16 *)kcache.data, *vc = (bf16 *)vcache.data;
 #define LAUNCH(NR)                                                                                              \
-    return cu_of(be)->attn_in_pf == 8                                                                           \
-               ? cu_launch(be, "attn_in (fused gemv)", k_attn_in<NR, 8>, g, GEMV_THREADS, smem, Wp, bp, xp, wn,  \
-                           eps, pp, sp, fp, qo, kc, vc, C, NH, NKV, HS)                                          \
-               : cu_launch(be, "attn_in (fused gemv)", k_attn_in<NR, 4>, g, GEMV_THREADS, smem, Wp, bp, xp, wn,  \
-                           eps, pp, sp, fp, qo, kc, vc, C, NH, NKV, HS)
+    return cu_launch(be, "attn_in (fused gemv)", k_attn_in<NR, 4>, g, GEMV_THREADS, smem, Wp, bp, xp, wn, eps, pp, \
+                     sp, fp, qo, kc, vc, C, NH, NKV, HS)
     switch (N) {
     case 1: LAUNCH(1);
     case 2: LAUNCH(2);
@@ -408,7 +445,7 @@ dspy_status cu_mlp_in(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_tenso
     CU_NEED("mlp_in", "x", x, DSPY_DTYPE_F32, (int64_t)N * C);
     CU_NEED("mlp_in", "w_norm", w_norm, DSPY_DTYPE_F32, C);
     CU_NEED("mlp_in", "w_gate_up", w_gate_up, DSPY_DTYPE_BF16, (int64_t)2 * I * C);
-    unsigned g = grid_for(be, I);
+    unsigned g = grid_for(be, I, K_MLP_IN, N);
     const bf16 *Wp = (const bf16 *)w_gate_up.data;
     const float *xp = (const float *)x.data, *wn = (const float *)w_norm.data;
     bf16 *hp = (bf16 *)h.data;
@@ -467,7 +504,7 @@ dspy_status cu_logits(dspy_backend *be, dspy_tensor out, dspy_tensor x, dspy_ten
     CU_NEED("logits", "rows", rows, DSPY_DTYPE_I32, M);
     CU_NEED("logits", "w_norm", w_norm, DSPY_DTYPE_F32, C);
     CU_NEED("logits", "w", w, DSPY_DTYPE_BF16, (int64_t)V * C);
-    unsigned g = grid_for(be, V);
+    unsigned g = grid_for(be, V, K_LOGITS, M);
     const bf16 *Wp = (const bf16 *)w.data;
     const float *xp = (const float *)x.data, *wn = (const float *)w_norm.data;
     const int32_t *rp = (const int32_t *)rows.data;
@@ -478,4 +515,20 @@ dspy_status cu_logits(dspy_backend *be, dspy_tensor out, dspy_tensor x, dspy_ten
     case 3: return cu_launch(be, "logits (fused gemv)", k_logits<3>, g, GEMV_THREADS, smem, Wp, xp, rp, wn, eps, op, C, V);
     default: return cu_launch(be, "logits (fused gemv)", k_logits<4>, g, GEMV_THREADS, smem, Wp, xp, rp, wn, eps, op, C, V);
     }
+}
+
+/* Release flag and measured occupancies (shared memory: the normed rows of a 2,048-wide model;
+ * wider rows need more, which only lowers the count when shared memory is what limits it). */
+dspy_status cu_gemv_setup(dspy_backend *be) {
+    cuda_state *s = cu_of(be);
+    DSPY_TRY(cu_check(be, cu_release_set(s->release & 1 ? 1 : 0), "gemv (release flag)"));
+    cudaError_t e = cudaSuccess;
+#define OCC(NR)                                                                                          \
+    if (e == cudaSuccess) e = occ_of(&s->gemv_occ[K_GEMV][NR - 1], k_gemv<NR>, 0);                      \
+    if (e == cudaSuccess) e = occ_of(&s->gemv_occ[K_ATTN_IN][NR - 1], k_attn_in<NR, 4>, NR * 4096);     \
+    if (e == cudaSuccess) e = occ_of(&s->gemv_occ[K_MLP_IN][NR - 1], k_mlp_in<NR>, NR * 4096);          \
+    if (e == cudaSuccess) e = occ_of(&s->gemv_occ[K_LOGITS][NR - 1], k_logits<NR>, NR * 4096);
+    OCC(1) OCC(2) OCC(3) OCC(4)
+#undef OCC
+    return cu_check(be, e, "gemv (occupancy)");
 }

@@ -119,8 +119,12 @@ __global__ __launch_bounds__(SAMPLE_THREADS) void k_sample(int32_t *tokens, floa
     const int chunk = (V + P - 1) / P, i0 = pi * chunk, i1 = min(V, i0 + chunk);
     float bv = -INFINITY;
     int bi = 0x7fffffff;
-    for (int i = i0 + threadIdx.x; i < i1; i += blockDim.x)
-        if (x[i] > bv) bv = x[i], bi = i; /* ascending i per thread: the first maximum stays */
+    /* unrolled: several loads in flight per thread, not one L2 round trip per element */
+#pragma unroll 4
+    for (int i = i0 + threadIdx.x; i < i1; i += blockDim.x) {
+        float v = x[i];
+        if (v > bv) bv = v, bi = i; /* ascending i per thread: the first maximum stays */
+    }
     for (int o = 16; o > 0; o >>= 1) {
         float ov = __shfl_xor_sync(0xffffffffu, bv, o);
         int oi = __shfl_xor_sync(0xffffffffu, bi, o);
@@ -136,6 +140,7 @@ __global__ __launch_bounds__(SAMPLE_THREADS) void k_sample(int32_t *tokens, floa
     __syncthreads();
     const float lmax = s_max;
     float se = 0.0f;
+#pragma unroll 4
     for (int i = i0 + threadIdx.x; i < i1; i += blockDim.x) se += expf(x[i] - lmax);
     for (int o = 16; o > 0; o >>= 1) se += __shfl_xor_sync(0xffffffffu, se, o);
     if (lane == 0) s_sum[w] = se;
@@ -246,42 +251,94 @@ __device__ __forceinline__ void lse_merge(float &m, float &s, float om, float os
     m = n;
 }
 
-/* One block per constrained row: banned logits become -inf while the raw and the masked
- * log-sum-exp are accumulated side by side (the same operations on the same values when nothing
- * is banned, so the shift is then exactly 0). */
-__global__ __launch_bounds__(1024) void k_mask_logits(float *logits, const uint32_t *masks, const int32_t *rows,
-                                                      float *shift, int V, int W, int64_t M) {
+enum { MASK_THREADS = 512, MASK_PARTS = 16 };
+/* The sampler's scratch per planned row is 64 x 3 floats (backend_cuda.cu): the sampler uses
+ * the first 3 x SAMPLE_PARTS of every row's share, mask_logits the region after all of those. */
+static_assert(3 * SAMPLE_PARTS + 4 * MASK_PARTS <= 64 * 3, "mask_logits partials do not fit the sampler scratch");
+
+/* Block-wide max and sum of two values each (every thread gets them). */
+__device__ __forceinline__ void block_max2(float &a, float &b, float (*sh)[32]) {
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    for (int o = 16; o > 0; o >>= 1) {
+        a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, o));
+        b = fmaxf(b, __shfl_xor_sync(0xffffffffu, b, o));
+    }
+    __syncthreads();
+    if (lane == 0) sh[0][w] = a, sh[1][w] = b;
+    __syncthreads();
+    a = b = -INFINITY;
+    for (int k = 0; k < nw; k++) a = fmaxf(a, sh[0][k]), b = fmaxf(b, sh[1][k]);
+}
+__device__ __forceinline__ void block_sum2(float &a, float &b, float (*sh)[32]) {
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    for (int o = 16; o > 0; o >>= 1) {
+        a += __shfl_xor_sync(0xffffffffu, a, o);
+        b += __shfl_xor_sync(0xffffffffu, b, o);
+    }
+    __syncthreads();
+    if (lane == 0) sh[0][w] = a, sh[1][w] = b;
+    __syncthreads();
+    a = b = 0.0f;
+    for (int k = 0; k < nw; k++) a += sh[0][k], b += sh[1][k];
+}
+
+/* Grid (constrained rows, MASK_PARTS). Each block takes a contiguous part of its row: pass 1 the
+ * part's raw and masked maxima, pass 2 the sums of exp(x - max) (raw, and masked over the allowed
+ * tokens) while the banned logits become -inf. The block arriving last for the row (an atomic
+ * counter it resets) merges the parts into shift = lse(masked) - lse(raw). When nothing is
+ * banned the raw and masked values go through the same operations in the same order, so the
+ * shift is exactly 0. Spread over MASK_PARTS blocks and with no exp in the maximum pass, the
+ * mask costs a few microseconds per row instead of one SM's long dependent chain. */
+__global__ __launch_bounds__(MASK_THREADS) void k_mask_logits(float *logits, const uint32_t *masks,
+                                                              const int32_t *rows, float *shift, float *part,
+                                                              int *count, int V, int W, int64_t M) {
     griddep_wait();
-    const int r = blockIdx.x;
+    const int r = blockIdx.x, pz = blockIdx.y;
     const int64_t row = rows[r];
     if (row < 0 || row >= M) return; /* the engine never lists such a row; nothing to touch */
     float *x = logits + row * V;
     const uint32_t *mk = masks + (int64_t)r * W;
-    float rm = -INFINITY, rs = 0.0f, mm = -INFINITY, ms = 0.0f;
-    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+    const int chunk = (V + MASK_PARTS - 1) / MASK_PARTS, i0 = pz * chunk, i1 = min(V, i0 + chunk);
+    __shared__ float sh[2][32];
+    __shared__ bool s_last;
+    float rm = -INFINITY, mm = -INFINITY;
+#pragma unroll 4
+    for (int i = i0 + threadIdx.x; i < i1; i += blockDim.x) {
         float v = x[i];
-        lse_merge(rm, rs, v, 1.0f);
-        if (mk[i >> 5] >> (i & 31) & 1u) lse_merge(mm, ms, v, 1.0f);
-        else x[i] = -INFINITY;
+        rm = fmaxf(rm, v);
+        if (mk[i >> 5] >> (i & 31) & 1u) mm = fmaxf(mm, v);
     }
-    for (int o = 16; o > 0; o >>= 1) {
-        float a = __shfl_xor_sync(0xffffffffu, rm, o), b = __shfl_xor_sync(0xffffffffu, rs, o);
-        float c = __shfl_xor_sync(0xffffffffu, mm, o), d = __shfl_xor_sync(0xffffffffu, ms, o);
-        lse_merge(rm, rs, a, b);
-        lse_merge(mm, ms, c, d);
-    }
-    __shared__ float s_w[4][32];
-    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    if (lane == 0) s_w[0][w] = rm, s_w[1][w] = rs, s_w[2][w] = mm, s_w[3][w] = ms;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        rm = -INFINITY, rs = 0.0f, mm = -INFINITY, ms = 0.0f;
-        for (int k = 0; k < nw; k++) {
-            lse_merge(rm, rs, s_w[0][k], s_w[1][k]);
-            lse_merge(mm, ms, s_w[2][k], s_w[3][k]);
+    block_max2(rm, mm, sh);
+    float rs = 0.0f, ms = 0.0f;
+#pragma unroll 4
+    for (int i = i0 + threadIdx.x; i < i1; i += blockDim.x) {
+        float v = x[i];
+        if (rm > -INFINITY) rs += expf(v - rm);
+        if (mk[i >> 5] >> (i & 31) & 1u) {
+            if (mm > -INFINITY) ms += expf(v - mm);
+        } else {
+            x[i] = -INFINITY;
         }
-        shift[r] = (mm + logf(ms)) - (rm + logf(rs));
     }
+    block_sum2(rs, ms, sh);
+    float *pp = part + (int64_t)r * MASK_PARTS * 4;
+    if (threadIdx.x == 0) {
+        float4 v = make_float4(rm, rs, mm, ms);
+        __stcg((float4 *)(pp + pz * 4), v);
+        __threadfence();
+        s_last = atomicAdd(&count[r], 1) == MASK_PARTS - 1;
+    }
+    __syncthreads();
+    if (!s_last || threadIdx.x != 0) return;
+    __threadfence();
+    float RM = -INFINITY, RS = 0.0f, MM = -INFINITY, MS = 0.0f;
+    for (int k = 0; k < MASK_PARTS; k++) {
+        float4 v = __ldcg((const float4 *)(pp + k * 4));
+        lse_merge(RM, RS, v.x, v.y);
+        lse_merge(MM, MS, v.z, v.w);
+    }
+    shift[r] = (MM + logf(MS)) - (RM + logf(RS));
+    count[r] = 0; /* ready for the next launch (or graph replay) */
 }
 
 dspy_status cu_mask_logits(dspy_backend *be, dspy_tensor logits, dspy_tensor masks, dspy_tensor rows,
@@ -294,7 +351,17 @@ dspy_status cu_mask_logits(dspy_backend *be, dspy_tensor logits, dspy_tensor mas
     CU_NEED("mask_logits", "shift", shift, DSPY_DTYPE_F32, R);
     if (V <= 0) return dspy_fail(DSPY_ERR_ARG, "mask_logits: vocabulary %d must be positive", V);
     if (R == 0) return DSPY_OK;
-    return cu_launch(be, "mask_logits", k_mask_logits, dim3(R), dim3(1024), 0, (float *)logits.data,
-                     (const uint32_t *)masks.data, (const int32_t *)rows.data, (float *)shift.data, V, W,
-                     logits.n / V);
+    cuda_state *s = cu_of(be);
+    /* partials after the sampler's, counters after the sampler's (backend_cuda.cu plans both);
+     * rows beyond the planned scratch go in several launches (the engine never needs that) */
+    float *part = s->samp_part + s->samp_rows * 3 * SAMPLE_PARTS;
+    int *count = s->samp_count + s->samp_rows;
+    for (int r0 = 0; r0 < R; r0 += (int)s->samp_rows) {
+        int n = R - r0 < (int)s->samp_rows ? R - r0 : (int)s->samp_rows;
+        DSPY_TRY(cu_launch(be, "mask_logits", k_mask_logits, dim3(n, MASK_PARTS), dim3(MASK_THREADS), 0,
+                           (float *)logits.data, (const uint32_t *)masks.data + (int64_t)r0 * W,
+                           (const int32_t *)rows.data + r0, (float *)shift.data + r0, part, count, V, W,
+                           logits.n / V));
+    }
+    return DSPY_OK;
 }
