@@ -225,8 +225,8 @@ static void test_pointwise(void) {
 
 /* ---- the fused projections (attn_in, mlp_in, logits): fused GEMV for N <= 4, composed above --- */
 
-static void one_fused(int N) {
-    const int Cc = 512, NH = 8, NKV = 2, HS = 64, I = 704, V = 1000, NS = 24;
+static void one_fused(int N, int Cc, int I) {
+    const int NH = 8, NKV = 2, HS = 64, V = 1000, NS = 24;
     const int Q = NH * HS, KVD = NKV * HS, W = Q + 2 * KVD;
     char what[96];
     float *x = rnd((size_t)N * Cc, 2), *wn = rnd(Cc, 1), *wqkv = rnd((size_t)W * Cc, 0.05f), *bq = rnd(W, 0.1f);
@@ -265,18 +265,18 @@ static void one_fused(int N) {
     CHECK_OK(G->ops->mlp_in(G, dh, dx, dwn, dwg, dxn, dgu, N, Cc, I, 1e-5f));
     CHECK_OK(G->ops->logits(G, dlg, dx, dr, dwn, dwl, dsel, dxn, N, Cc, V, 1e-5f));
     float *gq = down(dq), *gk = down(dkc), *gv = down(dvc), *gh = down(dh), *gl = down(dlg);
-    snprintf(what, sizeof what, "attn_in N=%d (q)", N);
+    snprintf(what, sizeof what, "attn_in N=%d C=%d (q)", N, Cc);
     expect_close(what, gq, q, (size_t)N * Q, 1e-2);
     float *ck = malloc(sizeof(float) * N * 2 * KVD), *rk = malloc(sizeof(float) * N * 2 * KVD);
     for (int n = 0; n < N; n++) {
         memcpy(ck + n * 2 * KVD, gk + slots[n] * KVD, 4 * KVD), memcpy(ck + n * 2 * KVD + KVD, gv + slots[n] * KVD, 4 * KVD);
         memcpy(rk + n * 2 * KVD, kc + slots[n] * KVD, 4 * KVD), memcpy(rk + n * 2 * KVD + KVD, vc + slots[n] * KVD, 4 * KVD);
     }
-    snprintf(what, sizeof what, "attn_in N=%d (k, v in the cache)", N);
+    snprintf(what, sizeof what, "attn_in N=%d C=%d (k, v in the cache)", N, Cc);
     expect_close(what, ck, rk, (size_t)N * 2 * KVD, 1e-2);
-    snprintf(what, sizeof what, "mlp_in N=%d", N);
+    snprintf(what, sizeof what, "mlp_in N=%d C=%d I=%d", N, Cc, I);
     expect_close(what, gh, h, (size_t)N * I, 1e-2);
-    snprintf(what, sizeof what, "logits N=%d (rows reversed)", N);
+    snprintf(what, sizeof what, "logits N=%d C=%d (rows reversed)", N, Cc);
     expect_close(what, gl, lg, (size_t)N * V, 1e-2);
     free(x), free(wn), free(wqkv), free(bq), free(wgu), free(wl), free(bqkv16), free(bgu16), free(bl16);
     free(q), free(kc), free(vc), free(xn), free(qkv), free(h), free(gu), free(lg), free(sel);
@@ -286,10 +286,15 @@ static void one_fused(int N) {
 }
 
 static void test_fused(void) {
-    one_fused(1);
-    one_fused(3);
-    one_fused(4);
-    one_fused(7); /* above the GEMV rows: the composed path */
+    one_fused(1, 512, 704);
+    one_fused(3, 512, 704);
+    one_fused(4, 512, 704);
+    one_fused(7, 512, 704); /* above the GEMV rows: the composed path */
+    /* the 1B width (two 128-chunk pieces per row, several units per warp) and a width whose last
+     * piece is partial */
+    one_fused(1, 2048, 5000);
+    one_fused(2, 2048, 5000);
+    one_fused(1, 1040, 333);
 }
 
 /* ---- RoPE + KV store --------------------------------------------------------------------- */

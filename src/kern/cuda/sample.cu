@@ -20,7 +20,7 @@
 
 #include "kern/cuda/cuda.cuh"
 
-enum { SAMPLE_THREADS = 512, SAMPLE_PARTS = 16 };
+enum { SAMPLE_THREADS = 512, SAMPLE_PARTS = 32 }; /* 32 blocks per row: a batch-1 step spreads its scan over 32 SMs */
 
 #define FX_ONE 1099511627776.0f /* 2^40 */
 
