@@ -568,7 +568,7 @@ static void test_errors(void) {
     CHECK_CONTAINS(dspy_errmsg(), "dinp holds 64 elements, 72 needed");
     CHECK_STATUS(G->ops->cross_entropy(G, d, NONE, d, d, 2, 4, 1.0f), DSPY_ERR_ARG);
     CHECK_CONTAINS(dspy_errmsg(), "targets is F32");
-    CHECK_STATUS(G->ops->attention_train(G, d, d, d, d, d, i8, 1, 2, 2, 160), DSPY_ERR_ARG);
+    CHECK_STATUS(G->ops->attention_train(G, d, d, d, d, d, i8, 0, 2, 2, 160), DSPY_ERR_ARG);
     CHECK_CONTAINS(dspy_errmsg(), "head size 160");
     CHECK_STATUS(G->ops->attention_train(G, d, d, d, d, d, i8, 2, 3, 2, 8), DSPY_ERR_ARG);
     CHECK_CONTAINS(dspy_errmsg(), "multiple of NKV");
