@@ -11,7 +11,8 @@
  *     whole example of products of recomputed probabilities); both are also compared with a
  *     double-precision reference computed here (the same 1e-5 / 3e-5), and the CPU's own
  *     distance to it is printed beside.
- *   dropout and scale: bit-identical (the same mask function, one multiply).
+ *   dropout, scale and adamw: bit-identical (the same mask function; separately rounded
+ *     operations in the same order).
  * OVERWRITE outputs are poisoned (NaN) first and must come back finite; += outputs start from
  * random values on both sides, so the comparison checks the accumulation too. Sizes are odd on
  * purpose (T=37, C=72, V=1001, HS 16/64/80/128, GQA, packed sequences whose examples start
@@ -376,6 +377,32 @@ static void test_dropout_scale(void) {
     dev_free(gx);
 }
 
+/* ---- adamw ------------------------------------------------------------------------------- */
+
+/* Three steps with weight decay, a changing lr and a clip coefficient: CUDA and CPU bit-identical. */
+static void test_adamw(void) {
+    const int64_t n = 100003;
+    float *w = rnd((size_t)n, 1), *m = calloc((size_t)n, sizeof(float)), *v = calloc((size_t)n, sizeof(float));
+    dspy_tensor gw = up(w, n), gm = up(m, n), gv = up(v, n), ghp = dev_alloc(DSPY_DTYPE_F32, DSPY_ADAMW_WORDS);
+    for (int t = 1; t <= 3; t++) {
+        float *g = rnd((size_t)n, t == 2 ? 5.0f : 0.1f), hp[DSPY_ADAMW_WORDS];
+        dspy_adamw_pack(hp, t, 1e-3 / t, 0.9, 0.95, 1e-8, 0.1, t == 2 ? 0.25f : 1.0f);
+        CHECK_OK(C->ops->adamw(C, HF(w, n), HF(g, n), HF(m, n), HF(v, n), HF(hp, DSPY_ADAMW_WORDS)));
+        dspy_tensor gg = up(g, n);
+        CHECK_OK(G->ops->copy(G, ghp.data, hp, sizeof hp, DSPY_COPY_H2D));
+        CHECK_OK(G->ops->adamw(G, gw, gg, gm, gv, ghp));
+        CHECK_OK(G->ops->sync(G));
+        free(g);
+        dev_free(gg);
+    }
+    float *hw = down(gw), *hm = down(gm), *hv = down(gv);
+    expect_same("adamw 3 steps: w", hw, w, (size_t)n);
+    expect_same("adamw 3 steps: m", hm, m, (size_t)n);
+    expect_same("adamw 3 steps: v", hv, v, (size_t)n);
+    free(w), free(m), free(v), free(hw), free(hm), free(hv);
+    dev_free(gw), dev_free(gm), dev_free(gv), dev_free(ghp);
+}
+
 /* ---- attention_train and its backward ------------------------------------------------------ */
 
 /* Double-precision reference of the forward and backward (the formulas of ops.h). */
@@ -647,6 +674,7 @@ int main(int argc, char **argv) {
     RUN(test_add_rows);
     RUN(test_cross_entropy);
     RUN(test_dropout_scale);
+    RUN(test_adamw);
     RUN(test_attention_train);
     RUN(test_graph);
     RUN(test_errors);

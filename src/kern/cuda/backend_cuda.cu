@@ -202,6 +202,7 @@ static const dspy_ops k_cuda_ops = {
     .cross_entropy = cu_cross_entropy,
     .dropout = cu_dropout,
     .scale = cu_scale,
+    .adamw = cu_adamw,
 };
 
 /* ---- lifetime ---------------------------------------------------------------------------- */

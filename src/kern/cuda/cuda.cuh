@@ -191,5 +191,6 @@ dspy_status cu_cross_entropy(dspy_backend *be, dspy_tensor loss, dspy_tensor dlo
                              dspy_tensor targets, int M, int V, float dscale);
 dspy_status cu_dropout(dspy_backend *be, dspy_tensor out, dspy_tensor inp, float p, uint64_t key);
 dspy_status cu_scale(dspy_backend *be, dspy_tensor x, float s);
+dspy_status cu_adamw(dspy_backend *be, dspy_tensor w, dspy_tensor g, dspy_tensor m, dspy_tensor v, dspy_tensor hp);
 
 #endif
