@@ -3,8 +3,10 @@
  * Every op runs on both backends on fresh random F32 inputs (the seed is printed;
  * DSPY_TEST_SEED replays one); the CPU op is the reference. Compared by ||cuda - cpu|| / ||cpu||
  * with these tolerances (all F32, no TF32 anywhere):
- *   rope, rope_backward, swiglu_backward, embedding_backward, scatter_add_rows:  1e-6
- *     (element-wise; only expf/cos/sin rounding or the order of repeated-row atomics differ)
+ *   rope, rope_backward, embedding_backward, scatter_add_rows:  1e-6
+ *     (element-wise; only cos/sin rounding or the order of repeated-row atomics differ)
+ *   swiglu_backward: 1e-5 (expf within 2 ulp of the CPU's, amplified by 1 - sigmoid(g)
+ *     cancelling for large g; the GPU may fuse a multiply-add)
  *   rmsnorm_backward, linear_backward (cuBLASLt CUBLAS_COMPUTE_32F), cross_entropy:  1e-5
  *     (sums of up to a few thousand F32 terms in a different order)
  *   attention_train: out and lse 1e-5; attention_train_backward dq/dk/dv 3e-5 (sums over a
@@ -258,12 +260,12 @@ static void test_swiglu_backward(void) {
     dspy_tensor gg = up(g, n), gu = up(u, n), gd = up(d, n), gdg = poisoned(n), gdu = poisoned(n);
     CHECK_OK(G->ops->swiglu_backward(G, gdg, gdu, gd, gg, gu, N, I));
     float *hg = down(gdg), *hu = down(gdu);
-    expect_close("swiglu_backward N=37 I=1001 dgate (overwrite)", hg, rg, (size_t)n, 1e-6);
-    expect_close("swiglu_backward N=37 I=1001 dup (overwrite)", hu, ru, (size_t)n, 1e-6);
+    expect_close("swiglu_backward N=37 I=1001 dgate (overwrite)", hg, rg, (size_t)n, 1e-5);
+    expect_close("swiglu_backward N=37 I=1001 dup (overwrite)", hu, ru, (size_t)n, 1e-5);
     /* dgate == dout */
     CHECK_OK(G->ops->swiglu_backward(G, gd, gdu, gd, gg, gu, N, I));
     float *hg2 = down(gd);
-    expect_close("swiglu_backward dgate == dout", hg2, rg, (size_t)n, 1e-6);
+    expect_close("swiglu_backward dgate == dout", hg2, rg, (size_t)n, 1e-5);
     CHECK_STATUS(G->ops->swiglu_backward(G, gdg, gdg, gd, gg, gu, N, I), DSPY_ERR_ARG);
     CHECK_CONTAINS(dspy_errmsg(), "dgate and dup are the same memory");
     free(g), free(u), free(d), free(rg), free(ru), free(hg), free(hu), free(hg2);
