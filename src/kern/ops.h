@@ -30,6 +30,7 @@
 #ifndef DSPY_KERN_OPS_H
 #define DSPY_KERN_OPS_H
 
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -258,7 +259,45 @@ typedef struct dspy_ops {
 
     /* x (n) *= s. */
     dspy_status (*scale)(dspy_backend *be, dspy_tensor x, float s);
+
+    /* One fused AdamW step (torch's _single_tensor_adam, decoupled weight decay; the formulas
+     * of train/optim.h), in place on w, m, v (n) F32 from the gradient g (n) F32, with the step
+     * constants hp (DSPY_ADAMW_WORDS F32 in the backend's memory, packed by dspy_adamw_pack):
+     *   gi = g gscale; w *= decay; m += w1 (gi - m); v = v b2 + (w2 gi) gi;
+     *   w += (neg_step m) / (sqrt(v) / bc2_sqrt + eps)
+     * each operation rounded on its own (no fused multiply-add), so every backend reproduces
+     * dspy_adamw_update bit for bit. g is not written. The constants are read from memory so
+     * that a captured graph replays with the current step's values. */
+    dspy_status (*adamw)(dspy_backend *be, dspy_tensor w, dspy_tensor g, dspy_tensor m, dspy_tensor v,
+                         dspy_tensor hp);
 } dspy_ops;
+
+/* The words of adamw's step constants. */
+enum {
+    DSPY_ADAMW_DECAY,    /* 1 - lr * weight_decay (1: no decay) */
+    DSPY_ADAMW_W1,       /* 1 - beta1 */
+    DSPY_ADAMW_B2,       /* beta2 */
+    DSPY_ADAMW_W2,       /* 1 - beta2 */
+    DSPY_ADAMW_BC2_SQRT, /* sqrt(1 - beta2^step) */
+    DSPY_ADAMW_EPS,      /* eps */
+    DSPY_ADAMW_NEG_STEP, /* -lr / (1 - beta1^step) */
+    DSPY_ADAMW_GSCALE,   /* multiplies the gradient first (the clip coefficient; 1 = none) */
+    DSPY_ADAMW_WORDS
+};
+
+/* Packs adamw's constants for optimizer step `step` (counting from 1), computed in double and
+ * rounded to F32 exactly as train/optim.c's dspy_adamw_update computes them. */
+static inline void dspy_adamw_pack(float hp[DSPY_ADAMW_WORDS], int64_t step, double lr, double beta1, double beta2,
+                                   double eps, double weight_decay, float gscale) {
+    hp[DSPY_ADAMW_DECAY] = (float)(1.0 - lr * weight_decay);
+    hp[DSPY_ADAMW_W1] = (float)(1.0 - beta1);
+    hp[DSPY_ADAMW_B2] = (float)beta2;
+    hp[DSPY_ADAMW_W2] = (float)(1.0 - beta2);
+    hp[DSPY_ADAMW_BC2_SQRT] = (float)sqrt(1.0 - pow(beta2, (double)step));
+    hp[DSPY_ADAMW_EPS] = (float)eps;
+    hp[DSPY_ADAMW_NEG_STEP] = (float)(-(lr / (1.0 - pow(beta1, (double)step))));
+    hp[DSPY_ADAMW_GSCALE] = gscale;
+}
 
 /* Host and device functions share these definitions (nvcc compiles this header too). */
 #ifdef __CUDACC__

@@ -14,6 +14,7 @@
 #include "check.h"
 #include "dspy/json.h"
 #include "dspy/train.h"
+#include "kern/backend.h"
 #include "train/optim.h"
 #include "train/schedule.h"
 
@@ -80,6 +81,49 @@ static void test_adamw_first_step(void) {
     h.weight_decay = 0.5;
     dspy_adamw_update(w2, g2, m2, v2, 1, 1, 0.1, &h);
     CHECK(w2[0] == (float)(2.0f * (float)(1 - 0.1 * 0.5)));
+}
+
+/* The backend op (kern/ops.h adamw, CPU reference) equals dspy_adamw_update bit for bit over
+ * several steps, with weight decay, a changing lr, and a clip coefficient (gscale) that the
+ * reference applies by scaling the gradient in place first, as dspy_clip_grad_norm does. */
+static void test_adamw_op(void) {
+    enum { N = 1001, STEPS = 5 };
+    dspy_backend *be = NULL;
+    CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, NULL, &be));
+    if (!be) return;
+    dspy_adamw_hparams h = dspy_adamw_hparams_default();
+    h.weight_decay = 0.05;
+    h.beta2 = 0.95;
+    static float w[N], m[N], v[N], g[N], w2[N], m2[N], v2[N], g2[N];
+    for (int i = 0; i < N; i++) w[i] = w2[i] = (float)(0.5 * sin(i * 0.37)), m[i] = m2[i] = v[i] = v2[i] = 0;
+    int same = 0;
+    for (int t = 1; t <= STEPS; t++) {
+        double lr = 1e-3 * (t % 2 ? 1.0 : 0.3);
+        float coef = t == 3 ? 0.37f : 1.0f;
+        for (int i = 0; i < N; i++) g[i] = g2[i] = (float)(cos(i * 0.11 * t) * (i % 7 == 0 ? 1e-4 : 0.3));
+        float hp[DSPY_ADAMW_WORDS];
+        dspy_adamw_pack(hp, t, lr, h.beta1, h.beta2, h.eps, h.weight_decay, coef);
+        CHECK_OK(be->ops->adamw(be, dspy_bt(be, w, N, DSPY_DTYPE_F32), dspy_bt(be, g, N, DSPY_DTYPE_F32),
+                                dspy_bt(be, m, N, DSPY_DTYPE_F32), dspy_bt(be, v, N, DSPY_DTYPE_F32),
+                                dspy_bt(be, hp, DSPY_ADAMW_WORDS, DSPY_DTYPE_F32)));
+        if (coef != 1.0f)
+            for (int i = 0; i < N; i++) g2[i] *= coef;
+        dspy_adamw_update(w2, g2, m2, v2, N, t, lr, &h);
+    }
+    for (int i = 0; i < N; i++)
+        same += memcmp(&w[i], &w2[i], 4) == 0 && memcmp(&m[i], &m2[i], 4) == 0 && memcmp(&v[i], &v2[i], 4) == 0;
+    CHECK_INT(same, N);
+    /* without decay (1-D parameters): decay packs as exactly 1 */
+    float hp[DSPY_ADAMW_WORDS];
+    dspy_adamw_pack(hp, 1, 1e-3, 0.9, 0.999, 1e-8, 0.0, 1.0f);
+    CHECK(hp[DSPY_ADAMW_DECAY] == 1.0f && hp[DSPY_ADAMW_GSCALE] == 1.0f);
+    /* a short hp is refused */
+    CHECK_STATUS(be->ops->adamw(be, dspy_bt(be, w, N, DSPY_DTYPE_F32), dspy_bt(be, g, N, DSPY_DTYPE_F32),
+                                dspy_bt(be, m, N, DSPY_DTYPE_F32), dspy_bt(be, v, N, DSPY_DTYPE_F32),
+                                dspy_bt(be, hp, 4, DSPY_DTYPE_F32)),
+                 DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "hp");
+    dspy_backend_free(be);
 }
 
 static void test_clip(void) {
@@ -297,6 +341,7 @@ static void test_torch_fixture(void) {
 int main(void) {
     RUN(test_adamw_formula);
     RUN(test_adamw_first_step);
+    RUN(test_adamw_op);
     RUN(test_clip);
     RUN(test_schedules);
     RUN(test_params);

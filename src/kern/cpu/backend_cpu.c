@@ -166,6 +166,7 @@ static const dspy_ops k_cpu_ops = {
     .cross_entropy = cpu_cross_entropy,
     .dropout = cpu_dropout,
     .scale = cpu_scale,
+    .adamw = cpu_adamw,
 };
 
 dspy_status dspy_backend_cpu_init(dspy_backend *be) {

@@ -99,7 +99,7 @@ dspy_status cpu_sample(dspy_backend *be, dspy_tensor tokens, dspy_tensor logprob
 dspy_status cpu_mask_logits(dspy_backend *be, dspy_tensor logits, dspy_tensor masks, dspy_tensor rows,
                             dspy_tensor shift, int R, int V);
 
-/* Training kernels (matmul.c, pointwise_backward.c, attention_train.c). */
+/* Training kernels (matmul.c, pointwise_backward.c, attention_train.c, adamw.c). */
 dspy_status cpu_linear_backward(dspy_backend *be, dspy_tensor dinp, dspy_tensor dw, dspy_tensor dbias,
                                 dspy_tensor dout, dspy_tensor inp, dspy_tensor w, int N, int C, int OC);
 dspy_status cpu_rmsnorm_backward(dspy_backend *be, dspy_tensor dinp, dspy_tensor dweight, dspy_tensor dout,
@@ -122,5 +122,6 @@ dspy_status cpu_cross_entropy(dspy_backend *be, dspy_tensor loss, dspy_tensor dl
                               dspy_tensor targets, int M, int V, float dscale);
 dspy_status cpu_dropout(dspy_backend *be, dspy_tensor out, dspy_tensor inp, float p, uint64_t key);
 dspy_status cpu_scale(dspy_backend *be, dspy_tensor x, float s);
+dspy_status cpu_adamw(dspy_backend *be, dspy_tensor w, dspy_tensor g, dspy_tensor m, dspy_tensor v, dspy_tensor hp);
 
 #endif

@@ -1,7 +1,7 @@
 /* backend_cuda.cu — the CUDA backend: its context (device, stream, cuBLASLt handle, workspace,
  * planned scratch, sticky error), memory and copies, graph capture, and the op table of the
- * kernels in gemm.cu, pointwise.cu, attention.cu and sample.cu. Training entries are absent
- * (NULL): the trainer runs on the CPU backend.
+ * kernels in gemm.cu, pointwise.cu, attention.cu and sample.cu, and the training entries of
+ * train_*.cu (F32; the trainer itself still runs on the CPU backend).
  *
  * Every entry first returns the sticky error if there is one; every CUDA call's status is
  * checked. Nothing here waits for the device except `sync` (and release).
@@ -189,19 +189,20 @@ static const dspy_ops k_cuda_ops = {
     .gather_rows = cu_gather_rows,
     .sample = cu_sample,
     .mask_logits = cu_mask_logits,
-    /* training entries: absent on CUDA (the trainer runs on the CPU backend) */
-    .rope = NULL,
-    .linear_backward = NULL,
-    .rmsnorm_backward = NULL,
-    .rope_backward = NULL,
-    .attention_train = NULL,
-    .attention_train_backward = NULL,
-    .swiglu_backward = NULL,
-    .embedding_backward = NULL,
-    .scatter_add_rows = NULL,
-    .cross_entropy = NULL,
-    .dropout = NULL,
-    .scale = NULL,
+    /* training entries (train_*.cu) */
+    .rope = cu_rope,
+    .linear_backward = cu_linear_backward,
+    .rmsnorm_backward = cu_rmsnorm_backward,
+    .rope_backward = cu_rope_backward,
+    .attention_train = cu_attention_train,
+    .attention_train_backward = cu_attention_train_backward,
+    .swiglu_backward = cu_swiglu_backward,
+    .embedding_backward = cu_embedding_backward,
+    .scatter_add_rows = cu_scatter_add_rows,
+    .cross_entropy = cu_cross_entropy,
+    .dropout = cu_dropout,
+    .scale = cu_scale,
+    .adamw = cu_adamw,
 };
 
 /* ---- lifetime ---------------------------------------------------------------------------- */
@@ -242,6 +243,7 @@ extern "C" dspy_status dspy_backend_cuda_reserve(dspy_backend *be, const dspy_ba
         s->att_part = np;
         s->att_part_n = part;
     }
+    DSPY_TRY(cu_train_reserve(be, p));
     be->plan = *p;
     return DSPY_OK;
 }
@@ -278,6 +280,7 @@ extern "C" dspy_status dspy_backend_cuda_init(dspy_backend *be) {
     if ((st = cu_alloc(be, s->ws_bytes, &s->ws))) goto fail;
     if ((st = cu_attention_setup(be))) goto fail;
     if ((st = cu_gemv_setup(be))) goto fail;
+    if ((st = cu_train_setup(be))) goto fail;
     if ((st = dspy_backend_cuda_reserve(be, &be->plan))) goto fail;
     return DSPY_OK;
 fail:
@@ -297,6 +300,7 @@ extern "C" void dspy_backend_cuda_release(dspy_backend *be) {
     cudaFree(s->att_count);
     cudaFree(s->samp_part);
     cudaFree(s->samp_count);
+    cu_train_release(s);
     if (s->stream) cudaStreamDestroy(s->stream);
     cudaGetLastError();
     free(s);

@@ -59,6 +59,8 @@ struct cuda_state {
     int *samp_count;        /* (2, samp_rows) arrival counters of the sampler, then of mask_logits; zero
                                between launches */
     size_t samp_rows;
+    float *train_rows;      /* training: (train_rows_n) per-row floats, max_rows * NH (train_*.cu) */
+    size_t train_rows_n;
     dspy_status err;        /* sticky: DSPY_OK until something failed */
     char msg[480];
     bool capturing;
@@ -179,5 +181,42 @@ dspy_status cu_attention_setup(dspy_backend *be);
 dspy_status cu_gemv_setup(dspy_backend *be);
 /* Releases the cached GEMM plans (backend_cuda.cu calls it on release). */
 void cu_gemm_plans_free(cuda_state *s);
+
+/* ---- training ops (train_*.cu), F32 ------------------------------------------------------
+ * The op table's training entries (kern/ops.h "training (F32)"). Scratch: train_rows above,
+ * planned by cu_train_reserve (max_rows * max(NH, 1) floats: the RMS inverses of
+ * rmsnorm_backward, the rows' dout . out of attention_train_backward). */
+dspy_status cu_train_reserve(dspy_backend *be, const dspy_backend_plan *p);
+void cu_train_release(cuda_state *s);
+/* Per-device kernel attributes (large shared memory of the training attention); at init. */
+dspy_status cu_train_setup(dspy_backend *be);
+/* The GEMM plan cache of gemm.cu: the slot for a key (*hit: it holds that plan, its use
+ * recorded; else an empty slot, the least recently used plan destroyed). linear's plans use the
+ * output dtype as tag; train_linear.cu uses tags >= 1000. */
+gemm_plan *cu_gemm_plan_slot(cuda_state *s, int N, int C, int OC, int tag, bool acc, bool *hit);
+void cu_gemm_plan_destroy(gemm_plan *p);
+dspy_status cu_rope(dspy_backend *be, dspy_tensor x, dspy_tensor pos, dspy_tensor inv_freq, int N, int H, int HS);
+dspy_status cu_rope_backward(dspy_backend *be, dspy_tensor dx, dspy_tensor pos, dspy_tensor inv_freq, int N, int H,
+                             int HS);
+dspy_status cu_linear_backward(dspy_backend *be, dspy_tensor dinp, dspy_tensor dw, dspy_tensor dbias, dspy_tensor dout,
+                               dspy_tensor inp, dspy_tensor w, int N, int C, int OC);
+dspy_status cu_rmsnorm_backward(dspy_backend *be, dspy_tensor dinp, dspy_tensor dweight, dspy_tensor dout,
+                                dspy_tensor inp, dspy_tensor weight, int N, int C, float eps);
+dspy_status cu_attention_train(dspy_backend *be, dspy_tensor out, dspy_tensor lse, dspy_tensor q, dspy_tensor k,
+                               dspy_tensor v, dspy_tensor start, int T, int NH, int NKV, int HS);
+dspy_status cu_attention_train_backward(dspy_backend *be, dspy_tensor dq, dspy_tensor dk, dspy_tensor dv,
+                                        dspy_tensor dout, dspy_tensor out, dspy_tensor lse, dspy_tensor q,
+                                        dspy_tensor k, dspy_tensor v, dspy_tensor start, int T, int NH, int NKV,
+                                        int HS);
+dspy_status cu_swiglu_backward(dspy_backend *be, dspy_tensor dgate, dspy_tensor dup, dspy_tensor dout,
+                               dspy_tensor gate, dspy_tensor up, int N, int I);
+dspy_status cu_embedding_backward(dspy_backend *be, dspy_tensor dtable, dspy_tensor ids, dspy_tensor dout, int N,
+                                  int C);
+dspy_status cu_scatter_add_rows(dspy_backend *be, dspy_tensor dinp, dspy_tensor rows, dspy_tensor dout, int M, int C);
+dspy_status cu_cross_entropy(dspy_backend *be, dspy_tensor loss, dspy_tensor dlogits, dspy_tensor logits,
+                             dspy_tensor targets, int M, int V, float dscale);
+dspy_status cu_dropout(dspy_backend *be, dspy_tensor out, dspy_tensor inp, float p, uint64_t key);
+dspy_status cu_scale(dspy_backend *be, dspy_tensor x, float s);
+dspy_status cu_adamw(dspy_backend *be, dspy_tensor w, dspy_tensor g, dspy_tensor m, dspy_tensor v, dspy_tensor hp);
 
 #endif

@@ -24,7 +24,7 @@ __global__ void k_bias(void *out, bool bf, const float *bias, int64_t total, int
 
 /* ---- cuBLASLt plans ------------------------------------------------------------------------- */
 
-static void plan_destroy(gemm_plan *p) {
+void cu_gemm_plan_destroy(gemm_plan *p) {
     if (!p->valid) return;
     cublasLtMatmulDescDestroy(p->op);
     cublasLtMatrixLayoutDestroy(p->a);
@@ -34,27 +34,38 @@ static void plan_destroy(gemm_plan *p) {
 }
 
 void cu_gemm_plans_free(cuda_state *s) {
-    for (int i = 0; i < GEMM_PLANS; i++) plan_destroy(&s->plans[i]);
+    for (int i = 0; i < GEMM_PLANS; i++) cu_gemm_plan_destroy(&s->plans[i]);
+}
+
+/* The plan cache is shared with train_linear.cu (its plans use tags outside the dtype range). */
+gemm_plan *cu_gemm_plan_slot(cuda_state *s, int N, int C, int OC, int tag, bool acc, bool *hit) {
+    gemm_plan *victim = NULL;
+    for (int i = 0; i < GEMM_PLANS; i++) {
+        gemm_plan *p = &s->plans[i];
+        if (p->valid && p->N == N && p->C == C && p->OC == OC && p->out_dtype == tag && p->accumulate == acc) {
+            p->last_use = ++s->use_clock;
+            *hit = true;
+            return p;
+        }
+        /* an empty slot first, else the least recently used */
+        if (!victim || (victim->valid && (!p->valid || p->last_use < victim->last_use))) victim = p;
+    }
+    cu_gemm_plan_destroy(victim);
+    memset(victim, 0, sizeof *victim);
+    *hit = false;
+    return victim;
 }
 
 /* The cached plan for the shape, made (descriptors + heuristic) on first use; the least recently
  * used slot is recycled when the cache is full. */
 static dspy_status get_plan(dspy_backend *be, int N, int C, int OC, int out_dtype, bool acc, gemm_plan **out) {
     cuda_state *s = cu_of(be);
-    gemm_plan *victim = NULL;
-    for (int i = 0; i < GEMM_PLANS; i++) {
-        gemm_plan *p = &s->plans[i];
-        if (p->valid && p->N == N && p->C == C && p->OC == OC && p->out_dtype == out_dtype && p->accumulate == acc) {
-            p->last_use = ++s->use_clock;
-            *out = p;
-            return DSPY_OK;
-        }
-        /* an empty slot first, else the least recently used */
-        if (!victim || (victim->valid && (!p->valid || p->last_use < victim->last_use))) victim = p;
+    bool hit = false;
+    gemm_plan *p = cu_gemm_plan_slot(s, N, C, OC, out_dtype, acc, &hit);
+    if (hit) {
+        *out = p;
+        return DSPY_OK;
     }
-    plan_destroy(victim);
-    gemm_plan *p = victim;
-    memset(p, 0, sizeof *p);
     cudaDataType_t dt = out_dtype == DSPY_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_32F;
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     DSPY_TRY(cu_check_lt(be, cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "gemm plan"));
@@ -64,9 +75,9 @@ static dspy_status get_plan(dspy_backend *be, int N, int C, int OC, int out_dtyp
     dspy_status st = cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, C, OC, C), "gemm plan");
     if (!st) st = cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, C, N, C), "gemm plan");
     if (!st) st = cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->c, dt, OC, N, OC), "gemm plan");
-    p->valid = true; /* so that plan_destroy releases what was made */
+    p->valid = true; /* so that cu_gemm_plan_destroy releases what was made */
     if (st) {
-        plan_destroy(p);
+        cu_gemm_plan_destroy(p);
         return st;
     }
     cublasLtMatmulPreference_t pref;
@@ -78,7 +89,7 @@ static dspy_status get_plan(dspy_backend *be, int N, int C, int OC, int out_dtyp
     cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(s->lt, p->op, p->a, p->b, p->c, p->c, pref, 1, &res, &found);
     cublasLtMatmulPreferenceDestroy(pref);
     if (hs != CUBLAS_STATUS_SUCCESS || found == 0) {
-        plan_destroy(p);
+        cu_gemm_plan_destroy(p);
         return cu_fail(be, DSPY_ERR_BACKEND, "cuda:%d: cuBLASLt has no algorithm for a %d x %d x %d BF16 GEMM (%s)",
                        s->dev, N, C, OC, hs != CUBLAS_STATUS_SUCCESS ? "heuristic failed" : "none found");
     }

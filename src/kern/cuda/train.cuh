@@ -1,0 +1,54 @@
+/* kern/cuda/train.cuh — device helpers shared by the training kernels (train_*.cu): block-wide
+ * sums, the online log-sum-exp pair, the grid size of element-wise kernels, and the
+ * deterministic column sum that rmsnorm_backward and linear_backward use for weight/bias
+ * gradients. Private to kern/cuda. */
+#ifndef DSPY_KERN_CUDA_TRAIN_CUH
+#define DSPY_KERN_CUDA_TRAIN_CUH
+
+#include <math.h>
+
+#include "kern/cuda/cuda.cuh"
+
+/* Blocks of 256 threads for a grid-stride loop over n elements (capped; the loop covers the rest). */
+static inline unsigned tr_grid(int64_t n) {
+    unsigned b = cu_blocks(n, 256);
+    return b > 65535u * 8 ? 65535u * 8 : (b ? b : 1);
+}
+
+/* Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it. part is
+ * 32 floats of shared memory; the call may be repeated with the same part. */
+__device__ __forceinline__ float tr_block_sum(float v, float *part) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    int w = threadIdx.x >> 5, l = threadIdx.x & 31;
+    __syncthreads(); /* part may still be read by a previous call */
+    if (l == 0) part[w] = v;
+    __syncthreads();
+    v = l < (int)(blockDim.x >> 5) ? part[l] : 0.0f;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* An online log-sum-exp: sum exp(x - m) = s over the values seen, m their maximum (-inf and
+ * s = 0 for none). Merging rescales the smaller-maximum side; -inf maxima never make NaN. */
+struct tr_lse {
+    float m, s;
+};
+
+__device__ __forceinline__ tr_lse tr_lse_merge(tr_lse a, tr_lse b) {
+    float m = fmaxf(a.m, b.m);
+    if (m == -INFINITY) return a;
+    return tr_lse{m, a.s * expf(a.m - m) + b.s * expf(b.m - m)};
+}
+
+__device__ __forceinline__ tr_lse tr_lse_add(tr_lse a, float x) {
+    if (x == -INFINITY) return a; /* adds nothing (and -inf - -inf would be NaN) */
+    if (x > a.m) return tr_lse{x, a.s * expf(a.m - x) + 1.0f}; /* expf(-inf) = 0 for the first value */
+    return tr_lse{a.m, a.s + expf(x - a.m)};
+}
+
+/* dst (C) += column sums over N rows of a (N, C), times b (N, C) * r (N) per element when b is
+ * given. Deterministic (a fixed order per column); no scratch. */
+dspy_status cu_train_colsum(dspy_backend *be, const char *what, float *dst, const float *a, const float *b,
+                            const float *r, int N, int C);
+
+#endif

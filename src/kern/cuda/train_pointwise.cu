@@ -1,0 +1,243 @@
+/* train_pointwise.cu — row-wise F32 training kernels (kern/ops.h "training"): RoPE and its
+ * backward, RMSNorm backward, SwiGLU backward, the embedding / gather backward (scatter-add),
+ * dropout and scale.
+ *
+ * The arithmetic follows the CPU reference (kern/cpu/pointwise.c, pointwise_backward.c):
+ *   - RoPE: the angle pos * inv_freq in F32, its cos/sin in double rounded to F32 (what the CPU
+ *     does), and the rotation with separately rounded products (no FMA contraction), so the
+ *     result equals the CPU's whenever the cos/sin round the same (all but rare ties).
+ *   - RMSNorm backward: dx = r w dy - x r^3 / C * sum(w dy x), r = (mean(x^2) + eps)^-1/2, the
+ *     row sums in F32 (the CPU sums in double; the difference is ~1e-7 relative). The weight
+ *     gradient is a deterministic column sum over rows, with r kept in the planned scratch.
+ *   - SwiGLU backward: sigmoid as 1 / (1 + expf(-g)) (expf: within 2 ulp of the CPU's).
+ *   - dropout: dspy_dropout_keep (kern/ops.h), the same mask bit for bit; scale is exact.
+ *   - embedding_backward / scatter_add_rows add rows with atomicAdd: repeated indices add up in
+ *     an unspecified order, so with repeats the sums are not bit-reproducible run to run (they
+ *     are within F32 rounding of the CPU's ascending-row sums). An index outside the
+ *     destination is a device fault (__trap): the backend's sticky error reports it at the next
+ *     sync, as a bad id would fault the inference embedding.
+ * Memory-bound; every kernel reads its inputs once and writes its outputs once.
+ */
+#include "kern/cuda/train.cuh"
+
+/* ---- RoPE and its backward -------------------------------------------------------------- */
+
+/* One block per row n: thread i computes the pair (i, i + HS/2)'s cos/sin once and rotates it in
+ * every head (dir +1 forward, -1 the transpose). */
+__global__ void k_rope(float *x, const int32_t *pos, const float *inv_freq, int H, int HS, int dir) {
+    griddep_wait();
+    const int n = blockIdx.x, half = HS / 2;
+    float *row = x + (int64_t)n * H * HS;
+    const float p = (float)pos[n];
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        float ang = __fmul_rn(p, inv_freq[i]); /* inv_freq @ position_ids in float32 */
+        double sd, cd;
+        sincos((double)ang, &sd, &cd);
+        const float cs = (float)cd, sn = dir > 0 ? (float)sd : -(float)sd;
+        for (int h = 0; h < H; h++) {
+            float *v = row + (int64_t)h * HS;
+            float a = v[i], b = v[i + half];
+            v[i] = __fsub_rn(__fmul_rn(a, cs), __fmul_rn(b, sn));
+            v[i + half] = __fadd_rn(__fmul_rn(b, cs), __fmul_rn(a, sn));
+        }
+    }
+}
+
+static dspy_status rope_dir(dspy_backend *be, const char *op, dspy_tensor x, dspy_tensor pos, dspy_tensor inv_freq,
+                            int N, int H, int HS, int dir) {
+    CU_ENTER(be);
+    CU_NEED(op, "x", x, DSPY_DTYPE_F32, (int64_t)N * H * HS);
+    CU_NEED(op, "pos", pos, DSPY_DTYPE_I32, N);
+    CU_NEED(op, "inv_freq", inv_freq, DSPY_DTYPE_F32, HS / 2);
+    if (N == 0 || H == 0 || HS < 2) return DSPY_OK;
+    int half = HS / 2, threads = half >= 256 ? 256 : ((half + 31) / 32) * 32;
+    return cu_launch(be, op, k_rope, N, threads, 0, (float *)x.data, (const int32_t *)pos.data,
+                     (const float *)inv_freq.data, H, HS, dir);
+}
+
+dspy_status cu_rope(dspy_backend *be, dspy_tensor x, dspy_tensor pos, dspy_tensor inv_freq, int N, int H, int HS) {
+    return rope_dir(be, "rope", x, pos, inv_freq, N, H, HS, +1);
+}
+
+dspy_status cu_rope_backward(dspy_backend *be, dspy_tensor dx, dspy_tensor pos, dspy_tensor inv_freq, int N, int H,
+                             int HS) {
+    return rope_dir(be, "rope_backward", dx, pos, inv_freq, N, H, HS, -1);
+}
+
+/* ---- column sums (weight and bias gradients) -------------------------------------------- */
+
+enum { COLSUM_X = 32, COLSUM_Y = 16 };
+
+/* Block (32, 16) per 32 columns: thread (tx, ty) sums rows ty, ty + 16, ... of column c, then
+ * the 16 partial sums are added in a fixed order. */
+__global__ void k_colsum(float *dst, const float *a, const float *b, const float *r, int N, int C) {
+    griddep_wait();
+    __shared__ float part[COLSUM_Y][COLSUM_X + 1];
+    const int tx = threadIdx.x, ty = threadIdx.y, c = blockIdx.x * COLSUM_X + tx;
+    float s = 0.0f;
+    if (c < C)
+        for (int n = ty; n < N; n += COLSUM_Y) {
+            int64_t i = (int64_t)n * C + c;
+            s += b ? a[i] * b[i] * r[n] : a[i];
+        }
+    part[ty][tx] = s;
+    __syncthreads();
+    if (ty == 0 && c < C) {
+        float t = 0.0f;
+        for (int y = 0; y < COLSUM_Y; y++) t += part[y][tx];
+        dst[c] += t;
+    }
+}
+
+dspy_status cu_train_colsum(dspy_backend *be, const char *what, float *dst, const float *a, const float *b,
+                            const float *r, int N, int C) {
+    if (N == 0 || C == 0) return DSPY_OK;
+    return cu_launch(be, what, k_colsum, cu_blocks(C, COLSUM_X), dim3(COLSUM_X, COLSUM_Y), 0, dst, a, b, r, N, C);
+}
+
+/* ---- RMSNorm backward ------------------------------------------------------------------- */
+
+/* One block per row: dx += r w dy - k x with k = r^3 / C * sum(w dy x); r saved for dweight. */
+__global__ void k_rmsnorm_backward(float *dinp, float *rsave, const float *dout, const float *inp, const float *w,
+                                   int C, float eps) {
+    griddep_wait();
+    __shared__ float part[32];
+    const int64_t off = (int64_t)blockIdx.x * C;
+    const float *x = inp + off, *dy = dout + off;
+    float ss = 0.0f, dot = 0.0f;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        ss += x[c] * x[c];
+        dot += w[c] * dy[c] * x[c];
+    }
+    ss = tr_block_sum(ss, part);
+    dot = tr_block_sum(dot, part);
+    const float r = 1.0f / sqrtf(ss / (float)C + eps);
+    const float k = dot * r * r * r / (float)C;
+    float *dx = dinp + off;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) dx[c] += r * w[c] * dy[c] - k * x[c];
+    if (rsave && threadIdx.x == 0) rsave[blockIdx.x] = r;
+}
+
+dspy_status cu_rmsnorm_backward(dspy_backend *be, dspy_tensor dinp, dspy_tensor dweight, dspy_tensor dout,
+                                dspy_tensor inp, dspy_tensor weight, int N, int C, float eps) {
+    CU_ENTER(be);
+    const char *op = "rmsnorm_backward";
+    CU_NEED(op, "dinp", dinp, DSPY_DTYPE_F32, (int64_t)N * C);
+    CU_NEED(op, "dout", dout, DSPY_DTYPE_F32, (int64_t)N * C);
+    CU_NEED(op, "inp", inp, DSPY_DTYPE_F32, (int64_t)N * C);
+    CU_NEED(op, "weight", weight, DSPY_DTYPE_F32, C);
+    if (dweight.data) CU_NEED(op, "dweight", dweight, DSPY_DTYPE_F32, C);
+    if (N == 0 || C == 0) return DSPY_OK;
+    cuda_state *s = cu_of(be);
+    float *rsave = NULL;
+    if (dweight.data) {
+        if ((size_t)N > s->train_rows_n)
+            return dspy_fail(DSPY_ERR_ARG, "cuda %s: %d rows exceed the planned %zu (plan max_rows with "
+                                           "dspy_backend_reserve)", op, N, s->train_rows_n);
+        rsave = s->train_rows;
+    }
+    int threads = C >= 1024 ? 1024 : ((C + 31) / 32) * 32;
+    DSPY_TRY(cu_launch(be, op, k_rmsnorm_backward, N, threads, 0, (float *)dinp.data, rsave,
+                       (const float *)dout.data, (const float *)inp.data, (const float *)weight.data, C, eps));
+    if (!rsave) return DSPY_OK;
+    return cu_train_colsum(be, "rmsnorm_backward (dweight)", (float *)dweight.data, (const float *)dout.data,
+                           (const float *)inp.data, rsave, N, C);
+}
+
+/* ---- SwiGLU backward -------------------------------------------------------------------- */
+
+/* dgate may be dout (so may dup): each element's inputs are read before its outputs are written. */
+__global__ void k_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                                  int64_t n) {
+    griddep_wait();
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        float g = gate[i], d = dout[i], u = up[i];
+        float sg = 1.0f / (1.0f + expf(-g));
+        dup[i] = d * g * sg;
+        dgate[i] = d * u * sg * (1.0f + g * (1.0f - sg));
+    }
+}
+
+dspy_status cu_swiglu_backward(dspy_backend *be, dspy_tensor dgate, dspy_tensor dup, dspy_tensor dout,
+                               dspy_tensor gate, dspy_tensor up, int N, int I) {
+    CU_ENTER(be);
+    const char *op = "swiglu_backward";
+    int64_t n = (int64_t)N * I;
+    CU_NEED(op, "dgate", dgate, DSPY_DTYPE_F32, n);
+    CU_NEED(op, "dup", dup, DSPY_DTYPE_F32, n);
+    CU_NEED(op, "dout", dout, DSPY_DTYPE_F32, n);
+    CU_NEED(op, "gate", gate, DSPY_DTYPE_F32, n);
+    CU_NEED(op, "up", up, DSPY_DTYPE_F32, n);
+    if (n == 0) return DSPY_OK;
+    if (dup.data == dgate.data)
+        return dspy_fail(DSPY_ERR_ARG, "cuda %s: dgate and dup are the same memory", op);
+    return cu_launch(be, op, k_swiglu_backward, tr_grid(n), 256, 0, (float *)dgate.data, (float *)dup.data,
+                     (const float *)dout.data, (const float *)gate.data, (const float *)up.data, n);
+}
+
+/* ---- embedding backward, scatter-add ----------------------------------------------------- */
+
+/* One block per source row n: dst row idx[n] += src row n (atomically: indices may repeat). */
+__global__ void k_add_rows(float *dst, int64_t rows, const int32_t *idx, const float *src, int C) {
+    griddep_wait();
+    const int n = blockIdx.x;
+    const int64_t r = idx[n];
+    if (r < 0 || r >= rows) __trap(); /* out of range: a device fault, reported as the sticky error */
+    float *d = dst + r * C;
+    const float *g = src + (int64_t)n * C;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) atomicAdd(d + c, g[c]);
+}
+
+static dspy_status add_rows(dspy_backend *be, const char *op, const char *dst_name, dspy_tensor dst, dspy_tensor idx,
+                            dspy_tensor src, int N, int C) {
+    CU_ENTER(be);
+    CU_NEED(op, dst_name, dst, DSPY_DTYPE_F32, C);
+    CU_NEED(op, "ids", idx, DSPY_DTYPE_I32, N);
+    CU_NEED(op, "dout", src, DSPY_DTYPE_F32, (int64_t)N * C);
+    if (N == 0 || C == 0) return DSPY_OK;
+    int threads = C >= 256 ? 256 : ((C + 31) / 32) * 32;
+    return cu_launch(be, op, k_add_rows, N, threads, 0, (float *)dst.data, dst.n / C, (const int32_t *)idx.data,
+                     (const float *)src.data, C);
+}
+
+dspy_status cu_embedding_backward(dspy_backend *be, dspy_tensor dtable, dspy_tensor ids, dspy_tensor dout, int N,
+                                  int C) {
+    return add_rows(be, "embedding_backward", "dtable", dtable, ids, dout, N, C);
+}
+
+dspy_status cu_scatter_add_rows(dspy_backend *be, dspy_tensor dinp, dspy_tensor rows, dspy_tensor dout, int M,
+                                int C) {
+    return add_rows(be, "scatter_add_rows", "dinp", dinp, rows, dout, M, C);
+}
+
+/* ---- dropout, scale ---------------------------------------------------------------------- */
+
+/* out may be inp: each element is read before it is written. */
+__global__ void k_dropout(float *out, const float *inp, int64_t n, float p, float s, uint64_t key) {
+    griddep_wait();
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = dspy_dropout_keep(key, i, p) ? inp[i] * s : 0.0f;
+}
+
+dspy_status cu_dropout(dspy_backend *be, dspy_tensor out, dspy_tensor inp, float p, uint64_t key) {
+    CU_ENTER(be);
+    CU_NEED("dropout", "out", out, DSPY_DTYPE_F32, 0);
+    CU_NEED("dropout", "inp", inp, DSPY_DTYPE_F32, out.n);
+    if (out.n == 0) return DSPY_OK;
+    float s = 1.0f / (1.0f - p); /* on the host, exactly as the CPU computes it */
+    return cu_launch(be, "dropout", k_dropout, tr_grid(out.n), 256, 0, (float *)out.data, (const float *)inp.data,
+                     out.n, p, s, key);
+}
+
+__global__ void k_scale(float *x, int64_t n, float s) {
+    griddep_wait();
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        x[i] *= s;
+}
+
+dspy_status cu_scale(dspy_backend *be, dspy_tensor x, float s) {
+    CU_ENTER(be);
+    CU_NEED("scale", "x", x, DSPY_DTYPE_F32, 0);
+    if (x.n == 0) return DSPY_OK;
+    return cu_launch(be, "scale", k_scale, tr_grid(x.n), 256, 0, (float *)x.data, x.n, s);
+}

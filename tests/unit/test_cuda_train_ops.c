@@ -1,0 +1,691 @@
+/* test_cuda_train_ops.c — the CUDA training ops of kern/ops.h against the CPU reference (label gpu).
+ *
+ * Every op runs on both backends on fresh random F32 inputs (the seed is printed;
+ * DSPY_TEST_SEED replays one); the CPU op is the reference. Compared by ||cuda - cpu|| / ||cpu||
+ * with these tolerances (all F32, no TF32 anywhere):
+ *   rope, rope_backward, embedding_backward, scatter_add_rows:  1e-6
+ *     (element-wise; only cos/sin rounding or the order of repeated-row atomics differ)
+ *   swiglu_backward: 1e-5 (expf within 2 ulp of the CPU's, amplified by 1 - sigmoid(g)
+ *     cancelling for large g; the GPU may fuse a multiply-add)
+ *   rmsnorm_backward, linear_backward (cuBLASLt CUBLAS_COMPUTE_32F), cross_entropy:  1e-5
+ *     (sums of up to a few thousand F32 terms in a different order)
+ *   attention_train: out and lse 1e-5; attention_train_backward dq/dk/dv 3e-5 (sums over a
+ *     whole example of products of recomputed probabilities); both are also compared with a
+ *     double-precision reference computed here (the same 1e-5 / 3e-5), and the CPU's own
+ *     distance to it is printed beside.
+ *   dropout, scale and adamw: bit-identical (the same mask function; separately rounded
+ *     operations in the same order).
+ * OVERWRITE outputs are poisoned (NaN) first and must come back finite; += outputs start from
+ * random values on both sides, so the comparison checks the accumulation too. Sizes are odd on
+ * purpose (T=37, C=72, V=1001, HS 16/64/80/128, GQA, packed sequences whose examples start
+ * inside a tile, slices that are not 16-byte aligned for cuBLASLt). Also: aliasing allowed by
+ * ops.h (dlogits == logits, dgate == dout, dropout in place), argument errors, the planned
+ * scratch limit, graph capture of a backward step, and an out-of-range scatter index faulting
+ * into the sticky error (in a child process, since a fault ends the CUDA context).
+ *
+ * Without a GPU the test reports a skip (exit 77), not a pass.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "dspy/backend.h"
+#include "kern/backend.h"
+
+static dspy_backend *C, *G; /* CPU reference, CUDA */
+static uint64_t g_rng;
+
+static float frand(void) { /* uniform in [-1, 1) */
+    g_rng ^= g_rng << 13, g_rng ^= g_rng >> 7, g_rng ^= g_rng << 17;
+    return (float)((double)(g_rng >> 11) * 0x1.0p-53 * 2.0 - 1.0);
+}
+static int irand(int n) { return (int)((frand() * 0.5f + 0.5f) * (float)n) % n; }
+/* n values in [-scale, scale). */
+static float *rnd(size_t n, float scale) {
+    float *p = malloc((n ? n : 1) * sizeof *p);
+    for (size_t i = 0; i < n; i++) p[i] = frand() * scale;
+    return p;
+}
+static float *dup_f(const float *a, size_t n) {
+    float *p = malloc((n ? n : 1) * sizeof *p);
+    memcpy(p, a, n * sizeof *p);
+    return p;
+}
+
+/* ---- device tensors -------------------------------------------------------------------- */
+
+static dspy_tensor dev_alloc(dspy_dtype dt, int64_t n) {
+    void *p = NULL;
+    CHECK_OK(G->ops->alloc(G, (size_t)(n ? n : 1) * dspy_dtype_size(dt), &p));
+    return dspy_bt(G, p, n, dt);
+}
+static dspy_tensor up(const float *h, int64_t n) {
+    dspy_tensor t = dev_alloc(DSPY_DTYPE_F32, n);
+    CHECK_OK(G->ops->copy(G, t.data, h, (size_t)n * 4, DSPY_COPY_H2D));
+    CHECK_OK(G->ops->sync(G));
+    return t;
+}
+static dspy_tensor up_i32(const int32_t *h, int64_t n) {
+    dspy_tensor t = dev_alloc(DSPY_DTYPE_I32, n);
+    CHECK_OK(G->ops->copy(G, t.data, h, (size_t)n * 4, DSPY_COPY_H2D));
+    CHECK_OK(G->ops->sync(G));
+    return t;
+}
+/* A device F32 tensor full of NaN. */
+static dspy_tensor poisoned(int64_t n) {
+    dspy_tensor t = dev_alloc(DSPY_DTYPE_F32, n);
+    CHECK_OK(G->ops->fill(G, t, NAN));
+    return t;
+}
+static float *down(dspy_tensor t) {
+    float *h = malloc((size_t)(t.n ? t.n : 1) * sizeof(float));
+    CHECK_OK(G->ops->copy(G, h, t.data, (size_t)t.n * 4, DSPY_COPY_D2H));
+    CHECK_OK(G->ops->sync(G));
+    return h;
+}
+static void dev_free(dspy_tensor t) { G->ops->free(G, t.data); }
+
+#define HF(p, n) dspy_bt(C, (void *)(p), (int64_t)(n), DSPY_DTYPE_F32)
+#define HI(p, n) dspy_bt(C, (void *)(p), (int64_t)(n), DSPY_DTYPE_I32)
+#define NONE dspy_tensor_none()
+
+/* ||a - b|| / ||b|| over n; infinite when a has a non-finite value. */
+static double rel(const float *a, const float *b, size_t n) {
+    double d = 0, r = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(a[i])) return INFINITY;
+        d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        r += (double)b[i] * b[i];
+    }
+    return sqrt(d) / (r > 0 ? sqrt(r) : 1);
+}
+static double rel_d(const float *a, const double *b, size_t n) {
+    double d = 0, r = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(a[i])) return INFINITY;
+        d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        r += b[i] * b[i];
+    }
+    return sqrt(d) / (r > 0 ? sqrt(r) : 1);
+}
+
+static void expect_close(const char *what, const float *got, const float *ref, size_t n, double tol) {
+    double e = rel(got, ref, n);
+    check_report(e <= tol, __FILE__, __LINE__, "%s: relative error %.3g > %.1g", what, e, tol);
+    printf("  %-52s rel err %.2e (tol %.0e, %zu values)\n", what, e, tol, n);
+}
+static void expect_same(const char *what, const float *got, const float *ref, size_t n) {
+    size_t diff = 0;
+    for (size_t i = 0; i < n; i++) diff += memcmp(&got[i], &ref[i], sizeof(float)) != 0;
+    check_report(diff == 0, __FILE__, __LINE__, "%s: %zu of %zu values differ (bit-identical expected)", what, diff, n);
+    printf("  %-52s bit-identical: %s (%zu values)\n", what, diff ? "NO" : "yes", n);
+}
+
+/* ---- RoPE ------------------------------------------------------------------------------- */
+
+static void one_rope(int N, int H, int HS) {
+    char what[96];
+    int64_t n = (int64_t)N * H * HS;
+    float *x = rnd((size_t)n, 2), inv[64];
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)N);
+    for (int i = 0; i < HS / 2; i++) inv[i] = (float)(1.0 / pow(500000.0, 2.0 * i / HS));
+    for (int i = 0; i < N; i++) pos[i] = i < 3 ? i : irand(131072);
+    dspy_tensor dp = up_i32(pos, N), di = up(inv, HS / 2);
+    for (int dir = 0; dir < 2; dir++) {
+        float *ref = dup_f(x, (size_t)n);
+        dspy_tensor dx = up(x, n);
+        if (dir == 0) {
+            CHECK_OK(C->ops->rope(C, HF(ref, n), HI(pos, N), HF(inv, HS / 2), N, H, HS));
+            CHECK_OK(G->ops->rope(G, dx, dp, di, N, H, HS));
+        } else {
+            CHECK_OK(C->ops->rope_backward(C, HF(ref, n), HI(pos, N), HF(inv, HS / 2), N, H, HS));
+            CHECK_OK(G->ops->rope_backward(G, dx, dp, di, N, H, HS));
+        }
+        float *got = down(dx);
+        snprintf(what, sizeof what, "%s N=%d H=%d HS=%d", dir ? "rope_backward" : "rope", N, H, HS);
+        expect_close(what, got, ref, (size_t)n, 1e-6);
+        if (dir == 1) { /* forward then backward is the identity (a rotation and its transpose) */
+            CHECK_OK(G->ops->rope(G, dx, dp, di, N, H, HS));
+            float *back = down(dx);
+            snprintf(what, sizeof what, "rope_backward then rope HS=%d (identity)", HS);
+            expect_close(what, back, x, (size_t)n, 1e-6);
+            free(back);
+        }
+        free(ref), free(got);
+        dev_free(dx);
+    }
+    free(x), free(pos);
+    dev_free(dp), dev_free(di);
+}
+
+static void test_rope(void) {
+    one_rope(37, 6, 16);
+    one_rope(37, 12, 64);
+    one_rope(5, 3, 128);
+}
+
+/* ---- linear_backward ---------------------------------------------------------------------- */
+
+/* off: elements the device tensors start past an allocation (1 makes them 4-byte aligned only). */
+static void one_linear_backward(int N, int Cc, int OC, bool want_dinp, bool want_dw, bool want_db, int off) {
+    char what[128];
+    float *dout = rnd((size_t)N * OC, 1), *x = rnd((size_t)N * Cc, 1), *w = rnd((size_t)OC * Cc, 0.1f);
+    float *di0 = rnd((size_t)N * Cc, 1), *dw0 = rnd((size_t)OC * Cc, 1), *db0 = rnd((size_t)OC, 1);
+    float *di = dup_f(di0, (size_t)N * Cc), *dw = dup_f(dw0, (size_t)OC * Cc), *db = dup_f(db0, (size_t)OC);
+    CHECK_OK(C->ops->linear_backward(C, want_dinp ? HF(di, N * Cc) : NONE, want_dw ? HF(dw, OC * Cc) : NONE,
+                                     want_db ? HF(db, OC) : NONE, HF(dout, N * OC), want_dw ? HF(x, N * Cc) : NONE,
+                                     want_dinp ? HF(w, OC * Cc) : NONE, N, Cc, OC));
+    /* device copies, `off` floats into larger buffers */
+    float *pad[6] = {dout, x, w, di0, dw0, db0};
+    int64_t len[6] = {(int64_t)N * OC, (int64_t)N * Cc, (int64_t)OC * Cc, (int64_t)N * Cc, (int64_t)OC * Cc, OC};
+    dspy_tensor whole[6], t[6];
+    for (int i = 0; i < 6; i++) {
+        float *h = calloc((size_t)(len[i] + off), sizeof(float));
+        memcpy(h + off, pad[i], sizeof(float) * (size_t)len[i]);
+        whole[i] = up(h, len[i] + off);
+        t[i] = dspy_tensor_slice(whole[i], off, len[i]);
+        free(h);
+    }
+    CHECK_OK(G->ops->linear_backward(G, want_dinp ? t[3] : NONE, want_dw ? t[4] : NONE, want_db ? t[5] : NONE, t[0],
+                                     want_dw ? t[1] : NONE, want_dinp ? t[2] : NONE, N, Cc, OC));
+    float *g_di = down(t[3]), *g_dw = down(t[4]), *g_db = down(t[5]);
+    const char *al = off ? ", 4-byte aligned" : "";
+    snprintf(what, sizeof what, "linear_backward N=%d C=%d OC=%d dinp +=%s", N, Cc, OC, al);
+    if (want_dinp) expect_close(what, g_di, di, (size_t)N * Cc, 1e-5);
+    else expect_same("linear_backward: absent dinp untouched", g_di, di0, (size_t)N * Cc);
+    snprintf(what, sizeof what, "linear_backward N=%d C=%d OC=%d dw +=%s", N, Cc, OC, al);
+    if (want_dw) expect_close(what, g_dw, dw, (size_t)OC * Cc, 1e-5);
+    else expect_same("linear_backward: absent dw untouched", g_dw, dw0, (size_t)OC * Cc);
+    snprintf(what, sizeof what, "linear_backward N=%d C=%d OC=%d dbias +=", N, Cc, OC);
+    if (want_db) expect_close(what, g_db, db, (size_t)OC, 1e-5);
+    else expect_same("linear_backward: absent dbias untouched", g_db, db0, (size_t)OC);
+    free(dout), free(x), free(w), free(di0), free(dw0), free(db0), free(di), free(dw), free(db);
+    free(g_di), free(g_dw), free(g_db);
+    for (int i = 0; i < 6; i++) dev_free(whole[i]);
+}
+
+static void test_linear_backward(void) {
+    one_linear_backward(37, 72, 1001, true, true, true, 0);
+    one_linear_backward(300, 256, 768, true, true, false, 0);
+    one_linear_backward(129, 2048, 3, true, true, true, 0);
+    one_linear_backward(1, 64, 64, true, true, true, 0);
+    one_linear_backward(37, 72, 1001, true, true, true, 1); /* unaligned slices */
+    one_linear_backward(45, 33, 17, false, true, false, 3);  /* LoRA-like: dw only, no w */
+    one_linear_backward(45, 33, 17, true, false, true, 0);   /* dinp + dbias, no inp */
+    one_linear_backward(300, 256, 768, true, true, false, 0); /* the cached plans, second use */
+}
+
+/* ---- rmsnorm_backward -------------------------------------------------------------------- */
+
+static void one_rmsnorm_backward(int N, int Cc, bool want_dw) {
+    char what[96];
+    float *x = rnd((size_t)N * Cc, 3), *w = rnd((size_t)Cc, 1), *dy = rnd((size_t)N * Cc, 1);
+    float *dx0 = rnd((size_t)N * Cc, 1), *dw0 = rnd((size_t)Cc, 1);
+    float *dx = dup_f(dx0, (size_t)N * Cc), *dw = dup_f(dw0, (size_t)Cc);
+    CHECK_OK(C->ops->rmsnorm_backward(C, HF(dx, N * Cc), want_dw ? HF(dw, Cc) : NONE, HF(dy, N * Cc), HF(x, N * Cc),
+                                      HF(w, Cc), N, Cc, 1e-5f));
+    dspy_tensor gx = up(x, (int64_t)N * Cc), gw = up(w, Cc), gdy = up(dy, (int64_t)N * Cc);
+    dspy_tensor gdx = up(dx0, (int64_t)N * Cc), gdw = up(dw0, Cc);
+    CHECK_OK(G->ops->rmsnorm_backward(G, gdx, want_dw ? gdw : NONE, gdy, gx, gw, N, Cc, 1e-5f));
+    float *hdx = down(gdx), *hdw = down(gdw);
+    snprintf(what, sizeof what, "rmsnorm_backward N=%d C=%d dinp +=", N, Cc);
+    expect_close(what, hdx, dx, (size_t)N * Cc, 1e-5);
+    snprintf(what, sizeof what, "rmsnorm_backward N=%d C=%d dweight +=", N, Cc);
+    if (want_dw) expect_close(what, hdw, dw, (size_t)Cc, 1e-5);
+    else expect_same("rmsnorm_backward: absent dweight untouched", hdw, dw0, (size_t)Cc);
+    free(x), free(w), free(dy), free(dx0), free(dw0), free(dx), free(dw), free(hdx), free(hdw);
+    dev_free(gx), dev_free(gw), dev_free(gdy), dev_free(gdx), dev_free(gdw);
+}
+
+static void test_rmsnorm_backward(void) {
+    one_rmsnorm_backward(37, 72, true);
+    one_rmsnorm_backward(5, 2048, true);
+    one_rmsnorm_backward(300, 1001, true);
+    one_rmsnorm_backward(37, 72, false);
+}
+
+/* ---- swiglu_backward --------------------------------------------------------------------- */
+
+static void test_swiglu_backward(void) {
+    const int N = 37, I = 1001;
+    const int64_t n = (int64_t)N * I;
+    float *g = rnd((size_t)n, 6), *u = rnd((size_t)n, 2), *d = rnd((size_t)n, 1);
+    float *rg = malloc(sizeof(float) * (size_t)n), *ru = malloc(sizeof(float) * (size_t)n);
+    CHECK_OK(C->ops->swiglu_backward(C, HF(rg, n), HF(ru, n), HF(d, n), HF(g, n), HF(u, n), N, I));
+    dspy_tensor gg = up(g, n), gu = up(u, n), gd = up(d, n), gdg = poisoned(n), gdu = poisoned(n);
+    CHECK_OK(G->ops->swiglu_backward(G, gdg, gdu, gd, gg, gu, N, I));
+    float *hg = down(gdg), *hu = down(gdu);
+    expect_close("swiglu_backward N=37 I=1001 dgate (overwrite)", hg, rg, (size_t)n, 1e-5);
+    expect_close("swiglu_backward N=37 I=1001 dup (overwrite)", hu, ru, (size_t)n, 1e-5);
+    /* dgate == dout */
+    CHECK_OK(G->ops->swiglu_backward(G, gd, gdu, gd, gg, gu, N, I));
+    float *hg2 = down(gd);
+    expect_close("swiglu_backward dgate == dout", hg2, rg, (size_t)n, 1e-5);
+    CHECK_STATUS(G->ops->swiglu_backward(G, gdg, gdg, gd, gg, gu, N, I), DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "dgate and dup are the same memory");
+    free(g), free(u), free(d), free(rg), free(ru), free(hg), free(hu), free(hg2);
+    dev_free(gg), dev_free(gu), dev_free(gd), dev_free(gdg), dev_free(gdu);
+}
+
+/* ---- embedding_backward, scatter_add_rows ------------------------------------------------- */
+
+static void test_add_rows(void) {
+    const int V = 1001, Cc = 72, N = 37, M = 20;
+    int32_t ids[37], rows[20];
+    for (int i = 0; i < N; i++) ids[i] = i % 5 == 0 ? 17 : irand(V); /* 17 repeats 8 times */
+    ids[1] = 0, ids[2] = V - 1;
+    for (int i = 0; i < M; i++) rows[i] = i % 3 == 0 ? 4 : irand(N);
+    float *tab0 = rnd((size_t)V * Cc, 1), *g = rnd((size_t)N * Cc, 1), *gm = rnd((size_t)M * Cc, 1);
+    float *x0 = rnd((size_t)N * Cc, 1);
+    float *tab = dup_f(tab0, (size_t)V * Cc), *x = dup_f(x0, (size_t)N * Cc);
+    CHECK_OK(C->ops->embedding_backward(C, HF(tab, V * Cc), HI(ids, N), HF(g, N * Cc), N, Cc));
+    CHECK_OK(C->ops->scatter_add_rows(C, HF(x, N * Cc), HI(rows, M), HF(gm, M * Cc), M, Cc));
+    dspy_tensor gt = up(tab0, (int64_t)V * Cc), gi = up_i32(ids, N), gg = up(g, (int64_t)N * Cc);
+    dspy_tensor gx = up(x0, (int64_t)N * Cc), gr = up_i32(rows, M), ggm = up(gm, (int64_t)M * Cc);
+    CHECK_OK(G->ops->embedding_backward(G, gt, gi, gg, N, Cc));
+    CHECK_OK(G->ops->scatter_add_rows(G, gx, gr, ggm, M, Cc));
+    float *ht = down(gt), *hx = down(gx);
+    expect_close("embedding_backward V=1001 C=72 N=37 (repeats) +=", ht, tab, (size_t)V * Cc, 1e-6);
+    expect_close("scatter_add_rows N=37 C=72 M=20 (repeats) +=", hx, x, (size_t)N * Cc, 1e-6);
+    free(tab0), free(g), free(gm), free(x0), free(tab), free(x), free(ht), free(hx);
+    dev_free(gt), dev_free(gi), dev_free(gg), dev_free(gx), dev_free(gr), dev_free(ggm);
+}
+
+/* ---- cross_entropy ------------------------------------------------------------------------- */
+
+/* mode 0: separate poisoned dlogits; 1: dlogits == logits; 2: no dlogits (loss only). */
+static void one_xent(int M, int V, int mode) {
+    char what[96];
+    const int64_t n = (int64_t)M * V;
+    float *lg = rnd((size_t)n, 8), dscale = 1.0f / (float)M;
+    int32_t *tg = malloc(sizeof(int32_t) * (size_t)M);
+    for (int m = 0; m < M; m++) tg[m] = m == 0 ? 0 : m == 1 ? V - 1 : irand(V);
+    if (M > 2) lg[(size_t)2 * V + tg[2]] = 30; /* a confident row: p(target) ~ 1 */
+    float *loss = malloc(sizeof(float) * (size_t)M), *dl = malloc(sizeof(float) * (size_t)n);
+    CHECK_OK(C->ops->cross_entropy(C, HF(loss, M), mode == 2 ? NONE : HF(dl, n), HF(lg, n), HI(tg, M), M, V, dscale));
+    dspy_tensor glg = up(lg, n), gt = up_i32(tg, M), gl = poisoned(M), gd = mode == 0 ? poisoned(n) : glg;
+    CHECK_OK(G->ops->cross_entropy(G, gl, mode == 2 ? NONE : gd, glg, gt, M, V, dscale));
+    float *hl = down(gl), *hd = down(gd);
+    const char *how = mode == 0 ? "" : mode == 1 ? ", dlogits == logits" : ", loss only";
+    snprintf(what, sizeof what, "cross_entropy M=%d V=%d loss%s", M, V, how);
+    expect_close(what, hl, loss, (size_t)M, 1e-5);
+    snprintf(what, sizeof what, "cross_entropy M=%d V=%d dlogits%s", M, V, how);
+    if (mode != 2) expect_close(what, hd, dl, (size_t)n, 1e-5);
+    else expect_same("cross_entropy: logits untouched without dlogits", hd, lg, (size_t)n);
+    free(lg), free(tg), free(loss), free(dl), free(hl), free(hd);
+    dev_free(glg), dev_free(gt), dev_free(gl);
+    if (mode == 0) dev_free(gd);
+}
+
+static void test_cross_entropy(void) {
+    one_xent(37, 1001, 0);
+    one_xent(37, 1001, 1);
+    one_xent(37, 1001, 2);
+    one_xent(3, 128256, 0);
+    one_xent(1, 7, 1);
+    /* a target outside [0, V): that row's loss is NaN (the CPU refuses the call); others fine */
+    const int M = 3, V = 50;
+    float *lg = rnd((size_t)M * V, 4);
+    int32_t tg[3] = {5, V, 7};
+    dspy_tensor glg = up(lg, (int64_t)M * V), gt = up_i32(tg, M), gl = poisoned(M);
+    CHECK_OK(G->ops->cross_entropy(G, gl, NONE, glg, gt, M, V, 1.0f));
+    float *hl = down(gl);
+    CHECK(isfinite(hl[0]) && isnan(hl[1]) && isfinite(hl[2]));
+    CHECK_STATUS(C->ops->cross_entropy(C, HF(hl, M), NONE, HF(lg, M * V), HI(tg, M), M, V, 1.0f), DSPY_ERR_ARG);
+    /* a dlogits that partly overlaps logits is refused */
+    CHECK_STATUS(G->ops->cross_entropy(G, gl, dspy_tensor_slice(glg, 1, (int64_t)M * V - 1),
+                                       glg, gt, M, V - 1, 1.0f),
+                 DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "partly overlaps");
+    free(lg), free(hl);
+    dev_free(glg), dev_free(gt), dev_free(gl);
+}
+
+/* ---- dropout, scale ------------------------------------------------------------------------ */
+
+static void test_dropout_scale(void) {
+    const int64_t n = 100003;
+    float *x = rnd((size_t)n, 3);
+    float ps[3] = {0.0f, 0.1f, 0.5f};
+    for (int k = 0; k < 3; k++) {
+        uint64_t key = g_rng * 0x9e3779b97f4a7c15ull + (uint64_t)k;
+        float *ref = malloc(sizeof(float) * (size_t)n);
+        CHECK_OK(C->ops->dropout(C, HF(ref, n), HF(x, n), ps[k], key));
+        dspy_tensor gx = up(x, n), go = poisoned(n);
+        CHECK_OK(G->ops->dropout(G, go, gx, ps[k], key));
+        float *h = down(go);
+        char what[96];
+        snprintf(what, sizeof what, "dropout p=%.1f n=%lld", (double)ps[k], (long long)n);
+        expect_same(what, h, ref, (size_t)n);
+        CHECK_OK(G->ops->dropout(G, gx, gx, ps[k], key)); /* in place */
+        float *h2 = down(gx);
+        snprintf(what, sizeof what, "dropout p=%.1f in place", (double)ps[k]);
+        expect_same(what, h2, ref, (size_t)n);
+        free(ref), free(h), free(h2);
+        dev_free(gx), dev_free(go);
+    }
+    float *ref = dup_f(x, (size_t)n);
+    CHECK_OK(C->ops->scale(C, HF(ref, n), 0.37f));
+    dspy_tensor gx = up(x, n);
+    CHECK_OK(G->ops->scale(G, gx, 0.37f));
+    float *h = down(gx);
+    expect_same("scale n=100003", h, ref, (size_t)n);
+    free(x), free(ref), free(h);
+    dev_free(gx);
+}
+
+/* ---- adamw ------------------------------------------------------------------------------- */
+
+/* Three steps with weight decay, a changing lr and a clip coefficient: CUDA and CPU bit-identical. */
+static void test_adamw(void) {
+    const int64_t n = 100003;
+    float *w = rnd((size_t)n, 1), *m = calloc((size_t)n, sizeof(float)), *v = calloc((size_t)n, sizeof(float));
+    dspy_tensor gw = up(w, n), gm = up(m, n), gv = up(v, n), ghp = dev_alloc(DSPY_DTYPE_F32, DSPY_ADAMW_WORDS);
+    for (int t = 1; t <= 3; t++) {
+        float *g = rnd((size_t)n, t == 2 ? 5.0f : 0.1f), hp[DSPY_ADAMW_WORDS];
+        dspy_adamw_pack(hp, t, 1e-3 / t, 0.9, 0.95, 1e-8, 0.1, t == 2 ? 0.25f : 1.0f);
+        CHECK_OK(C->ops->adamw(C, HF(w, n), HF(g, n), HF(m, n), HF(v, n), HF(hp, DSPY_ADAMW_WORDS)));
+        dspy_tensor gg = up(g, n);
+        CHECK_OK(G->ops->copy(G, ghp.data, hp, sizeof hp, DSPY_COPY_H2D));
+        CHECK_OK(G->ops->adamw(G, gw, gg, gm, gv, ghp));
+        CHECK_OK(G->ops->sync(G));
+        free(g);
+        dev_free(gg);
+    }
+    float *hw = down(gw), *hm = down(gm), *hv = down(gv);
+    expect_same("adamw 3 steps: w", hw, w, (size_t)n);
+    expect_same("adamw 3 steps: m", hm, m, (size_t)n);
+    expect_same("adamw 3 steps: v", hv, v, (size_t)n);
+    free(w), free(m), free(v), free(hw), free(hm), free(hv);
+    dev_free(gw), dev_free(gm), dev_free(gv), dev_free(ghp);
+}
+
+/* ---- attention_train and its backward ------------------------------------------------------ */
+
+/* Double-precision reference of the forward and backward (the formulas of ops.h). */
+static void att_ref(const float *q, const float *k, const float *v, const float *dout, const int32_t *start, int T,
+                    int NH, int NKV, int HS, double *out, double *lse, double *dq, double *dk, double *dv) {
+    const double sc = 1.0 / sqrt((double)HS);
+    const int group = NH / NKV;
+    double *p = malloc(sizeof(double) * (size_t)T);
+    memset(dq, 0, sizeof(double) * (size_t)T * NH * HS);
+    memset(dk, 0, sizeof(double) * (size_t)T * NKV * HS);
+    memset(dv, 0, sizeof(double) * (size_t)T * NKV * HS);
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < NH; h++) {
+            const int kvh = h / group;
+            const float *qv = q + ((size_t)t * NH + h) * HS, *go = dout + ((size_t)t * NH + h) * HS;
+            double m = -INFINITY, sum = 0;
+            for (int j = start[t]; j <= t; j++) {
+                double s = 0;
+                for (int d = 0; d < HS; d++) s += (double)qv[d] * k[((size_t)j * NKV + kvh) * HS + d];
+                p[j] = s * sc;
+                m = fmax(m, p[j]);
+            }
+            for (int j = start[t]; j <= t; j++) sum += exp(p[j] - m);
+            lse[(size_t)t * NH + h] = m + log(sum);
+            double *o = out + ((size_t)t * NH + h) * HS, D = 0;
+            for (int d = 0; d < HS; d++) o[d] = 0;
+            for (int j = start[t]; j <= t; j++) {
+                p[j] = exp(p[j] - m) / sum;
+                for (int d = 0; d < HS; d++) o[d] += p[j] * v[((size_t)j * NKV + kvh) * HS + d];
+            }
+            for (int d = 0; d < HS; d++) D += go[d] * o[d];
+            for (int j = start[t]; j <= t; j++) {
+                const size_t kr = ((size_t)j * NKV + kvh) * HS;
+                double dp = 0;
+                for (int d = 0; d < HS; d++) dp += (double)go[d] * v[kr + d];
+                const double ds = p[j] * (dp - D) * sc;
+                for (int d = 0; d < HS; d++) {
+                    dq[((size_t)t * NH + h) * HS + d] += ds * k[kr + d];
+                    dk[kr + d] += ds * qv[d];
+                    dv[kr + d] += p[j] * go[d];
+                }
+            }
+        }
+    free(p);
+}
+
+static void expect_ref(const char *what, const float *gpu, const float *cpu, const double *exact, size_t n,
+                       double tol) {
+    double eg = rel_d(gpu, exact, n), ec = rel_d(cpu, exact, n);
+    check_report(eg <= tol, __FILE__, __LINE__, "%s vs double: relative error %.3g > %.1g", what, eg, tol);
+    printf("  %-52s vs double: cuda %.2e, cpu %.2e (tol %.0e)\n", what, eg, ec, tol);
+}
+
+static void one_attention(const char *name, int NH, int NKV, int HS, int nex, const int *lens) {
+    char what[128];
+    int T = 0;
+    for (int e = 0; e < nex; e++) T += lens[e];
+    int32_t *start = malloc(sizeof(int32_t) * (size_t)T);
+    for (int e = 0, t = 0; e < nex; e++)
+        for (int i = 0; i < lens[e]; i++, t++) start[t] = t - i;
+    const int64_t nq = (int64_t)T * NH * HS, nkv = (int64_t)T * NKV * HS, nl = (int64_t)T * NH;
+    float *q = rnd((size_t)nq, 2), *k = rnd((size_t)nkv, 2), *v = rnd((size_t)nkv, 1), *dout = rnd((size_t)nq, 1);
+    float *out = malloc(sizeof(float) * (size_t)nq), *lse = malloc(sizeof(float) * (size_t)nl);
+    float *dq = malloc(sizeof(float) * (size_t)nq), *dk = malloc(sizeof(float) * (size_t)nkv);
+    float *dv = malloc(sizeof(float) * (size_t)nkv);
+    CHECK_OK(C->ops->attention_train(C, HF(out, nq), HF(lse, nl), HF(q, nq), HF(k, nkv), HF(v, nkv), HI(start, T), T,
+                                     NH, NKV, HS));
+    CHECK_OK(C->ops->attention_train_backward(C, HF(dq, nq), HF(dk, nkv), HF(dv, nkv), HF(dout, nq), HF(out, nq),
+                                              HF(lse, nl), HF(q, nq), HF(k, nkv), HF(v, nkv), HI(start, T), T, NH,
+                                              NKV, HS));
+    dspy_tensor gq = up(q, nq), gk = up(k, nkv), gv = up(v, nkv), gs = up_i32(start, T);
+    dspy_tensor go = poisoned(nq), gl = poisoned(nl);
+    CHECK_OK(G->ops->attention_train(G, go, gl, gq, gk, gv, gs, T, NH, NKV, HS));
+    float *ho = down(go), *hl = down(gl);
+    snprintf(what, sizeof what, "%s T=%d: out", name, T);
+    expect_close(what, ho, out, (size_t)nq, 1e-5);
+    snprintf(what, sizeof what, "%s T=%d: lse", name, T);
+    expect_close(what, hl, lse, (size_t)nl, 1e-5);
+    /* the backward from the same saved out and lse on both sides (the CPU's), so that it is
+     * compared alone */
+    dspy_tensor gdo = up(dout, nq), gout = up(out, nq), glse = up(lse, nl);
+    dspy_tensor gdq = poisoned(nq), gdk = poisoned(nkv), gdv = poisoned(nkv);
+    CHECK_OK(G->ops->attention_train_backward(G, gdq, gdk, gdv, gdo, gout, glse, gq, gk, gv, gs, T, NH, NKV, HS));
+    float *hdq = down(gdq), *hdk = down(gdk), *hdv = down(gdv);
+    snprintf(what, sizeof what, "%s T=%d: dq", name, T);
+    expect_close(what, hdq, dq, (size_t)nq, 3e-5);
+    snprintf(what, sizeof what, "%s T=%d: dk", name, T);
+    expect_close(what, hdk, dk, (size_t)nkv, 3e-5);
+    snprintf(what, sizeof what, "%s T=%d: dv", name, T);
+    expect_close(what, hdv, dv, (size_t)nkv, 3e-5);
+    /* against double precision */
+    double *rout = malloc(sizeof(double) * (size_t)nq), *rlse = malloc(sizeof(double) * (size_t)nl);
+    double *rdq = malloc(sizeof(double) * (size_t)nq), *rdk = malloc(sizeof(double) * (size_t)nkv);
+    double *rdv = malloc(sizeof(double) * (size_t)nkv);
+    att_ref(q, k, v, dout, start, T, NH, NKV, HS, rout, rlse, rdq, rdk, rdv);
+    snprintf(what, sizeof what, "%s: out", name);
+    expect_ref(what, ho, out, rout, (size_t)nq, 1e-5);
+    snprintf(what, sizeof what, "%s: lse", name);
+    expect_ref(what, hl, lse, rlse, (size_t)nl, 1e-5);
+    snprintf(what, sizeof what, "%s: dq", name);
+    expect_ref(what, hdq, dq, rdq, (size_t)nq, 3e-5);
+    snprintf(what, sizeof what, "%s: dk", name);
+    expect_ref(what, hdk, dk, rdk, (size_t)nkv, 3e-5);
+    snprintf(what, sizeof what, "%s: dv", name);
+    expect_ref(what, hdv, dv, rdv, (size_t)nkv, 3e-5);
+    free(start), free(q), free(k), free(v), free(dout), free(out), free(lse), free(dq), free(dk), free(dv);
+    free(ho), free(hl), free(hdq), free(hdk), free(hdv), free(rout), free(rlse), free(rdq), free(rdk), free(rdv);
+    dspy_tensor all[] = {gq, gk, gv, gs, go, gl, gdo, gout, glse, gdq, gdk, gdv};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) dev_free(all[i]);
+}
+
+static void test_attention_train(void) {
+    int l37[3] = {10, 1, 26};
+    one_attention("attention_train NH=4 NKV=2 HS=16", 4, 2, 16, 3, l37);
+    one_attention("attention_train NH=4 NKV=2 HS=64", 4, 2, 64, 3, l37);
+    int l300[4] = {70, 5, 130, 95}; /* examples start inside 64- and 32-row tiles */
+    one_attention("attention_train NH=8 NKV=2 HS=64 packed", 8, 2, 64, 4, l300);
+    int l200[1] = {200};
+    one_attention("attention_train NH=4 NKV=4 HS=128 one example", 4, 4, 128, 1, l200);
+    int l129[2] = {64, 65};
+    one_attention("attention_train NH=6 NKV=3 HS=80", 6, 3, 80, 2, l129);
+    int l1[1] = {1};
+    one_attention("attention_train T=1", 2, 1, 64, 1, l1);
+    int lmany[8] = {1, 2, 3, 64, 1, 40, 33, 7};
+    one_attention("attention_train NH=2 NKV=1 HS=32 8 examples", 2, 1, 32, 8, lmany);
+}
+
+/* ---- graphs ------------------------------------------------------------------------------ */
+
+/* A backward step (cross-entropy, linear and attention backward) captured once and replayed on
+ * new input contents equals running the ops directly (every op here is deterministic). */
+static void test_graph(void) {
+    const int T = 70, NH = 4, NKV = 2, HS = 64, Cc = NH * HS, V = 300;
+    const int64_t nq = (int64_t)T * NH * HS, nkv = (int64_t)T * NKV * HS;
+    int32_t start[70], tg[70];
+    for (int t = 0; t < T; t++) start[t] = t < 30 ? 0 : 30, tg[t] = irand(V);
+    float *x = rnd((size_t)T * Cc, 1), *w = rnd((size_t)V * Cc, 0.1f), *q = rnd((size_t)nq, 2);
+    float *kv = rnd((size_t)nkv, 2);
+    dspy_tensor gx = up(x, (int64_t)T * Cc), gw = up(w, (int64_t)V * Cc), glg = dev_alloc(DSPY_DTYPE_F32, (int64_t)T * V);
+    dspy_tensor gloss = dev_alloc(DSPY_DTYPE_F32, T), gt = up_i32(tg, T), gdx = dev_alloc(DSPY_DTYPE_F32, (int64_t)T * Cc);
+    dspy_tensor gdw = dev_alloc(DSPY_DTYPE_F32, (int64_t)V * Cc), gq = up(q, nq), gk = up(kv, nkv), gs = up_i32(start, T);
+    dspy_tensor go = dev_alloc(DSPY_DTYPE_F32, nq), gl = dev_alloc(DSPY_DTYPE_F32, (int64_t)T * NH);
+    dspy_tensor gdq = dev_alloc(DSPY_DTYPE_F32, nq), gdk = dev_alloc(DSPY_DTYPE_F32, nkv), gdv = dev_alloc(DSPY_DTYPE_F32, nkv);
+    float *lg = rnd((size_t)T * V, 4);
+#define STEP()                                                                                                \
+    do {                                                                                                      \
+        CHECK_OK(G->ops->fill(G, gdx, 0.0f));                                                                 \
+        CHECK_OK(G->ops->fill(G, gdw, 0.0f));                                                                 \
+        CHECK_OK(G->ops->cross_entropy(G, gloss, glg, glg, gt, T, V, 1.0f / T));                              \
+        CHECK_OK(G->ops->linear_backward(G, gdx, gdw, NONE, glg, gx, gw, T, Cc, V));                          \
+        CHECK_OK(G->ops->attention_train(G, go, gl, gq, gk, gk, gs, T, NH, NKV, HS));                         \
+        CHECK_OK(G->ops->attention_train_backward(G, gdq, gdk, gdv, gdx, go, gl, gq, gk, gk, gs, T, NH, NKV, HS)); \
+    } while (0)
+    CHECK_OK(G->ops->copy(G, glg.data, lg, sizeof(float) * (size_t)T * V, DSPY_COPY_H2D));
+    STEP(); /* plans made outside the capture */
+    void *graph = NULL;
+    CHECK_OK(G->ops->graph_begin(G));
+    STEP();
+    CHECK_OK(G->ops->graph_end(G, &graph));
+    float *lg2 = rnd((size_t)T * V, 4);
+    CHECK_OK(G->ops->copy(G, glg.data, lg2, sizeof(float) * (size_t)T * V, DSPY_COPY_H2D));
+    CHECK_OK(G->ops->graph_launch(G, graph));
+    float *a_loss = down(gloss), *a_dw = down(gdw), *a_dq = down(gdq), *a_dk = down(gdk);
+    CHECK_OK(G->ops->copy(G, glg.data, lg2, sizeof(float) * (size_t)T * V, DSPY_COPY_H2D));
+    STEP();
+    float *b_loss = down(gloss), *b_dw = down(gdw), *b_dq = down(gdq), *b_dk = down(gdk);
+    expect_same("graph replay: loss", a_loss, b_loss, (size_t)T);
+    expect_same("graph replay: dw", a_dw, b_dw, (size_t)V * Cc);
+    expect_same("graph replay: dq", a_dq, b_dq, (size_t)nq);
+    expect_same("graph replay: dk", a_dk, b_dk, (size_t)nkv);
+#undef STEP
+    G->ops->graph_free(G, graph);
+    free(x), free(w), free(q), free(kv), free(lg), free(lg2);
+    free(a_loss), free(a_dw), free(a_dq), free(a_dk), free(b_loss), free(b_dw), free(b_dq), free(b_dk);
+    dspy_tensor all[] = {gx, gw, glg, gloss, gt, gdx, gdw, gq, gk, gs, go, gl, gdq, gdk, gdv};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) dev_free(all[i]);
+}
+
+/* ---- errors ------------------------------------------------------------------------------ */
+
+static void test_errors(void) {
+    float h[64] = {0};
+    int32_t hi[8] = {0};
+    dspy_tensor d = dev_alloc(DSPY_DTYPE_F32, 64), b = dev_alloc(DSPY_DTYPE_BF16, 64), i8 = up_i32(hi, 8);
+    CHECK_STATUS(G->ops->rope(G, b, i8, d, 1, 2, 16), DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "x is BF16");
+    CHECK_STATUS(G->ops->linear_backward(G, HF(h, 64), NONE, NONE, d, NONE, d, 8, 8, 8), DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "not in GPU memory");
+    CHECK_STATUS(G->ops->linear_backward(G, d, NONE, NONE, d, NONE, d, 8, 9, 8), DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "dinp holds 64 elements, 72 needed");
+    CHECK_STATUS(G->ops->cross_entropy(G, d, NONE, d, d, 2, 4, 1.0f), DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "targets is F32");
+    CHECK_STATUS(G->ops->attention_train(G, d, d, d, d, d, i8, 0, 2, 2, 160), DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "head size 160");
+    CHECK_STATUS(G->ops->attention_train(G, d, d, d, d, d, i8, 2, 3, 2, 8), DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "multiple of NKV");
+    CHECK_OK(G->ops->sync(G)); /* argument errors are not sticky */
+    /* the planned scratch: a backend planned for 16 rows x 1 head refuses 8 rows x 4 heads */
+    dspy_backend *small = NULL;
+    dspy_backend_plan plan = {16, 16, 1, 64, 1, 16, 0};
+    CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CUDA, 0}, &plan, &small));
+    if (small) {
+        void *p = NULL;
+        CHECK_OK(small->ops->alloc(small, 4096, &p));
+        dspy_tensor t = dspy_bt(small, p, 512, DSPY_DTYPE_F32), s = dspy_bt(small, p, 8, DSPY_DTYPE_I32);
+        CHECK_OK(small->ops->fill(small, t, 0.0f)); /* start all 0: one example */
+        CHECK_STATUS(small->ops->attention_train_backward(small, t, t, t, t, t, t, t, t, t, s, 8, 4, 4, 8),
+                     DSPY_ERR_ARG);
+        CHECK_CONTAINS(dspy_errmsg(), "planned scratch");
+        CHECK_STATUS(small->ops->rmsnorm_backward(small, t, t, t, t, t, 17, 8, 1e-5f), DSPY_ERR_ARG);
+        CHECK_CONTAINS(dspy_errmsg(), "17 rows exceed the planned 16");
+        small->ops->free(small, p);
+        dspy_backend_free(small);
+    }
+    dev_free(d), dev_free(b), dev_free(i8);
+}
+
+/* In a child: scatter_add_rows with an index outside the destination faults (__trap); sync
+ * and every later op return the sticky error. Exit 0 when that is what happened. */
+static int fault_child(void) {
+    dspy_backend_plan plan = {64, 64, 4, 64, 8, 64, 0};
+    if (dspy_backend_new((dspy_device){DSPY_DEVICE_CUDA, 0}, &plan, &G)) return 2;
+    int32_t rows[2] = {1, 9};
+    dspy_tensor dst = dev_alloc(DSPY_DTYPE_F32, 4 * 8), src = dev_alloc(DSPY_DTYPE_F32, 2 * 8), r = up_i32(rows, 2);
+    dspy_status st = G->ops->scatter_add_rows(G, dst, r, src, 2, 8);
+    if (!st) st = G->ops->sync(G);
+    if (st != DSPY_ERR_BACKEND) return 3;
+    fprintf(stderr, "fault: %s\n", dspy_errmsg());
+    st = G->ops->scale(G, dst, 2.0f);
+    if (st != DSPY_ERR_BACKEND || !strstr(dspy_errmsg(), "earlier CUDA failure")) return 4;
+    return 0;
+}
+
+static void test_sticky_fault(const char *self) {
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "'%s' --fault 2>&1", self);
+    FILE *p = popen(cmd, "r");
+    char buf[2048] = {0};
+    size_t n = p ? fread(buf, 1, sizeof buf - 1, p) : 0;
+    buf[n] = 0;
+    int rc = p ? pclose(p) : -1;
+    check_report(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, __FILE__, __LINE__, "fault child: rc %d: %s", rc, buf);
+    CHECK_CONTAINS(buf, "fault: ");
+}
+
+int main(int argc, char **argv) {
+    const char *why = NULL;
+    if (dspy_cuda_device_count(&why) == 0) {
+        printf("test_cuda_train_ops: skipped: %s\n", why);
+        return 77;
+    }
+    if (argc > 1 && strcmp(argv[1], "--fault") == 0) return fault_child();
+    const char *s = getenv("DSPY_TEST_SEED");
+    uint64_t seed = s ? strtoull(s, NULL, 10) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    g_rng = seed ? seed : 1;
+    printf("test_cuda_train_ops: seed %llu (DSPY_TEST_SEED=%llu replays it)\n", (unsigned long long)seed,
+           (unsigned long long)seed);
+    char name[256];
+    CHECK_OK(dspy_cuda_device_name(0, name, sizeof name));
+    printf("device: %s\n", name);
+    dspy_backend_plan plan = {4096, 4096, 8, 128256, 8, 128, 0};
+    CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, &plan, &C));
+    CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CUDA, 0}, &plan, &G));
+    if (!C || !G) return check_summary("test_cuda_train_ops");
+    RUN(test_rope);
+    RUN(test_linear_backward);
+    RUN(test_rmsnorm_backward);
+    RUN(test_swiglu_backward);
+    RUN(test_add_rows);
+    RUN(test_cross_entropy);
+    RUN(test_dropout_scale);
+    RUN(test_adamw);
+    RUN(test_attention_train);
+    RUN(test_graph);
+    RUN(test_errors);
+    CHECK_OK(G->ops->sync(G));
+    dspy_backend_free(G);
+    dspy_backend_free(C);
+    check_current = "test_sticky_fault";
+    test_sticky_fault(argv[0]);
+    int rc = check_summary("test_cuda_train_ops");
+    printf("test_cuda_train_ops: %d/%d passed\n", check_passed, check_passed + check_failed);
+    return rc;
+}
