@@ -602,20 +602,22 @@ static void test_errors(void) {
     CHECK_STATUS(G->ops->attention_train(G, d, d, d, d, d, i8, 2, 3, 2, 8), DSPY_ERR_ARG);
     CHECK_CONTAINS(dspy_errmsg(), "multiple of NKV");
     CHECK_OK(G->ops->sync(G)); /* argument errors are not sticky */
-    /* the planned scratch: a backend planned for 16 rows x 1 head refuses 8 rows x 4 heads */
+    /* the planned scratch: dspy_backend_new plans at least 64 rows (kern/backend.c merges the
+     * caller's plan into that floor), so a backend planned for 16 rows x 1 head has 64 floats:
+     * it refuses 64 rows x 2 heads of attention and 65 rows of rmsnorm_backward */
     dspy_backend *small = NULL;
     dspy_backend_plan plan = {16, 16, 1, 64, 1, 16, 0};
     CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CUDA, 0}, &plan, &small));
     if (small) {
         void *p = NULL;
-        CHECK_OK(small->ops->alloc(small, 4096, &p));
-        dspy_tensor t = dspy_bt(small, p, 512, DSPY_DTYPE_F32), s = dspy_bt(small, p, 8, DSPY_DTYPE_I32);
+        CHECK_OK(small->ops->alloc(small, 65536, &p));
+        dspy_tensor t = dspy_bt(small, p, 16384, DSPY_DTYPE_F32), s = dspy_bt(small, p, 64, DSPY_DTYPE_I32);
         CHECK_OK(small->ops->fill(small, t, 0.0f)); /* start all 0: one example */
-        CHECK_STATUS(small->ops->attention_train_backward(small, t, t, t, t, t, t, t, t, t, s, 8, 4, 4, 8),
+        CHECK_STATUS(small->ops->attention_train_backward(small, t, t, t, t, t, t, t, t, t, s, 64, 2, 2, 8),
                      DSPY_ERR_ARG);
         CHECK_CONTAINS(dspy_errmsg(), "planned scratch");
-        CHECK_STATUS(small->ops->rmsnorm_backward(small, t, t, t, t, t, 17, 8, 1e-5f), DSPY_ERR_ARG);
-        CHECK_CONTAINS(dspy_errmsg(), "17 rows exceed the planned 16");
+        CHECK_STATUS(small->ops->rmsnorm_backward(small, t, t, t, t, t, 65, 8, 1e-5f), DSPY_ERR_ARG);
+        CHECK_CONTAINS(dspy_errmsg(), "65 rows exceed the planned 64");
         small->ops->free(small, p);
         dspy_backend_free(small);
     }
