@@ -4,7 +4,7 @@
 # the GPU build (cmake -B build-gpu -DCMAKE_CUDA_ARCHITECTURES=90) and the shared tokenizer gathered
 # into carry/ by bench/pack_gpu.sh.
 #
-#   bench/run_gpu.sh [tests] [bench] [sweep] [torch] [serve]     (default: all but sweep)
+#   bench/run_gpu.sh [tests] [bench] [sweep] [b2] [torch] [serve]     (default: tests bench torch serve)
 # Logs and JSON go to $OUT (the device tool's folder) or ./out.
 set -uo pipefail
 ROOT=$(pwd)
@@ -38,7 +38,7 @@ if has tests; then
   (cd build-gpu && DSPY_CUDA_PREFILL_HEADS=1 DSPY_CUDA_RELEASE=3 timeout 300 ./tests/test_cuda_ops 2>&1 | grep -E "FAIL|passed" | tail -n 5)
   (cd build-gpu && DSPY_CUDA_RELEASE=3 timeout 300 ./tests/test_cuda_model 2>&1 | grep -E "FAIL|passed" | tail -n 5)
 fi
-if has bench || has torch || has sweep; then
+if has bench || has torch || has sweep || has b2; then
   [ -f "$MODEL/model.safetensors" ] || LD_LIBRARY_PATH=${ORIG_LD_LIBRARY_PATH-} timeout 300 python3 bench/torch_baseline.py --make-model "$MODEL" 2>&1 | tail -2
 fi
 if has bench; then
@@ -64,6 +64,13 @@ if has sweep; then
       DSPY_CUDA_RELEASE=$rl timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-b1 1 2>&1 | grep -E '"B1'
     done
   done
+fi
+if has b2; then
+  echo "== B2: 100 requests (1,300 shared + 200 own tokens, 80 new) by 16 clients to dspy serve --device cuda"
+  timeout 240 build-gpu/bench/bench_b2 --model "$MODEL" --device cuda 2>&1 | tail -n 4 | tee -a "$OUT/bench_ours.jsonl"
+  echo "-- the same 100 prompts as one batched generate() in PyTorch"
+  LD_LIBRARY_PATH=${ORIG_LD_LIBRARY_PATH-} PYTHONUNBUFFERED=1 timeout 300 python3 bench/torch_baseline.py --model "$MODEL" --b2 2>&1 \
+    | grep '"B2_torch"' | tee -a "$OUT/bench_torch.jsonl"
 fi
 if has torch; then
   echo "== PyTorch"
@@ -106,6 +113,11 @@ if "prefill" in ours:
     p = ours["prefill"]; c = tpf.get("compiled", {}).get("seconds"); e = tpf.get("eager", {}).get("seconds")
     print(f"| prefill 100x1500 s | {p['seconds']:.3f} | {e or '-'} | {c or '-'} | "
           f"{(min(x for x in (c, e) if x) / p['seconds']) if (c or e) else 0:.2f}x vs best | {p['floor_s']:.3f} s ({p['tflops']:.0f} TFLOP/s) |")
+tb2 = {r["mode"]: r for r in torch if r["bench"] == "B2_torch"}
+if "B2" in ours:
+    b = ours["B2"]; c = tb2.get("compiled", {}).get("seconds"); e = tb2.get("eager", {}).get("seconds")
+    print(f"| B2 99 requests by 16 clients s | {b['seconds']:.3f} | {e or '-'} | {c or '-'} | "
+          f"{(c / b['seconds']) if c else 0:.2f}x | prefix hit rate {b['prefix_hit_rate']:.3f}, {b['req_per_s']:.0f} req/s |")
 if "copy" in ours:
     print(f"| copy bandwidth | {ours['copy']['GBps']:.0f} GB/s | | | | weights {ours['copy']['weight_bytes'] / 1e9:.2f} GB |")
 PY

@@ -8,6 +8,10 @@
                      ms per decoded token = (time(128 new) - time(1 new)) / 127
   --prefill          100 x 1,500-token prompts in one batched forward (SDPA, bf16, logits for the
                      last position only), eager and compiled; seconds
+  --b2               issue 10's B2 workload as one batch: the 100 prompts bench/bench_b2.c sends
+                     (1,300 shared + 200 own token ids, the same splitmix64 rule), 80 new tokens
+                     each, greedy, batched generate() with a static cache (compiled) and eager;
+                     seconds for the whole batch
 Prints one JSON object per measurement. Timing: CUDA synchronize around host clocks, warm-up
 runs first, median of repeats.
 """
@@ -102,12 +106,49 @@ def prefill(path, n=100, plen=1500):
                           "seconds": round(t, 4), "tokens_per_s": round(n * plen / t)}), flush=True)
 
 
+def splitmix64(z):
+    m = (1 << 64) - 1
+    z = (z + 0x9e3779b97f4a7c15) & m
+    z = ((z ^ (z >> 30)) * 0xbf58476d1ce4e5b9) & m
+    z = ((z ^ (z >> 27)) * 0x94d049bb133111eb) & m
+    return z ^ (z >> 31)
+
+
+def b2_prompts(n=100, prefix=1300, unique=200):
+    shared = [1000 + splitmix64(7 + i) % 99000 for i in range(prefix)]
+    return [shared + [1000 + splitmix64(1000003 * (q + 1) + j) % 99000 for j in range(unique)] for q in range(n)]
+
+
+def b2(path, new_tokens=80):
+    model = LlamaForCausalLM.from_pretrained(path, dtype=torch.bfloat16, attn_implementation="sdpa").cuda().eval()
+    ids = torch.tensor(b2_prompts(), device="cuda")
+    for mode in ("eager", "compiled"):
+        kw = dict(do_sample=False, pad_token_id=0, eos_token_id=None, max_new_tokens=new_tokens,
+                  min_new_tokens=new_tokens)
+        if mode == "compiled":
+            kw["cache_implementation"] = "static"
+
+        def gen():
+            with torch.no_grad():
+                return model.generate(ids, **kw)
+        try:
+            for _ in range(2 if mode == "compiled" else 1):  # compile and warm up
+                gen()
+            t = timed(gen, 2)
+        except Exception as e:
+            print(json.dumps({"bench": "B2_torch", "mode": mode, "error": str(e)[:300]}), flush=True)
+            continue
+        print(json.dumps({"bench": "B2_torch", "mode": mode, "requests": len(ids), "new_tokens": new_tokens,
+                          "seconds": round(t, 4)}), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--make-model")
     ap.add_argument("--model")
     ap.add_argument("--b1", action="store_true")
     ap.add_argument("--prefill", action="store_true")
+    ap.add_argument("--b2", action="store_true")
     a = ap.parse_args()
     print(json.dumps({"bench": "torch_env", "torch": torch.__version__, "transformers": transformers.__version__,
                       "device": torch.cuda.get_device_name(0)}), flush=True)
@@ -117,6 +158,8 @@ def main():
         b1(a.model)
     if a.prefill:
         prefill(a.model)
+    if a.b2:
+        b2(a.model)
 
 
 if __name__ == "__main__":

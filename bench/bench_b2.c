@@ -1,0 +1,201 @@
+/* bench_b2.c — issue 10's B2, the evaluation workload against `dspy serve`: 100 requests that share
+ * a 1,300-token prefix (the tutorial's system prompt and demos) followed by ~200 tokens of their
+ * own, 80 answer tokens each (greedy), sent by 16 concurrent HTTP clients to a real server
+ * process on 127.0.0.1. Prints the wall time from the first request to the last answer,
+ * requests/s, the completion tokens, and what the server's /metrics says about the prefix cache.
+ *
+ * The prompts are token ids (OpenAI completions accept arrays of ids), made by the same
+ * splitmix64 rule bench/torch_baseline.py --b2 uses, so PyTorch's batched generate in the same
+ * run sees exactly the same prompts:
+ *   shared[i] = 1000 + splitmix64(7 + i) % 99000            (i < PREFIX)
+ *   own_r[j]  = 1000 + splitmix64(1000003 * (r + 1) + j) % 99000   (j < UNIQUE)
+ *
+ * Usage: bench_b2 --model DIR [--device cuda] [--requests 100] [--clients 16] [--prefix 1300]
+ *        [--unique 200] [--max-tokens 80] [--max-seqs 16]
+ * One JSON line (bench "B2") last. Not a test (bench/, DESIGN §8.6).
+ */
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "check.h"
+#include "dspy/json.h"
+#include "dspy/local.h"
+#include "dspy/str.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static uint64_t splitmix64(uint64_t z) {
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+typedef struct {
+    const char *base; /* http://127.0.0.1:PORT/v1 */
+    char **bodies;    /* (requests) JSON bodies */
+    int requests;
+    atomic_int next, ok, errors, first_error;
+    atomic_llong completion_tokens, prompt_tokens;
+} b2_run;
+
+static size_t on_body(char *p, size_t sz, size_t nm, void *u) {
+    dspy_str_appendn((dspy_str *)u, p, sz * nm);
+    return sz * nm;
+}
+
+/* GET or POST (body non-NULL) to base + path; the HTTP status, or 0 on a transport error. */
+static long request(CURL *h, const char *base, const char *path, const char *body, dspy_str *out) {
+    char url[512];
+    snprintf(url, sizeof url, "%s%s", base, path);
+    struct curl_slist *hd = curl_slist_append(NULL, "Content-Type: application/json");
+    dspy_str_clear(out);
+    curl_easy_reset(h);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_PROXY, "");
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, 300L);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
+    if (body) curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
+    long status = 0;
+    if (curl_easy_perform(h) == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(hd);
+    return status;
+}
+
+static void *client_main(void *arg) {
+    b2_run *r = arg;
+    CURL *h = curl_easy_init();
+    dspy_str out = {0};
+    for (int i; h && (i = atomic_fetch_add(&r->next, 1)) < r->requests;) {
+        long st = request(h, r->base, "/completions", r->bodies[i], &out);
+        dspy_json *j = NULL;
+        if (st == 200 && dspy_json_parse(out.ptr, out.len, "B2 response", &j) == DSPY_OK) {
+            const dspy_json *u = dspy_json_get(j, "usage");
+            atomic_fetch_add(&r->completion_tokens, (long long)dspy_json_number(dspy_json_get(u, "completion_tokens")));
+            atomic_fetch_add(&r->prompt_tokens, (long long)dspy_json_number(dspy_json_get(u, "prompt_tokens")));
+            atomic_fetch_add(&r->ok, 1);
+        } else if (atomic_fetch_add(&r->errors, 1) == 0) {
+            atomic_store(&r->first_error, (int)st);
+        }
+        dspy_json_decref(j);
+    }
+    dspy_str_free(&out);
+    if (h) curl_easy_cleanup(h);
+    return NULL;
+}
+
+/* The value of the first sample of metric `name` in Prometheus text (`name value` or
+ * `name{labels} value`), or -1 when it is absent. */
+static double metric(const char *text, const char *name) {
+    size_t n = strlen(name);
+    for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        if (*l == '#' || strncmp(l, name, n) != 0 || (l[n] != ' ' && l[n] != '{')) continue;
+        const char *v = l[n] == '{' ? strchr(l, '}') : l + n;
+        return v ? strtod(v + 1, NULL) : -1;
+    }
+    return -1;
+}
+
+static const char *opt(int argc, char **argv, const char *name, const char *def) {
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], name) == 0) return argv[i + 1];
+    return def;
+}
+
+int main(int argc, char **argv) {
+    const char *model = opt(argc, argv, "--model", NULL), *device = opt(argc, argv, "--device", "cuda");
+    const int requests = atoi(opt(argc, argv, "--requests", "100")), clients = atoi(opt(argc, argv, "--clients", "16"));
+    const int prefix = atoi(opt(argc, argv, "--prefix", "1300")), unique = atoi(opt(argc, argv, "--unique", "200"));
+    const int max_tokens = atoi(opt(argc, argv, "--max-tokens", "80"));
+    const char *max_seqs = opt(argc, argv, "--max-seqs", "16");
+    if (!model || requests < 1 || clients < 1 || prefix < 0 || unique < 1 || max_tokens < 1) {
+        fprintf(stderr, "usage: bench_b2 --model DIR [--device cuda] [--requests N] [--clients N] [--prefix N] "
+                        "[--unique N] [--max-tokens N] [--max-seqs N]\n");
+        return 2;
+    }
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    dspy_local_params p = dspy_local_params_default();
+    p.dspy_bin = test_bin("dspy");
+    p.timeout_s = 300;
+    /* KV room for every client's sequence at once (each reserves prompt + max_tokens) */
+    char kv[32];
+    snprintf(kv, sizeof kv, "%d", (atoi(max_seqs) + 1) * (prefix + unique + max_tokens + 16));
+    const char *args[] = {"--tokenizer", test_shared("models/llama3-tokenizer"), "--device", device, "--max-seqs",
+                          max_seqs, "--kv-tokens", kv};
+    p.extra_args = args;
+    p.n_extra_args = 8;
+    dspy_local_server *srv = NULL;
+    if (dspy_local_launch(model, &p, &srv) != DSPY_OK) {
+        fprintf(stderr, "bench_b2: %s\n", dspy_errmsg());
+        return 2;
+    }
+    b2_run r = {.base = dspy_local_api_base(srv), .requests = requests};
+    r.bodies = calloc((size_t)requests, sizeof *r.bodies);
+    for (int q = 0; q < requests; q++) {
+        dspy_str b = {0};
+        dspy_str_appendf(&b, "{\"model\":\"%s\",\"prompt\":[", model);
+        for (int i = 0; i < prefix + unique; i++) {
+            uint64_t z = i < prefix ? splitmix64(7 + (uint64_t)i)
+                                    : splitmix64(1000003ull * (uint64_t)(q + 1) + (uint64_t)(i - prefix));
+            dspy_str_appendf(&b, "%s%d", i ? "," : "", (int)(1000 + z % 99000));
+        }
+        dspy_str_appendf(&b, "],\"max_tokens\":%d,\"temperature\":0}", max_tokens);
+        r.bodies[q] = b.ptr;
+    }
+    /* one request first, alone: it fills the prefix cache and warms the server (its time is
+     * reported apart); then the rest by `clients` concurrent clients */
+    CURL *h = curl_easy_init();
+    dspy_str out = {0};
+    char *m0 = NULL;
+    double t_first = now_s();
+    long st = request(h, r.base, "/completions", r.bodies[0], &out);
+    t_first = now_s() - t_first;
+    /* the metrics endpoint sits beside /v1 */
+    char root[256];
+    snprintf(root, sizeof root, "%.*s", (int)(strlen(r.base) - 3), r.base);
+    if (request(h, root, "/metrics", NULL, &out) == 200) m0 = strdup(dspy_str_cstr(&out));
+    atomic_init(&r.next, 1);
+    double t0 = now_s();
+    pthread_t *th = calloc((size_t)clients, sizeof *th);
+    for (int i = 0; i < clients; i++) pthread_create(&th[i], NULL, client_main, &r);
+    for (int i = 0; i < clients; i++) pthread_join(th[i], NULL);
+    double wall = now_s() - t0;
+    char *m1 = request(h, root, "/metrics", NULL, &out) == 200 ? strdup(dspy_str_cstr(&out)) : NULL;
+    /* prefix-cache hit rate over the concurrent requests: hit tokens / prompt tokens (metric
+     * names of src/server's /metrics; -1 when the server has no such endpoint) */
+    double hit = -1;
+    if (m0 && m1) {
+        double h0 = metric(m0, "dspy_prefix_cache_hit_tokens_total"), h1 = metric(m1, "dspy_prefix_cache_hit_tokens_total");
+        double p0 = metric(m0, "dspy_prompt_tokens_total"), p1 = metric(m1, "dspy_prompt_tokens_total");
+        if (h0 >= 0 && h1 >= 0 && p1 > p0) hit = (h1 - h0) / (p1 - p0);
+    }
+    printf("B2: first request alone %.3f s (HTTP %ld); %d requests by %d clients: %d ok, %d errors (first: HTTP %d), "
+           "%lld prompt and %lld completion tokens\n", t_first, st, requests - 1, clients, atomic_load(&r.ok),
+           atomic_load(&r.errors), atomic_load(&r.first_error), atomic_load(&r.prompt_tokens),
+           atomic_load(&r.completion_tokens));
+    printf("{\"bench\": \"B2\", \"device\": \"%s\", \"requests\": %d, \"clients\": %d, \"seconds\": %.4f, "
+           "\"seconds_with_first\": %.4f, \"req_per_s\": %.1f, \"completion_tokens\": %lld, \"errors\": %d, "
+           "\"prefix_hit_rate\": %.4f}\n", device, requests - 1, clients, wall, wall + t_first, (requests - 1) / wall,
+           atomic_load(&r.completion_tokens), atomic_load(&r.errors), hit);
+    int rc = atomic_load(&r.errors) || st != 200 ? 1 : 0;
+    for (int q = 0; q < requests; q++) free(r.bodies[q]);
+    free(r.bodies), free(th), free(m0), free(m1);
+    dspy_str_free(&out);
+    curl_easy_cleanup(h);
+    dspy_local_free(srv);
+    curl_global_cleanup();
+    return rc;
+}
