@@ -101,7 +101,7 @@ __device__ __forceinline__ void load_kv_tile(char *sm, const bf16 *cache, const 
  * taken in reverse order: under the causal mask a segment's last tiles are its heaviest, and
  * starting them first shortens the tail of the grid. */
 template <int D, int HP>
-__global__ __launch_bounds__(128) void k_attn_prefill(bf16 *__restrict__ out, const bf16 *__restrict__ q,
+__global__ __launch_bounds__(128, HP == 1 && D == 64 ? 4 : 1) void k_attn_prefill(bf16 *__restrict__ out, const bf16 *__restrict__ q,
                                                       const bf16 *__restrict__ kc, const bf16 *__restrict__ vc,
                                                       const dspy_attn_seg *__restrict__ segs, int nseg,
                                                       const int32_t *__restrict__ tables, int bs, int NH, int NKV,
@@ -209,8 +209,7 @@ __global__ __launch_bounds__(128) void k_attn_prefill(bf16 *__restrict__ out, co
             const bool full = kb + 63 <= warp_pos_min;
 #pragma unroll
             for (int hh = 0; hh < HP; hh++) {
-                /* scale into the log2 domain, causal mask, row maxima */
-                float mx_a = m_a[hh], mx_b = m_b[hh];
+                /* scale into the log2 domain and the causal mask */
 #pragma unroll
                 for (int n = 0; n < 8; n++) {
                     int key = kb + n * 8 + 2 * t;
@@ -223,9 +222,17 @@ __global__ __launch_bounds__(128) void k_attn_prefill(bf16 *__restrict__ out, co
                         sv[2] = key <= pos_b ? sv[2] * scale_log2 : -INFINITY;
                         sv[3] = key + 1 <= pos_b ? sv[3] * scale_log2 : -INFINITY;
                     }
-                    mx_a = fmaxf(mx_a, fmaxf(sv[0], sv[1]));
-                    mx_b = fmaxf(mx_b, fmaxf(sv[2], sv[3]));
                 }
+                /* row maxima as trees, not 16-deep chains: with two warps per scheduler the
+                 * fixed-latency dependencies are what the kernel waits on (Nsight Compute) */
+                float ta[8], tb[8];
+#pragma unroll
+                for (int n = 0; n < 8; n++) ta[n] = fmaxf(s[hh][n][0], s[hh][n][1]), tb[n] = fmaxf(s[hh][n][2], s[hh][n][3]);
+#pragma unroll
+                for (int w = 4; w > 0; w >>= 1)
+#pragma unroll
+                    for (int n = 0; n < w; n++) ta[n] = fmaxf(ta[n], ta[n + w]), tb[n] = fmaxf(tb[n], tb[n + w]);
+                float mx_a = fmaxf(m_a[hh], ta[0]), mx_b = fmaxf(m_b[hh], tb[0]);
                 mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));
                 mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
                 mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
@@ -233,7 +240,6 @@ __global__ __launch_bounds__(128) void k_attn_prefill(bf16 *__restrict__ out, co
                 /* Every row sees key 0 in the first tile, so mx is finite from then on. */
                 float al_a = exp2f(m_a[hh] - mx_a), al_b = exp2f(m_b[hh] - mx_b);
                 m_a[hh] = mx_a, m_b[hh] = mx_b;
-                float sum_a = 0.0f, sum_b = 0.0f;
 #pragma unroll
                 for (int n = 0; n < 8; n++) {
                     float *sv = s[hh][n];
@@ -241,9 +247,13 @@ __global__ __launch_bounds__(128) void k_attn_prefill(bf16 *__restrict__ out, co
                     sv[1] = exp2f(sv[1] - mx_a);
                     sv[2] = exp2f(sv[2] - mx_b);
                     sv[3] = exp2f(sv[3] - mx_b);
-                    sum_a += sv[0] + sv[1];
-                    sum_b += sv[2] + sv[3];
+                    ta[n] = sv[0] + sv[1], tb[n] = sv[2] + sv[3];
                 }
+#pragma unroll
+                for (int w = 4; w > 0; w >>= 1)
+#pragma unroll
+                    for (int n = 0; n < w; n++) ta[n] += ta[n + w], tb[n] += tb[n + w];
+                const float sum_a = ta[0], sum_b = tb[0];
                 l_a[hh] = l_a[hh] * al_a + sum_a;
                 l_b[hh] = l_b[hh] * al_b + sum_b;
 #pragma unroll
