@@ -7,6 +7,7 @@
  * The request parser itself is libmicrohttpd's (fuzzed upstream, not instrumented here); what
  * this covers is our code around it: request assembly, limits, workers, answers, streams. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -60,15 +61,23 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     return 0;
 }
 
+/* A loopback connection to the server. The machine's other work (test suites with thousands of
+ * short connections) can exhaust the ephemeral ports for a moment: EADDRNOTAVAIL and EAGAIN are
+ * retried for up to 10 s; a refusal (the server not listening) is not. */
 static int dial(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)http_server_port(g_srv))};
     inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
+    for (int tries = 0;; tries++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0) return fd;
+        int e = errno;
+        if (fd >= 0) close(fd);
+        if ((e != EADDRNOTAVAIL && e != EAGAIN && e != EINTR) || tries >= 100) {
+            fprintf(stderr, "fuzz_http: cannot connect to the server: %s\n", strerror(e));
+            return -1;
+        }
+        usleep(100 * 1000);
     }
-    return fd;
 }
 
 /* Sends `data`, shuts the write side, reads to EOF (at most wait_ms). Returns bytes read. */
