@@ -174,12 +174,12 @@ int main(int argc, char **argv) {
     for (int i = 0; i < clients; i++) pthread_join(th[i], NULL);
     double wall = now_s() - t0;
     char *m1 = request(h, root, "/metrics", NULL, &out) == 200 ? strdup(dspy_str_cstr(&out)) : NULL;
-    /* prefix-cache hit rate over the concurrent requests: hit tokens / prompt tokens (metric
+    /* prefix-cache hit rate over the concurrent requests: hit tokens / looked-up tokens (metric
      * names of src/server's /metrics; -1 when the server has no such endpoint) */
     double hit = -1;
     if (m0 && m1) {
-        double h0 = metric(m0, "dspy_prefix_cache_hit_tokens_total"), h1 = metric(m1, "dspy_prefix_cache_hit_tokens_total");
-        double p0 = metric(m0, "dspy_prompt_tokens_total"), p1 = metric(m1, "dspy_prompt_tokens_total");
+        double h0 = metric(m0, "dspy_prefix_cache_hits_tokens_total"), h1 = metric(m1, "dspy_prefix_cache_hits_tokens_total");
+        double p0 = metric(m0, "dspy_prefix_cache_queries_tokens_total"), p1 = metric(m1, "dspy_prefix_cache_queries_tokens_total");
         if (h0 >= 0 && h1 >= 0 && p1 > p0) hit = (h1 - h0) / (p1 - p0);
     }
     printf("B2: first request alone %.3f s (HTTP %ld); %d requests by %d clients: %d ok, %d errors (first: HTTP %d), "
