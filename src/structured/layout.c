@@ -53,7 +53,7 @@ dspy_status dspy_structured_literal(const dspy_structured_vocab *v, const char *
 }
 
 static bool identifier(const char *s) {
-    if (!s || !*s || (s[0] >= '0' && s[0] <= '9')) return false;
+    if (!s || !*s || (s[0] >= '0' && s[0] <= '9') || strlen(s) > 200) return false;
     for (; *s; s++)
         if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_'))
             return false;
@@ -85,7 +85,7 @@ dspy_status dspy_structured_layout(const dspy_structured_vocab *v, const dspy_la
         const dspy_layout_field *f = &fields[i];
         if (!identifier(f->name))
             return dspy_fail(DSPY_ERR_ARG, "structured: layout field %zu: name '%s' is not an identifier "
-                             "([A-Za-z_][A-Za-z0-9_]*)", i, f->name ? f->name : "(null)");
+                             "([A-Za-z_][A-Za-z0-9_]*, at most 200 bytes)", i, f->name ? f->name : "(null)");
         if (strcmp(f->name, "completed") == 0)
             return dspy_fail(DSPY_ERR_ARG, "structured: layout field %zu: 'completed' is the end marker, not a field", i);
         for (size_t j = 0; j < i; j++)
@@ -107,7 +107,7 @@ dspy_status dspy_structured_layout(const dspy_structured_vocab *v, const dspy_la
     for (size_t i = 0; i < n; i++) {
         const dspy_layout_field *f = &fields[i];
         char head[300];
-        int hl = snprintf(head, sizeof head, "%s[[ ## %.256s ## ]]\n", i ? "\n\n" : "", f->name);
+        int hl = snprintf(head, sizeof head, "%s[[ ## %s ## ]]\n", i ? "\n\n" : "", f->name);
         all = frag_cat(&a, all, frag_bytes(&a, head, (size_t)hl));
         all = frag_cat(&a, all, f->n_values ? alt_of(&a, f->values, f->n_values) : free_text(&a, f->max_tokens));
     }

@@ -2,7 +2,7 @@
  * server process (dspy_local_launch) over a tiny random Llama made by `dspy init-model` with the
  * real Llama 3 tokenizer, real HTTP:
  *   - the tiny random student answers Banking77 devset questions (the tutorial dev split, first
- *     N_DEV) through the program layer: ChainOfThought over "text -> label: Literal[77 names]"
+ *     12, or all 100 with DSPY_TEST_FULL_DEV=1) through the program layer: ChainOfThought over "text -> label: Literal[77 names]"
  *     with the ChatAdapter (the layout extension is added for the local model) and with the
  *     JSONAdapter (json_schema); every answer parses and its label is one of the 77;
  *   - with local structured outputs off, the same requests carry no constraint (counted in
@@ -31,7 +31,8 @@
 #include "dspy/signature.h"
 #include "dspy/str.h"
 
-#define N_DEV 12
+/* questions per adapter: 12 in `make check`; DSPY_TEST_FULL_DEV=1 runs the whole dev split (100) */
+static size_t g_n_dev = 12;
 
 static char g_model[1024];
 static dspy_labels *g_labels;
@@ -120,7 +121,7 @@ static dspy_signature *banking_sig(void) {
     return sig;
 }
 
-/* Runs ChainOfThought over the first N_DEV dev questions; returns how many came back with one
+/* Runs ChainOfThought over the first g_n_dev dev questions; returns how many came back with one
  * of the 77 labels (parse failures count as misses; printed unless quiet). */
 static int answer_devset(dspy_lm *lm, dspy_adapter_kind adapter, bool quiet) {
     dspy_settings_set_lm(lm);
@@ -129,7 +130,7 @@ static int answer_devset(dspy_lm *lm, dspy_adapter_kind adapter, bool quiet) {
     dspy_module *cot = NULL;
     if (sig) CHECK_OK(dspy_chain_of_thought_new(sig, NULL, &cot));
     int good = 0;
-    for (size_t i = 0; cot && i < N_DEV && i < dspy_dataset_len(g_dev); i++) {
+    for (size_t i = 0; cot && i < g_n_dev && i < dspy_dataset_len(g_dev); i++) {
         dspy_json *in = dspy_json_object();
         dspy_json_set_str(in, "text", dspy_example_get_str(dspy_dataset_get(g_dev, i), "text"));
         dspy_prediction *p = NULL;
@@ -160,20 +161,20 @@ static void test_program_layer(dspy_local_server *srv, const char *root) {
     dspy_lm_set_kwarg(lm, "temperature", dspy_json_real(0.0));
 
     char *m0 = scrape(root);
-    CHECK_INT(answer_devset(lm, DSPY_ADAPTER_CHAT, false), N_DEV);
+    CHECK_INT(answer_devset(lm, DSPY_ADAPTER_CHAT, false), (int)g_n_dev);
     char *m1 = scrape(root);
     CHECK(metric(m1, "dspy_structured_requests_total{kind=\"layout\"}") -
-              metric(m0, "dspy_structured_requests_total{kind=\"layout\"}") == N_DEV);
+              metric(m0, "dspy_structured_requests_total{kind=\"layout\"}") == (double)g_n_dev);
     CHECK(metric(m1, "dspy_requests_total{route=\"chat\",status=\"200\"}") -
-              fmax(0, metric(m0, "dspy_requests_total{route=\"chat\",status=\"200\"}")) == N_DEV);
+              fmax(0, metric(m0, "dspy_requests_total{route=\"chat\",status=\"200\"}")) == (double)g_n_dev);
     /* the system message is shared by every question: the prefix cache serves it */
     CHECK(metric(m1, "dspy_prefix_cache_hits_tokens_total") > metric(m0, "dspy_prefix_cache_hits_tokens_total"));
     CHECK(metric(m1, "dspy_prefix_cache_hit_rate") > 0.5);
 
-    CHECK_INT(answer_devset(lm, DSPY_ADAPTER_JSON, false), N_DEV);
+    CHECK_INT(answer_devset(lm, DSPY_ADAPTER_JSON, false), (int)g_n_dev);
     char *m2 = scrape(root);
     CHECK(metric(m2, "dspy_structured_requests_total{kind=\"json_schema\"}") -
-              metric(m1, "dspy_structured_requests_total{kind=\"json_schema\"}") == N_DEV);
+              metric(m1, "dspy_structured_requests_total{kind=\"json_schema\"}") == (double)g_n_dev);
 
     /* off: plain requests (the random model then rarely writes the layout) */
     dspy_settings_set_local_structured(false);
@@ -184,7 +185,7 @@ static void test_program_layer(dspy_local_server *srv, const char *root) {
     CHECK(metric(m3, "dspy_structured_requests_total{kind=\"layout\"}") ==
           metric(m2, "dspy_structured_requests_total{kind=\"layout\"}"));
     CHECK(metric(m3, "dspy_structured_requests_total{kind=\"none\"}") -
-              metric(m2, "dspy_structured_requests_total{kind=\"none\"}") >= N_DEV);
+              metric(m2, "dspy_structured_requests_total{kind=\"none\"}") >= (double)g_n_dev);
     free(m0);
     free(m1);
     free(m2);
@@ -286,6 +287,7 @@ static void test_raw(const char *base, const char *root) {
 
 int main(void) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (getenv("DSPY_TEST_FULL_DEV") && strcmp(getenv("DSPY_TEST_FULL_DEV"), "1") == 0) g_n_dev = 100;
     if (setup()) {
         dspy_local_params p = dspy_local_params_default();
         p.dspy_bin = test_bin("dspy");
