@@ -63,7 +63,7 @@ typedef struct dspy_structured_params {
     int32_t max_string_tokens; /* JSON string values: tokens each may take (0 = unbounded);
                                   default 0 */
     int32_t max_whitespace;    /* JSON: whitespace bytes allowed between two tokens; default 8 */
-    int32_t max_depth;         /* json_object / open objects: nesting depth of values; default 3 */
+    int32_t max_depth;         /* json_object / open objects: nesting depth of values; default 2 */
 } dspy_structured_params;
 
 dspy_structured_params dspy_structured_params_default(void);

@@ -16,7 +16,7 @@
 #define MAX_DFA_STATES 200000
 
 dspy_structured_params dspy_structured_params_default(void) {
-    dspy_structured_params p = {.max_string_tokens = 0, .max_whitespace = 8, .max_depth = 3};
+    dspy_structured_params p = {.max_string_tokens = 0, .max_whitespace = 8, .max_depth = 2};
     return p;
 }
 

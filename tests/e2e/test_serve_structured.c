@@ -31,8 +31,20 @@
 #include "dspy/signature.h"
 #include "dspy/str.h"
 
-/* questions per adapter: 12 in `make check`; DSPY_TEST_FULL_DEV=1 runs the whole dev split (100) */
-static size_t g_n_dev = 12;
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+#ifndef UNDER_ASAN
+#define UNDER_ASAN 0
+#endif
+
+/* questions per adapter: 12 in `make check` (4 under ASan, where the server is ~10x slower);
+ * DSPY_TEST_FULL_DEV=1 runs the whole dev split (100) */
+static size_t g_n_dev = UNDER_ASAN ? 4 : 12;
 
 static char g_model[1024];
 static dspy_labels *g_labels;
@@ -168,8 +180,14 @@ static void test_program_layer(dspy_local_server *srv, const char *root) {
     CHECK(metric(m1, "dspy_requests_total{route=\"chat\",status=\"200\"}") -
               fmax(0, metric(m0, "dspy_requests_total{route=\"chat\",status=\"200\"}")) == (double)g_n_dev);
     /* the system message is shared by every question: the prefix cache serves it */
-    CHECK(metric(m1, "dspy_prefix_cache_hits_tokens_total") > metric(m0, "dspy_prefix_cache_hits_tokens_total"));
-    CHECK(metric(m1, "dspy_prefix_cache_hit_rate") > 0.5);
+    double hits = metric(m1, "dspy_prefix_cache_hits_tokens_total") - metric(m0, "dspy_prefix_cache_hits_tokens_total");
+    double queries = metric(m1, "dspy_prefix_cache_queries_tokens_total") -
+                     metric(m0, "dspy_prefix_cache_queries_tokens_total");
+    /* every question after the first finds the system message (~1,000 tokens; the user
+     * message repeats the 77 labels after the question, so that part is not shared) */
+    check_report(hits >= (double)(g_n_dev - 1) * 512, __FILE__, __LINE__,
+                 "prefix-cache hits %g of %g prompt tokens over %zu questions", hits, queries, g_n_dev);
+    CHECK(metric(m1, "dspy_prefix_cache_hit_rate") > 0);
 
     CHECK_INT(answer_devset(lm, DSPY_ADAPTER_JSON, false), (int)g_n_dev);
     char *m2 = scrape(root);
@@ -212,7 +230,7 @@ static void test_raw(const char *base, const char *root) {
     snprintf(name, sizeof name, "openai/local:%s", g_model);
     char *m0 = scrape(root);
     /* json_object, under the openai/local: name */
-    char *b = chat_body(name, "\"response_format\": {\"type\": \"json_object\"}", 300);
+    char *b = chat_body(name, "\"response_format\": {\"type\": \"json_object\"}", UNDER_ASAN ? 60 : 300);
     dspy_str out = DSPY_STR_INIT;
     CHECK_INT(http(url, b, &out), 200);
     dspy_json *v = NULL;
@@ -307,7 +325,8 @@ int main(void) {
             check_current = "test_program_layer";
             test_program_layer(srv, root);
             int es = -1;
-            dspy_local_kill(srv, &es);
+            CHECK_OK(dspy_local_kill(srv, &es));
+            CHECK_INT(es, 0); /* a clean exit (under ASan: no leak report either) */
             dspy_local_free(srv);
         }
     }
