@@ -33,7 +33,7 @@ dspy_status structured_finish(const dspy_structured_vocab *v, nfa *a, frag f, ds
     dfa d;
     dspy_status st = dfa_build(a, f.in, MAX_DFA_STATES, &d);
     if (st) return st;
-    st = tokens_compile(v, &d, out);
+    if (!(st = dfa_minimize(&d))) st = tokens_compile(v, &d, out);
     dfa_free(&d);
     return st;
 }

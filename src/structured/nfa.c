@@ -4,7 +4,10 @@
  * Every state has at most one byte edge (a set of bytes to one target) and any number of
  * epsilon edges. Fragments are glued with epsilon edges from a fragment's `out` state. A DFA
  * state is the epsilon closure of a set of NFA states, kept as a sorted list and found again
- * through a hash table.
+ * through a hash table. The DFA is then minimised (Moore's partition refinement), keeping
+ * apart states that differ in acceptance, region or transience: several subsets often mean
+ * the same thing (inside a string after a plain byte, after an escape, after the opening
+ * quote), and each state a bounded region keeps costs one copy per level.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -370,5 +373,87 @@ done:
     free(ss.start);
     free(ss.table);
     if (st) dfa_free(out);
+    return st;
+}
+
+/* ---- minimisation ---------------------------------------------------------------------- */
+
+/* Moore's algorithm: start from the classes (accept, region, transient) and split by the
+ * classes of the 256 successors until nothing splits. Class ids are given in order of first
+ * appearance, so state 0 stays in class 0. */
+dspy_status dfa_minimize(dfa *d) {
+    int32_t n = d->n;
+    const size_t W = 257; /* own class + one per byte */
+    int32_t *cls = malloc((size_t)n * sizeof *cls), *ncls = malloc((size_t)n * sizeof *ncls);
+    int32_t *sig = malloc((size_t)n * W * sizeof *sig);
+    int64_t cap = 1;
+    while (cap < 2 * (int64_t)n) cap *= 2;
+    int32_t *table = malloc((size_t)cap * sizeof *table);
+    dfa m = {0};
+    dspy_status st = DSPY_OK;
+    if (!cls || !ncls || !sig || !table) goto oom;
+    /* initial classes */
+    int32_t k = 0;
+    for (int32_t q = 0; q < n; q++) {
+        cls[q] = -1;
+        for (int32_t r = 0; r < q && cls[q] < 0; r++)
+            if (d->accept[r] == d->accept[q] && d->region[r] == d->region[q] && d->transient[r] == d->transient[q])
+                cls[q] = cls[r];
+        if (cls[q] < 0) cls[q] = k++;
+    }
+    for (;;) {
+        for (int64_t i = 0; i < cap; i++) table[i] = -1;
+        int32_t nk = 0;
+        for (int32_t q = 0; q < n; q++) {
+            int32_t *sq = sig + (size_t)q * W;
+            sq[0] = cls[q];
+            for (int b = 0; b < 256; b++) {
+                int32_t t = d->next[(size_t)q * 256 + (size_t)b];
+                sq[1 + b] = t < 0 ? -1 : cls[t];
+            }
+            uint64_t h = hash_ints(sq, (int32_t)W);
+            int64_t i = (int64_t)(h & (uint64_t)(cap - 1));
+            ncls[q] = -1;
+            for (; table[i] >= 0; i = (i + 1) & (cap - 1))
+                if (memcmp(sig + (size_t)table[i] * W, sq, W * sizeof *sq) == 0) {
+                    ncls[q] = ncls[table[i]];
+                    break;
+                }
+            if (ncls[q] < 0) {
+                ncls[q] = nk++;
+                table[i] = q;
+            }
+        }
+        memcpy(cls, ncls, (size_t)n * sizeof *cls);
+        if (nk == k) break;
+        k = nk;
+    }
+    if (k == n) goto done; /* already minimal */
+    for (int32_t c = 0; c < k; c++)
+        if (dfa_add_state(&m) < 0) goto oom;
+    for (int32_t q = 0; q < n; q++) {
+        int32_t c = cls[q];
+        for (int b = 0; b < 256; b++) {
+            int32_t t = d->next[(size_t)q * 256 + (size_t)b];
+            m.next[(size_t)c * 256 + (size_t)b] = t < 0 ? -1 : cls[t];
+        }
+        m.accept[c] = d->accept[q];
+        m.region[c] = d->region[q];
+        m.transient[c] = d->transient[q];
+    }
+    m.regions = d->regions;
+    m.n_regions = d->n_regions;
+    d->regions = NULL;
+    dfa_free(d);
+    *d = m;
+    goto done;
+oom:
+    st = dspy_fail(DSPY_ERR_NOMEM, "structured: out of memory minimising the automaton");
+    dfa_free(&m);
+done:
+    free(cls);
+    free(ncls);
+    free(sig);
+    free(table);
     return st;
 }

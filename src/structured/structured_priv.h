@@ -90,6 +90,9 @@ typedef struct dfa {
  * large), DSPY_ERR_NOMEM. */
 dspy_status dfa_build(const nfa *a, int32_t start, int32_t max_states, dfa *out);
 void dfa_free(dfa *d);
+/* Merges equivalent states (same acceptance, region and transience, same futures); state 0
+ * stays the start. DSPY_ERR_NOMEM (d unchanged). */
+dspy_status dfa_minimize(dfa *d);
 /* Appends a state (no transitions, not accepting, no region); -1 on OOM. */
 int32_t dfa_add_state(dfa *d);
 
