@@ -18,12 +18,14 @@
 #include "structured/structured_priv.h"
 
 #define MAX_REF_DEPTH 16
+#define MAX_NESTING 32 /* schemas nested deeper are refused (the automaton would explode anyway) */
 
 typedef struct jctx {
     nfa *a;
     const dspy_structured_params *p;
     const dspy_json *root;
     int ref_depth;
+    int nesting;
     dspy_status st;
 } jctx;
 
@@ -265,9 +267,19 @@ static frag one_type(jctx *c, const char *t, const dspy_json *s, const char *pat
     return fail_at(c, path, "unsupported \"type\": ", t);
 }
 
+static frag value_schema_in(jctx *c, const dspy_json *s, const char *path);
+
 static frag value_schema(jctx *c, const dspy_json *s, const char *path) {
+    if (c->st) return frag_empty(c->a);
+    if (c->nesting >= MAX_NESTING) return fail_at(c, path, "the schema is nested too deeply (over 32 levels)", NULL);
+    c->nesting++;
+    frag f = value_schema_in(c, s, path);
+    c->nesting--;
+    return f;
+}
+
+static frag value_schema_in(jctx *c, const dspy_json *s, const char *path) {
     nfa *a = c->a;
-    if (c->st) return frag_empty(a);
     if (dspy_json_typeof(s) == DSPY_JSON_BOOL) {
         if (dspy_json_truthy(s)) return any_value(c, c->p->max_depth);
         return fail_at(c, path, "the schema false allows no value", NULL);
@@ -360,7 +372,7 @@ dspy_status dspy_structured_json_schema(const dspy_structured_vocab *v, const ds
         return dspy_fail(DSPY_ERR_ARG, "json_schema: the schema must be a JSON object");
     nfa a;
     nfa_init(&a);
-    jctx c = {&a, &prm, schema, 0, DSPY_OK};
+    jctx c = {&a, &prm, schema, 0, 0, DSPY_OK};
     frag f = value_schema(&c, schema, "");
     st = c.st ? c.st : structured_finish(v, &a, f, out);
     nfa_free(&a);
@@ -375,7 +387,7 @@ dspy_status dspy_structured_json_object(const dspy_structured_vocab *v, const ds
     if (st) return st;
     nfa a;
     nfa_init(&a);
-    jctx c = {&a, &prm, NULL, 0, DSPY_OK};
+    jctx c = {&a, &prm, NULL, 0, 0, DSPY_OK};
     frag f = open_object(&c, NULL, prm.max_depth, "");
     st = c.st ? c.st : structured_finish(v, &a, f, out);
     nfa_free(&a);
