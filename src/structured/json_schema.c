@@ -20,6 +20,11 @@
 #define MAX_REF_DEPTH 16
 #define MAX_NESTING 32 /* schemas nested deeper are refused (the automaton would explode anyway) */
 
+dspy_structured_params dspy_structured_params_default(void) {
+    dspy_structured_params p = {.max_string_tokens = 0, .max_whitespace = 8, .max_depth = 2};
+    return p;
+}
+
 typedef struct jctx {
     nfa *a;
     const dspy_structured_params *p;

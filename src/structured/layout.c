@@ -15,11 +15,6 @@
 
 #define MAX_DFA_STATES 200000
 
-dspy_structured_params dspy_structured_params_default(void) {
-    dspy_structured_params p = {.max_string_tokens = 0, .max_whitespace = 8, .max_depth = 2};
-    return p;
-}
-
 /* One of the values (duplicates are harmless: the DFA merges them). */
 static frag alt_of(nfa *a, const char *const *values, size_t n) {
     frag f = frag_bytes(a, values[0], strlen(values[0]));
