@@ -206,7 +206,7 @@ dspy_status sched_job_new(const int32_t *prompt, size_t n_prompt, const sched_jo
     *out = j;
     return DSPY_OK;
 oom:
-    job_free(j); /* releases the hold: the caller's reference went to the job */
+    job_free(j); /* the hold is not set yet: on failure the caller keeps it */
     return dspy_fail(DSPY_ERR_NOMEM, "scheduler: out of memory");
 }
 

@@ -85,7 +85,8 @@ typedef struct sched_job_params {
     void (*hold_release)(void *hold);
 } sched_job_params;
 
-/* A job over `prompt` (copied). The caller holds one reference. */
+/* A job over `prompt` (copied). The caller holds one reference. On success the job owns
+ * p->hold (released with the job); on failure the caller still does. */
 dspy_status sched_job_new(const int32_t *prompt, size_t n_prompt, const sched_job_params *p, sched_job **out);
 
 /* Queues the job (the scheduler takes its own reference). DSPY_ERR_STATE when the queue is
