@@ -80,6 +80,14 @@ dspy_status dspy_json_adapter_response_format(const dspy_signature *sig, dspy_js
 /* True when some output field is a dict[...] (JSONAdapter then asks for {"type":"json_object"}). */
 bool dspy_json_adapter_has_open_mapping(const dspy_signature *sig);
 
+/* The "dspy_layout" request extension of dspy.c's own server (server/openai.h) for a ChatAdapter
+ * answer to `sig`: [{"name": f}, {"name": g, "enum": [str(v) for v in Literal values]}, ...],
+ * one entry per output field, so that a local model can only answer in the layout the
+ * ChatAdapter parses with a value of each Literal. *out is NULL (and DSPY_OK) when the layout
+ * cannot express the outputs: no Literal output, or an output that is neither str nor a
+ * Literal (its formatted value could need text the layout's free text forbids). */
+dspy_status dspy_chat_adapter_layout(const dspy_signature *sig, dspy_json **out);
+
 /* ---- calling an LM with fallback (spec §5.1, §5.4, CC-19) ----------------------------------- */
 
 /* One LM call. `messages` is the array above; `lm_kwargs` a JSON object of request options
@@ -112,6 +120,10 @@ typedef struct dspy_adapter_call_params {
     bool supports_response_schema;  /* LM accepts json_schema structured outputs (default
                                        false: litellm does not know local models) */
     const dspy_adapter_hooks *hooks; /* borrowed; NULL = none (default) */
+    const dspy_json *chat_kwargs;   /* extra LM kwargs merged into ChatAdapter attempts only (the
+                                       JSONAdapter fallback does not get them); borrowed; NULL =
+                                       none (default). Predict puts dspy_layout here for local
+                                       models (dspy_settings_set_local_structured) */
 } dspy_adapter_call_params;
 
 dspy_adapter_call_params dspy_adapter_call_params_default(void);

@@ -6,6 +6,9 @@
  *   POST /v1/chat/completions               messages rendered with the model's chat template
  *   POST /v1/completions                    a text prompt or token ids
  *   GET  /health                            200 {"status":"ok"} once serving
+ *   GET  /metrics                           Prometheus text: requests, tokens, time to first
+ *                                           token and per-token histograms, queue, batch,
+ *                                           KV cache use, prefix-cache hit rate
  * with streaming (server-sent events, final "data: [DONE]"), n > 1, stop strings, seed,
  * max_tokens / max_completion_tokens, temperature, top_p, top_k, usage, an optional API key,
  * and OpenAI-shaped error bodies with matching statuses (bad JSON 400, unknown model 404,
@@ -16,8 +19,15 @@
  * request that waits while long ones hold the KV cache preempts the one that has run longest
  * (it resumes later from where it stopped; see server/scheduler.h).
  * The model id is the served name: --served-model-name, else the model directory as given.
- * Requests may also name it "local:<dir>" (what DSPy's LocalProvider sends), the directory's
- * absolute path (with or without "local:") or its basename.
+ * Requests may also name it "local:<dir>" (what DSPy's LocalProvider sends) or
+ * "openai/local:<dir>", the directory's absolute path (with or without those prefixes) or its
+ * basename.
+ * Structured outputs: response_format json_schema / json_object and the dspy_layout extension
+ * (DSPy's ChatAdapter field layout with Literal fields) are enforced by token automata
+ * (dspy/structured.h; compiled once per distinct specification); a specification outside the
+ * supported subset gets 400 (see server/openai.h for the request fields).
+ * One log line per request (INFO): status, tokens, duration, queue wait, time to first token,
+ * time per token, output format.
  * What it does not: TLS, tools/function calling, logprobs, embeddings, several models.
  *
  * Thread safety: dspy_server_stop is async-signal-safe; call it from a SIGTERM handler. The
@@ -77,6 +87,9 @@ typedef struct dspy_server_params {
     int32_t n_threads;             /* compute threads; 0 = the OpenMP default */
     const char *device;            /* "auto", "cpu", "cuda", "cuda:N" (dspy_device_parse); NULL = cpu */
     bool strict;                   /* refuse a checkpoint with NaN/Inf weights (else a warning) */
+    int32_t structured_max_tokens; /* structured outputs: tokens a free-text layout field or a JSON
+                                      string may take unless the request says (default 256; 0 =
+                                      unbounded, then only max_tokens ends a rambling model) */
 } dspy_server_params;
 
 dspy_server_params dspy_server_params_default(void);

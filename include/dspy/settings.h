@@ -68,6 +68,13 @@ dspy_status dspy_settings_set_num_threads(int32_t n);
 dspy_status dspy_settings_set_max_errors(int32_t n);
 /* settings.disable_history: true stops LM history recording (dspy_history_set_enabled). */
 void dspy_settings_set_disable_history(bool disable);
+/* dspy.c's own extension (not in DSPy): when the LM is a local model served by dspy.c
+ * ("openai/local:<dir>"), ask its server for always-valid answers: ChatAdapter calls whose
+ * outputs are str and Literal fields carry the "dspy_layout" request field
+ * (dspy_chat_adapter_layout), and the JSONAdapter sends its json_schema response_format (as it
+ * does for OpenAI models) instead of json_object. Default true; process-wide (no context
+ * override). Requests to remote APIs are never changed. */
+void dspy_settings_set_local_structured(bool on);
 /* Back to the defaults above, with a fresh empty global trace (tests use it). */
 void dspy_settings_reset(void);
 
@@ -81,6 +88,7 @@ int64_t dspy_settings_max_trace_size(void);
 int32_t dspy_settings_num_threads(void);
 int32_t dspy_settings_max_errors(void);
 bool dspy_settings_disable_history(void);
+bool dspy_settings_local_structured(void);
 /* A malloc'd copy of the callback table in effect (*n entries; *out NULL when none). */
 dspy_status dspy_settings_callbacks(dspy_callbacks **out, size_t *n);
 

@@ -379,9 +379,21 @@ dspy_status dspy_adapter_call(const dspy_adapter_call_params *params, const dspy
         return dspy_fail(DSPY_ERR_ARG, "lm_kwargs must be a JSON object");
     if (prm.adapter == DSPY_ADAPTER_JSON)
         return json_call(&prm, sig, demos, inputs, lm_kwargs, lm, user, completions, info);
+    if (prm.chat_kwargs && dspy_json_typeof(prm.chat_kwargs) != DSPY_JSON_OBJECT)
+        return dspy_fail(DSPY_ERR_ARG, "chat_kwargs must be a JSON object");
     bool lm_failed;
-    dspy_status st = attempt(DSPY_ADAPTER_CHAT, &prm, sig, demos, inputs, lm_kwargs, lm, user,
-                             completions, info, &lm_failed);
+    dspy_json *chat_kwargs = NULL;
+    if (prm.chat_kwargs && dspy_json_size(prm.chat_kwargs) > 0) {
+        if (!(chat_kwargs = lm_kwargs ? dspy_json_copy(lm_kwargs) : dspy_json_object())) return nomem();
+        for (void *it = dspy_json_iter(prm.chat_kwargs); it; it = dspy_json_next(prm.chat_kwargs, it))
+            if (dspy_json_set(chat_kwargs, dspy_json_iter_key(it), dspy_json_incref(dspy_json_iter_value(it)))) {
+                dspy_json_decref(chat_kwargs);
+                return nomem();
+            }
+    }
+    dspy_status st = attempt(DSPY_ADAPTER_CHAT, &prm, sig, demos, inputs, chat_kwargs ? chat_kwargs : lm_kwargs, lm,
+                             user, completions, info, &lm_failed);
+    dspy_json_decref(chat_kwargs);
     if (!st || lm_failed || st == DSPY_ERR_NOMEM || !prm.use_json_adapter_fallback) return st;
     /* V26 fell back only on errors raised while parsing; V33 on any non-LM error. */
     if (prm.profile == DSPY_PROFILE_V26 && st != DSPY_ERR_PARSE) return st;

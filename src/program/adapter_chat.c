@@ -259,6 +259,50 @@ dspy_status adp_chat_req(const dspy_signature *sig, dspy_profile p, dspy_str *ou
     return str_status(out);
 }
 
+/* ---- the dspy_layout request extension --------------------------------------------------------------- */
+
+dspy_status dspy_chat_adapter_layout(const dspy_signature *sig, dspy_json **out) {
+    *out = NULL;
+    size_t ni = dspy_signature_n_inputs(sig), nf = dspy_signature_n_fields(sig);
+    bool any_literal = false;
+    for (size_t i = ni; i < nf; i++) {
+        dspy_type_kind k = dspy_type_kind_of(dspy_signature_field_type(sig, i));
+        if (k == DSPY_TYPE_LITERAL) any_literal = true;
+        else if (k != DSPY_TYPE_STR) return DSPY_OK;
+    }
+    if (!any_literal) return DSPY_OK;
+    dspy_json *arr = dspy_json_array();
+    if (!arr) return nomem();
+    for (size_t i = ni; i < nf; i++) {
+        const dspy_type *t = dspy_signature_field_type(sig, i);
+        dspy_json *f = dspy_json_object();
+        if (!f || dspy_json_append(arr, f) || dspy_json_set_str(f, "name", dspy_signature_field_name(sig, i))) goto oom;
+        if (dspy_type_kind_of(t) != DSPY_TYPE_LITERAL) continue;
+        const dspy_json *vals = dspy_type_literal_values(t);
+        dspy_json *en = dspy_json_array();
+        if (!en || dspy_json_set(f, "enum", en)) goto oom;
+        for (size_t k = 0; k < dspy_json_size(vals); k++) {
+            /* the value as format_field_value writes it: str() of the Literal value */
+            dspy_str s = DSPY_STR_INIT;
+            dspy_json_pystr(dspy_json_at(vals, k), &s);
+            bool ok = dspy_str_ok(&s);
+            bool empty = ok && s.len == 0;
+            if (ok && !empty && dspy_json_append(en, dspy_json_stringn(s.ptr, s.len))) ok = false;
+            dspy_str_free(&s);
+            if (!ok) goto oom;
+            if (empty) { /* an empty value cannot be told apart from a missing one */
+                dspy_json_decref(arr);
+                return DSPY_OK;
+            }
+        }
+    }
+    *out = arr;
+    return DSPY_OK;
+oom:
+    dspy_json_decref(arr);
+    return nomem();
+}
+
 /* ---- user / assistant messages ------------------------------------------------------------------- */
 
 static const dspy_json *value_of(const dspy_json *values, const char *name) {

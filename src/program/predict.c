@@ -178,14 +178,18 @@ done:
     free(expected);
 }
 
+static bool lm_is_local(dspy_lm *lm) { return strncmp(dspy_lm_model(lm), "openai/local:", 13) == 0; }
+
 /* What litellm reports for the model (spec §5.4): OpenAI models take response_format with
- * JSON schemas; local models served by dspy.c take response_format {"type": "json_object"};
+ * JSON schemas; local models served by dspy.c take response_format {"type": "json_object"}
+ * (and json_schema too when local structured outputs are on: our server enforces them);
  * scripted and custom LMs take none (DummyLM's "dummy" is unknown to litellm). */
 static void lm_capabilities(dspy_lm *lm, bool *response_format, bool *schema) {
     const char *m = dspy_lm_model(lm);
     *response_format = *schema = false;
-    if (strncmp(m, "openai/local:", 13) == 0) {
+    if (lm_is_local(lm)) {
         *response_format = true;
+        *schema = dspy_settings_local_structured();
     } else if (strncmp(m, "openai/", 7) == 0) {
         *response_format = true;
         *schema = true;
@@ -238,7 +242,7 @@ static dspy_status predict_forward(dspy_module *self, const dspy_json *inputs, c
         return dspy_fail(DSPY_ERR_ARG, "Predict: demos must be a JSON array of objects");
     settings_view v;
     settings_view_get(&v);
-    dspy_json *config = NULL, *completions = NULL;
+    dspy_json *config = NULL, *completions = NULL, *chat_kwargs = NULL;
     dspy_prediction *pred = NULL;
     dspy_lm_callbacks *extra = NULL;
     dspy_status st = DSPY_OK;
@@ -264,6 +268,19 @@ static dspy_status predict_forward(dspy_module *self, const dspy_json *inputs, c
     prm.use_json_adapter_fallback = v.use_json_fallback;
     prm.profile = ps->profile;
     lm_capabilities(lm, &prm.supports_response_format, &prm.supports_response_schema);
+    if (lm_is_local(lm) && dspy_settings_local_structured()) {
+        /* the ChatAdapter's layout, enforced by dspy.c's server (never sent to remote APIs) */
+        dspy_json *layout = NULL;
+        if ((st = dspy_chat_adapter_layout(ps->sig, &layout))) goto done;
+        if (layout) {
+            if (!(chat_kwargs = dspy_json_object()) || dspy_json_set(chat_kwargs, "dspy_layout", layout)) {
+                if (!chat_kwargs) dspy_json_decref(layout);
+                st = nomem();
+                goto done;
+            }
+            prm.chat_kwargs = chat_kwargs;
+        }
+    }
     dspy_adapter_hooks hooks = cb_adapter_hooks_template;
     lm_ctx lc = {lm, NULL, 0};
     if (v.callbacks) {
@@ -296,6 +313,7 @@ done:
     dspy_prediction_free(pred);
     dspy_json_decref(completions);
     dspy_json_decref(config);
+    dspy_json_decref(chat_kwargs);
     free(extra);
     settings_view_clear(&v);
     return st;

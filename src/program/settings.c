@@ -52,6 +52,7 @@ static _Thread_local ctx_node *tl_top;
 static dspy_context g_settings = {.lock = PTHREAD_MUTEX_INITIALIZER};
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static bool g_disable_history;
+static atomic_bool g_local_structured = true;
 
 /* DEFAULT_CONFIG on `c` (whose previous references the caller has released). */
 static void set_defaults(dspy_context *c) {
@@ -178,6 +179,7 @@ void dspy_settings_reset(void) {
     cb_list *cbs = g->callbacks;
     set_defaults(g);
     g_disable_history = false;
+    atomic_store(&g_local_structured, true);
     dspy_history_set_enabled(true);
     pthread_mutex_unlock(&g->lock);
     dspy_lm_free(lm);
@@ -278,6 +280,9 @@ dspy_trace *dspy_settings_trace(void) {
     settings_view_clear(&v);
     return t;
 }
+
+void dspy_settings_set_local_structured(bool on) { atomic_store(&g_local_structured, on); }
+bool dspy_settings_local_structured(void) { return atomic_load(&g_local_structured); }
 
 bool dspy_settings_disable_history(void) {
     dspy_context *g = global();

@@ -111,6 +111,7 @@ oai_route oai_route_match(dspy_strv method, dspy_strv path, char **model_id, con
         {"/v1/models", "GET", OAI_ROUTE_MODELS},
         {"/v1/chat/completions", "POST", OAI_ROUTE_CHAT},
         {"/v1/completions", "POST", OAI_ROUTE_COMPLETIONS},
+        {"/metrics", "GET", OAI_ROUTE_METRICS},
     };
     if (model_id) *model_id = NULL;
     if (allow) *allow = NULL;
@@ -409,6 +410,89 @@ static dspy_status parse_stop(const dspy_json *body, oai_request *r, oai_error *
     return DSPY_OK;
 }
 
+/* response_format: text, json_object or json_schema (with its schema kept as compact JSON). */
+static dspy_status parse_response_format(const dspy_json *body, oai_request *r, oai_error *err) {
+    dspy_json *rf = member(body, "response_format");
+    if (!rf) return DSPY_OK;
+    if (dspy_json_typeof(rf) != DSPY_JSON_OBJECT) return bad_type(err, "response_format", "an object", rf);
+    dspy_json *t = dspy_json_get(rf, "type");
+    if (!t) return bad_value(err, "response_format.type", "missing_required_parameter",
+                             "Missing required parameter: 'response_format.type'.");
+    if (!dspy_json_is_string(t)) return bad_type(err, "response_format.type", "a string", t);
+    const char *ts = dspy_json_str(t);
+    if (strcmp(ts, "text") == 0) return DSPY_OK;
+    if (strcmp(ts, "json_object") == 0) {
+        r->format = OAI_FORMAT_JSON_OBJECT;
+        return DSPY_OK;
+    }
+    if (strcmp(ts, "json_schema") != 0)
+        return bad_value(err, "response_format.type", "invalid_value",
+                         "Invalid value: '%s'. Supported values are: 'text', 'json_object' and 'json_schema'.", ts);
+    dspy_json *js = dspy_json_get(rf, "json_schema");
+    if (!js) return bad_value(err, "response_format.json_schema", "missing_required_parameter",
+                              "Missing required parameter: 'response_format.json_schema'.");
+    if (dspy_json_typeof(js) != DSPY_JSON_OBJECT) return bad_type(err, "response_format.json_schema", "an object", js);
+    dspy_json *schema = dspy_json_get(js, "schema");
+    if (!schema) return bad_value(err, "response_format.json_schema.schema", "missing_required_parameter",
+                                  "Missing required parameter: 'response_format.json_schema.schema'.");
+    if (dspy_json_typeof(schema) != DSPY_JSON_OBJECT)
+        return bad_type(err, "response_format.json_schema.schema", "an object", schema);
+    r->format = OAI_FORMAT_JSON_SCHEMA;
+    r->schema_text = dspy_json_dumps(schema, DSPY_JSON_COMPACT | DSPY_JSON_UTF8);
+    return r->schema_text ? DSPY_OK : nomem(err);
+}
+
+/* The dspy_layout extension (see openai.h). */
+static dspy_status parse_layout(const dspy_json *body, oai_request *r, oai_error *err) {
+    dspy_json *l = member(body, "dspy_layout");
+    if (!l) return DSPY_OK;
+    if (dspy_json_typeof(l) != DSPY_JSON_ARRAY) return bad_type(err, "dspy_layout", "an array", l);
+    size_t n = dspy_json_size(l);
+    if (n == 0) return bad_value(err, "dspy_layout", "empty_array", "Invalid 'dspy_layout': empty array; list the output fields.");
+    if (r->format != OAI_FORMAT_TEXT)
+        return bad_value(err, "dspy_layout", "invalid_value",
+                         "Invalid 'dspy_layout': it cannot be combined with a response_format other than text.");
+    r->layout = calloc(n, sizeof *r->layout);
+    if (!r->layout) return nomem(err);
+    for (size_t i = 0; i < n; i++) {
+        char param[64];
+        const dspy_json *f = dspy_json_at(l, i);
+        snprintf(param, sizeof param, "dspy_layout.[%zu]", i);
+        if (dspy_json_typeof(f) != DSPY_JSON_OBJECT) return bad_type(err, param, "an object", f);
+        oai_layout_field *o = &r->layout[i];
+        o->max_tokens = -1;
+        r->n_layout = i + 1;
+        const dspy_json *name = dspy_json_get(f, "name");
+        snprintf(param, sizeof param, "dspy_layout.[%zu].name", i);
+        if (!name) return bad_value(err, param, "missing_required_parameter", "Missing required parameter: '%s'.", param);
+        if (!dspy_json_is_string(name)) return bad_type(err, param, "a string", name);
+        if (!(o->name = dup_json_str(name))) return nomem(err);
+        int64_t mt;
+        bool present;
+        snprintf(param, sizeof param, "dspy_layout.[%zu].max_tokens", i);
+        if (get_int(f, "max_tokens", 0, INT32_MAX, &mt, &present, err)) {
+            oai_error_set(err, 400, NULL, param, "invalid_value", "Invalid '%s': expected an integer >= 0.", param);
+            return DSPY_ERR_ARG;
+        }
+        if (present) o->max_tokens = (int32_t)mt;
+        const dspy_json *en = member(f, "enum");
+        if (!en) continue;
+        snprintf(param, sizeof param, "dspy_layout.[%zu].enum", i);
+        if (dspy_json_typeof(en) != DSPY_JSON_ARRAY || dspy_json_size(en) == 0)
+            return bad_value(err, param, "invalid_value", "Invalid '%s': expected a non-empty array of strings.", param);
+        o->values = calloc(dspy_json_size(en), sizeof *o->values);
+        if (!o->values) return nomem(err);
+        for (size_t k = 0; k < dspy_json_size(en); k++) {
+            const dspy_json *v = dspy_json_at(en, k);
+            if (!dspy_json_is_string(v)) return bad_type(err, param, "an array of strings", v);
+            if (!(o->values[k] = dup_json_str(v))) return nomem(err);
+            o->n_values = k + 1;
+        }
+    }
+    r->format = OAI_FORMAT_LAYOUT;
+    return DSPY_OK;
+}
+
 /* Fields this server cannot honour: refused unless neutral. */
 static dspy_status check_unsupported(const dspy_json *body, oai_kind kind, oai_error *err) {
     static const char *const k_zero[] = {"presence_penalty", "frequency_penalty"};
@@ -448,6 +532,7 @@ dspy_status oai_request_parse(oai_kind kind, const char *body, size_t len, int32
     out->temperature = 1.0;
     out->top_p = 1.0;
     out->n = 1;
+    out->max_string_tokens = -1;
     dspy_json *root = NULL;
     dspy_status st = dspy_json_parse(body, len, "body", &root);
     if (st != DSPY_OK) {
@@ -507,6 +592,10 @@ dspy_status oai_request_parse(oai_kind kind, const char *body, size_t len, int32
     }
     if ((st = parse_stop(root, out, err))) goto fail;
     if ((st = check_unsupported(root, kind, err))) goto fail;
+    if ((st = parse_response_format(root, out, err))) goto fail;
+    if ((st = parse_layout(root, out, err))) goto fail;
+    if ((st = get_int(root, "dspy_max_string_tokens", 0, 1 << 20, &iv, &present, err))) goto fail;
+    if (present) out->max_string_tokens = (int32_t)iv;
     dspy_json_decref(root);
     return DSPY_OK;
 fail:
@@ -527,6 +616,13 @@ void oai_request_free(oai_request *r) {
     free(r->prompt_ids);
     for (size_t i = 0; i < r->n_stop; i++) free(r->stop[i]);
     free(r->stop);
+    free(r->schema_text);
+    for (size_t i = 0; i < r->n_layout; i++) {
+        free(r->layout[i].name);
+        for (size_t k = 0; k < r->layout[i].n_values; k++) free(r->layout[i].values[k]);
+        free(r->layout[i].values);
+    }
+    free(r->layout);
     oai_kind k = r->kind;
     memset(r, 0, sizeof *r);
     r->kind = k;

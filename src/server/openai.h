@@ -8,7 +8,21 @@
  * {"error":{"message","type","param","code"}}. Pure functions: no sockets, no model.
  * What it does not: tokenization, scheduling, tools/function calling, logprobs, penalties,
  * logit_bias, echo, suffix (non-default values of those are refused with 400, never ignored
- * silently); response_format is accepted and not enforced (plain text is generated).
+ * silently).
+ * Structured outputs: "response_format" {"type": "text"}, {"type": "json_object"} or
+ * {"type": "json_schema", "json_schema": {"name": ..., "schema": {...}, "strict": ...}} is
+ * parsed here and enforced by the server (dspy/structured.h: the schema subset it supports,
+ * anything else is a 400). Two extensions of this server:
+ *   "dspy_layout": [{"name": "reasoning", "max_tokens": 256},
+ *                   {"name": "label", "enum": ["card_arrival", "age_limit", ...]}]
+ *       the answer is DSPy's ChatAdapter layout: "[[ ## reasoning ## ]]\n" free text,
+ *       "\n\n[[ ## label ## ]]\n" exactly one of the enum strings, ..., then
+ *       "\n\n[[ ## completed ## ]]". A field without "enum" is free text (no '[' and no blank
+ *       line inside) of at most "max_tokens" tokens (default: the server's, 256); "enum" is a
+ *       non-empty array of non-empty strings written as the adapter writes them. Not together
+ *       with a response_format other than text.
+ *   "dspy_max_string_tokens": N  (json_schema) each JSON string value takes at most N tokens
+ *       (0 = unbounded; default: the server's, 256), so the document always closes.
  * Follows the OpenAI API reference (Chat Completions, Completions, Models, error objects) and
  * the shapes openai-python/openai-node parse.
  */
@@ -52,7 +66,8 @@ typedef enum oai_route {
     OAI_ROUTE_MODELS,       /* GET /v1/models */
     OAI_ROUTE_MODEL,        /* GET /v1/models/{id} */
     OAI_ROUTE_CHAT,         /* POST /v1/chat/completions */
-    OAI_ROUTE_COMPLETIONS   /* POST /v1/completions */
+    OAI_ROUTE_COMPLETIONS,  /* POST /v1/completions */
+    OAI_ROUTE_METRICS       /* GET /metrics (Prometheus text) */
 } oai_route;
 
 /* Maps method + path to a route. Unknown path: OAI_ROUTE_NONE with a 404 error ("Invalid URL
@@ -79,6 +94,22 @@ typedef struct oai_message {
     char *content;
 } oai_message;
 
+/* What the answer must look like. */
+typedef enum oai_format {
+    OAI_FORMAT_TEXT = 0,
+    OAI_FORMAT_JSON_OBJECT,
+    OAI_FORMAT_JSON_SCHEMA,
+    OAI_FORMAT_LAYOUT
+} oai_format;
+
+/* One field of a dspy_layout. */
+typedef struct oai_layout_field {
+    char *name;
+    char **values;      /* NULL for free text */
+    size_t n_values;
+    int32_t max_tokens; /* -1 when absent */
+} oai_layout_field;
+
 typedef struct oai_request {
     oai_kind kind;
     char *model;                /* NULL when the body has none */
@@ -101,6 +132,12 @@ typedef struct oai_request {
     uint64_t seed;
     bool stream;
     bool include_usage;         /* stream_options.include_usage */
+    /* structured outputs */
+    oai_format format;
+    char *schema_text;          /* JSON_SCHEMA: the schema, compact JSON (a cache key too) */
+    oai_layout_field *layout;   /* LAYOUT: the fields */
+    size_t n_layout;
+    int32_t max_string_tokens;  /* dspy_max_string_tokens; -1 when absent */
 } oai_request;
 
 /* Parses and validates a body. On failure returns DSPY_ERR_ARG (or DSPY_ERR_NOMEM) with `err`

@@ -66,6 +66,10 @@ struct sched_job {
     int32_t n_active;   /* engine thread only: choices in the engine now */
     bool preemptible;
     uint64_t arrival;   /* submission order */
+    void *hold;
+    void (*hold_release)(void *hold);
+    /* monotonic ns; 0 = not yet. t_submit under s->mu, the rest under mu */
+    int64_t t_submit, t_admit, t_first, t_done;
     int32_t n_ended;    /* engine thread only */
     /* under mu */
     bool news;
@@ -93,7 +97,14 @@ struct sched {
     sched_job *running;   /* list of jobs taken from the queue */
     uint64_t arrivals;    /* under mu */
     atomic_llong n_preempted; /* written by the engine thread; read by sched_preemptions */
+    sched_stats stats;    /* under mu: the snapshot after the last step */
 };
+
+static int64_t mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 static void cond_init_mono(pthread_cond_t *cv) {
     pthread_condattr_t ca;
@@ -149,6 +160,7 @@ static void job_free(sched_job *j) {
     free(j->prompt);
     free(j->stop_ids);
     free(j->err_message);
+    if (j->hold_release) j->hold_release(j->hold);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
     free(j);
@@ -189,10 +201,12 @@ dspy_status sched_job_new(const int32_t *prompt, size_t n_prompt, const sched_jo
         memcpy(j->stop_ids, p->sampling.stop_ids, (size_t)p->sampling.n_stop_ids * sizeof *j->stop_ids);
     }
     j->sampling.stop_ids = j->stop_ids;
+    j->hold = p->hold;
+    j->hold_release = p->hold_release;
     *out = j;
     return DSPY_OK;
 oom:
-    job_free(j);
+    job_free(j); /* the hold is not set yet: on failure the caller keeps it */
     return dspy_fail(DSPY_ERR_NOMEM, "scheduler: out of memory");
 }
 
@@ -234,6 +248,7 @@ int sched_job_poll(sched_job *j, int timeout_ms, sched_choice_out *out, int *err
 static void job_publish(sched_job *j, sched_choice *c, const char *text, size_t len, const char *finish,
                         int32_t n_tokens) {
     pthread_mutex_lock(&j->mu);
+    if (n_tokens > 0 && !j->t_first) j->t_first = mono_ns();
     if (len) dspy_str_appendn(&c->out, text, len);
     c->n_tokens = n_tokens;
     if (finish) {
@@ -248,6 +263,7 @@ static void job_publish(sched_job *j, sched_choice *c, const char *text, size_t 
 static void job_fail(sched_job *j, int status, const char *message) {
     pthread_mutex_lock(&j->mu);
     if (j->err_status == 0 && !j->complete) {
+        j->t_done = mono_ns();
         j->err_status = status;
         j->err_message = strdup(message ? message : "request failed");
     }
@@ -365,6 +381,7 @@ static void on_event(sched *s, sched_job *j, sched_choice *c, const dspy_step_ev
     } else {
         pthread_mutex_lock(&j->mu);
         c->n_tokens = ev->n_generated;
+        if (!j->t_first) j->t_first = mono_ns();
         pthread_mutex_unlock(&j->mu);
     }
 }
@@ -374,6 +391,7 @@ static void maybe_complete(sched *s, sched_job *j) {
     if (j->n_ended < j->n) return;
     pthread_mutex_lock(&j->mu);
     j->complete = true;
+    j->t_done = mono_ns();
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
     retire(s, j);
@@ -427,6 +445,11 @@ static dspy_status add_choice(sched *s, sched_job *j, sched_choice *c) {
     c->stints++;
     c->started_ms = mono_ms();
     j->n_active++;
+    if (!j->t_admit) {
+        pthread_mutex_lock(&j->mu);
+        j->t_admit = mono_ns();
+        pthread_mutex_unlock(&j->mu);
+    }
     return DSPY_OK;
 }
 
@@ -538,6 +561,25 @@ static sched_choice *find_choice(sched *s, int64_t seq_id, sched_job **job) {
     return NULL;
 }
 
+/* The /metrics snapshot after a step. */
+static void publish_stats(sched *s, const dspy_step_out *out) {
+    dspy_engine_stats es;
+    dspy_engine_stats_get(s->eng, &es);
+    pthread_mutex_lock(&s->mu);
+    sched_stats *t = &s->stats;
+    t->active_seqs = es.active;
+    t->last_batch = out->n_events;
+    t->steps++;
+    t->batch_seqs += out->n_events;
+    t->kv_capacity = es.capacity_tokens;
+    t->kv_free = es.free_tokens;
+    t->cached_tokens = es.cached_tokens;
+    t->prompt_tokens = es.prompt_tokens;
+    t->prefix_hit_tokens = es.prefix_hit_tokens;
+    t->computed_tokens = es.computed_tokens;
+    pthread_mutex_unlock(&s->mu);
+}
+
 static void *engine_main(void *arg) {
     sched *s = arg;
     for (;;) {
@@ -589,6 +631,7 @@ static void *engine_main(void *arg) {
             free(msg);
             continue;
         }
+        publish_stats(s, &out);
         for (int32_t e = 0; e < out.n_events; e++) {
             sched_job *j = NULL;
             sched_choice *c = find_choice(s, out.events[e].seq_id, &j);
@@ -637,6 +680,7 @@ dspy_status sched_submit(sched *s, sched_job *j) {
         return dspy_fail(DSPY_ERR_STATE, "the server is overloaded: %d requests are already waiting; retry later", q);
     }
     atomic_fetch_add(&j->refs, 1);
+    j->t_submit = mono_ns();
     j->next = NULL;
     j->arrival = ++s->arrivals;
     if (s->q_tail) s->q_tail->next = j;
@@ -665,6 +709,24 @@ void sched_counts(sched *s, int32_t *queued, int32_t *running) {
     if (queued) *queued = s->n_queued;
     if (running) *running = s->n_running;
     pthread_mutex_unlock(&s->mu);
+}
+
+void sched_stats_get(sched *s, sched_stats *out) {
+    pthread_mutex_lock(&s->mu);
+    *out = s->stats;
+    out->queued = s->n_queued;
+    out->running = s->n_running;
+    pthread_mutex_unlock(&s->mu);
+    out->preemptions = atomic_load(&s->n_preempted);
+}
+
+void sched_job_times_get(sched_job *j, sched_job_times *out) {
+    pthread_mutex_lock(&j->mu);
+    int64_t t0 = j->t_submit;
+    out->admitted = j->t_admit && t0 ? (double)(j->t_admit - t0) / 1e9 : -1;
+    out->first_token = j->t_first && t0 ? (double)(j->t_first - t0) / 1e9 : -1;
+    out->done = j->t_done && t0 ? (double)(j->t_done - t0) / 1e9 : -1;
+    pthread_mutex_unlock(&j->mu);
 }
 
 void sched_free(sched *s) {

@@ -50,6 +50,20 @@ void sched_free(sched *s);
 
 /* Jobs waiting in the queue and jobs running, for /health and tests. */
 void sched_counts(sched *s, int32_t *queued, int32_t *running);
+
+/* A snapshot for /metrics, taken after the engine thread's last step. */
+typedef struct sched_stats {
+    int32_t queued, running;      /* jobs */
+    int32_t active_seqs;          /* sequences in the engine */
+    int32_t last_batch;           /* sequences advanced by the last step */
+    int64_t steps;                /* engine steps so far */
+    int64_t batch_seqs;           /* sum over steps of the sequences advanced */
+    int32_t kv_capacity, kv_free; /* tokens */
+    int64_t cached_tokens;        /* held in prefix-cache blocks */
+    int64_t prompt_tokens, prefix_hit_tokens, computed_tokens; /* cumulative, engine */
+    long long preemptions;
+} sched_stats;
+void sched_stats_get(sched *s, sched_stats *out);
 /* Sequences preempted so far (for tests and logs). */
 long long sched_preemptions(sched *s);
 
@@ -63,10 +77,16 @@ typedef struct sched_job_params {
     size_t n_stop;
     bool preemptible;       /* its sequences may be preempted (see the top). Set it only when a
                                reseed cannot change what the client asked for: greedy decoding,
-                               or sampling without an explicit seed */
+                               or sampling without an explicit seed; and never with a
+                               constraint (a resumed sequence would restart its automaton) */
+    void *hold;             /* released with hold_release when the job is freed (after its
+                               sequences left the engine): e.g. a reference on the constraint
+                               in sampling.constraint. May be NULL */
+    void (*hold_release)(void *hold);
 } sched_job_params;
 
-/* A job over `prompt` (copied). The caller holds one reference. */
+/* A job over `prompt` (copied). The caller holds one reference. On success the job owns
+ * p->hold (released with the job); on failure the caller still does. */
 dspy_status sched_job_new(const int32_t *prompt, size_t n_prompt, const sched_job_params *p, sched_job **out);
 
 /* Queues the job (the scheduler takes its own reference). DSPY_ERR_STATE when the queue is
@@ -78,6 +98,13 @@ void sched_job_cancel(sched_job *j);
 
 /* Drops the caller's reference. NULL-safe. */
 void sched_job_release(sched_job *j);
+
+/* When the job went through the scheduler, in seconds since its submission (-1: not yet):
+ * admitted (first sequence added to the engine), first token, done (complete or failed). */
+typedef struct sched_job_times {
+    double admitted, first_token, done;
+} sched_job_times;
+void sched_job_times_get(sched_job *j, sched_job_times *out);
 
 /* What a poll hands over for one choice. */
 typedef struct sched_choice_out {

@@ -33,8 +33,10 @@
 #include "dspy/model.h"
 #include "dspy/tokenizer.h"
 #include "server/http.h"
+#include "server/metrics.h"
 #include "server/openai.h"
 #include "server/scheduler.h"
+#include "server/sx_cache.h"
 
 #define POLL_MS 100
 #define ABORT_DRAIN_MS 10000
@@ -53,6 +55,8 @@ struct dspy_server {
     char *tmpl_error; /* why there is no chat template */
     dspy_engine *eng;
     sched *sched;
+    sx_cache *sx;         /* compiled structured-output constraints */
+    srv_metrics *metrics;
     http_server *http;
     int64_t created;
     int32_t limit; /* tokens a sequence may span: min(context, KV capacity) */
@@ -75,6 +79,7 @@ dspy_server_params dspy_server_params_default(void) {
     p.max_header_bytes = l.max_header;
     p.read_timeout_ms = l.read_timeout_ms;
     p.shutdown_grace_ms = 30000;
+    p.structured_max_tokens = 256;
     return p;
 }
 
@@ -420,12 +425,22 @@ static int answer_stream(gen_ctx *g) {
     return status;
 }
 
+static const char *format_name(oai_format f) {
+    switch (f) {
+    case OAI_FORMAT_JSON_OBJECT: return "json_object";
+    case OAI_FORMAT_JSON_SCHEMA: return "json_schema";
+    case OAI_FORMAT_LAYOUT: return "layout";
+    default: return "none";
+    }
+}
+
 static void handle_generate(dspy_server *s, oai_kind kind, const http_request *req, http_conn *c) {
     oai_error err = OAI_ERROR_INIT;
     oai_request r;
     int32_t *ids = NULL;
     size_t n_ids = 0;
     sched_job *job = NULL;
+    sx_entry *sx = NULL;
     gen_ctx g = {0};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -478,6 +493,28 @@ static void handle_generate(dspy_server *s, oai_kind kind, const http_request *r
         status = 400;
         goto done;
     }
+    if (r.format != OAI_FORMAT_TEXT) {
+        bool hit;
+        double compile_s;
+        dspy_status cs = sx_cache_get(s->sx, &r, &sx, &hit, &compile_s);
+        if (cs != DSPY_OK) {
+            const char *param = r.format == OAI_FORMAT_LAYOUT ? "dspy_layout" : "response_format";
+            if (cs == DSPY_ERR_NOMEM) oai_error_set(&err, 500, NULL, NULL, NULL, "The server ran out of memory.");
+            else oai_error_set(&err, 400, NULL, param, "unsupported_schema",
+                               "This server cannot enforce the requested output format: %s", dspy_errmsg());
+            send_error(c, &err, NULL);
+            status = err.status;
+            goto done;
+        }
+        if (!hit) dspy_log(DSPY_LOG_INFO, "serve: compiled a %s constraint in %.3f s (%d states)", format_name(r.format),
+                           compile_s, dspy_constraint_states(sx_entry_constraint(sx)));
+        /* the job holds the reference until its sequences left the engine; a resumed
+         * sequence would restart the automaton, so constrained jobs are never preempted */
+        jp.sampling.constraint = sx_entry_constraint(sx);
+        jp.hold = sx;
+        jp.hold_release = sx_entry_release;
+        jp.preemptible = false;
+    }
     int32_t stop_ids[2];
     int32_t n_stop_ids = 0;
     if (s->eos_id >= 0) stop_ids[n_stop_ids++] = s->eos_id;
@@ -489,6 +526,7 @@ static void handle_generate(dspy_server *s, oai_kind kind, const http_request *r
         status = 500;
         goto done;
     }
+    sx = NULL; /* the job's now */
     dspy_status st = sched_submit(s->sched, job);
     if (st != DSPY_OK) {
         oai_error_set(&err, 503, NULL, NULL, st == DSPY_ERR_STATE ? "overloaded" : NULL, "%s", dspy_errmsg());
@@ -513,13 +551,28 @@ static void handle_generate(dspy_server *s, oai_kind kind, const http_request *r
     status = r.stream ? answer_stream(&g) : answer_whole(&g);
 done:
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    if (dspy_log_enabled(DSPY_LOG_INFO)) {
+    {
         int64_t comp = 0;
         for (int32_t i = 0; g.outs && i < r.n; i++) comp += g.outs[i].completion_tokens;
-        dspy_log(DSPY_LOG_INFO, "%.*s %.*s %d%s (%zu prompt + %lld completion tokens, %.3f s)", (int)req->method.len,
-                 req->method.ptr, (int)req->path.len, req->path.ptr, status, status == 0 ? " client gone" : "", n_ids,
-                 (long long)comp, (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+        sched_job_times jt = {-1, -1, -1};
+        if (job && g.outs) sched_job_times_get(job, &jt);
+        double total = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+        /* per output token after the first, over the choices decoded side by side */
+        int64_t per_choice = r.n > 0 ? comp / r.n : comp;
+        double tpot = jt.first_token >= 0 && jt.done > jt.first_token && per_choice > 1
+                          ? (jt.done - jt.first_token) / (double)(per_choice - 1)
+                          : -1;
+        srv_request_sample smp = {kind == OAI_CHAT ? "chat" : "completions", status, (int64_t)n_ids, comp,
+                                  jt.first_token, tpot, total, format_name(r.format)};
+        srv_metrics_request(s->metrics, &smp);
+        if (dspy_log_enabled(DSPY_LOG_INFO))
+            dspy_log(DSPY_LOG_INFO, "%.*s %.*s %d%s (%zu prompt + %lld completion tokens, %.3f s; queue %.3f s, "
+                     "first token %.3f s, %.1f ms/token, format %s)", (int)req->method.len, req->method.ptr,
+                     (int)req->path.len, req->path.ptr, status, status == 0 ? " client gone" : "", n_ids,
+                     (long long)comp, total, jt.admitted, jt.first_token, tpot >= 0 ? tpot * 1e3 : -1.0,
+                     format_name(r.format));
     }
+    sx_entry_release(sx);
     if (g.outs)
         for (int32_t i = 0; i < r.n; i++) dspy_str_free(&g.outs[i].text);
     free(g.outs);
@@ -575,6 +628,17 @@ static void handle(void *user, const http_request *req, http_conn *c) {
     case OAI_ROUTE_MODELS:
         send_json(c, 200, oai_model_json(s->name, s->created, true));
         break;
+    case OAI_ROUTE_METRICS: {
+        sched_stats st;
+        sched_stats_get(s->sched, &st);
+        dspy_str body = DSPY_STR_INIT;
+        if (srv_metrics_render(s->metrics, &st, &body))
+            http_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", body.ptr, body.len, NULL);
+        else
+            fail_with(c, 500, "The server ran out of memory.");
+        dspy_str_free(&body);
+        break;
+    }
     case OAI_ROUTE_MODEL:
         if (model_known(s, model_id)) {
             send_json(c, 200, oai_model_json(s->name, s->created, false));
@@ -636,9 +700,13 @@ static dspy_status make_names(dspy_server *s) {
         while (n > 1 && trimmed[n - 1] == '/') trimmed[--n] = '\0';
         const char *slash = strrchr(trimmed, '/');
         const char *base = slash && slash[1] ? slash + 1 : trimmed;
-        ok = add_alias(s, "", s->name) && add_alias(s, "local:", s->name) && add_alias(s, "", s->model_dir) &&
-             add_alias(s, "local:", s->model_dir) && add_alias(s, "", trimmed) && add_alias(s, "local:", trimmed) &&
-             add_alias(s, "", abs) && add_alias(s, "local:", abs) && add_alias(s, "", base);
+        /* DSPy sends "local:<dir>" (LocalProvider strips "openai/"); a client that passes the LM
+         * string through sends "openai/local:<dir>" */
+        ok = add_alias(s, "", s->name) && add_alias(s, "local:", s->name) && add_alias(s, "openai/local:", s->name) &&
+             add_alias(s, "", s->model_dir) && add_alias(s, "local:", s->model_dir) &&
+             add_alias(s, "openai/local:", s->model_dir) && add_alias(s, "", trimmed) &&
+             add_alias(s, "local:", trimmed) && add_alias(s, "openai/local:", trimmed) && add_alias(s, "", abs) &&
+             add_alias(s, "local:", abs) && add_alias(s, "openai/local:", abs) && add_alias(s, "", base);
     }
     free(trimmed);
     free(abs);
@@ -663,7 +731,7 @@ dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
     if (p->max_seqs < 1 || p->max_queue < 1 || p->max_connections < 1 || p->port < 0 || p->port > 65535 ||
         p->max_body_bytes == 0 || p->max_header_bytes < 256 || p->read_timeout_ms < 1 || p->shutdown_grace_ms < 0 ||
         p->kv_tokens < 0 || p->default_max_tokens < 0 || p->max_n < 1 || p->max_request_tokens < 0 ||
-        p->max_per_client < 0)
+        p->max_per_client < 0 || p->structured_max_tokens < 0)
         return dspy_fail(DSPY_ERR_ARG, "serve: bad parameters (max_seqs, max_queue and max_connections must be >= 1, "
                                        "port 0..65535, header limit >= 256 bytes, timeouts positive, kv_tokens, default_max_tokens, "
                                        "max_request_tokens and max_per_client >= 0, max_n >= 1)");
@@ -731,6 +799,12 @@ dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
     s->limit = stats.context_length < stats.capacity_tokens ? stats.context_length : stats.capacity_tokens;
     s->budget = p->max_request_tokens > 0 ? p->max_request_tokens : stats.capacity_tokens;
     if ((st = sched_new(s->eng, s->tok, p->max_queue, &s->sched)) != DSPY_OK) goto fail;
+    sx_defaults sxd = {p->structured_max_tokens, p->structured_max_tokens, 16};
+    if ((st = sx_cache_new(s->tok, cfg->vocab_size, &sxd, &s->sx)) != DSPY_OK) goto fail;
+    if (!(s->metrics = srv_metrics_new())) {
+        st = dspy_fail(DSPY_ERR_NOMEM, "serve: out of memory");
+        goto fail;
+    }
 
     http_server_config hc = {0};
     hc.host = s->host;
@@ -773,7 +847,9 @@ void dspy_server_free(dspy_server *s) {
         if (s->sched && !http_server_drain(s->http, 0)) sched_abort(s->sched, 503, "the server is shutting down");
     }
     http_server_free(s->http); /* waits for connection threads, which wait on jobs */
-    sched_free(s->sched);
+    sched_free(s->sched); /* releases the jobs, and with them their constraint references */
+    sx_cache_free(s->sx);
+    srv_metrics_free(s->metrics);
     dspy_engine_free(s->eng);
     dspy_chat_template_free(s->tmpl);
     dspy_tokenizer_free(s->tok);

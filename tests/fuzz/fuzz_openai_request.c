@@ -1,7 +1,7 @@
 /* fuzz_openai_request.c — libFuzzer target: the OpenAI request reader of `dspy serve`
  * (oai_request_parse for /v1/chat/completions and /v1/completions). Every input is accepted
- * with values inside the documented ranges, or refused with a 400 error whose JSON body
- * renders. */
+ * with values inside the documented ranges (and a structured-output format that agrees with its
+ * data), or refused with a 400 error whose JSON body renders. */
 #include <stdint.h>
 
 #include "fuzz.h"
@@ -17,6 +17,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             FUZZ_ASSERT(r.temperature >= 0 && r.temperature <= 2 && r.top_p >= 0 && r.top_p <= 1);
             FUZZ_ASSERT(r.max_tokens == -1 || r.max_tokens >= 1);
             for (size_t i = 0; i < r.n_prompt_ids; i++) FUZZ_ASSERT(r.prompt_ids[i] >= 0 && r.prompt_ids[i] < 1000);
+            /* structured outputs: the format and its data agree */
+            FUZZ_ASSERT((r.format == OAI_FORMAT_JSON_SCHEMA) == (r.schema_text != NULL));
+            FUZZ_ASSERT((r.format == OAI_FORMAT_LAYOUT) == (r.n_layout > 0));
+            for (size_t i = 0; i < r.n_layout; i++) {
+                FUZZ_ASSERT(r.layout[i].name != NULL && r.layout[i].max_tokens >= -1);
+                for (size_t v = 0; v < r.layout[i].n_values; v++) FUZZ_ASSERT(r.layout[i].values[v] != NULL);
+            }
+            FUZZ_ASSERT(r.max_string_tokens >= -1);
         } else {
             FUZZ_ASSERT(e.status == 400 || st == DSPY_ERR_NOMEM);
             char *body = oai_error_json(&e);

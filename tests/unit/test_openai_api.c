@@ -209,6 +209,63 @@ static void test_completions(void) {
     expect_fail(OAI_COMPLETION, "{\"prompt\":\"x\",\"suffix\":\"y\"}", 400, "suffix", "unsupported_parameter");
 }
 
+/* response_format and the dspy_layout / dspy_max_string_tokens extensions */
+static void test_structured_fields(void) {
+    oai_request r;
+    oai_error e = OAI_ERROR_INIT;
+#define MSG "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+    CHECK_OK(parse(OAI_CHAT, MSG "\"response_format\":{\"type\":\"text\"}}", &r, &e));
+    CHECK_INT(r.format, OAI_FORMAT_TEXT);
+    CHECK_INT(r.max_string_tokens, -1);
+    oai_request_free(&r);
+    CHECK_OK(parse(OAI_CHAT, MSG "\"response_format\":{\"type\":\"json_object\"}}", &r, &e));
+    CHECK_INT(r.format, OAI_FORMAT_JSON_OBJECT);
+    oai_request_free(&r);
+    CHECK_OK(parse(OAI_CHAT, MSG "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"N\","
+                   "\"strict\":true,\"schema\":{\"type\": \"object\", \"properties\": {\"a\": {\"type\":\"integer\"}}}}},"
+                   "\"dspy_max_string_tokens\":7}", &r, &e));
+    CHECK_INT(r.format, OAI_FORMAT_JSON_SCHEMA);
+    CHECK_STR(r.schema_text, "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}}}");
+    CHECK_INT(r.max_string_tokens, 7);
+    oai_request_free(&r);
+    CHECK_OK(parse(OAI_CHAT, MSG "\"dspy_layout\":[{\"name\":\"reasoning\",\"max_tokens\":9},"
+                   "{\"name\":\"label\",\"enum\":[\"a\",\"b c\"]}]}", &r, &e));
+    CHECK_INT(r.format, OAI_FORMAT_LAYOUT);
+    CHECK_INT(r.n_layout, 2);
+    if (r.n_layout == 2) {
+        CHECK_STR(r.layout[0].name, "reasoning");
+        CHECK_INT(r.layout[0].max_tokens, 9);
+        CHECK_INT(r.layout[0].n_values, 0);
+        CHECK_STR(r.layout[1].name, "label");
+        CHECK_INT(r.layout[1].max_tokens, -1);
+        CHECK_INT(r.layout[1].n_values, 2);
+        CHECK_STR(r.layout[1].values[1], "b c");
+    }
+    oai_request_free(&r);
+    const char *m;
+    m = expect_fail(OAI_CHAT, MSG "\"response_format\":{\"type\":\"xml\"}}", 400, "response_format.type", "invalid_value");
+    CHECK_STR(m, "Invalid value: 'xml'. Supported values are: 'text', 'json_object' and 'json_schema'.");
+    expect_fail(OAI_CHAT, MSG "\"response_format\":\"json\"}", 400, "response_format", "invalid_type");
+    expect_fail(OAI_CHAT, MSG "\"response_format\":{}}", 400, "response_format.type", "missing_required_parameter");
+    expect_fail(OAI_CHAT, MSG "\"response_format\":{\"type\":\"json_schema\"}}", 400, "response_format.json_schema",
+                "missing_required_parameter");
+    expect_fail(OAI_CHAT, MSG "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"schema\":[1]}}}", 400,
+                "response_format.json_schema.schema", "invalid_type");
+    expect_fail(OAI_CHAT, MSG "\"dspy_layout\":{}}", 400, "dspy_layout", "invalid_type");
+    expect_fail(OAI_CHAT, MSG "\"dspy_layout\":[]}", 400, "dspy_layout", "empty_array");
+    expect_fail(OAI_CHAT, MSG "\"dspy_layout\":[{\"enum\":[\"a\"]}]}", 400, "dspy_layout.[0].name", "missing_required_parameter");
+    expect_fail(OAI_CHAT, MSG "\"dspy_layout\":[{\"name\":\"a\",\"enum\":[]}]}", 400, "dspy_layout.[0].enum", "invalid_value");
+    expect_fail(OAI_CHAT, MSG "\"dspy_layout\":[{\"name\":\"a\",\"enum\":[1]}]}", 400, "dspy_layout.[0].enum", "invalid_type");
+    expect_fail(OAI_CHAT, MSG "\"dspy_layout\":[{\"name\":\"a\",\"max_tokens\":-1}]}", 400, "dspy_layout.[0].max_tokens",
+                "invalid_value");
+    m = expect_fail(OAI_CHAT, MSG "\"response_format\":{\"type\":\"json_object\"},\"dspy_layout\":[{\"name\":\"a\"}]}", 400,
+                    "dspy_layout", "invalid_value");
+    CHECK_CONTAINS(m, "cannot be combined");
+    expect_fail(OAI_CHAT, MSG "\"dspy_max_string_tokens\":-2}", 400, "dspy_max_string_tokens", "integer_below_min_value");
+#undef MSG
+    oai_error_free(&e);
+}
+
 static void test_routes(void) {
     oai_error e = OAI_ERROR_INIT;
     char *id = NULL;
@@ -218,6 +275,9 @@ static void test_routes(void) {
     CHECK_INT(R("GET", "/v1/models"), OAI_ROUTE_MODELS);
     CHECK_INT(R("POST", "/v1/chat/completions"), OAI_ROUTE_CHAT);
     CHECK_INT(R("POST", "/v1/completions"), OAI_ROUTE_COMPLETIONS);
+    CHECK_INT(R("GET", "/metrics"), OAI_ROUTE_METRICS);
+    CHECK_INT(R("POST", "/metrics"), OAI_ROUTE_NONE);
+    CHECK_INT(e.status, 405);
     CHECK_INT(R("GET", "/v1/models/local%3A%2Fabs%2Fout"), OAI_ROUTE_MODEL);
     CHECK_STR(id, "local:/abs/out");
     free(id);
@@ -329,6 +389,7 @@ int main(void) {
     RUN(test_chat_defaults);
     RUN(test_chat_errors);
     RUN(test_completions);
+    RUN(test_structured_fields);
     RUN(test_routes);
     RUN(test_error_json);
     RUN(test_answers);

@@ -432,6 +432,7 @@ int cmd_compile(int argc, char **argv) {
     if ((st = failure_log_init(&r.boot_failures, r.t.trainset))) goto fail;
     dspy_settings_set_profile(r.t.profile);
     dspy_settings_set_adapter(DSPY_ADAPTER_CHAT, r.t.json_fallback);
+    dspy_settings_set_local_structured(r.t.structured);
     fprintf(stderr, "dspy compile: out %s, DSPY_CACHEDIR %s\n", r.out_dir, getenv("DSPY_CACHEDIR"));
     run = cli_run_begin(&a, "compile", r.out_dir, argc, argv, stdout);
 

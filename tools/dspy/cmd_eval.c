@@ -297,6 +297,7 @@ int cmd_eval(int argc, char **argv) {
         goto done;
     }
     dspy_settings_set_adapter(DSPY_ADAPTER_CHAT, e.t.json_fallback);
+    dspy_settings_set_local_structured(e.t.structured);
     if ((st = failure_log_init(&e.failures, e.t.devset))) goto fail;
     run = cli_run_begin(&e.a, "eval", NULL, argc, argv, stderr); /* its inputs are loaded: a run to record */
     if ((st = launch(&e)) || (st = run_eval(&e))) goto fail;

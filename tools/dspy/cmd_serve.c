@@ -120,6 +120,7 @@ int cmd_serve(int argc, char **argv) {
         {"kv-tokens", "N", "KV cache tokens over all sequences (0: min(context, 16384)); each request reserves prompt + max_tokens", false, false, "0"},
         {"default-max-tokens", "N", "max_tokens for requests without one (0: the rest of the context)", false, false, "1024"},
         {"max-n", "N", "the largest n (choices) a request may ask", false, false, "16"},
+        {"structured-max-tokens", "N", "structured outputs: tokens a free-text field or JSON string may take unless the request says (0: unbounded)", false, false, "256"},
         {"max-request-tokens", "N", "a request's KV budget, n x (prompt + max_tokens) (0: the KV capacity)", false, false, "0"},
         {"max-connections", "N", "HTTP connections open at once (requests on more get 503 + Retry-After)", false, false, "1024"},
         {"max-per-client", "N", "HTTP connections from one IP address (0: no limit)", false, false, "512"},
@@ -160,6 +161,7 @@ int cmd_serve(int argc, char **argv) {
         !get_i32(&a, "max-queue", 1, 1000000, &p.max_queue) ||
         !get_i32(&a, "max-connections", 1, 100000, &p.max_connections) ||
         !get_i32(&a, "kv-tokens", 0, INT32_MAX, &p.kv_tokens) ||
+        !get_i32(&a, "structured-max-tokens", 0, 1 << 20, &p.structured_max_tokens) ||
         !get_i32(&a, "default-max-tokens", 0, INT32_MAX, &p.default_max_tokens) ||
         !get_i32(&a, "max-body", 1, INT32_MAX, &max_body) || !get_i32(&a, "request-timeout", 1, 86400, &timeout_s) ||
         !get_i32(&a, "shutdown-grace", 0, 86400, &grace_s) || !get_i32(&a, "threads", 0, 4096, &p.n_threads)) {

@@ -100,6 +100,7 @@ dspy_status task_parse(task *t, const dspy_args *a, bool compile) {
     }
     t->instructions = dspy_args_get(a, "instructions");
     t->json_fallback = !dspy_args_flag(a, "no-json-fallback");
+    t->structured = !dspy_args_flag(a, "no-structured");
     const char *mspec = dspy_args_get(a, "metric"), *field = dspy_args_get(a, "field");
     char buf[160];
     if (field && !(mspec && strchr(mspec, ':'))) { /* eval's older --field NAME */

@@ -60,7 +60,10 @@
         {"dspy-format", "VERSION", "prompt format profile: 3.3 (DSPy 3.3.1) or 2.6 (the tutorial's DSPy)", false,    \
          false, NULL},                                                                                             \
         {"no-json-fallback", NULL, "ChatAdapter(use_json_adapter_fallback=False): an unparseable answer is not "   \
-                                   "asked again in JSON (1 LM call instead of up to 3)", false, false, NULL}
+                                   "asked again in JSON (1 LM call instead of up to 3)", false, false, NULL},     \
+        {"no-structured", NULL, "do not ask a local student's `dspy serve` for always-valid answers (the ChatAdapter " \
+                                "layout with a Literal value; json_schema for the JSONAdapter): plain DSPy requests", \
+         false, false, NULL}
 
 typedef enum task_metric_kind { TASK_METRIC_EXACT, TASK_METRIC_AEM, TASK_METRIC_F1, TASK_METRIC_NONE } task_metric_kind;
 
@@ -89,6 +92,7 @@ typedef struct task {
     dspy_profile profile;
     bool profile_given;
     bool json_fallback;           /* ChatAdapter's JSON fallback (DSPy's default: on) */
+    bool structured;              /* local models: dspy_settings_set_local_structured (default on) */
     const char *instructions;
     /* metric */
     task_metric_kind metric_kind;

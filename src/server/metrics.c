@@ -1,0 +1,146 @@
+/* metrics.c — Prometheus counters and histograms for `dspy serve` (see metrics.h). */
+#include "server/metrics.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define N_ROUTES 2
+#define N_STATUS_SLOTS 8 /* 200, 400, 401, 404, 413, 503, other, 0 (client gone) */
+#define N_STRUCT 4
+
+static const double k_ttft_b[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+static const double k_tpot_b[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1};
+static const double k_dur_b[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
+#define NB(a) (sizeof a / sizeof a[0])
+
+typedef struct histo {
+    const double *bounds;
+    size_t n;
+    uint64_t counts[16]; /* per bucket (not cumulative); counts[n] is +Inf */
+    double sum;
+    uint64_t count;
+} histo;
+
+static const char *const k_routes[N_ROUTES] = {"chat", "completions"};
+static const int k_status[N_STATUS_SLOTS - 1] = {200, 400, 401, 404, 413, 503, 0};
+static const char *const k_struct[N_STRUCT] = {"none", "json_schema", "json_object", "layout"};
+
+struct srv_metrics {
+    pthread_mutex_t mu;
+    uint64_t requests[N_ROUTES][N_STATUS_SLOTS]; /* slot N_STATUS_SLOTS - 1: other statuses */
+    uint64_t structured[N_STRUCT];
+    uint64_t prompt_tokens, completion_tokens;
+    histo ttft, tpot, dur;
+};
+
+srv_metrics *srv_metrics_new(void) {
+    srv_metrics *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    pthread_mutex_init(&m->mu, NULL);
+    m->ttft = (histo){k_ttft_b, NB(k_ttft_b), {0}, 0, 0};
+    m->tpot = (histo){k_tpot_b, NB(k_tpot_b), {0}, 0, 0};
+    m->dur = (histo){k_dur_b, NB(k_dur_b), {0}, 0, 0};
+    return m;
+}
+
+void srv_metrics_free(srv_metrics *m) {
+    if (!m) return;
+    pthread_mutex_destroy(&m->mu);
+    free(m);
+}
+
+static void observe(histo *h, double v) {
+    size_t i = 0;
+    while (i < h->n && v > h->bounds[i]) i++;
+    h->counts[i]++;
+    h->sum += v;
+    h->count++;
+}
+
+void srv_metrics_request(srv_metrics *m, const srv_request_sample *r) {
+    int route = r->route && strcmp(r->route, "completions") == 0 ? 1 : 0;
+    int slot = N_STATUS_SLOTS - 1;
+    for (int i = 0; i < N_STATUS_SLOTS - 1; i++)
+        if (k_status[i] == r->status) slot = i;
+    int sk = 0;
+    for (int i = 0; i < N_STRUCT; i++)
+        if (r->structured && strcmp(r->structured, k_struct[i]) == 0) sk = i;
+    pthread_mutex_lock(&m->mu);
+    m->requests[route][slot]++;
+    m->structured[sk]++;
+    m->prompt_tokens += (uint64_t)(r->prompt_tokens > 0 ? r->prompt_tokens : 0);
+    m->completion_tokens += (uint64_t)(r->completion_tokens > 0 ? r->completion_tokens : 0);
+    if (r->ttft_s >= 0) observe(&m->ttft, r->ttft_s);
+    if (r->tpot_s >= 0) observe(&m->tpot, r->tpot_s);
+    observe(&m->dur, r->duration_s);
+    pthread_mutex_unlock(&m->mu);
+}
+
+static void render_histo(dspy_str *o, const char *name, const char *help, const histo *h) {
+    dspy_str_appendf(o, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    uint64_t cum = 0;
+    for (size_t i = 0; i < h->n; i++) {
+        cum += h->counts[i];
+        dspy_str_appendf(o, "%s_bucket{le=\"%g\"} %llu\n", name, h->bounds[i], (unsigned long long)cum);
+    }
+    cum += h->counts[h->n];
+    dspy_str_appendf(o, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.9g\n%s_count %llu\n", name, (unsigned long long)cum,
+                     name, h->sum, name, (unsigned long long)h->count);
+}
+
+static void gauge(dspy_str *o, const char *name, const char *help, const char *type, double v) {
+    dspy_str_appendf(o, "# HELP %s %s\n# TYPE %s %s\n%s %.9g\n", name, help, name, type, name, v);
+}
+
+bool srv_metrics_render(srv_metrics *m, const sched_stats *st, dspy_str *o) {
+    pthread_mutex_lock(&m->mu);
+    dspy_str_append(o, "# HELP dspy_requests_total Finished generation requests by route and HTTP status "
+                       "(status 0: the client went away).\n# TYPE dspy_requests_total counter\n");
+    for (int r = 0; r < N_ROUTES; r++)
+        for (int k = 0; k < N_STATUS_SLOTS; k++) {
+            if (!m->requests[r][k]) continue;
+            if (k < N_STATUS_SLOTS - 1)
+                dspy_str_appendf(o, "dspy_requests_total{route=\"%s\",status=\"%d\"} %llu\n", k_routes[r], k_status[k],
+                                 (unsigned long long)m->requests[r][k]);
+            else
+                dspy_str_appendf(o, "dspy_requests_total{route=\"%s\",status=\"other\"} %llu\n", k_routes[r],
+                                 (unsigned long long)m->requests[r][k]);
+        }
+    dspy_str_append(o, "# HELP dspy_structured_requests_total Generation requests by output constraint.\n"
+                       "# TYPE dspy_structured_requests_total counter\n");
+    for (int i = 0; i < N_STRUCT; i++)
+        dspy_str_appendf(o, "dspy_structured_requests_total{kind=\"%s\"} %llu\n", k_struct[i],
+                         (unsigned long long)m->structured[i]);
+    gauge(o, "dspy_prompt_tokens_total", "Prompt tokens of finished requests.", "counter", (double)m->prompt_tokens);
+    gauge(o, "dspy_completion_tokens_total", "Completion tokens of finished requests.", "counter",
+          (double)m->completion_tokens);
+    render_histo(o, "dspy_time_to_first_token_seconds", "From submission to the first generated token.", &m->ttft);
+    render_histo(o, "dspy_time_per_output_token_seconds", "Mean time per output token after the first, per request.",
+                 &m->tpot);
+    render_histo(o, "dspy_request_duration_seconds", "From the request's arrival to its last byte.", &m->dur);
+    pthread_mutex_unlock(&m->mu);
+    gauge(o, "dspy_queue_length", "Requests waiting for the engine.", "gauge", st->queued);
+    gauge(o, "dspy_running_requests", "Requests with sequences in the engine.", "gauge", st->running);
+    gauge(o, "dspy_active_sequences", "Sequences in the engine.", "gauge", st->active_seqs);
+    gauge(o, "dspy_batch_size", "Sequences advanced by the last engine step.", "gauge", st->last_batch);
+    gauge(o, "dspy_engine_steps_total", "Engine steps.", "counter", (double)st->steps);
+    gauge(o, "dspy_batch_sequences_total", "Sum over engine steps of the sequences advanced (divide by "
+          "dspy_engine_steps_total for the mean batch size).", "counter", (double)st->batch_seqs);
+    gauge(o, "dspy_kv_cache_capacity_tokens", "KV cache capacity.", "gauge", st->kv_capacity);
+    gauge(o, "dspy_kv_cache_used_tokens", "KV cache tokens not free (in use or only cached).", "gauge",
+          st->kv_capacity - st->kv_free);
+    gauge(o, "dspy_kv_cache_usage_ratio", "Used / capacity.", "gauge",
+          st->kv_capacity > 0 ? (double)(st->kv_capacity - st->kv_free) / st->kv_capacity : 0.0);
+    gauge(o, "dspy_prefix_cache_tokens", "Tokens held in prefix-cache blocks.", "gauge", (double)st->cached_tokens);
+    gauge(o, "dspy_prefix_cache_queries_tokens_total", "Prompt tokens looked up in the prefix cache.", "counter",
+          (double)st->prompt_tokens);
+    gauge(o, "dspy_prefix_cache_hits_tokens_total", "Prompt tokens found in the prefix cache.", "counter",
+          (double)st->prefix_hit_tokens);
+    gauge(o, "dspy_prefix_cache_hit_rate", "hits / queries over the server's life.", "gauge",
+          st->prompt_tokens > 0 ? (double)st->prefix_hit_tokens / (double)st->prompt_tokens : 0.0);
+    gauge(o, "dspy_prompt_tokens_computed_total", "Prompt tokens computed (misses and recomputation).", "counter",
+          (double)st->computed_tokens);
+    gauge(o, "dspy_preemptions_total", "Sequences preempted for KV cache.", "counter", (double)st->preemptions);
+    return dspy_str_ok(o);
+}
