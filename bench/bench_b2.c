@@ -176,11 +176,13 @@ int main(int argc, char **argv) {
     char *m1 = request(h, root, "/metrics", NULL, &out) == 200 ? strdup(dspy_str_cstr(&out)) : NULL;
     /* prefix-cache hit rate over the concurrent requests: hit tokens / looked-up tokens (metric
      * names of src/server's /metrics; -1 when the server has no such endpoint) */
-    double hit = -1;
+    double hit = -1, hit_shared = -1;
     if (m0 && m1) {
         double h0 = metric(m0, "dspy_prefix_cache_hits_tokens_total"), h1 = metric(m1, "dspy_prefix_cache_hits_tokens_total");
         double p0 = metric(m0, "dspy_prefix_cache_queries_tokens_total"), p1 = metric(m1, "dspy_prefix_cache_queries_tokens_total");
         if (h0 >= 0 && h1 >= 0 && p1 > p0) hit = (h1 - h0) / (p1 - p0);
+        /* the share of the cacheable part found: each request's own tokens can never be cached */
+        if (h0 >= 0 && h1 >= 0 && prefix > 0) hit_shared = (h1 - h0) / ((double)(requests - 1) * prefix);
     }
     printf("B2: first request alone %.3f s (HTTP %ld); %d requests by %d clients: %d ok, %d errors (first: HTTP %d), "
            "%lld prompt and %lld completion tokens\n", t_first, st, requests - 1, clients, atomic_load(&r.ok),
@@ -188,8 +190,9 @@ int main(int argc, char **argv) {
            atomic_load(&r.completion_tokens));
     printf("{\"bench\": \"B2\", \"device\": \"%s\", \"requests\": %d, \"clients\": %d, \"seconds\": %.4f, "
            "\"seconds_with_first\": %.4f, \"req_per_s\": %.1f, \"completion_tokens\": %lld, \"errors\": %d, "
-           "\"prefix_hit_rate\": %.4f}\n", device, requests - 1, clients, wall, wall + t_first, (requests - 1) / wall,
-           atomic_load(&r.completion_tokens), atomic_load(&r.errors), hit);
+           "\"prefix_hit_rate\": %.4f, \"prefix_hit_of_shared\": %.4f}\n", device, requests - 1, clients, wall,
+           wall + t_first, (requests - 1) / wall, atomic_load(&r.completion_tokens), atomic_load(&r.errors), hit,
+           hit_shared);
     int rc = atomic_load(&r.errors) || st != 200 ? 1 : 0;
     for (int q = 0; q < requests; q++) free(r.bodies[q]);
     free(r.bodies), free(th), free(m0), free(m1);

@@ -118,7 +118,7 @@ if "B2" in ours:
     b = ours["B2"]; c = tb2.get("compiled", {}).get("seconds"); e = tb2.get("eager", {}).get("seconds")
     print(f"| B2 100 requests s (first alone, then 99 by 16 clients) | {b['seconds_with_first']:.3f} "
           f"(99: {b['seconds']:.3f}) | {e or '-'} | {c or '-'} | {(c / b['seconds_with_first']) if c else 0:.2f}x | "
-          f"prefix hit rate {b['prefix_hit_rate']:.3f}, {b['req_per_s']:.0f} req/s |")
+          f"prefix hits {b['prefix_hit_rate']:.3f} of prompt, {b.get('prefix_hit_of_shared', -1):.3f} of the shared part, {b['req_per_s']:.0f} req/s |")
 if "copy" in ours:
     print(f"| copy bandwidth | {ours['copy']['GBps']:.0f} GB/s | | | | weights {ours['copy']['weight_bytes'] / 1e9:.2f} GB |")
 PY
