@@ -6,14 +6,14 @@
  * Determinism: every sum is in double over a fixed assignment of elements to threads and a
  * fixed reduction tree, so a result does not depend on timing (no atomics). The orders differ
  * from the CPU's index order (results agree to double rounding, far below F32). grad_sumsq runs
- * SUMSQ_BLOCKS blocks whose partial sums go to the planned training scratch (train_rows,
- * train_plan.cu keeps it at least that large), then one block adds them in block order.
+ * SUMSQ_BLOCKS blocks whose partial sums go to the planned training scratch (after train_rows'
+ * rows, train_plan.cu), then one block adds them in block order.
  * clip_coef is one thread doing the CPU's arithmetic with explicitly rounded intrinsics, so from
  * the same sums it gives the CPU's norm and coefficient bit for bit.
  */
 #include "kern/cuda/train.cuh"
 
-enum { RED_THREADS = 256, SUMSQ_BLOCKS = 256 };
+enum { RED_THREADS = 256, SUMSQ_BLOCKS = TR_SUMSQ_BLOCKS };
 
 /* Sum over the block of RED_THREADS threads in a fixed tree; thread 0 gets it. */
 __device__ __forceinline__ double red_block_sum(double v, double *part) {
@@ -99,10 +99,9 @@ dspy_status cu_grad_sumsq(dspy_backend *be, dspy_tensor out, int slot, dspy_tens
     CU_NEED(op, "out", out, DSPY_DTYPE_F64, (int64_t)slot + 1);
     CU_NEED(op, "x", x, DSPY_DTYPE_F32, 0);
     cuda_state *s = cu_of(be);
-    if (s->train_rows_n < 2 * (size_t)SUMSQ_BLOCKS)
-        return dspy_fail(DSPY_ERR_ARG, "cuda %s: the training scratch holds %zu floats, under the %d partial sums",
-                         op, s->train_rows_n, SUMSQ_BLOCKS);
-    double *partial = (double *)s->train_rows;
+    if (!s->train_rows)
+        return dspy_fail(DSPY_ERR_ARG, "cuda %s: no training scratch (dspy_backend_reserve)", op);
+    double *partial = tr_sumsq_partials(s);
     DSPY_TRY(cu_launch(be, op, k_sumsq_part, SUMSQ_BLOCKS, RED_THREADS, 0, partial, (const float *)x.data, x.n));
     return cu_launch(be, op, k_sumsq_final, 1, RED_THREADS, 0, (double *)out.data, slot, (const double *)partial);
 }
