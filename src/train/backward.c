@@ -11,11 +11,12 @@
  * cannot cheaply recompute (see layer_acts) and recomputes the RMSNorm outputs and the SwiGLU
  * product. Does not update weights (the optimizer does) or validate the model (loading did).
  *
- * Memory: every buffer a pass touches is in the backend's memory, planned once (work_reserve);
- * a sequence's ids, example starts, positions, labelled rows and targets are prepared on the
- * host into a page-locked staging slot and go over in one H2D copy; the loss sum is reduced on
- * the backend (sum_rows) into a per-slot F64 that the optimizer reads back once per step. The
- * same code runs on the CPU backend (copies are memcpy there, so the bits are today's).
+ * Memory: every buffer a pass touches is in the backend's memory, planned once (train_work_reserve;
+ * grown only by a longer sequence than planned); a sequence's ids, example starts, positions,
+ * labelled rows and targets are prepared on the host into a page-locked staging slot and go
+ * over in one H2D copy; the loss sum is reduced on the backend (sum_rows) into a per-slot F64
+ * that the optimizer reads back once per step. The same code runs on the CPU backend (copies
+ * are memcpy there, so the bits are today's).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -111,8 +112,7 @@ dspy_status train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
     w->acts = calloc((size_t)t->cfg.num_hidden_layers, sizeof *w->acts);
     if (!w->acts) st = dspy_fail(DSPY_ERR_NOMEM, "train step: out of memory");
     if (!st && (st = be->ops->alloc(be, sizeof(float) * n, (void **)&w->block)))
-        dspy_fail(st, "train step: cannot allocate %zu MiB of activations for %d tokens (%s)", n * sizeof(float) >> 20,
-                  (int)T, dspy_errmsg());
+        st = dspy_fail_wrap(st, "train step: %zu MiB of activations for %d tokens", n * sizeof(float) >> 20, (int)T);
     if (!st) st = be->ops->alloc(be, sizeof(int32_t) * ni, (void **)&w->iblock);
     if (!st) st = be->ops->alloc(be, sizeof(double) * (size_t)slots, (void **)&w->loss_dev);
     if (!st) st = be->ops->alloc_host(be, sizeof(int32_t) * ni * (size_t)slots, (void **)&w->stage);

@@ -259,7 +259,7 @@ static dspy_status setup(trainer *T, dspy_train_result *res) {
     dspy_status st;
     if ((st = precheck(T))) return st;
     /* a GPU asked for and absent fails here, before anything is loaded */
-    if ((st = dspy_device_parse(T->p.device, &T->dev))) return dspy_fail_wrap(st, "finetune: device");
+    if ((st = dspy_device_parse(T->p.device, &T->dev))) return st;
     if ((st = dspy_model_load(T->model_dir, &mp, &T->model))) return st;
     if ((st = dspy_tokenizer_load(T->model_dir, &T->tok))) return dspy_fail_wrap(st, "finetune: the model's tokenizer");
     if ((st = dspy_chat_template_load(T->model_dir, &T->tpl)))
