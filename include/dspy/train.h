@@ -86,7 +86,10 @@ typedef struct dspy_train_params {
     bool bf16;                           /* true; CPU computes in fp32 (see above) */
     bool use_peft;                       /* false: full fine-tuning; true: LoRA, merged at the end */
     const char *output_dir;              /* NULL: the out_dir argument of dspy_finetune (borrowed) */
-    const char *device;                  /* NULL or "cpu" (DSPy's None); others are refused */
+    const char *device;                  /* NULL or "cpu" (DSPy's None), "cuda", "cuda:N" or "auto"
+                                            (CUDA when a GPU is visible, else the CPU); CUDA
+                                            trains in F32 on the device (checkpoints, resume and
+                                            export are the same files) */
     /* the SFTConfig / TrainingArguments DSPy sets or inherits */
     dspy_lr_schedule lr_scheduler_type;  /* constant */
     double warmup_ratio;                 /* 0.03 (ignored by constant) */
@@ -122,7 +125,7 @@ dspy_status dspy_train_params_set(dspy_train_params *p, const char *key, const c
 
 /* Checks ranges (epochs >= 1, batch sizes >= 1, lr > 0, max_seq_length >= 2, 0 <= betas < 1,
  * eps > 0, weight_decay >= 0, 0 <= warmup_ratio < 1, 0 <= lora_dropout < 1, lora_r >= 1,
- * save_steps >= 1, device cpu). DSPY_ERR_ARG naming the key. */
+ * save_steps >= 1, device cpu/auto/cuda/cuda:N by form). DSPY_ERR_ARG naming the key. */
 dspy_status dspy_train_params_validate(const dspy_train_params *p);
 
 /* What a progress callback receives. */

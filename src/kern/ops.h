@@ -124,7 +124,9 @@ typedef struct dspy_ops {
 
     /* nn.Linear: y (N, OC) = inp (N, C) @ w^T + bias, w (OC, C) as nn.Linear stores it, bias (OC)
      * or none. accumulate false: out = y; true: out += y (out F32: the residual stream). out F32
-     * or BF16, inp F32 or BF16, w F32 or BF16 (the CPU takes F32 inp only). */
+     * or BF16, inp F32 or BF16, w F32 or BF16 (the CPU takes F32 inp only; CUDA takes BF16 inp
+     * with BF16 w, or F32 inp with F32 w: the trainer's F32 layer, cuBLASLt with F32 compute, no
+     * TF32). */
     dspy_status (*linear)(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
                           int C, int OC, bool accumulate);
 
@@ -267,9 +269,30 @@ typedef struct dspy_ops {
      *   w += (neg_step m) / (sqrt(v) / bc2_sqrt + eps)
      * each operation rounded on its own (no fused multiply-add), so every backend reproduces
      * dspy_adamw_update bit for bit. g is not written. The constants are read from memory so
-     * that a captured graph replays with the current step's values. */
+     * that a captured graph replays with the current step's values. A NaN gscale (clip_coef's
+     * "skip this step") leaves w, m and v unchanged. */
     dspy_status (*adamw)(dspy_backend *be, dspy_tensor w, dspy_tensor g, dspy_tensor m, dspy_tensor v,
                          dspy_tensor hp);
+
+    /* out[slot] (F64) = the sum of x (n) F32, in double: the loss reduction. The CPU adds in
+     * index order; other backends in a fixed order of their own (deterministic run to run). */
+    dspy_status (*sum_rows)(dspy_backend *be, dspy_tensor out, int slot, dspy_tensor x);
+
+    /* out[slot] (F64) = the sum of squares of x (n) F32, in double, over chunks of
+     * DSPY_SUMSQ_CHUNK elements, each summed in index order and the chunk sums added in chunk
+     * order on the CPU (train/optim.c's order, so the CPU result is bit-identical to
+     * dspy_grad_norm's per-tensor sums); other backends in a fixed order of their own. */
+    dspy_status (*grad_sumsq)(dspy_backend *be, dspy_tensor out, int slot, dspy_tensor x);
+
+    /* torch's clip_grad_norm_ from k per-tensor sums of squares sumsq (k) F64:
+     *   norm = (float)sqrt(sum over i of tn_i^2 in double), tn_i = (float)sqrt(sumsq[i]);
+     *   coef = (float)max_norm / (norm + 1e-6f) when max_norm > 0 and that is < 1, else 1.
+     * Writes norm to out[0] (F32) and coef to word DSPY_ADAMW_GSCALE of each of the nhp adamw
+     * constant records in hp (nhp * DSPY_ADAMW_WORDS F32). When the norm or any of the nc
+     * values of `check` (F64, e.g. the step's loss sums; none when nc is 0) is not finite, coef
+     * is NaN: adamw then leaves every parameter as it was. One tiny launch, no host read. */
+    dspy_status (*clip_coef)(dspy_backend *be, dspy_tensor hp, int nhp, dspy_tensor out, dspy_tensor sumsq, int k,
+                             dspy_tensor check, int nc, double max_norm);
 } dspy_ops;
 
 /* The words of adamw's step constants. */
@@ -284,6 +307,9 @@ enum {
     DSPY_ADAMW_GSCALE,   /* multiplies the gradient first (the clip coefficient; 1 = none) */
     DSPY_ADAMW_WORDS
 };
+
+/* grad_sumsq's chunk (the CPU's summation order). */
+#define DSPY_SUMSQ_CHUNK (1 << 15)
 
 /* Packs adamw's constants for optimizer step `step` (counting from 1), computed in double and
  * rounded to F32 exactly as train/optim.c's dspy_adamw_update computes them. */

@@ -10,6 +10,13 @@
  * steps in reverse through the kern/ops.h backward entries; it saves per layer only what it
  * cannot cheaply recompute (see layer_acts) and recomputes the RMSNorm outputs and the SwiGLU
  * product. Does not update weights (the optimizer does) or validate the model (loading did).
+ *
+ * Memory: every buffer a pass touches is in the backend's memory, planned once (train_work_reserve;
+ * grown only by a longer sequence than planned); a sequence's ids, example starts, positions,
+ * labelled rows and targets are prepared on the host into a page-locked staging slot and go
+ * over in one H2D copy; the loss sum is reduced on the backend (sum_rows) into a per-slot F64
+ * that the optimizer reads back once per step. The same code runs on the CPU backend (copies
+ * are memcpy there, so the bits are today's).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -23,13 +30,13 @@
 
 /* ---- work buffers ----------------------------------------------------------------------- */
 
-void train_work_free(train_work *w) {
-    free(w->block);
+void train_work_free(dspy_backend *be, train_work *w) {
+    be->ops->free(be, w->block);
+    be->ops->free(be, w->iblock);
+    be->ops->free(be, w->loss_dev);
+    be->ops->free_host(be, w->stage);
+    be->ops->free_host(be, w->loss_host);
     free(w->acts);
-    free(w->start);
-    free(w->pos);
-    free(w->rows);
-    free(w->targets);
     memset(w, 0, sizeof *w);
 }
 
@@ -88,35 +95,50 @@ static size_t work_layout(dspy_trainable *t, size_t T, float *base) {
     return off;
 }
 
-static dspy_status work_reserve(dspy_trainable *t, int32_t T) {
+dspy_status train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
     train_work *w = &t->work;
-    if (T <= w->cap) return DSPY_OK;
-    dspy_backend_plan plan = {T, T, 1, t->cfg.vocab_size, t->cfg.num_attention_heads, t->cfg.head_dim, 0};
-    dspy_status st = dspy_backend_reserve(t->be, &plan);
+    if (T <= w->cap && slots <= w->nslots) return DSPY_OK;
+    if (T < w->cap) T = w->cap;
+    if (slots < w->nslots) slots = w->nslots;
+    if (slots < 1) slots = 1;
+    dspy_backend *be = t->be;
+    /* A step still in flight may read the old buffers. */
+    dspy_status st = be->ops->sync(be);
     if (st) return st;
-    train_work_free(w);
-    size_t n = work_layout(t, (size_t)T, NULL);
-    w->block = malloc(sizeof(float) * n);
+    dspy_backend_plan plan = {T, T, 1, t->cfg.vocab_size, t->cfg.num_attention_heads, t->cfg.head_dim, 0};
+    if ((st = dspy_backend_reserve(be, &plan))) return st;
+    train_work_free(be, w);
+    size_t n = work_layout(t, (size_t)T, NULL), ni = 5 * (size_t)T;
     w->acts = calloc((size_t)t->cfg.num_hidden_layers, sizeof *w->acts);
-    size_t ni = sizeof(int32_t) * (size_t)T;
-    w->start = malloc(ni), w->pos = malloc(ni), w->rows = malloc(ni), w->targets = malloc(ni);
-    if (!w->block || !w->acts || !w->start || !w->pos || !w->rows || !w->targets) {
-        train_work_free(w);
-        return dspy_fail(DSPY_ERR_NOMEM, "train step: cannot allocate %zu MiB of activations for %d tokens",
-                         n * sizeof(float) >> 20, (int)T);
+    if (!w->acts) st = dspy_fail(DSPY_ERR_NOMEM, "train step: out of memory");
+    if (!st && (st = be->ops->alloc(be, sizeof(float) * n, (void **)&w->block)))
+        st = dspy_fail_wrap(st, "train step: %zu MiB of activations for %d tokens", n * sizeof(float) >> 20, (int)T);
+    if (!st) st = be->ops->alloc(be, sizeof(int32_t) * ni, (void **)&w->iblock);
+    if (!st) st = be->ops->alloc(be, sizeof(double) * (size_t)slots, (void **)&w->loss_dev);
+    if (!st) st = be->ops->alloc_host(be, sizeof(int32_t) * ni * (size_t)slots, (void **)&w->stage);
+    if (!st) st = be->ops->alloc_host(be, sizeof(double) * (size_t)slots, (void **)&w->loss_host);
+    if (st) {
+        train_work_free(be, w);
+        return st;
     }
     work_layout(t, (size_t)T, w->block);
+    w->ids = w->iblock, w->start = w->ids + T, w->pos = w->start + T, w->rows = w->pos + T, w->targets = w->rows + T;
     w->cap = T;
+    w->nslots = slots;
     return DSPY_OK;
 }
 
 /* ---- the sequence ----------------------------------------------------------------------- */
 
-/* Checks the sequence and fills work.start, .pos, .rows, .targets; *M = labelled rows. */
-static dspy_status prepare(dspy_trainable *t, const dspy_train_seq *s, int32_t *M) {
+/* Checks the sequence and fills staging slot `slot` with its ids, start, pos, rows, targets
+ * (the layout of work.iblock); *M = labelled rows. */
+static dspy_status prepare(dspy_trainable *t, const dspy_train_seq *s, int slot, int32_t *M) {
     const dspy_model_config *c = &t->cfg;
-    train_work *w = &t->work;
-    int32_t T = s->T, V = c->vocab_size, m = 0;
+    int32_t T = s->T, V = c->vocab_size, m = 0, cap = t->work.cap;
+    int32_t *ids = t->work.stage + (size_t)slot * 5 * (size_t)cap;
+    int32_t *start = ids + cap, *pos = ids + 2 * (size_t)cap, *rows = ids + 3 * (size_t)cap;
+    int32_t *targets = ids + 4 * (size_t)cap;
+    memcpy(ids, s->ids, sizeof(int32_t) * (size_t)T);
     for (int32_t i = 0; i < T; i++) {
         if (s->ids[i] < 0 || s->ids[i] >= V)
             return dspy_fail(DSPY_ERR_ARG, "train sequence: ids[%d] is %d, outside the vocabulary [0, %d)", (int)i,
@@ -131,8 +153,8 @@ static dspy_status prepare(dspy_trainable *t, const dspy_train_seq *s, int32_t *
                              "train sequence: seg[%d] is %d after seg[%d] = %d; example indices must not decrease "
                              "(each packed example is one contiguous run)",
                              (int)i, (int)s->seg[i], (int)i - 1, (int)s->seg[i - 1]);
-        w->start[i] = first ? i : w->start[i - 1];
-        int32_t p = s->pos ? s->pos[i] : i - w->start[i];
+        start[i] = first ? i : start[i - 1];
+        int32_t p = s->pos ? s->pos[i] : i - start[i];
         if (p < 0)
             return dspy_fail(DSPY_ERR_ARG, "train sequence: pos[%d] is %d; positions are non-negative", (int)i, (int)p);
         if (p >= c->max_position_embeddings)
@@ -140,10 +162,10 @@ static dspy_status prepare(dspy_trainable *t, const dspy_train_seq *s, int32_t *
                              "train sequence: pos[%d] is %d, beyond the model's context of %d tokens "
                              "(max_position_embeddings); shorten the example",
                              (int)i, (int)p, (int)c->max_position_embeddings);
-        w->pos[i] = p;
+        pos[i] = p;
         if (s->labels[i] != -100) {
-            w->rows[m] = i;
-            w->targets[m] = s->labels[i];
+            rows[m] = i;
+            targets[m] = s->labels[i];
             m++;
         }
     }
@@ -235,8 +257,8 @@ static dspy_status forward_layers(dspy_trainable *t, const dspy_train_seq *s, bo
     const int NH = c->num_attention_heads, NKV = c->num_key_value_heads, HS = c->head_dim;
     const int Q = NH * HS, KV = NKV * HS;
     const float eps = (float)c->rms_norm_eps;
-    dspy_tensor inv_freq = F((float *)dspy_model_inv_freq(t->m), HS / 2), pos = I32(w->pos, T);
-    DSPY_TRY(o->embedding(be, F(w->acts[0].xin, T * C), I32((int32_t *)s->ids, T),
+    dspy_tensor inv_freq = F(t->inv_freq, HS / 2), pos = I32(w->pos, T);
+    DSPY_TRY(o->embedding(be, F(w->acts[0].xin, T * C), I32(w->ids, T),
                           F(t->embed, (int64_t)c->vocab_size * C), T, C));                  /* x (T, C) */
     for (int l = 0; l < c->num_hidden_layers; l++) {
         train_layer *L = &t->layers[l];
@@ -271,7 +293,7 @@ static dspy_status backward_layers(dspy_trainable *t, const dspy_train_seq *s) {
     const int NH = c->num_attention_heads, NKV = c->num_key_value_heads, HS = c->head_dim;
     const int Q = NH * HS, KV = NKV * HS;
     const float eps = (float)c->rms_norm_eps;
-    dspy_tensor inv_freq = F((float *)dspy_model_inv_freq(t->m), HS / 2), pos = I32(w->pos, T);
+    dspy_tensor inv_freq = F(t->inv_freq, HS / 2), pos = I32(w->pos, T);
     /* w->dx (T, C) holds d loss / d (residual after the last layer). */
     for (int l = c->num_hidden_layers - 1; l >= 0; l--) {
         train_layer *L = &t->layers[l];
@@ -305,40 +327,42 @@ static dspy_status backward_layers(dspy_trainable *t, const dspy_train_seq *s) {
                                      F(w->dxn, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps)); /* d xin */
     }
     if (t->g_embed)
-        DSPY_TRY(o->embedding_backward(be, F(t->g_embed, (int64_t)c->vocab_size * C), I32((int32_t *)s->ids, T),
+        DSPY_TRY(o->embedding_backward(be, F(t->g_embed, (int64_t)c->vocab_size * C), I32(w->ids, T),
                                        F(w->dx, T * C), T, C));
     return DSPY_OK;
 }
 
-/* Forward (and, when train, backward) of one sequence. */
-static dspy_status run(dspy_trainable *t, const dspy_train_seq *s, bool train, float grad_scale, double *loss_sum,
-                       int64_t *n_labels) {
-    *loss_sum = 0;
-    *n_labels = 0;
+dspy_status train_seq_run(dspy_trainable *t, const dspy_train_seq *s, bool train, float grad_scale, int slot,
+                          int32_t *Mout) {
+    *Mout = 0;
     if (!s || !s->ids || !s->labels || s->T < 1)
         return dspy_fail(DSPY_ERR_ARG, "train sequence: needs ids, labels and T >= 1 (T is %d)", s ? (int)s->T : 0);
     if (train && t->merged)
         return dspy_fail(DSPY_ERR_STATE, "train step: the LoRA adapters were merged; make a new trainable to train on");
-    dspy_status st = work_reserve(t, s->T);
+    dspy_status st = train_work_reserve(t, s->T, slot + 1);
     if (st) return st;
     int32_t M = 0;
-    if ((st = prepare(t, s, &M))) return st;
+    if ((st = prepare(t, s, slot, &M))) return st;
     const dspy_model_config *c = &t->cfg;
     dspy_backend *be = t->be;
     const dspy_ops *o = be->ops;
     train_work *w = &t->work;
     const int C = c->hidden_size, V = c->vocab_size, T = s->T;
     const float eps = (float)c->rms_norm_eps;
-    if (M == 0) {
+    dspy_tensor loss_slots = dspy_bt(be, w->loss_dev, w->nslots, DSPY_DTYPE_F64);
+    if (M == 0) { /* nothing to learn from: the slot's loss is the empty sum */
+        DSPY_TRY(o->sum_rows(be, loss_slots, slot, F(w->loss, 0)));
         if (train) t->rng++;
         return DSPY_OK;
     }
+    *Mout = M;
+    DSPY_TRY(o->copy(be, w->iblock, w->stage + (size_t)slot * 5 * (size_t)w->cap, sizeof(int32_t) * 5 * (size_t)w->cap,
+                     DSPY_COPY_H2D));
     DSPY_TRY(forward_layers(t, s, train));
     dspy_tensor lm_head = F(t->lm_head, (int64_t)V * C), final_norm = F(t->final_norm, C);
     DSPY_TRY(o->gather_rows(be, F(w->sel, M * C), F(w->xfin, T * C), I32(w->rows, M), M, C)); /* sel (M, C) */
     DSPY_TRY(o->rmsnorm(be, F(w->seln, M * C), F(w->sel, M * C), final_norm, M, C, eps));
     if (train) DSPY_TRY(o->fill(be, F(w->dsel, M * C), 0.0f));
-    double sum = 0;
     for (int m0 = 0; m0 < M; m0 += CE_ROWS) {
         int mc = M - m0 < CE_ROWS ? M - m0 : CE_ROWS;
         dspy_tensor xs = F(w->seln + (size_t)m0 * C, mc * C);                                 /* (mc, C) */
@@ -351,9 +375,7 @@ static dspy_status run(dspy_trainable *t, const dspy_train_seq *s, bool train, f
                                         t->g_lm_head ? F(t->g_lm_head, (int64_t)V * C) : NONE, NONE, lg, xs, lm_head,
                                         mc, C, V));
     }
-    for (int m = 0; m < M; m++) sum += w->loss[m];
-    *loss_sum = sum;
-    *n_labels = M;
+    DSPY_TRY(o->sum_rows(be, loss_slots, slot, F(w->loss, M)));
     if (!train) return DSPY_OK;
     DSPY_TRY(o->fill(be, F(w->dx, T * C), 0.0f));
     DSPY_TRY(o->fill(be, F(w->xn, M * C), 0.0f)); /* d sel, before the scatter */
@@ -362,6 +384,22 @@ static dspy_status run(dspy_trainable *t, const dspy_train_seq *s, bool train, f
     DSPY_TRY(o->scatter_add_rows(be, F(w->dx, T * C), I32(w->rows, M), F(w->xn, M * C), M, C));
     DSPY_TRY(backward_layers(t, s));
     t->rng++;
+    return DSPY_OK;
+}
+
+/* One sequence in slot 0, its loss read back (waits for the device). */
+static dspy_status run(dspy_trainable *t, const dspy_train_seq *s, bool train, float grad_scale, double *loss_sum,
+                       int64_t *n_labels) {
+    *loss_sum = 0;
+    *n_labels = 0;
+    int32_t M = 0;
+    dspy_status st = train_seq_run(t, s, train, grad_scale, 0, &M);
+    if (st || M == 0) return st;
+    dspy_backend *be = t->be;
+    DSPY_TRY(be->ops->copy(be, t->work.loss_host, t->work.loss_dev, sizeof(double), DSPY_COPY_D2H));
+    DSPY_TRY(be->ops->sync(be));
+    *loss_sum = t->work.loss_host[0];
+    *n_labels = M;
     return DSPY_OK;
 }
 

@@ -13,8 +13,9 @@
  * weights, export them (dspy_trainable_export) and load the directory.
  *
  * What it does not: data loading, packing, optimizer steps, schedules, gradient clipping,
- * checkpoints of optimizer state (train/ loop code does those on top of dspy_param), CUDA
- * (steps run on the CPU reference backend of kern/ops.h).
+ * checkpoints of optimizer state (train/ loop code does those on top of dspy_param). Steps run
+ * on the CPU reference backend of kern/ops.h or, through the same op table, on CUDA
+ * (dspy_trainable_new_on), F32 throughout.
  *
  * Follows transformers 5.17's LlamaForCausalLM / Qwen2ForCausalLM in float32 (eager
  * attention), peft's LoraLayer (Linear) and torch.nn.CrossEntropyLoss(reduction="sum",
@@ -56,6 +57,8 @@ typedef struct dspy_param {
     const char *name;
     float *w;
     float *g;
+    float *dw, *dg;   /* the same tensors in the backend's memory (== w, g on the CPU); on a
+                         device trainable w and g are host mirrors: see dspy_trainable_to_host */
     size_t n;
     int32_t shape[2]; /* (rows, cols) for matrices, (n, 1) for vectors */
     int ndim;         /* 1 or 2 */
@@ -86,8 +89,29 @@ typedef struct dspy_trainable dspy_trainable;
  * the LoRA dropout. Gradients start at zero. Errors: DSPY_ERR_ARG (bad LoRA config),
  * DSPY_ERR_NOMEM. */
 dspy_status dspy_trainable_new(dspy_model *m, const dspy_lora_config *lora, uint64_t seed, dspy_trainable **out);
+/* The same on a chosen device: DSPY_DEVICE_CPU (the reference, as dspy_trainable_new) or
+ * DSPY_DEVICE_CUDA. There, master weights, gradients (and LoRA adapters) are F32 arrays in
+ * device memory, uploaded once; steps run on the device and the host reads back only each
+ * step's loss and gradient norm. `mirrored` on the CPU runs that device code path on the CPU
+ * backend (separate host mirrors, staged inputs, the optimizer through the op table), which
+ * tests compare bit for bit with the plain CPU path; CUDA is always mirrored.
+ * Errors: as dspy_trainable_new, DSPY_ERR_BACKEND (no such device). */
+dspy_status dspy_trainable_new_on(dspy_model *m, const dspy_lora_config *lora, uint64_t seed, dspy_device dev,
+                                  bool mirrored, dspy_trainable **out);
 /* NULL-safe. Trained or merged weights are gone with the trainable: export them first. */
 void dspy_trainable_free(dspy_trainable *t);
+
+/* The device the steps run on, and whether dspy_param.w/g are mirrors (see dspy_trainable_new_on). */
+dspy_device dspy_trainable_device(const dspy_trainable *t);
+bool dspy_trainable_mirrored(const dspy_trainable *t);
+/* Mirrored trainables: copy weights, gradients and adapters device -> host mirror (before
+ * reading dspy_param.w/g) or host mirror -> device (after writing them). Wait for the device.
+ * No-ops otherwise. */
+dspy_status dspy_trainable_to_host(dspy_trainable *t);
+dspy_status dspy_trainable_to_device(dspy_trainable *t);
+/* Plans the work buffers once for sequences of up to max_T tokens and up to max_seqs sequences
+ * per optimizer step, so that steps allocate nothing (they grow them otherwise). */
+dspy_status dspy_trainable_plan(dspy_trainable *t, int32_t max_T, int max_seqs);
 
 /* The trainable tensors, in Hugging Face named_parameters() order (LoRA: peft's order, A then
  * B per module, modules q, k, v, o, gate, up, down per layer). i < nparams. */
@@ -98,8 +122,8 @@ dspy_param *dspy_trainable_param_find(dspy_trainable *t, const char *name);
 /* Total elements over all trainable tensors. */
 size_t dspy_trainable_numel(const dspy_trainable *t);
 
-/* Sets every gradient to zero. */
-void dspy_trainable_zero_grad(dspy_trainable *t);
+/* Sets every gradient to zero (on the device for a mirrored trainable). */
+dspy_status dspy_trainable_zero_grad(dspy_trainable *t);
 
 /* Forward and backward of one packed sequence in training mode (LoRA dropout on). Gradients
  * ACCUMULATE: g += grad_scale * d(sum of the labelled tokens' cross-entropy)/dw — pass

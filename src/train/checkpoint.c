@@ -223,6 +223,8 @@ dspy_status dspy_ckpt_save(const char *out_dir, const dspy_model_config *cfg, co
         s = dspy_fail(DSPY_ERR_NOMEM, "checkpoint: out of memory");
         goto done;
     }
+    /* a device trainer's weights and moments come back to their host mirrors first */
+    if ((s = dspy_trainable_to_host(t)) || (s = dspy_optimizer_to_host(o))) goto done;
     if ((s = remove_dir(tmp.ptr))) goto done;
     if (mkdir(tmp.ptr, 0755) != 0) {
         s = dspy_fail(DSPY_ERR_IO, "%s: cannot create directory: %s", tmp.ptr, strerror(errno));
@@ -408,7 +410,8 @@ dspy_status dspy_ckpt_load(const char *dir, const char *fingerprint, dspy_traina
         if (!s) s = read_tensor(of, dspy_str_cstr(&op), dspy_str_cstr(&nm), dspy_optimizer_exp_avg_sq(o, i), p->n);
         dspy_str_free(&nm);
     }
-    if (!s) {
+    /* a device trainer's mirrors go up to the device */
+    if (!s && !(s = dspy_trainable_to_device(t)) && !(s = dspy_optimizer_to_device(o))) {
         dspy_optimizer_set_steps(o, st->step);
         dspy_trainable_rng_set(t, st->dropout_rng);
     }

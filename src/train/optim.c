@@ -5,13 +5,22 @@
  * file does not (a software fmaf would be slow on CPUs without FMA), so m can differ from
  * torch's in the last bit. Every element is updated independently, so the result does not
  * depend on the thread count.
+ *
+ * A mirrored (device) trainable keeps its moments in the backend's memory and runs the whole
+ * optimizer step through the op table (device_step): zero the gradients, the sequences, per-tensor
+ * grad_sumsq, clip_coef writing the clip coefficient into the adamw step constants (uploaded
+ * once per step), one adamw per tensor, and a single read-back of the loss sums and the norm at
+ * the end. On the CPU backend that path gives the same bits as the host code above (the ops
+ * reproduce its orders and roundings); tests check it.
  */
 #include "train/optim.h"
 
 #include "dspy/status.h"
+#include "train/trainable_impl.h"
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 dspy_adamw_hparams dspy_adamw_hparams_default(void) {
     dspy_adamw_hparams h = {.beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.0};
@@ -109,7 +118,12 @@ struct dspy_optimizer {
     dspy_trainable *t;
     dspy_adamw_hparams h;
     size_t np;
-    float *block;     /* every m then every v */
+    float *block;     /* every m then every v (the host mirror when the trainable is mirrored) */
+    float *dblock;    /* the same on the backend (== block when not mirrored) */
+    double *sumsq;    /* (np) F64 on the backend: per-tensor sums of squares */
+    float *hp;        /* (2, DSPY_ADAMW_WORDS) on the backend: adamw constants with / without decay */
+    float *norm;      /* (1) on the backend */
+    float *hp_host;   /* (2 * DSPY_ADAMW_WORDS + 1) page-locked: the constants going, the norm coming */
     size_t *off;      /* (np) offset of parameter i's moments in each half */
     size_t total;
     int64_t steps;
@@ -135,6 +149,22 @@ dspy_status dspy_optimizer_new(dspy_trainable *t, const dspy_adamw_hparams *h, d
     }
     o->block = calloc(o->total ? 2 * o->total : 1, sizeof(float));
     if (!o->block) goto oom;
+    o->dblock = o->block;
+    if (t->mirrored) {
+        dspy_backend *be = t->be;
+        dspy_status st = be->ops->alloc(be, sizeof(float) * (o->total ? 2 * o->total : 1), (void **)&o->dblock);
+        if (!st) st = be->ops->fill(be, dspy_bt(be, o->dblock, (int64_t)(2 * o->total), DSPY_DTYPE_F32), 0.0f);
+        if (!st) st = be->ops->alloc(be, sizeof(double) * np1, (void **)&o->sumsq);
+        if (!st) st = be->ops->alloc(be, sizeof(float) * (2 * DSPY_ADAMW_WORDS + 1), (void **)&o->hp);
+        if (!st) st = be->ops->alloc_host(be, sizeof(float) * (2 * DSPY_ADAMW_WORDS + 1), (void **)&o->hp_host);
+        if (!st) st = be->ops->sync(be);
+        if (st) {
+            if (o->dblock == o->block) o->dblock = NULL;
+            dspy_optimizer_free(o);
+            return st;
+        }
+        o->norm = o->hp + 2 * DSPY_ADAMW_WORDS;
+    }
     *out = o;
     return DSPY_OK;
 oom:;
@@ -145,6 +175,13 @@ oom:;
 
 void dspy_optimizer_free(dspy_optimizer *o) {
     if (!o) return;
+    if (o->t->mirrored) {
+        dspy_backend *be = o->t->be;
+        if (o->dblock != o->block) be->ops->free(be, o->dblock);
+        be->ops->free(be, o->sumsq);
+        be->ops->free(be, o->hp);
+        be->ops->free_host(be, o->hp_host);
+    }
     free(o->block);
     free(o->off);
     free(o->grads);
@@ -155,7 +192,79 @@ void dspy_optimizer_free(dspy_optimizer *o) {
 float *dspy_optimizer_exp_avg(dspy_optimizer *o, size_t i) { return o->block + o->off[i]; }
 float *dspy_optimizer_exp_avg_sq(dspy_optimizer *o, size_t i) { return o->block + o->total + o->off[i]; }
 int64_t dspy_optimizer_steps(const dspy_optimizer *o) { return o->steps; }
+
+/* Copies the moments between the backend and the host mirror, then waits. */
+static dspy_status sync_moments(dspy_optimizer *o, dspy_copy_kind kind) {
+    if (!o->t->mirrored || o->total == 0) return DSPY_OK;
+    dspy_backend *be = o->t->be;
+    size_t bytes = sizeof(float) * 2 * o->total;
+    DSPY_TRY(kind == DSPY_COPY_D2H ? be->ops->copy(be, o->block, o->dblock, bytes, kind)
+                                   : be->ops->copy(be, o->dblock, o->block, bytes, kind));
+    return be->ops->sync(be);
+}
+
+dspy_status dspy_optimizer_to_host(dspy_optimizer *o) { return sync_moments(o, DSPY_COPY_D2H); }
+dspy_status dspy_optimizer_to_device(dspy_optimizer *o) { return sync_moments(o, DSPY_COPY_H2D); }
 void dspy_optimizer_set_steps(dspy_optimizer *o, int64_t steps) { o->steps = steps; }
+
+/* dspy_optimizer_train_step on a mirrored trainable: everything through the op table, one
+ * read-back at the end (see the file comment). */
+static dspy_status device_step(dspy_optimizer *o, const dspy_train_seq *seqs, size_t k, double lr,
+                               double max_grad_norm, int64_t N, int64_t tokens, dspy_step_stats *stats) {
+    dspy_trainable *t = o->t;
+    dspy_backend *be = t->be;
+    const dspy_ops *ops = be->ops;
+    int32_t maxT = 1;
+    for (size_t s = 0; s < k; s++)
+        if (seqs[s].T > maxT) maxT = seqs[s].T;
+    if (k > (size_t)INT32_MAX) return dspy_fail(DSPY_ERR_ARG, "optimizer step: %zu sequences", k);
+    /* the step's staging and loss slots must exist before its first sequence */
+    DSPY_TRY(train_work_reserve(t, maxT, (int)k));
+    DSPY_TRY(dspy_trainable_zero_grad(t));
+    float scale = (float)(1.0 / (double)N);
+    for (size_t s = 0; s < k; s++) {
+        int32_t M = 0;
+        DSPY_TRY(train_seq_run(t, &seqs[s], true, scale, (int)s, &M));
+    }
+    dspy_tensor sq = dspy_bt(be, o->sumsq, (int64_t)(o->np ? o->np : 1), DSPY_DTYPE_F64);
+    for (size_t i = 0; i < o->np; i++) {
+        dspy_param *p = dspy_trainable_param(t, i);
+        DSPY_TRY(ops->grad_sumsq(be, sq, (int)i, dspy_bt(be, p->dg, (int64_t)p->n, DSPY_DTYPE_F32)));
+    }
+    /* the constants of step steps + 1: decay for 2-D tensors, none for biases and norms */
+    dspy_adamw_pack(o->hp_host, o->steps + 1, lr, o->h.beta1, o->h.beta2, o->h.eps, o->h.weight_decay, 1.0f);
+    dspy_adamw_pack(o->hp_host + DSPY_ADAMW_WORDS, o->steps + 1, lr, o->h.beta1, o->h.beta2, o->h.eps, 0.0, 1.0f);
+    DSPY_TRY(ops->copy(be, o->hp, o->hp_host, sizeof(float) * 2 * DSPY_ADAMW_WORDS, DSPY_COPY_H2D));
+    dspy_tensor hp = dspy_bt(be, o->hp, 2 * DSPY_ADAMW_WORDS, DSPY_DTYPE_F32);
+    DSPY_TRY(ops->clip_coef(be, hp, 2, dspy_bt(be, o->norm, 1, DSPY_DTYPE_F32), sq, (int)o->np,
+                            dspy_bt(be, t->work.loss_dev, t->work.nslots, DSPY_DTYPE_F64), (int)k, max_grad_norm));
+    for (size_t i = 0; i < o->np; i++) {
+        dspy_param *p = dspy_trainable_param(t, i);
+        size_t off = o->off[i];
+        int64_t n = (int64_t)p->n;
+        DSPY_TRY(ops->adamw(be, dspy_bt(be, p->dw, n, DSPY_DTYPE_F32), dspy_bt(be, p->dg, n, DSPY_DTYPE_F32),
+                            dspy_bt(be, o->dblock + off, n, DSPY_DTYPE_F32),
+                            dspy_bt(be, o->dblock + o->total + off, n, DSPY_DTYPE_F32),
+                            dspy_tensor_slice(hp, p->ndim == 2 ? 0 : DSPY_ADAMW_WORDS, DSPY_ADAMW_WORDS)));
+    }
+    /* the step's one wait: its loss sums and the norm */
+    float *norm_host = o->hp_host + 2 * DSPY_ADAMW_WORDS;
+    DSPY_TRY(ops->copy(be, t->work.loss_host, t->work.loss_dev, sizeof(double) * k, DSPY_COPY_D2H));
+    DSPY_TRY(ops->copy(be, norm_host, o->norm, sizeof(float), DSPY_COPY_D2H));
+    DSPY_TRY(ops->sync(be));
+    double loss_sum = 0;
+    for (size_t s = 0; s < k; s++) loss_sum += t->work.loss_host[s];
+    double loss = loss_sum / (double)N;
+    float norm = *norm_host;
+    if (!isfinite(loss) || !isfinite(norm))
+        return dspy_fail(DSPY_ERR_BACKEND,
+                         "optimizer step %lld: the loss (%g) or the gradient norm (%g) is not finite; the "
+                         "weights were not updated (lower learning_rate or check the data)",
+                         (long long)o->steps + 1, loss, (double)norm);
+    o->steps++;
+    if (stats) *stats = (dspy_step_stats){loss, norm, N, tokens};
+    return DSPY_OK;
+}
 
 dspy_status dspy_optimizer_train_step(dspy_optimizer *o, const dspy_train_seq *seqs, size_t k, double lr,
                                       double max_grad_norm, dspy_step_stats *stats) {
@@ -165,6 +274,7 @@ dspy_status dspy_optimizer_train_step(dspy_optimizer *o, const dspy_train_seq *s
         for (int32_t t = 0; t < seqs[s].T; t++) N += seqs[s].labels[t] != -100;
     }
     if (N == 0) return dspy_fail(DSPY_ERR_ARG, "optimizer step: the batch has no labelled token");
+    if (o->t->mirrored) return device_step(o, seqs, k, lr, max_grad_norm, N, tokens, stats);
     dspy_trainable_zero_grad(o->t);
     float scale = (float)(1.0 / (double)N);
     double loss_sum = 0;

@@ -66,6 +66,11 @@ float *dspy_optimizer_exp_avg(dspy_optimizer *o, size_t i);
 float *dspy_optimizer_exp_avg_sq(dspy_optimizer *o, size_t i);
 /* Optimizer steps taken (torch's per-parameter "step", the same for all here). */
 int64_t dspy_optimizer_steps(const dspy_optimizer *o);
+/* A mirrored (device) trainable's optimizer keeps the moments on the device; exp_avg/exp_avg_sq
+ * are host mirrors: copy device -> mirror before reading them, mirror -> device after writing
+ * them (both wait; no-ops otherwise). */
+dspy_status dspy_optimizer_to_host(dspy_optimizer *o);
+dspy_status dspy_optimizer_to_device(dspy_optimizer *o);
 void dspy_optimizer_set_steps(dspy_optimizer *o, int64_t steps);
 
 typedef struct dspy_step_stats {

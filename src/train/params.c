@@ -216,6 +216,15 @@ dspy_status dspy_train_params_set(dspy_train_params *p, const char *key, const c
     return DSPY_OK;
 }
 
+/* The form of a device name (whether that device exists is checked when training starts). */
+static bool device_name_ok(const char *d) {
+    if (!d || strcmp(d, "cpu") == 0 || strcmp(d, "auto") == 0 || strcmp(d, "cuda") == 0) return true;
+    if (strncmp(d, "cuda:", 5) != 0 || !d[5]) return false;
+    for (const char *c = d + 5; *c; c++)
+        if (*c < '0' || *c > '9') return false;
+    return strlen(d + 5) <= 4;
+}
+
 dspy_status dspy_train_params_validate(const dspy_train_params *p) {
 #define NEED(cond, ...)                                                      \
     do {                                                                     \
@@ -246,8 +255,8 @@ dspy_status dspy_train_params_validate(const dspy_train_params *p) {
         NEED(p->lora_dropout >= 0 && p->lora_dropout < 1, "lora_dropout is %g; it must be in [0, 1)",
              p->lora_dropout);
     }
-    NEED(!p->device || strcmp(p->device, "cpu") == 0,
-         "device is '%s'; this build trains on the CPU only (use cpu or None)", p->device);
+    NEED(device_name_ok(p->device),
+         "device is '%s'; expected cpu, auto, cuda or cuda:N (None: cpu)", p->device);
 #undef NEED
     return DSPY_OK;
 }

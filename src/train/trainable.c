@@ -2,6 +2,11 @@
  * the parameter list, the dropout RNG state, LoRA merging and export to a Hugging Face
  * directory (train/backward.h). The forward/backward pass is in backward.c.
  *
+ * On a device (mirrored trainable) the blocks are allocated once with ops->alloc and uploaded
+ * with ops->copy; the weights are read from the model into the host mirror first. Work on the
+ * host (LoRA merge, export) runs on the mirror through a CPU backend after a download, so it is
+ * the same code, with the same bits, as on the CPU.
+ *
  * Follows peft's LoraLayer for initialisation (A: nn.Linear's default kaiming_uniform_(a=sqrt(5)),
  * i.e. U(-1/sqrt(in), 1/sqrt(in)); B: zeros), naming (get_peft_model_state_dict) and merging
  * (W += scaling * B @ A), and transformers' save_pretrained layout for export.
@@ -47,6 +52,20 @@ void train_lin_dims(const dspy_model_config *c, int lin, int *in, int *out) {
 static dspy_status add_param(dspy_trainable *t, size_t *cap, float *w, float *g, int32_t rows, int32_t cols,
                              int ndim, const char *fmt, ...) __attribute__((format(printf, 8, 9)));
 
+/* The host mirror of backend pointer p inside one of the blocks (p itself when not mirrored). */
+static float *host_of(const dspy_trainable *t, const float *p) {
+    if (!t->mirrored || !p) return (float *)p;
+    uintptr_t u = (uintptr_t)p;
+    const float *blocks[3] = {t->wblock, t->gblock, t->lblock};
+    float *mirrors[3] = {t->hwblock, t->hgblock, t->hlblock};
+    size_t ns[3] = {t->wn, t->wn, t->ln};
+    for (int i = 0; i < 3; i++) {
+        uintptr_t b = (uintptr_t)blocks[i];
+        if (blocks[i] && u >= b && u < b + ns[i] * sizeof(float)) return mirrors[i] + (u - b) / sizeof(float);
+    }
+    return NULL;
+}
+
 static dspy_status add_param(dspy_trainable *t, size_t *cap, float *w, float *g, int32_t rows, int32_t cols,
                              int ndim, const char *fmt, ...) {
     if (t->nparams == *cap) {
@@ -64,8 +83,10 @@ static dspy_status add_param(dspy_trainable *t, size_t *cap, float *w, float *g,
     if (len < 0) return dspy_fail(DSPY_ERR_NOMEM, "trainable: out of memory");
     dspy_param *p = &t->params[t->nparams++];
     p->name = s;
-    p->w = w;
-    p->g = g;
+    p->dw = w;
+    p->dg = g;
+    p->w = host_of(t, w);
+    p->g = host_of(t, g);
     p->n = (size_t)rows * (size_t)cols;
     p->shape[0] = rows;
     p->shape[1] = cols;
@@ -144,7 +165,8 @@ static float *carve(float **cur, size_t n) {
 }
 
 /* Copies the model's weights (through dspy_model_tensor_read_f32, whatever device and dtype the
- * model keeps them in) into t->wblock in parameter order and sets the layer pointers. */
+ * model keeps them in) into the host mirror of t->wblock in parameter order and sets the layer
+ * pointers (into t->wblock, t->gblock). */
 static dspy_status copy_weights(dspy_trainable *t, bool full) {
     const dspy_model_config *c = &t->cfg;
     size_t C = (size_t)c->hidden_size, V = (size_t)c->vocab_size;
@@ -155,7 +177,7 @@ static dspy_status copy_weights(dspy_trainable *t, bool full) {
     do {                                                                           \
         (dst) = carve(&cur, (n));                                                  \
         snprintf(name, sizeof name, __VA_ARGS__);                                  \
-        if ((st = dspy_model_tensor_read_f32(t->m, name, (dst), (n)))) return st;  \
+        if ((st = dspy_model_tensor_read_f32(t->m, name, host_of(t, dst), (n)))) return st; \
         if (full) (gdst) = carve(&gcur, (n));                                      \
     } while (0)
     TAKE(t->embed, t->g_embed, V * C, "model.embed_tokens.weight");
@@ -208,7 +230,60 @@ static dspy_status check_lora(const dspy_lora_config *l) {
     return DSPY_OK;
 }
 
+/* Backend blocks and their host mirrors: with a mirror, n floats on the backend (zeroed when
+ * `zero`) plus a host array; without, one host array. */
+static dspy_status block_new(dspy_trainable *t, size_t n, bool zero, float **dev, float **host) {
+    *dev = *host = NULL;
+    *host = zero ? calloc(n ? n : 1, sizeof(float)) : malloc((n ? n : 1) * sizeof(float));
+    if (!*host) return dspy_fail(DSPY_ERR_NOMEM, "trainable: cannot allocate %zu MiB of host memory", n * 4 >> 20);
+    if (!t->mirrored) {
+        *dev = *host;
+        return DSPY_OK;
+    }
+    dspy_status st = t->be->ops->alloc(t->be, (n ? n : 1) * sizeof(float), (void **)dev);
+    if (st) return st;
+    if (zero) st = t->be->ops->fill(t->be, dspy_bt(t->be, *dev, (int64_t)n, DSPY_DTYPE_F32), 0.0f);
+    return st;
+}
+
+static void block_free(dspy_trainable *t, float *dev, float *host) {
+    if (t->mirrored && dev) t->be->ops->free(t->be, dev);
+    free(host);
+}
+
+/* Copies each block between backend and mirror (D2H or H2D), then waits. */
+static dspy_status sync_blocks(dspy_trainable *t, dspy_copy_kind kind) {
+    if (!t->mirrored) return DSPY_OK;
+    dspy_backend *be = t->be;
+    float *dev[3] = {t->wblock, t->gblock, t->lblock}, *host[3] = {t->hwblock, t->hgblock, t->hlblock};
+    size_t ns[3] = {t->wn, t->wn, t->ln};
+    for (int i = 0; i < 3; i++) {
+        if (!dev[i] || !ns[i]) continue;
+        size_t bytes = ns[i] * sizeof(float);
+        DSPY_TRY(kind == DSPY_COPY_D2H ? be->ops->copy(be, host[i], dev[i], bytes, kind)
+                                       : be->ops->copy(be, dev[i], host[i], bytes, kind));
+    }
+    return be->ops->sync(be);
+}
+
+dspy_status dspy_trainable_to_host(dspy_trainable *t) { return sync_blocks(t, DSPY_COPY_D2H); }
+dspy_status dspy_trainable_to_device(dspy_trainable *t) { return sync_blocks(t, DSPY_COPY_H2D); }
+dspy_device dspy_trainable_device(const dspy_trainable *t) { return t->be->dev; }
+bool dspy_trainable_mirrored(const dspy_trainable *t) { return t->mirrored; }
+
+dspy_status dspy_trainable_plan(dspy_trainable *t, int32_t max_T, int max_seqs) {
+    if (max_T < 1 || max_seqs < 1)
+        return dspy_fail(DSPY_ERR_ARG, "trainable plan: %d tokens, %d sequences; both must be >= 1", (int)max_T,
+                         max_seqs);
+    return train_work_reserve(t, max_T, max_seqs);
+}
+
 dspy_status dspy_trainable_new(dspy_model *m, const dspy_lora_config *lora, uint64_t seed, dspy_trainable **out) {
+    return dspy_trainable_new_on(m, lora, seed, (dspy_device){DSPY_DEVICE_CPU, 0}, false, out);
+}
+
+dspy_status dspy_trainable_new_on(dspy_model *m, const dspy_lora_config *lora, uint64_t seed, dspy_device dev,
+                                  bool mirrored, dspy_trainable **out) {
     *out = NULL;
     dspy_status st;
     if (lora && lora->enabled && (st = check_lora(lora))) return st;
@@ -224,20 +299,37 @@ dspy_status dspy_trainable_new(dspy_model *m, const dspy_lora_config *lora, uint
     }
     const dspy_model_config *c = &t->cfg;
     int L = c->num_hidden_layers;
-    t->layers = calloc((size_t)L, sizeof *t->layers);
-    t->wn = weights_numel(c);
-    t->wblock = malloc(sizeof(float) * t->wn);
-    if (!t->lora_on) t->gblock = calloc(t->wn, sizeof(float));
-    if (!t->layers || !t->wblock || (!t->lora_on && !t->gblock)) {
-        st = dspy_fail(DSPY_ERR_NOMEM, "trainable: cannot allocate %zu MiB for fp32 weights and gradients",
-                       (t->lora_on ? 1 : 2) * t->wn * sizeof(float) >> 20);
-        goto fail;
-    }
-    if ((st = copy_weights(t, !t->lora_on))) goto fail;
-    /* The CPU reference computes the steps; its scratch grows with the longest sequence. */
+    t->mirrored = mirrored || dev.type != DSPY_DEVICE_CPU;
+    /* The backend computes the steps; its scratch grows with the longest sequence (or is
+     * planned once by dspy_trainable_plan). */
     dspy_backend_plan plan = {64, 64, 1, c->vocab_size, c->num_attention_heads, c->head_dim,
                               dspy_model_n_threads(m)};
-    if ((st = dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, &plan, &t->be))) goto fail;
+    if ((st = dspy_backend_new(dev, &plan, &t->be))) goto fail;
+    t->host_be = t->be;
+    if (dev.type != DSPY_DEVICE_CPU &&
+        (st = dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, &plan, &t->host_be))) {
+        t->host_be = NULL;
+        goto fail;
+    }
+    t->layers = calloc((size_t)L, sizeof *t->layers);
+    if (!t->layers) {
+        st = dspy_fail(DSPY_ERR_NOMEM, "trainable: out of memory");
+        goto fail;
+    }
+    t->wn = weights_numel(c);
+    if ((st = block_new(t, t->wn, false, &t->wblock, &t->hwblock))) goto fail;
+    if (!t->lora_on && (st = block_new(t, t->wn, true, &t->gblock, &t->hgblock))) goto fail;
+    if ((st = copy_weights(t, !t->lora_on))) goto fail;
+    if (t->mirrored) {
+        int hh = c->head_dim / 2;
+        if ((st = t->be->ops->alloc(t->be, sizeof(float) * (size_t)(hh > 0 ? hh : 1), (void **)&t->inv_freq)))
+            goto fail;
+        if ((st = t->be->ops->copy(t->be, t->inv_freq, dspy_model_inv_freq(m), sizeof(float) * (size_t)hh,
+                                   DSPY_COPY_H2D)))
+            goto fail;
+    } else {
+        t->inv_freq = (float *)dspy_model_inv_freq(m);
+    }
     if (t->lora_on) {
         size_t r = (size_t)t->lora.r, n = 0;
         for (int k = 0; k < LIN_COUNT; k++) {
@@ -245,11 +337,8 @@ dspy_status dspy_trainable_new(dspy_model *m, const dspy_lora_config *lora, uint
             train_lin_dims(c, k, &in, &o);
             n += (size_t)L * 2 * r * ((size_t)in + (size_t)o);
         }
-        t->lblock = calloc(n, sizeof(float));
-        if (!t->lblock) {
-            st = dspy_fail(DSPY_ERR_NOMEM, "trainable: cannot allocate LoRA adapters");
-            goto fail;
-        }
+        t->ln = n;
+        if ((st = block_new(t, n, true, &t->lblock, &t->hlblock))) goto fail;
         float *cur = t->lblock;
         uint64_t rs = seed;
         for (int l = 0; l < L; l++)
@@ -262,9 +351,10 @@ dspy_status dspy_trainable_new(dspy_model *m, const dspy_lora_config *lora, uint
                 a->B = carve(&cur, (size_t)o * r);
                 a->gB = carve(&cur, (size_t)o * r);
                 double bound = 1.0 / sqrt((double)in); /* kaiming_uniform_(a=sqrt(5)) on (r, in) */
+                float *A = host_of(t, a->A);
                 for (size_t i = 0; i < r * (size_t)in; i++) {
                     double u = (double)(splitmix64(&rs) >> 11) * 0x1.0p-53;
-                    a->A[i] = (float)((2.0 * u - 1.0) * bound);
+                    A[i] = (float)((2.0 * u - 1.0) * bound);
                 }
             }
         st = list_lora(t);
@@ -272,6 +362,7 @@ dspy_status dspy_trainable_new(dspy_model *m, const dspy_lora_config *lora, uint
         st = list_full(t);
     }
     if (st) goto fail;
+    if ((st = dspy_trainable_to_device(t))) goto fail; /* the one upload (waits, so the mirror may change) */
     *out = t;
     return DSPY_OK;
 fail:
@@ -283,12 +374,16 @@ void dspy_trainable_free(dspy_trainable *t) {
     if (!t) return;
     for (size_t i = 0; i < t->nparams; i++) free((char *)t->params[i].name);
     free(t->params);
-    train_work_free(&t->work);
+    if (t->be) {
+        train_work_free(t->be, &t->work);
+        block_free(t, t->wblock, t->hwblock);
+        block_free(t, t->gblock, t->hgblock);
+        block_free(t, t->lblock, t->hlblock);
+        if (t->mirrored) t->be->ops->free(t->be, t->inv_freq);
+    }
+    if (t->host_be != t->be) dspy_backend_free(t->host_be);
     dspy_backend_free(t->be);
     free(t->layers);
-    free(t->wblock);
-    free(t->gblock);
-    free(t->lblock);
     free(t);
 }
 
@@ -310,8 +405,17 @@ size_t dspy_trainable_numel(const dspy_trainable *t) {
     return n;
 }
 
-void dspy_trainable_zero_grad(dspy_trainable *t) {
-    for (size_t i = 0; i < t->nparams; i++) memset(t->params[i].g, 0, sizeof(float) * t->params[i].n);
+dspy_status dspy_trainable_zero_grad(dspy_trainable *t) {
+    if (!t->mirrored) {
+        for (size_t i = 0; i < t->nparams; i++) memset(t->params[i].g, 0, sizeof(float) * t->params[i].n);
+        return DSPY_OK;
+    }
+    if (t->gblock) /* full fine-tuning: one block holds every gradient */
+        return t->be->ops->fill(t->be, dspy_bt(t->be, t->gblock, (int64_t)t->wn, DSPY_DTYPE_F32), 0.0f);
+    for (size_t i = 0; i < t->nparams; i++)
+        DSPY_TRY(t->be->ops->fill(t->be, dspy_bt(t->be, t->params[i].dg, (int64_t)t->params[i].n, DSPY_DTYPE_F32),
+                                  0.0f));
+    return DSPY_OK;
 }
 
 uint64_t dspy_trainable_rng_get(const dspy_trainable *t) { return t->rng; }
@@ -324,13 +428,22 @@ bool dspy_trainable_lora_merged(const dspy_trainable *t) { return t->merged; }
 
 /* W (out, in) += scale * B (out, r) @ A (r, in), through linear_backward's weight gradient
  * (dw += dout^T inp with dout = scale * B^T (r, out), inp = A). bt: scratch of r * out floats. */
-static dspy_status merge_into(dspy_backend *be, float *W, const lora_adapter *a, int r, int in, int out, float scale,
-                              float *bt) {
+static dspy_status merge_into(dspy_backend *be, float *W, const float *A, const float *B, int r, int in, int out,
+                              float scale, float *bt) {
     for (int o = 0; o < out; o++)
-        for (int k = 0; k < r; k++) bt[(size_t)k * out + o] = scale * a->B[(size_t)o * r + k];
+        for (int k = 0; k < r; k++) bt[(size_t)k * out + o] = scale * B[(size_t)o * r + k];
     return be->ops->linear_backward(be, dspy_tensor_none(), dspy_bt(be, W, (int64_t)out * in, DSPY_DTYPE_F32),
                                     dspy_tensor_none(), dspy_bt(be, bt, (int64_t)r * out, DSPY_DTYPE_F32),
-                                    dspy_bt(be, a->A, (int64_t)r * in, DSPY_DTYPE_F32), dspy_tensor_none(), r, in, out);
+                                    dspy_bt(be, (float *)A, (int64_t)r * in, DSPY_DTYPE_F32), dspy_tensor_none(), r, in,
+                                    out);
+}
+
+/* merge_into for adapter (l, k) of t, on the host mirror (host_be). */
+static dspy_status merge_host(dspy_trainable *t, float *W, int l, int k, float *bt) {
+    int in, out;
+    train_lin_dims(&t->cfg, k, &in, &out);
+    const lora_adapter *a = &t->layers[l].lora[k];
+    return merge_into(t->host_be, W, host_of(t, a->A), host_of(t, a->B), t->lora.r, in, out, t->lora_scale, bt);
 }
 
 static int max_lin_out(const dspy_model_config *c) {
@@ -347,16 +460,15 @@ dspy_status dspy_trainable_merge_lora(dspy_trainable *t) {
     if (!t->lora_on) return dspy_fail(DSPY_ERR_STATE, "merge_lora: this trainable has no LoRA adapters");
     if (t->merged) return dspy_fail(DSPY_ERR_STATE, "merge_lora: the LoRA adapters are already merged");
     const dspy_model_config *c = &t->cfg;
+    /* On a device: merge on the host mirror, then upload the merged weights. */
+    dspy_status st = dspy_trainable_to_host(t);
+    if (st) return st;
     float *bt = malloc(sizeof(float) * (size_t)t->lora.r * (size_t)max_lin_out(c));
     if (!bt) return dspy_fail(DSPY_ERR_NOMEM, "merge_lora: out of memory");
-    dspy_status st = DSPY_OK;
     for (int l = 0; l < c->num_hidden_layers && !st; l++)
-        for (int k = 0; k < LIN_COUNT && !st; k++) {
-            int in, out;
-            train_lin_dims(c, k, &in, &out);
-            st = merge_into(t->be, t->layers[l].w[k], &t->layers[l].lora[k], t->lora.r, in, out, t->lora_scale, bt);
-        }
+        for (int k = 0; k < LIN_COUNT && !st; k++) st = merge_host(t, host_of(t, t->layers[l].w[k]), l, k, bt);
     free(bt);
+    if (!st) st = dspy_trainable_to_device(t);
     if (st) return st;
     t->merged = true;
     return DSPY_OK;
@@ -426,6 +538,7 @@ dspy_status dspy_trainable_export(dspy_trainable *t, const char *out_dir, const 
     if ((st = write_text(out_dir, "config.json", dspy_model_config_to_json(&oc)))) return st;
     if ((st = write_text(out_dir, "generation_config.json", dspy_generation_config_to_json(&oc)))) return st;
     if ((st = copy_tokenizer(dspy_model_dir(t->m), out_dir))) return st;
+    if ((st = dspy_trainable_to_host(t))) return st; /* a device trainable writes its mirror */
 
     /* The full-fine-tuning parameter list is exactly the file's tensor list; build it even for
      * LoRA (where t->params holds the adapters) by walking the same layout. */
@@ -446,7 +559,7 @@ dspy_status dspy_trainable_export(dspy_trainable *t, const char *out_dir, const 
         names[n] = dspy_str_take(&nm_);                                                      \
         spec[n].name = names[n], spec[n].dtype = dt, spec[n].ndim = (ndim_);                 \
         spec[n].shape[0] = (rows), spec[n].shape[1] = (cols);                                \
-        src[n].data = (ptr), src[n].layer = (layer_), src[n].lin = (lin_);                   \
+        src[n].data = host_of(t, ptr), src[n].layer = (layer_), src[n].lin = (lin_);         \
         n++;                                                                                 \
     } while (0)
     ADD(t->embed, -1, -1, c->vocab_size, c->hidden_size, 2, "model.embed_tokens.weight");
@@ -495,8 +608,7 @@ dspy_status dspy_trainable_export(dspy_trainable *t, const char *out_dir, const 
             int in, out;
             train_lin_dims(c, src[i].lin, &in, &out);
             memcpy(tmp, data, sizeof(float) * (size_t)in * out);
-            st = merge_into(t->be, tmp, &t->layers[src[i].layer].lora[src[i].lin], t->lora.r, in, out,
-                            t->lora_scale, bt);
+            st = merge_host(t, tmp, src[i].layer, src[i].lin, bt);
             if (st) break;
             data = tmp;
         }

@@ -38,7 +38,8 @@ typedef struct layer_acts {
     float *lu[LIN_COUNT];/* (T, r) scaled LoRA intermediates (alpha/r) A dropout(x) */
 } layer_acts;
 
-/* Work buffers for sequences of up to `cap` tokens. */
+/* Work buffers for sequences of up to `cap` tokens, in the backend's memory (planned once;
+ * a step never allocates unless a sequence is longer than every one before). */
 typedef struct train_work {
     int32_t cap;
     float *block;
@@ -54,7 +55,15 @@ typedef struct train_work {
     float *ltmp;                   /* (T, max out) LoRA path output */
     float *xd, *dxd;               /* (T, max in) dropped LoRA input and its gradient */
     float *du;                     /* (T, r) */
-    int32_t *start, *pos, *rows, *targets; /* (T) */
+    int32_t *iblock;               /* (5, cap) on the backend: ids, start, pos, rows, targets */
+    int32_t *ids, *start, *pos, *rows, *targets; /* (T) views into iblock */
+    /* Host staging of those five arrays, one (5, cap) record per slot (page-locked on CUDA): a
+     * sequence is prepared on the host and copied in one H2D copy; the slots of one optimizer
+     * step stay untouched until the step's one sync. */
+    int32_t *stage;
+    int nslots;
+    double *loss_dev;              /* (nslots) F64 on the backend: each sequence's loss sum */
+    double *loss_host;             /* (nslots) page-locked: where the step reads them back */
 } train_work;
 
 /* Rows of logits materialised at once by the loss. */
@@ -63,7 +72,14 @@ typedef struct train_work {
 struct dspy_trainable {
     dspy_model *m;                 /* read only: weights are copied out at construction */
     dspy_model_config cfg;
-    dspy_backend *be;              /* the CPU reference backend the steps run on */
+    dspy_backend *be;              /* the backend the steps run on (CPU reference or CUDA) */
+    dspy_backend *host_be;         /* a CPU backend for host-side work (LoRA merges into the host
+                                      mirror); == be when be is the CPU */
+    /* Mirrored (every CUDA trainable; a CPU one when asked, to test the same code path): the
+     * blocks below live in be's memory and the h* blocks are host mirrors, synchronised by
+     * dspy_trainable_to_host / _to_device; dspy_param.w/g point into the mirrors, .dw/.dg into
+     * the backend. Not mirrored: one host copy, h* == the blocks. */
+    bool mirrored;
     bool lora_on, merged;
     dspy_lora_config lora;
     float lora_scale;              /* alpha / r */
@@ -71,6 +87,9 @@ struct dspy_trainable {
     float *wblock, *gblock;        /* fp32 weights; gradients (full fine-tuning: same layout) */
     size_t wn;
     float *lblock;                 /* LoRA A, B and their gradients */
+    size_t ln;
+    float *hwblock, *hgblock, *hlblock; /* host mirrors (the blocks themselves when not mirrored) */
+    float *inv_freq;               /* (HS/2) RoPE inverse frequencies in be's memory */
     float *embed, *final_norm, *lm_head;   /* lm_head == embed when tied */
     float *g_embed, *g_final_norm, *g_lm_head; /* g_lm_head == g_embed when tied; NULL when frozen */
     train_layer *layers;           /* (L) */
@@ -82,6 +101,14 @@ struct dspy_trainable {
 /* (in, out) of linear `lin` under config c. */
 void train_lin_dims(const dspy_model_config *c, int lin, int *in, int *out);
 /* Frees the work buffers (backward.c). */
-void train_work_free(train_work *w);
+void train_work_free(dspy_backend *be, train_work *w);
+/* Work buffers for sequences of up to T tokens and `slots` sequences per optimizer step
+ * (backward.c); fields only grow. */
+dspy_status train_work_reserve(dspy_trainable *t, int32_t T, int slots);
+/* Forward (and, when train, backward) of one sequence with its staging and loss in `slot`
+ * (< work.nslots): the loss sum goes to work.loss_dev[slot] and is NOT read back; *M gets the
+ * labelled rows (host-known). Nothing waits for the device. */
+dspy_status train_seq_run(dspy_trainable *t, const dspy_train_seq *s, bool train, float grad_scale, int slot,
+                          int32_t *M);
 
 #endif

@@ -5,7 +5,9 @@
  * optimizer steps (train/optim.h over train/backward.h); logs train.jsonl; saves checkpoints
  * (train/checkpoint.h); resumes; exports the model (LoRA merged) in the input's dtype.
  * Follows DSPy's train_sft_locally / HF Trainer semantics as described in dspy/train.h.
- * Not here: CUDA (the trainable runs on the kern/ops.h CPU table), multi-process training.
+ * The trainable runs on the device of the `device` train_kwarg (kern/ops.h CPU reference or
+ * CUDA, planned once for max_seq_length and B*G sequences per step). Not here: multi-process
+ * training.
  */
 #include "dspy/train.h"
 
@@ -49,6 +51,7 @@ typedef struct {
     dspy_trainable *tr;
     dspy_optimizer *opt;
     dspy_lora_config lora;
+    dspy_device dev; /* where the steps run */
     /* plan */
     int64_t n_epochs;
     int64_t *steps_in_epoch; /* (n_epochs) */
@@ -255,6 +258,8 @@ static dspy_status setup(trainer *T, dspy_train_result *res) {
     mp.n_threads = T->p.n_threads;
     dspy_status st;
     if ((st = precheck(T))) return st;
+    /* a GPU asked for and absent fails here, before anything is loaded */
+    if ((st = dspy_device_parse(T->p.device, &T->dev))) return st;
     if ((st = dspy_model_load(T->model_dir, &mp, &T->model))) return st;
     if ((st = dspy_tokenizer_load(T->model_dir, &T->tok))) return dspy_fail_wrap(st, "finetune: the model's tokenizer");
     if ((st = dspy_chat_template_load(T->model_dir, &T->tpl)))
@@ -272,7 +277,16 @@ static dspy_status setup(trainer *T, dspy_train_result *res) {
                          T->data_path, dspy_sft_n_lines(T->ds), dspy_sft_n_issues(T->ds));
     T->lora = (dspy_lora_config){.r = T->p.lora_r, .alpha = (float)T->p.lora_alpha,
                                  .dropout = (float)T->p.lora_dropout, .enabled = T->p.use_peft};
-    if ((st = dspy_trainable_new(T->model, T->p.use_peft ? &T->lora : NULL, T->p.seed, &T->tr))) return st;
+    dspy_device dev = T->dev;
+    if ((st = dspy_trainable_new_on(T->model, T->p.use_peft ? &T->lora : NULL, T->p.seed, dev, false, &T->tr)))
+        return st;
+    if (dev.type != DSPY_DEVICE_CPU) {
+        char name[32];
+        dspy_device_str(dev, name, sizeof name);
+        dspy_log(DSPY_LOG_INFO, "finetune: training on %s (F32)", name);
+        /* activations for the longest sequence and the step's staging, once, before any step */
+        if ((st = dspy_trainable_plan(T->tr, T->p.max_seq_length, (int)T->micro))) return st;
+    }
     dspy_adamw_hparams h = {T->p.adam_beta1, T->p.adam_beta2, T->p.adam_epsilon, T->p.weight_decay};
     if ((st = dspy_optimizer_new(T->tr, &h, &T->opt))) return st;
     res->trainable_params = (int64_t)dspy_trainable_numel(T->tr);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "dspy/backend.h"
 #include "dspy/model.h"
 #include "dspy/safetensors.h"
 #include "dspy/str.h"
@@ -237,6 +238,50 @@ static void test_kill_and_resume(void) {
     free(out);
 }
 
+/* --device: names by form; cuda without a GPU is refused before anything loads and auto falls
+ * back to the CPU; with a GPU, cuda trains to the CPU's losses (F32 both, 1e-5 relative). */
+static void test_device(void) {
+    if (!setup()) return;
+    char cmd[4096], *out = NULL;
+    snprintf(cmd, sizeof cmd, "'%s' finetune --model '%s' --data '%s' --out '%s/dx' --device tpu", test_bin("dspy"),
+             g_model, g_data, test_tmpdir());
+    CHECK(run_cmd(cmd, &out) != 0);
+    CHECK_CONTAINS(out, "device is 'tpu'");
+    free(out);
+    const char *why = NULL;
+    bool gpu = dspy_cuda_device_count(&why) > 0;
+    if (!gpu) {
+        snprintf(cmd, sizeof cmd, "'%s' finetune --model '%s' --data '%s' --out '%s/dx' --device cuda --quiet",
+                 test_bin("dspy"), g_model, g_data, test_tmpdir());
+        CHECK(run_cmd(cmd, &out) != 0);
+        CHECK_CONTAINS(out, "error: ");
+        CHECK_CONTAINS(out, "use --device cpu");
+        free(out);
+    }
+    const char *devs[2] = {"cpu", gpu ? "cuda" : "auto"};
+    double l[2][4];
+    int n[2] = {0, 0};
+    for (int d = 0; d < 2; d++) {
+        char dir[1100];
+        snprintf(dir, sizeof dir, "%s/dev-%s", test_tmpdir(), devs[d]);
+        snprintf(cmd, sizeof cmd,
+                 "'%s' finetune --model '%s' --data '%s' --out '%s' --device %s --max_steps 2 "
+                 "--gradient_accumulation_steps 4 --learning_rate 1e-3 --quiet",
+                 test_bin("dspy"), g_model, g_data, dir, devs[d]);
+        CHECK_INT(run_cmd(cmd, &out), 0);
+        CHECK_CONTAINS(out, "2 optimizer steps");
+        free(out);
+        n[d] = losses(dir, l[d], 4);
+    }
+    CHECK_INT(n[0], 2);
+    CHECK_INT(n[1], 2);
+    for (int i = 0; i < n[0] && i < n[1]; i++) {
+        double rel = fabs(l[1][i] - l[0][i]) / fabs(l[0][i]);
+        if (gpu) printf("  --device cuda step %d: loss %.9g vs cpu %.9g (rel %.2g)\n", i + 1, l[1][i], l[0][i], rel);
+        CHECK(gpu ? rel <= 1e-5 : rel == 0);
+    }
+}
+
 static void test_lora_and_errors(void) {
     if (!setup()) return;
     char cmd[4096], dir[1024], *out = NULL;
@@ -304,5 +349,6 @@ int main(void) {
     RUN(test_train_and_generate);
     RUN(test_kill_and_resume);
     RUN(test_lora_and_errors);
+    RUN(test_device);
     return check_summary("test_finetune");
 }

@@ -243,9 +243,18 @@ static void test_params(void) {
     CHECK_STATUS(dspy_train_params_validate(&p), DSPY_ERR_ARG);
     CHECK_CONTAINS(dspy_errmsg(), "learning_rate");
     p = q;
-    p.device = "cuda";
-    CHECK_STATUS(dspy_train_params_validate(&p), DSPY_ERR_ARG);
-    CHECK_CONTAINS(dspy_errmsg(), "device is 'cuda'");
+    /* device names by form (whether a GPU is there is checked when training starts) */
+    static const char *const good_dev[] = {"cpu", "auto", "cuda", "cuda:0", "cuda:12"};
+    for (size_t i = 0; i < sizeof good_dev / sizeof *good_dev; i++) {
+        p.device = good_dev[i];
+        CHECK_OK(dspy_train_params_validate(&p));
+    }
+    static const char *const bad_dev[] = {"tpu", "cuda:", "cuda:x", "cuda0", "CUDA"};
+    for (size_t i = 0; i < sizeof bad_dev / sizeof *bad_dev; i++) {
+        p.device = bad_dev[i];
+        CHECK_STATUS(dspy_train_params_validate(&p), DSPY_ERR_ARG);
+        CHECK_CONTAINS(dspy_errmsg(), "device is '");
+    }
     p = q;
     p.lora_dropout = 1.0;
     CHECK_STATUS(dspy_train_params_validate(&p), DSPY_ERR_ARG);

@@ -5,6 +5,8 @@
  * for bit; with gscale the gradient is multiplied first, as dspy_clip_grad_norm's in-place
  * scaling would. Elements are independent: OpenMP over them.
  */
+#include <math.h>
+
 #include "kern/cpu/cpu.h"
 
 dspy_status cpu_adamw(dspy_backend *be, dspy_tensor w_t, dspy_tensor g_t, dspy_tensor m_t, dspy_tensor v_t,
@@ -20,6 +22,7 @@ dspy_status cpu_adamw(dspy_backend *be, dspy_tensor w_t, dspy_tensor g_t, dspy_t
     const float decay = hp[DSPY_ADAMW_DECAY], w1 = hp[DSPY_ADAMW_W1], b2 = hp[DSPY_ADAMW_B2];
     const float w2 = hp[DSPY_ADAMW_W2], bc2_sqrt = hp[DSPY_ADAMW_BC2_SQRT], eps = hp[DSPY_ADAMW_EPS];
     const float neg_step = hp[DSPY_ADAMW_NEG_STEP], gscale = hp[DSPY_ADAMW_GSCALE];
+    if (isnan(gscale)) return DSPY_OK; /* clip_coef's "skip this step" */
     float *w = w_t.data, *m = m_t.data, *v = v_t.data;
     const int64_t n = w_t.n;
 #pragma omp parallel for schedule(static) if (n > (1L << 16))

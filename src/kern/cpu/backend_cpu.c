@@ -167,6 +167,9 @@ static const dspy_ops k_cpu_ops = {
     .dropout = cpu_dropout,
     .scale = cpu_scale,
     .adamw = cpu_adamw,
+    .sum_rows = cpu_sum_rows,
+    .grad_sumsq = cpu_grad_sumsq,
+    .clip_coef = cpu_clip_coef,
 };
 
 dspy_status dspy_backend_cpu_init(dspy_backend *be) {

@@ -123,5 +123,10 @@ dspy_status cpu_cross_entropy(dspy_backend *be, dspy_tensor loss, dspy_tensor dl
 dspy_status cpu_dropout(dspy_backend *be, dspy_tensor out, dspy_tensor inp, float p, uint64_t key);
 dspy_status cpu_scale(dspy_backend *be, dspy_tensor x, float s);
 dspy_status cpu_adamw(dspy_backend *be, dspy_tensor w, dspy_tensor g, dspy_tensor m, dspy_tensor v, dspy_tensor hp);
+/* The trainer's reductions (reduce.c). */
+dspy_status cpu_sum_rows(dspy_backend *be, dspy_tensor out, int slot, dspy_tensor x);
+dspy_status cpu_grad_sumsq(dspy_backend *be, dspy_tensor out, int slot, dspy_tensor x);
+dspy_status cpu_clip_coef(dspy_backend *be, dspy_tensor hp, int nhp, dspy_tensor out, dspy_tensor sumsq, int k,
+                          dspy_tensor check, int nc, double max_norm);
 
 #endif

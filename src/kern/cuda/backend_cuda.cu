@@ -203,6 +203,9 @@ static const dspy_ops k_cuda_ops = {
     .dropout = cu_dropout,
     .scale = cu_scale,
     .adamw = cu_adamw,
+    .sum_rows = cu_sum_rows,
+    .grad_sumsq = cu_grad_sumsq,
+    .clip_coef = cu_clip_coef,
 };
 
 /* ---- lifetime ---------------------------------------------------------------------------- */

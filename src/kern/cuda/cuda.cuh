@@ -218,5 +218,12 @@ dspy_status cu_cross_entropy(dspy_backend *be, dspy_tensor loss, dspy_tensor dlo
 dspy_status cu_dropout(dspy_backend *be, dspy_tensor out, dspy_tensor inp, float p, uint64_t key);
 dspy_status cu_scale(dspy_backend *be, dspy_tensor x, float s);
 dspy_status cu_adamw(dspy_backend *be, dspy_tensor w, dspy_tensor g, dspy_tensor m, dspy_tensor v, dspy_tensor hp);
+/* train_reduce.cu: the trainer's reductions; train_linear.cu: linear with F32 inp and w. */
+dspy_status cu_sum_rows(dspy_backend *be, dspy_tensor out, int slot, dspy_tensor x);
+dspy_status cu_grad_sumsq(dspy_backend *be, dspy_tensor out, int slot, dspy_tensor x);
+dspy_status cu_clip_coef(dspy_backend *be, dspy_tensor hp, int nhp, dspy_tensor out, dspy_tensor sumsq, int k,
+                         dspy_tensor check, int nc, double max_norm);
+dspy_status cu_linear_f32(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
+                          int C, int OC, bool accumulate);
 
 #endif

@@ -115,6 +115,9 @@ static dspy_status gemm_lt(dspy_backend *be, dspy_tensor out, dspy_tensor inp, d
 dspy_status cu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
                       int C, int OC, bool accumulate) {
     CU_ENTER(be);
+    /* F32 inp and w: the trainer's F32 layer (train_linear.cu) */
+    if (inp.dtype == DSPY_DTYPE_F32 && w.dtype == DSPY_DTYPE_F32)
+        return cu_linear_f32(be, out, inp, w, bias, N, C, OC, accumulate);
     CU_NEED2("linear", "out", out, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)N * OC);
     CU_NEED("linear", "inp", inp, DSPY_DTYPE_BF16, (int64_t)N * C);
     CU_NEED("linear", "w", w, DSPY_DTYPE_BF16, (int64_t)OC * C);

@@ -46,6 +46,13 @@ __device__ __forceinline__ tr_lse tr_lse_add(tr_lse a, float x) {
     return tr_lse{a.m, a.s + expf(x - a.m)};
 }
 
+/* grad_sumsq's per-block partial sums live in the training scratch after its train_rows_n
+ * floats (train_plan.cu allocates TR_SUMSQ_FLOATS more: the doubles plus alignment). */
+enum { TR_SUMSQ_BLOCKS = 256, TR_SUMSQ_FLOATS = 2 * TR_SUMSQ_BLOCKS + 2 };
+static inline double *tr_sumsq_partials(cuda_state *s) {
+    return (double *)(s->train_rows + ((s->train_rows_n + 1) & ~(size_t)1));
+}
+
 /* dst (C) += column sums over N rows of a (N, C), times b (N, C) * r (N) per element when b is
  * given. Deterministic (a fixed order per column); no scratch. */
 dspy_status cu_train_colsum(dspy_backend *be, const char *what, float *dst, const float *a, const float *b,

@@ -1,4 +1,7 @@
-/* train_linear.cu — the backward of nn.Linear in F32 on cuBLASLt (kern/ops.h linear_backward):
+/* train_linear.cu — nn.Linear and its backward in F32 on cuBLASLt (kern/ops.h linear with F32
+ * inp and w, linear_backward):
+ *   forward: out (N, OC) [+]= inp (N, C) @ w^T + bias   (the trainer's F32 layer; gemm.cu sends
+ *            F32 inp/w here, BF16 ones to its own BF16 GEMM/GEMV)
  *   dgrad: dinp (N, C)  += dout (N, OC) @ w (OC, C)
  *   wgrad: dw   (OC, C) += dout^T @ inp (N, C)
  *   dbias (OC)          += column sums of dout       (train_pointwise.cu's deterministic colsum)
@@ -8,6 +11,7 @@
  * agree with the CPU reference to F32 rounding of a length-K sum (~1e-6 relative).
  *
  * Layouts: cuBLASLt is column-major, so a row-major (R, K) array is a column-major (K, R) one.
+ *   forward: D (OC, N) = A^T, A the stored w viewed (C, OC), @ B (C, N) [inp as stored].
  *   dgrad: D (C, N) = A (C, OC) [w as stored] @ B (OC, N) [dout as stored], no transposes.
  *   wgrad: D (C, OC) = A (C, N) [inp as stored] @ B^T, B the stored (OC, N) dout.
  * Plans (descriptors + the heuristic's algorithm) live in gemm.cu's plan cache under tags
@@ -17,7 +21,7 @@
  */
 #include "kern/cuda/train.cuh"
 
-enum { TAG_DGRAD = 1000, TAG_WGRAD = 1100 };
+enum { TAG_DGRAD = 1000, TAG_WGRAD = 1100, TAG_FWD = 1200, TAG_FWD_ACC = 1300 };
 
 /* log2 of the largest power of two (<= 256) that divides every address. */
 static int align_log2(const void *a, const void *b, const void *c) {
@@ -27,9 +31,10 @@ static int align_log2(const void *a, const void *b, const void *c) {
     return l;
 }
 
-/* The cached plan of one F32 GEMM D (m, n) += A (m, k) @ op(B), column-major, A not
- * transposed, B (k, n) or, when tb, stored (n, k) and transposed. */
-static dspy_status f32_plan(dspy_backend *be, const char *what, int tag, int m, int n, int k, bool tb, int al,
+/* The cached plan of one F32 GEMM D (m, n) = alpha op(A) @ op(B) + beta D, column-major: A
+ * (m, k) or, when ta, stored (k, m) and transposed; B (k, n) or, when tb, stored (n, k) and
+ * transposed. The tag names (ta, tb, beta): each tag is used with one combination only. */
+static dspy_status f32_plan(dspy_backend *be, const char *what, int tag, int m, int n, int k, bool ta, bool tb, int al,
                             gemm_plan **out) {
     cuda_state *s = cu_of(be);
     bool hit = false;
@@ -39,12 +44,14 @@ static dspy_status f32_plan(dspy_backend *be, const char *what, int tag, int m, 
         *out = p;
         return DSPY_OK;
     }
-    cublasOperation_t ta = CUBLAS_OP_N, tbo = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasOperation_t tao = ta ? CUBLAS_OP_T : CUBLAS_OP_N, tbo = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
     DSPY_TRY(cu_check_lt(be, cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), what));
     p->valid = true; /* so that cu_gemm_plan_destroy releases what was made */
-    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
+    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &tao, sizeof tao);
     cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tbo, sizeof tbo);
-    dspy_status st = cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->a, CUDA_R_32F, m, k, m), what);
+    dspy_status st = cu_check_lt(be, ta ? cublasLtMatrixLayoutCreate(&p->a, CUDA_R_32F, k, m, k)
+                                        : cublasLtMatrixLayoutCreate(&p->a, CUDA_R_32F, m, k, m),
+                                 what);
     if (!st)
         st = cu_check_lt(be, tb ? cublasLtMatrixLayoutCreate(&p->b, CUDA_R_32F, n, k, n)
                                 : cublasLtMatrixLayoutCreate(&p->b, CUDA_R_32F, k, n, k),
@@ -83,13 +90,13 @@ static dspy_status f32_plan(dspy_backend *be, const char *what, int tag, int m, 
     return DSPY_OK;
 }
 
-/* D += A @ op(B) with the plan of (m, n, k). */
-static dspy_status f32_gemm_acc(dspy_backend *be, const char *what, int tag, int m, int n, int k, bool tb,
-                                const float *A, const float *B, float *D) {
+/* D = op(A) @ op(B) + beta D with the plan of (m, n, k). */
+static dspy_status f32_gemm(dspy_backend *be, const char *what, int tag, int m, int n, int k, bool ta, bool tb,
+                            float beta, const float *A, const float *B, float *D) {
     cuda_state *s = cu_of(be);
     gemm_plan *p = NULL;
-    DSPY_TRY(f32_plan(be, what, tag, m, n, k, tb, align_log2(A, B, D), &p));
-    const float alpha = 1.0f, beta = 1.0f;
+    DSPY_TRY(f32_plan(be, what, tag, m, n, k, ta, tb, align_log2(A, B, D), &p));
+    const float alpha = 1.0f;
     return cu_check_lt(be,
                        cublasLtMatmul(s->lt, p->op, &alpha, A, p->a, B, p->b, &beta, D, p->c, D, p->c, &p->algo, s->ws,
                                       s->ws_bytes, s->stream),
@@ -113,12 +120,40 @@ dspy_status cu_linear_backward(dspy_backend *be, dspy_tensor dinp, dspy_tensor d
     if (N <= 0 || OC <= 0) return DSPY_OK; /* nothing flows back */
     const float *g = (const float *)dout.data;
     if (dinp.data && C > 0)
-        DSPY_TRY(f32_gemm_acc(be, "linear_backward (dinp)", TAG_DGRAD, C, N, OC, false, (const float *)w.data, g,
-                              (float *)dinp.data));
+        DSPY_TRY(f32_gemm(be, "linear_backward (dinp)", TAG_DGRAD, C, N, OC, false, false, 1.0f,
+                          (const float *)w.data, g, (float *)dinp.data));
     if (dw.data && C > 0)
-        DSPY_TRY(f32_gemm_acc(be, "linear_backward (dw)", TAG_WGRAD, C, OC, N, true, (const float *)inp.data, g,
-                              (float *)dw.data));
+        DSPY_TRY(f32_gemm(be, "linear_backward (dw)", TAG_WGRAD, C, OC, N, false, true, 1.0f,
+                          (const float *)inp.data, g, (float *)dw.data));
     if (dbias.data)
         DSPY_TRY(cu_train_colsum(be, "linear_backward (dbias)", (float *)dbias.data, g, NULL, NULL, N, OC));
     return DSPY_OK;
+}
+
+/* out (N, OC) += bias (OC), F32. */
+__global__ void k_bias_f32(float *out, const float *bias, int64_t total, int OC) {
+    griddep_wait();
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x)
+        out[i] += bias[i % OC];
+}
+
+dspy_status cu_linear_f32(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
+                          int C, int OC, bool accumulate) {
+    CU_ENTER(be);
+    const char *op = "linear (F32)";
+    CU_NEED(op, "out", out, DSPY_DTYPE_F32, (int64_t)N * OC);
+    CU_NEED(op, "inp", inp, DSPY_DTYPE_F32, (int64_t)N * C);
+    CU_NEED(op, "w", w, DSPY_DTYPE_F32, (int64_t)OC * C);
+    if (bias.data) CU_NEED(op, "bias", bias, DSPY_DTYPE_F32, OC);
+    if (N <= 0 || OC <= 0) return DSPY_OK;
+    if (C <= 0) { /* an empty sum: y = bias */
+        if (!accumulate) DSPY_TRY(cu_fill(be, dspy_tensor_make(out.data, (int64_t)N * OC, DSPY_DTYPE_F32,
+                                                               DSPY_DEVICE_CUDA), 0.0f));
+    } else {
+        DSPY_TRY(f32_gemm(be, op, accumulate ? TAG_FWD_ACC : TAG_FWD, OC, N, C, true, false, accumulate ? 1.0f : 0.0f,
+                          (const float *)w.data, (const float *)inp.data, (float *)out.data));
+    }
+    if (!bias.data) return DSPY_OK;
+    return cu_launch(be, "linear (F32 bias)", k_bias_f32, tr_grid((int64_t)N * OC), 256, 0, (float *)out.data,
+                     (const float *)bias.data, (int64_t)N * OC, OC);
 }

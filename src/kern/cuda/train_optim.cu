@@ -14,6 +14,7 @@ __global__ void k_adamw(float *w, const float *g, float *m, float *v, const floa
     const float decay = hp[DSPY_ADAMW_DECAY], w1 = hp[DSPY_ADAMW_W1], b2 = hp[DSPY_ADAMW_B2];
     const float w2 = hp[DSPY_ADAMW_W2], bc2_sqrt = hp[DSPY_ADAMW_BC2_SQRT], eps = hp[DSPY_ADAMW_EPS];
     const float neg_step = hp[DSPY_ADAMW_NEG_STEP], gscale = hp[DSPY_ADAMW_GSCALE];
+    if (isnan(gscale)) return; /* clip_coef's "skip this step" */
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         const float gi = __fmul_rn(g[i], gscale), mo = m[i];
         const float wi = __fmul_rn(w[i], decay);

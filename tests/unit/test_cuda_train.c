@@ -1,0 +1,223 @@
+/* test_cuda_train.c — the trainer on CUDA against the CPU trainer (label gpu; exit 77 without a
+ * GPU).
+ *
+ * Trainer (train_pair.h): the 10 fixture steps of tests/ref/train/steps_ref.json on the tiny
+ * Llama (tied embeddings, GQA) with the same init and data on a plain CPU trainable and a CUDA
+ * one. F32 everywhere (cuBLASLt F32 compute, no TF32), so the tolerances are F32 ones:
+ *   per-step loss within 1e-5 relative, gradient norm within 1e-4 relative;
+ *   final weights and both AdamW moments, the resumed run (checkpoint after step 5, a fresh
+ *   CUDA trainable loads it and takes steps 6-10) and the exported model (LoRA merged): max
+ *   |diff| per tensor / max(1e-3, max |ref|) within 2e-3 — Adam divides by sqrt(v), so
+ *   elements whose gradient is near zero move by up to ~lr on F32 noise (lr is 2e-3 here); the
+ *   resumed run is not bit-identical to the uninterrupted one on CUDA because repeated token
+ *   ids add their embedding gradients with atomics (docs/cuda-trainer.md §2).
+ * Cases: full fine-tuning with clipping and weight decay, every step clipped, LoRA with
+ * dropout. Each prints its worst differences.
+ *
+ * Ops added for the device trainer, CUDA vs the CPU reference: linear with F32 inp and w (odd
+ * shapes, bias, accumulate, unaligned slices; 1e-5 relative), sum_rows and grad_sumsq (1e-12
+ * relative: double sums in another order; and run-to-run bit-identical), clip_coef (bit-identical
+ * to the CPU from the same sums) and adamw's NaN-gscale skip.
+ * Planning: after dspy_trainable_plan a CUDA trainable's steps make no device allocation.
+ *
+ * Prints "test_cuda_train: N/M passed" last.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "train_pair.h"
+
+#include "dspy/backend.h"
+#include "kern/backend.h"
+#include "train/trainable_impl.h"
+
+static const dspy_device k_cuda = {DSPY_DEVICE_CUDA, 0};
+static const pair_tol k_f32 = {1e-5, 1e-4, 2e-3, 2e-3};
+
+static void test_full(void) {
+    pair_case c = {"full", false, 0.0f, 0.0, 0.01};
+    pair_run(&c, k_cuda, true, &k_f32);
+}
+
+static void test_full_clipped(void) {
+    pair_case c = {"full-clipped", false, 0.0f, 1e-3, 0.0};
+    pair_run(&c, k_cuda, true, &k_f32);
+}
+
+static void test_lora_dropout(void) {
+    pair_case c = {"lora-dropout", true, 0.1f, 0.0, 0.01};
+    pair_run(&c, k_cuda, true, &k_f32);
+}
+
+/* After planning, steps allocate nothing on the device. */
+static void test_planned(void) {
+    if (!g_pair_model) return;
+    pair_case c = {"planned", false, 0.0f, 0.0, 0.0};
+    dspy_trainable *t = NULL;
+    dspy_optimizer *o = NULL;
+    if (pair_make(&c, k_cuda, true, &t, &o)) {
+        CHECK_OK(dspy_trainable_plan(t, 256, 8));
+        int64_t before = t->be->n_allocs;
+        CHECK(pair_steps(o, 0, 3, 1.0, NULL));
+        CHECK_INT(t->be->n_allocs, before);
+    }
+    dspy_optimizer_free(o);
+    dspy_trainable_free(t);
+}
+
+/* ---- the new ops ----------------------------------------------------------------------------- */
+
+static dspy_backend *C, *G;
+static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
+
+static float frand(void) {
+    g_rng ^= g_rng << 13, g_rng ^= g_rng >> 7, g_rng ^= g_rng << 17;
+    return (float)((double)(g_rng >> 11) * 0x1.0p-53 * 2.0 - 1.0);
+}
+
+static void *dev_up(const void *h, size_t bytes) {
+    void *p = NULL;
+    CHECK_OK(G->ops->alloc(G, bytes ? bytes : 1, &p));
+    if (p && bytes) CHECK_OK(G->ops->copy(G, p, h, bytes, DSPY_COPY_H2D));
+    CHECK_OK(G->ops->sync(G));
+    return p;
+}
+
+static void dev_down(void *h, const void *d, size_t bytes) {
+    CHECK_OK(G->ops->copy(G, h, d, bytes, DSPY_COPY_D2H));
+    CHECK_OK(G->ops->sync(G));
+}
+
+static double rel(const float *a, const float *b, size_t n) {
+    double d = 0, r = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(a[i])) return INFINITY;
+        d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        r += (double)b[i] * b[i];
+    }
+    return sqrt(d) / (r > 0 ? sqrt(r) : 1);
+}
+
+/* linear (N, C) -> (N, OC) with F32 inp and w, starting `off` floats into each buffer. */
+static void linear_case(int N, int Cc, int OC, bool bias, bool acc, int off) {
+    size_t ni = (size_t)N * Cc + off, nw = (size_t)OC * Cc + off, no = (size_t)N * OC + off;
+    float *x = malloc(ni * 4), *w = malloc(nw * 4), *b = malloc(((size_t)OC + off) * 4), *y = malloc(no * 4);
+    float *yg = malloc(no * 4);
+    for (size_t i = 0; i < ni; i++) x[i] = frand();
+    for (size_t i = 0; i < nw; i++) w[i] = frand() * 0.1f;
+    for (int i = 0; i < OC + off; i++) b[i] = frand();
+    for (size_t i = 0; i < no; i++) y[i] = frand();
+    float *dx = dev_up(x, ni * 4), *dw = dev_up(w, nw * 4), *db = dev_up(b, ((size_t)OC + off) * 4);
+    float *dy = dev_up(y, no * 4);
+#define HT(be, p, n) dspy_bt(be, (p) + off, (int64_t)(n), DSPY_DTYPE_F32)
+    CHECK_OK(C->ops->linear(C, HT(C, y, (size_t)N * OC), HT(C, x, (size_t)N * Cc), HT(C, w, (size_t)OC * Cc),
+                            bias ? HT(C, b, OC) : dspy_tensor_none(), N, Cc, OC, acc));
+    CHECK_OK(G->ops->linear(G, HT(G, dy, (size_t)N * OC), HT(G, dx, (size_t)N * Cc), HT(G, dw, (size_t)OC * Cc),
+                            bias ? HT(G, db, OC) : dspy_tensor_none(), N, Cc, OC, acc));
+#undef HT
+    dev_down(yg, dy, no * 4);
+    double e = rel(yg + off, y + off, (size_t)N * OC);
+    printf("  linear F32 N=%d C=%d OC=%d bias=%d acc=%d off=%d: rel err %.2e\n", N, Cc, OC, bias, acc, off, e);
+    CHECK(e <= 1e-5);
+    G->ops->free(G, dx), G->ops->free(G, dw), G->ops->free(G, db), G->ops->free(G, dy);
+    free(x), free(w), free(b), free(y), free(yg);
+}
+
+static void test_linear_f32(void) {
+    linear_case(37, 72, 101, true, false, 0);
+    linear_case(5, 64, 48, false, true, 1);   /* decode-sized N still takes the F32 GEMM */
+    linear_case(300, 128, 1001, false, false, 3);
+    linear_case(64, 256, 64, true, true, 0);
+}
+
+static void test_reductions(void) {
+    enum { N = 3 * DSPY_SUMSQ_CHUNK + 123 };
+    float *x = malloc(N * sizeof *x);
+    for (int i = 0; i < N; i++) x[i] = frand();
+    float *dx = dev_up(x, N * 4);
+    double hc[2] = {0, 0}, hg[2] = {0, 0}, hg2[2] = {0, 0};
+    double *dout = dev_up(hg, sizeof hg);
+    dspy_tensor tc = dspy_bt(C, hc, 2, DSPY_DTYPE_F64), tg = dspy_bt(G, dout, 2, DSPY_DTYPE_F64);
+    CHECK_OK(C->ops->grad_sumsq(C, tc, 0, dspy_bt(C, x, N, DSPY_DTYPE_F32)));
+    CHECK_OK(G->ops->grad_sumsq(G, tg, 0, dspy_bt(G, dx, N, DSPY_DTYPE_F32)));
+    CHECK_OK(C->ops->sum_rows(C, tc, 1, dspy_bt(C, x, 4001, DSPY_DTYPE_F32)));
+    CHECK_OK(G->ops->sum_rows(G, tg, 1, dspy_bt(G, dx, 4001, DSPY_DTYPE_F32)));
+    dev_down(hg, dout, sizeof hg);
+    CHECK_OK(G->ops->grad_sumsq(G, tg, 0, dspy_bt(G, dx, N, DSPY_DTYPE_F32)));
+    CHECK_OK(G->ops->sum_rows(G, tg, 1, dspy_bt(G, dx, 4001, DSPY_DTYPE_F32)));
+    dev_down(hg2, dout, sizeof hg2);
+    printf("  grad_sumsq %.17g vs cpu %.17g; sum_rows %.17g vs cpu %.17g\n", hg[0], hc[0], hg[1], hc[1]);
+    CHECK(fabs(hg[0] - hc[0]) <= 1e-12 * fabs(hc[0]));
+    CHECK(fabs(hg[1] - hc[1]) <= 1e-12 * fabs(hc[1]) + 1e-12);
+    CHECK(memcmp(hg, hg2, sizeof hg) == 0); /* deterministic */
+
+    /* clip_coef from the same sums: the CPU's bits; NaN skip in adamw */
+    double sq[3] = {hc[0], 4.0, 0.25}, loss[2] = {1.0, 2.0};
+    float hpc[2 * DSPY_ADAMW_WORDS], hpg[2 * DSPY_ADAMW_WORDS], nc = 0, ng = 0;
+    for (int r = 0; r < 2; r++) dspy_adamw_pack(hpc + r * DSPY_ADAMW_WORDS, 3, 1e-3, 0.9, 0.999, 1e-8, 0.01, 1.0f);
+    double *dsq = dev_up(sq, sizeof sq), *dloss = dev_up(loss, sizeof loss);
+    float *dhp = dev_up(hpc, sizeof hpc), *dn = dev_up(&ng, 4);
+    for (int pass = 0; pass < 2; pass++) {
+        double max_norm = pass == 0 ? 1.0 : 1e6;
+        CHECK_OK(C->ops->clip_coef(C, dspy_bt(C, hpc, 2 * DSPY_ADAMW_WORDS, DSPY_DTYPE_F32), 2,
+                                   dspy_bt(C, &nc, 1, DSPY_DTYPE_F32), dspy_bt(C, sq, 3, DSPY_DTYPE_F64), 3,
+                                   dspy_bt(C, loss, 2, DSPY_DTYPE_F64), 2, max_norm));
+        CHECK_OK(G->ops->clip_coef(G, dspy_bt(G, dhp, 2 * DSPY_ADAMW_WORDS, DSPY_DTYPE_F32), 2,
+                                   dspy_bt(G, dn, 1, DSPY_DTYPE_F32), dspy_bt(G, dsq, 3, DSPY_DTYPE_F64), 3,
+                                   dspy_bt(G, dloss, 2, DSPY_DTYPE_F64), 2, max_norm));
+        dev_down(hpg, dhp, sizeof hpg);
+        dev_down(&ng, dn, 4);
+        CHECK(nc == ng);
+        CHECK(memcmp(hpc, hpg, sizeof hpc) == 0);
+    }
+    loss[1] = NAN;
+    CHECK_OK(G->ops->copy(G, dloss, loss, sizeof loss, DSPY_COPY_H2D));
+    CHECK_OK(G->ops->clip_coef(G, dspy_bt(G, dhp, 2 * DSPY_ADAMW_WORDS, DSPY_DTYPE_F32), 2,
+                               dspy_bt(G, dn, 1, DSPY_DTYPE_F32), dspy_bt(G, dsq, 3, DSPY_DTYPE_F64), 3,
+                               dspy_bt(G, dloss, 2, DSPY_DTYPE_F64), 2, 1.0));
+    float w[64], m[64], v[64], g[64], w2[64];
+    for (int i = 0; i < 64; i++) w[i] = frand(), m[i] = frand() * 0.1f, v[i] = fabsf(frand()) * 0.01f, g[i] = frand();
+    float *dw = dev_up(w, sizeof w), *dm = dev_up(m, sizeof m), *dv = dev_up(v, sizeof v), *dg = dev_up(g, sizeof g);
+    CHECK_OK(G->ops->adamw(G, dspy_bt(G, dw, 64, DSPY_DTYPE_F32), dspy_bt(G, dg, 64, DSPY_DTYPE_F32),
+                           dspy_bt(G, dm, 64, DSPY_DTYPE_F32), dspy_bt(G, dv, 64, DSPY_DTYPE_F32),
+                           dspy_bt(G, dhp, DSPY_ADAMW_WORDS, DSPY_DTYPE_F32)));
+    dev_down(w2, dw, sizeof w2);
+    CHECK(memcmp(w, w2, sizeof w) == 0);
+    dev_down(hpg, dhp, sizeof hpg);
+    CHECK(isnan(hpg[DSPY_ADAMW_GSCALE]));
+    void *ptrs[] = {dx, dout, dsq, dloss, dhp, dn, dw, dm, dv, dg};
+    for (size_t i = 0; i < sizeof ptrs / sizeof *ptrs; i++) G->ops->free(G, ptrs[i]);
+    free(x);
+}
+
+int main(void) {
+    const char *why = NULL;
+    if (dspy_cuda_device_count(&why) == 0) {
+        printf("test_cuda_train: skipped: %s\n", why);
+        return 77;
+    }
+    char name[256];
+    CHECK_OK(dspy_cuda_device_name(0, name, sizeof name));
+    printf("device: %s\n", name);
+    dspy_backend_plan plan = {512, 512, 1, 1024, 8, 128, 0};
+    CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, &plan, &C));
+    CHECK_OK(dspy_backend_new(k_cuda, &plan, &G));
+    if (C && G) {
+        RUN(test_linear_f32);
+        RUN(test_reductions);
+        CHECK_OK(G->ops->sync(G));
+    }
+    dspy_backend_free(G);
+    dspy_backend_free(C);
+    check_current = "setup";
+    if (pair_setup()) {
+        RUN(test_full);
+        RUN(test_full_clipped);
+        RUN(test_lora_dropout);
+        RUN(test_planned);
+    }
+    pair_teardown();
+    int rc = check_summary("test_cuda_train");
+    printf("test_cuda_train: %d/%d passed\n", check_passed, check_passed + check_failed);
+    return rc;
+}
