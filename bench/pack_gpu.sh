@@ -2,7 +2,7 @@
 # pack_gpu.sh — gathers what bench/run_gpu.sh needs on the GPU machine into carry/gpu.tar.gz
 # (ignored by git; the device tool carries at most 64 MiB): the GPU build's test and benchmark
 # binaries, the shared libraries `dspy` links that a bare GPU machine lacks (libmicrohttpd,
-# jansson, curl, ...), and the shared tokenizer files. Run it here after
+# jansson, curl, ...), the shared tokenizer files and the Banking77 data. Run it here after
 # `cmake --build build-gpu`, then carry `carry`; run_gpu.sh unpacks it.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -12,7 +12,7 @@ ST=$(mktemp -d)
 trap 'rm -rf "$ST"' EXIT
 mkdir -p "$ST/build-gpu/tests" "$ST/build-gpu/bench" "$ST/build-gpu/bin" "$ST/lib" "$ST/shared/models/llama3-tokenizer"
 cp "$B"/tests/test_cuda_* "$ST/build-gpu/tests/"
-for t in test_serve; do [ -f "$B/tests/$t" ] && cp "$B/tests/$t" "$ST/build-gpu/tests/"; done
+for t in test_serve test_serve_structured; do [ -f "$B/tests/$t" ] && cp "$B/tests/$t" "$ST/build-gpu/tests/"; done
 cp "$B/bench/bench_gpu" "$ST/build-gpu/bench/"
 for t in bench_serve_load bench_b2; do [ -f "$B/bench/$t" ] && cp "$B/bench/$t" "$ST/build-gpu/bench/"; done
 cp "$B/bin/dspy" "$ST/build-gpu/bin/"
@@ -22,6 +22,7 @@ ldd "$B/bin/dspy" | awk '/=>/{print $3}' |
   while read -r l; do cp -L "$l" "$ST/lib/"; done
 cp "$SHARED"/models/llama3-tokenizer/{tokenizer.json,tokenizer_config.json,chat_template_llama3_2.jinja,special_tokens_llama3_2.tsv} \
   "$ST/shared/models/llama3-tokenizer/"
+mkdir -p "$ST/shared/data" && cp -r "$SHARED/data/banking77" "$ST/shared/data/"   # test_serve_structured's devset
 rm -rf "$ROOT/carry" && mkdir -p "$ROOT/carry"
 tar -C "$ST" -czf "$ROOT/carry/gpu.tar.gz" .
 du -sh "$ROOT/carry/gpu.tar.gz"
