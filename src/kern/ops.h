@@ -325,6 +325,28 @@ static inline void dspy_adamw_pack(float hp[DSPY_ADAMW_WORDS], int64_t step, dou
     hp[DSPY_ADAMW_GSCALE] = gscale;
 }
 
+/* The AdamW update of n elements on the host with constants hp (dspy_adamw_pack): what the CPU
+ * backend's adamw op and train/optim.c's dspy_adamw_update both run, so they agree bit for bit
+ * (torch's _single_tensor_adam order; elements independent, OpenMP over them). */
+static inline void dspy_adamw_apply(const float hp[DSPY_ADAMW_WORDS], float *w, const float *g, float *m, float *v,
+                                    int64_t n) {
+    const float decay = hp[DSPY_ADAMW_DECAY], w1 = hp[DSPY_ADAMW_W1], b2 = hp[DSPY_ADAMW_B2];
+    const float w2 = hp[DSPY_ADAMW_W2], bc2_sqrt = hp[DSPY_ADAMW_BC2_SQRT], eps = hp[DSPY_ADAMW_EPS];
+    const float neg_step = hp[DSPY_ADAMW_NEG_STEP], gscale = hp[DSPY_ADAMW_GSCALE];
+#pragma omp parallel for schedule(static) if (n > (1L << 16))
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i] * gscale, wi = w[i] * decay;
+        float mi = m[i] + w1 * (gi - m[i]);
+        float vi = v[i] * b2;
+        vi = vi + w2 * gi * gi;
+        float den = sqrtf(vi) / bc2_sqrt + eps;
+        wi = wi + neg_step * mi / den;
+        m[i] = mi;
+        v[i] = vi;
+        w[i] = wi;
+    }
+}
+
 /* Host and device functions share these definitions (nvcc compiles this header too). */
 #ifdef __CUDACC__
 #define DSPY_HD __host__ __device__

@@ -29,29 +29,10 @@ dspy_adamw_hparams dspy_adamw_hparams_default(void) {
 
 void dspy_adamw_update(float *w, const float *g, float *m, float *v, size_t n, int64_t step, double lr,
                        const dspy_adamw_hparams *h) {
-    double bc1 = 1.0 - pow(h->beta1, (double)step);
-    double bc2 = 1.0 - pow(h->beta2, (double)step);
-    const float decay = (float)(1.0 - lr * h->weight_decay);
-    const int do_decay = h->weight_decay != 0.0;
-    const float w1 = (float)(1.0 - h->beta1);
-    const float b2 = (float)h->beta2, w2 = (float)(1.0 - h->beta2);
-    const float bc2_sqrt = (float)sqrt(bc2);
-    const float eps = (float)h->eps;
-    const float neg_step = (float)(-(lr / bc1));
-    const long long N = (long long)n;
-#pragma omp parallel for schedule(static) if (N > (1LL << 16))
-    for (long long i = 0; i < N; i++) {
-        float wi = w[i], gi = g[i];
-        if (do_decay) wi *= decay;
-        float mi = m[i] + w1 * (gi - m[i]);
-        float vi = v[i] * b2;
-        vi = vi + w2 * gi * gi;
-        float den = sqrtf(vi) / bc2_sqrt + eps;
-        wi = wi + neg_step * mi / den;
-        m[i] = mi;
-        v[i] = vi;
-        w[i] = wi;
-    }
+    /* the constants as the adamw op gets them (no decay: a factor of exactly 1) */
+    float hp[DSPY_ADAMW_WORDS];
+    dspy_adamw_pack(hp, step, lr, h->beta1, h->beta2, h->eps, h->weight_decay, 1.0f);
+    dspy_adamw_apply(hp, w, g, m, v, (int64_t)n);
 }
 
 /* Sum of squares of g (n) in double, over fixed chunks added in chunk order: the same bits

@@ -1,9 +1,8 @@
 /* adamw.c — the fp32 reference of the fused AdamW op (kern/ops.h adamw).
  *
- * The same operations in the same order as train/optim.c's dspy_adamw_update, with the step
- * constants read from hp (dspy_adamw_pack computes them as optim.c does), so the two agree bit
- * for bit; with gscale the gradient is multiplied first, as dspy_clip_grad_norm's in-place
- * scaling would. Elements are independent: OpenMP over them.
+ * dspy_adamw_apply (kern/ops.h), the loop train/optim.c's dspy_adamw_update runs too, with the
+ * step constants read from hp, so the two agree bit for bit; with gscale the gradient is
+ * multiplied first, as dspy_clip_grad_norm's in-place scaling would.
  */
 #include <math.h>
 
@@ -18,24 +17,8 @@ dspy_status cpu_adamw(dspy_backend *be, dspy_tensor w_t, dspy_tensor g_t, dspy_t
     CPU_NEED(op, "m", m_t, DSPY_DTYPE_F32, w_t.n);
     CPU_NEED(op, "v", v_t, DSPY_DTYPE_F32, w_t.n);
     CPU_NEED(op, "hp", hp_t, DSPY_DTYPE_F32, DSPY_ADAMW_WORDS);
-    const float *hp = hp_t.data, *g = g_t.data;
-    const float decay = hp[DSPY_ADAMW_DECAY], w1 = hp[DSPY_ADAMW_W1], b2 = hp[DSPY_ADAMW_B2];
-    const float w2 = hp[DSPY_ADAMW_W2], bc2_sqrt = hp[DSPY_ADAMW_BC2_SQRT], eps = hp[DSPY_ADAMW_EPS];
-    const float neg_step = hp[DSPY_ADAMW_NEG_STEP], gscale = hp[DSPY_ADAMW_GSCALE];
-    if (isnan(gscale)) return DSPY_OK; /* clip_coef's "skip this step" */
-    float *w = w_t.data, *m = m_t.data, *v = v_t.data;
-    const int64_t n = w_t.n;
-#pragma omp parallel for schedule(static) if (n > (1L << 16))
-    for (int64_t i = 0; i < n; i++) {
-        float gi = g[i] * gscale, wi = w[i] * decay;
-        float mi = m[i] + w1 * (gi - m[i]);
-        float vi = v[i] * b2;
-        vi = vi + w2 * gi * gi;
-        float den = sqrtf(vi) / bc2_sqrt + eps;
-        wi = wi + neg_step * mi / den;
-        m[i] = mi;
-        v[i] = vi;
-        w[i] = wi;
-    }
+    const float *hp = hp_t.data;
+    if (isnan(hp[DSPY_ADAMW_GSCALE])) return DSPY_OK; /* clip_coef's "skip this step" */
+    dspy_adamw_apply(hp, w_t.data, g_t.data, m_t.data, v_t.data, w_t.n);
     return DSPY_OK;
 }

@@ -368,9 +368,8 @@ __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__restrict__ 
     const int32_t *table = tables + sg.table_off;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     uint4 kv[D / 8]; /* this thread's key row of the current tile */
-    const bool pre = k0 + tid < k1 && k0 + tid < sg.pos0;
-    if (pre) { /* the first tile's older keys: their latency overlaps the previous kernel */
-        int j = k0 + tid;
+    /* key j into kv (registers) and its value row into vs[tid] */
+    auto load_key = [&](int j) {
         int64_t slot = (int64_t)table[j / bs] * bs + j % bs;
         const uint4 *kr = (const uint4 *)(kc + (slot * NKV + kvh) * D);
         const uint4 *vr = (const uint4 *)(vc + (slot * NKV + kvh) * D);
@@ -378,7 +377,9 @@ __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__restrict__ 
         for (int c = 0; c < D / 8; c++) kv[c] = kr[c];
 #pragma unroll
         for (int c = 0; c < D / 8; c++) ((uint4 *)vs[tid])[c] = vr[c];
-    }
+    };
+    const bool pre = k0 + tid < k1 && k0 + tid < sg.pos0;
+    if (pre) load_key(k0 + tid); /* the first tile's older keys: their latency overlaps the previous kernel */
     griddep_wait();
     for (int i = tid; i < G * D; i += DEC_THREADS)
         qs[i / D][i % D] = bf2f(q[((int64_t)sg.row0 * NH + kvh * G + i / D) * D + i % D]) * scale_log2;
@@ -390,15 +391,7 @@ __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__restrict__ 
     for (int kb = k0; kb < k1; kb += DEC_THREADS) {
         int j = kb + tid;
         if (j < k1) {
-            if (!(pre && kb == k0)) {
-                int64_t slot = (int64_t)table[j / bs] * bs + j % bs;
-                const uint4 *kr = (const uint4 *)(kc + (slot * NKV + kvh) * D);
-                const uint4 *vr = (const uint4 *)(vc + (slot * NKV + kvh) * D);
-#pragma unroll
-                for (int c = 0; c < D / 8; c++) kv[c] = kr[c];
-#pragma unroll
-                for (int c = 0; c < D / 8; c++) ((uint4 *)vs[tid])[c] = vr[c];
-            }
+            if (!(pre && kb == k0)) load_key(j);
             float dots[G];
 #pragma unroll
             for (int g = 0; g < G; g++) dots[g] = 0.0f;
