@@ -328,6 +328,7 @@ static inline void dspy_adamw_pack(float hp[DSPY_ADAMW_WORDS], int64_t step, dou
 /* The AdamW update of n elements on the host with constants hp (dspy_adamw_pack): what the CPU
  * backend's adamw op and train/optim.c's dspy_adamw_update both run, so they agree bit for bit
  * (torch's _single_tensor_adam order; elements independent, OpenMP over them). */
+#ifndef __CUDACC__ /* host code only: the CUDA op has its own kernel (and nvcc no OpenMP) */
 static inline void dspy_adamw_apply(const float hp[DSPY_ADAMW_WORDS], float *w, const float *g, float *m, float *v,
                                     int64_t n) {
     const float decay = hp[DSPY_ADAMW_DECAY], w1 = hp[DSPY_ADAMW_W1], b2 = hp[DSPY_ADAMW_B2];
@@ -346,6 +347,7 @@ static inline void dspy_adamw_apply(const float hp[DSPY_ADAMW_WORDS], float *w, 
         w[i] = wi;
     }
 }
+#endif
 
 /* Host and device functions share these definitions (nvcc compiles this header too). */
 #ifdef __CUDACC__

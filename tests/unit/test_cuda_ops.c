@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "parity.h"
 #include "dspy/backend.h"
 #include "dspy/safetensors.h"
 #include "kern/backend.h"
@@ -98,19 +99,9 @@ static void dev_free(dspy_tensor t) { G->ops->free(G, t.data); }
 #define HF(p, n) dspy_bt(C, (void *)(p), (int64_t)(n), DSPY_DTYPE_F32)
 #define HI(p, n) dspy_bt(C, (void *)(p), (int64_t)(n), DSPY_DTYPE_I32)
 
-/* ||a - b|| / ||b|| over n; infinite when a has a non-finite value. */
-static double rel(const float *a, const float *b, size_t n) {
-    double d = 0, r = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(a[i])) return INFINITY;
-        d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        r += (double)b[i] * b[i];
-    }
-    return sqrt(d) / (r > 0 ? sqrt(r) : 1);
-}
 
 static void expect_close(const char *what, const float *got, const float *ref, size_t n, double tol) {
-    double e = rel(got, ref, n);
+    double e = parity_rel(got, ref, n);
     check_report(e <= tol, __FILE__, __LINE__, "%s: relative error %.3g > %.1g", what, e, tol);
     printf("  %-44s rel err %.2e (tol %.0e, %zu values)\n", what, e, tol, n);
 }
@@ -604,33 +595,11 @@ static int fault_child(void) {
     return 0;
 }
 
-static void test_sticky_fault(const char *self) {
-    char cmd[1200];
-    snprintf(cmd, sizeof cmd, "'%s' --fault 2>&1", self);
-    FILE *p = popen(cmd, "r");
-    char buf[2048] = {0};
-    size_t n = p ? fread(buf, 1, sizeof buf - 1, p) : 0;
-    buf[n] = 0;
-    int rc = p ? pclose(p) : -1;
-    check_report(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, __FILE__, __LINE__, "fault child: rc %d: %s", rc, buf);
-    CHECK_CONTAINS(buf, "illegal");
-}
 
 int main(int argc, char **argv) {
-    const char *why = NULL;
-    if (dspy_cuda_device_count(&why) == 0) {
-        printf("test_cuda_ops: skipped: %s\n", why);
-        return 77;
-    }
+    int early = parity_begin("test_cuda_ops", &g_rng);
+    if (early >= 0) return early;
     if (argc > 1 && strcmp(argv[1], "--fault") == 0) return fault_child();
-    const char *s = getenv("DSPY_TEST_SEED");
-    uint64_t seed = s ? strtoull(s, NULL, 10) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
-    g_rng = seed ? seed : 1;
-    printf("test_cuda_ops: seed %llu (DSPY_TEST_SEED=%llu replays it)\n", (unsigned long long)seed,
-           (unsigned long long)seed);
-    char name[256];
-    CHECK_OK(dspy_cuda_device_name(0, name, sizeof name));
-    printf("device: %s\n", name);
     dspy_backend_plan plan = {40000, 8192, 64, 128256, 32, 128, 0};
     CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, &plan, &C));
     CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CUDA, 0}, &plan, &G));
@@ -648,6 +617,6 @@ int main(int argc, char **argv) {
     dspy_backend_free(G);
     dspy_backend_free(C);
     check_current = "test_sticky_fault";
-    test_sticky_fault(argv[0]);
+    parity_check_fault(argv[0], "illegal");
     return check_summary("test_cuda_ops");
 }

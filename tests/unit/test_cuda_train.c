@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "parity.h"
 #include "train_pair.h"
 
 #include "dspy/backend.h"
@@ -88,15 +89,6 @@ static void dev_down(void *h, const void *d, size_t bytes) {
     CHECK_OK(G->ops->sync(G));
 }
 
-static double rel(const float *a, const float *b, size_t n) {
-    double d = 0, r = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(a[i])) return INFINITY;
-        d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        r += (double)b[i] * b[i];
-    }
-    return sqrt(d) / (r > 0 ? sqrt(r) : 1);
-}
 
 /* linear (N, C) -> (N, OC) with F32 inp and w, starting `off` floats into each buffer. */
 static void linear_case(int N, int Cc, int OC, bool bias, bool acc, int off) {
@@ -116,7 +108,7 @@ static void linear_case(int N, int Cc, int OC, bool bias, bool acc, int off) {
                             bias ? HT(G, db, OC) : dspy_tensor_none(), N, Cc, OC, acc));
 #undef HT
     dev_down(yg, dy, no * 4);
-    double e = rel(yg + off, y + off, (size_t)N * OC);
+    double e = parity_rel(yg + off, y + off, (size_t)N * OC);
     printf("  linear F32 N=%d C=%d OC=%d bias=%d acc=%d off=%d: rel err %.2e\n", N, Cc, OC, bias, acc, off, e);
     CHECK(e <= 1e-5);
     G->ops->free(G, dx), G->ops->free(G, dw), G->ops->free(G, db), G->ops->free(G, dy);

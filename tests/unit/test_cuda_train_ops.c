@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "parity.h"
 #include "dspy/backend.h"
 #include "kern/backend.h"
 
@@ -94,28 +95,9 @@ static void dev_free(dspy_tensor t) { G->ops->free(G, t.data); }
 #define HI(p, n) dspy_bt(C, (void *)(p), (int64_t)(n), DSPY_DTYPE_I32)
 #define NONE dspy_tensor_none()
 
-/* ||a - b|| / ||b|| over n; infinite when a has a non-finite value. */
-static double rel(const float *a, const float *b, size_t n) {
-    double d = 0, r = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(a[i])) return INFINITY;
-        d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        r += (double)b[i] * b[i];
-    }
-    return sqrt(d) / (r > 0 ? sqrt(r) : 1);
-}
-static double rel_d(const float *a, const double *b, size_t n) {
-    double d = 0, r = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(a[i])) return INFINITY;
-        d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        r += b[i] * b[i];
-    }
-    return sqrt(d) / (r > 0 ? sqrt(r) : 1);
-}
 
 static void expect_close(const char *what, const float *got, const float *ref, size_t n, double tol) {
-    double e = rel(got, ref, n);
+    double e = parity_rel(got, ref, n);
     check_report(e <= tol, __FILE__, __LINE__, "%s: relative error %.3g > %.1g", what, e, tol);
     printf("  %-52s rel err %.2e (tol %.0e, %zu values)\n", what, e, tol, n);
 }
@@ -453,7 +435,7 @@ static void att_ref(const float *q, const float *k, const float *v, const float 
 
 static void expect_ref(const char *what, const float *gpu, const float *cpu, const double *exact, size_t n,
                        double tol) {
-    double eg = rel_d(gpu, exact, n), ec = rel_d(cpu, exact, n);
+    double eg = parity_rel_d(gpu, exact, n), ec = parity_rel_d(cpu, exact, n);
     check_report(eg <= tol, __FILE__, __LINE__, "%s vs double: relative error %.3g > %.1g", what, eg, tol);
     printf("  %-52s vs double: cuda %.2e, cpu %.2e (tol %.0e)\n", what, eg, ec, tol);
 }
@@ -640,33 +622,11 @@ static int fault_child(void) {
     return 0;
 }
 
-static void test_sticky_fault(const char *self) {
-    char cmd[1200];
-    snprintf(cmd, sizeof cmd, "'%s' --fault 2>&1", self);
-    FILE *p = popen(cmd, "r");
-    char buf[2048] = {0};
-    size_t n = p ? fread(buf, 1, sizeof buf - 1, p) : 0;
-    buf[n] = 0;
-    int rc = p ? pclose(p) : -1;
-    check_report(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, __FILE__, __LINE__, "fault child: rc %d: %s", rc, buf);
-    CHECK_CONTAINS(buf, "fault: ");
-}
 
 int main(int argc, char **argv) {
-    const char *why = NULL;
-    if (dspy_cuda_device_count(&why) == 0) {
-        printf("test_cuda_train_ops: skipped: %s\n", why);
-        return 77;
-    }
+    int early = parity_begin("test_cuda_train_ops", &g_rng);
+    if (early >= 0) return early;
     if (argc > 1 && strcmp(argv[1], "--fault") == 0) return fault_child();
-    const char *s = getenv("DSPY_TEST_SEED");
-    uint64_t seed = s ? strtoull(s, NULL, 10) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
-    g_rng = seed ? seed : 1;
-    printf("test_cuda_train_ops: seed %llu (DSPY_TEST_SEED=%llu replays it)\n", (unsigned long long)seed,
-           (unsigned long long)seed);
-    char name[256];
-    CHECK_OK(dspy_cuda_device_name(0, name, sizeof name));
-    printf("device: %s\n", name);
     dspy_backend_plan plan = {4096, 4096, 8, 128256, 8, 128, 0};
     CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, &plan, &C));
     CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CUDA, 0}, &plan, &G));
@@ -686,7 +646,7 @@ int main(int argc, char **argv) {
     dspy_backend_free(G);
     dspy_backend_free(C);
     check_current = "test_sticky_fault";
-    test_sticky_fault(argv[0]);
+    parity_check_fault(argv[0], "fault: ");
     int rc = check_summary("test_cuda_train_ops");
     printf("test_cuda_train_ops: %d/%d passed\n", check_passed, check_passed + check_failed);
     return rc;
