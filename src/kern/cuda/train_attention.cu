@@ -45,6 +45,28 @@ __device__ __forceinline__ void axpy4(float4 &acc, float s, const float4 &x) {
 }
 __device__ __forceinline__ const float4 &at4(const float *p) { return *reinterpret_cast<const float4 *>(p); }
 
+/* acc += A B for this thread's 4 rows (ty + 16 i) and dims (tx * 4 + 64 e): A (rows, FBK) with
+ * row stride FBK + 4, B (FBK, ND * 64) with row stride ND * 64 + 4, both in shared memory. The
+ * tile product of the forward (P V) and of the dq pass (dS K). */
+template <int ND>
+__device__ __forceinline__ void acc_tile(float4 (&acc)[4][ND], const float *A, const float *B, int tx, int ty) {
+    constexpr int LD = ND * 64 + 4, PL = FBK + 4;
+#pragma unroll 2
+    for (int c = 0; c < FBK; c += 4) {
+        float4 a[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) a[i] = at4(A + (ty + 16 * i) * PL + c);
+#pragma unroll
+        for (int cc = 0; cc < 4; cc++)
+#pragma unroll
+            for (int e = 0; e < ND; e++) {
+                const float4 b = at4(B + (c + cc) * LD + tx * 4 + 64 * e);
+#pragma unroll
+                for (int i = 0; i < 4; i++) axpy4(acc[i][e], f4c(a[i], cc), b);
+            }
+    }
+}
+
 /* Rows [r0, r0 + R) of head h of a (T, H, HS) array into dst (R, DP + 4); zero past T and HS. */
 template <int DP, int R>
 __device__ __forceinline__ void load_rows(float *dst, const float *src, int r0, int T, int H, int h, int HS) {
@@ -156,20 +178,7 @@ __global__ void __launch_bounds__(TA_THREADS)
             for (int j = 0; j < 4; j++) Ps[rr * PL + tx + 16 * j] = s[i][j];
         }
         __syncthreads();
-#pragma unroll 2
-        for (int c = 0; c < FBK; c += 4) {
-            float4 pa[4];
-#pragma unroll
-            for (int i = 0; i < 4; i++) pa[i] = at4(Ps + (ty + 16 * i) * PL + c);
-#pragma unroll
-            for (int cc = 0; cc < 4; cc++)
-#pragma unroll
-                for (int e = 0; e < ND; e++) {
-                    const float4 vv = at4(Vs + (c + cc) * LD + tx * 4 + 64 * e);
-#pragma unroll
-                    for (int i = 0; i < 4; i++) axpy4(o[i][e], f4c(pa[i], cc), vv);
-                }
-        }
+        acc_tile<ND>(o, Ps, Vs, tx, ty);
     }
 #pragma unroll
     for (int i = 0; i < 4; i++) {
@@ -347,20 +356,7 @@ __global__ void __launch_bounds__(TA_THREADS)
                 Ss[rr * PL + tx + 16 * j] = p * (dp[i][j] - Ds[rr]);
             }
         __syncthreads();
-#pragma unroll 2
-        for (int c = 0; c < FBK; c += 4) {
-            float4 sa[4];
-#pragma unroll
-            for (int i = 0; i < 4; i++) sa[i] = at4(Ss + (ty + 16 * i) * PL + c);
-#pragma unroll
-            for (int cc = 0; cc < 4; cc++)
-#pragma unroll
-                for (int e = 0; e < ND; e++) {
-                    const float4 kk = at4(Ks + (c + cc) * LD + tx * 4 + 64 * e);
-#pragma unroll
-                    for (int i = 0; i < 4; i++) axpy4(dqa[i][e], f4c(sa[i], cc), kk);
-                }
-        }
+        acc_tile<ND>(dqa, Ss, Ks, tx, ty);
     }
 #pragma unroll
     for (int i = 0; i < 4; i++) {
