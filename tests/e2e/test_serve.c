@@ -36,16 +36,6 @@
 #include "dspy/server.h"
 #include "dspy/str.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-#ifndef UNDER_ASAN
-#define UNDER_ASAN 0
-#endif
 
 extern char **environ;
 
@@ -588,7 +578,7 @@ static void test_concurrent(const char *base) {
             expect[p][s] = one_request(base, p, s == 1, false, &st);
             CHECK_INT(st, 200);
         }
-    int n = UNDER_ASAN ? 8 : 32;
+    int n = CHECK_UNDER_ASAN ? 8 : 32;
     client cl[32];
     pthread_t th[32];
     for (int k = 0; k < n; k++) {
@@ -735,7 +725,7 @@ static void test_errors(const char *base) {
     post(base, "/completions", longp.ptr, &r);
     CHECK_ERROR(&r, 400, "context_length_exceeded", "prompt");
     CHECK_CONTAINS(r.body.ptr, "resulted in more than 8192 tokens");
-    CHECK(now_s() - t0 < (UNDER_ASAN ? 20.0 : 2.0));
+    CHECK(now_s() - t0 < (CHECK_UNDER_ASAN ? 20.0 : 2.0));
     resp_free(&r);
     dspy_str_free(&longp);
 }
@@ -805,7 +795,7 @@ static void test_key_overload_and_sigterm(void) {
     resp_free(&r);
 
     /* overload: six long requests at once against one sequence + a queue of one */
-    char *body = chat_body("tiny-served", "Write a lot.", UNDER_ASAN ? 15 : 60, 0.0, -1, false, NULL);
+    char *body = chat_body("tiny-served", "Write a lot.", CHECK_UNDER_ASAN ? 15 : 60, 0.0, -1, false, NULL);
     enum { NB = 6 };
     bg jobs[NB];
     pthread_t th[NB];
@@ -831,7 +821,7 @@ static void test_key_overload_and_sigterm(void) {
 
     /* SIGTERM while a stream is in flight (its first event has arrived): the stream runs to its
      * end, then the server exits 0 */
-    char *slow = chat_body("local:tiny-served", "One more.", UNDER_ASAN ? 40 : 200, 0.0, -1, true, NULL);
+    char *slow = chat_body("local:tiny-served", "One more.", CHECK_UNDER_ASAN ? 40 : 200, 0.0, -1, true, NULL);
     bg inflight = {.base = base, .key = "sekret", .body = slow};
     pthread_t t1;
     pthread_create(&t1, NULL, bg_main, &inflight);
@@ -847,7 +837,7 @@ static void test_key_overload_and_sigterm(void) {
     char *t = sse_text(dspy_str_cstr(&inflight.r.body), true, &fin, &ct);
     CHECK(t != NULL);
     CHECK_STR(fin, "length");
-    CHECK_INT(ct, UNDER_ASAN ? 40 : 200);
+    CHECK_INT(ct, CHECK_UNDER_ASAN ? 40 : 200);
     free(t);
     resp_free(&inflight.r);
     free(slow);
@@ -1191,7 +1181,7 @@ static void test_fairness(const char *base, int port) {
     post(base, "/completions", "{\"prompt\":\"Hi\",\"max_tokens\":2,\"temperature\":0}", &r);
     double dt = now_s() - t0;
     CHECK_INT(r.status, 200);
-    CHECK(dt < (UNDER_ASAN ? 20.0 : 2.0));
+    CHECK(dt < (CHECK_UNDER_ASAN ? 20.0 : 2.0));
     resp_free(&r);
     got = 0; /* the long one is still streaming */
     t0 = now_s();

@@ -31,20 +31,10 @@
 #include "dspy/signature.h"
 #include "dspy/str.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-#ifndef UNDER_ASAN
-#define UNDER_ASAN 0
-#endif
 
 /* questions per adapter: 12 in `make check` (4 under ASan, where the server is ~10x slower);
  * DSPY_TEST_FULL_DEV=1 runs the whole dev split (100) */
-static size_t g_n_dev = UNDER_ASAN ? 4 : 12;
+static size_t g_n_dev = CHECK_UNDER_ASAN ? 4 : 12;
 
 static char g_model[1024];
 static dspy_labels *g_labels;
@@ -230,7 +220,7 @@ static void test_raw(const char *base, const char *root) {
     snprintf(name, sizeof name, "openai/local:%s", g_model);
     char *m0 = scrape(root);
     /* json_object, under the openai/local: name */
-    char *b = chat_body(name, "\"response_format\": {\"type\": \"json_object\"}", UNDER_ASAN ? 60 : 300);
+    char *b = chat_body(name, "\"response_format\": {\"type\": \"json_object\"}", CHECK_UNDER_ASAN ? 60 : 300);
     dspy_str out = DSPY_STR_INIT;
     CHECK_INT(http(url, b, &out), 200);
     dspy_json *v = NULL;

@@ -46,6 +46,19 @@ void test_run_free(test_run_result *r);
 /* A file's whole content (malloc'd; "" when it cannot be read). */
 char *test_slurp(const char *path);
 
+/* 1 in a build under AddressSanitizer (gcc defines __SANITIZE_ADDRESS__, clang has the
+ * feature), where tests shrink their workloads (-O0 and shadow memory make them ~10x slower). */
+#if defined(__SANITIZE_ADDRESS__)
+#define CHECK_UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CHECK_UNDER_ASAN 1
+#endif
+#endif
+#ifndef CHECK_UNDER_ASAN
+#define CHECK_UNDER_ASAN 0
+#endif
+
 #define RUN(fn)                 \
     do {                        \
         check_current = #fn;    \

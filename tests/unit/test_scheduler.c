@@ -14,17 +14,7 @@
 #include "server/scheduler.h"
 
 /* Under ASan (-O0) every token of the 128256-row lm_head is slow: generate fewer. */
-#if defined(__SANITIZE_ADDRESS__)
-#define ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define ASAN 1
-#endif
-#endif
-#ifndef ASAN
-#define ASAN 0
-#endif
-#define MAXTOK(k) (ASAN ? 3 + (k) % 4 : 6 + (k))
+#define MAXTOK(k) (CHECK_UNDER_ASAN ? 3 + (k) % 4 : 6 + (k))
 
 /* ---- stop scan -------------------------------------------------------------------------- */
 
@@ -123,7 +113,7 @@ static void test_batched_equals_single(void) {
     CHECK_OK(sched_new(eng, g_tok, 64, &s));
     if (!s) return;
     enum { NJ_MAX = 10 };
-    const int NJ = ASAN ? 6 : NJ_MAX;
+    const int NJ = CHECK_UNDER_ASAN ? 6 : NJ_MAX;
     const char *prompts[NJ_MAX] = {"Hello", "The capital of France is", "1 2 3 4", "def f(x):", "Once upon a time",
                                "Question: why?", "\xc3\xa9t\xc3\xa9 caf\xc3\xa9", "a", "Answer:", "[[ ## reasoning ## ]]"};
     sched_job *jobs[NJ_MAX];
@@ -169,7 +159,7 @@ static void test_stop_strings_and_n(void) {
     int32_t *ids;
     size_t n;
     encode("The quick brown fox", &ids, &n);
-    sched_job_params p = params(1, 0.0f, ASAN ? 12 : 24, 0);
+    sched_job_params p = params(1, 0.0f, CHECK_UNDER_ASAN ? 12 : 24, 0);
     char *full = reference(ids, n, &p.sampling);
     size_t flen = strlen(full);
     CHECK(flen >= 6);
@@ -197,13 +187,13 @@ static void test_stop_strings_and_n(void) {
             CHECK_INT(o[i].text.len, want_len);
             CHECK(strncmp(dspy_str_cstr(&o[i].text), full, want_len) == 0);
             CHECK_STR(o[i].finish, "stop");
-            CHECK(o[i].completion_tokens < (ASAN ? 12 : 24));
+            CHECK(o[i].completion_tokens < (CHECK_UNDER_ASAN ? 12 : 24));
         }
         free_outs(o, 3);
         sched_job_release(j);
     }
     /* sampling with n = 4 and a seed: choice i is the single run with seed + i */
-    sched_job_params ps = params(4, 1.0f, ASAN ? 4 : 8, 4242);
+    sched_job_params ps = params(4, 1.0f, CHECK_UNDER_ASAN ? 4 : 8, 4242);
     sched_job *j = NULL;
     CHECK_OK(sched_job_new(ids, n, &ps, &j));
     CHECK_OK(sched_submit(s, j));
@@ -213,7 +203,7 @@ static void test_stop_strings_and_n(void) {
     const char *em;
     CHECK_INT(finish(j, o, &es, &em), 1);
     for (int i = 0; i < 4; i++) {
-        sched_job_params one = params(1, 1.0f, ASAN ? 4 : 8, 4242 + (uint64_t)i);
+        sched_job_params one = params(1, 1.0f, CHECK_UNDER_ASAN ? 4 : 8, 4242 + (uint64_t)i);
         char *want = reference(ids, n, &one.sampling);
         CHECK_STR(dspy_str_cstr(&o[i].text), want);
         free(want);
@@ -301,7 +291,7 @@ static void test_preemption(void) {
         dspy_engine_free(eng);
         return;
     }
-    int long_max = ASAN ? 24 : 96;
+    int long_max = CHECK_UNDER_ASAN ? 24 : 96;
     int32_t *lp = NULL, *sp = NULL;
     size_t nl = 0, ns = 0;
     encode("The long story of", &lp, &nl);
