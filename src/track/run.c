@@ -17,11 +17,8 @@
 
 #include "dspy/backend.h"
 #include "dspy/log.h"
+#include "dspy/version.h"
 #include "track/track_priv.h"
-
-#ifndef DSPY_VERSION
-#define DSPY_VERSION "0"
-#endif
 
 dspy_run_params dspy_run_params_default(void) {
     return (dspy_run_params){.kind = NULL, .name = NULL, .argc = 0, .argv = NULL, .mlflow_uri = NULL,
@@ -113,7 +110,7 @@ static dspy_json *environment(void) {
         snprintf(label, sizeof label, "cuda:%d %s", i, name);
         st = dspy_json_append(backends, dspy_json_string(label));
     }
-    if (!st) st = dspy_json_set_str(e, "dspy_version", DSPY_VERSION);
+    if (!st) st = dspy_json_set_str(e, "dspy_version", DSPY_VERSION_STRING);
     if (!st) st = dspy_json_set_str(e, "os", os.ptr ? os.ptr : "");
     if (!st) st = dspy_json_set_str(e, "host", host);
     if (!st) st = dspy_json_set(e, "cores", dspy_json_int(sysconf(_SC_NPROCESSORS_ONLN)));
@@ -263,7 +260,7 @@ dspy_status dspy_run_begin(const char *dir, const dspy_run_params *p, dspy_run *
     if (!dspy_str_ok(&src) || dspy_json_set_str(r->tags, "mlflow.source.name", src.ptr) ||
         dspy_json_set_str(r->tags, "mlflow.source.type", "LOCAL") ||
         dspy_json_set_str(r->tags, "mlflow.user", user_name()) || dspy_json_set_str(r->tags, "dspy.kind", r->kind) ||
-        dspy_json_set_str(r->tags, "dspy.version", DSPY_VERSION) || dspy_json_set_str(r->tags, "dspy.run_id", r->id) ||
+        dspy_json_set_str(r->tags, "dspy.version", DSPY_VERSION_STRING) || dspy_json_set_str(r->tags, "dspy.run_id", r->id) ||
         dspy_json_set_str(r->tags, "dspy.run_dir", r->dir)) {
         dspy_str_free(&src);
         goto oom;
