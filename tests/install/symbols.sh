@@ -17,9 +17,9 @@ fail=0
 cmake --install "$BUILD" --prefix "$TMP/prefix" > "$TMP/log" 2>&1 || { cat "$TMP/log"; exit 1; }
 LIBDIR=$(dirname "$(find "$TMP/prefix" -name libdspy.a | head -1)")
 # Toolchain-made names: nvcc's per-file registration (__cudaRegisterLinkedBinary_*,
-# __fatbinwrap_*, __nv_*), and the weak C++ runtime helpers it instantiates (_ZN*St*, _ZT* for
-# standard types).
-TOOLCHAIN='^(__cuda|__fatbinwrap|__nv_|__device_stub|_ZSt|_ZNSt|_ZNKSt|_ZTVN10__cxxabiv|_ZTISt|_ZTSSt)'
+# __fatbinwrap_*, __nv_*), and the weak C++ library code it instantiates (std::..., typeinfo and
+# vtables of standard types).
+TOOLCHAIN='^(__cuda|__fatbinwrap|__nv_|__device_stub|std::|(typeinfo|typeinfo name|vtable|guard variable) for std::)'
 check() {
     local what=$1 list=$2
     local n_all n_bad
@@ -36,10 +36,11 @@ check() {
         fail=$((fail + 1))
     fi
 }
-# Archive: defined (not U), global (upper-case type letter; weak V/W included).
-nm -g --defined-only "$LIBDIR/libdspy.a" | awk 'NF == 3 {print $3}' | sort -u > "$TMP/static"
+# Archive: defined (not U), global (upper-case type letter; weak V/W included). Demangled (-C):
+# the CUDA side is C++, so an internal dspy_cu_fail is _Z12dspy_cu_fail... before demangling.
+nm -g --defined-only -C "$LIBDIR/libdspy.a" | sed -n -E 's/^[0-9a-f]+ [A-Za-z] //p' | sort -u > "$TMP/static"
 check "libdspy.a" "$TMP/static"
-nm -D --defined-only "$LIBDIR/libdspy.so" | awk 'NF == 3 {print $3}' | sort -u > "$TMP/shared"
+nm -D --defined-only -C "$LIBDIR/libdspy.so" | sed -n -E 's/^[0-9a-f]+ [A-Za-z] //p' | sort -u > "$TMP/shared"
 check "libdspy.so (dynamic table)" "$TMP/shared"
 # Every DSPY_API function of the headers is in the shared library (a declaration without a
 # definition, or a definition that lost its mark, shows here).
