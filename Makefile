@@ -1,6 +1,7 @@
 # Short wrapper around CMake/CTest (DESIGN.md §10).
 #   make          build (Release) into build/
-#   make test     build and run every test with CTest
+#   make test     build and run every test with CTest; fails when a test outside the gpu lane
+#                 was skipped (exit 77: a missing input or tool is not a pass)
 #   make asan     build with ASan+UBSan into build-asan/ and run the tests there (-O1, as the
 #                 sanitizers' authors advise: every check stays, the e2e tests run ~3x faster
 #                 than at -O0; per-test timeouts are 4x the Release ones)
@@ -23,14 +24,17 @@ all:
 	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release
 	cmake --build $(BUILD) -j $(JOBS)
 
+# A skipped test (exit 77) outside the gpu lane fails the target: scripts/check-skips.sh.
 test: all
-	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) --output-junit junit.xml
+	bash scripts/check-skips.sh $(BUILD) $(BUILD)/junit.xml
 
 asan:
 	cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS_DEBUG="-O1 -g" -DDSPY_SANITIZE=ON -DDSPY_CUDA=OFF
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	  ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS) -LE noasan
+	  ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS) -LE noasan --output-junit junit.xml
+	bash scripts/check-skips.sh $(ASAN_BUILD) $(ASAN_BUILD)/junit.xml
 
 deps:
 	bash scripts/install-deps.sh

@@ -14,6 +14,10 @@
  * object (default {"num_train_epochs": 1}; DSPy's defaults fill the rest), and the student's
  * max_tokens from DSPY_EXAMPLE_MAX_TOKENS (default 2000, the tutorial's).
  */
+/* setenv() and realpath() are POSIX (realpath in its XSI part), not ISO C: ask for them by name
+ * so that the example builds with -std=c11 as well as with GNU extensions. */
+#define _XOPEN_SOURCE 700
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -21,6 +21,8 @@
 #ifndef DSPY_ADAPTER_H
 #define DSPY_ADAPTER_H
 
+#include "dspy/export.h"
+
 #include <stdbool.h>
 
 #include "dspy/json.h"
@@ -28,57 +30,61 @@
 #include "dspy/status.h"
 #include "dspy/type.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum dspy_adapter_kind {
     DSPY_ADAPTER_CHAT,
     DSPY_ADAPTER_JSON
 } dspy_adapter_kind;
 
 /* "ChatAdapter" / "JSONAdapter". */
-const char *dspy_adapter_name(dspy_adapter_kind a);
+DSPY_API const char *dspy_adapter_name(dspy_adapter_kind a);
 
 /* adapter.format(signature, demos, inputs): [system, demo user/assistant pairs (incomplete
  * demos first, then complete ones), user]. V26 errors (DSPY_ERR_ARG) when an input field is
  * missing from `inputs`, as DSPy 2.6 did; V33 skips missing inputs. */
-dspy_status dspy_adapter_format(dspy_adapter_kind a, dspy_profile p, const dspy_signature *sig,
-                                const dspy_json *demos, const dspy_json *inputs,
-                                dspy_json **messages);
+DSPY_API dspy_status dspy_adapter_format(dspy_adapter_kind a, dspy_profile p, const dspy_signature *sig,
+                                         const dspy_json *demos, const dspy_json *inputs,
+                                         dspy_json **messages);
 /* The system message alone (malloc'd). */
-dspy_status dspy_adapter_format_system(dspy_adapter_kind a, dspy_profile p,
-                                       const dspy_signature *sig, char **out);
+DSPY_API dspy_status dspy_adapter_format_system(dspy_adapter_kind a, dspy_profile p,
+                                                const dspy_signature *sig, char **out);
 /* The final user message alone, with the "Respond with ..." request (malloc'd). */
-dspy_status dspy_adapter_format_user(dspy_adapter_kind a, dspy_profile p,
-                                     const dspy_signature *sig, const dspy_json *inputs,
-                                     char **out);
+DSPY_API dspy_status dspy_adapter_format_user(dspy_adapter_kind a, dspy_profile p,
+                                              const dspy_signature *sig, const dspy_json *inputs,
+                                              char **out);
 /* format_assistant_message_content(signature, outputs): missing outputs render as "None"
  * (V33) or "Not supplied for this particular example." (V26). Chat: ends with
  * "[[ ## completed ## ]]\n"; JSON: an indented JSON object. */
-dspy_status dspy_adapter_format_assistant(dspy_adapter_kind a, dspy_profile p,
-                                          const dspy_signature *sig, const dspy_json *outputs,
-                                          char **out);
+DSPY_API dspy_status dspy_adapter_format_assistant(dspy_adapter_kind a, dspy_profile p,
+                                                   const dspy_signature *sig, const dspy_json *outputs,
+                                                   char **out);
 /* ChatAdapter.format_finetune_data: {"messages": format(...) + [assistant]}. JSONAdapter
  * gives DSPY_ERR_ARG (DSPy raises NotImplementedError); V26 requires every output. */
-dspy_status dspy_adapter_format_finetune_data(dspy_adapter_kind a, dspy_profile p,
-                                              const dspy_signature *sig, const dspy_json *demos,
-                                              const dspy_json *inputs, const dspy_json *outputs,
-                                              dspy_json **out);
+DSPY_API dspy_status dspy_adapter_format_finetune_data(dspy_adapter_kind a, dspy_profile p,
+                                                       const dspy_signature *sig, const dspy_json *demos,
+                                                       const dspy_json *inputs, const dspy_json *outputs,
+                                                       dspy_json **out);
 
 /* adapter.parse(signature, completion): output fields as a JSON object. DSPY_ERR_PARSE on
  * failure (message as described above). ChatAdapter: `[[ ## name ## ]]` headers per line
  * (leading whitespace allowed, first occurrence wins, same-line content kept in V33, dropped in
  * V26); JSONAdapter: lenient JSON (json_repair), first {...} block as a fallback. */
-dspy_status dspy_adapter_parse(dspy_adapter_kind a, dspy_profile p, const dspy_signature *sig,
-                               const char *completion, dspy_json **fields);
+DSPY_API dspy_status dspy_adapter_parse(dspy_adapter_kind a, dspy_profile p, const dspy_signature *sig,
+                                        const char *completion, dspy_json **fields);
 
 /* format_field_value(field, value) for a field of type `annotation` (appended to out). */
-dspy_status dspy_format_field_value(const dspy_type *annotation, const dspy_json *value,
-                                    dspy_str *out);
+DSPY_API dspy_status dspy_format_field_value(const dspy_type *annotation, const dspy_json *value,
+                                             dspy_str *out);
 
 /* JSONAdapter's structured-output request: {"type": "json_schema", "json_schema": {"schema":
  * <DSPyProgramOutputs schema>, "name": "DSPyProgramOutputs", "strict": true}}, as litellm
  * sends it. DSPY_ERR_ARG when an output is an open-ended dict (DSPy cannot express it). */
-dspy_status dspy_json_adapter_response_format(const dspy_signature *sig, dspy_json **out);
+DSPY_API dspy_status dspy_json_adapter_response_format(const dspy_signature *sig, dspy_json **out);
 /* True when some output field is a dict[...] (JSONAdapter then asks for {"type":"json_object"}). */
-bool dspy_json_adapter_has_open_mapping(const dspy_signature *sig);
+DSPY_API bool dspy_json_adapter_has_open_mapping(const dspy_signature *sig);
 
 /* The "dspy_layout" request extension of dspy.c's own server (server/openai.h) for a ChatAdapter
  * answer to `sig`: [{"name": f}, {"name": g, "enum": [str(v) for v in Literal values]}, ...],
@@ -126,7 +132,7 @@ typedef struct dspy_adapter_call_params {
                                        models (dspy_settings_set_local_structured) */
 } dspy_adapter_call_params;
 
-dspy_adapter_call_params dspy_adapter_call_params_default(void);
+DSPY_API dspy_adapter_call_params dspy_adapter_call_params_default(void);
 
 /* What a call did (optional out-parameter). Release with dspy_adapter_call_info_clear. */
 typedef struct dspy_adapter_call_info {
@@ -135,7 +141,7 @@ typedef struct dspy_adapter_call_info {
     char *lm_response;             /* on DSPY_ERR_PARSE: the text the last parse failed on */
 } dspy_adapter_call_info;
 
-void dspy_adapter_call_info_clear(dspy_adapter_call_info *info);
+DSPY_API void dspy_adapter_call_info_clear(dspy_adapter_call_info *info);
 
 /* Adapter.__call__: format, call the LM, parse every choice. With the ChatAdapter, a failure
  * that is not an LM error (a parse error, an empty answer) retries with the JSONAdapter unless
@@ -145,9 +151,13 @@ void dspy_adapter_call_info_clear(dspy_adapter_call_info *info);
  * json_object directly; without response_format support it sends none. So a failing answer
  * costs at most 3 LM calls. *completions is a JSON array, one object of output fields per
  * choice (plus "logprobs" when the LM gave them). */
-dspy_status dspy_adapter_call(const dspy_adapter_call_params *params, const dspy_signature *sig,
-                              const dspy_json *demos, const dspy_json *inputs,
-                              const dspy_json *lm_kwargs, dspy_lm_call_fn lm, void *user,
-                              dspy_json **completions, dspy_adapter_call_info *info);
+DSPY_API dspy_status dspy_adapter_call(const dspy_adapter_call_params *params, const dspy_signature *sig,
+                                       const dspy_json *demos, const dspy_json *inputs,
+                                       const dspy_json *lm_kwargs, dspy_lm_call_fn lm, void *user,
+                                       dspy_json **completions, dspy_adapter_call_info *info);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -9,6 +9,8 @@
 #ifndef DSPY_BACKEND_H
 #define DSPY_BACKEND_H
 
+#include "dspy/export.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -20,19 +22,19 @@ extern "C" {
 #endif
 
 /* true when the library was built with the CUDA fast path (nvcc was found at build time). */
-bool dspy_cuda_compiled(void);
+DSPY_API bool dspy_cuda_compiled(void);
 
 /* Number of CUDA devices visible now (0 when none, when the driver is absent or too old, or when
  * the build has no CUDA). Never fails; the reason for 0 is in *why when non-NULL (a static or
  * thread-local string: "no CUDA device is visible", "the NVIDIA driver is too old for CUDA
  * 13.0 (driver supports 12.4)", ...). */
-int dspy_cuda_device_count(const char **why);
+DSPY_API int dspy_cuda_device_count(const char **why);
 
 /* Fills `buf` with "NAME, N MiB, sm_XY" for device `dev`. */
-dspy_status dspy_cuda_device_name(int dev, char *buf, size_t cap);
+DSPY_API dspy_status dspy_cuda_device_name(int dev, char *buf, size_t cap);
 
 /* Free and total memory of device `dev` in bytes. */
-dspy_status dspy_cuda_mem_info(int dev, size_t *free_bytes, size_t *total_bytes);
+DSPY_API dspy_status dspy_cuda_mem_info(int dev, size_t *free_bytes, size_t *total_bytes);
 
 #ifdef __cplusplus
 }

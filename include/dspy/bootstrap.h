@@ -47,6 +47,8 @@
 #ifndef DSPY_BOOTSTRAP_H
 #define DSPY_BOOTSTRAP_H
 
+#include "dspy/export.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -102,17 +104,17 @@ typedef struct dspy_bootstrap_counts {
     size_t errors;         /* examples without an item (LM/metric/other errors) */
 } dspy_bootstrap_counts;
 
-dspy_status dspy_trace_data_new(dspy_trace_data **out);
-void dspy_trace_data_free(dspy_trace_data *d); /* NULL-safe */
-size_t dspy_trace_data_len(const dspy_trace_data *d);
+DSPY_API dspy_status dspy_trace_data_new(dspy_trace_data **out);
+DSPY_API void dspy_trace_data_free(dspy_trace_data *d); /* NULL-safe */
+DSPY_API size_t dspy_trace_data_len(const dspy_trace_data *d);
 /* Item i (borrowed), NULL past the end. */
-const dspy_trace_item *dspy_trace_data_item(const dspy_trace_data *d, size_t i);
-dspy_bootstrap_counts dspy_trace_data_counts(const dspy_trace_data *d);
+DSPY_API const dspy_trace_item *dspy_trace_data_item(const dspy_trace_data *d, size_t i);
+DSPY_API dspy_bootstrap_counts dspy_trace_data_counts(const dspy_trace_data *d);
 /* Appends an item built by hand: the example is copied, predictions, predictors and inputs
  * are retained; `score` NULL = no score. Steps must have a prediction. */
-dspy_status dspy_trace_data_append(dspy_trace_data *d, const dspy_example *example, size_t example_ind,
-                                   dspy_prediction *prediction, const dspy_trace_step *steps, size_t n_steps,
-                                   const double *score);
+DSPY_API dspy_status dspy_trace_data_append(dspy_trace_data *d, const dspy_example *example, size_t example_ind,
+                                            dspy_prediction *prediction, const dspy_trace_step *steps, size_t n_steps,
+                                            const double *score);
 
 typedef struct dspy_bootstrap_params {
     const dspy_metric *metric;   /* NULL: no metric, items carry no score */
@@ -127,13 +129,13 @@ typedef struct dspy_bootstrap_params {
     void *failure_user;
 } dspy_bootstrap_params;
 
-dspy_bootstrap_params dspy_bootstrap_params_default(void);
+DSPY_API dspy_bootstrap_params dspy_bootstrap_params_default(void);
 
 /* bootstrap_trace_data(program, dataset, metric, ...): see the top of this file. On success
  * *out has one item per example that produced one, in dataset order. Errors: DSPY_ERR_ARG,
  * DSPY_ERR_CANCELLED (max_errors reached or SIGINT; *out NULL), DSPY_ERR_NOMEM. */
-dspy_status dspy_bootstrap_trace_data(dspy_module *program, const dspy_dataset *dataset,
-                                      const dspy_bootstrap_params *p, dspy_trace_data **out);
+DSPY_API dspy_status dspy_bootstrap_trace_data(dspy_module *program, const dspy_dataset *dataset,
+                                               const dspy_bootstrap_params *p, dspy_trace_data **out);
 
 /* ---- fine-tuning data ---------------------------------------------------------------------- */
 
@@ -151,7 +153,7 @@ typedef struct dspy_finetune_data_params {
     int profile;                    /* for the default format: -1 = the step's Predict's profile */
 } dspy_finetune_data_params;
 
-dspy_finetune_data_params dspy_finetune_data_params_default(void);
+DSPY_API dspy_finetune_data_params dspy_finetune_data_params_default(void);
 
 typedef struct dspy_finetune_data_counts {
     size_t items;        /* items looked at */
@@ -163,20 +165,20 @@ typedef struct dspy_finetune_data_counts {
 
 /* _prepare_finetune_data: a JSON array of records, Random(0)-shuffled (new reference).
  * `counts` may be NULL. */
-dspy_status dspy_finetune_data_prepare(const dspy_trace_data *data, const dspy_finetune_data_params *p,
-                                       dspy_json **out, dspy_finetune_data_counts *counts);
+DSPY_API dspy_status dspy_finetune_data_prepare(const dspy_trace_data *data, const dspy_finetune_data_params *p,
+                                                dspy_json **out, dspy_finetune_data_counts *counts);
 
 /* The fine-tuning folder: `dir` if given, else $DSPY_FINETUNEDIR, $DSPY_CACHEDIR/finetune,
  * ~/.dspy_cache/finetune; made absolute (malloc'd) and created. */
-dspy_status dspy_finetune_dir(const char *dir, char **out);
+DSPY_API dspy_status dspy_finetune_dir(const char *dir, char **out);
 /* Writes `records` (a JSON array) as JSONL to <finetune_dir>/<sha256>.jsonl (atomically) and
  * returns the path (malloc'd). `dir` as for dspy_finetune_dir. */
-dspy_status dspy_finetune_data_write(const dspy_json *records, const char *dir, char **path);
+DSPY_API dspy_status dspy_finetune_data_write(const dspy_json *records, const char *dir, char **path);
 /* LocalProvider's output_dir for a data path and a model string (see the top), malloc'd. */
-dspy_status dspy_finetune_output_dir(const char *data_path, const char *model, char **out);
+DSPY_API dspy_status dspy_finetune_output_dir(const char *data_path, const char *model, char **out);
 /* The effective train kwargs (see the top) as compact JSON text (malloc'd). `user_kwargs` is a
  * JSON object or NULL. DSPY_ERR_ARG when it is not an object. */
-dspy_status dspy_finetune_train_kwargs(const dspy_json *user_kwargs, const char *output_dir, char **out);
+DSPY_API dspy_status dspy_finetune_train_kwargs(const dspy_json *user_kwargs, const char *output_dir, char **out);
 
 /* ---- BootstrapFinetune (everything compile does before training) ----------------------------- */
 
@@ -195,7 +197,7 @@ typedef struct dspy_finetune_params {
     void *failure_user;
 } dspy_finetune_params;
 
-dspy_finetune_params dspy_finetune_params_default(void);
+DSPY_API dspy_finetune_params dspy_finetune_params_default(void);
 
 /* One fine-tuning job: one LM (and predictor index when not multitask). */
 typedef struct dspy_finetune_task {
@@ -223,18 +225,18 @@ typedef struct dspy_finetune_job dspy_finetune_job;
  * train_kwargs, and deep-copies the student with exclude_demos applied (its LMs are still the
  * originals: the compile step assigns the fine-tuned ones). The student is not changed.
  * Errors: those of the checks, of bootstrapping, and of writing the files. */
-dspy_status dspy_bootstrap_finetune_prepare(dspy_module *student, const dspy_dataset *trainset,
-                                            dspy_module *const *teachers, size_t n_teachers,
-                                            const dspy_finetune_params *p, dspy_finetune_job **out);
-void dspy_finetune_job_free(dspy_finetune_job *job); /* NULL-safe */
+DSPY_API dspy_status dspy_bootstrap_finetune_prepare(dspy_module *student, const dspy_dataset *trainset,
+                                                     dspy_module *const *teachers, size_t n_teachers,
+                                                     const dspy_finetune_params *p, dspy_finetune_job **out);
+DSPY_API void dspy_finetune_job_free(dspy_finetune_job *job); /* NULL-safe */
 
 /* The deep-copied student (borrowed; retain it to keep it past the job). */
-dspy_module *dspy_finetune_job_student(const dspy_finetune_job *job);
-size_t dspy_finetune_job_n_tasks(const dspy_finetune_job *job);
-const dspy_finetune_task *dspy_finetune_job_task(const dspy_finetune_job *job, size_t i);
+DSPY_API dspy_module *dspy_finetune_job_student(const dspy_finetune_job *job);
+DSPY_API size_t dspy_finetune_job_n_tasks(const dspy_finetune_job *job);
+DSPY_API const dspy_finetune_task *dspy_finetune_job_task(const dspy_finetune_job *job, size_t i);
 /* All teachers' trace data together (borrowed). */
-const dspy_trace_data *dspy_finetune_job_trace_data(const dspy_finetune_job *job);
-dspy_bootstrap_counts dspy_finetune_job_counts(const dspy_finetune_job *job);
+DSPY_API const dspy_trace_data *dspy_finetune_job_trace_data(const dspy_finetune_job *job);
+DSPY_API dspy_bootstrap_counts dspy_finetune_job_counts(const dspy_finetune_job *job);
 
 #ifdef __cplusplus
 }

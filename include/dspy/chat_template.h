@@ -19,6 +19,8 @@
 #ifndef DSPY_CHAT_TEMPLATE_H
 #define DSPY_CHAT_TEMPLATE_H
 
+#include "dspy/export.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -58,24 +60,24 @@ typedef struct dspy_chat_span {
  * the kind's default, "<|begin_of_text|>" for Llama). Errors: DSPY_ERR_NOTFOUND, DSPY_ERR_IO,
  * DSPY_ERR_FORMAT (bad JSON, no chat_template, a template not recognised: the message names
  * the file and quotes the template's start). *out NULL on failure. */
-dspy_status dspy_chat_template_load(const char *path, dspy_chat_template **out);
+DSPY_API dspy_status dspy_chat_template_load(const char *path, dspy_chat_template **out);
 
 /* Recognises a template given as Jinja source. bos_token NULL = the kind's default.
  * Errors: DSPY_ERR_FORMAT (not recognised), DSPY_ERR_NOMEM. */
-dspy_status dspy_chat_template_parse(const char *jinja, const char *bos_token, dspy_chat_template **out);
+DSPY_API dspy_status dspy_chat_template_parse(const char *jinja, const char *bos_token, dspy_chat_template **out);
 
 /* A known template without a file (ChatML gets Qwen2's default system message). */
-dspy_status dspy_chat_template_builtin(dspy_chat_kind kind, dspy_chat_template **out);
+DSPY_API dspy_status dspy_chat_template_builtin(dspy_chat_kind kind, dspy_chat_template **out);
 
 /* NULL-safe. */
-void dspy_chat_template_free(dspy_chat_template *t);
+DSPY_API void dspy_chat_template_free(dspy_chat_template *t);
 
 /* The recognised kind (0 for NULL). */
-dspy_chat_kind dspy_chat_template_kind(const dspy_chat_template *t);
+DSPY_API dspy_chat_kind dspy_chat_template_kind(const dspy_chat_template *t);
 /* Short name: "llama3", "llama3.0", "chatml" ("?" for NULL). */
-const char *dspy_chat_template_name(const dspy_chat_template *t);
+DSPY_API const char *dspy_chat_template_name(const dspy_chat_template *t);
 /* Text of the token that ends a turn: "<|eot_id|>" or "<|im_end|>" (generation stops on it). */
-const char *dspy_chat_template_end_of_turn(const dspy_chat_template *t);
+DSPY_API const char *dspy_chat_template_end_of_turn(const dspy_chat_template *t);
 
 /* Renders `n` messages and appends the text to `out`. add_generation_prompt appends the
  * assistant header. date_string (Llama 3.x only): the "Today Date:" value; NULL gives the
@@ -85,9 +87,9 @@ const char *dspy_chat_template_end_of_turn(const dspy_chat_template *t);
  * one span per assistant message, offsets into out->ptr; *nspans its length.
  * Errors: DSPY_ERR_ARG (no messages, a NULL role/content, a tool/ipython message),
  * DSPY_ERR_NOMEM. On error `out` may hold partial text and *assistant_spans is NULL. */
-dspy_status dspy_chat_render(const dspy_chat_template *t, const dspy_chat_msg *msgs, size_t n,
-                             bool add_generation_prompt, const char *date_string, dspy_str *out,
-                             dspy_chat_span **assistant_spans, size_t *nspans);
+DSPY_API dspy_status dspy_chat_render(const dspy_chat_template *t, const dspy_chat_msg *msgs, size_t n,
+                                      bool add_generation_prompt, const char *date_string, dspy_str *out,
+                                      dspy_chat_span **assistant_spans, size_t *nspans);
 
 #ifdef __cplusplus
 }

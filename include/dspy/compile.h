@@ -32,6 +32,8 @@
 #ifndef DSPY_COMPILE_H
 #define DSPY_COMPILE_H
 
+#include "dspy/export.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -62,7 +64,7 @@ typedef struct dspy_bootstrap_finetune_params {
                                         training data. Borrowed. */
 } dspy_bootstrap_finetune_params;
 
-dspy_bootstrap_finetune_params dspy_bootstrap_finetune_params_default(void);
+DSPY_API dspy_bootstrap_finetune_params dspy_bootstrap_finetune_params_default(void);
 
 /* One fine-tuning job as it ran. Strings are owned by the report. */
 typedef struct dspy_finetune_run {
@@ -84,7 +86,7 @@ typedef struct dspy_bootstrap_finetune_report {
     double train_s;                  /* wall time of step 2 */
 } dspy_bootstrap_finetune_report;
 
-void dspy_bootstrap_finetune_report_clear(dspy_bootstrap_finetune_report *r); /* NULL-safe */
+DSPY_API void dspy_bootstrap_finetune_report_clear(dspy_bootstrap_finetune_report *r); /* NULL-safe */
 
 /* compile(student, trainset, teachers): see the top of this file. `teachers` may be NULL with
  * n_teachers 0 (the student teaches itself). `p` may be NULL (defaults). *out is the new
@@ -92,7 +94,7 @@ void dspy_bootstrap_finetune_report_clear(dspy_bootstrap_finetune_report *r); /*
  * failure (release it with _report_clear either way). Errors: those of
  * dspy_bootstrap_finetune_prepare; DSPY_ERR_ARG for a bad train_kwarg (named) or a student LM
  * that is not a local model ("openai/local:<dir>"); those of dspy_finetune. */
-dspy_status dspy_bootstrap_finetune_compile(dspy_module *student, const dspy_dataset *trainset,
+DSPY_API dspy_status dspy_bootstrap_finetune_compile(dspy_module *student, const dspy_dataset *trainset,
                                             dspy_module *const *teachers, size_t n_teachers,
                                             const dspy_bootstrap_finetune_params *p, dspy_module **out,
                                             dspy_bootstrap_finetune_report *report);
@@ -101,7 +103,7 @@ dspy_status dspy_bootstrap_finetune_compile(dspy_module *student, const dspy_dat
  * 1e-05, "max_seq_length": null, "output_dir": "/x"}) to trainer params with
  * dspy_train_params_set: numbers in Python's repr, booleans, null as "None", strings as they
  * are. `kwargs` must outlive `p` (string values are borrowed). DSPY_ERR_ARG naming the key. */
-dspy_status dspy_train_params_from_kwargs(dspy_train_params *p, const dspy_json *kwargs);
+DSPY_API dspy_status dspy_train_params_from_kwargs(dspy_train_params *p, const dspy_json *kwargs);
 
 /* ---- launch / kill ----------------------------------------------------------------------- */
 
@@ -110,16 +112,16 @@ typedef struct dspy_launched dspy_launched;
 /* lm.launch() for every local LM of `program` (see the top). `p` (may be NULL) configures the
  * servers (binary, log dir, timeout, extra `dspy serve` args). On failure the servers already
  * started are killed and the LMs left as they were. *out is NULL on failure. */
-dspy_status dspy_program_launch(dspy_module *program, const dspy_local_params *p, dspy_launched **out);
+DSPY_API dspy_status dspy_program_launch(dspy_module *program, const dspy_local_params *p, dspy_launched **out);
 /* Servers started (0 when the program has no local LM to launch). */
-size_t dspy_launched_count(const dspy_launched *l);
+DSPY_API size_t dspy_launched_count(const dspy_launched *l);
 /* Server i (borrowed; NULL past the end): api base, pid, log path (dspy/local.h). */
-dspy_local_server *dspy_launched_server(const dspy_launched *l, size_t i);
+DSPY_API dspy_local_server *dspy_launched_server(const dspy_launched *l, size_t i);
 /* lm.kill(): stops the servers and removes api_base/api_key from the LMs. Idempotent; NULL-safe.
  * Returns the first kill error (every server is still attempted). */
-dspy_status dspy_program_kill(dspy_launched *l);
+DSPY_API dspy_status dspy_program_kill(dspy_launched *l);
 /* Kills (when not yet killed) and frees. NULL-safe. */
-void dspy_launched_free(dspy_launched *l);
+DSPY_API void dspy_launched_free(dspy_launched *l);
 
 #ifdef __cplusplus
 }

@@ -24,6 +24,8 @@
 #ifndef DSPY_CONSTRAINT_H
 #define DSPY_CONSTRAINT_H
 
+#include "dspy/export.h"
+
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -37,34 +39,34 @@ typedef struct dspy_constraint dspy_constraint;
 
 /* An automaton of n_states states over token ids [0, vocab_size), every state a LIST state with
  * nothing listed (so: allowing nothing) until set. DSPY_ERR_ARG for non-positive sizes. */
-dspy_status dspy_constraint_new(int32_t n_states, int32_t vocab_size, dspy_constraint **out);
-void dspy_constraint_free(dspy_constraint *c); /* NULL-safe */
+DSPY_API dspy_status dspy_constraint_new(int32_t n_states, int32_t vocab_size, dspy_constraint **out);
+DSPY_API void dspy_constraint_free(dspy_constraint *c); /* NULL-safe */
 
 /* Makes `state` FREE: every token allowed, moving to `next` (exceptions with _set_token). */
-dspy_status dspy_constraint_set_free(dspy_constraint *c, int32_t state, int32_t next);
+DSPY_API dspy_status dspy_constraint_set_free(dspy_constraint *c, int32_t state, int32_t next);
 /* In `state`, `token` moves to `next`; next = -1 bans it. In a LIST state this adds (or
  * changes) an entry; in a FREE state it is an exception. DSPY_ERR_ARG for ids out of range. */
-dspy_status dspy_constraint_set_token(dspy_constraint *c, int32_t state, int32_t token, int32_t next);
+DSPY_API dspy_status dspy_constraint_set_token(dspy_constraint *c, int32_t state, int32_t token, int32_t next);
 /* Whether the model's eos ids are allowed in `state` (they end the sequence there). */
-dspy_status dspy_constraint_set_accept(dspy_constraint *c, int32_t state, bool accept);
+DSPY_API dspy_status dspy_constraint_set_accept(dspy_constraint *c, int32_t state, bool accept);
 
-int32_t dspy_constraint_states(const dspy_constraint *c);
-int32_t dspy_constraint_vocab(const dspy_constraint *c);
+DSPY_API int32_t dspy_constraint_states(const dspy_constraint *c);
+DSPY_API int32_t dspy_constraint_vocab(const dspy_constraint *c);
 /* The next state after `token` in `state`, or -1 when the token is not allowed there. */
-int32_t dspy_constraint_next(const dspy_constraint *c, int32_t state, int32_t token);
+DSPY_API int32_t dspy_constraint_next(const dspy_constraint *c, int32_t state, int32_t token);
 /* Whether eos is allowed in `state`. */
-bool dspy_constraint_accepts(const dspy_constraint *c, int32_t state);
+DSPY_API bool dspy_constraint_accepts(const dspy_constraint *c, int32_t state);
 /* Number of tokens allowed in `state` (eos ids not counted). */
-int64_t dspy_constraint_count(const dspy_constraint *c, int32_t state);
+DSPY_API int64_t dspy_constraint_count(const dspy_constraint *c, int32_t state);
 /* DSPY_ERR_ARG naming the first state reachable from state 0 that allows nothing, where a
  * sequence would be stuck (with has_eos false, e.g. a model without eos ids, accepting does not
  * count as allowing something). The engine checks this when a sequence is added. */
-dspy_status dspy_constraint_check(const dspy_constraint *c, bool has_eos);
+DSPY_API dspy_status dspy_constraint_check(const dspy_constraint *c, bool has_eos);
 /* Writes the allowed set of `state` as a bit mask: bit t of words[t / 32] set when token t is
  * allowed (eos ids included when the state accepts; `eos`, n_eos the model's ids). words has
  * (vocab_size + 31) / 32 entries. */
-void dspy_constraint_mask(const dspy_constraint *c, int32_t state, const int32_t *eos, int32_t n_eos,
-                          uint32_t *words);
+DSPY_API void dspy_constraint_mask(const dspy_constraint *c, int32_t state, const int32_t *eos, int32_t n_eos,
+                                   uint32_t *words);
 
 #ifdef __cplusplus
 }

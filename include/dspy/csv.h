@@ -21,9 +21,15 @@
 #ifndef DSPY_CSV_H
 #define DSPY_CSV_H
 
+#include "dspy/export.h"
+
 #include <stddef.h>
 #include <stdint.h>
 #include "dspy/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef struct dspy_csv dspy_csv;
 
@@ -31,34 +37,38 @@ typedef struct dspy_csv dspy_csv;
  * used in error messages; NULL reads as "<csv>". On success *out owns copies of every cell
  * (data may be freed). Errors: DSPY_ERR_FORMAT (bad CSV or UTF-8, empty input, ragged row),
  * DSPY_ERR_NOMEM. *out is NULL on failure. */
-dspy_status dspy_csv_parse(const char *data, size_t len, const char *name, dspy_csv **out);
+DSPY_API dspy_status dspy_csv_parse(const char *data, size_t len, const char *name, dspy_csv **out);
 
 /* Reads and parses the file at `path`. Errors as dspy_csv_parse plus DSPY_ERR_IO. */
-dspy_status dspy_csv_load(const char *path, dspy_csv **out);
+DSPY_API dspy_status dspy_csv_load(const char *path, dspy_csv **out);
 
 /* Frees the table. NULL-safe. */
-void dspy_csv_free(dspy_csv *csv);
+DSPY_API void dspy_csv_free(dspy_csv *csv);
 
 /* Number of data records (header excluded) and of columns (fields in the header). */
-size_t dspy_csv_rows(const dspy_csv *csv);
-size_t dspy_csv_cols(const dspy_csv *csv);
+DSPY_API size_t dspy_csv_rows(const dspy_csv *csv);
+DSPY_API size_t dspy_csv_cols(const dspy_csv *csv);
 
 /* Header name of column `col`, or NULL when out of range. */
-const char *dspy_csv_header(const dspy_csv *csv, size_t col);
+DSPY_API const char *dspy_csv_header(const dspy_csv *csv, size_t col);
 
 /* Index of the column whose header equals `name`, or -1. */
-int dspy_csv_col_index(const dspy_csv *csv, const char *name);
+DSPY_API int dspy_csv_col_index(const dspy_csv *csv, const char *name);
 
 /* Cell text of data record `row` (0-based, header excluded), column `col`: NUL-terminated
  * UTF-8 owned by the table, or NULL when out of range. *len (if non-NULL) gets its byte length
  * (a cell may hold U+0000). */
-const char *dspy_csv_cell(const dspy_csv *csv, size_t row, size_t col, size_t *len);
+DSPY_API const char *dspy_csv_cell(const dspy_csv *csv, size_t row, size_t col, size_t *len);
 
 /* 1-based line of the file where data record `row` starts (0 when out of range); for error
  * messages about a record's content. */
-int32_t dspy_csv_row_line(const dspy_csv *csv, size_t row);
+DSPY_API int32_t dspy_csv_row_line(const dspy_csv *csv, size_t row);
 
 /* The name given at parse time (the path for dspy_csv_load). */
-const char *dspy_csv_name(const dspy_csv *csv);
+DSPY_API const char *dspy_csv_name(const dspy_csv *csv);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

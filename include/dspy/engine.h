@@ -35,6 +35,8 @@
 #ifndef DSPY_ENGINE_H
 #define DSPY_ENGINE_H
 
+#include "dspy/export.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -42,6 +44,10 @@
 #include "dspy/constraint.h"
 #include "dspy/model.h"
 #include "dspy/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef struct dspy_engine dspy_engine;
 
@@ -54,7 +60,7 @@ typedef struct dspy_engine_params {
                                  decode tokens come on top, one per decoding sequence */
 } dspy_engine_params;
 
-dspy_engine_params dspy_engine_params_default(void);
+DSPY_API dspy_engine_params dspy_engine_params_default(void);
 
 typedef struct dspy_sampling {
     float temperature;         /* 0 = greedy: argmax, the lowest id on ties */
@@ -71,7 +77,7 @@ typedef struct dspy_sampling {
 } dspy_sampling;
 
 /* temperature 1, top_p 1, top_k 0, seed 0, max_tokens 0, no stop ids, eos stops, no constraint. */
-dspy_sampling dspy_sampling_default(void);
+DSPY_API dspy_sampling dspy_sampling_default(void);
 
 typedef enum dspy_finish {
     DSPY_FINISH_NONE = 0, /* still running */
@@ -80,7 +86,7 @@ typedef enum dspy_finish {
 } dspy_finish;
 
 /* "stop" / "length" / "none": the OpenAI finish_reason spelling. */
-const char *dspy_finish_name(dspy_finish f);
+DSPY_API const char *dspy_finish_name(dspy_finish f);
 
 typedef struct dspy_step_event {
     int64_t seq_id;
@@ -117,9 +123,9 @@ typedef struct dspy_engine_stats {
 /* Creates an engine over `model` (which must outlive it) with its KV cache and work buffers
  * allocated once. `p` may be NULL (defaults). DSPY_ERR_ARG for impossible parameters,
  * DSPY_ERR_NOMEM when the cache does not fit. */
-dspy_status dspy_engine_new(const dspy_model *model, const dspy_engine_params *p, dspy_engine **out);
+DSPY_API dspy_status dspy_engine_new(const dspy_model *model, const dspy_engine_params *p, dspy_engine **out);
 /* NULL-safe; drops every sequence. */
-void dspy_engine_free(dspy_engine *e);
+DSPY_API void dspy_engine_free(dspy_engine *e);
 
 /* Adds a sequence; its id (increasing from 1) goes to *seq_id. It starts in the next step.
  * `sp` may be NULL (dspy_sampling_default()). It takes KV blocks for its prompt now (sharing the
@@ -132,30 +138,34 @@ void dspy_engine_free(dspy_engine *e);
  *   DSPY_ERR_STATE    it would fit, but not now: max_seqs sequences are active, the free KV cache
  *                     cannot hold the prompt, or a preempted sequence waits (queue the request;
  *                     retry after a step) */
-dspy_status dspy_engine_add(dspy_engine *e, const int32_t *prompt, size_t n, const dspy_sampling *sp,
-                            int64_t *seq_id);
+DSPY_API dspy_status dspy_engine_add(dspy_engine *e, const int32_t *prompt, size_t n, const dspy_sampling *sp,
+                                     int64_t *seq_id);
 
 /* Runs one batched step (see the top of this file). With no active sequence it does nothing and
  * reports no event. Errors: DSPY_ERR_BACKEND (the device failed: the message says how; a CUDA
  * engine cannot run further steps after it), DSPY_ERR_ARG (a step the engine was not planned
  * for: a bug). */
-dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out);
+DSPY_API dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out);
 
 /* Cancels an active sequence and frees its KV cache (e.g. a stop string matched, or the client
  * went away). DSPY_ERR_NOTFOUND when the id is not active (finished sequences are already gone). */
-dspy_status dspy_engine_remove(dspy_engine *e, int64_t seq_id);
+DSPY_API dspy_status dspy_engine_remove(dspy_engine *e, int64_t seq_id);
 
-void dspy_engine_stats_get(const dspy_engine *e, dspy_engine_stats *out);
+DSPY_API void dspy_engine_stats_get(const dspy_engine *e, dspy_engine_stats *out);
 
 /* Logits of every position: logits (n, V) row t = the distribution after ids[0..t]. Runs a
  * private single-sequence pass (no engine needed); for parity tests and scoring.
  * DSPY_ERR_ARG for ids outside the vocabulary, DSPY_ERR_CONTEXT when n > context length. */
-dspy_status dspy_model_forward_logits(const dspy_model *m, const int32_t *ids, size_t n, float *logits);
+DSPY_API dspy_status dspy_model_forward_logits(const dspy_model *m, const int32_t *ids, size_t n, float *logits);
 
 /* Generates one sequence with a private engine. *out_ids (malloc'd, caller frees) gets the new
  * tokens — when an eos/stop id ended it, that id is the last one; *out_logprobs (may be NULL)
  * their logprobs; *finish why it ended (may be NULL). Errors as dspy_engine_add. */
-dspy_status dspy_generate(const dspy_model *m, const int32_t *prompt, size_t n, const dspy_sampling *sp,
-                          int32_t **out_ids, float **out_logprobs, size_t *out_n, dspy_finish *finish);
+DSPY_API dspy_status dspy_generate(const dspy_model *m, const int32_t *prompt, size_t n, const dspy_sampling *sp,
+                                   int32_t **out_ids, float **out_logprobs, size_t *out_n, dspy_finish *finish);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

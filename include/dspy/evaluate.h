@@ -30,6 +30,8 @@
 #ifndef DSPY_EVALUATE_H
 #define DSPY_EVALUATE_H
 
+#include "dspy/export.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -76,19 +78,19 @@ typedef struct dspy_metric {
  * "answer_exact_match".
  * f1: DSPy's token-level F1 (dsp.utils.metrics.F1 = max of f1_score(pred.f, answer) over the
  * example's answer or list of answers), a float in [0, 1], named "f1". */
-dspy_metric dspy_metric_exact_match(const char *field);
-dspy_metric dspy_metric_answer_exact_match(const char *field);
-dspy_metric dspy_metric_f1(const char *field);
+DSPY_API dspy_metric dspy_metric_exact_match(const char *field);
+DSPY_API dspy_metric dspy_metric_answer_exact_match(const char *field);
+DSPY_API dspy_metric dspy_metric_f1(const char *field);
 /* DSPy's normalize_text, exactly (dspy/dsp/utils/metrics.py): unicodedata NFD, str.lower()
  * (full mappings, final sigma), ASCII punctuation removed, the articles a/an/the removed as
  * whole words (Python re's \b), whitespace (str.isspace) collapsed to single spaces, stripped.
  * Unicode data of CPython 3.11 (Unicode 14.0.0). malloc'd; NULL on OOM or invalid UTF-8 (with
  * dspy_errmsg). */
-char *dspy_normalize_text(const char *s);
+DSPY_API char *dspy_normalize_text(const char *s);
 /* DSPy's f1_score(prediction, ground_truth): the token-level F1 of the two normalized texts
  * (tokens = split on whitespace, counted as multisets); 0 when no token is shared (also when
  * both are empty, as DSPy). Errors: DSPY_ERR_ARG (invalid UTF-8), DSPY_ERR_NOMEM. */
-dspy_status dspy_f1_score(const char *prediction, const char *ground_truth, double *out);
+DSPY_API dspy_status dspy_f1_score(const char *prediction, const char *ground_truth, double *out);
 
 /* ---- failures ----------------------------------------------------------------------------- */
 
@@ -110,60 +112,60 @@ typedef void (*dspy_eval_failure_fn)(void *user, const dspy_eval_failure *f);
 typedef struct dspy_eval_result dspy_eval_result;
 
 /* An empty result (for building one by hand; dspy_evaluate makes its own). */
-dspy_status dspy_eval_result_new(const char *metric_name, dspy_eval_result **out);
+DSPY_API dspy_status dspy_eval_result_new(const char *metric_name, dspy_eval_result **out);
 /* Appends (example, prediction, score): the example is copied (with its input keys), the
  * prediction retained (NULL = an empty Prediction, as for a failed example). */
-dspy_status dspy_eval_result_append(dspy_eval_result *r, const dspy_example *example, dspy_prediction *pred,
-                                    double score, dspy_score_kind kind);
-void dspy_eval_result_free(dspy_eval_result *r); /* NULL-safe */
+DSPY_API dspy_status dspy_eval_result_append(dspy_eval_result *r, const dspy_example *example, dspy_prediction *pred,
+                                             double score, dspy_score_kind kind);
+DSPY_API void dspy_eval_result_free(dspy_eval_result *r); /* NULL-safe */
 
 /* EvaluationResult.score: round(100 * sum(scores) / len(results), 2) (0 for no results), or
  * the value given to dspy_eval_result_set_score (EvaluationResult(score=..., results=...)). */
-double dspy_eval_result_score(const dspy_eval_result *r);
-void dspy_eval_result_set_score(dspy_eval_result *r, double score);
-size_t dspy_eval_result_len(const dspy_eval_result *r);
-const char *dspy_eval_result_metric_name(const dspy_eval_result *r);
+DSPY_API double dspy_eval_result_score(const dspy_eval_result *r);
+DSPY_API void dspy_eval_result_set_score(dspy_eval_result *r, double score);
+DSPY_API size_t dspy_eval_result_len(const dspy_eval_result *r);
+DSPY_API const char *dspy_eval_result_metric_name(const dspy_eval_result *r);
 /* Row i's parts (borrowed; NULL past the end). */
-const dspy_example *dspy_eval_result_example(const dspy_eval_result *r, size_t i);
-const dspy_prediction *dspy_eval_result_prediction(const dspy_eval_result *r, size_t i);
-double dspy_eval_result_item_score(const dspy_eval_result *r, size_t i);
-dspy_score_kind dspy_eval_result_item_kind(const dspy_eval_result *r, size_t i);
+DSPY_API const dspy_example *dspy_eval_result_example(const dspy_eval_result *r, size_t i);
+DSPY_API const dspy_prediction *dspy_eval_result_prediction(const dspy_eval_result *r, size_t i);
+DSPY_API double dspy_eval_result_item_score(const dspy_eval_result *r, size_t i);
+DSPY_API dspy_score_kind dspy_eval_result_item_kind(const dspy_eval_result *r, size_t i);
 /* The error of a failed example (NULL when it succeeded or was appended by hand). */
-const char *dspy_eval_result_item_error(const dspy_eval_result *r, size_t i);
+DSPY_API const char *dspy_eval_result_item_error(const dspy_eval_result *r, size_t i);
 /* The status of a failed example (DSPY_OK when it succeeded): DSPY_ERR_PARSE for an answer
  * that could not be parsed. */
-dspy_status dspy_eval_result_item_status(const dspy_eval_result *r, size_t i);
+DSPY_API dspy_status dspy_eval_result_item_status(const dspy_eval_result *r, size_t i);
 /* The LM's raw answer of an example whose answer could not be parsed (NULL otherwise). */
-const char *dspy_eval_result_item_reply(const dspy_eval_result *r, size_t i);
+DSPY_API const char *dspy_eval_result_item_reply(const dspy_eval_result *r, size_t i);
 /* Failed examples, and their indices in devset order (borrowed, NULL when none). */
-size_t dspy_eval_result_n_failed(const dspy_eval_result *r);
-const size_t *dspy_eval_result_failed_indices(const dspy_eval_result *r);
+DSPY_API size_t dspy_eval_result_n_failed(const dspy_eval_result *r);
+DSPY_API const size_t *dspy_eval_result_failed_indices(const dspy_eval_result *r);
 
 /* "EvaluationResult(score=100.0, results=<list of 1 results>)" (malloc'd). */
-dspy_status dspy_eval_result_repr(const dspy_eval_result *r, char **out);
+DSPY_API dspy_status dspy_eval_result_repr(const dspy_eval_result *r, char **out);
 /* The log line "Average Metric: 51.0 / 100 (51.0%)" (malloc'd). */
-dspy_status dspy_eval_result_summary(const dspy_eval_result *r, char **out);
+DSPY_API dspy_status dspy_eval_result_summary(const dspy_eval_result *r, char **out);
 
 /* The rows DSPy saves (_prepare_results_output): a JSON array with one object per result,
  * merge_dicts(example, prediction) then {metric_name: score}, untruncated (new reference). */
-dspy_status dspy_eval_result_rows(const dspy_eval_result *r, dspy_json **out);
+DSPY_API dspy_status dspy_eval_result_rows(const dspy_eval_result *r, dspy_json **out);
 /* The table's column names in first-seen order (a JSON array of strings, new reference). */
-dspy_status dspy_eval_result_columns(const dspy_eval_result *r, dspy_json **out);
+DSPY_API dspy_status dspy_eval_result_columns(const dspy_eval_result *r, dspy_json **out);
 /* The table's cell text for row i and column c as displayed: absent cells "NaN", 25-word
  * truncation, metric styling (malloc'd). */
-dspy_status dspy_eval_result_cell(const dspy_eval_result *r, size_t row, size_t col, char **out);
+DSPY_API dspy_status dspy_eval_result_cell(const dspy_eval_result *r, size_t row, size_t col, char **out);
 /* Prints the table (all rows when max_rows < 0, else the first max_rows and then
  * "... K more rows not displayed ...") as plain text. */
-dspy_status dspy_eval_result_print_table(const dspy_eval_result *r, int64_t max_rows, FILE *out);
-dspy_status dspy_eval_result_table_text(const dspy_eval_result *r, int64_t max_rows, char **out);
+DSPY_API dspy_status dspy_eval_result_print_table(const dspy_eval_result *r, int64_t max_rows, FILE *out);
+DSPY_API dspy_status dspy_eval_result_table_text(const dspy_eval_result *r, int64_t max_rows, char **out);
 
 /* save_as_json: json.dump(rows) (", "/": " separators, non-ASCII escaped), atomically. */
-dspy_status dspy_eval_result_save_json(const dspy_eval_result *r, const char *path);
+DSPY_API dspy_status dspy_eval_result_save_json(const dspy_eval_result *r, const char *path);
 /* save_as_csv: csv.DictWriter (excel dialect: "," separator, '"' quoting when needed, CRLF
  * line ends); the header is the table's columns (DSPy takes the first row's keys, which
  * raises when a later row has more; we take them all), absent cells empty, values as
  * Python's str(). Written atomically. */
-dspy_status dspy_eval_result_save_csv(const dspy_eval_result *r, const char *path);
+DSPY_API dspy_status dspy_eval_result_save_csv(const dspy_eval_result *r, const char *path);
 
 /* ---- Evaluate ----------------------------------------------------------------------------- */
 
@@ -190,15 +192,15 @@ typedef struct dspy_evaluate_params {
     void *failure_user;
 } dspy_evaluate_params;
 
-dspy_evaluate_params dspy_evaluate_params_default(void);
+DSPY_API dspy_evaluate_params dspy_evaluate_params_default(void);
 
 /* Evaluate(devset=..., metric=...)(program). `p` may be NULL. On success *out holds every
  * example in devset order and the INFO line "Average Metric: ..." has been logged; the table
  * and files follow the params. Errors: DSPY_ERR_ARG (no program/metric, an empty devset: DSPy
  * divides by zero), DSPY_ERR_CANCELLED when max_errors was reached or SIGINT arrived (*out
  * NULL), errors saving the files. */
-dspy_status dspy_evaluate(dspy_module *program, const dspy_dataset *devset, const dspy_metric *metric,
-                          const dspy_evaluate_params *p, dspy_eval_result **out);
+DSPY_API dspy_status dspy_evaluate(dspy_module *program, const dspy_dataset *devset, const dspy_metric *metric,
+                                   const dspy_evaluate_params *p, dspy_eval_result **out);
 
 #ifdef __cplusplus
 }

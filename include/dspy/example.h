@@ -25,11 +25,17 @@
 #ifndef DSPY_EXAMPLE_H
 #define DSPY_EXAMPLE_H
 
+#include "dspy/export.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "dspy/status.h"
 #include "dspy/str.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef struct dspy_example dspy_example;
 typedef struct dspy_value dspy_value; /* borrowed from its example; never freed by callers */
@@ -47,127 +53,131 @@ typedef enum dspy_value_type {
 
 /* ---- values ---------------------------------------------------------------------------- */
 
-dspy_value_type dspy_value_type_of(const dspy_value *v);
+DSPY_API dspy_value_type dspy_value_type_of(const dspy_value *v);
 /* The string of a string value (NUL-terminated; *len gets the byte length if non-NULL), or NULL
  * for any other type. */
-const char *dspy_value_str(const dspy_value *v, size_t *len);
+DSPY_API const char *dspy_value_str(const dspy_value *v, size_t *len);
 /* true and *out set when v is an integer (bools are not integers here). */
-bool dspy_value_int(const dspy_value *v, int64_t *out);
+DSPY_API bool dspy_value_int(const dspy_value *v, int64_t *out);
 /* true and *out set when v is a number (integer or real). */
-bool dspy_value_number(const dspy_value *v, double *out);
+DSPY_API bool dspy_value_number(const dspy_value *v, double *out);
 /* Python ==: numbers compare by value across int/real/bool, lists element-wise, objects as
  * unordered maps. NULL equals only NULL. */
-bool dspy_value_equal(const dspy_value *a, const dspy_value *b);
+DSPY_API bool dspy_value_equal(const dspy_value *a, const dspy_value *b);
 /* Appends compact JSON ({"a":1,"b":[2,3]}, non-ASCII kept raw, keys in insertion order). */
-void dspy_value_append_json(dspy_str *s, const dspy_value *v);
+DSPY_API void dspy_value_append_json(dspy_str *s, const dspy_value *v);
 /* Appends Python's repr(): 'text' (quotes and escapes as Python), 1, 0.5, True, None,
  * [1, 'a'], {'k': 'v'}. Floats print as Python's shortest round-trip repr. */
-void dspy_value_append_repr(dspy_str *s, const dspy_value *v);
+DSPY_API void dspy_value_append_repr(dspy_str *s, const dspy_value *v);
 
 /* ---- examples -------------------------------------------------------------------------- */
 
 /* An empty example with input keys unset (input_keys=None). */
-dspy_status dspy_example_new(dspy_example **out);
+DSPY_API dspy_status dspy_example_new(dspy_example **out);
 /* NULL-safe. */
-void dspy_example_free(dspy_example *ex);
+DSPY_API void dspy_example_free(dspy_example *ex);
 
 /* Setters: add `key` at the end, or replace its value in place. `key` must be UTF-8.
  * Errors: DSPY_ERR_ARG (invalid UTF-8, bad JSON text), DSPY_ERR_NOMEM. */
-dspy_status dspy_example_set_str(dspy_example *ex, const char *key, const char *value);
-dspy_status dspy_example_set_strn(dspy_example *ex, const char *key, const char *value, size_t len);
-dspy_status dspy_example_set_int(dspy_example *ex, const char *key, int64_t value);
-dspy_status dspy_example_set_real(dspy_example *ex, const char *key, double value);
-dspy_status dspy_example_set_bool(dspy_example *ex, const char *key, bool value);
+DSPY_API dspy_status dspy_example_set_str(dspy_example *ex, const char *key, const char *value);
+DSPY_API dspy_status dspy_example_set_strn(dspy_example *ex, const char *key, const char *value, size_t len);
+DSPY_API dspy_status dspy_example_set_int(dspy_example *ex, const char *key, int64_t value);
+DSPY_API dspy_status dspy_example_set_real(dspy_example *ex, const char *key, double value);
+DSPY_API dspy_status dspy_example_set_bool(dspy_example *ex, const char *key, bool value);
 /* Parses `json` (any JSON value: "null", "[1,2]", "{\"a\":\"b\"}", "\"text\"") and stores it. */
-dspy_status dspy_example_set_json_text(dspy_example *ex, const char *key, const char *json);
+DSPY_API dspy_status dspy_example_set_json_text(dspy_example *ex, const char *key, const char *json);
 /* Stores `v` (shared, not copied; v may come from another example). */
-dspy_status dspy_example_set_value(dspy_example *ex, const char *key, const dspy_value *v);
+DSPY_API dspy_status dspy_example_set_value(dspy_example *ex, const char *key, const dspy_value *v);
 /* Deletes `key` (Python `del ex[key]`). DSPY_ERR_NOTFOUND when absent. Input keys unchanged. */
-dspy_status dspy_example_remove(dspy_example *ex, const char *key);
+DSPY_API dspy_status dspy_example_remove(dspy_example *ex, const char *key);
 /* Copies every field of `from` into ex, in from's order (dict.update). Input keys unchanged. */
-dspy_status dspy_example_update(dspy_example *ex, const dspy_example *from);
+DSPY_API dspy_status dspy_example_update(dspy_example *ex, const dspy_example *from);
 
 /* Getters (key lookups include dspy_ keys). NULL when absent. */
-bool dspy_example_has(const dspy_example *ex, const char *key);
-const dspy_value *dspy_example_get(const dspy_example *ex, const char *key);
+DSPY_API bool dspy_example_has(const dspy_example *ex, const char *key);
+DSPY_API const dspy_value *dspy_example_get(const dspy_example *ex, const char *key);
 /* The string value of `key`; NULL when absent or not a string. */
-const char *dspy_example_get_str(const dspy_example *ex, const char *key);
+DSPY_API const char *dspy_example_get_str(const dspy_example *ex, const char *key);
 /* Compact JSON of the value of `key` into *out (caller frees). DSPY_ERR_NOTFOUND if absent. */
-dspy_status dspy_example_get_json_text(const dspy_example *ex, const char *key, char **out);
+DSPY_API dspy_status dspy_example_get_json_text(const dspy_example *ex, const char *key, char **out);
 
 /* Visible fields (keys not starting with "dspy_"), in order: len() and keys()/values(). */
-size_t dspy_example_len(const dspy_example *ex);
-const char *dspy_example_key(const dspy_example *ex, size_t i);          /* NULL past the end */
-const dspy_value *dspy_example_value(const dspy_example *ex, size_t i);  /* NULL past the end */
+DSPY_API size_t dspy_example_len(const dspy_example *ex);
+DSPY_API const char *dspy_example_key(const dspy_example *ex, size_t i);          /* NULL past the end */
+DSPY_API const dspy_value *dspy_example_value(const dspy_example *ex, size_t i);  /* NULL past the end */
 /* All fields including dspy_ keys (keys(include_dspy=True)). */
-size_t dspy_example_nfields(const dspy_example *ex);
-const char *dspy_example_field_key(const dspy_example *ex, size_t i);
-const dspy_value *dspy_example_field_value(const dspy_example *ex, size_t i);
+DSPY_API size_t dspy_example_nfields(const dspy_example *ex);
+DSPY_API const char *dspy_example_field_key(const dspy_example *ex, size_t i);
+DSPY_API const dspy_value *dspy_example_field_value(const dspy_example *ex, size_t i);
 
 /* ---- input keys ------------------------------------------------------------------------ */
 
 /* A copy with input keys = the given keys (duplicates dropped; keys need not exist; n == 0
  * gives an empty set, which still counts as set). */
-dspy_status dspy_example_with_inputs(const dspy_example *ex, const char *const *keys, size_t n,
-                                     dspy_example **out);
+DSPY_API dspy_status dspy_example_with_inputs(const dspy_example *ex, const char *const *keys, size_t n,
+                                              dspy_example **out);
 /* The same, in place. */
-dspy_status dspy_example_set_inputs(dspy_example *ex, const char *const *keys, size_t n);
+DSPY_API dspy_status dspy_example_set_inputs(dspy_example *ex, const char *const *keys, size_t n);
 /* false while input keys are None. */
-bool dspy_example_has_inputs(const dspy_example *ex);
-bool dspy_example_is_input(const dspy_example *ex, const char *key);
-size_t dspy_example_ninputs(const dspy_example *ex);
-const char *dspy_example_input_key(const dspy_example *ex, size_t i);
+DSPY_API bool dspy_example_has_inputs(const dspy_example *ex);
+DSPY_API bool dspy_example_is_input(const dspy_example *ex, const char *key);
+DSPY_API size_t dspy_example_ninputs(const dspy_example *ex);
+DSPY_API const char *dspy_example_input_key(const dspy_example *ex, size_t i);
 
 /* inputs(): a new example with the fields whose key is an input key (store order), keeping the
  * input keys. DSPY_ERR_STATE with DSPy's message when input keys are not set. */
-dspy_status dspy_example_inputs(const dspy_example *ex, dspy_example **out);
+DSPY_API dspy_status dspy_example_inputs(const dspy_example *ex, dspy_example **out);
 /* labels(): a new example with the other fields, input keys None. Same error as inputs(). */
-dspy_status dspy_example_labels(const dspy_example *ex, dspy_example **out);
+DSPY_API dspy_status dspy_example_labels(const dspy_example *ex, dspy_example **out);
 
 /* copy(**overrides): fields of ex, then of `overrides` (may be NULL); input keys None. */
-dspy_status dspy_example_copy(const dspy_example *ex, const dspy_example *overrides,
-                              dspy_example **out);
+DSPY_API dspy_status dspy_example_copy(const dspy_example *ex, const dspy_example *overrides,
+                                       dspy_example **out);
 /* without(*keys): copy() and delete each key; DSPY_ERR_NOTFOUND (Python KeyError) if one is
  * absent. */
-dspy_status dspy_example_without(const dspy_example *ex, const char *const *keys, size_t n,
-                                 dspy_example **out);
+DSPY_API dspy_status dspy_example_without(const dspy_example *ex, const char *const *keys, size_t n,
+                                          dspy_example **out);
 
 /* Python ==: same set of keys (all of them, dspy_ included) with equal values. */
-bool dspy_example_equal(const dspy_example *a, const dspy_example *b);
+DSPY_API bool dspy_example_equal(const dspy_example *a, const dspy_example *b);
 
 /* Appends Python's repr, e.g. Example({'text': 'hi'}) (input_keys={'text'}). */
-void dspy_example_append_repr(dspy_str *s, const dspy_example *ex);
+DSPY_API void dspy_example_append_repr(dspy_str *s, const dspy_example *ex);
 /* repr into *out (caller frees). */
-dspy_status dspy_example_repr(const dspy_example *ex, char **out);
+DSPY_API dspy_status dspy_example_repr(const dspy_example *ex, char **out);
 
 /* Compact JSON object of the fields (toDict()), with or without dspy_ keys. */
-void dspy_example_append_json(dspy_str *s, const dspy_example *ex, bool include_dspy);
+DSPY_API void dspy_example_append_json(dspy_str *s, const dspy_example *ex, bool include_dspy);
 /* Parses a JSON object into a new example (fields in the object's order, input keys None).
  * DSPY_ERR_FORMAT when the text is not a JSON object; the message names `name` (may be NULL). */
-dspy_status dspy_example_from_json(const char *json, size_t len, const char *name,
-                                   dspy_example **out);
+DSPY_API dspy_status dspy_example_from_json(const char *json, size_t len, const char *name,
+                                            dspy_example **out);
 
 /* ---- datasets -------------------------------------------------------------------------- */
 
-dspy_status dspy_dataset_new(dspy_dataset **out);
+DSPY_API dspy_status dspy_dataset_new(dspy_dataset **out);
 /* Frees the dataset and its examples. NULL-safe. */
-void dspy_dataset_free(dspy_dataset *ds);
+DSPY_API void dspy_dataset_free(dspy_dataset *ds);
 /* Appends `ex` and takes ownership of it (also on failure, when it is freed). */
-dspy_status dspy_dataset_append(dspy_dataset *ds, dspy_example *ex);
+DSPY_API dspy_status dspy_dataset_append(dspy_dataset *ds, dspy_example *ex);
 /* Appends a copy of `ex` that keeps its input keys. */
-dspy_status dspy_dataset_append_copy(dspy_dataset *ds, const dspy_example *ex);
-size_t dspy_dataset_len(const dspy_dataset *ds);
+DSPY_API dspy_status dspy_dataset_append_copy(dspy_dataset *ds, const dspy_example *ex);
+DSPY_API size_t dspy_dataset_len(const dspy_dataset *ds);
 /* The i-th example (owned by the dataset), NULL when out of range. */
-const dspy_example *dspy_dataset_get(const dspy_dataset *ds, size_t i);
-dspy_example *dspy_dataset_get_mut(dspy_dataset *ds, size_t i);
+DSPY_API const dspy_example *dspy_dataset_get(const dspy_dataset *ds, size_t i);
+DSPY_API dspy_example *dspy_dataset_get_mut(dspy_dataset *ds, size_t i);
 /* Python ds[start:end] for non-negative bounds (clamped to the length; start >= end gives an
  * empty dataset). Examples are copied with their input keys. */
-dspy_status dspy_dataset_slice(const dspy_dataset *ds, size_t start, size_t end,
-                               dspy_dataset **out);
+DSPY_API dspy_status dspy_dataset_slice(const dspy_dataset *ds, size_t start, size_t end,
+                                        dspy_dataset **out);
 /* [ds[i] for i in idx]; DSPY_ERR_ARG when an index is out of range. */
-dspy_status dspy_dataset_gather(const dspy_dataset *ds, const int32_t *idx, size_t n,
-                                dspy_dataset **out);
+DSPY_API dspy_status dspy_dataset_gather(const dspy_dataset *ds, const int32_t *idx, size_t n,
+                                         dspy_dataset **out);
 /* Sets the input keys of every example, in place. */
-dspy_status dspy_dataset_set_inputs(dspy_dataset *ds, const char *const *keys, size_t n);
+DSPY_API dspy_status dspy_dataset_set_inputs(dspy_dataset *ds, const char *const *keys, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

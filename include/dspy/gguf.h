@@ -36,6 +36,8 @@
 #ifndef DSPY_GGUF_H
 #define DSPY_GGUF_H
 
+#include "dspy/export.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -59,16 +61,16 @@ typedef enum dspy_gguf_dtype {
 } dspy_gguf_dtype;
 
 /* "f32", "f16", "bf16", "q8_0" (and "?" for an invalid value). */
-const char *dspy_gguf_dtype_name(dspy_gguf_dtype t);
+DSPY_API const char *dspy_gguf_dtype_name(dspy_gguf_dtype t);
 /* Parses the names above (case-insensitive); false if unknown. */
-bool dspy_gguf_dtype_parse(const char *name, dspy_gguf_dtype *out);
+DSPY_API bool dspy_gguf_dtype_parse(const char *name, dspy_gguf_dtype *out);
 
 typedef struct dspy_gguf_export_params {
     dspy_gguf_dtype dtype; /* default F16 */
     const char *name;      /* general.name; NULL: the model directory's last path component */
 } dspy_gguf_export_params;
 
-dspy_gguf_export_params dspy_gguf_export_params_default(void);
+DSPY_API dspy_gguf_export_params dspy_gguf_export_params_default(void);
 
 /* Writes `model_dir` (config.json, model.safetensors, tokenizer.json, the chat template) as one
  * GGUF file at `out_path` (written to a temporary name next to it, renamed when complete; tensors
@@ -77,7 +79,7 @@ dspy_gguf_export_params dspy_gguf_export_params_default(void);
  * DSPY_ERR_ARG for what GGUF or llama.cpp cannot express (a tokenizer whose pre-tokenizer is
  * neither Llama 3's nor Qwen2's, a vocabulary larger than vocab_size, qwen2 with llama3 RoPE),
  * DSPY_ERR_IO writing. Nothing is left at out_path on failure. */
-dspy_status dspy_gguf_export(const char *model_dir, const char *out_path, const dspy_gguf_export_params *p);
+DSPY_API dspy_status dspy_gguf_export(const char *model_dir, const char *out_path, const dspy_gguf_export_params *p);
 
 /* Writes an Ollama Modelfile for `gguf_path` (FROM the file's name, relative to the Modelfile's
  * directory when they share it), with a TEMPLATE in Ollama's Go-template syntax for the chat
@@ -85,7 +87,7 @@ dspy_status dspy_gguf_export(const char *model_dir, const char *out_path, const 
  * sampling defaults the file records. The template is our translation: it is not checked against
  * an Ollama binary here. Errors: DSPY_ERR_FORMAT (the file has no recognised chat template),
  * DSPY_ERR_IO. */
-dspy_status dspy_gguf_write_modelfile(const char *gguf_path, const char *modelfile_path);
+DSPY_API dspy_status dspy_gguf_write_modelfile(const char *gguf_path, const char *modelfile_path);
 
 /* ---- reading ---------------------------------------------------------------------------- */
 
@@ -112,43 +114,43 @@ typedef struct dspy_gguf_tensor {
 /* Maps and validates `path`. Errors: DSPY_ERR_NOTFOUND, DSPY_ERR_IO, DSPY_ERR_FORMAT (not GGUF,
  * version 1, truncated, a bad type, duplicate keys or tensor names, a tensor outside the file
  * or misaligned; the message names the file and the key or tensor). *out NULL on failure. */
-dspy_status dspy_gguf_open(const char *path, dspy_gguf **out);
+DSPY_API dspy_status dspy_gguf_open(const char *path, dspy_gguf **out);
 /* NULL-safe; unmaps. */
-void dspy_gguf_free(dspy_gguf *g);
-const char *dspy_gguf_path(const dspy_gguf *g);
-uint32_t dspy_gguf_version(const dspy_gguf *g);
-size_t dspy_gguf_alignment(const dspy_gguf *g);
+DSPY_API void dspy_gguf_free(dspy_gguf *g);
+DSPY_API const char *dspy_gguf_path(const dspy_gguf *g);
+DSPY_API uint32_t dspy_gguf_version(const dspy_gguf *g);
+DSPY_API size_t dspy_gguf_alignment(const dspy_gguf *g);
 
 /* Metadata: the i-th key (file order), its type, and lookups by key (-1 when absent). */
-size_t dspy_gguf_kv_count(const dspy_gguf *g);
-const char *dspy_gguf_kv_key(const dspy_gguf *g, size_t i);
-dspy_gguf_vtype dspy_gguf_kv_type(const dspy_gguf *g, size_t i);
-int64_t dspy_gguf_find_key(const dspy_gguf *g, const char *key);
+DSPY_API size_t dspy_gguf_kv_count(const dspy_gguf *g);
+DSPY_API const char *dspy_gguf_kv_key(const dspy_gguf *g, size_t i);
+DSPY_API dspy_gguf_vtype dspy_gguf_kv_type(const dspy_gguf *g, size_t i);
+DSPY_API int64_t dspy_gguf_find_key(const dspy_gguf *g, const char *key);
 /* Scalar getters by key: false when the key is absent or not of a fitting type (any integer
  * type for _int, BOOL included; F32/F64 for _float; STRING for _str, NUL-terminated, owned). */
-bool dspy_gguf_get_int(const dspy_gguf *g, const char *key, int64_t *out);
-bool dspy_gguf_get_float(const dspy_gguf *g, const char *key, double *out);
-bool dspy_gguf_get_bool(const dspy_gguf *g, const char *key, bool *out);
-const char *dspy_gguf_get_str(const dspy_gguf *g, const char *key);
+DSPY_API bool dspy_gguf_get_int(const dspy_gguf *g, const char *key, int64_t *out);
+DSPY_API bool dspy_gguf_get_float(const dspy_gguf *g, const char *key, double *out);
+DSPY_API bool dspy_gguf_get_bool(const dspy_gguf *g, const char *key, bool *out);
+DSPY_API const char *dspy_gguf_get_str(const dspy_gguf *g, const char *key);
 /* Arrays by key: the element type and count (false when absent or not an array), then the
  * i-th element: _arr_str gives a pointer into the mapping (not NUL-terminated) and its length;
  * _arr_int any integer element. i must be below the count. */
-bool dspy_gguf_get_arr(const dspy_gguf *g, const char *key, dspy_gguf_vtype *elem, size_t *n);
-const char *dspy_gguf_arr_str(const dspy_gguf *g, const char *key, size_t i, size_t *len);
-int64_t dspy_gguf_arr_int(const dspy_gguf *g, const char *key, size_t i);
+DSPY_API bool dspy_gguf_get_arr(const dspy_gguf *g, const char *key, dspy_gguf_vtype *elem, size_t *n);
+DSPY_API const char *dspy_gguf_arr_str(const dspy_gguf *g, const char *key, size_t i, size_t *len);
+DSPY_API int64_t dspy_gguf_arr_int(const dspy_gguf *g, const char *key, size_t i);
 
 /* Tensors, sorted by name. */
-size_t dspy_gguf_tensor_count(const dspy_gguf *g);
-const dspy_gguf_tensor *dspy_gguf_tensor_at(const dspy_gguf *g, size_t i);
+DSPY_API size_t dspy_gguf_tensor_count(const dspy_gguf *g);
+DSPY_API const dspy_gguf_tensor *dspy_gguf_tensor_at(const dspy_gguf *g, size_t i);
 /* NULL when absent. */
-const dspy_gguf_tensor *dspy_gguf_tensor_find(const dspy_gguf *g, const char *name);
+DSPY_API const dspy_gguf_tensor *dspy_gguf_tensor_find(const dspy_gguf *g, const char *name);
 /* "F32", "Q8_0", ... for a ggml type id ("?" when unknown). */
-const char *dspy_gguf_type_name(uint32_t type);
+DSPY_API const char *dspy_gguf_type_name(uint32_t type);
 
 /* ---- import ----------------------------------------------------------------------------- */
 
 /* True when `path` names a GGUF file by its extension (".gguf", any case). */
-bool dspy_gguf_is_path(const char *path);
+DSPY_API bool dspy_gguf_is_path(const char *path);
 
 /* The model config a GGUF file describes: sizes from {arch}.* keys, tied embeddings when there
  * is no output.weight, biases when blk.0 has them, llama3 RoPE parameters recovered from
@@ -156,9 +158,9 @@ bool dspy_gguf_is_path(const char *path);
  * says otherwise), bos and the eos set (eos, eot, eom ids and the end-of-generation tokens
  * llama.cpp recognises by text), sampling defaults from general.sampling.*. Errors:
  * DSPY_ERR_FORMAT naming the key. */
-dspy_status dspy_gguf_model_config(const dspy_gguf *g, dspy_model_config *cfg);
+DSPY_API dspy_status dspy_gguf_model_config(const dspy_gguf *g, dspy_model_config *cfg);
 /* Opens `path` and reads its config (dspy_model_config_load does this for .gguf paths). */
-dspy_status dspy_gguf_config_load(const char *path, dspy_model_config *cfg);
+DSPY_API dspy_status dspy_gguf_config_load(const char *path, dspy_model_config *cfg);
 
 /* Opens `path` as a checkpoint of Hugging Face tensors (names such as
  * "model.layers.0.self_attn.q_proj.weight", HF shapes and layouts), and, when `cfg` is not NULL,
@@ -166,12 +168,12 @@ dspy_status dspy_gguf_config_load(const char *path, dspy_model_config *cfg);
  * need un-permuting or dequantizing live in memory it owns. dspy_checkpoint_where() is the path.
  * Errors: as dspy_gguf_open and dspy_gguf_model_config; DSPY_ERR_FORMAT for a tensor of a type
  * other than F32/F16/BF16/Q8_0 or of the wrong shape; DSPY_ERR_NOMEM. *out NULL on failure. */
-dspy_status dspy_checkpoint_open_gguf(const char *path, dspy_model_config *cfg, dspy_checkpoint **out);
+DSPY_API dspy_status dspy_checkpoint_open_gguf(const char *path, dspy_model_config *cfg, dspy_checkpoint **out);
 
 /* The chat template (Jinja source) stored in the file and the bos token's text; both owned by
  * `g`, NULL when absent. */
-const char *dspy_gguf_chat_template(const dspy_gguf *g);
-const char *dspy_gguf_bos_text(const dspy_gguf *g);
+DSPY_API const char *dspy_gguf_chat_template(const dspy_gguf *g);
+DSPY_API const char *dspy_gguf_bos_text(const dspy_gguf *g);
 
 #ifdef __cplusplus
 }

@@ -11,6 +11,8 @@
 #ifndef DSPY_HASH_H
 #define DSPY_HASH_H
 
+#include "dspy/export.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,24 +27,24 @@ extern "C" {
 
 /* SHA-256 of n bytes at data, written as 64 lowercase hex digits plus NUL into out.
  * data may be NULL when n == 0. DSPY_ERR_BACKEND if libcrypto fails (out is then ""). */
-dspy_status dspy_sha256_hex(const void *data, size_t n, char out[DSPY_SHA256_HEX_LEN + 1]);
+DSPY_API dspy_status dspy_sha256_hex(const void *data, size_t n, char out[DSPY_SHA256_HEX_LEN + 1]);
 
 /* The same digest as 32 raw bytes. */
-dspy_status dspy_sha256(const void *data, size_t n, uint8_t out[DSPY_SHA256_LEN]);
+DSPY_API dspy_status dspy_sha256(const void *data, size_t n, uint8_t out[DSPY_SHA256_LEN]);
 
 /* Incremental hashing: new -> update* -> final (or final_hex) -> free. After final the context
  * is reset and may hash a new message. */
 typedef struct dspy_sha256_ctx dspy_sha256_ctx;
 
 /* Creates a context in *out (NULL on failure: DSPY_ERR_NOMEM or DSPY_ERR_BACKEND). */
-dspy_status dspy_sha256_new(dspy_sha256_ctx **out);
+DSPY_API dspy_status dspy_sha256_new(dspy_sha256_ctx **out);
 /* Feeds n more bytes (data may be NULL when n == 0). */
-dspy_status dspy_sha256_update(dspy_sha256_ctx *ctx, const void *data, size_t n);
+DSPY_API dspy_status dspy_sha256_update(dspy_sha256_ctx *ctx, const void *data, size_t n);
 /* Writes the digest of everything fed since new (or the last final) and resets the context. */
-dspy_status dspy_sha256_final(dspy_sha256_ctx *ctx, uint8_t out[DSPY_SHA256_LEN]);
-dspy_status dspy_sha256_final_hex(dspy_sha256_ctx *ctx, char out[DSPY_SHA256_HEX_LEN + 1]);
+DSPY_API dspy_status dspy_sha256_final(dspy_sha256_ctx *ctx, uint8_t out[DSPY_SHA256_LEN]);
+DSPY_API dspy_status dspy_sha256_final_hex(dspy_sha256_ctx *ctx, char out[DSPY_SHA256_HEX_LEN + 1]);
 /* Frees the context; NULL-safe. */
-void dspy_sha256_free(dspy_sha256_ctx *ctx);
+DSPY_API void dspy_sha256_free(dspy_sha256_ctx *ctx);
 
 #ifdef __cplusplus
 }

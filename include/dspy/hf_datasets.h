@@ -25,10 +25,16 @@
 #ifndef DSPY_HF_DATASETS_H
 #define DSPY_HF_DATASETS_H
 
+#include "dspy/export.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include "dspy/example.h"
 #include "dspy/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 #define DSPY_HF_DEFAULT_ENDPOINT "https://datasets-server.huggingface.co"
 
@@ -45,20 +51,24 @@ typedef struct dspy_hf_params {
     int page_size;           /* rows per /rows request, 1..100 (default 100, the API maximum) */
 } dspy_hf_params;
 
-dspy_hf_params dspy_hf_params_default(void);
+DSPY_API dspy_hf_params dspy_hf_params_default(void);
 
 /* The names of ClassLabel feature `feature` of dataset/config, in label-id order (from /info,
  * or its cached copy). *names is a malloc'd array of *n malloc'd strings: free with
  * dspy_hf_names_free. Errors: DSPY_ERR_IO (network, cache), DSPY_ERR_REMOTE (HTTP error),
  * DSPY_ERR_TIMEOUT, DSPY_ERR_FORMAT (no such ClassLabel feature, bad JSON). */
-dspy_status dspy_hf_class_names(const dspy_hf_params *p, const char *dataset, const char *config,
-                                const char *feature, char ***names, size_t *n);
-void dspy_hf_names_free(char **names, size_t n);
+DSPY_API dspy_status dspy_hf_class_names(const dspy_hf_params *p, const char *dataset, const char *config,
+                                         const char *feature, char ***names, size_t *n);
+DSPY_API void dspy_hf_names_free(char **names, size_t n);
 
 /* Every row of dataset/config/split, in row order, as examples whose fields are the row's
  * columns with their JSON values (a ClassLabel column stays an integer id); input keys None.
  * Errors as above; *out is NULL on failure, never a partial split. */
-dspy_status dspy_hf_load_split(const dspy_hf_params *p, const char *dataset, const char *config,
-                               const char *split, dspy_dataset **out);
+DSPY_API dspy_status dspy_hf_load_split(const dspy_hf_params *p, const char *dataset, const char *config,
+                                        const char *split, dspy_dataset **out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -20,6 +20,8 @@
 #ifndef DSPY_HISTORY_H
 #define DSPY_HISTORY_H
 
+#include "dspy/export.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -36,37 +38,37 @@ extern "C" {
 typedef struct dspy_history dspy_history;
 
 /* A history keeping at most `max_size` entries (0 = unbounded). NULL on OOM. */
-dspy_history *dspy_history_new(size_t max_size);
-void dspy_history_free(dspy_history *h); /* NULL-safe */
+DSPY_API dspy_history *dspy_history_new(size_t max_size);
+DSPY_API void dspy_history_free(dspy_history *h); /* NULL-safe */
 
 /* Appends `entry` (a JSON object; a reference is kept, not a copy), dropping the oldest entry
  * when full. DSPY_ERR_ARG if `entry` is not an object. */
-dspy_status dspy_history_append(dspy_history *h, dspy_json *entry);
-size_t dspy_history_len(dspy_history *h);
+DSPY_API dspy_status dspy_history_append(dspy_history *h, dspy_json *entry);
+DSPY_API size_t dspy_history_len(dspy_history *h);
 /* Entry i, oldest first (new reference), or NULL when out of range. */
-dspy_json *dspy_history_at(dspy_history *h, size_t i);
+DSPY_API dspy_json *dspy_history_at(dspy_history *h, size_t i);
 /* The entries of Python's history[-n:] as a new JSON array (n = 0 gives all of them, as the
  * Python slice does). NULL on OOM. */
-dspy_json *dspy_history_last(dspy_history *h, int32_t n);
-void dspy_history_clear(dspy_history *h);
+DSPY_API dspy_json *dspy_history_last(dspy_history *h, int32_t n);
+DSPY_API void dspy_history_clear(dspy_history *h);
 /* Changes the bound (0 = unbounded), dropping the oldest entries beyond it. */
-void dspy_history_set_max_size(dspy_history *h, size_t max_size);
+DSPY_API void dspy_history_set_max_size(dspy_history *h, size_t max_size);
 
 /* The process-wide history every LM call is appended to (capacity 10000). Never NULL. */
-dspy_history *dspy_history_global(void);
+DSPY_API dspy_history *dspy_history_global(void);
 /* settings.disable_history: when false, LM calls record no history at all (default true). */
-void dspy_history_set_enabled(bool enabled);
-bool dspy_history_enabled(void);
+DSPY_API void dspy_history_set_enabled(bool enabled);
+DSPY_API bool dspy_history_enabled(void);
 
 /* Appends the pretty_print_history text for `entries` (a JSON array of entries, oldest first)
  * to `out`, with or without ANSI colours. DSPY_ERR_ARG on an entry lacking "messages"/"prompt"
  * or "outputs"; DSPY_ERR_NOMEM on allocation failure. */
-dspy_status dspy_history_render(const dspy_json *entries, bool colors, dspy_str *out);
+DSPY_API dspy_status dspy_history_render(const dspy_json *entries, bool colors, dspy_str *out);
 /* Prints the last n entries of `h` (history[-n:]) to `out`; colours iff `out` is a terminal.
  * DSPY_ERR_IO when writing fails. */
-dspy_status dspy_history_print(dspy_history *h, int32_t n, FILE *out);
+DSPY_API dspy_status dspy_history_print(dspy_history *h, int32_t n, FILE *out);
 /* dspy.inspect_history(n): dspy_history_print on the global history. */
-dspy_status dspy_inspect_history(int32_t n, FILE *out);
+DSPY_API dspy_status dspy_inspect_history(int32_t n, FILE *out);
 
 #ifdef __cplusplus
 }

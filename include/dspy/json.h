@@ -19,12 +19,18 @@
 #ifndef DSPY_JSON_H
 #define DSPY_JSON_H
 
+#include "dspy/export.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "dspy/status.h"
 #include "dspy/str.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef struct dspy_json dspy_json;
 
@@ -40,66 +46,66 @@ typedef enum dspy_json_type {
 
 /* Parses `len` bytes (any JSON value at top level). `name` labels errors ("config.json"):
  * "config.json: line 3, column 7: ..." Returns DSPY_ERR_FORMAT on bad JSON. */
-dspy_status dspy_json_parse(const char *text, size_t len, const char *name, dspy_json **out);
+DSPY_API dspy_status dspy_json_parse(const char *text, size_t len, const char *name, dspy_json **out);
 /* Reads and parses a file; errors name the path. */
-dspy_status dspy_json_load(const char *path, dspy_json **out);
+DSPY_API dspy_status dspy_json_load(const char *path, dspy_json **out);
 
 /* Constructors (new references; NULL on OOM). */
-dspy_json *dspy_json_null(void);
-dspy_json *dspy_json_bool(bool b);
-dspy_json *dspy_json_int(int64_t v);
-dspy_json *dspy_json_real(double v);
-dspy_json *dspy_json_string(const char *s);            /* must be valid UTF-8 */
-dspy_json *dspy_json_stringn(const char *s, size_t n); /* may contain NUL bytes */
-dspy_json *dspy_json_array(void);
-dspy_json *dspy_json_object(void);
+DSPY_API dspy_json *dspy_json_null(void);
+DSPY_API dspy_json *dspy_json_bool(bool b);
+DSPY_API dspy_json *dspy_json_int(int64_t v);
+DSPY_API dspy_json *dspy_json_real(double v);
+DSPY_API dspy_json *dspy_json_string(const char *s);            /* must be valid UTF-8 */
+DSPY_API dspy_json *dspy_json_stringn(const char *s, size_t n); /* may contain NUL bytes */
+DSPY_API dspy_json *dspy_json_array(void);
+DSPY_API dspy_json *dspy_json_object(void);
 
-dspy_json *dspy_json_incref(dspy_json *v);
-void dspy_json_decref(dspy_json *v);
+DSPY_API dspy_json *dspy_json_incref(dspy_json *v);
+DSPY_API void dspy_json_decref(dspy_json *v);
 /* Deep copy (new reference). */
-dspy_json *dspy_json_copy(const dspy_json *v);
+DSPY_API dspy_json *dspy_json_copy(const dspy_json *v);
 /* Python ==: structural, object key order ignored, ints and reals compared by value at any
  * depth (1 == 1.0), bools distinct from numbers. */
-bool dspy_json_equal(const dspy_json *a, const dspy_json *b);
+DSPY_API bool dspy_json_equal(const dspy_json *a, const dspy_json *b);
 
-dspy_json_type dspy_json_typeof(const dspy_json *v);
-bool dspy_json_is_string(const dspy_json *v);
-bool dspy_json_is_number(const dspy_json *v);
+DSPY_API dspy_json_type dspy_json_typeof(const dspy_json *v);
+DSPY_API bool dspy_json_is_string(const dspy_json *v);
+DSPY_API bool dspy_json_is_number(const dspy_json *v);
 /* Scalar reads. string: NULL unless a string; len via _len. number: int or real. */
-const char *dspy_json_str(const dspy_json *v);
-size_t dspy_json_strlen(const dspy_json *v);
-int64_t dspy_json_intval(const dspy_json *v);   /* 0 unless an int (reals are truncated) */
-double dspy_json_number(const dspy_json *v);    /* int or real as double; 0 otherwise */
-bool dspy_json_truthy(const dspy_json *v);      /* Python bool(): "", 0, [], {}, null are false */
+DSPY_API const char *dspy_json_str(const dspy_json *v);
+DSPY_API size_t dspy_json_strlen(const dspy_json *v);
+DSPY_API int64_t dspy_json_intval(const dspy_json *v);   /* 0 unless an int (reals are truncated) */
+DSPY_API double dspy_json_number(const dspy_json *v);    /* int or real as double; 0 otherwise */
+DSPY_API bool dspy_json_truthy(const dspy_json *v);      /* Python bool(): "", 0, [], {}, null are false */
 
 /* Objects (insertion-ordered). _get returns a borrowed reference or NULL. */
-dspy_json *dspy_json_get(const dspy_json *obj, const char *key);
+DSPY_API dspy_json *dspy_json_get(const dspy_json *obj, const char *key);
 /* Sets key to `val`, stealing the reference (also on failure). Replaces in place, keeping the
  * key's position, as Python dict assignment does. */
-dspy_status dspy_json_set(dspy_json *obj, const char *key, dspy_json *val);
-dspy_status dspy_json_set_str(dspy_json *obj, const char *key, const char *s);
-dspy_status dspy_json_del(dspy_json *obj, const char *key);
-size_t dspy_json_size(const dspy_json *v);      /* entries of an object or array; 0 otherwise */
+DSPY_API dspy_status dspy_json_set(dspy_json *obj, const char *key, dspy_json *val);
+DSPY_API dspy_status dspy_json_set_str(dspy_json *obj, const char *key, const char *s);
+DSPY_API dspy_status dspy_json_del(dspy_json *obj, const char *key);
+DSPY_API size_t dspy_json_size(const dspy_json *v);      /* entries of an object or array; 0 otherwise */
 /* Iteration in insertion order: for (void *it = dspy_json_iter(o); it; it = dspy_json_next(o, it)) */
-void *dspy_json_iter(const dspy_json *obj);
-void *dspy_json_next(const dspy_json *obj, void *it);
-const char *dspy_json_iter_key(void *it);
-dspy_json *dspy_json_iter_value(void *it);
+DSPY_API void *dspy_json_iter(const dspy_json *obj);
+DSPY_API void *dspy_json_next(const dspy_json *obj, void *it);
+DSPY_API const char *dspy_json_iter_key(void *it);
+DSPY_API dspy_json *dspy_json_iter_value(void *it);
 
 /* Arrays. _at returns a borrowed reference or NULL; _append steals `val`. */
-dspy_json *dspy_json_at(const dspy_json *arr, size_t i);
-dspy_status dspy_json_append(dspy_json *arr, dspy_json *val);
+DSPY_API dspy_json *dspy_json_at(const dspy_json *arr, size_t i);
+DSPY_API dspy_status dspy_json_append(dspy_json *arr, dspy_json *val);
 
 /* Typed lookups with errors that name `where` and the key:
  * "config.json: \"hidden_size\" must be an integer". Missing keys give DSPY_ERR_NOTFOUND
  * unless a default is used. */
-dspy_status dspy_json_get_int(const dspy_json *obj, const char *key, const char *where, int64_t *out);
-dspy_status dspy_json_get_num(const dspy_json *obj, const char *key, const char *where, double *out);
-dspy_status dspy_json_get_strv(const dspy_json *obj, const char *key, const char *where, const char **out);
-int64_t dspy_json_int_or(const dspy_json *obj, const char *key, int64_t def);
-double dspy_json_num_or(const dspy_json *obj, const char *key, double def);
-const char *dspy_json_str_or(const dspy_json *obj, const char *key, const char *def);
-bool dspy_json_bool_or(const dspy_json *obj, const char *key, bool def);
+DSPY_API dspy_status dspy_json_get_int(const dspy_json *obj, const char *key, const char *where, int64_t *out);
+DSPY_API dspy_status dspy_json_get_num(const dspy_json *obj, const char *key, const char *where, double *out);
+DSPY_API dspy_status dspy_json_get_strv(const dspy_json *obj, const char *key, const char *where, const char **out);
+DSPY_API int64_t dspy_json_int_or(const dspy_json *obj, const char *key, int64_t def);
+DSPY_API double dspy_json_num_or(const dspy_json *obj, const char *key, double def);
+DSPY_API const char *dspy_json_str_or(const dspy_json *obj, const char *key, const char *def);
+DSPY_API bool dspy_json_bool_or(const dspy_json *obj, const char *key, bool def);
 
 /* Serialisation flags. */
 enum {
@@ -111,19 +117,23 @@ enum {
 #define DSPY_JSON_INDENT(n) ((int)(((n) & 0x1F) << 8)) /* indent=n (0..31) */
 
 /* Appends the serialisation of `v` to `out`. */
-dspy_status dspy_json_dump(const dspy_json *v, int flags, dspy_str *out);
+DSPY_API dspy_status dspy_json_dump(const dspy_json *v, int flags, dspy_str *out);
 /* Same, returning a malloc'd string (NULL on OOM with dspy_errmsg set). */
-char *dspy_json_dumps(const dspy_json *v, int flags);
+DSPY_API char *dspy_json_dumps(const dspy_json *v, int flags);
 
 /* Python repr() of the value: dicts {'a': 1}, lists [1, 'x'], str with Python's quoting rules,
  * True/False/None, float repr. Appends to `out`. */
-void dspy_json_repr(const dspy_json *v, dspy_str *out);
+DSPY_API void dspy_json_repr(const dspy_json *v, dspy_str *out);
 /* Python repr() of a UTF-8 string: picks ' or " as Python does, escapes \\ \n \r \t and
  * non-printable characters (\xNN, \uNNNN), keeps printable non-ASCII as is. */
-void dspy_py_repr_str(const char *s, size_t n, dspy_str *out);
+DSPY_API void dspy_py_repr_str(const char *s, size_t n, dspy_str *out);
 /* Python repr(float) into buf (at least 32 bytes). */
-void dspy_py_float_repr(double x, char *buf, size_t cap);
+DSPY_API void dspy_py_float_repr(double x, char *buf, size_t cap);
 /* Python str() of a value: strings as-is, everything else as repr. */
-void dspy_json_pystr(const dspy_json *v, dspy_str *out);
+DSPY_API void dspy_json_pystr(const dspy_json *v, dspy_str *out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

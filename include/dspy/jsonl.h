@@ -18,11 +18,17 @@
 #ifndef DSPY_JSONL_H
 #define DSPY_JSONL_H
 
+#include "dspy/export.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "dspy/example.h"
 #include "dspy/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 /* ---- reading --------------------------------------------------------------------------- */
 
@@ -30,15 +36,15 @@
 typedef struct dspy_jsonl_line dspy_jsonl_line;
 
 /* 1-based line number in the file. */
-int64_t dspy_jsonl_line_number(const dspy_jsonl_line *line);
+DSPY_API int64_t dspy_jsonl_line_number(const dspy_jsonl_line *line);
 /* The raw line (without its line end), not NUL-terminated; *len gets its length. */
-const char *dspy_jsonl_line_text(const dspy_jsonl_line *line, size_t *len);
+DSPY_API const char *dspy_jsonl_line_text(const dspy_jsonl_line *line, size_t *len);
 /* The parsed value, borrowed (valid during the callback; use dspy_example_set_value to keep
  * it, which shares it). */
-const dspy_value *dspy_jsonl_line_value(const dspy_jsonl_line *line);
+DSPY_API const dspy_value *dspy_jsonl_line_value(const dspy_jsonl_line *line);
 /* A new example with the members of the line's object (input keys None). DSPY_ERR_FORMAT when
  * the line is not an object (only possible with allow_non_object). */
-dspy_status dspy_jsonl_line_example(const dspy_jsonl_line *line, dspy_example **out);
+DSPY_API dspy_status dspy_jsonl_line_example(const dspy_jsonl_line *line, dspy_example **out);
 
 /* Called for each good line. Returning non-OK stops reading; that status (and its message)
  * is what the read function returns. */
@@ -54,7 +60,7 @@ typedef struct dspy_jsonl_read_params {
     void *error_ud;
 } dspy_jsonl_read_params;
 
-dspy_jsonl_read_params dspy_jsonl_read_params_default(void);
+DSPY_API dspy_jsonl_read_params dspy_jsonl_read_params_default(void);
 
 /* Parses JSONL text (`name` names it in messages; NULL reads "<jsonl>"). `p` may be NULL for
  * the defaults. *n_bad (may be NULL) gets the number of bad lines.
@@ -62,16 +68,16 @@ dspy_jsonl_read_params dspy_jsonl_read_params_default(void);
  * reached (bad lines then reach only on_error and *n_bad; one of them must be non-NULL, else
  * DSPY_ERR_ARG). Otherwise DSPY_ERR_FORMAT "name: line N: what is wrong" (the first bad line;
  * with keep_going the message also gives the count). A callback's error is returned as is. */
-dspy_status dspy_jsonl_parse(const char *data, size_t len, const char *name,
-                             const dspy_jsonl_read_params *p, dspy_jsonl_line_fn fn, void *ud,
-                             size_t *n_bad);
+DSPY_API dspy_status dspy_jsonl_parse(const char *data, size_t len, const char *name,
+                                      const dspy_jsonl_read_params *p, dspy_jsonl_line_fn fn, void *ud,
+                                      size_t *n_bad);
 /* The same over a file, read line by line. Adds DSPY_ERR_IO. */
-dspy_status dspy_jsonl_read(const char *path, const dspy_jsonl_read_params *p,
-                            dspy_jsonl_line_fn fn, void *ud, size_t *n_bad);
+DSPY_API dspy_status dspy_jsonl_read(const char *path, const dspy_jsonl_read_params *p,
+                                     dspy_jsonl_line_fn fn, void *ud, size_t *n_bad);
 /* Reads a file of JSON objects into a dataset (one example per good line, in order; input keys
  * None). Errors as dspy_jsonl_read; *out is NULL on failure. */
-dspy_status dspy_jsonl_load_examples(const char *path, const dspy_jsonl_read_params *p,
-                                     dspy_dataset **out, size_t *n_bad);
+DSPY_API dspy_status dspy_jsonl_load_examples(const char *path, const dspy_jsonl_read_params *p,
+                                              dspy_dataset **out, size_t *n_bad);
 
 /* ---- writing --------------------------------------------------------------------------- */
 
@@ -79,17 +85,21 @@ typedef struct dspy_jsonl_writer dspy_jsonl_writer;
 
 /* Opens `path` for appending (created if missing; `truncate` empties it first). Not
  * thread-safe: one writer per thread, or a lock around it. Errors: DSPY_ERR_IO. */
-dspy_status dspy_jsonl_writer_open(const char *path, bool truncate, dspy_jsonl_writer **out);
+DSPY_API dspy_status dspy_jsonl_writer_open(const char *path, bool truncate, dspy_jsonl_writer **out);
 /* Appends the example's fields as one line (dspy_ keys included when include_dspy). */
-dspy_status dspy_jsonl_writer_write_example(dspy_jsonl_writer *w, const dspy_example *ex,
-                                            bool include_dspy);
+DSPY_API dspy_status dspy_jsonl_writer_write_example(dspy_jsonl_writer *w, const dspy_example *ex,
+                                                     bool include_dspy);
 /* Appends a JSON object given as text (any formatting; re-rendered compact). DSPY_ERR_ARG when
  * the text is not one JSON object. */
-dspy_status dspy_jsonl_writer_write_json(dspy_jsonl_writer *w, const char *json, size_t len);
+DSPY_API dspy_status dspy_jsonl_writer_write_json(dspy_jsonl_writer *w, const char *json, size_t len);
 /* Closes the file; returns DSPY_ERR_IO if closing failed. NULL-safe (returns DSPY_OK). */
-dspy_status dspy_jsonl_writer_close(dspy_jsonl_writer *w);
+DSPY_API dspy_status dspy_jsonl_writer_close(dspy_jsonl_writer *w);
 
 /* Writes every example of `ds` as a JSONL file, atomically (temp file + rename). */
-dspy_status dspy_jsonl_write_examples(const char *path, const dspy_dataset *ds, bool include_dspy);
+DSPY_API dspy_status dspy_jsonl_write_examples(const char *path, const dspy_dataset *ds, bool include_dspy);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -39,6 +39,8 @@
 #ifndef DSPY_LM_H
 #define DSPY_LM_H
 
+#include "dspy/export.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -89,7 +91,7 @@ typedef struct dspy_lm_params {
                                        included; tests shrink it. Default 1.0 */
 } dspy_lm_params;
 
-dspy_lm_params dspy_lm_params_default(void);
+DSPY_API dspy_lm_params dspy_lm_params_default(void);
 
 /* One choice of a response. */
 typedef struct dspy_lm_choice {
@@ -107,7 +109,7 @@ typedef struct dspy_lm_response {
     dspy_json *raw;          /* the provider's whole response object (usage {} on a hit) */
 } dspy_lm_response;
 
-void dspy_lm_response_free(dspy_lm_response *r); /* NULL-safe */
+DSPY_API void dspy_lm_response_free(dspy_lm_response *r); /* NULL-safe */
 
 /* Creates an LM from a model string (see the header comment). `p` may be NULL (defaults).
  * Errors: DSPY_ERR_ARG for an unknown model string, a model_type other than "chat", non-object
@@ -115,12 +117,12 @@ void dspy_lm_response_free(dspy_lm_response *r); /* NULL-safe */
  * temperature other than 1.0 or max_tokens below 16000 (as DSPy 3.3.1; such models get
  * "max_completion_tokens" instead of "max_tokens"); errors of dspy_lm_new_scripted for
  * "scripted:". */
-dspy_status dspy_lm_new(const char *model, const dspy_lm_params *p, dspy_lm **out);
+DSPY_API dspy_status dspy_lm_new(const char *model, const dspy_lm_params *p, dspy_lm **out);
 
 /* Adds a reference and returns `lm` (NULL-safe). */
-dspy_lm *dspy_lm_retain(dspy_lm *lm);
+DSPY_API dspy_lm *dspy_lm_retain(dspy_lm *lm);
 /* Drops one reference (NULL-safe). The last one frees the LM; no call may be in flight. */
-void dspy_lm_free(dspy_lm *lm);
+DSPY_API void dspy_lm_free(dspy_lm *lm);
 
 /* Calls the LM: `messages` is a JSON array of {"role", "content"} objects, `kwargs` a JSON
  * object of per-call kwargs (NULL = none; e.g. {"n": 3, "temperature": 0.7}, "rollout_id",
@@ -133,38 +135,38 @@ void dspy_lm_free(dspy_lm *lm);
  * (the cache cannot be opened). A cache lookup or store that fails once the cache is open is
  * logged as a warning and does not fail the call. Messages start with "[<model>] ".
  * *out is NULL on failure. */
-dspy_status dspy_lm_call(dspy_lm *lm, const dspy_json *messages, const dspy_json *kwargs,
-                         dspy_lm_response **out);
+DSPY_API dspy_status dspy_lm_call(dspy_lm *lm, const dspy_json *messages, const dspy_json *kwargs,
+                                  dspy_lm_response **out);
 
 /* The cache key dspy_lm_call would use for these arguments (64 hex digits + NUL). */
-dspy_status dspy_lm_request_key(dspy_lm *lm, const dspy_json *messages, const dspy_json *kwargs,
-                                char out[65]);
+DSPY_API dspy_status dspy_lm_request_key(dspy_lm *lm, const dspy_json *messages, const dspy_json *kwargs,
+                                         char out[65]);
 
 /* Accessors. Strings are valid while the LM lives. */
-const char *dspy_lm_model(const dspy_lm *lm);
-const char *dspy_lm_model_type(const dspy_lm *lm);
-dspy_lm_profile dspy_lm_profile_of(const dspy_lm *lm);
-int32_t dspy_lm_num_retries(const dspy_lm *lm);
-bool dspy_lm_cache_enabled(const dspy_lm *lm);
+DSPY_API const char *dspy_lm_model(const dspy_lm *lm);
+DSPY_API const char *dspy_lm_model_type(const dspy_lm *lm);
+DSPY_API dspy_lm_profile dspy_lm_profile_of(const dspy_lm *lm);
+DSPY_API int32_t dspy_lm_num_retries(const dspy_lm *lm);
+DSPY_API bool dspy_lm_cache_enabled(const dspy_lm *lm);
 /* A copy of lm.kwargs (new reference; NULL on OOM). */
-dspy_json *dspy_lm_kwargs(dspy_lm *lm);
+DSPY_API dspy_json *dspy_lm_kwargs(dspy_lm *lm);
 /* lm.kwargs[key] = value, stealing `value`; value NULL removes the key. Used by launchers to
  * set "api_base"/"api_key". */
-dspy_status dspy_lm_set_kwarg(dspy_lm *lm, const char *key, dspy_json *value);
+DSPY_API dspy_status dspy_lm_set_kwarg(dspy_lm *lm, const char *key, dspy_json *value);
 
 /* lm.history (borrowed; lives as long as the LM). */
-dspy_history *dspy_lm_history(dspy_lm *lm);
+DSPY_API dspy_history *dspy_lm_history(dspy_lm *lm);
 /* lm.inspect_history(n): dspy_history_print on the LM's history. */
-dspy_status dspy_lm_inspect_history(dspy_lm *lm, int32_t n, FILE *out);
+DSPY_API dspy_status dspy_lm_inspect_history(dspy_lm *lm, int32_t n, FILE *out);
 
 /* Sum of the usage of this LM's non-cached responses (new reference), e.g.
  * {"prompt_tokens": 2417, "completion_tokens": 226, "total_tokens": 2643,
  *  "prompt_tokens_details": {"cached_tokens": 600}}. */
-dspy_json *dspy_lm_usage(dspy_lm *lm);
-void dspy_lm_usage_reset(dspy_lm *lm);
+DSPY_API dspy_json *dspy_lm_usage(dspy_lm *lm);
+DSPY_API void dspy_lm_usage_reset(dspy_lm *lm);
 /* Adds `usage` into `total` (both objects) as DSPy's UsageTracker does: nested objects are
  * merged recursively, numbers summed, null counted as 0. DSPY_ERR_ARG on non-objects. */
-dspy_status dspy_usage_merge(dspy_json *total, const dspy_json *usage);
+DSPY_API dspy_status dspy_usage_merge(dspy_json *total, const dspy_json *usage);
 
 /* lm.copy(**overrides) (DSPy 3.3.1): a new LM with fresh history and usage, the same
  * callbacks, a copied kwargs object, and `overrides` (a JSON object) applied: "model",
@@ -173,18 +175,18 @@ dspy_status dspy_usage_merge(dspy_json *total, const dspy_json *usage);
  * kwargs, where null deletes it. E.g. copy({"rollout_id": 1, "temperature": 0.2}) of
  * LM("openai/gpt-4o-mini") has kwargs {"temperature": 0.2, "max_tokens": null,
  * "rollout_id": 1}. The provider is shared unless the model string changes kind. */
-dspy_status dspy_lm_copy(dspy_lm *lm, const dspy_json *overrides, dspy_lm **out);
+DSPY_API dspy_status dspy_lm_copy(dspy_lm *lm, const dspy_json *overrides, dspy_lm **out);
 
 /* lm.dump_state() (CC-24), a new reference:
  * {"_dspy_lm_class": "dspy.clients.lm.LM", "model", "model_type", "cache", "num_retries",
  *  "finetuning_model", "launch_kwargs", "train_kwargs", ["use_developer_role": true],
  *  ...kwargs without "api_key"}. NULL on OOM. */
-dspy_json *dspy_lm_dump_state(dspy_lm *lm);
+DSPY_API dspy_json *dspy_lm_dump_state(dspy_lm *lm);
 /* BaseLM.load_state: builds an LM from a dump_state object. Unless `allow_unsafe`, the kwargs
  * "api_base", "base_url" and "model_list" are dropped (with a logged warning, as DSPy does). `p`
  * (may be NULL) supplies what the state does not hold: profile, timeouts, cache_store. */
-dspy_status dspy_lm_load_state(const dspy_json *state, bool allow_unsafe, const dspy_lm_params *p,
-                               dspy_lm **out);
+DSPY_API dspy_status dspy_lm_load_state(const dspy_json *state, bool allow_unsafe, const dspy_lm_params *p,
+                                        dspy_lm **out);
 
 /* Callbacks (DSPy's on_lm_start/on_lm_end). `call_id` is a fresh uuid4 hex per call.
  * on_lm_end gets the response (NULL on failure) and the status with its message.
@@ -198,12 +200,12 @@ typedef struct dspy_lm_callbacks {
                       dspy_status status, const char *error);
 } dspy_lm_callbacks;
 /* Registers a copy of `cb` on this LM (copies made later share them). */
-dspy_status dspy_lm_add_callbacks(dspy_lm *lm, const dspy_lm_callbacks *cb);
+DSPY_API dspy_status dspy_lm_add_callbacks(dspy_lm *lm, const dspy_lm_callbacks *cb);
 /* dspy_lm_call with `n_extra` further callbacks that run before the LM's own, with the same
  * call_id (DSPy's settings.callbacks + instance.callbacks; the module layer passes the
  * settings' callbacks here). `extra` may be NULL when n_extra is 0. */
-dspy_status dspy_lm_call_with(dspy_lm *lm, const dspy_json *messages, const dspy_json *kwargs,
-                              const dspy_lm_callbacks *extra, size_t n_extra, dspy_lm_response **out);
+DSPY_API dspy_status dspy_lm_call_with(dspy_lm *lm, const dspy_json *messages, const dspy_json *kwargs,
+                                       const dspy_lm_callbacks *extra, size_t n_extra, dspy_lm_response **out);
 
 /* ---- Scripted LM (DSPy's DummyLM) --------------------------------------------------------
  * Replies come from a list, in order. A reply is a string (returned as is) or a JSON object of
@@ -213,15 +215,15 @@ dspy_status dspy_lm_call_with(dspy_lm *lm, const dspy_json *messages, const dspy
  * ensure_ascii=False, others as Python str()). A call with "n": k consumes k replies.
  * When the list is used up: with `cycle` it starts again, otherwise the call fails with
  * DSPY_ERR_STATE. The model string is "dummy"; caching is off unless params->cache is 1. */
-dspy_status dspy_lm_new_scripted(const dspy_json *replies, bool cycle, const dspy_lm_params *p,
-                                 dspy_lm **out);
+DSPY_API dspy_status dspy_lm_new_scripted(const dspy_json *replies, bool cycle, const dspy_lm_params *p,
+                                          dspy_lm **out);
 /* The reply is produced by `fn` for each choice (0-based `choice`); it sets *text to a
  * malloc'd string or returns an error status (which the call returns). `fn` may run on many
  * threads at once. */
 typedef dspy_status (*dspy_scripted_fn)(void *user, const dspy_json *messages,
                                         const dspy_json *kwargs, int32_t choice, char **text);
-dspy_status dspy_lm_new_scripted_fn(dspy_scripted_fn fn, void *user, const dspy_lm_params *p,
-                                    dspy_lm **out);
+DSPY_API dspy_status dspy_lm_new_scripted_fn(dspy_scripted_fn fn, void *user, const dspy_lm_params *p,
+                                             dspy_lm **out);
 /* "scripted:<file>": the file holds either a JSON array of replies (used once each), or an
  * object {"replies": [...], "cycle": bool, "usage": {...}} — "usage" is reported with every
  * reply — or {"match": {"<substring>": reply, ...}}, which answers with the first reply whose
@@ -230,7 +232,7 @@ dspy_status dspy_lm_new_scripted_fn(dspy_scripted_fn fn, void *user, const dspy_
  * content is the reply to every call, e.g. a ChatAdapter answer "[[ ## answer ## ]]\n...". */
 
 /* Appends DummyLM's field rendering of `fields` (a JSON object) to `out`. */
-dspy_status dspy_scripted_format_fields(const dspy_json *fields, dspy_str *out);
+DSPY_API dspy_status dspy_scripted_format_fields(const dspy_json *fields, dspy_str *out);
 
 /* ---- Custom providers ---------------------------------------------------------------------
  * A provider turns one request into one OpenAI chat.completion response object:
@@ -247,14 +249,14 @@ typedef struct dspy_lm_provider {
 
 /* An LM over a custom provider; `provider` must outlive the LM, `impl` is owned by it from
  * now on (freed with provider->free, also when this fails). */
-dspy_status dspy_lm_new_custom(const char *model, const dspy_lm_params *p,
-                               const dspy_lm_provider *provider, void *impl, dspy_lm **out);
+DSPY_API dspy_status dspy_lm_new_custom(const char *model, const dspy_lm_params *p,
+                                        const dspy_lm_provider *provider, void *impl, dspy_lm **out);
 
 /* Timing parameters for providers: the LM's connect timeout, per-attempt deadline and
  * retry unit in seconds. */
-double dspy_lm_connect_timeout_s(const dspy_lm *lm);
-double dspy_lm_timeout_s(const dspy_lm *lm);
-double dspy_lm_retry_unit_s(const dspy_lm *lm);
+DSPY_API double dspy_lm_connect_timeout_s(const dspy_lm *lm);
+DSPY_API double dspy_lm_timeout_s(const dspy_lm *lm);
+DSPY_API double dspy_lm_retry_unit_s(const dspy_lm *lm);
 
 #ifdef __cplusplus
 }

@@ -18,6 +18,8 @@
 #ifndef DSPY_LOCAL_H
 #define DSPY_LOCAL_H
 
+#include "dspy/export.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -49,7 +51,7 @@ typedef struct dspy_local_params {
     size_t n_extra_args;
 } dspy_local_params;
 
-dspy_local_params dspy_local_params_default(void);
+DSPY_API dspy_local_params dspy_local_params_default(void);
 
 /* Starts `dspy serve --model PATH --host HOST --port PORT [--api-key KEY] [extra args]`, waits until ready and
  * returns the handle in *out. `model` may carry DSPy's prefixes ("openai/local:/abs/out").
@@ -59,31 +61,31 @@ dspy_local_params dspy_local_params_default(void);
  *   DSPY_ERR_STATE    the server exited before it was ready
  *   DSPY_ERR_TIMEOUT  not ready within timeout_s (the process is killed)
  * *out NULL on failure. */
-dspy_status dspy_local_launch(const char *model, const dspy_local_params *p, dspy_local_server **out);
+DSPY_API dspy_status dspy_local_launch(const char *model, const dspy_local_params *p, dspy_local_server **out);
 
 /* "http://127.0.0.1:PORT/v1" (the host as launched; borrowed). */
-const char *dspy_local_api_base(const dspy_local_server *s);
-int dspy_local_port(const dspy_local_server *s);
-pid_t dspy_local_pid(const dspy_local_server *s);
-const char *dspy_local_log_path(const dspy_local_server *s);
+DSPY_API const char *dspy_local_api_base(const dspy_local_server *s);
+DSPY_API int dspy_local_port(const dspy_local_server *s);
+DSPY_API pid_t dspy_local_pid(const dspy_local_server *s);
+DSPY_API const char *dspy_local_log_path(const dspy_local_server *s);
 /* The model path after prefix stripping (borrowed). */
-const char *dspy_local_model_path(const dspy_local_server *s);
+DSPY_API const char *dspy_local_model_path(const dspy_local_server *s);
 
 /* The whole log so far (malloc'd, caller frees) in *out. DSPY_ERR_IO if it cannot be read. */
-dspy_status dspy_local_get_logs(const dspy_local_server *s, char **out);
+DSPY_API dspy_status dspy_local_get_logs(const dspy_local_server *s, char **out);
 
 /* SIGTERM, wait up to kill_grace_s, then SIGKILL; reaps the child. *exit_status (may be NULL)
  * gets the exit code, or 128+signal when a signal ended it. Idempotent: a second call returns
  * the same result. DSPY_ERR_IO if the child cannot be waited for. */
-dspy_status dspy_local_kill(dspy_local_server *s, int *exit_status);
+DSPY_API dspy_status dspy_local_kill(dspy_local_server *s, int *exit_status);
 
 /* Kills the server if still running (as dspy_local_kill) and frees. NULL-safe. The log file is
  * kept. */
-void dspy_local_free(dspy_local_server *s);
+DSPY_API void dspy_local_free(dspy_local_server *s);
 
 /* The model path DSPy's LocalProvider uses: strips "openai/", then "local:", then
  * "huggingface/" (each only at the start). Returns a pointer into `model`. */
-const char *dspy_local_strip_model(const char *model);
+DSPY_API const char *dspy_local_strip_model(const char *model);
 
 #ifdef __cplusplus
 }

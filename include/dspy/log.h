@@ -16,6 +16,8 @@
 #ifndef DSPY_LOG_H
 #define DSPY_LOG_H
 
+#include "dspy/export.h"
+
 #include <stdarg.h>
 #include <stdbool.h>
 
@@ -39,26 +41,26 @@ typedef void (*dspy_log_sink)(dspy_log_level level, const char *msg, void *user)
 
 /* Logs a printf-style message at `level` (DEBUG..ERROR) if it is enabled. Never fails; an
  * allocation failure for a very long message truncates it to 1023 bytes. */
-void dspy_log(dspy_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void dspy_logv(dspy_log_level level, const char *fmt, va_list ap);
+DSPY_API void dspy_log(dspy_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+DSPY_API void dspy_logv(dspy_log_level level, const char *fmt, va_list ap);
 
 /* True when a message at `level` would reach the sink (use it to skip costly formatting). */
-bool dspy_log_enabled(dspy_log_level level);
+DSPY_API bool dspy_log_enabled(dspy_log_level level);
 
 /* Sets / gets the global minimum level. An explicit set overrides DSPY_LOG_LEVEL. */
-void dspy_log_set_level(dspy_log_level level);
-dspy_log_level dspy_log_get_level(void);
+DSPY_API void dspy_log_set_level(dspy_log_level level);
+DSPY_API dspy_log_level dspy_log_get_level(void);
 
 /* Installs a sink (fn, user); fn == NULL restores the default stderr sink. Takes effect for
  * the next message; waits for a sink call in progress on another thread to finish. */
-void dspy_log_set_sink(dspy_log_sink fn, void *user);
+DSPY_API void dspy_log_set_sink(dspy_log_sink fn, void *user);
 
 /* "DEBUG", "INFO", "WARNING", "ERROR", "OFF" (Python logging's level names). */
-const char *dspy_log_level_name(dspy_log_level level);
+DSPY_API const char *dspy_log_level_name(dspy_log_level level);
 
 /* Parses a level name as DSPY_LOG_LEVEL accepts it. DSPY_ERR_ARG for anything else, with the
  * accepted names in the message. */
-dspy_status dspy_log_level_parse(const char *s, dspy_log_level *out);
+DSPY_API dspy_status dspy_log_level_parse(const char *s, dspy_log_level *out);
 
 #ifdef __cplusplus
 }

@@ -23,12 +23,18 @@
 #ifndef DSPY_MODEL_H
 #define DSPY_MODEL_H
 
+#include "dspy/export.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "dspy/status.h"
 #include "dspy/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef enum dspy_arch {
     DSPY_ARCH_LLAMA = 0, /* model_type "llama" */
@@ -78,37 +84,37 @@ typedef struct dspy_model_config {
  * Applies transformers' defaults for absent keys, then validates (dspy_model_config_validate).
  * Returns DSPY_ERR_FORMAT with a message naming the key, e.g.
  * `model/config.json: "num_key_value_heads" is 3, which does not divide num_attention_heads=32`. */
-dspy_status dspy_model_config_parse(const char *text, size_t len, const char *where,
-                                    dspy_model_config *out);
+DSPY_API dspy_status dspy_model_config_parse(const char *text, size_t len, const char *where,
+                                             dspy_model_config *out);
 /* Applies generation_config.json text on top of a parsed config (eos ids, sampling defaults). */
-dspy_status dspy_generation_config_parse(const char *text, size_t len, const char *where,
-                                         dspy_model_config *cfg);
+DSPY_API dspy_status dspy_generation_config_parse(const char *text, size_t len, const char *where,
+                                                  dspy_model_config *cfg);
 /* Reads DIR/config.json and, when present, DIR/generation_config.json. */
-dspy_status dspy_model_config_load(const char *dir, dspy_model_config *out);
+DSPY_API dspy_status dspy_model_config_load(const char *dir, dspy_model_config *out);
 /* Checks sizes and relations (positive sizes, NKV divides NH, token ids inside the vocab,
  * llama3 factors consistent). `where` prefixes messages. */
-dspy_status dspy_model_config_validate(const dspy_model_config *c, const char *where);
+DSPY_API dspy_status dspy_model_config_validate(const dspy_model_config *c, const char *where);
 
 /* A ready config for `dspy init-model`: arch "llama" or "qwen2", preset "tiny" (C=64, L=2,
  * NH=4, NKV=2, I=128), "small" (C=256, L=4, NH=8, NKV=4, I=768) or "1b-shape" (exactly
  * Llama-3.2-1B: C=2048, L=16, NH=32, NKV=8, HS=64, I=8192, tied, llama3 RoPE factor 32,
  * theta 500000, context 131072). All use V=128256 and the Llama 3 special-token ids
  * (bos 128000, eos 128001/128008/128009) unless the caller changes vocab_size afterwards. */
-dspy_status dspy_model_config_preset(const char *arch, const char *preset, dspy_model_config *out);
+DSPY_API dspy_status dspy_model_config_preset(const char *arch, const char *preset, dspy_model_config *out);
 
 /* config.json text in the transformers-4 layout (`rope_theta` + `rope_scaling`, `torch_dtype`),
  * keys sorted, indent 2, as `save_pretrained` writes it. Caller frees. NULL on OOM. */
-char *dspy_model_config_to_json(const dspy_model_config *c);
+DSPY_API char *dspy_model_config_to_json(const dspy_model_config *c);
 /* generation_config.json text (bos, eos list, do_sample, temperature, top_p). Caller frees. */
-char *dspy_generation_config_to_json(const dspy_model_config *c);
+DSPY_API char *dspy_generation_config_to_json(const dspy_model_config *c);
 
 /* RoPE inverse frequencies, exactly as transformers computes them in float32
  * (`1 / theta ** (arange(0, HS, 2).float() / HS)`, then `_compute_llama3_parameters`).
  * `inv_freq` has head_dim/2 entries. */
-void dspy_rope_inv_freq(const dspy_model_config *c, float *inv_freq);
+DSPY_API void dspy_rope_inv_freq(const dspy_model_config *c, float *inv_freq);
 
 /* Parameter count (embeddings counted once when tied). */
-int64_t dspy_model_config_params(const dspy_model_config *c);
+DSPY_API int64_t dspy_model_config_params(const dspy_model_config *c);
 
 /* ---- weights ---------------------------------------------------------------------------- */
 
@@ -145,7 +151,7 @@ typedef struct dspy_model_params {
     bool strict;        /* NaN/Inf weights: an error (DSPY_ERR_FORMAT) instead of a logged warning */
 } dspy_model_params;
 
-dspy_model_params dspy_model_params_default(void);
+DSPY_API dspy_model_params dspy_model_params_default(void);
 
 /* Loads DIR: config (+ generation config), then every tensor the config needs, checking names,
  * dtypes and shapes, and places the weights on the device (one upload for CUDA). Errors name
@@ -155,31 +161,31 @@ dspy_model_params dspy_model_params_default(void);
  * no device, driver too old) and DSPY_ERR_NOMEM when the weights do not fit (how much they need
  * and how much is free). `p` may be NULL (defaults). The model is immutable after loading: any
  * number of engines and threads may read it concurrently. Free with dspy_model_free. */
-dspy_status dspy_model_load(const char *dir, const dspy_model_params *p, dspy_model **out);
+DSPY_API dspy_status dspy_model_load(const char *dir, const dspy_model_params *p, dspy_model **out);
 /* NULL-safe. The model must outlive every engine made from it. */
-void dspy_model_free(dspy_model *m);
+DSPY_API void dspy_model_free(dspy_model *m);
 /* Borrowed; valid while the model lives. */
-const dspy_model_config *dspy_model_config_get(const dspy_model *m);
+DSPY_API const dspy_model_config *dspy_model_config_get(const dspy_model *m);
 /* The weights as the model keeps them (device memory for CUDA). Read-only: nothing outside the
  * model re-points or writes them; a trainer copies them (dspy_model_tensor_read_f32). */
-const dspy_model_weights *dspy_model_weights_get(const dspy_model *m);
+DSPY_API const dspy_model_weights *dspy_model_weights_get(const dspy_model *m);
 /* The device the weights live on. */
-dspy_device dspy_model_device(const dspy_model *m);
+DSPY_API dspy_device dspy_model_device(const dspy_model *m);
 /* F32 or BF16: the dtype of the model's matrices. */
-dspy_dtype dspy_model_matrix_dtype(const dspy_model *m);
+DSPY_API dspy_dtype dspy_model_matrix_dtype(const dspy_model *m);
 /* Bytes of weight memory the model holds on its device (mapped file pages not counted). */
-size_t dspy_model_weight_bytes(const dspy_model *m);
+DSPY_API size_t dspy_model_weight_bytes(const dspy_model *m);
 /* Copies the tensor with Hugging Face name `name` (as in the checkpoint: "model.layers.0.self_attn.
  * q_proj.weight", "lm_head.weight" also when tied, ...) into dst (n floats, row-major, widened to
  * F32) from wherever the model keeps it. DSPY_ERR_NOTFOUND for a name the model does not have,
  * DSPY_ERR_ARG when n is not its element count. Thread-safe. */
-dspy_status dspy_model_tensor_read_f32(const dspy_model *m, const char *name, float *dst, size_t n);
+DSPY_API dspy_status dspy_model_tensor_read_f32(const dspy_model *m, const char *name, float *dst, size_t n);
 /* RoPE inverse frequencies (head_dim/2 floats) in host memory, borrowed. */
-const float *dspy_model_inv_freq(const dspy_model *m);
+DSPY_API const float *dspy_model_inv_freq(const dspy_model *m);
 /* The n_threads it was loaded with (0 = OpenMP default). */
-int32_t dspy_model_n_threads(const dspy_model *m);
+DSPY_API int32_t dspy_model_n_threads(const dspy_model *m);
 /* The directory the model was loaded from (borrowed). */
-const char *dspy_model_dir(const dspy_model *m);
+DSPY_API const char *dspy_model_dir(const dspy_model *m);
 
 /* ---- random checkpoints ----------------------------------------------------------------- */
 
@@ -188,11 +194,15 @@ const char *dspy_model_dir(const dspy_model *m);
  * weights 1, biases 0. `dtype` is F32 or BF16 (the file's tensors; cfg->dtype is set to it).
  * When `weights` is false only the two JSON files are written. Creates DIR if needed.
  * Tensors are streamed one at a time, so a 1B model needs no more than one tensor in memory. */
-dspy_status dspy_model_write_random(const char *dir, const dspy_model_config *cfg, uint64_t seed,
-                                    dspy_dtype dtype, bool weights);
+DSPY_API dspy_status dspy_model_write_random(const char *dir, const dspy_model_config *cfg, uint64_t seed,
+                                             dspy_dtype dtype, bool weights);
 /* The same with weights ~ normal(0, std): a larger std (0.1-0.3) gives random models whose greedy
  * continuations do not merely repeat one token, for parity tests that compare continuations. */
-dspy_status dspy_model_write_random_std(const char *dir, const dspy_model_config *cfg, uint64_t seed,
-                                        dspy_dtype dtype, bool weights, double std);
+DSPY_API dspy_status dspy_model_write_random_std(const char *dir, const dspy_model_config *cfg, uint64_t seed,
+                                                 dspy_dtype dtype, bool weights, double std);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

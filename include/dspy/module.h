@@ -35,6 +35,8 @@
 #ifndef DSPY_MODULE_H
 #define DSPY_MODULE_H
 
+#include "dspy/export.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -62,26 +64,26 @@ typedef struct dspy_call_options {
     bool no_trace;           /* _trace=False: do not append to settings.trace */
 } dspy_call_options;
 
-dspy_call_options dspy_call_options_default(void);
+DSPY_API dspy_call_options dspy_call_options_default(void);
 
 /* ---- calling ------------------------------------------------------------------------------ */
 
 /* module(**inputs): `inputs` must be a JSON object (else DSPY_ERR_ARG with DSPy's positional
  * arguments message). `opt` may be NULL. *out gets a new prediction reference. */
-dspy_status dspy_module_call(dspy_module *m, const dspy_json *inputs, const dspy_call_options *opt,
-                             dspy_prediction **out);
+DSPY_API dspy_status dspy_module_call(dspy_module *m, const dspy_json *inputs, const dspy_call_options *opt,
+                                      dspy_prediction **out);
 /* module(**example.inputs()) when the example has input keys, else module(**example). */
-dspy_status dspy_module_call_example(dspy_module *m, const dspy_example *ex,
-                                     const dspy_call_options *opt, dspy_prediction **out);
+DSPY_API dspy_status dspy_module_call_example(dspy_module *m, const dspy_example *ex,
+                                              const dspy_call_options *opt, dspy_prediction **out);
 /* Module(callbacks=[...]): instance callbacks for this module's on_module_* (copied). */
-dspy_status dspy_module_add_callbacks(dspy_module *m, const dspy_callbacks *cb);
+DSPY_API dspy_status dspy_module_add_callbacks(dspy_module *m, const dspy_callbacks *cb);
 
-dspy_module *dspy_module_retain(dspy_module *m); /* NULL-safe; returns m */
-void dspy_module_free(dspy_module *m);           /* NULL-safe; drops one reference */
+DSPY_API dspy_module *dspy_module_retain(dspy_module *m); /* NULL-safe; returns m */
+DSPY_API void dspy_module_free(dspy_module *m);           /* NULL-safe; drops one reference */
 
 /* "Predict", "ChainOfThought", or a custom module's type_name. */
-const char *dspy_module_type_name(const dspy_module *m);
-bool dspy_module_is_predict(const dspy_module *m);
+DSPY_API const char *dspy_module_type_name(const dspy_module *m);
+DSPY_API bool dspy_module_is_predict(const dspy_module *m);
 
 /* ---- Predict ------------------------------------------------------------------------------ */
 
@@ -91,40 +93,40 @@ typedef struct dspy_predict_params {
                                 NULL = {} */
 } dspy_predict_params;
 
-dspy_predict_params dspy_predict_params_default(void);
+DSPY_API dspy_predict_params dspy_predict_params_default(void);
 
 /* Predict(signature, **config). The signature is copied. `p` may be NULL (defaults). */
-dspy_status dspy_predict_new(const dspy_signature *sig, const dspy_predict_params *p, dspy_module **out);
+DSPY_API dspy_status dspy_predict_new(const dspy_signature *sig, const dspy_predict_params *p, dspy_module **out);
 /* The same from signature text ("question -> answer") and instructions (NULL = default). */
-dspy_status dspy_predict_new_text(const char *signature, const char *instructions,
-                                  const dspy_predict_params *p, dspy_module **out);
+DSPY_API dspy_status dspy_predict_new_text(const char *signature, const char *instructions,
+                                           const dspy_predict_params *p, dspy_module **out);
 
 /* Predict accessors; `p` must be a Predict (DSPY_ERR_ARG / NULL otherwise). */
-const dspy_signature *dspy_predict_signature(const dspy_module *p);
-dspy_status dspy_predict_set_signature(dspy_module *p, const dspy_signature *sig); /* copied */
-dspy_profile dspy_predict_profile(const dspy_module *p);
+DSPY_API const dspy_signature *dspy_predict_signature(const dspy_module *p);
+DSPY_API dspy_status dspy_predict_set_signature(dspy_module *p, const dspy_signature *sig); /* copied */
+DSPY_API dspy_profile dspy_predict_profile(const dspy_module *p);
 /* predictor.demos: a JSON array of objects (borrowed). */
-const dspy_json *dspy_predict_demos(const dspy_module *p);
+DSPY_API const dspy_json *dspy_predict_demos(const dspy_module *p);
 /* Replaces the demos with a copy of `demos` (a JSON array of objects; NULL = []). */
-dspy_status dspy_predict_set_demos(dspy_module *p, const dspy_json *demos);
+DSPY_API dspy_status dspy_predict_set_demos(dspy_module *p, const dspy_json *demos);
 /* predictor.config (borrowed object) and update_config(**kwargs) (merged in, copied). */
-const dspy_json *dspy_predict_config(const dspy_module *p);
-dspy_status dspy_predict_update_config(dspy_module *p, const dspy_json *kwargs);
+DSPY_API const dspy_json *dspy_predict_config(const dspy_module *p);
+DSPY_API dspy_status dspy_predict_update_config(dspy_module *p, const dspy_json *kwargs);
 /* predictor.lm (borrowed; NULL = None). */
-dspy_lm *dspy_predict_lm(const dspy_module *p);
+DSPY_API dspy_lm *dspy_predict_lm(const dspy_module *p);
 /* reset(): lm None, traces [], train [], demos []. */
-dspy_status dspy_predict_reset(dspy_module *p);
+DSPY_API dspy_status dspy_predict_reset(dspy_module *p);
 /* Predict.dump_state(): {"traces", "train", "demos", "signature", "lm"} (new reference). */
-dspy_status dspy_predict_dump_state(const dspy_module *p, dspy_json **out);
+DSPY_API dspy_status dspy_predict_dump_state(const dspy_module *p, dspy_json **out);
 
 /* ---- ChainOfThought ----------------------------------------------------------------------- */
 
 /* ChainOfThought(signature, **config): a module with one child "predict", a Predict over
  * dspy_signature_chain_of_thought(sig, profile) with the given config. */
-dspy_status dspy_chain_of_thought_new(const dspy_signature *sig, const dspy_predict_params *p,
-                                      dspy_module **out);
-dspy_status dspy_chain_of_thought_new_text(const char *signature, const char *instructions,
-                                           const dspy_predict_params *p, dspy_module **out);
+DSPY_API dspy_status dspy_chain_of_thought_new(const dspy_signature *sig, const dspy_predict_params *p,
+                                               dspy_module **out);
+DSPY_API dspy_status dspy_chain_of_thought_new_text(const char *signature, const char *instructions,
+                                                    const dspy_predict_params *p, dspy_module **out);
 
 /* ---- custom modules ----------------------------------------------------------------------- */
 
@@ -142,19 +144,19 @@ typedef struct dspy_module_vtable {
 
 /* A module of a custom type; takes ownership of `impl` (freed with vt->free_impl, also when
  * this fails). `vt` must outlive the module. */
-dspy_status dspy_module_new(const dspy_module_vtable *vt, void *impl, dspy_module **out);
-void *dspy_module_impl(const dspy_module *m);
+DSPY_API dspy_status dspy_module_new(const dspy_module_vtable *vt, void *impl, dspy_module **out);
+DSPY_API void *dspy_module_impl(const dspy_module *m);
 /* self.<name> = child: adds a child (retained) after the existing ones. DSPY_ERR_ARG for an
  * empty or duplicate name, a child that is `m` itself or contains it. */
-dspy_status dspy_module_add_child(dspy_module *m, const char *name, dspy_module *child);
+DSPY_API dspy_status dspy_module_add_child(dspy_module *m, const char *name, dspy_module *child);
 /* The child named `name` (borrowed), or NULL. */
-dspy_module *dspy_module_child(const dspy_module *m, const char *name);
-size_t dspy_module_n_children(const dspy_module *m);
+DSPY_API dspy_module *dspy_module_child(const dspy_module *m, const char *name);
+DSPY_API size_t dspy_module_n_children(const dspy_module *m);
 /* Child i (borrowed) and its name, or NULL past the end. */
-dspy_module *dspy_module_child_at(const dspy_module *m, size_t i, const char **name);
+DSPY_API dspy_module *dspy_module_child_at(const dspy_module *m, size_t i, const char **name);
 /* module._compiled: compiled sub-modules are frozen (skipped by named_predictors). */
-void dspy_module_set_compiled(dspy_module *m, bool compiled);
-bool dspy_module_compiled(const dspy_module *m);
+DSPY_API void dspy_module_set_compiled(dspy_module *m, bool compiled);
+DSPY_API bool dspy_module_compiled(const dspy_module *m);
 
 /* ---- parameters, LM assignment, copies ------------------------------------------------------ */
 
@@ -164,31 +166,31 @@ typedef struct dspy_named_predictor {
 } dspy_named_predictor;
 
 /* named_predictors(): malloc'd list in *out (NULL when empty), *n entries. */
-dspy_status dspy_module_named_predictors(dspy_module *m, dspy_named_predictor **out, size_t *n);
-void dspy_named_predictors_free(dspy_named_predictor *list, size_t n);
+DSPY_API dspy_status dspy_module_named_predictors(dspy_module *m, dspy_named_predictor **out, size_t *n);
+DSPY_API void dspy_named_predictors_free(dspy_named_predictor *list, size_t n);
 /* set_lm(lm): every predictor's lm = lm (retained; NULL = None). */
-dspy_status dspy_module_set_lm(dspy_module *m, dspy_lm *lm);
+DSPY_API dspy_status dspy_module_set_lm(dspy_module *m, dspy_lm *lm);
 /* get_lm(): the predictors' common LM (borrowed; NULL when it is None). DSPY_ERR_STATE with
  * "Multiple LMs are being used in the module. There's no unique LM to return." otherwise. */
-dspy_status dspy_module_get_lm(dspy_module *m, dspy_lm **out);
+DSPY_API dspy_status dspy_module_get_lm(dspy_module *m, dspy_lm **out);
 /* deepcopy(): a new module tree (shared sub-modules stay shared within the copy) with copied
  * signatures, demos, config, traces and instance callbacks. LMs are shared with the original
  * (reference counted), not copied. */
-dspy_status dspy_module_deepcopy(const dspy_module *m, dspy_module **out);
+DSPY_API dspy_status dspy_module_deepcopy(const dspy_module *m, dspy_module **out);
 /* reset_copy(): deepcopy, then reset() on every predictor. */
-dspy_status dspy_module_reset_copy(const dspy_module *m, dspy_module **out);
+DSPY_API dspy_status dspy_module_reset_copy(const dspy_module *m, dspy_module **out);
 
 /* ---- state, save and load (spec §12) ------------------------------------------------------ */
 
 /* dump_state(): {name: predictor.dump_state() for each named predictor} (new reference). */
-dspy_status dspy_module_dump_state(dspy_module *m, dspy_json **out);
+DSPY_API dspy_status dspy_module_dump_state(dspy_module *m, dspy_json **out);
 /* load_state(state): every named predictor takes state[name] (traces, train, demos, signature
  * instructions/prefixes/descriptions, lm). Transactional: everything is checked and built
  * first, then applied, so on failure the module is unchanged. A missing name is
  * DSPY_ERR_NOTFOUND; an "extended_signature" (DSPy <= 2.5 files) is DSPY_ERR_FORMAT. LM
  * kwargs api_base, base_url and model_list are dropped (with a warning) unless
  * allow_unsafe_lm_state. */
-dspy_status dspy_module_load_state(dspy_module *m, const dspy_json *state, bool allow_unsafe_lm_state);
+DSPY_API dspy_status dspy_module_load_state(dspy_module *m, const dspy_json *state, bool allow_unsafe_lm_state);
 
 /* module.save("x.json"): DSPy's JSON layout byte for byte — dump_state() plus
  * "metadata": {"dependency_versions": {"python": "3.12", "dspy": "3.3.1", "cloudpickle":
@@ -202,10 +204,10 @@ dspy_status dspy_module_load_state(dspy_module *m, const dspy_json *state, bool 
  * program). A signature that would not read back with the same types (e.g. tuple[int, ...])
  * is left out with a warning. Paths not ending in ".json" are DSPY_ERR_ARG (pickle files are
  * not supported). */
-dspy_status dspy_module_save(dspy_module *m, const char *path);
+DSPY_API dspy_status dspy_module_save(dspy_module *m, const char *path);
 /* module.load(path, allow_unsafe_lm_state): reads a saved JSON file into `m` (load_state,
  * transactional). Differing dependency_versions give a warning, as in DSPy. */
-dspy_status dspy_module_load(dspy_module *m, const char *path, bool allow_unsafe_lm_state);
+DSPY_API dspy_status dspy_module_load(dspy_module *m, const char *path, bool allow_unsafe_lm_state);
 
 typedef struct dspy_program_load_params {
     const char *program;        /* "Predict"/"predict" or "ChainOfThought"/"cot"; NULL = the
@@ -215,13 +217,13 @@ typedef struct dspy_program_load_params {
     bool allow_unsafe_lm_state; /* keep api_base/base_url/model_list of saved LMs */
 } dspy_program_load_params;
 
-dspy_program_load_params dspy_program_load_params_default(void);
+DSPY_API dspy_program_load_params dspy_program_load_params_default(void);
 
 /* Builds a Predict or ChainOfThought from a saved file alone (with the signature and program
  * type dspy.c records in metadata.dspy_c; `p` supplies them for files saved by Python DSPy) and
  * loads its state. DSPY_ERR_FORMAT when the file lacks what is needed, saying which parameter
  * to give. */
-dspy_status dspy_program_load(const char *path, const dspy_program_load_params *p, dspy_module **out);
+DSPY_API dspy_status dspy_program_load(const char *path, const dspy_program_load_params *p, dspy_module **out);
 
 #ifdef __cplusplus
 }

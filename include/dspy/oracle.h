@@ -31,6 +31,8 @@
 #ifndef DSPY_ORACLE_H
 #define DSPY_ORACLE_H
 
+#include "dspy/export.h"
+
 #include "dspy/example.h"
 #include "dspy/lm.h"
 #include "dspy/status.h"
@@ -48,28 +50,28 @@ typedef struct dspy_oracle_params {
                                     Default "reasoning" */
 } dspy_oracle_params;
 
-dspy_oracle_params dspy_oracle_params_default(void);
+DSPY_API dspy_oracle_params dspy_oracle_params_default(void);
 
 /* An oracle over `data`: examples holding input_field and output_field as strings (examples
  * lacking either are skipped; the texts are copied into a map, so `data` may be freed
  * afterwards). `p` may be NULL (defaults). Errors: DSPY_ERR_ARG when no example has both
  * fields (the message names them), DSPY_ERR_NOMEM. *out NULL on failure. Reference counted:
  * LMs made from it keep a reference. */
-dspy_status dspy_oracle_new(const dspy_dataset *data, const dspy_oracle_params *p, dspy_oracle **out);
+DSPY_API dspy_status dspy_oracle_new(const dspy_dataset *data, const dspy_oracle_params *p, dspy_oracle **out);
 /* Drops one reference (NULL-safe). */
-void dspy_oracle_free(dspy_oracle *o);
+DSPY_API void dspy_oracle_free(dspy_oracle *o);
 /* Distinct texts the oracle knows. */
-size_t dspy_oracle_size(const dspy_oracle *o);
+DSPY_API size_t dspy_oracle_size(const dspy_oracle *o);
 
 /* The reply the oracle gives to `messages` (a JSON array of {"role", "content"}), malloc'd in
  * *out; `json` selects the JSON-object form. Errors as an LM call would return them for that
  * request: DSPY_ERR_NOTFOUND (text not in the dataset, quoted), DSPY_ERR_ARG (no user message,
  * or no input marker in it). */
-dspy_status dspy_oracle_reply(const dspy_oracle *o, const dspy_json *messages, bool json, char **out);
+DSPY_API dspy_status dspy_oracle_reply(const dspy_oracle *o, const dspy_json *messages, bool json, char **out);
 
 /* An LM answering through `o` (retained). `model` is its model string (NULL = "oracle"; e.g.
  * "oracle:banking77"); `p` may be NULL (defaults). Its cache is off unless p->cache is 1. */
-dspy_status dspy_oracle_lm_new(dspy_oracle *o, const char *model, const dspy_lm_params *p, dspy_lm **out);
+DSPY_API dspy_status dspy_oracle_lm_new(dspy_oracle *o, const char *model, const dspy_lm_params *p, dspy_lm **out);
 
 #ifdef __cplusplus
 }

@@ -28,6 +28,8 @@
 #ifndef DSPY_PARALLEL_H
 #define DSPY_PARALLEL_H
 
+#include "dspy/export.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -52,7 +54,7 @@ typedef struct dspy_parallel_params {
     bool log_errors;        /* log each failed item at ERROR (default true) */
 } dspy_parallel_params;
 
-dspy_parallel_params dspy_parallel_params_default(void);
+DSPY_API dspy_parallel_params dspy_parallel_params_default(void);
 
 /* Computes item i. On success return DSPY_OK and set *score (the value averaged in the
  * progress description; leave it at 0 when it means nothing). On failure return a status with
@@ -76,23 +78,23 @@ typedef struct dspy_parallel_report {
     char *last_desc;      /* the last progress description (NULL before any item finished) */
 } dspy_parallel_report;
 
-void dspy_parallel_report_clear(dspy_parallel_report *r); /* NULL-safe */
+DSPY_API void dspy_parallel_report_clear(dspy_parallel_report *r); /* NULL-safe */
 
 /* Runs fn over items 0..n-1 (see the top of this file). `describe` may be NULL; `p` may be
  * NULL (defaults). `report` may be NULL; when given it is filled in every case, also when the
  * run is cancelled. Returns DSPY_OK when the error budget was not reached (failed items are
  * then only in the report), DSPY_ERR_CANCELLED ("Execution cancelled due to errors or
  * interruption."), DSPY_ERR_ARG for a bad thread count, DSPY_ERR_NOMEM. */
-dspy_status dspy_parallel_run(const dspy_parallel_params *p, size_t n, dspy_parallel_item_fn fn,
+DSPY_API dspy_status dspy_parallel_run(const dspy_parallel_params *p, size_t n, dspy_parallel_item_fn fn,
                               dspy_parallel_describe_fn describe, void *user, dspy_parallel_report *report);
 
 /* The progress description for `count` successful items summing to `sum`:
  * "Average Metric: 51.00 / 99 (51.5%)" (Python's f"{s:.2f} / {c} ({round(100*s/c, 1)}%)",
  * "(0%)" when count is 0). Appended to out. */
-void dspy_parallel_metric_desc(dspy_str *out, double sum, size_t count);
+DSPY_API void dspy_parallel_metric_desc(dspy_str *out, double sum, size_t count);
 
 /* Python's round(x, ndigits) for 0 <= ndigits <= 15 (exact value, ties to even). */
-double dspy_py_round(double x, int ndigits);
+DSPY_API double dspy_py_round(double x, int ndigits);
 
 #ifdef __cplusplus
 }

@@ -17,6 +17,8 @@
 #ifndef DSPY_POOL_H
 #define DSPY_POOL_H
 
+#include "dspy/export.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -37,27 +39,27 @@ typedef void (*dspy_pool_job)(void *arg, int worker_id);
 
 /* Starts a pool of n_threads workers (1..DSPY_POOL_MAX_THREADS) in *out (NULL on failure).
  * DSPY_ERR_ARG for a bad count; DSPY_ERR_NOMEM when memory or a thread cannot be had. */
-dspy_status dspy_pool_new(int n_threads, dspy_pool **out);
+DSPY_API dspy_status dspy_pool_new(int n_threads, dspy_pool **out);
 
 /* Queues fn(arg, worker_id). DSPY_ERR_CANCELLED (job not queued) once the pool is cancelled;
  * DSPY_ERR_NOMEM if the queue cannot grow. */
-dspy_status dspy_pool_submit(dspy_pool *pool, dspy_pool_job fn, void *arg);
+DSPY_API dspy_status dspy_pool_submit(dspy_pool *pool, dspy_pool_job fn, void *arg);
 
 /* Blocks until every job submitted so far has finished or been discarded. Returns DSPY_OK, or
  * DSPY_ERR_CANCELLED when the pool has been cancelled (some jobs may not have run). */
-dspy_status dspy_pool_wait(dspy_pool *pool);
+DSPY_API dspy_status dspy_pool_wait(dspy_pool *pool);
 
 /* Raises the cancel flag (sticky for the pool's life): queued jobs are discarded, further
  * submissions refused, running jobs finish unless they poll dspy_pool_cancelled. */
-void dspy_pool_cancel(dspy_pool *pool);
-bool dspy_pool_cancelled(const dspy_pool *pool);
+DSPY_API void dspy_pool_cancel(dspy_pool *pool);
+DSPY_API bool dspy_pool_cancelled(const dspy_pool *pool);
 
 /* Number of worker threads. */
-int dspy_pool_size(const dspy_pool *pool);
+DSPY_API int dspy_pool_size(const dspy_pool *pool);
 
 /* Runs every job still queued (none if cancelled), stops and joins the workers, frees the
  * pool. NULL-safe. Must not be called from inside one of the pool's jobs. */
-void dspy_pool_free(dspy_pool *pool);
+DSPY_API void dspy_pool_free(dspy_pool *pool);
 
 /* An item of a parallel loop: returns 0 to go on, non-zero to stop the loop (items not yet
  * started are skipped; items already running finish). */
@@ -68,13 +70,13 @@ typedef int (*dspy_item_fn)(size_t item, void *arg, int worker_id);
  * pool of min(n_threads, n_items) workers, items handed out in index order; returns after all
  * started items finished. DSPY_ERR_CANCELLED when an item returned non-zero; DSPY_ERR_ARG for
  * n_threads < 1 or > DSPY_POOL_MAX_THREADS; DSPY_ERR_NOMEM if the pool cannot start. */
-dspy_status dspy_parallel_for(int n_threads, size_t n_items, dspy_item_fn fn, void *arg);
+DSPY_API dspy_status dspy_parallel_for(int n_threads, size_t n_items, dspy_item_fn fn, void *arg);
 
 /* The same over an existing pool (its workers, its cancel flag: dspy_pool_cancel from any
  * thread stops the loop too, returning DSPY_ERR_CANCELLED). It returns when the pool is idle,
  * so it also waits for jobs that other threads submitted meanwhile. Must not be called from
  * inside one of the pool's jobs. */
-dspy_status dspy_pool_for(dspy_pool *pool, size_t n_items, dspy_item_fn fn, void *arg);
+DSPY_API dspy_status dspy_pool_for(dspy_pool *pool, size_t n_items, dspy_item_fn fn, void *arg);
 
 #ifdef __cplusplus
 }

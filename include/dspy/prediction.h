@@ -20,6 +20,8 @@
 #ifndef DSPY_PREDICTION_H
 #define DSPY_PREDICTION_H
 
+#include "dspy/export.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -35,56 +37,56 @@ extern "C" {
 typedef struct dspy_prediction dspy_prediction;
 
 /* An empty prediction without completions (Python: Prediction()). */
-dspy_status dspy_prediction_new(dspy_prediction **out);
+DSPY_API dspy_status dspy_prediction_new(dspy_prediction **out);
 /* Prediction(**fields): fields is a JSON object, copied (shallowly: values are shared). */
-dspy_status dspy_prediction_from_fields(const dspy_json *fields, dspy_prediction **out);
+DSPY_API dspy_status dspy_prediction_from_fields(const dspy_json *fields, dspy_prediction **out);
 /* Prediction.from_completions(list_or_dict): `completions` is a JSON array of objects (one per
  * choice) or an object of equal-length arrays (field -> values). The fields take each key's
  * first value. DSPY_ERR_ARG when the shape is wrong (non-object entries, non-list values,
  * lists of different lengths: DSPy's "All lists must have the same length"). */
-dspy_status dspy_prediction_from_completions(const dspy_json *completions, dspy_prediction **out);
+DSPY_API dspy_status dspy_prediction_from_completions(const dspy_json *completions, dspy_prediction **out);
 
-dspy_prediction *dspy_prediction_retain(dspy_prediction *p); /* NULL-safe; returns p */
-void dspy_prediction_free(dspy_prediction *p);               /* NULL-safe; drops one reference */
+DSPY_API dspy_prediction *dspy_prediction_retain(dspy_prediction *p); /* NULL-safe; returns p */
+DSPY_API void dspy_prediction_free(dspy_prediction *p);               /* NULL-safe; drops one reference */
 
 /* pred[key] = value (steals `value`, also on failure); an existing key keeps its position. */
-dspy_status dspy_prediction_set(dspy_prediction *p, const char *key, dspy_json *value);
+DSPY_API dspy_status dspy_prediction_set(dspy_prediction *p, const char *key, dspy_json *value);
 /* pred[key], borrowed; NULL when absent. */
-const dspy_json *dspy_prediction_get(const dspy_prediction *p, const char *key);
+DSPY_API const dspy_json *dspy_prediction_get(const dspy_prediction *p, const char *key);
 /* The string value of `key`; NULL when absent or not a string. */
-const char *dspy_prediction_get_str(const dspy_prediction *p, const char *key);
+DSPY_API const char *dspy_prediction_get_str(const dspy_prediction *p, const char *key);
 /* All fields as a JSON object in order (borrowed). Dump it for "fields in order" JSON. */
-const dspy_json *dspy_prediction_fields(const dspy_prediction *p);
+DSPY_API const dspy_json *dspy_prediction_fields(const dspy_prediction *p);
 /* Number of fields and the i-th key (NULL past the end), all keys included. */
-size_t dspy_prediction_len(const dspy_prediction *p);
-const char *dspy_prediction_key(const dspy_prediction *p, size_t i);
+DSPY_API size_t dspy_prediction_len(const dspy_prediction *p);
+DSPY_API const char *dspy_prediction_key(const dspy_prediction *p, size_t i);
 
 /* len(pred.completions): 0 for a prediction built without completions (Python: None). */
-size_t dspy_prediction_n_completions(const dspy_prediction *p);
+DSPY_API size_t dspy_prediction_n_completions(const dspy_prediction *p);
 /* pred.completions as {field: [values...]} (borrowed; NULL without completions). */
-const dspy_json *dspy_prediction_completions(const dspy_prediction *p);
+DSPY_API const dspy_json *dspy_prediction_completions(const dspy_prediction *p);
 /* pred.completions[i] as a new Prediction (no completions of its own). DSPY_ERR_ARG with
  * DSPy's "Index out of range" when i >= n_completions. */
-dspy_status dspy_prediction_completion(const dspy_prediction *p, size_t i, dspy_prediction **out);
+DSPY_API dspy_status dspy_prediction_completion(const dspy_prediction *p, size_t i, dspy_prediction **out);
 
 /* repr(pred) appended to `out` / returned malloc'd in *out. */
-void dspy_prediction_append_repr(dspy_str *out, const dspy_prediction *p);
-dspy_status dspy_prediction_repr(const dspy_prediction *p, char **out);
+DSPY_API void dspy_prediction_append_repr(dspy_str *out, const dspy_prediction *p);
+DSPY_API dspy_status dspy_prediction_repr(const dspy_prediction *p, char **out);
 /* repr(pred.completions): "Completions(\n    answer=['a', 'b']\n)". DSPY_ERR_STATE without
  * completions. */
-dspy_status dspy_prediction_completions_repr(const dspy_prediction *p, char **out);
+DSPY_API dspy_status dspy_prediction_completions_repr(const dspy_prediction *p, char **out);
 
 /* float(pred): the "score" field as a number (bools count as 0/1, as Python's float()).
  * DSPY_ERR_NOTFOUND with DSPy's message "Prediction object does not have a 'score' field to
  * convert to float."; DSPY_ERR_ARG when the score is not a number. Comparisons and arithmetic
  * (pred + 1, pred < other) are done on this value by the caller. */
-dspy_status dspy_prediction_score(const dspy_prediction *p, double *out);
+DSPY_API dspy_status dspy_prediction_score(const dspy_prediction *p, double *out);
 
 /* An Example with the prediction's fields (input keys None), for metrics that take examples. */
-dspy_status dspy_prediction_to_example(const dspy_prediction *p, dspy_example **out);
+DSPY_API dspy_status dspy_prediction_to_example(const dspy_prediction *p, dspy_example **out);
 
 /* Python ==: the same keys with equal values (completions are not compared). */
-bool dspy_prediction_equal(const dspy_prediction *a, const dspy_prediction *b);
+DSPY_API bool dspy_prediction_equal(const dspy_prediction *a, const dspy_prediction *b);
 
 #ifdef __cplusplus
 }

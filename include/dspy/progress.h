@@ -18,6 +18,8 @@
 #ifndef DSPY_PROGRESS_H
 #define DSPY_PROGRESS_H
 
+#include "dspy/export.h"
+
 #include <stddef.h>
 #include <stdio.h>
 
@@ -36,8 +38,8 @@ extern "C" {
  *              As in tqdm, n >= total + 0.5 also switches to the unknown-total form.
  *   elapsed_s  seconds since start; the rate is n / elapsed_s (unknown when either is 0)
  *   ncols      terminal width; <= 0 means unknown (tqdm ncols=None): a 10-cell bar, no trim */
-size_t dspy_progress_format(char *buf, size_t cap, const char *desc, long n, long total, double elapsed_s,
-                            int ncols);
+DSPY_API size_t dspy_progress_format(char *buf, size_t cap, const char *desc, long n, long total, double elapsed_s,
+                                     int ncols);
 
 typedef struct dspy_progress dspy_progress;
 
@@ -46,22 +48,22 @@ typedef struct dspy_progress dspy_progress;
  * second, sized to the terminal width, with tqdm's smoothed rate (EMA, smoothing 0.3). On
  * anything else (file, pipe) nothing is printed until dspy_progress_close, which prints one
  * line. desc may be NULL; it is copied. DSPY_ERR_NOMEM on allocation failure (*bar NULL). */
-dspy_status dspy_progress_new(const char *desc, long total, FILE *out, dspy_progress **bar);
+DSPY_API dspy_status dspy_progress_new(const char *desc, long total, FILE *out, dspy_progress **bar);
 
 /* Adds `n` finished items (tqdm.update(n)). */
-void dspy_progress_update(dspy_progress *bar, long n);
+DSPY_API void dspy_progress_update(dspy_progress *bar, long n);
 
 /* Replaces the description (tqdm.set_description); the next redraw shows it. DSPY_ERR_NOMEM
  * keeps the old one. */
-dspy_status dspy_progress_set_desc(dspy_progress *bar, const char *desc);
+DSPY_API dspy_status dspy_progress_set_desc(dspy_progress *bar, const char *desc);
 
 /* Items counted so far. */
-long dspy_progress_n(dspy_progress *bar);
+DSPY_API long dspy_progress_n(dspy_progress *bar);
 
 /* Prints the final line with the overall average rate, as tqdm's close(leave=True) does:
  * on a terminal "\r<line><padding>\n", elsewhere "<line>\n" (10-cell bar); then frees the bar.
  * NULL-safe. */
-void dspy_progress_close(dspy_progress *bar);
+DSPY_API void dspy_progress_close(dspy_progress *bar);
 
 #ifdef __cplusplus
 }

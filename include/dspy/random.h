@@ -15,6 +15,8 @@
 #ifndef DSPY_RANDOM_H
 #define DSPY_RANDOM_H
 
+#include "dspy/export.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,41 +34,41 @@ typedef struct dspy_pyrandom {
 } dspy_pyrandom;
 
 /* random.Random(seed) / r.seed(seed) for a non-negative int that fits 64 bits. */
-void dspy_pyrandom_seed(dspy_pyrandom *r, uint64_t seed);
+DSPY_API void dspy_pyrandom_seed(dspy_pyrandom *r, uint64_t seed);
 
 /* r.seed(n) for an int of any size given as `n_words` 32-bit words, least significant first
  * (high zero words are ignored; n_words == 0 means 0). `words` may be NULL when n_words is 0. */
-void dspy_pyrandom_seed_words(dspy_pyrandom *r, const uint32_t *words, size_t n_words);
+DSPY_API void dspy_pyrandom_seed_words(dspy_pyrandom *r, const uint32_t *words, size_t n_words);
 
 /* The next raw 32-bit output of MT19937 (CPython's genrand_uint32). */
-uint32_t dspy_pyrandom_uint32(dspy_pyrandom *r);
+DSPY_API uint32_t dspy_pyrandom_uint32(dspy_pyrandom *r);
 
 /* r.random(): a double in [0, 1) with 53 random bits, bit-identical to CPython. */
-double dspy_pyrandom_random(dspy_pyrandom *r);
+DSPY_API double dspy_pyrandom_random(dspy_pyrandom *r);
 
 /* r.getrandbits(k) for 0 <= k <= 64 (k > 64 is a programmer error: use _words). */
-uint64_t dspy_pyrandom_getrandbits(dspy_pyrandom *r, int k);
+DSPY_API uint64_t dspy_pyrandom_getrandbits(dspy_pyrandom *r, int k);
 
 /* r.getrandbits(k) for any k >= 0, written as ceil(k/32) words, least significant first;
  * `out` must have room for that many words (nothing is written for k == 0). */
-void dspy_pyrandom_getrandbits_words(dspy_pyrandom *r, size_t k, uint32_t *out);
+DSPY_API void dspy_pyrandom_getrandbits_words(dspy_pyrandom *r, size_t k, uint32_t *out);
 
 /* r._randbelow(n) (CPython's _randbelow_with_getrandbits): uniform in [0, n). n == 0 returns
  * 0 without consuming state (CPython would loop forever). */
-uint64_t dspy_pyrandom_randbelow(dspy_pyrandom *r, uint64_t n);
+DSPY_API uint64_t dspy_pyrandom_randbelow(dspy_pyrandom *r, uint64_t n);
 
 /* r.shuffle(x) over `n` elements of `elem_size` bytes each, in place. */
-void dspy_pyrandom_shuffle(dspy_pyrandom *r, void *base, size_t n, size_t elem_size);
+DSPY_API void dspy_pyrandom_shuffle(dspy_pyrandom *r, void *base, size_t n, size_t elem_size);
 
 /* r.choice(seq) for a sequence of length n: writes the chosen index to *out.
  * DSPY_ERR_ARG when n == 0 (CPython raises IndexError). */
-dspy_status dspy_pyrandom_choice(dspy_pyrandom *r, size_t n, size_t *out);
+DSPY_API dspy_status dspy_pyrandom_choice(dspy_pyrandom *r, size_t n, size_t *out);
 
 /* r.sample(range(n), k): writes k distinct indices in [0, n) to out[0..k) in selection order,
  * following CPython 3.11's algorithm (pool branch or set branch by its setsize rule), so
  * sample(population, k) == [population[i] for i in out]. DSPY_ERR_ARG when k > n,
  * DSPY_ERR_NOMEM when scratch memory runs out; nothing useful is in `out` then. */
-dspy_status dspy_pyrandom_sample(dspy_pyrandom *r, size_t n, size_t k, size_t *out);
+DSPY_API dspy_status dspy_pyrandom_sample(dspy_pyrandom *r, size_t n, size_t k, size_t *out);
 
 #ifdef __cplusplus
 }

@@ -6,8 +6,14 @@
 #ifndef DSPY_RNG_H
 #define DSPY_RNG_H
 
+#include "dspy/export.h"
+
 #include <stdbool.h>
 #include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef struct dspy_rng {
     uint64_t s[4];
@@ -16,13 +22,17 @@ typedef struct dspy_rng {
 } dspy_rng;
 
 /* The same seed always gives the same sequence, on every machine. */
-void dspy_rng_seed(dspy_rng *r, uint64_t seed);
-uint64_t dspy_rng_u64(dspy_rng *r);
+DSPY_API void dspy_rng_seed(dspy_rng *r, uint64_t seed);
+DSPY_API uint64_t dspy_rng_u64(dspy_rng *r);
 /* Uniform in [0, 1) with 53 random bits. */
-double dspy_rng_uniform(dspy_rng *r);
+DSPY_API double dspy_rng_uniform(dspy_rng *r);
 /* Uniform in (0, 1]: safe for log(). */
-double dspy_rng_uniform_pos(dspy_rng *r);
+DSPY_API double dspy_rng_uniform_pos(dspy_rng *r);
 /* Standard normal (Box–Muller). */
-double dspy_rng_normal(dspy_rng *r);
+DSPY_API double dspy_rng_normal(dspy_rng *r);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

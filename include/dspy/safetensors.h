@@ -18,12 +18,18 @@
 #ifndef DSPY_SAFETENSORS_H
 #define DSPY_SAFETENSORS_H
 
+#include "dspy/export.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "dspy/model.h"
 #include "dspy/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 #define DSPY_TENSOR_MAX_DIMS 8
 
@@ -40,18 +46,18 @@ typedef struct dspy_tensor_info {
 } dspy_tensor_info;
 
 /* Number of elements (1 for a scalar, shape product otherwise). */
-int64_t dspy_tensor_numel(const dspy_tensor_info *t);
+DSPY_API int64_t dspy_tensor_numel(const dspy_tensor_info *t);
 /* Converts the tensor to fp32 into `dst` (numel floats). F32, BF16, F16 and F64 are supported;
  * other dtypes give DSPY_ERR_FORMAT naming the file and tensor. */
-dspy_status dspy_tensor_to_f32(const dspy_tensor_info *t, float *dst);
+DSPY_API dspy_status dspy_tensor_to_f32(const dspy_tensor_info *t, float *dst);
 /* Scans the tensor once for NaN and +-Inf values. *n_bad gets how many there are, *first_bad
  * (may be NULL) the flat index of the first one (-1 when none). Floating dtypes F32, BF16, F16,
  * F64, F8_E4M3 (NaN only; it has no Inf) and F8_E5M2 are checked; integer and bool tensors have
  * none. Always DSPY_OK for a tensor of an open file (DSPY_ERR_ARG for NULL arguments). Reads the
  * whole tensor: on a lazily mapped file this pages it in. Thread-safe (reads only). */
-dspy_status dspy_tensor_check_finite(const dspy_tensor_info *t, int64_t *n_bad, int64_t *first_bad);
+DSPY_API dspy_status dspy_tensor_check_finite(const dspy_tensor_info *t, int64_t *n_bad, int64_t *first_bad);
 /* "[2, 3]" into buf. */
-void dspy_tensor_shape_str(const int64_t *shape, int32_t ndim, char *buf, size_t cap);
+DSPY_API void dspy_tensor_shape_str(const int64_t *shape, int32_t ndim, char *buf, size_t cap);
 
 /* ---- one file --------------------------------------------------------------------------- */
 
@@ -59,16 +65,16 @@ typedef struct dspy_safetensors dspy_safetensors;
 
 /* Maps and validates `path`. Errors: DSPY_ERR_IO (cannot open/map), DSPY_ERR_FORMAT (every
  * structural problem, message names the file and the tensor). */
-dspy_status dspy_safetensors_open(const char *path, dspy_safetensors **out);
+DSPY_API dspy_status dspy_safetensors_open(const char *path, dspy_safetensors **out);
 /* NULL-safe; unmaps. Tensor pointers die with it. */
-void dspy_safetensors_free(dspy_safetensors *f);
-size_t dspy_safetensors_count(const dspy_safetensors *f);
+DSPY_API void dspy_safetensors_free(dspy_safetensors *f);
+DSPY_API size_t dspy_safetensors_count(const dspy_safetensors *f);
 /* Tensors in file order (ascending data offset); i < count. */
-const dspy_tensor_info *dspy_safetensors_at(const dspy_safetensors *f, size_t i);
+DSPY_API const dspy_tensor_info *dspy_safetensors_at(const dspy_safetensors *f, size_t i);
 /* NULL when absent. */
-const dspy_tensor_info *dspy_safetensors_find(const dspy_safetensors *f, const char *name);
+DSPY_API const dspy_tensor_info *dspy_safetensors_find(const dspy_safetensors *f, const char *name);
 /* A `__metadata__` value, or NULL. */
-const char *dspy_safetensors_metadata(const dspy_safetensors *f, const char *key);
+DSPY_API const char *dspy_safetensors_metadata(const dspy_safetensors *f, const char *key);
 
 /* ---- a checkpoint: model.safetensors or model.safetensors.index.json + shards ----------- */
 
@@ -78,15 +84,15 @@ typedef struct dspy_checkpoint dspy_checkpoint;
  * shard its "weight_map" names (each tensor must be in the shard the index says). A path ending
  * in ".gguf" opens that GGUF file's tensors under their Hugging Face names and layouts
  * (dspy_checkpoint_open_gguf in dspy/gguf.h). */
-dspy_status dspy_checkpoint_open(const char *dir, dspy_checkpoint **out);
-void dspy_checkpoint_free(dspy_checkpoint *ck);
+DSPY_API dspy_status dspy_checkpoint_open(const char *dir, dspy_checkpoint **out);
+DSPY_API void dspy_checkpoint_free(dspy_checkpoint *ck);
 /* NULL when absent. */
-const dspy_tensor_info *dspy_checkpoint_find(const dspy_checkpoint *ck, const char *name);
+DSPY_API const dspy_tensor_info *dspy_checkpoint_find(const dspy_checkpoint *ck, const char *name);
 /* Total tensors over all shards, and the i-th (shard order, then file order). */
-size_t dspy_checkpoint_count(const dspy_checkpoint *ck);
-const dspy_tensor_info *dspy_checkpoint_at(const dspy_checkpoint *ck, size_t i);
+DSPY_API size_t dspy_checkpoint_count(const dspy_checkpoint *ck);
+DSPY_API const dspy_tensor_info *dspy_checkpoint_at(const dspy_checkpoint *ck, size_t i);
 /* What to name in messages: "DIR/model.safetensors" or "DIR/model.safetensors.index.json". */
-const char *dspy_checkpoint_where(const dspy_checkpoint *ck);
+DSPY_API const char *dspy_checkpoint_where(const dspy_checkpoint *ck);
 
 /* ---- writing ---------------------------------------------------------------------------- */
 
@@ -103,27 +109,31 @@ typedef struct dspy_tensor_out {
 /* Writes a whole file. `metadata` is NULL or a NULL-terminated list of key, value, key, value,
  * ... strings added to `__metadata__` after "format": "pt". Duplicate or empty names, and
  * names starting with "__", are DSPY_ERR_ARG. */
-dspy_status dspy_safetensors_write(const char *path, const dspy_tensor_out *tensors, size_t n,
-                                   const char *const *metadata);
+DSPY_API dspy_status dspy_safetensors_write(const char *path, const dspy_tensor_out *tensors, size_t n,
+                                            const char *const *metadata);
 
 /* Streaming writer (for checkpoints larger than memory): the header is written from the specs,
  * then each tensor's data is supplied by index, in any order, exactly once; close checks that
  * every tensor was supplied and renames the file into place. Abort (or close failing) removes
  * the temporary file. Not thread-safe. */
 typedef struct dspy_safetensors_writer dspy_safetensors_writer;
-dspy_status dspy_safetensors_writer_open(const char *path, const dspy_tensor_out *specs, size_t n,
-                                         const char *const *metadata, dspy_safetensors_writer **out);
+DSPY_API dspy_status dspy_safetensors_writer_open(const char *path, const dspy_tensor_out *specs, size_t n,
+                                                  const char *const *metadata, dspy_safetensors_writer **out);
 /* data: numel fp32 values for tensor `i` of the specs. */
-dspy_status dspy_safetensors_writer_put(dspy_safetensors_writer *w, size_t i, const float *data);
+DSPY_API dspy_status dspy_safetensors_writer_put(dspy_safetensors_writer *w, size_t i, const float *data);
 /* Completes and frees the writer (also on failure). */
-dspy_status dspy_safetensors_writer_close(dspy_safetensors_writer *w);
+DSPY_API dspy_status dspy_safetensors_writer_close(dspy_safetensors_writer *w);
 /* Discards the partial file and frees the writer. NULL-safe. */
-void dspy_safetensors_writer_abort(dspy_safetensors_writer *w);
+DSPY_API void dspy_safetensors_writer_abort(dspy_safetensors_writer *w);
 
 /* Element conversions (round to nearest even; NaN stays NaN). */
-uint16_t dspy_f32_to_bf16(float x);
-float dspy_bf16_to_f32(uint16_t h);
-uint16_t dspy_f32_to_f16(float x);
-float dspy_f16_to_f32(uint16_t h);
+DSPY_API uint16_t dspy_f32_to_bf16(float x);
+DSPY_API float dspy_bf16_to_f32(uint16_t h);
+DSPY_API uint16_t dspy_f32_to_f16(float x);
+DSPY_API float dspy_f16_to_f32(uint16_t h);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -36,6 +36,8 @@
 #ifndef DSPY_SERVER_H
 #define DSPY_SERVER_H
 
+#include "dspy/export.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -92,30 +94,30 @@ typedef struct dspy_server_params {
                                       unbounded, then only max_tokens ends a rambling model) */
 } dspy_server_params;
 
-dspy_server_params dspy_server_params_default(void);
+DSPY_API dspy_server_params dspy_server_params_default(void);
 
 /* Loads the model, tokenizer and chat template, creates the engine and binds the socket (so
  * the port is known and connections queue before dspy_server_run). A model without a chat
  * template serves /v1/completions only (chat requests get 400 saying so).
  * Errors: those of the model/tokenizer loaders (naming the file), DSPY_ERR_IO when the address
  * cannot be bound, DSPY_ERR_ARG for bad params. *out NULL on failure. */
-dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out);
+DSPY_API dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out);
 
 /* The bound port (the chosen one for port 0). */
-int dspy_server_port(const dspy_server *s);
+DSPY_API int dspy_server_port(const dspy_server *s);
 /* The served model id (borrowed). */
-const char *dspy_server_model_name(const dspy_server *s);
+DSPY_API const char *dspy_server_model_name(const dspy_server *s);
 
 /* Serves until dspy_server_stop; then stops accepting, lets in-flight requests finish for up to
  * shutdown_grace_ms, aborts the rest (503 or an error event on a stream), closes every
  * connection and returns DSPY_OK. DSPY_ERR_IO if the listening socket fails. */
-dspy_status dspy_server_run(dspy_server *s);
+DSPY_API dspy_status dspy_server_run(dspy_server *s);
 
 /* Asks dspy_server_run to shut down. Async-signal-safe and idempotent. */
-void dspy_server_stop(dspy_server *s);
+DSPY_API void dspy_server_stop(dspy_server *s);
 
 /* Frees everything. NULL-safe; call after dspy_server_run has returned (or instead of it). */
-void dspy_server_free(dspy_server *s);
+DSPY_API void dspy_server_free(dspy_server *s);
 
 #ifdef __cplusplus
 }

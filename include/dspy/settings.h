@@ -33,6 +33,8 @@
 #ifndef DSPY_SETTINGS_H
 #define DSPY_SETTINGS_H
 
+#include "dspy/export.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -51,75 +53,75 @@ extern "C" {
 /* ---- process-wide values (dspy.configure) ------------------------------------------------ */
 
 /* settings.lm (retained; NULL = None). */
-void dspy_settings_set_lm(dspy_lm *lm);
+DSPY_API void dspy_settings_set_lm(dspy_lm *lm);
 /* settings.adapter: which adapter Predict calls, and whether a ChatAdapter falls back to the
  * JSONAdapter on a parse failure. */
-void dspy_settings_set_adapter(dspy_adapter_kind kind, bool use_json_adapter_fallback);
+DSPY_API void dspy_settings_set_adapter(dspy_adapter_kind kind, bool use_json_adapter_fallback);
 /* The format profile new modules get by default (dspy_predict_params_default). */
-void dspy_settings_set_profile(dspy_profile profile);
+DSPY_API void dspy_settings_set_profile(dspy_profile profile);
 /* settings.trace (retained; NULL = None: no tracing). */
-void dspy_settings_set_trace(dspy_trace *trace);
-void dspy_settings_set_max_trace_size(int64_t n);
+DSPY_API void dspy_settings_set_trace(dspy_trace *trace);
+DSPY_API void dspy_settings_set_max_trace_size(int64_t n);
 /* settings.callbacks = a copy of cbs[0..n). n == 0 clears them. */
-dspy_status dspy_settings_set_callbacks(const dspy_callbacks *cbs, size_t n);
+DSPY_API dspy_status dspy_settings_set_callbacks(const dspy_callbacks *cbs, size_t n);
 /* DSPY_ERR_ARG for n < 1. */
-dspy_status dspy_settings_set_num_threads(int32_t n);
+DSPY_API dspy_status dspy_settings_set_num_threads(int32_t n);
 /* DSPY_ERR_ARG for n < 0. */
-dspy_status dspy_settings_set_max_errors(int32_t n);
+DSPY_API dspy_status dspy_settings_set_max_errors(int32_t n);
 /* settings.disable_history: true stops LM history recording (dspy_history_set_enabled). */
-void dspy_settings_set_disable_history(bool disable);
+DSPY_API void dspy_settings_set_disable_history(bool disable);
 /* dspy.c's own extension (not in DSPy): when the LM is a local model served by dspy.c
  * ("openai/local:<dir>"), ask its server for always-valid answers: ChatAdapter calls whose
  * outputs are str and Literal fields carry the "dspy_layout" request field
  * (dspy_chat_adapter_layout), and the JSONAdapter sends its json_schema response_format (as it
  * does for OpenAI models) instead of json_object. Default true; process-wide (no context
  * override). Requests to remote APIs are never changed. */
-void dspy_settings_set_local_structured(bool on);
+DSPY_API void dspy_settings_set_local_structured(bool on);
 /* Back to the defaults above, with a fresh empty global trace (tests use it). */
-void dspy_settings_reset(void);
+DSPY_API void dspy_settings_reset(void);
 
 /* ---- effective values on the calling thread ---------------------------------------------- */
 
-dspy_lm *dspy_settings_lm(void);                 /* new reference or NULL */
-dspy_adapter_kind dspy_settings_adapter(bool *use_json_adapter_fallback /* may be NULL */);
-dspy_profile dspy_settings_profile(void);
-dspy_trace *dspy_settings_trace(void);           /* new reference, or NULL for None */
-int64_t dspy_settings_max_trace_size(void);
-int32_t dspy_settings_num_threads(void);
-int32_t dspy_settings_max_errors(void);
-bool dspy_settings_disable_history(void);
-bool dspy_settings_local_structured(void);
+DSPY_API dspy_lm *dspy_settings_lm(void);                 /* new reference or NULL */
+DSPY_API dspy_adapter_kind dspy_settings_adapter(bool *use_json_adapter_fallback /* may be NULL */);
+DSPY_API dspy_profile dspy_settings_profile(void);
+DSPY_API dspy_trace *dspy_settings_trace(void);           /* new reference, or NULL for None */
+DSPY_API int64_t dspy_settings_max_trace_size(void);
+DSPY_API int32_t dspy_settings_num_threads(void);
+DSPY_API int32_t dspy_settings_max_errors(void);
+DSPY_API bool dspy_settings_disable_history(void);
+DSPY_API bool dspy_settings_local_structured(void);
 /* A malloc'd copy of the callback table in effect (*n entries; *out NULL when none). */
-dspy_status dspy_settings_callbacks(dspy_callbacks **out, size_t *n);
+DSPY_API dspy_status dspy_settings_callbacks(dspy_callbacks **out, size_t *n);
 
 /* ---- contexts (dspy.context) ------------------------------------------------------------- */
 
 typedef struct dspy_context dspy_context;
 
 /* A context that overrides nothing yet. Reference counted. */
-dspy_status dspy_context_new(dspy_context **out);
-dspy_context *dspy_context_retain(dspy_context *c); /* NULL-safe; returns c */
-void dspy_context_free(dspy_context *c);            /* NULL-safe; drops one reference */
+DSPY_API dspy_status dspy_context_new(dspy_context **out);
+DSPY_API dspy_context *dspy_context_retain(dspy_context *c); /* NULL-safe; returns c */
+DSPY_API void dspy_context_free(dspy_context *c);            /* NULL-safe; drops one reference */
 
 /* Overrides (same meaning as the process-wide setters). A context may be changed while pushed;
  * lookups see the change at once. */
-void dspy_context_set_lm(dspy_context *c, dspy_lm *lm);
-void dspy_context_set_adapter(dspy_context *c, dspy_adapter_kind kind, bool use_json_adapter_fallback);
-void dspy_context_set_profile(dspy_context *c, dspy_profile profile);
-void dspy_context_set_trace(dspy_context *c, dspy_trace *trace); /* NULL = None */
-void dspy_context_set_max_trace_size(dspy_context *c, int64_t n);
-dspy_status dspy_context_set_callbacks(dspy_context *c, const dspy_callbacks *cbs, size_t n);
-dspy_status dspy_context_set_num_threads(dspy_context *c, int32_t n);
-dspy_status dspy_context_set_max_errors(dspy_context *c, int32_t n);
+DSPY_API void dspy_context_set_lm(dspy_context *c, dspy_lm *lm);
+DSPY_API void dspy_context_set_adapter(dspy_context *c, dspy_adapter_kind kind, bool use_json_adapter_fallback);
+DSPY_API void dspy_context_set_profile(dspy_context *c, dspy_profile profile);
+DSPY_API void dspy_context_set_trace(dspy_context *c, dspy_trace *trace); /* NULL = None */
+DSPY_API void dspy_context_set_max_trace_size(dspy_context *c, int64_t n);
+DSPY_API dspy_status dspy_context_set_callbacks(dspy_context *c, const dspy_callbacks *cbs, size_t n);
+DSPY_API dspy_status dspy_context_set_num_threads(dspy_context *c, int32_t n);
+DSPY_API dspy_status dspy_context_set_max_errors(dspy_context *c, int32_t n);
 
 /* Makes `c` the innermost context of the calling thread (retained until popped). One context
  * may be pushed on several threads at once. */
-dspy_status dspy_context_push(dspy_context *c);
+DSPY_API dspy_status dspy_context_push(dspy_context *c);
 /* Pops `c`, which must be the calling thread's innermost context (DSPY_ERR_STATE otherwise). */
-dspy_status dspy_context_pop(dspy_context *c);
+DSPY_API dspy_status dspy_context_pop(dspy_context *c);
 /* A new context holding every override in effect on the calling thread (innermost wins), for
  * handing to worker threads. With no context pushed it overrides nothing. */
-dspy_status dspy_context_capture(dspy_context **out);
+DSPY_API dspy_status dspy_context_capture(dspy_context **out);
 
 #ifdef __cplusplus
 }

@@ -42,6 +42,8 @@
 #ifndef DSPY_SFT_DATA_H
 #define DSPY_SFT_DATA_H
 
+#include "dspy/export.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -63,7 +65,7 @@ typedef struct dspy_sft_params {
 } dspy_sft_params;
 
 /* max_seq_length 4096, vocab_size 0, chat_date NULL. */
-dspy_sft_params dspy_sft_params_default(void);
+DSPY_API dspy_sft_params dspy_sft_params_default(void);
 
 /* Why a line was skipped. */
 typedef enum dspy_sft_issue_kind {
@@ -77,7 +79,7 @@ typedef enum dspy_sft_issue_kind {
 } dspy_sft_issue_kind;
 
 /* "bad_json", "bad_shape", "unknown_role", "no_assistant", "too_long", "bad_token". */
-const char *dspy_sft_issue_kind_name(dspy_sft_issue_kind k);
+DSPY_API const char *dspy_sft_issue_kind_name(dspy_sft_issue_kind k);
 
 typedef struct dspy_sft_issue {
     int64_t line;             /* 1-based line number in the file */
@@ -101,26 +103,26 @@ typedef struct dspy_sft_dataset dspy_sft_dataset;
  * never fail the call. Errors: DSPY_ERR_NOTFOUND / DSPY_ERR_IO (the file), DSPY_ERR_ARG
  * (max_seq_length < 2), DSPY_ERR_NOMEM. *out NULL on failure. A file without any usable line
  * loads fine with count 0: the caller decides (the trainer refuses it). */
-dspy_status dspy_sft_load(const char *path, const dspy_tokenizer *tok, const dspy_chat_template *tpl,
-                          const dspy_sft_params *p, dspy_sft_dataset **out);
+DSPY_API dspy_status dspy_sft_load(const char *path, const dspy_tokenizer *tok, const dspy_chat_template *tpl,
+                                   const dspy_sft_params *p, dspy_sft_dataset **out);
 /* The same over JSONL text in memory; `name` names it in messages (NULL: "<jsonl>"). */
-dspy_status dspy_sft_parse(const char *data, size_t len, const char *name, const dspy_tokenizer *tok,
-                           const dspy_chat_template *tpl, const dspy_sft_params *p,
-                           dspy_sft_dataset **out);
+DSPY_API dspy_status dspy_sft_parse(const char *data, size_t len, const char *name, const dspy_tokenizer *tok,
+                                    const dspy_chat_template *tpl, const dspy_sft_params *p,
+                                    dspy_sft_dataset **out);
 /* NULL-safe. */
-void dspy_sft_free(dspy_sft_dataset *ds);
+DSPY_API void dspy_sft_free(dspy_sft_dataset *ds);
 
 /* Usable examples, in file order; i < count. */
-size_t dspy_sft_count(const dspy_sft_dataset *ds);
-dspy_sft_example dspy_sft_at(const dspy_sft_dataset *ds, size_t i);
+DSPY_API size_t dspy_sft_count(const dspy_sft_dataset *ds);
+DSPY_API dspy_sft_example dspy_sft_at(const dspy_sft_dataset *ds, size_t i);
 /* Lines that were skipped, in file order; i < n_issues. */
-size_t dspy_sft_n_issues(const dspy_sft_dataset *ds);
-const dspy_sft_issue *dspy_sft_issue_at(const dspy_sft_dataset *ds, size_t i);
+DSPY_API size_t dspy_sft_n_issues(const dspy_sft_dataset *ds);
+DSPY_API const dspy_sft_issue *dspy_sft_issue_at(const dspy_sft_dataset *ds, size_t i);
 /* Lines read that were not blank (usable + skipped). */
-size_t dspy_sft_n_lines(const dspy_sft_dataset *ds);
+DSPY_API size_t dspy_sft_n_lines(const dspy_sft_dataset *ds);
 /* Tokens and labelled tokens over all usable examples. */
-int64_t dspy_sft_total_tokens(const dspy_sft_dataset *ds);
-int64_t dspy_sft_total_labels(const dspy_sft_dataset *ds);
+DSPY_API int64_t dspy_sft_total_tokens(const dspy_sft_dataset *ds);
+DSPY_API int64_t dspy_sft_total_labels(const dspy_sft_dataset *ds);
 
 /* ---- packing ------------------------------------------------------------------------------ */
 
@@ -145,21 +147,21 @@ typedef struct dspy_sft_pack dspy_sft_pack;
  * sequences of at most max_len tokens, next-fit in the given order. packing false puts one
  * example per sequence. Errors: DSPY_ERR_ARG (an index out of range, max_len smaller than an
  * example), DSPY_ERR_NOMEM. *out NULL on failure. */
-dspy_status dspy_sft_pack_new(const dspy_sft_dataset *ds, const size_t *order, size_t n, int32_t max_len,
-                              bool packing, dspy_sft_pack **out);
+DSPY_API dspy_status dspy_sft_pack_new(const dspy_sft_dataset *ds, const size_t *order, size_t n, int32_t max_len,
+                                       bool packing, dspy_sft_pack **out);
 /* NULL-safe. */
-void dspy_sft_pack_free(dspy_sft_pack *pk);
-size_t dspy_sft_pack_count(const dspy_sft_pack *pk);
-dspy_sft_seq dspy_sft_pack_at(const dspy_sft_pack *pk, size_t i);
+DSPY_API void dspy_sft_pack_free(dspy_sft_pack *pk);
+DSPY_API size_t dspy_sft_pack_count(const dspy_sft_pack *pk);
+DSPY_API dspy_sft_seq dspy_sft_pack_at(const dspy_sft_pack *pk, size_t i);
 /* How many sequences packing `order` would give, without building them (for planning). Same
  * errors as dspy_sft_pack_new. */
-dspy_status dspy_sft_pack_count_only(const dspy_sft_dataset *ds, const size_t *order, size_t n,
-                                     int32_t max_len, bool packing, size_t *count);
+DSPY_API dspy_status dspy_sft_pack_count_only(const dspy_sft_dataset *ds, const size_t *order, size_t n,
+                                              int32_t max_len, bool packing, size_t *count);
 
 /* The training order of epoch `epoch` (0-based): indices 0..count-1 shuffled in place with
  * Python's random.Random(seed + epoch).shuffle, so Python reproduces it with
  * `order = list(range(n)); random.Random(seed + epoch).shuffle(order)`. `order` has count entries. */
-void dspy_sft_epoch_order(const dspy_sft_dataset *ds, uint64_t seed, int64_t epoch, size_t *order);
+DSPY_API void dspy_sft_epoch_order(const dspy_sft_dataset *ds, uint64_t seed, int64_t epoch, size_t *order);
 
 #ifdef __cplusplus
 }

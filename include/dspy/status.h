@@ -10,6 +10,8 @@
 #ifndef DSPY_STATUS_H
 #define DSPY_STATUS_H
 
+#include "dspy/export.h"
+
 #include <stdarg.h>
 #include <stddef.h>
 
@@ -35,32 +37,32 @@ typedef enum dspy_status {
 
 /* Writes the message (printf format) into this thread's error buffer and returns `code`.
  * Typical use: `return dspy_fail(DSPY_ERR_ARG, "%s: line %d: ...", path, line);` */
-dspy_status dspy_fail(dspy_status code, const char *fmt, ...)
+DSPY_API dspy_status dspy_fail(dspy_status code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-dspy_status dspy_failv(dspy_status code, const char *fmt, va_list ap);
+DSPY_API dspy_status dspy_failv(dspy_status code, const char *fmt, va_list ap);
 
 /* Prepends "prefix: " to the current message (for adding context on the way up) and returns
  * `code` unchanged. */
-dspy_status dspy_fail_wrap(dspy_status code, const char *fmt, ...)
+DSPY_API dspy_status dspy_fail_wrap(dspy_status code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /* Appends text (printf format) to the current message, e.g. a hint on how to fix it, and
  * returns `code` unchanged. */
-dspy_status dspy_fail_append(dspy_status code, const char *fmt, ...)
+DSPY_API dspy_status dspy_fail_append(dspy_status code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /* The last message written on this thread ("" if none). Valid until the next dspy_fail. */
-const char *dspy_errmsg(void);
+DSPY_API const char *dspy_errmsg(void);
 
 /* Clears this thread's message. */
-void dspy_errclear(void);
+DSPY_API void dspy_errclear(void);
 
 /* Short stable name of a status: "ok", "nomem", "io", ... */
-const char *dspy_status_name(dspy_status s);
+DSPY_API const char *dspy_status_name(dspy_status s);
 
 /* Programmer-error assertion: prints file:line and the expression to stderr and aborts.
  * Never used for bad input, which gets a status. */
-void dspy_assert_fail(const char *expr, const char *file, int line);
+DSPY_API void dspy_assert_fail(const char *expr, const char *file, int line);
 #define DSPY_ASSERT(x) ((x) ? (void)0 : dspy_assert_fail(#x, __FILE__, __LINE__))
 
 #ifdef __cplusplus

@@ -10,6 +10,8 @@
 #ifndef DSPY_TENSOR_H
 #define DSPY_TENSOR_H
 
+#include "dspy/export.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -40,11 +42,11 @@ typedef enum dspy_dtype {
 } dspy_dtype;
 
 /* "F32", "BF16", ... (safetensors spelling); "?" for an invalid value. */
-const char *dspy_dtype_name(dspy_dtype t);
+DSPY_API const char *dspy_dtype_name(dspy_dtype t);
 /* Bytes per element (0 for an invalid value). */
-size_t dspy_dtype_size(dspy_dtype t);
+DSPY_API size_t dspy_dtype_size(dspy_dtype t);
 /* Parses a safetensors dtype name; false if unknown. */
-bool dspy_dtype_parse(const char *name, dspy_dtype *out);
+DSPY_API bool dspy_dtype_parse(const char *name, dspy_dtype *out);
 
 /* Where memory lives. */
 typedef enum dspy_device_type {
@@ -62,9 +64,9 @@ typedef struct dspy_device {
  * DSPY_ERR_ARG for anything else; DSPY_ERR_BACKEND when CUDA is asked for and this build has no
  * CUDA, no device is visible, or the driver is too old (the message says which, and how many
  * devices exist). */
-dspy_status dspy_device_parse(const char *name, dspy_device *out);
+DSPY_API dspy_status dspy_device_parse(const char *name, dspy_device *out);
 /* "cpu" or "cuda:N" into buf. */
-void dspy_device_str(dspy_device d, char *buf, size_t cap);
+DSPY_API void dspy_device_str(dspy_device d, char *buf, size_t cap);
 
 typedef struct dspy_tensor {
     void *data;            /* NULL for an absent optional tensor (e.g. no bias) */

@@ -20,6 +20,8 @@
 #ifndef DSPY_TOKENIZER_H
 #define DSPY_TOKENIZER_H
 
+#include "dspy/export.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -40,10 +42,10 @@ typedef struct dspy_tokenizer dspy_tokenizer;
  * Errors: DSPY_ERR_NOTFOUND (no such file), DSPY_ERR_IO, DSPY_ERR_FORMAT (bad JSON, missing
  * model.vocab / model.merges, a merge naming unknown tokens, an unsupported component; the
  * message names the file and the field), DSPY_ERR_NOMEM. */
-dspy_status dspy_tokenizer_load(const char *path, dspy_tokenizer **out);
+DSPY_API dspy_status dspy_tokenizer_load(const char *path, dspy_tokenizer **out);
 
 /* Frees the tokenizer. NULL-safe. */
-void dspy_tokenizer_free(dspy_tokenizer *tok);
+DSPY_API void dspy_tokenizer_free(dspy_tokenizer *tok);
 
 /* Encodes `len` bytes of UTF-8 `text` into token ids (*ids malloc'ed, caller frees; *n their
  * count; for empty output *ids is still a valid allocation).
@@ -54,57 +56,57 @@ void dspy_tokenizer_free(dspy_tokenizer *tok);
  *   split_special_tokens=True). Non-special added tokens are always matched.
  * Errors: DSPY_ERR_ARG (text is not valid UTF-8; the message gives the byte offset),
  * DSPY_ERR_NOMEM. */
-dspy_status dspy_tokenizer_encode(const dspy_tokenizer *tok, const char *text, size_t len,
-                                  bool add_special, bool parse_special, int32_t **ids, size_t *n);
+DSPY_API dspy_status dspy_tokenizer_encode(const dspy_tokenizer *tok, const char *text, size_t len,
+                                           bool add_special, bool parse_special, int32_t **ids, size_t *n);
 
 /* As dspy_tokenizer_encode, but stops as soon as the text needs more than max_tokens ids
  * (0 = no limit): DSPY_ERR_CONTEXT "the text is longer than N tokens", having done work for
  * about max_tokens tokens only, whatever the text's length (a server checks a prompt against the
  * context this way). */
-dspy_status dspy_tokenizer_encode_max(const dspy_tokenizer *tok, const char *text, size_t len, bool add_special,
-                                      bool parse_special, size_t max_tokens, int32_t **ids, size_t *n);
+DSPY_API dspy_status dspy_tokenizer_encode_max(const dspy_tokenizer *tok, const char *text, size_t len, bool add_special,
+                                               bool parse_special, size_t max_tokens, int32_t **ids, size_t *n);
 
 /* As dspy_tokenizer_encode, and also *starts (malloc'ed, *n entries): the byte offset in
  * `text` where each token begins. Token i covers [starts[i], starts[i+1]) (the last one ends
  * at len). Template tokens added by add_special get the offset where they stand (0 for a
  * prefix, len for a suffix) and cover no bytes. */
-dspy_status dspy_tokenizer_encode_offsets(const dspy_tokenizer *tok, const char *text, size_t len,
-                                          bool add_special, bool parse_special, int32_t **ids,
-                                          size_t **starts, size_t *n);
+DSPY_API dspy_status dspy_tokenizer_encode_offsets(const dspy_tokenizer *tok, const char *text, size_t len,
+                                                   bool add_special, bool parse_special, int32_t **ids,
+                                                   size_t **starts, size_t *n);
 
 /* Decodes ids into UTF-8 text (*out malloc'ed and NUL-terminated, *len its length; len may be
  * NULL). Special tokens are rendered as their text unless skip_special. Byte sequences that
  * are not valid UTF-8 become U+FFFD, one per maximal invalid subpart, as HF's ByteLevel
  * decoder (Rust from_utf8_lossy) does. No clean-up of tokenization spaces is applied, so
  * decode(encode(x)) == x. Errors: DSPY_ERR_ARG (an id outside the vocabulary), DSPY_ERR_NOMEM. */
-dspy_status dspy_tokenizer_decode(const dspy_tokenizer *tok, const int32_t *ids, size_t n,
-                                  bool skip_special, char **out, size_t *len);
+DSPY_API dspy_status dspy_tokenizer_decode(const dspy_tokenizer *tok, const int32_t *ids, size_t n,
+                                           bool skip_special, char **out, size_t *len);
 
 /* The id of a token given in its tokenizer.json spelling ("Ġhello", "<|eot_id|>"), or -1. */
-int32_t dspy_tokenizer_token_to_id(const dspy_tokenizer *tok, const char *token);
+DSPY_API int32_t dspy_tokenizer_token_to_id(const dspy_tokenizer *tok, const char *token);
 
 /* The tokenizer.json spelling of `id` (owned by the tokenizer), or NULL if `id` is unused or
  * out of range. */
-const char *dspy_tokenizer_id_to_token(const dspy_tokenizer *tok, int32_t id);
+DSPY_API const char *dspy_tokenizer_id_to_token(const dspy_tokenizer *tok, int32_t id);
 
 /* The raw bytes a token decodes to (special tokens: their content), owned by the tokenizer;
  * *len their count. NULL (and *len 0) for an unused or out-of-range id. */
-const char *dspy_tokenizer_token_bytes(const dspy_tokenizer *tok, int32_t id, size_t *len);
+DSPY_API const char *dspy_tokenizer_token_bytes(const dspy_tokenizer *tok, int32_t id, size_t *len);
 
 /* One past the largest id (model vocabulary plus added tokens): 128256 for Llama 3. */
-int32_t dspy_tokenizer_vocab_size(const dspy_tokenizer *tok);
+DSPY_API int32_t dspy_tokenizer_vocab_size(const dspy_tokenizer *tok);
 
 /* true if `id` is an added token marked special. */
-bool dspy_tokenizer_is_special(const dspy_tokenizer *tok, int32_t id);
+DSPY_API bool dspy_tokenizer_is_special(const dspy_tokenizer *tok, int32_t id);
 
 /* bos/eos ids from tokenizer_config.json (bos falls back to the post-processor's first
  * prefix token); -1 when unknown. Llama 3.x: 128000 and, per its config, 128009. */
-int32_t dspy_tokenizer_bos_id(const dspy_tokenizer *tok);
-int32_t dspy_tokenizer_eos_id(const dspy_tokenizer *tok);
+DSPY_API int32_t dspy_tokenizer_bos_id(const dspy_tokenizer *tok);
+DSPY_API int32_t dspy_tokenizer_eos_id(const dspy_tokenizer *tok);
 
 /* Which split implementation this tokenizer uses: "llama3" (hand-written matcher), "qwen2"
  * (same matcher, single digits), "pcre2" (other patterns), or "none". */
-const char *dspy_tokenizer_pretokenizer(const dspy_tokenizer *tok);
+DSPY_API const char *dspy_tokenizer_pretokenizer(const dspy_tokenizer *tok);
 
 /* Streaming decoder for generation: feed ids one at a time, get text as soon as it forms
  * complete UTF-8 characters; bytes of an unfinished character are held back until the next
@@ -112,15 +114,15 @@ const char *dspy_tokenizer_pretokenizer(const dspy_tokenizer *tok);
 typedef struct dspy_tokenizer_stream dspy_tokenizer_stream;
 
 /* New stream over `tok` (which must outlive it). *out NULL on failure (DSPY_ERR_NOMEM). */
-dspy_status dspy_tokenizer_stream_new(const dspy_tokenizer *tok, bool skip_special,
-                                      dspy_tokenizer_stream **out);
+DSPY_API dspy_status dspy_tokenizer_stream_new(const dspy_tokenizer *tok, bool skip_special,
+                                               dspy_tokenizer_stream **out);
 /* Appends to `out` the text that `id` completes (possibly nothing). Errors: DSPY_ERR_ARG for an
  * id outside the vocabulary (the stream is unchanged), DSPY_ERR_NOMEM. */
-dspy_status dspy_tokenizer_stream_push(dspy_tokenizer_stream *s, int32_t id, dspy_str *out);
+DSPY_API dspy_status dspy_tokenizer_stream_push(dspy_tokenizer_stream *s, int32_t id, dspy_str *out);
 /* Appends U+FFFD for bytes still held (an unfinished character at the end) and resets. */
-dspy_status dspy_tokenizer_stream_flush(dspy_tokenizer_stream *s, dspy_str *out);
+DSPY_API dspy_status dspy_tokenizer_stream_flush(dspy_tokenizer_stream *s, dspy_str *out);
 /* NULL-safe. */
-void dspy_tokenizer_stream_free(dspy_tokenizer_stream *s);
+DSPY_API void dspy_tokenizer_stream_free(dspy_tokenizer_stream *s);
 
 #ifdef __cplusplus
 }

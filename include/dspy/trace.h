@@ -13,6 +13,8 @@
 #ifndef DSPY_TRACE_H
 #define DSPY_TRACE_H
 
+#include "dspy/export.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,21 +36,21 @@ typedef struct dspy_trace_entry {
     dspy_prediction *prediction; /* what it returned */
 } dspy_trace_entry;
 
-void dspy_trace_entry_clear(dspy_trace_entry *e); /* drops the references; NULL-safe */
+DSPY_API void dspy_trace_entry_clear(dspy_trace_entry *e); /* drops the references; NULL-safe */
 
 /* A new empty trace. */
-dspy_status dspy_trace_new(dspy_trace **out);
-dspy_trace *dspy_trace_retain(dspy_trace *t); /* NULL-safe; returns t */
-void dspy_trace_free(dspy_trace *t);          /* NULL-safe; drops one reference */
+DSPY_API dspy_status dspy_trace_new(dspy_trace **out);
+DSPY_API dspy_trace *dspy_trace_retain(dspy_trace *t); /* NULL-safe; returns t */
+DSPY_API void dspy_trace_free(dspy_trace *t);          /* NULL-safe; drops one reference */
 
-size_t dspy_trace_len(dspy_trace *t);
+DSPY_API size_t dspy_trace_len(dspy_trace *t);
 /* Entry i (Python indexing: -1 is the last one). DSPY_ERR_ARG when out of range. */
-dspy_status dspy_trace_get(dspy_trace *t, int64_t i, dspy_trace_entry *out);
+DSPY_API dspy_status dspy_trace_get(dspy_trace *t, int64_t i, dspy_trace_entry *out);
 /* Appends (predictor, copy of inputs, prediction), first popping the oldest entry while the
  * trace holds max_size or more entries. max_size <= 0 records nothing. */
-dspy_status dspy_trace_append(dspy_trace *t, dspy_module *predictor, const dspy_json *inputs,
-                              dspy_prediction *prediction, int64_t max_size);
-void dspy_trace_clear(dspy_trace *t);
+DSPY_API dspy_status dspy_trace_append(dspy_trace *t, dspy_module *predictor, const dspy_json *inputs,
+                                       dspy_prediction *prediction, int64_t max_size);
+DSPY_API void dspy_trace_clear(dspy_trace *t);
 
 #ifdef __cplusplus
 }

@@ -45,6 +45,8 @@
 #ifndef DSPY_TRACK_H
 #define DSPY_TRACK_H
 
+#include "dspy/export.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -73,28 +75,28 @@ typedef struct dspy_run_params {
                                       report's path, the MLflow run), or NULL */
 } dspy_run_params;
 
-dspy_run_params dspy_run_params_default(void);
+DSPY_API dspy_run_params dspy_run_params_default(void);
 
 /* Starts a run in `dir` (created if needed): a new id, run.json with status RUNNING, an empty
  * metrics.jsonl, the environment; with MLflow configured, the experiment and an MLflow run
  * (failures there are warnings, never errors). Errors: DSPY_ERR_ARG (no kind or dir),
  * DSPY_ERR_IO (the directory or run.json cannot be written), DSPY_ERR_NOMEM. */
-dspy_status dspy_run_begin(const char *dir, const dspy_run_params *p, dspy_run **out);
+DSPY_API dspy_status dspy_run_begin(const char *dir, const dspy_run_params *p, dspy_run **out);
 
 /* Records a parameter (string value; a later value for the same key replaces the earlier one).
  * Keys are 1-250 bytes of [A-Za-z0-9_.-/ ] (MLflow's rule); DSPY_ERR_ARG otherwise. */
-dspy_status dspy_run_set_param(dspy_run *r, const char *key, const char *value);
+DSPY_API dspy_status dspy_run_set_param(dspy_run *r, const char *key, const char *value);
 /* Records every member of a JSON object as a parameter "<prefix><key>" (strings as they are,
  * other values as compact JSON), e.g. the effective train_kwargs. DSPY_ERR_ARG if not an object. */
-dspy_status dspy_run_set_params_json(dspy_run *r, const char *prefix, const dspy_json *obj);
-dspy_status dspy_run_set_tag(dspy_run *r, const char *key, const char *value);
+DSPY_API dspy_status dspy_run_set_params_json(dspy_run *r, const char *prefix, const dspy_json *obj);
+DSPY_API dspy_status dspy_run_set_tag(dspy_run *r, const char *key, const char *value);
 /* Appends a metric point to metrics.jsonl now (timestamp: now) and keeps it as the final value
  * of `key`. Non-finite values are logged as they are (JSON null would lose them: NaN and
  * +-Infinity are written as the strings "NaN", "Infinity", "-Infinity"). */
-dspy_status dspy_run_log_metric(dspy_run *r, const char *key, double value, int64_t step);
+DSPY_API dspy_status dspy_run_log_metric(dspy_run *r, const char *key, double value, int64_t step);
 /* Writes the entries of `h` (oldest first) as JSON lines to <dir>/<rel_path> (directories made
  * as needed), e.g. "history.jsonl" or "baselines/teacher/history.jsonl". */
-dspy_status dspy_run_save_history(dspy_run *r, const char *rel_path, dspy_history *h);
+DSPY_API dspy_status dspy_run_save_history(dspy_run *r, const char *rel_path, dspy_history *h);
 
 /* Ends the run: collects what the run directory holds (report.json numbers, results.json
  * scores, train.jsonl curves, and for compile copies of the trainer's train.jsonl and the
@@ -102,16 +104,16 @@ dspy_status dspy_run_save_history(dspy_run *r, const char *rel_path, dspy_histor
  * else FAILED with `error`), and report.html, then sends everything to MLflow when configured.
  * Idempotent: a second call does nothing. MLflow failures are warnings; errors here are about
  * the run directory itself (DSPY_ERR_IO, DSPY_ERR_NOMEM). */
-dspy_status dspy_run_finish(dspy_run *r, bool ok, const char *error);
+DSPY_API dspy_status dspy_run_finish(dspy_run *r, bool ok, const char *error);
 
-const char *dspy_run_dir(const dspy_run *r);
-const char *dspy_run_id(const dspy_run *r);
+DSPY_API const char *dspy_run_dir(const dspy_run *r);
+DSPY_API const char *dspy_run_id(const dspy_run *r);
 /* The report path written by dspy_run_finish (NULL before, or when it could not be written). */
-const char *dspy_run_report_path(const dspy_run *r);
+DSPY_API const char *dspy_run_report_path(const dspy_run *r);
 /* The MLflow run id, or NULL when MLflow is not configured or not reached. */
-const char *dspy_run_mlflow_run_id(const dspy_run *r);
+DSPY_API const char *dspy_run_mlflow_run_id(const dspy_run *r);
 /* Frees the run; an unfinished run is left as it is on disk (status RUNNING). NULL-safe. */
-void dspy_run_free(dspy_run *r);
+DSPY_API void dspy_run_free(dspy_run *r);
 
 /* ---- reading runs ------------------------------------------------------------------------ */
 
@@ -120,21 +122,21 @@ void dspy_run_free(dspy_run *r);
  * those files (id = "" then). Adds "dir" (absolute) and "alive" (false when status is RUNNING
  * but the recorded process on this host is gone: shown as DIED by `dspy runs list`).
  * Errors: DSPY_ERR_NOTFOUND (no run there), DSPY_ERR_FORMAT (run.json unreadable). */
-dspy_status dspy_run_load(const char *dir, dspy_json **out);
+DSPY_API dspy_status dspy_run_load(const char *dir, dspy_json **out);
 
 /* Every metric point of the run in `dir` (metrics.jsonl; for an older directory, its
  * train.jsonl) as a JSON array of {"key", "value", "step", "timestamp"}. A missing log gives []. */
-dspy_status dspy_run_metrics(const char *dir, dspy_json **out);
+DSPY_API dspy_status dspy_run_metrics(const char *dir, dspy_json **out);
 
 /* Finds runs under each root (the root itself and directories up to `max_depth` levels below,
  * not descending into a run's own subdirectories, checkpoints, caches or model folders) and
  * returns their manifests (dspy_run_load) as a JSON array sorted by start_time, newest first. */
-dspy_status dspy_runs_find(const char *const *roots, size_t n_roots, int max_depth, dspy_json **out);
+DSPY_API dspy_status dspy_runs_find(const char *const *roots, size_t n_roots, int max_depth, dspy_json **out);
 
 /* Resolves a run reference: a run directory, or a run id or unique id prefix (>= 4 characters)
  * among the runs dspy_runs_find sees under `roots`. *dir_out is malloc'd. Errors:
  * DSPY_ERR_NOTFOUND, DSPY_ERR_ARG (an ambiguous prefix: the message lists the matches). */
-dspy_status dspy_run_resolve(const char *ref, const char *const *roots, size_t n_roots, char **dir_out);
+DSPY_API dspy_status dspy_run_resolve(const char *ref, const char *const *roots, size_t n_roots, char **dir_out);
 
 /* ---- MLflow ------------------------------------------------------------------------------ */
 
@@ -146,7 +148,7 @@ typedef struct dspy_mlflow_params {
     double timeout_s;          /* <= 0: $MLFLOW_HTTP_REQUEST_TIMEOUT or 30 */
 } dspy_mlflow_params;
 
-dspy_mlflow_params dspy_mlflow_params_default(void);
+DSPY_API dspy_mlflow_params dspy_mlflow_params_default(void);
 
 /* Sends the finished run in `dir` to an MLflow tracking server: experiment (get-by-name or
  * create), the run (reusing the MLflow run dspy_run_begin created when nothing was logged to it
@@ -156,7 +158,7 @@ dspy_mlflow_params dspy_mlflow_params_default(void);
  * the MLflow run id (malloc'd). Errors: DSPY_ERR_ARG (no URI, an unsupported scheme),
  * DSPY_ERR_REMOTE / DSPY_ERR_TIMEOUT (the server, after retries; the message has MLflow's
  * error_code and message), DSPY_ERR_NOTFOUND (no run in dir). */
-dspy_status dspy_run_push_mlflow(const char *dir, const dspy_mlflow_params *p, char **mlflow_run_id);
+DSPY_API dspy_status dspy_run_push_mlflow(const char *dir, const dspy_mlflow_params *p, char **mlflow_run_id);
 
 /* Writes the run in `dir` into an MLflow file store at `store_dir` (the layout of MLflow's
  * mlflow/store/tracking/file_store.py that `mlflow ui --backend-store-uri DIR` reads): the
@@ -166,8 +168,8 @@ dspy_status dspy_run_push_mlflow(const char *dir, const dspy_mlflow_params *p, c
  * artifacts/ (copies). Exporting a run again replaces its folder. *run_path (may be NULL) gets
  * the run's folder (malloc'd). Errors: DSPY_ERR_NOTFOUND, DSPY_ERR_IO, DSPY_ERR_FORMAT (a
  * store folder that is not MLflow's layout). */
-dspy_status dspy_run_export_mlflow(const char *dir, const char *store_dir, const char *experiment,
-                                   char **run_path);
+DSPY_API dspy_status dspy_run_export_mlflow(const char *dir, const char *store_dir, const char *experiment,
+                                            char **run_path);
 
 /* ---- the HTML report --------------------------------------------------------------------- */
 
@@ -180,12 +182,12 @@ dspy_status dspy_run_export_mlflow(const char *dir, const char *store_dir, const
  * and "(no answer)", "cells": [[row, col, count], ...]} whose counts sum to n, "top_confusions",
  * and "failed_examples" [{"index", "inputs", "gold", "pred", "history"}] (the first 100; history
  * is the inspect_history text of the example's LM calls). Errors as dspy_run_load. */
-dspy_status dspy_report_model(const char *dir, const char *compare_dir, dspy_json **out);
+DSPY_API dspy_status dspy_report_model(const char *dir, const char *compare_dir, dspy_json **out);
 
 /* Writes the report of the run in `dir` (side by side with `compare_dir` when not NULL) to
  * `out_html`: one self-contained HTML file (inline SVG drawn by an inline script from the
  * embedded data; no network fetches). Errors as dspy_report_model, DSPY_ERR_IO. */
-dspy_status dspy_report_write(const char *dir, const char *compare_dir, const char *out_html);
+DSPY_API dspy_status dspy_report_write(const char *dir, const char *compare_dir, const char *out_html);
 
 #ifdef __cplusplus
 }

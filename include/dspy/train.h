@@ -53,6 +53,8 @@
 #ifndef DSPY_TRAIN_H
 #define DSPY_TRAIN_H
 
+#include "dspy/export.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -73,7 +75,7 @@ typedef enum dspy_lr_schedule {
 } dspy_lr_schedule;
 
 /* "constant", "constant_with_warmup", "linear", "cosine" ("?" otherwise). */
-const char *dspy_lr_schedule_name(dspy_lr_schedule s);
+DSPY_API const char *dspy_lr_schedule_name(dspy_lr_schedule s);
 
 typedef struct dspy_train_params {
     /* DSPy's LocalProvider train_kwargs, with its defaults */
@@ -113,7 +115,7 @@ typedef struct dspy_train_params {
 } dspy_train_params;
 
 /* The defaults above. */
-dspy_train_params dspy_train_params_default(void);
+DSPY_API dspy_train_params dspy_train_params_default(void);
 
 /* Sets one train_kwarg from its text, as DSPy's train_kwargs dict or a CLI flag gives it. Keys
  * are the names above; dashes are read as underscores ("num-train-epochs"). Values: integers,
@@ -121,12 +123,12 @@ dspy_train_params dspy_train_params_default(void);
  * max_seq_length, output_dir, device and chat_date. String values are borrowed, not copied: keep
  * them alive while `p` is used. Errors: DSPY_ERR_ARG naming the key and what it accepts
  * (unknown key: the list of known ones); `p` is unchanged then. */
-dspy_status dspy_train_params_set(dspy_train_params *p, const char *key, const char *value);
+DSPY_API dspy_status dspy_train_params_set(dspy_train_params *p, const char *key, const char *value);
 
 /* Checks ranges (epochs >= 1, batch sizes >= 1, lr > 0, max_seq_length >= 2, 0 <= betas < 1,
  * eps > 0, weight_decay >= 0, 0 <= warmup_ratio < 1, 0 <= lora_dropout < 1, lora_r >= 1,
  * save_steps >= 1, device cpu/auto/cuda/cuda:N by form). DSPY_ERR_ARG naming the key. */
-dspy_status dspy_train_params_validate(const dspy_train_params *p);
+DSPY_API dspy_status dspy_train_params_validate(const dspy_train_params *p);
 
 /* What a progress callback receives. */
 typedef enum dspy_train_event {
@@ -177,9 +179,9 @@ typedef struct dspy_train_result {
  * checkpoint or with a checkpoint of other settings or data), DSPY_ERR_NOTFOUND/IO/FORMAT (model,
  * data, checkpoint files), DSPY_ERR_NOMEM, DSPY_ERR_BACKEND (loss or gradients not finite: the
  * message names the step; lower learning_rate). */
-dspy_status dspy_finetune(const char *model_dir, const char *data_path, const char *out_dir,
-                          const dspy_train_params *p, dspy_train_progress_fn progress, void *ud,
-                          dspy_train_result *result);
+DSPY_API dspy_status dspy_finetune(const char *model_dir, const char *data_path, const char *out_dir,
+                                   const dspy_train_params *p, dspy_train_progress_fn progress, void *ud,
+                                   dspy_train_result *result);
 
 /* A ready progress callback drawing a progress.h bar: pass dspy_train_bar_update as `progress`
  * and a dspy_train_bar (zero it and set `out`, e.g. stderr) as `ud`. The bar counts optimizer
@@ -190,9 +192,9 @@ typedef struct dspy_train_bar {
     struct dspy_progress *bar; /* private */
     int64_t shown;             /* private */
 } dspy_train_bar;
-void dspy_train_bar_update(void *bar, const dspy_train_progress *p);
+DSPY_API void dspy_train_bar_update(void *bar, const dspy_train_progress *p);
 /* Closes a bar left open (NULL-safe, idempotent). */
-void dspy_train_bar_close(dspy_train_bar *bar);
+DSPY_API void dspy_train_bar_close(dspy_train_bar *bar);
 
 #ifdef __cplusplus
 }

@@ -15,7 +15,7 @@ static dspy_status cot_forward(dspy_module *self, const dspy_json *inputs, const
     return dspy_module_call(predict, inputs, opt, out);
 }
 
-const dspy_module_vtable chain_of_thought_vtable = {
+static const dspy_module_vtable chain_of_thought_vtable = {
     .type_name = "ChainOfThought",
     .forward = cot_forward,
     .copy_impl = NULL,

@@ -18,7 +18,6 @@ typedef struct predict_state {
 } predict_state;
 
 extern const dspy_module_vtable predict_vtable;
-extern const dspy_module_vtable chain_of_thought_vtable;
 
 /* The Predict state of `m`, or NULL when m is not a Predict. */
 predict_state *predict_state_of(const dspy_module *m);

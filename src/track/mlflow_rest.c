@@ -20,12 +20,9 @@
 
 #include "dspy/log.h"
 #include "dspy/str.h"
+#include "dspy/version.h"
 #include "track/mlflow.h"
 #include "track/track_priv.h"
-
-#ifndef DSPY_VERSION
-#define DSPY_VERSION "0"
-#endif
 
 enum { LIMIT_METRICS = 1000, LIMIT_PARAMS = 100, LIMIT_TAGS = 100, LIMIT_TOTAL = 1000 };
 enum { MAX_PARAM_VALUE = 6000, MAX_TAG_VALUE = 5000 };
@@ -207,7 +204,7 @@ static dspy_status perform(track_mlflow *m, call *c, const char *method, const c
     if (m->token) dspy_str_appendf(&auth, "Authorization: Bearer %s", m->token);
     if (!dspy_str_ok(&ct) || !dspy_str_ok(&auth) || !add_header(&headers, ct.ptr) ||
         !add_header(&headers, "Accept: application/json") || !add_header(&headers, "Expect:") ||
-        !add_header(&headers, "User-Agent: dspy.c/" DSPY_VERSION) || (m->token && !add_header(&headers, auth.ptr))) {
+        !add_header(&headers, "User-Agent: dspy.c/" DSPY_VERSION_STRING) || (m->token && !add_header(&headers, auth.ptr))) {
         st = dspy_fail(DSPY_ERR_NOMEM, "out of memory");
         goto fail;
     }

@@ -17,11 +17,8 @@
 
 #include "dspy/backend.h"
 #include "dspy/log.h"
+#include "dspy/version.h"
 #include "track/track_priv.h"
-
-#ifndef DSPY_VERSION
-#define DSPY_VERSION "0"
-#endif
 
 dspy_run_params dspy_run_params_default(void) {
     return (dspy_run_params){.kind = NULL, .name = NULL, .argc = 0, .argv = NULL, .mlflow_uri = NULL,
@@ -113,7 +110,7 @@ static dspy_json *environment(void) {
         snprintf(label, sizeof label, "cuda:%d %s", i, name);
         st = dspy_json_append(backends, dspy_json_string(label));
     }
-    if (!st) st = dspy_json_set_str(e, "dspy_version", DSPY_VERSION);
+    if (!st) st = dspy_json_set_str(e, "dspy_version", DSPY_VERSION_STRING);
     if (!st) st = dspy_json_set_str(e, "os", os.ptr ? os.ptr : "");
     if (!st) st = dspy_json_set_str(e, "host", host);
     if (!st) st = dspy_json_set(e, "cores", dspy_json_int(sysconf(_SC_NPROCESSORS_ONLN)));
@@ -129,7 +126,8 @@ static dspy_json *environment(void) {
     return e;
 }
 
-dspy_json *track_manifest(const dspy_run *r) {
+/* run.json of `r` with its status (new reference). */
+static dspy_json *run_manifest(const dspy_run *r) {
     dspy_json *o = dspy_json_object();
     char host[256] = "";
     gethostname(host, sizeof host - 1);
@@ -159,8 +157,9 @@ dspy_json *track_manifest(const dspy_run *r) {
     return o;
 }
 
-dspy_status track_write_manifest(const dspy_run *r) {
-    dspy_json *m = track_manifest(r);
+/* Writes run.json. */
+static dspy_status write_manifest(const dspy_run *r) {
+    dspy_json *m = run_manifest(r);
     if (!m) return dspy_fail(DSPY_ERR_NOMEM, "out of memory writing %s/run.json", r->dir);
     dspy_status st = track_save_json(r->dir, TRACK_MANIFEST, m);
     dspy_json_decref(m);
@@ -223,7 +222,7 @@ static void finish_file_store(dspy_run *r, bool ok) {
         r->mlflow = rec;
     }
     if (st) dspy_log(DSPY_LOG_WARN, "MLflow file store %s: %s", r->mlflow_uri, dspy_errmsg());
-    if (track_write_manifest(r)) dspy_log(DSPY_LOG_WARN, "run %s: %s", r->dir, dspy_errmsg());
+    if (write_manifest(r)) dspy_log(DSPY_LOG_WARN, "run %s: %s", r->dir, dspy_errmsg());
     if (!st && ok) note(r, "mlflow: %s%s\n", path, "");
     free(path);
 }
@@ -263,7 +262,7 @@ dspy_status dspy_run_begin(const char *dir, const dspy_run_params *p, dspy_run *
     if (!dspy_str_ok(&src) || dspy_json_set_str(r->tags, "mlflow.source.name", src.ptr) ||
         dspy_json_set_str(r->tags, "mlflow.source.type", "LOCAL") ||
         dspy_json_set_str(r->tags, "mlflow.user", user_name()) || dspy_json_set_str(r->tags, "dspy.kind", r->kind) ||
-        dspy_json_set_str(r->tags, "dspy.version", DSPY_VERSION) || dspy_json_set_str(r->tags, "dspy.run_id", r->id) ||
+        dspy_json_set_str(r->tags, "dspy.version", DSPY_VERSION_STRING) || dspy_json_set_str(r->tags, "dspy.run_id", r->id) ||
         dspy_json_set_str(r->tags, "dspy.run_dir", r->dir)) {
         dspy_str_free(&src);
         goto oom;
@@ -273,10 +272,10 @@ dspy_status dspy_run_begin(const char *dir, const dspy_run_params *p, dspy_run *
     char *mpath = track_join(r->dir, TRACK_METRICS);
     st = mpath ? dspy_write_file(mpath, "", 0) : dspy_fail(DSPY_ERR_NOMEM, "out of memory");
     free(mpath);
-    if (st || (st = track_write_manifest(r))) goto fail;
+    if (st || (st = write_manifest(r))) goto fail;
     if (r->mlflow_uri && !file_store(r->mlflow_uri)) {
         track_mlflow_begin(r);
-        if ((st = track_write_manifest(r))) goto fail;
+        if ((st = write_manifest(r))) goto fail;
     }
     *out = r;
     return DSPY_OK;
@@ -365,7 +364,7 @@ dspy_status dspy_run_finish(dspy_run *r, bool ok, const char *error) {
     /* collection problems cost the run some numbers, not its record */
     dspy_status st = track_collect(r);
     if (st) dspy_log(DSPY_LOG_WARN, "run %s: %s", r->dir, dspy_errmsg());
-    if ((st = track_write_manifest(r))) return st;
+    if ((st = write_manifest(r))) return st;
     char *report = track_join(r->dir, TRACK_REPORT);
     if (!report) return dspy_fail(DSPY_ERR_NOMEM, "out of memory");
     if ((st = dspy_report_write(r->dir, NULL, report))) {
@@ -373,7 +372,7 @@ dspy_status dspy_run_finish(dspy_run *r, bool ok, const char *error) {
         free(report);
     } else {
         r->report_path = report;
-        if ((st = track_write_manifest(r))) return st; /* the artifact list now has report.html */
+        if ((st = write_manifest(r))) return st; /* the artifact list now has report.html */
     }
     /* a failed command has its one error line; the notes are for runs that finished */
     if (ok) note(r, "run %s: %s\n", r->id, r->dir);

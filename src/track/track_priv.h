@@ -54,9 +54,6 @@ dspy_status track_load_json(const char *dir, const char *rel, dspy_json **out);
 /* Writes `v` as indented JSON to <dir>/<rel> (atomically, as dspy_write_file does). */
 dspy_status track_save_json(const char *dir, const char *rel, const dspy_json *v);
 
-/* The small files of a run directory that count as its artifacts, in this order; names with a
- * '*' stand for each baselines/<name>/ folder. NULL-terminated. */
-extern const char *const track_artifact_names[];
 /* The artifacts present in `dir` as a JSON array of relative paths (new reference). */
 dspy_json *track_list_artifacts(const char *dir);
 
@@ -88,10 +85,6 @@ struct dspy_run {
     bool finished;
 };
 
-/* run.json of `r` with its status (new reference). */
-dspy_json *track_manifest(const dspy_run *r);
-/* Writes run.json. */
-dspy_status track_write_manifest(const dspy_run *r);
 /* Appends points (an array) to <dir>/metrics.jsonl. */
 dspy_status track_append_points(const char *dir, const dspy_json *points);
 /* Gathers the final metrics, curves and copies described in dspy/track.h (dspy_run_finish):

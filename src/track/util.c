@@ -155,7 +155,9 @@ dspy_status track_save_json(const char *dir, const char *rel, const dspy_json *v
     return st;
 }
 
-const char *const track_artifact_names[] = {
+/* The small files of a run directory that count as its artifacts, in this order; names with a
+ * '*' stand for each baselines/<name>/ folder. NULL-terminated. */
+static const char *const artifact_names[] = {
     TRACK_MANIFEST, TRACK_METRICS, "report.json", "program.json", "results.json", "results.csv",
     "train.jsonl", "finetune_data.jsonl", TRACK_HISTORY, TRACK_REPORT,
     "baselines/*/results.json", "baselines/*/results.csv", "baselines/*/" TRACK_HISTORY, NULL,
@@ -196,8 +198,8 @@ dspy_json *track_list_artifacts(const char *dir) {
     char **names = NULL;
     size_t nb = bdir ? subdirs(bdir, &names) : 0;
     bool oom = !arr || !bdir;
-    for (size_t i = 0; !oom && track_artifact_names[i]; i++) {
-        const char *pat = track_artifact_names[i];
+    for (size_t i = 0; !oom && artifact_names[i]; i++) {
+        const char *pat = artifact_names[i];
         const char *star = strchr(pat, '*');
         for (size_t j = 0; j < (star ? nb : 1) && !oom; j++) {
             dspy_str rel = DSPY_STR_INIT;

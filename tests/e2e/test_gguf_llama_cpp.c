@@ -95,10 +95,11 @@ static void print_file(const char *path) {
 /* Installs node-llama-cpp into the cache once. Returns 0 (ready, *mods = its node_modules),
  * 77 (the registry cannot be reached: skip) or 1 (failure, reported). */
 static int ensure_llama_cpp(char *mods, size_t cap) {
-    const char *base = getenv("DSPY_NPM_CACHE");
+    /* outside the source tree, npm's download cache too (test_npm_dir) */
+    const char *d = test_npm_dir("node-llama-cpp-" NLC_VERSION);
+    if (!d) return 1;
     char dir[1024], probe[1200], log[1200];
-    if (base && *base) snprintf(dir, sizeof dir, "%s/node-llama-cpp-" NLC_VERSION, base);
-    else snprintf(dir, sizeof dir, "%s/.cache/dspy-npm/node-llama-cpp-" NLC_VERSION, getenv("HOME") ? getenv("HOME") : "/tmp");
+    snprintf(dir, sizeof dir, "%s", d);
     snprintf(mods, cap, "%s/node_modules", dir);
     snprintf(probe, sizeof probe, "%s/@node-llama-cpp/linux-x64/bins/linux-x64/llama-addon.node", mods);
     char pkg[1200];
@@ -107,10 +108,6 @@ static int ensure_llama_cpp(char *mods, size_t cap) {
     bool ready = pj && strstr(pj, "\"version\": \"" NLC_VERSION "\"") && is_file(probe);
     free(pj);
     if (ready) return 0;
-    if (dspy_mkdir_p(dir) != DSPY_OK) {
-        check_report(false, __FILE__, __LINE__, "cannot create %s: %s", dir, dspy_errmsg());
-        return 1;
-    }
     char pkgjson[1100];
     snprintf(pkgjson, sizeof pkgjson, "%s/package.json", dir);
     if (!is_file(pkgjson)) dspy_write_file(pkgjson, "{\"private\": true}\n", 18);

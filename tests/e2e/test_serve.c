@@ -8,7 +8,8 @@
  *   - every error status with its OpenAI body: 400 bad JSON, 404 model, 400 context, 413 body,
  *     503 overloaded, 404 route, 405 method, 401 key; a client that disconnects mid-stream;
  *   - SIGTERM with a request in flight: it completes, exit status 0;
- *   - the official OpenAI Node.js SDK (tests/e2e/openai_sdk), skipped only without node/npm;
+ *   - the official OpenAI Node.js SDK (tests/e2e/openai_sdk, installed under ~/.cache/dspy-npm or
+ *     $DSPY_NPM_CACHE), skipped (exit 77) only without node/npm or when the npm registry is unreachable;
  *   - the launcher itself: prefix stripping, no binary, early exit, and the readiness timeout
  *     honoured while connections are refused (project decision §16.6).
  */
@@ -896,30 +897,76 @@ static void test_abort_on_sigterm(void) {
     dspy_local_free(s);
 }
 
+/* The SDK version tests/e2e/openai_sdk/package.json pins; its install lives outside the tree. */
+#define OPENAI_SDK_VERSION "6.30.1"
+
+/* Copies tests/e2e/openai_sdk/<name> into dir. */
+static bool copy_sdk_file(const char *dir, const char *name) {
+    char src[1100], dst[1100];
+    snprintf(src, sizeof src, "%s/%s", test_source("tests/e2e/openai_sdk"), name);
+    snprintf(dst, sizeof dst, "%s/%s", dir, name);
+    char *text = NULL;
+    size_t n = 0;
+    bool ok = dspy_read_file(src, &text, &n) == DSPY_OK && dspy_write_file(dst, text, n) == DSPY_OK;
+    if (!ok) check_report(false, __FILE__, __LINE__, "copying %s to %s: %s", src, dst, dspy_errmsg());
+    free(text);
+    return ok;
+}
+
 static void test_node_sdk(const char *base) {
     if (!on_path("node") || !on_path("npm")) {
         check_skip("node/npm are not installed; the OpenAI Node.js SDK test needs them");
         return;
     }
-    const char *dir = test_source("tests/e2e/openai_sdk");
-    char dirc[1024], mods[1100], log[1100];
-    snprintf(dirc, sizeof dirc, "%s", dir);
-    snprintf(mods, sizeof mods, "%s/node_modules/openai/package.json", dirc);
+    /* The package files and the script are copied to a directory outside the source tree and
+     * installed there (npm's download cache too: test_npm_dir), once per SDK version. */
+    char *pj = test_slurp(test_source("tests/e2e/openai_sdk/package.json"));
+    bool pinned = strstr(pj, "\"openai\": \"" OPENAI_SDK_VERSION "\"") != NULL;
+    free(pj);
+    if (!pinned) {
+        check_report(false, __FILE__, __LINE__, "tests/e2e/openai_sdk/package.json does not pin openai "
+                     OPENAI_SDK_VERSION ": update OPENAI_SDK_VERSION in test_serve.c with it");
+        return;
+    }
+    const char *d = test_npm_dir("openai-sdk-" OPENAI_SDK_VERSION);
+    if (!d) return;
+    char dir[1024], mods[1100], log[1100];
+    snprintf(dir, sizeof dir, "%s", d);
+    if (!copy_sdk_file(dir, "package.json") || !copy_sdk_file(dir, "package-lock.json") ||
+        !copy_sdk_file(dir, "sdk_test.mjs"))
+        return;
+    snprintf(mods, sizeof mods, "%s/node_modules/openai/package.json", dir);
     snprintf(log, sizeof log, "%s/npm.log", test_tmpdir());
-    if (access(mods, R_OK) != 0) {
-        char *argv[] = {"npm", "install", "--no-audit", "--no-fund", NULL};
-        int rc = run(argv, log, dirc);
-        CHECK_INT(rc, 0);
+    char *installed = access(mods, R_OK) == 0 ? test_slurp(mods) : NULL;
+    bool ready = installed && strstr(installed, "\"version\": \"" OPENAI_SDK_VERSION "\"");
+    free(installed);
+    if (!ready) {
+        /* First ask whether the registry answers at all (one try: npm's default retries take over
+         * a minute per command), so that "no registry" is a named skip and not a timeout. */
+        char plog[1100];
+        snprintf(plog, sizeof plog, "%s/npm-ping.log", test_tmpdir());
+        char *ping[] = {"npm", "ping", "--fetch-retries=0", "--fetch-timeout=15000", NULL};
+        if (run(ping, plog, dir) != 0) {
+            print_file(plog);
+            check_skip("the npm registry cannot be reached (npm ping failed, log above): the OpenAI "
+                       "Node.js SDK was not installed and this part did NOT run");
+            return;
+        }
+        fprintf(stderr, "test_serve: installing the OpenAI Node.js SDK %s into %s\n", OPENAI_SDK_VERSION, dir);
+        char *argv[] = {"npm", "ci", "--no-audit", "--no-fund", NULL};
+        int rc = run(argv, log, dir);
         if (rc != 0) {
             print_file(log);
+            check_report(false, __FILE__, __LINE__, "npm ci (openai %s) in %s failed (exit %d) though the "
+                         "registry answered a ping; see the log above", OPENAI_SDK_VERSION, dir, rc);
             return;
         }
     }
     char script[1100];
-    snprintf(script, sizeof script, "%s/sdk_test.mjs", dirc);
+    snprintf(script, sizeof script, "%s/sdk_test.mjs", dir);
     snprintf(log, sizeof log, "%s/sdk.log", test_tmpdir());
     char *argv[] = {"node", script, (char *)base, g_model, NULL};
-    int rc = run(argv, log, dirc);
+    int rc = run(argv, log, dir);
     CHECK_INT(rc, 0);
     char *out = NULL;
     size_t n;

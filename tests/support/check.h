@@ -2,7 +2,9 @@
  *
  * A test binary defines `static void test_x(void)` functions and calls them from main() with
  * RUN(test_x); main() returns check_summary(), which prints "<binary>: N passed, N failed" and
- * returns non-zero when any check failed. Each CHECK counts as one pass or one failure; failures
+ * returns 1 when any check failed, 77 when none failed but a part was skipped (check_skip: CTest
+ * reports the test as skipped, SKIP_RETURN_CODE 77, and CI fails on a skip outside the gpu
+ * lane), else 0. Each CHECK counts as one pass or one failure; failures
  * print file:line and the values involved. Paths: test_shared("data/...") resolves against
  * ../shared (env DSPY_SHARED_DIR overrides), test_source("tests/ref/...") against the repo.
  */
@@ -32,6 +34,11 @@ const char *test_source(const char *rel);
 const char *test_bin(const char *name);
 /* A fresh empty directory under $TMPDIR, removed by check_summary() unless DSPY_KEEP_TMP. */
 const char *test_tmpdir(void);
+/* The directory for npm package `name` outside the source tree: $DSPY_NPM_CACHE/name, else
+ * ~/.cache/dspy-npm/name (created). Also points npm's own download cache there (npm_config_cache
+ * = <that root>/_npm, unless already set) so that no npm install writes into the checkout.
+ * Returns NULL (and reports a failure) when the directory cannot be made. */
+const char *test_npm_dir(const char *name);
 /* True when a shared file is present (tests that need ../shared skip cleanly without it). */
 bool test_have_shared(const char *rel);
 

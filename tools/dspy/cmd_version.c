@@ -3,6 +3,7 @@
 
 #include "args.h"
 #include "dspy/backend.h"
+#include "dspy/version.h"
 
 int cmd_version(int argc, char **argv) {
     static const dspy_opt opts[] = {{0}};
@@ -10,7 +11,7 @@ int cmd_version(int argc, char **argv) {
     int rc = dspy_args_parse(&a, "version", "", "Print the dspy.c version and the compute backends.",
                              opts, argc, argv);
     if (rc) return rc == 1 ? 0 : rc;
-    printf("dspy.c %s\n", DSPY_VERSION);
+    printf("dspy.c %s\n", dspy_version());
     printf("cpu: fp32 reference path\n");
     const char *why = "";
     int n = dspy_cuda_device_count(&why);

@@ -67,9 +67,6 @@ static inline float cpu_dot_bf16(const float *a, const uint16_t *b, int n) {
     return s;
 }
 
-/* The RoPE cos/sin of one position (half = HS/2 entries each), as transformers computes them:
- * the angle pos * inv_freq in F32, then cos/sin. */
-void cpu_rope_angles(int32_t pos, const float *inv_freq, int half, float *cs, float *sn);
 
 /* Inference kernels (matmul.c, attention.c, pointwise.c, sample.c). */
 dspy_status cpu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,

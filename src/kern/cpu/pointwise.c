@@ -55,7 +55,9 @@ dspy_status cpu_rmsnorm(dspy_backend *be, dspy_tensor out_t, dspy_tensor inp_t, 
     return DSPY_OK;
 }
 
-void cpu_rope_angles(int32_t pos, const float *inv_freq, int half, float *cs, float *sn) {
+/* The RoPE cos/sin of one position (half = HS/2 entries each), as transformers computes them:
+ * the angle pos * inv_freq in F32, then cos/sin. */
+static void rope_angles(int32_t pos, const float *inv_freq, int half, float *cs, float *sn) {
     for (int i = 0; i < half; i++) {
         float ang = (float)pos * inv_freq[i]; /* inv_freq @ position_ids in float32 */
         cs[i] = (float)cos((double)ang);
@@ -92,7 +94,7 @@ static dspy_status rope_dir(dspy_backend *be, const char *op, dspy_tensor x_t, d
 #pragma omp parallel for schedule(static) if ((long)N * H * HS > (1L << 18))
     for (int n = 0; n < N; n++) {
         float cs[half > 0 ? half : 1], sn[half > 0 ? half : 1];
-        cpu_rope_angles(pos[n], inv_freq, half, cs, sn);
+        rope_angles(pos[n], inv_freq, half, cs, sn);
         rotate_row(x + (size_t)n * H * HS, H, HS, cs, sn, dir);
     }
     return DSPY_OK;
@@ -131,7 +133,7 @@ dspy_status cpu_qkv_rope_store(dspy_backend *be, dspy_tensor q_t, dspy_tensor kc
 #pragma omp parallel for schedule(static) if ((long)N * W > (1L << 18))
     for (int n = 0; n < N; n++) {
         float cs[half > 0 ? half : 1], sn[half > 0 ? half : 1];
-        cpu_rope_angles(pos[n], inv_freq, half, cs, sn);
+        rope_angles(pos[n], inv_freq, half, cs, sn);
         const float *row = qkv + (size_t)n * W;
         float *q = qo + (size_t)n * Q, *k = kc + (size_t)slots[n] * KVD, *v = vc + (size_t)slots[n] * KVD;
         memcpy(q, row, sizeof(float) * (size_t)Q);
