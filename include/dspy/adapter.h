@@ -92,7 +92,7 @@ DSPY_API bool dspy_json_adapter_has_open_mapping(const dspy_signature *sig);
  * ChatAdapter parses with a value of each Literal. *out is NULL (and DSPY_OK) when the layout
  * cannot express the outputs: no Literal output, or an output that is neither str nor a
  * Literal (its formatted value could need text the layout's free text forbids). */
-dspy_status dspy_chat_adapter_layout(const dspy_signature *sig, dspy_json **out);
+DSPY_API dspy_status dspy_chat_adapter_layout(const dspy_signature *sig, dspy_json **out);
 
 /* ---- calling an LM with fallback (spec §5.1, §5.4, CC-19) ----------------------------------- */
 

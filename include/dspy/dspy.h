@@ -49,6 +49,7 @@
 #include "dspy/signature.h"
 #include "dspy/status.h"
 #include "dspy/str.h"
+#include "dspy/structured.h"
 #include "dspy/tensor.h"
 #include "dspy/tokenizer.h"
 #include "dspy/trace.h"

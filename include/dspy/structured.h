@@ -44,6 +44,7 @@
 #include <stdint.h>
 
 #include "dspy/constraint.h"
+#include "dspy/export.h"
 #include "dspy/json.h"
 #include "dspy/status.h"
 #include "dspy/tokenizer.h"
@@ -57,8 +58,8 @@ extern "C" {
  * the automata it compiles: ids past the tokenizer's are never allowed. */
 typedef struct dspy_structured_vocab dspy_structured_vocab;
 
-dspy_status dspy_structured_vocab_new(const dspy_tokenizer *tok, int32_t model_vocab, dspy_structured_vocab **out);
-void dspy_structured_vocab_free(dspy_structured_vocab *v); /* NULL-safe */
+DSPY_API dspy_status dspy_structured_vocab_new(const dspy_tokenizer *tok, int32_t model_vocab, dspy_structured_vocab **out);
+DSPY_API void dspy_structured_vocab_free(dspy_structured_vocab *v); /* NULL-safe */
 
 typedef struct dspy_structured_params {
     int32_t max_string_tokens; /* JSON string values: tokens each may take (0 = unbounded);
@@ -67,7 +68,7 @@ typedef struct dspy_structured_params {
     int32_t max_depth;         /* json_object / open objects: nesting depth of values; default 2 */
 } dspy_structured_params;
 
-dspy_structured_params dspy_structured_params_default(void);
+DSPY_API dspy_structured_params dspy_structured_params_default(void);
 
 /* One field of a ChatAdapter layout: free text (n_values 0) or one of `values` (exact bytes,
  * non-empty, as the adapter writes them: the Python str() of each Literal value). */
@@ -80,23 +81,23 @@ typedef struct dspy_layout_field {
 
 /* Exactly one of the n strings (non-empty, duplicates ignored), then eos.
  * DSPY_ERR_ARG: no values, an empty value. */
-dspy_status dspy_structured_literal(const dspy_structured_vocab *v, const char *const *values, size_t n,
+DSPY_API dspy_status dspy_structured_literal(const dspy_structured_vocab *v, const char *const *values, size_t n,
                                     dspy_constraint **out);
 
 /* A ChatAdapter answer with these fields in this order, then "[[ ## completed ## ]]" and eos.
  * DSPY_ERR_ARG naming the field: no fields, a bad or repeated name, an empty Literal value, a
  * negative max_tokens. */
-dspy_status dspy_structured_layout(const dspy_structured_vocab *v, const dspy_layout_field *fields, size_t n,
+DSPY_API dspy_status dspy_structured_layout(const dspy_structured_vocab *v, const dspy_layout_field *fields, size_t n,
                                    dspy_constraint **out);
 
 /* A JSON document valid under `schema` (see the top for the subset), then eos. p may be NULL
  * (defaults). DSPY_ERR_ARG for a schema outside the subset, with the JSON pointer of the part
  * and the reason ("/properties/age: keyword 'minimum' is not supported"). */
-dspy_status dspy_structured_json_schema(const dspy_structured_vocab *v, const dspy_json *schema,
+DSPY_API dspy_status dspy_structured_json_schema(const dspy_structured_vocab *v, const dspy_json *schema,
                                         const dspy_structured_params *p, dspy_constraint **out);
 
 /* Any JSON object (values nested up to p->max_depth), then eos. */
-dspy_status dspy_structured_json_object(const dspy_structured_vocab *v, const dspy_structured_params *p,
+DSPY_API dspy_status dspy_structured_json_object(const dspy_structured_vocab *v, const dspy_structured_params *p,
                                         dspy_constraint **out);
 
 #ifdef __cplusplus

@@ -34,7 +34,7 @@ struct srv_metrics {
     histo ttft, tpot, dur;
 };
 
-srv_metrics *srv_metrics_new(void) {
+srv_metrics *dspy_srv_metrics_new(void) {
     srv_metrics *m = calloc(1, sizeof *m);
     if (!m) return NULL;
     pthread_mutex_init(&m->mu, NULL);
@@ -44,7 +44,7 @@ srv_metrics *srv_metrics_new(void) {
     return m;
 }
 
-void srv_metrics_free(srv_metrics *m) {
+void dspy_srv_metrics_free(srv_metrics *m) {
     if (!m) return;
     pthread_mutex_destroy(&m->mu);
     free(m);
@@ -58,7 +58,7 @@ static void observe(histo *h, double v) {
     h->count++;
 }
 
-void srv_metrics_request(srv_metrics *m, const srv_request_sample *r) {
+void dspy_srv_metrics_request(srv_metrics *m, const srv_request_sample *r) {
     int route = r->route && strcmp(r->route, "completions") == 0 ? 1 : 0;
     int slot = N_STATUS_SLOTS - 1;
     for (int i = 0; i < N_STATUS_SLOTS - 1; i++)
@@ -93,7 +93,7 @@ static void gauge(dspy_str *o, const char *name, const char *help, const char *t
     dspy_str_appendf(o, "# HELP %s %s\n# TYPE %s %s\n%s %.9g\n", name, help, name, type, name, v);
 }
 
-bool srv_metrics_render(srv_metrics *m, const sched_stats *st, dspy_str *o) {
+bool dspy_srv_metrics_render(srv_metrics *m, const sched_stats *st, dspy_str *o) {
     pthread_mutex_lock(&m->mu);
     dspy_str_append(o, "# HELP dspy_requests_total Finished generation requests by route and HTTP status "
                        "(status 0: the client went away).\n# TYPE dspy_requests_total counter\n");

@@ -7,7 +7,7 @@
  * (queue, running requests, batch size, KV use, prefix-cache hits) from a sched_stats snapshot.
  * Follows the Prometheus text format 0.0.4 (# HELP / # TYPE lines, le="+Inf").
  *
- * Thread safety: srv_metrics_request and srv_metrics_render may be called from any thread.
+ * Thread safety: dspy_srv_metrics_request and dspy_srv_metrics_render may be called from any thread.
  */
 #ifndef DSPY_SERVER_METRICS_H
 #define DSPY_SERVER_METRICS_H
@@ -20,8 +20,8 @@
 typedef struct srv_metrics srv_metrics;
 
 /* NULL on OOM. */
-srv_metrics *srv_metrics_new(void);
-void srv_metrics_free(srv_metrics *m); /* NULL-safe */
+srv_metrics *dspy_srv_metrics_new(void);
+void dspy_srv_metrics_free(srv_metrics *m); /* NULL-safe */
 
 typedef struct srv_request_sample {
     const char *route;      /* "chat", "completions" */
@@ -33,9 +33,9 @@ typedef struct srv_request_sample {
     const char *structured; /* "none", "json_schema", "json_object", "layout" */
 } srv_request_sample;
 
-void srv_metrics_request(srv_metrics *m, const srv_request_sample *r);
+void dspy_srv_metrics_request(srv_metrics *m, const srv_request_sample *r);
 
 /* Appends the exposition text to out (false on OOM). */
-bool srv_metrics_render(srv_metrics *m, const sched_stats *st, dspy_str *out);
+bool dspy_srv_metrics_render(srv_metrics *m, const sched_stats *st, dspy_str *out);
 
 #endif

@@ -37,14 +37,14 @@ static void entry_free(sx_entry *e) {
     free(e);
 }
 
-void sx_entry_release(void *p) {
+void dspy_sx_entry_release(void *p) {
     sx_entry *e = p;
     if (e && atomic_fetch_sub(&e->refs, 1) == 1) entry_free(e);
 }
 
-const dspy_constraint *sx_entry_constraint(const sx_entry *e) { return e->c; }
+const dspy_constraint *dspy_sx_entry_constraint(const sx_entry *e) { return e->c; }
 
-dspy_status sx_cache_new(const dspy_tokenizer *tok, int32_t model_vocab, const sx_defaults *d, sx_cache **out) {
+dspy_status dspy_sx_cache_new(const dspy_tokenizer *tok, int32_t model_vocab, const sx_defaults *d, sx_cache **out) {
     *out = NULL;
     if (d->max_free_tokens < 0 || d->max_string_tokens < 0 || d->max_entries < 1)
         return dspy_fail(DSPY_ERR_ARG, "serve: structured-output bounds must be >= 0 and the cache >= 1 entry");
@@ -58,18 +58,18 @@ dspy_status sx_cache_new(const dspy_tokenizer *tok, int32_t model_vocab, const s
     return DSPY_OK;
 }
 
-void sx_cache_free(sx_cache *c) {
+void dspy_sx_cache_free(sx_cache *c) {
     if (!c) return;
     for (sx_entry *e = c->entries, *n; e; e = n) {
         n = e->next;
-        sx_entry_release(e);
+        dspy_sx_entry_release(e);
     }
     dspy_structured_vocab_free(c->voc);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }
 
-void sx_cache_counts(sx_cache *c, int32_t *entries, int64_t *compiles, int64_t *hits) {
+void dspy_sx_cache_counts(sx_cache *c, int32_t *entries, int64_t *compiles, int64_t *hits) {
     pthread_mutex_lock(&c->mu);
     if (entries) *entries = c->n_entries;
     if (compiles) *compiles = c->compiles;
@@ -134,7 +134,7 @@ static double now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-dspy_status sx_cache_get(sx_cache *c, const oai_request *r, sx_entry **out, bool *hit, double *compile_s) {
+dspy_status dspy_sx_cache_get(sx_cache *c, const oai_request *r, sx_entry **out, bool *hit, double *compile_s) {
     *out = NULL;
     *hit = false;
     *compile_s = 0;
@@ -185,7 +185,7 @@ dspy_status sx_cache_get(sx_cache *c, const oai_request *r, sx_entry **out, bool
         sx_entry *v = *victim;
         *victim = v->next;
         c->n_entries--;
-        sx_entry_release(v);
+        dspy_sx_entry_release(v);
     }
 done:
     pthread_mutex_unlock(&c->mu);

@@ -10,7 +10,7 @@
  * an entry in use by a running request lives on until its last reference is released.
  * What it does not: sampling (the engine applies the constraint).
  *
- * Thread safety: sx_cache_get may be called from any thread; compiles are serialised (a second
+ * Thread safety: dspy_sx_cache_get may be called from any thread; compiles are serialised (a second
  * request for the same specification waits and then shares the result). Entries are
  * reference-counted.
  */
@@ -35,20 +35,20 @@ typedef struct sx_defaults {
 } sx_defaults;
 
 /* `tok` must outlive the cache; model_vocab is the engine's vocabulary size. */
-dspy_status sx_cache_new(const dspy_tokenizer *tok, int32_t model_vocab, const sx_defaults *d, sx_cache **out);
-void sx_cache_free(sx_cache *c); /* NULL-safe; entries still referenced live on */
+dspy_status dspy_sx_cache_new(const dspy_tokenizer *tok, int32_t model_vocab, const sx_defaults *d, sx_cache **out);
+void dspy_sx_cache_free(sx_cache *c); /* NULL-safe; entries still referenced live on */
 
 /* The constraint for r's format (r->format != OAI_FORMAT_TEXT): a new reference in *out.
  * *hit tells whether it was cached, *compile_s how long the compile took (0 on a hit).
  * DSPY_ERR_ARG with the compiler's message for a specification it cannot enforce (answer 400),
  * DSPY_ERR_NOMEM. */
-dspy_status sx_cache_get(sx_cache *c, const oai_request *r, sx_entry **out, bool *hit, double *compile_s);
+dspy_status dspy_sx_cache_get(sx_cache *c, const oai_request *r, sx_entry **out, bool *hit, double *compile_s);
 
-const dspy_constraint *sx_entry_constraint(const sx_entry *e);
+const dspy_constraint *dspy_sx_entry_constraint(const sx_entry *e);
 /* Drops a reference (a void * for sched_job_params.hold_release). NULL-safe. */
-void sx_entry_release(void *e);
+void dspy_sx_entry_release(void *e);
 
 /* Entries kept and compiles done (for tests and /metrics). */
-void sx_cache_counts(sx_cache *c, int32_t *entries, int64_t *compiles, int64_t *hits);
+void dspy_sx_cache_counts(sx_cache *c, int32_t *entries, int64_t *compiles, int64_t *hits);
 
 #endif

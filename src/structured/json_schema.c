@@ -36,57 +36,57 @@ typedef struct jctx {
 
 static frag fail_at(jctx *c, const char *path, const char *fmt, const char *what) {
     if (!c->st) c->st = dspy_fail(DSPY_ERR_ARG, "json_schema: %s: %s%s", *path ? path : "(root)", fmt, what ? what : "");
-    return frag_empty(c->a);
+    return dspy_frag_empty(c->a);
 }
 
-static frag lit(jctx *c, const char *s) { return frag_bytes(c->a, s, strlen(s)); }
+static frag lit(jctx *c, const char *s) { return dspy_frag_bytes(c->a, s, strlen(s)); }
 
 /* Up to max_whitespace bytes of ' ', '\t', '\n', '\r'. */
 static frag ws(jctx *c) {
     uint32_t set[8];
-    byteset_clear(set);
-    byteset_add(set, ' ');
-    byteset_add(set, '\t');
-    byteset_add(set, '\n');
-    byteset_add(set, '\r');
-    frag f = frag_empty(c->a);
-    for (int32_t i = 0; i < c->p->max_whitespace; i++) f = frag_opt(c->a, frag_cat(c->a, frag_class(c->a, set), f));
+    dspy_byteset_clear(set);
+    dspy_byteset_add(set, ' ');
+    dspy_byteset_add(set, '\t');
+    dspy_byteset_add(set, '\n');
+    dspy_byteset_add(set, '\r');
+    frag f = dspy_frag_empty(c->a);
+    for (int32_t i = 0; i < c->p->max_whitespace; i++) f = dspy_frag_opt(c->a, dspy_frag_cat(c->a, dspy_frag_class(c->a, set), f));
     return f;
 }
 
 /* d{0,n} */
 static frag digits_upto(jctx *c, int n) {
     uint32_t set[8];
-    byteset_clear(set);
-    byteset_add_range(set, '0', '9');
-    frag f = frag_empty(c->a);
-    for (int i = 0; i < n; i++) f = frag_opt(c->a, frag_cat(c->a, frag_class(c->a, set), f));
+    dspy_byteset_clear(set);
+    dspy_byteset_add_range(set, '0', '9');
+    frag f = dspy_frag_empty(c->a);
+    for (int i = 0; i < n; i++) f = dspy_frag_opt(c->a, dspy_frag_cat(c->a, dspy_frag_class(c->a, set), f));
     return f;
 }
 
 static frag digit(jctx *c, char lo) {
     uint32_t set[8];
-    byteset_clear(set);
-    byteset_add_range(set, (unsigned char)lo, '9');
-    return frag_class(c->a, set);
+    dspy_byteset_clear(set);
+    dspy_byteset_add_range(set, (unsigned char)lo, '9');
+    return dspy_frag_class(c->a, set);
 }
 
 /* -?(0|[1-9]\d{0,14}) and, for numbers, (\.\d{1,15})?([eE][+-]?\d{1,3})? */
 static frag number(jctx *c, bool integer) {
     nfa *a = c->a;
-    frag f = frag_cat(a, frag_opt(a, lit(c, "-")), frag_alt(a, lit(c, "0"), frag_cat(a, digit(c, '1'), digits_upto(c, 14))));
+    frag f = dspy_frag_cat(a, dspy_frag_opt(a, lit(c, "-")), dspy_frag_alt(a, lit(c, "0"), dspy_frag_cat(a, digit(c, '1'), digits_upto(c, 14))));
     if (integer) return f;
-    frag frac = frag_cat(a, lit(c, "."), frag_cat(a, digit(c, '0'), digits_upto(c, 14)));
+    frag frac = dspy_frag_cat(a, lit(c, "."), dspy_frag_cat(a, digit(c, '0'), digits_upto(c, 14)));
     uint32_t e[8], sign[8];
-    byteset_clear(e);
-    byteset_add(e, 'e');
-    byteset_add(e, 'E');
-    byteset_clear(sign);
-    byteset_add(sign, '+');
-    byteset_add(sign, '-');
-    frag ex = frag_cat(a, frag_class(a, e), frag_cat(a, frag_opt(a, frag_class(a, sign)),
-                                                     frag_cat(a, digit(c, '0'), digits_upto(c, 2))));
-    return frag_cat(a, f, frag_cat(a, frag_opt(a, frac), frag_opt(a, ex)));
+    dspy_byteset_clear(e);
+    dspy_byteset_add(e, 'e');
+    dspy_byteset_add(e, 'E');
+    dspy_byteset_clear(sign);
+    dspy_byteset_add(sign, '+');
+    dspy_byteset_add(sign, '-');
+    frag ex = dspy_frag_cat(a, dspy_frag_class(a, e), dspy_frag_cat(a, dspy_frag_opt(a, dspy_frag_class(a, sign)),
+                                                     dspy_frag_cat(a, digit(c, '0'), digits_upto(c, 2))));
+    return dspy_frag_cat(a, f, dspy_frag_cat(a, dspy_frag_opt(a, frac), dspy_frag_opt(a, ex)));
 }
 
 /* A JSON string: its content is a region (bounded by max_tokens when > 0) whose escape states
@@ -94,31 +94,31 @@ static frag number(jctx *c, bool integer) {
 static frag string(jctx *c, int32_t max_tokens) {
     nfa *a = c->a;
     frag open = lit(c, "\"");
-    nfa_region_begin(a, max_tokens);
+    dspy_nfa_region_begin(a, max_tokens);
     uint32_t plain[8], esc1[8], hex[8], bs[8], u[8];
-    byteset_clear(plain);
-    byteset_add_range(plain, 0x20, 0xff);
+    dspy_byteset_clear(plain);
+    dspy_byteset_add_range(plain, 0x20, 0xff);
     plain['"' >> 5] &= ~(1u << ('"' & 31));
     plain['\\' >> 5] &= ~(1u << ('\\' & 31));
-    frag body = frag_class(a, plain);
+    frag body = dspy_frag_class(a, plain);
     a->cur_transient = true;
-    byteset_clear(bs);
-    byteset_add(bs, '\\');
-    byteset_clear(esc1);
-    for (const char *s = "\"\\/bfnrt"; *s; s++) byteset_add(esc1, (unsigned char)*s);
-    byteset_clear(hex);
-    byteset_add_range(hex, '0', '9');
-    byteset_add_range(hex, 'a', 'f');
-    byteset_add_range(hex, 'A', 'F');
-    byteset_clear(u);
-    byteset_add(u, 'u');
-    frag uesc = frag_class(a, u);
-    for (int i = 0; i < 4; i++) uesc = frag_cat(a, uesc, frag_class(a, hex));
-    frag esc = frag_cat(a, frag_class(a, bs), frag_alt(a, frag_class(a, esc1), uesc));
+    dspy_byteset_clear(bs);
+    dspy_byteset_add(bs, '\\');
+    dspy_byteset_clear(esc1);
+    for (const char *s = "\"\\/bfnrt"; *s; s++) dspy_byteset_add(esc1, (unsigned char)*s);
+    dspy_byteset_clear(hex);
+    dspy_byteset_add_range(hex, '0', '9');
+    dspy_byteset_add_range(hex, 'a', 'f');
+    dspy_byteset_add_range(hex, 'A', 'F');
+    dspy_byteset_clear(u);
+    dspy_byteset_add(u, 'u');
+    frag uesc = dspy_frag_class(a, u);
+    for (int i = 0; i < 4; i++) uesc = dspy_frag_cat(a, uesc, dspy_frag_class(a, hex));
+    frag esc = dspy_frag_cat(a, dspy_frag_class(a, bs), dspy_frag_alt(a, dspy_frag_class(a, esc1), uesc));
     a->cur_transient = false;
-    frag content = frag_star(a, frag_alt(a, body, esc));
-    nfa_region_end(a);
-    return frag_cat(a, open, frag_cat(a, content, lit(c, "\"")));
+    frag content = dspy_frag_star(a, dspy_frag_alt(a, body, esc));
+    dspy_nfa_region_end(a);
+    return dspy_frag_cat(a, open, dspy_frag_cat(a, content, lit(c, "\"")));
 }
 
 /* The compact JSON text of a value, as a literal. */
@@ -126,7 +126,7 @@ static frag json_literal(jctx *c, const dspy_json *v) {
     char *s = dspy_json_dumps(v, DSPY_JSON_COMPACT | DSPY_JSON_UTF8);
     if (!s) {
         if (!c->st) c->st = dspy_fail(DSPY_ERR_NOMEM, "json_schema: out of memory");
-        return frag_empty(c->a);
+        return dspy_frag_empty(c->a);
     }
     frag f = lit(c, s);
     free(s);
@@ -140,17 +140,17 @@ static frag any_value(jctx *c, int depth);
  * the member looped through the comma. value_of NULL: any value (depth); else that schema. */
 static frag open_object(jctx *c, const dspy_json *value_of, int depth, const char *path) {
     nfa *a = c->a;
-    frag member = frag_cat(a, string(c, 0), frag_cat(a, ws(c), frag_cat(a, lit(c, ":"), ws(c))));
+    frag member = dspy_frag_cat(a, string(c, 0), dspy_frag_cat(a, ws(c), dspy_frag_cat(a, lit(c, ":"), ws(c))));
     char sub[512];
     snprintf(sub, sizeof sub, "%s/additionalProperties", path);
-    member = frag_cat(a, member, value_of ? value_schema(c, value_of, sub) : any_value(c, depth));
-    frag comma = frag_cat(a, ws(c), frag_cat(a, lit(c, ","), ws(c)));
-    nfa_eps(a, member.out, comma.in);
-    nfa_eps(a, comma.out, member.in);
-    frag head = frag_cat(a, lit(c, "{"), ws(c));
-    frag tail = frag_cat(a, ws(c), lit(c, "}"));
-    frag body = frag_opt(a, member);
-    return frag_cat(a, head, frag_cat(a, body, tail));
+    member = dspy_frag_cat(a, member, value_of ? value_schema(c, value_of, sub) : any_value(c, depth));
+    frag comma = dspy_frag_cat(a, ws(c), dspy_frag_cat(a, lit(c, ","), ws(c)));
+    dspy_nfa_eps(a, member.out, comma.in);
+    dspy_nfa_eps(a, comma.out, member.in);
+    frag head = dspy_frag_cat(a, lit(c, "{"), ws(c));
+    frag tail = dspy_frag_cat(a, ws(c), lit(c, "}"));
+    frag body = dspy_frag_opt(a, member);
+    return dspy_frag_cat(a, head, dspy_frag_cat(a, body, tail));
 }
 
 static frag array_of(jctx *c, const dspy_json *items, int depth, const char *path) {
@@ -158,20 +158,20 @@ static frag array_of(jctx *c, const dspy_json *items, int depth, const char *pat
     char sub[512];
     snprintf(sub, sizeof sub, "%s/items", path);
     frag item = items ? value_schema(c, items, sub) : any_value(c, depth);
-    frag comma = frag_cat(a, ws(c), frag_cat(a, lit(c, ","), ws(c)));
-    nfa_eps(a, item.out, comma.in);
-    nfa_eps(a, comma.out, item.in);
-    frag head = frag_cat(a, lit(c, "["), ws(c));
-    frag tail = frag_cat(a, ws(c), lit(c, "]"));
-    return frag_cat(a, head, frag_cat(a, frag_opt(a, item), tail));
+    frag comma = dspy_frag_cat(a, ws(c), dspy_frag_cat(a, lit(c, ","), ws(c)));
+    dspy_nfa_eps(a, item.out, comma.in);
+    dspy_nfa_eps(a, comma.out, item.in);
+    frag head = dspy_frag_cat(a, lit(c, "["), ws(c));
+    frag tail = dspy_frag_cat(a, ws(c), lit(c, "]"));
+    return dspy_frag_cat(a, head, dspy_frag_cat(a, dspy_frag_opt(a, item), tail));
 }
 
 /* Any JSON value; objects and arrays only while depth > 0. Strings are unbounded here. */
 static frag any_value(jctx *c, int depth) {
     nfa *a = c->a;
-    frag f = frag_alt(a, string(c, 0), number(c, false));
-    f = frag_alt(a, f, frag_alt(a, lit(c, "true"), frag_alt(a, lit(c, "false"), lit(c, "null"))));
-    if (depth > 0) f = frag_alt(a, f, frag_alt(a, open_object(c, NULL, depth - 1, ""), array_of(c, NULL, depth - 1, "")));
+    frag f = dspy_frag_alt(a, string(c, 0), number(c, false));
+    f = dspy_frag_alt(a, f, dspy_frag_alt(a, lit(c, "true"), dspy_frag_alt(a, lit(c, "false"), lit(c, "null"))));
+    if (depth > 0) f = dspy_frag_alt(a, f, dspy_frag_alt(a, open_object(c, NULL, depth - 1, ""), array_of(c, NULL, depth - 1, "")));
     return f;
 }
 
@@ -196,8 +196,8 @@ static frag object_props(jctx *c, const dspy_json *s, const dspy_json *props, co
             return fail_at(c, path, "\"required\" names a key that is not in \"properties\": ",
                            dspy_json_is_string(k) ? dspy_json_str(k) : "(not a string)");
     }
-    frag head = frag_cat(a, lit(c, "{"), ws(c));
-    int32_t A = head.out, B = nfa_state_new(a);
+    frag head = dspy_frag_cat(a, lit(c, "{"), ws(c));
+    int32_t A = head.out, B = dspy_nfa_state_new(a);
     bool a_live = true, b_live = false;
     for (void *it = dspy_json_iter(props); it && !c->st; it = dspy_json_next(props, it)) {
         const char *key = dspy_json_iter_key(it);
@@ -212,33 +212,33 @@ static frag object_props(jctx *c, const dspy_json *s, const dspy_json *props, co
             break;
         }
         bool opt = !required(req, key);
-        int32_t A2 = nfa_state_new(a), B2 = nfa_state_new(a);
+        int32_t A2 = dspy_nfa_state_new(a), B2 = dspy_nfa_state_new(a);
         if (a_live) {
-            frag m = frag_cat(a, lit(c, kq), frag_cat(a, ws(c), frag_cat(a, lit(c, ":"), ws(c))));
-            m = frag_cat(a, m, value_schema(c, sub, subpath));
-            nfa_eps(a, A, m.in);
-            nfa_eps(a, m.out, B2);
+            frag m = dspy_frag_cat(a, lit(c, kq), dspy_frag_cat(a, ws(c), dspy_frag_cat(a, lit(c, ":"), ws(c))));
+            m = dspy_frag_cat(a, m, value_schema(c, sub, subpath));
+            dspy_nfa_eps(a, A, m.in);
+            dspy_nfa_eps(a, m.out, B2);
         }
         if (b_live) {
-            frag m = frag_cat(a, ws(c), frag_cat(a, lit(c, ","), ws(c)));
-            m = frag_cat(a, m, frag_cat(a, lit(c, kq), frag_cat(a, ws(c), frag_cat(a, lit(c, ":"), ws(c)))));
-            m = frag_cat(a, m, value_schema(c, sub, subpath));
-            nfa_eps(a, B, m.in);
-            nfa_eps(a, m.out, B2);
+            frag m = dspy_frag_cat(a, ws(c), dspy_frag_cat(a, lit(c, ","), ws(c)));
+            m = dspy_frag_cat(a, m, dspy_frag_cat(a, lit(c, kq), dspy_frag_cat(a, ws(c), dspy_frag_cat(a, lit(c, ":"), ws(c)))));
+            m = dspy_frag_cat(a, m, value_schema(c, sub, subpath));
+            dspy_nfa_eps(a, B, m.in);
+            dspy_nfa_eps(a, m.out, B2);
         }
         free(kq);
         if (opt) {
-            nfa_eps(a, A, A2);
-            nfa_eps(a, B, B2);
+            dspy_nfa_eps(a, A, A2);
+            dspy_nfa_eps(a, B, B2);
         }
         b_live = true;
         a_live = a_live && opt;
         A = A2;
         B = B2;
     }
-    frag tail = frag_cat(a, ws(c), lit(c, "}"));
-    if (a_live) nfa_eps(a, A, tail.in);
-    nfa_eps(a, B, tail.in);
+    frag tail = dspy_frag_cat(a, ws(c), lit(c, "}"));
+    if (a_live) dspy_nfa_eps(a, A, tail.in);
+    dspy_nfa_eps(a, B, tail.in);
     return (frag){head.in, tail.out};
 }
 
@@ -251,7 +251,7 @@ static frag one_type(jctx *c, const char *t, const dspy_json *s, const char *pat
     if (strcmp(t, "string") == 0) return string(c, c->p->max_string_tokens);
     if (strcmp(t, "integer") == 0) return number(c, true);
     if (strcmp(t, "number") == 0) return number(c, false);
-    if (strcmp(t, "boolean") == 0) return frag_alt(c->a, lit(c, "true"), lit(c, "false"));
+    if (strcmp(t, "boolean") == 0) return dspy_frag_alt(c->a, lit(c, "true"), lit(c, "false"));
     if (strcmp(t, "null") == 0) return lit(c, "null");
     if (strcmp(t, "array") == 0) {
         const dspy_json *items = dspy_json_get(s, "items");
@@ -275,7 +275,7 @@ static frag one_type(jctx *c, const char *t, const dspy_json *s, const char *pat
 static frag value_schema_in(jctx *c, const dspy_json *s, const char *path);
 
 static frag value_schema(jctx *c, const dspy_json *s, const char *path) {
-    if (c->st) return frag_empty(c->a);
+    if (c->st) return dspy_frag_empty(c->a);
     if (c->nesting >= MAX_NESTING) return fail_at(c, path, "the schema is nested too deeply (over 32 levels)", NULL);
     c->nesting++;
     frag f = value_schema_in(c, s, path);
@@ -325,7 +325,7 @@ static frag value_schema_in(jctx *c, const dspy_json *s, const char *path) {
             char sub[512];
             snprintf(sub, sizeof sub, "%s/%s/%zu", path, union_key, i);
             frag g = value_schema(c, dspy_json_at(u, i), sub);
-            f = i ? frag_alt(a, f, g) : g;
+            f = i ? dspy_frag_alt(a, f, g) : g;
         }
         return f;
     }
@@ -338,7 +338,7 @@ static frag value_schema_in(jctx *c, const dspy_json *s, const char *path) {
         frag f = {-1, -1};
         for (size_t i = 0; i < dspy_json_size(en); i++) {
             frag g = json_literal(c, dspy_json_at(en, i));
-            f = i ? frag_alt(a, f, g) : g;
+            f = i ? dspy_frag_alt(a, f, g) : g;
         }
         return f;
     }
@@ -355,7 +355,7 @@ static frag value_schema_in(jctx *c, const dspy_json *s, const char *path) {
         const dspy_json *ti = dspy_json_at(t, i);
         if (!dspy_json_is_string(ti)) return fail_at(c, path, "\"type\" must be a string or an array of strings", NULL);
         frag g = one_type(c, dspy_json_str(ti), s, path);
-        f = i ? frag_alt(a, f, g) : g;
+        f = i ? dspy_frag_alt(a, f, g) : g;
     }
     return f;
 }
@@ -376,11 +376,11 @@ dspy_status dspy_structured_json_schema(const dspy_structured_vocab *v, const ds
     if (!schema || dspy_json_typeof(schema) != DSPY_JSON_OBJECT)
         return dspy_fail(DSPY_ERR_ARG, "json_schema: the schema must be a JSON object");
     nfa a;
-    nfa_init(&a);
+    dspy_nfa_init(&a);
     jctx c = {&a, &prm, schema, 0, 0, DSPY_OK};
     frag f = value_schema(&c, schema, "");
-    st = c.st ? c.st : structured_finish(v, &a, f, out);
-    nfa_free(&a);
+    st = c.st ? c.st : dspy_structured_finish(v, &a, f, out);
+    dspy_nfa_free(&a);
     return st;
 }
 
@@ -391,10 +391,10 @@ dspy_status dspy_structured_json_object(const dspy_structured_vocab *v, const ds
     dspy_status st = check_params(&prm);
     if (st) return st;
     nfa a;
-    nfa_init(&a);
+    dspy_nfa_init(&a);
     jctx c = {&a, &prm, NULL, 0, 0, DSPY_OK};
     frag f = open_object(&c, NULL, prm.max_depth, "");
-    st = c.st ? c.st : structured_finish(v, &a, f, out);
-    nfa_free(&a);
+    st = c.st ? c.st : dspy_structured_finish(v, &a, f, out);
+    dspy_nfa_free(&a);
     return st;
 }

@@ -1,7 +1,7 @@
 /* layout.c — Literal sets and the ChatAdapter field layout as automata (dspy/structured.h).
  *
  * The layout follows what DSPy's ChatAdapter writes for an assistant turn (adapter_chat.c,
- * adp_chat_assistant): "[[ ## f ## ]]\n" + value per output field, fields joined by "\n\n",
+ * dspy_adp_chat_assistant): "[[ ## f ## ]]\n" + value per output field, fields joined by "\n\n",
  * then "\n\n[[ ## completed ## ]]". Free text is bytes without '[' and without a blank line:
  * the parser takes any line that starts (after whitespace) with "[[ ## name ## ]]" as a header,
  * so text without '[' never opens one; and without "\n\n" the blank line before the next header
@@ -17,19 +17,19 @@
 
 /* One of the values (duplicates are harmless: the DFA merges them). */
 static frag alt_of(nfa *a, const char *const *values, size_t n) {
-    frag f = frag_bytes(a, values[0], strlen(values[0]));
-    for (size_t i = 1; i < n; i++) f = frag_alt(a, f, frag_bytes(a, values[i], strlen(values[i])));
+    frag f = dspy_frag_bytes(a, values[0], strlen(values[0]));
+    for (size_t i = 1; i < n; i++) f = dspy_frag_alt(a, f, dspy_frag_bytes(a, values[i], strlen(values[i])));
     return f;
 }
 
-dspy_status structured_finish(const dspy_structured_vocab *v, nfa *a, frag f, dspy_constraint **out) {
+dspy_status dspy_structured_finish(const dspy_structured_vocab *v, nfa *a, frag f, dspy_constraint **out) {
     if (a->oom) return dspy_fail(DSPY_ERR_NOMEM, "structured: out of memory");
     a->s[f.out].accept = true;
     dfa d;
-    dspy_status st = dfa_build(a, f.in, MAX_DFA_STATES, &d);
+    dspy_status st = dspy_dfa_build(a, f.in, MAX_DFA_STATES, &d);
     if (st) return st;
-    if (!(st = dfa_minimize(&d))) st = tokens_compile(v, &d, out);
-    dfa_free(&d);
+    if (!(st = dspy_dfa_minimize(&d))) st = dspy_tokens_compile(v, &d, out);
+    dspy_dfa_free(&d);
     return st;
 }
 
@@ -41,9 +41,9 @@ dspy_status dspy_structured_literal(const dspy_structured_vocab *v, const char *
         if (!values[i] || !*values[i])
             return dspy_fail(DSPY_ERR_ARG, "structured: Literal value %zu is empty; values must be non-empty strings", i);
     nfa a;
-    nfa_init(&a);
-    dspy_status st = structured_finish(v, &a, alt_of(&a, values, n), out);
-    nfa_free(&a);
+    dspy_nfa_init(&a);
+    dspy_status st = dspy_structured_finish(v, &a, alt_of(&a, values, n), out);
+    dspy_nfa_free(&a);
     return st;
 }
 
@@ -57,18 +57,18 @@ static bool identifier(const char *s) {
 
 /* Free text: no '[', no "\n\n", and no trailing '\n' (the next "\n\n" is the separator). */
 static frag free_text(nfa *a, int32_t max_tokens) {
-    nfa_region_begin(a, max_tokens);
+    dspy_nfa_region_begin(a, max_tokens);
     uint32_t plain[8], nl[8];
-    byteset_clear(plain);
-    byteset_add_range(plain, 0, 255);
+    dspy_byteset_clear(plain);
+    dspy_byteset_add_range(plain, 0, 255);
     plain['['>>5] &= ~(1u << ('[' & 31));
     plain['\n'>>5] &= ~(1u << ('\n' & 31));
-    byteset_clear(nl);
-    byteset_add(nl, '\n');
-    frag one = frag_class(a, plain);
-    frag pair = frag_cat(a, frag_class(a, nl), frag_class(a, plain));
-    frag f = frag_star(a, frag_alt(a, one, pair));
-    nfa_region_end(a);
+    dspy_byteset_clear(nl);
+    dspy_byteset_add(nl, '\n');
+    frag one = dspy_frag_class(a, plain);
+    frag pair = dspy_frag_cat(a, dspy_frag_class(a, nl), dspy_frag_class(a, plain));
+    frag f = dspy_frag_star(a, dspy_frag_alt(a, one, pair));
+    dspy_nfa_region_end(a);
     return f;
 }
 
@@ -97,18 +97,18 @@ dspy_status dspy_structured_layout(const dspy_structured_vocab *v, const dspy_la
                                  "must be non-empty", f->name, k);
     }
     nfa a;
-    nfa_init(&a);
-    frag all = frag_empty(&a);
+    dspy_nfa_init(&a);
+    frag all = dspy_frag_empty(&a);
     for (size_t i = 0; i < n; i++) {
         const dspy_layout_field *f = &fields[i];
         char head[300];
         int hl = snprintf(head, sizeof head, "%s[[ ## %s ## ]]\n", i ? "\n\n" : "", f->name);
-        all = frag_cat(&a, all, frag_bytes(&a, head, (size_t)hl));
-        all = frag_cat(&a, all, f->n_values ? alt_of(&a, f->values, f->n_values) : free_text(&a, f->max_tokens));
+        all = dspy_frag_cat(&a, all, dspy_frag_bytes(&a, head, (size_t)hl));
+        all = dspy_frag_cat(&a, all, f->n_values ? alt_of(&a, f->values, f->n_values) : free_text(&a, f->max_tokens));
     }
     static const char done[] = "\n\n[[ ## completed ## ]]";
-    all = frag_cat(&a, all, frag_bytes(&a, done, sizeof done - 1));
-    dspy_status st = structured_finish(v, &a, all, out);
-    nfa_free(&a);
+    all = dspy_frag_cat(&a, all, dspy_frag_bytes(&a, done, sizeof done - 1));
+    dspy_status st = dspy_structured_finish(v, &a, all, out);
+    dspy_nfa_free(&a);
     return st;
 }

@@ -16,21 +16,21 @@
 
 /* ---- byte sets ------------------------------------------------------------------------- */
 
-void byteset_clear(uint32_t set[8]) { memset(set, 0, 8 * sizeof(uint32_t)); }
-void byteset_add(uint32_t set[8], unsigned char b) { set[b >> 5] |= 1u << (b & 31); }
-void byteset_add_range(uint32_t set[8], unsigned char lo, unsigned char hi) {
-    for (unsigned c = lo; c <= hi; c++) byteset_add(set, (unsigned char)c);
+void dspy_byteset_clear(uint32_t set[8]) { memset(set, 0, 8 * sizeof(uint32_t)); }
+void dspy_byteset_add(uint32_t set[8], unsigned char b) { set[b >> 5] |= 1u << (b & 31); }
+void dspy_byteset_add_range(uint32_t set[8], unsigned char lo, unsigned char hi) {
+    for (unsigned c = lo; c <= hi; c++) dspy_byteset_add(set, (unsigned char)c);
 }
-bool byteset_has(const uint32_t set[8], unsigned char b) { return set[b >> 5] >> (b & 31) & 1u; }
+bool dspy_byteset_has(const uint32_t set[8], unsigned char b) { return set[b >> 5] >> (b & 31) & 1u; }
 
 /* ---- NFA ------------------------------------------------------------------------------- */
 
-void nfa_init(nfa *a) {
+void dspy_nfa_init(nfa *a) {
     memset(a, 0, sizeof *a);
     a->cur_region = -1;
 }
 
-void nfa_free(nfa *a) {
+void dspy_nfa_free(nfa *a) {
     free(a->s);
     free(a->eps);
     free(a->regions);
@@ -48,7 +48,7 @@ static bool grow(void **p, int32_t *cap, int32_t need, size_t elem) {
     return true;
 }
 
-int32_t nfa_state_new(nfa *a) {
+int32_t dspy_nfa_state_new(nfa *a) {
     if (a->oom || !grow((void **)&a->s, &a->cap, a->n + 1, sizeof *a->s)) {
         a->oom = true;
         return 0; /* a valid index keeps the builders simple; oom is reported at the end */
@@ -62,7 +62,7 @@ int32_t nfa_state_new(nfa *a) {
     return a->n++;
 }
 
-void nfa_eps(nfa *a, int32_t from, int32_t to) {
+void dspy_nfa_eps(nfa *a, int32_t from, int32_t to) {
     if (a->oom || !grow((void **)&a->eps, &a->cap_eps, a->n_eps + 1, sizeof *a->eps)) {
         a->oom = true;
         return;
@@ -71,7 +71,7 @@ void nfa_eps(nfa *a, int32_t from, int32_t to) {
     a->s[from].eps_head = a->n_eps++;
 }
 
-int32_t nfa_region_begin(nfa *a, int32_t max_tokens) {
+int32_t dspy_nfa_region_begin(nfa *a, int32_t max_tokens) {
     if (a->oom || !grow((void **)&a->regions, &a->cap_regions, a->n_regions + 1, sizeof *a->regions)) {
         a->oom = true;
         return -1;
@@ -81,7 +81,7 @@ int32_t nfa_region_begin(nfa *a, int32_t max_tokens) {
     return a->n_regions++;
 }
 
-void nfa_region_end(nfa *a) {
+void dspy_nfa_region_end(nfa *a) {
     a->cur_region = -1;
     a->cur_transient = false;
 }
@@ -92,63 +92,63 @@ static void set_edge(nfa *a, int32_t from, const uint32_t set[8], int32_t to) {
     a->s[from].next = to;
 }
 
-frag frag_empty(nfa *a) {
-    int32_t s = nfa_state_new(a);
+frag dspy_frag_empty(nfa *a) {
+    int32_t s = dspy_nfa_state_new(a);
     return (frag){s, s};
 }
 
-frag frag_bytes(nfa *a, const char *p, size_t n) {
-    int32_t first = nfa_state_new(a), cur = first;
+frag dspy_frag_bytes(nfa *a, const char *p, size_t n) {
+    int32_t first = dspy_nfa_state_new(a), cur = first;
     for (size_t i = 0; i < n; i++) {
-        int32_t nx = nfa_state_new(a);
+        int32_t nx = dspy_nfa_state_new(a);
         uint32_t set[8];
-        byteset_clear(set);
-        byteset_add(set, (unsigned char)p[i]);
+        dspy_byteset_clear(set);
+        dspy_byteset_add(set, (unsigned char)p[i]);
         set_edge(a, cur, set, nx);
         cur = nx;
     }
     return (frag){first, cur};
 }
 
-frag frag_class(nfa *a, const uint32_t set[8]) {
-    int32_t x = nfa_state_new(a), y = nfa_state_new(a);
+frag dspy_frag_class(nfa *a, const uint32_t set[8]) {
+    int32_t x = dspy_nfa_state_new(a), y = dspy_nfa_state_new(a);
     set_edge(a, x, set, y);
     return (frag){x, y};
 }
 
-frag frag_cat(nfa *a, frag x, frag y) {
-    nfa_eps(a, x.out, y.in);
+frag dspy_frag_cat(nfa *a, frag x, frag y) {
+    dspy_nfa_eps(a, x.out, y.in);
     return (frag){x.in, y.out};
 }
 
-frag frag_alt(nfa *a, frag x, frag y) {
-    int32_t in = nfa_state_new(a), out = nfa_state_new(a);
-    nfa_eps(a, in, x.in);
-    nfa_eps(a, in, y.in);
-    nfa_eps(a, x.out, out);
-    nfa_eps(a, y.out, out);
+frag dspy_frag_alt(nfa *a, frag x, frag y) {
+    int32_t in = dspy_nfa_state_new(a), out = dspy_nfa_state_new(a);
+    dspy_nfa_eps(a, in, x.in);
+    dspy_nfa_eps(a, in, y.in);
+    dspy_nfa_eps(a, x.out, out);
+    dspy_nfa_eps(a, y.out, out);
     return (frag){in, out};
 }
 
-frag frag_opt(nfa *a, frag x) {
-    int32_t in = nfa_state_new(a), out = nfa_state_new(a);
-    nfa_eps(a, in, x.in);
-    nfa_eps(a, in, out);
-    nfa_eps(a, x.out, out);
+frag dspy_frag_opt(nfa *a, frag x) {
+    int32_t in = dspy_nfa_state_new(a), out = dspy_nfa_state_new(a);
+    dspy_nfa_eps(a, in, x.in);
+    dspy_nfa_eps(a, in, out);
+    dspy_nfa_eps(a, x.out, out);
     return (frag){in, out};
 }
 
-frag frag_star(nfa *a, frag x) {
-    int32_t in = nfa_state_new(a), out = nfa_state_new(a);
-    nfa_eps(a, in, x.in);
-    nfa_eps(a, in, out);
-    nfa_eps(a, x.out, in);
+frag dspy_frag_star(nfa *a, frag x) {
+    int32_t in = dspy_nfa_state_new(a), out = dspy_nfa_state_new(a);
+    dspy_nfa_eps(a, in, x.in);
+    dspy_nfa_eps(a, in, out);
+    dspy_nfa_eps(a, x.out, in);
     return (frag){in, out};
 }
 
 /* ---- DFA ------------------------------------------------------------------------------- */
 
-void dfa_free(dfa *d) {
+void dspy_dfa_free(dfa *d) {
     free(d->next);
     free(d->accept);
     free(d->region);
@@ -157,7 +157,7 @@ void dfa_free(dfa *d) {
     memset(d, 0, sizeof *d);
 }
 
-int32_t dfa_add_state(dfa *d) {
+int32_t dspy_dfa_add_state(dfa *d) {
     if (d->n == d->cap) {
         int32_t nc = d->cap ? 2 * d->cap : 256;
         int32_t *nx = realloc(d->next, (size_t)nc * 256 * sizeof *nx);
@@ -258,7 +258,7 @@ static int32_t find_or_add(const nfa *a, subsets *ss, dfa *d, const int32_t *set
         int64_t len = ss->start[q + 1] - ss->start[q];
         if (len == n && memcmp(ss->members + ss->start[q], set, (size_t)n * sizeof *set) == 0) return q;
     }
-    int32_t q = dfa_add_state(d);
+    int32_t q = dspy_dfa_add_state(d);
     if (q < 0) return -1;
     if (ss->n_members + n > ss->cap_members) {
         int64_t nc = ss->cap_members ? ss->cap_members * 2 : 4096;
@@ -301,7 +301,7 @@ static int32_t find_or_add(const nfa *a, subsets *ss, dfa *d, const int32_t *set
     return q;
 }
 
-dspy_status dfa_build(const nfa *a, int32_t start, int32_t max_states, dfa *out) {
+dspy_status dspy_dfa_build(const nfa *a, int32_t start, int32_t max_states, dfa *out) {
     memset(out, 0, sizeof *out);
     if (a->oom) return dspy_fail(DSPY_ERR_NOMEM, "structured: out of memory building the automaton");
     subsets ss = {0};
@@ -327,7 +327,7 @@ dspy_status dfa_build(const nfa *a, int32_t start, int32_t max_states, dfa *out)
             ++gen;
             for (int64_t k = ss.start[q]; k < ss.start[q + 1]; k++) {
                 const nfa_state *s = &a->s[ss.members[k]];
-                if (s->next >= 0 && byteset_has(s->set, (unsigned char)b) && mark[s->next] != gen) {
+                if (s->next >= 0 && dspy_byteset_has(s->set, (unsigned char)b) && mark[s->next] != gen) {
                     mark[s->next] = gen;
                     set[m++] = s->next;
                 }
@@ -372,7 +372,7 @@ done:
     free(ss.members);
     free(ss.start);
     free(ss.table);
-    if (st) dfa_free(out);
+    if (st) dspy_dfa_free(out);
     return st;
 }
 
@@ -381,7 +381,7 @@ done:
 /* Moore's algorithm: start from the classes (accept, region, transient) and split by the
  * classes of the 256 successors until nothing splits. Class ids are given in order of first
  * appearance, so state 0 stays in class 0. */
-dspy_status dfa_minimize(dfa *d) {
+dspy_status dspy_dfa_minimize(dfa *d) {
     int32_t n = d->n;
     const size_t W = 257; /* own class + one per byte */
     int32_t *cls = malloc((size_t)n * sizeof *cls), *ncls = malloc((size_t)n * sizeof *ncls);
@@ -430,7 +430,7 @@ dspy_status dfa_minimize(dfa *d) {
     }
     if (k == n) goto done; /* already minimal */
     for (int32_t c = 0; c < k; c++)
-        if (dfa_add_state(&m) < 0) goto oom;
+        if (dspy_dfa_add_state(&m) < 0) goto oom;
     for (int32_t q = 0; q < n; q++) {
         int32_t c = cls[q];
         for (int b = 0; b < 256; b++) {
@@ -444,12 +444,12 @@ dspy_status dfa_minimize(dfa *d) {
     m.regions = d->regions;
     m.n_regions = d->n_regions;
     d->regions = NULL;
-    dfa_free(d);
+    dspy_dfa_free(d);
     *d = m;
     goto done;
 oom:
     st = dspy_fail(DSPY_ERR_NOMEM, "structured: out of memory minimising the automaton");
-    dfa_free(&m);
+    dspy_dfa_free(&m);
 done:
     free(cls);
     free(ncls);

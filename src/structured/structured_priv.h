@@ -53,26 +53,26 @@ typedef struct frag {
     int32_t in, out;
 } frag;
 
-void nfa_init(nfa *a);
-void nfa_free(nfa *a);
-int32_t nfa_state_new(nfa *a);
-void nfa_eps(nfa *a, int32_t from, int32_t to);
+void dspy_nfa_init(nfa *a);
+void dspy_nfa_free(nfa *a);
+int32_t dspy_nfa_state_new(nfa *a);
+void dspy_nfa_eps(nfa *a, int32_t from, int32_t to);
 /* A new region (bound max_tokens) made current; returns its id. */
-int32_t nfa_region_begin(nfa *a, int32_t max_tokens);
-void nfa_region_end(nfa *a);
+int32_t dspy_nfa_region_begin(nfa *a, int32_t max_tokens);
+void dspy_nfa_region_end(nfa *a);
 
-void byteset_clear(uint32_t set[8]);
-void byteset_add(uint32_t set[8], unsigned char b);
-void byteset_add_range(uint32_t set[8], unsigned char lo, unsigned char hi);
-bool byteset_has(const uint32_t set[8], unsigned char b);
+void dspy_byteset_clear(uint32_t set[8]);
+void dspy_byteset_add(uint32_t set[8], unsigned char b);
+void dspy_byteset_add_range(uint32_t set[8], unsigned char lo, unsigned char hi);
+bool dspy_byteset_has(const uint32_t set[8], unsigned char b);
 
-frag frag_empty(nfa *a);
-frag frag_bytes(nfa *a, const char *p, size_t n);   /* a literal */
-frag frag_class(nfa *a, const uint32_t set[8]);       /* one byte of the set */
-frag frag_cat(nfa *a, frag x, frag y);
-frag frag_alt(nfa *a, frag x, frag y);
-frag frag_opt(nfa *a, frag x);
-frag frag_star(nfa *a, frag x);                       /* x* */
+frag dspy_frag_empty(nfa *a);
+frag dspy_frag_bytes(nfa *a, const char *p, size_t n);   /* a literal */
+frag dspy_frag_class(nfa *a, const uint32_t set[8]);       /* one byte of the set */
+frag dspy_frag_cat(nfa *a, frag x, frag y);
+frag dspy_frag_alt(nfa *a, frag x, frag y);
+frag dspy_frag_opt(nfa *a, frag x);
+frag dspy_frag_star(nfa *a, frag x);                       /* x* */
 
 /* ---- DFA --------------------------------------------------------------------------------- */
 
@@ -88,20 +88,20 @@ typedef struct dfa {
 
 /* Subset construction from `start`. DSPY_ERR_ARG when it would pass max_states (a schema too
  * large), DSPY_ERR_NOMEM. */
-dspy_status dfa_build(const nfa *a, int32_t start, int32_t max_states, dfa *out);
-void dfa_free(dfa *d);
+dspy_status dspy_dfa_build(const nfa *a, int32_t start, int32_t max_states, dfa *out);
+void dspy_dfa_free(dfa *d);
 /* Merges equivalent states (same acceptance, region and transience, same futures); state 0
  * stays the start. DSPY_ERR_NOMEM (d unchanged). */
-dspy_status dfa_minimize(dfa *d);
+dspy_status dspy_dfa_minimize(dfa *d);
 /* Appends a state (no transitions, not accepting, no region); -1 on OOM. */
-int32_t dfa_add_state(dfa *d);
+int32_t dspy_dfa_add_state(dfa *d);
 
 /* ---- token automaton --------------------------------------------------------------------- */
 
 /* The token automaton of `d` over v (see tokens.c). */
-dspy_status tokens_compile(const dspy_structured_vocab *v, dfa *d, dspy_constraint **out);
+dspy_status dspy_tokens_compile(const dspy_structured_vocab *v, dfa *d, dspy_constraint **out);
 
 /* Marks f.out accepting, determinises from f.in and compiles over v (layout.c). */
-dspy_status structured_finish(const dspy_structured_vocab *v, nfa *a, frag f, dspy_constraint **out);
+dspy_status dspy_structured_finish(const dspy_structured_vocab *v, nfa *a, frag f, dspy_constraint **out);
 
 #endif

@@ -229,7 +229,7 @@ static dspy_status add_closings(dfa *d, int32_t **closing_out) {
         /* path is reversed: path[len-1] is the first byte */
         int32_t first = -1, last = -1;
         for (int32_t i = len - 1; i >= 0; i--) {
-            int32_t c = dfa_add_state(d);
+            int32_t c = dspy_dfa_add_state(d);
             if (c < 0) goto oom;
             if (last >= 0) d->next[(size_t)last * 256 + path[i + 1]] = c;
             else first = c;
@@ -254,7 +254,7 @@ done:
     return st;
 }
 
-dspy_status tokens_compile(const dspy_structured_vocab *v, dfa *d, dspy_constraint **out) {
+dspy_status dspy_tokens_compile(const dspy_structured_vocab *v, dfa *d, dspy_constraint **out) {
     *out = NULL;
     dspy_status st = DSPY_OK;
     plan p = {d, NULL, NULL, NULL};

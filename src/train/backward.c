@@ -11,7 +11,7 @@
  * cannot cheaply recompute (see layer_acts) and recomputes the RMSNorm outputs and the SwiGLU
  * product. Does not update weights (the optimizer does) or validate the model (loading did).
  *
- * Memory: every buffer a pass touches is in the backend's memory, planned once (train_work_reserve;
+ * Memory: every buffer a pass touches is in the backend's memory, planned once (dspy_train_work_reserve;
  * grown only by a longer sequence than planned); a sequence's ids, example starts, positions,
  * labelled rows and targets are prepared on the host into a page-locked staging slot and go
  * over in one H2D copy; the loss sum is reduced on the backend (sum_rows) into a per-slot F64
@@ -30,7 +30,7 @@
 
 /* ---- work buffers ----------------------------------------------------------------------- */
 
-void train_work_free(dspy_backend *be, train_work *w) {
+void dspy_train_work_free(dspy_backend *be, train_work *w) {
     be->ops->free(be, w->block);
     be->ops->free(be, w->iblock);
     be->ops->free(be, w->loss_dev);
@@ -95,7 +95,7 @@ static size_t work_layout(dspy_trainable *t, size_t T, float *base) {
     return off;
 }
 
-dspy_status train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
+dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
     train_work *w = &t->work;
     if (T <= w->cap && slots <= w->nslots) return DSPY_OK;
     if (T < w->cap) T = w->cap;
@@ -107,7 +107,7 @@ dspy_status train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
     if (st) return st;
     dspy_backend_plan plan = {T, T, 1, t->cfg.vocab_size, t->cfg.num_attention_heads, t->cfg.head_dim, 0};
     if ((st = dspy_backend_reserve(be, &plan))) return st;
-    train_work_free(be, w);
+    dspy_train_work_free(be, w);
     size_t n = work_layout(t, (size_t)T, NULL), ni = 5 * (size_t)T;
     w->acts = calloc((size_t)t->cfg.num_hidden_layers, sizeof *w->acts);
     if (!w->acts) st = dspy_fail(DSPY_ERR_NOMEM, "train step: out of memory");
@@ -118,7 +118,7 @@ dspy_status train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
     if (!st) st = be->ops->alloc_host(be, sizeof(int32_t) * ni * (size_t)slots, (void **)&w->stage);
     if (!st) st = be->ops->alloc_host(be, sizeof(double) * (size_t)slots, (void **)&w->loss_host);
     if (st) {
-        train_work_free(be, w);
+        dspy_train_work_free(be, w);
         return st;
     }
     work_layout(t, (size_t)T, w->block);
@@ -193,7 +193,7 @@ static dspy_status linear_fwd(dspy_trainable *t, int l, int lin, float *y, const
     const dspy_ops *o = be->ops;
     train_layer *L = &t->layers[l];
     int in, out;
-    train_lin_dims(&t->cfg, lin, &in, &out);
+    dspy_train_lin_dims(&t->cfg, lin, &in, &out);
     DSPY_TRY(o->linear(be, F(y, T * out), F((float *)x, T * in), F(L->w[lin], out * in),
                        L->b[lin] ? F(L->b[lin], out) : NONE, T, in, out, false));
     if (!t->lora_on || t->merged) return DSPY_OK;
@@ -219,7 +219,7 @@ static dspy_status linear_bwd(dspy_trainable *t, int l, int lin, float *dx, cons
     const dspy_ops *o = be->ops;
     train_layer *L = &t->layers[l];
     int in, out;
-    train_lin_dims(&t->cfg, lin, &in, &out);
+    dspy_train_lin_dims(&t->cfg, lin, &in, &out);
     DSPY_TRY(o->linear_backward(be, F(dx, T * in), L->gw[lin] ? F(L->gw[lin], out * in) : NONE,
                                 L->b[lin] && L->gb[lin] ? F(L->gb[lin], out) : NONE, F((float *)dy, T * out),
                                 F((float *)x, T * in), F(L->w[lin], out * in), T, in, out));
@@ -332,14 +332,14 @@ static dspy_status backward_layers(dspy_trainable *t, const dspy_train_seq *s) {
     return DSPY_OK;
 }
 
-dspy_status train_seq_run(dspy_trainable *t, const dspy_train_seq *s, bool train, float grad_scale, int slot,
+dspy_status dspy_train_seq_run(dspy_trainable *t, const dspy_train_seq *s, bool train, float grad_scale, int slot,
                           int32_t *Mout) {
     *Mout = 0;
     if (!s || !s->ids || !s->labels || s->T < 1)
         return dspy_fail(DSPY_ERR_ARG, "train sequence: needs ids, labels and T >= 1 (T is %d)", s ? (int)s->T : 0);
     if (train && t->merged)
         return dspy_fail(DSPY_ERR_STATE, "train step: the LoRA adapters were merged; make a new trainable to train on");
-    dspy_status st = train_work_reserve(t, s->T, slot + 1);
+    dspy_status st = dspy_train_work_reserve(t, s->T, slot + 1);
     if (st) return st;
     int32_t M = 0;
     if ((st = prepare(t, s, slot, &M))) return st;
@@ -393,7 +393,7 @@ static dspy_status run(dspy_trainable *t, const dspy_train_seq *s, bool train, f
     *loss_sum = 0;
     *n_labels = 0;
     int32_t M = 0;
-    dspy_status st = train_seq_run(t, s, train, grad_scale, 0, &M);
+    dspy_status st = dspy_train_seq_run(t, s, train, grad_scale, 0, &M);
     if (st || M == 0) return st;
     dspy_backend *be = t->be;
     DSPY_TRY(be->ops->copy(be, t->work.loss_host, t->work.loss_dev, sizeof(double), DSPY_COPY_D2H));

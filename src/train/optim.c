@@ -200,12 +200,12 @@ static dspy_status device_step(dspy_optimizer *o, const dspy_train_seq *seqs, si
         if (seqs[s].T > maxT) maxT = seqs[s].T;
     if (k > (size_t)INT32_MAX) return dspy_fail(DSPY_ERR_ARG, "optimizer step: %zu sequences", k);
     /* the step's staging and loss slots must exist before its first sequence */
-    DSPY_TRY(train_work_reserve(t, maxT, (int)k));
+    DSPY_TRY(dspy_train_work_reserve(t, maxT, (int)k));
     DSPY_TRY(dspy_trainable_zero_grad(t));
     float scale = (float)(1.0 / (double)N);
     for (size_t s = 0; s < k; s++) {
         int32_t M = 0;
-        DSPY_TRY(train_seq_run(t, &seqs[s], true, scale, (int)s, &M));
+        DSPY_TRY(dspy_train_seq_run(t, &seqs[s], true, scale, (int)s, &M));
     }
     dspy_tensor sq = dspy_bt(be, o->sumsq, (int64_t)(o->np ? o->np : 1), DSPY_DTYPE_F64);
     for (size_t i = 0; i < o->np; i++) {

@@ -33,7 +33,7 @@ dspy_lora_config dspy_lora_config_default(void) {
     return c;
 }
 
-void train_lin_dims(const dspy_model_config *c, int lin, int *in, int *out) {
+void dspy_train_lin_dims(const dspy_model_config *c, int lin, int *in, int *out) {
     int C = c->hidden_size, I = c->intermediate_size;
     int Q = c->num_attention_heads * c->head_dim, KV = c->num_key_value_heads * c->head_dim;
     switch (lin) {
@@ -105,7 +105,7 @@ static dspy_status list_full(dspy_trainable *t) {
         train_layer *L = &t->layers[l];
         for (int k = 0; k < LIN_COUNT; k++) {
             int in, out;
-            train_lin_dims(c, k, &in, &out);
+            dspy_train_lin_dims(c, k, &in, &out);
             if ((st = add_param(t, &cap, L->w[k], L->gw[k], out, in, 2, "model.layers.%d.%s.weight", l, k_lin_name[k])))
                 return st;
             if (L->b[k] && (st = add_param(t, &cap, L->b[k], L->gb[k], out, 1, 1, "model.layers.%d.%s.bias", l,
@@ -137,7 +137,7 @@ static dspy_status list_lora(dspy_trainable *t) {
         for (int k = 0; k < LIN_COUNT; k++) {
             lora_adapter *a = &t->layers[l].lora[k];
             int in, out;
-            train_lin_dims(c, k, &in, &out);
+            dspy_train_lin_dims(c, k, &in, &out);
             if ((st = add_param(t, &cap, a->A, a->gA, r, in, 2, "base_model.model.model.layers.%d.%s.lora_A.weight", l,
                                 k_lin_name[k])))
                 return st;
@@ -185,7 +185,7 @@ static dspy_status copy_weights(dspy_trainable *t, bool full) {
         train_layer *L = &t->layers[l];
         for (int k = 0; k < LIN_COUNT; k++) {
             int in, out;
-            train_lin_dims(c, k, &in, &out);
+            dspy_train_lin_dims(c, k, &in, &out);
             TAKE(L->w[k], L->gw[k], (size_t)out * in, "model.layers.%d.%s.weight", l, k_lin_name[k]);
             bool has_bias = (k <= LIN_V && c->qkv_bias) || (k == LIN_O && c->o_bias);
             if (has_bias) TAKE(L->b[k], L->gb[k], (size_t)out, "model.layers.%d.%s.bias", l, k_lin_name[k]);
@@ -209,7 +209,7 @@ static size_t weights_numel(const dspy_model_config *c) {
     if (!c->tie_word_embeddings) n += V * C;
     for (int k = 0; k < LIN_COUNT; k++) {
         int in, out;
-        train_lin_dims(c, k, &in, &out);
+        dspy_train_lin_dims(c, k, &in, &out);
         n += (size_t)c->num_hidden_layers * (size_t)in * out;
     }
     size_t per_layer_bias = 2 * C;
@@ -275,7 +275,7 @@ dspy_status dspy_trainable_plan(dspy_trainable *t, int32_t max_T, int max_seqs) 
     if (max_T < 1 || max_seqs < 1)
         return dspy_fail(DSPY_ERR_ARG, "trainable plan: %d tokens, %d sequences; both must be >= 1", (int)max_T,
                          max_seqs);
-    return train_work_reserve(t, max_T, max_seqs);
+    return dspy_train_work_reserve(t, max_T, max_seqs);
 }
 
 dspy_status dspy_trainable_new(dspy_model *m, const dspy_lora_config *lora, uint64_t seed, dspy_trainable **out) {
@@ -334,7 +334,7 @@ dspy_status dspy_trainable_new_on(dspy_model *m, const dspy_lora_config *lora, u
         size_t r = (size_t)t->lora.r, n = 0;
         for (int k = 0; k < LIN_COUNT; k++) {
             int in, o;
-            train_lin_dims(c, k, &in, &o);
+            dspy_train_lin_dims(c, k, &in, &o);
             n += (size_t)L * 2 * r * ((size_t)in + (size_t)o);
         }
         t->ln = n;
@@ -345,7 +345,7 @@ dspy_status dspy_trainable_new_on(dspy_model *m, const dspy_lora_config *lora, u
             for (int k = 0; k < LIN_COUNT; k++) {
                 lora_adapter *a = &t->layers[l].lora[k];
                 int in, o;
-                train_lin_dims(c, k, &in, &o);
+                dspy_train_lin_dims(c, k, &in, &o);
                 a->A = carve(&cur, r * in);
                 a->gA = carve(&cur, r * in);
                 a->B = carve(&cur, (size_t)o * r);
@@ -375,7 +375,7 @@ void dspy_trainable_free(dspy_trainable *t) {
     for (size_t i = 0; i < t->nparams; i++) free((char *)t->params[i].name);
     free(t->params);
     if (t->be) {
-        train_work_free(t->be, &t->work);
+        dspy_train_work_free(t->be, &t->work);
         block_free(t, t->wblock, t->hwblock);
         block_free(t, t->gblock, t->hgblock);
         block_free(t, t->lblock, t->hlblock);
@@ -441,7 +441,7 @@ static dspy_status merge_into(dspy_backend *be, float *W, const float *A, const 
 /* merge_into for adapter (l, k) of t, on the host mirror (host_be). */
 static dspy_status merge_host(dspy_trainable *t, float *W, int l, int k, float *bt) {
     int in, out;
-    train_lin_dims(&t->cfg, k, &in, &out);
+    dspy_train_lin_dims(&t->cfg, k, &in, &out);
     const lora_adapter *a = &t->layers[l].lora[k];
     return merge_into(t->host_be, W, host_of(t, a->A), host_of(t, a->B), t->lora.r, in, out, t->lora_scale, bt);
 }
@@ -450,7 +450,7 @@ static int max_lin_out(const dspy_model_config *c) {
     int mx = 0;
     for (int k = 0; k < LIN_COUNT; k++) {
         int in, out;
-        train_lin_dims(c, k, &in, &out);
+        dspy_train_lin_dims(c, k, &in, &out);
         if (out > mx) mx = out;
     }
     return mx;
@@ -567,7 +567,7 @@ dspy_status dspy_trainable_export(dspy_trainable *t, const char *out_dir, const 
         train_layer *L = &t->layers[l];
         for (int k = 0; k < LIN_COUNT; k++) {
             int in, out;
-            train_lin_dims(c, k, &in, &out);
+            dspy_train_lin_dims(c, k, &in, &out);
             ADD(L->w[k], l, k, out, in, 2, "model.layers.%d.%s.weight", l, k_lin_name[k]);
             if (L->b[k]) ADD(L->b[k], l, -1, out, 0, 1, "model.layers.%d.%s.bias", l, k_lin_name[k]);
         }
@@ -587,7 +587,7 @@ dspy_status dspy_trainable_export(dspy_trainable *t, const char *out_dir, const 
         size_t mx = 0;
         for (int k = 0; k < LIN_COUNT; k++) {
             int in, out;
-            train_lin_dims(c, k, &in, &out);
+            dspy_train_lin_dims(c, k, &in, &out);
             if ((size_t)in * out > mx) mx = (size_t)in * out;
         }
         tmp = malloc(sizeof(float) * mx);
@@ -606,7 +606,7 @@ dspy_status dspy_trainable_export(dspy_trainable *t, const char *out_dir, const 
         const float *data = src[i].data;
         if (merge && src[i].lin >= 0) {
             int in, out;
-            train_lin_dims(c, src[i].lin, &in, &out);
+            dspy_train_lin_dims(c, src[i].lin, &in, &out);
             memcpy(tmp, data, sizeof(float) * (size_t)in * out);
             st = merge_host(t, tmp, src[i].layer, src[i].lin, bt);
             if (st) break;

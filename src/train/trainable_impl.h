@@ -99,16 +99,16 @@ struct dspy_trainable {
 };
 
 /* (in, out) of linear `lin` under config c. */
-void train_lin_dims(const dspy_model_config *c, int lin, int *in, int *out);
+void dspy_train_lin_dims(const dspy_model_config *c, int lin, int *in, int *out);
 /* Frees the work buffers (backward.c). */
-void train_work_free(dspy_backend *be, train_work *w);
+void dspy_train_work_free(dspy_backend *be, train_work *w);
 /* Work buffers for sequences of up to T tokens and `slots` sequences per optimizer step
  * (backward.c); fields only grow. */
-dspy_status train_work_reserve(dspy_trainable *t, int32_t T, int slots);
+dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots);
 /* Forward (and, when train, backward) of one sequence with its staging and loss in `slot`
  * (< work.nslots): the loss sum goes to work.loss_dev[slot] and is NOT read back; *M gets the
  * labelled rows (host-known). Nothing waits for the device. */
-dspy_status train_seq_run(dspy_trainable *t, const dspy_train_seq *s, bool train, float grad_scale, int slot,
+dspy_status dspy_train_seq_run(dspy_trainable *t, const dspy_train_seq *s, bool train, float grad_scale, int slot,
                           int32_t *M);
 
 #endif

@@ -18,17 +18,17 @@ static double value(const char *text, const char *name) {
 }
 
 static void test_render(void) {
-    srv_metrics *m = srv_metrics_new();
+    srv_metrics *m = dspy_srv_metrics_new();
     CHECK(m != NULL);
     if (!m) return;
     srv_request_sample a = {"chat", 200, 100, 10, 0.02, 0.004, 0.2, "layout"};
     srv_request_sample b = {"chat", 200, 50, 5, 0.3, -1, 0.5, "none"};
     srv_request_sample c = {"completions", 400, 0, 0, -1, -1, 0.001, "json_schema"};
     srv_request_sample d = {"chat", 418, 1, 0, -1, -1, 0.001, "none"};
-    srv_metrics_request(m, &a);
-    srv_metrics_request(m, &b);
-    srv_metrics_request(m, &c);
-    srv_metrics_request(m, &d);
+    dspy_srv_metrics_request(m, &a);
+    dspy_srv_metrics_request(m, &b);
+    dspy_srv_metrics_request(m, &c);
+    dspy_srv_metrics_request(m, &d);
     sched_stats st = {0};
     st.queued = 3;
     st.running = 2;
@@ -38,7 +38,7 @@ static void test_render(void) {
     st.prompt_tokens = 400;
     st.prefix_hit_tokens = 300;
     dspy_str o = DSPY_STR_INIT;
-    CHECK(srv_metrics_render(m, &st, &o));
+    CHECK(dspy_srv_metrics_render(m, &st, &o));
     const char *t = dspy_str_cstr(&o);
     CHECK_NEAR(value(t, "dspy_requests_total{route=\"chat\",status=\"200\"}"), 2, 0);
     CHECK_NEAR(value(t, "dspy_requests_total{route=\"completions\",status=\"400\"}"), 1, 0);
@@ -80,8 +80,8 @@ static void test_render(void) {
     }
     CHECK_INT(bad, 0);
     dspy_str_free(&o);
-    srv_metrics_free(m);
-    srv_metrics_free(NULL);
+    dspy_srv_metrics_free(m);
+    dspy_srv_metrics_free(NULL);
 }
 
 int main(void) {

@@ -16,8 +16,8 @@ static dspy_tokenizer *g_tok;
 
 static void req(const char *body, oai_request *r) {
     oai_error e = OAI_ERROR_INIT;
-    CHECK_OK(oai_request_parse(OAI_CHAT, body, strlen(body), 128256, r, &e));
-    oai_error_free(&e);
+    CHECK_OK(dspy_oai_request_parse(OAI_CHAT, body, strlen(body), 128256, r, &e));
+    dspy_oai_error_free(&e);
 }
 
 #define MSG "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
@@ -36,7 +36,7 @@ static int32_t state_after(const dspy_constraint *c, const char *text) {
 static void test_cache(void) {
     sx_defaults d = {4, 6, 2};
     sx_cache *c = NULL;
-    CHECK_OK(sx_cache_new(g_tok, 128256, &d, &c));
+    CHECK_OK(dspy_sx_cache_new(g_tok, 128256, &d, &c));
     if (!c) return;
     oai_request a, a2, b, l1, l2, bad;
     req(MSG "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"schema\":{\"type\":\"object\","
@@ -52,39 +52,39 @@ static void test_cache(void) {
     sx_entry *ea = NULL, *ea2 = NULL, *eb = NULL, *e1 = NULL, *e2 = NULL, *ex = NULL;
     bool hit;
     double t;
-    CHECK_OK(sx_cache_get(c, &a, &ea, &hit, &t));
+    CHECK_OK(dspy_sx_cache_get(c, &a, &ea, &hit, &t));
     CHECK(!hit);
     /* the same schema (compact text equal; the name is not part of it) */
-    CHECK_OK(sx_cache_get(c, &a2, &ea2, &hit, &t));
+    CHECK_OK(dspy_sx_cache_get(c, &a2, &ea2, &hit, &t));
     CHECK(hit);
     CHECK(ea == ea2);
     CHECK(t == 0);
     /* a different string bound is another automaton */
-    CHECK_OK(sx_cache_get(c, &b, &eb, &hit, &t));
+    CHECK_OK(dspy_sx_cache_get(c, &b, &eb, &hit, &t));
     CHECK(!hit);
     CHECK(eb != ea);
     int32_t n;
     int64_t compiles, hits;
-    sx_cache_counts(c, &n, &compiles, &hits);
+    dspy_sx_cache_counts(c, &n, &compiles, &hits);
     CHECK_INT(n, 2);
     CHECK_INT(compiles, 2);
     CHECK_INT(hits, 1);
     /* a third entry evicts the least recently used (a); a's automaton stays usable */
-    CHECK_OK(sx_cache_get(c, &l1, &e1, &hit, &t));
-    sx_cache_counts(c, &n, &compiles, &hits);
+    CHECK_OK(dspy_sx_cache_get(c, &l1, &e1, &hit, &t));
+    dspy_sx_cache_counts(c, &n, &compiles, &hits);
     CHECK_INT(n, 2);
-    int32_t s = state_after(sx_entry_constraint(ea), "{\"x\": \"q\"}");
-    CHECK(s >= 0 && dspy_constraint_accepts(sx_entry_constraint(ea), s));
-    sx_entry_release(ea2);
-    sx_entry_release(ea); /* the last reference: freed now */
-    CHECK_OK(sx_cache_get(c, &a, &ea, &hit, &t));
+    int32_t s = state_after(dspy_sx_entry_constraint(ea), "{\"x\": \"q\"}");
+    CHECK(s >= 0 && dspy_constraint_accepts(dspy_sx_entry_constraint(ea), s));
+    dspy_sx_entry_release(ea2);
+    dspy_sx_entry_release(ea); /* the last reference: freed now */
+    CHECK_OK(dspy_sx_cache_get(c, &a, &ea, &hit, &t));
     CHECK(!hit); /* compiled again */
-    sx_entry_release(ea);
+    dspy_sx_entry_release(ea);
     /* layouts: the default bound (4 tokens) vs the field's own (2): different keys, and the
      * bound is what the automaton enforces */
-    CHECK_OK(sx_cache_get(c, &l2, &e2, &hit, &t));
+    CHECK_OK(dspy_sx_cache_get(c, &l2, &e2, &hit, &t));
     CHECK(!hit);
-    const dspy_constraint *k1 = sx_entry_constraint(e1), *k2 = sx_entry_constraint(e2);
+    const dspy_constraint *k1 = dspy_sx_entry_constraint(e1), *k2 = dspy_sx_entry_constraint(e2);
     const char *three = "[[ ## why ## ]]\nA B C";
     int32_t s1 = state_after(k1, three), s2 = state_after(k2, three);
     CHECK(s1 >= 0);
@@ -92,24 +92,24 @@ static void test_cache(void) {
     const char *done = "[[ ## why ## ]]\nA B\n\n[[ ## pick ## ]]\nno\n\n[[ ## completed ## ]]";
     s2 = state_after(k2, done);
     CHECK(s2 >= 0 && dspy_constraint_accepts(k2, s2));
-    sx_entry_release(e1);
-    sx_entry_release(e2);
-    sx_entry_release(eb);
+    dspy_sx_entry_release(e1);
+    dspy_sx_entry_release(e2);
+    dspy_sx_entry_release(eb);
     /* errors pass through */
-    CHECK_STATUS(sx_cache_get(c, &bad, &ex, &hit, &t), DSPY_ERR_ARG);
+    CHECK_STATUS(dspy_sx_cache_get(c, &bad, &ex, &hit, &t), DSPY_ERR_ARG);
     CHECK(ex == NULL);
     CHECK_CONTAINS(dspy_errmsg(), "maxLength");
-    oai_request_free(&a);
-    oai_request_free(&a2);
-    oai_request_free(&b);
-    oai_request_free(&l1);
-    oai_request_free(&l2);
-    oai_request_free(&bad);
-    sx_cache_free(c);
-    sx_cache_free(NULL);
-    sx_entry_release(NULL);
+    dspy_oai_request_free(&a);
+    dspy_oai_request_free(&a2);
+    dspy_oai_request_free(&b);
+    dspy_oai_request_free(&l1);
+    dspy_oai_request_free(&l2);
+    dspy_oai_request_free(&bad);
+    dspy_sx_cache_free(c);
+    dspy_sx_cache_free(NULL);
+    dspy_sx_entry_release(NULL);
     d.max_entries = 0;
-    CHECK_STATUS(sx_cache_new(g_tok, 128256, &d, &c), DSPY_ERR_ARG);
+    CHECK_STATUS(dspy_sx_cache_new(g_tok, 128256, &d, &c), DSPY_ERR_ARG);
 }
 
 int main(void) {

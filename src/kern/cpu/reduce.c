@@ -10,7 +10,7 @@
 
 #include "kern/cpu/cpu.h"
 
-dspy_status cpu_sum_rows(dspy_backend *be, dspy_tensor out, int slot, dspy_tensor x) {
+dspy_status dspy_cpu_sum_rows(dspy_backend *be, dspy_tensor out, int slot, dspy_tensor x) {
     cpu_enter(be);
     const char *op = "sum_rows";
     if (slot < 0) return dspy_fail(DSPY_ERR_ARG, "cpu %s: slot is %d; it must be >= 0", op, slot);
@@ -25,7 +25,7 @@ dspy_status cpu_sum_rows(dspy_backend *be, dspy_tensor out, int slot, dspy_tenso
 
 enum { BATCH = 64 }; /* chunks summed in parallel at once */
 
-dspy_status cpu_grad_sumsq(dspy_backend *be, dspy_tensor out, int slot, dspy_tensor x) {
+dspy_status dspy_cpu_grad_sumsq(dspy_backend *be, dspy_tensor out, int slot, dspy_tensor x) {
     cpu_enter(be);
     const char *op = "grad_sumsq";
     if (slot < 0) return dspy_fail(DSPY_ERR_ARG, "cpu %s: slot is %d; it must be >= 0", op, slot);
@@ -51,7 +51,7 @@ dspy_status cpu_grad_sumsq(dspy_backend *be, dspy_tensor out, int slot, dspy_ten
     return DSPY_OK;
 }
 
-dspy_status cpu_clip_coef(dspy_backend *be, dspy_tensor hp_t, int nhp, dspy_tensor out, dspy_tensor sumsq, int k,
+dspy_status dspy_cpu_clip_coef(dspy_backend *be, dspy_tensor hp_t, int nhp, dspy_tensor out, dspy_tensor sumsq, int k,
                           dspy_tensor check, int nc, double max_norm) {
     cpu_enter(be);
     const char *op = "clip_coef";

@@ -55,7 +55,7 @@ static inline double *tr_sumsq_partials(cuda_state *s) {
 
 /* dst (C) += column sums over N rows of a (N, C), times b (N, C) * r (N) per element when b is
  * given. Deterministic (a fixed order per column); no scratch. */
-dspy_status cu_train_colsum(dspy_backend *be, const char *what, float *dst, const float *a, const float *b,
+dspy_status dspy_cu_train_colsum(dspy_backend *be, const char *what, float *dst, const float *a, const float *b,
                             const float *r, int N, int C);
 
 #endif

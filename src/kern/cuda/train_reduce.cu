@@ -16,7 +16,7 @@
 enum { RED_THREADS = 256, SUMSQ_BLOCKS = TR_SUMSQ_BLOCKS };
 
 /* Sum over the block of RED_THREADS threads in a fixed tree; thread 0 gets it. */
-__device__ __forceinline__ double red_block_sum(double v, double *part) {
+static __device__ __forceinline__ double red_block_sum(double v, double *part) {
     for (int o = 16; o > 0; o >>= 1) v = __dadd_rn(v, __shfl_xor_sync(0xffffffffu, v, o));
     const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
     if (l == 0) part[w] = v;
@@ -29,7 +29,7 @@ __device__ __forceinline__ double red_block_sum(double v, double *part) {
 }
 
 /* out[slot] = sum of x (n): one block, thread t takes elements t, t + 256, ... */
-__global__ void __launch_bounds__(RED_THREADS) k_sum_rows(double *out, int slot, const float *x, int64_t n) {
+static __global__ void __launch_bounds__(RED_THREADS) k_sum_rows(double *out, int slot, const float *x, int64_t n) {
     griddep_wait();
     __shared__ double part[RED_THREADS / 32];
     double s = 0.0;
@@ -39,7 +39,7 @@ __global__ void __launch_bounds__(RED_THREADS) k_sum_rows(double *out, int slot,
 }
 
 /* part[b] = sum of squares of the elements b * 256 + t + j * (SUMSQ_BLOCKS * 256). */
-__global__ void __launch_bounds__(RED_THREADS) k_sumsq_part(double *partial, const float *x, int64_t n) {
+static __global__ void __launch_bounds__(RED_THREADS) k_sumsq_part(double *partial, const float *x, int64_t n) {
     griddep_wait();
     __shared__ double part[RED_THREADS / 32];
     double s = 0.0;
@@ -53,7 +53,7 @@ __global__ void __launch_bounds__(RED_THREADS) k_sumsq_part(double *partial, con
 }
 
 /* out[slot] = sum of the SUMSQ_BLOCKS partials (one block, one partial per thread). */
-__global__ void __launch_bounds__(RED_THREADS) k_sumsq_final(double *out, int slot, const double *partial) {
+static __global__ void __launch_bounds__(RED_THREADS) k_sumsq_final(double *out, int slot, const double *partial) {
     griddep_wait();
     __shared__ double part[RED_THREADS / 32];
     double s = threadIdx.x < SUMSQ_BLOCKS ? partial[threadIdx.x] : 0.0;
@@ -61,7 +61,7 @@ __global__ void __launch_bounds__(RED_THREADS) k_sumsq_final(double *out, int sl
     if (threadIdx.x == 0) out[slot] = s;
 }
 
-__global__ void k_clip_coef(float *hp, int nhp, float *out, const double *sq, int k, const double *check, int nc,
+static __global__ void k_clip_coef(float *hp, int nhp, float *out, const double *sq, int k, const double *check, int nc,
                             double max_norm) {
     griddep_wait();
     double total = 0.0;
@@ -83,7 +83,7 @@ __global__ void k_clip_coef(float *hp, int nhp, float *out, const double *sq, in
     for (int r = 0; r < nhp; r++) hp[(int64_t)r * DSPY_ADAMW_WORDS + DSPY_ADAMW_GSCALE] = coef;
 }
 
-dspy_status cu_sum_rows(dspy_backend *be, dspy_tensor out, int slot, dspy_tensor x) {
+dspy_status dspy_cu_sum_rows(dspy_backend *be, dspy_tensor out, int slot, dspy_tensor x) {
     CU_ENTER(be);
     const char *op = "sum_rows";
     if (slot < 0) return dspy_fail(DSPY_ERR_ARG, "cuda %s: slot is %d; it must be >= 0", op, slot);
@@ -92,7 +92,7 @@ dspy_status cu_sum_rows(dspy_backend *be, dspy_tensor out, int slot, dspy_tensor
     return cu_launch(be, op, k_sum_rows, 1, RED_THREADS, 0, (double *)out.data, slot, (const float *)x.data, x.n);
 }
 
-dspy_status cu_grad_sumsq(dspy_backend *be, dspy_tensor out, int slot, dspy_tensor x) {
+dspy_status dspy_cu_grad_sumsq(dspy_backend *be, dspy_tensor out, int slot, dspy_tensor x) {
     CU_ENTER(be);
     const char *op = "grad_sumsq";
     if (slot < 0) return dspy_fail(DSPY_ERR_ARG, "cuda %s: slot is %d; it must be >= 0", op, slot);
@@ -106,7 +106,7 @@ dspy_status cu_grad_sumsq(dspy_backend *be, dspy_tensor out, int slot, dspy_tens
     return cu_launch(be, op, k_sumsq_final, 1, RED_THREADS, 0, (double *)out.data, slot, (const double *)partial);
 }
 
-dspy_status cu_clip_coef(dspy_backend *be, dspy_tensor hp, int nhp, dspy_tensor out, dspy_tensor sumsq, int k,
+dspy_status dspy_cu_clip_coef(dspy_backend *be, dspy_tensor hp, int nhp, dspy_tensor out, dspy_tensor sumsq, int k,
                          dspy_tensor check, int nc, double max_norm) {
     CU_ENTER(be);
     const char *op = "clip_coef";
