@@ -103,7 +103,7 @@ dspy_status dspy_engine_new(const dspy_model *model, const dspy_engine_params *p
     /* Staging: the largest layout: every row, every sequence with a full block table (shared
      * blocks appear in several tables), one table entry for the padded rows. */
     e->meta_words =
-        engine_layout(e->rows_cap, p.max_seqs, p.max_seqs, p.max_seqs * e->max_blocks + 1).end + 16;
+        dspy_engine_layout(e->rows_cap, p.max_seqs, p.max_seqs, p.max_seqs * e->max_blocks + 1).end + 16;
     const dspy_ops *o = e->be->ops;
     if ((st = o->alloc_host(e->be, e->meta_words * 4, (void **)&e->meta_h))) goto fail;
     if ((st = o->alloc(e->be, e->meta_words * 4, (void **)&e->meta_d))) goto fail;
@@ -130,7 +130,7 @@ fail:
     return st;
 }
 
-dspy_status engine_check_prompt(const dspy_model_config *c, const int32_t *ids, size_t n) {
+dspy_status dspy_engine_check_prompt(const dspy_model_config *c, const int32_t *ids, size_t n) {
     if (n == 0 || !ids) return dspy_fail(DSPY_ERR_ARG, "prompt is empty (at least one token is needed)");
     for (size_t i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= c->vocab_size)
@@ -180,7 +180,7 @@ static void release_blocks(dspy_engine *e, seq *s) {
 
 /* Frees s's blocks; it will recompute all its tokens when it resumes. */
 static void preempt(dspy_engine *e, seq *s) {
-    engine_publish(e, s); /* what it filled stays reusable while the memory is not needed */
+    dspy_engine_publish(e, s); /* what it filled stays reusable while the memory is not needed */
     release_blocks(e, s);
     s->n_cached = 0;
     s->n_fill = s->n_tokens;
@@ -188,7 +188,7 @@ static void preempt(dspy_engine *e, seq *s) {
     e->preemptions++;
 }
 
-bool engine_grow(dspy_engine *e, seq *s, int32_t pos) {
+bool dspy_engine_grow(dspy_engine *e, seq *s, int32_t pos) {
     const int32_t bs = e->kv.block_size;
     while (pos / bs >= s->n_blocks) {
         int32_t b;
@@ -209,7 +209,7 @@ bool engine_grow(dspy_engine *e, seq *s, int32_t pos) {
     return true;
 }
 
-void engine_resume_waiting(dspy_engine *e) {
+void dspy_engine_resume_waiting(dspy_engine *e) {
     for (int32_t i = 0; i < e->n_active; i++) {
         seq *s = e->active[i];
         if (!s->waiting) continue;
@@ -219,7 +219,7 @@ void engine_resume_waiting(dspy_engine *e) {
     }
 }
 
-void engine_publish(dspy_engine *e, seq *s) {
+void dspy_engine_publish(dspy_engine *e, seq *s) {
     const int32_t bs = e->kv.block_size;
     while (s->n_named < s->n_blocks && (s->n_named + 1) * bs <= s->n_cached) {
         int32_t i = s->n_named;
@@ -237,7 +237,7 @@ dspy_status dspy_engine_add(dspy_engine *e, const int32_t *prompt, size_t n, con
                             int64_t *seq_id) {
     *seq_id = 0;
     dspy_sampling sp = spp ? *spp : dspy_sampling_default();
-    dspy_status st = engine_check_prompt(e->cfg, prompt, n);
+    dspy_status st = dspy_engine_check_prompt(e->cfg, prompt, n);
     if (st) return st;
     if (!(sp.temperature >= 0) || !isfinite(sp.temperature) || !(sp.top_p > 0 && sp.top_p <= 1) || sp.top_k < 0 ||
         sp.max_tokens < 0 || sp.n_stop_ids < 0 || (sp.n_stop_ids > 0 && !sp.stop_ids))
@@ -309,7 +309,7 @@ dspy_status dspy_engine_add(dspy_engine *e, const int32_t *prompt, size_t n, con
 
 static void retire(dspy_engine *e, int32_t i) {
     seq *s = e->active[i];
-    engine_publish(e, s);
+    dspy_engine_publish(e, s);
     release_blocks(e, s);
     seq_free(s);
     memmove(&e->active[i], &e->active[i + 1], sizeof(seq *) * (size_t)(e->n_active - i - 1));
@@ -326,7 +326,7 @@ dspy_status dspy_engine_remove(dspy_engine *e, int64_t seq_id) {
                                         "automatically)", (long long)seq_id);
 }
 
-dspy_finish engine_finish_rule(const dspy_engine *e, const seq *s, int32_t tok) {
+dspy_finish dspy_engine_finish_rule(const dspy_engine *e, const seq *s, int32_t tok) {
     if (!s->ignore_eos || s->cons) /* a constrained sequence samples eos only where it accepts */
         for (int i = 0; i < e->cfg->n_eos; i++)
             if (tok == e->cfg->eos_token_ids[i]) return DSPY_FINISH_STOP;

@@ -80,15 +80,15 @@ struct dspy_engine {
 
 /* engine.c: blocks for the step (growing a decoding sequence, preempting others when the pool
  * is empty), resuming preempted sequences, publishing filled blocks, retiring. */
-void engine_resume_waiting(dspy_engine *e);
+void dspy_engine_resume_waiting(dspy_engine *e);
 /* The block for position `pos` of s exists afterwards; false when s itself was preempted. */
-bool engine_grow(dspy_engine *e, seq *s, int32_t pos);
-void engine_publish(dspy_engine *e, seq *s);
-dspy_finish engine_finish_rule(const dspy_engine *e, const seq *s, int32_t tok);
+bool dspy_engine_grow(dspy_engine *e, seq *s, int32_t pos);
+void dspy_engine_publish(dspy_engine *e, seq *s);
+dspy_finish dspy_engine_finish_rule(const dspy_engine *e, const seq *s, int32_t tok);
 /* DSPY_ERR_ARG for an empty prompt or a token outside the vocabulary. */
-dspy_status engine_check_prompt(const dspy_model_config *c, const int32_t *ids, size_t n);
+dspy_status dspy_engine_check_prompt(const dspy_model_config *c, const int32_t *ids, size_t n);
 
 /* engine_step.c: the metadata layout (a pure function of the counts). */
-meta_layout engine_layout(int32_t N, int32_t nseg, int32_t M, int32_t n_table);
+meta_layout dspy_engine_layout(int32_t N, int32_t nseg, int32_t M, int32_t n_table);
 
 #endif

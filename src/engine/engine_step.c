@@ -37,7 +37,7 @@ static bool is_eos(const dspy_engine *e, int32_t tok) {
 }
 
 /* Sections in a fixed order; segs and params 16-byte aligned for the device's vector loads. */
-meta_layout engine_layout(int32_t N, int32_t nseg, int32_t M, int32_t n_table) {
+meta_layout dspy_engine_layout(int32_t N, int32_t nseg, int32_t M, int32_t n_table) {
     meta_layout L;
     L.tokens = 0;
     L.pos = L.tokens + (size_t)N;
@@ -64,7 +64,7 @@ static step_plan plan_step(dspy_engine *e, int32_t *take) {
     step_plan sp = {0, 0, 0, 0, 0, true};
     for (int32_t i = 0; i < e->n_active; i++) {
         seq *s = e->active[i];
-        if (!s->waiting && s->n_tokens - s->n_cached == 1) engine_grow(e, s, s->n_cached);
+        if (!s->waiting && s->n_tokens - s->n_cached == 1) dspy_engine_grow(e, s, s->n_cached);
     }
     int32_t budget = e->p.max_batch_tokens;
     for (int32_t i = 0; i < e->n_active; i++) {
@@ -138,7 +138,7 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
     memset(out, 0, sizeof *out);
     out->events = e->events;
     if (e->n_active == 0) return DSPY_OK;
-    engine_resume_waiting(e);
+    dspy_engine_resume_waiting(e);
     int32_t *take = e->take;
     step_plan sp = plan_step(e, take);
     if (sp.N == 0) return DSPY_OK;
@@ -153,7 +153,7 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
     const int32_t R = mask_all ? B : sp.R;
     int32_t N = graph ? B : sp.N, nseg = graph ? B : sp.nseg, M = graph ? B : sp.M;
     int32_t n_table = sp.n_table + (graph ? 1 : 0);
-    meta_layout L = engine_layout(N, nseg, M, n_table);
+    meta_layout L = dspy_engine_layout(N, nseg, M, n_table);
     int32_t *h = e->meta_h;
     const int32_t bs = e->kv.block_size;
     int32_t rows = 0, seg = 0, m = 0, toff = 0, r = 0;
@@ -257,12 +257,12 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
             if (e->events[k].seq_id == s->id) {
                 e->events[k].token = tok;
                 e->events[k].logprob = logprob;
-                e->events[k].finish = engine_finish_rule(e, s, tok);
+                e->events[k].finish = dspy_engine_finish_rule(e, s, tok);
                 e->events[k].n_generated = s->n_generated;
             }
     }
     for (int32_t i = 0; i < e->n_active; i++)
-        if (take[i] > 0) engine_publish(e, e->active[i]);
+        if (take[i] > 0) dspy_engine_publish(e, e->active[i]);
     for (int32_t k = 0; k < out->n_events; k++)
         if (e->events[k].finish != DSPY_FINISH_NONE) dspy_engine_remove(e, e->events[k].seq_id);
     return DSPY_OK;
@@ -270,7 +270,7 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
 
 dspy_status dspy_model_forward_logits(const dspy_model *m, const int32_t *ids, size_t n, float *logits) {
     const dspy_model_config *c = dspy_model_config_get(m);
-    dspy_status st = engine_check_prompt(c, ids, n);
+    dspy_status st = dspy_engine_check_prompt(c, ids, n);
     if (st) return st;
     if (n > (size_t)c->max_position_embeddings)
         return dspy_fail(DSPY_ERR_CONTEXT, "%zu tokens exceed the model's context of %d tokens", n,
@@ -286,7 +286,7 @@ dspy_status dspy_model_forward_logits(const dspy_model *m, const int32_t *ids, s
     if ((st = dspy_backend_new(dspy_model_device(m), &plan, &be))) return st;
     if ((st = dspy_kv_cache_init(&kv, be, c, N, bs))) goto done;
     if ((st = dspy_fwd_buf_init(&buf, be, c, N, N))) goto done;
-    meta_layout L = engine_layout(N, 1, N, kv.n_blocks);
+    meta_layout L = dspy_engine_layout(N, 1, N, kv.n_blocks);
     if ((st = be->ops->alloc_host(be, L.end * 4, (void **)&h))) goto done;
     if ((st = be->ops->alloc(be, L.end * 4, (void **)&d))) goto done;
     for (int32_t b = 0; b < kv.n_blocks; b++) h[L.tables + b] = b; /* a private cache: blocks in order */

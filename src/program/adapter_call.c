@@ -32,12 +32,12 @@ static dspy_status take(dspy_str *s, dspy_status st, char **out) {
 
 static dspy_status system_text(dspy_adapter_kind a, dspy_profile p, const dspy_signature *sig,
                                dspy_str *out) {
-    return a == DSPY_ADAPTER_JSON ? adp_json_system(sig, p, out) : adp_chat_system(sig, p, out);
+    return a == DSPY_ADAPTER_JSON ? dspy_adp_json_system(sig, p, out) : dspy_adp_chat_system(sig, p, out);
 }
 
 static dspy_status req_text(dspy_adapter_kind a, dspy_profile p, const dspy_signature *sig,
                             dspy_str *out) {
-    return a == DSPY_ADAPTER_JSON ? adp_json_req(sig, p, out) : adp_chat_req(sig, p, out);
+    return a == DSPY_ADAPTER_JSON ? dspy_adp_json_req(sig, p, out) : dspy_adp_chat_req(sig, p, out);
 }
 
 /* A user turn: the main request (req) or a demo; `incomplete` selects the demo prefix. */
@@ -55,9 +55,9 @@ static dspy_status user_text(dspy_adapter_kind a, dspy_profile p, const dspy_sig
     if (!st) {
         const char *prefix = incomplete ? ADP_INCOMPLETE_PREFIX : "";
         dspy_str body = DSPY_STR_INIT;
-        st = adp_user_content(sig, p, values, prefix, with_req ? dspy_str_cstr(&req) : NULL,
+        st = dspy_adp_user_content(sig, p, values, prefix, with_req ? dspy_str_cstr(&req) : NULL,
                               incomplete, &body);
-        if (!st && p == DSPY_PROFILE_V26 && a == DSPY_ADAPTER_JSON) adp_strip(&body);
+        if (!st && p == DSPY_PROFILE_V26 && a == DSPY_ADAPTER_JSON) dspy_adp_strip(&body);
         if (!st) dspy_str_appendn(out, dspy_str_cstr(&body), body.len);
         dspy_str_free(&body);
     }
@@ -67,12 +67,12 @@ static dspy_status user_text(dspy_adapter_kind a, dspy_profile p, const dspy_sig
 
 static dspy_status assistant_text(dspy_adapter_kind a, dspy_profile p, const dspy_signature *sig,
                                   const dspy_json *outputs, const char *missing, dspy_str *out) {
-    return a == DSPY_ADAPTER_JSON ? adp_json_assistant(sig, outputs, missing, out)
-                                  : adp_chat_assistant(sig, p, outputs, missing, out);
+    return a == DSPY_ADAPTER_JSON ? dspy_adp_json_assistant(sig, outputs, missing, out)
+                                  : dspy_adp_chat_assistant(sig, p, outputs, missing, out);
 }
 
 static dspy_status push_str(dspy_json *messages, const char *role, dspy_str *s) {
-    dspy_status st = dspy_str_ok(s) ? adp_push(messages, role, dspy_str_cstr(s), s->len) : nomem();
+    dspy_status st = dspy_str_ok(s) ? dspy_adp_push(messages, role, dspy_str_cstr(s), s->len) : nomem();
     dspy_str_free(s);
     return st;
 }
@@ -93,7 +93,7 @@ dspy_status dspy_adapter_format(dspy_adapter_kind a, dspy_profile p, const dspy_
     if (!msgs) return nomem();
     dspy_str s = DSPY_STR_INIT;
     if ((st = system_text(a, p, sig, &s)) || (st = push_str(msgs, "system", &s))) goto fail;
-    if ((st = adp_split_demos(sig, demos, &inc, &comp))) goto fail;
+    if ((st = dspy_adp_split_demos(sig, demos, &inc, &comp))) goto fail;
     for (int group = 0; group < 2; group++) {
         const dspy_json *list = group == 0 ? inc : comp;
         bool incomplete = group == 0;
@@ -164,8 +164,8 @@ dspy_status dspy_adapter_format_finetune_data(dspy_adapter_kind a, dspy_profile 
         dspy_json *empty = outputs ? NULL : dspy_json_object();
         const dspy_json *o = outputs ? outputs : empty;
         if (!o) return nomem();
-        if (!adp_has_all_outputs(sig, o)) {
-            adp_v26_keys_error(sig, o);
+        if (!dspy_adp_has_all_outputs(sig, o)) {
+            dspy_adp_v26_keys_error(sig, o);
             char *msg = strdup(dspy_errmsg());
             dspy_json_decref(empty);
             st = msg ? dspy_fail(DSPY_ERR_ARG, "%s", msg) : nomem();
@@ -197,8 +197,8 @@ fail:
 
 dspy_status dspy_adapter_parse(dspy_adapter_kind a, dspy_profile p, const dspy_signature *sig,
                                const char *completion, dspy_json **fields) {
-    return a == DSPY_ADAPTER_JSON ? adp_json_parse(sig, p, completion, fields)
-                                  : adp_chat_parse(sig, p, completion, fields);
+    return a == DSPY_ADAPTER_JSON ? dspy_adp_json_parse(sig, p, completion, fields)
+                                  : dspy_adp_chat_parse(sig, p, completion, fields);
 }
 
 /* ---- Adapter.__call__ ------------------------------------------------------------------------ */
@@ -270,7 +270,7 @@ static dspy_status attempt(dspy_adapter_kind a, const dspy_adapter_call_params *
         if (!text || !dspy_json_is_string(text) || dspy_json_strlen(text) == 0) {
             const char *shown = text && dspy_json_is_string(text) ? "" : "None";
             note_response(info, shown);
-            st = adp_parse_error(dspy_adapter_name(a), sig, shown,
+            st = dspy_adp_parse_error(dspy_adapter_name(a), sig, shown,
                                  "The LM returned an empty or null response.", NULL);
             goto done;
         }

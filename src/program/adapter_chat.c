@@ -19,7 +19,7 @@ static dspy_status nomem(void) { return dspy_fail(DSPY_ERR_NOMEM, "adapter: out 
 
 static dspy_status str_status(const dspy_str *s) { return dspy_str_ok(s) ? DSPY_OK : nomem(); }
 
-void adp_strip(dspy_str *s) {
+void dspy_adp_strip(dspy_str *s) {
     dspy_strv v = dspy_strv_strip(dspy_strv_make(dspy_str_cstr(s), s->len));
     if (!s->ptr) return;
     memmove(s->ptr, v.ptr, v.len);
@@ -94,13 +94,13 @@ static void fd_block(const dspy_signature *sig, size_t from, size_t to, dspy_str
         dspy_str_append(&b, "): ");
         if (!desc_is_default(sig, i)) dspy_str_append(&b, dspy_signature_field_desc(sig, i));
     }
-    adp_strip(&b);
+    dspy_adp_strip(&b);
     dspy_str_appendn(out, dspy_str_cstr(&b), b.len);
     if (!dspy_str_ok(&b)) out->failed = true;
     dspy_str_free(&b);
 }
 
-void adp_field_description_v33(const dspy_signature *sig, dspy_str *out) {
+void dspy_adp_field_description_v33(const dspy_signature *sig, dspy_str *out) {
     size_t ni = dspy_signature_n_inputs(sig), nf = dspy_signature_n_fields(sig);
     dspy_str_append(out, "Your input fields are:\n");
     fd_block(sig, 0, ni, out);
@@ -108,7 +108,7 @@ void adp_field_description_v33(const dspy_signature *sig, dspy_str *out) {
     fd_block(sig, ni, nf, out);
 }
 
-void adp_enumerate_v26(const dspy_signature *sig, size_t from, size_t to, dspy_str *out) {
+void dspy_adp_enumerate_v26(const dspy_signature *sig, size_t from, size_t to, dspy_str *out) {
     dspy_str b = DSPY_STR_INIT;
     for (size_t i = from; i < to; i++) {
         if (i > from) dspy_str_appendc(&b, '\n');
@@ -117,13 +117,13 @@ void adp_enumerate_v26(const dspy_signature *sig, size_t from, size_t to, dspy_s
         dspy_str_append(&b, ")");
         if (!desc_is_default(sig, i)) dspy_str_appendf(&b, ": %s", dspy_signature_field_desc(sig, i));
     }
-    adp_strip(&b);
+    dspy_adp_strip(&b);
     dspy_str_appendn(out, dspy_str_cstr(&b), b.len);
     if (!dspy_str_ok(&b)) out->failed = true;
     dspy_str_free(&b);
 }
 
-dspy_status adp_field_placeholder(const dspy_signature *sig, size_t i, dspy_profile p, dspy_str *out) {
+dspy_status dspy_adp_field_placeholder(const dspy_signature *sig, size_t i, dspy_profile p, dspy_str *out) {
     dspy_str_appendf(out, "{%s}", dspy_signature_field_name(sig, i));
     if (dspy_signature_field_kind(sig, i) == DSPY_FIELD_INPUT) return str_status(out);
     const dspy_type *t = dspy_signature_field_type(sig, i);
@@ -157,33 +157,33 @@ dspy_status adp_field_placeholder(const dspy_signature *sig, size_t i, dspy_prof
         dspy_str_append(out, p == DSPY_PROFILE_V26
                                  ? "must be pareseable according to the following JSON schema: "
                                  : "must adhere to the JSON schema: ");
-        dspy_status st = type_schema_note(t, out);
+        dspy_status st = dspy_type_schema_note(t, out);
         if (st) return st;
     }
     }
     return str_status(out);
 }
 
-dspy_status adp_block(const dspy_signature *sig, size_t from, size_t to, dspy_profile p, dspy_str *out) {
+dspy_status dspy_adp_block(const dspy_signature *sig, size_t from, size_t to, dspy_profile p, dspy_str *out) {
     dspy_str b = DSPY_STR_INIT;
     dspy_status st = DSPY_OK;
     for (size_t i = from; i < to && !st; i++) {
         if (i > from) dspy_str_append(&b, "\n\n");
         dspy_str_appendf(&b, "[[ ## %s ## ]]\n", dspy_signature_field_name(sig, i));
-        st = adp_field_placeholder(sig, i, p, &b);
+        st = dspy_adp_field_placeholder(sig, i, p, &b);
     }
-    adp_strip(&b);
+    dspy_adp_strip(&b);
     dspy_str_appendn(out, dspy_str_cstr(&b), b.len);
     if (!st && !dspy_str_ok(&b)) st = nomem();
     dspy_str_free(&b);
     return st ? st : str_status(out);
 }
 
-dspy_status adp_task_description(const dspy_signature *sig, dspy_str *out) {
+dspy_status dspy_adp_task_description(const dspy_signature *sig, dspy_str *out) {
     dspy_str d = DSPY_STR_INIT;
-    py_dedent(dspy_signature_instructions(sig), &d);
+    dspy_py_dedent(dspy_signature_instructions(sig), &d);
     py_lines lines;
-    if (!dspy_str_ok(&d) || !py_splitlines(dspy_str_cstr(&d), d.len, &lines)) {
+    if (!dspy_str_ok(&d) || !dspy_py_splitlines(dspy_str_cstr(&d), d.len, &lines)) {
         dspy_str_free(&d);
         return nomem();
     }
@@ -192,12 +192,12 @@ dspy_status adp_task_description(const dspy_signature *sig, dspy_str *out) {
         dspy_str_append(out, "\n        ");
         dspy_str_appendv(out, lines.v[i]);
     }
-    py_lines_free(&lines);
+    dspy_py_lines_free(&lines);
     dspy_str_free(&d);
     return str_status(out);
 }
 
-void adp_type_info(const dspy_signature *sig, size_t i, dspy_profile p, dspy_str *out) {
+void dspy_adp_type_info(const dspy_signature *sig, size_t i, dspy_profile p, dspy_str *out) {
     const dspy_type *t = dspy_signature_field_type(sig, i);
     if (dspy_type_kind_of(t) == DSPY_TYPE_STR) return;
     dspy_str_append(out, " (must be formatted as a valid Python ");
@@ -205,55 +205,55 @@ void adp_type_info(const dspy_signature *sig, size_t i, dspy_profile p, dspy_str
     dspy_str_append(out, ")");
 }
 
-dspy_status adp_chat_system(const dspy_signature *sig, dspy_profile p, dspy_str *out) {
+dspy_status dspy_adp_chat_system(const dspy_signature *sig, dspy_profile p, dspy_str *out) {
     size_t ni = dspy_signature_n_inputs(sig), nf = dspy_signature_n_fields(sig);
     dspy_status st;
     if (p == DSPY_PROFILE_V26) {
         dspy_str s = DSPY_STR_INIT;
         dspy_str_append(&s, "Your input fields are:\n");
-        adp_enumerate_v26(sig, 0, ni, &s);
+        dspy_adp_enumerate_v26(sig, 0, ni, &s);
         dspy_str_append(&s, "\n\nYour output fields are:\n");
-        adp_enumerate_v26(sig, ni, nf, &s);
+        dspy_adp_enumerate_v26(sig, ni, nf, &s);
         dspy_str_append(&s, "\n\n" ADP_INTRO "\n\n");
-        st = adp_block(sig, 0, ni, p, &s);
+        st = dspy_adp_block(sig, 0, ni, p, &s);
         if (!st) {
             dspy_str_append(&s, "\n\n");
-            st = adp_block(sig, ni, nf, p, &s);
+            st = dspy_adp_block(sig, ni, nf, p, &s);
         }
         if (!st) {
             dspy_str_append(&s, "\n\n[[ ## completed ## ]]\n\n");
-            st = adp_task_description(sig, &s);
+            st = dspy_adp_task_description(sig, &s);
         }
-        adp_strip(&s);
+        dspy_adp_strip(&s);
         dspy_str_appendn(out, dspy_str_cstr(&s), s.len);
         dspy_str_free(&s);
         return st ? st : str_status(out);
     }
-    adp_field_description_v33(sig, out);
+    dspy_adp_field_description_v33(sig, out);
     dspy_str_appendc(out, '\n');
     dspy_str fs = DSPY_STR_INIT;
     dspy_str_append(&fs, ADP_INTRO "\n\n");
-    st = adp_block(sig, 0, ni, p, &fs);
+    st = dspy_adp_block(sig, 0, ni, p, &fs);
     if (!st) {
         dspy_str_append(&fs, "\n\n");
-        st = adp_block(sig, ni, nf, p, &fs);
+        st = dspy_adp_block(sig, ni, nf, p, &fs);
     }
     dspy_str_append(&fs, "\n\n[[ ## completed ## ]]\n");
-    adp_strip(&fs);
+    dspy_adp_strip(&fs);
     dspy_str_appendn(out, dspy_str_cstr(&fs), fs.len);
     dspy_str_free(&fs);
     if (st) return st;
     dspy_str_appendc(out, '\n');
-    return adp_task_description(sig, out);
+    return dspy_adp_task_description(sig, out);
 }
 
-dspy_status adp_chat_req(const dspy_signature *sig, dspy_profile p, dspy_str *out) {
+dspy_status dspy_adp_chat_req(const dspy_signature *sig, dspy_profile p, dspy_str *out) {
     size_t ni = dspy_signature_n_inputs(sig), nf = dspy_signature_n_fields(sig);
     dspy_str_append(out, "Respond with the corresponding output fields, starting with the field ");
     for (size_t i = ni; i < nf; i++) {
         if (i > ni) dspy_str_append(out, ", then ");
         dspy_str_appendf(out, "`[[ ## %s ## ]]`", dspy_signature_field_name(sig, i));
-        adp_type_info(sig, i, p, out);
+        dspy_adp_type_info(sig, i, p, out);
     }
     dspy_str_append(out, ", and then ending with the marker for `[[ ## completed ## ]]`.");
     return str_status(out);
@@ -289,7 +289,7 @@ static void field_keys_repr(const dspy_signature *sig, size_t from, size_t to, d
     dspy_str_append(out, "])");
 }
 
-dspy_status adp_user_content(const dspy_signature *sig, dspy_profile p, const dspy_json *values,
+dspy_status dspy_adp_user_content(const dspy_signature *sig, dspy_profile p, const dspy_json *values,
                              const char *prefix, const char *req, bool v26_incomplete,
                              dspy_str *out) {
     size_t ni = dspy_signature_n_inputs(sig);
@@ -344,7 +344,7 @@ dspy_status adp_user_content(const dspy_signature *sig, dspy_profile p, const ds
             dspy_str_append(&s, req);
         }
         dspy_str_append(&s, "\n\n"); /* the empty suffix */
-        adp_strip(&s);
+        dspy_adp_strip(&s);
     }
     if (!st) st = str_status(&s);
     if (!st) {
@@ -355,7 +355,7 @@ dspy_status adp_user_content(const dspy_signature *sig, dspy_profile p, const ds
     return st;
 }
 
-dspy_status adp_chat_assistant(const dspy_signature *sig, dspy_profile p, const dspy_json *outputs,
+dspy_status dspy_adp_chat_assistant(const dspy_signature *sig, dspy_profile p, const dspy_json *outputs,
                                const char *missing, dspy_str *out) {
     size_t ni = dspy_signature_n_inputs(sig), nf = dspy_signature_n_fields(sig);
     dspy_str s = DSPY_STR_INIT;
@@ -374,7 +374,7 @@ dspy_status adp_chat_assistant(const dspy_signature *sig, dspy_profile p, const 
         /* format_turn: the outputs and the pseudo-field `completed` (value ""), joined as is */
         dspy_str_append(&s, nf > ni ? "\n\n[[ ## completed ## ]]\n" : "[[ ## completed ## ]]\n");
     } else {
-        adp_strip(&s);
+        dspy_adp_strip(&s);
         dspy_str_append(&s, "\n\n[[ ## completed ## ]]\n");
     }
     if (!st) st = str_status(&s);
@@ -388,7 +388,7 @@ static bool demo_has(const dspy_json *demo, const char *name, bool need_non_null
     return v && (!need_non_null || dspy_json_typeof(v) != DSPY_JSON_NULL);
 }
 
-dspy_status adp_split_demos(const dspy_signature *sig, const dspy_json *demos,
+dspy_status dspy_adp_split_demos(const dspy_signature *sig, const dspy_json *demos,
                             dspy_json **incomplete, dspy_json **complete) {
     *incomplete = dspy_json_array();
     *complete = dspy_json_array();
@@ -429,7 +429,7 @@ oom:
     return nomem();
 }
 
-dspy_status adp_push(dspy_json *messages, const char *role, const char *text, size_t len) {
+dspy_status dspy_adp_push(dspy_json *messages, const char *role, const char *text, size_t len) {
     dspy_json *m = dspy_json_object();
     dspy_json *c = dspy_json_stringn(text, len);
     if (!m || !c || dspy_json_set_str(m, "role", role)) {
@@ -447,7 +447,7 @@ dspy_status adp_push(dspy_json *messages, const char *role, const char *text, si
 
 /* ---- parsing --------------------------------------------------------------------------------------- */
 
-dspy_status adp_parse_error(const char *adapter, const dspy_signature *sig, const char *lm_response,
+dspy_status dspy_adp_parse_error(const char *adapter, const dspy_signature *sig, const char *lm_response,
                             const char *message, const dspy_json *parsed) {
     dspy_str m = DSPY_STR_INIT;
     if (message && *message) dspy_str_appendf(&m, "%s\n\n", message);
@@ -475,7 +475,7 @@ dspy_status adp_parse_error(const char *adapter, const dspy_signature *sig, cons
     return st;
 }
 
-dspy_status adp_v26_keys_error(const dspy_signature *sig, const dspy_json *fields) {
+dspy_status dspy_adp_v26_keys_error(const dspy_signature *sig, const dspy_json *fields) {
     dspy_str m = DSPY_STR_INIT;
     dspy_str_append(&m, "Expected ");
     field_keys_repr(sig, dspy_signature_n_inputs(sig), dspy_signature_n_fields(sig), &m);
@@ -486,13 +486,13 @@ dspy_status adp_v26_keys_error(const dspy_signature *sig, const dspy_json *field
     return st;
 }
 
-bool adp_has_all_outputs(const dspy_signature *sig, const dspy_json *fields) {
+bool dspy_adp_has_all_outputs(const dspy_signature *sig, const dspy_json *fields) {
     for (size_t i = dspy_signature_n_inputs(sig); i < dspy_signature_n_fields(sig); i++)
         if (!dspy_json_get(fields, dspy_signature_field_name(sig, i))) return false;
     return true;
 }
 
-dspy_status adp_apply_defaults(const dspy_signature *sig, dspy_json *fields) {
+dspy_status dspy_adp_apply_defaults(const dspy_signature *sig, dspy_json *fields) {
     for (size_t i = dspy_signature_n_inputs(sig); i < dspy_signature_n_fields(sig); i++) {
         const char *name = dspy_signature_field_name(sig, i);
         if (dspy_json_get(fields, name)) continue;
@@ -511,7 +511,7 @@ dspy_status adp_apply_defaults(const dspy_signature *sig, dspy_json *fields) {
 static size_t match_header(dspy_strv s, dspy_strv *name) {
     if (!dspy_strv_starts_with(s, "[[ ## ")) return 0;
     size_t i = 6, l;
-    while (i < s.len && (l = py_word_char(s.ptr + i, s.len - i)) > 0) i += l;
+    while (i < s.len && (l = dspy_py_word_char(s.ptr + i, s.len - i)) > 0) i += l;
     if (i == 6) return 0;
     if (s.len - i < 6 || memcmp(s.ptr + i, " ## ]]", 6) != 0) return 0;
     *name = dspy_strv_make(s.ptr + 6, i - 6);
@@ -524,18 +524,18 @@ typedef struct section {
     bool any;      /* at least one line */
 } section;
 
-dspy_status adp_chat_parse(const dspy_signature *sig, dspy_profile p, const char *completion,
+dspy_status dspy_adp_chat_parse(const dspy_signature *sig, dspy_profile p, const char *completion,
                            dspy_json **fields) {
     *fields = NULL;
     size_t n = strlen(completion);
     py_lines lines;
-    if (!py_splitlines(completion, n, &lines)) return nomem();
+    if (!dspy_py_splitlines(completion, n, &lines)) return nomem();
     section *secs = calloc(lines.n + 1, sizeof *secs);
     size_t ns = 1;
     dspy_status st = DSPY_OK;
     dspy_json *out = NULL;
     if (!secs) {
-        py_lines_free(&lines);
+        dspy_py_lines_free(&lines);
         return nomem();
     }
     for (size_t k = 0; k < lines.n; k++) {
@@ -576,7 +576,7 @@ dspy_status adp_chat_parse(const dspy_signature *sig, dspy_profile p, const char
             st = nomem();
             goto done;
         }
-        adp_strip(&sec->text);
+        dspy_adp_strip(&sec->text);
         dspy_json *raw = dspy_json_stringn(dspy_str_cstr(&sec->text), sec->text.len), *val = NULL;
         if (!raw) {
             st = nomem();
@@ -594,7 +594,7 @@ dspy_status adp_chat_parse(const dspy_signature *sig, dspy_profile p, const char
             } else {
                 dspy_str_appendf(&m, "Failed to parse field %s with value %s from the LM response. Error message: %s",
                                  sec->header, dspy_str_cstr(&sec->text), dspy_errmsg());
-                st = dspy_str_ok(&m) ? adp_parse_error("ChatAdapter", sig, completion, dspy_str_cstr(&m), NULL)
+                st = dspy_str_ok(&m) ? dspy_adp_parse_error("ChatAdapter", sig, completion, dspy_str_cstr(&m), NULL)
                                      : nomem();
             }
             dspy_str_free(&m);
@@ -602,10 +602,10 @@ dspy_status adp_chat_parse(const dspy_signature *sig, dspy_profile p, const char
         }
         if ((st = dspy_json_set(out, sec->header, val))) goto done;
     }
-    if (p == DSPY_PROFILE_V33 && (st = adp_apply_defaults(sig, out))) goto done;
-    if (!adp_has_all_outputs(sig, out)) {
-        st = p == DSPY_PROFILE_V26 ? adp_v26_keys_error(sig, out)
-                                   : adp_parse_error("ChatAdapter", sig, completion, NULL, out);
+    if (p == DSPY_PROFILE_V33 && (st = dspy_adp_apply_defaults(sig, out))) goto done;
+    if (!dspy_adp_has_all_outputs(sig, out)) {
+        st = p == DSPY_PROFILE_V26 ? dspy_adp_v26_keys_error(sig, out)
+                                   : dspy_adp_parse_error("ChatAdapter", sig, completion, NULL, out);
         goto done;
     }
 done:
@@ -614,7 +614,7 @@ done:
         dspy_str_free(&secs[k].text);
     }
     free(secs);
-    py_lines_free(&lines);
+    dspy_py_lines_free(&lines);
     if (st) {
         dspy_json_decref(out);
         return st;

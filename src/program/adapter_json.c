@@ -24,7 +24,7 @@ static dspy_status out_json(const dspy_signature *sig, dspy_profile p, dspy_str 
     dspy_status st = DSPY_OK;
     for (size_t i = dspy_signature_n_inputs(sig); i < dspy_signature_n_fields(sig) && !st; i++) {
         dspy_str ph = DSPY_STR_INIT;
-        st = adp_field_placeholder(sig, i, p, &ph);
+        st = dspy_adp_field_placeholder(sig, i, p, &ph);
         if (!st) st = dspy_json_set_str(o, dspy_signature_field_name(sig, i), dspy_str_cstr(&ph));
         dspy_str_free(&ph);
     }
@@ -33,31 +33,31 @@ static dspy_status out_json(const dspy_signature *sig, dspy_profile p, dspy_str 
     return st;
 }
 
-dspy_status adp_json_system(const dspy_signature *sig, dspy_profile p, dspy_str *out) {
+dspy_status dspy_adp_json_system(const dspy_signature *sig, dspy_profile p, dspy_str *out) {
     size_t ni = dspy_signature_n_inputs(sig), nf = dspy_signature_n_fields(sig);
     dspy_str s = DSPY_STR_INIT;
     dspy_status st;
     if (p == DSPY_PROFILE_V26) {
         dspy_str_append(&s, "Your input fields are:\n");
-        adp_enumerate_v26(sig, 0, ni, &s);
+        dspy_adp_enumerate_v26(sig, 0, ni, &s);
         dspy_str_append(&s, "\n\nYour output fields are:\n");
-        adp_enumerate_v26(sig, ni, nf, &s);
+        dspy_adp_enumerate_v26(sig, ni, nf, &s);
         dspy_str_append(&s, "\n\n" ADP_INTRO "\n\nInputs will have the following structure:\n\n");
     } else {
         dspy_str_append(&s, ADP_INTRO "\n\nInputs will have the following structure:\n\n");
     }
-    st = adp_block(sig, 0, ni, p, &s);
+    st = dspy_adp_block(sig, 0, ni, p, &s);
     if (!st) {
         dspy_str_append(&s, "\n\nOutputs will be a JSON object with the following fields.\n\n");
         st = out_json(sig, p, &s);
     }
     if (!st && p == DSPY_PROFILE_V26) {
         dspy_str_append(&s, "\n\n");
-        st = adp_task_description(sig, &s);
+        st = dspy_adp_task_description(sig, &s);
     }
-    adp_strip(&s);
+    dspy_adp_strip(&s);
     if (!st && p == DSPY_PROFILE_V33) {
-        adp_field_description_v33(sig, out);
+        dspy_adp_field_description_v33(sig, out);
         dspy_str_appendc(out, '\n');
     }
     dspy_str_appendn(out, dspy_str_cstr(&s), s.len);
@@ -65,24 +65,24 @@ dspy_status adp_json_system(const dspy_signature *sig, dspy_profile p, dspy_str 
     dspy_str_free(&s);
     if (!st && p == DSPY_PROFILE_V33) {
         dspy_str_appendc(out, '\n');
-        st = adp_task_description(sig, out);
+        st = dspy_adp_task_description(sig, out);
     }
     return st ? st : (dspy_str_ok(out) ? DSPY_OK : nomem());
 }
 
-dspy_status adp_json_req(const dspy_signature *sig, dspy_profile p, dspy_str *out) {
+dspy_status dspy_adp_json_req(const dspy_signature *sig, dspy_profile p, dspy_str *out) {
     size_t ni = dspy_signature_n_inputs(sig), nf = dspy_signature_n_fields(sig);
     dspy_str_append(out, "Respond with a JSON object in the following order of fields: ");
     for (size_t i = ni; i < nf; i++) {
         if (i > ni) dspy_str_append(out, ", then ");
         dspy_str_appendf(out, "`%s`", dspy_signature_field_name(sig, i));
-        adp_type_info(sig, i, p, out);
+        dspy_adp_type_info(sig, i, p, out);
     }
     dspy_str_append(out, ".");
     return dspy_str_ok(out) ? DSPY_OK : nomem();
 }
 
-dspy_status adp_json_assistant(const dspy_signature *sig, const dspy_json *outputs,
+dspy_status dspy_adp_json_assistant(const dspy_signature *sig, const dspy_json *outputs,
                                const char *missing, dspy_str *out) {
     dspy_json *o = dspy_json_object();
     if (!o) return nomem();
@@ -100,7 +100,7 @@ dspy_status adp_json_assistant(const dspy_signature *sig, const dspy_json *outpu
     return st;
 }
 
-dspy_status adp_json_parse(const dspy_signature *sig, dspy_profile p, const char *completion,
+dspy_status dspy_adp_json_parse(const dspy_signature *sig, dspy_profile p, const char *completion,
                            dspy_json **fields) {
     *fields = NULL;
     size_t n = strlen(completion);
@@ -108,16 +108,16 @@ dspy_status adp_json_parse(const dspy_signature *sig, dspy_profile p, const char
     size_t resp_len = n;
     dspy_json *parsed = NULL, *out = NULL;
     char *resp_copy = NULL;
-    dspy_status st = json_repair_loads(completion, n, &parsed);
+    dspy_status st = dspy_json_repair_loads(completion, n, &parsed);
     if (st) return st;
     if (dspy_json_typeof(parsed) != DSPY_JSON_OBJECT) {
         size_t at, len;
-        if (json_first_braced(completion, n, &at, &len)) {
+        if (dspy_json_first_braced(completion, n, &at, &len)) {
             resp = completion + at;
             resp_len = len;
             dspy_json_decref(parsed);
             parsed = NULL;
-            if ((st = json_repair_loads(resp, resp_len, &parsed))) return st;
+            if ((st = dspy_json_repair_loads(resp, resp_len, &parsed))) return st;
         }
     }
     if (!(resp_copy = malloc(resp_len + 1))) {
@@ -127,7 +127,7 @@ dspy_status adp_json_parse(const dspy_signature *sig, dspy_profile p, const char
     memcpy(resp_copy, resp, resp_len);
     resp_copy[resp_len] = '\0';
     if (dspy_json_typeof(parsed) != DSPY_JSON_OBJECT) {
-        st = adp_parse_error("JSONAdapter", sig, resp_copy,
+        st = dspy_adp_parse_error("JSONAdapter", sig, resp_copy,
                              "LM response cannot be serialized to a JSON object.", NULL);
         goto done;
     }
@@ -145,10 +145,10 @@ dspy_status adp_json_parse(const dspy_signature *sig, dspy_profile p, const char
         if (st) goto done;
         if ((st = dspy_json_set(out, k, val))) goto done;
     }
-    if (p == DSPY_PROFILE_V33 && (st = adp_apply_defaults(sig, out))) goto done;
-    if (!adp_has_all_outputs(sig, out))
-        st = p == DSPY_PROFILE_V26 ? adp_v26_keys_error(sig, out)
-                                   : adp_parse_error("JSONAdapter", sig, resp_copy, NULL, out);
+    if (p == DSPY_PROFILE_V33 && (st = dspy_adp_apply_defaults(sig, out))) goto done;
+    if (!dspy_adp_has_all_outputs(sig, out))
+        st = p == DSPY_PROFILE_V26 ? dspy_adp_v26_keys_error(sig, out)
+                                   : dspy_adp_parse_error("JSONAdapter", sig, resp_copy, NULL, out);
 done:
     free(resp_copy);
     dspy_json_decref(parsed);
@@ -213,10 +213,10 @@ static dspy_status property_schema(const dspy_signature *sig, size_t i, dspy_jso
     dspy_status st = dspy_type_json_schema(dspy_signature_field_type(sig, i), &base);
     if (st) return st;
     dspy_str title = DSPY_STR_INIT;
-    py_title(dspy_signature_field_name(sig, i), &title);
+    dspy_py_title(dspy_signature_field_name(sig, i), &title);
     for (size_t k = 0; k < title.len; k++)
         if (title.ptr[k] == '_') title.ptr[k] = ' ';
-    adp_strip(&title);
+    dspy_adp_strip(&title);
     if ((st = dspy_json_set_str(base, "title", dspy_str_cstr(&title)))) goto done;
     const dspy_json *def = dspy_signature_field_default(sig, i);
     if (def && (st = dspy_json_set(base, "default", dspy_json_copy(def)))) goto done;

@@ -204,10 +204,10 @@ static dspy_status boot_item(void *user, size_t i, double *score) {
     if ((st = dspy_trace_new(&tr)) || (st = dspy_context_new(&ctx))) goto done;
     dspy_context_set_trace(ctx, tr);
     if ((st = dspy_context_push(ctx))) goto done;
-    parse_failure_watch(true);
+    dspy_parse_failure_watch(true);
     st = dspy_module_call_example(j->program, ex, NULL, &pred);
-    have_pf = st == DSPY_ERR_PARSE && parse_failure_take(&pf);
-    parse_failure_watch(false);
+    have_pf = st == DSPY_ERR_PARSE && dspy_parse_failure_take(&pf);
+    dspy_parse_failure_watch(false);
     dspy_context_pop(ctx);
     if (st && !have_pf) goto done; /* an LM or other error: counted, no item */
     dspy_status call_st = st;
@@ -254,7 +254,7 @@ done:
         free(msg);
     }
     item_clear(&it);
-    parse_failure_clear(&pf);
+    dspy_parse_failure_clear(&pf);
     dspy_prediction_free(pred);
     dspy_context_free(ctx);
     dspy_trace_free(tr);
@@ -305,7 +305,7 @@ done:
     return st;
 }
 
-dspy_status trace_data_extend(dspy_trace_data *dst, dspy_trace_data *src) {
+dspy_status dspy_trace_data_extend(dspy_trace_data *dst, dspy_trace_data *src) {
     if (src->n && dst->n + src->n > dst->cap) {
         size_t cap = dst->n + src->n;
         dspy_trace_item *items = realloc(dst->items, cap * sizeof *items);

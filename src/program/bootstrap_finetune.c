@@ -271,7 +271,7 @@ dspy_status dspy_bootstrap_finetune_prepare(dspy_module *student, const dspy_dat
         dspy_module *teacher = n_teachers && teachers[t] ? teachers[t] : student;
         dspy_trace_data *d = NULL;
         if ((st = dspy_bootstrap_trace_data(teacher, trainset, &bp, &d))) goto done;
-        st = trace_data_extend(job->data, d);
+        st = dspy_trace_data_extend(job->data, d);
         dspy_trace_data_free(d);
         if (st) goto done;
     }

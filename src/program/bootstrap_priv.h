@@ -6,6 +6,6 @@
 
 /* trace_data += src: moves every item of `src` (left empty) to the end of `dst` and adds the
  * counts. */
-dspy_status trace_data_extend(dspy_trace_data *dst, dspy_trace_data *src);
+dspy_status dspy_trace_data_extend(dspy_trace_data *dst, dspy_trace_data *src);
 
 #endif

@@ -12,7 +12,7 @@
 
 #include "program/callback_priv.h"
 
-dspy_status cb_list_make(const dspy_callbacks *a, size_t na, const dspy_callbacks *b, size_t nb,
+dspy_status dspy_cb_list_make(const dspy_callbacks *a, size_t na, const dspy_callbacks *b, size_t nb,
                          cb_list **out) {
     *out = NULL;
     if (!a) na = 0;
@@ -28,16 +28,16 @@ dspy_status cb_list_make(const dspy_callbacks *a, size_t na, const dspy_callback
     return DSPY_OK;
 }
 
-cb_list *cb_list_retain(cb_list *l) {
+cb_list *dspy_cb_list_retain(cb_list *l) {
     if (l) atomic_fetch_add(&l->refs, 1);
     return l;
 }
 
-void cb_list_free(cb_list *l) {
+void dspy_cb_list_free(cb_list *l) {
     if (l && atomic_fetch_sub(&l->refs, 1) == 1) free(l);
 }
 
-void cb_call_id(char out[33]) {
+void dspy_cb_call_id(char out[33]) {
     unsigned char b[16];
     if (RAND_bytes(b, sizeof b) != 1) { /* cannot fail with getrandom; stay unique anyway */
         struct timeval tv;
@@ -54,9 +54,9 @@ void cb_call_id(char out[33]) {
     out[32] = '\0';
 }
 
-char *cb_err_save(dspy_status st) { return st ? strdup(dspy_errmsg()) : NULL; }
+char *dspy_cb_err_save(dspy_status st) { return st ? strdup(dspy_errmsg()) : NULL; }
 
-void cb_err_restore(dspy_status st, char *saved) {
+void dspy_cb_err_restore(dspy_status st, char *saved) {
     if (st) dspy_fail(st, "%s", saved ? saved : "(error message lost: out of memory)");
     free(saved);
 }
@@ -65,7 +65,7 @@ void cb_err_restore(dspy_status st, char *saved) {
 
 static char *new_id(void) {
     char *id = malloc(33);
-    if (id) cb_call_id(id);
+    if (id) dspy_cb_call_id(id);
     return id;
 }
 
@@ -84,11 +84,11 @@ static void format_end(void *user, void *token, const dspy_json *messages, dspy_
     cb_list *l = user;
     char *id = token;
     if (!l || !id) return;
-    char *err = cb_err_save(st);
+    char *err = dspy_cb_err_save(st);
     for (size_t i = 0; i < l->n; i++)
         if (l->items[i].on_adapter_format_end)
             l->items[i].on_adapter_format_end(l->items[i].user, id, st ? NULL : messages, st, st ? (err ? err : "") : NULL);
-    cb_err_restore(st, err);
+    dspy_cb_err_restore(st, err);
     free(id);
 }
 
@@ -106,15 +106,15 @@ static void parse_end(void *user, void *token, const dspy_json *fields, dspy_sta
     cb_list *l = user;
     char *id = token;
     if (!l || !id) return;
-    char *err = cb_err_save(st);
+    char *err = dspy_cb_err_save(st);
     for (size_t i = 0; i < l->n; i++)
         if (l->items[i].on_adapter_parse_end)
             l->items[i].on_adapter_parse_end(l->items[i].user, id, st ? NULL : fields, st, st ? (err ? err : "") : NULL);
-    cb_err_restore(st, err);
+    dspy_cb_err_restore(st, err);
     free(id);
 }
 
-const dspy_adapter_hooks cb_adapter_hooks_template = {
+const dspy_adapter_hooks dspy_cb_adapter_hooks_template = {
     .user = NULL,
     .format_start = format_start,
     .format_end = format_end,

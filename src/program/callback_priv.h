@@ -17,20 +17,20 @@ typedef struct cb_list {
 
 /* A list holding a copy of a[0..na) then b[0..nb); NULL (and DSPY_OK) when both are empty.
  * DSPY_ERR_NOMEM on allocation failure. */
-dspy_status cb_list_make(const dspy_callbacks *a, size_t na, const dspy_callbacks *b, size_t nb,
+dspy_status dspy_cb_list_make(const dspy_callbacks *a, size_t na, const dspy_callbacks *b, size_t nb,
                          cb_list **out);
-cb_list *cb_list_retain(cb_list *l); /* NULL-safe */
-void cb_list_free(cb_list *l);       /* NULL-safe */
+cb_list *dspy_cb_list_retain(cb_list *l); /* NULL-safe */
+void dspy_cb_list_free(cb_list *l);       /* NULL-safe */
 
 /* A fresh uuid4().hex (32 hex digits + NUL). */
-void cb_call_id(char out[33]);
+void dspy_cb_call_id(char out[33]);
 
 /* Saves the thread's error message when st != DSPY_OK (malloc'd copy, or NULL), so that
- * callbacks cannot change what the caller sees; cb_err_restore puts it back and frees it. */
-char *cb_err_save(dspy_status st);
-void cb_err_restore(dspy_status st, char *saved);
+ * callbacks cannot change what the caller sees; dspy_cb_err_restore puts it back and frees it. */
+char *dspy_cb_err_save(dspy_status st);
+void dspy_cb_err_restore(dspy_status st, char *saved);
 
 /* Adapter hooks that run the lists' on_adapter_* callbacks (user = a cb_list). */
-extern const dspy_adapter_hooks cb_adapter_hooks_template;
+extern const dspy_adapter_hooks dspy_cb_adapter_hooks_template;
 
 #endif

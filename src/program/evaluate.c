@@ -18,7 +18,7 @@
 
 static dspy_status nomem(void) { return dspy_fail(DSPY_ERR_NOMEM, "Evaluate: out of memory"); }
 
-const dspy_json *eval_value_json(const dspy_value *v) { return (const dspy_json *)dspy_value_json(v); }
+const dspy_json *dspy_eval_value_json(const dspy_value *v) { return (const dspy_json *)dspy_value_json(v); }
 
 /* ---- metrics ------------------------------------------------------------------------------ */
 
@@ -27,7 +27,7 @@ static dspy_status field_values(const char *field, const dspy_example *ex, const
     const dspy_value *ev = dspy_example_get(ex, field);
     if (!ev) return dspy_fail(DSPY_ERR_ARG, "metric: the example has no field '%s' ('Example' object has no attribute '%s')",
                               field, field);
-    *gold = eval_value_json(ev);
+    *gold = dspy_eval_value_json(ev);
     *guess = dspy_prediction_get(pred, field);
     if (!*guess)
         return dspy_fail(DSPY_ERR_ARG, "metric: the prediction has no field '%s' ('Prediction' object has no attribute '%s')",
@@ -342,17 +342,17 @@ static dspy_status eval_item(void *user, size_t i, double *score) {
     dspy_status st = dspy_example_inputs(ex, &in);
     dspy_example_free(in);
     dspy_prediction *pred = NULL;
-    bool watched = parse_failure_watching();
+    bool watched = dspy_parse_failure_watching();
     if (!st) {
-        if (!watched) parse_failure_watch(true);
+        if (!watched) dspy_parse_failure_watch(true);
         st = dspy_module_call_example(j->program, ex, NULL, &pred);
         parse_failure pf;
-        if (st == DSPY_ERR_PARSE && !watched && parse_failure_take(&pf)) {
+        if (st == DSPY_ERR_PARSE && !watched && dspy_parse_failure_take(&pf)) {
             j->reply[i] = pf.lm_response; /* NULL on OOM: only the reply is lost */
             pf.lm_response = NULL;
-            parse_failure_clear(&pf);
+            dspy_parse_failure_clear(&pf);
         }
-        if (!watched) parse_failure_watch(false);
+        if (!watched) dspy_parse_failure_watch(false);
     }
     double s = 0;
     if (!st && (st = j->metric->fn(j->metric->user, ex, pred, NULL, &s))) {

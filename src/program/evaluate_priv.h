@@ -26,6 +26,6 @@ struct dspy_eval_result {
 };
 
 /* A JSON view of an example value (borrowed; both are jansson values inside src/). */
-const dspy_json *eval_value_json(const dspy_value *v);
+const dspy_json *dspy_eval_value_json(const dspy_value *v);
 
 #endif

@@ -384,7 +384,7 @@ static bool same_shape(const dspy_json *a, const dspy_json *b) {
     return true;
 }
 
-dspy_status json_repair_loads(const char *s, size_t n, dspy_json **out) {
+dspy_status dspy_json_repair_loads(const char *s, size_t n, dspy_json **out) {
     *out = NULL;
     if (dspy_json_parse(s, n, NULL, out) == DSPY_OK) return DSPY_OK;
     dspy_errclear();
@@ -442,7 +442,7 @@ oom:
     return dspy_fail(DSPY_ERR_NOMEM, "json_repair: out of memory");
 }
 
-bool json_first_braced(const char *s, size_t n, size_t *start, size_t *len) {
+bool dspy_json_first_braced(const char *s, size_t n, size_t *start, size_t *len) {
     for (size_t i = 0; i < n; i++) {
         if (s[i] != '{') continue;
         int depth = 0;

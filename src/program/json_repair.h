@@ -23,10 +23,10 @@
 #include "dspy/json.h"
 
 /* New reference in *out; only DSPY_ERR_NOMEM can fail. */
-dspy_status json_repair_loads(const char *s, size_t n, dspy_json **out);
+dspy_status dspy_json_repair_loads(const char *s, size_t n, dspy_json **out);
 
 /* The first balanced {...} substring (DSPy's regex \{(?:[^{}]|(?R))*\} with DOTALL): sets
  * start/len and returns true, or returns false when there is none. */
-bool json_first_braced(const char *s, size_t n, size_t *start, size_t *len);
+bool dspy_json_first_braced(const char *s, size_t n, size_t *start, size_t *len);
 
 #endif

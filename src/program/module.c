@@ -76,9 +76,9 @@ const char *dspy_module_type_name(const dspy_module *m) {
     return m && m->vt->type_name ? m->vt->type_name : "Module";
 }
 
-bool dspy_module_is_predict(const dspy_module *m) { return m && m->vt == &predict_vtable; }
+bool dspy_module_is_predict(const dspy_module *m) { return m && m->vt == &dspy_predict_vtable; }
 
-predict_state *predict_state_of(const dspy_module *m) { return dspy_module_is_predict(m) ? m->impl : NULL; }
+predict_state *dspy_predict_state_of(const dspy_module *m) { return dspy_module_is_predict(m) ? m->impl : NULL; }
 
 /* ---- children ----------------------------------------------------------------------------- */
 
@@ -151,9 +151,9 @@ dspy_status dspy_module_call(dspy_module *m, const dspy_json *inputs, const dspy
                              dspy_prediction **out) {
     *out = NULL;
     if (!m) return dspy_fail(DSPY_ERR_ARG, "module_call: no module given");
-    predict_state *ps = predict_state_of(m);
+    predict_state *ps = dspy_predict_state_of(m);
     /* Predict.__call__ rejects positional arguments before Module.__call__ runs callbacks */
-    if (ps && (!inputs || dspy_json_typeof(inputs) != DSPY_JSON_OBJECT)) return predict_positional_error(ps->sig);
+    if (ps && (!inputs || dspy_json_typeof(inputs) != DSPY_JSON_OBJECT)) return dspy_predict_positional_error(ps->sig);
     if (!inputs || dspy_json_typeof(inputs) != DSPY_JSON_OBJECT)
         return dspy_fail(DSPY_ERR_ARG, "%s: inputs must be a JSON object of keyword arguments (field name -> value)",
                          dspy_module_type_name(m));
@@ -161,27 +161,27 @@ dspy_status dspy_module_call(dspy_module *m, const dspy_json *inputs, const dspy
     if (!opt) opt = &none;
 
     settings_view v;
-    settings_view_get(&v);
+    dspy_settings_view_get(&v);
     cb_list *cbs = NULL;
-    dspy_status st = cb_list_make(v.callbacks ? v.callbacks->items : NULL, v.callbacks ? v.callbacks->n : 0,
+    dspy_status st = dspy_cb_list_make(v.callbacks ? v.callbacks->items : NULL, v.callbacks ? v.callbacks->n : 0,
                                   m->cbs, m->ncbs, &cbs);
-    settings_view_clear(&v);
+    dspy_settings_view_clear(&v);
     if (st) return st;
     char call_id[33] = "";
     if (cbs) {
-        cb_call_id(call_id);
+        dspy_cb_call_id(call_id);
         for (size_t i = 0; i < cbs->n; i++)
             if (cbs->items[i].on_module_start) cbs->items[i].on_module_start(cbs->items[i].user, call_id, m, inputs);
     }
     st = m->vt->forward(m, inputs, opt, out);
     if (!st && !*out) st = dspy_fail(DSPY_ERR_STATE, "%s.forward returned no prediction", dspy_module_type_name(m));
     if (cbs) {
-        char *err = cb_err_save(st);
+        char *err = dspy_cb_err_save(st);
         for (size_t i = 0; i < cbs->n; i++)
             if (cbs->items[i].on_module_end)
                 cbs->items[i].on_module_end(cbs->items[i].user, call_id, st ? NULL : *out, st, st ? (err ? err : "") : NULL);
-        cb_err_restore(st, err);
-        cb_list_free(cbs);
+        dspy_cb_err_restore(st, err);
+        dspy_cb_list_free(cbs);
     }
     if (st) {
         dspy_prediction_free(*out);
@@ -281,7 +281,7 @@ dspy_status dspy_module_set_lm(dspy_module *m, dspy_lm *lm) {
     dspy_status st = dspy_module_named_predictors(m, &ps, &n);
     if (st) return st;
     for (size_t i = 0; i < n; i++) {
-        predict_state *s = predict_state_of(ps[i].predictor);
+        predict_state *s = dspy_predict_state_of(ps[i].predictor);
         dspy_lm *old = s->lm;
         s->lm = dspy_lm_retain(lm);
         dspy_lm_free(old);
@@ -298,8 +298,8 @@ dspy_status dspy_module_get_lm(dspy_module *m, dspy_lm **out) {
     if (st) return st;
     bool unique = n > 0;
     for (size_t i = 1; i < n && unique; i++)
-        if (predict_state_of(ps[i].predictor)->lm != predict_state_of(ps[0].predictor)->lm) unique = false;
-    if (unique) *out = predict_state_of(ps[0].predictor)->lm;
+        if (dspy_predict_state_of(ps[i].predictor)->lm != dspy_predict_state_of(ps[0].predictor)->lm) unique = false;
+    if (unique) *out = dspy_predict_state_of(ps[0].predictor)->lm;
     dspy_named_predictors_free(ps, n);
     if (!unique) return dspy_fail(DSPY_ERR_STATE, "Multiple LMs are being used in the module. There's no unique LM to return.");
     return DSPY_OK;

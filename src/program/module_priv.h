@@ -6,7 +6,7 @@
 #include "dspy/module.h"
 #include "program/callback_priv.h"
 
-/* Predict's own state (the impl of a module whose vtable is predict_vtable). */
+/* Predict's own state (the impl of a module whose vtable is dspy_predict_vtable). */
 typedef struct predict_state {
     dspy_signature *sig;
     dspy_profile profile;
@@ -17,15 +17,15 @@ typedef struct predict_state {
     dspy_lm *lm;       /* NULL = None */
 } predict_state;
 
-extern const dspy_module_vtable predict_vtable;
+extern const dspy_module_vtable dspy_predict_vtable;
 
 /* The Predict state of `m`, or NULL when m is not a Predict. */
-predict_state *predict_state_of(const dspy_module *m);
+predict_state *dspy_predict_state_of(const dspy_module *m);
 /* Replaces the state's parts with those of `src` (taking them over; src is left empty). */
-void predict_state_swap(predict_state *dst, predict_state *src);
-void predict_state_release(predict_state *s);
+void dspy_predict_state_swap(predict_state *dst, predict_state *src);
+void dspy_predict_state_release(predict_state *s);
 
 /* The positional-arguments error of Predict.__call__ for this signature. */
-dspy_status predict_positional_error(const dspy_signature *sig);
+dspy_status dspy_predict_positional_error(const dspy_signature *sig);
 
 #endif

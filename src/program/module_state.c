@@ -24,7 +24,7 @@ static dspy_status nomem(void) { return dspy_fail(DSPY_ERR_NOMEM, "module state:
 
 dspy_status dspy_predict_dump_state(const dspy_module *p, dspy_json **out) {
     *out = NULL;
-    predict_state *s = predict_state_of(p);
+    predict_state *s = dspy_predict_state_of(p);
     if (!s) return dspy_fail(DSPY_ERR_ARG, "predict_dump_state: the module is not a Predict");
     dspy_json *o = dspy_json_object(), *sig = NULL;
     dspy_status st = o ? DSPY_OK : nomem();
@@ -113,7 +113,7 @@ static dspy_status prepare_predict(const predict_state *cur, const char *name, c
         lp.profile = lm_profile_for(cur->profile);
         if ((st = dspy_lm_load_state(lm, allow_unsafe, &lp, &ns->lm))) st = dspy_fail_wrap(st, "state of '%s': lm", name);
     }
-    if (st) predict_state_release(ns);
+    if (st) dspy_predict_state_release(ns);
     return st;
 }
 
@@ -148,12 +148,12 @@ dspy_status dspy_module_load_state(dspy_module *m, const dspy_json *state, bool 
             dspy_str_free(&keys);
             break;
         }
-        if (!(st = prepare_predict(predict_state_of(ps[i].predictor), ps[i].name, sub, allow_unsafe_lm_state, &prepared[i])))
+        if (!(st = prepare_predict(dspy_predict_state_of(ps[i].predictor), ps[i].name, sub, allow_unsafe_lm_state, &prepared[i])))
             done = i + 1;
     }
     if (!st) /* commit: nothing below can fail */
-        for (size_t i = 0; i < n; i++) predict_state_swap(predict_state_of(ps[i].predictor), &prepared[i]);
-    for (size_t i = 0; i < (st ? done : n); i++) predict_state_release(&prepared[i]);
+        for (size_t i = 0; i < n; i++) dspy_predict_state_swap(dspy_predict_state_of(ps[i].predictor), &prepared[i]);
+    for (size_t i = 0; i < (st ? done : n); i++) dspy_predict_state_release(&prepared[i]);
     free(prepared);
     dspy_named_predictors_free(ps, n);
     return st;
@@ -221,9 +221,9 @@ static dspy_status dspy_c_metadata(dspy_module *m, dspy_json **out) {
     size_t n;
     dspy_status st = dspy_module_named_predictors(m, &ps, &n);
     if (st) return st;
-    dspy_profile prof = n ? predict_state_of(ps[0].predictor)->profile : DSPY_PROFILE_V33;
+    dspy_profile prof = n ? dspy_predict_state_of(ps[0].predictor)->profile : DSPY_PROFILE_V33;
     for (size_t i = 1; i < n; i++)
-        if (predict_state_of(ps[i].predictor)->profile != prof)
+        if (dspy_predict_state_of(ps[i].predictor)->profile != prof)
             dspy_log(DSPY_LOG_WARN, "save: predictors use different format profiles; recording %s (that of '%s')",
                      dspy_profile_name(prof), ps[0].name);
     dspy_json *o = dspy_json_object();
@@ -234,10 +234,10 @@ static dspy_status dspy_c_metadata(dspy_module *m, dspy_json **out) {
     const predict_state *root = NULL;
     size_t skip = SIZE_MAX;
     if (!st && dspy_module_is_predict(m)) {
-        root = predict_state_of(m);
+        root = dspy_predict_state_of(m);
     } else if (!st && dspy_module_impl(m) == NULL && strcmp(dspy_module_type_name(m), "ChainOfThought") == 0 &&
                dspy_module_n_children(m) == 1 && dspy_module_is_predict(dspy_module_child(m, "predict"))) {
-        root = predict_state_of(dspy_module_child(m, "predict"));
+        root = dspy_predict_state_of(dspy_module_child(m, "predict"));
         size_t ri;
         if (dspy_signature_find(root->sig, "reasoning", &ri) && ri == dspy_signature_n_inputs(root->sig)) skip = ri;
         else root = NULL;

@@ -9,7 +9,7 @@ static _Thread_local bool tl_watch;
 static _Thread_local bool tl_have;
 static _Thread_local parse_failure tl_note;
 
-void parse_failure_clear(parse_failure *pf) {
+void dspy_parse_failure_clear(parse_failure *pf) {
     if (!pf) return;
     dspy_module_free(pf->predictor);
     dspy_json_decref(pf->inputs);
@@ -17,15 +17,15 @@ void parse_failure_clear(parse_failure *pf) {
     memset(pf, 0, sizeof *pf);
 }
 
-void parse_failure_watch(bool on) {
+void dspy_parse_failure_watch(bool on) {
     tl_watch = on;
     if (!on && tl_have) {
-        parse_failure_clear(&tl_note);
+        dspy_parse_failure_clear(&tl_note);
         tl_have = false;
     }
 }
 
-bool parse_failure_watching(void) { return tl_watch; }
+bool dspy_parse_failure_watching(void) { return tl_watch; }
 
 /* The count of names in the "Actual output fields parsed from the LM response: [a, b]" part
  * of DSPy's AdapterParseError text (V33 layout; 0 when absent). */
@@ -43,16 +43,16 @@ static int parsed_count(const char *msg) {
     return n;
 }
 
-void parse_failure_note(dspy_module *predictor, const dspy_json *inputs, const char *lm_response) {
+void dspy_parse_failure_note(dspy_module *predictor, const dspy_json *inputs, const char *lm_response) {
     if (!tl_watch) return;
     parse_failure n = {dspy_module_retain(predictor), inputs ? dspy_json_copy(inputs) : dspy_json_object(),
                        lm_response ? strdup(lm_response) : NULL, parsed_count(dspy_errmsg())};
-    if (tl_have) parse_failure_clear(&tl_note);
+    if (tl_have) dspy_parse_failure_clear(&tl_note);
     tl_note = n;
     tl_have = true;
 }
 
-bool parse_failure_take(parse_failure *out) {
+bool dspy_parse_failure_take(parse_failure *out) {
     memset(out, 0, sizeof *out);
     if (!tl_have) return false;
     *out = tl_note;

@@ -22,7 +22,7 @@ static dspy_status nomem(void) { return dspy_fail(DSPY_ERR_NOMEM, "Predict: out 
 
 /* ---- state -------------------------------------------------------------------------------- */
 
-void predict_state_release(predict_state *s) {
+void dspy_predict_state_release(predict_state *s) {
     if (!s) return;
     dspy_signature_free(s->sig);
     dspy_json_decref(s->config);
@@ -33,14 +33,14 @@ void predict_state_release(predict_state *s) {
     memset(s, 0, sizeof *s);
 }
 
-void predict_state_swap(predict_state *dst, predict_state *src) {
+void dspy_predict_state_swap(predict_state *dst, predict_state *src) {
     predict_state tmp = *dst;
     *dst = *src;
     *src = tmp;
 }
 
 static void state_free(void *impl) {
-    predict_state_release(impl);
+    dspy_predict_state_release(impl);
     free(impl);
 }
 
@@ -65,7 +65,7 @@ static dspy_status state_copy(const void *impl, void **out) {
 
 /* ---- the forward pass --------------------------------------------------------------------- */
 
-dspy_status predict_positional_error(const dspy_signature *sig) {
+dspy_status dspy_predict_positional_error(const dspy_signature *sig) {
     dspy_str names = DSPY_STR_INIT;
     size_t n = dspy_signature_n_inputs(sig);
     for (size_t i = 0; i < n; i++) {
@@ -230,14 +230,14 @@ static dspy_status no_lm_error(void) {
 static dspy_status predict_forward(dspy_module *self, const dspy_json *inputs, const dspy_call_options *opt,
                                    dspy_prediction **out) {
     *out = NULL;
-    predict_state *ps = predict_state_of(self);
+    predict_state *ps = dspy_predict_state_of(self);
     if (!ps) return dspy_fail(DSPY_ERR_STATE, "Predict.forward called on a module that is not a Predict");
     if (opt->config && dspy_json_typeof(opt->config) != DSPY_JSON_OBJECT)
         return dspy_fail(DSPY_ERR_ARG, "Predict: config must be a JSON object of LM kwargs");
     if (opt->demos && dspy_json_typeof(opt->demos) != DSPY_JSON_ARRAY)
         return dspy_fail(DSPY_ERR_ARG, "Predict: demos must be a JSON array of objects");
     settings_view v;
-    settings_view_get(&v);
+    dspy_settings_view_get(&v);
     dspy_json *config = NULL, *completions = NULL;
     dspy_prediction *pred = NULL;
     dspy_lm_callbacks *extra = NULL;
@@ -264,7 +264,7 @@ static dspy_status predict_forward(dspy_module *self, const dspy_json *inputs, c
     prm.use_json_adapter_fallback = v.use_json_fallback;
     prm.profile = ps->profile;
     lm_capabilities(lm, &prm.supports_response_format, &prm.supports_response_schema);
-    dspy_adapter_hooks hooks = cb_adapter_hooks_template;
+    dspy_adapter_hooks hooks = dspy_cb_adapter_hooks_template;
     lm_ctx lc = {lm, NULL, 0};
     if (v.callbacks) {
         hooks.user = v.callbacks;
@@ -282,8 +282,8 @@ static dspy_status predict_forward(dspy_module *self, const dspy_json *inputs, c
     const dspy_json *demos = opt->demos ? opt->demos : ps->demos;
     dspy_adapter_call_info info = {0};
     st = dspy_adapter_call(&prm, ps->sig, demos, inputs, config, call_lm, &lc, &completions,
-                           parse_failure_watching() ? &info : NULL);
-    if (st == DSPY_ERR_PARSE) parse_failure_note(self, inputs, info.lm_response);
+                           dspy_parse_failure_watching() ? &info : NULL);
+    if (st == DSPY_ERR_PARSE) dspy_parse_failure_note(self, inputs, info.lm_response);
     dspy_adapter_call_info_clear(&info);
     if (st) goto done;
     if ((st = dspy_prediction_from_completions(completions, &pred))) goto done;
@@ -297,11 +297,11 @@ done:
     dspy_json_decref(completions);
     dspy_json_decref(config);
     free(extra);
-    settings_view_clear(&v);
+    dspy_settings_view_clear(&v);
     return st;
 }
 
-const dspy_module_vtable predict_vtable = {
+const dspy_module_vtable dspy_predict_vtable = {
     .type_name = "Predict",
     .forward = predict_forward,
     .copy_impl = state_copy,
@@ -334,7 +334,7 @@ dspy_status dspy_predict_new(const dspy_signature *sig, const dspy_predict_param
         state_free(s);
         return st;
     }
-    return dspy_module_new(&predict_vtable, s, out);
+    return dspy_module_new(&dspy_predict_vtable, s, out);
 }
 
 dspy_status dspy_predict_new_text(const char *signature, const char *instructions, const dspy_predict_params *p,
@@ -353,12 +353,12 @@ static dspy_status not_predict(const char *fn) {
 }
 
 const dspy_signature *dspy_predict_signature(const dspy_module *p) {
-    predict_state *s = predict_state_of(p);
+    predict_state *s = dspy_predict_state_of(p);
     return s ? s->sig : NULL;
 }
 
 dspy_status dspy_predict_set_signature(dspy_module *p, const dspy_signature *sig) {
-    predict_state *s = predict_state_of(p);
+    predict_state *s = dspy_predict_state_of(p);
     if (!s) return not_predict("predict_set_signature");
     if (!sig) return dspy_fail(DSPY_ERR_ARG, "predict_set_signature: no signature given");
     dspy_signature *c;
@@ -370,17 +370,17 @@ dspy_status dspy_predict_set_signature(dspy_module *p, const dspy_signature *sig
 }
 
 dspy_profile dspy_predict_profile(const dspy_module *p) {
-    predict_state *s = predict_state_of(p);
+    predict_state *s = dspy_predict_state_of(p);
     return s ? s->profile : DSPY_PROFILE_V33;
 }
 
 const dspy_json *dspy_predict_demos(const dspy_module *p) {
-    predict_state *s = predict_state_of(p);
+    predict_state *s = dspy_predict_state_of(p);
     return s ? s->demos : NULL;
 }
 
 dspy_status dspy_predict_set_demos(dspy_module *p, const dspy_json *demos) {
-    predict_state *s = predict_state_of(p);
+    predict_state *s = dspy_predict_state_of(p);
     if (!s) return not_predict("predict_set_demos");
     if (demos && dspy_json_typeof(demos) != DSPY_JSON_ARRAY)
         return dspy_fail(DSPY_ERR_ARG, "predict_set_demos: demos must be a JSON array of objects");
@@ -395,12 +395,12 @@ dspy_status dspy_predict_set_demos(dspy_module *p, const dspy_json *demos) {
 }
 
 const dspy_json *dspy_predict_config(const dspy_module *p) {
-    predict_state *s = predict_state_of(p);
+    predict_state *s = dspy_predict_state_of(p);
     return s ? s->config : NULL;
 }
 
 dspy_status dspy_predict_update_config(dspy_module *p, const dspy_json *kwargs) {
-    predict_state *s = predict_state_of(p);
+    predict_state *s = dspy_predict_state_of(p);
     if (!s) return not_predict("predict_update_config");
     if (!kwargs || dspy_json_typeof(kwargs) != DSPY_JSON_OBJECT)
         return dspy_fail(DSPY_ERR_ARG, "predict_update_config: kwargs must be a JSON object");
@@ -417,12 +417,12 @@ dspy_status dspy_predict_update_config(dspy_module *p, const dspy_json *kwargs) 
 }
 
 dspy_lm *dspy_predict_lm(const dspy_module *p) {
-    predict_state *s = predict_state_of(p);
+    predict_state *s = dspy_predict_state_of(p);
     return s ? s->lm : NULL;
 }
 
 dspy_status dspy_predict_reset(dspy_module *p) {
-    predict_state *s = predict_state_of(p);
+    predict_state *s = dspy_predict_state_of(p);
     if (!s) return not_predict("predict_reset");
     dspy_json *demos = dspy_json_array(), *traces = dspy_json_array(), *train = dspy_json_array();
     if (!demos || !traces || !train) {

@@ -8,7 +8,7 @@
 
 #include "program/pytext.h"
 
-void pyc_skip_ws(py_cursor *c) {
+void dspy_pyc_skip_ws(py_cursor *c) {
     while (c->pos < c->n) {
         char ch = c->s[c->pos];
         if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f') {
@@ -23,9 +23,9 @@ void pyc_skip_ws(py_cursor *c) {
     }
 }
 
-char pyc_peek(const py_cursor *c) { return c->pos < c->n ? c->s[c->pos] : '\0'; }
+char dspy_pyc_peek(const py_cursor *c) { return c->pos < c->n ? c->s[c->pos] : '\0'; }
 
-bool pyc_eat(py_cursor *c, const char *op) {
+bool dspy_pyc_eat(py_cursor *c, const char *op) {
     size_t l = strlen(op);
     if (c->pos + l <= c->n && memcmp(c->s + c->pos, op, l) == 0) {
         c->pos += l;
@@ -34,13 +34,13 @@ bool pyc_eat(py_cursor *c, const char *op) {
     return false;
 }
 
-size_t pyc_name_len(const py_cursor *c) {
+size_t dspy_pyc_name_len(const py_cursor *c) {
     const char *p = c->s + c->pos;
     size_t n = c->n - c->pos;
-    size_t l = py_ident_start(p, n);
+    size_t l = dspy_py_ident_start(p, n);
     if (!l) return 0;
     size_t i = l;
-    while (i < n && (l = py_ident_continue(p + i, n - i)) > 0) i += l;
+    while (i < n && (l = dspy_py_ident_continue(p + i, n - i)) > 0) i += l;
     return i;
 }
 
@@ -63,13 +63,13 @@ static size_t string_prefix(const py_cursor *c, bool *raw, bool *bytes, bool *fs
     return (size_t)-1;
 }
 
-bool pyc_at_string(const py_cursor *c) {
+bool dspy_pyc_at_string(const py_cursor *c) {
     bool r, b, f;
     return string_prefix(c, &r, &b, &f) != (size_t)-1;
 }
 
-bool pyc_at_number(const py_cursor *c) {
-    char ch = pyc_peek(c);
+bool dspy_pyc_at_number(const py_cursor *c) {
+    char ch = dspy_pyc_peek(c);
     if (ch >= '0' && ch <= '9') return true;
     return ch == '.' && c->pos + 1 < c->n && c->s[c->pos + 1] >= '0' && c->s[c->pos + 1] <= '9';
 }
@@ -188,13 +188,13 @@ static dspy_status one_string(py_cursor *c, dspy_str *out) {
     }
 }
 
-dspy_status pyc_string(py_cursor *c, dspy_str *out) {
+dspy_status dspy_pyc_string(py_cursor *c, dspy_str *out) {
     dspy_status st = one_string(c, out);
     if (st) return st;
     for (;;) {
         size_t save = c->pos;
-        pyc_skip_ws(c);
-        if (!pyc_at_string(c)) {
+        dspy_pyc_skip_ws(c);
+        if (!dspy_pyc_at_string(c)) {
             c->pos = save;
             return dspy_str_ok(out) ? DSPY_OK
                                     : dspy_fail(DSPY_ERR_NOMEM, "string literal: out of memory");
@@ -204,7 +204,7 @@ dspy_status pyc_string(py_cursor *c, dspy_str *out) {
     }
 }
 
-dspy_status pyc_number(py_cursor *c, dspy_json **out) {
+dspy_status dspy_pyc_number(py_cursor *c, dspy_json **out) {
     *out = NULL;
     size_t start = c->pos;
     char buf[128];
@@ -248,7 +248,7 @@ dspy_status pyc_number(py_cursor *c, dspy_json **out) {
                          start + 1);
     if (k == 0)
         return dspy_fail(DSPY_ERR_FORMAT, "column %zu: malformed number literal", start + 1);
-    if (i < n && py_ident_continue(s + i, n - i))
+    if (i < n && dspy_py_ident_continue(s + i, n - i))
         return dspy_fail(DSPY_ERR_FORMAT, "column %zu: invalid number literal", start + 1);
     c->pos = i;
     if (is_float) {
@@ -297,8 +297,8 @@ static dspy_status lit_items(py_cursor *c, int depth, char close, dspy_json *arr
                              bool *saw_comma) {
     *saw_comma = false;
     for (;;) {
-        pyc_skip_ws(c);
-        if (pyc_peek(c) == close) {
+        dspy_pyc_skip_ws(c);
+        if (dspy_pyc_peek(c) == close) {
             c->pos++;
             return DSPY_OK;
         }
@@ -307,12 +307,12 @@ static dspy_status lit_items(py_cursor *c, int depth, char close, dspy_json *arr
         if (st) return st;
         st = dspy_json_append(arr, v);
         if (st) return st;
-        pyc_skip_ws(c);
-        if (pyc_eat(c, ",")) {
+        dspy_pyc_skip_ws(c);
+        if (dspy_pyc_eat(c, ",")) {
             *saw_comma = true;
             continue;
         }
-        if (pyc_peek(c) == close) {
+        if (dspy_pyc_peek(c) == close) {
             c->pos++;
             return DSPY_OK;
         }
@@ -323,15 +323,15 @@ static dspy_status lit_items(py_cursor *c, int depth, char close, dspy_json *arr
 static dspy_status lit_dict_or_set(py_cursor *c, int depth, dspy_json **out) {
     dspy_json *obj = NULL, *arr = NULL, *k = NULL;
     dspy_status st = DSPY_OK;
-    pyc_skip_ws(c);
-    if (pyc_eat(c, "}")) {
+    dspy_pyc_skip_ws(c);
+    if (dspy_pyc_eat(c, "}")) {
         *out = dspy_json_object();
         return *out ? DSPY_OK : dspy_fail(DSPY_ERR_NOMEM, "literal_eval: out of memory");
     }
     st = lit_value(c, depth + 1, &k);
     if (st) return st;
-    pyc_skip_ws(c);
-    if (pyc_eat(c, ":")) {
+    dspy_pyc_skip_ws(c);
+    if (dspy_pyc_eat(c, ":")) {
         obj = dspy_json_object();
         if (!obj) goto nomem;
         for (;;) {
@@ -351,18 +351,18 @@ static dspy_status lit_dict_or_set(py_cursor *c, int depth, dspy_json **out) {
             if (st) goto fail;
             dspy_json_decref(k);
             k = NULL;
-            pyc_skip_ws(c);
-            bool comma = pyc_eat(c, ",");
-            pyc_skip_ws(c);
-            if (pyc_eat(c, "}")) break;
+            dspy_pyc_skip_ws(c);
+            bool comma = dspy_pyc_eat(c, ",");
+            dspy_pyc_skip_ws(c);
+            if (dspy_pyc_eat(c, "}")) break;
             if (!comma) {
                 st = not_literal(c);
                 goto fail;
             }
             st = lit_value(c, depth + 1, &k);
             if (st) goto fail;
-            pyc_skip_ws(c);
-            if (!pyc_eat(c, ":")) {
+            dspy_pyc_skip_ws(c);
+            if (!dspy_pyc_eat(c, ":")) {
                 st = not_literal(c);
                 goto fail;
             }
@@ -376,12 +376,12 @@ static dspy_status lit_dict_or_set(py_cursor *c, int depth, dspy_json **out) {
     st = dspy_json_append(arr, k);
     k = NULL;
     if (st) goto fail;
-    pyc_skip_ws(c);
-    if (pyc_eat(c, ",")) {
+    dspy_pyc_skip_ws(c);
+    if (dspy_pyc_eat(c, ",")) {
         bool comma;
         st = lit_items(c, depth, '}', arr, &comma);
         if (st) goto fail;
-    } else if (!pyc_eat(c, "}")) {
+    } else if (!dspy_pyc_eat(c, "}")) {
         st = not_literal(c);
         goto fail;
     }
@@ -414,11 +414,11 @@ fail:
 static dspy_status lit_value(py_cursor *c, int depth, dspy_json **out) {
     *out = NULL;
     if (depth > 200) return dspy_fail(DSPY_ERR_PARSE, "literal nested too deeply");
-    pyc_skip_ws(c);
-    char ch = pyc_peek(c);
-    if (pyc_at_string(c)) {
+    dspy_pyc_skip_ws(c);
+    char ch = dspy_pyc_peek(c);
+    if (dspy_pyc_at_string(c)) {
         dspy_str s = DSPY_STR_INIT;
-        dspy_status st = pyc_string(c, &s);
+        dspy_status st = dspy_pyc_string(c, &s);
         if (st == DSPY_OK) {
             *out = dspy_json_stringn(dspy_str_cstr(&s), s.len);
             if (!*out) st = dspy_fail(DSPY_ERR_NOMEM, "literal_eval: out of memory");
@@ -430,11 +430,11 @@ static dspy_status lit_value(py_cursor *c, int depth, dspy_json **out) {
     }
     if (ch == '+' || ch == '-') {
         c->pos++;
-        pyc_skip_ws(c);
+        dspy_pyc_skip_ws(c);
         dspy_json *v;
-        if (pyc_at_number(c)) {
-            if (pyc_number(c, &v)) return dspy_fail(DSPY_ERR_PARSE, "%s", dspy_errmsg());
-        } else if (pyc_peek(c) == '+' || pyc_peek(c) == '-') {
+        if (dspy_pyc_at_number(c)) {
+            if (dspy_pyc_number(c, &v)) return dspy_fail(DSPY_ERR_PARSE, "%s", dspy_errmsg());
+        } else if (dspy_pyc_peek(c) == '+' || dspy_pyc_peek(c) == '-') {
             dspy_status st = lit_value(c, depth + 1, &v);
             if (st) return st;
             if (!dspy_json_is_number(v) || dspy_json_typeof(v) == DSPY_JSON_BOOL) {
@@ -453,11 +453,11 @@ static dspy_status lit_value(py_cursor *c, int depth, dspy_json **out) {
         *out = v;
         return v ? DSPY_OK : dspy_fail(DSPY_ERR_NOMEM, "literal_eval: out of memory");
     }
-    if (pyc_at_number(c)) {
-        if (pyc_number(c, out)) return dspy_fail(DSPY_ERR_PARSE, "%s", dspy_errmsg());
+    if (dspy_pyc_at_number(c)) {
+        if (dspy_pyc_number(c, out)) return dspy_fail(DSPY_ERR_PARSE, "%s", dspy_errmsg());
         return DSPY_OK;
     }
-    size_t nl = pyc_name_len(c);
+    size_t nl = dspy_pyc_name_len(c);
     if (nl) {
         const char *p = c->s + c->pos;
         if (nl == 4 && memcmp(p, "True", 4) == 0) *out = dspy_json_bool(true);
@@ -493,7 +493,7 @@ static dspy_status lit_value(py_cursor *c, int depth, dspy_json **out) {
     return not_literal(c);
 }
 
-dspy_status py_literal_eval(const char *s, size_t n, dspy_json **out) {
+dspy_status dspy_py_literal_eval(const char *s, size_t n, dspy_json **out) {
     *out = NULL;
     py_cursor c = {s, n, 0};
     while (c.pos < n && (s[c.pos] == ' ' || s[c.pos] == '\t')) c.pos++;
@@ -503,16 +503,16 @@ dspy_status py_literal_eval(const char *s, size_t n, dspy_json **out) {
     dspy_status st = lit_value(&c, 0, &v);
     if (st) return st;
     /* A bare top-level tuple: "1, 2" */
-    pyc_skip_ws(&c);
-    if (pyc_peek(&c) == ',') {
+    dspy_pyc_skip_ws(&c);
+    if (dspy_pyc_peek(&c) == ',') {
         dspy_json *arr = dspy_json_array();
         if (!arr || dspy_json_append(arr, v)) {
             dspy_json_decref(arr);
             return dspy_fail(DSPY_ERR_NOMEM, "literal_eval: out of memory");
         }
         v = arr;
-        while (pyc_eat(&c, ",")) {
-            pyc_skip_ws(&c);
+        while (dspy_pyc_eat(&c, ",")) {
+            dspy_pyc_skip_ws(&c);
             if (c.pos >= n) break;
             dspy_json *x;
             st = lit_value(&c, 1, &x);
@@ -520,10 +520,10 @@ dspy_status py_literal_eval(const char *s, size_t n, dspy_json **out) {
                 dspy_json_decref(v);
                 return st ? st : dspy_fail(DSPY_ERR_NOMEM, "literal_eval: out of memory");
             }
-            pyc_skip_ws(&c);
+            dspy_pyc_skip_ws(&c);
         }
     }
-    pyc_skip_ws(&c);
+    dspy_pyc_skip_ws(&c);
     if (c.pos < n) {
         dspy_json_decref(v);
         return not_literal(&c);

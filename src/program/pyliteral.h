@@ -26,24 +26,24 @@ typedef struct py_cursor {
 } py_cursor;
 
 /* Skips spaces, tabs, newlines, backslash-newline continuations and # comments. */
-void pyc_skip_ws(py_cursor *c);
+void dspy_pyc_skip_ws(py_cursor *c);
 /* Byte at the cursor ('\0' at the end). */
-char pyc_peek(const py_cursor *c);
+char dspy_pyc_peek(const py_cursor *c);
 /* True (and consumes it) when the text at the cursor is `op`. */
-bool pyc_eat(py_cursor *c, const char *op);
+bool dspy_pyc_eat(py_cursor *c, const char *op);
 /* Length of the identifier at the cursor (0 if none); does not consume. */
-size_t pyc_name_len(const py_cursor *c);
+size_t dspy_pyc_name_len(const py_cursor *c);
 /* True when a string literal (with optional prefix) starts at the cursor. */
-bool pyc_at_string(const py_cursor *c);
+bool dspy_pyc_at_string(const py_cursor *c);
 /* True when a number literal starts at the cursor ("1", ".5"). */
-bool pyc_at_number(const py_cursor *c);
+bool dspy_pyc_at_number(const py_cursor *c);
 /* Reads one or more adjacent string literals and appends their decoded UTF-8 value.
  * DSPY_ERR_FORMAT with a message naming the column on a malformed literal. */
-dspy_status pyc_string(py_cursor *c, dspy_str *out);
+dspy_status dspy_pyc_string(py_cursor *c, dspy_str *out);
 /* Reads an int or float literal into a new dspy_json. */
-dspy_status pyc_number(py_cursor *c, dspy_json **out);
+dspy_status dspy_pyc_number(py_cursor *c, dspy_json **out);
 
 /* ast.literal_eval(text): DSPY_ERR_PARSE when text is not a Python literal. */
-dspy_status py_literal_eval(const char *s, size_t n, dspy_json **out);
+dspy_status dspy_py_literal_eval(const char *s, size_t n, dspy_json **out);
 
 #endif

@@ -21,7 +21,7 @@ static size_t line_break_len(const char *s, size_t n, size_t i) {
     return 0;
 }
 
-bool py_splitlines(const char *s, size_t n, py_lines *out) {
+bool dspy_py_splitlines(const char *s, size_t n, py_lines *out) {
     out->v = NULL;
     out->n = 0;
     size_t cap = 0, start = 0, i = 0;
@@ -33,7 +33,7 @@ bool py_splitlines(const char *s, size_t n, py_lines *out) {
             size_t nc = cap ? cap * 2 : 16;
             dspy_strv *v = realloc(out->v, nc * sizeof *v);
             if (!v) {
-                py_lines_free(out);
+                dspy_py_lines_free(out);
                 dspy_fail(DSPY_ERR_NOMEM, "splitlines: out of memory");
                 return false;
             }
@@ -48,7 +48,7 @@ bool py_splitlines(const char *s, size_t n, py_lines *out) {
     return true;
 }
 
-void py_lines_free(py_lines *l) {
+void dspy_py_lines_free(py_lines *l) {
     free(l->v);
     l->v = NULL;
     l->n = 0;
@@ -91,7 +91,7 @@ static void expandtabs(const char *s, dspy_str *out) {
     }
 }
 
-void py_cleandoc(const char *s, dspy_str *out) {
+void dspy_py_cleandoc(const char *s, dspy_str *out) {
     dspy_str ex = DSPY_STR_INIT;
     expandtabs(s, &ex);
     const char *t = dspy_str_cstr(&ex);
@@ -141,7 +141,7 @@ void py_cleandoc(const char *s, dspy_str *out) {
     dspy_str_free(&ex);
 }
 
-void py_dedent(const char *s, dspy_str *out) {
+void dspy_py_dedent(const char *s, dspy_str *out) {
     size_t n = strlen(s);
     /* Pass 1: blank the segments ('\n'-separated) made only of [ \t]+, and find the margin
      * (the common [ \t]* prefix of the segments that have other content). */
@@ -213,7 +213,7 @@ static bool nonascii_is_word(unsigned cp) {
     return true;
 }
 
-size_t py_word_char(const char *p, size_t n) {
+size_t dspy_py_word_char(const char *p, size_t n) {
     if (n == 0) return 0;
     unsigned char c = (unsigned char)*p;
     if (c < 0x80)
@@ -225,11 +225,11 @@ size_t py_word_char(const char *p, size_t n) {
     return nonascii_is_word(cp) ? (size_t)l : 0;
 }
 
-size_t py_ident_start(const char *p, size_t n) {
+size_t dspy_py_ident_start(const char *p, size_t n) {
     if (n == 0) return 0;
     unsigned char c = (unsigned char)*p;
     if (c >= '0' && c <= '9') return 0;
-    if (c < 0x80) return py_word_char(p, n);
+    if (c < 0x80) return dspy_py_word_char(p, n);
     unsigned cp;
     int l = dspy_utf8_decode(p, n, &cp);
     if (l <= 0 || !nonascii_is_word(cp)) return 0;
@@ -238,8 +238,8 @@ size_t py_ident_start(const char *p, size_t n) {
     return (size_t)l;
 }
 
-size_t py_ident_continue(const char *p, size_t n) {
-    size_t l = py_word_char(p, n);
+size_t dspy_py_ident_continue(const char *p, size_t n) {
+    size_t l = dspy_py_word_char(p, n);
     if (!l && n >= 2) {
         unsigned cp;
         int k = dspy_utf8_decode(p, n, &cp);
@@ -255,20 +255,20 @@ static const char *const k_keywords[] = {
     "try", "while", "with", "yield",
 };
 
-bool py_is_keyword(const char *p, size_t n) {
+bool dspy_py_is_keyword(const char *p, size_t n) {
     for (size_t i = 0; i < sizeof k_keywords / sizeof *k_keywords; i++)
         if (strlen(k_keywords[i]) == n && memcmp(k_keywords[i], p, n) == 0) return true;
     return false;
 }
 
-bool py_is_identifier(const char *p, size_t n) {
-    size_t l = py_ident_start(p, n);
+bool dspy_py_is_identifier(const char *p, size_t n) {
+    size_t l = dspy_py_ident_start(p, n);
     if (!l) return false;
     for (size_t i = l; i < n; i += l) {
-        l = py_ident_continue(p + i, n - i);
+        l = dspy_py_ident_continue(p + i, n - i);
         if (!l) return false;
     }
-    return !py_is_keyword(p, n);
+    return !dspy_py_is_keyword(p, n);
 }
 
 /* ---- title / infer_prefix --------------------------------------------------------------------- */
@@ -280,7 +280,7 @@ static bool is_digit(char c) { return c >= '0' && c <= '9'; }
 static char to_upper(char c) { return is_lower(c) ? (char)(c - 32) : c; }
 static char to_lower(char c) { return is_upper(c) ? (char)(c + 32) : c; }
 
-void py_title(const char *s, dspy_str *out) {
+void dspy_py_title(const char *s, dspy_str *out) {
     bool prev_cased = false;
     size_t n = strlen(s);
     for (size_t i = 0; i < n;) {
@@ -295,7 +295,7 @@ void py_title(const char *s, dspy_str *out) {
             i++;
         } else {
             size_t l = utf8_len_at(s + i, n - i);
-            size_t w = py_word_char(s + i, n - i);
+            size_t w = dspy_py_word_char(s + i, n - i);
             dspy_str_appendn(out, s + i, l);
             prev_cased = w > 0;
             i += l;
@@ -348,7 +348,7 @@ static void re_sub_underscore(const char *s, match_fn m, dspy_str *out) {
     }
 }
 
-void py_infer_prefix(const char *name, dspy_str *out) {
+void dspy_py_infer_prefix(const char *name, dspy_str *out) {
     static const match_fn steps[] = {m_camel_word, m_lower_upper, m_alpha_digit, m_digit_alpha};
     dspy_str cur = DSPY_STR_INIT, next = DSPY_STR_INIT;
     dspy_str_append(&cur, name);

@@ -122,14 +122,14 @@ static void ctx_set_max_trace(dspy_context *c, int64_t n) {
 static dspy_status ctx_set_callbacks(dspy_context *c, const dspy_callbacks *cbs, size_t n) {
     if (n && !cbs) return dspy_fail(DSPY_ERR_ARG, "settings: callbacks is NULL but n = %zu", n);
     cb_list *l;
-    dspy_status st = cb_list_make(cbs, n, NULL, 0, &l);
+    dspy_status st = dspy_cb_list_make(cbs, n, NULL, 0, &l);
     if (st) return st;
     pthread_mutex_lock(&c->lock);
     cb_list *old = c->callbacks;
     c->callbacks = l;
     c->set |= F_CALLBACKS;
     pthread_mutex_unlock(&c->lock);
-    cb_list_free(old);
+    dspy_cb_list_free(old);
     return DSPY_OK;
 }
 
@@ -182,7 +182,7 @@ void dspy_settings_reset(void) {
     pthread_mutex_unlock(&g->lock);
     dspy_lm_free(lm);
     dspy_trace_free(trace);
-    cb_list_free(cbs);
+    dspy_cb_list_free(cbs);
 }
 
 /* ---- lookups ------------------------------------------------------------------------------ */
@@ -197,7 +197,7 @@ static void apply(settings_view *v, dspy_context *c) {
     bool new_lm = s & F_LM, new_trace = s & F_TRACE, new_cbs = s & F_CALLBACKS;
     if (new_lm) lm = dspy_lm_retain(c->lm);
     if (new_trace) trace = dspy_trace_retain(c->trace);
-    if (new_cbs) cbs = cb_list_retain(c->callbacks);
+    if (new_cbs) cbs = dspy_cb_list_retain(c->callbacks);
     if (s & F_ADAPTER) {
         v->adapter = c->adapter;
         v->use_json_fallback = c->use_json_fallback;
@@ -216,7 +216,7 @@ static void apply(settings_view *v, dspy_context *c) {
         v->trace = trace;
     }
     if (new_cbs) {
-        cb_list_free(v->callbacks);
+        dspy_cb_list_free(v->callbacks);
         v->callbacks = cbs;
     }
 }
@@ -227,42 +227,42 @@ static void apply_stack(settings_view *v, ctx_node *n) {
     apply(v, n->ctx);
 }
 
-void settings_view_get(settings_view *v) {
+void dspy_settings_view_get(settings_view *v) {
     memset(v, 0, sizeof *v);
     apply(v, global());
     apply_stack(v, tl_top);
 }
 
-void settings_view_clear(settings_view *v) {
+void dspy_settings_view_clear(settings_view *v) {
     dspy_lm_free(v->lm);
     dspy_trace_free(v->trace);
-    cb_list_free(v->callbacks);
+    dspy_cb_list_free(v->callbacks);
     memset(v, 0, sizeof *v);
 }
 
 dspy_lm *dspy_settings_lm(void) {
     settings_view v;
-    settings_view_get(&v);
+    dspy_settings_view_get(&v);
     dspy_lm *lm = dspy_lm_retain(v.lm);
-    settings_view_clear(&v);
+    dspy_settings_view_clear(&v);
     return lm;
 }
 
 dspy_adapter_kind dspy_settings_adapter(bool *fallback) {
     settings_view v;
-    settings_view_get(&v);
+    dspy_settings_view_get(&v);
     if (fallback) *fallback = v.use_json_fallback;
     dspy_adapter_kind k = v.adapter;
-    settings_view_clear(&v);
+    dspy_settings_view_clear(&v);
     return k;
 }
 
 #define SIMPLE_GETTER(type, name, field) \
     type name(void) {                    \
         settings_view v;                 \
-        settings_view_get(&v);           \
+        dspy_settings_view_get(&v);           \
         type r = v.field;                \
-        settings_view_clear(&v);         \
+        dspy_settings_view_clear(&v);         \
         return r;                        \
     }
 
@@ -273,9 +273,9 @@ SIMPLE_GETTER(int32_t, dspy_settings_max_errors, max_errors)
 
 dspy_trace *dspy_settings_trace(void) {
     settings_view v;
-    settings_view_get(&v);
+    dspy_settings_view_get(&v);
     dspy_trace *t = dspy_trace_retain(v.trace);
-    settings_view_clear(&v);
+    dspy_settings_view_clear(&v);
     return t;
 }
 
@@ -291,7 +291,7 @@ dspy_status dspy_settings_callbacks(dspy_callbacks **out, size_t *n) {
     *out = NULL;
     *n = 0;
     settings_view v;
-    settings_view_get(&v);
+    dspy_settings_view_get(&v);
     dspy_status st = DSPY_OK;
     if (v.callbacks) {
         if (!(*out = malloc(v.callbacks->n * sizeof **out))) {
@@ -301,7 +301,7 @@ dspy_status dspy_settings_callbacks(dspy_callbacks **out, size_t *n) {
             *n = v.callbacks->n;
         }
     }
-    settings_view_clear(&v);
+    dspy_settings_view_clear(&v);
     return st;
 }
 
@@ -324,7 +324,7 @@ void dspy_context_free(dspy_context *c) {
     if (!c || c == &g_settings || atomic_fetch_sub(&c->refs, 1) != 1) return;
     dspy_lm_free(c->lm);
     dspy_trace_free(c->trace);
-    cb_list_free(c->callbacks);
+    dspy_cb_list_free(c->callbacks);
     pthread_mutex_destroy(&c->lock);
     free(c);
 }
@@ -376,8 +376,8 @@ static void merge_into(dspy_context *dst, ctx_node *n) {
         dst->trace = dspy_trace_retain(c->trace);
     }
     if (s & F_CALLBACKS) {
-        cb_list_free(dst->callbacks);
-        dst->callbacks = cb_list_retain(c->callbacks);
+        dspy_cb_list_free(dst->callbacks);
+        dst->callbacks = dspy_cb_list_retain(c->callbacks);
     }
     if (s & F_ADAPTER) {
         dst->adapter = c->adapter;

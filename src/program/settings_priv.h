@@ -6,7 +6,7 @@
 #include "program/callback_priv.h"
 
 /* Every value in effect on the calling thread, with references held (release with
- * settings_view_clear). */
+ * dspy_settings_view_clear). */
 typedef struct settings_view {
     dspy_lm *lm;                /* NULL = None */
     dspy_adapter_kind adapter;
@@ -18,7 +18,7 @@ typedef struct settings_view {
     int32_t num_threads, max_errors;
 } settings_view;
 
-void settings_view_get(settings_view *v);
-void settings_view_clear(settings_view *v);
+void dspy_settings_view_get(settings_view *v);
+void dspy_settings_view_clear(settings_view *v);
 
 #endif

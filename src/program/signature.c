@@ -53,7 +53,7 @@ void dspy_signature_free(dspy_signature *s) {
 
 char *dspy_infer_prefix(const char *name) {
     dspy_str s = DSPY_STR_INIT;
-    py_infer_prefix(name, &s);
+    dspy_py_infer_prefix(name, &s);
     return dspy_str_take(&s);
 }
 
@@ -80,7 +80,7 @@ static dspy_status field_init(sig_field *f, const char *name, size_t nlen, dspy_
     else dspy_str_appendf(&d, "${%s}", f->name);
     if (prefix) dspy_str_append(&p, prefix);
     else {
-        py_infer_prefix(f->name, &p);
+        dspy_py_infer_prefix(f->name, &p);
         dspy_str_appendc(&p, ':');
     }
     f->desc = dspy_str_take(&d);
@@ -120,7 +120,7 @@ static dspy_status set_doc(dspy_signature *s, const char *doc) {
             dspy_str_appendf(&d, "%s`%s`", i ? ", " : "", s->fields[s->n_in + i].name);
         dspy_str_append(&d, ".");
     }
-    py_cleandoc(dspy_str_cstr(&d), &c);
+    dspy_py_cleandoc(dspy_str_cstr(&d), &c);
     char *dd = dspy_str_take(&d), *cc = dspy_str_take(&c);
     dspy_str_free(&d);
     dspy_str_free(&c);
@@ -159,15 +159,15 @@ static dspy_status parse_side(const char *text, size_t from, size_t to, const ch
     bool need_name = false;
     dspy_status st = DSPY_OK;
     for (;;) {
-        pyc_skip_ws(&c);
+        dspy_pyc_skip_ws(&c);
         if (c.pos >= c.n) {
             if (need_name && *nout == 0) goto syntax;
             break;
         }
         size_t col = c.pos + 1;
-        size_t nl = pyc_name_len(&c);
+        size_t nl = dspy_pyc_name_len(&c);
         if (!nl) {
-            char ch = pyc_peek(&c);
+            char ch = dspy_pyc_peek(&c);
             if (ch == '*' || ch == '/')
                 st = dspy_fail(DSPY_ERR_FORMAT,
                                "signature '%s': column %zu: '%c' parameters are not allowed in "
@@ -179,7 +179,7 @@ static dspy_status parse_side(const char *text, size_t from, size_t to, const ch
                                "identifier) in the %s", text, col, which);
             goto fail;
         }
-        if (py_is_keyword(text + c.pos, nl)) {
+        if (dspy_py_is_keyword(text + c.pos, nl)) {
             st = dspy_fail(DSPY_ERR_FORMAT,
                            "signature '%s': column %zu: '%.*s' is a Python keyword and cannot "
                            "be a field name", text, col, (int)nl, text + c.pos);
@@ -209,14 +209,14 @@ static dspy_status parse_side(const char *text, size_t from, size_t to, const ch
         f->name_len = nl;
         (*nout)++;
         c.pos += nl;
-        pyc_skip_ws(&c);
-        if (pyc_eat(&c, ":")) {
-            st = type_parse_at(&c, &f->type);
+        dspy_pyc_skip_ws(&c);
+        if (dspy_pyc_eat(&c, ":")) {
+            st = dspy_type_parse_at(&c, &f->type);
             if (st) {
                 st = dspy_fail_wrap(st, "signature '%s'", text);
                 goto fail;
             }
-            pyc_skip_ws(&c);
+            dspy_pyc_skip_ws(&c);
         } else {
             f->undefined = true;
             if (!(f->type = dspy_type_new_str())) {
@@ -224,7 +224,7 @@ static dspy_status parse_side(const char *text, size_t from, size_t to, const ch
                 goto fail;
             }
         }
-        if (pyc_peek(&c) == '=' && c.pos < c.n) {
+        if (dspy_pyc_peek(&c) == '=' && c.pos < c.n) {
             st = dspy_fail(DSPY_ERR_FORMAT,
                            "signature '%s': column %zu: default values are not supported in "
                            "string signatures (field '%.*s')", text, c.pos + 1, (int)nl,
@@ -232,7 +232,7 @@ static dspy_status parse_side(const char *text, size_t from, size_t to, const ch
             goto fail;
         }
         if (c.pos >= c.n) break;
-        if (!pyc_eat(&c, ",")) goto syntax;
+        if (!dspy_pyc_eat(&c, ",")) goto syntax;
         need_name = true;
     }
     return DSPY_OK;
@@ -331,7 +331,7 @@ done:
 
 static dspy_status spec_to_field(const dspy_field_spec *f, sig_field *dst) {
     memset(dst, 0, sizeof *dst);
-    if (!f->name || !py_is_identifier(f->name, strlen(f->name)))
+    if (!f->name || !dspy_py_is_identifier(f->name, strlen(f->name)))
         return dspy_fail(DSPY_ERR_ARG, "signature field name '%s' is not a Python identifier",
                          f->name ? f->name : "(null)");
     dspy_type *t = NULL;

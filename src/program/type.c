@@ -97,7 +97,7 @@ bool dspy_type_allows_none(const dspy_type *t) {
     return false;
 }
 
-bool type_py_eq(const dspy_json *a, const dspy_json *b) {
+bool dspy_type_py_eq(const dspy_json *a, const dspy_json *b) {
     dspy_json_type ta = dspy_json_typeof(a), tb = dspy_json_typeof(b);
     bool na = ta == DSPY_JSON_INT || ta == DSPY_JSON_REAL || ta == DSPY_JSON_BOOL;
     bool nb = tb == DSPY_JSON_INT || tb == DSPY_JSON_REAL || tb == DSPY_JSON_BOOL;
@@ -113,7 +113,7 @@ bool type_py_eq(const dspy_json *a, const dspy_json *b) {
 
 /* typing's Literal identity: same Python type and equal value. */
 static bool literal_same(const dspy_json *a, const dspy_json *b) {
-    return dspy_json_typeof(a) == dspy_json_typeof(b) && type_py_eq(a, b);
+    return dspy_json_typeof(a) == dspy_json_typeof(b) && dspy_type_py_eq(a, b);
 }
 
 static bool literal_in(const dspy_json *arr, const dspy_json *v) {
@@ -473,8 +473,8 @@ static dspy_status parse_list(py_cursor *c, int depth, char close, node **items,
     *comma = false;
     size_t cap = 0;
     for (;;) {
-        pyc_skip_ws(c);
-        if (pyc_peek(c) == close) {
+        dspy_pyc_skip_ws(c);
+        if (dspy_pyc_peek(c) == close) {
             c->pos++;
             return DSPY_OK;
         }
@@ -488,12 +488,12 @@ static dspy_status parse_list(py_cursor *c, int depth, char close, node **items,
         dspy_status st = parse_or(c, depth + 1, &(*items)[*n]);
         if (st) return st;
         (*n)++;
-        pyc_skip_ws(c);
-        if (pyc_eat(c, ",")) {
+        dspy_pyc_skip_ws(c);
+        if (dspy_pyc_eat(c, ",")) {
             *comma = true;
             continue;
         }
-        if (pyc_peek(c) == close) {
+        if (dspy_pyc_peek(c) == close) {
             c->pos++;
             return DSPY_OK;
         }
@@ -510,12 +510,12 @@ static void free_items(node *items, size_t n) {
 static dspy_status parse_atom(py_cursor *c, int depth, node *out) {
     memset(out, 0, sizeof *out);
     if (depth > 64) return dspy_fail(DSPY_ERR_FORMAT, "type nested too deeply");
-    pyc_skip_ws(c);
+    dspy_pyc_skip_ws(c);
     size_t col = c->pos + 1;
     out->col = col;
-    if (pyc_at_string(c)) {
+    if (dspy_pyc_at_string(c)) {
         dspy_str s = DSPY_STR_INIT;
-        dspy_status st = pyc_string(c, &s);
+        dspy_status st = dspy_pyc_string(c, &s);
         if (st == DSPY_OK) {
             out->kind = N_CONST;
             if (!(out->value = dspy_json_stringn(dspy_str_cstr(&s), s.len))) st = nomem();
@@ -523,15 +523,15 @@ static dspy_status parse_atom(py_cursor *c, int depth, node *out) {
         dspy_str_free(&s);
         return st;
     }
-    if (pyc_at_number(c)) {
+    if (dspy_pyc_at_number(c)) {
         out->kind = N_CONST;
-        return pyc_number(c, &out->value);
+        return dspy_pyc_number(c, &out->value);
     }
-    if (pyc_eat(c, "...")) {
+    if (dspy_pyc_eat(c, "...")) {
         out->kind = N_ELLIPSIS;
         return DSPY_OK;
     }
-    char ch = pyc_peek(c);
+    char ch = dspy_pyc_peek(c);
     if (ch == '(') {
         c->pos++;
         node *items;
@@ -552,7 +552,7 @@ static dspy_status parse_atom(py_cursor *c, int depth, node *out) {
         out->nitems = n;
         return DSPY_OK;
     }
-    size_t nl = pyc_name_len(c);
+    size_t nl = dspy_pyc_name_len(c);
     if (nl) {
         const char *p = c->s + c->pos;
         c->pos += nl;
@@ -562,8 +562,8 @@ static dspy_status parse_atom(py_cursor *c, int depth, node *out) {
             return out->value ? DSPY_OK : nomem();
         }
         size_t save = c->pos;
-        pyc_skip_ws(c);
-        bool dotted = pyc_peek(c) == '.';
+        dspy_pyc_skip_ws(c);
+        bool dotted = dspy_pyc_peek(c) == '.';
         c->pos = save;
         return resolve_name(p, nl, col, dotted, out);
     }
@@ -582,8 +582,8 @@ static dspy_status parse_postfix(py_cursor *c, int depth, node *out) {
     if (st) return st;
     for (;;) {
         size_t save = c->pos;
-        pyc_skip_ws(c);
-        if (pyc_eat(c, "[")) {
+        dspy_pyc_skip_ws(c);
+        if (dspy_pyc_eat(c, "[")) {
             node *items;
             size_t n;
             bool comma;
@@ -605,11 +605,11 @@ static dspy_status parse_postfix(py_cursor *c, int depth, node *out) {
             node_clear(out);
             if (st) return st;
             *out = res;
-        } else if (pyc_peek(c) == '.' && !pyc_eat(c, "...")) {
+        } else if (dspy_pyc_peek(c) == '.' && !dspy_pyc_eat(c, "...")) {
             c->pos++;
-            pyc_skip_ws(c);
+            dspy_pyc_skip_ws(c);
             size_t col = c->pos + 1;
-            size_t nl = pyc_name_len(c);
+            size_t nl = dspy_pyc_name_len(c);
             if (!nl) {
                 node_clear(out);
                 return dspy_fail(DSPY_ERR_FORMAT, "column %zu: expected a name after '.'", col);
@@ -645,8 +645,8 @@ static dspy_status parse_or(py_cursor *c, int depth, node *out) {
     if (st) return st;
     for (;;) {
         size_t save = c->pos;
-        pyc_skip_ws(c);
-        if (!pyc_eat(c, "|")) {
+        dspy_pyc_skip_ws(c);
+        if (!dspy_pyc_eat(c, "|")) {
             c->pos = save;
             return DSPY_OK;
         }
@@ -683,7 +683,7 @@ static dspy_status parse_or(py_cursor *c, int depth, node *out) {
     }
 }
 
-dspy_status type_parse_at(py_cursor *c, dspy_type **out) {
+dspy_status dspy_type_parse_at(py_cursor *c, dspy_type **out) {
     *out = NULL;
     node n;
     dspy_status st = parse_or(c, 0, &n);
@@ -701,9 +701,9 @@ dspy_status dspy_type_parse(const char *text, dspy_type **out) {
     *out = NULL;
     py_cursor c = {text, strlen(text), 0};
     dspy_type *t;
-    dspy_status st = type_parse_at(&c, &t);
+    dspy_status st = dspy_type_parse_at(&c, &t);
     if (st) return dspy_fail_wrap(st, "type \"%s\"", text);
-    pyc_skip_ws(&c);
+    dspy_pyc_skip_ws(&c);
     if (c.pos < c.n) {
         dspy_type_free(t);
         return dspy_fail(DSPY_ERR_FORMAT, "type \"%s\": column %zu: unexpected text after the type",
@@ -766,7 +766,7 @@ void dspy_type_name(const dspy_type *t, dspy_profile p, dspy_str *out) {
     dspy_str_appendc(out, ']');
 }
 
-void type_literal_tuple_repr(const dspy_type *t, dspy_str *out) {
+void dspy_type_literal_tuple_repr(const dspy_type *t, dspy_str *out) {
     size_t n = dspy_json_size(t->literals);
     dspy_str_appendc(out, '(');
     for (size_t i = 0; i < n; i++) {
@@ -1041,7 +1041,7 @@ fail:
     return NULL;
 }
 
-dspy_status type_schema_note(const dspy_type *t, dspy_str *out) {
+dspy_status dspy_type_schema_note(const dspy_type *t, dspy_str *out) {
     dspy_json *s;
     dspy_status st = schema_of(t, &s);
     if (st) return st;

@@ -128,8 +128,8 @@ static bool str_ieq(dspy_strv a, const char *z) {
 
 static bool literal_match(const dspy_json *lit, const dspy_json *v) {
     dspy_json_type tl = dspy_json_typeof(lit), tv = dspy_json_typeof(v);
-    if (tl == DSPY_JSON_BOOL || tv == DSPY_JSON_BOOL) return tl == tv && type_py_eq(lit, v);
-    if (is_num(lit) && is_num(v)) return type_py_eq(lit, v);
+    if (tl == DSPY_JSON_BOOL || tv == DSPY_JSON_BOOL) return tl == tv && dspy_type_py_eq(lit, v);
+    if (is_num(lit) && is_num(v)) return dspy_type_py_eq(lit, v);
     return tl == tv && dspy_json_equal(lit, v);
 }
 
@@ -175,7 +175,7 @@ static dspy_json *validate_seq(const dspy_type *t, const dspy_json *v, bool stri
         if (t->kind == DSPY_TYPE_SET || t->kind == DSPY_TYPE_FROZENSET) {
             bool dup = false;
             for (size_t j = 0; j < dspy_json_size(arr) && !dup; j++)
-                dup = type_py_eq(dspy_json_at(arr, j), x);
+                dup = dspy_type_py_eq(dspy_json_at(arr, j), x);
             if (dup) {
                 dspy_json_decref(x);
                 continue;
@@ -452,7 +452,7 @@ static dspy_status str_value(const dspy_json *value, dspy_json **out) {
 
 static bool literal_in(const dspy_type *t, const dspy_json *v) {
     for (size_t i = 0; i < dspy_json_size(t->literals); i++)
-        if (type_py_eq(dspy_json_at(t->literals, i), v)) return true;
+        if (dspy_type_py_eq(dspy_json_at(t->literals, i), v)) return true;
     return false;
 }
 
@@ -482,7 +482,7 @@ static dspy_status parse_literal_v33(const dspy_type *t, const dspy_json *value,
     dspy_str msg = DSPY_STR_INIT;
     dspy_json_repr(value, &msg);
     dspy_str_append(&msg, " is not one of ");
-    type_literal_tuple_repr(t, &msg);
+    dspy_type_literal_tuple_repr(t, &msg);
     dspy_status st = dspy_fail(DSPY_ERR_PARSE, "%s", dspy_str_cstr(&msg));
     dspy_str_free(&msg);
     return st;
@@ -499,7 +499,7 @@ dspy_status dspy_type_parse_value(const dspy_type *t, const dspy_json *value, ds
         dspy_json *cand = NULL;
         if (dspy_json_parse(s, n, NULL, &cand) != DSPY_OK) {
             dspy_errclear();
-            if (py_literal_eval(s, n, &cand) != DSPY_OK) {
+            if (dspy_py_literal_eval(s, n, &cand) != DSPY_OK) {
                 dspy_errclear();
                 cand = dspy_json_incref((dspy_json *)value);
             }
@@ -515,11 +515,11 @@ dspy_status dspy_type_parse_value(const dspy_type *t, const dspy_json *value, ds
     const char *s = dspy_json_str(value);
     size_t n = dspy_json_strlen(value);
     dspy_json *cand = NULL;
-    dspy_status st = json_repair_loads(s, n, &cand);
+    dspy_status st = dspy_json_repair_loads(s, n, &cand);
     if (st) return st;
     if (dspy_json_is_string(cand) && dspy_json_strlen(cand) == 0 && n != 0) {
         dspy_json_decref(cand);
-        if (py_literal_eval(s, n, &cand) != DSPY_OK) {
+        if (dspy_py_literal_eval(s, n, &cand) != DSPY_OK) {
             dspy_errclear();
             cand = dspy_json_incref((dspy_json *)value);
         }

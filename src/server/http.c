@@ -44,10 +44,10 @@
 
 #define HTTP_HARD_EXTRA 64            /* connections above max_connections refused at accept */
 #define HTTP_REAP_MS 50               /* how often deadlines are checked */
-#define HTTP_STREAM_HIGH (1u << 20)   /* unsent stream bytes before http_stream_write waits */
+#define HTTP_STREAM_HIGH (1u << 20)   /* unsent stream bytes before dspy_http_stream_write waits */
 #define HTTP_WORKER_STACK (512 * 1024)
 
-http_limits http_limits_default(void) {
+http_limits dspy_http_limits_default(void) {
     http_limits l = {.max_header = 32 * 1024,
                      .max_body = 8u * 1024 * 1024,
                      .read_timeout_ms = 30000,
@@ -56,7 +56,7 @@ http_limits http_limits_default(void) {
     return l;
 }
 
-const char *http_reason(int status) {
+const char *dspy_http_reason(int status) {
     switch (status) {
     case 100: return "Continue";
     case 200: return "OK";
@@ -115,7 +115,7 @@ struct http_conn {
     conn_state state;
     bool headers_seen;
     bool too_large;
-    bool in_access; /* inside on_access: http_respond queues directly */
+    bool in_access; /* inside on_access: dspy_http_respond queues directly */
     bool http10;
     dspy_str method, url, body;
     http_request req;
@@ -131,7 +131,7 @@ struct http_conn {
     bool stream_begun, stream_queued, stream_end, stream_error;
     bool worker_done;
     bool close_after; /* an error answer: close the connection after it */
-    char *extra;      /* "Name: value\r\n" lines added to the answer (http_conn_add_headers) */
+    char *extra;      /* "Name: value\r\n" lines added to the answer (dspy_http_conn_add_headers) */
     char stream_ctype[128];
 };
 
@@ -140,7 +140,7 @@ struct http_server {
     char *host;
     int port;
     int listen_fd;
-    int wake[2]; /* self-pipe: http_server_stop writes, run polls */
+    int wake[2]; /* self-pipe: dspy_http_server_stop writes, run polls */
     atomic_bool stopping;
     struct MHD_Daemon *d;
     pthread_mutex_t mu; /* tracks, counters */
@@ -193,7 +193,7 @@ static void wake_locked(http_conn *c) {
     pthread_cond_broadcast(&c->cv);
 }
 
-dspy_strv http_header_get(const http_request *req, const char *name) {
+dspy_strv dspy_http_header_get(const http_request *req, const char *name) {
     size_t n = 0;
     const char *v = NULL;
     if (req->conn && MHD_lookup_connection_value_n(req->conn->mc, MHD_HEADER_KIND, name, strlen(name), &v, &n) == MHD_YES &&
@@ -202,10 +202,10 @@ dspy_strv http_header_get(const http_request *req, const char *name) {
     return dspy_strv_make(NULL, 0);
 }
 
-http_server *http_conn_server(http_conn *c) { return c->s; }
-const char *http_conn_peer(const http_conn *c) { return c->peer; }
+http_server *dspy_http_conn_server(http_conn *c) { return c->s; }
+const char *dspy_http_conn_peer(const http_conn *c) { return c->peer; }
 
-dspy_status http_conn_add_headers(http_conn *c, const char *lines) {
+dspy_status dspy_http_conn_add_headers(http_conn *c, const char *lines) {
     pthread_mutex_lock(&c->mu);
     size_t a = c->extra ? strlen(c->extra) : 0, b = strlen(lines);
     char *n = realloc(c->extra, a + b + 1);
@@ -216,10 +216,10 @@ dspy_status http_conn_add_headers(http_conn *c, const char *lines) {
     pthread_mutex_unlock(&c->mu);
     return n ? DSPY_OK : dspy_fail(DSPY_ERR_NOMEM, "http: out of memory");
 }
-bool http_server_stopping(const http_server *s) { return atomic_load(&s->stopping); }
-int http_server_port(const http_server *s) { return s->port; }
+bool dspy_http_server_stopping(const http_server *s) { return atomic_load(&s->stopping); }
+int dspy_http_server_port(const http_server *s) { return s->port; }
 
-void http_server_stop(http_server *s) {
+void dspy_http_server_stop(http_server *s) {
     atomic_store(&s->stopping, true);
     char b = 1;
     ssize_t r = write(s->wake[1], &b, 1);
@@ -254,7 +254,7 @@ static bool add_headers(struct MHD_Response *r, const char *lines) {
 
 static void common_headers(http_conn *c, struct MHD_Response *r, const char *content_type) {
     if (content_type) MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-    if (http_server_stopping(c->s) || c->close_after) MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    if (dspy_http_server_stopping(c->s) || c->close_after) MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     if (c->extra) add_headers(r, c->extra);
 }
 
@@ -262,7 +262,7 @@ static void common_headers(http_conn *c, struct MHD_Response *r, const char *con
  * connection. */
 static bool queue_answer_locked(http_conn *c);
 
-dspy_status http_respond(http_conn *c, int status, const char *content_type, const char *body, size_t len,
+dspy_status dspy_http_respond(http_conn *c, int status, const char *content_type, const char *body, size_t len,
                          const char *extra_headers) {
     pthread_mutex_lock(&c->mu);
     if (c->answer != ANS_NONE) {
@@ -348,7 +348,7 @@ static bool queue_answer_locked(http_conn *c) {
     return true;
 }
 
-dspy_status http_stream_begin(http_conn *c, int status, const char *content_type) {
+dspy_status dspy_http_stream_begin(http_conn *c, int status, const char *content_type) {
     pthread_mutex_lock(&c->mu);
     if (c->answer != ANS_NONE) {
         pthread_mutex_unlock(&c->mu);
@@ -369,7 +369,7 @@ dspy_status http_stream_begin(http_conn *c, int status, const char *content_type
     return DSPY_OK;
 }
 
-dspy_status http_stream_write(http_conn *c, const char *data, size_t len) {
+dspy_status dspy_http_stream_write(http_conn *c, const char *data, size_t len) {
     pthread_mutex_lock(&c->mu);
     dspy_status st = DSPY_OK;
     if (c->answer != ANS_STREAM) {
@@ -403,7 +403,7 @@ done:
     return st;
 }
 
-dspy_status http_stream_end(http_conn *c) {
+dspy_status dspy_http_stream_end(http_conn *c) {
     pthread_mutex_lock(&c->mu);
     dspy_status st = DSPY_OK;
     if (c->answer != ANS_STREAM) st = dspy_fail(DSPY_ERR_STATE, "http: no stream is open");
@@ -417,7 +417,7 @@ dspy_status http_stream_end(http_conn *c) {
     return st;
 }
 
-bool http_conn_peer_closed(http_conn *c) {
+bool dspy_http_conn_peer_closed(http_conn *c) {
     pthread_mutex_lock(&c->mu);
     bool closed = c->gone || c->peer_closed;
     if (!closed) {
@@ -455,8 +455,8 @@ static void default_error(http_conn *c, int status, const char *msg) {
     pthread_mutex_unlock(&c->mu);
     if (none) {
         dspy_str b = DSPY_STR_INIT;
-        dspy_str_appendf(&b, "%d %s: %s\n", status, http_reason(status), msg);
-        http_respond(c, status, "text/plain; charset=utf-8", dspy_str_cstr(&b), b.len, NULL);
+        dspy_str_appendf(&b, "%d %s: %s\n", status, dspy_http_reason(status), msg);
+        dspy_http_respond(c, status, "text/plain; charset=utf-8", dspy_str_cstr(&b), b.len, NULL);
         dspy_str_free(&b);
     }
 }
@@ -693,7 +693,7 @@ static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_ct
 /* Shuts down connections past their deadline (see the top of the file). Under s->mu. */
 static void reap_locked(http_server *s) {
     int64_t now = now_ms();
-    bool stopping = http_server_stopping(s);
+    bool stopping = dspy_http_server_stopping(s);
     for (conn_track *t = s->tracks; t; t = t->next) {
         if (t->busy || t->reaped || t->fd < 0) continue;
         bool late = t->request_start ? now - t->request_start > s->cfg.limits.read_timeout_ms
@@ -726,7 +726,7 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
     (void)ap; /* libmicrohttpd's own messages (a client that reset, ...) are not ours to print */
 }
 
-dspy_status http_server_new(const http_server_config *cfg, http_server **out) {
+dspy_status dspy_http_server_new(const http_server_config *cfg, http_server **out) {
     *out = NULL;
     if (!cfg || !cfg->handler || cfg->max_connections < 1 || cfg->max_per_client < 0 || cfg->port < 0 ||
         cfg->port > 65535 || cfg->limits.read_timeout_ms < 1 || cfg->limits.idle_timeout_ms < 1 ||
@@ -795,12 +795,12 @@ dspy_status http_server_new(const http_server_config *cfg, http_server **out) {
     return DSPY_OK;
 fail:
     if (res) freeaddrinfo(res);
-    http_server_free(s);
+    dspy_http_server_free(s);
     return st;
 }
 
-dspy_status http_server_run(http_server *s) {
-    if (!http_server_stopping(s)) {
+dspy_status dspy_http_server_run(http_server *s) {
+    if (!dspy_http_server_stopping(s)) {
         /* The connection memory pool holds the request head and read buffer: room for the
          * largest head allowed (libmicrohttpd answers 431 past it) plus a read buffer. */
         size_t pool = s->cfg.limits.max_header + 16 * 1024;
@@ -821,7 +821,7 @@ dspy_status http_server_run(http_server *s) {
         }
         s->reaper_started = true;
     }
-    while (!http_server_stopping(s)) {
+    while (!dspy_http_server_stopping(s)) {
         struct pollfd p = {.fd = s->wake[0], .events = POLLIN};
         int r = poll(&p, 1, -1);
         if (r < 0 && errno != EINTR) break;
@@ -844,7 +844,7 @@ dspy_status http_server_run(http_server *s) {
     return DSPY_OK;
 }
 
-bool http_server_drain(http_server *s, int timeout_ms) {
+bool dspy_http_server_drain(http_server *s, int timeout_ms) {
     struct timespec dl;
     if (timeout_ms >= 0) deadline_in(&dl, timeout_ms);
     pthread_mutex_lock(&s->mu);
@@ -857,21 +857,21 @@ bool http_server_drain(http_server *s, int timeout_ms) {
     return none;
 }
 
-int http_server_connections(http_server *s) {
+int dspy_http_server_connections(http_server *s) {
     pthread_mutex_lock(&s->mu);
     int n = s->n_conns;
     pthread_mutex_unlock(&s->mu);
     return n;
 }
 
-int http_server_busy(http_server *s) {
+int dspy_http_server_busy(http_server *s) {
     pthread_mutex_lock(&s->mu);
     int n = s->n_busy;
     pthread_mutex_unlock(&s->mu);
     return n;
 }
 
-void http_server_free(http_server *s) {
+void dspy_http_server_free(http_server *s) {
     if (!s) return;
     atomic_store(&s->stopping, true);
     /* workers first: libmicrohttpd must not be stopped with a connection still suspended */

@@ -1,13 +1,13 @@
 /* server/http.h — the HTTP/1.1 server of `dspy serve`, on GNU libmicrohttpd (private to
  * src/server/).
  *
- * What it does: binds host:port (port 0 = an ephemeral port, read back with http_server_port)
+ * What it does: binds host:port (port 0 = an ephemeral port, read back with dspy_http_server_port)
  * and serves connections from one libmicrohttpd event thread (epoll): reading request lines,
  * headers and bodies (Content-Length or chunked), keep-alive, pipelining, "Expect:
  * 100-continue", HTTP/1.0, all without a thread per connection, so idle and slow connections
  * cost a socket and a small buffer each. A complete request is handed to the handler callback
  * on a worker thread of its own (one per request in progress, never per connection), which may
- * block: it answers with http_respond (fixed body) or streams with http_stream_* (chunked
+ * block: it answers with dspy_http_respond (fixed body) or streams with http_stream_* (chunked
  * transfer encoding, which server-sent events ride on). While a worker runs, its connection is
  * suspended in the event loop and resumed when there is something to send.
  * Limits, each with what the client sees:
@@ -24,7 +24,7 @@
  * What it does not: TLS, HTTP/2, routing (the handler's job).
  * Follows RFC 9112 (message syntax) and RFC 9110 (semantics) through libmicrohttpd 0.9.75.
  *
- * Thread safety: http_server_stop is async-signal-safe (it writes one byte to a pipe), so a
+ * Thread safety: dspy_http_server_stop is async-signal-safe (it writes one byte to a pipe), so a
  * SIGTERM handler may call it. Handlers run on worker threads, many at once; one request's
  * http_conn is used by its handler's thread only.
  */
@@ -49,7 +49,7 @@ typedef struct http_request {
     dspy_strv query;       /* after '?', or empty */
     const char *body;      /* body_len bytes (de-chunked), NUL-terminated */
     size_t body_len;
-    http_conn *conn;       /* for http_header_get */
+    http_conn *conn;       /* for dspy_http_header_get */
 } http_request;
 
 typedef struct http_limits {
@@ -61,25 +61,25 @@ typedef struct http_limits {
 } http_limits;
 
 /* 32 KiB head, 8 MiB body, 30 s read, 60 s idle, 30 s write. */
-http_limits http_limits_default(void);
+http_limits dspy_http_limits_default(void);
 
 /* The value of header `name` (case-insensitive), or a {NULL, 0} view. The first one when
  * repeated. Valid during the handler call, until the request is answered. */
-dspy_strv http_header_get(const http_request *req, const char *name);
+dspy_strv dspy_http_header_get(const http_request *req, const char *name);
 
 /* "OK", "Not Found", ... for the statuses this server sends ("Unknown" otherwise). */
-const char *http_reason(int status);
+const char *dspy_http_reason(int status);
 
 /* ---- the server -------------------------------------------------------------------------- */
 
 /* Called once per complete request on a worker thread. It must answer with exactly one
- * http_respond, or with http_stream_begin ... http_stream_end; a handler that answers nothing
- * gets a 500 sent for it, unless it saw the client go (http_conn_peer_closed), in which case
+ * dspy_http_respond, or with dspy_http_stream_begin ... dspy_http_stream_end; a handler that answers nothing
+ * gets a 500 sent for it, unless it saw the client go (dspy_http_conn_peer_closed), in which case
  * the connection is closed without an answer. */
 typedef void (*http_handler_fn)(void *user, const http_request *req, http_conn *c);
 
 /* Writes an error answer for a request the HTTP layer rejected (413, 503, or 500 for a silent
- * handler) by calling http_respond. NULL: text/plain. May run on the event thread: it must not
+ * handler) by calling dspy_http_respond. NULL: text/plain. May run on the event thread: it must not
  * block. */
 typedef void (*http_error_fn)(void *user, http_conn *c, int status, const char *message);
 
@@ -96,66 +96,66 @@ typedef struct http_server_config {
 
 /* Creates the listening socket (SO_REUSEADDR, backlog 1024). DSPY_ERR_ARG for a bad config,
  * DSPY_ERR_IO when the address cannot be resolved or bound (the message names host:port and
- * the system error). *out NULL on failure. Connections queue until http_server_run. */
-dspy_status http_server_new(const http_server_config *cfg, http_server **out);
+ * the system error). *out NULL on failure. Connections queue until dspy_http_server_run. */
+dspy_status dspy_http_server_new(const http_server_config *cfg, http_server **out);
 
 /* The bound port (the chosen one when the config said 0). */
-int http_server_port(const http_server *s);
+int dspy_http_server_port(const http_server *s);
 
-/* Serves until http_server_stop; then stops accepting (new connections are refused), closes
- * idle connections and returns (requests in progress keep running; see http_server_drain).
+/* Serves until dspy_http_server_stop; then stops accepting (new connections are refused), closes
+ * idle connections and returns (requests in progress keep running; see dspy_http_server_drain).
  * DSPY_ERR_IO if the event loop cannot start. */
-dspy_status http_server_run(http_server *s);
+dspy_status dspy_http_server_run(http_server *s);
 
 /* Asks run to return. Async-signal-safe; idempotent. Answers sent after this carry
  * "Connection: close". */
-void http_server_stop(http_server *s);
+void dspy_http_server_stop(http_server *s);
 
-/* True once http_server_stop has been called. */
-bool http_server_stopping(const http_server *s);
+/* True once dspy_http_server_stop has been called. */
+bool dspy_http_server_stopping(const http_server *s);
 
 /* Waits until every connection has closed or timeout_ms passed (< 0: no limit). Returns true
  * when none is left. Meaningful after run returned. */
-bool http_server_drain(http_server *s, int timeout_ms);
+bool dspy_http_server_drain(http_server *s, int timeout_ms);
 
 /* Open connections now. */
-int http_server_connections(http_server *s);
+int dspy_http_server_connections(http_server *s);
 
 /* Requests being handled by a worker now. */
-int http_server_busy(http_server *s);
+int dspy_http_server_busy(http_server *s);
 
 /* Waits for every worker (no time limit), stops the event loop, then frees. NULL-safe. Call
  * after run returned (or without run ever called). */
-void http_server_free(http_server *s);
+void dspy_http_server_free(http_server *s);
 
 /* ---- answering (handler side) ------------------------------------------------------------ */
 
 /* Sends a complete answer: status, Content-Type (when non-NULL), Content-Length, any
  * `extra_headers` ("Name: value\r\n" lines, may be NULL), and the body (copied).
  * DSPY_ERR_IO when the client is gone. DSPY_ERR_STATE if the request was already answered. */
-dspy_status http_respond(http_conn *c, int status, const char *content_type, const char *body,
+dspy_status dspy_http_respond(http_conn *c, int status, const char *content_type, const char *body,
                          size_t len, const char *extra_headers);
 
 /* Starts a streamed answer with Transfer-Encoding: chunked (HTTP/1.0: raw bytes, then close)
- * and Cache-Control: no-cache. Each http_stream_write queues bytes (copied; it waits while more
- * than 1 MiB is unsent, up to write_timeout_ms); http_stream_end ends the stream.
- * Errors as http_respond; after an error the connection is closed once the handler returns. */
-dspy_status http_stream_begin(http_conn *c, int status, const char *content_type);
-dspy_status http_stream_write(http_conn *c, const char *data, size_t len);
-dspy_status http_stream_end(http_conn *c);
+ * and Cache-Control: no-cache. Each dspy_http_stream_write queues bytes (copied; it waits while more
+ * than 1 MiB is unsent, up to write_timeout_ms); dspy_http_stream_end ends the stream.
+ * Errors as dspy_http_respond; after an error the connection is closed once the handler returns. */
+dspy_status dspy_http_stream_begin(http_conn *c, int status, const char *content_type);
+dspy_status dspy_http_stream_write(http_conn *c, const char *data, size_t len);
+dspy_status dspy_http_stream_end(http_conn *c);
 
 /* True when the peer has closed its side or reset the connection (checked without blocking
  * and without consuming bytes). A handler waiting for a long result polls this to cancel. */
-bool http_conn_peer_closed(http_conn *c);
+bool dspy_http_conn_peer_closed(http_conn *c);
 
 /* The server the connection belongs to. */
-http_server *http_conn_server(http_conn *c);
+http_server *dspy_http_conn_server(http_conn *c);
 
 /* Adds "Name: value\r\n" lines to whatever answer this request gets (CORS headers, ...).
  * Call before answering. DSPY_ERR_NOMEM. */
-dspy_status http_conn_add_headers(http_conn *c, const char *lines);
+dspy_status dspy_http_conn_add_headers(http_conn *c, const char *lines);
 
 /* The client's address as text ("127.0.0.1", "::1"); "" when unknown. */
-const char *http_conn_peer(const http_conn *c);
+const char *dspy_http_conn_peer(const http_conn *c);
 
 #endif

@@ -18,10 +18,10 @@
 
 #include "dspy/json.h"
 
-void oai_error_set(oai_error *e, int status, const char *type, const char *param, const char *code,
+void dspy_oai_error_set(oai_error *e, int status, const char *type, const char *param, const char *code,
                    const char *fmt, ...) {
     e->status = status;
-    e->type = type ? type : oai_error_type_for(status);
+    e->type = type ? type : dspy_oai_error_type_for(status);
     e->code = code;
     dspy_str_clear(&e->param);
     dspy_str_clear(&e->message);
@@ -36,12 +36,12 @@ void oai_error_set(oai_error *e, int status, const char *type, const char *param
     va_end(ap);
 }
 
-void oai_error_free(oai_error *e) {
+void dspy_oai_error_free(oai_error *e) {
     dspy_str_free(&e->param);
     dspy_str_free(&e->message);
 }
 
-const char *oai_error_type_for(int status) {
+const char *dspy_oai_error_type_for(int status) {
     if (status == 401) return "authentication_error";
     if (status == 429) return "rate_limit_error";
     if (status >= 500) return "server_error";
@@ -50,12 +50,12 @@ const char *oai_error_type_for(int status) {
 
 static dspy_json *str_or_null(const char *s) { return s ? dspy_json_string(s) : dspy_json_null(); }
 
-char *oai_error_json(const oai_error *e) {
+char *dspy_oai_error_json(const oai_error *e) {
     dspy_json *inner = dspy_json_object(), *root = dspy_json_object();
     char *out = NULL;
     if (!inner || !root) goto done;
     dspy_json_set(inner, "message", dspy_json_stringn(dspy_str_cstr(&e->message), e->message.len));
-    dspy_json_set(inner, "type", dspy_json_string(e->type ? e->type : oai_error_type_for(e->status)));
+    dspy_json_set(inner, "type", dspy_json_string(e->type ? e->type : dspy_oai_error_type_for(e->status)));
     dspy_json_set(inner, "param", e->param.len ? dspy_json_string(dspy_str_cstr(&e->param)) : dspy_json_null());
     dspy_json_set(inner, "code", str_or_null(e->code));
     dspy_json_set(root, "error", inner);
@@ -75,7 +75,7 @@ static int hexval(char c) {
     return -1;
 }
 
-char *oai_percent_decode(dspy_strv v) {
+char *dspy_oai_percent_decode(dspy_strv v) {
     char *out = malloc(v.len + 1);
     if (!out) return NULL;
     size_t o = 0;
@@ -100,7 +100,7 @@ char *oai_percent_decode(dspy_strv v) {
     return out;
 }
 
-oai_route oai_route_match(dspy_strv method, dspy_strv path, char **model_id, const char **allow,
+oai_route dspy_oai_route_match(dspy_strv method, dspy_strv path, char **model_id, const char **allow,
                           oai_error *err) {
     static const struct {
         const char *path;
@@ -118,7 +118,7 @@ oai_route oai_route_match(dspy_strv method, dspy_strv path, char **model_id, con
         if (!dspy_strv_eqz(path, k_routes[i].path)) continue;
         if (dspy_strv_eqz(method, k_routes[i].method)) return k_routes[i].route;
         if (allow) *allow = k_routes[i].method;
-        oai_error_set(err, 405, NULL, NULL, "method_not_allowed",
+        dspy_oai_error_set(err, 405, NULL, NULL, "method_not_allowed",
                       "Method %.*s is not allowed for %.*s; use %s.", (int)method.len, method.ptr,
                       (int)path.len, path.ptr, k_routes[i].method);
         return OAI_ROUTE_NONE;
@@ -126,14 +126,14 @@ oai_route oai_route_match(dspy_strv method, dspy_strv path, char **model_id, con
     if (dspy_strv_starts_with(path, "/v1/models/") && path.len > 11) {
         if (!dspy_strv_eqz(method, "GET")) {
             if (allow) *allow = "GET";
-            oai_error_set(err, 405, NULL, NULL, "method_not_allowed",
+            dspy_oai_error_set(err, 405, NULL, NULL, "method_not_allowed",
                           "Method %.*s is not allowed for %.*s; use GET.", (int)method.len, method.ptr,
                           (int)path.len, path.ptr);
             return OAI_ROUTE_NONE;
         }
-        char *id = oai_percent_decode(dspy_strv_make(path.ptr + 11, path.len - 11));
+        char *id = dspy_oai_percent_decode(dspy_strv_make(path.ptr + 11, path.len - 11));
         if (!id) {
-            oai_error_set(err, 400, NULL, NULL, NULL, "Invalid percent-escape in the URL path %.*s.",
+            dspy_oai_error_set(err, 400, NULL, NULL, NULL, "Invalid percent-escape in the URL path %.*s.",
                           (int)path.len, path.ptr);
             return OAI_ROUTE_NONE;
         }
@@ -141,7 +141,7 @@ oai_route oai_route_match(dspy_strv method, dspy_strv path, char **model_id, con
         else free(id);
         return OAI_ROUTE_MODEL;
     }
-    oai_error_set(err, 404, NULL, NULL, "unknown_url", "Invalid URL (%.*s %.*s)", (int)method.len,
+    dspy_oai_error_set(err, 404, NULL, NULL, "unknown_url", "Invalid URL (%.*s %.*s)", (int)method.len,
                   method.ptr, (int)path.len, path.ptr);
     return OAI_ROUTE_NONE;
 }
@@ -162,7 +162,7 @@ static const char *type_word(const dspy_json *v) {
 }
 
 static dspy_status bad_type(oai_error *err, const char *param, const char *want, const dspy_json *v) {
-    oai_error_set(err, 400, NULL, param, "invalid_type",
+    dspy_oai_error_set(err, 400, NULL, param, "invalid_type",
                   "Invalid type for '%s': expected %s, but got %s instead.", param, want, type_word(v));
     return DSPY_ERR_ARG;
 }
@@ -175,7 +175,7 @@ static dspy_status bad_value(oai_error *err, const char *param, const char *code
     char *m = NULL;
     int k = vasprintf(&m, fmt, ap);
     va_end(ap);
-    oai_error_set(err, 400, NULL, param, code, "%s", k >= 0 ? m : "invalid value");
+    dspy_oai_error_set(err, 400, NULL, param, code, "%s", k >= 0 ? m : "invalid value");
     free(m);
     return DSPY_ERR_ARG;
 }
@@ -244,7 +244,7 @@ static dspy_status get_bool(const dspy_json *body, const char *key, bool *out, o
 }
 
 static dspy_status nomem(oai_error *err) {
-    oai_error_set(err, 500, NULL, NULL, NULL, "The server ran out of memory.");
+    dspy_oai_error_set(err, 500, NULL, NULL, NULL, "The server ran out of memory.");
     return DSPY_ERR_NOMEM;
 }
 
@@ -440,7 +440,7 @@ static dspy_status check_unsupported(const dspy_json *body, oai_kind kind, oai_e
     return DSPY_OK;
 }
 
-dspy_status oai_request_parse(oai_kind kind, const char *body, size_t len, int32_t vocab_size,
+dspy_status dspy_oai_request_parse(oai_kind kind, const char *body, size_t len, int32_t vocab_size,
                               oai_request *out, oai_error *err) {
     memset(out, 0, sizeof *out);
     out->kind = kind;
@@ -451,7 +451,7 @@ dspy_status oai_request_parse(oai_kind kind, const char *body, size_t len, int32
     dspy_json *root = NULL;
     dspy_status st = dspy_json_parse(body, len, "body", &root);
     if (st != DSPY_OK) {
-        oai_error_set(err, 400, NULL, NULL, NULL,
+        dspy_oai_error_set(err, 400, NULL, NULL, NULL,
                       "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "
                       "HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid "
                       "JSON.) Details: %s", dspy_errmsg());
@@ -511,11 +511,11 @@ dspy_status oai_request_parse(oai_kind kind, const char *body, size_t len, int32
     return DSPY_OK;
 fail:
     dspy_json_decref(root);
-    oai_request_free(out);
+    dspy_oai_request_free(out);
     return st ? st : DSPY_ERR_ARG;
 }
 
-void oai_request_free(oai_request *r) {
+void dspy_oai_request_free(oai_request *r) {
     if (!r) return;
     free(r->model);
     for (size_t i = 0; i < r->n_messages; i++) {
@@ -560,7 +560,7 @@ static char *finish(dspy_json *o) {
     return s;
 }
 
-char *oai_completion_json(oai_kind kind, const char *id, int64_t created, const char *model,
+char *dspy_oai_completion_json(oai_kind kind, const char *id, int64_t created, const char *model,
                           const oai_choice *choices, size_t n, oai_usage usage) {
     dspy_json *o = head_object(kind, false, id, created, model);
     dspy_json *arr = dspy_json_array();
@@ -593,7 +593,7 @@ char *oai_completion_json(oai_kind kind, const char *id, int64_t created, const 
     return finish(o);
 }
 
-char *oai_chunk_json(oai_kind kind, const char *id, int64_t created, const char *model, int index,
+char *dspy_oai_chunk_json(oai_kind kind, const char *id, int64_t created, const char *model, int index,
                      bool first, const char *text, size_t len, const char *finish_reason,
                      bool usage_null) {
     dspy_json *o = head_object(kind, true, id, created, model);
@@ -624,7 +624,7 @@ char *oai_chunk_json(oai_kind kind, const char *id, int64_t created, const char 
     return finish(o);
 }
 
-char *oai_usage_chunk_json(oai_kind kind, const char *id, int64_t created, const char *model,
+char *dspy_oai_usage_chunk_json(oai_kind kind, const char *id, int64_t created, const char *model,
                            oai_usage usage) {
     dspy_json *o = head_object(kind, true, id, created, model);
     if (!o) return NULL;
@@ -633,7 +633,7 @@ char *oai_usage_chunk_json(oai_kind kind, const char *id, int64_t created, const
     return finish(o);
 }
 
-char *oai_model_json(const char *id, int64_t created, bool list) {
+char *dspy_oai_model_json(const char *id, int64_t created, bool list) {
     dspy_json *m = dspy_json_object();
     if (!m) return NULL;
     dspy_json_set(m, "id", dspy_json_string(id));
@@ -654,7 +654,7 @@ char *oai_model_json(const char *id, int64_t created, bool list) {
     return finish(o);
 }
 
-char *oai_new_id(oai_kind kind) {
+char *dspy_oai_new_id(oai_kind kind) {
     unsigned char b[12];
     if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) {
         struct timespec ts;

@@ -35,14 +35,14 @@ typedef struct oai_error {
 #define OAI_ERROR_INIT {0, NULL, NULL, DSPY_STR_INIT, DSPY_STR_INIT}
 
 /* Fills `e` (replacing what it held). param and code may be NULL. */
-void oai_error_set(oai_error *e, int status, const char *type, const char *param, const char *code,
+void dspy_oai_error_set(oai_error *e, int status, const char *type, const char *param, const char *code,
                    const char *fmt, ...) __attribute__((format(printf, 6, 7)));
-void oai_error_free(oai_error *e);
+void dspy_oai_error_free(oai_error *e);
 /* {"error":{"message":...,"type":...,"param":...,"code":...}} (malloc'd; NULL on OOM). */
-char *oai_error_json(const oai_error *e);
+char *dspy_oai_error_json(const oai_error *e);
 /* The error type OpenAI uses for a status: 400/404/405/408/411/413/415/431 invalid_request_error,
  * 401 authentication_error, 429 rate_limit_error (unused), 5xx server_error. */
-const char *oai_error_type_for(int status);
+const char *dspy_oai_error_type_for(int status);
 
 /* ---- routes ------------------------------------------------------------------------------ */
 
@@ -59,11 +59,11 @@ typedef enum oai_route {
  * (POST /v1/x)"); known path, wrong method: OAI_ROUTE_NONE with a 405 error, and *allow (when
  * non-NULL) set to the allowed method. For OAI_ROUTE_MODEL, *model_id gets the percent-decoded
  * id (malloc'd, caller frees). */
-oai_route oai_route_match(dspy_strv method, dspy_strv path, char **model_id, const char **allow,
+oai_route dspy_oai_route_match(dspy_strv method, dspy_strv path, char **model_id, const char **allow,
                           oai_error *err);
 
 /* Decodes %XX escapes ("local%3A%2Fa" -> "local:/a"); malloc'd; NULL on a bad escape. */
-char *oai_percent_decode(dspy_strv v);
+char *dspy_oai_percent_decode(dspy_strv v);
 
 /* ---- requests ---------------------------------------------------------------------------- */
 
@@ -106,9 +106,9 @@ typedef struct oai_request {
 /* Parses and validates a body. On failure returns DSPY_ERR_ARG (or DSPY_ERR_NOMEM) with `err`
  * filled (400 for every validation failure, naming the field in param) and *out zeroed.
  * `vocab_size` bounds token-id prompts (ids outside [0, vocab_size) are refused). */
-dspy_status oai_request_parse(oai_kind kind, const char *body, size_t len, int32_t vocab_size,
+dspy_status dspy_oai_request_parse(oai_kind kind, const char *body, size_t len, int32_t vocab_size,
                               oai_request *out, oai_error *err);
-void oai_request_free(oai_request *r);
+void dspy_oai_request_free(oai_request *r);
 
 /* ---- answers ----------------------------------------------------------------------------- */
 
@@ -123,26 +123,26 @@ typedef struct oai_usage {
 } oai_usage;
 
 /* A whole answer: chat.completion (kind OAI_CHAT) or text_completion. malloc'd JSON. */
-char *oai_completion_json(oai_kind kind, const char *id, int64_t created, const char *model,
+char *dspy_oai_completion_json(oai_kind kind, const char *id, int64_t created, const char *model,
                           const oai_choice *choices, size_t n, oai_usage usage);
 
 /* One streamed chunk for choice `index`: chat deltas carry {"role":"assistant","content":""}
  * when `first`, {"content":text} for text, {} for the final chunk (finish_reason set);
  * completion chunks carry "text". `usage_null` adds "usage":null (stream_options.include_usage
  * asks for it on every chunk but the last). malloc'd JSON. */
-char *oai_chunk_json(oai_kind kind, const char *id, int64_t created, const char *model, int index,
+char *dspy_oai_chunk_json(oai_kind kind, const char *id, int64_t created, const char *model, int index,
                      bool first, const char *text, size_t len, const char *finish_reason,
                      bool usage_null);
 
 /* The closing usage chunk: "choices":[] and the usage object. */
-char *oai_usage_chunk_json(oai_kind kind, const char *id, int64_t created, const char *model,
+char *dspy_oai_usage_chunk_json(oai_kind kind, const char *id, int64_t created, const char *model,
                            oai_usage usage);
 
 /* {"object":"model","id":id,"created":created,"owned_by":"dspy.c"}; with list, the
  * {"object":"list","data":[...]} wrapper. */
-char *oai_model_json(const char *id, int64_t created, bool list);
+char *dspy_oai_model_json(const char *id, int64_t created, bool list);
 
 /* A fresh id "chatcmpl-<24 hex>" / "cmpl-<24 hex>" (random; malloc'd). */
-char *oai_new_id(oai_kind kind);
+char *dspy_oai_new_id(oai_kind kind);
 
 #endif

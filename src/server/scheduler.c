@@ -92,7 +92,7 @@ struct sched {
     /* engine thread only */
     sched_job *running;   /* list of jobs taken from the queue */
     uint64_t arrivals;    /* under mu */
-    atomic_llong n_preempted; /* written by the engine thread; read by sched_preemptions */
+    atomic_llong n_preempted; /* written by the engine thread; read by dspy_sched_preemptions */
 };
 
 static void cond_init_mono(pthread_cond_t *cv) {
@@ -105,7 +105,7 @@ static void cond_init_mono(pthread_cond_t *cv) {
 
 /* ---- stop strings ---------------------------------------------------------------------- */
 
-bool sched_stop_scan(const char *text, size_t len, char *const *stops, size_t n_stops, size_t *pos) {
+bool dspy_sched_stop_scan(const char *text, size_t len, char *const *stops, size_t n_stops, size_t *pos) {
     size_t best = SIZE_MAX;
     for (size_t i = 0; i < n_stops; i++) {
         size_t sl = strlen(stops[i]);
@@ -154,13 +154,13 @@ static void job_free(sched_job *j) {
     free(j);
 }
 
-void sched_job_release(sched_job *j) {
+void dspy_sched_job_release(sched_job *j) {
     if (j && atomic_fetch_sub(&j->refs, 1) == 1) job_free(j);
 }
 
-void sched_job_cancel(sched_job *j) { atomic_store(&j->cancelled, true); }
+void dspy_sched_job_cancel(sched_job *j) { atomic_store(&j->cancelled, true); }
 
-dspy_status sched_job_new(const int32_t *prompt, size_t n_prompt, const sched_job_params *p, sched_job **out) {
+dspy_status dspy_sched_job_new(const int32_t *prompt, size_t n_prompt, const sched_job_params *p, sched_job **out) {
     *out = NULL;
     if (!p || p->n < 1 || n_prompt == 0)
         return dspy_fail(DSPY_ERR_ARG, "scheduler: a job needs n >= 1 and a non-empty prompt");
@@ -196,7 +196,7 @@ oom:
     return dspy_fail(DSPY_ERR_NOMEM, "scheduler: out of memory");
 }
 
-int sched_job_poll(sched_job *j, int timeout_ms, sched_choice_out *out, int *err_status,
+int dspy_sched_job_poll(sched_job *j, int timeout_ms, sched_choice_out *out, int *err_status,
                    const char **err_message) {
     struct timespec dl;
     clock_gettime(CLOCK_MONOTONIC, &dl);
@@ -283,7 +283,7 @@ static void retire(sched *s, sched_job *j) {
     pthread_mutex_lock(&s->mu);
     s->n_running--;
     pthread_mutex_unlock(&s->mu);
-    sched_job_release(j);
+    dspy_sched_job_release(j);
 }
 
 /* Fails and retires every running job, and every queued one. */
@@ -302,7 +302,7 @@ static void fail_everything(sched *s, int status, const char *message) {
     while (q) {
         sched_job *next = q->next;
         job_fail(q, status, message);
-        sched_job_release(q);
+        dspy_sched_job_release(q);
         q = next;
     }
 }
@@ -311,7 +311,7 @@ static void fail_everything(sched *s, int status, const char *message) {
 static void end_choice(sched_job *j, sched_choice *c, const char *finish, int32_t n_tokens) {
     dspy_tokenizer_stream_flush(c->dec, &c->held);
     size_t pos;
-    if (sched_stop_scan(c->held.ptr ? c->held.ptr : "", c->held.len, j->stop, j->n_stop, &pos)) finish = "stop";
+    if (dspy_sched_stop_scan(c->held.ptr ? c->held.ptr : "", c->held.len, j->stop, j->n_stop, &pos)) finish = "stop";
     else pos = c->held.len;
     job_publish(j, c, c->held.ptr, pos, finish, n_tokens);
     dspy_str_clear(&c->held);
@@ -347,7 +347,7 @@ static void on_event(sched *s, sched_job *j, sched_choice *c, const dspy_step_ev
         return;
     }
     size_t pos;
-    if (sched_stop_scan(c->held.ptr ? c->held.ptr : "", c->held.len, j->stop, j->n_stop, &pos)) {
+    if (dspy_sched_stop_scan(c->held.ptr ? c->held.ptr : "", c->held.len, j->stop, j->n_stop, &pos)) {
         job_publish(j, c, c->held.ptr, pos, "stop", ev->n_generated);
         dspy_str_clear(&c->held);
         dspy_engine_remove(s->eng, c->seq_id);
@@ -549,7 +549,7 @@ static void *engine_main(void *arg) {
                 *pp = q->next;
                 if (s->q_tail == q) s->q_tail = prev;
                 s->n_queued--;
-                sched_job_release(q);
+                dspy_sched_job_release(q);
             } else {
                 prev = q;
                 pp = &q->next;
@@ -604,7 +604,7 @@ static void *engine_main(void *arg) {
 
 /* ---- public ---------------------------------------------------------------------------- */
 
-dspy_status sched_new(dspy_engine *eng, const dspy_tokenizer *tok, int32_t max_queue, sched **out) {
+dspy_status dspy_sched_new(dspy_engine *eng, const dspy_tokenizer *tok, int32_t max_queue, sched **out) {
     *out = NULL;
     if (!eng || !tok || max_queue < 1) return dspy_fail(DSPY_ERR_ARG, "scheduler: an engine, a tokenizer and max_queue >= 1 are needed");
     sched *s = calloc(1, sizeof *s);
@@ -625,7 +625,7 @@ dspy_status sched_new(dspy_engine *eng, const dspy_tokenizer *tok, int32_t max_q
     return DSPY_OK;
 }
 
-dspy_status sched_submit(sched *s, sched_job *j) {
+dspy_status dspy_sched_submit(sched *s, sched_job *j) {
     pthread_mutex_lock(&s->mu);
     if (s->quit || s->abort_status) {
         pthread_mutex_unlock(&s->mu);
@@ -648,7 +648,7 @@ dspy_status sched_submit(sched *s, sched_job *j) {
     return DSPY_OK;
 }
 
-void sched_abort(sched *s, int status, const char *message) {
+void dspy_sched_abort(sched *s, int status, const char *message) {
     pthread_mutex_lock(&s->mu);
     if (!s->abort_status) {
         s->abort_status = status;
@@ -658,16 +658,16 @@ void sched_abort(sched *s, int status, const char *message) {
     pthread_mutex_unlock(&s->mu);
 }
 
-long long sched_preemptions(sched *s) { return atomic_load(&s->n_preempted); }
+long long dspy_sched_preemptions(sched *s) { return atomic_load(&s->n_preempted); }
 
-void sched_counts(sched *s, int32_t *queued, int32_t *running) {
+void dspy_sched_counts(sched *s, int32_t *queued, int32_t *running) {
     pthread_mutex_lock(&s->mu);
     if (queued) *queued = s->n_queued;
     if (running) *running = s->n_running;
     pthread_mutex_unlock(&s->mu);
 }
 
-void sched_free(sched *s) {
+void dspy_sched_free(sched *s) {
     if (!s) return;
     if (s->thread_started) {
         pthread_mutex_lock(&s->mu);

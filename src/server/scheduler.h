@@ -18,7 +18,7 @@
  * What it does not: HTTP, JSON, chat templates (the caller gives token ids), priorities,
  * KV swapping (preemption recomputes).
  *
- * Thread safety: sched_submit, sched_job_* and sched_abort may be called from any thread. A job
+ * Thread safety: dspy_sched_submit, sched_job_* and dspy_sched_abort may be called from any thread. A job
  * is shared by its submitter and the engine thread through a reference count.
  */
 #ifndef DSPY_SERVER_SCHEDULER_H
@@ -39,26 +39,26 @@ typedef struct sched_job sched_job;
 /* Starts the engine thread over `eng` and `tok` (both must outlive the scheduler; the engine
  * is used by that thread only from now on). max_queue: jobs waiting for admission (>= 1).
  * *out NULL on failure (DSPY_ERR_NOMEM, DSPY_ERR_ARG). */
-dspy_status sched_new(dspy_engine *eng, const dspy_tokenizer *tok, int32_t max_queue, sched **out);
+dspy_status dspy_sched_new(dspy_engine *eng, const dspy_tokenizer *tok, int32_t max_queue, sched **out);
 
 /* Fails every queued and running job with `status`/`message` (503, "the server is shutting
  * down") and removes their sequences; jobs submitted afterwards are refused. */
-void sched_abort(sched *s, int status, const char *message);
+void dspy_sched_abort(sched *s, int status, const char *message);
 
-/* Stops the engine thread (aborting what is left, as sched_abort with 503) and frees. NULL-safe. */
-void sched_free(sched *s);
+/* Stops the engine thread (aborting what is left, as dspy_sched_abort with 503) and frees. NULL-safe. */
+void dspy_sched_free(sched *s);
 
 /* Jobs waiting in the queue and jobs running, for /health and tests. */
-void sched_counts(sched *s, int32_t *queued, int32_t *running);
+void dspy_sched_counts(sched *s, int32_t *queued, int32_t *running);
 /* Sequences preempted so far (for tests and logs). */
-long long sched_preemptions(sched *s);
+long long dspy_sched_preemptions(sched *s);
 
 /* ---- jobs -------------------------------------------------------------------------------- */
 
 typedef struct sched_job_params {
     int32_t n;              /* choices (sequences), >= 1 */
     dspy_sampling sampling; /* per sequence; choice i uses seed sampling.seed + i. stop_ids are
-                               copied by sched_job_new */
+                               copied by dspy_sched_job_new */
     char *const *stop;      /* stop strings (copied), n_stop of them */
     size_t n_stop;
     bool preemptible;       /* its sequences may be preempted (see the top). Set it only when a
@@ -67,17 +67,17 @@ typedef struct sched_job_params {
 } sched_job_params;
 
 /* A job over `prompt` (copied). The caller holds one reference. */
-dspy_status sched_job_new(const int32_t *prompt, size_t n_prompt, const sched_job_params *p, sched_job **out);
+dspy_status dspy_sched_job_new(const int32_t *prompt, size_t n_prompt, const sched_job_params *p, sched_job **out);
 
 /* Queues the job (the scheduler takes its own reference). DSPY_ERR_STATE when the queue is
  * full (answer 503), DSPY_ERR_CANCELLED when the scheduler is shutting down. */
-dspy_status sched_submit(sched *s, sched_job *j);
+dspy_status dspy_sched_submit(sched *s, sched_job *j);
 
 /* Asks the engine thread to drop the job's sequences (the client went away). Idempotent. */
-void sched_job_cancel(sched_job *j);
+void dspy_sched_job_cancel(sched_job *j);
 
 /* Drops the caller's reference. NULL-safe. */
-void sched_job_release(sched_job *j);
+void dspy_sched_job_release(sched_job *j);
 
 /* What a poll hands over for one choice. */
 typedef struct sched_choice_out {
@@ -92,7 +92,7 @@ typedef struct sched_choice_out {
  * updates finish / completion_tokens. Returns 1 when the job is complete (every choice ended),
  * 0 when it is still running, -1 when it failed: *err_status (HTTP status) and *err_message
  * (owned by the job) say why. */
-int sched_job_poll(sched_job *j, int timeout_ms, sched_choice_out *out, int *err_status,
+int dspy_sched_job_poll(sched_job *j, int timeout_ms, sched_choice_out *out, int *err_status,
                    const char **err_message);
 
 /* ---- stop strings (pure; exposed for tests) ---------------------------------------------- */
@@ -101,6 +101,6 @@ int sched_job_poll(sched_job *j, int timeout_ms, sched_choice_out *out, int *err
  * earliest one starts (the text to release is text[0, pos)). Otherwise returns false and *pos
  * is how much can be released now: len minus the longest suffix of text that is a proper
  * prefix of some stop string (that suffix is held back until more text decides it). */
-bool sched_stop_scan(const char *text, size_t len, char *const *stops, size_t n_stops, size_t *pos);
+bool dspy_sched_stop_scan(const char *text, size_t len, char *const *stops, size_t n_stops, size_t *pos);
 
 #endif

@@ -70,7 +70,7 @@ dspy_server_params dspy_server_params_default(void) {
     p.max_n = 16;
     p.max_connections = 1024;
     p.max_per_client = 512;
-    http_limits l = http_limits_default();
+    http_limits l = dspy_http_limits_default();
     p.max_body_bytes = l.max_body;
     p.max_header_bytes = l.max_header;
     p.read_timeout_ms = l.read_timeout_ms;
@@ -78,16 +78,16 @@ dspy_server_params dspy_server_params_default(void) {
     return p;
 }
 
-int dspy_server_port(const dspy_server *s) { return http_server_port(s->http); }
+int dspy_server_port(const dspy_server *s) { return dspy_http_server_port(s->http); }
 const char *dspy_server_model_name(const dspy_server *s) { return s->name; }
-void dspy_server_stop(dspy_server *s) { http_server_stop(s->http); }
+void dspy_server_stop(dspy_server *s) { dspy_http_server_stop(s->http); }
 
 /* ---- answering helpers ------------------------------------------------------------------- */
 
 static void send_error(http_conn *c, const oai_error *e, const char *extra_headers) {
-    char *body = oai_error_json(e);
+    char *body = dspy_oai_error_json(e);
     static const char fallback[] = "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\",\"param\":null,\"code\":null}}";
-    http_respond(c, e->status, "application/json", body ? body : fallback, body ? strlen(body) : sizeof fallback - 1,
+    dspy_http_respond(c, e->status, "application/json", body ? body : fallback, body ? strlen(body) : sizeof fallback - 1,
                  extra_headers);
     free(body);
 }
@@ -95,12 +95,12 @@ static void send_error(http_conn *c, const oai_error *e, const char *extra_heade
 static void send_json(http_conn *c, int status, char *body) {
     if (!body) {
         oai_error e = OAI_ERROR_INIT;
-        oai_error_set(&e, 500, NULL, NULL, NULL, "The server ran out of memory.");
+        dspy_oai_error_set(&e, 500, NULL, NULL, NULL, "The server ran out of memory.");
         send_error(c, &e, NULL);
-        oai_error_free(&e);
+        dspy_oai_error_free(&e);
         return;
     }
-    http_respond(c, status, "application/json", body, strlen(body), NULL);
+    dspy_http_respond(c, status, "application/json", body, strlen(body), NULL);
     free(body);
 }
 
@@ -109,10 +109,10 @@ static void on_http_error(void *user, http_conn *c, int status, const char *mess
     (void)user;
     oai_error e = OAI_ERROR_INIT;
     const char *code = status == 413 ? "request_too_large" : status == 503 ? "overloaded" : status == 408 ? "timeout" : NULL;
-    oai_error_set(&e, status, NULL, NULL, code, "%s", message);
+    dspy_oai_error_set(&e, status, NULL, NULL, code, "%s", message);
     send_error(c, &e, status == 503 ? "Retry-After: 1\r\n" : NULL);
     dspy_log(DSPY_LOG_INFO, "HTTP %d: %s", status, message);
-    oai_error_free(&e);
+    dspy_oai_error_free(&e);
 }
 
 static bool model_known(const dspy_server *s, const char *id) {
@@ -134,7 +134,7 @@ static bool consttime_eq(const char *a, size_t an, const char *b, size_t bn) {
 
 static bool authorised(const dspy_server *s, const http_request *req) {
     if (!s->api_key) return true;
-    dspy_strv v = http_header_get(req, "Authorization");
+    dspy_strv v = dspy_http_header_get(req, "Authorization");
     if (!v.ptr || v.len < 7 || strncasecmp(v.ptr, "Bearer ", 7) != 0) return false;
     dspy_strv key = dspy_strv_strip(dspy_strv_make(v.ptr + 7, v.len - 7));
     return consttime_eq(key.ptr, key.len, s->api_key, strlen(s->api_key));
@@ -155,7 +155,7 @@ static dspy_strv host_name(dspy_strv h) {
  * always fine; other names only when listed in allowed_hosts ("*" = any). No Host (HTTP/1.0)
  * is fine: browsers always send one. */
 static bool host_allowed(const dspy_server *s, const http_request *req) {
-    dspy_strv h = http_header_get(req, "Host");
+    dspy_strv h = dspy_http_header_get(req, "Host");
     if (!h.ptr) return true;
     dspy_strv name = host_name(dspy_strv_strip(h));
     char buf[256];
@@ -180,7 +180,7 @@ static bool host_allowed(const dspy_server *s, const http_request *req) {
 /* API bodies are JSON: a browser's cross-site "simple request" (text/plain, a form) is refused
  * before anything runs. */
 static bool json_content_type(const http_request *req) {
-    dspy_strv ct = http_header_get(req, "Content-Type");
+    dspy_strv ct = dspy_http_header_get(req, "Content-Type");
     if (!ct.ptr) return false;
     ct = dspy_strv_strip(ct);
     const char *semi = memchr(ct.ptr, ';', ct.len);
@@ -200,7 +200,7 @@ static void today(char *buf, size_t n) {
 /* The prompt alone does not fit: tokenization stopped at the limit (the work stays bounded
  * whatever the prompt's size), so the message gives a lower bound. */
 static void too_long(const dspy_server *s, oai_error *err, const char *what) {
-    oai_error_set(err, 400, NULL, what, "context_length_exceeded",
+    dspy_oai_error_set(err, 400, NULL, what, "context_length_exceeded",
                   "This model's maximum context length is %d tokens. However, your %s resulted in more than %d tokens. "
                   "Please reduce the length of the %s.", s->limit, what, s->limit, what);
 }
@@ -212,14 +212,14 @@ static dspy_status prompt_tokens(dspy_server *s, const oai_request *r, int32_t *
     dspy_status st;
     if (r->kind == OAI_CHAT) {
         if (!s->tmpl) {
-            oai_error_set(err, 400, NULL, "messages", "chat_template_missing",
+            dspy_oai_error_set(err, 400, NULL, "messages", "chat_template_missing",
                           "The model '%s' has no chat template (%s); use /v1/completions instead.", s->name,
                           s->tmpl_error ? s->tmpl_error : "none found");
             return DSPY_ERR_ARG;
         }
         dspy_chat_msg *msgs = calloc(r->n_messages, sizeof *msgs);
         if (!msgs) {
-            oai_error_set(err, 500, NULL, NULL, NULL, "The server ran out of memory.");
+            dspy_oai_error_set(err, 500, NULL, NULL, NULL, "The server ran out of memory.");
             return DSPY_ERR_NOMEM;
         }
         for (size_t i = 0; i < r->n_messages; i++) {
@@ -237,20 +237,20 @@ static dspy_status prompt_tokens(dspy_server *s, const oai_request *r, int32_t *
         dspy_str_free(&text);
         if (st != DSPY_OK) {
             if (st == DSPY_ERR_CONTEXT) too_long(s, err, "messages");
-            else oai_error_set(err, st == DSPY_ERR_NOMEM ? 500 : 400, NULL, "messages", NULL, "%s", dspy_errmsg());
+            else dspy_oai_error_set(err, st == DSPY_ERR_NOMEM ? 500 : 400, NULL, "messages", NULL, "%s", dspy_errmsg());
             return st;
         }
     } else if (r->prompt) {
         st = dspy_tokenizer_encode_max(s->tok, r->prompt, strlen(r->prompt), true, true, (size_t)s->limit, ids, n);
         if (st != DSPY_OK) {
             if (st == DSPY_ERR_CONTEXT) too_long(s, err, "prompt");
-            else oai_error_set(err, st == DSPY_ERR_NOMEM ? 500 : 400, NULL, "prompt", NULL, "%s", dspy_errmsg());
+            else dspy_oai_error_set(err, st == DSPY_ERR_NOMEM ? 500 : 400, NULL, "prompt", NULL, "%s", dspy_errmsg());
             return st;
         }
     } else {
         *ids = malloc((r->n_prompt_ids ? r->n_prompt_ids : 1) * sizeof **ids);
         if (!*ids) {
-            oai_error_set(err, 500, NULL, NULL, NULL, "The server ran out of memory.");
+            dspy_oai_error_set(err, 500, NULL, NULL, NULL, "The server ran out of memory.");
             return DSPY_ERR_NOMEM;
         }
         memcpy(*ids, r->prompt_ids, r->n_prompt_ids * sizeof **ids);
@@ -259,12 +259,12 @@ static dspy_status prompt_tokens(dspy_server *s, const oai_request *r, int32_t *
     if (*n == 0) {
         free(*ids);
         *ids = NULL;
-        oai_error_set(err, 400, NULL, r->kind == OAI_CHAT ? "messages" : "prompt", NULL,
+        dspy_oai_error_set(err, 400, NULL, r->kind == OAI_CHAT ? "messages" : "prompt", NULL,
                       "The prompt is empty after tokenization.");
         return DSPY_ERR_ARG;
     }
     if (*n >= (size_t)s->limit) {
-        oai_error_set(err, 400, NULL, r->kind == OAI_CHAT ? "messages" : "prompt", "context_length_exceeded",
+        dspy_oai_error_set(err, 400, NULL, r->kind == OAI_CHAT ? "messages" : "prompt", "context_length_exceeded",
                       "This model's maximum context length is %d tokens. However, your %s resulted in %zu tokens. "
                       "Please reduce the length of the %s.", s->limit, r->kind == OAI_CHAT ? "messages" : "prompt", *n,
                       r->kind == OAI_CHAT ? "messages" : "prompt");
@@ -314,9 +314,9 @@ static oai_usage usage_of(const gen_ctx *g) {
 
 static void fail_with(http_conn *c, int status, const char *message) {
     oai_error e = OAI_ERROR_INIT;
-    oai_error_set(&e, status, NULL, NULL, NULL, "%s", message);
+    dspy_oai_error_set(&e, status, NULL, NULL, NULL, "%s", message);
     send_error(c, &e, NULL);
-    oai_error_free(&e);
+    dspy_oai_error_free(&e);
 }
 
 /* Whole answer. Returns the HTTP status sent (0 if the client went away). */
@@ -324,14 +324,14 @@ static int answer_whole(gen_ctx *g) {
     int es = 0;
     const char *em = NULL;
     for (;;) {
-        int rc = sched_job_poll(g->job, POLL_MS, g->outs, &es, &em);
+        int rc = dspy_sched_job_poll(g->job, POLL_MS, g->outs, &es, &em);
         if (rc < 0) {
             fail_with(g->c, es, em);
             return es;
         }
         if (rc == 1) break;
-        if (http_conn_peer_closed(g->c)) {
-            sched_job_cancel(g->job);
+        if (dspy_http_conn_peer_closed(g->c)) {
+            dspy_sched_job_cancel(g->job);
             return 0;
         }
     }
@@ -345,7 +345,7 @@ static int answer_whole(gen_ctx *g) {
         ch[i].len = g->outs[i].text.len;
         ch[i].finish_reason = g->outs[i].finish;
     }
-    send_json(g->c, 200, oai_completion_json(g->r->kind, g->id, g->created, g->s->name, ch, (size_t)g->r->n, usage_of(g)));
+    send_json(g->c, 200, dspy_oai_completion_json(g->r->kind, g->id, g->created, g->s->name, ch, (size_t)g->r->n, usage_of(g)));
     free(ch);
     return 200;
 }
@@ -360,7 +360,7 @@ static int answer_stream(gen_ctx *g) {
     const char *em = NULL;
     for (;;) {
         dspy_str_clear(&buf);
-        int rc = sched_job_poll(g->job, POLL_MS, g->outs, &es, &em);
+        int rc = dspy_sched_job_poll(g->job, POLL_MS, g->outs, &es, &em);
         bool any = rc != 0;
         for (int32_t i = 0; i < r->n && !any; i++) any = g->outs[i].text.len || g->outs[i].finish_new;
         if (rc < 0 && !begun) {
@@ -369,49 +369,49 @@ static int answer_stream(gen_ctx *g) {
             break;
         }
         if (any && !begun) {
-            if (http_stream_begin(g->c, 200, "text/event-stream; charset=utf-8") != DSPY_OK) {
-                sched_job_cancel(g->job);
+            if (dspy_http_stream_begin(g->c, 200, "text/event-stream; charset=utf-8") != DSPY_OK) {
+                dspy_sched_job_cancel(g->job);
                 status = 0;
                 break;
             }
             begun = true;
             if (r->kind == OAI_CHAT)
                 for (int32_t i = 0; i < r->n; i++)
-                    sse_event(&buf, oai_chunk_json(r->kind, g->id, g->created, model, i, true, "", 0, NULL, usage_null));
+                    sse_event(&buf, dspy_oai_chunk_json(r->kind, g->id, g->created, model, i, true, "", 0, NULL, usage_null));
         }
         for (int32_t i = 0; i < r->n && begun; i++) {
             sched_choice_out *o = &g->outs[i];
             if (o->text.len) {
-                sse_event(&buf, oai_chunk_json(r->kind, g->id, g->created, model, i, false, o->text.ptr, o->text.len,
+                sse_event(&buf, dspy_oai_chunk_json(r->kind, g->id, g->created, model, i, false, o->text.ptr, o->text.len,
                                                NULL, usage_null));
                 dspy_str_clear(&o->text);
             }
             if (o->finish_new)
-                sse_event(&buf, oai_chunk_json(r->kind, g->id, g->created, model, i, false, "", 0, o->finish, usage_null));
+                sse_event(&buf, dspy_oai_chunk_json(r->kind, g->id, g->created, model, i, false, "", 0, o->finish, usage_null));
         }
         if (rc == 1) {
             if (r->include_usage)
-                sse_event(&buf, oai_usage_chunk_json(r->kind, g->id, g->created, model, usage_of(g)));
+                sse_event(&buf, dspy_oai_usage_chunk_json(r->kind, g->id, g->created, model, usage_of(g)));
             dspy_str_append(&buf, "data: [DONE]\n\n");
         } else if (rc < 0) {
             oai_error e = OAI_ERROR_INIT;
-            oai_error_set(&e, es, NULL, NULL, NULL, "%s", em);
-            sse_event(&buf, oai_error_json(&e));
-            oai_error_free(&e);
+            dspy_oai_error_set(&e, es, NULL, NULL, NULL, "%s", em);
+            sse_event(&buf, dspy_oai_error_json(&e));
+            dspy_oai_error_free(&e);
             dspy_str_append(&buf, "data: [DONE]\n\n");
             status = es;
         }
-        if (begun && buf.len && http_stream_write(g->c, buf.ptr, buf.len) != DSPY_OK) {
-            sched_job_cancel(g->job);
+        if (begun && buf.len && dspy_http_stream_write(g->c, buf.ptr, buf.len) != DSPY_OK) {
+            dspy_sched_job_cancel(g->job);
             status = 0;
             break;
         }
         if (rc != 0) {
-            if (http_stream_end(g->c) != DSPY_OK) status = 0;
+            if (dspy_http_stream_end(g->c) != DSPY_OK) status = 0;
             break;
         }
-        if (http_conn_peer_closed(g->c)) {
-            sched_job_cancel(g->job);
+        if (dspy_http_conn_peer_closed(g->c)) {
+            dspy_sched_job_cancel(g->job);
             status = 0;
             break;
         }
@@ -430,13 +430,13 @@ static void handle_generate(dspy_server *s, oai_kind kind, const http_request *r
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int status = 0;
-    if (oai_request_parse(kind, req->body, req->body_len, dspy_tokenizer_vocab_size(s->tok), &r, &err) != DSPY_OK) {
+    if (dspy_oai_request_parse(kind, req->body, req->body_len, dspy_tokenizer_vocab_size(s->tok), &r, &err) != DSPY_OK) {
         send_error(c, &err, NULL);
         status = err.status;
         goto done;
     }
     if (r.model && !model_known(s, r.model)) {
-        oai_error_set(&err, 404, NULL, "model", "model_not_found",
+        dspy_oai_error_set(&err, 404, NULL, "model", "model_not_found",
                       "The model `%s` does not exist. This server serves `%s`.", r.model, s->name);
         send_error(c, &err, NULL);
         status = 404;
@@ -448,7 +448,7 @@ static void handle_generate(dspy_server *s, oai_kind kind, const http_request *r
         goto done;
     }
     if (r.n > s->p.max_n) {
-        oai_error_set(&err, 400, NULL, "n", "invalid_value",
+        dspy_oai_error_set(&err, 400, NULL, "n", "invalid_value",
                       "Invalid 'n': this server allows at most %d choices per request (got %d); send several "
                       "requests or ask the operator to raise --max-n.", s->p.max_n, r.n);
         send_error(c, &err, NULL);
@@ -470,7 +470,7 @@ static void handle_generate(dspy_server *s, oai_kind kind, const http_request *r
      * and max_tokens of KV cache. Checked before anything is queued. */
     int64_t need = (int64_t)r.n * ((int64_t)n_ids + jp.sampling.max_tokens);
     if (need > s->budget) {
-        oai_error_set(&err, 400, NULL, r.max_tokens > 0 ? "max_tokens" : "n", "request_too_large",
+        dspy_oai_error_set(&err, 400, NULL, r.max_tokens > 0 ? "max_tokens" : "n", "request_too_large",
                       "This request needs up to %lld tokens of KV cache (n=%d x (%zu prompt + %d max_tokens)), over this "
                       "server's per-request budget of %lld tokens. Lower max_tokens or n.", (long long)need, r.n, n_ids,
                       jp.sampling.max_tokens, (long long)s->budget);
@@ -484,14 +484,14 @@ static void handle_generate(dspy_server *s, oai_kind kind, const http_request *r
     if (kind == OAI_CHAT && s->eot_id >= 0 && s->eot_id != s->eos_id) stop_ids[n_stop_ids++] = s->eot_id;
     jp.sampling.stop_ids = stop_ids;
     jp.sampling.n_stop_ids = n_stop_ids;
-    if (sched_job_new(ids, n_ids, &jp, &job) != DSPY_OK) {
+    if (dspy_sched_job_new(ids, n_ids, &jp, &job) != DSPY_OK) {
         fail_with(c, 500, dspy_errmsg());
         status = 500;
         goto done;
     }
-    dspy_status st = sched_submit(s->sched, job);
+    dspy_status st = dspy_sched_submit(s->sched, job);
     if (st != DSPY_OK) {
-        oai_error_set(&err, 503, NULL, NULL, st == DSPY_ERR_STATE ? "overloaded" : NULL, "%s", dspy_errmsg());
+        dspy_oai_error_set(&err, 503, NULL, NULL, st == DSPY_ERR_STATE ? "overloaded" : NULL, "%s", dspy_errmsg());
         send_error(c, &err, "Retry-After: 1\r\n");
         status = 503;
         goto done;
@@ -502,10 +502,10 @@ static void handle_generate(dspy_server *s, oai_kind kind, const http_request *r
     g.job = job;
     g.n_prompt = n_ids;
     g.created = (int64_t)time(NULL);
-    g.id = oai_new_id(kind);
+    g.id = dspy_oai_new_id(kind);
     g.outs = calloc((size_t)r.n, sizeof *g.outs);
     if (!g.id || !g.outs) {
-        sched_job_cancel(job);
+        dspy_sched_job_cancel(job);
         fail_with(c, 500, "The server ran out of memory.");
         status = 500;
         goto done;
@@ -524,10 +524,10 @@ done:
         for (int32_t i = 0; i < r.n; i++) dspy_str_free(&g.outs[i].text);
     free(g.outs);
     free(g.id);
-    sched_job_release(job);
+    dspy_sched_job_release(job);
     free(ids);
-    oai_request_free(&r);
-    oai_error_free(&err);
+    dspy_oai_request_free(&r);
+    dspy_oai_error_free(&err);
     /* A large body leaves freed pages in this thread's malloc arena; give them back so a burst
      * of big requests does not keep the RSS up. */
     if (req->body_len >= LARGE_BODY) malloc_trim(0);
@@ -538,28 +538,28 @@ static void handle(void *user, const http_request *req, http_conn *c) {
     oai_error err = OAI_ERROR_INIT;
     char *model_id = NULL;
     const char *allow = NULL;
-    if (s->cors_headers) http_conn_add_headers(c, s->cors_headers);
+    if (s->cors_headers) dspy_http_conn_add_headers(c, s->cors_headers);
     if (!host_allowed(s, req)) {
-        dspy_strv h = http_header_get(req, "Host");
-        oai_error_set(&err, 403, NULL, NULL, "host_not_allowed",
+        dspy_strv h = dspy_http_header_get(req, "Host");
+        dspy_oai_error_set(&err, 403, NULL, NULL, "host_not_allowed",
                       "The Host header '%.*s' is not allowed (DNS-rebinding protection); start the server with "
                       "--allowed-hosts NAME to accept it, or use its IP address.", (int)(h.len > 200 ? 200 : h.len), h.ptr);
         send_error(c, &err, NULL);
         goto done;
     }
     if (s->cors_headers && dspy_strv_eqz(req->method, "OPTIONS")) { /* CORS preflight */
-        http_respond(c, 204, NULL, "", 0,
+        dspy_http_respond(c, 204, NULL, "", 0,
                      "Access-Control-Allow-Methods: GET, POST, OPTIONS\r\nAccess-Control-Allow-Headers: Authorization, "
                      "Content-Type\r\nAccess-Control-Max-Age: 600\r\n");
         goto done;
     }
     if (dspy_strv_starts_with(req->path, "/v1/") && !authorised(s, req)) {
-        oai_error_set(&err, 401, "invalid_request_error", NULL, "invalid_api_key",
+        dspy_oai_error_set(&err, 401, "invalid_request_error", NULL, "invalid_api_key",
                       "Incorrect API key provided. Pass it as 'Authorization: Bearer <key>'.");
         send_error(c, &err, "WWW-Authenticate: Bearer\r\n");
         goto done;
     }
-    oai_route route = oai_route_match(req->method, req->path, &model_id, &allow, &err);
+    oai_route route = dspy_oai_route_match(req->method, req->path, &model_id, &allow, &err);
     switch (route) {
     case OAI_ROUTE_NONE: {
         char hdr[64];
@@ -569,25 +569,25 @@ static void handle(void *user, const http_request *req, http_conn *c) {
     }
     case OAI_ROUTE_HEALTH: {
         static const char ok[] = "{\"status\":\"ok\"}";
-        http_respond(c, 200, "application/json", ok, sizeof ok - 1, NULL);
+        dspy_http_respond(c, 200, "application/json", ok, sizeof ok - 1, NULL);
         break;
     }
     case OAI_ROUTE_MODELS:
-        send_json(c, 200, oai_model_json(s->name, s->created, true));
+        send_json(c, 200, dspy_oai_model_json(s->name, s->created, true));
         break;
     case OAI_ROUTE_MODEL:
         if (model_known(s, model_id)) {
-            send_json(c, 200, oai_model_json(s->name, s->created, false));
+            send_json(c, 200, dspy_oai_model_json(s->name, s->created, false));
         } else {
-            oai_error_set(&err, 404, NULL, "model", "model_not_found", "The model `%s` does not exist.", model_id);
+            dspy_oai_error_set(&err, 404, NULL, "model", "model_not_found", "The model `%s` does not exist.", model_id);
             send_error(c, &err, NULL);
         }
         break;
     case OAI_ROUTE_CHAT:
     case OAI_ROUTE_COMPLETIONS:
         if (!json_content_type(req)) {
-            dspy_strv ct = http_header_get(req, "Content-Type");
-            oai_error_set(&err, 415, NULL, NULL, "unsupported_media_type",
+            dspy_strv ct = dspy_http_header_get(req, "Content-Type");
+            dspy_oai_error_set(&err, 415, NULL, NULL, "unsupported_media_type",
                           "The request body must be JSON sent with 'Content-Type: application/json' (got %s%.*s%s).",
                           ct.ptr ? "'" : "none", (int)(ct.ptr ? (ct.len > 100 ? 100 : ct.len) : 0), ct.ptr ? ct.ptr : "",
                           ct.ptr ? "'" : "");
@@ -599,7 +599,7 @@ static void handle(void *user, const http_request *req, http_conn *c) {
     }
 done:
     free(model_id);
-    oai_error_free(&err);
+    dspy_oai_error_free(&err);
 }
 
 /* ---- lifecycle --------------------------------------------------------------------------- */
@@ -730,21 +730,21 @@ dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
     dspy_engine_stats_get(s->eng, &stats);
     s->limit = stats.context_length < stats.capacity_tokens ? stats.context_length : stats.capacity_tokens;
     s->budget = p->max_request_tokens > 0 ? p->max_request_tokens : stats.capacity_tokens;
-    if ((st = sched_new(s->eng, s->tok, p->max_queue, &s->sched)) != DSPY_OK) goto fail;
+    if ((st = dspy_sched_new(s->eng, s->tok, p->max_queue, &s->sched)) != DSPY_OK) goto fail;
 
     http_server_config hc = {0};
     hc.host = s->host;
     hc.port = p->port;
     hc.max_connections = p->max_connections;
     hc.max_per_client = p->max_per_client;
-    hc.limits = http_limits_default();
+    hc.limits = dspy_http_limits_default();
     hc.limits.max_body = p->max_body_bytes;
     hc.limits.max_header = p->max_header_bytes;
     hc.limits.read_timeout_ms = p->read_timeout_ms;
     hc.handler = handle;
     hc.error = on_http_error;
     hc.user = s;
-    if ((st = http_server_new(&hc, &s->http)) != DSPY_OK) goto fail;
+    if ((st = dspy_http_server_new(&hc, &s->http)) != DSPY_OK) goto fail;
     *out = s;
     return DSPY_OK;
 fail:
@@ -753,15 +753,15 @@ fail:
 }
 
 dspy_status dspy_server_run(dspy_server *s) {
-    dspy_status st = http_server_run(s->http);
-    int n = http_server_connections(s->http);
+    dspy_status st = dspy_http_server_run(s->http);
+    int n = dspy_http_server_connections(s->http);
     if (n > 0) dspy_log(DSPY_LOG_INFO, "serve: shutting down; waiting up to %d ms for %d connection(s)",
                         s->p.shutdown_grace_ms, n);
-    if (!http_server_drain(s->http, s->p.shutdown_grace_ms)) {
-        dspy_log(DSPY_LOG_WARN, "serve: aborting %d unfinished connection(s)", http_server_connections(s->http));
-        sched_abort(s->sched, 503, "the server is shutting down");
-        if (!http_server_drain(s->http, ABORT_DRAIN_MS))
-            dspy_log(DSPY_LOG_WARN, "serve: %d connection(s) still open", http_server_connections(s->http));
+    if (!dspy_http_server_drain(s->http, s->p.shutdown_grace_ms)) {
+        dspy_log(DSPY_LOG_WARN, "serve: aborting %d unfinished connection(s)", dspy_http_server_connections(s->http));
+        dspy_sched_abort(s->sched, 503, "the server is shutting down");
+        if (!dspy_http_server_drain(s->http, ABORT_DRAIN_MS))
+            dspy_log(DSPY_LOG_WARN, "serve: %d connection(s) still open", dspy_http_server_connections(s->http));
     }
     return st;
 }
@@ -769,11 +769,11 @@ dspy_status dspy_server_run(dspy_server *s) {
 void dspy_server_free(dspy_server *s) {
     if (!s) return;
     if (s->http) {
-        http_server_stop(s->http);
-        if (s->sched && !http_server_drain(s->http, 0)) sched_abort(s->sched, 503, "the server is shutting down");
+        dspy_http_server_stop(s->http);
+        if (s->sched && !dspy_http_server_drain(s->http, 0)) dspy_sched_abort(s->sched, 503, "the server is shutting down");
     }
-    http_server_free(s->http); /* waits for connection threads, which wait on jobs */
-    sched_free(s->sched);
+    dspy_http_server_free(s->http); /* waits for connection threads, which wait on jobs */
+    dspy_sched_free(s->sched);
     dspy_engine_free(s->eng);
     dspy_chat_template_free(s->tmpl);
     dspy_tokenizer_free(s->tok);

@@ -19,14 +19,14 @@
 /* Sets a final metric unless the command already logged it; records the point too. */
 static dspy_status final_metric(dspy_run *r, dspy_json *points, const char *key, double v) {
     if (dspy_json_get(r->metrics, key)) return DSPY_OK;
-    dspy_status st = dspy_json_set(r->metrics, key, track_number(v));
-    if (!st) st = track_point_append(points, key, v, 0, r->end_ms);
+    dspy_status st = dspy_json_set(r->metrics, key, dspy_track_number(v));
+    if (!st) st = dspy_track_point_append(points, key, v, 0, r->end_ms);
     return st;
 }
 
 /* The metric column of Evaluate's rows is the last key of each row (merge_dicts(example,
  * prediction) | {metric_name: score}). Mean in percent; -1 when there are no rows. */
-dspy_status track_results_score(const dspy_json *rows, double *score, size_t *n) {
+dspy_status dspy_track_results_score(const dspy_json *rows, double *score, size_t *n) {
     *score = -1;
     *n = 0;
     if (dspy_json_typeof(rows) != DSPY_JSON_ARRAY) return dspy_fail(DSPY_ERR_FORMAT, "results.json: not a list of rows");
@@ -37,7 +37,7 @@ dspy_status track_results_score(const dspy_json *rows, double *score, size_t *n)
         for (void *it = dspy_json_iter(row); it; it = dspy_json_next(row, it)) last = dspy_json_iter_value(it);
         double v = 0;
         if (dspy_json_typeof(last) == DSPY_JSON_BOOL) v = dspy_json_truthy(last) ? 1 : 0;
-        else if (!track_number_of(last, &v)) v = 0;
+        else if (!dspy_track_number_of(last, &v)) v = 0;
         sum += v;
         (*n)++;
     }
@@ -47,7 +47,7 @@ dspy_status track_results_score(const dspy_json *rows, double *score, size_t *n)
 
 static dspy_status from_report_json(dspy_run *r, dspy_json *points, bool *copied_train) {
     dspy_json *rep = NULL;
-    dspy_status st = track_load_json(r->dir, "report.json", &rep);
+    dspy_status st = dspy_track_load_json(r->dir, "report.json", &rep);
     if (st == DSPY_ERR_NOTFOUND) return DSPY_OK;
     if (st) return st;
     for (void *it = dspy_json_iter(rep); !st && it; it = dspy_json_next(rep, it)) {
@@ -67,35 +67,35 @@ static dspy_status from_report_json(dspy_run *r, dspy_json *points, bool *copied
         st = dspy_json_set_str(r->tags, "dspy.teacher_is_stand_in",
                                dspy_json_truthy(dspy_json_get(rep, "teacher_is_stand_in")) ? "true" : "false");
     const char *od = dspy_json_str_or(rep, "output_dir", NULL), *dp = dspy_json_str_or(rep, "data_path", NULL);
-    char *src = od && *od ? track_join(od, "train.jsonl") : NULL;
-    char *dst = track_join(r->dir, "train.jsonl");
-    if (!st && src && dst && strcmp(src, dst) != 0 && track_is_file(src)) {
-        st = track_copy_file(src, dst);
+    char *src = od && *od ? dspy_track_join(od, "train.jsonl") : NULL;
+    char *dst = dspy_track_join(r->dir, "train.jsonl");
+    if (!st && src && dst && strcmp(src, dst) != 0 && dspy_track_is_file(src)) {
+        st = dspy_track_copy_file(src, dst);
         *copied_train = !st;
     }
     free(src);
     free(dst);
-    dst = track_join(r->dir, "finetune_data.jsonl");
-    if (!st && dp && *dp && dst && track_is_file(dp)) st = track_copy_file(dp, dst);
+    dst = dspy_track_join(r->dir, "finetune_data.jsonl");
+    if (!st && dp && *dp && dst && dspy_track_is_file(dp)) st = dspy_track_copy_file(dp, dst);
     free(dst);
     dspy_json_decref(rep);
     return st;
 }
 
 static dspy_status from_train_log(dspy_run *r, dspy_json *curves, dspy_json *points) {
-    char *path = track_join(r->dir, "train.jsonl");
+    char *path = dspy_track_join(r->dir, "train.jsonl");
     if (!path) return dspy_fail(DSPY_ERR_NOMEM, "out of memory");
     dspy_status st = DSPY_OK;
     dspy_json *pts = dspy_json_array();
     if (!pts) st = dspy_fail(DSPY_ERR_NOMEM, "out of memory");
-    else if (track_is_file(path)) st = track_train_log_points(path, pts);
+    else if (dspy_track_is_file(path)) st = dspy_track_train_log_points(path, pts);
     double last_loss = NAN, tps_sum = 0;
     int64_t last_step = 0, n_tps = 0;
     for (size_t i = 0; !st && i < dspy_json_size(pts); i++) {
         const dspy_json *p = dspy_json_at(pts, i);
         const char *k = dspy_json_str_or(p, "key", "");
         double v = 0;
-        track_number_of(dspy_json_get(p, "value"), &v);
+        dspy_track_number_of(dspy_json_get(p, "value"), &v);
         if (strcmp(k, "loss") == 0) {
             last_loss = v;
             last_step = dspy_json_int_or(p, "step", 0);
@@ -118,24 +118,24 @@ static dspy_status from_train_log(dspy_run *r, dspy_json *curves, dspy_json *poi
 static dspy_status from_results(dspy_run *r, dspy_json *points, const char *rel, const char *score_key,
                                 const char *n_key) {
     dspy_json *rows = NULL;
-    dspy_status st = track_load_json(r->dir, rel, &rows);
+    dspy_status st = dspy_track_load_json(r->dir, rel, &rows);
     if (st == DSPY_ERR_NOTFOUND) return DSPY_OK;
     double score = -1;
     size_t n = 0;
-    if (!st) st = track_results_score(rows, &score, &n);
+    if (!st) st = dspy_track_results_score(rows, &score, &n);
     if (!st && n) st = final_metric(r, points, score_key, score);
     if (!st && n) st = final_metric(r, points, n_key, (double)n);
     dspy_json_decref(rows);
     return st;
 }
 
-dspy_status track_collect(dspy_run *r) {
+dspy_status dspy_track_collect(dspy_run *r) {
     dspy_json *points = dspy_json_array(), *curves = dspy_json_array();
     bool copied = false;
     dspy_status st = points && curves ? from_report_json(r, points, &copied) : dspy_fail(DSPY_ERR_NOMEM, "out of memory");
     if (!st) st = from_train_log(r, curves, points);
     if (!st) st = from_results(r, points, "results.json", "eval_score", "eval_examples");
-    dspy_json *arts = st ? NULL : track_list_artifacts(r->dir);
+    dspy_json *arts = st ? NULL : dspy_track_list_artifacts(r->dir);
     for (size_t i = 0; !st && arts && i < dspy_json_size(arts); i++) {
         const char *rel = dspy_json_str(dspy_json_at(arts, i));
         if (strncmp(rel, "baselines/", 10) != 0 || !strstr(rel, "/results.json")) continue;
@@ -151,8 +151,8 @@ dspy_status track_collect(dspy_run *r) {
     }
     if (!st && !arts) st = dspy_fail(DSPY_ERR_NOMEM, "out of memory");
     /* the curves first, then the final values */
-    if (!st) st = track_append_points(r->dir, curves);
-    if (!st) st = track_append_points(r->dir, points);
+    if (!st) st = dspy_track_append_points(r->dir, curves);
+    if (!st) st = dspy_track_append_points(r->dir, points);
     dspy_json_decref(curves);
     dspy_json_decref(arts);
     dspy_json_decref(points);

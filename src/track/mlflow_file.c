@@ -103,7 +103,7 @@ static void file_uri(dspy_str *out, const char *path) {
 }
 
 static dspy_status write_text(const char *dir, const char *rel, const char *text, size_t n) {
-    char *path = track_join(dir, rel);
+    char *path = dspy_track_join(dir, rel);
     if (!path) return dspy_fail(DSPY_ERR_NOMEM, "out of memory");
     char *slash = strrchr(path, '/');
     *slash = '\0';
@@ -123,7 +123,7 @@ static dspy_status rm_rf(const char *path) {
         dspy_status st = DSPY_OK;
         for (struct dirent *e; !st && (e = readdir(d)) != NULL;) {
             if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-            char *sub = track_join(path, e->d_name);
+            char *sub = dspy_track_join(path, e->d_name);
             st = sub ? rm_rf(sub) : dspy_fail(DSPY_ERR_NOMEM, "out of memory");
             free(sub);
         }
@@ -138,7 +138,7 @@ static dspy_status rm_rf(const char *path) {
 
 static dspy_status write_experiment(const char *store, const char *id, const char *name) {
     dspy_str y = DSPY_STR_INIT, dir = DSPY_STR_INIT;
-    int64_t now = track_now_ms();
+    int64_t now = dspy_track_now_ms();
     dspy_str_appendf(&dir, "%s/%s", store, id);
     dspy_str_append(&y, "artifact_location: ");
     file_uri(&y, dspy_str_cstr(&dir));
@@ -165,7 +165,7 @@ static dspy_status experiment_id(const char *store, const char *name, char **id)
         dspy_str_appendf(&p, "%s/%s/meta.yaml", store, e->d_name);
         char *text = NULL;
         size_t len = 0;
-        if (dspy_str_ok(&p) && track_is_file(p.ptr) && dspy_read_file(p.ptr, &text, &len) == DSPY_OK) {
+        if (dspy_str_ok(&p) && dspy_track_is_file(p.ptr) && dspy_read_file(p.ptr, &text, &len) == DSPY_OK) {
             char *n = yaml_get(text, "name"), *stage = yaml_get(text, "lifecycle_stage");
             if (n && strcmp(n, name) == 0 && (!stage || strcmp(stage, "active") == 0) && !(*id = strdup(e->d_name)))
                 st = dspy_fail(DSPY_ERR_NOMEM, "out of memory");
@@ -179,7 +179,7 @@ static dspy_status experiment_id(const char *store, const char *name, char **id)
     if (st || *id) return st;
     /* a new id: MLflow's FileStore uses a random positive integer */
     char hex[17];
-    if ((st = track_random_hex(hex, 8))) return st;
+    if ((st = dspy_track_random_hex(hex, 8))) return st;
     unsigned long long v = strtoull(hex, NULL, 16) % 900000000000000000ULL + 100000000000000000ULL;
     dspy_str s = DSPY_STR_INIT;
     dspy_str_appendf(&s, "%llu", v);
@@ -194,10 +194,10 @@ static dspy_status experiment_id(const char *store, const char *name, char **id)
 
 static dspy_status ensure_store(const char *store) {
     dspy_status st = dspy_mkdir_p(store);
-    char *zero = track_join(store, "0/meta.yaml"), *trash = track_join(store, ".trash");
+    char *zero = dspy_track_join(store, "0/meta.yaml"), *trash = dspy_track_join(store, ".trash");
     if (!st && (!zero || !trash)) st = dspy_fail(DSPY_ERR_NOMEM, "out of memory");
-    bool fresh = !st && !track_is_dir(trash);
-    if (!st && fresh && !track_is_file(zero)) st = write_experiment(store, "0", "Default");
+    bool fresh = !st && !dspy_track_is_dir(trash);
+    if (!st && fresh && !dspy_track_is_file(zero)) st = write_experiment(store, "0", "Default");
     if (!st && fresh && mkdir(trash, 0755) != 0 && errno != EEXIST)
         st = dspy_fail(DSPY_ERR_IO, "%s: cannot create: %s", trash, strerror(errno));
     free(zero);
@@ -245,7 +245,7 @@ static dspy_status write_kv(const char *run_dir, const char *folder, const dspy_
     dspy_str rel = DSPY_STR_INIT;
     for (void *it = dspy_json_iter(obj); !st && it; it = dspy_json_next(obj, it)) {
         const char *k = dspy_json_iter_key(it), *v = dspy_json_str(dspy_json_iter_value(it));
-        if (!track_key_ok(k)) continue; /* FileStore would refuse it; nothing of ours has such a key */
+        if (!dspy_track_key_ok(k)) continue; /* FileStore would refuse it; nothing of ours has such a key */
         dspy_str_clear(&rel);
         dspy_str_appendf(&rel, "%s/%s", folder, k);
         st = dspy_str_ok(&rel) ? write_text(run_dir, rel.ptr, v ? v : "", v ? strlen(v) : 0)
@@ -269,7 +269,7 @@ static dspy_status write_metrics(const char *run_dir, const dspy_json *points) {
         const dspy_json *p = dspy_json_at(points, i);
         const char *k = dspy_json_str_or(p, "key", "");
         double v = 0;
-        if (!track_key_ok(k) || !track_number_of(dspy_json_get(p, "value"), &v)) continue;
+        if (!dspy_track_key_ok(k) || !dspy_track_number_of(dspy_json_get(p, "value"), &v)) continue;
         char num[40];
         dspy_py_float_repr(v, num, sizeof num);
         dspy_str line = DSPY_STR_INIT;
@@ -298,7 +298,7 @@ dspy_status dspy_run_export_mlflow(const char *dir, const char *store_dir, const
     char rid[DSPY_SHA256_HEX_LEN + 1];
     dspy_status st = dspy_run_load(dir, &man);
     if (st || (st = dspy_run_metrics(dir, &points))) goto fail;
-    if (!(store = track_absolute(store_dir))) {
+    if (!(store = dspy_track_absolute(store_dir))) {
         st = dspy_fail(DSPY_ERR_NOMEM, "out of memory");
         goto fail;
     }
@@ -329,7 +329,7 @@ dspy_status dspy_run_export_mlflow(const char *dir, const char *store_dir, const
         dspy_str_appendf(&src, "%s/%s", dspy_json_str_or(man, "dir", dir), rel ? rel : "");
         dspy_str_appendf(&dst, "%s/artifacts/%s", run_dir, rel ? rel : "");
         if (!dspy_str_ok(&src) || !dspy_str_ok(&dst)) st = dspy_fail(DSPY_ERR_NOMEM, "out of memory");
-        else if (rel && track_is_file(src.ptr)) st = track_copy_file(src.ptr, dst.ptr);
+        else if (rel && dspy_track_is_file(src.ptr)) st = dspy_track_copy_file(src.ptr, dst.ptr);
         dspy_str_free(&src);
         dspy_str_free(&dst);
     }

@@ -20,7 +20,7 @@
 static dspy_json *mlflow_record(const char *uri, const char *experiment, const char *eid, const char *rid,
                                 const char *au, const char *status, bool logged, const char *error) {
     dspy_json *o = dspy_json_object();
-    char *pub = uri ? track_uri_public(uri) : NULL;
+    char *pub = uri ? dspy_track_uri_public(uri) : NULL;
     dspy_status st = o && (!uri || pub) ? DSPY_OK : DSPY_ERR_NOMEM;
     if (!st && pub) st = dspy_json_set_str(o, "tracking_uri", pub);
     if (!st && experiment) st = dspy_json_set_str(o, "experiment", experiment);
@@ -38,15 +38,15 @@ static dspy_json *mlflow_record(const char *uri, const char *experiment, const c
     return o;
 }
 
-void track_mlflow_begin(dspy_run *r) {
+void dspy_track_mlflow_begin(dspy_run *r) {
     dspy_mlflow_params p = dspy_mlflow_params_default();
     p.tracking_uri = r->mlflow_uri;
     p.experiment = r->mlflow_experiment;
     track_mlflow *m = NULL;
     char *eid = NULL, *rid = NULL, *au = NULL;
-    dspy_status st = track_mlflow_open(&p, &m);
-    if (!st) st = track_mlflow_experiment(m, r->mlflow_experiment, &eid);
-    if (!st) st = track_mlflow_create_run(m, eid, r->name, r->start_ms, r->tags, &rid, &au);
+    dspy_status st = dspy_track_mlflow_open(&p, &m);
+    if (!st) st = dspy_track_mlflow_experiment(m, r->mlflow_experiment, &eid);
+    if (!st) st = dspy_track_mlflow_create_run(m, eid, r->name, r->start_ms, r->tags, &rid, &au);
     dspy_json_decref(r->mlflow);
     if (st) {
         dspy_log(DSPY_LOG_WARN, "%s", dspy_errmsg());
@@ -60,7 +60,7 @@ void track_mlflow_begin(dspy_run *r) {
     free(eid);
     free(rid);
     free(au);
-    track_mlflow_free(m);
+    dspy_track_mlflow_free(m);
 }
 
 /* MLflow's RunStatus for a manifest status (NULL: leave the MLflow run RUNNING). */
@@ -73,7 +73,7 @@ static const char *final_status(const dspy_json *manifest, bool alive) {
 static dspy_status save_record(const char *dir, dspy_json *manifest, dspy_json *record) {
     if (!record) return dspy_fail(DSPY_ERR_NOMEM, "out of memory");
     dspy_status st = dspy_json_set(manifest, "mlflow", record);
-    if (!st) st = track_save_json(dir, TRACK_MANIFEST, manifest);
+    if (!st) st = dspy_track_save_json(dir, TRACK_MANIFEST, manifest);
     return st;
 }
 
@@ -83,7 +83,7 @@ dspy_status dspy_run_push_mlflow(const char *dir, const dspy_mlflow_params *p, c
     dspy_json *man = NULL, *loaded = NULL, *metrics = NULL;
     track_mlflow *m = NULL;
     char *eid = NULL, *rid = NULL, *au = NULL, *err = NULL, *uri = NULL, *exp = NULL;
-    dspy_status st = track_load_json(dir, TRACK_MANIFEST, &man);
+    dspy_status st = dspy_track_load_json(dir, TRACK_MANIFEST, &man);
     if (st == DSPY_ERR_NOTFOUND) {
         st = dspy_fail(st, "%s: no run.json; only runs recorded by dspy_run_begin (dspy compile, finetune, eval) "
                        "can be sent to MLflow", dir);
@@ -103,11 +103,11 @@ dspy_status dspy_run_push_mlflow(const char *dir, const dspy_mlflow_params *p, c
     }
     d.tracking_uri = *uri ? uri : NULL;
     d.experiment = exp;
-    if ((st = track_mlflow_open(&d, &m))) goto fail;
+    if ((st = dspy_track_mlflow_open(&d, &m))) goto fail;
     const char *prid = dspy_json_str_or(prev, "run_id", NULL);
     bool reuse = prid && !dspy_json_bool_or(prev, "logged", true) &&
                  strcmp(dspy_json_str_or(prev, "status", ""), "running") == 0 &&
-                 strcmp(dspy_json_str_or(prev, "tracking_uri", ""), track_mlflow_uri(m)) == 0 &&
+                 strcmp(dspy_json_str_or(prev, "tracking_uri", ""), dspy_track_mlflow_uri(m)) == 0 &&
                  strcmp(dspy_json_str_or(prev, "experiment", ""), d.experiment) == 0;
     if (reuse) {
         eid = strdup(dspy_json_str_or(prev, "experiment_id", ""));
@@ -117,25 +117,25 @@ dspy_status dspy_run_push_mlflow(const char *dir, const dspy_mlflow_params *p, c
             st = dspy_fail(DSPY_ERR_NOMEM, "out of memory");
             goto fail;
         }
-    } else if ((st = track_mlflow_experiment(m, d.experiment, &eid)) ||
-               (st = track_mlflow_create_run(m, eid, dspy_json_str_or(man, "name", NULL),
-                                             dspy_json_int_or(man, "start_time", track_now_ms()),
+    } else if ((st = dspy_track_mlflow_experiment(m, d.experiment, &eid)) ||
+               (st = dspy_track_mlflow_create_run(m, eid, dspy_json_str_or(man, "name", NULL),
+                                             dspy_json_int_or(man, "start_time", dspy_track_now_ms()),
                                              dspy_json_get(man, "tags"), &rid, &au))) {
         goto fail;
     }
     if ((st = save_record(dir, man, mlflow_record(d.tracking_uri, d.experiment, eid, rid, au, "sending", true, NULL))))
         goto fail;
-    if ((st = track_mlflow_log_batch(m, rid, metrics, dspy_json_get(man, "params"), dspy_json_get(man, "tags"))))
+    if ((st = dspy_track_mlflow_log_batch(m, rid, metrics, dspy_json_get(man, "params"), dspy_json_get(man, "tags"))))
         goto fail;
     const dspy_json *arts = dspy_json_get(man, "artifacts");
     for (size_t i = 0; i < dspy_json_size(arts); i++) {
         const char *rel = dspy_json_str(dspy_json_at(arts, i));
-        char *local = rel ? track_join(dir, rel) : NULL;
-        if (!rel || !track_is_file(local)) {
+        char *local = rel ? dspy_track_join(dir, rel) : NULL;
+        if (!rel || !dspy_track_is_file(local)) {
             free(local);
             continue;
         }
-        st = local ? track_mlflow_upload(m, au, rel, local) : dspy_fail(DSPY_ERR_NOMEM, "out of memory");
+        st = local ? dspy_track_mlflow_upload(m, au, rel, local) : dspy_fail(DSPY_ERR_NOMEM, "out of memory");
         free(local);
         if (st == DSPY_ERR_ARG) {
             /* a store this client cannot write: the run's data is in MLflow, its files stay here */
@@ -147,7 +147,7 @@ dspy_status dspy_run_push_mlflow(const char *dir, const dspy_mlflow_params *p, c
     }
     const char *fs = final_status(man, dspy_json_bool_or(loaded, "alive", false));
     int64_t end = dspy_json_int_or(man, "end_time", 0);
-    if (fs && (st = track_mlflow_update_run(m, rid, fs, end > 0 ? end : track_now_ms()))) goto fail;
+    if (fs && (st = dspy_track_mlflow_update_run(m, rid, fs, end > 0 ? end : dspy_track_now_ms()))) goto fail;
     if ((st = save_record(dir, man, mlflow_record(d.tracking_uri, d.experiment, eid, rid, au, "synced", true, NULL))))
         goto fail;
     if (mlflow_run_id) {
@@ -168,7 +168,7 @@ fail:
     free(eid);
     free(rid);
     free(au);
-    track_mlflow_free(m);
+    dspy_track_mlflow_free(m);
     dspy_json_decref(metrics);
     dspy_json_decref(loaded);
     dspy_json_decref(man);

@@ -59,7 +59,7 @@ dspy_mlflow_params dspy_mlflow_params_default(void) {
                                 .backoff_factor_s = -1, .timeout_s = 0};
 }
 
-void track_mlflow_free(track_mlflow *m) {
+void dspy_track_mlflow_free(track_mlflow *m) {
     if (!m) return;
     free(m->uri);
     free(m->pub);
@@ -69,12 +69,12 @@ void track_mlflow_free(track_mlflow *m) {
     free(m);
 }
 
-const char *track_mlflow_uri(const track_mlflow *m) { return m->pub; }
-int track_mlflow_requests(const track_mlflow *m) { return m->requests; }
+const char *dspy_track_mlflow_uri(const track_mlflow *m) { return m->pub; }
+int dspy_track_mlflow_requests(const track_mlflow *m) { return m->requests; }
 
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
-dspy_status track_mlflow_open(const dspy_mlflow_params *p, track_mlflow **out) {
+dspy_status dspy_track_mlflow_open(const dspy_mlflow_params *p, track_mlflow **out) {
     *out = NULL;
     dspy_mlflow_params d = p ? *p : dspy_mlflow_params_default();
     const char *uri = d.tracking_uri && *d.tracking_uri ? d.tracking_uri : env("MLFLOW_TRACKING_URI");
@@ -93,7 +93,7 @@ dspy_status track_mlflow_open(const dspy_mlflow_params *p, track_mlflow **out) {
     if (m->uri) {
         size_t n = strlen(m->uri);
         while (n > 8 && m->uri[n - 1] == '/') m->uri[--n] = '\0';
-        m->pub = track_uri_public(m->uri);
+        m->pub = dspy_track_uri_public(m->uri);
     }
     m->token = dup_or_null(env("MLFLOW_TRACKING_TOKEN"));
     m->user = dup_or_null(env("MLFLOW_TRACKING_USERNAME"));
@@ -106,7 +106,7 @@ dspy_status track_mlflow_open(const dspy_mlflow_params *p, track_mlflow **out) {
     if (m->timeout_s <= 0) m->timeout_s = 30;
     if (!m->uri || !m->pub || (env("MLFLOW_TRACKING_TOKEN") && !m->token) ||
         (env("MLFLOW_TRACKING_USERNAME") && !m->user) || (env("MLFLOW_TRACKING_PASSWORD") && !m->password)) {
-        track_mlflow_free(m);
+        dspy_track_mlflow_free(m);
         return dspy_fail(DSPY_ERR_NOMEM, "out of memory");
     }
     *out = m;
@@ -329,7 +329,7 @@ static dspy_status get_by_name(track_mlflow *m, const char *name, char **id) {
     return st;
 }
 
-dspy_status track_mlflow_experiment(track_mlflow *m, const char *name, char **id) {
+dspy_status dspy_track_mlflow_experiment(track_mlflow *m, const char *name, char **id) {
     *id = NULL;
     dspy_status st = get_by_name(m, name, id);
     if (st != DSPY_ERR_NOTFOUND) return st;
@@ -375,7 +375,7 @@ static dspy_status kv_list(const dspy_json *obj, void **it, size_t limit, size_t
     return DSPY_OK;
 }
 
-dspy_status track_mlflow_create_run(track_mlflow *m, const char *experiment_id, const char *run_name,
+dspy_status dspy_track_mlflow_create_run(track_mlflow *m, const char *experiment_id, const char *run_name,
                                     int64_t start_ms, const dspy_json *tags, char **run_id, char **artifact_uri) {
     *run_id = NULL;
     *artifact_uri = NULL;
@@ -409,7 +409,7 @@ dspy_status track_mlflow_create_run(track_mlflow *m, const char *experiment_id, 
     return st;
 }
 
-dspy_status track_mlflow_log_batch(track_mlflow *m, const char *run_id, const dspy_json *metrics,
+dspy_status dspy_track_mlflow_log_batch(track_mlflow *m, const char *run_id, const dspy_json *metrics,
                                    const dspy_json *params, const dspy_json *tags) {
     void *pit = params ? dspy_json_iter(params) : NULL, *tit = tags ? dspy_json_iter(tags) : NULL;
     size_t mi = 0, nm = metrics ? dspy_json_size(metrics) : 0;
@@ -428,9 +428,9 @@ dspy_status track_mlflow_log_batch(track_mlflow *m, const char *run_id, const ds
             double v = 0;
             dspy_json *e = dspy_json_object();
             st = e ? dspy_json_set_str(e, "key", dspy_json_str_or(p, "key", "")) : dspy_fail(DSPY_ERR_NOMEM, "out of memory");
-            if (!st && !track_number_of(dspy_json_get(p, "value"), &v))
+            if (!st && !dspy_track_number_of(dspy_json_get(p, "value"), &v))
                 st = dspy_fail(DSPY_ERR_FORMAT, "metric '%s': the value is not a number", dspy_json_str_or(p, "key", ""));
-            if (!st) st = dspy_json_set(e, "value", track_number(v));
+            if (!st) st = dspy_json_set(e, "value", dspy_track_number(v));
             if (!st) st = dspy_json_set(e, "timestamp", dspy_json_int(dspy_json_int_or(p, "timestamp", 0)));
             if (!st) st = dspy_json_set(e, "step", dspy_json_int(dspy_json_int_or(p, "step", 0)));
             if (!st) st = dspy_json_append(ml, e);
@@ -449,7 +449,7 @@ dspy_status track_mlflow_log_batch(track_mlflow *m, const char *run_id, const ds
     return st;
 }
 
-dspy_status track_mlflow_update_run(track_mlflow *m, const char *run_id, const char *status, int64_t end_ms) {
+dspy_status dspy_track_mlflow_update_run(track_mlflow *m, const char *run_id, const char *status, int64_t end_ms) {
     dspy_json *req = dspy_json_object();
     call c = {0};
     dspy_status st = req ? dspy_json_set_str(req, "run_id", run_id) : dspy_fail(DSPY_ERR_NOMEM, "out of memory");
@@ -517,13 +517,13 @@ static const char *mime_of(const char *rel) {
     return "application/octet-stream"; /* .jsonl too, as Python's mimetypes has no entry for it */
 }
 
-dspy_status track_mlflow_upload(track_mlflow *m, const char *artifact_uri, const char *rel, const char *local_path) {
+dspy_status dspy_track_mlflow_upload(track_mlflow *m, const char *artifact_uri, const char *rel, const char *local_path) {
     if (strncmp(artifact_uri, "file://", 7) == 0 || artifact_uri[0] == '/') {
         const char *dir = artifact_uri[0] == '/' ? artifact_uri : artifact_uri + 7;
         if (dir[0] != '/')
             return dspy_fail(DSPY_ERR_ARG, "MLflow: artifact URI '%s' is not a local absolute path", artifact_uri);
-        char *dst = track_join(dir, rel);
-        dspy_status st = dst ? track_copy_file(local_path, dst) : dspy_fail(DSPY_ERR_NOMEM, "out of memory");
+        char *dst = dspy_track_join(dir, rel);
+        dspy_status st = dst ? dspy_track_copy_file(local_path, dst) : dspy_fail(DSPY_ERR_NOMEM, "out of memory");
         free(dst);
         return st;
     }

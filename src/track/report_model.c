@@ -46,7 +46,7 @@ static dspy_status curves_of(const char *dir, dspy_json *run) {
         }
         dspy_json *pt = dspy_json_array();
         st = pt ? dspy_json_append(pt, dspy_json_int(step)) : dspy_fail(DSPY_ERR_NOMEM, "out of memory");
-        if (!st) st = dspy_json_append(pt, track_number_of(dspy_json_get(p, "value"), &v) && isfinite(v)
+        if (!st) st = dspy_json_append(pt, dspy_track_number_of(dspy_json_get(p, "value"), &v) && isfinite(v)
                                                ? dspy_json_real(v) : dspy_json_null());
         if (!st) st = dspy_json_append(arr, pt);
         else dspy_json_decref(pt);
@@ -170,7 +170,7 @@ static dspy_status read_rows(const dspy_json *rows, const char *field, eval_ctx 
         const dspy_json *sv = mk ? dspy_json_get(row, mk) : NULL;
         double s = 0;
         if (dspy_json_typeof(sv) == DSPY_JSON_BOOL) s = dspy_json_truthy(sv);
-        else track_number_of(sv, &s);
+        else dspy_track_number_of(sv, &s);
         v->correct = s > 0;
         v->input = dspy_json_str_or(row, "text", NULL);
         for (void *it = dspy_json_iter(row); !v->input && it; it = dspy_json_next(row, it))
@@ -346,11 +346,11 @@ static char *calls_for(const dspy_json *history, const char *input) {
 
 static dspy_status load_history(const char *dir, const char *rel, dspy_json **out) {
     *out = NULL;
-    char *path = track_join(dir, rel), *data = NULL;
+    char *path = dspy_track_join(dir, rel), *data = NULL;
     size_t len = 0;
     if (!path) return dspy_fail(DSPY_ERR_NOMEM, "out of memory");
     dspy_status st = DSPY_OK;
-    if (track_is_file(path) && dspy_read_file(path, &data, &len) == DSPY_OK) {
+    if (dspy_track_is_file(path) && dspy_read_file(path, &data, &len) == DSPY_OK) {
         dspy_json *arr = dspy_json_array();
         for (const char *line = data; arr && line < data + len;) {
             const char *nl = memchr(line, '\n', (size_t)(data + len - line));
@@ -403,7 +403,7 @@ static dspy_status eval_of(const char *dir, const char *results_rel, const char 
     dspy_json *rows = NULL, *history = NULL, *ev = NULL;
     eval_ctx c = {0};
     char *field = NULL;
-    dspy_status st = track_load_json(dir, results_rel, &rows);
+    dspy_status st = dspy_track_load_json(dir, results_rel, &rows);
     if (st == DSPY_ERR_NOTFOUND) return DSPY_OK;
     if (!st && dspy_json_typeof(rows) != DSPY_JSON_ARRAY)
         st = dspy_fail(DSPY_ERR_FORMAT, "%s/%s: expected Evaluate's list of rows", dir, results_rel);
@@ -444,7 +444,7 @@ static dspy_status accuracy_bar(dspy_json *arr, const char *name, const dspy_jso
     double v;
     const dspy_json *sv = dspy_json_get(metrics, score_key);
     dspy_status st = o ? dspy_json_set_str(o, "name", name) : dspy_fail(DSPY_ERR_NOMEM, "out of memory");
-    if (!st) st = dspy_json_set(o, "score", track_number_of(sv, &v) && isfinite(v) ? dspy_json_real(v) : dspy_json_null());
+    if (!st) st = dspy_json_set(o, "score", dspy_track_number_of(sv, &v) && isfinite(v) ? dspy_json_real(v) : dspy_json_null());
     if (!st) st = dspy_json_set(o, "n", dspy_json_int(dspy_json_int_or(metrics, n_key, 0)));
     if (!st) st = dspy_json_append(arr, o);
     else dspy_json_decref(o);
@@ -502,7 +502,7 @@ dspy_status dspy_report_model(const char *dir, const char *compare_dir, dspy_jso
     if (!st) st = dspy_json_append(runs, r);
     if (!st && compare_dir && (st = run_model(compare_dir, &r)) == DSPY_OK) st = dspy_json_append(runs, r);
     if (!st) st = dspy_json_set(model, "runs", dspy_json_incref(runs));
-    if (!st) st = dspy_json_set(model, "generated", dspy_json_int(track_now_ms()));
+    if (!st) st = dspy_json_set(model, "generated", dspy_json_int(dspy_track_now_ms()));
     dspy_json_decref(runs);
     if (st) {
         dspy_json_decref(model);

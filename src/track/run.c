@@ -71,7 +71,7 @@ static dspy_json *masked_command(int argc, const char *const *argv) {
         } else if (strncmp(s, "--", 2) == 0) {
             const char *eq = strchr(s, '=');
             char *name = eq ? strndup(s + 2, (size_t)(eq - s - 2)) : strdup(s + 2);
-            bool secret = name && track_secret_name(name);
+            bool secret = name && dspy_track_secret_name(name);
             free(name);
             if (secret && eq) {
                 dspy_str m = DSPY_STR_INIT;
@@ -131,7 +131,7 @@ static dspy_json *run_manifest(const dspy_run *r) {
     dspy_json *o = dspy_json_object();
     char host[256] = "";
     gethostname(host, sizeof host - 1);
-    dspy_json *arts = track_list_artifacts(r->dir);
+    dspy_json *arts = dspy_track_list_artifacts(r->dir);
     dspy_status st = o && arts ? dspy_json_set_str(o, "format", TRACK_FORMAT) : DSPY_ERR_NOMEM;
     if (!st) st = dspy_json_set_str(o, "id", r->id);
     if (!st) st = dspy_json_set_str(o, "name", r->name);
@@ -161,12 +161,12 @@ static dspy_json *run_manifest(const dspy_run *r) {
 static dspy_status write_manifest(const dspy_run *r) {
     dspy_json *m = run_manifest(r);
     if (!m) return dspy_fail(DSPY_ERR_NOMEM, "out of memory writing %s/run.json", r->dir);
-    dspy_status st = track_save_json(r->dir, TRACK_MANIFEST, m);
+    dspy_status st = dspy_track_save_json(r->dir, TRACK_MANIFEST, m);
     dspy_json_decref(m);
     return st;
 }
 
-dspy_status track_append_points(const char *dir, const dspy_json *points) {
+dspy_status dspy_track_append_points(const char *dir, const dspy_json *points) {
     dspy_str s = DSPY_STR_INIT;
     for (size_t i = 0; i < dspy_json_size(points); i++) {
         if (dspy_json_dump(dspy_json_at(points, i), DSPY_JSON_COMPACT | DSPY_JSON_UTF8, &s))
@@ -174,7 +174,7 @@ dspy_status track_append_points(const char *dir, const dspy_json *points) {
         dspy_str_appendc(&s, '\n');
     }
     if (!dspy_str_ok(&s)) return dspy_fail(DSPY_ERR_NOMEM, "out of memory");
-    char *path = track_join(dir, TRACK_METRICS);
+    char *path = dspy_track_join(dir, TRACK_METRICS);
     dspy_status st = DSPY_OK;
     int fd = path ? open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644) : -1;
     if (!path) st = dspy_fail(DSPY_ERR_NOMEM, "out of memory");
@@ -235,8 +235,8 @@ dspy_status dspy_run_begin(const char *dir, const dspy_run_params *p, dspy_run *
     dspy_run *r = calloc(1, sizeof *r);
     if (!r) return dspy_fail(DSPY_ERR_NOMEM, "out of memory");
     char id[33];
-    if ((st = track_random_hex(id, 16))) goto fail;
-    r->dir = track_absolute(dir);
+    if ((st = dspy_track_random_hex(id, 16))) goto fail;
+    r->dir = dspy_track_absolute(dir);
     r->id = strdup(id);
     r->kind = strdup(p->kind);
     const char *base = r->dir ? strrchr(r->dir, '/') : NULL;
@@ -248,7 +248,7 @@ dspy_status dspy_run_begin(const char *dir, const dspy_run_params *p, dspy_run *
     r->command = masked_command(p->argc, p->argv);
     r->env = environment();
     r->notes = p->notes;
-    r->start_ms = track_now_ms();
+    r->start_ms = dspy_track_now_ms();
     const char *uri = p->mlflow_uri && *p->mlflow_uri ? p->mlflow_uri : getenv("MLFLOW_TRACKING_URI");
     const char *exp = p->mlflow_experiment && *p->mlflow_experiment ? p->mlflow_experiment
                                                                      : getenv("MLFLOW_EXPERIMENT_NAME");
@@ -269,12 +269,12 @@ dspy_status dspy_run_begin(const char *dir, const dspy_run_params *p, dspy_run *
     }
     dspy_str_free(&src);
     if ((st = dspy_mkdir_p(r->dir))) goto fail;
-    char *mpath = track_join(r->dir, TRACK_METRICS);
+    char *mpath = dspy_track_join(r->dir, TRACK_METRICS);
     st = mpath ? dspy_write_file(mpath, "", 0) : dspy_fail(DSPY_ERR_NOMEM, "out of memory");
     free(mpath);
     if (st || (st = write_manifest(r))) goto fail;
     if (r->mlflow_uri && !file_store(r->mlflow_uri)) {
-        track_mlflow_begin(r);
+        dspy_track_mlflow_begin(r);
         if ((st = write_manifest(r))) goto fail;
     }
     *out = r;
@@ -287,7 +287,7 @@ fail:
 }
 
 dspy_status dspy_run_set_param(dspy_run *r, const char *key, const char *value) {
-    if (!track_key_ok(key))
+    if (!dspy_track_key_ok(key))
         return dspy_fail(DSPY_ERR_ARG, "run param '%s': keys are 1-250 characters of letters, digits, _ - . / and "
                          "space (MLflow's rule)", key ? key : "(null)");
     return dspy_json_set_str(r->params, key, value ? value : "");
@@ -312,22 +312,22 @@ dspy_status dspy_run_set_params_json(dspy_run *r, const char *prefix, const dspy
 }
 
 dspy_status dspy_run_set_tag(dspy_run *r, const char *key, const char *value) {
-    if (!track_key_ok(key)) return dspy_fail(DSPY_ERR_ARG, "run tag '%s': not a valid MLflow key", key ? key : "(null)");
+    if (!dspy_track_key_ok(key)) return dspy_fail(DSPY_ERR_ARG, "run tag '%s': not a valid MLflow key", key ? key : "(null)");
     return dspy_json_set_str(r->tags, key, value ? value : "");
 }
 
 dspy_status dspy_run_log_metric(dspy_run *r, const char *key, double value, int64_t step) {
-    if (!track_key_ok(key)) return dspy_fail(DSPY_ERR_ARG, "run metric '%s': not a valid MLflow key", key ? key : "(null)");
+    if (!dspy_track_key_ok(key)) return dspy_fail(DSPY_ERR_ARG, "run metric '%s': not a valid MLflow key", key ? key : "(null)");
     dspy_json *pts = dspy_json_array();
-    dspy_status st = pts ? track_point_append(pts, key, value, step, track_now_ms()) : dspy_fail(DSPY_ERR_NOMEM, "out of memory");
-    if (!st) st = track_append_points(r->dir, pts);
-    if (!st) st = dspy_json_set(r->metrics, key, track_number(value));
+    dspy_status st = pts ? dspy_track_point_append(pts, key, value, step, dspy_track_now_ms()) : dspy_fail(DSPY_ERR_NOMEM, "out of memory");
+    if (!st) st = dspy_track_append_points(r->dir, pts);
+    if (!st) st = dspy_json_set(r->metrics, key, dspy_track_number(value));
     dspy_json_decref(pts);
     return st;
 }
 
 dspy_status dspy_run_save_history(dspy_run *r, const char *rel_path, dspy_history *h) {
-    char *path = track_join(r->dir, rel_path);
+    char *path = dspy_track_join(r->dir, rel_path);
     if (!path) return dspy_fail(DSPY_ERR_NOMEM, "out of memory");
     dspy_str s = DSPY_STR_INIT;
     dspy_status st = DSPY_OK;
@@ -356,16 +356,16 @@ dspy_status dspy_run_save_history(dspy_run *r, const char *rel_path, dspy_histor
 dspy_status dspy_run_finish(dspy_run *r, bool ok, const char *error) {
     if (!r || r->finished) return DSPY_OK;
     r->finished = true;
-    r->end_ms = track_now_ms();
+    r->end_ms = dspy_track_now_ms();
     free(r->status);
     r->status = strdup(ok ? "FINISHED" : "FAILED");
     if (!ok && error && *error) r->error = strdup(error);
     if (!r->status) return dspy_fail(DSPY_ERR_NOMEM, "out of memory");
     /* collection problems cost the run some numbers, not its record */
-    dspy_status st = track_collect(r);
+    dspy_status st = dspy_track_collect(r);
     if (st) dspy_log(DSPY_LOG_WARN, "run %s: %s", r->dir, dspy_errmsg());
     if ((st = write_manifest(r))) return st;
-    char *report = track_join(r->dir, TRACK_REPORT);
+    char *report = dspy_track_join(r->dir, TRACK_REPORT);
     if (!report) return dspy_fail(DSPY_ERR_NOMEM, "out of memory");
     if ((st = dspy_report_write(r->dir, NULL, report))) {
         dspy_log(DSPY_LOG_WARN, "run %s: no report: %s", r->dir, dspy_errmsg());
@@ -400,7 +400,7 @@ dspy_status dspy_run_finish(dspy_run *r, bool ok, const char *error) {
     }
     mid = r->mlflow_run_id;
     dspy_json *m = NULL;
-    if (track_load_json(r->dir, TRACK_MANIFEST, &m) == DSPY_OK) {
+    if (dspy_track_load_json(r->dir, TRACK_MANIFEST, &m) == DSPY_OK) {
         const dspy_json *ml = dspy_json_get(m, "mlflow");
         dspy_str link = DSPY_STR_INIT;
         dspy_str_appendf(&link, "%s/#/experiments/%s/runs/%s", dspy_json_str_or(ml, "tracking_uri", "?"),

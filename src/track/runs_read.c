@@ -27,8 +27,8 @@ static dspy_status legacy_manifest(const char *dir, dspy_json **out) {
         {"report.json", "compile"}, {"train.jsonl", "finetune"}, {"results.json", "eval"}};
     const char *kind = NULL, *file = NULL;
     for (size_t i = 0; !kind && i < sizeof probes / sizeof *probes; i++) {
-        char *p = track_join(dir, probes[i][0]);
-        if (p && track_is_file(p)) {
+        char *p = dspy_track_join(dir, probes[i][0]);
+        if (p && dspy_track_is_file(p)) {
             kind = probes[i][1];
             file = probes[i][0];
         }
@@ -37,7 +37,7 @@ static dspy_status legacy_manifest(const char *dir, dspy_json **out) {
     if (!kind)
         return dspy_fail(DSPY_ERR_NOTFOUND, "%s: not a run directory (no run.json, report.json, train.jsonl or "
                          "results.json)", dir);
-    char *fp = track_join(dir, file);
+    char *fp = dspy_track_join(dir, file);
     int64_t t = fp ? mtime_ms(fp) : 0;
     free(fp);
     const char *base = strrchr(dir, '/');
@@ -52,8 +52,8 @@ static dspy_status legacy_manifest(const char *dir, dspy_json **out) {
     if (!st) st = dspy_json_set(m, "params", dspy_json_object());
     if (!st) st = dspy_json_set(m, "tags", dspy_json_object());
     if (!st) st = dspy_json_set(m, "env", dspy_json_object());
-    if (!st) st = dspy_json_set(m, "artifacts", track_list_artifacts(dir));
-    if (!st && track_load_json(dir, "report.json", &rep) == DSPY_OK)
+    if (!st) st = dspy_json_set(m, "artifacts", dspy_track_list_artifacts(dir));
+    if (!st && dspy_track_load_json(dir, "report.json", &rep) == DSPY_OK)
         for (void *it = dspy_json_iter(rep); !st && it; it = dspy_json_next(rep, it))
             if (dspy_json_is_number(dspy_json_iter_value(it)))
                 st = dspy_json_set(metrics, strcmp(dspy_json_iter_key(it), "score") == 0 ? "eval_score"
@@ -61,8 +61,8 @@ static dspy_status legacy_manifest(const char *dir, dspy_json **out) {
                                    dspy_json_incref(dspy_json_iter_value(it)));
     double score;
     size_t n;
-    if (!st && !dspy_json_get(metrics, "eval_score") && track_load_json(dir, "results.json", &rows) == DSPY_OK &&
-        track_results_score(rows, &score, &n) == DSPY_OK && n) {
+    if (!st && !dspy_json_get(metrics, "eval_score") && dspy_track_load_json(dir, "results.json", &rows) == DSPY_OK &&
+        dspy_track_results_score(rows, &score, &n) == DSPY_OK && n) {
         st = dspy_json_set(metrics, "eval_score", dspy_json_real(score));
         if (!st) st = dspy_json_set(metrics, "eval_examples", dspy_json_int((int64_t)n));
     }
@@ -90,13 +90,13 @@ static bool alive(const dspy_json *m) {
 
 dspy_status dspy_run_load(const char *dir, dspy_json **out) {
     *out = NULL;
-    char *abs = track_absolute(dir);
+    char *abs = dspy_track_absolute(dir);
     if (!abs) return dspy_fail(DSPY_ERR_NOMEM, "out of memory");
     dspy_json *m = NULL;
     dspy_status st;
-    if (!track_is_dir(abs)) {
+    if (!dspy_track_is_dir(abs)) {
         st = dspy_fail(DSPY_ERR_NOTFOUND, "%s: no such run directory", dir);
-    } else if ((st = track_load_json(abs, TRACK_MANIFEST, &m)) == DSPY_ERR_NOTFOUND) {
+    } else if ((st = dspy_track_load_json(abs, TRACK_MANIFEST, &m)) == DSPY_ERR_NOTFOUND) {
         st = legacy_manifest(abs, &m);
     } else if (!st && (dspy_json_typeof(m) != DSPY_JSON_OBJECT ||
                        strncmp(dspy_json_str_or(m, "format", ""), "dspy.run/", 9) != 0)) {
@@ -116,11 +116,11 @@ dspy_status dspy_run_load(const char *dir, dspy_json **out) {
 dspy_status dspy_run_metrics(const char *dir, dspy_json **out) {
     *out = NULL;
     dspy_json *arr = dspy_json_array();
-    char *path = track_join(dir, TRACK_METRICS), *train = track_join(dir, "train.jsonl");
+    char *path = dspy_track_join(dir, TRACK_METRICS), *train = dspy_track_join(dir, "train.jsonl");
     char *data = NULL;
     size_t len = 0;
     dspy_status st = arr && path && train ? DSPY_OK : dspy_fail(DSPY_ERR_NOMEM, "out of memory");
-    if (!st && track_is_file(path)) {
+    if (!st && dspy_track_is_file(path)) {
         if (!(st = dspy_read_file(path, &data, &len))) {
             for (const char *line = data; !st && line < data + len;) {
                 const char *nl = memchr(line, '\n', (size_t)(data + len - line));
@@ -134,8 +134,8 @@ dspy_status dspy_run_metrics(const char *dir, dspy_json **out) {
                 line += ll + 1;
             }
         }
-    } else if (!st && track_is_file(train)) {
-        st = track_train_log_points(train, arr);
+    } else if (!st && dspy_track_is_file(train)) {
+        st = dspy_track_train_log_points(train, arr);
     }
     free(data);
     free(path);
@@ -155,18 +155,18 @@ static bool skipped(const char *dir, const char *name) {
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         if (strcmp(name, names[i]) == 0) return true;
     if (strncmp(name, "checkpoint-", 11) == 0) return true;
-    char *run = track_join(dir, TRACK_MANIFEST), *cfg = track_join(dir, "config.json");
+    char *run = dspy_track_join(dir, TRACK_MANIFEST), *cfg = dspy_track_join(dir, "config.json");
     /* a Hugging Face model folder, unless it is also a run (`dspy finetune --out`) */
-    bool model = run && cfg && !track_is_file(run) && track_is_file(cfg);
+    bool model = run && cfg && !dspy_track_is_file(run) && dspy_track_is_file(cfg);
     free(run);
     free(cfg);
     return model;
 }
 
 static dspy_status walk(const char *dir, int depth, int max_depth, dspy_json *out) {
-    char *manifest = track_join(dir, TRACK_MANIFEST);
+    char *manifest = dspy_track_join(dir, TRACK_MANIFEST);
     if (!manifest) return dspy_fail(DSPY_ERR_NOMEM, "out of memory");
-    bool is_run = track_is_file(manifest);
+    bool is_run = dspy_track_is_file(manifest);
     free(manifest);
     if (is_run) {
         dspy_json *m = NULL;
@@ -179,9 +179,9 @@ static dspy_status walk(const char *dir, int depth, int max_depth, dspy_json *ou
     if (!d) return DSPY_OK;
     dspy_status st = DSPY_OK;
     for (struct dirent *e; !st && (e = readdir(d)) != NULL;) {
-        char *sub = track_join(dir, e->d_name);
+        char *sub = dspy_track_join(dir, e->d_name);
         if (!sub) st = dspy_fail(DSPY_ERR_NOMEM, "out of memory");
-        else if (track_is_dir(sub) && !skipped(sub, e->d_name)) st = walk(sub, depth + 1, max_depth, out);
+        else if (dspy_track_is_dir(sub) && !skipped(sub, e->d_name)) st = walk(sub, depth + 1, max_depth, out);
         free(sub);
     }
     closedir(d);
@@ -199,7 +199,7 @@ dspy_status dspy_runs_find(const char *const *roots, size_t n_roots, int max_dep
     dspy_json *found = dspy_json_array(), *sorted = dspy_json_array();
     dspy_status st = found && sorted ? DSPY_OK : dspy_fail(DSPY_ERR_NOMEM, "out of memory");
     for (size_t i = 0; !st && i < n_roots; i++) {
-        char *abs = track_absolute(roots[i]);
+        char *abs = dspy_track_absolute(roots[i]);
         st = abs ? walk(abs, 0, max_depth, found) : dspy_fail(DSPY_ERR_NOMEM, "out of memory");
         free(abs);
     }
@@ -228,7 +228,7 @@ dspy_status dspy_runs_find(const char *const *roots, size_t n_roots, int max_dep
 dspy_status dspy_run_resolve(const char *ref, const char *const *roots, size_t n_roots, char **dir_out) {
     *dir_out = NULL;
     dspy_json *m = NULL, *all = NULL;
-    if (track_is_dir(ref) && dspy_run_load(ref, &m) == DSPY_OK) {
+    if (dspy_track_is_dir(ref) && dspy_run_load(ref, &m) == DSPY_OK) {
         *dir_out = strdup(dspy_json_str_or(m, "dir", ref));
         dspy_json_decref(m);
         return *dir_out ? DSPY_OK : dspy_fail(DSPY_ERR_NOMEM, "out of memory");

@@ -18,19 +18,19 @@
 
 #include "track/track_priv.h"
 
-int64_t track_now_ms(void) {
+int64_t dspy_track_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-dspy_json *track_number(double x) {
+dspy_json *dspy_track_number(double x) {
     if (isnan(x)) return dspy_json_string("NaN");
     if (isinf(x)) return dspy_json_string(x > 0 ? "Infinity" : "-Infinity");
     return dspy_json_real(x);
 }
 
-bool track_number_of(const dspy_json *v, double *out) {
+bool dspy_track_number_of(const dspy_json *v, double *out) {
     if (dspy_json_is_number(v)) {
         *out = dspy_json_number(v);
         return true;
@@ -44,7 +44,7 @@ bool track_number_of(const dspy_json *v, double *out) {
     return true;
 }
 
-bool track_key_ok(const char *key) {
+bool dspy_track_key_ok(const char *key) {
     size_t n = key ? strlen(key) : 0;
     if (n == 0 || n > 250 || key[0] == '/') return false;
     for (size_t i = 0; i < n; i++) {
@@ -61,7 +61,7 @@ bool track_key_ok(const char *key) {
     return true;
 }
 
-bool track_secret_name(const char *name) {
+bool dspy_track_secret_name(const char *name) {
     /* "api-key", "teacher-api-key", "token", "hf_token", "password"; not "max-tokens" */
     static const char *const words[] = {"key", "token", "secret", "password", "passwd"};
     for (size_t i = 0; i < sizeof words / sizeof *words; i++) {
@@ -75,23 +75,23 @@ bool track_secret_name(const char *name) {
     return false;
 }
 
-bool track_is_file(const char *path) {
+bool dspy_track_is_file(const char *path) {
     struct stat sb;
     return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
-bool track_is_dir(const char *path) {
+bool dspy_track_is_dir(const char *path) {
     struct stat sb;
     return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
-char *track_join(const char *dir, const char *rel) {
+char *dspy_track_join(const char *dir, const char *rel) {
     dspy_str s = DSPY_STR_INIT;
     dspy_str_appendf(&s, "%s/%s", dir, rel);
     return dspy_str_take(&s);
 }
 
-char *track_absolute(const char *path) {
+char *dspy_track_absolute(const char *path) {
     dspy_str s = DSPY_STR_INIT;
     if (path[0] != '/') {
         char *cwd = getcwd(NULL, 0);
@@ -104,7 +104,7 @@ char *track_absolute(const char *path) {
     return dspy_str_take(&s);
 }
 
-dspy_status track_copy_file(const char *src, const char *dst) {
+dspy_status dspy_track_copy_file(const char *src, const char *dst) {
     char *data = NULL, *parent = NULL;
     size_t len = 0;
     dspy_status st = dspy_read_file(src, &data, &len);
@@ -131,19 +131,19 @@ fail:
     return st;
 }
 
-dspy_status track_load_json(const char *dir, const char *rel, dspy_json **out) {
+dspy_status dspy_track_load_json(const char *dir, const char *rel, dspy_json **out) {
     *out = NULL;
-    char *path = track_join(dir, rel);
+    char *path = dspy_track_join(dir, rel);
     if (!path) return dspy_fail(DSPY_ERR_NOMEM, "out of memory");
-    dspy_status st = track_is_file(path) ? dspy_json_load(path, out)
+    dspy_status st = dspy_track_is_file(path) ? dspy_json_load(path, out)
                                          : dspy_fail(DSPY_ERR_NOTFOUND, "%s: no such file", path);
     free(path);
     return st;
 }
 
-dspy_status track_save_json(const char *dir, const char *rel, const dspy_json *v) {
+dspy_status dspy_track_save_json(const char *dir, const char *rel, const dspy_json *v) {
     dspy_str body = DSPY_STR_INIT;
-    char *path = track_join(dir, rel);
+    char *path = dspy_track_join(dir, rel);
     dspy_status st = path ? dspy_json_dump(v, DSPY_JSON_UTF8 | DSPY_JSON_INDENT(2), &body)
                           : dspy_fail(DSPY_ERR_NOMEM, "out of memory");
     if (!st) {
@@ -174,8 +174,8 @@ static size_t subdirs(const char *dir, char ***out) {
     char **v = NULL;
     for (struct dirent *e; (e = readdir(d)) != NULL;) {
         if (e->d_name[0] == '.') continue;
-        char *p = track_join(dir, e->d_name);
-        bool isdir = p && track_is_dir(p);
+        char *p = dspy_track_join(dir, e->d_name);
+        bool isdir = p && dspy_track_is_dir(p);
         free(p);
         if (!isdir) continue;
         if (n == cap) {
@@ -192,9 +192,9 @@ static size_t subdirs(const char *dir, char ***out) {
     return n;
 }
 
-dspy_json *track_list_artifacts(const char *dir) {
+dspy_json *dspy_track_list_artifacts(const char *dir) {
     dspy_json *arr = dspy_json_array();
-    char *bdir = track_join(dir, "baselines");
+    char *bdir = dspy_track_join(dir, "baselines");
     char **names = NULL;
     size_t nb = bdir ? subdirs(bdir, &names) : 0;
     bool oom = !arr || !bdir;
@@ -205,9 +205,9 @@ dspy_json *track_list_artifacts(const char *dir) {
             dspy_str rel = DSPY_STR_INIT;
             if (star) dspy_str_appendf(&rel, "%.*s%s%s", (int)(star - pat), pat, names[j], star + 1);
             else dspy_str_append(&rel, pat);
-            char *full = dspy_str_ok(&rel) ? track_join(dir, rel.ptr) : NULL;
+            char *full = dspy_str_ok(&rel) ? dspy_track_join(dir, rel.ptr) : NULL;
             oom = !full;
-            if (full && track_is_file(full)) oom = dspy_json_append(arr, dspy_json_string(rel.ptr)) != DSPY_OK;
+            if (full && dspy_track_is_file(full)) oom = dspy_json_append(arr, dspy_json_string(rel.ptr)) != DSPY_OK;
             free(full);
             dspy_str_free(&rel);
         }
@@ -222,7 +222,7 @@ dspy_json *track_list_artifacts(const char *dir) {
     return arr;
 }
 
-char *track_uri_public(const char *uri) {
+char *dspy_track_uri_public(const char *uri) {
     const char *scheme = strstr(uri, "://");
     if (!scheme) return strdup(uri);
     const char *host = scheme + 3;
@@ -238,9 +238,9 @@ char *track_uri_public(const char *uri) {
     return dspy_str_take(&s);
 }
 
-dspy_status track_random_hex(char *buf, size_t n_bytes) {
+dspy_status dspy_track_random_hex(char *buf, size_t n_bytes) {
     unsigned char raw[64];
-    if (n_bytes > sizeof raw) return dspy_fail(DSPY_ERR_ARG, "track_random_hex: %zu bytes is too many", n_bytes);
+    if (n_bytes > sizeof raw) return dspy_fail(DSPY_ERR_ARG, "dspy_track_random_hex: %zu bytes is too many", n_bytes);
     size_t got = 0;
     while (got < n_bytes) {
         ssize_t k = getrandom(raw + got, n_bytes - got, 0);
@@ -254,11 +254,11 @@ dspy_status track_random_hex(char *buf, size_t n_bytes) {
 
 /* ---- the trainer's log ---------------------------------------------------------------------- */
 
-dspy_status track_point_append(dspy_json *out, const char *key, double value, int64_t step, int64_t ts) {
+dspy_status dspy_track_point_append(dspy_json *out, const char *key, double value, int64_t step, int64_t ts) {
     dspy_json *p = dspy_json_object();
     if (!p) return dspy_fail(DSPY_ERR_NOMEM, "out of memory");
     dspy_status st = dspy_json_set_str(p, "key", key);
-    if (!st) st = dspy_json_set(p, "value", track_number(value));
+    if (!st) st = dspy_json_set(p, "value", dspy_track_number(value));
     if (!st) st = dspy_json_set(p, "step", dspy_json_int(step));
     if (!st) st = dspy_json_set(p, "timestamp", dspy_json_int(ts));
     if (!st) return dspy_json_append(out, p);
@@ -266,7 +266,7 @@ dspy_status track_point_append(dspy_json *out, const char *key, double value, in
     return st;
 }
 
-dspy_status track_train_log_points(const char *path, dspy_json *out) {
+dspy_status dspy_track_train_log_points(const char *path, dspy_json *out) {
     static const char *const keys[][2] = {
         {"loss", "loss"}, {"lr", "learning_rate"}, {"grad_norm", "grad_norm"},
         {"tokens_per_s", "tokens_per_s"}, {"epoch", "epoch"},
@@ -278,7 +278,7 @@ dspy_status track_train_log_points(const char *path, dspy_json *out) {
     if (st) goto fail;
     struct stat sb;
     int64_t mtime_ms = stat(path, &sb) == 0 ? (int64_t)sb.st_mtim.tv_sec * 1000 + sb.st_mtim.tv_nsec / 1000000
-                                            : track_now_ms();
+                                            : dspy_track_now_ms();
     /* every complete line that parses (a killed trainer may leave half a line at the end) */
     double last_elapsed = 0;
     for (const char *line = data; line < data + len;) {
@@ -302,7 +302,7 @@ dspy_status track_train_log_points(const char *path, dspy_json *out) {
         for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
             double v;
             const dspy_json *jv = dspy_json_get(o, keys[k][0]);
-            if (jv && track_number_of(jv, &v) && (st = track_point_append(out, keys[k][1], v, step, ts))) goto fail;
+            if (jv && dspy_track_number_of(jv, &v) && (st = dspy_track_point_append(out, keys[k][1], v, step, ts))) goto fail;
         }
     }
 fail:

@@ -23,7 +23,7 @@
 
 /* ---- work buffers ----------------------------------------------------------------------- */
 
-void train_work_free(train_work *w) {
+void dspy_train_work_free(train_work *w) {
     free(w->block);
     free(w->acts);
     free(w->start);
@@ -94,14 +94,14 @@ static dspy_status work_reserve(dspy_trainable *t, int32_t T) {
     dspy_backend_plan plan = {T, T, 1, t->cfg.vocab_size, t->cfg.num_attention_heads, t->cfg.head_dim, 0};
     dspy_status st = dspy_backend_reserve(t->be, &plan);
     if (st) return st;
-    train_work_free(w);
+    dspy_train_work_free(w);
     size_t n = work_layout(t, (size_t)T, NULL);
     w->block = malloc(sizeof(float) * n);
     w->acts = calloc((size_t)t->cfg.num_hidden_layers, sizeof *w->acts);
     size_t ni = sizeof(int32_t) * (size_t)T;
     w->start = malloc(ni), w->pos = malloc(ni), w->rows = malloc(ni), w->targets = malloc(ni);
     if (!w->block || !w->acts || !w->start || !w->pos || !w->rows || !w->targets) {
-        train_work_free(w);
+        dspy_train_work_free(w);
         return dspy_fail(DSPY_ERR_NOMEM, "train step: cannot allocate %zu MiB of activations for %d tokens",
                          n * sizeof(float) >> 20, (int)T);
     }
@@ -171,7 +171,7 @@ static dspy_status linear_fwd(dspy_trainable *t, int l, int lin, float *y, const
     const dspy_ops *o = be->ops;
     train_layer *L = &t->layers[l];
     int in, out;
-    train_lin_dims(&t->cfg, lin, &in, &out);
+    dspy_train_lin_dims(&t->cfg, lin, &in, &out);
     DSPY_TRY(o->linear(be, F(y, T * out), F((float *)x, T * in), F(L->w[lin], out * in),
                        L->b[lin] ? F(L->b[lin], out) : NONE, T, in, out, false));
     if (!t->lora_on || t->merged) return DSPY_OK;
@@ -197,7 +197,7 @@ static dspy_status linear_bwd(dspy_trainable *t, int l, int lin, float *dx, cons
     const dspy_ops *o = be->ops;
     train_layer *L = &t->layers[l];
     int in, out;
-    train_lin_dims(&t->cfg, lin, &in, &out);
+    dspy_train_lin_dims(&t->cfg, lin, &in, &out);
     DSPY_TRY(o->linear_backward(be, F(dx, T * in), L->gw[lin] ? F(L->gw[lin], out * in) : NONE,
                                 L->b[lin] && L->gb[lin] ? F(L->gb[lin], out) : NONE, F((float *)dy, T * out),
                                 F((float *)x, T * in), F(L->w[lin], out * in), T, in, out));

@@ -28,7 +28,7 @@ dspy_lora_config dspy_lora_config_default(void) {
     return c;
 }
 
-void train_lin_dims(const dspy_model_config *c, int lin, int *in, int *out) {
+void dspy_train_lin_dims(const dspy_model_config *c, int lin, int *in, int *out) {
     int C = c->hidden_size, I = c->intermediate_size;
     int Q = c->num_attention_heads * c->head_dim, KV = c->num_key_value_heads * c->head_dim;
     switch (lin) {
@@ -84,7 +84,7 @@ static dspy_status list_full(dspy_trainable *t) {
         train_layer *L = &t->layers[l];
         for (int k = 0; k < LIN_COUNT; k++) {
             int in, out;
-            train_lin_dims(c, k, &in, &out);
+            dspy_train_lin_dims(c, k, &in, &out);
             if ((st = add_param(t, &cap, L->w[k], L->gw[k], out, in, 2, "model.layers.%d.%s.weight", l, k_lin_name[k])))
                 return st;
             if (L->b[k] && (st = add_param(t, &cap, L->b[k], L->gb[k], out, 1, 1, "model.layers.%d.%s.bias", l,
@@ -116,7 +116,7 @@ static dspy_status list_lora(dspy_trainable *t) {
         for (int k = 0; k < LIN_COUNT; k++) {
             lora_adapter *a = &t->layers[l].lora[k];
             int in, out;
-            train_lin_dims(c, k, &in, &out);
+            dspy_train_lin_dims(c, k, &in, &out);
             if ((st = add_param(t, &cap, a->A, a->gA, r, in, 2, "base_model.model.model.layers.%d.%s.lora_A.weight", l,
                                 k_lin_name[k])))
                 return st;
@@ -163,7 +163,7 @@ static dspy_status copy_weights(dspy_trainable *t, bool full) {
         train_layer *L = &t->layers[l];
         for (int k = 0; k < LIN_COUNT; k++) {
             int in, out;
-            train_lin_dims(c, k, &in, &out);
+            dspy_train_lin_dims(c, k, &in, &out);
             TAKE(L->w[k], L->gw[k], (size_t)out * in, "model.layers.%d.%s.weight", l, k_lin_name[k]);
             bool has_bias = (k <= LIN_V && c->qkv_bias) || (k == LIN_O && c->o_bias);
             if (has_bias) TAKE(L->b[k], L->gb[k], (size_t)out, "model.layers.%d.%s.bias", l, k_lin_name[k]);
@@ -187,7 +187,7 @@ static size_t weights_numel(const dspy_model_config *c) {
     if (!c->tie_word_embeddings) n += V * C;
     for (int k = 0; k < LIN_COUNT; k++) {
         int in, out;
-        train_lin_dims(c, k, &in, &out);
+        dspy_train_lin_dims(c, k, &in, &out);
         n += (size_t)c->num_hidden_layers * (size_t)in * out;
     }
     size_t per_layer_bias = 2 * C;
@@ -242,7 +242,7 @@ dspy_status dspy_trainable_new(dspy_model *m, const dspy_lora_config *lora, uint
         size_t r = (size_t)t->lora.r, n = 0;
         for (int k = 0; k < LIN_COUNT; k++) {
             int in, o;
-            train_lin_dims(c, k, &in, &o);
+            dspy_train_lin_dims(c, k, &in, &o);
             n += (size_t)L * 2 * r * ((size_t)in + (size_t)o);
         }
         t->lblock = calloc(n, sizeof(float));
@@ -256,7 +256,7 @@ dspy_status dspy_trainable_new(dspy_model *m, const dspy_lora_config *lora, uint
             for (int k = 0; k < LIN_COUNT; k++) {
                 lora_adapter *a = &t->layers[l].lora[k];
                 int in, o;
-                train_lin_dims(c, k, &in, &o);
+                dspy_train_lin_dims(c, k, &in, &o);
                 a->A = carve(&cur, r * in);
                 a->gA = carve(&cur, r * in);
                 a->B = carve(&cur, (size_t)o * r);
@@ -283,7 +283,7 @@ void dspy_trainable_free(dspy_trainable *t) {
     if (!t) return;
     for (size_t i = 0; i < t->nparams; i++) free((char *)t->params[i].name);
     free(t->params);
-    train_work_free(&t->work);
+    dspy_train_work_free(&t->work);
     dspy_backend_free(t->be);
     free(t->layers);
     free(t->wblock);
@@ -337,7 +337,7 @@ static int max_lin_out(const dspy_model_config *c) {
     int mx = 0;
     for (int k = 0; k < LIN_COUNT; k++) {
         int in, out;
-        train_lin_dims(c, k, &in, &out);
+        dspy_train_lin_dims(c, k, &in, &out);
         if (out > mx) mx = out;
     }
     return mx;
@@ -353,7 +353,7 @@ dspy_status dspy_trainable_merge_lora(dspy_trainable *t) {
     for (int l = 0; l < c->num_hidden_layers && !st; l++)
         for (int k = 0; k < LIN_COUNT && !st; k++) {
             int in, out;
-            train_lin_dims(c, k, &in, &out);
+            dspy_train_lin_dims(c, k, &in, &out);
             st = merge_into(t->be, t->layers[l].w[k], &t->layers[l].lora[k], t->lora.r, in, out, t->lora_scale, bt);
         }
     free(bt);
@@ -454,7 +454,7 @@ dspy_status dspy_trainable_export(dspy_trainable *t, const char *out_dir, const 
         train_layer *L = &t->layers[l];
         for (int k = 0; k < LIN_COUNT; k++) {
             int in, out;
-            train_lin_dims(c, k, &in, &out);
+            dspy_train_lin_dims(c, k, &in, &out);
             ADD(L->w[k], l, k, out, in, 2, "model.layers.%d.%s.weight", l, k_lin_name[k]);
             if (L->b[k]) ADD(L->b[k], l, -1, out, 0, 1, "model.layers.%d.%s.bias", l, k_lin_name[k]);
         }
@@ -474,7 +474,7 @@ dspy_status dspy_trainable_export(dspy_trainable *t, const char *out_dir, const 
         size_t mx = 0;
         for (int k = 0; k < LIN_COUNT; k++) {
             int in, out;
-            train_lin_dims(c, k, &in, &out);
+            dspy_train_lin_dims(c, k, &in, &out);
             if ((size_t)in * out > mx) mx = (size_t)in * out;
         }
         tmp = malloc(sizeof(float) * mx);
@@ -493,7 +493,7 @@ dspy_status dspy_trainable_export(dspy_trainable *t, const char *out_dir, const 
         const float *data = src[i].data;
         if (merge && src[i].lin >= 0) {
             int in, out;
-            train_lin_dims(c, src[i].lin, &in, &out);
+            dspy_train_lin_dims(c, src[i].lin, &in, &out);
             memcpy(tmp, data, sizeof(float) * (size_t)in * out);
             st = merge_into(t->be, tmp, &t->layers[src[i].layer].lora[src[i].lin], t->lora.r, in, out,
                             t->lora_scale, bt);

@@ -80,8 +80,8 @@ struct dspy_trainable {
 };
 
 /* (in, out) of linear `lin` under config c. */
-void train_lin_dims(const dspy_model_config *c, int lin, int *in, int *out);
+void dspy_train_lin_dims(const dspy_model_config *c, int lin, int *in, int *out);
 /* Frees the work buffers (backward.c). */
-void train_work_free(train_work *w);
+void dspy_train_work_free(train_work *w);
 
 #endif

@@ -23,19 +23,19 @@ static pthread_t g_thread;
 static void handler(void *user, const http_request *req, http_conn *c) {
     (void)user;
     if (dspy_strv_starts_with(req->path, "/stream")) {
-        http_stream_begin(c, 200, "text/event-stream");
-        for (size_t i = 0; i < req->body_len % 5; i++) http_stream_write(c, "data: x\n\n", 9);
-        http_stream_end(c);
+        dspy_http_stream_begin(c, 200, "text/event-stream");
+        for (size_t i = 0; i < req->body_len % 5; i++) dspy_http_stream_write(c, "data: x\n\n", 9);
+        dspy_http_stream_end(c);
     } else if (dspy_strv_starts_with(req->path, "/silent")) {
         /* answers nothing: the layer sends 500 */
     } else {
-        dspy_strv h = http_header_get(req, "X-Echo");
-        http_respond(c, 200, "text/plain", req->body, req->body_len, h.ptr ? "X-Seen: 1\r\n" : NULL);
+        dspy_strv h = dspy_http_header_get(req, "X-Echo");
+        dspy_http_respond(c, 200, "text/plain", req->body, req->body_len, h.ptr ? "X-Seen: 1\r\n" : NULL);
     }
 }
 
 static void *run_main(void *arg) {
-    http_server_run(arg);
+    dspy_http_server_run(arg);
     return NULL;
 }
 
@@ -45,14 +45,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     http_server_config cfg = {0};
     cfg.host = "127.0.0.1";
     cfg.max_connections = 64;
-    cfg.limits = http_limits_default();
+    cfg.limits = dspy_http_limits_default();
     cfg.limits.max_body = 4096;
     cfg.limits.max_header = 2048;
     cfg.limits.read_timeout_ms = 500;
     cfg.limits.idle_timeout_ms = 500;
     cfg.limits.write_timeout_ms = 500;
     cfg.handler = handler;
-    if (http_server_new(&cfg, &g_srv) != DSPY_OK) {
+    if (dspy_http_server_new(&cfg, &g_srv) != DSPY_OK) {
         fprintf(stderr, "fuzz_http: %s\n", dspy_errmsg());
         abort();
     }
@@ -62,7 +62,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 
 static int dial(void) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)http_server_port(g_srv))};
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)dspy_http_server_port(g_srv))};
     inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
     if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
         close(fd);

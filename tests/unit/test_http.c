@@ -26,31 +26,31 @@ static atomic_int g_peer_closed_seen;
 static void handler(void *user, const http_request *req, http_conn *c) {
     (void)user;
     if (dspy_strv_eqz(req->path, "/echo")) {
-        http_respond(c, 200, "text/plain", req->body, req->body_len, NULL);
+        dspy_http_respond(c, 200, "text/plain", req->body, req->body_len, NULL);
     } else if (dspy_strv_eqz(req->path, "/stream")) {
-        http_stream_begin(c, 200, "text/event-stream");
-        http_stream_write(c, "data: {\"a\":1}\n\n", 15);
-        http_stream_write(c, "", 0); /* ignored: an empty chunk would end the stream */
-        http_stream_write(c, "data: [DONE]\n\n", 14);
-        http_stream_end(c);
+        dspy_http_stream_begin(c, 200, "text/event-stream");
+        dspy_http_stream_write(c, "data: {\"a\":1}\n\n", 15);
+        dspy_http_stream_write(c, "", 0); /* ignored: an empty chunk would end the stream */
+        dspy_http_stream_write(c, "data: [DONE]\n\n", 14);
+        dspy_http_stream_end(c);
     } else if (dspy_strv_eqz(req->path, "/slow")) {
         usleep(300 * 1000);
-        http_respond(c, 200, "text/plain", "slow", 4, NULL);
+        dspy_http_respond(c, 200, "text/plain", "slow", 4, NULL);
     } else if (dspy_strv_eqz(req->path, "/wait-close")) {
-        for (int i = 0; i < 300 && !http_conn_peer_closed(c); i++) usleep(10 * 1000);
-        if (http_conn_peer_closed(c)) atomic_store(&g_peer_closed_seen, 1);
-        http_respond(c, 200, "text/plain", "x", 1, NULL);
+        for (int i = 0; i < 300 && !dspy_http_conn_peer_closed(c); i++) usleep(10 * 1000);
+        if (dspy_http_conn_peer_closed(c)) atomic_store(&g_peer_closed_seen, 1);
+        dspy_http_respond(c, 200, "text/plain", "x", 1, NULL);
     } else if (dspy_strv_eqz(req->path, "/wait-close-silent")) {
-        for (int i = 0; i < 300 && !http_conn_peer_closed(c); i++) usleep(10 * 1000);
-        if (http_conn_peer_closed(c)) atomic_store(&g_peer_closed_seen, 2);
+        for (int i = 0; i < 300 && !dspy_http_conn_peer_closed(c); i++) usleep(10 * 1000);
+        if (dspy_http_conn_peer_closed(c)) atomic_store(&g_peer_closed_seen, 2);
         /* answers nothing: the client is gone, so no 500 is made up for it */
     } else if (dspy_strv_eqz(req->path, "/silent")) {
         /* answers nothing: the layer sends 500 */
     } else if (dspy_strv_eqz(req->path, "/twice")) {
-        http_respond(c, 200, "text/plain", "1", 1, NULL);
-        CHECK_STATUS(http_respond(c, 200, "text/plain", "2", 1, NULL), DSPY_ERR_STATE);
+        dspy_http_respond(c, 200, "text/plain", "1", 1, NULL);
+        CHECK_STATUS(dspy_http_respond(c, 200, "text/plain", "2", 1, NULL), DSPY_ERR_STATE);
     } else {
-        http_respond(c, 404, "text/plain", "nf", 2, NULL);
+        dspy_http_respond(c, 404, "text/plain", "nf", 2, NULL);
     }
 }
 
@@ -60,11 +60,11 @@ static void error_cb(void *user, http_conn *c, int status, const char *message) 
     (void)user;
     if (status == 500) atomic_fetch_add(&g_errors_500, 1);
     oai_error e = OAI_ERROR_INIT;
-    oai_error_set(&e, status, NULL, NULL, status == 413 ? "request_too_large" : NULL, "%s", message);
-    char *body = oai_error_json(&e);
-    http_respond(c, status, "application/json", body, strlen(body), NULL);
+    dspy_oai_error_set(&e, status, NULL, NULL, status == 413 ? "request_too_large" : NULL, "%s", message);
+    char *body = dspy_oai_error_json(&e);
+    dspy_http_respond(c, status, "application/json", body, strlen(body), NULL);
     free(body);
-    oai_error_free(&e);
+    dspy_oai_error_free(&e);
 }
 
 typedef struct live {
@@ -75,7 +75,7 @@ typedef struct live {
 
 static void *run_main(void *p) {
     live *l = p;
-    l->run_status = http_server_run(l->srv);
+    l->run_status = dspy_http_server_run(l->srv);
     return NULL;
 }
 
@@ -85,32 +85,32 @@ static bool live_start(live *l, int max_conns, int read_timeout_ms, int idle_tim
     cfg.port = 0;
     cfg.max_connections = max_conns;
     cfg.max_per_client = 0;
-    cfg.limits = http_limits_default();
+    cfg.limits = dspy_http_limits_default();
     cfg.limits.max_body = 1000;
     cfg.limits.max_header = 2048;
     cfg.limits.read_timeout_ms = read_timeout_ms;
     cfg.limits.idle_timeout_ms = idle_timeout_ms;
     cfg.handler = handler;
     cfg.error = error_cb;
-    dspy_status st = http_server_new(&cfg, &l->srv);
+    dspy_status st = dspy_http_server_new(&cfg, &l->srv);
     CHECK_OK(st);
     if (st != DSPY_OK) return false;
-    CHECK(http_server_port(l->srv) > 0);
+    CHECK(dspy_http_server_port(l->srv) > 0);
     pthread_create(&l->th, NULL, run_main, l);
     return true;
 }
 
 static void live_stop(live *l) {
-    http_server_stop(l->srv);
+    dspy_http_server_stop(l->srv);
     pthread_join(l->th, NULL);
     CHECK_OK(l->run_status);
-    CHECK(http_server_drain(l->srv, 5000));
-    http_server_free(l->srv);
+    CHECK(dspy_http_server_drain(l->srv, 5000));
+    dspy_http_server_free(l->srv);
 }
 
 static int connect_to(const live *l) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)http_server_port(l->srv))};
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)dspy_http_server_port(l->srv))};
     inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
     if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
         close(fd);
@@ -287,7 +287,7 @@ static void check_error_body(const char *answer, int status, const char *code) {
     CHECK_CONTAINS(answer, "Connection: close\r\n");
     CHECK_CONTAINS(body, "{\"error\":{\"message\":\"");
     char type[96];
-    snprintf(type, sizeof type, "\"type\":\"%s\"", oai_error_type_for(status));
+    snprintf(type, sizeof type, "\"type\":\"%s\"", dspy_oai_error_type_for(status));
     CHECK_CONTAINS(body, type);
     if (code) {
         char c[64];
@@ -403,8 +403,8 @@ static void test_live_idle_and_cap(void) {
     CHECK(dt > 0.2 && dt < 3.0);
     close(fd);
     /* cap of 2: two busy connections, the third gets 503 */
-    for (int i = 0; i < 100 && http_server_connections(l.srv) > 0; i++) usleep(20 * 1000);
-    CHECK_INT(http_server_connections(l.srv), 0);
+    for (int i = 0; i < 100 && dspy_http_server_connections(l.srv) > 0; i++) usleep(20 * 1000);
+    CHECK_INT(dspy_http_server_connections(l.srv), 0);
     int f1 = connect_to(&l), f2 = connect_to(&l);
     send_str(f1, "GET /nope HTTP/1.1\r\n\r\n");
     read_answer(f1, &a);
@@ -412,7 +412,7 @@ static void test_live_idle_and_cap(void) {
     send_str(f2, "GET /nope HTTP/1.1\r\n\r\n");
     read_answer(f2, &a);
     CHECK_CONTAINS(a.ptr, "404 Not Found");
-    CHECK_INT(http_server_connections(l.srv), 2);
+    CHECK_INT(dspy_http_server_connections(l.srv), 2);
     int f3 = connect_to(&l);
     send_str(f3, "GET /nope HTTP/1.1\r\n\r\n");
     read_answer(f3, &a);
@@ -424,7 +424,7 @@ static void test_live_idle_and_cap(void) {
     close(f1);
     close(f2);
     /* once they are gone, new connections are served again */
-    for (int i = 0; i < 100 && http_server_connections(l.srv) > 0; i++) usleep(20 * 1000);
+    for (int i = 0; i < 100 && dspy_http_server_connections(l.srv) > 0; i++) usleep(20 * 1000);
     fd = connect_to(&l);
     send_str(fd, "GET /nope HTTP/1.1\r\n\r\n");
     read_answer(fd, &a);
@@ -459,12 +459,12 @@ static void test_live_idle_crowd(void) {
         if (a.ptr && strstr(a.ptr, "200 OK") && dt < 0.5) ok++;
         close(fd);
         /* the worker ends just after its answer is out; then no thread serves the crowd */
-        for (int i = 0; i < 100 && http_server_busy(l.srv) > 0; i++) usleep(5 * 1000);
-        CHECK_INT(http_server_busy(l.srv), 0);
+        for (int i = 0; i < 100 && dspy_http_server_busy(l.srv) > 0; i++) usleep(5 * 1000);
+        CHECK_INT(dspy_http_server_busy(l.srv), 0);
         usleep(50 * 1000);
     }
     CHECK_INT(ok, 10);
-    CHECK(http_server_connections(l.srv) >= IDLE + SLOW);
+    CHECK(dspy_http_server_connections(l.srv) >= IDLE + SLOW);
     for (int i = 0; i < IDLE + SLOW; i++)
         if (fds[i] >= 0) close(fds[i]);
     dspy_str_free(&a);
@@ -505,8 +505,8 @@ static void test_live_peer_close_and_stop(void) {
     close(fd);
     for (int i = 0; i < 200 && atomic_load(&g_peer_closed_seen) != 2; i++) usleep(10 * 1000);
     CHECK_INT(atomic_load(&g_peer_closed_seen), 2);
-    for (int i = 0; i < 100 && http_server_busy(l.srv) > 0; i++) usleep(10 * 1000);
-    CHECK_INT(http_server_busy(l.srv), 0);
+    for (int i = 0; i < 100 && dspy_http_server_busy(l.srv) > 0; i++) usleep(10 * 1000);
+    CHECK_INT(dspy_http_server_busy(l.srv), 0);
     CHECK_INT(atomic_load(&g_errors_500), 0);
 
     /* graceful stop: an idle keep-alive connection is closed, an in-flight request finishes
@@ -519,20 +519,20 @@ static void test_live_peer_close_and_stop(void) {
     pthread_t th;
     pthread_create(&th, NULL, slow_main, &sc);
     usleep(100 * 1000);
-    http_server_stop(l.srv);
-    http_server_stop(l.srv); /* idempotent */
+    dspy_http_server_stop(l.srv);
+    dspy_http_server_stop(l.srv); /* idempotent */
     pthread_join(l.th, NULL);
-    CHECK(http_server_stopping(l.srv));
+    CHECK(dspy_http_server_stopping(l.srv));
     CHECK(at_eof(idle));
     close(idle);
     pthread_join(th, NULL);
     CHECK_CONTAINS(sc.answer.ptr, "HTTP/1.1 200 OK");
     CHECK_CONTAINS(sc.answer.ptr, "Connection: close");
     CHECK(dspy_strv_ends_with(dspy_strv_make(sc.answer.ptr, sc.answer.len), "slow"));
-    CHECK(http_server_drain(l.srv, 5000));
-    CHECK_INT(http_server_connections(l.srv), 0);
+    CHECK(dspy_http_server_drain(l.srv, 5000));
+    CHECK_INT(dspy_http_server_connections(l.srv), 0);
     CHECK(connect_to(&l) < 0);
-    http_server_free(l.srv);
+    dspy_http_server_free(l.srv);
     dspy_str_free(&sc.answer);
     dspy_str_free(&a);
 }
@@ -541,24 +541,24 @@ static void test_bind_errors(void) {
     http_server_config cfg = {0};
     cfg.handler = handler;
     cfg.max_connections = 1;
-    cfg.limits = http_limits_default();
+    cfg.limits = dspy_http_limits_default();
     cfg.host = "no-such-host.invalid";
     http_server *s = NULL;
-    CHECK_STATUS(http_server_new(&cfg, &s), DSPY_ERR_IO);
+    CHECK_STATUS(dspy_http_server_new(&cfg, &s), DSPY_ERR_IO);
     CHECK(s == NULL);
     CHECK_CONTAINS(dspy_errmsg(), "no-such-host.invalid");
     cfg.host = "127.0.0.1";
     cfg.max_connections = 0;
-    CHECK_STATUS(http_server_new(&cfg, &s), DSPY_ERR_ARG);
+    CHECK_STATUS(dspy_http_server_new(&cfg, &s), DSPY_ERR_ARG);
     /* a port in use */
     cfg.max_connections = 1;
     http_server *a = NULL;
-    CHECK_OK(http_server_new(&cfg, &a));
+    CHECK_OK(dspy_http_server_new(&cfg, &a));
     if (a) {
-        cfg.port = http_server_port(a);
-        CHECK_STATUS(http_server_new(&cfg, &s), DSPY_ERR_IO);
+        cfg.port = dspy_http_server_port(a);
+        CHECK_STATUS(dspy_http_server_new(&cfg, &s), DSPY_ERR_IO);
         CHECK_CONTAINS(dspy_errmsg(), "cannot listen on 127.0.0.1:");
-        http_server_free(a);
+        dspy_http_server_free(a);
     }
 }
 

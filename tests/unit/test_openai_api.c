@@ -10,7 +10,7 @@
 #define VOCAB 128256
 
 static dspy_status parse(oai_kind kind, const char *body, oai_request *r, oai_error *e) {
-    return oai_request_parse(kind, body, strlen(body), VOCAB, r, e);
+    return dspy_oai_request_parse(kind, body, strlen(body), VOCAB, r, e);
 }
 
 /* Parses a body that must fail; checks status, param and code, and that the error JSON has
@@ -22,7 +22,7 @@ static const char *expect_fail(oai_kind kind, const char *body, int status, cons
     dspy_status st = parse(kind, body, &r, &e);
     check_report(st == DSPY_ERR_ARG, __FILE__, __LINE__, "parse(%s) should fail, got %s", body, dspy_status_name(st));
     check_report(e.status == status, __FILE__, __LINE__, "%s: status %d, want %d", body, e.status, status);
-    char *json = oai_error_json(&e);
+    char *json = dspy_oai_error_json(&e);
     dspy_json *v = NULL;
     CHECK_OK(dspy_json_parse(json, strlen(json), "error", &v));
     dspy_json *inner = dspy_json_get(v, "error");
@@ -39,7 +39,7 @@ static const char *expect_fail(oai_kind kind, const char *body, int status, cons
     CHECK(msg[0] != '\0');
     dspy_json_decref(v);
     free(json);
-    oai_error_free(&e);
+    dspy_oai_error_free(&e);
     return msg;
 }
 
@@ -78,9 +78,9 @@ static void test_chat_full(void) {
     CHECK_INT((int64_t)r.seed, -7);
     CHECK(r.stream);
     CHECK(r.include_usage);
-    oai_request_free(&r);
-    oai_request_free(&r); /* idempotent */
-    oai_error_free(&e);
+    dspy_oai_request_free(&r);
+    dspy_oai_request_free(&r); /* idempotent */
+    dspy_oai_error_free(&e);
 }
 
 static void test_chat_defaults(void) {
@@ -99,18 +99,18 @@ static void test_chat_defaults(void) {
     CHECK(!r.has_seed);
     CHECK(!r.stream);
     CHECK(!r.include_usage);
-    oai_request_free(&r);
+    dspy_oai_request_free(&r);
     /* DSPy's tutorial body (CC-21) */
     CHECK_OK(parse(OAI_CHAT, "{\"model\":\"local:/abs/out\",\"messages\":[{\"role\":\"system\",\"content\":\"s\"},"
                              "{\"role\":\"user\",\"content\":\"u\"}],\"max_tokens\":2000}", &r, &e));
     CHECK_INT(r.max_tokens, 2000);
     CHECK_INT(r.n_messages, 2);
-    oai_request_free(&r);
+    dspy_oai_request_free(&r);
     /* an integral decimal is taken as an integer */
     CHECK_OK(parse(OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":16.0}", &r, &e));
     CHECK_INT(r.max_tokens, 16);
-    oai_request_free(&r);
-    oai_error_free(&e);
+    dspy_oai_request_free(&r);
+    dspy_oai_error_free(&e);
 }
 
 static void test_chat_errors(void) {
@@ -181,20 +181,20 @@ static void test_completions(void) {
     CHECK_STR(r.prompt, "Once upon");
     CHECK(r.prompt_ids == NULL);
     CHECK_INT(r.max_tokens, 3);
-    oai_request_free(&r);
+    dspy_oai_request_free(&r);
     CHECK_OK(parse(OAI_COMPLETION, "{\"prompt\":[\"only one\"]}", &r, &e));
     CHECK_STR(r.prompt, "only one");
-    oai_request_free(&r);
+    dspy_oai_request_free(&r);
     CHECK_OK(parse(OAI_COMPLETION, "{\"prompt\":[128000, 9906, 0]}", &r, &e));
     CHECK(r.prompt == NULL);
     CHECK_INT(r.n_prompt_ids, 3);
     CHECK_INT(r.prompt_ids[0], 128000);
     CHECK_INT(r.prompt_ids[2], 0);
-    oai_request_free(&r);
+    dspy_oai_request_free(&r);
     CHECK_OK(parse(OAI_COMPLETION, "{\"prompt\":[[1,2]]}", &r, &e));
     CHECK_INT(r.n_prompt_ids, 2);
-    oai_request_free(&r);
-    oai_error_free(&e);
+    dspy_oai_request_free(&r);
+    dspy_oai_error_free(&e);
 
     expect_fail(OAI_COMPLETION, "{}", 400, "prompt", "missing_required_parameter");
     expect_fail(OAI_COMPLETION, "{\"prompt\":5}", 400, "prompt", "invalid_type");
@@ -213,7 +213,7 @@ static void test_routes(void) {
     oai_error e = OAI_ERROR_INIT;
     char *id = NULL;
     const char *allow = NULL;
-#define R(m, p) oai_route_match(dspy_strv_of(m), dspy_strv_of(p), &id, &allow, &e)
+#define R(m, p) dspy_oai_route_match(dspy_strv_of(m), dspy_strv_of(p), &id, &allow, &e)
     CHECK_INT(R("GET", "/health"), OAI_ROUTE_HEALTH);
     CHECK_INT(R("GET", "/v1/models"), OAI_ROUTE_MODELS);
     CHECK_INT(R("POST", "/v1/chat/completions"), OAI_ROUTE_CHAT);
@@ -246,76 +246,76 @@ static void test_routes(void) {
     CHECK_INT(R("get", "/health"), OAI_ROUTE_NONE); /* methods are case-sensitive */
     CHECK_INT(e.status, 405);
 #undef R
-    oai_error_free(&e);
-    char *d = oai_percent_decode(dspy_strv_of("a%20b%2f"));
+    dspy_oai_error_free(&e);
+    char *d = dspy_oai_percent_decode(dspy_strv_of("a%20b%2f"));
     CHECK_STR(d, "a b/");
     free(d);
 }
 
 static void test_error_json(void) {
     oai_error e = OAI_ERROR_INIT;
-    oai_error_set(&e, 404, NULL, "model", "model_not_found", "The model `%s` does not exist.", "gpt-x");
-    char *j = oai_error_json(&e);
+    dspy_oai_error_set(&e, 404, NULL, "model", "model_not_found", "The model `%s` does not exist.", "gpt-x");
+    char *j = dspy_oai_error_json(&e);
     CHECK_STR(j, "{\"error\":{\"message\":\"The model `gpt-x` does not exist.\",\"type\":\"invalid_request_error\","
                  "\"param\":\"model\",\"code\":\"model_not_found\"}}");
     free(j);
-    oai_error_set(&e, 503, NULL, NULL, "overloaded", "busy \"now\"");
-    j = oai_error_json(&e);
+    dspy_oai_error_set(&e, 503, NULL, NULL, "overloaded", "busy \"now\"");
+    j = dspy_oai_error_json(&e);
     CHECK_STR(j, "{\"error\":{\"message\":\"busy \\\"now\\\"\",\"type\":\"server_error\",\"param\":null,\"code\":\"overloaded\"}}");
     free(j);
-    oai_error_set(&e, 401, "invalid_request_error", NULL, "invalid_api_key", "Incorrect API key provided.");
-    j = oai_error_json(&e);
+    dspy_oai_error_set(&e, 401, "invalid_request_error", NULL, "invalid_api_key", "Incorrect API key provided.");
+    j = dspy_oai_error_json(&e);
     CHECK_STR(j, "{\"error\":{\"message\":\"Incorrect API key provided.\",\"type\":\"invalid_request_error\","
                  "\"param\":null,\"code\":\"invalid_api_key\"}}");
     free(j);
-    oai_error_free(&e);
-    CHECK_STR(oai_error_type_for(401), "authentication_error");
-    CHECK_STR(oai_error_type_for(413), "invalid_request_error");
-    CHECK_STR(oai_error_type_for(500), "server_error");
+    dspy_oai_error_free(&e);
+    CHECK_STR(dspy_oai_error_type_for(401), "authentication_error");
+    CHECK_STR(dspy_oai_error_type_for(413), "invalid_request_error");
+    CHECK_STR(dspy_oai_error_type_for(500), "server_error");
 }
 
 static void test_answers(void) {
     oai_choice ch[2] = {{"Hello \xc3\xa9\n", 9, "stop"}, {"x", 1, "length"}};
     oai_usage u = {12, 9};
-    char *j = oai_completion_json(OAI_CHAT, "chatcmpl-1", 1700000000, "m", ch, 2, u);
+    char *j = dspy_oai_completion_json(OAI_CHAT, "chatcmpl-1", 1700000000, "m", ch, 2, u);
     CHECK_STR(j, "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion\",\"created\":1700000000,\"model\":\"m\","
                  "\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"Hello \xc3\xa9\\n\"},"
                  "\"logprobs\":null,\"finish_reason\":\"stop\"},{\"index\":1,\"message\":{\"role\":\"assistant\","
                  "\"content\":\"x\"},\"logprobs\":null,\"finish_reason\":\"length\"}],"
                  "\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":9,\"total_tokens\":21}}");
     free(j);
-    j = oai_completion_json(OAI_COMPLETION, "cmpl-1", 5, "m", ch + 1, 1, u);
+    j = dspy_oai_completion_json(OAI_COMPLETION, "cmpl-1", 5, "m", ch + 1, 1, u);
     CHECK_STR(j, "{\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"created\":5,\"model\":\"m\",\"choices\":"
                  "[{\"text\":\"x\",\"index\":0,\"logprobs\":null,\"finish_reason\":\"length\"}],"
                  "\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":9,\"total_tokens\":21}}");
     free(j);
-    j = oai_chunk_json(OAI_CHAT, "c", 5, "m", 0, true, "", 0, NULL, false);
+    j = dspy_oai_chunk_json(OAI_CHAT, "c", 5, "m", 0, true, "", 0, NULL, false);
     CHECK_STR(j, "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":5,\"model\":\"m\",\"choices\":"
                  "[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}]}");
     free(j);
-    j = oai_chunk_json(OAI_CHAT, "c", 5, "m", 1, false, "ab", 2, NULL, true);
+    j = dspy_oai_chunk_json(OAI_CHAT, "c", 5, "m", 1, false, "ab", 2, NULL, true);
     CHECK_STR(j, "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":5,\"model\":\"m\",\"choices\":"
                  "[{\"index\":1,\"delta\":{\"content\":\"ab\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}");
     free(j);
-    j = oai_chunk_json(OAI_CHAT, "c", 5, "m", 0, false, "", 0, "stop", false);
+    j = dspy_oai_chunk_json(OAI_CHAT, "c", 5, "m", 0, false, "", 0, "stop", false);
     CHECK_STR(j, "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":5,\"model\":\"m\",\"choices\":"
                  "[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}]}");
     free(j);
-    j = oai_chunk_json(OAI_COMPLETION, "c", 5, "m", 0, false, "t", 1, NULL, false);
+    j = dspy_oai_chunk_json(OAI_COMPLETION, "c", 5, "m", 0, false, "t", 1, NULL, false);
     CHECK_STR(j, "{\"id\":\"c\",\"object\":\"text_completion\",\"created\":5,\"model\":\"m\",\"choices\":"
                  "[{\"text\":\"t\",\"index\":0,\"logprobs\":null,\"finish_reason\":null}]}");
     free(j);
-    j = oai_usage_chunk_json(OAI_CHAT, "c", 5, "m", u);
+    j = dspy_oai_usage_chunk_json(OAI_CHAT, "c", 5, "m", u);
     CHECK_STR(j, "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":5,\"model\":\"m\",\"choices\":[],"
                  "\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":9,\"total_tokens\":21}}");
     free(j);
-    j = oai_model_json("/abs/out", 7, true);
+    j = dspy_oai_model_json("/abs/out", 7, true);
     CHECK_STR(j, "{\"object\":\"list\",\"data\":[{\"id\":\"/abs/out\",\"object\":\"model\",\"created\":7,\"owned_by\":\"dspy.c\"}]}");
     free(j);
-    j = oai_model_json("m", 7, false);
+    j = dspy_oai_model_json("m", 7, false);
     CHECK_STR(j, "{\"id\":\"m\",\"object\":\"model\",\"created\":7,\"owned_by\":\"dspy.c\"}");
     free(j);
-    char *a = oai_new_id(OAI_CHAT), *b = oai_new_id(OAI_CHAT), *c = oai_new_id(OAI_COMPLETION);
+    char *a = dspy_oai_new_id(OAI_CHAT), *b = dspy_oai_new_id(OAI_CHAT), *c = dspy_oai_new_id(OAI_COMPLETION);
     CHECK(strncmp(a, "chatcmpl-", 9) == 0 && strlen(a) == 9 + 24);
     CHECK(strcmp(a, b) != 0);
     CHECK(strncmp(c, "cmpl-", 5) == 0 && strlen(c) == 5 + 24);

@@ -30,7 +30,7 @@
 
 static void scan(const char *text, const char *const *stops, size_t n, bool want_found, size_t want_pos) {
     size_t pos = 999;
-    bool found = sched_stop_scan(text, strlen(text), (char *const *)stops, n, &pos);
+    bool found = dspy_sched_stop_scan(text, strlen(text), (char *const *)stops, n, &pos);
     check_report(found == want_found && pos == want_pos, __FILE__, __LINE__,
                  "scan(\"%s\"): found %d pos %zu, want %d %zu", text, found, pos, want_found, want_pos);
 }
@@ -96,7 +96,7 @@ static char *reference(const int32_t *ids, size_t n, const dspy_sampling *sp) {
 /* Polls a job to its end (bounded); returns the poll result. */
 static int finish(sched_job *j, sched_choice_out *outs, int *es, const char **em) {
     int rc = 0;
-    for (int i = 0; i < 600 && rc == 0; i++) rc = sched_job_poll(j, 100, outs, es, em);
+    for (int i = 0; i < 600 && rc == 0; i++) rc = dspy_sched_job_poll(j, 100, outs, es, em);
     return rc;
 }
 
@@ -120,7 +120,7 @@ static void test_batched_equals_single(void) {
     dspy_engine *eng = NULL;
     CHECK_OK(dspy_engine_new(g_model, &ep, &eng));
     sched *s = NULL;
-    CHECK_OK(sched_new(eng, g_tok, 64, &s));
+    CHECK_OK(dspy_sched_new(eng, g_tok, 64, &s));
     if (!s) return;
     enum { NJ_MAX = 10 };
     const int NJ = ASAN ? 6 : NJ_MAX;
@@ -134,8 +134,8 @@ static void test_batched_equals_single(void) {
     for (int k = 0; k < NJ; k++) {
         encode(prompts[k], &ids[k], &nids[k]);
         sched_job_params p = params(1, k % 3 == 0 ? 0.8f : 0.0f, MAXTOK(k), 100 + (uint64_t)k);
-        CHECK_OK(sched_job_new(ids[k], nids[k], &p, &jobs[k]));
-        CHECK_OK(sched_submit(s, jobs[k]));
+        CHECK_OK(dspy_sched_job_new(ids[k], nids[k], &p, &jobs[k]));
+        CHECK_OK(dspy_sched_submit(s, jobs[k]));
     }
     for (int k = 0; k < NJ; k++) {
         int es = 0;
@@ -149,14 +149,14 @@ static void test_batched_equals_single(void) {
         if (outs[k][0].finish && strcmp(outs[k][0].finish, "length") == 0) CHECK_INT(outs[k][0].completion_tokens, MAXTOK(k));
         free(want);
         free_outs(outs[k], 1);
-        sched_job_release(jobs[k]);
+        dspy_sched_job_release(jobs[k]);
         free(ids[k]);
     }
     int32_t q = -1, r = -1;
-    sched_counts(s, &q, &r);
+    dspy_sched_counts(s, &q, &r);
     CHECK_INT(q, 0);
     CHECK_INT(r, 0);
-    sched_free(s);
+    dspy_sched_free(s);
     dspy_engine_free(eng);
 }
 
@@ -164,7 +164,7 @@ static void test_stop_strings_and_n(void) {
     dspy_engine *eng = NULL;
     CHECK_OK(dspy_engine_new(g_model, NULL, &eng));
     sched *s = NULL;
-    CHECK_OK(sched_new(eng, g_tok, 8, &s));
+    CHECK_OK(dspy_sched_new(eng, g_tok, 8, &s));
     if (!s) return;
     int32_t *ids;
     size_t n;
@@ -186,8 +186,8 @@ static void test_stop_strings_and_n(void) {
         p.n_stop = 2;
         p.n = 3; /* greedy: three equal choices */
         sched_job *j = NULL;
-        CHECK_OK(sched_job_new(ids, n, &p, &j));
-        CHECK_OK(sched_submit(s, j));
+        CHECK_OK(dspy_sched_job_new(ids, n, &p, &j));
+        CHECK_OK(dspy_sched_submit(s, j));
         sched_choice_out o[3];
         memset(o, 0, sizeof o);
         int es;
@@ -200,13 +200,13 @@ static void test_stop_strings_and_n(void) {
             CHECK(o[i].completion_tokens < (ASAN ? 12 : 24));
         }
         free_outs(o, 3);
-        sched_job_release(j);
+        dspy_sched_job_release(j);
     }
     /* sampling with n = 4 and a seed: choice i is the single run with seed + i */
     sched_job_params ps = params(4, 1.0f, ASAN ? 4 : 8, 4242);
     sched_job *j = NULL;
-    CHECK_OK(sched_job_new(ids, n, &ps, &j));
-    CHECK_OK(sched_submit(s, j));
+    CHECK_OK(dspy_sched_job_new(ids, n, &ps, &j));
+    CHECK_OK(dspy_sched_submit(s, j));
     sched_choice_out o[4];
     memset(o, 0, sizeof o);
     int es;
@@ -219,10 +219,10 @@ static void test_stop_strings_and_n(void) {
         free(want);
     }
     free_outs(o, 4);
-    sched_job_release(j);
+    dspy_sched_job_release(j);
     free(full);
     free(ids);
-    sched_free(s);
+    dspy_sched_free(s);
     dspy_engine_free(eng);
 }
 
@@ -232,7 +232,7 @@ static void test_cancel_queue_abort(void) {
     dspy_engine *eng = NULL;
     CHECK_OK(dspy_engine_new(g_model, &ep, &eng));
     sched *s = NULL;
-    CHECK_OK(sched_new(eng, g_tok, 1, &s));
+    CHECK_OK(dspy_sched_new(eng, g_tok, 1, &s));
     if (!s) return;
     int32_t *ids;
     size_t n;
@@ -243,14 +243,14 @@ static void test_cancel_queue_abort(void) {
     sched_job *jobs[8] = {0};
     int accepted = 0, refused = 0;
     for (int k = 0; k < 8; k++) {
-        CHECK_OK(sched_job_new(ids, n, &p, &jobs[k]));
-        dspy_status st = sched_submit(s, jobs[k]);
+        CHECK_OK(dspy_sched_job_new(ids, n, &p, &jobs[k]));
+        dspy_status st = dspy_sched_submit(s, jobs[k]);
         if (st == DSPY_OK) accepted++;
         else {
             CHECK_INT(st, DSPY_ERR_STATE);
             CHECK_CONTAINS(dspy_errmsg(), "overloaded");
             refused++;
-            sched_job_release(jobs[k]);
+            dspy_sched_job_release(jobs[k]);
             jobs[k] = NULL;
         }
     }
@@ -262,12 +262,12 @@ static void test_cancel_queue_abort(void) {
     int es = 0;
     const char *em = NULL;
     usleep(50 * 1000);
-    sched_job_cancel(jobs[0]);
+    dspy_sched_job_cancel(jobs[0]);
     CHECK_INT(finish(jobs[0], o, &es, &em), 1);
     CHECK(o[0].finish == NULL);
     free_outs(o, 1);
     /* abort fails the others with the given status */
-    sched_abort(s, 503, "the server is shutting down");
+    dspy_sched_abort(s, 503, "the server is shutting down");
     for (int k = 1; k < 8; k++) {
         if (!jobs[k]) continue;
         memset(o, 0, sizeof o);
@@ -277,12 +277,12 @@ static void test_cancel_queue_abort(void) {
         free_outs(o, 1);
     }
     sched_job *late = NULL;
-    CHECK_OK(sched_job_new(ids, n, &p, &late));
-    CHECK_STATUS(sched_submit(s, late), DSPY_ERR_CANCELLED);
-    sched_job_release(late);
-    for (int k = 0; k < 8; k++) sched_job_release(jobs[k]);
+    CHECK_OK(dspy_sched_job_new(ids, n, &p, &late));
+    CHECK_STATUS(dspy_sched_submit(s, late), DSPY_ERR_CANCELLED);
+    dspy_sched_job_release(late);
+    for (int k = 0; k < 8; k++) dspy_sched_job_release(jobs[k]);
     free(ids);
-    sched_free(s);
+    dspy_sched_free(s);
     dspy_engine_free(eng);
 }
 
@@ -296,7 +296,7 @@ static void test_preemption(void) {
     dspy_engine *eng = NULL;
     sched *s = NULL;
     CHECK_OK(dspy_engine_new(g_model, &ep, &eng));
-    if (eng) CHECK_OK(sched_new(eng, g_tok, 8, &s));
+    if (eng) CHECK_OK(dspy_sched_new(eng, g_tok, 8, &s));
     if (!s) {
         dspy_engine_free(eng);
         return;
@@ -310,26 +310,26 @@ static void test_preemption(void) {
         sched_job_params p = params(2, seeded ? 0.8f : 0.0f, long_max, 11);
         p.preemptible = !seeded;
         sched_job *lj = NULL, *sj = NULL;
-        CHECK_OK(sched_job_new(lp, nl, &p, &lj));
-        CHECK_OK(sched_submit(s, lj));
+        CHECK_OK(dspy_sched_job_new(lp, nl, &p, &lj));
+        CHECK_OK(dspy_sched_submit(s, lj));
         sched_choice_out lo[2] = {{DSPY_STR_INIT, NULL, false, 0}, {DSPY_STR_INIT, NULL, false, 0}};
         int es = 0;
         const char *em = NULL;
-        for (int i = 0; i < 600 && lo[0].completion_tokens < 2; i++) sched_job_poll(lj, 10, lo, &es, &em);
-        long long before = sched_preemptions(s);
+        for (int i = 0; i < 600 && lo[0].completion_tokens < 2; i++) dspy_sched_job_poll(lj, 10, lo, &es, &em);
+        long long before = dspy_sched_preemptions(s);
         sched_job_params q = params(1, 0.0f, 2, 0);
         q.preemptible = true;
-        CHECK_OK(sched_job_new(sp, ns, &q, &sj));
-        CHECK_OK(sched_submit(s, sj));
+        CHECK_OK(dspy_sched_job_new(sp, ns, &q, &sj));
+        CHECK_OK(dspy_sched_submit(s, sj));
         sched_choice_out so[1] = {{DSPY_STR_INIT, NULL, false, 0}};
         CHECK_INT(finish(sj, so, &es, &em), 1);
-        int lrc = sched_job_poll(lj, 0, lo, &es, &em);
+        int lrc = dspy_sched_job_poll(lj, 0, lo, &es, &em);
         if (!seeded) {
             CHECK_INT(lrc, 0); /* the short job got through while the long one still runs */
-            CHECK(sched_preemptions(s) > before);
+            CHECK(dspy_sched_preemptions(s) > before);
         } else {
             CHECK_INT(lrc, 1); /* it waited for the seeded job */
-            CHECK(sched_preemptions(s) == before);
+            CHECK(dspy_sched_preemptions(s) == before);
         }
         CHECK_INT(finish(lj, lo, &es, &em), 1);
         CHECK_INT(so[0].completion_tokens, 2);
@@ -346,12 +346,12 @@ static void test_preemption(void) {
         }
         free_outs(lo, 2);
         free_outs(so, 1);
-        sched_job_release(lj);
-        sched_job_release(sj);
+        dspy_sched_job_release(lj);
+        dspy_sched_job_release(sj);
     }
     free(lp);
     free(sp);
-    sched_free(s);
+    dspy_sched_free(s);
     dspy_engine_free(eng);
 }
 
@@ -359,7 +359,7 @@ static void test_context_errors(void) {
     dspy_engine *eng = NULL;
     CHECK_OK(dspy_engine_new(g_model, NULL, &eng));
     sched *s = NULL;
-    CHECK_OK(sched_new(eng, g_tok, 4, &s));
+    CHECK_OK(dspy_sched_new(eng, g_tok, 4, &s));
     if (!s) return;
     dspy_engine_stats st;
     dspy_engine_stats_get(eng, &st);
@@ -369,8 +369,8 @@ static void test_context_errors(void) {
     for (size_t i = 0; i < n; i++) ids[i] = 1000 + (int32_t)(i % 100);
     sched_job_params p = params(1, 0.0f, 4, 0);
     sched_job *j = NULL;
-    CHECK_OK(sched_job_new(ids, n, &p, &j));
-    CHECK_OK(sched_submit(s, j));
+    CHECK_OK(dspy_sched_job_new(ids, n, &p, &j));
+    CHECK_OK(dspy_sched_submit(s, j));
     sched_choice_out o[1];
     memset(o, 0, sizeof o);
     int es = 0;
@@ -379,11 +379,11 @@ static void test_context_errors(void) {
     CHECK_INT(es, 400);
     CHECK(em && *em);
     free_outs(o, 1);
-    sched_job_release(j);
+    dspy_sched_job_release(j);
     /* bad job parameters */
-    CHECK_STATUS(sched_job_new(ids, 0, &p, &j), DSPY_ERR_ARG);
+    CHECK_STATUS(dspy_sched_job_new(ids, 0, &p, &j), DSPY_ERR_ARG);
     free(ids);
-    sched_free(s);
+    dspy_sched_free(s);
     dspy_engine_free(eng);
 }
 

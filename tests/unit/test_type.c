@@ -146,7 +146,7 @@ static void test_other_values(void) {
 static char *schema(const char *type) {
     dspy_type *t = T(type);
     dspy_str s = DSPY_STR_INIT;
-    if (t) CHECK_OK(type_schema_note(t, &s));
+    if (t) CHECK_OK(dspy_type_schema_note(t, &s));
     dspy_type_free(t);
     return dspy_str_take(&s);
 }
@@ -235,7 +235,7 @@ static void test_type_api(void) {
 
 static char *repair(const char *s) {
     dspy_json *v = NULL;
-    CHECK_OK(json_repair_loads(s, strlen(s), &v));
+    CHECK_OK(dspy_json_repair_loads(s, strlen(s), &v));
     char *r = v ? dspy_json_dumps(v, DSPY_JSON_COMPACT | DSPY_JSON_UTF8) : NULL;
     dspy_json_decref(v);
     return r;
@@ -269,14 +269,14 @@ static void test_json_repair(void) {
         free(r);
     }
     size_t at, len;
-    CHECK(json_first_braced("x { {a} y", 9, &at, &len) && at == 4 && len == 3);
-    CHECK(json_first_braced("pre {a {b} c} post", 18, &at, &len) && at == 4 && len == 9);
-    CHECK(!json_first_braced("no braces } {", 13, &at, &len));
+    CHECK(dspy_json_first_braced("x { {a} y", 9, &at, &len) && at == 4 && len == 3);
+    CHECK(dspy_json_first_braced("pre {a {b} c} post", 18, &at, &len) && at == 4 && len == 9);
+    CHECK(!dspy_json_first_braced("no braces } {", 13, &at, &len));
 }
 
 static char *leval(const char *s, dspy_status *st) {
     dspy_json *v = NULL;
-    *st = py_literal_eval(s, strlen(s), &v);
+    *st = dspy_py_literal_eval(s, strlen(s), &v);
     char *r = NULL;
     if (v) {
         dspy_str o = DSPY_STR_INIT;
@@ -339,11 +339,11 @@ static void test_random_inputs(void) {
         }
         buf[n] = '\0';
         dspy_json *v = NULL;
-        dspy_status st = json_repair_loads(buf, n, &v);
+        dspy_status st = dspy_json_repair_loads(buf, n, &v);
         CHECK(st == DSPY_OK && v != NULL);
         dspy_json_decref(v);
         v = NULL;
-        st = py_literal_eval(buf, n, &v);
+        st = dspy_py_literal_eval(buf, n, &v);
         CHECK(st == DSPY_OK ? v != NULL : (st == DSPY_ERR_PARSE && v == NULL));
         dspy_json_decref(v);
         dspy_type *t = NULL;

@@ -7,7 +7,7 @@
  */
 #include "kern/cpu/cpu.h"
 
-dspy_status cpu_adamw(dspy_backend *be, dspy_tensor w_t, dspy_tensor g_t, dspy_tensor m_t, dspy_tensor v_t,
+dspy_status dspy_cpu_adamw(dspy_backend *be, dspy_tensor w_t, dspy_tensor g_t, dspy_tensor m_t, dspy_tensor v_t,
                       dspy_tensor hp_t) {
     cpu_enter(be);
     const char *op = "adamw";

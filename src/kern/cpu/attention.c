@@ -11,7 +11,7 @@
 
 #include "kern/cpu/cpu.h"
 
-dspy_status cpu_attention(dspy_backend *be, dspy_tensor out_t, dspy_tensor q_t, dspy_tensor kc_t, dspy_tensor vc_t,
+dspy_status dspy_cpu_attention(dspy_backend *be, dspy_tensor out_t, dspy_tensor q_t, dspy_tensor kc_t, dspy_tensor vc_t,
                           const dspy_attn_meta *m, int NH, int NKV, int HS) {
     cpu_enter(be);
     cpu_state *cs = cpu_of(be);
@@ -22,7 +22,7 @@ dspy_status cpu_attention(dspy_backend *be, dspy_tensor out_t, dspy_tensor q_t, 
     CPU_NEED("attention", "vcache", vc_t, DSPY_DTYPE_F32, 1);
     CPU_NEED("attention", "segs", m->segs, DSPY_DTYPE_I32, (int64_t)nseg * 4);
     CPU_NEED("attention", "tables", m->tables, DSPY_DTYPE_I32, 0);
-    DSPY_TRY(cpu_plan_check("attention", "rows", N, be->plan.max_rows));
+    DSPY_TRY(dspy_cpu_plan_check("attention", "rows", N, be->plan.max_rows));
     const dspy_attn_seg *segs = m->segs.data;
     const int32_t *tables = m->tables.data;
     int maxlen = 0;
@@ -43,7 +43,7 @@ dspy_status cpu_attention(dspy_backend *be, dspy_tensor out_t, dspy_tensor q_t, 
                                  (long long)i, blk);
         }
     }
-    DSPY_TRY(cpu_plan_check("attention", "sequence length", maxlen, be->plan.max_len));
+    DSPY_TRY(dspy_cpu_plan_check("attention", "sequence length", maxlen, be->plan.max_len));
     if (N == 0) return DSPY_OK;
     int32_t *row_seg = cs->rowmap; /* (N) segment of each row, -1 for rows in no segment */
     for (int i = 0; i < N; i++) row_seg[i] = -1;

@@ -25,7 +25,7 @@ static dspy_status check_start(const char *op, const int32_t *start, int T) {
     return DSPY_OK;
 }
 
-dspy_status cpu_attention_train(dspy_backend *be, dspy_tensor out_t, dspy_tensor lse_t, dspy_tensor q_t,
+dspy_status dspy_cpu_attention_train(dspy_backend *be, dspy_tensor out_t, dspy_tensor lse_t, dspy_tensor q_t,
                                 dspy_tensor k_t, dspy_tensor v_t, dspy_tensor start_t, int T, int NH, int NKV,
                                 int HS) {
     cpu_enter(be);
@@ -36,7 +36,7 @@ dspy_status cpu_attention_train(dspy_backend *be, dspy_tensor out_t, dspy_tensor
     CPU_NEED(op, "k", k_t, DSPY_DTYPE_F32, (int64_t)T * NKV * HS);
     CPU_NEED(op, "v", v_t, DSPY_DTYPE_F32, (int64_t)T * NKV * HS);
     CPU_NEED(op, "start", start_t, DSPY_DTYPE_I32, T);
-    DSPY_TRY(cpu_plan_check(op, "sequence length", T, be->plan.max_len));
+    DSPY_TRY(dspy_cpu_plan_check(op, "sequence length", T, be->plan.max_len));
     const int32_t *start = start_t.data;
     DSPY_TRY(check_start(op, start, T));
     float *out = out_t.data, *lse = lse_t.data;
@@ -79,7 +79,7 @@ dspy_status cpu_attention_train(dspy_backend *be, dspy_tensor out_t, dspy_tensor
     return DSPY_OK;
 }
 
-dspy_status cpu_attention_train_backward(dspy_backend *be, dspy_tensor dq_t, dspy_tensor dk_t, dspy_tensor dv_t,
+dspy_status dspy_cpu_attention_train_backward(dspy_backend *be, dspy_tensor dq_t, dspy_tensor dk_t, dspy_tensor dv_t,
                                          dspy_tensor dout_t, dspy_tensor out_t, dspy_tensor lse_t, dspy_tensor q_t,
                                          dspy_tensor k_t, dspy_tensor v_t, dspy_tensor start_t, int T, int NH,
                                          int NKV, int HS) {
@@ -95,8 +95,8 @@ dspy_status cpu_attention_train_backward(dspy_backend *be, dspy_tensor dq_t, dsp
     CPU_NEED(op, "k", k_t, DSPY_DTYPE_F32, (int64_t)T * NKV * HS);
     CPU_NEED(op, "v", v_t, DSPY_DTYPE_F32, (int64_t)T * NKV * HS);
     CPU_NEED(op, "start", start_t, DSPY_DTYPE_I32, T);
-    DSPY_TRY(cpu_plan_check(op, "sequence length", T, be->plan.max_len));
-    DSPY_TRY(cpu_plan_check(op, "rows", T, be->plan.max_rows));
+    DSPY_TRY(dspy_cpu_plan_check(op, "sequence length", T, be->plan.max_len));
+    DSPY_TRY(dspy_cpu_plan_check(op, "rows", T, be->plan.max_rows));
     const int32_t *start = start_t.data;
     DSPY_TRY(check_start(op, start, T));
     float *dq = dq_t.data, *dk = dk_t.data, *dv = dv_t.data;

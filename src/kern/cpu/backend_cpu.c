@@ -11,7 +11,7 @@
 #include "dspy/safetensors.h"
 #include "kern/cpu/cpu.h"
 
-dspy_status cpu_check(const char *op, const char *arg, dspy_tensor t, dspy_dtype dt, dspy_dtype dt2, int64_t need) {
+dspy_status dspy_cpu_check(const char *op, const char *arg, dspy_tensor t, dspy_dtype dt, dspy_dtype dt2, int64_t need) {
     if (t.device != DSPY_DEVICE_CPU)
         return dspy_fail(DSPY_ERR_ARG, "cpu %s: %s is not in host memory (a CUDA tensor was given to the CPU backend)",
                          op, arg);
@@ -25,7 +25,7 @@ dspy_status cpu_check(const char *op, const char *arg, dspy_tensor t, dspy_dtype
     return DSPY_OK;
 }
 
-dspy_status cpu_plan_check(const char *op, const char *what, int64_t n, int64_t cap) {
+dspy_status dspy_cpu_plan_check(const char *op, const char *what, int64_t n, int64_t cap) {
     if (n <= cap) return DSPY_OK;
     return dspy_fail(DSPY_ERR_ARG, "cpu %s: %s is %lld, the backend was planned for %lld (dspy_backend_reserve)", op,
                      what, (long long)n, (long long)cap);
@@ -141,32 +141,32 @@ static const dspy_ops k_cpu_ops = {
     .fill = cpu_fill,
     .cast = cpu_cast,
     .sync = cpu_sync,
-    .embedding = cpu_embedding,
-    .rmsnorm = cpu_rmsnorm,
-    .linear = cpu_linear,
-    .qkv_rope_store = cpu_qkv_rope_store,
-    .attn_in = cpu_attn_in,
-    .mlp_in = cpu_mlp_in,
-    .logits = cpu_logits,
-    .attention = cpu_attention,
-    .swiglu = cpu_swiglu,
-    .add = cpu_add,
-    .gather_rows = cpu_gather_rows,
-    .sample = cpu_sample,
-    .mask_logits = cpu_mask_logits,
-    .rope = cpu_rope,
-    .linear_backward = cpu_linear_backward,
-    .rmsnorm_backward = cpu_rmsnorm_backward,
-    .rope_backward = cpu_rope_backward,
-    .attention_train = cpu_attention_train,
-    .attention_train_backward = cpu_attention_train_backward,
-    .swiglu_backward = cpu_swiglu_backward,
-    .embedding_backward = cpu_embedding_backward,
-    .scatter_add_rows = cpu_scatter_add_rows,
-    .cross_entropy = cpu_cross_entropy,
-    .dropout = cpu_dropout,
-    .scale = cpu_scale,
-    .adamw = cpu_adamw,
+    .embedding = dspy_cpu_embedding,
+    .rmsnorm = dspy_cpu_rmsnorm,
+    .linear = dspy_cpu_linear,
+    .qkv_rope_store = dspy_cpu_qkv_rope_store,
+    .attn_in = dspy_cpu_attn_in,
+    .mlp_in = dspy_cpu_mlp_in,
+    .logits = dspy_cpu_logits,
+    .attention = dspy_cpu_attention,
+    .swiglu = dspy_cpu_swiglu,
+    .add = dspy_cpu_add,
+    .gather_rows = dspy_cpu_gather_rows,
+    .sample = dspy_cpu_sample,
+    .mask_logits = dspy_cpu_mask_logits,
+    .rope = dspy_cpu_rope,
+    .linear_backward = dspy_cpu_linear_backward,
+    .rmsnorm_backward = dspy_cpu_rmsnorm_backward,
+    .rope_backward = dspy_cpu_rope_backward,
+    .attention_train = dspy_cpu_attention_train,
+    .attention_train_backward = dspy_cpu_attention_train_backward,
+    .swiglu_backward = dspy_cpu_swiglu_backward,
+    .embedding_backward = dspy_cpu_embedding_backward,
+    .scatter_add_rows = dspy_cpu_scatter_add_rows,
+    .cross_entropy = dspy_cpu_cross_entropy,
+    .dropout = dspy_cpu_dropout,
+    .scale = dspy_cpu_scale,
+    .adamw = dspy_cpu_adamw,
 };
 
 dspy_status dspy_backend_cpu_init(dspy_backend *be) {

@@ -29,11 +29,11 @@ static inline void cpu_enter(dspy_backend *be) { omp_set_num_threads(cpu_of(be)-
 
 /* Checks that t lives on the CPU, has `dt` (or, when dt2 is not DSPY_DTYPE_COUNT, one of dt/dt2)
  * and at least `need` elements; the message names the op and the argument. */
-dspy_status cpu_check(const char *op, const char *arg, dspy_tensor t, dspy_dtype dt, dspy_dtype dt2, int64_t need);
-#define CPU_NEED(op, arg, t, dt, need) DSPY_TRY(cpu_check(op, arg, t, dt, DSPY_DTYPE_COUNT, need))
-#define CPU_NEED2(op, arg, t, dt, dt2, need) DSPY_TRY(cpu_check(op, arg, t, dt, dt2, need))
+dspy_status dspy_cpu_check(const char *op, const char *arg, dspy_tensor t, dspy_dtype dt, dspy_dtype dt2, int64_t need);
+#define CPU_NEED(op, arg, t, dt, need) DSPY_TRY(dspy_cpu_check(op, arg, t, dt, DSPY_DTYPE_COUNT, need))
+#define CPU_NEED2(op, arg, t, dt, dt2, need) DSPY_TRY(dspy_cpu_check(op, arg, t, dt, dt2, need))
 /* DSPY_ERR_ARG when `n` exceeds the planned `cap` (what, the op, how to plan more). */
-dspy_status cpu_plan_check(const char *op, const char *what, int64_t n, int64_t cap);
+dspy_status dspy_cpu_plan_check(const char *op, const char *what, int64_t n, int64_t cap);
 
 /* Widens BF16 bits to F32 exactly. */
 static inline float cpu_bf16(uint16_t h) {
@@ -69,56 +69,56 @@ static inline float cpu_dot_bf16(const float *a, const uint16_t *b, int n) {
 
 
 /* Inference kernels (matmul.c, attention.c, pointwise.c, sample.c). */
-dspy_status cpu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
+dspy_status dspy_cpu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
                        int C, int OC, bool accumulate);
-dspy_status cpu_attention(dspy_backend *be, dspy_tensor out, dspy_tensor q, dspy_tensor kcache, dspy_tensor vcache,
+dspy_status dspy_cpu_attention(dspy_backend *be, dspy_tensor out, dspy_tensor q, dspy_tensor kcache, dspy_tensor vcache,
                           const dspy_attn_meta *m, int NH, int NKV, int HS);
-dspy_status cpu_embedding(dspy_backend *be, dspy_tensor out, dspy_tensor ids, dspy_tensor table, int N, int C);
-dspy_status cpu_rmsnorm(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor weight, int N, int C,
+dspy_status dspy_cpu_embedding(dspy_backend *be, dspy_tensor out, dspy_tensor ids, dspy_tensor table, int N, int C);
+dspy_status dspy_cpu_rmsnorm(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor weight, int N, int C,
                         float eps);
-dspy_status cpu_qkv_rope_store(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache,
+dspy_status dspy_cpu_qkv_rope_store(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache,
                                dspy_tensor qkv, dspy_tensor pos, dspy_tensor slots, dspy_tensor inv_freq, int N,
                                int NH, int NKV, int HS);
-dspy_status cpu_attn_in(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache, dspy_tensor x,
+dspy_status dspy_cpu_attn_in(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache, dspy_tensor x,
                         dspy_tensor w_norm, dspy_tensor wqkv, dspy_tensor bqkv, dspy_tensor pos, dspy_tensor slots,
                         dspy_tensor inv_freq, dspy_tensor xn, dspy_tensor qkv, int N, int C, int NH, int NKV, int HS,
                         float eps);
-dspy_status cpu_mlp_in(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_tensor w_norm, dspy_tensor w_gate_up,
+dspy_status dspy_cpu_mlp_in(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_tensor w_norm, dspy_tensor w_gate_up,
                        dspy_tensor xn, dspy_tensor gu, int N, int C, int I, float eps);
-dspy_status cpu_logits(dspy_backend *be, dspy_tensor out, dspy_tensor x, dspy_tensor rows, dspy_tensor w_norm,
+dspy_status dspy_cpu_logits(dspy_backend *be, dspy_tensor out, dspy_tensor x, dspy_tensor rows, dspy_tensor w_norm,
                        dspy_tensor w, dspy_tensor sel, dspy_tensor seln, int M, int C, int V, float eps);
-dspy_status cpu_rope(dspy_backend *be, dspy_tensor x, dspy_tensor pos, dspy_tensor inv_freq, int N, int H, int HS);
-dspy_status cpu_swiglu(dspy_backend *be, dspy_tensor out, dspy_tensor gate, dspy_tensor up, int N, int I, int ld);
-dspy_status cpu_add(dspy_backend *be, dspy_tensor x, dspy_tensor y);
-dspy_status cpu_gather_rows(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor rows, int M, int C);
-dspy_status cpu_sample(dspy_backend *be, dspy_tensor tokens, dspy_tensor logprobs, dspy_tensor logits,
+dspy_status dspy_cpu_rope(dspy_backend *be, dspy_tensor x, dspy_tensor pos, dspy_tensor inv_freq, int N, int H, int HS);
+dspy_status dspy_cpu_swiglu(dspy_backend *be, dspy_tensor out, dspy_tensor gate, dspy_tensor up, int N, int I, int ld);
+dspy_status dspy_cpu_add(dspy_backend *be, dspy_tensor x, dspy_tensor y);
+dspy_status dspy_cpu_gather_rows(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor rows, int M, int C);
+dspy_status dspy_cpu_sample(dspy_backend *be, dspy_tensor tokens, dspy_tensor logprobs, dspy_tensor logits,
                        dspy_tensor params, int M, int V);
-dspy_status cpu_mask_logits(dspy_backend *be, dspy_tensor logits, dspy_tensor masks, dspy_tensor rows,
+dspy_status dspy_cpu_mask_logits(dspy_backend *be, dspy_tensor logits, dspy_tensor masks, dspy_tensor rows,
                             dspy_tensor shift, int R, int V);
 
 /* Training kernels (matmul.c, pointwise_backward.c, attention_train.c, adamw.c). */
-dspy_status cpu_linear_backward(dspy_backend *be, dspy_tensor dinp, dspy_tensor dw, dspy_tensor dbias,
+dspy_status dspy_cpu_linear_backward(dspy_backend *be, dspy_tensor dinp, dspy_tensor dw, dspy_tensor dbias,
                                 dspy_tensor dout, dspy_tensor inp, dspy_tensor w, int N, int C, int OC);
-dspy_status cpu_rmsnorm_backward(dspy_backend *be, dspy_tensor dinp, dspy_tensor dweight, dspy_tensor dout,
+dspy_status dspy_cpu_rmsnorm_backward(dspy_backend *be, dspy_tensor dinp, dspy_tensor dweight, dspy_tensor dout,
                                  dspy_tensor inp, dspy_tensor weight, int N, int C, float eps);
-dspy_status cpu_rope_backward(dspy_backend *be, dspy_tensor dx, dspy_tensor pos, dspy_tensor inv_freq, int N, int H,
+dspy_status dspy_cpu_rope_backward(dspy_backend *be, dspy_tensor dx, dspy_tensor pos, dspy_tensor inv_freq, int N, int H,
                               int HS);
-dspy_status cpu_attention_train(dspy_backend *be, dspy_tensor out, dspy_tensor lse, dspy_tensor q, dspy_tensor k,
+dspy_status dspy_cpu_attention_train(dspy_backend *be, dspy_tensor out, dspy_tensor lse, dspy_tensor q, dspy_tensor k,
                                 dspy_tensor v, dspy_tensor start, int T, int NH, int NKV, int HS);
-dspy_status cpu_attention_train_backward(dspy_backend *be, dspy_tensor dq, dspy_tensor dk, dspy_tensor dv,
+dspy_status dspy_cpu_attention_train_backward(dspy_backend *be, dspy_tensor dq, dspy_tensor dk, dspy_tensor dv,
                                          dspy_tensor dout, dspy_tensor out, dspy_tensor lse, dspy_tensor q,
                                          dspy_tensor k, dspy_tensor v, dspy_tensor start, int T, int NH, int NKV,
                                          int HS);
-dspy_status cpu_swiglu_backward(dspy_backend *be, dspy_tensor dgate, dspy_tensor dup, dspy_tensor dout,
+dspy_status dspy_cpu_swiglu_backward(dspy_backend *be, dspy_tensor dgate, dspy_tensor dup, dspy_tensor dout,
                                 dspy_tensor gate, dspy_tensor up, int N, int I);
-dspy_status cpu_embedding_backward(dspy_backend *be, dspy_tensor dtable, dspy_tensor ids, dspy_tensor dout, int N,
+dspy_status dspy_cpu_embedding_backward(dspy_backend *be, dspy_tensor dtable, dspy_tensor ids, dspy_tensor dout, int N,
                                    int C);
-dspy_status cpu_scatter_add_rows(dspy_backend *be, dspy_tensor dinp, dspy_tensor rows, dspy_tensor dout, int M,
+dspy_status dspy_cpu_scatter_add_rows(dspy_backend *be, dspy_tensor dinp, dspy_tensor rows, dspy_tensor dout, int M,
                                  int C);
-dspy_status cpu_cross_entropy(dspy_backend *be, dspy_tensor loss, dspy_tensor dlogits, dspy_tensor logits,
+dspy_status dspy_cpu_cross_entropy(dspy_backend *be, dspy_tensor loss, dspy_tensor dlogits, dspy_tensor logits,
                               dspy_tensor targets, int M, int V, float dscale);
-dspy_status cpu_dropout(dspy_backend *be, dspy_tensor out, dspy_tensor inp, float p, uint64_t key);
-dspy_status cpu_scale(dspy_backend *be, dspy_tensor x, float s);
-dspy_status cpu_adamw(dspy_backend *be, dspy_tensor w, dspy_tensor g, dspy_tensor m, dspy_tensor v, dspy_tensor hp);
+dspy_status dspy_cpu_dropout(dspy_backend *be, dspy_tensor out, dspy_tensor inp, float p, uint64_t key);
+dspy_status dspy_cpu_scale(dspy_backend *be, dspy_tensor x, float s);
+dspy_status dspy_cpu_adamw(dspy_backend *be, dspy_tensor w, dspy_tensor g, dspy_tensor m, dspy_tensor v, dspy_tensor hp);
 
 #endif

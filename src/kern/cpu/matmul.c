@@ -51,7 +51,7 @@ static void dot4_bf16(const float *a0, const float *a1, const float *a2, const f
 #undef WB
 }
 
-dspy_status cpu_linear(dspy_backend *be, dspy_tensor out_t, dspy_tensor inp_t, dspy_tensor w_t, dspy_tensor bias_t,
+dspy_status dspy_cpu_linear(dspy_backend *be, dspy_tensor out_t, dspy_tensor inp_t, dspy_tensor w_t, dspy_tensor bias_t,
                        int N, int C, int OC, bool accumulate) {
     cpu_enter(be);
     CPU_NEED("linear", "out", out_t, DSPY_DTYPE_F32, (int64_t)N * OC);
@@ -94,7 +94,7 @@ dspy_status cpu_linear(dspy_backend *be, dspy_tensor out_t, dspy_tensor inp_t, d
     return DSPY_OK;
 }
 
-dspy_status cpu_linear_backward(dspy_backend *be, dspy_tensor dinp_t, dspy_tensor dw_t, dspy_tensor dbias_t,
+dspy_status dspy_cpu_linear_backward(dspy_backend *be, dspy_tensor dinp_t, dspy_tensor dw_t, dspy_tensor dbias_t,
                                 dspy_tensor dout_t, dspy_tensor inp_t, dspy_tensor w_t, int N, int C, int OC) {
     cpu_enter(be);
     CPU_NEED("linear_backward", "dout", dout_t, DSPY_DTYPE_F32, (int64_t)N * OC);

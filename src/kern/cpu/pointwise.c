@@ -9,7 +9,7 @@
 
 #include "kern/cpu/cpu.h"
 
-dspy_status cpu_embedding(dspy_backend *be, dspy_tensor out_t, dspy_tensor ids_t, dspy_tensor table_t, int N,
+dspy_status dspy_cpu_embedding(dspy_backend *be, dspy_tensor out_t, dspy_tensor ids_t, dspy_tensor table_t, int N,
                           int C) {
     (void)be;
     CPU_NEED("embedding", "out", out_t, DSPY_DTYPE_F32, (int64_t)N * C);
@@ -34,7 +34,7 @@ dspy_status cpu_embedding(dspy_backend *be, dspy_tensor out_t, dspy_tensor ids_t
     return DSPY_OK;
 }
 
-dspy_status cpu_rmsnorm(dspy_backend *be, dspy_tensor out_t, dspy_tensor inp_t, dspy_tensor w_t, int N, int C,
+dspy_status dspy_cpu_rmsnorm(dspy_backend *be, dspy_tensor out_t, dspy_tensor inp_t, dspy_tensor w_t, int N, int C,
                         float eps) {
     cpu_enter(be);
     CPU_NEED("rmsnorm", "out", out_t, DSPY_DTYPE_F32, (int64_t)N * C);
@@ -100,16 +100,16 @@ static dspy_status rope_dir(dspy_backend *be, const char *op, dspy_tensor x_t, d
     return DSPY_OK;
 }
 
-dspy_status cpu_rope(dspy_backend *be, dspy_tensor x, dspy_tensor pos, dspy_tensor inv_freq, int N, int H, int HS) {
+dspy_status dspy_cpu_rope(dspy_backend *be, dspy_tensor x, dspy_tensor pos, dspy_tensor inv_freq, int N, int H, int HS) {
     return rope_dir(be, "rope", x, pos, inv_freq, N, H, HS, +1);
 }
 
-dspy_status cpu_rope_backward(dspy_backend *be, dspy_tensor dx, dspy_tensor pos, dspy_tensor inv_freq, int N, int H,
+dspy_status dspy_cpu_rope_backward(dspy_backend *be, dspy_tensor dx, dspy_tensor pos, dspy_tensor inv_freq, int N, int H,
                               int HS) {
     return rope_dir(be, "rope_backward", dx, pos, inv_freq, N, H, HS, -1);
 }
 
-dspy_status cpu_qkv_rope_store(dspy_backend *be, dspy_tensor q_t, dspy_tensor kc_t, dspy_tensor vc_t,
+dspy_status dspy_cpu_qkv_rope_store(dspy_backend *be, dspy_tensor q_t, dspy_tensor kc_t, dspy_tensor vc_t,
                                dspy_tensor qkv_t, dspy_tensor pos_t, dspy_tensor slots_t, dspy_tensor f_t, int N,
                                int NH, int NKV, int HS) {
     cpu_enter(be);
@@ -145,7 +145,7 @@ dspy_status cpu_qkv_rope_store(dspy_backend *be, dspy_tensor q_t, dspy_tensor kc
     return DSPY_OK;
 }
 
-dspy_status cpu_swiglu(dspy_backend *be, dspy_tensor out_t, dspy_tensor g_t, dspy_tensor u_t, int N, int I, int ld) {
+dspy_status dspy_cpu_swiglu(dspy_backend *be, dspy_tensor out_t, dspy_tensor g_t, dspy_tensor u_t, int N, int I, int ld) {
     cpu_enter(be);
     CPU_NEED("swiglu", "out", out_t, DSPY_DTYPE_F32, (int64_t)N * I);
     CPU_NEED("swiglu", "gate", g_t, DSPY_DTYPE_F32, N > 0 ? (int64_t)(N - 1) * ld + I : 0);
@@ -162,7 +162,7 @@ dspy_status cpu_swiglu(dspy_backend *be, dspy_tensor out_t, dspy_tensor g_t, dsp
     return DSPY_OK;
 }
 
-dspy_status cpu_add(dspy_backend *be, dspy_tensor x_t, dspy_tensor y_t) {
+dspy_status dspy_cpu_add(dspy_backend *be, dspy_tensor x_t, dspy_tensor y_t) {
     cpu_enter(be);
     CPU_NEED("add", "x", x_t, DSPY_DTYPE_F32, 0);
     CPU_NEED("add", "y", y_t, DSPY_DTYPE_F32, x_t.n);
@@ -174,7 +174,7 @@ dspy_status cpu_add(dspy_backend *be, dspy_tensor x_t, dspy_tensor y_t) {
     return DSPY_OK;
 }
 
-dspy_status cpu_gather_rows(dspy_backend *be, dspy_tensor out_t, dspy_tensor inp_t, dspy_tensor rows_t, int M,
+dspy_status dspy_cpu_gather_rows(dspy_backend *be, dspy_tensor out_t, dspy_tensor inp_t, dspy_tensor rows_t, int M,
                             int C) {
     (void)be;
     CPU_NEED("gather_rows", "out", out_t, DSPY_DTYPE_F32, (int64_t)M * C);
@@ -192,26 +192,26 @@ dspy_status cpu_gather_rows(dspy_backend *be, dspy_tensor out_t, dspy_tensor inp
 
 /* ---- the fused projections, as their defining compositions (kern/ops.h) ----------------- */
 
-dspy_status cpu_attn_in(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache, dspy_tensor x,
+dspy_status dspy_cpu_attn_in(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache, dspy_tensor x,
                         dspy_tensor w_norm, dspy_tensor wqkv, dspy_tensor bqkv, dspy_tensor pos, dspy_tensor slots,
                         dspy_tensor inv_freq, dspy_tensor xn, dspy_tensor qkv, int N, int C, int NH, int NKV, int HS,
                         float eps) {
     const int W = (NH + 2 * NKV) * HS;
-    DSPY_TRY(cpu_rmsnorm(be, xn, x, w_norm, N, C, eps));
-    DSPY_TRY(cpu_linear(be, qkv, xn, wqkv, bqkv, N, C, W, false));
-    return cpu_qkv_rope_store(be, q_out, kcache, vcache, qkv, pos, slots, inv_freq, N, NH, NKV, HS);
+    DSPY_TRY(dspy_cpu_rmsnorm(be, xn, x, w_norm, N, C, eps));
+    DSPY_TRY(dspy_cpu_linear(be, qkv, xn, wqkv, bqkv, N, C, W, false));
+    return dspy_cpu_qkv_rope_store(be, q_out, kcache, vcache, qkv, pos, slots, inv_freq, N, NH, NKV, HS);
 }
 
-dspy_status cpu_mlp_in(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_tensor w_norm, dspy_tensor w_gate_up,
+dspy_status dspy_cpu_mlp_in(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_tensor w_norm, dspy_tensor w_gate_up,
                        dspy_tensor xn, dspy_tensor gu, int N, int C, int I, float eps) {
-    DSPY_TRY(cpu_rmsnorm(be, xn, x, w_norm, N, C, eps));
-    DSPY_TRY(cpu_linear(be, gu, xn, w_gate_up, dspy_tensor_none(), N, C, 2 * I, false));
-    return cpu_swiglu(be, h, gu, dspy_tensor_slice(gu, I, gu.n - I), N, I, 2 * I);
+    DSPY_TRY(dspy_cpu_rmsnorm(be, xn, x, w_norm, N, C, eps));
+    DSPY_TRY(dspy_cpu_linear(be, gu, xn, w_gate_up, dspy_tensor_none(), N, C, 2 * I, false));
+    return dspy_cpu_swiglu(be, h, gu, dspy_tensor_slice(gu, I, gu.n - I), N, I, 2 * I);
 }
 
-dspy_status cpu_logits(dspy_backend *be, dspy_tensor out, dspy_tensor x, dspy_tensor rows, dspy_tensor w_norm,
+dspy_status dspy_cpu_logits(dspy_backend *be, dspy_tensor out, dspy_tensor x, dspy_tensor rows, dspy_tensor w_norm,
                        dspy_tensor w, dspy_tensor sel, dspy_tensor seln, int M, int C, int V, float eps) {
-    DSPY_TRY(cpu_gather_rows(be, sel, x, rows, M, C));
-    DSPY_TRY(cpu_rmsnorm(be, seln, sel, w_norm, M, C, eps));
-    return cpu_linear(be, out, seln, w, dspy_tensor_none(), M, C, V, false);
+    DSPY_TRY(dspy_cpu_gather_rows(be, sel, x, rows, M, C));
+    DSPY_TRY(dspy_cpu_rmsnorm(be, seln, sel, w_norm, M, C, eps));
+    return dspy_cpu_linear(be, out, seln, w, dspy_tensor_none(), M, C, V, false);
 }

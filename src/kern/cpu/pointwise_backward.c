@@ -12,7 +12,7 @@
 
 #include "kern/cpu/cpu.h"
 
-/* 1 / sqrt(mean(x^2) + eps), exactly as cpu_rmsnorm computes it. */
+/* 1 / sqrt(mean(x^2) + eps), exactly as dspy_cpu_rmsnorm computes it. */
 static float rms_inv(const float *x, int C, float eps) {
     double ss = 0;
     for (int c = 0; c < C; c++) ss += (double)x[c] * x[c];
@@ -22,7 +22,7 @@ static float rms_inv(const float *x, int C, float eps) {
 
 /* y_c = w_c x_c r with r = (mean(x^2) + eps)^-1/2:
  * dx_c = r w_c dy_c - x_c r^3 / C * sum_k w_k dy_k x_k;  dw_c = sum_n dy_c x_c r. */
-dspy_status cpu_rmsnorm_backward(dspy_backend *be, dspy_tensor dinp_t, dspy_tensor dw_t, dspy_tensor dout_t,
+dspy_status dspy_cpu_rmsnorm_backward(dspy_backend *be, dspy_tensor dinp_t, dspy_tensor dw_t, dspy_tensor dout_t,
                                  dspy_tensor inp_t, dspy_tensor w_t, int N, int C, float eps) {
     cpu_enter(be);
     const char *op = "rmsnorm_backward";
@@ -31,7 +31,7 @@ dspy_status cpu_rmsnorm_backward(dspy_backend *be, dspy_tensor dinp_t, dspy_tens
     CPU_NEED(op, "inp", inp_t, DSPY_DTYPE_F32, (int64_t)N * C);
     CPU_NEED(op, "weight", w_t, DSPY_DTYPE_F32, C);
     if (dw_t.data) CPU_NEED(op, "dweight", dw_t, DSPY_DTYPE_F32, C);
-    DSPY_TRY(cpu_plan_check(op, "rows", N, be->plan.max_rows));
+    DSPY_TRY(dspy_cpu_plan_check(op, "rows", N, be->plan.max_rows));
     float *dinp = dinp_t.data, *dweight = dw_t.data;
     const float *dout = dout_t.data, *inp = inp_t.data, *weight = w_t.data;
 #pragma omp parallel for schedule(static) if ((long)N * C > (1L << 16))
@@ -58,7 +58,7 @@ dspy_status cpu_rmsnorm_backward(dspy_backend *be, dspy_tensor dinp_t, dspy_tens
 
 /* out = silu(g) u, silu(g) = g sigmoid(g): dg = dout u sigmoid(g) (1 + g (1 - sigmoid(g))),
  * du = dout silu(g). */
-dspy_status cpu_swiglu_backward(dspy_backend *be, dspy_tensor dg_t, dspy_tensor du_t, dspy_tensor dout_t,
+dspy_status dspy_cpu_swiglu_backward(dspy_backend *be, dspy_tensor dg_t, dspy_tensor du_t, dspy_tensor dout_t,
                                 dspy_tensor g_t, dspy_tensor u_t, int N, int I) {
     cpu_enter(be);
     const char *op = "swiglu_backward";
@@ -109,17 +109,17 @@ static dspy_status add_rows(dspy_backend *be, const char *op, dspy_tensor dst_t,
     return DSPY_OK;
 }
 
-dspy_status cpu_embedding_backward(dspy_backend *be, dspy_tensor dtable, dspy_tensor ids, dspy_tensor dout, int N,
+dspy_status dspy_cpu_embedding_backward(dspy_backend *be, dspy_tensor dtable, dspy_tensor ids, dspy_tensor dout, int N,
                                    int C) {
     return add_rows(be, "embedding_backward", dtable, ids, dout, N, C);
 }
 
-dspy_status cpu_scatter_add_rows(dspy_backend *be, dspy_tensor dinp, dspy_tensor rows, dspy_tensor dout, int M,
+dspy_status dspy_cpu_scatter_add_rows(dspy_backend *be, dspy_tensor dinp, dspy_tensor rows, dspy_tensor dout, int M,
                                  int C) {
     return add_rows(be, "scatter_add_rows", dinp, rows, dout, M, C);
 }
 
-dspy_status cpu_cross_entropy(dspy_backend *be, dspy_tensor loss_t, dspy_tensor dl_t, dspy_tensor logits_t,
+dspy_status dspy_cpu_cross_entropy(dspy_backend *be, dspy_tensor loss_t, dspy_tensor dl_t, dspy_tensor logits_t,
                               dspy_tensor tg_t, int M, int V, float dscale) {
     cpu_enter(be);
     const char *op = "cross_entropy";
@@ -154,7 +154,7 @@ dspy_status cpu_cross_entropy(dspy_backend *be, dspy_tensor loss_t, dspy_tensor 
     return DSPY_OK;
 }
 
-dspy_status cpu_dropout(dspy_backend *be, dspy_tensor out_t, dspy_tensor inp_t, float p, uint64_t key) {
+dspy_status dspy_cpu_dropout(dspy_backend *be, dspy_tensor out_t, dspy_tensor inp_t, float p, uint64_t key) {
     cpu_enter(be);
     CPU_NEED("dropout", "out", out_t, DSPY_DTYPE_F32, 0);
     CPU_NEED("dropout", "inp", inp_t, DSPY_DTYPE_F32, out_t.n);
@@ -167,7 +167,7 @@ dspy_status cpu_dropout(dspy_backend *be, dspy_tensor out_t, dspy_tensor inp_t, 
     return DSPY_OK;
 }
 
-dspy_status cpu_scale(dspy_backend *be, dspy_tensor x_t, float s) {
+dspy_status dspy_cpu_scale(dspy_backend *be, dspy_tensor x_t, float s) {
     cpu_enter(be);
     CPU_NEED("scale", "x", x_t, DSPY_DTYPE_F32, 0);
     float *x = x_t.data;

@@ -76,13 +76,13 @@ static int32_t sample_row(const float *logits, int32_t V, const dspy_sample_para
     return tok;
 }
 
-dspy_status cpu_sample(dspy_backend *be, dspy_tensor tokens_t, dspy_tensor lp_t, dspy_tensor logits_t,
+dspy_status dspy_cpu_sample(dspy_backend *be, dspy_tensor tokens_t, dspy_tensor lp_t, dspy_tensor logits_t,
                        dspy_tensor params_t, int M, int V) {
     CPU_NEED("sample", "tokens", tokens_t, DSPY_DTYPE_I32, M);
     CPU_NEED("sample", "logprobs", lp_t, DSPY_DTYPE_F32, M);
     CPU_NEED("sample", "logits", logits_t, DSPY_DTYPE_F32, (int64_t)M * V);
     CPU_NEED("sample", "params", params_t, DSPY_DTYPE_I32, (int64_t)M * DSPY_SAMPLE_PARAM_WORDS);
-    DSPY_TRY(cpu_plan_check("sample", "vocabulary", V, be->plan.max_vocab));
+    DSPY_TRY(dspy_cpu_plan_check("sample", "vocabulary", V, be->plan.max_vocab));
     cpu_state *cs = cpu_of(be);
     const dspy_sample_param *sp = params_t.data;
     for (int m = 0; m < M; m++)
@@ -93,7 +93,7 @@ dspy_status cpu_sample(dspy_backend *be, dspy_tensor tokens_t, dspy_tensor lp_t,
 
 /* The masked row's log-sum-exp and the raw row's, both over the row in id order (in double), so
  * a mask that keeps everything gives a shift of exactly 0. */
-dspy_status cpu_mask_logits(dspy_backend *be, dspy_tensor logits_t, dspy_tensor masks_t, dspy_tensor rows_t,
+dspy_status dspy_cpu_mask_logits(dspy_backend *be, dspy_tensor logits_t, dspy_tensor masks_t, dspy_tensor rows_t,
                             dspy_tensor shift_t, int R, int V) {
     (void)be;
     const int64_t W = ((int64_t)V + 31) / 32;

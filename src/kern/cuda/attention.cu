@@ -26,7 +26,7 @@
 #define LOG2E 1.4426950408889634f
 
 /* The segment and tile of prefill CTA `x`: tiles of 64 rows, numbered segment by segment. */
-__device__ bool find_tile(const dspy_attn_seg *segs, int nseg, int x, int *seg, int *tile) {
+static __device__ bool find_tile(const dspy_attn_seg *segs, int nseg, int x, int *seg, int *tile) {
     for (int s = 0; s < nseg; s++) {
         int nt = (segs[s].n + 63) / 64;
         if (x < nt) {
@@ -41,46 +41,46 @@ __device__ bool find_tile(const dspy_attn_seg *segs, int nseg, int x, int *seg, 
 
 /* ---- prefill: flash attention on the tensor cores ------------------------------------------ */
 
-__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+static __device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 
-__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool valid) {
+static __device__ __forceinline__ void cp_async16(void *dst, const void *src, bool valid) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
                  "r"(valid ? 16 : 0));
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+static __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> static __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
-__device__ __forceinline__ void ldmatrix_x4(uint32_t *r, const void *p) {
+static __device__ __forceinline__ void ldmatrix_x4(uint32_t *r, const void *p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(smem_u32(p)));
 }
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t *r, const void *p) {
+static __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t *r, const void *p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(smem_u32(p)));
 }
 
 /* d (16x8 F32) += a (16x16 BF16, row) * b (16x8 BF16, col). */
-__device__ __forceinline__ void mma16816(float *d, const uint32_t *a, const uint32_t *b) {
+static __device__ __forceinline__ void mma16816(float *d, const uint32_t *a, const uint32_t *b) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
                  "{%8, %9}, {%0, %1, %2, %3};\n"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+static __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
     return *(uint32_t *)&v;
 }
 
 /* Byte offset of 16-byte chunk c of row r in a tile with CH chunks per row (XOR swizzle). */
-template <int CH> __device__ __forceinline__ int swz(int r, int c) { return (r * CH + (c ^ (r & 7))) * 16; }
+template <int CH> static __device__ __forceinline__ int swz(int r, int c) { return (r * CH + (c ^ (r & 7))) * 16; }
 
 /* Loads rows [0, 64) of a K or V tile (keys kb .. kb+63) from the paged cache into smem; keys at
  * or past kend are zero-filled. */
 template <int D>
-__device__ __forceinline__ void load_kv_tile(char *sm, const bf16 *cache, const int32_t *table, int bs, int NKV,
+static __device__ __forceinline__ void load_kv_tile(char *sm, const bf16 *cache, const int32_t *table, int bs, int NKV,
                                              int kvh, int kb, int kend) {
     constexpr int CH = D / 8;
     for (int i = threadIdx.x; i < 64 * CH; i += 128) {
@@ -101,7 +101,7 @@ __device__ __forceinline__ void load_kv_tile(char *sm, const bf16 *cache, const 
  * taken in reverse order: under the causal mask a segment's last tiles are its heaviest, and
  * starting them first shortens the tail of the grid. */
 template <int D, int HP>
-__global__ __launch_bounds__(128) void k_attn_prefill(bf16 *__restrict__ out, const bf16 *__restrict__ q,
+static __global__ __launch_bounds__(128) void k_attn_prefill(bf16 *__restrict__ out, const bf16 *__restrict__ q,
                                                       const bf16 *__restrict__ kc, const bf16 *__restrict__ vc,
                                                       const dspy_attn_seg *__restrict__ segs, int nseg,
                                                       const int32_t *__restrict__ tables, int bs, int NH, int NKV,
@@ -309,15 +309,15 @@ __global__ __launch_bounds__(128) void k_attn_prefill(bf16 *__restrict__ out, co
 
 enum { DEC_THREADS = 128, DEC_MAX_GROUP = 8, DEC_MAX_SPLITS = 32, DEC_MIN_KEYS = 128 };
 
-int cu_decode_splits(const cuda_state *s, int nseg, int NKV) {
+int dspy_cu_decode_splits(const cuda_state *s, int nseg, int NKV) {
     int work = nseg * NKV, want = (2 * s->sm_count + work - 1) / work;
     return want < 1 ? 1 : want > DEC_MAX_SPLITS ? DEC_MAX_SPLITS : want;
 }
 
-size_t cu_decode_part_floats(const cuda_state *s, int max_seqs, int NH, int NKV, int HS) {
+size_t dspy_cu_decode_part_floats(const cuda_state *s, int max_seqs, int NH, int NKV, int HS) {
     size_t best = 0;
     for (int n = 1; n <= max_seqs; n++) {
-        size_t v = (size_t)n * (size_t)cu_decode_splits(s, n, NKV);
+        size_t v = (size_t)n * (size_t)dspy_cu_decode_splits(s, n, NKV);
         if (v > best) best = v;
     }
     return best * (size_t)NH * (size_t)(HS + 2);
@@ -334,7 +334,7 @@ size_t cu_decode_part_floats(const cuda_state *s, int max_seqs, int NH, int NKV,
  * by that CTA for the next launch — combines the slices into out, loading every slice's
  * statistics at once and the outputs with independent loads. */
 template <int D, int G>
-__global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__restrict__ out, float *__restrict__ part,
+static __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__restrict__ out, float *__restrict__ part,
                                                              int *__restrict__ count, const bf16 *__restrict__ q,
                                                              const bf16 *__restrict__ kc, const bf16 *__restrict__ vc,
                                                              const dspy_attn_seg *__restrict__ segs,
@@ -528,7 +528,7 @@ __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__restrict__ 
 
 /* ---- generic: one warp per (row, head) ------------------------------------------------------- */
 
-__global__ void k_attn_generic(bf16 *__restrict__ out, const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
+static __global__ void k_attn_generic(bf16 *__restrict__ out, const bf16 *__restrict__ q, const bf16 *__restrict__ kc,
                                const bf16 *__restrict__ vc, const dspy_attn_seg *__restrict__ segs, int nseg,
                                const int32_t *__restrict__ tables, int bs, int N, int NH, int NKV, int HS,
                                float scale_log2) {
@@ -593,7 +593,7 @@ template <int D> static dspy_status launch_decode(dspy_backend *be, bf16 *out, c
                                                   const bf16 *vc, const dspy_attn_meta *m, int NH, int NKV,
                                                   float sl2) {
     cuda_state *s = cu_of(be);
-    int S = cu_decode_splits(s, m->nseg, NKV);
+    int S = dspy_cu_decode_splits(s, m->nseg, NKV);
     size_t need = (size_t)m->nseg * NH * S * (D + 2);
     if (need > s->att_part_n || (size_t)m->nseg * NKV > s->att_count_n)
         return dspy_fail(DSPY_ERR_ARG, "cuda attention: %d sequences need %zu partial floats and %d counters; %zu and "
@@ -614,22 +614,22 @@ template <int D> static dspy_status launch_decode(dspy_backend *be, bf16 *out, c
 #undef DEC
 }
 
-dspy_status cu_attention_setup(dspy_backend *be) {
-    DSPY_TRY(cu_check(be, cu_release_set(cu_of(be)->release & 2 ? 1 : 0), "attention (release flag)"));
+dspy_status dspy_cu_attention_setup(dspy_backend *be) {
+    DSPY_TRY(dspy_cu_check(be, cu_release_set(cu_of(be)->release & 2 ? 1 : 0), "attention (release flag)"));
     /* The prefill tiles take (HP + 4) x 64 x D BF16 of shared memory: 80 KiB for D = 128 and 48
      * KiB (plus the static tile index) for two heads of D = 64, above the default 48 KiB. */
-    DSPY_TRY(cu_check(be, cudaFuncSetAttribute(k_attn_prefill<128, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    DSPY_TRY(dspy_cu_check(be, cudaFuncSetAttribute(k_attn_prefill<128, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                5 * 64 * 128 * 2),
                       "attention (shared memory)"));
-    DSPY_TRY(cu_check(be, cudaFuncSetAttribute(k_attn_prefill<64, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    DSPY_TRY(dspy_cu_check(be, cudaFuncSetAttribute(k_attn_prefill<64, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                6 * 64 * 64 * 2),
                       "attention (shared memory)"));
-    return cu_check(be, cudaFuncSetAttribute(k_attn_prefill<64, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    return dspy_cu_check(be, cudaFuncSetAttribute(k_attn_prefill<64, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              5 * 64 * 64 * 2),
                     "attention (shared memory)");
 }
 
-dspy_status cu_attention(dspy_backend *be, dspy_tensor out, dspy_tensor q, dspy_tensor kcache, dspy_tensor vcache,
+dspy_status dspy_cu_attention(dspy_backend *be, dspy_tensor out, dspy_tensor q, dspy_tensor kcache, dspy_tensor vcache,
                          const dspy_attn_meta *m, int NH, int NKV, int HS) {
     CU_ENTER(be);
     const int N = m->N;

@@ -15,7 +15,7 @@
 
 /* ---- errors ------------------------------------------------------------------------------ */
 
-dspy_status cu_fail(dspy_backend *be, dspy_status code, const char *fmt, ...) {
+dspy_status dspy_cu_fail(dspy_backend *be, dspy_status code, const char *fmt, ...) {
     cuda_state *s = cu_of(be);
     char buf[sizeof s->msg];
     va_list ap;
@@ -29,35 +29,35 @@ dspy_status cu_fail(dspy_backend *be, dspy_status code, const char *fmt, ...) {
     return dspy_fail(code, "%s", buf);
 }
 
-dspy_status cu_sticky(dspy_backend *be) {
+dspy_status dspy_cu_sticky(dspy_backend *be) {
     cuda_state *s = cu_of(be);
     if (s->err == DSPY_OK) {
         /* The calling thread may not have selected this device yet (engines are made on one
          * thread and stepped on another); cheap when it already has. */
         cudaError_t e = cudaSetDevice(s->dev);
-        return e == cudaSuccess ? DSPY_OK : cu_check(be, e, "select device");
+        return e == cudaSuccess ? DSPY_OK : dspy_cu_check(be, e, "select device");
     }
     return dspy_fail(s->err, "%s (an earlier CUDA failure; this backend can no longer run work)", s->msg);
 }
 
-dspy_status cu_check(dspy_backend *be, cudaError_t e, const char *what) {
+dspy_status dspy_cu_check(dspy_backend *be, cudaError_t e, const char *what) {
     if (e == cudaSuccess) return DSPY_OK;
     dspy_status code = e == cudaErrorMemoryAllocation ? DSPY_ERR_NOMEM : DSPY_ERR_BACKEND;
     if (code == DSPY_ERR_NOMEM) { /* not sticky: the context is still usable */
         cudaGetLastError();
         return dspy_fail(code, "cuda:%d: %s: out of GPU memory", cu_of(be)->dev, what);
     }
-    return cu_fail(be, code, "cuda:%d: %s: %s (%s)", cu_of(be)->dev, what, cudaGetErrorString(e), cudaGetErrorName(e));
+    return dspy_cu_fail(be, code, "cuda:%d: %s: %s (%s)", cu_of(be)->dev, what, cudaGetErrorString(e), cudaGetErrorName(e));
 }
 
-dspy_status cu_launched(dspy_backend *be, const char *what) { return cu_check(be, cudaGetLastError(), what); }
+dspy_status dspy_cu_launched(dspy_backend *be, const char *what) { return dspy_cu_check(be, cudaGetLastError(), what); }
 
-dspy_status cu_check_lt(dspy_backend *be, cublasStatus_t st, const char *what) {
+dspy_status dspy_cu_check_lt(dspy_backend *be, cublasStatus_t st, const char *what) {
     if (st == CUBLAS_STATUS_SUCCESS) return DSPY_OK;
-    return cu_fail(be, DSPY_ERR_BACKEND, "cuda:%d: %s: cuBLASLt status %d", cu_of(be)->dev, what, (int)st);
+    return dspy_cu_fail(be, DSPY_ERR_BACKEND, "cuda:%d: %s: cuBLASLt status %d", cu_of(be)->dev, what, (int)st);
 }
 
-dspy_status cu_need(dspy_backend *be, const char *op, const char *arg, dspy_tensor t, dspy_dtype dt, dspy_dtype dt2,
+dspy_status dspy_cu_need(dspy_backend *be, const char *op, const char *arg, dspy_tensor t, dspy_dtype dt, dspy_dtype dt2,
                     int64_t need) {
     (void)be;
     if (t.device != DSPY_DEVICE_CUDA)
@@ -116,12 +116,12 @@ static dspy_status cu_copy(dspy_backend *be, void *dst, const void *src, size_t 
     cudaMemcpyKind k = kind == DSPY_COPY_H2D ? cudaMemcpyHostToDevice
                        : kind == DSPY_COPY_D2H ? cudaMemcpyDeviceToHost
                                                : cudaMemcpyDeviceToDevice;
-    return cu_check(be, cudaMemcpyAsync(dst, src, bytes, k, cu_of(be)->stream), "copy");
+    return dspy_cu_check(be, cudaMemcpyAsync(dst, src, bytes, k, cu_of(be)->stream), "copy");
 }
 
 static dspy_status cu_sync(dspy_backend *be) {
     CU_ENTER(be);
-    return cu_check(be, cudaStreamSynchronize(cu_of(be)->stream), "synchronize (a kernel failed)");
+    return dspy_cu_check(be, cudaStreamSynchronize(cu_of(be)->stream), "synchronize (a kernel failed)");
 }
 
 /* ---- graphs ------------------------------------------------------------------------------ */
@@ -129,7 +129,7 @@ static dspy_status cu_sync(dspy_backend *be) {
 static dspy_status cu_graph_begin(dspy_backend *be) {
     CU_ENTER(be);
     cuda_state *s = cu_of(be);
-    DSPY_TRY(cu_check(be, cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeThreadLocal), "graph capture"));
+    DSPY_TRY(dspy_cu_check(be, cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeThreadLocal), "graph capture"));
     s->capturing = true;
     return DSPY_OK;
 }
@@ -141,18 +141,18 @@ static dspy_status cu_graph_end(dspy_backend *be, void **out) {
     cudaError_t e = cudaStreamEndCapture(s->stream, &g);
     s->capturing = false;
     CU_ENTER(be);
-    DSPY_TRY(cu_check(be, e, "graph capture end"));
+    DSPY_TRY(dspy_cu_check(be, e, "graph capture end"));
     cudaGraphExec_t x = NULL;
     e = cudaGraphInstantiate(&x, g, 0);
     cudaGraphDestroy(g);
-    DSPY_TRY(cu_check(be, e, "graph instantiate"));
+    DSPY_TRY(dspy_cu_check(be, e, "graph instantiate"));
     *out = (void *)x;
     return DSPY_OK;
 }
 
 static dspy_status cu_graph_launch(dspy_backend *be, void *g) {
     CU_ENTER(be);
-    return cu_check(be, cudaGraphLaunch((cudaGraphExec_t)g, cu_of(be)->stream), "graph launch");
+    return dspy_cu_check(be, cudaGraphLaunch((cudaGraphExec_t)g, cu_of(be)->stream), "graph launch");
 }
 
 static void cu_graph_free(dspy_backend *be, void *g) {
@@ -169,40 +169,40 @@ static const dspy_ops k_cuda_ops = {
     .alloc_host = cu_alloc_host,
     .free_host = cu_free_host,
     .copy = cu_copy,
-    .fill = cu_fill,
-    .cast = cu_cast,
+    .fill = dspy_cu_fill,
+    .cast = dspy_cu_cast,
     .sync = cu_sync,
     .graph_begin = cu_graph_begin,
     .graph_end = cu_graph_end,
     .graph_launch = cu_graph_launch,
     .graph_free = cu_graph_free,
-    .embedding = cu_embedding,
-    .rmsnorm = cu_rmsnorm,
-    .linear = cu_linear,
-    .qkv_rope_store = cu_qkv_rope_store,
-    .attn_in = cu_attn_in,
-    .mlp_in = cu_mlp_in,
-    .logits = cu_logits,
-    .attention = cu_attention,
-    .swiglu = cu_swiglu,
-    .add = cu_add,
-    .gather_rows = cu_gather_rows,
-    .sample = cu_sample,
-    .mask_logits = cu_mask_logits,
+    .embedding = dspy_cu_embedding,
+    .rmsnorm = dspy_cu_rmsnorm,
+    .linear = dspy_cu_linear,
+    .qkv_rope_store = dspy_cu_qkv_rope_store,
+    .attn_in = dspy_cu_attn_in,
+    .mlp_in = dspy_cu_mlp_in,
+    .logits = dspy_cu_logits,
+    .attention = dspy_cu_attention,
+    .swiglu = dspy_cu_swiglu,
+    .add = dspy_cu_add,
+    .gather_rows = dspy_cu_gather_rows,
+    .sample = dspy_cu_sample,
+    .mask_logits = dspy_cu_mask_logits,
     /* training entries (train_*.cu) */
-    .rope = cu_rope,
-    .linear_backward = cu_linear_backward,
-    .rmsnorm_backward = cu_rmsnorm_backward,
-    .rope_backward = cu_rope_backward,
-    .attention_train = cu_attention_train,
-    .attention_train_backward = cu_attention_train_backward,
-    .swiglu_backward = cu_swiglu_backward,
-    .embedding_backward = cu_embedding_backward,
-    .scatter_add_rows = cu_scatter_add_rows,
-    .cross_entropy = cu_cross_entropy,
-    .dropout = cu_dropout,
-    .scale = cu_scale,
-    .adamw = cu_adamw,
+    .rope = dspy_cu_rope,
+    .linear_backward = dspy_cu_linear_backward,
+    .rmsnorm_backward = dspy_cu_rmsnorm_backward,
+    .rope_backward = dspy_cu_rope_backward,
+    .attention_train = dspy_cu_attention_train,
+    .attention_train_backward = dspy_cu_attention_train_backward,
+    .swiglu_backward = dspy_cu_swiglu_backward,
+    .embedding_backward = dspy_cu_embedding_backward,
+    .scatter_add_rows = dspy_cu_scatter_add_rows,
+    .cross_entropy = dspy_cu_cross_entropy,
+    .dropout = dspy_cu_dropout,
+    .scale = dspy_cu_scale,
+    .adamw = dspy_cu_adamw,
 };
 
 /* ---- lifetime ---------------------------------------------------------------------------- */
@@ -210,15 +210,15 @@ static const dspy_ops k_cuda_ops = {
 extern "C" dspy_status dspy_backend_cuda_reserve(dspy_backend *be, const dspy_backend_plan *p) {
     cuda_state *s = cu_of(be);
     CU_ENTER(be);
-    DSPY_TRY(cu_check(be, cudaSetDevice(s->dev), "select device"));
-    size_t part = cu_decode_part_floats(s, p->max_seqs > 0 ? p->max_seqs : 1, p->NH > 0 ? p->NH : 1, 1,
+    DSPY_TRY(dspy_cu_check(be, cudaSetDevice(s->dev), "select device"));
+    size_t part = dspy_cu_decode_part_floats(s, p->max_seqs > 0 ? p->max_seqs : 1, p->NH > 0 ? p->NH : 1, 1,
                                         p->HS > 0 ? p->HS : 1);
     size_t counters = (size_t)(p->max_seqs > 0 ? p->max_seqs : 1) * (size_t)(p->NH > 0 ? p->NH : 1);
     if (counters > s->att_count_n) {
         int *nc = NULL;
         DSPY_TRY(cu_alloc(be, counters * sizeof(int), (void **)&nc));
-        DSPY_TRY(cu_check(be, cudaMemsetAsync(nc, 0, counters * sizeof(int), s->stream), "zero counters"));
-        DSPY_TRY(cu_check(be, cudaStreamSynchronize(s->stream), "zero counters"));
+        DSPY_TRY(dspy_cu_check(be, cudaMemsetAsync(nc, 0, counters * sizeof(int), s->stream), "zero counters"));
+        DSPY_TRY(dspy_cu_check(be, cudaStreamSynchronize(s->stream), "zero counters"));
         cudaFree(s->att_count);
         s->att_count = nc;
         s->att_count_n = counters;
@@ -230,8 +230,8 @@ extern "C" dspy_status dspy_backend_cuda_reserve(dspy_backend *be, const dspy_ba
         DSPY_TRY(cu_alloc(be, srows * 64 * 3 * sizeof(float), (void **)&np));
         /* counters: the sampler's rows, then mask_logits' */
         DSPY_TRY(cu_alloc(be, 2 * srows * sizeof(int), (void **)&nc));
-        DSPY_TRY(cu_check(be, cudaMemsetAsync(nc, 0, 2 * srows * sizeof(int), s->stream), "zero counters"));
-        DSPY_TRY(cu_check(be, cudaStreamSynchronize(s->stream), "zero counters"));
+        DSPY_TRY(dspy_cu_check(be, cudaMemsetAsync(nc, 0, 2 * srows * sizeof(int), s->stream), "zero counters"));
+        DSPY_TRY(dspy_cu_check(be, cudaStreamSynchronize(s->stream), "zero counters"));
         cudaFree(s->samp_part);
         cudaFree(s->samp_count);
         s->samp_part = np, s->samp_count = nc, s->samp_rows = srows;
@@ -243,7 +243,7 @@ extern "C" dspy_status dspy_backend_cuda_reserve(dspy_backend *be, const dspy_ba
         s->att_part = np;
         s->att_part_n = part;
     }
-    DSPY_TRY(cu_train_reserve(be, p));
+    DSPY_TRY(dspy_cu_train_reserve(be, p));
     be->plan = *p;
     return DSPY_OK;
 }
@@ -258,10 +258,10 @@ extern "C" dspy_status dspy_backend_cuda_init(dspy_backend *be) {
     s->dev = be->dev.ordinal;
     dspy_status st = DSPY_OK;
     cudaDeviceProp prop;
-    if ((st = cu_check(be, cudaSetDevice(s->dev), "select device"))) goto fail;
-    if ((st = cu_check(be, cudaGetDeviceProperties(&prop, s->dev), "device properties"))) goto fail;
+    if ((st = dspy_cu_check(be, cudaSetDevice(s->dev), "select device"))) goto fail;
+    if ((st = dspy_cu_check(be, cudaGetDeviceProperties(&prop, s->dev), "device properties"))) goto fail;
     if (prop.major < 8) {
-        st = cu_fail(be, DSPY_ERR_BACKEND, "cuda:%d: %s is sm_%d%d; the CUDA backend needs compute capability 8.0 or "
+        st = dspy_cu_fail(be, DSPY_ERR_BACKEND, "cuda:%d: %s is sm_%d%d; the CUDA backend needs compute capability 8.0 or "
                                            "newer (bf16 tensor cores)", s->dev, prop.name, prop.major, prop.minor);
         goto fail;
     }
@@ -274,13 +274,13 @@ extern "C" dspy_status dspy_backend_cuda_init(dspy_backend *be) {
         s->prefill_heads = ph && strcmp(ph, "1") == 0 ? 1 : 2;
         s->release = rl ? atoi(rl) & 3 : 2;
     }
-    if ((st = cu_check(be, cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "create stream"))) goto fail;
-    if ((st = cu_check_lt(be, cublasLtCreate(&s->lt), "create cuBLASLt handle"))) goto fail;
+    if ((st = dspy_cu_check(be, cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "create stream"))) goto fail;
+    if ((st = dspy_cu_check_lt(be, cublasLtCreate(&s->lt), "create cuBLASLt handle"))) goto fail;
     s->ws_bytes = 64u << 20; /* Hopper kernels want a large workspace */
     if ((st = cu_alloc(be, s->ws_bytes, &s->ws))) goto fail;
-    if ((st = cu_attention_setup(be))) goto fail;
-    if ((st = cu_gemv_setup(be))) goto fail;
-    if ((st = cu_train_setup(be))) goto fail;
+    if ((st = dspy_cu_attention_setup(be))) goto fail;
+    if ((st = dspy_cu_gemv_setup(be))) goto fail;
+    if ((st = dspy_cu_train_setup(be))) goto fail;
     if ((st = dspy_backend_cuda_reserve(be, &be->plan))) goto fail;
     return DSPY_OK;
 fail:
@@ -293,14 +293,14 @@ extern "C" void dspy_backend_cuda_release(dspy_backend *be) {
     if (!s) return;
     cudaSetDevice(s->dev);
     if (s->stream) cudaStreamSynchronize(s->stream);
-    cu_gemm_plans_free(s);
+    dspy_cu_gemm_plans_free(s);
     if (s->lt) cublasLtDestroy(s->lt);
     cudaFree(s->ws);
     cudaFree(s->att_part);
     cudaFree(s->att_count);
     cudaFree(s->samp_part);
     cudaFree(s->samp_count);
-    cu_train_release(s);
+    dspy_cu_train_release(s);
     if (s->stream) cudaStreamDestroy(s->stream);
     cudaGetLastError();
     free(s);

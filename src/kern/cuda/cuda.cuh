@@ -51,7 +51,7 @@ struct cuda_state {
                                attention releasing o_proj gained 1-2 %, the GEMVs releasing lost 6 % (their
                                successors' parked blocks crowd the SMs) */
     int gemv_occ[4][4];     /* resident blocks per SM of the GEMV kernels [gemv, attn_in, mlp_in, logits][rows - 1],
-                               measured at init: their grids are one wave (cu_gemv_setup) */
+                               measured at init: their grids are one wave (dspy_cu_gemv_setup) */
     int *att_count;         /* (att_count_n) split-K arrival counters, zero between launches */
     size_t att_count_n;
     float *samp_part;       /* sampler: (samp_rows, parts, 3) partial maxima / sums, then mask_logits'
@@ -69,22 +69,22 @@ struct cuda_state {
 static inline cuda_state *cu_of(dspy_backend *be) { return (cuda_state *)be->impl; }
 
 /* Records a failure as the sticky error (if none yet) and returns it with its message. */
-dspy_status cu_fail(dspy_backend *be, dspy_status code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+dspy_status dspy_cu_fail(dspy_backend *be, dspy_status code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* The sticky error, re-posted as this thread's message (DSPY_OK when none). */
-dspy_status cu_sticky(dspy_backend *be);
+dspy_status dspy_cu_sticky(dspy_backend *be);
 /* Checks a runtime call: on failure records "cuda:N: what: <CUDA error text> (name)". */
-dspy_status cu_check(dspy_backend *be, cudaError_t e, const char *what);
+dspy_status dspy_cu_check(dspy_backend *be, cudaError_t e, const char *what);
 /* Checks the launch just made (cudaGetLastError). */
-dspy_status cu_launched(dspy_backend *be, const char *what);
+dspy_status dspy_cu_launched(dspy_backend *be, const char *what);
 /* Checks a cuBLASLt call. */
-dspy_status cu_check_lt(dspy_backend *be, cublasStatus_t s, const char *what);
+dspy_status dspy_cu_check_lt(dspy_backend *be, cublasStatus_t s, const char *what);
 
 /* Argument checks: device, dtype (one of two unless dt2 == DSPY_DTYPE_COUNT), element count. */
-dspy_status cu_need(dspy_backend *be, const char *op, const char *arg, dspy_tensor t, dspy_dtype dt, dspy_dtype dt2,
+dspy_status dspy_cu_need(dspy_backend *be, const char *op, const char *arg, dspy_tensor t, dspy_dtype dt, dspy_dtype dt2,
                     int64_t need);
-#define CU_NEED(op, arg, t, dt, need) DSPY_TRY(cu_need(be, op, arg, t, dt, DSPY_DTYPE_COUNT, need))
-#define CU_NEED2(op, arg, t, dt, dt2, need) DSPY_TRY(cu_need(be, op, arg, t, dt, dt2, need))
-#define CU_ENTER(be) DSPY_TRY(cu_sticky(be))
+#define CU_NEED(op, arg, t, dt, need) DSPY_TRY(dspy_cu_need(be, op, arg, t, dt, DSPY_DTYPE_COUNT, need))
+#define CU_NEED2(op, arg, t, dt, dt2, need) DSPY_TRY(dspy_cu_need(be, op, arg, t, dt, dt2, need))
+#define CU_ENTER(be) DSPY_TRY(dspy_cu_sticky(be))
 
 /* Blocks for n items of `per` each. */
 static inline unsigned cu_blocks(int64_t n, int per) { return (unsigned)((n + per - 1) / per); }
@@ -129,7 +129,7 @@ static inline dspy_status cu_launch(dspy_backend *be, const char *what, void (*k
     attr[0].val.programmaticStreamSerializationAllowed = cu_of(be)->pdl ? 1 : 0;
     cfg.attrs = attr;
     cfg.numAttrs = 1;
-    return cu_check(be, cudaLaunchKernelEx(&cfg, kern, (KArgs)args...), what);
+    return dspy_cu_check(be, cudaLaunchKernelEx(&cfg, kern, (KArgs)args...), what);
 }
 
 __device__ __forceinline__ float bf2f(bf16 x) { return __bfloat162float(x); }
@@ -137,86 +137,86 @@ __device__ __forceinline__ bf16 f2bf(float x) { return __float2bfloat16_rn(x); }
 
 /* Split-K decode attention: the number of splits for nseg sequences (a pure function, so a
  * captured graph and the plan agree) and the partial floats it needs. */
-int cu_decode_splits(const cuda_state *s, int nseg, int NKV);
-size_t cu_decode_part_floats(const cuda_state *s, int max_seqs, int NH, int NKV, int HS);
+int dspy_cu_decode_splits(const cuda_state *s, int nseg, int NKV);
+size_t dspy_cu_decode_part_floats(const cuda_state *s, int max_seqs, int NH, int NKV, int HS);
 
 /* Decode GEMV (gemv.cu): out (N <= GEMV_MAX_ROWS, OC) [+]= inp (N, C) BF16 @ W^T + bias;
  * false when the shape or alignment needs the general path. */
 enum { GEMV_MAX_ROWS = 4 };
-bool cu_gemv_fits(int N, int C, const void *w, const void *inp);
-dspy_status cu_gemv(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N, int C,
+bool dspy_cu_gemv_fits(int N, int C, const void *w, const void *inp);
+dspy_status dspy_cu_gemv(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N, int C,
                     int OC, bool accumulate);
 
 /* Op entries (gemm.cu, gemv.cu, pointwise.cu, attention.cu, sample.cu). */
-dspy_status cu_attn_in(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache, dspy_tensor x,
+dspy_status dspy_cu_attn_in(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache, dspy_tensor x,
                        dspy_tensor w_norm, dspy_tensor wqkv, dspy_tensor bqkv, dspy_tensor pos, dspy_tensor slots,
                        dspy_tensor inv_freq, dspy_tensor xn, dspy_tensor qkv, int N, int C, int NH, int NKV, int HS,
                        float eps);
-dspy_status cu_mlp_in(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_tensor w_norm, dspy_tensor w_gate_up,
+dspy_status dspy_cu_mlp_in(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_tensor w_norm, dspy_tensor w_gate_up,
                       dspy_tensor xn, dspy_tensor gu, int N, int C, int I, float eps);
-dspy_status cu_logits(dspy_backend *be, dspy_tensor out, dspy_tensor x, dspy_tensor rows, dspy_tensor w_norm,
+dspy_status dspy_cu_logits(dspy_backend *be, dspy_tensor out, dspy_tensor x, dspy_tensor rows, dspy_tensor w_norm,
                       dspy_tensor w, dspy_tensor sel, dspy_tensor seln, int M, int C, int V, float eps);
-dspy_status cu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
+dspy_status dspy_cu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
                       int C, int OC, bool accumulate);
-dspy_status cu_embedding(dspy_backend *be, dspy_tensor out, dspy_tensor ids, dspy_tensor table, int N, int C);
-dspy_status cu_rmsnorm(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor weight, int N, int C,
+dspy_status dspy_cu_embedding(dspy_backend *be, dspy_tensor out, dspy_tensor ids, dspy_tensor table, int N, int C);
+dspy_status dspy_cu_rmsnorm(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor weight, int N, int C,
                        float eps);
-dspy_status cu_qkv_rope_store(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache,
+dspy_status dspy_cu_qkv_rope_store(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache,
                               dspy_tensor qkv, dspy_tensor pos, dspy_tensor slots, dspy_tensor inv_freq, int N, int NH,
                               int NKV, int HS);
-dspy_status cu_attention(dspy_backend *be, dspy_tensor out, dspy_tensor q, dspy_tensor kcache, dspy_tensor vcache,
+dspy_status dspy_cu_attention(dspy_backend *be, dspy_tensor out, dspy_tensor q, dspy_tensor kcache, dspy_tensor vcache,
                          const dspy_attn_meta *m, int NH, int NKV, int HS);
-dspy_status cu_swiglu(dspy_backend *be, dspy_tensor out, dspy_tensor gate, dspy_tensor up, int N, int I, int ld);
-dspy_status cu_add(dspy_backend *be, dspy_tensor x, dspy_tensor y);
-dspy_status cu_gather_rows(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor rows, int M, int C);
-dspy_status cu_sample(dspy_backend *be, dspy_tensor tokens, dspy_tensor logprobs, dspy_tensor logits,
+dspy_status dspy_cu_swiglu(dspy_backend *be, dspy_tensor out, dspy_tensor gate, dspy_tensor up, int N, int I, int ld);
+dspy_status dspy_cu_add(dspy_backend *be, dspy_tensor x, dspy_tensor y);
+dspy_status dspy_cu_gather_rows(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor rows, int M, int C);
+dspy_status dspy_cu_sample(dspy_backend *be, dspy_tensor tokens, dspy_tensor logprobs, dspy_tensor logits,
                       dspy_tensor params, int M, int V);
-dspy_status cu_mask_logits(dspy_backend *be, dspy_tensor logits, dspy_tensor masks, dspy_tensor rows,
+dspy_status dspy_cu_mask_logits(dspy_backend *be, dspy_tensor logits, dspy_tensor masks, dspy_tensor rows,
                            dspy_tensor shift, int R, int V);
-dspy_status cu_fill(dspy_backend *be, dspy_tensor x, float value);
-dspy_status cu_cast(dspy_backend *be, dspy_tensor out, dspy_tensor inp);
+dspy_status dspy_cu_fill(dspy_backend *be, dspy_tensor x, float value);
+dspy_status dspy_cu_cast(dspy_backend *be, dspy_tensor out, dspy_tensor inp);
 /* Per-device kernel attributes (large shared memory of the prefill attention); at init. */
-dspy_status cu_attention_setup(dspy_backend *be);
+dspy_status dspy_cu_attention_setup(dspy_backend *be);
 /* The GEMV family's release flag; at init. */
-dspy_status cu_gemv_setup(dspy_backend *be);
+dspy_status dspy_cu_gemv_setup(dspy_backend *be);
 /* Releases the cached GEMM plans (backend_cuda.cu calls it on release). */
-void cu_gemm_plans_free(cuda_state *s);
+void dspy_cu_gemm_plans_free(cuda_state *s);
 
 /* ---- training ops (train_*.cu), F32 ------------------------------------------------------
  * The op table's training entries (kern/ops.h "training (F32)"). Scratch: train_rows above,
- * planned by cu_train_reserve (max_rows * max(NH, 1) floats: the RMS inverses of
+ * planned by dspy_cu_train_reserve (max_rows * max(NH, 1) floats: the RMS inverses of
  * rmsnorm_backward, the rows' dout . out of attention_train_backward). */
-dspy_status cu_train_reserve(dspy_backend *be, const dspy_backend_plan *p);
-void cu_train_release(cuda_state *s);
+dspy_status dspy_cu_train_reserve(dspy_backend *be, const dspy_backend_plan *p);
+void dspy_cu_train_release(cuda_state *s);
 /* Per-device kernel attributes (large shared memory of the training attention); at init. */
-dspy_status cu_train_setup(dspy_backend *be);
+dspy_status dspy_cu_train_setup(dspy_backend *be);
 /* The GEMM plan cache of gemm.cu: the slot for a key (*hit: it holds that plan, its use
  * recorded; else an empty slot, the least recently used plan destroyed). linear's plans use the
  * output dtype as tag; train_linear.cu uses tags >= 1000. */
-gemm_plan *cu_gemm_plan_slot(cuda_state *s, int N, int C, int OC, int tag, bool acc, bool *hit);
-void cu_gemm_plan_destroy(gemm_plan *p);
-dspy_status cu_rope(dspy_backend *be, dspy_tensor x, dspy_tensor pos, dspy_tensor inv_freq, int N, int H, int HS);
-dspy_status cu_rope_backward(dspy_backend *be, dspy_tensor dx, dspy_tensor pos, dspy_tensor inv_freq, int N, int H,
+gemm_plan *dspy_cu_gemm_plan_slot(cuda_state *s, int N, int C, int OC, int tag, bool acc, bool *hit);
+void dspy_cu_gemm_plan_destroy(gemm_plan *p);
+dspy_status dspy_cu_rope(dspy_backend *be, dspy_tensor x, dspy_tensor pos, dspy_tensor inv_freq, int N, int H, int HS);
+dspy_status dspy_cu_rope_backward(dspy_backend *be, dspy_tensor dx, dspy_tensor pos, dspy_tensor inv_freq, int N, int H,
                              int HS);
-dspy_status cu_linear_backward(dspy_backend *be, dspy_tensor dinp, dspy_tensor dw, dspy_tensor dbias, dspy_tensor dout,
+dspy_status dspy_cu_linear_backward(dspy_backend *be, dspy_tensor dinp, dspy_tensor dw, dspy_tensor dbias, dspy_tensor dout,
                                dspy_tensor inp, dspy_tensor w, int N, int C, int OC);
-dspy_status cu_rmsnorm_backward(dspy_backend *be, dspy_tensor dinp, dspy_tensor dweight, dspy_tensor dout,
+dspy_status dspy_cu_rmsnorm_backward(dspy_backend *be, dspy_tensor dinp, dspy_tensor dweight, dspy_tensor dout,
                                 dspy_tensor inp, dspy_tensor weight, int N, int C, float eps);
-dspy_status cu_attention_train(dspy_backend *be, dspy_tensor out, dspy_tensor lse, dspy_tensor q, dspy_tensor k,
+dspy_status dspy_cu_attention_train(dspy_backend *be, dspy_tensor out, dspy_tensor lse, dspy_tensor q, dspy_tensor k,
                                dspy_tensor v, dspy_tensor start, int T, int NH, int NKV, int HS);
-dspy_status cu_attention_train_backward(dspy_backend *be, dspy_tensor dq, dspy_tensor dk, dspy_tensor dv,
+dspy_status dspy_cu_attention_train_backward(dspy_backend *be, dspy_tensor dq, dspy_tensor dk, dspy_tensor dv,
                                         dspy_tensor dout, dspy_tensor out, dspy_tensor lse, dspy_tensor q,
                                         dspy_tensor k, dspy_tensor v, dspy_tensor start, int T, int NH, int NKV,
                                         int HS);
-dspy_status cu_swiglu_backward(dspy_backend *be, dspy_tensor dgate, dspy_tensor dup, dspy_tensor dout,
+dspy_status dspy_cu_swiglu_backward(dspy_backend *be, dspy_tensor dgate, dspy_tensor dup, dspy_tensor dout,
                                dspy_tensor gate, dspy_tensor up, int N, int I);
-dspy_status cu_embedding_backward(dspy_backend *be, dspy_tensor dtable, dspy_tensor ids, dspy_tensor dout, int N,
+dspy_status dspy_cu_embedding_backward(dspy_backend *be, dspy_tensor dtable, dspy_tensor ids, dspy_tensor dout, int N,
                                   int C);
-dspy_status cu_scatter_add_rows(dspy_backend *be, dspy_tensor dinp, dspy_tensor rows, dspy_tensor dout, int M, int C);
-dspy_status cu_cross_entropy(dspy_backend *be, dspy_tensor loss, dspy_tensor dlogits, dspy_tensor logits,
+dspy_status dspy_cu_scatter_add_rows(dspy_backend *be, dspy_tensor dinp, dspy_tensor rows, dspy_tensor dout, int M, int C);
+dspy_status dspy_cu_cross_entropy(dspy_backend *be, dspy_tensor loss, dspy_tensor dlogits, dspy_tensor logits,
                              dspy_tensor targets, int M, int V, float dscale);
-dspy_status cu_dropout(dspy_backend *be, dspy_tensor out, dspy_tensor inp, float p, uint64_t key);
-dspy_status cu_scale(dspy_backend *be, dspy_tensor x, float s);
-dspy_status cu_adamw(dspy_backend *be, dspy_tensor w, dspy_tensor g, dspy_tensor m, dspy_tensor v, dspy_tensor hp);
+dspy_status dspy_cu_dropout(dspy_backend *be, dspy_tensor out, dspy_tensor inp, float p, uint64_t key);
+dspy_status dspy_cu_scale(dspy_backend *be, dspy_tensor x, float s);
+dspy_status dspy_cu_adamw(dspy_backend *be, dspy_tensor w, dspy_tensor g, dspy_tensor m, dspy_tensor v, dspy_tensor hp);
 
 #endif

@@ -13,7 +13,7 @@
 #include "kern/cuda/cuda.cuh"
 
 /* out (N, OC) += bias (OC), out F32 or BF16. */
-__global__ void k_bias(void *out, bool bf, const float *bias, int64_t total, int OC) {
+static __global__ void k_bias(void *out, bool bf, const float *bias, int64_t total, int OC) {
     griddep_wait();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
         float b = bias[i % OC];
@@ -24,7 +24,7 @@ __global__ void k_bias(void *out, bool bf, const float *bias, int64_t total, int
 
 /* ---- cuBLASLt plans ------------------------------------------------------------------------- */
 
-void cu_gemm_plan_destroy(gemm_plan *p) {
+void dspy_cu_gemm_plan_destroy(gemm_plan *p) {
     if (!p->valid) return;
     cublasLtMatmulDescDestroy(p->op);
     cublasLtMatrixLayoutDestroy(p->a);
@@ -33,12 +33,12 @@ void cu_gemm_plan_destroy(gemm_plan *p) {
     p->valid = false;
 }
 
-void cu_gemm_plans_free(cuda_state *s) {
-    for (int i = 0; i < GEMM_PLANS; i++) cu_gemm_plan_destroy(&s->plans[i]);
+void dspy_cu_gemm_plans_free(cuda_state *s) {
+    for (int i = 0; i < GEMM_PLANS; i++) dspy_cu_gemm_plan_destroy(&s->plans[i]);
 }
 
 /* The plan cache is shared with train_linear.cu (its plans use tags outside the dtype range). */
-gemm_plan *cu_gemm_plan_slot(cuda_state *s, int N, int C, int OC, int tag, bool acc, bool *hit) {
+gemm_plan *dspy_cu_gemm_plan_slot(cuda_state *s, int N, int C, int OC, int tag, bool acc, bool *hit) {
     gemm_plan *victim = NULL;
     for (int i = 0; i < GEMM_PLANS; i++) {
         gemm_plan *p = &s->plans[i];
@@ -50,7 +50,7 @@ gemm_plan *cu_gemm_plan_slot(cuda_state *s, int N, int C, int OC, int tag, bool 
         /* an empty slot first, else the least recently used */
         if (!victim || (victim->valid && (!p->valid || p->last_use < victim->last_use))) victim = p;
     }
-    cu_gemm_plan_destroy(victim);
+    dspy_cu_gemm_plan_destroy(victim);
     memset(victim, 0, sizeof *victim);
     *hit = false;
     return victim;
@@ -61,23 +61,23 @@ gemm_plan *cu_gemm_plan_slot(cuda_state *s, int N, int C, int OC, int tag, bool 
 static dspy_status get_plan(dspy_backend *be, int N, int C, int OC, int out_dtype, bool acc, gemm_plan **out) {
     cuda_state *s = cu_of(be);
     bool hit = false;
-    gemm_plan *p = cu_gemm_plan_slot(s, N, C, OC, out_dtype, acc, &hit);
+    gemm_plan *p = dspy_cu_gemm_plan_slot(s, N, C, OC, out_dtype, acc, &hit);
     if (hit) {
         *out = p;
         return DSPY_OK;
     }
     cudaDataType_t dt = out_dtype == DSPY_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_32F;
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    DSPY_TRY(cu_check_lt(be, cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "gemm plan"));
+    DSPY_TRY(dspy_cu_check_lt(be, cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "gemm plan"));
     cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
     cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
     /* Column-major view: D (OC, N) = W^T' ... i.e. A = W stored (C, OC) col-major, transposed. */
-    dspy_status st = cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, C, OC, C), "gemm plan");
-    if (!st) st = cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, C, N, C), "gemm plan");
-    if (!st) st = cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->c, dt, OC, N, OC), "gemm plan");
-    p->valid = true; /* so that cu_gemm_plan_destroy releases what was made */
+    dspy_status st = dspy_cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, C, OC, C), "gemm plan");
+    if (!st) st = dspy_cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, C, N, C), "gemm plan");
+    if (!st) st = dspy_cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->c, dt, OC, N, OC), "gemm plan");
+    p->valid = true; /* so that dspy_cu_gemm_plan_destroy releases what was made */
     if (st) {
-        cu_gemm_plan_destroy(p);
+        dspy_cu_gemm_plan_destroy(p);
         return st;
     }
     cublasLtMatmulPreference_t pref;
@@ -89,8 +89,8 @@ static dspy_status get_plan(dspy_backend *be, int N, int C, int OC, int out_dtyp
     cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(s->lt, p->op, p->a, p->b, p->c, p->c, pref, 1, &res, &found);
     cublasLtMatmulPreferenceDestroy(pref);
     if (hs != CUBLAS_STATUS_SUCCESS || found == 0) {
-        cu_gemm_plan_destroy(p);
-        return cu_fail(be, DSPY_ERR_BACKEND, "cuda:%d: cuBLASLt has no algorithm for a %d x %d x %d BF16 GEMM (%s)",
+        dspy_cu_gemm_plan_destroy(p);
+        return dspy_cu_fail(be, DSPY_ERR_BACKEND, "cuda:%d: cuBLASLt has no algorithm for a %d x %d x %d BF16 GEMM (%s)",
                        s->dev, N, C, OC, hs != CUBLAS_STATUS_SUCCESS ? "heuristic failed" : "none found");
     }
     p->algo = res.algo;
@@ -106,13 +106,13 @@ static dspy_status gemm_lt(dspy_backend *be, dspy_tensor out, dspy_tensor inp, d
     gemm_plan *p = NULL;
     DSPY_TRY(get_plan(be, N, C, OC, out.dtype, acc, &p));
     float alpha = 1.0f, beta = acc ? 1.0f : 0.0f;
-    return cu_check_lt(be,
+    return dspy_cu_check_lt(be,
                        cublasLtMatmul(s->lt, p->op, &alpha, w.data, p->a, inp.data, p->b, &beta, out.data, p->c,
                                       out.data, p->c, &p->algo, s->ws, s->ws_bytes, s->stream),
                        "gemm");
 }
 
-dspy_status cu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
+dspy_status dspy_cu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
                       int C, int OC, bool accumulate) {
     CU_ENTER(be);
     CU_NEED2("linear", "out", out, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)N * OC);
@@ -123,7 +123,7 @@ dspy_status cu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_t
         return dspy_fail(DSPY_ERR_ARG, "cuda linear: accumulate needs an F32 out (the residual stream)");
     if (N == 0 || OC == 0) return DSPY_OK;
     const float *b = (const float *)bias.data;
-    if (N <= GEMV_MAX_ROWS) return cu_gemv(be, out, inp, w, bias, N, C, OC, accumulate);
+    if (N <= GEMV_MAX_ROWS) return dspy_cu_gemv(be, out, inp, w, bias, N, C, OC, accumulate);
     DSPY_TRY(gemm_lt(be, out, inp, w, N, C, OC, accumulate));
     if (!b) return DSPY_OK;
     int64_t total = (int64_t)N * OC;

@@ -23,7 +23,7 @@
 enum { GW = 8, GEMV_THREADS = GW * 32, NORM_SMEM_MAX = 48 * 1024 };
 enum { EP_BF16 = 0, EP_F32 = 1, EP_ACC = 2 };
 
-__device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
+static __device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
     uint4 v;
     asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
                  : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
@@ -32,7 +32,7 @@ __device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
 }
 
 /* acc + sum_j w[j] * x[j] over the 8 BF16 values of two uint4. */
-__device__ __forceinline__ float dot8(uint4 w, uint4 x, float acc) {
+static __device__ __forceinline__ float dot8(uint4 w, uint4 x, float acc) {
     const __nv_bfloat162 *wp = (const __nv_bfloat162 *)&w, *xp = (const __nv_bfloat162 *)&x;
 #pragma unroll
     for (int j = 0; j < 4; j++) {
@@ -43,7 +43,7 @@ __device__ __forceinline__ float dot8(uint4 w, uint4 x, float acc) {
     return acc;
 }
 
-__device__ __forceinline__ float warp_sum(float v) {
+static __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
@@ -52,7 +52,7 @@ __device__ __forceinline__ float warp_sum(float v) {
  * B may be NULL (one row). Eight 16-byte weight loads in flight per lane before any use (four
  * per row for a pair). Partial sums per lane; the caller reduces. */
 template <int NR>
-__device__ __forceinline__ void rows_dot(const bf16 *__restrict__ wa, const bf16 *__restrict__ wb,
+static __device__ __forceinline__ void rows_dot(const bf16 *__restrict__ wa, const bf16 *__restrict__ wb,
                                          const bf16 *__restrict__ x, int C, float *accA, float *accB, int c0 = 0) {
     const int lane = threadIdx.x & 31, nch = C >> 3;
     const uint4 *A = (const uint4 *)wa, *B = (const uint4 *)wb, *X = (const uint4 *)x;
@@ -115,7 +115,7 @@ template <int PF> struct prefetch {
 };
 
 template <int PF>
-__device__ __forceinline__ void prefetch_rows(prefetch<PF> &p, const bf16 *wa, const bf16 *wb, int C) {
+static __device__ __forceinline__ void prefetch_rows(prefetch<PF> &p, const bf16 *wa, const bf16 *wb, int C) {
     const int lane = threadIdx.x & 31, nch = C >> 3;
 #pragma unroll
     for (int k = 0; k < PF; k++) {
@@ -129,7 +129,7 @@ __device__ __forceinline__ void prefetch_rows(prefetch<PF> &p, const bf16 *wa, c
 
 /* acc += the prefetched chunks' share of the dot products; the caller continues at 32 * PF. */
 template <int NR, int PF>
-__device__ __forceinline__ void prefetch_dot(const prefetch<PF> &p, bool pair, const bf16 *x, int C, float *accA,
+static __device__ __forceinline__ void prefetch_dot(const prefetch<PF> &p, bool pair, const bf16 *x, int C, float *accA,
                                              float *accB) {
     const int lane = threadIdx.x & 31, nch = C >> 3;
     const uint4 *X = (const uint4 *)x;
@@ -147,7 +147,7 @@ __device__ __forceinline__ void prefetch_dot(const prefetch<PF> &p, bool pair, c
 }
 
 /* Block-wide sum (every thread gets it). */
-__device__ float block_sum_g(float v) {
+static __device__ float block_sum_g(float v) {
     __shared__ float part[GW];
     v = warp_sum(v);
     const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
@@ -165,7 +165,7 @@ __device__ float block_sum_g(float v) {
  * queue one behind another: rows and weights are read as float4 with several loads in flight per
  * thread (a plain loop of dependent-looking scalar loads costs one L2 round trip per element). */
 template <int NR>
-__device__ void norm_prologue(bf16 *xs, const float *__restrict__ x, const int32_t *__restrict__ rows,
+static __device__ void norm_prologue(bf16 *xs, const float *__restrict__ x, const int32_t *__restrict__ rows,
                               const float *__restrict__ wn, int C, float eps) {
     const bool vec = C % 4 == 0 && (uintptr_t)x % 16 == 0 && (uintptr_t)wn % 16 == 0;
 #pragma unroll 1
@@ -207,7 +207,7 @@ __device__ void norm_prologue(bf16 *xs, const float *__restrict__ x, const int32
 /* ---- linear (plain) ------------------------------------------------------------------------ */
 
 template <int NR>
-__global__ __launch_bounds__(GEMV_THREADS) void k_gemv(const bf16 *__restrict__ W, const bf16 *__restrict__ X,
+static __global__ __launch_bounds__(GEMV_THREADS) void k_gemv(const bf16 *__restrict__ W, const bf16 *__restrict__ X,
                                                        void *out, int mode, const float *__restrict__ bias, int OC,
                                                        int C) {
     const int lane = threadIdx.x & 31;
@@ -239,7 +239,7 @@ __global__ __launch_bounds__(GEMV_THREADS) void k_gemv(const bf16 *__restrict__ 
 }
 
 /* Scalar fallback for any C and alignment (N <= 4). */
-__global__ void k_gemv_scalar(const bf16 *__restrict__ W, const bf16 *__restrict__ X, void *out, int mode,
+static __global__ void k_gemv_scalar(const bf16 *__restrict__ W, const bf16 *__restrict__ X, void *out, int mode,
                               const float *__restrict__ bias, int N, int OC, int C) {
     griddep_wait();
     const int lane = threadIdx.x & 31;
@@ -278,17 +278,17 @@ template <typename K> static cudaError_t occ_of(int *out, K kern, size_t smem) {
     return cudaOccupancyMaxActiveBlocksPerMultiprocessor(out, kern, GEMV_THREADS, smem);
 }
 
-bool cu_gemv_fits(int N, int C, const void *w, const void *inp) {
+bool dspy_cu_gemv_fits(int N, int C, const void *w, const void *inp) {
     return N >= 1 && N <= GEMV_MAX_ROWS && C % 8 == 0 && (uintptr_t)w % 16 == 0 && (uintptr_t)inp % 16 == 0;
 }
 
-dspy_status cu_gemv(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N, int C,
+dspy_status dspy_cu_gemv(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N, int C,
                     int OC, bool accumulate) {
     int mode = accumulate ? EP_ACC : out.dtype == DSPY_DTYPE_BF16 ? EP_BF16 : EP_F32;
     const bf16 *W = (const bf16 *)w.data, *X = (const bf16 *)inp.data;
     const float *b = (const float *)bias.data;
     unsigned g = grid_for(be, OC, K_GEMV, N);
-    if (!cu_gemv_fits(N, C, w.data, inp.data)) {
+    if (!dspy_cu_gemv_fits(N, C, w.data, inp.data)) {
         if (N > GEMV_MAX_ROWS) return dspy_fail(DSPY_ERR_ARG, "cuda gemv: %d rows (at most %d)", N, GEMV_MAX_ROWS);
         return cu_launch(be, "linear (gemv)", k_gemv_scalar, g, GEMV_THREADS, 0, W, X, out.data, mode, b, N, OC, C);
     }
@@ -304,7 +304,7 @@ dspy_status cu_gemv(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_ten
 
 /* Work unit u: a pair of rows (i, i + HS/2) of one head of q, k or v. */
 template <int NR, int PF>
-__global__ __launch_bounds__(GEMV_THREADS) void k_attn_in(
+static __global__ __launch_bounds__(GEMV_THREADS) void k_attn_in(
     const bf16 *__restrict__ W, const float *__restrict__ bias, const float *__restrict__ x, const float *__restrict__ wn,
     float eps, const int32_t *__restrict__ pos, const int32_t *__restrict__ slots, const float *__restrict__ inv_freq,
     bf16 *__restrict__ q_out, bf16 *__restrict__ kc, bf16 *__restrict__ vc, int C, int NH, int NKV, int HS) {
@@ -357,18 +357,18 @@ __global__ __launch_bounds__(GEMV_THREADS) void k_attn_in(
     }
 }
 
-dspy_status cu_attn_in(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache, dspy_tensor x,
+dspy_status dspy_cu_attn_in(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache, dspy_tensor x,
                        dspy_tensor w_norm, dspy_tensor wqkv, dspy_tensor bqkv, dspy_tensor pos, dspy_tensor slots,
                        dspy_tensor inv_freq, dspy_tensor xn, dspy_tensor qkv, int N, int C, int NH, int NKV, int HS,
                        float eps) {
     CU_ENTER(be);
     const int W = (NH + 2 * NKV) * HS;
     size_t smem = (size_t)N * C * 2;
-    bool fused = cu_gemv_fits(N, C, wqkv.data, x.data) && smem <= NORM_SMEM_MAX && HS % 2 == 0;
+    bool fused = dspy_cu_gemv_fits(N, C, wqkv.data, x.data) && smem <= NORM_SMEM_MAX && HS % 2 == 0;
     if (!fused) { /* the defining composition */
-        DSPY_TRY(cu_rmsnorm(be, xn, x, w_norm, N, C, eps));
-        DSPY_TRY(cu_linear(be, qkv, xn, wqkv, bqkv, N, C, W, false));
-        return cu_qkv_rope_store(be, q_out, kcache, vcache, qkv, pos, slots, inv_freq, N, NH, NKV, HS);
+        DSPY_TRY(dspy_cu_rmsnorm(be, xn, x, w_norm, N, C, eps));
+        DSPY_TRY(dspy_cu_linear(be, qkv, xn, wqkv, bqkv, N, C, W, false));
+        return dspy_cu_qkv_rope_store(be, q_out, kcache, vcache, qkv, pos, slots, inv_freq, N, NH, NKV, HS);
     }
     CU_NEED("attn_in", "q_out", q_out, DSPY_DTYPE_BF16, (int64_t)N * NH * HS);
     CU_NEED("attn_in", "kcache", kcache, DSPY_DTYPE_BF16, NKV * HS);
@@ -406,7 +406,7 @@ dspy_status cu_attn_in(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, 
  * stream does not stop at every unit's reductions and SwiGLU (one wave of blocks, several units
  * per warp: without this the stream paused once per piece, ~0.7 of the copy bandwidth). */
 template <int NR>
-__global__ __launch_bounds__(GEMV_THREADS) void k_mlp_in(const bf16 *__restrict__ W, const float *__restrict__ x,
+static __global__ __launch_bounds__(GEMV_THREADS) void k_mlp_in(const bf16 *__restrict__ W, const float *__restrict__ x,
                                                          const float *__restrict__ wn, float eps, bf16 *__restrict__ h,
                                                          int C, int I) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -463,14 +463,14 @@ __global__ __launch_bounds__(GEMV_THREADS) void k_mlp_in(const bf16 *__restrict_
     }
 }
 
-dspy_status cu_mlp_in(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_tensor w_norm, dspy_tensor w_gate_up,
+dspy_status dspy_cu_mlp_in(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_tensor w_norm, dspy_tensor w_gate_up,
                       dspy_tensor xn, dspy_tensor gu, int N, int C, int I, float eps) {
     CU_ENTER(be);
     size_t smem = (size_t)N * C * 2;
-    if (!cu_gemv_fits(N, C, w_gate_up.data, x.data) || smem > NORM_SMEM_MAX) {
-        DSPY_TRY(cu_rmsnorm(be, xn, x, w_norm, N, C, eps));
-        DSPY_TRY(cu_linear(be, gu, xn, w_gate_up, dspy_tensor_none(), N, C, 2 * I, false));
-        return cu_swiglu(be, h, gu, dspy_tensor_slice(gu, I, gu.n - I), N, I, 2 * I);
+    if (!dspy_cu_gemv_fits(N, C, w_gate_up.data, x.data) || smem > NORM_SMEM_MAX) {
+        DSPY_TRY(dspy_cu_rmsnorm(be, xn, x, w_norm, N, C, eps));
+        DSPY_TRY(dspy_cu_linear(be, gu, xn, w_gate_up, dspy_tensor_none(), N, C, 2 * I, false));
+        return dspy_cu_swiglu(be, h, gu, dspy_tensor_slice(gu, I, gu.n - I), N, I, 2 * I);
     }
     CU_NEED("mlp_in", "h", h, DSPY_DTYPE_BF16, (int64_t)N * I);
     CU_NEED("mlp_in", "x", x, DSPY_DTYPE_F32, (int64_t)N * C);
@@ -491,7 +491,7 @@ dspy_status cu_mlp_in(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_tenso
 /* ---- logits: gather + final RMSNorm + lm_head ---------------------------------------------- */
 
 template <int NR>
-__global__ __launch_bounds__(GEMV_THREADS) void k_logits(const bf16 *__restrict__ W, const float *__restrict__ x,
+static __global__ __launch_bounds__(GEMV_THREADS) void k_logits(const bf16 *__restrict__ W, const float *__restrict__ x,
                                                          const int32_t *__restrict__ rows, const float *__restrict__ wn,
                                                          float eps, float *__restrict__ out, int C, int V) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -520,15 +520,15 @@ __global__ __launch_bounds__(GEMV_THREADS) void k_logits(const bf16 *__restrict_
     }
 }
 
-dspy_status cu_logits(dspy_backend *be, dspy_tensor out, dspy_tensor x, dspy_tensor rows, dspy_tensor w_norm,
+dspy_status dspy_cu_logits(dspy_backend *be, dspy_tensor out, dspy_tensor x, dspy_tensor rows, dspy_tensor w_norm,
                       dspy_tensor w, dspy_tensor sel, dspy_tensor seln, int M, int C, int V, float eps) {
     CU_ENTER(be);
     size_t smem = (size_t)M * C * 2;
     if (M == 0) return DSPY_OK;
-    if (!cu_gemv_fits(M, C, w.data, x.data) || smem > NORM_SMEM_MAX) {
-        DSPY_TRY(cu_gather_rows(be, sel, x, rows, M, C));
-        DSPY_TRY(cu_rmsnorm(be, seln, sel, w_norm, M, C, eps));
-        return cu_linear(be, out, seln, w, dspy_tensor_none(), M, C, V, false);
+    if (!dspy_cu_gemv_fits(M, C, w.data, x.data) || smem > NORM_SMEM_MAX) {
+        DSPY_TRY(dspy_cu_gather_rows(be, sel, x, rows, M, C));
+        DSPY_TRY(dspy_cu_rmsnorm(be, seln, sel, w_norm, M, C, eps));
+        return dspy_cu_linear(be, out, seln, w, dspy_tensor_none(), M, C, V, false);
     }
     CU_NEED("logits", "out", out, DSPY_DTYPE_F32, (int64_t)M * V);
     CU_NEED("logits", "x", x, DSPY_DTYPE_F32, C);
@@ -550,9 +550,9 @@ dspy_status cu_logits(dspy_backend *be, dspy_tensor out, dspy_tensor x, dspy_ten
 
 /* Release flag and measured occupancies (shared memory: the normed rows of a 2,048-wide model;
  * wider rows need more, which only lowers the count when shared memory is what limits it). */
-dspy_status cu_gemv_setup(dspy_backend *be) {
+dspy_status dspy_cu_gemv_setup(dspy_backend *be) {
     cuda_state *s = cu_of(be);
-    DSPY_TRY(cu_check(be, cu_release_set(s->release & 1 ? 1 : 0), "gemv (release flag)"));
+    DSPY_TRY(dspy_cu_check(be, cu_release_set(s->release & 1 ? 1 : 0), "gemv (release flag)"));
     cudaError_t e = cudaSuccess;
 #define OCC(NR)                                                                                          \
     if (e == cudaSuccess) e = occ_of(&s->gemv_occ[K_GEMV][NR - 1], k_gemv<NR>, 0);                      \
@@ -561,5 +561,5 @@ dspy_status cu_gemv_setup(dspy_backend *be) {
     if (e == cudaSuccess) e = occ_of(&s->gemv_occ[K_LOGITS][NR - 1], k_logits<NR>, NR * 4096);
     OCC(1) OCC(2) OCC(3) OCC(4)
 #undef OCC
-    return cu_check(be, e, "gemv (occupancy)");
+    return dspy_cu_check(be, e, "gemv (occupancy)");
 }

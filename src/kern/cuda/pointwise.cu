@@ -13,10 +13,10 @@
 #include "kern/cuda/cuda.cuh"
 
 /* Load/store one element of an F32 or BF16 array. */
-__device__ __forceinline__ float ld_any(const void *p, int64_t i, bool bf) {
+static __device__ __forceinline__ float ld_any(const void *p, int64_t i, bool bf) {
     return bf ? bf2f(((const bf16 *)p)[i]) : ((const float *)p)[i];
 }
-__device__ __forceinline__ void st_any(void *p, int64_t i, float v, bool bf) {
+static __device__ __forceinline__ void st_any(void *p, int64_t i, float v, bool bf) {
     if (bf) ((bf16 *)p)[i] = f2bf(v);
     else ((float *)p)[i] = v;
 }
@@ -24,7 +24,7 @@ __device__ __forceinline__ void st_any(void *p, int64_t i, float v, bool bf) {
 /* ---- embedding ---------------------------------------------------------------------------- */
 
 /* out (N, C) = table[ids]; one block per row. */
-__global__ void k_embedding(void *out, bool out_bf, const int32_t *ids, const void *table, bool tab_bf, int C) {
+static __global__ void k_embedding(void *out, bool out_bf, const int32_t *ids, const void *table, bool tab_bf, int C) {
     griddep_wait();
     int n = blockIdx.x;
     int64_t row = ids[n];
@@ -32,7 +32,7 @@ __global__ void k_embedding(void *out, bool out_bf, const int32_t *ids, const vo
         st_any(out, (int64_t)n * C + c, ld_any(table, row * C + c, tab_bf), out_bf);
 }
 
-dspy_status cu_embedding(dspy_backend *be, dspy_tensor out, dspy_tensor ids, dspy_tensor table, int N, int C) {
+dspy_status dspy_cu_embedding(dspy_backend *be, dspy_tensor out, dspy_tensor ids, dspy_tensor table, int N, int C) {
     CU_ENTER(be);
     CU_NEED2("embedding", "out", out, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)N * C);
     CU_NEED("embedding", "ids", ids, DSPY_DTYPE_I32, N);
@@ -45,7 +45,7 @@ dspy_status cu_embedding(dspy_backend *be, dspy_tensor out, dspy_tensor ids, dsp
 /* ---- RMSNorm ------------------------------------------------------------------------------ */
 
 /* Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it. */
-__device__ float block_sum(float v) {
+static __device__ float block_sum(float v) {
     __shared__ float part[32];
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     int w = threadIdx.x >> 5, l = threadIdx.x & 31;
@@ -59,7 +59,7 @@ __device__ float block_sum(float v) {
 }
 
 /* One block per row: out = inp * rsqrt(mean(inp^2) + eps) * weight. */
-__global__ void k_rmsnorm(void *out, bool out_bf, const float *inp, const float *w, int C, float eps) {
+static __global__ void k_rmsnorm(void *out, bool out_bf, const float *inp, const float *w, int C, float eps) {
     griddep_wait();
     const float *x = inp + (int64_t)blockIdx.x * C;
     float ss = 0;
@@ -70,7 +70,7 @@ __global__ void k_rmsnorm(void *out, bool out_bf, const float *inp, const float 
         st_any(out, (int64_t)blockIdx.x * C + c, w[c] * (x[c] * r), out_bf);
 }
 
-dspy_status cu_rmsnorm(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor weight, int N, int C,
+dspy_status dspy_cu_rmsnorm(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor weight, int N, int C,
                        float eps) {
     CU_ENTER(be);
     CU_NEED2("rmsnorm", "out", out, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)N * C);
@@ -86,7 +86,7 @@ dspy_status cu_rmsnorm(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_
 
 /* One block per row; thread t handles rotation pair (head, i) of the q heads then the k heads,
  * and copies v. */
-__global__ void k_qkv_rope_store(bf16 *q_out, bf16 *kc, bf16 *vc, const bf16 *qkv, const int32_t *pos,
+static __global__ void k_qkv_rope_store(bf16 *q_out, bf16 *kc, bf16 *vc, const bf16 *qkv, const int32_t *pos,
                                  const int32_t *slots, const float *inv_freq, int NH, int NKV, int HS) {
     griddep_wait();
     int n = blockIdx.x, half = HS / 2, Q = NH * HS, KVD = NKV * HS, W = Q + 2 * KVD;
@@ -107,7 +107,7 @@ __global__ void k_qkv_rope_store(bf16 *q_out, bf16 *kc, bf16 *vc, const bf16 *qk
     for (int t = threadIdx.x; t < KVD; t += blockDim.x) vc[slot * KVD + t] = row[Q + KVD + t];
 }
 
-dspy_status cu_qkv_rope_store(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache,
+dspy_status dspy_cu_qkv_rope_store(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache,
                               dspy_tensor qkv, dspy_tensor pos, dspy_tensor slots, dspy_tensor inv_freq, int N, int NH,
                               int NKV, int HS) {
     CU_ENTER(be);
@@ -127,7 +127,7 @@ dspy_status cu_qkv_rope_store(dspy_backend *be, dspy_tensor q_out, dspy_tensor k
 
 /* ---- SwiGLU, add, gather -------------------------------------------------------------------- */
 
-__global__ void k_swiglu(void *out, bool out_bf, const void *gate, const void *up, bool in_bf, int N, int I, int ld) {
+static __global__ void k_swiglu(void *out, bool out_bf, const void *gate, const void *up, bool in_bf, int N, int I, int ld) {
     griddep_wait();
     int64_t total = (int64_t)N * I;
     for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += (int64_t)gridDim.x * blockDim.x) {
@@ -137,7 +137,7 @@ __global__ void k_swiglu(void *out, bool out_bf, const void *gate, const void *u
     }
 }
 
-dspy_status cu_swiglu(dspy_backend *be, dspy_tensor out, dspy_tensor gate, dspy_tensor up, int N, int I, int ld) {
+dspy_status dspy_cu_swiglu(dspy_backend *be, dspy_tensor out, dspy_tensor gate, dspy_tensor up, int N, int I, int ld) {
     CU_ENTER(be);
     int64_t need = N > 0 ? (int64_t)(N - 1) * ld + I : 0;
     CU_NEED2("swiglu", "out", out, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)N * I);
@@ -152,13 +152,13 @@ dspy_status cu_swiglu(dspy_backend *be, dspy_tensor out, dspy_tensor gate, dspy_
                      (const void *)gate.data, (const void *)up.data, gate.dtype == DSPY_DTYPE_BF16, N, I, ld);
 }
 
-__global__ void k_add(float *x, const void *y, bool y_bf, int64_t n) {
+static __global__ void k_add(float *x, const void *y, bool y_bf, int64_t n) {
     griddep_wait();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
         x[i] += ld_any(y, i, y_bf);
 }
 
-dspy_status cu_add(dspy_backend *be, dspy_tensor x, dspy_tensor y) {
+dspy_status dspy_cu_add(dspy_backend *be, dspy_tensor x, dspy_tensor y) {
     CU_ENTER(be);
     CU_NEED("add", "x", x, DSPY_DTYPE_F32, 0);
     CU_NEED2("add", "y", y, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, x.n);
@@ -166,11 +166,11 @@ dspy_status cu_add(dspy_backend *be, dspy_tensor x, dspy_tensor y) {
     unsigned blocks = cu_blocks(x.n, 256);
     if (blocks > 65535u * 8) blocks = 65535u * 8;
     k_add<<<blocks, 256, 0, cu_of(be)->stream>>>((float *)x.data, y.data, y.dtype == DSPY_DTYPE_BF16, x.n);
-    return cu_launched(be, "add");
+    return dspy_cu_launched(be, "add");
 }
 
 /* One block per output row. Blocks run in no particular order, so out must not alias inp. */
-__global__ void k_gather(void *out, const void *inp, bool bf, const int32_t *rows, int C) {
+static __global__ void k_gather(void *out, const void *inp, bool bf, const int32_t *rows, int C) {
     griddep_wait();
     int m = blockIdx.x;
     int64_t r = rows[m];
@@ -178,7 +178,7 @@ __global__ void k_gather(void *out, const void *inp, bool bf, const int32_t *row
         st_any(out, (int64_t)m * C + c, ld_any(inp, r * C + c, bf), bf);
 }
 
-dspy_status cu_gather_rows(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor rows, int M, int C) {
+dspy_status dspy_cu_gather_rows(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor rows, int M, int C) {
     CU_ENTER(be);
     CU_NEED2("gather_rows", "out", out, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)M * C);
     CU_NEED("gather_rows", "inp", inp, out.dtype, 0);
@@ -192,25 +192,25 @@ dspy_status cu_gather_rows(dspy_backend *be, dspy_tensor out, dspy_tensor inp, d
 
 /* ---- fill, cast ------------------------------------------------------------------------------ */
 
-__global__ void k_fill(void *x, bool bf, int64_t n, float v) {
+static __global__ void k_fill(void *x, bool bf, int64_t n, float v) {
     griddep_wait();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
         st_any(x, i, v, bf);
 }
 
-dspy_status cu_fill(dspy_backend *be, dspy_tensor x, float value) {
+dspy_status dspy_cu_fill(dspy_backend *be, dspy_tensor x, float value) {
     CU_ENTER(be);
     CU_NEED2("fill", "x", x, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, 0);
     if (x.n == 0) return DSPY_OK;
     if (value == 0.0f && !signbit(value))
-        return cu_check(be, cudaMemsetAsync(x.data, 0, dspy_tensor_bytes(x), cu_of(be)->stream), "fill");
+        return dspy_cu_check(be, cudaMemsetAsync(x.data, 0, dspy_tensor_bytes(x), cu_of(be)->stream), "fill");
     unsigned blocks = cu_blocks(x.n, 256);
     if (blocks > 65535u * 8) blocks = 65535u * 8;
     k_fill<<<blocks, 256, 0, cu_of(be)->stream>>>(x.data, x.dtype == DSPY_DTYPE_BF16, x.n, value);
-    return cu_launched(be, "fill");
+    return dspy_cu_launched(be, "fill");
 }
 
-__global__ void k_cast(void *out, bool out_bf, const void *inp, int in_kind, int64_t n) {
+static __global__ void k_cast(void *out, bool out_bf, const void *inp, int in_kind, int64_t n) {
     griddep_wait();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         float v = in_kind == 0   ? ((const float *)inp)[i]
@@ -220,7 +220,7 @@ __global__ void k_cast(void *out, bool out_bf, const void *inp, int in_kind, int
     }
 }
 
-dspy_status cu_cast(dspy_backend *be, dspy_tensor out, dspy_tensor inp) {
+dspy_status dspy_cu_cast(dspy_backend *be, dspy_tensor out, dspy_tensor inp) {
     CU_ENTER(be);
     if (out.n != inp.n)
         return dspy_fail(DSPY_ERR_ARG, "cuda cast: out has %lld elements, inp %lld", (long long)out.n,
@@ -234,5 +234,5 @@ dspy_status cu_cast(dspy_backend *be, dspy_tensor out, dspy_tensor inp) {
     unsigned blocks = cu_blocks(inp.n, 256);
     if (blocks > 65535u * 8) blocks = 65535u * 8;
     k_cast<<<blocks, 256, 0, cu_of(be)->stream>>>(out.data, out.dtype == DSPY_DTYPE_BF16, inp.data, kind, inp.n);
-    return cu_launched(be, "cast");
+    return dspy_cu_launched(be, "cast");
 }

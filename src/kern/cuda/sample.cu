@@ -24,17 +24,17 @@ enum { SAMPLE_THREADS = 512, SAMPLE_PARTS = 32 }; /* 32 blocks per row: a batch-
 
 #define FX_ONE 1099511627776.0f /* 2^40 */
 
-__device__ __forceinline__ uint32_t fkey(float f) {
+static __device__ __forceinline__ uint32_t fkey(float f) {
     uint32_t u = __float_as_uint(f);
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
-__device__ __forceinline__ unsigned long long fx_mass(float x, float mx, float inv_t) {
+static __device__ __forceinline__ unsigned long long fx_mass(float x, float mx, float inv_t) {
     return __float2ull_rn(expf((x - mx) * inv_t) * FX_ONE);
 }
 
 /* Block-wide exclusive prefix sum of v; *total gets the sum. Every thread must call it. */
-__device__ unsigned long long block_excl_scan(unsigned long long v, unsigned long long *total) {
+static __device__ unsigned long long block_excl_scan(unsigned long long v, unsigned long long *total) {
     __shared__ unsigned long long ws[32];
     __shared__ unsigned long long tot;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
@@ -63,7 +63,7 @@ __device__ unsigned long long block_excl_scan(unsigned long long v, unsigned lon
 
 /* Radix walk from the top: the largest key K such that the weight of keys >= K (among keys >=
  * floor) reaches `need`. weighted: weight = fixed-point mass, else 1 per key. */
-__device__ uint32_t radix_top(const float *x, int V, uint32_t floor_key, unsigned long long need, bool weighted,
+static __device__ uint32_t radix_top(const float *x, int V, uint32_t floor_key, unsigned long long need, bool weighted,
                               float mx, float inv_t) {
     __shared__ unsigned long long hist[256];
     __shared__ uint32_t s_prefix;
@@ -101,7 +101,7 @@ __device__ uint32_t radix_top(const float *x, int V, uint32_t floor_key, unsigne
  * writes its maximum (the lowest id among equal maxima) and its sum of exp(x - maximum) to
  * part; the block that arrives last for the row (an atomic counter it resets) combines them into
  * the row's argmax and log-sum-exp, and, for a sampled row, runs steps 2-4 over the whole row. */
-__global__ __launch_bounds__(SAMPLE_THREADS) void k_sample(int32_t *tokens, float *logprobs, const float *logits,
+static __global__ __launch_bounds__(SAMPLE_THREADS) void k_sample(int32_t *tokens, float *logprobs, const float *logits,
                                                            const dspy_sample_param *params, int V, float *part,
                                                            int *count) {
     griddep_wait();
@@ -220,7 +220,7 @@ __global__ __launch_bounds__(SAMPLE_THREADS) void k_sample(int32_t *tokens, floa
     }
 }
 
-dspy_status cu_sample(dspy_backend *be, dspy_tensor tokens, dspy_tensor logprobs, dspy_tensor logits,
+dspy_status dspy_cu_sample(dspy_backend *be, dspy_tensor tokens, dspy_tensor logprobs, dspy_tensor logits,
                       dspy_tensor params, int M, int V) {
     CU_ENTER(be);
     CU_NEED("sample", "tokens", tokens, DSPY_DTYPE_I32, M);
@@ -240,7 +240,7 @@ dspy_status cu_sample(dspy_backend *be, dspy_tensor tokens, dspy_tensor logprobs
 }
 
 /* (max, sum of exp(x - max)) pairs, merged: the streaming log-sum-exp. */
-__device__ __forceinline__ void lse_merge(float &m, float &s, float om, float os) {
+static __device__ __forceinline__ void lse_merge(float &m, float &s, float om, float os) {
     if (om == -INFINITY) return;
     if (m == -INFINITY) {
         m = om, s = os;
@@ -257,7 +257,7 @@ enum { MASK_THREADS = 512, MASK_PARTS = 16 };
 static_assert(3 * SAMPLE_PARTS + 4 * MASK_PARTS <= 64 * 3, "mask_logits partials do not fit the sampler scratch");
 
 /* Block-wide max and sum of two values each (every thread gets them). */
-__device__ __forceinline__ void block_max2(float &a, float &b, float (*sh)[32]) {
+static __device__ __forceinline__ void block_max2(float &a, float &b, float (*sh)[32]) {
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
     for (int o = 16; o > 0; o >>= 1) {
         a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, o));
@@ -269,7 +269,7 @@ __device__ __forceinline__ void block_max2(float &a, float &b, float (*sh)[32]) 
     a = b = -INFINITY;
     for (int k = 0; k < nw; k++) a = fmaxf(a, sh[0][k]), b = fmaxf(b, sh[1][k]);
 }
-__device__ __forceinline__ void block_sum2(float &a, float &b, float (*sh)[32]) {
+static __device__ __forceinline__ void block_sum2(float &a, float &b, float (*sh)[32]) {
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
     for (int o = 16; o > 0; o >>= 1) {
         a += __shfl_xor_sync(0xffffffffu, a, o);
@@ -289,7 +289,7 @@ __device__ __forceinline__ void block_sum2(float &a, float &b, float (*sh)[32]) 
  * banned the raw and masked values go through the same operations in the same order, so the
  * shift is exactly 0. Spread over MASK_PARTS blocks and with no exp in the maximum pass, the
  * mask costs a few microseconds per row instead of one SM's long dependent chain. */
-__global__ __launch_bounds__(MASK_THREADS) void k_mask_logits(float *logits, const uint32_t *masks,
+static __global__ __launch_bounds__(MASK_THREADS) void k_mask_logits(float *logits, const uint32_t *masks,
                                                               const int32_t *rows, float *shift, float *part,
                                                               int *count, int V, int W, int64_t M) {
     griddep_wait();
@@ -341,7 +341,7 @@ __global__ __launch_bounds__(MASK_THREADS) void k_mask_logits(float *logits, con
     count[r] = 0; /* ready for the next launch (or graph replay) */
 }
 
-dspy_status cu_mask_logits(dspy_backend *be, dspy_tensor logits, dspy_tensor masks, dspy_tensor rows,
+dspy_status dspy_cu_mask_logits(dspy_backend *be, dspy_tensor logits, dspy_tensor masks, dspy_tensor rows,
                            dspy_tensor shift, int R, int V) {
     CU_ENTER(be);
     const int W = (V + 31) / 32;

@@ -48,7 +48,7 @@ __device__ __forceinline__ tr_lse tr_lse_add(tr_lse a, float x) {
 
 /* dst (C) += column sums over N rows of a (N, C), times b (N, C) * r (N) per element when b is
  * given. Deterministic (a fixed order per column); no scratch. */
-dspy_status cu_train_colsum(dspy_backend *be, const char *what, float *dst, const float *a, const float *b,
+dspy_status dspy_cu_train_colsum(dspy_backend *be, const char *what, float *dst, const float *a, const float *b,
                             const float *r, int N, int C);
 
 #endif

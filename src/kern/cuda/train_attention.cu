@@ -36,18 +36,18 @@ enum {
 };
 
 /* Component c (0..3, a compile-time constant after unrolling) of a float4. */
-__device__ __forceinline__ float f4c(const float4 &v, int c) { return c == 0 ? v.x : c == 1 ? v.y : c == 2 ? v.z : v.w; }
-__device__ __forceinline__ float dot4(const float4 &a, const float4 &b) {
+static __device__ __forceinline__ float f4c(const float4 &v, int c) { return c == 0 ? v.x : c == 1 ? v.y : c == 2 ? v.z : v.w; }
+static __device__ __forceinline__ float dot4(const float4 &a, const float4 &b) {
     return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
 }
-__device__ __forceinline__ void axpy4(float4 &acc, float s, const float4 &x) {
+static __device__ __forceinline__ void axpy4(float4 &acc, float s, const float4 &x) {
     acc.x += s * x.x, acc.y += s * x.y, acc.z += s * x.z, acc.w += s * x.w;
 }
-__device__ __forceinline__ const float4 &at4(const float *p) { return *reinterpret_cast<const float4 *>(p); }
+static __device__ __forceinline__ const float4 &at4(const float *p) { return *reinterpret_cast<const float4 *>(p); }
 
 /* Rows [r0, r0 + R) of head h of a (T, H, HS) array into dst (R, DP + 4); zero past T and HS. */
 template <int DP, int R>
-__device__ __forceinline__ void load_rows(float *dst, const float *src, int r0, int T, int H, int h, int HS) {
+static __device__ __forceinline__ void load_rows(float *dst, const float *src, int r0, int T, int H, int h, int HS) {
     for (int idx = threadIdx.x; idx < R * DP; idx += TA_THREADS) {
         int r = idx / DP, d = idx % DP, t = r0 + r;
         dst[r * (DP + 4) + d] = (t < T && d < HS) ? src[((int64_t)t * H + h) * HS + d] : 0.0f;
@@ -56,37 +56,37 @@ __device__ __forceinline__ void load_rows(float *dst, const float *src, int r0, 
 
 /* Per-row values of rows [r0, r0 + R) of head h of a (T, H) array; `pad` past T. */
 template <int R>
-__device__ __forceinline__ void load_row_vals(float *dst, const float *src, int r0, int T, int H, int h, float pad) {
+static __device__ __forceinline__ void load_row_vals(float *dst, const float *src, int r0, int T, int H, int h, float pad) {
     for (int r = threadIdx.x; r < R; r += TA_THREADS) dst[r] = r0 + r < T ? src[(int64_t)(r0 + r) * H + h] : pad;
 }
 
 /* start of rows [r0, r0 + R); past T a start no key reaches (such rows see nothing). */
 template <int R>
-__device__ __forceinline__ void load_starts(int *dst, const int32_t *start, int r0, int T) {
+static __device__ __forceinline__ void load_starts(int *dst, const int32_t *start, int r0, int T) {
     for (int r = threadIdx.x; r < R; r += TA_THREADS) dst[r] = r0 + r < T ? start[r0 + r] : 0x7fffffff;
 }
 
 /* Maximum / sum over the 16 threads of one tile row (consecutive lanes of a half warp). */
-__device__ __forceinline__ float row_max16(float v) {
+static __device__ __forceinline__ float row_max16(float v) {
     for (int o = 8; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
-__device__ __forceinline__ float row_sum16(float v) {
+static __device__ __forceinline__ float row_sum16(float v) {
     for (int o = 8; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
 
 /* Shared memory (floats) of each kernel. */
-template <int DP> constexpr size_t fwd_smem() { return sizeof(float) * ((size_t)(FBQ + 2 * FBK) * (DP + 4) + (size_t)FBQ * (FBK + 4)); }
-template <int DP> constexpr size_t dkdv_smem() { return sizeof(float) * ((size_t)(2 * FBK + 2 * BBQ) * (DP + 4) + 2 * (size_t)FBK * (BBQ + 4)); }
-template <int DP> constexpr size_t dq_smem() { return sizeof(float) * ((size_t)(2 * FBQ + 2 * FBK) * (DP + 4) + (size_t)FBQ * (FBK + 4)); }
+template <int DP> static constexpr size_t fwd_smem() { return sizeof(float) * ((size_t)(FBQ + 2 * FBK) * (DP + 4) + (size_t)FBQ * (FBK + 4)); }
+template <int DP> static constexpr size_t dkdv_smem() { return sizeof(float) * ((size_t)(2 * FBK + 2 * BBQ) * (DP + 4) + 2 * (size_t)FBK * (BBQ + 4)); }
+template <int DP> static constexpr size_t dq_smem() { return sizeof(float) * ((size_t)(2 * FBQ + 2 * FBK) * (DP + 4) + (size_t)FBQ * (FBK + 4)); }
 
 /* ---- forward ----------------------------------------------------------------------------- */
 
 /* Thread (tx, ty): scores of rows ty + 16 i and keys tx + 16 j (i, j < 4); output rows
  * ty + 16 i, dims tx * 4 + 64 e (e < DP / 64), as float4. */
 template <int DP>
-__global__ void __launch_bounds__(TA_THREADS)
+static __global__ void __launch_bounds__(TA_THREADS)
     k_att_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const int32_t *start, int T,
               int NH, int NKV, int HS, float scale) {
     griddep_wait();
@@ -191,7 +191,7 @@ __global__ void __launch_bounds__(TA_THREADS)
 /* ---- backward ---------------------------------------------------------------------------- */
 
 /* D[t, h] = dout[t, h] . out[t, h]: one warp per (row, head). */
-__global__ void k_att_rowdot(float *D, const float *dout, const float *out, int64_t rows, int HS) {
+static __global__ void k_att_rowdot(float *D, const float *dout, const float *out, int64_t rows, int HS) {
     griddep_wait();
     const int64_t w = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (w >= rows) return;
@@ -205,7 +205,7 @@ __global__ void k_att_rowdot(float *D, const float *dout, const float *out, int6
 /* One block per (64-key tile, kv head). Thread (tx, ty): transposed scores of keys ty + 16 i
  * (i < 4) and rows tx + 16 j (j < 2); gradient rows = keys ty + 16 i, dims tx * 4 + 64 e. */
 template <int DP>
-__global__ void __launch_bounds__(TA_THREADS)
+static __global__ void __launch_bounds__(TA_THREADS)
     k_att_bwd_dkdv(float *dk, float *dv, const float *dout, const float *lse, const float *Dg, const float *q,
                    const float *k, const float *v, const int32_t *start, int T, int NH, int NKV, int HS,
                    float scale) {
@@ -296,7 +296,7 @@ __global__ void __launch_bounds__(TA_THREADS)
 /* One block per (64-row query tile, head). Thread (tx, ty): scores of rows ty + 16 i and keys
  * tx + 16 j (i, j < 4); dq rows ty + 16 i, dims tx * 4 + 64 e. */
 template <int DP>
-__global__ void __launch_bounds__(TA_THREADS)
+static __global__ void __launch_bounds__(TA_THREADS)
     k_att_bwd_dq(float *dq, const float *dout, const float *lse, const float *Dg, const float *q, const float *k,
                  const float *v, const int32_t *start, int T, int NH, int NKV, int HS, float scale) {
     griddep_wait();
@@ -379,10 +379,10 @@ __global__ void __launch_bounds__(TA_THREADS)
 
 /* ---- entries ----------------------------------------------------------------------------- */
 
-dspy_status cu_train_setup(dspy_backend *be) {
+dspy_status dspy_cu_train_setup(dspy_backend *be) {
     /* Every kernel needs more than the default 48 KB of shared memory. */
 #define TA_SMEM(kern, bytes) \
-    DSPY_TRY(cu_check(be, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(bytes)), \
+    DSPY_TRY(dspy_cu_check(be, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(bytes)), \
                       "training attention setup"))
     TA_SMEM(k_att_fwd<64>, fwd_smem<64>());
     TA_SMEM(k_att_fwd<128>, fwd_smem<128>());
@@ -405,7 +405,7 @@ static dspy_status check_heads(const char *op, int T, int NH, int NKV, int HS) {
     return DSPY_OK;
 }
 
-dspy_status cu_attention_train(dspy_backend *be, dspy_tensor out, dspy_tensor lse, dspy_tensor q, dspy_tensor k,
+dspy_status dspy_cu_attention_train(dspy_backend *be, dspy_tensor out, dspy_tensor lse, dspy_tensor q, dspy_tensor k,
                                dspy_tensor v, dspy_tensor start, int T, int NH, int NKV, int HS) {
     CU_ENTER(be);
     const char *op = "attention_train";
@@ -429,7 +429,7 @@ dspy_status cu_attention_train(dspy_backend *be, dspy_tensor out, dspy_tensor ls
                      scale);
 }
 
-dspy_status cu_attention_train_backward(dspy_backend *be, dspy_tensor dq, dspy_tensor dk, dspy_tensor dv,
+dspy_status dspy_cu_attention_train_backward(dspy_backend *be, dspy_tensor dq, dspy_tensor dk, dspy_tensor dv,
                                         dspy_tensor dout, dspy_tensor out, dspy_tensor lse, dspy_tensor q,
                                         dspy_tensor k, dspy_tensor v, dspy_tensor start, int T, int NH, int NKV,
                                         int HS) {

@@ -34,30 +34,30 @@ static dspy_status f32_plan(dspy_backend *be, const char *what, int tag, int m, 
     cuda_state *s = cu_of(be);
     bool hit = false;
     /* key: (m, n, k) in the (N, C, OC) fields, tag + alignment in out_dtype */
-    gemm_plan *p = cu_gemm_plan_slot(s, m, n, k, tag + al, true, &hit);
+    gemm_plan *p = dspy_cu_gemm_plan_slot(s, m, n, k, tag + al, true, &hit);
     if (hit) {
         *out = p;
         return DSPY_OK;
     }
     cublasOperation_t ta = CUBLAS_OP_N, tbo = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-    DSPY_TRY(cu_check_lt(be, cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), what));
-    p->valid = true; /* so that cu_gemm_plan_destroy releases what was made */
+    DSPY_TRY(dspy_cu_check_lt(be, cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), what));
+    p->valid = true; /* so that dspy_cu_gemm_plan_destroy releases what was made */
     cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
     cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tbo, sizeof tbo);
-    dspy_status st = cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->a, CUDA_R_32F, m, k, m), what);
+    dspy_status st = dspy_cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->a, CUDA_R_32F, m, k, m), what);
     if (!st)
-        st = cu_check_lt(be, tb ? cublasLtMatrixLayoutCreate(&p->b, CUDA_R_32F, n, k, n)
+        st = dspy_cu_check_lt(be, tb ? cublasLtMatrixLayoutCreate(&p->b, CUDA_R_32F, n, k, n)
                                 : cublasLtMatrixLayoutCreate(&p->b, CUDA_R_32F, k, n, k),
                          what);
-    if (!st) st = cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->c, CUDA_R_32F, m, n, m), what);
+    if (!st) st = dspy_cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->c, CUDA_R_32F, m, n, m), what);
     if (st) {
-        cu_gemm_plan_destroy(p);
+        dspy_cu_gemm_plan_destroy(p);
         return st;
     }
     cublasLtMatmulPreference_t pref;
     if (cublasLtMatmulPreferenceCreate(&pref) != CUBLAS_STATUS_SUCCESS) {
-        cu_gemm_plan_destroy(p);
-        return cu_fail(be, DSPY_ERR_BACKEND, "cuda:%d: %s: cannot create a cuBLASLt preference", s->dev, what);
+        dspy_cu_gemm_plan_destroy(p);
+        return dspy_cu_fail(be, DSPY_ERR_BACKEND, "cuda:%d: %s: cannot create a cuBLASLt preference", s->dev, what);
     }
     uint32_t abytes = 1u << al;
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &s->ws_bytes,
@@ -71,8 +71,8 @@ static dspy_status f32_plan(dspy_backend *be, const char *what, int tag, int m, 
     cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(s->lt, p->op, p->a, p->b, p->c, p->c, pref, 1, &res, &found);
     cublasLtMatmulPreferenceDestroy(pref);
     if (hs != CUBLAS_STATUS_SUCCESS || found == 0) {
-        cu_gemm_plan_destroy(p);
-        return cu_fail(be, DSPY_ERR_BACKEND,
+        dspy_cu_gemm_plan_destroy(p);
+        return dspy_cu_fail(be, DSPY_ERR_BACKEND,
                        "cuda:%d: %s: cuBLASLt has no algorithm for an F32 GEMM m=%d n=%d k=%d (%d-byte aligned; %s)",
                        s->dev, what, m, n, k, 1 << al, hs != CUBLAS_STATUS_SUCCESS ? "heuristic failed" : "none found");
     }
@@ -90,13 +90,13 @@ static dspy_status f32_gemm_acc(dspy_backend *be, const char *what, int tag, int
     gemm_plan *p = NULL;
     DSPY_TRY(f32_plan(be, what, tag, m, n, k, tb, align_log2(A, B, D), &p));
     const float alpha = 1.0f, beta = 1.0f;
-    return cu_check_lt(be,
+    return dspy_cu_check_lt(be,
                        cublasLtMatmul(s->lt, p->op, &alpha, A, p->a, B, p->b, &beta, D, p->c, D, p->c, &p->algo, s->ws,
                                       s->ws_bytes, s->stream),
                        what);
 }
 
-dspy_status cu_linear_backward(dspy_backend *be, dspy_tensor dinp, dspy_tensor dw, dspy_tensor dbias,
+dspy_status dspy_cu_linear_backward(dspy_backend *be, dspy_tensor dinp, dspy_tensor dw, dspy_tensor dbias,
                                dspy_tensor dout, dspy_tensor inp, dspy_tensor w, int N, int C, int OC) {
     CU_ENTER(be);
     const char *op = "linear_backward";
@@ -119,6 +119,6 @@ dspy_status cu_linear_backward(dspy_backend *be, dspy_tensor dinp, dspy_tensor d
         DSPY_TRY(f32_gemm_acc(be, "linear_backward (dw)", TAG_WGRAD, C, OC, N, true, (const float *)inp.data, g,
                               (float *)dw.data));
     if (dbias.data)
-        DSPY_TRY(cu_train_colsum(be, "linear_backward (dbias)", (float *)dbias.data, g, NULL, NULL, N, OC));
+        DSPY_TRY(dspy_cu_train_colsum(be, "linear_backward (dbias)", (float *)dbias.data, g, NULL, NULL, N, OC));
     return DSPY_OK;
 }

@@ -9,7 +9,7 @@
  */
 #include "kern/cuda/train.cuh"
 
-__global__ void k_adamw(float *w, const float *g, float *m, float *v, const float *hp, int64_t n) {
+static __global__ void k_adamw(float *w, const float *g, float *m, float *v, const float *hp, int64_t n) {
     griddep_wait();
     const float decay = hp[DSPY_ADAMW_DECAY], w1 = hp[DSPY_ADAMW_W1], b2 = hp[DSPY_ADAMW_B2];
     const float w2 = hp[DSPY_ADAMW_W2], bc2_sqrt = hp[DSPY_ADAMW_BC2_SQRT], eps = hp[DSPY_ADAMW_EPS];
@@ -26,7 +26,7 @@ __global__ void k_adamw(float *w, const float *g, float *m, float *v, const floa
     }
 }
 
-dspy_status cu_adamw(dspy_backend *be, dspy_tensor w, dspy_tensor g, dspy_tensor m, dspy_tensor v, dspy_tensor hp) {
+dspy_status dspy_cu_adamw(dspy_backend *be, dspy_tensor w, dspy_tensor g, dspy_tensor m, dspy_tensor v, dspy_tensor hp) {
     CU_ENTER(be);
     const char *op = "adamw";
     CU_NEED(op, "w", w, DSPY_DTYPE_F32, 0);

@@ -7,7 +7,7 @@
  */
 #include "kern/cuda/cuda.cuh"
 
-dspy_status cu_train_reserve(dspy_backend *be, const dspy_backend_plan *p) {
+dspy_status dspy_cu_train_reserve(dspy_backend *be, const dspy_backend_plan *p) {
     cuda_state *s = cu_of(be);
     size_t rows = (size_t)(p->max_rows > 0 ? p->max_rows : 1), heads = (size_t)(p->NH > 0 ? p->NH : 1);
     size_t need = rows * heads;
@@ -26,7 +26,7 @@ dspy_status cu_train_reserve(dspy_backend *be, const dspy_backend_plan *p) {
     return DSPY_OK;
 }
 
-void cu_train_release(cuda_state *s) {
+void dspy_cu_train_release(cuda_state *s) {
     cudaFree(s->train_rows);
     s->train_rows = NULL;
     s->train_rows_n = 0;

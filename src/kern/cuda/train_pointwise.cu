@@ -24,7 +24,7 @@
 
 /* One block per row n: thread i computes the pair (i, i + HS/2)'s cos/sin once and rotates it in
  * every head (dir +1 forward, -1 the transpose). */
-__global__ void k_rope(float *x, const int32_t *pos, const float *inv_freq, int H, int HS, int dir) {
+static __global__ void k_rope(float *x, const int32_t *pos, const float *inv_freq, int H, int HS, int dir) {
     griddep_wait();
     const int n = blockIdx.x, half = HS / 2;
     float *row = x + (int64_t)n * H * HS;
@@ -55,11 +55,11 @@ static dspy_status rope_dir(dspy_backend *be, const char *op, dspy_tensor x, dsp
                      (const float *)inv_freq.data, H, HS, dir);
 }
 
-dspy_status cu_rope(dspy_backend *be, dspy_tensor x, dspy_tensor pos, dspy_tensor inv_freq, int N, int H, int HS) {
+dspy_status dspy_cu_rope(dspy_backend *be, dspy_tensor x, dspy_tensor pos, dspy_tensor inv_freq, int N, int H, int HS) {
     return rope_dir(be, "rope", x, pos, inv_freq, N, H, HS, +1);
 }
 
-dspy_status cu_rope_backward(dspy_backend *be, dspy_tensor dx, dspy_tensor pos, dspy_tensor inv_freq, int N, int H,
+dspy_status dspy_cu_rope_backward(dspy_backend *be, dspy_tensor dx, dspy_tensor pos, dspy_tensor inv_freq, int N, int H,
                              int HS) {
     return rope_dir(be, "rope_backward", dx, pos, inv_freq, N, H, HS, -1);
 }
@@ -70,7 +70,7 @@ enum { COLSUM_X = 32, COLSUM_Y = 16 };
 
 /* Block (32, 16) per 32 columns: thread (tx, ty) sums rows ty, ty + 16, ... of column c, then
  * the 16 partial sums are added in a fixed order. */
-__global__ void k_colsum(float *dst, const float *a, const float *b, const float *r, int N, int C) {
+static __global__ void k_colsum(float *dst, const float *a, const float *b, const float *r, int N, int C) {
     griddep_wait();
     __shared__ float part[COLSUM_Y][COLSUM_X + 1];
     const int tx = threadIdx.x, ty = threadIdx.y, c = blockIdx.x * COLSUM_X + tx;
@@ -89,7 +89,7 @@ __global__ void k_colsum(float *dst, const float *a, const float *b, const float
     }
 }
 
-dspy_status cu_train_colsum(dspy_backend *be, const char *what, float *dst, const float *a, const float *b,
+dspy_status dspy_cu_train_colsum(dspy_backend *be, const char *what, float *dst, const float *a, const float *b,
                             const float *r, int N, int C) {
     if (N == 0 || C == 0) return DSPY_OK;
     return cu_launch(be, what, k_colsum, cu_blocks(C, COLSUM_X), dim3(COLSUM_X, COLSUM_Y), 0, dst, a, b, r, N, C);
@@ -98,7 +98,7 @@ dspy_status cu_train_colsum(dspy_backend *be, const char *what, float *dst, cons
 /* ---- RMSNorm backward ------------------------------------------------------------------- */
 
 /* One block per row: dx += r w dy - k x with k = r^3 / C * sum(w dy x); r saved for dweight. */
-__global__ void k_rmsnorm_backward(float *dinp, float *rsave, const float *dout, const float *inp, const float *w,
+static __global__ void k_rmsnorm_backward(float *dinp, float *rsave, const float *dout, const float *inp, const float *w,
                                    int C, float eps) {
     griddep_wait();
     __shared__ float part[32];
@@ -118,7 +118,7 @@ __global__ void k_rmsnorm_backward(float *dinp, float *rsave, const float *dout,
     if (rsave && threadIdx.x == 0) rsave[blockIdx.x] = r;
 }
 
-dspy_status cu_rmsnorm_backward(dspy_backend *be, dspy_tensor dinp, dspy_tensor dweight, dspy_tensor dout,
+dspy_status dspy_cu_rmsnorm_backward(dspy_backend *be, dspy_tensor dinp, dspy_tensor dweight, dspy_tensor dout,
                                 dspy_tensor inp, dspy_tensor weight, int N, int C, float eps) {
     CU_ENTER(be);
     const char *op = "rmsnorm_backward";
@@ -140,14 +140,14 @@ dspy_status cu_rmsnorm_backward(dspy_backend *be, dspy_tensor dinp, dspy_tensor 
     DSPY_TRY(cu_launch(be, op, k_rmsnorm_backward, N, threads, 0, (float *)dinp.data, rsave,
                        (const float *)dout.data, (const float *)inp.data, (const float *)weight.data, C, eps));
     if (!rsave) return DSPY_OK;
-    return cu_train_colsum(be, "rmsnorm_backward (dweight)", (float *)dweight.data, (const float *)dout.data,
+    return dspy_cu_train_colsum(be, "rmsnorm_backward (dweight)", (float *)dweight.data, (const float *)dout.data,
                            (const float *)inp.data, rsave, N, C);
 }
 
 /* ---- SwiGLU backward -------------------------------------------------------------------- */
 
 /* dgate may be dout (so may dup): each element's inputs are read before its outputs are written. */
-__global__ void k_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+static __global__ void k_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
                                   int64_t n) {
     griddep_wait();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
@@ -158,7 +158,7 @@ __global__ void k_swiglu_backward(float *dgate, float *dup, const float *dout, c
     }
 }
 
-dspy_status cu_swiglu_backward(dspy_backend *be, dspy_tensor dgate, dspy_tensor dup, dspy_tensor dout,
+dspy_status dspy_cu_swiglu_backward(dspy_backend *be, dspy_tensor dgate, dspy_tensor dup, dspy_tensor dout,
                                dspy_tensor gate, dspy_tensor up, int N, int I) {
     CU_ENTER(be);
     const char *op = "swiglu_backward";
@@ -178,7 +178,7 @@ dspy_status cu_swiglu_backward(dspy_backend *be, dspy_tensor dgate, dspy_tensor 
 /* ---- embedding backward, scatter-add ----------------------------------------------------- */
 
 /* One block per source row n: dst row idx[n] += src row n (atomically: indices may repeat). */
-__global__ void k_add_rows(float *dst, int64_t rows, const int32_t *idx, const float *src, int C) {
+static __global__ void k_add_rows(float *dst, int64_t rows, const int32_t *idx, const float *src, int C) {
     griddep_wait();
     const int n = blockIdx.x;
     const int64_t r = idx[n];
@@ -200,12 +200,12 @@ static dspy_status add_rows(dspy_backend *be, const char *op, const char *dst_na
                      (const float *)src.data, C);
 }
 
-dspy_status cu_embedding_backward(dspy_backend *be, dspy_tensor dtable, dspy_tensor ids, dspy_tensor dout, int N,
+dspy_status dspy_cu_embedding_backward(dspy_backend *be, dspy_tensor dtable, dspy_tensor ids, dspy_tensor dout, int N,
                                   int C) {
     return add_rows(be, "embedding_backward", "dtable", dtable, ids, dout, N, C);
 }
 
-dspy_status cu_scatter_add_rows(dspy_backend *be, dspy_tensor dinp, dspy_tensor rows, dspy_tensor dout, int M,
+dspy_status dspy_cu_scatter_add_rows(dspy_backend *be, dspy_tensor dinp, dspy_tensor rows, dspy_tensor dout, int M,
                                 int C) {
     return add_rows(be, "scatter_add_rows", "dinp", dinp, rows, dout, M, C);
 }
@@ -213,13 +213,13 @@ dspy_status cu_scatter_add_rows(dspy_backend *be, dspy_tensor dinp, dspy_tensor 
 /* ---- dropout, scale ---------------------------------------------------------------------- */
 
 /* out may be inp: each element is read before it is written. */
-__global__ void k_dropout(float *out, const float *inp, int64_t n, float p, float s, uint64_t key) {
+static __global__ void k_dropout(float *out, const float *inp, int64_t n, float p, float s, uint64_t key) {
     griddep_wait();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
         out[i] = dspy_dropout_keep(key, i, p) ? inp[i] * s : 0.0f;
 }
 
-dspy_status cu_dropout(dspy_backend *be, dspy_tensor out, dspy_tensor inp, float p, uint64_t key) {
+dspy_status dspy_cu_dropout(dspy_backend *be, dspy_tensor out, dspy_tensor inp, float p, uint64_t key) {
     CU_ENTER(be);
     CU_NEED("dropout", "out", out, DSPY_DTYPE_F32, 0);
     CU_NEED("dropout", "inp", inp, DSPY_DTYPE_F32, out.n);
@@ -229,13 +229,13 @@ dspy_status cu_dropout(dspy_backend *be, dspy_tensor out, dspy_tensor inp, float
                      out.n, p, s, key);
 }
 
-__global__ void k_scale(float *x, int64_t n, float s) {
+static __global__ void k_scale(float *x, int64_t n, float s) {
     griddep_wait();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
         x[i] *= s;
 }
 
-dspy_status cu_scale(dspy_backend *be, dspy_tensor x, float s) {
+dspy_status dspy_cu_scale(dspy_backend *be, dspy_tensor x, float s) {
     CU_ENTER(be);
     CU_NEED("scale", "x", x, DSPY_DTYPE_F32, 0);
     if (x.n == 0) return DSPY_OK;

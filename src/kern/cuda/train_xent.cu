@@ -16,7 +16,7 @@
 
 enum { XENT_THREADS = 512 };
 
-__global__ void __launch_bounds__(XENT_THREADS) k_cross_entropy(float *loss, float *dlogits, const float *logits,
+static __global__ void __launch_bounds__(XENT_THREADS) k_cross_entropy(float *loss, float *dlogits, const float *logits,
                                                                 const int32_t *targets, int V, float dscale) {
     griddep_wait();
     __shared__ float sm[32], ss[32];
@@ -50,7 +50,7 @@ __global__ void __launch_bounds__(XENT_THREADS) k_cross_entropy(float *loss, flo
     }
 }
 
-dspy_status cu_cross_entropy(dspy_backend *be, dspy_tensor loss, dspy_tensor dlogits, dspy_tensor logits,
+dspy_status dspy_cu_cross_entropy(dspy_backend *be, dspy_tensor loss, dspy_tensor dlogits, dspy_tensor logits,
                              dspy_tensor targets, int M, int V, float dscale) {
     CU_ENTER(be);
     const char *op = "cross_entropy";
