@@ -292,6 +292,18 @@ dspy_status dspy_write_file(const char *path, const void *data, size_t n) {
     return DSPY_OK;
 }
 
+dspy_status dspy_file_commit(FILE *fp, const char *tmp, const char *path) {
+    if (fflush(fp) != 0 || fsync(fileno(fp)) != 0) {
+        dspy_status st = dspy_fail(DSPY_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
+        fclose(fp);
+        return st;
+    }
+    if (fclose(fp) != 0) return dspy_fail(DSPY_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
+    if (rename(tmp, path) != 0)
+        return dspy_fail(DSPY_ERR_IO, "%s: cannot rename the temporary file into place: %s", path, strerror(errno));
+    return DSPY_OK;
+}
+
 dspy_status dspy_mkdir_p(const char *dir) {
     char *p = strdup(dir);
     if (!p) return dspy_fail(DSPY_ERR_NOMEM, "out of memory creating %s", dir);

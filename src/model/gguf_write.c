@@ -307,14 +307,8 @@ dspy_status dspy_gguf_writer_close(dspy_gguf_writer *w) {
     }
     FILE *fp = w->fp;
     w->fp = NULL;
-    if (fflush(fp) != 0 || fsync(fileno(fp)) != 0) {
-        st = dspy_fail(DSPY_ERR_IO, "%s: write failed: %s", w->tmp, strerror(errno));
-        fclose(fp);
-    } else if (fclose(fp) != 0) {
-        st = dspy_fail(DSPY_ERR_IO, "%s: write failed: %s", w->tmp, strerror(errno));
-    } else if (rename(w->tmp, w->path) != 0) {
-        st = dspy_fail(DSPY_ERR_IO, "%s: cannot rename the temporary file into place: %s", w->path, strerror(errno));
-    } else {
+    st = dspy_file_commit(fp, w->tmp, w->path);
+    if (!st) { /* in place: nothing for abort to remove */
         free(w->tmp);
         w->tmp = NULL;
     }

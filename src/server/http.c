@@ -262,9 +262,10 @@ static void common_headers(http_conn *c, struct MHD_Response *r, const char *con
  * connection. */
 static bool queue_answer_locked(http_conn *c);
 
-dspy_status dspy_http_respond(http_conn *c, int status, const char *content_type, const char *body, size_t len,
-                         const char *extra_headers) {
-    pthread_mutex_lock(&c->mu);
+/* With c->mu held: DSPY_OK when c may still be answered (the lock stays held); otherwise the
+ * lock is released and the error says why (answered already; the client gone, which also
+ * closes the answer). */
+static dspy_status answer_open_locked(http_conn *c) {
     if (c->answer != ANS_NONE) {
         pthread_mutex_unlock(&c->mu);
         return dspy_fail(DSPY_ERR_STATE, "http: the request was already answered");
@@ -274,6 +275,14 @@ dspy_status dspy_http_respond(http_conn *c, int status, const char *content_type
         pthread_mutex_unlock(&c->mu);
         return dspy_fail(DSPY_ERR_IO, "http: the client is gone");
     }
+    return DSPY_OK;
+}
+
+dspy_status dspy_http_respond(http_conn *c, int status, const char *content_type, const char *body, size_t len,
+                              const char *extra_headers) {
+    pthread_mutex_lock(&c->mu);
+    dspy_status st0 = answer_open_locked(c);
+    if (st0) return st0;
     struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)(body ? body : ""), MHD_RESPMEM_MUST_COPY);
     if (!r) {
         pthread_mutex_unlock(&c->mu);
@@ -350,15 +359,8 @@ static bool queue_answer_locked(http_conn *c) {
 
 dspy_status dspy_http_stream_begin(http_conn *c, int status, const char *content_type) {
     pthread_mutex_lock(&c->mu);
-    if (c->answer != ANS_NONE) {
-        pthread_mutex_unlock(&c->mu);
-        return dspy_fail(DSPY_ERR_STATE, "http: the request was already answered");
-    }
-    if (c->gone || c->peer_closed) {
-        c->answer = ANS_DONE;
-        pthread_mutex_unlock(&c->mu);
-        return dspy_fail(DSPY_ERR_IO, "http: the client is gone");
-    }
+    dspy_status st0 = answer_open_locked(c);
+    if (st0) return st0;
     c->answer = ANS_STREAM;
     c->stream_begun = true;
     c->status = status;
