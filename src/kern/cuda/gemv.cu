@@ -146,21 +146,6 @@ static __device__ __forceinline__ void prefetch_dot(const prefetch<PF> &p, bool 
     }
 }
 
-/* acc[r] = lane partials of W row w . x row r (r < NR; x NR rows of C BF16). On a warp's first
- * row the 8 chunks per lane prefetched before griddep_wait are used, then the rest streams. */
-template <int NR>
-static __device__ __forceinline__ void row_dots(const prefetch<8> &pf, bool first, const bf16 *w, const bf16 *x, int C,
-                                                float *acc) {
-#pragma unroll
-    for (int r = 0; r < NR; r++) acc[r] = 0.0f;
-    if (first) {
-        prefetch_dot<NR, 8>(pf, false, x, C, acc, NULL);
-        rows_dot<NR>(w, NULL, x, C, acc, NULL, 256);
-    } else {
-        rows_dot<NR>(w, NULL, x, C, acc, NULL);
-    }
-}
-
 /* Block-wide sum (every thread gets it). */
 static __device__ float block_sum_g(float v) {
     __shared__ float part[GW];
@@ -232,7 +217,14 @@ static __global__ __launch_bounds__(GEMV_THREADS) void k_gemv(const bf16 *__rest
     griddep_wait();
     for (bool first = true; row < OC; row += gridDim.x * GW, first = false) {
         float acc[NR];
-        row_dots<NR>(pf, first, W + (int64_t)row * C, X, C, acc);
+#pragma unroll
+        for (int r = 0; r < NR; r++) acc[r] = 0.0f;
+        if (first) {
+            prefetch_dot<NR, 8>(pf, false, X, C, acc, NULL);
+            rows_dot<NR>(W + (int64_t)row * C, NULL, X, C, acc, NULL, 256);
+        } else {
+            rows_dot<NR>(W + (int64_t)row * C, NULL, X, C, acc, NULL);
+        }
 #pragma unroll
         for (int r = 0; r < NR; r++) {
             float v = warp_sum(acc[r]) + (bias ? bias[row] : 0.0f);
@@ -512,7 +504,14 @@ static __global__ __launch_bounds__(GEMV_THREADS) void k_logits(const bf16 *__re
     norm_prologue<NR>(xs, x, rows, wn, C, eps);
     for (bool first = true; v < V; v += gridDim.x * GW, first = false) {
         float acc[NR];
-        row_dots<NR>(pf, first, W + (int64_t)v * C, xs, C, acc);
+#pragma unroll
+        for (int r = 0; r < NR; r++) acc[r] = 0.0f;
+        if (first) {
+            prefetch_dot<NR, 8>(pf, false, xs, C, acc, NULL);
+            rows_dot<NR>(W + (int64_t)v * C, NULL, xs, C, acc, NULL, 256);
+        } else {
+            rows_dot<NR>(W + (int64_t)v * C, NULL, xs, C, acc, NULL);
+        }
 #pragma unroll
         for (int r = 0; r < NR; r++) {
             float s = warp_sum(acc[r]);
