@@ -23,6 +23,8 @@
 #include "dspy/constraint.h"
 #include "dspy/engine.h"
 #include "dspy/model.h"
+#include "engine/forward.h"
+#include "engine/kv_cache.h"
 #include "kern/backend.h"
 
 static double now_s(void) {
@@ -335,6 +337,151 @@ static void bench_prefill_ops(const dspy_model *m, int N, int seg) {
     dspy_backend_free(be);
 }
 
+/* ---- a whole decode step on the device, without the host: dspy_forward + the sampler for one
+ * sequence at position ctx_len - 1, ten steps captured in one graph and replayed. Against B1's
+ * ms/token this splits the step into device time and the host's round trip. Then the same step
+ * composed from the ops directly, whole and with one kind of op left out: the
+ * difference is that op's cost in the chain (its own time plus what it adds at the boundaries),
+ * which the ops-alone table above cannot show. ---- */
+
+enum { LEAVE_ATTN_IN = 1, LEAVE_ATTENTION = 2, LEAVE_O = 4, LEAVE_MLP_IN = 8, LEAVE_DOWN = 16, LEAVE_LOGITS = 32,
+       LEAVE_SAMPLE = 64 };
+
+typedef struct step_ctx {
+    const dspy_model *m;
+    dspy_kv_cache kv;
+    dspy_fwd_buf buf;
+    dspy_fwd_batch b;
+    dspy_tensor params, tok, lp;
+    int leave; /* -1: dspy_forward; otherwise the ops composed, leaving out these LEAVE_ bits */
+} step_ctx;
+
+static dspy_status step_once(dspy_backend *be, void *p) {
+    step_ctx *c = p;
+    const dspy_ops *o = be->ops;
+    const dspy_model_config *cf = dspy_model_config_get(c->m);
+    const dspy_model_weights *w = dspy_model_weights_get(c->m);
+    const int C = cf->hidden_size, I = cf->intermediate_size, V = cf->vocab_size, NH = cf->num_attention_heads;
+    const int NKV = cf->num_key_value_heads, HS = cf->head_dim, Q = NH * HS;
+    const float eps = (float)cf->rms_norm_eps;
+    dspy_fwd_buf *B = &c->buf;
+    dspy_tensor logits = dspy_tensor_slice(B->logits, 0, V);
+    if (c->leave < 0) {
+        DSPY_TRY(dspy_forward(c->m, be, &c->kv, B, &c->b));
+        return o->sample(be, c->tok, c->lp, logits, c->params, 1, V);
+    }
+    const int lv = c->leave;
+    DSPY_TRY(o->embedding(be, B->x, c->b.tokens, w->embed, 1, C));
+    for (int l = 0; l < cf->num_hidden_layers; l++) {
+        const dspy_layer_weights *L = &w->layers[l];
+        dspy_tensor kc = dspy_kv_cache_k(&c->kv, l), vc = dspy_kv_cache_v(&c->kv, l);
+        if (!(lv & LEAVE_ATTN_IN))
+            DSPY_TRY(o->attn_in(be, B->q, kc, vc, B->x, L->attn_norm, L->wqkv, L->bqkv, c->b.pos, c->b.slots,
+                                w->inv_freq, B->xn, B->qkv, 1, C, NH, NKV, HS, eps));
+        if (!(lv & LEAVE_ATTENTION)) DSPY_TRY(o->attention(be, B->att, B->q, kc, vc, &c->b.attn, NH, NKV, HS));
+        if (!(lv & LEAVE_O)) DSPY_TRY(o->linear(be, B->x, B->att, L->wo, L->bo, 1, Q, C, true));
+        if (!(lv & LEAVE_MLP_IN))
+            DSPY_TRY(o->mlp_in(be, B->h, B->x, L->mlp_norm, L->w_gate_up, B->xn, B->gu, 1, C, I, eps));
+        if (!(lv & LEAVE_DOWN)) DSPY_TRY(o->linear(be, B->x, B->h, L->w_down, dspy_tensor_none(), 1, I, C, true));
+    }
+    if (!(lv & LEAVE_LOGITS))
+        DSPY_TRY(o->logits(be, logits, B->x, c->b.out_rows, w->final_norm, w->lm_head, B->sel, B->seln, 1, C, V, eps));
+    if (!(lv & LEAVE_SAMPLE)) DSPY_TRY(o->sample(be, c->tok, c->lp, logits, c->params, 1, V));
+    return DSPY_OK;
+}
+
+/* Device time of one step: ten steps in a graph, median of seven replays; -1 on error. */
+static double time_steps(dspy_backend *be, step_ctx *c) {
+    void *g = NULL;
+    if (be->ops->graph_begin(be)) return -1;
+    dspy_status st = DSPY_OK;
+    for (int i = 0; i < 10 && !st; i++) st = step_once(be, c);
+    dspy_status st2 = be->ops->graph_end(be, &g);
+    if (st || st2) return -1;
+    double t[7];
+    for (int r = 0; r < 9; r++) {
+        double t0 = now_s();
+        be->ops->graph_launch(be, g);
+        be->ops->sync(be);
+        if (r >= 2) t[r - 2] = (now_s() - t0) / 10;
+    }
+    be->ops->graph_free(be, g);
+    return median(t, 7);
+}
+
+static void bench_step(const dspy_model *m, int ctx_len) {
+    const dspy_model_config *cf = dspy_model_config_get(m);
+    dspy_backend *be = NULL;
+    dspy_backend_plan plan = {64, 4096, 8, cf->vocab_size, cf->num_attention_heads, cf->head_dim, 0};
+    if (dspy_backend_new(dspy_model_device(m), &plan, &be)) {
+        fprintf(stderr, "bench_step: %s\n", dspy_errmsg());
+        return;
+    }
+    step_ctx c = {.m = m};
+    int32_t host[64 + 256];
+    void *meta = NULL;
+    if (dspy_kv_cache_init(&c.kv, be, cf, 4096, 16) || dspy_fwd_buf_init(&c.buf, be, cf, 1, 1) ||
+        be->ops->alloc(be, sizeof host, &meta)) {
+        fprintf(stderr, "bench_step: %s\n", dspy_errmsg());
+        goto done;
+    }
+    /* not zeros: the keys and values of the earlier positions as a decode step finds them */
+    be->ops->fill(be, c.kv.k, 0.02f);
+    be->ops->fill(be, c.kv.v, 0.5f);
+    be->ops->fill(be, c.buf.x, 0.25f);
+    memset(host, 0, sizeof host);
+    host[0] = 9906;                                    /* token */
+    host[1] = ctx_len - 1;                             /* pos */
+    host[2] = ctx_len - 1;                             /* slot */
+    host[4] = 0, host[5] = 1, host[6] = ctx_len - 1, host[7] = 0; /* segment: row 0, n 1, pos0, table 0 */
+    host[12] = 0;                                      /* out row */
+    dspy_sample_param sp = {0, 1, 0, 0, 0};
+    memcpy(host + 16, &sp, sizeof sp);
+    for (int b = 0; b < 256; b++) host[64 + b] = b;    /* table: blocks 0 .. 255 */
+    be->ops->copy(be, meta, host, sizeof host, DSPY_COPY_H2D);
+    be->ops->sync(be);
+    int32_t *d = meta;
+    c.b.n = 1;
+    c.b.tokens = dspy_bt(be, d + 0, 1, DSPY_DTYPE_I32);
+    c.b.pos = dspy_bt(be, d + 1, 1, DSPY_DTYPE_I32);
+    c.b.slots = dspy_bt(be, d + 2, 1, DSPY_DTYPE_I32);
+    c.b.attn = (dspy_attn_meta){dspy_bt(be, d + 4, 4, DSPY_DTYPE_I32), dspy_bt(be, d + 64, 256, DSPY_DTYPE_I32), 1, 1,
+                                16, 4096, true};
+    c.b.out_rows = dspy_bt(be, d + 12, 1, DSPY_DTYPE_I32);
+    c.b.n_out = 1;
+    c.params = dspy_bt(be, d + 16, DSPY_SAMPLE_PARAM_WORDS, DSPY_DTYPE_I32);
+    c.tok = dspy_bt(be, d + 40, 1, DSPY_DTYPE_I32), c.lp = dspy_bt(be, d + 41, 1, DSPY_DTYPE_F32);
+    struct {
+        const char *name;
+        int leave;
+    } v[] = {{"forward+sample", -1},
+             {"ops composed", 0},
+             {"  without attn_in", LEAVE_ATTN_IN},
+             {"  without attention", LEAVE_ATTENTION},
+             {"  without o_proj", LEAVE_O},
+             {"  without mlp_in", LEAVE_MLP_IN},
+             {"  without down", LEAVE_DOWN},
+             {"  without logits+sample", LEAVE_LOGITS | LEAVE_SAMPLE},
+             {"  without sample", LEAVE_SAMPLE}};
+    double full = 0;
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        c.leave = v[i].leave;
+        double t = time_steps(be, &c);
+        if (t < 0) {
+            fprintf(stderr, "bench_step: %s: %s\n", v[i].name, dspy_errmsg());
+            break;
+        }
+        if (v[i].leave == 0) full = t;
+        printf("{\"bench\": \"step\", \"variant\": \"%s\", \"ctx\": %d, \"us\": %.1f, \"chain_cost_us\": %.1f}\n",
+               v[i].name, ctx_len, t * 1e6, v[i].leave > 0 && full > 0 ? (full - t) * 1e6 : 0.0);
+    }
+done:
+    be->ops->free(be, meta);
+    dspy_fwd_buf_free(&c.buf);
+    dspy_kv_cache_free(&c.kv);
+    dspy_backend_free(be);
+}
+
 static int32_t *random_ids(int n, int V, uint64_t seed) {
     int32_t *p = malloc(sizeof(int32_t) * (size_t)n);
     for (int i = 0; i < n; i++) {
@@ -392,7 +539,7 @@ int main(int argc, char **argv) {
     const char *dir = NULL, *device = "cuda";
     int chunk = 16384, n_prompts = 100, plen = 1500, gen = 128;
     double peak = 789e12;
-    int only_b1 = 0, only_prefill = 0;
+    int only_b1 = 0, only_prefill = 0, only_step = 0, only_prefill_ops = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--model")) dir = argv[i + 1];
         else if (!strcmp(argv[i], "--device")) device = argv[i + 1];
@@ -401,6 +548,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--peak-tflops")) peak = atof(argv[i + 1]) * 1e12;
         else if (!strcmp(argv[i], "--only-b1")) only_b1 = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--only-prefill")) only_prefill = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--only-step")) only_step = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--only-prefill-ops")) only_prefill_ops = atoi(argv[i + 1]);
     }
     if (!dir) {
         fprintf(stderr, "usage: bench_gpu --model DIR [--device cuda] [--prefill-chunk N] [--prompts N]\n");
@@ -420,8 +569,18 @@ int main(int argc, char **argv) {
     printf("{\"bench\": \"copy\", \"device\": \"%s\", \"GBps\": %.1f, \"weight_bytes\": %zu, \"load_s\": %.2f}\n", name,
            bw / 1e9, wbytes, t_load);
 
+    if (only_prefill_ops) {
+        bench_prefill_ops(m, 16384, 1488);
+        dspy_model_free(m);
+        return 0;
+    }
     if (dspy_model_device(m).type == DSPY_DEVICE_CUDA && !only_b1 && !only_prefill) {
-        bench_ops(m, bw, plen);
+        if (!only_step) bench_ops(m, bw, plen);
+        bench_step(m, plen + gen / 2);
+        if (only_step) {
+            dspy_model_free(m);
+            return 0;
+        }
         bench_prefill_ops(m, 16384, 1488);
     }
     if (only_prefill) goto prefill;

@@ -26,3 +26,18 @@ mkdir -p "$ST/shared/data" && cp -r "$SHARED/data/banking77" "$ST/shared/data/" 
 rm -rf "$ROOT/carry" && mkdir -p "$ROOT/carry"
 tar -C "$ST" -czf "$ROOT/carry/gpu.tar.gz" .
 du -sh "$ROOT/carry/gpu.tar.gz"
+# WITH_NODE=1: node, npm and the installed OpenAI Node.js SDK too (the GPU machine has no node and
+# no registry), so test_serve's SDK part runs there against dspy serve on the GPU (~30 MB xz).
+if [ "${WITH_NODE:-0}" = 1 ]; then
+  NS=$(mktemp -d)
+  NPMDIR=${DSPY_NPM_CACHE:-$HOME/.cache/dspy-npm}
+  SDK=$(ls -d "$NPMDIR"/openai-sdk-* | tail -n 1)
+  mkdir -p "$NS/node/bin" "$NS/node/lib/node_modules" "$NS/npm-cache"
+  cp -L "$(command -v node)" "$NS/node/bin/node"
+  cp -r "$(dirname "$(readlink -f "$(command -v npm)")")/.." "$NS/node/lib/node_modules/npm"
+  ln -s ../lib/node_modules/npm/bin/npm-cli.js "$NS/node/bin/npm"
+  cp -r "$SDK" "$NS/npm-cache/"
+  tar -C "$NS" -cf - . | xz -T2 -3 > "$ROOT/carry/node.tar.xz"
+  rm -rf "$NS"
+  du -sh "$ROOT/carry/node.tar.xz"
+fi

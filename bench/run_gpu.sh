@@ -4,7 +4,7 @@
 # the GPU build (cmake -B build-gpu -DCMAKE_CUDA_ARCHITECTURES=90) and the shared tokenizer gathered
 # into carry/ by bench/pack_gpu.sh.
 #
-#   bench/run_gpu.sh [tests] [bench] [sweep] [b2] [torch] [serve]     (default: tests bench torch serve)
+#   bench/run_gpu.sh [tests] [bench] [step] [minkeys] [attn] [sweep] [b2] [torch] [serve]   (default: tests bench torch serve)
 # Logs and JSON go to $OUT (the device tool's folder) or ./out.
 set -uo pipefail
 ROOT=$(pwd)
@@ -35,10 +35,10 @@ if has tests; then
     (cd build-gpu && timeout 300 ./tests/$t) > "$OUT/$t.log" 2>&1; echo "$t: exit $?"; grep -E "FAIL|passed" "$OUT/$t.log" | tail -n 12
   done
   echo "-- the kernel variants the benchmark compares (one query head per prefill CTA; every kernel releasing early)"
-  (cd build-gpu && DSPY_CUDA_PREFILL_HEADS=1 DSPY_CUDA_RELEASE=3 timeout 300 ./tests/test_cuda_ops 2>&1 | grep -E "FAIL|passed" | tail -n 5)
-  (cd build-gpu && DSPY_CUDA_RELEASE=3 timeout 300 ./tests/test_cuda_model 2>&1 | grep -E "FAIL|passed" | tail -n 5)
+  (cd build-gpu && DSPY_CUDA_PREFILL_HEADS=1 DSPY_CUDA_RELEASE=31 timeout 300 ./tests/test_cuda_ops 2>&1 | grep -E "FAIL|passed" | tail -n 5)
+  (cd build-gpu && DSPY_CUDA_RELEASE=31 timeout 300 ./tests/test_cuda_model 2>&1 | grep -E "FAIL|passed" | tail -n 5)
 fi
-if has bench || has torch || has sweep || has b2; then
+if has bench || has torch || has sweep || has b2 || has step || has minkeys || has attn; then
   [ -f "$MODEL/model.safetensors" ] || LD_LIBRARY_PATH=${ORIG_LD_LIBRARY_PATH-} timeout 300 python3 bench/torch_baseline.py --make-model "$MODEL" 2>&1 | tail -2
 fi
 if has bench; then
@@ -56,12 +56,33 @@ if has bench; then
   timeout 120 build-gpu/bin/dspy generate --model "$MODEL" --device cuda --prompt-ids 128000,9906,1917 \
     --max-tokens 128 --ignore-eos --print-ids 2>&1 >/dev/null | tee "$OUT/generate.txt"
 fi
+if has step; then
+  echo "== one decode step on the device alone (graph of 10 steps), and each op's cost in the chain"
+  for rl in ${RELEASES:-11}; do
+    echo "-- DSPY_CUDA_RELEASE=$rl"
+    DSPY_CUDA_RELEASE=$rl timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-step 1 2>&1 | grep '"step"'
+  done
+fi
+if has minkeys; then
+  echo "== B1 over the decode attention's fewest keys per slice (DSPY_CUDA_DEC_MIN_KEYS)"
+  for rep in $(seq ${REPS:-2}); do
+    for mk in 32 64 128; do
+      printf 'min_keys %s: ' $mk
+      DSPY_CUDA_DEC_MIN_KEYS=$mk timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-b1 1 2>&1 | grep -E '"B1"'
+    done
+  done
+fi
+if has attn; then
+  echo "== prefill attention alone: PyTorch SDPA on 100 x 1,500 (ours: the prefill_op attention row of bench)"
+  LD_LIBRARY_PATH=${ORIG_LD_LIBRARY_PATH-} PYTHONUNBUFFERED=1 timeout 200 python3 bench/torch_baseline.py --attn 2>&1 | grep attn_torch
+  timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-prefill-ops 1 2>&1 | grep prefill_op
+fi
 if has sweep; then
-  echo "== B1 over the early-release variants (DSPY_CUDA_RELEASE: bit 0 the GEMVs, bit 1 attention; default 2), twice each"
-  for rep in 1 2; do
-    for rl in 0 1 2 3; do
+  echo "== B1 over the early-release variants (DSPY_CUDA_RELEASE bits: 1 linear, 2 attention, 4 attn_in, 8 mlp_in, 16 logits; default 11)"
+  for rep in $(seq ${REPS:-2}); do
+    for rl in ${RELEASES:-11 2 3 27 10}; do
       printf 'release %s: ' $rl
-      DSPY_CUDA_RELEASE=$rl timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-b1 1 2>&1 | grep -E '"B1'
+      DSPY_CUDA_RELEASE=$rl timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-b1 1 2>&1 | grep -E '"B1"'
     done
   done
 fi
@@ -78,6 +99,11 @@ if has torch; then
     | grep -v Warning | tee "$OUT/bench_torch.jsonl"
 fi
 if has serve; then
+  if [ -f "$ROOT/carry/node.tar.xz" ]; then   # node, npm and the OpenAI SDK (pack_gpu.sh WITH_NODE=1)
+    mkdir -p /tmp/dspy-node && xz -dc "$ROOT/carry/node.tar.xz" | tar -C /tmp/dspy-node -xf -
+    export PATH=/tmp/dspy-node/node/bin:$PATH DSPY_NPM_CACHE=/tmp/dspy-node/npm-cache
+    echo "node: $(node --version) npm: $(npm --version 2>&1 | tail -n 1)"
+  fi
   echo "== server e2e on the GPU (dspy serve --device auto picks CUDA)"
   (cd build-gpu && timeout 300 ./tests/test_serve 2>&1 | tail -n 40) | tee "$OUT/serve_e2e.log"
 fi

@@ -142,6 +142,29 @@ def b2(path, new_tokens=80):
                           "seconds": round(t, 4)}), flush=True)
 
 
+def attn(n=100, plen=1500, nh=32, nkv=8, hs=64):
+    """SDPA alone (causal, GQA) on the prefill's attention shape: the kernel our prefill attention is
+    measured against (TFLOP/s over the causal FLOPs, 4 * n * nh * hs * plen^2 / 2)."""
+    g = torch.Generator("cuda").manual_seed(3)
+    q = torch.randn(n, nh, plen, hs, device="cuda", dtype=torch.bfloat16, generator=g)
+    k = torch.randn(n, nkv, plen, hs, device="cuda", dtype=torch.bfloat16, generator=g)
+    v = torch.randn(n, nkv, plen, hs, device="cuda", dtype=torch.bfloat16, generator=g)
+    flops = 4.0 * n * nh * hs * plen * plen / 2
+    F = torch.nn.functional
+    for name, kw in (("gqa", {"enable_gqa": True}),
+                     ("expanded", None)):
+        kk, vv = (k, v) if kw else (k.repeat_interleave(nh // nkv, 1), v.repeat_interleave(nh // nkv, 1))
+        run = lambda: F.scaled_dot_product_attention(q, kk, vv, is_causal=True, **(kw or {}))
+        try:
+            run()
+            t = timed(run, 10)
+        except Exception as e:
+            print(json.dumps({"bench": "attn_torch", "mode": name, "error": str(e)[:300]}), flush=True)
+            continue
+        print(json.dumps({"bench": "attn_torch", "mode": name, "seqs": n, "len": plen, "ms": round(t * 1e3, 3),
+                          "tflops": round(flops / t / 1e12, 1)}), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--make-model")
@@ -149,6 +172,7 @@ def main():
     ap.add_argument("--b1", action="store_true")
     ap.add_argument("--prefill", action="store_true")
     ap.add_argument("--b2", action="store_true")
+    ap.add_argument("--attn", action="store_true")
     a = ap.parse_args()
     print(json.dumps({"bench": "torch_env", "torch": torch.__version__, "transformers": transformers.__version__,
                       "device": torch.cuda.get_device_name(0)}), flush=True)
@@ -160,6 +184,8 @@ def main():
         prefill(a.model)
     if a.b2:
         b2(a.model)
+    if a.attn:
+        attn()
 
 
 if __name__ == "__main__":

@@ -69,6 +69,15 @@ static __device__ __forceinline__ void mma16816(float *d, const uint32_t *a, con
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
+/* 2^x by the hardware approximation (MUFU.EX2, ~2 ulp; results below 2^-126 flush to 0, which a
+ * softmax weight of that size may): exp2f without -ftz wraps it in denormal handling that costs
+ * several instructions per score. */
+static __device__ __forceinline__ float fast_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
 static __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
     return *(uint32_t *)&v;
@@ -116,7 +125,7 @@ static __global__ __launch_bounds__(128, HP == 1 && D == 64 ? 4 : 1) void k_attn
 #define SK(b) (smem + (HP + (b)) * TILE)
 #define SV(b) (smem + (HP + 2 + (b)) * TILE)
     __shared__ int s_seg, s_tile;
-    griddep_wait();
+    griddep_wait(CU_REL_ATTENTION);
     if (threadIdx.x == 0) {
         int sg = -1, tl = 0;
         if (!find_tile(segs, nseg, gridDim.x - 1 - blockIdx.x, &sg, &tl)) sg = -1;
@@ -209,22 +218,20 @@ static __global__ __launch_bounds__(128, HP == 1 && D == 64 ? 4 : 1) void k_attn
             const bool full = kb + 63 <= warp_pos_min;
 #pragma unroll
             for (int hh = 0; hh < HP; hh++) {
-                /* scale into the log2 domain and the causal mask */
+                if (!full) { /* the causal mask, on the raw scores */
 #pragma unroll
-                for (int n = 0; n < 8; n++) {
-                    int key = kb + n * 8 + 2 * t;
-                    float *sv = s[hh][n];
-                    if (full) {
-                        sv[0] *= scale_log2, sv[1] *= scale_log2, sv[2] *= scale_log2, sv[3] *= scale_log2;
-                    } else {
-                        sv[0] = key <= pos_a ? sv[0] * scale_log2 : -INFINITY;
-                        sv[1] = key + 1 <= pos_a ? sv[1] * scale_log2 : -INFINITY;
-                        sv[2] = key <= pos_b ? sv[2] * scale_log2 : -INFINITY;
-                        sv[3] = key + 1 <= pos_b ? sv[3] * scale_log2 : -INFINITY;
+                    for (int n = 0; n < 8; n++) {
+                        int key = kb + n * 8 + 2 * t;
+                        float *sv = s[hh][n];
+                        if (key > pos_a) sv[0] = -INFINITY;
+                        if (key + 1 > pos_a) sv[1] = -INFINITY;
+                        if (key > pos_b) sv[2] = -INFINITY;
+                        if (key + 1 > pos_b) sv[3] = -INFINITY;
                     }
                 }
-                /* row maxima as trees, not 16-deep chains: with two warps per scheduler the
-                 * fixed-latency dependencies are what the kernel waits on (Nsight Compute) */
+                /* row maxima of the raw scores as trees, not 16-deep chains: with two warps per
+                 * scheduler the fixed-latency dependencies are what the kernel waits on (Nsight
+                 * Compute) */
                 float ta[8], tb[8];
 #pragma unroll
                 for (int n = 0; n < 8; n++) ta[n] = fmaxf(s[hh][n][0], s[hh][n][1]), tb[n] = fmaxf(s[hh][n][2], s[hh][n][3]);
@@ -237,16 +244,21 @@ static __global__ __launch_bounds__(128, HP == 1 && D == 64 ? 4 : 1) void k_attn
                 mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
                 mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
                 mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
-                /* Every row sees key 0 in the first tile, so mx is finite from then on. */
-                float al_a = exp2f(m_a[hh] - mx_a), al_b = exp2f(m_b[hh] - mx_b);
+                /* p = 2^(s * scale - max * scale): the scaling rides in the exponent's FMA (one
+                 * instruction per score besides the exp; at head size 64 these per-score
+                 * instructions, not the tensor cores, bound the kernel). Every row sees key 0 in
+                 * the first tile, so the max is finite from then on; the first rescale is
+                 * 2^-inf = 0. */
+                const float ms_a = mx_a * scale_log2, ms_b = mx_b * scale_log2;
+                float al_a = fast_exp2(fmaf(m_a[hh], scale_log2, -ms_a)), al_b = fast_exp2(fmaf(m_b[hh], scale_log2, -ms_b));
                 m_a[hh] = mx_a, m_b[hh] = mx_b;
 #pragma unroll
                 for (int n = 0; n < 8; n++) {
                     float *sv = s[hh][n];
-                    sv[0] = exp2f(sv[0] - mx_a);
-                    sv[1] = exp2f(sv[1] - mx_a);
-                    sv[2] = exp2f(sv[2] - mx_b);
-                    sv[3] = exp2f(sv[3] - mx_b);
+                    sv[0] = fast_exp2(fmaf(sv[0], scale_log2, -ms_a));
+                    sv[1] = fast_exp2(fmaf(sv[1], scale_log2, -ms_a));
+                    sv[2] = fast_exp2(fmaf(sv[2], scale_log2, -ms_b));
+                    sv[3] = fast_exp2(fmaf(sv[3], scale_log2, -ms_b));
                     ta[n] = sv[0] + sv[1], tb[n] = sv[2] + sv[3];
                 }
 #pragma unroll
@@ -317,7 +329,7 @@ static __global__ __launch_bounds__(128, HP == 1 && D == 64 ? 4 : 1) void k_attn
 
 /* ---- decode: split-K over the context ------------------------------------------------------ */
 
-enum { DEC_THREADS = 128, DEC_MAX_GROUP = 8, DEC_MAX_SPLITS = 32, DEC_MIN_KEYS = 128 };
+enum { DEC_THREADS = 128, DEC_MAX_GROUP = 8, DEC_MAX_SPLITS = 32 };
 
 int dspy_cu_decode_splits(const cuda_state *s, int nseg, int NKV) {
     int work = nseg * NKV, want = (2 * s->sm_count + work - 1) / work;
@@ -333,9 +345,9 @@ size_t dspy_cu_decode_part_floats(const cuda_state *s, int max_seqs, int NH, int
     return best * (size_t)NH * (size_t)(HS + 2);
 }
 
-/* Grid (nseg, NKV, S). A sequence of L positions uses S_eff = min(S, ceil(L / 128)) slices (the
- * others exit at once), so short contexts are not spread thin while the grid stays fixed for a
- * captured graph. The CTA (seg, kv head, slice) attends its slice for the G query heads of the
+/* Grid (nseg, NKV, S). A sequence of L positions uses S_eff = min(S, ceil(L / min_keys)) slices
+ * (min_keys: DSPY_CUDA_DEC_MIN_KEYS, default 32; the others exit at once), so short contexts are
+ * not spread thin while the grid stays fixed for a captured graph. The CTA (seg, kv head, slice) attends its slice for the G query heads of the
  * group: per tile of 128 keys, each thread scores one key against the G heads (its key row in
  * registers) and stages that key's value row in shared memory; the statistics are updated per
  * head by a warp; then each thread accumulates its (head, dim) outputs from shared memory. It
@@ -349,7 +361,7 @@ static __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__rest
                                                              const bf16 *__restrict__ kc, const bf16 *__restrict__ vc,
                                                              const dspy_attn_seg *__restrict__ segs,
                                                              const int32_t *__restrict__ tables, int bs, int NH,
-                                                             int NKV, float scale_log2) {
+                                                             int NKV, float scale_log2, int min_keys) {
     constexpr int PAIRS = G * D / 2, PER = (PAIRS + DEC_THREADS - 1) / DEC_THREADS; /* output pairs per thread */
     __shared__ __align__(16) float qs[G][D];
     __shared__ float sc[G][DEC_THREADS];
@@ -362,7 +374,7 @@ static __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__rest
      * position pos0, this step's token, comes from the kernel before this one. */
     const int S = gridDim.z, split = blockIdx.z, kvh = blockIdx.y;
     const dspy_attn_seg sg = segs[blockIdx.x];
-    const int L = sg.pos0 + 1, S_eff = min(S, (L + DEC_MIN_KEYS - 1) / DEC_MIN_KEYS);
+    const int L = sg.pos0 + 1, S_eff = min(S, (L + min_keys - 1) / min_keys);
     if (split >= S_eff) return;
     const int chunk = (L + S_eff - 1) / S_eff, k0 = split * chunk, k1 = min(L, k0 + chunk);
     const int32_t *table = tables + sg.table_off;
@@ -380,7 +392,7 @@ static __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__rest
     };
     const bool pre = k0 + tid < k1 && k0 + tid < sg.pos0;
     if (pre) load_key(k0 + tid); /* the first tile's older keys: their latency overlaps the previous kernel */
-    griddep_wait();
+    griddep_wait(CU_REL_ATTENTION);
     for (int i = tid; i < G * D; i += DEC_THREADS)
         qs[i / D][i % D] = bf2f(q[((int64_t)sg.row0 * NH + kvh * G + i / D) * D + i % D]) * scale_log2;
     float2 acc[PER];
@@ -423,11 +435,11 @@ static __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__rest
             float mx = fmaxf(fmaxf(v0, v1), fmaxf(v2, v3));
             for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
             float mnew = fmaxf(mg[hh], mx); /* finite: the tile has at least one valid key */
-            float p0 = exp2f(v0 - mnew), p1 = exp2f(v1 - mnew), p2 = exp2f(v2 - mnew), p3 = exp2f(v3 - mnew);
+            float p0 = fast_exp2(v0 - mnew), p1 = fast_exp2(v1 - mnew), p2 = fast_exp2(v2 - mnew), p3 = fast_exp2(v3 - mnew);
             sc[g][lane] = p0, sc[g][lane + 32] = p1, sc[g][lane + 64] = p2, sc[g][lane + 96] = p3;
             float sum = p0 + p1 + p2 + p3;
             for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-            float al = exp2f(mg[hh] - mnew);
+            float al = fast_exp2(mg[hh] - mnew);
             lg[hh] = lg[hh] * al + sum;
             mg[hh] = mnew;
             if (lane == 0) alpha_s[g] = al;
@@ -535,7 +547,7 @@ static __global__ void k_attn_generic(bf16 *__restrict__ out, const bf16 *__rest
                                const bf16 *__restrict__ vc, const dspy_attn_seg *__restrict__ segs, int nseg,
                                const int32_t *__restrict__ tables, int bs, int N, int NH, int NKV, int HS,
                                float scale_log2) {
-    griddep_wait();
+    griddep_wait(CU_REL_ATTENTION);
     int64_t wid = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     int lane = threadIdx.x & 31;
     if (wid >= (int64_t)N * NH) return;
@@ -607,7 +619,7 @@ template <int D> static dspy_status launch_decode(dspy_backend *be, bf16 *out, c
     const int32_t *tb = (const int32_t *)m->tables.data;
 #define DEC(G)                                                                                                     \
     return cu_launch(be, "attention (decode)", k_attn_decode<D, G>, grid, DEC_THREADS, 0, out, s->att_part,      \
-                     s->att_count, q, kc, vc, sg, tb, m->block_size, NH, NKV, sl2)
+                     s->att_count, q, kc, vc, sg, tb, m->block_size, NH, NKV, sl2, s->dec_min_keys)
     switch (NH / NKV) {
     case 1: DEC(1);
     case 2: DEC(2);
@@ -618,7 +630,7 @@ template <int D> static dspy_status launch_decode(dspy_backend *be, bf16 *out, c
 }
 
 dspy_status dspy_cu_attention_setup(dspy_backend *be) {
-    DSPY_TRY(dspy_cu_check(be, cu_release_set(cu_of(be)->release & 2 ? 1 : 0), "attention (release flag)"));
+    DSPY_TRY(dspy_cu_check(be, cu_release_set(cu_of(be)->release), "attention (release flag)"));
     /* The prefill tiles take (HP + 4) x 64 x D BF16 of shared memory: 80 KiB for D = 128 and 48
      * KiB (plus the static tile index) for two heads of D = 64, above the default 48 KiB. */
     DSPY_TRY(dspy_cu_check(be, cudaFuncSetAttribute(k_attn_prefill<128, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,

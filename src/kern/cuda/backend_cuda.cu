@@ -275,7 +275,10 @@ extern "C" dspy_status dspy_backend_cuda_init(dspy_backend *be) {
         /* tuning variants the benchmark compares in one run (bench/run_gpu.sh) */
         const char *ph = getenv("DSPY_CUDA_PREFILL_HEADS"), *rl = getenv("DSPY_CUDA_RELEASE");
         s->prefill_heads = ph && strcmp(ph, "1") == 0 ? 1 : 2;
-        s->release = rl ? atoi(rl) & 3 : 2;
+        s->release = rl ? atoi(rl) & CU_REL_ALL : CU_REL_DEFAULT;
+        const char *mk = getenv("DSPY_CUDA_DEC_MIN_KEYS");
+        s->dec_min_keys = mk ? atoi(mk) : 32;
+        if (s->dec_min_keys < 16 || s->dec_min_keys > 128) s->dec_min_keys = 32;
     }
     if ((st = dspy_cu_check(be, cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "create stream"))) goto fail;
     if ((st = dspy_cu_check_lt(be, cublasLtCreate(&s->lt), "create cuBLASLt handle"))) goto fail;

@@ -46,10 +46,8 @@ struct cuda_state {
     uint64_t use_clock;
     bool pdl;               /* launch with programmatic dependent launch (DSPY_CUDA_PDL=0 turns it off) */
     int prefill_heads;      /* query heads per prefill attention CTA at head size 64: 2, or 1 (DSPY_CUDA_PREFILL_HEADS) */
-    int release;            /* which kernels release the next one early (griddep_wait): bit 0 the GEMV
-                               family (gemv.cu), bit 1 attention; DSPY_CUDA_RELEASE, default 2: on the H200
-                               attention releasing o_proj gained 1-2 %, the GEMVs releasing lost 6 % (their
-                               successors' parked blocks crowd the SMs) */
+    int release;            /* which kernels release the next one early (griddep_wait), CU_REL_* bits;
+                               DSPY_CUDA_RELEASE, default CU_REL_DEFAULT */
     int gemv_occ[4][4];     /* resident blocks per SM of the GEMV kernels [gemv, attn_in, mlp_in, logits][rows - 1],
                                measured at init: their grids are one wave (dspy_cu_gemv_setup) */
     int *att_count;         /* (att_count_n) split-K arrival counters, zero between launches */
@@ -64,6 +62,9 @@ struct cuda_state {
     dspy_status err;        /* sticky: DSPY_OK until something failed */
     char msg[480];
     bool capturing;
+    int dec_min_keys;       /* decode attention: fewest keys per context slice (DSPY_CUDA_DEC_MIN_KEYS, 16..128,
+                               default 32: more, shorter slices shorten the kernel's dependent chain; 32 and
+                               64 beat 128 by ~1.5 % in B1 on the H200) */
 };
 
 static inline cuda_state *cu_of(dspy_backend *be) { return (cuda_state *)be->impl; }
@@ -89,9 +90,23 @@ dspy_status dspy_cu_need(dspy_backend *be, const char *op, const char *arg, dspy
 /* Blocks for n items of `per` each. */
 static inline unsigned cu_blocks(int64_t n, int per) { return (unsigned)((n + per - 1) / per); }
 
-/* Whether the kernels of this .cu file release the next kernel of the stream as soon as their
- * dependency wait returns (one copy per file, set by the file's setup function through
- * cu_release_set; see griddep_wait). */
+/* Which kernels release the next kernel of the stream as soon as their dependency wait returns
+ * (see griddep_wait): one bit per kind. */
+enum {
+    CU_REL_LINEAR = 1,    /* the decode linear GEMV (o_proj, down_proj) */
+    CU_REL_ATTENTION = 2, /* the attention kernels */
+    CU_REL_ATTN_IN = 4,   /* the fused attn_in GEMV */
+    CU_REL_MLP_IN = 8,    /* the fused mlp_in GEMV */
+    CU_REL_LOGITS = 16,   /* the fused logits GEMV */
+    CU_REL_ALL = 31,
+    /* measured on the H200 (bench/run_gpu.sh sweep, B1): the linear GEMVs, attention and mlp_in
+     * releasing gained ~4 % over attention alone; attn_in releasing attention lost 13 % (the
+     * parked attention blocks slow the GEMV they wait on) */
+    CU_REL_DEFAULT = CU_REL_LINEAR | CU_REL_ATTENTION | CU_REL_MLP_IN,
+};
+
+/* The CU_REL_ bits, one copy per .cu file, set by the file's setup function through
+ * cu_release_set (files that never set it release nothing early). */
 static __constant__ int c_release;
 
 /* Waits until the grid this one depends on (the previous kernel of the stream) has finished and
@@ -99,20 +114,20 @@ static __constant__ int c_release;
  * before it, a kernel only reads what no kernel of the step writes (weights, the host-copied step
  * metadata, KV positions of earlier steps). With programmatic dependent launch the next kernel
  * may then be scheduled early: by default once every block of this one has exited (launch
- * latency overlaps the drain); where c_release is set, once every block of this one has passed
- * this wait, so the next kernel's blocks issue their weight loads and park in their own wait
- * while this one works. That cannot cascade or deadlock: a kernel releases the next one only
+ * latency overlaps the drain); where c_release has the kernel's bit, once every block of this
+ * one has passed this wait, so the next kernel's blocks issue their weight loads and park in
+ * their own wait while this one works. That cannot cascade or deadlock: a kernel releases the next one only
  * after its own wait returned, and only when all its blocks are resident. Both instructions are
  * no-ops for a kernel launched without the attribute. */
-__device__ __forceinline__ void griddep_wait() {
+__device__ __forceinline__ void griddep_wait(int release_bit = 0) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
-    if (c_release) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+    if (c_release & release_bit) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
 }
 
-/* Sets c_release for the kernels of the calling .cu file. */
-static inline cudaError_t cu_release_set(int on) { return cudaMemcpyToSymbol(c_release, &on, sizeof on); }
+/* Sets c_release (CU_REL_ bits) for the kernels of the calling .cu file. */
+static inline cudaError_t cu_release_set(int bits) { return cudaMemcpyToSymbol(c_release, &bits, sizeof bits); }
 
 /* Launches `kern` on the backend's stream, with programmatic dependent launch when enabled:
  * the kernel may be scheduled while the previous one drains, and waits in griddep_wait(). */
@@ -177,7 +192,7 @@ dspy_status dspy_cu_fill(dspy_backend *be, dspy_tensor x, float value);
 dspy_status dspy_cu_cast(dspy_backend *be, dspy_tensor out, dspy_tensor inp);
 /* Per-device kernel attributes (large shared memory of the prefill attention); at init. */
 dspy_status dspy_cu_attention_setup(dspy_backend *be);
-/* The GEMV family's release flag; at init. */
+/* The GEMV family's release bits and occupancies; at init. */
 dspy_status dspy_cu_gemv_setup(dspy_backend *be);
 /* Releases the cached GEMM plans (backend_cuda.cu calls it on release). */
 void dspy_cu_gemm_plans_free(cuda_state *s);

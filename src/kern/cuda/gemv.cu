@@ -214,7 +214,7 @@ static __global__ __launch_bounds__(GEMV_THREADS) void k_gemv(const bf16 *__rest
     int row = blockIdx.x * GW + (threadIdx.x >> 5);
     prefetch<8> pf;
     if (row < OC) prefetch_rows<8>(pf, W + (int64_t)row * C, NULL, C);
-    griddep_wait();
+    griddep_wait(CU_REL_LINEAR);
     for (bool first = true; row < OC; row += gridDim.x * GW, first = false) {
         float acc[NR];
 #pragma unroll
@@ -241,7 +241,7 @@ static __global__ __launch_bounds__(GEMV_THREADS) void k_gemv(const bf16 *__rest
 /* Scalar fallback for any C and alignment (N <= 4). */
 static __global__ void k_gemv_scalar(const bf16 *__restrict__ W, const bf16 *__restrict__ X, void *out, int mode,
                               const float *__restrict__ bias, int N, int OC, int C) {
-    griddep_wait();
+    griddep_wait(CU_REL_LINEAR);
     const int lane = threadIdx.x & 31;
     for (int row = blockIdx.x * GW + (threadIdx.x >> 5); row < OC; row += gridDim.x * GW) {
         float acc[GEMV_MAX_ROWS] = {0, 0, 0, 0};
@@ -325,7 +325,7 @@ static __global__ __launch_bounds__(GEMV_THREADS) void k_attn_in(
         int sect, head, i, rowA = row_of(u, &sect, &head, &i);
         prefetch_rows<PF>(pf, W + (int64_t)rowA * C, W + (int64_t)(rowA + half) * C, C);
     }
-    griddep_wait();
+    griddep_wait(CU_REL_ATTN_IN);
     norm_prologue<NR>(xs, x, NULL, wn, C, eps);
     for (bool first = true; u < units; u += gridDim.x * GW, first = false) {
         int sect, head, i;
@@ -424,7 +424,7 @@ static __global__ __launch_bounds__(GEMV_THREADS) void k_mlp_in(const bf16 *__re
     int u = blockIdx.x * GW + (threadIdx.x >> 5), p = 0;
     uint4 ca[4], cb[4]; /* the piece in hand */
     if (u < I) load(ca, cb, u, 0);
-    griddep_wait();
+    griddep_wait(CU_REL_MLP_IN);
     norm_prologue<NR>(xs, x, NULL, wn, C, eps);
     const uint4 *X = (const uint4 *)xs;
     float g[NR], up[NR];
@@ -500,7 +500,7 @@ static __global__ __launch_bounds__(GEMV_THREADS) void k_logits(const bf16 *__re
     int v = blockIdx.x * GW + (threadIdx.x >> 5);
     prefetch<8> pf;
     if (v < V) prefetch_rows<8>(pf, W + (int64_t)v * C, NULL, C);
-    griddep_wait();
+    griddep_wait(CU_REL_LOGITS);
     norm_prologue<NR>(xs, x, rows, wn, C, eps);
     for (bool first = true; v < V; v += gridDim.x * GW, first = false) {
         float acc[NR];
@@ -552,7 +552,7 @@ dspy_status dspy_cu_logits(dspy_backend *be, dspy_tensor out, dspy_tensor x, dsp
  * wider rows need more, which only lowers the count when shared memory is what limits it). */
 dspy_status dspy_cu_gemv_setup(dspy_backend *be) {
     cuda_state *s = cu_of(be);
-    DSPY_TRY(dspy_cu_check(be, cu_release_set(s->release & 1 ? 1 : 0), "gemv (release flag)"));
+    DSPY_TRY(dspy_cu_check(be, cu_release_set(s->release), "gemv (release flag)"));
     cudaError_t e = cudaSuccess;
 #define OCC(NR)                                                                                          \
     if (e == cudaSuccess) e = occ_of(&s->gemv_occ[K_GEMV][NR - 1], k_gemv<NR>, 0);                      \
