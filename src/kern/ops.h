@@ -207,7 +207,9 @@ typedef struct dspy_ops {
                         int HS);
 
     /* Backward of linear: dinp (N, C) += dout (N, OC) @ w (OC, C); dw (OC, C) += dout^T @ inp;
-     * dbias (OC) += column sums of dout. Each output may be none (w may then be none). */
+     * dbias (OC) += column sums of dout. Each output may be none (w may then be none). Outputs
+     * F32; operands F32, or on CUDA all BF16 (dout's dtype decides; the mixed-precision
+     * trainer's working copies, F32 accumulation; dbias then needs its own call with F32 dout). */
     dspy_status (*linear_backward)(dspy_backend *be, dspy_tensor dinp, dspy_tensor dw, dspy_tensor dbias,
                                    dspy_tensor dout, dspy_tensor inp, dspy_tensor w, int N, int C, int OC);
 
