@@ -194,7 +194,38 @@ static void linear_bf16_case(int N, int Cc, int OC) {
     free(x), free(w), free(g), free(dxr), free(dwr), free(dxg), free(dwg), free(xb), free(wb), free(gb);
 }
 
+/* linear with BF16 inp and w into an F32 out, `off` elements into each buffer (off > 0: not
+ * 256-byte aligned, the trainer's slices), against the CPU's F32 linear of the rounded values. */
+static void linear_bf16_fwd_case(int N, int Cc, int OC, bool bias, int off) {
+    size_t ni = (size_t)N * Cc + off, nw = (size_t)OC * Cc + off, no = (size_t)N * OC + off;
+    float *x = malloc(ni * 4), *w = malloc(nw * 4), *b = malloc(((size_t)OC + off) * 4), *y = malloc(no * 4);
+    float *yg = malloc(no * 4);
+    uint16_t *xb = malloc(ni * 2), *wb = malloc(nw * 2);
+    for (size_t i = 0; i < ni; i++) xb[i] = dspy_f32_to_bf16(frand()), x[i] = dspy_bf16_to_f32(xb[i]);
+    for (size_t i = 0; i < nw; i++) wb[i] = dspy_f32_to_bf16(frand() * 0.1f), w[i] = dspy_bf16_to_f32(wb[i]);
+    for (int i = 0; i < OC + off; i++) b[i] = frand();
+    for (size_t i = 0; i < no; i++) y[i] = 0.0f;
+    uint16_t *dxb = dev_up(xb, ni * 2), *dwb = dev_up(wb, nw * 2);
+    float *db = dev_up(b, ((size_t)OC + off) * 4), *dy = dev_up(y, no * 4);
+    CHECK_OK(C->ops->linear(C, dspy_bt(C, y + off, (int64_t)N * OC, DSPY_DTYPE_F32),
+                            dspy_bt(C, x + off, (int64_t)N * Cc, DSPY_DTYPE_F32),
+                            dspy_bt(C, w + off, (int64_t)OC * Cc, DSPY_DTYPE_F32),
+                            bias ? dspy_bt(C, b + off, OC, DSPY_DTYPE_F32) : dspy_tensor_none(), N, Cc, OC, false));
+    CHECK_OK(G->ops->linear(G, dspy_bt(G, dy + off, (int64_t)N * OC, DSPY_DTYPE_F32),
+                            dspy_bt(G, dxb + off, (int64_t)N * Cc, DSPY_DTYPE_BF16),
+                            dspy_bt(G, dwb + off, (int64_t)OC * Cc, DSPY_DTYPE_BF16),
+                            bias ? dspy_bt(G, db + off, OC, DSPY_DTYPE_F32) : dspy_tensor_none(), N, Cc, OC, false));
+    dev_down(yg, dy, no * 4);
+    double e = parity_rel(yg + off, y + off, (size_t)N * OC);
+    printf("  linear BF16 -> F32 N=%d C=%d OC=%d bias=%d off=%d: rel err %.2e\n", N, Cc, OC, bias, off, e);
+    CHECK(e <= 1e-5);
+    G->ops->free(G, dxb), G->ops->free(G, dwb), G->ops->free(G, db), G->ops->free(G, dy);
+    free(x), free(w), free(b), free(y), free(yg), free(xb), free(wb);
+}
+
 static void test_linear_bf16(void) {
+    linear_bf16_fwd_case(37, 64, 100, true, 8);  /* 16-byte aligned: the alignment-aware plans */
+    linear_bf16_fwd_case(64, 128, 96, false, 0); /* aligned: the inference GEMM */
     linear_bf16_case(64, 128, 96);
     linear_bf16_case(300, 256, 1000);
     linear_bf16_case(8, 64, 64);

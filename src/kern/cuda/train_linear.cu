@@ -1,7 +1,8 @@
 /* train_linear.cu — nn.Linear and its backward on cuBLASLt for the trainer (kern/ops.h linear
  * with F32 inp and w, linear_backward with F32 or BF16 operands):
  *   forward: out (N, OC) [+]= inp (N, C) @ w^T + bias   (the trainer's F32 layer; gemm.cu sends
- *            F32 inp/w here, BF16 ones to its own BF16 GEMM/GEMV)
+ *            F32 inp/w here, and BF16 ones with an F32 out whose addresses are not all 256-byte
+ *            aligned; the rest to its own BF16 GEMM/GEMV)
  *   dgrad: dinp (N, C)  += dout (N, OC) @ w (OC, C)
  *   wgrad: dw   (OC, C) += dout^T @ inp (N, C)
  *   dbias (OC)          += column sums of dout       (train_pointwise.cu's deterministic colsum)
@@ -157,10 +158,14 @@ static __global__ void k_bias_f32(float *out, const float *bias, int64_t total, 
 dspy_status dspy_cu_linear_f32(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
                           int C, int OC, bool accumulate) {
     CU_ENTER(be);
-    const char *op = "linear (F32)";
+    /* inp and w both F32, or both BF16 (gemm.cu sends BF16 ones whose addresses are not all
+     * 256-byte aligned here: these plans are told the alignment) */
+    const bool bf = inp.dtype == DSPY_DTYPE_BF16;
+    const char *op = bf ? "linear (BF16 operands, F32 out)" : "linear (F32)";
+    const dspy_dtype ot = bf ? DSPY_DTYPE_BF16 : DSPY_DTYPE_F32;
     CU_NEED(op, "out", out, DSPY_DTYPE_F32, (int64_t)N * OC);
-    CU_NEED(op, "inp", inp, DSPY_DTYPE_F32, (int64_t)N * C);
-    CU_NEED(op, "w", w, DSPY_DTYPE_F32, (int64_t)OC * C);
+    CU_NEED(op, "inp", inp, ot, (int64_t)N * C);
+    CU_NEED(op, "w", w, ot, (int64_t)OC * C);
     if (bias.data) CU_NEED(op, "bias", bias, DSPY_DTYPE_F32, OC);
     if (N <= 0 || OC <= 0) return DSPY_OK;
     if (C <= 0) { /* an empty sum: y = bias */
@@ -168,7 +173,7 @@ dspy_status dspy_cu_linear_f32(dspy_backend *be, dspy_tensor out, dspy_tensor in
                                                                DSPY_DEVICE_CUDA), 0.0f));
     } else {
         DSPY_TRY(f32_gemm(be, op, accumulate ? TAG_FWD_ACC : TAG_FWD, OC, N, C, true, false, accumulate ? 1.0f : 0.0f,
-                          w.data, inp.data, (float *)out.data, false));
+                          w.data, inp.data, (float *)out.data, bf));
     }
     if (!bias.data) return DSPY_OK;
     return cu_launch(be, "linear (F32 bias)", k_bias_f32, tr_grid((int64_t)N * OC), 256, 0, (float *)out.data,
