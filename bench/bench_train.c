@@ -84,14 +84,17 @@ static double attention_ms(dspy_trainable *t, int T) {
     float *p[9] = {0};
     int32_t *start = NULL;
     double ms = -1, v[3];
+    /* q, k, v in the trainer's attention dtype (BF16: the tensor-core kernels) */
+    dspy_dtype dt[9];
+    for (int i = 0; i < 9; i++) dt[i] = t->bf16 && i < 3 ? DSPY_DTYPE_BF16 : DSPY_DTYPE_F32;
     for (int i = 0; i < 9; i++)
-        if (o->alloc(be, sizes[i] * sizeof(float), (void **)&p[i])) goto done;
+        if (o->alloc(be, sizes[i] * dspy_dtype_size(dt[i]), (void **)&p[i])) goto done;
     if (o->alloc(be, (size_t)T * sizeof(int32_t), (void **)&start)) goto done;
     for (int i = 0; i < 9; i++)
-        if (o->fill(be, dspy_bt(be, p[i], (int64_t)sizes[i], DSPY_DTYPE_F32), i == 4 ? 0.0f : 0.01f)) goto done;
+        if (o->fill(be, dspy_bt(be, p[i], (int64_t)sizes[i], dt[i]), i == 4 ? 0.0f : 0.01f)) goto done;
     /* one example: every start is 0 (I32 zeros are F32 zeros) */
     if (o->fill(be, dspy_bt(be, start, T, DSPY_DTYPE_F32), 0.0f)) goto done;
-#define FT(i) dspy_bt(be, p[i], (int64_t)sizes[i], DSPY_DTYPE_F32)
+#define FT(i) dspy_bt(be, p[i], (int64_t)sizes[i], dt[i])
     for (int r = 0; r < 4; r++) {
         double t0 = now_s();
         dspy_tensor st = dspy_bt(be, start, T, DSPY_DTYPE_I32);

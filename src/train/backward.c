@@ -22,7 +22,9 @@
  * BF16 scratch xb (once per group that shares it: q/k/v, gate/up) and runs a BF16 GEMM on the
  * weights' BF16 working copies with an F32 output; backward casts the F32 output gradient into
  * gb and runs BF16 dgrad and wgrad GEMMs that accumulate into the F32 gradients (beta = 1).
- * Activations, norms, attention, softmax, the loss and the residual stream stay F32.
+ * Attention reads BF16 copies of q (after RoPE), k and v (saved per layer for the backward pass)
+ * and runs on tensor cores with F32 softmax statistics and outputs. Activations, norms, the loss
+ * and the residual stream stay F32.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -123,7 +125,7 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
         st = dspy_fail_wrap(st, "train step: %zu MiB of activations for %d tokens", n * sizeof(float) >> 20, (int)T);
     if (!st) st = be->ops->alloc(be, sizeof(int32_t) * ni, (void **)&w->iblock);
     if (!st) st = be->ops->alloc(be, sizeof(double) * (size_t)slots, (void **)&w->loss_dev);
-    size_t nxb = 0, ngb = 0;
+    size_t nxb = 0, ngb = 0, nq = 0, nkv = 0;
     if (t->bf16) {
         /* xb: the widest linear input, T rows (lm_head's M <= T rows of C included); gb: the
          * widest output gradient, or one CE_ROWS chunk of dlogits; each 256-byte aligned */
@@ -136,11 +138,14 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
             out_max = (size_t)out > out_max ? (size_t)out : out_max;
         }
         nxb = ((size_t)T * in_max + 127) & ~(size_t)127;
-        ngb = (size_t)T * out_max;
+        ngb = ((size_t)T * out_max + 127) & ~(size_t)127;
         if ((size_t)CE_ROWS * (size_t)c->vocab_size > ngb) ngb = (size_t)CE_ROWS * (size_t)c->vocab_size;
-        if (!st && (st = be->ops->alloc(be, sizeof(uint16_t) * (nxb + ngb), (void **)&w->b16)))
-            st = dspy_fail_wrap(st, "train step: %zu MiB of BF16 scratch for %d tokens",
-                                (nxb + ngb) * sizeof(uint16_t) >> 20, (int)T);
+        nq = ((size_t)T * (size_t)c->num_attention_heads * (size_t)c->head_dim + 127) & ~(size_t)127;
+        nkv = ((size_t)T * (size_t)c->num_key_value_heads * (size_t)c->head_dim + 127) & ~(size_t)127;
+        size_t n16 = nxb + ngb + (size_t)c->num_hidden_layers * (nq + 2 * nkv);
+        if (!st && (st = be->ops->alloc(be, sizeof(uint16_t) * n16, (void **)&w->b16)))
+            st = dspy_fail_wrap(st, "train step: %zu MiB of BF16 scratch for %d tokens", n16 * sizeof(uint16_t) >> 20,
+                                (int)T);
     }
     if (!st) st = be->ops->alloc_host(be, sizeof(int32_t) * ni * (size_t)slots, (void **)&w->stage);
     if (!st) st = be->ops->alloc_host(be, sizeof(double) * (size_t)slots, (void **)&w->loss_host);
@@ -149,7 +154,15 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
         return st;
     }
     work_layout(t, (size_t)T, w->block);
-    if (w->b16) w->xb = w->b16, w->gb = w->b16 + nxb;
+    if (w->b16) {
+        w->xb = w->b16, w->gb = w->b16 + nxb;
+        uint16_t *cur = w->gb + ngb;
+        for (int l = 0; l < t->cfg.num_hidden_layers; l++) {
+            w->acts[l].qb = cur, cur += nq;
+            w->acts[l].kb = cur, cur += nkv;
+            w->acts[l].vb = cur, cur += nkv;
+        }
+    }
     w->ids = w->iblock, w->start = w->ids + T, w->pos = w->start + T, w->rows = w->pos + T, w->targets = w->rows + T;
     w->cap = T;
     w->nslots = slots;
@@ -319,8 +332,16 @@ static dspy_status forward_layers(dspy_trainable *t, const dspy_train_seq *s, bo
         DSPY_TRY(linear_fwd(t, l, LIN_V, a->v, w->xn, T, train, false));                             /* (T, NKV, HS) */
         DSPY_TRY(o->rope(be, F(a->q, T * Q), pos, inv_freq, T, NH, HS));
         DSPY_TRY(o->rope(be, F(a->k, T * KV), pos, inv_freq, T, NKV, HS));
-        DSPY_TRY(o->attention_train(be, F(a->att, T * Q), F(a->lse, T * NH), F(a->q, T * Q), F(a->k, T * KV),
-                                    F(a->v, T * KV), I32(w->start, T), T, NH, NKV, HS));
+        if (t->bf16) { /* the tensor-core attention reads BF16 copies (kept for the backward pass) */
+            DSPY_TRY(o->cast(be, B16(a->qb, T * Q), F(a->q, T * Q)));
+            DSPY_TRY(o->cast(be, B16(a->kb, T * KV), F(a->k, T * KV)));
+            DSPY_TRY(o->cast(be, B16(a->vb, T * KV), F(a->v, T * KV)));
+            DSPY_TRY(o->attention_train(be, F(a->att, T * Q), F(a->lse, T * NH), B16(a->qb, T * Q), B16(a->kb, T * KV),
+                                        B16(a->vb, T * KV), I32(w->start, T), T, NH, NKV, HS));
+        } else {
+            DSPY_TRY(o->attention_train(be, F(a->att, T * Q), F(a->lse, T * NH), F(a->q, T * Q), F(a->k, T * KV),
+                                        F(a->v, T * KV), I32(w->start, T), T, NH, NKV, HS));
+        }
         DSPY_TRY(linear_fwd(t, l, LIN_O, a->xmid, a->att, T, train, true));                         /* o (T, C) */
         DSPY_TRY(o->add(be, F(a->xmid, T * C), F(a->xin, T * C)));                            /* x + o */
         DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xmid, T * C), F(L->mlp_norm, C), T, C, eps));
@@ -362,9 +383,12 @@ static dspy_status backward_layers(dspy_trainable *t, const dspy_train_seq *s) {
         /* Attention: xmid = xin + o(attn(rope(q(xn)), rope(k(xn)), v(xn))), xn = rms(xin). */
         DSPY_TRY(o->fill(be, F(w->datt, T * Q), 0.0f));
         DSPY_TRY(linear_bwd(t, l, LIN_O, w->datt, w->dx, a->att, T, true));                         /* datt (T, Q) */
+        dspy_tensor qa = t->bf16 ? B16(a->qb, T * Q) : F(a->q, T * Q);
+        dspy_tensor ka = t->bf16 ? B16(a->kb, T * KV) : F(a->k, T * KV);
+        dspy_tensor va = t->bf16 ? B16(a->vb, T * KV) : F(a->v, T * KV);
         DSPY_TRY(o->attention_train_backward(be, F(w->dq, T * Q), F(w->dk, T * KV), F(w->dv, T * KV),
-                                             F(w->datt, T * Q), F(a->att, T * Q), F(a->lse, T * NH), F(a->q, T * Q),
-                                             F(a->k, T * KV), F(a->v, T * KV), I32(w->start, T), T, NH, NKV, HS));
+                                             F(w->datt, T * Q), F(a->att, T * Q), F(a->lse, T * NH), qa, ka, va,
+                                             I32(w->start, T), T, NH, NKV, HS));
         DSPY_TRY(o->rope_backward(be, F(w->dq, T * Q), pos, inv_freq, T, NH, HS));
         DSPY_TRY(o->rope_backward(be, F(w->dk, T * KV), pos, inv_freq, T, NKV, HS));
         DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps));

@@ -37,6 +37,8 @@ typedef struct layer_acts {
     float *xmid;         /* (T, C) residual after attention */
     float *gate, *up;    /* (T, I) MLP pre-activations */
     float *lu[LIN_COUNT];/* (T, r) scaled LoRA intermediates (alpha/r) A dropout(x) */
+    uint16_t *qb, *kb, *vb; /* mixed precision: BF16 copies of q, k (after RoPE) and v, what the
+                               tensor-core attention and its backward read */
 } layer_acts;
 
 /* Work buffers for sequences of up to `cap` tokens, in the backend's memory (planned once;
@@ -56,7 +58,8 @@ typedef struct train_work {
     float *ltmp;                   /* (T, max out) LoRA path output */
     float *xd, *dxd;               /* (T, max in) dropped LoRA input and its gradient */
     float *du;                     /* (T, r) */
-    uint16_t *b16;                 /* mixed precision only: one allocation holding xb and gb */
+    uint16_t *b16;                 /* mixed precision only: one allocation holding xb, gb and
+                                      every layer's qb, kb, vb */
     uint16_t *xb;                  /* (T, max(in)) BF16: the input of the linear being computed */
     uint16_t *gb;                  /* (max(T * max(out), CE_ROWS * V)) BF16: its output gradient */
     int32_t *iblock;               /* (5, cap) on the backend: ids, start, pos, rows, targets */
