@@ -4,7 +4,9 @@
 # the GPU build (cmake -B build-gpu -DCMAKE_CUDA_ARCHITECTURES=90) and the shared tokenizer gathered
 # into carry/ by bench/pack_gpu.sh.
 #
-#   bench/run_gpu.sh [tests] [bench] [step] [minkeys] [attn] [sweep] [b2] [torch] [serve]   (default: tests bench torch serve)
+#   bench/run_gpu.sh [tests] [bench] [step] [minkeys] [attn] [sweep] [b2] [torch] [serve] [t1]
+#   (default: tests bench torch serve)
+# t1: issue 11's training benchmark (bench_train, then bench/torch_train.py eager and compiled).
 # Logs and JSON go to $OUT (the device tool's folder) or ./out.
 set -uo pipefail
 ROOT=$(pwd)
@@ -38,7 +40,7 @@ if has tests; then
   (cd build-gpu && DSPY_CUDA_PREFILL_HEADS=1 DSPY_CUDA_RELEASE=31 timeout 300 ./tests/test_cuda_ops 2>&1 | grep -E "FAIL|passed" | tail -n 5)
   (cd build-gpu && DSPY_CUDA_RELEASE=31 timeout 300 ./tests/test_cuda_model 2>&1 | grep -E "FAIL|passed" | tail -n 5)
 fi
-if has bench || has torch || has sweep || has b2 || has step || has minkeys || has attn; then
+if has bench || has torch || has sweep || has b2 || has step || has minkeys || has attn || has t1; then
   [ -f "$MODEL/model.safetensors" ] || LD_LIBRARY_PATH=${ORIG_LD_LIBRARY_PATH-} timeout 300 python3 bench/torch_baseline.py --make-model "$MODEL" 2>&1 | tail -2
 fi
 if has bench; then
@@ -98,6 +100,12 @@ if has torch; then
   LD_LIBRARY_PATH=${ORIG_LD_LIBRARY_PATH-} PYTHONUNBUFFERED=1 timeout 500 python3 bench/torch_baseline.py --model "$MODEL" --b1 --prefill 2>&1 \
     | grep -v Warning | tee "$OUT/bench_torch.jsonl"
 fi
+if has t1; then
+  echo "== T1: full fine-tuning, 4 x 2,048 tokens a step, loss on the last fifth (ours BF16, then PyTorch)"
+  timeout 300 build-gpu/bench/bench_train --model "$MODEL" --device cuda 2>&1 | tee "$OUT/bench_train.jsonl"
+  LD_LIBRARY_PATH=${ORIG_LD_LIBRARY_PATH-} PYTHONUNBUFFERED=1 timeout 400 python3 bench/torch_train.py --model "$MODEL" 2>&1 \
+    | grep -v Warning | tee -a "$OUT/bench_train.jsonl"
+fi
 if has serve; then
   if [ -f "$ROOT/carry/node.tar.xz" ]; then   # node, npm and the OpenAI SDK (pack_gpu.sh WITH_NODE=1)
     mkdir -p /tmp/dspy-node && xz -dc "$ROOT/carry/node.tar.xz" | tar -C /tmp/dspy-node -xf -
@@ -145,6 +153,19 @@ if "B2" in ours:
     print(f"| B2 100 requests s (first alone, then 99 by 16 clients) | {b['seconds_with_first']:.3f} "
           f"(99: {b['seconds']:.3f}) | {e or '-'} | {c or '-'} | {(c / b['seconds_with_first']) if c else 0:.2f}x | "
           f"prefix hits {b['prefix_hit_rate']:.3f} of prompt, {b.get('prefix_hit_of_shared', -1):.3f} of the shared part, {b['req_per_s']:.0f} req/s |")
+tr = load("bench_train.jsonl")
+t1 = {r["bench"]: r for r in tr if r["bench"] in ("T1", "T1_profile")}
+t1t = {r["mode"]: r for r in tr if r["bench"] == "T1_torch"}
+if "T1" in t1:
+    b = t1["T1"]; c = t1t.get("compiled", {}); e = t1t.get("eager", {})
+    fmt = lambda r: f"{r['tokens_per_s']:.0f} tok/s, MFU {100 * r['mfu']:.1f}%, {r.get('mem_reserved_gb', r.get('mem_gb'))} GB" if r else "-"
+    ratio = b["tokens_per_s"] / c["tokens_per_s"] if c else 0
+    print(f"| T1 full FT 4x2048 ({b['precision']}) | {fmt(b)} | {fmt(e)} | {fmt(c)} | {ratio:.2f}x | "
+          f"losses ours {b['loss_first']:.4f} -> {b['loss_last']:.4f}, compiled {c.get('loss_first', 0):.4f} -> {c.get('loss_last', 0):.4f} |")
+if "T1_profile" in t1:
+    p = t1["T1_profile"]
+    print(f"| T1 step breakdown (ours) | step {p['step_ms']:.1f} ms: fwd {p['fwd_ms_per_seq']:.1f} / fwd+bwd {p['fwd_bwd_ms_per_seq']:.1f} ms per seq, "
+          f"optimizer {p['rest_of_step_ms']:.1f} ms, attention {p['attention_ms_per_step']:.1f} ms/step | | | | |")
 if "copy" in ours:
     print(f"| copy bandwidth | {ours['copy']['GBps']:.0f} GB/s | | | | weights {ours['copy']['weight_bytes'] / 1e9:.2f} GB |")
 PY

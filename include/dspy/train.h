@@ -45,8 +45,10 @@
  * resume = true continues from the newest complete checkpoint-N in the output directory and gives
  * bit-for-bit the model an uninterrupted run gives (same settings, data and thread count).
  *
- * Precision: computation is fp32 on the CPU whatever `bf16` says (bf16 is accepted and recorded;
- * it would select bf16 autocast on a GPU); the output keeps the input model's dtype.
+ * Precision: computation is fp32 on the CPU whatever `bf16` says (bf16 is accepted and recorded).
+ * On CUDA, bf16 = true (the default) runs every GEMM in BF16 on tensor cores with F32
+ * accumulation over F32 master weights and AdamW state (torch autocast's scheme); false keeps
+ * F32 throughout. The output keeps the input model's dtype.
  *
  * Thread safety: dspy_finetune uses the calling thread (OpenMP inside); run one per process.
  */
@@ -85,13 +87,15 @@ typedef struct dspy_train_params {
     double learning_rate;                /* 1e-5 */
     int32_t max_seq_length;              /* 4096 (DSPy passes None; project decision §16.4) */
     bool packing;                        /* true */
-    bool bf16;                           /* true; CPU computes in fp32 (see above) */
+    bool bf16;                           /* true; CPU computes in fp32 (see above); CUDA runs
+                                            the GEMMs in BF16 over F32 master weights (false:
+                                            F32 throughout, the parity path) */
     bool use_peft;                       /* false: full fine-tuning; true: LoRA, merged at the end */
     const char *output_dir;              /* NULL: the out_dir argument of dspy_finetune (borrowed) */
     const char *device;                  /* NULL or "cpu" (DSPy's None), "cuda", "cuda:N" or "auto"
                                             (CUDA when a GPU is visible, else the CPU); CUDA
-                                            trains in F32 on the device (checkpoints, resume and
-                                            export are the same files) */
+                                            trains on the device, precision per bf16
+                                            (checkpoints, resume and export are the same files) */
     /* the SFTConfig / TrainingArguments DSPy sets or inherits */
     dspy_lr_schedule lr_scheduler_type;  /* constant */
     double warmup_ratio;                 /* 0.03 (ignored by constant) */

@@ -207,7 +207,9 @@ typedef struct dspy_ops {
                         int HS);
 
     /* Backward of linear: dinp (N, C) += dout (N, OC) @ w (OC, C); dw (OC, C) += dout^T @ inp;
-     * dbias (OC) += column sums of dout. Each output may be none (w may then be none). */
+     * dbias (OC) += column sums of dout. Each output may be none (w may then be none). Outputs
+     * F32; operands F32, or on CUDA all BF16 (dout's dtype decides; the mixed-precision
+     * trainer's working copies, F32 accumulation; dbias then needs its own call with F32 dout). */
     dspy_status (*linear_backward)(dspy_backend *be, dspy_tensor dinp, dspy_tensor dw, dspy_tensor dbias,
                                    dspy_tensor dout, dspy_tensor inp, dspy_tensor w, int N, int C, int OC);
 
@@ -224,12 +226,16 @@ typedef struct dspy_ops {
      * sqrt(HS)) v where row t sees keys start[t] .. t (start (T) I32: index of the first token of
      * t's example: causal within an example, block-diagonal across examples). q (T, NH, HS), k
      * and v (T, NKV, HS), GQA as attention. Also writes lse (T, NH), the log-sum-exp of each
-     * row's scaled scores, for the backward pass. */
+     * row's scaled scores, for the backward pass. q, k, v F32, or on CUDA all BF16 (the
+     * mixed-precision trainer: tensor cores, F32 statistics, out and lse F32, the probabilities
+     * rounded to BF16 for the P V product). */
     dspy_status (*attention_train)(dspy_backend *be, dspy_tensor out, dspy_tensor lse, dspy_tensor q, dspy_tensor k,
                                    dspy_tensor v, dspy_tensor start, int T, int NH, int NKV, int HS);
 
     /* Backward of attention_train from its saved out and lse: OVERWRITES dq (T, NH, HS), dk and
-     * dv (T, NKV, HS) (GQA: a kv head's gradient sums over its query heads). */
+     * dv (T, NKV, HS) (GQA: a kv head's gradient sums over its query heads). q, k, v as the
+     * forward's (BF16 on CUDA: tensor cores, dout and dS rounded to BF16 for the products);
+     * everything else F32. */
     dspy_status (*attention_train_backward)(dspy_backend *be, dspy_tensor dq, dspy_tensor dk, dspy_tensor dv,
                                             dspy_tensor dout, dspy_tensor out, dspy_tensor lse, dspy_tensor q,
                                             dspy_tensor k, dspy_tensor v, dspy_tensor start, int T, int NH, int NKV,

@@ -17,6 +17,14 @@
  * over in one H2D copy; the loss sum is reduced on the backend (sum_rows) into a per-slot F64
  * that the optimizer reads back once per step. The same code runs on the CPU backend (copies
  * are memcpy there, so the bits are today's).
+ *
+ * Mixed precision (t->bf16, CUDA): every linear layer and lm_head casts its F32 input into the
+ * BF16 scratch xb (once per group that shares it: q/k/v, gate/up) and runs a BF16 GEMM on the
+ * weights' BF16 working copies with an F32 output; backward casts the F32 output gradient into
+ * gb and runs BF16 dgrad and wgrad GEMMs that accumulate into the F32 gradients (beta = 1).
+ * Attention reads BF16 copies of q (after RoPE), k and v (saved per layer for the backward pass)
+ * and runs on tensor cores with F32 softmax statistics and outputs. Activations, norms, the loss
+ * and the residual stream stay F32.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +34,7 @@
 /* An F32 view of n floats on the trainable's backend. */
 #define F(p, n) dspy_bt(t->be, (p), (int64_t)(n), DSPY_DTYPE_F32)
 #define I32(p, n) dspy_bt(t->be, (p), (int64_t)(n), DSPY_DTYPE_I32)
+#define B16(p, n) dspy_bt(t->be, (p), (int64_t)(n), DSPY_DTYPE_BF16)
 #define NONE dspy_tensor_none()
 
 /* ---- work buffers ----------------------------------------------------------------------- */
@@ -34,6 +43,7 @@ void dspy_train_work_free(dspy_backend *be, train_work *w) {
     be->ops->free(be, w->block);
     be->ops->free(be, w->iblock);
     be->ops->free(be, w->loss_dev);
+    be->ops->free(be, w->b16);
     be->ops->free_host(be, w->stage);
     be->ops->free_host(be, w->loss_host);
     free(w->acts);
@@ -97,7 +107,7 @@ static size_t work_layout(dspy_trainable *t, size_t T, float *base) {
 
 dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
     train_work *w = &t->work;
-    if (T <= w->cap && slots <= w->nslots) return DSPY_OK;
+    if (T <= w->cap && slots <= w->nslots && (!t->bf16 || w->b16)) return DSPY_OK;
     if (T < w->cap) T = w->cap;
     if (slots < w->nslots) slots = w->nslots;
     if (slots < 1) slots = 1;
@@ -115,6 +125,28 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
         st = dspy_fail_wrap(st, "train step: %zu MiB of activations for %d tokens", n * sizeof(float) >> 20, (int)T);
     if (!st) st = be->ops->alloc(be, sizeof(int32_t) * ni, (void **)&w->iblock);
     if (!st) st = be->ops->alloc(be, sizeof(double) * (size_t)slots, (void **)&w->loss_dev);
+    size_t nxb = 0, ngb = 0, nq = 0, nkv = 0;
+    if (t->bf16) {
+        /* xb: the widest linear input, T rows (lm_head's M <= T rows of C included); gb: the
+         * widest output gradient, or one CE_ROWS chunk of dlogits; each 256-byte aligned */
+        const dspy_model_config *c = &t->cfg;
+        size_t in_max = 0, out_max = 0;
+        for (int k = 0; k < LIN_COUNT; k++) {
+            int in, out;
+            dspy_train_lin_dims(c, k, &in, &out);
+            in_max = (size_t)in > in_max ? (size_t)in : in_max;
+            out_max = (size_t)out > out_max ? (size_t)out : out_max;
+        }
+        nxb = ((size_t)T * in_max + 127) & ~(size_t)127;
+        ngb = ((size_t)T * out_max + 127) & ~(size_t)127;
+        if ((size_t)CE_ROWS * (size_t)c->vocab_size > ngb) ngb = (size_t)CE_ROWS * (size_t)c->vocab_size;
+        nq = ((size_t)T * (size_t)c->num_attention_heads * (size_t)c->head_dim + 127) & ~(size_t)127;
+        nkv = ((size_t)T * (size_t)c->num_key_value_heads * (size_t)c->head_dim + 127) & ~(size_t)127;
+        size_t n16 = nxb + ngb + (size_t)c->num_hidden_layers * (nq + 2 * nkv);
+        if (!st && (st = be->ops->alloc(be, sizeof(uint16_t) * n16, (void **)&w->b16)))
+            st = dspy_fail_wrap(st, "train step: %zu MiB of BF16 scratch for %d tokens", n16 * sizeof(uint16_t) >> 20,
+                                (int)T);
+    }
     if (!st) st = be->ops->alloc_host(be, sizeof(int32_t) * ni * (size_t)slots, (void **)&w->stage);
     if (!st) st = be->ops->alloc_host(be, sizeof(double) * (size_t)slots, (void **)&w->loss_host);
     if (st) {
@@ -122,6 +154,15 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
         return st;
     }
     work_layout(t, (size_t)T, w->block);
+    if (w->b16) {
+        w->xb = w->b16, w->gb = w->b16 + nxb;
+        uint16_t *cur = w->gb + ngb;
+        for (int l = 0; l < t->cfg.num_hidden_layers; l++) {
+            w->acts[l].qb = cur, cur += nq;
+            w->acts[l].kb = cur, cur += nkv;
+            w->acts[l].vb = cur, cur += nkv;
+        }
+    }
     w->ids = w->iblock, w->start = w->ids + T, w->pos = w->start + T, w->rows = w->pos + T, w->targets = w->rows + T;
     w->cap = T;
     w->nslots = slots;
@@ -187,17 +228,26 @@ static uint64_t dropout_key(const dspy_trainable *t, int layer, int lin) {
 
 /* ---- linear layers (with LoRA) ---------------------------------------------------------- */
 
-/* y (T, out) = x (T, in) W^T + b, plus the LoRA path when on (saving its scaled intermediate). */
-static dspy_status linear_fwd(dspy_trainable *t, int l, int lin, float *y, const float *x, int T, bool train) {
+/* y (T, out) = x (T, in) W^T + b, plus the LoRA path when on (saving its scaled intermediate).
+ * Mixed precision: cast_x casts x into work.xb first; false when xb already holds x (the
+ * previous linear of the group had the same input). */
+static dspy_status linear_fwd(dspy_trainable *t, int l, int lin, float *y, const float *x, int T, bool train,
+                              bool cast_x) {
     dspy_backend *be = t->be;
     const dspy_ops *o = be->ops;
     train_layer *L = &t->layers[l];
+    train_work *w = &t->work;
     int in, out;
     dspy_train_lin_dims(&t->cfg, lin, &in, &out);
-    DSPY_TRY(o->linear(be, F(y, T * out), F((float *)x, T * in), F(L->w[lin], out * in),
-                       L->b[lin] ? F(L->b[lin], out) : NONE, T, in, out, false));
+    dspy_tensor bias = L->b[lin] ? F(L->b[lin], out) : NONE;
+    if (t->bf16) {
+        if (cast_x) DSPY_TRY(o->cast(be, B16(w->xb, T * in), F((float *)x, T * in)));
+        DSPY_TRY(o->linear(be, F(y, T * out), B16(w->xb, T * in), B16(L->w16[lin], out * in), bias, T, in, out,
+                           false));
+    } else {
+        DSPY_TRY(o->linear(be, F(y, T * out), F((float *)x, T * in), F(L->w[lin], out * in), bias, T, in, out, false));
+    }
     if (!t->lora_on || t->merged) return DSPY_OK;
-    train_work *w = &t->work;
     const lora_adapter *a = &L->lora[lin];
     int r = t->lora.r;
     float *u = w->acts[l].lu[lin]; /* (T, r) */
@@ -213,18 +263,30 @@ static dspy_status linear_fwd(dspy_trainable *t, int l, int lin, float *y, const
 }
 
 /* Backward of linear_fwd: dx (T, in) += dy W (+ the LoRA path); weight, bias and adapter
- * gradients accumulate where trainable. */
-static dspy_status linear_bwd(dspy_trainable *t, int l, int lin, float *dx, const float *dy, const float *x, int T) {
+ * gradients accumulate where trainable. Mixed precision: dy is cast into work.gb, and x into
+ * work.xb when cast_x (as linear_fwd; only the weight gradient reads it). */
+static dspy_status linear_bwd(dspy_trainable *t, int l, int lin, float *dx, const float *dy, const float *x, int T,
+                              bool cast_x) {
     dspy_backend *be = t->be;
     const dspy_ops *o = be->ops;
     train_layer *L = &t->layers[l];
+    train_work *w = &t->work;
     int in, out;
     dspy_train_lin_dims(&t->cfg, lin, &in, &out);
-    DSPY_TRY(o->linear_backward(be, F(dx, T * in), L->gw[lin] ? F(L->gw[lin], out * in) : NONE,
-                                L->b[lin] && L->gb[lin] ? F(L->gb[lin], out) : NONE, F((float *)dy, T * out),
-                                F((float *)x, T * in), F(L->w[lin], out * in), T, in, out));
+    dspy_tensor dbias = L->b[lin] && L->gb[lin] ? F(L->gb[lin], out) : NONE;
+    if (t->bf16) {
+        if (cast_x && L->gw[lin]) DSPY_TRY(o->cast(be, B16(w->xb, T * in), F((float *)x, T * in)));
+        DSPY_TRY(o->cast(be, B16(w->gb, T * out), F((float *)dy, T * out)));
+        DSPY_TRY(o->linear_backward(be, F(dx, T * in), L->gw[lin] ? F(L->gw[lin], out * in) : NONE, NONE,
+                                    B16(w->gb, T * out), B16(w->xb, T * in), B16(L->w16[lin], out * in), T, in, out));
+        if (dbias.data) /* summed from the F32 gradient */
+            DSPY_TRY(o->linear_backward(be, NONE, NONE, dbias, F((float *)dy, T * out), NONE, NONE, T, in, out));
+    } else {
+        DSPY_TRY(o->linear_backward(be, F(dx, T * in), L->gw[lin] ? F(L->gw[lin], out * in) : NONE, dbias,
+                                    F((float *)dy, T * out), F((float *)x, T * in), F(L->w[lin], out * in), T, in,
+                                    out));
+    }
     if (!t->lora_on) return DSPY_OK;
-    train_work *w = &t->work;
     const lora_adapter *a = &L->lora[lin];
     int r = t->lora.r;
     float *u = w->acts[l].lu[lin]; /* (T, r), already scaled by alpha/r */
@@ -265,20 +327,28 @@ static dspy_status forward_layers(dspy_trainable *t, const dspy_train_seq *s, bo
         layer_acts *a = &w->acts[l];
         float *xout = l + 1 < c->num_hidden_layers ? w->acts[l + 1].xin : w->xfin; /* (T, C) */
         DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps));
-        DSPY_TRY(linear_fwd(t, l, LIN_Q, a->q, w->xn, T, train));                             /* (T, NH, HS) */
-        DSPY_TRY(linear_fwd(t, l, LIN_K, a->k, w->xn, T, train));                             /* (T, NKV, HS) */
-        DSPY_TRY(linear_fwd(t, l, LIN_V, a->v, w->xn, T, train));                             /* (T, NKV, HS) */
+        DSPY_TRY(linear_fwd(t, l, LIN_Q, a->q, w->xn, T, train, true));                             /* (T, NH, HS) */
+        DSPY_TRY(linear_fwd(t, l, LIN_K, a->k, w->xn, T, train, false));                             /* (T, NKV, HS) */
+        DSPY_TRY(linear_fwd(t, l, LIN_V, a->v, w->xn, T, train, false));                             /* (T, NKV, HS) */
         DSPY_TRY(o->rope(be, F(a->q, T * Q), pos, inv_freq, T, NH, HS));
         DSPY_TRY(o->rope(be, F(a->k, T * KV), pos, inv_freq, T, NKV, HS));
-        DSPY_TRY(o->attention_train(be, F(a->att, T * Q), F(a->lse, T * NH), F(a->q, T * Q), F(a->k, T * KV),
-                                    F(a->v, T * KV), I32(w->start, T), T, NH, NKV, HS));
-        DSPY_TRY(linear_fwd(t, l, LIN_O, a->xmid, a->att, T, train));                         /* o (T, C) */
+        if (t->bf16) { /* the tensor-core attention reads BF16 copies (kept for the backward pass) */
+            DSPY_TRY(o->cast(be, B16(a->qb, T * Q), F(a->q, T * Q)));
+            DSPY_TRY(o->cast(be, B16(a->kb, T * KV), F(a->k, T * KV)));
+            DSPY_TRY(o->cast(be, B16(a->vb, T * KV), F(a->v, T * KV)));
+            DSPY_TRY(o->attention_train(be, F(a->att, T * Q), F(a->lse, T * NH), B16(a->qb, T * Q), B16(a->kb, T * KV),
+                                        B16(a->vb, T * KV), I32(w->start, T), T, NH, NKV, HS));
+        } else {
+            DSPY_TRY(o->attention_train(be, F(a->att, T * Q), F(a->lse, T * NH), F(a->q, T * Q), F(a->k, T * KV),
+                                        F(a->v, T * KV), I32(w->start, T), T, NH, NKV, HS));
+        }
+        DSPY_TRY(linear_fwd(t, l, LIN_O, a->xmid, a->att, T, train, true));                         /* o (T, C) */
         DSPY_TRY(o->add(be, F(a->xmid, T * C), F(a->xin, T * C)));                            /* x + o */
         DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xmid, T * C), F(L->mlp_norm, C), T, C, eps));
-        DSPY_TRY(linear_fwd(t, l, LIN_GATE, a->gate, w->xn, T, train));                       /* (T, I) */
-        DSPY_TRY(linear_fwd(t, l, LIN_UP, a->up, w->xn, T, train));                           /* (T, I) */
+        DSPY_TRY(linear_fwd(t, l, LIN_GATE, a->gate, w->xn, T, train, true));                       /* (T, I) */
+        DSPY_TRY(linear_fwd(t, l, LIN_UP, a->up, w->xn, T, train, false));                           /* (T, I) */
         DSPY_TRY(o->swiglu(be, F(w->h, T * I), F(a->gate, T * I), F(a->up, T * I), T, I, I));
-        DSPY_TRY(linear_fwd(t, l, LIN_DOWN, xout, w->h, T, train));                           /* mlp (T, C) */
+        DSPY_TRY(linear_fwd(t, l, LIN_DOWN, xout, w->h, T, train, true));                           /* mlp (T, C) */
         DSPY_TRY(o->add(be, F(xout, T * C), F(a->xmid, T * C)));
     }
     return DSPY_OK;
@@ -302,27 +372,30 @@ static dspy_status backward_layers(dspy_trainable *t, const dspy_train_seq *s) {
         DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xmid, T * C), F(L->mlp_norm, C), T, C, eps));
         DSPY_TRY(o->swiglu(be, F(w->h, T * I), F(a->gate, T * I), F(a->up, T * I), T, I, I));
         DSPY_TRY(o->fill(be, F(w->dh, T * I), 0.0f));
-        DSPY_TRY(linear_bwd(t, l, LIN_DOWN, w->dh, w->dx, w->h, T));                          /* dh (T, I) */
+        DSPY_TRY(linear_bwd(t, l, LIN_DOWN, w->dh, w->dx, w->h, T, true));                          /* dh (T, I) */
         DSPY_TRY(o->swiglu_backward(be, F(w->dh, T * I), F(w->dup, T * I), F(w->dh, T * I), F(a->gate, T * I),
                                     F(a->up, T * I), T, I));                                  /* dgate in dh */
         DSPY_TRY(o->fill(be, F(w->dxn, T * C), 0.0f));
-        DSPY_TRY(linear_bwd(t, l, LIN_GATE, w->dxn, w->dh, w->xn, T));
-        DSPY_TRY(linear_bwd(t, l, LIN_UP, w->dxn, w->dup, w->xn, T));
+        DSPY_TRY(linear_bwd(t, l, LIN_GATE, w->dxn, w->dh, w->xn, T, true));
+        DSPY_TRY(linear_bwd(t, l, LIN_UP, w->dxn, w->dup, w->xn, T, false));
         DSPY_TRY(o->rmsnorm_backward(be, F(w->dx, T * C), L->g_mlp_norm ? F(L->g_mlp_norm, C) : NONE,
                                      F(w->dxn, T * C), F(a->xmid, T * C), F(L->mlp_norm, C), T, C, eps)); /* d xmid */
         /* Attention: xmid = xin + o(attn(rope(q(xn)), rope(k(xn)), v(xn))), xn = rms(xin). */
         DSPY_TRY(o->fill(be, F(w->datt, T * Q), 0.0f));
-        DSPY_TRY(linear_bwd(t, l, LIN_O, w->datt, w->dx, a->att, T));                         /* datt (T, Q) */
+        DSPY_TRY(linear_bwd(t, l, LIN_O, w->datt, w->dx, a->att, T, true));                         /* datt (T, Q) */
+        dspy_tensor qa = t->bf16 ? B16(a->qb, T * Q) : F(a->q, T * Q);
+        dspy_tensor ka = t->bf16 ? B16(a->kb, T * KV) : F(a->k, T * KV);
+        dspy_tensor va = t->bf16 ? B16(a->vb, T * KV) : F(a->v, T * KV);
         DSPY_TRY(o->attention_train_backward(be, F(w->dq, T * Q), F(w->dk, T * KV), F(w->dv, T * KV),
-                                             F(w->datt, T * Q), F(a->att, T * Q), F(a->lse, T * NH), F(a->q, T * Q),
-                                             F(a->k, T * KV), F(a->v, T * KV), I32(w->start, T), T, NH, NKV, HS));
+                                             F(w->datt, T * Q), F(a->att, T * Q), F(a->lse, T * NH), qa, ka, va,
+                                             I32(w->start, T), T, NH, NKV, HS));
         DSPY_TRY(o->rope_backward(be, F(w->dq, T * Q), pos, inv_freq, T, NH, HS));
         DSPY_TRY(o->rope_backward(be, F(w->dk, T * KV), pos, inv_freq, T, NKV, HS));
         DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps));
         DSPY_TRY(o->fill(be, F(w->dxn, T * C), 0.0f));
-        DSPY_TRY(linear_bwd(t, l, LIN_Q, w->dxn, w->dq, w->xn, T));
-        DSPY_TRY(linear_bwd(t, l, LIN_K, w->dxn, w->dk, w->xn, T));
-        DSPY_TRY(linear_bwd(t, l, LIN_V, w->dxn, w->dv, w->xn, T));
+        DSPY_TRY(linear_bwd(t, l, LIN_Q, w->dxn, w->dq, w->xn, T, true));
+        DSPY_TRY(linear_bwd(t, l, LIN_K, w->dxn, w->dk, w->xn, T, false));
+        DSPY_TRY(linear_bwd(t, l, LIN_V, w->dxn, w->dv, w->xn, T, false));
         DSPY_TRY(o->rmsnorm_backward(be, F(w->dx, T * C), L->g_attn_norm ? F(L->g_attn_norm, C) : NONE,
                                      F(w->dxn, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps)); /* d xin */
     }
@@ -363,17 +436,28 @@ dspy_status dspy_train_seq_run(dspy_trainable *t, const dspy_train_seq *s, bool 
     DSPY_TRY(o->gather_rows(be, F(w->sel, M * C), F(w->xfin, T * C), I32(w->rows, M), M, C)); /* sel (M, C) */
     DSPY_TRY(o->rmsnorm(be, F(w->seln, M * C), F(w->sel, M * C), final_norm, M, C, eps));
     if (train) DSPY_TRY(o->fill(be, F(w->dsel, M * C), 0.0f));
+    if (t->bf16) { /* the GEMM operands: seln in BF16 once, the head's working copy */
+        DSPY_TRY(o->cast(be, B16(w->xb, M * C), F(w->seln, M * C)));
+        lm_head = B16(t->lm_head16, (int64_t)V * C);
+    }
     for (int m0 = 0; m0 < M; m0 += CE_ROWS) {
         int mc = M - m0 < CE_ROWS ? M - m0 : CE_ROWS;
-        dspy_tensor xs = F(w->seln + (size_t)m0 * C, mc * C);                                 /* (mc, C) */
+        dspy_tensor xs = t->bf16 ? B16(w->xb + (size_t)m0 * C, mc * C)                      /* (mc, C) */
+                                 : F(w->seln + (size_t)m0 * C, mc * C);
         dspy_tensor lg = F(w->logits, (int64_t)mc * V);                                       /* (mc, V) */
         DSPY_TRY(o->linear(be, lg, xs, lm_head, NONE, mc, C, V, false));
         DSPY_TRY(o->cross_entropy(be, F(w->loss + m0, mc), train ? lg : NONE, lg, I32(w->targets + m0, mc), mc, V,
                                   grad_scale));
-        if (train) /* d seln += dlogits lm_head; d lm_head += dlogits^T seln */
-            DSPY_TRY(o->linear_backward(be, F(w->dsel + (size_t)m0 * C, mc * C),
-                                        t->g_lm_head ? F(t->g_lm_head, (int64_t)V * C) : NONE, NONE, lg, xs, lm_head,
-                                        mc, C, V));
+        if (!train) continue;
+        dspy_tensor dlg = lg;
+        if (t->bf16) {
+            dlg = B16(w->gb, (int64_t)mc * V);
+            DSPY_TRY(o->cast(be, dlg, lg));
+        }
+        /* d seln += dlogits lm_head; d lm_head += dlogits^T seln */
+        DSPY_TRY(o->linear_backward(be, F(w->dsel + (size_t)m0 * C, mc * C),
+                                    t->g_lm_head ? F(t->g_lm_head, (int64_t)V * C) : NONE, NONE, dlg, xs, lm_head, mc,
+                                    C, V));
     }
     DSPY_TRY(o->sum_rows(be, loss_slots, slot, F(w->loss, M)));
     if (!train) return DSPY_OK;

@@ -98,6 +98,16 @@ dspy_status dspy_trainable_new(dspy_model *m, const dspy_lora_config *lora, uint
  * Errors: as dspy_trainable_new, DSPY_ERR_BACKEND (no such device). */
 dspy_status dspy_trainable_new_on(dspy_model *m, const dspy_lora_config *lora, uint64_t seed, dspy_device dev,
                                   bool mirrored, dspy_trainable **out);
+/* Mixed precision on a CUDA trainable (on = true): the linear layers and lm_head run as BF16
+ * GEMMs on tensor cores (BF16 working copies of the weights, cast from the F32 master after
+ * every optimizer step, and BF16 casts of their inputs and output gradients), with F32
+ * accumulation and F32 outputs, gradients, master weights, AdamW moments, norms, softmax and
+ * loss: torch autocast's scheme. Off (the default) is the F32 parity path. Call before the
+ * first step. Errors: DSPY_ERR_ARG on a CPU trainable (the CPU reference computes in F32),
+ * DSPY_ERR_NOMEM, what the device reports. */
+dspy_status dspy_trainable_set_bf16(dspy_trainable *t, bool on);
+bool dspy_trainable_bf16(const dspy_trainable *t);
+
 /* NULL-safe. Trained or merged weights are gone with the trainable: export them first. */
 void dspy_trainable_free(dspy_trainable *t);
 

@@ -228,6 +228,8 @@ static dspy_status device_step(dspy_optimizer *o, const dspy_train_seq *seqs, si
                             dspy_bt(be, o->dblock + o->total + off, n, DSPY_DTYPE_F32),
                             dspy_tensor_slice(hp, p->ndim == 2 ? 0 : DSPY_ADAMW_WORDS, DSPY_ADAMW_WORDS)));
     }
+    /* mixed precision: the BF16 working copies follow the updated master (LoRA: the base is frozen) */
+    if (!t->lora_on) DSPY_TRY(dspy_train_refresh_bf16(t));
     /* the step's one wait: its loss sums and the norm */
     float *norm_host = o->hp_host + 2 * DSPY_ADAMW_WORDS;
     DSPY_TRY(ops->copy(be, t->work.loss_host, t->work.loss_dev, sizeof(double) * k, DSPY_COPY_D2H));

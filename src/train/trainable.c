@@ -267,7 +267,77 @@ static dspy_status sync_blocks(dspy_trainable *t, dspy_copy_kind kind) {
 }
 
 dspy_status dspy_trainable_to_host(dspy_trainable *t) { return sync_blocks(t, DSPY_COPY_D2H); }
-dspy_status dspy_trainable_to_device(dspy_trainable *t) { return sync_blocks(t, DSPY_COPY_H2D); }
+
+dspy_status dspy_trainable_to_device(dspy_trainable *t) {
+    DSPY_TRY(sync_blocks(t, DSPY_COPY_H2D));
+    return dspy_train_refresh_bf16(t); /* the working copies follow the uploaded master */
+}
+
+/* ---- mixed precision -------------------------------------------------------------------- */
+
+/* BF16 elements of the working copy of an (out, in) weight, rounded up to 256 bytes. */
+static size_t w16_span(size_t n) { return (n + 127) & ~(size_t)127; }
+
+dspy_status dspy_train_refresh_bf16(dspy_trainable *t) {
+    if (!t->bf16) return DSPY_OK;
+    dspy_backend *be = t->be;
+    const dspy_model_config *c = &t->cfg;
+    for (int l = 0; l < c->num_hidden_layers; l++)
+        for (int k = 0; k < LIN_COUNT; k++) {
+            int in, out;
+            dspy_train_lin_dims(c, k, &in, &out);
+            int64_t n = (int64_t)in * out;
+            DSPY_TRY(be->ops->cast(be, dspy_bt(be, t->layers[l].w16[k], n, DSPY_DTYPE_BF16),
+                                   dspy_bt(be, t->layers[l].w[k], n, DSPY_DTYPE_F32)));
+        }
+    int64_t nh = (int64_t)c->vocab_size * c->hidden_size;
+    return be->ops->cast(be, dspy_bt(be, t->lm_head16, nh, DSPY_DTYPE_BF16),
+                         dspy_bt(be, t->lm_head, nh, DSPY_DTYPE_F32));
+}
+
+static void bf16_free(dspy_trainable *t) {
+    if (t->w16block) t->be->ops->free(t->be, t->w16block);
+    t->w16block = t->lm_head16 = NULL;
+    for (int l = 0; t->layers && l < t->cfg.num_hidden_layers; l++)
+        for (int k = 0; k < LIN_COUNT; k++) t->layers[l].w16[k] = NULL;
+    t->bf16 = false;
+}
+
+dspy_status dspy_trainable_set_bf16(dspy_trainable *t, bool on) {
+    if (on == t->bf16) return DSPY_OK;
+    if (!on) {
+        DSPY_TRY(t->be->ops->sync(t->be)); /* a queued step may still read the copies */
+        bf16_free(t);
+        return DSPY_OK;
+    }
+    if (t->be->dev.type == DSPY_DEVICE_CPU)
+        return dspy_fail(DSPY_ERR_ARG, "trainable: BF16 mixed precision needs a CUDA device (the CPU trainer "
+                                       "computes in F32)");
+    const dspy_model_config *c = &t->cfg;
+    size_t n = w16_span((size_t)c->vocab_size * (size_t)c->hidden_size);
+    for (int k = 0; k < LIN_COUNT; k++) {
+        int in, out;
+        dspy_train_lin_dims(c, k, &in, &out);
+        n += (size_t)c->num_hidden_layers * w16_span((size_t)in * (size_t)out);
+    }
+    dspy_status st = t->be->ops->alloc(t->be, n * sizeof(uint16_t), (void **)&t->w16block);
+    if (st) return dspy_fail_wrap(st, "trainable: %zu MiB of BF16 working weights", n * sizeof(uint16_t) >> 20);
+    uint16_t *cur = t->w16block;
+    for (int l = 0; l < c->num_hidden_layers; l++)
+        for (int k = 0; k < LIN_COUNT; k++) {
+            int in, out;
+            dspy_train_lin_dims(c, k, &in, &out);
+            t->layers[l].w16[k] = cur;
+            cur += w16_span((size_t)in * (size_t)out);
+        }
+    t->lm_head16 = cur;
+    t->bf16 = true;
+    /* the work buffers gain their BF16 scratch at the next reserve */
+    if ((st = dspy_train_refresh_bf16(t))) bf16_free(t);
+    return st;
+}
+
+bool dspy_trainable_bf16(const dspy_trainable *t) { return t->bf16; }
 dspy_device dspy_trainable_device(const dspy_trainable *t) { return t->be->dev; }
 bool dspy_trainable_mirrored(const dspy_trainable *t) { return t->mirrored; }
 
@@ -376,6 +446,7 @@ void dspy_trainable_free(dspy_trainable *t) {
     free(t->params);
     if (t->be) {
         dspy_train_work_free(t->be, &t->work);
+        bf16_free(t);
         block_free(t, t->wblock, t->hwblock);
         block_free(t, t->gblock, t->hgblock);
         block_free(t, t->lblock, t->hlblock);

@@ -25,6 +25,7 @@ typedef struct train_layer {
     float *g_attn_norm, *g_mlp_norm;
     float *gw[LIN_COUNT], *gb[LIN_COUNT];
     lora_adapter lora[LIN_COUNT];        /* all NULL without LoRA */
+    uint16_t *w16[LIN_COUNT];            /* BF16 working copies of w (mixed precision), or NULL */
 } train_layer;
 
 /* What the forward pass saves of one layer for T tokens (the rest is recomputed). */
@@ -36,6 +37,8 @@ typedef struct layer_acts {
     float *xmid;         /* (T, C) residual after attention */
     float *gate, *up;    /* (T, I) MLP pre-activations */
     float *lu[LIN_COUNT];/* (T, r) scaled LoRA intermediates (alpha/r) A dropout(x) */
+    uint16_t *qb, *kb, *vb; /* mixed precision: BF16 copies of q, k (after RoPE) and v, what the
+                               tensor-core attention and its backward read */
 } layer_acts;
 
 /* Work buffers for sequences of up to `cap` tokens, in the backend's memory (planned once;
@@ -55,6 +58,10 @@ typedef struct train_work {
     float *ltmp;                   /* (T, max out) LoRA path output */
     float *xd, *dxd;               /* (T, max in) dropped LoRA input and its gradient */
     float *du;                     /* (T, r) */
+    uint16_t *b16;                 /* mixed precision only: one allocation holding xb, gb and
+                                      every layer's qb, kb, vb */
+    uint16_t *xb;                  /* (T, max(in)) BF16: the input of the linear being computed */
+    uint16_t *gb;                  /* (max(T * max(out), CE_ROWS * V)) BF16: its output gradient */
     int32_t *iblock;               /* (5, cap) on the backend: ids, start, pos, rows, targets */
     int32_t *ids, *start, *pos, *rows, *targets; /* (T) views into iblock */
     /* Host staging of those five arrays, one (5, cap) record per slot (page-locked on CUDA): a
@@ -89,6 +96,14 @@ struct dspy_trainable {
     float *lblock;                 /* LoRA A, B and their gradients */
     size_t ln;
     float *hwblock, *hgblock, *hlblock; /* host mirrors (the blocks themselves when not mirrored) */
+    /* Mixed precision (dspy_trainable_set_bf16, CUDA only): the GEMMs take BF16 copies of the
+     * linear weights and lm_head (layers[l].w16, lm_head16, each 256-byte aligned in w16block)
+     * and BF16 casts of their activations, accumulate in F32 and write F32 outputs and
+     * gradients; the F32 master weights stay what the optimizer updates and checkpoints store.
+     * The copies are refreshed (dspy_train_refresh_bf16) after every optimizer step and upload. */
+    bool bf16;
+    uint16_t *w16block;
+    uint16_t *lm_head16;
     float *inv_freq;               /* (HS/2) RoPE inverse frequencies in be's memory */
     float *embed, *final_norm, *lm_head;   /* lm_head == embed when tied */
     float *g_embed, *g_final_norm, *g_lm_head; /* g_lm_head == g_embed when tied; NULL when frozen */
@@ -97,6 +112,10 @@ struct dspy_trainable {
     size_t nparams;
     train_work work;
 };
+
+/* Casts the F32 master weights into their BF16 working copies (mixed precision; no-op otherwise).
+ * Queued on the backend, no wait. */
+dspy_status dspy_train_refresh_bf16(dspy_trainable *t);
 
 /* (in, out) of linear `lin` under config c. */
 void dspy_train_lin_dims(const dspy_model_config *c, int lin, int *in, int *out);

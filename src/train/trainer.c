@@ -283,7 +283,10 @@ static dspy_status setup(trainer *T, dspy_train_result *res) {
     if (dev.type != DSPY_DEVICE_CPU) {
         char name[32];
         dspy_device_str(dev, name, sizeof name);
-        dspy_log(DSPY_LOG_INFO, "finetune: training on %s (F32)", name);
+        /* bf16 (DSPy's default): BF16 GEMMs over F32 master weights; false: the F32 parity path */
+        if ((st = dspy_trainable_set_bf16(T->tr, T->p.bf16))) return st;
+        dspy_log(DSPY_LOG_INFO, "finetune: training on %s (%s)", name,
+                 T->p.bf16 ? "BF16 GEMMs, F32 master weights" : "F32");
         /* activations for the longest sequence and the step's staging, once, before any step */
         if ((st = dspy_trainable_plan(T->tr, T->p.max_seq_length, (int)T->micro))) return st;
     }

@@ -15,6 +15,9 @@
  *     distance to it is printed beside.
  *   dropout, scale and adamw: bit-identical (the same mask function; separately rounded
  *     operations in the same order).
+ *   attention_train / _backward with BF16 q, k, v (tensor cores) against the CPU on the same
+ *     BF16-rounded values: out, dq, dk, dv 1e-2 (P, dS and dout are rounded to BF16 inside),
+ *     lse 1e-5.
  * OVERWRITE outputs are poisoned (NaN) first and must come back finite; += outputs start from
  * random values on both sides, so the comparison checks the accumulation too. Sizes are odd on
  * purpose (T=37, C=72, V=1001, HS 16/64/80/128, GQA, packed sequences whose examples start
@@ -36,6 +39,7 @@
 #include "check.h"
 #include "parity.h"
 #include "dspy/backend.h"
+#include "dspy/safetensors.h"
 #include "kern/backend.h"
 
 static dspy_backend *C, *G; /* CPU reference, CUDA */
@@ -498,6 +502,80 @@ static void one_attention(const char *name, int NH, int NKV, int HS, int nex, co
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) dev_free(all[i]);
 }
 
+/* The tensor-core path (BF16 q, k, v; train_attention_tc.cu) against the CPU's F32 attention of
+ * the same BF16-rounded q, k, v: the products are exact in F32, so the differences are the
+ * BF16 rounding of P, dS and dout inside the kernels: out, dq, dk, dv within 1e-2 relative
+ * (measured ~3e-3), lse within 1e-5 (F32 scores). Both backward passes start from the CPU's
+ * out and lse. */
+static void one_attention_bf16(const char *name, int NH, int NKV, int HS, int nex, const int *lens) {
+    char what[128];
+    int T = 0;
+    for (int e = 0; e < nex; e++) T += lens[e];
+    int32_t *start = malloc(sizeof(int32_t) * (size_t)T);
+    for (int e = 0, t = 0; e < nex; e++)
+        for (int i = 0; i < lens[e]; i++, t++) start[t] = t - i;
+    const int64_t nq = (int64_t)T * NH * HS, nkv = (int64_t)T * NKV * HS, nl = (int64_t)T * NH;
+    float *q = rnd((size_t)nq, 2), *k = rnd((size_t)nkv, 2), *v = rnd((size_t)nkv, 1), *dout = rnd((size_t)nq, 1);
+    float *src[3] = {q, k, v};
+    int64_t ns[3] = {nq, nkv, nkv};
+    dspy_tensor gb[3];
+    for (int a = 0; a < 3; a++) { /* round to BF16 on the host; the device gets the BF16 bits */
+        uint16_t *b = malloc(sizeof(uint16_t) * (size_t)ns[a]);
+        for (int64_t i = 0; i < ns[a]; i++) b[i] = dspy_f32_to_bf16(src[a][i]), src[a][i] = dspy_bf16_to_f32(b[i]);
+        gb[a] = dev_alloc(DSPY_DTYPE_BF16, ns[a]);
+        CHECK_OK(G->ops->copy(G, gb[a].data, b, sizeof(uint16_t) * (size_t)ns[a], DSPY_COPY_H2D));
+        CHECK_OK(G->ops->sync(G));
+        free(b);
+    }
+    float *out = malloc(sizeof(float) * (size_t)nq), *lse = malloc(sizeof(float) * (size_t)nl);
+    float *dq = malloc(sizeof(float) * (size_t)nq), *dk = malloc(sizeof(float) * (size_t)nkv);
+    float *dv = malloc(sizeof(float) * (size_t)nkv);
+    CHECK_OK(C->ops->attention_train(C, HF(out, nq), HF(lse, nl), HF(q, nq), HF(k, nkv), HF(v, nkv), HI(start, T), T,
+                                     NH, NKV, HS));
+    CHECK_OK(C->ops->attention_train_backward(C, HF(dq, nq), HF(dk, nkv), HF(dv, nkv), HF(dout, nq), HF(out, nq),
+                                              HF(lse, nl), HF(q, nq), HF(k, nkv), HF(v, nkv), HI(start, T), T, NH,
+                                              NKV, HS));
+    dspy_tensor gs = up_i32(start, T), go = poisoned(nq), gl = poisoned(nl);
+    CHECK_OK(G->ops->attention_train(G, go, gl, gb[0], gb[1], gb[2], gs, T, NH, NKV, HS));
+    float *ho = down(go), *hl = down(gl);
+    snprintf(what, sizeof what, "%s T=%d: out", name, T);
+    expect_close(what, ho, out, (size_t)nq, 1e-2);
+    snprintf(what, sizeof what, "%s T=%d: lse", name, T);
+    expect_close(what, hl, lse, (size_t)nl, 1e-5);
+    dspy_tensor gdo = up(dout, nq), gout = up(out, nq), glse = up(lse, nl);
+    dspy_tensor gdq = poisoned(nq), gdk = poisoned(nkv), gdv = poisoned(nkv);
+    CHECK_OK(G->ops->attention_train_backward(G, gdq, gdk, gdv, gdo, gout, glse, gb[0], gb[1], gb[2], gs, T, NH, NKV,
+                                              HS));
+    float *hdq = down(gdq), *hdk = down(gdk), *hdv = down(gdv);
+    snprintf(what, sizeof what, "%s T=%d: dq", name, T);
+    expect_close(what, hdq, dq, (size_t)nq, 1e-2);
+    snprintf(what, sizeof what, "%s T=%d: dk", name, T);
+    expect_close(what, hdk, dk, (size_t)nkv, 1e-2);
+    snprintf(what, sizeof what, "%s T=%d: dv", name, T);
+    expect_close(what, hdv, dv, (size_t)nkv, 1e-2);
+    /* mixed dtypes are refused */
+    CHECK_STATUS(G->ops->attention_train(G, go, gl, gb[0], gout, gb[2], gs, T, NH, NKV, HS), DSPY_ERR_ARG);
+    free(start), free(q), free(k), free(v), free(dout), free(out), free(lse), free(dq), free(dk), free(dv);
+    free(ho), free(hl), free(hdq), free(hdk), free(hdv);
+    dspy_tensor all[] = {gb[0], gb[1], gb[2], gs, go, gl, gdo, gout, glse, gdq, gdk, gdv};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) dev_free(all[i]);
+}
+
+static void test_attention_train_bf16(void) {
+    int l37[3] = {10, 1, 26};
+    one_attention_bf16("attention_train BF16 NH=4 NKV=2 HS=16", 4, 2, 16, 3, l37);
+    int l300[4] = {70, 5, 130, 95};
+    one_attention_bf16("attention_train BF16 NH=8 NKV=2 HS=64 packed", 8, 2, 64, 4, l300);
+    int l200[1] = {200};
+    one_attention_bf16("attention_train BF16 NH=4 NKV=4 HS=128 one example", 4, 4, 128, 1, l200);
+    int l129[2] = {64, 65};
+    one_attention_bf16("attention_train BF16 NH=6 NKV=3 HS=80", 6, 3, 80, 2, l129);
+    int l1[1] = {1};
+    one_attention_bf16("attention_train BF16 T=1", 2, 1, 64, 1, l1);
+    int lmany[8] = {1, 2, 3, 64, 1, 40, 33, 7};
+    one_attention_bf16("attention_train BF16 NH=2 NKV=1 HS=32 8 examples", 2, 1, 32, 8, lmany);
+}
+
 static void test_attention_train(void) {
     int l37[3] = {10, 1, 26};
     one_attention("attention_train NH=4 NKV=2 HS=16", 4, 2, 16, 3, l37);
@@ -640,6 +718,7 @@ int main(int argc, char **argv) {
     RUN(test_dropout_scale);
     RUN(test_adamw);
     RUN(test_attention_train);
+    RUN(test_attention_train_bf16);
     RUN(test_graph);
     RUN(test_errors);
     CHECK_OK(G->ops->sync(G));

@@ -24,17 +24,17 @@
 static const pair_tol k_exact = {0, 0, 0, 0};
 
 static void test_full(void) {
-    pair_case c = {"full", false, 0.0f, 0.0, 0.01};
+    pair_case c = {"full", false, 0.0f, 0.0, 0.01, false};
     pair_run(&c, (dspy_device){DSPY_DEVICE_CPU, 0}, true, &k_exact);
 }
 
 static void test_full_clipped(void) {
-    pair_case c = {"full-clipped", false, 0.0f, 1e-3, 0.0};
+    pair_case c = {"full-clipped", false, 0.0f, 1e-3, 0.0, false};
     pair_run(&c, (dspy_device){DSPY_DEVICE_CPU, 0}, true, &k_exact);
 }
 
 static void test_lora_dropout(void) {
-    pair_case c = {"lora-dropout", true, 0.1f, 0.0, 0.01};
+    pair_case c = {"lora-dropout", true, 0.1f, 0.0, 0.01, false};
     pair_run(&c, (dspy_device){DSPY_DEVICE_CPU, 0}, true, &k_exact);
 }
 

@@ -46,6 +46,7 @@ typedef struct pair_case {
     float lora_dropout;
     double max_norm;     /* <= 0: the fixture's */
     double weight_decay;
+    bool bf16;           /* the subject (a CUDA one) in BF16 mixed precision */
 } pair_case;
 
 static json_t *g_pair_ref;
@@ -171,6 +172,10 @@ static bool pair_make(const pair_case *c, dspy_device dev, bool mirrored, dspy_t
     *t = NULL;
     *o = NULL;
     CHECK_OK(dspy_trainable_new_on(g_pair_model, c->lora ? &lc : NULL, 7, dev, mirrored, t));
+    if (*t && c->bf16 && dev.type != DSPY_DEVICE_CPU) {
+        CHECK_OK(dspy_trainable_set_bf16(*t, true));
+        CHECK(dspy_trainable_bf16(*t));
+    }
     if (*t) CHECK_OK(dspy_optimizer_new(*t, &h, o));
     return *t && *o;
 }

@@ -112,11 +112,21 @@ static dspy_status gemm_lt(dspy_backend *be, dspy_tensor out, dspy_tensor inp, d
                        "gemm");
 }
 
+/* Whether every address is a multiple of 256 bytes (what the plans above assume: cuBLASLt's
+ * heuristic default). */
+static bool aligned256(const void *a, const void *b, const void *c) {
+    return (((uintptr_t)a | (uintptr_t)b | (uintptr_t)c) & 255u) == 0;
+}
+
 dspy_status dspy_cu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
                       int C, int OC, bool accumulate) {
     CU_ENTER(be);
-    /* F32 inp and w: the trainer's F32 layer (train_linear.cu) */
-    if (inp.dtype == DSPY_DTYPE_F32 && w.dtype == DSPY_DTYPE_F32)
+    /* F32 inp and w: the trainer's F32 layer; BF16 ones into an F32 out at addresses that are not
+     * all 256-byte aligned (slices of the trainer's work buffers): train_linear.cu, whose plans
+     * are told the alignment */
+    if ((inp.dtype == DSPY_DTYPE_F32 && w.dtype == DSPY_DTYPE_F32) ||
+        (inp.dtype == DSPY_DTYPE_BF16 && w.dtype == DSPY_DTYPE_BF16 && out.dtype == DSPY_DTYPE_F32 &&
+         N > GEMV_MAX_ROWS && !aligned256(out.data, inp.data, w.data)))
         return dspy_cu_linear_f32(be, out, inp, w, bias, N, C, OC, accumulate);
     CU_NEED2("linear", "out", out, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)N * OC);
     CU_NEED("linear", "inp", inp, DSPY_DTYPE_BF16, (int64_t)N * C);

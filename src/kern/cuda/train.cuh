@@ -58,4 +58,14 @@ static inline double *tr_sumsq_partials(cuda_state *s) {
 dspy_status dspy_cu_train_colsum(dspy_backend *be, const char *what, float *dst, const float *a, const float *b,
                             const float *r, int N, int C);
 
+/* train_attention_tc.cu: the tensor-core training attention (BF16 q, k, v; F32 everything else),
+ * behind train_attention.cu's entries, which check the arguments. D (T * NH) is dout . out per
+ * (row, head), as the F32 backward computes it. */
+dspy_status dspy_cu_train_tc_setup(dspy_backend *be);
+dspy_status dspy_cu_attention_train_tc(dspy_backend *be, float *out, float *lse, const bf16 *q, const bf16 *k,
+                                       const bf16 *v, const int32_t *start, int T, int NH, int NKV, int HS);
+dspy_status dspy_cu_attention_train_backward_tc(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout,
+                                                const float *lse, const float *D, const bf16 *q, const bf16 *k,
+                                                const bf16 *v, const int32_t *start, int T, int NH, int NKV, int HS);
+
 #endif

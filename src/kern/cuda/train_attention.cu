@@ -387,7 +387,7 @@ dspy_status dspy_cu_train_setup(dspy_backend *be) {
     TA_SMEM(k_att_bwd_dq<64>, dq_smem<64>());
     TA_SMEM(k_att_bwd_dq<128>, dq_smem<128>());
 #undef TA_SMEM
-    return DSPY_OK;
+    return dspy_cu_train_tc_setup(be);
 }
 
 /* Shape checks shared by both entries. */
@@ -405,14 +405,20 @@ dspy_status dspy_cu_attention_train(dspy_backend *be, dspy_tensor out, dspy_tens
                                dspy_tensor v, dspy_tensor start, int T, int NH, int NKV, int HS) {
     CU_ENTER(be);
     const char *op = "attention_train";
+    /* q, k, v all F32 (the F32 kernels here) or all BF16 (tensor cores, train_attention_tc.cu) */
+    const dspy_dtype it = q.dtype == DSPY_DTYPE_BF16 ? DSPY_DTYPE_BF16 : DSPY_DTYPE_F32;
     CU_NEED(op, "out", out, DSPY_DTYPE_F32, (int64_t)T * NH * HS);
     CU_NEED(op, "lse", lse, DSPY_DTYPE_F32, (int64_t)T * NH);
-    CU_NEED(op, "q", q, DSPY_DTYPE_F32, (int64_t)T * NH * HS);
-    CU_NEED(op, "k", k, DSPY_DTYPE_F32, (int64_t)T * NKV * HS);
-    CU_NEED(op, "v", v, DSPY_DTYPE_F32, (int64_t)T * NKV * HS);
+    CU_NEED(op, "q", q, it, (int64_t)T * NH * HS);
+    CU_NEED(op, "k", k, it, (int64_t)T * NKV * HS);
+    CU_NEED(op, "v", v, it, (int64_t)T * NKV * HS);
     CU_NEED(op, "start", start, DSPY_DTYPE_I32, T);
     DSPY_TRY(check_heads(op, T, NH, NKV, HS));
     if (T == 0) return DSPY_OK;
+    if (it == DSPY_DTYPE_BF16)
+        return dspy_cu_attention_train_tc(be, (float *)out.data, (float *)lse.data, (const bf16 *)q.data,
+                                          (const bf16 *)k.data, (const bf16 *)v.data, (const int32_t *)start.data, T,
+                                          NH, NKV, HS);
     const float scale = (float)(1.0 / sqrt((double)HS)); /* as the CPU computes it */
     dim3 grid(cu_blocks(T, FBQ), NH);
     float *o = (float *)out.data, *l = (float *)lse.data;
@@ -437,9 +443,10 @@ dspy_status dspy_cu_attention_train_backward(dspy_backend *be, dspy_tensor dq, d
     CU_NEED(op, "dout", dout, DSPY_DTYPE_F32, (int64_t)T * NH * HS);
     CU_NEED(op, "out", out, DSPY_DTYPE_F32, (int64_t)T * NH * HS);
     CU_NEED(op, "lse", lse, DSPY_DTYPE_F32, (int64_t)T * NH);
-    CU_NEED(op, "q", q, DSPY_DTYPE_F32, (int64_t)T * NH * HS);
-    CU_NEED(op, "k", k, DSPY_DTYPE_F32, (int64_t)T * NKV * HS);
-    CU_NEED(op, "v", v, DSPY_DTYPE_F32, (int64_t)T * NKV * HS);
+    const dspy_dtype it = q.dtype == DSPY_DTYPE_BF16 ? DSPY_DTYPE_BF16 : DSPY_DTYPE_F32;
+    CU_NEED(op, "q", q, it, (int64_t)T * NH * HS);
+    CU_NEED(op, "k", k, it, (int64_t)T * NKV * HS);
+    CU_NEED(op, "v", v, it, (int64_t)T * NKV * HS);
     CU_NEED(op, "start", start, DSPY_DTYPE_I32, T);
     DSPY_TRY(check_heads(op, T, NH, NKV, HS));
     if (T == 0) return DSPY_OK;
@@ -455,6 +462,10 @@ dspy_status dspy_cu_attention_train_backward(dspy_backend *be, dspy_tensor dq, d
     const int32_t *sp = (const int32_t *)start.data;
     DSPY_TRY(cu_launch(be, "attention_train_backward (D)", k_att_rowdot, cu_blocks(rows, TA_THREADS / 32), TA_THREADS,
                        0, D, g, o, rows, HS));
+    if (it == DSPY_DTYPE_BF16)
+        return dspy_cu_attention_train_backward_tc(be, (float *)dq.data, (float *)dk.data, (float *)dv.data, g, l, D,
+                                                   (const bf16 *)q.data, (const bf16 *)k.data, (const bf16 *)v.data,
+                                                   (const int32_t *)start.data, T, NH, NKV, HS);
     dim3 gkv(cu_blocks(T, FBK), NKV), gq(cu_blocks(T, FBQ), NH);
     float *dkp = (float *)dk.data, *dvp = (float *)dv.data, *dqp = (float *)dq.data;
     if (HS <= 64) {

@@ -1,14 +1,18 @@
-/* train_linear.cu — nn.Linear and its backward in F32 on cuBLASLt (kern/ops.h linear with F32
- * inp and w, linear_backward):
+/* train_linear.cu — nn.Linear and its backward on cuBLASLt for the trainer (kern/ops.h linear
+ * with F32 inp and w, linear_backward with F32 or BF16 operands):
  *   forward: out (N, OC) [+]= inp (N, C) @ w^T + bias   (the trainer's F32 layer; gemm.cu sends
- *            F32 inp/w here, BF16 ones to its own BF16 GEMM/GEMV)
+ *            F32 inp/w here, and BF16 ones with an F32 out whose addresses are not all 256-byte
+ *            aligned; the rest to its own BF16 GEMM/GEMV)
  *   dgrad: dinp (N, C)  += dout (N, OC) @ w (OC, C)
  *   wgrad: dw   (OC, C) += dout^T @ inp (N, C)
  *   dbias (OC)          += column sums of dout       (train_pointwise.cu's deterministic colsum)
  * Each output is optional (none skips it); all three accumulate (beta = 1).
  *
  * Precision: F32 operands, CUBLAS_COMPUTE_32F (true F32 multiply-adds; no TF32), so results
- * agree with the CPU reference to F32 rounding of a length-K sum (~1e-6 relative).
+ * agree with the CPU reference to F32 rounding of a length-K sum (~1e-6 relative). The BF16
+ * mixed-precision trainer passes BF16 dout, inp and w instead (its working copies): the same
+ * GEMMs on tensor cores, F32 accumulation, F32 dinp / dw read and written with beta = 1, so the
+ * gradients still accumulate in F32 (the fp32-master-weights scheme of torch autocast).
  *
  * Layouts: cuBLASLt is column-major, so a row-major (R, K) array is a column-major (K, R) one.
  *   forward: D (OC, N) = A^T, A the stored w viewed (C, OC), @ B (C, N) [inp as stored].
@@ -21,7 +25,8 @@
  */
 #include "kern/cuda/train.cuh"
 
-enum { TAG_DGRAD = 1000, TAG_WGRAD = 1100, TAG_FWD = 1200, TAG_FWD_ACC = 1300 };
+/* TAG_BF16 is added to a tag for BF16 A and B */
+enum { TAG_DGRAD = 1000, TAG_WGRAD = 1100, TAG_FWD = 1200, TAG_FWD_ACC = 1300, TAG_BF16 = 1000 };
 
 /* log2 of the largest power of two (<= 256) that divides every address. */
 static int align_log2(const void *a, const void *b, const void *c) {
@@ -31,14 +36,16 @@ static int align_log2(const void *a, const void *b, const void *c) {
     return l;
 }
 
-/* The cached plan of one F32 GEMM D (m, n) = alpha op(A) @ op(B) + beta D, column-major: A
- * (m, k) or, when ta, stored (k, m) and transposed; B (k, n) or, when tb, stored (n, k) and
- * transposed. The tag names (ta, tb, beta): each tag is used with one combination only. */
+/* The cached plan of one GEMM D (m, n) = alpha op(A) @ op(B) + beta D, column-major, D F32 and
+ * A, B F32 or (bf) BF16: A (m, k) or, when ta, stored (k, m) and transposed; B (k, n) or, when
+ * tb, stored (n, k) and transposed. The tag names (ta, tb, beta, bf): each tag is used with one
+ * combination only. */
 static dspy_status f32_plan(dspy_backend *be, const char *what, int tag, int m, int n, int k, bool ta, bool tb, int al,
-                            gemm_plan **out) {
+                            bool bf, gemm_plan **out) {
     cuda_state *s = cu_of(be);
     bool hit = false;
     /* key: (m, n, k) in the (N, C, OC) fields, tag + alignment in out_dtype */
+    if (bf) tag += TAG_BF16;
     gemm_plan *p = dspy_cu_gemm_plan_slot(s, m, n, k, tag + al, true, &hit);
     if (hit) {
         *out = p;
@@ -49,12 +56,13 @@ static dspy_status f32_plan(dspy_backend *be, const char *what, int tag, int m, 
     p->valid = true; /* so that dspy_cu_gemm_plan_destroy releases what was made */
     cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &tao, sizeof tao);
     cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tbo, sizeof tbo);
-    dspy_status st = dspy_cu_check_lt(be, ta ? cublasLtMatrixLayoutCreate(&p->a, CUDA_R_32F, k, m, k)
-                                        : cublasLtMatrixLayoutCreate(&p->a, CUDA_R_32F, m, k, m),
+    cudaDataType_t ab = bf ? CUDA_R_16BF : CUDA_R_32F;
+    dspy_status st = dspy_cu_check_lt(be, ta ? cublasLtMatrixLayoutCreate(&p->a, ab, k, m, k)
+                                        : cublasLtMatrixLayoutCreate(&p->a, ab, m, k, m),
                                  what);
     if (!st)
-        st = dspy_cu_check_lt(be, tb ? cublasLtMatrixLayoutCreate(&p->b, CUDA_R_32F, n, k, n)
-                                : cublasLtMatrixLayoutCreate(&p->b, CUDA_R_32F, k, n, k),
+        st = dspy_cu_check_lt(be, tb ? cublasLtMatrixLayoutCreate(&p->b, ab, n, k, n)
+                                : cublasLtMatrixLayoutCreate(&p->b, ab, k, n, k),
                          what);
     if (!st) st = dspy_cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->c, CUDA_R_32F, m, n, m), what);
     if (st) {
@@ -80,8 +88,9 @@ static dspy_status f32_plan(dspy_backend *be, const char *what, int tag, int m, 
     if (hs != CUBLAS_STATUS_SUCCESS || found == 0) {
         dspy_cu_gemm_plan_destroy(p);
         return dspy_cu_fail(be, DSPY_ERR_BACKEND,
-                       "cuda:%d: %s: cuBLASLt has no algorithm for an F32 GEMM m=%d n=%d k=%d (%d-byte aligned; %s)",
-                       s->dev, what, m, n, k, 1 << al, hs != CUBLAS_STATUS_SUCCESS ? "heuristic failed" : "none found");
+                       "cuda:%d: %s: cuBLASLt has no algorithm for an %s GEMM m=%d n=%d k=%d (%d-byte aligned; %s)",
+                       s->dev, what, bf ? "BF16" : "F32", m, n, k, 1 << al,
+                       hs != CUBLAS_STATUS_SUCCESS ? "heuristic failed" : "none found");
     }
     p->algo = res.algo;
     p->N = m, p->C = n, p->OC = k, p->out_dtype = tag + al, p->accumulate = true;
@@ -90,12 +99,12 @@ static dspy_status f32_plan(dspy_backend *be, const char *what, int tag, int m, 
     return DSPY_OK;
 }
 
-/* D = op(A) @ op(B) + beta D with the plan of (m, n, k). */
+/* D (F32) = op(A) @ op(B) + beta D with the plan of (m, n, k); A and B F32, or BF16 when bf. */
 static dspy_status f32_gemm(dspy_backend *be, const char *what, int tag, int m, int n, int k, bool ta, bool tb,
-                            float beta, const float *A, const float *B, float *D) {
+                            float beta, const void *A, const void *B, float *D, bool bf) {
     cuda_state *s = cu_of(be);
     gemm_plan *p = NULL;
-    DSPY_TRY(f32_plan(be, what, tag, m, n, k, ta, tb, align_log2(A, B, D), &p));
+    DSPY_TRY(f32_plan(be, what, tag, m, n, k, ta, tb, align_log2(A, B, D), bf, &p));
     const float alpha = 1.0f;
     return dspy_cu_check_lt(be,
                        cublasLtMatmul(s->lt, p->op, &alpha, A, p->a, B, p->b, &beta, D, p->c, D, p->c, &p->algo, s->ws,
@@ -107,26 +116,35 @@ dspy_status dspy_cu_linear_backward(dspy_backend *be, dspy_tensor dinp, dspy_ten
                                dspy_tensor dout, dspy_tensor inp, dspy_tensor w, int N, int C, int OC) {
     CU_ENTER(be);
     const char *op = "linear_backward";
-    CU_NEED(op, "dout", dout, DSPY_DTYPE_F32, (int64_t)N * OC);
+    /* The GEMM operands (dout, and w or inp where used) are all F32 or all BF16; dout's dtype
+     * decides. The outputs are F32 either way. */
+    const dspy_dtype ot = dout.dtype == DSPY_DTYPE_BF16 ? DSPY_DTYPE_BF16 : DSPY_DTYPE_F32;
+    const bool bf = ot == DSPY_DTYPE_BF16;
+    CU_NEED(op, "dout", dout, ot, (int64_t)N * OC);
     if (dinp.data) {
         CU_NEED(op, "dinp", dinp, DSPY_DTYPE_F32, (int64_t)N * C);
-        CU_NEED(op, "w", w, DSPY_DTYPE_F32, (int64_t)OC * C);
+        CU_NEED(op, "w", w, ot, (int64_t)OC * C);
     }
     if (dw.data) {
         CU_NEED(op, "dw", dw, DSPY_DTYPE_F32, (int64_t)OC * C);
-        CU_NEED(op, "inp", inp, DSPY_DTYPE_F32, (int64_t)N * C);
+        CU_NEED(op, "inp", inp, ot, (int64_t)N * C);
     }
-    if (dbias.data) CU_NEED(op, "dbias", dbias, DSPY_DTYPE_F32, OC);
+    if (dbias.data) {
+        CU_NEED(op, "dbias", dbias, DSPY_DTYPE_F32, OC);
+        if (bf)
+            return dspy_fail(DSPY_ERR_ARG, "cuda linear_backward: dbias needs an F32 dout (a separate call: the "
+                                           "bias gradient is summed from the F32 gradient)");
+    }
     if (N <= 0 || OC <= 0) return DSPY_OK; /* nothing flows back */
-    const float *g = (const float *)dout.data;
     if (dinp.data && C > 0)
-        DSPY_TRY(f32_gemm(be, "linear_backward (dinp)", TAG_DGRAD, C, N, OC, false, false, 1.0f,
-                          (const float *)w.data, g, (float *)dinp.data));
+        DSPY_TRY(f32_gemm(be, "linear_backward (dinp)", TAG_DGRAD, C, N, OC, false, false, 1.0f, w.data, dout.data,
+                          (float *)dinp.data, bf));
     if (dw.data && C > 0)
-        DSPY_TRY(f32_gemm(be, "linear_backward (dw)", TAG_WGRAD, C, OC, N, false, true, 1.0f,
-                          (const float *)inp.data, g, (float *)dw.data));
+        DSPY_TRY(f32_gemm(be, "linear_backward (dw)", TAG_WGRAD, C, OC, N, false, true, 1.0f, inp.data, dout.data,
+                          (float *)dw.data, bf));
     if (dbias.data)
-        DSPY_TRY(dspy_cu_train_colsum(be, "linear_backward (dbias)", (float *)dbias.data, g, NULL, NULL, N, OC));
+        DSPY_TRY(dspy_cu_train_colsum(be, "linear_backward (dbias)", (float *)dbias.data, (const float *)dout.data,
+                                      NULL, NULL, N, OC));
     return DSPY_OK;
 }
 
@@ -140,10 +158,14 @@ static __global__ void k_bias_f32(float *out, const float *bias, int64_t total, 
 dspy_status dspy_cu_linear_f32(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
                           int C, int OC, bool accumulate) {
     CU_ENTER(be);
-    const char *op = "linear (F32)";
+    /* inp and w both F32, or both BF16 (gemm.cu sends BF16 ones whose addresses are not all
+     * 256-byte aligned here: these plans are told the alignment) */
+    const bool bf = inp.dtype == DSPY_DTYPE_BF16;
+    const char *op = bf ? "linear (BF16 operands, F32 out)" : "linear (F32)";
+    const dspy_dtype ot = bf ? DSPY_DTYPE_BF16 : DSPY_DTYPE_F32;
     CU_NEED(op, "out", out, DSPY_DTYPE_F32, (int64_t)N * OC);
-    CU_NEED(op, "inp", inp, DSPY_DTYPE_F32, (int64_t)N * C);
-    CU_NEED(op, "w", w, DSPY_DTYPE_F32, (int64_t)OC * C);
+    CU_NEED(op, "inp", inp, ot, (int64_t)N * C);
+    CU_NEED(op, "w", w, ot, (int64_t)OC * C);
     if (bias.data) CU_NEED(op, "bias", bias, DSPY_DTYPE_F32, OC);
     if (N <= 0 || OC <= 0) return DSPY_OK;
     if (C <= 0) { /* an empty sum: y = bias */
@@ -151,7 +173,7 @@ dspy_status dspy_cu_linear_f32(dspy_backend *be, dspy_tensor out, dspy_tensor in
                                                                DSPY_DEVICE_CUDA), 0.0f));
     } else {
         DSPY_TRY(f32_gemm(be, op, accumulate ? TAG_FWD_ACC : TAG_FWD, OC, N, C, true, false, accumulate ? 1.0f : 0.0f,
-                          (const float *)w.data, (const float *)inp.data, (float *)out.data));
+                          w.data, inp.data, (float *)out.data, bf));
     }
     if (!bias.data) return DSPY_OK;
     return cu_launch(be, "linear (F32 bias)", k_bias_f32, tr_grid((int64_t)N * OC), 256, 0, (float *)out.data,

@@ -1,0 +1,238 @@
+/* bench_train.c — issue 11's T1 training benchmark: full fine-tuning of a model directory (the
+ * Llama-3.2-1B shape of bench/torch_baseline.py --make-model) on the device trainer, 4 packed
+ * sequences x 2,048 tokens per optimizer step, the loss on the last fifth of each sequence.
+ *
+ * The data is synthetic and fixed (token ids from a splitmix64 stream, seed 1): sequence s of a
+ * step is ids[t], t < T; labels[t] = ids[t + 1] for t in [T - T/5 - 1, T - 1) — exactly the
+ * positions transformers trains on when bench/torch_train.py masks the first T - T/5 labels
+ * with -100 (its shift drops the last one). AdamW (lr 1e-5, betas 0.9/0.999, eps 1e-8, weight
+ * decay 0) with clip_grad_norm_ 1.0, as the PyTorch side.
+ *
+ * Measured: `warmup` steps (plans, cuBLASLt heuristics), then `steps` timed steps (each ends in
+ * the step's one wait, so wall time is device time): tokens/s = steps * seqs * T / seconds;
+ * MFU = 6 * params * tokens/s / peak (issue 11: 6 N per token against the measured 789 TFLOP/s
+ * BF16 peak of the H200; the LM head counts in N although ours computes it only where the loss
+ * is); device memory in use after the steps (cudaMemGetInfo total - free: every buffer is
+ * allocated before the first step, so this is the peak, CUDA context included) and the same
+ * before the trainable existed.
+ *
+ * Then where a step goes (each part timed alone, ending in a wait, median of 3): the forward pass
+ * of one sequence (dspy_trainable_loss), its forward + backward (dspy_trainable_step), the
+ * rest of a step (optimizer: zero_grad, norms, AdamW, the BF16 refresh = step - seqs x
+ * forward+backward), and the attention forward + backward of one layer at this T (the
+ * training attention ops alone, one example of T tokens), times layers x seqs.
+ *
+ * Usage: bench_train --model DIR [--device cuda] [--seqs 4] [--T 2048] [--steps 10] [--warmup 2]
+ *                    [--f32] [--peak-tflops 789] [--no-profile]
+ * Prints one JSON object per measurement ({"bench": "T1", ...}, {"bench": "T1_profile", ...}) for
+ * bench/run_gpu.sh to tabulate.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dspy/backend.h"
+#include "dspy/model.h"
+#include "train/optim.h"
+#include "train/trainable_impl.h"
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median3(double v[3]) {
+    qsort(v, 3, sizeof *v, cmp_d);
+    return v[1];
+}
+
+static int fail(const char *what) {
+    fprintf(stderr, "bench_train: %s: %s\n", what, dspy_errmsg());
+    return 1;
+}
+
+/* Device memory in use (total - free) in GB, or -1 off CUDA. */
+static double used_gb(dspy_device dev) {
+    size_t fr = 0, tot = 0;
+    if (dev.type != DSPY_DEVICE_CUDA || dspy_cuda_mem_info(dev.ordinal, &fr, &tot)) return -1;
+    return (double)(tot - fr) / 1e9;
+}
+
+/* The attention forward + backward of one layer for one example of T tokens, ms (median of 3). */
+static double attention_ms(dspy_trainable *t, int T) {
+    dspy_backend *be = t->be;
+    const dspy_ops *o = be->ops;
+    const dspy_model_config *c = &t->cfg;
+    int NH = c->num_attention_heads, NKV = c->num_key_value_heads, HS = c->head_dim;
+    size_t nq = (size_t)T * NH * HS, nk = (size_t)T * NKV * HS;
+    size_t sizes[9] = {nq, nk, nk, nq, (size_t)T * NH, nq, nk, nk, nq}; /* q k v out lse dq dk dv dout */
+    float *p[9] = {0};
+    int32_t *start = NULL;
+    double ms = -1, v[3];
+    /* q, k, v in the trainer's attention dtype (BF16: the tensor-core kernels) */
+    dspy_dtype dt[9];
+    for (int i = 0; i < 9; i++) dt[i] = t->bf16 && i < 3 ? DSPY_DTYPE_BF16 : DSPY_DTYPE_F32;
+    for (int i = 0; i < 9; i++)
+        if (o->alloc(be, sizes[i] * dspy_dtype_size(dt[i]), (void **)&p[i])) goto done;
+    if (o->alloc(be, (size_t)T * sizeof(int32_t), (void **)&start)) goto done;
+    for (int i = 0; i < 9; i++)
+        if (o->fill(be, dspy_bt(be, p[i], (int64_t)sizes[i], dt[i]), i == 4 ? 0.0f : 0.01f)) goto done;
+    /* one example: every start is 0 (I32 zeros are F32 zeros) */
+    if (o->fill(be, dspy_bt(be, start, T, DSPY_DTYPE_F32), 0.0f)) goto done;
+#define FT(i) dspy_bt(be, p[i], (int64_t)sizes[i], dt[i])
+    for (int r = 0; r < 4; r++) {
+        double t0 = now_s();
+        dspy_tensor st = dspy_bt(be, start, T, DSPY_DTYPE_I32);
+        if (o->attention_train(be, FT(3), FT(4), FT(0), FT(1), FT(2), st, T, NH, NKV, HS) ||
+            o->attention_train_backward(be, FT(5), FT(6), FT(7), FT(8), FT(3), FT(4), FT(0), FT(1), FT(2), st, T, NH,
+                                        NKV, HS) ||
+            o->sync(be))
+            goto done;
+        if (r) v[r - 1] = 1e3 * (now_s() - t0);
+    }
+#undef FT
+    ms = median3(v);
+done:
+    for (int i = 0; i < 9; i++) o->free(be, p[i]);
+    o->free(be, start);
+    return ms;
+}
+
+/* Where a step of step_ms goes (see the file comment); prints {"bench": "T1_profile", ...}. */
+static int profile_step(dspy_trainable *t, const dspy_train_seq *batch, int seqs, double step_ms) {
+    double f[3], fb[3], ls;
+    int64_t nl;
+    for (int r = 0; r < 3; r++) {
+        double t0 = now_s();
+        if (dspy_trainable_loss(t, &batch[0], &ls, &nl)) return fail("profile (forward)");
+        f[r] = 1e3 * (now_s() - t0);
+        t0 = now_s();
+        if (dspy_trainable_step(t, &batch[0], 1e-3f, &ls, &nl)) return fail("profile (forward + backward)");
+        fb[r] = 1e3 * (now_s() - t0);
+    }
+    double fwd = median3(f), fwdbwd = median3(fb), att = attention_ms(t, batch[0].T);
+    if (att < 0) return fail("profile (attention)");
+    int L = t->cfg.num_hidden_layers;
+    printf("{\"bench\": \"T1_profile\", \"step_ms\": %.2f, \"fwd_ms_per_seq\": %.2f, \"fwd_bwd_ms_per_seq\": %.2f, "
+           "\"rest_of_step_ms\": %.2f, \"attention_fwd_bwd_ms_per_layer\": %.3f, \"attention_ms_per_step\": %.2f}\n",
+           step_ms, fwd, fwdbwd, step_ms - seqs * fwdbwd, att, att * L * seqs);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    const char *model_dir = NULL, *device = "cuda";
+    int seqs = 4, T = 2048, steps = 10, warmup = 2;
+    bool f32 = false, profile = true;
+    double peak = 789.0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--f32")) f32 = true;
+        else if (!strcmp(a, "--no-profile")) profile = false;
+        else if (!v) {
+            fprintf(stderr, "bench_train: %s needs a value\n", a);
+            return 2;
+        } else if (!strcmp(a, "--model")) model_dir = v, i++;
+        else if (!strcmp(a, "--device")) device = v, i++;
+        else if (!strcmp(a, "--seqs")) seqs = atoi(v), i++;
+        else if (!strcmp(a, "--T")) T = atoi(v), i++;
+        else if (!strcmp(a, "--steps")) steps = atoi(v), i++;
+        else if (!strcmp(a, "--warmup")) warmup = atoi(v), i++;
+        else if (!strcmp(a, "--peak-tflops")) peak = atof(v), i++;
+        else {
+            fprintf(stderr, "bench_train: unknown option %s\n", a);
+            return 2;
+        }
+    }
+    if (!model_dir || seqs < 1 || T < 10 || steps < 1 || warmup < 0) {
+        fprintf(stderr, "usage: bench_train --model DIR [--device cuda] [--seqs 4] [--T 2048] [--steps 10] "
+                        "[--warmup 2] [--f32] [--peak-tflops 789]\n");
+        return 2;
+    }
+    dspy_device dev;
+    if (dspy_device_parse(device, &dev)) return fail("device");
+    double mem0 = used_gb(dev);
+    dspy_model *m = NULL;
+    dspy_trainable *t = NULL;
+    dspy_optimizer *o = NULL;
+    int rc = 1;
+    int32_t *buf = malloc(sizeof(int32_t) * 2 * (size_t)seqs * (size_t)T);
+    dspy_train_seq *batch = calloc((size_t)seqs, sizeof *batch);
+    if (!buf || !batch) {
+        fprintf(stderr, "bench_train: out of memory\n");
+        goto done;
+    }
+    double t0 = now_s();
+    if (dspy_model_load(model_dir, NULL, &m)) {
+        fail("model");
+        goto done;
+    }
+    int32_t V = dspy_model_config_get(m)->vocab_size;
+    if (dspy_trainable_new_on(m, NULL, 42, dev, false, &t)) {
+        fail("trainable");
+        goto done;
+    }
+    if (!f32 && dev.type == DSPY_DEVICE_CUDA && dspy_trainable_set_bf16(t, true)) {
+        fail("bf16");
+        goto done;
+    }
+    if (dspy_trainable_plan(t, T, seqs)) {
+        fail("plan");
+        goto done;
+    }
+    dspy_adamw_hparams h = dspy_adamw_hparams_default();
+    if (dspy_optimizer_new(t, &h, &o)) {
+        fail("optimizer");
+        goto done;
+    }
+    double setup_s = now_s() - t0;
+    uint64_t rng = 1;
+    int lab0 = T - T / 5 - 1;
+    for (int s = 0; s < seqs; s++) {
+        int32_t *ids = buf + (size_t)2 * s * T, *labels = ids + T;
+        for (int i = 0; i < T; i++) ids[i] = (int32_t)(splitmix64(&rng) % (uint64_t)V);
+        for (int i = 0; i < T; i++) labels[i] = i >= lab0 && i < T - 1 ? ids[i + 1] : -100;
+        batch[s] = (dspy_train_seq){ids, NULL, labels, NULL, T};
+    }
+    dspy_step_stats st0 = {0}, st = {0};
+    double tw = 0;
+    for (int k = 0; k < warmup + steps; k++) {
+        if (k == warmup) tw = now_s();
+        if (dspy_optimizer_train_step(o, batch, (size_t)seqs, 1e-5, 1.0, &st)) {
+            fail("step");
+            goto done;
+        }
+        if (k == 0) st0 = st;
+    }
+    double secs = now_s() - tw;
+    double params = (double)dspy_trainable_numel(t), tokens = (double)steps * seqs * T;
+    double tps = tokens / secs, mfu = 6.0 * params * tps / (peak * 1e12);
+    printf("{\"bench\": \"T1\", \"precision\": \"%s\", \"seqs\": %d, \"T\": %d, \"steps\": %d, \"seconds\": %.4f, "
+           "\"step_ms\": %.2f, \"tokens_per_s\": %.1f, \"mfu\": %.4f, \"params\": %.0f, \"labels_per_step\": %lld, "
+           "\"loss_first\": %.5f, \"loss_last\": %.5f, \"grad_norm_last\": %.5f, \"mem_gb\": %.2f, "
+           "\"mem_before_gb\": %.2f, \"setup_s\": %.1f}\n",
+           f32 ? "f32" : "bf16", seqs, T, steps, secs, 1e3 * secs / steps, tps, mfu, params, (long long)st.n_labels,
+           st0.loss, st.loss, (double)st.grad_norm, used_gb(dev), mem0, setup_s);
+    rc = profile ? profile_step(t, batch, seqs, 1e3 * secs / steps) : 0;
+done:
+    dspy_optimizer_free(o);
+    dspy_trainable_free(t);
+    dspy_model_free(m);
+    free(batch);
+    free(buf);
+    return rc;
+}

@@ -1,0 +1,112 @@
+"""torch_train.py — PyTorch's side of issue 11's T1 benchmark, eager and torch.compile in one run.
+
+Full fine-tuning of a model directory (bench/torch_baseline.py --make-model: the Llama-3.2-1B
+shape) with fp32 master weights, bf16 autocast, fused AdamW (lr 1e-5, betas 0.9/0.999, eps 1e-8,
+weight decay 0) and clip_grad_norm_(1.0): the recipe of transformers' Trainer with bf16=True.
+One step = a batch of `seqs` x `T` tokens (one sequence per row, so no packing mask is needed),
+labels -100 on the first T - T//5 positions (the loss on the last fifth; transformers' shift
+makes that T//5 labelled positions per row). The token ids are bench_train.c's: splitmix64 from
+seed 1, modulo the vocabulary, so both sides see the same data and their losses compare.
+
+Measured per mode: `warmup` steps (compilation, autotuning), then `steps` timed steps between
+cuda synchronisations: tokens/s, MFU (6 * params * tokens/s / peak), peak memory
+(torch.cuda.max_memory_allocated and max_memory_reserved, after reset_peak_memory_stats with
+the model and optimizer state already allocated, so both include them).
+
+Usage: python3 bench/torch_train.py --model DIR [--modes eager,compiled] [--seqs 4] [--T 2048]
+                                    [--steps 10] [--warmup 2] [--peak-tflops 789]
+Prints one JSON object per mode ({"bench": "T1_torch", "mode": ...}).
+"""
+import argparse
+import gc
+import json
+import time
+
+import torch
+from transformers import LlamaForCausalLM
+
+MASK = (1 << 64) - 1
+
+
+def splitmix64_stream(seed, n):
+    x = seed
+    out = []
+    for _ in range(n):
+        x = (x + 0x9E3779B97F4A7C15) & MASK
+        z = x
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
+        out.append(z ^ (z >> 31))
+    return out
+
+
+def batch(vocab, seqs, T):
+    ids = torch.tensor([v % vocab for v in splitmix64_stream(1, seqs * T)], dtype=torch.long).view(seqs, T)
+    labels = ids.clone()
+    labels[:, : T - T // 5] = -100
+    return ids.cuda(), labels.cuda()
+
+
+def run(path, mode, seqs, T, steps, warmup, peak):
+    torch.manual_seed(0)
+    model = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa").cuda()
+    model.config.use_cache = False
+    model.train()
+    params = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, fused=True)
+    ids, labels = batch(model.config.vocab_size, seqs, T)
+    fwd = torch.compile(model) if mode == "compiled" else model
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = fwd(input_ids=ids, labels=labels).loss
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss, norm
+
+    t0 = time.perf_counter()
+    first = None
+    for _ in range(warmup):
+        loss, _ = step()
+        if first is None:
+            first = loss.item()
+    torch.cuda.synchronize()
+    warm_s = time.perf_counter() - t0
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss, norm = step()
+    torch.cuda.synchronize()
+    secs = time.perf_counter() - t0
+    tps = steps * seqs * T / secs
+    res = {"bench": "T1_torch", "mode": mode, "seqs": seqs, "T": T, "steps": steps, "seconds": round(secs, 4),
+           "step_ms": round(1e3 * secs / steps, 2), "tokens_per_s": round(tps, 1),
+           "mfu": round(6 * params * tps / (peak * 1e12), 4), "params": params, "loss_first": first,
+           "loss_last": loss.item(), "grad_norm_last": norm.item(),
+           "mem_alloc_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2),
+           "mem_reserved_gb": round(torch.cuda.max_memory_reserved() / 1e9, 2), "warmup_s": round(warm_s, 1),
+           "torch": torch.__version__}
+    print(json.dumps(res), flush=True)
+    del model, opt, fwd
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--modes", default="eager,compiled")
+    ap.add_argument("--seqs", type=int, default=4)
+    ap.add_argument("--T", type=int, default=2048)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--peak-tflops", type=float, default=789.0)
+    a = ap.parse_args()
+    for mode in a.modes.split(","):
+        run(a.model, mode, a.seqs, a.T, a.steps, a.warmup, a.peak_tflops)
+
+
+if __name__ == "__main__":
+    main()
