@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# pack_gpu.sh — gathers what bench/run_gpu.sh needs on the GPU machine into carry/gpu.tar.gz
-# (ignored by git; the device tool carries at most 64 MiB): the GPU build's test and benchmark
+# pack_gpu.sh — gathers what bench/run_gpu.sh needs on the GPU machine into carry/
+# (gpu.tar.xz; ignored by git; the device tool carries at most 64 MiB): the GPU build's test and benchmark
 # binaries, the shared libraries `dspy` links that a bare GPU machine lacks (libmicrohttpd,
 # jansson, curl, ...), the shared tokenizer files and the Banking77 data. Run it here after
 # `cmake --build build-gpu`, then carry `carry`; run_gpu.sh unpacks it.
@@ -24,8 +24,8 @@ cp "$SHARED"/models/llama3-tokenizer/{tokenizer.json,tokenizer_config.json,chat_
   "$ST/shared/models/llama3-tokenizer/"
 mkdir -p "$ST/shared/data" && cp -r "$SHARED/data/banking77" "$ST/shared/data/"   # test_serve_structured's devset
 rm -rf "$ROOT/carry" && mkdir -p "$ROOT/carry"
-tar -C "$ST" -czf "$ROOT/carry/gpu.tar.gz" .
-du -sh "$ROOT/carry/gpu.tar.gz"
+tar -C "$ST" -cf - . | xz -T2 -6 > "$ROOT/carry/gpu.tar.xz"   # xz: with node it must stay under 64 MiB
+du -sh "$ROOT/carry/gpu.tar.xz"
 # WITH_NODE=1: node, npm and the installed OpenAI Node.js SDK too (the GPU machine has no node and
 # no registry), so test_serve's SDK part runs there against dspy serve on the GPU (~30 MB xz).
 if [ "${WITH_NODE:-0}" = 1 ]; then

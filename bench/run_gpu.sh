@@ -4,7 +4,7 @@
 # the GPU build (cmake -B build-gpu -DCMAKE_CUDA_ARCHITECTURES=90) and the shared tokenizer gathered
 # into carry/ by bench/pack_gpu.sh.
 #
-#   bench/run_gpu.sh [tests] [bench] [step] [minkeys] [attn] [sweep] [b2] [torch] [serve] [t1]
+#   bench/run_gpu.sh [tests] [bench] [step] [minkeys] [attn] [pfvar] [sweep] [b2] [torch] [serve] [t1]
 #   (default: tests bench torch serve)
 # t1: issue 11's training benchmark (bench_train, then bench/torch_train.py eager and compiled).
 # Logs and JSON go to $OUT (the device tool's folder) or ./out.
@@ -18,8 +18,8 @@ if [ "$(readlink -f /work/main 2>/dev/null)" != "$ROOT" ]; then
   mkdir -p /work && rm -rf /work/main && ln -sfn "$ROOT" /work/main
 fi
 # What bench/pack_gpu.sh gathered (carry `carry`): the build, the libraries and the tokenizer.
-if [ -f "$ROOT/carry/gpu.tar.gz" ]; then
-  mkdir -p /tmp/dspy-gpu && tar -C /tmp/dspy-gpu -xzf "$ROOT/carry/gpu.tar.gz"
+if [ -f "$ROOT/carry/gpu.tar.xz" ]; then
+  mkdir -p /tmp/dspy-gpu && xz -dc "$ROOT/carry/gpu.tar.xz" | tar -C /tmp/dspy-gpu -xf -
   [ -e "$ROOT/build-gpu" ] || ln -sfn /tmp/dspy-gpu/build-gpu "$ROOT/build-gpu"
   ln -sfn /tmp/dspy-gpu/shared /work/shared
   ORIG_LD_LIBRARY_PATH=${LD_LIBRARY_PATH-}   # Python gets the machine's own libraries back
@@ -40,7 +40,7 @@ if has tests; then
   (cd build-gpu && DSPY_CUDA_PREFILL_HEADS=1 DSPY_CUDA_RELEASE=31 timeout 300 ./tests/test_cuda_ops 2>&1 | grep -E "FAIL|passed" | tail -n 5)
   (cd build-gpu && DSPY_CUDA_RELEASE=31 timeout 300 ./tests/test_cuda_model 2>&1 | grep -E "FAIL|passed" | tail -n 5)
 fi
-if has bench || has torch || has sweep || has b2 || has step || has minkeys || has attn || has t1; then
+if has bench || has torch || has sweep || has b2 || has step || has minkeys || has attn || has pfvar || has t1; then
   [ -f "$MODEL/model.safetensors" ] || LD_LIBRARY_PATH=${ORIG_LD_LIBRARY_PATH-} timeout 300 python3 bench/torch_baseline.py --make-model "$MODEL" 2>&1 | tail -2
 fi
 if has bench; then
@@ -49,8 +49,8 @@ if has bench; then
   echo "-- B1 without programmatic dependent launch, and without CUDA graphs"
   DSPY_CUDA_PDL=0 timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-b1 1 2>&1 | grep B1
   DSPY_CUDA_GRAPHS=0 timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-b1 1 2>&1 | grep B1
-  echo "-- prefill with one query head per attention CTA (DSPY_CUDA_PREFILL_HEADS=1)"
-  DSPY_CUDA_PREFILL_HEADS=1 timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-prefill 1 2>&1 | grep -E '"prefill"|prefill_op'
+  echo "-- prefill with the previous attention variant (Q in registers, DSPY_CUDA_PREFILL_HEADS=2)"
+  DSPY_CUDA_PREFILL_HEADS=2 timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-prefill 1 2>&1 | grep -E '"prefill"|prefill_op'
   echo "-- prefill with other chunk sizes"
   for ch in 8192 32768; do
     timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-prefill 1 --prefill-chunk $ch 2>&1 | grep '"prefill"'
@@ -78,6 +78,20 @@ if has attn; then
   echo "== prefill attention alone: PyTorch SDPA on 100 x 1,500 (ours: the prefill_op attention row of bench)"
   LD_LIBRARY_PATH=${ORIG_LD_LIBRARY_PATH-} PYTHONUNBUFFERED=1 timeout 200 python3 bench/torch_baseline.py --attn 2>&1 | grep attn_torch
   timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-prefill-ops 1 2>&1 | grep prefill_op
+fi
+if has pfvar; then
+  echo "== prefill attention variants (DSPY_CUDA_PREFILL_HEADS, see cuda.cuh: 4 default)"
+  for v in ${PFVARS:-2 1 3 4 5 6}; do
+    printf 'variant %s: ' $v
+    DSPY_CUDA_PREFILL_HEADS=$v timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-prefill-ops 1 2>&1 | grep '"attention"'
+    (cd build-gpu && DSPY_CUDA_PREFILL_HEADS=$v timeout 300 ./tests/test_cuda_ops 2>&1 | grep -E "FAIL|passed" | tail -n 3)
+  done
+  for v in ${PFFULL:-}; do
+    for ch in 16384 32768; do
+      printf 'variant %s, whole prefill: ' $v
+      DSPY_CUDA_PREFILL_HEADS=$v timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-prefill 1 --prefill-chunk $ch 2>&1 | grep '"prefill"'
+    done
+  done
 fi
 if has sweep; then
   echo "== B1 over the early-release variants (DSPY_CUDA_RELEASE bits: 1 linear, 2 attention, 4 attn_in, 8 mlp_in, 16 logits; default 11)"
@@ -113,7 +127,8 @@ if has serve; then
     echo "node: $(node --version) npm: $(npm --version 2>&1 | tail -n 1)"
   fi
   echo "== server e2e on the GPU (dspy serve --device auto picks CUDA)"
-  (cd build-gpu && timeout 300 ./tests/test_serve 2>&1 | tail -n 40) | tee "$OUT/serve_e2e.log"
+  (cd build-gpu && timeout 300 ./tests/test_serve > "$OUT/serve_e2e.log" 2>&1); echo "test_serve: exit $? (77 = skipped)"
+  grep -i -E "passed|skip|sdk|node" "$OUT/serve_e2e.log" | tail -n 12
 fi
 echo "== table"
 python3 - "$OUT" <<'PY'

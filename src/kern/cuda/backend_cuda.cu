@@ -274,7 +274,8 @@ extern "C" dspy_status dspy_backend_cuda_init(dspy_backend *be) {
         s->pdl = !(pdl && strcmp(pdl, "0") == 0);
         /* tuning variants the benchmark compares in one run (bench/run_gpu.sh) */
         const char *ph = getenv("DSPY_CUDA_PREFILL_HEADS"), *rl = getenv("DSPY_CUDA_RELEASE");
-        s->prefill_heads = ph && strcmp(ph, "1") == 0 ? 1 : 2;
+        s->prefill_heads = ph ? atoi(ph) : 4;
+        if (s->prefill_heads < 1 || s->prefill_heads > 6) s->prefill_heads = 4;
         s->release = rl ? atoi(rl) & CU_REL_ALL : CU_REL_DEFAULT;
         const char *mk = getenv("DSPY_CUDA_DEC_MIN_KEYS");
         s->dec_min_keys = mk ? atoi(mk) : 32;
