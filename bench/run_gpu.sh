@@ -4,7 +4,7 @@
 # the GPU build (cmake -B build-gpu -DCMAKE_CUDA_ARCHITECTURES=90) and the shared tokenizer gathered
 # into carry/ by bench/pack_gpu.sh.
 #
-#   bench/run_gpu.sh [tests] [bench] [step] [minkeys] [attn] [pfvar] [sweep] [b2] [torch] [serve] [t1]
+#   bench/run_gpu.sh [tests] [bench] [step] [minkeys] [attn] [pfvar] [cluster] [sweep] [b2] [torch] [serve] [t1]
 #   (default: tests bench torch serve)
 # t1: issue 11's training benchmark (bench_train, then bench/torch_train.py eager and compiled).
 # Logs and JSON go to $OUT (the device tool's folder) or ./out.
@@ -40,7 +40,7 @@ if has tests; then
   (cd build-gpu && DSPY_CUDA_PREFILL_HEADS=1 DSPY_CUDA_RELEASE=31 timeout 300 ./tests/test_cuda_ops 2>&1 | grep -E "FAIL|passed" | tail -n 5)
   (cd build-gpu && DSPY_CUDA_RELEASE=31 timeout 300 ./tests/test_cuda_model 2>&1 | grep -E "FAIL|passed" | tail -n 5)
 fi
-if has bench || has torch || has sweep || has b2 || has step || has minkeys || has attn || has pfvar || has t1; then
+if has bench || has torch || has sweep || has b2 || has step || has minkeys || has attn || has pfvar || has cluster || has t1; then
   [ -f "$MODEL/model.safetensors" ] || LD_LIBRARY_PATH=${ORIG_LD_LIBRARY_PATH-} timeout 300 python3 bench/torch_baseline.py --make-model "$MODEL" 2>&1 | tail -2
 fi
 if has bench; then
@@ -92,6 +92,21 @@ if has pfvar; then
       DSPY_CUDA_PREFILL_HEADS=$v timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-prefill 1 --prefill-chunk $ch 2>&1 | grep '"prefill"'
     done
   done
+fi
+if has cluster; then
+  echo "== decode attention combined through thread-block clusters (DSPY_CUDA_DEC_CLUSTER: 0 global, 8, 16)"
+  for c in 8 16; do
+    echo "-- parity, clusters of $c"
+    (cd build-gpu && DSPY_CUDA_DEC_CLUSTER=$c timeout 300 ./tests/test_cuda_ops 2>&1 | grep -E "FAIL|passed" | tail -n 3)
+    (cd build-gpu && DSPY_CUDA_DEC_CLUSTER=$c timeout 300 ./tests/test_cuda_model 2>&1 | grep -E "FAIL|passed" | tail -n 3)
+  done
+  for rep in $(seq ${REPS:-2}); do
+    for c in 0 8 16; do
+      printf 'cluster %s: ' $c
+      DSPY_CUDA_DEC_CLUSTER=$c timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-b1 1 2>&1 | grep -E '"B1"'
+    done
+  done
+  DSPY_CUDA_DEC_CLUSTER=16 timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-step 1 2>&1 | grep '"step"' | head -4
 fi
 if has sweep; then
   echo "== B1 over the early-release variants (DSPY_CUDA_RELEASE bits: 1 linear, 2 attention, 4 attn_in, 8 mlp_in, 16 logits; default 11)"

@@ -19,6 +19,7 @@
  * The math is the CPU reference's (kern/cpu/attention.c): scores q.k / sqrt(HS), max-subtracted
  * softmax, weighted sum of v — with BF16 inputs and F32 accumulation.
  */
+#include <cooperative_groups.h>
 #include <math.h>
 
 #include "kern/cuda/cuda.cuh"
@@ -357,8 +358,12 @@ size_t dspy_cu_decode_part_floats(const cuda_state *s, int max_seqs, int NH, int
  * writes part[((seg * NH + h) * S + slice) * (D + 2)] = D unnormalised outputs, the running max
  * (log2 domain) and sum. The CTA that arrives last for (seg, kv head) — an atomic counter, reset
  * by that CTA for the next launch — combines the slices into out, loading every slice's
- * statistics at once and the outputs with independent loads. */
-template <int D, int G>
+ * statistics at once and the outputs with independent loads.
+ * CL > 0: grid (nseg, NKV, CL) in clusters of CL blocks along z, every block a slice (empty
+ * slices contribute nothing); each leaves its partial in its own shared memory and, after one
+ * cluster barrier, every block combines CL-th of the group's outputs reading the others' shared
+ * memory (no global partials, fence, atomic or second pass through L2). */
+template <int D, int G, int CL = 0>
 static __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__restrict__ out, float *__restrict__ part,
                                                              int *__restrict__ count, const bf16 *__restrict__ q,
                                                              const bf16 *__restrict__ kc, const bf16 *__restrict__ vc,
@@ -377,8 +382,8 @@ static __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__rest
      * position pos0, this step's token, comes from the kernel before this one. */
     const int S = gridDim.z, split = blockIdx.z, kvh = blockIdx.y;
     const dspy_attn_seg sg = segs[blockIdx.x];
-    const int L = sg.pos0 + 1, S_eff = min(S, (L + min_keys - 1) / min_keys);
-    if (split >= S_eff) return;
+    const int L = sg.pos0 + 1, S_eff = CL ? CL : min(S, (L + min_keys - 1) / min_keys);
+    if (split >= S_eff) return; /* never with CL: every block of a cluster reaches its barriers */
     const int chunk = (L + S_eff - 1) / S_eff, k0 = split * chunk, k1 = min(L, k0 + chunk);
     const int32_t *table = tables + sg.table_off;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -476,6 +481,42 @@ static __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__rest
             acc[i].y = acc[i].y * al + ((a0.y + a1.y) + (a2.y + a3.y));
         }
         __syncthreads();
+    }
+    if constexpr (CL > 0) {
+        __shared__ float o_sh[G * D], st_sh[G][2];
+        namespace cg = cooperative_groups;
+        cg::cluster_group cl = cg::this_cluster();
+#pragma unroll
+        for (int i = 0; i < PER; i++) {
+            int idx = tid + i * DEC_THREADS;
+            if (idx < PAIRS) o_sh[2 * idx] = acc[i].x, o_sh[2 * idx + 1] = acc[i].y;
+        }
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++) {
+            int g = warp + 4 * hh;
+            if (g < G && lane == 0) st_sh[g][0] = mg[hh], st_sh[g][1] = lg[hh];
+        }
+        cl.sync();
+        constexpr int SHARE = (G * D + CL - 1) / CL; /* outputs this block combines */
+        const int rank = (int)cl.block_rank();
+        for (int e = tid; e < SHARE; e += DEC_THREADS) {
+            const int idx = rank * SHARE + e;
+            if (idx >= G * D) break;
+            const int g = idx / D;
+            float ms[CL], M = -INFINITY;
+#pragma unroll
+            for (int r = 0; r < CL; r++) ms[r] = cl.map_shared_rank(&st_sh[0][0], r)[2 * g], M = fmaxf(M, ms[r]);
+            float num = 0.0f, den = 0.0f;
+#pragma unroll
+            for (int r = 0; r < CL; r++) {
+                float w = ms[r] == -INFINITY ? 0.0f : fast_exp2(ms[r] - M);
+                den += w * cl.map_shared_rank(&st_sh[0][0], r)[2 * g + 1];
+                num += w * cl.map_shared_rank(o_sh, r)[idx];
+            }
+            out[((int64_t)sg.row0 * NH + kvh * G) * D + idx] = f2bf(num / den);
+        }
+        cl.sync(); /* no block leaves while another still reads its shared memory */
+        return;
     }
     const int64_t base = ((int64_t)blockIdx.x * NH + kvh * G) * S;
 #pragma unroll
@@ -621,6 +662,14 @@ template <int D> static dspy_status launch_decode(dspy_backend *be, bf16 *out, c
     const dspy_attn_seg *sg = (const dspy_attn_seg *)m->segs.data;
     const int32_t *tb = (const int32_t *)m->tables.data;
 #define DEC(G)                                                                                                     \
+    if (s->dec_cluster == 8)                                                                                       \
+        return cu_launch_cluster(be, "attention (decode, clusters of 8)", k_attn_decode<D, G, 8>,                 \
+                                 dim3(m->nseg, NKV, 8), DEC_THREADS, dim3(1, 1, 8), 0, out, s->att_part,          \
+                                 s->att_count, q, kc, vc, sg, tb, m->block_size, NH, NKV, sl2, s->dec_min_keys);  \
+    if (s->dec_cluster == 16)                                                                                      \
+        return cu_launch_cluster(be, "attention (decode, clusters of 16)", k_attn_decode<D, G, 16>,               \
+                                 dim3(m->nseg, NKV, 16), DEC_THREADS, dim3(1, 1, 16), 0, out, s->att_part,        \
+                                 s->att_count, q, kc, vc, sg, tb, m->block_size, NH, NKV, sl2, s->dec_min_keys);  \
     return cu_launch(be, "attention (decode)", k_attn_decode<D, G>, grid, DEC_THREADS, 0, out, s->att_part,      \
                      s->att_count, q, kc, vc, sg, tb, m->block_size, NH, NKV, sl2, s->dec_min_keys)
     switch (NH / NKV) {
@@ -632,8 +681,21 @@ template <int D> static dspy_status launch_decode(dspy_backend *be, bf16 *out, c
 #undef DEC
 }
 
+/* Clusters of 16 blocks are beyond the portable 8: each kernel must allow them. */
+template <int D> static cudaError_t allow_cluster16() {
+    cudaError_t e = cudaFuncSetAttribute(k_attn_decode<D, 1, 16>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(k_attn_decode<D, 2, 16>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(k_attn_decode<D, 4, 16>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(k_attn_decode<D, 8, 16>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+    return e;
+}
+
 dspy_status dspy_cu_attention_setup(dspy_backend *be) {
     DSPY_TRY(dspy_cu_check(be, cu_release_set(cu_of(be)->release), "attention (release flag)"));
+    if (cu_of(be)->dec_cluster == 16) {
+        DSPY_TRY(dspy_cu_check(be, allow_cluster16<64>(), "attention (clusters of 16)"));
+        DSPY_TRY(dspy_cu_check(be, allow_cluster16<128>(), "attention (clusters of 16)"));
+    }
     /* The prefill tiles take (HP + 4) x 64 x D BF16 of shared memory: 80 KiB for D = 128 and 48
      * KiB (plus the static tile index) for two heads of D = 64, above the default 48 KiB. */
     DSPY_TRY(dspy_cu_check(be, cudaFuncSetAttribute(k_attn_prefill<128, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,

@@ -66,6 +66,9 @@ struct cuda_state {
     dspy_status err;        /* sticky: DSPY_OK until something failed */
     char msg[480];
     bool capturing;
+    int dec_cluster;        /* decode attention: 0 = slices combined by the last block through global memory;
+                               8 or 16 = one thread-block cluster of that many slices per (sequence, KV head),
+                               combined through distributed shared memory (DSPY_CUDA_DEC_CLUSTER) */
     int dec_min_keys;       /* decode attention: fewest keys per context slice (DSPY_CUDA_DEC_MIN_KEYS, 16..128,
                                default 32: more, shorter slices shorten the kernel's dependent chain; 32 and
                                64 beat 128 by ~1.5 % in B1 on the H200) */
@@ -148,6 +151,25 @@ static inline dspy_status cu_launch(dspy_backend *be, const char *what, void (*k
     attr[0].val.programmaticStreamSerializationAllowed = cu_of(be)->pdl ? 1 : 0;
     cfg.attrs = attr;
     cfg.numAttrs = 1;
+    return dspy_cu_check(be, cudaLaunchKernelEx(&cfg, kern, (KArgs)args...), what);
+}
+
+/* cu_launch for a kernel of thread-block clusters of `cluster` blocks (grid a multiple of it). */
+template <typename... KArgs, typename... Args>
+static inline dspy_status cu_launch_cluster(dspy_backend *be, const char *what, void (*kern)(KArgs...), dim3 grid,
+                                            dim3 block, dim3 cluster, size_t smem, Args... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = cu_of(be)->stream;
+    cudaLaunchAttribute attr[2];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = cu_of(be)->pdl ? 1 : 0;
+    attr[1].id = cudaLaunchAttributeClusterDimension;
+    attr[1].val.clusterDim.x = cluster.x, attr[1].val.clusterDim.y = cluster.y, attr[1].val.clusterDim.z = cluster.z;
+    cfg.attrs = attr;
+    cfg.numAttrs = 2;
     return dspy_cu_check(be, cudaLaunchKernelEx(&cfg, kern, (KArgs)args...), what);
 }
 
