@@ -15,7 +15,8 @@
  *     distance to it is printed beside.
  *   dropout, scale and adamw: bit-identical (the same mask function; separately rounded
  *     operations in the same order).
- *   attention_train / _backward with BF16 q, k, v (tensor cores) against the CPU on the same
+ *   attention_train / _backward with BF16 q, k, v (tensor cores: the flash kernels for HS 64 and
+ *     128, the WMMA kernels otherwise and under DSPY_CUDA_TRAIN_ATTN=wmma) against the CPU on the same
  *     BF16-rounded values: out, dq, dk, dv 1e-2 (P, dS and dout are rounded to BF16 inside),
  *     lse 1e-5.
  * OVERWRITE outputs are poisoned (NaN) first and must come back finite; += outputs start from
@@ -574,6 +575,23 @@ static void test_attention_train_bf16(void) {
     one_attention_bf16("attention_train BF16 T=1", 2, 1, 64, 1, l1);
     int lmany[8] = {1, 2, 3, 64, 1, 40, 33, 7};
     one_attention_bf16("attention_train BF16 NH=2 NKV=1 HS=32 8 examples", 2, 1, 32, 8, lmany);
+    /* the flash kernels (HS 64 and 128): odd lengths, examples starting and ending inside tiles
+     * (rows whose first key tile is entirely another example's), a Llama-sized KV group of 4
+     * (dk, dv summed atomically) and one without grouping (written directly), many key tiles */
+    int lodd[7] = {1, 63, 64, 65, 127, 3, 200};
+    one_attention_bf16("attention_train BF16 flash NH=4 NKV=1 HS=64 odd packed", 4, 1, 64, 7, lodd);
+    int l128[4] = {33, 150, 1, 90};
+    one_attention_bf16("attention_train BF16 flash NH=4 NKV=2 HS=128 packed", 4, 2, 128, 4, l128);
+    one_attention_bf16("attention_train BF16 flash NH=3 NKV=3 HS=64 odd packed", 3, 3, 64, 7, lodd);
+    int llong[3] = {1000, 1041, 7};
+    one_attention_bf16("attention_train BF16 flash NH=8 NKV=2 HS=64 long", 8, 2, 64, 3, llong);
+    int l1k[1] = {1029};
+    one_attention_bf16("attention_train BF16 flash NH=2 NKV=1 HS=128 one long example", 2, 1, 128, 1, l1k);
+    /* the WMMA kernels on the shapes the flash kernels take by default */
+    setenv("DSPY_CUDA_TRAIN_ATTN", "wmma", 1);
+    one_attention_bf16("attention_train BF16 wmma NH=4 NKV=1 HS=64 odd packed", 4, 1, 64, 7, lodd);
+    one_attention_bf16("attention_train BF16 wmma NH=4 NKV=2 HS=128 packed", 4, 2, 128, 4, l128);
+    unsetenv("DSPY_CUDA_TRAIN_ATTN");
 }
 
 static void test_attention_train(void) {

@@ -387,7 +387,8 @@ dspy_status dspy_cu_train_setup(dspy_backend *be) {
     TA_SMEM(k_att_bwd_dq<64>, dq_smem<64>());
     TA_SMEM(k_att_bwd_dq<128>, dq_smem<128>());
 #undef TA_SMEM
-    return dspy_cu_train_tc_setup(be);
+    DSPY_TRY(dspy_cu_train_tc_setup(be));
+    return dspy_cu_train_fa_setup(be);
 }
 
 /* Shape checks shared by both entries. */
@@ -415,6 +416,11 @@ dspy_status dspy_cu_attention_train(dspy_backend *be, dspy_tensor out, dspy_tens
     CU_NEED(op, "start", start, DSPY_DTYPE_I32, T);
     DSPY_TRY(check_heads(op, T, NH, NKV, HS));
     if (T == 0) return DSPY_OK;
+    const void *fa_ptrs[] = {out.data, q.data, k.data, v.data};
+    if (it == DSPY_DTYPE_BF16 && dspy_cu_train_fa_fits(HS, fa_ptrs, 4))
+        return dspy_cu_attention_train_fa(be, (float *)out.data, (float *)lse.data, (const bf16 *)q.data,
+                                          (const bf16 *)k.data, (const bf16 *)v.data, (const int32_t *)start.data, T,
+                                          NH, NKV, HS);
     if (it == DSPY_DTYPE_BF16)
         return dspy_cu_attention_train_tc(be, (float *)out.data, (float *)lse.data, (const bf16 *)q.data,
                                           (const bf16 *)k.data, (const bf16 *)v.data, (const int32_t *)start.data, T,
@@ -460,6 +466,11 @@ dspy_status dspy_cu_attention_train_backward(dspy_backend *be, dspy_tensor dq, d
     const float *g = (const float *)dout.data, *o = (const float *)out.data, *l = (const float *)lse.data;
     const float *qp = (const float *)q.data, *kp = (const float *)k.data, *vp = (const float *)v.data;
     const int32_t *sp = (const int32_t *)start.data;
+    const void *fa_ptrs[] = {dq.data, dk.data, dv.data, dout.data, out.data, q.data, k.data, v.data};
+    if (it == DSPY_DTYPE_BF16 && dspy_cu_train_fa_fits(HS, fa_ptrs, 8))
+        return dspy_cu_attention_train_backward_fa(be, (float *)dq.data, (float *)dk.data, (float *)dv.data, g, o, l,
+                                                   D, (const bf16 *)q.data, (const bf16 *)k.data,
+                                                   (const bf16 *)v.data, sp, T, NH, NKV, HS);
     DSPY_TRY(cu_launch(be, "attention_train_backward (D)", k_att_rowdot, cu_blocks(rows, TA_THREADS / 32), TA_THREADS,
                        0, D, g, o, rows, HS));
     if (it == DSPY_DTYPE_BF16)
