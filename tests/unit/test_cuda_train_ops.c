@@ -255,8 +255,29 @@ static void test_swiglu_backward(void) {
     expect_close("swiglu_backward dgate == dout", hg2, rg, (size_t)n, 1e-5);
     CHECK_STATUS(G->ops->swiglu_backward(G, gdg, gdg, gd, gg, gu, N, I), DSPY_ERR_ARG);
     CHECK_CONTAINS(dspy_errmsg(), "dgate and dup are the same memory");
-    free(g), free(u), free(d), free(rg), free(ru), free(hg), free(hu), free(hg2);
-    dev_free(gg), dev_free(gu), dev_free(gd), dev_free(gdg), dev_free(gdu);
+    /* BF16 outputs (the mixed-precision trainer): the F32 results rounded once, so within one
+     * BF16 rounding (2^-8 relative) of the CPU's; overlapping dout is refused */
+    dspy_tensor bg = dev_alloc(DSPY_DTYPE_BF16, n), bu = dev_alloc(DSPY_DTYPE_BF16, n);
+    dev_free(gd);
+    gd = up(d, n); /* the in-place call above overwrote dout */
+    CHECK_OK(G->ops->swiglu_backward(G, bg, bu, gd, gg, gu, N, I));
+    uint16_t *b16 = malloc(sizeof(uint16_t) * 2 * (size_t)n);
+    float *bf = malloc(sizeof(float) * 2 * (size_t)n);
+    CHECK_OK(G->ops->copy(G, b16, bg.data, sizeof(uint16_t) * (size_t)n, DSPY_COPY_D2H));
+    CHECK_OK(G->ops->copy(G, b16 + n, bu.data, sizeof(uint16_t) * (size_t)n, DSPY_COPY_D2H));
+    CHECK_OK(G->ops->sync(G));
+    for (int64_t i = 0; i < 2 * n; i++) bf[i] = dspy_bf16_to_f32(b16[i]);
+    expect_close("swiglu_backward BF16 dgate", bf, rg, (size_t)n, 4e-3);
+    expect_close("swiglu_backward BF16 dup", bf + n, ru, (size_t)n, 4e-3);
+    size_t bad = 0; /* each value is the device's F32 result rounded to nearest: within half a BF16 ulp */
+    for (int64_t i = 0; i < n; i++)
+        bad += (fabsf(bf[i] - hg[i]) > fabsf(hg[i]) * (1.0f / 256.0f)) + (fabsf(bf[n + i] - hu[i]) > fabsf(hu[i]) * (1.0f / 256.0f));
+    CHECK(bad == 0);
+    dspy_tensor gd_lo = dspy_bt(G, gd.data, n, DSPY_DTYPE_BF16);
+    CHECK_STATUS(G->ops->swiglu_backward(G, gd_lo, bu, gd, gg, gu, N, I), DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "overlap dout");
+    free(g), free(u), free(d), free(rg), free(ru), free(hg), free(hu), free(hg2), free(b16), free(bf);
+    dev_free(gg), dev_free(gu), dev_free(gd), dev_free(gdg), dev_free(gdu), dev_free(bg), dev_free(bu);
 }
 
 /* ---- embedding_backward, scatter_add_rows ------------------------------------------------- */
