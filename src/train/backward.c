@@ -142,9 +142,13 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
         if ((size_t)CE_ROWS * (size_t)c->vocab_size > ngb) ngb = (size_t)CE_ROWS * (size_t)c->vocab_size;
         nq = ((size_t)T * (size_t)c->num_attention_heads * (size_t)c->head_dim + 127) & ~(size_t)127;
         nkv = ((size_t)T * (size_t)c->num_key_value_heads * (size_t)c->head_dim + 127) & ~(size_t)127;
-        /* without LoRA the layers also keep their BF16 norm and SwiGLU outputs (bf16_acts) */
-        nxn = t->lora_on ? 0 : ((size_t)T * (size_t)c->hidden_size + 127) & ~(size_t)127;
-        nh = t->lora_on ? 0 : ((size_t)T * (size_t)c->intermediate_size + 127) & ~(size_t)127;
+        /* without LoRA the layers also keep their BF16 norm and SwiGLU outputs (bf16_acts; the
+         * environment's DSPY_TRAIN_BF16_ACTS=0 keeps the F32 outputs and their casts instead, for
+         * comparisons) */
+        const char *env = getenv("DSPY_TRAIN_BF16_ACTS");
+        bool acts16 = !t->lora_on && !(env && strcmp(env, "0") == 0);
+        nxn = acts16 ? ((size_t)T * (size_t)c->hidden_size + 127) & ~(size_t)127 : 0;
+        nh = acts16 ? ((size_t)T * (size_t)c->intermediate_size + 127) & ~(size_t)127 : 0;
         size_t n16 = nxb + ngb + (size_t)c->num_hidden_layers * (nq + 2 * nkv + 2 * nxn + nh);
         if (!st && (st = be->ops->alloc(be, sizeof(uint16_t) * n16, (void **)&w->b16)))
             st = dspy_fail_wrap(st, "train step: %zu MiB of BF16 scratch for %d tokens", n16 * sizeof(uint16_t) >> 20,
