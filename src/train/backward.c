@@ -353,8 +353,8 @@ static dspy_status forward_layers(dspy_trainable *t, const dspy_train_seq *s, bo
         float *xout = l + 1 < c->num_hidden_layers ? w->acts[l + 1].xin : w->xfin; /* (T, C) */
         /* bf16_acts: the norm and SwiGLU outputs are written in BF16 straight into this layer's
          * saved copies, which the GEMMs read (no F32 copy, no cast) and the backward reuses */
-        const bool ba = a->hb != NULL;
-        uint16_t *xn0 = a->xnb[0], *xn1 = a->xnb[1];
+        const bool ba = t->bf16 && a->hb; /* the copies outlive a switch back to F32 */
+        uint16_t *xn0 = ba ? a->xnb[0] : NULL, *xn1 = ba ? a->xnb[1] : NULL, *hb = ba ? a->hb : NULL;
         if (ba) DSPY_TRY(o->rmsnorm(be, B16(xn0, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps));
         else DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps));
         DSPY_TRY(linear_fwd16(t, l, LIN_Q, a->q, w->xn, xn0, T, train, true));                      /* (T, NH, HS) */
@@ -378,9 +378,9 @@ static dspy_status forward_layers(dspy_trainable *t, const dspy_train_seq *s, bo
         else DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xmid, T * C), F(L->mlp_norm, C), T, C, eps));
         DSPY_TRY(linear_fwd16(t, l, LIN_GATE, a->gate, w->xn, xn1, T, train, true));                /* (T, I) */
         DSPY_TRY(linear_fwd16(t, l, LIN_UP, a->up, w->xn, xn1, T, train, false));                   /* (T, I) */
-        if (ba) DSPY_TRY(o->swiglu(be, B16(a->hb, T * I), F(a->gate, T * I), F(a->up, T * I), T, I, I));
+        if (ba) DSPY_TRY(o->swiglu(be, B16(hb, T * I), F(a->gate, T * I), F(a->up, T * I), T, I, I));
         else DSPY_TRY(o->swiglu(be, F(w->h, T * I), F(a->gate, T * I), F(a->up, T * I), T, I, I));
-        DSPY_TRY(linear_fwd16(t, l, LIN_DOWN, xout, w->h, a->hb, T, train, true));                 /* mlp (T, C) */
+        DSPY_TRY(linear_fwd16(t, l, LIN_DOWN, xout, w->h, hb, T, train, true));                 /* mlp (T, C) */
         DSPY_TRY(o->add(be, F(xout, T * C), F(a->xmid, T * C)));
     }
     return DSPY_OK;
@@ -404,14 +404,14 @@ static dspy_status backward_layers(dspy_trainable *t, const dspy_train_seq *s) {
         /* bf16_acts: the forward's BF16 norm and SwiGLU outputs replace the recomputation (and its
          * casts); without gate/up biases, swiglu_backward writes dgate and dup in BF16 (into
          * w->dup's memory, two (T, I) BF16 halves), the GEMMs' operands, and no F32 copy. */
-        const bool ba = a->hb != NULL, mlp16 = ba && !L->b[LIN_GATE] && !L->b[LIN_UP];
-        uint16_t *xn0 = a->xnb[0], *xn1 = a->xnb[1];
+        const bool ba = t->bf16 && a->hb, mlp16 = ba && !L->b[LIN_GATE] && !L->b[LIN_UP];
+        uint16_t *xn0 = ba ? a->xnb[0] : NULL, *xn1 = ba ? a->xnb[1] : NULL, *hb = ba ? a->hb : NULL;
         if (!ba) {
             DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xmid, T * C), F(L->mlp_norm, C), T, C, eps));
             DSPY_TRY(o->swiglu(be, F(w->h, T * I), F(a->gate, T * I), F(a->up, T * I), T, I, I));
         }
         DSPY_TRY(o->fill(be, F(w->dh, T * I), 0.0f));
-        DSPY_TRY(linear_bwd16(t, l, LIN_DOWN, w->dh, w->dx, w->h, a->hb, NULL, T, true));          /* dh (T, I) */
+        DSPY_TRY(linear_bwd16(t, l, LIN_DOWN, w->dh, w->dx, w->h, hb, NULL, T, true));          /* dh (T, I) */
         if (mlp16) {
             uint16_t *dgb = (uint16_t *)w->dup, *dub = dgb + (size_t)T * I;
             DSPY_TRY(o->swiglu_backward(be, B16(dgb, T * I), B16(dub, T * I), F(w->dh, T * I), F(a->gate, T * I),
