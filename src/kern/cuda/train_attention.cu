@@ -421,7 +421,7 @@ dspy_status dspy_cu_attention_train(dspy_backend *be, dspy_tensor out, dspy_tens
     DSPY_TRY(check_heads(op, T, NH, NKV, HS));
     if (T == 0) return DSPY_OK;
     const void *fa_ptrs[] = {out.data, q.data, k.data, v.data};
-    if (it == DSPY_DTYPE_BF16 && dspy_cu_train_fa_fits(HS, fa_ptrs, 4))
+    if (it == DSPY_DTYPE_BF16 && dspy_cu_train_fa_fits(T, HS, fa_ptrs, 4))
         return dspy_cu_attention_train_fa(be, (float *)out.data, (float *)lse.data, (const bf16 *)q.data,
                                           (const bf16 *)k.data, (const bf16 *)v.data, (const int32_t *)start.data, T,
                                           NH, NKV, HS);
@@ -480,7 +480,7 @@ dspy_status dspy_cu_attention_train_backward(dspy_backend *be, dspy_tensor dq, d
         const char *a0 = (const char *)ins[i].data, *a1 = a0 + (size_t)ins[i].n * dspy_dtype_size(ins[i].dtype);
         if (a0 < q1 && a1 > q0) dq_alone = false;
     }
-    if (it == DSPY_DTYPE_BF16 && dq_alone && dspy_cu_train_fa_fits(HS, fa_ptrs, 8))
+    if (it == DSPY_DTYPE_BF16 && dq_alone && dspy_cu_train_fa_fits(T, HS, fa_ptrs, 8))
         return dspy_cu_attention_train_backward_fa(be, (float *)dq.data, (float *)dk.data, (float *)dv.data, g, o, l,
                                                    D, (const bf16 *)q.data, (const bf16 *)k.data,
                                                    (const bf16 *)v.data, sp, T, NH, NKV, HS);

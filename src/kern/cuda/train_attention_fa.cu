@@ -515,10 +515,11 @@ dspy_status dspy_cu_train_fa_setup(dspy_backend *be) {
     return DSPY_OK;
 }
 
-bool dspy_cu_train_fa_fits(int HS, const void *const *ptrs, int n) {
+bool dspy_cu_train_fa_fits(int T, int HS, const void *const *ptrs, int n) {
     const char *e = getenv("DSPY_CUDA_TRAIN_ATTN"); /* "wmma": the older kernels (comparisons) */
     if (e && strcmp(e, "wmma") == 0) return false;
     if (HS != 64 && HS != 128) return false;
+    if (cu_blocks(T, FA_TILE) > 65535u) return false; /* the tiles are the grid's y */
     uintptr_t a = 0;
     for (int i = 0; i < n; i++) a |= (uintptr_t)ptrs[i];
     return (a & 15u) == 0;
