@@ -20,7 +20,9 @@
  * of one sequence (dspy_trainable_loss), its forward + backward (dspy_trainable_step), the
  * rest of a step (optimizer: zero_grad, norms, AdamW, the BF16 refresh = step - seqs x
  * forward+backward), and the attention forward + backward of one layer at this T (the
- * training attention ops alone, one example of T tokens), times layers x seqs.
+ * training attention ops alone, one example of T tokens), times layers x seqs; then the
+ * attention's forward and backward apart with their TFLOP/s, and (BF16) the same ops on the
+ * WMMA kernels the flash ones replaced ({"bench": "T1_attention", ...}).
  *
  * Usage: bench_train --model DIR [--device cuda] [--seqs 4] [--T 2048] [--steps 10] [--warmup 2]
  *                    [--f32] [--peak-tflops 789] [--no-profile]
@@ -73,8 +75,9 @@ static double used_gb(dspy_device dev) {
     return (double)(tot - fr) / 1e9;
 }
 
-/* The attention forward + backward of one layer for one example of T tokens, ms (median of 3). */
-static double attention_ms(dspy_trainable *t, int T) {
+/* The attention forward and backward of one layer for one example of T tokens, ms each (median of
+ * 3); 0 on success. */
+static int attention_ms(dspy_trainable *t, int T, double *fwd_ms, double *bwd_ms) {
     dspy_backend *be = t->be;
     const dspy_ops *o = be->ops;
     const dspy_model_config *c = &t->cfg;
@@ -83,7 +86,8 @@ static double attention_ms(dspy_trainable *t, int T) {
     size_t sizes[9] = {nq, nk, nk, nq, (size_t)T * NH, nq, nk, nk, nq}; /* q k v out lse dq dk dv dout */
     float *p[9] = {0};
     int32_t *start = NULL;
-    double ms = -1, v[3];
+    int rc = -1;
+    double vf[3], vb[3];
     /* q, k, v in the trainer's attention dtype (BF16: the tensor-core kernels) */
     dspy_dtype dt[9];
     for (int i = 0; i < 9; i++) dt[i] = t->bf16 && i < 3 ? DSPY_DTYPE_BF16 : DSPY_DTYPE_F32;
@@ -96,21 +100,23 @@ static double attention_ms(dspy_trainable *t, int T) {
     if (o->fill(be, dspy_bt(be, start, T, DSPY_DTYPE_F32), 0.0f)) goto done;
 #define FT(i) dspy_bt(be, p[i], (int64_t)sizes[i], dt[i])
     for (int r = 0; r < 4; r++) {
-        double t0 = now_s();
         dspy_tensor st = dspy_bt(be, start, T, DSPY_DTYPE_I32);
-        if (o->attention_train(be, FT(3), FT(4), FT(0), FT(1), FT(2), st, T, NH, NKV, HS) ||
-            o->attention_train_backward(be, FT(5), FT(6), FT(7), FT(8), FT(3), FT(4), FT(0), FT(1), FT(2), st, T, NH,
+        double t0 = now_s();
+        if (o->attention_train(be, FT(3), FT(4), FT(0), FT(1), FT(2), st, T, NH, NKV, HS) || o->sync(be)) goto done;
+        double t1 = now_s();
+        if (o->attention_train_backward(be, FT(5), FT(6), FT(7), FT(8), FT(3), FT(4), FT(0), FT(1), FT(2), st, T, NH,
                                         NKV, HS) ||
             o->sync(be))
             goto done;
-        if (r) v[r - 1] = 1e3 * (now_s() - t0);
+        if (r) vf[r - 1] = 1e3 * (t1 - t0), vb[r - 1] = 1e3 * (now_s() - t1);
     }
 #undef FT
-    ms = median3(v);
+    *fwd_ms = median3(vf), *bwd_ms = median3(vb);
+    rc = 0;
 done:
     for (int i = 0; i < 9; i++) o->free(be, p[i]);
     o->free(be, start);
-    return ms;
+    return rc;
 }
 
 /* Where a step of step_ms goes (see the file comment); prints {"bench": "T1_profile", ...}. */
@@ -125,12 +131,28 @@ static int profile_step(dspy_trainable *t, const dspy_train_seq *batch, int seqs
         if (dspy_trainable_step(t, &batch[0], 1e-3f, &ls, &nl)) return fail("profile (forward + backward)");
         fb[r] = 1e3 * (now_s() - t0);
     }
-    double fwd = median3(f), fwdbwd = median3(fb), att = attention_ms(t, batch[0].T);
-    if (att < 0) return fail("profile (attention)");
+    double fwd = median3(f), fwdbwd = median3(fb), af, ab, wf = 0, wb = 0;
+    int T = batch[0].T;
+    if (attention_ms(t, T, &af, &ab)) return fail("profile (attention)");
+    /* the same with the WMMA kernels the flash ones replaced (BF16 trainer, HS 64 / 128) */
+    if (t->bf16) {
+        setenv("DSPY_CUDA_TRAIN_ATTN", "wmma", 1);
+        int e = attention_ms(t, T, &wf, &wb);
+        unsetenv("DSPY_CUDA_TRAIN_ATTN");
+        if (e) return fail("profile (attention, wmma)");
+    }
     int L = t->cfg.num_hidden_layers;
+    double att = af + ab;
     printf("{\"bench\": \"T1_profile\", \"step_ms\": %.2f, \"fwd_ms_per_seq\": %.2f, \"fwd_bwd_ms_per_seq\": %.2f, "
            "\"rest_of_step_ms\": %.2f, \"attention_fwd_bwd_ms_per_layer\": %.3f, \"attention_ms_per_step\": %.2f}\n",
            step_ms, fwd, fwdbwd, step_ms - seqs * fwdbwd, att, att * L * seqs);
+    /* causal FLOPs of one layer: forward 2 T^2 NH HS (two products over half the T x T scores),
+     * backward 2.5 x that (five products) */
+    const dspy_model_config *c = &t->cfg;
+    double ff = 2.0 * T * (double)T * c->num_attention_heads * c->head_dim, fb_ = 2.5 * ff;
+    printf("{\"bench\": \"T1_attention\", \"T\": %d, \"fwd_ms\": %.3f, \"bwd_ms\": %.3f, \"fwd_tflops\": %.1f, "
+           "\"bwd_tflops\": %.1f, \"wmma_fwd_ms\": %.3f, \"wmma_bwd_ms\": %.3f}\n",
+           T, af, ab, ff / (af * 1e9), fb_ / (ab * 1e9), wf, wb);
     return 0;
 }
 

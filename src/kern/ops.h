@@ -242,7 +242,8 @@ typedef struct dspy_ops {
                                             int HS);
 
     /* Backward of swiglu (ld == I): OVERWRITES dgate, dup (N, I) from dout (N, I); dgate may
-     * equal dout. */
+     * equal dout. CUDA: dgate and dup may both be BF16 (the mixed-precision trainer's GEMM
+     * operands; then neither may overlap dout). */
     dspy_status (*swiglu_backward)(dspy_backend *be, dspy_tensor dgate, dspy_tensor dup, dspy_tensor dout,
                                    dspy_tensor gate, dspy_tensor up, int N, int I);
 

@@ -125,7 +125,7 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
         st = dspy_fail_wrap(st, "train step: %zu MiB of activations for %d tokens", n * sizeof(float) >> 20, (int)T);
     if (!st) st = be->ops->alloc(be, sizeof(int32_t) * ni, (void **)&w->iblock);
     if (!st) st = be->ops->alloc(be, sizeof(double) * (size_t)slots, (void **)&w->loss_dev);
-    size_t nxb = 0, ngb = 0, nq = 0, nkv = 0;
+    size_t nxb = 0, ngb = 0, nq = 0, nkv = 0, nxn = 0, nh = 0;
     if (t->bf16) {
         /* xb: the widest linear input, T rows (lm_head's M <= T rows of C included); gb: the
          * widest output gradient, or one CE_ROWS chunk of dlogits; each 256-byte aligned */
@@ -142,7 +142,14 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
         if ((size_t)CE_ROWS * (size_t)c->vocab_size > ngb) ngb = (size_t)CE_ROWS * (size_t)c->vocab_size;
         nq = ((size_t)T * (size_t)c->num_attention_heads * (size_t)c->head_dim + 127) & ~(size_t)127;
         nkv = ((size_t)T * (size_t)c->num_key_value_heads * (size_t)c->head_dim + 127) & ~(size_t)127;
-        size_t n16 = nxb + ngb + (size_t)c->num_hidden_layers * (nq + 2 * nkv);
+        /* without LoRA the layers also keep their BF16 norm and SwiGLU outputs (bf16_acts; the
+         * environment's DSPY_TRAIN_BF16_ACTS=0 keeps the F32 outputs and their casts instead, for
+         * comparisons) */
+        const char *env = getenv("DSPY_TRAIN_BF16_ACTS");
+        bool acts16 = !t->lora_on && !(env && strcmp(env, "0") == 0);
+        nxn = acts16 ? ((size_t)T * (size_t)c->hidden_size + 127) & ~(size_t)127 : 0;
+        nh = acts16 ? ((size_t)T * (size_t)c->intermediate_size + 127) & ~(size_t)127 : 0;
+        size_t n16 = nxb + ngb + (size_t)c->num_hidden_layers * (nq + 2 * nkv + 2 * nxn + nh);
         if (!st && (st = be->ops->alloc(be, sizeof(uint16_t) * n16, (void **)&w->b16)))
             st = dspy_fail_wrap(st, "train step: %zu MiB of BF16 scratch for %d tokens", n16 * sizeof(uint16_t) >> 20,
                                 (int)T);
@@ -161,6 +168,9 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
             w->acts[l].qb = cur, cur += nq;
             w->acts[l].kb = cur, cur += nkv;
             w->acts[l].vb = cur, cur += nkv;
+            w->acts[l].xnb[0] = nxn ? cur : NULL, cur += nxn;
+            w->acts[l].xnb[1] = nxn ? cur : NULL, cur += nxn;
+            w->acts[l].hb = nh ? cur : NULL, cur += nh;
         }
     }
     w->ids = w->iblock, w->start = w->ids + T, w->pos = w->start + T, w->rows = w->pos + T, w->targets = w->rows + T;
@@ -230,9 +240,10 @@ static uint64_t dropout_key(const dspy_trainable *t, int layer, int lin) {
 
 /* y (T, out) = x (T, in) W^T + b, plus the LoRA path when on (saving its scaled intermediate).
  * Mixed precision: cast_x casts x into work.xb first; false when xb already holds x (the
- * previous linear of the group had the same input). */
-static dspy_status linear_fwd(dspy_trainable *t, int l, int lin, float *y, const float *x, int T, bool train,
-                              bool cast_x) {
+ * previous linear of the group had the same input); xb16, when given, is x already in BF16
+ * (bf16_acts: x itself is then unused). */
+static dspy_status linear_fwd16(dspy_trainable *t, int l, int lin, float *y, const float *x, const uint16_t *xb16,
+                                int T, bool train, bool cast_x) {
     dspy_backend *be = t->be;
     const dspy_ops *o = be->ops;
     train_layer *L = &t->layers[l];
@@ -241,9 +252,9 @@ static dspy_status linear_fwd(dspy_trainable *t, int l, int lin, float *y, const
     dspy_train_lin_dims(&t->cfg, lin, &in, &out);
     dspy_tensor bias = L->b[lin] ? F(L->b[lin], out) : NONE;
     if (t->bf16) {
-        if (cast_x) DSPY_TRY(o->cast(be, B16(w->xb, T * in), F((float *)x, T * in)));
-        DSPY_TRY(o->linear(be, F(y, T * out), B16(w->xb, T * in), B16(L->w16[lin], out * in), bias, T, in, out,
-                           false));
+        uint16_t *xb = xb16 ? (uint16_t *)xb16 : w->xb;
+        if (cast_x && !xb16) DSPY_TRY(o->cast(be, B16(w->xb, T * in), F((float *)x, T * in)));
+        DSPY_TRY(o->linear(be, F(y, T * out), B16(xb, T * in), B16(L->w16[lin], out * in), bias, T, in, out, false));
     } else {
         DSPY_TRY(o->linear(be, F(y, T * out), F((float *)x, T * in), F(L->w[lin], out * in), bias, T, in, out, false));
     }
@@ -262,11 +273,17 @@ static dspy_status linear_fwd(dspy_trainable *t, int l, int lin, float *y, const
     return o->add(be, F(y, T * out), F(w->ltmp, T * out));
 }
 
+static dspy_status linear_fwd(dspy_trainable *t, int l, int lin, float *y, const float *x, int T, bool train,
+                              bool cast_x) {
+    return linear_fwd16(t, l, lin, y, x, NULL, T, train, cast_x);
+}
+
 /* Backward of linear_fwd: dx (T, in) += dy W (+ the LoRA path); weight, bias and adapter
  * gradients accumulate where trainable. Mixed precision: dy is cast into work.gb, and x into
- * work.xb when cast_x (as linear_fwd; only the weight gradient reads it). */
-static dspy_status linear_bwd(dspy_trainable *t, int l, int lin, float *dx, const float *dy, const float *x, int T,
-                              bool cast_x) {
+ * work.xb when cast_x (as linear_fwd; only the weight gradient reads it); xb16 / dyb16, when
+ * given, are x / dy already in BF16 (bf16_acts; dyb16 only for a linear without bias). */
+static dspy_status linear_bwd16(dspy_trainable *t, int l, int lin, float *dx, const float *dy, const float *x,
+                                const uint16_t *xb16, const uint16_t *dyb16, int T, bool cast_x) {
     dspy_backend *be = t->be;
     const dspy_ops *o = be->ops;
     train_layer *L = &t->layers[l];
@@ -275,10 +292,13 @@ static dspy_status linear_bwd(dspy_trainable *t, int l, int lin, float *dx, cons
     dspy_train_lin_dims(&t->cfg, lin, &in, &out);
     dspy_tensor dbias = L->b[lin] && L->gb[lin] ? F(L->gb[lin], out) : NONE;
     if (t->bf16) {
-        if (cast_x && L->gw[lin]) DSPY_TRY(o->cast(be, B16(w->xb, T * in), F((float *)x, T * in)));
-        DSPY_TRY(o->cast(be, B16(w->gb, T * out), F((float *)dy, T * out)));
+        uint16_t *xb = xb16 ? (uint16_t *)xb16 : w->xb, *gb = dyb16 ? (uint16_t *)dyb16 : w->gb;
+        if (dyb16 && dbias.data)
+            return dspy_fail(DSPY_ERR_ARG, "train step: a BF16 output gradient for a linear with a bias");
+        if (cast_x && !xb16 && L->gw[lin]) DSPY_TRY(o->cast(be, B16(w->xb, T * in), F((float *)x, T * in)));
+        if (!dyb16) DSPY_TRY(o->cast(be, B16(w->gb, T * out), F((float *)dy, T * out)));
         DSPY_TRY(o->linear_backward(be, F(dx, T * in), L->gw[lin] ? F(L->gw[lin], out * in) : NONE, NONE,
-                                    B16(w->gb, T * out), B16(w->xb, T * in), B16(L->w16[lin], out * in), T, in, out));
+                                    B16(gb, T * out), B16(xb, T * in), B16(L->w16[lin], out * in), T, in, out));
         if (dbias.data) /* summed from the F32 gradient */
             DSPY_TRY(o->linear_backward(be, NONE, NONE, dbias, F((float *)dy, T * out), NONE, NONE, T, in, out));
     } else {
@@ -308,6 +328,11 @@ static dspy_status linear_bwd(dspy_trainable *t, int l, int lin, float *dx, cons
                               F(a->A, r * in), T, in, r);
 }
 
+static dspy_status linear_bwd(dspy_trainable *t, int l, int lin, float *dx, const float *dy, const float *x, int T,
+                              bool cast_x) {
+    return linear_bwd16(t, l, lin, dx, dy, x, NULL, NULL, T, cast_x);
+}
+
 /* ---- the pass --------------------------------------------------------------------------- */
 
 static dspy_status forward_layers(dspy_trainable *t, const dspy_train_seq *s, bool train) {
@@ -326,10 +351,15 @@ static dspy_status forward_layers(dspy_trainable *t, const dspy_train_seq *s, bo
         train_layer *L = &t->layers[l];
         layer_acts *a = &w->acts[l];
         float *xout = l + 1 < c->num_hidden_layers ? w->acts[l + 1].xin : w->xfin; /* (T, C) */
-        DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps));
-        DSPY_TRY(linear_fwd(t, l, LIN_Q, a->q, w->xn, T, train, true));                             /* (T, NH, HS) */
-        DSPY_TRY(linear_fwd(t, l, LIN_K, a->k, w->xn, T, train, false));                             /* (T, NKV, HS) */
-        DSPY_TRY(linear_fwd(t, l, LIN_V, a->v, w->xn, T, train, false));                             /* (T, NKV, HS) */
+        /* bf16_acts: the norm and SwiGLU outputs are written in BF16 straight into this layer's
+         * saved copies, which the GEMMs read (no F32 copy, no cast) and the backward reuses */
+        const bool ba = t->bf16 && a->hb; /* the copies outlive a switch back to F32 */
+        uint16_t *xn0 = ba ? a->xnb[0] : NULL, *xn1 = ba ? a->xnb[1] : NULL, *hb = ba ? a->hb : NULL;
+        if (ba) DSPY_TRY(o->rmsnorm(be, B16(xn0, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps));
+        else DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps));
+        DSPY_TRY(linear_fwd16(t, l, LIN_Q, a->q, w->xn, xn0, T, train, true));                      /* (T, NH, HS) */
+        DSPY_TRY(linear_fwd16(t, l, LIN_K, a->k, w->xn, xn0, T, train, false));                     /* (T, NKV, HS) */
+        DSPY_TRY(linear_fwd16(t, l, LIN_V, a->v, w->xn, xn0, T, train, false));                     /* (T, NKV, HS) */
         DSPY_TRY(o->rope(be, F(a->q, T * Q), pos, inv_freq, T, NH, HS));
         DSPY_TRY(o->rope(be, F(a->k, T * KV), pos, inv_freq, T, NKV, HS));
         if (t->bf16) { /* the tensor-core attention reads BF16 copies (kept for the backward pass) */
@@ -344,11 +374,13 @@ static dspy_status forward_layers(dspy_trainable *t, const dspy_train_seq *s, bo
         }
         DSPY_TRY(linear_fwd(t, l, LIN_O, a->xmid, a->att, T, train, true));                         /* o (T, C) */
         DSPY_TRY(o->add(be, F(a->xmid, T * C), F(a->xin, T * C)));                            /* x + o */
-        DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xmid, T * C), F(L->mlp_norm, C), T, C, eps));
-        DSPY_TRY(linear_fwd(t, l, LIN_GATE, a->gate, w->xn, T, train, true));                       /* (T, I) */
-        DSPY_TRY(linear_fwd(t, l, LIN_UP, a->up, w->xn, T, train, false));                           /* (T, I) */
-        DSPY_TRY(o->swiglu(be, F(w->h, T * I), F(a->gate, T * I), F(a->up, T * I), T, I, I));
-        DSPY_TRY(linear_fwd(t, l, LIN_DOWN, xout, w->h, T, train, true));                           /* mlp (T, C) */
+        if (ba) DSPY_TRY(o->rmsnorm(be, B16(xn1, T * C), F(a->xmid, T * C), F(L->mlp_norm, C), T, C, eps));
+        else DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xmid, T * C), F(L->mlp_norm, C), T, C, eps));
+        DSPY_TRY(linear_fwd16(t, l, LIN_GATE, a->gate, w->xn, xn1, T, train, true));                /* (T, I) */
+        DSPY_TRY(linear_fwd16(t, l, LIN_UP, a->up, w->xn, xn1, T, train, false));                   /* (T, I) */
+        if (ba) DSPY_TRY(o->swiglu(be, B16(hb, T * I), F(a->gate, T * I), F(a->up, T * I), T, I, I));
+        else DSPY_TRY(o->swiglu(be, F(w->h, T * I), F(a->gate, T * I), F(a->up, T * I), T, I, I));
+        DSPY_TRY(linear_fwd16(t, l, LIN_DOWN, xout, w->h, hb, T, train, true));                 /* mlp (T, C) */
         DSPY_TRY(o->add(be, F(xout, T * C), F(a->xmid, T * C)));
     }
     return DSPY_OK;
@@ -369,15 +401,31 @@ static dspy_status backward_layers(dspy_trainable *t, const dspy_train_seq *s) {
         train_layer *L = &t->layers[l];
         layer_acts *a = &w->acts[l];
         /* MLP: x_out = xmid + down(swiglu(gate(xn), up(xn))), xn = rms(xmid). */
-        DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xmid, T * C), F(L->mlp_norm, C), T, C, eps));
-        DSPY_TRY(o->swiglu(be, F(w->h, T * I), F(a->gate, T * I), F(a->up, T * I), T, I, I));
+        /* bf16_acts: the forward's BF16 norm and SwiGLU outputs replace the recomputation (and its
+         * casts); without gate/up biases, swiglu_backward writes dgate and dup in BF16 (into
+         * w->dup's memory, two (T, I) BF16 halves), the GEMMs' operands, and no F32 copy. */
+        const bool ba = t->bf16 && a->hb, mlp16 = ba && !L->b[LIN_GATE] && !L->b[LIN_UP];
+        uint16_t *xn0 = ba ? a->xnb[0] : NULL, *xn1 = ba ? a->xnb[1] : NULL, *hb = ba ? a->hb : NULL;
+        if (!ba) {
+            DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xmid, T * C), F(L->mlp_norm, C), T, C, eps));
+            DSPY_TRY(o->swiglu(be, F(w->h, T * I), F(a->gate, T * I), F(a->up, T * I), T, I, I));
+        }
         DSPY_TRY(o->fill(be, F(w->dh, T * I), 0.0f));
-        DSPY_TRY(linear_bwd(t, l, LIN_DOWN, w->dh, w->dx, w->h, T, true));                          /* dh (T, I) */
-        DSPY_TRY(o->swiglu_backward(be, F(w->dh, T * I), F(w->dup, T * I), F(w->dh, T * I), F(a->gate, T * I),
-                                    F(a->up, T * I), T, I));                                  /* dgate in dh */
-        DSPY_TRY(o->fill(be, F(w->dxn, T * C), 0.0f));
-        DSPY_TRY(linear_bwd(t, l, LIN_GATE, w->dxn, w->dh, w->xn, T, true));
-        DSPY_TRY(linear_bwd(t, l, LIN_UP, w->dxn, w->dup, w->xn, T, false));
+        DSPY_TRY(linear_bwd16(t, l, LIN_DOWN, w->dh, w->dx, w->h, hb, NULL, T, true));          /* dh (T, I) */
+        if (mlp16) {
+            uint16_t *dgb = (uint16_t *)w->dup, *dub = dgb + (size_t)T * I;
+            DSPY_TRY(o->swiglu_backward(be, B16(dgb, T * I), B16(dub, T * I), F(w->dh, T * I), F(a->gate, T * I),
+                                        F(a->up, T * I), T, I));
+            DSPY_TRY(o->fill(be, F(w->dxn, T * C), 0.0f));
+            DSPY_TRY(linear_bwd16(t, l, LIN_GATE, w->dxn, NULL, NULL, xn1, dgb, T, false));
+            DSPY_TRY(linear_bwd16(t, l, LIN_UP, w->dxn, NULL, NULL, xn1, dub, T, false));
+        } else {
+            DSPY_TRY(o->swiglu_backward(be, F(w->dh, T * I), F(w->dup, T * I), F(w->dh, T * I), F(a->gate, T * I),
+                                        F(a->up, T * I), T, I));                              /* dgate in dh */
+            DSPY_TRY(o->fill(be, F(w->dxn, T * C), 0.0f));
+            DSPY_TRY(linear_bwd16(t, l, LIN_GATE, w->dxn, w->dh, w->xn, xn1, NULL, T, true));
+            DSPY_TRY(linear_bwd16(t, l, LIN_UP, w->dxn, w->dup, w->xn, xn1, NULL, T, false));
+        }
         DSPY_TRY(o->rmsnorm_backward(be, F(w->dx, T * C), L->g_mlp_norm ? F(L->g_mlp_norm, C) : NONE,
                                      F(w->dxn, T * C), F(a->xmid, T * C), F(L->mlp_norm, C), T, C, eps)); /* d xmid */
         /* Attention: xmid = xin + o(attn(rope(q(xn)), rope(k(xn)), v(xn))), xn = rms(xin). */
@@ -391,11 +439,11 @@ static dspy_status backward_layers(dspy_trainable *t, const dspy_train_seq *s) {
                                              I32(w->start, T), T, NH, NKV, HS));
         DSPY_TRY(o->rope_backward(be, F(w->dq, T * Q), pos, inv_freq, T, NH, HS));
         DSPY_TRY(o->rope_backward(be, F(w->dk, T * KV), pos, inv_freq, T, NKV, HS));
-        DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps));
+        if (!ba) DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps));
         DSPY_TRY(o->fill(be, F(w->dxn, T * C), 0.0f));
-        DSPY_TRY(linear_bwd(t, l, LIN_Q, w->dxn, w->dq, w->xn, T, true));
-        DSPY_TRY(linear_bwd(t, l, LIN_K, w->dxn, w->dk, w->xn, T, false));
-        DSPY_TRY(linear_bwd(t, l, LIN_V, w->dxn, w->dv, w->xn, T, false));
+        DSPY_TRY(linear_bwd16(t, l, LIN_Q, w->dxn, w->dq, w->xn, xn0, NULL, T, true));
+        DSPY_TRY(linear_bwd16(t, l, LIN_K, w->dxn, w->dk, w->xn, xn0, NULL, T, false));
+        DSPY_TRY(linear_bwd16(t, l, LIN_V, w->dxn, w->dv, w->xn, xn0, NULL, T, false));
         DSPY_TRY(o->rmsnorm_backward(be, F(w->dx, T * C), L->g_attn_norm ? F(L->g_attn_norm, C) : NONE,
                                      F(w->dxn, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps)); /* d xin */
     }

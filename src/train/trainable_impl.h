@@ -39,6 +39,9 @@ typedef struct layer_acts {
     float *lu[LIN_COUNT];/* (T, r) scaled LoRA intermediates (alpha/r) A dropout(x) */
     uint16_t *qb, *kb, *vb; /* mixed precision: BF16 copies of q, k (after RoPE) and v, what the
                                tensor-core attention and its backward read */
+    uint16_t *xnb[2];    /* mixed precision without LoRA: (T, C) BF16 RMSNorm outputs (attention,
+                            MLP), the GEMMs' inputs forward and for the weight gradients */
+    uint16_t *hb;        /* the same: (T, I) BF16 SwiGLU output, the down projection's input */
 } layer_acts;
 
 /* Work buffers for sequences of up to `cap` tokens, in the backend's memory (planned once;
@@ -59,7 +62,7 @@ typedef struct train_work {
     float *xd, *dxd;               /* (T, max in) dropped LoRA input and its gradient */
     float *du;                     /* (T, r) */
     uint16_t *b16;                 /* mixed precision only: one allocation holding xb, gb and
-                                      every layer's qb, kb, vb */
+                                      every layer's qb, kb, vb (and xnb, hb without LoRA) */
     uint16_t *xb;                  /* (T, max(in)) BF16: the input of the linear being computed */
     uint16_t *gb;                  /* (max(T * max(out), CE_ROWS * V)) BF16: its output gradient */
     int32_t *iblock;               /* (5, cap) on the backend: ids, start, pos, rows, targets */

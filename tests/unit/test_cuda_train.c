@@ -65,6 +65,15 @@ static void test_bf16_full(void) {
     pair_run(&c, k_cuda, true, &k_bf16);
 }
 
+/* The same with the F32 norm / SwiGLU outputs and their casts (DSPY_TRAIN_BF16_ACTS=0, read when
+ * the work buffers are planned, i.e. by a fresh trainable) instead of the BF16 saved copies. */
+static void test_bf16_full_f32_acts(void) {
+    pair_case c = {"bf16-full-f32-acts", false, 0.0f, 0.0, 0.01, true};
+    setenv("DSPY_TRAIN_BF16_ACTS", "0", 1);
+    pair_run(&c, k_cuda, true, &k_bf16);
+    unsetenv("DSPY_TRAIN_BF16_ACTS");
+}
+
 static void test_bf16_lora(void) {
     pair_case c = {"bf16-lora-dropout", true, 0.1f, 0.0, 0.01, true};
     pair_run(&c, k_cuda, true, &k_bf16);
@@ -318,6 +327,7 @@ int main(void) {
         RUN(test_lora_dropout);
         RUN(test_planned);
         RUN(test_bf16_full);
+        RUN(test_bf16_full_f32_acts);
         RUN(test_bf16_lora);
         RUN(test_bf16_cpu_refused);
     }

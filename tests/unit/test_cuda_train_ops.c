@@ -15,7 +15,8 @@
  *     distance to it is printed beside.
  *   dropout, scale and adamw: bit-identical (the same mask function; separately rounded
  *     operations in the same order).
- *   attention_train / _backward with BF16 q, k, v (tensor cores) against the CPU on the same
+ *   attention_train / _backward with BF16 q, k, v (tensor cores: the flash kernels for HS 64 and
+ *     128, the WMMA kernels otherwise and under DSPY_CUDA_TRAIN_ATTN=wmma) against the CPU on the same
  *     BF16-rounded values: out, dq, dk, dv 1e-2 (P, dS and dout are rounded to BF16 inside),
  *     lse 1e-5.
  * OVERWRITE outputs are poisoned (NaN) first and must come back finite; += outputs start from
@@ -254,8 +255,29 @@ static void test_swiglu_backward(void) {
     expect_close("swiglu_backward dgate == dout", hg2, rg, (size_t)n, 1e-5);
     CHECK_STATUS(G->ops->swiglu_backward(G, gdg, gdg, gd, gg, gu, N, I), DSPY_ERR_ARG);
     CHECK_CONTAINS(dspy_errmsg(), "dgate and dup are the same memory");
-    free(g), free(u), free(d), free(rg), free(ru), free(hg), free(hu), free(hg2);
-    dev_free(gg), dev_free(gu), dev_free(gd), dev_free(gdg), dev_free(gdu);
+    /* BF16 outputs (the mixed-precision trainer): the F32 results rounded once, so within one
+     * BF16 rounding (2^-8 relative) of the CPU's; overlapping dout is refused */
+    dspy_tensor bg = dev_alloc(DSPY_DTYPE_BF16, n), bu = dev_alloc(DSPY_DTYPE_BF16, n);
+    dev_free(gd);
+    gd = up(d, n); /* the in-place call above overwrote dout */
+    CHECK_OK(G->ops->swiglu_backward(G, bg, bu, gd, gg, gu, N, I));
+    uint16_t *b16 = malloc(sizeof(uint16_t) * 2 * (size_t)n);
+    float *bf = malloc(sizeof(float) * 2 * (size_t)n);
+    CHECK_OK(G->ops->copy(G, b16, bg.data, sizeof(uint16_t) * (size_t)n, DSPY_COPY_D2H));
+    CHECK_OK(G->ops->copy(G, b16 + n, bu.data, sizeof(uint16_t) * (size_t)n, DSPY_COPY_D2H));
+    CHECK_OK(G->ops->sync(G));
+    for (int64_t i = 0; i < 2 * n; i++) bf[i] = dspy_bf16_to_f32(b16[i]);
+    expect_close("swiglu_backward BF16 dgate", bf, rg, (size_t)n, 4e-3);
+    expect_close("swiglu_backward BF16 dup", bf + n, ru, (size_t)n, 4e-3);
+    size_t bad = 0; /* each value is the device's F32 result rounded to nearest: within half a BF16 ulp */
+    for (int64_t i = 0; i < n; i++)
+        bad += (fabsf(bf[i] - hg[i]) > fabsf(hg[i]) * (1.0f / 256.0f)) + (fabsf(bf[n + i] - hu[i]) > fabsf(hu[i]) * (1.0f / 256.0f));
+    CHECK(bad == 0);
+    dspy_tensor gd_lo = dspy_bt(G, gd.data, n, DSPY_DTYPE_BF16);
+    CHECK_STATUS(G->ops->swiglu_backward(G, gd_lo, bu, gd, gg, gu, N, I), DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "overlap dout");
+    free(g), free(u), free(d), free(rg), free(ru), free(hg), free(hu), free(hg2), free(b16), free(bf);
+    dev_free(gg), dev_free(gu), dev_free(gd), dev_free(gdg), dev_free(gdu), dev_free(bg), dev_free(bu);
 }
 
 /* ---- embedding_backward, scatter_add_rows ------------------------------------------------- */
@@ -574,6 +596,23 @@ static void test_attention_train_bf16(void) {
     one_attention_bf16("attention_train BF16 T=1", 2, 1, 64, 1, l1);
     int lmany[8] = {1, 2, 3, 64, 1, 40, 33, 7};
     one_attention_bf16("attention_train BF16 NH=2 NKV=1 HS=32 8 examples", 2, 1, 32, 8, lmany);
+    /* the flash kernels (HS 64 and 128): odd lengths, examples starting and ending inside tiles
+     * (rows whose first key tile is entirely another example's), a Llama-sized KV group of 4
+     * (dk, dv summed atomically) and one without grouping (written directly), many key tiles */
+    int lodd[7] = {1, 63, 64, 65, 127, 3, 200};
+    one_attention_bf16("attention_train BF16 flash NH=4 NKV=1 HS=64 odd packed", 4, 1, 64, 7, lodd);
+    int l128[4] = {33, 150, 1, 90};
+    one_attention_bf16("attention_train BF16 flash NH=4 NKV=2 HS=128 packed", 4, 2, 128, 4, l128);
+    one_attention_bf16("attention_train BF16 flash NH=3 NKV=3 HS=64 odd packed", 3, 3, 64, 7, lodd);
+    int llong[3] = {1000, 1041, 7};
+    one_attention_bf16("attention_train BF16 flash NH=8 NKV=2 HS=64 long", 8, 2, 64, 3, llong);
+    int l1k[1] = {1029};
+    one_attention_bf16("attention_train BF16 flash NH=2 NKV=1 HS=128 one long example", 2, 1, 128, 1, l1k);
+    /* the WMMA kernels on the shapes the flash kernels take by default */
+    setenv("DSPY_CUDA_TRAIN_ATTN", "wmma", 1);
+    one_attention_bf16("attention_train BF16 wmma NH=4 NKV=1 HS=64 odd packed", 4, 1, 64, 7, lodd);
+    one_attention_bf16("attention_train BF16 wmma NH=4 NKV=2 HS=128 packed", 4, 2, 128, 4, l128);
+    unsetenv("DSPY_CUDA_TRAIN_ATTN");
 }
 
 static void test_attention_train(void) {

@@ -68,4 +68,17 @@ dspy_status dspy_cu_attention_train_backward_tc(dspy_backend *be, float *dq, flo
                                                 const float *lse, const float *D, const bf16 *q, const bf16 *k,
                                                 const bf16 *v, const int32_t *start, int T, int NH, int NKV, int HS);
 
+/* train_attention_fa.cu: the same two ops in the FlashAttention-2 arrangement (mma.sync, register
+ * softmax, cp.async double buffering) for HS 64 or 128 with 16-byte aligned tensors. fits says
+ * whether it takes the call (DSPY_CUDA_TRAIN_ATTN=wmma sends every call to the kernels above).
+ * The backward computes D into D (T * NH) itself and uses dq as scratch before writing it. */
+dspy_status dspy_cu_train_fa_setup(dspy_backend *be);
+bool dspy_cu_train_fa_fits(int T, int HS, const void *const *ptrs, int n);
+dspy_status dspy_cu_attention_train_fa(dspy_backend *be, float *out, float *lse, const bf16 *q, const bf16 *k,
+                                       const bf16 *v, const int32_t *start, int T, int NH, int NKV, int HS);
+dspy_status dspy_cu_attention_train_backward_fa(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout,
+                                                const float *out, const float *lse, float *D, const bf16 *q,
+                                                const bf16 *k, const bf16 *v, const int32_t *start, int T, int NH,
+                                                int NKV, int HS);
+
 #endif

@@ -25,6 +25,10 @@
  * Accuracy: F32 throughout, the same formulas as the CPU reference (kern/cpu/attention_train.c)
  * in a different summation order: ~1e-6 relative. start is not validated here (that would
  * need the host to read it back); a row whose start is after it sees no keys and gets NaN.
+ *
+ * BF16 q, k, v (the mixed-precision trainer) go to the tensor cores: train_attention_fa.cu
+ * (FlashAttention-2 arrangement, mma.sync) for head size 64 or 128 with 16-byte aligned tensors
+ * and a dq that overlaps no input, train_attention_tc.cu (WMMA) for the rest.
  */
 #include "kern/cuda/train.cuh"
 
@@ -387,7 +391,8 @@ dspy_status dspy_cu_train_setup(dspy_backend *be) {
     TA_SMEM(k_att_bwd_dq<64>, dq_smem<64>());
     TA_SMEM(k_att_bwd_dq<128>, dq_smem<128>());
 #undef TA_SMEM
-    return dspy_cu_train_tc_setup(be);
+    DSPY_TRY(dspy_cu_train_tc_setup(be));
+    return dspy_cu_train_fa_setup(be);
 }
 
 /* Shape checks shared by both entries. */
@@ -415,6 +420,11 @@ dspy_status dspy_cu_attention_train(dspy_backend *be, dspy_tensor out, dspy_tens
     CU_NEED(op, "start", start, DSPY_DTYPE_I32, T);
     DSPY_TRY(check_heads(op, T, NH, NKV, HS));
     if (T == 0) return DSPY_OK;
+    const void *fa_ptrs[] = {out.data, q.data, k.data, v.data};
+    if (it == DSPY_DTYPE_BF16 && dspy_cu_train_fa_fits(T, HS, fa_ptrs, 4))
+        return dspy_cu_attention_train_fa(be, (float *)out.data, (float *)lse.data, (const bf16 *)q.data,
+                                          (const bf16 *)k.data, (const bf16 *)v.data, (const int32_t *)start.data, T,
+                                          NH, NKV, HS);
     if (it == DSPY_DTYPE_BF16)
         return dspy_cu_attention_train_tc(be, (float *)out.data, (float *)lse.data, (const bf16 *)q.data,
                                           (const bf16 *)k.data, (const bf16 *)v.data, (const int32_t *)start.data, T,
@@ -460,6 +470,20 @@ dspy_status dspy_cu_attention_train_backward(dspy_backend *be, dspy_tensor dq, d
     const float *g = (const float *)dout.data, *o = (const float *)out.data, *l = (const float *)lse.data;
     const float *qp = (const float *)q.data, *kp = (const float *)k.data, *vp = (const float *)v.data;
     const int32_t *sp = (const int32_t *)start.data;
+    /* the flash backward keeps dout in BF16 in dq's memory until its dq pass: not when dq
+     * overlaps an input */
+    const void *fa_ptrs[] = {dq.data, dk.data, dv.data, dout.data, out.data, q.data, k.data, v.data};
+    const char *q0 = (const char *)dq.data, *q1 = q0 + (size_t)T * NH * HS * sizeof(float);
+    bool dq_alone = true;
+    const dspy_tensor ins[] = {dout, out, lse, q, k, v, start};
+    for (size_t i = 0; i < sizeof ins / sizeof ins[0]; i++) {
+        const char *a0 = (const char *)ins[i].data, *a1 = a0 + (size_t)ins[i].n * dspy_dtype_size(ins[i].dtype);
+        if (a0 < q1 && a1 > q0) dq_alone = false;
+    }
+    if (it == DSPY_DTYPE_BF16 && dq_alone && dspy_cu_train_fa_fits(T, HS, fa_ptrs, 8))
+        return dspy_cu_attention_train_backward_fa(be, (float *)dq.data, (float *)dk.data, (float *)dv.data, g, o, l,
+                                                   D, (const bf16 *)q.data, (const bf16 *)k.data,
+                                                   (const bf16 *)v.data, sp, T, NH, NKV, HS);
     DSPY_TRY(cu_launch(be, "attention_train_backward (D)", k_att_rowdot, cu_blocks(rows, TA_THREADS / 32), TA_THREADS,
                        0, D, g, o, rows, HS));
     if (it == DSPY_DTYPE_BF16)

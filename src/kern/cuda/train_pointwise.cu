@@ -146,15 +146,21 @@ dspy_status dspy_cu_rmsnorm_backward(dspy_backend *be, dspy_tensor dinp, dspy_te
 
 /* ---- SwiGLU backward -------------------------------------------------------------------- */
 
-/* dgate may be dout (so may dup): each element's inputs are read before its outputs are written. */
-static __global__ void k_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
-                                  int64_t n) {
+/* dgate may be dout (so may dup): each element's inputs are read before its outputs are written.
+ * OT: float, or bf16 (the mixed-precision trainer's GEMM operands; then no aliasing). */
+template <typename OT>
+static __global__ void k_swiglu_backward(OT *dgate, OT *dup, const float *dout, const float *gate, const float *up,
+                                         int64_t n) {
     griddep_wait();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         float g = gate[i], d = dout[i], u = up[i];
         float sg = 1.0f / (1.0f + expf(-g));
-        dup[i] = d * g * sg;
-        dgate[i] = d * u * sg * (1.0f + g * (1.0f - sg));
+        float du = d * g * sg, dg = d * u * sg * (1.0f + g * (1.0f - sg));
+        if constexpr (sizeof(OT) == 2) {
+            dup[i] = f2bf(du), dgate[i] = f2bf(dg);
+        } else {
+            dup[i] = du, dgate[i] = dg;
+        }
     }
 }
 
@@ -163,15 +169,25 @@ dspy_status dspy_cu_swiglu_backward(dspy_backend *be, dspy_tensor dgate, dspy_te
     CU_ENTER(be);
     const char *op = "swiglu_backward";
     int64_t n = (int64_t)N * I;
-    CU_NEED(op, "dgate", dgate, DSPY_DTYPE_F32, n);
-    CU_NEED(op, "dup", dup, DSPY_DTYPE_F32, n);
+    CU_NEED2(op, "dgate", dgate, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, n);
+    CU_NEED(op, "dup", dup, dgate.dtype, n);
     CU_NEED(op, "dout", dout, DSPY_DTYPE_F32, n);
     CU_NEED(op, "gate", gate, DSPY_DTYPE_F32, n);
     CU_NEED(op, "up", up, DSPY_DTYPE_F32, n);
     if (n == 0) return DSPY_OK;
     if (dup.data == dgate.data)
         return dspy_fail(DSPY_ERR_ARG, "cuda %s: dgate and dup are the same memory", op);
-    return cu_launch(be, op, k_swiglu_backward, tr_grid(n), 256, 0, (float *)dgate.data, (float *)dup.data,
+    if (dgate.dtype == DSPY_DTYPE_BF16) {
+        /* BF16 outputs overlapping the F32 dout would overwrite inputs other threads still read */
+        const char *g0 = (const char *)dout.data, *g1 = g0 + n * (int64_t)sizeof(float);
+        const char *a0 = (const char *)dgate.data, *b0 = (const char *)dup.data;
+        const int64_t nb = n * (int64_t)sizeof(bf16);
+        if ((a0 < g1 && a0 + nb > g0) || (b0 < g1 && b0 + nb > g0))
+            return dspy_fail(DSPY_ERR_ARG, "cuda %s: BF16 dgate / dup overlap dout", op);
+        return cu_launch(be, op, k_swiglu_backward<bf16>, tr_grid(n), 256, 0, (bf16 *)dgate.data, (bf16 *)dup.data,
+                         (const float *)dout.data, (const float *)gate.data, (const float *)up.data, n);
+    }
+    return cu_launch(be, op, k_swiglu_backward<float>, tr_grid(n), 256, 0, (float *)dgate.data, (float *)dup.data,
                      (const float *)dout.data, (const float *)gate.data, (const float *)up.data, n);
 }
 

@@ -1,0 +1,564 @@
+/* train_attention_fa.cu — the BF16 training attention in the FlashAttention-2 arrangement
+ * (kern/ops.h attention_train / attention_train_backward with BF16 q, k, v, head size 64 or 128,
+ * 16-byte aligned rows; train_attention_tc.cu's WMMA kernels take every other BF16 shape).
+ *
+ * The same masks and outputs as train_attention.cu: packed examples, row t sees keys
+ * start[t] .. t; nothing of size T x T is stored; the backward recomputes the scores from q, k and
+ * the saved lse. Everything runs in registers at the level of the mma.sync m16n8k16 fragments
+ * (BF16 operands, F32 accumulators), as the inference prefill kernel (attention.cu) does: a CTA of
+ * 4 warps takes a tile of 64 rows, each warp 16 of them; the streamed tiles go through shared
+ * memory by cp.async, double-buffered, XOR-swizzled so that ldmatrix is conflict-free; the
+ * softmax is online in the log2 domain with the scale folded into the exponent's FMA
+ * (ex2.approx.ftz). Score and probability tiles never leave the registers: the accumulator
+ * fragment of S = A B^T is, element for element, the A fragment of the next product P V.
+ *
+ * Kernels (128 threads; grids put the heaviest tiles of the causal triangle first):
+ *   forward (NH, T/64): 64 query rows of one head; per 64-key tile S = Q K^T, the online
+ *            softmax, O += P V; out = O / l, lse = m + log l (natural log, scaled scores).
+ *   prep    one warp per (row, head): D = dout . out, dout rounded to BF16 into the first half
+ *            of dq (free until the dq pass writes it), and dk, dv zeroed when query heads
+ *            share a KV head (their partial sums are added atomically).
+ *   dk/dv   (NH, T/64): 64 keys of one query head over the query tiles that can see them:
+ *            S^T = K Q^T, dP^T = V dO^T, P^T = 2^(S^T scale log2e - lse log2e),
+ *            dS^T = P^T (dP^T - D); dV += P^T dO, dK += dS^T Q (the 4 query heads of a
+ *            Llama KV group are 4 CTAs: 4 x the parallelism of one CTA per KV head).
+ *   dq      (NH, T/64): 64 query rows over their key tiles: S, dP = dO V^T, dS, dQ += dS K.
+ * dq is written once (OVERWRITE); dk, dv too when NH == NKV, else summed over the group with
+ * atomic adds (F32, order not fixed: the CUDA trainer is within tolerance, not bitwise, as its
+ * embedding gradient already is).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kern/cuda/train.cuh"
+
+#define FA_LOG2E 1.4426950408889634f
+
+enum { FA_THREADS = 128, FA_TILE = 64 };
+
+/* ---- fragment-level helpers (the prefill kernel's, attention.cu) ----------------------------- */
+
+static __device__ __forceinline__ uint32_t fa_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+static __device__ __forceinline__ void fa_cp16(void *dst, const void *src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(fa_u32(dst)), "l"(src), "r"(valid ? 16 : 0));
+}
+static __device__ __forceinline__ void fa_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> static __device__ __forceinline__ void fa_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+static __device__ __forceinline__ void fa_ldm(uint32_t *r, const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(fa_u32(p)));
+}
+static __device__ __forceinline__ void fa_ldm_t(uint32_t *r, const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(fa_u32(p)));
+}
+
+/* d (16x8 F32) += a (16x16 BF16, row) * b (16x8 BF16, col). */
+static __device__ __forceinline__ void fa_mma(float *d, const uint32_t *a, const uint32_t *b) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                 "{%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+/* 2^x by MUFU.EX2 (~2 ulp; -inf gives 0, results below 2^-126 flush to 0). */
+static __device__ __forceinline__ float fa_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+static __device__ __forceinline__ uint32_t fa_pack(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *(uint32_t *)&v;
+}
+
+/* Byte offset of 16-byte chunk c of row r in a tile of CH chunks a row (XOR swizzle). */
+template <int CH> static __device__ __forceinline__ int fa_swz(int r, int c) { return (r * CH + (c ^ (r & 7))) * 16; }
+
+/* Rows [r0, r0 + 64) of head h of a (T, H, D) BF16 array into a swizzled (64, D) tile by
+ * cp.async; rows at or past T are zero-filled. */
+template <int D>
+static __device__ __forceinline__ void fa_load(char *dst, const bf16 *src, int r0, int T, int H, int h) {
+    constexpr int CH = D / 8;
+    for (int i = threadIdx.x; i < FA_TILE * CH; i += FA_THREADS) {
+        const int r = i / CH, c = i % CH, t = r0 + r;
+        const bool ok = t < T;
+        fa_cp16(dst + fa_swz<CH>(r, c), ok ? src + ((int64_t)t * H + h) * D + c * 8 : src, ok);
+    }
+}
+
+/* The same from an F32 array, rounded to BF16 (plain loads: once per CTA). */
+template <int D>
+static __device__ __forceinline__ void fa_load_f32(char *dst, const float *src, int r0, int T, int H, int h) {
+    constexpr int CH = D / 8;
+    for (int i = threadIdx.x; i < FA_TILE * CH; i += FA_THREADS) {
+        const int r = i / CH, c = i % CH, t = r0 + r;
+        uint4 w = make_uint4(0, 0, 0, 0);
+        if (t < T) {
+            const float4 *p = reinterpret_cast<const float4 *>(src + ((int64_t)t * H + h) * D + c * 8);
+            const float4 a = p[0], b = p[1];
+            w = make_uint4(fa_pack(a.x, a.y), fa_pack(a.z, a.w), fa_pack(b.x, b.y), fa_pack(b.z, b.w));
+        }
+        *reinterpret_cast<uint4 *>(dst + fa_swz<CH>(r, c)) = w;
+    }
+}
+
+/* s (16 x 64 as 8 n8 tiles) += A B^T: A the warp's 16 rows [w0, w0 + 16) of tile A (16 x D),
+ * B all 64 rows of tile B. */
+template <int D>
+static __device__ __forceinline__ void fa_abt(float (&s)[8][4], const char *A, int w0, const char *B) {
+    constexpr int CH = D / 8, KB = D / 16;
+    const int lane = threadIdx.x & 31, j = lane >> 3;
+#pragma unroll
+    for (int kk = 0; kk < KB; kk++) {
+        uint32_t a[4];
+        fa_ldm(a, A + fa_swz<CH>(w0 + (lane & 7) + (j & 1) * 8, kk * 2 + (lane >> 4)));
+#pragma unroll
+        for (int n2 = 0; n2 < 4; n2++) { /* B rows n2*16 .. +15: two n8 tiles */
+            uint32_t b[4];
+            fa_ldm(b, B + fa_swz<CH>(n2 * 16 + (lane & 7) + (j >> 1) * 8, kk * 2 + (j & 1)));
+            fa_mma(s[2 * n2], a, b);
+            fa_mma(s[2 * n2 + 1], a, b + 2);
+        }
+    }
+}
+
+/* acc (16 x D as D/8 n8 tiles) += P B: P (16 x 64) in the accumulator layout of fa_abt (rounded
+ * to BF16 here), B a (64, D) tile. */
+template <int D>
+static __device__ __forceinline__ void fa_pb(float (&acc)[D / 8][4], const float (&p)[8][4], const char *B) {
+    constexpr int CH = D / 8;
+    const int lane = threadIdx.x & 31, j = lane >> 3;
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) { /* P columns (B rows) kk*16 .. +15 */
+        uint32_t a[4];
+        a[0] = fa_pack(p[2 * kk][0], p[2 * kk][1]);
+        a[1] = fa_pack(p[2 * kk][2], p[2 * kk][3]);
+        a[2] = fa_pack(p[2 * kk + 1][0], p[2 * kk + 1][1]);
+        a[3] = fa_pack(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+#pragma unroll
+        for (int d2 = 0; d2 < D / 16; d2++) { /* pairs of n8 tiles of D */
+            uint32_t b[4];
+            fa_ldm_t(b, B + fa_swz<CH>(kk * 16 + (lane & 7) + (j & 1) * 8, d2 * 2 + (j >> 1)));
+            fa_mma(acc[2 * d2], a, b);
+            fa_mma(acc[2 * d2 + 1], a, b + 2);
+        }
+    }
+}
+
+template <int N, int M> static __device__ __forceinline__ void fa_zero(float (&x)[N][M]) {
+#pragma unroll
+    for (int i = 0; i < N; i++)
+#pragma unroll
+        for (int e = 0; e < M; e++) x[i][e] = 0.0f;
+}
+
+/* The causal block-diagonal mask on a score tile of fa_abt's layout whose columns are keys
+ * kb .. kb + 63: this thread's rows are ra (elements 0, 1) and rb (2, 3), starting at sa, sb. */
+static __device__ __forceinline__ void fa_mask_rows(float (&s)[8][4], int kb, int ra, int sa, int rb, int sb) {
+    const int t = threadIdx.x & 3;
+#pragma unroll
+    for (int n = 0; n < 8; n++) {
+        const int key = kb + n * 8 + 2 * t;
+        if (key < sa || key > ra) s[n][0] = -INFINITY;
+        if (key + 1 < sa || key + 1 > ra) s[n][1] = -INFINITY;
+        if (key < sb || key > rb) s[n][2] = -INFINITY;
+        if (key + 1 < sb || key + 1 > rb) s[n][3] = -INFINITY;
+    }
+}
+
+/* ---- forward ------------------------------------------------------------------------------ */
+
+template <int D> static constexpr size_t fa_tile_bytes() { return (size_t)FA_TILE * D * sizeof(bf16); }
+/* Q, K x 2, V x 2 */
+template <int D> static constexpr size_t fa_fwd_smem() { return 5 * fa_tile_bytes<D>(); }
+
+template <int D>
+static __global__ __launch_bounds__(FA_THREADS) void k_fa_fwd(float *__restrict__ out, float *__restrict__ lse,
+                                                              const bf16 *__restrict__ q, const bf16 *__restrict__ k,
+                                                              const bf16 *__restrict__ v,
+                                                              const int32_t *__restrict__ start, int T, int NH,
+                                                              int NKV, float scale_log2, float scale) {
+    constexpr int ND = D / 8, TB = FA_TILE * D * 2;
+    extern __shared__ __align__(128) char smem[];
+    char *sq = smem;
+#define SK(b) (smem + (1 + (b)) * TB)
+#define SV(b) (smem + (3 + (b)) * TB)
+    griddep_wait();
+    const int h = blockIdx.x, t0 = (gridDim.y - 1 - blockIdx.y) * FA_TILE, kvh = h / (NH / NKV);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, w0 = warp * 16;
+    const int last = min(t0 + FA_TILE, T) - 1;          /* the tile's last valid row */
+    const int kbeg = start[t0], nt = (last - kbeg) / FA_TILE + 1; /* keys kbeg .. last */
+    fa_load<D>(sq, q, t0, T, NH, h);
+    fa_load<D>(SK(0), k, kbeg, T, NKV, kvh);
+    fa_load<D>(SV(0), v, kbeg, T, NKV, kvh);
+    fa_commit();
+    /* this thread's rows (g and g + 8 of the warp's 16; rows past T take the last row's mask and
+     * are not written) and the warp's row and start ranges */
+    const int ra = min(t0 + w0 + g, last), rb = min(t0 + w0 + g + 8, last);
+    const int sa = start[ra], sb = start[rb];
+    const int wmin = min(t0 + w0, last), wmax = min(t0 + w0 + 15, last);
+    const int wst_min = start[wmin], wst_max = start[wmax];
+    float o[ND][4];
+    fa_zero(o);
+    float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.0f, l_b = 0.0f;
+    for (int it = 0; it < nt; it++) {
+        const int buf = it & 1, kb = kbeg + it * FA_TILE;
+        if (it + 1 < nt) {
+            fa_load<D>(SK(buf ^ 1), k, kb + FA_TILE, T, NKV, kvh);
+            fa_load<D>(SV(buf ^ 1), v, kb + FA_TILE, T, NKV, kvh);
+        }
+        fa_commit();
+        fa_wait<1>();
+        __syncthreads();
+        /* a tile entirely after the warp's rows or before their starts contributes nothing */
+        if (kb <= wmax && kb + FA_TILE - 1 >= wst_min) {
+            float s[8][4];
+            fa_zero(s);
+            fa_abt<D>(s, sq, w0, SK(buf));
+            /* every key of the tile visible to every row of the warp: no mask */
+            if (!(kb + FA_TILE - 1 <= wmin && kb >= wst_max)) fa_mask_rows(s, kb, ra, sa, rb, sb);
+            /* row maxima as trees (short dependency chains), then over the 4 threads of a row */
+            float ta[8], tb[8];
+#pragma unroll
+            for (int n = 0; n < 8; n++) ta[n] = fmaxf(s[n][0], s[n][1]), tb[n] = fmaxf(s[n][2], s[n][3]);
+#pragma unroll
+            for (int w = 4; w > 0; w >>= 1)
+#pragma unroll
+                for (int n = 0; n < w; n++) ta[n] = fmaxf(ta[n], ta[n + w]), tb[n] = fmaxf(tb[n], tb[n + w]);
+            float mx_a = fmaxf(m_a, ta[0]), mx_b = fmaxf(m_b, tb[0]);
+            mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));
+            mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
+            mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
+            mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
+            /* p = 2^(s scale log2e - max scale log2e). A row that has seen no key yet (its
+             * example starts later than this tile, packed examples) keeps max -inf: subtract 0
+             * then, so that its weights are 2^-inf = 0 and not NaN. */
+            const float ms_a = mx_a == -INFINITY ? 0.0f : mx_a * scale_log2;
+            const float ms_b = mx_b == -INFINITY ? 0.0f : mx_b * scale_log2;
+            const float al_a = fa_exp2(fmaf(m_a, scale_log2, -ms_a)), al_b = fa_exp2(fmaf(m_b, scale_log2, -ms_b));
+            m_a = mx_a, m_b = mx_b;
+#pragma unroll
+            for (int n = 0; n < 8; n++) {
+                s[n][0] = fa_exp2(fmaf(s[n][0], scale_log2, -ms_a));
+                s[n][1] = fa_exp2(fmaf(s[n][1], scale_log2, -ms_a));
+                s[n][2] = fa_exp2(fmaf(s[n][2], scale_log2, -ms_b));
+                s[n][3] = fa_exp2(fmaf(s[n][3], scale_log2, -ms_b));
+                ta[n] = s[n][0] + s[n][1], tb[n] = s[n][2] + s[n][3];
+            }
+#pragma unroll
+            for (int w = 4; w > 0; w >>= 1)
+#pragma unroll
+                for (int n = 0; n < w; n++) ta[n] += ta[n + w], tb[n] += tb[n + w];
+            l_a = l_a * al_a + ta[0];
+            l_b = l_b * al_b + tb[0];
+#pragma unroll
+            for (int i = 0; i < ND; i++) o[i][0] *= al_a, o[i][1] *= al_a, o[i][2] *= al_b, o[i][3] *= al_b;
+            fa_pb<D>(o, s, SV(buf)); /* O += P V */
+        }
+        __syncthreads(); /* the next iteration's prefetch overwrites this buffer */
+    }
+#undef SK
+#undef SV
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
+    l_b += __shfl_xor_sync(0xffffffffu, l_b, 1);
+    l_b += __shfl_xor_sync(0xffffffffu, l_b, 2);
+    const int row_a = t0 + w0 + g, row_b = row_a + 8; /* every valid row sees itself: l > 0 */
+    const float inv_a = 1.0f / l_a, inv_b = 1.0f / l_b;
+#pragma unroll
+    for (int i = 0; i < ND; i++) {
+        const int col = i * 8 + 2 * t;
+        if (row_a < T)
+            *reinterpret_cast<float2 *>(out + ((int64_t)row_a * NH + h) * D + col) =
+                make_float2(o[i][0] * inv_a, o[i][1] * inv_a);
+        if (row_b < T)
+            *reinterpret_cast<float2 *>(out + ((int64_t)row_b * NH + h) * D + col) =
+                make_float2(o[i][2] * inv_b, o[i][3] * inv_b);
+    }
+    if (t == 0) {
+        if (row_a < T) lse[(int64_t)row_a * NH + h] = m_a * scale + logf(l_a);
+        if (row_b < T) lse[(int64_t)row_b * NH + h] = m_b * scale + logf(l_b);
+    }
+}
+
+/* ---- backward ----------------------------------------------------------------------------- */
+
+/* One warp per (row, head) r of `rows`: D[r] = dout[r] . out[r]; dob[r] = dout[r] in BF16. With
+ * dk != NULL, first dk and dv (nkv elements each) to 0 over the whole grid. */
+template <int D>
+static __global__ void k_fa_prep(float *__restrict__ Dg, bf16 *__restrict__ dob, float *__restrict__ dk,
+                                 float *__restrict__ dv, int64_t nkv, const float *__restrict__ dout,
+                                 const float *__restrict__ out, int64_t rows) {
+    griddep_wait();
+    const int64_t gt = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, nth = (int64_t)gridDim.x * blockDim.x;
+    if (dk)
+        for (int64_t i = gt; i < nkv; i += nth) dk[i] = 0.0f, dv[i] = 0.0f;
+    const int64_t r = gt >> 5; /* the same for the whole warp */
+    const int lane = threadIdx.x & 31;
+    if (r >= rows) return;
+    float acc = 0.0f;
+#pragma unroll
+    for (int c = lane * 2; c < D; c += 64) {
+        const float2 gv = *reinterpret_cast<const float2 *>(dout + r * D + c);
+        const float2 ov = *reinterpret_cast<const float2 *>(out + r * D + c);
+        acc = fmaf(gv.x, ov.x, fmaf(gv.y, ov.y, acc));
+        *reinterpret_cast<__nv_bfloat162 *>(dob + r * D + c) = __floats2bfloat162_rn(gv.x, gv.y);
+    }
+    for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if (lane == 0) Dg[r] = acc;
+}
+
+/* K, V, Q x 2, dO x 2, then per query-tile buffer lse log2e, D and start of its 64 rows */
+template <int D> static constexpr size_t fa_dkdv_smem() { return 6 * fa_tile_bytes<D>() + 2 * 3 * FA_TILE * 4; }
+
+template <int D>
+static __global__ __launch_bounds__(FA_THREADS) void k_fa_dkdv(float *__restrict__ dk, float *__restrict__ dv,
+                                                               const bf16 *__restrict__ dob,
+                                                               const float *__restrict__ lse,
+                                                               const float *__restrict__ Dg,
+                                                               const bf16 *__restrict__ q, const bf16 *__restrict__ k,
+                                                               const bf16 *__restrict__ v,
+                                                               const int32_t *__restrict__ start, int T, int NH,
+                                                               int NKV, float scale_log2, float scale, int atomic) {
+    constexpr int ND = D / 8, TB = FA_TILE * D * 2;
+    extern __shared__ __align__(128) char smem[];
+    char *sk = smem, *sv = smem + TB;
+#define SQ(b) (smem + (2 + (b)) * TB)
+#define SG(b) (smem + (4 + (b)) * TB)
+    float *vals = reinterpret_cast<float *>(smem + 6 * TB); /* [buf][lse2 | D | start][64] */
+    griddep_wait();
+    const int h = blockIdx.x, j0 = blockIdx.y * FA_TILE, kvh = h / (NH / NKV);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, w0 = warp * 16;
+    const int jl = min(j0 + FA_TILE, T) - 1; /* the tile's last valid key */
+    fa_load<D>(sk, k, j0, T, NKV, kvh);
+    fa_load<D>(sv, v, j0, T, NKV, kvh);
+    /* query tiles from j0 on (rows before j0 never see these keys) while their first row can
+     * see the last key (starts only grow) */
+#define LOAD_ROWS(b, r0)                                                                               \
+    do {                                                                                               \
+        fa_load<D>(SQ(b), q, r0, T, NH, h);                                                            \
+        fa_load<D>(SG(b), dob, r0, T, NH, h);                                                          \
+        if (threadIdx.x < FA_TILE) {                                                                   \
+            const int rr_ = (r0) + (int)threadIdx.x;                                                   \
+            float *vb_ = vals + (b) * 3 * FA_TILE;                                                     \
+            vb_[threadIdx.x] = rr_ < T ? lse[(int64_t)rr_ * NH + h] * FA_LOG2E : 0.0f;                 \
+            vb_[FA_TILE + threadIdx.x] = rr_ < T ? Dg[(int64_t)rr_ * NH + h] : 0.0f;                   \
+            reinterpret_cast<int *>(vb_)[2 * FA_TILE + threadIdx.x] = rr_ < T ? start[rr_] : 0x7fffffff; \
+        }                                                                                              \
+    } while (0)
+    LOAD_ROWS(0, j0);
+    fa_commit();
+    const int ka = j0 + w0 + g, kb_ = ka + 8; /* this thread's keys */
+    const int wk_min = j0 + w0, wk_max = j0 + w0 + 15;
+    float dka[ND][4], dva[ND][4];
+    fa_zero(dka);
+    fa_zero(dva);
+    for (int it = 0, t0 = j0;; it++, t0 += FA_TILE) {
+        const int buf = it & 1;
+        const bool next = t0 + FA_TILE < T && start[t0 + FA_TILE] <= jl;
+        if (next) LOAD_ROWS(buf ^ 1, t0 + FA_TILE);
+        fa_commit();
+        fa_wait<1>();
+        __syncthreads();
+        const float *l2 = vals + buf * 3 * FA_TILE, *Dv = l2 + FA_TILE;
+        const int *st = reinterpret_cast<const int *>(l2 + 2 * FA_TILE);
+        /* the warp's keys exist and the tile's first row (the smallest start) can see one */
+        if (wk_min < T && st[0] <= wk_max) {
+            float s[8][4], dp[8][4];
+            fa_zero(s);
+            fa_zero(dp);
+            fa_abt<D>(s, sk, w0, SQ(buf));  /* S^T = K Q^T: rows keys, columns query rows */
+            fa_abt<D>(dp, sv, w0, SG(buf)); /* dP^T = V dO^T */
+            /* every row of the tile valid, at or after the warp's last key, and started by its first */
+            const bool full = t0 + FA_TILE - 1 < T && t0 >= wk_max && st[FA_TILE - 1] <= wk_min;
+#pragma unroll
+            for (int n = 0; n < 8; n++) {
+                const int c = n * 8 + 2 * t; /* columns c, c + 1 of the tile */
+                const float2 lv = *reinterpret_cast<const float2 *>(l2 + c);
+                const float2 dv2 = *reinterpret_cast<const float2 *>(Dv + c);
+                const int2 sv2 = *reinterpret_cast<const int2 *>(st + c);
+                const int r0 = t0 + c, r1 = r0 + 1;
+                /* invalid rows have start INT_MAX: key >= start fails */
+                const bool ok0 = full || (ka <= r0 && ka >= sv2.x), ok1 = full || (ka <= r1 && ka >= sv2.y);
+                const bool ok2 = full || (kb_ <= r0 && kb_ >= sv2.x), ok3 = full || (kb_ <= r1 && kb_ >= sv2.y);
+                const float p0 = ok0 ? fa_exp2(fmaf(s[n][0], scale_log2, -lv.x)) : 0.0f;
+                const float p1 = ok1 ? fa_exp2(fmaf(s[n][1], scale_log2, -lv.y)) : 0.0f;
+                const float p2 = ok2 ? fa_exp2(fmaf(s[n][2], scale_log2, -lv.x)) : 0.0f;
+                const float p3 = ok3 ? fa_exp2(fmaf(s[n][3], scale_log2, -lv.y)) : 0.0f;
+                s[n][0] = p0, s[n][1] = p1, s[n][2] = p2, s[n][3] = p3;
+                dp[n][0] = p0 * (dp[n][0] - dv2.x), dp[n][1] = p1 * (dp[n][1] - dv2.y);
+                dp[n][2] = p2 * (dp[n][2] - dv2.x), dp[n][3] = p3 * (dp[n][3] - dv2.y);
+            }
+            fa_pb<D>(dva, s, SG(buf));  /* dV += P^T dO */
+            fa_pb<D>(dka, dp, SQ(buf)); /* dK += dS^T Q */
+        }
+        __syncthreads(); /* the next prefetch overwrites this buffer */
+        if (!next) break;
+    }
+#undef LOAD_ROWS
+#undef SQ
+#undef SG
+#pragma unroll
+    for (int i = 0; i < ND; i++) {
+        const int col = i * 8 + 2 * t;
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) {
+            const int key = hf ? kb_ : ka;
+            if (key >= T) continue;
+            float *pk = dk + ((int64_t)key * NKV + kvh) * D + col, *pv = dv + ((int64_t)key * NKV + kvh) * D + col;
+            const float k0 = dka[i][2 * hf] * scale, k1 = dka[i][2 * hf + 1] * scale;
+            const float v0 = dva[i][2 * hf], v1 = dva[i][2 * hf + 1];
+            if (atomic) {
+                atomicAdd(pk, k0), atomicAdd(pk + 1, k1), atomicAdd(pv, v0), atomicAdd(pv + 1, v1);
+            } else {
+                *reinterpret_cast<float2 *>(pk) = make_float2(k0, k1);
+                *reinterpret_cast<float2 *>(pv) = make_float2(v0, v1);
+            }
+        }
+    }
+}
+
+/* Q, dO, K x 2, V x 2 */
+template <int D> static constexpr size_t fa_dq_smem() { return 6 * fa_tile_bytes<D>(); }
+
+template <int D>
+static __global__ __launch_bounds__(FA_THREADS) void k_fa_dq(float *__restrict__ dq, const float *__restrict__ dout,
+                                                             const float *__restrict__ lse,
+                                                             const float *__restrict__ Dg, const bf16 *__restrict__ q,
+                                                             const bf16 *__restrict__ k, const bf16 *__restrict__ v,
+                                                             const int32_t *__restrict__ start, int T, int NH,
+                                                             int NKV, float scale_log2, float scale) {
+    constexpr int ND = D / 8, TB = FA_TILE * D * 2;
+    extern __shared__ __align__(128) char smem[];
+    char *sq = smem, *sg = smem + TB;
+#define SK(b) (smem + (2 + (b)) * TB)
+#define SV(b) (smem + (4 + (b)) * TB)
+    griddep_wait();
+    const int h = blockIdx.x, t0 = (gridDim.y - 1 - blockIdx.y) * FA_TILE, kvh = h / (NH / NKV);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, w0 = warp * 16;
+    const int last = min(t0 + FA_TILE, T) - 1;
+    const int kbeg = start[t0], nt = (last - kbeg) / FA_TILE + 1;
+    fa_load<D>(sq, q, t0, T, NH, h);
+    fa_load<D>(SK(0), k, kbeg, T, NKV, kvh);
+    fa_load<D>(SV(0), v, kbeg, T, NKV, kvh);
+    fa_commit();
+    fa_load_f32<D>(sg, dout, t0, T, NH, h); /* visible after the loop's first barrier */
+    const int ra = min(t0 + w0 + g, last), rb = min(t0 + w0 + g + 8, last);
+    const int sa = start[ra], sb = start[rb];
+    const float la = lse[(int64_t)ra * NH + h] * FA_LOG2E, lb = lse[(int64_t)rb * NH + h] * FA_LOG2E;
+    const float da = Dg[(int64_t)ra * NH + h], db = Dg[(int64_t)rb * NH + h];
+    const int wmin = min(t0 + w0, last), wmax = min(t0 + w0 + 15, last);
+    const int wst_min = start[wmin], wst_max = start[wmax];
+    float acc[ND][4];
+    fa_zero(acc);
+    for (int it = 0; it < nt; it++) {
+        const int buf = it & 1, kb = kbeg + it * FA_TILE;
+        if (it + 1 < nt) {
+            fa_load<D>(SK(buf ^ 1), k, kb + FA_TILE, T, NKV, kvh);
+            fa_load<D>(SV(buf ^ 1), v, kb + FA_TILE, T, NKV, kvh);
+        }
+        fa_commit();
+        fa_wait<1>();
+        __syncthreads();
+        if (kb <= wmax && kb + FA_TILE - 1 >= wst_min) {
+            float s[8][4], dp[8][4];
+            fa_zero(s);
+            fa_zero(dp);
+            fa_abt<D>(s, sq, w0, SK(buf));  /* S = Q K^T */
+            fa_abt<D>(dp, sg, w0, SV(buf)); /* dP = dO V^T */
+            if (!(kb + FA_TILE - 1 <= wmin && kb >= wst_max)) fa_mask_rows(s, kb, ra, sa, rb, sb);
+#pragma unroll
+            for (int n = 0; n < 8; n++) { /* dS = P (dP - D), P = 2^(s scale log2e - lse log2e) */
+                s[n][0] = fa_exp2(fmaf(s[n][0], scale_log2, -la)) * (dp[n][0] - da);
+                s[n][1] = fa_exp2(fmaf(s[n][1], scale_log2, -la)) * (dp[n][1] - da);
+                s[n][2] = fa_exp2(fmaf(s[n][2], scale_log2, -lb)) * (dp[n][2] - db);
+                s[n][3] = fa_exp2(fmaf(s[n][3], scale_log2, -lb)) * (dp[n][3] - db);
+            }
+            fa_pb<D>(acc, s, SK(buf)); /* dQ += dS K */
+        }
+        __syncthreads();
+    }
+#undef SK
+#undef SV
+    const int row_a = t0 + w0 + g, row_b = row_a + 8;
+#pragma unroll
+    for (int i = 0; i < ND; i++) {
+        const int col = i * 8 + 2 * t;
+        if (row_a < T)
+            *reinterpret_cast<float2 *>(dq + ((int64_t)row_a * NH + h) * D + col) =
+                make_float2(acc[i][0] * scale, acc[i][1] * scale);
+        if (row_b < T)
+            *reinterpret_cast<float2 *>(dq + ((int64_t)row_b * NH + h) * D + col) =
+                make_float2(acc[i][2] * scale, acc[i][3] * scale);
+    }
+}
+
+/* ---- entries ------------------------------------------------------------------------------ */
+
+dspy_status dspy_cu_train_fa_setup(dspy_backend *be) {
+#define FA_SMEM(kern, bytes) \
+    DSPY_TRY(dspy_cu_check(be, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(bytes)), \
+                           "flash training attention setup"))
+    FA_SMEM(k_fa_fwd<64>, fa_fwd_smem<64>());
+    FA_SMEM(k_fa_fwd<128>, fa_fwd_smem<128>());
+    FA_SMEM(k_fa_dkdv<64>, fa_dkdv_smem<64>());
+    FA_SMEM(k_fa_dkdv<128>, fa_dkdv_smem<128>());
+    FA_SMEM(k_fa_dq<64>, fa_dq_smem<64>());
+    FA_SMEM(k_fa_dq<128>, fa_dq_smem<128>());
+#undef FA_SMEM
+    return DSPY_OK;
+}
+
+bool dspy_cu_train_fa_fits(int T, int HS, const void *const *ptrs, int n) {
+    const char *e = getenv("DSPY_CUDA_TRAIN_ATTN"); /* "wmma": the older kernels (comparisons) */
+    if (e && strcmp(e, "wmma") == 0) return false;
+    if (HS != 64 && HS != 128) return false;
+    if (cu_blocks(T, FA_TILE) > 65535u) return false; /* the tiles are the grid's y */
+    uintptr_t a = 0;
+    for (int i = 0; i < n; i++) a |= (uintptr_t)ptrs[i];
+    return (a & 15u) == 0;
+}
+
+dspy_status dspy_cu_attention_train_fa(dspy_backend *be, float *out, float *lse, const bf16 *q, const bf16 *k,
+                                       const bf16 *v, const int32_t *start, int T, int NH, int NKV, int HS) {
+    const float scale = (float)(1.0 / sqrt((double)HS)), sl2 = scale * FA_LOG2E;
+    dim3 grid(NH, cu_blocks(T, FA_TILE));
+    if (HS == 64)
+        return cu_launch(be, "attention_train (BF16 flash)", k_fa_fwd<64>, grid, FA_THREADS, fa_fwd_smem<64>(), out,
+                         lse, q, k, v, start, T, NH, NKV, sl2, scale);
+    return cu_launch(be, "attention_train (BF16 flash)", k_fa_fwd<128>, grid, FA_THREADS, fa_fwd_smem<128>(), out, lse,
+                     q, k, v, start, T, NH, NKV, sl2, scale);
+}
+
+template <int D>
+static dspy_status fa_backward(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout, const float *out,
+                               const float *lse, float *Dg, const bf16 *q, const bf16 *k, const bf16 *v,
+                               const int32_t *start, int T, int NH, int NKV) {
+    const float scale = (float)(1.0 / sqrt((double)D)), sl2 = scale * FA_LOG2E;
+    const int64_t rows = (int64_t)T * NH, nkv = (int64_t)T * NKV * D;
+    const int atomic = NH != NKV;
+    bf16 *dob = reinterpret_cast<bf16 *>(dq); /* dout in BF16, until the dq pass overwrites it */
+    DSPY_TRY(cu_launch(be, "attention_train_backward (BF16 flash prep)", k_fa_prep<D>, cu_blocks(rows, FA_THREADS / 32),
+                       FA_THREADS, 0, Dg, dob, atomic ? dk : (float *)NULL, atomic ? dv : (float *)NULL, nkv, dout,
+                       out, rows));
+    dim3 grid(NH, cu_blocks(T, FA_TILE));
+    DSPY_TRY(cu_launch(be, "attention_train_backward (BF16 flash dk, dv)", k_fa_dkdv<D>, grid, FA_THREADS,
+                       fa_dkdv_smem<D>(), dk, dv, (const bf16 *)dob, lse, (const float *)Dg, q, k, v, start, T, NH,
+                       NKV, sl2, scale, atomic));
+    return cu_launch(be, "attention_train_backward (BF16 flash dq)", k_fa_dq<D>, grid, FA_THREADS, fa_dq_smem<D>(),
+                     dq, dout, lse, (const float *)Dg, q, k, v, start, T, NH, NKV, sl2, scale);
+}
+
+dspy_status dspy_cu_attention_train_backward_fa(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout,
+                                                const float *out, const float *lse, float *D, const bf16 *q,
+                                                const bf16 *k, const bf16 *v, const int32_t *start, int T, int NH,
+                                                int NKV, int HS) {
+    if (HS == 64) return fa_backward<64>(be, dq, dk, dv, dout, out, lse, D, q, k, v, start, T, NH, NKV);
+    return fa_backward<128>(be, dq, dk, dv, dout, out, lse, D, q, k, v, start, T, NH, NKV);
+}
