@@ -692,9 +692,28 @@ template <int D> static cudaError_t allow_cluster16() {
 
 dspy_status dspy_cu_attention_setup(dspy_backend *be) {
     DSPY_TRY(dspy_cu_check(be, cu_release_set(cu_of(be)->release), "attention (release flag)"));
-    if (cu_of(be)->dec_cluster == 16) {
-        DSPY_TRY(dspy_cu_check(be, allow_cluster16<64>(), "attention (clusters of 16)"));
-        DSPY_TRY(dspy_cu_check(be, allow_cluster16<128>(), "attention (clusters of 16)"));
+    cuda_state *s = cu_of(be);
+    if (s->dec_cluster == 16) {
+        /* 16 blocks of one cluster must fit one GPC at once; where the device cannot place even
+         * one such cluster (or refuses the size), decode keeps the global combine */
+        cudaError_t e = allow_cluster16<64>();
+        if (e == cudaSuccess) e = allow_cluster16<128>();
+        int n = 0;
+        if (e == cudaSuccess) {
+            cudaLaunchConfig_t cfg = {};
+            cudaLaunchAttribute at[1];
+            cfg.gridDim = dim3(1, 1, 16);
+            cfg.blockDim = dim3(DEC_THREADS);
+            at[0].id = cudaLaunchAttributeClusterDimension;
+            at[0].val.clusterDim.x = 1, at[0].val.clusterDim.y = 1, at[0].val.clusterDim.z = 16;
+            cfg.attrs = at;
+            cfg.numAttrs = 1;
+            e = cudaOccupancyMaxActiveClusters(&n, k_attn_decode<128, 8, 16>, &cfg);
+        }
+        if (e != cudaSuccess || n < 1) {
+            cudaGetLastError(); /* not sticky: clear it */
+            s->dec_cluster = 0;
+        }
     }
     /* The prefill tiles take (HP + 4) x 64 x D BF16 of shared memory: 80 KiB for D = 128 and 48
      * KiB (plus the static tile index) for two heads of D = 64, above the default 48 KiB. */

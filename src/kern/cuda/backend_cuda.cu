@@ -278,7 +278,7 @@ extern "C" dspy_status dspy_backend_cuda_init(dspy_backend *be) {
         if (s->prefill_heads < 1 || s->prefill_heads > 6) s->prefill_heads = 4;
         s->release = rl ? atoi(rl) & CU_REL_ALL : CU_REL_DEFAULT;
         const char *dc = getenv("DSPY_CUDA_DEC_CLUSTER");
-        s->dec_cluster = dc ? atoi(dc) : 0;
+        s->dec_cluster = dc ? atoi(dc) : prop.major >= 9 ? 16 : 0; /* clusters need sm_90 */
         if (s->dec_cluster != 8 && s->dec_cluster != 16) s->dec_cluster = 0;
         const char *mk = getenv("DSPY_CUDA_DEC_MIN_KEYS");
         s->dec_min_keys = mk ? atoi(mk) : 32;

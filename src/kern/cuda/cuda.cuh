@@ -68,7 +68,9 @@ struct cuda_state {
     bool capturing;
     int dec_cluster;        /* decode attention: 0 = slices combined by the last block through global memory;
                                8 or 16 = one thread-block cluster of that many slices per (sequence, KV head),
-                               combined through distributed shared memory (DSPY_CUDA_DEC_CLUSTER) */
+                               combined through distributed shared memory (DSPY_CUDA_DEC_CLUSTER; default 16 on
+                               sm_90 where the device can place such a cluster, else 0). H200 B1: 0.932 (0),
+                               0.950 (8), 0.900 ms (16) */
     int dec_min_keys;       /* decode attention: fewest keys per context slice (DSPY_CUDA_DEC_MIN_KEYS, 16..128,
                                default 32: more, shorter slices shorten the kernel's dependent chain; 32 and
                                64 beat 128 by ~1.5 % in B1 on the H200) */
