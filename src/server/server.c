@@ -24,6 +24,8 @@
 #include <strings.h>
 #include <arpa/inet.h>
 #include <malloc.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -62,6 +64,11 @@ struct dspy_server {
     int32_t limit; /* tokens a sequence may span: min(context, KV capacity) */
     int64_t budget; /* a request's KV budget: n x (prompt + max_tokens) */
     int32_t eos_id, eot_id;
+    /* dspy_server_start: run() on a thread of the server's own */
+    pthread_t thread;
+    bool started;       /* the thread exists and has not been joined */
+    dspy_status run_st; /* run()'s status, read after the join */
+    char *run_msg;      /* its message (the thread's dspy_errmsg is gone with the thread) */
 };
 
 dspy_server_params dspy_server_params_default(void) {
@@ -840,8 +847,42 @@ dspy_status dspy_server_run(dspy_server *s) {
     return st;
 }
 
+/* ---- in-process serving ------------------------------------------------------------------ */
+
+static void *run_thread(void *arg) {
+    dspy_server *s = arg;
+    s->run_st = dspy_server_run(s);
+    if (s->run_st != DSPY_OK) s->run_msg = strdup(dspy_errmsg());
+    return NULL;
+}
+
+dspy_status dspy_server_start(dspy_server *s) {
+    if (s->started) return dspy_fail(DSPY_ERR_STATE, "serve: the server is already running on its thread");
+    /* the thread must not take the caller's blocked signals for granted, nor get SIGTERM/SIGINT
+     * meant for the host program: block everything it could be sent; the server stops only
+     * through dspy_server_stop/dspy_server_join */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&s->thread, NULL, run_thread, s);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) return dspy_fail(DSPY_ERR_STATE, "serve: cannot start the server thread: %s", strerror(rc));
+    s->started = true;
+    return DSPY_OK;
+}
+
+dspy_status dspy_server_join(dspy_server *s) {
+    if (!s->started) return DSPY_OK;
+    dspy_server_stop(s);
+    pthread_join(s->thread, NULL);
+    s->started = false;
+    if (s->run_st == DSPY_OK) return DSPY_OK;
+    return dspy_fail(s->run_st, "%s", s->run_msg ? s->run_msg : "serve: the server thread failed");
+}
+
 void dspy_server_free(dspy_server *s) {
     if (!s) return;
+    dspy_server_join(s); /* a started server: stop it and wait for its thread before freeing */
     if (s->http) {
         dspy_http_server_stop(s->http);
         if (s->sched && !dspy_http_server_drain(s->http, 0)) dspy_sched_abort(s->sched, 503, "the server is shutting down");
@@ -866,5 +907,6 @@ void dspy_server_free(dspy_server *s) {
     free(s->allowed_hosts);
     free(s->cors_origin);
     free(s->cors_headers);
+    free(s->run_msg);
     free(s);
 }
