@@ -15,6 +15,7 @@
 #include "dspy/cache.h"
 #include "dspy/callback.h"
 #include "dspy/chat_template.h"
+#include "dspy/clock.h"
 #include "dspy/compile.h"
 #include "dspy/constraint.h"
 #include "dspy/csv.h"

@@ -10,7 +10,6 @@
 #include "dspy/lm.h"
 
 #include <math.h>
-#include <openssl/rand.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -18,6 +17,7 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "dspy/hash.h"
 #include "dspy/log.h"
 #include "lm_internal.h"
 
@@ -50,29 +50,6 @@ struct dspy_lm {
 };
 
 /* ---- small helpers ---------------------------------------------------------------------- */
-
-void dspy_lm_uuid4_hex(char out[33]) {
-    unsigned char b[16];
-    if (RAND_bytes(b, sizeof b) != 1) {
-        struct timeval tv; /* RAND_bytes cannot fail on Linux with getrandom; keep ids unique anyway */
-        gettimeofday(&tv, NULL);
-        for (int i = 0; i < 16; i++) b[i] = (unsigned char)((tv.tv_usec >> (i % 4 * 8)) ^ (rand() & 0xFF));
-    }
-    b[6] = (unsigned char)((b[6] & 0x0F) | 0x40);
-    b[8] = (unsigned char)((b[8] & 0x3F) | 0x80);
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 0; i < 16; i++) {
-        out[2 * i] = hex[b[i] >> 4];
-        out[2 * i + 1] = hex[b[i] & 15];
-    }
-    out[32] = '\0';
-}
-
-void dspy_lm_uuid4(char out[37]) {
-    char h[33];
-    dspy_lm_uuid4_hex(h);
-    snprintf(out, 37, "%.8s-%.4s-%.4s-%.4s-%.12s", h, h + 8, h + 12, h + 16, h + 20);
-}
 
 void dspy_lm_timestamp(char out[40]) {
     struct timeval tv;
@@ -591,7 +568,7 @@ static void record_history(dspy_lm *lm, const call_plan *pl, const dspy_lm_respo
     dspy_json *outputs = dspy_json_array();
     char ts[40], uuid[37];
     dspy_lm_timestamp(ts);
-    dspy_lm_uuid4(uuid);
+    dspy_uuid4(uuid);
     bool ok = e && outputs;
     for (int32_t i = 0; ok && i < r->n; i++)
         ok = dspy_json_append(outputs, r->choices[i].text ? dspy_json_string(r->choices[i].text) : dspy_json_null()) == DSPY_OK;
@@ -725,7 +702,7 @@ dspy_status dspy_lm_call_with(dspy_lm *lm, const dspy_json *messages, const dspy
     }
     pthread_mutex_unlock(&lm->lock);
     char call_id[33] = "";
-    if (ncbs) dspy_lm_uuid4_hex(call_id);
+    if (ncbs) dspy_uuid4_hex(call_id);
     for (size_t i = 0; i < ncbs; i++)
         if (cbs[i].on_lm_start) cbs[i].on_lm_start(cbs[i].user, call_id, lm, messages, kwargs);
     dspy_status st = call_inner(lm, messages, kwargs, out);

@@ -15,9 +15,6 @@ extern const dspy_lm_provider dspy_scripted_provider;
 dspy_status dspy_scripted_from_json(const dspy_json *spec, const char *where, void **impl);
 dspy_status dspy_scripted_load(const char *path, void **impl);
 
-/* Fresh random uuid4: "8-4-4-4-12" form (37 bytes) or 32 hex digits (33 bytes). */
-void dspy_lm_uuid4(char out[37]);
-void dspy_lm_uuid4_hex(char out[33]);
 /* Python datetime.now().isoformat(): local time, microseconds omitted when zero. */
 void dspy_lm_timestamp(char out[40]);
 

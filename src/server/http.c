@@ -42,6 +42,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dspy/clock.h"
+
 #define HTTP_HARD_EXTRA 64            /* connections above max_connections refused at accept */
 #define HTTP_REAP_MS 50               /* how often deadlines are checked */
 #define HTTP_STREAM_HIGH (1u << 20)   /* unsent stream bytes before dspy_http_stream_write waits */
@@ -80,12 +82,6 @@ const char *dspy_http_reason(int status) {
     case 505: return "HTTP Version Not Supported";
     default: return "Unknown";
     }
-}
-
-static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* ---- objects ------------------------------------------------------------------------------ */
@@ -541,7 +537,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *mc) {
     if (c) {
         dspy_str_append(&c->url, uri);
         pthread_mutex_lock(&s->mu);
-        if (c->track) c->track->request_start = now_ms();
+        if (c->track) c->track->request_start = dspy_now_ms();
         pthread_mutex_unlock(&s->mu);
     }
     return c;
@@ -650,7 +646,7 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **ctx, enum 
     if (c->track) {
         c->track->request_start = 0;
         c->track->busy = false;
-        c->track->idle_since = now_ms();
+        c->track->idle_since = dspy_now_ms();
     }
     pthread_mutex_unlock(&s->mu);
     conn_release(c);
@@ -665,7 +661,7 @@ static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_ct
         s->n_conns++;
         if (t) {
             t->fd = ci ? ci->connect_fd : -1;
-            t->idle_since = now_ms();
+            t->idle_since = dspy_now_ms();
             t->next = s->tracks;
             if (s->tracks) s->tracks->prev = t;
             s->tracks = t;
@@ -694,7 +690,7 @@ static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_ct
 
 /* Shuts down connections past their deadline (see the top of the file). Under s->mu. */
 static void reap_locked(http_server *s) {
-    int64_t now = now_ms();
+    int64_t now = dspy_now_ms();
     bool stopping = dspy_http_server_stopping(s);
     for (conn_track *t = s->tracks; t; t = t->next) {
         if (t->busy || t->reaped || t->fd < 0) continue;

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "dspy/clock.h"
 #include "dspy/log.h"
 
 /* A job gives a decoding slot to a waiting one that has one fewer in the engine only after its
@@ -99,12 +100,6 @@ struct sched {
     atomic_llong n_preempted; /* written by the engine thread; read by dspy_sched_preemptions */
     sched_stats stats;    /* under mu: the snapshot after the last step */
 };
-
-static int64_t mono_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static void cond_init_mono(pthread_cond_t *cv) {
     pthread_condattr_t ca;
@@ -248,7 +243,7 @@ int dspy_sched_job_poll(sched_job *j, int timeout_ms, sched_choice_out *out, int
 static void job_publish(sched_job *j, sched_choice *c, const char *text, size_t len, const char *finish,
                         int32_t n_tokens) {
     pthread_mutex_lock(&j->mu);
-    if (n_tokens > 0 && !j->t_first) j->t_first = mono_ns();
+    if (n_tokens > 0 && !j->t_first) j->t_first = dspy_now_ns();
     if (len) dspy_str_appendn(&c->out, text, len);
     c->n_tokens = n_tokens;
     if (finish) {
@@ -263,7 +258,7 @@ static void job_publish(sched_job *j, sched_choice *c, const char *text, size_t 
 static void job_fail(sched_job *j, int status, const char *message) {
     pthread_mutex_lock(&j->mu);
     if (j->err_status == 0 && !j->complete) {
-        j->t_done = mono_ns();
+        j->t_done = dspy_now_ns();
         j->err_status = status;
         j->err_message = strdup(message ? message : "request failed");
     }
@@ -381,7 +376,7 @@ static void on_event(sched *s, sched_job *j, sched_choice *c, const dspy_step_ev
     } else {
         pthread_mutex_lock(&j->mu);
         c->n_tokens = ev->n_generated;
-        if (!j->t_first) j->t_first = mono_ns();
+        if (!j->t_first) j->t_first = dspy_now_ns();
         pthread_mutex_unlock(&j->mu);
     }
 }
@@ -391,16 +386,10 @@ static void maybe_complete(sched *s, sched_job *j) {
     if (j->n_ended < j->n) return;
     pthread_mutex_lock(&j->mu);
     j->complete = true;
-    j->t_done = mono_ns();
+    j->t_done = dspy_now_ns();
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
     retire(s, j);
-}
-
-static int64_t mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* A choice waiting for the engine: never added, or preempted. */
@@ -443,11 +432,11 @@ static dspy_status add_choice(sched *s, sched_job *j, sched_choice *c) {
     c->running = true;
     c->base = c->n_gen;
     c->stints++;
-    c->started_ms = mono_ms();
+    c->started_ms = dspy_now_ms();
     j->n_active++;
     if (!j->t_admit) {
         pthread_mutex_lock(&j->mu);
-        j->t_admit = mono_ns();
+        j->t_admit = dspy_now_ns();
         pthread_mutex_unlock(&j->mu);
     }
     return DSPY_OK;
@@ -459,7 +448,7 @@ static dspy_status add_choice(sched *s, sched_job *j, sched_choice *c) {
  * more after its choice has run for PREEMPT_SLICE_MS. Within it, the choice that has run
  * longest goes. */
 static sched_choice *pick_victim(sched *s, const sched_job *want, sched_job **vjob) {
-    int64_t now = mono_ms();
+    int64_t now = dspy_now_ms();
     sched_choice *best = NULL;
     for (sched_job *j = s->running; j; j = j->next) {
         if (j == want || !j->preemptible || j->n_active == 0 || atomic_load(&j->cancelled)) continue;
@@ -680,7 +669,7 @@ dspy_status dspy_sched_submit(sched *s, sched_job *j) {
         return dspy_fail(DSPY_ERR_STATE, "the server is overloaded: %d requests are already waiting; retry later", q);
     }
     atomic_fetch_add(&j->refs, 1);
-    j->t_submit = mono_ns();
+    j->t_submit = dspy_now_ns();
     j->next = NULL;
     j->arrival = ++s->arrivals;
     if (s->q_tail) s->q_tail->next = j;

@@ -34,15 +34,10 @@
 
 #include "compile_run.h"
 #include "track_cli.h"
+#include "dspy/clock.h"
 #include "dspy/history.h"
 #include "dspy/settings.h"
 #include "program_file.h"
-
-double compile_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 void compile_heading(int step, const char *fmt, ...) {
     va_list ap;
@@ -203,13 +198,13 @@ static dspy_status record_device(run_state *r) {
 
 static dspy_status step_launch(run_state *r) {
     compile_heading(6, "Launch: `dspy serve` with the fine-tuned student (lm.launch())");
-    double t0 = compile_now();
+    double t0 = dspy_now_s();
     /* the fine-tuned LM's launch_kwargs carry --device; the serve args stay */
     dspy_local_params lp = r->lp;
     if (strcmp(r->device, "auto") != 0) lp.n_extra_args--;
     dspy_status st = dspy_program_launch(r->compiled, &lp, &r->student_server);
     if (st) return st;
-    r->t_launch = compile_now() - t0;
+    r->t_launch = dspy_now_s() - t0;
     for (size_t i = 0; i < dspy_launched_count(r->student_server); i++) {
         dspy_local_server *s = dspy_launched_server(r->student_server, i);
         compile_note("%s ready in %.1f s (pid %d, log %s)", dspy_local_api_base(s), r->t_launch, (int)dspy_local_pid(s),
@@ -298,7 +293,7 @@ static dspy_status write_report(run_state *r, const char *program_path) {
     if (!st) st = dspy_json_set(o, "seconds_finetune", dspy_json_real(rep->train_s));
     if (!st) st = dspy_json_set(o, "seconds_launch", dspy_json_real(r->t_launch));
     if (!st) st = dspy_json_set(o, "seconds_evaluate", dspy_json_real(r->t_eval));
-    if (!st) st = dspy_json_set(o, "seconds_total", dspy_json_real(compile_now() - r->t_start));
+    if (!st) st = dspy_json_set(o, "seconds_total", dspy_json_real(dspy_now_s() - r->t_start));
     char *text = st ? NULL : dspy_json_dumps(o, DSPY_JSON_UTF8 | DSPY_JSON_INDENT(2));
     dspy_json_decref(o);
     if (st) return st;
@@ -345,7 +340,7 @@ static void print_summary(run_state *r, const char *program_path) {
     printf("Saved: %s, %s/results.json, %s/results.csv, %s/report.json\n", program_path, r->out_dir, r->out_dir,
            r->out_dir);
     compile_print_table(r);
-    printf("Total: %.1f s\n", compile_now() - r->t_start);
+    printf("Total: %.1f s\n", dspy_now_s() - r->t_start);
     fflush(stdout);
 }
 
@@ -404,7 +399,7 @@ int cmd_compile(int argc, char **argv) {
     run_state r;
     memset(&r, 0, sizeof r);
     r.a = &a;
-    r.t_start = compile_now();
+    r.t_start = dspy_now_s();
     r.before_student.name = "untrained student";
     r.before_teacher.name = "teacher";
     r.after.name = "fine-tuned student";
@@ -419,7 +414,7 @@ int cmd_compile(int argc, char **argv) {
         ret = dspy_cli_usage_error("compile");
         goto done;
     }
-    r.t_data = compile_now() - r.t_start;
+    r.t_data = dspy_now_s() - r.t_start;
     if ((st = dspy_mkdir_p(r.out_dir))) goto fail;
     if (set_cachedir) {
         dspy_str c = DSPY_STR_INIT;
@@ -452,9 +447,9 @@ int cmd_compile(int argc, char **argv) {
     if ((st = record_device(&r)) || (st = step_launch(&r))) goto fail;
     compile_heading(7, "Evaluate: the devset over HTTP (%ld threads), metric %s on %s", r.num_threads, r.t.metric.name,
                     r.t.metric_field);
-    double t0 = compile_now();
+    double t0 = dspy_now_s();
     st = compile_evaluate(&r, r.compiled, &r.after, "finetuned-student", true);
-    r.t_eval = compile_now() - t0;
+    r.t_eval = dspy_now_s() - t0;
     if (st) goto fail;
     compile_heading(8, "inspect_history(n=1): the last call to the fine-tuned student");
     if (r.finetuned_lm) dspy_lm_inspect_history(r.finetuned_lm, 1, stderr);

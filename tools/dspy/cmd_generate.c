@@ -17,6 +17,7 @@
 #include "args.h"
 #include "dspy/backend.h"
 #include "dspy/chat_template.h"
+#include "dspy/clock.h"
 #include "dspy/engine.h"
 #include "dspy/json.h"
 #include "dspy/model.h"
@@ -102,12 +103,6 @@ done:
     return st;
 }
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 /* Generates with an engine of one sequence, timing the first token (prefill) apart from the
  * rest (decode): the two numbers a user compares with other engines. */
 static dspy_status run_timed(const dspy_model *m, const int32_t *ids, size_t n, const dspy_sampling *sp,
@@ -127,7 +122,7 @@ static dspy_status run_timed(const dspy_model *m, const int32_t *ids, size_t n, 
         dspy_engine_free(e);
         return dspy_fail(DSPY_ERR_NOMEM, "generate: out of memory");
     }
-    double t0 = now_s();
+    double t0 = dspy_now_s();
     if ((st = dspy_engine_add(e, ids, n, sp, &id))) goto done;
     for (;;) {
         dspy_step_out so;
@@ -135,14 +130,14 @@ static dspy_status run_timed(const dspy_model *m, const int32_t *ids, size_t n, 
         if (so.n_events == 0) break;
         const dspy_step_event *ev = &so.events[0];
         if (ev->token < 0) continue;
-        if (*nout == 0) *t_first = now_s() - t0;
+        if (*nout == 0) *t_first = dspy_now_s() - t0;
         (*out)[(*nout)++] = ev->token;
         if (ev->finish != DSPY_FINISH_NONE) {
             *fin = ev->finish;
             break;
         }
     }
-    *t_total = now_s() - t0;
+    *t_total = dspy_now_s() - t0;
 done:
     dspy_engine_free(e);
     if (st) {
