@@ -21,6 +21,7 @@
 
 #include "dspy/str.h"
 #include "dspy/tokenizer.h"
+#include "model/chat_template_internal.h"
 #include "model/gguf_internal.h"
 
 enum { TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3, TOK_USER_DEFINED = 4, TOK_UNUSED = 5, TOK_BYTE = 6 };
@@ -67,17 +68,8 @@ static dspy_status read_chat_template(const char *dir, json_t *tcfg, char **out)
     if (file_exists(p.ptr)) {
         st = dspy_read_file(p.ptr, out, NULL);
     } else if (tcfg) {
-        json_t *ct = json_object_get(tcfg, "chat_template");
-        if (json_is_array(ct)) {
-            size_t i;
-            json_t *e, *pick = NULL;
-            json_array_foreach(ct, i, e) {
-                const char *name = json_string_value(json_object_get(e, "name"));
-                if (name && strcmp(name, "default") == 0) pick = json_object_get(e, "template");
-            }
-            ct = pick;
-        }
-        if (json_is_string(ct) && !(*out = strdup(json_string_value(ct)))) st = dspy_fail(DSPY_ERR_NOMEM, "out of memory");
+        json_t *ct = dspy_chat_template_from_config(tcfg);
+        if (ct && !(*out = strdup(json_string_value(ct)))) st = dspy_fail(DSPY_ERR_NOMEM, "out of memory");
     }
     dspy_str_free(&p);
     return st;

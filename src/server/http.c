@@ -149,24 +149,6 @@ struct http_server {
     pthread_t reaper;
 };
 
-static void cond_init_mono(pthread_cond_t *cv) {
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(cv, &ca);
-    pthread_condattr_destroy(&ca);
-}
-
-static void deadline_in(struct timespec *ts, int ms) {
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 static void conn_release(http_conn *c) {
     if (!c || atomic_fetch_sub(&c->refs, 1) != 1) return;
     if (c->resp) MHD_destroy_response(c->resp);
@@ -376,7 +358,7 @@ dspy_status dspy_http_stream_write(http_conn *c, const char *data, size_t len) {
     }
     if (len == 0) goto done; /* an empty chunk would end the stream */
     struct timespec dl;
-    deadline_in(&dl, c->s->cfg.limits.write_timeout_ms);
+    dspy_deadline_in(&dl, c->s->cfg.limits.write_timeout_ms);
     /* back-pressure: a client that does not read does not make the server buffer without end */
     while (!c->gone && !c->stream_error && c->out.len - c->out_off > HTTP_STREAM_HIGH)
         if (pthread_cond_timedwait(&c->cv, &c->mu, &dl) == ETIMEDOUT) {
@@ -514,7 +496,7 @@ static http_conn *conn_new(http_server *s, struct MHD_Connection *mc) {
     c->mc = mc;
     atomic_init(&c->refs, 1); /* libmicrohttpd's, dropped in on_completed */
     pthread_mutex_init(&c->mu, NULL);
-    cond_init_mono(&c->cv);
+    dspy_cond_init_monotonic(&c->cv);
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     c->track = ci ? ci->socket_context : NULL;
     ci = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
@@ -709,7 +691,7 @@ static void *reaper_main(void *arg) {
     while (!s->reaper_quit) {
         reap_locked(s);
         struct timespec dl;
-        deadline_in(&dl, HTTP_REAP_MS);
+        dspy_deadline_in(&dl, HTTP_REAP_MS);
         pthread_cond_timedwait(&s->cv, &s->mu, &dl);
     }
     pthread_mutex_unlock(&s->mu);
@@ -738,7 +720,7 @@ dspy_status dspy_http_server_new(const http_server_config *cfg, http_server **ou
     s->wake[0] = s->wake[1] = -1;
     atomic_init(&s->stopping, false);
     pthread_mutex_init(&s->mu, NULL);
-    cond_init_mono(&s->cv);
+    dspy_cond_init_monotonic(&s->cv);
     s->host = strdup(cfg->host ? cfg->host : "127.0.0.1");
     s->cfg.host = s->host;
     dspy_status st = DSPY_OK;
@@ -844,7 +826,7 @@ dspy_status dspy_http_server_run(http_server *s) {
 
 bool dspy_http_server_drain(http_server *s, int timeout_ms) {
     struct timespec dl;
-    if (timeout_ms >= 0) deadline_in(&dl, timeout_ms);
+    if (timeout_ms >= 0) dspy_deadline_in(&dl, timeout_ms);
     pthread_mutex_lock(&s->mu);
     while (s->n_conns + s->n_busy > 0) {
         if (timeout_ms < 0) pthread_cond_wait(&s->cv, &s->mu);

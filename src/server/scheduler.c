@@ -101,14 +101,6 @@ struct sched {
     sched_stats stats;    /* under mu: the snapshot after the last step */
 };
 
-static void cond_init_mono(pthread_cond_t *cv) {
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(cv, &ca);
-    pthread_condattr_destroy(&ca);
-}
-
 /* ---- stop strings ---------------------------------------------------------------------- */
 
 bool dspy_sched_stop_scan(const char *text, size_t len, char *const *stops, size_t n_stops, size_t *pos) {
@@ -176,7 +168,7 @@ dspy_status dspy_sched_job_new(const int32_t *prompt, size_t n_prompt, const sch
     atomic_init(&j->refs, 1);
     atomic_init(&j->cancelled, false);
     pthread_mutex_init(&j->mu, NULL);
-    cond_init_mono(&j->cv);
+    dspy_cond_init_monotonic(&j->cv);
     j->n = p->n;
     j->sampling = p->sampling;
     j->preemptible = p->preemptible;
@@ -208,13 +200,7 @@ oom:
 int dspy_sched_job_poll(sched_job *j, int timeout_ms, sched_choice_out *out, int *err_status,
                    const char **err_message) {
     struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    dl.tv_sec += timeout_ms / 1000;
-    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
+    dspy_deadline_in(&dl, timeout_ms);
     pthread_mutex_lock(&j->mu);
     while (!j->news && !j->complete && j->err_status == 0)
         if (pthread_cond_timedwait(&j->cv, &j->mu, &dl) != 0) break;
