@@ -33,6 +33,10 @@ static pthread_once_t g_curl_once = PTHREAD_ONCE_INIT;
 static CURLcode g_curl_init_rc;
 static void curl_init_once(void) { g_curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
 
+static dspy_status nomem(const char *model) {
+    return dspy_fail(DSPY_ERR_NOMEM, "[%s] out of memory building the request", model);
+}
+
 static void share_lock(CURL *h, curl_lock_data d, curl_lock_access a, void *u) {
     (void)h;
     (void)a;
@@ -315,7 +319,10 @@ static dspy_status http_complete(void *impl, dspy_lm *lm, const dspy_json *reque
     attempt a;
     memset(&a, 0, sizeof a);
     dspy_json *payload = dspy_json_object();
-    if (!payload) goto oom;
+    if (!payload) {
+        st = nomem(model);
+        goto done;
+    }
 
     size_t blen = strlen(base);
     while (blen && base[blen - 1] == '/') blen--;
@@ -323,21 +330,29 @@ static dspy_status http_complete(void *impl, dspy_lm *lm, const dspy_json *reque
     dspy_str_append(&url, "/chat/completions");
 
     if (dspy_json_set_str(payload, "model", name) ||
-        dspy_json_set(payload, "messages", dspy_json_incref(dspy_json_get(request, "messages"))))
-        goto oom;
+        dspy_json_set(payload, "messages", dspy_json_incref(dspy_json_get(request, "messages")))) {
+        st = nomem(model);
+        goto done;
+    }
     for (void *it = dspy_json_iter(request); it; it = dspy_json_next(request, it)) {
         const char *k = dspy_json_iter_key(it);
         const dspy_json *v = dspy_json_iter_value(it);
         if (client_side_key(k) || dspy_json_typeof(v) == DSPY_JSON_NULL) continue;
-        if (dspy_json_set(payload, k, dspy_json_incref((dspy_json *)v))) goto oom;
+        if (dspy_json_set(payload, k, dspy_json_incref((dspy_json *)v))) {
+            st = nomem(model);
+            goto done;
+        }
     }
     if ((st = dspy_json_dump(payload, DSPY_JSON_COMPACT | DSPY_JSON_UTF8, &body))) goto done;
 
     dspy_str_appendf(&auth, "Authorization: Bearer %s", key);
-    if (!dspy_str_ok(&url) || !dspy_str_ok(&body) || !dspy_str_ok(&auth)) goto oom;
+    if (!dspy_str_ok(&url) || !dspy_str_ok(&body) || !dspy_str_ok(&auth)) {
+        st = nomem(model);
+        goto done;
+    }
     struct curl_slist *t;
 #define ADD_HEADER(s) \
-    if (!(t = curl_slist_append(headers, (s)))) goto oom; \
+    if (!(t = curl_slist_append(headers, (s)))) { st = nomem(model); goto done; } \
     headers = t
     ADD_HEADER("Content-Type: application/json");
     ADD_HEADER("Accept: application/json");
@@ -354,7 +369,10 @@ static dspy_status http_complete(void *impl, dspy_lm *lm, const dspy_json *reque
         dspy_json_pystr(dspy_json_iter_value(it), &hl);
         t = dspy_str_ok(&hl) ? curl_slist_append(headers, dspy_str_cstr(&hl)) : NULL;
         dspy_str_free(&hl);
-        if (!t) goto oom;
+        if (!t) {
+            st = nomem(model);
+            goto done;
+        }
         headers = t;
     }
 #undef ADD_HEADER
@@ -366,7 +384,10 @@ static dspy_status http_complete(void *impl, dspy_lm *lm, const dspy_json *reque
     int max_attempts = 1 + dspy_lm_num_retries(lm);
 
     c = curl_easy_init();
-    if (!c) goto oom;
+    if (!c) {
+        st = nomem(model);
+        goto done;
+    }
     curl_easy_setopt(c, CURLOPT_URL, dspy_str_cstr(&url));
     curl_easy_setopt(c, CURLOPT_POST, 1L);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, dspy_str_cstr(&body));
@@ -415,8 +436,6 @@ static dspy_status http_complete(void *impl, dspy_lm *lm, const dspy_json *reque
         if (a.retry_after >= 0) wait = a.retry_after < MAX_RETRY_AFTER_S ? a.retry_after : MAX_RETRY_AFTER_S;
         sleep_s(wait * unit);
     }
-oom:
-    st = dspy_fail(DSPY_ERR_NOMEM, "[%s] out of memory building the request", model);
 done:
     if (c) curl_easy_cleanup(c);
     curl_slist_free_all(headers);

@@ -175,16 +175,16 @@ dspy_status dspy_sched_job_new(const int32_t *prompt, size_t n_prompt, const sch
     j->prompt = malloc(n_prompt * sizeof *j->prompt);
     j->choices = calloc((size_t)p->n, sizeof *j->choices);
     j->stop = calloc(p->n_stop ? p->n_stop : 1, sizeof *j->stop);
-    if (!j->prompt || !j->choices || !j->stop) goto oom;
+    if (!j->prompt || !j->choices || !j->stop) goto fail;
     memcpy(j->prompt, prompt, n_prompt * sizeof *prompt);
     j->n_prompt = n_prompt;
     for (size_t i = 0; i < p->n_stop; i++) {
-        if (!(j->stop[i] = strdup(p->stop[i]))) goto oom;
+        if (!(j->stop[i] = strdup(p->stop[i]))) goto fail;
         j->n_stop = i + 1;
     }
     if (p->sampling.n_stop_ids > 0) {
         j->stop_ids = malloc((size_t)p->sampling.n_stop_ids * sizeof *j->stop_ids);
-        if (!j->stop_ids) goto oom;
+        if (!j->stop_ids) goto fail;
         memcpy(j->stop_ids, p->sampling.stop_ids, (size_t)p->sampling.n_stop_ids * sizeof *j->stop_ids);
     }
     j->sampling.stop_ids = j->stop_ids;
@@ -192,7 +192,7 @@ dspy_status dspy_sched_job_new(const int32_t *prompt, size_t n_prompt, const sch
     j->hold_release = p->hold_release;
     *out = j;
     return DSPY_OK;
-oom:
+fail:
     job_free(j); /* the hold is not set yet: on failure the caller keeps it */
     return dspy_fail(DSPY_ERR_NOMEM, "scheduler: out of memory");
 }
