@@ -23,7 +23,7 @@
  * What it does not: fine-tuning (see the trainer), reconnecting to a server it did not start.
  *
  * Thread safety: a dspy_local_server is used by one thread at a time. Launching from a threaded
- * program is safe (posix_spawn; the server thread blocks all signals).
+ * program is safe (posix_spawn; the server thread blocks asynchronous signals).
  */
 #ifndef DSPY_LOCAL_H
 #define DSPY_LOCAL_H

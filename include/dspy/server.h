@@ -122,8 +122,9 @@ DSPY_API void dspy_server_stop(dspy_server *s);
 
 /* Runs dspy_server_run on a new thread and returns at once. The socket was bound by
  * dspy_server_new, so the server answers from now on (connections made before the thread is
- * scheduled wait in the listen queue). The thread blocks every signal: the host program's
- * SIGINT/SIGTERM handling is its own. Not with dspy_server_run on another thread.
+ * scheduled wait in the listen queue). The thread and the ones it starts block every
+ * asynchronous signal (faults excepted): the host program's SIGINT/SIGTERM/SIGPIPE handling is
+ * its own. Not with dspy_server_run on another thread.
  * DSPY_ERR_STATE if already started or the thread cannot be created. */
 DSPY_API dspy_status dspy_server_start(dspy_server *s);
 

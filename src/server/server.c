@@ -874,11 +874,14 @@ static void *run_thread(void *arg) {
 
 dspy_status dspy_server_start(dspy_server *s) {
     if (s->started) return dspy_fail(DSPY_ERR_STATE, "serve: the server is already running on its thread");
-    /* the thread must not take the caller's blocked signals for granted, nor get SIGTERM/SIGINT
-     * meant for the host program: block everything it could be sent; the server stops only
-     * through dspy_server_stop/dspy_server_join */
+    /* The host program's signals (SIGINT, SIGTERM, SIGPIPE, its own) must reach its threads,
+     * not this one or the connection threads it starts (they inherit its mask): block every
+     * asynchronous signal here. The server stops only through dspy_server_stop/join. Faults
+     * stay unblocked: a blocked SIGSEGV would kill the process without its handler. */
     sigset_t all, old;
     sigfillset(&all);
+    static const int k_faults[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS};
+    for (size_t i = 0; i < sizeof k_faults / sizeof *k_faults; i++) sigdelset(&all, k_faults[i]);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int rc = pthread_create(&s->thread, NULL, run_thread, s);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
