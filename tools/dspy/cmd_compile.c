@@ -344,48 +344,71 @@ static void print_summary(run_state *r, const char *program_path) {
     fflush(stdout);
 }
 
+static const dspy_opt k_opts[] = {
+    {"student", "DIR", "student model directory (Hugging Face layout, e.g. from `dspy init-model`)", true, false, NULL},
+    {"teacher", "MODEL", "openai/<model> (OPENAI_API_KEY), openai/local:<dir> (served here), or oracle (an offline "
+                         "stand-in that answers with the gold label)", false, false, "openai/gpt-4o-mini"},
+    {"teacher-base-url", "URL", "any OpenAI-compatible endpoint for the teacher (e.g. http://127.0.0.1:8000/v1)", false, false, NULL},
+    {"teacher-api-key", "KEY", "the teacher's API key (default: $OPENAI_API_KEY)", false, false, NULL},
+    {"teacher-max-tokens", "N", "max_tokens of the teacher's answers (default: not sent; the tutorial used 3000)", false, false, NULL},
+    TASK_OPTS_DATA,
+    {"trainset", "SRC", "the examples the teacher answers (.jsonl, .csv, or hf:DATASET[:CONFIG]:SPLIT); give "
+                        "--devset too", false, false, NULL},
+    {"split", "NAME", "tutorial (500 train / 100 dev from the first 1,000 rows) or stratified (Banking77: of the "
+                      "official test set)", false, false, "tutorial"},
+    {"limit-train", "N", "use only the first N trainset examples", false, false, NULL},
+    {"limit-dev", "N", "use only the first N devset examples", false, false, NULL},
+    TASK_OPTS_PROGRAM,
+    {"filter-traces", NULL, "BootstrapFinetune(metric=...): keep only the teacher traces the metric scores truthy "
+                            "(the trainset keeps its labels)", false, false, NULL},
+    {"train-kwargs", "KEY=VALUE", "a fine-tuning setting (DSPy's train_kwargs: num_train_epochs, learning_rate, "
+                                  "use_peft, max_seq_length, ...)", false, true, NULL},
+    {"baselines", "WHICH", "evaluate before compiling: student,teacher, student, teacher or none (none also skips "
+                           "the early start of the student's server that checks --serve-arg/--device)", false, false,
+     "student,teacher"},
+    {"num-threads", "N", "threads for bootstrapping and evaluation", false, false, "4"},
+    {"max-errors", "N", "stop bootstrapping/evaluation after N failed examples (default: never; failures are "
+                        "counted, unparseable answers are scored as wrong)", false, false, NULL},
+    {"max-tokens", "N", "max_tokens of the student's answers", false, false, "1000"},
+    {"temperature", "T", "the student's sampling temperature", false, false, "0.0"},
+    {"display-table", "N", "show the first N evaluation rows", false, false, "5"},
+    {"train-threads", "N", "trainer compute threads (default: all cores)", false, false, NULL},
+    {"serve-arg", "ARG", "an extra `dspy serve` argument for the student's server (repeat: --serve-arg=--max-seqs --serve-arg=4)", false, true, NULL},
+    {"device", "NAME", "where the student's servers run: auto, cpu or cuda (`dspy serve --device`; recorded in "
+                       "the fine-tuned LM's launch_kwargs)", false, false, "auto"},
+    {"launch-timeout", "SECONDS", "how long to wait for a server to be ready", false, false, "600"},
+    {"chat-date", "DATE", "Llama 3 'Today Date' for training and serving (default: today)", false, false, NULL},
+    {"verbose", NULL, "DSPy's log line for each failed example instead of one short line", false, false, NULL},
+    {"out", "DIR", "output directory: program.json, results.json/.csv, report.json, failures-*.jsonl, cache/", false,
+     false, "dspy-compile-out"},
+    {"force", NULL, "run again in an --out that holds a finished run", false, false, NULL},
+    {"mlflow-uri", "URI", "log the run to an MLflow tracking server (default: $MLFLOW_TRACKING_URI)", false, false, NULL},
+    {0},
+};
+
+/* Frees what a run built, in any state (each field NULL or cleared until its step ran). */
+static void run_clear(run_state *r) {
+    dspy_launched_free(r->student_server);
+    dspy_launched_free(r->teacher_server);
+    compile_eval_clear(&r->before_student);
+    compile_eval_clear(&r->before_teacher);
+    compile_eval_clear(&r->after);
+    if (r->boot_failures.items) failure_log_free(&r->boot_failures);
+    dspy_bootstrap_finetune_report_clear(&r->report);
+    dspy_module_free(r->compiled);
+    dspy_module_free(r->student);
+    dspy_module_free(r->teacher);
+    dspy_module_free(r->program);
+    dspy_lm_free(r->finetuned_lm);
+    dspy_lm_free(r->student_lm);
+    dspy_lm_free(r->teacher_lm);
+    dspy_oracle_free(r->oracle);
+    task_free(&r->t);
+    free(r->out_dir);
+    free(r->train_kwargs);
+}
+
 int cmd_compile(int argc, char **argv) {
-    static const dspy_opt opts[] = {
-        {"student", "DIR", "student model directory (Hugging Face layout, e.g. from `dspy init-model`)", true, false, NULL},
-        {"teacher", "MODEL", "openai/<model> (OPENAI_API_KEY), openai/local:<dir> (served here), or oracle (an offline "
-                             "stand-in that answers with the gold label)", false, false, "openai/gpt-4o-mini"},
-        {"teacher-base-url", "URL", "any OpenAI-compatible endpoint for the teacher (e.g. http://127.0.0.1:8000/v1)", false, false, NULL},
-        {"teacher-api-key", "KEY", "the teacher's API key (default: $OPENAI_API_KEY)", false, false, NULL},
-        {"teacher-max-tokens", "N", "max_tokens of the teacher's answers (default: not sent; the tutorial used 3000)", false, false, NULL},
-        TASK_OPTS_DATA,
-        {"trainset", "SRC", "the examples the teacher answers (.jsonl, .csv, or hf:DATASET[:CONFIG]:SPLIT); give "
-                            "--devset too", false, false, NULL},
-        {"split", "NAME", "tutorial (500 train / 100 dev from the first 1,000 rows) or stratified (Banking77: of the "
-                          "official test set)", false, false, "tutorial"},
-        {"limit-train", "N", "use only the first N trainset examples", false, false, NULL},
-        {"limit-dev", "N", "use only the first N devset examples", false, false, NULL},
-        TASK_OPTS_PROGRAM,
-        {"filter-traces", NULL, "BootstrapFinetune(metric=...): keep only the teacher traces the metric scores truthy "
-                                "(the trainset keeps its labels)", false, false, NULL},
-        {"train-kwargs", "KEY=VALUE", "a fine-tuning setting (DSPy's train_kwargs: num_train_epochs, learning_rate, "
-                                      "use_peft, max_seq_length, ...)", false, true, NULL},
-        {"baselines", "WHICH", "evaluate before compiling: student,teacher, student, teacher or none (none also skips "
-                               "the early start of the student's server that checks --serve-arg/--device)", false, false,
-         "student,teacher"},
-        {"num-threads", "N", "threads for bootstrapping and evaluation", false, false, "4"},
-        {"max-errors", "N", "stop bootstrapping/evaluation after N failed examples (default: never; failures are "
-                            "counted, unparseable answers are scored as wrong)", false, false, NULL},
-        {"max-tokens", "N", "max_tokens of the student's answers", false, false, "1000"},
-        {"temperature", "T", "the student's sampling temperature", false, false, "0.0"},
-        {"display-table", "N", "show the first N evaluation rows", false, false, "5"},
-        {"train-threads", "N", "trainer compute threads (default: all cores)", false, false, NULL},
-        {"serve-arg", "ARG", "an extra `dspy serve` argument for the student's server (repeat: --serve-arg=--max-seqs --serve-arg=4)", false, true, NULL},
-        {"device", "NAME", "where the student's servers run: auto, cpu or cuda (`dspy serve --device`; recorded in "
-                           "the fine-tuned LM's launch_kwargs)", false, false, "auto"},
-        {"launch-timeout", "SECONDS", "how long to wait for a server to be ready", false, false, "600"},
-        {"chat-date", "DATE", "Llama 3 'Today Date' for training and serving (default: today)", false, false, NULL},
-        {"verbose", NULL, "DSPy's log line for each failed example instead of one short line", false, false, NULL},
-        {"out", "DIR", "output directory: program.json, results.json/.csv, report.json, failures-*.jsonl, cache/", false,
-         false, "dspy-compile-out"},
-        {"force", NULL, "run again in an --out that holds a finished run", false, false, NULL},
-        {"mlflow-uri", "URI", "log the run to an MLflow tracking server (default: $MLFLOW_TRACKING_URI)", false, false, NULL},
-        {0},
-    };
     dspy_args a;
     int rc = dspy_args_parse(&a, "compile", "--student DIR [--teacher MODEL] [--dataset SRC | --trainset SRC --devset "
                                             "SRC] [--signature SIG] [options]",
@@ -393,7 +416,7 @@ int cmd_compile(int argc, char **argv) {
                              "through a ChainOfThought (or Predict) program, the student model is fine-tuned on the\n"
                              "teacher's traces, served with `dspy serve`, and evaluated on the devset over HTTP, next to\n"
                              "the untrained student and the teacher. Banking77 unless --dataset/--trainset name other data.",
-                             opts, argc, argv);
+                             k_opts, argc, argv);
     if (rc) return rc == 1 ? 0 : rc;
 
     run_state r;
@@ -470,24 +493,7 @@ fail:
 done:
     cli_run_end(&run, ret == DSPY_EXIT_OK);
     dspy_train_bar_close(&bar);
-    dspy_launched_free(r.student_server);
-    dspy_launched_free(r.teacher_server);
-    compile_eval_clear(&r.before_student);
-    compile_eval_clear(&r.before_teacher);
-    compile_eval_clear(&r.after);
-    if (r.boot_failures.items) failure_log_free(&r.boot_failures);
-    dspy_bootstrap_finetune_report_clear(&r.report);
-    dspy_module_free(r.compiled);
-    dspy_module_free(r.student);
-    dspy_module_free(r.teacher);
-    dspy_module_free(r.program);
-    dspy_lm_free(r.finetuned_lm);
-    dspy_lm_free(r.student_lm);
-    dspy_lm_free(r.teacher_lm);
-    dspy_oracle_free(r.oracle);
-    task_free(&r.t);
-    free(r.out_dir);
-    free(r.train_kwargs);
+    run_clear(&r);
     dspy_str_free(&program_path);
     dspy_str_free(&logdir);
     dspy_settings_reset();
