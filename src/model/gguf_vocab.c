@@ -129,7 +129,7 @@ static dspy_status collect_tokens(gguf_tokens *t, json_t *root, const char *path
             return dspy_fail(DSPY_ERR_ARG, "%s: added token %zu (id %.0f) is outside the model's vocab_size %zu", path,
                              i, id, V);
         t->tokens[(size_t)id] = content;
-        /* llama.cpp renders CONTROL tokens only when asked: special ones, and <|...|> markers */
+        /* CONTROL as convert_hf_to_gguf.py marks them: special ones and <|...|> markers */
         t->types[(size_t)id] = json_is_true(json_object_get(at, "special")) || looks_special(content)
                                    ? TOK_CONTROL
                                    : TOK_USER_DEFINED;
