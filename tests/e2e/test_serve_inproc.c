@@ -12,7 +12,9 @@
  *   - bad input: a missing model, a port in use, unknown or malformed extra arguments, a child
  *     asked for without a binary: a clear error and no thread left;
  *   - the program path: dspy_program_launch on a Predict whose LM is "openai/local:<dir>" serves
- *     it in process by default and a call goes through it.
+ *     it in process by default and a call goes through it;
+ *   - the lower level: dspy_server_new + dspy_server_start + dspy_server_join (a second start is
+ *     refused; join of a server never started is a no-op).
  */
 #include <arpa/inet.h>
 #include <curl/curl.h>
@@ -33,6 +35,7 @@
 #include "dspy/model.h"
 #include "dspy/module.h"
 #include "dspy/prediction.h"
+#include "dspy/server.h"
 #include "dspy/str.h"
 
 static char g_model[1024];
@@ -437,6 +440,40 @@ done:
     dspy_lm_free(lm);
 }
 
+/* dspy_server_start / dspy_server_join without the launcher. */
+static void test_server_thread(void) {
+    int threads_before = thread_count();
+    dspy_server_params sp = dspy_server_params_default();
+    sp.model_dir = g_model;
+    sp.tokenizer_dir = g_tok;
+    sp.port = 0;
+    sp.n_threads = 1;
+    dspy_server *srv = NULL;
+    CHECK_OK(dspy_server_new(&sp, &srv));
+    if (!srv) return;
+    CHECK_OK(dspy_server_join(srv)); /* never started: nothing to stop */
+    CHECK_OK(dspy_server_start(srv));
+    CHECK_STATUS(dspy_server_start(srv), DSPY_ERR_STATE);
+    char base[64];
+    snprintf(base, sizeof base, "http://127.0.0.1:%d/v1", dspy_server_port(srv));
+    char *text = chat(base, g_model, NULL);
+    if (g_answer && text) CHECK_STR(text, g_answer);
+    free(text);
+    CHECK_OK(dspy_server_join(srv));
+    resp r;
+    http(base, "/models", NULL, &r);
+    CHECK_INT(r.cc, CURLE_COULDNT_CONNECT);
+    dspy_str_free(&r.body);
+    dspy_server_free(srv);
+    CHECK_THREADS(threads_before);
+    /* a started server freed without a join: dspy_server_free stops and joins it */
+    srv = NULL;
+    CHECK_OK(dspy_server_new(&sp, &srv));
+    if (srv) CHECK_OK(dspy_server_start(srv));
+    dspy_server_free(srv);
+    CHECK_THREADS(threads_before);
+}
+
 int main(void) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     if (make_model()) {
@@ -444,6 +481,7 @@ int main(void) {
         RUN(test_child_override);
         RUN(test_bad_input);
         RUN(test_program_launch);
+        RUN(test_server_thread);
     }
     free(g_answer);
     curl_global_cleanup();
