@@ -6,8 +6,8 @@
  * time). Public functions carry DSPY_API (dspy/export.h); every header has extern "C" guards.
  *
  * The headers are flat (dspy/<name>.h) so that an include never changes when code moves; they
- * are grouped below by layer, lowest first. A layer uses only the layers above it in this list
- * (docs: DESIGN.md §1). Most programs need the "program" and "lm" groups; the rest is there
+ * are grouped below by layer, lowest first: a layer uses only the groups listed before it
+ * (DESIGN.md §1). Most programs need the "program" and "lm" groups; the rest is there
  * for those who build their own pieces.
  */
 #ifndef DSPY_DSPY_H
