@@ -9,6 +9,7 @@
  *     servers at once;
  *   - the reference: the same request to a `dspy serve` child (DSPY_BIN, the override) gives
  *     the same greedy answer;
+ *   - `dspy serve` options as extra arguments (--name VALUE, --name=VALUE, flags) take effect;
  *   - bad input: a missing model, a port in use, unknown or malformed extra arguments, a child
  *     asked for without a binary: a clear error and no thread left;
  *   - the program path: dspy_program_launch on a Predict whose LM is "openai/local:<dir>" serves
@@ -440,6 +441,32 @@ done:
     dspy_lm_free(lm);
 }
 
+/* `dspy serve` options given as extra_args reach the in-process server: both spellings, flags. */
+static void test_serve_args(void) {
+    const char *args[] = {"--tokenizer", g_tok, "--threads=1", "--served-model-name=tiny", "--max-n", "2",
+                          "--strict", "--device=cpu", "--shutdown-grace", "5"};
+    dspy_local_params p = dspy_local_params_default();
+    p.mode = DSPY_LOCAL_THREAD;
+    p.extra_args = args;
+    p.n_extra_args = sizeof args / sizeof *args;
+    dspy_local_server *s = NULL;
+    CHECK_OK(dspy_local_launch(g_model, &p, &s));
+    if (!s) return;
+    resp r;
+    http(dspy_local_api_base(s), "/models", NULL, &r);
+    CHECK_INT(r.status, 200);
+    CHECK_CONTAINS(dspy_str_cstr(&r.body), "\"id\":\"tiny\"");
+    dspy_str_free(&r.body);
+    /* --max-n 2: n=3 is refused, naming the limit */
+    char body[256];
+    snprintf(body, sizeof body, k_chat, "tiny", ",\"n\":3");
+    http(dspy_local_api_base(s), "/chat/completions", body, &r);
+    CHECK_INT(r.status, 400);
+    CHECK_CONTAINS(dspy_str_cstr(&r.body), "at most 2 choices");
+    dspy_str_free(&r.body);
+    dspy_local_free(s);
+}
+
 /* dspy_server_start / dspy_server_join without the launcher. */
 static void test_server_thread(void) {
     int threads_before = thread_count();
@@ -481,6 +508,7 @@ int main(void) {
         RUN(test_child_override);
         RUN(test_bad_input);
         RUN(test_program_launch);
+        RUN(test_serve_args);
         RUN(test_server_thread);
     }
     free(g_answer);
