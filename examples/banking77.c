@@ -8,8 +8,9 @@
  * run a tiny random one: `dspy init-model --tokenizer ../shared/models/llama3-tokenizer --out
  * DIR`). The teacher is gpt-4o-mini when OPENAI_API_KEY is set and DSPY_EXAMPLE_TEACHER=openai,
  * else the ORACLE STAND-IN (dspy/oracle.h: gold labels with a templated reasoning line, not an
- * LM), so the example runs offline. Launching the fine-tuned model starts `dspy serve`: set
- * DSPY_BIN to the dspy executable. N_TRAIN/N_DEV (default 500/100, the tutorial's) shrink the
+ * LM), so the example runs offline. Launching the fine-tuned model serves it on a thread of
+ * this program (dspy/local.h); set DSPY_BIN to a dspy executable to run `dspy serve` as a child
+ * instead. N_TRAIN/N_DEV (default 500/100, the tutorial's) shrink the
  * run; the fine-tuning settings (DSPy's train_kwargs) come from DSPY_EXAMPLE_TRAIN_KWARGS, a JSON
  * object (default {"num_train_epochs": 1}; DSPy's defaults fill the rest), and the student's
  * max_tokens from DSPY_EXAMPLE_MAX_TOKENS (default 2000, the tutorial's).

@@ -30,6 +30,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "dspy/json.h"
 #include "dspy/status.h"
 #include "dspy/str.h"
 
@@ -69,6 +70,9 @@ DSPY_API void dspy_value_append_json(dspy_str *s, const dspy_value *v);
 /* Appends Python's repr(): 'text' (quotes and escapes as Python), 1, 0.5, True, None,
  * [1, 'a'], {'k': 'v'}. Floats print as Python's shortest round-trip repr. */
 DSPY_API void dspy_value_append_repr(dspy_str *s, const dspy_value *v);
+/* The value as JSON (borrowed: it lives as long as the value; dspy_json_incref to keep it
+ * longer). NULL for NULL. For code that works on JSON (metrics, tables) without copying. */
+DSPY_API const dspy_json *dspy_value_as_json(const dspy_value *v);
 
 /* ---- examples -------------------------------------------------------------------------- */
 

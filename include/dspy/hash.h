@@ -3,6 +3,7 @@
  * What it does: FIPS 180-4 SHA-256 through OpenSSL libcrypto's EVP interface, e.g. for the
  * content hash that names fine-tuning data files (dspy_behaviour.md §10.5, where any content
  * hash is acceptable) and for cache keys.
+ * Also random uuid4 ids (Python's uuid.uuid4()), from the same library's generator.
  * What it does not: other digests, HMAC, or reproducing Python's sha256(pickle.dumps(...)).
  *
  * Thread safety: the one-shot functions are thread-safe; a dspy_sha256_ctx belongs to one
@@ -45,6 +46,12 @@ DSPY_API dspy_status dspy_sha256_final(dspy_sha256_ctx *ctx, uint8_t out[DSPY_SH
 DSPY_API dspy_status dspy_sha256_final_hex(dspy_sha256_ctx *ctx, char out[DSPY_SHA256_HEX_LEN + 1]);
 /* Frees the context; NULL-safe. */
 DSPY_API void dspy_sha256_free(dspy_sha256_ctx *ctx);
+
+/* A fresh random uuid4 as uuid.uuid4().hex: 32 lowercase hex digits plus NUL (the version and
+ * variant bits set as RFC 4122 says). Thread-safe. */
+DSPY_API void dspy_uuid4_hex(char out[33]);
+/* The same as str(uuid.uuid4()): "8-4-4-4-12" hex digits plus NUL. */
+DSPY_API void dspy_uuid4(char out[37]);
 
 #ifdef __cplusplus
 }

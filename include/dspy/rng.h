@@ -21,6 +21,11 @@ typedef struct dspy_rng {
     double spare;
 } dspy_rng;
 
+/* One step of splitmix64 (Steele, Lea & Flood): advances *state by the golden-ratio constant
+ * and returns its mix. A stateless-looking stream for seeding and for per-element random
+ * numbers (dropout masks); dspy_rng_seed expands a seed with it. */
+DSPY_API uint64_t dspy_splitmix64(uint64_t *state);
+
 /* The same seed always gives the same sequence, on every machine. */
 DSPY_API void dspy_rng_seed(dspy_rng *r, uint64_t seed);
 DSPY_API uint64_t dspy_rng_u64(dspy_rng *r);

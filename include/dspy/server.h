@@ -30,6 +30,10 @@
  * time per token, output format.
  * What it does not: TLS, tools/function calling, logprobs, embeddings, several models.
  *
+ * In-process serving: dspy_server_start runs the server on a thread of its own inside the
+ * calling program (no `dspy` executable, no child process) and dspy_server_join stops it; see
+ * dspy/local.h for the launcher that picks this or a child process for an LM's model.
+ *
  * Thread safety: dspy_server_stop is async-signal-safe; call it from a SIGTERM handler. The
  * other functions are for one controlling thread.
  */
@@ -116,7 +120,21 @@ DSPY_API dspy_status dspy_server_run(dspy_server *s);
 /* Asks dspy_server_run to shut down. Async-signal-safe and idempotent. */
 DSPY_API void dspy_server_stop(dspy_server *s);
 
-/* Frees everything. NULL-safe; call after dspy_server_run has returned (or instead of it). */
+/* Runs dspy_server_run on a new thread and returns at once. The socket was bound by
+ * dspy_server_new, so the server answers from now on (connections made before the thread is
+ * scheduled wait in the listen queue). The thread and the ones it starts block every
+ * asynchronous signal (faults excepted): the host program's SIGINT/SIGTERM/SIGPIPE handling is
+ * its own. Not with dspy_server_run on another thread.
+ * DSPY_ERR_STATE if already started or the thread cannot be created. */
+DSPY_API dspy_status dspy_server_start(dspy_server *s);
+
+/* Stops a server started with dspy_server_start (as dspy_server_stop: in-flight requests get
+ * shutdown_grace_ms) and waits for its thread. Returns what dspy_server_run returned; DSPY_OK
+ * when it was not started. Afterwards the server can only be freed. */
+DSPY_API dspy_status dspy_server_join(dspy_server *s);
+
+/* Frees everything (a started server is joined first). NULL-safe; call after dspy_server_run
+ * has returned, or instead of it. */
 DSPY_API void dspy_server_free(dspy_server *s);
 
 #ifdef __cplusplus

@@ -77,11 +77,16 @@ DSPY_API dspy_status dspy_open_regular(const char *path, int *fd, uint64_t *size
 DSPY_API dspy_status dspy_read_regular_file(const char *path, size_t max_bytes, char **out, size_t *len);
 /* Writes `n` bytes to `path` atomically (temp file in the same directory, then rename). */
 DSPY_API dspy_status dspy_write_file(const char *path, const void *data, size_t n);
-/* Puts a fully written temporary file into place: flushes and fsyncs `fp` (open on `tmp`), closes
- * it, then renames `tmp` to `path`. `fp` is closed in every case; on failure (DSPY_ERR_IO naming
- * the file and the error) `tmp` stays for the caller to remove. The last step of the streaming
+/* Writes the NUL-terminated `text` to DIR/NAME as dspy_write_file does, then frees it: the one
+ * call after a renderer that returns a malloc'd string (config JSON, a state file), so a NULL
+ * `text` (the renderer ran out of memory) is DSPY_ERR_NOMEM naming the file. */
+DSPY_API dspy_status dspy_write_text_owned(const char *dir, const char *name, char *text);
+/* Puts a fully written temporary file into place: flushes and fsyncs *fp (open on *tmp), closes
+ * it, then renames *tmp to `path`. *fp is closed and set to NULL in every case. On success *tmp
+ * (malloc'd) is freed and set to NULL: nothing is left to remove. On failure (DSPY_ERR_IO naming
+ * the file and the error) *tmp stays for the caller to remove. The last step of the streaming
  * writers (safetensors, GGUF), so a reader never sees a half-written file. */
-DSPY_API dspy_status dspy_file_commit(FILE *fp, const char *tmp, const char *path);
+DSPY_API dspy_status dspy_file_commit(FILE **fp, char **tmp, const char *path);
 
 /* Creates `dir` and its missing parents (mode 0755), like `mkdir -p`. An existing directory is
  * fine; an existing non-directory is DSPY_ERR_IO. The message names the path that failed. */

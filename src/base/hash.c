@@ -4,7 +4,10 @@
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/time.h>
 
 struct dspy_sha256_ctx {
     EVP_MD_CTX *md;
@@ -88,4 +91,27 @@ void dspy_sha256_free(dspy_sha256_ctx *ctx) {
     if (!ctx) return;
     EVP_MD_CTX_free(ctx->md);
     free(ctx);
+}
+
+void dspy_uuid4_hex(char out[33]) {
+    unsigned char b[16];
+    if (RAND_bytes(b, sizeof b) != 1) {
+        struct timeval tv; /* RAND_bytes cannot fail on Linux with getrandom; keep ids unique anyway */
+        gettimeofday(&tv, NULL);
+        for (int i = 0; i < 16; i++) b[i] = (unsigned char)((tv.tv_usec >> (i % 4 * 8)) ^ (rand() & 0xFF));
+    }
+    b[6] = (unsigned char)((b[6] & 0x0F) | 0x40); /* version 4 */
+    b[8] = (unsigned char)((b[8] & 0x3F) | 0x80); /* variant RFC 4122 */
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 16; i++) {
+        out[2 * i] = hex[b[i] >> 4];
+        out[2 * i + 1] = hex[b[i] & 15];
+    }
+    out[32] = '\0';
+}
+
+void dspy_uuid4(char out[37]) {
+    char h[33];
+    dspy_uuid4_hex(h);
+    snprintf(out, 37, "%.8s-%.4s-%.4s-%.4s-%.12s", h, h + 8, h + 12, h + 16, h + 20);
 }

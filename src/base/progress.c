@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dspy/clock.h"
 #include "dspy/str.h"
 
 /* Code points whose Unicode East Asian Width is F or W (display width 2), as Python 3.11's
@@ -248,12 +249,6 @@ struct dspy_progress {
 
 #define MIN_INTERVAL 0.1 /* tqdm's mininterval */
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static int terminal_cols(FILE *f) {
     struct winsize ws;
     if (ioctl(fileno(f), TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
@@ -294,7 +289,7 @@ dspy_status dspy_progress_new(const char *desc, long total, FILE *out, dspy_prog
     b->tty = out && isatty(fileno(out));
     b->desc = d;
     b->total = total;
-    b->start_t = b->last_print_t = now_s();
+    b->start_t = b->last_print_t = dspy_now_s();
     if (b->tty) draw(b, b->start_t, false);
     *bar = b;
     return DSPY_OK;
@@ -304,7 +299,7 @@ void dspy_progress_update(dspy_progress *b, long n) {
     pthread_mutex_lock(&b->mu);
     b->n += n;
     if (b->tty) {
-        double now = now_s();
+        double now = dspy_now_s();
         double dt = now - b->last_print_t;
         if (dt >= MIN_INTERVAL && now - b->last_draw_t >= MIN_INTERVAL) {
             long dn = b->n - b->last_print_n;
@@ -327,7 +322,7 @@ dspy_status dspy_progress_set_desc(dspy_progress *b, const char *desc) {
     free(b->desc);
     b->desc = d;
     if (b->tty) {
-        double now = now_s();
+        double now = dspy_now_s();
         if (now - b->last_draw_t >= MIN_INTERVAL) draw(b, now, false);
     }
     pthread_mutex_unlock(&b->mu);
@@ -344,7 +339,7 @@ long dspy_progress_n(dspy_progress *b) {
 void dspy_progress_close(dspy_progress *b) {
     if (!b) return;
     pthread_mutex_lock(&b->mu);
-    double now = now_s();
+    double now = dspy_now_s();
     if (b->tty) {
         draw(b, now, true);
         fputc('\n', b->out);

@@ -292,15 +292,30 @@ dspy_status dspy_write_file(const char *path, const void *data, size_t n) {
     return DSPY_OK;
 }
 
-dspy_status dspy_file_commit(FILE *fp, const char *tmp, const char *path) {
+dspy_status dspy_write_text_owned(const char *dir, const char *name, char *text) {
+    if (!text) return dspy_fail(DSPY_ERR_NOMEM, "%s/%s: out of memory", dir, name);
+    dspy_str path = DSPY_STR_INIT;
+    dspy_str_appendf(&path, "%s/%s", dir, name);
+    dspy_status st = dspy_str_ok(&path) ? dspy_write_file(path.ptr, text, strlen(text))
+                                        : dspy_fail(DSPY_ERR_NOMEM, "%s/%s: out of memory", dir, name);
+    dspy_str_free(&path);
+    free(text);
+    return st;
+}
+
+dspy_status dspy_file_commit(FILE **fpp, char **tmp, const char *path) {
+    FILE *fp = *fpp;
+    *fpp = NULL;
     if (fflush(fp) != 0 || fsync(fileno(fp)) != 0) {
-        dspy_status st = dspy_fail(DSPY_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
+        dspy_status st = dspy_fail(DSPY_ERR_IO, "%s: write failed: %s", *tmp, strerror(errno));
         fclose(fp);
         return st;
     }
-    if (fclose(fp) != 0) return dspy_fail(DSPY_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
-    if (rename(tmp, path) != 0)
+    if (fclose(fp) != 0) return dspy_fail(DSPY_ERR_IO, "%s: write failed: %s", *tmp, strerror(errno));
+    if (rename(*tmp, path) != 0)
         return dspy_fail(DSPY_ERR_IO, "%s: cannot rename the temporary file into place: %s", path, strerror(errno));
+    free(*tmp);
+    *tmp = NULL;
     return DSPY_OK;
 }
 

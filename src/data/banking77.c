@@ -153,6 +153,21 @@ static dspy_status make_example(const char *text, size_t text_len, const char *l
     return st;
 }
 
+/* The end of a loader: on failure frees what was built and gives NULLs; else hands the
+ * dataset out, and the labels too when the caller wants them. */
+static void hand_out(dspy_status st, dspy_dataset *ds, dspy_labels *labels, dspy_dataset **out,
+                     dspy_labels **labels_out) {
+    if (st) {
+        dspy_dataset_free(ds);
+        dspy_labels_free(labels);
+        ds = NULL;
+        labels = NULL;
+    }
+    *out = ds;
+    if (labels_out) *labels_out = labels;
+    else dspy_labels_free(labels);
+}
+
 static dspy_status load_local(const char *dir, const char *file, dspy_dataset **out,
                               dspy_labels **labels_out) {
     dspy_str path = DSPY_STR_INIT;
@@ -185,15 +200,7 @@ static dspy_status load_local(const char *dir, const char *file, dspy_dataset **
         if ((st = dspy_dataset_append(ds, ex))) goto done;
     }
 done:
-    if (st) {
-        dspy_dataset_free(ds);
-        dspy_labels_free(labels);
-        ds = NULL;
-        labels = NULL;
-    }
-    *out = ds;
-    if (labels_out) *labels_out = labels;
-    else dspy_labels_free(labels);
+    hand_out(st, ds, labels, out, labels_out);
     dspy_csv_free(csv);
     dspy_str_free(&path);
     return st;
@@ -228,15 +235,7 @@ static dspy_status load_hf(const dspy_hf_params *hf, const char *split, dspy_dat
         if ((st = dspy_dataset_append(ds, ex))) goto done;
     }
 done:
-    if (st) {
-        dspy_dataset_free(ds);
-        dspy_labels_free(labels);
-        ds = NULL;
-        labels = NULL;
-    }
-    *out = ds;
-    if (labels_out) *labels_out = labels;
-    else dspy_labels_free(labels);
+    hand_out(st, ds, labels, out, labels_out);
     dspy_dataset_free(rows);
     dspy_hf_names_free(names, nnames);
     return st;

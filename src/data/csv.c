@@ -30,6 +30,8 @@ typedef struct {
     size_t nrec, cap_rec;
 } builder;
 
+static dspy_status nomem(const char *name) { return dspy_fail(DSPY_ERR_NOMEM, "%s: out of memory parsing CSV", name); }
+
 static bool push_cell(builder *b, size_t start) {
     if (b->ncells == b->cap_cells) {
         size_t nc = b->cap_cells ? b->cap_cells * 2 : 256;
@@ -161,7 +163,10 @@ dspy_status dspy_csv_parse(const char *data, size_t n, const char *name, dspy_cs
                 dspy_str_appendn(&b.text, data + pos, run - pos);
                 pos = run;
             }
-            if (!push_cell(&b, start)) goto nomem;
+            if (!push_cell(&b, start)) {
+                st = nomem(name);
+                goto fail;
+            }
             if (pos < n && data[pos] == ',') {
                 pos++;
                 continue;
@@ -182,24 +187,32 @@ dspy_status dspy_csv_parse(const char *data, size_t n, const char *name, dspy_cs
                            name, rec_line, nf, nf == 1 ? "" : "s", ncols);
             goto fail;
         }
-        if (!push_record(&b, rec_line)) goto nomem;
+        if (!push_record(&b, rec_line)) {
+            st = nomem(name);
+            goto fail;
+        }
     }
     if (b.nrec == 0) {
         st = dspy_fail(DSPY_ERR_FORMAT, "%s: empty CSV: no header row", name);
         goto fail;
     }
     dspy_csv *csv = calloc(1, sizeof *csv);
-    if (!csv) goto nomem;
+    if (!csv) {
+        st = nomem(name);
+        goto fail;
+    }
     csv->name = strdup(name);
     if (!csv->name) {
         free(csv);
-        goto nomem;
+        st = nomem(name);
+        goto fail;
     }
     csv->text = dspy_str_take(&b.text);
     if (!csv->text) {
         free(csv->name);
         free(csv);
-        goto nomem;
+        st = nomem(name);
+        goto fail;
     }
     csv->off = b.off;
     csv->len = b.len;
@@ -208,8 +221,6 @@ dspy_status dspy_csv_parse(const char *data, size_t n, const char *name, dspy_cs
     csv->ncols = ncols;
     *out = csv;
     return DSPY_OK;
-nomem:
-    st = dspy_fail(DSPY_ERR_NOMEM, "%s: out of memory parsing CSV", name);
 fail:
     builder_free(&b);
     return st;

@@ -18,6 +18,7 @@
 #include "dspy/jsonl.h"
 #include "dspy/random.h"
 #include "dspy/str.h"
+#include "example_internal.h"
 
 dspy_data_params dspy_data_params_default(void) {
     dspy_data_params p = {0};
@@ -355,15 +356,7 @@ dspy_status dspy_tutorial_split_pool(const dspy_dataset *pool, size_t n_raw, siz
     dspy_status st = dspy_dataset_gather(pool, idx, n_train, &tr);
     if (!st) st = dspy_dataset_gather(pool, idx + n_train, n_dev, &dev);
     free(idx);
-    if (st) {
-        dspy_dataset_free(tr);
-        return st;
-    }
-    if (trainset) *trainset = tr;
-    else dspy_dataset_free(tr);
-    if (devset) *devset = dev;
-    else dspy_dataset_free(dev);
-    return DSPY_OK;
+    return dspy_split_hand_out(st, tr, dev, trainset, devset);
 }
 
 dspy_status dspy_dataset_inputs_only(const dspy_dataset *ds, dspy_dataset **out) {

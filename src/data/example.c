@@ -129,6 +129,9 @@ void dspy_value_append_json(dspy_str *s, const dspy_value *v) {
         s->failed = true;
 }
 
+/* dspy_json and dspy_value are both a json_t underneath (base/json.c, example_internal.h) */
+const dspy_json *dspy_value_as_json(const dspy_value *v) { return (const dspy_json *)(const void *)dspy_value_json(v); }
+
 void dspy_value_append_repr(dspy_str *s, const dspy_value *v) {
     dspy_json_repr((const dspy_json *)dspy_value_json(v), s);
 }

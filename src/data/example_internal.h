@@ -23,4 +23,10 @@ dspy_status dspy_example_from_json_object(const json_t *obj, dspy_example **out)
 /* A new JSON object with the fields (new reference), NULL on OOM (dspy_errmsg set). */
 json_t *dspy_example_to_json_object(const dspy_example *ex, bool include_dspy);
 
+/* The end of a train/dev split: on failure (st != DSPY_OK) frees both halves and returns st;
+ * else hands each to its out-parameter, or frees it when that is NULL (the caller wants only
+ * the other half), and returns DSPY_OK. */
+dspy_status dspy_split_hand_out(dspy_status st, dspy_dataset *tr, dspy_dataset *dev, dspy_dataset **trainset,
+                                dspy_dataset **devset);
+
 #endif

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dspy/clock.h"
 #include "dspy/jsonl.h"
 #include "dspy/str.h"
 #include "example_internal.h"
@@ -115,12 +116,6 @@ static bool transient_curl_error(CURLcode rc) {
     }
 }
 
-static void sleep_ms(long ms) {
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
 /* GET base+path_query into *body (HTTP 200 only). `what` names the request in messages. */
 static dspy_status http_get(session *s, const char *path_query, const char *what, dspy_str *body) {
     dspy_str url = DSPY_STR_INIT;
@@ -196,7 +191,7 @@ static dspy_status http_get(session *s, const char *path_query, const char *what
                            url.ptr, what, attempt + 1, dspy_str_cstr(&last));
             break;
         }
-        if (delay > 0) sleep_ms(delay);
+        if (delay > 0) dspy_sleep_ms(delay);
         delay = delay * 2 > s->p.max_backoff_ms ? s->p.max_backoff_ms : delay * 2;
     }
     curl_easy_setopt(s->curl, CURLOPT_ERRORBUFFER, NULL);

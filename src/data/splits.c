@@ -8,6 +8,7 @@
 
 #include "dspy/datasets.h"
 #include "dspy/random.h"
+#include "example_internal.h"
 
 /* Shuffles idx[0..n) as random.Random(0).shuffle does. */
 static void tutorial_permutation(int32_t *idx, size_t n) {
@@ -54,6 +55,11 @@ dspy_status dspy_banking77_tutorial_split(const dspy_dataset *train, dspy_datase
         }
         st = dspy_dataset_append(pos < TUTORIAL_TRAIN ? tr : dev, e);
     }
+    return dspy_split_hand_out(st, tr, dev, trainset, devset);
+}
+
+dspy_status dspy_split_hand_out(dspy_status st, dspy_dataset *tr, dspy_dataset *dev, dspy_dataset **trainset,
+                                dspy_dataset **devset) {
     if (st) {
         dspy_dataset_free(tr);
         dspy_dataset_free(dev);

@@ -67,6 +67,7 @@ dspy_status dspy_device_parse(const char *name, dspy_device *out) {
     if (!name || strcmp(name, "cpu") == 0) return DSPY_OK;
     const char *why = NULL;
     if (strcmp(name, "auto") == 0) {
+        /* auto never fails: no GPU (or no CUDA in this build) simply means the CPU */
         if (dspy_cuda_device_count(&why) > 0) out->type = DSPY_DEVICE_CUDA;
         return DSPY_OK;
     }
@@ -95,7 +96,8 @@ void dspy_device_str(dspy_device d, char *buf, size_t cap) {
     else snprintf(buf, cap, "cpu");
 }
 
-/* Fields of b that are larger replace those of a. */
+/* Fields of b that are larger replace those of a: a plan only grows, so scratch sized for one
+ * caller (the engine's batch, the trainer's sequence) stays big enough for every other. */
 static void plan_merge(dspy_backend_plan *a, const dspy_backend_plan *b) {
 #define GROW(f) \
     if (b->f > a->f) a->f = b->f
@@ -114,6 +116,7 @@ dspy_status dspy_backend_new(dspy_device dev, const dspy_backend_plan *plan, dsp
     dspy_backend *be = calloc(1, sizeof *be);
     if (!be) return dspy_fail(DSPY_ERR_NOMEM, "backend: out of memory");
     be->dev = dev;
+    /* a small floor, so a backend made without a plan (tests, weight copies) can still run ops */
     be->plan = (dspy_backend_plan){64, 64, 1, 1, 1, 1, 0};
     if (plan) plan_merge(&be->plan, plan);
     dspy_status st;
@@ -147,6 +150,7 @@ void dspy_backend_free(dspy_backend *be) {
 dspy_status dspy_backend_reserve(dspy_backend *be, const dspy_backend_plan *plan) {
     dspy_backend_plan p = be->plan;
     plan_merge(&p, plan);
+    /* unchanged plan: keep the scratch as it is, so pointers into it stay valid */
     if (memcmp(&p, &be->plan, sizeof p) == 0) return DSPY_OK;
     if (be->dev.type == DSPY_DEVICE_CPU) return dspy_backend_cpu_reserve(be, &p);
 #ifdef DSPY_HAVE_CUDA

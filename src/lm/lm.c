@@ -10,7 +10,6 @@
 #include "dspy/lm.h"
 
 #include <math.h>
-#include <openssl/rand.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -18,6 +17,7 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "dspy/hash.h"
 #include "dspy/log.h"
 #include "lm_internal.h"
 
@@ -50,29 +50,6 @@ struct dspy_lm {
 };
 
 /* ---- small helpers ---------------------------------------------------------------------- */
-
-void dspy_lm_uuid4_hex(char out[33]) {
-    unsigned char b[16];
-    if (RAND_bytes(b, sizeof b) != 1) {
-        struct timeval tv; /* RAND_bytes cannot fail on Linux with getrandom; keep ids unique anyway */
-        gettimeofday(&tv, NULL);
-        for (int i = 0; i < 16; i++) b[i] = (unsigned char)((tv.tv_usec >> (i % 4 * 8)) ^ (rand() & 0xFF));
-    }
-    b[6] = (unsigned char)((b[6] & 0x0F) | 0x40);
-    b[8] = (unsigned char)((b[8] & 0x3F) | 0x80);
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 0; i < 16; i++) {
-        out[2 * i] = hex[b[i] >> 4];
-        out[2 * i + 1] = hex[b[i] & 15];
-    }
-    out[32] = '\0';
-}
-
-void dspy_lm_uuid4(char out[37]) {
-    char h[33];
-    dspy_lm_uuid4_hex(h);
-    snprintf(out, 37, "%.8s-%.4s-%.4s-%.4s-%.12s", h, h + 8, h + 12, h + 16, h + 20);
-}
 
 void dspy_lm_timestamp(char out[40]) {
     struct timeval tv;
@@ -159,14 +136,14 @@ static dspy_status build_kwargs(const char *model, const dspy_lm_params *p, dspy
     else t = p->profile == DSPY_LM_V26 ? dspy_json_real(0.0) : dspy_json_null();
     if (p->max_tokens > 0) m = dspy_json_int(p->max_tokens);
     else m = p->profile == DSPY_LM_V26 ? dspy_json_int(1000) : dspy_json_null();
-    if (dspy_json_set(kw, "temperature", t) || dspy_json_set(kw, "max_tokens", m)) goto oom;
+    if (dspy_json_set(kw, "temperature", t) || dspy_json_set(kw, "max_tokens", m)) goto fail;
     if (p->kwargs) {
         if (dspy_json_typeof(p->kwargs) != DSPY_JSON_OBJECT) {
             dspy_json_decref(kw);
             return dspy_fail(DSPY_ERR_ARG, "[%s] LM kwargs must be a JSON object", model);
         }
         for (void *it = dspy_json_iter(p->kwargs); it; it = dspy_json_next(p->kwargs, it))
-            if (dspy_json_set(kw, dspy_json_iter_key(it), dspy_json_copy(dspy_json_iter_value(it)))) goto oom;
+            if (dspy_json_set(kw, dspy_json_iter_key(it), dspy_json_copy(dspy_json_iter_value(it)))) goto fail;
     }
     if (p->profile == DSPY_LM_V33 && is_reasoning_model(model)) {
         const dspy_json *tv = dspy_json_get(kw, "temperature"), *mv = dspy_json_get(kw, "max_tokens");
@@ -179,13 +156,13 @@ static dspy_status build_kwargs(const char *model, const dspy_lm_params *p, dspy
         }
         /* max_tokens becomes max_completion_tokens, in the same position */
         dspy_json *renamed = dspy_json_object();
-        if (!renamed) goto oom;
+        if (!renamed) goto fail;
         for (void *it = dspy_json_iter(kw); it; it = dspy_json_next(kw, it)) {
             const char *k = dspy_json_iter_key(it);
             if (dspy_json_set(renamed, strcmp(k, "max_tokens") == 0 ? "max_completion_tokens" : k,
                               dspy_json_incref(dspy_json_iter_value(it)))) {
                 dspy_json_decref(renamed);
-                goto oom;
+                goto fail;
             }
         }
         dspy_json_decref(kw);
@@ -195,7 +172,7 @@ static dspy_status build_kwargs(const char *model, const dspy_lm_params *p, dspy
     if (rid && dspy_json_typeof(rid) == DSPY_JSON_NULL) dspy_json_del(kw, "rollout_id");
     *out = kw;
     return DSPY_OK;
-oom:
+fail:
     dspy_json_decref(kw);
     return nomem(model);
 }
@@ -468,7 +445,7 @@ static dspy_status make_plan(dspy_lm *lm, const dspy_json *messages, const dspy_
     pthread_mutex_unlock(&lm->lock);
     pl->call_kw = kwargs ? dspy_json_copy(kwargs) : dspy_json_object();
     pl->request = dspy_json_object();
-    if (!pl->merged || !pl->call_kw || !pl->request) goto oom;
+    if (!pl->merged || !pl->call_kw || !pl->request) goto fail;
     for (void *it = dspy_json_iter(pl->call_kw); it; it = dspy_json_next(pl->call_kw, it)) {
         const char *k = dspy_json_iter_key(it);
         const dspy_json *v = dspy_json_iter_value(it);
@@ -476,20 +453,20 @@ static dspy_status make_plan(dspy_lm *lm, const dspy_json *messages, const dspy_
             pl->cache_on = dspy_json_truthy(v);
             continue;
         }
-        if (dspy_json_set(pl->merged, k, dspy_json_copy(v))) goto oom;
+        if (dspy_json_set(pl->merged, k, dspy_json_copy(v))) goto fail;
     }
     const dspy_json *rid = dspy_json_get(pl->merged, "rollout_id");
     if (rid && dspy_json_typeof(rid) == DSPY_JSON_NULL) dspy_json_del(pl->merged, "rollout_id");
     if (dspy_json_set_str(pl->request, "model", lm->model) ||
         dspy_json_set(pl->request, "messages", dspy_json_copy(messages)))
-        goto oom;
+        goto fail;
     for (void *it = dspy_json_iter(pl->merged); it; it = dspy_json_next(pl->merged, it)) {
         const char *k = dspy_json_iter_key(it);
         if (strcmp(k, "model") == 0 || strcmp(k, "messages") == 0) continue;
-        if (dspy_json_set(pl->request, k, dspy_json_incref(dspy_json_iter_value(it)))) goto oom;
+        if (dspy_json_set(pl->request, k, dspy_json_incref(dspy_json_iter_value(it)))) goto fail;
     }
     return DSPY_OK;
-oom:
+fail:
     plan_free(pl);
     memset(pl, 0, sizeof *pl);
     return nomem(lm->model);
@@ -538,7 +515,10 @@ static dspy_status response_from_raw(dspy_lm *lm, dspy_json *raw, bool cached, d
     }
     size_t n = dspy_json_size(choices);
     r->choices = calloc(n, sizeof *r->choices);
-    if (!r->choices) goto oom;
+    if (!r->choices) {
+        st = nomem(lm->model);
+        goto fail;
+    }
     for (size_t i = 0; i < n; i++) {
         const dspy_json *c = dspy_json_at(choices, i);
         const dspy_json *msg = dspy_json_get(c, "message");
@@ -552,20 +532,27 @@ static dspy_status response_from_raw(dspy_lm *lm, dspy_json *raw, bool cached, d
         r->choices[i].text = dup_or_null(content);
         r->choices[i].finish_reason = dup_or_null(dspy_json_get(c, "finish_reason"));
         r->n = (int32_t)(i + 1);
-        if (content && dspy_json_is_string(content) && !r->choices[i].text) goto oom;
+        if (content && dspy_json_is_string(content) && !r->choices[i].text) {
+            st = nomem(lm->model);
+            goto fail;
+        }
     }
     if (cached) {
-        if (dspy_json_set(raw, "usage", dspy_json_object())) goto oom;
+        if (dspy_json_set(raw, "usage", dspy_json_object())) {
+            st = nomem(lm->model);
+            goto fail;
+        }
     }
     const dspy_json *usage = dspy_json_get(raw, "usage");
     r->usage = usage && dspy_json_typeof(usage) == DSPY_JSON_OBJECT ? dspy_json_copy(usage) : dspy_json_object();
     const dspy_json *model = dspy_json_get(raw, "model");
     r->model = strdup(dspy_json_is_string(model) ? dspy_json_str(model) : "");
-    if (!r->usage || !r->model) goto oom;
+    if (!r->usage || !r->model) {
+        st = nomem(lm->model);
+        goto fail;
+    }
     *out = r;
     return DSPY_OK;
-oom:
-    st = nomem(lm->model);
 fail:
     dspy_lm_response_free(r);
     return st;
@@ -591,7 +578,7 @@ static void record_history(dspy_lm *lm, const call_plan *pl, const dspy_lm_respo
     dspy_json *outputs = dspy_json_array();
     char ts[40], uuid[37];
     dspy_lm_timestamp(ts);
-    dspy_lm_uuid4(uuid);
+    dspy_uuid4(uuid);
     bool ok = e && outputs;
     for (int32_t i = 0; ok && i < r->n; i++)
         ok = dspy_json_append(outputs, r->choices[i].text ? dspy_json_string(r->choices[i].text) : dspy_json_null()) == DSPY_OK;
@@ -725,7 +712,7 @@ dspy_status dspy_lm_call_with(dspy_lm *lm, const dspy_json *messages, const dspy
     }
     pthread_mutex_unlock(&lm->lock);
     char call_id[33] = "";
-    if (ncbs) dspy_lm_uuid4_hex(call_id);
+    if (ncbs) dspy_uuid4_hex(call_id);
     for (size_t i = 0; i < ncbs; i++)
         if (cbs[i].on_lm_start) cbs[i].on_lm_start(cbs[i].user, call_id, lm, messages, kwargs);
     dspy_status st = call_inner(lm, messages, kwargs, out);

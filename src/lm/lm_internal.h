@@ -3,6 +3,7 @@
 #define DSPY_LM_INTERNAL_H
 
 #include "dspy/lm.h"
+#include "dspy/server.h"
 
 /* OpenAI-compatible HTTP provider (openai_http.c). */
 extern const dspy_lm_provider dspy_openai_http_provider;
@@ -14,10 +15,12 @@ extern const dspy_lm_provider dspy_scripted_provider;
 dspy_status dspy_scripted_from_json(const dspy_json *spec, const char *where, void **impl);
 dspy_status dspy_scripted_load(const char *path, void **impl);
 
-/* Fresh random uuid4: "8-4-4-4-12" form (37 bytes) or 32 hex digits (33 bytes). */
-void dspy_lm_uuid4(char out[37]);
-void dspy_lm_uuid4_hex(char out[33]);
 /* Python datetime.now().isoformat(): local time, microseconds omitted when zero. */
 void dspy_lm_timestamp(char out[40]);
+
+/* In-process local server (local_args.c): `dspy serve` options ("--max-seqs", "16" or
+ * "--max-seqs=16", "--strict") written into *p; strings are borrowed from args. *grace_set
+ * tells whether --shutdown-grace was given. DSPY_ERR_ARG naming an unknown or bad option. */
+dspy_status dspy_local_serve_args(const char *const *args, size_t n, dspy_server_params *p, bool *grace_set);
 
 #endif

@@ -1,6 +1,8 @@
-/* local.c — launch / wait / kill a `dspy serve` child process (see dspy/local.h).
+/* local.c — launch / wait / kill a local model server: in process on a thread, or a `dspy
+ * serve` child process (see dspy/local.h).
  *
- * The child is started with posix_spawn (safe in a threaded parent) with --parent-pid, so it
+ * The thread is dspy_server_new + dspy_server_start; the `dspy serve` extra arguments are read
+ * into its parameters by local_args.c. The child is started with posix_spawn (safe in a threaded parent) with --parent-pid, so it
  * dies with this process however this process ends (see cmd_serve.c): stdin from /dev/null,
  * stdout and stderr appended to the log file, signal mask cleared and SIGTERM/SIGINT/SIGPIPE
  * reset to their defaults (ignored dispositions would otherwise survive exec). Readiness is
@@ -23,7 +25,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dspy/clock.h"
 #include "dspy/str.h"
+#include "lm/lm_internal.h"
 
 extern char **environ;
 
@@ -31,7 +35,11 @@ extern char **environ;
 #define LOCAL_TAIL_BYTES 2000
 
 struct dspy_local_server {
-    pid_t pid;
+    dspy_local_mode mode; /* THREAD or CHILD */
+    dspy_server *srv;     /* THREAD: the server, until kill */
+    dspy_status stop_st;  /* THREAD: what kill returned, kept for a second call */
+    char *stop_msg;
+    pid_t pid;            /* CHILD: the process, -1 before it is spawned */
     bool reaped;
     int exit_status;
     int port;
@@ -61,25 +69,18 @@ const char *dspy_local_strip_model(const char *model) {
 
 const char *dspy_local_api_base(const dspy_local_server *s) { return s->api_base; }
 int dspy_local_port(const dspy_local_server *s) { return s->port; }
-pid_t dspy_local_pid(const dspy_local_server *s) { return s->pid; }
+dspy_local_mode dspy_local_get_mode(const dspy_local_server *s) { return s->mode; }
+pid_t dspy_local_pid(const dspy_local_server *s) { return s->mode == DSPY_LOCAL_CHILD ? s->pid : 0; }
 const char *dspy_local_log_path(const dspy_local_server *s) { return s->log_path; }
 const char *dspy_local_model_path(const dspy_local_server *s) { return s->model_path; }
 
 dspy_status dspy_local_get_logs(const dspy_local_server *s, char **out) {
     size_t len;
+    *out = NULL;
+    if (!s->log_path)
+        return dspy_fail(DSPY_ERR_STATE, "local: the in-process server for %s has no log file; its lines go to the "
+                                         "process log (dspy_log_set_sink)", s->model_path);
     return dspy_read_file(s->log_path, out, &len);
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
 }
 
 /* The last lines of the log, for error messages ("" when unreadable). malloc'd. */
@@ -93,30 +94,35 @@ static char *log_tail(const char *path) {
     return t;
 }
 
-static dspy_status resolve_bin(const dspy_local_params *p, char **out) {
+/* The dspy executable named by the caller (params.dspy_bin, then DSPY_BIN) or this process
+ * when it is `dspy`; *out malloc'd, or NULL when there is none. */
+static dspy_status find_bin(const dspy_local_params *p, char **out) {
     *out = NULL;
-    if (p->dspy_bin && *p->dspy_bin) {
-        *out = strdup(p->dspy_bin);
-        return *out ? DSPY_OK : dspy_fail(DSPY_ERR_NOMEM, "local: out of memory");
-    }
+    const char *env = getenv("DSPY_BIN");
+    const char *named = p->dspy_bin && *p->dspy_bin ? p->dspy_bin : env && *env ? env : NULL;
     char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n > 0) {
-        self[n] = '\0';
-        const char *base = strrchr(self, '/');
-        base = base ? base + 1 : self;
-        if (strcmp(base, "dspy") == 0) {
-            *out = strdup(self);
-            return *out ? DSPY_OK : dspy_fail(DSPY_ERR_NOMEM, "local: out of memory");
+    if (!named) {
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        if (n > 0) {
+            self[n] = '\0';
+            const char *base = strrchr(self, '/');
+            base = base ? base + 1 : self;
+            if (strcmp(base, "dspy") == 0) named = self;
         }
     }
-    const char *env = getenv("DSPY_BIN");
-    if (env && *env) {
-        *out = strdup(env);
-        return *out ? DSPY_OK : dspy_fail(DSPY_ERR_NOMEM, "local: out of memory");
-    }
-    return dspy_fail(DSPY_ERR_ARG, "local: cannot tell where the dspy executable is (this process is not `dspy`); "
-                                   "set the DSPY_BIN environment variable or dspy_local_params.dspy_bin");
+    if (named && !(*out = strdup(named))) return dspy_fail(DSPY_ERR_NOMEM, "local: out of memory");
+    return DSPY_OK;
+}
+
+/* "http://HOST:PORT/v1" for a client of a server bound to `host` (a wildcard address is
+ * reached through the loopback one). malloc'd, NULL on OOM. */
+static char *api_base_for(const char *host, int port, const char *path) {
+    const char *connect_host = host;
+    if (strcmp(host, "0.0.0.0") == 0) connect_host = "127.0.0.1";
+    else if (strcmp(host, "::") == 0) connect_host = "::1";
+    dspy_str u = DSPY_STR_INIT;
+    dspy_str_appendf(&u, strchr(host, ':') ? "http://[%s]:%d%s" : "http://%s:%d%s", connect_host, port, path);
+    return dspy_str_take(&u);
 }
 
 /* Finds "listening on http://HOST:PORT" in the log; 0 when not there yet. */
@@ -250,6 +256,120 @@ static dspy_status spawn(dspy_local_server *s, char *const argv[], int log_fd, c
     return DSPY_OK;
 }
 
+/* ---- in process ---------------------------------------------------------------------------- */
+
+static dspy_status launch_thread(dspy_local_server *s, const dspy_local_params *p) {
+    dspy_server_params sp = dspy_server_params_default();
+    sp.model_dir = s->model_path;
+    sp.host = p->host;
+    sp.port = p->port > 0 ? p->port : 0;
+    sp.api_key = p->api_key;
+    bool grace_set = false;
+    dspy_status st = dspy_local_serve_args(p->extra_args, p->n_extra_args, &sp, &grace_set);
+    if (st) return st;
+    /* kill_grace_s bounds a child's shutdown; for a thread it is the requests' grace period
+     * (capped at a day, so the int of milliseconds cannot overflow) */
+    if (!grace_set) sp.shutdown_grace_ms = (int)((p->kill_grace_s < 86400.0 ? p->kill_grace_s : 86400.0) * 1000.0);
+    if ((st = dspy_server_new(&sp, &s->srv)) != DSPY_OK) return st;
+    if ((st = dspy_server_start(s->srv)) != DSPY_OK) return st;
+    s->port = dspy_server_port(s->srv);
+    if (!(s->api_base = api_base_for(p->host, s->port, "/v1"))) return DSPY_ERR_NOMEM;
+    return DSPY_OK;
+}
+
+/* ---- child process ------------------------------------------------------------------------- */
+
+/* Creates the log file (O_APPEND, so the child's two streams interleave whole writes) in
+ * log_dir or the temp dir; sets s->log_path and returns the descriptor in *fd. */
+static dspy_status open_log(dspy_local_server *s, const dspy_local_params *p, int *fd) {
+    const char *dir = p->log_dir;
+    s->log_is_temp = !dir || !*dir;
+    if (!dir || !*dir) dir = getenv("TMPDIR");
+    if (!dir || !*dir) dir = "/tmp";
+    dspy_status st = dspy_mkdir_p(dir);
+    if (st) return st;
+    dspy_str path = DSPY_STR_INIT;
+    dspy_str_appendf(&path, "%s/dspy-serve-XXXXXX.log", dir);
+    if (!(s->log_path = dspy_str_take(&path))) return DSPY_ERR_NOMEM;
+    *fd = mkostemps(s->log_path, 4, O_CLOEXEC | O_APPEND);
+    if (*fd < 0) return dspy_fail(DSPY_ERR_IO, "%s/dspy-serve-*.log: cannot create the log file: %s", dir, strerror(errno));
+    return DSPY_OK;
+}
+
+/* Polls the child until GET /v1/models answers 200, it exits, or the deadline passes. */
+static dspy_status wait_ready(dspy_local_server *s, const dspy_local_params *p) {
+    double deadline = dspy_now_s() + p->timeout_s;
+    s->port = p->port;
+    for (;;) {
+        if (reap(s, false)) {
+            char *tail = log_tail(s->log_path);
+            dspy_status st = dspy_fail(DSPY_ERR_STATE, "local: `dspy serve` exited with status %d before it was ready "
+                                       "(log %s):\n%s", s->exit_status, s->log_path, tail);
+            free(tail);
+            return st;
+        }
+        double left = deadline - dspy_now_s();
+        if (left <= 0) break;
+        /* port 0: the child chose one and says which in its "listening on" line */
+        if (s->port == 0) s->port = port_from_log(s->log_path);
+        if (s->port > 0) {
+            char *url = api_base_for(p->host, s->port, "/v1/models");
+            long code = url ? http_get_status(url, p->api_key, left < 5.0 ? left : 5.0) : 0;
+            free(url);
+            if (code == 200) return (s->api_base = api_base_for(p->host, s->port, "/v1")) ? DSPY_OK : DSPY_ERR_NOMEM;
+        }
+        left = deadline - dspy_now_s();
+        if (left > 0) dspy_sleep_ms(left * 1000.0 < LOCAL_POLL_MS ? (int)(left * 1000.0) + 1 : LOCAL_POLL_MS);
+    }
+    char *tail = log_tail(s->log_path);
+    dspy_status st = dspy_fail(DSPY_ERR_TIMEOUT, "local: `dspy serve` did not become ready within %g s (log %s):\n%s",
+                               p->timeout_s, s->log_path, tail);
+    free(tail);
+    return st;
+}
+
+static dspy_status launch_child(dspy_local_server *s, const dspy_local_params *p, char *bin) {
+    int log_fd = -1;
+    dspy_status st = open_log(s, p, &log_fd);
+    char port_arg[16], parent_arg[24];
+    snprintf(port_arg, sizeof port_arg, "%d", p->port > 0 ? p->port : 0);
+    snprintf(parent_arg, sizeof parent_arg, "%ld", (long)getpid());
+    char **argv = calloc(11 + p->n_extra_args, sizeof *argv);
+    if (!st && !argv) st = dspy_fail(DSPY_ERR_NOMEM, "local: out of memory");
+    if (st) goto done;
+    size_t k = 0;
+    argv[k++] = bin;
+    argv[k++] = "serve";
+    argv[k++] = "--model";
+    argv[k++] = s->model_path;
+    argv[k++] = "--host";
+    argv[k++] = (char *)p->host;
+    argv[k++] = "--port";
+    argv[k++] = port_arg;
+    argv[k++] = "--parent-pid"; /* the child dies with this process, even on SIGKILL */
+    argv[k++] = parent_arg;
+    for (size_t i = 0; i < p->n_extra_args; i++) argv[k++] = (char *)p->extra_args[i];
+    argv[k] = NULL;
+    if ((st = spawn(s, argv, log_fd, p->api_key)) != DSPY_OK) goto done;
+    s->reaped = false;
+    st = wait_ready(s, p);
+done:
+    if (log_fd >= 0) close(log_fd);
+    free(argv);
+    return st;
+}
+
+/* ---- the handle ---------------------------------------------------------------------------- */
+
+static void local_free_fields(dspy_local_server *s) {
+    dspy_server_free(s->srv);
+    free(s->stop_msg);
+    free(s->model_path);
+    free(s->log_path);
+    free(s->api_base);
+    free(s);
+}
+
 dspy_status dspy_local_launch(const char *model, const dspy_local_params *params, dspy_local_server **out) {
     *out = NULL;
     dspy_local_params p = params ? *params : dspy_local_params_default();
@@ -263,125 +383,58 @@ dspy_status dspy_local_launch(const char *model, const dspy_local_params *params
     s->pid = -1;
     s->reaped = true;
     s->kill_grace_s = p.kill_grace_s;
-    char *bin = NULL, *tail = NULL;
-    char **argv = NULL;
-    int log_fd = -1;
+    char *bin = NULL;
     dspy_status st = DSPY_OK;
-    dspy_str tmp = DSPY_STR_INIT;
-    char port_arg[16];
     if (!(s->model_path = strdup(dspy_local_strip_model(model)))) {
         st = dspy_fail(DSPY_ERR_NOMEM, "local: out of memory");
         goto fail;
     }
-    if ((st = resolve_bin(&p, &bin)) != DSPY_OK) goto fail;
-    const char *dir = p.log_dir;
-    s->log_is_temp = !dir || !*dir;
-    if (!dir || !*dir) dir = getenv("TMPDIR");
-    if (!dir || !*dir) dir = "/tmp";
-    if ((st = dspy_mkdir_p(dir)) != DSPY_OK) goto fail;
-    dspy_str_appendf(&tmp, "%s/dspy-serve-XXXXXX.log", dir);
-    if (!dspy_str_ok(&tmp)) {
-        st = dspy_fail(DSPY_ERR_NOMEM, "local: out of memory");
+    if (p.mode != DSPY_LOCAL_THREAD && (st = find_bin(&p, &bin)) != DSPY_OK) goto fail;
+    if (p.mode == DSPY_LOCAL_CHILD && !bin) {
+        st = dspy_fail(DSPY_ERR_ARG, "local: a `dspy serve` child was asked for but there is no dspy executable "
+                                     "(this process is not `dspy`); set the DSPY_BIN environment variable or "
+                                     "dspy_local_params.dspy_bin, or use DSPY_LOCAL_THREAD");
         goto fail;
     }
-    s->log_path = dspy_str_take(&tmp);
-    log_fd = s->log_path ? mkostemps(s->log_path, 4, O_CLOEXEC | O_APPEND) : -1;
-    if (log_fd < 0) {
-        st = dspy_fail(DSPY_ERR_IO, "%s/dspy-serve-*.log: cannot create the log file: %s", dir, strerror(errno));
-        goto fail;
-    }
-    snprintf(port_arg, sizeof port_arg, "%d", p.port > 0 ? p.port : 0);
-    char parent_arg[24];
-    snprintf(parent_arg, sizeof parent_arg, "%ld", (long)getpid());
-    size_t na = 12 + p.n_extra_args + 1, k = 0;
-    argv = calloc(na, sizeof *argv);
-    if (!argv) {
-        st = dspy_fail(DSPY_ERR_NOMEM, "local: out of memory");
-        goto fail;
-    }
-    argv[k++] = bin;
-    argv[k++] = "serve";
-    argv[k++] = "--model";
-    argv[k++] = s->model_path;
-    argv[k++] = "--host";
-    argv[k++] = (char *)p.host;
-    argv[k++] = "--port";
-    argv[k++] = port_arg;
-    argv[k++] = "--parent-pid"; /* the child dies with this process, even on SIGKILL */
-    argv[k++] = parent_arg;
-
-    for (size_t i = 0; i < p.n_extra_args; i++) argv[k++] = (char *)p.extra_args[i];
-    argv[k] = NULL;
-    if ((st = spawn(s, argv, log_fd, p.api_key)) != DSPY_OK) goto fail;
-    s->reaped = false;
-    close(log_fd);
-    log_fd = -1;
-
-    /* wait for readiness, never past the deadline */
-    const char *connect_host = p.host;
-    bool v6 = strchr(p.host, ':') != NULL;
-    if (strcmp(p.host, "0.0.0.0") == 0) connect_host = "127.0.0.1";
-    else if (strcmp(p.host, "::") == 0) connect_host = "::1";
-    double deadline = now_s() + p.timeout_s;
-    s->port = p.port;
-    for (;;) {
-        if (reap(s, false)) {
-            tail = log_tail(s->log_path);
-            st = dspy_fail(DSPY_ERR_STATE, "local: `dspy serve` exited with status %d before it was ready (log %s):\n%s",
-                           s->exit_status, s->log_path, tail);
-            goto fail;
-        }
-        double left = deadline - now_s();
-        if (left <= 0) break;
-        if (s->port == 0) s->port = port_from_log(s->log_path);
-        if (s->port > 0) {
-            dspy_str_clear(&tmp);
-            dspy_str_appendf(&tmp, v6 ? "http://[%s]:%d/v1/models" : "http://%s:%d/v1/models", connect_host, s->port);
-            long code = dspy_str_ok(&tmp) ? http_get_status(tmp.ptr, p.api_key, left < 5.0 ? left : 5.0) : 0;
-            if (code == 200) {
-                dspy_str_clear(&tmp);
-                dspy_str_appendf(&tmp, v6 ? "http://[%s]:%d/v1" : "http://%s:%d/v1", connect_host, s->port);
-                if (!dspy_str_ok(&tmp)) {
-                    st = dspy_fail(DSPY_ERR_NOMEM, "local: out of memory");
-                    goto fail;
-                }
-                s->api_base = dspy_str_take(&tmp);
-                free(bin);
-                free(argv);
-                *out = s;
-                return DSPY_OK;
-            }
-        }
-        left = deadline - now_s();
-        if (left > 0) sleep_ms(left * 1000.0 < LOCAL_POLL_MS ? (int)(left * 1000.0) + 1 : LOCAL_POLL_MS);
-    }
-    tail = log_tail(s->log_path);
-    st = dspy_fail(DSPY_ERR_TIMEOUT, "local: `dspy serve` did not become ready within %g s (log %s):\n%s", p.timeout_s,
-                   s->log_path, tail);
+    s->mode = bin ? DSPY_LOCAL_CHILD : DSPY_LOCAL_THREAD;
+    st = bin ? launch_child(s, &p, bin) : launch_thread(s, &p);
+    if (st) goto fail;
+    free(bin);
+    *out = s;
+    return DSPY_OK;
 fail:
-    if (log_fd >= 0) close(log_fd);
-    if (!s->reaped) {
+    if (!s->reaped) { /* a child that started: kill it, keeping the launch error's message */
         char *msg = strdup(dspy_errmsg());
         dspy_local_kill(s, NULL);
         if (msg) dspy_fail(st, "%s", msg);
         free(msg);
     }
-    free(tail);
     free(bin);
-    free(argv);
-    dspy_str_free(&tmp);
-    free(s->model_path);
-    free(s->log_path);
-    free(s->api_base);
-    free(s);
+    local_free_fields(s); /* a thread that started is joined by dspy_server_free */
     return st;
 }
 
+/* A thread: stop, join and free the server now (its port and memory are released at kill,
+ * as a child's are), remembering the result for later calls. */
+static dspy_status kill_thread(dspy_local_server *s, int *exit_status) {
+    if (s->srv) {
+        s->stop_st = dspy_server_join(s->srv);
+        if (s->stop_st) s->stop_msg = strdup(dspy_errmsg());
+        dspy_server_free(s->srv);
+        s->srv = NULL;
+        s->exit_status = s->stop_st ? 1 : 0;
+    }
+    if (exit_status) *exit_status = s->exit_status;
+    if (!s->stop_st) return DSPY_OK;
+    return dspy_fail(s->stop_st, "%s", s->stop_msg ? s->stop_msg : "local: the server thread failed");
+}
+
 dspy_status dspy_local_kill(dspy_local_server *s, int *exit_status) {
+    if (s->mode == DSPY_LOCAL_THREAD) return kill_thread(s, exit_status);
     if (!s->reaped && s->pid > 0) {
         kill(s->pid, SIGTERM);
-        double deadline = now_s() + s->kill_grace_s;
-        while (!reap(s, false) && now_s() < deadline) sleep_ms(20);
+        double deadline = dspy_now_s() + s->kill_grace_s;
+        while (!reap(s, false) && dspy_now_s() < deadline) dspy_sleep_ms(20);
         if (!s->reaped) {
             kill(s->pid, SIGKILL);
             reap(s, true);
@@ -399,8 +452,5 @@ void dspy_local_free(dspy_local_server *s) {
     /* a log in the temp dir of a server that ended cleanly says nothing worth keeping; logs in
      * a run directory (log_dir) stay with the run */
     if (s->log_is_temp && s->log_path && s->reaped && s->exit_status == 0) unlink(s->log_path);
-    free(s->model_path);
-    free(s->log_path);
-    free(s->api_base);
-    free(s);
+    local_free_fields(s);
 }

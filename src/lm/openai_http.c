@@ -33,6 +33,10 @@ static pthread_once_t g_curl_once = PTHREAD_ONCE_INIT;
 static CURLcode g_curl_init_rc;
 static void curl_init_once(void) { g_curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
 
+static dspy_status nomem(const char *model) {
+    return dspy_fail(DSPY_ERR_NOMEM, "[%s] out of memory building the request", model);
+}
+
 static void share_lock(CURL *h, curl_lock_data d, curl_lock_access a, void *u) {
     (void)h;
     (void)a;
@@ -285,14 +289,11 @@ static const char *env_nonempty(const char *name) {
     return v && *v ? v : NULL;
 }
 
-static dspy_status http_complete(void *impl, dspy_lm *lm, const dspy_json *request, dspy_json **out) {
-    http_impl *h = impl;
-    *out = NULL;
-    const char *model = dspy_json_str(dspy_json_get(request, "model"));
-    if (!model) return dspy_fail(DSPY_ERR_ARG, "HTTP client: the request has no model");
-    const char *name = strncmp(model, "openai/", 7) == 0 ? model + 7 : model;
-    bool local = strncmp(name, "local:", 6) == 0;
-
+/* Where the request goes and with which key: kwargs api_base/base_url, then $OPENAI_BASE_URL /
+ * $OPENAI_API_BASE, then OpenAI's; kwargs api_key, then $OPENAI_API_KEY ("local" for a local
+ * model, whose server the launcher started without a key unless it set one). */
+static dspy_status resolve_endpoint(const dspy_json *request, const char *model, bool local, const char **base_out,
+                                    const char **key_out) {
     const char *base = kw_str(request, "api_base");
     if (!base) base = kw_str(request, "base_url");
     if (!base && local)
@@ -305,68 +306,134 @@ static dspy_status http_complete(void *impl, dspy_lm *lm, const dspy_json *reque
     if (!key) key = local ? "local" : env_nonempty("OPENAI_API_KEY");
     if (!key)
         return dspy_fail(DSPY_ERR_ARG, "[%s] no API key: set OPENAI_API_KEY or pass kwargs api_key", model);
+    /* a line break would let the key inject more headers */
     if (strpbrk(key, "\r\n"))
         return dspy_fail(DSPY_ERR_ARG, "[%s] the API key contains a line break; check OPENAI_API_KEY / api_key", model);
+    *base_out = base;
+    *key_out = key;
+    return DSPY_OK;
+}
 
+/* The JSON body: model (without "openai/"), messages, then every kwarg the server should see
+ * (client-side ones such as api_key and nulls left out). */
+static dspy_status build_body(const dspy_json *request, const char *model, const char *name, dspy_str *body) {
     dspy_status st = DSPY_OK;
-    dspy_str url = DSPY_STR_INIT, body = DSPY_STR_INIT, auth = DSPY_STR_INIT;
-    struct curl_slist *headers = NULL;
-    CURL *c = NULL;
-    attempt a;
-    memset(&a, 0, sizeof a);
     dspy_json *payload = dspy_json_object();
-    if (!payload) goto oom;
-
-    size_t blen = strlen(base);
-    while (blen && base[blen - 1] == '/') blen--;
-    dspy_str_appendn(&url, base, blen);
-    dspy_str_append(&url, "/chat/completions");
-
-    if (dspy_json_set_str(payload, "model", name) ||
-        dspy_json_set(payload, "messages", dspy_json_incref(dspy_json_get(request, "messages"))))
-        goto oom;
+    if (!payload || dspy_json_set_str(payload, "model", name) ||
+        dspy_json_set(payload, "messages", dspy_json_incref(dspy_json_get(request, "messages")))) {
+        st = nomem(model);
+        goto done;
+    }
     for (void *it = dspy_json_iter(request); it; it = dspy_json_next(request, it)) {
         const char *k = dspy_json_iter_key(it);
         const dspy_json *v = dspy_json_iter_value(it);
         if (client_side_key(k) || dspy_json_typeof(v) == DSPY_JSON_NULL) continue;
-        if (dspy_json_set(payload, k, dspy_json_incref((dspy_json *)v))) goto oom;
+        if (dspy_json_set(payload, k, dspy_json_incref((dspy_json *)v))) {
+            st = nomem(model);
+            goto done;
+        }
     }
-    if ((st = dspy_json_dump(payload, DSPY_JSON_COMPACT | DSPY_JSON_UTF8, &body))) goto done;
+    st = dspy_json_dump(payload, DSPY_JSON_COMPACT | DSPY_JSON_UTF8, body);
+done:
+    dspy_json_decref(payload);
+    return st;
+}
 
-    dspy_str_appendf(&auth, "Authorization: Bearer %s", key);
-    if (!dspy_str_ok(&url) || !dspy_str_ok(&body) || !dspy_str_ok(&auth)) goto oom;
-    struct curl_slist *t;
-#define ADD_HEADER(s) \
-    if (!(t = curl_slist_append(headers, (s)))) goto oom; \
-    headers = t
-    ADD_HEADER("Content-Type: application/json");
-    ADD_HEADER("Accept: application/json");
-    ADD_HEADER(dspy_str_cstr(&auth));
-    if (dspy_lm_profile_of(lm) == DSPY_LM_V33) {
-        ADD_HEADER("User-Agent: DSPy/3.3.1");
-    }
-    ADD_HEADER("Expect:"); /* no 100-continue round trip for large bodies */
+/* The request headers; kwargs extra_headers come last. *out is NULL on failure. */
+static dspy_status build_headers(dspy_lm *lm, const dspy_json *request, const char *model, const char *key,
+                                 struct curl_slist **out) {
+    dspy_str line = DSPY_STR_INIT;
+    dspy_str_appendf(&line, "Authorization: Bearer %s", key);
+    const char *fixed[5];
+    size_t n = 0;
+    fixed[n++] = "Content-Type: application/json";
+    fixed[n++] = "Accept: application/json";
+    fixed[n++] = dspy_str_cstr(&line);
+    if (dspy_lm_profile_of(lm) == DSPY_LM_V33) fixed[n++] = "User-Agent: DSPy/3.3.1";
+    fixed[n++] = "Expect:"; /* no 100-continue round trip for large bodies */
+    struct curl_slist *headers = NULL, *t = NULL;
+    bool ok = dspy_str_ok(&line);
+    /* curl copies each line, so `line` can be reused for the extra headers */
+    for (size_t i = 0; ok && i < n; i++) ok = (t = curl_slist_append(headers, fixed[i])) && (headers = t);
     const dspy_json *extra = dspy_json_get(request, "extra_headers");
-    for (void *it = extra && dspy_json_typeof(extra) == DSPY_JSON_OBJECT ? dspy_json_iter(extra) : NULL; it;
+    for (void *it = extra && dspy_json_typeof(extra) == DSPY_JSON_OBJECT ? dspy_json_iter(extra) : NULL; ok && it;
          it = dspy_json_next(extra, it)) {
-        dspy_str hl = DSPY_STR_INIT;
-        dspy_str_appendf(&hl, "%s: ", dspy_json_iter_key(it));
-        dspy_json_pystr(dspy_json_iter_value(it), &hl);
-        t = dspy_str_ok(&hl) ? curl_slist_append(headers, dspy_str_cstr(&hl)) : NULL;
-        dspy_str_free(&hl);
-        if (!t) goto oom;
-        headers = t;
+        dspy_str_clear(&line);
+        dspy_str_appendf(&line, "%s: ", dspy_json_iter_key(it));
+        dspy_json_pystr(dspy_json_iter_value(it), &line);
+        ok = dspy_str_ok(&line) && (t = curl_slist_append(headers, dspy_str_cstr(&line))) && (headers = t);
     }
-#undef ADD_HEADER
+    dspy_str_free(&line);
+    if (!ok) {
+        curl_slist_free_all(headers);
+        return nomem(model);
+    }
+    *out = headers;
+    return DSPY_OK;
+}
+
+/* Sends the request until it succeeds, fails for good, or the retries are spent (DSPy's
+ * schedule, CC-23); a 2xx answer is parsed into *out. */
+static dspy_status send_with_retries(dspy_lm *lm, CURL *c, attempt *a, req_ctx *r, double timeout_s, dspy_json **out) {
+    double unit = dspy_lm_retry_unit_s(lm);
+    int max_attempts = 1 + dspy_lm_num_retries(lm);
+    for (;;) {
+        dspy_str_clear(&a->body);
+        a->errbuf[0] = '\0';
+        a->status = 0;
+        a->retry_after = -1;
+        a->content_length = -1;
+        a->too_large = false;
+        a->cc = curl_easy_perform(c);
+        r->attempts++;
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &a->status);
+        curl_easy_getinfo(c, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &a->content_length);
+        /* a well-formed but unusable 2xx answer is not retried */
+        if (a->cc == CURLE_OK && a->status >= 200 && a->status < 300) return parse_ok_body(r, a, out);
+        bool retryable = a->cc != CURLE_OK ? !a->too_large && transport_retryable(a->cc) : status_retryable(a->status);
+        if (!retryable || r->attempts >= max_attempts) return attempt_error(r, a, timeout_s);
+        /* CC-23: retry 1 immediately; after retry j (= attempt j+1) fails, min(10, 2**(j-1)). */
+        int j = r->attempts - 1;
+        double wait = j == 0 ? 0 : (j - 1 >= 4 ? 10.0 : (double)(1 << (j - 1)));
+        if (wait > 10) wait = 10;
+        if (a->retry_after >= 0) wait = a->retry_after < MAX_RETRY_AFTER_S ? a->retry_after : MAX_RETRY_AFTER_S;
+        sleep_s(wait * unit);
+    }
+}
+
+static dspy_status http_complete(void *impl, dspy_lm *lm, const dspy_json *request, dspy_json **out) {
+    http_impl *h = impl;
+    *out = NULL;
+    const char *model = dspy_json_str(dspy_json_get(request, "model"));
+    if (!model) return dspy_fail(DSPY_ERR_ARG, "HTTP client: the request has no model");
+    const char *name = strncmp(model, "openai/", 7) == 0 ? model + 7 : model;
+    const char *base = NULL, *key = NULL;
+    dspy_status st = resolve_endpoint(request, model, strncmp(name, "local:", 6) == 0, &base, &key);
+    if (st) return st;
+
+    dspy_str url = DSPY_STR_INIT, body = DSPY_STR_INIT;
+    struct curl_slist *headers = NULL;
+    CURL *c = NULL;
+    attempt a;
+    memset(&a, 0, sizeof a);
+    size_t blen = strlen(base);
+    while (blen && base[blen - 1] == '/') blen--;
+    dspy_str_appendn(&url, base, blen);
+    dspy_str_append(&url, "/chat/completions");
+    if (!dspy_str_ok(&url)) {
+        st = nomem(model);
+        goto done;
+    }
+    if ((st = build_body(request, model, name, &body)) != DSPY_OK) goto done;
+    if ((st = build_headers(lm, request, model, key, &headers)) != DSPY_OK) goto done;
 
     double timeout_s = dspy_lm_timeout_s(lm);
     const dspy_json *tv = dspy_json_get(request, "timeout");
     if (dspy_json_is_number(tv) && dspy_json_number(tv) > 0) timeout_s = dspy_json_number(tv);
-    double unit = dspy_lm_retry_unit_s(lm);
-    int max_attempts = 1 + dspy_lm_num_retries(lm);
-
-    c = curl_easy_init();
-    if (!c) goto oom;
+    if (!(c = curl_easy_init())) {
+        st = nomem(model);
+        goto done;
+    }
     curl_easy_setopt(c, CURLOPT_URL, dspy_str_cstr(&url));
     curl_easy_setopt(c, CURLOPT_POST, 1L);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, dspy_str_cstr(&body));
@@ -383,48 +450,16 @@ static dspy_status http_complete(void *impl, dspy_lm *lm, const dspy_json *reque
     curl_easy_setopt(c, CURLOPT_SHARE, h->share);
     curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+    /* a local server must not be reached through an HTTP proxy set for the internet */
     if (is_loopback(dspy_str_cstr(&url))) curl_easy_setopt(c, CURLOPT_PROXY, "");
-
     req_ctx r = {model, dspy_str_cstr(&url), 0};
-    for (;;) {
-        dspy_str_clear(&a.body);
-        a.errbuf[0] = '\0';
-        a.status = 0;
-        a.retry_after = -1;
-        a.content_length = -1;
-        a.too_large = false;
-        a.cc = curl_easy_perform(c);
-        r.attempts++;
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &a.status);
-        curl_easy_getinfo(c, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &a.content_length);
-        bool retryable;
-        if (a.cc == CURLE_OK && a.status >= 200 && a.status < 300) {
-            st = parse_ok_body(&r, &a, out);
-            goto done; /* a well-formed but unusable 2xx answer is not retried */
-        }
-        if (a.cc != CURLE_OK) retryable = !a.too_large && transport_retryable(a.cc);
-        else retryable = status_retryable(a.status);
-        if (!retryable || r.attempts >= max_attempts) {
-            st = attempt_error(&r, &a, timeout_s);
-            goto done;
-        }
-        /* CC-23: retry 1 immediately; after retry j (= attempt j+1) fails, min(10, 2**(j-1)). */
-        int j = r.attempts - 1;
-        double wait = j == 0 ? 0 : (j - 1 >= 4 ? 10.0 : (double)(1 << (j - 1)));
-        if (wait > 10) wait = 10;
-        if (a.retry_after >= 0) wait = a.retry_after < MAX_RETRY_AFTER_S ? a.retry_after : MAX_RETRY_AFTER_S;
-        sleep_s(wait * unit);
-    }
-oom:
-    st = dspy_fail(DSPY_ERR_NOMEM, "[%s] out of memory building the request", model);
+    st = send_with_retries(lm, c, &a, &r, timeout_s, out);
 done:
     if (c) curl_easy_cleanup(c);
     curl_slist_free_all(headers);
-    dspy_json_decref(payload);
     dspy_str_free(&a.body);
     dspy_str_free(&url);
     dspy_str_free(&body);
-    dspy_str_free(&auth);
     return st;
 }
 

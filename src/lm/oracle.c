@@ -68,7 +68,7 @@ dspy_status dspy_oracle_new(const dspy_dataset *data, const dspy_oracle_params *
     o->output_field = strdup(outf);
     o->reasoning_field = strdup(rf);
     o->entries = calloc(cap ? cap : 1, sizeof *o->entries);
-    if (!o->input_field || !o->output_field || !o->reasoning_field || !o->entries) goto nomem;
+    if (!o->input_field || !o->output_field || !o->reasoning_field || !o->entries) goto fail;
     for (size_t i = 0; i < cap; i++) {
         const dspy_example *ex = dspy_dataset_get(data, i);
         const char *t = dspy_example_get_str(ex, in), *l = dspy_example_get_str(ex, outf);
@@ -78,7 +78,7 @@ dspy_status dspy_oracle_new(const dspy_dataset *data, const dspy_oracle_params *
         e->text = strndup(v.ptr, v.len);
         e->label = strdup(l);
         e->idx = i;
-        if (!e->text || !e->label) goto nomem;
+        if (!e->text || !e->label) goto fail;
     }
     if (o->n == 0) {
         dspy_oracle_free(o);
@@ -98,7 +98,7 @@ dspy_status dspy_oracle_new(const dspy_dataset *data, const dspy_oracle_params *
     o->n = k;
     *out = o;
     return DSPY_OK;
-nomem:
+fail:
     dspy_oracle_free(o);
     return dspy_fail(DSPY_ERR_NOMEM, "oracle: out of memory");
 }

@@ -219,11 +219,16 @@ static dspy_status scripted_complete(void *impl, dspy_lm *lm, const dspy_json *r
     if (n < 1 || n > 4096) return dspy_fail(DSPY_ERR_ARG, "[%s] n must be between 1 and 4096, not %lld", dspy_lm_model(lm), (long long)n);
     dspy_json *kw = dspy_json_object(), *resp = dspy_json_object(), *choices = dspy_json_array();
     dspy_status st = DSPY_OK;
-    if (!kw || !resp || !choices) goto oom;
+    if (!kw || !resp || !choices) {
+        st = dspy_fail(DSPY_ERR_NOMEM, "scripted LM: out of memory");
+        goto done;
+    }
     for (void *it = dspy_json_iter(request); it; it = dspy_json_next(request, it)) {
         const char *k = dspy_json_iter_key(it);
-        if (strcmp(k, "model") && strcmp(k, "messages") && dspy_json_set(kw, k, dspy_json_incref(dspy_json_iter_value(it))))
-            goto oom;
+        if (strcmp(k, "model") && strcmp(k, "messages") && dspy_json_set(kw, k, dspy_json_incref(dspy_json_iter_value(it)))) {
+            st = dspy_fail(DSPY_ERR_NOMEM, "scripted LM: out of memory");
+            goto done;
+        }
     }
     for (int64_t i = 0; i < n; i++) {
         char *text;
@@ -241,17 +246,20 @@ static dspy_status scripted_complete(void *impl, dspy_lm *lm, const dspy_json *r
         free(text);
         dspy_json_decref(msg);
         dspy_json_decref(c);
-        if (!ok) goto oom;
+        if (!ok) {
+            st = dspy_fail(DSPY_ERR_NOMEM, "scripted LM: out of memory");
+            goto done;
+        }
     }
     if (dspy_json_set_str(resp, "object", "chat.completion") || dspy_json_set_str(resp, "model", dspy_lm_model(lm)) ||
         dspy_json_set(resp, "choices", dspy_json_incref(choices)) ||
-        dspy_json_set(resp, "usage", s->usage ? dspy_json_copy(s->usage) : dspy_json_object()))
-        goto oom;
+        dspy_json_set(resp, "usage", s->usage ? dspy_json_copy(s->usage) : dspy_json_object())) {
+        st = dspy_fail(DSPY_ERR_NOMEM, "scripted LM: out of memory");
+        goto done;
+    }
     *out = resp;
     resp = NULL;
     goto done;
-oom:
-    st = dspy_fail(DSPY_ERR_NOMEM, "scripted LM: out of memory");
 done:
     dspy_json_decref(kw);
     dspy_json_decref(resp);

@@ -18,6 +18,7 @@
 
 #include "dspy/chat_template.h"
 #include "dspy/gguf.h"
+#include "model/chat_template_internal.h"
 
 struct dspy_chat_template {
     dspy_chat_kind kind;
@@ -182,6 +183,18 @@ static dspy_status load_gguf(const char *path, dspy_chat_template **out) {
     return st;
 }
 
+json_t *dspy_chat_template_from_config(json_t *tcfg) {
+    json_t *ct = tcfg ? json_object_get(tcfg, "chat_template") : NULL;
+    if (!json_is_array(ct)) return json_is_string(ct) ? ct : NULL;
+    size_t i;
+    json_t *e, *pick = NULL;
+    json_array_foreach(ct, i, e) {
+        const char *name = json_string_value(json_object_get(e, "name"));
+        if (name && strcmp(name, "default") == 0) pick = json_object_get(e, "template");
+    }
+    return json_is_string(pick) ? pick : NULL;
+}
+
 dspy_status dspy_chat_template_load(const char *path, dspy_chat_template **out) {
     *out = NULL;
     dspy_status st = DSPY_OK;
@@ -218,16 +231,7 @@ dspy_status dspy_chat_template_load(const char *path, dspy_chat_template **out) 
         if ((st = dspy_read_regular_file(jinja.ptr, (size_t)16 << 20, &text, NULL)) != DSPY_OK) goto done;
     } else if (cfg) {
         where = config.ptr;
-        json_t *ct = json_object_get(cfg, "chat_template");
-        if (json_is_array(ct)) { /* named templates: [{"name": "default", "template": "..."}] */
-            size_t i;
-            json_t *e, *pick = NULL;
-            json_array_foreach(ct, i, e) {
-                const char *name = json_string_value(json_object_get(e, "name"));
-                if (name && strcmp(name, "default") == 0) pick = json_object_get(e, "template");
-            }
-            ct = pick;
-        }
+        json_t *ct = dspy_chat_template_from_config(cfg);
         if (!json_is_string(ct)) {
             st = dspy_fail(DSPY_ERR_FORMAT, "%s: no \"chat_template\" string (nor a chat_template.jinja beside it)",
                            config.ptr);

@@ -21,6 +21,7 @@
 
 #include "dspy/str.h"
 #include "dspy/tokenizer.h"
+#include "model/chat_template_internal.h"
 #include "model/gguf_internal.h"
 
 enum { TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3, TOK_USER_DEFINED = 4, TOK_UNUSED = 5, TOK_BYTE = 6 };
@@ -67,32 +68,128 @@ static dspy_status read_chat_template(const char *dir, json_t *tcfg, char **out)
     if (file_exists(p.ptr)) {
         st = dspy_read_file(p.ptr, out, NULL);
     } else if (tcfg) {
-        json_t *ct = json_object_get(tcfg, "chat_template");
-        if (json_is_array(ct)) {
-            size_t i;
-            json_t *e, *pick = NULL;
-            json_array_foreach(ct, i, e) {
-                const char *name = json_string_value(json_object_get(e, "name"));
-                if (name && strcmp(name, "default") == 0) pick = json_object_get(e, "template");
-            }
-            ct = pick;
-        }
-        if (json_is_string(ct) && !(*out = strdup(json_string_value(ct)))) st = dspy_fail(DSPY_ERR_NOMEM, "out of memory");
+        json_t *ct = dspy_chat_template_from_config(tcfg);
+        if (ct && !(*out = strdup(json_string_value(ct)))) st = dspy_fail(DSPY_ERR_NOMEM, "out of memory");
     }
     dspy_str_free(&p);
     return st;
+}
+
+/* The vocabulary as GGUF stores it: one token string and type per id below vocab_size (ids the
+ * tokenizer does not use get "[PADn]", as llama.cpp's converter writes them), and the merges as
+ * "a b" strings. */
+typedef struct gguf_tokens {
+    size_t V;
+    const char **tokens; /* borrowed from the tokenizer.json document, or from owned */
+    size_t *lens;
+    int32_t *types;
+    char **owned; /* the "[PADn]" strings */
+    const char **merges; /* into mbuf */
+    size_t *mlens, nm;
+    dspy_str mbuf;
+} gguf_tokens;
+
+static void gguf_tokens_clear(gguf_tokens *t) {
+    if (t->owned)
+        for (size_t id = 0; id < t->V; id++) free(t->owned[id]);
+    free(t->owned);
+    free(t->tokens);
+    free(t->lens);
+    free(t->types);
+    free(t->merges);
+    free(t->mlens);
+    dspy_str_free(&t->mbuf);
+}
+
+static dspy_status collect_tokens(gguf_tokens *t, json_t *root, const char *path) {
+    size_t V = t->V;
+    t->tokens = calloc(V, sizeof *t->tokens);
+    t->lens = calloc(V, sizeof *t->lens);
+    t->types = calloc(V, sizeof *t->types);
+    t->owned = calloc(V, sizeof *t->owned);
+    if (!t->tokens || !t->lens || !t->types || !t->owned)
+        return dspy_fail(DSPY_ERR_NOMEM, "out of memory for %zu tokens", V);
+    json_t *vocab = json_object_get(json_object_get(root, "model"), "vocab");
+    const char *key;
+    json_t *val;
+    json_object_foreach(vocab, key, val) {
+        double id = json_number_value(val);
+        if (id < 0 || id >= (double)V)
+            return dspy_fail(DSPY_ERR_ARG, "%s: token \"%s\" has id %.0f, but the model's vocab_size is %zu", path, key,
+                             id, V);
+        t->tokens[(size_t)id] = key;
+        t->types[(size_t)id] = TOK_NORMAL;
+    }
+    size_t i;
+    json_t *at;
+    json_array_foreach(json_object_get(root, "added_tokens"), i, at) {
+        double id = json_number_value(json_object_get(at, "id"));
+        const char *content = json_string_value(json_object_get(at, "content"));
+        if (!content || id < 0 || id >= (double)V)
+            return dspy_fail(DSPY_ERR_ARG, "%s: added token %zu (id %.0f) is outside the model's vocab_size %zu", path,
+                             i, id, V);
+        t->tokens[(size_t)id] = content;
+        /* CONTROL as convert_hf_to_gguf.py marks them: special ones and <|...|> markers */
+        t->types[(size_t)id] = json_is_true(json_object_get(at, "special")) || looks_special(content)
+                                   ? TOK_CONTROL
+                                   : TOK_USER_DEFINED;
+    }
+    for (size_t id = 0; id < V; id++) {
+        if (!t->tokens[id]) {
+            dspy_str s = DSPY_STR_INIT;
+            dspy_str_appendf(&s, "[PAD%zu]", id);
+            if (!(t->owned[id] = dspy_str_take(&s))) return dspy_fail(DSPY_ERR_NOMEM, "out of memory");
+            t->tokens[id] = t->owned[id];
+            t->types[id] = TOK_UNUSED;
+        }
+        t->lens[id] = strlen(t->tokens[id]);
+    }
+    return DSPY_OK;
+}
+
+static dspy_status collect_merges(gguf_tokens *t, json_t *root) {
+    json_t *jm = json_object_get(json_object_get(root, "model"), "merges");
+    size_t nm = json_array_size(jm);
+    t->merges = calloc(nm ? nm : 1, sizeof *t->merges);
+    t->mlens = calloc(nm ? nm : 1, sizeof *t->mlens);
+    size_t *moff = calloc(nm ? nm : 1, sizeof *moff);
+    if (!t->merges || !t->mlens || !moff) {
+        free(moff);
+        return dspy_fail(DSPY_ERR_NOMEM, "out of memory for %zu merges", nm);
+    }
+    size_t i;
+    json_t *m;
+    /* offsets first: mbuf moves while it grows, so the pointers are taken at the end */
+    json_array_foreach(jm, i, m) {
+        moff[i] = t->mbuf.len;
+        if (json_is_string(m)) {
+            dspy_str_append(&t->mbuf, json_string_value(m));
+        } else { /* the newer ["a", "b"] form */
+            dspy_str_append(&t->mbuf, json_string_value(json_array_get(m, 0)));
+            dspy_str_appendc(&t->mbuf, ' ');
+            dspy_str_append(&t->mbuf, json_string_value(json_array_get(m, 1)));
+        }
+        t->mlens[i] = t->mbuf.len - moff[i];
+    }
+    if (!dspy_str_ok(&t->mbuf)) {
+        free(moff);
+        return dspy_fail(DSPY_ERR_NOMEM, "out of memory for the merges");
+    }
+    for (i = 0; i < nm; i++) t->merges[i] = t->mbuf.ptr + moff[i];
+    t->nm = nm;
+    free(moff);
+    return DSPY_OK;
 }
 
 dspy_status dspy_gguf_vocab_export(const char *dir, const dspy_model_config *cfg, dspy_gguf_writer *w) {
     dspy_status st = DSPY_OK;
     json_t *root = NULL, *tcfg = NULL;
     dspy_tokenizer *tok = NULL;
-    char **owned = NULL, *chat = NULL;
-    const char **tokens = NULL, **merges = NULL;
-    size_t *lens = NULL, *mlens = NULL, nm = 0;
-    int32_t *types = NULL, *probe = NULL;
-    dspy_str path = DSPY_STR_INIT, where = DSPY_STR_INIT, mbuf = DSPY_STR_INIT;
-    size_t V = (size_t)cfg->vocab_size;
+    char *chat = NULL;
+    int32_t *probe = NULL;
+    gguf_tokens t = {.V = (size_t)cfg->vocab_size, .mbuf = DSPY_STR_INIT};
+    size_t V = t.V;
+    dspy_str path = DSPY_STR_INIT, where = DSPY_STR_INIT;
 
     dspy_str_appendf(&path, "%s/tokenizer.json", dir);
     if (!dspy_str_ok(&path)) return dspy_fail(DSPY_ERR_NOMEM, "out of memory");
@@ -117,89 +214,7 @@ dspy_status dspy_gguf_vocab_export(const char *dir, const dspy_model_config *cfg
         goto done;
     }
     if (file_exists(where.ptr) && (st = load_json(where.ptr, &tcfg))) goto done;
-
-    /* tokens and types, one per id */
-    tokens = calloc(V, sizeof *tokens);
-    lens = calloc(V, sizeof *lens);
-    types = calloc(V, sizeof *types);
-    owned = calloc(V, sizeof *owned);
-    if (!tokens || !lens || !types || !owned) {
-        st = dspy_fail(DSPY_ERR_NOMEM, "out of memory for %zu tokens", V);
-        goto done;
-    }
-    json_t *model = json_object_get(root, "model");
-    json_t *vocab = json_object_get(model, "vocab");
-    const char *key;
-    json_t *val;
-    json_object_foreach(vocab, key, val) {
-        double id = json_number_value(val);
-        if (id < 0 || id >= (double)V) {
-            st = dspy_fail(DSPY_ERR_ARG, "%s: token \"%s\" has id %.0f, but the model's vocab_size is %zu", path.ptr, key,
-                           id, V);
-            goto done;
-        }
-        tokens[(size_t)id] = key;
-        types[(size_t)id] = TOK_NORMAL;
-    }
-    size_t i;
-    json_t *at;
-    json_array_foreach(json_object_get(root, "added_tokens"), i, at) {
-        double id = json_number_value(json_object_get(at, "id"));
-        const char *content = json_string_value(json_object_get(at, "content"));
-        if (!content || id < 0 || id >= (double)V) {
-            st = dspy_fail(DSPY_ERR_ARG, "%s: added token %zu (id %.0f) is outside the model's vocab_size %zu", path.ptr,
-                           i, id, V);
-            goto done;
-        }
-        tokens[(size_t)id] = content;
-        types[(size_t)id] = json_is_true(json_object_get(at, "special")) || looks_special(content) ? TOK_CONTROL
-                                                                                                   : TOK_USER_DEFINED;
-    }
-    for (size_t id = 0; id < V; id++) {
-        if (!tokens[id]) {
-            dspy_str s = DSPY_STR_INIT;
-            dspy_str_appendf(&s, "[PAD%zu]", id);
-            owned[id] = dspy_str_take(&s);
-            if (!owned[id]) {
-                st = dspy_fail(DSPY_ERR_NOMEM, "out of memory");
-                goto done;
-            }
-            tokens[id] = owned[id];
-            types[id] = TOK_UNUSED;
-        }
-        lens[id] = strlen(tokens[id]);
-    }
-
-    /* merges as "a b" */
-    json_t *jm = json_object_get(model, "merges");
-    nm = json_array_size(jm);
-    merges = calloc(nm ? nm : 1, sizeof *merges);
-    mlens = calloc(nm ? nm : 1, sizeof *mlens);
-    size_t *moff = calloc(nm ? nm : 1, sizeof *moff);
-    if (!merges || !mlens || !moff) {
-        free(moff);
-        st = dspy_fail(DSPY_ERR_NOMEM, "out of memory for %zu merges", nm);
-        goto done;
-    }
-    json_t *m;
-    json_array_foreach(jm, i, m) {
-        moff[i] = mbuf.len;
-        if (json_is_string(m)) {
-            dspy_str_append(&mbuf, json_string_value(m));
-        } else {
-            dspy_str_append(&mbuf, json_string_value(json_array_get(m, 0)));
-            dspy_str_appendc(&mbuf, ' ');
-            dspy_str_append(&mbuf, json_string_value(json_array_get(m, 1)));
-        }
-        mlens[i] = mbuf.len - moff[i];
-    }
-    if (!dspy_str_ok(&mbuf)) {
-        free(moff);
-        st = dspy_fail(DSPY_ERR_NOMEM, "out of memory for the merges");
-        goto done;
-    }
-    for (i = 0; i < nm; i++) merges[i] = mbuf.ptr + moff[i];
-    free(moff);
+    if ((st = collect_tokens(&t, root, path.ptr)) || (st = collect_merges(&t, root))) goto done;
 
     /* special ids: bos/eos as the tokenizer's config says, falling back to config.json */
     int32_t bos = dspy_tokenizer_bos_id(tok), eos = dspy_tokenizer_eos_id(tok);
@@ -208,6 +223,7 @@ dspy_status dspy_gguf_vocab_export(const char *dir, const dspy_model_config *cfg
     int32_t eot = dspy_tokenizer_token_to_id(tok, "<|eot_id|>");
     if (eot < 0) eot = dspy_tokenizer_token_to_id(tok, "<|im_end|>");
     int32_t eom = dspy_tokenizer_token_to_id(tok, "<|eom_id|>");
+    /* whether BOS/EOS are added is read off what the tokenizer does to an empty text */
     size_t np = 0;
     if ((st = dspy_tokenizer_encode(tok, "", 0, true, true, &probe, &np))) goto done;
     bool add_bos = np > 0 && bos >= 0 && probe[0] == bos;
@@ -216,9 +232,9 @@ dspy_status dspy_gguf_vocab_export(const char *dir, const dspy_model_config *cfg
 
     dspy_gguf_kv_str(w, "tokenizer.ggml.model", "gpt2");
     dspy_gguf_kv_str(w, "tokenizer.ggml.pre", pre);
-    dspy_gguf_kv_str_arr(w, "tokenizer.ggml.tokens", tokens, lens, V);
-    dspy_gguf_kv_i32_arr(w, "tokenizer.ggml.token_type", types, V);
-    dspy_gguf_kv_str_arr(w, "tokenizer.ggml.merges", merges, mlens, nm);
+    dspy_gguf_kv_str_arr(w, "tokenizer.ggml.tokens", t.tokens, t.lens, V);
+    dspy_gguf_kv_i32_arr(w, "tokenizer.ggml.token_type", t.types, V);
+    dspy_gguf_kv_str_arr(w, "tokenizer.ggml.merges", t.merges, t.mlens, t.nm);
     if (bos >= 0 && (size_t)bos < V) dspy_gguf_kv_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)bos);
     if (eos >= 0 && (size_t)eos < V) dspy_gguf_kv_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)eos);
     if (eot >= 0 && (size_t)eot < V) dspy_gguf_kv_u32(w, "tokenizer.ggml.eot_token_id", (uint32_t)eot);
@@ -227,17 +243,9 @@ dspy_status dspy_gguf_vocab_export(const char *dir, const dspy_model_config *cfg
     dspy_gguf_kv_bool(w, "tokenizer.ggml.add_eos_token", add_eos);
     if (chat) dspy_gguf_kv_str(w, "tokenizer.chat_template", chat);
 done:
-    if (owned)
-        for (size_t id = 0; id < V; id++) free(owned[id]);
-    free(owned);
-    free(tokens);
-    free(lens);
-    free(types);
-    free(merges);
-    free(mlens);
+    gguf_tokens_clear(&t);
     free(probe);
     free(chat);
-    dspy_str_free(&mbuf);
     dspy_str_free(&path);
     dspy_str_free(&where);
     dspy_tokenizer_free(tok);

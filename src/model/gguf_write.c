@@ -305,13 +305,7 @@ dspy_status dspy_gguf_writer_close(dspy_gguf_writer *w) {
         dspy_gguf_writer_abort(w);
         return st;
     }
-    FILE *fp = w->fp;
-    w->fp = NULL;
-    st = dspy_file_commit(fp, w->tmp, w->path);
-    if (!st) { /* in place: nothing for abort to remove */
-        free(w->tmp);
-        w->tmp = NULL;
-    }
+    st = dspy_file_commit(&w->fp, &w->tmp, w->path); /* in place: w->tmp NULL, nothing for abort to remove */
     dspy_gguf_writer_abort(w);
     return st;
 }

@@ -18,17 +18,6 @@
 #include "dspy/safetensors.h"
 #include "dspy/str.h"
 
-
-static dspy_status write_text(const char *dir, const char *name, char *text) {
-    if (!text) return dspy_fail(DSPY_ERR_NOMEM, "%s/%s: out of memory", dir, name);
-    dspy_str p = DSPY_STR_INIT;
-    dspy_str_appendf(&p, "%s/%s", dir, name);
-    dspy_status st = dspy_write_file(dspy_str_cstr(&p), text, strlen(text));
-    dspy_str_free(&p);
-    free(text);
-    return st;
-}
-
 enum { K_NORMAL, K_ONES, K_ZEROS };
 
 dspy_status dspy_model_write_random(const char *dir, const dspy_model_config *cfg_in, uint64_t seed,
@@ -47,8 +36,8 @@ dspy_status dspy_model_write_random_std(const char *dir, const dspy_model_config
     dspy_status st = dspy_model_config_validate(&cfg, "config");
     if (st) return st;
     if ((st = dspy_mkdir_p(dir))) return st;
-    if ((st = write_text(dir, "config.json", dspy_model_config_to_json(&cfg)))) return st;
-    if ((st = write_text(dir, "generation_config.json", dspy_generation_config_to_json(&cfg)))) return st;
+    if ((st = dspy_write_text_owned(dir, "config.json", dspy_model_config_to_json(&cfg)))) return st;
+    if ((st = dspy_write_text_owned(dir, "generation_config.json", dspy_generation_config_to_json(&cfg)))) return st;
     if (!weights) return DSPY_OK;
 
     int64_t C = cfg.hidden_size, I = cfg.intermediate_size, V = cfg.vocab_size;

@@ -878,13 +878,7 @@ dspy_status dspy_safetensors_writer_close(dspy_safetensors_writer *w) {
             dspy_safetensors_writer_abort(w);
             return st;
         }
-    FILE *fp = w->fp;
-    w->fp = NULL;
-    st = dspy_file_commit(fp, w->tmp, w->path);
-    if (!st) { /* in place: nothing for abort to remove */
-        free(w->tmp);
-        w->tmp = NULL;
-    }
+    st = dspy_file_commit(&w->fp, &w->tmp, w->path); /* in place: w->tmp NULL, nothing for abort to remove */
     dspy_safetensors_writer_abort(w);
     return st;
 }

@@ -377,72 +377,51 @@ static uint32_t pow2_at_least(uint64_t n) {
     return p;
 }
 
-dspy_status dspy_tokenizer_load(const char *path, dspy_tokenizer **out) {
-    *out = NULL;
-    dspy_status st = DSPY_OK;
-    json_t *root = NULL;
-    const char **spell = NULL; /* per id: spelling (into root) */
-    dspy_str buf = DSPY_STR_INIT, cfg_path = DSPY_STR_INIT;
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, inv_init);
-
-    if (!path || !*path) return dspy_fail(DSPY_ERR_ARG, "tokenizer: no path given");
-    dspy_tokenizer *tok = calloc(1, sizeof *tok);
-    if (!tok) return dspy_fail(DSPY_ERR_NOMEM, "tokenizer: out of memory");
-    tok->bos_id = tok->eos_id = -1;
-    tok->bpe_small_limit = 64;
-
-    /* A GGUF file carries its vocabulary: gguf_vocab.c rebuilds the tokenizer.json document. */
-    bool gguf = dspy_gguf_is_path(path);
-    int32_t gguf_bos = -1, gguf_eos = -1;
-    struct stat sb;
-    if (!gguf && stat(path, &sb) != 0)
-        FAIL(DSPY_ERR_NOTFOUND, "%s: no such file or directory (give a tokenizer.json or the model directory holding it)", path);
-    dspy_str_append(&buf, path);
-    if (!gguf && S_ISDIR(sb.st_mode)) {
-        dspy_str_append(&buf, "/tokenizer.json");
-        if (stat(buf.ptr, &sb) != 0) FAIL(DSPY_ERR_NOTFOUND, "%s: directory has no tokenizer.json", path);
-    }
-    if (!dspy_str_ok(&buf)) FAIL(DSPY_ERR_NOMEM, "tokenizer: out of memory");
-    tok->path = dspy_str_take(&buf);
-    const char *P = tok->path;
-    st = gguf ? dspy_gguf_tokenizer_json(P, &root, &gguf_bos, &gguf_eos) : json_load_path(P, 0, &root);
-    if (st != DSPY_OK) goto fail;
-    if (!json_is_object(root)) FAIL(DSPY_ERR_FORMAT, "%s: top level is %s, not an object", P, jtype(root));
-
+/* The parts of tokenizer.json a byte-level BPE needs, each checked for its type and for the
+ * options this tokenizer does not implement (refused rather than tokenizing differently). */
+static dspy_status check_document(dspy_tokenizer *tok, const char *P, json_t *root, json_t **vocab_out,
+                                  json_t **merges_out, json_t **added_out) {
+    if (!json_is_object(root)) return dspy_fail(DSPY_ERR_FORMAT, "%s: top level is %s, not an object", P, jtype(root));
     json_t *model = json_object_get(root, "model");
-    if (!json_is_object(model)) FAIL(DSPY_ERR_FORMAT, "%s: \"model\" is %s; expected the BPE model object", P, jtype(model));
+    if (!json_is_object(model)) return dspy_fail(DSPY_ERR_FORMAT, "%s: \"model\" is %s; expected the BPE model object", P, jtype(model));
     json_t *mtype = json_object_get(model, "type");
     if (mtype && (!json_is_string(mtype) || strcmp(json_string_value(mtype), "BPE") != 0))
-        FAIL(DSPY_ERR_FORMAT, "%s: model.type is '%s'; dspy.c supports only byte-level BPE", P,
+        return dspy_fail(DSPY_ERR_FORMAT, "%s: model.type is '%s'; dspy.c supports only byte-level BPE", P,
              json_is_string(mtype) ? json_string_value(mtype) : jtype(mtype));
     if (jbool(model, "byte_fallback"))
-        FAIL(DSPY_ERR_FORMAT, "%s: model.byte_fallback=true (SentencePiece-style BPE) is not supported", P);
+        return dspy_fail(DSPY_ERR_FORMAT, "%s: model.byte_fallback=true (SentencePiece-style BPE) is not supported", P);
     json_t *dropout = json_object_get(model, "dropout");
     if (json_is_number(dropout) && json_number_value(dropout) > 0)
-        FAIL(DSPY_ERR_FORMAT, "%s: model.dropout=%g is not supported (inference needs deterministic BPE)", P,
+        return dspy_fail(DSPY_ERR_FORMAT, "%s: model.dropout=%g is not supported (inference needs deterministic BPE)", P,
              json_number_value(dropout));
     const char *cont = json_string_value(json_object_get(model, "continuing_subword_prefix"));
     const char *eow = json_string_value(json_object_get(model, "end_of_word_suffix"));
     if ((cont && *cont) || (eow && *eow))
-        FAIL(DSPY_ERR_FORMAT, "%s: model.continuing_subword_prefix/end_of_word_suffix are not supported", P);
+        return dspy_fail(DSPY_ERR_FORMAT, "%s: model.continuing_subword_prefix/end_of_word_suffix are not supported", P);
     tok->ignore_merges = jbool(model, "ignore_merges");
     json_t *vocab = json_object_get(model, "vocab");
-    if (!json_is_object(vocab)) FAIL(DSPY_ERR_FORMAT, "%s: model.vocab is %s; expected an object of token -> id", P, jtype(vocab));
+    if (!json_is_object(vocab)) return dspy_fail(DSPY_ERR_FORMAT, "%s: model.vocab is %s; expected an object of token -> id", P, jtype(vocab));
     json_t *merges = json_object_get(model, "merges");
     if (!json_is_array(merges))
-        FAIL(DSPY_ERR_FORMAT, "%s: model.merges is %s; a BPE tokenizer.json needs the list of merges", P, jtype(merges));
+        return dspy_fail(DSPY_ERR_FORMAT, "%s: model.merges is %s; a BPE tokenizer.json needs the list of merges", P, jtype(merges));
     json_t *added = json_object_get(root, "added_tokens");
     if (added && !json_is_array(added) && !json_is_null(added))
-        FAIL(DSPY_ERR_FORMAT, "%s: added_tokens is %s; expected an array", P, jtype(added));
+        return dspy_fail(DSPY_ERR_FORMAT, "%s: added_tokens is %s; expected an array", P, jtype(added));
+    *vocab_out = vocab;
+    *merges_out = merges;
+    *added_out = added;
+    return DSPY_OK;
+}
 
-    /* Ids: model vocab plus added tokens. */
+/* Ids: the model vocabulary plus the added tokens, with each id's spelling (pointers into the
+ * document) in *spell_out (malloc'd, n_ids entries; NULL where an id is unused). */
+static dspy_status load_ids(dspy_tokenizer *tok, const char *P, json_t *vocab, json_t *added, const char ***spell_out) {
     int64_t max_id = -1;
     const char *key;
     json_t *val;
     json_object_foreach(vocab, key, val) {
         if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= (1 << 24))
-            FAIL(DSPY_ERR_FORMAT, "%s: model.vocab[\"%s\"] is not a valid id", P, key);
+            return dspy_fail(DSPY_ERR_FORMAT, "%s: model.vocab[\"%s\"] is not a valid id", P, key);
         if (json_integer_value(val) > max_id) max_id = json_integer_value(val);
     }
     size_t ai;
@@ -452,30 +431,29 @@ dspy_status dspy_tokenizer_load(const char *path, dspy_tokenizer **out) {
         json_t *content = json_object_get(at, "content");
         if (!json_is_integer(idj) || json_integer_value(idj) < 0 || json_integer_value(idj) >= (1 << 24) ||
             !json_is_string(content) || json_string_length(content) == 0)
-            FAIL(DSPY_ERR_FORMAT, "%s: added_tokens[%zu] needs an integer \"id\" and a non-empty \"content\"", P, ai);
+            return dspy_fail(DSPY_ERR_FORMAT, "%s: added_tokens[%zu] needs an integer \"id\" and a non-empty \"content\"", P, ai);
         if (json_integer_value(idj) > max_id) max_id = json_integer_value(idj);
     }
-    if (max_id < 0) FAIL(DSPY_ERR_FORMAT, "%s: model.vocab is empty", P);
+    if (max_id < 0) return dspy_fail(DSPY_ERR_FORMAT, "%s: model.vocab is empty", P);
     tok->n_ids = (int32_t)(max_id + 1);
     size_t nid = (size_t)tok->n_ids;
-    spell = calloc(nid, sizeof *spell);
+    const char **spell = *spell_out = calloc(nid, sizeof *spell);
     tok->flags = calloc(nid, 1);
     tok->bytes_off = calloc(nid + 1, sizeof *tok->bytes_off);
     tok->str_off = calloc(nid + 1, sizeof *tok->str_off);
-    if (!spell || !tok->flags || !tok->bytes_off || !tok->str_off) FAIL(DSPY_ERR_NOMEM, "tokenizer: out of memory");
+    if (!spell || !tok->flags || !tok->bytes_off || !tok->str_off) return dspy_fail(DSPY_ERR_NOMEM, "tokenizer: out of memory");
     json_object_foreach(vocab, key, val) {
         int32_t id = (int32_t)json_integer_value(val);
-        if (spell[id]) FAIL(DSPY_ERR_FORMAT, "%s: model.vocab: id %d is given to both \"%s\" and \"%s\"", P, id, spell[id], key);
+        if (spell[id]) return dspy_fail(DSPY_ERR_FORMAT, "%s: model.vocab: id %d is given to both \"%s\" and \"%s\"", P, id, spell[id], key);
         spell[id] = key;
         tok->flags[id] = TOK_PRESENT;
     }
-    size_t n_vocab = json_object_size(vocab);
 
     /* Added tokens. */
     tok->n_added = (int32_t)json_array_size(added);
     dspy_str ablob = DSPY_STR_INIT;
     tok->added = calloc((size_t)tok->n_added + 1, sizeof *tok->added);
-    if (!tok->added) FAIL(DSPY_ERR_NOMEM, "tokenizer: out of memory");
+    if (!tok->added) return dspy_fail(DSPY_ERR_NOMEM, "tokenizer: out of memory");
     json_array_foreach(added, ai, at) {
         added_token *a = &tok->added[ai];
         json_t *content = json_object_get(at, "content");
@@ -492,12 +470,17 @@ dspy_status dspy_tokenizer_load(const char *path, dspy_tokenizer **out) {
     }
     if (!dspy_str_ok(&ablob)) {
         dspy_str_free(&ablob);
-        FAIL(DSPY_ERR_NOMEM, "tokenizer: out of memory");
+        return dspy_fail(DSPY_ERR_NOMEM, "tokenizer: out of memory");
     }
     tok->added_blob = ablob.ptr ? ablob.ptr : calloc(1, 1);
-    if ((st = build_trie(tok)) != DSPY_OK) goto fail;
+    return build_trie(tok);
+}
 
-    /* Spellings and raw bytes per id. Added tokens decode as HF's ByteLevel decoder does: through
+/* Spellings (NUL-separated) and raw bytes per id, each in one blob with offsets. */
+static dspy_status load_spellings(dspy_tokenizer *tok, const char *P, const char **spell) {
+    size_t nid = (size_t)tok->n_ids;
+    dspy_str buf = DSPY_STR_INIT;
+    /* Added tokens decode as HF's ByteLevel decoder does: through
      * the byte map when every character is in it, else as their UTF-8. */
     dspy_str sblob = DSPY_STR_INIT;
     for (size_t id = 0; id < nid; id++) {
@@ -511,7 +494,8 @@ dspy_status dspy_tokenizer_load(const char *path, dspy_tokenizer **out) {
         if (!spelling_to_bytes(spell[id], sl, &buf)) {
             if (!(tok->flags[id] & TOK_ADDED)) {
                 dspy_str_free(&sblob);
-                FAIL(DSPY_ERR_FORMAT, "%s: model.vocab token \"%s\" (id %zu) is not in the byte-level alphabet; "
+                dspy_str_free(&buf);
+                return dspy_fail(DSPY_ERR_FORMAT, "%s: model.vocab token \"%s\" (id %zu) is not in the byte-level alphabet; "
                      "only byte-level BPE (GPT-2 byte map) is supported", P, spell[id], id);
             }
             buf.len = before;
@@ -522,28 +506,41 @@ dspy_status dspy_tokenizer_load(const char *path, dspy_tokenizer **out) {
     tok->str_off[nid] = (uint32_t)sblob.len;
     if (!dspy_str_ok(&buf) || !dspy_str_ok(&sblob)) {
         dspy_str_free(&sblob);
-        FAIL(DSPY_ERR_NOMEM, "tokenizer: out of memory");
+        dspy_str_free(&buf);
+        return dspy_fail(DSPY_ERR_NOMEM, "tokenizer: out of memory");
     }
     tok->bytes_blob = buf.ptr ? buf.ptr : calloc(1, 1);
     tok->str_blob = sblob.ptr ? sblob.ptr : calloc(1, 1);
-    buf = (dspy_str)DSPY_STR_INIT;
+    return DSPY_OK;
+}
 
-    /* Vocabulary hash over model-vocab bytes. */
+/* The hash from model-vocabulary bytes to ids, and the id of each single byte (byte-level BPE
+ * starts every word from these). */
+static dspy_status build_vocab_hash(dspy_tokenizer *tok, const char *P, json_t *vocab) {
+    const char *key;
+    json_t *val;
+    size_t n_vocab = json_object_size(vocab);
     uint32_t vslots = pow2_at_least((uint64_t)n_vocab * 2 + 2);
     tok->vocab_mask = vslots - 1;
     tok->vocab_slots = malloc(vslots * sizeof *tok->vocab_slots);
     tok->vocab_hash = malloc(vslots * sizeof *tok->vocab_hash);
-    if (!tok->vocab_slots || !tok->vocab_hash) FAIL(DSPY_ERR_NOMEM, "tokenizer: out of memory");
+    if (!tok->vocab_slots || !tok->vocab_hash) return dspy_fail(DSPY_ERR_NOMEM, "tokenizer: out of memory");
     memset(tok->vocab_slots, 0xff, vslots * sizeof *tok->vocab_slots);
     json_object_foreach(vocab, key, val) vocab_insert(tok, (int32_t)json_integer_value(val));
     for (int b = 0; b < 256; b++) {
         char c = (char)b;
         tok->byte_id[b] = dspy_tok_vocab_find(tok, &c, 1);
         if (tok->byte_id[b] < 0)
-            FAIL(DSPY_ERR_FORMAT, "%s: model.vocab has no token for byte 0x%02x; byte-level BPE needs all 256", P, b);
+            return dspy_fail(DSPY_ERR_FORMAT, "%s: model.vocab has no token for byte 0x%02x; byte-level BPE needs all 256", P, b);
     }
+    return DSPY_OK;
+}
 
-    /* Merges. */
+/* The merges ("a b" or ["a", "b"]) as rank-ordered pairs of ids, each checked against the
+ * vocabulary (the pair and its merge must both be tokens). */
+static dspy_status load_merges(dspy_tokenizer *tok, const char *P, json_t *merges) {
+    dspy_str buf = DSPY_STR_INIT;
+    dspy_status st = DSPY_OK;
     size_t nm = json_array_size(merges);
     if (nm > INT32_MAX / 4) FAIL(DSPY_ERR_FORMAT, "%s: model.merges has too many entries (%zu)", P, nm);
     tok->n_merges = (int32_t)nm;
@@ -591,19 +588,28 @@ dspy_status dspy_tokenizer_load(const char *path, dspy_tokenizer **out) {
                  mi, (int)ll, l, (int)rl, r);
         merge_insert(tok, a, b, (int32_t)mi, ab);
     }
+fail: /* also the way out on success (st DSPY_OK) */
     dspy_str_free(&buf);
+    return st;
+}
 
-    if ((st = parse_normalizer(tok, json_object_get(root, "normalizer"), P)) != DSPY_OK) goto fail;
-    if ((st = parse_pretok(tok, json_object_get(root, "pre_tokenizer"), P)) != DSPY_OK) goto fail;
-    if ((st = parse_postproc(tok, json_object_get(root, "post_processor"), P)) != DSPY_OK) goto fail;
+/* The pipeline around BPE (normalizer, pre-tokenizer, post-processor, decoder) and the bos/eos
+ * ids: from the GGUF metadata, else the post-processor's first prefix token and
+ * tokenizer_config.json beside the file. */
+static dspy_status load_pipeline(dspy_tokenizer *tok, const char *P, json_t *root, bool gguf, int32_t gguf_bos,
+                                 int32_t gguf_eos) {
+    dspy_status st;
+    if ((st = parse_normalizer(tok, json_object_get(root, "normalizer"), P)) != DSPY_OK) return st;
+    if ((st = parse_pretok(tok, json_object_get(root, "pre_tokenizer"), P)) != DSPY_OK) return st;
+    if ((st = parse_postproc(tok, json_object_get(root, "post_processor"), P)) != DSPY_OK) return st;
     for (int32_t k = 0; k < tok->n_prefix + tok->n_suffix; k++) {
         int32_t id = k < tok->n_prefix ? tok->tmpl_prefix[k] : tok->tmpl_suffix[k - tok->n_prefix];
         if (id < 0 || id >= tok->n_ids || !tok->flags[id])
-            FAIL(DSPY_ERR_FORMAT, "%s: post_processor uses id %d, which is not in the vocabulary", P, id);
+            return dspy_fail(DSPY_ERR_FORMAT, "%s: post_processor uses id %d, which is not in the vocabulary", P, id);
     }
     json_t *dec = json_object_get(root, "decoder");
     if (!json_is_object(dec) || strcmp(type_of(dec), "ByteLevel") != 0)
-        FAIL(DSPY_ERR_FORMAT, "%s: decoder is '%s'; dspy.c supports the ByteLevel decoder only", P,
+        return dspy_fail(DSPY_ERR_FORMAT, "%s: decoder is '%s'; dspy.c supports the ByteLevel decoder only", P,
              json_is_object(dec) ? type_of(dec) : jtype(dec));
 
     if (tok->n_prefix > 0) tok->bos_id = tok->tmpl_prefix[0];
@@ -611,24 +617,65 @@ dspy_status dspy_tokenizer_load(const char *path, dspy_tokenizer **out) {
         tok->bos_id = gguf_bos;
         tok->eos_id = gguf_eos;
     } else {
+        dspy_str cfg_path = DSPY_STR_INIT;
         dspy_str_append(&cfg_path, P);
         char *slash = strrchr(cfg_path.ptr, '/');
         if (slash) cfg_path.len = (size_t)(slash + 1 - cfg_path.ptr);
         else cfg_path.len = 0;
         dspy_str_append(&cfg_path, "tokenizer_config.json");
-        if (!dspy_str_ok(&cfg_path)) FAIL(DSPY_ERR_NOMEM, "tokenizer: out of memory");
-        if ((st = read_config(tok, cfg_path.ptr)) != DSPY_OK) goto fail;
+        st = dspy_str_ok(&cfg_path) ? read_config(tok, cfg_path.ptr) : dspy_fail(DSPY_ERR_NOMEM, "tokenizer: out of memory");
+        dspy_str_free(&cfg_path);
+        if (st) return st;
     }
+    return DSPY_OK;
+}
+
+dspy_status dspy_tokenizer_load(const char *path, dspy_tokenizer **out) {
+    *out = NULL;
+    dspy_status st = DSPY_OK;
+    json_t *root = NULL;
+    const char **spell = NULL; /* per id: spelling (into root) */
+    dspy_str buf = DSPY_STR_INIT;
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, inv_init);
+
+    if (!path || !*path) return dspy_fail(DSPY_ERR_ARG, "tokenizer: no path given");
+    dspy_tokenizer *tok = calloc(1, sizeof *tok);
+    if (!tok) return dspy_fail(DSPY_ERR_NOMEM, "tokenizer: out of memory");
+    tok->bos_id = tok->eos_id = -1;
+    tok->bpe_small_limit = 64;
+
+    /* A GGUF file carries its vocabulary: gguf_vocab.c rebuilds the tokenizer.json document. */
+    bool gguf = dspy_gguf_is_path(path);
+    int32_t gguf_bos = -1, gguf_eos = -1;
+    struct stat sb;
+    if (!gguf && stat(path, &sb) != 0)
+        FAIL(DSPY_ERR_NOTFOUND, "%s: no such file or directory (give a tokenizer.json or the model directory holding it)", path);
+    dspy_str_append(&buf, path);
+    if (!gguf && S_ISDIR(sb.st_mode)) {
+        dspy_str_append(&buf, "/tokenizer.json");
+        if (stat(buf.ptr, &sb) != 0) FAIL(DSPY_ERR_NOTFOUND, "%s: directory has no tokenizer.json", path);
+    }
+    if (!dspy_str_ok(&buf)) FAIL(DSPY_ERR_NOMEM, "tokenizer: out of memory");
+    tok->path = dspy_str_take(&buf);
+    const char *P = tok->path;
+    st = gguf ? dspy_gguf_tokenizer_json(P, &root, &gguf_bos, &gguf_eos) : json_load_path(P, 0, &root);
+    if (st != DSPY_OK) goto fail;
+    json_t *vocab, *merges, *added;
+    if ((st = check_document(tok, P, root, &vocab, &merges, &added)) != DSPY_OK) goto fail;
+    if ((st = load_ids(tok, P, vocab, added, &spell)) != DSPY_OK) goto fail;
+    if ((st = load_spellings(tok, P, spell)) != DSPY_OK) goto fail;
+    if ((st = build_vocab_hash(tok, P, vocab)) != DSPY_OK) goto fail;
+    if ((st = load_merges(tok, P, merges)) != DSPY_OK) goto fail;
+    if ((st = load_pipeline(tok, P, root, gguf, gguf_bos, gguf_eos)) != DSPY_OK) goto fail;
     json_decref(root);
     free(spell);
-    dspy_str_free(&cfg_path);
     *out = tok;
     return DSPY_OK;
 fail:
     json_decref(root);
     free(spell);
     dspy_str_free(&buf);
-    dspy_str_free(&cfg_path);
     dspy_tokenizer_free(tok);
     return st;
 }

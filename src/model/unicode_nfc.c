@@ -14,6 +14,8 @@
 enum { SBASE = 0xAC00, LBASE = 0x1100, VBASE = 0x1161, TBASE = 0x11A7, LCOUNT = 19, VCOUNT = 21, TCOUNT = 28,
        NCOUNT = VCOUNT * TCOUNT, SCOUNT = LCOUNT * NCOUNT };
 
+static dspy_status nomem(size_t n) { return dspy_fail(DSPY_ERR_NOMEM, "NFC: out of memory normalizing %zu bytes", n); }
+
 static unsigned ccc_of(uint32_t cp) {
     if (cp < 0x300) return 0;
     unsigned lo = 0, hi = dspy_nfc_ccc_count;
@@ -90,7 +92,10 @@ dspy_status dspy_nfc(const unsigned char *s, size_t n, size_t base, dspy_str *ou
     uint32_t *cps = malloc(cap * sizeof *cps);
     size_t *org = malloc(cap * sizeof *org);
     dspy_status st = DSPY_OK;
-    if (!cps || !org) goto nomem;
+    if (!cps || !org) {
+        st = nomem(n);
+        goto done;
+    }
     for (size_t i = 0; i < n;) {
         unsigned cp;
         int l = dspy_utf8_decode((const char *)s + i, n - i, &cp);
@@ -99,10 +104,16 @@ dspy_status dspy_nfc(const unsigned char *s, size_t n, size_t base, dspy_str *ou
         if (m + (size_t)k > cap) {
             cap = cap * 2 + 8;
             uint32_t *nc = realloc(cps, cap * sizeof *cps);
-            if (!nc) goto nomem;
+            if (!nc) {
+                st = nomem(n);
+                goto done;
+            }
             cps = nc;
             size_t *no = realloc(org, cap * sizeof *org);
-            if (!no) goto nomem;
+            if (!no) {
+                st = nomem(n);
+                goto done;
+            }
             org = no;
         }
         for (int j = 0; j < k; j++) {
@@ -149,7 +160,10 @@ dspy_status dspy_nfc(const unsigned char *s, size_t n, size_t base, dspy_str *ou
     /* Encode, with the byte map. */
     dspy_str_clear(out);
     size_t *mp = malloc((m * 4 + 1) * sizeof *mp);
-    if (!mp) goto nomem;
+    if (!mp) {
+        st = nomem(n);
+        goto done;
+    }
     for (size_t i = 0; i < m; i++) {
         char b[4];
         int l = dspy_utf8_encode(cps[i], b);
@@ -159,14 +173,13 @@ dspy_status dspy_nfc(const unsigned char *s, size_t n, size_t base, dspy_str *ou
     mp[out->len] = base + n;
     if (!dspy_str_ok(out)) {
         free(mp);
-        goto nomem;
+        st = nomem(n);
+        goto done;
     }
     *changed = out->len != n || memcmp(out->ptr, s, n) != 0;
     if (*changed) *map = mp;
     else free(mp);
     goto done;
-nomem:
-    st = dspy_fail(DSPY_ERR_NOMEM, "NFC: out of memory normalizing %zu bytes", n);
 done:
     free(cps);
     free(org);

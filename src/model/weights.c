@@ -10,6 +10,7 @@
  * inv_freq buffers, lm_head.weight of a tied model) are ignored, as transformers does. Does
  * not run anything: the forward pass is engine/forward.c.
  */
+#include <omp.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -222,10 +223,13 @@ static dspy_status find_all(dspy_model *m, plan *p) {
 }
 
 /* NaN/Inf weights make every answer garbage: a warning, or an error when the caller is strict.
- * One pass over every tensor, in parallel (it pages the file in, which the load does anyway). */
+ * One pass over every tensor, in parallel (it pages the file in, which the load does anyway)
+ * on the model's n_threads: a caller that asked for one thread gets no OpenMP team, which
+ * would otherwise stay parked in its process for good. */
 static dspy_status check_finite(dspy_model *m, plan *p, bool strict) {
     int64_t bad[p->nn > 0 ? p->nn : 1], first[p->nn > 0 ? p->nn : 1];
-#pragma omp parallel for schedule(dynamic, 1)
+    int nt = m->n_threads > 0 ? m->n_threads : omp_get_max_threads();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
     for (int i = 0; i < p->nn; i++) dspy_tensor_check_finite(p->nd[i].found, &bad[i], &first[i]);
     for (int i = 0; i < p->nn; i++) {
         if (bad[i] == 0) continue;

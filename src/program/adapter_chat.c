@@ -276,11 +276,11 @@ dspy_status dspy_chat_adapter_layout(const dspy_signature *sig, dspy_json **out)
     for (size_t i = ni; i < nf; i++) {
         const dspy_type *t = dspy_signature_field_type(sig, i);
         dspy_json *f = dspy_json_object();
-        if (!f || dspy_json_append(arr, f) || dspy_json_set_str(f, "name", dspy_signature_field_name(sig, i))) goto oom;
+        if (!f || dspy_json_append(arr, f) || dspy_json_set_str(f, "name", dspy_signature_field_name(sig, i))) goto fail;
         if (dspy_type_kind_of(t) != DSPY_TYPE_LITERAL) continue;
         const dspy_json *vals = dspy_type_literal_values(t);
         dspy_json *en = dspy_json_array();
-        if (!en || dspy_json_set(f, "enum", en)) goto oom;
+        if (!en || dspy_json_set(f, "enum", en)) goto fail;
         for (size_t k = 0; k < dspy_json_size(vals); k++) {
             /* the value as format_field_value writes it: str() of the Literal value */
             dspy_str s = DSPY_STR_INIT;
@@ -289,7 +289,7 @@ dspy_status dspy_chat_adapter_layout(const dspy_signature *sig, dspy_json **out)
             bool empty = ok && s.len == 0;
             if (ok && !empty && dspy_json_append(en, dspy_json_stringn(s.ptr, s.len))) ok = false;
             dspy_str_free(&s);
-            if (!ok) goto oom;
+            if (!ok) goto fail;
             if (empty) { /* an empty value cannot be told apart from a missing one */
                 dspy_json_decref(arr);
                 return DSPY_OK;
@@ -298,7 +298,7 @@ dspy_status dspy_chat_adapter_layout(const dspy_signature *sig, dspy_json **out)
     }
     *out = arr;
     return DSPY_OK;
-oom:
+fail:
     dspy_json_decref(arr);
     return nomem();
 }
@@ -436,7 +436,7 @@ dspy_status dspy_adp_split_demos(const dspy_signature *sig, const dspy_json *dem
                             dspy_json **incomplete, dspy_json **complete) {
     *incomplete = dspy_json_array();
     *complete = dspy_json_array();
-    if (!*incomplete || !*complete) goto oom;
+    if (!*incomplete || !*complete) goto fail;
     if (!demos) return DSPY_OK;
     if (dspy_json_typeof(demos) != DSPY_JSON_ARRAY) {
         dspy_json_decref(*incomplete);
@@ -463,10 +463,10 @@ dspy_status dspy_adp_split_demos(const dspy_signature *sig, const dspy_json *dem
             }
         }
         dspy_json *dst = all ? *complete : (any_in && any_out) ? *incomplete : NULL;
-        if (dst && dspy_json_append(dst, dspy_json_incref(demo))) goto oom;
+        if (dst && dspy_json_append(dst, dspy_json_incref(demo))) goto fail;
     }
     return DSPY_OK;
-oom:
+fail:
     dspy_json_decref(*incomplete);
     dspy_json_decref(*complete);
     *incomplete = *complete = NULL;

@@ -253,17 +253,25 @@ dspy_status dspy_json_adapter_response_format(const dspy_signature *sig, dspy_js
     dspy_json *schema = dspy_json_object(), *props = dspy_json_object(), *req = dspy_json_array();
     dspy_json *rf = NULL, *js = NULL;
     dspy_status st = DSPY_OK;
-    if (!schema || !props || !req) goto oom;
+    if (!schema || !props || !req) {
+        st = nomem();
+        goto fail;
+    }
     for (size_t i = ni; i < nf; i++) {
         dspy_json *prop;
         if ((st = property_schema(sig, i, &prop))) goto fail;
         if ((st = dspy_json_set(props, dspy_signature_field_name(sig, i), prop))) goto fail;
         if (!dspy_signature_field_default(sig, i) &&
-            dspy_json_append(req, dspy_json_string(dspy_signature_field_name(sig, i))))
-            goto oom;
+            dspy_json_append(req, dspy_json_string(dspy_signature_field_name(sig, i)))) {
+            st = nomem();
+            goto fail;
+        }
     }
     /* pydantic's sorted order: additionalProperties, properties, required, title, type */
-    if (dspy_json_set(schema, "additionalProperties", dspy_json_bool(false))) goto oom;
+    if (dspy_json_set(schema, "additionalProperties", dspy_json_bool(false))) {
+        st = nomem();
+        goto fail;
+    }
     st = dspy_json_set(schema, "properties", props);
     props = NULL;
     if (st) goto fail;
@@ -273,25 +281,33 @@ dspy_status dspy_json_adapter_response_format(const dspy_signature *sig, dspy_js
         if (st) goto fail;
     }
     if (dspy_json_set_str(schema, "title", "DSPyProgramOutputs") ||
-        dspy_json_set_str(schema, "type", "object"))
-        goto oom;
+        dspy_json_set_str(schema, "type", "object")) {
+        st = nomem();
+        goto fail;
+    }
     if ((st = enforce_required(schema))) goto fail;
-    if (!(rf = dspy_json_object()) || !(js = dspy_json_object())) goto oom;
-    if (dspy_json_set_str(rf, "type", "json_schema")) goto oom;
+    if (!(rf = dspy_json_object()) || !(js = dspy_json_object())) {
+        st = nomem();
+        goto fail;
+    }
+    if (dspy_json_set_str(rf, "type", "json_schema")) {
+        st = nomem();
+        goto fail;
+    }
     st = dspy_json_set(js, "schema", schema);
     schema = NULL;
     if (st) goto fail;
     if (dspy_json_set_str(js, "name", "DSPyProgramOutputs") ||
-        dspy_json_set(js, "strict", dspy_json_bool(true)))
-        goto oom;
+        dspy_json_set(js, "strict", dspy_json_bool(true))) {
+        st = nomem();
+        goto fail;
+    }
     st = dspy_json_set(rf, "json_schema", js);
     js = NULL;
     if (st) goto fail;
     dspy_json_decref(req);
     *out = rf;
     return DSPY_OK;
-oom:
-    st = nomem();
 fail:
     dspy_json_decref(schema);
     dspy_json_decref(props);

@@ -5,11 +5,10 @@
  * start hook before and every end hook after it, in list order; callback failures never change
  * the call's result. Module and LM dispatch live in module.c and lm.c.
  */
-#include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
+#include "dspy/hash.h"
 #include "program/callback_priv.h"
 
 dspy_status dspy_cb_list_make(const dspy_callbacks *a, size_t na, const dspy_callbacks *b, size_t nb,
@@ -37,23 +36,6 @@ void dspy_cb_list_free(cb_list *l) {
     if (l && atomic_fetch_sub(&l->refs, 1) == 1) free(l);
 }
 
-void dspy_cb_call_id(char out[33]) {
-    unsigned char b[16];
-    if (RAND_bytes(b, sizeof b) != 1) { /* cannot fail with getrandom; stay unique anyway */
-        struct timeval tv;
-        gettimeofday(&tv, NULL);
-        for (int i = 0; i < 16; i++) b[i] = (unsigned char)((tv.tv_usec >> (i % 4 * 8)) ^ (rand() & 0xFF));
-    }
-    b[6] = (unsigned char)((b[6] & 0x0F) | 0x40);
-    b[8] = (unsigned char)((b[8] & 0x3F) | 0x80);
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 0; i < 16; i++) {
-        out[2 * i] = hex[b[i] >> 4];
-        out[2 * i + 1] = hex[b[i] & 15];
-    }
-    out[32] = '\0';
-}
-
 char *dspy_cb_err_save(dspy_status st) { return st ? strdup(dspy_errmsg()) : NULL; }
 
 void dspy_cb_err_restore(dspy_status st, char *saved) {
@@ -65,7 +47,7 @@ void dspy_cb_err_restore(dspy_status st, char *saved) {
 
 static char *new_id(void) {
     char *id = malloc(33);
-    if (id) dspy_cb_call_id(id);
+    if (id) dspy_uuid4_hex(id);
     return id;
 }
 

@@ -22,8 +22,6 @@ dspy_status dspy_cb_list_make(const dspy_callbacks *a, size_t na, const dspy_cal
 cb_list *dspy_cb_list_retain(cb_list *l); /* NULL-safe */
 void dspy_cb_list_free(cb_list *l);       /* NULL-safe */
 
-/* A fresh uuid4().hex (32 hex digits + NUL). */
-void dspy_cb_call_id(char out[33]);
 
 /* Saves the thread's error message when st != DSPY_OK (malloc'd copy, or NULL), so that
  * callbacks cannot change what the caller sees; dspy_cb_err_restore puts it back and frees it. */

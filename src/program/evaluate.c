@@ -10,15 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "data/example_internal.h"
 #include "dspy/log.h"
 #include "dspy/parallel.h"
 #include "program/evaluate_priv.h"
 #include "program/parse_failure.h"
 
 static dspy_status nomem(void) { return dspy_fail(DSPY_ERR_NOMEM, "Evaluate: out of memory"); }
-
-const dspy_json *dspy_eval_value_json(const dspy_value *v) { return (const dspy_json *)dspy_value_json(v); }
 
 /* ---- metrics ------------------------------------------------------------------------------ */
 
@@ -27,7 +24,7 @@ static dspy_status field_values(const char *field, const dspy_example *ex, const
     const dspy_value *ev = dspy_example_get(ex, field);
     if (!ev) return dspy_fail(DSPY_ERR_ARG, "metric: the example has no field '%s' ('Example' object has no attribute '%s')",
                               field, field);
-    *gold = dspy_eval_value_json(ev);
+    *gold = dspy_value_as_json(ev);
     *guess = dspy_prediction_get(pred, field);
     if (!*guess)
         return dspy_fail(DSPY_ERR_ARG, "metric: the prediction has no field '%s' ('Prediction' object has no attribute '%s')",

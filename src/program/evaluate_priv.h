@@ -25,7 +25,4 @@ struct dspy_eval_result {
     double score;
 };
 
-/* A JSON view of an example value (borrowed; both are jansson values inside src/). */
-const dspy_json *dspy_eval_value_json(const dspy_value *v);
-
 #endif

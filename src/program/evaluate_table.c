@@ -45,7 +45,7 @@ static dspy_status build_row(const dspy_eval_result *r, size_t i, dspy_json **ou
         dspy_str_append(&key, name);
         if (!dspy_str_ok(&key)) st = nomem();
         else st = dspy_json_set(obj, dspy_str_cstr(&key),
-                                dspy_json_incref((dspy_json *)dspy_eval_value_json(dspy_example_value(row->example, k))));
+                                dspy_json_incref((dspy_json *)dspy_value_as_json(dspy_example_value(row->example, k))));
     }
     for (size_t k = 0; !st && k < dspy_prediction_len(row->pred); k++) {
         const char *name = dspy_prediction_key(row->pred, k);

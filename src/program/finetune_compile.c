@@ -9,17 +9,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "dspy/clock.h"
 #include "dspy/compile.h"
 #include "dspy/log.h"
 
 /* train.h: chat_date NULL renders "Today Date: 26 Jul 2024" (the template's fallback) */
 #define DSPY_TRAIN_DEFAULT_CHAT_DATE "26 Jul 2024"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 dspy_bootstrap_finetune_params dspy_bootstrap_finetune_params_default(void) {
     dspy_bootstrap_finetune_params p;
@@ -145,9 +140,9 @@ dspy_status dspy_bootstrap_finetune_compile(dspy_module *student, const dspy_dat
     dspy_named_predictor *preds = NULL;
     size_t np = 0;
     dspy_module *result = NULL;
-    double t0 = now_s();
+    double t0 = dspy_now_s();
     dspy_status st = dspy_bootstrap_finetune_prepare(student, trainset, teachers, n_teachers, &p->prepare, &job);
-    report->bootstrap_s = now_s() - t0;
+    report->bootstrap_s = dspy_now_s() - t0;
     if (st) goto done;
     report->bootstrap = dspy_finetune_job_counts(job);
     size_t nt = dspy_finetune_job_n_tasks(job);
@@ -158,7 +153,7 @@ dspy_status dspy_bootstrap_finetune_compile(dspy_module *student, const dspy_dat
     }
     result = dspy_module_retain(dspy_finetune_job_student(job));
     if ((st = dspy_module_named_predictors(result, &preds, &np))) goto done;
-    t0 = now_s();
+    t0 = dspy_now_s();
     for (size_t i = 0; i < nt && !st; i++) {
         const dspy_finetune_task *t = dspy_finetune_job_task(job, i);
         dspy_lm *ft = NULL;
@@ -171,7 +166,7 @@ dspy_status dspy_bootstrap_finetune_compile(dspy_module *student, const dspy_dat
         }
         dspy_lm_free(ft);
     }
-    report->train_s = now_s() - t0;
+    report->train_s = dspy_now_s() - t0;
     if (st) goto done;
     dspy_module_set_compiled(result, true);
     *out = result;

@@ -389,20 +389,19 @@ dspy_status dspy_json_repair_loads(const char *s, size_t n, dspy_json **out) {
     if (dspy_json_parse(s, n, NULL, out) == DSPY_OK) return DSPY_OK;
     dspy_errclear();
     jr p = {s, n, 0, 0, false};
-    dspy_json *first = parse_top(&p);
-    if (p.oom) goto oom;
+    dspy_json *first = parse_top(&p), *list = NULL;
+    if (p.oom) goto fail;
     if (!first) {
         *out = dspy_json_string("");
         return *out ? DSPY_OK : dspy_fail(DSPY_ERR_NOMEM, "json_repair: out of memory");
     }
-    dspy_json *list = NULL;
     while (!at_end(&p)) {
         dspy_json *v = parse_top(&p);
-        if (p.oom) goto oom_list;
+        if (p.oom) goto fail;
         if (!v) break;
         if (!list) {
             if (!(list = dspy_json_array()) || dspy_json_append(list, dspy_json_incref(first)))
-                goto oom_list;
+                goto fail;
         }
         size_t k = dspy_json_size(list);
         if (same_shape(dspy_json_at(list, k - 1), v)) {
@@ -415,12 +414,12 @@ dspy_status dspy_json_repair_loads(const char *s, size_t n, dspy_json **out) {
                 }
             if (!rebuilt) {
                 dspy_json_decref(v);
-                goto oom_list;
+                goto fail;
             }
             dspy_json_decref(list);
             list = rebuilt;
         }
-        if (dspy_json_append(list, v)) goto oom_list;
+        if (dspy_json_append(list, v)) goto fail;
     }
     if (list && dspy_json_size(list) == 1) {
         dspy_json_decref(first);
@@ -435,10 +434,9 @@ dspy_status dspy_json_repair_loads(const char *s, size_t n, dspy_json **out) {
         *out = first;
     }
     return DSPY_OK;
-oom_list:
+fail: /* out of memory: parse_top's p.oom or an append */
     dspy_json_decref(list);
     dspy_json_decref(first);
-oom:
     return dspy_fail(DSPY_ERR_NOMEM, "json_repair: out of memory");
 }
 

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dspy/hash.h"
 #include "dspy/settings.h"
 #include "program/module_priv.h"
 #include "program/settings_priv.h"
@@ -169,7 +170,7 @@ dspy_status dspy_module_call(dspy_module *m, const dspy_json *inputs, const dspy
     if (st) return st;
     char call_id[33] = "";
     if (cbs) {
-        dspy_cb_call_id(call_id);
+        dspy_uuid4_hex(call_id);
         for (size_t i = 0; i < cbs->n; i++)
             if (cbs->items[i].on_module_start) cbs->items[i].on_module_start(cbs->items[i].user, call_id, m, inputs);
     }

@@ -8,6 +8,8 @@
 
 #include "program/pytext.h"
 
+static dspy_status nomem(void) { return dspy_fail(DSPY_ERR_NOMEM, "literal_eval: out of memory"); }
+
 void dspy_pyc_skip_ws(py_cursor *c) {
     while (c->pos < c->n) {
         char ch = c->s[c->pos];
@@ -333,7 +335,10 @@ static dspy_status lit_dict_or_set(py_cursor *c, int depth, dspy_json **out) {
     dspy_pyc_skip_ws(c);
     if (dspy_pyc_eat(c, ":")) {
         obj = dspy_json_object();
-        if (!obj) goto nomem;
+        if (!obj) {
+            st = nomem();
+            goto fail;
+        }
         for (;;) {
             if (!dspy_json_is_string(k)) {
                 /* Non-string keys have no JSON form; keep their Python str(). */
@@ -342,7 +347,10 @@ static dspy_status lit_dict_or_set(py_cursor *c, int depth, dspy_json **out) {
                 dspy_json_decref(k);
                 k = dspy_json_string(dspy_str_cstr(&ks));
                 dspy_str_free(&ks);
-                if (!k) goto nomem;
+                if (!k) {
+                    st = nomem();
+                    goto fail;
+                }
             }
             dspy_json *v;
             st = lit_value(c, depth + 1, &v);
@@ -372,7 +380,10 @@ static dspy_status lit_dict_or_set(py_cursor *c, int depth, dspy_json **out) {
     }
     /* a set */
     arr = dspy_json_array();
-    if (!arr) goto nomem;
+    if (!arr) {
+        st = nomem();
+        goto fail;
+    }
     st = dspy_json_append(arr, k);
     k = NULL;
     if (st) goto fail;
@@ -387,7 +398,10 @@ static dspy_status lit_dict_or_set(py_cursor *c, int depth, dspy_json **out) {
     }
     {
         dspy_json *uniq = dspy_json_array();
-        if (!uniq) goto nomem;
+        if (!uniq) {
+            st = nomem();
+            goto fail;
+        }
         for (size_t i = 0; i < dspy_json_size(arr); i++) {
             dspy_json *x = dspy_json_at(arr, i);
             bool seen = false;
@@ -395,15 +409,14 @@ static dspy_status lit_dict_or_set(py_cursor *c, int depth, dspy_json **out) {
                 seen = py_eq(dspy_json_at(uniq, j), x);
             if (!seen && dspy_json_append(uniq, dspy_json_incref(x))) {
                 dspy_json_decref(uniq);
-                goto nomem;
+                st = nomem();
+                goto fail;
             }
         }
         dspy_json_decref(arr);
         *out = uniq;
     }
     return DSPY_OK;
-nomem:
-    st = dspy_fail(DSPY_ERR_NOMEM, "literal_eval: out of memory");
 fail:
     dspy_json_decref(obj);
     dspy_json_decref(arr);
@@ -421,7 +434,7 @@ static dspy_status lit_value(py_cursor *c, int depth, dspy_json **out) {
         dspy_status st = dspy_pyc_string(c, &s);
         if (st == DSPY_OK) {
             *out = dspy_json_stringn(dspy_str_cstr(&s), s.len);
-            if (!*out) st = dspy_fail(DSPY_ERR_NOMEM, "literal_eval: out of memory");
+            if (!*out) st = nomem();
         } else {
             st = dspy_fail(DSPY_ERR_PARSE, "%s", dspy_errmsg());
         }

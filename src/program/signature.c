@@ -149,6 +149,12 @@ static void parsed_free(parsed_field *v, size_t n) {
     free(v);
 }
 
+static dspy_status syntax_error(const char *text, size_t pos, const char *which) {
+    return dspy_fail(DSPY_ERR_FORMAT,
+                     "signature '%s': column %zu: invalid syntax in the %s; write fields as "
+                     "`name` or `name: type`, separated by commas", text, pos + 1, which);
+}
+
 /* One side of the arrow, read as the parameter list of `def f(<side>): pass`. */
 static dspy_status parse_side(const char *text, size_t from, size_t to, const char *which,
                               parsed_field **out, size_t *nout) {
@@ -161,7 +167,10 @@ static dspy_status parse_side(const char *text, size_t from, size_t to, const ch
     for (;;) {
         dspy_pyc_skip_ws(&c);
         if (c.pos >= c.n) {
-            if (need_name && *nout == 0) goto syntax;
+            if (need_name && *nout == 0) {
+                st = syntax_error(text, c.pos, which);
+                goto fail;
+            }
             break;
         }
         size_t col = c.pos + 1;
@@ -232,14 +241,13 @@ static dspy_status parse_side(const char *text, size_t from, size_t to, const ch
             goto fail;
         }
         if (c.pos >= c.n) break;
-        if (!dspy_pyc_eat(&c, ",")) goto syntax;
+        if (!dspy_pyc_eat(&c, ",")) {
+            st = syntax_error(text, c.pos, which);
+            goto fail;
+        }
         need_name = true;
     }
     return DSPY_OK;
-syntax:
-    st = dspy_fail(DSPY_ERR_FORMAT,
-                   "signature '%s': column %zu: invalid syntax in the %s; write fields as "
-                   "`name` or `name: type`, separated by commas", text, c.pos + 1, which);
 fail:
     parsed_free(*out, *nout);
     *out = NULL;
@@ -572,21 +580,21 @@ dspy_status dspy_signature_set_default(dspy_signature *s, const char *name, cons
 dspy_status dspy_signature_dump_state(const dspy_signature *s, dspy_json **out) {
     *out = NULL;
     dspy_json *st = dspy_json_object(), *fields = dspy_json_array();
-    if (!st || !fields) goto oom;
-    if (dspy_json_set_str(st, "instructions", s->instructions)) goto oom;
+    if (!st || !fields) goto fail;
+    if (dspy_json_set_str(st, "instructions", s->instructions)) goto fail;
     for (size_t i = 0; i < s->n_in + s->n_out; i++) {
         dspy_json *f = dspy_json_object();
         if (!f || dspy_json_set_str(f, "prefix", s->fields[i].prefix) ||
             dspy_json_set_str(f, "description", s->fields[i].desc) || dspy_json_append(fields, f))
-            goto oom;
+            goto fail;
     }
     if (dspy_json_set(st, "fields", fields)) {
         fields = NULL;
-        goto oom;
+        goto fail;
     }
     *out = st;
     return DSPY_OK;
-oom:
+fail:
     dspy_json_decref(st);
     dspy_json_decref(fields);
     return nomem();

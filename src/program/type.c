@@ -363,7 +363,7 @@ static dspy_status make_union(dspy_type **members, size_t n, dspy_type **out) {
     dspy_type *u = type_new(DSPY_TYPE_UNION);
     size_t cap = 0;
     for (size_t i = 0; u && i < n; i++) cap += members[i]->kind == DSPY_TYPE_UNION ? members[i]->nargs : 1;
-    if (!u || !(u->args = calloc(cap ? cap : 1, sizeof *u->args))) goto oom;
+    if (!u || !(u->args = calloc(cap ? cap : 1, sizeof *u->args))) goto fail;
     for (size_t i = 0; i < n; i++) {
         dspy_type *m = members[i];
         size_t k = m->kind == DSPY_TYPE_UNION ? m->nargs : 1;
@@ -373,7 +373,7 @@ static dspy_status make_union(dspy_type **members, size_t n, dspy_type **out) {
             for (size_t q = 0; q < u->nargs && !dup; q++) dup = dspy_type_equal(u->args[q], x);
             if (dup) continue;
             dspy_type *cx = dspy_type_copy(x);
-            if (!cx) goto oom;
+            if (!cx) goto fail;
             u->args[u->nargs++] = cx;
         }
     }
@@ -389,7 +389,7 @@ static dspy_status make_union(dspy_type **members, size_t n, dspy_type **out) {
         *out = u;
     }
     return DSPY_OK;
-oom:
+fail:
     dspy_type_free(u);
     for (size_t i = 0; i < n; i++) {
         dspy_type_free(members[i]);

@@ -193,6 +193,220 @@ static dspy_json *validate_seq(const dspy_type *t, const dspy_json *v, bool stri
     return arr;
 }
 
+/* The error for a value of the wrong JSON type (pydantic's int_type, float_type, ...). */
+static dspy_json *type_error(const dspy_type *t, const dspy_json *v, const char *loc, verrs *e) {
+    static const char *const tnames[][2] = {
+        [DSPY_TYPE_INT] = {"int_type", "Input should be a valid integer"},
+        [DSPY_TYPE_FLOAT] = {"float_type", "Input should be a valid number"},
+        [DSPY_TYPE_BOOL] = {"bool_type", "Input should be a valid boolean"},
+    };
+    bool known = t->kind <= DSPY_TYPE_BOOL && tnames[t->kind][0];
+    add_err(e, loc, known ? tnames[t->kind][0] : "type_error",
+            known ? tnames[t->kind][1] : "Input has the wrong type", v);
+    return NULL;
+}
+
+/* int: strict takes only integers; lax also bools, integral floats and integer strings. */
+static dspy_json *validate_int(const dspy_type *t, const dspy_json *v, bool strict, const char *loc, verrs *e) {
+    dspy_json_type vt = dspy_json_typeof(v);
+    if (vt == DSPY_JSON_INT) return dspy_json_incref((dspy_json *)v);
+    if (strict) return type_error(t, v, loc, e);
+    if (vt == DSPY_JSON_BOOL) return dspy_json_int(dspy_json_truthy(v) ? 1 : 0);
+    if (vt == DSPY_JSON_REAL) {
+        double d = dspy_json_number(v);
+        if (!isfinite(d)) {
+            add_err(e, loc, "finite_number", "Input should be a finite number", v);
+            return NULL;
+        }
+        if (d != floor(d) || fabs(d) > 9.2e18) {
+            add_err(e, loc, "int_from_float",
+                    "Input should be a valid integer, got a number with a fractional part", v);
+            return NULL;
+        }
+        return dspy_json_int((int64_t)d);
+    }
+    if (vt == DSPY_JSON_STRING) {
+        int64_t x;
+        if (parse_int_str(dspy_json_str(v), dspy_json_strlen(v), &x)) return dspy_json_int(x);
+        add_err(e, loc, "int_parsing",
+                "Input should be a valid integer, unable to parse string as an integer", v);
+        return NULL;
+    }
+    return type_error(t, v, loc, e);
+}
+
+/* float: ints always widen; lax also bools and numeric strings. */
+static dspy_json *validate_float(const dspy_type *t, const dspy_json *v, bool strict, const char *loc, verrs *e) {
+    dspy_json_type vt = dspy_json_typeof(v);
+    if (vt == DSPY_JSON_REAL) return dspy_json_incref((dspy_json *)v);
+    if (vt == DSPY_JSON_INT) return dspy_json_real((double)dspy_json_intval(v));
+    if (strict) return type_error(t, v, loc, e);
+    if (vt == DSPY_JSON_BOOL) return dspy_json_real(dspy_json_truthy(v) ? 1.0 : 0.0);
+    if (vt == DSPY_JSON_STRING) {
+        double d;
+        if (parse_float_str(dspy_json_str(v), dspy_json_strlen(v), &d)) return dspy_json_real(d);
+        add_err(e, loc, "float_parsing",
+                "Input should be a valid number, unable to parse string as a number", v);
+        return NULL;
+    }
+    return type_error(t, v, loc, e);
+}
+
+/* bool: lax also 0/1 and pydantic's yes/no words, case-insensitively. */
+static dspy_json *validate_bool(const dspy_type *t, const dspy_json *v, bool strict, const char *loc, verrs *e) {
+    dspy_json_type vt = dspy_json_typeof(v);
+    if (vt == DSPY_JSON_BOOL) return dspy_json_incref((dspy_json *)v);
+    if (strict) return type_error(t, v, loc, e);
+    if (is_num(v)) {
+        double d = dspy_json_number(v);
+        if (d == 0.0 || d == 1.0) return dspy_json_bool(d == 1.0);
+        add_err(e, loc, "bool_parsing", "Input should be a valid boolean, unable to interpret input", v);
+        return NULL;
+    }
+    if (vt == DSPY_JSON_STRING) {
+        dspy_strv s = dspy_strv_make(dspy_json_str(v), dspy_json_strlen(v));
+        static const char *const yes[] = {"1", "on", "t", "true", "y", "yes"};
+        static const char *const no[] = {"0", "off", "f", "false", "n", "no"};
+        for (int i = 0; i < 6; i++) {
+            if (str_ieq(s, yes[i])) return dspy_json_bool(true);
+            if (str_ieq(s, no[i])) return dspy_json_bool(false);
+        }
+        add_err(e, loc, "bool_parsing", "Input should be a valid boolean, unable to interpret input", v);
+        return NULL;
+    }
+    add_err(e, loc, "bool_type", "Input should be a valid boolean", v);
+    return NULL;
+}
+
+/* list, set, frozenset, tuple: a JSON array (a fixed tuple also of the right length). */
+static dspy_json *validate_sequence(const dspy_type *t, const dspy_json *v, bool strict, const char *loc, verrs *e) {
+    dspy_json_type vt = dspy_json_typeof(v);
+    if (vt != DSPY_JSON_ARRAY) {
+        const char *ty = t->kind == DSPY_TYPE_LIST ? "list_type"
+                         : t->kind == DSPY_TYPE_SET ? "set_type"
+                         : t->kind == DSPY_TYPE_FROZENSET ? "frozen_set_type" : "tuple_type";
+        const char *msg = t->kind == DSPY_TYPE_LIST ? "Input should be a valid list"
+                          : t->kind == DSPY_TYPE_SET ? "Input should be a valid set"
+                          : t->kind == DSPY_TYPE_FROZENSET ? "Input should be a valid frozenset"
+                                                           : "Input should be a valid tuple";
+        add_err(e, loc, ty, msg, v);
+        return NULL;
+    }
+    if (t->kind == DSPY_TYPE_TUPLE && !t->variadic && t->nargs) {
+        size_t n = dspy_json_size(v);
+        if (n != t->nargs) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "Tuple should have at %s %zu item%s after validation, not %zu",
+                     n < t->nargs ? "least" : "most", t->nargs, t->nargs == 1 ? "" : "s", n);
+            add_err(e, loc, n < t->nargs ? "too_short" : "too_long", msg, v);
+            return NULL;
+        }
+    }
+    return validate_seq(t, v, strict, loc, e);
+}
+
+/* dict[K, V]: each key validated as K (from its string) and each value as V. */
+static dspy_json *validate_dict(const dspy_type *t, const dspy_json *v, bool strict, const char *loc, verrs *e) {
+    if (dspy_json_typeof(v) != DSPY_JSON_OBJECT) {
+        add_err(e, loc, "dict_type", "Input should be a valid dictionary", v);
+        return NULL;
+    }
+    dspy_json *o = dspy_json_object();
+    if (!o) return oom_json();
+    int before = e->count;
+    for (void *it = dspy_json_iter(v); it; it = dspy_json_next(v, it)) {
+        const char *k = dspy_json_iter_key(it);
+        dspy_json *kv = NULL, *vv = NULL;
+        dspy_str cl = DSPY_STR_INIT;
+        child_loc(loc, k, &cl);
+        if (t->nargs == 2) {
+            dspy_json *ks = dspy_json_string(k);
+            if (!ks) {
+                dspy_str_free(&cl);
+                dspy_json_decref(o);
+                return oom_json();
+            }
+            dspy_str kl = DSPY_STR_INIT;
+            dspy_str_append(&kl, dspy_str_cstr(&cl));
+            dspy_str_append(&kl, ".[key]");
+            kv = validate(t->args[0], ks, strict, dspy_str_cstr(&kl), e);
+            dspy_str_free(&kl);
+            dspy_json_decref(ks);
+            vv = validate(t->args[1], dspy_json_iter_value(it), strict, dspy_str_cstr(&cl), e);
+        } else {
+            vv = dspy_json_incref(dspy_json_iter_value(it));
+        }
+        dspy_str_free(&cl);
+        if (vv && (t->nargs != 2 || kv)) {
+            dspy_str key = DSPY_STR_INIT;
+            if (kv) dspy_json_pystr(kv, &key);
+            else dspy_str_append(&key, k);
+            if (dspy_json_set(o, dspy_str_cstr(&key), vv)) {
+                dspy_str_free(&key);
+                dspy_json_decref(kv);
+                dspy_json_decref(o);
+                return oom_json();
+            }
+            vv = NULL;
+            dspy_str_free(&key);
+        }
+        dspy_json_decref(kv);
+        dspy_json_decref(vv);
+    }
+    if (e->count != before) {
+        dspy_json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* Literal[...]: the first equal literal (numbers by value, 1 == 1.0; a bool equals only a bool),
+ * returned as declared. */
+static dspy_json *validate_literal(const dspy_type *t, const dspy_json *v, const char *loc, verrs *e) {
+    for (size_t i = 0; i < dspy_json_size(t->literals); i++)
+        if (literal_match(dspy_json_at(t->literals, i), v))
+            return dspy_json_incref(dspy_json_at(t->literals, i));
+    dspy_str msg = DSPY_STR_INIT;
+    dspy_str_append(&msg, "Input should be ");
+    size_t n = dspy_json_size(t->literals);
+    for (size_t i = 0; i < n; i++) {
+        if (i) dspy_str_append(&msg, i + 1 == n ? " or " : ", ");
+        dspy_json_repr(dspy_json_at(t->literals, i), &msg);
+    }
+    add_err(e, loc, "literal_error", dspy_str_cstr(&msg), v);
+    dspy_str_free(&msg);
+    return NULL;
+}
+
+/* Union: pydantic's smart mode, an exact (strict) match of any member wins, else the first lax
+ * success; the errors of every member when none matches. The caller's strictness does not
+ * apply: the two passes decide it. */
+static dspy_json *validate_union(const dspy_type *t, const dspy_json *v, const char *loc, verrs *e) {
+    for (int pass = 0; pass < 2; pass++) {
+        verrs sub = {DSPY_STR_INIT, 0};
+        for (size_t i = 0; i < t->nargs; i++) {
+            dspy_str name = DSPY_STR_INIT;
+            dspy_type_name(t->args[i], DSPY_PROFILE_V33, &name);
+            dspy_str cl = DSPY_STR_INIT;
+            child_loc(loc, dspy_str_cstr(&name), &cl);
+            dspy_json *x = validate(t->args[i], v, pass == 0, dspy_str_cstr(&cl), &sub);
+            dspy_str_free(&name);
+            dspy_str_free(&cl);
+            if (x) {
+                dspy_str_free(&sub.text);
+                return x;
+            }
+        }
+        if (pass == 1) {
+            if (e->text.len && sub.text.len) dspy_str_appendc(&e->text, '\n');
+            dspy_str_appendn(&e->text, sub.text.ptr ? sub.text.ptr : "", sub.text.len);
+            e->count += sub.count;
+        }
+        dspy_str_free(&sub.text);
+    }
+    return NULL;
+}
+
 static dspy_json *validate(const dspy_type *t, const dspy_json *v, bool strict, const char *loc,
                            verrs *e) {
     dspy_json_type vt = dspy_json_typeof(v);
@@ -211,200 +425,18 @@ static dspy_json *validate(const dspy_type *t, const dspy_json *v, bool strict, 
         if (vt == DSPY_JSON_NULL) return dspy_json_incref((dspy_json *)v);
         add_err(e, loc, "none_required", "Input should be None", v);
         return NULL;
-    case DSPY_TYPE_INT: {
-        if (vt == DSPY_JSON_INT) return dspy_json_incref((dspy_json *)v);
-        if (strict) break;
-        if (vt == DSPY_JSON_BOOL) return dspy_json_int(dspy_json_truthy(v) ? 1 : 0);
-        if (vt == DSPY_JSON_REAL) {
-            double d = dspy_json_number(v);
-            if (!isfinite(d)) {
-                add_err(e, loc, "finite_number", "Input should be a finite number", v);
-                return NULL;
-            }
-            if (d != floor(d) || fabs(d) > 9.2e18) {
-                add_err(e, loc, "int_from_float",
-                        "Input should be a valid integer, got a number with a fractional part", v);
-                return NULL;
-            }
-            return dspy_json_int((int64_t)d);
-        }
-        if (vt == DSPY_JSON_STRING) {
-            int64_t x;
-            if (parse_int_str(dspy_json_str(v), dspy_json_strlen(v), &x)) return dspy_json_int(x);
-            add_err(e, loc, "int_parsing",
-                    "Input should be a valid integer, unable to parse string as an integer", v);
-            return NULL;
-        }
-        break;
-    }
-    case DSPY_TYPE_FLOAT: {
-        if (vt == DSPY_JSON_REAL) return dspy_json_incref((dspy_json *)v);
-        if (vt == DSPY_JSON_INT) return dspy_json_real((double)dspy_json_intval(v));
-        if (strict) break;
-        if (vt == DSPY_JSON_BOOL) return dspy_json_real(dspy_json_truthy(v) ? 1.0 : 0.0);
-        if (vt == DSPY_JSON_STRING) {
-            double d;
-            if (parse_float_str(dspy_json_str(v), dspy_json_strlen(v), &d)) return dspy_json_real(d);
-            add_err(e, loc, "float_parsing",
-                    "Input should be a valid number, unable to parse string as a number", v);
-            return NULL;
-        }
-        break;
-    }
-    case DSPY_TYPE_BOOL: {
-        if (vt == DSPY_JSON_BOOL) return dspy_json_incref((dspy_json *)v);
-        if (strict) break;
-        if (is_num(v)) {
-            double d = dspy_json_number(v);
-            if (d == 0.0 || d == 1.0) return dspy_json_bool(d == 1.0);
-            add_err(e, loc, "bool_parsing", "Input should be a valid boolean, unable to interpret input", v);
-            return NULL;
-        }
-        if (vt == DSPY_JSON_STRING) {
-            dspy_strv s = dspy_strv_make(dspy_json_str(v), dspy_json_strlen(v));
-            static const char *const yes[] = {"1", "on", "t", "true", "y", "yes"};
-            static const char *const no[] = {"0", "off", "f", "false", "n", "no"};
-            for (int i = 0; i < 6; i++) {
-                if (str_ieq(s, yes[i])) return dspy_json_bool(true);
-                if (str_ieq(s, no[i])) return dspy_json_bool(false);
-            }
-            add_err(e, loc, "bool_parsing", "Input should be a valid boolean, unable to interpret input", v);
-            return NULL;
-        }
-        add_err(e, loc, "bool_type", "Input should be a valid boolean", v);
-        return NULL;
-    }
+    case DSPY_TYPE_INT: return validate_int(t, v, strict, loc, e);
+    case DSPY_TYPE_FLOAT: return validate_float(t, v, strict, loc, e);
+    case DSPY_TYPE_BOOL: return validate_bool(t, v, strict, loc, e);
     case DSPY_TYPE_LIST:
     case DSPY_TYPE_SET:
     case DSPY_TYPE_FROZENSET:
-    case DSPY_TYPE_TUPLE: {
-        if (vt != DSPY_JSON_ARRAY) {
-            const char *ty = t->kind == DSPY_TYPE_LIST ? "list_type"
-                             : t->kind == DSPY_TYPE_SET ? "set_type"
-                             : t->kind == DSPY_TYPE_FROZENSET ? "frozen_set_type" : "tuple_type";
-            const char *msg = t->kind == DSPY_TYPE_LIST ? "Input should be a valid list"
-                              : t->kind == DSPY_TYPE_SET ? "Input should be a valid set"
-                              : t->kind == DSPY_TYPE_FROZENSET ? "Input should be a valid frozenset"
-                                                               : "Input should be a valid tuple";
-            add_err(e, loc, ty, msg, v);
-            return NULL;
-        }
-        if (t->kind == DSPY_TYPE_TUPLE && !t->variadic && t->nargs) {
-            size_t n = dspy_json_size(v);
-            if (n != t->nargs) {
-                char msg[160];
-                snprintf(msg, sizeof msg, "Tuple should have at %s %zu item%s after validation, not %zu",
-                         n < t->nargs ? "least" : "most", t->nargs, t->nargs == 1 ? "" : "s", n);
-                add_err(e, loc, n < t->nargs ? "too_short" : "too_long", msg, v);
-                return NULL;
-            }
-        }
-        return validate_seq(t, v, strict, loc, e);
+    case DSPY_TYPE_TUPLE: return validate_sequence(t, v, strict, loc, e);
+    case DSPY_TYPE_DICT: return validate_dict(t, v, strict, loc, e);
+    case DSPY_TYPE_LITERAL: return validate_literal(t, v, loc, e);
+    case DSPY_TYPE_UNION: return validate_union(t, v, loc, e);
     }
-    case DSPY_TYPE_DICT: {
-        if (vt != DSPY_JSON_OBJECT) {
-            add_err(e, loc, "dict_type", "Input should be a valid dictionary", v);
-            return NULL;
-        }
-        dspy_json *o = dspy_json_object();
-        if (!o) return oom_json();
-        int before = e->count;
-        for (void *it = dspy_json_iter(v); it; it = dspy_json_next(v, it)) {
-            const char *k = dspy_json_iter_key(it);
-            dspy_json *kv = NULL, *vv = NULL;
-            dspy_str cl = DSPY_STR_INIT;
-            child_loc(loc, k, &cl);
-            if (t->nargs == 2) {
-                dspy_json *ks = dspy_json_string(k);
-                if (!ks) {
-                    dspy_str_free(&cl);
-                    dspy_json_decref(o);
-                    return oom_json();
-                }
-                dspy_str kl = DSPY_STR_INIT;
-                dspy_str_append(&kl, dspy_str_cstr(&cl));
-                dspy_str_append(&kl, ".[key]");
-                kv = validate(t->args[0], ks, strict, dspy_str_cstr(&kl), e);
-                dspy_str_free(&kl);
-                dspy_json_decref(ks);
-                vv = validate(t->args[1], dspy_json_iter_value(it), strict, dspy_str_cstr(&cl), e);
-            } else {
-                vv = dspy_json_incref(dspy_json_iter_value(it));
-            }
-            dspy_str_free(&cl);
-            if (vv && (t->nargs != 2 || kv)) {
-                dspy_str key = DSPY_STR_INIT;
-                if (kv) dspy_json_pystr(kv, &key);
-                else dspy_str_append(&key, k);
-                if (dspy_json_set(o, dspy_str_cstr(&key), vv)) {
-                    dspy_str_free(&key);
-                    dspy_json_decref(kv);
-                    dspy_json_decref(o);
-                    return oom_json();
-                }
-                vv = NULL;
-                dspy_str_free(&key);
-            }
-            dspy_json_decref(kv);
-            dspy_json_decref(vv);
-        }
-        if (e->count != before) {
-            dspy_json_decref(o);
-            return NULL;
-        }
-        return o;
-    }
-    case DSPY_TYPE_LITERAL: {
-        for (size_t i = 0; i < dspy_json_size(t->literals); i++)
-            if (literal_match(dspy_json_at(t->literals, i), v))
-                return dspy_json_incref(dspy_json_at(t->literals, i));
-        dspy_str msg = DSPY_STR_INIT;
-        dspy_str_append(&msg, "Input should be ");
-        size_t n = dspy_json_size(t->literals);
-        for (size_t i = 0; i < n; i++) {
-            if (i) dspy_str_append(&msg, i + 1 == n ? " or " : ", ");
-            dspy_json_repr(dspy_json_at(t->literals, i), &msg);
-        }
-        add_err(e, loc, "literal_error", dspy_str_cstr(&msg), v);
-        dspy_str_free(&msg);
-        return NULL;
-    }
-    case DSPY_TYPE_UNION: {
-        /* smart mode: an exact (strict) match wins, else the first lax success */
-        for (int pass = 0; pass < 2; pass++) {
-            verrs sub = {DSPY_STR_INIT, 0};
-            for (size_t i = 0; i < t->nargs; i++) {
-                dspy_str name = DSPY_STR_INIT;
-                dspy_type_name(t->args[i], DSPY_PROFILE_V33, &name);
-                dspy_str cl = DSPY_STR_INIT;
-                child_loc(loc, dspy_str_cstr(&name), &cl);
-                dspy_json *x = validate(t->args[i], v, pass == 0, dspy_str_cstr(&cl), &sub);
-                dspy_str_free(&name);
-                dspy_str_free(&cl);
-                if (x) {
-                    dspy_str_free(&sub.text);
-                    return x;
-                }
-            }
-            if (pass == 1) {
-                if (e->text.len && sub.text.len) dspy_str_appendc(&e->text, '\n');
-                dspy_str_appendn(&e->text, sub.text.ptr ? sub.text.ptr : "", sub.text.len);
-                e->count += sub.count;
-            }
-            dspy_str_free(&sub.text);
-        }
-        return NULL;
-    }
-    }
-    static const char *const tnames[][2] = {
-        [DSPY_TYPE_INT] = {"int_type", "Input should be a valid integer"},
-        [DSPY_TYPE_FLOAT] = {"float_type", "Input should be a valid number"},
-        [DSPY_TYPE_BOOL] = {"bool_type", "Input should be a valid boolean"},
-    };
-    bool known = t->kind <= DSPY_TYPE_BOOL && tnames[t->kind][0];
-    add_err(e, loc, known ? tnames[t->kind][0] : "type_error",
-            known ? tnames[t->kind][1] : "Input has the wrong type", v);
-    return NULL;
+    return type_error(t, v, loc, e);
 }
 
 dspy_status dspy_type_validate(const dspy_type *t, const dspy_json *value, dspy_json **out) {

@@ -42,6 +42,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dspy/clock.h"
+
 #define HTTP_HARD_EXTRA 64            /* connections above max_connections refused at accept */
 #define HTTP_REAP_MS 50               /* how often deadlines are checked */
 #define HTTP_STREAM_HIGH (1u << 20)   /* unsent stream bytes before dspy_http_stream_write waits */
@@ -80,12 +82,6 @@ const char *dspy_http_reason(int status) {
     case 505: return "HTTP Version Not Supported";
     default: return "Unknown";
     }
-}
-
-static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* ---- objects ------------------------------------------------------------------------------ */
@@ -152,24 +148,6 @@ struct http_server {
     bool reaper_started;
     pthread_t reaper;
 };
-
-static void cond_init_mono(pthread_cond_t *cv) {
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(cv, &ca);
-    pthread_condattr_destroy(&ca);
-}
-
-static void deadline_in(struct timespec *ts, int ms) {
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
 
 static void conn_release(http_conn *c) {
     if (!c || atomic_fetch_sub(&c->refs, 1) != 1) return;
@@ -380,7 +358,7 @@ dspy_status dspy_http_stream_write(http_conn *c, const char *data, size_t len) {
     }
     if (len == 0) goto done; /* an empty chunk would end the stream */
     struct timespec dl;
-    deadline_in(&dl, c->s->cfg.limits.write_timeout_ms);
+    dspy_deadline_in(&dl, c->s->cfg.limits.write_timeout_ms);
     /* back-pressure: a client that does not read does not make the server buffer without end */
     while (!c->gone && !c->stream_error && c->out.len - c->out_off > HTTP_STREAM_HIGH)
         if (pthread_cond_timedwait(&c->cv, &c->mu, &dl) == ETIMEDOUT) {
@@ -518,7 +496,7 @@ static http_conn *conn_new(http_server *s, struct MHD_Connection *mc) {
     c->mc = mc;
     atomic_init(&c->refs, 1); /* libmicrohttpd's, dropped in on_completed */
     pthread_mutex_init(&c->mu, NULL);
-    cond_init_mono(&c->cv);
+    dspy_cond_init_monotonic(&c->cv);
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     c->track = ci ? ci->socket_context : NULL;
     ci = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
@@ -541,7 +519,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *mc) {
     if (c) {
         dspy_str_append(&c->url, uri);
         pthread_mutex_lock(&s->mu);
-        if (c->track) c->track->request_start = now_ms();
+        if (c->track) c->track->request_start = dspy_now_ms();
         pthread_mutex_unlock(&s->mu);
     }
     return c;
@@ -650,7 +628,7 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **ctx, enum 
     if (c->track) {
         c->track->request_start = 0;
         c->track->busy = false;
-        c->track->idle_since = now_ms();
+        c->track->idle_since = dspy_now_ms();
     }
     pthread_mutex_unlock(&s->mu);
     conn_release(c);
@@ -665,7 +643,7 @@ static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_ct
         s->n_conns++;
         if (t) {
             t->fd = ci ? ci->connect_fd : -1;
-            t->idle_since = now_ms();
+            t->idle_since = dspy_now_ms();
             t->next = s->tracks;
             if (s->tracks) s->tracks->prev = t;
             s->tracks = t;
@@ -694,7 +672,7 @@ static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_ct
 
 /* Shuts down connections past their deadline (see the top of the file). Under s->mu. */
 static void reap_locked(http_server *s) {
-    int64_t now = now_ms();
+    int64_t now = dspy_now_ms();
     bool stopping = dspy_http_server_stopping(s);
     for (conn_track *t = s->tracks; t; t = t->next) {
         if (t->busy || t->reaped || t->fd < 0) continue;
@@ -713,7 +691,7 @@ static void *reaper_main(void *arg) {
     while (!s->reaper_quit) {
         reap_locked(s);
         struct timespec dl;
-        deadline_in(&dl, HTTP_REAP_MS);
+        dspy_deadline_in(&dl, HTTP_REAP_MS);
         pthread_cond_timedwait(&s->cv, &s->mu, &dl);
     }
     pthread_mutex_unlock(&s->mu);
@@ -742,7 +720,7 @@ dspy_status dspy_http_server_new(const http_server_config *cfg, http_server **ou
     s->wake[0] = s->wake[1] = -1;
     atomic_init(&s->stopping, false);
     pthread_mutex_init(&s->mu, NULL);
-    cond_init_mono(&s->cv);
+    dspy_cond_init_monotonic(&s->cv);
     s->host = strdup(cfg->host ? cfg->host : "127.0.0.1");
     s->cfg.host = s->host;
     dspy_status st = DSPY_OK;
@@ -848,7 +826,7 @@ dspy_status dspy_http_server_run(http_server *s) {
 
 bool dspy_http_server_drain(http_server *s, int timeout_ms) {
     struct timespec dl;
-    if (timeout_ms >= 0) deadline_in(&dl, timeout_ms);
+    if (timeout_ms >= 0) dspy_deadline_in(&dl, timeout_ms);
     pthread_mutex_lock(&s->mu);
     while (s->n_conns + s->n_busy > 0) {
         if (timeout_ms < 0) pthread_cond_wait(&s->cv, &s->mu);

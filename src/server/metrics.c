@@ -9,6 +9,9 @@
 #define N_STATUS_SLOTS 8 /* 200, 400, 401, 404, 413, 503, other, 0 (client gone) */
 #define N_STRUCT 4
 
+/* Bucket bounds in seconds, fixed for the server's life: Prometheus sums histograms across
+ * scrapes and servers only when the bounds agree. Chosen around what a CPU or one GPU gives
+ * (first token in ms to s, per-token times of 1 ms to 1 s). */
 static const double k_ttft_b[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
 static const double k_tpot_b[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1};
 static const double k_dur_b[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
@@ -17,7 +20,8 @@ static const double k_dur_b[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 1
 typedef struct histo {
     const double *bounds;
     size_t n;
-    uint64_t counts[16]; /* per bucket (not cumulative); counts[n] is +Inf */
+    uint64_t counts[16]; /* per bucket (not cumulative, so observe is one increment; render sums
+                            them as Prometheus wants); counts[n] is +Inf */
     double sum;
     uint64_t count;
 } histo;
@@ -50,6 +54,7 @@ void dspy_srv_metrics_free(srv_metrics *m) {
     free(m);
 }
 
+/* A value on a bound counts in that bucket: Prometheus buckets are "less than or equal". */
 static void observe(histo *h, double v) {
     size_t i = 0;
     while (i < h->n && v > h->bounds[i]) i++;
@@ -120,6 +125,8 @@ bool dspy_srv_metrics_render(srv_metrics *m, const sched_stats *st, dspy_str *o)
                  &m->tpot);
     render_histo(o, "dspy_request_duration_seconds", "From the request's arrival to its last byte.", &m->dur);
     pthread_mutex_unlock(&m->mu);
+    /* the engine's numbers come from the scheduler's snapshot (taken under its own lock), not
+     * from this one: the two locks are never held together */
     gauge(o, "dspy_queue_length", "Requests waiting for the engine.", "gauge", st->queued);
     gauge(o, "dspy_running_requests", "Requests with sequences in the engine.", "gauge", st->running);
     gauge(o, "dspy_active_sequences", "Sequences in the engine.", "gauge", st->active_seqs);

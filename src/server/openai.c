@@ -13,9 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <time.h>
 
+#include "dspy/hash.h"
 #include "dspy/json.h"
 
 void dspy_oai_error_set(oai_error *e, int status, const char *type, const char *param, const char *code,
@@ -182,6 +181,8 @@ static dspy_status bad_value(oai_error *err, const char *param, const char *code
 }
 
 /* A present, non-null member (NULL when absent or null). */
+/* A field's value, NULL when absent or null: SDKs send "field": null for "not set", and the
+ * API treats both alike. */
 static dspy_json *member(const dspy_json *obj, const char *key) {
     dspy_json *v = dspy_json_get(obj, key);
     return v && dspy_json_typeof(v) != DSPY_JSON_NULL ? v : NULL;
@@ -268,6 +269,8 @@ static dspy_status parse_content(const dspy_json *v, size_t i, char **out, oai_e
         return *out ? DSPY_OK : nomem(err);
     }
     if (dspy_json_is_string(v)) {
+        /* JSON allows \u0000, but the chat template and the tokenizer take C strings: a NUL
+         * would silently cut the message */
         if (memchr(dspy_json_str(v), '\0', dspy_json_strlen(v)))
             return bad_value(err, param, "invalid_value", "Invalid '%s': the text contains a NUL character.", param);
         *out = dup_json_str(v);
@@ -564,18 +567,20 @@ dspy_status dspy_oai_request_parse(oai_kind kind, const char *body, size_t len, 
     bool present;
     if ((st = get_int(root, "max_tokens", 1, INT32_MAX, &iv, &present, err))) goto fail;
     if (present) out->max_tokens = iv;
+    /* the newer name wins when a client sends both, as the API does */
     if ((st = get_int(root, "max_completion_tokens", 1, INT32_MAX, &iv, &present, err))) goto fail;
     if (present) out->max_tokens = iv;
     if ((st = get_num(root, "temperature", 0.0, 2.0, false, &out->temperature, err))) goto fail;
+    /* top_p 0 would leave nothing to sample from: the range is open at 0 */
     if ((st = get_num(root, "top_p", 0.0, 1.0, true, &out->top_p, err))) goto fail;
     if ((st = get_int(root, "top_k", -1, INT32_MAX, &iv, &present, err))) goto fail;
-    if (present) out->top_k = iv > 0 ? (int32_t)iv : 0;
+    if (present) out->top_k = iv > 0 ? (int32_t)iv : 0; /* vLLM's -1 and 0 both mean "no top-k" */
     if ((st = get_int(root, "n", 1, OAI_MAX_N, &iv, &present, err))) goto fail;
     if (present) out->n = (int32_t)iv;
     if ((st = get_int(root, "seed", INT64_MIN, INT64_MAX, &iv, &present, err))) goto fail;
     if (present) {
         out->has_seed = true;
-        out->seed = (uint64_t)iv;
+        out->seed = (uint64_t)iv; /* a negative seed is a valid int64: reinterpret, not refuse */
     }
     if ((st = get_bool(root, "stream", &out->stream, err))) goto fail;
     if ((v = member(root, "stream_options"))) {
@@ -751,21 +756,11 @@ char *dspy_oai_model_json(const char *id, int64_t created, bool list) {
 }
 
 char *dspy_oai_new_id(oai_kind kind) {
-    unsigned char b[12];
-    if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t x = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)(uintptr_t)b;
-        for (size_t i = 0; i < sizeof b; i++) {
-            x = x * 6364136223846793005ULL + 1442695040888963407ULL;
-            b[i] = (unsigned char)(x >> 56);
-        }
-    }
-    const char *prefix = kind == OAI_CHAT ? "chatcmpl-" : "cmpl-";
-    size_t pl = strlen(prefix);
-    char *s = malloc(pl + 2 * sizeof b + 1);
-    if (!s) return NULL;
-    memcpy(s, prefix, pl);
-    for (size_t i = 0; i < sizeof b; i++) snprintf(s + pl + 2 * i, 3, "%02x", b[i]);
-    return s;
+    char hex[33];
+    dspy_uuid4_hex(hex);
+    dspy_str id = DSPY_STR_INIT;
+    /* a prefix as OpenAI's ids have, then 24 hex digits of a uuid4 (92 random bits: plenty
+     * for ids that only need to differ) */
+    dspy_str_appendf(&id, "%s%.24s", kind == OAI_CHAT ? "chatcmpl-" : "cmpl-", hex);
+    return dspy_str_take(&id);
 }

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "dspy/clock.h"
 #include "dspy/log.h"
 
 /* A job gives a decoding slot to a waiting one that has one fewer in the engine only after its
@@ -100,20 +101,6 @@ struct sched {
     sched_stats stats;    /* under mu: the snapshot after the last step */
 };
 
-static int64_t mono_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void cond_init_mono(pthread_cond_t *cv) {
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(cv, &ca);
-    pthread_condattr_destroy(&ca);
-}
-
 /* ---- stop strings ---------------------------------------------------------------------- */
 
 bool dspy_sched_stop_scan(const char *text, size_t len, char *const *stops, size_t n_stops, size_t *pos) {
@@ -181,23 +168,23 @@ dspy_status dspy_sched_job_new(const int32_t *prompt, size_t n_prompt, const sch
     atomic_init(&j->refs, 1);
     atomic_init(&j->cancelled, false);
     pthread_mutex_init(&j->mu, NULL);
-    cond_init_mono(&j->cv);
+    dspy_cond_init_monotonic(&j->cv);
     j->n = p->n;
     j->sampling = p->sampling;
     j->preemptible = p->preemptible;
     j->prompt = malloc(n_prompt * sizeof *j->prompt);
     j->choices = calloc((size_t)p->n, sizeof *j->choices);
     j->stop = calloc(p->n_stop ? p->n_stop : 1, sizeof *j->stop);
-    if (!j->prompt || !j->choices || !j->stop) goto oom;
+    if (!j->prompt || !j->choices || !j->stop) goto fail;
     memcpy(j->prompt, prompt, n_prompt * sizeof *prompt);
     j->n_prompt = n_prompt;
     for (size_t i = 0; i < p->n_stop; i++) {
-        if (!(j->stop[i] = strdup(p->stop[i]))) goto oom;
+        if (!(j->stop[i] = strdup(p->stop[i]))) goto fail;
         j->n_stop = i + 1;
     }
     if (p->sampling.n_stop_ids > 0) {
         j->stop_ids = malloc((size_t)p->sampling.n_stop_ids * sizeof *j->stop_ids);
-        if (!j->stop_ids) goto oom;
+        if (!j->stop_ids) goto fail;
         memcpy(j->stop_ids, p->sampling.stop_ids, (size_t)p->sampling.n_stop_ids * sizeof *j->stop_ids);
     }
     j->sampling.stop_ids = j->stop_ids;
@@ -205,7 +192,7 @@ dspy_status dspy_sched_job_new(const int32_t *prompt, size_t n_prompt, const sch
     j->hold_release = p->hold_release;
     *out = j;
     return DSPY_OK;
-oom:
+fail:
     job_free(j); /* the hold is not set yet: on failure the caller keeps it */
     return dspy_fail(DSPY_ERR_NOMEM, "scheduler: out of memory");
 }
@@ -213,13 +200,7 @@ oom:
 int dspy_sched_job_poll(sched_job *j, int timeout_ms, sched_choice_out *out, int *err_status,
                    const char **err_message) {
     struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    dl.tv_sec += timeout_ms / 1000;
-    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
+    dspy_deadline_in(&dl, timeout_ms);
     pthread_mutex_lock(&j->mu);
     while (!j->news && !j->complete && j->err_status == 0)
         if (pthread_cond_timedwait(&j->cv, &j->mu, &dl) != 0) break;
@@ -248,7 +229,7 @@ int dspy_sched_job_poll(sched_job *j, int timeout_ms, sched_choice_out *out, int
 static void job_publish(sched_job *j, sched_choice *c, const char *text, size_t len, const char *finish,
                         int32_t n_tokens) {
     pthread_mutex_lock(&j->mu);
-    if (n_tokens > 0 && !j->t_first) j->t_first = mono_ns();
+    if (n_tokens > 0 && !j->t_first) j->t_first = dspy_now_ns();
     if (len) dspy_str_appendn(&c->out, text, len);
     c->n_tokens = n_tokens;
     if (finish) {
@@ -263,7 +244,7 @@ static void job_publish(sched_job *j, sched_choice *c, const char *text, size_t 
 static void job_fail(sched_job *j, int status, const char *message) {
     pthread_mutex_lock(&j->mu);
     if (j->err_status == 0 && !j->complete) {
-        j->t_done = mono_ns();
+        j->t_done = dspy_now_ns();
         j->err_status = status;
         j->err_message = strdup(message ? message : "request failed");
     }
@@ -381,7 +362,7 @@ static void on_event(sched *s, sched_job *j, sched_choice *c, const dspy_step_ev
     } else {
         pthread_mutex_lock(&j->mu);
         c->n_tokens = ev->n_generated;
-        if (!j->t_first) j->t_first = mono_ns();
+        if (!j->t_first) j->t_first = dspy_now_ns();
         pthread_mutex_unlock(&j->mu);
     }
 }
@@ -391,16 +372,10 @@ static void maybe_complete(sched *s, sched_job *j) {
     if (j->n_ended < j->n) return;
     pthread_mutex_lock(&j->mu);
     j->complete = true;
-    j->t_done = mono_ns();
+    j->t_done = dspy_now_ns();
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
     retire(s, j);
-}
-
-static int64_t mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* A choice waiting for the engine: never added, or preempted. */
@@ -443,11 +418,11 @@ static dspy_status add_choice(sched *s, sched_job *j, sched_choice *c) {
     c->running = true;
     c->base = c->n_gen;
     c->stints++;
-    c->started_ms = mono_ms();
+    c->started_ms = dspy_now_ms();
     j->n_active++;
     if (!j->t_admit) {
         pthread_mutex_lock(&j->mu);
-        j->t_admit = mono_ns();
+        j->t_admit = dspy_now_ns();
         pthread_mutex_unlock(&j->mu);
     }
     return DSPY_OK;
@@ -459,7 +434,7 @@ static dspy_status add_choice(sched *s, sched_job *j, sched_choice *c) {
  * more after its choice has run for PREEMPT_SLICE_MS. Within it, the choice that has run
  * longest goes. */
 static sched_choice *pick_victim(sched *s, const sched_job *want, sched_job **vjob) {
-    int64_t now = mono_ms();
+    int64_t now = dspy_now_ms();
     sched_choice *best = NULL;
     for (sched_job *j = s->running; j; j = j->next) {
         if (j == want || !j->preemptible || j->n_active == 0 || atomic_load(&j->cancelled)) continue;
@@ -680,7 +655,7 @@ dspy_status dspy_sched_submit(sched *s, sched_job *j) {
         return dspy_fail(DSPY_ERR_STATE, "the server is overloaded: %d requests are already waiting; retry later", q);
     }
     atomic_fetch_add(&j->refs, 1);
-    j->t_submit = mono_ns();
+    j->t_submit = dspy_now_ns();
     j->next = NULL;
     j->arrival = ++s->arrivals;
     if (s->q_tail) s->q_tail->next = j;

@@ -24,10 +24,13 @@
 #include <strings.h>
 #include <arpa/inet.h>
 #include <malloc.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/random.h>
 #include <time.h>
 
 #include "dspy/chat_template.h"
+#include "dspy/clock.h"
 #include "dspy/engine.h"
 #include "dspy/log.h"
 #include "dspy/model.h"
@@ -62,6 +65,11 @@ struct dspy_server {
     int32_t limit; /* tokens a sequence may span: min(context, KV capacity) */
     int64_t budget; /* a request's KV budget: n x (prompt + max_tokens) */
     int32_t eos_id, eot_id;
+    /* dspy_server_start: run() on a thread of the server's own */
+    pthread_t thread;
+    bool started;       /* the thread exists and has not been joined */
+    dspy_status run_st; /* run()'s status, read after the join */
+    char *run_msg;      /* its message (the thread's dspy_errmsg is gone with the thread) */
 };
 
 dspy_server_params dspy_server_params_default(void) {
@@ -434,6 +442,87 @@ static const char *format_name(oai_format f) {
     }
 }
 
+/* The scheduler job's parameters for a parsed request of n_ids prompt tokens: sampling from the
+ * request, max_tokens capped by the room left in the context, the KV budget checked before
+ * anything is queued, a structured-output constraint attached (*sx holds its reference), eos and
+ * end-of-turn as stop tokens (stop_ids backs jp->sampling.stop_ids). False with *err set (its
+ * status is the answer's) when the request cannot run. */
+static bool plan_job(dspy_server *s, oai_kind kind, const oai_request *r, size_t n_ids, int32_t stop_ids[2],
+                     sched_job_params *jp, sx_entry **sx, oai_error *err) {
+    int32_t room = s->limit - (int32_t)n_ids;
+    /* A seeded sampled request must give the same text whatever the load: never preempted. */
+    *jp = (sched_job_params){.n = r->n, .stop = r->stop, .n_stop = r->n_stop,
+                             .preemptible = r->temperature == 0 || !r->has_seed};
+    jp->sampling = dspy_sampling_default();
+    jp->sampling.temperature = (float)r->temperature;
+    jp->sampling.top_p = (float)r->top_p;
+    jp->sampling.top_k = r->top_k;
+    jp->sampling.seed = r->has_seed ? r->seed : random_seed();
+    int64_t want = r->max_tokens > 0 ? r->max_tokens : s->p.default_max_tokens > 0 ? s->p.default_max_tokens : room;
+    jp->sampling.max_tokens = want < room ? (int32_t)want : room;
+    /* The budget is what the request would reserve: each of its n sequences holds its prompt
+     * and max_tokens of KV cache. */
+    int64_t need = (int64_t)r->n * ((int64_t)n_ids + jp->sampling.max_tokens);
+    if (need > s->budget) {
+        dspy_oai_error_set(err, 400, NULL, r->max_tokens > 0 ? "max_tokens" : "n", "request_too_large",
+                      "This request needs up to %lld tokens of KV cache (n=%d x (%zu prompt + %d max_tokens)), over this "
+                      "server's per-request budget of %lld tokens. Lower max_tokens or n.", (long long)need, r->n, n_ids,
+                      jp->sampling.max_tokens, (long long)s->budget);
+        return false;
+    }
+    if (r->format != OAI_FORMAT_TEXT) {
+        bool hit;
+        double compile_s;
+        dspy_status cs = dspy_sx_cache_get(s->sx, r, sx, &hit, &compile_s);
+        if (cs != DSPY_OK) {
+            const char *param = r->format == OAI_FORMAT_LAYOUT ? "dspy_layout" : "response_format";
+            if (cs == DSPY_ERR_NOMEM) dspy_oai_error_set(err, 500, NULL, NULL, NULL, "The server ran out of memory.");
+            else dspy_oai_error_set(err, 400, NULL, param, "unsupported_schema",
+                               "This server cannot enforce the requested output format: %s", dspy_errmsg());
+            return false;
+        }
+        if (!hit) dspy_log(DSPY_LOG_INFO, "serve: compiled a %s constraint in %.3f s (%d states)", format_name(r->format),
+                           compile_s, dspy_constraint_states(dspy_sx_entry_constraint(*sx)));
+        /* the job holds the reference until its sequences left the engine; a resumed
+         * sequence would restart the automaton, so constrained jobs are never preempted */
+        jp->sampling.constraint = dspy_sx_entry_constraint(*sx);
+        jp->hold = *sx;
+        jp->hold_release = dspy_sx_entry_release;
+        jp->preemptible = false;
+    }
+    int32_t n_stop_ids = 0;
+    if (s->eos_id >= 0) stop_ids[n_stop_ids++] = s->eos_id;
+    /* chat answers also end at the template's end-of-turn token (Llama 3: <|eot_id|>) */
+    if (kind == OAI_CHAT && s->eot_id >= 0 && s->eot_id != s->eos_id) stop_ids[n_stop_ids++] = s->eot_id;
+    jp->sampling.stop_ids = stop_ids;
+    jp->sampling.n_stop_ids = n_stop_ids;
+    return true;
+}
+
+/* The request's metrics sample and its INFO log line (status 0: the client went away). */
+static void record_request(dspy_server *s, oai_kind kind, const http_request *req, const oai_request *r,
+                           const gen_ctx *g, sched_job *job, int status, size_t n_ids, double t0) {
+    int64_t comp = 0;
+    for (int32_t i = 0; g->outs && i < r->n; i++) comp += g->outs[i].completion_tokens;
+    sched_job_times jt = {-1, -1, -1};
+    if (job && g->outs) dspy_sched_job_times_get(job, &jt);
+    double total = dspy_now_s() - t0;
+    /* per output token after the first, over the choices decoded side by side */
+    int64_t per_choice = r->n > 0 ? comp / r->n : comp;
+    double tpot = jt.first_token >= 0 && jt.done > jt.first_token && per_choice > 1
+                      ? (jt.done - jt.first_token) / (double)(per_choice - 1)
+                      : -1;
+    srv_request_sample smp = {kind == OAI_CHAT ? "chat" : "completions", status, (int64_t)n_ids, comp,
+                              jt.first_token, tpot, total, format_name(r->format)};
+    dspy_srv_metrics_request(s->metrics, &smp);
+    if (dspy_log_enabled(DSPY_LOG_INFO))
+        dspy_log(DSPY_LOG_INFO, "%.*s %.*s %d%s (%zu prompt + %lld completion tokens, %.3f s; queue %.3f s, "
+                 "first token %.3f s, %.1f ms/token, format %s)", (int)req->method.len, req->method.ptr,
+                 (int)req->path.len, req->path.ptr, status, status == 0 ? " client gone" : "", n_ids,
+                 (long long)comp, total, jt.admitted, jt.first_token, tpot >= 0 ? tpot * 1e3 : -1.0,
+                 format_name(r->format));
+}
+
 static void handle_generate(dspy_server *s, oai_kind kind, const http_request *req, http_conn *c) {
     oai_error err = OAI_ERROR_INIT;
     oai_request r;
@@ -442,8 +531,7 @@ static void handle_generate(dspy_server *s, oai_kind kind, const http_request *r
     sched_job *job = NULL;
     sx_entry *sx = NULL;
     gen_ctx g = {0};
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double t0 = dspy_now_s();
     int status = 0;
     if (dspy_oai_request_parse(kind, req->body, req->body_len, dspy_tokenizer_vocab_size(s->tok), &r, &err) != DSPY_OK) {
         send_error(c, &err, NULL);
@@ -470,57 +558,13 @@ static void handle_generate(dspy_server *s, oai_kind kind, const http_request *r
         status = 400;
         goto done;
     }
-    int32_t room = s->limit - (int32_t)n_ids;
-    /* A seeded sampled request must give the same text whatever the load: never preempted. */
-    sched_job_params jp = {.n = r.n, .stop = r.stop, .n_stop = r.n_stop,
-                           .preemptible = r.temperature == 0 || !r.has_seed};
-    jp.sampling = dspy_sampling_default();
-    jp.sampling.temperature = (float)r.temperature;
-    jp.sampling.top_p = (float)r.top_p;
-    jp.sampling.top_k = r.top_k;
-    jp.sampling.seed = r.has_seed ? r.seed : random_seed();
-    int64_t want = r.max_tokens > 0 ? r.max_tokens : s->p.default_max_tokens > 0 ? s->p.default_max_tokens : room;
-    jp.sampling.max_tokens = want < room ? (int32_t)want : room;
-    /* The budget is what the request would reserve: each of its n sequences holds its prompt
-     * and max_tokens of KV cache. Checked before anything is queued. */
-    int64_t need = (int64_t)r.n * ((int64_t)n_ids + jp.sampling.max_tokens);
-    if (need > s->budget) {
-        dspy_oai_error_set(&err, 400, NULL, r.max_tokens > 0 ? "max_tokens" : "n", "request_too_large",
-                      "This request needs up to %lld tokens of KV cache (n=%d x (%zu prompt + %d max_tokens)), over this "
-                      "server's per-request budget of %lld tokens. Lower max_tokens or n.", (long long)need, r.n, n_ids,
-                      jp.sampling.max_tokens, (long long)s->budget);
+    sched_job_params jp;
+    int32_t stop_ids[2];
+    if (!plan_job(s, kind, &r, n_ids, stop_ids, &jp, &sx, &err)) {
         send_error(c, &err, NULL);
-        status = 400;
+        status = err.status;
         goto done;
     }
-    if (r.format != OAI_FORMAT_TEXT) {
-        bool hit;
-        double compile_s;
-        dspy_status cs = dspy_sx_cache_get(s->sx, &r, &sx, &hit, &compile_s);
-        if (cs != DSPY_OK) {
-            const char *param = r.format == OAI_FORMAT_LAYOUT ? "dspy_layout" : "response_format";
-            if (cs == DSPY_ERR_NOMEM) dspy_oai_error_set(&err, 500, NULL, NULL, NULL, "The server ran out of memory.");
-            else dspy_oai_error_set(&err, 400, NULL, param, "unsupported_schema",
-                               "This server cannot enforce the requested output format: %s", dspy_errmsg());
-            send_error(c, &err, NULL);
-            status = err.status;
-            goto done;
-        }
-        if (!hit) dspy_log(DSPY_LOG_INFO, "serve: compiled a %s constraint in %.3f s (%d states)", format_name(r.format),
-                           compile_s, dspy_constraint_states(dspy_sx_entry_constraint(sx)));
-        /* the job holds the reference until its sequences left the engine; a resumed
-         * sequence would restart the automaton, so constrained jobs are never preempted */
-        jp.sampling.constraint = dspy_sx_entry_constraint(sx);
-        jp.hold = sx;
-        jp.hold_release = dspy_sx_entry_release;
-        jp.preemptible = false;
-    }
-    int32_t stop_ids[2];
-    int32_t n_stop_ids = 0;
-    if (s->eos_id >= 0) stop_ids[n_stop_ids++] = s->eos_id;
-    if (kind == OAI_CHAT && s->eot_id >= 0 && s->eot_id != s->eos_id) stop_ids[n_stop_ids++] = s->eot_id;
-    jp.sampling.stop_ids = stop_ids;
-    jp.sampling.n_stop_ids = n_stop_ids;
     if (dspy_sched_job_new(ids, n_ids, &jp, &job) != DSPY_OK) {
         fail_with(c, 500, dspy_errmsg());
         status = 500;
@@ -550,28 +594,7 @@ static void handle_generate(dspy_server *s, oai_kind kind, const http_request *r
     }
     status = r.stream ? answer_stream(&g) : answer_whole(&g);
 done:
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    {
-        int64_t comp = 0;
-        for (int32_t i = 0; g.outs && i < r.n; i++) comp += g.outs[i].completion_tokens;
-        sched_job_times jt = {-1, -1, -1};
-        if (job && g.outs) dspy_sched_job_times_get(job, &jt);
-        double total = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-        /* per output token after the first, over the choices decoded side by side */
-        int64_t per_choice = r.n > 0 ? comp / r.n : comp;
-        double tpot = jt.first_token >= 0 && jt.done > jt.first_token && per_choice > 1
-                          ? (jt.done - jt.first_token) / (double)(per_choice - 1)
-                          : -1;
-        srv_request_sample smp = {kind == OAI_CHAT ? "chat" : "completions", status, (int64_t)n_ids, comp,
-                                  jt.first_token, tpot, total, format_name(r.format)};
-        dspy_srv_metrics_request(s->metrics, &smp);
-        if (dspy_log_enabled(DSPY_LOG_INFO))
-            dspy_log(DSPY_LOG_INFO, "%.*s %.*s %d%s (%zu prompt + %lld completion tokens, %.3f s; queue %.3f s, "
-                     "first token %.3f s, %.1f ms/token, format %s)", (int)req->method.len, req->method.ptr,
-                     (int)req->path.len, req->path.ptr, status, status == 0 ? " client gone" : "", n_ids,
-                     (long long)comp, total, jt.admitted, jt.first_token, tpot >= 0 ? tpot * 1e3 : -1.0,
-                     format_name(r.format));
-    }
+    record_request(s, kind, req, &r, &g, job, status, n_ids, t0);
     dspy_sx_entry_release(sx);
     if (g.outs)
         for (int32_t i = 0; i < r.n; i++) dspy_str_free(&g.outs[i].text);
@@ -840,8 +863,45 @@ dspy_status dspy_server_run(dspy_server *s) {
     return st;
 }
 
+/* ---- in-process serving ------------------------------------------------------------------ */
+
+static void *run_thread(void *arg) {
+    dspy_server *s = arg;
+    s->run_st = dspy_server_run(s);
+    if (s->run_st != DSPY_OK) s->run_msg = strdup(dspy_errmsg());
+    return NULL;
+}
+
+dspy_status dspy_server_start(dspy_server *s) {
+    if (s->started) return dspy_fail(DSPY_ERR_STATE, "serve: the server is already running on its thread");
+    /* The host program's signals (SIGINT, SIGTERM, SIGPIPE, its own) must reach its threads,
+     * not this one or the connection threads it starts (they inherit its mask): block every
+     * asynchronous signal here. The server stops only through dspy_server_stop/join. Faults
+     * stay unblocked: a blocked SIGSEGV would kill the process without its handler. */
+    sigset_t all, old;
+    sigfillset(&all);
+    static const int k_faults[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS};
+    for (size_t i = 0; i < sizeof k_faults / sizeof *k_faults; i++) sigdelset(&all, k_faults[i]);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&s->thread, NULL, run_thread, s);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) return dspy_fail(DSPY_ERR_STATE, "serve: cannot start the server thread: %s", strerror(rc));
+    s->started = true;
+    return DSPY_OK;
+}
+
+dspy_status dspy_server_join(dspy_server *s) {
+    if (!s->started) return DSPY_OK;
+    dspy_server_stop(s);
+    pthread_join(s->thread, NULL);
+    s->started = false;
+    if (s->run_st == DSPY_OK) return DSPY_OK;
+    return dspy_fail(s->run_st, "%s", s->run_msg ? s->run_msg : "serve: the server thread failed");
+}
+
 void dspy_server_free(dspy_server *s) {
     if (!s) return;
+    dspy_server_join(s); /* a started server: stop it and wait for its thread before freeing */
     if (s->http) {
         dspy_http_server_stop(s->http);
         if (s->sched && !dspy_http_server_drain(s->http, 0)) dspy_sched_abort(s->sched, 503, "the server is shutting down");
@@ -866,5 +926,6 @@ void dspy_server_free(dspy_server *s) {
     free(s->allowed_hosts);
     free(s->cors_origin);
     free(s->cors_headers);
+    free(s->run_msg);
     free(s);
 }

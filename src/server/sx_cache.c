@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "dspy/clock.h"
 #include "dspy/json.h"
 #include "dspy/str.h"
 #include "dspy/structured.h"
@@ -128,12 +129,6 @@ static dspy_status compile(sx_cache *c, const oai_request *r, dspy_constraint **
     return st;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 dspy_status dspy_sx_cache_get(sx_cache *c, const oai_request *r, sx_entry **out, bool *hit, double *compile_s) {
     *out = NULL;
     *hit = false;
@@ -151,7 +146,7 @@ dspy_status dspy_sx_cache_get(sx_cache *c, const oai_request *r, sx_entry **out,
             *out = e;
             goto done;
         }
-    double t0 = now_s();
+    double t0 = dspy_now_s();
     if (!c->voc && (st = dspy_structured_vocab_new(c->tok, c->model_vocab, &c->voc))) goto done;
     sx_entry *e = calloc(1, sizeof *e);
     if (!e) {
@@ -169,7 +164,7 @@ dspy_status dspy_sx_cache_get(sx_cache *c, const oai_request *r, sx_entry **out,
         goto done;
     }
     c->compiles++;
-    *compile_s = now_s() - t0;
+    *compile_s = dspy_now_s() - t0;
     e->key = key;
     key = NULL;
     atomic_init(&e->refs, 2); /* the cache's and the caller's */

@@ -317,7 +317,10 @@ dspy_status dspy_dfa_build(const nfa *a, int32_t start, int32_t max_states, dfa 
     set[0] = start;
     int32_t n = closure(a, set, 1, stack, mark, ++gen);
     bool added;
-    if (find_or_add(a, &ss, out, set, n, &added) < 0) goto oom;
+    if (find_or_add(a, &ss, out, set, n, &added) < 0) {
+        st = dspy_fail(DSPY_ERR_NOMEM, "structured: out of memory building the automaton");
+        goto done;
+    }
     for (int32_t q = 0; q < out->n; q++) {
         /* for each byte, the members' byte-edge targets, closed; neighbouring bytes mostly move
          * the same members (a byte class), so an unchanged move set reuses the last target */
@@ -344,7 +347,10 @@ dspy_status dspy_dfa_build(const nfa *a, int32_t start, int32_t max_states, dfa 
             prev_m = m;
             m = closure(a, set, m, stack, mark, ++gen);
             int32_t t = find_or_add(a, &ss, out, set, m, &added);
-            if (t < 0) goto oom;
+            if (t < 0) {
+                st = dspy_fail(DSPY_ERR_NOMEM, "structured: out of memory building the automaton");
+                goto done;
+            }
             out->next[(size_t)q * 256 + (size_t)b] = t;
             prev_t = t;
             if (added && out->n > max_states) {
@@ -357,13 +363,14 @@ dspy_status dspy_dfa_build(const nfa *a, int32_t start, int32_t max_states, dfa 
     }
     if (a->n_regions) {
         out->regions = malloc((size_t)a->n_regions * sizeof *out->regions);
-        if (!out->regions) goto oom;
+        if (!out->regions) {
+            st = dspy_fail(DSPY_ERR_NOMEM, "structured: out of memory building the automaton");
+            goto done;
+        }
         memcpy(out->regions, a->regions, (size_t)a->n_regions * sizeof *out->regions);
         out->n_regions = a->n_regions;
     }
     goto done;
-oom:
-    st = dspy_fail(DSPY_ERR_NOMEM, "structured: out of memory building the automaton");
 done:
     free(set);
     free(stack);
@@ -391,7 +398,7 @@ dspy_status dspy_dfa_minimize(dfa *d) {
     int32_t *table = malloc((size_t)cap * sizeof *table);
     dfa m = {0};
     dspy_status st = DSPY_OK;
-    if (!cls || !ncls || !sig || !table) goto oom;
+    if (!cls || !ncls || !sig || !table) goto fail;
     /* initial classes */
     int32_t k = 0;
     for (int32_t q = 0; q < n; q++) {
@@ -430,7 +437,7 @@ dspy_status dspy_dfa_minimize(dfa *d) {
     }
     if (k == n) goto done; /* already minimal */
     for (int32_t c = 0; c < k; c++)
-        if (dspy_dfa_add_state(&m) < 0) goto oom;
+        if (dspy_dfa_add_state(&m) < 0) goto fail;
     for (int32_t q = 0; q < n; q++) {
         int32_t c = cls[q];
         for (int b = 0; b < 256; b++) {
@@ -447,7 +454,7 @@ dspy_status dspy_dfa_minimize(dfa *d) {
     dspy_dfa_free(d);
     *d = m;
     goto done;
-oom:
+fail: /* out of memory */
     st = dspy_fail(DSPY_ERR_NOMEM, "structured: out of memory minimising the automaton");
     dspy_dfa_free(&m);
 done:

@@ -66,7 +66,7 @@ dspy_status dspy_structured_vocab_new(const dspy_tokenizer *tok, int32_t model_v
     if (!v) return dspy_fail(DSPY_ERR_NOMEM, "structured: out of memory");
     v->vocab = model_vocab;
     v->dup_next = malloc((size_t)model_vocab * sizeof *v->dup_next);
-    if (!v->dup_next || node_new(v, 0) < 0) goto oom;
+    if (!v->dup_next || node_new(v, 0) < 0) goto fail;
     for (int i = 0; i < 256; i++) v->root_child[i] = -1;
     for (int32_t i = 0; i < model_vocab; i++) v->dup_next[i] = -1;
     for (int32_t t = 0; t < tv; t++) {
@@ -87,7 +87,7 @@ dspy_status dspy_structured_vocab_new(const dspy_tokenizer *tok, int32_t model_v
                     }
             }
             if (found < 0) {
-                if ((found = node_new(v, c)) < 0) goto oom;
+                if ((found = node_new(v, c)) < 0) goto fail;
                 if (cur < 0) {
                     v->root_child[c] = found;
                 } else {
@@ -102,7 +102,7 @@ dspy_status dspy_structured_vocab_new(const dspy_tokenizer *tok, int32_t model_v
     }
     *out = v;
     return DSPY_OK;
-oom:
+fail:
     dspy_structured_vocab_free(v);
     return dspy_fail(DSPY_ERR_NOMEM, "structured: out of memory building the vocabulary trie");
 }
@@ -197,7 +197,10 @@ static dspy_status add_closings(dfa *d, int32_t **closing_out) {
     unsigned char *pbyte = malloc((size_t)n0);
     unsigned char *path = malloc((size_t)n0 + 1);
     dspy_status st = DSPY_OK;
-    if (!closing || !prev || !queue || !pbyte || !path) goto oom;
+    if (!closing || !prev || !queue || !pbyte || !path) {
+        st = dspy_fail(DSPY_ERR_NOMEM, "structured: out of memory");
+        goto done;
+    }
     for (int32_t q = 0; q < n0; q++) closing[q] = -1;
     for (int32_t q = 0; q < n0; q++) {
         if (bound_of(d, q) <= 0 || d->transient[q]) continue;
@@ -230,7 +233,10 @@ static dspy_status add_closings(dfa *d, int32_t **closing_out) {
         int32_t first = -1, last = -1;
         for (int32_t i = len - 1; i >= 0; i--) {
             int32_t c = dspy_dfa_add_state(d);
-            if (c < 0) goto oom;
+            if (c < 0) {
+                st = dspy_fail(DSPY_ERR_NOMEM, "structured: out of memory");
+                goto done;
+            }
             if (last >= 0) d->next[(size_t)last * 256 + path[i + 1]] = c;
             else first = c;
             last = c;
@@ -239,8 +245,6 @@ static dspy_status add_closings(dfa *d, int32_t **closing_out) {
         closing[q] = first;
     }
     goto done;
-oom:
-    st = dspy_fail(DSPY_ERR_NOMEM, "structured: out of memory");
 done:
     free(prev);
     free(queue);
@@ -271,7 +275,10 @@ dspy_status dspy_tokens_compile(const dspy_structured_vocab *v, dfa *d, dspy_con
     ss = malloc(((size_t)v->n_nodes + 256) * sizeof *ss);
     count = calloc((size_t)n, sizeof *count);
     tgt = malloc((size_t)v->vocab * sizeof *tgt);
-    if (!p.base || !p.levels || !sn || !ss || !count || !tgt) goto oom;
+    if (!p.base || !p.levels || !sn || !ss || !count || !tgt) {
+        st = dspy_fail(DSPY_ERR_NOMEM, "structured: out of memory compiling the token automaton");
+        goto done;
+    }
     int64_t total = 0;
     for (int32_t q = 0; q < n; q++) {
         int32_t K = q < n0 ? bound_of(d, q) : 0;
@@ -292,7 +299,10 @@ dspy_status dspy_tokens_compile(const dspy_structured_vocab *v, dfa *d, dspy_con
     for (int32_t i = 0; i < v->vocab; i++) tgt[i] = -1;
     for (int32_t q = 0; q < n; q++) {
         if (p.base[q] < 0) continue;
-        if (!walk(v, d, q, &h, sn, ss)) goto oom;
+        if (!walk(v, d, q, &h, sn, ss)) {
+            st = dspy_fail(DSPY_ERR_NOMEM, "structured: out of memory compiling the token automaton");
+            goto done;
+        }
         /* small hit lists are sorted; large ones go through tgt[] (token -> target), read in
          * token order, so that entries are appended in order either way */
         bool big = h.n > 4096 || h.n * 2 > v->vocab;
@@ -331,8 +341,6 @@ dspy_status dspy_tokens_compile(const dspy_structured_vocab *v, dfa *d, dspy_con
     *out = c;
     c = NULL;
     goto done;
-oom:
-    st = dspy_fail(DSPY_ERR_NOMEM, "structured: out of memory compiling the token automaton");
 done:
     dspy_constraint_free(c);
     free(h.h);

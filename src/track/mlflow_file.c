@@ -102,7 +102,9 @@ static void file_uri(dspy_str *out, const char *path) {
     }
 }
 
-static dspy_status write_text(const char *dir, const char *rel, const char *text, size_t n) {
+/* Writes DIR/REL, creating the folders REL names on the way (MLflow's store nests tags,
+ * params and metrics one file per key). */
+static dspy_status write_under(const char *dir, const char *rel, const char *text, size_t n) {
     char *path = dspy_track_join(dir, rel);
     if (!path) return dspy_fail(DSPY_ERR_NOMEM, "out of memory");
     char *slash = strrchr(path, '/');
@@ -146,7 +148,7 @@ static dspy_status write_experiment(const char *store, const char *id, const cha
                      "active\nname: ", (long long)now, id, (long long)now);
     yaml_str(&y, name);
     dspy_str_appendc(&y, '\n');
-    dspy_status st = dspy_str_ok(&y) && dspy_str_ok(&dir) ? write_text(dir.ptr, "meta.yaml", y.ptr, y.len)
+    dspy_status st = dspy_str_ok(&y) && dspy_str_ok(&dir) ? write_under(dir.ptr, "meta.yaml", y.ptr, y.len)
                                                           : dspy_fail(DSPY_ERR_NOMEM, "out of memory");
     dspy_str_free(&y);
     dspy_str_free(&dir);
@@ -231,7 +233,7 @@ static dspy_status write_run_meta(const char *run_dir, const char *exp, const ch
                      status_number(man));
     yaml_str(&y, dspy_json_str_or(dspy_json_get(man, "env"), "user", "unknown"));
     dspy_str_appendc(&y, '\n');
-    dspy_status st = dspy_str_ok(&y) && dspy_str_ok(&arts) ? write_text(run_dir, "meta.yaml", y.ptr, y.len)
+    dspy_status st = dspy_str_ok(&y) && dspy_str_ok(&arts) ? write_under(run_dir, "meta.yaml", y.ptr, y.len)
                                                            : dspy_fail(DSPY_ERR_NOMEM, "out of memory");
     if (!st) st = dspy_mkdir_p(arts.ptr);
     dspy_str_free(&y);
@@ -248,13 +250,13 @@ static dspy_status write_kv(const char *run_dir, const char *folder, const dspy_
         if (!dspy_track_key_ok(k)) continue; /* FileStore would refuse it; nothing of ours has such a key */
         dspy_str_clear(&rel);
         dspy_str_appendf(&rel, "%s/%s", folder, k);
-        st = dspy_str_ok(&rel) ? write_text(run_dir, rel.ptr, v ? v : "", v ? strlen(v) : 0)
+        st = dspy_str_ok(&rel) ? write_under(run_dir, rel.ptr, v ? v : "", v ? strlen(v) : 0)
                                : dspy_fail(DSPY_ERR_NOMEM, "out of memory");
     }
     if (!st && run_name) { /* FileStore.create_run sets mlflow.runName */
         dspy_str_clear(&rel);
         dspy_str_appendf(&rel, "%s/mlflow.runName", folder);
-        st = dspy_str_ok(&rel) ? write_text(run_dir, rel.ptr, run_name, strlen(run_name))
+        st = dspy_str_ok(&rel) ? write_under(run_dir, rel.ptr, run_name, strlen(run_name))
                                : dspy_fail(DSPY_ERR_NOMEM, "out of memory");
     }
     dspy_str_free(&rel);
@@ -284,7 +286,7 @@ static dspy_status write_metrics(const char *run_dir, const dspy_json *points) {
         const char *text = dspy_json_str(dspy_json_iter_value(it));
         dspy_str_clear(&rel);
         dspy_str_appendf(&rel, "metrics/%s", dspy_json_iter_key(it));
-        st = dspy_str_ok(&rel) ? write_text(run_dir, rel.ptr, text, strlen(text)) : dspy_fail(DSPY_ERR_NOMEM, "out of memory");
+        st = dspy_str_ok(&rel) ? write_under(run_dir, rel.ptr, text, strlen(text)) : dspy_fail(DSPY_ERR_NOMEM, "out of memory");
     }
     dspy_str_free(&rel);
     dspy_json_decref(files);

@@ -30,6 +30,8 @@ const char *dspy_run_id(const dspy_run *r) { return r->id; }
 const char *dspy_run_report_path(const dspy_run *r) { return r->report_path; }
 const char *dspy_run_mlflow_run_id(const dspy_run *r) { return r->mlflow_run_id; }
 
+static dspy_status nomem(const char *dir) { return dspy_fail(DSPY_ERR_NOMEM, "out of memory starting a run in %s", dir); }
+
 void dspy_run_free(dspy_run *r) {
     if (!r) return;
     free(r->dir);
@@ -252,11 +254,19 @@ dspy_status dspy_run_begin(const char *dir, const dspy_run_params *p, dspy_run *
     const char *uri = p->mlflow_uri && *p->mlflow_uri ? p->mlflow_uri : getenv("MLFLOW_TRACKING_URI");
     const char *exp = p->mlflow_experiment && *p->mlflow_experiment ? p->mlflow_experiment
                                                                      : getenv("MLFLOW_EXPERIMENT_NAME");
-    if (uri && *uri && !(r->mlflow_uri = strdup(uri))) goto oom;
-    if (!(r->mlflow_experiment = strdup(exp && *exp ? exp : "dspy"))) goto oom;
+    if (uri && *uri && !(r->mlflow_uri = strdup(uri))) {
+        st = nomem(dir);
+        goto fail;
+    }
+    if (!(r->mlflow_experiment = strdup(exp && *exp ? exp : "dspy"))) {
+        st = nomem(dir);
+        goto fail;
+    }
     if (!r->dir || !r->id || !r->kind || !r->name || !r->status || !r->params || !r->tags || !r->metrics ||
-        !r->command || !r->env)
-        goto oom;
+        !r->command || !r->env) {
+        st = nomem(dir);
+        goto fail;
+    }
     dspy_str src = DSPY_STR_INIT;
     dspy_str_appendf(&src, "dspy %s", r->kind);
     if (!dspy_str_ok(&src) || dspy_json_set_str(r->tags, "mlflow.source.name", src.ptr) ||
@@ -265,7 +275,8 @@ dspy_status dspy_run_begin(const char *dir, const dspy_run_params *p, dspy_run *
         dspy_json_set_str(r->tags, "dspy.version", DSPY_VERSION_STRING) || dspy_json_set_str(r->tags, "dspy.run_id", r->id) ||
         dspy_json_set_str(r->tags, "dspy.run_dir", r->dir)) {
         dspy_str_free(&src);
-        goto oom;
+        st = nomem(dir);
+        goto fail;
     }
     dspy_str_free(&src);
     if ((st = dspy_mkdir_p(r->dir))) goto fail;
@@ -279,8 +290,6 @@ dspy_status dspy_run_begin(const char *dir, const dspy_run_params *p, dspy_run *
     }
     *out = r;
     return DSPY_OK;
-oom:
-    st = dspy_fail(DSPY_ERR_NOMEM, "out of memory starting a run in %s", dir);
 fail:
     dspy_run_free(r);
     return st;

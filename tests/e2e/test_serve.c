@@ -994,12 +994,15 @@ static void test_launcher(void) {
     dspy_local_params p = dspy_local_params_default();
     p.log_dir = test_tmpdir();
     dspy_local_server *s = NULL;
-    /* no binary: this test program is not `dspy` and DSPY_BIN is unset */
+    /* a child asked for and no binary: this test program is not `dspy` and DSPY_BIN is unset
+     * (the default mode would serve on a thread instead: test_serve_inproc) */
     char *saved = getenv("DSPY_BIN") ? strdup(getenv("DSPY_BIN")) : NULL;
     unsetenv("DSPY_BIN");
+    p.mode = DSPY_LOCAL_CHILD;
     CHECK_STATUS(dspy_local_launch(g_model, &p, &s), DSPY_ERR_ARG);
     CHECK_CONTAINS(dspy_errmsg(), "DSPY_BIN");
     CHECK(s == NULL);
+    p.mode = DSPY_LOCAL_AUTO;
     /* DSPY_BIN is honoured: a model that does not exist makes the server exit early */
     setenv("DSPY_BIN", test_bin("dspy"), 1);
     p.timeout_s = 60;

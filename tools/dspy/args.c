@@ -8,9 +8,12 @@
 #include "args.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "dspy/json.h"
 
 static int find_opt(const dspy_args *a, const char *name, size_t n) {
     for (int i = 0; i < a->nopts; i++)
@@ -237,4 +240,70 @@ int dspy_cli_error(const char *cmd) {
 int dspy_cli_usage_error(const char *cmd) {
     fprintf(stderr, "error: dspy %s: %s\n", cmd, dspy_errmsg());
     return DSPY_EXIT_USAGE;
+}
+
+static dspy_status add_input(dspy_json *inputs, const char *arg, bool as_json, const char *first_field) {
+    const char *eq = strchr(arg, '=');
+    if (!eq || eq == arg) {
+        if (as_json || !first_field)
+            return dspy_fail(DSPY_ERR_ARG, "--input%s '%s': expected name=%s", as_json ? "-json" : "", arg,
+                             as_json ? "JSON" : "value");
+        return dspy_fail(DSPY_ERR_ARG, "--input '%s': expected name=value, e.g. --input %s=%s (Positional arguments are "
+                         "not allowed when calling `dspy.Predict`)", arg, first_field, arg);
+    }
+    char *name = strndup(arg, (size_t)(eq - arg));
+    if (!name) return dspy_fail(DSPY_ERR_NOMEM, "out of memory");
+    dspy_json *v = NULL;
+    dspy_status st = DSPY_OK;
+    if (as_json) {
+        st = dspy_json_parse(eq + 1, strlen(eq + 1), name, &v);
+        if (st) st = dspy_fail_wrap(st, "--input-json");
+    } else if (!(v = dspy_json_string(eq + 1))) {
+        st = dspy_fail(DSPY_ERR_NOMEM, "out of memory");
+    }
+    if (!st) st = dspy_json_set(inputs, name, v);
+    free(name);
+    return st;
+}
+
+dspy_status dspy_args_inputs(const dspy_args *a, const char *first_field, dspy_json **out) {
+    *out = NULL;
+    dspy_json *inputs = dspy_json_object();
+    if (!inputs) return dspy_fail(DSPY_ERR_NOMEM, "out of memory");
+    dspy_status st = DSPY_OK;
+    for (int i = 0; !st && i < dspy_args_count(a, "input"); i++)
+        st = add_input(inputs, dspy_args_at(a, "input", i), false, first_field);
+    for (int i = 0; !st && i < dspy_args_count(a, "input-json"); i++)
+        st = add_input(inputs, dspy_args_at(a, "input-json", i), true, first_field);
+    if (st) {
+        dspy_json_decref(inputs);
+        return st;
+    }
+    *out = inputs;
+    return DSPY_OK;
+}
+
+dspy_status dspy_args_int_in(const dspy_args *a, const char *name, long min, long max, long *out) {
+    const char *v = dspy_args_get(a, name);
+    if (!v) return DSPY_OK;
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < min || x > max) {
+        if (max >= INT32_MAX) return dspy_fail(DSPY_ERR_ARG, "--%s '%s': expected an integer >= %ld", name, v, min);
+        return dspy_fail(DSPY_ERR_ARG, "--%s '%s': expected an integer from %ld to %ld", name, v, min, max);
+    }
+    *out = x;
+    return DSPY_OK;
+}
+
+dspy_status dspy_args_number(const dspy_args *a, const char *name, double *out) {
+    const char *v = dspy_args_get(a, name);
+    if (!v) return DSPY_OK;
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end) return dspy_fail(DSPY_ERR_ARG, "--%s '%s': expected a number", name, v);
+    *out = x;
+    return DSPY_OK;
 }

@@ -23,6 +23,7 @@
 
 #include <stdbool.h>
 
+#include "dspy/json.h"
 #include "dspy/status.h"
 
 #define DSPY_ARGS_MAX_MULTI 256
@@ -76,9 +77,21 @@ bool dspy_args_given(const dspy_args *a, const char *name);
 /* Number of values of a multi option, and the i-th. */
 int dspy_args_count(const dspy_args *a, const char *name);
 const char *dspy_args_at(const dspy_args *a, const char *name, int i);
+
+/* The --input NAME=VALUE (a string) and --input-json NAME=JSON options of a command that calls
+ * a program, as a new JSON object in *out (caller decrefs): --input ones first, then
+ * --input-json ones, a later value of a name replacing an earlier one. A value without "NAME="
+ * is DSPY_ERR_ARG; `first_field` (may be NULL) names the signature's first input for the hint
+ * (Python's positional call is not allowed either). */
+dspy_status dspy_args_inputs(const dspy_args *a, const char *first_field, dspy_json **out);
 /* Parses an option as an integer / double; returns false (and prints an error) if malformed. */
 bool dspy_args_int(const dspy_args *a, const char *name, long *out);
 bool dspy_args_double(const dspy_args *a, const char *name, double *out);
+/* An integer option in [min, max] (absent: *out unchanged, DSPY_OK). DSPY_ERR_ARG naming the
+ * option, its value and the range ("expected an integer >= MIN" when max is INT32_MAX). */
+dspy_status dspy_args_int_in(const dspy_args *a, const char *name, long min, long max, long *out);
+/* A number option (absent: *out unchanged, DSPY_OK); DSPY_ERR_ARG when it is not a number. */
+dspy_status dspy_args_number(const dspy_args *a, const char *name, double *out);
 
 /* Prints "error: dspy <cmd>: <dspy_errmsg()>" to stderr and returns DSPY_EXIT_FAIL. */
 int dspy_cli_error(const char *cmd);

@@ -34,15 +34,10 @@
 
 #include "compile_run.h"
 #include "track_cli.h"
+#include "dspy/clock.h"
 #include "dspy/history.h"
 #include "dspy/settings.h"
 #include "program_file.h"
-
-double compile_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 void compile_heading(int step, const char *fmt, ...) {
     va_list ap;
@@ -203,13 +198,13 @@ static dspy_status record_device(run_state *r) {
 
 static dspy_status step_launch(run_state *r) {
     compile_heading(6, "Launch: `dspy serve` with the fine-tuned student (lm.launch())");
-    double t0 = compile_now();
+    double t0 = dspy_now_s();
     /* the fine-tuned LM's launch_kwargs carry --device; the serve args stay */
     dspy_local_params lp = r->lp;
     if (strcmp(r->device, "auto") != 0) lp.n_extra_args--;
     dspy_status st = dspy_program_launch(r->compiled, &lp, &r->student_server);
     if (st) return st;
-    r->t_launch = compile_now() - t0;
+    r->t_launch = dspy_now_s() - t0;
     for (size_t i = 0; i < dspy_launched_count(r->student_server); i++) {
         dspy_local_server *s = dspy_launched_server(r->student_server, i);
         compile_note("%s ready in %.1f s (pid %d, log %s)", dspy_local_api_base(s), r->t_launch, (int)dspy_local_pid(s),
@@ -298,7 +293,7 @@ static dspy_status write_report(run_state *r, const char *program_path) {
     if (!st) st = dspy_json_set(o, "seconds_finetune", dspy_json_real(rep->train_s));
     if (!st) st = dspy_json_set(o, "seconds_launch", dspy_json_real(r->t_launch));
     if (!st) st = dspy_json_set(o, "seconds_evaluate", dspy_json_real(r->t_eval));
-    if (!st) st = dspy_json_set(o, "seconds_total", dspy_json_real(compile_now() - r->t_start));
+    if (!st) st = dspy_json_set(o, "seconds_total", dspy_json_real(dspy_now_s() - r->t_start));
     char *text = st ? NULL : dspy_json_dumps(o, DSPY_JSON_UTF8 | DSPY_JSON_INDENT(2));
     dspy_json_decref(o);
     if (st) return st;
@@ -345,52 +340,75 @@ static void print_summary(run_state *r, const char *program_path) {
     printf("Saved: %s, %s/results.json, %s/results.csv, %s/report.json\n", program_path, r->out_dir, r->out_dir,
            r->out_dir);
     compile_print_table(r);
-    printf("Total: %.1f s\n", compile_now() - r->t_start);
+    printf("Total: %.1f s\n", dspy_now_s() - r->t_start);
     fflush(stdout);
 }
 
+static const dspy_opt k_opts[] = {
+    {"student", "DIR", "student model directory (Hugging Face layout, e.g. from `dspy init-model`)", true, false, NULL},
+    {"teacher", "MODEL", "openai/<model> (OPENAI_API_KEY), openai/local:<dir> (served here), or oracle (an offline "
+                         "stand-in that answers with the gold label)", false, false, "openai/gpt-4o-mini"},
+    {"teacher-base-url", "URL", "any OpenAI-compatible endpoint for the teacher (e.g. http://127.0.0.1:8000/v1)", false, false, NULL},
+    {"teacher-api-key", "KEY", "the teacher's API key (default: $OPENAI_API_KEY)", false, false, NULL},
+    {"teacher-max-tokens", "N", "max_tokens of the teacher's answers (default: not sent; the tutorial used 3000)", false, false, NULL},
+    TASK_OPTS_DATA,
+    {"trainset", "SRC", "the examples the teacher answers (.jsonl, .csv, or hf:DATASET[:CONFIG]:SPLIT); give "
+                        "--devset too", false, false, NULL},
+    {"split", "NAME", "tutorial (500 train / 100 dev from the first 1,000 rows) or stratified (Banking77: of the "
+                      "official test set)", false, false, "tutorial"},
+    {"limit-train", "N", "use only the first N trainset examples", false, false, NULL},
+    {"limit-dev", "N", "use only the first N devset examples", false, false, NULL},
+    TASK_OPTS_PROGRAM,
+    {"filter-traces", NULL, "BootstrapFinetune(metric=...): keep only the teacher traces the metric scores truthy "
+                            "(the trainset keeps its labels)", false, false, NULL},
+    {"train-kwargs", "KEY=VALUE", "a fine-tuning setting (DSPy's train_kwargs: num_train_epochs, learning_rate, "
+                                  "use_peft, max_seq_length, ...)", false, true, NULL},
+    {"baselines", "WHICH", "evaluate before compiling: student,teacher, student, teacher or none (none also skips "
+                           "the early start of the student's server that checks --serve-arg/--device)", false, false,
+     "student,teacher"},
+    {"num-threads", "N", "threads for bootstrapping and evaluation", false, false, "4"},
+    {"max-errors", "N", "stop bootstrapping/evaluation after N failed examples (default: never; failures are "
+                        "counted, unparseable answers are scored as wrong)", false, false, NULL},
+    {"max-tokens", "N", "max_tokens of the student's answers", false, false, "1000"},
+    {"temperature", "T", "the student's sampling temperature", false, false, "0.0"},
+    {"display-table", "N", "show the first N evaluation rows", false, false, "5"},
+    {"train-threads", "N", "trainer compute threads (default: all cores)", false, false, NULL},
+    {"serve-arg", "ARG", "an extra `dspy serve` argument for the student's server (repeat: --serve-arg=--max-seqs --serve-arg=4)", false, true, NULL},
+    {"device", "NAME", "where the student's servers run: auto, cpu or cuda (`dspy serve --device`; recorded in "
+                       "the fine-tuned LM's launch_kwargs)", false, false, "auto"},
+    {"launch-timeout", "SECONDS", "how long to wait for a server to be ready", false, false, "600"},
+    {"chat-date", "DATE", "Llama 3 'Today Date' for training and serving (default: today)", false, false, NULL},
+    {"verbose", NULL, "DSPy's log line for each failed example instead of one short line", false, false, NULL},
+    {"out", "DIR", "output directory: program.json, results.json/.csv, report.json, failures-*.jsonl, cache/", false,
+     false, "dspy-compile-out"},
+    {"force", NULL, "run again in an --out that holds a finished run", false, false, NULL},
+    {"mlflow-uri", "URI", "log the run to an MLflow tracking server (default: $MLFLOW_TRACKING_URI)", false, false, NULL},
+    {0},
+};
+
+/* Frees what a run built, in any state (each field NULL or cleared until its step ran). */
+static void run_clear(run_state *r) {
+    dspy_launched_free(r->student_server);
+    dspy_launched_free(r->teacher_server);
+    compile_eval_clear(&r->before_student);
+    compile_eval_clear(&r->before_teacher);
+    compile_eval_clear(&r->after);
+    if (r->boot_failures.items) failure_log_free(&r->boot_failures);
+    dspy_bootstrap_finetune_report_clear(&r->report);
+    dspy_module_free(r->compiled);
+    dspy_module_free(r->student);
+    dspy_module_free(r->teacher);
+    dspy_module_free(r->program);
+    dspy_lm_free(r->finetuned_lm);
+    dspy_lm_free(r->student_lm);
+    dspy_lm_free(r->teacher_lm);
+    dspy_oracle_free(r->oracle);
+    task_free(&r->t);
+    free(r->out_dir);
+    free(r->train_kwargs);
+}
+
 int cmd_compile(int argc, char **argv) {
-    static const dspy_opt opts[] = {
-        {"student", "DIR", "student model directory (Hugging Face layout, e.g. from `dspy init-model`)", true, false, NULL},
-        {"teacher", "MODEL", "openai/<model> (OPENAI_API_KEY), openai/local:<dir> (served here), or oracle (an offline "
-                             "stand-in that answers with the gold label)", false, false, "openai/gpt-4o-mini"},
-        {"teacher-base-url", "URL", "any OpenAI-compatible endpoint for the teacher (e.g. http://127.0.0.1:8000/v1)", false, false, NULL},
-        {"teacher-api-key", "KEY", "the teacher's API key (default: $OPENAI_API_KEY)", false, false, NULL},
-        {"teacher-max-tokens", "N", "max_tokens of the teacher's answers (default: not sent; the tutorial used 3000)", false, false, NULL},
-        TASK_OPTS_DATA,
-        {"trainset", "SRC", "the examples the teacher answers (.jsonl, .csv, or hf:DATASET[:CONFIG]:SPLIT); give "
-                            "--devset too", false, false, NULL},
-        {"split", "NAME", "tutorial (500 train / 100 dev from the first 1,000 rows) or stratified (Banking77: of the "
-                          "official test set)", false, false, "tutorial"},
-        {"limit-train", "N", "use only the first N trainset examples", false, false, NULL},
-        {"limit-dev", "N", "use only the first N devset examples", false, false, NULL},
-        TASK_OPTS_PROGRAM,
-        {"filter-traces", NULL, "BootstrapFinetune(metric=...): keep only the teacher traces the metric scores truthy "
-                                "(the trainset keeps its labels)", false, false, NULL},
-        {"train-kwargs", "KEY=VALUE", "a fine-tuning setting (DSPy's train_kwargs: num_train_epochs, learning_rate, "
-                                      "use_peft, max_seq_length, ...)", false, true, NULL},
-        {"baselines", "WHICH", "evaluate before compiling: student,teacher, student, teacher or none (none also skips "
-                               "the early start of the student's server that checks --serve-arg/--device)", false, false,
-         "student,teacher"},
-        {"num-threads", "N", "threads for bootstrapping and evaluation", false, false, "4"},
-        {"max-errors", "N", "stop bootstrapping/evaluation after N failed examples (default: never; failures are "
-                            "counted, unparseable answers are scored as wrong)", false, false, NULL},
-        {"max-tokens", "N", "max_tokens of the student's answers", false, false, "1000"},
-        {"temperature", "T", "the student's sampling temperature", false, false, "0.0"},
-        {"display-table", "N", "show the first N evaluation rows", false, false, "5"},
-        {"train-threads", "N", "trainer compute threads (default: all cores)", false, false, NULL},
-        {"serve-arg", "ARG", "an extra `dspy serve` argument for the student's server (repeat: --serve-arg=--max-seqs --serve-arg=4)", false, true, NULL},
-        {"device", "NAME", "where the student's servers run: auto, cpu or cuda (`dspy serve --device`; recorded in "
-                           "the fine-tuned LM's launch_kwargs)", false, false, "auto"},
-        {"launch-timeout", "SECONDS", "how long to wait for a server to be ready", false, false, "600"},
-        {"chat-date", "DATE", "Llama 3 'Today Date' for training and serving (default: today)", false, false, NULL},
-        {"verbose", NULL, "DSPy's log line for each failed example instead of one short line", false, false, NULL},
-        {"out", "DIR", "output directory: program.json, results.json/.csv, report.json, failures-*.jsonl, cache/", false,
-         false, "dspy-compile-out"},
-        {"force", NULL, "run again in an --out that holds a finished run", false, false, NULL},
-        {"mlflow-uri", "URI", "log the run to an MLflow tracking server (default: $MLFLOW_TRACKING_URI)", false, false, NULL},
-        {0},
-    };
     dspy_args a;
     int rc = dspy_args_parse(&a, "compile", "--student DIR [--teacher MODEL] [--dataset SRC | --trainset SRC --devset "
                                             "SRC] [--signature SIG] [options]",
@@ -398,13 +416,13 @@ int cmd_compile(int argc, char **argv) {
                              "through a ChainOfThought (or Predict) program, the student model is fine-tuned on the\n"
                              "teacher's traces, served with `dspy serve`, and evaluated on the devset over HTTP, next to\n"
                              "the untrained student and the teacher. Banking77 unless --dataset/--trainset name other data.",
-                             opts, argc, argv);
+                             k_opts, argc, argv);
     if (rc) return rc == 1 ? 0 : rc;
 
     run_state r;
     memset(&r, 0, sizeof r);
     r.a = &a;
-    r.t_start = compile_now();
+    r.t_start = dspy_now_s();
     r.before_student.name = "untrained student";
     r.before_teacher.name = "teacher";
     r.after.name = "fine-tuned student";
@@ -419,7 +437,7 @@ int cmd_compile(int argc, char **argv) {
         ret = dspy_cli_usage_error("compile");
         goto done;
     }
-    r.t_data = compile_now() - r.t_start;
+    r.t_data = dspy_now_s() - r.t_start;
     if ((st = dspy_mkdir_p(r.out_dir))) goto fail;
     if (set_cachedir) {
         dspy_str c = DSPY_STR_INIT;
@@ -452,9 +470,9 @@ int cmd_compile(int argc, char **argv) {
     if ((st = record_device(&r)) || (st = step_launch(&r))) goto fail;
     compile_heading(7, "Evaluate: the devset over HTTP (%ld threads), metric %s on %s", r.num_threads, r.t.metric.name,
                     r.t.metric_field);
-    double t0 = compile_now();
+    double t0 = dspy_now_s();
     st = compile_evaluate(&r, r.compiled, &r.after, "finetuned-student", true);
-    r.t_eval = compile_now() - t0;
+    r.t_eval = dspy_now_s() - t0;
     if (st) goto fail;
     compile_heading(8, "inspect_history(n=1): the last call to the fine-tuned student");
     if (r.finetuned_lm) dspy_lm_inspect_history(r.finetuned_lm, 1, stderr);
@@ -475,24 +493,7 @@ fail:
 done:
     cli_run_end(&run, ret == DSPY_EXIT_OK);
     dspy_train_bar_close(&bar);
-    dspy_launched_free(r.student_server);
-    dspy_launched_free(r.teacher_server);
-    compile_eval_clear(&r.before_student);
-    compile_eval_clear(&r.before_teacher);
-    compile_eval_clear(&r.after);
-    if (r.boot_failures.items) failure_log_free(&r.boot_failures);
-    dspy_bootstrap_finetune_report_clear(&r.report);
-    dspy_module_free(r.compiled);
-    dspy_module_free(r.student);
-    dspy_module_free(r.teacher);
-    dspy_module_free(r.program);
-    dspy_lm_free(r.finetuned_lm);
-    dspy_lm_free(r.student_lm);
-    dspy_lm_free(r.teacher_lm);
-    dspy_oracle_free(r.oracle);
-    task_free(&r.t);
-    free(r.out_dir);
-    free(r.train_kwargs);
+    run_clear(&r);
     dspy_str_free(&program_path);
     dspy_str_free(&logdir);
     dspy_settings_reset();

@@ -36,39 +36,14 @@
 #include "quiet_log.h"
 #include "task_opts.h"
 
-/* An integer option >= min (absent: *out unchanged). */
-static dspy_status count_opt(const dspy_args *a, const char *name, long min, long *out) {
-    const char *v = dspy_args_get(a, name);
-    if (!v) return DSPY_OK;
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || end == v || *end || x < min || x > INT32_MAX)
-        return dspy_fail(DSPY_ERR_ARG, "--%s '%s': expected an integer >= %ld", name, v, min);
-    *out = x;
-    return DSPY_OK;
-}
-
-/* A number option (absent: *out unchanged). */
-static dspy_status number_opt(const dspy_args *a, const char *name, double *out) {
-    const char *v = dspy_args_get(a, name);
-    if (!v) return DSPY_OK;
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (errno || end == v || *end) return dspy_fail(DSPY_ERR_ARG, "--%s '%s': expected a number", name, v);
-    *out = x;
-    return DSPY_OK;
-}
-
 static dspy_status make_lm(const dspy_args *a, dspy_profile profile, dspy_lm **out) {
     *out = NULL;
     dspy_lm_params lp = dspy_lm_params_default();
     lp.profile = profile == DSPY_PROFILE_V26 ? DSPY_LM_V26 : DSPY_LM_V33;
     double t = 0.0;
     long mt = 0;
-    dspy_status st = number_opt(a, "temperature", &t);
-    if (!st) st = count_opt(a, "max-tokens", 1, &mt);
+    dspy_status st = dspy_args_number(a, "temperature", &t);
+    if (!st) st = dspy_args_int_in(a, "max-tokens", 1, INT32_MAX, &mt);
     if (st) return st;
     lp.temperature = t;
     if (mt > 0) lp.max_tokens = (int32_t)mt;
@@ -108,16 +83,16 @@ static dspy_status prepare(eval_run *e) {
     e->threads = 8;
     e->max_errors = 10;
     e->launch_timeout = 600;
-    dspy_status st = count_opt(a, "limit", 0, &limit);
-    if (!st) st = count_opt(a, "num-threads", 1, &e->threads);
-    if (!st) st = count_opt(a, "max-errors", 0, &e->max_errors);
-    if (!st) st = count_opt(a, "display-table", -1, &e->table);
-    if (!st) st = number_opt(a, "failure-score", &e->failure_score);
-    if (!st) st = number_opt(a, "launch-timeout", &e->launch_timeout);
+    dspy_status st = dspy_args_int_in(a, "limit", 0, INT32_MAX, &limit);
+    if (!st) st = dspy_args_int_in(a, "num-threads", 1, INT32_MAX, &e->threads);
+    if (!st) st = dspy_args_int_in(a, "max-errors", 0, INT32_MAX, &e->max_errors);
+    if (!st) st = dspy_args_int_in(a, "display-table", -1, INT32_MAX, &e->table);
+    if (!st) st = dspy_args_number(a, "failure-score", &e->failure_score);
+    if (!st) st = dspy_args_number(a, "launch-timeout", &e->launch_timeout);
     if (!st && dspy_args_get(a, "lm")) {
         double t;
         long mt;
-        if (!(st = number_opt(a, "temperature", &t))) st = count_opt(a, "max-tokens", 1, &mt);
+        if (!(st = dspy_args_number(a, "temperature", &t))) st = dspy_args_int_in(a, "max-tokens", 1, INT32_MAX, &mt);
     }
     if (st) return st;
     const char *device = dspy_args_get(a, "device");
@@ -158,9 +133,9 @@ static dspy_status prepare(eval_run *e) {
     double t = 0;
     long mt = 0;
     st = ov ? DSPY_OK : dspy_fail(DSPY_ERR_NOMEM, "out of memory");
-    if (!st && dspy_args_given(a, "temperature") && !(st = number_opt(a, "temperature", &t)))
+    if (!st && dspy_args_given(a, "temperature") && !(st = dspy_args_number(a, "temperature", &t)))
         st = dspy_json_set(ov, "temperature", dspy_json_real(t));
-    if (!st && dspy_args_given(a, "max-tokens") && !(st = count_opt(a, "max-tokens", 1, &mt)))
+    if (!st && dspy_args_given(a, "max-tokens") && !(st = dspy_args_int_in(a, "max-tokens", 1, INT32_MAX, &mt)))
         st = dspy_json_set(ov, "max_tokens", dspy_json_int(mt));
     dspy_lm *copy = NULL;
     if (!st) st = dspy_lm_copy(own, ov, &copy);

@@ -15,8 +15,10 @@
 #include <time.h>
 
 #include "args.h"
+#include "messages_opt.h"
 #include "dspy/backend.h"
 #include "dspy/chat_template.h"
+#include "dspy/clock.h"
 #include "dspy/engine.h"
 #include "dspy/json.h"
 #include "dspy/model.h"
@@ -61,51 +63,16 @@ static bool parse_ids(const char *s, int32_t **out, size_t *n) {
     return true;
 }
 
-/* Renders --messages (a JSON list of {"role", "content"}) with the model's chat template and
- * encodes it. *stop gets the end-of-turn id (-1 if the tokenizer lacks it). */
+/* Renders --messages with the model's chat template and encodes it. *stop gets the end-of-turn
+ * id (-1 if the tokenizer lacks it). */
 static dspy_status encode_messages(const char *dir, const dspy_tokenizer *tok, const char *json, int32_t **ids,
                                    size_t *n, int32_t *stop) {
-    dspy_json *v = NULL;
-    dspy_chat_template *tpl = NULL;
-    dspy_chat_msg *msgs = NULL;
     dspy_str text = DSPY_STR_INIT;
-    dspy_status st = dspy_json_parse(json, strlen(json), "--messages", &v);
-    if (st) goto done;
-    size_t m = dspy_json_size(v);
-    if (dspy_json_typeof(v) != DSPY_JSON_ARRAY || m == 0) {
-        st = dspy_fail(DSPY_ERR_ARG, "--messages must be a non-empty JSON list of {\"role\": ..., \"content\": ...}");
-        goto done;
-    }
-    msgs = calloc(m, sizeof *msgs);
-    if (!msgs) {
-        st = dspy_fail(DSPY_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    for (size_t i = 0; i < m; i++) {
-        dspy_json *e = dspy_json_at(v, i);
-        msgs[i].role = dspy_json_str(dspy_json_get(e, "role"));
-        msgs[i].content = dspy_json_str(dspy_json_get(e, "content"));
-        if (!msgs[i].role || !msgs[i].content) {
-            st = dspy_fail(DSPY_ERR_ARG, "--messages[%zu] needs string \"role\" and \"content\"", i);
-            goto done;
-        }
-    }
-    if ((st = dspy_chat_template_load(dir, &tpl))) goto done;
-    if ((st = dspy_chat_render(tpl, msgs, m, true, NULL, &text, NULL, NULL))) goto done;
-    *stop = dspy_tokenizer_token_to_id(tok, dspy_chat_template_end_of_turn(tpl));
-    st = dspy_tokenizer_encode(tok, dspy_str_cstr(&text), text.len, false, true, ids, n);
-done:
+    dspy_status st = cli_render_messages(dir, json, true, NULL, &text, tok, stop);
+    /* the template already wrote BOS and the turn markers as text: add no BOS, parse them */
+    if (!st) st = dspy_tokenizer_encode(tok, dspy_str_cstr(&text), text.len, false, true, ids, n);
     dspy_str_free(&text);
-    free(msgs);
-    dspy_chat_template_free(tpl);
-    dspy_json_decref(v);
     return st;
-}
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 /* Generates with an engine of one sequence, timing the first token (prefill) apart from the
@@ -127,7 +94,7 @@ static dspy_status run_timed(const dspy_model *m, const int32_t *ids, size_t n, 
         dspy_engine_free(e);
         return dspy_fail(DSPY_ERR_NOMEM, "generate: out of memory");
     }
-    double t0 = now_s();
+    double t0 = dspy_now_s();
     if ((st = dspy_engine_add(e, ids, n, sp, &id))) goto done;
     for (;;) {
         dspy_step_out so;
@@ -135,14 +102,14 @@ static dspy_status run_timed(const dspy_model *m, const int32_t *ids, size_t n, 
         if (so.n_events == 0) break;
         const dspy_step_event *ev = &so.events[0];
         if (ev->token < 0) continue;
-        if (*nout == 0) *t_first = now_s() - t0;
+        if (*nout == 0) *t_first = dspy_now_s() - t0;
         (*out)[(*nout)++] = ev->token;
         if (ev->finish != DSPY_FINISH_NONE) {
             *fin = ev->finish;
             break;
         }
     }
-    *t_total = now_s() - t0;
+    *t_total = dspy_now_s() - t0;
 done:
     dspy_engine_free(e);
     if (st) {

@@ -18,33 +18,6 @@
 #include "dspy/module.h"
 #include "dspy/settings.h"
 
-static dspy_status add_input(dspy_json *inputs, const char *arg, bool as_json, const dspy_module *m) {
-    const char *eq = strchr(arg, '=');
-    if (!eq || eq == arg) {
-        if (as_json) return dspy_fail(DSPY_ERR_ARG, "--input-json '%s': expected name=JSON", arg);
-        /* a bare value is Python's positional call */
-        const dspy_module *p = dspy_module_is_predict(m) ? m : dspy_module_child(m, "predict");
-        const dspy_signature *sig = dspy_predict_signature(p);
-        const char *first = sig && dspy_signature_n_inputs(sig) ? dspy_signature_field_name(sig, 0) : "name";
-        return dspy_fail(DSPY_ERR_ARG, "--input '%s': expected name=value, e.g. --input %s=%s (Positional arguments are "
-                         "not allowed when calling `dspy.Predict`)", arg, first, arg);
-    }
-    size_t nl = (size_t)(eq - arg);
-    char *name = strndup(arg, nl);
-    if (!name) return dspy_fail(DSPY_ERR_NOMEM, "out of memory");
-    dspy_json *v = NULL;
-    dspy_status st = DSPY_OK;
-    if (as_json) {
-        st = dspy_json_parse(eq + 1, strlen(eq + 1), name, &v);
-        if (st) st = dspy_fail_wrap(st, "--input-json");
-    } else if (!(v = dspy_json_string(eq + 1))) {
-        st = dspy_fail(DSPY_ERR_NOMEM, "out of memory");
-    }
-    if (!st) st = dspy_json_set(inputs, name, v);
-    free(name);
-    return st;
-}
-
 /* Whether option `name` was given on the command line (not just defaulted). */
 static bool given(const dspy_args *a, const char *name) {
     for (int i = 0; i < a->nopts; i++)
@@ -152,14 +125,11 @@ int cmd_predict(int argc, char **argv) {
         if (st) goto fail;
     }
     if ((st = make_lm(&a, profile, &lm)) || (st = dspy_module_set_lm(m, lm))) goto fail;
-    if (!(inputs = dspy_json_object())) {
-        st = dspy_fail(DSPY_ERR_NOMEM, "out of memory");
-        goto fail;
-    }
-    for (int i = 0; i < dspy_args_count(&a, "input"); i++)
-        if ((st = add_input(inputs, dspy_args_at(&a, "input", i), false, m))) goto fail;
-    for (int i = 0; i < dspy_args_count(&a, "input-json"); i++)
-        if ((st = add_input(inputs, dspy_args_at(&a, "input-json", i), true, m))) goto fail;
+    /* the hint for a bare value names the first input field, as Python's error does */
+    const dspy_module *pm = dspy_module_is_predict(m) ? m : dspy_module_child(m, "predict");
+    const dspy_signature *psig = dspy_predict_signature(pm);
+    const char *first = psig && dspy_signature_n_inputs(psig) ? dspy_signature_field_name(psig, 0) : "name";
+    if ((st = dspy_args_inputs(&a, first, &inputs))) goto fail;
     st = dspy_module_call(m, inputs, NULL, &pred);
     if (nhist > 0) dspy_inspect_history((int32_t)nhist, stderr);
     if (st) goto fail;

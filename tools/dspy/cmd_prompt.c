@@ -11,28 +11,6 @@
 #include "args.h"
 #include "dspy/adapter.h"
 
-static dspy_status add_input(dspy_json *inputs, const char *arg, bool as_json) {
-    const char *eq = strchr(arg, '=');
-    if (!eq || eq == arg)
-        return dspy_fail(DSPY_ERR_ARG, "--input%s '%s': expected name=value", as_json ? "-json" : "", arg);
-    size_t nl = (size_t)(eq - arg);
-    char *name = malloc(nl + 1);
-    if (!name) return dspy_fail(DSPY_ERR_NOMEM, "out of memory");
-    memcpy(name, arg, nl);
-    name[nl] = '\0';
-    dspy_json *v = NULL;
-    dspy_status st = DSPY_OK;
-    if (as_json) {
-        st = dspy_json_parse(eq + 1, strlen(eq + 1), name, &v);
-        if (st) st = dspy_fail_wrap(st, "--input-json");
-    } else if (!(v = dspy_json_string(eq + 1))) {
-        st = dspy_fail(DSPY_ERR_NOMEM, "out of memory");
-    }
-    if (!st) st = dspy_json_set(inputs, name, v);
-    free(name);
-    return st;
-}
-
 int cmd_prompt(int argc, char **argv) {
     static const dspy_opt opts[] = {
         {"signature", "SIG", "signature, e.g. \"question -> answer\" or \"text -> label: Literal['a', 'b']\"", true, false, NULL},
@@ -79,14 +57,7 @@ int cmd_prompt(int argc, char **argv) {
         used = sig;
         sig = NULL;
     }
-    if (!(inputs = dspy_json_object())) {
-        st = dspy_fail(DSPY_ERR_NOMEM, "out of memory");
-        goto fail;
-    }
-    for (int i = 0; i < dspy_args_count(&a, "input"); i++)
-        if ((st = add_input(inputs, dspy_args_at(&a, "input", i), false))) goto fail;
-    for (int i = 0; i < dspy_args_count(&a, "input-json"); i++)
-        if ((st = add_input(inputs, dspy_args_at(&a, "input-json", i), true))) goto fail;
+    if ((st = dspy_args_inputs(&a, NULL, &inputs))) goto fail;
     if (dspy_args_get(&a, "demos")) {
         if ((st = dspy_json_load(dspy_args_get(&a, "demos"), &demos))) goto fail;
         if (dspy_json_typeof(demos) != DSPY_JSON_ARRAY) {

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "args.h"
+#include "messages_opt.h"
 #include "dspy/chat_template.h"
 #include "dspy/json.h"
 #include "dspy/str.h"
@@ -95,43 +96,6 @@ static char *model_dir_of(const char *path) {
     return strdup(path);
 }
 
-/* Renders --messages (a JSON list of {"role", "content"}) with the chat template of `tpl_path`
- * into *text. */
-static dspy_status render_messages(const char *tpl_path, const char *json, bool gen_prompt, const char *date,
-                                   dspy_str *text) {
-    dspy_json *v = NULL;
-    dspy_chat_template *tpl = NULL;
-    dspy_chat_msg *msgs = NULL;
-    dspy_status st = dspy_json_parse(json, strlen(json), "--messages", &v);
-    if (st) goto fail;
-    size_t m = dspy_json_size(v);
-    if (dspy_json_typeof(v) != DSPY_JSON_ARRAY || m == 0) {
-        st = dspy_fail(DSPY_ERR_ARG, "--messages must be a non-empty JSON list of {\"role\": ..., \"content\": ...}, "
-                       "e.g. '[{\"role\": \"user\", \"content\": \"Hi\"}]'");
-        goto fail;
-    }
-    if (!(msgs = calloc(m, sizeof *msgs))) {
-        st = dspy_fail(DSPY_ERR_NOMEM, "out of memory");
-        goto fail;
-    }
-    for (size_t i = 0; i < m; i++) {
-        dspy_json *e = dspy_json_at(v, i);
-        msgs[i].role = dspy_json_str(dspy_json_get(e, "role"));
-        msgs[i].content = dspy_json_str(dspy_json_get(e, "content"));
-        if (!msgs[i].role || !msgs[i].content) {
-            st = dspy_fail(DSPY_ERR_ARG, "--messages[%zu] needs string \"role\" and \"content\"", i);
-            goto fail;
-        }
-    }
-    if ((st = dspy_chat_template_load(tpl_path, &tpl))) goto fail;
-    st = dspy_chat_render(tpl, msgs, m, gen_prompt, date, text, NULL, NULL);
-fail:
-    free(msgs);
-    dspy_chat_template_free(tpl);
-    dspy_json_decref(v);
-    return st;
-}
-
 int cmd_tokenize(int argc, char **argv) {
     static const dspy_opt opts[] = {
         {"tokenizer", "PATH", "tokenizer.json, or the model directory holding it", true, false, NULL},
@@ -205,8 +169,8 @@ int cmd_tokenize(int argc, char **argv) {
         }
         char *dir = dspy_args_given(&a, "chat-template") ? strdup(dspy_args_get(&a, "chat-template"))
                                                          : model_dir_of(dspy_args_get(&a, "tokenizer"));
-        dspy_status st = dir ? render_messages(dir, dspy_args_get(&a, "messages"),
-                                               dspy_args_flag(&a, "add-generation-prompt"), date, &in)
+        dspy_status st = dir ? cli_render_messages(dir, dspy_args_get(&a, "messages"),
+                                                   dspy_args_flag(&a, "add-generation-prompt"), date, &in, NULL, NULL)
                              : dspy_fail(DSPY_ERR_NOMEM, "out of memory");
         free(dir);
         if (st) {

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "compile_run.h"
+#include "dspy/clock.h"
 #include "dspy/parallel.h"
 #include "quiet_log.h"
 
@@ -40,11 +41,11 @@ dspy_status compile_evaluate(run_state *r, dspy_module *program, compile_eval *e
         ep.save_as_json = dspy_str_cstr(&js);
         ep.save_as_csv = dspy_str_cstr(&cs);
     }
-    double t0 = compile_now();
+    double t0 = dspy_now_s();
     if (!r->verbose) quiet_log_begin();
     st = dspy_evaluate(program, r->t.devset, &r->t.metric, &ep, &e->result);
     if (!r->verbose) quiet_log_end();
-    e->seconds = compile_now() - t0;
+    e->seconds = dspy_now_s() - t0;
     e->ran = st == DSPY_OK;
     if (st) snprintf(e->error, sizeof e->error, "%s", dspy_errmsg());
     if (!r->verbose || st) failure_log_print(&fl, stderr, e->name, failure_log_count(&fl) ? dspy_str_cstr(&fp) : NULL);

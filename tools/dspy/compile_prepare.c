@@ -43,29 +43,6 @@ static char *absolute(const char *path) {
     return dspy_str_take(&s);
 }
 
-static dspy_status int_opt(const dspy_args *a, const char *name, long min, long max, long *out) {
-    const char *v = dspy_args_get(a, name);
-    if (!v) return DSPY_OK;
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || end == v || *end || x < min || x > max)
-        return dspy_fail(DSPY_ERR_ARG, "--%s '%s': expected an integer from %ld to %ld", name, v, min, max);
-    *out = x;
-    return DSPY_OK;
-}
-
-static dspy_status num_opt(const dspy_args *a, const char *name, double *out) {
-    const char *v = dspy_args_get(a, name);
-    if (!v) return DSPY_OK;
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (errno || end == v || *end) return dspy_fail(DSPY_ERR_ARG, "--%s '%s': expected a number", name, v);
-    *out = x;
-    return DSPY_OK;
-}
-
 /* "key=value" -> kwargs[key] = JSON value (numbers, true/false/True/False, null/None) or string. */
 static dspy_status add_train_kwarg(dspy_json *kw, const char *arg) {
     const char *eq = strchr(arg, '=');
@@ -166,7 +143,7 @@ static dspy_status make_teacher_lm(run_state *r) {
     dspy_lm_params lp = dspy_lm_params_default();
     lp.profile = r->t.profile == DSPY_PROFILE_V26 ? DSPY_LM_V26 : DSPY_LM_V33;
     long tmt = 0;
-    dspy_status st = int_opt(a, "teacher-max-tokens", 1, INT32_MAX, &tmt);
+    dspy_status st = dspy_args_int_in(a, "teacher-max-tokens", 1, INT32_MAX, &tmt);
     if (st) return st;
     if (tmt) lp.max_tokens = (int32_t)tmt;
     if (strcmp(model, "oracle") == 0 || strncmp(model, "oracle:", 7) == 0) {
@@ -245,18 +222,18 @@ static dspy_status parse_numbers(run_state *r) {
     r->table_rows = 5;
     r->launch_timeout = 600;
     r->max_errors = -1;
-    dspy_status st = int_opt(a, "num-threads", 1, 256, &r->num_threads);
-    if (!st) st = int_opt(a, "max-tokens", 1, INT32_MAX, &r->max_tokens);
-    if (!st) st = int_opt(a, "display-table", -1, INT32_MAX, &r->table_rows);
-    if (!st) st = int_opt(a, "max-errors", 1, INT32_MAX, &r->max_errors);
-    if (!st) st = int_opt(a, "train-threads", 1, 1024, &r->train_threads);
-    if (!st) st = int_opt(a, "teacher-max-tokens", 1, INT32_MAX, &(long){0});
-    if (!st) st = num_opt(a, "temperature", &r->temperature);
-    if (!st) st = num_opt(a, "launch-timeout", &r->launch_timeout);
+    dspy_status st = dspy_args_int_in(a, "num-threads", 1, 256, &r->num_threads);
+    if (!st) st = dspy_args_int_in(a, "max-tokens", 1, INT32_MAX, &r->max_tokens);
+    if (!st) st = dspy_args_int_in(a, "display-table", -1, INT32_MAX, &r->table_rows);
+    if (!st) st = dspy_args_int_in(a, "max-errors", 1, INT32_MAX, &r->max_errors);
+    if (!st) st = dspy_args_int_in(a, "train-threads", 1, 1024, &r->train_threads);
+    if (!st) st = dspy_args_int_in(a, "teacher-max-tokens", 1, INT32_MAX, &(long){0});
+    if (!st) st = dspy_args_number(a, "temperature", &r->temperature);
+    if (!st) st = dspy_args_number(a, "launch-timeout", &r->launch_timeout);
     if (!st && r->launch_timeout <= 0) st = dspy_fail(DSPY_ERR_ARG, "--launch-timeout must be positive");
     long lt = -1, ld = -1;
-    if (!st) st = int_opt(a, "limit-train", 1, INT32_MAX, &lt);
-    if (!st) st = int_opt(a, "limit-dev", 1, INT32_MAX, &ld);
+    if (!st) st = dspy_args_int_in(a, "limit-train", 1, INT32_MAX, &lt);
+    if (!st) st = dspy_args_int_in(a, "limit-dev", 1, INT32_MAX, &ld);
     return st;
 }
 
@@ -299,8 +276,8 @@ dspy_status compile_prepare(run_state *r) {
     if ((st = check_train_kwargs(r))) return st;
     /* the task: fields, metric, data, signature, program */
     long lt = -1, ld = -1;
-    int_opt(a, "limit-train", 1, INT32_MAX, &lt);
-    int_opt(a, "limit-dev", 1, INT32_MAX, &ld);
+    dspy_args_int_in(a, "limit-train", 1, INT32_MAX, &lt);
+    dspy_args_int_in(a, "limit-dev", 1, INT32_MAX, &ld);
     if ((st = task_parse(&r->t, a, true))) return st;
     if (r->filter_traces && r->t.metric_kind == TASK_METRIC_NONE)
         return dspy_fail(DSPY_ERR_ARG, "--filter-traces keeps the traces the metric scores truthy: give a --metric");

@@ -81,6 +81,5 @@ void compile_eval_clear(compile_eval *e);
 /* Steps' headings and notes on stderr. */
 void compile_heading(int step, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void compile_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-double compile_now(void);
 
 #endif
