@@ -144,16 +144,6 @@ static dspy_status write_json(const char *dir, const char *file, dspy_json *j) {
     return st;
 }
 
-static dspy_status write_text(const char *dir, const char *file, char *text) {
-    if (!text) return dspy_fail(DSPY_ERR_NOMEM, "checkpoint: out of memory");
-    dspy_str path = DSPY_STR_INIT;
-    dspy_str_appendf(&path, "%s/%s", dir, file);
-    dspy_status st = dspy_write_file(dspy_str_cstr(&path), text, strlen(text));
-    dspy_str_free(&path);
-    free(text);
-    return st;
-}
-
 static dspy_json *state_json(const dspy_ckpt_state *st, bool lora) {
     dspy_json *j = dspy_json_object();
     dspy_json *mt = dspy_json_array();
@@ -253,8 +243,8 @@ dspy_status dspy_ckpt_save(const char *out_dir, const dspy_model_config *cfg, co
     } else {
         dspy_model_config c32 = *cfg;
         c32.dtype = DSPY_DTYPE_F32;
-        if ((s = write_text(tmp.ptr, "config.json", dspy_model_config_to_json(&c32)))) goto done;
-        if ((s = write_text(tmp.ptr, "generation_config.json", dspy_generation_config_to_json(&c32)))) goto done;
+        if ((s = dspy_write_text_owned(tmp.ptr, "config.json", dspy_model_config_to_json(&c32)))) goto done;
+        if ((s = dspy_write_text_owned(tmp.ptr, "generation_config.json", dspy_generation_config_to_json(&c32)))) goto done;
     }
     if ((s = write_json(tmp.ptr, "trainer_state.json", state_json(st, is_lora)))) goto done;
     fsync_dir(tmp.ptr);

@@ -123,13 +123,13 @@ dspy_status dspy_optimizer_new(dspy_trainable *t, const dspy_adamw_hparams *h, d
     o->off = calloc(np1, sizeof *o->off);
     o->grads = calloc(np1, sizeof *o->grads);
     o->ns = calloc(np1, sizeof *o->ns);
-    if (!o->off || !o->grads || !o->ns) goto oom;
+    if (!o->off || !o->grads || !o->ns) goto fail;
     for (size_t i = 0; i < o->np; i++) {
         o->off[i] = o->total;
         o->total += dspy_trainable_param(t, i)->n;
     }
     o->block = calloc(o->total ? 2 * o->total : 1, sizeof(float));
-    if (!o->block) goto oom;
+    if (!o->block) goto fail;
     o->dblock = o->block;
     if (t->mirrored) {
         dspy_backend *be = t->be;
@@ -148,7 +148,7 @@ dspy_status dspy_optimizer_new(dspy_trainable *t, const dspy_adamw_hparams *h, d
     }
     *out = o;
     return DSPY_OK;
-oom:;
+fail:;
     size_t want = 2 * o->total;
     dspy_optimizer_free(o);
     return dspy_fail(DSPY_ERR_NOMEM, "optimizer: out of memory for the AdamW state (%zu floats)", want);

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "dspy/rng.h"
 #include "dspy/safetensors.h"
 #include "dspy/str.h"
 #include "train/trainable_impl.h"
@@ -149,13 +150,6 @@ static dspy_status list_lora(dspy_trainable *t) {
 }
 
 /* ---- construction ----------------------------------------------------------------------- */
-
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 /* Next chunk of n floats from *cur. */
 static float *carve(float **cur, size_t n) {
@@ -423,7 +417,7 @@ dspy_status dspy_trainable_new_on(dspy_model *m, const dspy_lora_config *lora, u
                 double bound = 1.0 / sqrt((double)in); /* kaiming_uniform_(a=sqrt(5)) on (r, in) */
                 float *A = host_of(t, a->A);
                 for (size_t i = 0; i < r * (size_t)in; i++) {
-                    double u = (double)(splitmix64(&rs) >> 11) * 0x1.0p-53;
+                    double u = (double)(dspy_splitmix64(&rs) >> 11) * 0x1.0p-53;
                     A[i] = (float)((2.0 * u - 1.0) * bound);
                 }
             }
@@ -547,16 +541,6 @@ dspy_status dspy_trainable_merge_lora(dspy_trainable *t) {
 
 /* ---- export ----------------------------------------------------------------------------- */
 
-static dspy_status write_text(const char *dir, const char *file, char *text) {
-    if (!text) return dspy_fail(DSPY_ERR_NOMEM, "export: out of memory");
-    dspy_str path = DSPY_STR_INIT;
-    dspy_str_appendf(&path, "%s/%s", dir, file);
-    dspy_status st = dspy_write_file(dspy_str_cstr(&path), text, strlen(text));
-    dspy_str_free(&path);
-    free(text);
-    return st;
-}
-
 /* Copies the tokenizer files the source directory has. */
 static dspy_status copy_tokenizer(const char *src, const char *dst) {
     static const char *const files[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -606,8 +590,8 @@ dspy_status dspy_trainable_export(dspy_trainable *t, const char *out_dir, const 
     if ((st = dspy_mkdir_p(out_dir))) return st;
     dspy_model_config oc = *c;
     oc.dtype = dt;
-    if ((st = write_text(out_dir, "config.json", dspy_model_config_to_json(&oc)))) return st;
-    if ((st = write_text(out_dir, "generation_config.json", dspy_generation_config_to_json(&oc)))) return st;
+    if ((st = dspy_write_text_owned(out_dir, "config.json", dspy_model_config_to_json(&oc)))) return st;
+    if ((st = dspy_write_text_owned(out_dir, "generation_config.json", dspy_generation_config_to_json(&oc)))) return st;
     if ((st = copy_tokenizer(dspy_model_dir(t->m), out_dir))) return st;
     if ((st = dspy_trainable_to_host(t))) return st; /* a device trainable writes its mirror */
 

@@ -30,6 +30,7 @@
 #include "dspy/progress.h"
 #include "dspy/random.h"
 #include "dspy/sft_data.h"
+#include "dspy/clock.h"
 #include "dspy/str.h"
 #include "dspy/tokenizer.h"
 #include "train/backward.h"
@@ -63,12 +64,6 @@ typedef struct {
     int64_t resume_step;
     int metrics_fd;
 } trainer;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void epoch_order(const trainer *T, const dspy_pyrandom *seeded, size_t *order) {
     dspy_pyrandom r = *seeded;
@@ -349,7 +344,7 @@ static dspy_status run(trainer *T, dspy_train_progress_fn fn, void *ud, dspy_tra
         st = dspy_fail(DSPY_ERR_NOMEM, "finetune: out of memory");
         goto done;
     }
-    double t_start = now_s();
+    double t_start = dspy_now_s();
     res->first_loss = res->final_loss = NAN;
     for (; epoch < T->n_epochs && step < T->total_steps; epoch++, seq_pos = 0, have_rng = false) {
         if (!have_rng) dspy_pyrandom_seed(&epoch_rng, T->p.seed + (uint64_t)epoch);
@@ -367,10 +362,10 @@ static dspy_status run(trainer *T, dspy_train_progress_fn fn, void *ud, dspy_tra
                 batch[i] = (dspy_train_seq){s.ids, s.pos, s.targets, s.seg, s.T};
             }
             double lr = T->p.learning_rate * dspy_lr_lambda(T->p.lr_scheduler_type, step, T->warmup, T->total_steps);
-            double t0 = now_s();
+            double t0 = dspy_now_s();
             dspy_step_stats ss;
             if ((st = dspy_optimizer_train_step(T->opt, batch, k, lr, T->p.max_grad_norm, &ss))) goto done;
-            double dt = now_s() - t0;
+            double dt = dspy_now_s() - t0;
             step++;
             seq_pos += (int64_t)k;
             res->steps_run++;
@@ -378,7 +373,7 @@ static dspy_status run(trainer *T, dspy_train_progress_fn fn, void *ud, dspy_tra
             if (res->steps_run == 1) res->first_loss = ss.loss;
             res->final_loss = ss.loss;
             res->final_grad_norm = ss.grad_norm;
-            double run_s = now_s() - t_start;
+            double run_s = dspy_now_s() - t_start;
             int64_t in_epoch = step - steps_before;
             pr = (dspy_train_progress){
                 .event = DSPY_TRAIN_STEP, .step = step, .total_steps = T->total_steps,
@@ -396,7 +391,7 @@ static dspy_status run(trainer *T, dspy_train_progress_fn fn, void *ud, dspy_tra
             }
         }
     }
-    res->train_seconds = now_s() - t_start;
+    res->train_seconds = dspy_now_s() - t_start;
     res->steps = step;
     if (T->p.use_peft && (st = dspy_trainable_merge_lora(T->tr))) goto done;
     if ((st = dspy_trainable_export(T->tr, T->out, NULL))) goto done;
