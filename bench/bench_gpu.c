@@ -17,21 +17,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "dspy/backend.h"
+#include "dspy/clock.h"
 #include "dspy/constraint.h"
 #include "dspy/engine.h"
 #include "dspy/model.h"
 #include "engine/forward.h"
 #include "engine/kv_cache.h"
 #include "kern/backend.h"
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -59,10 +53,10 @@ static double copy_bandwidth(dspy_device dev) {
         be->ops->fill(be, dspy_bt(be, a, (int64_t)(bytes / 4), DSPY_DTYPE_F32), 1.0f);
         double t[10];
         for (int i = 0; i < 12; i++) {
-            double t0 = now_s();
+            double t0 = dspy_now_s();
             be->ops->copy(be, b, a, bytes, DSPY_COPY_D2D);
             be->ops->sync(be);
-            if (i >= 2) t[i - 2] = now_s() - t0;
+            if (i >= 2) t[i - 2] = dspy_now_s() - t0;
         }
         bw = 2.0 * (double)bytes / median(t, 10);
     }
@@ -130,19 +124,21 @@ static dspy_status op_sample(dspy_backend *be, void *p) {
     return be->ops->sample(be, c->tok, c->lp, c->logits, c->params, 1, dspy_model_config_get(c->m)->vocab_size);
 }
 
-static double time_op(dspy_backend *be, op_fn f, op_ctx *c) {
+/* Time per call of `calls` calls of f captured in one graph: median of seven replays (after two
+ * warm-ups); -1 on error. */
+static double time_graph(dspy_backend *be, op_fn f, void *c, int calls) {
     void *g = NULL;
     if (be->ops->graph_begin(be)) return -1;
     dspy_status st = DSPY_OK;
-    for (int i = 0; i < 20 && !st; i++) st = f(be, c);
+    for (int i = 0; i < calls && !st; i++) st = f(be, c);
     dspy_status st2 = be->ops->graph_end(be, &g);
     if (st || st2) return -1;
     double t[7];
     for (int r = 0; r < 9; r++) {
-        double t0 = now_s();
+        double t0 = dspy_now_s();
         be->ops->graph_launch(be, g);
         be->ops->sync(be);
-        if (r >= 2) t[r - 2] = (now_s() - t0) / 20;
+        if (r >= 2) t[r - 2] = (dspy_now_s() - t0) / calls;
     }
     be->ops->graph_free(be, g);
     return median(t, 7);
@@ -206,7 +202,7 @@ static void bench_ops(const dspy_model *m, double bw, int ctx_len) {
                {"sample", op_sample, 4.0 * V}};
     double layer = 0;
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
-        double t = time_op(be, ops[i].f, &c);
+        double t = time_graph(be, ops[i].f, &c, 20);
         if (i < 5) layer += t;
         printf("{\"bench\": \"op\", \"op\": \"%s\", \"us\": %.2f, \"GBps\": %.0f, \"fraction_of_copy_bw\": %.2f}\n",
                ops[i].name, t * 1e6, ops[i].bytes / t / 1e9, bw > 0 ? ops[i].bytes / t / bw : 0);
@@ -267,10 +263,10 @@ static double time_calls(dspy_backend *be, op_fn f, void *c, int calls) {
     f(be, c); /* warm: plans, first touch */
     be->ops->sync(be);
     for (int r = 0; r < 5; r++) {
-        double t0 = now_s();
+        double t0 = dspy_now_s();
         for (int i = 0; i < calls; i++) f(be, c);
         be->ops->sync(be);
-        t[r] = (now_s() - t0) / calls;
+        t[r] = (dspy_now_s() - t0) / calls;
     }
     return median(t, 5);
 }
@@ -390,25 +386,6 @@ static dspy_status step_once(dspy_backend *be, void *p) {
     return DSPY_OK;
 }
 
-/* Device time of one step: ten steps in a graph, median of seven replays; -1 on error. */
-static double time_steps(dspy_backend *be, step_ctx *c) {
-    void *g = NULL;
-    if (be->ops->graph_begin(be)) return -1;
-    dspy_status st = DSPY_OK;
-    for (int i = 0; i < 10 && !st; i++) st = step_once(be, c);
-    dspy_status st2 = be->ops->graph_end(be, &g);
-    if (st || st2) return -1;
-    double t[7];
-    for (int r = 0; r < 9; r++) {
-        double t0 = now_s();
-        be->ops->graph_launch(be, g);
-        be->ops->sync(be);
-        if (r >= 2) t[r - 2] = (now_s() - t0) / 10;
-    }
-    be->ops->graph_free(be, g);
-    return median(t, 7);
-}
-
 static void bench_step(const dspy_model *m, int ctx_len) {
     const dspy_model_config *cf = dspy_model_config_get(m);
     dspy_backend *be = NULL;
@@ -466,7 +443,7 @@ static void bench_step(const dspy_model *m, int ctx_len) {
     double full = 0;
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         c.leave = v[i].leave;
-        double t = time_steps(be, &c);
+        double t = time_graph(be, step_once, &c, 10); /* ten steps in one graph */
         if (t < 0) {
             fprintf(stderr, "bench_step: %s: %s\n", v[i].name, dspy_errmsg());
             break;
@@ -513,18 +490,18 @@ static double b1_ms(dspy_model *m, const dspy_constraint *cons, int plen, int ge
         }
         double steps[512];
         int ns = 0, got = 0;
-        double ts = now_s(), tfirst = 0;
+        double ts = dspy_now_s(), tfirst = 0;
         for (;;) {
-            double s0 = now_s();
+            double s0 = dspy_now_s();
             dspy_step_out so;
             if (dspy_engine_step(e, &so)) {
                 dspy_engine_free(e);
                 return -1;
             }
             if (so.n_events == 0) break;
-            double dt = now_s() - s0;
+            double dt = dspy_now_s() - s0;
             if (so.events[0].token >= 0) {
-                if (got++ == 0) tfirst = now_s() - ts;
+                if (got++ == 0) tfirst = dspy_now_s() - ts;
                 else if (ns < 512) steps[ns++] = dt;
             }
             if (so.events[0].finish) break;
@@ -558,9 +535,9 @@ int main(int argc, char **argv) {
     dspy_model_params mp = dspy_model_params_default();
     mp.device = device;
     dspy_model *m = NULL;
-    double t0 = now_s();
+    double t0 = dspy_now_s();
     if (dspy_model_load(dir, &mp, &m)) return fail("load");
-    double t_load = now_s() - t0;
+    double t_load = dspy_now_s() - t0;
     const dspy_model_config *c = dspy_model_config_get(m);
     char name[256] = "cpu";
     if (dspy_model_device(m).type == DSPY_DEVICE_CUDA) dspy_cuda_device_name(dspy_model_device(m).ordinal, name, sizeof name);
@@ -617,7 +594,7 @@ prefill:;
     double best = 1e30;
     for (int r = 0; r < 3; r++) {
         int32_t *p = random_ids(plen * n_prompts, c->vocab_size, 77 + (uint64_t)r);
-        double ts = now_s();
+        double ts = dspy_now_s();
         for (int i = 0; i < n_prompts; i++) {
             dspy_sampling sp = dspy_sampling_default();
             sp.temperature = 0, sp.max_tokens = 1, sp.ignore_eos = true;
@@ -631,7 +608,7 @@ prefill:;
             for (int k = 0; k < so.n_events; k++) done += so.events[k].finish != DSPY_FINISH_NONE;
             if (so.n_events == 0) break;
         }
-        double dt = now_s() - ts;
+        double dt = dspy_now_s() - ts;
         if (dt < best) best = dt;
         free(p);
     }

@@ -31,22 +31,16 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "check.h"
+#include "dspy/clock.h"
 #include "dspy/local.h"
 #include "dspy/model.h"
 #include "dspy/str.h"
 
 static int g_port;
 static char g_model[1024];
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static long status_kb(pid_t pid, const char *key) {
     char path[64], line[256];
@@ -132,9 +126,9 @@ static void *attack_main(void *arg) {
                                "X-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
                                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
     for (int i = 0; i < n; i++) fd[i] = dial();
-    double next = now_s();
+    double next = dspy_now_s();
     while (!atomic_load(&a->stop)) {
-        if (now_s() >= next) {
+        if (dspy_now_s() >= next) {
             next += 5.0;
             for (int i = a->n_idle; i < n; i++) { /* one byte every 5 s; reconnect when cut off */
                 char b;
@@ -179,9 +173,9 @@ static bool scenario_lockout(int n_idle, int n_slow, int n_good) {
     int ok = 0;
     double worst = 0, total = 0;
     for (int i = 0; i < n_good; i++) {
-        double t0 = now_s();
+        double t0 = dspy_now_s();
         post(h, k_small, &r);
-        double dt = now_s() - t0;
+        double dt = dspy_now_s() - t0;
         if (r.status == 200) ok++;
         if (dt > worst) worst = dt;
         total += dt;
@@ -204,9 +198,9 @@ static bool scenario_long(void) {
     bool pass = true;
     CURL *h = curl_easy_init();
     reply r = {0};
-    double t0 = now_s();
+    double t0 = dspy_now_s();
     post(h, "{\"prompt\":\"Once\",\"n\":128,\"max_tokens\":1000000000}", &r);
-    printf("long: n=128, max_tokens=1e9 -> HTTP %ld in %.3f s: %.160s\n", r.status, now_s() - t0,
+    printf("long: n=128, max_tokens=1e9 -> HTTP %ld in %.3f s: %.160s\n", r.status, dspy_now_s() - t0,
            dspy_str_cstr(&r.body));
     if (r.status != 400) pass = false;
 
@@ -219,8 +213,8 @@ static bool scenario_long(void) {
     send(fd, req, (size_t)k, MSG_NOSIGNAL);
     char buf[4096];
     size_t got = 0;
-    double ts = now_s();
-    while (got < 2000 && now_s() - ts < 30) { /* it is streaming tokens */
+    double ts = dspy_now_s();
+    while (got < 2000 && dspy_now_s() - ts < 30) { /* it is streaming tokens */
         struct pollfd p = {.fd = fd, .events = POLLIN};
         if (poll(&p, 1, 200) > 0) {
             ssize_t n = recv(fd, buf, sizeof buf, 0);
@@ -231,9 +225,9 @@ static bool scenario_long(void) {
     double worst = 0;
     int ok = 0;
     for (int i = 0; i < 5; i++) {
-        t0 = now_s();
+        t0 = dspy_now_s();
         post(h, k_small, &r);
-        double dt = now_s() - t0;
+        double dt = dspy_now_s() - t0;
         if (r.status == 200) ok++;
         if (dt > worst) worst = dt;
         /* keep reading the stream so it is never blocked on us */
@@ -272,9 +266,9 @@ static bool scenario_big(pid_t server) {
     curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body.len);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &r);
-    double t0 = now_s();
+    double t0 = dspy_now_s();
     if (curl_easy_perform(h) == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r.status);
-    double dt = now_s() - t0;
+    double dt = dspy_now_s() - t0;
     usleep(200 * 1000);
     long hwm1 = status_kb(server, "VmHWM:"), rss1 = rss_kb(server);
     double amp = (double)(hwm1 - hwm0) * 1024.0 / (double)body.len;
@@ -334,10 +328,10 @@ static bool scenario_crowd(pid_t server, int clients, int reqs, int rounds) {
         atomic_init(&c.retried, 0);
         atomic_init(&c.ok, 0);
         atomic_init(&c.first_errors, 0);
-        double t0 = now_s();
+        double t0 = dspy_now_s();
         for (int i = 0; i < clients; i++) pthread_create(&th[i], NULL, crowd_main, &c);
         for (int i = 0; i < clients; i++) pthread_join(th[i], NULL);
-        double dt = now_s() - t0;
+        double dt = dspy_now_s() - t0;
         long rss = rss_kb(server);
         if (round == 0) rss_first = rss;
         rss_last = rss;

@@ -33,25 +33,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "dspy/backend.h"
+#include "dspy/clock.h"
 #include "dspy/model.h"
+#include "dspy/rng.h"
 #include "train/optim.h"
 #include "train/trainable_impl.h"
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -101,14 +89,14 @@ static int attention_ms(dspy_trainable *t, int T, double *fwd_ms, double *bwd_ms
 #define FT(i) dspy_bt(be, p[i], (int64_t)sizes[i], dt[i])
     for (int r = 0; r < 4; r++) {
         dspy_tensor st = dspy_bt(be, start, T, DSPY_DTYPE_I32);
-        double t0 = now_s();
+        double t0 = dspy_now_s();
         if (o->attention_train(be, FT(3), FT(4), FT(0), FT(1), FT(2), st, T, NH, NKV, HS) || o->sync(be)) goto done;
-        double t1 = now_s();
+        double t1 = dspy_now_s();
         if (o->attention_train_backward(be, FT(5), FT(6), FT(7), FT(8), FT(3), FT(4), FT(0), FT(1), FT(2), st, T, NH,
                                         NKV, HS) ||
             o->sync(be))
             goto done;
-        if (r) vf[r - 1] = 1e3 * (t1 - t0), vb[r - 1] = 1e3 * (now_s() - t1);
+        if (r) vf[r - 1] = 1e3 * (t1 - t0), vb[r - 1] = 1e3 * (dspy_now_s() - t1);
     }
 #undef FT
     *fwd_ms = median3(vf), *bwd_ms = median3(vb);
@@ -124,12 +112,12 @@ static int profile_step(dspy_trainable *t, const dspy_train_seq *batch, int seqs
     double f[3], fb[3], ls;
     int64_t nl;
     for (int r = 0; r < 3; r++) {
-        double t0 = now_s();
+        double t0 = dspy_now_s();
         if (dspy_trainable_loss(t, &batch[0], &ls, &nl)) return fail("profile (forward)");
-        f[r] = 1e3 * (now_s() - t0);
-        t0 = now_s();
+        f[r] = 1e3 * (dspy_now_s() - t0);
+        t0 = dspy_now_s();
         if (dspy_trainable_step(t, &batch[0], 1e-3f, &ls, &nl)) return fail("profile (forward + backward)");
-        fb[r] = 1e3 * (now_s() - t0);
+        fb[r] = 1e3 * (dspy_now_s() - t0);
     }
     double fwd = median3(f), fwdbwd = median3(fb), af, ab, wf = 0, wb = 0;
     int T = batch[0].T;
@@ -198,7 +186,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_train: out of memory\n");
         goto done;
     }
-    double t0 = now_s();
+    double t0 = dspy_now_s();
     if (dspy_model_load(model_dir, NULL, &m)) {
         fail("model");
         goto done;
@@ -221,26 +209,26 @@ int main(int argc, char **argv) {
         fail("optimizer");
         goto done;
     }
-    double setup_s = now_s() - t0;
+    double setup_s = dspy_now_s() - t0;
     uint64_t rng = 1;
     int lab0 = T - T / 5 - 1;
     for (int s = 0; s < seqs; s++) {
         int32_t *ids = buf + (size_t)2 * s * T, *labels = ids + T;
-        for (int i = 0; i < T; i++) ids[i] = (int32_t)(splitmix64(&rng) % (uint64_t)V);
+        for (int i = 0; i < T; i++) ids[i] = (int32_t)(dspy_splitmix64(&rng) % (uint64_t)V);
         for (int i = 0; i < T; i++) labels[i] = i >= lab0 && i < T - 1 ? ids[i + 1] : -100;
         batch[s] = (dspy_train_seq){ids, NULL, labels, NULL, T};
     }
     dspy_step_stats st0 = {0}, st = {0};
     double tw = 0;
     for (int k = 0; k < warmup + steps; k++) {
-        if (k == warmup) tw = now_s();
+        if (k == warmup) tw = dspy_now_s();
         if (dspy_optimizer_train_step(o, batch, (size_t)seqs, 1e-5, 1.0, &st)) {
             fail("step");
             goto done;
         }
         if (k == 0) st0 = st;
     }
-    double secs = now_s() - tw;
+    double secs = dspy_now_s() - tw;
     double params = (double)dspy_trainable_numel(t), tokens = (double)steps * seqs * T;
     double tps = tokens / secs, mfu = 6.0 * params * tps / (peak * 1e12);
     printf("{\"bench\": \"T1\", \"precision\": \"%s\", \"seqs\": %d, \"T\": %d, \"steps\": %d, \"seconds\": %.4f, "

@@ -20,6 +20,7 @@
 
 #include "check.h"
 #include "dspy/adapter.h"
+#include "dspy/clock.h"
 #include "dspy/datasets.h"
 #include "dspy/example.h"
 #include "dspy/json.h"
@@ -85,6 +86,21 @@ static char *scrape(const char *root) {
     long st = http(url, NULL, &b);
     CHECK_INT(st, 200);
     return dspy_str_take(&b);
+}
+
+/* /metrics once the server has recorded at least `n` more finished requests than in `prev`: the
+ * server records a request right after sending its response, so a scrape that follows the last
+ * answer at once can miss that answer's counts. Gives up (and returns the last scrape) after 10 s. */
+static char *scrape_after(const char *root, const char *prev, int n) {
+    const char *key = "dspy_request_duration_seconds_count";
+    const double want = fmax(0, metric(prev, key)) + n;
+    char *m = scrape(root);
+    for (int i = 0; i < 1000 && m && metric(m, key) < want; i++) {
+        free(m);
+        dspy_sleep_ms(10);
+        m = scrape(root);
+    }
+    return m;
 }
 
 /* ---- fixtures ----------------------------------------------------------------------------- */
@@ -164,7 +180,7 @@ static void test_program_layer(dspy_local_server *srv, const char *root) {
 
     char *m0 = scrape(root);
     CHECK_INT(answer_devset(lm, DSPY_ADAPTER_CHAT, false), (int)g_n_dev);
-    char *m1 = scrape(root);
+    char *m1 = scrape_after(root, m0, (int)g_n_dev);
     CHECK(metric(m1, "dspy_structured_requests_total{kind=\"layout\"}") -
               metric(m0, "dspy_structured_requests_total{kind=\"layout\"}") == (double)g_n_dev);
     CHECK(metric(m1, "dspy_requests_total{route=\"chat\",status=\"200\"}") -
@@ -180,7 +196,7 @@ static void test_program_layer(dspy_local_server *srv, const char *root) {
     CHECK(metric(m1, "dspy_prefix_cache_hit_rate") > 0);
 
     CHECK_INT(answer_devset(lm, DSPY_ADAPTER_JSON, false), (int)g_n_dev);
-    char *m2 = scrape(root);
+    char *m2 = scrape_after(root, m1, (int)g_n_dev);
     CHECK(metric(m2, "dspy_structured_requests_total{kind=\"json_schema\"}") -
               metric(m1, "dspy_structured_requests_total{kind=\"json_schema\"}") == (double)g_n_dev);
 
@@ -189,7 +205,7 @@ static void test_program_layer(dspy_local_server *srv, const char *root) {
     dspy_lm_set_kwarg(lm, "max_tokens", dspy_json_int(8));
     answer_devset(lm, DSPY_ADAPTER_CHAT, true);
     dspy_settings_set_local_structured(true);
-    char *m3 = scrape(root);
+    char *m3 = scrape_after(root, m2, (int)g_n_dev);
     CHECK(metric(m3, "dspy_structured_requests_total{kind=\"layout\"}") ==
           metric(m2, "dspy_structured_requests_total{kind=\"layout\"}"));
     CHECK(metric(m3, "dspy_structured_requests_total{kind=\"none\"}") -
@@ -238,7 +254,7 @@ static void test_raw(const char *base, const char *root) {
     }
     dspy_json_decref(v);
     free(b);
-    char *m1 = scrape(root);
+    char *m1 = scrape_after(root, m0, 1);
     CHECK(metric(m1, "dspy_structured_requests_total{kind=\"json_object\"}") -
               metric(m0, "dspy_structured_requests_total{kind=\"json_object\"}") == 1);
     CHECK(metric(m1, "dspy_completion_tokens_total") - metric(m0, "dspy_completion_tokens_total") == completion);
@@ -284,7 +300,7 @@ static void test_raw(const char *base, const char *root) {
           ends_with(text, "\n\n[[ ## answer ## ]]\nno\n\n[[ ## completed ## ]]"));
     dspy_json_decref(v);
     free(b);
-    char *m2 = scrape(root);
+    char *m2 = scrape_after(root, m1, 4); /* three 400s and the layout request */
     CHECK(metric(m2, "dspy_requests_total{route=\"chat\",status=\"400\"}") -
               fmax(0, metric(m1, "dspy_requests_total{route=\"chat\",status=\"400\"}")) == 3);
     dspy_str_free(&out);

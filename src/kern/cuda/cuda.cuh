@@ -138,25 +138,9 @@ __device__ __forceinline__ void griddep_wait(int release_bit = 0) {
 /* Sets c_release (CU_REL_ bits) for the kernels of the calling .cu file. */
 static inline cudaError_t cu_release_set(int bits) { return cudaMemcpyToSymbol(c_release, &bits, sizeof bits); }
 
-/* Launches `kern` on the backend's stream, with programmatic dependent launch when enabled:
- * the kernel may be scheduled while the previous one drains, and waits in griddep_wait(). */
-template <typename... KArgs, typename... Args>
-static inline dspy_status cu_launch(dspy_backend *be, const char *what, void (*kern)(KArgs...), dim3 grid, dim3 block,
-                                    size_t smem, Args... args) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid;
-    cfg.blockDim = block;
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = cu_of(be)->stream;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = cu_of(be)->pdl ? 1 : 0;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    return dspy_cu_check(be, cudaLaunchKernelEx(&cfg, kern, (KArgs)args...), what);
-}
-
-/* cu_launch for a kernel of thread-block clusters of `cluster` blocks (grid a multiple of it). */
+/* Launches `kern` on the backend's stream, with programmatic dependent launch when enabled (the
+ * kernel may be scheduled while the previous one drains, and waits in griddep_wait()), in
+ * thread-block clusters of `cluster` blocks when cluster.x > 0 (the grid a multiple of it). */
 template <typename... KArgs, typename... Args>
 static inline dspy_status cu_launch_cluster(dspy_backend *be, const char *what, void (*kern)(KArgs...), dim3 grid,
                                             dim3 block, dim3 cluster, size_t smem, Args... args) {
@@ -171,8 +155,15 @@ static inline dspy_status cu_launch_cluster(dspy_backend *be, const char *what, 
     attr[1].id = cudaLaunchAttributeClusterDimension;
     attr[1].val.clusterDim.x = cluster.x, attr[1].val.clusterDim.y = cluster.y, attr[1].val.clusterDim.z = cluster.z;
     cfg.attrs = attr;
-    cfg.numAttrs = 2;
+    cfg.numAttrs = cluster.x > 0 ? 2 : 1;
     return dspy_cu_check(be, cudaLaunchKernelEx(&cfg, kern, (KArgs)args...), what);
+}
+
+/* The same without clusters: every kernel of the backend goes through this. */
+template <typename... KArgs, typename... Args>
+static inline dspy_status cu_launch(dspy_backend *be, const char *what, void (*kern)(KArgs...), dim3 grid, dim3 block,
+                                    size_t smem, Args... args) {
+    return cu_launch_cluster(be, what, kern, grid, block, dim3(0, 0, 0), smem, args...);
 }
 
 __device__ __forceinline__ float bf2f(bf16 x) { return __bfloat162float(x); }

@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kern/cuda/mma.cuh"
 #include "kern/cuda/train.cuh"
 
 #define FA_LOG2E 1.4426950408889634f
@@ -37,48 +38,6 @@
 enum { FA_THREADS = 128, FA_TILE = 64 };
 
 /* ---- fragment-level helpers (the prefill kernel's, attention.cu) ----------------------------- */
-
-static __device__ __forceinline__ uint32_t fa_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
-
-static __device__ __forceinline__ void fa_cp16(void *dst, const void *src, bool valid) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(fa_u32(dst)), "l"(src), "r"(valid ? 16 : 0));
-}
-static __device__ __forceinline__ void fa_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> static __device__ __forceinline__ void fa_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-
-static __device__ __forceinline__ void fa_ldm(uint32_t *r, const void *p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(fa_u32(p)));
-}
-static __device__ __forceinline__ void fa_ldm_t(uint32_t *r, const void *p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(fa_u32(p)));
-}
-
-/* d (16x8 F32) += a (16x16 BF16, row) * b (16x8 BF16, col). */
-static __device__ __forceinline__ void fa_mma(float *d, const uint32_t *a, const uint32_t *b) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-                 "{%8, %9}, {%0, %1, %2, %3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
-/* 2^x by MUFU.EX2 (~2 ulp; -inf gives 0, results below 2^-126 flush to 0). */
-static __device__ __forceinline__ float fa_exp2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
-
-static __device__ __forceinline__ uint32_t fa_pack(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *(uint32_t *)&v;
-}
-
-/* Byte offset of 16-byte chunk c of row r in a tile of CH chunks a row (XOR swizzle). */
-template <int CH> static __device__ __forceinline__ int fa_swz(int r, int c) { return (r * CH + (c ^ (r & 7))) * 16; }
 
 /* Rows [r0, r0 + 64) of head h of a (T, H, D) BF16 array into a swizzled (64, D) tile by
  * cp.async; rows at or past T are zero-filled. */
@@ -88,7 +47,7 @@ static __device__ __forceinline__ void fa_load(char *dst, const bf16 *src, int r
     for (int i = threadIdx.x; i < FA_TILE * CH; i += FA_THREADS) {
         const int r = i / CH, c = i % CH, t = r0 + r;
         const bool ok = t < T;
-        fa_cp16(dst + fa_swz<CH>(r, c), ok ? src + ((int64_t)t * H + h) * D + c * 8 : src, ok);
+        cp_async16(dst + swz<CH>(r, c), ok ? src + ((int64_t)t * H + h) * D + c * 8 : src, ok);
     }
 }
 
@@ -102,9 +61,9 @@ static __device__ __forceinline__ void fa_load_f32(char *dst, const float *src, 
         if (t < T) {
             const float4 *p = reinterpret_cast<const float4 *>(src + ((int64_t)t * H + h) * D + c * 8);
             const float4 a = p[0], b = p[1];
-            w = make_uint4(fa_pack(a.x, a.y), fa_pack(a.z, a.w), fa_pack(b.x, b.y), fa_pack(b.z, b.w));
+            w = make_uint4(pack_bf16(a.x, a.y), pack_bf16(a.z, a.w), pack_bf16(b.x, b.y), pack_bf16(b.z, b.w));
         }
-        *reinterpret_cast<uint4 *>(dst + fa_swz<CH>(r, c)) = w;
+        *reinterpret_cast<uint4 *>(dst + swz<CH>(r, c)) = w;
     }
 }
 
@@ -117,13 +76,13 @@ static __device__ __forceinline__ void fa_abt(float (&s)[8][4], const char *A, i
 #pragma unroll
     for (int kk = 0; kk < KB; kk++) {
         uint32_t a[4];
-        fa_ldm(a, A + fa_swz<CH>(w0 + (lane & 7) + (j & 1) * 8, kk * 2 + (lane >> 4)));
+        ldmatrix_x4(a, A + swz<CH>(w0 + (lane & 7) + (j & 1) * 8, kk * 2 + (lane >> 4)));
 #pragma unroll
         for (int n2 = 0; n2 < 4; n2++) { /* B rows n2*16 .. +15: two n8 tiles */
             uint32_t b[4];
-            fa_ldm(b, B + fa_swz<CH>(n2 * 16 + (lane & 7) + (j >> 1) * 8, kk * 2 + (j & 1)));
-            fa_mma(s[2 * n2], a, b);
-            fa_mma(s[2 * n2 + 1], a, b + 2);
+            ldmatrix_x4(b, B + swz<CH>(n2 * 16 + (lane & 7) + (j >> 1) * 8, kk * 2 + (j & 1)));
+            mma16816(s[2 * n2], a, b);
+            mma16816(s[2 * n2 + 1], a, b + 2);
         }
     }
 }
@@ -137,16 +96,16 @@ static __device__ __forceinline__ void fa_pb(float (&acc)[D / 8][4], const float
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) { /* P columns (B rows) kk*16 .. +15 */
         uint32_t a[4];
-        a[0] = fa_pack(p[2 * kk][0], p[2 * kk][1]);
-        a[1] = fa_pack(p[2 * kk][2], p[2 * kk][3]);
-        a[2] = fa_pack(p[2 * kk + 1][0], p[2 * kk + 1][1]);
-        a[3] = fa_pack(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+        a[0] = pack_bf16(p[2 * kk][0], p[2 * kk][1]);
+        a[1] = pack_bf16(p[2 * kk][2], p[2 * kk][3]);
+        a[2] = pack_bf16(p[2 * kk + 1][0], p[2 * kk + 1][1]);
+        a[3] = pack_bf16(p[2 * kk + 1][2], p[2 * kk + 1][3]);
 #pragma unroll
         for (int d2 = 0; d2 < D / 16; d2++) { /* pairs of n8 tiles of D */
             uint32_t b[4];
-            fa_ldm_t(b, B + fa_swz<CH>(kk * 16 + (lane & 7) + (j & 1) * 8, d2 * 2 + (j >> 1)));
-            fa_mma(acc[2 * d2], a, b);
-            fa_mma(acc[2 * d2 + 1], a, b + 2);
+            ldmatrix_x4_trans(b, B + swz<CH>(kk * 16 + (lane & 7) + (j & 1) * 8, d2 * 2 + (j >> 1)));
+            mma16816(acc[2 * d2], a, b);
+            mma16816(acc[2 * d2 + 1], a, b + 2);
         }
     }
 }
@@ -197,7 +156,7 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_fwd(float *__restrict_
     fa_load<D>(sq, q, t0, T, NH, h);
     fa_load<D>(SK(0), k, kbeg, T, NKV, kvh);
     fa_load<D>(SV(0), v, kbeg, T, NKV, kvh);
-    fa_commit();
+    cp_async_commit();
     /* this thread's rows (g and g + 8 of the warp's 16; rows past T take the last row's mask and
      * are not written) and the warp's row and start ranges */
     const int ra = min(t0 + w0 + g, last), rb = min(t0 + w0 + g + 8, last);
@@ -213,8 +172,8 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_fwd(float *__restrict_
             fa_load<D>(SK(buf ^ 1), k, kb + FA_TILE, T, NKV, kvh);
             fa_load<D>(SV(buf ^ 1), v, kb + FA_TILE, T, NKV, kvh);
         }
-        fa_commit();
-        fa_wait<1>();
+        cp_async_commit();
+        cp_async_wait<1>();
         __syncthreads();
         /* a tile entirely after the warp's rows or before their starts contributes nothing */
         if (kb <= wmax && kb + FA_TILE - 1 >= wst_min) {
@@ -241,14 +200,14 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_fwd(float *__restrict_
              * then, so that its weights are 2^-inf = 0 and not NaN. */
             const float ms_a = mx_a == -INFINITY ? 0.0f : mx_a * scale_log2;
             const float ms_b = mx_b == -INFINITY ? 0.0f : mx_b * scale_log2;
-            const float al_a = fa_exp2(fmaf(m_a, scale_log2, -ms_a)), al_b = fa_exp2(fmaf(m_b, scale_log2, -ms_b));
+            const float al_a = fast_exp2(fmaf(m_a, scale_log2, -ms_a)), al_b = fast_exp2(fmaf(m_b, scale_log2, -ms_b));
             m_a = mx_a, m_b = mx_b;
 #pragma unroll
             for (int n = 0; n < 8; n++) {
-                s[n][0] = fa_exp2(fmaf(s[n][0], scale_log2, -ms_a));
-                s[n][1] = fa_exp2(fmaf(s[n][1], scale_log2, -ms_a));
-                s[n][2] = fa_exp2(fmaf(s[n][2], scale_log2, -ms_b));
-                s[n][3] = fa_exp2(fmaf(s[n][3], scale_log2, -ms_b));
+                s[n][0] = fast_exp2(fmaf(s[n][0], scale_log2, -ms_a));
+                s[n][1] = fast_exp2(fmaf(s[n][1], scale_log2, -ms_a));
+                s[n][2] = fast_exp2(fmaf(s[n][2], scale_log2, -ms_b));
+                s[n][3] = fast_exp2(fmaf(s[n][3], scale_log2, -ms_b));
                 ta[n] = s[n][0] + s[n][1], tb[n] = s[n][2] + s[n][3];
             }
 #pragma unroll
@@ -353,7 +312,7 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_dkdv(float *__restrict
         }                                                                                              \
     } while (0)
     LOAD_ROWS(0, j0);
-    fa_commit();
+    cp_async_commit();
     const int ka = j0 + w0 + g, kb_ = ka + 8; /* this thread's keys */
     const int wk_min = j0 + w0, wk_max = j0 + w0 + 15;
     float dka[ND][4], dva[ND][4];
@@ -363,8 +322,8 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_dkdv(float *__restrict
         const int buf = it & 1;
         const bool next = t0 + FA_TILE < T && start[t0 + FA_TILE] <= jl;
         if (next) LOAD_ROWS(buf ^ 1, t0 + FA_TILE);
-        fa_commit();
-        fa_wait<1>();
+        cp_async_commit();
+        cp_async_wait<1>();
         __syncthreads();
         const float *l2 = vals + buf * 3 * FA_TILE, *Dv = l2 + FA_TILE;
         const int *st = reinterpret_cast<const int *>(l2 + 2 * FA_TILE);
@@ -387,10 +346,10 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_dkdv(float *__restrict
                 /* invalid rows have start INT_MAX: key >= start fails */
                 const bool ok0 = full || (ka <= r0 && ka >= sv2.x), ok1 = full || (ka <= r1 && ka >= sv2.y);
                 const bool ok2 = full || (kb_ <= r0 && kb_ >= sv2.x), ok3 = full || (kb_ <= r1 && kb_ >= sv2.y);
-                const float p0 = ok0 ? fa_exp2(fmaf(s[n][0], scale_log2, -lv.x)) : 0.0f;
-                const float p1 = ok1 ? fa_exp2(fmaf(s[n][1], scale_log2, -lv.y)) : 0.0f;
-                const float p2 = ok2 ? fa_exp2(fmaf(s[n][2], scale_log2, -lv.x)) : 0.0f;
-                const float p3 = ok3 ? fa_exp2(fmaf(s[n][3], scale_log2, -lv.y)) : 0.0f;
+                const float p0 = ok0 ? fast_exp2(fmaf(s[n][0], scale_log2, -lv.x)) : 0.0f;
+                const float p1 = ok1 ? fast_exp2(fmaf(s[n][1], scale_log2, -lv.y)) : 0.0f;
+                const float p2 = ok2 ? fast_exp2(fmaf(s[n][2], scale_log2, -lv.x)) : 0.0f;
+                const float p3 = ok3 ? fast_exp2(fmaf(s[n][3], scale_log2, -lv.y)) : 0.0f;
                 s[n][0] = p0, s[n][1] = p1, s[n][2] = p2, s[n][3] = p3;
                 dp[n][0] = p0 * (dp[n][0] - dv2.x), dp[n][1] = p1 * (dp[n][1] - dv2.y);
                 dp[n][2] = p2 * (dp[n][2] - dv2.x), dp[n][3] = p3 * (dp[n][3] - dv2.y);
@@ -447,7 +406,7 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_dq(float *__restrict__
     fa_load<D>(sq, q, t0, T, NH, h);
     fa_load<D>(SK(0), k, kbeg, T, NKV, kvh);
     fa_load<D>(SV(0), v, kbeg, T, NKV, kvh);
-    fa_commit();
+    cp_async_commit();
     fa_load_f32<D>(sg, dout, t0, T, NH, h); /* visible after the loop's first barrier */
     const int ra = min(t0 + w0 + g, last), rb = min(t0 + w0 + g + 8, last);
     const int sa = start[ra], sb = start[rb];
@@ -463,8 +422,8 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_dq(float *__restrict__
             fa_load<D>(SK(buf ^ 1), k, kb + FA_TILE, T, NKV, kvh);
             fa_load<D>(SV(buf ^ 1), v, kb + FA_TILE, T, NKV, kvh);
         }
-        fa_commit();
-        fa_wait<1>();
+        cp_async_commit();
+        cp_async_wait<1>();
         __syncthreads();
         if (kb <= wmax && kb + FA_TILE - 1 >= wst_min) {
             float s[8][4], dp[8][4];
@@ -475,10 +434,10 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_dq(float *__restrict__
             if (!(kb + FA_TILE - 1 <= wmin && kb >= wst_max)) fa_mask_rows(s, kb, ra, sa, rb, sb);
 #pragma unroll
             for (int n = 0; n < 8; n++) { /* dS = P (dP - D), P = 2^(s scale log2e - lse log2e) */
-                s[n][0] = fa_exp2(fmaf(s[n][0], scale_log2, -la)) * (dp[n][0] - da);
-                s[n][1] = fa_exp2(fmaf(s[n][1], scale_log2, -la)) * (dp[n][1] - da);
-                s[n][2] = fa_exp2(fmaf(s[n][2], scale_log2, -lb)) * (dp[n][2] - db);
-                s[n][3] = fa_exp2(fmaf(s[n][3], scale_log2, -lb)) * (dp[n][3] - db);
+                s[n][0] = fast_exp2(fmaf(s[n][0], scale_log2, -la)) * (dp[n][0] - da);
+                s[n][1] = fast_exp2(fmaf(s[n][1], scale_log2, -la)) * (dp[n][1] - da);
+                s[n][2] = fast_exp2(fmaf(s[n][2], scale_log2, -lb)) * (dp[n][2] - db);
+                s[n][3] = fast_exp2(fmaf(s[n][3], scale_log2, -lb)) * (dp[n][3] - db);
             }
             fa_pb<D>(acc, s, SK(buf)); /* dQ += dS K */
         }
