@@ -23,6 +23,7 @@
 
 #include <stdbool.h>
 
+#include "dspy/backend.h"
 #include "dspy/status.h"
 
 #define DSPY_ARGS_MAX_MULTI 256
@@ -79,6 +80,10 @@ const char *dspy_args_at(const dspy_args *a, const char *name, int i);
 /* Parses an option as an integer / double; returns false (and prints an error) if malformed. */
 bool dspy_args_int(const dspy_args *a, const char *name, long *out);
 bool dspy_args_double(const dspy_args *a, const char *name, double *out);
+
+/* The --cpu-kernels option: the given value, else $DSPY_CPU_KERNELS when set (so a launcher's
+ * children, e.g. the `dspy serve` of compile and eval, follow it), else the option's default. */
+bool dspy_args_cpu_kernels(const dspy_args *a, const char *cmd, dspy_cpu_kernels *out);
 
 /* Prints "error: dspy <cmd>: <dspy_errmsg()>" to stderr and returns DSPY_EXIT_FAIL. */
 int dspy_cli_error(const char *cmd);

@@ -131,8 +131,8 @@ int cmd_serve(int argc, char **argv) {
         {"threads", "N", "compute threads (0: the OpenMP default)", false, false, "0"},
         {"device", "DEV", "auto (CUDA when a GPU is visible), cpu, cuda or cuda:N", false, false, "auto"},
         {"strict", NULL, "refuse a checkpoint whose weights hold NaN/Inf (default: a warning)", false, false, NULL},
-        {"cpu-kernels", "K", "on the CPU: fast (BF16 weights, SIMD) or reference (the fp32 parity kernels)", false,
-         false, "fast"},
+        {"cpu-kernels", "K", "on the CPU: fast (BF16 weights, SIMD) or reference (the fp32 parity kernels); "
+         "default $DSPY_CPU_KERNELS, else fast", false, false, "fast"},
         {"parent-pid", "PID", "exit when process PID ends, even by SIGKILL (set by the launcher, e.g. dspy eval)", false, false, NULL},
         {0},
     };
@@ -147,6 +147,7 @@ int cmd_serve(int argc, char **argv) {
     p.model_dir = dspy_args_get(&a, "model");
     p.tokenizer_dir = dspy_args_get(&a, "tokenizer");
     p.host = dspy_args_get(&a, "host");
+    if (!dspy_args_cpu_kernels(&a, "serve", &p.cpu_kernels)) return 2;
     char *key = NULL;
     if (!read_api_key(&a, &key)) return 2;
     p.api_key = key;
@@ -156,7 +157,6 @@ int cmd_serve(int argc, char **argv) {
     p.chat_date = dspy_args_get(&a, "chat-date");
     p.device = dspy_args_get(&a, "device");
     p.strict = dspy_args_flag(&a, "strict");
-    if (dspy_cpu_kernels_parse(dspy_args_get(&a, "cpu-kernels"), &p.cpu_kernels)) return dspy_cli_error("serve");
     int32_t port, max_body, timeout_s, grace_s, max_req;
     if (!get_i32(&a, "port", 0, 65535, &port) || !get_i32(&a, "max-seqs", 1, 4096, &p.max_seqs) ||
         !get_i32(&a, "max-n", 1, 128, &p.max_n) || !get_i32(&a, "max-request-tokens", 0, INT32_MAX, &max_req) ||
