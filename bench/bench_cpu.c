@@ -5,10 +5,10 @@
  *       linear (N, C) x (OC, C)^T on the shapes of the 1B model's decode and prefill: GFLOP/s of
  *       the reference kernel and of the fast kernel at every SIMD level this CPU runs.
  *   bench_cpu model --model DIR [--kernels fast|reference] [--threads N] [--prompt P]
- *                   [--decode T] [--reps R]
+ *                   [--decode T] [--reps R] [--warmup W]
  *       the engine on one sequence: prefill of P tokens (fixed pseudo-random ids) timed to its
- *       first sampled token, then T greedy decode tokens; R repetitions, each a fresh engine on
- *       the same loaded model. Prints one JSON line per repetition and the medians.
+ *       first sampled token, then T greedy decode tokens; W untimed runs, then R timed ones,
+ *       each a fresh engine on the same loaded model. Prints one JSON line per repetition and the medians.
  * Numbers go to stdout; nothing here is a test (DESIGN.md §8.6).
  */
 #include <stdio.h>
@@ -152,9 +152,10 @@ static int run_model(int argc, char **argv) {
     const char *dir = arg(argc, argv, "--model", NULL), *kern = arg(argc, argv, "--kernels", "fast");
     int threads = atoi(arg(argc, argv, "--threads", "2")), P = atoi(arg(argc, argv, "--prompt", "128"));
     int T = atoi(arg(argc, argv, "--decode", "32")), R = atoi(arg(argc, argv, "--reps", "3"));
-    if (!dir || P < 1 || T < 1 || R < 1 || R > 64) {
+    int W = atoi(arg(argc, argv, "--warmup", "1"));
+    if (!dir || P < 1 || T < 1 || R < 1 || R > 64 || W < 0) {
         fprintf(stderr, "usage: bench_cpu model --model DIR [--kernels fast|reference] [--threads N] [--prompt P] "
-                        "[--decode T] [--reps R]\n");
+                        "[--decode T] [--reps R] [--warmup W]\n");
         return 2;
     }
     dspy_model_params mp = dspy_model_params_default();
@@ -168,6 +169,11 @@ static int run_model(int argc, char **argv) {
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)P);
     double pf[64], dc[64];
     for (int i = 0; i < P; i++) ids[i] = (int32_t)((uint64_t)(i * 2654435761u) % (uint64_t)(V > 1000 ? 1000 : V)) + 1;
+    for (int r = 0; r < W; r++) /* untimed: pages the weights in, starts the threads */
+        if (run_once(m, ids, P, T, &pf[0], &dc[0])) {
+            fprintf(stderr, "bench_cpu: %s\n", dspy_errmsg());
+            return 1;
+        }
     for (int r = 0; r < R; r++) {
         if (run_once(m, ids, P, T, &pf[r], &dc[r])) {
             fprintf(stderr, "bench_cpu: %s\n", dspy_errmsg());

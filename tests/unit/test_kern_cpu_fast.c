@@ -6,6 +6,9 @@
  *               vs the reference op (exact input): |fast - ref| <= 2^-8 S + (2K + 32) 2^-24 S;
  *               a row alone == the same row batched, bit for bit; 1, 2 and 3 threads give the
  *               same bits; bias and accumulate as the reference applies them.
+ *   linear with F32 weights: the reference within F32 summation error, (2K + 32) 2^-24 S;
+ *   linear_backward: dinp, dw within F32 rounding of the reference, dbias bit-equal, 1 vs 3
+ *               threads bit-equal, an absent output skipped;
  *   attn_in, mlp_in, logits: the fused compositions vs the reference ones, relative 2e-2.
  * Whole model (a random BF16 checkpoint, weights std 0.2 so greedy continuations move):
  *   logits of every position within 2e-2 x max|logit| of the reference engine's; 32 greedy tokens
@@ -148,6 +151,115 @@ static void test_linear(void) {
                  DSPY_ERR_ARG); /* more than the planned rows x width */
     dspy_backend_free(ref);
     for (int t = 0; t < 3; t++) dspy_backend_free(fast[t]);
+}
+
+/* F32 weights (the trainer's): no rounding of the input, so the reference within F32 summation
+ * error; thread counts and batching change no bit. */
+static void test_linear_f32(void) {
+    dspy_backend *ref = new_backend(2, false), *fast[3] = {new_backend(1, true), new_backend(2, true),
+                                                           new_backend(3, true)};
+    if (!ref || !fast[0] || !fast[1] || !fast[2]) return;
+    static const int shapes[][3] = {{1, 1, 1}, {3, 17, 5}, {4, 64, 33}, {9, 100, 130}, {5, 257, 7}, {64, 33, 300}};
+    dspy_cpu_simd keep = dspy_cpu_simd_active();
+    for (int l = 0; l <= (int)dspy_cpu_simd_detect(); l++) {
+        CHECK_OK(dspy_cpu_simd_force((dspy_cpu_simd)l, NULL));
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            const int N = shapes[s][0], C = shapes[s][1], OC = shapes[s][2];
+            float *x = malloc(sizeof(float) * (size_t)N * C), *w = malloc(sizeof(float) * (size_t)OC * C);
+            float *b = malloc(sizeof(float) * (size_t)OC), *yr = malloc(sizeof(float) * (size_t)N * OC);
+            float *yf[3], *y1 = malloc(sizeof(float) * (size_t)OC);
+            for (int t = 0; t < 3; t++) yf[t] = malloc(sizeof(float) * (size_t)N * OC);
+            for (int i = 0; i < N * C; i++) x[i] = frand();
+            for (int i = 0; i < OC * C; i++) w[i] = 0.1f * frand();
+            for (int i = 0; i < OC; i++) b[i] = frand();
+            CHECK_OK(ref->ops->linear(ref, F(yr, N * OC), F(x, N * C), F(w, OC * C), F(b, OC), N, C, OC, false));
+            for (int t = 0; t < 3; t++)
+                CHECK_OK(fast[t]->ops->linear(fast[t], F(yf[t], N * OC), F(x, N * C), F(w, OC * C), F(b, OC), N, C,
+                                              OC, false));
+            int bad = 0, moved = 0, same = 0;
+            for (int n = 0; n < N; n++) {
+                CHECK_OK(fast[1]->ops->linear(fast[1], F(y1, OC), F(x + (size_t)n * C, C), F(w, OC * C), F(b, OC), 1,
+                                              C, OC, false));
+                for (int o = 0; o < OC; o++) {
+                    size_t i = (size_t)n * OC + o;
+                    double S = fabs(b[o]);
+                    for (int c = 0; c < C; c++) S += fabs((double)x[(size_t)n * C + c] * w[(size_t)o * C + c]);
+                    bad += !(fabs(yf[0][i] - yr[i]) <= (2.0 * C + 32) * 0x1.0p-24 * S);
+                    moved += yf[0][i] != yr[i];
+                    same += memcmp(&yf[0][i], &yf[1][i], 4) == 0 && memcmp(&yf[0][i], &yf[2][i], 4) == 0 &&
+                            memcmp(&yf[1][i], &y1[o], 4) == 0;
+                }
+            }
+            check_report(bad == 0, __FILE__, __LINE__, "%s F32 linear N=%d C=%d OC=%d: %d outputs off the reference "
+                         "(%d differ at all)", dspy_cpu_simd_label((dspy_cpu_simd)l), N, C, OC, bad, moved);
+            CHECK_INT(same, N * OC);
+            for (int t = 0; t < 3; t++) free(yf[t]);
+            free(x), free(w), free(b), free(yr), free(y1);
+        }
+    }
+    CHECK_OK(dspy_cpu_simd_force(keep, NULL));
+    dspy_backend_free(ref);
+    for (int t = 0; t < 3; t++) dspy_backend_free(fast[t]);
+}
+
+/* linear_backward: dinp, dw, dbias accumulate onto what is there, as the reference does, within
+ * F32 rounding of the reference (the same order; FMA rounds once where it rounds twice); an
+ * absent output is skipped; thread counts change no bit. */
+static void test_linear_backward(void) {
+    dspy_backend *ref = new_backend(2, false), *fast[2] = {new_backend(1, true), new_backend(3, true)};
+    if (!ref || !fast[0] || !fast[1]) return;
+    static const int shapes[][3] = {{1, 1, 1}, {3, 17, 5}, {7, 64, 33}, {13, 100, 257}, {2, 5, 3000}};
+    dspy_cpu_simd keep = dspy_cpu_simd_active();
+    for (int l = 0; l <= (int)dspy_cpu_simd_detect(); l++) {
+        CHECK_OK(dspy_cpu_simd_force((dspy_cpu_simd)l, NULL));
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            const int N = shapes[s][0], C = shapes[s][1], OC = shapes[s][2];
+            size_t nx = (size_t)N * C, nw = (size_t)OC * C, ny = (size_t)N * OC;
+            float *x = malloc(4 * nx), *w = malloc(4 * nw), *g = malloc(4 * ny);
+            float *dx0 = malloc(4 * nx), *dw0 = malloc(4 * nw), *db0 = malloc(4 * (size_t)OC);
+            float *dx[3], *dW[3], *db[3];
+            for (int t = 0; t < 3; t++) dx[t] = malloc(4 * nx), dW[t] = malloc(4 * nw), db[t] = malloc(4 * (size_t)OC);
+            for (size_t i = 0; i < nx; i++) x[i] = frand(), dx0[i] = frand();
+            for (size_t i = 0; i < nw; i++) w[i] = 0.1f * frand(), dw0[i] = frand();
+            for (size_t i = 0; i < ny; i++) g[i] = i % 5 == 3 ? 0.0f : frand(); /* some zero gradients */
+            for (int i = 0; i < OC; i++) db0[i] = frand();
+            for (int t = 0; t < 3; t++) {
+                memcpy(dx[t], dx0, 4 * nx), memcpy(dW[t], dw0, 4 * nw), memcpy(db[t], db0, 4 * (size_t)OC);
+                dspy_backend *be = t == 0 ? ref : fast[t - 1];
+                CHECK_OK(be->ops->linear_backward(be, F(dx[t], (int64_t)nx), F(dW[t], (int64_t)nw), F(db[t], OC),
+                                                  F(g, (int64_t)ny), F(x, (int64_t)nx), F(w, (int64_t)nw), N, C, OC));
+            }
+            int bad = 0;
+            for (int n = 0; n < N; n++)
+                for (int c = 0; c < C; c++) {
+                    double S = fabs(dx0[(size_t)n * C + c]);
+                    for (int o = 0; o < OC; o++) S += fabs((double)g[(size_t)n * OC + o] * w[(size_t)o * C + c]);
+                    bad += !(fabs(dx[1][(size_t)n * C + c] - dx[0][(size_t)n * C + c]) <= (2.0 * OC + 8) * 0x1.0p-24 * S);
+                }
+            for (int o = 0; o < OC; o++)
+                for (int c = 0; c < C; c++) {
+                    double S = fabs(dw0[(size_t)o * C + c]);
+                    for (int n = 0; n < N; n++) S += fabs((double)g[(size_t)n * OC + o] * x[(size_t)n * C + c]);
+                    bad += !(fabs(dW[1][(size_t)o * C + c] - dW[0][(size_t)o * C + c]) <= (2.0 * N + 8) * 0x1.0p-24 * S);
+                }
+            check_report(bad == 0, __FILE__, __LINE__, "%s linear_backward N=%d C=%d OC=%d: %d gradients off the "
+                         "reference", dspy_cpu_simd_label((dspy_cpu_simd)l), N, C, OC, bad);
+            CHECK(memcmp(db[1], db[0], 4 * (size_t)OC) == 0); /* the same sums, in the same order */
+            CHECK(memcmp(dx[1], dx[2], 4 * nx) == 0 && memcmp(dW[1], dW[2], 4 * nw) == 0);
+            /* an absent weight gradient: dinp alone, the same bits */
+            memcpy(dx[2], dx0, 4 * nx);
+            CHECK_OK(fast[1]->ops->linear_backward(fast[1], F(dx[2], (int64_t)nx), dspy_tensor_none(),
+                                                   dspy_tensor_none(), F(g, (int64_t)ny), F(x, (int64_t)nx),
+                                                   F(w, (int64_t)nw), N, C, OC));
+            CHECK(memcmp(dx[1], dx[2], 4 * nx) == 0);
+            for (int t = 0; t < 3; t++) free(dx[t]), free(dW[t]), free(db[t]);
+            free(x), free(w), free(g), free(dx0), free(dw0), free(db0);
+        }
+    }
+    CHECK_OK(dspy_cpu_simd_force(keep, NULL));
+    dspy_backend_free(ref);
+    dspy_backend_free(fast[0]);
+    dspy_backend_free(fast[1]);
 }
 
 /* ---- the fused projections ----------------------------------------------------------------- */
@@ -350,6 +462,8 @@ static void test_parse(void) {
 int main(void) {
     RUN(test_parse);
     RUN(test_linear);
+    RUN(test_linear_f32);
+    RUN(test_linear_backward);
     RUN(test_fused);
     RUN(test_model);
     return check_summary("test_kern_cpu_fast");

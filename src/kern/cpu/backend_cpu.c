@@ -187,7 +187,8 @@ static const dspy_ops k_cpu_ops = {
     .clip_coef = dspy_cpu_clip_coef,
 };
 
-/* The fast kernels' table: the reference entries except the matrix products (fast_linear.c). */
+/* The fast kernels' table: the reference entries except the matrix products and their backward
+ * (fast_linear.c). */
 static const dspy_ops k_cpu_fast_ops = {
     .name = "cpu-fast",
     .alloc = cpu_alloc,
@@ -212,7 +213,7 @@ static const dspy_ops k_cpu_fast_ops = {
     .sample = dspy_cpu_sample,
     .mask_logits = dspy_cpu_mask_logits,
     .rope = dspy_cpu_rope,
-    .linear_backward = dspy_cpu_linear_backward,
+    .linear_backward = dspy_cpu_fast_linear_backward,
     .rmsnorm_backward = dspy_cpu_rmsnorm_backward,
     .rope_backward = dspy_cpu_rope_backward,
     .attention_train = dspy_cpu_attention_train,

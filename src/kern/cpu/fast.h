@@ -34,8 +34,22 @@ typedef enum dspy_cpu_simd {
 typedef void (*dspy_cpu_tile_fn)(const uint16_t *x, size_t ldx, int nr, const uint16_t *const w[4], int K,
                                  float out[4][4]);
 
+/* The same with F32 input rows and F32 weight rows (the trainer's master weights): the products
+ * are F32 multiplies (fused with the add on AVX2/AVX-512), so the result differs from the
+ * reference only by the summation order: |fast - ref| <= (2K + 32) 2^-24 sum_k |x_k w_k|. */
+typedef void (*dspy_cpu_tile_f32_fn)(const float *x, size_t ldx, int nr, const float *const w[4], int K,
+                                     float out[4][4]);
+/* y (n) += a * x (n), element by element (the gradient products of linear_backward). */
+typedef void (*dspy_cpu_axpy_fn)(float *y, float a, const float *x, int n);
+
 void dspy_cpu_tile_scalar(const uint16_t *x, size_t ldx, int nr, const uint16_t *const w[4], int K,
                           float out[4][4]);
+void dspy_cpu_tile_f32_scalar(const float *x, size_t ldx, int nr, const float *const w[4], int K, float out[4][4]);
+void dspy_cpu_tile_f32_avx2(const float *x, size_t ldx, int nr, const float *const w[4], int K, float out[4][4]);
+void dspy_cpu_tile_f32_avx512(const float *x, size_t ldx, int nr, const float *const w[4], int K, float out[4][4]);
+void dspy_cpu_axpy_scalar(float *y, float a, const float *x, int n);
+void dspy_cpu_axpy_avx2(float *y, float a, const float *x, int n);
+void dspy_cpu_axpy_avx512(float *y, float a, const float *x, int n);
 void dspy_cpu_tile_avx2(const uint16_t *x, size_t ldx, int nr, const uint16_t *const w[4], int K, float out[4][4]);
 void dspy_cpu_tile_avx512(const uint16_t *x, size_t ldx, int nr, const uint16_t *const w[4], int K,
                           float out[4][4]);
@@ -49,8 +63,10 @@ dspy_cpu_simd dspy_cpu_simd_active(void);
 dspy_status dspy_cpu_simd_force(dspy_cpu_simd level, dspy_cpu_simd *prev);
 /* "avx512-bf16", "avx2", "scalar". */
 const char *dspy_cpu_simd_label(dspy_cpu_simd level);
-/* The tile of a level. */
+/* The kernels of a level. */
 dspy_cpu_tile_fn dspy_cpu_tile_for(dspy_cpu_simd level);
+dspy_cpu_tile_f32_fn dspy_cpu_tile_f32_for(dspy_cpu_simd level);
+dspy_cpu_axpy_fn dspy_cpu_axpy_for(dspy_cpu_simd level);
 
 /* F32 -> BF16, round to nearest even; NaN stays a (quiet) NaN. */
 static inline uint16_t dspy_cpu_round_bf16(float f) {
@@ -63,6 +79,8 @@ static inline uint16_t dspy_cpu_round_bf16(float f) {
 /* The fast op table's own entries (the rest are the reference kernels). */
 dspy_status dspy_cpu_fast_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias,
                                  int N, int C, int OC, bool accumulate);
+dspy_status dspy_cpu_fast_linear_backward(dspy_backend *be, dspy_tensor dinp, dspy_tensor dw, dspy_tensor dbias,
+                                          dspy_tensor dout, dspy_tensor inp, dspy_tensor w, int N, int C, int OC);
 dspy_status dspy_cpu_fast_attn_in(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache,
                                   dspy_tensor x, dspy_tensor w_norm, dspy_tensor wqkv, dspy_tensor bqkv,
                                   dspy_tensor pos, dspy_tensor slots, dspy_tensor inv_freq, dspy_tensor xn,

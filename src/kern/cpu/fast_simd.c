@@ -63,7 +63,27 @@ dspy_cpu_tile_fn dspy_cpu_tile_for(dspy_cpu_simd level) {
     return dspy_cpu_tile_scalar;
 }
 
-/* ---- the portable tile ------------------------------------------------------------------- */
+dspy_cpu_tile_f32_fn dspy_cpu_tile_f32_for(dspy_cpu_simd level) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (level == DSPY_CPU_SIMD_AVX512) return dspy_cpu_tile_f32_avx512;
+    if (level == DSPY_CPU_SIMD_AVX2) return dspy_cpu_tile_f32_avx2;
+#else
+    (void)level;
+#endif
+    return dspy_cpu_tile_f32_scalar;
+}
+
+dspy_cpu_axpy_fn dspy_cpu_axpy_for(dspy_cpu_simd level) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (level == DSPY_CPU_SIMD_AVX512) return dspy_cpu_axpy_avx512;
+    if (level == DSPY_CPU_SIMD_AVX2) return dspy_cpu_axpy_avx2;
+#else
+    (void)level;
+#endif
+    return dspy_cpu_axpy_scalar;
+}
+
+/* ---- the portable kernels ---------------------------------------------------------------- */
 
 enum { LANES = 16 };
 
@@ -83,4 +103,24 @@ void dspy_cpu_tile_scalar(const uint16_t *x, size_t ldx, int nr, const uint16_t 
                           float out[4][4]) {
     for (int r = 0; r < nr; r++)
         for (int j = 0; j < 4; j++) out[r][j] = dot_lanes(x + (size_t)r * ldx, w[j], K);
+}
+
+static float dot_lanes_f32(const float *x, const float *w, int K) {
+    float acc[LANES] = {0};
+    int k = 0;
+    for (; k + LANES <= K; k += LANES)
+        for (int l = 0; l < LANES; l++) acc[l] += x[k + l] * w[k + l];
+    for (int l = 0; k + l < K; l++) acc[l] += x[k + l] * w[k + l];
+    for (int width = LANES / 2; width > 0; width /= 2)
+        for (int l = 0; l < width; l++) acc[l] = acc[2 * l] + acc[2 * l + 1];
+    return acc[0];
+}
+
+void dspy_cpu_tile_f32_scalar(const float *x, size_t ldx, int nr, const float *const w[4], int K, float out[4][4]) {
+    for (int r = 0; r < nr; r++)
+        for (int j = 0; j < 4; j++) out[r][j] = dot_lanes_f32(x + (size_t)r * ldx, w[j], K);
+}
+
+void dspy_cpu_axpy_scalar(float *y, float a, const float *x, int n) {
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
 }
