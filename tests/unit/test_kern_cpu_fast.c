@@ -121,6 +121,7 @@ static void test_linear(void) {
         {1, 1, 1, false, false},    {1, 7, 5, true, false},     {3, 31, 9, false, true},    {4, 32, 4, true, true},
         {5, 33, 17, false, false},  {9, 64, 33, true, false},   {2, 100, 3, false, true},   {13, 257, 21, true, true},
         {7, 600, 11, false, false}, {33, 95, 130, true, false}, {64, 48, 257, false, true},
+        {64, 600, 37, true, false}, /* N x C over SERIAL_ROUND_MAX: the team rounds the input */
     };
     dspy_cpu_simd keep = dspy_cpu_simd_active();
     int levels = 0;

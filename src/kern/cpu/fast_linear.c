@@ -24,6 +24,8 @@ enum {
 
 /* Work (multiply-adds) below which the region runs on one thread: a team costs microseconds. */
 #define FAST_PARALLEL_MIN (1L << 15)
+/* Input elements up to which the calling thread rounds the input alone, before the region. */
+#define SERIAL_ROUND_MAX (1L << 15)
 
 dspy_status dspy_cpu_fast_linear(dspy_backend *be, dspy_tensor out_t, dspy_tensor inp_t, dspy_tensor w_t,
                                  dspy_tensor bias_t, int N, int C, int OC, bool accumulate) {
@@ -47,12 +49,20 @@ dspy_status dspy_cpu_fast_linear(dspy_backend *be, dspy_tensor out_t, dspy_tenso
     const int ntiles = (OC + TILE_O - 1) / TILE_O;
     const int64_t tile_bytes = (int64_t)TILE_O * C * (bf ? 2 : 4);
     const int64_t panel_tiles = PANEL_BYTES / tile_bytes > 0 ? PANEL_BYTES / tile_bytes : 1;
-    const int64_t nx = bf ? (int64_t)N * C : 0;
+    /* A short input (decode) is rounded here: a barrier inside the region costs more than that,
+     * above all when another process holds a core; a long one (prefill) by the whole team. */
+    const bool team_rounds = bf && (int64_t)N * C > SERIAL_ROUND_MAX;
+    const int64_t nx = team_rounds ? (int64_t)N * C : 0;
+    if (bf && !team_rounds)
+        for (int64_t i = 0; i < (int64_t)N * C; i++) xb[i] = dspy_cpu_round_bf16(inp[i]);
 #pragma omp parallel if ((long)N * C * OC > FAST_PARALLEL_MIN)
     {
         const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-        for (int64_t i = nx * tid / nth, e = nx * (tid + 1) / nth; i < e; i++) xb[i] = dspy_cpu_round_bf16(inp[i]);
+        if (team_rounds) {
+            for (int64_t i = nx * tid / nth, e = nx * (tid + 1) / nth; i < e; i++)
+                xb[i] = dspy_cpu_round_bf16(inp[i]);
 #pragma omp barrier
+        }
         const int t0 = (int)((int64_t)ntiles * tid / nth), t1 = (int)((int64_t)ntiles * (tid + 1) / nth);
         for (int p0 = t0; p0 < t1; p0 += (int)panel_tiles) {
             const int p1 = p0 + panel_tiles < t1 ? p0 + (int)panel_tiles : t1;
