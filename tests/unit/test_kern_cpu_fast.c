@@ -209,7 +209,7 @@ static void test_linear_f32(void) {
 static void test_linear_backward(void) {
     dspy_backend *ref = new_backend(2, false), *fast[2] = {new_backend(1, true), new_backend(3, true)};
     if (!ref || !fast[0] || !fast[1]) return;
-    static const int shapes[][3] = {{1, 1, 1}, {3, 17, 5}, {7, 64, 33}, {13, 100, 257}, {2, 5, 3000}};
+    static const int shapes[][3] = {{1, 1, 1}, {3, 17, 5}, {7, 64, 33}, {13, 100, 257}, {2, 5, 3000}, {16, 64, 2000}};
     dspy_cpu_simd keep = dspy_cpu_simd_active();
     for (int l = 0; l <= (int)dspy_cpu_simd_detect(); l++) {
         CHECK_OK(dspy_cpu_simd_force((dspy_cpu_simd)l, NULL));

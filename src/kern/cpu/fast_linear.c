@@ -22,8 +22,10 @@ enum {
     PANEL_BYTES = 256 << 10 /* weight rows a thread keeps hot in its L2 */
 };
 
-/* Work (multiply-adds) below which the region runs on one thread: a team costs microseconds. */
-#define FAST_PARALLEL_MIN (1L << 15)
+/* Work (multiply-adds) below which the region runs on one thread (the reference's threshold): a
+ * team costs microseconds on an idle machine, and up to a scheduler time slice when another
+ * process holds a core. */
+#define FAST_PARALLEL_MIN (1L << 18)
 /* Input elements up to which the calling thread rounds the input alone, before the region. */
 #define SERIAL_ROUND_MAX (1L << 15)
 
