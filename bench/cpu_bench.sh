@@ -9,9 +9,10 @@
 #
 # The machine may be shared (this one has 2 cores and other jobs): the engines run interleaved,
 # round by round (ours fast, llama.cpp, ours fast, llama.cpp, ...), each run one process with one
-# untimed warm-up pass, and the table reports the medians over rounds with min-max. The
-# reference kernels are slow (fp32, ~5 GFLOP/s) so they run once per model, on a shorter prompt
-# for the 1B shape (REF_PROMPT_1B, REF_DECODE_1B).
+# untimed warm-up pass; the table reports the medians over rounds with min-max, and the ratio
+# ours / llama.cpp is taken within each round (the two runs are adjacent in time) and its median
+# reported. The reference kernels run every round for `small`; for the 1B shape they are slow
+# (fp32, ~5 GFLOP/s) and run once, on a shorter prompt (REF_PROMPT_1B, REF_DECODE_1B).
 #
 # Environment: THREADS (2), ROUNDS (5), PROMPT (128), DECODE (32), MODELS ("small 1b"),
 # NLC_MODULES (node-llama-cpp's node_modules; default the test cache ~/.cache/dspy-npm/...),
@@ -52,16 +53,17 @@ ours() { "$BENCH" model --model "$DIR/$1.bf16.gguf" --kernels "$2" --threads "$T
 theirs() { node bench/cpu_bench_llama.mjs "$NLC" "$DIR/$1.bf16.gguf" "$THREADS" "$PROMPT" "$DECODE" 1 1 | tag "$1" "llama.cpp"; }
 
 echo "cpu_bench: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), $THREADS threads, prompt $PROMPT, decode $DECODE, $ROUNDS rounds" >&2
+roundtag() { sed -e "s/^{/{\"round\": $1, /"; }
 for r in $(seq 1 "$ROUNDS"); do
   for m in $MODELS; do
-    ours "$m" fast "$PROMPT" "$DECODE" >> "$RUNS"
-    theirs "$m" >> "$RUNS"
+    ours "$m" fast "$PROMPT" "$DECODE" | roundtag "$r" >> "$RUNS"
+    theirs "$m" | roundtag "$r" >> "$RUNS"
+    if [ "$m" != 1b ]; then ours "$m" reference "$PROMPT" "$DECODE" | roundtag "$r" >> "$RUNS"; fi
   done
   echo "cpu_bench: round $r done (load average $(cut -d' ' -f1-3 /proc/loadavg))" >&2
 done
 for m in $MODELS; do
-  if [ "$m" = 1b ]; then ours "$m" reference "$REF_PROMPT_1B" "$REF_DECODE_1B" >> "$RUNS"
-  else ours "$m" reference "$PROMPT" "$DECODE" >> "$RUNS"; fi
+  if [ "$m" = 1b ]; then ours "$m" reference "$REF_PROMPT_1B" "$REF_DECODE_1B" | roundtag 0 >> "$RUNS"; fi
 done
 
 python3 - "$RUNS" <<'EOF'
@@ -70,16 +72,24 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 groups = {}
 for r in rows:
     groups.setdefault((r["model"], r["engine"]), []).append(r)
+med = statistics.median
+fmt = lambda v: f"**{med(v):.1f}** ({min(v):.1f}-{max(v):.1f})"
 print("| model | engine | prompt / decode | prefill tok/s (median, min-max) | decode tok/s (median, min-max) | runs |")
 print("| --- | --- | --- | --- | --- | --- |")
 for (m, e), rs in groups.items():
-    pf = [r["prefill_tok_s"] for r in rs]; dc = [r["decode_tok_s"] for r in rs]
-    fmt = lambda v: f"**{statistics.median(v):.1f}** ({min(v):.1f}-{max(v):.1f})"
-    print(f"| {m} | {e} | {rs[0]['prompt']} / {rs[0]['decode']} | {fmt(pf)} | {fmt(dc)} | {len(rs)} |")
+    print(f"| {m} | {e} | {rs[0]['prompt']} / {rs[0]['decode']} | {fmt([r['prefill_tok_s'] for r in rs])} | "
+          f"{fmt([r['decode_tok_s'] for r in rs])} | {len(rs)} |")
+    if e == "llama.cpp" and all("internal_decode_tok_s" in r for r in rs):
+        print(f"| {m} | llama.cpp, its own counters (time inside llama_decode) | | "
+              f"{fmt([r['internal_prefill_tok_s'] for r in rs])} | {fmt([r['internal_decode_tok_s'] for r in rs])} | {len(rs)} |")
+print()
 for m in sorted({k[0] for k in groups}):
-    f, l = groups.get((m, "dspy.c fast")), groups.get((m, "llama.cpp"))
-    if f and l:
-        med = lambda rs, k: statistics.median([r[k] for r in rs])
-        print(f"\n{m}: fast / llama.cpp = prefill {med(f, 'prefill_tok_s') / med(l, 'prefill_tok_s'):.2f}x, "
-              f"decode {med(f, 'decode_tok_s') / med(l, 'decode_tok_s'):.2f}x")
+    f = {r["round"]: r for r in groups.get((m, "dspy.c fast"), [])}
+    l = {r["round"]: r for r in groups.get((m, "llama.cpp"), [])}
+    both = sorted(set(f) & set(l))
+    if both:
+        rp = [f[i]["prefill_tok_s"] / l[i]["prefill_tok_s"] for i in both]
+        rd = [f[i]["decode_tok_s"] / l[i]["decode_tok_s"] for i in both]
+        print(f"{m}: dspy.c fast / llama.cpp within each round, median (min-max) over {len(both)} rounds: "
+              f"prefill {med(rp):.2f}x ({min(rp):.2f}-{max(rp):.2f}), decode {med(rd):.2f}x ({min(rd):.2f}-{max(rd):.2f})")
 EOF
