@@ -19,7 +19,8 @@
 #   training = DEMO_TRAIN trainset examples, DEMO_EPOCHS epochs, lr DEMO_LR with a cosine schedule,
 #              one example per optimizer step (packing off).
 #   CPU kernels = the fast path (DEMO_CPU_KERNELS=fast): BF16 SIMD kernels in `dspy serve`, SIMD F32
-#              products in the trainer; DEMO_CPU_KERNELS=reference runs the fp32 reference kernels.
+#              products in the trainer; DEMO_CPU_KERNELS=reference runs the fp32 reference kernels;
+#              OpenMP threads wait passively (OMP_WAIT_POLICY=passive unless set).
 # Override with the environment: DEMO_TRAIN, DEMO_DEV, DEMO_EPOCHS, DEMO_LR, DEMO_MAX_TOKENS,
 # DEMO_MODULE (predict or cot), DEMO_THREADS, DEMO_CPU_KERNELS, DEMO_OUT.
 set -euo pipefail
@@ -36,6 +37,10 @@ MODULE=${DEMO_MODULE:-predict}
 THREADS=${DEMO_THREADS:-2}
 KERNELS=${DEMO_CPU_KERNELS:-fast}
 export DSPY_CPU_KERNELS="$KERNELS" # the `dspy serve` processes that compile and eval launch
+# Idle OpenMP threads sleep instead of spinning: on a machine whose cores other jobs share, a
+# spinning team waits a scheduler time slice at every barrier (the fine-tune measured 2.6x
+# slower with spinning under a load average of 4-5); on an idle machine the cost is a wake-up.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 
 start=$(date +%s)
 rm -rf "$OUT"
