@@ -3,12 +3,12 @@
  *
  * linear: y (N, OC) = inp (N, C) @ w^T (+ bias), w (OC, C) BF16 as nn.Linear stores it. One
  * OpenMP region: the threads first round inp to BF16 into the planned scratch (each a share of
- * the elements), then split the outputs into contiguous runs of 4-row weight tiles, one run
- * per thread. A thread walks its run in panels of weight rows that stay in L2 (~256 KiB); for
- * each panel, blocks of 4 input rows (in L1) against every tile of the panel, each tile over the
- * full K (kern/cpu/fast.h: the sum order is the SIMD level's and K's alone). So every output
- * element is one thread's one sum, whatever the thread count, N or the element's tile: results
- * are deterministic and a row is bit-identical alone or batched. F32 weights (the trainer's
+ * the elements), then take panels of 4-row weight tiles that stay in L2 (~256 KiB) one at a
+ * time (dynamic: a thread another process delays takes fewer); for each panel, blocks of 4
+ * input rows (in L1) against every tile of the panel, each tile over the full K
+ * (kern/cpu/fast.h: the sum order is the SIMD level's and K's alone). So every output element
+ * is one thread's one sum, the same whichever thread, whatever the thread count, N or the
+ * element's tile: results are deterministic and a row is bit-identical alone or batched. F32 weights (the trainer's
  * masters) take F32 tiles on the input as it is (no rounding, no copy). linear_backward keeps
  * the reference's order per element with SIMD axpys.
  *
@@ -51,6 +51,7 @@ dspy_status dspy_cpu_fast_linear(dspy_backend *be, dspy_tensor out_t, dspy_tenso
     const int ntiles = (OC + TILE_O - 1) / TILE_O;
     const int64_t tile_bytes = (int64_t)TILE_O * C * (bf ? 2 : 4);
     const int64_t panel_tiles = PANEL_BYTES / tile_bytes > 0 ? PANEL_BYTES / tile_bytes : 1;
+    const int npanels = (int)((ntiles + panel_tiles - 1) / panel_tiles);
     /* A short input (decode) is rounded here: a barrier inside the region costs more than that,
      * above all when another process holds a core; a long one (prefill) by the whole team. */
     const bool team_rounds = bf && (int64_t)N * C > SERIAL_ROUND_MAX;
@@ -65,9 +66,11 @@ dspy_status dspy_cpu_fast_linear(dspy_backend *be, dspy_tensor out_t, dspy_tenso
                 xb[i] = dspy_cpu_round_bf16(inp[i]);
 #pragma omp barrier
         }
-        const int t0 = (int)((int64_t)ntiles * tid / nth), t1 = (int)((int64_t)ntiles * (tid + 1) / nth);
-        for (int p0 = t0; p0 < t1; p0 += (int)panel_tiles) {
-            const int p1 = p0 + panel_tiles < t1 ? p0 + (int)panel_tiles : t1;
+        /* Panels are handed out one at a time: a thread that another process delays takes
+         * fewer, and no output depends on which thread computes it. */
+#pragma omp for schedule(dynamic, 1) nowait
+        for (int pi = 0; pi < npanels; pi++) {
+            const int p0 = pi * (int)panel_tiles, p1 = p0 + panel_tiles < ntiles ? p0 + (int)panel_tiles : ntiles;
             for (int n0 = 0; n0 < N; n0 += TILE_N) {
                 const int nr = N - n0 < TILE_N ? N - n0 : TILE_N;
                 for (int t = p0; t < p1; t++) {
@@ -102,7 +105,7 @@ dspy_status dspy_cpu_fast_linear(dspy_backend *be, dspy_tensor out_t, dspy_tenso
  *   dinp row n += sum over o in order of dout[n, o] w[o]   (the rows split over threads; the
  *     weight walked in L2-sized blocks of rows so that it is read once per thread, not per row)
  *   dw row o += sum over n in order of dout[n, o] inp[n];  dbias[o] += the same sum of dout
- *     (the output rows split over threads).
+ *     (the output rows handed out to threads 64 at a time).
  * Zero gradients are skipped as the reference skips them. Each element is one thread's sum in
  * a fixed order: deterministic for any thread count. */
 dspy_status dspy_cpu_fast_linear_backward(dspy_backend *be, dspy_tensor dinp_t, dspy_tensor dw_t, dspy_tensor dbias_t,
@@ -141,7 +144,7 @@ dspy_status dspy_cpu_fast_linear_backward(dspy_backend *be, dspy_tensor dinp_t, 
         }
     }
     if (dw || dbias) {
-#pragma omp parallel for schedule(static) if (work > FAST_PARALLEL_MIN)
+#pragma omp parallel for schedule(dynamic, 64) if (work > FAST_PARALLEL_MIN)
         for (int o = 0; o < OC; o++) {
             float *dwr = dw ? dw + (size_t)o * C : NULL; /* (C) */
             float db = 0;
