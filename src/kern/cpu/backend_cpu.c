@@ -1,8 +1,8 @@
 /* backend_cpu.c — the CPU backend: host memory, planned scratch, argument checks, and two op
  * tables: the fp32 reference kernels (matmul.c, attention.c, pointwise.c, sample.c and the
- * training kernels) and the fast kernels (the plan's cpu_fast: fast_linear.c's products, the
- * reference for the rest). Copies are memcpy and complete at once, so `sync` only reports success;
- * there are no graphs (the engine runs CPU steps directly).
+ * training kernels), and the fast kernels that dspy_backend_cpu_use_fast switches to
+ * (fast_linear.c's products, the reference for the rest). Copies are memcpy and complete at
+ * once, so `sync` only reports success; there are no graphs (the engine runs CPU steps directly).
  */
 #include <math.h>
 #include <stdio.h>
