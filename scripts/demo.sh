@@ -18,8 +18,11 @@
 #              of the untrained student costs one call, not three;
 #   training = DEMO_TRAIN trainset examples, DEMO_EPOCHS epochs, lr DEMO_LR with a cosine schedule,
 #              one example per optimizer step (packing off).
+#   CPU kernels = the fast path (DEMO_CPU_KERNELS=fast): BF16 SIMD kernels in `dspy serve`, SIMD F32
+#              products in the trainer; DEMO_CPU_KERNELS=reference runs the fp32 reference kernels;
+#              OpenMP threads wait passively (OMP_WAIT_POLICY=passive unless set).
 # Override with the environment: DEMO_TRAIN, DEMO_DEV, DEMO_EPOCHS, DEMO_LR, DEMO_MAX_TOKENS,
-# DEMO_MODULE (predict or cot), DEMO_THREADS, DEMO_OUT.
+# DEMO_MODULE (predict or cot), DEMO_THREADS, DEMO_CPU_KERNELS, DEMO_OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DSPY=${DSPY:-./build/bin/dspy}
@@ -32,6 +35,12 @@ LR=${DEMO_LR:-5e-3}
 MAXTOK=${DEMO_MAX_TOKENS:-24}
 MODULE=${DEMO_MODULE:-predict}
 THREADS=${DEMO_THREADS:-2}
+KERNELS=${DEMO_CPU_KERNELS:-fast}
+export DSPY_CPU_KERNELS="$KERNELS" # the `dspy serve` processes that compile and eval launch
+# Idle OpenMP threads sleep instead of spinning: on a machine whose cores other jobs share, a
+# spinning team waits a scheduler time slice at every barrier (the fine-tune measured 2.6x
+# slower with spinning under a load average of 4-5); on an idle machine the cost is a wake-up.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 
 start=$(date +%s)
 rm -rf "$OUT"
@@ -52,6 +61,7 @@ $DSPY compile --teacher oracle --student "$OUT/student" --data-dir "$SHARED/data
   --train-kwargs num_train_epochs="$EPOCHS" --train-kwargs learning_rate="$LR" \
   --train-kwargs gradient_accumulation_steps=1 --train-kwargs packing=false \
   --train-kwargs lr_scheduler_type=cosine --train-kwargs warmup_ratio=0.05 \
+  --train-kwargs cpu_kernels="$KERNELS" \
   --display-table 5 --out "$OUT"
 
 echo
@@ -67,7 +77,8 @@ echo "          bootstrap_trace_data; the fine-tuning JSONL; the C trainer; dspy
 echo "          inspect_history; save and dspy eval of the saved program"
 echo "stand-in: teacher = oracle (gold labels, NOT a language model)"
 echo "stand-in: student = a tiny random Llama (8.3M parameters, 2 layers) with the real Llama 3 tokenizer"
-echo "demo:     $MODULE over the 7 labels of the tutorial's rows, no JSON fallback, $TRAIN examples x $EPOCHS epoch(s)"
+echo "demo:     $MODULE over the 7 labels of the tutorial's rows, no JSON fallback, $TRAIN examples x $EPOCHS epoch(s),"
+echo "          $KERNELS CPU kernels"
 echo "measured: $OUT/report.json (\"before_after\": the three scores, the majority rate and the ratios);"
 echo "          wall time of this demo: $((end - start)) s on $(nproc) cores (load average now $(cut -d' ' -f1-3 /proc/loadavg))"
 echo "report:   $OUT/report.html (curves, accuracy of the untrained student / teacher / fine-tuned student,"

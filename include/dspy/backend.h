@@ -36,6 +36,28 @@ DSPY_API dspy_status dspy_cuda_device_name(int dev, char *buf, size_t cap);
 /* Free and total memory of device `dev` in bytes. */
 DSPY_API dspy_status dspy_cuda_mem_info(int dev, size_t *free_bytes, size_t *total_bytes);
 
+/* Which kernels run a model on the CPU.
+ *   REFERENCE: the readable fp32 kernels, the spec every other path is checked against; a row
+ *              gives bit-identical results alone or batched, whatever the thread count.
+ *   FAST:      matrices kept in BF16, products by SIMD kernels picked at run time (AVX-512 BF16,
+ *              AVX2+FMA, or portable C), a cache-blocked GEMM for prefill, the linear input
+ *              rounded to BF16 with F32 accumulation (what llama.cpp does for BF16 models).
+ *              Within bf16 tolerance of the reference; deterministic run to run, batched or
+ *              alone, for any thread count on one machine (each output is one thread's fixed
+ *              sum), but not bit-identical across SIMD levels. */
+typedef enum dspy_cpu_kernels {
+    DSPY_CPU_KERNELS_REFERENCE = 0,
+    DSPY_CPU_KERNELS_FAST = 1
+} dspy_cpu_kernels;
+
+/* "reference" or "fast" -> *out; DSPY_ERR_ARG naming the choices otherwise. */
+DSPY_API dspy_status dspy_cpu_kernels_parse(const char *name, dspy_cpu_kernels *out);
+/* "reference" or "fast". */
+DSPY_API const char *dspy_cpu_kernels_name(dspy_cpu_kernels k);
+/* The SIMD level the fast CPU kernels use on this machine ("avx512-bf16", "avx2", "scalar"),
+ * checked at run time (the library itself is built for any x86-64). */
+DSPY_API const char *dspy_cpu_simd_name(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -15,8 +15,8 @@
  * than silu, other model types.
  *
  * Weights stay in their stored dtype where the device computes with it: on the CPU, F32 and
- * BF16 matrices are kept as stored (BF16 is widened exactly as it is read; F16 becomes F32); on
- * CUDA, matrices are BF16 in device memory. Norm weights and biases are F32 everywhere. The
+ * BF16 matrices are kept as stored (BF16 is widened exactly as it is read; F16 becomes F32), or
+ * all become BF16 for the fast CPU kernels (dspy_model_params.cpu_kernels); on CUDA, matrices are BF16 in device memory. Norm weights and biases are F32 everywhere. The
  * q/k/v projections are stored as one matrix and gate/up as another (one GEMM each). Follows transformers' modeling_llama.py / modeling_qwen2.py
  * and configuration_llama.py (defaults for absent keys are transformers' class defaults).
  */
@@ -29,6 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dspy/backend.h"
 #include "dspy/status.h"
 #include "dspy/tensor.h"
 
@@ -149,6 +150,8 @@ typedef struct dspy_model_params {
     int32_t n_threads;  /* OpenMP threads for this model's CPU compute; 0 keeps the OpenMP default
                            (OMP_NUM_THREADS or all cores) */
     bool strict;        /* NaN/Inf weights: an error (DSPY_ERR_FORMAT) instead of a logged warning */
+    dspy_cpu_kernels cpu_kernels; /* CPU only: REFERENCE (default; matrices as stored) or FAST
+                                     (matrices converted to BF16 at load, dspy/backend.h) */
 } dspy_model_params;
 
 DSPY_API dspy_model_params dspy_model_params_default(void);
@@ -184,6 +187,8 @@ DSPY_API dspy_status dspy_model_tensor_read_f32(const dspy_model *m, const char 
 DSPY_API const float *dspy_model_inv_freq(const dspy_model *m);
 /* The n_threads it was loaded with (0 = OpenMP default). */
 DSPY_API int32_t dspy_model_n_threads(const dspy_model *m);
+/* The CPU kernels it was loaded for (engines made from it use them; REFERENCE on CUDA). */
+DSPY_API dspy_cpu_kernels dspy_model_cpu_kernels(const dspy_model *m);
 /* The directory the model was loaded from (borrowed). */
 DSPY_API const char *dspy_model_dir(const dspy_model *m);
 

@@ -46,6 +46,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dspy/backend.h"
 #include "dspy/status.h"
 
 #ifdef __cplusplus
@@ -93,6 +94,8 @@ typedef struct dspy_server_params {
     int32_t n_threads;             /* compute threads; 0 = the OpenMP default */
     const char *device;            /* "auto", "cpu", "cuda", "cuda:N" (dspy_device_parse); NULL = cpu */
     bool strict;                   /* refuse a checkpoint with NaN/Inf weights (else a warning) */
+    dspy_cpu_kernels cpu_kernels;  /* on the CPU: FAST (default: BF16 SIMD kernels) or REFERENCE
+                                      (the fp32 parity kernels); dspy/backend.h */
     int32_t structured_max_tokens; /* structured outputs: tokens a free-text layout field or a JSON
                                       string may take unless the request says (default 256; 0 =
                                       unbounded, then only max_tokens ends a rambling model) */

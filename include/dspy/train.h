@@ -115,6 +115,10 @@ typedef struct dspy_train_params {
     /* dspy.c's own */
     bool resume;                         /* false; true: continue from the newest checkpoint */
     int32_t n_threads;                   /* OpenMP threads; 0 = the OpenMP default */
+    const char *cpu_kernels;             /* CPU steps: NULL or "reference" (the fp32 parity kernels)
+                                            or "fast" (SIMD F32 products: deterministic for any
+                                            thread count, within F32 rounding of the reference,
+                                            not bit-equal to it); dspy/backend.h (borrowed) */
     const char *chat_date;               /* Llama 3 "Today Date:"; NULL = "26 Jul 2024" (borrowed) */
 } dspy_train_params;
 

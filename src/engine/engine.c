@@ -95,6 +95,7 @@ dspy_status dspy_engine_new(const dspy_model *model, const dspy_engine_params *p
     dspy_backend_plan plan = {e->rows_cap, e->max_len, p.max_seqs, c->vocab_size, c->num_attention_heads,
                               c->head_dim, dspy_model_n_threads(model)};
     if ((st = dspy_backend_new(dspy_model_device(model), &plan, &e->be))) goto fail;
+    if ((st = dspy_fwd_use_model_kernels(model, e->be))) goto fail;
     /* One block more than asked: the padding block of captured decode steps. */
     if ((st = dspy_kv_cache_init(&e->kv, e->be, c, (int32_t)cap_tokens + p.block_size, p.block_size))) goto fail;
     if ((st = dspy_block_pool_init(&e->pool, e->kv.n_blocks, p.block_size))) goto fail;

@@ -284,6 +284,7 @@ dspy_status dspy_model_forward_logits(const dspy_model *m, const int32_t *ids, s
     int32_t *h = NULL, *d = NULL;
     dspy_backend_plan plan = {N, N, 1, V, c->num_attention_heads, c->head_dim, dspy_model_n_threads(m)};
     if ((st = dspy_backend_new(dspy_model_device(m), &plan, &be))) return st;
+    if ((st = dspy_fwd_use_model_kernels(m, be))) goto done;
     if ((st = dspy_kv_cache_init(&kv, be, c, N, bs))) goto done;
     if ((st = dspy_fwd_buf_init(&buf, be, c, N, N))) goto done;
     meta_layout L = dspy_engine_layout(N, 1, N, kv.n_blocks);

@@ -25,6 +25,20 @@ typedef struct dspy_fwd_batch {
     int32_t n_out;        /* M */
 } dspy_fwd_batch;
 
+/* The widest input row of the forward pass's linears: max(C, I, NH*HS) (the fast CPU kernels
+ * keep a BF16 copy of it, dspy_backend_cpu_use_fast). */
+static inline int32_t dspy_fwd_max_width(const dspy_model_config *c) {
+    int32_t w = c->hidden_size > c->intermediate_size ? c->hidden_size : c->intermediate_size;
+    int32_t q = c->num_attention_heads * c->head_dim;
+    return q > w ? q : w;
+}
+
+/* Makes `be` run the model's CPU kernels: the fast table when the model was loaded for them. */
+static inline dspy_status dspy_fwd_use_model_kernels(const dspy_model *m, dspy_backend *be) {
+    if (dspy_model_cpu_kernels(m) != DSPY_CPU_KERNELS_FAST || be->dev.type != DSPY_DEVICE_CPU) return DSPY_OK;
+    return dspy_backend_cpu_use_fast(be, dspy_fwd_max_width(dspy_model_config_get(m)));
+}
+
 /* Work buffers for at most `rows` tokens and `out_rows` logits rows per pass, in the backend's
  * memory: the residual stream in F32, the rest in the backend's activation dtype. */
 typedef struct dspy_fwd_buf {

@@ -91,6 +91,19 @@ dspy_status dspy_device_parse(const char *name, dspy_device *out) {
     return DSPY_OK;
 }
 
+dspy_status dspy_cpu_kernels_parse(const char *name, dspy_cpu_kernels *out) {
+    *out = DSPY_CPU_KERNELS_FAST;
+    if (name && strcmp(name, "fast") == 0) return DSPY_OK;
+    *out = DSPY_CPU_KERNELS_REFERENCE;
+    if (name && strcmp(name, "reference") == 0) return DSPY_OK;
+    return dspy_fail(DSPY_ERR_ARG, "cpu kernels \"%s\" are not known (expected fast or reference)",
+                     name ? name : "(null)");
+}
+
+const char *dspy_cpu_kernels_name(dspy_cpu_kernels k) {
+    return k == DSPY_CPU_KERNELS_FAST ? "fast" : "reference";
+}
+
 void dspy_device_str(dspy_device d, char *buf, size_t cap) {
     if (d.type == DSPY_DEVICE_CUDA) snprintf(buf, cap, "cuda:%d", (int)d.ordinal);
     else snprintf(buf, cap, "cpu");

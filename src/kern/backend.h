@@ -65,6 +65,10 @@ static inline dspy_tensor dspy_bt(const dspy_backend *be, void *p, int64_t n, ds
 dspy_status dspy_backend_cpu_init(dspy_backend *be);
 void dspy_backend_cpu_release(dspy_backend *be);
 dspy_status dspy_backend_cpu_reserve(dspy_backend *be, const dspy_backend_plan *plan);
+/* Switches a CPU backend to the fast kernels (dspy_cpu_kernels: its op table becomes "cpu-fast")
+ * with scratch for linear inputs up to max_width wide (the plan's max_rows rows); kept across
+ * later reserves. DSPY_ERR_ARG on a CUDA backend, DSPY_ERR_NOMEM with the size. */
+dspy_status dspy_backend_cpu_use_fast(dspy_backend *be, int32_t max_width);
 #ifdef DSPY_HAVE_CUDA
 dspy_status dspy_backend_cuda_init(dspy_backend *be);
 void dspy_backend_cuda_release(dspy_backend *be);

@@ -68,10 +68,11 @@ struct dspy_model {
     alias *aliases;
     int n_aliases;
     int32_t n_threads;
+    dspy_cpu_kernels cpu_kernels;
 };
 
 dspy_model_params dspy_model_params_default(void) {
-    dspy_model_params p = {"cpu", 0, false};
+    dspy_model_params p = {"cpu", 0, false, DSPY_CPU_KERNELS_REFERENCE};
     return p;
 }
 
@@ -101,6 +102,7 @@ size_t dspy_model_weight_bytes(const dspy_model *m) { return m->block_bytes; }
 const float *dspy_model_inv_freq(const dspy_model *m) { return m->inv_freq; }
 const char *dspy_model_dir(const dspy_model *m) { return m->dir; }
 int32_t dspy_model_n_threads(const dspy_model *m) { return m->n_threads; }
+dspy_cpu_kernels dspy_model_cpu_kernels(const dspy_model *m) { return m->cpu_kernels; }
 
 /* ---- what the config needs ---------------------------------------------------------------- */
 
@@ -417,6 +419,7 @@ dspy_status dspy_model_load(const char *dir, const dspy_model_params *p, dspy_mo
     if ((st = dspy_model_config_load(dir, &m->cfg))) goto fail;
     const dspy_model_config *c = &m->cfg;
     m->n_threads = p && p->n_threads > 0 ? p->n_threads : 0;
+    m->cpu_kernels = p && dev.type == DSPY_DEVICE_CPU ? p->cpu_kernels : DSPY_CPU_KERNELS_REFERENCE;
     m->inv_freq = malloc(sizeof(float) * (size_t)(c->head_dim / 2 > 0 ? c->head_dim / 2 : 1));
     m->layers = calloc((size_t)c->num_hidden_layers, sizeof *m->layers);
     size_t max_needs = 8 + 16 * (size_t)c->num_hidden_layers, max_mt = 8 + 10 * (size_t)c->num_hidden_layers;
@@ -432,9 +435,10 @@ dspy_status dspy_model_load(const char *dir, const dspy_model_params *p, dspy_mo
     build_plan(m, &pl);
     if ((st = find_all(m, &pl))) goto fail;
     if ((st = check_finite(m, &pl, p && p->strict))) goto fail;
-    /* Matrix dtype: BF16 on CUDA; on the CPU BF16 when every matrix is stored BF16, else F32. */
+    /* Matrix dtype: BF16 on CUDA and for the fast CPU kernels; on the reference CPU path BF16
+     * when every matrix is stored BF16, else F32. */
     m->mdtype = DSPY_DTYPE_BF16;
-    if (dev.type == DSPY_DEVICE_CPU)
+    if (dev.type == DSPY_DEVICE_CPU && m->cpu_kernels == DSPY_CPU_KERNELS_REFERENCE)
         for (int i = 0; i < pl.nm; i++)
             for (int k = 0; k < pl.mt[i].count; k++)
                 if (!pl.mt[i].f32 && pl.nd[pl.mt[i].first + k].found->dtype != DSPY_DTYPE_BF16)

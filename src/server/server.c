@@ -77,6 +77,7 @@ dspy_server_params dspy_server_params_default(void) {
     p.host = "127.0.0.1";
     p.port = 8000;
     p.max_seqs = 8;
+    p.cpu_kernels = DSPY_CPU_KERNELS_FAST;
     p.max_queue = 256;
     p.default_max_tokens = 1024;
     p.max_n = 16;
@@ -797,6 +798,7 @@ dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
     mp.n_threads = p->n_threads;
     mp.device = p->device;
     mp.strict = p->strict;
+    mp.cpu_kernels = p->cpu_kernels;
     if ((st = dspy_model_load(s->model_dir, &mp, &s->model)) != DSPY_OK) goto fail;
     if ((st = dspy_tokenizer_load(s->tokenizer_dir, &s->tok)) != DSPY_OK) goto fail;
     const dspy_model_config *cfg = dspy_model_config_get(s->model);

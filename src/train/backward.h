@@ -111,6 +111,9 @@ bool dspy_trainable_bf16(const dspy_trainable *t);
 /* NULL-safe. Trained or merged weights are gone with the trainable: export them first. */
 void dspy_trainable_free(dspy_trainable *t);
 
+/* CPU: the steps use the fast kernels (kern/backend.h dspy_backend_cpu_use_fast: SIMD F32
+ * products, deterministic, within F32 rounding of the reference). Before the first step. */
+dspy_status dspy_trainable_use_fast_kernels(dspy_trainable *t);
 /* The device the steps run on, and whether dspy_param.w/g are mirrors (see dspy_trainable_new_on). */
 dspy_device dspy_trainable_device(const dspy_trainable *t);
 bool dspy_trainable_mirrored(const dspy_trainable *t);

@@ -43,6 +43,7 @@ dspy_train_params dspy_train_params_default(void) {
         .lora_dropout = 0.05,
         .resume = false,
         .n_threads = 0,
+        .cpu_kernels = NULL,
         .chat_date = NULL,
     };
     return p;
@@ -98,6 +99,7 @@ static const keydef k_keys[] = {
     {"lora_dropout", K_DOUBLE, F(lora_dropout), false},
     {"resume", K_BOOL, F(resume), false},
     {"n_threads", K_INT32, F(n_threads), false},
+    {"cpu_kernels", K_STR, F(cpu_kernels), true},
     {"chat_date", K_STR, F(chat_date), true},
 };
 #undef F
@@ -248,6 +250,8 @@ dspy_status dspy_train_params_validate(const dspy_train_params *p) {
     NEED(p->save_total_limit >= 0, "save_total_limit is %d; it must be >= 0 (0 keeps all)", p->save_total_limit);
     NEED(p->max_steps != 0, "max_steps is 0; use -1 to train num_train_epochs epochs");
     NEED(p->n_threads >= 0, "n_threads is %d; it must be >= 0", p->n_threads);
+    NEED(!p->cpu_kernels || strcmp(p->cpu_kernels, "fast") == 0 || strcmp(p->cpu_kernels, "reference") == 0,
+         "cpu_kernels is '%s'; expected fast or reference (None: reference)", p->cpu_kernels);
     NEED((unsigned)p->lr_scheduler_type <= DSPY_LR_COSINE, "lr_scheduler_type is out of range");
     if (p->use_peft) {
         NEED(p->lora_r >= 1, "lora_r is %d; it must be at least 1", p->lora_r);

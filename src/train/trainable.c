@@ -342,6 +342,12 @@ dspy_status dspy_trainable_plan(dspy_trainable *t, int32_t max_T, int max_seqs) 
     return dspy_train_work_reserve(t, max_T, max_seqs);
 }
 
+dspy_status dspy_trainable_use_fast_kernels(dspy_trainable *t) {
+    const dspy_model_config *c = &t->cfg;
+    int32_t width = c->hidden_size > c->intermediate_size ? c->hidden_size : c->intermediate_size;
+    return dspy_backend_cpu_use_fast(t->be, width);
+}
+
 dspy_status dspy_trainable_new(dspy_model *m, const dspy_lora_config *lora, uint64_t seed, dspy_trainable **out) {
     return dspy_trainable_new_on(m, lora, seed, (dspy_device){DSPY_DEVICE_CPU, 0}, false, out);
 }

@@ -275,6 +275,9 @@ static dspy_status setup(trainer *T, dspy_train_result *res) {
     dspy_device dev = T->dev;
     if ((st = dspy_trainable_new_on(T->model, T->p.use_peft ? &T->lora : NULL, T->p.seed, dev, false, &T->tr)))
         return st;
+    if (dev.type == DSPY_DEVICE_CPU && T->p.cpu_kernels && strcmp(T->p.cpu_kernels, "fast") == 0 &&
+        (st = dspy_trainable_use_fast_kernels(T->tr)))
+        return st;
     if (dev.type != DSPY_DEVICE_CPU) {
         char name[32];
         dspy_device_str(dev, name, sizeof name);

@@ -232,6 +232,15 @@ bool dspy_args_double(const dspy_args *a, const char *name, double *out) {
     return true;
 }
 
+bool dspy_args_cpu_kernels(const dspy_args *a, const char *cmd, dspy_cpu_kernels *out) {
+    const char *env = getenv("DSPY_CPU_KERNELS");
+    const char *v = dspy_args_given(a, "cpu-kernels") || !env || !*env ? dspy_args_get(a, "cpu-kernels") : env;
+    if (!dspy_cpu_kernels_parse(v, out)) return true;
+    fprintf(stderr, "error: dspy %s: --cpu-kernels%s: %s\n", cmd,
+            dspy_args_given(a, "cpu-kernels") || !env || !*env ? "" : " (from $DSPY_CPU_KERNELS)", dspy_errmsg());
+    return false;
+}
+
 int dspy_cli_error(const char *cmd) {
     fprintf(stderr, "error: dspy %s: %s\n", cmd, dspy_errmsg());
     return DSPY_EXIT_FAIL;

@@ -23,6 +23,7 @@
 
 #include <stdbool.h>
 
+#include "dspy/backend.h"
 #include "dspy/json.h"
 #include "dspy/status.h"
 
@@ -92,6 +93,10 @@ bool dspy_args_double(const dspy_args *a, const char *name, double *out);
 dspy_status dspy_args_int_in(const dspy_args *a, const char *name, long min, long max, long *out);
 /* A number option (absent: *out unchanged, DSPY_OK); DSPY_ERR_ARG when it is not a number. */
 dspy_status dspy_args_number(const dspy_args *a, const char *name, double *out);
+
+/* The --cpu-kernels option: the given value, else $DSPY_CPU_KERNELS when set (so a launcher's
+ * children, e.g. the `dspy serve` of compile and eval, follow it), else the option's default. */
+bool dspy_args_cpu_kernels(const dspy_args *a, const char *cmd, dspy_cpu_kernels *out);
 
 /* Prints "error: dspy <cmd>: <dspy_errmsg()>" to stderr and returns DSPY_EXIT_FAIL. */
 int dspy_cli_error(const char *cmd);

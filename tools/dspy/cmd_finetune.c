@@ -22,6 +22,7 @@ static const char *const k_kwargs[] = {
     "max_seq_length", "packing", "bf16", "use_peft", "output_dir", "device", "lr_scheduler_type", "warmup_ratio",
     "warmup_steps", "weight_decay", "max_grad_norm", "adam_beta1", "adam_beta2", "adam_epsilon", "seed",
     "save_steps", "save_total_limit", "max_steps", "lora_r", "lora_alpha", "lora_dropout", "n_threads", "chat_date",
+    "cpu_kernels",
 };
 
 int cmd_finetune(int argc, char **argv) {
@@ -65,6 +66,8 @@ int cmd_finetune(int argc, char **argv) {
         {"lora_alpha", "X", "LoRA alpha (the update is scaled by alpha / r)", false, false, "64"},
         {"lora_dropout", "X", "dropout on the LoRA input", false, false, "0.05"},
         {"n_threads", "N", "OpenMP threads (0: all cores)", false, false, "0"},
+        {"cpu_kernels", "K", "CPU steps: reference (the fp32 parity kernels) or fast (SIMD F32 products, "
+                             "deterministic)", false, false, NULL},
         {"chat_date", "TEXT", "the Llama 3 template's \"Today Date:\" (default: 26 Jul 2024)", false, false, NULL},
         {"mlflow_uri", "URI", "log the run to an MLflow tracking server (default: $MLFLOW_TRACKING_URI)", false, false, NULL},
         {0}};

@@ -136,6 +136,8 @@ int cmd_generate(int argc, char **argv) {
         {"print-ids", NULL, "print the generated token ids instead of text", false, false, NULL},
         {"device", "DEV", "auto (CUDA when a GPU is visible), cpu, cuda or cuda:N", false, false, "auto"},
         {"strict", NULL, "refuse a checkpoint whose weights hold NaN/Inf (default: a warning)", false, false, NULL},
+        {"cpu-kernels", "K", "on the CPU: fast (BF16 weights, SIMD) or reference (the fp32 parity kernels); "
+         "default $DSPY_CPU_KERNELS, else fast", false, false, "fast"},
         {"threads", "N", "CPU threads (0 = OpenMP default)", false, false, "0"},
         {0}};
     dspy_args a;
@@ -166,6 +168,7 @@ int cmd_generate(int argc, char **argv) {
     dspy_model_params mp = dspy_model_params_default();
     mp.device = dspy_args_get(&a, "device");
     mp.strict = dspy_args_flag(&a, "strict");
+    if (!dspy_args_cpu_kernels(&a, "generate", &mp.cpu_kernels)) return 2;
     mp.n_threads = (int32_t)threads;
     dspy_model *m;
     if (dspy_model_load(dir, &mp, &m)) return dspy_cli_error("generate");

@@ -131,6 +131,8 @@ int cmd_serve(int argc, char **argv) {
         {"threads", "N", "compute threads (0: the OpenMP default)", false, false, "0"},
         {"device", "DEV", "auto (CUDA when a GPU is visible), cpu, cuda or cuda:N", false, false, "auto"},
         {"strict", NULL, "refuse a checkpoint whose weights hold NaN/Inf (default: a warning)", false, false, NULL},
+        {"cpu-kernels", "K", "on the CPU: fast (BF16 weights, SIMD) or reference (the fp32 parity kernels); "
+         "default $DSPY_CPU_KERNELS, else fast", false, false, "fast"},
         {"parent-pid", "PID", "exit when process PID ends, even by SIGKILL (set by the launcher, e.g. dspy eval)", false, false, NULL},
         {0},
     };
@@ -145,6 +147,7 @@ int cmd_serve(int argc, char **argv) {
     p.model_dir = dspy_args_get(&a, "model");
     p.tokenizer_dir = dspy_args_get(&a, "tokenizer");
     p.host = dspy_args_get(&a, "host");
+    if (!dspy_args_cpu_kernels(&a, "serve", &p.cpu_kernels)) return 2;
     char *key = NULL;
     if (!read_api_key(&a, &key)) return 2;
     p.api_key = key;

@@ -1,7 +1,8 @@
-/* backend_cpu.c — the CPU backend: host memory, planned scratch, argument checks, and the op
- * table of the fp32 reference kernels (matmul.c, attention.c, pointwise.c, sample.c and the
- * training kernels). Copies are memcpy and complete at once, so `sync` only reports success;
- * there are no graphs (the engine runs CPU steps directly).
+/* backend_cpu.c — the CPU backend: host memory, planned scratch, argument checks, and two op
+ * tables: the fp32 reference kernels (matmul.c, attention.c, pointwise.c, sample.c and the
+ * training kernels), and the fast kernels that dspy_backend_cpu_use_fast switches to
+ * (fast_linear.c's products, the reference for the rest). Copies are memcpy and complete at
+ * once, so `sync` only reports success; there are no graphs (the engine runs CPU steps directly).
  */
 #include <math.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 
 #include "dspy/safetensors.h"
 #include "kern/cpu/cpu.h"
+#include "kern/cpu/fast.h"
 
 dspy_status dspy_cpu_check(const char *op, const char *arg, dspy_tensor t, dspy_dtype dt, dspy_dtype dt2, int64_t need) {
     if (t.device != DSPY_DEVICE_CPU)
@@ -31,6 +33,8 @@ dspy_status dspy_cpu_plan_check(const char *op, const char *what, int64_t n, int
                      what, (long long)n, (long long)cap);
 }
 
+static const dspy_ops k_cpu_ops, k_cpu_fast_ops;
+
 static void free_scratch(cpu_state *s) {
     free(s->att);
     free(s->rowmap);
@@ -38,12 +42,17 @@ static void free_scratch(cpu_state *s) {
     free(s->rowf);
     free(s->vwork);
     free(s->vidx);
+    free(s->xb);
     s->att = s->rowf = s->vwork = NULL;
     s->rowmap = s->rowmap2 = s->vidx = NULL;
+    s->xb = NULL;
+    s->xb_cap = 0;
 }
 
 dspy_status dspy_backend_cpu_reserve(dspy_backend *be, const dspy_backend_plan *p) {
     cpu_state *s = cpu_of(be), n = {0};
+    n.fast = s->fast;
+    n.max_width = s->max_width;
     n.nt = p->n_threads > 0 ? p->n_threads : omp_get_max_threads();
     size_t len = (size_t)(p->max_len > 0 ? p->max_len : 1), rows = (size_t)(p->max_rows > 0 ? p->max_rows : 1);
     size_t V = (size_t)(p->max_vocab > 0 ? p->max_vocab : 1);
@@ -53,14 +62,20 @@ dspy_status dspy_backend_cpu_reserve(dspy_backend *be, const dspy_backend_plan *
     n.rowf = malloc(sizeof(float) * rows);
     n.vwork = malloc(sizeof(float) * V);
     n.vidx = malloc(sizeof(int32_t) * V);
-    if (!n.att || !n.rowmap || !n.rowmap2 || !n.rowf || !n.vwork || !n.vidx) {
+    if (n.fast) {
+        n.xb_cap = (int64_t)rows * (n.max_width > 0 ? n.max_width : 1);
+        n.xb = malloc(sizeof(uint16_t) * (size_t)n.xb_cap);
+    }
+    if (!n.att || !n.rowmap || !n.rowmap2 || !n.rowf || !n.vwork || !n.vidx || (n.fast && !n.xb)) {
         free_scratch(&n);
         return dspy_fail(DSPY_ERR_NOMEM, "cpu backend: cannot allocate scratch for %zu rows, %zu positions x %d "
-                                         "threads, vocabulary %zu", rows, len, n.nt, V);
+                                         "threads, vocabulary %zu, linear inputs %d wide", rows, len, n.nt, V,
+                         (int)n.max_width);
     }
     free_scratch(s);
     *s = n;
     be->plan = *p;
+    be->ops = n.fast ? &k_cpu_fast_ops : &k_cpu_ops;
     return DSPY_OK;
 }
 
@@ -172,6 +187,49 @@ static const dspy_ops k_cpu_ops = {
     .clip_coef = dspy_cpu_clip_coef,
 };
 
+/* The fast kernels' table: the reference entries except the matrix products and their backward
+ * (fast_linear.c). */
+static const dspy_ops k_cpu_fast_ops = {
+    .name = "cpu-fast",
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .alloc_host = cpu_alloc,
+    .free_host = cpu_free,
+    .copy = cpu_copy,
+    .fill = cpu_fill,
+    .cast = cpu_cast,
+    .sync = cpu_sync,
+    .embedding = dspy_cpu_embedding,
+    .rmsnorm = dspy_cpu_rmsnorm,
+    .linear = dspy_cpu_fast_linear,
+    .qkv_rope_store = dspy_cpu_qkv_rope_store,
+    .attn_in = dspy_cpu_fast_attn_in,
+    .mlp_in = dspy_cpu_fast_mlp_in,
+    .logits = dspy_cpu_fast_logits,
+    .attention = dspy_cpu_attention,
+    .swiglu = dspy_cpu_swiglu,
+    .add = dspy_cpu_add,
+    .gather_rows = dspy_cpu_gather_rows,
+    .sample = dspy_cpu_sample,
+    .mask_logits = dspy_cpu_mask_logits,
+    .rope = dspy_cpu_rope,
+    .linear_backward = dspy_cpu_fast_linear_backward,
+    .rmsnorm_backward = dspy_cpu_rmsnorm_backward,
+    .rope_backward = dspy_cpu_rope_backward,
+    .attention_train = dspy_cpu_attention_train,
+    .attention_train_backward = dspy_cpu_attention_train_backward,
+    .swiglu_backward = dspy_cpu_swiglu_backward,
+    .embedding_backward = dspy_cpu_embedding_backward,
+    .scatter_add_rows = dspy_cpu_scatter_add_rows,
+    .cross_entropy = dspy_cpu_cross_entropy,
+    .dropout = dspy_cpu_dropout,
+    .scale = dspy_cpu_scale,
+    .adamw = dspy_cpu_adamw,
+    .sum_rows = dspy_cpu_sum_rows,
+    .grad_sumsq = dspy_cpu_grad_sumsq,
+    .clip_coef = dspy_cpu_clip_coef,
+};
+
 dspy_status dspy_backend_cpu_init(dspy_backend *be) {
     be->ops = &k_cpu_ops;
     be->act_dtype = DSPY_DTYPE_F32;
@@ -182,6 +240,21 @@ dspy_status dspy_backend_cpu_init(dspy_backend *be) {
     if (st) {
         free(be->impl);
         be->impl = NULL;
+    }
+    return st;
+}
+
+dspy_status dspy_backend_cpu_use_fast(dspy_backend *be, int32_t max_width) {
+    if (be->dev.type != DSPY_DEVICE_CPU)
+        return dspy_fail(DSPY_ERR_ARG, "backend: the fast CPU kernels were asked of a CUDA backend");
+    cpu_state *s = cpu_of(be);
+    cpu_state keep = *s;
+    s->fast = 1;
+    s->max_width = max_width > keep.max_width ? max_width : keep.max_width;
+    dspy_status st = dspy_backend_cpu_reserve(be, &be->plan);
+    if (st) { /* reserve left the old scratch in place */
+        s->fast = keep.fast;
+        s->max_width = keep.max_width;
     }
     return st;
 }

@@ -20,6 +20,10 @@ typedef struct cpu_state {
     float *rowf;         /* (max_rows) per-row floats (RMS inverses) */
     float *vwork;        /* (max_vocab) sampler work */
     int32_t *vidx;       /* (max_vocab) sampler order */
+    int fast;            /* 1: the fast kernels' table (dspy_backend_cpu_use_fast) */
+    int32_t max_width;   /* fast kernels: the widest linear input row */
+    uint16_t *xb;        /* fast kernels: (max_rows, max_width) BF16 copy of a linear's input */
+    int64_t xb_cap;      /* its elements (0 for the reference kernels) */
 } cpu_state;
 
 static inline cpu_state *cpu_of(dspy_backend *be) { return (cpu_state *)be->impl; }
