@@ -14,19 +14,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "dspy/backend.h"
+#include "dspy/clock.h"
 #include "dspy/engine.h"
 #include "dspy/model.h"
 #include "kern/backend.h"
 #include "kern/cpu/fast.h"
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -56,14 +50,14 @@ static double time_linear(dspy_backend *be, int N, int C, int OC, float *x, uint
     dspy_tensor Y = dspy_bt(be, y, (int64_t)N * OC, DSPY_DTYPE_F32);
     double t[15];
     int reps = 0;
-    double t_all = now_s();
-    while (reps < 15 && (reps < 3 || now_s() - t_all < 0.3)) {
-        double t0 = now_s();
+    double t_all = dspy_now_s();
+    while (reps < 15 && (reps < 3 || dspy_now_s() - t_all < 0.3)) {
+        double t0 = dspy_now_s();
         if (be->ops->linear(be, Y, X, W, dspy_tensor_none(), N, C, OC, false)) {
             fprintf(stderr, "linear failed: %s\n", dspy_errmsg());
             return -1;
         }
-        t[reps++] = now_s() - t0;
+        t[reps++] = dspy_now_s() - t0;
     }
     return median(t, reps);
 }
@@ -129,18 +123,18 @@ static int run_once(const dspy_model *m, const int32_t *ids, int P, int T, doubl
     sp.ignore_eos = true;
     int64_t id;
     int got = 0;
-    double t0 = now_s(), t1 = t0;
+    double t0 = dspy_now_s(), t1 = t0;
     if (dspy_engine_add(e, ids, (size_t)P, &sp, &id)) goto fail;
     for (;;) {
         dspy_step_out so;
         if (dspy_engine_step(e, &so)) goto fail;
         if (so.n_events == 0) break;
         if (so.events[0].token < 0) continue;
-        if (got++ == 0) t1 = now_s();
+        if (got++ == 0) t1 = dspy_now_s();
         if (so.events[0].finish != DSPY_FINISH_NONE) break;
     }
     *prefill_s = t1 - t0;
-    *decode_s = now_s() - t1;
+    *decode_s = dspy_now_s() - t1;
     dspy_engine_free(e);
     return got == T + 1 ? 0 : 1;
 fail:

@@ -146,88 +146,61 @@ static dspy_status cpu_sync(dspy_backend *be) {
 
 /* ---- the table -------------------------------------------------------------------------- */
 
+/* The entries the reference and the fast tables share: all but the matrix products. */
+#define CPU_SHARED_OPS \
+    .alloc = cpu_alloc, \
+    .free = cpu_free, \
+    .alloc_host = cpu_alloc, \
+    .free_host = cpu_free, \
+    .copy = cpu_copy, \
+    .fill = cpu_fill, \
+    .cast = cpu_cast, \
+    .sync = cpu_sync, \
+    .embedding = dspy_cpu_embedding, \
+    .rmsnorm = dspy_cpu_rmsnorm, \
+    .qkv_rope_store = dspy_cpu_qkv_rope_store, \
+    .attention = dspy_cpu_attention, \
+    .swiglu = dspy_cpu_swiglu, \
+    .add = dspy_cpu_add, \
+    .gather_rows = dspy_cpu_gather_rows, \
+    .sample = dspy_cpu_sample, \
+    .mask_logits = dspy_cpu_mask_logits, \
+    .rope = dspy_cpu_rope, \
+    .rmsnorm_backward = dspy_cpu_rmsnorm_backward, \
+    .rope_backward = dspy_cpu_rope_backward, \
+    .attention_train = dspy_cpu_attention_train, \
+    .attention_train_backward = dspy_cpu_attention_train_backward, \
+    .swiglu_backward = dspy_cpu_swiglu_backward, \
+    .embedding_backward = dspy_cpu_embedding_backward, \
+    .scatter_add_rows = dspy_cpu_scatter_add_rows, \
+    .cross_entropy = dspy_cpu_cross_entropy, \
+    .dropout = dspy_cpu_dropout, \
+    .scale = dspy_cpu_scale, \
+    .adamw = dspy_cpu_adamw, \
+    .sum_rows = dspy_cpu_sum_rows, \
+    .grad_sumsq = dspy_cpu_grad_sumsq, \
+    .clip_coef = dspy_cpu_clip_coef
+
 static const dspy_ops k_cpu_ops = {
     .name = "cpu",
-    .alloc = cpu_alloc,
-    .free = cpu_free,
-    .alloc_host = cpu_alloc,
-    .free_host = cpu_free,
-    .copy = cpu_copy,
-    .fill = cpu_fill,
-    .cast = cpu_cast,
-    .sync = cpu_sync,
-    .embedding = dspy_cpu_embedding,
-    .rmsnorm = dspy_cpu_rmsnorm,
+    CPU_SHARED_OPS,
     .linear = dspy_cpu_linear,
-    .qkv_rope_store = dspy_cpu_qkv_rope_store,
     .attn_in = dspy_cpu_attn_in,
     .mlp_in = dspy_cpu_mlp_in,
     .logits = dspy_cpu_logits,
-    .attention = dspy_cpu_attention,
-    .swiglu = dspy_cpu_swiglu,
-    .add = dspy_cpu_add,
-    .gather_rows = dspy_cpu_gather_rows,
-    .sample = dspy_cpu_sample,
-    .mask_logits = dspy_cpu_mask_logits,
-    .rope = dspy_cpu_rope,
     .linear_backward = dspy_cpu_linear_backward,
-    .rmsnorm_backward = dspy_cpu_rmsnorm_backward,
-    .rope_backward = dspy_cpu_rope_backward,
-    .attention_train = dspy_cpu_attention_train,
-    .attention_train_backward = dspy_cpu_attention_train_backward,
-    .swiglu_backward = dspy_cpu_swiglu_backward,
-    .embedding_backward = dspy_cpu_embedding_backward,
-    .scatter_add_rows = dspy_cpu_scatter_add_rows,
-    .cross_entropy = dspy_cpu_cross_entropy,
-    .dropout = dspy_cpu_dropout,
-    .scale = dspy_cpu_scale,
-    .adamw = dspy_cpu_adamw,
-    .sum_rows = dspy_cpu_sum_rows,
-    .grad_sumsq = dspy_cpu_grad_sumsq,
-    .clip_coef = dspy_cpu_clip_coef,
 };
 
 /* The fast kernels' table: the reference entries except the matrix products and their backward
  * (fast_linear.c). */
 static const dspy_ops k_cpu_fast_ops = {
     .name = "cpu-fast",
-    .alloc = cpu_alloc,
-    .free = cpu_free,
-    .alloc_host = cpu_alloc,
-    .free_host = cpu_free,
-    .copy = cpu_copy,
-    .fill = cpu_fill,
-    .cast = cpu_cast,
-    .sync = cpu_sync,
-    .embedding = dspy_cpu_embedding,
-    .rmsnorm = dspy_cpu_rmsnorm,
+    CPU_SHARED_OPS,
     .linear = dspy_cpu_fast_linear,
-    .qkv_rope_store = dspy_cpu_qkv_rope_store,
     .attn_in = dspy_cpu_fast_attn_in,
     .mlp_in = dspy_cpu_fast_mlp_in,
     .logits = dspy_cpu_fast_logits,
-    .attention = dspy_cpu_attention,
-    .swiglu = dspy_cpu_swiglu,
-    .add = dspy_cpu_add,
-    .gather_rows = dspy_cpu_gather_rows,
-    .sample = dspy_cpu_sample,
-    .mask_logits = dspy_cpu_mask_logits,
-    .rope = dspy_cpu_rope,
     .linear_backward = dspy_cpu_fast_linear_backward,
-    .rmsnorm_backward = dspy_cpu_rmsnorm_backward,
-    .rope_backward = dspy_cpu_rope_backward,
-    .attention_train = dspy_cpu_attention_train,
-    .attention_train_backward = dspy_cpu_attention_train_backward,
-    .swiglu_backward = dspy_cpu_swiglu_backward,
-    .embedding_backward = dspy_cpu_embedding_backward,
-    .scatter_add_rows = dspy_cpu_scatter_add_rows,
-    .cross_entropy = dspy_cpu_cross_entropy,
-    .dropout = dspy_cpu_dropout,
-    .scale = dspy_cpu_scale,
-    .adamw = dspy_cpu_adamw,
-    .sum_rows = dspy_cpu_sum_rows,
-    .grad_sumsq = dspy_cpu_grad_sumsq,
-    .clip_coef = dspy_cpu_clip_coef,
 };
 
 dspy_status dspy_backend_cpu_init(dspy_backend *be) {

@@ -101,6 +101,10 @@ dspy_status dspy_cpu_mask_logits(dspy_backend *be, dspy_tensor logits, dspy_tens
                             dspy_tensor shift, int R, int V);
 
 /* Training kernels (matmul.c, pointwise_backward.c, attention_train.c, adamw.c). */
+/* linear_backward's argument checks (dtypes and sizes of the tensors given), shared by the
+ * reference and the fast kernels. */
+dspy_status dspy_cpu_linear_backward_check(dspy_tensor dinp, dspy_tensor dw, dspy_tensor dbias, dspy_tensor dout,
+                                          dspy_tensor inp, dspy_tensor w, int N, int C, int OC);
 dspy_status dspy_cpu_linear_backward(dspy_backend *be, dspy_tensor dinp, dspy_tensor dw, dspy_tensor dbias,
                                 dspy_tensor dout, dspy_tensor inp, dspy_tensor w, int N, int C, int OC);
 dspy_status dspy_cpu_rmsnorm_backward(dspy_backend *be, dspy_tensor dinp, dspy_tensor dweight, dspy_tensor dout,

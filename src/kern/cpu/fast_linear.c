@@ -112,16 +112,7 @@ dspy_status dspy_cpu_fast_linear_backward(dspy_backend *be, dspy_tensor dinp_t, 
                                           dspy_tensor dout_t, dspy_tensor inp_t, dspy_tensor w_t, int N, int C,
                                           int OC) {
     cpu_enter(be);
-    CPU_NEED("linear_backward", "dout", dout_t, DSPY_DTYPE_F32, (int64_t)N * OC);
-    if (dinp_t.data) {
-        CPU_NEED("linear_backward", "dinp", dinp_t, DSPY_DTYPE_F32, (int64_t)N * C);
-        CPU_NEED("linear_backward", "w", w_t, DSPY_DTYPE_F32, (int64_t)OC * C);
-    }
-    if (dw_t.data) {
-        CPU_NEED("linear_backward", "dw", dw_t, DSPY_DTYPE_F32, (int64_t)OC * C);
-        CPU_NEED("linear_backward", "inp", inp_t, DSPY_DTYPE_F32, (int64_t)N * C);
-    }
-    if (dbias_t.data) CPU_NEED("linear_backward", "dbias", dbias_t, DSPY_DTYPE_F32, OC);
+    DSPY_TRY(dspy_cpu_linear_backward_check(dinp_t, dw_t, dbias_t, dout_t, inp_t, w_t, N, C, OC));
     float *dinp = dinp_t.data, *dw = dw_t.data, *dbias = dbias_t.data;
     const float *dout = dout_t.data, *inp = inp_t.data, *w = w_t.data;
     const dspy_cpu_axpy_fn axpy = dspy_cpu_axpy_for(dspy_cpu_simd_active());

@@ -94,9 +94,8 @@ dspy_status dspy_cpu_linear(dspy_backend *be, dspy_tensor out_t, dspy_tensor inp
     return DSPY_OK;
 }
 
-dspy_status dspy_cpu_linear_backward(dspy_backend *be, dspy_tensor dinp_t, dspy_tensor dw_t, dspy_tensor dbias_t,
-                                dspy_tensor dout_t, dspy_tensor inp_t, dspy_tensor w_t, int N, int C, int OC) {
-    cpu_enter(be);
+dspy_status dspy_cpu_linear_backward_check(dspy_tensor dinp_t, dspy_tensor dw_t, dspy_tensor dbias_t, dspy_tensor dout_t,
+                                          dspy_tensor inp_t, dspy_tensor w_t, int N, int C, int OC) {
     CPU_NEED("linear_backward", "dout", dout_t, DSPY_DTYPE_F32, (int64_t)N * OC);
     if (dinp_t.data) {
         CPU_NEED("linear_backward", "dinp", dinp_t, DSPY_DTYPE_F32, (int64_t)N * C);
@@ -107,6 +106,13 @@ dspy_status dspy_cpu_linear_backward(dspy_backend *be, dspy_tensor dinp_t, dspy_
         CPU_NEED("linear_backward", "inp", inp_t, DSPY_DTYPE_F32, (int64_t)N * C);
     }
     if (dbias_t.data) CPU_NEED("linear_backward", "dbias", dbias_t, DSPY_DTYPE_F32, OC);
+    return DSPY_OK;
+}
+
+dspy_status dspy_cpu_linear_backward(dspy_backend *be, dspy_tensor dinp_t, dspy_tensor dw_t, dspy_tensor dbias_t,
+                                dspy_tensor dout_t, dspy_tensor inp_t, dspy_tensor w_t, int N, int C, int OC) {
+    cpu_enter(be);
+    DSPY_TRY(dspy_cpu_linear_backward_check(dinp_t, dw_t, dbias_t, dout_t, inp_t, w_t, N, C, OC));
     float *dinp = dinp_t.data, *dw = dw_t.data, *dbias = dbias_t.data;
     const float *dout = dout_t.data, *inp = inp_t.data, *w = w_t.data;
     long work = (long)N * C * OC;
