@@ -315,7 +315,7 @@ size_t dspy_cu_decode_part_floats(const cuda_state *s, int max_seqs, int NH, int
  * (log2 domain) and sum. The CTA that arrives last for (seg, kv head) — an atomic counter, reset
  * by that CTA for the next launch — combines the slices into out, loading every slice's
  * statistics at once and the outputs with independent loads.
- * CL > 0: grid (nseg, NKV, CL) in clusters of CL blocks along z, every block a slice (empty
+ * CL > 0 (16): grid (nseg, NKV, CL) in clusters of CL blocks along z, every block a slice (empty
  * slices contribute nothing); each leaves its partial in its own shared memory and, after one
  * cluster barrier, every block combines CL-th of the group's outputs reading the others' shared
  * memory (no global partials, fence, atomic or second pass through L2). */
@@ -618,10 +618,6 @@ template <int D> static dspy_status launch_decode(dspy_backend *be, bf16 *out, c
     const dspy_attn_seg *sg = (const dspy_attn_seg *)m->segs.data;
     const int32_t *tb = (const int32_t *)m->tables.data;
 #define DEC(G)                                                                                                     \
-    if (s->dec_cluster == 8)                                                                                       \
-        return cu_launch_cluster(be, "attention (decode, clusters of 8)", k_attn_decode<D, G, 8>,                 \
-                                 dim3(m->nseg, NKV, 8), DEC_THREADS, dim3(1, 1, 8), 0, out, s->att_part,          \
-                                 s->att_count, q, kc, vc, sg, tb, m->block_size, NH, NKV, sl2, s->dec_min_keys);  \
     if (s->dec_cluster == 16)                                                                                      \
         return cu_launch_cluster(be, "attention (decode, clusters of 16)", k_attn_decode<D, G, 16>,               \
                                  dim3(m->nseg, NKV, 16), DEC_THREADS, dim3(1, 1, 16), 0, out, s->att_part,        \
@@ -679,16 +675,7 @@ dspy_status dspy_cu_attention_setup(dspy_backend *be) {
     DSPY_TRY(dspy_cu_check(be, cudaFuncSetAttribute(k_attn_prefill<64, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                6 * 64 * 64 * 2),
                       "attention (shared memory)"));
-    DSPY_TRY(dspy_cu_check(be, cudaFuncSetAttribute(k_attn_prefill<64, 2, 1, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               6 * 64 * 64 * 2),
-                      "attention (shared memory)"));
     DSPY_TRY(dspy_cu_check(be, cudaFuncSetAttribute(k_attn_prefill<64, 2, 1, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               6 * 64 * 64 * 2),
-                      "attention (shared memory)"));
-    DSPY_TRY(dspy_cu_check(be, cudaFuncSetAttribute(k_attn_prefill<64, 2, 1, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               6 * 64 * 64 * 2),
-                      "attention (shared memory)"));
-    DSPY_TRY(dspy_cu_check(be, cudaFuncSetAttribute(k_attn_prefill<64, 2, 0, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                6 * 64 * 64 * 2),
                       "attention (shared memory)"));
     return dspy_cu_check(be, cudaFuncSetAttribute(k_attn_prefill<64, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -720,9 +707,6 @@ dspy_status dspy_cu_attention(dspy_backend *be, dspy_tensor out, dspy_tensor q, 
      * the doubled accumulators would not fit the registers) */
     if (HS == 64 && G % 2 == 0) switch (cu_of(be)->prefill_heads) {
         case 1: break;
-        case 3: return launch_prefill<64, 2, 1, 2>(be, o, qq, kc, vc, m, NH, NKV, sl2);
-        case 5: return launch_prefill<64, 2, 1, 4>(be, o, qq, kc, vc, m, NH, NKV, sl2);
-        case 6: return launch_prefill<64, 2, 0, 3>(be, o, qq, kc, vc, m, NH, NKV, sl2);
         case 2: return launch_prefill<64, 2>(be, o, qq, kc, vc, m, NH, NKV, sl2);
         default: return launch_prefill<64, 2, 1, 3>(be, o, qq, kc, vc, m, NH, NKV, sl2);
         }

@@ -275,11 +275,11 @@ extern "C" dspy_status dspy_backend_cuda_init(dspy_backend *be) {
         /* tuning variants the benchmark compares in one run (bench/run_gpu.sh) */
         const char *ph = getenv("DSPY_CUDA_PREFILL_HEADS"), *rl = getenv("DSPY_CUDA_RELEASE");
         s->prefill_heads = ph ? atoi(ph) : 4;
-        if (s->prefill_heads < 1 || s->prefill_heads > 6) s->prefill_heads = 4;
+        if (s->prefill_heads < 1 || s->prefill_heads > 2) s->prefill_heads = 4; /* 4: the default variant */
         s->release = rl ? atoi(rl) & CU_REL_ALL : CU_REL_DEFAULT;
         const char *dc = getenv("DSPY_CUDA_DEC_CLUSTER");
         s->dec_cluster = dc ? atoi(dc) : prop.major >= 9 ? 16 : 0; /* clusters need sm_90 */
-        if (s->dec_cluster != 8 && s->dec_cluster != 16) s->dec_cluster = 0;
+        if (s->dec_cluster != 16) s->dec_cluster = 0;
         const char *mk = getenv("DSPY_CUDA_DEC_MIN_KEYS");
         s->dec_min_keys = mk ? atoi(mk) : 32;
         if (s->dec_min_keys < 16 || s->dec_min_keys > 128) s->dec_min_keys = 32;

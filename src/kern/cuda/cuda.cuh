@@ -45,11 +45,10 @@ struct cuda_state {
     gemm_plan plans[GEMM_PLANS];
     uint64_t use_clock;
     bool pdl;               /* launch with programmatic dependent launch (DSPY_CUDA_PDL=0 turns it off) */
-    int prefill_heads;      /* the prefill attention variant at head size 64 (DSPY_CUDA_PREFILL_HEADS): two query
-                               heads per CTA with Q in registers at 1 block per SM (2), with Q reloaded every
-                               tile at 2, 3 (default) or 4 blocks per SM (3, 4, 5), with Q in registers at 3
-                               (6); one head per CTA (1). H200, 16k-token chunk: 0.786, 0.767, 0.692-0.698,
-                               1.075 (spills), 0.763 and 0.885 ms per layer */
+    int prefill_heads;      /* the prefill attention at head size 64 (DSPY_CUDA_PREFILL_HEADS): two query heads a
+                               CTA with Q reloaded every tile at 3 blocks per SM (default), with Q held in
+                               registers at 2 blocks (2), one head a CTA (1). H200, 16k-token chunk: 0.69,
+                               0.79 and 0.89 ms a layer (other variants measured: bench/RESULTS.md) */
     int release;            /* which kernels release the next one early (griddep_wait), CU_REL_* bits;
                                DSPY_CUDA_RELEASE, default CU_REL_DEFAULT */
     int gemv_occ[4][4];     /* resident blocks per SM of the GEMV kernels [gemv, attn_in, mlp_in, logits][rows - 1],
@@ -67,10 +66,10 @@ struct cuda_state {
     char msg[480];
     bool capturing;
     int dec_cluster;        /* decode attention: 0 = slices combined by the last block through global memory;
-                               8 or 16 = one thread-block cluster of that many slices per (sequence, KV head),
-                               combined through distributed shared memory (DSPY_CUDA_DEC_CLUSTER; default 16 on
-                               sm_90 where the device can place such a cluster, else 0). H200 B1: 0.932 (0),
-                               0.950 (8), 0.900 ms (16) */
+                               16 = one thread-block cluster of 16 slices per (sequence, KV head), combined
+                               through distributed shared memory (DSPY_CUDA_DEC_CLUSTER; default 16 on sm_90
+                               where the device can place such a cluster, else 0). H200 B1: 0.932 (0), 0.900
+                               ms (16); clusters of 8 measured 0.950 */
     int dec_min_keys;       /* decode attention: fewest keys per context slice (DSPY_CUDA_DEC_MIN_KEYS, 16..128,
                                default 32: more, shorter slices shorten the kernel's dependent chain; 32 and
                                64 beat 128 by ~1.5 % in B1 on the H200) */
