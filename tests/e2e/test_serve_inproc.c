@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "dspy/clock.h"
 #include "dspy/compile.h"
 #include "dspy/history.h"
 #include "dspy/json.h"
@@ -162,11 +163,29 @@ static int thread_count_names(bool names) {
     return n;
 }
 
-static int thread_count(void) { return thread_count_names(false); }
+/* The number of threads once it has stopped changing (three equal reads 20 ms apart, at most
+ * 2 s): a detached connection thread of a server freed just before may still be exiting, and
+ * counting it as "before" would make a later exact check fail. */
+static int thread_count(void) {
+    int n = thread_count_names(false), same = 0;
+    for (int i = 0; i < 100 && same < 2; i++) {
+        dspy_sleep_ms(20);
+        int m = thread_count_names(false);
+        same = m == n ? same + 1 : 0;
+        n = m;
+    }
+    return n;
+}
 
+/* Exactly `want` threads, allowing the server's last threads up to 2 s to finish exiting after
+ * it returned. */
 #define CHECK_THREADS(want)                                                                    \
     do {                                                                                       \
-        int n_ = thread_count();                                                               \
+        int n_ = thread_count_names(false);                                                    \
+        for (int i_ = 0; i_ < 100 && n_ != (want); i_++) {                                     \
+            dspy_sleep_ms(20);                                                                 \
+            n_ = thread_count_names(false);                                                    \
+        }                                                                                      \
         CHECK_INT(n_, (want));                                                                 \
         if (n_ != (want)) thread_count_names(true);                                            \
     } while (0)
