@@ -134,6 +134,7 @@ static void test_linear(void) {
     one_linear(1, 2048, 3072, DSPY_DTYPE_BF16, false, false);
     one_linear(1, 2048, 2048, DSPY_DTYPE_F32, true, false);
     one_linear(3, 8192, 517, DSPY_DTYPE_F32, true, true);
+    one_linear(1, 8192, 2048, DSPY_DTYPE_F32, true, false); /* down_proj at batch 1: rows split over two warps */
     one_linear(4, 1000, 300, DSPY_DTYPE_BF16, false, true);
     one_linear(2, 37, 13, DSPY_DTYPE_F32, false, true); /* C % 8 != 0: scalar GEMV */
     one_linear(1, 64, 1000, DSPY_DTYPE_F32, false, false);
