@@ -4,9 +4,10 @@
 # the GPU build (cmake -B build-gpu -DCMAKE_CUDA_ARCHITECTURES=90) and the shared tokenizer gathered
 # into carry/ by bench/pack_gpu.sh.
 #
-#   bench/run_gpu.sh [tests] [bench] [step] [minkeys] [attn] [pfvar] [cluster] [b1pair] [sweep] [b2] [torch] [serve] [t1]
+#   bench/run_gpu.sh [tests] [bench] [step] [minkeys] [attn] [pfvar] [cluster] [b1pair] [sweep] [b2] [torch] [serve] [t1] [tutorial]
 #   (default: tests bench torch serve)
 # t1: issue 11's training benchmark (bench_train, then bench/torch_train.py eager and compiled).
+# tutorial: issue 12 item 8, `dspy compile` end to end on the 1B shape (TUT_ARGS adds options).
 # Logs and JSON go to $OUT (the device tool's folder) or ./out.
 set -uo pipefail
 ROOT=$(pwd)
@@ -134,6 +135,21 @@ if has torch; then
   echo "== PyTorch"
   LD_LIBRARY_PATH=${ORIG_LD_LIBRARY_PATH-} PYTHONUNBUFFERED=1 timeout 500 python3 bench/torch_baseline.py --model "$MODEL" --b1 --prefill 2>&1 \
     | grep -v Warning | tee "$OUT/bench_torch.jsonl"
+fi
+if has tutorial; then
+  echo "== issue 12 item 8: the tutorial end to end on the GPU (oracle teacher, 1B-shape student, 500 traces,"
+  echo "   DSPy's default train_kwargs on CUDA, ChainOfThought over the 77 labels, 100 dev questions by ${TUT_THREADS:-16} threads)"
+  TS=/tmp/tut-student; TO=/tmp/tut-out
+  [ -f "$TS/model.safetensors" ] || build-gpu/bin/dspy init-model --preset 1b-shape --weights \
+    --tokenizer /work/shared/models/llama3-tokenizer --out "$TS" --seed 0 --force 2>&1 | tail -n 1
+  t0=$(date +%s)
+  timeout ${TUT_TIMEOUT:-500} build-gpu/bin/dspy compile --teacher oracle --student "$TS" --data-dir /work/shared/data/banking77 \
+    --baselines none --device cuda --train-kwargs device=cuda ${TUT_ARGS:-} -n ${TUT_THREADS:-16} --out "$TO" --force \
+    > "$OUT/tutorial.log" 2>&1
+  echo "dspy compile: exit $? after $(( $(date +%s) - t0 )) s"
+  grep -E "^(Bootstrap|Fine-tune|Evaluate|Total)|fine-tuned student|majority" "$OUT/tutorial.log" | head -n 12
+  cp "$TO/report.json" "$OUT/tutorial_report.json" 2>/dev/null
+  python3 -c "import json; d = json.load(open('$TO/report.json')); print({k: round(v, 2) for k, v in d.items() if k.startswith('seconds')})" 2>&1 | tail -n 1
 fi
 if has t1; then
   echo "== T1: full fine-tuning, 4 x 2,048 tokens a step, loss on the last fifth (ours BF16, then PyTorch)"
