@@ -10,11 +10,16 @@
  *   big       a 7.8 MB chat body: the server's peak RSS over the body size (amplification) and
  *             its RSS afterwards (memory returned).
  *   crowd     CLIENTS concurrent clients, ROUNDS rounds of REQS requests in all (completions
- *             of 1 token over keep-alive connections); a 503 is retried after its Retry-After
- *             and counts only if a retry succeeds. Errors and the server's RSS after each round.
+ *             of MAXTOK tokens, default 1, over keep-alive connections; every STREAM-th one
+ *             streamed, default none; prompts of 8 lengths); a 503 is retried after its
+ *             Retry-After and counts only if a retry succeeds. Per round: errors, latency
+ *             percentiles (p50, p99, max), the server's RSS and, where nvidia-smi sees the
+ *             server, its GPU memory. Issue 10's B3 is `--scenario crowd --model DIR --device
+ *             cuda --max-tokens 16 --stream-every 2` (256 clients, 2,000 requests, 5 rounds).
  *
  * Usage: bench_serve_load [--scenario all|lockout|long|big|crowd] [--good N] [--idle N] [--slow N]
- *        [--clients N] [--reqs N] [--rounds N] [--model DIR]
+ *        [--clients N] [--reqs N] [--rounds N] [--max-tokens N] [--stream-every N] [--model DIR]
+ *        [--device cpu|cuda]
  * Prints one line per measurement; exits 1 when an acceptance threshold is missed. Sends
  * traffic to 127.0.0.1 only, bounded in count and time. Not a test (bench/, DESIGN §8.6).
  */
@@ -285,19 +290,35 @@ static bool scenario_big(pid_t server) {
 
 typedef struct crowd {
     atomic_int next;   /* requests handed out this round */
-    int total;
+    int total, max_tokens, stream_every;
     atomic_int errors, retried, ok;
     atomic_long first_errors; /* status of the first few errors, for the report */
+    double *lat;              /* (total) seconds from the first send to the last byte, per request */
 } crowd;
+
+/* Request i's body: one of 8 prompt lengths (1 to 8 x 24 words), streamed when stream_every
+ * divides i + 1. A streamed reply counts only when it ends with the [DONE] event. */
+static void crowd_body(const crowd *c, int i, dspy_str *b, bool *stream) {
+    *stream = c->stream_every > 0 && (i + 1) % c->stream_every == 0;
+    dspy_str_clear(b);
+    dspy_str_appendf(b, "{\"prompt\":\"Request %d:", i);
+    for (int w = 0; w < 24 * (1 + i % 8); w++) dspy_str_appendf(b, " word%d", (i + w) % 97);
+    dspy_str_appendf(b, "\",\"max_tokens\":%d,\"temperature\":0,\"stream\":%s}", c->max_tokens, *stream ? "true" : "false");
+}
 
 static void *crowd_main(void *arg) {
     crowd *c = arg;
     CURL *h = curl_easy_init();
     reply r = {0};
-    while (atomic_fetch_add(&c->next, 1) < c->total) {
+    dspy_str body = {0};
+    int i;
+    while ((i = atomic_fetch_add(&c->next, 1)) < c->total) {
         int tries = 0;
+        bool stream;
+        crowd_body(c, i, &body, &stream);
+        double t0 = dspy_now_s();
         for (;;) {
-            post(h, "{\"prompt\":\"Hi\",\"max_tokens\":1,\"temperature\":0}", &r);
+            post(h, dspy_str_cstr(&body), &r);
             if (r.status == 503 && tries < 30) {
                 tries++;
                 usleep((useconds_t)((r.retry_after > 0 ? r.retry_after : 1.0) * 1e6));
@@ -305,7 +326,9 @@ static void *crowd_main(void *arg) {
             }
             break;
         }
-        if (r.status == 200) {
+        c->lat[i] = dspy_now_s() - t0;
+        bool done = !stream || strstr(dspy_str_cstr(&r.body), "data: [DONE]") != NULL;
+        if (r.status == 200 && done) {
             atomic_fetch_add(&c->ok, 1);
             if (tries) atomic_fetch_add(&c->retried, 1);
         } else {
@@ -314,15 +337,34 @@ static void *crowd_main(void *arg) {
     }
     curl_easy_cleanup(h);
     dspy_str_free(&r.body);
+    dspy_str_free(&body);
     return NULL;
 }
 
-static bool scenario_crowd(pid_t server, int clients, int reqs, int rounds) {
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The GPU memory (MiB) nvidia-smi reports for process `pid`; -1 when it cannot tell (no
+ * nvidia-smi, no GPU, or a container that hides other processes' ids). */
+static long gpu_mib(pid_t pid) {
+    FILE *f = popen("nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits 2>/dev/null", "r");
+    long mib = -1, p, m;
+    char line[256];
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "%ld, %ld", &p, &m) == 2 && p == (long)pid) mib = m;
+    if (f) pclose(f);
+    return mib;
+}
+
+static bool scenario_crowd(pid_t server, int clients, int reqs, int rounds, int max_tokens, int stream_every) {
     bool pass = true;
-    long rss0 = rss_kb(server), rss_first = 0, rss_last = 0;
+    long rss0 = rss_kb(server), rss_first = 0, rss_last = 0, gpu_first = -1, gpu_last = -1;
     pthread_t *th = calloc((size_t)clients, sizeof *th);
+    double *lat = calloc((size_t)(reqs > 0 ? reqs : 1), sizeof *lat);
     for (int round = 0; round < rounds; round++) {
-        crowd c = {.total = reqs};
+        crowd c = {.total = reqs, .max_tokens = max_tokens, .stream_every = stream_every, .lat = lat};
         atomic_init(&c.next, 0);
         atomic_init(&c.errors, 0);
         atomic_init(&c.retried, 0);
@@ -332,18 +374,30 @@ static bool scenario_crowd(pid_t server, int clients, int reqs, int rounds) {
         for (int i = 0; i < clients; i++) pthread_create(&th[i], NULL, crowd_main, &c);
         for (int i = 0; i < clients; i++) pthread_join(th[i], NULL);
         double dt = dspy_now_s() - t0;
-        long rss = rss_kb(server);
-        if (round == 0) rss_first = rss;
-        rss_last = rss;
-        printf("crowd: round %d: %d clients, %d requests: %d ok (%d after a 503 retry), %d errors (first: HTTP %ld), "
-               "%.1f req/s, server RSS %ld KiB\n", round + 1, clients, reqs, atomic_load(&c.ok), atomic_load(&c.retried),
-               atomic_load(&c.errors), atomic_load(&c.first_errors), reqs / dt, rss);
+        long rss = rss_kb(server), gpu = gpu_mib(server);
+        if (round == 0) rss_first = rss, gpu_first = gpu;
+        rss_last = rss, gpu_last = gpu;
+        qsort(lat, (size_t)reqs, sizeof *lat, cmp_double);
+        double p50 = reqs ? lat[reqs / 2] : 0, p99 = reqs ? lat[(size_t)((reqs - 1) * 0.99)] : 0;
+        printf("crowd: round %d: %d clients, %d requests (%d tokens, %s): %d ok (%d after a 503 retry), %d errors "
+               "(first: HTTP %ld), %.1f req/s, latency p50 %.3f s p99 %.3f s max %.3f s, server RSS %ld KiB, GPU %ld MiB\n",
+               round + 1, clients, reqs, max_tokens, stream_every > 0 ? "mixed streaming" : "not streamed",
+               atomic_load(&c.ok), atomic_load(&c.retried), atomic_load(&c.errors), atomic_load(&c.first_errors),
+               reqs / dt, p50, p99, reqs ? lat[reqs - 1] : 0, rss, gpu);
         if (atomic_load(&c.errors)) pass = false;
     }
     free(th);
+    free(lat);
     printf("crowd: RSS before %ld KiB, after round 1 %ld KiB, after round %d %ld KiB (%+.1f %% from round 1)\n", rss0,
            rss_first, rounds, rss_last, 100.0 * (double)(rss_last - rss_first) / (double)(rss_first ? rss_first : 1));
     if (rss_first > 0 && rss_last > rss_first * 1.25) pass = false;
+    if (gpu_first >= 0) {
+        /* the engine plans its device memory once: any growth after the first round is a leak */
+        printf("crowd: GPU memory after round 1 %ld MiB, after round %d %ld MiB\n", gpu_first, rounds, gpu_last);
+        if (gpu_last > gpu_first) pass = false;
+    } else {
+        printf("crowd: GPU memory: not measured (nvidia-smi does not list the server)\n");
+    }
     return pass;
 }
 
@@ -361,7 +415,8 @@ int main(int argc, char **argv) {
     int n_good = atoi(opt(argc, argv, "--good", "100")), n_idle = atoi(opt(argc, argv, "--idle", "161"));
     int n_slow = atoi(opt(argc, argv, "--slow", "200")), clients = atoi(opt(argc, argv, "--clients", "256"));
     int reqs = atoi(opt(argc, argv, "--reqs", "2000")), rounds = atoi(opt(argc, argv, "--rounds", "5"));
-    const char *model = opt(argc, argv, "--model", NULL);
+    int max_tokens = atoi(opt(argc, argv, "--max-tokens", "1")), stream_every = atoi(opt(argc, argv, "--stream-every", "0"));
+    const char *model = opt(argc, argv, "--model", NULL), *device = opt(argc, argv, "--device", NULL);
     if (model) {
         snprintf(g_model, sizeof g_model, "%s", model);
     } else {
@@ -376,9 +431,9 @@ int main(int argc, char **argv) {
     dspy_local_params p = dspy_local_params_default();
     p.dspy_bin = test_bin("dspy");
     p.timeout_s = 120;
-    const char *args[] = {"--tokenizer", test_shared("models/llama3-tokenizer")};
+    const char *args[] = {"--tokenizer", test_shared("models/llama3-tokenizer"), "--device", device ? device : "cpu"};
     p.extra_args = args;
-    p.n_extra_args = 2;
+    p.n_extra_args = device ? 4 : 2;
     dspy_local_server *srv = NULL;
     if (dspy_local_launch(g_model, &p, &srv) != DSPY_OK) {
         fprintf(stderr, "bench_serve_load: %s\n", dspy_errmsg());
@@ -391,7 +446,7 @@ int main(int argc, char **argv) {
     if (all || strcmp(scenario, "lockout") == 0) pass &= scenario_lockout(n_idle, n_slow, n_good);
     if (all || strcmp(scenario, "long") == 0) pass &= scenario_long();
     if (all || strcmp(scenario, "big") == 0) pass &= scenario_big(dspy_local_pid(srv));
-    if (all || strcmp(scenario, "crowd") == 0) pass &= scenario_crowd(dspy_local_pid(srv), clients, reqs, rounds);
+    if (all || strcmp(scenario, "crowd") == 0) pass &= scenario_crowd(dspy_local_pid(srv), clients, reqs, rounds, max_tokens, stream_every);
     dspy_local_free(srv);
     printf("bench_serve_load: %s\n", pass ? "all acceptance thresholds met" : "a threshold was MISSED");
     check_summary("bench_serve_load");

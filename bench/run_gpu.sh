@@ -4,7 +4,7 @@
 # the GPU build (cmake -B build-gpu -DCMAKE_CUDA_ARCHITECTURES=90) and the shared tokenizer gathered
 # into carry/ by bench/pack_gpu.sh.
 #
-#   bench/run_gpu.sh [tests] [bench] [step] [minkeys] [attn] [pfvar] [cluster] [b1pair] [sweep] [b2] [torch] [serve] [t1] [tutorial]
+#   bench/run_gpu.sh [tests] [bench] [step] [minkeys] [attn] [pfvar] [cluster] [b1pair] [sweep] [b2] [torch] [serve] [t1] [b3] [tutorial]
 #   (default: tests bench torch serve)
 # t1: issue 11's training benchmark (bench_train, then bench/torch_train.py eager and compiled).
 # tutorial: issue 12 item 8, `dspy compile` end to end on the 1B shape (TUT_ARGS adds options).
@@ -41,7 +41,7 @@ if has tests; then
   (cd build-gpu && DSPY_CUDA_PREFILL_HEADS=1 DSPY_CUDA_RELEASE=31 timeout 300 ./tests/test_cuda_ops 2>&1 | grep -E "FAIL|passed" | tail -n 5)
   (cd build-gpu && DSPY_CUDA_RELEASE=31 timeout 300 ./tests/test_cuda_model 2>&1 | grep -E "FAIL|passed" | tail -n 5)
 fi
-if has bench || has torch || has sweep || has b2 || has step || has minkeys || has attn || has pfvar || has cluster || has b1pair || has t1; then
+if has bench || has torch || has sweep || has b2 || has step || has minkeys || has attn || has pfvar || has cluster || has b1pair || has b3 || has t1; then
   [ -f "$MODEL/model.safetensors" ] || LD_LIBRARY_PATH=${ORIG_LD_LIBRARY_PATH-} timeout 300 python3 bench/torch_baseline.py --make-model "$MODEL" 2>&1 | tail -2
 fi
 if has bench; then
@@ -135,6 +135,11 @@ if has torch; then
   echo "== PyTorch"
   LD_LIBRARY_PATH=${ORIG_LD_LIBRARY_PATH-} PYTHONUNBUFFERED=1 timeout 500 python3 bench/torch_baseline.py --model "$MODEL" --b1 --prefill 2>&1 \
     | grep -v Warning | tee "$OUT/bench_torch.jsonl"
+fi
+if has b3; then
+  echo "== B3: 256 clients, 2,000 requests a round (16 tokens, every 2nd streamed), 5 rounds, dspy serve --device cuda"
+  timeout 400 build-gpu/bench/bench_serve_load --scenario crowd --model "$MODEL" --device cuda --clients 256 --reqs 2000 \
+    --rounds 5 --max-tokens 16 --stream-every 2 2>&1 | tee "$OUT/b3.txt" | grep -E "^(server|crowd|bench_serve_load)"
 fi
 if has tutorial; then
   echo "== issue 12 item 8: the tutorial end to end on the GPU (oracle teacher, 1B-shape student, 500 traces,"
