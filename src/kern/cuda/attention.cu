@@ -344,21 +344,48 @@ static __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__rest
     const int32_t *table = tables + sg.table_off;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     uint4 kv[D / 8]; /* this thread's key row of the current tile */
+    /* the cache rows of key j (a block-table lookup: one dependent load) */
+    auto key_rows = [&](int j, const uint4 **kr, const uint4 **vr) {
+        int64_t slot = (int64_t)table[j / bs] * bs + j % bs;
+        *kr = (const uint4 *)(kc + (slot * NKV + kvh) * D);
+        *vr = (const uint4 *)(vc + (slot * NKV + kvh) * D);
+    };
     /* key j into kv (registers) and its value row into vs[tid] */
     auto load_key = [&](int j) {
-        int64_t slot = (int64_t)table[j / bs] * bs + j % bs;
-        const uint4 *kr = (const uint4 *)(kc + (slot * NKV + kvh) * D);
-        const uint4 *vr = (const uint4 *)(vc + (slot * NKV + kvh) * D);
+        const uint4 *kr, *vr;
+        key_rows(j, &kr, &vr);
 #pragma unroll
         for (int c = 0; c < D / 8; c++) kv[c] = kr[c];
 #pragma unroll
         for (int c = 0; c < D / 8; c++) ((uint4 *)vs[tid])[c] = vr[c];
     };
-    const bool pre = k0 + tid < k1 && k0 + tid < sg.pos0;
-    if (pre) load_key(k0 + tid); /* the first tile's older keys: their latency overlaps the previous kernel */
+    /* The first tile: the older keys are loaded before the wait (their latency overlaps the
+     * previous kernel), and so is the block-table lookup of this step's key, so that after the
+     * wait only its rows (just written by attn_in) are fetched, issued together with the query
+     * loads and before anything waits on either: the block holding this step's key is the last
+     * of its group to finish, and it used to wait three dependent round trips (q, table, k/v). */
+    const int j0 = k0 + tid;
+    const uint4 *kr0 = NULL, *vr0 = NULL;
+    if (j0 < k1) key_rows(j0, &kr0, &vr0);
+    const bool pre = j0 < k1 && j0 < sg.pos0, cur = j0 < k1 && !pre;
+    if (pre) {
+#pragma unroll
+        for (int c = 0; c < D / 8; c++) kv[c] = kr0[c];
+#pragma unroll
+        for (int c = 0; c < D / 8; c++) ((uint4 *)vs[tid])[c] = vr0[c];
+    }
     griddep_wait(CU_REL_ATTENTION);
+    uint4 vcur[D / 8];
+    if (cur) {
+#pragma unroll
+        for (int c = 0; c < D / 8; c++) kv[c] = kr0[c], vcur[c] = vr0[c];
+    }
     for (int i = tid; i < G * D; i += DEC_THREADS)
         qs[i / D][i % D] = bf2f(q[((int64_t)sg.row0 * NH + kvh * G + i / D) * D + i % D]) * scale_log2;
+    if (cur) {
+#pragma unroll
+        for (int c = 0; c < D / 8; c++) ((uint4 *)vs[tid])[c] = vcur[c];
+    }
     float2 acc[PER];
 #pragma unroll
     for (int i = 0; i < PER; i++) acc[i] = make_float2(0.0f, 0.0f);
@@ -367,7 +394,7 @@ static __global__ __launch_bounds__(DEC_THREADS) void k_attn_decode(bf16 *__rest
     for (int kb = k0; kb < k1; kb += DEC_THREADS) {
         int j = kb + tid;
         if (j < k1) {
-            if (!(pre && kb == k0)) load_key(j);
+            if (kb != k0) load_key(j);
             float dots[G];
 #pragma unroll
             for (int g = 0; g < G; g++) dots[g] = 0.0f;
