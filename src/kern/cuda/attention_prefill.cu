@@ -13,6 +13,7 @@
  * softmax, weighted sum of v — with BF16 inputs and F32 accumulation.
  */
 #include <math.h>
+#include <stdlib.h>
 
 #include "kern/cuda/cuda.cuh"
 #include "kern/cuda/mma.cuh"
@@ -279,6 +280,239 @@ static __global__ __launch_bounds__(128, MB) void k_attn_prefill(bf16 *__restric
 #undef SV
 }
 
+/* ---- head size 64: two heads a warp, lazy rescale, sums on the tensor cores ------------------ */
+
+/* The head-size-64 prefill CTA (GQA groups of an even size, power-of-two cache blocks): 4 warps,
+ * 64 query rows of one segment and two query heads of one KV group; warp w owns rows 16w .. 16w+15
+ * of both heads, so every K/V fragment it loads feeds two mma chains. Keys and values stream
+ * through shared memory KT positions at a time in an ST-deep cp.async ring with one barrier a
+ * tile. Per score the softmax costs one FMA, one ex2, one max and half a pack:
+ *   - the row sums come out of the tensor cores (P times a column of ones, one extra mma per 16
+ *     keys and head) instead of an add per score;
+ *   - the running max is raised, and O rescaled, only when a row of the warp would otherwise see
+ *     weights above 2^8 (a stale max keeps every weight <= 2^8: exact softmax after the final
+ *     division, with F32 sums and O far from overflow), which after the first tiles is rare;
+ *   - the block table is read once per key row for K and V both, with shifts (bs = 2^bsh).
+ * The causal mask runs only on tiles that reach past a warp's first row. Q is reloaded from
+ * shared memory every tile (registers go to the scores). */
+template <int KT, int ST, int MB>
+static __global__ __launch_bounds__(128, MB) void k_prefill64(bf16 *__restrict__ out, const bf16 *__restrict__ q,
+                                                               const bf16 *__restrict__ kc, const bf16 *__restrict__ vc,
+                                                               const dspy_attn_seg *__restrict__ segs, int nseg,
+                                                               const int32_t *__restrict__ tables, int bsh, int NH,
+                                                               int NKV, float scale_log2) {
+    constexpr int D = 64, CH = 8, NT = KT / 8; /* 16-B chunks per row, n8 tiles of a key tile */
+    constexpr int QB = 64 * D * 2, KVB = KT * D * 2; /* bytes of a Q tile (one head), of a K or V tile */
+    extern __shared__ __align__(128) char smem[];
+    /* Q of heads h0 and h0+1, then per stage b: K, V (computed offsets: see k_attn_prefill) */
+#define SQ(hh) (smem + (hh) * QB)
+#define SK(b) (smem + 2 * QB + (b) * 2 * KVB)
+#define SV(b) (smem + 2 * QB + (b) * 2 * KVB + KVB)
+    __shared__ int s_seg, s_tile;
+    griddep_wait(CU_REL_ATTENTION);
+    if (threadIdx.x == 0) {
+        int sg = -1, tl = 0;
+        if (!find_tile(segs, nseg, gridDim.x - 1 - blockIdx.x, &sg, &tl)) sg = -1;
+        s_seg = sg, s_tile = tl;
+    }
+    __syncthreads();
+    if (s_seg < 0) return;
+    const dspy_attn_seg sg = segs[s_seg];
+    const int h0 = blockIdx.y * 2, kvh = h0 / (NH / NKV);
+    const int r0 = s_tile * 64, nrows = min(64, sg.n - r0);
+    const int kend = sg.pos0 + r0 + nrows; /* keys needed: [0, kend) */
+    const int32_t *table = tables + sg.table_off;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+
+    /* Q tiles (invalid rows zero) */
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++)
+#pragma unroll
+        for (int i = threadIdx.x; i < 64 * CH; i += 128) {
+            int r = i / CH, c = i % CH;
+            bool ok = r < nrows;
+            const bf16 *src = q + ((int64_t)(sg.row0 + (ok ? r0 + r : 0)) * NH + h0 + hh) * D + c * 8;
+            cp_async16(SQ(hh) + swz<CH>(r, c), src, ok);
+        }
+    /* this thread copies chunk c of key rows rr, rr + 16, ... of every K and V tile */
+    const int c = threadIdx.x & 7, rr = threadIdx.x >> 3, bmask = (1 << bsh) - 1;
+    const int64_t kv_row = (int64_t)NKV * D;
+    const bf16 *kbase = kc + kvh * D + c * 8, *vbase = vc + kvh * D + c * 8;
+    const int ntiles = (kend + KT - 1) / KT;
+#define LOAD_TILE(b, kb)                                                                                           \
+    do {                                                                                                           \
+        _Pragma("unroll") for (int i_ = 0; i_ < KT / 16; i_++) {                                                   \
+            const int r_ = rr + 16 * i_, j_ = (kb) + r_;                                                           \
+            const bool ok_ = j_ < kend;                                                                            \
+            const int64_t off_ = ok_ ? ((int64_t)table[j_ >> bsh] * (bmask + 1) + (j_ & bmask)) * kv_row : 0;     \
+            cp_async16(SK(b) + swz<CH>(r_, c), kbase + off_, ok_);                                                 \
+            cp_async16(SV(b) + swz<CH>(r_, c), vbase + off_, ok_);                                                 \
+        }                                                                                                          \
+    } while (0)
+#pragma unroll
+    for (int s = 0; s < ST - 1; s++) {
+        if (s < ntiles) LOAD_TILE(s, s * KT);
+        cp_async_commit(); /* the first group carries Q too */
+    }
+
+    const int wr = warp * 16;
+    const int pos_a = sg.pos0 + r0 + min(wr + g, nrows - 1), pos_b = sg.pos0 + r0 + min(wr + g + 8, nrows - 1);
+    const int warp_pos_min = sg.pos0 + r0 + min(wr, nrows - 1);
+    const int warp_pos_max = sg.pos0 + r0 + min(wr + 15, nrows - 1);
+    const uint32_t ones[2] = {0x3F803F80u, 0x3F803F80u}; /* BF16 pairs (1, 1): a B fragment of ones */
+
+    float o[2][8][4], lf[2][4]; /* O per head; row sums per head (cols 0 of rows g and g+8 used) */
+    float m_a[2], m_b[2];       /* running max of the raw scores, rows g and g+8 */
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+#pragma unroll
+        for (int i = 0; i < 8; i++) o[hh][i][0] = o[hh][i][1] = o[hh][i][2] = o[hh][i][3] = 0.0f;
+        lf[hh][0] = lf[hh][1] = lf[hh][2] = lf[hh][3] = 0.0f;
+        m_a[hh] = m_b[hh] = -INFINITY;
+    }
+
+    for (int it = 0; it < ntiles; it++) {
+        const int buf = it % ST, kb = it * KT;
+        cp_async_wait<ST - 2>(); /* tile `it` (and Q) landed for this thread */
+        __syncthreads();         /* ... for every thread; and every warp is done with tile it - 1 */
+        {
+            const int nx = it + ST - 1; /* refill the stage tile it - 1 used */
+            if (nx < ntiles) LOAD_TILE(nx % ST, nx * KT);
+            cp_async_commit();
+        }
+        if (kb > warp_pos_max) continue; /* tiles entirely above the warp's rows contribute nothing */
+        /* S (16 x KT) = Q K^T per head, each K fragment loaded once for both heads */
+        float s[2][NT][4];
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++)
+#pragma unroll
+            for (int n = 0; n < NT; n++) s[hh][n][0] = s[hh][n][1] = s[hh][n][2] = s[hh][n][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) {
+            uint32_t qf[2][4];
+#pragma unroll
+            for (int hh = 0; hh < 2; hh++) {
+                int r = wr + (lane & 7) + ((lane >> 3) & 1) * 8, cq = kk * 2 + (lane >> 4);
+                ldmatrix_x4(qf[hh], SQ(hh) + swz<CH>(r, cq));
+            }
+#pragma unroll
+            for (int n2 = 0; n2 < NT / 2; n2++) {
+                uint32_t b[4];
+                int j = lane >> 3;
+                int r = n2 * 16 + (lane & 7) + (j >> 1) * 8, ck = kk * 2 + (j & 1);
+                ldmatrix_x4(b, SK(buf) + swz<CH>(r, ck));
+#pragma unroll
+                for (int hh = 0; hh < 2; hh++) {
+                    mma16816(s[hh][2 * n2], qf[hh], b);
+                    mma16816(s[hh][2 * n2 + 1], qf[hh], b + 2);
+                }
+            }
+        }
+        if (kb + KT - 1 > warp_pos_min) { /* the causal mask, on the raw scores (diagonal tiles) */
+#pragma unroll
+            for (int hh = 0; hh < 2; hh++)
+#pragma unroll
+                for (int n = 0; n < NT; n++) {
+                    int key = kb + n * 8 + 2 * t;
+                    float *sv = s[hh][n];
+                    if (key > pos_a) sv[0] = -INFINITY;
+                    if (key + 1 > pos_a) sv[1] = -INFINITY;
+                    if (key > pos_b) sv[2] = -INFINITY;
+                    if (key + 1 > pos_b) sv[3] = -INFINITY;
+                }
+        }
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++) {
+            /* row maxima of the raw scores as trees (short dependent chains) */
+            float ta[NT], tb[NT];
+#pragma unroll
+            for (int n = 0; n < NT; n++) ta[n] = fmaxf(s[hh][n][0], s[hh][n][1]), tb[n] = fmaxf(s[hh][n][2], s[hh][n][3]);
+#pragma unroll
+            for (int w = NT / 2; w > 0; w >>= 1)
+#pragma unroll
+                for (int n = 0; n < w; n++) ta[n] = fmaxf(ta[n], ta[n + w]), tb[n] = fmaxf(tb[n], tb[n + w]);
+            float mx_a = fmaxf(m_a[hh], ta[0]), mx_b = fmaxf(m_b[hh], tb[0]);
+            mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));
+            mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
+            mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
+            mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
+            /* raise the max (and rescale) only where a weight would pass 2^8; the first tile
+             * always does (m = -inf: the difference is +inf), and every row sees key 0 there,
+             * so the max is finite from then on and the first rescale multiplies by 2^-inf = 0 */
+            const bool grow = (mx_a - m_a[hh]) * scale_log2 > 8.0f || (mx_b - m_b[hh]) * scale_log2 > 8.0f;
+            if (__any_sync(0xffffffffu, grow)) {
+                const float al_a = fast_exp2((m_a[hh] - mx_a) * scale_log2), al_b = fast_exp2((m_b[hh] - mx_b) * scale_log2);
+                m_a[hh] = mx_a, m_b[hh] = mx_b;
+#pragma unroll
+                for (int i = 0; i < 8; i++)
+                    o[hh][i][0] *= al_a, o[hh][i][1] *= al_a, o[hh][i][2] *= al_b, o[hh][i][3] *= al_b;
+                lf[hh][0] *= al_a, lf[hh][1] *= al_a, lf[hh][2] *= al_b, lf[hh][3] *= al_b;
+            }
+            /* p = 2^(s * scale - max * scale): the scaling rides in the exponent's FMA */
+            const float ms_a = m_a[hh] * scale_log2, ms_b = m_b[hh] * scale_log2;
+#pragma unroll
+            for (int n = 0; n < NT; n++) {
+                float *sv = s[hh][n];
+                sv[0] = fast_exp2(fmaf(sv[0], scale_log2, -ms_a));
+                sv[1] = fast_exp2(fmaf(sv[1], scale_log2, -ms_a));
+                sv[2] = fast_exp2(fmaf(sv[2], scale_log2, -ms_b));
+                sv[3] = fast_exp2(fmaf(sv[3], scale_log2, -ms_b));
+            }
+        }
+        /* O (16 x 64) += P (16 x KT) V (KT x 64) per head, each V fragment loaded once; the row
+         * sums as P times ones */
+#pragma unroll
+        for (int kk = 0; kk < KT / 16; kk++) {
+            uint32_t a[2][4];
+#pragma unroll
+            for (int hh = 0; hh < 2; hh++) {
+                a[hh][0] = pack_bf16(s[hh][2 * kk][0], s[hh][2 * kk][1]);
+                a[hh][1] = pack_bf16(s[hh][2 * kk][2], s[hh][2 * kk][3]);
+                a[hh][2] = pack_bf16(s[hh][2 * kk + 1][0], s[hh][2 * kk + 1][1]);
+                a[hh][3] = pack_bf16(s[hh][2 * kk + 1][2], s[hh][2 * kk + 1][3]);
+                mma16816(lf[hh], a[hh], ones);
+            }
+#pragma unroll
+            for (int d2 = 0; d2 < 4; d2++) {
+                uint32_t b[4];
+                int j = lane >> 3;
+                int r = kk * 16 + (lane & 7) + (j & 1) * 8, cv = d2 * 2 + (j >> 1);
+                ldmatrix_x4_trans(b, SV(buf) + swz<CH>(r, cv));
+#pragma unroll
+                for (int hh = 0; hh < 2; hh++) {
+                    mma16816(o[hh][2 * d2], a[hh], b);
+                    mma16816(o[hh][2 * d2 + 1], a[hh], b + 2);
+                }
+            }
+        }
+    }
+    cp_async_wait<0>(); /* no copy may still target shared memory when the CTA exits */
+    /* normalise and write the valid rows (every thread of a row holds its full sum) */
+    const int ra = wr + g, rb = wr + g + 8;
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        const float inv_a = 1.0f / lf[hh][0], inv_b = 1.0f / lf[hh][2];
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            int col = i * 8 + 2 * t;
+            if (ra < nrows) {
+                bf16 *dst = out + ((int64_t)(sg.row0 + r0 + ra) * NH + h0 + hh) * D + col;
+                *(__nv_bfloat162 *)dst = __floats2bfloat162_rn(o[hh][i][0] * inv_a, o[hh][i][1] * inv_a);
+            }
+            if (rb < nrows) {
+                bf16 *dst = out + ((int64_t)(sg.row0 + r0 + rb) * NH + h0 + hh) * D + col;
+                *(__nv_bfloat162 *)dst = __floats2bfloat162_rn(o[hh][i][2] * inv_b, o[hh][i][3] * inv_b);
+            }
+        }
+    }
+#undef LOAD_TILE
+#undef SQ
+#undef SK
+#undef SV
+}
+
+/* ---- launch ------------------------------------------------------------------------------- */
+
 template <int D, int HP, int QR = 0, int MB = (HP == 1 && D == 64 ? 4 : 1)> static dspy_status launch_prefill(dspy_backend *be, bf16 *out, const bf16 *q, const bf16 *kc,
                                                            const bf16 *vc, const dspy_attn_meta *m, int NH, int NKV,
                                                            float sl2) {
@@ -291,7 +525,38 @@ template <int D, int HP, int QR = 0, int MB = (HP == 1 && D == 64 ? 4 : 1)> stat
                      NKV, sl2);
 }
 
+template <int KT, int ST, int MB> static constexpr size_t p64_smem() { return (size_t)2 * 64 * 64 * 2 + (size_t)ST * 2 * KT * 64 * 2; }
+
+template <int KT, int ST, int MB>
+static dspy_status launch_prefill64(dspy_backend *be, bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc,
+                                    const dspy_attn_meta *m, int NH, int NKV, int bsh, float sl2) {
+    unsigned tiles = (unsigned)((m->N + 63) / 64 + m->nseg); /* an upper bound, as in launch_prefill */
+    return cu_launch(be, "attention (prefill, HS 64)", k_prefill64<KT, ST, MB>, dim3(tiles, NH / 2), 128,
+                     p64_smem<KT, ST, MB>(), out, q, kc, vc, (const dspy_attn_seg *)m->segs.data, m->nseg,
+                     (const int32_t *)m->tables.data, bsh, NH, NKV, sl2);
+}
+
+template <int KT, int ST, int MB> static cudaError_t p64_allow() {
+    return cudaFuncSetAttribute(k_prefill64<KT, ST, MB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)p64_smem<KT, ST, MB>());
+}
+
+/* Which head-size-64 kernel (DSPY_CUDA_PREFILL64): 0 the older k_attn_prefill family (chosen by
+ * DSPY_CUDA_PREFILL_HEADS), 1.. the k_prefill64 variants of dspy_cu_attention_prefill. Read once
+ * per process. */
+static int p64_variant = -1;
+
 dspy_status dspy_cu_attention_prefill_setup(dspy_backend *be) {
+    if (p64_variant < 0) {
+        const char *v = getenv("DSPY_CUDA_PREFILL64");
+        p64_variant = v ? atoi(v) : 1;
+    }
+    cudaError_t e = p64_allow<64, 2, 3>();
+    if (e == cudaSuccess) e = p64_allow<64, 3, 3>();
+    if (e == cudaSuccess) e = p64_allow<128, 2, 2>();
+    if (e == cudaSuccess) e = p64_allow<128, 3, 2>();
+    if (e == cudaSuccess) e = p64_allow<64, 3, 2>();
+    DSPY_TRY(dspy_cu_check(be, e, "attention prefill (shared memory)"));
     /* this file's copy of the early-release bits (cuda.cuh: one per .cu file) */
     DSPY_TRY(dspy_cu_check(be, cu_release_set(cu_of(be)->release), "attention prefill (release flag)"));
     /* The prefill tiles take (HP + 4) x 64 x D BF16 of shared memory: 80 KiB for D = 128 and 48
@@ -312,7 +577,17 @@ dspy_status dspy_cu_attention_prefill_setup(dspy_backend *be) {
 
 dspy_status dspy_cu_attention_prefill(dspy_backend *be, bf16 *o, const bf16 *qq, const bf16 *kc, const bf16 *vc,
                                       const dspy_attn_meta *m, int NH, int NKV, int HS, float sl2) {
-    const int G = NH / NKV;
+    const int G = NH / NKV, bs = m->block_size;
+    int bsh = 0;
+    while (bsh < 30 && (1 << bsh) < bs) bsh++;
+    if (HS == 64 && G % 2 == 0 && (1 << bsh) == bs) switch (p64_variant) {
+        case 0: break;
+        case 2: return launch_prefill64<64, 3, 3>(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2);
+        case 3: return launch_prefill64<128, 2, 2>(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2);
+        case 4: return launch_prefill64<128, 3, 2>(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2);
+        case 5: return launch_prefill64<64, 3, 2>(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2);
+        default: return launch_prefill64<64, 2, 3>(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2);
+        }
     /* two query heads per CTA where a KV group has an even number of them (D = 64 only: at 128
      * the doubled accumulators would not fit the registers) */
     if (HS == 64 && G % 2 == 0) switch (cu_of(be)->prefill_heads) {
