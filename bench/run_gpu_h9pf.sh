@@ -3,11 +3,12 @@
 # h9pf): parity of every prefill kernel variant against the CPU reference, the attention op alone
 # per variant (random q, k, v), the whole prefill of 100 x 1,500 tokens, and PyTorch's prefill in
 # the same call. Builds nothing: it runs from the repository root with build-h9pf/ holding
-# tests/test_cuda_ops, tests/test_cuda_model, bench/bench_gpu and lib/ (the shared libraries the
-# GPU machine lacks), all built in /work/h9pf (whose path the binaries carry).
+# tests/test_cuda_ops, tests/test_cuda_model, bench/bench_gpu, bin/dspy and lib/ (the shared
+# libraries the GPU machine lacks), all built in /work/h9pf/build-gpu (whose paths the binaries carry).
 #
 #   bench/run_gpu_h9pf.sh [tests] [variants] [prefill] [torch]
 #   VARIANTS="0 1 2 3 4 5": DSPY_CUDA_PREFILL64 values (0: the older kernel)
+#   PREFILL_VARIANTS="default": the same for the whole prefill ("best": the fastest attention op)
 set -uo pipefail
 ROOT=$(pwd)
 OUT=${OUT:-$ROOT/out}
@@ -16,7 +17,10 @@ mkdir -p "$OUT"
 STAGES=${*:-tests variants prefill torch}
 VARIANTS=${VARIANTS:-0 1 2 3 4 5}
 has() { case " $STAGES " in *" $1 "*) return 0;; esac; return 1; }
-[ "$(readlink -f /work/h9pf 2>/dev/null)" = "$ROOT" ] || { mkdir -p /work && rm -rf /work/h9pf && ln -sfn "$ROOT" /work/h9pf; }
+# the paths the binaries carry: /work/h9pf/tests/ref (fixtures) and /work/h9pf/build-gpu/bin/dspy
+if [ "$(readlink -f /work/h9pf/tests)" != "$ROOT/tests" ]; then
+  rm -rf /work/h9pf && mkdir -p /work/h9pf && ln -sfn "$ROOT/tests" /work/h9pf/tests && ln -sfn "$B" /work/h9pf/build-gpu
+fi
 ORIG_LD_LIBRARY_PATH=${LD_LIBRARY_PATH-}
 export LD_LIBRARY_PATH=$B/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 MODEL=/tmp/llama-1b-shape
@@ -43,12 +47,15 @@ if has variants; then
   for v in $VARIANTS; do
     printf 'variant %s: ' "$v"
     DSPY_CUDA_PREFILL64=$v timeout 60 "$B/bench/bench_gpu" --model "$MODEL" --device cuda --only-prefill-ops 1 2>&1 \
-      | grep '"attention"' | tee -a "$OUT/attn_ops.jsonl"
+      | grep '"attention"' | sed "s/^{/{\"variant\": $v, /" | tee -a "$OUT/attn_ops.jsonl"
   done
+  BEST=$(python3 -c 'import json,sys; r=[json.loads(l) for l in open(sys.argv[1])]; print(min(r, key=lambda x: x["ms"])["variant"])' "$OUT/attn_ops.jsonl")
+  echo "fastest: variant $BEST"
 fi
 if has prefill; then
   echo "== prefill 100 x 1,500 (default variant unless PREFILL_VARIANTS)"
   for v in ${PREFILL_VARIANTS:-default}; do
+    [ "$v" = best ] && v=${BEST:-default}
     for ch in 16384 32768; do
       printf 'variant %s chunk %s: ' "$v" "$ch"
       ( [ "$v" = default ] || export DSPY_CUDA_PREFILL64=$v
@@ -61,4 +68,5 @@ if has torch; then
   echo "== PyTorch prefill (eager, compiled), same call"
   LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH PYTHONUNBUFFERED=1 timeout 300 python3 bench/torch_baseline.py --model "$MODEL" --prefill 2>&1 \
     | grep -v Warning | tee "$OUT/torch.jsonl" | grep prefill
+  LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH PYTHONUNBUFFERED=1 timeout 120 python3 bench/torch_baseline.py --attn 2>&1 | grep attn_torch
 fi

@@ -282,30 +282,177 @@ static __global__ __launch_bounds__(128, MB) void k_attn_prefill(bf16 *__restric
 
 /* ---- head size 64: two heads a warp, lazy rescale, sums on the tensor cores ------------------ */
 
+/* 2^x of two values as a BF16 pair: one MUFU op for both (sm_90), the arguments rounded to BF16
+ * first (an error below 2^-9 of |x|, so largest where the weight is smallest). */
+static __device__ __forceinline__ uint32_t ex2_bf16x2(float lo, float hi) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    uint32_t y;
+    asm("ex2.approx.ftz.bf16x2 %0, %1;" : "=r"(y) : "r"(pack_bf16(lo, hi)));
+    return y;
+#else
+    return pack_bf16(fast_exp2(lo), fast_exp2(hi));
+#endif
+}
+
+/* S (16 x 8NT, per head) = Q K^T for the warp's 16 rows of both heads (Q tiles at sq and sq + 8
+ * KiB, K tile at sk), each K fragment loaded once for both heads. */
+template <int NT>
+static __device__ __forceinline__ void p64_qk(float (&s)[2][NT][4], const char *sq, const char *sk, int wr, int lane) {
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++)
+#pragma unroll
+        for (int n = 0; n < NT; n++) s[hh][n][0] = s[hh][n][1] = s[hh][n][2] = s[hh][n][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        uint32_t qf[2][4];
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++) {
+            int r = wr + (lane & 7) + ((lane >> 3) & 1) * 8, c = kk * 2 + (lane >> 4);
+            ldmatrix_x4(qf[hh], sq + hh * 64 * 64 * 2 + swz<8>(r, c));
+        }
+#pragma unroll
+        for (int n2 = 0; n2 < NT / 2; n2++) { /* pairs of n8 tiles: keys n2*16 .. +15 */
+            uint32_t b[4];
+            int j = lane >> 3;
+            int r = n2 * 16 + (lane & 7) + (j >> 1) * 8, c = kk * 2 + (j & 1);
+            ldmatrix_x4(b, sk + swz<8>(r, c));
+#pragma unroll
+            for (int hh = 0; hh < 2; hh++) {
+                mma16816(s[hh][2 * n2], qf[hh], b);
+                mma16816(s[hh][2 * n2 + 1], qf[hh], b + 2);
+            }
+        }
+    }
+}
+
+/* The causal mask on raw scores of keys kb .. (rows at positions pos_a = row g, pos_b = g + 8). */
+template <int NT>
+static __device__ __forceinline__ void p64_mask(float (&s)[2][NT][4], int kb, int t, int pos_a, int pos_b) {
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++)
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+            int key = kb + n * 8 + 2 * t;
+            float *sv = s[hh][n];
+            if (key > pos_a) sv[0] = -INFINITY;
+            if (key + 1 > pos_a) sv[1] = -INFINITY;
+            if (key > pos_b) sv[2] = -INFINITY;
+            if (key + 1 > pos_b) sv[3] = -INFINITY;
+        }
+}
+
+/* The online softmax of one tile: raw scores s -> BF16 weights p (the A fragments of P V), with
+ * the running max m[head][row g / g + 8], and O and the sums lf rescaled where the max moves.
+ * The max is raised only where a weight would pass 2^8 (one vote for the warp, both heads): the
+ * first tile always does (m = -inf), and every row sees key 0 there, so m is finite from then
+ * on and the first rescale multiplies by 2^-inf = 0. */
+template <int NT, bool EXB>
+static __device__ __forceinline__ void p64_softmax(float (&s)[2][NT][4], uint32_t (&p)[2][NT / 2][4], float (&o)[2][8][4],
+                                                   float (&lf)[2][4], float (&m)[2][2], float sl2) {
+    float mx[2][2];
+    bool grow = false;
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        /* row maxima as trees (short dependent chains), then across the row's 4 threads */
+        float ta[NT], tb[NT];
+#pragma unroll
+        for (int n = 0; n < NT; n++) ta[n] = fmaxf(s[hh][n][0], s[hh][n][1]), tb[n] = fmaxf(s[hh][n][2], s[hh][n][3]);
+#pragma unroll
+        for (int w = NT / 2; w > 0; w >>= 1)
+#pragma unroll
+            for (int n = 0; n < w; n++) ta[n] = fmaxf(ta[n], ta[n + w]), tb[n] = fmaxf(tb[n], tb[n + w]);
+        float a = fmaxf(m[hh][0], ta[0]), b = fmaxf(m[hh][1], tb[0]);
+        a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 1));
+        b = fmaxf(b, __shfl_xor_sync(0xffffffffu, b, 1));
+        a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 2));
+        b = fmaxf(b, __shfl_xor_sync(0xffffffffu, b, 2));
+        mx[hh][0] = a, mx[hh][1] = b;
+        grow |= (a - m[hh][0]) * sl2 > 8.0f || (b - m[hh][1]) * sl2 > 8.0f;
+    }
+    if (__any_sync(0xffffffffu, grow)) {
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++) {
+            const float al_a = fast_exp2((m[hh][0] - mx[hh][0]) * sl2), al_b = fast_exp2((m[hh][1] - mx[hh][1]) * sl2);
+            m[hh][0] = mx[hh][0], m[hh][1] = mx[hh][1];
+#pragma unroll
+            for (int i = 0; i < 8; i++) o[hh][i][0] *= al_a, o[hh][i][1] *= al_a, o[hh][i][2] *= al_b, o[hh][i][3] *= al_b;
+            lf[hh][0] *= al_a, lf[hh][1] *= al_a, lf[hh][2] *= al_b, lf[hh][3] *= al_b;
+        }
+    }
+    /* p = 2^(s * scale - max * scale): the scaling rides in the exponent's FMA */
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        const float ma = m[hh][0] * sl2, mb = m[hh][1] * sl2;
+#pragma unroll
+        for (int kk = 0; kk < NT / 2; kk++) {
+            const float *s0 = s[hh][2 * kk], *s1 = s[hh][2 * kk + 1];
+            if (EXB) {
+                p[hh][kk][0] = ex2_bf16x2(fmaf(s0[0], sl2, -ma), fmaf(s0[1], sl2, -ma));
+                p[hh][kk][1] = ex2_bf16x2(fmaf(s0[2], sl2, -mb), fmaf(s0[3], sl2, -mb));
+                p[hh][kk][2] = ex2_bf16x2(fmaf(s1[0], sl2, -ma), fmaf(s1[1], sl2, -ma));
+                p[hh][kk][3] = ex2_bf16x2(fmaf(s1[2], sl2, -mb), fmaf(s1[3], sl2, -mb));
+            } else {
+                p[hh][kk][0] = pack_bf16(fast_exp2(fmaf(s0[0], sl2, -ma)), fast_exp2(fmaf(s0[1], sl2, -ma)));
+                p[hh][kk][1] = pack_bf16(fast_exp2(fmaf(s0[2], sl2, -mb)), fast_exp2(fmaf(s0[3], sl2, -mb)));
+                p[hh][kk][2] = pack_bf16(fast_exp2(fmaf(s1[0], sl2, -ma)), fast_exp2(fmaf(s1[1], sl2, -ma)));
+                p[hh][kk][3] = pack_bf16(fast_exp2(fmaf(s1[2], sl2, -mb)), fast_exp2(fmaf(s1[3], sl2, -mb)));
+            }
+        }
+    }
+}
+
+/* O (16 x 64, per head) += P V (V tile at sv, each fragment loaded once for both heads); the row
+ * sums as P times a column of ones (every thread of a row then holds its whole sum). */
+template <int NT>
+static __device__ __forceinline__ void p64_pv(const uint32_t (&p)[2][NT / 2][4], float (&o)[2][8][4], float (&lf)[2][4],
+                                              const char *sv, int lane) {
+    const uint32_t ones[2] = {0x3F803F80u, 0x3F803F80u}; /* BF16 pairs (1, 1) */
+#pragma unroll
+    for (int kk = 0; kk < NT / 2; kk++) { /* keys kk*16 .. +15 */
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++) mma16816(lf[hh], p[hh][kk], ones);
+#pragma unroll
+        for (int d2 = 0; d2 < 4; d2++) { /* pairs of n8 tiles of D */
+            uint32_t b[4];
+            int j = lane >> 3;
+            int r = kk * 16 + (lane & 7) + (j & 1) * 8, c = d2 * 2 + (j >> 1);
+            ldmatrix_x4_trans(b, sv + swz<8>(r, c));
+#pragma unroll
+            for (int hh = 0; hh < 2; hh++) {
+                mma16816(o[hh][2 * d2], p[hh][kk], b);
+                mma16816(o[hh][2 * d2 + 1], p[hh][kk], b + 2);
+            }
+        }
+    }
+}
+
 /* The head-size-64 prefill CTA (GQA groups of an even size, power-of-two cache blocks): 4 warps,
  * 64 query rows of one segment and two query heads of one KV group; warp w owns rows 16w .. 16w+15
  * of both heads, so every K/V fragment it loads feeds two mma chains. Keys and values stream
  * through shared memory KT positions at a time in an ST-deep cp.async ring with one barrier a
- * tile. Per score the softmax costs one FMA, one ex2, one max and half a pack:
- *   - the row sums come out of the tensor cores (P times a column of ones, one extra mma per 16
- *     keys and head) instead of an add per score;
+ * tile. Per score the softmax costs one FMA, one max, one ex2 and half a pack (EXB: half an ex2,
+ * two scores per BF16x2 op):
+ *   - the row sums come out of the tensor cores (P times ones: one extra mma per 16 keys and
+ *     head) instead of an add per score;
  *   - the running max is raised, and O rescaled, only when a row of the warp would otherwise see
- *     weights above 2^8 (a stale max keeps every weight <= 2^8: exact softmax after the final
+ *     weights above 2^8 (a stale max keeps every weight <= 2^8: the same softmax after the final
  *     division, with F32 sums and O far from overflow), which after the first tiles is rare;
  *   - the block table is read once per key row for K and V both, with shifts (bs = 2^bsh).
  * The causal mask runs only on tiles that reach past a warp's first row. Q is reloaded from
- * shared memory every tile (registers go to the scores). */
-template <int KT, int ST, int MB>
+ * shared memory every tile (registers go to the scores). PIPE (ST >= 3): the scores of tile i+1
+ * are computed before tile i's softmax, so the tensor cores work on them while the warp's other
+ * units run the softmax (two score tiles live: 2 blocks an SM instead of 3). */
+template <int KT, int ST, int MB, bool EXB, bool PIPE>
 static __global__ __launch_bounds__(128, MB) void k_prefill64(bf16 *__restrict__ out, const bf16 *__restrict__ q,
                                                                const bf16 *__restrict__ kc, const bf16 *__restrict__ vc,
                                                                const dspy_attn_seg *__restrict__ segs, int nseg,
                                                                const int32_t *__restrict__ tables, int bsh, int NH,
-                                                               int NKV, float scale_log2) {
+                                                               int NKV, float sl2) {
+    static_assert(!PIPE || ST >= 3, "the pipelined loop refills a stage two tiles back");
     constexpr int D = 64, CH = 8, NT = KT / 8; /* 16-B chunks per row, n8 tiles of a key tile */
     constexpr int QB = 64 * D * 2, KVB = KT * D * 2; /* bytes of a Q tile (one head), of a K or V tile */
     extern __shared__ __align__(128) char smem[];
     /* Q of heads h0 and h0+1, then per stage b: K, V (computed offsets: see k_attn_prefill) */
-#define SQ(hh) (smem + (hh) * QB)
 #define SK(b) (smem + 2 * QB + (b) * 2 * KVB)
 #define SV(b) (smem + 2 * QB + (b) * 2 * KVB + KVB)
     __shared__ int s_seg, s_tile;
@@ -332,26 +479,26 @@ static __global__ __launch_bounds__(128, MB) void k_prefill64(bf16 *__restrict__
             int r = i / CH, c = i % CH;
             bool ok = r < nrows;
             const bf16 *src = q + ((int64_t)(sg.row0 + (ok ? r0 + r : 0)) * NH + h0 + hh) * D + c * 8;
-            cp_async16(SQ(hh) + swz<CH>(r, c), src, ok);
+            cp_async16(smem + hh * QB + swz<CH>(r, c), src, ok);
         }
     /* this thread copies chunk c of key rows rr, rr + 16, ... of every K and V tile */
     const int c = threadIdx.x & 7, rr = threadIdx.x >> 3, bmask = (1 << bsh) - 1;
     const int64_t kv_row = (int64_t)NKV * D;
     const bf16 *kbase = kc + kvh * D + c * 8, *vbase = vc + kvh * D + c * 8;
     const int ntiles = (kend + KT - 1) / KT;
-#define LOAD_TILE(b, kb)                                                                                           \
-    do {                                                                                                           \
-        _Pragma("unroll") for (int i_ = 0; i_ < KT / 16; i_++) {                                                   \
-            const int r_ = rr + 16 * i_, j_ = (kb) + r_;                                                           \
-            const bool ok_ = j_ < kend;                                                                            \
-            const int64_t off_ = ok_ ? ((int64_t)table[j_ >> bsh] * (bmask + 1) + (j_ & bmask)) * kv_row : 0;     \
-            cp_async16(SK(b) + swz<CH>(r_, c), kbase + off_, ok_);                                                 \
-            cp_async16(SV(b) + swz<CH>(r_, c), vbase + off_, ok_);                                                 \
-        }                                                                                                          \
-    } while (0)
+    auto load_tile = [&](int b, int kb) {
+#pragma unroll
+        for (int i = 0; i < KT / 16; i++) {
+            const int r = rr + 16 * i, j = kb + r;
+            const bool ok = j < kend;
+            const int64_t off = ok ? ((int64_t)table[j >> bsh] * (bmask + 1) + (j & bmask)) * kv_row : 0;
+            cp_async16(SK(b) + swz<CH>(r, c), kbase + off, ok);
+            cp_async16(SV(b) + swz<CH>(r, c), vbase + off, ok);
+        }
+    };
 #pragma unroll
     for (int s = 0; s < ST - 1; s++) {
-        if (s < ntiles) LOAD_TILE(s, s * KT);
+        if (s < ntiles) load_tile(s, s * KT);
         cp_async_commit(); /* the first group carries Q too */
     }
 
@@ -359,135 +506,61 @@ static __global__ __launch_bounds__(128, MB) void k_prefill64(bf16 *__restrict__
     const int pos_a = sg.pos0 + r0 + min(wr + g, nrows - 1), pos_b = sg.pos0 + r0 + min(wr + g + 8, nrows - 1);
     const int warp_pos_min = sg.pos0 + r0 + min(wr, nrows - 1);
     const int warp_pos_max = sg.pos0 + r0 + min(wr + 15, nrows - 1);
-    const uint32_t ones[2] = {0x3F803F80u, 0x3F803F80u}; /* BF16 pairs (1, 1): a B fragment of ones */
 
     float o[2][8][4], lf[2][4]; /* O per head; row sums per head (cols 0 of rows g and g+8 used) */
-    float m_a[2], m_b[2];       /* running max of the raw scores, rows g and g+8 */
+    float m[2][2];              /* running max of the raw scores per head, rows g and g+8 */
 #pragma unroll
     for (int hh = 0; hh < 2; hh++) {
 #pragma unroll
         for (int i = 0; i < 8; i++) o[hh][i][0] = o[hh][i][1] = o[hh][i][2] = o[hh][i][3] = 0.0f;
         lf[hh][0] = lf[hh][1] = lf[hh][2] = lf[hh][3] = 0.0f;
-        m_a[hh] = m_b[hh] = -INFINITY;
+        m[hh][0] = m[hh][1] = -INFINITY;
     }
 
-    for (int it = 0; it < ntiles; it++) {
-        const int buf = it % ST, kb = it * KT;
-        cp_async_wait<ST - 2>(); /* tile `it` (and Q) landed for this thread */
-        __syncthreads();         /* ... for every thread; and every warp is done with tile it - 1 */
-        {
-            const int nx = it + ST - 1; /* refill the stage tile it - 1 used */
-            if (nx < ntiles) LOAD_TILE(nx % ST, nx * KT);
+    if constexpr (!PIPE) {
+        for (int it = 0; it < ntiles; it++) {
+            const int buf = it % ST, kb = it * KT;
+            cp_async_wait<ST - 2>(); /* tile `it` (and Q) landed for this thread */
+            __syncthreads();         /* ... for every thread; and every warp is done with tile it - 1 */
+            if (it + ST - 1 < ntiles) load_tile((it + ST - 1) % ST, (it + ST - 1) * KT); /* into tile it-1's stage */
             cp_async_commit();
+            if (kb > warp_pos_max) continue; /* tiles entirely above the warp's rows contribute nothing */
+            float s[2][NT][4];
+            uint32_t p[2][NT / 2][4];
+            p64_qk<NT>(s, smem, SK(buf), wr, lane);
+            if (kb + KT - 1 > warp_pos_min) p64_mask<NT>(s, kb, t, pos_a, pos_b);
+            p64_softmax<NT, EXB>(s, p, o, lf, m, sl2);
+            p64_pv<NT>(p, o, lf, SV(buf), lane);
         }
-        if (kb > warp_pos_max) continue; /* tiles entirely above the warp's rows contribute nothing */
-        /* S (16 x KT) = Q K^T per head, each K fragment loaded once for both heads */
-        float s[2][NT][4];
-#pragma unroll
-        for (int hh = 0; hh < 2; hh++)
-#pragma unroll
-            for (int n = 0; n < NT; n++) s[hh][n][0] = s[hh][n][1] = s[hh][n][2] = s[hh][n][3] = 0.0f;
-#pragma unroll
-        for (int kk = 0; kk < 4; kk++) {
-            uint32_t qf[2][4];
-#pragma unroll
-            for (int hh = 0; hh < 2; hh++) {
-                int r = wr + (lane & 7) + ((lane >> 3) & 1) * 8, cq = kk * 2 + (lane >> 4);
-                ldmatrix_x4(qf[hh], SQ(hh) + swz<CH>(r, cq));
+    } else {
+        cp_async_wait<ST - 2>(); /* tile 0 and Q */
+        __syncthreads();
+        float sa[2][NT][4], sb[2][NT][4];
+        p64_qk<NT>(sa, smem, SK(0), wr, lane); /* every warp needs tile 0 */
+        /* step i: tile i+1's scores into nxt, then tile i's softmax and P V from cur */
+        auto step = [&](int i, float (&cur)[2][NT][4], float (&nxt)[2][NT][4]) {
+            const int kb = i * KT;
+            if (i + 1 < ntiles) {
+                cp_async_wait<ST - 3>(); /* tile i+1 landed for this thread */
+                __syncthreads();         /* ... for all; every warp is done with tile i-1's V */
+                if (i + ST - 1 < ntiles) load_tile((i + ST - 1) % ST, (i + ST - 1) * KT);
+                cp_async_commit();
+                if (kb + KT <= warp_pos_max) p64_qk<NT>(nxt, smem, SK((i + 1) % ST), wr, lane);
             }
-#pragma unroll
-            for (int n2 = 0; n2 < NT / 2; n2++) {
-                uint32_t b[4];
-                int j = lane >> 3;
-                int r = n2 * 16 + (lane & 7) + (j >> 1) * 8, ck = kk * 2 + (j & 1);
-                ldmatrix_x4(b, SK(buf) + swz<CH>(r, ck));
-#pragma unroll
-                for (int hh = 0; hh < 2; hh++) {
-                    mma16816(s[hh][2 * n2], qf[hh], b);
-                    mma16816(s[hh][2 * n2 + 1], qf[hh], b + 2);
-                }
+            if (kb <= warp_pos_max) {
+                uint32_t p[2][NT / 2][4];
+                if (kb + KT - 1 > warp_pos_min) p64_mask<NT>(cur, kb, t, pos_a, pos_b);
+                p64_softmax<NT, EXB>(cur, p, o, lf, m, sl2);
+                p64_pv<NT>(p, o, lf, SV(i % ST), lane);
             }
-        }
-        if (kb + KT - 1 > warp_pos_min) { /* the causal mask, on the raw scores (diagonal tiles) */
-#pragma unroll
-            for (int hh = 0; hh < 2; hh++)
-#pragma unroll
-                for (int n = 0; n < NT; n++) {
-                    int key = kb + n * 8 + 2 * t;
-                    float *sv = s[hh][n];
-                    if (key > pos_a) sv[0] = -INFINITY;
-                    if (key + 1 > pos_a) sv[1] = -INFINITY;
-                    if (key > pos_b) sv[2] = -INFINITY;
-                    if (key + 1 > pos_b) sv[3] = -INFINITY;
-                }
-        }
-#pragma unroll
-        for (int hh = 0; hh < 2; hh++) {
-            /* row maxima of the raw scores as trees (short dependent chains) */
-            float ta[NT], tb[NT];
-#pragma unroll
-            for (int n = 0; n < NT; n++) ta[n] = fmaxf(s[hh][n][0], s[hh][n][1]), tb[n] = fmaxf(s[hh][n][2], s[hh][n][3]);
-#pragma unroll
-            for (int w = NT / 2; w > 0; w >>= 1)
-#pragma unroll
-                for (int n = 0; n < w; n++) ta[n] = fmaxf(ta[n], ta[n + w]), tb[n] = fmaxf(tb[n], tb[n + w]);
-            float mx_a = fmaxf(m_a[hh], ta[0]), mx_b = fmaxf(m_b[hh], tb[0]);
-            mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));
-            mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
-            mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
-            mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
-            /* raise the max (and rescale) only where a weight would pass 2^8; the first tile
-             * always does (m = -inf: the difference is +inf), and every row sees key 0 there,
-             * so the max is finite from then on and the first rescale multiplies by 2^-inf = 0 */
-            const bool grow = (mx_a - m_a[hh]) * scale_log2 > 8.0f || (mx_b - m_b[hh]) * scale_log2 > 8.0f;
-            if (__any_sync(0xffffffffu, grow)) {
-                const float al_a = fast_exp2((m_a[hh] - mx_a) * scale_log2), al_b = fast_exp2((m_b[hh] - mx_b) * scale_log2);
-                m_a[hh] = mx_a, m_b[hh] = mx_b;
-#pragma unroll
-                for (int i = 0; i < 8; i++)
-                    o[hh][i][0] *= al_a, o[hh][i][1] *= al_a, o[hh][i][2] *= al_b, o[hh][i][3] *= al_b;
-                lf[hh][0] *= al_a, lf[hh][1] *= al_a, lf[hh][2] *= al_b, lf[hh][3] *= al_b;
-            }
-            /* p = 2^(s * scale - max * scale): the scaling rides in the exponent's FMA */
-            const float ms_a = m_a[hh] * scale_log2, ms_b = m_b[hh] * scale_log2;
-#pragma unroll
-            for (int n = 0; n < NT; n++) {
-                float *sv = s[hh][n];
-                sv[0] = fast_exp2(fmaf(sv[0], scale_log2, -ms_a));
-                sv[1] = fast_exp2(fmaf(sv[1], scale_log2, -ms_a));
-                sv[2] = fast_exp2(fmaf(sv[2], scale_log2, -ms_b));
-                sv[3] = fast_exp2(fmaf(sv[3], scale_log2, -ms_b));
-            }
-        }
-        /* O (16 x 64) += P (16 x KT) V (KT x 64) per head, each V fragment loaded once; the row
-         * sums as P times ones */
-#pragma unroll
-        for (int kk = 0; kk < KT / 16; kk++) {
-            uint32_t a[2][4];
-#pragma unroll
-            for (int hh = 0; hh < 2; hh++) {
-                a[hh][0] = pack_bf16(s[hh][2 * kk][0], s[hh][2 * kk][1]);
-                a[hh][1] = pack_bf16(s[hh][2 * kk][2], s[hh][2 * kk][3]);
-                a[hh][2] = pack_bf16(s[hh][2 * kk + 1][0], s[hh][2 * kk + 1][1]);
-                a[hh][3] = pack_bf16(s[hh][2 * kk + 1][2], s[hh][2 * kk + 1][3]);
-                mma16816(lf[hh], a[hh], ones);
-            }
-#pragma unroll
-            for (int d2 = 0; d2 < 4; d2++) {
-                uint32_t b[4];
-                int j = lane >> 3;
-                int r = kk * 16 + (lane & 7) + (j & 1) * 8, cv = d2 * 2 + (j >> 1);
-                ldmatrix_x4_trans(b, SV(buf) + swz<CH>(r, cv));
-#pragma unroll
-                for (int hh = 0; hh < 2; hh++) {
-                    mma16816(o[hh][2 * d2], a[hh], b);
-                    mma16816(o[hh][2 * d2 + 1], a[hh], b + 2);
-                }
-            }
+        };
+        for (int it = 0; it < ntiles; it += 2) { /* two steps a trip: the score tiles swap roles */
+            step(it, sa, sb);
+            if (it + 1 < ntiles) step(it + 1, sb, sa);
         }
     }
     cp_async_wait<0>(); /* no copy may still target shared memory when the CTA exits */
-    /* normalise and write the valid rows (every thread of a row holds its full sum) */
+    /* normalise and write the valid rows */
     const int ra = wr + g, rb = wr + g + 8;
 #pragma unroll
     for (int hh = 0; hh < 2; hh++) {
@@ -505,8 +578,6 @@ static __global__ __launch_bounds__(128, MB) void k_prefill64(bf16 *__restrict__
             }
         }
     }
-#undef LOAD_TILE
-#undef SQ
 #undef SK
 #undef SV
 }
@@ -525,20 +596,20 @@ template <int D, int HP, int QR = 0, int MB = (HP == 1 && D == 64 ? 4 : 1)> stat
                      NKV, sl2);
 }
 
-template <int KT, int ST, int MB> static constexpr size_t p64_smem() { return (size_t)2 * 64 * 64 * 2 + (size_t)ST * 2 * KT * 64 * 2; }
+template <int KT, int ST> static constexpr size_t p64_smem() { return (size_t)2 * 64 * 64 * 2 + (size_t)ST * 2 * KT * 64 * 2; }
 
-template <int KT, int ST, int MB>
+template <int KT, int ST, int MB, bool EXB, bool PIPE>
 static dspy_status launch_prefill64(dspy_backend *be, bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc,
                                     const dspy_attn_meta *m, int NH, int NKV, int bsh, float sl2) {
     unsigned tiles = (unsigned)((m->N + 63) / 64 + m->nseg); /* an upper bound, as in launch_prefill */
-    return cu_launch(be, "attention (prefill, HS 64)", k_prefill64<KT, ST, MB>, dim3(tiles, NH / 2), 128,
-                     p64_smem<KT, ST, MB>(), out, q, kc, vc, (const dspy_attn_seg *)m->segs.data, m->nseg,
+    return cu_launch(be, "attention (prefill, HS 64)", k_prefill64<KT, ST, MB, EXB, PIPE>, dim3(tiles, NH / 2), 128,
+                     p64_smem<KT, ST>(), out, q, kc, vc, (const dspy_attn_seg *)m->segs.data, m->nseg,
                      (const int32_t *)m->tables.data, bsh, NH, NKV, sl2);
 }
 
-template <int KT, int ST, int MB> static cudaError_t p64_allow() {
-    return cudaFuncSetAttribute(k_prefill64<KT, ST, MB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                (int)p64_smem<KT, ST, MB>());
+template <int KT, int ST, int MB, bool EXB, bool PIPE> static cudaError_t p64_allow() {
+    return cudaFuncSetAttribute(k_prefill64<KT, ST, MB, EXB, PIPE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)p64_smem<KT, ST>());
 }
 
 /* Which head-size-64 kernel (DSPY_CUDA_PREFILL64): 0 the older k_attn_prefill family (chosen by
@@ -551,11 +622,11 @@ dspy_status dspy_cu_attention_prefill_setup(dspy_backend *be) {
         const char *v = getenv("DSPY_CUDA_PREFILL64");
         p64_variant = v ? atoi(v) : 1;
     }
-    cudaError_t e = p64_allow<64, 2, 3>();
-    if (e == cudaSuccess) e = p64_allow<64, 3, 3>();
-    if (e == cudaSuccess) e = p64_allow<128, 2, 2>();
-    if (e == cudaSuccess) e = p64_allow<128, 3, 2>();
-    if (e == cudaSuccess) e = p64_allow<64, 3, 2>();
+    cudaError_t e = p64_allow<64, 2, 3, false, false>();
+    if (e == cudaSuccess) e = p64_allow<64, 2, 3, true, false>();
+    if (e == cudaSuccess) e = p64_allow<64, 3, 2, true, true>();
+    if (e == cudaSuccess) e = p64_allow<64, 4, 2, true, true>();
+    if (e == cudaSuccess) e = p64_allow<64, 3, 2, false, true>();
     DSPY_TRY(dspy_cu_check(be, e, "attention prefill (shared memory)"));
     /* this file's copy of the early-release bits (cuda.cuh: one per .cu file) */
     DSPY_TRY(dspy_cu_check(be, cu_release_set(cu_of(be)->release), "attention prefill (release flag)"));
@@ -582,11 +653,11 @@ dspy_status dspy_cu_attention_prefill(dspy_backend *be, bf16 *o, const bf16 *qq,
     while (bsh < 30 && (1 << bsh) < bs) bsh++;
     if (HS == 64 && G % 2 == 0 && (1 << bsh) == bs) switch (p64_variant) {
         case 0: break;
-        case 2: return launch_prefill64<64, 3, 3>(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2);
-        case 3: return launch_prefill64<128, 2, 2>(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2);
-        case 4: return launch_prefill64<128, 3, 2>(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2);
-        case 5: return launch_prefill64<64, 3, 2>(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2);
-        default: return launch_prefill64<64, 2, 3>(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2);
+        case 2: return launch_prefill64<64, 2, 3, true, false>(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2);
+        case 3: return launch_prefill64<64, 3, 2, true, true>(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2);
+        case 4: return launch_prefill64<64, 4, 2, true, true>(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2);
+        case 5: return launch_prefill64<64, 3, 2, false, true>(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2);
+        default: return launch_prefill64<64, 2, 3, false, false>(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2);
         }
     /* two query heads per CTA where a KV group has an even number of them (D = 64 only: at 128
      * the doubled accumulators would not fit the registers) */
