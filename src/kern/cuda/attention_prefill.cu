@@ -1,16 +1,41 @@
 /* attention_prefill.cu — the prefill half of kern/ops.h attention: causal GQA flash attention
  * over the paged BF16 KV cache for head sizes 64 and 128, any segment lengths (attention.cu
- * takes decode steps and the other head sizes, and calls in here).
+ * takes decode steps and the other head sizes, and calls in here). The math is the CPU
+ * reference's (kern/cpu/attention.c): scores q.k / sqrt(HS), max-subtracted softmax, weighted sum
+ * of v — with BF16 inputs, F32 accumulation and BF16 weights P in the P V product.
  *
- * Flash attention in the FlashAttention-2 arrangement. A CTA of 4 warps takes 64 query rows of
- * one segment and one query head (two heads of one KV group at head size 64, sharing every K/V
- * load); each warp owns 16 rows. Keys and values stream through shared memory 64 positions at a
- * time (gathered from the paged cache by the block table with cp.async, double-buffered, XOR
- * swizzled so ldmatrix is conflict-free); S = Q K^T and O += P V run on the tensor cores
- * (mma.sync m16n8k16, BF16 in, F32 accumulate); the softmax is online (running max and sum per
- * row, in the log2 domain), so nothing of size rows x keys is stored.
- * The math is the CPU reference's (kern/cpu/attention.c): scores q.k / sqrt(HS), max-subtracted
- * softmax, weighted sum of v — with BF16 inputs and F32 accumulation.
+ * Both kernels follow FlashAttention-2: a CTA of 4 warps takes 64 query rows of one segment, each
+ * warp 16 of them; keys and values stream through shared memory 64 positions at a time, gathered
+ * from the paged cache through the block table by cp.async (XOR-swizzled rows, so ldmatrix is
+ * conflict-free); S = Q K^T and O += P V run on the tensor cores (mma.sync m16n8k16), with V
+ * through ldmatrix.trans and P kept in registers as the A operand; the softmax is online in the
+ * log2 domain with the 1/sqrt(HS) scale folded into the exponent's FMA, and the causal mask runs
+ * only on the tiles that reach past a warp's first row. CTAs take their row tiles in reverse
+ * order (a segment's last tiles are its heaviest under the mask; starting them first shortens
+ * the grid's tail).
+ *
+ *   - k_prefill64 (head size 64, even GQA groups, power-of-two cache blocks: the Llama-3.2-1B
+ *     shape): two query heads of a KV group a CTA, both in every warp, so each K/V fragment feeds
+ *     two mma chains; Q reloaded from shared memory each tile so 168 registers give 3 blocks (12
+ *     warps) an SM; one barrier a tile; row sums out of the tensor cores (P times ones) instead of
+ *     an add per score; the running max raised, and O rescaled, only when a weight would pass 2^8
+ *     (rare after the first tiles); the block table read once per key row for K and V, with shifts.
+ *   - k_attn_prefill (head size 128, odd groups, other block sizes; DSPY_CUDA_PREFILL64=0 puts head
+ *     size 64 back on it): the kernel k_prefill64 replaced, one or two heads a CTA
+ *     (DSPY_CUDA_PREFILL_HEADS), two barriers a tile, sums by adds, a rescale every tile, the block
+ *     table read with a division per 16-byte chunk.
+ *
+ * Measured on the H200 (bench_gpu --only-prefill-ops: the attention of one 16,384-token chunk of
+ * 11 x 1,488-token segments, 32 query heads over 8 KV heads, random q/k/v; 99.7 GFLOP, whose floor
+ * at the measured 788 TFLOP/s of a cuBLAS BF16 GEMM is 0.127 ms): k_attn_prefill 0.693-0.698 ms
+ * (143 TFLOP/s), k_prefill64 0.454-0.458 ms (218-220 TFLOP/s). Tried and dropped (ms): 128-key
+ * tiles at 2 blocks (255 registers, spills) 0.634 with 2 stages, 0.705 with 3; 3 stages at 64 keys
+ * 0.457; 2 blocks of 226 registers 0.477; two scores a BF16x2 ex2 (half the MUFU ops) 0.474;
+ * the scores of tile i+1 computed before tile i's softmax (two score tiles live, 2 blocks) 0.502
+ * (0.518-0.523 with the BF16x2 ex2). What they say: at head size 64 the kernel waits on latency
+ * (tensor, MUFU, FP32 pipes and issue are each under ~40 % busy by instruction counts), and the
+ * warps an SM holds hide it better than more work per warp does; PyTorch's SDPA on the same
+ * shape runs at 370 TFLOP/s (wgmma, sm_90a), the route left.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -54,7 +79,8 @@ static __device__ __forceinline__ void load_kv_tile(char *sm, const bf16 *cache,
     }
 }
 
-/* The prefill CTA: 64 query rows of one segment for HP query heads of one KV group (HP = 1 or 2;
+/* The older prefill CTA (head size 128, odd groups, block sizes that are not powers of two): 64
+ * query rows of one segment for HP query heads of one KV group (HP = 1 or 2;
  * the heads share every K/V tile, fragment and mask, so two heads give each warp two
  * independent mma/softmax chains for the price of one set of shared-memory loads). Tiles are
  * taken in reverse order: under the causal mask a segment's last tiles are its heaviest, and
@@ -282,18 +308,6 @@ static __global__ __launch_bounds__(128, MB) void k_attn_prefill(bf16 *__restric
 
 /* ---- head size 64: two heads a warp, lazy rescale, sums on the tensor cores ------------------ */
 
-/* 2^x of two values as a BF16 pair: one MUFU op for both (sm_90), the arguments rounded to BF16
- * first (an error below 2^-9 of |x|, so largest where the weight is smallest). */
-static __device__ __forceinline__ uint32_t ex2_bf16x2(float lo, float hi) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    uint32_t y;
-    asm("ex2.approx.ftz.bf16x2 %0, %1;" : "=r"(y) : "r"(pack_bf16(lo, hi)));
-    return y;
-#else
-    return pack_bf16(fast_exp2(lo), fast_exp2(hi));
-#endif
-}
-
 /* S (16 x 8NT, per head) = Q K^T for the warp's 16 rows of both heads (Q tiles at sq and sq + 8
  * KiB, K tile at sk), each K fragment loaded once for both heads. */
 template <int NT>
@@ -346,7 +360,7 @@ static __device__ __forceinline__ void p64_mask(float (&s)[2][NT][4], int kb, in
  * The max is raised only where a weight would pass 2^8 (one vote for the warp, both heads): the
  * first tile always does (m = -inf), and every row sees key 0 there, so m is finite from then
  * on and the first rescale multiplies by 2^-inf = 0. */
-template <int NT, bool EXB>
+template <int NT>
 static __device__ __forceinline__ void p64_softmax(float (&s)[2][NT][4], uint32_t (&p)[2][NT / 2][4], float (&o)[2][8][4],
                                                    float (&lf)[2][4], float (&m)[2][2], float sl2) {
     float mx[2][2];
@@ -386,17 +400,10 @@ static __device__ __forceinline__ void p64_softmax(float (&s)[2][NT][4], uint32_
 #pragma unroll
         for (int kk = 0; kk < NT / 2; kk++) {
             const float *s0 = s[hh][2 * kk], *s1 = s[hh][2 * kk + 1];
-            if (EXB) {
-                p[hh][kk][0] = ex2_bf16x2(fmaf(s0[0], sl2, -ma), fmaf(s0[1], sl2, -ma));
-                p[hh][kk][1] = ex2_bf16x2(fmaf(s0[2], sl2, -mb), fmaf(s0[3], sl2, -mb));
-                p[hh][kk][2] = ex2_bf16x2(fmaf(s1[0], sl2, -ma), fmaf(s1[1], sl2, -ma));
-                p[hh][kk][3] = ex2_bf16x2(fmaf(s1[2], sl2, -mb), fmaf(s1[3], sl2, -mb));
-            } else {
-                p[hh][kk][0] = pack_bf16(fast_exp2(fmaf(s0[0], sl2, -ma)), fast_exp2(fmaf(s0[1], sl2, -ma)));
-                p[hh][kk][1] = pack_bf16(fast_exp2(fmaf(s0[2], sl2, -mb)), fast_exp2(fmaf(s0[3], sl2, -mb)));
-                p[hh][kk][2] = pack_bf16(fast_exp2(fmaf(s1[0], sl2, -ma)), fast_exp2(fmaf(s1[1], sl2, -ma)));
-                p[hh][kk][3] = pack_bf16(fast_exp2(fmaf(s1[2], sl2, -mb)), fast_exp2(fmaf(s1[3], sl2, -mb)));
-            }
+            p[hh][kk][0] = pack_bf16(fast_exp2(fmaf(s0[0], sl2, -ma)), fast_exp2(fmaf(s0[1], sl2, -ma)));
+            p[hh][kk][1] = pack_bf16(fast_exp2(fmaf(s0[2], sl2, -mb)), fast_exp2(fmaf(s0[3], sl2, -mb)));
+            p[hh][kk][2] = pack_bf16(fast_exp2(fmaf(s1[0], sl2, -ma)), fast_exp2(fmaf(s1[1], sl2, -ma)));
+            p[hh][kk][3] = pack_bf16(fast_exp2(fmaf(s1[2], sl2, -mb)), fast_exp2(fmaf(s1[3], sl2, -mb)));
         }
     }
 }
@@ -429,26 +436,16 @@ static __device__ __forceinline__ void p64_pv(const uint32_t (&p)[2][NT / 2][4],
 /* The head-size-64 prefill CTA (GQA groups of an even size, power-of-two cache blocks): 4 warps,
  * 64 query rows of one segment and two query heads of one KV group; warp w owns rows 16w .. 16w+15
  * of both heads, so every K/V fragment it loads feeds two mma chains. Keys and values stream
- * through shared memory KT positions at a time in an ST-deep cp.async ring with one barrier a
- * tile. Per score the softmax costs one FMA, one max, one ex2 and half a pack (EXB: half an ex2,
- * two scores per BF16x2 op):
- *   - the row sums come out of the tensor cores (P times ones: one extra mma per 16 keys and
- *     head) instead of an add per score;
- *   - the running max is raised, and O rescaled, only when a row of the warp would otherwise see
- *     weights above 2^8 (a stale max keeps every weight <= 2^8: the same softmax after the final
- *     division, with F32 sums and O far from overflow), which after the first tiles is rare;
- *   - the block table is read once per key row for K and V both, with shifts (bs = 2^bsh).
- * The causal mask runs only on tiles that reach past a warp's first row. Q is reloaded from
- * shared memory every tile (registers go to the scores). PIPE (ST >= 3): the scores of tile i+1
- * are computed before tile i's softmax, so the tensor cores work on them while the warp's other
- * units run the softmax (two score tiles live: 2 blocks an SM instead of 3). */
-template <int KT, int ST, int MB, bool EXB, bool PIPE>
+ * through shared memory KT = 64 positions at a time, two stages deep, one barrier a tile (the
+ * refill of a stage is issued right after the barrier that ends its last use). Q is reloaded from
+ * shared memory every tile: the registers go to occupancy (168 a thread, 3 blocks = 12 warps an
+ * SM). See the file comment for what each choice was worth on the H200. */
+template <int KT, int ST, int MB>
 static __global__ __launch_bounds__(128, MB) void k_prefill64(bf16 *__restrict__ out, const bf16 *__restrict__ q,
                                                                const bf16 *__restrict__ kc, const bf16 *__restrict__ vc,
                                                                const dspy_attn_seg *__restrict__ segs, int nseg,
                                                                const int32_t *__restrict__ tables, int bsh, int NH,
                                                                int NKV, float sl2) {
-    static_assert(!PIPE || ST >= 3, "the pipelined loop refills a stage two tiles back");
     constexpr int D = 64, CH = 8, NT = KT / 8; /* 16-B chunks per row, n8 tiles of a key tile */
     constexpr int QB = 64 * D * 2, KVB = KT * D * 2; /* bytes of a Q tile (one head), of a K or V tile */
     extern __shared__ __align__(128) char smem[];
@@ -517,47 +514,19 @@ static __global__ __launch_bounds__(128, MB) void k_prefill64(bf16 *__restrict__
         m[hh][0] = m[hh][1] = -INFINITY;
     }
 
-    if constexpr (!PIPE) {
-        for (int it = 0; it < ntiles; it++) {
-            const int buf = it % ST, kb = it * KT;
-            cp_async_wait<ST - 2>(); /* tile `it` (and Q) landed for this thread */
-            __syncthreads();         /* ... for every thread; and every warp is done with tile it - 1 */
-            if (it + ST - 1 < ntiles) load_tile((it + ST - 1) % ST, (it + ST - 1) * KT); /* into tile it-1's stage */
-            cp_async_commit();
-            if (kb > warp_pos_max) continue; /* tiles entirely above the warp's rows contribute nothing */
-            float s[2][NT][4];
-            uint32_t p[2][NT / 2][4];
-            p64_qk<NT>(s, smem, SK(buf), wr, lane);
-            if (kb + KT - 1 > warp_pos_min) p64_mask<NT>(s, kb, t, pos_a, pos_b);
-            p64_softmax<NT, EXB>(s, p, o, lf, m, sl2);
-            p64_pv<NT>(p, o, lf, SV(buf), lane);
-        }
-    } else {
-        cp_async_wait<ST - 2>(); /* tile 0 and Q */
-        __syncthreads();
-        float sa[2][NT][4], sb[2][NT][4];
-        p64_qk<NT>(sa, smem, SK(0), wr, lane); /* every warp needs tile 0 */
-        /* step i: tile i+1's scores into nxt, then tile i's softmax and P V from cur */
-        auto step = [&](int i, float (&cur)[2][NT][4], float (&nxt)[2][NT][4]) {
-            const int kb = i * KT;
-            if (i + 1 < ntiles) {
-                cp_async_wait<ST - 3>(); /* tile i+1 landed for this thread */
-                __syncthreads();         /* ... for all; every warp is done with tile i-1's V */
-                if (i + ST - 1 < ntiles) load_tile((i + ST - 1) % ST, (i + ST - 1) * KT);
-                cp_async_commit();
-                if (kb + KT <= warp_pos_max) p64_qk<NT>(nxt, smem, SK((i + 1) % ST), wr, lane);
-            }
-            if (kb <= warp_pos_max) {
-                uint32_t p[2][NT / 2][4];
-                if (kb + KT - 1 > warp_pos_min) p64_mask<NT>(cur, kb, t, pos_a, pos_b);
-                p64_softmax<NT, EXB>(cur, p, o, lf, m, sl2);
-                p64_pv<NT>(p, o, lf, SV(i % ST), lane);
-            }
-        };
-        for (int it = 0; it < ntiles; it += 2) { /* two steps a trip: the score tiles swap roles */
-            step(it, sa, sb);
-            if (it + 1 < ntiles) step(it + 1, sb, sa);
-        }
+    for (int it = 0; it < ntiles; it++) {
+        const int buf = it % ST, kb = it * KT;
+        cp_async_wait<ST - 2>(); /* tile `it` (and Q) landed for this thread */
+        __syncthreads();         /* ... for every thread; and every warp is done with tile it - 1 */
+        if (it + ST - 1 < ntiles) load_tile((it + ST - 1) % ST, (it + ST - 1) * KT); /* into tile it-1's stage */
+        cp_async_commit();
+        if (kb > warp_pos_max) continue; /* tiles entirely above the warp's rows contribute nothing */
+        float s[2][NT][4];
+        uint32_t p[2][NT / 2][4];
+        p64_qk<NT>(s, smem, SK(buf), wr, lane);
+        if (kb + KT - 1 > warp_pos_min) p64_mask<NT>(s, kb, t, pos_a, pos_b); /* diagonal tiles only */
+        p64_softmax<NT>(s, p, o, lf, m, sl2);
+        p64_pv<NT>(p, o, lf, SV(buf), lane);
     }
     cp_async_wait<0>(); /* no copy may still target shared memory when the CTA exits */
     /* normalise and write the valid rows */
@@ -598,35 +567,26 @@ template <int D, int HP, int QR = 0, int MB = (HP == 1 && D == 64 ? 4 : 1)> stat
 
 template <int KT, int ST> static constexpr size_t p64_smem() { return (size_t)2 * 64 * 64 * 2 + (size_t)ST * 2 * KT * 64 * 2; }
 
-template <int KT, int ST, int MB, bool EXB, bool PIPE>
+template <int KT, int ST, int MB>
 static dspy_status launch_prefill64(dspy_backend *be, bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc,
                                     const dspy_attn_meta *m, int NH, int NKV, int bsh, float sl2) {
     unsigned tiles = (unsigned)((m->N + 63) / 64 + m->nseg); /* an upper bound, as in launch_prefill */
-    return cu_launch(be, "attention (prefill, HS 64)", k_prefill64<KT, ST, MB, EXB, PIPE>, dim3(tiles, NH / 2), 128,
+    return cu_launch(be, "attention (prefill, HS 64)", k_prefill64<KT, ST, MB>, dim3(tiles, NH / 2), 128,
                      p64_smem<KT, ST>(), out, q, kc, vc, (const dspy_attn_seg *)m->segs.data, m->nseg,
                      (const int32_t *)m->tables.data, bsh, NH, NKV, sl2);
 }
 
-template <int KT, int ST, int MB, bool EXB, bool PIPE> static cudaError_t p64_allow() {
-    return cudaFuncSetAttribute(k_prefill64<KT, ST, MB, EXB, PIPE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                (int)p64_smem<KT, ST>());
-}
-
-/* Which head-size-64 kernel (DSPY_CUDA_PREFILL64): 0 the older k_attn_prefill family (chosen by
- * DSPY_CUDA_PREFILL_HEADS), 1.. the k_prefill64 variants of dspy_cu_attention_prefill. Read once
- * per process. */
-static int p64_variant = -1;
+/* DSPY_CUDA_PREFILL64=0 routes head size 64 to the older k_attn_prefill (for comparisons; its
+ * variant then follows DSPY_CUDA_PREFILL_HEADS); read once per process. */
+static int p64_on = -1;
 
 dspy_status dspy_cu_attention_prefill_setup(dspy_backend *be) {
-    if (p64_variant < 0) {
+    if (p64_on < 0) {
         const char *v = getenv("DSPY_CUDA_PREFILL64");
-        p64_variant = v ? atoi(v) : 1;
+        p64_on = v && atoi(v) == 0 ? 0 : 1;
     }
-    cudaError_t e = p64_allow<64, 2, 3, false, false>();
-    if (e == cudaSuccess) e = p64_allow<64, 2, 3, true, false>();
-    if (e == cudaSuccess) e = p64_allow<64, 3, 2, true, true>();
-    if (e == cudaSuccess) e = p64_allow<64, 4, 2, true, true>();
-    if (e == cudaSuccess) e = p64_allow<64, 3, 2, false, true>();
+    cudaError_t e = cudaFuncSetAttribute(k_prefill64<64, 2, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)p64_smem<64, 2>());
     DSPY_TRY(dspy_cu_check(be, e, "attention prefill (shared memory)"));
     /* this file's copy of the early-release bits (cuda.cuh: one per .cu file) */
     DSPY_TRY(dspy_cu_check(be, cu_release_set(cu_of(be)->release), "attention prefill (release flag)"));
@@ -651,14 +611,8 @@ dspy_status dspy_cu_attention_prefill(dspy_backend *be, bf16 *o, const bf16 *qq,
     const int G = NH / NKV, bs = m->block_size;
     int bsh = 0;
     while (bsh < 30 && (1 << bsh) < bs) bsh++;
-    if (HS == 64 && G % 2 == 0 && (1 << bsh) == bs) switch (p64_variant) {
-        case 0: break;
-        case 2: return launch_prefill64<64, 2, 3, true, false>(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2);
-        case 3: return launch_prefill64<64, 3, 2, true, true>(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2);
-        case 4: return launch_prefill64<64, 4, 2, true, true>(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2);
-        case 5: return launch_prefill64<64, 3, 2, false, true>(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2);
-        default: return launch_prefill64<64, 2, 3, false, false>(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2);
-        }
+    if (HS == 64 && G % 2 == 0 && (1 << bsh) == bs && p64_on)
+        return launch_prefill64<64, 2, 3>(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2);
     /* two query heads per CTA where a KV group has an even number of them (D = 64 only: at 128
      * the doubled accumulators would not fit the registers) */
     if (HS == 64 && G % 2 == 0) switch (cu_of(be)->prefill_heads) {
