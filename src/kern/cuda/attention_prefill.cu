@@ -439,7 +439,9 @@ static __device__ __forceinline__ void p64_pv(const uint32_t (&p)[2][NT / 2][4],
  * through shared memory KT = 64 positions at a time, two stages deep, one barrier a tile (the
  * refill of a stage is issued right after the barrier that ends its last use). Q is reloaded from
  * shared memory every tile: the registers go to occupancy (168 a thread, 3 blocks = 12 warps an
- * SM). See the file comment for what each choice was worth on the H200. */
+ * SM). See the file comment for what each choice was worth on the H200.
+ * Tensors: out, q (N, NH, 64); kc, vc (slots, NKV, 64), slot = table[pos >> bsh] << bsh | pos & (2^bsh - 1)
+ * with the segment's table at tables + table_off; grid (64-row tiles of all segments, NH / 2). */
 template <int KT, int ST, int MB>
 static __global__ __launch_bounds__(128, MB) void k_prefill64(bf16 *__restrict__ out, const bf16 *__restrict__ q,
                                                                const bf16 *__restrict__ kc, const bf16 *__restrict__ vc,
