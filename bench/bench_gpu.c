@@ -23,6 +23,7 @@
 #include "dspy/constraint.h"
 #include "dspy/engine.h"
 #include "dspy/model.h"
+#include "dspy/rng.h"
 #include "engine/forward.h"
 #include "engine/kv_cache.h"
 #include "kern/backend.h"
@@ -258,6 +259,23 @@ static dspy_status pf_down(dspy_backend *be, void *p) {
                            cf->hidden_size, true);
 }
 
+/* Uniform random values in [-2, 2) into the BF16 tensor t (n elements) through an F32 staging
+ * buffer. The attention row times on these: on the constant activations the other rows use, every
+ * row's scores repeat along the keys, so the running max never moves and the softmax's rescaling
+ * work (which random data does pay) would be left out. */
+static void fill_random_bf16(dspy_backend *be, dspy_tensor t, int64_t n, uint64_t seed) {
+    float *h = malloc(sizeof(float) * (size_t)n);
+    void *d = NULL;
+    if (h && !be->ops->alloc(be, sizeof(float) * (size_t)n, &d)) {
+        for (int64_t i = 0; i < n; i++) h[i] = (float)(dspy_splitmix64(&seed) >> 40) * (4.0f / 16777216.0f) - 2.0f;
+        if (!be->ops->copy(be, d, h, sizeof(float) * (size_t)n, DSPY_COPY_H2D))
+            be->ops->cast(be, t, dspy_bt(be, d, n, DSPY_DTYPE_F32));
+        be->ops->sync(be);
+    }
+    be->ops->free(be, d);
+    free(h);
+}
+
 static double time_calls(dspy_backend *be, op_fn f, void *c, int calls) {
     double t[5];
     f(be, c); /* warm: plans, first touch */
@@ -321,6 +339,11 @@ static void bench_prefill_ops(const dspy_model *m, int N, int seg) {
                {"down+res", pf_down, 2.0 * N * C * I}};
     double layer = 0;
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+        if (ops[i].f == pf_attention) { /* attn_in just wrote q, k, v from constant rows */
+            fill_random_bf16(be, c.q, N * Q, 1);
+            fill_random_bf16(be, c.kc, N * KVD, 2);
+            fill_random_bf16(be, c.vc, N * KVD, 3);
+        }
         double t = time_calls(be, ops[i].f, &c, 5);
         layer += t;
         printf("{\"bench\": \"prefill_op\", \"N\": %d, \"op\": \"%s\", \"ms\": %.3f, \"tflops\": %.0f}\n", N,

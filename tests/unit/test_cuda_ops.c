@@ -331,10 +331,10 @@ static void test_qkv_rope_store(void) {
 
 /* ---- attention --------------------------------------------------------------------------- */
 
-/* Segments over a shuffled paged cache filled with random keys/values for every position. */
-static void one_attention(const char *what, int NH, int NKV, int HS, int nseg, const int *lens_new,
-                          const int *pos0s, bool decode, int gap) {
-    const int BS = 16;
+/* Segments over a shuffled paged cache of BS-token blocks filled with random keys/values for
+ * every position. */
+static void one_attention_bs(const char *what, int NH, int NKV, int HS, int nseg, const int *lens_new,
+                             const int *pos0s, bool decode, int gap, int BS) {
     /* rows: segment 0, then `gap` rows that belong to no segment, then the other segments */
     int N = 0, total_blocks = 0;
     dspy_attn_seg segs[16];
@@ -381,6 +381,11 @@ static void one_attention(const char *what, int NH, int NKV, int HS, int nseg, c
     dev_free(dkc), dev_free(dvc), dev_free(dq), dev_free(dout), dev_free(dsg), dev_free(dtb);
 }
 
+static void one_attention(const char *what, int NH, int NKV, int HS, int nseg, const int *lens_new,
+                          const int *pos0s, bool decode, int gap) {
+    one_attention_bs(what, NH, NKV, HS, nseg, lens_new, pos0s, decode, gap, 16);
+}
+
 static void test_attention(void) {
     /* prefill: several segments, partial 64-row tiles, cached prefixes, a gap */
     int lens[3] = {70, 5, 130}, pos0[3] = {0, 300, 17};
@@ -393,6 +398,17 @@ static void test_attention(void) {
      * most tiles skip the causal mask */
     int l2[2] = {700, 129}, p2[2] = {130, 1000};
     one_attention("attention prefill 2 heads per CTA, GQA 2", 8, 4, 64, 2, l2, p2, false, 0);
+    /* prefill at head size 64 (k_prefill64): lengths around the 64-row query tiles and the 64-
+     * and 128-key tiles (1, 63, 127, 128, 129), chunked prefill after cached keys (pos0 > 0,
+     * also mid-tile and mid-block), 4-token and 64-token blocks, and a 24-token block size (not
+     * a power of two: the older kernel) */
+    int l3[6] = {1, 127, 129, 128, 63, 200}, p3[6] = {0, 0, 5, 128, 1000, 77};
+    one_attention("attention prefill HS=64 tile edges, chunked", 32, 8, 64, 6, l3, p3, false, 1);
+    one_attention_bs("attention prefill HS=64 4-token blocks", 8, 2, 64, 6, l3, p3, false, 0, 4);
+    one_attention_bs("attention prefill HS=64 64-token blocks", 8, 4, 64, 6, l3, p3, false, 2, 64);
+    one_attention_bs("attention prefill HS=64 24-token blocks", 8, 2, 64, 6, l3, p3, false, 0, 24);
+    int l4[1] = {1500}, p4[1] = {0};
+    one_attention("attention prefill 1500 tokens, GQA 4", 8, 2, 64, 1, l4, p4, false, 0);
     /* decode: one row per segment, contexts 1 .. 4000 */
     int dl[5] = {1, 1, 1, 1, 1}, dp[5] = {0, 16, 299, 1024, 3999};
     one_attention("attention decode HS=64 GQA 4", 32, 8, 64, 5, dl, dp, true, 0);

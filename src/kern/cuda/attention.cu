@@ -1,13 +1,7 @@
 /* attention.cu — causal GQA attention over the paged BF16 KV cache (kern/ops.h attention).
  *
- * Three kernels:
- *   - prefill (any segment lengths, head size 64 or 128): flash attention in the FlashAttention-2
- *     arrangement. A CTA of 4 warps takes 64 query rows of one segment and one query head (two
- *     heads of one KV group at head size 64, sharing every K/V load); each warp owns 16 rows. Keys and values stream through shared memory 64 positions at a time
- *     (gathered from the paged cache by the block table with cp.async, double-buffered, XOR
- *     swizzled so ldmatrix is conflict-free); S = Q K^T and O += P V run on the tensor cores
- *     (mma.sync m16n8k16, BF16 in, F32 accumulate); the softmax is online (running max and sum
- *     per row, in the log2 domain), so nothing of size rows x keys is stored.
+ * Two kernels here, and the prefill's in attention_prefill.cu (flash attention on the tensor
+ * cores for head size 64 or 128, any segment lengths):
  *   - decode (every segment one row, head size 64 or 128, up to 8 query heads per KV head):
  *     split-K flash decoding. A CTA takes one sequence, one KV head (all its query heads, so K
  *     and V are read once per group) and one slice of the context; the last CTA of a group to
@@ -27,265 +21,11 @@
 
 #define LOG2E 1.4426950408889634f
 
-/* The segment and tile of prefill CTA `x`: tiles of 64 rows, numbered segment by segment. */
-static __device__ bool find_tile(const dspy_attn_seg *segs, int nseg, int x, int *seg, int *tile) {
-    for (int s = 0; s < nseg; s++) {
-        int nt = (segs[s].n + 63) / 64;
-        if (x < nt) {
-            *seg = s;
-            *tile = x;
-            return true;
-        }
-        x -= nt;
-    }
-    return false;
-}
-
-/* ---- prefill: flash attention on the tensor cores ------------------------------------------ */
-
-/* Loads rows [0, 64) of a K or V tile (keys kb .. kb+63) from the paged cache into smem; keys at
- * or past kend are zero-filled. */
-template <int D>
-static __device__ __forceinline__ void load_kv_tile(char *sm, const bf16 *cache, const int32_t *table, int bs, int NKV,
-                                             int kvh, int kb, int kend) {
-    constexpr int CH = D / 8;
-    for (int i = threadIdx.x; i < 64 * CH; i += 128) {
-        int r = i / CH, c = i % CH, j = kb + r;
-        bool ok = j < kend;
-        const bf16 *src = cache;
-        if (ok) {
-            int64_t slot = (int64_t)table[j / bs] * bs + j % bs;
-            src = cache + (slot * NKV + kvh) * D + c * 8;
-        }
-        cp_async16(sm + swz<CH>(r, c), src, ok);
-    }
-}
-
-/* The prefill CTA: 64 query rows of one segment for HP query heads of one KV group (HP = 1 or 2;
- * the heads share every K/V tile, fragment and mask, so two heads give each warp two
- * independent mma/softmax chains for the price of one set of shared-memory loads). Tiles are
- * taken in reverse order: under the causal mask a segment's last tiles are its heaviest, and
- * starting them first shortens the tail of the grid. QR reloads the Q fragments from shared
- * memory every tile instead of holding them, which lets MB = 3 blocks (12 warps) share an SM:
- * at head size 64 the kernel waits on instruction latencies, and more warps hide them (+13 %
- * on the H200 over Q in registers at 255 registers and 2 blocks). */
-template <int D, int HP, int QR = 0, int MB = (HP == 1 && D == 64 ? 4 : 1)>
-static __global__ __launch_bounds__(128, MB) void k_attn_prefill(bf16 *__restrict__ out, const bf16 *__restrict__ q,
-                                                      const bf16 *__restrict__ kc, const bf16 *__restrict__ vc,
-                                                      const dspy_attn_seg *__restrict__ segs, int nseg,
-                                                      const int32_t *__restrict__ tables, int bs, int NH, int NKV,
-                                                      float scale_log2) {
-    constexpr int CH = D / 8, KB = D / 16, ND = D / 8; /* 16-B chunks per row, k16 blocks, n8 tiles of D */
-    extern __shared__ __align__(128) char smem[];
-    /* Q of the HP heads, then K buffers 0 and 1, then V buffers 0 and 1, each 64 x D BF16
-     * (computed offsets, not arrays: a run-time index into an array of pointers would put it in
-     * local memory). */
-    constexpr int TILE = 64 * D * 2;
-#define SQ(hh) (smem + (hh) * TILE)
-#define SK(b) (smem + (HP + (b)) * TILE)
-#define SV(b) (smem + (HP + 2 + (b)) * TILE)
-    __shared__ int s_seg, s_tile;
-    griddep_wait(CU_REL_ATTENTION);
-    if (threadIdx.x == 0) {
-        int sg = -1, tl = 0;
-        if (!find_tile(segs, nseg, gridDim.x - 1 - blockIdx.x, &sg, &tl)) sg = -1;
-        s_seg = sg, s_tile = tl;
-    }
-    __syncthreads();
-    if (s_seg < 0) return;
-    const dspy_attn_seg sg = segs[s_seg];
-    const int h0 = blockIdx.y * HP, kvh = h0 / (NH / NKV);
-    const int r0 = s_tile * 64;                       /* first row of the tile within the segment */
-    const int nrows = min(64, sg.n - r0);             /* valid rows */
-    const int kend = sg.pos0 + r0 + nrows;            /* keys needed: [0, kend) */
-    const int32_t *table = tables + sg.table_off;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-
-    /* Q tiles: rows r0 .. r0+63 of the segment, heads h0 .. h0+HP-1 (invalid rows zero). */
-#pragma unroll
-    for (int hh = 0; hh < HP; hh++)
-        for (int i = threadIdx.x; i < 64 * CH; i += 128) {
-            int r = i / CH, c = i % CH;
-            bool ok = r < nrows;
-            const bf16 *src = q + ((int64_t)(sg.row0 + (ok ? r0 + r : 0)) * NH + h0 + hh) * D + c * 8;
-            cp_async16(SQ(hh) + swz<CH>(r, c), src, ok);
-        }
-    cp_async_commit();
-    load_kv_tile<D>(SK(0), kc, table, bs, NKV, kvh, 0, kend);
-    load_kv_tile<D>(SV(0), vc, table, bs, NKV, kvh, 0, kend);
-    cp_async_commit();
-
-    /* Positions of this thread's two rows (row g and g+8 of the warp's 16); rows past the
-     * segment's end take the last valid row's position (their output is not written). */
-    const int wr = warp * 16;
-    const int pos_a = sg.pos0 + r0 + min(wr + g, nrows - 1), pos_b = sg.pos0 + r0 + min(wr + g + 8, nrows - 1);
-    const int warp_pos_min = sg.pos0 + r0 + min(wr, nrows - 1);
-    const int warp_pos_max = sg.pos0 + r0 + min(wr + 15, nrows - 1);
-
-    uint32_t qf[HP][KB][4];
-    float o[HP][ND][4];
-    float m_a[HP], m_b[HP], l_a[HP], l_b[HP];
-#pragma unroll
-    for (int hh = 0; hh < HP; hh++) {
-#pragma unroll
-        for (int i = 0; i < ND; i++) o[hh][i][0] = o[hh][i][1] = o[hh][i][2] = o[hh][i][3] = 0.0f;
-        m_a[hh] = m_b[hh] = -INFINITY, l_a[hh] = l_b[hh] = 0.0f;
-    }
-
-    const int ntiles = (kend + 63) / 64;
-    for (int it = 0; it < ntiles; it++) {
-        const int buf = it & 1, kb = it * 64;
-        if (it + 1 < ntiles) {
-            load_kv_tile<D>(SK(buf ^ 1), kc, table, bs, NKV, kvh, kb + 64, kend);
-            load_kv_tile<D>(SV(buf ^ 1), vc, table, bs, NKV, kvh, kb + 64, kend);
-        }
-        cp_async_commit();
-        cp_async_wait<1>();
-        __syncthreads();
-        if (QR || it == 0) { /* QR: reloaded every tile, so the registers are free between tiles */
-#pragma unroll
-            for (int hh = 0; hh < HP; hh++)
-#pragma unroll
-                for (int kk = 0; kk < KB; kk++) {
-                    int r = wr + (lane & 7) + ((lane >> 3) & 1) * 8, c = kk * 2 + (lane >> 4);
-                    ldmatrix_x4(qf[hh][kk], SQ(hh) + swz<CH>(r, c));
-                }
-        }
-        if (kb <= warp_pos_max) { /* tiles entirely above the warp's rows contribute nothing */
-            /* S (16 x 64) = Q K^T per head, each K fragment loaded once for the HP heads */
-            float s[HP][8][4];
-#pragma unroll
-            for (int hh = 0; hh < HP; hh++)
-#pragma unroll
-                for (int n = 0; n < 8; n++) s[hh][n][0] = s[hh][n][1] = s[hh][n][2] = s[hh][n][3] = 0.0f;
-#pragma unroll
-            for (int kk = 0; kk < KB; kk++) {
-#pragma unroll
-                for (int n2 = 0; n2 < 4; n2++) { /* pairs of n8 tiles: keys n2*16 .. +15 */
-                    uint32_t b[4];
-                    int j = lane >> 3;
-                    int r = n2 * 16 + (lane & 7) + (j >> 1) * 8, c = kk * 2 + (j & 1);
-                    ldmatrix_x4(b, SK(buf) + swz<CH>(r, c));
-#pragma unroll
-                    for (int hh = 0; hh < HP; hh++) {
-                        mma16816(s[hh][2 * n2], qf[hh][kk], b);
-                        mma16816(s[hh][2 * n2 + 1], qf[hh][kk], b + 2);
-                    }
-                }
-            }
-            /* A tile whose last key is at or before the warp's first row needs no causal mask
-             * (every tile but the diagonal ones). */
-            const bool full = kb + 63 <= warp_pos_min;
-#pragma unroll
-            for (int hh = 0; hh < HP; hh++) {
-                if (!full) { /* the causal mask, on the raw scores */
-#pragma unroll
-                    for (int n = 0; n < 8; n++) {
-                        int key = kb + n * 8 + 2 * t;
-                        float *sv = s[hh][n];
-                        if (key > pos_a) sv[0] = -INFINITY;
-                        if (key + 1 > pos_a) sv[1] = -INFINITY;
-                        if (key > pos_b) sv[2] = -INFINITY;
-                        if (key + 1 > pos_b) sv[3] = -INFINITY;
-                    }
-                }
-                /* row maxima of the raw scores as trees, not 16-deep chains: with two warps per
-                 * scheduler the fixed-latency dependencies are what the kernel waits on (Nsight
-                 * Compute) */
-                float ta[8], tb[8];
-#pragma unroll
-                for (int n = 0; n < 8; n++) ta[n] = fmaxf(s[hh][n][0], s[hh][n][1]), tb[n] = fmaxf(s[hh][n][2], s[hh][n][3]);
-#pragma unroll
-                for (int w = 4; w > 0; w >>= 1)
-#pragma unroll
-                    for (int n = 0; n < w; n++) ta[n] = fmaxf(ta[n], ta[n + w]), tb[n] = fmaxf(tb[n], tb[n + w]);
-                float mx_a = fmaxf(m_a[hh], ta[0]), mx_b = fmaxf(m_b[hh], tb[0]);
-                mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));
-                mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
-                mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
-                mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
-                /* p = 2^(s * scale - max * scale): the scaling rides in the exponent's FMA (one
-                 * instruction per score besides the exp; at head size 64 these per-score
-                 * instructions, not the tensor cores, bound the kernel). Every row sees key 0 in
-                 * the first tile, so the max is finite from then on; the first rescale is
-                 * 2^-inf = 0. */
-                const float ms_a = mx_a * scale_log2, ms_b = mx_b * scale_log2;
-                float al_a = fast_exp2(fmaf(m_a[hh], scale_log2, -ms_a)), al_b = fast_exp2(fmaf(m_b[hh], scale_log2, -ms_b));
-                m_a[hh] = mx_a, m_b[hh] = mx_b;
-#pragma unroll
-                for (int n = 0; n < 8; n++) {
-                    float *sv = s[hh][n];
-                    sv[0] = fast_exp2(fmaf(sv[0], scale_log2, -ms_a));
-                    sv[1] = fast_exp2(fmaf(sv[1], scale_log2, -ms_a));
-                    sv[2] = fast_exp2(fmaf(sv[2], scale_log2, -ms_b));
-                    sv[3] = fast_exp2(fmaf(sv[3], scale_log2, -ms_b));
-                    ta[n] = sv[0] + sv[1], tb[n] = sv[2] + sv[3];
-                }
-#pragma unroll
-                for (int w = 4; w > 0; w >>= 1)
-#pragma unroll
-                    for (int n = 0; n < w; n++) ta[n] += ta[n + w], tb[n] += tb[n + w];
-                const float sum_a = ta[0], sum_b = tb[0];
-                l_a[hh] = l_a[hh] * al_a + sum_a;
-                l_b[hh] = l_b[hh] * al_b + sum_b;
-#pragma unroll
-                for (int i = 0; i < ND; i++)
-                    o[hh][i][0] *= al_a, o[hh][i][1] *= al_a, o[hh][i][2] *= al_b, o[hh][i][3] *= al_b;
-            }
-            /* O (16 x D) += P (16 x 64) V (64 x D) per head, each V fragment loaded once */
-#pragma unroll
-            for (int kk = 0; kk < 4; kk++) { /* keys kk*16 .. +15 */
-                uint32_t a[HP][4];
-#pragma unroll
-                for (int hh = 0; hh < HP; hh++) {
-                    a[hh][0] = pack_bf16(s[hh][2 * kk][0], s[hh][2 * kk][1]);
-                    a[hh][1] = pack_bf16(s[hh][2 * kk][2], s[hh][2 * kk][3]);
-                    a[hh][2] = pack_bf16(s[hh][2 * kk + 1][0], s[hh][2 * kk + 1][1]);
-                    a[hh][3] = pack_bf16(s[hh][2 * kk + 1][2], s[hh][2 * kk + 1][3]);
-                }
-#pragma unroll
-                for (int d2 = 0; d2 < ND / 2; d2++) { /* pairs of n8 tiles of D */
-                    uint32_t b[4];
-                    int j = lane >> 3;
-                    int r = kk * 16 + (lane & 7) + (j & 1) * 8, c = d2 * 2 + (j >> 1);
-                    ldmatrix_x4_trans(b, SV(buf) + swz<CH>(r, c));
-#pragma unroll
-                    for (int hh = 0; hh < HP; hh++) {
-                        mma16816(o[hh][2 * d2], a[hh], b);
-                        mma16816(o[hh][2 * d2 + 1], a[hh], b + 2);
-                    }
-                }
-            }
-        }
-        __syncthreads(); /* the next iteration's prefetch overwrites this buffer */
-    }
-    /* normalise and write the valid rows */
-    int ra = wr + g, rb = wr + g + 8;
-#pragma unroll
-    for (int hh = 0; hh < HP; hh++) {
-        float la = l_a[hh], lb = l_b[hh];
-        la += __shfl_xor_sync(0xffffffffu, la, 1);
-        la += __shfl_xor_sync(0xffffffffu, la, 2);
-        lb += __shfl_xor_sync(0xffffffffu, lb, 1);
-        lb += __shfl_xor_sync(0xffffffffu, lb, 2);
-        float inv_a = 1.0f / la, inv_b = 1.0f / lb;
-#pragma unroll
-        for (int i = 0; i < ND; i++) {
-            int col = i * 8 + 2 * t;
-            if (ra < nrows) {
-                bf16 *dst = out + ((int64_t)(sg.row0 + r0 + ra) * NH + h0 + hh) * D + col;
-                *(__nv_bfloat162 *)dst = __floats2bfloat162_rn(o[hh][i][0] * inv_a, o[hh][i][1] * inv_a);
-            }
-            if (rb < nrows) {
-                bf16 *dst = out + ((int64_t)(sg.row0 + r0 + rb) * NH + h0 + hh) * D + col;
-                *(__nv_bfloat162 *)dst = __floats2bfloat162_rn(o[hh][i][2] * inv_b, o[hh][i][3] * inv_b);
-            }
-        }
-    }
-#undef SQ
-#undef SK
-#undef SV
-}
+/* attention_prefill.cu: the shared-memory limits of the prefill kernels (once per backend), and
+ * the prefill launch for HS 64 or 128 (scale_log2 = log2(e) / sqrt(HS)). */
+dspy_status dspy_cu_attention_prefill_setup(dspy_backend *be);
+dspy_status dspy_cu_attention_prefill(dspy_backend *be, bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc,
+                                      const dspy_attn_meta *m, int NH, int NKV, int HS, float scale_log2);
 
 /* ---- decode: split-K over the context ------------------------------------------------------ */
 
@@ -619,18 +359,6 @@ static __global__ void k_attn_generic(bf16 *__restrict__ out, const bf16 *__rest
 
 /* ---- the op ------------------------------------------------------------------------------- */
 
-template <int D, int HP, int QR = 0, int MB = (HP == 1 && D == 64 ? 4 : 1)> static dspy_status launch_prefill(dspy_backend *be, bf16 *out, const bf16 *q, const bf16 *kc,
-                                                           const bf16 *vc, const dspy_attn_meta *m, int NH, int NKV,
-                                                           float sl2) {
-    size_t smem = (size_t)(HP + 4) * 64 * D * 2;
-    /* An upper bound on the tiles: every segment adds at most one partial tile. */
-    unsigned tiles = (unsigned)((m->N + 63) / 64 + m->nseg);
-    dim3 grid(tiles, NH / HP);
-    return cu_launch(be, "attention (prefill)", k_attn_prefill<D, HP, QR, MB>, grid, 128, smem, out, q, kc, vc,
-                     (const dspy_attn_seg *)m->segs.data, m->nseg, (const int32_t *)m->tables.data, m->block_size, NH,
-                     NKV, sl2);
-}
-
 template <int D> static dspy_status launch_decode(dspy_backend *be, bf16 *out, const bf16 *q, const bf16 *kc,
                                                   const bf16 *vc, const dspy_attn_meta *m, int NH, int NKV,
                                                   float sl2) {
@@ -694,20 +422,7 @@ dspy_status dspy_cu_attention_setup(dspy_backend *be) {
             s->dec_cluster = 0;
         }
     }
-    /* The prefill tiles take (HP + 4) x 64 x D BF16 of shared memory: 80 KiB for D = 128 and 48
-     * KiB (plus the static tile index) for two heads of D = 64, above the default 48 KiB. */
-    DSPY_TRY(dspy_cu_check(be, cudaFuncSetAttribute(k_attn_prefill<128, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               5 * 64 * 128 * 2),
-                      "attention (shared memory)"));
-    DSPY_TRY(dspy_cu_check(be, cudaFuncSetAttribute(k_attn_prefill<64, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               6 * 64 * 64 * 2),
-                      "attention (shared memory)"));
-    DSPY_TRY(dspy_cu_check(be, cudaFuncSetAttribute(k_attn_prefill<64, 2, 1, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               6 * 64 * 64 * 2),
-                      "attention (shared memory)"));
-    return dspy_cu_check(be, cudaFuncSetAttribute(k_attn_prefill<64, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             5 * 64 * 64 * 2),
-                    "attention (shared memory)");
+    return dspy_cu_attention_prefill_setup(be);
 }
 
 dspy_status dspy_cu_attention(dspy_backend *be, dspy_tensor out, dspy_tensor q, dspy_tensor kcache, dspy_tensor vcache,
@@ -730,15 +445,7 @@ dspy_status dspy_cu_attention(dspy_backend *be, dspy_tensor out, dspy_tensor q, 
     if (m->decode && (G == 1 || G == 2 || G == 4 || G == 8) && (HS == 64 || HS == 128))
         return HS == 64 ? launch_decode<64>(be, o, qq, kc, vc, m, NH, NKV, sl2)
                         : launch_decode<128>(be, o, qq, kc, vc, m, NH, NKV, sl2);
-    /* two query heads per CTA where a KV group has an even number of them (D = 64 only: at 128
-     * the doubled accumulators would not fit the registers) */
-    if (HS == 64 && G % 2 == 0) switch (cu_of(be)->prefill_heads) {
-        case 1: break;
-        case 2: return launch_prefill<64, 2>(be, o, qq, kc, vc, m, NH, NKV, sl2);
-        default: return launch_prefill<64, 2, 1, 3>(be, o, qq, kc, vc, m, NH, NKV, sl2);
-        }
-    if (HS == 64) return launch_prefill<64, 1>(be, o, qq, kc, vc, m, NH, NKV, sl2);
-    if (HS == 128) return launch_prefill<128, 1>(be, o, qq, kc, vc, m, NH, NKV, sl2);
+    if (HS == 64 || HS == 128) return dspy_cu_attention_prefill(be, o, qq, kc, vc, m, NH, NKV, HS, sl2);
     int64_t warps = (int64_t)N * NH;
     return cu_launch(be, "attention (generic)", k_attn_generic, cu_blocks(warps * 32, 256), 256, 0, o, qq, kc, vc,
                      (const dspy_attn_seg *)m->segs.data, m->nseg, (const int32_t *)m->tables.data, m->block_size, N,

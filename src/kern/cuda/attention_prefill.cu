@@ -1,0 +1,627 @@
+/* attention_prefill.cu — the prefill half of kern/ops.h attention: causal GQA flash attention
+ * over the paged BF16 KV cache for head sizes 64 and 128, any segment lengths (attention.cu
+ * takes decode steps and the other head sizes, and calls in here). The math is the CPU
+ * reference's (kern/cpu/attention.c): scores q.k / sqrt(HS), max-subtracted softmax, weighted sum
+ * of v — with BF16 inputs, F32 accumulation and BF16 weights P in the P V product.
+ *
+ * Both kernels follow FlashAttention-2: a CTA of 4 warps takes 64 query rows of one segment, each
+ * warp 16 of them; keys and values stream through shared memory 64 positions at a time, gathered
+ * from the paged cache through the block table by cp.async (XOR-swizzled rows, so ldmatrix is
+ * conflict-free); S = Q K^T and O += P V run on the tensor cores (mma.sync m16n8k16), with V
+ * through ldmatrix.trans and P kept in registers as the A operand; the softmax is online in the
+ * log2 domain with the 1/sqrt(HS) scale folded into the exponent's FMA, and the causal mask runs
+ * only on the tiles that reach past a warp's first row. CTAs take their row tiles in reverse
+ * order (a segment's last tiles are its heaviest under the mask; starting them first shortens
+ * the grid's tail).
+ *
+ *   - k_prefill64 (head size 64, even GQA groups, power-of-two cache blocks: the Llama-3.2-1B
+ *     shape): two query heads of a KV group a CTA, both in every warp, so each K/V fragment feeds
+ *     two mma chains; Q reloaded from shared memory each tile so 168 registers give 3 blocks (12
+ *     warps) an SM; one barrier a tile; row sums out of the tensor cores (P times ones) instead of
+ *     an add per score; the running max raised, and O rescaled, only when a weight would pass 2^8
+ *     (rare after the first tiles); the block table read once per key row for K and V, with shifts.
+ *   - k_attn_prefill (head size 128, odd groups, other block sizes; DSPY_CUDA_PREFILL64=0 puts head
+ *     size 64 back on it): the kernel k_prefill64 replaced, one or two heads a CTA
+ *     (DSPY_CUDA_PREFILL_HEADS), two barriers a tile, sums by adds, a rescale every tile, the block
+ *     table read with a division per 16-byte chunk.
+ *
+ * Measured on the H200 (bench_gpu --only-prefill-ops: the attention of one 16,384-token chunk of
+ * 11 x 1,488-token segments, 32 query heads over 8 KV heads, random q/k/v; 99.7 GFLOP, whose floor
+ * at the measured 788 TFLOP/s of a cuBLAS BF16 GEMM is 0.127 ms): k_attn_prefill 0.693-0.698 ms
+ * (143 TFLOP/s), k_prefill64 0.454-0.458 ms (218-220 TFLOP/s). Tried and dropped (ms): 128-key
+ * tiles at 2 blocks (255 registers, spills) 0.634 with 2 stages, 0.705 with 3; 3 stages at 64 keys
+ * 0.457; 2 blocks of 226 registers 0.477; two scores a BF16x2 ex2 (half the MUFU ops) 0.474;
+ * the scores of tile i+1 computed before tile i's softmax (two score tiles live, 2 blocks) 0.502
+ * (0.518-0.523 with the BF16x2 ex2). What they say: at head size 64 the kernel waits on latency
+ * (tensor, MUFU, FP32 pipes and issue are each under ~40 % busy by instruction counts), and the
+ * warps an SM holds hide it better than more work per warp does; PyTorch's SDPA on the same
+ * shape runs at 370 TFLOP/s (wgmma, sm_90a), the route left.
+ */
+#include <math.h>
+#include <stdlib.h>
+
+#include "kern/cuda/cuda.cuh"
+#include "kern/cuda/mma.cuh"
+
+dspy_status dspy_cu_attention_prefill_setup(dspy_backend *be);
+dspy_status dspy_cu_attention_prefill(dspy_backend *be, bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc,
+                                      const dspy_attn_meta *m, int NH, int NKV, int HS, float scale_log2);
+
+/* The segment and tile of prefill CTA `x`: tiles of 64 rows, numbered segment by segment. */
+static __device__ bool find_tile(const dspy_attn_seg *segs, int nseg, int x, int *seg, int *tile) {
+    for (int s = 0; s < nseg; s++) {
+        int nt = (segs[s].n + 63) / 64;
+        if (x < nt) {
+            *seg = s;
+            *tile = x;
+            return true;
+        }
+        x -= nt;
+    }
+    return false;
+}
+
+/* Loads rows [0, 64) of a K or V tile (keys kb .. kb+63) from the paged cache into smem; keys at
+ * or past kend are zero-filled. */
+template <int D>
+static __device__ __forceinline__ void load_kv_tile(char *sm, const bf16 *cache, const int32_t *table, int bs, int NKV,
+                                             int kvh, int kb, int kend) {
+    constexpr int CH = D / 8;
+    for (int i = threadIdx.x; i < 64 * CH; i += 128) {
+        int r = i / CH, c = i % CH, j = kb + r;
+        bool ok = j < kend;
+        const bf16 *src = cache;
+        if (ok) {
+            int64_t slot = (int64_t)table[j / bs] * bs + j % bs;
+            src = cache + (slot * NKV + kvh) * D + c * 8;
+        }
+        cp_async16(sm + swz<CH>(r, c), src, ok);
+    }
+}
+
+/* The older prefill CTA (head size 128, odd groups, block sizes that are not powers of two): 64
+ * query rows of one segment for HP query heads of one KV group (HP = 1 or 2;
+ * the heads share every K/V tile, fragment and mask, so two heads give each warp two
+ * independent mma/softmax chains for the price of one set of shared-memory loads). Tiles are
+ * taken in reverse order: under the causal mask a segment's last tiles are its heaviest, and
+ * starting them first shortens the tail of the grid. QR reloads the Q fragments from shared
+ * memory every tile instead of holding them, which lets MB = 3 blocks (12 warps) share an SM:
+ * at head size 64 the kernel waits on instruction latencies, and more warps hide them (+13 %
+ * on the H200 over Q in registers at 255 registers and 2 blocks). */
+template <int D, int HP, int QR = 0, int MB = (HP == 1 && D == 64 ? 4 : 1)>
+static __global__ __launch_bounds__(128, MB) void k_attn_prefill(bf16 *__restrict__ out, const bf16 *__restrict__ q,
+                                                      const bf16 *__restrict__ kc, const bf16 *__restrict__ vc,
+                                                      const dspy_attn_seg *__restrict__ segs, int nseg,
+                                                      const int32_t *__restrict__ tables, int bs, int NH, int NKV,
+                                                      float scale_log2) {
+    constexpr int CH = D / 8, KB = D / 16, ND = D / 8; /* 16-B chunks per row, k16 blocks, n8 tiles of D */
+    extern __shared__ __align__(128) char smem[];
+    /* Q of the HP heads, then K buffers 0 and 1, then V buffers 0 and 1, each 64 x D BF16
+     * (computed offsets, not arrays: a run-time index into an array of pointers would put it in
+     * local memory). */
+    constexpr int TILE = 64 * D * 2;
+#define SQ(hh) (smem + (hh) * TILE)
+#define SK(b) (smem + (HP + (b)) * TILE)
+#define SV(b) (smem + (HP + 2 + (b)) * TILE)
+    __shared__ int s_seg, s_tile;
+    griddep_wait(CU_REL_ATTENTION);
+    if (threadIdx.x == 0) {
+        int sg = -1, tl = 0;
+        if (!find_tile(segs, nseg, gridDim.x - 1 - blockIdx.x, &sg, &tl)) sg = -1;
+        s_seg = sg, s_tile = tl;
+    }
+    __syncthreads();
+    if (s_seg < 0) return;
+    const dspy_attn_seg sg = segs[s_seg];
+    const int h0 = blockIdx.y * HP, kvh = h0 / (NH / NKV);
+    const int r0 = s_tile * 64;                       /* first row of the tile within the segment */
+    const int nrows = min(64, sg.n - r0);             /* valid rows */
+    const int kend = sg.pos0 + r0 + nrows;            /* keys needed: [0, kend) */
+    const int32_t *table = tables + sg.table_off;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+
+    /* Q tiles: rows r0 .. r0+63 of the segment, heads h0 .. h0+HP-1 (invalid rows zero). */
+#pragma unroll
+    for (int hh = 0; hh < HP; hh++)
+        for (int i = threadIdx.x; i < 64 * CH; i += 128) {
+            int r = i / CH, c = i % CH;
+            bool ok = r < nrows;
+            const bf16 *src = q + ((int64_t)(sg.row0 + (ok ? r0 + r : 0)) * NH + h0 + hh) * D + c * 8;
+            cp_async16(SQ(hh) + swz<CH>(r, c), src, ok);
+        }
+    cp_async_commit();
+    load_kv_tile<D>(SK(0), kc, table, bs, NKV, kvh, 0, kend);
+    load_kv_tile<D>(SV(0), vc, table, bs, NKV, kvh, 0, kend);
+    cp_async_commit();
+
+    /* Positions of this thread's two rows (row g and g+8 of the warp's 16); rows past the
+     * segment's end take the last valid row's position (their output is not written). */
+    const int wr = warp * 16;
+    const int pos_a = sg.pos0 + r0 + min(wr + g, nrows - 1), pos_b = sg.pos0 + r0 + min(wr + g + 8, nrows - 1);
+    const int warp_pos_min = sg.pos0 + r0 + min(wr, nrows - 1);
+    const int warp_pos_max = sg.pos0 + r0 + min(wr + 15, nrows - 1);
+
+    uint32_t qf[HP][KB][4];
+    float o[HP][ND][4];
+    float m_a[HP], m_b[HP], l_a[HP], l_b[HP];
+#pragma unroll
+    for (int hh = 0; hh < HP; hh++) {
+#pragma unroll
+        for (int i = 0; i < ND; i++) o[hh][i][0] = o[hh][i][1] = o[hh][i][2] = o[hh][i][3] = 0.0f;
+        m_a[hh] = m_b[hh] = -INFINITY, l_a[hh] = l_b[hh] = 0.0f;
+    }
+
+    const int ntiles = (kend + 63) / 64;
+    for (int it = 0; it < ntiles; it++) {
+        const int buf = it & 1, kb = it * 64;
+        if (it + 1 < ntiles) {
+            load_kv_tile<D>(SK(buf ^ 1), kc, table, bs, NKV, kvh, kb + 64, kend);
+            load_kv_tile<D>(SV(buf ^ 1), vc, table, bs, NKV, kvh, kb + 64, kend);
+        }
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        if (QR || it == 0) { /* QR: reloaded every tile, so the registers are free between tiles */
+#pragma unroll
+            for (int hh = 0; hh < HP; hh++)
+#pragma unroll
+                for (int kk = 0; kk < KB; kk++) {
+                    int r = wr + (lane & 7) + ((lane >> 3) & 1) * 8, c = kk * 2 + (lane >> 4);
+                    ldmatrix_x4(qf[hh][kk], SQ(hh) + swz<CH>(r, c));
+                }
+        }
+        if (kb <= warp_pos_max) { /* tiles entirely above the warp's rows contribute nothing */
+            /* S (16 x 64) = Q K^T per head, each K fragment loaded once for the HP heads */
+            float s[HP][8][4];
+#pragma unroll
+            for (int hh = 0; hh < HP; hh++)
+#pragma unroll
+                for (int n = 0; n < 8; n++) s[hh][n][0] = s[hh][n][1] = s[hh][n][2] = s[hh][n][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < KB; kk++) {
+#pragma unroll
+                for (int n2 = 0; n2 < 4; n2++) { /* pairs of n8 tiles: keys n2*16 .. +15 */
+                    uint32_t b[4];
+                    int j = lane >> 3;
+                    int r = n2 * 16 + (lane & 7) + (j >> 1) * 8, c = kk * 2 + (j & 1);
+                    ldmatrix_x4(b, SK(buf) + swz<CH>(r, c));
+#pragma unroll
+                    for (int hh = 0; hh < HP; hh++) {
+                        mma16816(s[hh][2 * n2], qf[hh][kk], b);
+                        mma16816(s[hh][2 * n2 + 1], qf[hh][kk], b + 2);
+                    }
+                }
+            }
+            /* A tile whose last key is at or before the warp's first row needs no causal mask
+             * (every tile but the diagonal ones). */
+            const bool full = kb + 63 <= warp_pos_min;
+#pragma unroll
+            for (int hh = 0; hh < HP; hh++) {
+                if (!full) { /* the causal mask, on the raw scores */
+#pragma unroll
+                    for (int n = 0; n < 8; n++) {
+                        int key = kb + n * 8 + 2 * t;
+                        float *sv = s[hh][n];
+                        if (key > pos_a) sv[0] = -INFINITY;
+                        if (key + 1 > pos_a) sv[1] = -INFINITY;
+                        if (key > pos_b) sv[2] = -INFINITY;
+                        if (key + 1 > pos_b) sv[3] = -INFINITY;
+                    }
+                }
+                /* row maxima of the raw scores as trees, not 16-deep chains: with two warps per
+                 * scheduler the fixed-latency dependencies are what the kernel waits on (Nsight
+                 * Compute) */
+                float ta[8], tb[8];
+#pragma unroll
+                for (int n = 0; n < 8; n++) ta[n] = fmaxf(s[hh][n][0], s[hh][n][1]), tb[n] = fmaxf(s[hh][n][2], s[hh][n][3]);
+#pragma unroll
+                for (int w = 4; w > 0; w >>= 1)
+#pragma unroll
+                    for (int n = 0; n < w; n++) ta[n] = fmaxf(ta[n], ta[n + w]), tb[n] = fmaxf(tb[n], tb[n + w]);
+                float mx_a = fmaxf(m_a[hh], ta[0]), mx_b = fmaxf(m_b[hh], tb[0]);
+                mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));
+                mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
+                mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
+                mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
+                /* p = 2^(s * scale - max * scale): the scaling rides in the exponent's FMA (one
+                 * instruction per score besides the exp; at head size 64 these per-score
+                 * instructions, not the tensor cores, bound the kernel). Every row sees key 0 in
+                 * the first tile, so the max is finite from then on; the first rescale is
+                 * 2^-inf = 0. */
+                const float ms_a = mx_a * scale_log2, ms_b = mx_b * scale_log2;
+                float al_a = fast_exp2(fmaf(m_a[hh], scale_log2, -ms_a)), al_b = fast_exp2(fmaf(m_b[hh], scale_log2, -ms_b));
+                m_a[hh] = mx_a, m_b[hh] = mx_b;
+#pragma unroll
+                for (int n = 0; n < 8; n++) {
+                    float *sv = s[hh][n];
+                    sv[0] = fast_exp2(fmaf(sv[0], scale_log2, -ms_a));
+                    sv[1] = fast_exp2(fmaf(sv[1], scale_log2, -ms_a));
+                    sv[2] = fast_exp2(fmaf(sv[2], scale_log2, -ms_b));
+                    sv[3] = fast_exp2(fmaf(sv[3], scale_log2, -ms_b));
+                    ta[n] = sv[0] + sv[1], tb[n] = sv[2] + sv[3];
+                }
+#pragma unroll
+                for (int w = 4; w > 0; w >>= 1)
+#pragma unroll
+                    for (int n = 0; n < w; n++) ta[n] += ta[n + w], tb[n] += tb[n + w];
+                const float sum_a = ta[0], sum_b = tb[0];
+                l_a[hh] = l_a[hh] * al_a + sum_a;
+                l_b[hh] = l_b[hh] * al_b + sum_b;
+#pragma unroll
+                for (int i = 0; i < ND; i++)
+                    o[hh][i][0] *= al_a, o[hh][i][1] *= al_a, o[hh][i][2] *= al_b, o[hh][i][3] *= al_b;
+            }
+            /* O (16 x D) += P (16 x 64) V (64 x D) per head, each V fragment loaded once */
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) { /* keys kk*16 .. +15 */
+                uint32_t a[HP][4];
+#pragma unroll
+                for (int hh = 0; hh < HP; hh++) {
+                    a[hh][0] = pack_bf16(s[hh][2 * kk][0], s[hh][2 * kk][1]);
+                    a[hh][1] = pack_bf16(s[hh][2 * kk][2], s[hh][2 * kk][3]);
+                    a[hh][2] = pack_bf16(s[hh][2 * kk + 1][0], s[hh][2 * kk + 1][1]);
+                    a[hh][3] = pack_bf16(s[hh][2 * kk + 1][2], s[hh][2 * kk + 1][3]);
+                }
+#pragma unroll
+                for (int d2 = 0; d2 < ND / 2; d2++) { /* pairs of n8 tiles of D */
+                    uint32_t b[4];
+                    int j = lane >> 3;
+                    int r = kk * 16 + (lane & 7) + (j & 1) * 8, c = d2 * 2 + (j >> 1);
+                    ldmatrix_x4_trans(b, SV(buf) + swz<CH>(r, c));
+#pragma unroll
+                    for (int hh = 0; hh < HP; hh++) {
+                        mma16816(o[hh][2 * d2], a[hh], b);
+                        mma16816(o[hh][2 * d2 + 1], a[hh], b + 2);
+                    }
+                }
+            }
+        }
+        __syncthreads(); /* the next iteration's prefetch overwrites this buffer */
+    }
+    /* normalise and write the valid rows */
+    int ra = wr + g, rb = wr + g + 8;
+#pragma unroll
+    for (int hh = 0; hh < HP; hh++) {
+        float la = l_a[hh], lb = l_b[hh];
+        la += __shfl_xor_sync(0xffffffffu, la, 1);
+        la += __shfl_xor_sync(0xffffffffu, la, 2);
+        lb += __shfl_xor_sync(0xffffffffu, lb, 1);
+        lb += __shfl_xor_sync(0xffffffffu, lb, 2);
+        float inv_a = 1.0f / la, inv_b = 1.0f / lb;
+#pragma unroll
+        for (int i = 0; i < ND; i++) {
+            int col = i * 8 + 2 * t;
+            if (ra < nrows) {
+                bf16 *dst = out + ((int64_t)(sg.row0 + r0 + ra) * NH + h0 + hh) * D + col;
+                *(__nv_bfloat162 *)dst = __floats2bfloat162_rn(o[hh][i][0] * inv_a, o[hh][i][1] * inv_a);
+            }
+            if (rb < nrows) {
+                bf16 *dst = out + ((int64_t)(sg.row0 + r0 + rb) * NH + h0 + hh) * D + col;
+                *(__nv_bfloat162 *)dst = __floats2bfloat162_rn(o[hh][i][2] * inv_b, o[hh][i][3] * inv_b);
+            }
+        }
+    }
+#undef SQ
+#undef SK
+#undef SV
+}
+
+/* ---- head size 64: two heads a warp, lazy rescale, sums on the tensor cores ------------------ */
+
+/* S (16 x 8NT, per head) = Q K^T for the warp's 16 rows of both heads (Q tiles at sq and sq + 8
+ * KiB, K tile at sk), each K fragment loaded once for both heads. */
+template <int NT>
+static __device__ __forceinline__ void p64_qk(float (&s)[2][NT][4], const char *sq, const char *sk, int wr, int lane) {
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++)
+#pragma unroll
+        for (int n = 0; n < NT; n++) s[hh][n][0] = s[hh][n][1] = s[hh][n][2] = s[hh][n][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        uint32_t qf[2][4];
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++) {
+            int r = wr + (lane & 7) + ((lane >> 3) & 1) * 8, c = kk * 2 + (lane >> 4);
+            ldmatrix_x4(qf[hh], sq + hh * 64 * 64 * 2 + swz<8>(r, c));
+        }
+#pragma unroll
+        for (int n2 = 0; n2 < NT / 2; n2++) { /* pairs of n8 tiles: keys n2*16 .. +15 */
+            uint32_t b[4];
+            int j = lane >> 3;
+            int r = n2 * 16 + (lane & 7) + (j >> 1) * 8, c = kk * 2 + (j & 1);
+            ldmatrix_x4(b, sk + swz<8>(r, c));
+#pragma unroll
+            for (int hh = 0; hh < 2; hh++) {
+                mma16816(s[hh][2 * n2], qf[hh], b);
+                mma16816(s[hh][2 * n2 + 1], qf[hh], b + 2);
+            }
+        }
+    }
+}
+
+/* The causal mask on raw scores of keys kb .. (rows at positions pos_a = row g, pos_b = g + 8). */
+template <int NT>
+static __device__ __forceinline__ void p64_mask(float (&s)[2][NT][4], int kb, int t, int pos_a, int pos_b) {
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++)
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+            int key = kb + n * 8 + 2 * t;
+            float *sv = s[hh][n];
+            if (key > pos_a) sv[0] = -INFINITY;
+            if (key + 1 > pos_a) sv[1] = -INFINITY;
+            if (key > pos_b) sv[2] = -INFINITY;
+            if (key + 1 > pos_b) sv[3] = -INFINITY;
+        }
+}
+
+/* The online softmax of one tile: raw scores s -> BF16 weights p (the A fragments of P V), with
+ * the running max m[head][row g / g + 8], and O and the sums lf rescaled where the max moves.
+ * The max is raised only where a weight would pass 2^8 (one vote for the warp, both heads): the
+ * first tile always does (m = -inf), and every row sees key 0 there, so m is finite from then
+ * on and the first rescale multiplies by 2^-inf = 0. */
+template <int NT>
+static __device__ __forceinline__ void p64_softmax(float (&s)[2][NT][4], uint32_t (&p)[2][NT / 2][4], float (&o)[2][8][4],
+                                                   float (&lf)[2][4], float (&m)[2][2], float sl2) {
+    float mx[2][2];
+    bool grow = false;
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        /* row maxima as trees (short dependent chains), then across the row's 4 threads */
+        float ta[NT], tb[NT];
+#pragma unroll
+        for (int n = 0; n < NT; n++) ta[n] = fmaxf(s[hh][n][0], s[hh][n][1]), tb[n] = fmaxf(s[hh][n][2], s[hh][n][3]);
+#pragma unroll
+        for (int w = NT / 2; w > 0; w >>= 1)
+#pragma unroll
+            for (int n = 0; n < w; n++) ta[n] = fmaxf(ta[n], ta[n + w]), tb[n] = fmaxf(tb[n], tb[n + w]);
+        float a = fmaxf(m[hh][0], ta[0]), b = fmaxf(m[hh][1], tb[0]);
+        a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 1));
+        b = fmaxf(b, __shfl_xor_sync(0xffffffffu, b, 1));
+        a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 2));
+        b = fmaxf(b, __shfl_xor_sync(0xffffffffu, b, 2));
+        mx[hh][0] = a, mx[hh][1] = b;
+        grow |= (a - m[hh][0]) * sl2 > 8.0f || (b - m[hh][1]) * sl2 > 8.0f;
+    }
+    if (__any_sync(0xffffffffu, grow)) {
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++) {
+            const float al_a = fast_exp2((m[hh][0] - mx[hh][0]) * sl2), al_b = fast_exp2((m[hh][1] - mx[hh][1]) * sl2);
+            m[hh][0] = mx[hh][0], m[hh][1] = mx[hh][1];
+#pragma unroll
+            for (int i = 0; i < 8; i++) o[hh][i][0] *= al_a, o[hh][i][1] *= al_a, o[hh][i][2] *= al_b, o[hh][i][3] *= al_b;
+            lf[hh][0] *= al_a, lf[hh][1] *= al_a, lf[hh][2] *= al_b, lf[hh][3] *= al_b;
+        }
+    }
+    /* p = 2^(s * scale - max * scale): the scaling rides in the exponent's FMA */
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        const float ma = m[hh][0] * sl2, mb = m[hh][1] * sl2;
+#pragma unroll
+        for (int kk = 0; kk < NT / 2; kk++) {
+            const float *s0 = s[hh][2 * kk], *s1 = s[hh][2 * kk + 1];
+            p[hh][kk][0] = pack_bf16(fast_exp2(fmaf(s0[0], sl2, -ma)), fast_exp2(fmaf(s0[1], sl2, -ma)));
+            p[hh][kk][1] = pack_bf16(fast_exp2(fmaf(s0[2], sl2, -mb)), fast_exp2(fmaf(s0[3], sl2, -mb)));
+            p[hh][kk][2] = pack_bf16(fast_exp2(fmaf(s1[0], sl2, -ma)), fast_exp2(fmaf(s1[1], sl2, -ma)));
+            p[hh][kk][3] = pack_bf16(fast_exp2(fmaf(s1[2], sl2, -mb)), fast_exp2(fmaf(s1[3], sl2, -mb)));
+        }
+    }
+}
+
+/* O (16 x 64, per head) += P V (V tile at sv, each fragment loaded once for both heads); the row
+ * sums as P times a column of ones (every thread of a row then holds its whole sum). */
+template <int NT>
+static __device__ __forceinline__ void p64_pv(const uint32_t (&p)[2][NT / 2][4], float (&o)[2][8][4], float (&lf)[2][4],
+                                              const char *sv, int lane) {
+    const uint32_t ones[2] = {0x3F803F80u, 0x3F803F80u}; /* BF16 pairs (1, 1) */
+#pragma unroll
+    for (int kk = 0; kk < NT / 2; kk++) { /* keys kk*16 .. +15 */
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++) mma16816(lf[hh], p[hh][kk], ones);
+#pragma unroll
+        for (int d2 = 0; d2 < 4; d2++) { /* pairs of n8 tiles of D */
+            uint32_t b[4];
+            int j = lane >> 3;
+            int r = kk * 16 + (lane & 7) + (j & 1) * 8, c = d2 * 2 + (j >> 1);
+            ldmatrix_x4_trans(b, sv + swz<8>(r, c));
+#pragma unroll
+            for (int hh = 0; hh < 2; hh++) {
+                mma16816(o[hh][2 * d2], p[hh][kk], b);
+                mma16816(o[hh][2 * d2 + 1], p[hh][kk], b + 2);
+            }
+        }
+    }
+}
+
+/* The head-size-64 prefill CTA (GQA groups of an even size, power-of-two cache blocks): 4 warps,
+ * 64 query rows of one segment and two query heads of one KV group; warp w owns rows 16w .. 16w+15
+ * of both heads, so every K/V fragment it loads feeds two mma chains. Keys and values stream
+ * through shared memory KT = 64 positions at a time, two stages deep, one barrier a tile (the
+ * refill of a stage is issued right after the barrier that ends its last use). Q is reloaded from
+ * shared memory every tile: the registers go to occupancy (168 a thread, 3 blocks = 12 warps an
+ * SM). See the file comment for what each choice was worth on the H200.
+ * Tensors: out, q (N, NH, 64); kc, vc (slots, NKV, 64), slot = table[pos >> bsh] << bsh | pos & (2^bsh - 1)
+ * with the segment's table at tables + table_off; grid (64-row tiles of all segments, NH / 2). */
+template <int KT, int ST, int MB>
+static __global__ __launch_bounds__(128, MB) void k_prefill64(bf16 *__restrict__ out, const bf16 *__restrict__ q,
+                                                               const bf16 *__restrict__ kc, const bf16 *__restrict__ vc,
+                                                               const dspy_attn_seg *__restrict__ segs, int nseg,
+                                                               const int32_t *__restrict__ tables, int bsh, int NH,
+                                                               int NKV, float sl2) {
+    constexpr int D = 64, CH = 8, NT = KT / 8; /* 16-B chunks per row, n8 tiles of a key tile */
+    constexpr int QB = 64 * D * 2, KVB = KT * D * 2; /* bytes of a Q tile (one head), of a K or V tile */
+    extern __shared__ __align__(128) char smem[];
+    /* Q of heads h0 and h0+1, then per stage b: K, V (computed offsets: see k_attn_prefill) */
+#define SK(b) (smem + 2 * QB + (b) * 2 * KVB)
+#define SV(b) (smem + 2 * QB + (b) * 2 * KVB + KVB)
+    __shared__ int s_seg, s_tile;
+    griddep_wait(CU_REL_ATTENTION);
+    if (threadIdx.x == 0) {
+        int sg = -1, tl = 0;
+        if (!find_tile(segs, nseg, gridDim.x - 1 - blockIdx.x, &sg, &tl)) sg = -1;
+        s_seg = sg, s_tile = tl;
+    }
+    __syncthreads();
+    if (s_seg < 0) return;
+    const dspy_attn_seg sg = segs[s_seg];
+    const int h0 = blockIdx.y * 2, kvh = h0 / (NH / NKV);
+    const int r0 = s_tile * 64, nrows = min(64, sg.n - r0);
+    const int kend = sg.pos0 + r0 + nrows; /* keys needed: [0, kend) */
+    const int32_t *table = tables + sg.table_off;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+
+    /* Q tiles (invalid rows zero) */
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++)
+#pragma unroll
+        for (int i = threadIdx.x; i < 64 * CH; i += 128) {
+            int r = i / CH, c = i % CH;
+            bool ok = r < nrows;
+            const bf16 *src = q + ((int64_t)(sg.row0 + (ok ? r0 + r : 0)) * NH + h0 + hh) * D + c * 8;
+            cp_async16(smem + hh * QB + swz<CH>(r, c), src, ok);
+        }
+    /* this thread copies chunk c of key rows rr, rr + 16, ... of every K and V tile */
+    const int c = threadIdx.x & 7, rr = threadIdx.x >> 3, bmask = (1 << bsh) - 1;
+    const int64_t kv_row = (int64_t)NKV * D;
+    const bf16 *kbase = kc + kvh * D + c * 8, *vbase = vc + kvh * D + c * 8;
+    const int ntiles = (kend + KT - 1) / KT;
+    auto load_tile = [&](int b, int kb) {
+#pragma unroll
+        for (int i = 0; i < KT / 16; i++) {
+            const int r = rr + 16 * i, j = kb + r;
+            const bool ok = j < kend;
+            const int64_t off = ok ? ((int64_t)table[j >> bsh] * (bmask + 1) + (j & bmask)) * kv_row : 0;
+            cp_async16(SK(b) + swz<CH>(r, c), kbase + off, ok);
+            cp_async16(SV(b) + swz<CH>(r, c), vbase + off, ok);
+        }
+    };
+#pragma unroll
+    for (int s = 0; s < ST - 1; s++) {
+        if (s < ntiles) load_tile(s, s * KT);
+        cp_async_commit(); /* the first group carries Q too */
+    }
+
+    const int wr = warp * 16;
+    const int pos_a = sg.pos0 + r0 + min(wr + g, nrows - 1), pos_b = sg.pos0 + r0 + min(wr + g + 8, nrows - 1);
+    const int warp_pos_min = sg.pos0 + r0 + min(wr, nrows - 1);
+    const int warp_pos_max = sg.pos0 + r0 + min(wr + 15, nrows - 1);
+
+    float o[2][8][4], lf[2][4]; /* O per head; row sums per head (cols 0 of rows g and g+8 used) */
+    float m[2][2];              /* running max of the raw scores per head, rows g and g+8 */
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+#pragma unroll
+        for (int i = 0; i < 8; i++) o[hh][i][0] = o[hh][i][1] = o[hh][i][2] = o[hh][i][3] = 0.0f;
+        lf[hh][0] = lf[hh][1] = lf[hh][2] = lf[hh][3] = 0.0f;
+        m[hh][0] = m[hh][1] = -INFINITY;
+    }
+
+    for (int it = 0; it < ntiles; it++) {
+        const int buf = it % ST, kb = it * KT;
+        cp_async_wait<ST - 2>(); /* tile `it` (and Q) landed for this thread */
+        __syncthreads();         /* ... for every thread; and every warp is done with tile it - 1 */
+        if (it + ST - 1 < ntiles) load_tile((it + ST - 1) % ST, (it + ST - 1) * KT); /* into tile it-1's stage */
+        cp_async_commit();
+        if (kb > warp_pos_max) continue; /* tiles entirely above the warp's rows contribute nothing */
+        float s[2][NT][4];
+        uint32_t p[2][NT / 2][4];
+        p64_qk<NT>(s, smem, SK(buf), wr, lane);
+        if (kb + KT - 1 > warp_pos_min) p64_mask<NT>(s, kb, t, pos_a, pos_b); /* diagonal tiles only */
+        p64_softmax<NT>(s, p, o, lf, m, sl2);
+        p64_pv<NT>(p, o, lf, SV(buf), lane);
+    }
+    cp_async_wait<0>(); /* no copy may still target shared memory when the CTA exits */
+    /* normalise and write the valid rows */
+    const int ra = wr + g, rb = wr + g + 8;
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        const float inv_a = 1.0f / lf[hh][0], inv_b = 1.0f / lf[hh][2];
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            int col = i * 8 + 2 * t;
+            if (ra < nrows) {
+                bf16 *dst = out + ((int64_t)(sg.row0 + r0 + ra) * NH + h0 + hh) * D + col;
+                *(__nv_bfloat162 *)dst = __floats2bfloat162_rn(o[hh][i][0] * inv_a, o[hh][i][1] * inv_a);
+            }
+            if (rb < nrows) {
+                bf16 *dst = out + ((int64_t)(sg.row0 + r0 + rb) * NH + h0 + hh) * D + col;
+                *(__nv_bfloat162 *)dst = __floats2bfloat162_rn(o[hh][i][2] * inv_b, o[hh][i][3] * inv_b);
+            }
+        }
+    }
+#undef SK
+#undef SV
+}
+
+/* ---- launch ------------------------------------------------------------------------------- */
+
+template <int D, int HP, int QR = 0, int MB = (HP == 1 && D == 64 ? 4 : 1)> static dspy_status launch_prefill(dspy_backend *be, bf16 *out, const bf16 *q, const bf16 *kc,
+                                                           const bf16 *vc, const dspy_attn_meta *m, int NH, int NKV,
+                                                           float sl2) {
+    size_t smem = (size_t)(HP + 4) * 64 * D * 2;
+    /* An upper bound on the tiles: every segment adds at most one partial tile. */
+    unsigned tiles = (unsigned)((m->N + 63) / 64 + m->nseg);
+    dim3 grid(tiles, NH / HP);
+    return cu_launch(be, "attention (prefill)", k_attn_prefill<D, HP, QR, MB>, grid, 128, smem, out, q, kc, vc,
+                     (const dspy_attn_seg *)m->segs.data, m->nseg, (const int32_t *)m->tables.data, m->block_size, NH,
+                     NKV, sl2);
+}
+
+template <int KT, int ST> static constexpr size_t p64_smem() { return (size_t)2 * 64 * 64 * 2 + (size_t)ST * 2 * KT * 64 * 2; }
+
+template <int KT, int ST, int MB>
+static dspy_status launch_prefill64(dspy_backend *be, bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc,
+                                    const dspy_attn_meta *m, int NH, int NKV, int bsh, float sl2) {
+    unsigned tiles = (unsigned)((m->N + 63) / 64 + m->nseg); /* an upper bound, as in launch_prefill */
+    return cu_launch(be, "attention (prefill, HS 64)", k_prefill64<KT, ST, MB>, dim3(tiles, NH / 2), 128,
+                     p64_smem<KT, ST>(), out, q, kc, vc, (const dspy_attn_seg *)m->segs.data, m->nseg,
+                     (const int32_t *)m->tables.data, bsh, NH, NKV, sl2);
+}
+
+/* DSPY_CUDA_PREFILL64=0 routes head size 64 to the older k_attn_prefill (for comparisons; its
+ * variant then follows DSPY_CUDA_PREFILL_HEADS); read once per process. */
+static int p64_on = -1;
+
+dspy_status dspy_cu_attention_prefill_setup(dspy_backend *be) {
+    if (p64_on < 0) {
+        const char *v = getenv("DSPY_CUDA_PREFILL64");
+        p64_on = v && atoi(v) == 0 ? 0 : 1;
+    }
+    cudaError_t e = cudaFuncSetAttribute(k_prefill64<64, 2, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)p64_smem<64, 2>());
+    DSPY_TRY(dspy_cu_check(be, e, "attention prefill (shared memory)"));
+    /* this file's copy of the early-release bits (cuda.cuh: one per .cu file) */
+    DSPY_TRY(dspy_cu_check(be, cu_release_set(cu_of(be)->release), "attention prefill (release flag)"));
+    /* The prefill tiles take (HP + 4) x 64 x D BF16 of shared memory: 80 KiB for D = 128 and 48
+     * KiB (plus the static tile index) for two heads of D = 64, above the default 48 KiB. */
+    DSPY_TRY(dspy_cu_check(be, cudaFuncSetAttribute(k_attn_prefill<128, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               5 * 64 * 128 * 2),
+                      "attention (shared memory)"));
+    DSPY_TRY(dspy_cu_check(be, cudaFuncSetAttribute(k_attn_prefill<64, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               6 * 64 * 64 * 2),
+                      "attention (shared memory)"));
+    DSPY_TRY(dspy_cu_check(be, cudaFuncSetAttribute(k_attn_prefill<64, 2, 1, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               6 * 64 * 64 * 2),
+                      "attention (shared memory)"));
+    return dspy_cu_check(be, cudaFuncSetAttribute(k_attn_prefill<64, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             5 * 64 * 64 * 2),
+                    "attention (shared memory)");
+}
+
+dspy_status dspy_cu_attention_prefill(dspy_backend *be, bf16 *o, const bf16 *qq, const bf16 *kc, const bf16 *vc,
+                                      const dspy_attn_meta *m, int NH, int NKV, int HS, float sl2) {
+    const int G = NH / NKV, bs = m->block_size;
+    int bsh = 0;
+    while (bsh < 30 && (1 << bsh) < bs) bsh++;
+    if (HS == 64 && G % 2 == 0 && (1 << bsh) == bs && p64_on)
+        return launch_prefill64<64, 2, 3>(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2);
+    /* two query heads per CTA where a KV group has an even number of them (D = 64 only: at 128
+     * the doubled accumulators would not fit the registers) */
+    if (HS == 64 && G % 2 == 0) switch (cu_of(be)->prefill_heads) {
+        case 1: break;
+        case 2: return launch_prefill<64, 2>(be, o, qq, kc, vc, m, NH, NKV, sl2);
+        default: return launch_prefill<64, 2, 1, 3>(be, o, qq, kc, vc, m, NH, NKV, sl2);
+        }
+    if (HS == 64) return launch_prefill<64, 1>(be, o, qq, kc, vc, m, NH, NKV, sl2);
+    return launch_prefill<128, 1>(be, o, qq, kc, vc, m, NH, NKV, sl2);
+}
