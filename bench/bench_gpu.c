@@ -10,7 +10,9 @@
  *          step) until every sequence has its first token; seconds and tokens/s, and the FLOP
  *          floor (2 * non-embedding params * tokens + causal attention) at the measured peak
  *
- * Usage: bench_gpu --model DIR [--device cuda] [--prefill-chunk 16384] [--peak-tflops 789]
+ * Usage: bench_gpu --model DIR [--device cuda] [--prefill-chunk 32768] [--peak-tflops 789]
+ * The prefill's default chunk is 32,768 tokens a step: on the H200 it measured 0.617 s against
+ * 0.642 s for 16,384 (bench/RESULTS.md; the larger GEMMs and fewer steps); run_gpu.sh prints both.
  * Prints one JSON object per measurement (for bench/run_gpu.sh to tabulate).
  */
 #include <math.h>
@@ -537,7 +539,7 @@ static double b1_ms(dspy_model *m, const dspy_constraint *cons, int plen, int ge
 
 int main(int argc, char **argv) {
     const char *dir = NULL, *device = "cuda";
-    int chunk = 16384, n_prompts = 100, plen = 1500, gen = 128;
+    int chunk = 32768, n_prompts = 100, plen = 1500, gen = 128;
     double peak = 789e12;
     int only_b1 = 0, only_prefill = 0, only_step = 0, only_prefill_ops = 0;
     for (int i = 1; i + 1 < argc; i += 2) {

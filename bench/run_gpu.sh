@@ -53,7 +53,7 @@ if has bench; then
   echo "-- prefill with the previous attention variant (Q in registers, DSPY_CUDA_PREFILL_HEADS=2)"
   DSPY_CUDA_PREFILL_HEADS=2 timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-prefill 1 2>&1 | grep -E '"prefill"|prefill_op'
   echo "-- prefill with other chunk sizes"
-  for ch in 8192 32768; do
+  for ch in 8192 16384; do
     timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-prefill 1 --prefill-chunk $ch 2>&1 | grep '"prefill"'
   done
   timeout 120 build-gpu/bin/dspy generate --model "$MODEL" --device cuda --prompt-ids 128000,9906,1917 \
