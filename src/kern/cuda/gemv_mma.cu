@@ -29,6 +29,8 @@
  * operands not 16-byte aligned, HS % 32 != 0 (attn_in), normed rows over the shared memory.
  */
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "kern/cuda/gemv_mma.cuh"
 #include "kern/cuda/mma.cuh"
@@ -310,32 +312,31 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_logits(const bf16
 
 /* ---- host side ------------------------------------------------------------------------------- */
 
-/* One wave: no more blocks than are resident at once (measured occupancy, at least 1 per SM). */
-template <typename K> static unsigned grid_of(dspy_backend *be, K kern, size_t smem, int units) {
-    int occ = 1;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, MMA_THREADS, smem) != cudaSuccess || occ < 1) occ = 1;
-    int64_t cap = (int64_t)cu_of(be)->sm_count * occ;
-    return (unsigned)(units < cap ? units : cap);
+/* One wave: every kernel here holds an SM alone (512 threads at > 64 registers), so one block
+ * per SM; the blocks stride over the units. */
+static unsigned grid_of(dspy_backend *be, int units) {
+    int sms = cu_of(be)->sm_count;
+    return (unsigned)(units < sms ? units : sms);
 }
 
-/* The largest dynamic shared memory a block may opt in to (dspy_cu_mma_setup raised every
- * kernel's limit to it). */
-static size_t smem_optin(dspy_backend *be) {
-    int v = 48 * 1024;
-    cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, cu_of(be)->dev);
-    return (size_t)v;
-}
+/* The largest dynamic shared memory a block may opt in to, the smallest over the devices set up
+ * (dspy_cu_mma_setup raised every kernel's limit to it); read there, not during a capture. */
+static int g_smem_optin;
 
 static bool aligned16(const void *p) { return (uintptr_t)p % 16 == 0; }
 
+/* DSPY_CUDA_MMA=0 (read at backend init) sends 5..16 rows back to the composed path: the
+ * before/after comparison of bench/run_gpu_h10b.sh in one build. */
+static bool g_mma_off;
+
 bool dspy_cu_mma_fits(int N, int C, const void *w, const void *inp) {
-    return N >= MMA_MIN_ROWS && N <= MMA_MAX_ROWS && C > 0 && C % 32 == 0 && aligned16(w) && aligned16(inp);
+    return !g_mma_off && N >= MMA_MIN_ROWS && N <= MMA_MAX_ROWS && C > 0 && C % 32 == 0 && aligned16(w) && aligned16(inp);
 }
 
 /* The normed-rows kernels also need the F32 rows and norm weights 16-byte aligned (float4) and
  * their shared memory within the device's limit. */
-static bool fused_fits(dspy_backend *be, int N, int C, const void *w, const void *x, const void *wn, int T) {
-    return dspy_cu_mma_fits(N, C, w, x) && aligned16(wn) && smem_bytes(N > 8 ? 2 : 1, T, C, true) <= smem_optin(be);
+static bool fused_fits(int N, int C, const void *w, const void *x, const void *wn, int T) {
+    return dspy_cu_mma_fits(N, C, w, x) && aligned16(wn) && smem_bytes(N > 8 ? 2 : 1, T, C, true) <= (size_t)g_smem_optin;
 }
 
 dspy_status dspy_cu_mma_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
@@ -346,18 +347,18 @@ dspy_status dspy_cu_mma_linear(dspy_backend *be, dspy_tensor out, dspy_tensor in
     const int units = (OC + 15) / 16;
     if (N > 8) {
         size_t sm = smem_bytes(2, 1, C, false);
-        return cu_launch(be, "linear (tensor-core gemv)", k_mma_linear<2>, grid_of(be, k_mma_linear<2>, sm, units),
+        return cu_launch(be, "linear (tensor-core gemv)", k_mma_linear<2>, grid_of(be, units),
                          MMA_THREADS, sm, Wp, Xp, out.data, mode, bp, N, OC, C);
     }
     size_t sm = smem_bytes(1, 1, C, false);
-    return cu_launch(be, "linear (tensor-core gemv)", k_mma_linear<1>, grid_of(be, k_mma_linear<1>, sm, units),
+    return cu_launch(be, "linear (tensor-core gemv)", k_mma_linear<1>, grid_of(be, units),
                      MMA_THREADS, sm, Wp, Xp, out.data, mode, bp, N, OC, C);
 }
 
 dspy_status dspy_cu_mma_attn_in(dspy_backend *be, bool *taken, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache,
                                 dspy_tensor x, dspy_tensor w_norm, dspy_tensor wqkv, dspy_tensor bqkv, dspy_tensor pos,
                                 dspy_tensor slots, dspy_tensor inv_freq, int N, int C, int NH, int NKV, int HS, float eps) {
-    *taken = HS % 32 == 0 && fused_fits(be, N, C, wqkv.data, x.data, w_norm.data, 2);
+    *taken = HS % 32 == 0 && fused_fits(N, C, wqkv.data, x.data, w_norm.data, 2);
     if (!*taken) return DSPY_OK;
     const int W = (NH + 2 * NKV) * HS, units = (NH + 2 * NKV) * (HS / 32);
     CU_NEED("attn_in", "q_out", q_out, DSPY_DTYPE_BF16, (int64_t)N * NH * HS);
@@ -378,7 +379,7 @@ dspy_status dspy_cu_mma_attn_in(dspy_backend *be, bool *taken, dspy_tensor q_out
 #define LAUNCH(NT)                                                                                                 \
     do {                                                                                                           \
         size_t sm = smem_bytes(NT, 2, C, true);                                                                    \
-        return cu_launch(be, "attn_in (tensor-core gemv)", k_mma_attn_in<NT>, grid_of(be, k_mma_attn_in<NT>, sm, units), \
+        return cu_launch(be, "attn_in (tensor-core gemv)", k_mma_attn_in<NT>, grid_of(be, units), \
                          MMA_THREADS, sm, Wp, bp, xp, wn, eps, pp, sp, fp, qo, kc, vc, N, C, NH, NKV, HS);          \
     } while (0)
     if (N > 8) LAUNCH(2);
@@ -388,7 +389,7 @@ dspy_status dspy_cu_mma_attn_in(dspy_backend *be, bool *taken, dspy_tensor q_out
 
 dspy_status dspy_cu_mma_mlp_in(dspy_backend *be, bool *taken, dspy_tensor h, dspy_tensor x, dspy_tensor w_norm,
                                dspy_tensor w_gate_up, int N, int C, int I, float eps) {
-    *taken = fused_fits(be, N, C, w_gate_up.data, x.data, w_norm.data, 2);
+    *taken = fused_fits(N, C, w_gate_up.data, x.data, w_norm.data, 2);
     if (!*taken) return DSPY_OK;
     CU_NEED("mlp_in", "h", h, DSPY_DTYPE_BF16, (int64_t)N * I);
     CU_NEED("mlp_in", "x", x, DSPY_DTYPE_F32, (int64_t)N * C);
@@ -401,7 +402,7 @@ dspy_status dspy_cu_mma_mlp_in(dspy_backend *be, bool *taken, dspy_tensor h, dsp
 #define LAUNCH(NT)                                                                                               \
     do {                                                                                                         \
         size_t sm = smem_bytes(NT, 2, C, true);                                                                  \
-        return cu_launch(be, "mlp_in (tensor-core gemv)", k_mma_mlp_in<NT>, grid_of(be, k_mma_mlp_in<NT>, sm, units), \
+        return cu_launch(be, "mlp_in (tensor-core gemv)", k_mma_mlp_in<NT>, grid_of(be, units), \
                          MMA_THREADS, sm, Wp, xp, wn, eps, hp, N, C, I);                                         \
     } while (0)
     if (N > 8) LAUNCH(2);
@@ -411,7 +412,7 @@ dspy_status dspy_cu_mma_mlp_in(dspy_backend *be, bool *taken, dspy_tensor h, dsp
 
 dspy_status dspy_cu_mma_logits(dspy_backend *be, bool *taken, dspy_tensor out, dspy_tensor x, dspy_tensor rows,
                                dspy_tensor w_norm, dspy_tensor w, int M, int C, int V, float eps) {
-    *taken = fused_fits(be, M, C, w.data, x.data, w_norm.data, 1);
+    *taken = fused_fits(M, C, w.data, x.data, w_norm.data, 1);
     if (!*taken) return DSPY_OK;
     CU_NEED("logits", "out", out, DSPY_DTYPE_F32, (int64_t)M * V);
     CU_NEED("logits", "x", x, DSPY_DTYPE_F32, C);
@@ -426,7 +427,7 @@ dspy_status dspy_cu_mma_logits(dspy_backend *be, bool *taken, dspy_tensor out, d
 #define LAUNCH(NT)                                                                                               \
     do {                                                                                                         \
         size_t sm = smem_bytes(NT, 1, C, true);                                                                  \
-        return cu_launch(be, "logits (tensor-core gemv)", k_mma_logits<NT>, grid_of(be, k_mma_logits<NT>, sm, units), \
+        return cu_launch(be, "logits (tensor-core gemv)", k_mma_logits<NT>, grid_of(be, units), \
                          MMA_THREADS, sm, Wp, xp, rp, wn, eps, op, M, C, V);                                     \
     } while (0)
     if (M > 8) LAUNCH(2);
@@ -437,8 +438,11 @@ dspy_status dspy_cu_mma_logits(dspy_backend *be, bool *taken, dspy_tensor out, d
 dspy_status dspy_cu_mma_setup(dspy_backend *be) {
     /* this file's copy of the early-release bits (cuda.cuh: one per .cu file) */
     DSPY_TRY(dspy_cu_check(be, cu_release_set(cu_of(be)->release), "tensor-core gemv (release flag)"));
-    const int mx = (int)smem_optin(be);
-    cudaError_t e = cudaSuccess;
+    const char *env = getenv("DSPY_CUDA_MMA");
+    g_mma_off = env && strcmp(env, "0") == 0;
+    int mx = 48 * 1024;
+    cudaError_t e = cudaDeviceGetAttribute(&mx, cudaDevAttrMaxSharedMemoryPerBlockOptin, cu_of(be)->dev);
+    if (e == cudaSuccess && (g_smem_optin == 0 || mx < g_smem_optin)) g_smem_optin = mx;
 #define ATTR(K) \
     if (e == cudaSuccess) e = cudaFuncSetAttribute(K, cudaFuncAttributeMaxDynamicSharedMemorySize, mx);
     ATTR(k_mma_linear<1>) ATTR(k_mma_linear<2>) ATTR(k_mma_attn_in<1>) ATTR(k_mma_attn_in<2>)
