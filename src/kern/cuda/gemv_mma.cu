@@ -16,11 +16,12 @@
  *   - a block of 16 warps owns a unit (one tile of 16 features, or a pair: RoPE's rows i and
  *     i + HS/2, SwiGLU's gate and up rows) and splits K over its warps (warp w takes K steps
  *     w, w + 16, ...: the block reads 512 contiguous bytes of every row at a time); eight
- *     16-byte weight loads per lane are in flight, and the next batch — of this unit or the
- *     block's next — is issued before the current one is multiplied, so the stream keeps going
+ *     16-byte weight loads per lane make a batch, and two batches are in flight whenever a warp
+ *     waits (two register buffers taking turns; the batch two ahead — of this unit or the
+ *     block's next — is issued as soon as a buffer is multiplied), so the stream keeps going
  *     through the cross-warp reduction (shared memory, fixed order: deterministic) and the
- *     epilogue. The first batch is loaded before griddep_wait (weights never depend on the
- *     previous kernel), as in gemv.cu;
+ *     epilogue. The first two batches are loaded before griddep_wait (weights never depend on
+ *     the previous kernel), as in gemv.cu;
  *   - RMSNorm prologue: each block normalises the N rows (one warp a row) into shared memory as
  *     BF16, the rounding the composed path's normed activations get; rows past N are zeros.
  *     linear reads its BF16 input rows from global memory (L1-cached, shared by the block).
@@ -121,15 +122,50 @@ static __device__ __forceinline__ float reduced(const float *red, int tt, int r,
     return s;
 }
 
-/* The block's units, streamed: `cur` holds batch 0 of unit blockIdx.x (loaded before the
- * dependency wait). epi(u, r, n, va, vb) gets the finished values of feature row r of the unit's
- * tile 0 (va) and tile 1 (vb, 0 when T == 1) for activation row n < N. */
+/* The batches of a block, in order: (unit u, batch j), j < nb, then (u + gridDim.x, 0), ... */
+static __device__ __forceinline__ void next_batch(int &u, int &j, int nb) {
+    if (++j == nb) j = 0, u += gridDim.x;
+}
+
+/* One batch of the block's stream: buf (batch j of unit u, loaded two batches ago) through the
+ * MMAs; when it ends the unit, the cross-warp reduction and epi(u, r, n, va, vb) for every
+ * feature row r and activation row n < N (va: tile 0, vb: tile 1 or 0). Then buf is reloaded
+ * with batch (lu, lj), two ahead, while the other buffer's loads are still in flight. */
 template <int NT, int T, bool GX, typename RowOf, typename Epi>
-static __device__ __forceinline__ void run_units(uint4 *cur, const bf16 *__restrict__ W, int C, int units, const bf16 *X,
-                                                 int ldx, int N, float *red, RowOf row_of, Epi epi) {
-    constexpr int SPB = 4 / T, SL = T * NT * 4;
-    const int S = C / 32, nb = (S + MW * SPB - 1) / (MW * SPB);
-    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+static __device__ __forceinline__ void stream_step(uint4 *buf, float (*acc)[NT][4], int u, int j, int lu, int lj, int nb,
+                                                   const bf16 *__restrict__ W, int C, int units, const bf16 *X, int ldx,
+                                                   int N, float *red, RowOf row_of, Epi epi) {
+    constexpr int SL = T * NT * 4;
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, S = C / 32;
+    mma_batch<NT, T, GX>(acc, buf, X, ldx, N, S, j);
+    if (lu < units) load_batch<T>(buf, W, C, S, lu, lj, row_of);
+    if (j + 1 < nb) return;
+#pragma unroll
+    for (int tt = 0; tt < T; tt++)
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                red[(w * SL + (tt * NT + nt) * 4 + i) * 32 + lane] = acc[tt][nt][i];
+                acc[tt][nt][i] = 0.0f;
+            }
+    __syncthreads();
+    if (threadIdx.x < 16 * 8 * NT) {
+        const int r = threadIdx.x / (8 * NT), n = threadIdx.x % (8 * NT);
+        if (n < N) epi(u, r, n, reduced<NT, T>(red, 0, r, n), T > 1 ? reduced<NT, T>(red, T - 1, r, n) : 0.0f);
+    }
+    __syncthreads(); /* red is rewritten by the next unit */
+}
+
+/* The block's units, streamed through two register buffers that take turns (no copy between
+ * them: a register move would wait for its load), so two batches (16 loads a lane) are in
+ * flight whenever a warp waits. b0 and b1 hold the block's first two batches, loaded before the
+ * dependency wait. */
+template <int NT, int T, bool GX, typename RowOf, typename Epi>
+static __device__ __forceinline__ void run_units(uint4 *b0, uint4 *b1, const bf16 *__restrict__ W, int C, int units,
+                                                 const bf16 *X, int ldx, int N, float *red, RowOf row_of, Epi epi) {
+    constexpr int SPB = 4 / T;
+    const int nb = (C / 32 + MW * SPB - 1) / (MW * SPB);
     float acc[T][NT][4];
 #pragma unroll
     for (int tt = 0; tt < T; tt++)
@@ -137,34 +173,28 @@ static __device__ __forceinline__ void run_units(uint4 *cur, const bf16 *__restr
         for (int nt = 0; nt < NT; nt++)
 #pragma unroll
             for (int i = 0; i < 4; i++) acc[tt][nt][i] = 0.0f;
-    int u = blockIdx.x, j = 0;
+    int u = blockIdx.x, j = 0, lu = u, lj = 0; /* the batch in hand; the batch to load next */
+    next_batch(lu, lj, nb);
+    next_batch(lu, lj, nb);
     while (u < units) {
-        int nu = u, nj = j + 1;
-        if (nj == nb) nj = 0, nu += gridDim.x;
-        uint4 nxt[8];
-        if (nu < units) load_batch<T>(nxt, W, C, S, nu, nj, row_of); /* in flight during this batch's MMAs */
-        mma_batch<NT, T, GX>(acc, cur, X, ldx, N, S, j);
-        if (nj == 0) { /* unit u complete: reduce over the warps, then the epilogue */
-#pragma unroll
-            for (int tt = 0; tt < T; tt++)
-#pragma unroll
-                for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                    for (int i = 0; i < 4; i++) {
-                        red[(w * SL + (tt * NT + nt) * 4 + i) * 32 + lane] = acc[tt][nt][i];
-                        acc[tt][nt][i] = 0.0f;
-                    }
-            __syncthreads();
-            if (threadIdx.x < 16 * 8 * NT) {
-                const int r = threadIdx.x / (8 * NT), n = threadIdx.x % (8 * NT);
-                if (n < N) epi(u, r, n, reduced<NT, T>(red, 0, r, n), T > 1 ? reduced<NT, T>(red, T - 1, r, n) : 0.0f);
-            }
-            __syncthreads(); /* red is rewritten by the next unit */
-        }
-#pragma unroll
-        for (int k = 0; k < 8; k++) cur[k] = nxt[k];
-        u = nu, j = nj;
+        stream_step<NT, T, GX>(b0, acc, u, j, lu, lj, nb, W, C, units, X, ldx, N, red, row_of, epi);
+        next_batch(u, j, nb), next_batch(lu, lj, nb);
+        if (u >= units) break;
+        stream_step<NT, T, GX>(b1, acc, u, j, lu, lj, nb, W, C, units, X, ldx, N, red, row_of, epi);
+        next_batch(u, j, nb), next_batch(lu, lj, nb);
     }
+}
+
+/* The block's first two batches (before griddep_wait: weights only). */
+template <int T, typename RowOf>
+static __device__ __forceinline__ void first_batches(uint4 *b0, uint4 *b1, const bf16 *__restrict__ W, int C, int units,
+                                                     RowOf row_of) {
+    constexpr int SPB = 4 / T;
+    const int nb = (C / 32 + MW * SPB - 1) / (MW * SPB);
+    int u = blockIdx.x, j = 0;
+    if (u < units) load_batch<T>(b0, W, C, C / 32, u, j, row_of);
+    next_batch(u, j, nb);
+    if (u < units) load_batch<T>(b1, W, C, C / 32, u, j, row_of);
 }
 
 /* xs (8 * NT, ldx) BF16: rows r < N = rmsnorm(x row rows[r] (or r)) * wn, the rest zeros. One
@@ -211,10 +241,10 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_linear(const bf16
     float *red = (float *)smem_raw;
     const int units = (OC + 15) / 16;
     auto row_of = [=](int u, int, int r) { return min(u * 16 + r, OC - 1); };
-    uint4 cur[8];
-    if ((int)blockIdx.x < units) load_batch<1>(cur, W, C, C / 32, blockIdx.x, 0, row_of);
+    uint4 b0[8], b1[8];
+    first_batches<1>(b0, b1, W, C, units, row_of);
     griddep_wait(CU_REL_LINEAR);
-    run_units<NT, 1, true>(cur, W, C, units, X, C, N, red, row_of, [=](int u, int r, int n, float v, float) {
+    run_units<NT, 1, true>(b0, b1, W, C, units, X, C, N, red, row_of, [=](int u, int r, int n, float v, float) {
         const int row = u * 16 + r;
         if (row >= OC) return;
         v += bias ? bias[row] : 0.0f;
@@ -240,11 +270,11 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_attn_in(
     float *red = (float *)(smem_raw + (size_t)8 * NT * ldx * 2);
     const int units = (NH + 2 * NKV) * per;
     auto row_of = [=](int u, int tt, int r) { return (u / per) * HS + (u % per) * 16 + tt * half + r; };
-    uint4 cur[8];
-    if ((int)blockIdx.x < units) load_batch<2>(cur, W, C, C / 32, blockIdx.x, 0, row_of);
+    uint4 b0[8], b1[8];
+    first_batches<2>(b0, b1, W, C, units, row_of);
     griddep_wait(CU_REL_ATTN_IN);
     norm_rows<NT>(xs, ldx, x, NULL, wn, N, C, eps);
-    run_units<NT, 2, false>(cur, W, C, units, xs, ldx, N, red, row_of, [=](int u, int r, int n, float va, float vb) {
+    run_units<NT, 2, false>(b0, b1, W, C, units, xs, ldx, N, red, row_of, [=](int u, int r, int n, float va, float vb) {
         const int hh = u / per, i = (u % per) * 16 + r, rowA = hh * HS + i;
         const int sect = hh < NH ? 0 : hh < NH + NKV ? 1 : 2, head = hh - (sect == 0 ? 0 : sect == 1 ? NH : NH + NKV);
         if (bias) va += bias[rowA], vb += bias[rowA + half];
@@ -274,11 +304,11 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_mlp_in(const bf16
     float *red = (float *)(smem_raw + (size_t)8 * NT * ldx * 2);
     const int units = (I + 15) / 16;
     auto row_of = [=](int u, int tt, int r) { return tt * I + min(u * 16 + r, I - 1); };
-    uint4 cur[8];
-    if ((int)blockIdx.x < units) load_batch<2>(cur, W, C, C / 32, blockIdx.x, 0, row_of);
+    uint4 b0[8], b1[8];
+    first_batches<2>(b0, b1, W, C, units, row_of);
     griddep_wait(CU_REL_MLP_IN);
     norm_rows<NT>(xs, ldx, x, NULL, wn, N, C, eps);
-    run_units<NT, 2, false>(cur, W, C, units, xs, ldx, N, red, row_of, [=](int u, int r, int n, float gv, float uv) {
+    run_units<NT, 2, false>(b0, b1, W, C, units, xs, ldx, N, red, row_of, [=](int u, int r, int n, float gv, float uv) {
         const int row = u * 16 + r;
         if (row >= I) return;
         /* the composed path rounds gate and up to BF16 before SwiGLU; so does this one */
@@ -300,11 +330,11 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_logits(const bf16
     float *red = (float *)(smem_raw + (size_t)8 * NT * ldx * 2);
     const int units = (V + 15) / 16;
     auto row_of = [=](int u, int, int r) { return min(u * 16 + r, V - 1); };
-    uint4 cur[8];
-    if ((int)blockIdx.x < units) load_batch<1>(cur, W, C, C / 32, blockIdx.x, 0, row_of);
+    uint4 b0[8], b1[8];
+    first_batches<1>(b0, b1, W, C, units, row_of);
     griddep_wait(CU_REL_LOGITS);
     norm_rows<NT>(xs, ldx, x, rows, wn, M, C, eps);
-    run_units<NT, 1, false>(cur, W, C, units, xs, ldx, M, red, row_of, [=](int u, int r, int n, float v, float) {
+    run_units<NT, 1, false>(b0, b1, W, C, units, xs, ldx, M, red, row_of, [=](int u, int r, int n, float v, float) {
         const int row = u * 16 + r;
         if (row < V) out[(int64_t)n * V + row] = v;
     });
