@@ -11,10 +11,10 @@
  *          floor (2 * non-embedding params * tokens + causal attention) at the measured peak
  *
  *   step   one decode step of --step-batch sequences (default 1) on the device alone, and each
- *          op's cost in the chain
+ *          op's cost in the chain; --step-shared P: their first P positions in shared KV blocks
  *
  * Usage: bench_gpu --model DIR [--device cuda] [--prefill-chunk 16384] [--peak-tflops 789]
- *        [--only-step 1 [--step-batch 16]]
+ *        [--only-step 1 [--step-batch 16] [--step-shared 1300]]
  * Prints one JSON object per measurement (for bench/run_gpu.sh to tabulate).
  */
 #include <math.h>
@@ -399,7 +399,7 @@ static dspy_status step_once(dspy_backend *be, void *p) {
     return DSPY_OK;
 }
 
-static void bench_step(const dspy_model *m, int ctx_len, int nb) {
+static void bench_step(const dspy_model *m, int ctx_len, int nb, int shared) {
     const dspy_model_config *cf = dspy_model_config_get(m);
     dspy_backend *be = NULL;
     const int per = (ctx_len + 15) / 16 + 1;           /* blocks per sequence */
@@ -432,7 +432,9 @@ static void bench_step(const dspy_model *m, int ctx_len, int nb) {
         memcpy(host + o_seg + 4 * s, &sg, sizeof sg);
         dspy_sample_param sp = {0, 1, 0, 0, 0};
         memcpy(host + o_par + DSPY_SAMPLE_PARAM_WORDS * s, &sp, sizeof sp);
-        for (int b = 0; b < per; b++) host[o_tab + s * per + b] = s * per + b;
+        /* the first `shared` positions' full blocks are sequence 0's, in every table (a shared prefix,
+         * as the prefix cache gives B2's requests); the rest each sequence's own */
+        for (int b = 0; b < per; b++) host[o_tab + s * per + b] = b < shared / 16 && b < (ctx_len - 1) / 16 ? b : s * per + b;
     }
     be->ops->copy(be, meta, host, words * sizeof(int32_t), DSPY_COPY_H2D);
     be->ops->sync(be);
@@ -468,9 +470,9 @@ static void bench_step(const dspy_model *m, int ctx_len, int nb) {
             break;
         }
         if (v[i].leave == 0) full = t;
-        printf("{\"bench\": \"step\", \"batch\": %d, \"variant\": \"%s\", \"ctx\": %d, \"us\": %.1f, "
+        printf("{\"bench\": \"step\", \"batch\": %d, \"shared\": %d, \"variant\": \"%s\", \"ctx\": %d, \"us\": %.1f, "
                "\"chain_cost_us\": %.1f}\n",
-               nb, v[i].name, ctx_len, t * 1e6, v[i].leave > 0 && full > 0 ? (full - t) * 1e6 : 0.0);
+               nb, shared, v[i].name, ctx_len, t * 1e6, v[i].leave > 0 && full > 0 ? (full - t) * 1e6 : 0.0);
     }
 done:
     free(host);
@@ -537,7 +539,7 @@ int main(int argc, char **argv) {
     const char *dir = NULL, *device = "cuda";
     int chunk = 16384, n_prompts = 100, plen = 1500, gen = 128;
     double peak = 789e12;
-    int only_b1 = 0, only_prefill = 0, only_step = 0, only_prefill_ops = 0, step_batch = 1;
+    int only_b1 = 0, only_prefill = 0, only_step = 0, only_prefill_ops = 0, step_batch = 1, step_shared = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--model")) dir = argv[i + 1];
         else if (!strcmp(argv[i], "--device")) device = argv[i + 1];
@@ -549,6 +551,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--only-step")) only_step = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--only-prefill-ops")) only_prefill_ops = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--step-batch")) step_batch = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--step-shared")) step_shared = atoi(argv[i + 1]);
     }
     if (!dir) {
         fprintf(stderr, "usage: bench_gpu --model DIR [--device cuda] [--prefill-chunk N] [--prompts N]\n");
@@ -575,7 +578,7 @@ int main(int argc, char **argv) {
     }
     if (dspy_model_device(m).type == DSPY_DEVICE_CUDA && !only_b1 && !only_prefill) {
         if (!only_step) bench_ops(m, bw, plen);
-        bench_step(m, plen + gen / 2, step_batch);
+        bench_step(m, plen + gen / 2, step_batch, step_shared);
         if (only_step) {
             dspy_model_free(m);
             return 0;

@@ -42,10 +42,10 @@ fi
 [ -n "${MAKER-}" ] && wait "$MAKER"; tail -n 2 "$OUT/make_model.log" 2>/dev/null
 if has step; then
   echo "== one decode step on the device alone (graph of 10 steps, ctx 1,564): batch 16 with / without the tensor-core path, 8, 1"
-  for cfg in "16 1" "16 0" "8 1" "1 1"; do
+  for cfg in ${STEPS:-"16 1 0" "16 0 0" "16 1 1300" "8 1 0" "1 1 0"}; do
     set -- $cfg
-    echo "-- batch $1, DSPY_CUDA_MMA=$2"
-    DSPY_CUDA_MMA=$2 timeout 60 "$B/bench/bench_gpu" --model "$MODEL" --device cuda --only-step 1 --step-batch $1 2>&1 | grep '"step"' | tee -a "$OUT/step.jsonl"
+    echo "-- batch $1, DSPY_CUDA_MMA=$2, first $3 positions in shared KV blocks"
+    DSPY_CUDA_MMA=$2 timeout 60 "$B/bench/bench_gpu" --model "$MODEL" --device cuda --only-step 1 --step-batch $1 --step-shared $3 2>&1 | grep '"step"' | tee -a "$OUT/step.jsonl"
   done
 fi
 if has b2; then
