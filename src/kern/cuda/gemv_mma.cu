@@ -210,8 +210,8 @@ static __device__ __forceinline__ void norm_rows(bf16 *xs, int ldx, const float 
         bf16 *xo = xs + (size_t)r * ldx;
         if (r < N) {
             const float4 *x4 = (const float4 *)(x + (int64_t)(rows ? rows[r] : r) * C), *w4 = (const float4 *)wn;
-            float ss = 0.0f; /* eight loads in flight a lane: this runs after the wait, on the step's critical path */
-#pragma unroll 8
+            float ss = 0.0f;
+#pragma unroll 4
             for (int c = lane; c < C / 4; c += 32) {
                 float4 v = x4[c];
                 ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
