@@ -27,8 +27,8 @@
  *   - RMSNorm prologue: each block normalises the N rows (one warp a row) into shared memory as
  *     BF16, the rounding the composed path's normed activations get; rows past N are zeros.
  *     linear reads its BF16 input rows from global memory (L1-cached, shared by the block):
- *     every block reads all of them from L2, as many bytes as its weights at 16 rows — what
- *     keeps down_proj (2.2 TB/s) and o_proj below mlp_in (3.6 TB/s).
+ *     every block reads all of them from L2, as many bytes as its weights at 16 rows (likely
+ *     part of why down_proj reaches 2.2 TB/s where mlp_in reaches 3.6; not profiled).
  * One block per SM (its grid one wave), blocks striding over the units.
  * Not taken (the caller falls back to the composed path): N outside 5..16, C % 32 != 0,
  * operands not 16-byte aligned, HS % 32 != 0 (attn_in), normed rows over the shared memory.
