@@ -10,7 +10,11 @@
  *          step) until every sequence has its first token; seconds and tokens/s, and the FLOP
  *          floor (2 * non-embedding params * tokens + causal attention) at the measured peak
  *
+ *   step   one decode step of --step-batch sequences (default 1) on the device alone, and each
+ *          op's cost in the chain; --step-shared P: their first P positions in shared KV blocks
+ *
  * Usage: bench_gpu --model DIR [--device cuda] [--prefill-chunk 32768] [--peak-tflops 789]
+ *        [--only-step 1 [--step-batch 16] [--step-shared 1300]]
  * The prefill's default chunk is 32,768 tokens a step: on the H200 it measured 0.617 s against
  * 0.642 s for 16,384 (bench/RESULTS.md; the larger GEMMs and fewer steps); run_gpu.sh prints both.
  * Prints one JSON object per measurement (for bench/run_gpu.sh to tabulate).
@@ -358,8 +362,9 @@ static void bench_prefill_ops(const dspy_model *m, int N, int seg) {
     dspy_backend_free(be);
 }
 
-/* ---- a whole decode step on the device, without the host: dspy_forward + the sampler for one
- * sequence at position ctx_len - 1, ten steps captured in one graph and replayed. Against B1's
+/* ---- a whole decode step on the device, without the host: dspy_forward + the sampler for nb
+ * sequences (--step-batch, default 1; each its own KV blocks) at position ctx_len - 1, ten steps
+ * captured in one graph and replayed. Against B1's
  * ms/token this splits the step into device time and the host's round trip. Then the same step
  * composed from the ops directly, whole and with one kind of op left out: the
  * difference is that op's cost in the chain (its own time plus what it adds at the boundaries),
@@ -374,6 +379,7 @@ typedef struct step_ctx {
     dspy_fwd_buf buf;
     dspy_fwd_batch b;
     dspy_tensor params, tok, lp;
+    int nb;    /* sequences (rows) in the step */
     int leave; /* -1: dspy_forward; otherwise the ops composed, leaving out these LEAVE_ bits */
 } step_ctx;
 
@@ -386,73 +392,88 @@ static dspy_status step_once(dspy_backend *be, void *p) {
     const int NKV = cf->num_key_value_heads, HS = cf->head_dim, Q = NH * HS;
     const float eps = (float)cf->rms_norm_eps;
     dspy_fwd_buf *B = &c->buf;
-    dspy_tensor logits = dspy_tensor_slice(B->logits, 0, V);
+    const int nb = c->nb;
+    dspy_tensor logits = dspy_tensor_slice(B->logits, 0, (int64_t)nb * V);
     if (c->leave < 0) {
         DSPY_TRY(dspy_forward(c->m, be, &c->kv, B, &c->b));
-        return o->sample(be, c->tok, c->lp, logits, c->params, 1, V);
+        return o->sample(be, c->tok, c->lp, logits, c->params, nb, V);
     }
     const int lv = c->leave;
-    DSPY_TRY(o->embedding(be, B->x, c->b.tokens, w->embed, 1, C));
+    dspy_tensor x = dspy_tensor_slice(B->x, 0, (int64_t)nb * C);
+    DSPY_TRY(o->embedding(be, x, c->b.tokens, w->embed, nb, C));
+    dspy_tensor xn = dspy_tensor_slice(B->xn, 0, (int64_t)nb * C), q = dspy_tensor_slice(B->q, 0, (int64_t)nb * Q);
+    dspy_tensor qkv = dspy_tensor_slice(B->qkv, 0, (int64_t)nb * (Q + 2 * NKV * HS));
+    dspy_tensor att = dspy_tensor_slice(B->att, 0, (int64_t)nb * Q), gu = dspy_tensor_slice(B->gu, 0, (int64_t)nb * 2 * I);
+    dspy_tensor h = dspy_tensor_slice(B->h, 0, (int64_t)nb * I);
     for (int l = 0; l < cf->num_hidden_layers; l++) {
         const dspy_layer_weights *L = &w->layers[l];
         dspy_tensor kc = dspy_kv_cache_k(&c->kv, l), vc = dspy_kv_cache_v(&c->kv, l);
         if (!(lv & LEAVE_ATTN_IN))
-            DSPY_TRY(o->attn_in(be, B->q, kc, vc, B->x, L->attn_norm, L->wqkv, L->bqkv, c->b.pos, c->b.slots,
-                                w->inv_freq, B->xn, B->qkv, 1, C, NH, NKV, HS, eps));
-        if (!(lv & LEAVE_ATTENTION)) DSPY_TRY(o->attention(be, B->att, B->q, kc, vc, &c->b.attn, NH, NKV, HS));
-        if (!(lv & LEAVE_O)) DSPY_TRY(o->linear(be, B->x, B->att, L->wo, L->bo, 1, Q, C, true));
+            DSPY_TRY(o->attn_in(be, q, kc, vc, x, L->attn_norm, L->wqkv, L->bqkv, c->b.pos, c->b.slots,
+                                w->inv_freq, xn, qkv, nb, C, NH, NKV, HS, eps));
+        if (!(lv & LEAVE_ATTENTION)) DSPY_TRY(o->attention(be, att, q, kc, vc, &c->b.attn, NH, NKV, HS));
+        if (!(lv & LEAVE_O)) DSPY_TRY(o->linear(be, x, att, L->wo, L->bo, nb, Q, C, true));
         if (!(lv & LEAVE_MLP_IN))
-            DSPY_TRY(o->mlp_in(be, B->h, B->x, L->mlp_norm, L->w_gate_up, B->xn, B->gu, 1, C, I, eps));
-        if (!(lv & LEAVE_DOWN)) DSPY_TRY(o->linear(be, B->x, B->h, L->w_down, dspy_tensor_none(), 1, I, C, true));
+            DSPY_TRY(o->mlp_in(be, h, x, L->mlp_norm, L->w_gate_up, xn, gu, nb, C, I, eps));
+        if (!(lv & LEAVE_DOWN)) DSPY_TRY(o->linear(be, x, h, L->w_down, dspy_tensor_none(), nb, I, C, true));
     }
     if (!(lv & LEAVE_LOGITS))
-        DSPY_TRY(o->logits(be, logits, B->x, c->b.out_rows, w->final_norm, w->lm_head, B->sel, B->seln, 1, C, V, eps));
-    if (!(lv & LEAVE_SAMPLE)) DSPY_TRY(o->sample(be, c->tok, c->lp, logits, c->params, 1, V));
+        DSPY_TRY(o->logits(be, logits, x, c->b.out_rows, w->final_norm, w->lm_head, dspy_tensor_slice(B->sel, 0, (int64_t)nb * C),
+                           dspy_tensor_slice(B->seln, 0, (int64_t)nb * C), nb, C, V, eps));
+    if (!(lv & LEAVE_SAMPLE)) DSPY_TRY(o->sample(be, c->tok, c->lp, logits, c->params, nb, V));
     return DSPY_OK;
 }
 
-static void bench_step(const dspy_model *m, int ctx_len) {
+static void bench_step(const dspy_model *m, int ctx_len, int nb, int shared) {
     const dspy_model_config *cf = dspy_model_config_get(m);
     dspy_backend *be = NULL;
-    dspy_backend_plan plan = {64, 4096, 8, cf->vocab_size, cf->num_attention_heads, cf->head_dim, 0};
+    const int per = (ctx_len + 15) / 16 + 1;           /* blocks per sequence */
+    dspy_backend_plan plan = {64, 4096, nb > 8 ? nb : 8, cf->vocab_size, cf->num_attention_heads, cf->head_dim, 0};
     if (dspy_backend_new(dspy_model_device(m), &plan, &be)) {
         fprintf(stderr, "bench_step: %s\n", dspy_errmsg());
         return;
     }
-    step_ctx c = {.m = m};
-    int32_t host[64 + 256];
+    step_ctx c = {.m = m, .nb = nb};
+    /* tokens, pos, slots, out rows (nb each), segments (4 nb), sampling params, results, tables */
+    const int o_tok = 0, o_pos = 64, o_slot = 128, o_rows = 192, o_seg = 256, o_par = 512, o_res = 1024, o_tab = 1152;
+    const size_t words = (size_t)o_tab + (size_t)nb * per;
+    int32_t *host = calloc(words, sizeof(int32_t));
     void *meta = NULL;
-    if (dspy_kv_cache_init(&c.kv, be, cf, 4096, 16) || dspy_fwd_buf_init(&c.buf, be, cf, 1, 1) ||
-        be->ops->alloc(be, sizeof host, &meta)) {
-        fprintf(stderr, "bench_step: %s\n", dspy_errmsg());
+    if (nb < 1 || nb > 64 || !host || dspy_kv_cache_init(&c.kv, be, cf, nb * per * 16, 16) ||
+        dspy_fwd_buf_init(&c.buf, be, cf, nb, nb) || be->ops->alloc(be, words * sizeof(int32_t), &meta)) {
+        fprintf(stderr, "bench_step: %s\n", nb < 1 || nb > 64 ? "--step-batch takes 1..64" : dspy_errmsg());
         goto done;
     }
     /* not zeros: the keys and values of the earlier positions as a decode step finds them */
     be->ops->fill(be, c.kv.k, 0.02f);
     be->ops->fill(be, c.kv.v, 0.5f);
     be->ops->fill(be, c.buf.x, 0.25f);
-    memset(host, 0, sizeof host);
-    host[0] = 9906;                                    /* token */
-    host[1] = ctx_len - 1;                             /* pos */
-    host[2] = ctx_len - 1;                             /* slot */
-    host[4] = 0, host[5] = 1, host[6] = ctx_len - 1, host[7] = 0; /* segment: row 0, n 1, pos0, table 0 */
-    host[12] = 0;                                      /* out row */
-    dspy_sample_param sp = {0, 1, 0, 0, 0};
-    memcpy(host + 16, &sp, sizeof sp);
-    for (int b = 0; b < 256; b++) host[64 + b] = b;    /* table: blocks 0 .. 255 */
-    be->ops->copy(be, meta, host, sizeof host, DSPY_COPY_H2D);
+    for (int s = 0; s < nb; s++) {
+        host[o_tok + s] = 9906 + s;
+        host[o_pos + s] = ctx_len - 1;
+        host[o_slot + s] = (s * per + (ctx_len - 1) / 16) * 16 + (ctx_len - 1) % 16;
+        host[o_rows + s] = s;
+        dspy_attn_seg sg = {s, 1, ctx_len - 1, s * per};  /* row s, 1 token, after ctx_len - 1, its table */
+        memcpy(host + o_seg + 4 * s, &sg, sizeof sg);
+        dspy_sample_param sp = {0, 1, 0, 0, 0};
+        memcpy(host + o_par + DSPY_SAMPLE_PARAM_WORDS * s, &sp, sizeof sp);
+        /* the first `shared` positions' full blocks are sequence 0's, in every table (a shared prefix,
+         * as the prefix cache gives B2's requests); the rest each sequence's own */
+        for (int b = 0; b < per; b++) host[o_tab + s * per + b] = b < shared / 16 && b < (ctx_len - 1) / 16 ? b : s * per + b;
+    }
+    be->ops->copy(be, meta, host, words * sizeof(int32_t), DSPY_COPY_H2D);
     be->ops->sync(be);
     int32_t *d = meta;
-    c.b.n = 1;
-    c.b.tokens = dspy_bt(be, d + 0, 1, DSPY_DTYPE_I32);
-    c.b.pos = dspy_bt(be, d + 1, 1, DSPY_DTYPE_I32);
-    c.b.slots = dspy_bt(be, d + 2, 1, DSPY_DTYPE_I32);
-    c.b.attn = (dspy_attn_meta){dspy_bt(be, d + 4, 4, DSPY_DTYPE_I32), dspy_bt(be, d + 64, 256, DSPY_DTYPE_I32), 1, 1,
-                                16, 4096, true};
-    c.b.out_rows = dspy_bt(be, d + 12, 1, DSPY_DTYPE_I32);
-    c.b.n_out = 1;
-    c.params = dspy_bt(be, d + 16, DSPY_SAMPLE_PARAM_WORDS, DSPY_DTYPE_I32);
-    c.tok = dspy_bt(be, d + 40, 1, DSPY_DTYPE_I32), c.lp = dspy_bt(be, d + 41, 1, DSPY_DTYPE_F32);
+    c.b.n = nb;
+    c.b.tokens = dspy_bt(be, d + o_tok, nb, DSPY_DTYPE_I32);
+    c.b.pos = dspy_bt(be, d + o_pos, nb, DSPY_DTYPE_I32);
+    c.b.slots = dspy_bt(be, d + o_slot, nb, DSPY_DTYPE_I32);
+    c.b.attn = (dspy_attn_meta){dspy_bt(be, d + o_seg, 4 * nb, DSPY_DTYPE_I32),
+                                dspy_bt(be, d + o_tab, (int64_t)nb * per, DSPY_DTYPE_I32), nb, nb, 16, per * 16, true};
+    c.b.out_rows = dspy_bt(be, d + o_rows, nb, DSPY_DTYPE_I32);
+    c.b.n_out = nb;
+    c.params = dspy_bt(be, d + o_par, (int64_t)DSPY_SAMPLE_PARAM_WORDS * nb, DSPY_DTYPE_I32);
+    c.tok = dspy_bt(be, d + o_res, nb, DSPY_DTYPE_I32), c.lp = dspy_bt(be, d + o_res + 64, nb, DSPY_DTYPE_F32);
     struct {
         const char *name;
         int leave;
@@ -474,10 +495,12 @@ static void bench_step(const dspy_model *m, int ctx_len) {
             break;
         }
         if (v[i].leave == 0) full = t;
-        printf("{\"bench\": \"step\", \"variant\": \"%s\", \"ctx\": %d, \"us\": %.1f, \"chain_cost_us\": %.1f}\n",
-               v[i].name, ctx_len, t * 1e6, v[i].leave > 0 && full > 0 ? (full - t) * 1e6 : 0.0);
+        printf("{\"bench\": \"step\", \"batch\": %d, \"shared\": %d, \"variant\": \"%s\", \"ctx\": %d, \"us\": %.1f, "
+               "\"chain_cost_us\": %.1f}\n",
+               nb, shared, v[i].name, ctx_len, t * 1e6, v[i].leave > 0 && full > 0 ? (full - t) * 1e6 : 0.0);
     }
 done:
+    free(host);
     be->ops->free(be, meta);
     dspy_fwd_buf_free(&c.buf);
     dspy_kv_cache_free(&c.kv);
@@ -541,7 +564,7 @@ int main(int argc, char **argv) {
     const char *dir = NULL, *device = "cuda";
     int chunk = 32768, n_prompts = 100, plen = 1500, gen = 128;
     double peak = 789e12;
-    int only_b1 = 0, only_prefill = 0, only_step = 0, only_prefill_ops = 0;
+    int only_b1 = 0, only_prefill = 0, only_step = 0, only_prefill_ops = 0, step_batch = 1, step_shared = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--model")) dir = argv[i + 1];
         else if (!strcmp(argv[i], "--device")) device = argv[i + 1];
@@ -552,6 +575,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--only-prefill")) only_prefill = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--only-step")) only_step = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--only-prefill-ops")) only_prefill_ops = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--step-batch")) step_batch = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--step-shared")) step_shared = atoi(argv[i + 1]);
     }
     if (!dir) {
         fprintf(stderr, "usage: bench_gpu --model DIR [--device cuda] [--prefill-chunk N] [--prompts N]\n");
@@ -578,7 +603,7 @@ int main(int argc, char **argv) {
     }
     if (dspy_model_device(m).type == DSPY_DEVICE_CUDA && !only_b1 && !only_prefill) {
         if (!only_step) bench_ops(m, bw, plen);
-        bench_step(m, plen + gen / 2);
+        bench_step(m, plen + gen / 2, step_batch, step_shared);
         if (only_step) {
             dspy_model_free(m);
             return 0;

@@ -138,8 +138,16 @@ static void test_linear(void) {
     one_linear(4, 1000, 300, DSPY_DTYPE_BF16, false, true);
     one_linear(2, 37, 13, DSPY_DTYPE_F32, false, true); /* C % 8 != 0: scalar GEMV */
     one_linear(1, 64, 1000, DSPY_DTYPE_F32, false, false);
-    /* cuBLASLt path */
+    /* tensor-core GEMV (5..16 rows, C % 32 == 0): one n8 tile (5, 8) or two (13, 16); a last
+     * tile of features cut short (OC % 16 != 0); K steps that do not fill the 16 warps' batches
+     * (C = 1056: 33 steps of 32); the down_proj width */
     one_linear(5, 2048, 3072, DSPY_DTYPE_BF16, false, false);
+    one_linear(8, 2048, 2048, DSPY_DTYPE_F32, true, false);
+    one_linear(13, 8192, 517, DSPY_DTYPE_F32, true, true);
+    one_linear(16, 1056, 300, DSPY_DTYPE_BF16, false, true);
+    one_linear(9, 32, 45, DSPY_DTYPE_F32, false, false);
+    /* cuBLASLt path (5..16 rows with C % 32 != 0, and above) */
+    one_linear(11, 520, 1000, DSPY_DTYPE_F32, false, true);
     one_linear(37, 256, 1000, DSPY_DTYPE_F32, false, true);
     one_linear(300, 2048, 2048, DSPY_DTYPE_F32, true, false);
     one_linear(129, 512, 8192, DSPY_DTYPE_BF16, false, true);
@@ -215,7 +223,8 @@ static void test_pointwise(void) {
     }
 }
 
-/* ---- the fused projections (attn_in, mlp_in, logits): fused GEMV for N <= 4, composed above --- */
+/* ---- the fused projections (attn_in, mlp_in, logits): fused GEMV for N <= 4, tensor cores for
+ * 5..16, composed above ---- */
 
 static void one_fused(int N, int Cc, int I) {
     const int NH = 8, NKV = 2, HS = 64, V = 1000, NS = 24;
@@ -223,7 +232,7 @@ static void one_fused(int N, int Cc, int I) {
     char what[96];
     float *x = rnd((size_t)N * Cc, 2), *wn = rnd(Cc, 1), *wqkv = rnd((size_t)W * Cc, 0.05f), *bq = rnd(W, 0.1f);
     float *wgu = rnd((size_t)2 * I * Cc, 0.05f), *wl = rnd((size_t)V * Cc, 0.05f);
-    int32_t pos[8], slots[8], rows[8];
+    int32_t pos[24], slots[24], rows[24]; /* N <= 24: distinct slots (5 n + 3) % 24 */
     for (int n = 0; n < N; n++) pos[n] = 17 + 1000 * n, slots[n] = (5 * n + 3) % NS, rows[n] = N - 1 - n;
     float inv[32];
     for (int i = 0; i < 32; i++) inv[i] = (float)(1.0 / pow(10000.0, 2.0 * i / HS));
@@ -281,7 +290,14 @@ static void test_fused(void) {
     one_fused(1, 512, 704);
     one_fused(3, 512, 704);
     one_fused(4, 512, 704);
-    one_fused(7, 512, 704); /* above the GEMV rows: the composed path */
+    /* 5..16 rows: the tensor-core kernels (one or two n8 tiles; I = 333 and V = 1000 end in a
+     * short tile; C = 1056 leaves the 16 warps' K batches part-filled) */
+    one_fused(5, 512, 704);
+    one_fused(8, 2048, 5000);
+    one_fused(13, 1056, 333);
+    one_fused(16, 2048, 8192);
+    one_fused(7, 520, 704); /* C % 32 != 0: the composed path */
+    one_fused(17, 512, 704); /* above the tensor-core rows: the composed path */
     /* the 1B width (two 128-chunk pieces per row, several units per warp) and a width whose last
      * piece is partial */
     one_fused(1, 2048, 5000);

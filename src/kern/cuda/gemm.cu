@@ -1,8 +1,9 @@
 /* gemm.cu — nn.Linear on CUDA: out (N, OC) [+]= inp (N, C) @ W^T + bias, W (OC, C) BF16.
  *
- * Two paths, the same function:
+ * Three paths, the same function:
  *   - N <= GEMV_MAX_ROWS (decode): the memory-bound GEMV of gemv.cu (weights streamed once, the
  *     epilogue fused). Floor: OC*C*2 bytes / bandwidth.
+ *   - 5..16 rows (a batched decode step): the tensor-core GEMV of gemv_mma.cu, the same stream;
  *   - larger N (prefill): cuBLASLt, BF16 operands, F32 compute, D in BF16 or F32; accumulate
  *     is beta = 1 on an F32 D (the residual add happens inside the GEMM). One plan (descriptors
  *     + the heuristic's algorithm) per shape is cached, so steady-state calls do no host-side
@@ -11,6 +12,7 @@
 #include <string.h>
 
 #include "kern/cuda/cuda.cuh"
+#include "kern/cuda/gemv_mma.cuh"
 
 /* out (N, OC) += bias (OC), out F32 or BF16. */
 static __global__ void k_bias(void *out, bool bf, const float *bias, int64_t total, int OC) {
@@ -126,7 +128,7 @@ dspy_status dspy_cu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, d
      * are told the alignment */
     if ((inp.dtype == DSPY_DTYPE_F32 && w.dtype == DSPY_DTYPE_F32) ||
         (inp.dtype == DSPY_DTYPE_BF16 && w.dtype == DSPY_DTYPE_BF16 && out.dtype == DSPY_DTYPE_F32 &&
-         N > GEMV_MAX_ROWS && !aligned256(out.data, inp.data, w.data)))
+         N > GEMV_MAX_ROWS && !dspy_cu_mma_fits(N, C, w.data, inp.data) && !aligned256(out.data, inp.data, w.data)))
         return dspy_cu_linear_f32(be, out, inp, w, bias, N, C, OC, accumulate);
     CU_NEED2("linear", "out", out, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)N * OC);
     CU_NEED("linear", "inp", inp, DSPY_DTYPE_BF16, (int64_t)N * C);
@@ -137,6 +139,7 @@ dspy_status dspy_cu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, d
     if (N == 0 || OC == 0) return DSPY_OK;
     const float *b = (const float *)bias.data;
     if (N <= GEMV_MAX_ROWS) return dspy_cu_gemv(be, out, inp, w, bias, N, C, OC, accumulate);
+    if (dspy_cu_mma_fits(N, C, w.data, inp.data)) return dspy_cu_mma_linear(be, out, inp, w, bias, N, C, OC, accumulate);
     DSPY_TRY(gemm_lt(be, out, inp, w, N, C, OC, accumulate));
     if (!b) return DSPY_OK;
     int64_t total = (int64_t)N * OC;

@@ -14,11 +14,13 @@
  *   - mlp_in epilogue: rows r of gate and up, then silu(gate) * up;
  *   - linear: bias, BF16/F32 store, or add into the F32 residual.
  * Shapes these kernels do not take (C % 8 != 0, unaligned rows, normed inputs over the shared
- * memory budget, N > 4) go to the composed path (rmsnorm / cuBLASLt / qkv_rope_store / swiglu).
+ * memory budget, N > 4) go to the tensor-core kernels of gemv_mma.cu (5..16 rows) or else the
+ * composed path (rmsnorm / cuBLASLt / qkv_rope_store / swiglu).
  */
 #include <math.h>
 
 #include "kern/cuda/cuda.cuh"
+#include "kern/cuda/gemv_mma.cuh"
 
 enum { GW = 8, GEMV_THREADS = GW * 32, NORM_SMEM_MAX = 48 * 1024 };
 enum { EP_BF16 = 0, EP_F32 = 1, EP_ACC = 2 };
@@ -365,7 +367,11 @@ dspy_status dspy_cu_attn_in(dspy_backend *be, dspy_tensor q_out, dspy_tensor kca
     const int W = (NH + 2 * NKV) * HS;
     size_t smem = (size_t)N * C * 2;
     bool fused = dspy_cu_gemv_fits(N, C, wqkv.data, x.data) && smem <= NORM_SMEM_MAX && HS % 2 == 0;
-    if (!fused) { /* the defining composition */
+    if (!fused) { /* 5..16 rows on tensor cores (gemv_mma.cu), else the defining composition */
+        bool taken = false;
+        DSPY_TRY(dspy_cu_mma_attn_in(be, &taken, q_out, kcache, vcache, x, w_norm, wqkv, bqkv, pos, slots, inv_freq, N, C,
+                                     NH, NKV, HS, eps));
+        if (taken) return DSPY_OK;
         DSPY_TRY(dspy_cu_rmsnorm(be, xn, x, w_norm, N, C, eps));
         DSPY_TRY(dspy_cu_linear(be, qkv, xn, wqkv, bqkv, N, C, W, false));
         return dspy_cu_qkv_rope_store(be, q_out, kcache, vcache, qkv, pos, slots, inv_freq, N, NH, NKV, HS);
@@ -468,6 +474,9 @@ dspy_status dspy_cu_mlp_in(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_
     CU_ENTER(be);
     size_t smem = (size_t)N * C * 2;
     if (!dspy_cu_gemv_fits(N, C, w_gate_up.data, x.data) || smem > NORM_SMEM_MAX) {
+        bool taken = false;
+        DSPY_TRY(dspy_cu_mma_mlp_in(be, &taken, h, x, w_norm, w_gate_up, N, C, I, eps));
+        if (taken) return DSPY_OK;
         DSPY_TRY(dspy_cu_rmsnorm(be, xn, x, w_norm, N, C, eps));
         DSPY_TRY(dspy_cu_linear(be, gu, xn, w_gate_up, dspy_tensor_none(), N, C, 2 * I, false));
         return dspy_cu_swiglu(be, h, gu, dspy_tensor_slice(gu, I, gu.n - I), N, I, 2 * I);
@@ -526,6 +535,9 @@ dspy_status dspy_cu_logits(dspy_backend *be, dspy_tensor out, dspy_tensor x, dsp
     size_t smem = (size_t)M * C * 2;
     if (M == 0) return DSPY_OK;
     if (!dspy_cu_gemv_fits(M, C, w.data, x.data) || smem > NORM_SMEM_MAX) {
+        bool taken = false;
+        DSPY_TRY(dspy_cu_mma_logits(be, &taken, out, x, rows, w_norm, w, M, C, V, eps));
+        if (taken) return DSPY_OK;
         DSPY_TRY(dspy_cu_gather_rows(be, sel, x, rows, M, C));
         DSPY_TRY(dspy_cu_rmsnorm(be, seln, sel, w_norm, M, C, eps));
         return dspy_cu_linear(be, out, seln, w, dspy_tensor_none(), M, C, V, false);
@@ -561,5 +573,6 @@ dspy_status dspy_cu_gemv_setup(dspy_backend *be) {
     if (e == cudaSuccess) e = occ_of(&s->gemv_occ[K_LOGITS][NR - 1], k_logits<NR>, NR * 4096);
     OCC(1) OCC(2) OCC(3) OCC(4)
 #undef OCC
-    return dspy_cu_check(be, e, "gemv (occupancy)");
+    DSPY_TRY(dspy_cu_check(be, e, "gemv (occupancy)"));
+    return dspy_cu_mma_setup(be);
 }

@@ -1,0 +1,486 @@
+/* gemv_mma.cu — the decode-sized projections for 5..16 rows (a batched decode step) on tensor
+ * cores, with the same fused prologues and epilogues as gemv.cu: linear (bias, BF16/F32 store or
+ * add into the F32 residual), attn_in (RMSNorm + QKV + RoPE + KV-cache store), mlp_in (RMSNorm +
+ * gate/up + SwiGLU) and logits (gather + final RMSNorm + lm_head).
+ *
+ * Why: at 16 rows a step is still memory-bound (2.5 GB of weights, ~0.6 ms on an H200), but the
+ * GEMV kernels take 4 rows at most, and the composed path (rmsnorm, cuBLASLt, RoPE, SwiGLU
+ * kernels) spends 1.07 ms of a batch-16 step on the projections. Here the weights stream once and
+ * the rows ride along (H200, bench_gpu --only-step 1 --step-batch 16, ctx 1,564: projections
+ * 0.91 ms, step 1.815 ms against 1.920 ms composed; batch 1's GEMVs 0.72 ms):
+ *   - the weights are the A operand of mma.sync m16n8k16 (16 output features x 16 K), the N
+ *     activation rows the B operand (one n8 tile for N <= 8, two above), F32 accumulation;
+ *   - a lane loads whole 16-byte chunks (8 K values) of weight rows g and g + 8 (g = lane / 4)
+ *     at K offset 8 * (lane % 4) of a 32-wide K step: a chunk feeds two MMAs, its first four
+ *     values as fragment columns 2t, 2t+1, 2t+8, 2t+9 of one and its last four of the other. The
+ *     B fragment takes the same K positions of activation row g (again one 16-byte load), so A
+ *     and B agree on a permutation of K, which a dot product does not see;
+ *   - a block of 16 warps owns a unit (one tile of 16 features, or a pair: RoPE's rows i and
+ *     i + HS/2, SwiGLU's gate and up rows) and splits K over its warps (warp w takes K steps
+ *     w, w + 16, ...: the block reads 1 KB of every row at a time, contiguous); eight
+ *     16-byte weight loads per lane make a batch, and two batches are in flight whenever a warp
+ *     waits (two register buffers taking turns; the batch two ahead — of this unit or the
+ *     block's next — is issued as soon as a buffer is multiplied), so the stream keeps going
+ *     through the cross-warp reduction (shared memory, fixed order: deterministic) and the
+ *     epilogue. The first two batches are loaded before griddep_wait (weights never depend on
+ *     the previous kernel), as in gemv.cu;
+ *   - RMSNorm prologue: each block normalises the N rows (one warp a row) into shared memory as
+ *     BF16, the rounding the composed path's normed activations get; rows past N are zeros.
+ *     linear reads its BF16 input rows from global memory (L1-cached, shared by the block):
+ *     every block reads all of them from L2, as many bytes as its weights at 16 rows (likely
+ *     part of why down_proj reaches 2.2 TB/s where mlp_in reaches 3.6; not profiled).
+ * One block per SM (its grid one wave), blocks striding over the units.
+ * Not taken (the caller falls back to the composed path): N outside 5..16, C % 32 != 0,
+ * operands not 16-byte aligned, HS % 32 != 0 (attn_in), normed rows over the shared memory.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kern/cuda/gemv_mma.cuh"
+#include "kern/cuda/mma.cuh"
+
+enum { MW = 16, MMA_THREADS = MW * 32, XPAD = 32 /* BF16 elements (64 bytes) a normed row is padded by */ };
+enum { MEP_BF16 = 0, MEP_F32 = 1, MEP_ACC = 2 };
+
+static __device__ __forceinline__ uint4 ld_stream16(const void *p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
+/* Shared memory of a launch: the normed rows (8 * NT of them, C + XPAD wide, BF16; none for
+ * linear) and the reduction area (MW warps x T tiles x NT n-tiles x 4 values x 32 lanes). */
+static size_t smem_bytes(int NT, int T, int C, bool normed) {
+    size_t xs = normed ? (size_t)8 * NT * (C + XPAD) * 2 : 0;
+    return xs + (size_t)MW * T * NT * 4 * 32 * sizeof(float);
+}
+
+/* Batch j of warp w covers K steps s = (j * SPB + q) * MW + w, q < SPB (SPB = 4 / T), each 32
+ * wide; a lane's buffer a[(tt * SPB + q) * 2 + h] is the 16-byte chunk at K 32 s + 8 (lane % 4)
+ * of tile tt's row g + 8 h. row_of(u, tt, r) is the weight row of the unit's tile tt, row r. */
+template <int T, typename RowOf>
+static __device__ __forceinline__ void load_batch(uint4 *a, const bf16 *__restrict__ W, int C, int S, int u, int j,
+                                                  RowOf row_of) {
+    constexpr int SPB = 4 / T;
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int tt = 0; tt < T; tt++) {
+        const bf16 *r0 = W + (int64_t)row_of(u, tt, g) * C + 8 * t, *r1 = W + (int64_t)row_of(u, tt, g + 8) * C + 8 * t;
+#pragma unroll
+        for (int q = 0; q < SPB; q++) {
+            int s = (j * SPB + q) * MW + w;
+            if (s < S) {
+                a[(tt * SPB + q) * 2] = ld_stream16(r0 + (int64_t)s * 32);
+                a[(tt * SPB + q) * 2 + 1] = ld_stream16(r1 + (int64_t)s * 32);
+            }
+        }
+    }
+}
+
+/* acc[tt][nt] (the 16 x 8 D fragment of tile tt, rows n8 tile nt) += the batch's MMAs. X: the
+ * activation rows, ldx elements apart; GX: in global memory (rows >= N read as zeros), else in
+ * shared memory (rows up to 8 * NT present, zeros past N). */
+template <int NT, int T, bool GX>
+static __device__ __forceinline__ void mma_batch(float (*acc)[NT][4], const uint4 *a, const bf16 *X, int ldx, int N, int S,
+                                                 int j) {
+    constexpr int SPB = 4 / T;
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int q = 0; q < SPB; q++) {
+        int s = (j * SPB + q) * MW + w;
+        if (s >= S) continue; /* warp-uniform */
+        const int k0 = s * 32 + 8 * t;
+        uint4 b[NT];
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            int n = g + 8 * nt;
+            if (GX) b[nt] = n < N ? __ldg((const uint4 *)(X + (int64_t)n * ldx + k0)) : make_uint4(0, 0, 0, 0);
+            else b[nt] = *(const uint4 *)(X + (size_t)n * ldx + k0);
+        }
+#pragma unroll
+        for (int tt = 0; tt < T; tt++) {
+            const uint4 A = a[(tt * SPB + q) * 2], A8 = a[(tt * SPB + q) * 2 + 1];
+            const uint32_t f0[4] = {A.x, A8.x, A.y, A8.y}, f1[4] = {A.z, A8.z, A.w, A8.w};
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                const uint32_t b0[2] = {b[nt].x, b[nt].y}, b1[2] = {b[nt].z, b[nt].w};
+                mma16816(acc[tt][nt], f0, b0);
+                mma16816(acc[tt][nt], f1, b1);
+            }
+        }
+    }
+}
+
+/* The value of (tile tt, feature row r, activation row n) summed over the warps, in warp order. */
+template <int NT, int T>
+static __device__ __forceinline__ float reduced(const float *red, int tt, int r, int n) {
+    constexpr int SL = T * NT * 4;
+    const int nt = n >> 3, nn = n & 7, lane = (r & 7) * 4 + (nn >> 1), i = (r >> 3) * 2 + (nn & 1);
+    const int slot = (tt * NT + nt) * 4 + i;
+    float s = 0.0f;
+#pragma unroll
+    for (int w = 0; w < MW; w++) s += red[(w * SL + slot) * 32 + lane];
+    return s;
+}
+
+/* The batches of a block, in order: (unit u, batch j), j < nb, then (u + gridDim.x, 0), ... */
+static __device__ __forceinline__ void next_batch(int &u, int &j, int nb) {
+    if (++j == nb) j = 0, u += gridDim.x;
+}
+
+/* One batch of the block's stream: buf (batch j of unit u, loaded two batches ago) through the
+ * MMAs; when it ends the unit, the cross-warp reduction and epi(u, r, n, va, vb) for every
+ * feature row r and activation row n < N (va: tile 0, vb: tile 1 or 0). Then buf is reloaded
+ * with batch (lu, lj), two ahead, while the other buffer's loads are still in flight. */
+template <int NT, int T, bool GX, typename RowOf, typename Epi>
+static __device__ __forceinline__ void stream_step(uint4 *buf, float (*acc)[NT][4], int u, int j, int lu, int lj, int nb,
+                                                   const bf16 *__restrict__ W, int C, int units, const bf16 *X, int ldx,
+                                                   int N, float *red, RowOf row_of, Epi epi) {
+    constexpr int SL = T * NT * 4;
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, S = C / 32;
+    mma_batch<NT, T, GX>(acc, buf, X, ldx, N, S, j);
+    if (lu < units) load_batch<T>(buf, W, C, S, lu, lj, row_of);
+    if (j + 1 < nb) return;
+#pragma unroll
+    for (int tt = 0; tt < T; tt++)
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                red[(w * SL + (tt * NT + nt) * 4 + i) * 32 + lane] = acc[tt][nt][i];
+                acc[tt][nt][i] = 0.0f;
+            }
+    __syncthreads();
+    if (threadIdx.x < 16 * 8 * NT) {
+        const int r = threadIdx.x / (8 * NT), n = threadIdx.x % (8 * NT);
+        if (n < N) epi(u, r, n, reduced<NT, T>(red, 0, r, n), T > 1 ? reduced<NT, T>(red, T - 1, r, n) : 0.0f);
+    }
+    __syncthreads(); /* red is rewritten by the next unit */
+}
+
+/* The block's units, streamed through two register buffers that take turns (no copy between
+ * them: a register move would wait for its load), so two batches (16 loads a lane) are in
+ * flight whenever a warp waits. b0 and b1 hold the block's first two batches, loaded before the
+ * dependency wait. */
+template <int NT, int T, bool GX, typename RowOf, typename Epi>
+static __device__ __forceinline__ void run_units(uint4 *b0, uint4 *b1, const bf16 *__restrict__ W, int C, int units,
+                                                 const bf16 *X, int ldx, int N, float *red, RowOf row_of, Epi epi) {
+    constexpr int SPB = 4 / T;
+    const int nb = (C / 32 + MW * SPB - 1) / (MW * SPB);
+    float acc[T][NT][4];
+#pragma unroll
+    for (int tt = 0; tt < T; tt++)
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) acc[tt][nt][i] = 0.0f;
+    int u = blockIdx.x, j = 0, lu = u, lj = 0; /* the batch in hand; the batch to load next */
+    next_batch(lu, lj, nb);
+    next_batch(lu, lj, nb);
+    while (u < units) {
+        stream_step<NT, T, GX>(b0, acc, u, j, lu, lj, nb, W, C, units, X, ldx, N, red, row_of, epi);
+        next_batch(u, j, nb), next_batch(lu, lj, nb);
+        if (u >= units) break;
+        stream_step<NT, T, GX>(b1, acc, u, j, lu, lj, nb, W, C, units, X, ldx, N, red, row_of, epi);
+        next_batch(u, j, nb), next_batch(lu, lj, nb);
+    }
+}
+
+/* The block's first two batches (before griddep_wait: weights only). */
+template <int T, typename RowOf>
+static __device__ __forceinline__ void first_batches(uint4 *b0, uint4 *b1, const bf16 *__restrict__ W, int C, int units,
+                                                     RowOf row_of) {
+    constexpr int SPB = 4 / T;
+    const int nb = (C / 32 + MW * SPB - 1) / (MW * SPB);
+    int u = blockIdx.x, j = 0;
+    if (u < units) load_batch<T>(b0, W, C, C / 32, u, j, row_of);
+    next_batch(u, j, nb);
+    if (u < units) load_batch<T>(b1, W, C, C / 32, u, j, row_of);
+}
+
+/* xs (8 * NT, ldx) BF16: rows r < N = rmsnorm(x row rows[r] (or r)) * wn, the rest zeros. One
+ * warp a row, float4 loads (C % 4 == 0 and 16-byte aligned rows: checked by the caller). Same
+ * arithmetic as gemv.cu's prologue and the composed rmsnorm: 1 / sqrtf(ss / C + eps), then
+ * w * (x * rinv) rounded once to BF16. */
+template <int NT>
+static __device__ __forceinline__ void norm_rows(bf16 *xs, int ldx, const float *__restrict__ x,
+                                                 const int32_t *__restrict__ rows, const float *__restrict__ wn, int N,
+                                                 int C, float eps) {
+    const int lane = threadIdx.x & 31, r = threadIdx.x >> 5;
+    if (r < 8 * NT) {
+        bf16 *xo = xs + (size_t)r * ldx;
+        if (r < N) {
+            const float4 *x4 = (const float4 *)(x + (int64_t)(rows ? rows[r] : r) * C), *w4 = (const float4 *)wn;
+            float ss = 0.0f;
+#pragma unroll 4
+            for (int c = lane; c < C / 4; c += 32) {
+                float4 v = x4[c];
+                ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+            }
+            for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+            const float rinv = 1.0f / sqrtf(ss / (float)C + eps);
+#pragma unroll 4
+            for (int c = lane; c < C / 4; c += 32) {
+                float4 v = x4[c], wv = w4[c];
+                *(__nv_bfloat162 *)(xo + 4 * c) = __floats2bfloat162_rn(wv.x * (v.x * rinv), wv.y * (v.y * rinv));
+                *(__nv_bfloat162 *)(xo + 4 * c + 2) = __floats2bfloat162_rn(wv.z * (v.z * rinv), wv.w * (v.w * rinv));
+            }
+        } else {
+            for (int c = lane; c < C / 8; c += 32) *(uint4 *)(xo + 8 * c) = make_uint4(0, 0, 0, 0);
+        }
+    }
+    __syncthreads();
+}
+
+/* ---- linear --------------------------------------------------------------------------------- */
+
+template <int NT>
+static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_linear(const bf16 *__restrict__ W, const bf16 *__restrict__ X,
+                                                                      void *out, int mode, const float *__restrict__ bias,
+                                                                      int N, int OC, int C) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    float *red = (float *)smem_raw;
+    const int units = (OC + 15) / 16;
+    auto row_of = [=](int u, int, int r) { return min(u * 16 + r, OC - 1); };
+    uint4 b0[8], b1[8];
+    first_batches<1>(b0, b1, W, C, units, row_of);
+    griddep_wait(CU_REL_LINEAR);
+    run_units<NT, 1, true>(b0, b1, W, C, units, X, C, N, red, row_of, [=](int u, int r, int n, float v, float) {
+        const int row = u * 16 + r;
+        if (row >= OC) return;
+        v += bias ? bias[row] : 0.0f;
+        const int64_t idx = (int64_t)n * OC + row;
+        if (mode == MEP_BF16) ((bf16 *)out)[idx] = f2bf(v);
+        else if (mode == MEP_F32) ((float *)out)[idx] = v;
+        else ((float *)out)[idx] += v;
+    });
+}
+
+/* ---- attn_in: RMSNorm + q/k/v projection + RoPE + KV store --------------------------------- */
+
+/* Unit u: rows i0 .. i0 + 15 (tile 0) and i0 + HS/2 .. (tile 1) of head hh of the stacked
+ * [q heads | k heads | v heads] (hh = u / (HS / 32), i0 = 16 (u % (HS / 32))). */
+template <int NT>
+static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_attn_in(
+    const bf16 *__restrict__ W, const float *__restrict__ bias, const float *__restrict__ x, const float *__restrict__ wn,
+    float eps, const int32_t *__restrict__ pos, const int32_t *__restrict__ slots, const float *__restrict__ inv_freq,
+    bf16 *__restrict__ q_out, bf16 *__restrict__ kc, bf16 *__restrict__ vc, int N, int C, int NH, int NKV, int HS) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    const int ldx = C + XPAD, half = HS / 2, per = half / 16, Q = NH * HS, KVD = NKV * HS;
+    bf16 *xs = (bf16 *)smem_raw;
+    float *red = (float *)(smem_raw + (size_t)8 * NT * ldx * 2);
+    const int units = (NH + 2 * NKV) * per;
+    auto row_of = [=](int u, int tt, int r) { return (u / per) * HS + (u % per) * 16 + tt * half + r; };
+    uint4 b0[8], b1[8];
+    first_batches<2>(b0, b1, W, C, units, row_of);
+    griddep_wait(CU_REL_ATTN_IN);
+    norm_rows<NT>(xs, ldx, x, NULL, wn, N, C, eps);
+    run_units<NT, 2, false>(b0, b1, W, C, units, xs, ldx, N, red, row_of, [=](int u, int r, int n, float va, float vb) {
+        const int hh = u / per, i = (u % per) * 16 + r, rowA = hh * HS + i;
+        const int sect = hh < NH ? 0 : hh < NH + NKV ? 1 : 2, head = hh - (sect == 0 ? 0 : sect == 1 ? NH : NH + NKV);
+        if (bias) va += bias[rowA], vb += bias[rowA + half];
+        if (sect < 2) { /* rotate-half RoPE: the F32 angle pos * inv_freq, then cos/sin (as gemv.cu) */
+            float ang = (float)pos[n] * inv_freq[i], sn, cs;
+            sincosf(ang, &sn, &cs);
+            float ra = va * cs - vb * sn, rb = vb * cs + va * sn;
+            va = ra, vb = rb;
+        }
+        bf16 *dst = sect == 0 ? q_out + (int64_t)n * Q + head * HS
+                              : (sect == 1 ? kc : vc) + (int64_t)slots[n] * KVD + head * HS;
+        dst[i] = f2bf(va);
+        dst[i + half] = f2bf(vb);
+    });
+}
+
+/* ---- mlp_in: RMSNorm + gate/up projection + SwiGLU ----------------------------------------- */
+
+/* Unit u: gate rows 16 u .. 16 u + 15 (tile 0) and the same rows of up (tile 1, I rows later). */
+template <int NT>
+static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_mlp_in(const bf16 *__restrict__ W, const float *__restrict__ x,
+                                                                      const float *__restrict__ wn, float eps,
+                                                                      bf16 *__restrict__ h, int N, int C, int I) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    const int ldx = C + XPAD;
+    bf16 *xs = (bf16 *)smem_raw;
+    float *red = (float *)(smem_raw + (size_t)8 * NT * ldx * 2);
+    const int units = (I + 15) / 16;
+    auto row_of = [=](int u, int tt, int r) { return tt * I + min(u * 16 + r, I - 1); };
+    uint4 b0[8], b1[8];
+    first_batches<2>(b0, b1, W, C, units, row_of);
+    griddep_wait(CU_REL_MLP_IN);
+    norm_rows<NT>(xs, ldx, x, NULL, wn, N, C, eps);
+    run_units<NT, 2, false>(b0, b1, W, C, units, xs, ldx, N, red, row_of, [=](int u, int r, int n, float gv, float uv) {
+        const int row = u * 16 + r;
+        if (row >= I) return;
+        /* the composed path rounds gate and up to BF16 before SwiGLU; so does this one */
+        gv = bf2f(f2bf(gv)), uv = bf2f(f2bf(uv));
+        h[(int64_t)n * I + row] = f2bf(gv / (1.0f + expf(-gv)) * uv);
+    });
+}
+
+/* ---- logits: gather + final RMSNorm + lm_head ---------------------------------------------- */
+
+template <int NT>
+static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_logits(const bf16 *__restrict__ W, const float *__restrict__ x,
+                                                                      const int32_t *__restrict__ rows,
+                                                                      const float *__restrict__ wn, float eps,
+                                                                      float *__restrict__ out, int M, int C, int V) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    const int ldx = C + XPAD;
+    bf16 *xs = (bf16 *)smem_raw;
+    float *red = (float *)(smem_raw + (size_t)8 * NT * ldx * 2);
+    const int units = (V + 15) / 16;
+    auto row_of = [=](int u, int, int r) { return min(u * 16 + r, V - 1); };
+    uint4 b0[8], b1[8];
+    first_batches<1>(b0, b1, W, C, units, row_of);
+    griddep_wait(CU_REL_LOGITS);
+    norm_rows<NT>(xs, ldx, x, rows, wn, M, C, eps);
+    run_units<NT, 1, false>(b0, b1, W, C, units, xs, ldx, M, red, row_of, [=](int u, int r, int n, float v, float) {
+        const int row = u * 16 + r;
+        if (row < V) out[(int64_t)n * V + row] = v;
+    });
+}
+
+/* ---- host side ------------------------------------------------------------------------------- */
+
+/* One wave: every kernel here holds an SM alone (512 threads at > 64 registers), so one block
+ * per SM; the blocks stride over the units. */
+static unsigned grid_of(dspy_backend *be, int units) {
+    int sms = cu_of(be)->sm_count;
+    return (unsigned)(units < sms ? units : sms);
+}
+
+/* The largest dynamic shared memory a block may opt in to, the smallest over the devices set up
+ * (dspy_cu_mma_setup raised every kernel's limit to it); read there, not during a capture. */
+static int g_smem_optin;
+
+static bool aligned16(const void *p) { return (uintptr_t)p % 16 == 0; }
+
+/* DSPY_CUDA_MMA=0 (read at backend init) sends 5..16 rows back to the composed path: the
+ * before/after comparison of bench/run_gpu_h10b.sh in one build. */
+static bool g_mma_off;
+
+bool dspy_cu_mma_fits(int N, int C, const void *w, const void *inp) {
+    return !g_mma_off && N >= MMA_MIN_ROWS && N <= MMA_MAX_ROWS && C > 0 && C % 32 == 0 && aligned16(w) && aligned16(inp);
+}
+
+/* The normed-rows kernels also need the F32 rows and norm weights 16-byte aligned (float4) and
+ * their shared memory within the device's limit. */
+static bool fused_fits(int N, int C, const void *w, const void *x, const void *wn, int T) {
+    return dspy_cu_mma_fits(N, C, w, x) && aligned16(wn) && smem_bytes(N > 8 ? 2 : 1, T, C, true) <= (size_t)g_smem_optin;
+}
+
+dspy_status dspy_cu_mma_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
+                               int C, int OC, bool accumulate) {
+    const int mode = accumulate ? MEP_ACC : out.dtype == DSPY_DTYPE_BF16 ? MEP_BF16 : MEP_F32;
+    const bf16 *Wp = (const bf16 *)w.data, *Xp = (const bf16 *)inp.data;
+    const float *bp = (const float *)bias.data;
+    const int units = (OC + 15) / 16;
+    if (N > 8) {
+        size_t sm = smem_bytes(2, 1, C, false);
+        return cu_launch(be, "linear (tensor-core gemv)", k_mma_linear<2>, grid_of(be, units),
+                         MMA_THREADS, sm, Wp, Xp, out.data, mode, bp, N, OC, C);
+    }
+    size_t sm = smem_bytes(1, 1, C, false);
+    return cu_launch(be, "linear (tensor-core gemv)", k_mma_linear<1>, grid_of(be, units),
+                     MMA_THREADS, sm, Wp, Xp, out.data, mode, bp, N, OC, C);
+}
+
+dspy_status dspy_cu_mma_attn_in(dspy_backend *be, bool *taken, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache,
+                                dspy_tensor x, dspy_tensor w_norm, dspy_tensor wqkv, dspy_tensor bqkv, dspy_tensor pos,
+                                dspy_tensor slots, dspy_tensor inv_freq, int N, int C, int NH, int NKV, int HS, float eps) {
+    *taken = HS % 32 == 0 && fused_fits(N, C, wqkv.data, x.data, w_norm.data, 2);
+    if (!*taken) return DSPY_OK;
+    const int W = (NH + 2 * NKV) * HS, units = (NH + 2 * NKV) * (HS / 32);
+    CU_NEED("attn_in", "q_out", q_out, DSPY_DTYPE_BF16, (int64_t)N * NH * HS);
+    CU_NEED("attn_in", "kcache", kcache, DSPY_DTYPE_BF16, NKV * HS);
+    CU_NEED("attn_in", "vcache", vcache, DSPY_DTYPE_BF16, NKV * HS);
+    CU_NEED("attn_in", "x", x, DSPY_DTYPE_F32, (int64_t)N * C);
+    CU_NEED("attn_in", "w_norm", w_norm, DSPY_DTYPE_F32, C);
+    CU_NEED("attn_in", "wqkv", wqkv, DSPY_DTYPE_BF16, (int64_t)W * C);
+    if (bqkv.data) CU_NEED("attn_in", "bqkv", bqkv, DSPY_DTYPE_F32, W);
+    CU_NEED("attn_in", "pos", pos, DSPY_DTYPE_I32, N);
+    CU_NEED("attn_in", "slots", slots, DSPY_DTYPE_I32, N);
+    CU_NEED("attn_in", "inv_freq", inv_freq, DSPY_DTYPE_F32, HS / 2);
+    const bf16 *Wp = (const bf16 *)wqkv.data;
+    const float *bp = (const float *)bqkv.data, *xp = (const float *)x.data, *wn = (const float *)w_norm.data;
+    const int32_t *pp = (const int32_t *)pos.data, *sp = (const int32_t *)slots.data;
+    const float *fp = (const float *)inv_freq.data;
+    bf16 *qo = (bf16 *)q_out.data, *kc = (bf16 *)kcache.data, *vc = (bf16 *)vcache.data;
+#define LAUNCH(NT)                                                                                                 \
+    do {                                                                                                           \
+        size_t sm = smem_bytes(NT, 2, C, true);                                                                    \
+        return cu_launch(be, "attn_in (tensor-core gemv)", k_mma_attn_in<NT>, grid_of(be, units), \
+                         MMA_THREADS, sm, Wp, bp, xp, wn, eps, pp, sp, fp, qo, kc, vc, N, C, NH, NKV, HS);          \
+    } while (0)
+    if (N > 8) LAUNCH(2);
+    LAUNCH(1);
+#undef LAUNCH
+}
+
+dspy_status dspy_cu_mma_mlp_in(dspy_backend *be, bool *taken, dspy_tensor h, dspy_tensor x, dspy_tensor w_norm,
+                               dspy_tensor w_gate_up, int N, int C, int I, float eps) {
+    *taken = fused_fits(N, C, w_gate_up.data, x.data, w_norm.data, 2);
+    if (!*taken) return DSPY_OK;
+    CU_NEED("mlp_in", "h", h, DSPY_DTYPE_BF16, (int64_t)N * I);
+    CU_NEED("mlp_in", "x", x, DSPY_DTYPE_F32, (int64_t)N * C);
+    CU_NEED("mlp_in", "w_norm", w_norm, DSPY_DTYPE_F32, C);
+    CU_NEED("mlp_in", "w_gate_up", w_gate_up, DSPY_DTYPE_BF16, (int64_t)2 * I * C);
+    const bf16 *Wp = (const bf16 *)w_gate_up.data;
+    const float *xp = (const float *)x.data, *wn = (const float *)w_norm.data;
+    bf16 *hp = (bf16 *)h.data;
+    const int units = (I + 15) / 16;
+#define LAUNCH(NT)                                                                                               \
+    do {                                                                                                         \
+        size_t sm = smem_bytes(NT, 2, C, true);                                                                  \
+        return cu_launch(be, "mlp_in (tensor-core gemv)", k_mma_mlp_in<NT>, grid_of(be, units), \
+                         MMA_THREADS, sm, Wp, xp, wn, eps, hp, N, C, I);                                         \
+    } while (0)
+    if (N > 8) LAUNCH(2);
+    LAUNCH(1);
+#undef LAUNCH
+}
+
+dspy_status dspy_cu_mma_logits(dspy_backend *be, bool *taken, dspy_tensor out, dspy_tensor x, dspy_tensor rows,
+                               dspy_tensor w_norm, dspy_tensor w, int M, int C, int V, float eps) {
+    *taken = fused_fits(M, C, w.data, x.data, w_norm.data, 1);
+    if (!*taken) return DSPY_OK;
+    CU_NEED("logits", "out", out, DSPY_DTYPE_F32, (int64_t)M * V);
+    CU_NEED("logits", "x", x, DSPY_DTYPE_F32, C);
+    CU_NEED("logits", "rows", rows, DSPY_DTYPE_I32, M);
+    CU_NEED("logits", "w_norm", w_norm, DSPY_DTYPE_F32, C);
+    CU_NEED("logits", "w", w, DSPY_DTYPE_BF16, (int64_t)V * C);
+    const bf16 *Wp = (const bf16 *)w.data;
+    const float *xp = (const float *)x.data, *wn = (const float *)w_norm.data;
+    const int32_t *rp = (const int32_t *)rows.data;
+    float *op = (float *)out.data;
+    const int units = (V + 15) / 16;
+#define LAUNCH(NT)                                                                                               \
+    do {                                                                                                         \
+        size_t sm = smem_bytes(NT, 1, C, true);                                                                  \
+        return cu_launch(be, "logits (tensor-core gemv)", k_mma_logits<NT>, grid_of(be, units), \
+                         MMA_THREADS, sm, Wp, xp, rp, wn, eps, op, M, C, V);                                     \
+    } while (0)
+    if (M > 8) LAUNCH(2);
+    LAUNCH(1);
+#undef LAUNCH
+}
+
+dspy_status dspy_cu_mma_setup(dspy_backend *be) {
+    /* this file's copy of the early-release bits (cuda.cuh: one per .cu file) */
+    DSPY_TRY(dspy_cu_check(be, cu_release_set(cu_of(be)->release), "tensor-core gemv (release flag)"));
+    const char *env = getenv("DSPY_CUDA_MMA");
+    g_mma_off = env && strcmp(env, "0") == 0;
+    int mx = 48 * 1024;
+    cudaError_t e = cudaDeviceGetAttribute(&mx, cudaDevAttrMaxSharedMemoryPerBlockOptin, cu_of(be)->dev);
+    if (e == cudaSuccess && (g_smem_optin == 0 || mx < g_smem_optin)) g_smem_optin = mx;
+#define ATTR(K) \
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(K, cudaFuncAttributeMaxDynamicSharedMemorySize, mx);
+    ATTR(k_mma_linear<1>) ATTR(k_mma_linear<2>) ATTR(k_mma_attn_in<1>) ATTR(k_mma_attn_in<2>)
+    ATTR(k_mma_mlp_in<1>) ATTR(k_mma_mlp_in<2>) ATTR(k_mma_logits<1>) ATTR(k_mma_logits<2>)
+#undef ATTR
+    return dspy_cu_check(be, e, "tensor-core gemv (shared memory limit)");
+}

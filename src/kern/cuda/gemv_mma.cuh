@@ -1,0 +1,36 @@
+/* kern/cuda/gemv_mma.cuh — the decode projections for 5..16 rows on tensor cores (gemv_mma.cu):
+ * the same four entries as gemv.cu's GEMV family (linear, attn_in, mlp_in, logits) for the
+ * batches that GEMV does not take. Each entry has a `fits` test; gemv.cu and gemm.cu ask it and
+ * fall back to the composed path (rmsnorm / cuBLASLt / qkv_rope_store / swiglu) when it says no.
+ * Private to kern/cuda.
+ */
+#ifndef DSPY_KERN_CUDA_GEMV_MMA_CUH
+#define DSPY_KERN_CUDA_GEMV_MMA_CUH
+
+#include "kern/cuda/cuda.cuh"
+
+/* Rows one launch takes: two n8 tiles of the m16n8k16 MMA. */
+enum { MMA_MIN_ROWS = GEMV_MAX_ROWS + 1, MMA_MAX_ROWS = 16 };
+
+/* Whether linear with N rows of C BF16 inputs (w, inp as given) runs on these kernels: N in
+ * MMA_MIN_ROWS..MMA_MAX_ROWS, C % 32 == 0, 16-byte aligned operands. */
+bool dspy_cu_mma_fits(int N, int C, const void *w, const void *inp);
+
+/* out (N, OC) [+]= inp (N, C) BF16 @ W^T + bias; the caller checked shapes and dspy_cu_mma_fits. */
+dspy_status dspy_cu_mma_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
+                               int C, int OC, bool accumulate);
+
+/* The fused ops (kern/ops.h semantics); *taken false (and nothing launched) when the shape or
+ * alignment is not one these kernels take: the caller then runs the composed path. */
+dspy_status dspy_cu_mma_attn_in(dspy_backend *be, bool *taken, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache,
+                                dspy_tensor x, dspy_tensor w_norm, dspy_tensor wqkv, dspy_tensor bqkv, dspy_tensor pos,
+                                dspy_tensor slots, dspy_tensor inv_freq, int N, int C, int NH, int NKV, int HS, float eps);
+dspy_status dspy_cu_mma_mlp_in(dspy_backend *be, bool *taken, dspy_tensor h, dspy_tensor x, dspy_tensor w_norm,
+                               dspy_tensor w_gate_up, int N, int C, int I, float eps);
+dspy_status dspy_cu_mma_logits(dspy_backend *be, bool *taken, dspy_tensor out, dspy_tensor x, dspy_tensor rows,
+                               dspy_tensor w_norm, dspy_tensor w, int M, int C, int V, float eps);
+
+/* Kernel attributes (dynamic shared memory above 48 KB); at init. */
+dspy_status dspy_cu_mma_setup(dspy_backend *be);
+
+#endif
