@@ -75,6 +75,12 @@ typedef struct dspy_server_params {
     int32_t kv_tokens;             /* KV cache capacity in tokens over all sequences; 0 = the
                                       engine's default, min(context length, 16384). Every sequence
                                       reserves prompt + max_tokens of it when admitted */
+    int32_t max_batch_tokens;      /* prompt tokens prefilled per engine step over all sequences
+                                      (chunked prefill); 0 (default) = 256 on the CPU, where a
+                                      step's length is every running sequence's token latency,
+                                      and 4,096 on a GPU, where a step of 256 prompt tokens leaves
+                                      the device mostly idle (16 requests of 200 new prompt
+                                      tokens took 13 steps at 256) */
     int32_t default_max_tokens;    /* max_tokens for requests that give none (default 1024, capped
                                       by the room left in the context); 0 = the rest of the context */
     int32_t max_n;                 /* the largest n a request may ask (default 16; 400 above it) */

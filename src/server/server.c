@@ -754,10 +754,10 @@ dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
         return dspy_fail(DSPY_ERR_ARG, "serve: a model directory is needed (--model DIR)");
     if (p->max_seqs < 1 || p->max_queue < 1 || p->max_connections < 1 || p->port < 0 || p->port > 65535 ||
         p->max_body_bytes == 0 || p->max_header_bytes < 256 || p->read_timeout_ms < 1 || p->shutdown_grace_ms < 0 ||
-        p->kv_tokens < 0 || p->default_max_tokens < 0 || p->max_n < 1 || p->max_request_tokens < 0 ||
+        p->kv_tokens < 0 || p->max_batch_tokens < 0 || p->default_max_tokens < 0 || p->max_n < 1 || p->max_request_tokens < 0 ||
         p->max_per_client < 0 || p->structured_max_tokens < 0)
         return dspy_fail(DSPY_ERR_ARG, "serve: bad parameters (max_seqs, max_queue and max_connections must be >= 1, "
-                                       "port 0..65535, header limit >= 256 bytes, timeouts positive, kv_tokens, default_max_tokens, "
+                                       "port 0..65535, header limit >= 256 bytes, timeouts positive, kv_tokens, max_batch_tokens, default_max_tokens, "
                                        "max_request_tokens and max_per_client >= 0, max_n >= 1)");
     dspy_server *s = calloc(1, sizeof *s);
     if (!s) return dspy_fail(DSPY_ERR_NOMEM, "serve: out of memory");
@@ -818,6 +818,8 @@ dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
     dspy_engine_params ep = dspy_engine_params_default();
     ep.max_seqs = p->max_seqs;
     if (p->kv_tokens > 0) ep.max_tokens_total = p->kv_tokens;
+    ep.max_batch_tokens = p->max_batch_tokens > 0 ? p->max_batch_tokens
+                          : dspy_model_device(s->model).type == DSPY_DEVICE_CPU ? 256 : 4096;
     if ((st = dspy_engine_new(s->model, &ep, &s->eng)) != DSPY_OK) goto fail;
     dspy_engine_stats stats;
     dspy_engine_stats_get(s->eng, &stats);

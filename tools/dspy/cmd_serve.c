@@ -118,6 +118,7 @@ int cmd_serve(int argc, char **argv) {
         {"max-seqs", "N", "sequences decoded together (continuous batching)", false, false, "8"},
         {"max-queue", "N", "requests waiting for the engine before answering 503", false, false, "256"},
         {"kv-tokens", "N", "KV cache tokens over all sequences (0: min(context, 16384)); each request reserves prompt + max_tokens", false, false, "0"},
+        {"max-batch-tokens", "N", "prompt tokens prefilled per step over all sequences (0: 256 on the CPU, 4096 on a GPU)", false, false, "0"},
         {"default-max-tokens", "N", "max_tokens for requests without one (0: the rest of the context)", false, false, "1024"},
         {"max-n", "N", "the largest n (choices) a request may ask", false, false, "16"},
         {"structured-max-tokens", "N", "structured outputs: tokens a free-text field or JSON string may take unless the request says (0: unbounded)", false, false, "256"},
@@ -164,6 +165,7 @@ int cmd_serve(int argc, char **argv) {
         !get_i32(&a, "max-queue", 1, 1000000, &p.max_queue) ||
         !get_i32(&a, "max-connections", 1, 100000, &p.max_connections) ||
         !get_i32(&a, "kv-tokens", 0, INT32_MAX, &p.kv_tokens) ||
+        !get_i32(&a, "max-batch-tokens", 0, 1 << 20, &p.max_batch_tokens) ||
         !get_i32(&a, "structured-max-tokens", 0, 1 << 20, &p.structured_max_tokens) ||
         !get_i32(&a, "default-max-tokens", 0, INT32_MAX, &p.default_max_tokens) ||
         !get_i32(&a, "max-body", 1, INT32_MAX, &max_body) || !get_i32(&a, "request-timeout", 1, 86400, &timeout_s) ||

@@ -372,8 +372,13 @@ template <int D> static dspy_status launch_decode(dspy_backend *be, bf16 *out, c
     dim3 grid(m->nseg, NKV, S);
     const dspy_attn_seg *sg = (const dspy_attn_seg *)m->segs.data;
     const int32_t *tb = (const int32_t *)m->tables.data;
+    /* Clusters of 16 slices where the global combine would itself cut the context into 16 or more
+     * (few sequences: one or two at the 1B shape's 8 KV heads); with more sequences the grid has
+     * parallelism enough, and 16 slices of a 1,500-token context would leave each block less
+     * than one 128-key tile (batch 16 on the H200: attention 847 us of a 1,815 us step). */
+    const bool clusters = s->dec_cluster == 16 && S >= 16;
 #define DEC(G)                                                                                                     \
-    if (s->dec_cluster == 16)                                                                                      \
+    if (clusters)                                                                                                  \
         return cu_launch_cluster(be, "attention (decode, clusters of 16)", k_attn_decode<D, G, 16>,               \
                                  dim3(m->nseg, NKV, 16), DEC_THREADS, dim3(1, 1, 16), 0, out, s->att_part,        \
                                  s->att_count, q, kc, vc, sg, tb, m->block_size, NH, NKV, sl2, s->dec_min_keys);  \

@@ -67,8 +67,10 @@ struct cuda_state {
     bool capturing;
     int dec_cluster;        /* decode attention: 0 = slices combined by the last block through global memory;
                                16 = one thread-block cluster of 16 slices per (sequence, KV head), combined
-                               through distributed shared memory (DSPY_CUDA_DEC_CLUSTER; default 16 on sm_90
-                               where the device can place such a cluster, else 0). H200 B1: 0.932 (0), 0.900
+                               through distributed shared memory, at batch sizes where the global
+                               combine would cut 16 or more slices (attention.cu launch_decode)
+                               (DSPY_CUDA_DEC_CLUSTER; default 16 on sm_90 where the device can place
+                               such a cluster, else 0). H200 B1: 0.932 (0), 0.900
                                ms (16); clusters of 8 measured 0.950 */
     int dec_min_keys;       /* decode attention: fewest keys per context slice (DSPY_CUDA_DEC_MIN_KEYS, 16..128,
                                default 32: more, shorter slices shorten the kernel's dependent chain; 32 and
