@@ -90,10 +90,10 @@ static int attention_ms(dspy_trainable *t, int T, double *fwd_ms, double *bwd_ms
     for (int r = 0; r < 4; r++) {
         dspy_tensor st = dspy_bt(be, start, T, DSPY_DTYPE_I32);
         double t0 = dspy_now_s();
-        if (o->attention_train(be, FT(3), FT(4), FT(0), FT(1), FT(2), st, T, NH, NKV, HS) || o->sync(be)) goto done;
+        if (o->attention_train(be, FT(3), FT(4), FT(0), FT(1), FT(2), st, 0, T, NH, NKV, HS) || o->sync(be)) goto done;
         double t1 = dspy_now_s();
-        if (o->attention_train_backward(be, FT(5), FT(6), FT(7), FT(8), FT(3), FT(4), FT(0), FT(1), FT(2), st, T, NH,
-                                        NKV, HS) ||
+        if (o->attention_train_backward(be, FT(5), FT(6), FT(7), FT(8), FT(3), FT(4), FT(0), FT(1), FT(2), st, 0, T,
+                                        NH, NKV, HS) ||
             o->sync(be))
             goto done;
         if (r) vf[r - 1] = 1e3 * (t1 - t0), vb[r - 1] = 1e3 * (dspy_now_s() - t1);
@@ -216,7 +216,7 @@ int main(int argc, char **argv) {
         int32_t *ids = buf + (size_t)2 * s * T, *labels = ids + T;
         for (int i = 0; i < T; i++) ids[i] = (int32_t)(dspy_splitmix64(&rng) % (uint64_t)V);
         for (int i = 0; i < T; i++) labels[i] = i >= lab0 && i < T - 1 ? ids[i + 1] : -100;
-        batch[s] = (dspy_train_seq){ids, NULL, labels, NULL, T};
+        batch[s] = (dspy_train_seq){ids, NULL, labels, NULL, T, 0};
     }
     dspy_step_stats st0 = {0}, st = {0};
     double tw = 0;

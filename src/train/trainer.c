@@ -362,7 +362,7 @@ static dspy_status run(trainer *T, dspy_train_progress_fn fn, void *ud, dspy_tra
             size_t k = nseq - (size_t)seq_pos < T->micro ? nseq - (size_t)seq_pos : T->micro;
             for (size_t i = 0; i < k; i++) {
                 dspy_sft_seq s = dspy_sft_pack_at(pack, (size_t)seq_pos + i);
-                batch[i] = (dspy_train_seq){s.ids, s.pos, s.targets, s.seg, s.T};
+                batch[i] = (dspy_train_seq){s.ids, s.pos, s.targets, s.seg, s.T, 0};
             }
             double lr = T->p.learning_rate * dspy_lr_lambda(T->p.lr_scheduler_type, step, T->warmup, T->total_steps);
             double t0 = dspy_now_s();
