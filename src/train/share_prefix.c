@@ -52,7 +52,8 @@ static dspy_status list_examples(dspy_share_buf *b, const dspy_train_seq *in, si
         const dspy_train_seq *q = &in[s];
         if (q->prefix != 0) return DSPY_OK;
         for (int32_t t0 = 0, t1; t0 < q->T; t0 = t1) {
-            for (t1 = t0 + 1; t1 < q->T && q->seg && q->seg[t1] == q->seg[t0]; t1++) {}
+            /* no seg: the whole sequence is one example */
+            for (t1 = t0 + 1; t1 < q->T && (!q->seg || q->seg[t1] == q->seg[t0]); t1++) {}
             if (q->pos)
                 for (int32_t i = t0; i < t1; i++)
                     if (q->pos[i] != i - t0) return DSPY_OK;

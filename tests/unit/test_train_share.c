@@ -29,104 +29,70 @@
 #include "train/backward.h"
 #include "train/optim.h"
 #include "train/share_prefix.h"
-
-enum { P0 = 80, NEX = 4, V = 1000, MAXT = 256 };
-static const int32_t k_cont[NEX] = {20, 12, 1 + 30, 7}; /* continuation lengths */
+#include "share_step.h"
 
 static dspy_model *g_model;
-static int32_t g_ids[NEX][P0 + 40], g_lab[NEX][P0 + 40], g_n[NEX];
-
-/* Example e: the shared prompt, then its own tokens; labels (shifted) on the continuation's
- * tokens from its third on (example 1: from its first, the row right after the prefix). */
-static void make_examples(void) {
-    uint32_t x = 12345;
-    for (int e = 0; e < NEX; e++) {
-        int n = P0 + k_cont[e];
-        g_n[e] = n;
-        for (int t = 0; t < n; t++) {
-            x = x * 1664525u + 1013904223u;
-            g_ids[e][t] = t < P0 ? (t * 37 + 11) % V : (int32_t)((x >> 8) % V);
-        }
-        int first = e == 1 ? P0 : P0 + 2 < n - 1 ? P0 + 2 : n - 2;
-        for (int t = 0; t < n; t++) g_lab[e][t] = t >= first && t < n - 1 ? g_ids[e][t + 1] : -100;
-    }
-}
-
-/* The unshared step: example 0; examples 1 and 2 packed; example 3. */
-typedef struct {
-    int32_t ids[3][2 * (P0 + 40)], pos[3][2 * (P0 + 40)], lab[3][2 * (P0 + 40)], seg[3][2 * (P0 + 40)];
-    dspy_train_seq seq[3];
-} step_in;
-
-static void make_step(step_in *s) {
-    const int groups[3][2] = {{0, -1}, {1, 2}, {3, -1}};
-    for (int q = 0; q < 3; q++) {
-        int T = 0;
-        for (int g = 0; g < 2 && groups[q][g] >= 0; g++) {
-            int e = groups[q][g];
-            for (int t = 0; t < g_n[e]; t++, T++) {
-                s->ids[q][T] = g_ids[e][t], s->lab[q][T] = g_lab[e][t], s->pos[q][T] = t, s->seg[q][T] = g;
-            }
-        }
-        s->seq[q] = (dspy_train_seq){s->ids[q], s->pos[q], s->lab[q], s->seg[q], T, 0};
-    }
-}
 
 static void test_layout(void) {
-    step_in s;
-    make_step(&s);
+    ss_step s;
+    ss_make_step(&s);
     dspy_share_buf b = {0};
     const dspy_train_seq *out = NULL;
     size_t n = 0;
     int32_t P = -1;
-    CHECK_OK(dspy_share_prefix(&b, s.seq, 3, MAXT, DSPY_SHARE_MIN_PREFIX, &out, &n, &P));
-    CHECK_INT(P, P0);
+    CHECK_OK(dspy_share_prefix(&b, s.seq, 3, SS_MAXT, DSPY_SHARE_MIN_PREFIX, &out, &n, &P));
+    CHECK_INT(P, SS_P0);
     CHECK_INT(n, 1);
-    if (n == 1 && P == P0) {
+    if (n == 1 && P == SS_P0) {
         const dspy_train_seq *o = &out[0];
-        int want_T = P0;
-        for (int e = 0; e < NEX; e++) want_T += k_cont[e];
+        int want_T = SS_P0;
+        for (int e = 0; e < SS_NEX; e++) want_T += ss_cont[e];
         CHECK_INT(o->T, want_T);
-        CHECK_INT(o->prefix, P0);
-        bool same = memcmp(o->ids, g_ids[0], sizeof(int32_t) * P0) == 0;
-        for (int t = 0; t < P0; t++) same &= o->pos[t] == t && o->labels[t] == -100 && o->seg[t] == 0;
-        for (int e = 0, t = P0; e < NEX; e++)
-            for (int i = P0; i < g_n[e]; i++, t++)
-                same &= o->ids[t] == g_ids[e][i] && o->labels[t] == g_lab[e][i] && o->pos[t] == i && o->seg[t] == e + 1;
+        CHECK_INT(o->prefix, SS_P0);
+        bool same = memcmp(o->ids, ss_ids[0], sizeof(int32_t) * SS_P0) == 0;
+        for (int t = 0; t < SS_P0; t++) same &= o->pos[t] == t && o->labels[t] == -100 && o->seg[t] == 0;
+        for (int e = 0, t = SS_P0; e < SS_NEX; e++)
+            for (int i = SS_P0; i < ss_n[e]; i++, t++)
+                same &= o->ids[t] == ss_ids[e][i] && o->labels[t] == ss_lab[e][i] && o->pos[t] == i && o->seg[t] == e + 1;
         CHECK(same);
     }
     /* a short max_T: the continuations spread over sequences, each with its own prefix */
-    CHECK_OK(dspy_share_prefix(&b, s.seq, 3, P0 + 35, DSPY_SHARE_MIN_PREFIX, &out, &n, &P));
-    CHECK_INT(P, P0);
+    CHECK_OK(dspy_share_prefix(&b, s.seq, 3, SS_P0 + 35, DSPY_SHARE_MIN_PREFIX, &out, &n, &P));
+    CHECK_INT(P, SS_P0);
     CHECK_INT(n, 3); /* [20 12] [31] [7] */
-    if (n == 3) CHECK(out[0].T == P0 + 32 && out[1].T == P0 + 31 && out[2].T == P0 + 7 && out[2].seg[P0] == 1);
+    if (n == 3) CHECK(out[0].T == SS_P0 + 32 && out[1].T == SS_P0 + 31 && out[2].T == SS_P0 + 7 && out[2].seg[SS_P0] == 1);
     /* a label inside the common prompt cuts the prefix before it */
     s.lab[2][70] = 5; /* example 3 (sequence 2 alone) */
-    CHECK_OK(dspy_share_prefix(&b, s.seq, 3, MAXT, DSPY_SHARE_MIN_PREFIX, &out, &n, &P));
+    CHECK_OK(dspy_share_prefix(&b, s.seq, 3, SS_MAXT, DSPY_SHARE_MIN_PREFIX, &out, &n, &P));
     CHECK_INT(P, 70);
     s.lab[2][70] = -100;
     /* a differing token at 66: 66 tokens shared; at 40: below the minimum, run as given */
-    s.ids[1][P0 + 12 + 66] = (s.ids[1][P0 + 12 + 66] + 1) % V;
-    CHECK_OK(dspy_share_prefix(&b, s.seq, 3, MAXT, DSPY_SHARE_MIN_PREFIX, &out, &n, &P));
+    s.ids[1][SS_P0 + 12 + 66] = (s.ids[1][SS_P0 + 12 + 66] + 1) % SS_V;
+    CHECK_OK(dspy_share_prefix(&b, s.seq, 3, SS_MAXT, DSPY_SHARE_MIN_PREFIX, &out, &n, &P));
     CHECK_INT(P, 66);
-    s.ids[1][P0 + 12 + 40] = (s.ids[1][P0 + 12 + 40] + 1) % V;
-    CHECK_OK(dspy_share_prefix(&b, s.seq, 3, MAXT, DSPY_SHARE_MIN_PREFIX, &out, &n, &P));
+    s.ids[1][SS_P0 + 12 + 40] = (s.ids[1][SS_P0 + 12 + 40] + 1) % SS_V;
+    CHECK_OK(dspy_share_prefix(&b, s.seq, 3, SS_MAXT, DSPY_SHARE_MIN_PREFIX, &out, &n, &P));
     CHECK(P == 0 && out == s.seq && n == 3);
-    make_step(&s);
+    ss_make_step(&s);
+    /* sequences without seg and pos (one example each, positions from 0): examples 0 and 3 */
+    dspy_train_seq plain[2] = {s.seq[0], s.seq[2]};
+    for (int i = 0; i < 2; i++) plain[i].seg = NULL, plain[i].pos = NULL;
+    CHECK_OK(dspy_share_prefix(&b, plain, 2, SS_MAXT, DSPY_SHARE_MIN_PREFIX, &out, &n, &P));
+    CHECK(P == SS_P0 && n == 1 && out[0].T == SS_P0 + ss_cont[0] + ss_cont[3]);
     /* one example alone: nothing to share */
-    CHECK_OK(dspy_share_prefix(&b, s.seq, 1, MAXT, DSPY_SHARE_MIN_PREFIX, &out, &n, &P));
+    CHECK_OK(dspy_share_prefix(&b, s.seq, 1, SS_MAXT, DSPY_SHARE_MIN_PREFIX, &out, &n, &P));
     CHECK(P == 0 && out == s.seq && n == 1);
     /* positions that do not restart per example */
     s.pos[0][3] = 7;
-    CHECK_OK(dspy_share_prefix(&b, s.seq, 3, MAXT, DSPY_SHARE_MIN_PREFIX, &out, &n, &P));
+    CHECK_OK(dspy_share_prefix(&b, s.seq, 3, SS_MAXT, DSPY_SHARE_MIN_PREFIX, &out, &n, &P));
     CHECK(P == 0 && out == s.seq);
     s.pos[0][3] = 3;
     /* a sequence already laid out with a prefix is not laid out again */
     const dspy_train_seq *shared = NULL;
-    CHECK_OK(dspy_share_prefix(&b, s.seq, 3, MAXT, DSPY_SHARE_MIN_PREFIX, &shared, &n, &P));
+    CHECK_OK(dspy_share_prefix(&b, s.seq, 3, SS_MAXT, DSPY_SHARE_MIN_PREFIX, &shared, &n, &P));
     dspy_train_seq again = shared[0];
     dspy_share_buf b2 = {0};
-    CHECK_OK(dspy_share_prefix(&b2, &again, 1, MAXT, DSPY_SHARE_MIN_PREFIX, &out, &n, &P));
+    CHECK_OK(dspy_share_prefix(&b2, &again, 1, SS_MAXT, DSPY_SHARE_MIN_PREFIX, &out, &n, &P));
     CHECK(P == 0 && out == &again);
     dspy_share_buf_free(&b2);
     dspy_share_buf_free(&b);
@@ -144,19 +110,19 @@ static double scaled_diff(const float *a, const float *b, size_t n) {
 }
 
 static void test_one_step_gradients(void) {
-    step_in s;
-    make_step(&s);
+    ss_step s;
+    ss_make_step(&s);
     dspy_share_buf b = {0};
     const dspy_train_seq *sh = NULL;
     size_t ns = 0;
     int32_t P = 0;
-    CHECK_OK(dspy_share_prefix(&b, s.seq, 3, MAXT, DSPY_SHARE_MIN_PREFIX, &sh, &ns, &P));
+    CHECK_OK(dspy_share_prefix(&b, s.seq, 3, SS_MAXT, DSPY_SHARE_MIN_PREFIX, &sh, &ns, &P));
     dspy_trainable *t = NULL;
     CHECK_OK(dspy_trainable_new(g_model, NULL, 1, &t));
-    if (!t || P != P0) goto done;
+    if (!t || P != SS_P0) goto done;
     int64_t N = 0;
-    for (int e = 0; e < NEX; e++)
-        for (int i = 0; i < g_n[e]; i++) N += g_lab[e][i] != -100;
+    for (int e = 0; e < SS_NEX; e++)
+        for (int i = 0; i < ss_n[e]; i++) N += ss_lab[e][i] != -100;
     float scale = (float)(1.0 / (double)N);
     /* unshared: the gradients kept aside */
     double L0 = 0, L1 = 0;
@@ -204,8 +170,8 @@ done:
 }
 
 static void test_optimizer_steps(void) {
-    step_in s;
-    make_step(&s);
+    ss_step s;
+    ss_make_step(&s);
     dspy_share_buf b = {0};
     dspy_trainable *ta = NULL, *tb = NULL;
     dspy_optimizer *oa = NULL, *ob = NULL;
@@ -220,8 +186,8 @@ static void test_optimizer_steps(void) {
         const dspy_train_seq *sh = NULL;
         size_t ns = 0;
         int32_t P = 0;
-        CHECK_OK(dspy_share_prefix(&b, s.seq, 3, MAXT, DSPY_SHARE_MIN_PREFIX, &sh, &ns, &P));
-        CHECK_INT(P, P0);
+        CHECK_OK(dspy_share_prefix(&b, s.seq, 3, SS_MAXT, DSPY_SHARE_MIN_PREFIX, &sh, &ns, &P));
+        CHECK_INT(P, SS_P0);
         dspy_step_stats sa, sb;
         CHECK_OK(dspy_optimizer_train_step(oa, s.seq, 3, 1e-3, 1.0, &sa));
         CHECK_OK(dspy_optimizer_train_step(ob, sh, ns, 1e-3, 1.0, &sb));
@@ -259,8 +225,8 @@ static void test_errors(void) {
     CHECK_CONTAINS(dspy_errmsg(), "share_prefix is 'maybe'; expected true or false");
     CHECK_STATUS(dspy_train_params_set(&p, "share_prefix", "None"), DSPY_ERR_ARG);
     /* a prefix that is not exactly the first example, or that leaves nothing after it */
-    step_in s;
-    make_step(&s);
+    ss_step s;
+    ss_make_step(&s);
     dspy_trainable *t = NULL;
     CHECK_OK(dspy_trainable_new(g_model, NULL, 1, &t));
     if (!t) return;
@@ -273,16 +239,16 @@ static void test_errors(void) {
     bad.prefix = bad.T;
     CHECK_STATUS(dspy_trainable_step(t, &bad, 1.0f, &l, &m), DSPY_ERR_ARG);
     bad = s.seq[0];
-    bad.seg = NULL, bad.prefix = P0;
+    bad.seg = NULL, bad.prefix = SS_P0;
     CHECK_STATUS(dspy_trainable_step(t, &bad, 1.0f, &l, &m), DSPY_ERR_ARG);
     bad = s.seq[1];
-    bad.prefix = g_n[1]; /* the first example: accepted */
+    bad.prefix = ss_n[1]; /* the first example: accepted */
     CHECK_OK(dspy_trainable_step(t, &bad, 1.0f, &l, &m));
     dspy_trainable_free(t);
 }
 
 int main(void) {
-    make_examples();
+    ss_make_examples();
     CHECK_OK(dspy_model_load(test_source("tests/ref/models/llama_tied_gqa"), NULL, &g_model));
     if (!g_model) return check_summary("test_train_share");
     RUN(test_layout);
