@@ -51,7 +51,7 @@ echo "== T2 ours (BF16, one epoch, without then with prefix-shared steps)"
 timeout 150 "$H/bench_train" --t2 --model "$MODEL" --device cuda --epochs 1 --warmup 1 2>&1 | tee "$OUT/t2.jsonl"
 echo "== T2 PyTorch (eager, compiled)"
 LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH PYTHONUNBUFFERED=1 timeout 300 python3 "$H/torch_train.py" --t2 --model "$MODEL" \
-  --modes eager,compiled --epochs 1 --warmup 1 --t2-steps "$TORCH_STEPS" 2>&1 | grep -v Warning | tee -a "$OUT/t2.jsonl"
+  --modes eager,compiled --epochs 1 --warmup 1 --t2-steps "$TORCH_STEPS" 2>&1 | grep --line-buffered -v Warning | tee -a "$OUT/t2.jsonl"
 echo "== table"
 python3 - "$OUT/t2.jsonl" <<'PY'
 import json, sys
