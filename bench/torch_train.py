@@ -138,7 +138,8 @@ def run_t2(path, mode, n, epochs, warmup, max_steps):
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, fused=True)
     data = t2_data(model.config.vocab_size, n)
-    fwd = torch.compile(model) if mode == "compiled" else model
+    # every example has its own length: dynamic shapes from the start, not a recompile per length
+    fwd = torch.compile(model, dynamic=True) if mode == "compiled" else model
     accum = 8
 
     def step(batch):
