@@ -24,10 +24,25 @@
  * attention's forward and backward apart with their TFLOP/s, and (BF16) the same ops on the
  * WMMA kernels the flash ones replaced ({"bench": "T1_attention", ...}).
  *
+ * T2 (--t2): issue 11's tutorial workload, one epoch (--epochs N: N) of 500 examples of a shared
+ * 1,300-token prompt and a ~280-token continuation (240 .. 320), labels on the last 80 tokens,
+ * one example per sequence, batch 1 x 8 accumulation (8 examples an optimizer step, the last
+ * step 4), lr 1e-5 constant, clipping 1.0, BF16, planned for DSPy's max_seq_length 4096, in
+ * order. Token ids from splitmix64 seed 2 (bench/torch_train.py --t2 draws the same): the
+ * prompt's 1,300, then per example its continuation length 240 + (x % 81) and its tokens. Run
+ * with prefix-shared steps (train/share_prefix.h: one 1,300-token prompt + 8 continuations per
+ * step) and without (--share on|off|both, default both; each mode a fresh trainable from the
+ * same weights, after `warmup` steps on the first batch, default 1, not timed). Reported per
+ * mode: the epoch's wall time, steps, tokens (whole examples) and tokens computed, tokens/s,
+ * and the 5-epoch estimate = 5 x the measured epoch (the epochs are alike: an estimate, not a
+ * measurement, unless --epochs 5); the losses of the first and last steps and the largest
+ * per-step loss difference between the two modes ({"bench": "T2", ...}).
+ *
  * Usage: bench_train --model DIR [--device cuda] [--seqs 4] [--T 2048] [--steps 10] [--warmup 2]
  *                    [--f32] [--peak-tflops 789] [--no-profile]
- * Prints one JSON object per measurement ({"bench": "T1", ...}, {"bench": "T1_profile", ...}) for
- * bench/run_gpu.sh to tabulate.
+ *        bench_train --t2 --model DIR [--epochs 1] [--share both|on|off] [--warmup 1] [--examples 500]
+ * Prints one JSON object per measurement ({"bench": "T1", ...}, {"bench": "T1_profile", ...},
+ * {"bench": "T2", ...}) for bench/run_gpu.sh to tabulate.
  */
 #include <math.h>
 #include <stdio.h>
@@ -39,6 +54,7 @@
 #include "dspy/model.h"
 #include "dspy/rng.h"
 #include "train/optim.h"
+#include "train/share_prefix.h"
 #include "train/trainable_impl.h"
 
 static int cmp_d(const void *a, const void *b) {
@@ -90,10 +106,10 @@ static int attention_ms(dspy_trainable *t, int T, double *fwd_ms, double *bwd_ms
     for (int r = 0; r < 4; r++) {
         dspy_tensor st = dspy_bt(be, start, T, DSPY_DTYPE_I32);
         double t0 = dspy_now_s();
-        if (o->attention_train(be, FT(3), FT(4), FT(0), FT(1), FT(2), st, T, NH, NKV, HS) || o->sync(be)) goto done;
+        if (o->attention_train(be, FT(3), FT(4), FT(0), FT(1), FT(2), st, 0, T, NH, NKV, HS) || o->sync(be)) goto done;
         double t1 = dspy_now_s();
-        if (o->attention_train_backward(be, FT(5), FT(6), FT(7), FT(8), FT(3), FT(4), FT(0), FT(1), FT(2), st, T, NH,
-                                        NKV, HS) ||
+        if (o->attention_train_backward(be, FT(5), FT(6), FT(7), FT(8), FT(3), FT(4), FT(0), FT(1), FT(2), st, 0, T,
+                                        NH, NKV, HS) ||
             o->sync(be))
             goto done;
         if (r) vf[r - 1] = 1e3 * (t1 - t0), vb[r - 1] = 1e3 * (dspy_now_s() - t1);
@@ -144,14 +160,146 @@ static int profile_step(dspy_trainable *t, const dspy_train_seq *batch, int seqs
     return 0;
 }
 
+/* ---- T2 ------------------------------------------------------------------------------------ */
+
+enum { T2_PREFIX = 1300, T2_CONT = 280, T2_LABELS = 80, T2_ACCUM = 8, T2_MAX_LEN = 4096 };
+
+typedef struct {
+    int n;            /* examples */
+    int32_t **ids;    /* (n) each (len[e]) */
+    int32_t **labels; /* (n) shifted: labels[t] = ids[t + 1] on the last T2_LABELS tokens */
+    int32_t *len;
+} t2_data;
+
+static void t2_free(t2_data *d) {
+    for (int e = 0; e < d->n && d->ids; e++) free(d->ids[e]), free(d->labels[e]);
+    free(d->ids), free(d->labels), free(d->len);
+}
+
+/* The examples (see the file comment); false when out of memory. */
+static bool t2_make(t2_data *d, int n, int32_t V) {
+    d->n = n;
+    d->ids = calloc((size_t)n, sizeof *d->ids), d->labels = calloc((size_t)n, sizeof *d->labels);
+    d->len = calloc((size_t)n, sizeof *d->len);
+    if (!d->ids || !d->labels || !d->len) return false;
+    uint64_t rng = 2;
+    int32_t prompt[T2_PREFIX];
+    for (int i = 0; i < T2_PREFIX; i++) prompt[i] = (int32_t)(dspy_splitmix64(&rng) % (uint64_t)V);
+    for (int e = 0; e < n; e++) {
+        int c = T2_CONT - 40 + (int)(dspy_splitmix64(&rng) % 81), L = T2_PREFIX + c;
+        d->len[e] = L;
+        d->ids[e] = malloc(sizeof(int32_t) * (size_t)L), d->labels[e] = malloc(sizeof(int32_t) * (size_t)L);
+        if (!d->ids[e] || !d->labels[e]) return false;
+        memcpy(d->ids[e], prompt, sizeof prompt);
+        for (int i = T2_PREFIX; i < L; i++) d->ids[e][i] = (int32_t)(dspy_splitmix64(&rng) % (uint64_t)V);
+        for (int t = 0; t < L; t++) d->labels[e][t] = t >= L - 1 - T2_LABELS && t < L - 1 ? d->ids[e][t + 1] : -100;
+    }
+    return true;
+}
+
+/* One mode of T2 (share on or off) on a fresh trainable; losses (steps) are written; 0 on success. */
+static int t2_mode(dspy_model *m, dspy_device dev, const t2_data *d, bool share, int epochs, int warmup,
+                   double *losses, int *nsteps) {
+    dspy_trainable *t = NULL;
+    dspy_optimizer *o = NULL;
+    dspy_share_buf sb = {0};
+    dspy_train_seq batch[T2_ACCUM];
+    int rc = 1;
+    double t0 = dspy_now_s();
+    if (dspy_trainable_new_on(m, NULL, 42, dev, false, &t)) return fail("T2 trainable");
+    dspy_adamw_hparams h = dspy_adamw_hparams_default();
+    if ((dev.type == DSPY_DEVICE_CUDA && dspy_trainable_set_bf16(t, true)) || dspy_trainable_plan(t, T2_MAX_LEN, T2_ACCUM) ||
+        dspy_optimizer_new(t, &h, &o)) {
+        fail("T2 setup");
+        goto done;
+    }
+    double setup_s = dspy_now_s() - t0;
+    int steps_per_epoch = (d->n + T2_ACCUM - 1) / T2_ACCUM, ns = 0;
+    int64_t tokens = 0, computed = 0;
+    int32_t prefix = 0;
+    double tw = 0, secs = 0, warm_s = 0;
+    dspy_step_stats st = {0};
+    for (int k = -warmup; k < epochs * steps_per_epoch; k++) {
+        if (k == 0) {
+            warm_s = dspy_now_s() - t0 - setup_s;
+            tw = dspy_now_s();
+        }
+        int s0 = k < 0 ? 0 : (k % steps_per_epoch) * T2_ACCUM, nb = d->n - s0 < T2_ACCUM ? d->n - s0 : T2_ACCUM;
+        for (int i = 0; i < nb; i++)
+            batch[i] = (dspy_train_seq){d->ids[s0 + i], NULL, d->labels[s0 + i], NULL, d->len[s0 + i], 0};
+        const dspy_train_seq *run = batch;
+        size_t nrun = (size_t)nb;
+        if (share && dspy_share_prefix(&sb, batch, (size_t)nb, T2_MAX_LEN, DSPY_SHARE_MIN_PREFIX, &run, &nrun, &prefix)) {
+            fail("T2 share");
+            goto done;
+        }
+        if (dspy_optimizer_train_step(o, run, nrun, 1e-5, 1.0, &st)) {
+            fail("T2 step");
+            goto done;
+        }
+        if (k < 0) continue;
+        for (int i = 0; i < nb; i++) tokens += d->len[s0 + i];
+        for (size_t i = 0; i < nrun; i++) computed += run[i].T;
+        losses[ns++] = st.loss;
+    }
+    secs = dspy_now_s() - tw;
+    *nsteps = ns;
+    printf("{\"bench\": \"T2\", \"share_prefix\": %s, \"prefix\": %d, \"examples\": %d, \"epochs_measured\": %d, "
+           "\"steps\": %d, \"seconds\": %.3f, \"est_5_epochs_s\": %.2f, \"tokens\": %lld, \"tokens_computed\": %lld, "
+           "\"tokens_per_s\": %.1f, \"loss_first\": %.5f, \"loss_last\": %.5f, \"mem_gb\": %.2f, \"setup_s\": %.1f, "
+           "\"warmup_steps\": %d, \"warmup_s\": %.2f}\n",
+           share ? "true" : "false", (int)prefix, d->n, epochs, ns, secs, 5.0 * secs / epochs, (long long)tokens,
+           (long long)computed, (double)tokens / secs, losses[0], losses[ns - 1], used_gb(dev), setup_s, warmup, warm_s);
+    fflush(stdout);
+    rc = 0;
+done:
+    dspy_share_buf_free(&sb);
+    dspy_optimizer_free(o);
+    dspy_trainable_free(t);
+    return rc;
+}
+
+static int t2_main(const char *model_dir, dspy_device dev, int n, int epochs, int warmup, const char *share) {
+    bool on = strcmp(share, "off") != 0, off = strcmp(share, "on") != 0;
+    dspy_model *m = NULL;
+    t2_data d = {0};
+    int rc = 1, steps = (n + T2_ACCUM - 1) / T2_ACCUM * epochs, n_on = 0, n_off = 0;
+    double *l_on = calloc((size_t)steps + 1, sizeof *l_on), *l_off = calloc((size_t)steps + 1, sizeof *l_off);
+    if (!l_on || !l_off) goto done;
+    if (dspy_model_load(model_dir, NULL, &m)) {
+        fail("model");
+        goto done;
+    }
+    if (!t2_make(&d, n, dspy_model_config_get(m)->vocab_size)) {
+        fprintf(stderr, "bench_train: out of memory\n");
+        goto done;
+    }
+    if (off && t2_mode(m, dev, &d, false, epochs, warmup, l_off, &n_off)) goto done;
+    if (on && t2_mode(m, dev, &d, true, epochs, warmup, l_on, &n_on)) goto done;
+    if (on && off && n_on == n_off) {
+        double w = 0;
+        for (int k = 0; k < n_on; k++) w = fmax(w, fabs(l_on[k] - l_off[k]) / fabs(l_off[k]));
+        printf("{\"bench\": \"T2_losses\", \"steps\": %d, \"max_rel_loss_diff_shared_vs_unshared\": %.3g}\n", n_on, w);
+    }
+    rc = 0;
+done:
+    t2_free(&d);
+    dspy_model_free(m);
+    free(l_on), free(l_off);
+    return rc;
+}
+
 int main(int argc, char **argv) {
-    const char *model_dir = NULL, *device = "cuda";
+    const char *model_dir = NULL, *device = "cuda", *share = "both";
+    bool t2 = false;
+    int epochs = 1, examples = 500, warmup_t2 = 1;
     int seqs = 4, T = 2048, steps = 10, warmup = 2;
     bool f32 = false, profile = true;
     double peak = 789.0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--f32")) f32 = true;
+        else if (!strcmp(a, "--t2")) t2 = true;
         else if (!strcmp(a, "--no-profile")) profile = false;
         else if (!v) {
             fprintf(stderr, "bench_train: %s needs a value\n", a);
@@ -161,7 +309,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--seqs")) seqs = atoi(v), i++;
         else if (!strcmp(a, "--T")) T = atoi(v), i++;
         else if (!strcmp(a, "--steps")) steps = atoi(v), i++;
-        else if (!strcmp(a, "--warmup")) warmup = atoi(v), i++;
+        else if (!strcmp(a, "--warmup")) warmup = warmup_t2 = atoi(v), i++;
+        else if (!strcmp(a, "--epochs")) epochs = atoi(v), i++;
+        else if (!strcmp(a, "--examples")) examples = atoi(v), i++;
+        else if (!strcmp(a, "--share")) share = v, i++;
         else if (!strcmp(a, "--peak-tflops")) peak = atof(v), i++;
         else {
             fprintf(stderr, "bench_train: unknown option %s\n", a);
@@ -175,6 +326,15 @@ int main(int argc, char **argv) {
     }
     dspy_device dev;
     if (dspy_device_parse(device, &dev)) return fail("device");
+    if (t2) {
+        if (!model_dir || epochs < 1 || examples < 1 || warmup_t2 < 0 ||
+            (strcmp(share, "on") && strcmp(share, "off") && strcmp(share, "both"))) {
+            fprintf(stderr, "usage: bench_train --t2 --model DIR [--epochs 1] [--share both|on|off] [--warmup 1] "
+                            "[--examples 500]\n");
+            return 2;
+        }
+        return t2_main(model_dir, dev, examples, epochs, warmup_t2, share);
+    }
     double mem0 = used_gb(dev);
     dspy_model *m = NULL;
     dspy_trainable *t = NULL;
@@ -216,7 +376,7 @@ int main(int argc, char **argv) {
         int32_t *ids = buf + (size_t)2 * s * T, *labels = ids + T;
         for (int i = 0; i < T; i++) ids[i] = (int32_t)(dspy_splitmix64(&rng) % (uint64_t)V);
         for (int i = 0; i < T; i++) labels[i] = i >= lab0 && i < T - 1 ? ids[i + 1] : -100;
-        batch[s] = (dspy_train_seq){ids, NULL, labels, NULL, T};
+        batch[s] = (dspy_train_seq){ids, NULL, labels, NULL, T, 0};
     }
     dspy_step_stats st0 = {0}, st = {0};
     double tw = 0;

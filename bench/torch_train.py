@@ -13,9 +13,21 @@ cuda synchronisations: tokens/s, MFU (6 * params * tokens/s / peak), peak memory
 (torch.cuda.max_memory_allocated and max_memory_reserved, after reset_peak_memory_stats with
 the model and optimizer state already allocated, so both include them).
 
+T2 (--t2): issue 11's tutorial workload as bench_train.c --t2 draws it (splitmix64 seed 2: a
+1,300-token prompt shared by 500 examples, each with a 240..320-token continuation, labels on its
+last 80 tokens), one example per micro-batch (batch 1, no padding), 8 micro-batches accumulated
+per optimizer step (the step's loss the mean over its labelled tokens: each example's mean loss
+weighted by its labelled tokens / the step's), clip_grad_norm_(1.0), AdamW lr 1e-5, bf16
+autocast, in order. `warmup` steps on the first batch first (not timed; compilation), then
+`epochs` epochs timed: the epoch's wall time and the 5-epoch estimate (5 x the measured epoch).
+--t2-steps K times the first K steps of the epoch only and scales them to the epoch
+(epoch_s = seconds x steps_per_epoch / K, said in the output: "extrapolated_from_steps").
+
 Usage: python3 bench/torch_train.py --model DIR [--modes eager,compiled] [--seqs 4] [--T 2048]
                                     [--steps 10] [--warmup 2] [--peak-tflops 789]
-Prints one JSON object per mode ({"bench": "T1_torch", "mode": ...}).
+       python3 bench/torch_train.py --t2 --model DIR [--modes eager,compiled] [--epochs 1] [--warmup 1]
+                                    [--examples 500]
+Prints one JSON object per mode ({"bench": "T1_torch", "mode": ...} or {"bench": "T2_torch", ...}).
 """
 import argparse
 import gc
@@ -94,6 +106,87 @@ def run(path, mode, seqs, T, steps, warmup, peak):
     torch.cuda.empty_cache()
 
 
+def t2_data(vocab, n):
+    """bench_train.c's T2 examples: (ids, labels, labelled tokens) per example, labels unshifted (HF
+    shifts); the counts are kept on the host so that a step never waits for the device."""
+    x = 2
+
+    def nxt():
+        nonlocal x
+        x = (x + 0x9E3779B97F4A7C15) & MASK
+        z = x
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
+        return z ^ (z >> 31)
+
+    prompt = [nxt() % vocab for _ in range(1300)]
+    out = []
+    for _ in range(n):
+        c = 280 - 40 + nxt() % 81
+        ids = prompt + [nxt() % vocab for _ in range(c)]
+        L = len(ids)
+        # ours labels row t (predicting ids[t + 1]) for t in [L - 81, L - 1): HF's labels[t + 1]
+        labels = [-100] * (L - 80) + ids[L - 80:]
+        out.append((torch.tensor([ids], dtype=torch.long).cuda(), torch.tensor([labels], dtype=torch.long).cuda(), 80))
+    return out
+
+
+def run_t2(path, mode, n, epochs, warmup, max_steps):
+    torch.manual_seed(0)
+    model = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa").cuda()
+    model.config.use_cache = False
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, fused=True)
+    data = t2_data(model.config.vocab_size, n)
+    # every example has its own length: dynamic shapes from the start, not a recompile per length
+    fwd = torch.compile(model, dynamic=True) if mode == "compiled" else model
+    accum = 8
+
+    def step(batch):
+        N = sum(n_e for _, _, n_e in batch)
+        total = 0.0
+        for ids, lab, n_e in batch:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = fwd(input_ids=ids, labels=lab).loss * (n_e / N)
+            loss.backward()
+            total = total + loss.detach()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return total, norm
+
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        step(data[:accum])
+    torch.cuda.synchronize()
+    warm_s = time.perf_counter() - t0
+    steps_per_epoch = (n + accum - 1) // accum
+    losses = []
+    limit = max_steps if max_steps > 0 else epochs * steps_per_epoch
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        for k in range(steps_per_epoch):
+            if len(losses) == limit:
+                break
+            loss, _ = step(data[k * accum:(k + 1) * accum])
+            losses.append(loss)
+    torch.cuda.synchronize()
+    secs = time.perf_counter() - t0
+    full = epochs * steps_per_epoch
+    epoch_s = secs * full / len(losses) / epochs  # == secs / epochs when every step ran
+    tokens = epochs * sum(ids.shape[1] for ids, _, _ in data)
+    res = {"bench": "T2_torch", "mode": mode, "examples": n, "epochs_measured": epochs,
+           "steps": len(losses), "extrapolated_from_steps": len(losses) if len(losses) < full else None,
+           "seconds": round(secs, 3), "epoch_s": round(epoch_s, 3), "est_5_epochs_s": round(5 * epoch_s, 2),
+           "tokens": tokens, "tokens_per_s": round(tokens / (epoch_s * epochs), 1), "loss_first": losses[0].item(),
+           "loss_last": losses[-1].item(), "warmup_steps": warmup, "warmup_s": round(warm_s, 1),
+           "mem_reserved_gb": round(torch.cuda.max_memory_reserved() / 1e9, 2), "torch": torch.__version__}
+    print(json.dumps(res), flush=True)
+    del model, opt, fwd
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -103,9 +196,16 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--peak-tflops", type=float, default=789.0)
+    ap.add_argument("--t2", action="store_true")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--examples", type=int, default=500)
+    ap.add_argument("--t2-steps", type=int, default=0)
     a = ap.parse_args()
     for mode in a.modes.split(","):
-        run(a.model, mode, a.seqs, a.T, a.steps, a.warmup, a.peak_tflops)
+        if a.t2:
+            run_t2(a.model, mode, a.examples, a.epochs, a.warmup, a.t2_steps)
+        else:
+            run(a.model, mode, a.seqs, a.T, a.steps, a.warmup, a.peak_tflops)
 
 
 if __name__ == "__main__":

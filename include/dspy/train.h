@@ -120,6 +120,13 @@ typedef struct dspy_train_params {
                                             thread count, within F32 rounding of the reference,
                                             not bit-equal to it); dspy/backend.h (borrowed) */
     const char *chat_date;               /* Llama 3 "Today Date:"; NULL = "26 Jul 2024" (borrowed) */
+    bool share_prefix;                   /* true: prefix-shared steps — when the examples of an
+                                            optimizer step begin with the same >= 64 tokens (a
+                                            system prompt) before any labelled token, that prefix
+                                            is computed once per packed sequence and each example
+                                            continues it; losses and gradients are the unshared
+                                            ones up to float rounding. false: every example runs
+                                            whole */
 } dspy_train_params;
 
 /* The defaults above. */

@@ -223,23 +223,26 @@ typedef struct dspy_ops {
                                  int H, int HS);
 
     /* Training attention of one packed sequence of T tokens: out (T, NH, HS) = softmax(q k^T /
-     * sqrt(HS)) v where row t sees keys start[t] .. t (start (T) I32: index of the first token of
-     * t's example: causal within an example, block-diagonal across examples). q (T, NH, HS), k
+     * sqrt(HS)) v where row t sees the keys j <= t with j >= start[t] or j < prefix. start (T)
+     * I32: index of the first token of t's example (causal within an example, block-diagonal
+     * across examples). prefix in [0, T]: keys [0, prefix) are a shared prompt prefix that every
+     * row sees (a prefix-shared step: the prefix is the sequence's first example and each later
+     * example is a continuation of it; 0 = no shared prefix, plain packing). q (T, NH, HS), k
      * and v (T, NKV, HS), GQA as attention. Also writes lse (T, NH), the log-sum-exp of each
      * row's scaled scores, for the backward pass. q, k, v F32, or on CUDA all BF16 (the
      * mixed-precision trainer: tensor cores, F32 statistics, out and lse F32, the probabilities
      * rounded to BF16 for the P V product). */
     dspy_status (*attention_train)(dspy_backend *be, dspy_tensor out, dspy_tensor lse, dspy_tensor q, dspy_tensor k,
-                                   dspy_tensor v, dspy_tensor start, int T, int NH, int NKV, int HS);
+                                   dspy_tensor v, dspy_tensor start, int prefix, int T, int NH, int NKV, int HS);
 
-    /* Backward of attention_train from its saved out and lse: OVERWRITES dq (T, NH, HS), dk and
-     * dv (T, NKV, HS) (GQA: a kv head's gradient sums over its query heads). q, k, v as the
-     * forward's (BF16 on CUDA: tensor cores, dout and dS rounded to BF16 for the products);
-     * everything else F32. */
+    /* Backward of attention_train (same start and prefix) from its saved out and lse: OVERWRITES
+     * dq (T, NH, HS), dk and dv (T, NKV, HS) (GQA: a kv head's gradient sums over its query
+     * heads; a prefix key's over every row that sees it). q, k, v as the forward's (BF16 on
+     * CUDA: tensor cores, dout and dS rounded to BF16 for the products); everything else F32. */
     dspy_status (*attention_train_backward)(dspy_backend *be, dspy_tensor dq, dspy_tensor dk, dspy_tensor dv,
                                             dspy_tensor dout, dspy_tensor out, dspy_tensor lse, dspy_tensor q,
-                                            dspy_tensor k, dspy_tensor v, dspy_tensor start, int T, int NH, int NKV,
-                                            int HS);
+                                            dspy_tensor k, dspy_tensor v, dspy_tensor start, int prefix, int T,
+                                            int NH, int NKV, int HS);
 
     /* Backward of swiglu (ld == I): OVERWRITES dgate, dup (N, I) from dout (N, I); dgate may
      * equal dout. CUDA: dgate and dup may both be BF16 (the mixed-precision trainer's GEMM

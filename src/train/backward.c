@@ -190,6 +190,12 @@ static dspy_status prepare(dspy_trainable *t, const dspy_train_seq *s, int slot,
     int32_t *start = ids + cap, *pos = ids + 2 * (size_t)cap, *rows = ids + 3 * (size_t)cap;
     int32_t *targets = ids + 4 * (size_t)cap;
     memcpy(ids, s->ids, sizeof(int32_t) * (size_t)T);
+    if (s->prefix < 0 || s->prefix >= T || (s->prefix > 0 && (!s->seg || s->seg[s->prefix - 1] != s->seg[0] ||
+                                                             s->seg[s->prefix] == s->seg[s->prefix - 1])))
+        return dspy_fail(DSPY_ERR_ARG,
+                         "train sequence: prefix is %d; a shared prefix is the first example exactly (seg runs "
+                         "[0, prefix)) and is followed by at least one continuation (0 < prefix < T = %d)",
+                         (int)s->prefix, (int)T);
     for (int32_t i = 0; i < T; i++) {
         if (s->ids[i] < 0 || s->ids[i] >= V)
             return dspy_fail(DSPY_ERR_ARG, "train sequence: ids[%d] is %d, outside the vocabulary [0, %d)", (int)i,
@@ -205,7 +211,8 @@ static dspy_status prepare(dspy_trainable *t, const dspy_train_seq *s, int slot,
                              "(each packed example is one contiguous run)",
                              (int)i, (int)s->seg[i], (int)i - 1, (int)s->seg[i - 1]);
         start[i] = first ? i : start[i - 1];
-        int32_t p = s->pos ? s->pos[i] : i - start[i];
+        /* continuations of a shared prefix go on from its last position */
+        int32_t p = s->pos ? s->pos[i] : i - start[i] + (start[i] > 0 ? s->prefix : 0);
         if (p < 0)
             return dspy_fail(DSPY_ERR_ARG, "train sequence: pos[%d] is %d; positions are non-negative", (int)i, (int)p);
         if (p >= c->max_position_embeddings)
@@ -367,10 +374,10 @@ static dspy_status forward_layers(dspy_trainable *t, const dspy_train_seq *s, bo
             DSPY_TRY(o->cast(be, B16(a->kb, T * KV), F(a->k, T * KV)));
             DSPY_TRY(o->cast(be, B16(a->vb, T * KV), F(a->v, T * KV)));
             DSPY_TRY(o->attention_train(be, F(a->att, T * Q), F(a->lse, T * NH), B16(a->qb, T * Q), B16(a->kb, T * KV),
-                                        B16(a->vb, T * KV), I32(w->start, T), T, NH, NKV, HS));
+                                        B16(a->vb, T * KV), I32(w->start, T), s->prefix, T, NH, NKV, HS));
         } else {
             DSPY_TRY(o->attention_train(be, F(a->att, T * Q), F(a->lse, T * NH), F(a->q, T * Q), F(a->k, T * KV),
-                                        F(a->v, T * KV), I32(w->start, T), T, NH, NKV, HS));
+                                        F(a->v, T * KV), I32(w->start, T), s->prefix, T, NH, NKV, HS));
         }
         DSPY_TRY(linear_fwd(t, l, LIN_O, a->xmid, a->att, T, train, true));                         /* o (T, C) */
         DSPY_TRY(o->add(be, F(a->xmid, T * C), F(a->xin, T * C)));                            /* x + o */
@@ -436,7 +443,7 @@ static dspy_status backward_layers(dspy_trainable *t, const dspy_train_seq *s) {
         dspy_tensor va = t->bf16 ? B16(a->vb, T * KV) : F(a->v, T * KV);
         DSPY_TRY(o->attention_train_backward(be, F(w->dq, T * Q), F(w->dk, T * KV), F(w->dv, T * KV),
                                              F(w->datt, T * Q), F(a->att, T * Q), F(a->lse, T * NH), qa, ka, va,
-                                             I32(w->start, T), T, NH, NKV, HS));
+                                             I32(w->start, T), s->prefix, T, NH, NKV, HS));
         DSPY_TRY(o->rope_backward(be, F(w->dq, T * Q), pos, inv_freq, T, NH, HS));
         DSPY_TRY(o->rope_backward(be, F(w->dk, T * KV), pos, inv_freq, T, NKV, HS));
         if (!ba) DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps));

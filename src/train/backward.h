@@ -65,7 +65,15 @@ typedef struct dspy_param {
 } dspy_param;
 
 /* One packed training sequence of T tokens: one or more examples laid end to end.
- * Token t attends to tokens t' <= t of its own example only (block-diagonal causal mask).
+ * Token t attends to tokens t' <= t of its own example only (block-diagonal causal mask), and,
+ * when prefix > 0, to the shared prefix [0, prefix) as well.
+ *
+ * Prefix-shared layout (prefix > 0; see train/share_prefix.h): the first example is exactly
+ * tokens [0, prefix), a prompt prefix that every later example continues: each later example
+ * holds only its continuation tokens, at positions prefix, prefix + 1, ..., and attends to the
+ * prefix and to itself, so its logits and loss are those of the whole example (prefix +
+ * continuation) run alone, while the prefix is computed once. The prefix's gradient is the sum
+ * over the continuations (they all read its keys and values).
  *
  * LABELS ARE ALREADY SHIFTED: labels[t] is the token the model should predict after reading
  * ids[0..t] of its example, i.e. labels[t] = ids[t + 1] for a trained position, and -100 (no
@@ -74,11 +82,15 @@ typedef struct dspy_param {
 typedef struct dspy_train_seq {
     const int32_t *ids;    /* (T) token ids in [0, vocab_size) */
     const int32_t *pos;    /* (T) RoPE positions, restarting at 0 per example; NULL: t minus the
-                              index of its example's first token */
+                              index of its example's first token (plus prefix for the
+                              continuations of a prefix-shared sequence) */
     const int32_t *labels; /* (T) target ids in [0, vocab_size), or -100 */
     const int32_t *seg;    /* (T) example index per token, non-decreasing (each example is one
-                              contiguous run); NULL: the whole sequence is one example */
+                              contiguous run); NULL: the whole sequence is one example (then
+                              prefix must be 0) */
     int32_t T;             /* >= 1 */
+    int32_t prefix;        /* 0, or the shared prefix's tokens: the first example is exactly
+                              [0, prefix) (0 < prefix < T) */
 } dspy_train_seq;
 
 typedef struct dspy_trainable dspy_trainable;

@@ -45,6 +45,7 @@ dspy_train_params dspy_train_params_default(void) {
         .n_threads = 0,
         .cpu_kernels = NULL,
         .chat_date = NULL,
+        .share_prefix = true,
     };
     return p;
 }
@@ -101,6 +102,7 @@ static const keydef k_keys[] = {
     {"n_threads", K_INT32, F(n_threads), false},
     {"cpu_kernels", K_STR, F(cpu_kernels), true},
     {"chat_date", K_STR, F(chat_date), true},
+    {"share_prefix", K_BOOL, F(share_prefix), false},
 };
 #undef F
 

@@ -6,8 +6,11 @@
  * (train/checkpoint.h); resumes; exports the model (LoRA merged) in the input's dtype.
  * Follows DSPy's train_sft_locally / HF Trainer semantics as described in dspy/train.h.
  * The trainable runs on the device of the `device` train_kwarg (kern/ops.h CPU reference or
- * CUDA, planned once for max_seq_length and B*G sequences per step). Not here: multi-process
- * training.
+ * CUDA, planned once for max_seq_length and B*G sequences per step). With share_prefix (the
+ * default) each step's sequences go through train/share_prefix.h first: a prompt prefix common
+ * to the step's examples is computed once per sequence; train.jsonl's tokens (and tokens/s)
+ * still count every example's whole length, the work the step stands for. Not here:
+ * multi-process training.
  */
 #include "dspy/train.h"
 
@@ -37,6 +40,7 @@
 #include "train/checkpoint.h"
 #include "train/optim.h"
 #include "train/schedule.h"
+#include "train/share_prefix.h"
 
 enum { MAX_LOGGED_ISSUES = 50 };
 
@@ -51,6 +55,7 @@ typedef struct {
     dspy_sft_dataset *ds;
     dspy_trainable *tr;
     dspy_optimizer *opt;
+    dspy_share_buf share; /* the prefix-shared layouts of the steps */
     dspy_lora_config lora;
     dspy_device dev; /* where the steps run */
     /* plan */
@@ -120,13 +125,14 @@ static dspy_status fingerprint(trainer *T, const dspy_model_config *mc) {
                      "dspy.c finetune v1\nepochs=%d\nbatch=%d\naccum=%d\nlr=%.17g\nmax_seq_length=%d\npacking=%d\n"
                      "use_peft=%d\nsched=%s\nwarmup_ratio=%.17g\nwarmup_steps=%d\nweight_decay=%.17g\n"
                      "max_grad_norm=%.17g\nbetas=%.17g,%.17g\neps=%.17g\nseed=%llu\nmax_steps=%lld\n"
-                     "lora=%d,%.17g,%.17g\nchat_date=%s\n",
+                     "lora=%d,%.17g,%.17g\nchat_date=%s\nshare_prefix=%d\n",
                      p->num_train_epochs, p->per_device_train_batch_size, p->gradient_accumulation_steps,
                      p->learning_rate, p->max_seq_length, p->packing, p->use_peft,
                      dspy_lr_schedule_name(p->lr_scheduler_type), p->warmup_ratio, p->warmup_steps, p->weight_decay,
                      p->max_grad_norm, p->adam_beta1, p->adam_beta2, p->adam_epsilon, (unsigned long long)p->seed,
                      (long long)p->max_steps, p->use_peft ? p->lora_r : 0, p->use_peft ? p->lora_alpha : 0.0,
-                     p->use_peft ? p->lora_dropout : 0.0, p->chat_date ? p->chat_date : "(default)");
+                     p->use_peft ? p->lora_dropout : 0.0, p->chat_date ? p->chat_date : "(default)",
+                     p->share_prefix);
     char *cfg = dspy_model_config_to_json(mc);
     if (cfg) dspy_str_append(&s, cfg);
     free(cfg);
@@ -348,6 +354,7 @@ static dspy_status run(trainer *T, dspy_train_progress_fn fn, void *ud, dspy_tra
         goto done;
     }
     double t_start = dspy_now_s();
+    bool told_share = false;
     res->first_loss = res->final_loss = NAN;
     for (; epoch < T->n_epochs && step < T->total_steps; epoch++, seq_pos = 0, have_rng = false) {
         if (!have_rng) dspy_pyrandom_seed(&epoch_rng, T->p.seed + (uint64_t)epoch);
@@ -360,14 +367,30 @@ static dspy_status run(trainer *T, dspy_train_progress_fn fn, void *ud, dspy_tra
         for (int64_t e = 0; e < epoch; e++) steps_before += T->steps_in_epoch[e];
         while ((size_t)seq_pos < nseq && step < T->total_steps) {
             size_t k = nseq - (size_t)seq_pos < T->micro ? nseq - (size_t)seq_pos : T->micro;
+            int64_t step_tokens = 0;
             for (size_t i = 0; i < k; i++) {
                 dspy_sft_seq s = dspy_sft_pack_at(pack, (size_t)seq_pos + i);
-                batch[i] = (dspy_train_seq){s.ids, s.pos, s.targets, s.seg, s.T};
+                batch[i] = (dspy_train_seq){s.ids, s.pos, s.targets, s.seg, s.T, 0};
+                step_tokens += s.T;
+            }
+            const dspy_train_seq *run_batch = batch;
+            size_t nrun = k;
+            int32_t shared = 0;
+            if (T->p.share_prefix &&
+                (st = dspy_share_prefix(&T->share, batch, k, T->p.max_seq_length, DSPY_SHARE_MIN_PREFIX, &run_batch,
+                                        &nrun, &shared)))
+                goto done;
+            if (shared && !told_share) {
+                dspy_log(DSPY_LOG_INFO, "finetune: prefix-shared steps: the step's examples share their first %d "
+                                        "tokens, computed once per sequence (share_prefix=false turns this off)",
+                         (int)shared);
+                told_share = true;
             }
             double lr = T->p.learning_rate * dspy_lr_lambda(T->p.lr_scheduler_type, step, T->warmup, T->total_steps);
             double t0 = dspy_now_s();
             dspy_step_stats ss;
-            if ((st = dspy_optimizer_train_step(T->opt, batch, k, lr, T->p.max_grad_norm, &ss))) goto done;
+            if ((st = dspy_optimizer_train_step(T->opt, run_batch, nrun, lr, T->p.max_grad_norm, &ss))) goto done;
+            ss.tokens = step_tokens; /* the examples' whole length, shared or not */
             double dt = dspy_now_s() - t0;
             step++;
             seq_pos += (int64_t)k;
@@ -432,6 +455,7 @@ dspy_status dspy_finetune(const char *model_dir, const char *data_path, const ch
     if (T.metrics_fd >= 0) close(T.metrics_fd);
     if (T.p.n_threads > 0) omp_set_num_threads(saved_threads);
     dspy_optimizer_free(T.opt);
+    dspy_share_buf_free(&T.share);
     dspy_trainable_free(T.tr);
     dspy_sft_free(T.ds);
     dspy_chat_template_free(T.tpl);

@@ -2,7 +2,11 @@
  * tokenizer: the loss falls on a repeated tiny dataset, bad lines are reported and skipped, the
  * output directory loads and generates, kill -9 after the first checkpoint then --resume gives
  * a model.safetensors byte-identical to an uninterrupted run, resume refuses a checkpoint of other
- * settings, and LoRA training merges into the exported weights.
+ * settings, and LoRA training merges into the exported weights. Prefix-shared steps: 8
+ * conversations with one long system prompt, packed two to a sequence (max_seq_length 250) and
+ * two sequences to an optimizer step, train with the default
+ * (share_prefix, logged) and with --share_prefix false to the same per-step losses and gradient
+ * norms (1e-5 relative: F32 summation order) and token counts; a non-boolean value is refused.
  */
 #include <fcntl.h>
 #include <math.h>
@@ -47,17 +51,20 @@ static char *slurp(const char *path) {
     return dspy_read_file(path, &d, &n) == DSPY_OK ? d : NULL;
 }
 
-/* The "loss" of each train.jsonl line (at most cap). */
-static int losses(const char *dir, double *out, int cap) {
+/* The value of `key` ("\"loss\":") on each train.jsonl line (at most cap). */
+static int metric(const char *dir, const char *key, double *out, int cap) {
     dspy_str p = DSPY_STR_INIT;
     dspy_str_appendf(&p, "%s/train.jsonl", dir);
     char *t = slurp(p.ptr);
     dspy_str_free(&p);
     int n = 0;
-    for (char *s = t; s && (s = strstr(s, "\"loss\":")) && n < cap; s++) out[n++] = strtod(s + 7, NULL);
+    for (char *s = t; s && (s = strstr(s, key)) && n < cap; s++) out[n++] = strtod(s + strlen(key), NULL);
     free(t);
     return n;
 }
+
+/* The "loss" of each train.jsonl line (at most cap). */
+static int losses(const char *dir, double *out, int cap) { return metric(dir, "\"loss\":", out, cap); }
 
 #define COMMON "--num_train_epochs 1 --gradient-accumulation-steps 1 --packing false --save_steps 4 --learning_rate 1e-3"
 static const char *k_common = COMMON " --quiet";
@@ -345,10 +352,52 @@ static void test_lora_and_errors(void) {
     free(out);
 }
 
+static void test_shared_prefix(void) {
+    if (!setup()) return;
+    char data[1024], cmd[8192], dir[2][1024], *out = NULL;
+    snprintf(data, sizeof data, "%s/shared.jsonl", test_tmpdir());
+    dspy_str d = DSPY_STR_INIT;
+    for (int i = 0; i < 8; i++)
+        dspy_str_appendf(&d, "{\"messages\": [{\"role\": \"system\", \"content\": \"You are a careful assistant of a bank. "
+                             "Read the customer's message, think about which of the seventy-seven intents it "
+                             "expresses, and answer with that intent only, in lower case, without any other "
+                             "word.\"}, {\"role\": \"user\", \"content\": \"question %d\"}, "
+                             "{\"role\": \"assistant\", \"content\": \"answer %d\"}]}\n", i, i % 3);
+    CHECK_OK(dspy_write_file(data, d.ptr, d.len));
+    dspy_str_free(&d);
+    for (int v = 0; v < 2; v++) {
+        snprintf(dir[v], sizeof dir[v], "%s/shared_%d", test_tmpdir(), v);
+        snprintf(cmd, sizeof cmd,
+                 "'%s' finetune --model '%s' --data '%s' --out '%s' --num_train_epochs 1 "
+                 "--max_seq_length 250 --gradient-accumulation-steps 2 --learning_rate 1e-3 --quiet%s",
+                 test_bin("dspy"), g_model, data, dir[v], v ? " --share_prefix false" : "");
+        CHECK_INT(run_cmd(cmd, &out), 0);
+        if (v == 0) CHECK_CONTAINS(out, "prefix-shared steps: the step's examples share their first");
+        else CHECK(!strstr(out, "prefix-shared"));
+        free(out);
+    }
+    static const char *keys[] = {"\"loss\":", "\"grad_norm\":", "\"tokens\":", "\"labels\":"};
+    for (int k = 0; k < 4; k++) {
+        double a[4], b[4];
+        int na = metric(dir[0], keys[k], a, 4), nb = metric(dir[1], keys[k], b, 4);
+        CHECK_INT(na, 2);
+        CHECK_INT(nb, 2);
+        for (int i = 0; i < na && i < nb; i++)
+            check_report(fabs(a[i] - b[i]) <= 1e-5 * fabs(b[i]), __FILE__, __LINE__,
+                         "step %d %s %.9g shared vs %.9g unshared", i + 1, keys[k], a[i], b[i]);
+    }
+    snprintf(cmd, sizeof cmd, "'%s' finetune --model '%s' --data '%s' --out '%s/shared_bad' --share_prefix maybe",
+             test_bin("dspy"), g_model, data, test_tmpdir());
+    CHECK_INT(run_cmd(cmd, &out), 2);
+    CHECK_CONTAINS(out, "share_prefix is 'maybe'; expected true or false");
+    free(out);
+}
+
 int main(void) {
     RUN(test_train_and_generate);
     RUN(test_kill_and_resume);
     RUN(test_lora_and_errors);
     RUN(test_device);
+    RUN(test_shared_prefix);
     return check_summary("test_finetune");
 }

@@ -428,9 +428,15 @@ static void test_adamw(void) {
 
 /* ---- attention_train and its backward ------------------------------------------------------ */
 
+/* The mask of ops.h, written out: row t sees key j <= t of its own example or of the shared prefix. */
+static bool ref_sees(const int32_t *start, int prefix, int t, int j) {
+    return j <= t && (j >= start[t] || j < prefix);
+}
+
 /* Double-precision reference of the forward and backward (the formulas of ops.h). */
-static void att_ref(const float *q, const float *k, const float *v, const float *dout, const int32_t *start, int T,
-                    int NH, int NKV, int HS, double *out, double *lse, double *dq, double *dk, double *dv) {
+static void att_ref(const float *q, const float *k, const float *v, const float *dout, const int32_t *start,
+                    int prefix, int T, int NH, int NKV, int HS, double *out, double *lse, double *dq, double *dk,
+                    double *dv) {
     const double sc = 1.0 / sqrt((double)HS);
     const int group = NH / NKV;
     double *p = malloc(sizeof(double) * (size_t)T);
@@ -442,22 +448,26 @@ static void att_ref(const float *q, const float *k, const float *v, const float 
             const int kvh = h / group;
             const float *qv = q + ((size_t)t * NH + h) * HS, *go = dout + ((size_t)t * NH + h) * HS;
             double m = -INFINITY, sum = 0;
-            for (int j = start[t]; j <= t; j++) {
+            for (int j = 0; j <= t; j++) {
+                if (!ref_sees(start, prefix, t, j)) continue;
                 double s = 0;
                 for (int d = 0; d < HS; d++) s += (double)qv[d] * k[((size_t)j * NKV + kvh) * HS + d];
                 p[j] = s * sc;
                 m = fmax(m, p[j]);
             }
-            for (int j = start[t]; j <= t; j++) sum += exp(p[j] - m);
+            for (int j = 0; j <= t; j++)
+                if (ref_sees(start, prefix, t, j)) sum += exp(p[j] - m);
             lse[(size_t)t * NH + h] = m + log(sum);
             double *o = out + ((size_t)t * NH + h) * HS, D = 0;
             for (int d = 0; d < HS; d++) o[d] = 0;
-            for (int j = start[t]; j <= t; j++) {
+            for (int j = 0; j <= t; j++) {
+                if (!ref_sees(start, prefix, t, j)) continue;
                 p[j] = exp(p[j] - m) / sum;
                 for (int d = 0; d < HS; d++) o[d] += p[j] * v[((size_t)j * NKV + kvh) * HS + d];
             }
             for (int d = 0; d < HS; d++) D += go[d] * o[d];
-            for (int j = start[t]; j <= t; j++) {
+            for (int j = 0; j <= t; j++) {
+                if (!ref_sees(start, prefix, t, j)) continue;
                 const size_t kr = ((size_t)j * NKV + kvh) * HS;
                 double dp = 0;
                 for (int d = 0; d < HS; d++) dp += (double)go[d] * v[kr + d];
@@ -479,7 +489,7 @@ static void expect_ref(const char *what, const float *gpu, const float *cpu, con
     printf("  %-52s vs double: cuda %.2e, cpu %.2e (tol %.0e)\n", what, eg, ec, tol);
 }
 
-static void one_attention(const char *name, int NH, int NKV, int HS, int nex, const int *lens) {
+static void one_attention(const char *name, int NH, int NKV, int HS, int nex, const int *lens, int prefix) {
     char what[128];
     int T = 0;
     for (int e = 0; e < nex; e++) T += lens[e];
@@ -491,14 +501,14 @@ static void one_attention(const char *name, int NH, int NKV, int HS, int nex, co
     float *out = malloc(sizeof(float) * (size_t)nq), *lse = malloc(sizeof(float) * (size_t)nl);
     float *dq = malloc(sizeof(float) * (size_t)nq), *dk = malloc(sizeof(float) * (size_t)nkv);
     float *dv = malloc(sizeof(float) * (size_t)nkv);
-    CHECK_OK(C->ops->attention_train(C, HF(out, nq), HF(lse, nl), HF(q, nq), HF(k, nkv), HF(v, nkv), HI(start, T), T,
-                                     NH, NKV, HS));
+    CHECK_OK(C->ops->attention_train(C, HF(out, nq), HF(lse, nl), HF(q, nq), HF(k, nkv), HF(v, nkv), HI(start, T),
+                                     prefix, T, NH, NKV, HS));
     CHECK_OK(C->ops->attention_train_backward(C, HF(dq, nq), HF(dk, nkv), HF(dv, nkv), HF(dout, nq), HF(out, nq),
-                                              HF(lse, nl), HF(q, nq), HF(k, nkv), HF(v, nkv), HI(start, T), T, NH,
-                                              NKV, HS));
+                                              HF(lse, nl), HF(q, nq), HF(k, nkv), HF(v, nkv), HI(start, T), prefix,
+                                              T, NH, NKV, HS));
     dspy_tensor gq = up(q, nq), gk = up(k, nkv), gv = up(v, nkv), gs = up_i32(start, T);
     dspy_tensor go = poisoned(nq), gl = poisoned(nl);
-    CHECK_OK(G->ops->attention_train(G, go, gl, gq, gk, gv, gs, T, NH, NKV, HS));
+    CHECK_OK(G->ops->attention_train(G, go, gl, gq, gk, gv, gs, prefix, T, NH, NKV, HS));
     float *ho = down(go), *hl = down(gl);
     snprintf(what, sizeof what, "%s T=%d: out", name, T);
     expect_close(what, ho, out, (size_t)nq, 1e-5);
@@ -508,7 +518,7 @@ static void one_attention(const char *name, int NH, int NKV, int HS, int nex, co
      * compared alone */
     dspy_tensor gdo = up(dout, nq), gout = up(out, nq), glse = up(lse, nl);
     dspy_tensor gdq = poisoned(nq), gdk = poisoned(nkv), gdv = poisoned(nkv);
-    CHECK_OK(G->ops->attention_train_backward(G, gdq, gdk, gdv, gdo, gout, glse, gq, gk, gv, gs, T, NH, NKV, HS));
+    CHECK_OK(G->ops->attention_train_backward(G, gdq, gdk, gdv, gdo, gout, glse, gq, gk, gv, gs, prefix, T, NH, NKV, HS));
     float *hdq = down(gdq), *hdk = down(gdk), *hdv = down(gdv);
     snprintf(what, sizeof what, "%s T=%d: dq", name, T);
     expect_close(what, hdq, dq, (size_t)nq, 3e-5);
@@ -520,7 +530,7 @@ static void one_attention(const char *name, int NH, int NKV, int HS, int nex, co
     double *rout = malloc(sizeof(double) * (size_t)nq), *rlse = malloc(sizeof(double) * (size_t)nl);
     double *rdq = malloc(sizeof(double) * (size_t)nq), *rdk = malloc(sizeof(double) * (size_t)nkv);
     double *rdv = malloc(sizeof(double) * (size_t)nkv);
-    att_ref(q, k, v, dout, start, T, NH, NKV, HS, rout, rlse, rdq, rdk, rdv);
+    att_ref(q, k, v, dout, start, prefix, T, NH, NKV, HS, rout, rlse, rdq, rdk, rdv);
     snprintf(what, sizeof what, "%s: out", name);
     expect_ref(what, ho, out, rout, (size_t)nq, 1e-5);
     snprintf(what, sizeof what, "%s: lse", name);
@@ -542,7 +552,7 @@ static void one_attention(const char *name, int NH, int NKV, int HS, int nex, co
  * BF16 rounding of P, dS and dout inside the kernels: out, dq, dk, dv within 1e-2 relative
  * (measured ~3e-3), lse within 1e-5 (F32 scores). Both backward passes start from the CPU's
  * out and lse. */
-static void one_attention_bf16(const char *name, int NH, int NKV, int HS, int nex, const int *lens) {
+static void one_attention_bf16(const char *name, int NH, int NKV, int HS, int nex, const int *lens, int prefix) {
     char what[128];
     int T = 0;
     for (int e = 0; e < nex; e++) T += lens[e];
@@ -565,13 +575,13 @@ static void one_attention_bf16(const char *name, int NH, int NKV, int HS, int ne
     float *out = malloc(sizeof(float) * (size_t)nq), *lse = malloc(sizeof(float) * (size_t)nl);
     float *dq = malloc(sizeof(float) * (size_t)nq), *dk = malloc(sizeof(float) * (size_t)nkv);
     float *dv = malloc(sizeof(float) * (size_t)nkv);
-    CHECK_OK(C->ops->attention_train(C, HF(out, nq), HF(lse, nl), HF(q, nq), HF(k, nkv), HF(v, nkv), HI(start, T), T,
-                                     NH, NKV, HS));
+    CHECK_OK(C->ops->attention_train(C, HF(out, nq), HF(lse, nl), HF(q, nq), HF(k, nkv), HF(v, nkv), HI(start, T),
+                                     prefix, T, NH, NKV, HS));
     CHECK_OK(C->ops->attention_train_backward(C, HF(dq, nq), HF(dk, nkv), HF(dv, nkv), HF(dout, nq), HF(out, nq),
-                                              HF(lse, nl), HF(q, nq), HF(k, nkv), HF(v, nkv), HI(start, T), T, NH,
-                                              NKV, HS));
+                                              HF(lse, nl), HF(q, nq), HF(k, nkv), HF(v, nkv), HI(start, T), prefix,
+                                              T, NH, NKV, HS));
     dspy_tensor gs = up_i32(start, T), go = poisoned(nq), gl = poisoned(nl);
-    CHECK_OK(G->ops->attention_train(G, go, gl, gb[0], gb[1], gb[2], gs, T, NH, NKV, HS));
+    CHECK_OK(G->ops->attention_train(G, go, gl, gb[0], gb[1], gb[2], gs, prefix, T, NH, NKV, HS));
     float *ho = down(go), *hl = down(gl);
     snprintf(what, sizeof what, "%s T=%d: out", name, T);
     expect_close(what, ho, out, (size_t)nq, 1e-2);
@@ -579,8 +589,8 @@ static void one_attention_bf16(const char *name, int NH, int NKV, int HS, int ne
     expect_close(what, hl, lse, (size_t)nl, 1e-5);
     dspy_tensor gdo = up(dout, nq), gout = up(out, nq), glse = up(lse, nl);
     dspy_tensor gdq = poisoned(nq), gdk = poisoned(nkv), gdv = poisoned(nkv);
-    CHECK_OK(G->ops->attention_train_backward(G, gdq, gdk, gdv, gdo, gout, glse, gb[0], gb[1], gb[2], gs, T, NH, NKV,
-                                              HS));
+    CHECK_OK(G->ops->attention_train_backward(G, gdq, gdk, gdv, gdo, gout, glse, gb[0], gb[1], gb[2], gs, prefix, T,
+                                              NH, NKV, HS));
     float *hdq = down(gdq), *hdk = down(gdk), *hdv = down(gdv);
     int all_single = 1;
     for (int e = 0; e < nex; e++) all_single &= lens[e] == 1;
@@ -603,7 +613,7 @@ static void one_attention_bf16(const char *name, int NH, int NKV, int HS, int ne
     snprintf(what, sizeof what, "%s T=%d: dv", name, T);
     expect_close(what, hdv, dv, (size_t)nkv, 1e-2);
     /* mixed dtypes are refused */
-    CHECK_STATUS(G->ops->attention_train(G, go, gl, gb[0], gout, gb[2], gs, T, NH, NKV, HS), DSPY_ERR_ARG);
+    CHECK_STATUS(G->ops->attention_train(G, go, gl, gb[0], gout, gb[2], gs, prefix, T, NH, NKV, HS), DSPY_ERR_ARG);
     free(start), free(q), free(k), free(v), free(dout), free(out), free(lse), free(dq), free(dk), free(dv);
     free(ho), free(hl), free(hdq), free(hdk), free(hdv);
     dspy_tensor all[] = {gb[0], gb[1], gb[2], gs, go, gl, gdo, gout, glse, gdq, gdk, gdv};
@@ -612,50 +622,73 @@ static void one_attention_bf16(const char *name, int NH, int NKV, int HS, int ne
 
 static void test_attention_train_bf16(void) {
     int l37[3] = {10, 1, 26};
-    one_attention_bf16("attention_train BF16 NH=4 NKV=2 HS=16", 4, 2, 16, 3, l37);
+    one_attention_bf16("attention_train BF16 NH=4 NKV=2 HS=16", 4, 2, 16, 3, l37, 0);
     int l300[4] = {70, 5, 130, 95};
-    one_attention_bf16("attention_train BF16 NH=8 NKV=2 HS=64 packed", 8, 2, 64, 4, l300);
+    one_attention_bf16("attention_train BF16 NH=8 NKV=2 HS=64 packed", 8, 2, 64, 4, l300, 0);
     int l200[1] = {200};
-    one_attention_bf16("attention_train BF16 NH=4 NKV=4 HS=128 one example", 4, 4, 128, 1, l200);
+    one_attention_bf16("attention_train BF16 NH=4 NKV=4 HS=128 one example", 4, 4, 128, 1, l200, 0);
     int l129[2] = {64, 65};
-    one_attention_bf16("attention_train BF16 NH=6 NKV=3 HS=80", 6, 3, 80, 2, l129);
+    one_attention_bf16("attention_train BF16 NH=6 NKV=3 HS=80", 6, 3, 80, 2, l129, 0);
     int l1[1] = {1};
-    one_attention_bf16("attention_train BF16 T=1", 2, 1, 64, 1, l1);
+    one_attention_bf16("attention_train BF16 T=1", 2, 1, 64, 1, l1, 0);
     int lmany[8] = {1, 2, 3, 64, 1, 40, 33, 7};
-    one_attention_bf16("attention_train BF16 NH=2 NKV=1 HS=32 8 examples", 2, 1, 32, 8, lmany);
+    one_attention_bf16("attention_train BF16 NH=2 NKV=1 HS=32 8 examples", 2, 1, 32, 8, lmany, 0);
     /* the flash kernels (HS 64 and 128): odd lengths, examples starting and ending inside tiles
      * (rows whose first key tile is entirely another example's), a Llama-sized KV group of 4
      * (dk, dv summed atomically) and one without grouping (written directly), many key tiles */
     int lodd[7] = {1, 63, 64, 65, 127, 3, 200};
-    one_attention_bf16("attention_train BF16 flash NH=4 NKV=1 HS=64 odd packed", 4, 1, 64, 7, lodd);
+    one_attention_bf16("attention_train BF16 flash NH=4 NKV=1 HS=64 odd packed", 4, 1, 64, 7, lodd, 0);
     int l128[4] = {33, 150, 1, 90};
-    one_attention_bf16("attention_train BF16 flash NH=4 NKV=2 HS=128 packed", 4, 2, 128, 4, l128);
-    one_attention_bf16("attention_train BF16 flash NH=3 NKV=3 HS=64 odd packed", 3, 3, 64, 7, lodd);
+    one_attention_bf16("attention_train BF16 flash NH=4 NKV=2 HS=128 packed", 4, 2, 128, 4, l128, 0);
+    one_attention_bf16("attention_train BF16 flash NH=3 NKV=3 HS=64 odd packed", 3, 3, 64, 7, lodd, 0);
     int llong[3] = {1000, 1041, 7};
-    one_attention_bf16("attention_train BF16 flash NH=8 NKV=2 HS=64 long", 8, 2, 64, 3, llong);
+    one_attention_bf16("attention_train BF16 flash NH=8 NKV=2 HS=64 long", 8, 2, 64, 3, llong, 0);
     int l1k[1] = {1029};
-    one_attention_bf16("attention_train BF16 flash NH=2 NKV=1 HS=128 one long example", 2, 1, 128, 1, l1k);
+    one_attention_bf16("attention_train BF16 flash NH=2 NKV=1 HS=128 one long example", 2, 1, 128, 1, l1k, 0);
     /* the WMMA kernels on the shapes the flash kernels take by default */
     setenv("DSPY_CUDA_TRAIN_ATTN", "wmma", 1);
-    one_attention_bf16("attention_train BF16 wmma NH=4 NKV=1 HS=64 odd packed", 4, 1, 64, 7, lodd);
-    one_attention_bf16("attention_train BF16 wmma NH=4 NKV=2 HS=128 packed", 4, 2, 128, 4, l128);
+    one_attention_bf16("attention_train BF16 wmma NH=4 NKV=1 HS=64 odd packed", 4, 1, 64, 7, lodd, 0);
+    one_attention_bf16("attention_train BF16 wmma NH=4 NKV=2 HS=128 packed", 4, 2, 128, 4, l128, 0);
+    unsetenv("DSPY_CUDA_TRAIN_ATTN");
+    /* a shared prefix (the first example) seen by every later row: prefixes ending inside a
+     * tile and on a tile edge, continuations of one token, a KV group of 4 (atomic dk, dv), the
+     * tutorial's shape (a 1,300-token prompt and ~280-token continuations) */
+    int lpodd[8] = {100, 1, 63, 64, 65, 127, 3, 200};
+    one_attention_bf16("attention_train BF16 flash prefix 100 NH=4 NKV=1 HS=64", 4, 1, 64, 8, lpodd, 100);
+    one_attention_bf16("attention_train BF16 flash prefix 100 NH=3 NKV=3 HS=64", 3, 3, 64, 8, lpodd, 100);
+    one_attention_bf16("attention_train BF16 flash prefix 33 NH=4 NKV=2 HS=128", 4, 2, 128, 4, l128, 33);
+    int lp128[3] = {128, 64, 70};
+    one_attention_bf16("attention_train BF16 flash prefix 128 NH=2 NKV=1 HS=128", 2, 1, 128, 3, lp128, 128);
+    int lt2[5] = {1300, 280, 281, 279, 7};
+    one_attention_bf16("attention_train BF16 flash prefix 1300 NH=8 NKV=2 HS=64", 8, 2, 64, 5, lt2, 1300);
+    one_attention_bf16("attention_train BF16 prefix 10 NH=4 NKV=2 HS=16", 4, 2, 16, 3, l37, 10);
+    one_attention_bf16("attention_train BF16 prefix 64 NH=6 NKV=3 HS=80", 6, 3, 80, 2, l129, 64);
+    setenv("DSPY_CUDA_TRAIN_ATTN", "wmma", 1);
+    one_attention_bf16("attention_train BF16 wmma prefix 100 NH=4 NKV=1 HS=64", 4, 1, 64, 8, lpodd, 100);
+    one_attention_bf16("attention_train BF16 wmma prefix 33 NH=4 NKV=2 HS=128", 4, 2, 128, 4, l128, 33);
     unsetenv("DSPY_CUDA_TRAIN_ATTN");
 }
 
 static void test_attention_train(void) {
     int l37[3] = {10, 1, 26};
-    one_attention("attention_train NH=4 NKV=2 HS=16", 4, 2, 16, 3, l37);
-    one_attention("attention_train NH=4 NKV=2 HS=64", 4, 2, 64, 3, l37);
+    one_attention("attention_train NH=4 NKV=2 HS=16", 4, 2, 16, 3, l37, 0);
+    one_attention("attention_train NH=4 NKV=2 HS=64", 4, 2, 64, 3, l37, 0);
     int l300[4] = {70, 5, 130, 95}; /* examples start inside 64- and 32-row tiles */
-    one_attention("attention_train NH=8 NKV=2 HS=64 packed", 8, 2, 64, 4, l300);
+    one_attention("attention_train NH=8 NKV=2 HS=64 packed", 8, 2, 64, 4, l300, 0);
     int l200[1] = {200};
-    one_attention("attention_train NH=4 NKV=4 HS=128 one example", 4, 4, 128, 1, l200);
+    one_attention("attention_train NH=4 NKV=4 HS=128 one example", 4, 4, 128, 1, l200, 0);
     int l129[2] = {64, 65};
-    one_attention("attention_train NH=6 NKV=3 HS=80", 6, 3, 80, 2, l129);
+    one_attention("attention_train NH=6 NKV=3 HS=80", 6, 3, 80, 2, l129, 0);
     int l1[1] = {1};
-    one_attention("attention_train T=1", 2, 1, 64, 1, l1);
+    one_attention("attention_train T=1", 2, 1, 64, 1, l1, 0);
     int lmany[8] = {1, 2, 3, 64, 1, 40, 33, 7};
-    one_attention("attention_train NH=2 NKV=1 HS=32 8 examples", 2, 1, 32, 8, lmany);
+    one_attention("attention_train NH=2 NKV=1 HS=32 8 examples", 2, 1, 32, 8, lmany, 0);
+    /* a shared prefix: inside a tile, on a tile edge, many continuations */
+    one_attention("attention_train prefix 10 NH=4 NKV=2 HS=16", 4, 2, 16, 3, l37, 10);
+    one_attention("attention_train prefix 70 NH=8 NKV=2 HS=64", 8, 2, 64, 4, l300, 70);
+    one_attention("attention_train prefix 64 NH=6 NKV=3 HS=80", 6, 3, 80, 2, l129, 64);
+    int lpre[6] = {130, 5, 64, 1, 90, 33};
+    one_attention("attention_train prefix 130 NH=4 NKV=4 HS=128", 4, 4, 128, 6, lpre, 130);
 }
 
 /* ---- graphs ------------------------------------------------------------------------------ */
@@ -681,8 +714,8 @@ static void test_graph(void) {
         CHECK_OK(G->ops->fill(G, gdw, 0.0f));                                                                 \
         CHECK_OK(G->ops->cross_entropy(G, gloss, glg, glg, gt, T, V, 1.0f / T));                              \
         CHECK_OK(G->ops->linear_backward(G, gdx, gdw, NONE, glg, gx, gw, T, Cc, V));                          \
-        CHECK_OK(G->ops->attention_train(G, go, gl, gq, gk, gk, gs, T, NH, NKV, HS));                         \
-        CHECK_OK(G->ops->attention_train_backward(G, gdq, gdk, gdv, gdx, go, gl, gq, gk, gk, gs, T, NH, NKV, HS)); \
+        CHECK_OK(G->ops->attention_train(G, go, gl, gq, gk, gk, gs, 0, T, NH, NKV, HS));                         \
+        CHECK_OK(G->ops->attention_train_backward(G, gdq, gdk, gdv, gdx, go, gl, gq, gk, gk, gs, 0, T, NH, NKV, HS)); \
     } while (0)
     CHECK_OK(G->ops->copy(G, glg.data, lg, sizeof(float) * (size_t)T * V, DSPY_COPY_H2D));
     STEP(); /* plans made outside the capture */
@@ -723,9 +756,9 @@ static void test_errors(void) {
     CHECK_CONTAINS(dspy_errmsg(), "dinp holds 64 elements, 72 needed");
     CHECK_STATUS(G->ops->cross_entropy(G, d, NONE, d, d, 2, 4, 1.0f), DSPY_ERR_ARG);
     CHECK_CONTAINS(dspy_errmsg(), "targets is F32");
-    CHECK_STATUS(G->ops->attention_train(G, d, d, d, d, d, i8, 0, 2, 2, 160), DSPY_ERR_ARG);
+    CHECK_STATUS(G->ops->attention_train(G, d, d, d, d, d, i8, 0, 0, 2, 2, 160), DSPY_ERR_ARG);
     CHECK_CONTAINS(dspy_errmsg(), "head size 160");
-    CHECK_STATUS(G->ops->attention_train(G, d, d, d, d, d, i8, 2, 3, 2, 8), DSPY_ERR_ARG);
+    CHECK_STATUS(G->ops->attention_train(G, d, d, d, d, d, i8, 0, 2, 3, 2, 8), DSPY_ERR_ARG);
     CHECK_CONTAINS(dspy_errmsg(), "multiple of NKV");
     CHECK_OK(G->ops->sync(G)); /* argument errors are not sticky */
     /* the planned scratch: dspy_backend_new plans at least 64 rows (kern/backend.c merges the
@@ -739,7 +772,7 @@ static void test_errors(void) {
         CHECK_OK(small->ops->alloc(small, 65536, &p));
         dspy_tensor t = dspy_bt(small, p, 16384, DSPY_DTYPE_F32), s = dspy_bt(small, p, 64, DSPY_DTYPE_I32);
         CHECK_OK(small->ops->fill(small, t, 0.0f)); /* start all 0: one example */
-        CHECK_STATUS(small->ops->attention_train_backward(small, t, t, t, t, t, t, t, t, t, s, 64, 2, 2, 8),
+        CHECK_STATUS(small->ops->attention_train_backward(small, t, t, t, t, t, t, t, t, t, s, 0, 64, 2, 2, 8),
                      DSPY_ERR_ARG);
         CHECK_CONTAINS(dspy_errmsg(), "planned scratch");
         CHECK_STATUS(small->ops->rmsnorm_backward(small, t, t, t, t, t, 65, 8, 1e-5f), DSPY_ERR_ARG);

@@ -41,17 +41,17 @@ static void k_rope(float *x, const int32_t *pos, const float *inv, int N, int H,
     else CHECK_OK(B->ops->rope_backward(B, F(x, N * H * HS), I32(pos, N), F(inv, HS / 2), N, H, HS));
 }
 static void k_attention_train(float *out, float *lse, const float *q, const float *k, const float *v,
-                              const int32_t *start, int T, int NH, int NKV, int HS) {
+                              const int32_t *start, int prefix, int T, int NH, int NKV, int HS) {
     CHECK_OK(B->ops->attention_train(B, F(out, T * NH * HS), F(lse, T * NH), F(q, T * NH * HS), F(k, T * NKV * HS),
-                                     F(v, T * NKV * HS), I32(start, T), T, NH, NKV, HS));
+                                     F(v, T * NKV * HS), I32(start, T), prefix, T, NH, NKV, HS));
 }
 static void k_attention_train_backward(float *dq, float *dk, float *dv, const float *dout, const float *out,
                                        const float *lse, const float *q, const float *k, const float *v,
-                                       const int32_t *start, int T, int NH, int NKV, int HS) {
+                                       const int32_t *start, int prefix, int T, int NH, int NKV, int HS) {
     size_t nq = (size_t)T * NH * HS, nk = (size_t)T * NKV * HS;
     CHECK_OK(B->ops->attention_train_backward(B, F(dq, nq), F(dk, nk), F(dv, nk), F(dout, nq), F(out, nq),
-                                              F(lse, T * NH), F(q, nq), F(k, nk), F(v, nk), I32(start, T), T, NH, NKV,
-                                              HS));
+                                              F(lse, T * NH), F(q, nq), F(k, nk), F(v, nk), I32(start, T), prefix, T,
+                                              NH, NKV, HS));
 }
 static void k_swiglu_backward(float *dg, float *du, const float *dout, const float *g, const float *u, int N, int C) {
     CHECK_OK(B->ops->swiglu_backward(B, F(dg, N * C), F(du, N * C), F(dout, N * C), F(g, N * C), F(u, N * C), N, C));
@@ -223,7 +223,15 @@ static void test_rope_backward(void) {
 
 enum { AT = 9, ANH = 4, ANKV = 2, AHS = 6 };
 static const int32_t a_start[AT] = {0, 0, 0, 0, 4, 4, 4, 4, 4}; /* two packed examples */
+/* a prefix of 3 tokens and two continuations of 3: [P P P | A A A | B B B] */
+static const int32_t a_pstart[AT] = {0, 0, 0, 3, 3, 3, 6, 6, 6};
+enum { A_PREFIX = 3 };
+static const int32_t *a_st = a_start; /* the layout attn_d computes */
+static int a_prefix;
 static double *a_q, *a_k, *a_v, *a_r;
+
+/* The mask, written out: row t sees key j <= t of its own example or of the shared prefix. */
+static bool a_sees(int t, int j) { return j <= t && (j >= a_st[t] || j < a_prefix); }
 
 static void attn_d(double *out) {
     const double scale = 1.0 / sqrt((double)AHS);
@@ -231,16 +239,19 @@ static void attn_d(double *out) {
         for (int h = 0; h < ANH; h++) {
             int kvh = h / (ANH / ANKV);
             double s[AT], m = -INFINITY, sum = 0;
-            for (int j = a_start[t]; j <= t; j++) {
+            for (int j = 0; j < AT; j++) {
+                if (!a_sees(t, j)) continue;
                 double d = 0;
                 for (int c = 0; c < AHS; c++) d += a_q[(t * ANH + h) * AHS + c] * a_k[(j * ANKV + kvh) * AHS + c];
                 s[j] = d * scale;
                 m = fmax(m, s[j]);
             }
-            for (int j = a_start[t]; j <= t; j++) sum += exp(s[j] - m);
+            for (int j = 0; j < AT; j++)
+                if (a_sees(t, j)) sum += exp(s[j] - m);
             for (int c = 0; c < AHS; c++) {
                 double o = 0;
-                for (int j = a_start[t]; j <= t; j++) o += exp(s[j] - m) / sum * a_v[(j * ANKV + kvh) * AHS + c];
+                for (int j = 0; j < AT; j++)
+                    if (a_sees(t, j)) o += exp(s[j] - m) / sum * a_v[(j * ANKV + kvh) * AHS + c];
                 out[(t * ANH + h) * AHS + c] = o;
             }
         }
@@ -258,7 +269,7 @@ static void test_attention_train(void) {
     a_q = drnd(nq), a_k = drnd(nk), a_v = drnd(nk), a_r = drnd(nq);
     float *q = tof(a_q, nq), *k = tof(a_k, nk), *v = tof(a_v, nk), *r = tof(a_r, nq);
     float *out = malloc(sizeof(float) * nq), lse[AT * ANH];
-    k_attention_train(out, lse, q, k, v, a_start, AT, ANH, ANKV, AHS);
+    k_attention_train(out, lse, q, k, v, a_start, 0, AT, ANH, ANKV, AHS);
     double ref[AT * ANH * AHS], e = 0;
     attn_d(ref);
     for (size_t i = 0; i < nq; i++) e = fmax(e, fabs(out[i] - ref[i]));
@@ -279,14 +290,14 @@ static void test_attention_train(void) {
     CHECK(memcmp(o2, out, sizeof o2) == 0);
     /* backward */
     float *dq = malloc(sizeof(float) * nq), *dk = malloc(sizeof(float) * nk), *dv = malloc(sizeof(float) * nk);
-    k_attention_train_backward(dq, dk, dv, r, out, lse, q, k, v, a_start, AT, ANH, ANKV, AHS);
+    k_attention_train_backward(dq, dk, dv, r, out, lse, q, k, v, a_start, 0, AT, ANH, ANKV, AHS);
     check_grad("attention dq", loss_attn, a_q, nq, dq);
     check_grad("attention dk (GQA)", loss_attn, a_k, nk, dk);
     check_grad("attention dv (GQA)", loss_attn, a_v, nk, dv);
     /* block-diagonal: the first example's gradients ignore the second's upstream gradient */
     for (size_t i = 4 * ANH * AHS; i < nq; i++) r[i] = 0;
     float *dq2 = malloc(sizeof(float) * nq), *dk2 = malloc(sizeof(float) * nk), *dv2 = malloc(sizeof(float) * nk);
-    k_attention_train_backward(dq2, dk2, dv2, r, out, lse, q, k, v, a_start, AT, ANH, ANKV, AHS);
+    k_attention_train_backward(dq2, dk2, dv2, r, out, lse, q, k, v, a_start, 0, AT, ANH, ANKV, AHS);
     CHECK(memcmp(dq2, dq, sizeof(float) * 4 * ANH * AHS) == 0);
     CHECK(memcmp(dk2, dk, sizeof(float) * 4 * ANKV * AHS) == 0);
     int zero = 1;
@@ -294,6 +305,77 @@ static void test_attention_train(void) {
     CHECK(zero);
     free(a_q), free(a_k), free(a_v), free(a_r), free(q), free(k), free(v), free(r), free(out);
     free(dq), free(dk), free(dv), free(dq2), free(dk2), free(dv2);
+}
+
+/* A shared prefix (prefix-shared training steps): [P P P | A A A | B B B] with prefix 3 against
+ * the mask written out (forward within 1e-6, gradients against finite differences), and against
+ * the unshared layout it replaces, [P P P A A A] and [P P P B B B] run alone (the prefix rows'
+ * upstream gradient given to the first only): the same outputs (bit for bit: the same keys in
+ * the same order), the same dq, and the prefix's dk, dv the sum of the two runs' (to F32
+ * rounding, 1e-6). Bad prefixes are refused. */
+static void test_attention_train_prefix(void) {
+    enum { UT = 6 };
+    size_t nq = AT * ANH * AHS, nk = AT * ANKV * AHS, rq = ANH * AHS, rk = ANKV * AHS;
+    a_st = a_pstart, a_prefix = A_PREFIX;
+    a_q = drnd(nq), a_k = drnd(nk), a_v = drnd(nk), a_r = drnd(nq);
+    float *q = tof(a_q, nq), *k = tof(a_k, nk), *v = tof(a_v, nk), *r = tof(a_r, nq);
+    float *out = malloc(sizeof(float) * nq), lse[AT * ANH];
+    k_attention_train(out, lse, q, k, v, a_pstart, A_PREFIX, AT, ANH, ANKV, AHS);
+    double ref[AT * ANH * AHS], e = 0;
+    attn_d(ref);
+    for (size_t i = 0; i < nq; i++) e = fmax(e, fabs(out[i] - ref[i]));
+    check_report(e < 1e-6, __FILE__, __LINE__, "prefix attention: max |out - naive| = %.3g > 1e-6", e);
+    float *dq = malloc(sizeof(float) * nq), *dk = malloc(sizeof(float) * nk), *dv = malloc(sizeof(float) * nk);
+    k_attention_train_backward(dq, dk, dv, r, out, lse, q, k, v, a_pstart, A_PREFIX, AT, ANH, ANKV, AHS);
+    check_grad("prefix attention dq", loss_attn, a_q, nq, dq);
+    check_grad("prefix attention dk", loss_attn, a_k, nk, dk);
+    check_grad("prefix attention dv", loss_attn, a_v, nk, dv);
+    /* the unshared layout: continuation c (0 or 1) after its own copy of the prefix */
+    int32_t ustart[UT] = {0};
+    float dk_pre[A_PREFIX * ANKV * AHS] = {0}, dv_pre[A_PREFIX * ANKV * AHS] = {0};
+    int same_out = 1;
+    double e_grad = 0;
+    for (int c = 0; c < 2; c++) {
+        float uq[UT * ANH * AHS], uk[UT * ANKV * AHS], uv[UT * ANKV * AHS], ur[UT * ANH * AHS];
+        float uo[UT * ANH * AHS], ul[UT * ANH], udq[UT * ANH * AHS], udk[UT * ANKV * AHS], udv[UT * ANKV * AHS];
+        for (int t = 0; t < UT; t++) {
+            int src = t < A_PREFIX ? t : t + 3 * c; /* the shared row this unshared row copies */
+            memcpy(uq + t * rq, q + src * rq, sizeof(float) * rq);
+            /* the prefix rows' own upstream gradient goes with the first copy only */
+            if (t < A_PREFIX && c == 1) memset(ur + t * rq, 0, sizeof(float) * rq);
+            else memcpy(ur + t * rq, r + src * rq, sizeof(float) * rq);
+            memcpy(uk + t * rk, k + src * rk, sizeof(float) * rk);
+            memcpy(uv + t * rk, v + src * rk, sizeof(float) * rk);
+        }
+        k_attention_train(uo, ul, uq, uk, uv, ustart, 0, UT, ANH, ANKV, AHS);
+        same_out &= memcmp(uo + A_PREFIX * rq, out + (A_PREFIX + 3 * c) * rq, sizeof(float) * 3 * rq) == 0;
+        same_out &= memcmp(uo, out, sizeof(float) * A_PREFIX * rq) == 0;
+        k_attention_train_backward(udq, udk, udv, ur, uo, ul, uq, uk, uv, ustart, 0, UT, ANH, ANKV, AHS);
+        for (size_t i = 0; i < A_PREFIX * rk; i++) dk_pre[i] += udk[i], dv_pre[i] += udv[i];
+        for (size_t i = 0; i < 3 * rq; i++) /* a continuation's dq is its own; the prefix's, the first copy's */
+            e_grad = fmax(e_grad, fabs(udq[A_PREFIX * rq + i] - dq[(A_PREFIX + 3 * c) * rq + i]));
+        for (size_t i = 0; c == 0 && i < A_PREFIX * rq; i++) e_grad = fmax(e_grad, fabs(udq[i] - dq[i]));
+        for (size_t i = 0; i < 3 * rk; i++)
+            e_grad = fmax(e_grad, fabs(udk[A_PREFIX * rk + i] - dk[(A_PREFIX + 3 * c) * rk + i]) +
+                                      fabs(udv[A_PREFIX * rk + i] - dv[(A_PREFIX + 3 * c) * rk + i]));
+    }
+    for (size_t i = 0; i < A_PREFIX * rk; i++) e_grad = fmax(e_grad, fabs(dk_pre[i] - dk[i]) + fabs(dv_pre[i] - dv[i]));
+    check_report(same_out, __FILE__, __LINE__, "prefix attention: outputs differ from the unshared layout's");
+    check_report(e_grad < 1e-6, __FILE__, __LINE__, "prefix attention: gradients differ from the unshared sum by %.3g",
+                 e_grad);
+    for (int bad = 0; bad < 2; bad++) {
+        int pr = bad ? AT + 1 : -1;
+        CHECK_STATUS(B->ops->attention_train(B, F(out, nq), F(lse, AT * ANH), F(q, nq), F(k, nk), F(v, nk),
+                                             I32(a_pstart, AT), pr, AT, ANH, ANKV, AHS),
+                     DSPY_ERR_ARG);
+        CHECK_STATUS(B->ops->attention_train_backward(B, F(dq, nq), F(dk, nk), F(dv, nk), F(r, nq), F(out, nq),
+                                                      F(lse, AT * ANH), F(q, nq), F(k, nk), F(v, nk),
+                                                      I32(a_pstart, AT), pr, AT, ANH, ANKV, AHS),
+                     DSPY_ERR_ARG);
+    }
+    a_st = a_start, a_prefix = 0;
+    free(a_q), free(a_k), free(a_v), free(a_r), free(q), free(k), free(v), free(r), free(out);
+    free(dq), free(dk), free(dv);
 }
 
 /* ---- swiglu ----------------------------------------------------------------------------- */
@@ -418,7 +500,8 @@ static void test_dropout(void) {
 
 /* ---- thread-count independence ---------------------------------------------------------- */
 
-static void test_threads(void) {
+/* 1 and 4 threads give the same bits; run_prefix > 0: the first example (20 tokens) is a shared prefix. */
+static void threads_case(int run_prefix) {
     enum { T = 64, NH = 4, NKV = 2, HS = 32, C = 64, OC = 128, V = 50 };
     int32_t start[T], ids[T];
     for (int t = 0; t < T; t++) start[t] = t < 20 ? 0 : t < 45 ? 20 : 45, ids[t] = (t * 7) % V;
@@ -436,9 +519,9 @@ static void test_threads(void) {
         float **o = res[run];
         o[0] = malloc(sizeof(float) * nq);
         float *lse = malloc(sizeof(float) * T * NH);
-        k_attention_train(o[0], lse, q, k, v, start, T, NH, NKV, HS);
+        k_attention_train(o[0], lse, q, k, v, start, run_prefix, T, NH, NKV, HS);
         o[1] = malloc(sizeof(float) * nq), o[2] = malloc(sizeof(float) * nk), o[3] = malloc(sizeof(float) * nk);
-        k_attention_train_backward(o[1], o[2], o[3], r, o[0], lse, q, k, v, start, T, NH, NKV, HS);
+        k_attention_train_backward(o[1], o[2], o[3], r, o[0], lse, q, k, v, start, run_prefix, T, NH, NKV, HS);
         o[4] = calloc((size_t)T * C + (size_t)OC * C, sizeof(float));
         k_linear_backward(o[4], o[4] + (size_t)T * C, NULL, g, x, w, T, C, OC);
         o[5] = calloc((size_t)V * C + C + (size_t)T * C, sizeof(float));
@@ -458,6 +541,11 @@ static void test_threads(void) {
     free(q), free(k), free(v), free(r), free(x), free(w), free(g);
 }
 
+static void test_threads(void) {
+    threads_case(0);
+    threads_case(20);
+}
+
 int main(void) {
     dspy_backend_plan plan = {64, 64, 1, 64, 8, 32, 0};
     CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, &plan, &B));
@@ -466,6 +554,7 @@ int main(void) {
     RUN(test_rmsnorm_backward);
     RUN(test_rope_backward);
     RUN(test_attention_train);
+    RUN(test_attention_train_prefix);
     RUN(test_swiglu_backward);
     RUN(test_embedding_backward);
     RUN(test_cross_entropy);

@@ -66,7 +66,7 @@ static void test_step_api(void) {
         CHECK(same);
         /* a sequence without labels: zero loss, gradients untouched */
         int32_t ids[3] = {1, 2, 3}, labels[3] = {-100, -100, -100};
-        dspy_train_seq none = {ids, NULL, labels, NULL, 3};
+        dspy_train_seq none = {ids, NULL, labels, NULL, 3, 0};
         CHECK_OK(dspy_trainable_step(b, &none, 1.0f, &lb, &nb_));
         CHECK(lb == 0 && nb_ == 0);
         CHECK_OK(dspy_trainable_plan(b, 300, 4));

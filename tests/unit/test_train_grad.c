@@ -76,7 +76,7 @@ static int32_t s_pos[T] = {0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 5, 6};
 static int32_t s_seg[T] = {0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1};
 static int32_t s_lab[T] = {-100, -100, 8, 41, -100, -100, -100, 9, 48, -100, 12, -100};
 static dspy_train_seq seq(void) {
-    dspy_train_seq s = {s_ids, s_pos, s_lab, s_seg, T};
+    dspy_train_seq s = {s_ids, s_pos, s_lab, s_seg, T, 0};
     return s;
 }
 
@@ -191,7 +191,7 @@ static void test_packing_mask(void) {
     for (size_t i = 0, off = 0; i < np; off += dspy_trainable_param(t, i)->n, i++)
         memcpy(g_packed + off, dspy_trainable_param(t, i)->g, dspy_trainable_param(t, i)->n * sizeof(float));
     dspy_trainable_zero_grad(t);
-    dspy_train_seq a = {s_ids, s_pos, s_lab, NULL, 5}, b = {s_ids + 5, NULL, s_lab + 5, NULL, 7};
+    dspy_train_seq a = {s_ids, s_pos, s_lab, NULL, 5, 0}, b = {s_ids + 5, NULL, s_lab + 5, NULL, 7, 0};
     step(t, &a, 1.0f, &La, &na);
     step(t, &b, 1.0f, &Lb, &nb);
     CHECK_INT(na + nb, n);
@@ -212,7 +212,7 @@ static void test_packing_mask(void) {
     memcpy(ids2, s_ids, sizeof ids2);
     for (int i = 5; i < T; i++) lab1[i] = -100;
     ids2[6] = 3, ids2[9] = 44;
-    dspy_train_seq s1 = {s_ids, s_pos, lab1, s_seg, T}, s2 = {ids2, s_pos, lab1, s_seg, T};
+    dspy_train_seq s1 = {s_ids, s_pos, lab1, s_seg, T, 0}, s2 = {ids2, s_pos, lab1, s_seg, T, 0};
     double L1 = loss_of(t, &s1), L2 = loss_of(t, &s2);
     CHECK(L1 == L2);
     CHECK(L1 == La);
@@ -232,7 +232,7 @@ static void test_packing_mask(void) {
     /* but the same change does move example 2's own loss */
     int32_t lab2[T];
     for (int i = 0; i < T; i++) lab2[i] = i < 5 ? -100 : s_lab[i];
-    dspy_train_seq s3 = {s_ids, s_pos, lab2, s_seg, T}, s4 = {ids2, s_pos, lab2, s_seg, T};
+    dspy_train_seq s3 = {s_ids, s_pos, lab2, s_seg, T, 0}, s4 = {ids2, s_pos, lab2, s_seg, T, 0};
     CHECK(loss_of(t, &s3) != loss_of(t, &s4));
     free(g_packed);
     free(g_sep);
@@ -258,7 +258,7 @@ static void test_matches_inference(void) {
     }
     dspy_trainable *t = NULL;
     CHECK_OK(dspy_trainable_new(m, NULL, 3, &t));
-    dspy_train_seq b = {s_ids + 5, NULL, s_lab + 5, NULL, 7};
+    dspy_train_seq b = {s_ids + 5, NULL, s_lab + 5, NULL, 7, 0};
     CHECK_NEAR(loss_of(t, &b), want, 1e-5 * want);
     free(logits);
     dspy_trainable_free(t);
@@ -411,7 +411,7 @@ static void test_edges_and_errors(void) {
     /* no labels: zero loss, zero count, gradients untouched */
     int32_t none[T];
     for (int i = 0; i < T; i++) none[i] = -100;
-    dspy_train_seq s0 = {s_ids, s_pos, none, s_seg, T};
+    dspy_train_seq s0 = {s_ids, s_pos, none, s_seg, T, 0};
     double L = 1;
     int64_t n = 1;
     step(t, &s0, 1.0f, &L, &n);
@@ -425,7 +425,7 @@ static void test_edges_and_errors(void) {
     int32_t ids[T], lab[T], sg[T], pos[T];
     memcpy(ids, s_ids, sizeof ids), memcpy(lab, s_lab, sizeof lab), memcpy(sg, s_seg, sizeof sg);
     memcpy(pos, s_pos, sizeof pos);
-    dspy_train_seq s = {ids, pos, lab, sg, T};
+    dspy_train_seq s = {ids, pos, lab, sg, T, 0};
     ids[4] = 50;
     CHECK_STATUS(dspy_trainable_step(t, &s, 1.0f, &L, &n), DSPY_ERR_ARG);
     CHECK_CONTAINS(dspy_errmsg(), "ids[4] is 50");

@@ -154,7 +154,7 @@ int main(void) {
     int32_t *ids = ints(json_object_get(b, "ids"), &T), *pos = ints(json_object_get(b, "pos"), &n2);
     int32_t *seg = ints(json_object_get(b, "seg"), &n3), *labels = ints(json_object_get(b, "labels"), &n4);
     CHECK(T > 0 && n2 == T && n3 == T && n4 == T);
-    dspy_train_seq s = {ids, pos, labels, seg, (int32_t)T};
+    dspy_train_seq s = {ids, pos, labels, seg, (int32_t)T, 0};
     size_t i;
     json_t *cj;
     check_current = "cases";

@@ -191,7 +191,7 @@ static void run_case(json_t *cs) {
             bufs[b][1] = ints(json_object_get(seq, "pos"), &T);
             bufs[b][2] = ints(json_object_get(seq, "train_targets"), &T);
             bufs[b][3] = ints(json_object_get(seq, "seg"), &T);
-            batch[b] = (dspy_train_seq){bufs[b][0], bufs[b][1], bufs[b][2], bufs[b][3], (int32_t)T};
+            batch[b] = (dspy_train_seq){bufs[b][0], bufs[b][1], bufs[b][2], bufs[b][3], (int32_t)T, 0};
         }
         double lr = base_lr * dspy_lr_lambda(DSPY_LR_COSINE, (int64_t)k, 0, total);
         double want_lr = json_number_value(json_object_get(st, "lr"));

@@ -93,7 +93,7 @@ static size_t pair_batch(size_t k, dspy_train_seq *batch, int32_t *bufs[8][4]) {
         bufs[b][1] = pair_ints(json_object_get(seq, "pos"), &T);
         bufs[b][2] = pair_ints(json_object_get(seq, "train_targets"), &T);
         bufs[b][3] = pair_ints(json_object_get(seq, "seg"), &T);
-        batch[b] = (dspy_train_seq){bufs[b][0], bufs[b][1], bufs[b][2], bufs[b][3], (int32_t)T};
+        batch[b] = (dspy_train_seq){bufs[b][0], bufs[b][1], bufs[b][2], bufs[b][3], (int32_t)T, 0};
     }
     return nb;
 }

@@ -22,7 +22,7 @@ static const char *const k_kwargs[] = {
     "max_seq_length", "packing", "bf16", "use_peft", "output_dir", "device", "lr_scheduler_type", "warmup_ratio",
     "warmup_steps", "weight_decay", "max_grad_norm", "adam_beta1", "adam_beta2", "adam_epsilon", "seed",
     "save_steps", "save_total_limit", "max_steps", "lora_r", "lora_alpha", "lora_dropout", "n_threads", "chat_date",
-    "cpu_kernels",
+    "cpu_kernels", "share_prefix",
 };
 
 int cmd_finetune(int argc, char **argv) {
@@ -68,6 +68,8 @@ int cmd_finetune(int argc, char **argv) {
         {"n_threads", "N", "OpenMP threads (0: all cores)", false, false, "0"},
         {"cpu_kernels", "K", "CPU steps: reference (the fp32 parity kernels) or fast (SIMD F32 products, "
                              "deterministic)", false, false, NULL},
+        {"share_prefix", "BOOL", "compute a prompt prefix that all examples of a step share once per sequence "
+                                 "(exact; false: every example whole)", false, false, "true"},
         {"chat_date", "TEXT", "the Llama 3 template's \"Today Date:\" (default: 26 Jul 2024)", false, false, NULL},
         {"mlflow_uri", "URI", "log the run to an MLflow tracking server (default: $MLFLOW_TRACKING_URI)", false, false, NULL},
         {0}};

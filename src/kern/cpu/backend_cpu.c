@@ -59,7 +59,8 @@ dspy_status dspy_backend_cpu_reserve(dspy_backend *be, const dspy_backend_plan *
     n.att = malloc(sizeof(float) * len * (size_t)n.nt);
     n.rowmap = malloc(sizeof(int32_t) * rows);
     n.rowmap2 = malloc(sizeof(int32_t) * rows);
-    n.rowf = malloc(sizeof(float) * rows);
+    /* rows x heads: attention_train_backward keeps D per (row, head) there */
+    n.rowf = malloc(sizeof(float) * rows * (size_t)(p->NH > 1 ? p->NH : 1));
     n.vwork = malloc(sizeof(float) * V);
     n.vidx = malloc(sizeof(int32_t) * V);
     if (n.fast) {

@@ -17,7 +17,8 @@ typedef struct cpu_state {
     float *att;          /* (nt, max_len) attention probabilities, one row per thread */
     int32_t *rowmap;     /* (max_rows) row -> segment / example bounds */
     int32_t *rowmap2;    /* (max_rows) */
-    float *rowf;         /* (max_rows) per-row floats (RMS inverses) */
+    float *rowf;         /* (max_rows, max(NH, 1)) per-row floats (RMS inverses; attention_train_backward's
+                            D per (row, head)) */
     float *vwork;        /* (max_vocab) sampler work */
     int32_t *vidx;       /* (max_vocab) sampler order */
     int fast;            /* 1: the fast kernels' table (dspy_backend_cpu_use_fast) */
@@ -112,10 +113,10 @@ dspy_status dspy_cpu_rmsnorm_backward(dspy_backend *be, dspy_tensor dinp, dspy_t
 dspy_status dspy_cpu_rope_backward(dspy_backend *be, dspy_tensor dx, dspy_tensor pos, dspy_tensor inv_freq, int N, int H,
                               int HS);
 dspy_status dspy_cpu_attention_train(dspy_backend *be, dspy_tensor out, dspy_tensor lse, dspy_tensor q, dspy_tensor k,
-                                dspy_tensor v, dspy_tensor start, int T, int NH, int NKV, int HS);
+                                dspy_tensor v, dspy_tensor start, int prefix, int T, int NH, int NKV, int HS);
 dspy_status dspy_cpu_attention_train_backward(dspy_backend *be, dspy_tensor dq, dspy_tensor dk, dspy_tensor dv,
                                          dspy_tensor dout, dspy_tensor out, dspy_tensor lse, dspy_tensor q,
-                                         dspy_tensor k, dspy_tensor v, dspy_tensor start, int T, int NH, int NKV,
+                                         dspy_tensor k, dspy_tensor v, dspy_tensor start, int prefix, int T, int NH, int NKV,
                                          int HS);
 dspy_status dspy_cpu_swiglu_backward(dspy_backend *be, dspy_tensor dgate, dspy_tensor dup, dspy_tensor dout,
                                 dspy_tensor gate, dspy_tensor up, int N, int I);

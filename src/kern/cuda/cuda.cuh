@@ -238,10 +238,10 @@ dspy_status dspy_cu_linear_backward(dspy_backend *be, dspy_tensor dinp, dspy_ten
 dspy_status dspy_cu_rmsnorm_backward(dspy_backend *be, dspy_tensor dinp, dspy_tensor dweight, dspy_tensor dout,
                                 dspy_tensor inp, dspy_tensor weight, int N, int C, float eps);
 dspy_status dspy_cu_attention_train(dspy_backend *be, dspy_tensor out, dspy_tensor lse, dspy_tensor q, dspy_tensor k,
-                               dspy_tensor v, dspy_tensor start, int T, int NH, int NKV, int HS);
+                               dspy_tensor v, dspy_tensor start, int prefix, int T, int NH, int NKV, int HS);
 dspy_status dspy_cu_attention_train_backward(dspy_backend *be, dspy_tensor dq, dspy_tensor dk, dspy_tensor dv,
                                         dspy_tensor dout, dspy_tensor out, dspy_tensor lse, dspy_tensor q,
-                                        dspy_tensor k, dspy_tensor v, dspy_tensor start, int T, int NH, int NKV,
+                                        dspy_tensor k, dspy_tensor v, dspy_tensor start, int prefix, int T, int NH, int NKV,
                                         int HS);
 dspy_status dspy_cu_swiglu_backward(dspy_backend *be, dspy_tensor dgate, dspy_tensor dup, dspy_tensor dout,
                                dspy_tensor gate, dspy_tensor up, int N, int I);

@@ -46,6 +46,36 @@ __device__ __forceinline__ tr_lse tr_lse_add(tr_lse a, float x) {
     return tr_lse{a.m, a.s + expf(x - a.m)};
 }
 
+/* The key tiles of a query tile of the training attention with a shared prefix (ops.h
+ * attention_train: row t sees keys j <= t with j >= start[t] or j < prefix). kbeg is the tile's
+ * smallest start (its first row's), last its last row. Tiles i < na cover the prefix keys below
+ * kbeg, [0, na * tile); the rest go on from bbeg = max(kbeg, na * tile), tile by tile, to last:
+ * disjoint, so no key is counted twice, and every key a row of the tile sees is in one. Without
+ * a prefix (or kbeg 0) it is today's walk from kbeg. Keys of a tile that a row does not see are
+ * masked per element (tr_sees). */
+struct tr_keys {
+    int na, bbeg, nt;
+};
+
+__host__ __device__ __forceinline__ tr_keys tr_key_tiles(int prefix, int kbeg, int last, int tile) {
+    tr_keys r;
+    const int pe = prefix < kbeg ? prefix : kbeg;
+    r.na = (pe + tile - 1) / tile;
+    r.bbeg = kbeg > r.na * tile ? kbeg : r.na * tile;
+    r.nt = r.na + (last >= r.bbeg ? (last - r.bbeg) / tile + 1 : 0);
+    return r;
+}
+
+/* The first key of tile i of tr_key_tiles. */
+__host__ __device__ __forceinline__ int tr_key_tile(const tr_keys &r, int i, int tile) {
+    return i < r.na ? i * tile : r.bbeg + (i - r.na) * tile;
+}
+
+/* Whether row `row` (its example starting at `st`) sees key `key`. */
+__device__ __forceinline__ bool tr_sees(int key, int row, int st, int prefix) {
+    return key <= row && (key >= st || key < prefix);
+}
+
 /* grad_sumsq's per-block partial sums live in the training scratch after its train_rows_n
  * floats (train_plan.cu allocates TR_SUMSQ_FLOATS more: the doubles plus alignment). */
 enum { TR_SUMSQ_BLOCKS = 256, TR_SUMSQ_FLOATS = 2 * TR_SUMSQ_BLOCKS + 2 };
@@ -63,10 +93,12 @@ dspy_status dspy_cu_train_colsum(dspy_backend *be, const char *what, float *dst,
  * (row, head), as the F32 backward computes it. */
 dspy_status dspy_cu_train_tc_setup(dspy_backend *be);
 dspy_status dspy_cu_attention_train_tc(dspy_backend *be, float *out, float *lse, const bf16 *q, const bf16 *k,
-                                       const bf16 *v, const int32_t *start, int T, int NH, int NKV, int HS);
+                                       const bf16 *v, const int32_t *start, int prefix, int T, int NH, int NKV,
+                                       int HS);
 dspy_status dspy_cu_attention_train_backward_tc(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout,
                                                 const float *lse, const float *D, const bf16 *q, const bf16 *k,
-                                                const bf16 *v, const int32_t *start, int T, int NH, int NKV, int HS);
+                                                const bf16 *v, const int32_t *start, int prefix, int T, int NH,
+                                                int NKV, int HS);
 
 /* train_attention_fa.cu: the same two ops in the FlashAttention-2 arrangement (mma.sync, register
  * softmax, cp.async double buffering) for HS 64 or 128 with 16-byte aligned tensors. fits says
@@ -75,10 +107,11 @@ dspy_status dspy_cu_attention_train_backward_tc(dspy_backend *be, float *dq, flo
 dspy_status dspy_cu_train_fa_setup(dspy_backend *be);
 bool dspy_cu_train_fa_fits(int T, int HS, const void *const *ptrs, int n);
 dspy_status dspy_cu_attention_train_fa(dspy_backend *be, float *out, float *lse, const bf16 *q, const bf16 *k,
-                                       const bf16 *v, const int32_t *start, int T, int NH, int NKV, int HS);
+                                       const bf16 *v, const int32_t *start, int prefix, int T, int NH, int NKV,
+                                       int HS);
 dspy_status dspy_cu_attention_train_backward_fa(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout,
                                                 const float *out, const float *lse, float *D, const bf16 *q,
-                                                const bf16 *k, const bf16 *v, const int32_t *start, int T, int NH,
-                                                int NKV, int HS);
+                                                const bf16 *k, const bf16 *v, const int32_t *start, int prefix,
+                                                int T, int NH, int NKV, int HS);
 
 #endif

@@ -3,10 +3,12 @@
  * is stored; scores are recomputed in tiles from q, k and the saved lse.
  *
  * Row t attends keys start[t] .. t (causal within its example, block-diagonal across examples;
- * start is non-decreasing because examples are contiguous). A tile of rows [t0, t0 + BQ) needs
- * keys from start[t0] (its smallest start) to its last row only, so tiles of one example never
- * visit another example's keys; a tile spanning an example boundary masks per element. GQA:
- * query head h reads kv head h / (NH / NKV).
+ * start is non-decreasing because examples are contiguous) and, with a shared prefix, keys
+ * [0, prefix) too. A tile of rows [t0, t0 + BQ) needs keys from start[t0] (its smallest start)
+ * to its last row only, plus the prefix's below that (tr_key_tiles), so tiles of one example
+ * never visit another example's keys; a tile spanning an example boundary masks per element.
+ * A key tile inside the prefix is seen by every later row. GQA: query head h reads kv head
+ * h / (NH / NKV).
  *
  * Kernels (F32 SIMT; tensor cores are a later step), 256 threads as a 16 x 16 grid, head dims
  * padded to DP = 64 (HS <= 64) or 128 (HS <= 128) with zeros; shared-memory rows padded by 4
@@ -113,8 +115,8 @@ template <int DP> static constexpr size_t dq_smem() { return sizeof(float) * ((s
  * ty + 16 i, dims tx * 4 + 64 e (e < DP / 64), as float4. */
 template <int DP>
 static __global__ void __launch_bounds__(TA_THREADS)
-    k_att_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const int32_t *start, int T,
-              int NH, int NKV, int HS, float scale) {
+    k_att_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const int32_t *start,
+              int prefix, int T, int NH, int NKV, int HS, float scale) {
     griddep_wait();
     constexpr int LD = DP + 4, PL = FBK + 4, ND = DP / 64;
     extern __shared__ float4 smem4[];
@@ -132,8 +134,9 @@ static __global__ void __launch_bounds__(TA_THREADS)
 #pragma unroll
         for (int e = 0; e < ND; e++) o[i][e] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
-    const int jb = start[t0], je = min(t0 + FBQ, T) - 1;
-    for (int j0 = jb; j0 <= je; j0 += FBK) {
+    const tr_keys kt = tr_key_tiles(prefix, start[t0], min(t0 + FBQ, T) - 1, FBK);
+    for (int it = 0; it < kt.nt; it++) {
+        const int j0 = tr_key_tile(kt, it, FBK);
         __syncthreads(); /* the previous tile's P V is done with Ks, Vs, Ps */
         load_rows<DP, FBK>(Ks, k, j0, T, NKV, kvh, HS);
         load_rows<DP, FBK>(Vs, v, j0, T, NKV, kvh, HS);
@@ -158,7 +161,7 @@ static __global__ void __launch_bounds__(TA_THREADS)
 #pragma unroll
             for (int j = 0; j < 4; j++) {
                 const int key = j0 + tx + 16 * j;
-                s[i][j] = (key >= rs && key <= row && key < T) ? s[i][j] * scale : -INFINITY;
+                s[i][j] = (tr_sees(key, row, rs, prefix) && key < T) ? s[i][j] * scale : -INFINITY;
                 mx = fmaxf(mx, s[i][j]);
             }
             const float mnew = fmaxf(m[i], row_max16(mx));
@@ -220,8 +223,8 @@ static __global__ void k_att_rowdot(float *D, const float *dout, const float *ou
 template <int DP>
 static __global__ void __launch_bounds__(TA_THREADS)
     k_att_bwd_dkdv(float *dk, float *dv, const float *dout, const float *lse, const float *Dg, const float *q,
-                   const float *k, const float *v, const int32_t *start, int T, int NH, int NKV, int HS,
-                   float scale) {
+                   const float *k, const float *v, const int32_t *start, int prefix, int T, int NH, int NKV,
+                   int HS, float scale) {
     griddep_wait();
     constexpr int LD = DP + 4, TL = BBQ + 4, ND = DP / 64;
     extern __shared__ float4 smem4[];
@@ -241,8 +244,9 @@ static __global__ void __launch_bounds__(TA_THREADS)
     for (int g = 0; g < group; g++) {
         const int h = kvh * group + g;
         /* rows before j0 never see these keys; rows from the first whose start is past je on
-         * (starts only grow) see none either */
-        for (int t0 = j0; t0 < T && start[t0] <= je; t0 += BBQ) {
+         * (starts only grow) see none either, unless the tile holds prefix keys (every later
+         * row sees those) */
+        for (int t0 = j0; t0 < T && (start[t0] <= je || j0 < prefix); t0 += BBQ) {
             __syncthreads(); /* the previous tile is done with Qs, Os, Pt, St (and Ks, Vs are loaded) */
             load_rows<DP, BBQ>(Qs, q, t0, T, NH, h, HS);
             load_rows<DP, BBQ>(Os, dout, t0, T, NH, h, HS);
@@ -268,7 +272,7 @@ static __global__ void __launch_bounds__(TA_THREADS)
 #pragma unroll
                 for (int j = 0; j < 2; j++) {
                     const int kk = ty + 16 * i, key = j0 + kk, rr = tx + 16 * j, row = t0 + rr;
-                    const bool ok = key >= st[rr] && key <= row && key < T;
+                    const bool ok = tr_sees(key, row, st[rr], prefix) && key < T && row < T;
                     const float p = ok ? expf(s[i][j] * scale - ls[rr]) : 0.0f;
                     Pt[kk * TL + rr] = p;
                     St[kk * TL + rr] = p * (dp[i][j] - Ds[rr]);
@@ -311,7 +315,7 @@ static __global__ void __launch_bounds__(TA_THREADS)
 template <int DP>
 static __global__ void __launch_bounds__(TA_THREADS)
     k_att_bwd_dq(float *dq, const float *dout, const float *lse, const float *Dg, const float *q, const float *k,
-                 const float *v, const int32_t *start, int T, int NH, int NKV, int HS, float scale) {
+                 const float *v, const int32_t *start, int prefix, int T, int NH, int NKV, int HS, float scale) {
     griddep_wait();
     constexpr int LD = DP + 4, PL = FBK + 4, ND = DP / 64;
     extern __shared__ float4 smem4[];
@@ -331,8 +335,9 @@ static __global__ void __launch_bounds__(TA_THREADS)
     for (int i = 0; i < 4; i++)
 #pragma unroll
         for (int e = 0; e < ND; e++) dqa[i][e] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    const int jb = start[t0], je = min(t0 + FBQ, T) - 1;
-    for (int j0 = jb; j0 <= je; j0 += FBK) {
+    const tr_keys kt = tr_key_tiles(prefix, start[t0], min(t0 + FBQ, T) - 1, FBK);
+    for (int it = 0; it < kt.nt; it++) {
+        const int j0 = tr_key_tile(kt, it, FBK);
         __syncthreads(); /* the previous tile is done with Ks, Ss (and the row tiles are loaded) */
         load_rows<DP, FBK>(Ks, k, j0, T, NKV, kvh, HS);
         load_rows<DP, FBK>(Vs, v, j0, T, NKV, kvh, HS);
@@ -355,7 +360,7 @@ static __global__ void __launch_bounds__(TA_THREADS)
 #pragma unroll
             for (int j = 0; j < 4; j++) {
                 const int rr = ty + 16 * i, row = t0 + rr, key = j0 + tx + 16 * j;
-                const bool ok = key >= st[rr] && key <= row && key < T;
+                const bool ok = tr_sees(key, row, st[rr], prefix) && key < T;
                 const float p = ok ? expf(s[i][j] * scale - ls[rr]) : 0.0f;
                 Ss[rr * PL + tx + 16 * j] = p * (dp[i][j] - Ds[rr]);
             }
@@ -395,19 +400,21 @@ dspy_status dspy_cu_train_setup(dspy_backend *be) {
     return dspy_cu_train_fa_setup(be);
 }
 
-/* Shape checks shared by both entries. */
-static dspy_status check_heads(const char *op, int T, int NH, int NKV, int HS) {
+/* Shape and prefix checks shared by both entries. */
+static dspy_status check_heads(const char *op, int T, int NH, int NKV, int HS, int prefix) {
     if (T < 0 || NH <= 0 || NKV <= 0 || NH % NKV != 0)
         return dspy_fail(DSPY_ERR_ARG, "cuda %s: T=%d NH=%d NKV=%d: need T >= 0 and NH a positive multiple of NKV",
                          op, T, NH, NKV);
     if (HS <= 0 || HS > 128)
         return dspy_fail(DSPY_ERR_ARG, "cuda %s: head size %d is not supported (the CUDA training attention takes "
                                        "1 .. 128)", op, HS);
+    if (prefix < 0 || prefix > T)
+        return dspy_fail(DSPY_ERR_ARG, "cuda %s: prefix is %d; a shared prefix has 0 .. T = %d tokens", op, prefix, T);
     return DSPY_OK;
 }
 
 dspy_status dspy_cu_attention_train(dspy_backend *be, dspy_tensor out, dspy_tensor lse, dspy_tensor q, dspy_tensor k,
-                               dspy_tensor v, dspy_tensor start, int T, int NH, int NKV, int HS) {
+                               dspy_tensor v, dspy_tensor start, int prefix, int T, int NH, int NKV, int HS) {
     CU_ENTER(be);
     const char *op = "attention_train";
     /* q, k, v all F32 (the F32 kernels here) or all BF16 (tensor cores, train_attention_tc.cu) */
@@ -418,33 +425,33 @@ dspy_status dspy_cu_attention_train(dspy_backend *be, dspy_tensor out, dspy_tens
     CU_NEED(op, "k", k, it, (int64_t)T * NKV * HS);
     CU_NEED(op, "v", v, it, (int64_t)T * NKV * HS);
     CU_NEED(op, "start", start, DSPY_DTYPE_I32, T);
-    DSPY_TRY(check_heads(op, T, NH, NKV, HS));
+    DSPY_TRY(check_heads(op, T, NH, NKV, HS, prefix));
     if (T == 0) return DSPY_OK;
     const void *fa_ptrs[] = {out.data, q.data, k.data, v.data};
     if (it == DSPY_DTYPE_BF16 && dspy_cu_train_fa_fits(T, HS, fa_ptrs, 4))
         return dspy_cu_attention_train_fa(be, (float *)out.data, (float *)lse.data, (const bf16 *)q.data,
-                                          (const bf16 *)k.data, (const bf16 *)v.data, (const int32_t *)start.data, T,
-                                          NH, NKV, HS);
+                                          (const bf16 *)k.data, (const bf16 *)v.data, (const int32_t *)start.data,
+                                          prefix, T, NH, NKV, HS);
     if (it == DSPY_DTYPE_BF16)
         return dspy_cu_attention_train_tc(be, (float *)out.data, (float *)lse.data, (const bf16 *)q.data,
-                                          (const bf16 *)k.data, (const bf16 *)v.data, (const int32_t *)start.data, T,
-                                          NH, NKV, HS);
+                                          (const bf16 *)k.data, (const bf16 *)v.data, (const int32_t *)start.data,
+                                          prefix, T, NH, NKV, HS);
     const float scale = (float)(1.0 / sqrt((double)HS)); /* as the CPU computes it */
     dim3 grid(cu_blocks(T, FBQ), NH);
     float *o = (float *)out.data, *l = (float *)lse.data;
     const float *qp = (const float *)q.data, *kp = (const float *)k.data, *vp = (const float *)v.data;
     const int32_t *sp = (const int32_t *)start.data;
     if (HS <= 64)
-        return cu_launch(be, op, k_att_fwd<64>, grid, TA_THREADS, fwd_smem<64>(), o, l, qp, kp, vp, sp, T, NH, NKV,
-                         HS, scale);
-    return cu_launch(be, op, k_att_fwd<128>, grid, TA_THREADS, fwd_smem<128>(), o, l, qp, kp, vp, sp, T, NH, NKV, HS,
-                     scale);
+        return cu_launch(be, op, k_att_fwd<64>, grid, TA_THREADS, fwd_smem<64>(), o, l, qp, kp, vp, sp, prefix, T, NH,
+                         NKV, HS, scale);
+    return cu_launch(be, op, k_att_fwd<128>, grid, TA_THREADS, fwd_smem<128>(), o, l, qp, kp, vp, sp, prefix, T, NH,
+                     NKV, HS, scale);
 }
 
 dspy_status dspy_cu_attention_train_backward(dspy_backend *be, dspy_tensor dq, dspy_tensor dk, dspy_tensor dv,
                                         dspy_tensor dout, dspy_tensor out, dspy_tensor lse, dspy_tensor q,
-                                        dspy_tensor k, dspy_tensor v, dspy_tensor start, int T, int NH, int NKV,
-                                        int HS) {
+                                        dspy_tensor k, dspy_tensor v, dspy_tensor start, int prefix, int T, int NH,
+                                        int NKV, int HS) {
     CU_ENTER(be);
     const char *op = "attention_train_backward";
     CU_NEED(op, "dq", dq, DSPY_DTYPE_F32, (int64_t)T * NH * HS);
@@ -458,7 +465,7 @@ dspy_status dspy_cu_attention_train_backward(dspy_backend *be, dspy_tensor dq, d
     CU_NEED(op, "k", k, it, (int64_t)T * NKV * HS);
     CU_NEED(op, "v", v, it, (int64_t)T * NKV * HS);
     CU_NEED(op, "start", start, DSPY_DTYPE_I32, T);
-    DSPY_TRY(check_heads(op, T, NH, NKV, HS));
+    DSPY_TRY(check_heads(op, T, NH, NKV, HS, prefix));
     if (T == 0) return DSPY_OK;
     cuda_state *s = cu_of(be);
     const int64_t rows = (int64_t)T * NH;
@@ -483,23 +490,25 @@ dspy_status dspy_cu_attention_train_backward(dspy_backend *be, dspy_tensor dq, d
     if (it == DSPY_DTYPE_BF16 && dq_alone && dspy_cu_train_fa_fits(T, HS, fa_ptrs, 8))
         return dspy_cu_attention_train_backward_fa(be, (float *)dq.data, (float *)dk.data, (float *)dv.data, g, o, l,
                                                    D, (const bf16 *)q.data, (const bf16 *)k.data,
-                                                   (const bf16 *)v.data, sp, T, NH, NKV, HS);
+                                                   (const bf16 *)v.data, sp, prefix, T, NH, NKV, HS);
     DSPY_TRY(cu_launch(be, "attention_train_backward (D)", k_att_rowdot, cu_blocks(rows, TA_THREADS / 32), TA_THREADS,
                        0, D, g, o, rows, HS));
     if (it == DSPY_DTYPE_BF16)
         return dspy_cu_attention_train_backward_tc(be, (float *)dq.data, (float *)dk.data, (float *)dv.data, g, l, D,
                                                    (const bf16 *)q.data, (const bf16 *)k.data, (const bf16 *)v.data,
-                                                   (const int32_t *)start.data, T, NH, NKV, HS);
+                                                   (const int32_t *)start.data, prefix, T, NH, NKV, HS);
     dim3 gkv(cu_blocks(T, FBK), NKV), gq(cu_blocks(T, FBQ), NH);
     float *dkp = (float *)dk.data, *dvp = (float *)dv.data, *dqp = (float *)dq.data;
     if (HS <= 64) {
         DSPY_TRY(cu_launch(be, "attention_train_backward (dk, dv)", k_att_bwd_dkdv<64>, gkv, TA_THREADS,
-                           dkdv_smem<64>(), dkp, dvp, g, l, (const float *)D, qp, kp, vp, sp, T, NH, NKV, HS, scale));
+                           dkdv_smem<64>(), dkp, dvp, g, l, (const float *)D, qp, kp, vp, sp, prefix, T, NH, NKV, HS,
+                           scale));
         return cu_launch(be, "attention_train_backward (dq)", k_att_bwd_dq<64>, gq, TA_THREADS, dq_smem<64>(), dqp, g,
-                         l, (const float *)D, qp, kp, vp, sp, T, NH, NKV, HS, scale);
+                         l, (const float *)D, qp, kp, vp, sp, prefix, T, NH, NKV, HS, scale);
     }
     DSPY_TRY(cu_launch(be, "attention_train_backward (dk, dv)", k_att_bwd_dkdv<128>, gkv, TA_THREADS,
-                       dkdv_smem<128>(), dkp, dvp, g, l, (const float *)D, qp, kp, vp, sp, T, NH, NKV, HS, scale));
+                       dkdv_smem<128>(), dkp, dvp, g, l, (const float *)D, qp, kp, vp, sp, prefix, T, NH, NKV, HS,
+                       scale));
     return cu_launch(be, "attention_train_backward (dq)", k_att_bwd_dq<128>, gq, TA_THREADS, dq_smem<128>(), dqp, g, l,
-                     (const float *)D, qp, kp, vp, sp, T, NH, NKV, HS, scale);
+                     (const float *)D, qp, kp, vp, sp, prefix, T, NH, NKV, HS, scale);
 }

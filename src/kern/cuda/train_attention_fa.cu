@@ -3,7 +3,7 @@
  * 16-byte aligned rows; train_attention_tc.cu's WMMA kernels take every other BF16 shape).
  *
  * The same masks and outputs as train_attention.cu: packed examples, row t sees keys
- * start[t] .. t; nothing of size T x T is stored; the backward recomputes the scores from q, k and
+ * start[t] .. t and those of a shared prefix [0, prefix) (the key tiles of tr_key_tiles); nothing of size T x T is stored; the backward recomputes the scores from q, k and
  * the saved lse. Everything runs in registers at the level of the mma.sync m16n8k16 fragments
  * (BF16 operands, F32 accumulators), as the inference prefill kernel (attention.cu) does: a CTA of
  * 4 warps takes a tile of 64 rows, each warp 16 of them; the streamed tiles go through shared
@@ -117,17 +117,19 @@ template <int N, int M> static __device__ __forceinline__ void fa_zero(float (&x
         for (int e = 0; e < M; e++) x[i][e] = 0.0f;
 }
 
-/* The causal block-diagonal mask on a score tile of fa_abt's layout whose columns are keys
- * kb .. kb + 63: this thread's rows are ra (elements 0, 1) and rb (2, 3), starting at sa, sb. */
-static __device__ __forceinline__ void fa_mask_rows(float (&s)[8][4], int kb, int ra, int sa, int rb, int sb) {
+/* The causal block-diagonal mask (and the shared prefix) on a score tile of fa_abt's layout whose
+ * columns are keys kb .. kb + 63: this thread's rows are ra (elements 0, 1) and rb (2, 3),
+ * starting at sa, sb. */
+static __device__ __forceinline__ void fa_mask_rows(float (&s)[8][4], int kb, int ra, int sa, int rb, int sb,
+                                                    int prefix) {
     const int t = threadIdx.x & 3;
 #pragma unroll
     for (int n = 0; n < 8; n++) {
         const int key = kb + n * 8 + 2 * t;
-        if (key < sa || key > ra) s[n][0] = -INFINITY;
-        if (key + 1 < sa || key + 1 > ra) s[n][1] = -INFINITY;
-        if (key < sb || key > rb) s[n][2] = -INFINITY;
-        if (key + 1 < sb || key + 1 > rb) s[n][3] = -INFINITY;
+        if (!tr_sees(key, ra, sa, prefix)) s[n][0] = -INFINITY;
+        if (!tr_sees(key + 1, ra, sa, prefix)) s[n][1] = -INFINITY;
+        if (!tr_sees(key, rb, sb, prefix)) s[n][2] = -INFINITY;
+        if (!tr_sees(key + 1, rb, sb, prefix)) s[n][3] = -INFINITY;
     }
 }
 
@@ -141,8 +143,8 @@ template <int D>
 static __global__ __launch_bounds__(FA_THREADS) void k_fa_fwd(float *__restrict__ out, float *__restrict__ lse,
                                                               const bf16 *__restrict__ q, const bf16 *__restrict__ k,
                                                               const bf16 *__restrict__ v,
-                                                              const int32_t *__restrict__ start, int T, int NH,
-                                                              int NKV, float scale_log2, float scale) {
+                                                              const int32_t *__restrict__ start, int prefix, int T,
+                                                              int NH, int NKV, float scale_log2, float scale) {
     constexpr int ND = D / 8, TB = FA_TILE * D * 2;
     extern __shared__ __align__(128) char smem[];
     char *sq = smem;
@@ -151,11 +153,12 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_fwd(float *__restrict_
     griddep_wait();
     const int h = blockIdx.x, t0 = (gridDim.y - 1 - blockIdx.y) * FA_TILE, kvh = h / (NH / NKV);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, w0 = warp * 16;
-    const int last = min(t0 + FA_TILE, T) - 1;          /* the tile's last valid row */
-    const int kbeg = start[t0], nt = (last - kbeg) / FA_TILE + 1; /* keys kbeg .. last */
+    const int last = min(t0 + FA_TILE, T) - 1; /* the tile's last valid row */
+    const tr_keys kt = tr_key_tiles(prefix, start[t0], last, FA_TILE); /* prefix keys, then start[t0] .. last */
+    const int nt = kt.nt;
     fa_load<D>(sq, q, t0, T, NH, h);
-    fa_load<D>(SK(0), k, kbeg, T, NKV, kvh);
-    fa_load<D>(SV(0), v, kbeg, T, NKV, kvh);
+    fa_load<D>(SK(0), k, tr_key_tile(kt, 0, FA_TILE), T, NKV, kvh);
+    fa_load<D>(SV(0), v, tr_key_tile(kt, 0, FA_TILE), T, NKV, kvh);
     cp_async_commit();
     /* this thread's rows (g and g + 8 of the warp's 16; rows past T take the last row's mask and
      * are not written) and the warp's row and start ranges */
@@ -167,21 +170,23 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_fwd(float *__restrict_
     fa_zero(o);
     float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.0f, l_b = 0.0f;
     for (int it = 0; it < nt; it++) {
-        const int buf = it & 1, kb = kbeg + it * FA_TILE;
+        const int buf = it & 1, kb = tr_key_tile(kt, it, FA_TILE);
         if (it + 1 < nt) {
-            fa_load<D>(SK(buf ^ 1), k, kb + FA_TILE, T, NKV, kvh);
-            fa_load<D>(SV(buf ^ 1), v, kb + FA_TILE, T, NKV, kvh);
+            fa_load<D>(SK(buf ^ 1), k, tr_key_tile(kt, it + 1, FA_TILE), T, NKV, kvh);
+            fa_load<D>(SV(buf ^ 1), v, tr_key_tile(kt, it + 1, FA_TILE), T, NKV, kvh);
         }
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();
-        /* a tile entirely after the warp's rows or before their starts contributes nothing */
-        if (kb <= wmax && kb + FA_TILE - 1 >= wst_min) {
+        /* a tile entirely after the warp's rows, or before their starts and past the prefix,
+         * contributes nothing */
+        if (kb <= wmax && (kb + FA_TILE - 1 >= wst_min || kb < prefix)) {
             float s[8][4];
             fa_zero(s);
             fa_abt<D>(s, sq, w0, SK(buf));
             /* every key of the tile visible to every row of the warp: no mask */
-            if (!(kb + FA_TILE - 1 <= wmin && kb >= wst_max)) fa_mask_rows(s, kb, ra, sa, rb, sb);
+            if (!(kb + FA_TILE - 1 <= wmin && (kb >= wst_max || kb + FA_TILE <= prefix)))
+                fa_mask_rows(s, kb, ra, sa, rb, sb, prefix);
             /* row maxima as trees (short dependency chains), then over the 4 threads of a row */
             float ta[8], tb[8];
 #pragma unroll
@@ -283,8 +288,9 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_dkdv(float *__restrict
                                                                const float *__restrict__ Dg,
                                                                const bf16 *__restrict__ q, const bf16 *__restrict__ k,
                                                                const bf16 *__restrict__ v,
-                                                               const int32_t *__restrict__ start, int T, int NH,
-                                                               int NKV, float scale_log2, float scale, int atomic) {
+                                                               const int32_t *__restrict__ start, int prefix, int T,
+                                                               int NH, int NKV, float scale_log2, float scale,
+                                                               int atomic) {
     constexpr int ND = D / 8, TB = FA_TILE * D * 2;
     extern __shared__ __align__(128) char smem[];
     char *sk = smem, *sv = smem + TB;
@@ -298,7 +304,7 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_dkdv(float *__restrict
     fa_load<D>(sk, k, j0, T, NKV, kvh);
     fa_load<D>(sv, v, j0, T, NKV, kvh);
     /* query tiles from j0 on (rows before j0 never see these keys) while their first row can
-     * see the last key (starts only grow) */
+     * see the last key (starts only grow), or to the end when the tile holds prefix keys */
 #define LOAD_ROWS(b, r0)                                                                               \
     do {                                                                                               \
         fa_load<D>(SQ(b), q, r0, T, NH, h);                                                            \
@@ -320,22 +326,24 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_dkdv(float *__restrict
     fa_zero(dva);
     for (int it = 0, t0 = j0;; it++, t0 += FA_TILE) {
         const int buf = it & 1;
-        const bool next = t0 + FA_TILE < T && start[t0 + FA_TILE] <= jl;
+        const bool next = t0 + FA_TILE < T && (start[t0 + FA_TILE] <= jl || j0 < prefix);
         if (next) LOAD_ROWS(buf ^ 1, t0 + FA_TILE);
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();
         const float *l2 = vals + buf * 3 * FA_TILE, *Dv = l2 + FA_TILE;
         const int *st = reinterpret_cast<const int *>(l2 + 2 * FA_TILE);
-        /* the warp's keys exist and the tile's first row (the smallest start) can see one */
-        if (wk_min < T && st[0] <= wk_max) {
+        /* the warp's keys exist and the tile's first row (the smallest start) can see one, or
+         * some are prefix keys */
+        if (wk_min < T && (st[0] <= wk_max || wk_min < prefix)) {
             float s[8][4], dp[8][4];
             fa_zero(s);
             fa_zero(dp);
             fa_abt<D>(s, sk, w0, SQ(buf));  /* S^T = K Q^T: rows keys, columns query rows */
             fa_abt<D>(dp, sv, w0, SG(buf)); /* dP^T = V dO^T */
-            /* every row of the tile valid, at or after the warp's last key, and started by its first */
-            const bool full = t0 + FA_TILE - 1 < T && t0 >= wk_max && st[FA_TILE - 1] <= wk_min;
+            /* every row of the tile valid, at or after the warp's last key, and started by its
+             * first (or the warp's keys all in the prefix) */
+            const bool full = t0 + FA_TILE - 1 < T && t0 >= wk_max && (st[FA_TILE - 1] <= wk_min || wk_max < prefix);
 #pragma unroll
             for (int n = 0; n < 8; n++) {
                 const int c = n * 8 + 2 * t; /* columns c, c + 1 of the tile */
@@ -343,9 +351,11 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_dkdv(float *__restrict
                 const float2 dv2 = *reinterpret_cast<const float2 *>(Dv + c);
                 const int2 sv2 = *reinterpret_cast<const int2 *>(st + c);
                 const int r0 = t0 + c, r1 = r0 + 1;
-                /* invalid rows have start INT_MAX: key >= start fails */
-                const bool ok0 = full || (ka <= r0 && ka >= sv2.x), ok1 = full || (ka <= r1 && ka >= sv2.y);
-                const bool ok2 = full || (kb_ <= r0 && kb_ >= sv2.x), ok3 = full || (kb_ <= r1 && kb_ >= sv2.y);
+                /* invalid rows have start INT_MAX: key >= start fails (and r < T the prefix case) */
+                const bool ok0 = full || (r0 < T && tr_sees(ka, r0, sv2.x, prefix));
+                const bool ok1 = full || (r1 < T && tr_sees(ka, r1, sv2.y, prefix));
+                const bool ok2 = full || (r0 < T && tr_sees(kb_, r0, sv2.x, prefix));
+                const bool ok3 = full || (r1 < T && tr_sees(kb_, r1, sv2.y, prefix));
                 const float p0 = ok0 ? fast_exp2(fmaf(s[n][0], scale_log2, -lv.x)) : 0.0f;
                 const float p1 = ok1 ? fast_exp2(fmaf(s[n][1], scale_log2, -lv.y)) : 0.0f;
                 const float p2 = ok2 ? fast_exp2(fmaf(s[n][2], scale_log2, -lv.x)) : 0.0f;
@@ -391,8 +401,8 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_dq(float *__restrict__
                                                              const float *__restrict__ lse,
                                                              const float *__restrict__ Dg, const bf16 *__restrict__ q,
                                                              const bf16 *__restrict__ k, const bf16 *__restrict__ v,
-                                                             const int32_t *__restrict__ start, int T, int NH,
-                                                             int NKV, float scale_log2, float scale) {
+                                                             const int32_t *__restrict__ start, int prefix, int T,
+                                                             int NH, int NKV, float scale_log2, float scale) {
     constexpr int ND = D / 8, TB = FA_TILE * D * 2;
     extern __shared__ __align__(128) char smem[];
     char *sq = smem, *sg = smem + TB;
@@ -402,10 +412,11 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_dq(float *__restrict__
     const int h = blockIdx.x, t0 = (gridDim.y - 1 - blockIdx.y) * FA_TILE, kvh = h / (NH / NKV);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, w0 = warp * 16;
     const int last = min(t0 + FA_TILE, T) - 1;
-    const int kbeg = start[t0], nt = (last - kbeg) / FA_TILE + 1;
+    const tr_keys kt = tr_key_tiles(prefix, start[t0], last, FA_TILE);
+    const int nt = kt.nt;
     fa_load<D>(sq, q, t0, T, NH, h);
-    fa_load<D>(SK(0), k, kbeg, T, NKV, kvh);
-    fa_load<D>(SV(0), v, kbeg, T, NKV, kvh);
+    fa_load<D>(SK(0), k, tr_key_tile(kt, 0, FA_TILE), T, NKV, kvh);
+    fa_load<D>(SV(0), v, tr_key_tile(kt, 0, FA_TILE), T, NKV, kvh);
     cp_async_commit();
     fa_load_f32<D>(sg, dout, t0, T, NH, h); /* visible after the loop's first barrier */
     const int ra = min(t0 + w0 + g, last), rb = min(t0 + w0 + g + 8, last);
@@ -417,21 +428,22 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_dq(float *__restrict__
     float acc[ND][4];
     fa_zero(acc);
     for (int it = 0; it < nt; it++) {
-        const int buf = it & 1, kb = kbeg + it * FA_TILE;
+        const int buf = it & 1, kb = tr_key_tile(kt, it, FA_TILE);
         if (it + 1 < nt) {
-            fa_load<D>(SK(buf ^ 1), k, kb + FA_TILE, T, NKV, kvh);
-            fa_load<D>(SV(buf ^ 1), v, kb + FA_TILE, T, NKV, kvh);
+            fa_load<D>(SK(buf ^ 1), k, tr_key_tile(kt, it + 1, FA_TILE), T, NKV, kvh);
+            fa_load<D>(SV(buf ^ 1), v, tr_key_tile(kt, it + 1, FA_TILE), T, NKV, kvh);
         }
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();
-        if (kb <= wmax && kb + FA_TILE - 1 >= wst_min) {
+        if (kb <= wmax && (kb + FA_TILE - 1 >= wst_min || kb < prefix)) {
             float s[8][4], dp[8][4];
             fa_zero(s);
             fa_zero(dp);
             fa_abt<D>(s, sq, w0, SK(buf));  /* S = Q K^T */
             fa_abt<D>(dp, sg, w0, SV(buf)); /* dP = dO V^T */
-            if (!(kb + FA_TILE - 1 <= wmin && kb >= wst_max)) fa_mask_rows(s, kb, ra, sa, rb, sb);
+            if (!(kb + FA_TILE - 1 <= wmin && (kb >= wst_max || kb + FA_TILE <= prefix)))
+                fa_mask_rows(s, kb, ra, sa, rb, sb, prefix);
 #pragma unroll
             for (int n = 0; n < 8; n++) { /* dS = P (dP - D), P = 2^(s scale log2e - lse log2e) */
                 s[n][0] = fast_exp2(fmaf(s[n][0], scale_log2, -la)) * (dp[n][0] - da);
@@ -485,20 +497,21 @@ bool dspy_cu_train_fa_fits(int T, int HS, const void *const *ptrs, int n) {
 }
 
 dspy_status dspy_cu_attention_train_fa(dspy_backend *be, float *out, float *lse, const bf16 *q, const bf16 *k,
-                                       const bf16 *v, const int32_t *start, int T, int NH, int NKV, int HS) {
+                                       const bf16 *v, const int32_t *start, int prefix, int T, int NH, int NKV,
+                                       int HS) {
     const float scale = (float)(1.0 / sqrt((double)HS)), sl2 = scale * FA_LOG2E;
     dim3 grid(NH, cu_blocks(T, FA_TILE));
     if (HS == 64)
         return cu_launch(be, "attention_train (BF16 flash)", k_fa_fwd<64>, grid, FA_THREADS, fa_fwd_smem<64>(), out,
-                         lse, q, k, v, start, T, NH, NKV, sl2, scale);
+                         lse, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
     return cu_launch(be, "attention_train (BF16 flash)", k_fa_fwd<128>, grid, FA_THREADS, fa_fwd_smem<128>(), out, lse,
-                     q, k, v, start, T, NH, NKV, sl2, scale);
+                     q, k, v, start, prefix, T, NH, NKV, sl2, scale);
 }
 
 template <int D>
 static dspy_status fa_backward(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout, const float *out,
                                const float *lse, float *Dg, const bf16 *q, const bf16 *k, const bf16 *v,
-                               const int32_t *start, int T, int NH, int NKV) {
+                               const int32_t *start, int prefix, int T, int NH, int NKV) {
     const float scale = (float)(1.0 / sqrt((double)D)), sl2 = scale * FA_LOG2E;
     const int64_t rows = (int64_t)T * NH, nkv = (int64_t)T * NKV * D;
     const int atomic = NH != NKV;
@@ -508,16 +521,16 @@ static dspy_status fa_backward(dspy_backend *be, float *dq, float *dk, float *dv
                        out, rows));
     dim3 grid(NH, cu_blocks(T, FA_TILE));
     DSPY_TRY(cu_launch(be, "attention_train_backward (BF16 flash dk, dv)", k_fa_dkdv<D>, grid, FA_THREADS,
-                       fa_dkdv_smem<D>(), dk, dv, (const bf16 *)dob, lse, (const float *)Dg, q, k, v, start, T, NH,
-                       NKV, sl2, scale, atomic));
+                       fa_dkdv_smem<D>(), dk, dv, (const bf16 *)dob, lse, (const float *)Dg, q, k, v, start, prefix,
+                       T, NH, NKV, sl2, scale, atomic));
     return cu_launch(be, "attention_train_backward (BF16 flash dq)", k_fa_dq<D>, grid, FA_THREADS, fa_dq_smem<D>(),
-                     dq, dout, lse, (const float *)Dg, q, k, v, start, T, NH, NKV, sl2, scale);
+                     dq, dout, lse, (const float *)Dg, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
 }
 
 dspy_status dspy_cu_attention_train_backward_fa(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout,
                                                 const float *out, const float *lse, float *D, const bf16 *q,
-                                                const bf16 *k, const bf16 *v, const int32_t *start, int T, int NH,
-                                                int NKV, int HS) {
-    if (HS == 64) return fa_backward<64>(be, dq, dk, dv, dout, out, lse, D, q, k, v, start, T, NH, NKV);
-    return fa_backward<128>(be, dq, dk, dv, dout, out, lse, D, q, k, v, start, T, NH, NKV);
+                                                const bf16 *k, const bf16 *v, const int32_t *start, int prefix,
+                                                int T, int NH, int NKV, int HS) {
+    if (HS == 64) return fa_backward<64>(be, dq, dk, dv, dout, out, lse, D, q, k, v, start, prefix, T, NH, NKV);
+    return fa_backward<128>(be, dq, dk, dv, dout, out, lse, D, q, k, v, start, prefix, T, NH, NKV);
 }

@@ -2,7 +2,7 @@
  * attention_train_backward with BF16 q, k, v: the BF16 mixed-precision trainer's copies).
  *
  * The same flash-style algorithm, masks and outputs as train_attention.cu (row t sees keys
- * start[t] .. t; nothing of size T x T is stored; the backward recomputes scores from q, k and the
+ * start[t] .. t and those of a shared prefix [0, prefix); the key tiles of tr_key_tiles; nothing of size T x T is stored; the backward recomputes scores from q, k and the
  * saved lse), with the tile products on tensor cores through WMMA (16 x 16 x 16 BF16 fragments,
  * F32 accumulation): 4 warps a block, each warp owning 16 of the tile's 64 rows (queries in the
  * forward and dq passes, keys in the dk/dv pass), so that the softmax statistics and the
@@ -180,8 +180,8 @@ static __device__ __forceinline__ void tc_store_rows(float *dst, frag_c (&acc)[D
 
 template <int DP>
 static __global__ void __launch_bounds__(TC_THREADS)
-    k_att_fwd_tc(float *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, const int32_t *start, int T,
-                 int NH, int NKV, int HS, float scale, bool vec) {
+    k_att_fwd_tc(float *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, const int32_t *start,
+                 int prefix, int T, int NH, int NKV, int HS, float scale, bool vec) {
     griddep_wait();
     constexpr int LB = DP + 8, LO = DP + 4;
     extern __shared__ float4 smem4[];
@@ -199,8 +199,9 @@ static __global__ void __launch_bounds__(TC_THREADS)
     float m[16], l[16];
 #pragma unroll
     for (int r = 0; r < 16; r++) m[r] = -INFINITY, l[r] = 0.0f;
-    const int jb = start[t0], je = min(t0 + TC_ROWS, T) - 1;
-    for (int j0 = jb; j0 <= je; j0 += TC_KEYS) {
+    const tr_keys kt = tr_key_tiles(prefix, start[t0], min(t0 + TC_ROWS, T) - 1, TC_KEYS);
+    for (int it = 0; it < kt.nt; it++) {
+        const int j0 = tr_key_tile(kt, it, TC_KEYS);
         __syncthreads(); /* every warp is done with the previous Ks, Vs (and Qs, st are loaded) */
         tc_load_bf<DP>(Ks, k, j0, T, NKV, kvh, HS, vec);
         tc_load_bf<DP>(Vs, v, j0, T, NKV, kvh, HS, vec);
@@ -214,7 +215,7 @@ static __global__ void __launch_bounds__(TC_THREADS)
 #pragma unroll
             for (int c = 0; c < 2; c++) {
                 const int kk = lane + 32 * c, key = j0 + kk;
-                s[c] = (key >= rs && key <= row && key < T) ? Ss[rr * TC_LS + kk] * scale : -INFINITY;
+                s[c] = (tr_sees(key, row, rs, prefix) && key < T) ? Ss[rr * TC_LS + kk] * scale : -INFINITY;
             }
             const float mnew = fmaxf(m[r], warp_max(fmaxf(s[0], s[1])));
             float alpha = 1.0f, p[2] = {0.0f, 0.0f};
@@ -262,7 +263,8 @@ static __global__ void __launch_bounds__(TC_THREADS)
 template <int DP>
 static __global__ void __launch_bounds__(TC_THREADS)
     k_att_bwd_dq_tc(float *dq, const float *dout, const float *lse, const float *Dg, const bf16 *q, const bf16 *k,
-                    const bf16 *v, const int32_t *start, int T, int NH, int NKV, int HS, float scale, bool vec) {
+                    const bf16 *v, const int32_t *start, int prefix, int T, int NH, int NKV, int HS, float scale,
+                    bool vec) {
     griddep_wait();
     constexpr int LB = DP + 8;
     extern __shared__ float4 smem4[];
@@ -282,8 +284,9 @@ static __global__ void __launch_bounds__(TC_THREADS)
     frag_c acc[DP / 16];
 #pragma unroll
     for (int e = 0; e < DP / 16; e++) wmma::fill_fragment(acc[e], 0.0f);
-    const int jb = start[t0], je = min(t0 + TC_ROWS, T) - 1;
-    for (int j0 = jb; j0 <= je; j0 += TC_KEYS) {
+    const tr_keys kt = tr_key_tiles(prefix, start[t0], min(t0 + TC_ROWS, T) - 1, TC_KEYS);
+    for (int it = 0; it < kt.nt; it++) {
+        const int j0 = tr_key_tile(kt, it, TC_KEYS);
         __syncthreads();
         tc_load_bf<DP>(Ks, k, j0, T, NKV, kvh, HS, vec);
         tc_load_bf<DP>(Vs, v, j0, T, NKV, kvh, HS, vec);
@@ -293,7 +296,7 @@ static __global__ void __launch_bounds__(TC_THREADS)
         __syncwarp();
         for (int i = lane; i < 16 * TC_KEYS; i += 32) {
             const int rr = w0 + i / TC_KEYS, kk = i % TC_KEYS, row = t0 + rr, key = j0 + kk;
-            const bool ok = key >= st[rr] && key <= row && key < T;
+            const bool ok = tr_sees(key, row, st[rr], prefix) && key < T;
             const float p = ok ? expf(Ss[rr * TC_LS + kk] * scale - ls[rr]) : 0.0f;
             dSs[rr * TC_LP + kk] = f2bf(p * (Ps[rr * TC_LS + kk] - Ds[rr]));
         }
@@ -306,8 +309,8 @@ static __global__ void __launch_bounds__(TC_THREADS)
 template <int DP>
 static __global__ void __launch_bounds__(TC_THREADS)
     k_att_bwd_dkdv_tc(float *dk, float *dv, const float *dout, const float *lse, const float *Dg, const bf16 *q,
-                      const bf16 *k, const bf16 *v, const int32_t *start, int T, int NH, int NKV, int HS, float scale,
-                      bool vec) {
+                      const bf16 *k, const bf16 *v, const int32_t *start, int prefix, int T, int NH, int NKV, int HS,
+                      float scale, bool vec) {
     griddep_wait();
     constexpr int LB = DP + 8;
     extern __shared__ float4 smem4[];
@@ -329,8 +332,9 @@ static __global__ void __launch_bounds__(TC_THREADS)
     for (int g = 0; g < group; g++) {
         const int h = kvh * group + g;
         /* rows before j0 never see these keys; from the first row whose start is past je on,
-         * none does (starts only grow) */
-        for (int t0 = j0; t0 < T && start[t0] <= je; t0 += TC_ROWS) {
+         * none does (starts only grow), unless the tile holds prefix keys (every later row sees
+         * those) */
+        for (int t0 = j0; t0 < T && (start[t0] <= je || j0 < prefix); t0 += TC_ROWS) {
             __syncthreads(); /* every warp is done with the previous Qs, Gs, vals (Ks, Vs loaded) */
             tc_load_bf<DP>(Qs, q, t0, T, NH, h, HS, vec);
             tc_load_f32<DP>(Gs, dout, t0, T, NH, h, HS);
@@ -341,7 +345,7 @@ static __global__ void __launch_bounds__(TC_THREADS)
             __syncwarp();
             for (int i = lane; i < 16 * TC_ROWS; i += 32) {
                 const int kk = w0 + i / TC_ROWS, rr = i % TC_ROWS, key = j0 + kk, row = t0 + rr;
-                const bool ok = key >= st[rr] && key <= row && key < T;
+                const bool ok = tr_sees(key, row, st[rr], prefix) && key < T && row < T;
                 const float p = ok ? expf(St[kk * TC_LS + rr] * scale - ls[rr]) : 0.0f;
                 Pt[kk * TC_LP + rr] = f2bf(p);
                 dSt[kk * TC_LP + rr] = f2bf(p * (dPt[kk * TC_LS + rr] - Ds[rr]));
@@ -378,32 +382,35 @@ static bool tc_vec(int HS, const void *a, const void *b, const void *c) {
 }
 
 dspy_status dspy_cu_attention_train_tc(dspy_backend *be, float *out, float *lse, const bf16 *q, const bf16 *k,
-                                       const bf16 *v, const int32_t *start, int T, int NH, int NKV, int HS) {
+                                       const bf16 *v, const int32_t *start, int prefix, int T, int NH, int NKV,
+                                       int HS) {
     const float scale = (float)(1.0 / sqrt((double)HS));
     const bool vec = tc_vec(HS, q, k, v);
     dim3 grid(cu_blocks(T, TC_ROWS), NH);
     if (HS <= 64)
         return cu_launch(be, "attention_train (BF16)", k_att_fwd_tc<64>, grid, TC_THREADS, fwd_tc_smem<64>(), out,
-                         lse, q, k, v, start, T, NH, NKV, HS, scale, vec);
+                         lse, q, k, v, start, prefix, T, NH, NKV, HS, scale, vec);
     return cu_launch(be, "attention_train (BF16)", k_att_fwd_tc<128>, grid, TC_THREADS, fwd_tc_smem<128>(), out, lse,
-                     q, k, v, start, T, NH, NKV, HS, scale, vec);
+                     q, k, v, start, prefix, T, NH, NKV, HS, scale, vec);
 }
 
 dspy_status dspy_cu_attention_train_backward_tc(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout,
                                                 const float *lse, const float *D, const bf16 *q, const bf16 *k,
-                                                const bf16 *v, const int32_t *start, int T, int NH, int NKV,
-                                                int HS) {
+                                                const bf16 *v, const int32_t *start, int prefix, int T, int NH,
+                                                int NKV, int HS) {
     const float scale = (float)(1.0 / sqrt((double)HS));
     const bool vec = tc_vec(HS, q, k, v);
     dim3 gkv(cu_blocks(T, TC_KEYS), NKV), gq(cu_blocks(T, TC_ROWS), NH);
     if (HS <= 64) {
         DSPY_TRY(cu_launch(be, "attention_train_backward (BF16 dk, dv)", k_att_bwd_dkdv_tc<64>, gkv, TC_THREADS,
-                           dkdv_tc_smem<64>(), dk, dv, dout, lse, D, q, k, v, start, T, NH, NKV, HS, scale, vec));
+                           dkdv_tc_smem<64>(), dk, dv, dout, lse, D, q, k, v, start, prefix, T, NH, NKV, HS, scale,
+                           vec));
         return cu_launch(be, "attention_train_backward (BF16 dq)", k_att_bwd_dq_tc<64>, gq, TC_THREADS,
-                         dq_tc_smem<64>(), dq, dout, lse, D, q, k, v, start, T, NH, NKV, HS, scale, vec);
+                         dq_tc_smem<64>(), dq, dout, lse, D, q, k, v, start, prefix, T, NH, NKV, HS, scale, vec);
     }
     DSPY_TRY(cu_launch(be, "attention_train_backward (BF16 dk, dv)", k_att_bwd_dkdv_tc<128>, gkv, TC_THREADS,
-                       dkdv_tc_smem<128>(), dk, dv, dout, lse, D, q, k, v, start, T, NH, NKV, HS, scale, vec));
+                       dkdv_tc_smem<128>(), dk, dv, dout, lse, D, q, k, v, start, prefix, T, NH, NKV, HS, scale,
+                           vec));
     return cu_launch(be, "attention_train_backward (BF16 dq)", k_att_bwd_dq_tc<128>, gq, TC_THREADS,
-                     dq_tc_smem<128>(), dq, dout, lse, D, q, k, v, start, T, NH, NKV, HS, scale, vec);
+                     dq_tc_smem<128>(), dq, dout, lse, D, q, k, v, start, prefix, T, NH, NKV, HS, scale, vec);
 }
