@@ -4,9 +4,11 @@
 # the GPU build (cmake -B build-gpu -DCMAKE_CUDA_ARCHITECTURES=90) and the shared tokenizer gathered
 # into carry/ by bench/pack_gpu.sh.
 #
-#   bench/run_gpu.sh [tests] [bench] [step] [minkeys] [attn] [pfvar] [cluster] [b1pair] [sweep] [b2] [torch] [serve] [t1] [b3] [tutorial]
+#   bench/run_gpu.sh [tests] [bench] [step] [minkeys] [attn] [pfvar] [cluster] [b1pair] [sweep] [b2] [torch] [serve] [t1] [t2] [b3] [tutorial]
 #   (default: tests bench torch serve)
 # t1: issue 11's training benchmark (bench_train, then bench/torch_train.py eager and compiled).
+# t2: issue 11's T2 (bench_train --t2 one epoch, shared and unshared; torch_train.py --t2, T2_TORCH_STEPS
+#     of the epoch's steps timed and scaled, said in its output).
 # tutorial: issue 12 item 8, `dspy compile` end to end on the 1B shape (TUT_ARGS adds options).
 # Logs and JSON go to $OUT (the device tool's folder) or ./out.
 set -uo pipefail
@@ -41,7 +43,7 @@ if has tests; then
   (cd build-gpu && DSPY_CUDA_PREFILL_HEADS=1 DSPY_CUDA_RELEASE=31 timeout 300 ./tests/test_cuda_ops 2>&1 | grep -E "FAIL|passed" | tail -n 5)
   (cd build-gpu && DSPY_CUDA_RELEASE=31 timeout 300 ./tests/test_cuda_model 2>&1 | grep -E "FAIL|passed" | tail -n 5)
 fi
-if has bench || has torch || has sweep || has b2 || has step || has minkeys || has attn || has pfvar || has cluster || has b1pair || has b3 || has t1; then
+if has bench || has torch || has sweep || has b2 || has step || has minkeys || has attn || has pfvar || has cluster || has b1pair || has b3 || has t2 || has t1; then
   [ -f "$MODEL/model.safetensors" ] || LD_LIBRARY_PATH=${ORIG_LD_LIBRARY_PATH-} timeout 300 python3 bench/torch_baseline.py --make-model "$MODEL" 2>&1 | tail -2
 fi
 if has bench; then
@@ -141,6 +143,14 @@ if has b3; then
   timeout 400 build-gpu/bench/bench_serve_load --scenario crowd --model "$MODEL" --device cuda --clients 256 --reqs 2000 \
     --rounds 5 --max-tokens 16 --stream-every 2 2>&1 | tee "$OUT/b3.txt" | grep -E "^(server|crowd|bench_serve_load)"
 fi
+if has t2; then
+  echo "== T2: the tutorial's fine-tune (500 examples, a shared 1,300-token prompt + ~280 own tokens, batch 1 x 8,"
+  echo "   BF16), one epoch measured, ours without and with prefix-shared steps, then PyTorch eager and compiled"
+  timeout 150 build-gpu/bench/bench_train --t2 --model "$MODEL" --device cuda --epochs 1 --warmup 1 2>&1 | tee "$OUT/t2.jsonl"
+  LD_LIBRARY_PATH=${ORIG_LD_LIBRARY_PATH-} PYTHONUNBUFFERED=1 timeout ${T2_TORCH_TIMEOUT:-240} python3 bench/torch_train.py --t2 \
+    --model "$MODEL" --modes eager,compiled --epochs 1 --warmup 1 --t2-steps ${T2_TORCH_STEPS:-16} 2>&1 \
+    | grep --line-buffered -v Warning | tee -a "$OUT/t2.jsonl"
+fi
 if has tutorial; then
   echo "== issue 12 item 8: the tutorial end to end on the GPU (oracle teacher, 1B-shape student, 500 traces,"
   echo "   DSPy's default train_kwargs on CUDA, ChainOfThought over the 77 labels, 100 dev questions by ${TUT_THREADS:-16} threads)"
@@ -223,6 +233,13 @@ if "T1_profile" in t1:
     p = t1["T1_profile"]
     print(f"| T1 step breakdown (ours) | step {p['step_ms']:.1f} ms: fwd {p['fwd_ms_per_seq']:.1f} / fwd+bwd {p['fwd_bwd_ms_per_seq']:.1f} ms per seq, "
           f"optimizer {p['rest_of_step_ms']:.1f} ms, attention {p['attention_ms_per_step']:.1f} ms/step | | | | |")
+for r in load("t2.jsonl"):
+    if r.get("bench") == "T2":
+        print(f"| T2 ours BF16 {'prefix-shared' if r['share_prefix'] else 'unshared'} (1 epoch) | {r['seconds']:.2f} s, "
+              f"5 epochs ~{r['est_5_epochs_s']:.1f} s | | | | {r['tokens_computed']} of {r['tokens']} tokens computed |")
+    elif r.get("bench") == "T2_torch":
+        ex = f" (from {r['extrapolated_from_steps']} steps)" if r.get("extrapolated_from_steps") else ""
+        print(f"| T2 PyTorch {r['mode']} (1 epoch{ex}) | | {r['epoch_s']:.2f} s, 5 epochs ~{r['est_5_epochs_s']:.1f} s | | | |")
 if "copy" in ours:
     print(f"| copy bandwidth | {ours['copy']['GBps']:.0f} GB/s | | | | weights {ours['copy']['weight_bytes'] / 1e9:.2f} GB |")
 PY
