@@ -30,7 +30,8 @@
  *                   "lr", "tokens", "labels", "tokens_per_s", "elapsed"} (epoch fractional, as HF
  *                   logs it; tokens = all tokens of the step's sequences; elapsed seconds since
  *                   the start of training, resumed runs continuing the count)
- *   checkpoint-N/   every save_steps optimizer steps, at the end of every epoch and at the end:
+ *   checkpoint-N/   every save_steps optimizer steps, at the end of training, and at the end of
+ *                   an epoch when epoch_save_after_s of training have passed since the last one:
  *                   model.safetensors (the trainable parameters, fp32: the whole model for full
  *                   fine-tuning, so with config.json next to it transformers loads it; the LoRA
  *                   A/B matrices with use_peft), optimizer.safetensors (AdamW's exp_avg and
@@ -114,6 +115,14 @@ typedef struct dspy_train_params {
     double lora_dropout;                 /* 0.05 */
     /* dspy.c's own */
     bool resume;                         /* false; true: continue from the newest checkpoint */
+    double epoch_save_after_s;           /* 300: an epoch end writes a checkpoint only when at least
+                                            this many seconds of training have passed since the last
+                                            checkpoint (or the start); 0: at every epoch end. Why: a
+                                            1B model's checkpoint (F32 weights + AdamW state) is
+                                            ~15 GB; the tutorial's 5 epochs take ~1 minute on an
+                                            H200 and their 5 epoch-end checkpoints measured ~80 s
+                                            more, while an hours-long CPU run still gets one per
+                                            epoch */
     int32_t n_threads;                   /* OpenMP threads; 0 = the OpenMP default */
     const char *cpu_kernels;             /* CPU steps: NULL or "reference" (the fp32 parity kernels)
                                             or "fast" (SIMD F32 products: deterministic for any

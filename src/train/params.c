@@ -42,6 +42,7 @@ dspy_train_params dspy_train_params_default(void) {
         .lora_alpha = 64.0,
         .lora_dropout = 0.05,
         .resume = false,
+        .epoch_save_after_s = 300,
         .n_threads = 0,
         .cpu_kernels = NULL,
         .chat_date = NULL,
@@ -99,6 +100,7 @@ static const keydef k_keys[] = {
     {"lora_alpha", K_DOUBLE, F(lora_alpha), false},
     {"lora_dropout", K_DOUBLE, F(lora_dropout), false},
     {"resume", K_BOOL, F(resume), false},
+    {"epoch_save_after_s", K_DOUBLE, F(epoch_save_after_s), false},
     {"n_threads", K_INT32, F(n_threads), false},
     {"cpu_kernels", K_STR, F(cpu_kernels), true},
     {"chat_date", K_STR, F(chat_date), true},
@@ -249,6 +251,8 @@ dspy_status dspy_train_params_validate(const dspy_train_params *p) {
     NEED(p->adam_beta2 >= 0 && p->adam_beta2 < 1, "adam_beta2 is %g; it must be in [0, 1)", p->adam_beta2);
     NEED(p->adam_epsilon > 0, "adam_epsilon is %g; it must be positive", p->adam_epsilon);
     NEED(p->save_steps >= 1, "save_steps is %d; it must be at least 1", p->save_steps);
+    NEED(p->epoch_save_after_s >= 0, "epoch_save_after_s is %g; it must be >= 0 (0: a checkpoint at every epoch end)",
+         p->epoch_save_after_s);
     NEED(p->save_total_limit >= 0, "save_total_limit is %d; it must be >= 0 (0 keeps all)", p->save_total_limit);
     NEED(p->max_steps != 0, "max_steps is 0; use -1 to train num_train_epochs epochs");
     NEED(p->n_threads >= 0, "n_threads is %d; it must be >= 0", p->n_threads);

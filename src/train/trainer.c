@@ -353,7 +353,7 @@ static dspy_status run(trainer *T, dspy_train_progress_fn fn, void *ud, dspy_tra
         st = dspy_fail(DSPY_ERR_NOMEM, "finetune: out of memory");
         goto done;
     }
-    double t_start = dspy_now_s();
+    double t_start = dspy_now_s(), last_save_s = 0; /* training seconds of this run at the last checkpoint */
     bool told_share = false;
     res->first_loss = res->final_loss = NAN;
     for (; epoch < T->n_epochs && step < T->total_steps; epoch++, seq_pos = 0, have_rng = false) {
@@ -411,9 +411,11 @@ static dspy_status run(trainer *T, dspy_train_progress_fn fn, void *ud, dspy_tra
             if ((st = metrics_write(T, &pr, ss.n_labels))) goto done;
             emit(fn, ud, &pr);
             bool epoch_end = (size_t)seq_pos >= nseq || in_epoch >= T->steps_in_epoch[epoch];
-            if (step % T->p.save_steps == 0 || epoch_end || step == T->total_steps) {
+            bool epoch_save = epoch_end && run_s - last_save_s >= T->p.epoch_save_after_s;
+            if (step % T->p.save_steps == 0 || epoch_save || step == T->total_steps) {
                 int64_t ne = epoch_end ? epoch + 1 : epoch, np = epoch_end ? 0 : seq_pos;
                 if ((st = save(T, step, ne, np, elapsed0 + run_s, fn, ud, pr.epoch))) goto done;
+                last_save_s = dspy_now_s() - t_start;
             }
         }
     }

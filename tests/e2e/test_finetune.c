@@ -393,8 +393,40 @@ static void test_shared_prefix(void) {
     free(out);
 }
 
+/* Epoch-end checkpoints: 2 epochs of 8 steps, every checkpoint kept. With epoch_save_after_s 0
+ * the end of epoch 1 (step 8) writes one; with the default (300 s: these seconds-long epochs never
+ * reach it) only the end of training (16) does. A negative value is refused before training. */
+static void test_epoch_saves(void) {
+    if (!setup()) return;
+    char cmd[4096], *out = NULL;
+    const char *common = "--num_train_epochs 2 --gradient-accumulation-steps 1 --packing false --save_total_limit 0 "
+                         "--learning_rate 1e-3 --quiet";
+    for (int every = 0; every < 2; every++) {
+        char dir[1024];
+        snprintf(dir, sizeof dir, "%s/epoch_saves_%d", test_tmpdir(), every);
+        snprintf(cmd, sizeof cmd, "'%s' finetune --model '%s' --data '%s' --out '%s' %s%s", test_bin("dspy"), g_model,
+                 g_data, dir, common, every ? " --epoch_save_after_s 0" : "");
+        CHECK_INT(run_cmd(cmd, &out), 0);
+        free(out);
+        dspy_str p = DSPY_STR_INIT;
+        dspy_str_appendf(&p, "%s/checkpoint-8", dir);
+        check_report(exists(p.ptr) == (every == 1), __FILE__, __LINE__, "%s: %s", p.ptr,
+                     every ? "missing with epoch_save_after_s 0" : "written although the epoch took < 300 s");
+        dspy_str_clear(&p);
+        dspy_str_appendf(&p, "%s/checkpoint-16", dir);
+        CHECK(exists(p.ptr));
+        dspy_str_free(&p);
+    }
+    snprintf(cmd, sizeof cmd, "'%s' finetune --model '%s' --data '%s' --out '%s/epoch_saves_bad' %s --epoch_save_after_s -1",
+             test_bin("dspy"), g_model, g_data, test_tmpdir(), common);
+    CHECK_INT(run_cmd(cmd, &out), 2);
+    CHECK_CONTAINS(out, "epoch_save_after_s is -1; it must be >= 0");
+    free(out);
+}
+
 int main(void) {
     RUN(test_train_and_generate);
+    RUN(test_epoch_saves);
     RUN(test_kill_and_resume);
     RUN(test_lora_and_errors);
     RUN(test_device);

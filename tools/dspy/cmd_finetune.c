@@ -22,7 +22,7 @@ static const char *const k_kwargs[] = {
     "max_seq_length", "packing", "bf16", "use_peft", "output_dir", "device", "lr_scheduler_type", "warmup_ratio",
     "warmup_steps", "weight_decay", "max_grad_norm", "adam_beta1", "adam_beta2", "adam_epsilon", "seed",
     "save_steps", "save_total_limit", "max_steps", "lora_r", "lora_alpha", "lora_dropout", "n_threads", "chat_date",
-    "cpu_kernels", "share_prefix",
+    "cpu_kernels", "share_prefix", "epoch_save_after_s",
 };
 
 int cmd_finetune(int argc, char **argv) {
@@ -59,7 +59,9 @@ int cmd_finetune(int argc, char **argv) {
         {"adam_beta2", "X", "AdamW beta2", false, false, "0.999"},
         {"adam_epsilon", "X", "AdamW epsilon", false, false, "1e-8"},
         {"seed", "N", "data order (Random(seed + epoch)) and LoRA init/dropout", false, false, "42"},
-        {"save_steps", "N", "checkpoint every N optimizer steps (and at every epoch end)", false, false, "10000"},
+        {"save_steps", "N", "checkpoint every N optimizer steps (and at the end)", false, false, "10000"},
+        {"epoch_save_after_s", "S", "checkpoint at an epoch end when S seconds of training have passed since the last "
+                                    "one (0: every epoch end)", false, false, "300"},
         {"save_total_limit", "N", "checkpoints kept (0: all)", false, false, "1"},
         {"max_steps", "N", "stop after N optimizer steps (-1: train num_train_epochs)", false, false, "-1"},
         {"lora_r", "N", "LoRA rank", false, false, "32"},
