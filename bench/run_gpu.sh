@@ -7,6 +7,7 @@
 #   bench/run_gpu.sh [tests] [bench] [step] [minkeys] [attn] [pfvar] [cluster] [b1pair] [sweep] [b2] [torch] [serve] [t1] [t2] [b3] [tutorial]
 #   (default: tests bench torch serve)
 # t1: issue 11's training benchmark (bench_train, then bench/torch_train.py eager and compiled).
+# step: also decode steps of STEP_BATCHES ("batch DSPY_CUDA_MMA shared-positions" triples).
 # t2: issue 11's T2 (bench_train --t2 one epoch, shared and unshared; torch_train.py --t2, T2_TORCH_STEPS
 #     of the epoch's steps timed and scaled, said in its output).
 # tutorial: issue 12 item 8, `dspy compile` end to end on the 1B shape (TUT_ARGS adds options).
@@ -41,7 +42,10 @@ if has tests; then
   done
   [ -n "${TESTS:-}" ] || {
   echo "-- the kernel variants the benchmark compares (one query head per prefill CTA; every kernel releasing early)"
-  (cd build-gpu && DSPY_CUDA_PREFILL_HEADS=1 DSPY_CUDA_RELEASE=31 timeout 300 ./tests/test_cuda_ops 2>&1 | grep -E "FAIL|passed" | tail -n 5)
+  (cd build-gpu && DSPY_CUDA_PREFILL64=0 DSPY_CUDA_PREFILL_HEADS=1 DSPY_CUDA_RELEASE=31 timeout 300 ./tests/test_cuda_ops 2>&1 | grep -E "FAIL|passed" | tail -n 5)
+  echo "-- the older prefill kernel at head size 64 (DSPY_CUDA_PREFILL64=0), and decode rows 5-16 on the composed path (DSPY_CUDA_MMA=0)"
+  (cd build-gpu && DSPY_CUDA_PREFILL64=0 DSPY_CUDA_MMA=0 timeout 300 ./tests/test_cuda_ops 2>&1 | grep -E "FAIL|passed" | tail -n 5)
+  (cd build-gpu && DSPY_CUDA_PREFILL64=0 DSPY_CUDA_MMA=0 timeout 300 ./tests/test_cuda_model 2>&1 | grep -E "FAIL|passed" | tail -n 5)
   (cd build-gpu && DSPY_CUDA_RELEASE=31 timeout 300 ./tests/test_cuda_model 2>&1 | grep -E "FAIL|passed" | tail -n 5)
   }
 fi
@@ -54,8 +58,8 @@ if has bench; then
   echo "-- B1 without programmatic dependent launch, and without CUDA graphs"
   DSPY_CUDA_PDL=0 timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-b1 1 2>&1 | grep B1
   DSPY_CUDA_GRAPHS=0 timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-b1 1 2>&1 | grep B1
-  echo "-- prefill with the previous attention variant (Q in registers, DSPY_CUDA_PREFILL_HEADS=2)"
-  DSPY_CUDA_PREFILL_HEADS=2 timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-prefill 1 2>&1 | grep -E '"prefill"|prefill_op'
+  echo "-- prefill with the older attention kernel (DSPY_CUDA_PREFILL64=0)"
+  DSPY_CUDA_PREFILL64=0 timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-prefill 1 2>&1 | grep -E '"prefill"|prefill_op'
   echo "-- prefill with other chunk sizes"
   for ch in 8192 16384; do
     timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-prefill 1 --prefill-chunk $ch 2>&1 | grep '"prefill"'
@@ -68,6 +72,12 @@ if has step; then
   for rl in ${RELEASES:-11}; do
     echo "-- DSPY_CUDA_RELEASE=$rl"
     DSPY_CUDA_RELEASE=$rl timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-step 1 2>&1 | grep '"step"'
+  done
+  for cfg in ${STEP_BATCHES:-"16 1 0" "16 0 0" "16 1 1300" "8 1 0"}; do   # batch, DSPY_CUDA_MMA, shared prefix positions
+    set -- $cfg
+    echo "-- $1 sequences, DSPY_CUDA_MMA=$2, first $3 positions in shared KV blocks"
+    DSPY_CUDA_MMA=$2 timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-step 1 --step-batch $1 \
+      --step-shared $3 2>&1 | grep '"step"'
   done
 fi
 if has minkeys; then
@@ -85,7 +95,11 @@ if has attn; then
   timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-prefill-ops 1 2>&1 | grep prefill_op
 fi
 if has pfvar; then
-  echo "== prefill attention variants (DSPY_CUDA_PREFILL_HEADS, see cuda.cuh: 4 default)"
+  echo "== prefill attention variants: k_prefill64 (default), then the older kernel (DSPY_CUDA_PREFILL64=0) by"
+  echo "   DSPY_CUDA_PREFILL_HEADS (cuda.cuh: 4 its default, 2 Q held, 1 one head a CTA)"
+  printf 'k_prefill64: '
+  timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-prefill-ops 1 2>&1 | grep '"attention"'
+  export DSPY_CUDA_PREFILL64=0
   for v in ${PFVARS:-4 2 1}; do
     printf 'variant %s: ' $v
     DSPY_CUDA_PREFILL_HEADS=$v timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-prefill-ops 1 2>&1 | grep '"attention"'
@@ -97,6 +111,7 @@ if has pfvar; then
       DSPY_CUDA_PREFILL_HEADS=$v timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-prefill 1 --prefill-chunk $ch 2>&1 | grep '"prefill"'
     done
   done
+  unset DSPY_CUDA_PREFILL64
 fi
 if has cluster; then
   echo "== decode attention combined through thread-block clusters (DSPY_CUDA_DEC_CLUSTER: 0 global, 16 the default)"

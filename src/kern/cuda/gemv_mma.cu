@@ -360,7 +360,7 @@ static int g_smem_optin;
 static bool aligned16(const void *p) { return (uintptr_t)p % 16 == 0; }
 
 /* DSPY_CUDA_MMA=0 (read at backend init) sends 5..16 rows back to the composed path: the
- * before/after comparison of bench/run_gpu_h10b.sh in one build. */
+ * before/after comparison of bench/run_gpu.sh (step, STEP_BATCHES) in one build. */
 static bool g_mma_off;
 
 bool dspy_cu_mma_fits(int N, int C, const void *w, const void *inp) {
