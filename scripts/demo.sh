@@ -22,7 +22,8 @@
 #              products in the trainer; DEMO_CPU_KERNELS=reference runs the fp32 reference kernels;
 #              OpenMP threads wait passively (OMP_WAIT_POLICY=passive unless set).
 # Override with the environment: DEMO_TRAIN, DEMO_DEV, DEMO_EPOCHS, DEMO_LR, DEMO_MAX_TOKENS,
-# DEMO_MODULE (predict or cot), DEMO_THREADS, DEMO_CPU_KERNELS, DEMO_OUT.
+# DEMO_MODULE (predict or cot), DEMO_THREADS, DEMO_CPU_KERNELS, DEMO_OUT, DEMO_ACCUM (examples per
+# optimizer step; with more than one, the step's shared prompt is computed once: share_prefix).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DSPY=${DSPY:-./build/bin/dspy}
@@ -38,6 +39,7 @@ LR=${DEMO_LR:-1e-2}
 MAXTOK=${DEMO_MAX_TOKENS:-24}
 MODULE=${DEMO_MODULE:-predict}
 THREADS=${DEMO_THREADS:-2}
+ACCUM=${DEMO_ACCUM:-1}
 KERNELS=${DEMO_CPU_KERNELS:-fast}
 export DSPY_CPU_KERNELS="$KERNELS" # the `dspy serve` processes that compile and eval launch
 # Idle OpenMP threads sleep instead of spinning: on a machine whose cores other jobs share, a
@@ -62,7 +64,7 @@ $DSPY compile --teacher oracle --student "$OUT/student" --data-dir "$SHARED/data
   --limit-train "$TRAIN" --limit-dev "$DEV" --num-threads "$THREADS" --max-tokens "$MAXTOK" \
   --module "$MODULE" --observed-labels --no-json-fallback \
   --train-kwargs num_train_epochs="$EPOCHS" --train-kwargs learning_rate="$LR" \
-  --train-kwargs gradient_accumulation_steps=1 --train-kwargs packing=false \
+  --train-kwargs gradient_accumulation_steps="$ACCUM" --train-kwargs packing=false \
   --train-kwargs lr_scheduler_type=cosine --train-kwargs warmup_ratio=0.05 \
   --train-kwargs cpu_kernels="$KERNELS" \
   --display-table 5 --out "$OUT"

@@ -355,6 +355,15 @@ static void test_child_override(void) {
     int code = -1;
     CHECK_OK(dspy_local_kill(s, &code));
     CHECK_INT(code, 0);
+    if (code != 0 && dspy_local_log_path(s)) {
+        /* what the child said before it died (under ASan: the report), since the test's temporary
+         * directory, which holds the log, is removed at the end */
+        char *log = test_slurp(dspy_local_log_path(s));
+        size_t n = strlen(log);
+        fprintf(stderr, "--- the child's log (%s), last 4000 bytes ---\n%s\n---\n", dspy_local_log_path(s),
+                log + (n > 4000 ? n - 4000 : 0));
+        free(log);
+    }
     dspy_local_free(s);
 }
 
