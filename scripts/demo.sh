@@ -32,8 +32,8 @@ OUT=${DEMO_OUT:-demo-out}
 TRAIN=${DEMO_TRAIN:-300}
 DEV=${DEMO_DEV:-100}
 # 6 epochs at lr 1e-2: the first setting measured to learn the intents, not only the answer
-# format (41 % against a 17 % majority rate, 188 s wall; 1 epoch at 5e-3 and 4-6 epochs at
-# 2e-2-3e-2 answered one intent for every question or reached 32 %: README, "Numbers")
+# format (41 % against a 17 % majority rate, 127 s wall on a quiet machine; 1 epoch at 5e-3 and
+# 4-6 epochs at 2e-2-3e-2 answered one intent for every question or reached 32 %: README, "Numbers")
 EPOCHS=${DEMO_EPOCHS:-6}
 LR=${DEMO_LR:-1e-2}
 MAXTOK=${DEMO_MAX_TOKENS:-24}
