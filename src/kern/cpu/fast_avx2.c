@@ -28,97 +28,58 @@ static inline TAVX2 __attribute__((always_inline)) float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/* NR (1 or 2) rows from x against 4 weight rows; the K tail comes zero-padded in xt/wt. */
-static inline TAVX2 __attribute__((always_inline)) void rows(const int NR, const uint16_t *x, size_t ldx,
-                                                             const uint16_t *const w[4], int K, int kt,
-                                                             const uint16_t xt[2][8], const uint16_t wt[4][8],
-                                                             float out[2][4]) {
-    __m256 acc[2][4];
-    for (int r = 0; r < NR; r++)
-        for (int j = 0; j < 4; j++) acc[r][j] = _mm256_setzero_ps();
-    for (int k = 0; k < kt; k += 8) {
-        __m256 wv[4];
-        for (int j = 0; j < 4; j++) wv[j] = widen(w[j] + k);
-        for (int r = 0; r < NR; r++) {
-            __m256 xv = widen(x + (size_t)r * ldx + k);
-            for (int j = 0; j < 4; j++) acc[r][j] = _mm256_fmadd_ps(xv, wv[j], acc[r][j]);
-        }
-    }
-    if (kt < K) {
-        __m256 wv[4];
-        for (int j = 0; j < 4; j++) wv[j] = widen(wt[j]);
-        for (int r = 0; r < NR; r++) {
-            __m256 xv = widen(xt[r]);
-            for (int j = 0; j < 4; j++) acc[r][j] = _mm256_fmadd_ps(xv, wv[j], acc[r][j]);
-        }
-    }
-    for (int r = 0; r < NR; r++)
-        for (int j = 0; j < 4; j++) out[r][j] = hsum(acc[r][j]);
-}
+static inline TAVX2 __attribute__((always_inline)) __m256 load_f32(const float *p) { return _mm256_loadu_ps(p); }
 
-TAVX2 void dspy_cpu_tile_avx2(const uint16_t *x, size_t ldx, int nr, const uint16_t *const w[4], int K,
-                              float out[4][4]) {
-    const int kt = K & ~7; /* whole blocks of 8 */
-    uint16_t wt[4][8] = {{0}}, xt[4][8] = {{0}};
-    for (int i = kt; i < K; i++) {
-        for (int j = 0; j < 4; j++) wt[j][i - kt] = w[j][i];
-        for (int r = 0; r < nr; r++) xt[r][i - kt] = x[(size_t)r * ldx + i];
+/* The tile for element type T whose 8 consecutive elements LOAD widens to F32 lanes (BF16:
+ * widen, F32: load_f32). Defines ROWS(NR (1 or 2) rows from x against 4 weight rows, the K tail
+ * zero-padded in xt/wt; lane l sums k = 8 i + l) and the exported TILE over nr <= 4 rows, two at
+ * a time. One body for both element types, so their summation orders cannot drift apart. */
+#define DEFINE_TILE(TILE, ROWS, T, LOAD)                                                                         \
+    static inline TAVX2 __attribute__((always_inline)) void ROWS(const int NR, const T *x, size_t ldx,          \
+                                                                 const T *const w[4], int K, int kt,            \
+                                                                 const T xt[2][8], const T wt[4][8],            \
+                                                                 float out[2][4]) {                             \
+        __m256 acc[2][4];                                                                                       \
+        for (int r = 0; r < NR; r++)                                                                            \
+            for (int j = 0; j < 4; j++) acc[r][j] = _mm256_setzero_ps();                                        \
+        for (int k = 0; k < kt; k += 8) {                                                                       \
+            __m256 wv[4];                                                                                       \
+            for (int j = 0; j < 4; j++) wv[j] = LOAD(w[j] + k);                                                 \
+            for (int r = 0; r < NR; r++) {                                                                      \
+                __m256 xv = LOAD(x + (size_t)r * ldx + k);                                                      \
+                for (int j = 0; j < 4; j++) acc[r][j] = _mm256_fmadd_ps(xv, wv[j], acc[r][j]);                  \
+            }                                                                                                   \
+        }                                                                                                       \
+        if (kt < K) {                                                                                           \
+            __m256 wv[4];                                                                                       \
+            for (int j = 0; j < 4; j++) wv[j] = LOAD(wt[j]);                                                    \
+            for (int r = 0; r < NR; r++) {                                                                      \
+                __m256 xv = LOAD(xt[r]);                                                                        \
+                for (int j = 0; j < 4; j++) acc[r][j] = _mm256_fmadd_ps(xv, wv[j], acc[r][j]);                  \
+            }                                                                                                   \
+        }                                                                                                       \
+        for (int r = 0; r < NR; r++)                                                                            \
+            for (int j = 0; j < 4; j++) out[r][j] = hsum(acc[r][j]);                                            \
+    }                                                                                                           \
+    TAVX2 void TILE(const T *x, size_t ldx, int nr, const T *const w[4], int K, float out[4][4]) {              \
+        const int kt = K & ~7; /* whole blocks of 8 */                                                          \
+        T wt[4][8] = {{0}}, xt[4][8] = {{0}};                                                                   \
+        for (int i = kt; i < K; i++) {                                                                          \
+            for (int j = 0; j < 4; j++) wt[j][i - kt] = w[j][i];                                                \
+            for (int r = 0; r < nr; r++) xt[r][i - kt] = x[(size_t)r * ldx + i];                                \
+        }                                                                                                       \
+        for (int r0 = 0; r0 < nr; r0 += 2) {                                                                    \
+            float o[2][4];                                                                                      \
+            const T *xr = x + (size_t)r0 * ldx;                                                                 \
+            if (nr - r0 >= 2) ROWS(2, xr, ldx, w, K, kt, (const T(*)[8])xt[r0], (const T(*)[8])wt, o);          \
+            else ROWS(1, xr, ldx, w, K, kt, (const T(*)[8])xt[r0], (const T(*)[8])wt, o);                       \
+            for (int r = r0; r < nr && r < r0 + 2; r++)                                                         \
+                for (int j = 0; j < 4; j++) out[r][j] = o[r - r0][j];                                           \
+        }                                                                                                       \
     }
-    for (int r0 = 0; r0 < nr; r0 += 2) {
-        float o[2][4];
-        const uint16_t *xr = x + (size_t)r0 * ldx;
-        if (nr - r0 >= 2) rows(2, xr, ldx, w, K, kt, (const uint16_t(*)[8])xt[r0], (const uint16_t(*)[8])wt, o);
-        else rows(1, xr, ldx, w, K, kt, (const uint16_t(*)[8])xt[r0], (const uint16_t(*)[8])wt, o);
-        for (int r = r0; r < nr && r < r0 + 2; r++)
-            for (int j = 0; j < 4; j++) out[r][j] = o[r - r0][j];
-    }
-}
 
-/* F32 rows, NR (1 or 2) at a time: lane l sums k = 8 i + l, the K tail zero-padded in xt/wt. */
-static inline TAVX2 __attribute__((always_inline)) void rows_f32(const int NR, const float *x, size_t ldx,
-                                                                 const float *const w[4], int K, int kt,
-                                                                 const float xt[2][8], const float wt[4][8],
-                                                                 float out[2][4]) {
-    __m256 acc[2][4];
-    for (int r = 0; r < NR; r++)
-        for (int j = 0; j < 4; j++) acc[r][j] = _mm256_setzero_ps();
-    for (int k = 0; k < kt; k += 8) {
-        __m256 wv[4];
-        for (int j = 0; j < 4; j++) wv[j] = _mm256_loadu_ps(w[j] + k);
-        for (int r = 0; r < NR; r++) {
-            __m256 xv = _mm256_loadu_ps(x + (size_t)r * ldx + k);
-            for (int j = 0; j < 4; j++) acc[r][j] = _mm256_fmadd_ps(xv, wv[j], acc[r][j]);
-        }
-    }
-    if (kt < K) {
-        __m256 wv[4];
-        for (int j = 0; j < 4; j++) wv[j] = _mm256_loadu_ps(wt[j]);
-        for (int r = 0; r < NR; r++) {
-            __m256 xv = _mm256_loadu_ps(xt[r]);
-            for (int j = 0; j < 4; j++) acc[r][j] = _mm256_fmadd_ps(xv, wv[j], acc[r][j]);
-        }
-    }
-    for (int r = 0; r < NR; r++)
-        for (int j = 0; j < 4; j++) out[r][j] = hsum(acc[r][j]);
-}
-
-TAVX2 void dspy_cpu_tile_f32_avx2(const float *x, size_t ldx, int nr, const float *const w[4], int K,
-                                  float out[4][4]) {
-    const int kt = K & ~7;
-    float wt[4][8] = {{0}}, xt[4][8] = {{0}};
-    for (int i = kt; i < K; i++) {
-        for (int j = 0; j < 4; j++) wt[j][i - kt] = w[j][i];
-        for (int r = 0; r < nr; r++) xt[r][i - kt] = x[(size_t)r * ldx + i];
-    }
-    for (int r0 = 0; r0 < nr; r0 += 2) {
-        float o[2][4];
-        const float *xr = x + (size_t)r0 * ldx;
-        if (nr - r0 >= 2) rows_f32(2, xr, ldx, w, K, kt, (const float(*)[8])xt[r0], (const float(*)[8])wt, o);
-        else rows_f32(1, xr, ldx, w, K, kt, (const float(*)[8])xt[r0], (const float(*)[8])wt, o);
-        for (int r = r0; r < nr && r < r0 + 2; r++)
-            for (int j = 0; j < 4; j++) out[r][j] = o[r - r0][j];
-    }
-}
+DEFINE_TILE(dspy_cpu_tile_avx2, rows_bf16, uint16_t, widen)
+DEFINE_TILE(dspy_cpu_tile_f32_avx2, rows_f32, float, load_f32)
 
 TAVX2 void dspy_cpu_axpy_avx2(float *y, float a, const float *x, int n) {
     const __m256 av = _mm256_set1_ps(a);
