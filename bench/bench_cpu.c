@@ -17,20 +17,11 @@
 
 #include "dspy/backend.h"
 #include "dspy/clock.h"
+#include "check.h"
 #include "dspy/engine.h"
 #include "dspy/model.h"
 #include "kern/backend.h"
 #include "kern/cpu/fast.h"
-
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static const char *arg(int argc, char **argv, const char *name, const char *def) {
     for (int i = 0; i + 1 < argc; i++)
@@ -59,7 +50,7 @@ static double time_linear(dspy_backend *be, int N, int C, int OC, float *x, uint
         }
         t[reps++] = dspy_now_s() - t0;
     }
-    return median(t, reps);
+    return test_median(t, reps);
 }
 
 static int run_ops(int threads) {
@@ -178,7 +169,7 @@ static int run_model(int argc, char **argv) {
                kern, dspy_cpu_simd_name(), threads, P, T, P / pf[r], T / dc[r]);
         fflush(stdout);
     }
-    double mp_s = median(pf, R), md_s = median(dc, R);
+    double mp_s = test_median(pf, R), md_s = test_median(dc, R);
     printf("median: prefill %.2f tok/s, decode %.2f tok/s (%s kernels, %d threads)\n", P / mp_s, T / md_s, kern,
            threads);
     free(ids);

@@ -27,22 +27,13 @@
 #include "dspy/backend.h"
 #include "dspy/clock.h"
 #include "dspy/constraint.h"
+#include "check.h"
 #include "dspy/engine.h"
 #include "dspy/model.h"
 #include "dspy/rng.h"
 #include "engine/forward.h"
 #include "engine/kv_cache.h"
 #include "kern/backend.h"
-
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static int fail(const char *what) {
     fprintf(stderr, "bench_gpu: %s: %s\n", what, dspy_errmsg());
@@ -65,7 +56,7 @@ static double copy_bandwidth(dspy_device dev) {
             be->ops->sync(be);
             if (i >= 2) t[i - 2] = dspy_now_s() - t0;
         }
-        bw = 2.0 * (double)bytes / median(t, 10);
+        bw = 2.0 * (double)bytes / test_median(t, 10);
     }
     be->ops->free(be, a);
     be->ops->free(be, b);
@@ -148,7 +139,7 @@ static double time_graph(dspy_backend *be, op_fn f, void *c, int calls) {
         if (r >= 2) t[r - 2] = (dspy_now_s() - t0) / calls;
     }
     be->ops->graph_free(be, g);
-    return median(t, 7);
+    return test_median(t, 7);
 }
 
 static void bench_ops(const dspy_model *m, double bw, int ctx_len) {
@@ -292,7 +283,7 @@ static double time_calls(dspy_backend *be, op_fn f, void *c, int calls) {
         be->ops->sync(be);
         t[r] = (dspy_now_s() - t0) / calls;
     }
-    return median(t, 5);
+    return test_median(t, 5);
 }
 
 static void bench_prefill_ops(const dspy_model *m, int N, int seg) {
@@ -554,10 +545,10 @@ static double b1_ms(dspy_model *m, const dspy_constraint *cons, int plen, int ge
             }
             if (so.events[0].finish) break;
         }
-        if (r > 0) runs[r - 1] = median(steps, ns), *ttft = tfirst;
+        if (r > 0) runs[r - 1] = test_median(steps, ns), *ttft = tfirst;
     }
     dspy_engine_free(e);
-    return median(runs, 3) * 1e3;
+    return test_median(runs, 3) * 1e3;
 }
 
 int main(int argc, char **argv) {

@@ -341,11 +341,6 @@ static void *crowd_main(void *arg) {
     return NULL;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* The GPU memory (MiB) nvidia-smi reports for process `pid`; -1 when it cannot tell (no
  * nvidia-smi, no GPU, or a container that hides other processes' ids). */
 static long gpu_mib(pid_t pid) {
@@ -377,7 +372,7 @@ static bool scenario_crowd(pid_t server, int clients, int reqs, int rounds, int 
         long rss = rss_kb(server), gpu = gpu_mib(server);
         if (round == 0) rss_first = rss, gpu_first = gpu;
         rss_last = rss, gpu_last = gpu;
-        qsort(lat, (size_t)reqs, sizeof *lat, cmp_double);
+        test_sort_doubles(lat, reqs);
         double p50 = reqs ? lat[reqs / 2] : 0, p99 = reqs ? lat[(size_t)((reqs - 1) * 0.99)] : 0;
         printf("crowd: round %d: %d clients, %d requests (%d tokens, %s): %d ok (%d after a 503 retry), %d errors "
                "(first: HTTP %ld), %.1f req/s, latency p50 %.3f s p99 %.3f s max %.3f s, server RSS %ld KiB, GPU %ld MiB\n",

@@ -96,6 +96,18 @@ const char *test_tmpdir(void) {
     return g_tmpdir;
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+void test_sort_doubles(double *v, int n) { qsort(v, (size_t)n, sizeof *v, cmp_double); }
+
+double test_median(double *v, int n) {
+    test_sort_doubles(v, n);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
 extern char **environ;
 
 char *test_slurp(const char *path) {

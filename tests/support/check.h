@@ -53,6 +53,11 @@ void test_run_free(test_run_result *r);
 /* A file's whole content (malloc'd; "" when it cannot be read). */
 char *test_slurp(const char *path);
 
+/* Timings for the benchmarks: v sorted ascending in place; the median of n >= 1 values (the mean
+ * of the middle two when n is even; sorts v). */
+void test_sort_doubles(double *v, int n);
+double test_median(double *v, int n);
+
 /* 1 in a build under AddressSanitizer (gcc defines __SANITIZE_ADDRESS__, clang has the
  * feature), where tests shrink their workloads (-O0 and shadow memory make them ~10x slower). */
 #if defined(__SANITIZE_ADDRESS__)
