@@ -367,15 +367,6 @@ dspy_status dspy_cu_attn_in(dspy_backend *be, dspy_tensor q_out, dspy_tensor kca
     const int W = (NH + 2 * NKV) * HS;
     size_t smem = (size_t)N * C * 2;
     bool fused = dspy_cu_gemv_fits(N, C, wqkv.data, x.data) && smem <= NORM_SMEM_MAX && HS % 2 == 0;
-    if (!fused) { /* 5..16 rows on tensor cores (gemv_mma.cu), else the defining composition */
-        bool taken = false;
-        DSPY_TRY(dspy_cu_mma_attn_in(be, &taken, q_out, kcache, vcache, x, w_norm, wqkv, bqkv, pos, slots, inv_freq, N, C,
-                                     NH, NKV, HS, eps));
-        if (taken) return DSPY_OK;
-        DSPY_TRY(dspy_cu_rmsnorm(be, xn, x, w_norm, N, C, eps));
-        DSPY_TRY(dspy_cu_linear(be, qkv, xn, wqkv, bqkv, N, C, W, false));
-        return dspy_cu_qkv_rope_store(be, q_out, kcache, vcache, qkv, pos, slots, inv_freq, N, NH, NKV, HS);
-    }
     CU_NEED("attn_in", "q_out", q_out, DSPY_DTYPE_BF16, (int64_t)N * NH * HS);
     CU_NEED("attn_in", "kcache", kcache, DSPY_DTYPE_BF16, NKV * HS);
     CU_NEED("attn_in", "vcache", vcache, DSPY_DTYPE_BF16, NKV * HS);
@@ -386,6 +377,15 @@ dspy_status dspy_cu_attn_in(dspy_backend *be, dspy_tensor q_out, dspy_tensor kca
     CU_NEED("attn_in", "pos", pos, DSPY_DTYPE_I32, N);
     CU_NEED("attn_in", "slots", slots, DSPY_DTYPE_I32, N);
     CU_NEED("attn_in", "inv_freq", inv_freq, DSPY_DTYPE_F32, HS / 2);
+    if (!fused) { /* 5..16 rows on tensor cores (gemv_mma.cu), else the defining composition */
+        bool taken = false;
+        DSPY_TRY(dspy_cu_mma_attn_in(be, &taken, q_out, kcache, vcache, x, w_norm, wqkv, bqkv, pos, slots, inv_freq, N, C,
+                                     NH, NKV, HS, eps));
+        if (taken) return DSPY_OK;
+        DSPY_TRY(dspy_cu_rmsnorm(be, xn, x, w_norm, N, C, eps));
+        DSPY_TRY(dspy_cu_linear(be, qkv, xn, wqkv, bqkv, N, C, W, false));
+        return dspy_cu_qkv_rope_store(be, q_out, kcache, vcache, qkv, pos, slots, inv_freq, N, NH, NKV, HS);
+    }
     unsigned g = grid_for(be, (int64_t)W / 2, K_ATTN_IN, N);
     const bf16 *Wp = (const bf16 *)wqkv.data;
     const float *bp = (const float *)bqkv.data, *xp = (const float *)x.data, *wn = (const float *)w_norm.data;
@@ -473,6 +473,10 @@ dspy_status dspy_cu_mlp_in(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_
                       dspy_tensor xn, dspy_tensor gu, int N, int C, int I, float eps) {
     CU_ENTER(be);
     size_t smem = (size_t)N * C * 2;
+    CU_NEED("mlp_in", "h", h, DSPY_DTYPE_BF16, (int64_t)N * I);
+    CU_NEED("mlp_in", "x", x, DSPY_DTYPE_F32, (int64_t)N * C);
+    CU_NEED("mlp_in", "w_norm", w_norm, DSPY_DTYPE_F32, C);
+    CU_NEED("mlp_in", "w_gate_up", w_gate_up, DSPY_DTYPE_BF16, (int64_t)2 * I * C);
     if (!dspy_cu_gemv_fits(N, C, w_gate_up.data, x.data) || smem > NORM_SMEM_MAX) {
         bool taken = false;
         DSPY_TRY(dspy_cu_mma_mlp_in(be, &taken, h, x, w_norm, w_gate_up, N, C, I, eps));
@@ -481,10 +485,6 @@ dspy_status dspy_cu_mlp_in(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_
         DSPY_TRY(dspy_cu_linear(be, gu, xn, w_gate_up, dspy_tensor_none(), N, C, 2 * I, false));
         return dspy_cu_swiglu(be, h, gu, dspy_tensor_slice(gu, I, gu.n - I), N, I, 2 * I);
     }
-    CU_NEED("mlp_in", "h", h, DSPY_DTYPE_BF16, (int64_t)N * I);
-    CU_NEED("mlp_in", "x", x, DSPY_DTYPE_F32, (int64_t)N * C);
-    CU_NEED("mlp_in", "w_norm", w_norm, DSPY_DTYPE_F32, C);
-    CU_NEED("mlp_in", "w_gate_up", w_gate_up, DSPY_DTYPE_BF16, (int64_t)2 * I * C);
     unsigned g = grid_for(be, I, K_MLP_IN, N);
     const bf16 *Wp = (const bf16 *)w_gate_up.data;
     const float *xp = (const float *)x.data, *wn = (const float *)w_norm.data;
@@ -534,6 +534,11 @@ dspy_status dspy_cu_logits(dspy_backend *be, dspy_tensor out, dspy_tensor x, dsp
     CU_ENTER(be);
     size_t smem = (size_t)M * C * 2;
     if (M == 0) return DSPY_OK;
+    CU_NEED("logits", "out", out, DSPY_DTYPE_F32, (int64_t)M * V);
+    CU_NEED("logits", "x", x, DSPY_DTYPE_F32, C);
+    CU_NEED("logits", "rows", rows, DSPY_DTYPE_I32, M);
+    CU_NEED("logits", "w_norm", w_norm, DSPY_DTYPE_F32, C);
+    CU_NEED("logits", "w", w, DSPY_DTYPE_BF16, (int64_t)V * C);
     if (!dspy_cu_gemv_fits(M, C, w.data, x.data) || smem > NORM_SMEM_MAX) {
         bool taken = false;
         DSPY_TRY(dspy_cu_mma_logits(be, &taken, out, x, rows, w_norm, w, M, C, V, eps));
@@ -542,11 +547,6 @@ dspy_status dspy_cu_logits(dspy_backend *be, dspy_tensor out, dspy_tensor x, dsp
         DSPY_TRY(dspy_cu_rmsnorm(be, seln, sel, w_norm, M, C, eps));
         return dspy_cu_linear(be, out, seln, w, dspy_tensor_none(), M, C, V, false);
     }
-    CU_NEED("logits", "out", out, DSPY_DTYPE_F32, (int64_t)M * V);
-    CU_NEED("logits", "x", x, DSPY_DTYPE_F32, C);
-    CU_NEED("logits", "rows", rows, DSPY_DTYPE_I32, M);
-    CU_NEED("logits", "w_norm", w_norm, DSPY_DTYPE_F32, C);
-    CU_NEED("logits", "w", w, DSPY_DTYPE_BF16, (int64_t)V * C);
     unsigned g = grid_for(be, V, K_LOGITS, M);
     const bf16 *Wp = (const bf16 *)w.data;
     const float *xp = (const float *)x.data, *wn = (const float *)w_norm.data;
