@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "check.h"
+#include "http_client.h"
 #include "dspy/json.h"
 #include "dspy/local.h"
 #include "dspy/str.h"
@@ -49,40 +50,23 @@ typedef struct {
     atomic_llong completion_tokens, prompt_tokens;
 } b2_run;
 
-static size_t on_body(char *p, size_t sz, size_t nm, void *u) {
-    dspy_str_appendn((dspy_str *)u, p, sz * nm);
-    return sz * nm;
-}
-
-/* GET or POST (body non-NULL) to base + path; the HTTP status, or 0 on a transport error. */
-static long request(CURL *h, const char *base, const char *path, const char *body, dspy_str *out) {
+/* GET or POST (body non-NULL) to base + path on a kept-alive handle, the body into *out; the
+ * HTTP status, or 0 on a transport error. */
+static long request(CURL *h, const char *base, const char *path, const char *body, test_http_reply *out) {
     char url[512];
     snprintf(url, sizeof url, "%s%s", base, path);
-    struct curl_slist *hd = curl_slist_append(NULL, "Content-Type: application/json");
-    dspy_str_clear(out);
-    curl_easy_reset(h);
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_PROXY, "");
-    curl_easy_setopt(h, CURLOPT_TIMEOUT, 300L);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
-    if (body) curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
-    long status = 0;
-    if (curl_easy_perform(h) == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    curl_slist_free_all(hd);
-    return status;
+    test_http(h, url, body, 300, out);
+    return out->status;
 }
 
 static void *client_main(void *arg) {
     b2_run *r = arg;
     CURL *h = curl_easy_init();
-    dspy_str out = {0};
+    test_http_reply out = {0};
     for (int i; h && (i = atomic_fetch_add(&r->next, 1)) < r->requests;) {
         long st = request(h, r->base, "/completions", r->bodies[i], &out);
         dspy_json *j = NULL;
-        if (st == 200 && dspy_json_parse(out.ptr, out.len, "B2 response", &j) == DSPY_OK) {
+        if (st == 200 && dspy_json_parse(out.body.ptr, out.body.len, "B2 response", &j) == DSPY_OK) {
             const dspy_json *u = dspy_json_get(j, "usage");
             atomic_fetch_add(&r->completion_tokens, (long long)dspy_json_number(dspy_json_get(u, "completion_tokens")));
             atomic_fetch_add(&r->prompt_tokens, (long long)dspy_json_number(dspy_json_get(u, "prompt_tokens")));
@@ -92,7 +76,7 @@ static void *client_main(void *arg) {
         }
         dspy_json_decref(j);
     }
-    dspy_str_free(&out);
+    test_http_reply_free(&out);
     if (h) curl_easy_cleanup(h);
     return NULL;
 }
@@ -158,7 +142,7 @@ int main(int argc, char **argv) {
     /* one request first, alone: it fills the prefix cache and warms the server (its time is
      * reported apart); then the rest by `clients` concurrent clients */
     CURL *h = curl_easy_init();
-    dspy_str out = {0};
+    test_http_reply out = {0};
     char *m0 = NULL;
     double t_first = now_s();
     long st = request(h, r.base, "/completions", r.bodies[0], &out);
@@ -166,14 +150,14 @@ int main(int argc, char **argv) {
     /* the metrics endpoint sits beside /v1 */
     char root[256];
     snprintf(root, sizeof root, "%.*s", (int)(strlen(r.base) - 3), r.base);
-    if (request(h, root, "/metrics", NULL, &out) == 200) m0 = strdup(dspy_str_cstr(&out));
+    if (request(h, root, "/metrics", NULL, &out) == 200) m0 = strdup(dspy_str_cstr(&out.body));
     atomic_init(&r.next, 1);
     double t0 = now_s();
     pthread_t *th = calloc((size_t)clients, sizeof *th);
     for (int i = 0; i < clients; i++) pthread_create(&th[i], NULL, client_main, &r);
     for (int i = 0; i < clients; i++) pthread_join(th[i], NULL);
     double wall = now_s() - t0;
-    char *m1 = request(h, root, "/metrics", NULL, &out) == 200 ? strdup(dspy_str_cstr(&out)) : NULL;
+    char *m1 = request(h, root, "/metrics", NULL, &out) == 200 ? strdup(dspy_str_cstr(&out.body)) : NULL;
     /* prefix-cache hit rate over the concurrent requests: hit tokens / looked-up tokens (metric
      * names of src/server's /metrics; -1 when the server has no such endpoint) */
     double hit = -1, hit_shared = -1;
@@ -196,7 +180,7 @@ int main(int argc, char **argv) {
     int rc = atomic_load(&r.errors) || st != 200 ? 1 : 0;
     for (int q = 0; q < requests; q++) free(r.bodies[q]);
     free(r.bodies), free(th), free(m0), free(m1);
-    dspy_str_free(&out);
+    test_http_reply_free(&out);
     curl_easy_cleanup(h);
     dspy_local_free(srv);
     curl_global_cleanup();

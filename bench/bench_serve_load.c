@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "http_client.h"
 #include "dspy/clock.h"
 #include "dspy/local.h"
 #include "dspy/model.h"
@@ -74,42 +75,13 @@ static int dial(void) {
 
 /* ---- HTTP with libcurl ------------------------------------------------------------------- */
 
-typedef struct reply {
-    long status;
-    double retry_after;
-    dspy_str body;
-} reply;
+typedef test_http_reply reply;
 
-static size_t on_body(char *p, size_t sz, size_t nm, void *u) {
-    dspy_str_appendn(&((reply *)u)->body, p, sz * nm);
-    return sz * nm;
-}
-
-static size_t on_header(char *p, size_t sz, size_t nm, void *u) {
-    if (sz * nm > 12 && strncasecmp(p, "Retry-After:", 12) == 0) ((reply *)u)->retry_after = atof(p + 12);
-    return sz * nm;
-}
-
-/* POST /v1/completions; status 0 on a transport error (reset, timeout). */
+/* POST /v1/completions on a kept-alive handle; status 0 on a transport error (reset, timeout). */
 static void post(CURL *h, const char *body, reply *r) {
     char url[128];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/completions", g_port);
-    struct curl_slist *hd = curl_slist_append(NULL, "Content-Type: application/json");
-    dspy_str_clear(&r->body);
-    r->status = 0;
-    r->retry_after = 0;
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_PROXY, "");
-    curl_easy_setopt(h, CURLOPT_TIMEOUT, 120L);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
-    if (curl_easy_perform(h) == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
-    curl_slist_free_all(hd);
+    test_http(h, url, body, 120, r);
 }
 
 static const char k_small[] = "{\"prompt\":\"Hello\",\"max_tokens\":2,\"temperature\":0}";
@@ -189,7 +161,7 @@ static bool scenario_lockout(int n_idle, int n_slow, int n_good) {
     atomic_store(&a.stop, true);
     pthread_join(th, NULL);
     curl_easy_cleanup(h);
-    dspy_str_free(&r.body);
+    test_http_reply_free(&r);
     double pct = 100.0 * ok / (n_good ? n_good : 1);
     printf("lockout: %d idle + %d slow-byte sockets (%ld reconnects after server cut-offs): good client %d/%d "
            "answered (%.1f %%), mean %.3f s, worst %.3f s\n", n_idle, n_slow, atomic_load(&a.reconnects), ok, n_good,
@@ -245,7 +217,7 @@ static bool scenario_long(void) {
            "worst latency %.3f s\n", got, ok, worst);
     if (ok != 5 || worst >= 2.0) pass = false;
     curl_easy_cleanup(h);
-    dspy_str_free(&r.body);
+    test_http_reply_free(&r);
     return pass;
 }
 
@@ -259,29 +231,18 @@ static bool scenario_big(pid_t server) {
     dspy_str_repeat(&body, "lorem ipsum ", 650000);
     dspy_str_append(&body, "\"}],\"max_tokens\":1}");
     long hwm0 = status_kb(server, "VmHWM:"), rss0 = rss_kb(server);
-    CURL *h = curl_easy_init();
     reply r = {0};
     char url[128];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/chat/completions", g_port);
-    struct curl_slist *hd = curl_slist_append(NULL, "Content-Type: application/json");
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_PROXY, "");
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body.ptr);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body.len);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &r);
     double t0 = dspy_now_s();
-    if (curl_easy_perform(h) == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r.status);
+    test_http(NULL, url, body.ptr, 120, &r);
     double dt = dspy_now_s() - t0;
     usleep(200 * 1000);
     long hwm1 = status_kb(server, "VmHWM:"), rss1 = rss_kb(server);
     double amp = (double)(hwm1 - hwm0) * 1024.0 / (double)body.len;
     printf("big body: %.1f MB chat body -> HTTP %ld in %.2f s; peak RSS +%ld KiB (%.1fx the body), RSS before %ld KiB, "
            "after %ld KiB\n", body.len / 1e6, r.status, dt, hwm1 - hwm0, amp, rss0, rss1);
-    curl_slist_free_all(hd);
-    curl_easy_cleanup(h);
-    dspy_str_free(&r.body);
+    test_http_reply_free(&r);
     dspy_str_free(&body);
     return r.status == 400 && amp < 6.0 && rss1 < rss0 + 16 * 1024;
 }
@@ -336,7 +297,7 @@ static void *crowd_main(void *arg) {
         }
     }
     curl_easy_cleanup(h);
-    dspy_str_free(&r.body);
+    test_http_reply_free(&r);
     dspy_str_free(&body);
     return NULL;
 }

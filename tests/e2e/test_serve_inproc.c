@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "http_client.h"
 #include "dspy/clock.h"
 #include "dspy/compile.h"
 #include "dspy/history.h"
@@ -46,36 +47,14 @@ static char *g_answer; /* the greedy answer of the first in-process server */
 
 /* ---- HTTP ------------------------------------------------------------------------------- */
 
-typedef struct resp {
-    long status;
-    CURLcode cc;
-    dspy_str body;
-} resp;
-
-static size_t on_body(char *p, size_t sz, size_t nm, void *u) {
-    dspy_str_appendn(&((resp *)u)->body, p, sz * nm);
-    return sz * nm;
-}
+typedef test_http_reply resp;
 
 /* GET (body NULL) or POST a JSON body to base + path. */
 static void http(const char *base, const char *path, const char *body, resp *r) {
-    memset(r, 0, sizeof *r);
-    CURL *h = curl_easy_init();
     char url[2048];
     snprintf(url, sizeof url, "%s%s", base, path);
-    struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_PROXY, "");
-    curl_easy_setopt(h, CURLOPT_TIMEOUT, 120L);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
-    if (body) curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-    r->cc = curl_easy_perform(h);
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
-    curl_slist_free_all(hdrs);
-    curl_easy_cleanup(h);
+    memset(r, 0, sizeof *r);
+    test_http(NULL, url, body, 120, r);
 }
 
 static dspy_json *json_of(const resp *r) {

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "http_client.h"
 #include "dspy/adapter.h"
 #include "dspy/clock.h"
 #include "dspy/datasets.h"
@@ -43,29 +44,14 @@ static dspy_dataset *g_dev;
 
 /* ---- HTTP --------------------------------------------------------------------------------- */
 
-static size_t on_body(char *p, size_t sz, size_t nm, void *u) {
-    dspy_str_appendn(u, p, sz * nm);
-    return sz * nm;
-}
-
-/* GET (body NULL) or POST JSON; returns the status (0 on a transport error). */
+/* GET (body NULL) or POST JSON; the body appended to out; returns the status (0 on a transport
+ * error). */
 static long http(const char *url, const char *body, dspy_str *out) {
-    CURL *c = curl_easy_init();
-    if (!c) return 0;
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
-    if (body) {
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    }
-    long status = 0;
-    if (curl_easy_perform(c) == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    return status;
+    test_http_reply r = {0};
+    test_http(NULL, url, body, 120, &r);
+    dspy_str_appendn(out, r.body.ptr ? r.body.ptr : "", r.body.len);
+    test_http_reply_free(&r);
+    return r.status;
 }
 
 /* The value of a metric line "name value" (name with its labels, exactly); -1 when absent. */
