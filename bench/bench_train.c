@@ -24,6 +24,11 @@
  * attention's forward and backward apart with their TFLOP/s, and (BF16) the same ops on the
  * WMMA kernels the flash ones replaced ({"bench": "T1_attention", ...}).
  *
+ * T3 (--lora R): the same steps with LoRA adapters of rank R on every linear layer of the
+ * blocks (q, k, v, o, gate, up, down: peft's "all-linear" minus lm_head), alpha 2R, dropout 0.05
+ * (DSPy's use_peft defaults at R = 32) over the frozen BF16 base; tokens/s, memory and losses
+ * ({"bench": "T3", ...}; no profile).
+ *
  * T2 (--t2): issue 11's tutorial workload, one epoch (--epochs N: N) of 500 examples of a shared
  * 1,300-token prompt and a ~280-token continuation (240 .. 320), labels on the last 80 tokens,
  * one example per sequence, batch 1 x 8 accumulation (8 examples an optimizer step, the last
@@ -39,7 +44,7 @@
  * per-step loss difference between the two modes ({"bench": "T2", ...}).
  *
  * Usage: bench_train --model DIR [--device cuda] [--seqs 4] [--T 2048] [--steps 10] [--warmup 2]
- *                    [--f32] [--peak-tflops 789] [--no-profile]
+ *                    [--f32] [--peak-tflops 789] [--no-profile] [--lora R]
  *        bench_train --t2 --model DIR [--epochs 1] [--share both|on|off] [--warmup 1] [--examples 500]
  * Prints one JSON object per measurement ({"bench": "T1", ...}, {"bench": "T1_profile", ...},
  * {"bench": "T2", ...}) for bench/run_gpu.sh to tabulate.
@@ -295,6 +300,7 @@ int main(int argc, char **argv) {
     int epochs = 1, examples = 500, warmup_t2 = 1;
     int seqs = 4, T = 2048, steps = 10, warmup = 2;
     bool f32 = false, profile = true;
+    int lora_r = 0;
     double peak = 789.0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -314,14 +320,15 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--examples")) examples = atoi(v), i++;
         else if (!strcmp(a, "--share")) share = v, i++;
         else if (!strcmp(a, "--peak-tflops")) peak = atof(v), i++;
+        else if (!strcmp(a, "--lora")) lora_r = atoi(v), i++;
         else {
             fprintf(stderr, "bench_train: unknown option %s\n", a);
             return 2;
         }
     }
-    if (!model_dir || seqs < 1 || T < 10 || steps < 1 || warmup < 0) {
+    if (!model_dir || seqs < 1 || T < 10 || steps < 1 || warmup < 0 || lora_r < 0) {
         fprintf(stderr, "usage: bench_train --model DIR [--device cuda] [--seqs 4] [--T 2048] [--steps 10] "
-                        "[--warmup 2] [--f32] [--peak-tflops 789]\n");
+                        "[--warmup 2] [--f32] [--peak-tflops 789] [--lora R]\n");
         return 2;
     }
     dspy_device dev;
@@ -352,7 +359,9 @@ int main(int argc, char **argv) {
         goto done;
     }
     int32_t V = dspy_model_config_get(m)->vocab_size;
-    if (dspy_trainable_new_on(m, NULL, 42, dev, false, &t)) {
+    /* T3: DSPy's use_peft defaults (r 32, alpha 64, dropout 0.05) on every linear layer */
+    dspy_lora_config lora = {.r = lora_r, .alpha = 2.0f * (float)lora_r, .dropout = 0.05f, .enabled = lora_r > 0};
+    if (dspy_trainable_new_on(m, lora_r > 0 ? &lora : NULL, 42, dev, false, &t)) {
         fail("trainable");
         goto done;
     }
@@ -391,11 +400,23 @@ int main(int argc, char **argv) {
     double secs = dspy_now_s() - tw;
     double params = (double)dspy_trainable_numel(t), tokens = (double)steps * seqs * T;
     double tps = tokens / secs, mfu = 6.0 * params * tps / (peak * 1e12);
+    if (lora_r > 0) {
+        /* the adapters are the trainable parameters; the frozen base has no weight gradients,
+         * so 6 N per token does not apply: tokens/s is the measure */
+        printf("{\"bench\": \"T3\", \"precision\": \"%s\", \"lora_r\": %d, \"lora_alpha\": %g, \"seqs\": %d, \"T\": %d, "
+               "\"steps\": %d, \"seconds\": %.4f, \"step_ms\": %.2f, \"tokens_per_s\": %.1f, \"trainable_params\": %.0f, "
+               "\"loss_first\": %.5f, \"loss_last\": %.5f, \"grad_norm_last\": %.5f, \"mem_gb\": %.2f, \"mem_before_gb\": %.2f, "
+               "\"setup_s\": %.1f}\n",
+               dspy_trainable_bf16(t) ? "bf16" : "f32", lora_r, (double)lora.alpha, seqs, T, steps, secs, 1e3 * secs / steps, tps, params,
+               st0.loss, st.loss, (double)st.grad_norm, used_gb(dev), mem0, setup_s);
+        rc = 0;
+        goto done;
+    }
     printf("{\"bench\": \"T1\", \"precision\": \"%s\", \"seqs\": %d, \"T\": %d, \"steps\": %d, \"seconds\": %.4f, "
            "\"step_ms\": %.2f, \"tokens_per_s\": %.1f, \"mfu\": %.4f, \"params\": %.0f, \"labels_per_step\": %lld, "
            "\"loss_first\": %.5f, \"loss_last\": %.5f, \"grad_norm_last\": %.5f, \"mem_gb\": %.2f, "
            "\"mem_before_gb\": %.2f, \"setup_s\": %.1f}\n",
-           f32 ? "f32" : "bf16", seqs, T, steps, secs, 1e3 * secs / steps, tps, mfu, params, (long long)st.n_labels,
+           dspy_trainable_bf16(t) ? "bf16" : "f32", seqs, T, steps, secs, 1e3 * secs / steps, tps, mfu, params, (long long)st.n_labels,
            st0.loss, st.loss, (double)st.grad_norm, used_gb(dev), mem0, setup_s);
     rc = profile ? profile_step(t, batch, seqs, 1e3 * secs / steps) : 0;
 done:

@@ -4,13 +4,15 @@
 # the GPU build (cmake -B build-gpu -DCMAKE_CUDA_ARCHITECTURES=90) and the shared tokenizer gathered
 # into carry/ by bench/pack_gpu.sh.
 #
-#   bench/run_gpu.sh [tests] [bench] [step] [minkeys] [attn] [pfvar] [cluster] [b1pair] [sweep] [b2] [torch] [serve] [t1] [t2] [b3] [tutorial]
+#   bench/run_gpu.sh [tests] [bench] [step] [minkeys] [attn] [pfvar] [cluster] [b1pair] [sweep] [b2] [torch] [serve] [t1] [t2] [t3] [b3] [tutorial]
 #   (default: tests bench torch serve)
 # t1: issue 11's training benchmark (bench_train, then bench/torch_train.py eager and compiled).
 # step: also decode steps of STEP_BATCHES ("batch DSPY_CUDA_MMA shared-positions" triples).
 # t2: issue 11's T2 (bench_train --t2 one epoch, shared and unshared; torch_train.py --t2, T2_TORCH_STEPS
 #     of the epoch's steps timed and scaled, said in its output).
-# tutorial: issue 12 item 8, `dspy compile` end to end on the 1B shape (TUT_ARGS adds options).
+# t3: issue 11's T3 (bench_train --lora 32; torch_train.py --lora 32: peft, eager and compiled).
+# tutorial: issue 12 item 8, `dspy compile` end to end on the 1B shape (TUT_ARGS adds options;
+#     TUT_TEACHER=openai/local:DIR makes our own server the teacher instead of the oracle).
 # Logs and JSON go to $OUT (the device tool's folder) or ./out.
 set -uo pipefail
 ROOT=$(pwd)
@@ -49,7 +51,7 @@ if has tests; then
   (cd build-gpu && DSPY_CUDA_RELEASE=31 timeout 300 ./tests/test_cuda_model 2>&1 | grep -E "FAIL|passed" | tail -n 5)
   }
 fi
-if has bench || has torch || has sweep || has b2 || has step || has minkeys || has attn || has pfvar || has cluster || has b1pair || has b3 || has t2 || has t1; then
+if has bench || has torch || has sweep || has b2 || has step || has minkeys || has attn || has pfvar || has cluster || has b1pair || has b3 || has t2 || has t1 || has t3; then
   [ -f "$MODEL/model.safetensors" ] || LD_LIBRARY_PATH=${ORIG_LD_LIBRARY_PATH-} timeout 300 python3 bench/torch_baseline.py --make-model "$MODEL" 2>&1 | tail -2
 fi
 if has bench; then
@@ -175,7 +177,7 @@ if has tutorial; then
   [ -f "$TS/model.safetensors" ] || build-gpu/bin/dspy init-model --preset 1b-shape --weights \
     --tokenizer /work/shared/models/llama3-tokenizer --out "$TS" --seed 0 --force 2>&1 | tail -n 1
   t0=$(date +%s)
-  timeout ${TUT_TIMEOUT:-500} build-gpu/bin/dspy compile --teacher oracle --student "$TS" --data-dir /work/shared/data/banking77 \
+  timeout ${TUT_TIMEOUT:-500} build-gpu/bin/dspy compile --teacher "${TUT_TEACHER:-oracle}" --student "$TS" --data-dir /work/shared/data/banking77 \
     --baselines none --device cuda --train-kwargs device=cuda ${TUT_ARGS:-} -n ${TUT_THREADS:-16} --out "$TO" --force \
     > "$OUT/tutorial.log" 2>&1
   echo "dspy compile: exit $? after $(( $(date +%s) - t0 )) s"
@@ -188,6 +190,12 @@ if has t1; then
   timeout 300 build-gpu/bench/bench_train --model "$MODEL" --device cuda 2>&1 | tee "$OUT/bench_train.jsonl"
   LD_LIBRARY_PATH=${ORIG_LD_LIBRARY_PATH-} PYTHONUNBUFFERED=1 timeout 400 python3 bench/torch_train.py --model "$MODEL" 2>&1 \
     | grep -v Warning | tee -a "$OUT/bench_train.jsonl"
+fi
+if has t3; then
+  echo "== T3: LoRA r=32 (alpha 64, dropout 0.05) on every linear layer, the T1 steps (ours BF16 base, then PyTorch + peft)"
+  timeout 300 build-gpu/bench/bench_train --model "$MODEL" --device cuda --lora 32 --no-profile 2>&1 | tee "$OUT/bench_t3.jsonl"
+  LD_LIBRARY_PATH=${ORIG_LD_LIBRARY_PATH-} PYTHONUNBUFFERED=1 timeout 400 python3 bench/torch_train.py --model "$MODEL" --lora 32 2>&1 \
+    | grep -v Warning | tee -a "$OUT/bench_t3.jsonl"
 fi
 if has serve; then
   if [ -f "$ROOT/carry/node.tar.xz" ]; then   # node, npm and the OpenAI SDK (pack_gpu.sh WITH_NODE=1)
@@ -250,6 +258,16 @@ if "T1_profile" in t1:
     p = t1["T1_profile"]
     print(f"| T1 step breakdown (ours) | step {p['step_ms']:.1f} ms: fwd {p['fwd_ms_per_seq']:.1f} / fwd+bwd {p['fwd_bwd_ms_per_seq']:.1f} ms per seq, "
           f"optimizer {p['rest_of_step_ms']:.1f} ms, attention {p['attention_ms_per_step']:.1f} ms/step | | | | |")
+t3 = load("bench_t3.jsonl")
+t3o = next((r for r in t3 if r["bench"] == "T3"), None)
+t3t = {r["mode"]: r for r in t3 if r["bench"] == "T3_torch"}
+if t3o:
+    c = t3t.get("compiled", {}); e = t3t.get("eager", {})
+    best = max((r["tokens_per_s"] for r in (c, e) if r), default=0)
+    fmt = lambda r: f"{r['tokens_per_s']:.0f} tok/s, {r.get('mem_reserved_gb', r.get('mem_gb'))} GB" if r else "-"
+    print(f"| T3 LoRA r=32 all-linear 4x2048 ({t3o['precision']}) | {fmt(t3o)} | {fmt(e)} | {fmt(c)} | "
+          f"{(t3o['tokens_per_s'] / best) if best else 0:.2f}x vs best | losses ours {t3o['loss_first']:.4f} -> {t3o['loss_last']:.4f}, "
+          f"peft {c.get('loss_first', e.get('loss_first', 0)):.4f} -> {c.get('loss_last', e.get('loss_last', 0)):.4f} |")
 for r in load("t2.jsonl"):
     if r.get("bench") == "T2":
         print(f"| T2 ours BF16 {'prefix-shared' if r['share_prefix'] else 'unshared'} (1 epoch) | {r['seconds']:.2f} s, "

@@ -23,8 +23,10 @@ autocast, in order. `warmup` steps on the first batch first (not timed; compilat
 --t2-steps K times the first K steps of the epoch only and scales them to the epoch
 (epoch_s = seconds x steps_per_epoch / K, said in the output: "extrapolated_from_steps").
 
+T3 (--lora R): the T1 steps with peft LoRA (r R, alpha 2R, dropout 0.05, target_modules "all-linear")
+over the frozen base loaded in bf16, the adapters in fp32, AdamW over the adapters only.
 Usage: python3 bench/torch_train.py --model DIR [--modes eager,compiled] [--seqs 4] [--T 2048]
-                                    [--steps 10] [--warmup 2] [--peak-tflops 789]
+                                    [--steps 10] [--warmup 2] [--peak-tflops 789] [--lora R]
        python3 bench/torch_train.py --t2 --model DIR [--modes eager,compiled] [--epochs 1] [--warmup 1]
                                     [--examples 500]
 Prints one JSON object per mode ({"bench": "T1_torch", "mode": ...} or {"bench": "T2_torch", ...}).
@@ -59,13 +61,21 @@ def batch(vocab, seqs, T):
     return ids.cuda(), labels.cuda()
 
 
-def run(path, mode, seqs, T, steps, warmup, peak):
+def run(path, mode, seqs, T, steps, warmup, peak, lora_r=0):
     torch.manual_seed(0)
-    model = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa").cuda()
+    # T3 (lora_r > 0): the frozen base in bf16 (as ours), peft's adapters in fp32 (its default
+    # autocast_adapter_dtype), r / alpha 2r / dropout 0.05 on every linear layer but lm_head
+    dtype = torch.bfloat16 if lora_r else torch.float32
+    model = LlamaForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa").cuda()
     model.config.use_cache = False
+    if lora_r:
+        from peft import LoraConfig, get_peft_model
+        model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.05,
+                                                 target_modules="all-linear", task_type="CAUSAL_LM"))
     model.train()
     params = sum(p.numel() for p in model.parameters())
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, fused=True)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=1e-5, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, fused=True)
     ids, labels = batch(model.config.vocab_size, seqs, T)
     fwd = torch.compile(model) if mode == "compiled" else model
 
@@ -93,15 +103,18 @@ def run(path, mode, seqs, T, steps, warmup, peak):
     torch.cuda.synchronize()
     secs = time.perf_counter() - t0
     tps = steps * seqs * T / secs
-    res = {"bench": "T1_torch", "mode": mode, "seqs": seqs, "T": T, "steps": steps, "seconds": round(secs, 4),
+    res = {"bench": "T3_torch" if lora_r else "T1_torch", "mode": mode, "seqs": seqs, "T": T, "steps": steps, "seconds": round(secs, 4),
            "step_ms": round(1e3 * secs / steps, 2), "tokens_per_s": round(tps, 1),
-           "mfu": round(6 * params * tps / (peak * 1e12), 4), "params": params, "loss_first": first,
+           "mfu": None if lora_r else round(6 * params * tps / (peak * 1e12), 4), "params": params, "loss_first": first,
            "loss_last": loss.item(), "grad_norm_last": norm.item(),
            "mem_alloc_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2),
            "mem_reserved_gb": round(torch.cuda.max_memory_reserved() / 1e9, 2), "warmup_s": round(warm_s, 1),
            "torch": torch.__version__}
+    if lora_r:
+        import peft
+        res.update({"lora_r": lora_r, "trainable_params": sum(p.numel() for p in trainable), "peft": peft.__version__})
     print(json.dumps(res), flush=True)
-    del model, opt, fwd
+    del model, opt, fwd, trainable
     gc.collect()
     torch.cuda.empty_cache()
 
@@ -200,12 +213,13 @@ def main():
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--examples", type=int, default=500)
     ap.add_argument("--t2-steps", type=int, default=0)
+    ap.add_argument("--lora", type=int, default=0, help="T3: LoRA rank (peft, all-linear); 0 = full fine-tuning (T1)")
     a = ap.parse_args()
     for mode in a.modes.split(","):
         if a.t2:
             run_t2(a.model, mode, a.examples, a.epochs, a.warmup, a.t2_steps)
         else:
-            run(a.model, mode, a.seqs, a.T, a.steps, a.warmup, a.peak_tflops)
+            run(a.model, mode, a.seqs, a.T, a.steps, a.warmup, a.peak_tflops, a.lora)
 
 
 if __name__ == "__main__":
