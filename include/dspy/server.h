@@ -72,9 +72,14 @@ typedef struct dspy_server_params {
     const char *chat_date;         /* Llama 3.x "Today Date:"; NULL = today ("%d %b %Y") */
     int32_t max_seqs;              /* sequences decoded together (default 8) */
     int32_t max_queue;             /* requests waiting for the engine before 503 (default 256) */
-    int32_t kv_tokens;             /* KV cache capacity in tokens over all sequences; 0 = the
-                                      engine's default, min(context length, 16384). Every sequence
-                                      reserves prompt + max_tokens of it when admitted */
+    int32_t kv_tokens;             /* KV cache capacity in tokens over all sequences; 0 = on a GPU
+                                      kv_memory_percent % of the memory free after the weights
+                                      (at most max_seqs x the context, at least the CPU default),
+                                      on the CPU min(context length, 16384). Sequences take blocks
+                                      as they grow; when none is free the newest is preempted and
+                                      recomputed later */
+    int32_t kv_memory_percent;     /* 1..95 (default 30): the share of the free GPU memory the KV
+                                      cache takes when kv_tokens is 0 */
     int32_t max_batch_tokens;      /* prompt tokens prefilled per engine step over all sequences
                                       (chunked prefill); 0 (default) = 256 on the CPU, where a
                                       step's length is every running sequence's token latency,

@@ -34,6 +34,7 @@ static const serve_arg k_args[] = {
     {"max-seqs", ARG_I32, F(max_seqs)},
     {"max-queue", ARG_I32, F(max_queue)},
     {"kv-tokens", ARG_I32, F(kv_tokens)},
+    {"kv-memory-percent", ARG_I32, F(kv_memory_percent)},
     {"max-batch-tokens", ARG_I32, F(max_batch_tokens)},
     {"default-max-tokens", ARG_I32, F(default_max_tokens)},
     {"max-n", ARG_I32, F(max_n)},

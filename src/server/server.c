@@ -30,12 +30,14 @@
 #include <time.h>
 
 #include "dspy/chat_template.h"
+#include "dspy/backend.h"
 #include "dspy/clock.h"
 #include "dspy/engine.h"
 #include "dspy/log.h"
 #include "dspy/model.h"
 #include "dspy/tokenizer.h"
 #include "server/http.h"
+#include "server/kv_budget.h"
 #include "server/metrics.h"
 #include "server/openai.h"
 #include "server/scheduler.h"
@@ -77,6 +79,7 @@ dspy_server_params dspy_server_params_default(void) {
     p.host = "127.0.0.1";
     p.port = 8000;
     p.max_seqs = 8;
+    p.kv_memory_percent = 30;
     p.cpu_kernels = DSPY_CPU_KERNELS_FAST;
     p.max_queue = 256;
     p.default_max_tokens = 1024;
@@ -748,6 +751,26 @@ static bool host_is_loopback(const char *host) {
     return strcasecmp(host, "localhost") == 0;
 }
 
+/* --kv-tokens 0: the pool from the memory the device has free now that the weights are loaded
+ * (server/kv_budget.h); the CPU keeps the engine's small default. */
+static int32_t kv_tokens_default(const dspy_model *m, const dspy_server_params *p) {
+    const dspy_model_config *c = dspy_model_config_get(m);
+    dspy_device d = dspy_model_device(m);
+    int32_t pct = p->kv_memory_percent > 0 ? p->kv_memory_percent : 30;
+    size_t free_b = 0, total_b = 0;
+    bool gpu = d.type == DSPY_DEVICE_CUDA;
+    if (gpu && dspy_cuda_mem_info(d.ordinal, &free_b, &total_b) != DSPY_OK) {
+        dspy_log(DSPY_LOG_WARN, "serve: %s; the KV cache keeps the small default (set --kv-tokens)", dspy_errmsg());
+        free_b = 0;
+    }
+    int32_t n = dspy_srv_kv_budget(c, gpu, free_b, pct, p->max_seqs, 2);
+    if (gpu && free_b)
+        dspy_log(DSPY_LOG_INFO, "serve: KV cache of %d tokens (%.1f GB: %d %% of the %.1f GB free, at most %d sequences "
+                 "of the whole context)", n, (double)n * (double)dspy_srv_kv_bytes_per_token(c, 2) / 1e9, pct,
+                 (double)free_b / 1e9, p->max_seqs);
+    return n;
+}
+
 dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
     *out = NULL;
     if (!p || !p->model_dir || !*p->model_dir)
@@ -755,10 +778,10 @@ dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
     if (p->max_seqs < 1 || p->max_queue < 1 || p->max_connections < 1 || p->port < 0 || p->port > 65535 ||
         p->max_body_bytes == 0 || p->max_header_bytes < 256 || p->read_timeout_ms < 1 || p->shutdown_grace_ms < 0 ||
         p->kv_tokens < 0 || p->max_batch_tokens < 0 || p->default_max_tokens < 0 || p->max_n < 1 || p->max_request_tokens < 0 ||
-        p->max_per_client < 0 || p->structured_max_tokens < 0)
+        p->max_per_client < 0 || p->structured_max_tokens < 0 || p->kv_memory_percent < 0 || p->kv_memory_percent > 95)
         return dspy_fail(DSPY_ERR_ARG, "serve: bad parameters (max_seqs, max_queue and max_connections must be >= 1, "
                                        "port 0..65535, header limit >= 256 bytes, timeouts positive, kv_tokens, max_batch_tokens, default_max_tokens, "
-                                       "max_request_tokens and max_per_client >= 0, max_n >= 1)");
+                                       "max_request_tokens and max_per_client >= 0, max_n >= 1, kv_memory_percent 0..95)");
     dspy_server *s = calloc(1, sizeof *s);
     if (!s) return dspy_fail(DSPY_ERR_NOMEM, "serve: out of memory");
     dspy_status st = DSPY_OK;
@@ -817,7 +840,7 @@ dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
 
     dspy_engine_params ep = dspy_engine_params_default();
     ep.max_seqs = p->max_seqs;
-    if (p->kv_tokens > 0) ep.max_tokens_total = p->kv_tokens;
+    ep.max_tokens_total = p->kv_tokens > 0 ? p->kv_tokens : kv_tokens_default(s->model, p);
     ep.max_batch_tokens = p->max_batch_tokens > 0 ? p->max_batch_tokens
                           : dspy_model_device(s->model).type == DSPY_DEVICE_CPU ? 256 : 4096;
     if ((st = dspy_engine_new(s->model, &ep, &s->eng)) != DSPY_OK) goto fail;

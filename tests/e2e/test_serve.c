@@ -1122,6 +1122,12 @@ static void test_key_sources(void) {
     CHECK(r.status == 2);
     CHECK_CONTAINS(r.err, "not both");
     test_run_free(&r);
+    /* the KV share of the free GPU memory is a percentage the CLI bounds before loading anything */
+    const char *a4[] = {"--model", g_model, "--kv-memory-percent", "0", NULL};
+    r = test_run_dspy("serve", a4);
+    CHECK(r.status == 2);
+    CHECK_CONTAINS(r.err, "--kv-memory-percent");
+    test_run_free(&r);
     /* 0.0.0.0 without a key: served, with a warning in the log */
     dspy_local_params p = dspy_local_params_default();
     p.dspy_bin = test_bin("dspy");

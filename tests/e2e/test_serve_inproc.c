@@ -399,6 +399,12 @@ static void test_bad_input(void) {
     p.n_extra_args = 4;
     CHECK_STATUS(dspy_local_launch(g_model, &p, &s), DSPY_ERR_ARG);
     CHECK(s == NULL);
+    const char *big_share[] = {"--tokenizer", g_tok, "--kv-memory-percent", "96"}; /* range: dspy_server_new */
+    p.extra_args = big_share;
+    p.n_extra_args = 4;
+    CHECK_STATUS(dspy_local_launch(g_model, &p, &s), DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "kv_memory_percent 0..95");
+    CHECK(s == NULL);
 
     /* a child asked for, and no binary to run */
     p = thread_params(args);

@@ -117,7 +117,8 @@ int cmd_serve(int argc, char **argv) {
         {"served-model-name", "NAME", "model id in the API (default: the --model path as given)", false, false, NULL},
         {"max-seqs", "N", "sequences decoded together (continuous batching)", false, false, "8"},
         {"max-queue", "N", "requests waiting for the engine before answering 503", false, false, "256"},
-        {"kv-tokens", "N", "KV cache tokens over all sequences (0: min(context, 16384)); each request reserves prompt + max_tokens", false, false, "0"},
+        {"kv-tokens", "N", "KV cache tokens over all sequences (0: on a GPU --kv-memory-percent of the free memory, at most --max-seqs whole contexts; on the CPU min(context, 16384)); sequences take blocks as they grow", false, false, "0"},
+        {"kv-memory-percent", "P", "with --kv-tokens 0 on a GPU: the share of the memory free after the weights that the KV cache takes (1-95)", false, false, "30"},
         {"max-batch-tokens", "N", "prompt tokens prefilled per step over all sequences (0: 256 on the CPU, 4096 on a GPU)", false, false, "0"},
         {"default-max-tokens", "N", "max_tokens for requests without one (0: the rest of the context)", false, false, "1024"},
         {"max-n", "N", "the largest n (choices) a request may ask", false, false, "16"},
@@ -165,6 +166,7 @@ int cmd_serve(int argc, char **argv) {
         !get_i32(&a, "max-queue", 1, 1000000, &p.max_queue) ||
         !get_i32(&a, "max-connections", 1, 100000, &p.max_connections) ||
         !get_i32(&a, "kv-tokens", 0, INT32_MAX, &p.kv_tokens) ||
+        !get_i32(&a, "kv-memory-percent", 1, 95, &p.kv_memory_percent) ||
         !get_i32(&a, "max-batch-tokens", 0, 1 << 20, &p.max_batch_tokens) ||
         !get_i32(&a, "structured-max-tokens", 0, 1 << 20, &p.structured_max_tokens) ||
         !get_i32(&a, "default-max-tokens", 0, INT32_MAX, &p.default_max_tokens) ||
