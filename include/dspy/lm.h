@@ -23,6 +23,10 @@
  *                          from kwargs "api_base" or "base_url", else $OPENAI_BASE_URL, else
  *                          $OPENAI_API_BASE, else https://api.openai.com/v1; api_key from kwargs
  *                          "api_key", else $OPENAI_API_KEY (a call without one fails).
+ *                          api_base may list several servers of the same model, comma-
+ *                          separated (e.g. one `dspy serve` per GPU): each request goes to
+ *                          the one with the fewest of this LM's requests in flight (ties in
+ *                          turn), and a retry after a connection failure to another one.
  *   "openai/local:<path>"  A local model served by our own server: the same HTTP client, but
  *                          api_base must be in the kwargs (set by the launcher through
  *                          dspy_lm_set_kwarg; environment variables are ignored) and api_key

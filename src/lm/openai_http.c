@@ -9,6 +9,8 @@
  * (capped at 60). Retried: connection failures and resets, timeouts, truncated bodies, HTTP
  * 408, 409, 429 and 5xx. Not retried: other 4xx (the server's error.message is reported),
  * a 2xx body that is not a JSON object with "choices".
+ * api_base may list several servers, comma-separated: each attempt goes to the least busy
+ * (endpoints.c), a retry after a transport failure to another one.
  * Not here: streaming, the Responses API, proxies beyond libcurl's environment handling
  * (loopback addresses never go through a proxy).
  */
@@ -27,6 +29,7 @@
 typedef struct http_impl {
     CURLSH *share;
     pthread_mutex_t locks[CURL_LOCK_DATA_LAST];
+    dspy_lm_endpoints ep; /* the servers api_base lists, with this client's requests in flight */
 } http_impl;
 
 static pthread_once_t g_curl_once = PTHREAD_ONCE_INIT;
@@ -53,6 +56,7 @@ static void http_free(void *p) {
     if (!h) return;
     if (h->share) curl_share_cleanup(h->share);
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++) pthread_mutex_destroy(&h->locks[i]);
+    dspy_lm_endpoints_free(&h->ep);
     free(h);
 }
 
@@ -64,6 +68,7 @@ dspy_status dspy_openai_http_new(void **impl) {
     http_impl *h = calloc(1, sizeof *h);
     if (!h) return dspy_fail(DSPY_ERR_NOMEM, "HTTP client: out of memory");
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++) pthread_mutex_init(&h->locks[i], NULL);
+    dspy_lm_endpoints_init(&h->ep);
     /* DNS answers and TLS sessions are shared between calls; connections are not (libcurl does
      * not support sharing its connection cache between concurrent threads). */
     h->share = curl_share_init();
@@ -372,12 +377,37 @@ static dspy_status build_headers(dspy_lm *lm, const dspy_json *request, const ch
     return DSPY_OK;
 }
 
+/* Points the handle at the server `base` (one of api_base's): url = base + "/chat/completions". */
+static dspy_status set_url(CURL *c, const char *base, const char *model, dspy_str *url) {
+    dspy_str_clear(url);
+    dspy_str_append(url, base);
+    dspy_str_append(url, "/chat/completions");
+    if (!dspy_str_ok(url)) return nomem(model);
+    curl_easy_setopt(c, CURLOPT_URL, dspy_str_cstr(url));
+    /* a local server must not be reached through an HTTP proxy set for the internet */
+    curl_easy_setopt(c, CURLOPT_PROXY, is_loopback(dspy_str_cstr(url)) ? "" : NULL);
+    return DSPY_OK;
+}
+
 /* Sends the request until it succeeds, fails for good, or the retries are spent (DSPy's
- * schedule, CC-23); a 2xx answer is parsed into *out. */
-static dspy_status send_with_retries(dspy_lm *lm, CURL *c, attempt *a, req_ctx *r, double timeout_s, dspy_json **out) {
+ * schedule, CC-23); a 2xx answer is parsed into *out. Each attempt picks its server from
+ * api_base's list (endpoints.c); after a transport failure, another one if there is one. */
+static dspy_status send_with_retries(dspy_lm *lm, http_impl *h, CURL *c, attempt *a, req_ctx *r, const char *bases,
+                                     double timeout_s, dspy_json **out) {
     double unit = dspy_lm_retry_unit_s(lm);
     int max_attempts = 1 + dspy_lm_num_retries(lm);
+    dspy_str url = DSPY_STR_INIT;
+    int failed = -1;
+    dspy_status st = DSPY_OK;
     for (;;) {
+        int slot = -1;
+        const char *base = NULL;
+        if ((st = dspy_lm_endpoints_pick(&h->ep, bases, failed, &slot, &base))) break;
+        if ((st = set_url(c, base, r->model, &url))) {
+            dspy_lm_endpoints_done(&h->ep, slot);
+            break;
+        }
+        r->url = dspy_str_cstr(&url);
         dspy_str_clear(&a->body);
         a->errbuf[0] = '\0';
         a->status = 0;
@@ -385,13 +415,21 @@ static dspy_status send_with_retries(dspy_lm *lm, CURL *c, attempt *a, req_ctx *
         a->content_length = -1;
         a->too_large = false;
         a->cc = curl_easy_perform(c);
+        dspy_lm_endpoints_done(&h->ep, slot);
         r->attempts++;
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &a->status);
         curl_easy_getinfo(c, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &a->content_length);
         /* a well-formed but unusable 2xx answer is not retried */
-        if (a->cc == CURLE_OK && a->status >= 200 && a->status < 300) return parse_ok_body(r, a, out);
+        if (a->cc == CURLE_OK && a->status >= 200 && a->status < 300) {
+            st = parse_ok_body(r, a, out);
+            break;
+        }
         bool retryable = a->cc != CURLE_OK ? !a->too_large && transport_retryable(a->cc) : status_retryable(a->status);
-        if (!retryable || r->attempts >= max_attempts) return attempt_error(r, a, timeout_s);
+        if (!retryable || r->attempts >= max_attempts) {
+            st = attempt_error(r, a, timeout_s);
+            break;
+        }
+        failed = a->cc != CURLE_OK ? slot : -1;
         /* CC-23: retry 1 immediately; after retry j (= attempt j+1) fails, min(10, 2**(j-1)). */
         int j = r->attempts - 1;
         double wait = j == 0 ? 0 : (j - 1 >= 4 ? 10.0 : (double)(1 << (j - 1)));
@@ -399,6 +437,9 @@ static dspy_status send_with_retries(dspy_lm *lm, CURL *c, attempt *a, req_ctx *
         if (a->retry_after >= 0) wait = a->retry_after < MAX_RETRY_AFTER_S ? a->retry_after : MAX_RETRY_AFTER_S;
         sleep_s(wait * unit);
     }
+    r->url = NULL; /* the buffer goes; the messages above already hold the text */
+    dspy_str_free(&url);
+    return st;
 }
 
 static dspy_status http_complete(void *impl, dspy_lm *lm, const dspy_json *request, dspy_json **out) {
@@ -407,23 +448,15 @@ static dspy_status http_complete(void *impl, dspy_lm *lm, const dspy_json *reque
     const char *model = dspy_json_str(dspy_json_get(request, "model"));
     if (!model) return dspy_fail(DSPY_ERR_ARG, "HTTP client: the request has no model");
     const char *name = strncmp(model, "openai/", 7) == 0 ? model + 7 : model;
-    const char *base = NULL, *key = NULL;
-    dspy_status st = resolve_endpoint(request, model, strncmp(name, "local:", 6) == 0, &base, &key);
+    const char *bases = NULL, *key = NULL;
+    dspy_status st = resolve_endpoint(request, model, strncmp(name, "local:", 6) == 0, &bases, &key);
     if (st) return st;
 
-    dspy_str url = DSPY_STR_INIT, body = DSPY_STR_INIT;
+    dspy_str body = DSPY_STR_INIT;
     struct curl_slist *headers = NULL;
     CURL *c = NULL;
     attempt a;
     memset(&a, 0, sizeof a);
-    size_t blen = strlen(base);
-    while (blen && base[blen - 1] == '/') blen--;
-    dspy_str_appendn(&url, base, blen);
-    dspy_str_append(&url, "/chat/completions");
-    if (!dspy_str_ok(&url)) {
-        st = nomem(model);
-        goto done;
-    }
     if ((st = build_body(request, model, name, &body)) != DSPY_OK) goto done;
     if ((st = build_headers(lm, request, model, key, &headers)) != DSPY_OK) goto done;
 
@@ -434,7 +467,6 @@ static dspy_status http_complete(void *impl, dspy_lm *lm, const dspy_json *reque
         st = nomem(model);
         goto done;
     }
-    curl_easy_setopt(c, CURLOPT_URL, dspy_str_cstr(&url));
     curl_easy_setopt(c, CURLOPT_POST, 1L);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, dspy_str_cstr(&body));
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body.len);
@@ -450,15 +482,12 @@ static dspy_status http_complete(void *impl, dspy_lm *lm, const dspy_json *reque
     curl_easy_setopt(c, CURLOPT_SHARE, h->share);
     curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-    /* a local server must not be reached through an HTTP proxy set for the internet */
-    if (is_loopback(dspy_str_cstr(&url))) curl_easy_setopt(c, CURLOPT_PROXY, "");
-    req_ctx r = {model, dspy_str_cstr(&url), 0};
-    st = send_with_retries(lm, c, &a, &r, timeout_s, out);
+    req_ctx r = {model, NULL, 0};
+    st = send_with_retries(lm, h, c, &a, &r, bases, timeout_s, out);
 done:
     if (c) curl_easy_cleanup(c);
     curl_slist_free_all(headers);
     dspy_str_free(&a.body);
-    dspy_str_free(&url);
     dspy_str_free(&body);
     return st;
 }

@@ -799,6 +799,103 @@ static void test_truncation_warning(void) {
     dspy_json_decref(m);
 }
 
+/* api_base listing several servers (replicas): sequential calls alternate between equally idle
+ * servers, concurrent ones spread, a dead server costs one immediate retry on another (never the
+ * request), and a list naming no server is an argument error. */
+static dspy_lm *multi_lm(const char *bases) {
+    char kw[600];
+    snprintf(kw, sizeof kw, "{\"api_base\":\"%s\",\"api_key\":\"sk-test\"}", bases);
+    dspy_lm_params p = dspy_lm_params_default();
+    dspy_json *k = parse(kw);
+    p.kwargs = k;
+    p.retry_unit_s = UNIT;
+    p.cache = 0;
+    dspy_lm *lm = NULL;
+    CHECK_OK(dspy_lm_new("openai/gpt-4o-mini", &p, &lm));
+    dspy_json_decref(k);
+    return lm;
+}
+
+static void test_several_servers(void) {
+    reset(M_OK);
+    http_stub *two = NULL, *dead = NULL;
+    CHECK_OK(http_stub_start(handler, NULL, &two));
+    CHECK_OK(http_stub_start(handler, NULL, &dead));
+    if (!two || !dead) return;
+    char dead_url[128];
+    snprintf(dead_url, sizeof dead_url, "%s/v1", http_stub_url(dead));
+    http_stub_stop(dead); /* its port now refuses connections */
+    char bases[600];
+    snprintf(bases, sizeof bases, "%s, %s/v1/", g_base, http_stub_url(two));
+    dspy_lm *lm = multi_lm(bases);
+    int a0 = http_stub_requests(g_srv), b0 = http_stub_requests(two);
+    for (int i = 0; i < 8; i++) {
+        char q[32];
+        snprintf(q, sizeof q, "alternate %d", i);
+        dspy_json *m = question(q);
+        dspy_lm_response *r = NULL;
+        CHECK_OK(dspy_lm_call(lm, m, NULL, &r));
+        dspy_lm_response_free(r);
+        dspy_json_decref(m);
+        /* one at a time, both idle: strictly in turn */
+        CHECK_INT((http_stub_requests(g_srv) - a0) + (http_stub_requests(two) - b0), i + 1);
+        CHECK(abs((http_stub_requests(g_srv) - a0) - (http_stub_requests(two) - b0)) <= 1);
+    }
+    CHECK_INT(http_stub_requests(g_srv) - a0, 4);
+    CHECK_INT(http_stub_requests(two) - b0, 4);
+
+    /* 16 threads at once: every call answered, both servers used */
+    a0 = http_stub_requests(g_srv), b0 = http_stub_requests(two);
+    pthread_t th[16];
+    th_arg ta[16];
+    for (int i = 0; i < 16; i++) {
+        ta[i] = (th_arg){lm, 100 + i, false, false};
+        pthread_create(&th[i], NULL, thread_call, &ta[i]);
+    }
+    int ok = 0;
+    for (int i = 0; i < 16; i++) {
+        pthread_join(th[i], NULL);
+        ok += ta[i].ok;
+    }
+    CHECK_INT(ok, 16);
+    CHECK_INT((http_stub_requests(g_srv) - a0) + (http_stub_requests(two) - b0), 16);
+    CHECK(http_stub_requests(g_srv) - a0 >= 4 && http_stub_requests(two) - b0 >= 4);
+    dspy_lm_free(lm);
+
+    /* a dead server in the list: every call still answered, by the live one, without backoff */
+    snprintf(bases, sizeof bases, "%s,%s", dead_url, g_base);
+    lm = multi_lm(bases);
+    a0 = http_stub_requests(g_srv);
+    double t0 = now_s();
+    for (int i = 0; i < 6; i++) {
+        char q[32];
+        snprintf(q, sizeof q, "failover %d", i);
+        dspy_json *m = question(q);
+        dspy_lm_response *r = NULL;
+        CHECK_OK(dspy_lm_call(lm, m, NULL, &r));
+        CHECK(r && r->n == 1);
+        dspy_lm_response_free(r);
+        dspy_json_decref(m);
+    }
+    CHECK_INT(http_stub_requests(g_srv) - a0, 6);
+    CHECK(now_s() - t0 < 2.0); /* retries after a refused connection are immediate, never 1+ units */
+    dspy_lm_free(lm);
+
+    /* only the dead one: the transport error names it after the retries */
+    lm = multi_lm(dead_url);
+    dspy_json *m = question("nobody");
+    dspy_lm_response *r = NULL;
+    CHECK_STATUS(dspy_lm_call(lm, m, NULL, &r), DSPY_ERR_REMOTE);
+    CHECK_CONTAINS(dspy_errmsg(), dead_url);
+    dspy_lm_free(lm);
+    lm = multi_lm(" , ");
+    CHECK_STATUS(dspy_lm_call(lm, m, NULL, &r), DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "names no server");
+    dspy_lm_free(lm);
+    dspy_json_decref(m);
+    http_stub_stop(two);
+}
+
 int main(void) {
     unsetenv("OPENAI_API_KEY");
     unsetenv("OPENAI_BASE_URL");
@@ -817,6 +914,7 @@ int main(void) {
     RUN(test_cache_rollout_id);
     RUN(test_cache_killed_process);
     RUN(test_truncation_warning);
+    RUN(test_several_servers);
     http_stub_stop(g_srv);
     reset(M_OK);
     dspy_history_clear(dspy_history_global());

@@ -348,7 +348,7 @@ static const dspy_opt k_opts[] = {
     {"student", "DIR", "student model directory (Hugging Face layout, e.g. from `dspy init-model`)", true, false, NULL},
     {"teacher", "MODEL", "openai/<model> (OPENAI_API_KEY), openai/local:<dir> (served here), or oracle (an offline "
                          "stand-in that answers with the gold label)", false, false, "openai/gpt-4o-mini"},
-    {"teacher-base-url", "URL", "any OpenAI-compatible endpoint for the teacher (e.g. http://127.0.0.1:8000/v1)", false, false, NULL},
+    {"teacher-base-url", "URL", "any OpenAI-compatible endpoint for the teacher (e.g. http://127.0.0.1:8000/v1); several, comma-separated, share the requests (replicas)", false, false, NULL},
     {"teacher-api-key", "KEY", "the teacher's API key (default: $OPENAI_API_KEY)", false, false, NULL},
     {"teacher-max-tokens", "N", "max_tokens of the teacher's answers (default: not sent; the tutorial used 3000)", false, false, NULL},
     TASK_OPTS_DATA,
