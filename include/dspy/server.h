@@ -104,6 +104,11 @@ typedef struct dspy_server_params {
                                       before they are aborted with 503 */
     int32_t n_threads;             /* compute threads; 0 = the OpenMP default */
     const char *device;            /* "auto", "cpu", "cuda", "cuda:N" (dspy_device_parse); NULL = cpu */
+    int32_t replicas;              /* copies of the model behind the one port (0 or 1: one), each
+                                      with its own engine and scheduler; a request goes to the
+                                      least busy. On CUDA replica i runs on GPU i of those visible
+                                      (device "cuda" or "auto"; `dspy serve --gpus N`), on the CPU
+                                      the copies share the cores */
     bool strict;                   /* refuse a checkpoint with NaN/Inf weights (else a warning) */
     dspy_cpu_kernels cpu_kernels;  /* on the CPU: FAST (default: BF16 SIMD kernels) or REFERENCE
                                       (the fp32 parity kernels); dspy/backend.h */

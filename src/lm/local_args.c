@@ -32,6 +32,7 @@ static const serve_arg k_args[] = {
     {"chat-date", ARG_STR, F(chat_date)},
     {"device", ARG_STR, F(device)},
     {"max-seqs", ARG_I32, F(max_seqs)},
+    {"replicas", ARG_I32, F(replicas)},
     {"max-queue", ARG_I32, F(max_queue)},
     {"kv-tokens", ARG_I32, F(kv_tokens)},
     {"kv-memory-percent", ARG_I32, F(kv_memory_percent)},

@@ -26,6 +26,7 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -47,6 +48,15 @@
 #define ABORT_DRAIN_MS 10000
 #define LARGE_BODY (256u << 10)
 
+/* One copy of the model with its engine and the scheduler that feeds it. */
+typedef struct replica {
+    dspy_model *model;
+    dspy_engine *eng;
+    sched *sched;
+    char device[32]; /* "cuda:i" for replica i on a GPU, else the server's device */
+    atomic_llong requests; /* jobs submitted to it */
+} replica;
+
 struct dspy_server {
     dspy_server_params p;
     char *model_dir, *tokenizer_dir, *host, *api_key, *chat_date, *allowed_hosts, *cors_origin;
@@ -54,12 +64,13 @@ struct dspy_server {
     char *name;
     char **aliases;
     size_t n_aliases;
-    dspy_model *model;
+    dspy_model *model;    /* replica 0's: the config, the device type */
     dspy_tokenizer *tok;
     dspy_chat_template *tmpl;
     char *tmpl_error; /* why there is no chat template */
-    dspy_engine *eng;
-    sched *sched;
+    replica *rep;         /* n_rep engines behind the one port (dspy_server_params.replicas) */
+    int32_t n_rep;
+    atomic_uint turn;     /* round-robin start among equally busy replicas */
     sx_cache *sx;         /* compiled structured-output constraints */
     srv_metrics *metrics;
     http_server *http;
@@ -527,6 +538,41 @@ static void record_request(dspy_server *s, oai_kind kind, const http_request *re
                  format_name(r->format));
 }
 
+/* The replica with the fewest jobs queued or running; ties in turn, so that an idle server
+ * alternates. */
+static replica *least_busy(dspy_server *s) {
+    if (s->n_rep == 1) return &s->rep[0];
+    unsigned start = atomic_fetch_add(&s->turn, 1u);
+    replica *best = NULL;
+    int32_t best_load = 0;
+    for (int32_t k = 0; k < s->n_rep; k++) {
+        replica *r = &s->rep[(start + (unsigned)k) % (unsigned)s->n_rep];
+        sched_stats st;
+        dspy_sched_stats_get(r->sched, &st);
+        if (!best || st.queued + st.running < best_load) best = r, best_load = st.queued + st.running;
+    }
+    return best;
+}
+
+/* The replicas' statistics summed: /metrics shows the server as one. */
+static void stats_all(dspy_server *s, sched_stats *out) {
+    dspy_sched_stats_get(s->rep[0].sched, out);
+    for (int32_t i = 1; i < s->n_rep; i++) {
+        sched_stats t;
+        dspy_sched_stats_get(s->rep[i].sched, &t);
+        out->queued += t.queued, out->running += t.running, out->active_seqs += t.active_seqs;
+        out->last_batch += t.last_batch, out->steps += t.steps, out->batch_seqs += t.batch_seqs;
+        out->kv_capacity += t.kv_capacity, out->kv_free += t.kv_free, out->cached_tokens += t.cached_tokens;
+        out->prompt_tokens += t.prompt_tokens, out->prefix_hit_tokens += t.prefix_hit_tokens;
+        out->computed_tokens += t.computed_tokens, out->preemptions += t.preemptions;
+    }
+}
+
+static void abort_all(dspy_server *s, int status, const char *why) {
+    for (int32_t i = 0; i < s->n_rep; i++)
+        if (s->rep[i].sched) dspy_sched_abort(s->rep[i].sched, status, why);
+}
+
 static void handle_generate(dspy_server *s, oai_kind kind, const http_request *req, http_conn *c) {
     oai_error err = OAI_ERROR_INIT;
     oai_request r;
@@ -575,7 +621,9 @@ static void handle_generate(dspy_server *s, oai_kind kind, const http_request *r
         goto done;
     }
     sx = NULL; /* the job's now */
-    dspy_status st = dspy_sched_submit(s->sched, job);
+    replica *rep = least_busy(s);
+    dspy_status st = dspy_sched_submit(rep->sched, job);
+    if (st == DSPY_OK) atomic_fetch_add(&rep->requests, 1);
     if (st != DSPY_OK) {
         dspy_oai_error_set(&err, 503, NULL, NULL, st == DSPY_ERR_STATE ? "overloaded" : NULL, "%s", dspy_errmsg());
         send_error(c, &err, "Retry-After: 1\r\n");
@@ -657,9 +705,16 @@ static void handle(void *user, const http_request *req, http_conn *c) {
         break;
     case OAI_ROUTE_METRICS: {
         sched_stats st;
-        dspy_sched_stats_get(s->sched, &st);
+        stats_all(s, &st);
         dspy_str body = DSPY_STR_INIT;
-        if (dspy_srv_metrics_render(s->metrics, &st, &body))
+        bool ok = dspy_srv_metrics_render(s->metrics, &st, &body);
+        /* the replicas apart: where the requests went */
+        dspy_str_append(&body, "# HELP dspy_replica_requests_total Generation requests given to each replica.\n"
+                               "# TYPE dspy_replica_requests_total counter\n");
+        for (int32_t i = 0; i < s->n_rep; i++)
+            dspy_str_appendf(&body, "dspy_replica_requests_total{replica=\"%d\",device=\"%s\"} %lld\n", i,
+                             s->rep[i].device, (long long)atomic_load(&s->rep[i].requests));
+        if (ok && dspy_str_ok(&body))
             dspy_http_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", body.ptr, body.len, NULL);
         else
             fail_with(c, 500, "The server ran out of memory.");
@@ -771,6 +826,33 @@ static int32_t kv_tokens_default(const dspy_model *m, const dspy_server_params *
     return n;
 }
 
+/* Where each replica runs: with several on CUDA, replica i on GPU i of those visible (the
+ * device must then be "cuda" or "auto", not one chosen GPU); otherwise all on the device given. */
+static dspy_status place_replicas(dspy_server *s, const dspy_server_params *p) {
+    int32_t n = p->replicas > 1 ? p->replicas : 1;
+    const char *dev = p->device && *p->device ? p->device : "cpu";
+    dspy_device d;
+    dspy_status st = dspy_device_parse(dev, &d);
+    if (st) return st;
+    if (n > 1 && d.type == DSPY_DEVICE_CUDA) {
+        if (strcmp(dev, "cuda") != 0 && strcmp(dev, "auto") != 0)
+            return dspy_fail(DSPY_ERR_ARG, "serve: %d replicas take GPUs 0..%d; --device %s names one GPU (use --device "
+                             "cuda, and CUDA_VISIBLE_DEVICES to choose which GPUs)", n, n - 1, dev);
+        const char *why = NULL;
+        int have = dspy_cuda_device_count(&why);
+        if (have < n)
+            return dspy_fail(DSPY_ERR_ARG, "serve: %d replicas need %d GPUs; %d %s visible%s%s", n, n, have < 0 ? 0 : have,
+                             have == 1 ? "is" : "are", why ? ": " : "", why ? why : "");
+    }
+    if (!(s->rep = calloc((size_t)n, sizeof *s->rep))) return dspy_fail(DSPY_ERR_NOMEM, "serve: out of memory");
+    s->n_rep = n;
+    for (int32_t i = 0; i < n; i++) {
+        if (n > 1 && d.type == DSPY_DEVICE_CUDA) snprintf(s->rep[i].device, sizeof s->rep[i].device, "cuda:%d", i);
+        else snprintf(s->rep[i].device, sizeof s->rep[i].device, "%s", dev);
+    }
+    return DSPY_OK;
+}
+
 dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
     *out = NULL;
     if (!p || !p->model_dir || !*p->model_dir)
@@ -778,10 +860,11 @@ dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
     if (p->max_seqs < 1 || p->max_queue < 1 || p->max_connections < 1 || p->port < 0 || p->port > 65535 ||
         p->max_body_bytes == 0 || p->max_header_bytes < 256 || p->read_timeout_ms < 1 || p->shutdown_grace_ms < 0 ||
         p->kv_tokens < 0 || p->max_batch_tokens < 0 || p->default_max_tokens < 0 || p->max_n < 1 || p->max_request_tokens < 0 ||
-        p->max_per_client < 0 || p->structured_max_tokens < 0 || p->kv_memory_percent < 0 || p->kv_memory_percent > 95)
+        p->max_per_client < 0 || p->structured_max_tokens < 0 || p->kv_memory_percent < 0 || p->kv_memory_percent > 95 ||
+        p->replicas < 0 || p->replicas > 64)
         return dspy_fail(DSPY_ERR_ARG, "serve: bad parameters (max_seqs, max_queue and max_connections must be >= 1, "
                                        "port 0..65535, header limit >= 256 bytes, timeouts positive, kv_tokens, max_batch_tokens, default_max_tokens, "
-                                       "max_request_tokens and max_per_client >= 0, max_n >= 1, kv_memory_percent 0..95)");
+                                       "max_request_tokens and max_per_client >= 0, max_n >= 1, kv_memory_percent 0..95, replicas 0..64)");
     dspy_server *s = calloc(1, sizeof *s);
     if (!s) return dspy_fail(DSPY_ERR_NOMEM, "serve: out of memory");
     dspy_status st = DSPY_OK;
@@ -817,12 +900,16 @@ dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
     s->created = (int64_t)time(NULL);
     if ((st = make_names(s)) != DSPY_OK) goto fail;
 
-    dspy_model_params mp = dspy_model_params_default();
-    mp.n_threads = p->n_threads;
-    mp.device = p->device;
-    mp.strict = p->strict;
-    mp.cpu_kernels = p->cpu_kernels;
-    if ((st = dspy_model_load(s->model_dir, &mp, &s->model)) != DSPY_OK) goto fail;
+    if ((st = place_replicas(s, p)) != DSPY_OK) goto fail;
+    for (int32_t i = 0; i < s->n_rep; i++) {
+        dspy_model_params mp = dspy_model_params_default();
+        mp.n_threads = p->n_threads;
+        mp.device = s->rep[i].device;
+        mp.strict = p->strict;
+        mp.cpu_kernels = p->cpu_kernels;
+        if ((st = dspy_model_load(s->model_dir, &mp, &s->rep[i].model)) != DSPY_OK) goto fail;
+    }
+    s->model = s->rep[0].model;
     if ((st = dspy_tokenizer_load(s->tokenizer_dir, &s->tok)) != DSPY_OK) goto fail;
     const dspy_model_config *cfg = dspy_model_config_get(s->model);
     if (dspy_tokenizer_vocab_size(s->tok) > cfg->vocab_size) {
@@ -838,17 +925,27 @@ dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
     s->eos_id = dspy_tokenizer_eos_id(s->tok);
     s->eot_id = s->tmpl ? dspy_tokenizer_token_to_id(s->tok, dspy_chat_template_end_of_turn(s->tmpl)) : -1;
 
-    dspy_engine_params ep = dspy_engine_params_default();
-    ep.max_seqs = p->max_seqs;
-    ep.max_tokens_total = p->kv_tokens > 0 ? p->kv_tokens : kv_tokens_default(s->model, p);
-    ep.max_batch_tokens = p->max_batch_tokens > 0 ? p->max_batch_tokens
-                          : dspy_model_device(s->model).type == DSPY_DEVICE_CPU ? 256 : 4096;
-    if ((st = dspy_engine_new(s->model, &ep, &s->eng)) != DSPY_OK) goto fail;
-    dspy_engine_stats stats;
-    dspy_engine_stats_get(s->eng, &stats);
-    s->limit = stats.context_length < stats.capacity_tokens ? stats.context_length : stats.capacity_tokens;
-    s->budget = p->max_request_tokens > 0 ? p->max_request_tokens : stats.capacity_tokens;
-    if ((st = dspy_sched_new(s->eng, s->tok, p->max_queue, &s->sched)) != DSPY_OK) goto fail;
+    /* every replica's engine; a request must fit the smallest (GPUs may have had less free) */
+    int64_t capacity = INT64_MAX, context = 0;
+    for (int32_t i = 0; i < s->n_rep; i++) {
+        replica *r = &s->rep[i];
+        dspy_engine_params ep = dspy_engine_params_default();
+        ep.max_seqs = p->max_seqs;
+        ep.max_tokens_total = p->kv_tokens > 0 ? p->kv_tokens : kv_tokens_default(r->model, p);
+        ep.max_batch_tokens = p->max_batch_tokens > 0 ? p->max_batch_tokens
+                              : dspy_model_device(r->model).type == DSPY_DEVICE_CPU ? 256 : 4096;
+        if ((st = dspy_engine_new(r->model, &ep, &r->eng)) != DSPY_OK) goto fail;
+        dspy_engine_stats stats;
+        dspy_engine_stats_get(r->eng, &stats);
+        if (stats.capacity_tokens < capacity) capacity = stats.capacity_tokens;
+        context = stats.context_length;
+        if ((st = dspy_sched_new(r->eng, s->tok, p->max_queue, &r->sched)) != DSPY_OK) goto fail;
+    }
+    s->limit = (int32_t)(context < capacity ? context : capacity);
+    s->budget = p->max_request_tokens > 0 ? p->max_request_tokens : capacity;
+    if (s->n_rep > 1)
+        dspy_log(DSPY_LOG_INFO, "serve: %d replicas (%s .. %s), each request to the least busy", s->n_rep,
+                 s->rep[0].device, s->rep[s->n_rep - 1].device);
     sx_defaults sxd = {p->structured_max_tokens, p->structured_max_tokens, 16};
     if ((st = dspy_sx_cache_new(s->tok, cfg->vocab_size, &sxd, &s->sx)) != DSPY_OK) goto fail;
     if (!(s->metrics = dspy_srv_metrics_new())) {
@@ -883,7 +980,7 @@ dspy_status dspy_server_run(dspy_server *s) {
                         s->p.shutdown_grace_ms, n);
     if (!dspy_http_server_drain(s->http, s->p.shutdown_grace_ms)) {
         dspy_log(DSPY_LOG_WARN, "serve: aborting %d unfinished connection(s)", dspy_http_server_connections(s->http));
-        dspy_sched_abort(s->sched, 503, "the server is shutting down");
+        abort_all(s, 503, "the server is shutting down");
         if (!dspy_http_server_drain(s->http, ABORT_DRAIN_MS))
             dspy_log(DSPY_LOG_WARN, "serve: %d connection(s) still open", dspy_http_server_connections(s->http));
     }
@@ -931,16 +1028,20 @@ void dspy_server_free(dspy_server *s) {
     dspy_server_join(s); /* a started server: stop it and wait for its thread before freeing */
     if (s->http) {
         dspy_http_server_stop(s->http);
-        if (s->sched && !dspy_http_server_drain(s->http, 0)) dspy_sched_abort(s->sched, 503, "the server is shutting down");
+        if (s->rep && !dspy_http_server_drain(s->http, 0)) abort_all(s, 503, "the server is shutting down");
     }
     dspy_http_server_free(s->http); /* waits for connection threads, which wait on jobs */
-    dspy_sched_free(s->sched); /* releases the jobs, and with them their constraint references */
+    for (int32_t i = 0; i < s->n_rep; i++)
+        dspy_sched_free(s->rep[i].sched); /* releases the jobs, and with them their constraint references */
     dspy_sx_cache_free(s->sx);
     dspy_srv_metrics_free(s->metrics);
-    dspy_engine_free(s->eng);
+    for (int32_t i = 0; i < s->n_rep; i++) {
+        dspy_engine_free(s->rep[i].eng);
+        dspy_model_free(s->rep[i].model);
+    }
+    free(s->rep);
     dspy_chat_template_free(s->tmpl);
     dspy_tokenizer_free(s->tok);
-    dspy_model_free(s->model);
     for (size_t i = 0; i < s->n_aliases; i++) free(s->aliases[i]);
     free(s->aliases);
     free(s->name);

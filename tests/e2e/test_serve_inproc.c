@@ -15,7 +15,8 @@
  *   - the program path: dspy_program_launch on a Predict whose LM is "openai/local:<dir>" serves
  *     it in process by default and a call goes through it;
  *   - the lower level: dspy_server_new + dspy_server_start + dspy_server_join (a second start is
- *     refused; join of a server never started is a no-op).
+ *     refused; join of a server never started is a no-op);
+ *   - two replicas behind one port: the same greedy answers, the requests spread over both.
  */
 #include <arpa/inet.h>
 #include <curl/curl.h>
@@ -514,6 +515,56 @@ static void test_server_thread(void) {
     CHECK_THREADS(threads_before);
 }
 
+/* Two replicas of the model behind one port (dspy_server_params.replicas, `dspy serve
+ * --replicas/--gpus`): every answer is the single server's greedy answer, the requests are
+ * spread over both (/metrics counts them per replica), and a bad count is refused. */
+static long long replica_requests(const char *metrics, int i) {
+    char key[64];
+    snprintf(key, sizeof key, "dspy_replica_requests_total{replica=\"%d\"", i);
+    const char *p = strstr(metrics, key);
+    if (!p || !(p = strchr(p, '}'))) return -1;
+    return atoll(p + 1);
+}
+
+static void test_replicas(void) {
+    int threads_before = thread_count();
+    dspy_server_params sp = dspy_server_params_default();
+    sp.model_dir = g_model;
+    sp.tokenizer_dir = g_tok;
+    sp.port = 0;
+    sp.n_threads = 1;
+    sp.replicas = 2;
+    dspy_server *srv = NULL;
+    CHECK_OK(dspy_server_new(&sp, &srv));
+    if (!srv) return;
+    CHECK_OK(dspy_server_start(srv));
+    char base[64];
+    snprintf(base, sizeof base, "http://127.0.0.1:%d/v1", dspy_server_port(srv));
+    for (int i = 0; i < 6; i++) {
+        char *text = chat(base, g_model, NULL);
+        CHECK(text != NULL);
+        if (g_answer && text) CHECK_STR(text, g_answer);
+        free(text);
+    }
+    char root[64];
+    snprintf(root, sizeof root, "http://127.0.0.1:%d", dspy_server_port(srv));
+    resp r;
+    http(root, "/metrics", NULL, &r);
+    CHECK_INT(r.status, 200);
+    long long a = replica_requests(dspy_str_cstr(&r.body), 0), b = replica_requests(dspy_str_cstr(&r.body), 1);
+    CHECK_INT(a + b, 6);
+    CHECK(a >= 1 && b >= 1); /* an idle pair alternates; never all on one */
+    CHECK(replica_requests(dspy_str_cstr(&r.body), 2) == -1);
+    dspy_str_free(&r.body);
+    dspy_server_free(srv);
+    CHECK_THREADS(threads_before);
+    sp.replicas = 65;
+    srv = NULL;
+    CHECK_STATUS(dspy_server_new(&sp, &srv), DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "replicas 0..64");
+    CHECK(srv == NULL);
+}
+
 int main(void) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     if (make_model()) {
@@ -523,6 +574,7 @@ int main(void) {
         RUN(test_program_launch);
         RUN(test_serve_args);
         RUN(test_server_thread);
+        RUN(test_replicas);
     }
     free(g_answer);
     curl_global_cleanup();

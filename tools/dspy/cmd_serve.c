@@ -132,6 +132,8 @@ int cmd_serve(int argc, char **argv) {
         {"chat-date", "DATE", "Llama 3.x chat template 'Today Date' (default: today, e.g. 26 Jul 2024)", false, false, NULL},
         {"threads", "N", "compute threads (0: the OpenMP default)", false, false, "0"},
         {"device", "DEV", "auto (CUDA when a GPU is visible), cpu, cuda or cuda:N", false, false, "auto"},
+        {"gpus", "N", "N replicas of the model, one per GPU (GPUs 0..N-1 of CUDA_VISIBLE_DEVICES), behind this one port; each request goes to the least busy", false, false, "1"},
+        {"replicas", "N", "as --gpus, on any device (on the CPU the copies share the cores)", false, false, "1"},
         {"strict", NULL, "refuse a checkpoint whose weights hold NaN/Inf (default: a warning)", false, false, NULL},
         {"cpu-kernels", "K", "on the CPU: fast (BF16 weights, SIMD) or reference (the fp32 parity kernels); "
          "default $DSPY_CPU_KERNELS, else fast", false, false, "fast"},
@@ -159,7 +161,7 @@ int cmd_serve(int argc, char **argv) {
     p.chat_date = dspy_args_get(&a, "chat-date");
     p.device = dspy_args_get(&a, "device");
     p.strict = dspy_args_flag(&a, "strict");
-    int32_t port, max_body, timeout_s, grace_s, max_req;
+    int32_t port, max_body, timeout_s, grace_s, max_req, gpus = 1;
     if (!get_i32(&a, "port", 0, 65535, &port) || !get_i32(&a, "max-seqs", 1, 4096, &p.max_seqs) ||
         !get_i32(&a, "max-n", 1, 128, &p.max_n) || !get_i32(&a, "max-request-tokens", 0, INT32_MAX, &max_req) ||
         !get_i32(&a, "max-per-client", 0, 100000, &p.max_per_client) ||
@@ -171,9 +173,19 @@ int cmd_serve(int argc, char **argv) {
         !get_i32(&a, "structured-max-tokens", 0, 1 << 20, &p.structured_max_tokens) ||
         !get_i32(&a, "default-max-tokens", 0, INT32_MAX, &p.default_max_tokens) ||
         !get_i32(&a, "max-body", 1, INT32_MAX, &max_body) || !get_i32(&a, "request-timeout", 1, 86400, &timeout_s) ||
-        !get_i32(&a, "shutdown-grace", 0, 86400, &grace_s) || !get_i32(&a, "threads", 0, 4096, &p.n_threads)) {
+        !get_i32(&a, "shutdown-grace", 0, 86400, &grace_s) || !get_i32(&a, "threads", 0, 4096, &p.n_threads) ||
+        !get_i32(&a, "gpus", 1, 64, &gpus) || !get_i32(&a, "replicas", 1, 64, &p.replicas)) {
         free(key);
         return 2;
+    }
+    if (gpus > 1) {
+        if (p.replicas > 1) {
+            fprintf(stderr, "error: dspy serve: --gpus and --replicas say the same thing; give one\n");
+            free(key);
+            return 2;
+        }
+        p.replicas = gpus;
+        if (!dspy_args_get(&a, "device") || !strcmp(p.device, "auto")) p.device = "cuda";
     }
     p.max_request_tokens = max_req;
     p.port = port;
