@@ -151,6 +151,14 @@ dspy_status dspy_backend_new(dspy_device dev, const dspy_backend_plan *plan, dsp
     return DSPY_OK;
 }
 
+void *dspy_backend_native_stream(dspy_backend *be) {
+#ifdef DSPY_HAVE_CUDA
+    if (be && be->dev.type == DSPY_DEVICE_CUDA) return dspy_backend_cuda_stream(be);
+#endif
+    (void)be;
+    return NULL;
+}
+
 void dspy_backend_free(dspy_backend *be) {
     if (!be) return;
     if (be->dev.type == DSPY_DEVICE_CPU) dspy_backend_cpu_release(be);

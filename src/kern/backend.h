@@ -73,7 +73,11 @@ dspy_status dspy_backend_cpu_use_fast(dspy_backend *be, int32_t max_width);
 dspy_status dspy_backend_cuda_init(dspy_backend *be);
 void dspy_backend_cuda_release(dspy_backend *be);
 dspy_status dspy_backend_cuda_reserve(dspy_backend *be, const dspy_backend_plan *plan);
+void *dspy_backend_cuda_stream(dspy_backend *be);
 #endif
+/* The native queue every op of this backend runs on: the cudaStream_t of a CUDA backend (for
+ * NCCL collectives that must run in order with its ops, train/dist.h), NULL on the CPU. */
+void *dspy_backend_native_stream(dspy_backend *be);
 
 #ifdef __cplusplus
 }

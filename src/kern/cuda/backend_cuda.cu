@@ -298,6 +298,11 @@ fail:
     return st;
 }
 
+extern "C" void *dspy_backend_cuda_stream(dspy_backend *be) {
+    cuda_state *s = cu_of(be);
+    return s ? (void *)s->stream : NULL;
+}
+
 extern "C" void dspy_backend_cuda_release(dspy_backend *be) {
     cuda_state *s = cu_of(be);
     if (!s) return;
