@@ -482,13 +482,19 @@ static void test_serve_args(void) {
 }
 
 /* dspy_server_start / dspy_server_join without the launcher. */
-static void test_server_thread(void) {
-    int threads_before = thread_count();
+/* dspy_server_new's parameters for the test model on an ephemeral port, one thread. */
+static dspy_server_params server_params(void) {
     dspy_server_params sp = dspy_server_params_default();
     sp.model_dir = g_model;
     sp.tokenizer_dir = g_tok;
     sp.port = 0;
     sp.n_threads = 1;
+    return sp;
+}
+
+static void test_server_thread(void) {
+    int threads_before = thread_count();
+    dspy_server_params sp = server_params();
     dspy_server *srv = NULL;
     CHECK_OK(dspy_server_new(&sp, &srv));
     if (!srv) return;
@@ -528,11 +534,7 @@ static long long replica_requests(const char *metrics, int i) {
 
 static void test_replicas(void) {
     int threads_before = thread_count();
-    dspy_server_params sp = dspy_server_params_default();
-    sp.model_dir = g_model;
-    sp.tokenizer_dir = g_tok;
-    sp.port = 0;
-    sp.n_threads = 1;
+    dspy_server_params sp = server_params();
     sp.replicas = 2;
     dspy_server *srv = NULL;
     CHECK_OK(dspy_server_new(&sp, &srv));

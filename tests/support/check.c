@@ -4,9 +4,11 @@
 #include "dspy/str.h"
 
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -83,6 +85,18 @@ const char *test_npm_dir(const char *name) {
 const char *test_bin(const char *name) { return join(DSPY_BIN_DIR, name); }
 
 bool test_have_shared(const char *rel) { return access(test_shared(rel), R_OK) == 0; }
+
+int test_free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET, a.sin_addr.s_addr = htonl(INADDR_LOOPBACK), a.sin_port = 0;
+    socklen_t len = sizeof a;
+    int port = -1;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    if (fd >= 0) close(fd);
+    return port;
+}
 
 const char *test_tmpdir(void) {
     if (!g_tmpdir[0]) {

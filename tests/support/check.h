@@ -39,6 +39,8 @@ const char *test_tmpdir(void);
  * = <that root>/_npm, unless already set) so that no npm install writes into the checkout.
  * Returns NULL (and reports a failure) when the directory cannot be made. */
 const char *test_npm_dir(const char *name);
+/* A TCP port on 127.0.0.1 nobody listens on right now (-1 if none could be found). */
+int test_free_port(void);
 /* True when a shared file is present (tests that need ../shared skip cleanly without it). */
 bool test_have_shared(const char *rel);
 

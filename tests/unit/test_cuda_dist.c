@@ -4,11 +4,9 @@
  * in order with their backend's stream: exact sums for integer-valued data, a large odd-sized
  * buffer, a broadcast from rank 0, barriers. NVLink multicast stays off (NCCL_NVLS_ENABLE=0).
  * Fewer than two GPUs: a skip (exit 77), not a pass. */
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,18 +14,6 @@
 #include "dspy/backend.h"
 #include "kern/backend.h"
 #include "train/dist.h"
-
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET, a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0) close(fd);
-    return port;
-}
 
 /* One rank: 0 on success, 77 without two GPUs, another code naming the failed step. */
 static int rank_main(int rank) {
@@ -76,7 +62,7 @@ static int rank_main(int rank) {
 int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "--rank")) return rank_main(atoi(argv[2]));
     char port[16];
-    snprintf(port, sizeof port, "%d", free_port());
+    snprintf(port, sizeof port, "%d", test_free_port());
     setenv("WORLD_SIZE", "2", 1), setenv("MASTER_ADDR", "127.0.0.1", 1), setenv("MASTER_PORT", port, 1);
     setenv("NCCL_NVLS_ENABLE", "0", 1);
     pid_t kids[2];

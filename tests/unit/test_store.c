@@ -3,31 +3,16 @@
  * counters and a barrier across four processes; a key never set times out; a rank 0 that stops
  * or is killed -9 gives the waiting ranks an error at once, not a hang; a taken port, no rank 0
  * and bad arguments are clear errors. */
-#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
 #include "dspy/clock.h"
 #include "train/store.h"
-
-/* A port nobody listens on right now. */
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET, a.sin_addr.s_addr = htonl(INADDR_LOOPBACK), a.sin_port = 0;
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0) close(fd);
-    return port;
-}
 
 static const char k_blob[] = "nccl-unique-id\0with a zero byte";
 
@@ -49,7 +34,7 @@ static int child_rank(int port, int rank) {
 }
 
 static void test_four_ranks(void) {
-    int port = free_port();
+    int port = test_free_port();
     pid_t kids[3];
     for (int r = 1; r <= 3; r++) {
         kids[r - 1] = fork();
@@ -91,7 +76,7 @@ static void test_four_ranks(void) {
 }
 
 static void test_timeout_and_errors(void) {
-    int port = free_port();
+    int port = test_free_port();
     dspy_store *s = NULL;
     CHECK_OK(dspy_store_new("127.0.0.1", port, true, 0.3, &s));
     if (!s) return;
@@ -110,7 +95,7 @@ static void test_timeout_and_errors(void) {
     dspy_store_free(s);
     /* nobody on the port: the client gives up after its timeout */
     t0 = dspy_now_s();
-    CHECK_STATUS(dspy_store_new("127.0.0.1", free_port(), false, 0.3, &t), DSPY_ERR_IO);
+    CHECK_STATUS(dspy_store_new("127.0.0.1", test_free_port(), false, 0.3, &t), DSPY_ERR_IO);
     CHECK_CONTAINS(dspy_errmsg(), "rank 0 did not answer");
     CHECK(dspy_now_s() - t0 < 3.0);
     CHECK_STATUS(dspy_store_new("", 29500, false, 1, &t), DSPY_ERR_ARG);
@@ -139,7 +124,7 @@ static void *wait_for_key(void *p) {
 
 static void test_rank0_gone(void) {
     /* rank 0 stops (its store freed) while another rank waits */
-    int port = free_port();
+    int port = test_free_port();
     dspy_store *zero = NULL, *one = NULL;
     CHECK_OK(dspy_store_new("127.0.0.1", port, true, 30, &zero));
     CHECK_OK(dspy_store_new("127.0.0.1", port, false, 30, &one));
@@ -160,7 +145,7 @@ static void test_rank0_gone(void) {
     dspy_store_free(one);
 
     /* rank 0 killed -9 in another process */
-    port = free_port();
+    port = test_free_port();
     int pipefd[2];
     CHECK(pipe(pipefd) == 0);
     pid_t pid = fork();
