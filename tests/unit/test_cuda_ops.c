@@ -432,6 +432,27 @@ static void test_attention(void) {
     one_attention("attention decode HS=64 MHA", 4, 4, 64, 5, dl, dp, true, 0);
     int ol[1] = {1}, op[1] = {1499};
     one_attention("attention decode 1 seq, 1500 context", 32, 8, 64, 1, ol, op, true, 0);
+    /* one or two sequences: the cluster path (k_attn_decode_cl: slices of ceil(L / 16) keys, empty
+     * slices at short contexts, several 128-key tiles a slice past 2,048) at the context lengths
+     * around its edges, head sizes 64 and 128, 1-8 query heads a KV head */
+    static const int ctx[7] = {1, 2, 127, 128, 129, 1564, 4096};
+    static const struct {
+        const char *name;
+        int NH, NKV, HS;
+    } shapes[4] = {{"HS=64 GQA 4", 32, 8, 64}, {"HS=128 GQA 8", 16, 2, 128}, {"HS=64 MHA", 8, 8, 64},
+                   {"HS=128 GQA 2", 16, 8, 128}};
+    for (int sh = 0; sh < 4; sh++) {
+        char what[96];
+        for (int i = 0; i < 7; i++) {
+            int one[1] = {1}, p1[1] = {ctx[i] - 1};
+            snprintf(what, sizeof what, "attention decode 1 seq %s, context %d", shapes[sh].name, ctx[i]);
+            one_attention(what, shapes[sh].NH, shapes[sh].NKV, shapes[sh].HS, 1, one, p1, true, 0);
+            int two[2] = {1, 1}, p2[2] = {ctx[i] - 1, ctx[6 - i] - 1};
+            snprintf(what, sizeof what, "attention decode 2 seqs %s, contexts %d and %d", shapes[sh].name, ctx[i],
+                     ctx[6 - i]);
+            one_attention(what, shapes[sh].NH, shapes[sh].NKV, shapes[sh].HS, 2, two, p2, true, 0);
+        }
+    }
 }
 
 /* ---- sampling ---------------------------------------------------------------------------- */
