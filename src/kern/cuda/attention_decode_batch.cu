@@ -41,7 +41,7 @@ bool dspy_cu_decode_batch_fits(dspy_backend *be, int nseg, int NH, int NKV, int 
 dspy_status dspy_cu_attention_decode_batch(dspy_backend *be, bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc,
                                            const dspy_attn_meta *m, int NH, int NKV, int HS, float scale_log2);
 
-enum { DB_WARPS = 8, DB_THREADS = DB_WARPS * 32, DB_MAX_SPLITS = 32, DB_MIN_SEQS = 3 };
+enum { DB_MAX_SPLITS = 32, DB_MIN_SEQS = 3 };
 
 #define FULL_MASK 0xffffffffu
 
@@ -88,6 +88,19 @@ static __device__ __forceinline__ void load_group(kv_frag<D> &f, const bf16 *__r
 #pragma unroll
         for (int u = 0; u < D / 64; u++) f.v[r][u] = p[u];
     }
+}
+
+/* Asks L2 for a later group's rows (lanes 0-15 the keys, 16-31 the values; no registers held),
+ * so that its loads a step later find them there rather than in DRAM. */
+template <int D>
+static __device__ __forceinline__ void prefetch_group(const bf16 *__restrict__ kc, const bf16 *__restrict__ vc,
+                                                      const int32_t *__restrict__ table, int bs, int NKV, int kvh,
+                                                      int kb, int L, int lane) {
+    const int j = min(kb + (lane & 15), L - 1);
+    const int64_t row = (int64_t)table[j / bs] * bs + j % bs;
+    const bf16 *p = (lane < 16 ? kc : vc) + (row * NKV + kvh) * D;
+#pragma unroll
+    for (int b = 0; b < D * 2; b += 128) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p + b / 2));
 }
 
 /* Attends one group: scores, the online softmax of query g (max over the four lanes of g; each
@@ -145,17 +158,17 @@ static __device__ __forceinline__ void attend_group(const kv_frag<D> &f, const u
     }
 }
 
-/* Grid (nseg, NKV, S): CTA (seg, kv head, slice) of DB_WARPS warps. A sequence of L positions has
+/* Grid (nseg, NKV, S): CTA (seg, kv head, slice) of W warps. A sequence of L positions has
  * NG = ceil(L / 16) groups, cut into S_eff <= S slices of `per` groups (every slice non-empty;
- * at least DB_WARPS groups a slice where there are that many). part/count as in attention.cu:
+ * at least W groups a slice where there are that many). part/count as in attention.cu:
  * part[((seg NH + h) S + slice) (D + 2)] = D unnormalised outputs, the max (log2) and the sum. */
-template <int D>
-static __global__ __launch_bounds__(DB_THREADS, D == 64 ? 2 : 1) void k_attn_decode_batch(
+template <int D, int W>
+static __global__ __launch_bounds__(W * 32, W == 8 && D == 64 ? 2 : 1) void k_attn_decode_batch(
     bf16 *__restrict__ out, float *__restrict__ part, int *__restrict__ count, const bf16 *__restrict__ q,
     const bf16 *__restrict__ kc, const bf16 *__restrict__ vc, const dspy_attn_seg *__restrict__ segs,
-    const int32_t *__restrict__ tables, int bs, int NH, int NKV, int G, float sl2, int release) {
-    __shared__ __align__(16) float o_sh[DB_WARPS][8][D];
-    __shared__ float m_sh[DB_WARPS][8], l_sh[DB_WARPS][8], w_sh[DB_WARPS][8], den_sh[8], mfin_sh[8];
+    const int32_t *__restrict__ tables, int bs, int NH, int NKV, int G, float sl2, int release, int pf) {
+    __shared__ __align__(16) float o_sh[W][8][D];
+    __shared__ float m_sh[W][8], l_sh[W][8], w_sh[W][8], den_sh[8], mfin_sh[8];
     __shared__ float sw_sh[8][DB_MAX_SPLITS], sl_sh[8][DB_MAX_SPLITS];
     __shared__ bool last_sh;
     /* Before the dependency wait only the host-copied metadata and keys of earlier positions are
@@ -163,7 +176,7 @@ static __global__ __launch_bounds__(DB_THREADS, D == 64 ? 2 : 1) void k_attn_dec
     const int S = gridDim.z, split = blockIdx.z, kvh = blockIdx.y, seg = blockIdx.x;
     const dspy_attn_seg sg = segs[seg];
     const int L = sg.pos0 + 1, NG = (L + 15) / 16;
-    const int want = min(S, max(1, NG / DB_WARPS)), per = (NG + want - 1) / want, S_eff = (NG + per - 1) / per;
+    const int want = min(S, max(1, NG / W)), per = (NG + want - 1) / want, S_eff = (NG + per - 1) / per;
     if (split >= S_eff) return;
     const int g0 = split * per, g1 = min(NG, g0 + per);
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c = lane & 3;
@@ -195,13 +208,15 @@ static __global__ __launch_bounds__(DB_THREADS, D == 64 ? 2 : 1) void k_attn_dec
     float m = -INFINITY, l = 0.0f;
     /* two register sets: the next group's loads are in flight while this one is attended */
     while (gi < g1) {
-        int gn = gi + DB_WARPS;
+        int gn = gi + W;
         if (gn < g1) load_group<D>(fb, kc, vc, table, bs, bs16, NKV, kvh, gn * 16, L, g, c);
+        if (pf && gn + W < g1) prefetch_group<D>(kc, vc, table, bs, NKV, kvh, (gn + W) * 16, L, lane);
         attend_group<D>(fa, qa, o, m, l, gi * 16, L, c, sl2);
         gi = gn;
         if (gi >= g1) break;
-        gn = gi + DB_WARPS;
+        gn = gi + W;
         if (gn < g1) load_group<D>(fa, kc, vc, table, bs, bs16, NKV, kvh, gn * 16, L, g, c);
+        if (pf && gn + W < g1) prefetch_group<D>(kc, vc, table, bs, NKV, kvh, (gn + W) * 16, L, lane);
         attend_group<D>(fb, qa, o, m, l, gi * 16, L, c, sl2);
         gi = gn;
     }
@@ -218,9 +233,9 @@ static __global__ __launch_bounds__(DB_THREADS, D == 64 ? 2 : 1) void k_attn_dec
     __syncthreads();
     if (tid < G) {
         float M = -INFINITY;
-        for (int w = 0; w < DB_WARPS; w++) M = fmaxf(M, m_sh[w][tid]);
+        for (int w = 0; w < W; w++) M = fmaxf(M, m_sh[w][tid]);
         float den = 0.0f;
-        for (int w = 0; w < DB_WARPS; w++) {
+        for (int w = 0; w < W; w++) {
             const float mw = m_sh[w][tid], wt = mw == -INFINITY ? 0.0f : exp2f(mw - M);
             w_sh[w][tid] = wt;
             den += wt * l_sh[w][tid];
@@ -230,11 +245,11 @@ static __global__ __launch_bounds__(DB_THREADS, D == 64 ? 2 : 1) void k_attn_dec
     __syncthreads();
     const int64_t obase = ((int64_t)sg.row0 * NH + kvh * G) * D; /* out row of query qq: obase + qq D */
     if (S_eff == 1) {
-        for (int e = tid; e < G * D / 2; e += DB_THREADS) {
+        for (int e = tid; e < G * D / 2; e += (W * 32)) {
             const int qq = e / (D / 2), d = 2 * (e % (D / 2));
             float nx = 0.0f, ny = 0.0f;
 #pragma unroll
-            for (int w = 0; w < DB_WARPS; w++) nx += w_sh[w][qq] * o_sh[w][qq][d], ny += w_sh[w][qq] * o_sh[w][qq][d + 1];
+            for (int w = 0; w < W; w++) nx += w_sh[w][qq] * o_sh[w][qq][d], ny += w_sh[w][qq] * o_sh[w][qq][d + 1];
             const float inv = 1.0f / den_sh[qq];
             *(__nv_bfloat162 *)(out + obase + (int64_t)qq * D + d) = __floats2bfloat162_rn(nx * inv, ny * inv);
         }
@@ -242,11 +257,11 @@ static __global__ __launch_bounds__(DB_THREADS, D == 64 ? 2 : 1) void k_attn_dec
     }
     /* this slice's partial, then the last slice to arrive combines them */
     const int64_t pbase = ((int64_t)seg * NH + kvh * G) * S; /* partial of (query qq, slice sp): pbase + qq S + sp */
-    for (int e = tid; e < G * D / 2; e += DB_THREADS) {
+    for (int e = tid; e < G * D / 2; e += (W * 32)) {
         const int qq = e / (D / 2), d = 2 * (e % (D / 2));
         float nx = 0.0f, ny = 0.0f;
 #pragma unroll
-        for (int w = 0; w < DB_WARPS; w++) nx += w_sh[w][qq] * o_sh[w][qq][d], ny += w_sh[w][qq] * o_sh[w][qq][d + 1];
+        for (int w = 0; w < W; w++) nx += w_sh[w][qq] * o_sh[w][qq][d], ny += w_sh[w][qq] * o_sh[w][qq][d + 1];
         *(float2 *)(part + (pbase + (int64_t)qq * S + split) * (D + 2) + d) = make_float2(nx, ny);
     }
     if (tid < G) {
@@ -260,7 +275,7 @@ static __global__ __launch_bounds__(DB_THREADS, D == 64 ? 2 : 1) void k_attn_dec
     __syncthreads();
     if (!last_sh) return;
     __threadfence();
-    for (int t = tid; t < G * S_eff; t += DB_THREADS) {
+    for (int t = tid; t < G * S_eff; t += (W * 32)) {
         const int qq = t / S_eff, sp = t % S_eff;
         const float *st = part + (pbase + (int64_t)qq * S + sp) * (D + 2) + D;
         sw_sh[qq][sp] = __ldcg(st), sl_sh[qq][sp] = __ldcg(st + 1);
@@ -278,7 +293,7 @@ static __global__ __launch_bounds__(DB_THREADS, D == 64 ? 2 : 1) void k_attn_dec
         den_sh[tid] = den;
     }
     __syncthreads();
-    for (int e = tid; e < G * D / 2; e += DB_THREADS) {
+    for (int e = tid; e < G * D / 2; e += (W * 32)) {
         const int qq = e / (D / 2), d = 2 * (e % (D / 2));
         const float *p = part + (pbase + (int64_t)qq * S) * (D + 2) + d;
         float nx = 0.0f, ny = 0.0f;
@@ -293,17 +308,22 @@ static __global__ __launch_bounds__(DB_THREADS, D == 64 ? 2 : 1) void k_attn_dec
 }
 
 /* DSPY_CUDA_DEC_BATCH: 0 leaves every decode call on attention.cu's split-K kernel (for
- * comparisons); n > 0 aims at n CTAs an SM (default 2 at head size 64, 1 at 128: the registers of
- * two 16-key groups in flight per warp). Read once per process. */
-static int db_knob = -1;
+ * comparisons); n > 0 aims at n CTAs an SM (default: 2 CTAs of 8 warps at head size 64, 1 at 128:
+ * the registers of two 16-key groups in flight per warp). DSPY_CUDA_DEC_BATCH_WARPS=16: CTAs of
+ * 16 warps at head size 64 (one an SM: fewer slices to combine through global memory). Read once
+ * per process. DSPY_CUDA_DEC_BATCH_PF=1: each warp also asks L2 for the group after its next one.
+ */
+static int db_knob = -1, db_warps16 = 0, db_pf = 0;
 
 static int db_ctas_per_sm(int HS) {
     if (db_knob < 0) {
-        const char *v = getenv("DSPY_CUDA_DEC_BATCH");
+        const char *v = getenv("DSPY_CUDA_DEC_BATCH"), *w = getenv("DSPY_CUDA_DEC_BATCH_WARPS");
+        db_warps16 = w && atoi(w) == 16;
+        db_pf = getenv("DSPY_CUDA_DEC_BATCH_PF") && atoi(getenv("DSPY_CUDA_DEC_BATCH_PF")) == 1;
         db_knob = v ? atoi(v) : 100;
         if (db_knob < 0 || db_knob > 100) db_knob = 100;
     }
-    return db_knob == 100 ? (HS == 64 ? 2 : 1) : db_knob;
+    return db_knob == 100 ? (HS == 64 && !db_warps16 ? 2 : 1) : db_knob;
 }
 
 bool dspy_cu_decode_batch_fits(dspy_backend *be, int nseg, int NH, int NKV, int HS) {
@@ -329,9 +349,13 @@ dspy_status dspy_cu_attention_decode_batch(dspy_backend *be, bf16 *out, const bf
     const dim3 grid(m->nseg, NKV, S);
     const dspy_attn_seg *sg = (const dspy_attn_seg *)m->segs.data;
     const int32_t *tb = (const int32_t *)m->tables.data;
+    const int bs = m->block_size, G = NH / NKV;
+    if (HS == 64 && db_warps16)
+        return cu_launch(be, "attention (decode batch, HS 64, 16 warps)", k_attn_decode_batch<64, 16>, grid, 512, 0,
+                         out, s->att_part, s->att_count, q, kc, vc, sg, tb, bs, NH, NKV, G, sl2, rel, db_pf);
     if (HS == 64)
-        return cu_launch(be, "attention (decode batch, HS 64)", k_attn_decode_batch<64>, grid, DB_THREADS, 0, out,
-                         s->att_part, s->att_count, q, kc, vc, sg, tb, m->block_size, NH, NKV, NH / NKV, sl2, rel);
-    return cu_launch(be, "attention (decode batch, HS 128)", k_attn_decode_batch<128>, grid, DB_THREADS, 0, out,
-                     s->att_part, s->att_count, q, kc, vc, sg, tb, m->block_size, NH, NKV, NH / NKV, sl2, rel);
+        return cu_launch(be, "attention (decode batch, HS 64)", k_attn_decode_batch<64, 8>, grid, 256, 0, out,
+                         s->att_part, s->att_count, q, kc, vc, sg, tb, bs, NH, NKV, G, sl2, rel, db_pf);
+    return cu_launch(be, "attention (decode batch, HS 128)", k_attn_decode_batch<128, 8>, grid, 256, 0, out,
+                     s->att_part, s->att_count, q, kc, vc, sg, tb, bs, NH, NKV, G, sl2, rel, db_pf);
 }
