@@ -821,9 +821,10 @@ dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
     ep.max_batch_tokens = p->max_batch_tokens > 0 ? p->max_batch_tokens
                           : dspy_model_device(s->model).type == DSPY_DEVICE_CPU ? 256 : 4096;
     if ((st = dspy_engine_new(s->model, &ep, &s->eng)) != DSPY_OK) goto fail;
-    /* graphs and kernels ready before the first request (DSPY_SERVE_WARMUP=0 skips it, to compare) */
+    /* DSPY_SERVE_WARMUP=1: graphs and kernels ready before the first request (off by default until
+     * it has been measured on a GPU: bench/run_gpu_h10d.sh) */
     const char *warm = getenv("DSPY_SERVE_WARMUP");
-    if (!(warm && strcmp(warm, "0") == 0) && (st = dspy_engine_warmup(s->eng)) != DSPY_OK) goto fail;
+    if (warm && strcmp(warm, "1") == 0 && (st = dspy_engine_warmup(s->eng)) != DSPY_OK) goto fail;
     dspy_engine_stats stats;
     dspy_engine_stats_get(s->eng, &stats);
     s->limit = stats.context_length < stats.capacity_tokens ? stats.context_length : stats.capacity_tokens;
