@@ -134,6 +134,84 @@ static dspy_status run_step(dspy_engine *e, const meta_layout *L, int32_t N, int
     return be->ops->sample(be, toks, lps, logits, params, M, V);
 }
 
+/* Padding rows rows .. B - 1 of a graph step (segments from seg, sampled rows from m, mask rows
+ * from r): token 0 at position 0 into the reserved block (table entry toff), greedy, every
+ * token allowed where the step masks all rows. */
+static void pad_rows(dspy_engine *e, const meta_layout *L, int32_t rows, int32_t seg, int32_t m, int32_t r, int32_t B,
+                     int32_t toff, bool mask_all) {
+    int32_t *h = e->meta_h;
+    const int32_t bs = e->kv.block_size;
+    h[L->tables + toff] = e->pad_block;
+    for (; rows < B; rows++, m++) {
+        h[L->tokens + rows] = 0;
+        h[L->pos + rows] = 0;
+        h[L->slots + rows] = e->pad_block * bs;
+        *((dspy_attn_seg *)(h + L->segs) + seg++) = (dspy_attn_seg){rows, 1, 0, toff};
+        *((dspy_sample_param *)(h + L->params) + m) = (dspy_sample_param){0.0f, 1.0f, 0, 0, 0.0};
+        h[L->out_rows + m] = rows;
+        if (mask_all) {
+            e->cmask_h[r] = m;
+            memset(e->cmask_h + e->p.max_seqs + (size_t)r * e->mask_words, 0xff, sizeof(uint32_t) * (size_t)e->mask_words);
+            r++;
+        }
+    }
+}
+
+/* Replays the graph of bucket bi (B rows), capturing it first if this is its first step. */
+static dspy_status launch_graph(dspy_engine *e, const meta_layout *L, int32_t B, int bi, bool mask_all,
+                                int32_t n_table, int32_t R) {
+    const dspy_ops *o = e->be->ops;
+    void **slot = &e->graphs[mask_all][bi];
+    if (!*slot) {
+        DSPY_TRY(o->graph_begin(e->be));
+        dspy_status st = run_step(e, L, B, B, B, n_table, true, R);
+        void *g = NULL;
+        dspy_status st2 = o->graph_end(e->be, &g);
+        if (st || st2) {
+            if (g) o->graph_free(e->be, g);
+            return st ? st : st2;
+        }
+        *slot = g;
+    }
+    return o->graph_launch(e->be, *slot);
+}
+
+/* One prompt step of n rows (one segment at positions 0 .. n - 1, every table entry the reserved
+ * block, so its keys and values only ever land there), then every decode bucket's graph captured
+ * and launched on padding rows. Results are read back once and dropped. */
+dspy_status dspy_engine_warmup(dspy_engine *e) {
+    if (!e->use_graphs || e->n_active > 0) return DSPY_OK;
+    dspy_backend *be = e->be;
+    const dspy_ops *o = be->ops;
+    const int32_t bs = e->kv.block_size;
+    int32_t *h = e->meta_h;
+    int32_t n = e->p.max_batch_tokens < 128 ? e->p.max_batch_tokens : 128;
+    if (n > e->max_len) n = e->max_len;
+    const int32_t nt = (n + bs - 1) / bs;
+    meta_layout L = dspy_engine_layout(n, 1, 1, nt);
+    for (int32_t b = 0; b < nt; b++) h[L.tables + b] = e->pad_block;
+    for (int32_t j = 0; j < n; j++) {
+        h[L.tokens + j] = 0;
+        h[L.pos + j] = j;
+        h[L.slots + j] = e->pad_block * bs + j % bs;
+    }
+    *(dspy_attn_seg *)(h + L.segs) = (dspy_attn_seg){0, n, 0, 0};
+    *(dspy_sample_param *)(h + L.params) = (dspy_sample_param){0.0f, 1.0f, 0, 0, 0.0};
+    h[L.out_rows] = n - 1;
+    DSPY_TRY(o->copy(be, e->meta_d, h, L.end * 4, DSPY_COPY_H2D));
+    DSPY_TRY(run_step(e, &L, n, 1, 1, nt, false, 0));
+    for (int32_t b = 1, bi = 0;; b <<= 1, bi++) {
+        const int32_t B = b < e->p.max_seqs ? b : e->p.max_seqs;
+        L = dspy_engine_layout(B, B, B, 1);
+        pad_rows(e, &L, 0, 0, 0, 0, B, 0, false);
+        DSPY_TRY(o->copy(be, e->meta_d, h, L.end * 4, DSPY_COPY_H2D));
+        DSPY_TRY(launch_graph(e, &L, B, bi, false, 1, 0));
+        if (b >= e->p.max_seqs) break;
+    }
+    DSPY_TRY(o->copy(be, e->res_h, e->res_d, (size_t)e->p.max_seqs * 12, DSPY_COPY_D2H));
+    return o->sync(be);
+}
+
 dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
     memset(out, 0, sizeof *out);
     out->events = e->events;
@@ -192,22 +270,7 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
         }
         rows += t;
     }
-    if (graph) { /* padding rows: token 0 at position 0 into the reserved block, greedy */
-        h[L.tables + toff] = e->pad_block;
-        for (; rows < B; rows++, m++) {
-            h[L.tokens + rows] = 0;
-            h[L.pos + rows] = 0;
-            h[L.slots + rows] = e->pad_block * bs;
-            *((dspy_attn_seg *)(h + L.segs) + seg++) = (dspy_attn_seg){rows, 1, 0, toff};
-            *((dspy_sample_param *)(h + L.params) + m) = (dspy_sample_param){0.0f, 1.0f, 0, 0, 0.0};
-            h[L.out_rows + m] = rows;
-            if (mask_all) {
-                e->cmask_h[r] = m;
-                memset(e->cmask_h + e->p.max_seqs + (size_t)r * e->mask_words, 0xff, sizeof(uint32_t) * (size_t)e->mask_words);
-                r++;
-            }
-        }
-    }
+    if (graph) pad_rows(e, &L, rows, seg, m, r, B, toff, mask_all);
     dspy_backend *be = e->be;
     const dspy_ops *o = be->ops;
     DSPY_TRY(o->copy(be, e->meta_d, e->meta_h, L.end * 4, DSPY_COPY_H2D));
@@ -215,19 +278,7 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
         DSPY_TRY(o->copy(be, e->cmask_d, e->cmask_h, ((size_t)e->p.max_seqs + (size_t)R * e->mask_words) * 4,
                          DSPY_COPY_H2D));
     if (graph) {
-        void **slot = &e->graphs[mask_all][bi];
-        if (!*slot) {
-            DSPY_TRY(o->graph_begin(be));
-            dspy_status st = run_step(e, &L, N, nseg, M, n_table, true, R);
-            void *g = NULL;
-            dspy_status st2 = o->graph_end(be, &g);
-            if (st || st2) {
-                if (g) o->graph_free(be, g);
-                return st ? st : st2;
-            }
-            *slot = g;
-        }
-        DSPY_TRY(o->graph_launch(be, *slot));
+        DSPY_TRY(launch_graph(e, &L, B, bi, mask_all, n_table, R));
     } else {
         DSPY_TRY(run_step(e, &L, N, nseg, M, n_table, sp.decode, sp.R));
     }

@@ -173,7 +173,7 @@ done:
  * step padded to its graph bucket computes exactly what the direct step does; larger batches
  * go through cuBLASLt, whose algorithm depends on N.) */
 static void run_batch(dspy_model *m, int32_t out[6][24], int64_t *allocs_before, int64_t *allocs_after,
-                      const dspy_constraint *cons) {
+                      const dspy_constraint *cons, bool warm) {
     dspy_engine_params ep = dspy_engine_params_default();
     ep.max_seqs = 4, ep.max_batch_tokens = 96, ep.max_tokens_total = 4096;
     dspy_engine *e = NULL;
@@ -182,6 +182,16 @@ static void run_batch(dspy_model *m, int32_t out[6][24], int64_t *allocs_before,
     dspy_engine_stats stt;
     dspy_engine_stats_get(e, &stt);
     *allocs_before = stt.device_allocs;
+    if (warm) { /* the warm-up leaves no trace but its graphs: no sequence, cached block or count */
+        const int32_t free0 = stt.free_tokens;
+        CHECK_OK(dspy_engine_warmup(e));
+        dspy_engine_stats_get(e, &stt);
+        CHECK_INT(stt.active, 0);
+        CHECK_INT(stt.free_tokens, free0);
+        CHECK_INT(stt.cached_tokens, 0);
+        CHECK_INT(stt.prompt_tokens + stt.prefix_hit_tokens + stt.computed_tokens, 0);
+        CHECK_INT(stt.device_allocs, *allocs_before);
+    }
     int64_t ids[6] = {0};
     int got[6] = {0}, added = 0;
     for (int step = 0; step < 600; step++) {
@@ -214,16 +224,22 @@ static void test_engine(void) {
     if (!m) return;
     int32_t a[6][24], b[6][24], c[6][24];
     int64_t a0, a1, b0, b1, c0, c1;
-    run_batch(m, a, &a0, &a1, NULL);
-    run_batch(m, b, &b0, &b1, NULL);
+    int32_t w[6][24];
+    int64_t w0, w1;
+    run_batch(m, a, &a0, &a1, NULL, false);
+    run_batch(m, b, &b0, &b1, NULL, false);
+    run_batch(m, w, &w0, &w1, NULL, true);
     setenv("DSPY_CUDA_GRAPHS", "0", 1);
-    run_batch(m, c, &c0, &c1, NULL);
+    run_batch(m, c, &c0, &c1, NULL, false);
     unsetenv("DSPY_CUDA_GRAPHS");
     CHECK(memcmp(a, b, sizeof a) == 0); /* seeded and greedy runs repeat exactly */
     CHECK(memcmp(a, c, sizeof a) == 0); /* graphs replay what direct steps compute */
+    CHECK(memcmp(a, w, sizeof a) == 0); /* graphs captured by dspy_engine_warmup on padding rows too */
     CHECK_INT(a1, a0);                  /* steps (and graph captures) allocate nothing */
     CHECK_INT(c1, c0);
-    printf("  engine: 6 staggered sequences, graphs == direct, %lld allocations, all at creation\n", (long long)a0);
+    CHECK_INT(w1, w0);
+    printf("  engine: 6 staggered sequences, graphs == direct == after a warm-up, %lld allocations, all at creation\n",
+           (long long)a0);
     /* sequences 1 and 4 constrained to odd ids: their tokens all odd, graphs (every row masked)
      * == direct (only theirs), and the unconstrained sequences' tokens unchanged by the masks */
     dspy_constraint *odd = NULL;
@@ -233,9 +249,9 @@ static void test_engine(void) {
     for (int t = 0; t < 3000; t += 2) CHECK_OK(dspy_constraint_set_token(odd, 0, t, -1));
     int32_t d[6][24], f[6][24];
     int64_t d0, d1, f0, f1;
-    run_batch(m, d, &d0, &d1, odd);
+    run_batch(m, d, &d0, &d1, odd, false);
     setenv("DSPY_CUDA_GRAPHS", "0", 1);
-    run_batch(m, f, &f0, &f1, odd);
+    run_batch(m, f, &f0, &f1, odd, false);
     unsetenv("DSPY_CUDA_GRAPHS");
     CHECK(memcmp(d, f, sizeof d) == 0);
     CHECK_INT(d1, d0);

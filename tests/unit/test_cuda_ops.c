@@ -455,6 +455,88 @@ static void test_attention(void) {
     }
 }
 
+/* Decode steps of 3..64 sequences (attention_decode_batch.cu): one row a sequence at contexts
+ * ctx[s] (pos0 = ctx[s] - 1), the full blocks of each one's first `shared` positions the same
+ * physical blocks in every table (as the prefix cache gives B2's requests), the rest its own,
+ * shuffled; one row after sequence 0 belongs to no segment and must stay poisoned. Checked: the
+ * worst sequence's relative error (not only the whole batch's), and a second launch giving the
+ * same bits (the slices' arrival counters were reset). */
+static void one_decode_batch(const char *what, int NH, int NKV, int HS, int nseg, const int *ctx, int shared, int BS) {
+    const int N = nseg + 1, KVD = NKV * HS, nsh = shared / BS;
+    dspy_attn_seg *segs = malloc(sizeof(dspy_attn_seg) * (size_t)nseg);
+    int total = 0, uniq = 0, maxlen = 0;
+    for (int s = 0; s < nseg; s++) total += (ctx[s] + BS - 1) / BS;
+    int32_t *tables = malloc(sizeof(int32_t) * (size_t)total), *perm = malloc(sizeof(int32_t) * (size_t)total);
+    for (int i = 0; i < total; i++) perm[i] = 3 + nsh + i; /* blocks 0-2 unused, then the shared ones */
+    for (int i = total - 1; i > 0; i--) {
+        int j = (int)((frand() * 0.5f + 0.5f) * (float)(i + 1)) % (i + 1), t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+    for (int s = 0, off = 0; s < nseg; s++) {
+        const int nb = (ctx[s] + BS - 1) / BS;
+        segs[s] = (dspy_attn_seg){s == 0 ? 0 : s + 1, 1, ctx[s] - 1, off};
+        for (int b = 0; b < nb; b++) tables[off + b] = b < nsh && b < (ctx[s] - 1) / BS ? 3 + b : perm[uniq++];
+        off += nb;
+        maxlen = ctx[s] > maxlen ? ctx[s] : maxlen;
+    }
+    const int NSLOT = (3 + nsh + total) * BS;
+    float *kc = rnd((size_t)NSLOT * KVD, 1), *vc = rnd((size_t)NSLOT * KVD, 1);
+    float *q = rnd((size_t)N * NH * HS, 2), *ref = malloc(sizeof(float) * (size_t)N * NH * HS);
+    for (int i = 0; i < N * NH * HS; i++) ref[i] = NAN;
+    dspy_attn_meta cm = {HI(segs, 4 * nseg), HI(tables, total), nseg, N, BS, maxlen, true};
+    CHECK_OK(C->ops->attention(C, HF(ref, N * NH * HS), HF(q, N * NH * HS), HF(kc, NSLOT * KVD), HF(vc, NSLOT * KVD),
+                               &cm, NH, NKV, HS));
+    dspy_tensor dkc = up(kc, (int64_t)NSLOT * KVD, DSPY_DTYPE_BF16), dvc = up(vc, (int64_t)NSLOT * KVD, DSPY_DTYPE_BF16);
+    dspy_tensor dq = up(q, (int64_t)N * NH * HS, DSPY_DTYPE_BF16);
+    dspy_tensor dsg = up_i32((const int32_t *)segs, 4 * nseg), dtb = up_i32(tables, total);
+    dspy_attn_meta gm = {dsg, dtb, nseg, N, BS, maxlen, true};
+    float *got[2];
+    for (int rep = 0; rep < 2; rep++) {
+        dspy_tensor dout = poisoned(DSPY_DTYPE_BF16, (int64_t)N * NH * HS);
+        CHECK_OK(G->ops->attention(G, dout, dq, dkc, dvc, &gm, NH, NKV, HS));
+        got[rep] = down(dout);
+        dev_free(dout);
+    }
+    const int R = NH * HS;
+    int still = 0;
+    for (int i = 0; i < R; i++) still += isnan(got[0][R + i]); /* row 1: the gap */
+    CHECK_INT(still, R);
+    double worst = 0.0;
+    int worst_s = 0;
+    for (int s = 0; s < nseg; s++) {
+        const int r = segs[s].row0;
+        double e = parity_rel(got[0] + (size_t)r * R, ref + (size_t)r * R, (size_t)R);
+        if (!(e <= worst)) worst = e, worst_s = s; /* a NaN sticks */
+    }
+    check_report(worst <= 1e-2, __FILE__, __LINE__, "%s: sequence %d (context %d) relative error %.3g > 1e-2", what,
+                 worst_s, ctx[worst_s], worst);
+    CHECK(memcmp(got[0], got[1], sizeof(float) * (size_t)N * R) == 0);
+    printf("  %-44s worst sequence rel err %.2e (tol 1e-02, %d sequences)\n", what, worst, nseg);
+    free(segs), free(tables), free(perm), free(kc), free(vc), free(q), free(ref), free(got[0]), free(got[1]);
+    dev_free(dkc), dev_free(dvc), dev_free(dq), dev_free(dsg), dev_free(dtb);
+}
+
+static void test_attention_decode_batch(void) {
+    /* odd contexts around the 16-key groups and the 8-warp slices, 1 .. 4001 */
+    int c3[3] = {1, 17, 1565}, c5[5] = {2, 15, 16, 129, 4001}, c7[7] = {3, 31, 33, 127, 255, 257, 999};
+    one_decode_batch("decode batch 3, HS=64 GQA 4", 32, 8, 64, 3, c3, 0, 16);
+    one_decode_batch("decode batch 5, HS=128 GQA 8", 16, 2, 128, 5, c5, 0, 16);
+    one_decode_batch("decode batch 5, HS=64 MHA, 4-token blocks", 4, 4, 64, 5, c5, 0, 4);
+    one_decode_batch("decode batch 7, HS=64 GQA 2, 24-token blocks", 8, 4, 64, 7, c7, 100, 24);
+    one_decode_batch("decode batch 7, HS=128 MHA, 64-token blocks", 2, 2, 128, 7, c7, 200, 64);
+    one_decode_batch("decode batch 3, HS=64 GQA 8, shared 1000", 16, 2, 64, 3, c3, 1000, 16);
+    /* B2's shape: 16 sequences, 1,300 shared positions plus their own */
+    int c16[16];
+    for (int s = 0; s < 16; s++) c16[s] = 1501 + 7 * s;
+    one_decode_batch("decode batch 16, HS=64 GQA 4, shared 1300", 32, 8, 64, 16, c16, 1300, 16);
+    one_decode_batch("decode batch 16, HS=128 GQA 8, shared 1300", 16, 2, 128, 16, c16, 1300, 16);
+    one_decode_batch("decode batch 16, HS=64 GQA 3 (24 heads)", 24, 8, 64, 16, c16, 0, 16);
+    int c64[64];
+    for (int s = 0; s < 64; s++) c64[s] = 1 + (int)((frand() * 0.5f + 0.5f) * 700.0f);
+    one_decode_batch("decode batch 64, HS=64 GQA 4, shared 200", 32, 8, 64, 64, c64, 200, 16);
+    one_decode_batch("decode batch 64, HS=128 GQA 4, 8-token blocks", 16, 4, 128, 64, c64, 64, 8);
+}
+
 /* ---- sampling ---------------------------------------------------------------------------- */
 
 static void run_sample(dspy_backend *be, const float *logits, const dspy_sample_param *sp, int M, int V, int32_t *tok,
@@ -663,6 +745,7 @@ int main(int argc, char **argv) {
     RUN(test_qkv_rope_store);
     RUN(test_fused);
     RUN(test_attention);
+    RUN(test_attention_decode_batch);
     RUN(test_sample);
     RUN(test_mask_logits);
     RUN(test_graph);

@@ -26,6 +26,10 @@
 dspy_status dspy_cu_attention_prefill_setup(dspy_backend *be);
 dspy_status dspy_cu_attention_prefill(dspy_backend *be, bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc,
                                       const dspy_attn_meta *m, int NH, int NKV, int HS, float scale_log2);
+/* attention_decode_batch.cu: decode steps of 3 or more sequences on the tensor cores. */
+bool dspy_cu_decode_batch_fits(dspy_backend *be, int nseg, int NH, int NKV, int HS);
+dspy_status dspy_cu_attention_decode_batch(dspy_backend *be, bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc,
+                                           const dspy_attn_meta *m, int NH, int NKV, int HS, float scale_log2);
 
 /* ---- decode: split-K over the context ------------------------------------------------------ */
 
@@ -447,6 +451,8 @@ dspy_status dspy_cu_attention(dspy_backend *be, dspy_tensor out, dspy_tensor q, 
     const bf16 *qq = (const bf16 *)q.data, *kc = (const bf16 *)kcache.data, *vc = (const bf16 *)vcache.data;
     const float sl2 = LOG2E / sqrtf((float)HS);
     const int G = NH / NKV;
+    if (m->decode && dspy_cu_decode_batch_fits(be, m->nseg, NH, NKV, HS))
+        return dspy_cu_attention_decode_batch(be, o, qq, kc, vc, m, NH, NKV, HS, sl2);
     if (m->decode && (G == 1 || G == 2 || G == 4 || G == 8) && (HS == 64 || HS == 128))
         return HS == 64 ? launch_decode<64>(be, o, qq, kc, vc, m, NH, NKV, sl2)
                         : launch_decode<128>(be, o, qq, kc, vc, m, NH, NKV, sl2);
