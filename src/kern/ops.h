@@ -202,7 +202,8 @@ typedef struct dspy_ops {
 
     /* ---- training (F32) ----------------------------------------------------------------- */
 
-    /* In place on x (N, H, HS): the RoPE rotation of qkv_rope_store. */
+    /* In place on x (N, H, HS): the RoPE rotation of qkv_rope_store. x F32 (CUDA: or BF16, rotated
+     * in F32 and rounded once). */
     dspy_status (*rope)(dspy_backend *be, dspy_tensor x, dspy_tensor pos, dspy_tensor inv_freq, int N, int H,
                         int HS);
 
@@ -246,7 +247,8 @@ typedef struct dspy_ops {
 
     /* Backward of swiglu (ld == I): OVERWRITES dgate, dup (N, I) from dout (N, I); dgate may
      * equal dout. CUDA: dgate and dup may both be BF16 (the mixed-precision trainer's GEMM
-     * operands; then neither may overlap dout). */
+     * operands; then neither may overlap dout), and gate and up may both be BF16 (its saved GEMM
+     * outputs; then no output may overlap them). */
     dspy_status (*swiglu_backward)(dspy_backend *be, dspy_tensor dgate, dspy_tensor dup, dspy_tensor dout,
                                    dspy_tensor gate, dspy_tensor up, int N, int I);
 
@@ -303,6 +305,24 @@ typedef struct dspy_ops {
      * is NaN: adamw then leaves every parameter as it was. One tiny launch, no host read. */
     dspy_status (*clip_coef)(dspy_backend *be, dspy_tensor hp, int nhp, dspy_tensor out, dspy_tensor sumsq, int k,
                              dspy_tensor check, int nc, double max_norm);
+
+    /* ---- optional training entries (NULL where a backend lacks them; the trainer then composes
+     * the entries above) --------------------------------------------------------------------- */
+
+    /* linear_backward with the accumulation chosen per output (beta 0 or 1):
+     *   dinp (N, C) = dout @ w + beta_dinp dinp;  dw (OC, C) = dout^T @ inp + beta_dw dw
+     * beta 0 overwrites, so the output need not be initialised (the first contribution of a pass
+     * or of an optimizer step). No bias gradient. CUDA: BF16 dout, inp, w (the mixed-precision
+     * trainer), F32 outputs. */
+    dspy_status (*linear_backward_beta)(dspy_backend *be, dspy_tensor dinp, dspy_tensor dw, dspy_tensor dout,
+                                        dspy_tensor inp, dspy_tensor w, int N, int C, int OC, float beta_dinp,
+                                        float beta_dw);
+
+    /* adamw, then w16 (n) BF16 = the updated w rounded to nearest even: the mixed-precision
+     * trainer's working copy refreshed in the same pass (left as it was when the step is skipped,
+     * like w). */
+    dspy_status (*adamw_bf16)(dspy_backend *be, dspy_tensor w, dspy_tensor g, dspy_tensor m, dspy_tensor v,
+                              dspy_tensor hp, dspy_tensor w16);
 } dspy_ops;
 
 /* The words of adamw's step constants. */

@@ -6,7 +6,9 @@
  *   dgrad: dinp (N, C)  += dout (N, OC) @ w (OC, C)
  *   wgrad: dw   (OC, C) += dout^T @ inp (N, C)
  *   dbias (OC)          += column sums of dout       (train_pointwise.cu's deterministic colsum)
- * Each output is optional (none skips it); all three accumulate (beta = 1).
+ * Each output is optional (none skips it); all three accumulate (beta = 1). linear_backward_beta
+ * (BF16 operands) takes beta 0 or 1 per output: 0 overwrites, so the trainer need not zero a
+ * gradient buffer before its first GEMM (the plans do not depend on beta).
  *
  * Precision: F32 operands, CUBLAS_COMPUTE_32F (true F32 multiply-adds; no TF32), so results
  * agree with the CPU reference to F32 rounding of a length-K sum (~1e-6 relative). The BF16
@@ -145,6 +147,40 @@ dspy_status dspy_cu_linear_backward(dspy_backend *be, dspy_tensor dinp, dspy_ten
     if (dbias.data)
         DSPY_TRY(dspy_cu_train_colsum(be, "linear_backward (dbias)", (float *)dbias.data, (const float *)dout.data,
                                       NULL, NULL, N, OC));
+    return DSPY_OK;
+}
+
+dspy_status dspy_cu_linear_backward_beta(dspy_backend *be, dspy_tensor dinp, dspy_tensor dw, dspy_tensor dout,
+                                         dspy_tensor inp, dspy_tensor w, int N, int C, int OC, float beta_dinp,
+                                         float beta_dw) {
+    CU_ENTER(be);
+    const char *op = "linear_backward_beta";
+    /* BF16 operands only: the mixed-precision trainer's (its F32 layer composes fill + linear_backward) */
+    CU_NEED(op, "dout", dout, DSPY_DTYPE_BF16, (int64_t)N * OC);
+    if (dinp.data) {
+        CU_NEED(op, "dinp", dinp, DSPY_DTYPE_F32, (int64_t)N * C);
+        CU_NEED(op, "w", w, DSPY_DTYPE_BF16, (int64_t)OC * C);
+    }
+    if (dw.data) {
+        CU_NEED(op, "dw", dw, DSPY_DTYPE_F32, (int64_t)OC * C);
+        CU_NEED(op, "inp", inp, DSPY_DTYPE_BF16, (int64_t)N * C);
+    }
+    if ((beta_dinp != 0.0f && beta_dinp != 1.0f) || (beta_dw != 0.0f && beta_dw != 1.0f))
+        return dspy_fail(DSPY_ERR_ARG, "cuda %s: beta_dinp %g and beta_dw %g must each be 0 or 1", op,
+                         (double)beta_dinp, (double)beta_dw);
+    if (C <= 0) return DSPY_OK;
+    /* an empty sum still overwrites: beta 0 means the output is defined after the call */
+    if (N <= 0 || OC <= 0) {
+        if (dinp.data && beta_dinp == 0.0f && N > 0) DSPY_TRY(dspy_cu_fill(be, dinp, 0.0f));
+        if (dw.data && beta_dw == 0.0f && OC > 0) DSPY_TRY(dspy_cu_fill(be, dw, 0.0f));
+        return DSPY_OK;
+    }
+    if (dinp.data)
+        DSPY_TRY(f32_gemm(be, "linear_backward_beta (dinp)", TAG_DGRAD, C, N, OC, false, false, beta_dinp, w.data,
+                          dout.data, (float *)dinp.data, true));
+    if (dw.data)
+        DSPY_TRY(f32_gemm(be, "linear_backward_beta (dw)", TAG_WGRAD, C, OC, N, false, true, beta_dw, inp.data,
+                          dout.data, (float *)dw.data, true));
     return DSPY_OK;
 }
 

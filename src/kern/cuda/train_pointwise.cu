@@ -22,12 +22,20 @@
 
 /* ---- RoPE and its backward -------------------------------------------------------------- */
 
+/* Load / store one element of x, F32 or BF16 (the BF16 trainer rotates its BF16 q and k in place:
+ * the pair is widened, rotated in F32 and rounded once). */
+static __device__ __forceinline__ float tr_ld(const float *p, int64_t i) { return p[i]; }
+static __device__ __forceinline__ float tr_ld(const bf16 *p, int64_t i) { return bf2f(p[i]); }
+static __device__ __forceinline__ void tr_st(float *p, int64_t i, float v) { p[i] = v; }
+static __device__ __forceinline__ void tr_st(bf16 *p, int64_t i, float v) { p[i] = f2bf(v); }
+
 /* One block per row n: thread i computes the pair (i, i + HS/2)'s cos/sin once and rotates it in
  * every head (dir +1 forward, -1 the transpose). */
-static __global__ void k_rope(float *x, const int32_t *pos, const float *inv_freq, int H, int HS, int dir) {
+template <typename T>
+static __global__ void k_rope(T *x, const int32_t *pos, const float *inv_freq, int H, int HS, int dir) {
     griddep_wait();
     const int n = blockIdx.x, half = HS / 2;
-    float *row = x + (int64_t)n * H * HS;
+    T *row = x + (int64_t)n * H * HS;
     const float p = (float)pos[n];
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
         float ang = __fmul_rn(p, inv_freq[i]); /* inv_freq @ position_ids in float32 */
@@ -35,23 +43,27 @@ static __global__ void k_rope(float *x, const int32_t *pos, const float *inv_fre
         sincos((double)ang, &sd, &cd);
         const float cs = (float)cd, sn = dir > 0 ? (float)sd : -(float)sd;
         for (int h = 0; h < H; h++) {
-            float *v = row + (int64_t)h * HS;
-            float a = v[i], b = v[i + half];
-            v[i] = __fsub_rn(__fmul_rn(a, cs), __fmul_rn(b, sn));
-            v[i + half] = __fadd_rn(__fmul_rn(b, cs), __fmul_rn(a, sn));
+            T *v = row + (int64_t)h * HS;
+            float a = tr_ld(v, i), b = tr_ld(v, i + half);
+            tr_st(v, i, __fsub_rn(__fmul_rn(a, cs), __fmul_rn(b, sn)));
+            tr_st(v, i + half, __fadd_rn(__fmul_rn(b, cs), __fmul_rn(a, sn)));
         }
     }
 }
 
+/* x F32, or BF16 (CUDA only: the mixed-precision trainer's q and k, straight from their GEMMs). */
 static dspy_status rope_dir(dspy_backend *be, const char *op, dspy_tensor x, dspy_tensor pos, dspy_tensor inv_freq,
                             int N, int H, int HS, int dir) {
     CU_ENTER(be);
-    CU_NEED(op, "x", x, DSPY_DTYPE_F32, (int64_t)N * H * HS);
+    CU_NEED2(op, "x", x, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)N * H * HS);
     CU_NEED(op, "pos", pos, DSPY_DTYPE_I32, N);
     CU_NEED(op, "inv_freq", inv_freq, DSPY_DTYPE_F32, HS / 2);
     if (N == 0 || H == 0 || HS < 2) return DSPY_OK;
     int half = HS / 2, threads = half >= 256 ? 256 : ((half + 31) / 32) * 32;
-    return cu_launch(be, op, k_rope, N, threads, 0, (float *)x.data, (const int32_t *)pos.data,
+    if (x.dtype == DSPY_DTYPE_BF16)
+        return cu_launch(be, op, k_rope<bf16>, N, threads, 0, (bf16 *)x.data, (const int32_t *)pos.data,
+                         (const float *)inv_freq.data, H, HS, dir);
+    return cu_launch(be, op, k_rope<float>, N, threads, 0, (float *)x.data, (const int32_t *)pos.data,
                      (const float *)inv_freq.data, H, HS, dir);
 }
 
@@ -147,21 +159,29 @@ dspy_status dspy_cu_rmsnorm_backward(dspy_backend *be, dspy_tensor dinp, dspy_te
 /* ---- SwiGLU backward -------------------------------------------------------------------- */
 
 /* dgate may be dout (so may dup): each element's inputs are read before its outputs are written.
- * OT: float, or bf16 (the mixed-precision trainer's GEMM operands; then no aliasing). */
-template <typename OT>
-static __global__ void k_swiglu_backward(OT *dgate, OT *dup, const float *dout, const float *gate, const float *up,
+ * OT: float, or bf16 (the mixed-precision trainer's GEMM operands; then no aliasing). IT: the
+ * saved gate / up, F32 or BF16 (the BF16 trainer's GEMM outputs). */
+template <typename OT, typename IT>
+static __global__ void k_swiglu_backward(OT *dgate, OT *dup, const float *dout, const IT *gate, const IT *up,
                                          int64_t n) {
     griddep_wait();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        float g = gate[i], d = dout[i], u = up[i];
+        float g = tr_ld(gate, i), d = dout[i], u = tr_ld(up, i);
         float sg = 1.0f / (1.0f + expf(-g));
         float du = d * g * sg, dg = d * u * sg * (1.0f + g * (1.0f - sg));
-        if constexpr (sizeof(OT) == 2) {
-            dup[i] = f2bf(du), dgate[i] = f2bf(dg);
-        } else {
-            dup[i] = du, dgate[i] = dg;
-        }
+        tr_st(dup, i, du);
+        tr_st(dgate, i, dg);
     }
+}
+
+template <typename IT>
+static dspy_status swiglu_backward_in(dspy_backend *be, const char *op, dspy_tensor dgate, dspy_tensor dup,
+                                      dspy_tensor dout, const IT *gate, const IT *up, int64_t n) {
+    if (dgate.dtype == DSPY_DTYPE_BF16)
+        return cu_launch(be, op, k_swiglu_backward<bf16, IT>, tr_grid(n), 256, 0, (bf16 *)dgate.data,
+                         (bf16 *)dup.data, (const float *)dout.data, gate, up, n);
+    return cu_launch(be, op, k_swiglu_backward<float, IT>, tr_grid(n), 256, 0, (float *)dgate.data,
+                     (float *)dup.data, (const float *)dout.data, gate, up, n);
 }
 
 dspy_status dspy_cu_swiglu_backward(dspy_backend *be, dspy_tensor dgate, dspy_tensor dup, dspy_tensor dout,
@@ -172,23 +192,28 @@ dspy_status dspy_cu_swiglu_backward(dspy_backend *be, dspy_tensor dgate, dspy_te
     CU_NEED2(op, "dgate", dgate, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, n);
     CU_NEED(op, "dup", dup, dgate.dtype, n);
     CU_NEED(op, "dout", dout, DSPY_DTYPE_F32, n);
-    CU_NEED(op, "gate", gate, DSPY_DTYPE_F32, n);
-    CU_NEED(op, "up", up, DSPY_DTYPE_F32, n);
+    CU_NEED2(op, "gate", gate, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, n);
+    CU_NEED(op, "up", up, gate.dtype, n);
     if (n == 0) return DSPY_OK;
     if (dup.data == dgate.data)
         return dspy_fail(DSPY_ERR_ARG, "cuda %s: dgate and dup are the same memory", op);
-    if (dgate.dtype == DSPY_DTYPE_BF16) {
-        /* BF16 outputs overlapping the F32 dout would overwrite inputs other threads still read */
-        const char *g0 = (const char *)dout.data, *g1 = g0 + n * (int64_t)sizeof(float);
-        const char *a0 = (const char *)dgate.data, *b0 = (const char *)dup.data;
-        const int64_t nb = n * (int64_t)sizeof(bf16);
-        if ((a0 < g1 && a0 + nb > g0) || (b0 < g1 && b0 + nb > g0))
-            return dspy_fail(DSPY_ERR_ARG, "cuda %s: BF16 dgate / dup overlap dout", op);
-        return cu_launch(be, op, k_swiglu_backward<bf16>, tr_grid(n), 256, 0, (bf16 *)dgate.data, (bf16 *)dup.data,
-                         (const float *)dout.data, (const float *)gate.data, (const float *)up.data, n);
+    /* outputs narrower than dout, or any output over BF16 inputs: an overlap would overwrite
+     * inputs other threads still read (F32 over F32 in place is element-wise and allowed) */
+    const int64_t ob = n * (int64_t)dspy_dtype_size(dgate.dtype);
+    const char *a0 = (const char *)dgate.data, *b0 = (const char *)dup.data;
+    const char *g0 = (const char *)dout.data, *g1 = g0 + n * (int64_t)sizeof(float);
+    if (dgate.dtype == DSPY_DTYPE_BF16 && ((a0 < g1 && a0 + ob > g0) || (b0 < g1 && b0 + ob > g0)))
+        return dspy_fail(DSPY_ERR_ARG, "cuda %s: BF16 dgate / dup overlap dout", op);
+    if (gate.dtype == DSPY_DTYPE_BF16) {
+        const int64_t ib = n * (int64_t)sizeof(bf16);
+        const char *in[2] = {(const char *)gate.data, (const char *)up.data}, *out[2] = {a0, b0};
+        for (int i = 0; i < 2; i++)
+            for (int j = 0; j < 2; j++)
+                if (out[j] < in[i] + ib && out[j] + ob > in[i])
+                    return dspy_fail(DSPY_ERR_ARG, "cuda %s: dgate / dup overlap the BF16 gate / up", op);
+        return swiglu_backward_in(be, op, dgate, dup, dout, (const bf16 *)gate.data, (const bf16 *)up.data, n);
     }
-    return cu_launch(be, op, k_swiglu_backward<float>, tr_grid(n), 256, 0, (float *)dgate.data, (float *)dup.data,
-                     (const float *)dout.data, (const float *)gate.data, (const float *)up.data, n);
+    return swiglu_backward_in(be, op, dgate, dup, dout, (const float *)gate.data, (const float *)up.data, n);
 }
 
 /* ---- embedding backward, scatter-add ----------------------------------------------------- */
