@@ -100,7 +100,8 @@ static size_t work_layout(dspy_trainable *t, size_t T, float *base) {
     TAKE(w->dk, T * KV);
     TAKE(w->dv, T * KV);
     TAKE(w->h, T * I * f);
-    TAKE(w->dh, T * I);
+    /* dh: BF16 (half the floats) where the backend's dgrad writes it so (acts16, see backward_layers) */
+    TAKE(w->dh, w->acts16 && t->be->ops->linear_backward_beta ? (T * I + 1) / 2 : T * I);
     TAKE(w->dup, T * I);
     TAKE(w->ltmp, T * max_out * (r ? 1 : 0));
     TAKE(w->xd, T * max_in * (r ? 1 : 0));
@@ -301,9 +302,11 @@ static dspy_status linear_fwd(dspy_trainable *t, int l, int lin, float *y, const
  * trainable (the weight gradient is overwritten instead on a fresh pass, work.fresh). Mixed
  * precision: dy is cast into work.gb, and x into work.xb when cast_x (as linear_fwd; only the
  * weight gradient reads it); xb16 / dyb16, when given, are x / dy already in BF16 (acts16;
- * dyb16 only for a linear without bias). */
-static dspy_status linear_bwd16(dspy_trainable *t, int l, int lin, float *dx, bool acc_dx, const float *dy,
-                                const float *x, const uint16_t *xb16, const uint16_t *dyb16, int T, bool cast_x) {
+ * dyb16 only for a linear without bias); dx16, when given (!acc_dx, no LoRA, a backend with
+ * linear_backward_beta), receives dx in BF16 instead of dx. */
+static dspy_status linear_bwd16(dspy_trainable *t, int l, int lin, float *dx, uint16_t *dx16, bool acc_dx,
+                                const float *dy, const float *x, const uint16_t *xb16, const uint16_t *dyb16, int T,
+                                bool cast_x) {
     dspy_backend *be = t->be;
     const dspy_ops *o = be->ops;
     train_layer *L = &t->layers[l];
@@ -318,8 +321,11 @@ static dspy_status linear_bwd16(dspy_trainable *t, int l, int lin, float *dx, bo
         if (cast_x && !xb16 && L->gw[lin]) DSPY_TRY(o->cast(be, B16(w->xb, T * in), F((float *)x, T * in)));
         if (!dyb16) DSPY_TRY(o->cast(be, B16(w->gb, T * out), F((float *)dy, T * out)));
         dspy_tensor gw = L->gw[lin] ? F(L->gw[lin], out * in) : NONE;
+        if (dx16 && (acc_dx || !o->linear_backward_beta || t->lora_on))
+            return dspy_fail(DSPY_ERR_STATE, "train step: a BF16 dx needs an overwriting dgrad without LoRA");
         if (o->linear_backward_beta) { /* dx and, on a fresh pass, the weight gradient overwritten */
-            DSPY_TRY(o->linear_backward_beta(be, F(dx, T * in), gw, B16(gb, T * out), B16(xb, T * in),
+            dspy_tensor dxt = dx16 ? B16(dx16, T * in) : F(dx, T * in);
+            DSPY_TRY(o->linear_backward_beta(be, dxt, gw, B16(gb, T * out), B16(xb, T * in),
                                              B16(L->w16[lin], out * in), T, in, out, acc_dx ? 1.0f : 0.0f,
                                              w->fresh ? 0.0f : 1.0f));
         } else {
@@ -330,6 +336,7 @@ static dspy_status linear_bwd16(dspy_trainable *t, int l, int lin, float *dx, bo
         if (dbias.data) /* summed from the F32 gradient */
             DSPY_TRY(o->linear_backward(be, NONE, NONE, dbias, F((float *)dy, T * out), NONE, NONE, T, in, out));
     } else {
+        if (dx16) return dspy_fail(DSPY_ERR_STATE, "train step: a BF16 dx in the F32 trainer");
         if (!acc_dx) DSPY_TRY(o->fill(be, F(dx, T * in), 0.0f));
         DSPY_TRY(o->linear_backward(be, F(dx, T * in), L->gw[lin] ? F(L->gw[lin], out * in) : NONE, dbias,
                                     F((float *)dy, T * out), F((float *)x, T * in), F(L->w[lin], out * in), T, in,
@@ -359,7 +366,7 @@ static dspy_status linear_bwd16(dspy_trainable *t, int l, int lin, float *dx, bo
 
 static dspy_status linear_bwd(dspy_trainable *t, int l, int lin, float *dx, bool acc_dx, const float *dy,
                               const float *x, int T, bool cast_x) {
-    return linear_bwd16(t, l, lin, dx, acc_dx, dy, x, NULL, NULL, T, cast_x);
+    return linear_bwd16(t, l, lin, dx, NULL, acc_dx, dy, x, NULL, NULL, T, cast_x);
 }
 
 /* ---- the pass --------------------------------------------------------------------------- */
@@ -407,16 +414,29 @@ static dspy_status forward_layers(dspy_trainable *t, const dspy_train_seq *s, bo
         else
             DSPY_TRY(o->attention_train(be, F(a->att, T * Q), F(a->lse, T * NH), F(a->q, T * Q), F(a->k, T * KV),
                                         F(a->v, T * KV), I32(w->start, T), s->prefix, T, NH, NKV, HS));
-        DSPY_TRY(linear_fwd(t, l, LIN_O, a->xmid, a->att, T, train, true));                         /* o (T, C) */
-        DSPY_TRY(o->add(be, F(a->xmid, T * C), F(a->xin, T * C)));                            /* x + o */
+        /* acts16 (no bias, no LoRA): the residual add rides in the GEMM's epilogue (linear_add) */
+        const bool radd = ba && o->linear_add && !L->b[LIN_O];
+        if (radd) {
+            DSPY_TRY(o->cast(be, B16(w->xb, T * Q), F(a->att, T * Q)));
+            DSPY_TRY(o->linear_add(be, F(a->xmid, T * C), B16(w->xb, T * Q), B16(L->w16[LIN_O], (int64_t)C * Q),
+                                   F(a->xin, T * C), T, Q, C));                                /* x + o */
+        } else {
+            DSPY_TRY(linear_fwd(t, l, LIN_O, a->xmid, a->att, T, train, true));                     /* o (T, C) */
+            DSPY_TRY(o->add(be, F(a->xmid, T * C), F(a->xin, T * C)));                        /* x + o */
+        }
         if (ba) DSPY_TRY(o->rmsnorm(be, B16(xn1, T * C), F(a->xmid, T * C), F(L->mlp_norm, C), T, C, eps));
         else DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xmid, T * C), F(L->mlp_norm, C), T, C, eps));
         DSPY_TRY(linear_fwd16(t, l, LIN_GATE, a->gate, ba ? a->gate16 : NULL, w->xn, xn1, T, train, true)); /* (T, I) */
         DSPY_TRY(linear_fwd16(t, l, LIN_UP, a->up, ba ? a->up16 : NULL, w->xn, xn1, T, train, false));     /* (T, I) */
         if (ba) DSPY_TRY(o->swiglu(be, B16(hb, T * I), B16(a->gate16, T * I), B16(a->up16, T * I), T, I, I));
         else DSPY_TRY(o->swiglu(be, F(w->h, T * I), F(a->gate, T * I), F(a->up, T * I), T, I, I));
-        DSPY_TRY(linear_fwd16(t, l, LIN_DOWN, xout, NULL, w->h, hb, T, train, true));           /* mlp (T, C) */
-        DSPY_TRY(o->add(be, F(xout, T * C), F(a->xmid, T * C)));
+        if (radd) {
+            DSPY_TRY(o->linear_add(be, F(xout, T * C), B16(hb, T * I), B16(L->w16[LIN_DOWN], (int64_t)C * I),
+                                   F(a->xmid, T * C), T, I, C));                               /* x + mlp */
+        } else {
+            DSPY_TRY(linear_fwd16(t, l, LIN_DOWN, xout, NULL, w->h, hb, T, train, true));       /* mlp (T, C) */
+            DSPY_TRY(o->add(be, F(xout, T * C), F(a->xmid, T * C)));
+        }
     }
     return DSPY_OK;
 }
@@ -447,17 +467,21 @@ static dspy_status backward_layers(dspy_trainable *t, const dspy_train_seq *s) {
             DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xmid, T * C), F(L->mlp_norm, C), T, C, eps));
             DSPY_TRY(o->swiglu(be, F(w->h, T * I), gate, up, T, I, I));
         }
-        DSPY_TRY(linear_bwd16(t, l, LIN_DOWN, w->dh, false, w->dx, w->h, hb, NULL, T, true));   /* dh (T, I) */
+        /* mlp16 with linear_backward_beta: dh itself in BF16 (in w->dh's memory), what
+         * swiglu_backward reads */
+        uint16_t *dh16 = mlp16 && o->linear_backward_beta ? (uint16_t *)w->dh : NULL;
+        DSPY_TRY(linear_bwd16(t, l, LIN_DOWN, w->dh, dh16, false, w->dx, w->h, hb, NULL, T, true)); /* dh (T, I) */
         if (mlp16) {
             uint16_t *dgb = (uint16_t *)w->dup, *dub = dgb + (size_t)T * I;
-            DSPY_TRY(o->swiglu_backward(be, B16(dgb, T * I), B16(dub, T * I), F(w->dh, T * I), gate, up, T, I));
-            DSPY_TRY(linear_bwd16(t, l, LIN_GATE, w->dxn, false, NULL, NULL, xn1, dgb, T, false));
-            DSPY_TRY(linear_bwd16(t, l, LIN_UP, w->dxn, true, NULL, NULL, xn1, dub, T, false));
+            dspy_tensor dh = dh16 ? B16(dh16, T * I) : F(w->dh, T * I);
+            DSPY_TRY(o->swiglu_backward(be, B16(dgb, T * I), B16(dub, T * I), dh, gate, up, T, I));
+            DSPY_TRY(linear_bwd16(t, l, LIN_GATE, w->dxn, NULL, false, NULL, NULL, xn1, dgb, T, false));
+            DSPY_TRY(linear_bwd16(t, l, LIN_UP, w->dxn, NULL, true, NULL, NULL, xn1, dub, T, false));
         } else {
             DSPY_TRY(o->swiglu_backward(be, F(w->dh, T * I), F(w->dup, T * I), F(w->dh, T * I), gate, up, T,
                                         I));                                                  /* dgate in dh */
-            DSPY_TRY(linear_bwd16(t, l, LIN_GATE, w->dxn, false, w->dh, w->xn, xn1, NULL, T, true));
-            DSPY_TRY(linear_bwd16(t, l, LIN_UP, w->dxn, true, w->dup, w->xn, xn1, NULL, T, false));
+            DSPY_TRY(linear_bwd16(t, l, LIN_GATE, w->dxn, NULL, false, w->dh, w->xn, xn1, NULL, T, true));
+            DSPY_TRY(linear_bwd16(t, l, LIN_UP, w->dxn, NULL, true, w->dup, w->xn, xn1, NULL, T, false));
         }
         DSPY_TRY(o->rmsnorm_backward(be, F(w->dx, T * C), L->g_mlp_norm ? F(L->g_mlp_norm, C) : NONE,
                                      F(w->dxn, T * C), F(a->xmid, T * C), F(L->mlp_norm, C), T, C, eps)); /* d xmid */
@@ -472,9 +496,9 @@ static dspy_status backward_layers(dspy_trainable *t, const dspy_train_seq *s) {
         DSPY_TRY(o->rope_backward(be, F(w->dq, T * Q), pos, inv_freq, T, NH, HS));
         DSPY_TRY(o->rope_backward(be, F(w->dk, T * KV), pos, inv_freq, T, NKV, HS));
         if (!ba) DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps));
-        DSPY_TRY(linear_bwd16(t, l, LIN_Q, w->dxn, false, w->dq, w->xn, xn0, NULL, T, true));
-        DSPY_TRY(linear_bwd16(t, l, LIN_K, w->dxn, true, w->dk, w->xn, xn0, NULL, T, false));
-        DSPY_TRY(linear_bwd16(t, l, LIN_V, w->dxn, true, w->dv, w->xn, xn0, NULL, T, false));
+        DSPY_TRY(linear_bwd16(t, l, LIN_Q, w->dxn, NULL, false, w->dq, w->xn, xn0, NULL, T, true));
+        DSPY_TRY(linear_bwd16(t, l, LIN_K, w->dxn, NULL, true, w->dk, w->xn, xn0, NULL, T, false));
+        DSPY_TRY(linear_bwd16(t, l, LIN_V, w->dxn, NULL, true, w->dv, w->xn, xn0, NULL, T, false));
         DSPY_TRY(o->rmsnorm_backward(be, F(w->dx, T * C), L->g_attn_norm ? F(L->g_attn_norm, C) : NONE,
                                      F(w->dxn, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps)); /* d xin */
     }
@@ -529,14 +553,10 @@ dspy_status dspy_train_seq_run(dspy_trainable *t, const dspy_train_seq *s, bool 
                                  : F(w->seln + (size_t)m0 * C, mc * C);
         dspy_tensor lg = F(w->logits, (int64_t)mc * V);                                       /* (mc, V) */
         DSPY_TRY(o->linear(be, lg, xs, lm_head, NONE, mc, C, V, false));
-        DSPY_TRY(o->cross_entropy(be, F(w->loss + m0, mc), train ? lg : NONE, lg, I32(w->targets + m0, mc), mc, V,
-                                  grad_scale));
+        /* mixed precision: the loss writes d logits in BF16 straight into gb (the GEMMs' operand) */
+        dspy_tensor dlg = !train ? NONE : t->bf16 ? B16(w->gb, (int64_t)mc * V) : lg;
+        DSPY_TRY(o->cross_entropy(be, F(w->loss + m0, mc), dlg, lg, I32(w->targets + m0, mc), mc, V, grad_scale));
         if (!train) continue;
-        dspy_tensor dlg = lg;
-        if (t->bf16) {
-            dlg = B16(w->gb, (int64_t)mc * V);
-            DSPY_TRY(o->cast(be, dlg, lg));
-        }
         /* d seln += dlogits lm_head; d lm_head += dlogits^T seln (the first chunk of a fresh
          * pass overwrites it) */
         dspy_tensor glm = t->g_lm_head ? F(t->g_lm_head, (int64_t)V * C) : NONE;

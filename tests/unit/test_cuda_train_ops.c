@@ -18,8 +18,10 @@
  *   The BF16 entries of the mixed-precision trainer, against the CPU's F32 op on the same
  *   BF16-rounded inputs: rope on BF16 x and swiglu_backward's BF16 outputs within half a BF16
  *   ulp of the F32 result; swiglu_backward from BF16 gate / up and linear_backward_beta (beta 0
- *   from NaN-poisoned outputs, beta 1 accumulating) 1e-5; adamw_bf16 bit-identical to adamw, its
- *   BF16 copy the updated weights rounded bit for bit.
+ *   from NaN-poisoned outputs, beta 1 accumulating) and linear_add (the residual in the GEMM's
+ *   epilogue) 1e-5; linear_backward_beta's BF16 dinp, swiglu_backward from a BF16 dout and
+ *   cross_entropy's BF16 dlogits within BF16 rounding (4e-3 relative); adamw_bf16 bit-identical
+ *   to adamw, its BF16 copy the updated weights rounded bit for bit.
  *   attention_train / _backward with BF16 q, k, v (tensor cores: the flash kernels for HS 64 and
  *     128, the WMMA kernels otherwise and under DSPY_CUDA_TRAIN_ATTN=wmma) against the CPU on the same
  *     BF16-rounded values: out, dq, dk, dv 1e-2 (P, dS and dout are rounded to BF16 inside),
@@ -367,7 +369,7 @@ static void test_cross_entropy(void) {
     CHECK_STATUS(G->ops->cross_entropy(G, gl, dspy_tensor_slice(glg, 1, (int64_t)M * V - 1),
                                        glg, gt, M, V - 1, 1.0f),
                  DSPY_ERR_ARG);
-    CHECK_CONTAINS(dspy_errmsg(), "partly overlaps");
+    CHECK_CONTAINS(dspy_errmsg(), "overlaps logits");
     free(lg), free(hl);
     dev_free(glg), dev_free(gt), dev_free(gl);
 }
@@ -583,6 +585,87 @@ static void test_adamw_bf16(void) {
     dev_free(gw), dev_free(gm), dev_free(gv), dev_free(ghp), dev_free(g16);
 }
 
+/* linear_add: res + the CPU's linear of the same BF16-rounded operands, 1e-5; into a separate out
+ * (NaN-poisoned first) and in place on res; a partly overlapping out is refused. */
+static void one_linear_add(int N, int Cc, int OC) {
+    char what[128];
+    float *x = rnd((size_t)N * Cc, 1), *w = rnd((size_t)OC * Cc, 0.1f), *res = rnd((size_t)N * OC, 2);
+    dspy_tensor gx = up_bf16(x, (int64_t)N * Cc), gw = up_bf16(w, (int64_t)OC * Cc), gr = up(res, (int64_t)N * OC);
+    float *ref = dup_f(res, (size_t)N * OC);
+    CHECK_OK(C->ops->linear(C, HF(ref, N * OC), HF(x, N * Cc), HF(w, OC * Cc), NONE, N, Cc, OC, true));
+    dspy_tensor go = poisoned((int64_t)N * OC);
+    CHECK_OK(G->ops->linear_add(G, go, gx, gw, gr, N, Cc, OC));
+    float *h1 = down(go);
+    snprintf(what, sizeof what, "linear_add N=%d C=%d OC=%d (separate out)", N, Cc, OC);
+    expect_close(what, h1, ref, (size_t)N * OC, 1e-5);
+    CHECK_OK(G->ops->linear_add(G, gr, gx, gw, gr, N, Cc, OC));
+    float *h2 = down(gr);
+    snprintf(what, sizeof what, "linear_add N=%d C=%d OC=%d (out == res)", N, Cc, OC);
+    expect_close(what, h2, ref, (size_t)N * OC, 1e-5);
+    CHECK_STATUS(G->ops->linear_add(G, dspy_tensor_slice(go, 1, (int64_t)N * OC - 1), gx, gw,
+                                    dspy_tensor_slice(go, 0, (int64_t)N * OC - 1), N, Cc, OC - 1),
+                 DSPY_ERR_ARG);
+    free(x), free(w), free(res), free(ref), free(h1), free(h2);
+    dev_free(gx), dev_free(gw), dev_free(gr), dev_free(go);
+}
+
+/* BF16 dh (linear_backward_beta's BF16 dinp) into swiglu_backward's BF16 dout; the loss's BF16
+ * dlogits: each within BF16 rounding of the F32 result (4e-3 relative). */
+static void test_bf16_chain(void) {
+    char what[128];
+    /* dinp in BF16 */
+    const int N = 300, Cc = 256, OC = 768;
+    float *dout = rnd((size_t)N * OC, 1), *w = rnd((size_t)OC * Cc, 0.1f);
+    dspy_tensor gdo = up_bf16(dout, (int64_t)N * OC), gw = up_bf16(w, (int64_t)OC * Cc);
+    float *di = calloc((size_t)N * Cc, sizeof(float));
+    CHECK_OK(C->ops->linear_backward(C, HF(di, N * Cc), NONE, NONE, HF(dout, N * OC), NONE, HF(w, OC * Cc), N, Cc, OC));
+    dspy_tensor gdi = dev_alloc(DSPY_DTYPE_BF16, (int64_t)N * Cc);
+    CHECK_OK(G->ops->linear_backward_beta(G, gdi, NONE, gdo, NONE, gw, N, Cc, OC, 0.0f, 1.0f));
+    float *hdi = down_bf16(gdi);
+    snprintf(what, sizeof what, "linear_backward_beta N=%d C=%d OC=%d BF16 dinp", N, Cc, OC);
+    expect_close(what, hdi, di, (size_t)N * Cc, 4e-3);
+    CHECK_STATUS(G->ops->linear_backward_beta(G, gdi, NONE, gdo, NONE, gw, N, Cc, OC, 1.0f, 1.0f), DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "never accumulated");
+    free(dout), free(w), free(di), free(hdi);
+    dev_free(gdo), dev_free(gw), dev_free(gdi);
+    /* swiglu_backward from a BF16 dout (and BF16 gate / up) */
+    const int NS = 37, I = 1001;
+    const int64_t n = (int64_t)NS * I;
+    float *g = rnd((size_t)n, 6), *u = rnd((size_t)n, 2), *d = rnd((size_t)n, 1);
+    dspy_tensor gg = up_bf16(g, n), gu = up_bf16(u, n), gd = up_bf16(d, n);
+    float *rg = malloc(sizeof(float) * (size_t)n), *ru = malloc(sizeof(float) * (size_t)n);
+    CHECK_OK(C->ops->swiglu_backward(C, HF(rg, n), HF(ru, n), HF(d, n), HF(g, n), HF(u, n), NS, I));
+    dspy_tensor fg = poisoned(n), fu = poisoned(n);
+    CHECK_OK(G->ops->swiglu_backward(G, fg, fu, gd, gg, gu, NS, I));
+    float *hg = down(fg), *hu = down(fu);
+    expect_close("swiglu_backward BF16 dout: dgate F32", hg, rg, (size_t)n, 1e-5);
+    expect_close("swiglu_backward BF16 dout: dup F32", hu, ru, (size_t)n, 1e-5);
+    /* F32 outputs over a BF16 dout are refused (dout viewed in dgate's own memory) */
+    CHECK_STATUS(G->ops->swiglu_backward(G, fg, fu, dspy_bt(G, fg.data, n, DSPY_DTYPE_BF16), gg, gu, NS, I),
+                 DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "overlap dout");
+    free(g), free(u), free(d), free(rg), free(ru), free(hg), free(hu);
+    dev_free(gg), dev_free(gu), dev_free(gd), dev_free(fg), dev_free(fu);
+    /* cross_entropy with BF16 dlogits */
+    const int M = 37, V = 1001;
+    float *lg = rnd((size_t)M * V, 4), *rl = malloc(sizeof(float) * M), *rd = malloc(sizeof(float) * (size_t)M * V);
+    int32_t *tg = malloc(sizeof(int32_t) * M);
+    for (int i = 0; i < M; i++) tg[i] = irand(V);
+    CHECK_OK(C->ops->cross_entropy(C, HF(rl, M), HF(rd, M * V), HF(lg, M * V), HI(tg, M), M, V, 0.5f));
+    dspy_tensor glg = up(lg, (int64_t)M * V), gt = up_i32(tg, M), gl = poisoned(M);
+    dspy_tensor gdl = dev_alloc(DSPY_DTYPE_BF16, (int64_t)M * V);
+    CHECK_OK(G->ops->cross_entropy(G, gl, gdl, glg, gt, M, V, 0.5f));
+    float *hl = down(gl), *hd = down_bf16(gdl);
+    expect_close("cross_entropy BF16 dlogits: loss", hl, rl, (size_t)M, 1e-5);
+    expect_close("cross_entropy BF16 dlogits: dlogits", hd, rd, (size_t)M * V, 4e-3);
+    CHECK_STATUS(G->ops->cross_entropy(G, gl, dspy_bt(G, glg.data, (int64_t)M * V, DSPY_DTYPE_BF16), glg, gt, M, V,
+                                       0.5f),
+                 DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "a BF16 one must be separate");
+    free(lg), free(rl), free(rd), free(tg), free(hl), free(hd);
+    dev_free(glg), dev_free(gt), dev_free(gl), dev_free(gdl);
+}
+
 static void test_bf16_entries(void) {
     one_rope_bf16(37, 6, 16);
     one_rope_bf16(37, 12, 64);
@@ -590,6 +673,9 @@ static void test_bf16_entries(void) {
     test_swiglu_backward_bf16_in();
     test_linear_backward_beta();
     test_adamw_bf16();
+    one_linear_add(37, 72, 1001);
+    one_linear_add(300, 256, 768);
+    test_bf16_chain();
 }
 
 /* ---- attention_train and its backward ------------------------------------------------------ */

@@ -208,6 +208,7 @@ static const dspy_ops k_cuda_ops = {
     .clip_coef = dspy_cu_clip_coef,
     .linear_backward_beta = dspy_cu_linear_backward_beta,
     .adamw_bf16 = dspy_cu_adamw_bf16,
+    .linear_add = dspy_cu_linear_add,
 };
 
 /* ---- lifetime ---------------------------------------------------------------------------- */

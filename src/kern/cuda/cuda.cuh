@@ -255,6 +255,8 @@ dspy_status dspy_cu_scale(dspy_backend *be, dspy_tensor x, float s);
 dspy_status dspy_cu_adamw(dspy_backend *be, dspy_tensor w, dspy_tensor g, dspy_tensor m, dspy_tensor v, dspy_tensor hp);
 dspy_status dspy_cu_adamw_bf16(dspy_backend *be, dspy_tensor w, dspy_tensor g, dspy_tensor m, dspy_tensor v,
                                dspy_tensor hp, dspy_tensor w16);
+dspy_status dspy_cu_linear_add(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor res,
+                               int N, int C, int OC);
 dspy_status dspy_cu_linear_backward_beta(dspy_backend *be, dspy_tensor dinp, dspy_tensor dw, dspy_tensor dout,
                                          dspy_tensor inp, dspy_tensor w, int N, int C, int OC, float beta_dinp,
                                          float beta_dw);

@@ -160,13 +160,14 @@ dspy_status dspy_cu_rmsnorm_backward(dspy_backend *be, dspy_tensor dinp, dspy_te
 
 /* dgate may be dout (so may dup): each element's inputs are read before its outputs are written.
  * OT: float, or bf16 (the mixed-precision trainer's GEMM operands; then no aliasing). IT: the
- * saved gate / up, F32 or BF16 (the BF16 trainer's GEMM outputs). */
-template <typename OT, typename IT>
-static __global__ void k_swiglu_backward(OT *dgate, OT *dup, const float *dout, const IT *gate, const IT *up,
+ * saved gate / up, F32 or BF16 (the BF16 trainer's GEMM outputs); DT: dout, F32 or BF16 (its
+ * down-projection dgrad written in BF16). */
+template <typename OT, typename IT, typename DT>
+static __global__ void k_swiglu_backward(OT *dgate, OT *dup, const DT *dout, const IT *gate, const IT *up,
                                          int64_t n) {
     griddep_wait();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        float g = tr_ld(gate, i), d = dout[i], u = tr_ld(up, i);
+        float g = tr_ld(gate, i), d = tr_ld(dout, i), u = tr_ld(up, i);
         float sg = 1.0f / (1.0f + expf(-g));
         float du = d * g * sg, dg = d * u * sg * (1.0f + g * (1.0f - sg));
         tr_st(dup, i, du);
@@ -174,14 +175,22 @@ static __global__ void k_swiglu_backward(OT *dgate, OT *dup, const float *dout, 
     }
 }
 
-template <typename IT>
+template <typename IT, typename DT>
 static dspy_status swiglu_backward_in(dspy_backend *be, const char *op, dspy_tensor dgate, dspy_tensor dup,
-                                      dspy_tensor dout, const IT *gate, const IT *up, int64_t n) {
+                                      const DT *dout, const IT *gate, const IT *up, int64_t n) {
     if (dgate.dtype == DSPY_DTYPE_BF16)
-        return cu_launch(be, op, k_swiglu_backward<bf16, IT>, tr_grid(n), 256, 0, (bf16 *)dgate.data,
-                         (bf16 *)dup.data, (const float *)dout.data, gate, up, n);
-    return cu_launch(be, op, k_swiglu_backward<float, IT>, tr_grid(n), 256, 0, (float *)dgate.data,
-                     (float *)dup.data, (const float *)dout.data, gate, up, n);
+        return cu_launch(be, op, k_swiglu_backward<bf16, IT, DT>, tr_grid(n), 256, 0, (bf16 *)dgate.data,
+                         (bf16 *)dup.data, dout, gate, up, n);
+    return cu_launch(be, op, k_swiglu_backward<float, IT, DT>, tr_grid(n), 256, 0, (float *)dgate.data,
+                     (float *)dup.data, dout, gate, up, n);
+}
+
+template <typename IT>
+static dspy_status swiglu_backward_dout(dspy_backend *be, const char *op, dspy_tensor dgate, dspy_tensor dup,
+                                        dspy_tensor dout, const IT *gate, const IT *up, int64_t n) {
+    if (dout.dtype == DSPY_DTYPE_BF16)
+        return swiglu_backward_in(be, op, dgate, dup, (const bf16 *)dout.data, gate, up, n);
+    return swiglu_backward_in(be, op, dgate, dup, (const float *)dout.data, gate, up, n);
 }
 
 dspy_status dspy_cu_swiglu_backward(dspy_backend *be, dspy_tensor dgate, dspy_tensor dup, dspy_tensor dout,
@@ -191,19 +200,21 @@ dspy_status dspy_cu_swiglu_backward(dspy_backend *be, dspy_tensor dgate, dspy_te
     int64_t n = (int64_t)N * I;
     CU_NEED2(op, "dgate", dgate, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, n);
     CU_NEED(op, "dup", dup, dgate.dtype, n);
-    CU_NEED(op, "dout", dout, DSPY_DTYPE_F32, n);
+    CU_NEED2(op, "dout", dout, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, n);
     CU_NEED2(op, "gate", gate, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, n);
     CU_NEED(op, "up", up, gate.dtype, n);
     if (n == 0) return DSPY_OK;
     if (dup.data == dgate.data)
         return dspy_fail(DSPY_ERR_ARG, "cuda %s: dgate and dup are the same memory", op);
-    /* outputs narrower than dout, or any output over BF16 inputs: an overlap would overwrite
-     * inputs other threads still read (F32 over F32 in place is element-wise and allowed) */
+    /* outputs of another width than dout, or any output over BF16 inputs: an overlap would
+     * overwrite inputs other threads still read (F32 over F32 in place is element-wise and allowed) */
     const int64_t ob = n * (int64_t)dspy_dtype_size(dgate.dtype);
     const char *a0 = (const char *)dgate.data, *b0 = (const char *)dup.data;
-    const char *g0 = (const char *)dout.data, *g1 = g0 + n * (int64_t)sizeof(float);
-    if (dgate.dtype == DSPY_DTYPE_BF16 && ((a0 < g1 && a0 + ob > g0) || (b0 < g1 && b0 + ob > g0)))
-        return dspy_fail(DSPY_ERR_ARG, "cuda %s: BF16 dgate / dup overlap dout", op);
+    const char *g0 = (const char *)dout.data, *g1 = g0 + n * (int64_t)dspy_dtype_size(dout.dtype);
+    if ((dgate.dtype == DSPY_DTYPE_BF16 || dout.dtype == DSPY_DTYPE_BF16) &&
+        ((a0 < g1 && a0 + ob > g0) || (b0 < g1 && b0 + ob > g0)))
+        return dspy_fail(DSPY_ERR_ARG, "cuda %s: dgate / dup overlap dout (%s outputs)", op,
+                         dgate.dtype == DSPY_DTYPE_BF16 ? "BF16" : "F32 over a BF16 dout");
     if (gate.dtype == DSPY_DTYPE_BF16) {
         const int64_t ib = n * (int64_t)sizeof(bf16);
         const char *in[2] = {(const char *)gate.data, (const char *)up.data}, *out[2] = {a0, b0};
@@ -211,9 +222,9 @@ dspy_status dspy_cu_swiglu_backward(dspy_backend *be, dspy_tensor dgate, dspy_te
             for (int j = 0; j < 2; j++)
                 if (out[j] < in[i] + ib && out[j] + ob > in[i])
                     return dspy_fail(DSPY_ERR_ARG, "cuda %s: dgate / dup overlap the BF16 gate / up", op);
-        return swiglu_backward_in(be, op, dgate, dup, dout, (const bf16 *)gate.data, (const bf16 *)up.data, n);
+        return swiglu_backward_dout(be, op, dgate, dup, dout, (const bf16 *)gate.data, (const bf16 *)up.data, n);
     }
-    return swiglu_backward_in(be, op, dgate, dup, dout, (const float *)gate.data, (const float *)up.data, n);
+    return swiglu_backward_dout(be, op, dgate, dup, dout, (const float *)gate.data, (const float *)up.data, n);
 }
 
 /* ---- embedding backward, scatter-add ----------------------------------------------------- */
