@@ -78,33 +78,61 @@ dspy_status dspy_cu_rope_backward(dspy_backend *be, dspy_tensor dx, dspy_tensor 
 
 /* ---- column sums (weight and bias gradients) -------------------------------------------- */
 
-enum { COLSUM_X = 32, COLSUM_Y = 16 };
+enum { COLSUM_X = 32, COLSUM_Y = 16, COLSUM_SPLITS = 32, COLSUM_ROWS_PER_SPLIT = 128 };
 
-/* Block (32, 16) per 32 columns: thread (tx, ty) sums rows ty, ty + 16, ... of column c, then
- * the 16 partial sums are added in a fixed order. */
-static __global__ void k_colsum(float *dst, const float *a, const float *b, const float *r, int N, int C) {
+/* Block (32, 16) per 32 columns and split y of the rows (rows [y R, min(N, (y + 1) R)), R = rows
+ * per split): thread (tx, ty) sums rows ty, ty + 16, ... of the split in column c, then the 16
+ * partial sums are added in a fixed order, into dst[c] (one split) or part[y][c]. */
+static __global__ void k_colsum(float *dst, float *part, const float *a, const float *b, const float *r, int N, int C,
+                                int R) {
     griddep_wait();
-    __shared__ float part[COLSUM_Y][COLSUM_X + 1];
+    __shared__ float sp[COLSUM_Y][COLSUM_X + 1];
     const int tx = threadIdx.x, ty = threadIdx.y, c = blockIdx.x * COLSUM_X + tx;
+    const int n0 = blockIdx.y * R, n1 = min(N, n0 + R);
     float s = 0.0f;
     if (c < C)
-        for (int n = ty; n < N; n += COLSUM_Y) {
+        for (int n = n0 + ty; n < n1; n += COLSUM_Y) {
             int64_t i = (int64_t)n * C + c;
             s += b ? a[i] * b[i] * r[n] : a[i];
         }
-    part[ty][tx] = s;
+    sp[ty][tx] = s;
     __syncthreads();
     if (ty == 0 && c < C) {
         float t = 0.0f;
-        for (int y = 0; y < COLSUM_Y; y++) t += part[y][tx];
-        dst[c] += t;
+        for (int y = 0; y < COLSUM_Y; y++) t += sp[y][tx];
+        if (part) part[(int64_t)blockIdx.y * C + c] = t;
+        else dst[c] += t;
     }
 }
 
+/* dst[c] += the S split sums of column c, added in split order. */
+static __global__ void k_colsum_splits(float *dst, const float *part, int C, int S) {
+    griddep_wait();
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    float t = 0.0f;
+    for (int y = 0; y < S; y++) t += part[(int64_t)y * C + c];
+    dst[c] += t;
+}
+
+/* The rows are split (COLSUM_ROWS_PER_SPLIT or more each, at most COLSUM_SPLITS splits) so that a
+ * long column sum fills the GPU; the split sums wait in the training scratch after its first
+ * N floats (rmsnorm_backward's r) when it has room, else one split does all. The split depends
+ * only on N, C and the planned scratch: deterministic. */
 dspy_status dspy_cu_train_colsum(dspy_backend *be, const char *what, float *dst, const float *a, const float *b,
                             const float *r, int N, int C) {
     if (N == 0 || C == 0) return DSPY_OK;
-    return cu_launch(be, what, k_colsum, cu_blocks(C, COLSUM_X), dim3(COLSUM_X, COLSUM_Y), 0, dst, a, b, r, N, C);
+    cuda_state *s = cu_of(be);
+    int S = N / COLSUM_ROWS_PER_SPLIT;
+    S = S < 1 ? 1 : S > COLSUM_SPLITS ? COLSUM_SPLITS : S;
+    const size_t off = ((size_t)N + 3) & ~(size_t)3; /* after r, 16-byte aligned */
+    if (!s->train_rows || off + (size_t)S * C > s->train_rows_n) S = 1;
+    const int R = (N + S - 1) / S;
+    float *part = S > 1 ? s->train_rows + off : NULL;
+    DSPY_TRY(cu_launch(be, what, k_colsum, dim3(cu_blocks(C, COLSUM_X), S), dim3(COLSUM_X, COLSUM_Y), 0, dst, part,
+                       a, b, r, N, C, R));
+    if (!part) return DSPY_OK;
+    return cu_launch(be, what, k_colsum_splits, cu_blocks(C, 256), 256, 0, dst, (const float *)part, C, S);
 }
 
 /* ---- RMSNorm backward ------------------------------------------------------------------- */
@@ -148,7 +176,8 @@ dspy_status dspy_cu_rmsnorm_backward(dspy_backend *be, dspy_tensor dinp, dspy_te
                                            "dspy_backend_reserve)", op, N, s->train_rows_n);
         rsave = s->train_rows;
     }
-    int threads = C >= 1024 ? 1024 : ((C + 31) / 32) * 32;
+    /* 256 threads: several rows' blocks per SM keep more loads in flight than one 1,024-wide block */
+    int threads = C >= 256 ? 256 : ((C + 31) / 32) * 32;
     DSPY_TRY(cu_launch(be, op, k_rmsnorm_backward, N, threads, 0, (float *)dinp.data, rsave,
                        (const float *)dout.data, (const float *)inp.data, (const float *)weight.data, C, eps));
     if (!rsave) return DSPY_OK;
