@@ -100,7 +100,8 @@ static size_t work_layout(dspy_trainable *t, size_t T, float *base) {
     TAKE(w->dk, T * KV);
     TAKE(w->dv, T * KV);
     TAKE(w->h, T * I * f);
-    /* dh: BF16 (half the floats) where the backend's dgrad writes it so (acts16, see backward_layers) */
+    /* dh: BF16 (half the floats) where the backend's dgrad writes it so (acts16, see backward_layers;
+     * gate and up never carry biases, so acts16 always takes the BF16 MLP path there) */
     TAKE(w->dh, w->acts16 && t->be->ops->linear_backward_beta ? (T * I + 1) / 2 : T * I);
     TAKE(w->dup, T * I);
     TAKE(w->ltmp, T * max_out * (r ? 1 : 0));
