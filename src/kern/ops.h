@@ -202,7 +202,8 @@ typedef struct dspy_ops {
 
     /* ---- training (F32) ----------------------------------------------------------------- */
 
-    /* In place on x (N, H, HS): the RoPE rotation of qkv_rope_store. */
+    /* In place on x (N, H, HS): the RoPE rotation of qkv_rope_store. x F32 (CUDA: or BF16, rotated
+     * in F32 and rounded once). */
     dspy_status (*rope)(dspy_backend *be, dspy_tensor x, dspy_tensor pos, dspy_tensor inv_freq, int N, int H,
                         int HS);
 
@@ -246,7 +247,9 @@ typedef struct dspy_ops {
 
     /* Backward of swiglu (ld == I): OVERWRITES dgate, dup (N, I) from dout (N, I); dgate may
      * equal dout. CUDA: dgate and dup may both be BF16 (the mixed-precision trainer's GEMM
-     * operands; then neither may overlap dout). */
+     * operands; then neither may overlap dout), gate and up may both be BF16 (its saved GEMM
+     * outputs; then no output may overlap them), and dout may be BF16 (then no output may overlap
+     * it). */
     dspy_status (*swiglu_backward)(dspy_backend *be, dspy_tensor dgate, dspy_tensor dup, dspy_tensor dout,
                                    dspy_tensor gate, dspy_tensor up, int N, int I);
 
@@ -260,7 +263,8 @@ typedef struct dspy_ops {
 
     /* Fused cross-entropy of M rows: loss (M) = logsumexp(logits[m]) - logits[m][targets[m]]
      * (natural log; targets (M) I32 in [0, V)); when dlogits (M, V) is given it is OVERWRITTEN
-     * with dscale * (softmax(logits[m]) - onehot(targets[m])). dlogits may equal logits. */
+     * with dscale * (softmax(logits[m]) - onehot(targets[m])). dlogits may equal logits. CUDA:
+     * dlogits may be BF16 (then separate from logits). */
     dspy_status (*cross_entropy)(dspy_backend *be, dspy_tensor loss, dspy_tensor dlogits, dspy_tensor logits,
                                  dspy_tensor targets, int M, int V, float dscale);
 
@@ -303,6 +307,29 @@ typedef struct dspy_ops {
      * is NaN: adamw then leaves every parameter as it was. One tiny launch, no host read. */
     dspy_status (*clip_coef)(dspy_backend *be, dspy_tensor hp, int nhp, dspy_tensor out, dspy_tensor sumsq, int k,
                              dspy_tensor check, int nc, double max_norm);
+
+    /* ---- optional training entries (NULL where a backend lacks them; the trainer then composes
+     * the entries above) --------------------------------------------------------------------- */
+
+    /* linear_backward with the accumulation chosen per output (beta 0 or 1):
+     *   dinp (N, C) = dout @ w + beta_dinp dinp;  dw (OC, C) = dout^T @ inp + beta_dw dw
+     * beta 0 overwrites, so the output need not be initialised (the first contribution of a pass
+     * or of an optimizer step). No bias gradient. CUDA: BF16 dout, inp, w (the mixed-precision
+     * trainer), F32 outputs; dinp may be BF16 with beta_dinp 0 (rounded once from F32 sums). */
+    dspy_status (*linear_backward_beta)(dspy_backend *be, dspy_tensor dinp, dspy_tensor dw, dspy_tensor dout,
+                                        dspy_tensor inp, dspy_tensor w, int N, int C, int OC, float beta_dinp,
+                                        float beta_dw);
+
+    /* adamw, then w16 (n) BF16 = the updated w rounded to nearest even: the mixed-precision
+     * trainer's working copy refreshed in the same pass (left as it was when the step is skipped,
+     * like w). */
+    dspy_status (*adamw_bf16)(dspy_backend *be, dspy_tensor w, dspy_tensor g, dspy_tensor m, dspy_tensor v,
+                              dspy_tensor hp, dspy_tensor w16);
+
+    /* out (N, OC) F32 = res (N, OC) F32 + inp (N, C) @ w^T: linear and the residual add in one
+     * pass (out may equal res, or be separate). CUDA: BF16 inp and w. */
+    dspy_status (*linear_add)(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor res,
+                              int N, int C, int OC);
 } dspy_ops;
 
 /* The words of adamw's step constants. */

@@ -5,7 +5,7 @@
  *   xn = rms(x); q, k, v = xn Wq^T + bq, ...; rope(q, k); att = attention_train(q, k, v);
  *   x += att Wo^T + bo; xn = rms(x); x += (silu(xn Wg^T) * (xn Wu^T)) Wd^T
  * with, under LoRA, every linear y = x W^T + b + (alpha/r) (dropout(x) A^T) B^T (peft). Then
- * the labelled rows only are gathered, normed and projected to logits (CE_ROWS rows at a time),
+ * the labelled rows only are gathered, normed and projected to logits (ce_rows at a time),
  * and the fused cross-entropy gives the loss and d logits. The backward pass walks the same
  * steps in reverse through the kern/ops.h backward entries; it saves per layer only what it
  * cannot cheaply recompute (see layer_acts) and recomputes the RMSNorm outputs and the SwiGLU
@@ -50,6 +50,9 @@ void dspy_train_work_free(dspy_backend *be, train_work *w) {
     memset(w, 0, sizeof *w);
 }
 
+/* Rows of logits per chunk of the loss (trainable_impl.h CE_ROWS). */
+static size_t ce_rows(const dspy_trainable *t) { return t->bf16 ? CE_ROWS_BF16 : CE_ROWS; }
+
 /* Sizes (and, when `base` is not NULL, carves) every buffer for T tokens; returns the floats needed. */
 static size_t work_layout(dspy_trainable *t, size_t T, float *base) {
     const dspy_model_config *c = &t->cfg;
@@ -60,6 +63,8 @@ static size_t work_layout(dspy_trainable *t, size_t T, float *base) {
     size_t r = t->lora_on ? (size_t)t->lora.r : 0, max_in = C > I ? C : I;
     max_in = max_in > Q ? max_in : Q;
     size_t max_out = max_in; /* the same set of widths */
+    /* acts16: q, k, v, gate, up live only in BF16 (their GEMMs write BF16), and so does h */
+    size_t f = w->acts16 ? 0 : 1;
     size_t off = 0;
 #define TAKE(dst, n)                          \
     do {                                      \
@@ -71,21 +76,21 @@ static size_t work_layout(dspy_trainable *t, size_t T, float *base) {
         layer_acts dummy;
         if (!a) a = &dummy;
         TAKE(a->xin, T * C);
-        TAKE(a->q, T * Q);
-        TAKE(a->k, T * KV);
-        TAKE(a->v, T * KV);
+        TAKE(a->q, T * Q * f);
+        TAKE(a->k, T * KV * f);
+        TAKE(a->v, T * KV * f);
         TAKE(a->lse, T * NH);
         TAKE(a->att, T * Q);
         TAKE(a->xmid, T * C);
-        TAKE(a->gate, T * I);
-        TAKE(a->up, T * I);
+        TAKE(a->gate, T * I * f);
+        TAKE(a->up, T * I * f);
         for (int k = 0; k < LIN_COUNT; k++) TAKE(a->lu[k], T * r);
     }
     TAKE(w->xfin, T * C);
     TAKE(w->sel, T * C);
     TAKE(w->seln, T * C);
     TAKE(w->dsel, T * C);
-    TAKE(w->logits, (size_t)CE_ROWS * V);
+    TAKE(w->logits, ce_rows(t) * V);
     TAKE(w->loss, T);
     TAKE(w->xn, T * C);
     TAKE(w->dx, T * C);
@@ -94,8 +99,10 @@ static size_t work_layout(dspy_trainable *t, size_t T, float *base) {
     TAKE(w->datt, T * Q);
     TAKE(w->dk, T * KV);
     TAKE(w->dv, T * KV);
-    TAKE(w->h, T * I);
-    TAKE(w->dh, T * I);
+    TAKE(w->h, T * I * f);
+    /* dh: BF16 (half the floats) where the backend's dgrad writes it so (acts16, see backward_layers;
+     * gate and up never carry biases, so acts16 always takes the BF16 MLP path there) */
+    TAKE(w->dh, w->acts16 && t->be->ops->linear_backward_beta ? (T * I + 1) / 2 : T * I);
     TAKE(w->dup, T * I);
     TAKE(w->ltmp, T * max_out * (r ? 1 : 0));
     TAKE(w->xd, T * max_in * (r ? 1 : 0));
@@ -107,7 +114,12 @@ static size_t work_layout(dspy_trainable *t, size_t T, float *base) {
 
 dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
     train_work *w = &t->work;
-    if (T <= w->cap && slots <= w->nslots && (!t->bf16 || w->b16)) return DSPY_OK;
+    /* without LoRA the BF16 trainer keeps BF16 norm, SwiGLU, gate/up and q/k/v outputs (acts16; the
+     * environment's DSPY_TRAIN_BF16_ACTS=0 keeps the F32 outputs and their casts instead, for
+     * comparisons); a switch of precision re-lays the buffers out */
+    const char *env = getenv("DSPY_TRAIN_BF16_ACTS");
+    const bool acts16 = t->bf16 && !t->lora_on && !(env && strcmp(env, "0") == 0);
+    if (T <= w->cap && slots <= w->nslots && (!t->bf16 || w->b16) && acts16 == w->acts16) return DSPY_OK;
     if (T < w->cap) T = w->cap;
     if (slots < w->nslots) slots = w->nslots;
     if (slots < 1) slots = 1;
@@ -118,6 +130,7 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
     dspy_backend_plan plan = {T, T, 1, t->cfg.vocab_size, t->cfg.num_attention_heads, t->cfg.head_dim, 0};
     if ((st = dspy_backend_reserve(be, &plan))) return st;
     dspy_train_work_free(be, w);
+    w->acts16 = acts16; /* read by work_layout */
     size_t n = work_layout(t, (size_t)T, NULL), ni = 5 * (size_t)T;
     w->acts = calloc((size_t)t->cfg.num_hidden_layers, sizeof *w->acts);
     if (!w->acts) st = dspy_fail(DSPY_ERR_NOMEM, "train step: out of memory");
@@ -128,7 +141,7 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
     size_t nxb = 0, ngb = 0, nq = 0, nkv = 0, nxn = 0, nh = 0;
     if (t->bf16) {
         /* xb: the widest linear input, T rows (lm_head's M <= T rows of C included); gb: the
-         * widest output gradient, or one CE_ROWS chunk of dlogits; each 256-byte aligned */
+         * widest output gradient, or one ce_rows chunk of dlogits; each 256-byte aligned */
         const dspy_model_config *c = &t->cfg;
         size_t in_max = 0, out_max = 0;
         for (int k = 0; k < LIN_COUNT; k++) {
@@ -139,17 +152,12 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
         }
         nxb = ((size_t)T * in_max + 127) & ~(size_t)127;
         ngb = ((size_t)T * out_max + 127) & ~(size_t)127;
-        if ((size_t)CE_ROWS * (size_t)c->vocab_size > ngb) ngb = (size_t)CE_ROWS * (size_t)c->vocab_size;
+        if (ce_rows(t) * (size_t)c->vocab_size > ngb) ngb = ce_rows(t) * (size_t)c->vocab_size;
         nq = ((size_t)T * (size_t)c->num_attention_heads * (size_t)c->head_dim + 127) & ~(size_t)127;
         nkv = ((size_t)T * (size_t)c->num_key_value_heads * (size_t)c->head_dim + 127) & ~(size_t)127;
-        /* without LoRA the layers also keep their BF16 norm and SwiGLU outputs (bf16_acts; the
-         * environment's DSPY_TRAIN_BF16_ACTS=0 keeps the F32 outputs and their casts instead, for
-         * comparisons) */
-        const char *env = getenv("DSPY_TRAIN_BF16_ACTS");
-        bool acts16 = !t->lora_on && !(env && strcmp(env, "0") == 0);
         nxn = acts16 ? ((size_t)T * (size_t)c->hidden_size + 127) & ~(size_t)127 : 0;
         nh = acts16 ? ((size_t)T * (size_t)c->intermediate_size + 127) & ~(size_t)127 : 0;
-        size_t n16 = nxb + ngb + (size_t)c->num_hidden_layers * (nq + 2 * nkv + 2 * nxn + nh);
+        size_t n16 = nxb + ngb + (size_t)c->num_hidden_layers * (nq + 2 * nkv + 2 * nxn + 3 * nh);
         if (!st && (st = be->ops->alloc(be, sizeof(uint16_t) * n16, (void **)&w->b16)))
             st = dspy_fail_wrap(st, "train step: %zu MiB of BF16 scratch for %d tokens", n16 * sizeof(uint16_t) >> 20,
                                 (int)T);
@@ -171,6 +179,8 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
             w->acts[l].xnb[0] = nxn ? cur : NULL, cur += nxn;
             w->acts[l].xnb[1] = nxn ? cur : NULL, cur += nxn;
             w->acts[l].hb = nh ? cur : NULL, cur += nh;
+            w->acts[l].gate16 = nh ? cur : NULL, cur += nh;
+            w->acts[l].up16 = nh ? cur : NULL, cur += nh;
         }
     }
     w->ids = w->iblock, w->start = w->ids + T, w->pos = w->start + T, w->rows = w->pos + T, w->targets = w->rows + T;
@@ -248,9 +258,10 @@ static uint64_t dropout_key(const dspy_trainable *t, int layer, int lin) {
 /* y (T, out) = x (T, in) W^T + b, plus the LoRA path when on (saving its scaled intermediate).
  * Mixed precision: cast_x casts x into work.xb first; false when xb already holds x (the
  * previous linear of the group had the same input); xb16, when given, is x already in BF16
- * (bf16_acts: x itself is then unused). */
-static dspy_status linear_fwd16(dspy_trainable *t, int l, int lin, float *y, const float *x, const uint16_t *xb16,
-                                int T, bool train, bool cast_x) {
+ * (acts16: x itself is then unused); y16, when given (acts16, no LoRA), receives the output in
+ * BF16 instead of y. */
+static dspy_status linear_fwd16(dspy_trainable *t, int l, int lin, float *y, uint16_t *y16, const float *x,
+                                const uint16_t *xb16, int T, bool train, bool cast_x) {
     dspy_backend *be = t->be;
     const dspy_ops *o = be->ops;
     train_layer *L = &t->layers[l];
@@ -261,11 +272,13 @@ static dspy_status linear_fwd16(dspy_trainable *t, int l, int lin, float *y, con
     if (t->bf16) {
         uint16_t *xb = xb16 ? (uint16_t *)xb16 : w->xb;
         if (cast_x && !xb16) DSPY_TRY(o->cast(be, B16(w->xb, T * in), F((float *)x, T * in)));
-        DSPY_TRY(o->linear(be, F(y, T * out), B16(xb, T * in), B16(L->w16[lin], out * in), bias, T, in, out, false));
+        dspy_tensor yt = y16 ? B16(y16, T * out) : F(y, T * out);
+        DSPY_TRY(o->linear(be, yt, B16(xb, T * in), B16(L->w16[lin], out * in), bias, T, in, out, false));
     } else {
         DSPY_TRY(o->linear(be, F(y, T * out), F((float *)x, T * in), F(L->w[lin], out * in), bias, T, in, out, false));
     }
     if (!t->lora_on || t->merged) return DSPY_OK;
+    if (y16) return dspy_fail(DSPY_ERR_STATE, "train step: a BF16 linear output under LoRA");
     const lora_adapter *a = &L->lora[lin];
     int r = t->lora.r;
     float *u = w->acts[l].lu[lin]; /* (T, r) */
@@ -282,15 +295,19 @@ static dspy_status linear_fwd16(dspy_trainable *t, int l, int lin, float *y, con
 
 static dspy_status linear_fwd(dspy_trainable *t, int l, int lin, float *y, const float *x, int T, bool train,
                               bool cast_x) {
-    return linear_fwd16(t, l, lin, y, x, NULL, T, train, cast_x);
+    return linear_fwd16(t, l, lin, y, NULL, x, NULL, T, train, cast_x);
 }
 
-/* Backward of linear_fwd: dx (T, in) += dy W (+ the LoRA path); weight, bias and adapter
- * gradients accumulate where trainable. Mixed precision: dy is cast into work.gb, and x into
- * work.xb when cast_x (as linear_fwd; only the weight gradient reads it); xb16 / dyb16, when
- * given, are x / dy already in BF16 (bf16_acts; dyb16 only for a linear without bias). */
-static dspy_status linear_bwd16(dspy_trainable *t, int l, int lin, float *dx, const float *dy, const float *x,
-                                const uint16_t *xb16, const uint16_t *dyb16, int T, bool cast_x) {
+/* Backward of linear_fwd: dx (T, in) += dy W (+ the LoRA path), or = when !acc_dx (the first
+ * contribution to dx: no zeroing needed); weight, bias and adapter gradients accumulate where
+ * trainable (the weight gradient is overwritten instead on a fresh pass, work.fresh). Mixed
+ * precision: dy is cast into work.gb, and x into work.xb when cast_x (as linear_fwd; only the
+ * weight gradient reads it); xb16 / dyb16, when given, are x / dy already in BF16 (acts16;
+ * dyb16 only for a linear without bias); dx16, when given (!acc_dx, no LoRA, a backend with
+ * linear_backward_beta), receives dx in BF16 instead of dx. */
+static dspy_status linear_bwd16(dspy_trainable *t, int l, int lin, float *dx, uint16_t *dx16, bool acc_dx,
+                                const float *dy, const float *x, const uint16_t *xb16, const uint16_t *dyb16, int T,
+                                bool cast_x) {
     dspy_backend *be = t->be;
     const dspy_ops *o = be->ops;
     train_layer *L = &t->layers[l];
@@ -304,11 +321,24 @@ static dspy_status linear_bwd16(dspy_trainable *t, int l, int lin, float *dx, co
             return dspy_fail(DSPY_ERR_ARG, "train step: a BF16 output gradient for a linear with a bias");
         if (cast_x && !xb16 && L->gw[lin]) DSPY_TRY(o->cast(be, B16(w->xb, T * in), F((float *)x, T * in)));
         if (!dyb16) DSPY_TRY(o->cast(be, B16(w->gb, T * out), F((float *)dy, T * out)));
-        DSPY_TRY(o->linear_backward(be, F(dx, T * in), L->gw[lin] ? F(L->gw[lin], out * in) : NONE, NONE,
-                                    B16(gb, T * out), B16(xb, T * in), B16(L->w16[lin], out * in), T, in, out));
+        dspy_tensor gw = L->gw[lin] ? F(L->gw[lin], out * in) : NONE;
+        if (dx16 && (acc_dx || !o->linear_backward_beta || t->lora_on))
+            return dspy_fail(DSPY_ERR_STATE, "train step: a BF16 dx needs an overwriting dgrad without LoRA");
+        if (o->linear_backward_beta) { /* dx and, on a fresh pass, the weight gradient overwritten */
+            dspy_tensor dxt = dx16 ? B16(dx16, T * in) : F(dx, T * in);
+            DSPY_TRY(o->linear_backward_beta(be, dxt, gw, B16(gb, T * out), B16(xb, T * in),
+                                             B16(L->w16[lin], out * in), T, in, out, acc_dx ? 1.0f : 0.0f,
+                                             w->fresh ? 0.0f : 1.0f));
+        } else {
+            if (!acc_dx) DSPY_TRY(o->fill(be, F(dx, T * in), 0.0f));
+            DSPY_TRY(o->linear_backward(be, F(dx, T * in), gw, NONE, B16(gb, T * out), B16(xb, T * in),
+                                        B16(L->w16[lin], out * in), T, in, out));
+        }
         if (dbias.data) /* summed from the F32 gradient */
             DSPY_TRY(o->linear_backward(be, NONE, NONE, dbias, F((float *)dy, T * out), NONE, NONE, T, in, out));
     } else {
+        if (dx16) return dspy_fail(DSPY_ERR_STATE, "train step: a BF16 dx in the F32 trainer");
+        if (!acc_dx) DSPY_TRY(o->fill(be, F(dx, T * in), 0.0f));
         DSPY_TRY(o->linear_backward(be, F(dx, T * in), L->gw[lin] ? F(L->gw[lin], out * in) : NONE, dbias,
                                     F((float *)dy, T * out), F((float *)x, T * in), F(L->w[lin], out * in), T, in,
                                     out));
@@ -335,9 +365,9 @@ static dspy_status linear_bwd16(dspy_trainable *t, int l, int lin, float *dx, co
                               F(a->A, r * in), T, in, r);
 }
 
-static dspy_status linear_bwd(dspy_trainable *t, int l, int lin, float *dx, const float *dy, const float *x, int T,
-                              bool cast_x) {
-    return linear_bwd16(t, l, lin, dx, dy, x, NULL, NULL, T, cast_x);
+static dspy_status linear_bwd(dspy_trainable *t, int l, int lin, float *dx, bool acc_dx, const float *dy,
+                              const float *x, int T, bool cast_x) {
+    return linear_bwd16(t, l, lin, dx, NULL, acc_dx, dy, x, NULL, NULL, T, cast_x);
 }
 
 /* ---- the pass --------------------------------------------------------------------------- */
@@ -358,37 +388,56 @@ static dspy_status forward_layers(dspy_trainable *t, const dspy_train_seq *s, bo
         train_layer *L = &t->layers[l];
         layer_acts *a = &w->acts[l];
         float *xout = l + 1 < c->num_hidden_layers ? w->acts[l + 1].xin : w->xfin; /* (T, C) */
-        /* bf16_acts: the norm and SwiGLU outputs are written in BF16 straight into this layer's
-         * saved copies, which the GEMMs read (no F32 copy, no cast) and the backward reuses */
-        const bool ba = t->bf16 && a->hb; /* the copies outlive a switch back to F32 */
+        /* acts16: the norm, q/k/v, gate/up and SwiGLU outputs are written in BF16 straight into
+         * this layer's saved copies, which the next op reads (no F32 copy, no cast) and the
+         * backward reuses; RoPE rotates the BF16 q and k in place */
+        const bool ba = w->acts16;
         uint16_t *xn0 = ba ? a->xnb[0] : NULL, *xn1 = ba ? a->xnb[1] : NULL, *hb = ba ? a->hb : NULL;
         if (ba) DSPY_TRY(o->rmsnorm(be, B16(xn0, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps));
         else DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps));
-        DSPY_TRY(linear_fwd16(t, l, LIN_Q, a->q, w->xn, xn0, T, train, true));                      /* (T, NH, HS) */
-        DSPY_TRY(linear_fwd16(t, l, LIN_K, a->k, w->xn, xn0, T, train, false));                     /* (T, NKV, HS) */
-        DSPY_TRY(linear_fwd16(t, l, LIN_V, a->v, w->xn, xn0, T, train, false));                     /* (T, NKV, HS) */
-        DSPY_TRY(o->rope(be, F(a->q, T * Q), pos, inv_freq, T, NH, HS));
-        DSPY_TRY(o->rope(be, F(a->k, T * KV), pos, inv_freq, T, NKV, HS));
-        if (t->bf16) { /* the tensor-core attention reads BF16 copies (kept for the backward pass) */
+        DSPY_TRY(linear_fwd16(t, l, LIN_Q, a->q, ba ? a->qb : NULL, w->xn, xn0, T, train, true));    /* (T, NH, HS) */
+        DSPY_TRY(linear_fwd16(t, l, LIN_K, a->k, ba ? a->kb : NULL, w->xn, xn0, T, train, false));   /* (T, NKV, HS) */
+        DSPY_TRY(linear_fwd16(t, l, LIN_V, a->v, ba ? a->vb : NULL, w->xn, xn0, T, train, false));   /* (T, NKV, HS) */
+        /* RoPE, then the attention: acts16 rotates the BF16 q and k in place; the BF16 trainer
+         * otherwise casts the rotated F32 q, k and v into BF16 copies (both kept for the backward
+         * pass), which the tensor-core attention reads */
+        dspy_tensor qr = ba ? B16(a->qb, T * Q) : F(a->q, T * Q), kr = ba ? B16(a->kb, T * KV) : F(a->k, T * KV);
+        DSPY_TRY(o->rope(be, qr, pos, inv_freq, T, NH, HS));
+        DSPY_TRY(o->rope(be, kr, pos, inv_freq, T, NKV, HS));
+        if (t->bf16 && !ba) {
             DSPY_TRY(o->cast(be, B16(a->qb, T * Q), F(a->q, T * Q)));
             DSPY_TRY(o->cast(be, B16(a->kb, T * KV), F(a->k, T * KV)));
             DSPY_TRY(o->cast(be, B16(a->vb, T * KV), F(a->v, T * KV)));
+        }
+        if (t->bf16)
             DSPY_TRY(o->attention_train(be, F(a->att, T * Q), F(a->lse, T * NH), B16(a->qb, T * Q), B16(a->kb, T * KV),
                                         B16(a->vb, T * KV), I32(w->start, T), s->prefix, T, NH, NKV, HS));
-        } else {
+        else
             DSPY_TRY(o->attention_train(be, F(a->att, T * Q), F(a->lse, T * NH), F(a->q, T * Q), F(a->k, T * KV),
                                         F(a->v, T * KV), I32(w->start, T), s->prefix, T, NH, NKV, HS));
+        /* acts16 (no bias, no LoRA): the residual add rides in the GEMM's epilogue (linear_add) */
+        const bool radd = ba && o->linear_add && !L->b[LIN_O];
+        if (radd) {
+            DSPY_TRY(o->cast(be, B16(w->xb, T * Q), F(a->att, T * Q)));
+            DSPY_TRY(o->linear_add(be, F(a->xmid, T * C), B16(w->xb, T * Q), B16(L->w16[LIN_O], (int64_t)C * Q),
+                                   F(a->xin, T * C), T, Q, C));                                /* x + o */
+        } else {
+            DSPY_TRY(linear_fwd(t, l, LIN_O, a->xmid, a->att, T, train, true));                     /* o (T, C) */
+            DSPY_TRY(o->add(be, F(a->xmid, T * C), F(a->xin, T * C)));                        /* x + o */
         }
-        DSPY_TRY(linear_fwd(t, l, LIN_O, a->xmid, a->att, T, train, true));                         /* o (T, C) */
-        DSPY_TRY(o->add(be, F(a->xmid, T * C), F(a->xin, T * C)));                            /* x + o */
         if (ba) DSPY_TRY(o->rmsnorm(be, B16(xn1, T * C), F(a->xmid, T * C), F(L->mlp_norm, C), T, C, eps));
         else DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xmid, T * C), F(L->mlp_norm, C), T, C, eps));
-        DSPY_TRY(linear_fwd16(t, l, LIN_GATE, a->gate, w->xn, xn1, T, train, true));                /* (T, I) */
-        DSPY_TRY(linear_fwd16(t, l, LIN_UP, a->up, w->xn, xn1, T, train, false));                   /* (T, I) */
-        if (ba) DSPY_TRY(o->swiglu(be, B16(hb, T * I), F(a->gate, T * I), F(a->up, T * I), T, I, I));
+        DSPY_TRY(linear_fwd16(t, l, LIN_GATE, a->gate, ba ? a->gate16 : NULL, w->xn, xn1, T, train, true)); /* (T, I) */
+        DSPY_TRY(linear_fwd16(t, l, LIN_UP, a->up, ba ? a->up16 : NULL, w->xn, xn1, T, train, false));     /* (T, I) */
+        if (ba) DSPY_TRY(o->swiglu(be, B16(hb, T * I), B16(a->gate16, T * I), B16(a->up16, T * I), T, I, I));
         else DSPY_TRY(o->swiglu(be, F(w->h, T * I), F(a->gate, T * I), F(a->up, T * I), T, I, I));
-        DSPY_TRY(linear_fwd16(t, l, LIN_DOWN, xout, w->h, hb, T, train, true));                 /* mlp (T, C) */
-        DSPY_TRY(o->add(be, F(xout, T * C), F(a->xmid, T * C)));
+        if (radd) {
+            DSPY_TRY(o->linear_add(be, F(xout, T * C), B16(hb, T * I), B16(L->w16[LIN_DOWN], (int64_t)C * I),
+                                   F(a->xmid, T * C), T, I, C));                               /* x + mlp */
+        } else {
+            DSPY_TRY(linear_fwd16(t, l, LIN_DOWN, xout, NULL, w->h, hb, T, train, true));       /* mlp (T, C) */
+            DSPY_TRY(o->add(be, F(xout, T * C), F(a->xmid, T * C)));
+        }
     }
     return DSPY_OK;
 }
@@ -403,41 +452,42 @@ static dspy_status backward_layers(dspy_trainable *t, const dspy_train_seq *s) {
     const int Q = NH * HS, KV = NKV * HS;
     const float eps = (float)c->rms_norm_eps;
     dspy_tensor inv_freq = F(t->inv_freq, HS / 2), pos = I32(w->pos, T);
-    /* w->dx (T, C) holds d loss / d (residual after the last layer). */
+    /* w->dx (T, C) holds d loss / d (residual after the last layer). Every first contribution
+     * to a gradient buffer overwrites it (acc_dx false; no zeroing pass). */
     for (int l = c->num_hidden_layers - 1; l >= 0; l--) {
         train_layer *L = &t->layers[l];
         layer_acts *a = &w->acts[l];
         /* MLP: x_out = xmid + down(swiglu(gate(xn), up(xn))), xn = rms(xmid). */
-        /* bf16_acts: the forward's BF16 norm and SwiGLU outputs replace the recomputation (and its
-         * casts); without gate/up biases, swiglu_backward writes dgate and dup in BF16 (into
-         * w->dup's memory, two (T, I) BF16 halves), the GEMMs' operands, and no F32 copy. */
-        const bool ba = t->bf16 && a->hb, mlp16 = ba && !L->b[LIN_GATE] && !L->b[LIN_UP];
+        /* acts16: the forward's BF16 norm, gate/up and SwiGLU outputs replace the recomputation
+         * (and its casts); without gate/up biases, swiglu_backward writes dgate and dup in BF16
+         * (into w->dup's memory, two (T, I) BF16 halves), the GEMMs' operands, and no F32 copy. */
+        const bool ba = w->acts16, mlp16 = ba && !L->b[LIN_GATE] && !L->b[LIN_UP];
         uint16_t *xn0 = ba ? a->xnb[0] : NULL, *xn1 = ba ? a->xnb[1] : NULL, *hb = ba ? a->hb : NULL;
+        dspy_tensor gate = ba ? B16(a->gate16, T * I) : F(a->gate, T * I), up = ba ? B16(a->up16, T * I) : F(a->up, T * I);
         if (!ba) {
             DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xmid, T * C), F(L->mlp_norm, C), T, C, eps));
-            DSPY_TRY(o->swiglu(be, F(w->h, T * I), F(a->gate, T * I), F(a->up, T * I), T, I, I));
+            DSPY_TRY(o->swiglu(be, F(w->h, T * I), gate, up, T, I, I));
         }
-        DSPY_TRY(o->fill(be, F(w->dh, T * I), 0.0f));
-        DSPY_TRY(linear_bwd16(t, l, LIN_DOWN, w->dh, w->dx, w->h, hb, NULL, T, true));          /* dh (T, I) */
+        /* mlp16 with linear_backward_beta: dh itself in BF16 (in w->dh's memory), what
+         * swiglu_backward reads */
+        uint16_t *dh16 = mlp16 && o->linear_backward_beta ? (uint16_t *)w->dh : NULL;
+        DSPY_TRY(linear_bwd16(t, l, LIN_DOWN, w->dh, dh16, false, w->dx, w->h, hb, NULL, T, true)); /* dh (T, I) */
         if (mlp16) {
             uint16_t *dgb = (uint16_t *)w->dup, *dub = dgb + (size_t)T * I;
-            DSPY_TRY(o->swiglu_backward(be, B16(dgb, T * I), B16(dub, T * I), F(w->dh, T * I), F(a->gate, T * I),
-                                        F(a->up, T * I), T, I));
-            DSPY_TRY(o->fill(be, F(w->dxn, T * C), 0.0f));
-            DSPY_TRY(linear_bwd16(t, l, LIN_GATE, w->dxn, NULL, NULL, xn1, dgb, T, false));
-            DSPY_TRY(linear_bwd16(t, l, LIN_UP, w->dxn, NULL, NULL, xn1, dub, T, false));
+            dspy_tensor dh = dh16 ? B16(dh16, T * I) : F(w->dh, T * I);
+            DSPY_TRY(o->swiglu_backward(be, B16(dgb, T * I), B16(dub, T * I), dh, gate, up, T, I));
+            DSPY_TRY(linear_bwd16(t, l, LIN_GATE, w->dxn, NULL, false, NULL, NULL, xn1, dgb, T, false));
+            DSPY_TRY(linear_bwd16(t, l, LIN_UP, w->dxn, NULL, true, NULL, NULL, xn1, dub, T, false));
         } else {
-            DSPY_TRY(o->swiglu_backward(be, F(w->dh, T * I), F(w->dup, T * I), F(w->dh, T * I), F(a->gate, T * I),
-                                        F(a->up, T * I), T, I));                              /* dgate in dh */
-            DSPY_TRY(o->fill(be, F(w->dxn, T * C), 0.0f));
-            DSPY_TRY(linear_bwd16(t, l, LIN_GATE, w->dxn, w->dh, w->xn, xn1, NULL, T, true));
-            DSPY_TRY(linear_bwd16(t, l, LIN_UP, w->dxn, w->dup, w->xn, xn1, NULL, T, false));
+            DSPY_TRY(o->swiglu_backward(be, F(w->dh, T * I), F(w->dup, T * I), F(w->dh, T * I), gate, up, T,
+                                        I));                                                  /* dgate in dh */
+            DSPY_TRY(linear_bwd16(t, l, LIN_GATE, w->dxn, NULL, false, w->dh, w->xn, xn1, NULL, T, true));
+            DSPY_TRY(linear_bwd16(t, l, LIN_UP, w->dxn, NULL, true, w->dup, w->xn, xn1, NULL, T, false));
         }
         DSPY_TRY(o->rmsnorm_backward(be, F(w->dx, T * C), L->g_mlp_norm ? F(L->g_mlp_norm, C) : NONE,
                                      F(w->dxn, T * C), F(a->xmid, T * C), F(L->mlp_norm, C), T, C, eps)); /* d xmid */
         /* Attention: xmid = xin + o(attn(rope(q(xn)), rope(k(xn)), v(xn))), xn = rms(xin). */
-        DSPY_TRY(o->fill(be, F(w->datt, T * Q), 0.0f));
-        DSPY_TRY(linear_bwd(t, l, LIN_O, w->datt, w->dx, a->att, T, true));                         /* datt (T, Q) */
+        DSPY_TRY(linear_bwd(t, l, LIN_O, w->datt, false, w->dx, a->att, T, true));                  /* datt (T, Q) */
         dspy_tensor qa = t->bf16 ? B16(a->qb, T * Q) : F(a->q, T * Q);
         dspy_tensor ka = t->bf16 ? B16(a->kb, T * KV) : F(a->k, T * KV);
         dspy_tensor va = t->bf16 ? B16(a->vb, T * KV) : F(a->v, T * KV);
@@ -447,10 +497,9 @@ static dspy_status backward_layers(dspy_trainable *t, const dspy_train_seq *s) {
         DSPY_TRY(o->rope_backward(be, F(w->dq, T * Q), pos, inv_freq, T, NH, HS));
         DSPY_TRY(o->rope_backward(be, F(w->dk, T * KV), pos, inv_freq, T, NKV, HS));
         if (!ba) DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps));
-        DSPY_TRY(o->fill(be, F(w->dxn, T * C), 0.0f));
-        DSPY_TRY(linear_bwd16(t, l, LIN_Q, w->dxn, w->dq, w->xn, xn0, NULL, T, true));
-        DSPY_TRY(linear_bwd16(t, l, LIN_K, w->dxn, w->dk, w->xn, xn0, NULL, T, false));
-        DSPY_TRY(linear_bwd16(t, l, LIN_V, w->dxn, w->dv, w->xn, xn0, NULL, T, false));
+        DSPY_TRY(linear_bwd16(t, l, LIN_Q, w->dxn, NULL, false, w->dq, w->xn, xn0, NULL, T, true));
+        DSPY_TRY(linear_bwd16(t, l, LIN_K, w->dxn, NULL, true, w->dk, w->xn, xn0, NULL, T, false));
+        DSPY_TRY(linear_bwd16(t, l, LIN_V, w->dxn, NULL, true, w->dv, w->xn, xn0, NULL, T, false));
         DSPY_TRY(o->rmsnorm_backward(be, F(w->dx, T * C), L->g_attn_norm ? F(L->g_attn_norm, C) : NONE,
                                      F(w->dxn, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps)); /* d xin */
     }
@@ -490,29 +539,34 @@ dspy_status dspy_train_seq_run(dspy_trainable *t, const dspy_train_seq *s, bool 
     dspy_tensor lm_head = F(t->lm_head, (int64_t)V * C), final_norm = F(t->final_norm, C);
     DSPY_TRY(o->gather_rows(be, F(w->sel, M * C), F(w->xfin, T * C), I32(w->rows, M), M, C)); /* sel (M, C) */
     DSPY_TRY(o->rmsnorm(be, F(w->seln, M * C), F(w->sel, M * C), final_norm, M, C, eps));
-    if (train) DSPY_TRY(o->fill(be, F(w->dsel, M * C), 0.0f));
+    /* d seln: each chunk's rows are written once (overwritten where the backend can, else zeroed
+     * here and accumulated) */
+    const bool beta = t->bf16 && o->linear_backward_beta;
+    if (train && !beta) DSPY_TRY(o->fill(be, F(w->dsel, M * C), 0.0f));
     if (t->bf16) { /* the GEMM operands: seln in BF16 once, the head's working copy */
         DSPY_TRY(o->cast(be, B16(w->xb, M * C), F(w->seln, M * C)));
         lm_head = B16(t->lm_head16, (int64_t)V * C);
     }
-    for (int m0 = 0; m0 < M; m0 += CE_ROWS) {
-        int mc = M - m0 < CE_ROWS ? M - m0 : CE_ROWS;
+    const int cr = (int)ce_rows(t);
+    for (int m0 = 0; m0 < M; m0 += cr) {
+        int mc = M - m0 < cr ? M - m0 : cr;
         dspy_tensor xs = t->bf16 ? B16(w->xb + (size_t)m0 * C, mc * C)                      /* (mc, C) */
                                  : F(w->seln + (size_t)m0 * C, mc * C);
         dspy_tensor lg = F(w->logits, (int64_t)mc * V);                                       /* (mc, V) */
         DSPY_TRY(o->linear(be, lg, xs, lm_head, NONE, mc, C, V, false));
-        DSPY_TRY(o->cross_entropy(be, F(w->loss + m0, mc), train ? lg : NONE, lg, I32(w->targets + m0, mc), mc, V,
-                                  grad_scale));
+        /* mixed precision: the loss writes d logits in BF16 straight into gb (the GEMMs' operand) */
+        dspy_tensor dlg = !train ? NONE : t->bf16 ? B16(w->gb, (int64_t)mc * V) : lg;
+        DSPY_TRY(o->cross_entropy(be, F(w->loss + m0, mc), dlg, lg, I32(w->targets + m0, mc), mc, V, grad_scale));
         if (!train) continue;
-        dspy_tensor dlg = lg;
-        if (t->bf16) {
-            dlg = B16(w->gb, (int64_t)mc * V);
-            DSPY_TRY(o->cast(be, dlg, lg));
-        }
-        /* d seln += dlogits lm_head; d lm_head += dlogits^T seln */
-        DSPY_TRY(o->linear_backward(be, F(w->dsel + (size_t)m0 * C, mc * C),
-                                    t->g_lm_head ? F(t->g_lm_head, (int64_t)V * C) : NONE, NONE, dlg, xs, lm_head, mc,
-                                    C, V));
+        /* d seln += dlogits lm_head; d lm_head += dlogits^T seln (the first chunk of a fresh
+         * pass overwrites it) */
+        dspy_tensor glm = t->g_lm_head ? F(t->g_lm_head, (int64_t)V * C) : NONE;
+        if (beta)
+            DSPY_TRY(o->linear_backward_beta(be, F(w->dsel + (size_t)m0 * C, mc * C), glm, dlg, xs, lm_head, mc, C, V,
+                                             0.0f, w->fresh && m0 == 0 ? 0.0f : 1.0f));
+        else
+            DSPY_TRY(o->linear_backward(be, F(w->dsel + (size_t)m0 * C, mc * C), glm, NONE, dlg, xs, lm_head, mc, C,
+                                        V));
     }
     DSPY_TRY(o->sum_rows(be, loss_slots, slot, F(w->loss, M)));
     if (!train) return DSPY_OK;
@@ -522,8 +576,17 @@ dspy_status dspy_train_seq_run(dspy_trainable *t, const dspy_train_seq *s, bool 
                                  F(w->dsel, M * C), F(w->sel, M * C), final_norm, M, C, eps));
     DSPY_TRY(o->scatter_add_rows(be, F(w->dx, T * C), I32(w->rows, M), F(w->xn, M * C), M, C));
     DSPY_TRY(backward_layers(t, s));
+    w->fresh = false; /* every weight gradient has had its first contribution */
     t->rng++;
     return DSPY_OK;
+}
+
+dspy_status dspy_train_slot_clear(dspy_trainable *t, int slot) {
+    dspy_backend *be = t->be;
+    train_work *w = &t->work;
+    if (slot < 0 || slot >= w->nslots)
+        return dspy_fail(DSPY_ERR_ARG, "train step: loss slot %d outside the %d planned", slot, w->nslots);
+    return be->ops->sum_rows(be, dspy_bt(be, w->loss_dev, w->nslots, DSPY_DTYPE_F64), slot, F(w->loss, 0));
 }
 
 /* One sequence in slot 0, its loss read back (waits for the device). */

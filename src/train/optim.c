@@ -11,7 +11,10 @@
  * grad_sumsq, clip_coef writing the clip coefficient into the adamw step constants (uploaded
  * once per step), one adamw per tensor, and a single read-back of the loss sums and the norm at
  * the end. On the CPU backend that path gives the same bits as the host code above (the ops
- * reproduce its orders and roundings); tests check it.
+ * reproduce its orders and roundings); tests check it. The mixed-precision trainer (CUDA) also
+ * packs the step's sequences into larger passes (group_end), lets the first pass overwrite the
+ * weight gradients instead of zeroing them (linear_backward_beta), and refreshes the BF16
+ * working weights inside the update (adamw_bf16).
  */
 #include "train/optim.h"
 
@@ -110,6 +113,8 @@ struct dspy_optimizer {
     int64_t steps;
     float **grads;    /* (np) scratch for clipping */
     size_t *ns;       /* (np) */
+    int32_t *cat;     /* packed passes (see group_end): ids, labels, seg, pos of one group */
+    size_t cat_cap;   /* tokens cat holds */
 };
 
 dspy_status dspy_optimizer_new(dspy_trainable *t, const dspy_adamw_hparams *h, dspy_optimizer **out) {
@@ -164,6 +169,7 @@ void dspy_optimizer_free(dspy_optimizer *o) {
         be->ops->free_host(be, o->hp_host);
     }
     free(o->block);
+    free(o->cat);
     free(o->off);
     free(o->grads);
     free(o->ns);
@@ -188,6 +194,56 @@ dspy_status dspy_optimizer_to_host(dspy_optimizer *o) { return sync_moments(o, D
 dspy_status dspy_optimizer_to_device(dspy_optimizer *o) { return sync_moments(o, DSPY_COPY_H2D); }
 void dspy_optimizer_set_steps(dspy_optimizer *o, int64_t steps) { o->steps = steps; }
 
+/* Packed passes (mixed precision, full fine-tuning): consecutive sequences of a step without a
+ * shared prefix run as ONE forward/backward pass over their concatenation, up to
+ * dspy_train_group_tokens tokens (0 runs every sequence alone). Each keeps its own examples
+ * (block-diagonal attention, positions restarting per example), so the losses and gradients are
+ * the same sums; the GEMMs are larger and every weight gradient is read and written once per
+ * pass instead of once per sequence. The grouping depends only on the batch, so a resumed run
+ * groups exactly as the uninterrupted one did.
+ *
+ * group_end: the end (exclusive) of the group that starts at sequence s; *T gets its tokens. */
+static size_t group_end(const dspy_train_seq *seqs, size_t k, size_t s, int32_t limit, int32_t *T) {
+    size_t e = s + 1;
+    int64_t tot = seqs[s].T;
+    if (seqs[s].prefix == 0)
+        while (e < k && seqs[e].prefix == 0 && tot + seqs[e].T <= limit) tot += seqs[e++].T;
+    *T = (int32_t)tot;
+    return e;
+}
+
+/* The concatenation of sequences [s, e) into o->cat, as one dspy_train_seq: examples keep their
+ * own runs of seg (renumbered to stay increasing across sequences) and their positions. */
+static dspy_status group_make(dspy_optimizer *o, const dspy_train_seq *seqs, size_t s, size_t e, int32_t T,
+                              dspy_train_seq *out) {
+    if ((size_t)T > o->cat_cap) {
+        int32_t *nc = realloc(o->cat, sizeof(int32_t) * 4 * (size_t)T);
+        if (!nc) return dspy_fail(DSPY_ERR_NOMEM, "optimizer step: out of memory packing %d tokens", (int)T);
+        o->cat = nc;
+        o->cat_cap = (size_t)T;
+    }
+    int32_t *ids = o->cat, *labels = ids + T, *seg = labels + T, *pos = seg + T;
+    bool any_pos = false;
+    for (size_t i = s; i < e; i++) any_pos = any_pos || seqs[i].pos;
+    int32_t off = 0, base = 0;
+    for (size_t i = s; i < e; i++) {
+        const dspy_train_seq *q = &seqs[i];
+        memcpy(ids + off, q->ids, sizeof(int32_t) * (size_t)q->T);
+        memcpy(labels + off, q->labels, sizeof(int32_t) * (size_t)q->T);
+        int32_t ex0 = 0; /* the first token of the current example (for positions) */
+        for (int32_t j = 0; j < q->T; j++) {
+            int32_t sg = q->seg ? q->seg[j] - q->seg[0] : 0;
+            if (j > 0 && q->seg && q->seg[j] != q->seg[j - 1]) ex0 = j;
+            seg[off + j] = base + sg;
+            if (any_pos) pos[off + j] = q->pos ? q->pos[j] : j - ex0;
+        }
+        base = seg[off + q->T - 1] + 1;
+        off += q->T;
+    }
+    *out = (dspy_train_seq){ids, any_pos ? pos : NULL, labels, seg, T, 0};
+    return DSPY_OK;
+}
+
 /* dspy_optimizer_train_step on a mirrored trainable: everything through the op table, one
  * read-back at the end (see the file comment). */
 static dspy_status device_step(dspy_optimizer *o, const dspy_train_seq *seqs, size_t k, double lr,
@@ -195,18 +251,38 @@ static dspy_status device_step(dspy_optimizer *o, const dspy_train_seq *seqs, si
     dspy_trainable *t = o->t;
     dspy_backend *be = t->be;
     const dspy_ops *ops = be->ops;
-    int32_t maxT = 1;
-    for (size_t s = 0; s < k; s++)
-        if (seqs[s].T > maxT) maxT = seqs[s].T;
     if (k > (size_t)INT32_MAX) return dspy_fail(DSPY_ERR_ARG, "optimizer step: %zu sequences", k);
+    const int32_t limit = dspy_train_group_tokens(t);
+    int32_t maxT = 1;
+    for (size_t s = 0, e; s < k; s = e) {
+        int32_t T = 0;
+        e = limit > 0 ? group_end(seqs, k, s, limit, &T) : s + 1;
+        if (limit <= 0) T = seqs[s].T;
+        if (T > maxT) maxT = T;
+    }
     /* the step's staging and loss slots must exist before its first sequence */
     DSPY_TRY(dspy_train_work_reserve(t, maxT, (int)k));
-    DSPY_TRY(dspy_trainable_zero_grad(t));
-    float scale = (float)(1.0 / (double)N);
-    for (size_t s = 0; s < k; s++) {
-        int32_t M = 0;
-        DSPY_TRY(dspy_train_seq_run(t, &seqs[s], true, scale, (int)s, &M));
+    /* the first pass overwrites the weight gradients where it can: only the rest is zeroed */
+    if (dspy_train_can_overwrite(t)) {
+        DSPY_TRY(dspy_train_zero_uncovered(t));
+        t->work.fresh = true;
+    } else {
+        DSPY_TRY(dspy_trainable_zero_grad(t));
     }
+    float scale = (float)(1.0 / (double)N);
+    for (size_t s = 0, e; s < k; s = e) {
+        int32_t M = 0, T = 0;
+        e = limit > 0 ? group_end(seqs, k, s, limit, &T) : s + 1;
+        dspy_train_seq g = seqs[s];
+        if (e > s + 1) DSPY_TRY(group_make(o, seqs, s, e, T, &g));
+        dspy_status st = dspy_train_seq_run(t, &g, true, scale, (int)s, &M);
+        for (size_t i = s + 1; !st && i < e; i++) st = dspy_train_slot_clear(t, (int)i);
+        if (st) {
+            t->work.fresh = false;
+            return st;
+        }
+    }
+    t->work.fresh = false;
     dspy_tensor sq = dspy_bt(be, o->sumsq, (int64_t)(o->np ? o->np : 1), DSPY_DTYPE_F64);
     for (size_t i = 0; i < o->np; i++) {
         dspy_param *p = dspy_trainable_param(t, i);
@@ -219,17 +295,22 @@ static dspy_status device_step(dspy_optimizer *o, const dspy_train_seq *seqs, si
     dspy_tensor hp = dspy_bt(be, o->hp, 2 * DSPY_ADAMW_WORDS, DSPY_DTYPE_F32);
     DSPY_TRY(ops->clip_coef(be, hp, 2, dspy_bt(be, o->norm, 1, DSPY_DTYPE_F32), sq, (int)o->np,
                             dspy_bt(be, t->work.loss_dev, t->work.nslots, DSPY_DTYPE_F64), (int)k, max_grad_norm));
+    /* mixed precision: the BF16 working copies follow the updated master (LoRA: the base is
+     * frozen), written by the update itself where the backend can (adamw_bf16), else recast */
+    const bool fused16 = t->bf16 && !t->lora_on && ops->adamw_bf16;
     for (size_t i = 0; i < o->np; i++) {
         dspy_param *p = dspy_trainable_param(t, i);
         size_t off = o->off[i];
         int64_t n = (int64_t)p->n;
-        DSPY_TRY(ops->adamw(be, dspy_bt(be, p->dw, n, DSPY_DTYPE_F32), dspy_bt(be, p->dg, n, DSPY_DTYPE_F32),
-                            dspy_bt(be, o->dblock + off, n, DSPY_DTYPE_F32),
-                            dspy_bt(be, o->dblock + o->total + off, n, DSPY_DTYPE_F32),
-                            dspy_tensor_slice(hp, p->ndim == 2 ? 0 : DSPY_ADAMW_WORDS, DSPY_ADAMW_WORDS)));
+        dspy_tensor w = dspy_bt(be, p->dw, n, DSPY_DTYPE_F32), g = dspy_bt(be, p->dg, n, DSPY_DTYPE_F32);
+        dspy_tensor m = dspy_bt(be, o->dblock + off, n, DSPY_DTYPE_F32);
+        dspy_tensor v = dspy_bt(be, o->dblock + o->total + off, n, DSPY_DTYPE_F32);
+        dspy_tensor h = dspy_tensor_slice(hp, p->ndim == 2 ? 0 : DSPY_ADAMW_WORDS, DSPY_ADAMW_WORDS);
+        uint16_t *w16 = fused16 ? dspy_train_param_w16(t, p) : NULL;
+        if (w16) DSPY_TRY(ops->adamw_bf16(be, w, g, m, v, h, dspy_bt(be, w16, n, DSPY_DTYPE_BF16)));
+        else DSPY_TRY(ops->adamw(be, w, g, m, v, h));
     }
-    /* mixed precision: the BF16 working copies follow the updated master (LoRA: the base is frozen) */
-    if (!t->lora_on) DSPY_TRY(dspy_train_refresh_bf16(t));
+    if (!t->lora_on && !fused16) DSPY_TRY(dspy_train_refresh_bf16(t));
     /* the step's one wait: its loss sums and the norm */
     float *norm_host = o->hp_host + 2 * DSPY_ADAMW_WORDS;
     DSPY_TRY(ops->copy(be, t->work.loss_host, t->work.loss_dev, sizeof(double) * k, DSPY_COPY_D2H));

@@ -335,11 +335,22 @@ bool dspy_trainable_bf16(const dspy_trainable *t) { return t->bf16; }
 dspy_device dspy_trainable_device(const dspy_trainable *t) { return t->be->dev; }
 bool dspy_trainable_mirrored(const dspy_trainable *t) { return t->mirrored; }
 
+int32_t dspy_train_group_tokens(const dspy_trainable *t) {
+    if (!t->bf16 || t->lora_on || !t->mirrored) return 0;
+    const char *e = getenv("DSPY_TRAIN_GROUP_TOKENS");
+    int32_t v = e ? (int32_t)atoi(e) : DSPY_TRAIN_GROUP_DEFAULT;
+    return v > 0 ? v : 0;
+}
+
 dspy_status dspy_trainable_plan(dspy_trainable *t, int32_t max_T, int max_seqs) {
     if (max_T < 1 || max_seqs < 1)
         return dspy_fail(DSPY_ERR_ARG, "trainable plan: %d tokens, %d sequences; both must be >= 1", (int)max_T,
                          max_seqs);
-    return dspy_train_work_reserve(t, max_T, max_seqs);
+    /* a packed pass holds up to max_seqs sequences, within the group limit (a longer sequence
+     * runs alone) */
+    int64_t cap = max_T, g = dspy_train_group_tokens(t), all = (int64_t)max_T * max_seqs;
+    if (g > cap) cap = all < g ? all : g;
+    return dspy_train_work_reserve(t, (int32_t)cap, max_seqs);
 }
 
 dspy_status dspy_trainable_use_fast_kernels(dspy_trainable *t) {
@@ -487,6 +498,49 @@ dspy_status dspy_trainable_zero_grad(dspy_trainable *t) {
         DSPY_TRY(t->be->ops->fill(t->be, dspy_bt(t->be, t->params[i].dg, (int64_t)t->params[i].n, DSPY_DTYPE_F32),
                                   0.0f));
     return DSPY_OK;
+}
+
+bool dspy_train_can_overwrite(const dspy_trainable *t) {
+    return t->mirrored && t->bf16 && t->gblock && !t->lora_on && t->be->ops->linear_backward_beta;
+}
+
+/* Whether a fresh pass overwrites gradient g: the linear weights' and lm_head's (the embedding's
+ * when tied). */
+static bool overwritten(const dspy_trainable *t, const float *g) {
+    if (g == t->g_lm_head) return true;
+    for (int l = 0; l < t->cfg.num_hidden_layers; l++)
+        for (int k = 0; k < LIN_COUNT; k++)
+            if (g == t->layers[l].gw[k]) return true;
+    return false;
+}
+
+dspy_status dspy_train_zero_uncovered(dspy_trainable *t) {
+    if (!dspy_train_can_overwrite(t))
+        return dspy_fail(DSPY_ERR_STATE, "train step: gradients cannot be overwritten on this trainable");
+    /* one fill per run of adjacent parameters that need it (the norms of a layer sit together) */
+    float *run = NULL;
+    size_t n = 0;
+    for (size_t i = 0; i <= t->nparams; i++) {
+        dspy_param *p = i < t->nparams ? &t->params[i] : NULL;
+        bool zero = p && !overwritten(t, p->dg);
+        if (zero && run && run + n == p->dg) {
+            n += p->n;
+            continue;
+        }
+        if (run) DSPY_TRY(t->be->ops->fill(t->be, dspy_bt(t->be, run, (int64_t)n, DSPY_DTYPE_F32), 0.0f));
+        run = zero ? p->dg : NULL;
+        n = zero ? p->n : 0;
+    }
+    return DSPY_OK;
+}
+
+uint16_t *dspy_train_param_w16(const dspy_trainable *t, const dspy_param *p) {
+    if (!t->bf16) return NULL;
+    if (p->dw == t->lm_head) return t->lm_head16;
+    for (int l = 0; l < t->cfg.num_hidden_layers; l++)
+        for (int k = 0; k < LIN_COUNT; k++)
+            if (p->dw == t->layers[l].w[k]) return t->layers[l].w16[k];
+    return NULL;
 }
 
 uint64_t dspy_trainable_rng_get(const dspy_trainable *t) { return t->rng; }

@@ -42,6 +42,9 @@ typedef struct layer_acts {
     uint16_t *xnb[2];    /* mixed precision without LoRA: (T, C) BF16 RMSNorm outputs (attention,
                             MLP), the GEMMs' inputs forward and for the weight gradients */
     uint16_t *hb;        /* the same: (T, I) BF16 SwiGLU output, the down projection's input */
+    uint16_t *gate16, *up16; /* the same: (T, I) BF16 gate / up GEMM outputs (then gate and up,
+                                and q, k, v, are not kept in F32: the q/k/v GEMMs write qb, kb,
+                                vb, and RoPE rotates those) */
 } layer_acts;
 
 /* Work buffers for sequences of up to `cap` tokens, in the backend's memory (planned once;
@@ -52,7 +55,7 @@ typedef struct train_work {
     layer_acts *acts;              /* (L) */
     float *xfin;                   /* (T, C) residual after the last layer */
     float *sel, *seln, *dsel;      /* (T, C) labelled rows: gathered, normed, gradient */
-    float *logits;                 /* (CE_ROWS, V) one chunk of logits / dlogits */
+    float *logits;                 /* (ce_rows, V) one chunk of logits / dlogits */
     float *loss;                   /* (T) per labelled row */
     float *xn, *dx, *dxn;          /* (T, C) */
     float *dq, *datt;              /* (T, NH * HS) */
@@ -64,7 +67,7 @@ typedef struct train_work {
     uint16_t *b16;                 /* mixed precision only: one allocation holding xb, gb and
                                       every layer's qb, kb, vb (and xnb, hb without LoRA) */
     uint16_t *xb;                  /* (T, max(in)) BF16: the input of the linear being computed */
-    uint16_t *gb;                  /* (max(T * max(out), CE_ROWS * V)) BF16: its output gradient */
+    uint16_t *gb;                  /* (max(T * max(out), ce_rows * V)) BF16: its output gradient */
     int32_t *iblock;               /* (5, cap) on the backend: ids, start, pos, rows, targets */
     int32_t *ids, *start, *pos, *rows, *targets; /* (T) views into iblock */
     /* Host staging of those five arrays, one (5, cap) record per slot (page-locked on CUDA): a
@@ -72,12 +75,22 @@ typedef struct train_work {
      * step stay untouched until the step's one sync. */
     int32_t *stage;
     int nslots;
+    bool acts16;                   /* mixed precision without LoRA: the BF16 saved copies above
+                                      (xnb, hb, gate16, up16) instead of F32 ones */
+    bool fresh;                    /* the next backward pass is the first of an optimizer step:
+                                      its weight-gradient GEMMs overwrite (beta 0) instead of
+                                      adding, so the step zeroes only the other gradients
+                                      (dspy_train_zero_uncovered); needs linear_backward_beta */
     double *loss_dev;              /* (nslots) F64 on the backend: each sequence's loss sum */
     double *loss_host;             /* (nslots) page-locked: where the step reads them back */
 } train_work;
 
-/* Rows of logits materialised at once by the loss. */
+/* Rows of logits materialised at once by the loss: CE_ROWS in F32 (the CPU reference's chunking,
+ * which its lm_head gradient's summation order follows), CE_ROWS_BF16 in mixed precision (fewer,
+ * larger lm_head GEMMs: each chunk's weight gradient reads and writes the whole F32 (V, C)
+ * gradient once). */
 #define CE_ROWS 256
+#define CE_ROWS_BF16 1024
 
 struct dspy_trainable {
     dspy_model *m;                 /* read only: weights are copied out at construction */
@@ -115,6 +128,24 @@ struct dspy_trainable {
     size_t nparams;
     train_work work;
 };
+
+/* The packed passes of an optimizer step (optim.c): consecutive sequences without a shared
+ * prefix run as one pass of up to this many tokens; 0 = one pass per sequence. Mixed precision
+ * without LoRA only (DSPY_TRAIN_GROUP_TOKENS in the environment overrides the default of
+ * DSPY_TRAIN_GROUP_DEFAULT; the F32 trainer keeps the CPU reference's order of sums). */
+#define DSPY_TRAIN_GROUP_DEFAULT 8192
+int32_t dspy_train_group_tokens(const dspy_trainable *t);
+
+/* Whether the step's first backward pass can overwrite the weight gradients (work.fresh):
+ * full fine-tuning in mixed precision on a backend with linear_backward_beta. */
+bool dspy_train_can_overwrite(const dspy_trainable *t);
+/* Zeroes the gradients that a fresh pass does not overwrite (norms, biases, an untied embedding);
+ * queued, no wait. */
+dspy_status dspy_train_zero_uncovered(dspy_trainable *t);
+/* The BF16 working copy of parameter p (mixed precision: the linear weights and lm_head), or NULL. */
+uint16_t *dspy_train_param_w16(const dspy_trainable *t, const dspy_param *p);
+/* Loss slot `slot` (< work.nslots) = 0: a sequence that ran inside another slot's packed pass. */
+dspy_status dspy_train_slot_clear(dspy_trainable *t, int slot);
 
 /* Casts the F32 master weights into their BF16 working copies (mixed precision; no-op otherwise).
  * Queued on the backend, no wait. */

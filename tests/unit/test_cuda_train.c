@@ -26,8 +26,10 @@
  * subject: per-step loss within 1e-2 relative of the F32 CPU trainer (issue 11's bf16
  * tolerance), gradient norm within 5e-2; the final state within 0.5 scaled (a weight whose
  * gradient is near zero can take a ~lr Adam step of the other sign when BF16 rounding flips
- * that gradient's sign); resume within 2e-2 (both sides BF16 on CUDA). A BF16 request on a CPU
- * trainable is refused.
+ * that gradient's sign); resume within 2e-2 (both sides BF16 on CUDA). The BF16 full cases run
+ * with the step's sequences packed into one pass (the default: larger GEMMs, each weight
+ * gradient overwritten by the first pass instead of zeroed) and with one pass per sequence
+ * (DSPY_TRAIN_GROUP_TOKENS=0). A BF16 request on a CPU trainable is refused.
  *
  * Prefix-shared steps (share_step.h: 4 examples with an 80-token common prompt in 3 sequences,
  * laid out by train/share_prefix.h as one sequence of 150 tokens): 5 optimizer steps (lr 1e-3,
@@ -80,6 +82,15 @@ static void test_bf16_full_f32_acts(void) {
     setenv("DSPY_TRAIN_BF16_ACTS", "0", 1);
     pair_run(&c, k_cuda, true, &k_bf16);
     unsetenv("DSPY_TRAIN_BF16_ACTS");
+}
+
+/* The same with one pass per sequence (DSPY_TRAIN_GROUP_TOKENS=0; the default packs a step's
+ * sequences into one pass). */
+static void test_bf16_full_unpacked(void) {
+    pair_case c = {"bf16-full-unpacked", false, 0.0f, 0.0, 0.01, true};
+    setenv("DSPY_TRAIN_GROUP_TOKENS", "0", 1);
+    pair_run(&c, k_cuda, true, &k_bf16);
+    unsetenv("DSPY_TRAIN_GROUP_TOKENS");
 }
 
 static void test_bf16_lora(void) {
@@ -393,6 +404,7 @@ int main(void) {
         RUN(test_planned);
         RUN(test_bf16_full);
         RUN(test_bf16_full_f32_acts);
+        RUN(test_bf16_full_unpacked);
         RUN(test_bf16_lora);
         RUN(test_bf16_cpu_refused);
         RUN(test_shared_f32);

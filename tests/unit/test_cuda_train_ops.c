@@ -15,6 +15,13 @@
  *     distance to it is printed beside.
  *   dropout, scale and adamw: bit-identical (the same mask function; separately rounded
  *     operations in the same order).
+ *   The BF16 entries of the mixed-precision trainer, against the CPU's F32 op on the same
+ *   BF16-rounded inputs: rope on BF16 x and swiglu_backward's BF16 outputs within half a BF16
+ *   ulp of the F32 result; swiglu_backward from BF16 gate / up and linear_backward_beta (beta 0
+ *   from NaN-poisoned outputs, beta 1 accumulating) and linear_add (the residual in the GEMM's
+ *   epilogue) 1e-5; linear_backward_beta's BF16 dinp, swiglu_backward from a BF16 dout and
+ *   cross_entropy's BF16 dlogits within BF16 rounding (4e-3 relative); adamw_bf16 bit-identical
+ *   to adamw, its BF16 copy the updated weights rounded bit for bit.
  *   attention_train / _backward with BF16 q, k, v (tensor cores: the flash kernels for HS 64 and
  *     128, the WMMA kernels otherwise and under DSPY_CUDA_TRAIN_ATTN=wmma) against the CPU on the same
  *     BF16-rounded values: out, dq, dk, dv 1e-2 (P, dS and dout are rounded to BF16 inside),
@@ -362,7 +369,7 @@ static void test_cross_entropy(void) {
     CHECK_STATUS(G->ops->cross_entropy(G, gl, dspy_tensor_slice(glg, 1, (int64_t)M * V - 1),
                                        glg, gt, M, V - 1, 1.0f),
                  DSPY_ERR_ARG);
-    CHECK_CONTAINS(dspy_errmsg(), "partly overlaps");
+    CHECK_CONTAINS(dspy_errmsg(), "overlaps logits");
     free(lg), free(hl);
     dev_free(glg), dev_free(gt), dev_free(gl);
 }
@@ -424,6 +431,251 @@ static void test_adamw(void) {
     expect_same("adamw 3 steps: v", hv, v, (size_t)n);
     free(w), free(m), free(v), free(hw), free(hm), free(hv);
     dev_free(gw), dev_free(gm), dev_free(gv), dev_free(ghp);
+}
+
+/* ---- the mixed-precision trainer's BF16 entries ----------------------------------------------- */
+
+/* Host values rounded to BF16 in place; returns a device BF16 tensor holding them. */
+static dspy_tensor up_bf16(float *h, int64_t n) {
+    uint16_t *b = malloc(sizeof(uint16_t) * (size_t)(n ? n : 1));
+    for (int64_t i = 0; i < n; i++) b[i] = dspy_f32_to_bf16(h[i]), h[i] = dspy_bf16_to_f32(b[i]);
+    dspy_tensor t = dev_alloc(DSPY_DTYPE_BF16, n);
+    CHECK_OK(G->ops->copy(G, t.data, b, sizeof(uint16_t) * (size_t)n, DSPY_COPY_H2D));
+    CHECK_OK(G->ops->sync(G));
+    free(b);
+    return t;
+}
+/* A device BF16 tensor widened to F32 on the host. */
+static float *down_bf16(dspy_tensor t) {
+    uint16_t *b = malloc(sizeof(uint16_t) * (size_t)(t.n ? t.n : 1));
+    float *h = malloc(sizeof(float) * (size_t)(t.n ? t.n : 1));
+    CHECK_OK(G->ops->copy(G, b, t.data, sizeof(uint16_t) * (size_t)t.n, DSPY_COPY_D2H));
+    CHECK_OK(G->ops->sync(G));
+    for (int64_t i = 0; i < t.n; i++) h[i] = dspy_bf16_to_f32(b[i]);
+    free(b);
+    return h;
+}
+/* got holds ref rounded to BF16: every value within half a BF16 ulp of ref, i.e. within 2^-8 of
+ * |ref| (half an ulp is 2^-8 of the bottom of ref's binade). */
+static void expect_bf16_of(const char *what, const float *got, const float *ref, size_t n) {
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += !(fabsf(got[i] - ref[i]) <= fabsf(ref[i]) * (1.0f / 256.0f) + 1e-30f);
+    check_report(bad == 0, __FILE__, __LINE__, "%s: %zu of %zu values beyond BF16 rounding", what, bad, n);
+    printf("  %-52s within BF16 rounding: %s (%zu values)\n", what, bad ? "NO" : "yes", n);
+}
+
+/* RoPE in place on BF16 x (the trainer's q and k): the CPU's F32 rotation of the same
+ * BF16-rounded values, rounded once (cos/sin may round differently in rare ties: 1e-6 of F32
+ * noise, far inside the half-ulp bound). */
+static void one_rope_bf16(int N, int H, int HS) {
+    char what[96];
+    int64_t n = (int64_t)N * H * HS;
+    float *x = rnd((size_t)n, 2), inv[64];
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)N);
+    for (int i = 0; i < HS / 2; i++) inv[i] = (float)(1.0 / pow(500000.0, 2.0 * i / HS));
+    for (int i = 0; i < N; i++) pos[i] = i < 3 ? i : irand(131072);
+    dspy_tensor dp = up_i32(pos, N), di = up(inv, HS / 2), dx = up_bf16(x, n);
+    CHECK_OK(C->ops->rope(C, HF(x, n), HI(pos, N), HF(inv, HS / 2), N, H, HS));
+    CHECK_OK(G->ops->rope(G, dx, dp, di, N, H, HS));
+    float *got = down_bf16(dx);
+    snprintf(what, sizeof what, "rope BF16 x N=%d H=%d HS=%d", N, H, HS);
+    expect_bf16_of(what, got, x, (size_t)n);
+    free(x), free(pos), free(got);
+    dev_free(dp), dev_free(di), dev_free(dx);
+}
+
+/* swiglu_backward from BF16 gate / up (the trainer's saved GEMM outputs) against the CPU on the
+ * same rounded values: F32 outputs 1e-5, BF16 outputs within half an ulp of the device's F32
+ * ones; outputs overlapping the BF16 inputs are refused. */
+static void test_swiglu_backward_bf16_in(void) {
+    const int N = 37, I = 1001;
+    const int64_t n = (int64_t)N * I;
+    float *g = rnd((size_t)n, 6), *u = rnd((size_t)n, 2), *d = rnd((size_t)n, 1);
+    dspy_tensor gg = up_bf16(g, n), gu = up_bf16(u, n), gd = up(d, n);
+    float *rg = malloc(sizeof(float) * (size_t)n), *ru = malloc(sizeof(float) * (size_t)n);
+    CHECK_OK(C->ops->swiglu_backward(C, HF(rg, n), HF(ru, n), HF(d, n), HF(g, n), HF(u, n), N, I));
+    dspy_tensor fg = poisoned(n), fu = poisoned(n);
+    CHECK_OK(G->ops->swiglu_backward(G, fg, fu, gd, gg, gu, N, I));
+    float *hg = down(fg), *hu = down(fu);
+    expect_close("swiglu_backward BF16 gate/up: dgate F32", hg, rg, (size_t)n, 1e-5);
+    expect_close("swiglu_backward BF16 gate/up: dup F32", hu, ru, (size_t)n, 1e-5);
+    dspy_tensor bg = dev_alloc(DSPY_DTYPE_BF16, n), bu = dev_alloc(DSPY_DTYPE_BF16, n);
+    CHECK_OK(G->ops->swiglu_backward(G, bg, bu, gd, gg, gu, N, I));
+    float *b1 = down_bf16(bg), *b2 = down_bf16(bu);
+    expect_bf16_of("swiglu_backward BF16 in and out: dgate", b1, hg, (size_t)n);
+    expect_bf16_of("swiglu_backward BF16 in and out: dup", b2, hu, (size_t)n);
+    CHECK_STATUS(G->ops->swiglu_backward(G, gu, bu, gd, gg, gu, N, I), DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "overlap the BF16 gate / up");
+    free(g), free(u), free(d), free(rg), free(ru), free(hg), free(hu), free(b1), free(b2);
+    dev_free(gg), dev_free(gu), dev_free(gd), dev_free(fg), dev_free(fu), dev_free(bg), dev_free(bu);
+}
+
+/* linear_backward_beta against the CPU's linear_backward on the same BF16-rounded operands: beta
+ * 0 from NaN-poisoned outputs (the CPU from zeros), beta 1 from random ones; 1e-5. */
+static void one_linear_backward_beta(int N, int Cc, int OC, float beta_di, float beta_dw) {
+    char what[128];
+    float *dout = rnd((size_t)N * OC, 1), *x = rnd((size_t)N * Cc, 1), *w = rnd((size_t)OC * Cc, 0.1f);
+    dspy_tensor gdo = up_bf16(dout, (int64_t)N * OC), gx = up_bf16(x, (int64_t)N * Cc);
+    dspy_tensor gw = up_bf16(w, (int64_t)OC * Cc);
+    float *di = beta_di != 0.0f ? rnd((size_t)N * Cc, 1) : calloc((size_t)N * Cc, sizeof(float));
+    float *dw = beta_dw != 0.0f ? rnd((size_t)OC * Cc, 1) : calloc((size_t)OC * Cc, sizeof(float));
+    dspy_tensor gdi = beta_di != 0.0f ? up(di, (int64_t)N * Cc) : poisoned((int64_t)N * Cc);
+    dspy_tensor gdw = beta_dw != 0.0f ? up(dw, (int64_t)OC * Cc) : poisoned((int64_t)OC * Cc);
+    CHECK_OK(C->ops->linear_backward(C, HF(di, N * Cc), HF(dw, OC * Cc), NONE, HF(dout, N * OC), HF(x, N * Cc),
+                                     HF(w, OC * Cc), N, Cc, OC));
+    CHECK_OK(G->ops->linear_backward_beta(G, gdi, gdw, gdo, gx, gw, N, Cc, OC, beta_di, beta_dw));
+    float *hdi = down(gdi), *hdw = down(gdw);
+    snprintf(what, sizeof what, "linear_backward_beta N=%d C=%d OC=%d dinp beta %g", N, Cc, OC, (double)beta_di);
+    expect_close(what, hdi, di, (size_t)N * Cc, 1e-5);
+    snprintf(what, sizeof what, "linear_backward_beta N=%d C=%d OC=%d dw beta %g", N, Cc, OC, (double)beta_dw);
+    expect_close(what, hdw, dw, (size_t)OC * Cc, 1e-5);
+    free(dout), free(x), free(w), free(di), free(dw), free(hdi), free(hdw);
+    dev_free(gdo), dev_free(gx), dev_free(gw), dev_free(gdi), dev_free(gdw);
+}
+
+static void test_linear_backward_beta(void) {
+    one_linear_backward_beta(37, 72, 1001, 0.0f, 0.0f);
+    one_linear_backward_beta(300, 256, 768, 0.0f, 1.0f);
+    one_linear_backward_beta(300, 256, 768, 1.0f, 0.0f);
+    one_linear_backward_beta(129, 2048, 8, 1.0f, 1.0f);
+    /* no rows: beta 0 still defines the weight gradient (zeros) */
+    dspy_tensor gdw = poisoned(8 * 16), none16 = dev_alloc(DSPY_DTYPE_BF16, 1);
+    CHECK_OK(G->ops->linear_backward_beta(G, NONE, gdw, dspy_bt(G, none16.data, 0, DSPY_DTYPE_BF16),
+                                          dspy_bt(G, none16.data, 0, DSPY_DTYPE_BF16), NONE, 0, 16, 8, 0.0f, 0.0f));
+    float *h = down(gdw);
+    size_t nz = 0;
+    for (int i = 0; i < 8 * 16; i++) nz += h[i] != 0.0f;
+    CHECK(nz == 0);
+    free(h);
+    CHECK_STATUS(G->ops->linear_backward_beta(G, NONE, gdw, dspy_bt(G, none16.data, 0, DSPY_DTYPE_BF16),
+                                              dspy_bt(G, none16.data, 0, DSPY_DTYPE_BF16), NONE, 0, 16, 8, 0.0f, 0.5f),
+                 DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "must each be 0 or 1");
+    dev_free(gdw), dev_free(none16);
+}
+
+/* adamw_bf16: w, m, v bit-identical to the CPU's adamw, and w16 the updated w rounded to BF16 bit
+ * for bit; a skipped step (NaN gscale) leaves all four as they were. */
+static void test_adamw_bf16(void) {
+    const int64_t n = 100003;
+    float *w = rnd((size_t)n, 1), *m = calloc((size_t)n, sizeof(float)), *v = calloc((size_t)n, sizeof(float));
+    dspy_tensor gw = up(w, n), gm = up(m, n), gv = up(v, n), ghp = dev_alloc(DSPY_DTYPE_F32, DSPY_ADAMW_WORDS);
+    dspy_tensor g16 = dev_alloc(DSPY_DTYPE_BF16, n);
+    for (int t = 1; t <= 4; t++) {
+        float *g = rnd((size_t)n, 0.1f), hp[DSPY_ADAMW_WORDS];
+        dspy_adamw_pack(hp, t, 1e-3 / t, 0.9, 0.95, 1e-8, 0.1, t == 4 ? NAN : t == 2 ? 0.25f : 1.0f);
+        if (t < 4) CHECK_OK(C->ops->adamw(C, HF(w, n), HF(g, n), HF(m, n), HF(v, n), HF(hp, DSPY_ADAMW_WORDS)));
+        dspy_tensor gg = up(g, n);
+        CHECK_OK(G->ops->copy(G, ghp.data, hp, sizeof hp, DSPY_COPY_H2D));
+        CHECK_OK(G->ops->adamw_bf16(G, gw, gg, gm, gv, ghp, g16));
+        CHECK_OK(G->ops->sync(G));
+        free(g);
+        dev_free(gg);
+    }
+    float *hw = down(gw), *hm = down(gm), *hv = down(gv), *h16 = down_bf16(g16);
+    expect_same("adamw_bf16 3 steps + a skipped one: w", hw, w, (size_t)n);
+    expect_same("adamw_bf16: m", hm, m, (size_t)n);
+    expect_same("adamw_bf16: v", hv, v, (size_t)n);
+    float *r16 = malloc(sizeof(float) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) r16[i] = dspy_bf16_to_f32(dspy_f32_to_bf16(w[i]));
+    expect_same("adamw_bf16: w16 = BF16(w)", h16, r16, (size_t)n);
+    CHECK_STATUS(G->ops->adamw_bf16(G, gw, gw, gm, gv, ghp, dspy_bt(G, g16.data, n - 1, DSPY_DTYPE_BF16)),
+                 DSPY_ERR_ARG);
+    free(w), free(m), free(v), free(hw), free(hm), free(hv), free(h16), free(r16);
+    dev_free(gw), dev_free(gm), dev_free(gv), dev_free(ghp), dev_free(g16);
+}
+
+/* linear_add: res + the CPU's linear of the same BF16-rounded operands, 1e-5; into a separate out
+ * (NaN-poisoned first) and in place on res; a partly overlapping out is refused. */
+static void one_linear_add(int N, int Cc, int OC) {
+    char what[128];
+    float *x = rnd((size_t)N * Cc, 1), *w = rnd((size_t)OC * Cc, 0.1f), *res = rnd((size_t)N * OC, 2);
+    dspy_tensor gx = up_bf16(x, (int64_t)N * Cc), gw = up_bf16(w, (int64_t)OC * Cc), gr = up(res, (int64_t)N * OC);
+    float *ref = dup_f(res, (size_t)N * OC);
+    CHECK_OK(C->ops->linear(C, HF(ref, N * OC), HF(x, N * Cc), HF(w, OC * Cc), NONE, N, Cc, OC, true));
+    dspy_tensor go = poisoned((int64_t)N * OC);
+    CHECK_OK(G->ops->linear_add(G, go, gx, gw, gr, N, Cc, OC));
+    float *h1 = down(go);
+    snprintf(what, sizeof what, "linear_add N=%d C=%d OC=%d (separate out)", N, Cc, OC);
+    expect_close(what, h1, ref, (size_t)N * OC, 1e-5);
+    CHECK_OK(G->ops->linear_add(G, gr, gx, gw, gr, N, Cc, OC));
+    float *h2 = down(gr);
+    snprintf(what, sizeof what, "linear_add N=%d C=%d OC=%d (out == res)", N, Cc, OC);
+    expect_close(what, h2, ref, (size_t)N * OC, 1e-5);
+    CHECK_STATUS(G->ops->linear_add(G, dspy_tensor_slice(go, 1, (int64_t)N * OC - 1), gx, gw,
+                                    dspy_tensor_slice(go, 0, (int64_t)N * OC - 1), N, Cc, OC - 1),
+                 DSPY_ERR_ARG);
+    free(x), free(w), free(res), free(ref), free(h1), free(h2);
+    dev_free(gx), dev_free(gw), dev_free(gr), dev_free(go);
+}
+
+/* BF16 dh (linear_backward_beta's BF16 dinp) into swiglu_backward's BF16 dout; the loss's BF16
+ * dlogits: each within BF16 rounding of the F32 result (4e-3 relative). */
+static void test_bf16_chain(void) {
+    char what[128];
+    /* dinp in BF16 */
+    const int N = 300, Cc = 256, OC = 768;
+    float *dout = rnd((size_t)N * OC, 1), *w = rnd((size_t)OC * Cc, 0.1f);
+    dspy_tensor gdo = up_bf16(dout, (int64_t)N * OC), gw = up_bf16(w, (int64_t)OC * Cc);
+    float *di = calloc((size_t)N * Cc, sizeof(float));
+    CHECK_OK(C->ops->linear_backward(C, HF(di, N * Cc), NONE, NONE, HF(dout, N * OC), NONE, HF(w, OC * Cc), N, Cc, OC));
+    dspy_tensor gdi = dev_alloc(DSPY_DTYPE_BF16, (int64_t)N * Cc);
+    CHECK_OK(G->ops->linear_backward_beta(G, gdi, NONE, gdo, NONE, gw, N, Cc, OC, 0.0f, 1.0f));
+    float *hdi = down_bf16(gdi);
+    snprintf(what, sizeof what, "linear_backward_beta N=%d C=%d OC=%d BF16 dinp", N, Cc, OC);
+    expect_close(what, hdi, di, (size_t)N * Cc, 4e-3);
+    CHECK_STATUS(G->ops->linear_backward_beta(G, gdi, NONE, gdo, NONE, gw, N, Cc, OC, 1.0f, 1.0f), DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "never accumulated");
+    free(dout), free(w), free(di), free(hdi);
+    dev_free(gdo), dev_free(gw), dev_free(gdi);
+    /* swiglu_backward from a BF16 dout (and BF16 gate / up) */
+    const int NS = 37, I = 1001;
+    const int64_t n = (int64_t)NS * I;
+    float *g = rnd((size_t)n, 6), *u = rnd((size_t)n, 2), *d = rnd((size_t)n, 1);
+    dspy_tensor gg = up_bf16(g, n), gu = up_bf16(u, n), gd = up_bf16(d, n);
+    float *rg = malloc(sizeof(float) * (size_t)n), *ru = malloc(sizeof(float) * (size_t)n);
+    CHECK_OK(C->ops->swiglu_backward(C, HF(rg, n), HF(ru, n), HF(d, n), HF(g, n), HF(u, n), NS, I));
+    dspy_tensor fg = poisoned(n), fu = poisoned(n);
+    CHECK_OK(G->ops->swiglu_backward(G, fg, fu, gd, gg, gu, NS, I));
+    float *hg = down(fg), *hu = down(fu);
+    expect_close("swiglu_backward BF16 dout: dgate F32", hg, rg, (size_t)n, 1e-5);
+    expect_close("swiglu_backward BF16 dout: dup F32", hu, ru, (size_t)n, 1e-5);
+    /* F32 outputs over a BF16 dout are refused (dout viewed in dgate's own memory) */
+    CHECK_STATUS(G->ops->swiglu_backward(G, fg, fu, dspy_bt(G, fg.data, n, DSPY_DTYPE_BF16), gg, gu, NS, I),
+                 DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "overlap dout");
+    free(g), free(u), free(d), free(rg), free(ru), free(hg), free(hu);
+    dev_free(gg), dev_free(gu), dev_free(gd), dev_free(fg), dev_free(fu);
+    /* cross_entropy with BF16 dlogits */
+    const int M = 37, V = 1001;
+    float *lg = rnd((size_t)M * V, 4), *rl = malloc(sizeof(float) * M), *rd = malloc(sizeof(float) * (size_t)M * V);
+    int32_t *tg = malloc(sizeof(int32_t) * M);
+    for (int i = 0; i < M; i++) tg[i] = irand(V);
+    CHECK_OK(C->ops->cross_entropy(C, HF(rl, M), HF(rd, M * V), HF(lg, M * V), HI(tg, M), M, V, 0.5f));
+    dspy_tensor glg = up(lg, (int64_t)M * V), gt = up_i32(tg, M), gl = poisoned(M);
+    dspy_tensor gdl = dev_alloc(DSPY_DTYPE_BF16, (int64_t)M * V);
+    CHECK_OK(G->ops->cross_entropy(G, gl, gdl, glg, gt, M, V, 0.5f));
+    float *hl = down(gl), *hd = down_bf16(gdl);
+    expect_close("cross_entropy BF16 dlogits: loss", hl, rl, (size_t)M, 1e-5);
+    expect_close("cross_entropy BF16 dlogits: dlogits", hd, rd, (size_t)M * V, 4e-3);
+    CHECK_STATUS(G->ops->cross_entropy(G, gl, dspy_bt(G, glg.data, (int64_t)M * V, DSPY_DTYPE_BF16), glg, gt, M, V,
+                                       0.5f),
+                 DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "a BF16 one must be separate");
+    free(lg), free(rl), free(rd), free(tg), free(hl), free(hd);
+    dev_free(glg), dev_free(gt), dev_free(gl), dev_free(gdl);
+}
+
+static void test_bf16_entries(void) {
+    one_rope_bf16(37, 6, 16);
+    one_rope_bf16(37, 12, 64);
+    one_rope_bf16(5, 3, 128);
+    test_swiglu_backward_bf16_in();
+    test_linear_backward_beta();
+    test_adamw_bf16();
+    one_linear_add(37, 72, 1001);
+    one_linear_add(300, 256, 768);
+    test_bf16_chain();
 }
 
 /* ---- attention_train and its backward ------------------------------------------------------ */
@@ -747,9 +999,9 @@ static void test_graph(void) {
 static void test_errors(void) {
     float h[64] = {0};
     int32_t hi[8] = {0};
-    dspy_tensor d = dev_alloc(DSPY_DTYPE_F32, 64), b = dev_alloc(DSPY_DTYPE_BF16, 64), i8 = up_i32(hi, 8);
-    CHECK_STATUS(G->ops->rope(G, b, i8, d, 1, 2, 16), DSPY_ERR_ARG);
-    CHECK_CONTAINS(dspy_errmsg(), "x is BF16");
+    dspy_tensor d = dev_alloc(DSPY_DTYPE_F32, 64), i8 = up_i32(hi, 8);
+    CHECK_STATUS(G->ops->rope(G, dspy_bt(G, d.data, 64, DSPY_DTYPE_I32), i8, d, 1, 2, 16), DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "x is I32");
     CHECK_STATUS(G->ops->linear_backward(G, HF(h, 64), NONE, NONE, d, NONE, d, 8, 8, 8), DSPY_ERR_ARG);
     CHECK_CONTAINS(dspy_errmsg(), "not in GPU memory");
     CHECK_STATUS(G->ops->linear_backward(G, d, NONE, NONE, d, NONE, d, 8, 9, 8), DSPY_ERR_ARG);
@@ -780,7 +1032,7 @@ static void test_errors(void) {
         small->ops->free(small, p);
         dspy_backend_free(small);
     }
-    dev_free(d), dev_free(b), dev_free(i8);
+    dev_free(d), dev_free(i8);
 }
 
 /* In a child: scatter_add_rows with an index outside the destination faults (__trap); sync
@@ -816,6 +1068,7 @@ int main(int argc, char **argv) {
     RUN(test_cross_entropy);
     RUN(test_dropout_scale);
     RUN(test_adamw);
+    RUN(test_bf16_entries);
     RUN(test_attention_train);
     RUN(test_attention_train_bf16);
     RUN(test_graph);

@@ -206,6 +206,9 @@ static const dspy_ops k_cuda_ops = {
     .sum_rows = dspy_cu_sum_rows,
     .grad_sumsq = dspy_cu_grad_sumsq,
     .clip_coef = dspy_cu_clip_coef,
+    .linear_backward_beta = dspy_cu_linear_backward_beta,
+    .adamw_bf16 = dspy_cu_adamw_bf16,
+    .linear_add = dspy_cu_linear_add,
 };
 
 /* ---- lifetime ---------------------------------------------------------------------------- */

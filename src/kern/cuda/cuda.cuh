@@ -253,6 +253,13 @@ dspy_status dspy_cu_cross_entropy(dspy_backend *be, dspy_tensor loss, dspy_tenso
 dspy_status dspy_cu_dropout(dspy_backend *be, dspy_tensor out, dspy_tensor inp, float p, uint64_t key);
 dspy_status dspy_cu_scale(dspy_backend *be, dspy_tensor x, float s);
 dspy_status dspy_cu_adamw(dspy_backend *be, dspy_tensor w, dspy_tensor g, dspy_tensor m, dspy_tensor v, dspy_tensor hp);
+dspy_status dspy_cu_adamw_bf16(dspy_backend *be, dspy_tensor w, dspy_tensor g, dspy_tensor m, dspy_tensor v,
+                               dspy_tensor hp, dspy_tensor w16);
+dspy_status dspy_cu_linear_add(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor res,
+                               int N, int C, int OC);
+dspy_status dspy_cu_linear_backward_beta(dspy_backend *be, dspy_tensor dinp, dspy_tensor dw, dspy_tensor dout,
+                                         dspy_tensor inp, dspy_tensor w, int N, int C, int OC, float beta_dinp,
+                                         float beta_dw);
 /* train_reduce.cu: the trainer's reductions; train_linear.cu: linear with F32 inp and w. */
 dspy_status dspy_cu_sum_rows(dspy_backend *be, dspy_tensor out, int slot, dspy_tensor x);
 dspy_status dspy_cu_grad_sumsq(dspy_backend *be, dspy_tensor out, int slot, dspy_tensor x);

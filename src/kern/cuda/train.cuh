@@ -78,7 +78,7 @@ __device__ __forceinline__ bool tr_sees(int key, int row, int st, int prefix) {
 
 /* grad_sumsq's per-block partial sums live in the training scratch after its train_rows_n
  * floats (train_plan.cu allocates TR_SUMSQ_FLOATS more: the doubles plus alignment). */
-enum { TR_SUMSQ_BLOCKS = 256, TR_SUMSQ_FLOATS = 2 * TR_SUMSQ_BLOCKS + 2 };
+enum { TR_SUMSQ_BLOCKS = 1024, TR_SUMSQ_FLOATS = 2 * TR_SUMSQ_BLOCKS + 2 };
 static inline double *tr_sumsq_partials(cuda_state *s) {
     return (double *)(s->train_rows + ((s->train_rows_n + 1) & ~(size_t)1));
 }

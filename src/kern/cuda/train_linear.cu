@@ -6,7 +6,12 @@
  *   dgrad: dinp (N, C)  += dout (N, OC) @ w (OC, C)
  *   wgrad: dw   (OC, C) += dout^T @ inp (N, C)
  *   dbias (OC)          += column sums of dout       (train_pointwise.cu's deterministic colsum)
- * Each output is optional (none skips it); all three accumulate (beta = 1).
+ * Each output is optional (none skips it); all three accumulate (beta = 1). linear_backward_beta
+ * (BF16 operands) takes beta 0 or 1 per output: 0 overwrites, so the trainer need not zero a
+ * gradient buffer before its first GEMM (the plans do not depend on beta), and a BF16 dinp is
+ * written straight from the F32 accumulators (the trainer's dh, swiglu_backward's input).
+ *   linear_add: out (N, OC) = res + inp @ w^T, BF16 inp and w: the residual add in the GEMM's
+ *            epilogue (cuBLASLt's C = res, D = out), so out is written once.
  *
  * Precision: F32 operands, CUBLAS_COMPUTE_32F (true F32 multiply-adds; no TF32), so results
  * agree with the CPU reference to F32 rounding of a length-K sum (~1e-6 relative). The BF16
@@ -25,27 +30,28 @@
  */
 #include "kern/cuda/train.cuh"
 
-/* TAG_BF16 is added to a tag for BF16 A and B */
-enum { TAG_DGRAD = 1000, TAG_WGRAD = 1100, TAG_FWD = 1200, TAG_FWD_ACC = 1300, TAG_BF16 = 1000 };
+/* TAG_BF16 is added to a tag for BF16 A and B, TAG_D16 for a BF16 C/D (beta 0 only) */
+enum { TAG_DGRAD = 1000, TAG_WGRAD = 1100, TAG_FWD = 1200, TAG_FWD_ACC = 1300, TAG_BF16 = 1000, TAG_D16 = 2000 };
 
 /* log2 of the largest power of two (<= 256) that divides every address. */
-static int align_log2(const void *a, const void *b, const void *c) {
-    uintptr_t u = (uintptr_t)a | (uintptr_t)b | (uintptr_t)c | 256u;
+static int align_log2(const void *a, const void *b, const void *c, const void *d = NULL) {
+    uintptr_t u = (uintptr_t)a | (uintptr_t)b | (uintptr_t)c | (uintptr_t)d | 256u;
     int l = 0;
     while (!(u & 1u)) u >>= 1, l++;
     return l;
 }
 
-/* The cached plan of one GEMM D (m, n) = alpha op(A) @ op(B) + beta D, column-major, D F32 and
- * A, B F32 or (bf) BF16: A (m, k) or, when ta, stored (k, m) and transposed; B (k, n) or, when
- * tb, stored (n, k) and transposed. The tag names (ta, tb, beta, bf): each tag is used with one
- * combination only. */
+/* The cached plan of one GEMM D (m, n) = alpha op(A) @ op(B) + beta C, column-major, C and D F32
+ * (or, d16, BF16) and A, B F32 or (bf) BF16: A (m, k) or, when ta, stored (k, m) and transposed;
+ * B (k, n) or, when tb, stored (n, k) and transposed. The tag names (ta, tb, beta, bf): each tag
+ * is used with one combination only. */
 static dspy_status f32_plan(dspy_backend *be, const char *what, int tag, int m, int n, int k, bool ta, bool tb, int al,
-                            bool bf, gemm_plan **out) {
+                            bool bf, bool d16, gemm_plan **out) {
     cuda_state *s = cu_of(be);
     bool hit = false;
     /* key: (m, n, k) in the (N, C, OC) fields, tag + alignment in out_dtype */
     if (bf) tag += TAG_BF16;
+    if (d16) tag += TAG_D16;
     gemm_plan *p = dspy_cu_gemm_plan_slot(s, m, n, k, tag + al, true, &hit);
     if (hit) {
         *out = p;
@@ -64,7 +70,7 @@ static dspy_status f32_plan(dspy_backend *be, const char *what, int tag, int m, 
         st = dspy_cu_check_lt(be, tb ? cublasLtMatrixLayoutCreate(&p->b, ab, n, k, n)
                                 : cublasLtMatrixLayoutCreate(&p->b, ab, k, n, k),
                          what);
-    if (!st) st = dspy_cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->c, CUDA_R_32F, m, n, m), what);
+    if (!st) st = dspy_cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->c, d16 ? CUDA_R_16BF : CUDA_R_32F, m, n, m), what);
     if (st) {
         dspy_cu_gemm_plan_destroy(p);
         return st;
@@ -99,17 +105,24 @@ static dspy_status f32_plan(dspy_backend *be, const char *what, int tag, int m, 
     return DSPY_OK;
 }
 
+/* D = op(A) @ op(B) + beta C with the plan of (m, n, k); A and B F32, or BF16 when bf; C and D
+ * F32 (C may be D, or another array of D's shape), or BF16 when d16 (then beta is 0). */
+static dspy_status gemm_cd(dspy_backend *be, const char *what, int tag, int m, int n, int k, bool ta, bool tb,
+                           float beta, const void *A, const void *B, const void *Cm, void *D, bool bf, bool d16) {
+    cuda_state *s = cu_of(be);
+    gemm_plan *p = NULL;
+    DSPY_TRY(f32_plan(be, what, tag, m, n, k, ta, tb, align_log2(A, B, D, Cm), bf, d16, &p));
+    const float alpha = 1.0f;
+    return dspy_cu_check_lt(be,
+                       cublasLtMatmul(s->lt, p->op, &alpha, A, p->a, B, p->b, &beta, Cm, p->c, D, p->c, &p->algo,
+                                      s->ws, s->ws_bytes, s->stream),
+                       what);
+}
+
 /* D (F32) = op(A) @ op(B) + beta D with the plan of (m, n, k); A and B F32, or BF16 when bf. */
 static dspy_status f32_gemm(dspy_backend *be, const char *what, int tag, int m, int n, int k, bool ta, bool tb,
                             float beta, const void *A, const void *B, float *D, bool bf) {
-    cuda_state *s = cu_of(be);
-    gemm_plan *p = NULL;
-    DSPY_TRY(f32_plan(be, what, tag, m, n, k, ta, tb, align_log2(A, B, D), bf, &p));
-    const float alpha = 1.0f;
-    return dspy_cu_check_lt(be,
-                       cublasLtMatmul(s->lt, p->op, &alpha, A, p->a, B, p->b, &beta, D, p->c, D, p->c, &p->algo, s->ws,
-                                      s->ws_bytes, s->stream),
-                       what);
+    return gemm_cd(be, what, tag, m, n, k, ta, tb, beta, A, B, D, D, bf, false);
 }
 
 dspy_status dspy_cu_linear_backward(dspy_backend *be, dspy_tensor dinp, dspy_tensor dw, dspy_tensor dbias,
@@ -146,6 +159,67 @@ dspy_status dspy_cu_linear_backward(dspy_backend *be, dspy_tensor dinp, dspy_ten
         DSPY_TRY(dspy_cu_train_colsum(be, "linear_backward (dbias)", (float *)dbias.data, (const float *)dout.data,
                                       NULL, NULL, N, OC));
     return DSPY_OK;
+}
+
+dspy_status dspy_cu_linear_backward_beta(dspy_backend *be, dspy_tensor dinp, dspy_tensor dw, dspy_tensor dout,
+                                         dspy_tensor inp, dspy_tensor w, int N, int C, int OC, float beta_dinp,
+                                         float beta_dw) {
+    CU_ENTER(be);
+    const char *op = "linear_backward_beta";
+    /* BF16 operands only: the mixed-precision trainer's (its F32 layer composes fill + linear_backward) */
+    CU_NEED(op, "dout", dout, DSPY_DTYPE_BF16, (int64_t)N * OC);
+    if (dinp.data) {
+        CU_NEED2(op, "dinp", dinp, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)N * C);
+        CU_NEED(op, "w", w, DSPY_DTYPE_BF16, (int64_t)OC * C);
+    }
+    if (dw.data) {
+        CU_NEED(op, "dw", dw, DSPY_DTYPE_F32, (int64_t)OC * C);
+        CU_NEED(op, "inp", inp, DSPY_DTYPE_BF16, (int64_t)N * C);
+    }
+    if ((beta_dinp != 0.0f && beta_dinp != 1.0f) || (beta_dw != 0.0f && beta_dw != 1.0f))
+        return dspy_fail(DSPY_ERR_ARG, "cuda %s: beta_dinp %g and beta_dw %g must each be 0 or 1", op,
+                         (double)beta_dinp, (double)beta_dw);
+    const bool d16 = dinp.data && dinp.dtype == DSPY_DTYPE_BF16;
+    if (d16 && beta_dinp != 0.0f)
+        return dspy_fail(DSPY_ERR_ARG, "cuda %s: a BF16 dinp is overwritten (beta_dinp 0), never accumulated", op);
+    if (C <= 0) return DSPY_OK;
+    /* an empty sum still overwrites: beta 0 means the output is defined after the call */
+    if (N <= 0 || OC <= 0) {
+        if (dinp.data && beta_dinp == 0.0f && N > 0) DSPY_TRY(dspy_cu_fill(be, dinp, 0.0f));
+        if (dw.data && beta_dw == 0.0f && OC > 0) DSPY_TRY(dspy_cu_fill(be, dw, 0.0f));
+        return DSPY_OK;
+    }
+    if (dinp.data)
+        DSPY_TRY(gemm_cd(be, "linear_backward_beta (dinp)", TAG_DGRAD, C, N, OC, false, false, beta_dinp, w.data,
+                         dout.data, dinp.data, dinp.data, true, d16));
+    if (dw.data)
+        DSPY_TRY(f32_gemm(be, "linear_backward_beta (dw)", TAG_WGRAD, C, OC, N, false, true, beta_dw, inp.data,
+                          dout.data, (float *)dw.data, true));
+    return DSPY_OK;
+}
+
+dspy_status dspy_cu_linear_add(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor res,
+                               int N, int C, int OC) {
+    CU_ENTER(be);
+    const char *op = "linear_add";
+    CU_NEED(op, "out", out, DSPY_DTYPE_F32, (int64_t)N * OC);
+    CU_NEED(op, "inp", inp, DSPY_DTYPE_BF16, (int64_t)N * C);
+    CU_NEED(op, "w", w, DSPY_DTYPE_BF16, (int64_t)OC * C);
+    CU_NEED(op, "res", res, DSPY_DTYPE_F32, (int64_t)N * OC);
+    if (N <= 0 || OC <= 0) return DSPY_OK;
+    if (res.data != out.data) { /* out = res elsewhere: no partial overlap (the epilogue streams both) */
+        const char *a = (const char *)out.data, *b = (const char *)res.data;
+        const size_t bytes = (size_t)N * OC * sizeof(float);
+        if (a < b + bytes && b < a + bytes)
+            return dspy_fail(DSPY_ERR_ARG, "cuda %s: out partly overlaps res (it may equal res, or be separate)", op);
+    }
+    if (C <= 0) { /* an empty product: out = res */
+        if (res.data == out.data) return DSPY_OK;
+        return dspy_cu_check(be, cudaMemcpyAsync(out.data, res.data, (size_t)N * OC * sizeof(float),
+                                                 cudaMemcpyDeviceToDevice, cu_of(be)->stream), op);
+    }
+    /* the residual is the GEMM's C: D = inp w^T + 1 * res, one pass over out */
+    return gemm_cd(be, op, TAG_FWD_ACC, OC, N, C, true, false, 1.0f, w.data, inp.data, res.data, out.data, true, false);
 }
 
 /* out (N, OC) += bias (OC), F32. */

@@ -1,4 +1,5 @@
-/* train_optim.cu — the fused AdamW op on CUDA (kern/ops.h adamw).
+/* train_optim.cu — the fused AdamW op on CUDA (kern/ops.h adamw, and adamw_bf16: the same pass
+ * also writes the BF16 working copy of the updated weights).
  *
  * One grid-stride pass over the parameter: each element reads w, g, m, v once and writes w, m,
  * v once. Every operation uses the explicitly rounded intrinsics (__fmul_rn, __fadd_rn, ...),
@@ -9,7 +10,9 @@
  */
 #include "kern/cuda/train.cuh"
 
-static __global__ void k_adamw(float *w, const float *g, float *m, float *v, const float *hp, int64_t n) {
+/* w16, when not NULL, gets the updated w rounded to BF16 (the mixed-precision trainer's working
+ * copy, written in the same pass instead of a separate cast that reads w again). */
+static __global__ void k_adamw(float *w, const float *g, float *m, float *v, const float *hp, bf16 *w16, int64_t n) {
     griddep_wait();
     const float decay = hp[DSPY_ADAMW_DECAY], w1 = hp[DSPY_ADAMW_W1], b2 = hp[DSPY_ADAMW_B2];
     const float w2 = hp[DSPY_ADAMW_W2], bc2_sqrt = hp[DSPY_ADAMW_BC2_SQRT], eps = hp[DSPY_ADAMW_EPS];
@@ -21,15 +24,16 @@ static __global__ void k_adamw(float *w, const float *g, float *m, float *v, con
         const float mi = __fadd_rn(mo, __fmul_rn(w1, __fsub_rn(gi, mo)));
         const float vi = __fadd_rn(__fmul_rn(v[i], b2), __fmul_rn(__fmul_rn(w2, gi), gi));
         const float den = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), bc2_sqrt), eps);
+        const float wn = __fadd_rn(wi, __fdiv_rn(__fmul_rn(neg_step, mi), den));
         m[i] = mi;
         v[i] = vi;
-        w[i] = __fadd_rn(wi, __fdiv_rn(__fmul_rn(neg_step, mi), den));
+        w[i] = wn;
+        if (w16) w16[i] = f2bf(wn);
     }
 }
 
-dspy_status dspy_cu_adamw(dspy_backend *be, dspy_tensor w, dspy_tensor g, dspy_tensor m, dspy_tensor v, dspy_tensor hp) {
-    CU_ENTER(be);
-    const char *op = "adamw";
+static dspy_status adamw_run(dspy_backend *be, const char *op, dspy_tensor w, dspy_tensor g, dspy_tensor m,
+                             dspy_tensor v, dspy_tensor hp, bf16 *w16) {
     CU_NEED(op, "w", w, DSPY_DTYPE_F32, 0);
     CU_NEED(op, "g", g, DSPY_DTYPE_F32, w.n);
     CU_NEED(op, "m", m, DSPY_DTYPE_F32, w.n);
@@ -37,5 +41,17 @@ dspy_status dspy_cu_adamw(dspy_backend *be, dspy_tensor w, dspy_tensor g, dspy_t
     CU_NEED(op, "hp", hp, DSPY_DTYPE_F32, DSPY_ADAMW_WORDS);
     if (w.n == 0) return DSPY_OK;
     return cu_launch(be, op, k_adamw, tr_grid(w.n), 256, 0, (float *)w.data, (const float *)g.data, (float *)m.data,
-                     (float *)v.data, (const float *)hp.data, w.n);
+                     (float *)v.data, (const float *)hp.data, w16, w.n);
+}
+
+dspy_status dspy_cu_adamw(dspy_backend *be, dspy_tensor w, dspy_tensor g, dspy_tensor m, dspy_tensor v, dspy_tensor hp) {
+    CU_ENTER(be);
+    return adamw_run(be, "adamw", w, g, m, v, hp, NULL);
+}
+
+dspy_status dspy_cu_adamw_bf16(dspy_backend *be, dspy_tensor w, dspy_tensor g, dspy_tensor m, dspy_tensor v,
+                               dspy_tensor hp, dspy_tensor w16) {
+    CU_ENTER(be);
+    CU_NEED("adamw_bf16", "w16", w16, DSPY_DTYPE_BF16, w.n);
+    return adamw_run(be, "adamw_bf16", w, g, m, v, hp, (bf16 *)w16.data);
 }

@@ -22,12 +22,20 @@
 
 /* ---- RoPE and its backward -------------------------------------------------------------- */
 
+/* Load / store one element of x, F32 or BF16 (the BF16 trainer rotates its BF16 q and k in place:
+ * the pair is widened, rotated in F32 and rounded once). */
+static __device__ __forceinline__ float tr_ld(const float *p, int64_t i) { return p[i]; }
+static __device__ __forceinline__ float tr_ld(const bf16 *p, int64_t i) { return bf2f(p[i]); }
+static __device__ __forceinline__ void tr_st(float *p, int64_t i, float v) { p[i] = v; }
+static __device__ __forceinline__ void tr_st(bf16 *p, int64_t i, float v) { p[i] = f2bf(v); }
+
 /* One block per row n: thread i computes the pair (i, i + HS/2)'s cos/sin once and rotates it in
  * every head (dir +1 forward, -1 the transpose). */
-static __global__ void k_rope(float *x, const int32_t *pos, const float *inv_freq, int H, int HS, int dir) {
+template <typename T>
+static __global__ void k_rope(T *x, const int32_t *pos, const float *inv_freq, int H, int HS, int dir) {
     griddep_wait();
     const int n = blockIdx.x, half = HS / 2;
-    float *row = x + (int64_t)n * H * HS;
+    T *row = x + (int64_t)n * H * HS;
     const float p = (float)pos[n];
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
         float ang = __fmul_rn(p, inv_freq[i]); /* inv_freq @ position_ids in float32 */
@@ -35,23 +43,27 @@ static __global__ void k_rope(float *x, const int32_t *pos, const float *inv_fre
         sincos((double)ang, &sd, &cd);
         const float cs = (float)cd, sn = dir > 0 ? (float)sd : -(float)sd;
         for (int h = 0; h < H; h++) {
-            float *v = row + (int64_t)h * HS;
-            float a = v[i], b = v[i + half];
-            v[i] = __fsub_rn(__fmul_rn(a, cs), __fmul_rn(b, sn));
-            v[i + half] = __fadd_rn(__fmul_rn(b, cs), __fmul_rn(a, sn));
+            T *v = row + (int64_t)h * HS;
+            float a = tr_ld(v, i), b = tr_ld(v, i + half);
+            tr_st(v, i, __fsub_rn(__fmul_rn(a, cs), __fmul_rn(b, sn)));
+            tr_st(v, i + half, __fadd_rn(__fmul_rn(b, cs), __fmul_rn(a, sn)));
         }
     }
 }
 
+/* x F32, or BF16 (CUDA only: the mixed-precision trainer's q and k, straight from their GEMMs). */
 static dspy_status rope_dir(dspy_backend *be, const char *op, dspy_tensor x, dspy_tensor pos, dspy_tensor inv_freq,
                             int N, int H, int HS, int dir) {
     CU_ENTER(be);
-    CU_NEED(op, "x", x, DSPY_DTYPE_F32, (int64_t)N * H * HS);
+    CU_NEED2(op, "x", x, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)N * H * HS);
     CU_NEED(op, "pos", pos, DSPY_DTYPE_I32, N);
     CU_NEED(op, "inv_freq", inv_freq, DSPY_DTYPE_F32, HS / 2);
     if (N == 0 || H == 0 || HS < 2) return DSPY_OK;
     int half = HS / 2, threads = half >= 256 ? 256 : ((half + 31) / 32) * 32;
-    return cu_launch(be, op, k_rope, N, threads, 0, (float *)x.data, (const int32_t *)pos.data,
+    if (x.dtype == DSPY_DTYPE_BF16)
+        return cu_launch(be, op, k_rope<bf16>, N, threads, 0, (bf16 *)x.data, (const int32_t *)pos.data,
+                         (const float *)inv_freq.data, H, HS, dir);
+    return cu_launch(be, op, k_rope<float>, N, threads, 0, (float *)x.data, (const int32_t *)pos.data,
                      (const float *)inv_freq.data, H, HS, dir);
 }
 
@@ -66,33 +78,61 @@ dspy_status dspy_cu_rope_backward(dspy_backend *be, dspy_tensor dx, dspy_tensor 
 
 /* ---- column sums (weight and bias gradients) -------------------------------------------- */
 
-enum { COLSUM_X = 32, COLSUM_Y = 16 };
+enum { COLSUM_X = 32, COLSUM_Y = 16, COLSUM_SPLITS = 32, COLSUM_ROWS_PER_SPLIT = 128 };
 
-/* Block (32, 16) per 32 columns: thread (tx, ty) sums rows ty, ty + 16, ... of column c, then
- * the 16 partial sums are added in a fixed order. */
-static __global__ void k_colsum(float *dst, const float *a, const float *b, const float *r, int N, int C) {
+/* Block (32, 16) per 32 columns and split y of the rows (rows [y R, min(N, (y + 1) R)), R = rows
+ * per split): thread (tx, ty) sums rows ty, ty + 16, ... of the split in column c, then the 16
+ * partial sums are added in a fixed order, into dst[c] (one split) or part[y][c]. */
+static __global__ void k_colsum(float *dst, float *part, const float *a, const float *b, const float *r, int N, int C,
+                                int R) {
     griddep_wait();
-    __shared__ float part[COLSUM_Y][COLSUM_X + 1];
+    __shared__ float sp[COLSUM_Y][COLSUM_X + 1];
     const int tx = threadIdx.x, ty = threadIdx.y, c = blockIdx.x * COLSUM_X + tx;
+    const int n0 = blockIdx.y * R, n1 = min(N, n0 + R);
     float s = 0.0f;
     if (c < C)
-        for (int n = ty; n < N; n += COLSUM_Y) {
+        for (int n = n0 + ty; n < n1; n += COLSUM_Y) {
             int64_t i = (int64_t)n * C + c;
             s += b ? a[i] * b[i] * r[n] : a[i];
         }
-    part[ty][tx] = s;
+    sp[ty][tx] = s;
     __syncthreads();
     if (ty == 0 && c < C) {
         float t = 0.0f;
-        for (int y = 0; y < COLSUM_Y; y++) t += part[y][tx];
-        dst[c] += t;
+        for (int y = 0; y < COLSUM_Y; y++) t += sp[y][tx];
+        if (part) part[(int64_t)blockIdx.y * C + c] = t;
+        else dst[c] += t;
     }
 }
 
+/* dst[c] += the S split sums of column c, added in split order. */
+static __global__ void k_colsum_splits(float *dst, const float *part, int C, int S) {
+    griddep_wait();
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    float t = 0.0f;
+    for (int y = 0; y < S; y++) t += part[(int64_t)y * C + c];
+    dst[c] += t;
+}
+
+/* The rows are split (COLSUM_ROWS_PER_SPLIT or more each, at most COLSUM_SPLITS splits) so that a
+ * long column sum fills the GPU; the split sums wait in the training scratch after its first
+ * N floats (rmsnorm_backward's r) when it has room, else one split does all. The split depends
+ * only on N, C and the planned scratch: deterministic. */
 dspy_status dspy_cu_train_colsum(dspy_backend *be, const char *what, float *dst, const float *a, const float *b,
                             const float *r, int N, int C) {
     if (N == 0 || C == 0) return DSPY_OK;
-    return cu_launch(be, what, k_colsum, cu_blocks(C, COLSUM_X), dim3(COLSUM_X, COLSUM_Y), 0, dst, a, b, r, N, C);
+    cuda_state *s = cu_of(be);
+    int S = N / COLSUM_ROWS_PER_SPLIT;
+    S = S < 1 ? 1 : S > COLSUM_SPLITS ? COLSUM_SPLITS : S;
+    const size_t off = ((size_t)N + 3) & ~(size_t)3; /* after r, 16-byte aligned */
+    if (!s->train_rows || off + (size_t)S * C > s->train_rows_n) S = 1;
+    const int R = (N + S - 1) / S;
+    float *part = S > 1 ? s->train_rows + off : NULL;
+    DSPY_TRY(cu_launch(be, what, k_colsum, dim3(cu_blocks(C, COLSUM_X), S), dim3(COLSUM_X, COLSUM_Y), 0, dst, part,
+                       a, b, r, N, C, R));
+    if (!part) return DSPY_OK;
+    return cu_launch(be, what, k_colsum_splits, cu_blocks(C, 256), 256, 0, dst, (const float *)part, C, S);
 }
 
 /* ---- RMSNorm backward ------------------------------------------------------------------- */
@@ -136,7 +176,8 @@ dspy_status dspy_cu_rmsnorm_backward(dspy_backend *be, dspy_tensor dinp, dspy_te
                                            "dspy_backend_reserve)", op, N, s->train_rows_n);
         rsave = s->train_rows;
     }
-    int threads = C >= 1024 ? 1024 : ((C + 31) / 32) * 32;
+    /* 256 threads: several rows' blocks per SM keep more loads in flight than one 1,024-wide block */
+    int threads = C >= 256 ? 256 : ((C + 31) / 32) * 32;
     DSPY_TRY(cu_launch(be, op, k_rmsnorm_backward, N, threads, 0, (float *)dinp.data, rsave,
                        (const float *)dout.data, (const float *)inp.data, (const float *)weight.data, C, eps));
     if (!rsave) return DSPY_OK;
@@ -147,21 +188,38 @@ dspy_status dspy_cu_rmsnorm_backward(dspy_backend *be, dspy_tensor dinp, dspy_te
 /* ---- SwiGLU backward -------------------------------------------------------------------- */
 
 /* dgate may be dout (so may dup): each element's inputs are read before its outputs are written.
- * OT: float, or bf16 (the mixed-precision trainer's GEMM operands; then no aliasing). */
-template <typename OT>
-static __global__ void k_swiglu_backward(OT *dgate, OT *dup, const float *dout, const float *gate, const float *up,
+ * OT: float, or bf16 (the mixed-precision trainer's GEMM operands; then no aliasing). IT: the
+ * saved gate / up, F32 or BF16 (the BF16 trainer's GEMM outputs); DT: dout, F32 or BF16 (its
+ * down-projection dgrad written in BF16). */
+template <typename OT, typename IT, typename DT>
+static __global__ void k_swiglu_backward(OT *dgate, OT *dup, const DT *dout, const IT *gate, const IT *up,
                                          int64_t n) {
     griddep_wait();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        float g = gate[i], d = dout[i], u = up[i];
+        float g = tr_ld(gate, i), d = tr_ld(dout, i), u = tr_ld(up, i);
         float sg = 1.0f / (1.0f + expf(-g));
         float du = d * g * sg, dg = d * u * sg * (1.0f + g * (1.0f - sg));
-        if constexpr (sizeof(OT) == 2) {
-            dup[i] = f2bf(du), dgate[i] = f2bf(dg);
-        } else {
-            dup[i] = du, dgate[i] = dg;
-        }
+        tr_st(dup, i, du);
+        tr_st(dgate, i, dg);
     }
+}
+
+template <typename IT, typename DT>
+static dspy_status swiglu_backward_in(dspy_backend *be, const char *op, dspy_tensor dgate, dspy_tensor dup,
+                                      const DT *dout, const IT *gate, const IT *up, int64_t n) {
+    if (dgate.dtype == DSPY_DTYPE_BF16)
+        return cu_launch(be, op, k_swiglu_backward<bf16, IT, DT>, tr_grid(n), 256, 0, (bf16 *)dgate.data,
+                         (bf16 *)dup.data, dout, gate, up, n);
+    return cu_launch(be, op, k_swiglu_backward<float, IT, DT>, tr_grid(n), 256, 0, (float *)dgate.data,
+                     (float *)dup.data, dout, gate, up, n);
+}
+
+template <typename IT>
+static dspy_status swiglu_backward_dout(dspy_backend *be, const char *op, dspy_tensor dgate, dspy_tensor dup,
+                                        dspy_tensor dout, const IT *gate, const IT *up, int64_t n) {
+    if (dout.dtype == DSPY_DTYPE_BF16)
+        return swiglu_backward_in(be, op, dgate, dup, (const bf16 *)dout.data, gate, up, n);
+    return swiglu_backward_in(be, op, dgate, dup, (const float *)dout.data, gate, up, n);
 }
 
 dspy_status dspy_cu_swiglu_backward(dspy_backend *be, dspy_tensor dgate, dspy_tensor dup, dspy_tensor dout,
@@ -171,24 +229,31 @@ dspy_status dspy_cu_swiglu_backward(dspy_backend *be, dspy_tensor dgate, dspy_te
     int64_t n = (int64_t)N * I;
     CU_NEED2(op, "dgate", dgate, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, n);
     CU_NEED(op, "dup", dup, dgate.dtype, n);
-    CU_NEED(op, "dout", dout, DSPY_DTYPE_F32, n);
-    CU_NEED(op, "gate", gate, DSPY_DTYPE_F32, n);
-    CU_NEED(op, "up", up, DSPY_DTYPE_F32, n);
+    CU_NEED2(op, "dout", dout, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, n);
+    CU_NEED2(op, "gate", gate, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, n);
+    CU_NEED(op, "up", up, gate.dtype, n);
     if (n == 0) return DSPY_OK;
     if (dup.data == dgate.data)
         return dspy_fail(DSPY_ERR_ARG, "cuda %s: dgate and dup are the same memory", op);
-    if (dgate.dtype == DSPY_DTYPE_BF16) {
-        /* BF16 outputs overlapping the F32 dout would overwrite inputs other threads still read */
-        const char *g0 = (const char *)dout.data, *g1 = g0 + n * (int64_t)sizeof(float);
-        const char *a0 = (const char *)dgate.data, *b0 = (const char *)dup.data;
-        const int64_t nb = n * (int64_t)sizeof(bf16);
-        if ((a0 < g1 && a0 + nb > g0) || (b0 < g1 && b0 + nb > g0))
-            return dspy_fail(DSPY_ERR_ARG, "cuda %s: BF16 dgate / dup overlap dout", op);
-        return cu_launch(be, op, k_swiglu_backward<bf16>, tr_grid(n), 256, 0, (bf16 *)dgate.data, (bf16 *)dup.data,
-                         (const float *)dout.data, (const float *)gate.data, (const float *)up.data, n);
+    /* outputs of another width than dout, or any output over BF16 inputs: an overlap would
+     * overwrite inputs other threads still read (F32 over F32 in place is element-wise and allowed) */
+    const int64_t ob = n * (int64_t)dspy_dtype_size(dgate.dtype);
+    const char *a0 = (const char *)dgate.data, *b0 = (const char *)dup.data;
+    const char *g0 = (const char *)dout.data, *g1 = g0 + n * (int64_t)dspy_dtype_size(dout.dtype);
+    if ((dgate.dtype == DSPY_DTYPE_BF16 || dout.dtype == DSPY_DTYPE_BF16) &&
+        ((a0 < g1 && a0 + ob > g0) || (b0 < g1 && b0 + ob > g0)))
+        return dspy_fail(DSPY_ERR_ARG, "cuda %s: dgate / dup overlap dout (%s outputs)", op,
+                         dgate.dtype == DSPY_DTYPE_BF16 ? "BF16" : "F32 over a BF16 dout");
+    if (gate.dtype == DSPY_DTYPE_BF16) {
+        const int64_t ib = n * (int64_t)sizeof(bf16);
+        const char *in[2] = {(const char *)gate.data, (const char *)up.data}, *out[2] = {a0, b0};
+        for (int i = 0; i < 2; i++)
+            for (int j = 0; j < 2; j++)
+                if (out[j] < in[i] + ib && out[j] + ob > in[i])
+                    return dspy_fail(DSPY_ERR_ARG, "cuda %s: dgate / dup overlap the BF16 gate / up", op);
+        return swiglu_backward_dout(be, op, dgate, dup, dout, (const bf16 *)gate.data, (const bf16 *)up.data, n);
     }
-    return cu_launch(be, op, k_swiglu_backward<float>, tr_grid(n), 256, 0, (float *)dgate.data, (float *)dup.data,
-                     (const float *)dout.data, (const float *)gate.data, (const float *)up.data, n);
+    return swiglu_backward_dout(be, op, dgate, dup, dout, (const float *)gate.data, (const float *)up.data, n);
 }
 
 /* ---- embedding backward, scatter-add ----------------------------------------------------- */

@@ -6,8 +6,9 @@
  * Determinism: every sum is in double over a fixed assignment of elements to threads and a
  * fixed reduction tree, so a result does not depend on timing (no atomics). The orders differ
  * from the CPU's index order (results agree to double rounding, far below F32). grad_sumsq runs
- * SUMSQ_BLOCKS blocks whose partial sums go to the planned training scratch (after train_rows'
- * rows, train_plan.cu), then one block adds them in block order.
+ * up to SUMSQ_BLOCKS blocks (1,024: enough loads in flight to stream a large gradient at memory
+ * speed; one per 256 elements below that) whose partial sums go to the planned training scratch (after train_rows' rows,
+ * train_plan.cu), then one block adds them in a fixed order.
  * clip_coef is one thread doing the CPU's arithmetic with explicitly rounded intrinsics, so from
  * the same sums it gives the CPU's norm and coefficient bit for bit.
  */
@@ -38,7 +39,7 @@ static __global__ void __launch_bounds__(RED_THREADS) k_sum_rows(double *out, in
     if (threadIdx.x == 0) out[slot] = s;
 }
 
-/* part[b] = sum of squares of the elements b * 256 + t + j * (SUMSQ_BLOCKS * 256). */
+/* part[b] = sum of squares of the elements b * 256 + t + j * (gridDim.x * 256). */
 static __global__ void __launch_bounds__(RED_THREADS) k_sumsq_part(double *partial, const float *x, int64_t n) {
     griddep_wait();
     __shared__ double part[RED_THREADS / 32];
@@ -52,11 +53,14 @@ static __global__ void __launch_bounds__(RED_THREADS) k_sumsq_part(double *parti
     if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
 
-/* out[slot] = sum of the SUMSQ_BLOCKS partials (one block, one partial per thread). */
-static __global__ void __launch_bounds__(RED_THREADS) k_sumsq_final(double *out, int slot, const double *partial) {
+/* out[slot] = sum of the nb partials (one block; thread t adds partials t, t + 256, ... in that
+ * order, then the fixed tree). */
+static __global__ void __launch_bounds__(RED_THREADS) k_sumsq_final(double *out, int slot, const double *partial,
+                                                                      int nb) {
     griddep_wait();
     __shared__ double part[RED_THREADS / 32];
-    double s = threadIdx.x < SUMSQ_BLOCKS ? partial[threadIdx.x] : 0.0;
+    double s = 0.0;
+    for (int i = threadIdx.x; i < nb; i += RED_THREADS) s = __dadd_rn(s, partial[i]);
     s = red_block_sum(s, part);
     if (threadIdx.x == 0) out[slot] = s;
 }
@@ -102,8 +106,11 @@ dspy_status dspy_cu_grad_sumsq(dspy_backend *be, dspy_tensor out, int slot, dspy
     if (!s->train_rows)
         return dspy_fail(DSPY_ERR_ARG, "cuda %s: no training scratch (dspy_backend_reserve)", op);
     double *partial = tr_sumsq_partials(s);
-    DSPY_TRY(cu_launch(be, op, k_sumsq_part, SUMSQ_BLOCKS, RED_THREADS, 0, partial, (const float *)x.data, x.n));
-    return cu_launch(be, op, k_sumsq_final, 1, RED_THREADS, 0, (double *)out.data, slot, (const double *)partial);
+    /* up to SUMSQ_BLOCKS blocks, fewer for a small tensor (a function of n alone: deterministic) */
+    const int64_t want = (x.n + RED_THREADS - 1) / RED_THREADS;
+    const int nb = want < 1 ? 1 : want > SUMSQ_BLOCKS ? SUMSQ_BLOCKS : (int)want;
+    DSPY_TRY(cu_launch(be, op, k_sumsq_part, nb, RED_THREADS, 0, partial, (const float *)x.data, x.n));
+    return cu_launch(be, op, k_sumsq_final, 1, RED_THREADS, 0, (double *)out.data, slot, (const double *)partial, nb);
 }
 
 dspy_status dspy_cu_clip_coef(dspy_backend *be, dspy_tensor hp, int nhp, dspy_tensor out, dspy_tensor sumsq, int k,

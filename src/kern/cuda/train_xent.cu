@@ -1,4 +1,5 @@
-/* train_xent.cu — fused cross-entropy over M rows of F32 logits (kern/ops.h cross_entropy).
+/* train_xent.cu — fused cross-entropy over M rows of F32 logits (kern/ops.h cross_entropy; dlogits
+ * F32, or BF16 for the mixed-precision trainer).
  *
  * One block per row. One pass reads the row once and keeps an online log-sum-exp per thread
  * (max and rescaled sum, train.cuh), merged across the block: lse = m + log(s). Then
@@ -16,7 +17,10 @@
 
 enum { XENT_THREADS = 512 };
 
-static __global__ void __launch_bounds__(XENT_THREADS) k_cross_entropy(float *loss, float *dlogits, const float *logits,
+/* DT: dlogits F32, or BF16 (the mixed-precision trainer's lm_head GEMM operand, written directly
+ * instead of an F32 array and a cast; then it may not alias logits) */
+template <typename DT>
+static __global__ void __launch_bounds__(XENT_THREADS) k_cross_entropy(float *loss, DT *dlogits, const float *logits,
                                                                 const int32_t *targets, int V, float dscale) {
     griddep_wait();
     __shared__ float sm[32], ss[32];
@@ -43,10 +47,12 @@ static __global__ void __launch_bounds__(XENT_THREADS) k_cross_entropy(float *lo
     const float lse = bad ? NAN : a.m + logf(a.s);
     if (threadIdx.x == 0) loss[blockIdx.x] = lse - x_target;
     if (!dlogits) return;
-    float *d = dlogits + off;
+    DT *d = dlogits + off;
     for (int i = threadIdx.x; i < V; i += blockDim.x) {
         float p = expf(x[i] - lse);
-        d[i] = dscale * (i == t ? p - 1.0f : p);
+        const float g = dscale * (i == t ? p - 1.0f : p);
+        if constexpr (sizeof(DT) == 2) d[i] = f2bf(g);
+        else d[i] = g;
     }
 }
 
@@ -57,17 +63,22 @@ dspy_status dspy_cu_cross_entropy(dspy_backend *be, dspy_tensor loss, dspy_tenso
     CU_NEED(op, "loss", loss, DSPY_DTYPE_F32, M);
     CU_NEED(op, "logits", logits, DSPY_DTYPE_F32, (int64_t)M * V);
     CU_NEED(op, "targets", targets, DSPY_DTYPE_I32, M);
-    if (dlogits.data) CU_NEED(op, "dlogits", dlogits, DSPY_DTYPE_F32, (int64_t)M * V);
+    if (dlogits.data) CU_NEED2(op, "dlogits", dlogits, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)M * V);
     if (M == 0) return DSPY_OK;
     if (V <= 0) return dspy_fail(DSPY_ERR_ARG, "cuda %s: V is %d; it must be positive", op, V);
-    if (dlogits.data && dlogits.data != logits.data) {
-        /* Partial overlap would let one row's writes reach another row's reads. */
+    const bool d16 = dlogits.data && dlogits.dtype == DSPY_DTYPE_BF16;
+    if (dlogits.data && (d16 || dlogits.data != logits.data)) {
+        /* Partial overlap would let one row's writes reach another row's reads (a BF16 dlogits
+         * has another row pitch: it must be separate). */
         const char *a = (const char *)dlogits.data, *b = (const char *)logits.data;
-        size_t bytes = (size_t)M * V * sizeof(float);
-        if (a < b + bytes && b < a + bytes)
-            return dspy_fail(DSPY_ERR_ARG, "cuda %s: dlogits partly overlaps logits (it may equal logits, or be "
-                                           "separate)", op);
+        size_t bytes = (size_t)M * V * sizeof(float), abytes = (size_t)M * V * dspy_dtype_size(dlogits.dtype);
+        if (a < b + bytes && b < a + abytes)
+            return dspy_fail(DSPY_ERR_ARG, "cuda %s: dlogits overlaps logits; an F32 dlogits may equal logits or be "
+                                           "separate, a BF16 one must be separate", op);
     }
-    return cu_launch(be, op, k_cross_entropy, M, XENT_THREADS, 0, (float *)loss.data, (float *)dlogits.data,
+    if (d16)
+        return cu_launch(be, op, k_cross_entropy<bf16>, M, XENT_THREADS, 0, (float *)loss.data, (bf16 *)dlogits.data,
+                         (const float *)logits.data, (const int32_t *)targets.data, V, dscale);
+    return cu_launch(be, op, k_cross_entropy<float>, M, XENT_THREADS, 0, (float *)loss.data, (float *)dlogits.data,
                      (const float *)logits.data, (const int32_t *)targets.data, V, dscale);
 }
