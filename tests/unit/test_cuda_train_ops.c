@@ -135,13 +135,20 @@ static void expect_same(const char *what, const float *got, const float *ref, si
 
 /* ---- RoPE ------------------------------------------------------------------------------- */
 
+/* RoPE's inputs for N rows: Llama 3's inverse frequencies (theta 500,000) in inv (HS / 2), and
+ * positions 0, 1, 2 then random ones up to 128k (malloc'd; free it). */
+static int32_t *rope_inputs(int N, int HS, float *inv) {
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)N);
+    for (int i = 0; i < HS / 2; i++) inv[i] = (float)(1.0 / pow(500000.0, 2.0 * i / HS));
+    for (int i = 0; i < N; i++) pos[i] = i < 3 ? i : irand(131072);
+    return pos;
+}
+
 static void one_rope(int N, int H, int HS) {
     char what[96];
     int64_t n = (int64_t)N * H * HS;
     float *x = rnd((size_t)n, 2), inv[64];
-    int32_t *pos = malloc(sizeof(int32_t) * (size_t)N);
-    for (int i = 0; i < HS / 2; i++) inv[i] = (float)(1.0 / pow(500000.0, 2.0 * i / HS));
-    for (int i = 0; i < N; i++) pos[i] = i < 3 ? i : irand(131072);
+    int32_t *pos = rope_inputs(N, HS, inv);
     dspy_tensor dp = up_i32(pos, N), di = up(inv, HS / 2);
     for (int dir = 0; dir < 2; dir++) {
         float *ref = dup_f(x, (size_t)n);
@@ -471,9 +478,7 @@ static void one_rope_bf16(int N, int H, int HS) {
     char what[96];
     int64_t n = (int64_t)N * H * HS;
     float *x = rnd((size_t)n, 2), inv[64];
-    int32_t *pos = malloc(sizeof(int32_t) * (size_t)N);
-    for (int i = 0; i < HS / 2; i++) inv[i] = (float)(1.0 / pow(500000.0, 2.0 * i / HS));
-    for (int i = 0; i < N; i++) pos[i] = i < 3 ? i : irand(131072);
+    int32_t *pos = rope_inputs(N, HS, inv);
     dspy_tensor dp = up_i32(pos, N), di = up(inv, HS / 2), dx = up_bf16(x, n);
     CHECK_OK(C->ops->rope(C, HF(x, n), HI(pos, N), HF(inv, HS / 2), N, H, HS));
     CHECK_OK(G->ops->rope(G, dx, dp, di, N, H, HS));
