@@ -845,7 +845,7 @@ static void test_key_overload_and_sigterm(void) {
     char *log = NULL;
     CHECK_OK(dspy_local_get_logs(s, &log));
     CHECK_CONTAINS(log, "dspy serve: listening on http://127.0.0.1:");
-    CHECK_CONTAINS(log, "(model tiny-served)");
+    CHECK_CONTAINS(log, "(model tiny-served; max-seqs ");
     CHECK_CONTAINS(log, "serve: shutting down; waiting up to 30000 ms for 1 connection(s)");
     CHECK_CONTAINS(log, "dspy serve: stopped");
     free(log);

@@ -14,6 +14,7 @@
  *     status 2 with its message, and the teacher received NO request (counted at the stub);
  *   - init-model refuses to overwrite without --force; dspy help CMD; tokenize --messages.
  */
+#include <dirent.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -101,7 +102,7 @@ static void compile_args(const char **argv, const char *out, const char *const *
     const char *base[] = {"--student", g_student, "--teacher", "openai/stub-teacher", "--teacher-api-key", "k", url_arg,
                           "--trainset", g_train, "--devset", g_dev, "--input-fields", "review=sentence",
                           "--label-field", "sentiment=mood", "--signature", SIG, "--module", "predict",
-                          "-n", "2", "--max-tokens", "8", "--train-kwargs", "num_train_epochs=1",
+                          "-n", "9", "--max-tokens", "8", "--train-kwargs", "num_train_epochs=1",
                           "--train-kwargs", "max_steps=1", "--train-kwargs", "gradient_accumulation_steps=1",
                           "--train-kwargs", "learning_rate=1e-3", "--train-threads", "1",
                           "--serve-arg=--threads", "--serve-arg=1", "--chat-date", "26 Jul 2024", "-o", out, NULL};
@@ -136,6 +137,24 @@ static void test_compile_and_eval_custom_task(void) {
     CHECK_CONTAINS(r.out, "fine-tuned student");
     CHECK_CONTAINS(r.out, "majority class");
     test_run_free(&r);
+    /* 9 threads call the student's servers: each decodes 9 sequences together (the default 8 would
+     * queue one), said in its log's first line */
+    snprintf(path, sizeof path, "%s/logs", out);
+    DIR *logs = opendir(path);
+    int n_logs = 0;
+    for (struct dirent *de; logs && (de = readdir(logs));) {
+        if (strncmp(de->d_name, "dspy-serve-", 11) != 0) continue;
+        char lp[1600];
+        snprintf(lp, sizeof lp, "%s/%s", path, de->d_name);
+        char *text = NULL;
+        size_t len = 0;
+        CHECK_OK(dspy_read_file(lp, &text, &len));
+        CHECK_CONTAINS(text, "; max-seqs 9)");
+        free(text);
+        n_logs++;
+    }
+    if (logs) closedir(logs);
+    CHECK(n_logs >= 2); /* the untrained student's server, then the fine-tuned one's */
     snprintf(path, sizeof path, "%s/report.json", out);
     dspy_json *rep = NULL;
     CHECK_OK(dspy_json_load(path, &rep));

@@ -315,7 +315,17 @@ dspy_status compile_prepare(run_state *r) {
     }
     /* servers: serve args, --device */
     size_t n = 0;
-    for (int i = 0; i < dspy_args_count(a, "serve-arg"); i++) r->serve_args[n++] = dspy_args_at(a, "serve-arg", i);
+    bool seqs_given = false;
+    for (int i = 0; i < dspy_args_count(a, "serve-arg"); i++) {
+        r->serve_args[n++] = dspy_args_at(a, "serve-arg", i);
+        seqs_given = seqs_given || strncmp(r->serve_args[n - 1], "--max-seqs", 10) == 0;
+    }
+    /* the servers decode as many sequences together as there are threads calling them (the
+     * default 8 would queue half of the tutorial's 16), unless --serve-arg says otherwise */
+    if (!seqs_given && r->num_threads > 8) {
+        snprintf(r->max_seqs_arg, sizeof r->max_seqs_arg, "--max-seqs=%ld", r->num_threads);
+        r->serve_args[n++] = r->max_seqs_arg;
+    }
     if (strcmp(r->device, "auto") != 0) {
         snprintf(r->device_arg, sizeof r->device_arg, "--device=%s", r->device);
         r->serve_args[n++] = r->device_arg;

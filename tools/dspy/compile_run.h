@@ -49,8 +49,9 @@ typedef struct run_state {
     bool teacher_is_oracle;
     dspy_launched *teacher_server, *student_server;
     dspy_local_params lp;      /* servers: log dir, timeout, extra args (serve args, device) */
-    const char *serve_args[DSPY_ARGS_MAX_MULTI + 2];
+    const char *serve_args[DSPY_ARGS_MAX_MULTI + 3];
     char device_arg[32];
+    char max_seqs_arg[32];
     /* results */
     dspy_bootstrap_finetune_report report;
     compile_eval before_student, before_teacher, after;
