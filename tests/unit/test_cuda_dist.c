@@ -67,7 +67,7 @@ int main(int argc, char **argv) {
     setenv("NCCL_NVLS_ENABLE", "0", 1);
     pid_t kids[2];
     for (int r = 0; r < 2; r++) {
-        char rs[8];
+        char rs[16];
         snprintf(rs, sizeof rs, "%d", r);
         if ((kids[r] = fork()) == 0) {
             setenv("RANK", rs, 1), setenv("LOCAL_RANK", rs, 1);
