@@ -15,23 +15,10 @@
 #     TUT_TEACHER=openai/local:DIR makes our own server the teacher instead of the oracle).
 # Logs and JSON go to $OUT (the device tool's folder) or ./out.
 set -uo pipefail
-ROOT=$(pwd)
+. "$(dirname "$0")/gpu_env.sh"
 OUT=${OUT:-$ROOT/out}
 mkdir -p "$OUT"
 STAGES=${*:-tests bench torch serve}
-# The build has this machine's paths compiled in (/work/main/...): point them here.
-if [ "$(readlink -f /work/main 2>/dev/null)" != "$ROOT" ]; then
-  mkdir -p /work && rm -rf /work/main && ln -sfn "$ROOT" /work/main
-fi
-# What bench/pack_gpu.sh gathered (carry `carry`): the build, the libraries and the tokenizer.
-if [ -f "$ROOT/carry/gpu.tar.xz" ]; then
-  mkdir -p /tmp/dspy-gpu && xz -dc "$ROOT/carry/gpu.tar.xz" | tar -C /tmp/dspy-gpu -xf -
-  [ -e "$ROOT/build-gpu" ] || ln -sfn /tmp/dspy-gpu/build-gpu "$ROOT/build-gpu"
-  ln -sfn /tmp/dspy-gpu/shared /work/shared
-  ORIG_LD_LIBRARY_PATH=${LD_LIBRARY_PATH-}   # Python gets the machine's own libraries back
-  export LD_LIBRARY_PATH=/tmp/dspy-gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-fi
-export DSPY_SHARED_DIR=/work/shared
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 echo "node: $(command -v node) $(node --version 2>/dev/null)  npm: $(command -v npm)"
 MODEL=/tmp/llama-1b-shape

@@ -10,20 +10,9 @@
 #   3. B2 without and with the server's warm-up (DSPY_SERVE_WARMUP=1), old and new kernel
 # A table last. Logs go to $OUT (the device tool's folder) or ./out.
 set -uo pipefail
-ROOT=$(pwd)
+. "$(dirname "$0")/gpu_env.sh"
 OUT=${OUT:-$ROOT/out}
 mkdir -p "$OUT"
-if [ "$(readlink -f /work/main 2>/dev/null)" != "$ROOT" ]; then
-  mkdir -p /work && rm -rf /work/main && ln -sfn "$ROOT" /work/main
-fi
-if [ -f "$ROOT/carry/gpu.tar.xz" ]; then
-  mkdir -p /tmp/dspy-gpu && xz -dc "$ROOT/carry/gpu.tar.xz" | tar -C /tmp/dspy-gpu -xf -
-  [ -e "$ROOT/build-gpu" ] || ln -sfn /tmp/dspy-gpu/build-gpu "$ROOT/build-gpu"
-  ln -sfn /tmp/dspy-gpu/shared /work/shared
-  ORIG_LD_LIBRARY_PATH=${LD_LIBRARY_PATH-}
-  export LD_LIBRARY_PATH=/tmp/dspy-gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-fi
-export DSPY_SHARED_DIR=/work/shared
 B=build-gpu
 MODEL=/tmp/llama-1b-shape
 MK=""   # the 1B-shape model is written while the parity tests run

@@ -119,32 +119,28 @@ fail:
 int dspy_dist_rank(const dspy_dist *d) { return d->rank; }
 int dspy_dist_world(const dspy_dist *d) { return d->world; }
 
+/* The collectives below run only with several ranks, which dspy_dist_new allows only in a CUDA
+ * build: without CUDA they are never reached past their one-rank return. */
 dspy_status dspy_dist_allreduce_sum(dspy_dist *d, float *buf, size_t n, void *stream) {
     if (d->world == 1 || n == 0) return DSPY_OK;
+    const char *why = "this build has no NCCL";
 #ifdef DSPY_HAVE_CUDA
-    const char *why = NULL;
-    if (dspy_nccl_allreduce_sum_f32(d->comm, buf, n, stream, &why))
-        return dspy_fail(DSPY_ERR_BACKEND, "dist: rank %d: all-reduce of %zu values: %s", d->rank, n, why);
-    return DSPY_OK;
+    if (!dspy_nccl_allreduce_sum_f32(d->comm, buf, n, stream, &why)) return DSPY_OK;
 #else
-    (void)buf;
-    (void)stream;
-    return dspy_fail(DSPY_ERR_STATE, "dist: several ranks without CUDA");
+    (void)buf, (void)stream;
 #endif
+    return dspy_fail(DSPY_ERR_BACKEND, "dist: rank %d: all-reduce of %zu values: %s", d->rank, n, why);
 }
 
 dspy_status dspy_dist_broadcast(dspy_dist *d, void *buf, size_t bytes, void *stream) {
     if (d->world == 1 || bytes == 0) return DSPY_OK;
+    const char *why = "this build has no NCCL";
 #ifdef DSPY_HAVE_CUDA
-    const char *why = NULL;
-    if (dspy_nccl_broadcast(d->comm, buf, bytes, 0, stream, &why))
-        return dspy_fail(DSPY_ERR_BACKEND, "dist: rank %d: broadcast of %zu bytes: %s", d->rank, bytes, why);
-    return DSPY_OK;
+    if (!dspy_nccl_broadcast(d->comm, buf, bytes, 0, stream, &why)) return DSPY_OK;
 #else
-    (void)buf;
-    (void)stream;
-    return dspy_fail(DSPY_ERR_STATE, "dist: several ranks without CUDA");
+    (void)buf, (void)stream;
 #endif
+    return dspy_fail(DSPY_ERR_BACKEND, "dist: rank %d: broadcast of %zu bytes: %s", d->rank, bytes, why);
 }
 
 dspy_status dspy_dist_barrier(dspy_dist *d, const char *name) {

@@ -816,6 +816,18 @@ static dspy_lm *multi_lm(const char *bases) {
     return lm;
 }
 
+/* One call of lm with the question "<prefix> <i>": answered, with one choice. */
+static void call_one(dspy_lm *lm, const char *prefix, int i) {
+    char q[48];
+    snprintf(q, sizeof q, "%s %d", prefix, i);
+    dspy_json *m = question(q);
+    dspy_lm_response *r = NULL;
+    CHECK_OK(dspy_lm_call(lm, m, NULL, &r));
+    CHECK(r && r->n == 1);
+    dspy_lm_response_free(r);
+    dspy_json_decref(m);
+}
+
 static void test_several_servers(void) {
     reset(M_OK);
     http_stub *two = NULL, *dead = NULL;
@@ -830,13 +842,7 @@ static void test_several_servers(void) {
     dspy_lm *lm = multi_lm(bases);
     int a0 = http_stub_requests(g_srv), b0 = http_stub_requests(two);
     for (int i = 0; i < 8; i++) {
-        char q[32];
-        snprintf(q, sizeof q, "alternate %d", i);
-        dspy_json *m = question(q);
-        dspy_lm_response *r = NULL;
-        CHECK_OK(dspy_lm_call(lm, m, NULL, &r));
-        dspy_lm_response_free(r);
-        dspy_json_decref(m);
+        call_one(lm, "alternate", i);
         /* one at a time, both idle: strictly in turn */
         CHECK_INT((http_stub_requests(g_srv) - a0) + (http_stub_requests(two) - b0), i + 1);
         CHECK(abs((http_stub_requests(g_srv) - a0) - (http_stub_requests(two) - b0)) <= 1);
@@ -867,16 +873,7 @@ static void test_several_servers(void) {
     lm = multi_lm(bases);
     a0 = http_stub_requests(g_srv);
     double t0 = now_s();
-    for (int i = 0; i < 6; i++) {
-        char q[32];
-        snprintf(q, sizeof q, "failover %d", i);
-        dspy_json *m = question(q);
-        dspy_lm_response *r = NULL;
-        CHECK_OK(dspy_lm_call(lm, m, NULL, &r));
-        CHECK(r && r->n == 1);
-        dspy_lm_response_free(r);
-        dspy_json_decref(m);
-    }
+    for (int i = 0; i < 6; i++) call_one(lm, "failover", i);
     CHECK_INT(http_stub_requests(g_srv) - a0, 6);
     CHECK(now_s() - t0 < 2.0); /* retries after a refused connection are immediate, never 1+ units */
     dspy_lm_free(lm);
