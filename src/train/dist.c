@@ -11,7 +11,7 @@
 #ifdef DSPY_HAVE_CUDA
 int dspy_nccl_unique_id(unsigned char out[128], const char **why);
 int dspy_nccl_init(int world, int rank, int device, const unsigned char id_bytes[128], void **comm, const char **why);
-int dspy_nccl_allreduce_sum_f32(void *comm, float *buf, size_t n, void *stream, const char **why);
+int dspy_nccl_allreduce_sum(void *comm, void *buf, size_t n, int f64, void *stream, const char **why);
 int dspy_nccl_broadcast(void *comm, void *buf, size_t bytes, int root, void *stream, const char **why);
 void dspy_nccl_free(void *comm);
 #endif
@@ -121,15 +121,24 @@ int dspy_dist_world(const dspy_dist *d) { return d->world; }
 
 /* The collectives below run only with several ranks, which dspy_dist_new allows only in a CUDA
  * build: without CUDA they are never reached past their one-rank return. */
-dspy_status dspy_dist_allreduce_sum(dspy_dist *d, float *buf, size_t n, void *stream) {
+static dspy_status allreduce(dspy_dist *d, void *buf, size_t n, int f64, void *stream) {
     if (d->world == 1 || n == 0) return DSPY_OK;
     const char *why = "this build has no NCCL";
 #ifdef DSPY_HAVE_CUDA
-    if (!dspy_nccl_allreduce_sum_f32(d->comm, buf, n, stream, &why)) return DSPY_OK;
+    if (!dspy_nccl_allreduce_sum(d->comm, buf, n, f64, stream, &why)) return DSPY_OK;
 #else
-    (void)buf, (void)stream;
+    (void)buf, (void)f64, (void)stream;
 #endif
-    return dspy_fail(DSPY_ERR_BACKEND, "dist: rank %d: all-reduce of %zu values: %s", d->rank, n, why);
+    return dspy_fail(DSPY_ERR_BACKEND, "dist: rank %d: all-reduce of %zu %s values: %s", d->rank, n,
+                     f64 ? "F64" : "F32", why);
+}
+
+dspy_status dspy_dist_allreduce_sum(dspy_dist *d, float *buf, size_t n, void *stream) {
+    return allreduce(d, buf, n, 0, stream);
+}
+
+dspy_status dspy_dist_allreduce_sum_f64(dspy_dist *d, double *buf, size_t n, void *stream) {
+    return allreduce(d, buf, n, 1, stream);
 }
 
 dspy_status dspy_dist_broadcast(dspy_dist *d, void *buf, size_t bytes, void *stream) {

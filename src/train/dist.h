@@ -39,6 +39,8 @@ int dspy_dist_world(const dspy_dist *d);
 /* buf (n F32, device memory with several ranks) summed over the ranks in place, enqueued on
  * `stream` (a cudaStream_t; NULL the default stream). One rank: returns at once. */
 dspy_status dspy_dist_allreduce_sum(dspy_dist *d, float *buf, size_t n, void *stream);
+/* The same for n F64 values (the trainer's per-sequence loss sums). */
+dspy_status dspy_dist_allreduce_sum_f64(dspy_dist *d, double *buf, size_t n, void *stream);
 /* Rank 0's `bytes` at buf to every rank, in place, on `stream`. One rank: returns at once. */
 dspy_status dspy_dist_broadcast(dspy_dist *d, void *buf, size_t bytes, void *stream);
 /* Every rank waits for the others (through the store; names used once). One rank: at once. */

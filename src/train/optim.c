@@ -19,6 +19,8 @@
 #include "train/optim.h"
 
 #include "dspy/status.h"
+#include "kern/backend.h"
+#include "train/dist.h"
 #include "train/trainable_impl.h"
 
 #include <math.h>
@@ -115,6 +117,10 @@ struct dspy_optimizer {
     size_t *ns;       /* (np) */
     int32_t *cat;     /* packed passes (see group_end): ids, labels, seg, pos of one group */
     size_t cat_cap;   /* tokens cat holds */
+    dspy_dist *dist;  /* data parallel (dspy_optimizer_set_dist); NULL: one rank */
+    dspy_train_seq *mine; /* (mine_cap) this rank's sequences of a step, in step order */
+    size_t *mine_at;  /* (mine_cap) their indices in the step (their loss slots) */
+    size_t mine_cap;
 };
 
 dspy_status dspy_optimizer_new(dspy_trainable *t, const dspy_adamw_hparams *h, dspy_optimizer **out) {
@@ -170,6 +176,8 @@ void dspy_optimizer_free(dspy_optimizer *o) {
     }
     free(o->block);
     free(o->cat);
+    free(o->mine);
+    free(o->mine_at);
     free(o->off);
     free(o->grads);
     free(o->ns);
@@ -193,6 +201,7 @@ static dspy_status sync_moments(dspy_optimizer *o, dspy_copy_kind kind) {
 dspy_status dspy_optimizer_to_host(dspy_optimizer *o) { return sync_moments(o, DSPY_COPY_D2H); }
 dspy_status dspy_optimizer_to_device(dspy_optimizer *o) { return sync_moments(o, DSPY_COPY_H2D); }
 void dspy_optimizer_set_steps(dspy_optimizer *o, int64_t steps) { o->steps = steps; }
+void dspy_optimizer_set_dist(dspy_optimizer *o, dspy_dist *d) { o->dist = d; }
 
 /* Packed passes (mixed precision, full fine-tuning): consecutive sequences of a step without a
  * shared prefix run as ONE forward/backward pass over their concatenation, up to
@@ -244,6 +253,107 @@ static dspy_status group_make(dspy_optimizer *o, const dspy_train_seq *seqs, siz
     return DSPY_OK;
 }
 
+/* This rank's share of a step, data parallel: the sequences s with s % world == rank, in step
+ * order (one rank: all of them), into o->mine with their step indices in o->mine_at. The share
+ * depends only on the step's batch and the world size, so every rank agrees on it. */
+static dspy_status shard(dspy_optimizer *o, const dspy_train_seq *seqs, size_t k, int rank, int world,
+                         size_t *count) {
+    if (k > o->mine_cap) {
+        dspy_train_seq *m = realloc(o->mine, k * sizeof *m);
+        if (m) o->mine = m;
+        size_t *a = m ? realloc(o->mine_at, k * sizeof *a) : NULL;
+        if (!m || !a) return dspy_fail(DSPY_ERR_NOMEM, "optimizer step: out of memory sharding %zu sequences", k);
+        o->mine_at = a;
+        o->mine_cap = k;
+    }
+    size_t c = 0;
+    for (size_t s = (size_t)rank; s < k; s += (size_t)world) {
+        o->mine[c] = seqs[s];
+        o->mine_at[c++] = s;
+    }
+    *count = c;
+    return DSPY_OK;
+}
+
+dspy_status dspy_optimizer_local_grads(dspy_optimizer *o, const dspy_train_seq *seqs, size_t k, int64_t N, int rank,
+                                       int world) {
+    dspy_trainable *t = o->t;
+    if (!t->mirrored) return dspy_fail(DSPY_ERR_STATE, "optimizer step: a share of a step needs a mirrored trainable");
+    if (k > (size_t)INT32_MAX) return dspy_fail(DSPY_ERR_ARG, "optimizer step: %zu sequences", k);
+    if (world < 1 || rank < 0 || rank >= world)
+        return dspy_fail(DSPY_ERR_ARG, "optimizer step: rank %d of %d", rank, world);
+    size_t n = 0;
+    DSPY_TRY(shard(o, seqs, k, rank, world, &n));
+    const dspy_train_seq *mine = o->mine;
+    const int32_t limit = dspy_train_group_tokens(t);
+    int32_t maxT = 1;
+    for (size_t s = 0, e; s < n; s = e) {
+        int32_t T = 0;
+        e = limit > 0 ? group_end(mine, n, s, limit, &T) : s + 1;
+        if (limit <= 0) T = mine[s].T;
+        if (T > maxT) maxT = T;
+    }
+    /* the step's staging and loss slots must exist before its first sequence */
+    DSPY_TRY(dspy_train_work_reserve(t, maxT, (int)k));
+    /* the first pass overwrites the weight gradients where it can: only the rest is zeroed (a
+     * rank without a sequence this step has no first pass: it zeroes them all) */
+    if (n > 0 && dspy_train_can_overwrite(t)) {
+        DSPY_TRY(dspy_train_zero_uncovered(t));
+        t->work.fresh = true;
+    } else {
+        DSPY_TRY(dspy_trainable_zero_grad(t));
+    }
+    /* the other ranks' loss slots hold zeros, so the sum over ranks is the step's */
+    for (size_t s = 0, c = 0; s < k && world > 1; s++) {
+        if (c < n && o->mine_at[c] == s) c++;
+        else DSPY_TRY(dspy_train_slot_clear(t, (int)s));
+    }
+    float scale = (float)(1.0 / (double)N);
+    /* LoRA dropout draws from the pass's rng state: sequence s of the step runs at base + s on
+     * whichever rank it lands (so the masks do not depend on the number of ranks), and the step
+     * leaves base + k, as k single passes would */
+    const uint64_t base = dspy_trainable_rng_get(t);
+    for (size_t s = 0, e; s < n; s = e) {
+        int32_t M = 0, T = 0;
+        e = limit > 0 ? group_end(mine, n, s, limit, &T) : s + 1;
+        dspy_train_seq g = mine[s];
+        if (e > s + 1) DSPY_TRY(group_make(o, mine, s, e, T, &g));
+        dspy_trainable_rng_set(t, base + o->mine_at[s]);
+        dspy_status st = dspy_train_seq_run(t, &g, true, scale, (int)o->mine_at[s], &M);
+        for (size_t i = s + 1; !st && i < e; i++) st = dspy_train_slot_clear(t, (int)o->mine_at[i]);
+        if (st) {
+            t->work.fresh = false;
+            return st;
+        }
+    }
+    t->work.fresh = false;
+    dspy_trainable_rng_set(t, base + k);
+    return DSPY_OK;
+}
+
+/* Sums the ranks' gradients and loss slots in place on the backend's stream (ahead of the
+ * norm, clipping and update, which then see the whole step's sums on every rank). Parameters
+ * whose gradients lie end to end in memory go as one all-reduce, at most BUCKET floats each:
+ * few large calls, yet NCCL can start on one bucket while the next is queued. */
+static dspy_status reduce_step(dspy_optimizer *o, size_t k) {
+    enum { BUCKET = 1 << 26 };
+    dspy_trainable *t = o->t;
+    void *stream = dspy_backend_native_stream(t->be);
+    float *run = NULL;
+    size_t len = 0;
+    for (size_t i = 0; i <= o->np; i++) {
+        dspy_param *p = i < o->np ? dspy_trainable_param(t, i) : NULL;
+        if (p && run && p->dg == run + len && len + p->n <= BUCKET) {
+            len += p->n;
+            continue;
+        }
+        if (run) DSPY_TRY(dspy_dist_allreduce_sum(o->dist, run, len, stream));
+        run = p ? p->dg : NULL;
+        len = p ? p->n : 0;
+    }
+    return dspy_dist_allreduce_sum_f64(o->dist, t->work.loss_dev, k, stream);
+}
+
 /* dspy_optimizer_train_step on a mirrored trainable: everything through the op table, one
  * read-back at the end (see the file comment). */
 static dspy_status device_step(dspy_optimizer *o, const dspy_train_seq *seqs, size_t k, double lr,
@@ -251,38 +361,9 @@ static dspy_status device_step(dspy_optimizer *o, const dspy_train_seq *seqs, si
     dspy_trainable *t = o->t;
     dspy_backend *be = t->be;
     const dspy_ops *ops = be->ops;
-    if (k > (size_t)INT32_MAX) return dspy_fail(DSPY_ERR_ARG, "optimizer step: %zu sequences", k);
-    const int32_t limit = dspy_train_group_tokens(t);
-    int32_t maxT = 1;
-    for (size_t s = 0, e; s < k; s = e) {
-        int32_t T = 0;
-        e = limit > 0 ? group_end(seqs, k, s, limit, &T) : s + 1;
-        if (limit <= 0) T = seqs[s].T;
-        if (T > maxT) maxT = T;
-    }
-    /* the step's staging and loss slots must exist before its first sequence */
-    DSPY_TRY(dspy_train_work_reserve(t, maxT, (int)k));
-    /* the first pass overwrites the weight gradients where it can: only the rest is zeroed */
-    if (dspy_train_can_overwrite(t)) {
-        DSPY_TRY(dspy_train_zero_uncovered(t));
-        t->work.fresh = true;
-    } else {
-        DSPY_TRY(dspy_trainable_zero_grad(t));
-    }
-    float scale = (float)(1.0 / (double)N);
-    for (size_t s = 0, e; s < k; s = e) {
-        int32_t M = 0, T = 0;
-        e = limit > 0 ? group_end(seqs, k, s, limit, &T) : s + 1;
-        dspy_train_seq g = seqs[s];
-        if (e > s + 1) DSPY_TRY(group_make(o, seqs, s, e, T, &g));
-        dspy_status st = dspy_train_seq_run(t, &g, true, scale, (int)s, &M);
-        for (size_t i = s + 1; !st && i < e; i++) st = dspy_train_slot_clear(t, (int)i);
-        if (st) {
-            t->work.fresh = false;
-            return st;
-        }
-    }
-    t->work.fresh = false;
+    const int world = o->dist ? dspy_dist_world(o->dist) : 1;
+    DSPY_TRY(dspy_optimizer_local_grads(o, seqs, k, N, o->dist ? dspy_dist_rank(o->dist) : 0, world));
+    if (world > 1) DSPY_TRY(reduce_step(o, k));
     dspy_tensor sq = dspy_bt(be, o->sumsq, (int64_t)(o->np ? o->np : 1), DSPY_DTYPE_F64);
     for (size_t i = 0; i < o->np; i++) {
         dspy_param *p = dspy_trainable_param(t, i);

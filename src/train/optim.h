@@ -73,6 +73,26 @@ dspy_status dspy_optimizer_to_host(dspy_optimizer *o);
 dspy_status dspy_optimizer_to_device(dspy_optimizer *o);
 void dspy_optimizer_set_steps(dspy_optimizer *o, int64_t steps);
 
+/* Data parallel (train/dist.h; d must outlive the optimizer, NULL = one rank): each rank's
+ * dspy_optimizer_train_step runs only its share of the step's sequences (see
+ * dspy_optimizer_local_grads), then sums the gradients and loss sums over the ranks on the
+ * device before the norm, clipping and update. Every rank starts from the same weights and
+ * moments and sees the same sums (NCCL's all-reduce gives every rank the same bits), so every
+ * rank applies the same update and they stay identical without being compared. The result is
+ * the single-GPU step's up to the order of the F32 gradient sums. Mirrored trainables only. */
+typedef struct dspy_dist dspy_dist;
+void dspy_optimizer_set_dist(dspy_optimizer *o, dspy_dist *d);
+
+/* Rank `rank` of `world`'s share of one step, without the sums over ranks: zeroes the
+ * gradients, then runs the sequences s with s % world == rank (packed as a whole step's are)
+ * with grad_scale 1/N, N the labelled tokens of the WHOLE step, so the ranks' gradients add up
+ * to the whole step's; their loss sums go to slot s, the other slots hold zeros. A mirrored
+ * trainable only (DSPY_ERR_STATE); DSPY_ERR_ARG for a rank outside [0, world). The
+ * decomposition dspy_optimizer_train_step relies on, exposed so it can be checked on one
+ * machine. */
+dspy_status dspy_optimizer_local_grads(dspy_optimizer *o, const dspy_train_seq *seqs, size_t k, int64_t N, int rank,
+                                       int world);
+
 typedef struct dspy_step_stats {
     double loss;      /* summed token cross-entropy / labelled tokens */
     float grad_norm;  /* global norm before clipping */

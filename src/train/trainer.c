@@ -9,8 +9,15 @@
  * CUDA, planned once for max_seq_length and B*G sequences per step). With share_prefix (the
  * default) each step's sequences go through train/share_prefix.h first: a prompt prefix common
  * to the step's examples is computed once per sequence; train.jsonl's tokens (and tokens/s)
- * still count every example's whole length, the work the step stands for. Not here:
- * multi-process training.
+ * still count every example's whole length, the work the step stands for.
+ *
+ * Data parallel (several GPUs): with torchrun's variables set (WORLD_SIZE > 1; `dspy finetune
+ * --gpus N` sets them for the processes it starts), every rank loads the same model and data,
+ * plans the same steps and runs its share of each step's sequences on GPU LOCAL_RANK; the
+ * optimizer sums the gradients over the ranks (train/optim.h, dspy_optimizer_set_dist), so a
+ * step is the same whatever the number of GPUs and a checkpoint resumes on any number of them.
+ * Rank 0 alone writes train.jsonl, the checkpoints and the model, and reports progress; the
+ * ranks read the same files, so they share one filesystem (one machine, or a shared mount).
  */
 #include "dspy/train.h"
 
@@ -38,6 +45,7 @@
 #include "dspy/tokenizer.h"
 #include "train/backward.h"
 #include "train/checkpoint.h"
+#include "train/dist.h"
 #include "train/optim.h"
 #include "train/schedule.h"
 #include "train/share_prefix.h"
@@ -58,6 +66,8 @@ typedef struct {
     dspy_share_buf share; /* the prefix-shared layouts of the steps */
     dspy_lora_config lora;
     dspy_device dev; /* where the steps run */
+    dspy_dist *dist; /* the ranks of a data-parallel run (one rank: the whole run here) */
+    bool lead;       /* rank 0: writes the files and reports progress */
     /* plan */
     int64_t n_epochs;
     int64_t *steps_in_epoch; /* (n_epochs) */
@@ -161,6 +171,7 @@ static dspy_status metrics_path(const trainer *T, dspy_str *out) {
 /* Keeps the lines of steps <= keep_step (a resumed run rewrites what the killed one logged after
  * its last checkpoint); keep_step 0 empties the file. */
 static dspy_status metrics_open(trainer *T, int64_t keep_step) {
+    if (!T->lead) return DSPY_OK; /* rank 0 logs the run */
     dspy_str path = DSPY_STR_INIT, kept = DSPY_STR_INIT;
     dspy_status st = metrics_path(T, &path);
     if (st) return st;
@@ -199,6 +210,7 @@ static void appendf_real(dspy_str *s, const char *key, double x) {
 }
 
 static dspy_status metrics_write(trainer *T, const dspy_train_progress *pr, int64_t labels) {
+    if (!T->lead) return DSPY_OK;
     dspy_str s = DSPY_STR_INIT;
     dspy_str_appendf(&s, "{\"step\":%lld", (long long)pr->step);
     appendf_real(&s, "epoch", pr->epoch);
@@ -254,6 +266,26 @@ static dspy_status precheck(trainer *T) {
     return dspy_ckpt_read_state(T->resume_dir, T->fingerprint, &cs);
 }
 
+/* The ranks of this run, from torchrun's variables: one rank unless WORLD_SIZE > 1, which needs
+ * CUDA (each rank on GPU LOCAL_RANK) and meets the others (train/dist.h) before anything big is
+ * loaded, so a rank that cannot start stops the run early. */
+static dspy_status join_ranks(trainer *T) {
+    dspy_dist_env env;
+    dspy_status st = dspy_dist_env_read(&env);
+    if (st) return dspy_fail_wrap(st, "finetune: the data-parallel variables");
+    if (env.world > 1) {
+        if (T->dev.type != DSPY_DEVICE_CUDA)
+            return dspy_fail(DSPY_ERR_ARG, "finetune: WORLD_SIZE=%d ranks need CUDA GPUs (device '%s' is the CPU)",
+                             env.world, T->p.device ? T->p.device : "auto");
+        T->dev.ordinal = env.local_rank;
+        dspy_log(DSPY_LOG_INFO, "finetune: rank %d of %d on cuda:%d, meeting the others at %s:%d", env.rank, env.world,
+                 env.local_rank, env.master_addr, env.master_port);
+    }
+    if ((st = dspy_dist_new(&env, T->dev.type == DSPY_DEVICE_CUDA, 600.0, &T->dist))) return st;
+    T->lead = dspy_dist_rank(T->dist) == 0;
+    return DSPY_OK;
+}
+
 static dspy_status setup(trainer *T, dspy_train_result *res) {
     dspy_model_params mp = dspy_model_params_default();
     mp.n_threads = T->p.n_threads;
@@ -261,6 +293,7 @@ static dspy_status setup(trainer *T, dspy_train_result *res) {
     if ((st = precheck(T))) return st;
     /* a GPU asked for and absent fails here, before anything is loaded */
     if ((st = dspy_device_parse(T->p.device, &T->dev))) return st;
+    if ((st = join_ranks(T))) return st;
     if ((st = dspy_model_load(T->model_dir, &mp, &T->model))) return st;
     if ((st = dspy_tokenizer_load(T->model_dir, &T->tok))) return dspy_fail_wrap(st, "finetune: the model's tokenizer");
     if ((st = dspy_chat_template_load(T->model_dir, &T->tpl)))
@@ -296,6 +329,7 @@ static dspy_status setup(trainer *T, dspy_train_result *res) {
     }
     dspy_adamw_hparams h = {T->p.adam_beta1, T->p.adam_beta2, T->p.adam_epsilon, T->p.weight_decay};
     if ((st = dspy_optimizer_new(T->tr, &h, &T->opt))) return st;
+    dspy_optimizer_set_dist(T->opt, T->dist);
     res->trainable_params = (int64_t)dspy_trainable_numel(T->tr);
     if ((st = plan(T))) return st;
     res->num_epochs = (int32_t)T->n_epochs;
@@ -304,6 +338,7 @@ static dspy_status setup(trainer *T, dspy_train_result *res) {
 
 static dspy_status save(trainer *T, int64_t step, int64_t epoch, int64_t seq_pos, double elapsed,
                         dspy_train_progress_fn fn, void *ud, double epoch_f) {
+    if (!T->lead) return DSPY_OK; /* rank 0 writes the checkpoints: the ranks' states are the same */
     dspy_ckpt_state cs = {.step = step, .epoch = epoch, .seq_pos = seq_pos,
                           .dropout_rng = dspy_trainable_rng_get(T->tr), .elapsed_s = elapsed};
     dspy_pyrandom_seed(&cs.data_rng, T->p.seed + (uint64_t)epoch);
@@ -322,6 +357,7 @@ static dspy_status save(trainer *T, int64_t step, int64_t epoch, int64_t seq_pos
 
 static dspy_status run(trainer *T, dspy_train_progress_fn fn, void *ud, dspy_train_result *res) {
     dspy_status st;
+    if (!T->lead) fn = NULL; /* one progress report for the run: rank 0's */
     int64_t step = 0, epoch = 0, seq_pos = 0;
     double elapsed0 = 0;
     dspy_pyrandom epoch_rng;
@@ -338,7 +374,7 @@ static dspy_status run(trainer *T, dspy_train_progress_fn fn, void *ud, dspy_tra
         epoch_rng = cs.data_rng;
         have_rng = true;
         res->resumed_from = step;
-    } else {
+    } else if (T->lead) {
         if ((st = dspy_ckpt_remove_all(T->out))) return st;
     }
     if ((st = metrics_open(T, step))) return st;
@@ -421,8 +457,8 @@ static dspy_status run(trainer *T, dspy_train_progress_fn fn, void *ud, dspy_tra
     }
     res->train_seconds = dspy_now_s() - t_start;
     res->steps = step;
-    if (T->p.use_peft && (st = dspy_trainable_merge_lora(T->tr))) goto done;
-    if ((st = dspy_trainable_export(T->tr, T->out, NULL))) goto done;
+    if (T->lead && T->p.use_peft && (st = dspy_trainable_merge_lora(T->tr))) goto done;
+    if (T->lead && (st = dspy_trainable_export(T->tr, T->out, NULL))) goto done;
     pr = (dspy_train_progress){.event = DSPY_TRAIN_END, .step = step, .total_steps = T->total_steps,
                                .epoch = (double)T->n_epochs, .num_epochs = (int32_t)T->n_epochs,
                                .loss = res->final_loss, .grad_norm = res->final_grad_norm,
@@ -454,9 +490,12 @@ dspy_status dspy_finetune(const char *model_dir, const char *data_path, const ch
     int saved_threads = omp_get_max_threads();
     if (T.p.n_threads > 0) omp_set_num_threads(T.p.n_threads);
     if (!(st = dspy_mkdir_p(T.out)) && !(st = setup(&T, res))) st = run(&T, progress, ud, res);
+    /* rank 0's store serves the others until they are done with it */
+    if (!st && T.dist) st = dspy_dist_barrier(T.dist, "finetune-end");
     if (T.metrics_fd >= 0) close(T.metrics_fd);
     if (T.p.n_threads > 0) omp_set_num_threads(saved_threads);
     dspy_optimizer_free(T.opt);
+    dspy_dist_free(T.dist);
     dspy_share_buf_free(&T.share);
     dspy_trainable_free(T.tr);
     dspy_sft_free(T.ds);

@@ -3,7 +3,9 @@
  * Every DSPy train_kwarg is a flag of the same name (--num_train_epochs 3, or with dashes,
  * --num-train-epochs 3), set through dspy_train_params_set; --resume continues from the newest
  * checkpoint in --out. Draws the training progress bar on stderr and prints a summary line on
- * stdout. See include/dspy/train.h for the loop, the files written and the defaults.
+ * stdout. See include/dspy/train.h for the loop, the files written and the defaults. --gpus N
+ * runs N data-parallel ranks, one process per GPU (finetune_ranks.c); a rank (torchrun's
+ * variables set) other than 0 records no run and prints no summary.
  */
 #include <math.h>
 #include <stdio.h>
@@ -14,6 +16,7 @@
 
 #include "args.h"
 #include "dspy/str.h"
+#include "finetune_ranks.h"
 #include "dspy/train.h"
 #include "track_cli.h"
 
@@ -34,6 +37,9 @@ int cmd_finetune(int argc, char **argv) {
                        "--output_dir", false, false, NULL},
         {"resume", NULL, "continue from the newest checkpoint-N in the output directory", false, false, NULL},
         {"quiet", NULL, "no progress bar", false, false, NULL},
+        {"gpus", "N", "data-parallel training on GPUs 0..N-1 (CUDA_VISIBLE_DEVICES picks them), one process each; "
+                      "every step splits its sequences over the GPUs, so the steps and the result do not depend on "
+                      "N", false, false, "1"},
         {"force", NULL, "train again into an output directory that holds a fine-tuned model", false, false, NULL},
         {"num_train_epochs", "N", "epochs over the data", false, false, "5"},
         {"per_device_train_batch_size", "N", "packed sequences per micro-batch", false, false, "1"},
@@ -138,9 +144,37 @@ int cmd_finetune(int argc, char **argv) {
         rc = DSPY_EXIT_USAGE;
         goto done;
     }
+    long gpus = 1;
+    if (!dspy_args_int(&a, "gpus", &gpus)) {
+        rc = DSPY_EXIT_USAGE;
+        goto done;
+    }
+    if (gpus < 1 || gpus > 64 || (gpus > 1 && getenv("WORLD_SIZE"))) {
+        fprintf(stderr, "error: dspy finetune: --gpus must be 1..64%s\n",
+                gpus > 1 && getenv("WORLD_SIZE") ? ", and is not given to a rank that WORLD_SIZE already places" : "");
+        rc = DSPY_EXIT_USAGE;
+        goto done;
+    }
+    if (gpus > 1) {
+        if (p.device && (strcmp(p.device, "cpu") == 0 || strncmp(p.device, "cuda:", 5) == 0)) {
+            fprintf(stderr, "error: dspy finetune: --gpus %ld trains on GPUs 0..%ld; --device %s %s (use --device cuda "
+                            "or auto, and CUDA_VISIBLE_DEVICES to choose the GPUs)\n", gpus, gpus - 1, p.device,
+                    strcmp(p.device, "cpu") == 0 ? "is the CPU" : "names one GPU");
+            rc = DSPY_EXIT_USAGE;
+            goto done;
+        }
+        rc = dspy_cli_finetune_ranks((int)gpus, argc, argv);
+        goto done;
+    }
+    if (!dspy_cli_rank_tie_to_parent()) {
+        rc = 1;
+        goto done;
+    }
+    const char *rank_env = getenv("RANK");
+    const bool lead = !rank_env || !*rank_env || strcmp(rank_env, "0") == 0;
     dspy_train_bar bar = {.out = dspy_args_flag(&a, "quiet") ? NULL : stderr};
     dspy_train_result res;
-    dspy_run *run = cli_run_begin(&a, "finetune", out, argc, argv, stderr);
+    dspy_run *run = lead ? cli_run_begin(&a, "finetune", out, argc, argv, stderr) : NULL;
     dspy_status st = dspy_finetune(dspy_args_get(&a, "model"), dspy_args_get(&a, "data"), out, &p,
                                    dspy_train_bar_update, &bar, &res);
     dspy_train_bar_close(&bar);
@@ -149,6 +183,7 @@ int cmd_finetune(int argc, char **argv) {
         rc = dspy_cli_error("finetune");
         goto done;
     }
+    if (!lead) goto done;
     printf("fine-tuned %s on %zu examples (%zu lines skipped): %lld optimizer steps over %d epochs", dspy_args_get(&a, "model"),
            res.n_examples, res.n_skipped, (long long)res.steps, res.num_epochs);
     if (res.resumed_from) printf(" (resumed at step %lld)", (long long)res.resumed_from);

@@ -98,9 +98,11 @@ extern "C" int dspy_nccl_init(int world, int rank, int device, const unsigned ch
     return 0;
 }
 
-/* In place, summed over the ranks, on `stream` (asynchronous, like any kernel on it). */
-extern "C" int dspy_nccl_allreduce_sum_f32(void *comm, float *buf, size_t n, void *stream, const char **why) {
-    ncclResult_t r = g_api.all_reduce(buf, buf, n, ncclFloat32, ncclSum, (ncclComm_t)comm, (cudaStream_t)stream);
+/* In place, summed over the ranks, on `stream` (asynchronous, like any kernel on it): n F32
+ * values, or F64 when f64. */
+extern "C" int dspy_nccl_allreduce_sum(void *comm, void *buf, size_t n, int f64, void *stream, const char **why) {
+    ncclResult_t r = g_api.all_reduce(buf, buf, n, f64 ? ncclFloat64 : ncclFloat32, ncclSum, (ncclComm_t)comm,
+                                      (cudaStream_t)stream);
     return r == ncclSuccess ? 0 : fail_nccl(r, "ncclAllReduce", why);
 }
 
