@@ -129,7 +129,10 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
     if (st) return st;
     dspy_backend_plan plan = {T, T, 1, t->cfg.vocab_size, t->cfg.num_attention_heads, t->cfg.head_dim, 0};
     if ((st = dspy_backend_reserve(be, &plan))) return st;
+    dspy_status (*done)(void *, int) = w->layer_done; /* a caller's hook outlives the re-layout */
+    void *done_ud = w->layer_done_ud;
     dspy_train_work_free(be, w);
+    w->layer_done = done, w->layer_done_ud = done_ud;
     w->acts16 = acts16; /* read by work_layout */
     size_t n = work_layout(t, (size_t)T, NULL), ni = 5 * (size_t)T;
     w->acts = calloc((size_t)t->cfg.num_hidden_layers, sizeof *w->acts);
@@ -502,6 +505,7 @@ static dspy_status backward_layers(dspy_trainable *t, const dspy_train_seq *s) {
         DSPY_TRY(linear_bwd16(t, l, LIN_V, w->dxn, NULL, true, w->dv, w->xn, xn0, NULL, T, false));
         DSPY_TRY(o->rmsnorm_backward(be, F(w->dx, T * C), L->g_attn_norm ? F(L->g_attn_norm, C) : NONE,
                                      F(w->dxn, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps)); /* d xin */
+        if (w->layer_done) DSPY_TRY(w->layer_done(w->layer_done_ud, l));
     }
     if (t->g_embed)
         DSPY_TRY(o->embedding_backward(be, F(t->g_embed, (int64_t)c->vocab_size * C), I32(w->ids, T),

@@ -2,6 +2,7 @@
 #include "train/dist.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,8 @@
 int dspy_nccl_unique_id(unsigned char out[128], const char **why);
 int dspy_nccl_init(int world, int rank, int device, const unsigned char id_bytes[128], void **comm, const char **why);
 int dspy_nccl_allreduce_sum(void *comm, void *buf, size_t n, int f64, void *stream, const char **why);
+int dspy_nccl_allreduce_sum_side(void *comm, void *buf, size_t n, int f64, void *stream, const char **why);
+int dspy_nccl_join(void *comm, void *stream, const char **why);
 int dspy_nccl_broadcast(void *comm, void *buf, size_t bytes, int root, void *stream, const char **why);
 void dspy_nccl_free(void *comm);
 #endif
@@ -19,7 +22,7 @@ void dspy_nccl_free(void *comm);
 struct dspy_dist {
     int rank, world;
     dspy_store *store; /* several ranks only */
-    void *comm;        /* ncclComm_t, several ranks only */
+    void *comm;        /* kern/cuda/nccl.cu's communicator and side stream, several ranks only */
 };
 
 /* A whole number in [lo, hi] from variable `name`, or `dflt` when it is unset or empty. */
@@ -121,24 +124,40 @@ int dspy_dist_world(const dspy_dist *d) { return d->world; }
 
 /* The collectives below run only with several ranks, which dspy_dist_new allows only in a CUDA
  * build: without CUDA they are never reached past their one-rank return. */
-static dspy_status allreduce(dspy_dist *d, void *buf, size_t n, int f64, void *stream) {
+static dspy_status allreduce(dspy_dist *d, void *buf, size_t n, int f64, bool side, void *stream) {
     if (d->world == 1 || n == 0) return DSPY_OK;
     const char *why = "this build has no NCCL";
 #ifdef DSPY_HAVE_CUDA
-    if (!dspy_nccl_allreduce_sum(d->comm, buf, n, f64, stream, &why)) return DSPY_OK;
+    if (!(side ? dspy_nccl_allreduce_sum_side : dspy_nccl_allreduce_sum)(d->comm, buf, n, f64, stream, &why))
+        return DSPY_OK;
 #else
-    (void)buf, (void)f64, (void)stream;
+    (void)buf, (void)f64, (void)side, (void)stream;
 #endif
     return dspy_fail(DSPY_ERR_BACKEND, "dist: rank %d: all-reduce of %zu %s values: %s", d->rank, n,
                      f64 ? "F64" : "F32", why);
 }
 
 dspy_status dspy_dist_allreduce_sum(dspy_dist *d, float *buf, size_t n, void *stream) {
-    return allreduce(d, buf, n, 0, stream);
+    return allreduce(d, buf, n, 0, false, stream);
+}
+
+dspy_status dspy_dist_allreduce_side(dspy_dist *d, void *buf, size_t n, bool f64, void *stream) {
+    return allreduce(d, buf, n, f64, true, stream);
+}
+
+dspy_status dspy_dist_join(dspy_dist *d, void *stream) {
+    if (d->world == 1) return DSPY_OK;
+    const char *why = "this build has no NCCL";
+#ifdef DSPY_HAVE_CUDA
+    if (!dspy_nccl_join(d->comm, stream, &why)) return DSPY_OK;
+#else
+    (void)stream;
+#endif
+    return dspy_fail(DSPY_ERR_BACKEND, "dist: rank %d: %s", d->rank, why);
 }
 
 dspy_status dspy_dist_allreduce_sum_f64(dspy_dist *d, double *buf, size_t n, void *stream) {
-    return allreduce(d, buf, n, 1, stream);
+    return allreduce(d, buf, n, 1, false, stream);
 }
 
 dspy_status dspy_dist_broadcast(dspy_dist *d, void *buf, size_t bytes, void *stream) {

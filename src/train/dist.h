@@ -13,6 +13,7 @@
 #ifndef DSPY_TRAIN_DIST_H
 #define DSPY_TRAIN_DIST_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "dspy/status.h"
@@ -39,6 +40,13 @@ int dspy_dist_world(const dspy_dist *d);
 /* buf (n F32, device memory with several ranks) summed over the ranks in place, enqueued on
  * `stream` (a cudaStream_t; NULL the default stream). One rank: returns at once. */
 dspy_status dspy_dist_allreduce_sum(dspy_dist *d, float *buf, size_t n, void *stream);
+/* buf (n F32, or F64 when f64) summed over the ranks in place like dspy_dist_allreduce_sum, but
+ * on the rank's own side stream, after what `stream` has queued so far: `stream` goes on
+ * meanwhile (the gradients' all-reduce overlapping the rest of the backward). dspy_dist_join
+ * makes `stream` wait for every one queued before it. The ranks must queue their collectives in
+ * the same order. One rank: nothing to do. */
+dspy_status dspy_dist_allreduce_side(dspy_dist *d, void *buf, size_t n, bool f64, void *stream);
+dspy_status dspy_dist_join(dspy_dist *d, void *stream);
 /* The same for n F64 values (the trainer's per-sequence loss sums). */
 dspy_status dspy_dist_allreduce_sum_f64(dspy_dist *d, double *buf, size_t n, void *stream);
 /* Rank 0's `bytes` at buf to every rank, in place, on `stream`. One rank: returns at once. */

@@ -118,6 +118,11 @@ struct dspy_optimizer {
     int32_t *cat;     /* packed passes (see group_end): ids, labels, seg, pos of one group */
     size_t cat_cap;   /* tokens cat holds */
     dspy_dist *dist;  /* data parallel (dspy_optimizer_set_dist); NULL: one rank */
+    int *layer_of;    /* (np) the decoder layer parameter i belongs to, -1 for none */
+    float **lrun;     /* (layers) where each layer's gradients lie end to end, NULL when they do not */
+    size_t *lrun_n;   /* (layers) their length */
+    int nlayers;
+    bool overlap;     /* every layer's gradients one run: all-reduced as the backward finishes it */
     dspy_train_seq *mine; /* (mine_cap) this rank's sequences of a step, in step order */
     size_t *mine_at;  /* (mine_cap) their indices in the step (their loss slots) */
     size_t mine_cap;
@@ -178,6 +183,9 @@ void dspy_optimizer_free(dspy_optimizer *o) {
     free(o->cat);
     free(o->mine);
     free(o->mine_at);
+    free(o->layer_of);
+    free(o->lrun);
+    free(o->lrun_n);
     free(o->off);
     free(o->grads);
     free(o->ns);
@@ -201,7 +209,53 @@ static dspy_status sync_moments(dspy_optimizer *o, dspy_copy_kind kind) {
 dspy_status dspy_optimizer_to_host(dspy_optimizer *o) { return sync_moments(o, DSPY_COPY_D2H); }
 dspy_status dspy_optimizer_to_device(dspy_optimizer *o) { return sync_moments(o, DSPY_COPY_H2D); }
 void dspy_optimizer_set_steps(dspy_optimizer *o, int64_t steps) { o->steps = steps; }
-void dspy_optimizer_set_dist(dspy_optimizer *o, dspy_dist *d) { o->dist = d; }
+/* Which layer each parameter belongs to (its name's "layers.N.") and whether each layer's
+ * gradients lie end to end (one all-reduce each, started when the backward is done with that
+ * layer). Not so: every gradient is all-reduced after the backward instead. */
+static dspy_status plan_overlap(dspy_optimizer *o) {
+    dspy_trainable *t = o->t;
+    const int L = t->cfg.num_hidden_layers;
+    size_t np1 = o->np ? o->np : 1;
+    o->layer_of = calloc(np1, sizeof *o->layer_of);
+    o->lrun = calloc((size_t)(L > 0 ? L : 1), sizeof *o->lrun);
+    o->lrun_n = calloc((size_t)(L > 0 ? L : 1), sizeof *o->lrun_n);
+    if (!o->layer_of || !o->lrun || !o->lrun_n) return dspy_fail(DSPY_ERR_NOMEM, "optimizer: out of memory");
+    o->nlayers = L;
+    float **end = calloc((size_t)(L > 0 ? L : 1), sizeof *end);
+    if (!end) return dspy_fail(DSPY_ERR_NOMEM, "optimizer: out of memory");
+    for (size_t i = 0; i < o->np; i++) {
+        dspy_param *p = dspy_trainable_param(t, i);
+        const char *at = strstr(p->name, "layers.");
+        int l = at ? atoi(at + 7) : -1;
+        o->layer_of[i] = l >= 0 && l < L ? l : -1;
+        if (o->layer_of[i] < 0) continue;
+        if (!o->lrun[l] || p->dg < o->lrun[l]) o->lrun[l] = p->dg;
+        if (!end[l] || p->dg + p->n > end[l]) end[l] = p->dg + p->n;
+        o->lrun_n[l] += p->n;
+    }
+    o->overlap = L > 0;
+    for (int l = 0; l < L; l++) /* end to end: the span holds exactly the layer's (disjoint) tensors */
+        o->overlap = o->overlap && o->lrun[l] && (size_t)(end[l] - o->lrun[l]) == o->lrun_n[l];
+    free(end);
+    return DSPY_OK;
+}
+
+dspy_status dspy_optimizer_set_dist(dspy_optimizer *o, dspy_dist *d) {
+    o->dist = d;
+    if (!d || dspy_dist_world(d) == 1 || o->layer_of) return DSPY_OK;
+    return plan_overlap(o);
+}
+
+size_t dspy_optimizer_layer_run(dspy_optimizer *o, int layer, float **run) {
+    *run = NULL;
+    if (!o->layer_of) {
+        dspy_status st = plan_overlap(o);
+        if (st) return 0;
+    }
+    if (!o->overlap || layer < 0 || layer >= o->nlayers) return 0;
+    *run = o->lrun[layer];
+    return o->lrun_n[layer];
+}
 
 /* Packed passes (mixed precision, full fine-tuning): consecutive sequences of a step without a
  * shared prefix run as ONE forward/backward pass over their concatenation, up to
@@ -275,8 +329,18 @@ static dspy_status shard(dspy_optimizer *o, const dspy_train_seq *seqs, size_t k
     return DSPY_OK;
 }
 
-dspy_status dspy_optimizer_local_grads(dspy_optimizer *o, const dspy_train_seq *seqs, size_t k, int64_t N, int rank,
-                                       int world) {
+/* A layer's gradients are final on this rank: their all-reduce starts on the side stream. */
+static dspy_status on_layer(void *ud, int layer) {
+    dspy_optimizer *o = ud;
+    return dspy_dist_allreduce_side(o->dist, o->lrun[layer], o->lrun_n[layer], false,
+                                    dspy_backend_native_stream(o->t->be));
+}
+
+/* dspy_optimizer_local_grads; with `early`, the last pass reports each layer's finished
+ * gradients to on_layer (a rank without a pass reports them all after zeroing them, so every
+ * rank queues the same all-reduces in the same order). */
+static dspy_status local_grads(dspy_optimizer *o, const dspy_train_seq *seqs, size_t k, int64_t N, int rank, int world,
+                               bool early) {
     dspy_trainable *t = o->t;
     if (!t->mirrored) return dspy_fail(DSPY_ERR_STATE, "optimizer step: a share of a step needs a mirrored trainable");
     if (k > (size_t)INT32_MAX) return dspy_fail(DSPY_ERR_ARG, "optimizer step: %zu sequences", k);
@@ -319,7 +383,9 @@ dspy_status dspy_optimizer_local_grads(dspy_optimizer *o, const dspy_train_seq *
         dspy_train_seq g = mine[s];
         if (e > s + 1) DSPY_TRY(group_make(o, mine, s, e, T, &g));
         dspy_trainable_rng_set(t, base + o->mine_at[s]);
+        if (early && e == n) t->work.layer_done = on_layer, t->work.layer_done_ud = o;
         dspy_status st = dspy_train_seq_run(t, &g, true, scale, (int)o->mine_at[s], &M);
+        t->work.layer_done = NULL;
         for (size_t i = s + 1; !st && i < e; i++) st = dspy_train_slot_clear(t, (int)o->mine_at[i]);
         if (st) {
             t->work.fresh = false;
@@ -328,13 +394,20 @@ dspy_status dspy_optimizer_local_grads(dspy_optimizer *o, const dspy_train_seq *
     }
     t->work.fresh = false;
     dspy_trainable_rng_set(t, base + k);
+    for (int l = o->nlayers - 1; early && n == 0 && l >= 0; l--) DSPY_TRY(on_layer(o, l));
     return DSPY_OK;
 }
 
-/* Sums the ranks' gradients and loss slots in place on the backend's stream (ahead of the
- * norm, clipping and update, which then see the whole step's sums on every rank). Parameters
- * whose gradients lie end to end in memory go as one all-reduce, at most BUCKET floats each:
- * few large calls, yet NCCL can start on one bucket while the next is queued. */
+dspy_status dspy_optimizer_local_grads(dspy_optimizer *o, const dspy_train_seq *seqs, size_t k, int64_t N, int rank,
+                                       int world) {
+    return local_grads(o, seqs, k, N, rank, world, false);
+}
+
+/* Sums the ranks' gradients and loss slots in place, all on the rank's side stream in the same
+ * order on every rank (the layers' runs already queued by on_layer when overlapping), then makes
+ * the compute stream wait for them: the norm, clipping and update see the whole step's sums on
+ * every rank. The gradients not queued yet go as few large all-reduces: tensors that lie end to
+ * end as one, at most BUCKET floats each. */
 static dspy_status reduce_step(dspy_optimizer *o, size_t k) {
     enum { BUCKET = 1 << 26 };
     dspy_trainable *t = o->t;
@@ -343,15 +416,17 @@ static dspy_status reduce_step(dspy_optimizer *o, size_t k) {
     size_t len = 0;
     for (size_t i = 0; i <= o->np; i++) {
         dspy_param *p = i < o->np ? dspy_trainable_param(t, i) : NULL;
+        if (p && o->overlap && o->layer_of[i] >= 0) continue; /* queued by on_layer */
         if (p && run && p->dg == run + len && len + p->n <= BUCKET) {
             len += p->n;
             continue;
         }
-        if (run) DSPY_TRY(dspy_dist_allreduce_sum(o->dist, run, len, stream));
+        if (run) DSPY_TRY(dspy_dist_allreduce_side(o->dist, run, len, false, stream));
         run = p ? p->dg : NULL;
         len = p ? p->n : 0;
     }
-    return dspy_dist_allreduce_sum_f64(o->dist, t->work.loss_dev, k, stream);
+    DSPY_TRY(dspy_dist_allreduce_side(o->dist, t->work.loss_dev, k, true, stream));
+    return dspy_dist_join(o->dist, stream);
 }
 
 /* dspy_optimizer_train_step on a mirrored trainable: everything through the op table, one
@@ -362,7 +437,7 @@ static dspy_status device_step(dspy_optimizer *o, const dspy_train_seq *seqs, si
     dspy_backend *be = t->be;
     const dspy_ops *ops = be->ops;
     const int world = o->dist ? dspy_dist_world(o->dist) : 1;
-    DSPY_TRY(dspy_optimizer_local_grads(o, seqs, k, N, o->dist ? dspy_dist_rank(o->dist) : 0, world));
+    DSPY_TRY(local_grads(o, seqs, k, N, o->dist ? dspy_dist_rank(o->dist) : 0, world, world > 1 && o->overlap));
     if (world > 1) DSPY_TRY(reduce_step(o, k));
     dspy_tensor sq = dspy_bt(be, o->sumsq, (int64_t)(o->np ? o->np : 1), DSPY_DTYPE_F64);
     for (size_t i = 0; i < o->np; i++) {

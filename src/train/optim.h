@@ -81,7 +81,13 @@ void dspy_optimizer_set_steps(dspy_optimizer *o, int64_t steps);
  * rank applies the same update and they stay identical without being compared. The result is
  * the single-GPU step's up to the order of the F32 gradient sums. Mirrored trainables only. */
 typedef struct dspy_dist dspy_dist;
-void dspy_optimizer_set_dist(dspy_optimizer *o, dspy_dist *d);
+dspy_status dspy_optimizer_set_dist(dspy_optimizer *o, dspy_dist *d);
+/* With several ranks the gradients of each decoder layer are all-reduced as soon as the last
+ * pass's backward is done with that layer (on a side stream, overlapping the layers below), when
+ * the layer's gradient tensors lie end to end: the run of layer `layer` (*run, returned length;
+ * 0 and NULL when the layers' gradients are not laid out so, and every gradient is all-reduced
+ * after the backward instead). DSPY_ERR_NOMEM from set_dist. */
+size_t dspy_optimizer_layer_run(dspy_optimizer *o, int layer, float **run);
 
 /* Rank `rank` of `world`'s share of one step, without the sums over ranks: zeroes the
  * gradients, then runs the sequences s with s % world == rank (packed as a whole step's are)

@@ -82,6 +82,11 @@ typedef struct train_work {
                                       adding, so the step zeroes only the other gradients
                                       (dspy_train_zero_uncovered); needs linear_backward_beta */
     double *loss_dev;              /* (nslots) F64 on the backend: each sequence's loss sum */
+    /* when set, called as soon as layer `layer`'s backward has queued every write of its weight
+     * gradients (layers in backward order, last first): optim.c sets it for a rank's last pass
+     * of a data-parallel step, to start their all-reduce while the backward goes on */
+    dspy_status (*layer_done)(void *ud, int layer);
+    void *layer_done_ud;
     double *loss_host;             /* (nslots) page-locked: where the step reads them back */
 } train_work;
 

@@ -329,7 +329,7 @@ static dspy_status setup(trainer *T, dspy_train_result *res) {
     }
     dspy_adamw_hparams h = {T->p.adam_beta1, T->p.adam_beta2, T->p.adam_epsilon, T->p.weight_decay};
     if ((st = dspy_optimizer_new(T->tr, &h, &T->opt))) return st;
-    dspy_optimizer_set_dist(T->opt, T->dist);
+    if ((st = dspy_optimizer_set_dist(T->opt, T->dist))) return st;
     res->trainable_params = (int64_t)dspy_trainable_numel(T->tr);
     if ((st = plan(T))) return st;
     res->num_epochs = (int32_t)T->n_epochs;

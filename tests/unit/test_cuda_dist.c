@@ -2,7 +2,8 @@
  * processes (this binary re-run with --rank R; CUDA is never touched before the fork) meet
  * through rank 0's store, build their NCCL communicators, and sum F32 gradients on the device
  * in order with their backend's stream: exact sums for integer-valued data, a large odd-sized
- * buffer, a broadcast from rank 0, barriers. NVLink multicast stays off (NCCL_NVLS_ENABLE=0).
+ * buffer, a broadcast from rank 0, the side-stream all-reduces (F32 and F64) ordered after the
+ * compute stream's writes and before its reads (dspy_dist_join), barriers. NVLink multicast stays off (NCCL_NVLS_ENABLE=0).
  * Fewer than two GPUs: a skip (exit 77), not a pass. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +51,26 @@ static int rank_main(int rank) {
     if (!rc && (be->ops->copy(be, hb, dev, 64, DSPY_COPY_D2H) || be->ops->sync(be))) rc = 20;
     for (int i = 0; !rc && i < 64; i++)
         if (hb[i] != (unsigned char)(i * 3)) rc = 21;
+    /* the side stream: its all-reduce must see the copy queued before it on the compute stream,
+     * and the compute stream's read-back must wait (dspy_dist_join) for the sums, F32 and F64 */
+    void *cs = dspy_backend_native_stream(be);
+    for (size_t i = 0; !rc && i < n; i++) h[i] = (float)(i % 7) * (float)(rank + 1);
+    double l64[5] = {0.125 * (rank + 1), 1e15 * (rank + 1), -3.0 * (rank + 1), 0, 7.5 * (rank + 1)};
+    double *d64 = NULL;
+    if (!rc && be->ops->alloc(be, sizeof l64, (void **)&d64)) rc = 23;
+    if (!rc && (be->ops->copy(be, dev, h, n * sizeof *h, DSPY_COPY_H2D) ||
+                be->ops->copy(be, d64, l64, sizeof l64, DSPY_COPY_H2D)))
+        rc = 24;
+    if (!rc && (dspy_dist_allreduce_side(d, dev, n, false, cs) || dspy_dist_allreduce_side(d, d64, 5, true, cs) ||
+                dspy_dist_join(d, cs)))
+        rc = 25;
+    if (!rc && (be->ops->copy(be, h, dev, n * sizeof *h, DSPY_COPY_D2H) ||
+                be->ops->copy(be, l64, d64, sizeof l64, DSPY_COPY_D2H) || be->ops->sync(be)))
+        rc = 26;
+    for (size_t i = 0; !rc && i < n; i++)
+        if (h[i] != (float)(i % 7) * 3.0f) rc = 27;
+    if (!rc && (l64[0] != 0.375 || l64[1] != 3e15 || l64[2] != -9.0 || l64[3] != 0 || l64[4] != 22.5)) rc = 28;
+    if (d64) be->ops->free(be, d64);
     if (!rc && dspy_dist_barrier(d, "end")) rc = 22;
     if (rc) fprintf(stderr, "rank %d: step %d failed: %s\n", rank, rc, dspy_errmsg());
     if (dev) be->ops->free(be, dev);

@@ -166,6 +166,90 @@ done:
 static void test_shard_full(void) { shard_case(false); }
 static void test_shard_lora(void) { shard_case(true); }
 
+/* The overlap of the gradients' all-reduce with the backward rests on two things, checked here:
+ * backward.c reports layer l (work.layer_done) only once every weight gradient of layer l is
+ * final for the pass (a copy taken at the report equals the gradients after the pass), layers
+ * last to first, each once; and the optimizer's run of layer l (dspy_optimizer_layer_run) holds
+ * exactly the gradients of the parameters named "layers.l." and nothing else (full fine-tuning;
+ * LoRA has no runs and is all-reduced after the backward). */
+typedef struct layer_snap {
+    dspy_trainable *t;
+    float **copy; /* (nparams) the layer's gradients at the report, others NULL */
+    int order[64], n;
+} layer_snap;
+
+static int layer_of(const char *name) {
+    const char *at = strstr(name, "layers.");
+    return at ? atoi(at + 7) : -1;
+}
+
+static dspy_status snap_layer(void *ud, int layer) {
+    layer_snap *s = ud;
+    if (s->n < 64) s->order[s->n++] = layer;
+    for (size_t i = 0; i < dspy_trainable_nparams(s->t); i++) {
+        dspy_param *p = dspy_trainable_param(s->t, i);
+        if (layer_of(p->name) != layer) continue;
+        s->copy[i] = malloc(p->n * sizeof(float));
+        if (s->copy[i]) memcpy(s->copy[i], p->dg, p->n * sizeof(float)); /* CPU backend: host memory */
+    }
+    return DSPY_OK;
+}
+
+static void overlap_case(bool lora) {
+    pair_case c = {lora ? "lora-overlap" : "full-overlap", lora, 0.0f, 0.0, 0.0, false};
+    dspy_trainable *t = NULL;
+    dspy_optimizer *o = NULL;
+    if (!pair_make(&c, (dspy_device){DSPY_DEVICE_CPU, 0}, true, &t, &o)) goto done;
+    const size_t np = dspy_trainable_nparams(t);
+    const int L = t->cfg.num_hidden_layers;
+    layer_snap snap = {.t = t, .copy = calloc(np, sizeof(float *))};
+    dspy_train_seq batch[8];
+    int32_t *bufs[8][4];
+    size_t nb = pair_batch(1, batch, bufs);
+    double ls = 0;
+    int64_t nl = 0;
+    CHECK_OK(dspy_trainable_zero_grad(t));
+    t->work.layer_done = snap_layer, t->work.layer_done_ud = &snap;
+    CHECK_OK(dspy_trainable_step(t, &batch[0], 0.25f, &ls, &nl));
+    t->work.layer_done = NULL;
+    CHECK_INT(snap.n, L);
+    for (int i = 0; i < snap.n && i < L; i++) CHECK_INT(snap.order[i], L - 1 - i);
+    int compared = 0;
+    for (size_t i = 0; i < np; i++) {
+        dspy_param *p = dspy_trainable_param(t, i);
+        if (layer_of(p->name) < 0) continue;
+        CHECK(snap.copy[i] != NULL);
+        if (snap.copy[i]) CHECK(memcmp(snap.copy[i], p->dg, p->n * sizeof(float)) == 0), compared++;
+        free(snap.copy[i]);
+    }
+    CHECK(compared > 0);
+    free(snap.copy);
+    pair_batch_free(nb, bufs);
+    /* the runs: each layer's tensors end to end, and only them. LoRA's adapters lie between
+     * their weights (A, dA, B, dB), so it has none: its gradients go after the backward. */
+    for (int l = 0; l < L; l++) {
+        float *run = NULL;
+        size_t n = dspy_optimizer_layer_run(o, l, &run), inside = 0;
+        CHECK(lora ? run == NULL && n == 0 : run != NULL && n > 0);
+        if (!run) continue;
+        for (size_t i = 0; i < np; i++) {
+            dspy_param *p = dspy_trainable_param(t, i);
+            bool in = p->dg >= run && p->dg + p->n <= run + n, touches = p->dg < run + n && p->dg + p->n > run;
+            CHECK(layer_of(p->name) == l ? in : !touches);
+            if (in) inside += p->n;
+        }
+        CHECK(inside == n);
+    }
+    float *none = NULL;
+    CHECK(dspy_optimizer_layer_run(o, L, &none) == 0 && none == NULL);
+done:
+    dspy_optimizer_free(o);
+    dspy_trainable_free(t);
+}
+
+static void test_overlap_full(void) { overlap_case(false); }
+static void test_overlap_lora(void) { overlap_case(true); }
+
 /* Only a mirrored trainable's step can be shared out. */
 static void test_shard_plain(void) {
     if (!g_pair_model) return;
@@ -269,6 +353,8 @@ int main(void) {
         RUN(test_shard_full);
         RUN(test_shard_lora);
         RUN(test_shard_plain);
+        RUN(test_overlap_full);
+        RUN(test_overlap_lora);
     }
     RUN(test_reduce_ops);
     pair_teardown();
