@@ -23,6 +23,12 @@ autocast, in order. `warmup` steps on the first batch first (not timed; compilat
 --t2-steps K times the first K steps of the epoch only and scales them to the epoch
 (epoch_s = seconds x steps_per_epoch / K, said in the output: "extrapolated_from_steps").
 
+Several GPUs (issue 17's baseline): started by torchrun (WORLD_SIZE > 1), T1 runs as PyTorch
+DDP over NCCL, `seqs` x `T` tokens per GPU per step (rank r's rows are the stream's rows
+r*seqs .. (r+1)*seqs - 1), the tokens/s of all ranks together printed by rank 0 with "world".
+`torchrun --nproc-per-node 2 bench/torch_train.py --model DIR --modes compiled`; NVLink
+multicast off (NCCL_NVLS_ENABLE=0, TORCH_SYMM_MEM_DISABLE_MULTICAST=1 in the environment).
+
 T3 (--lora R): the T1 steps with peft LoRA (r R, alpha 2R, dropout 0.05, target_modules "all-linear")
 over the frozen base loaded in bf16, the adapters in fp32, AdamW over the adapters only.
 Usage: python3 bench/torch_train.py --model DIR [--modes eager,compiled] [--seqs 4] [--T 2048]
@@ -54,14 +60,28 @@ def splitmix64_stream(seed, n):
     return out
 
 
-def batch(vocab, seqs, T):
-    ids = torch.tensor([v % vocab for v in splitmix64_stream(1, seqs * T)], dtype=torch.long).view(seqs, T)
+def batch(vocab, seqs, T, rank=0):
+    rows = torch.tensor([v % vocab for v in splitmix64_stream(1, (rank + 1) * seqs * T)], dtype=torch.long)
+    ids = rows[rank * seqs * T:].view(seqs, T)
     labels = ids.clone()
     labels[:, : T - T // 5] = -100
     return ids.cuda(), labels.cuda()
 
 
-def run(path, mode, seqs, T, steps, warmup, peak, lora_r=0):
+def dist_init():
+    """(rank, world) from torchrun's variables; several ranks: NCCL, this rank's GPU."""
+    import os
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
+    os.environ.setdefault("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1")
+    torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    torch.distributed.init_process_group("nccl")
+    return torch.distributed.get_rank(), world
+
+
+def run(path, mode, seqs, T, steps, warmup, peak, lora_r=0, rank=0, world=1):
     torch.manual_seed(0)
     # T3 (lora_r > 0): the frozen base in bf16 (as ours), peft's adapters in fp32 (its default
     # autocast_adapter_dtype), r / alpha 2r / dropout 0.05 on every linear layer but lm_head
@@ -76,7 +96,9 @@ def run(path, mode, seqs, T, steps, warmup, peak, lora_r=0):
     params = sum(p.numel() for p in model.parameters())
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=1e-5, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, fused=True)
-    ids, labels = batch(model.config.vocab_size, seqs, T)
+    ids, labels = batch(model.config.vocab_size, seqs, T, rank)
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()])
     fwd = torch.compile(model) if mode == "compiled" else model
 
     def step():
@@ -102,10 +124,12 @@ def run(path, mode, seqs, T, steps, warmup, peak, lora_r=0):
         loss, norm = step()
     torch.cuda.synchronize()
     secs = time.perf_counter() - t0
-    tps = steps * seqs * T / secs
-    res = {"bench": "T3_torch" if lora_r else "T1_torch", "mode": mode, "seqs": seqs, "T": T, "steps": steps, "seconds": round(secs, 4),
+    tps = world * steps * seqs * T / secs
+    res = {"bench": "T3_torch" if lora_r else "T1_torch", "mode": mode, "world": world, "seqs": seqs, "T": T,
+           "steps": steps, "seconds": round(secs, 4),
            "step_ms": round(1e3 * secs / steps, 2), "tokens_per_s": round(tps, 1),
-           "mfu": None if lora_r else round(6 * params * tps / (peak * 1e12), 4), "params": params, "loss_first": first,
+           "mfu": None if lora_r else round(6 * params * tps / (world * peak * 1e12), 4), "params": params,
+           "loss_first": first,
            "loss_last": loss.item(), "grad_norm_last": norm.item(),
            "mem_alloc_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2),
            "mem_reserved_gb": round(torch.cuda.max_memory_reserved() / 1e9, 2), "warmup_s": round(warm_s, 1),
@@ -113,7 +137,8 @@ def run(path, mode, seqs, T, steps, warmup, peak, lora_r=0):
     if lora_r:
         import peft
         res.update({"lora_r": lora_r, "trainable_params": sum(p.numel() for p in trainable), "peft": peft.__version__})
-    print(json.dumps(res), flush=True)
+    if rank == 0:
+        print(json.dumps(res), flush=True)
     del model, opt, fwd, trainable
     gc.collect()
     torch.cuda.empty_cache()
@@ -215,11 +240,16 @@ def main():
     ap.add_argument("--t2-steps", type=int, default=0)
     ap.add_argument("--lora", type=int, default=0, help="T3: LoRA rank (peft, all-linear); 0 = full fine-tuning (T1)")
     a = ap.parse_args()
+    rank, world = dist_init()
+    if world > 1 and a.t2:
+        ap.error("--t2 runs on one GPU")
     for mode in a.modes.split(","):
         if a.t2:
             run_t2(a.model, mode, a.examples, a.epochs, a.warmup, a.t2_steps)
         else:
-            run(a.model, mode, a.seqs, a.T, a.steps, a.warmup, a.peak_tflops, a.lora)
+            run(a.model, mode, a.seqs, a.T, a.steps, a.warmup, a.peak_tflops, a.lora, rank, world)
+    if world > 1:
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
