@@ -164,13 +164,9 @@ static void test_train_and_generate(void) {
 }
 
 /* fork/exec the CLI, kill -9 once checkpoint-4 exists, resume, compare with the run of test a. */
-static void test_kill_and_resume(void) {
-    if (!setup()) return;
-    char dir[1024], ck[1100], cmd[4096], *out = NULL;
-    snprintf(dir, sizeof dir, "%s/b", test_tmpdir());
-    snprintf(ck, sizeof ck, "%s/checkpoint-4/trainer_state.json", dir);
-    snprintf(cmd, sizeof cmd, "exec '%s' finetune --model '%s' --data '%s' --out '%s' %s >/dev/null 2>&1",
-             test_bin("dspy"), g_model, g_data, dir, k_common);
+/* Runs `cmd` (exec'd by sh) and kills it with SIGKILL as soon as `path` exists; true when it
+ * was killed so (not finished before). */
+static bool kill_when(const char *cmd, const char *path) {
     pid_t pid = fork();
     if (pid == 0) {
         execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
@@ -179,7 +175,7 @@ static void test_kill_and_resume(void) {
     CHECK(pid > 0);
     bool killed = false;
     for (int i = 0; i < 60000 && pid > 0; i++) { /* up to 10 minutes (ASan on a busy machine) */
-        if (exists(ck)) {
+        if (exists(path)) {
             kill(pid, SIGKILL);
             killed = true;
             break;
@@ -193,7 +189,17 @@ static void test_kill_and_resume(void) {
         nanosleep(&ts, NULL);
     }
     if (pid > 0) waitpid(pid, NULL, 0);
-    CHECK(killed);
+    return killed;
+}
+
+static void test_kill_and_resume(void) {
+    if (!setup()) return;
+    char dir[1024], ck[1100], cmd[4096], *out = NULL;
+    snprintf(dir, sizeof dir, "%s/b", test_tmpdir());
+    snprintf(ck, sizeof ck, "%s/checkpoint-4/trainer_state.json", dir);
+    snprintf(cmd, sizeof cmd, "exec '%s' finetune --model '%s' --data '%s' --out '%s' %s >/dev/null 2>&1",
+             test_bin("dspy"), g_model, g_data, dir, k_common);
+    CHECK(kill_when(cmd, ck));
     dspy_str f = DSPY_STR_INIT;
     dspy_str_appendf(&f, "%s/model.safetensors", dir);
     CHECK(!exists(f.ptr)); /* it never finished */
@@ -354,6 +360,34 @@ static void test_gpus(void) {
     for (int i = 0; i < n[0] && i < n[2]; i++) {
         double rel = fabs(l[2][i] - l[0][i]) / fabs(l[0][i]);
         printf("  --gpus 2 step %d: loss %.9g vs one GPU %.9g (rel %.2g)\n", i + 1, l[2][i], l[0][i], rel);
+        CHECK(rel <= 2e-3);
+    }
+    if (gpus < 2) return;
+    /* kill -9 of the launcher (its ranks die with it) once a checkpoint is saved, then the run
+     * resumed on ONE GPU: the same final loss as an uninterrupted one-GPU run */
+    char dir[1100], ck[1200], whole[1100];
+    snprintf(dir, sizeof dir, "%s/gpus-kill", test_tmpdir());
+    snprintf(whole, sizeof whole, "%s/gpus-whole", test_tmpdir());
+    snprintf(ck, sizeof ck, "%s/checkpoint-2/trainer_state.json", dir);
+    const char *args = "--device cuda --gradient_accumulation_steps 2 --save_steps 2 --learning_rate 1e-3 --quiet";
+    snprintf(cmd, sizeof cmd, "exec '%s' finetune --model '%s' --data '%s' --out '%s' %s --gpus 2 >/dev/null 2>&1", bin,
+             g_model, g_data, dir, args);
+    CHECK(kill_when(cmd, ck));
+    snprintf(cmd, sizeof cmd, "'%s' finetune --model '%s' --data '%s' --out '%s' %s --resume", bin, g_model, g_data, dir,
+             args);
+    CHECK_INT(run_cmd(cmd, &out), 0);
+    CHECK_CONTAINS(out, "(resumed at step 2)");
+    free(out);
+    snprintf(cmd, sizeof cmd, "'%s' finetune --model '%s' --data '%s' --out '%s' %s", bin, g_model, g_data, whole, args);
+    CHECK_INT(run_cmd(cmd, &out), 0);
+    free(out);
+    double la[16], lb[16];
+    int na = losses(whole, la, 16), nb = losses(dir, lb, 16);
+    CHECK_INT(nb, na);
+    if (na > 0 && nb == na) {
+        double rel = fabs(lb[nb - 1] - la[na - 1]) / fabs(la[na - 1]);
+        printf("  killed on 2 GPUs, resumed on 1: final loss %.9g vs uninterrupted %.9g (rel %.2g)\n", lb[nb - 1],
+               la[na - 1], rel);
         CHECK(rel <= 2e-3);
     }
 }
