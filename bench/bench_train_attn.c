@@ -167,7 +167,7 @@ typedef struct {
 } row;
 
 int main(int argc, char **argv) {
-    const char *variants = "000,100,200,300,010,020,030,001,002,003,004"; /* one pass changed at a time */
+    const char *variants = "000,100,200,300,400,010,020,030,001,002,003,004,005,006"; /* one pass changed at a time */
     const char *shapes = "t1,packed,odd,t2";
     int reps = 20;
     for (int i = 1; i + 1 < argc; i += 2) {

@@ -593,8 +593,8 @@ template <int D, int W, int MT> static constexpr size_t fa_fwd2_smem() {
     return (size_t)16 * W * MT * D * 2 + 4 * fa_tile_bytes<D>();
 }
 
-template <int D, int W, int MT>
-static __global__ __launch_bounds__(32 * W) void k_fa_fwd2(float *__restrict__ out, float *__restrict__ lse,
+template <int D, int W, int MT, int MINB = 1>
+static __global__ __launch_bounds__(32 * W, MINB) void k_fa_fwd2(float *__restrict__ out, float *__restrict__ lse,
                                                            const bf16 *__restrict__ q, const bf16 *__restrict__ k,
                                                            const bf16 *__restrict__ v,
                                                            const int32_t *__restrict__ start, int prefix, int T,
@@ -814,8 +814,8 @@ template <int D, int W> static constexpr size_t fa_dkdv2_smem() {
 /* (NKV when GRP else NH, T / (16 W)): 16 W keys of one KV head over the query tiles that can see
  * them, of its NH / NKV query heads (GRP) or of one query head (atomic: dk, dv summed over the
  * group's CTAs when NH != NKV). */
-template <int D, int W, bool GRP>
-static __global__ __launch_bounds__(32 * W) void k_fa_dkdv2(float *__restrict__ dk, float *__restrict__ dv,
+template <int D, int W, bool GRP, int MINB = 1>
+static __global__ __launch_bounds__(32 * W, MINB) void k_fa_dkdv2(float *__restrict__ dk, float *__restrict__ dv,
                                                             const bf16 *__restrict__ dob,
                                                             const float *__restrict__ lse,
                                                             const float *__restrict__ Dg,
@@ -825,7 +825,9 @@ static __global__ __launch_bounds__(32 * W) void k_fa_dkdv2(float *__restrict__ 
                                                             int NH, int NKV, float scale_log2, float scale,
                                                             int atomic) {
     constexpr int NT = 32 * W, BK = 16 * W, ND = D / 8, KB = D / 16, TB = FA_TILE * D * 2, KVB = BK * D * 2;
-    constexpr bool HOLD = D == 64; /* K and V fragments in registers (32 of them; 64 at D 128 would spill) */
+    /* K and V fragments in registers (32 of them; 64 at D 128 would spill), unless the registers
+     * are capped for 3 CTAs an SM */
+    constexpr bool HOLD = D == 64 && MINB < 3;
     extern __shared__ __align__(128) char smem[];
     char *sk = smem, *sv = smem + KVB;
 #define SQ(b) (smem + 2 * KVB + (b) * TB)
@@ -950,9 +952,10 @@ static __global__ __launch_bounds__(32 * W) void k_fa_dkdv2(float *__restrict__ 
  * and tests; anything else means the defaults, FA_DEFAULT).
  *   forward, dq: 0 the 64-row kernels above (k_fa_fwd, k_fa_dq); 1 the wider kernels at 4 warps
  *                x 1 m16 tile (64 rows), 2 at 4 x 2 (128 rows; head size 64 only, else 1),
- *                3 at 8 x 1 (128 rows)
+ *                3 at 8 x 1 (128 rows); forward 4: 4 x 2 with registers for 3 CTAs an SM
  *   dk/dv:       0 k_fa_dkdv; 1 k_fa_dkdv2 at 4 warps (64 keys) a query head, 2 at 8 warps
- *                (128 keys) a query head, 3 at 4 warps over the KV group, 4 at 8 warps over it
+ *                (128 keys) a query head, 3 at 4 warps over the KV group, 4 at 8 warps over it;
+ *                5 and 6: 1 and 3 with registers for 3 CTAs an SM (K, V fragments not held)
  * DSPY_CUDA_FA_PARTS (bits: 1 prep, 2 dk/dv, 4 dq; default 7) runs only some of the backward's
  * passes: bench_train_attn times them apart with it (the results are then incomplete). */
 #define FA_DEFAULT "000"
@@ -962,7 +965,7 @@ struct fa_cfg {
 
 static fa_cfg fa_config(void) {
     const char *e = getenv("DSPY_CUDA_FA");
-    if (!e || strlen(e) != 3 || e[0] < '0' || e[0] > '3' || e[1] < '0' || e[1] > '3' || e[2] < '0' || e[2] > '4')
+    if (!e || strlen(e) != 3 || e[0] < '0' || e[0] > '4' || e[1] < '0' || e[1] > '3' || e[2] < '0' || e[2] > '6')
         e = FA_DEFAULT;
     return fa_cfg{e[0] - '0', e[1] - '0', e[2] - '0'};
 }
@@ -983,12 +986,15 @@ template <int D> static dspy_status fa_setup_d(dspy_backend *be) {
     DSPY_TRY(fa_smem_attr(be, k_fa_dkdv2<D, 4, false>, fa_dkdv2_smem<D, 4>()));
     DSPY_TRY(fa_smem_attr(be, k_fa_dkdv2<D, 8, false>, fa_dkdv2_smem<D, 8>()));
     DSPY_TRY(fa_smem_attr(be, k_fa_dkdv2<D, 4, true>, fa_dkdv2_smem<D, 4>()));
+    DSPY_TRY(fa_smem_attr(be, k_fa_dkdv2<D, 4, false, 3>, fa_dkdv2_smem<D, 4>()));
+    DSPY_TRY(fa_smem_attr(be, k_fa_dkdv2<D, 4, true, 3>, fa_dkdv2_smem<D, 4>()));
     return fa_smem_attr(be, k_fa_dkdv2<D, 8, true>, fa_dkdv2_smem<D, 8>());
 }
 
 dspy_status dspy_cu_train_fa_setup(dspy_backend *be) {
     DSPY_TRY(fa_setup_d<64>(be));
     DSPY_TRY(fa_smem_attr(be, k_fa_fwd2<64, 4, 2>, fa_fwd2_smem<64, 4, 2>()));
+    DSPY_TRY(fa_smem_attr(be, k_fa_fwd2<64, 4, 2, 3>, fa_fwd2_smem<64, 4, 2>()));
     DSPY_TRY(fa_smem_attr(be, k_fa_dq2<64, 4, 2>, fa_dq2_smem<64, 4, 2>()));
     return fa_setup_d<128>(be);
 }
@@ -1003,11 +1009,11 @@ bool dspy_cu_train_fa_fits(int T, int HS, const void *const *ptrs, int n) {
     return (a & 15u) == 0;
 }
 
-template <int D, int W, int MT>
+template <int D, int W, int MT, int MINB = 1>
 static dspy_status fa_fwd2(dspy_backend *be, float *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                            const int32_t *start, int prefix, int T, int NH, int NKV, float sl2, float scale) {
     dim3 grid(NH, cu_blocks(T, 16 * W * MT));
-    return cu_launch(be, "attention_train (BF16 flash)", k_fa_fwd2<D, W, MT>, grid, 32 * W, fa_fwd2_smem<D, W, MT>(),
+    return cu_launch(be, "attention_train (BF16 flash)", k_fa_fwd2<D, W, MT, MINB>, grid, 32 * W, fa_fwd2_smem<D, W, MT>(),
                      out, lse, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
 }
 
@@ -1025,7 +1031,10 @@ static dspy_status fa_forward(dspy_backend *be, float *out, float *lse, const bf
     case 2:
         if constexpr (D == 64) return fa_fwd2<D, 4, 2>(be, out, lse, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
         return fa_fwd2<D, 4, 1>(be, out, lse, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
-    default: return fa_fwd2<D, 8, 1>(be, out, lse, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
+    case 3: return fa_fwd2<D, 8, 1>(be, out, lse, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
+    default:
+        if constexpr (D == 64) return fa_fwd2<D, 4, 2, 3>(be, out, lse, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
+        return fa_fwd2<D, 4, 1>(be, out, lse, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
     }
 }
 
@@ -1045,12 +1054,12 @@ static dspy_status fa_dq2(dspy_backend *be, float *dq, const float *dout, const 
                      fa_dq2_smem<D, W, MT>(), dq, dout, lse, Dg, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
 }
 
-template <int D, int W, bool GRP>
+template <int D, int W, bool GRP, int MINB = 1>
 static dspy_status fa_dkdv2(dspy_backend *be, float *dk, float *dv, const bf16 *dob, const float *lse, const float *Dg,
                             const bf16 *q, const bf16 *k, const bf16 *v, const int32_t *start, int prefix, int T,
                             int NH, int NKV, float sl2, float scale, int atomic) {
     dim3 grid(GRP ? NKV : NH, cu_blocks(T, 16 * W));
-    return cu_launch(be, "attention_train_backward (BF16 flash dk, dv)", k_fa_dkdv2<D, W, GRP>, grid, 32 * W,
+    return cu_launch(be, "attention_train_backward (BF16 flash dk, dv)", k_fa_dkdv2<D, W, GRP, MINB>, grid, 32 * W,
                      fa_dkdv2_smem<D, W>(), dk, dv, dob, lse, Dg, q, k, v, start, prefix, T, NH, NKV, sl2, scale,
                      atomic);
 }
@@ -1065,7 +1074,7 @@ static dspy_status fa_backward(dspy_backend *be, float *dq, float *dk, float *dv
     const char *pe = getenv("DSPY_CUDA_FA_PARTS");
     const int parts = pe && *pe ? atoi(pe) : 7;
     /* partial sums over the KV group (atomics on zeroed dk, dv) unless one CTA runs the group */
-    const int atomic = NH != NKV && cfg.dkdv < 3;
+    const int atomic = NH != NKV && (cfg.dkdv < 3 || cfg.dkdv == 5);
     bf16 *dob = reinterpret_cast<bf16 *>(dq); /* dout in BF16, until the dq pass overwrites it */
     if (parts & 1)
         DSPY_TRY(cu_launch(be, "attention_train_backward (BF16 flash prep)", k_fa_prep<D>,
@@ -1094,9 +1103,17 @@ static dspy_status fa_backward(dspy_backend *be, float *dq, float *dk, float *dv
             DSPY_TRY((fa_dkdv2<D, 4, true>(be, dk, dv, cdob, lse, cDg, q, k, v, start, prefix, T, NH, NKV, sl2,
                                            scale, atomic)));
             break;
-        default:
+        case 4:
             DSPY_TRY((fa_dkdv2<D, 8, true>(be, dk, dv, cdob, lse, cDg, q, k, v, start, prefix, T, NH, NKV, sl2,
                                            scale, atomic)));
+            break;
+        case 5:
+            DSPY_TRY((fa_dkdv2<D, 4, false, 3>(be, dk, dv, cdob, lse, cDg, q, k, v, start, prefix, T, NH, NKV, sl2,
+                                               scale, atomic)));
+            break;
+        default:
+            DSPY_TRY((fa_dkdv2<D, 4, true, 3>(be, dk, dv, cdob, lse, cDg, q, k, v, start, prefix, T, NH, NKV, sl2,
+                                              scale, atomic)));
         }
     }
     if (!(parts & 4)) return DSPY_OK;
