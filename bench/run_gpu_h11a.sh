@@ -31,7 +31,7 @@ if has tests; then
 fi
 if has attn; then
   echo "== the training attention passes alone"
-  timeout ${ATTN_TIMEOUT:-120} "$B/bench/bench_train_attn" --variants "${ATTN_VARIANTS:-000,100,200,300,010,020,030,001,002,003,004}" \
+  timeout ${ATTN_TIMEOUT:-120} "$B/bench/bench_train_attn" --variants "${ATTN_VARIANTS:-000,100,200,300,400,010,020,030,001,002,003,004,005,006}" \
     --shapes "${ATTN_SHAPES:-t1,packed,odd,t2}" --reps ${ATTN_REPS:-10} > "$OUT/attn.txt" 2>&1
   echo "bench_train_attn: exit $?"; grep -v '^|' "$OUT/attn.txt" | grep -v '^{' | tail -n 5
 fi
