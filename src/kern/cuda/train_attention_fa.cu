@@ -471,14 +471,14 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_dq(float *__restrict__
 }
 
 /* ---- the wider kernels (W warps a CTA, MT m16 tiles a warp) -------------------------------------
- * The same arithmetic as the kernels above in larger CTAs: a CTA of W warps takes BM = 16 W MT
- * query rows (forward, dq) or 16 W keys (dk/dv). With MT = 2 a warp holds two m16 tiles (rows
- * w*16 and 16 W + w*16 of the CTA's: every warp reaches the diagonal, so the causal tiles stay
- * balanced across warps) and every B fragment loaded by ldmatrix feeds two mma instead of one;
- * more rows a CTA load each K/V tile once for more rows. dk/dv keeps this warp's K and V fragments
- * in registers at head size 64 (they are the same for every query tile) and, grouped (GRP), one
- * CTA runs the NH / NKV query heads of its KV head one after the other, so dk and dv are summed in
- * registers and written once: no zeroing, no atomics. */
+ * The same arithmetic as the kernels above, templated on the CTA's shape and its register cap
+ * (MINB CTAs an SM). Forward: a CTA of W warps takes BM = 16 W MT query rows; with MT = 2 a warp
+ * holds two m16 tiles (rows w*16 and 16 W + w*16 of the CTA's: every warp reaches the diagonal,
+ * so the causal tiles stay balanced across warps), every K/V fragment loaded by ldmatrix feeds two
+ * mma instead of one and each K/V tile is loaded once for 128 rows. dk/dv: 16 W keys a CTA; the
+ * warp's K and V fragments stay in registers at head size 64 (the same for every query tile)
+ * unless the registers are capped for 3 CTAs an SM (then the occupancy pays more than the
+ * reloads). Measured on the H200 (bench_train_attn, 1B heads): see fa_config. */
 
 /* s[m] (16 x 64 as 8 n8 tiles) += A_m B^T for the m16 tiles m with act[m]: A_m rows a0[m] ..
  * a0[m] + 15 of tile A, B all 64 rows of tile B (the B fragments shared by the m tiles). */
@@ -714,107 +714,14 @@ static __global__ __launch_bounds__(32 * W, MINB) void k_fa_fwd2(float *__restri
     }
 }
 
-/* Q and dO (BM rows each), K x 2, V x 2 */
-template <int D, int W, int MT> static constexpr size_t fa_dq2_smem() {
-    return (size_t)2 * 16 * W * MT * D * 2 + 4 * fa_tile_bytes<D>();
-}
-
-template <int D, int W, int MT>
-static __global__ __launch_bounds__(32 * W) void k_fa_dq2(float *__restrict__ dq, const float *__restrict__ dout,
-                                                          const float *__restrict__ lse, const float *__restrict__ Dg,
-                                                          const bf16 *__restrict__ q, const bf16 *__restrict__ k,
-                                                          const bf16 *__restrict__ v,
-                                                          const int32_t *__restrict__ start, int prefix, int T,
-                                                          int NH, int NKV, float scale_log2, float scale) {
-    constexpr int NT = 32 * W, BM = 16 * W * MT, ND = D / 8, TB = FA_TILE * D * 2, QB = BM * D * 2;
-    extern __shared__ __align__(128) char smem[];
-    char *sq = smem, *sg = smem + QB;
-#define SK(b) (smem + 2 * QB + (b) * TB)
-#define SV(b) (smem + 2 * QB + (2 + (b)) * TB)
-    griddep_wait();
-    const int h = blockIdx.x, t0 = (gridDim.y - 1 - blockIdx.y) * BM, kvh = h / (NH / NKV);
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int last = min(t0 + BM, T) - 1;
-    const tr_keys kt = tr_key_tiles(prefix, start[t0], last, FA_TILE);
-    const int nt = kt.nt;
-    fa_load<D, BM, NT>(sq, q, t0, T, NH, h);
-    fa_load<D, FA_TILE, NT>(SK(0), k, tr_key_tile(kt, 0, FA_TILE), T, NKV, kvh);
-    fa_load<D, FA_TILE, NT>(SV(0), v, tr_key_tile(kt, 0, FA_TILE), T, NKV, kvh);
-    cp_async_commit();
-    fa_load_f32<D, BM, NT>(sg, dout, t0, T, NH, h); /* visible after the loop's first barrier */
-    int a0[MT];
-    fa_rows rw[MT];
-    float la[MT], lb[MT], da[MT], db[MT], acc[MT][ND][4];
-#pragma unroll
-    for (int m = 0; m < MT; m++) {
-        a0[m] = m * 16 * W + warp * 16;
-        rw[m] = fa_rows_of(t0 + a0[m], last, start);
-        la[m] = lse[(int64_t)rw[m].ra * NH + h] * FA_LOG2E, lb[m] = lse[(int64_t)rw[m].rb * NH + h] * FA_LOG2E;
-        da[m] = Dg[(int64_t)rw[m].ra * NH + h], db[m] = Dg[(int64_t)rw[m].rb * NH + h];
-        fa_zero(acc[m]);
-    }
-    for (int it = 0; it < nt; it++) {
-        const int buf = it & 1, kb = tr_key_tile(kt, it, FA_TILE);
-        if (it + 1 < nt) {
-            fa_load<D, FA_TILE, NT>(SK(buf ^ 1), k, tr_key_tile(kt, it + 1, FA_TILE), T, NKV, kvh);
-            fa_load<D, FA_TILE, NT>(SV(buf ^ 1), v, tr_key_tile(kt, it + 1, FA_TILE), T, NKV, kvh);
-        }
-        cp_async_commit();
-        cp_async_wait<1>();
-        __syncthreads();
-        bool act[MT], any = false;
-#pragma unroll
-        for (int m = 0; m < MT; m++) act[m] = fa_tile_live(rw[m], kb, prefix), any |= act[m];
-        if (any) {
-            float s[MT][8][4], dp[MT][8][4];
-#pragma unroll
-            for (int m = 0; m < MT; m++) fa_zero(s[m]), fa_zero(dp[m]);
-            fa_abt_m<D, MT>(s, sq, a0, act, SK(buf));  /* S = Q K^T */
-            fa_abt_m<D, MT>(dp, sg, a0, act, SV(buf)); /* dP = dO V^T */
-#pragma unroll
-            for (int m = 0; m < MT; m++) {
-                if (!act[m]) continue;
-                if (!fa_tile_full(rw[m], kb, prefix))
-                    fa_mask_rows(s[m], kb, rw[m].ra, rw[m].sa, rw[m].rb, rw[m].sb, prefix);
-#pragma unroll
-                for (int n = 0; n < 8; n++) { /* dS = P (dP - D) */
-                    s[m][n][0] = fast_exp2(fmaf(s[m][n][0], scale_log2, -la[m])) * (dp[m][n][0] - da[m]);
-                    s[m][n][1] = fast_exp2(fmaf(s[m][n][1], scale_log2, -la[m])) * (dp[m][n][1] - da[m]);
-                    s[m][n][2] = fast_exp2(fmaf(s[m][n][2], scale_log2, -lb[m])) * (dp[m][n][2] - db[m]);
-                    s[m][n][3] = fast_exp2(fmaf(s[m][n][3], scale_log2, -lb[m])) * (dp[m][n][3] - db[m]);
-                }
-            }
-            fa_pb_m<D, MT>(acc, s, act, SK(buf)); /* dQ += dS K */
-        }
-        __syncthreads();
-    }
-#undef SK
-#undef SV
-#pragma unroll
-    for (int m = 0; m < MT; m++) {
-        const int row_a = t0 + a0[m] + g, row_b = row_a + 8;
-#pragma unroll
-        for (int i = 0; i < ND; i++) {
-            const int col = i * 8 + 2 * t;
-            if (row_a < T)
-                *reinterpret_cast<float2 *>(dq + ((int64_t)row_a * NH + h) * D + col) =
-                    make_float2(acc[m][i][0] * scale, acc[m][i][1] * scale);
-            if (row_b < T)
-                *reinterpret_cast<float2 *>(dq + ((int64_t)row_b * NH + h) * D + col) =
-                    make_float2(acc[m][i][2] * scale, acc[m][i][3] * scale);
-        }
-    }
-}
-
 /* K, V (16 W rows each), Q x 2, dO x 2, then per query-tile buffer lse log2e, D and start */
 template <int D, int W> static constexpr size_t fa_dkdv2_smem() {
     return (size_t)2 * 16 * W * D * 2 + 4 * fa_tile_bytes<D>() + 2 * 3 * FA_TILE * 4;
 }
 
-/* (NKV when GRP else NH, T / (16 W)): 16 W keys of one KV head over the query tiles that can see
- * them, of its NH / NKV query heads (GRP) or of one query head (atomic: dk, dv summed over the
- * group's CTAs when NH != NKV). */
-template <int D, int W, bool GRP, int MINB = 1>
+/* (NH, T / (16 W)): 16 W keys of one query head over the query tiles that can see them (atomic:
+ * dk, dv summed over the KV group's CTAs when NH != NKV). */
+template <int D, int W, int MINB = 1>
 static __global__ __launch_bounds__(32 * W, MINB) void k_fa_dkdv2(float *__restrict__ dk, float *__restrict__ dv,
                                                             const bf16 *__restrict__ dob,
                                                             const float *__restrict__ lse,
@@ -834,26 +741,24 @@ static __global__ __launch_bounds__(32 * W, MINB) void k_fa_dkdv2(float *__restr
 #define SG(b) (smem + 2 * KVB + (2 + (b)) * TB)
     float *vals = reinterpret_cast<float *>(smem + 2 * KVB + 4 * TB); /* [buf][lse2 | D | start][64] */
     griddep_wait();
-    const int G = NH / NKV;
-    const int kvh = GRP ? (int)blockIdx.x : (int)blockIdx.x / G, h0 = GRP ? kvh * G : (int)blockIdx.x;
-    const int nh = GRP ? G : 1, j0 = blockIdx.y * BK;
+    const int h = blockIdx.x, kvh = h / (NH / NKV), j0 = blockIdx.y * BK;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, w0 = warp * 16;
     const int jl = min(j0 + BK, T) - 1; /* the CTA's last valid key */
     fa_load<D, BK, NT>(sk, k, j0, T, NKV, kvh);
     fa_load<D, BK, NT>(sv, v, j0, T, NKV, kvh);
-#define LOAD_ROWS(b, hh, r0)                                                                           \
+#define LOAD_ROWS(b, r0)                                                                               \
     do {                                                                                               \
-        fa_load<D, FA_TILE, NT>(SQ(b), q, r0, T, NH, hh);                                              \
-        fa_load<D, FA_TILE, NT>(SG(b), dob, r0, T, NH, hh);                                            \
+        fa_load<D, FA_TILE, NT>(SQ(b), q, r0, T, NH, h);                                               \
+        fa_load<D, FA_TILE, NT>(SG(b), dob, r0, T, NH, h);                                             \
         if (threadIdx.x < FA_TILE) {                                                                   \
             const int rr_ = (r0) + (int)threadIdx.x;                                                   \
             float *vb_ = vals + (b) * 3 * FA_TILE;                                                     \
-            vb_[threadIdx.x] = rr_ < T ? lse[(int64_t)rr_ * NH + (hh)] * FA_LOG2E : 0.0f;              \
-            vb_[FA_TILE + threadIdx.x] = rr_ < T ? Dg[(int64_t)rr_ * NH + (hh)] : 0.0f;                \
+            vb_[threadIdx.x] = rr_ < T ? lse[(int64_t)rr_ * NH + h] * FA_LOG2E : 0.0f;                 \
+            vb_[FA_TILE + threadIdx.x] = rr_ < T ? Dg[(int64_t)rr_ * NH + h] : 0.0f;                   \
             reinterpret_cast<int *>(vb_)[2 * FA_TILE + threadIdx.x] = rr_ < T ? start[rr_] : 0x7fffffff; \
         }                                                                                              \
     } while (0)
-    LOAD_ROWS(0, h0, j0);
+    LOAD_ROWS(0, j0);
     cp_async_commit();
     const int ka = j0 + w0 + g, kb_ = ka + 8; /* this thread's keys */
     const int wk_min = j0 + w0, wk_max = j0 + w0 + 15;
@@ -862,14 +767,11 @@ static __global__ __launch_bounds__(32 * W, MINB) void k_fa_dkdv2(float *__restr
     fa_zero(dva);
     [[maybe_unused]] uint32_t kf[HOLD ? KB : 1][4], vf[HOLD ? KB : 1][4];
     /* query tiles from j0 on (rows before j0 never see these keys) while their first row can see
-     * the CTA's last key (starts only grow), or to the end when the CTA holds prefix keys; then
-     * the group's next head */
-    for (int it = 0, hi = 0, t0 = j0;; it++) {
+     * the CTA's last key (starts only grow), or to the end when the CTA holds prefix keys */
+    for (int it = 0, t0 = j0;; it++, t0 += FA_TILE) {
         const int buf = it & 1;
-        int nhi = hi, nt0 = t0 + FA_TILE;
-        bool next = nt0 < T && (start[nt0] <= jl || j0 < prefix);
-        if (!next && hi + 1 < nh) nhi = hi + 1, nt0 = j0, next = true;
-        if (next) LOAD_ROWS(buf ^ 1, h0 + nhi, nt0);
+        const bool next = t0 + FA_TILE < T && (start[t0 + FA_TILE] <= jl || j0 < prefix);
+        if (next) LOAD_ROWS(buf ^ 1, t0 + FA_TILE);
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();
@@ -916,7 +818,6 @@ static __global__ __launch_bounds__(32 * W, MINB) void k_fa_dkdv2(float *__restr
         }
         __syncthreads();
         if (!next) break;
-        hi = nhi, t0 = nt0;
     }
 #undef LOAD_ROWS
 #undef SQ
@@ -931,7 +832,7 @@ static __global__ __launch_bounds__(32 * W, MINB) void k_fa_dkdv2(float *__restr
             float *pk = dk + ((int64_t)key * NKV + kvh) * D + col, *pv = dv + ((int64_t)key * NKV + kvh) * D + col;
             const float2 k2 = make_float2(dka[i][2 * hf] * scale, dka[i][2 * hf + 1] * scale);
             const float2 v2 = make_float2(dva[i][2 * hf], dva[i][2 * hf + 1]);
-            if (!GRP && atomic) {
+            if (atomic) {
 #if __CUDA_ARCH__ >= 900 /* one 8-byte atomic for the pair */
                 atomicAdd(reinterpret_cast<float2 *>(pk), k2);
                 atomicAdd(reinterpret_cast<float2 *>(pv), v2);
@@ -948,26 +849,33 @@ static __global__ __launch_bounds__(32 * W, MINB) void k_fa_dkdv2(float *__restr
 
 /* ---- entries ------------------------------------------------------------------------------ */
 
-/* Which kernel runs each pass: DSPY_CUDA_FA = three digits, forward / dq / dk-dv (comparisons
- * and tests; anything else means the defaults, FA_DEFAULT).
- *   forward, dq: 0 the 64-row kernels above (k_fa_fwd, k_fa_dq); 1 the wider kernels at 4 warps
- *                x 1 m16 tile (64 rows), 2 at 4 x 2 (128 rows; head size 64 only, else 1),
- *                3 at 8 x 1 (128 rows); forward 4: 4 x 2 with registers for 3 CTAs an SM
- *   dk/dv:       0 k_fa_dkdv; 1 k_fa_dkdv2 at 4 warps (64 keys) a query head, 2 at 8 warps
- *                (128 keys) a query head, 3 at 4 warps over the KV group, 4 at 8 warps over it;
- *                5 and 6: 1 and 3 with registers for 3 CTAs an SM (K, V fragments not held)
+/* Which kernel runs each pass: DSPY_CUDA_FA = two digits, forward then dk/dv (comparisons and
+ * tests; anything else means the defaults). The dq pass is k_fa_dq always (a 4 x 2 and an 8-warp
+ * version measured no faster: 0.122-0.146 ms against 0.124 at T = 2,048).
+ *   forward: 0 k_fa_fwd; 1 k_fa_fwd2 at 4 warps x 1 m16 tile (64 rows); 2 at 4 x 2 (128 rows)
+ *            with registers for 3 CTAs an SM (head size 64; 1 at 128)
+ *   dk/dv:   0 k_fa_dkdv; 1 k_fa_dkdv2 at 4 warps, K/V fragments held; 2 at 4 warps with
+ *            registers for 3 CTAs an SM (head size 64; 1 at 128, where the cap would spill)
+ * Defaults at head size 64 (128 keeps 0 and 0), from the H200 (bench_train_attn; ms against the
+ * 64-row kernels): forward 1 below
+ * T = 3,072 (one T1 example of 2,048: 0.100 vs 0.109; 2 gives 0.108) and 2 from there (4 x 2,048
+ * packed: 0.350 vs 0.374, T2's prefix-shared 3,540: 0.183 vs 0.189; 1 gives 0.386 and 0.196);
+ * dk/dv 2 (0.207 vs 0.217, 0.762 vs 0.883, 0.387 vs 0.445). Wider CTAs measured slower: 8 warps
+ * a CTA (forward 0.116 at 2,048), 8-warp dk/dv (0.219), and one dk/dv CTA over the whole KV group
+ * (dk, dv summed in registers, no atomics: 0.340 at 2,048: 256 CTAs leave the causal imbalance
+ * to few SMs).
  * DSPY_CUDA_FA_PARTS (bits: 1 prep, 2 dk/dv, 4 dq; default 7) runs only some of the backward's
  * passes: bench_train_attn times them apart with it (the results are then incomplete). */
-#define FA_DEFAULT "000"
 struct fa_cfg {
-    int fwd, dq, dkdv;
+    int fwd, dkdv;
 };
 
-static fa_cfg fa_config(void) {
+static fa_cfg fa_config(int T, int D) {
     const char *e = getenv("DSPY_CUDA_FA");
-    if (!e || strlen(e) != 3 || e[0] < '0' || e[0] > '4' || e[1] < '0' || e[1] > '3' || e[2] < '0' || e[2] > '6')
-        e = FA_DEFAULT;
-    return fa_cfg{e[0] - '0', e[1] - '0', e[2] - '0'};
+    if (e && strlen(e) == 2 && e[0] >= '0' && e[0] <= '2' && e[1] >= '0' && e[1] <= '2')
+        return fa_cfg{e[0] - '0', e[1] - '0'};
+    if (D != 64) return fa_cfg{0, 0}; /* measured at head size 64 only */
+    return fa_cfg{T < 3072 ? 1 : 2, 2};
 }
 
 template <typename K> static dspy_status fa_smem_attr(dspy_backend *be, K *kern, size_t bytes) {
@@ -980,22 +888,13 @@ template <int D> static dspy_status fa_setup_d(dspy_backend *be) {
     DSPY_TRY(fa_smem_attr(be, k_fa_dkdv<D>, fa_dkdv_smem<D>()));
     DSPY_TRY(fa_smem_attr(be, k_fa_dq<D>, fa_dq_smem<D>()));
     DSPY_TRY(fa_smem_attr(be, k_fa_fwd2<D, 4, 1>, fa_fwd2_smem<D, 4, 1>()));
-    DSPY_TRY(fa_smem_attr(be, k_fa_fwd2<D, 8, 1>, fa_fwd2_smem<D, 8, 1>()));
-    DSPY_TRY(fa_smem_attr(be, k_fa_dq2<D, 4, 1>, fa_dq2_smem<D, 4, 1>()));
-    DSPY_TRY(fa_smem_attr(be, k_fa_dq2<D, 8, 1>, fa_dq2_smem<D, 8, 1>()));
-    DSPY_TRY(fa_smem_attr(be, k_fa_dkdv2<D, 4, false>, fa_dkdv2_smem<D, 4>()));
-    DSPY_TRY(fa_smem_attr(be, k_fa_dkdv2<D, 8, false>, fa_dkdv2_smem<D, 8>()));
-    DSPY_TRY(fa_smem_attr(be, k_fa_dkdv2<D, 4, true>, fa_dkdv2_smem<D, 4>()));
-    DSPY_TRY(fa_smem_attr(be, k_fa_dkdv2<D, 4, false, 3>, fa_dkdv2_smem<D, 4>()));
-    DSPY_TRY(fa_smem_attr(be, k_fa_dkdv2<D, 4, true, 3>, fa_dkdv2_smem<D, 4>()));
-    return fa_smem_attr(be, k_fa_dkdv2<D, 8, true>, fa_dkdv2_smem<D, 8>());
+    return fa_smem_attr(be, k_fa_dkdv2<D, 4>, fa_dkdv2_smem<D, 4>());
 }
 
 dspy_status dspy_cu_train_fa_setup(dspy_backend *be) {
     DSPY_TRY(fa_setup_d<64>(be));
-    DSPY_TRY(fa_smem_attr(be, k_fa_fwd2<64, 4, 2>, fa_fwd2_smem<64, 4, 2>()));
     DSPY_TRY(fa_smem_attr(be, k_fa_fwd2<64, 4, 2, 3>, fa_fwd2_smem<64, 4, 2>()));
-    DSPY_TRY(fa_smem_attr(be, k_fa_dq2<64, 4, 2>, fa_dq2_smem<64, 4, 2>()));
+    DSPY_TRY(fa_smem_attr(be, k_fa_dkdv2<64, 4, 3>, fa_dkdv2_smem<64, 4>()));
     return fa_setup_d<128>(be);
 }
 
@@ -1021,17 +920,13 @@ template <int D>
 static dspy_status fa_forward(dspy_backend *be, float *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                               const int32_t *start, int prefix, int T, int NH, int NKV) {
     const float scale = (float)(1.0 / sqrt((double)D)), sl2 = scale * FA_LOG2E;
-    switch (fa_config().fwd) {
+    switch (fa_config(T, D).fwd) {
     case 0: {
         dim3 grid(NH, cu_blocks(T, FA_TILE));
         return cu_launch(be, "attention_train (BF16 flash)", k_fa_fwd<D>, grid, FA_THREADS, fa_fwd_smem<D>(), out,
                          lse, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
     }
     case 1: return fa_fwd2<D, 4, 1>(be, out, lse, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
-    case 2:
-        if constexpr (D == 64) return fa_fwd2<D, 4, 2>(be, out, lse, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
-        return fa_fwd2<D, 4, 1>(be, out, lse, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
-    case 3: return fa_fwd2<D, 8, 1>(be, out, lse, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
     default:
         if constexpr (D == 64) return fa_fwd2<D, 4, 2, 3>(be, out, lse, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
         return fa_fwd2<D, 4, 1>(be, out, lse, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
@@ -1045,22 +940,13 @@ dspy_status dspy_cu_attention_train_fa(dspy_backend *be, float *out, float *lse,
     return fa_forward<128>(be, out, lse, q, k, v, start, prefix, T, NH, NKV);
 }
 
-template <int D, int W, int MT>
-static dspy_status fa_dq2(dspy_backend *be, float *dq, const float *dout, const float *lse, const float *Dg,
-                          const bf16 *q, const bf16 *k, const bf16 *v, const int32_t *start, int prefix, int T, int NH,
-                          int NKV, float sl2, float scale) {
-    dim3 grid(NH, cu_blocks(T, 16 * W * MT));
-    return cu_launch(be, "attention_train_backward (BF16 flash dq)", k_fa_dq2<D, W, MT>, grid, 32 * W,
-                     fa_dq2_smem<D, W, MT>(), dq, dout, lse, Dg, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
-}
-
-template <int D, int W, bool GRP, int MINB = 1>
+template <int D, int MINB>
 static dspy_status fa_dkdv2(dspy_backend *be, float *dk, float *dv, const bf16 *dob, const float *lse, const float *Dg,
                             const bf16 *q, const bf16 *k, const bf16 *v, const int32_t *start, int prefix, int T,
                             int NH, int NKV, float sl2, float scale, int atomic) {
-    dim3 grid(GRP ? NKV : NH, cu_blocks(T, 16 * W));
-    return cu_launch(be, "attention_train_backward (BF16 flash dk, dv)", k_fa_dkdv2<D, W, GRP, MINB>, grid, 32 * W,
-                     fa_dkdv2_smem<D, W>(), dk, dv, dob, lse, Dg, q, k, v, start, prefix, T, NH, NKV, sl2, scale,
+    dim3 grid(NH, cu_blocks(T, 64));
+    return cu_launch(be, "attention_train_backward (BF16 flash dk, dv)", k_fa_dkdv2<D, 4, MINB>, grid, 128,
+                     fa_dkdv2_smem<D, 4>(), dk, dv, dob, lse, Dg, q, k, v, start, prefix, T, NH, NKV, sl2, scale,
                      atomic);
 }
 
@@ -1070,66 +956,30 @@ static dspy_status fa_backward(dspy_backend *be, float *dq, float *dk, float *dv
                                const int32_t *start, int prefix, int T, int NH, int NKV) {
     const float scale = (float)(1.0 / sqrt((double)D)), sl2 = scale * FA_LOG2E;
     const int64_t rows = (int64_t)T * NH, nkv = (int64_t)T * NKV * D;
-    const fa_cfg cfg = fa_config();
     const char *pe = getenv("DSPY_CUDA_FA_PARTS");
     const int parts = pe && *pe ? atoi(pe) : 7;
-    /* partial sums over the KV group (atomics on zeroed dk, dv) unless one CTA runs the group */
-    const int atomic = NH != NKV && (cfg.dkdv < 3 || cfg.dkdv == 5);
+    const int atomic = NH != NKV;
     bf16 *dob = reinterpret_cast<bf16 *>(dq); /* dout in BF16, until the dq pass overwrites it */
     if (parts & 1)
         DSPY_TRY(cu_launch(be, "attention_train_backward (BF16 flash prep)", k_fa_prep<D>,
                            cu_blocks(rows, FA_THREADS / 32), FA_THREADS, 0, Dg, dob, atomic ? dk : (float *)NULL,
                            atomic ? dv : (float *)NULL, nkv, dout, out, rows));
     if (parts & 2) {
-        const bf16 *cdob = dob;
-        const float *cDg = Dg;
-        switch (cfg.dkdv) {
-        case 0: {
-            dim3 grid(NH, cu_blocks(T, FA_TILE));
+        const int kind = fa_config(T, D).dkdv;
+        dim3 grid(NH, cu_blocks(T, FA_TILE));
+        if (kind == 0)
             DSPY_TRY(cu_launch(be, "attention_train_backward (BF16 flash dk, dv)", k_fa_dkdv<D>, grid, FA_THREADS,
-                               fa_dkdv_smem<D>(), dk, dv, cdob, lse, cDg, q, k, v, start, prefix, T, NH, NKV, sl2,
-                               scale, atomic));
-            break;
-        }
-        case 1:
-            DSPY_TRY((fa_dkdv2<D, 4, false>(be, dk, dv, cdob, lse, cDg, q, k, v, start, prefix, T, NH, NKV, sl2,
-                                            scale, atomic)));
-            break;
-        case 2:
-            DSPY_TRY((fa_dkdv2<D, 8, false>(be, dk, dv, cdob, lse, cDg, q, k, v, start, prefix, T, NH, NKV, sl2,
-                                            scale, atomic)));
-            break;
-        case 3:
-            DSPY_TRY((fa_dkdv2<D, 4, true>(be, dk, dv, cdob, lse, cDg, q, k, v, start, prefix, T, NH, NKV, sl2,
-                                           scale, atomic)));
-            break;
-        case 4:
-            DSPY_TRY((fa_dkdv2<D, 8, true>(be, dk, dv, cdob, lse, cDg, q, k, v, start, prefix, T, NH, NKV, sl2,
-                                           scale, atomic)));
-            break;
-        case 5:
-            DSPY_TRY((fa_dkdv2<D, 4, false, 3>(be, dk, dv, cdob, lse, cDg, q, k, v, start, prefix, T, NH, NKV, sl2,
-                                               scale, atomic)));
-            break;
-        default:
-            DSPY_TRY((fa_dkdv2<D, 4, true, 3>(be, dk, dv, cdob, lse, cDg, q, k, v, start, prefix, T, NH, NKV, sl2,
-                                              scale, atomic)));
-        }
+                               fa_dkdv_smem<D>(), dk, dv, (const bf16 *)dob, lse, (const float *)Dg, q, k, v, start,
+                               prefix, T, NH, NKV, sl2, scale, atomic));
+        else if (kind == 1 || D != 64)
+            DSPY_TRY((fa_dkdv2<D, 1>(be, dk, dv, dob, lse, Dg, q, k, v, start, prefix, T, NH, NKV, sl2, scale, atomic)));
+        else
+            DSPY_TRY((fa_dkdv2<64, 3>(be, dk, dv, dob, lse, Dg, q, k, v, start, prefix, T, NH, NKV, sl2, scale, atomic)));
     }
     if (!(parts & 4)) return DSPY_OK;
-    const float *cDg = Dg;
-    switch (cfg.dq) {
-    case 0: {
-        dim3 grid(NH, cu_blocks(T, FA_TILE));
-        return cu_launch(be, "attention_train_backward (BF16 flash dq)", k_fa_dq<D>, grid, FA_THREADS,
-                         fa_dq_smem<D>(), dq, dout, lse, cDg, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
-    }
-    case 1: return fa_dq2<D, 4, 1>(be, dq, dout, lse, cDg, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
-    case 2:
-        if constexpr (D == 64) return fa_dq2<D, 4, 2>(be, dq, dout, lse, cDg, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
-        return fa_dq2<D, 4, 1>(be, dq, dout, lse, cDg, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
-    default: return fa_dq2<D, 8, 1>(be, dq, dout, lse, cDg, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
-    }
+    dim3 grid(NH, cu_blocks(T, FA_TILE));
+    return cu_launch(be, "attention_train_backward (BF16 flash dq)", k_fa_dq<D>, grid, FA_THREADS, fa_dq_smem<D>(), dq,
+                     dout, lse, (const float *)Dg, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
 }
 
 dspy_status dspy_cu_attention_train_backward_fa(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout,
