@@ -26,6 +26,9 @@
  * dq is written once (OVERWRITE); dk, dv too when NH == NKV, else summed over the group with
  * atomic adds (F32, order not fixed: the CUDA trainer is within tolerance, not bitwise, as its
  * embedding gradient already is).
+ * k_fa_fwd2 / k_fa_dkdv2 are the forward and dk/dv templated on the CTA's shape (128-row forward
+ * CTAs of 2 m16 tiles a warp) and on a register cap for 3 CTAs an SM; fa_config says which of
+ * them run by default (measured on the H200) and how DSPY_CUDA_FA picks others.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -856,14 +859,13 @@ static __global__ __launch_bounds__(32 * W, MINB) void k_fa_dkdv2(float *__restr
  *            with registers for 3 CTAs an SM (head size 64; 1 at 128)
  *   dk/dv:   0 k_fa_dkdv; 1 k_fa_dkdv2 at 4 warps, K/V fragments held; 2 at 4 warps with
  *            registers for 3 CTAs an SM (head size 64; 1 at 128, where the cap would spill)
- * Defaults at head size 64 (128 keeps 0 and 0), from the H200 (bench_train_attn; ms against the
- * 64-row kernels): forward 1 below
- * T = 3,072 (one T1 example of 2,048: 0.100 vs 0.109; 2 gives 0.108) and 2 from there (4 x 2,048
- * packed: 0.350 vs 0.374, T2's prefix-shared 3,540: 0.183 vs 0.189; 1 gives 0.386 and 0.196);
- * dk/dv 2 (0.207 vs 0.217, 0.762 vs 0.883, 0.387 vs 0.445). Wider CTAs measured slower: 8 warps
- * a CTA (forward 0.116 at 2,048), 8-warp dk/dv (0.219), and one dk/dv CTA over the whole KV group
- * (dk, dv summed in registers, no atomics: 0.340 at 2,048: 256 CTAs leave the causal imbalance
- * to few SMs).
+ * Defaults at head size 64 (128 keeps 0 and 0), from the H200 (bench_train_attn, the 1B heads;
+ * ms against the 64-row kernels): forward 1 below T = 3,072 (one T1 example of 2,048: 0.100 vs
+ * 0.109; 2 gives 0.108) and 2 from there (4 x 2,048 packed: 0.350 vs 0.374; T2's prefix-shared
+ * 3,540: 0.183 vs 0.189; 1 gives 0.386 and 0.196); dk/dv 2 (0.207 vs 0.217, 0.762 vs 0.883,
+ * 0.387 vs 0.445). Measured slower: 8 warps a CTA (forward 0.116 at 2,048; dk/dv 0.219), and one
+ * dk/dv CTA over the whole KV group (dk, dv summed in registers, no atomics: 0.340 at 2,048, its
+ * 256 CTAs leave the causal imbalance to few SMs).
  * DSPY_CUDA_FA_PARTS (bits: 1 prep, 2 dk/dv, 4 dq; default 7) runs only some of the backward's
  * passes: bench_train_attn times them apart with it (the results are then incomplete). */
 struct fa_cfg {
