@@ -837,43 +837,54 @@ static void one_attention_bf16(const char *name, int NH, int NKV, int HS, int ne
     CHECK_OK(C->ops->attention_train_backward(C, HF(dq, nq), HF(dk, nkv), HF(dv, nkv), HF(dout, nq), HF(out, nq),
                                               HF(lse, nl), HF(q, nq), HF(k, nkv), HF(v, nkv), HI(start, T), prefix,
                                               T, NH, NKV, HS));
-    dspy_tensor gs = up_i32(start, T), go = poisoned(nq), gl = poisoned(nl);
-    CHECK_OK(G->ops->attention_train(G, go, gl, gb[0], gb[1], gb[2], gs, prefix, T, NH, NKV, HS));
-    float *ho = down(go), *hl = down(gl);
-    snprintf(what, sizeof what, "%s T=%d: out", name, T);
-    expect_close(what, ho, out, (size_t)nq, 1e-2);
-    snprintf(what, sizeof what, "%s T=%d: lse", name, T);
-    expect_close(what, hl, lse, (size_t)nl, 1e-5);
-    dspy_tensor gdo = up(dout, nq), gout = up(out, nq), glse = up(lse, nl);
-    dspy_tensor gdq = poisoned(nq), gdk = poisoned(nkv), gdv = poisoned(nkv);
-    CHECK_OK(G->ops->attention_train_backward(G, gdq, gdk, gdv, gdo, gout, glse, gb[0], gb[1], gb[2], gs, prefix, T,
-                                              NH, NKV, HS));
-    float *hdq = down(gdq), *hdk = down(gdk), *hdv = down(gdv);
-    int all_single = 1;
-    for (int e = 0; e < nex; e++) all_single &= lens[e] == 1;
-    if (all_single) {
-        /* One key per row: P = 1, so dS = dP - rowsum(dout * out) cancels to exactly 0 and dq, dk
-         * are rounding noise on both sides (a relative error between two noises says nothing).
-         * Held instead against the size dq would have without the cancellation:
-         * rms(dout) * rms(v) * rms(k) (dP ~ dout.v summed over HS, times the 1/sqrt(HS) scale). */
-        double natural = rms_f(dout, (size_t)nq) * rms_f(v, (size_t)nkv) * rms_f(k, (size_t)nkv);
-        snprintf(what, sizeof what, "%s T=%d: dq (analytically 0)", name, T);
-        expect_near_zero(what, hdq, (size_t)nq, 1e-2 * natural);
-        snprintf(what, sizeof what, "%s T=%d: dk (analytically 0)", name, T);
-        expect_near_zero(what, hdk, (size_t)nkv, 1e-2 * natural);
-    } else {
-        snprintf(what, sizeof what, "%s T=%d: dq", name, T);
-        expect_close(what, hdq, dq, (size_t)nq, 1e-2);
-        snprintf(what, sizeof what, "%s T=%d: dk", name, T);
-        expect_close(what, hdk, dk, (size_t)nkv, 1e-2);
+    dspy_tensor gs = up_i32(start, T), gdo = up(dout, nq), gout = up(out, nq), glse = up(lse, nl);
+    /* the flash shapes (HS 64 and 128) under the defaults and each kernel variant of
+     * train_attention_fa.cu (DSPY_CUDA_FA: forward, dk/dv; between them every kernel), the rest once */
+    static const char *const variants[] = {NULL, "00", "11", "22"};
+    const int nvar = (HS == 64 || HS == 128) && !getenv("DSPY_CUDA_TRAIN_ATTN") ? (int)(sizeof variants / sizeof variants[0]) : 1;
+    for (int vi = 0; vi < nvar; vi++) {
+        if (variants[vi]) setenv("DSPY_CUDA_FA", variants[vi], 1);
+        const char *vn = variants[vi] ? variants[vi] : "default";
+        dspy_tensor go = poisoned(nq), gl = poisoned(nl);
+        CHECK_OK(G->ops->attention_train(G, go, gl, gb[0], gb[1], gb[2], gs, prefix, T, NH, NKV, HS));
+        float *ho = down(go), *hl = down(gl);
+        snprintf(what, sizeof what, "%s T=%d [%s]: out", name, T, vn);
+        expect_close(what, ho, out, (size_t)nq, 1e-2);
+        snprintf(what, sizeof what, "%s T=%d [%s]: lse", name, T, vn);
+        expect_close(what, hl, lse, (size_t)nl, 1e-5);
+        dspy_tensor gdq = poisoned(nq), gdk = poisoned(nkv), gdv = poisoned(nkv);
+        CHECK_OK(G->ops->attention_train_backward(G, gdq, gdk, gdv, gdo, gout, glse, gb[0], gb[1], gb[2], gs, prefix, T,
+                                                  NH, NKV, HS));
+        float *hdq = down(gdq), *hdk = down(gdk), *hdv = down(gdv);
+        int all_single = 1;
+        for (int e = 0; e < nex; e++) all_single &= lens[e] == 1;
+        if (all_single) {
+            /* One key per row: P = 1, so dS = dP - rowsum(dout * out) cancels to exactly 0 and dq, dk
+             * are rounding noise on both sides (a relative error between two noises says nothing).
+             * Held instead against the size dq would have without the cancellation:
+             * rms(dout) * rms(v) * rms(k) (dP ~ dout.v summed over HS, times the 1/sqrt(HS) scale). */
+            double natural = rms_f(dout, (size_t)nq) * rms_f(v, (size_t)nkv) * rms_f(k, (size_t)nkv);
+            snprintf(what, sizeof what, "%s T=%d [%s]: dq (analytically 0)", name, T, vn);
+            expect_near_zero(what, hdq, (size_t)nq, 1e-2 * natural);
+            snprintf(what, sizeof what, "%s T=%d [%s]: dk (analytically 0)", name, T, vn);
+            expect_near_zero(what, hdk, (size_t)nkv, 1e-2 * natural);
+        } else {
+            snprintf(what, sizeof what, "%s T=%d [%s]: dq", name, T, vn);
+            expect_close(what, hdq, dq, (size_t)nq, 1e-2);
+            snprintf(what, sizeof what, "%s T=%d [%s]: dk", name, T, vn);
+            expect_close(what, hdk, dk, (size_t)nkv, 1e-2);
     }
-    snprintf(what, sizeof what, "%s T=%d: dv", name, T);
+    snprintf(what, sizeof what, "%s T=%d [%s]: dv", name, T, vn);
     expect_close(what, hdv, dv, (size_t)nkv, 1e-2);
     /* mixed dtypes are refused */
     CHECK_STATUS(G->ops->attention_train(G, go, gl, gb[0], gout, gb[2], gs, prefix, T, NH, NKV, HS), DSPY_ERR_ARG);
-    free(start), free(q), free(k), free(v), free(dout), free(out), free(lse), free(dq), free(dk), free(dv);
     free(ho), free(hl), free(hdq), free(hdk), free(hdv);
-    dspy_tensor all[] = {gb[0], gb[1], gb[2], gs, go, gl, gdo, gout, glse, gdq, gdk, gdv};
+    dspy_tensor outs[] = {go, gl, gdq, gdk, gdv};
+    for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++) dev_free(outs[i]);
+    unsetenv("DSPY_CUDA_FA");
+    }
+    free(start), free(q), free(k), free(v), free(dout), free(out), free(lse), free(dq), free(dk), free(dv);
+    dspy_tensor all[] = {gb[0], gb[1], gb[2], gs, gdo, gout, glse};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) dev_free(all[i]);
 }
 
@@ -902,6 +913,15 @@ static void test_attention_train_bf16(void) {
     one_attention_bf16("attention_train BF16 flash NH=8 NKV=2 HS=64 long", 8, 2, 64, 3, llong, 0);
     int l1k[1] = {1029};
     one_attention_bf16("attention_train BF16 flash NH=2 NKV=1 HS=128 one long example", 2, 1, 128, 1, l1k, 0);
+    /* many packed examples of odd lengths at the Llama-1B head layout (a KV group of 4): the 128-row
+     * and 128-key CTAs of the wider kernels span several examples and end past T */
+    int l41[41];
+    for (int e = 0; e < 41; e++) l41[e] = 1 + (e * 37 + 11) % 131;
+    l41[7] = 1, l41[8] = 128, l41[9] = 129, l41[20] = 127;
+    one_attention_bf16("attention_train BF16 flash NH=8 NKV=2 HS=64 41 examples", 8, 2, 64, 41, l41, 0);
+    int lp41[41] = {200}; /* a 200-token prefix seen by 40 continuations */
+    for (int e = 1; e < 41; e++) lp41[e] = l41[e - 1];
+    one_attention_bf16("attention_train BF16 flash prefix 200 NH=8 NKV=2 HS=64 41 examples", 8, 2, 64, 41, lp41, 200);
     /* the WMMA kernels on the shapes the flash kernels take by default */
     setenv("DSPY_CUDA_TRAIN_ATTN", "wmma", 1);
     one_attention_bf16("attention_train BF16 wmma NH=4 NKV=1 HS=64 odd packed", 4, 1, 64, 7, lodd, 0);

@@ -26,6 +26,9 @@
  * dq is written once (OVERWRITE); dk, dv too when NH == NKV, else summed over the group with
  * atomic adds (F32, order not fixed: the CUDA trainer is within tolerance, not bitwise, as its
  * embedding gradient already is).
+ * k_fa_fwd2 / k_fa_dkdv2 are the forward and dk/dv templated on the CTA's shape (128-row forward
+ * CTAs of 2 m16 tiles a warp) and on a register cap for 3 CTAs an SM; fa_config says which of
+ * them run by default (measured on the H200) and how DSPY_CUDA_FA picks others.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -39,12 +42,12 @@ enum { FA_THREADS = 128, FA_TILE = 64 };
 
 /* ---- fragment-level helpers (the prefill kernel's, attention.cu) ----------------------------- */
 
-/* Rows [r0, r0 + 64) of head h of a (T, H, D) BF16 array into a swizzled (64, D) tile by
- * cp.async; rows at or past T are zero-filled. */
-template <int D>
+/* Rows [r0, r0 + R) of head h of a (T, H, D) BF16 array into a swizzled (R, D) tile by
+ * cp.async from NT threads; rows at or past T are zero-filled. */
+template <int D, int R = FA_TILE, int NT = FA_THREADS>
 static __device__ __forceinline__ void fa_load(char *dst, const bf16 *src, int r0, int T, int H, int h) {
     constexpr int CH = D / 8;
-    for (int i = threadIdx.x; i < FA_TILE * CH; i += FA_THREADS) {
+    for (int i = threadIdx.x; i < R * CH; i += NT) {
         const int r = i / CH, c = i % CH, t = r0 + r;
         const bool ok = t < T;
         cp_async16(dst + swz<CH>(r, c), ok ? src + ((int64_t)t * H + h) * D + c * 8 : src, ok);
@@ -52,10 +55,10 @@ static __device__ __forceinline__ void fa_load(char *dst, const bf16 *src, int r
 }
 
 /* The same from an F32 array, rounded to BF16 (plain loads: once per CTA). */
-template <int D>
+template <int D, int R = FA_TILE, int NT = FA_THREADS>
 static __device__ __forceinline__ void fa_load_f32(char *dst, const float *src, int r0, int T, int H, int h) {
     constexpr int CH = D / 8;
-    for (int i = threadIdx.x; i < FA_TILE * CH; i += FA_THREADS) {
+    for (int i = threadIdx.x; i < R * CH; i += NT) {
         const int r = i / CH, c = i % CH, t = r0 + r;
         uint4 w = make_uint4(0, 0, 0, 0);
         if (t < T) {
@@ -470,20 +473,431 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_dq(float *__restrict__
     }
 }
 
+/* ---- the wider kernels (W warps a CTA, MT m16 tiles a warp) -------------------------------------
+ * The same arithmetic as the kernels above, templated on the CTA's shape and its register cap
+ * (MINB CTAs an SM). Forward: a CTA of W warps takes BM = 16 W MT query rows; with MT = 2 a warp
+ * holds two m16 tiles (rows w*16 and 16 W + w*16 of the CTA's: every warp reaches the diagonal,
+ * so the causal tiles stay balanced across warps), every K/V fragment loaded by ldmatrix feeds two
+ * mma instead of one and each K/V tile is loaded once for 128 rows. dk/dv: 16 W keys a CTA; the
+ * warp's K and V fragments stay in registers at head size 64 (the same for every query tile)
+ * unless the registers are capped for 3 CTAs an SM (then the occupancy pays more than the
+ * reloads). Measured on the H200 (bench_train_attn, 1B heads): see fa_config. */
+
+/* s[m] (16 x 64 as 8 n8 tiles) += A_m B^T for the m16 tiles m with act[m]: A_m rows a0[m] ..
+ * a0[m] + 15 of tile A, B all 64 rows of tile B (the B fragments shared by the m tiles). */
+template <int D, int MT>
+static __device__ __forceinline__ void fa_abt_m(float (&s)[MT][8][4], const char *A, const int (&a0)[MT],
+                                                const bool (&act)[MT], const char *B) {
+    constexpr int CH = D / 8, KB = D / 16;
+    const int lane = threadIdx.x & 31, j = lane >> 3;
+#pragma unroll
+    for (int kk = 0; kk < KB; kk++) {
+        uint32_t a[MT][4];
+#pragma unroll
+        for (int m = 0; m < MT; m++) ldmatrix_x4(a[m], A + swz<CH>(a0[m] + (lane & 7) + (j & 1) * 8, kk * 2 + (lane >> 4)));
+#pragma unroll
+        for (int n2 = 0; n2 < 4; n2++) {
+            uint32_t b[4];
+            ldmatrix_x4(b, B + swz<CH>(n2 * 16 + (lane & 7) + (j >> 1) * 8, kk * 2 + (j & 1)));
+#pragma unroll
+            for (int m = 0; m < MT; m++)
+                if (act[m]) {
+                    mma16816(s[m][2 * n2], a[m], b);
+                    mma16816(s[m][2 * n2 + 1], a[m], b + 2);
+                }
+        }
+    }
+}
+
+/* acc[m] (16 x D) += P_m B for the m16 tiles with act[m]: P_m (16 x 64) in fa_abt's accumulator
+ * layout (rounded to BF16 here), B a (64, D) tile (its fragments shared by the m tiles). */
+template <int D, int MT>
+static __device__ __forceinline__ void fa_pb_m(float (&acc)[MT][D / 8][4], const float (&p)[MT][8][4],
+                                               const bool (&act)[MT], const char *B) {
+    constexpr int CH = D / 8;
+    const int lane = threadIdx.x & 31, j = lane >> 3;
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        uint32_t a[MT][4];
+#pragma unroll
+        for (int m = 0; m < MT; m++) {
+            a[m][0] = pack_bf16(p[m][2 * kk][0], p[m][2 * kk][1]);
+            a[m][1] = pack_bf16(p[m][2 * kk][2], p[m][2 * kk][3]);
+            a[m][2] = pack_bf16(p[m][2 * kk + 1][0], p[m][2 * kk + 1][1]);
+            a[m][3] = pack_bf16(p[m][2 * kk + 1][2], p[m][2 * kk + 1][3]);
+        }
+#pragma unroll
+        for (int d2 = 0; d2 < D / 16; d2++) {
+            uint32_t b[4];
+            ldmatrix_x4_trans(b, B + swz<CH>(kk * 16 + (lane & 7) + (j & 1) * 8, d2 * 2 + (j >> 1)));
+#pragma unroll
+            for (int m = 0; m < MT; m++)
+                if (act[m]) {
+                    mma16816(acc[m][2 * d2], a[m], b);
+                    mma16816(acc[m][2 * d2 + 1], a[m], b + 2);
+                }
+        }
+    }
+}
+
+/* The A fragments (16 rows w0 .. w0 + 15 of a (., D) tile, all D columns) for fa_abt_r. */
+template <int D>
+static __device__ __forceinline__ void fa_afrag(uint32_t (&a)[D / 16][4], const char *A, int w0) {
+    constexpr int CH = D / 8;
+    const int lane = threadIdx.x & 31, j = lane >> 3;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) ldmatrix_x4(a[kk], A + swz<CH>(w0 + (lane & 7) + (j & 1) * 8, kk * 2 + (lane >> 4)));
+}
+
+/* fa_abt with the A fragments already in registers. */
+template <int D>
+static __device__ __forceinline__ void fa_abt_r(float (&s)[8][4], const uint32_t (&a)[D / 16][4], const char *B) {
+    constexpr int CH = D / 8;
+    const int lane = threadIdx.x & 31, j = lane >> 3;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++)
+#pragma unroll
+        for (int n2 = 0; n2 < 4; n2++) {
+            uint32_t b[4];
+            ldmatrix_x4(b, B + swz<CH>(n2 * 16 + (lane & 7) + (j >> 1) * 8, kk * 2 + (j & 1)));
+            mma16816(s[2 * n2], a[kk], b);
+            mma16816(s[2 * n2 + 1], a[kk], b + 2);
+        }
+}
+
+/* The rows of one m16 tile of a warp: this thread's rows ra, rb (clamped to the CTA's last valid
+ * row: rows past T take its mask and are not written) with starts sa, sb; the tile's row range
+ * [wmin, wmax] (clamped) and the starts of its ends. */
+struct fa_rows {
+    int ra, rb, sa, sb, wmin, wmax, wsmin, wsmax;
+};
+
+static __device__ __forceinline__ fa_rows fa_rows_of(int r0, int last, const int32_t *start) {
+    const int g = (threadIdx.x & 31) >> 2;
+    fa_rows r;
+    r.ra = min(r0 + g, last), r.rb = min(r0 + g + 8, last);
+    r.sa = start[r.ra], r.sb = start[r.rb];
+    r.wmin = min(r0, last), r.wmax = min(r0 + 15, last);
+    r.wsmin = start[r.wmin], r.wsmax = start[r.wmax];
+    return r;
+}
+
+/* Whether the key tile [kb, kb + 64) holds a key some row of the m16 tile sees (before its
+ * rows, and at or after their starts or in the prefix), and whether every row sees every key. */
+static __device__ __forceinline__ bool fa_tile_live(const fa_rows &r, int kb, int prefix) {
+    return kb <= r.wmax && (kb + FA_TILE - 1 >= r.wsmin || kb < prefix);
+}
+static __device__ __forceinline__ bool fa_tile_full(const fa_rows &r, int kb, int prefix) {
+    return kb + FA_TILE - 1 <= r.wmin && (kb >= r.wsmax || kb + FA_TILE <= prefix);
+}
+
+/* Q (BM rows), K x 2, V x 2 */
+template <int D, int W, int MT> static constexpr size_t fa_fwd2_smem() {
+    return (size_t)16 * W * MT * D * 2 + 4 * fa_tile_bytes<D>();
+}
+
+template <int D, int W, int MT, int MINB = 1>
+static __global__ __launch_bounds__(32 * W, MINB) void k_fa_fwd2(float *__restrict__ out, float *__restrict__ lse,
+                                                           const bf16 *__restrict__ q, const bf16 *__restrict__ k,
+                                                           const bf16 *__restrict__ v,
+                                                           const int32_t *__restrict__ start, int prefix, int T,
+                                                           int NH, int NKV, float scale_log2, float scale) {
+    constexpr int NT = 32 * W, BM = 16 * W * MT, ND = D / 8, TB = FA_TILE * D * 2, QB = BM * D * 2;
+    extern __shared__ __align__(128) char smem[];
+    char *sq = smem;
+#define SK(b) (smem + QB + (b) * TB)
+#define SV(b) (smem + QB + (2 + (b)) * TB)
+    griddep_wait();
+    const int h = blockIdx.x, t0 = (gridDim.y - 1 - blockIdx.y) * BM, kvh = h / (NH / NKV);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int last = min(t0 + BM, T) - 1;
+    const tr_keys kt = tr_key_tiles(prefix, start[t0], last, FA_TILE);
+    const int nt = kt.nt;
+    fa_load<D, BM, NT>(sq, q, t0, T, NH, h);
+    fa_load<D, FA_TILE, NT>(SK(0), k, tr_key_tile(kt, 0, FA_TILE), T, NKV, kvh);
+    fa_load<D, FA_TILE, NT>(SV(0), v, tr_key_tile(kt, 0, FA_TILE), T, NKV, kvh);
+    cp_async_commit();
+    int a0[MT];
+    fa_rows rw[MT];
+    float o[MT][ND][4], m_a[MT], m_b[MT], l_a[MT], l_b[MT];
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+        a0[m] = m * 16 * W + warp * 16;
+        rw[m] = fa_rows_of(t0 + a0[m], last, start);
+        fa_zero(o[m]);
+        m_a[m] = m_b[m] = -INFINITY, l_a[m] = l_b[m] = 0.0f;
+    }
+    for (int it = 0; it < nt; it++) {
+        const int buf = it & 1, kb = tr_key_tile(kt, it, FA_TILE);
+        if (it + 1 < nt) {
+            fa_load<D, FA_TILE, NT>(SK(buf ^ 1), k, tr_key_tile(kt, it + 1, FA_TILE), T, NKV, kvh);
+            fa_load<D, FA_TILE, NT>(SV(buf ^ 1), v, tr_key_tile(kt, it + 1, FA_TILE), T, NKV, kvh);
+        }
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        bool act[MT], any = false;
+#pragma unroll
+        for (int m = 0; m < MT; m++) act[m] = fa_tile_live(rw[m], kb, prefix), any |= act[m];
+        if (any) {
+            float s[MT][8][4];
+#pragma unroll
+            for (int m = 0; m < MT; m++) fa_zero(s[m]);
+            fa_abt_m<D, MT>(s, sq, a0, act, SK(buf));
+#pragma unroll
+            for (int m = 0; m < MT; m++) {
+                if (!act[m]) continue;
+                if (!fa_tile_full(rw[m], kb, prefix))
+                    fa_mask_rows(s[m], kb, rw[m].ra, rw[m].sa, rw[m].rb, rw[m].sb, prefix);
+                /* the online softmax of k_fa_fwd, per m16 tile */
+                float ta[8], tb[8];
+#pragma unroll
+                for (int n = 0; n < 8; n++) ta[n] = fmaxf(s[m][n][0], s[m][n][1]), tb[n] = fmaxf(s[m][n][2], s[m][n][3]);
+#pragma unroll
+                for (int w = 4; w > 0; w >>= 1)
+#pragma unroll
+                    for (int n = 0; n < w; n++) ta[n] = fmaxf(ta[n], ta[n + w]), tb[n] = fmaxf(tb[n], tb[n + w]);
+                float mx_a = fmaxf(m_a[m], ta[0]), mx_b = fmaxf(m_b[m], tb[0]);
+                mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));
+                mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
+                mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
+                mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
+                const float ms_a = mx_a == -INFINITY ? 0.0f : mx_a * scale_log2;
+                const float ms_b = mx_b == -INFINITY ? 0.0f : mx_b * scale_log2;
+                const float al_a = fast_exp2(fmaf(m_a[m], scale_log2, -ms_a));
+                const float al_b = fast_exp2(fmaf(m_b[m], scale_log2, -ms_b));
+                m_a[m] = mx_a, m_b[m] = mx_b;
+#pragma unroll
+                for (int n = 0; n < 8; n++) {
+                    s[m][n][0] = fast_exp2(fmaf(s[m][n][0], scale_log2, -ms_a));
+                    s[m][n][1] = fast_exp2(fmaf(s[m][n][1], scale_log2, -ms_a));
+                    s[m][n][2] = fast_exp2(fmaf(s[m][n][2], scale_log2, -ms_b));
+                    s[m][n][3] = fast_exp2(fmaf(s[m][n][3], scale_log2, -ms_b));
+                    ta[n] = s[m][n][0] + s[m][n][1], tb[n] = s[m][n][2] + s[m][n][3];
+                }
+#pragma unroll
+                for (int w = 4; w > 0; w >>= 1)
+#pragma unroll
+                    for (int n = 0; n < w; n++) ta[n] += ta[n + w], tb[n] += tb[n + w];
+                l_a[m] = l_a[m] * al_a + ta[0];
+                l_b[m] = l_b[m] * al_b + tb[0];
+#pragma unroll
+                for (int i = 0; i < ND; i++)
+                    o[m][i][0] *= al_a, o[m][i][1] *= al_a, o[m][i][2] *= al_b, o[m][i][3] *= al_b;
+            }
+            fa_pb_m<D, MT>(o, s, act, SV(buf)); /* O += P V */
+        }
+        __syncthreads();
+    }
+#undef SK
+#undef SV
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+        float la = l_a[m], lb = l_b[m];
+        la += __shfl_xor_sync(0xffffffffu, la, 1);
+        la += __shfl_xor_sync(0xffffffffu, la, 2);
+        lb += __shfl_xor_sync(0xffffffffu, lb, 1);
+        lb += __shfl_xor_sync(0xffffffffu, lb, 2);
+        const int row_a = t0 + a0[m] + g, row_b = row_a + 8;
+        const float inv_a = 1.0f / la, inv_b = 1.0f / lb;
+#pragma unroll
+        for (int i = 0; i < ND; i++) {
+            const int col = i * 8 + 2 * t;
+            if (row_a < T)
+                *reinterpret_cast<float2 *>(out + ((int64_t)row_a * NH + h) * D + col) =
+                    make_float2(o[m][i][0] * inv_a, o[m][i][1] * inv_a);
+            if (row_b < T)
+                *reinterpret_cast<float2 *>(out + ((int64_t)row_b * NH + h) * D + col) =
+                    make_float2(o[m][i][2] * inv_b, o[m][i][3] * inv_b);
+        }
+        if (t == 0) {
+            if (row_a < T) lse[(int64_t)row_a * NH + h] = m_a[m] * scale + logf(la);
+            if (row_b < T) lse[(int64_t)row_b * NH + h] = m_b[m] * scale + logf(lb);
+        }
+    }
+}
+
+/* K, V (16 W rows each), Q x 2, dO x 2, then per query-tile buffer lse log2e, D and start */
+template <int D, int W> static constexpr size_t fa_dkdv2_smem() {
+    return (size_t)2 * 16 * W * D * 2 + 4 * fa_tile_bytes<D>() + 2 * 3 * FA_TILE * 4;
+}
+
+/* (NH, T / (16 W)): 16 W keys of one query head over the query tiles that can see them (atomic:
+ * dk, dv summed over the KV group's CTAs when NH != NKV). */
+template <int D, int W, int MINB = 1>
+static __global__ __launch_bounds__(32 * W, MINB) void k_fa_dkdv2(float *__restrict__ dk, float *__restrict__ dv,
+                                                            const bf16 *__restrict__ dob,
+                                                            const float *__restrict__ lse,
+                                                            const float *__restrict__ Dg,
+                                                            const bf16 *__restrict__ q, const bf16 *__restrict__ k,
+                                                            const bf16 *__restrict__ v,
+                                                            const int32_t *__restrict__ start, int prefix, int T,
+                                                            int NH, int NKV, float scale_log2, float scale,
+                                                            int atomic) {
+    constexpr int NT = 32 * W, BK = 16 * W, ND = D / 8, KB = D / 16, TB = FA_TILE * D * 2, KVB = BK * D * 2;
+    /* K and V fragments in registers (32 of them; 64 at D 128 would spill), unless the registers
+     * are capped for 3 CTAs an SM */
+    constexpr bool HOLD = D == 64 && MINB < 3;
+    extern __shared__ __align__(128) char smem[];
+    char *sk = smem, *sv = smem + KVB;
+#define SQ(b) (smem + 2 * KVB + (b) * TB)
+#define SG(b) (smem + 2 * KVB + (2 + (b)) * TB)
+    float *vals = reinterpret_cast<float *>(smem + 2 * KVB + 4 * TB); /* [buf][lse2 | D | start][64] */
+    griddep_wait();
+    const int h = blockIdx.x, kvh = h / (NH / NKV), j0 = blockIdx.y * BK;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, w0 = warp * 16;
+    const int jl = min(j0 + BK, T) - 1; /* the CTA's last valid key */
+    fa_load<D, BK, NT>(sk, k, j0, T, NKV, kvh);
+    fa_load<D, BK, NT>(sv, v, j0, T, NKV, kvh);
+#define LOAD_ROWS(b, r0)                                                                               \
+    do {                                                                                               \
+        fa_load<D, FA_TILE, NT>(SQ(b), q, r0, T, NH, h);                                               \
+        fa_load<D, FA_TILE, NT>(SG(b), dob, r0, T, NH, h);                                             \
+        if (threadIdx.x < FA_TILE) {                                                                   \
+            const int rr_ = (r0) + (int)threadIdx.x;                                                   \
+            float *vb_ = vals + (b) * 3 * FA_TILE;                                                     \
+            vb_[threadIdx.x] = rr_ < T ? lse[(int64_t)rr_ * NH + h] * FA_LOG2E : 0.0f;                 \
+            vb_[FA_TILE + threadIdx.x] = rr_ < T ? Dg[(int64_t)rr_ * NH + h] : 0.0f;                   \
+            reinterpret_cast<int *>(vb_)[2 * FA_TILE + threadIdx.x] = rr_ < T ? start[rr_] : 0x7fffffff; \
+        }                                                                                              \
+    } while (0)
+    LOAD_ROWS(0, j0);
+    cp_async_commit();
+    const int ka = j0 + w0 + g, kb_ = ka + 8; /* this thread's keys */
+    const int wk_min = j0 + w0, wk_max = j0 + w0 + 15;
+    float dka[ND][4], dva[ND][4];
+    fa_zero(dka);
+    fa_zero(dva);
+    [[maybe_unused]] uint32_t kf[HOLD ? KB : 1][4], vf[HOLD ? KB : 1][4];
+    /* query tiles from j0 on (rows before j0 never see these keys) while their first row can see
+     * the CTA's last key (starts only grow), or to the end when the CTA holds prefix keys */
+    for (int it = 0, t0 = j0;; it++, t0 += FA_TILE) {
+        const int buf = it & 1;
+        const bool next = t0 + FA_TILE < T && (start[t0 + FA_TILE] <= jl || j0 < prefix);
+        if (next) LOAD_ROWS(buf ^ 1, t0 + FA_TILE);
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        if constexpr (HOLD) {
+            if (it == 0) fa_afrag<D>(kf, sk, w0), fa_afrag<D>(vf, sv, w0);
+        }
+        const float *l2 = vals + buf * 3 * FA_TILE, *Dv = l2 + FA_TILE;
+        const int *st = reinterpret_cast<const int *>(l2 + 2 * FA_TILE);
+        /* the warp's keys exist, some row of the tile is at or after its first key, and the
+         * tile's first row (the smallest start) can see one of them, or some are prefix keys */
+        if (wk_min < T && t0 + FA_TILE - 1 >= wk_min && (st[0] <= wk_max || wk_min < prefix)) {
+            float s[8][4], dp[8][4];
+            fa_zero(s);
+            fa_zero(dp);
+            if constexpr (HOLD) {
+                fa_abt_r<D>(s, kf, SQ(buf));  /* S^T = K Q^T */
+                fa_abt_r<D>(dp, vf, SG(buf)); /* dP^T = V dO^T */
+            } else {
+                fa_abt<D>(s, sk, w0, SQ(buf));
+                fa_abt<D>(dp, sv, w0, SG(buf));
+            }
+            const bool full = t0 + FA_TILE - 1 < T && t0 >= wk_max && (st[FA_TILE - 1] <= wk_min || wk_max < prefix);
+#pragma unroll
+            for (int n = 0; n < 8; n++) {
+                const int c = n * 8 + 2 * t;
+                const float2 lv = *reinterpret_cast<const float2 *>(l2 + c);
+                const float2 dv2 = *reinterpret_cast<const float2 *>(Dv + c);
+                const int2 sv2 = *reinterpret_cast<const int2 *>(st + c);
+                const int r0 = t0 + c, r1 = r0 + 1;
+                const bool ok0 = full || (r0 < T && tr_sees(ka, r0, sv2.x, prefix));
+                const bool ok1 = full || (r1 < T && tr_sees(ka, r1, sv2.y, prefix));
+                const bool ok2 = full || (r0 < T && tr_sees(kb_, r0, sv2.x, prefix));
+                const bool ok3 = full || (r1 < T && tr_sees(kb_, r1, sv2.y, prefix));
+                const float p0 = ok0 ? fast_exp2(fmaf(s[n][0], scale_log2, -lv.x)) : 0.0f;
+                const float p1 = ok1 ? fast_exp2(fmaf(s[n][1], scale_log2, -lv.y)) : 0.0f;
+                const float p2 = ok2 ? fast_exp2(fmaf(s[n][2], scale_log2, -lv.x)) : 0.0f;
+                const float p3 = ok3 ? fast_exp2(fmaf(s[n][3], scale_log2, -lv.y)) : 0.0f;
+                s[n][0] = p0, s[n][1] = p1, s[n][2] = p2, s[n][3] = p3;
+                dp[n][0] = p0 * (dp[n][0] - dv2.x), dp[n][1] = p1 * (dp[n][1] - dv2.y);
+                dp[n][2] = p2 * (dp[n][2] - dv2.x), dp[n][3] = p3 * (dp[n][3] - dv2.y);
+            }
+            fa_pb<D>(dva, s, SG(buf));  /* dV += P^T dO */
+            fa_pb<D>(dka, dp, SQ(buf)); /* dK += dS^T Q */
+        }
+        __syncthreads();
+        if (!next) break;
+    }
+#undef LOAD_ROWS
+#undef SQ
+#undef SG
+#pragma unroll
+    for (int i = 0; i < ND; i++) {
+        const int col = i * 8 + 2 * t;
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) {
+            const int key = hf ? kb_ : ka;
+            if (key >= T) continue;
+            float *pk = dk + ((int64_t)key * NKV + kvh) * D + col, *pv = dv + ((int64_t)key * NKV + kvh) * D + col;
+            const float2 k2 = make_float2(dka[i][2 * hf] * scale, dka[i][2 * hf + 1] * scale);
+            const float2 v2 = make_float2(dva[i][2 * hf], dva[i][2 * hf + 1]);
+            if (atomic) {
+#if __CUDA_ARCH__ >= 900 /* one 8-byte atomic for the pair */
+                atomicAdd(reinterpret_cast<float2 *>(pk), k2);
+                atomicAdd(reinterpret_cast<float2 *>(pv), v2);
+#else
+                atomicAdd(pk, k2.x), atomicAdd(pk + 1, k2.y), atomicAdd(pv, v2.x), atomicAdd(pv + 1, v2.y);
+#endif
+            } else {
+                *reinterpret_cast<float2 *>(pk) = k2;
+                *reinterpret_cast<float2 *>(pv) = v2;
+            }
+        }
+    }
+}
+
 /* ---- entries ------------------------------------------------------------------------------ */
 
+/* Which kernel runs each pass: DSPY_CUDA_FA = two digits, forward then dk/dv (comparisons and
+ * tests; anything else means the defaults). The dq pass is k_fa_dq always (a 4 x 2 and an 8-warp
+ * version measured no faster: 0.122-0.146 ms against 0.124 at T = 2,048).
+ *   forward: 0 k_fa_fwd; 1 k_fa_fwd2 at 4 warps x 1 m16 tile (64 rows); 2 at 4 x 2 (128 rows)
+ *            with registers for 3 CTAs an SM (head size 64; 1 at 128)
+ *   dk/dv:   0 k_fa_dkdv; 1 k_fa_dkdv2 at 4 warps, K/V fragments held; 2 at 4 warps with
+ *            registers for 3 CTAs an SM (head size 64; 1 at 128, where the cap would spill)
+ * Defaults at head size 64 (128 keeps 0 and 0), from the H200 (bench_train_attn, the 1B heads;
+ * ms against the 64-row kernels): forward 1 below T = 3,072 (one T1 example of 2,048: 0.100 vs
+ * 0.109; 2 gives 0.108) and 2 from there (4 x 2,048 packed: 0.350 vs 0.374; T2's prefix-shared
+ * 3,540: 0.183 vs 0.189; 1 gives 0.386 and 0.196); dk/dv 2 (0.207 vs 0.217, 0.762 vs 0.883,
+ * 0.387 vs 0.445). Measured slower: 8 warps a CTA (forward 0.116 at 2,048; dk/dv 0.219), and one
+ * dk/dv CTA over the whole KV group (dk, dv summed in registers, no atomics: 0.340 at 2,048, its
+ * 256 CTAs leave the causal imbalance to few SMs).
+ * DSPY_CUDA_FA_PARTS (bits: 1 prep, 2 dk/dv, 4 dq; default 7) runs only some of the backward's
+ * passes: bench_train_attn times them apart with it (the results are then incomplete). */
+struct fa_cfg {
+    int fwd, dkdv;
+};
+
+static fa_cfg fa_config(int T, int D) {
+    const char *e = getenv("DSPY_CUDA_FA");
+    if (e && strlen(e) == 2 && e[0] >= '0' && e[0] <= '2' && e[1] >= '0' && e[1] <= '2')
+        return fa_cfg{e[0] - '0', e[1] - '0'};
+    if (D != 64) return fa_cfg{0, 0}; /* measured at head size 64 only */
+    return fa_cfg{T < 3072 ? 1 : 2, 2};
+}
+
+template <typename K> static dspy_status fa_smem_attr(dspy_backend *be, K *kern, size_t bytes) {
+    return dspy_cu_check(be, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes),
+                         "flash training attention setup");
+}
+
+template <int D> static dspy_status fa_setup_d(dspy_backend *be) {
+    DSPY_TRY(fa_smem_attr(be, k_fa_fwd<D>, fa_fwd_smem<D>()));
+    DSPY_TRY(fa_smem_attr(be, k_fa_dkdv<D>, fa_dkdv_smem<D>()));
+    DSPY_TRY(fa_smem_attr(be, k_fa_dq<D>, fa_dq_smem<D>()));
+    DSPY_TRY(fa_smem_attr(be, k_fa_fwd2<D, 4, 1>, fa_fwd2_smem<D, 4, 1>()));
+    return fa_smem_attr(be, k_fa_dkdv2<D, 4>, fa_dkdv2_smem<D, 4>());
+}
+
 dspy_status dspy_cu_train_fa_setup(dspy_backend *be) {
-#define FA_SMEM(kern, bytes) \
-    DSPY_TRY(dspy_cu_check(be, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(bytes)), \
-                           "flash training attention setup"))
-    FA_SMEM(k_fa_fwd<64>, fa_fwd_smem<64>());
-    FA_SMEM(k_fa_fwd<128>, fa_fwd_smem<128>());
-    FA_SMEM(k_fa_dkdv<64>, fa_dkdv_smem<64>());
-    FA_SMEM(k_fa_dkdv<128>, fa_dkdv_smem<128>());
-    FA_SMEM(k_fa_dq<64>, fa_dq_smem<64>());
-    FA_SMEM(k_fa_dq<128>, fa_dq_smem<128>());
-#undef FA_SMEM
-    return DSPY_OK;
+    DSPY_TRY(fa_setup_d<64>(be));
+    DSPY_TRY(fa_smem_attr(be, k_fa_fwd2<64, 4, 2, 3>, fa_fwd2_smem<64, 4, 2>()));
+    DSPY_TRY(fa_smem_attr(be, k_fa_dkdv2<64, 4, 3>, fa_dkdv2_smem<64, 4>()));
+    return fa_setup_d<128>(be);
 }
 
 bool dspy_cu_train_fa_fits(int T, int HS, const void *const *ptrs, int n) {
@@ -496,16 +910,46 @@ bool dspy_cu_train_fa_fits(int T, int HS, const void *const *ptrs, int n) {
     return (a & 15u) == 0;
 }
 
+template <int D, int W, int MT, int MINB = 1>
+static dspy_status fa_fwd2(dspy_backend *be, float *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
+                           const int32_t *start, int prefix, int T, int NH, int NKV, float sl2, float scale) {
+    dim3 grid(NH, cu_blocks(T, 16 * W * MT));
+    return cu_launch(be, "attention_train (BF16 flash)", k_fa_fwd2<D, W, MT, MINB>, grid, 32 * W, fa_fwd2_smem<D, W, MT>(),
+                     out, lse, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
+}
+
+template <int D>
+static dspy_status fa_forward(dspy_backend *be, float *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
+                              const int32_t *start, int prefix, int T, int NH, int NKV) {
+    const float scale = (float)(1.0 / sqrt((double)D)), sl2 = scale * FA_LOG2E;
+    switch (fa_config(T, D).fwd) {
+    case 0: {
+        dim3 grid(NH, cu_blocks(T, FA_TILE));
+        return cu_launch(be, "attention_train (BF16 flash)", k_fa_fwd<D>, grid, FA_THREADS, fa_fwd_smem<D>(), out,
+                         lse, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
+    }
+    case 1: return fa_fwd2<D, 4, 1>(be, out, lse, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
+    default:
+        if constexpr (D == 64) return fa_fwd2<D, 4, 2, 3>(be, out, lse, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
+        return fa_fwd2<D, 4, 1>(be, out, lse, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
+    }
+}
+
 dspy_status dspy_cu_attention_train_fa(dspy_backend *be, float *out, float *lse, const bf16 *q, const bf16 *k,
                                        const bf16 *v, const int32_t *start, int prefix, int T, int NH, int NKV,
                                        int HS) {
-    const float scale = (float)(1.0 / sqrt((double)HS)), sl2 = scale * FA_LOG2E;
-    dim3 grid(NH, cu_blocks(T, FA_TILE));
-    if (HS == 64)
-        return cu_launch(be, "attention_train (BF16 flash)", k_fa_fwd<64>, grid, FA_THREADS, fa_fwd_smem<64>(), out,
-                         lse, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
-    return cu_launch(be, "attention_train (BF16 flash)", k_fa_fwd<128>, grid, FA_THREADS, fa_fwd_smem<128>(), out, lse,
-                     q, k, v, start, prefix, T, NH, NKV, sl2, scale);
+    if (HS == 64) return fa_forward<64>(be, out, lse, q, k, v, start, prefix, T, NH, NKV);
+    return fa_forward<128>(be, out, lse, q, k, v, start, prefix, T, NH, NKV);
+}
+
+template <int D, int MINB>
+static dspy_status fa_dkdv2(dspy_backend *be, float *dk, float *dv, const bf16 *dob, const float *lse, const float *Dg,
+                            const bf16 *q, const bf16 *k, const bf16 *v, const int32_t *start, int prefix, int T,
+                            int NH, int NKV, float sl2, float scale, int atomic) {
+    dim3 grid(NH, cu_blocks(T, 64));
+    return cu_launch(be, "attention_train_backward (BF16 flash dk, dv)", k_fa_dkdv2<D, 4, MINB>, grid, 128,
+                     fa_dkdv2_smem<D, 4>(), dk, dv, dob, lse, Dg, q, k, v, start, prefix, T, NH, NKV, sl2, scale,
+                     atomic);
 }
 
 template <int D>
@@ -514,17 +958,30 @@ static dspy_status fa_backward(dspy_backend *be, float *dq, float *dk, float *dv
                                const int32_t *start, int prefix, int T, int NH, int NKV) {
     const float scale = (float)(1.0 / sqrt((double)D)), sl2 = scale * FA_LOG2E;
     const int64_t rows = (int64_t)T * NH, nkv = (int64_t)T * NKV * D;
+    const char *pe = getenv("DSPY_CUDA_FA_PARTS");
+    const int parts = pe && *pe ? atoi(pe) : 7;
     const int atomic = NH != NKV;
     bf16 *dob = reinterpret_cast<bf16 *>(dq); /* dout in BF16, until the dq pass overwrites it */
-    DSPY_TRY(cu_launch(be, "attention_train_backward (BF16 flash prep)", k_fa_prep<D>, cu_blocks(rows, FA_THREADS / 32),
-                       FA_THREADS, 0, Dg, dob, atomic ? dk : (float *)NULL, atomic ? dv : (float *)NULL, nkv, dout,
-                       out, rows));
+    if (parts & 1)
+        DSPY_TRY(cu_launch(be, "attention_train_backward (BF16 flash prep)", k_fa_prep<D>,
+                           cu_blocks(rows, FA_THREADS / 32), FA_THREADS, 0, Dg, dob, atomic ? dk : (float *)NULL,
+                           atomic ? dv : (float *)NULL, nkv, dout, out, rows));
+    if (parts & 2) {
+        const int kind = fa_config(T, D).dkdv;
+        dim3 grid(NH, cu_blocks(T, FA_TILE));
+        if (kind == 0)
+            DSPY_TRY(cu_launch(be, "attention_train_backward (BF16 flash dk, dv)", k_fa_dkdv<D>, grid, FA_THREADS,
+                               fa_dkdv_smem<D>(), dk, dv, (const bf16 *)dob, lse, (const float *)Dg, q, k, v, start,
+                               prefix, T, NH, NKV, sl2, scale, atomic));
+        else if (kind == 1 || D != 64)
+            DSPY_TRY((fa_dkdv2<D, 1>(be, dk, dv, dob, lse, Dg, q, k, v, start, prefix, T, NH, NKV, sl2, scale, atomic)));
+        else
+            DSPY_TRY((fa_dkdv2<64, 3>(be, dk, dv, dob, lse, Dg, q, k, v, start, prefix, T, NH, NKV, sl2, scale, atomic)));
+    }
+    if (!(parts & 4)) return DSPY_OK;
     dim3 grid(NH, cu_blocks(T, FA_TILE));
-    DSPY_TRY(cu_launch(be, "attention_train_backward (BF16 flash dk, dv)", k_fa_dkdv<D>, grid, FA_THREADS,
-                       fa_dkdv_smem<D>(), dk, dv, (const bf16 *)dob, lse, (const float *)Dg, q, k, v, start, prefix,
-                       T, NH, NKV, sl2, scale, atomic));
-    return cu_launch(be, "attention_train_backward (BF16 flash dq)", k_fa_dq<D>, grid, FA_THREADS, fa_dq_smem<D>(),
-                     dq, dout, lse, (const float *)Dg, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
+    return cu_launch(be, "attention_train_backward (BF16 flash dq)", k_fa_dq<D>, grid, FA_THREADS, fa_dq_smem<D>(), dq,
+                     dout, lse, (const float *)Dg, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
 }
 
 dspy_status dspy_cu_attention_train_backward_fa(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout,
