@@ -14,7 +14,7 @@ mkdir -p "$ST/build-gpu/tests" "$ST/build-gpu/bench" "$ST/build-gpu/bin" "$ST/li
 cp "$B"/tests/test_cuda_* "$ST/build-gpu/tests/"
 for t in test_serve test_serve_structured; do [ -f "$B/tests/$t" ] && cp "$B/tests/$t" "$ST/build-gpu/tests/"; done
 cp "$B/bench/bench_gpu" "$ST/build-gpu/bench/"
-for t in bench_serve_load bench_b2 bench_train; do [ -f "$B/bench/$t" ] && cp "$B/bench/$t" "$ST/build-gpu/bench/"; done
+for t in bench_serve_load bench_b2 bench_train bench_train_attn; do [ -f "$B/bench/$t" ] && cp "$B/bench/$t" "$ST/build-gpu/bench/"; done
 cp "$B/bin/dspy" "$ST/build-gpu/bin/"
 # every library dspy loads except the C runtime and the CUDA ones the GPU machine has
 ldd "$B/bin/dspy" | awk '/=>/{print $3}' |
