@@ -12,9 +12,10 @@
  * once per step), one adamw per tensor, and a single read-back of the loss sums and the norm at
  * the end. On the CPU backend that path gives the same bits as the host code above (the ops
  * reproduce its orders and roundings); tests check it. The mixed-precision trainer (CUDA) also
- * packs the step's sequences into larger passes (group_end), lets the first pass overwrite the
- * weight gradients instead of zeroing them (linear_backward_beta), and refreshes the BF16
- * working weights inside the update (adamw_bf16).
+ * packs the step's sequences into larger passes (group_end; with LoRA too), lets the first pass
+ * of full fine-tuning overwrite the weight gradients instead of zeroing them
+ * (linear_backward_beta), and refreshes the BF16 working weights (LoRA: the adapters') inside
+ * the update (adamw_bf16).
  */
 #include "train/optim.h"
 
@@ -115,6 +116,8 @@ struct dspy_optimizer {
     size_t *ns;       /* (np) */
     int32_t *cat;     /* packed passes (see group_end): ids, labels, seg, pos of one group */
     size_t cat_cap;   /* tokens cat holds */
+    int32_t *parts;   /* (parts_cap) a group's sequence boundaries (dspy_train_group_run) */
+    size_t parts_cap;
 };
 
 dspy_status dspy_optimizer_new(dspy_trainable *t, const dspy_adamw_hparams *h, dspy_optimizer **out) {
@@ -170,6 +173,7 @@ void dspy_optimizer_free(dspy_optimizer *o) {
     }
     free(o->block);
     free(o->cat);
+    free(o->parts);
     free(o->off);
     free(o->grads);
     free(o->ns);
@@ -194,12 +198,12 @@ dspy_status dspy_optimizer_to_host(dspy_optimizer *o) { return sync_moments(o, D
 dspy_status dspy_optimizer_to_device(dspy_optimizer *o) { return sync_moments(o, DSPY_COPY_H2D); }
 void dspy_optimizer_set_steps(dspy_optimizer *o, int64_t steps) { o->steps = steps; }
 
-/* Packed passes (mixed precision, full fine-tuning): consecutive sequences of a step without a
- * shared prefix run as ONE forward/backward pass over their concatenation, up to
- * dspy_train_group_tokens tokens (0 runs every sequence alone). Each keeps its own examples
- * (block-diagonal attention, positions restarting per example), so the losses and gradients are
- * the same sums; the GEMMs are larger and every weight gradient is read and written once per
- * pass instead of once per sequence. The grouping depends only on the batch, so a resumed run
+/* Packed passes (mixed precision): consecutive sequences of a step without a shared prefix run as
+ * ONE forward/backward pass over their concatenation, up to dspy_train_group_tokens tokens (0 runs
+ * every sequence alone). Each keeps its own examples (block-diagonal attention, positions
+ * restarting per example) and, under LoRA, its own dropout masks (dspy_train_group_run), so the
+ * losses and gradients are the same sums; the GEMMs are larger and every weight gradient is read
+ * and written once per pass instead of once per sequence. The grouping depends only on the batch, so a resumed run
  * groups exactly as the uninterrupted one did.
  *
  * group_end: the end (exclusive) of the group that starts at sequence s; *T gets its tokens. */
@@ -213,9 +217,16 @@ static size_t group_end(const dspy_train_seq *seqs, size_t k, size_t s, int32_t 
 }
 
 /* The concatenation of sequences [s, e) into o->cat, as one dspy_train_seq: examples keep their
- * own runs of seg (renumbered to stay increasing across sequences) and their positions. */
+ * own runs of seg (renumbered to stay increasing across sequences) and their positions; o->parts
+ * gets where each sequence starts (and the end). */
 static dspy_status group_make(dspy_optimizer *o, const dspy_train_seq *seqs, size_t s, size_t e, int32_t T,
                               dspy_train_seq *out) {
+    if (e - s + 1 > o->parts_cap) {
+        int32_t *np = realloc(o->parts, sizeof(int32_t) * (e - s + 1));
+        if (!np) return dspy_fail(DSPY_ERR_NOMEM, "optimizer step: out of memory packing %zu sequences", e - s);
+        o->parts = np;
+        o->parts_cap = e - s + 1;
+    }
     if ((size_t)T > o->cat_cap) {
         int32_t *nc = realloc(o->cat, sizeof(int32_t) * 4 * (size_t)T);
         if (!nc) return dspy_fail(DSPY_ERR_NOMEM, "optimizer step: out of memory packing %d tokens", (int)T);
@@ -228,6 +239,7 @@ static dspy_status group_make(dspy_optimizer *o, const dspy_train_seq *seqs, siz
     int32_t off = 0, base = 0;
     for (size_t i = s; i < e; i++) {
         const dspy_train_seq *q = &seqs[i];
+        o->parts[i - s] = off;
         memcpy(ids + off, q->ids, sizeof(int32_t) * (size_t)q->T);
         memcpy(labels + off, q->labels, sizeof(int32_t) * (size_t)q->T);
         int32_t ex0 = 0; /* the first token of the current example (for positions) */
@@ -240,6 +252,7 @@ static dspy_status group_make(dspy_optimizer *o, const dspy_train_seq *seqs, siz
         base = seg[off + q->T - 1] + 1;
         off += q->T;
     }
+    o->parts[e - s] = off;
     *out = (dspy_train_seq){ids, any_pos ? pos : NULL, labels, seg, T, 0};
     return DSPY_OK;
 }
@@ -274,8 +287,13 @@ static dspy_status device_step(dspy_optimizer *o, const dspy_train_seq *seqs, si
         int32_t M = 0, T = 0;
         e = limit > 0 ? group_end(seqs, k, s, limit, &T) : s + 1;
         dspy_train_seq g = seqs[s];
-        if (e > s + 1) DSPY_TRY(group_make(o, seqs, s, e, T, &g));
-        dspy_status st = dspy_train_seq_run(t, &g, true, scale, (int)s, &M);
+        dspy_status st;
+        if (e > s + 1) {
+            DSPY_TRY(group_make(o, seqs, s, e, T, &g));
+            st = dspy_train_group_run(t, &g, o->parts, (int)(e - s), true, scale, (int)s, &M);
+        } else {
+            st = dspy_train_seq_run(t, &g, true, scale, (int)s, &M);
+        }
         for (size_t i = s + 1; !st && i < e; i++) st = dspy_train_slot_clear(t, (int)i);
         if (st) {
             t->work.fresh = false;
@@ -295,9 +313,9 @@ static dspy_status device_step(dspy_optimizer *o, const dspy_train_seq *seqs, si
     dspy_tensor hp = dspy_bt(be, o->hp, 2 * DSPY_ADAMW_WORDS, DSPY_DTYPE_F32);
     DSPY_TRY(ops->clip_coef(be, hp, 2, dspy_bt(be, o->norm, 1, DSPY_DTYPE_F32), sq, (int)o->np,
                             dspy_bt(be, t->work.loss_dev, t->work.nslots, DSPY_DTYPE_F64), (int)k, max_grad_norm));
-    /* mixed precision: the BF16 working copies follow the updated master (LoRA: the base is
-     * frozen), written by the update itself where the backend can (adamw_bf16), else recast */
-    const bool fused16 = t->bf16 && !t->lora_on && ops->adamw_bf16;
+    /* mixed precision: the BF16 working copies follow the updated master (LoRA: the adapters'; the
+     * base is frozen), written by the update itself where the backend can (adamw_bf16), else recast */
+    const bool fused16 = t->bf16 && ops->adamw_bf16;
     for (size_t i = 0; i < o->np; i++) {
         dspy_param *p = dspy_trainable_param(t, i);
         size_t off = o->off[i];
@@ -310,7 +328,7 @@ static dspy_status device_step(dspy_optimizer *o, const dspy_train_seq *seqs, si
         if (w16) DSPY_TRY(ops->adamw_bf16(be, w, g, m, v, h, dspy_bt(be, w16, n, DSPY_DTYPE_BF16)));
         else DSPY_TRY(ops->adamw(be, w, g, m, v, h));
     }
-    if (!t->lora_on && !fused16) DSPY_TRY(dspy_train_refresh_bf16(t));
+    if (t->bf16 && !fused16) DSPY_TRY(dspy_train_refresh_bf16(t));
     /* the step's one wait: its loss sums and the norm */
     float *norm_host = o->hp_host + 2 * DSPY_ADAMW_WORDS;
     DSPY_TRY(ops->copy(be, t->work.loss_host, t->work.loss_dev, sizeof(double) * k, DSPY_COPY_D2H));

@@ -283,6 +283,11 @@ dspy_status dspy_train_refresh_bf16(dspy_trainable *t) {
             int64_t n = (int64_t)in * out;
             DSPY_TRY(be->ops->cast(be, dspy_bt(be, t->layers[l].w16[k], n, DSPY_DTYPE_BF16),
                                    dspy_bt(be, t->layers[l].w[k], n, DSPY_DTYPE_F32)));
+            const lora_adapter *a = &t->layers[l].lora[k];
+            if (!a->A16) continue;
+            int64_t na = (int64_t)t->lora.r * in, nb = (int64_t)out * t->lora.r;
+            DSPY_TRY(be->ops->cast(be, dspy_bt(be, a->A16, na, DSPY_DTYPE_BF16), dspy_bt(be, a->A, na, DSPY_DTYPE_F32)));
+            DSPY_TRY(be->ops->cast(be, dspy_bt(be, a->B16, nb, DSPY_DTYPE_BF16), dspy_bt(be, a->B, nb, DSPY_DTYPE_F32)));
         }
     int64_t nh = (int64_t)c->vocab_size * c->hidden_size;
     return be->ops->cast(be, dspy_bt(be, t->lm_head16, nh, DSPY_DTYPE_BF16),
@@ -293,7 +298,10 @@ static void bf16_free(dspy_trainable *t) {
     if (t->w16block) t->be->ops->free(t->be, t->w16block);
     t->w16block = t->lm_head16 = NULL;
     for (int l = 0; t->layers && l < t->cfg.num_hidden_layers; l++)
-        for (int k = 0; k < LIN_COUNT; k++) t->layers[l].w16[k] = NULL;
+        for (int k = 0; k < LIN_COUNT; k++) {
+            t->layers[l].w16[k] = NULL;
+            t->layers[l].lora[k].A16 = t->layers[l].lora[k].B16 = NULL;
+        }
     t->bf16 = false;
 }
 
@@ -308,11 +316,13 @@ dspy_status dspy_trainable_set_bf16(dspy_trainable *t, bool on) {
         return dspy_fail(DSPY_ERR_ARG, "trainable: BF16 mixed precision needs a CUDA device (the CPU trainer "
                                        "computes in F32)");
     const dspy_model_config *c = &t->cfg;
-    size_t n = w16_span((size_t)c->vocab_size * (size_t)c->hidden_size);
+    /* the linear weights, lm_head and (LoRA) every adapter's A and B */
+    size_t n = w16_span((size_t)c->vocab_size * (size_t)c->hidden_size), r = t->lora_on ? (size_t)t->lora.r : 0;
     for (int k = 0; k < LIN_COUNT; k++) {
         int in, out;
         dspy_train_lin_dims(c, k, &in, &out);
-        n += (size_t)c->num_hidden_layers * w16_span((size_t)in * (size_t)out);
+        n += (size_t)c->num_hidden_layers *
+             (w16_span((size_t)in * (size_t)out) + (r ? w16_span(r * (size_t)in) + w16_span((size_t)out * r) : 0));
     }
     dspy_status st = t->be->ops->alloc(t->be, n * sizeof(uint16_t), (void **)&t->w16block);
     if (st) return dspy_fail_wrap(st, "trainable: %zu MiB of BF16 working weights", n * sizeof(uint16_t) >> 20);
@@ -323,6 +333,9 @@ dspy_status dspy_trainable_set_bf16(dspy_trainable *t, bool on) {
             dspy_train_lin_dims(c, k, &in, &out);
             t->layers[l].w16[k] = cur;
             cur += w16_span((size_t)in * (size_t)out);
+            if (!r) continue;
+            t->layers[l].lora[k].A16 = cur, cur += w16_span(r * (size_t)in);
+            t->layers[l].lora[k].B16 = cur, cur += w16_span((size_t)out * r);
         }
     t->lm_head16 = cur;
     t->bf16 = true;
@@ -336,7 +349,7 @@ dspy_device dspy_trainable_device(const dspy_trainable *t) { return t->be->dev; 
 bool dspy_trainable_mirrored(const dspy_trainable *t) { return t->mirrored; }
 
 int32_t dspy_train_group_tokens(const dspy_trainable *t) {
-    if (!t->bf16 || t->lora_on || !t->mirrored) return 0;
+    if (!t->bf16 || !t->mirrored) return 0;
     const char *e = getenv("DSPY_TRAIN_GROUP_TOKENS");
     int32_t v = e ? (int32_t)atoi(e) : DSPY_TRAIN_GROUP_DEFAULT;
     return v > 0 ? v : 0;
@@ -538,8 +551,12 @@ uint16_t *dspy_train_param_w16(const dspy_trainable *t, const dspy_param *p) {
     if (!t->bf16) return NULL;
     if (p->dw == t->lm_head) return t->lm_head16;
     for (int l = 0; l < t->cfg.num_hidden_layers; l++)
-        for (int k = 0; k < LIN_COUNT; k++)
+        for (int k = 0; k < LIN_COUNT; k++) {
+            const lora_adapter *a = &t->layers[l].lora[k];
             if (p->dw == t->layers[l].w[k]) return t->layers[l].w16[k];
+            if (a->A16 && p->dw == a->A) return a->A16;
+            if (a->B16 && p->dw == a->B) return a->B16;
+        }
     return NULL;
 }
 
