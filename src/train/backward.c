@@ -28,10 +28,10 @@
  *
  * LoRA in mixed precision (lora16: the backend's lora_forward / lora_backward / dropout_acc) keeps
  * the same BF16 activations: each adapter's input is dropped out into BF16 (xd16), lora_forward
- * saves u = scale A xd per layer in BF16 (lu16) and adds u B^T into the base GEMM's output (BF16
- * q/k/v/gate/up, or the F32 residual sum of o/down), and the backward pass recomputes the mask,
- * runs lora_backward on the BF16 output gradient and adds the masked input gradient into the base
- * dgrad's output. The adapters' BF16 working copies (A16, B16) follow their F32 masters. A packed
+ * saves u = scale A xd per layer in BF16 (lu16; xd too, xd16) and adds u B^T into the base GEMM's
+ * output (BF16 q/k/v/gate/up, or the F32 residual sum of o/down); the backward pass runs
+ * lora_backward on the BF16 output gradient and the kept xd, and adds the masked input gradient
+ * (the mask redrawn from its key) into the base dgrad's output. The adapters' BF16 working copies (A16, B16) follow their F32 masters. A packed
  * pass (dspy_train_group_run) draws each of its sequences' masks as that sequence alone would.
  */
 #include <stdlib.h>
@@ -157,7 +157,7 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
         st = dspy_fail_wrap(st, "train step: %zu MiB of activations for %d tokens", n * sizeof(float) >> 20, (int)T);
     if (!st) st = be->ops->alloc(be, sizeof(int32_t) * ni, (void **)&w->iblock);
     if (!st) st = be->ops->alloc(be, sizeof(double) * (size_t)slots, (void **)&w->loss_dev);
-    size_t nxb = 0, ngb = 0, nq = 0, nkv = 0, nxn = 0, nh = 0, nlu = 0, nxd = 0;
+    size_t nxb = 0, ngb = 0, nq = 0, nkv = 0, nxn = 0, nh = 0, nlu = 0, nxd = 0, nsave = 0;
     if (t->bf16) {
         /* xb: the widest linear input, T rows (lm_head's M <= T rows of C included); gb: the
          * widest output gradient, or one ce_rows chunk of dlogits; each 256-byte aligned */
@@ -176,10 +176,18 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
         nkv = ((size_t)T * (size_t)c->num_key_value_heads * (size_t)c->head_dim + 127) & ~(size_t)127;
         nxn = acts16 ? ((size_t)T * (size_t)c->hidden_size + 127) & ~(size_t)127 : 0;
         nh = acts16 ? ((size_t)T * (size_t)c->intermediate_size + 127) & ~(size_t)127 : 0;
-        /* LoRA: per layer the seven (T, r) u's; xd16 and dxd16 as wide as xb, and du16 */
+        /* LoRA: per layer the seven (T, r) u's and, with dropout, the seven dropped inputs (T, in);
+         * dxd16 as wide as xb, and du16 */
+        const bool drop = lora16 && t->lora.dropout > 0;
         nlu = lora16 ? ((size_t)T * (size_t)t->lora.r + 127) & ~(size_t)127 : 0;
-        nxd = lora16 ? nxb : 0;
-        size_t n16 = nxb + ngb + 2 * nxd + nlu + (size_t)c->num_hidden_layers * (nq + 2 * nkv + 2 * nxn + 3 * nh + LIN_COUNT * nlu);
+        nxd = drop ? nxb : 0;
+        for (int k = 0; drop && k < LIN_COUNT; k++) {
+            int in, out;
+            dspy_train_lin_dims(c, k, &in, &out);
+            nsave += ((size_t)T * (size_t)in + 127) & ~(size_t)127;
+        }
+        size_t n16 = nxb + ngb + nxd + nlu +
+                     (size_t)c->num_hidden_layers * (nq + 2 * nkv + 2 * nxn + 3 * nh + LIN_COUNT * nlu + nsave);
         if (!st && (st = be->ops->alloc(be, sizeof(uint16_t) * n16, (void **)&w->b16)))
             st = dspy_fail_wrap(st, "train step: %zu MiB of BF16 scratch for %d tokens", n16 * sizeof(uint16_t) >> 20,
                                 (int)T);
@@ -194,7 +202,6 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
     if (w->b16) {
         w->xb = w->b16, w->gb = w->b16 + nxb;
         uint16_t *cur = w->gb + ngb;
-        w->xd16 = nxd ? cur : NULL, cur += nxd;
         w->dxd16 = nxd ? cur : NULL, cur += nxd;
         w->du16 = nlu ? cur : NULL, cur += nlu;
         for (int l = 0; l < t->cfg.num_hidden_layers; l++) {
@@ -207,6 +214,11 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
             w->acts[l].gate16 = nh ? cur : NULL, cur += nh;
             w->acts[l].up16 = nh ? cur : NULL, cur += nh;
             for (int k = 0; k < LIN_COUNT; k++) w->acts[l].lu16[k] = nlu ? cur : NULL, cur += nlu;
+            for (int k = 0; nsave && k < LIN_COUNT; k++) {
+                int in, out;
+                dspy_train_lin_dims(&t->cfg, k, &in, &out);
+                w->acts[l].xd16[k] = cur, cur += ((size_t)T * (size_t)in + 127) & ~(size_t)127;
+            }
         }
     }
     w->ids = w->iblock, w->start = w->ids + T, w->pos = w->start + T, w->rows = w->pos + T, w->targets = w->rows + T;
@@ -311,9 +323,9 @@ static dspy_status lora_fwd16(dspy_trainable *t, int l, int lin, dspy_tensor y, 
     int in, out, r = t->lora.r;
     dspy_train_lin_dims(&t->cfg, lin, &in, &out);
     dspy_tensor x = B16((uint16_t *)x16, T * in);
-    if (train && t->lora.dropout > 0) {
-        DSPY_TRY(lora_drop(t, l, lin, B16(w->xd16, T * in), x, in, false));
-        x = B16(w->xd16, T * in);
+    if (train && t->lora.dropout > 0) { /* kept for the backward pass */
+        DSPY_TRY(lora_drop(t, l, lin, B16(w->acts[l].xd16[lin], T * in), x, in, false));
+        x = B16(w->acts[l].xd16[lin], T * in);
     }
     return be->ops->lora_forward(be, y, B16(w->acts[l].lu16[lin], T * r), x, B16(a->A16, r * in), B16(a->B16, out * r),
                                  T, in, r, out, t->lora_scale);
@@ -328,12 +340,9 @@ static dspy_status lora_bwd16(dspy_trainable *t, int l, int lin, dspy_tensor dx,
     const lora_adapter *a = &t->layers[l].lora[lin];
     int in, out, r = t->lora.r;
     dspy_train_lin_dims(&t->cfg, lin, &in, &out);
-    dspy_tensor x = B16((uint16_t *)x16, T * in);
     const bool drop = t->lora.dropout > 0;
-    if (drop) { /* the forward's mask again (a pure function of the key) */
-        DSPY_TRY(lora_drop(t, l, lin, B16(w->xd16, T * in), x, in, false));
-        x = B16(w->xd16, T * in);
-    }
+    /* the forward's dropped input (x16 itself without dropout) */
+    dspy_tensor x = B16(drop ? w->acts[l].xd16[lin] : (uint16_t *)x16, T * in);
     /* with dropout the input gradient goes through the mask: du A into dxd16 first, then masked
      * and added to dx in one pass */
     dspy_tensor dxl = drop ? B16(w->dxd16, T * in) : dx;
@@ -411,8 +420,10 @@ static dspy_status linear_bwd16(dspy_trainable *t, int l, int lin, float *dx, ui
         uint16_t *xb = xb16 ? (uint16_t *)xb16 : w->xb, *gb = dyb16 ? (uint16_t *)dyb16 : w->gb;
         if (dyb16 && dbias.data)
             return dspy_fail(DSPY_ERR_ARG, "train step: a BF16 output gradient for a linear with a bias");
-        /* x in BF16: the weight gradient's operand, or LoRA's */
-        if (cast_x && !xb16 && (L->gw[lin] || lora16(t))) DSPY_TRY(o->cast(be, B16(w->xb, T * in), F((float *)x, T * in)));
+        /* x in BF16: the weight gradient's operand, or LoRA's (with dropout LoRA reads its kept
+         * dropped input instead) */
+        if (cast_x && !xb16 && (L->gw[lin] || (lora16(t) && !(t->lora.dropout > 0))))
+            DSPY_TRY(o->cast(be, B16(w->xb, T * in), F((float *)x, T * in)));
         if (!dyb16) DSPY_TRY(o->cast(be, B16(w->gb, T * out), F((float *)dy, T * out)));
         dspy_tensor gw = L->gw[lin] ? F(L->gw[lin], out * in) : NONE;
         if (dx16 && (acc_dx || !o->linear_backward_beta || (t->lora_on && !lora16(t))))

@@ -39,6 +39,8 @@ typedef struct layer_acts {
     float *gate, *up;    /* (T, I) MLP pre-activations */
     float *lu[LIN_COUNT];/* (T, r) scaled LoRA intermediates (alpha/r) A dropout(x) (F32 trainer) */
     uint16_t *lu16[LIN_COUNT]; /* the same in BF16 (mixed precision: lora_forward's u) */
+    uint16_t *xd16[LIN_COUNT]; /* mixed precision, LoRA dropout: (T, in) BF16 dropped LoRA inputs,
+                                  lora_backward's x (kept, not redrawn) */
     uint16_t *qb, *kb, *vb; /* mixed precision: BF16 copies of q, k (after RoPE) and v, what the
                                tensor-core attention and its backward read */
     uint16_t *xnb[2];    /* mixed precision (acts16): (T, C) BF16 RMSNorm outputs (attention,
@@ -66,8 +68,8 @@ typedef struct train_work {
     float *ltmp;                   /* (T, max out) LoRA path output (F32 trainer) */
     float *xd, *dxd;               /* (T, max in) dropped LoRA input and its gradient (F32 trainer) */
     float *du;                     /* (T, r) (F32 trainer) */
-    uint16_t *xd16, *dxd16;        /* mixed precision + LoRA: (T, max in) BF16 dropped LoRA input
-                                      and the LoRA path's input gradient before the mask */
+    uint16_t *dxd16;               /* mixed precision + LoRA dropout: (T, max in) BF16, the LoRA
+                                      path's input gradient before the mask */
     uint16_t *du16;                /* the same: (T, r) BF16, lora_backward's du */
     /* The sequences of the pass being run (dspy_train_group_run): sequence j is rows
      * [parts[j], parts[j + 1]) and its LoRA dropout uses the RNG state rng + j. */

@@ -10,10 +10,11 @@
  *   lora_backward: du (BF16) within BF16 rounding of scale * dy B; with the device's du,
  *     gA = gA0 + du^T x and gB = gB0 + dy^T u 1e-5 (accumulated from random values), dx = du A
  *     (beta 0, from NaN) or dx0 + du A (beta 1) 1e-5, BF16 dx within BF16 rounding;
- *   dropout_acc: F32 -> F32 bit-identical to the CPU's dropout; BF16 in, BF16 out the CPU's
- *     result rounded to BF16 bit for bit; accumulating into F32 and BF16 out bit for bit (each
+ *   dropout_acc: F32 -> F32 bit-identical to the CPU's dropout; BF16 or F32 in, BF16 out the
+ *     CPU's result rounded to BF16 bit for bit; accumulating into F32 and BF16 out bit for bit (each
  *     element the CPU's dropout value plus out, separately rounded).
- * Odd sizes (N 37, C 72, OC 1001, r 1 and 4) and the 1B shape's (r 32, C 2048, OC 512 / 8192).
+ * Odd sizes (N 37, C 72, OC 1001, r 1 and 4) and the 1B shape's (r 32, C 2048, OC 512 / 8192);
+ * dropout_acc on sizes that take its one-element and its eight-element (16-byte) kernel.
  * Bad arguments (beta 0.5, r 0, p 1, out aliasing inp with another dtype) are refused.
  *
  * Prints "test_cuda_train_lora: N/M passed" last.
@@ -233,6 +234,14 @@ static void one_dropout(int64_t n, float p, uint64_t key) {
     snprintf(what, sizeof what, "dropout_acc n=%lld p=%g BF16 -> BF16", (long long)n, (double)p);
     expect_same(what, h, want, (size_t)n);
     free(h);
+    /* F32 -> BF16 (written) */
+    dspy_tensor go16b = poisoned(n, B16);
+    CHECK_OK(G->ops->dropout_acc(G, go16b, gx32, p, key, false));
+    h = down(go16b);
+    snprintf(what, sizeof what, "dropout_acc n=%lld p=%g F32 -> BF16", (long long)n, (double)p);
+    expect_same(what, h, want, (size_t)n);
+    free(h);
+    dev_free(go16b);
     /* BF16 into F32, accumulated: o0 + the CPU's value */
     dspy_tensor ga32 = up(o0, n, F32);
     CHECK_OK(G->ops->dropout_acc(G, ga32, gx16, p, key, true));
@@ -262,8 +271,10 @@ static void one_dropout(int64_t n, float p, uint64_t key) {
 static void test_dropout(void) {
     one_dropout(1, 0.5f, 3);
     one_dropout(1001, 0.1f, 0x1234567890abcdefull);
-    one_dropout(300 * 2048 + 7, 0.05f, 42);
+    one_dropout(300 * 2048 + 7, 0.05f, 42); /* one element a step (n not a multiple of 8) */
+    one_dropout(300 * 2048, 0.05f, 42);     /* eight a step (16-byte aligned, n a multiple of 8) */
     one_dropout(777, 0.0f, 9);
+    one_dropout(4096, 0.0f, 9);
 }
 
 /* ---- bad arguments --------------------------------------------------------------------------- */
