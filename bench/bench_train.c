@@ -26,8 +26,9 @@
  *
  * T3 (--lora R): the same steps with LoRA adapters of rank R on every linear layer of the
  * blocks (q, k, v, o, gate, up, down: peft's "all-linear" minus lm_head), alpha 2R, dropout 0.05
- * (DSPy's use_peft defaults at R = 32) over the frozen BF16 base; tokens/s, memory and losses
- * ({"bench": "T3", ...}; no profile).
+ * (DSPy's use_peft defaults at R = 32; --lora-dropout P for another) over the frozen BF16 base;
+ * tokens/s, memory and losses ({"bench": "T3", ...}), then the same profile ({"bench":
+ * "T3_profile", ...}; the fwd and fwd_bwd parts are one sequence alone, unpacked).
  *
  * T2 (--t2): issue 11's tutorial workload, one epoch (--epochs N: N) of 500 examples of a shared
  * 1,300-token prompt and a ~280-token continuation (240 .. 320), labels on the last 80 tokens,
@@ -44,7 +45,7 @@
  * per-step loss difference between the two modes ({"bench": "T2", ...}).
  *
  * Usage: bench_train --model DIR [--device cuda] [--seqs 4] [--T 2048] [--steps 10] [--warmup 2]
- *                    [--f32] [--peak-tflops 789] [--no-profile] [--lora R]
+ *                    [--f32] [--peak-tflops 789] [--no-profile] [--lora R] [--lora-dropout 0.05]
  *        bench_train --t2 --model DIR [--epochs 1] [--share both|on|off] [--warmup 1] [--examples 500]
  * Prints one JSON object per measurement ({"bench": "T1", ...}, {"bench": "T1_profile", ...},
  * {"bench": "T2", ...}) for bench/run_gpu.sh to tabulate.
@@ -128,8 +129,8 @@ done:
     return rc;
 }
 
-/* Where a step of step_ms goes (see the file comment); prints {"bench": "T1_profile", ...}. */
-static int profile_step(dspy_trainable *t, const dspy_train_seq *batch, int seqs, double step_ms) {
+/* Where a step of step_ms goes (see the file comment); prints {"bench": "<name>_profile", ...}. */
+static int profile_step(dspy_trainable *t, const dspy_train_seq *batch, int seqs, double step_ms, const char *name) {
     double f[3], fb[3], ls;
     int64_t nl;
     for (int r = 0; r < 3; r++) {
@@ -152,9 +153,9 @@ static int profile_step(dspy_trainable *t, const dspy_train_seq *batch, int seqs
     }
     int L = t->cfg.num_hidden_layers;
     double att = af + ab;
-    printf("{\"bench\": \"T1_profile\", \"step_ms\": %.2f, \"fwd_ms_per_seq\": %.2f, \"fwd_bwd_ms_per_seq\": %.2f, "
+    printf("{\"bench\": \"%s_profile\", \"step_ms\": %.2f, \"fwd_ms_per_seq\": %.2f, \"fwd_bwd_ms_per_seq\": %.2f, "
            "\"rest_of_step_ms\": %.2f, \"attention_fwd_bwd_ms_per_layer\": %.3f, \"attention_ms_per_step\": %.2f}\n",
-           step_ms, fwd, fwdbwd, step_ms - seqs * fwdbwd, att, att * L * seqs);
+           name, step_ms, fwd, fwdbwd, step_ms - seqs * fwdbwd, att, att * L * seqs);
     /* causal FLOPs of one layer: forward 2 T^2 NH HS (two products over half the T x T scores),
      * backward 2.5 x that (five products) */
     const dspy_model_config *c = &t->cfg;
@@ -301,6 +302,7 @@ int main(int argc, char **argv) {
     int seqs = 4, T = 2048, steps = 10, warmup = 2;
     bool f32 = false, profile = true;
     int lora_r = 0;
+    double lora_dropout = 0.05;
     double peak = 789.0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -321,14 +323,15 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--share")) share = v, i++;
         else if (!strcmp(a, "--peak-tflops")) peak = atof(v), i++;
         else if (!strcmp(a, "--lora")) lora_r = atoi(v), i++;
+        else if (!strcmp(a, "--lora-dropout")) lora_dropout = atof(v), i++;
         else {
             fprintf(stderr, "bench_train: unknown option %s\n", a);
             return 2;
         }
     }
-    if (!model_dir || seqs < 1 || T < 10 || steps < 1 || warmup < 0 || lora_r < 0) {
+    if (!model_dir || seqs < 1 || T < 10 || steps < 1 || warmup < 0 || lora_r < 0 || !(lora_dropout >= 0 && lora_dropout < 1)) {
         fprintf(stderr, "usage: bench_train --model DIR [--device cuda] [--seqs 4] [--T 2048] [--steps 10] "
-                        "[--warmup 2] [--f32] [--peak-tflops 789] [--lora R]\n");
+                        "[--warmup 2] [--f32] [--peak-tflops 789] [--lora R] [--lora-dropout 0.05]\n");
         return 2;
     }
     dspy_device dev;
@@ -360,7 +363,8 @@ int main(int argc, char **argv) {
     }
     int32_t V = dspy_model_config_get(m)->vocab_size;
     /* T3: DSPy's use_peft defaults (r 32, alpha 64, dropout 0.05) on every linear layer */
-    dspy_lora_config lora = {.r = lora_r, .alpha = 2.0f * (float)lora_r, .dropout = 0.05f, .enabled = lora_r > 0};
+    dspy_lora_config lora = {.r = lora_r, .alpha = 2.0f * (float)lora_r, .dropout = (float)lora_dropout,
+                             .enabled = lora_r > 0};
     if (dspy_trainable_new_on(m, lora_r > 0 ? &lora : NULL, 42, dev, false, &t)) {
         fail("trainable");
         goto done;
@@ -406,10 +410,11 @@ int main(int argc, char **argv) {
         printf("{\"bench\": \"T3\", \"precision\": \"%s\", \"lora_r\": %d, \"lora_alpha\": %g, \"seqs\": %d, \"T\": %d, "
                "\"steps\": %d, \"seconds\": %.4f, \"step_ms\": %.2f, \"tokens_per_s\": %.1f, \"trainable_params\": %.0f, "
                "\"loss_first\": %.5f, \"loss_last\": %.5f, \"grad_norm_last\": %.5f, \"mem_gb\": %.2f, \"mem_before_gb\": %.2f, "
-               "\"setup_s\": %.1f}\n",
+               "\"setup_s\": %.1f, \"lora_dropout\": %g}\n",
                dspy_trainable_bf16(t) ? "bf16" : "f32", lora_r, (double)lora.alpha, seqs, T, steps, secs, 1e3 * secs / steps, tps, params,
-               st0.loss, st.loss, (double)st.grad_norm, used_gb(dev), mem0, setup_s);
-        rc = 0;
+               st0.loss, st.loss, (double)st.grad_norm, used_gb(dev), mem0, setup_s, (double)lora.dropout);
+        fflush(stdout);
+        rc = profile ? profile_step(t, batch, seqs, 1e3 * secs / steps, "T3") : 0;
         goto done;
     }
     printf("{\"bench\": \"T1\", \"precision\": \"%s\", \"seqs\": %d, \"T\": %d, \"steps\": %d, \"seconds\": %.4f, "
@@ -418,7 +423,7 @@ int main(int argc, char **argv) {
            "\"mem_before_gb\": %.2f, \"setup_s\": %.1f}\n",
            dspy_trainable_bf16(t) ? "bf16" : "f32", seqs, T, steps, secs, 1e3 * secs / steps, tps, mfu, params, (long long)st.n_labels,
            st0.loss, st.loss, (double)st.grad_norm, used_gb(dev), mem0, setup_s);
-    rc = profile ? profile_step(t, batch, seqs, 1e3 * secs / steps) : 0;
+    rc = profile ? profile_step(t, batch, seqs, 1e3 * secs / steps, "T1") : 0;
 done:
     dspy_optimizer_free(o);
     dspy_trainable_free(t);
