@@ -329,7 +329,8 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (!model_dir || seqs < 1 || T < 10 || steps < 1 || warmup < 0 || lora_r < 0 || !(lora_dropout >= 0 && lora_dropout < 1)) {
+    if (!model_dir || seqs < 1 || T < 10 || steps < 1 || warmup < 0 || lora_r < 0 ||
+        !(lora_dropout >= 0 && lora_dropout < 1)) {
         fprintf(stderr, "usage: bench_train --model DIR [--device cuda] [--seqs 4] [--T 2048] [--steps 10] "
                         "[--warmup 2] [--f32] [--peak-tflops 789] [--lora R] [--lora-dropout 0.05]\n");
         return 2;

@@ -27,12 +27,13 @@
  * and the residual stream stay F32.
  *
  * LoRA in mixed precision (lora16: the backend's lora_forward / lora_backward / dropout_acc) keeps
- * the same BF16 activations: each adapter's input is dropped out into BF16 (xd16), lora_forward
- * saves u = scale A xd per layer in BF16 (lu16; xd too, xd16) and adds u B^T into the base GEMM's
+ * the same BF16 activations: each adapter's input is dropped out into BF16 and kept per layer
+ * (xd16), lora_forward saves u = scale A xd in BF16 (lu16) and adds u B^T into the base GEMM's
  * output (BF16 q/k/v/gate/up, or the F32 residual sum of o/down); the backward pass runs
  * lora_backward on the BF16 output gradient and the kept xd, and adds the masked input gradient
- * (the mask redrawn from its key) into the base dgrad's output. The adapters' BF16 working copies (A16, B16) follow their F32 masters. A packed
- * pass (dspy_train_group_run) draws each of its sequences' masks as that sequence alone would.
+ * (the mask redrawn from its key) into the base dgrad's output. The adapters' BF16 working copies
+ * (A16, B16) follow their F32 masters. A packed pass (dspy_train_group_run) draws each of its
+ * sequences' masks as that sequence alone would.
  */
 #include <stdlib.h>
 #include <string.h>

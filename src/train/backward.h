@@ -117,8 +117,8 @@ dspy_status dspy_trainable_new_on(dspy_model *m, const dspy_lora_config *lora, u
  * loss: torch autocast's scheme. Under LoRA the adapters' products run the same way (BF16 working
  * copies of A and B, BF16 dropped inputs and intermediates, F32 gradients and masters), and a
  * step's sequences are packed into larger passes with each sequence's own dropout masks. Off (the
- * default) is the F32 parity path. Call before the first step. Errors: DSPY_ERR_ARG on a CPU trainable (the CPU reference computes in F32),
- * DSPY_ERR_NOMEM, what the device reports. */
+ * default) is the F32 parity path. Call before the first step. Errors: DSPY_ERR_ARG on a CPU
+ * trainable (the CPU reference computes in F32), DSPY_ERR_NOMEM, what the device reports. */
 dspy_status dspy_trainable_set_bf16(dspy_trainable *t, bool on);
 bool dspy_trainable_bf16(const dspy_trainable *t);
 

@@ -286,8 +286,10 @@ dspy_status dspy_train_refresh_bf16(dspy_trainable *t) {
             const lora_adapter *a = &t->layers[l].lora[k];
             if (!a->A16) continue;
             int64_t na = (int64_t)t->lora.r * in, nb = (int64_t)out * t->lora.r;
-            DSPY_TRY(be->ops->cast(be, dspy_bt(be, a->A16, na, DSPY_DTYPE_BF16), dspy_bt(be, a->A, na, DSPY_DTYPE_F32)));
-            DSPY_TRY(be->ops->cast(be, dspy_bt(be, a->B16, nb, DSPY_DTYPE_BF16), dspy_bt(be, a->B, nb, DSPY_DTYPE_F32)));
+            DSPY_TRY(be->ops->cast(be, dspy_bt(be, a->A16, na, DSPY_DTYPE_BF16),
+                                   dspy_bt(be, a->A, na, DSPY_DTYPE_F32)));
+            DSPY_TRY(be->ops->cast(be, dspy_bt(be, a->B16, nb, DSPY_DTYPE_BF16),
+                                   dspy_bt(be, a->B, nb, DSPY_DTYPE_F32)));
         }
     int64_t nh = (int64_t)c->vocab_size * c->hidden_size;
     return be->ops->cast(be, dspy_bt(be, t->lm_head16, nh, DSPY_DTYPE_BF16),

@@ -35,8 +35,8 @@ dspy_status dspy_cu_lora_forward(dspy_backend *be, dspy_tensor y, dspy_tensor u,
     /* an empty input sum: u = 0 and y unchanged */
     if (C == 0) return dspy_cu_fill(be, dspy_tensor_slice(u, 0, (int64_t)N * r), 0.0f);
     /* u: linear's forward with w = A (column-major D (r, N) = A^T (r, C) @ x (C, N)) */
-    DSPY_TRY(dspy_cu_train_gemm(be, "lora_forward (u)", TAG_U, r, N, C, true, false, scale, 0.0f, A.data, x.data, u.data,
-                                true));
+    DSPY_TRY(dspy_cu_train_gemm(be, "lora_forward (u)", TAG_U, r, N, C, true, false, scale, 0.0f, A.data, x.data,
+                                u.data, true));
     if (OC == 0) return DSPY_OK;
     /* y += u B^T: D (OC, N) = B^T (OC, r) @ u (r, N) + y */
     return dspy_cu_train_gemm(be, "lora_forward (y)", TAG_Y, OC, N, r, true, false, 1.0f, 1.0f, B.data, u.data, y.data,
@@ -151,7 +151,8 @@ dspy_status dspy_cu_dropout_acc(dspy_backend *be, dspy_tensor out, dspy_tensor i
     const char *op = "dropout_acc";
     CU_NEED2(op, "out", out, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, 0);
     CU_NEED2(op, "inp", inp, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, out.n);
-    if (!(p >= 0.0f && p < 1.0f)) return dspy_fail(DSPY_ERR_ARG, "cuda %s: p is %g; it must be in [0, 1)", op, (double)p);
+    if (!(p >= 0.0f && p < 1.0f))
+        return dspy_fail(DSPY_ERR_ARG, "cuda %s: p is %g; it must be in [0, 1)", op, (double)p);
     if (out.data == inp.data && out.dtype != inp.dtype)
         return dspy_fail(DSPY_ERR_ARG, "cuda %s: out is inp with another dtype", op);
     if (out.n == 0) return DSPY_OK;
@@ -169,8 +170,8 @@ dspy_status dspy_cu_dropout_acc(dspy_backend *be, dspy_tensor out, dspy_tensor i
         if (i16)
             return cu_launch(be, op, k_dropout_acc8<float, bf16>, g, 256, 0, (float *)out.data, (const bf16 *)inp.data,
                              n8, p, s, key, accumulate);
-        return cu_launch(be, op, k_dropout_acc8<float, float>, g, 256, 0, (float *)out.data, (const float *)inp.data, n8,
-                         p, s, key, accumulate);
+        return cu_launch(be, op, k_dropout_acc8<float, float>, g, 256, 0, (float *)out.data, (const float *)inp.data,
+                         n8, p, s, key, accumulate);
     }
     return cu_launch(be, op, k_dropout_acc, tr_grid(out.n), 256, 0, out.data, (const void *)inp.data, out.n, p, s, key,
                      accumulate, o16, i16);
