@@ -435,7 +435,8 @@ dspy_status dspy_trainable_new_on(dspy_model *m, const dspy_lora_config *lora, u
         }
         t->ln = n;
         if ((st = block_new(t, n, true, &t->lblock, &t->hlblock))) goto fail;
-        float *cur = t->lblock;
+        /* every A and B first, then every gradient (one fill zeroes them all) */
+        float *cur = t->lblock, *gcur = t->lblock + n / 2;
         uint64_t rs = seed;
         for (int l = 0; l < L; l++)
             for (int k = 0; k < LIN_COUNT; k++) {
@@ -443,9 +444,9 @@ dspy_status dspy_trainable_new_on(dspy_model *m, const dspy_lora_config *lora, u
                 int in, o;
                 dspy_train_lin_dims(c, k, &in, &o);
                 a->A = carve(&cur, r * in);
-                a->gA = carve(&cur, r * in);
+                a->gA = carve(&gcur, r * in);
                 a->B = carve(&cur, (size_t)o * r);
-                a->gB = carve(&cur, (size_t)o * r);
+                a->gB = carve(&gcur, (size_t)o * r);
                 double bound = 1.0 / sqrt((double)in); /* kaiming_uniform_(a=sqrt(5)) on (r, in) */
                 float *A = host_of(t, a->A);
                 for (size_t i = 0; i < r * (size_t)in; i++) {
@@ -509,6 +510,9 @@ dspy_status dspy_trainable_zero_grad(dspy_trainable *t) {
     }
     if (t->gblock) /* full fine-tuning: one block holds every gradient */
         return t->be->ops->fill(t->be, dspy_bt(t->be, t->gblock, (int64_t)t->wn, DSPY_DTYPE_F32), 0.0f);
+    if (t->lblock) /* LoRA: the second half of the adapters' block */
+        return t->be->ops->fill(t->be, dspy_bt(t->be, t->lblock + t->ln / 2, (int64_t)(t->ln / 2), DSPY_DTYPE_F32),
+                                0.0f);
     for (size_t i = 0; i < t->nparams; i++)
         DSPY_TRY(t->be->ops->fill(t->be, dspy_bt(t->be, t->params[i].dg, (int64_t)t->params[i].n, DSPY_DTYPE_F32),
                                   0.0f));

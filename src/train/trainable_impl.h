@@ -120,7 +120,7 @@ struct dspy_trainable {
     uint64_t seed, rng;
     float *wblock, *gblock;        /* fp32 weights; gradients (full fine-tuning: same layout) */
     size_t wn;
-    float *lblock;                 /* LoRA A, B and their gradients */
+    float *lblock;                 /* LoRA: every A and B, then their gradients in the same order */
     size_t ln;
     float *hwblock, *hgblock, *hlblock; /* host mirrors (the blocks themselves when not mirrored) */
     /* Mixed precision (dspy_trainable_set_bf16, CUDA only): the GEMMs take BF16 copies of the
