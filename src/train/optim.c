@@ -316,15 +316,26 @@ static dspy_status device_step(dspy_optimizer *o, const dspy_train_seq *seqs, si
     /* mixed precision: the BF16 working copies follow the updated master (LoRA: the adapters'; the
      * base is frozen), written by the update itself where the backend can (adamw_bf16), else recast */
     const bool fused16 = t->bf16 && ops->adamw_bf16;
-    for (size_t i = 0; i < o->np; i++) {
+    /* one update per run of parameters that lie end to end in every array it touches (w, g, the
+     * moments and, fused, w16) and share their constants: the update is element-wise, so a run
+     * gives the same bits in fewer launches (the LoRA adapters are one run) */
+    for (size_t i = 0, j; i < o->np; i = j) {
         dspy_param *p = dspy_trainable_param(t, i);
-        size_t off = o->off[i];
-        int64_t n = (int64_t)p->n;
+        uint16_t *w16 = fused16 ? dspy_train_param_w16(t, p) : NULL;
+        size_t off = o->off[i], run = p->n;
+        for (j = i + 1; j < o->np; j++) {
+            dspy_param *q = dspy_trainable_param(t, j);
+            uint16_t *q16 = fused16 ? dspy_train_param_w16(t, q) : NULL;
+            if (q->dw != p->dw + run || q->dg != p->dg + run || o->off[j] != off + run || q->ndim != p->ndim ||
+                (w16 ? q16 != w16 + run : q16 != NULL))
+                break;
+            run += q->n;
+        }
+        int64_t n = (int64_t)run;
         dspy_tensor w = dspy_bt(be, p->dw, n, DSPY_DTYPE_F32), g = dspy_bt(be, p->dg, n, DSPY_DTYPE_F32);
         dspy_tensor m = dspy_bt(be, o->dblock + off, n, DSPY_DTYPE_F32);
         dspy_tensor v = dspy_bt(be, o->dblock + o->total + off, n, DSPY_DTYPE_F32);
         dspy_tensor h = dspy_tensor_slice(hp, p->ndim == 2 ? 0 : DSPY_ADAMW_WORDS, DSPY_ADAMW_WORDS);
-        uint16_t *w16 = fused16 ? dspy_train_param_w16(t, p) : NULL;
         if (w16) DSPY_TRY(ops->adamw_bf16(be, w, g, m, v, h, dspy_bt(be, w16, n, DSPY_DTYPE_BF16)));
         else DSPY_TRY(ops->adamw(be, w, g, m, v, h));
     }

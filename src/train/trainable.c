@@ -318,13 +318,13 @@ dspy_status dspy_trainable_set_bf16(dspy_trainable *t, bool on) {
         return dspy_fail(DSPY_ERR_ARG, "trainable: BF16 mixed precision needs a CUDA device (the CPU trainer "
                                        "computes in F32)");
     const dspy_model_config *c = &t->cfg;
-    /* the linear weights, lm_head and (LoRA) every adapter's A and B */
+    /* the linear weights, lm_head and (LoRA) every adapter's A and B, these end to end in the
+     * parameters' order (as their masters and gradients: the optimizer updates them in one run) */
     size_t n = w16_span((size_t)c->vocab_size * (size_t)c->hidden_size), r = t->lora_on ? (size_t)t->lora.r : 0;
     for (int k = 0; k < LIN_COUNT; k++) {
         int in, out;
         dspy_train_lin_dims(c, k, &in, &out);
-        n += (size_t)c->num_hidden_layers *
-             (w16_span((size_t)in * (size_t)out) + (r ? w16_span(r * (size_t)in) + w16_span((size_t)out * r) : 0));
+        n += (size_t)c->num_hidden_layers * (w16_span((size_t)in * (size_t)out) + r * ((size_t)in + (size_t)out));
     }
     dspy_status st = t->be->ops->alloc(t->be, n * sizeof(uint16_t), (void **)&t->w16block);
     if (st) return dspy_fail_wrap(st, "trainable: %zu MiB of BF16 working weights", n * sizeof(uint16_t) >> 20);
@@ -335,11 +335,16 @@ dspy_status dspy_trainable_set_bf16(dspy_trainable *t, bool on) {
             dspy_train_lin_dims(c, k, &in, &out);
             t->layers[l].w16[k] = cur;
             cur += w16_span((size_t)in * (size_t)out);
-            if (!r) continue;
-            t->layers[l].lora[k].A16 = cur, cur += w16_span(r * (size_t)in);
-            t->layers[l].lora[k].B16 = cur, cur += w16_span((size_t)out * r);
         }
     t->lm_head16 = cur;
+    cur += w16_span((size_t)c->vocab_size * (size_t)c->hidden_size);
+    for (int l = 0; r && l < c->num_hidden_layers; l++)
+        for (int k = 0; k < LIN_COUNT; k++) {
+            int in, out;
+            dspy_train_lin_dims(c, k, &in, &out);
+            t->layers[l].lora[k].A16 = cur, cur += r * (size_t)in;
+            t->layers[l].lora[k].B16 = cur, cur += (size_t)out * r;
+        }
     t->bf16 = true;
     /* the work buffers gain their BF16 scratch at the next reserve */
     if ((st = dspy_train_refresh_bf16(t))) bf16_free(t);
