@@ -227,8 +227,10 @@ static int lora_ops(dspy_trainable *t, int T) {
         int rc = 0;
         for (int i = 0; i < 12 && !rc; i++) {
             rc = o->alloc(be, bytes[i], bufs[i]) != DSPY_OK;
-            /* small values, so nothing overflows: zero bytes are BF16 and F32 zeros; 0x3c bytes are ~0.01 */
-            if (!rc) rc = o->fill(be, dspy_bt(be, *bufs[i], (int64_t)(bytes[i] / 4), DSPY_DTYPE_F32), 0.01f) != DSPY_OK;
+            /* small values (nothing overflows); the F32 buffers are dxf, gA and gB */
+            dspy_dtype dt = i >= 7 && i <= 9 ? DSPY_DTYPE_F32 : DSPY_DTYPE_BF16;
+            int64_t n = (int64_t)(bytes[i] / dspy_dtype_size(dt));
+            if (!rc) rc = o->fill(be, dspy_bt(be, *bufs[i], n, dt), 0.01f) != DSPY_OK;
         }
         double ms[6] = {0};
         for (int k = 0; k < 6 && !rc; k++) {
