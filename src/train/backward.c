@@ -314,8 +314,8 @@ static dspy_status lora_drop(dspy_trainable *t, int l, int lin, dspy_tensor out,
 static bool lora16(const dspy_trainable *t) { return lora_entries16(t) && !t->merged; }
 
 /* y (T, out) += the LoRA term of linear (l, lin) from its BF16 input x16 (T, in), mixed
- * precision: u = scale A dropout(x) saved in BF16 (acts lu16), y += u B^T in the same GEMM pass;
- * y F32 or BF16 (the base GEMM's output). */
+ * precision: dropout(x) kept in BF16 (acts xd16), u = scale A dropout(x) saved in BF16 (acts
+ * lu16), then y += u B^T accumulated into y, F32 or BF16 (the base GEMM's output). */
 static dspy_status lora_fwd16(dspy_trainable *t, int l, int lin, dspy_tensor y, const uint16_t *x16, int T,
                               bool train) {
     dspy_backend *be = t->be;
