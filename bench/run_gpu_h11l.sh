@@ -5,8 +5,8 @@
 #   tests: test_cuda_train_lora (the LoRA entries against the CPU), test_cuda_train (the trainer
 #          against the CPU trainer, BF16 LoRA packed and unpacked included), test_cuda_train_ops
 #          (TESTS overrides the list)
-#   bench: bench_train --lora 32 (then its profile), and the same unpacked
-#          (DSPY_TRAIN_GROUP_TOKENS=0) and without dropout (--lora-dropout 0), --no-profile
+#   bench: bench_train --lora 32 (then its profile and the LoRA entries alone), the same without
+#          dropout (--lora-dropout 0) and, with UNPACKED=1, unpacked (DSPY_TRAIN_GROUP_TOKENS=0)
 #   torch: bench/torch_train.py --lora 32 --modes ${TORCH_MODES:-compiled} (PyTorch + peft)
 # A table last. Logs and JSON go to $OUT (the device tool's folder) or ./out.
 set -uo pipefail
@@ -52,8 +52,8 @@ t3() { # name, then arguments, then environment assignments after --
 if has bench; then
   echo "== T3: LoRA r 32, alpha 64, dropout 0.05, 4 x 2,048 tokens a step, loss on the last fifth"
   t3 ours -- X=1
-  t3 ours_unpacked --no-profile -- DSPY_TRAIN_GROUP_TOKENS=0
   t3 ours_no_dropout --no-profile --lora-dropout 0 -- X=1
+  [ -z "${UNPACKED:-}" ] || t3 ours_unpacked --no-profile -- DSPY_TRAIN_GROUP_TOKENS=0
 fi
 if has torch; then
   echo "== PyTorch + peft"
@@ -73,6 +73,8 @@ for r in rows:
     b = r.get("bench", "")
     if b.endswith("_profile"):
         print(f"| {r['name']} profile | | | | | fwd {r['fwd_ms_per_seq']} ms, fwd+bwd {r['fwd_bwd_ms_per_seq']} ms a 2,048 seq; rest {r['rest_of_step_ms']} ms; attention {r['attention_ms_per_step']} ms a step |")
+    elif b == "T3_ops":
+        print(f"| ops {r['in']}->{r['out']} T {r['T']} | | | | | base fwd {r['base_fwd_ms']} dgrad {r['base_dgrad_ms']}; dropout {r['dropout_ms']} lora fwd {r['lora_fwd_ms']} bwd {r['lora_bwd_ms']} masked add {r['dropout_add_ms']} (ms) |")
     elif b.startswith("T3"):
         mode = r.get("mode", r.get("precision", ""))
         ms = r.get("step_ms", 1e3 * r["seconds"] / r["steps"])
