@@ -335,7 +335,8 @@ typedef struct dspy_ops {
      * the LoRA input x (N, C) (already dropped out) and the adapters A (r, C), B (OC, r):
      *   u (N, r) = scale * x @ A^T;   y (N, OC) += u @ B^T
      * u is kept for the backward pass. CUDA: BF16 x, A, B and u (u rounded once from F32 sums);
-     * y F32 or BF16 (the sum with y in F32, rounded once). */
+     * y F32, or BF16 (within BF16 rounding of each term: cuBLASLt may round the product before
+     * the add). */
     dspy_status (*lora_forward)(dspy_backend *be, dspy_tensor y, dspy_tensor u, dspy_tensor x, dspy_tensor A,
                                 dspy_tensor B, int N, int C, int r, int OC, float scale);
 
@@ -343,7 +344,7 @@ typedef struct dspy_ops {
      *   du (N, r) = scale * dy @ B;  gB (OC, r) += dy^T @ u;  gA (r, C) += du^T @ x;
      *   dx (N, C) = du @ A + beta_dx dx   (beta_dx 0 or 1)
      * du is written (the operand of the last two products). CUDA: BF16 dy, x, u, A, B and du
-     * (rounded once from F32 sums); gA, gB F32; dx F32 or BF16. */
+     * (rounded once from F32 sums); gA, gB F32; dx F32 or BF16 (beta 1: as lora_forward's y). */
     dspy_status (*lora_backward)(dspy_backend *be, dspy_tensor dx, dspy_tensor gA, dspy_tensor gB, dspy_tensor du,
                                  dspy_tensor dy, dspy_tensor x, dspy_tensor u, dspy_tensor A, dspy_tensor B, int N,
                                  int C, int r, int OC, float scale, float beta_dx);
