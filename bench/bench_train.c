@@ -26,8 +26,11 @@
  *
  * T3 (--lora R): the same steps with LoRA adapters of rank R on every linear layer of the
  * blocks (q, k, v, o, gate, up, down: peft's "all-linear" minus lm_head), alpha 2R, dropout 0.05
- * (DSPy's use_peft defaults at R = 32) over the frozen BF16 base; tokens/s, memory and losses
- * ({"bench": "T3", ...}; no profile).
+ * (DSPy's use_peft defaults at R = 32; --lora-dropout P for another) over the frozen BF16 base;
+ * tokens/s, memory and losses ({"bench": "T3", ...}), then the same profile ({"bench":
+ * "T3_profile", ...}; the fwd and fwd_bwd parts are one sequence alone, unpacked) and, per linear
+ * shape at the packed pass's tokens, the base GEMM, its dgrad and each LoRA entry alone
+ * ({"bench": "T3_ops", ...}).
  *
  * T2 (--t2): issue 11's tutorial workload, one epoch (--epochs N: N) of 500 examples of a shared
  * 1,300-token prompt and a ~280-token continuation (240 .. 320), labels on the last 80 tokens,
@@ -44,7 +47,7 @@
  * per-step loss difference between the two modes ({"bench": "T2", ...}).
  *
  * Usage: bench_train --model DIR [--device cuda] [--seqs 4] [--T 2048] [--steps 10] [--warmup 2]
- *                    [--f32] [--peak-tflops 789] [--no-profile] [--lora R]
+ *                    [--f32] [--peak-tflops 789] [--no-profile] [--lora R] [--lora-dropout 0.05]
  *        bench_train --t2 --model DIR [--epochs 1] [--share both|on|off] [--warmup 1] [--examples 500]
  * Prints one JSON object per measurement ({"bench": "T1", ...}, {"bench": "T1_profile", ...},
  * {"bench": "T2", ...}) for bench/run_gpu.sh to tabulate.
@@ -128,8 +131,8 @@ done:
     return rc;
 }
 
-/* Where a step of step_ms goes (see the file comment); prints {"bench": "T1_profile", ...}. */
-static int profile_step(dspy_trainable *t, const dspy_train_seq *batch, int seqs, double step_ms) {
+/* Where a step of step_ms goes (see the file comment); prints {"bench": "<name>_profile", ...}. */
+static int profile_step(dspy_trainable *t, const dspy_train_seq *batch, int seqs, double step_ms, const char *name) {
     double f[3], fb[3], ls;
     int64_t nl;
     for (int r = 0; r < 3; r++) {
@@ -152,9 +155,9 @@ static int profile_step(dspy_trainable *t, const dspy_train_seq *batch, int seqs
     }
     int L = t->cfg.num_hidden_layers;
     double att = af + ab;
-    printf("{\"bench\": \"T1_profile\", \"step_ms\": %.2f, \"fwd_ms_per_seq\": %.2f, \"fwd_bwd_ms_per_seq\": %.2f, "
+    printf("{\"bench\": \"%s_profile\", \"step_ms\": %.2f, \"fwd_ms_per_seq\": %.2f, \"fwd_bwd_ms_per_seq\": %.2f, "
            "\"rest_of_step_ms\": %.2f, \"attention_fwd_bwd_ms_per_layer\": %.3f, \"attention_ms_per_step\": %.2f}\n",
-           step_ms, fwd, fwdbwd, step_ms - seqs * fwdbwd, att, att * L * seqs);
+           name, step_ms, fwd, fwdbwd, step_ms - seqs * fwdbwd, att, att * L * seqs);
     /* causal FLOPs of one layer: forward 2 T^2 NH HS (two products over half the T x T scores),
      * backward 2.5 x that (five products) */
     const dspy_model_config *c = &t->cfg;
@@ -162,6 +165,90 @@ static int profile_step(dspy_trainable *t, const dspy_train_seq *batch, int seqs
     printf("{\"bench\": \"T1_attention\", \"T\": %d, \"fwd_ms\": %.3f, \"bwd_ms\": %.3f, \"fwd_tflops\": %.1f, "
            "\"bwd_tflops\": %.1f, \"wmma_fwd_ms\": %.3f, \"wmma_bwd_ms\": %.3f}\n",
            T, af, ab, ff / (af * 1e9), fb_ / (ab * 1e9), wf, wb);
+    return 0;
+}
+
+/* ---- T3: the LoRA entries alone ---------------------------------------------------------- */
+
+/* ms of `reps` calls of op k (see lora_ops) between two waits, median of 3; -1 on failure. */
+typedef struct {
+    dspy_trainable *t;
+    int T, in, out, lin;
+    void *x16, *xd16, *y16, *u16, *du16, *dy16, *dxd16, *dxf, *gA, *gB, *A16, *B16;
+} lora_bench;
+
+static dspy_status lora_op(lora_bench *b, int k) {
+    dspy_trainable *t = b->t;
+    dspy_backend *be = t->be;
+    const dspy_ops *o = be->ops;
+    int T = b->T, in = b->in, out = b->out, r = t->lora.r;
+    float p = t->lora.dropout > 0 ? t->lora.dropout : 0.05f;
+#define BB(q, n) dspy_bt(be, (q), (int64_t)(n), DSPY_DTYPE_BF16)
+#define FF(q, n) dspy_bt(be, (q), (int64_t)(n), DSPY_DTYPE_F32)
+    uint16_t *w16 = t->layers[0].w16[b->lin];
+    switch (k) {
+    case 0: /* the base GEMM this adapter rides on */
+        return o->linear(be, BB(b->y16, T * out), BB(b->x16, T * in), BB(w16, out * in), dspy_tensor_none(), T, in,
+                         out, false);
+    case 1: /* its dgrad (frozen base: no wgrad) */
+        return o->linear_backward_beta(be, FF(b->dxf, T * in), dspy_tensor_none(), BB(b->dy16, T * out),
+                                       dspy_tensor_none(), BB(w16, out * in), T, in, out, 0.0f, 0.0f);
+    case 2: /* the dropped LoRA input */
+        return o->dropout_acc(be, BB(b->xd16, T * in), BB(b->x16, T * in), p, 7, false);
+    case 3:
+        return o->lora_forward(be, BB(b->y16, T * out), BB(b->u16, T * r), BB(b->xd16, T * in), BB(b->A16, r * in),
+                               BB(b->B16, out * r), T, in, r, out, t->lora_scale);
+    case 4:
+        return o->lora_backward(be, BB(b->dxd16, T * in), FF(b->gA, r * in), FF(b->gB, out * r), BB(b->du16, T * r),
+                                BB(b->dy16, T * out), BB(b->xd16, T * in), BB(b->u16, T * r), BB(b->A16, r * in),
+                                BB(b->B16, out * r), T, in, r, out, t->lora_scale, 0.0f);
+    default: /* the masked input gradient into the F32 dx */
+        return o->dropout_acc(be, FF(b->dxf, T * in), BB(b->dxd16, T * in), p, 7, true);
+    }
+#undef BB
+#undef FF
+}
+
+/* For each linear shape of a layer at the packed pass's T tokens: the base GEMM and dgrad and each
+ * LoRA entry alone ({"bench": "T3_ops", ...}, ms, 10 calls between waits, median of 3); 0 on success. */
+static int lora_ops(dspy_trainable *t, int T) {
+    dspy_backend *be = t->be;
+    const dspy_ops *o = be->ops;
+    if (!t->bf16 || !o->lora_forward) return 0;
+    const int lins[5] = {LIN_Q, LIN_K, LIN_O, LIN_GATE, LIN_DOWN};
+    for (int li = 0; li < 5; li++) {
+        lora_bench b = {.t = t, .T = T, .lin = lins[li]};
+        dspy_train_lin_dims(&t->cfg, b.lin, &b.in, &b.out);
+        size_t r = (size_t)t->lora.r, in = (size_t)b.in, out = (size_t)b.out, TT = (size_t)T;
+        void **bufs[12] = {&b.x16, &b.xd16, &b.y16, &b.u16,  &b.du16, &b.dy16,
+                           &b.dxd16, &b.dxf, &b.gA, &b.gB, &b.A16, &b.B16};
+        size_t bytes[12] = {2 * TT * in, 2 * TT * in, 2 * TT * out, 2 * TT * r, 2 * TT * r, 2 * TT * out,
+                            2 * TT * in, 4 * TT * in, 4 * r * in, 4 * out * r, 2 * r * in, 2 * out * r};
+        int rc = 0;
+        for (int i = 0; i < 12 && !rc; i++) {
+            rc = o->alloc(be, bytes[i], bufs[i]) != DSPY_OK;
+            /* small values (nothing overflows); the F32 buffers are dxf, gA and gB */
+            dspy_dtype dt = i >= 7 && i <= 9 ? DSPY_DTYPE_F32 : DSPY_DTYPE_BF16;
+            int64_t n = (int64_t)(bytes[i] / dspy_dtype_size(dt));
+            if (!rc) rc = o->fill(be, dspy_bt(be, *bufs[i], n, dt), 0.01f) != DSPY_OK;
+        }
+        double ms[6] = {0};
+        for (int k = 0; k < 6 && !rc; k++) {
+            double v[3];
+            for (int trial = 0; trial < 4 && !rc; trial++) {
+                double t0 = dspy_now_s();
+                for (int rep = 0; rep < 10 && !rc; rep++) rc = lora_op(&b, k) != DSPY_OK;
+                if (!rc) rc = o->sync(be) != DSPY_OK;
+                if (trial) v[trial - 1] = 1e3 * (dspy_now_s() - t0) / 10;
+            }
+            if (!rc) ms[k] = median3(v);
+        }
+        for (int i = 0; i < 12; i++) o->free(be, *bufs[i]);
+        if (rc) return fail("T3 ops");
+        printf("{\"bench\": \"T3_ops\", \"T\": %d, \"in\": %d, \"out\": %d, \"base_fwd_ms\": %.3f, \"base_dgrad_ms\": "
+               "%.3f, \"dropout_ms\": %.3f, \"lora_fwd_ms\": %.3f, \"lora_bwd_ms\": %.3f, \"dropout_add_ms\": %.3f}\n",
+               T, b.in, b.out, ms[0], ms[1], ms[2], ms[3], ms[4], ms[5]);
+    }
     return 0;
 }
 
@@ -301,6 +388,7 @@ int main(int argc, char **argv) {
     int seqs = 4, T = 2048, steps = 10, warmup = 2;
     bool f32 = false, profile = true;
     int lora_r = 0;
+    double lora_dropout = 0.05;
     double peak = 789.0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -321,14 +409,16 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--share")) share = v, i++;
         else if (!strcmp(a, "--peak-tflops")) peak = atof(v), i++;
         else if (!strcmp(a, "--lora")) lora_r = atoi(v), i++;
+        else if (!strcmp(a, "--lora-dropout")) lora_dropout = atof(v), i++;
         else {
             fprintf(stderr, "bench_train: unknown option %s\n", a);
             return 2;
         }
     }
-    if (!model_dir || seqs < 1 || T < 10 || steps < 1 || warmup < 0 || lora_r < 0) {
+    if (!model_dir || seqs < 1 || T < 10 || steps < 1 || warmup < 0 || lora_r < 0 ||
+        !(lora_dropout >= 0 && lora_dropout < 1)) {
         fprintf(stderr, "usage: bench_train --model DIR [--device cuda] [--seqs 4] [--T 2048] [--steps 10] "
-                        "[--warmup 2] [--f32] [--peak-tflops 789] [--lora R]\n");
+                        "[--warmup 2] [--f32] [--peak-tflops 789] [--lora R] [--lora-dropout 0.05]\n");
         return 2;
     }
     dspy_device dev;
@@ -360,7 +450,8 @@ int main(int argc, char **argv) {
     }
     int32_t V = dspy_model_config_get(m)->vocab_size;
     /* T3: DSPy's use_peft defaults (r 32, alpha 64, dropout 0.05) on every linear layer */
-    dspy_lora_config lora = {.r = lora_r, .alpha = 2.0f * (float)lora_r, .dropout = 0.05f, .enabled = lora_r > 0};
+    dspy_lora_config lora = {.r = lora_r, .alpha = 2.0f * (float)lora_r, .dropout = (float)lora_dropout,
+                             .enabled = lora_r > 0};
     if (dspy_trainable_new_on(m, lora_r > 0 ? &lora : NULL, 42, dev, false, &t)) {
         fail("trainable");
         goto done;
@@ -406,10 +497,12 @@ int main(int argc, char **argv) {
         printf("{\"bench\": \"T3\", \"precision\": \"%s\", \"lora_r\": %d, \"lora_alpha\": %g, \"seqs\": %d, \"T\": %d, "
                "\"steps\": %d, \"seconds\": %.4f, \"step_ms\": %.2f, \"tokens_per_s\": %.1f, \"trainable_params\": %.0f, "
                "\"loss_first\": %.5f, \"loss_last\": %.5f, \"grad_norm_last\": %.5f, \"mem_gb\": %.2f, \"mem_before_gb\": %.2f, "
-               "\"setup_s\": %.1f}\n",
+               "\"setup_s\": %.1f, \"lora_dropout\": %g}\n",
                dspy_trainable_bf16(t) ? "bf16" : "f32", lora_r, (double)lora.alpha, seqs, T, steps, secs, 1e3 * secs / steps, tps, params,
-               st0.loss, st.loss, (double)st.grad_norm, used_gb(dev), mem0, setup_s);
-        rc = 0;
+               st0.loss, st.loss, (double)st.grad_norm, used_gb(dev), mem0, setup_s, (double)lora.dropout);
+        fflush(stdout);
+        rc = profile ? profile_step(t, batch, seqs, 1e3 * secs / steps, "T3") : 0;
+        if (!rc && profile) rc = lora_ops(t, t->work.cap);
         goto done;
     }
     printf("{\"bench\": \"T1\", \"precision\": \"%s\", \"seqs\": %d, \"T\": %d, \"steps\": %d, \"seconds\": %.4f, "
@@ -418,7 +511,7 @@ int main(int argc, char **argv) {
            "\"mem_before_gb\": %.2f, \"setup_s\": %.1f}\n",
            dspy_trainable_bf16(t) ? "bf16" : "f32", seqs, T, steps, secs, 1e3 * secs / steps, tps, mfu, params, (long long)st.n_labels,
            st0.loss, st.loss, (double)st.grad_norm, used_gb(dev), mem0, setup_s);
-    rc = profile ? profile_step(t, batch, seqs, 1e3 * secs / steps) : 0;
+    rc = profile ? profile_step(t, batch, seqs, 1e3 * secs / steps, "T1") : 0;
 done:
     dspy_optimizer_free(o);
     dspy_trainable_free(t);

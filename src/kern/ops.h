@@ -330,6 +330,30 @@ typedef struct dspy_ops {
      * pass (out may equal res, or be separate). CUDA: BF16 inp and w. */
     dspy_status (*linear_add)(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor res,
                               int N, int C, int OC);
+
+    /* LoRA's two products (peft's Linear: y += scale B A x), the mixed-precision trainer's form, on
+     * the LoRA input x (N, C) (already dropped out) and the adapters A (r, C), B (OC, r):
+     *   u (N, r) = scale * x @ A^T;   y (N, OC) += u @ B^T
+     * u is kept for the backward pass. CUDA: BF16 x, A, B and u (u rounded once from F32 sums);
+     * y F32, or BF16 (within BF16 rounding of each term: cuBLASLt may round the product before
+     * the add). */
+    dspy_status (*lora_forward)(dspy_backend *be, dspy_tensor y, dspy_tensor u, dspy_tensor x, dspy_tensor A,
+                                dspy_tensor B, int N, int C, int r, int OC, float scale);
+
+    /* Backward of lora_forward from its x and u:
+     *   du (N, r) = scale * dy @ B;  gB (OC, r) += dy^T @ u;  gA (r, C) += du^T @ x;
+     *   dx (N, C) = du @ A + beta_dx dx   (beta_dx 0 or 1)
+     * du is written (the operand of the last two products). CUDA: BF16 dy, x, u, A, B and du
+     * (rounded once from F32 sums); gA, gB F32; dx F32 or BF16 (beta 1: as lora_forward's y). */
+    dspy_status (*lora_backward)(dspy_backend *be, dspy_tensor dx, dspy_tensor gA, dspy_tensor gB, dspy_tensor du,
+                                 dspy_tensor dy, dspy_tensor x, dspy_tensor u, dspy_tensor A, dspy_tensor B, int N,
+                                 int C, int r, int OC, float scale, float beta_dx);
+
+    /* The dropout op's result (the same mask for the same key and p) written (accumulate false:
+     * out = dropout(inp)) or added (true: out += dropout(inp), each element rounded once).
+     * CUDA: out and inp each F32 or BF16; out may equal inp when both have one dtype. */
+    dspy_status (*dropout_acc)(dspy_backend *be, dspy_tensor out, dspy_tensor inp, float p, uint64_t key,
+                               bool accumulate);
 } dspy_ops;
 
 /* The words of adamw's step constants. */

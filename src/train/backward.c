@@ -25,6 +25,15 @@
  * Attention reads BF16 copies of q (after RoPE), k and v (saved per layer for the backward pass)
  * and runs on tensor cores with F32 softmax statistics and outputs. Activations, norms, the loss
  * and the residual stream stay F32.
+ *
+ * LoRA in mixed precision (lora16: the backend's lora_forward / lora_backward / dropout_acc) keeps
+ * the same BF16 activations: each adapter's input is dropped out into BF16 and kept per layer
+ * (xd16), lora_forward saves u = scale A xd in BF16 (lu16) and adds u B^T into the base GEMM's
+ * output (BF16 q/k/v/gate/up, or the F32 residual sum of o/down); the backward pass runs
+ * lora_backward on the BF16 output gradient and the kept xd, and adds the masked input gradient
+ * (the mask redrawn from its key) into the base dgrad's output. The adapters' BF16 working copies
+ * (A16, B16) follow their F32 masters. A packed pass (dspy_train_group_run) draws each of its
+ * sequences' masks as that sequence alone would.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +59,13 @@ void dspy_train_work_free(dspy_backend *be, train_work *w) {
     memset(w, 0, sizeof *w);
 }
 
+/* Whether the LoRA path runs on the BF16 entries (lora_forward / lora_backward / dropout_acc):
+ * mixed precision on a backend that has them (lora16 also: not merged yet). */
+static bool lora_entries16(const dspy_trainable *t) {
+    const dspy_ops *o = t->be->ops;
+    return t->bf16 && t->lora_on && o->lora_forward && o->lora_backward && o->dropout_acc;
+}
+
 /* Rows of logits per chunk of the loss (trainable_impl.h CE_ROWS). */
 static size_t ce_rows(const dspy_trainable *t) { return t->bf16 ? CE_ROWS_BF16 : CE_ROWS; }
 
@@ -60,7 +76,9 @@ static size_t work_layout(dspy_trainable *t, size_t T, float *base) {
     size_t C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size, V = (size_t)c->vocab_size;
     size_t NH = (size_t)c->num_attention_heads, Q = NH * (size_t)c->head_dim;
     size_t KV = (size_t)c->num_key_value_heads * (size_t)c->head_dim;
-    size_t r = t->lora_on ? (size_t)t->lora.r : 0, max_in = C > I ? C : I;
+    /* the F32 LoRA buffers (lu, ltmp, xd, dxd, du) belong to the F32 trainer; mixed precision
+     * keeps BF16 ones in work.b16 */
+    size_t r = t->lora_on && !lora_entries16(t) ? (size_t)t->lora.r : 0, max_in = C > I ? C : I;
     max_in = max_in > Q ? max_in : Q;
     size_t max_out = max_in; /* the same set of widths */
     /* acts16: q, k, v, gate, up live only in BF16 (their GEMMs write BF16), and so does h */
@@ -114,11 +132,13 @@ static size_t work_layout(dspy_trainable *t, size_t T, float *base) {
 
 dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
     train_work *w = &t->work;
-    /* without LoRA the BF16 trainer keeps BF16 norm, SwiGLU, gate/up and q/k/v outputs (acts16; the
+    /* the BF16 trainer keeps BF16 norm, SwiGLU, gate/up and q/k/v outputs (acts16; the
      * environment's DSPY_TRAIN_BF16_ACTS=0 keeps the F32 outputs and their casts instead, for
-     * comparisons); a switch of precision re-lays the buffers out */
+     * comparisons; LoRA's terms are added into them by lora_forward, so LoRA needs its BF16
+     * entries); a switch of precision re-lays the buffers out */
     const char *env = getenv("DSPY_TRAIN_BF16_ACTS");
-    const bool acts16 = t->bf16 && !t->lora_on && !(env && strcmp(env, "0") == 0);
+    const bool lora16 = lora_entries16(t);
+    const bool acts16 = t->bf16 && (!t->lora_on || lora16) && !(env && strcmp(env, "0") == 0);
     if (T <= w->cap && slots <= w->nslots && (!t->bf16 || w->b16) && acts16 == w->acts16) return DSPY_OK;
     if (T < w->cap) T = w->cap;
     if (slots < w->nslots) slots = w->nslots;
@@ -141,7 +161,7 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
         st = dspy_fail_wrap(st, "train step: %zu MiB of activations for %d tokens", n * sizeof(float) >> 20, (int)T);
     if (!st) st = be->ops->alloc(be, sizeof(int32_t) * ni, (void **)&w->iblock);
     if (!st) st = be->ops->alloc(be, sizeof(double) * (size_t)slots, (void **)&w->loss_dev);
-    size_t nxb = 0, ngb = 0, nq = 0, nkv = 0, nxn = 0, nh = 0;
+    size_t nxb = 0, ngb = 0, nq = 0, nkv = 0, nxn = 0, nh = 0, nlu = 0, nxd = 0, nsave = 0;
     if (t->bf16) {
         /* xb: the widest linear input, T rows (lm_head's M <= T rows of C included); gb: the
          * widest output gradient, or one ce_rows chunk of dlogits; each 256-byte aligned */
@@ -160,7 +180,18 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
         nkv = ((size_t)T * (size_t)c->num_key_value_heads * (size_t)c->head_dim + 127) & ~(size_t)127;
         nxn = acts16 ? ((size_t)T * (size_t)c->hidden_size + 127) & ~(size_t)127 : 0;
         nh = acts16 ? ((size_t)T * (size_t)c->intermediate_size + 127) & ~(size_t)127 : 0;
-        size_t n16 = nxb + ngb + (size_t)c->num_hidden_layers * (nq + 2 * nkv + 2 * nxn + 3 * nh);
+        /* LoRA: per layer the seven (T, r) u's and, with dropout, the seven dropped inputs (T, in);
+         * dxd16 as wide as xb, and du16 */
+        const bool drop = lora16 && t->lora.dropout > 0;
+        nlu = lora16 ? ((size_t)T * (size_t)t->lora.r + 127) & ~(size_t)127 : 0;
+        nxd = drop ? nxb : 0;
+        for (int k = 0; drop && k < LIN_COUNT; k++) {
+            int in, out;
+            dspy_train_lin_dims(c, k, &in, &out);
+            nsave += ((size_t)T * (size_t)in + 127) & ~(size_t)127;
+        }
+        size_t n16 = nxb + ngb + nxd + nlu +
+                     (size_t)c->num_hidden_layers * (nq + 2 * nkv + 2 * nxn + 3 * nh + LIN_COUNT * nlu + nsave);
         if (!st && (st = be->ops->alloc(be, sizeof(uint16_t) * n16, (void **)&w->b16)))
             st = dspy_fail_wrap(st, "train step: %zu MiB of BF16 scratch for %d tokens", n16 * sizeof(uint16_t) >> 20,
                                 (int)T);
@@ -175,6 +206,8 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
     if (w->b16) {
         w->xb = w->b16, w->gb = w->b16 + nxb;
         uint16_t *cur = w->gb + ngb;
+        w->dxd16 = nxd ? cur : NULL, cur += nxd;
+        w->du16 = nlu ? cur : NULL, cur += nlu;
         for (int l = 0; l < t->cfg.num_hidden_layers; l++) {
             w->acts[l].qb = cur, cur += nq;
             w->acts[l].kb = cur, cur += nkv;
@@ -184,6 +217,12 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
             w->acts[l].hb = nh ? cur : NULL, cur += nh;
             w->acts[l].gate16 = nh ? cur : NULL, cur += nh;
             w->acts[l].up16 = nh ? cur : NULL, cur += nh;
+            for (int k = 0; k < LIN_COUNT; k++) w->acts[l].lu16[k] = nlu ? cur : NULL, cur += nlu;
+            for (int k = 0; nsave && k < LIN_COUNT; k++) {
+                int in, out;
+                dspy_train_lin_dims(&t->cfg, k, &in, &out);
+                w->acts[l].xd16[k] = cur, cur += ((size_t)T * (size_t)in + 127) & ~(size_t)127;
+            }
         }
     }
     w->ids = w->iblock, w->start = w->ids + T, w->pos = w->start + T, w->rows = w->pos + T, w->targets = w->rows + T;
@@ -252,8 +291,70 @@ static uint64_t mix64(uint64_t z) {
     return z ^ (z >> 31);
 }
 
-static uint64_t dropout_key(const dspy_trainable *t, int layer, int lin) {
-    return mix64(mix64(mix64(t->seed) ^ t->rng) ^ (uint64_t)(layer * LIN_COUNT + lin));
+/* rng: the RNG state of the sequence (the trainable's, plus its index in a packed pass). */
+static uint64_t dropout_key(const dspy_trainable *t, uint64_t rng, int layer, int lin) {
+    return mix64(mix64(mix64(t->seed) ^ rng) ^ (uint64_t)(layer * LIN_COUNT + lin));
+}
+
+/* out (T, cols) = dropout(inp) (or += when acc: dropout_acc) for linear (l, lin): each sequence of
+ * the pass (work.parts) with its own key and its elements indexed from its first row, so a
+ * packed pass drops exactly what each sequence would alone. out may equal inp (not with acc). */
+static dspy_status lora_drop(dspy_trainable *t, int l, int lin, dspy_tensor out, dspy_tensor inp, int cols, bool acc) {
+    dspy_backend *be = t->be;
+    const train_work *w = &t->work;
+    for (int j = 0; j < w->nparts; j++) {
+        int64_t r0 = w->parts[j], n = (int64_t)(w->parts[j + 1] - r0) * cols;
+        dspy_tensor o = dspy_tensor_slice(out, r0 * cols, n), x = dspy_tensor_slice(inp, r0 * cols, n);
+        uint64_t key = dropout_key(t, t->rng + (uint64_t)j * t->rng_stride, l, lin);
+        if (acc) DSPY_TRY(be->ops->dropout_acc(be, o, x, t->lora.dropout, key, true));
+        else if (o.dtype == DSPY_DTYPE_F32 && x.dtype == DSPY_DTYPE_F32)
+            DSPY_TRY(be->ops->dropout(be, o, x, t->lora.dropout, key));
+        else DSPY_TRY(be->ops->dropout_acc(be, o, x, t->lora.dropout, key, false));
+    }
+    return DSPY_OK;
+}
+
+static bool lora16(const dspy_trainable *t) { return lora_entries16(t) && !t->merged; }
+
+/* y (T, out) += the LoRA term of linear (l, lin) from its BF16 input x16 (T, in), mixed
+ * precision: dropout(x) kept in BF16 (acts xd16), u = scale A dropout(x) saved in BF16 (acts
+ * lu16), then y += u B^T accumulated into y, F32 or BF16 (the base GEMM's output). */
+static dspy_status lora_fwd16(dspy_trainable *t, int l, int lin, dspy_tensor y, const uint16_t *x16, int T,
+                              bool train) {
+    dspy_backend *be = t->be;
+    train_work *w = &t->work;
+    const lora_adapter *a = &t->layers[l].lora[lin];
+    int in, out, r = t->lora.r;
+    dspy_train_lin_dims(&t->cfg, lin, &in, &out);
+    dspy_tensor x = B16((uint16_t *)x16, T * in);
+    if (train && t->lora.dropout > 0) { /* kept for the backward pass */
+        DSPY_TRY(lora_drop(t, l, lin, B16(w->acts[l].xd16[lin], T * in), x, in, false));
+        x = B16(w->acts[l].xd16[lin], T * in);
+    }
+    return be->ops->lora_forward(be, y, B16(w->acts[l].lu16[lin], T * r), x, B16(a->A16, r * in), B16(a->B16, out * r),
+                                 T, in, r, out, t->lora_scale);
+}
+
+/* Backward of lora_fwd16: gA, gB accumulate; dx (T, in) (F32 or BF16, the base dgrad's output)
+ * += the LoRA path's input gradient, dy16 (T, out) the output gradient in BF16. */
+static dspy_status lora_bwd16(dspy_trainable *t, int l, int lin, dspy_tensor dx, const uint16_t *x16,
+                              const uint16_t *dy16, int T) {
+    dspy_backend *be = t->be;
+    train_work *w = &t->work;
+    const lora_adapter *a = &t->layers[l].lora[lin];
+    int in, out, r = t->lora.r;
+    dspy_train_lin_dims(&t->cfg, lin, &in, &out);
+    const bool drop = t->lora.dropout > 0;
+    /* the forward's dropped input (x16 itself without dropout) */
+    dspy_tensor x = B16(drop ? w->acts[l].xd16[lin] : (uint16_t *)x16, T * in);
+    /* with dropout the input gradient goes through the mask: du A into dxd16 first, then masked
+     * and added to dx in one pass */
+    dspy_tensor dxl = drop ? B16(w->dxd16, T * in) : dx;
+    DSPY_TRY(be->ops->lora_backward(be, dxl, F(a->gA, r * in), F(a->gB, out * r), B16(w->du16, T * r),
+                                    B16((uint16_t *)dy16, T * out), x, B16(w->acts[l].lu16[lin], T * r),
+                                    B16(a->A16, r * in), B16(a->B16, out * r), T, in, r, out, t->lora_scale,
+                                    drop ? 0.0f : 1.0f));
+    return drop ? lora_drop(t, l, lin, dx, dxl, in, true) : DSPY_OK;
 }
 
 /* ---- linear layers (with LoRA) ---------------------------------------------------------- */
@@ -277,6 +378,7 @@ static dspy_status linear_fwd16(dspy_trainable *t, int l, int lin, float *y, uin
         if (cast_x && !xb16) DSPY_TRY(o->cast(be, B16(w->xb, T * in), F((float *)x, T * in)));
         dspy_tensor yt = y16 ? B16(y16, T * out) : F(y, T * out);
         DSPY_TRY(o->linear(be, yt, B16(xb, T * in), B16(L->w16[lin], out * in), bias, T, in, out, false));
+        if (lora16(t)) return lora_fwd16(t, l, lin, yt, xb, T, train);
     } else {
         DSPY_TRY(o->linear(be, F(y, T * out), F((float *)x, T * in), F(L->w[lin], out * in), bias, T, in, out, false));
     }
@@ -287,7 +389,7 @@ static dspy_status linear_fwd16(dspy_trainable *t, int l, int lin, float *y, uin
     float *u = w->acts[l].lu[lin]; /* (T, r) */
     const float *xin = x;
     if (train && t->lora.dropout > 0) {
-        DSPY_TRY(o->dropout(be, F(w->xd, T * in), F((float *)x, T * in), t->lora.dropout, dropout_key(t, l, lin)));
+        DSPY_TRY(lora_drop(t, l, lin, F(w->xd, T * in), F((float *)x, T * in), in, false));
         xin = w->xd;
     }
     DSPY_TRY(o->linear(be, F(u, T * r), F((float *)xin, T * in), F(a->A, r * in), NONE, T, in, r, false));
@@ -322,11 +424,15 @@ static dspy_status linear_bwd16(dspy_trainable *t, int l, int lin, float *dx, ui
         uint16_t *xb = xb16 ? (uint16_t *)xb16 : w->xb, *gb = dyb16 ? (uint16_t *)dyb16 : w->gb;
         if (dyb16 && dbias.data)
             return dspy_fail(DSPY_ERR_ARG, "train step: a BF16 output gradient for a linear with a bias");
-        if (cast_x && !xb16 && L->gw[lin]) DSPY_TRY(o->cast(be, B16(w->xb, T * in), F((float *)x, T * in)));
+        /* x in BF16: the weight gradient's operand, or LoRA's (with dropout LoRA reads its kept
+         * dropped input instead) */
+        if (cast_x && !xb16 && (L->gw[lin] || (lora16(t) && !(t->lora.dropout > 0))))
+            DSPY_TRY(o->cast(be, B16(w->xb, T * in), F((float *)x, T * in)));
         if (!dyb16) DSPY_TRY(o->cast(be, B16(w->gb, T * out), F((float *)dy, T * out)));
         dspy_tensor gw = L->gw[lin] ? F(L->gw[lin], out * in) : NONE;
-        if (dx16 && (acc_dx || !o->linear_backward_beta || t->lora_on))
-            return dspy_fail(DSPY_ERR_STATE, "train step: a BF16 dx needs an overwriting dgrad without LoRA");
+        if (dx16 && (acc_dx || !o->linear_backward_beta || (t->lora_on && !lora16(t))))
+            return dspy_fail(DSPY_ERR_STATE, "train step: a BF16 dx needs an overwriting dgrad (and LoRA's BF16 "
+                                             "entries under LoRA)");
         if (o->linear_backward_beta) { /* dx and, on a fresh pass, the weight gradient overwritten */
             dspy_tensor dxt = dx16 ? B16(dx16, T * in) : F(dx, T * in);
             DSPY_TRY(o->linear_backward_beta(be, dxt, gw, B16(gb, T * out), B16(xb, T * in),
@@ -339,6 +445,7 @@ static dspy_status linear_bwd16(dspy_trainable *t, int l, int lin, float *dx, ui
         }
         if (dbias.data) /* summed from the F32 gradient */
             DSPY_TRY(o->linear_backward(be, NONE, NONE, dbias, F((float *)dy, T * out), NONE, NONE, T, in, out));
+        if (lora16(t)) return lora_bwd16(t, l, lin, dx16 ? B16(dx16, T * in) : F(dx, T * in), xb, gb, T);
     } else {
         if (dx16) return dspy_fail(DSPY_ERR_STATE, "train step: a BF16 dx in the F32 trainer");
         if (!acc_dx) DSPY_TRY(o->fill(be, F(dx, T * in), 0.0f));
@@ -356,12 +463,11 @@ static dspy_status linear_bwd16(dspy_trainable *t, int l, int lin, float *dx, ui
                                 F(a->B, out * r), T, r, out));
     DSPY_TRY(o->scale(be, F(w->du, T * r), t->lora_scale));
     if (t->lora.dropout > 0) {
-        uint64_t key = dropout_key(t, l, lin);
-        DSPY_TRY(o->dropout(be, F(w->xd, T * in), F((float *)x, T * in), t->lora.dropout, key));
+        DSPY_TRY(lora_drop(t, l, lin, F(w->xd, T * in), F((float *)x, T * in), in, false));
         DSPY_TRY(o->fill(be, F(w->dxd, T * in), 0.0f));
         DSPY_TRY(o->linear_backward(be, F(w->dxd, T * in), F(a->gA, r * in), NONE, F(w->du, T * r), F(w->xd, T * in),
                                     F(a->A, r * in), T, in, r));
-        DSPY_TRY(o->dropout(be, F(w->dxd, T * in), F(w->dxd, T * in), t->lora.dropout, key));
+        DSPY_TRY(lora_drop(t, l, lin, F(w->dxd, T * in), F(w->dxd, T * in), in, false));
         return o->add(be, F(dx, T * in), F(w->dxd, T * in));
     }
     return o->linear_backward(be, F(dx, T * in), F(a->gA, r * in), NONE, F(w->du, T * r), F((float *)x, T * in),
@@ -418,12 +524,14 @@ static dspy_status forward_layers(dspy_trainable *t, const dspy_train_seq *s, bo
         else
             DSPY_TRY(o->attention_train(be, F(a->att, T * Q), F(a->lse, T * NH), F(a->q, T * Q), F(a->k, T * KV),
                                         F(a->v, T * KV), I32(w->start, T), s->prefix, T, NH, NKV, HS));
-        /* acts16 (no bias, no LoRA): the residual add rides in the GEMM's epilogue (linear_add) */
+        /* acts16 (no bias): the residual add rides in the GEMM's epilogue (linear_add), LoRA's
+         * term is then added into the sum */
         const bool radd = ba && o->linear_add && !L->b[LIN_O];
         if (radd) {
             DSPY_TRY(o->cast(be, B16(w->xb, T * Q), F(a->att, T * Q)));
             DSPY_TRY(o->linear_add(be, F(a->xmid, T * C), B16(w->xb, T * Q), B16(L->w16[LIN_O], (int64_t)C * Q),
                                    F(a->xin, T * C), T, Q, C));                                /* x + o */
+            if (lora16(t)) DSPY_TRY(lora_fwd16(t, l, LIN_O, F(a->xmid, T * C), w->xb, T, train));
         } else {
             DSPY_TRY(linear_fwd(t, l, LIN_O, a->xmid, a->att, T, train, true));                     /* o (T, C) */
             DSPY_TRY(o->add(be, F(a->xmid, T * C), F(a->xin, T * C)));                        /* x + o */
@@ -437,6 +545,7 @@ static dspy_status forward_layers(dspy_trainable *t, const dspy_train_seq *s, bo
         if (radd) {
             DSPY_TRY(o->linear_add(be, F(xout, T * C), B16(hb, T * I), B16(L->w16[LIN_DOWN], (int64_t)C * I),
                                    F(a->xmid, T * C), T, I, C));                               /* x + mlp */
+            if (lora16(t)) DSPY_TRY(lora_fwd16(t, l, LIN_DOWN, F(xout, T * C), hb, T, train));
         } else {
             DSPY_TRY(linear_fwd16(t, l, LIN_DOWN, xout, NULL, w->h, hb, T, train, true));       /* mlp (T, C) */
             DSPY_TRY(o->add(be, F(xout, T * C), F(a->xmid, T * C)));
@@ -513,17 +622,14 @@ static dspy_status backward_layers(dspy_trainable *t, const dspy_train_seq *s) {
     return DSPY_OK;
 }
 
-dspy_status dspy_train_seq_run(dspy_trainable *t, const dspy_train_seq *s, bool train, float grad_scale, int slot,
-                          int32_t *Mout) {
-    *Mout = 0;
-    if (!s || !s->ids || !s->labels || s->T < 1)
-        return dspy_fail(DSPY_ERR_ARG, "train sequence: needs ids, labels and T >= 1 (T is %d)", s ? (int)s->T : 0);
+/* The pass itself (dspy_train_group_run has planned the buffers and set work.parts). */
+static dspy_status seq_pass(dspy_trainable *t, const dspy_train_seq *s, bool train, float grad_scale, int slot,
+                            int32_t *Mout) {
     if (train && t->merged)
         return dspy_fail(DSPY_ERR_STATE, "train step: the LoRA adapters were merged; make a new trainable to train on");
-    dspy_status st = dspy_train_work_reserve(t, s->T, slot + 1);
-    if (st) return st;
     int32_t M = 0;
-    if ((st = prepare(t, s, slot, &M))) return st;
+    dspy_status st = prepare(t, s, slot, &M);
+    if (st) return st;
     const dspy_model_config *c = &t->cfg;
     dspy_backend *be = t->be;
     const dspy_ops *o = be->ops;
@@ -532,9 +638,7 @@ dspy_status dspy_train_seq_run(dspy_trainable *t, const dspy_train_seq *s, bool 
     const float eps = (float)c->rms_norm_eps;
     dspy_tensor loss_slots = dspy_bt(be, w->loss_dev, w->nslots, DSPY_DTYPE_F64);
     if (M == 0) { /* nothing to learn from: the slot's loss is the empty sum */
-        DSPY_TRY(o->sum_rows(be, loss_slots, slot, F(w->loss, 0)));
-        if (train) t->rng++;
-        return DSPY_OK;
+        return o->sum_rows(be, loss_slots, slot, F(w->loss, 0));
     }
     *Mout = M;
     DSPY_TRY(o->copy(be, w->iblock, w->stage + (size_t)slot * 5 * (size_t)w->cap, sizeof(int32_t) * 5 * (size_t)w->cap,
@@ -581,8 +685,37 @@ dspy_status dspy_train_seq_run(dspy_trainable *t, const dspy_train_seq *s, bool 
     DSPY_TRY(o->scatter_add_rows(be, F(w->dx, T * C), I32(w->rows, M), F(w->xn, M * C), M, C));
     DSPY_TRY(backward_layers(t, s));
     w->fresh = false; /* every weight gradient has had its first contribution */
-    t->rng++;
     return DSPY_OK;
+}
+
+dspy_status dspy_train_group_run(dspy_trainable *t, const dspy_train_seq *s, const int32_t *parts, int nparts,
+                                 bool train, float grad_scale, int slot, int32_t *Mout) {
+    *Mout = 0;
+    if (!s || !s->ids || !s->labels || s->T < 1)
+        return dspy_fail(DSPY_ERR_ARG, "train sequence: needs ids, labels and T >= 1 (T is %d)", s ? (int)s->T : 0);
+    if (nparts < 1 || parts[0] != 0 || parts[nparts] != s->T)
+        return dspy_fail(DSPY_ERR_ARG, "train pass: %d parts covering [%d, %d) of its %d tokens; the parts must "
+                                       "cover the pass from its first token to its last",
+                         nparts, nparts >= 1 ? (int)parts[0] : 0, nparts >= 1 ? (int)parts[nparts] : 0, (int)s->T);
+    for (int j = 0; j < nparts; j++)
+        if (parts[j + 1] <= parts[j])
+            return dspy_fail(DSPY_ERR_ARG, "train pass: part %d is [%d, %d); each part holds at least one token", j,
+                             (int)parts[j], (int)parts[j + 1]);
+    /* the buffers first: a re-plan clears the work record, parts included */
+    dspy_status st = dspy_train_work_reserve(t, s->T, slot + 1);
+    if (st) return st;
+    t->work.parts = parts, t->work.nparts = nparts;
+    st = seq_pass(t, s, train, grad_scale, slot, Mout);
+    t->work.parts = NULL, t->work.nparts = 0;
+    /* each sequence of the pass draws its own masks: the next pass starts after them */
+    if (!st && train) t->rng += (uint64_t)nparts;
+    return st;
+}
+
+dspy_status dspy_train_seq_run(dspy_trainable *t, const dspy_train_seq *s, bool train, float grad_scale, int slot,
+                          int32_t *Mout) {
+    int32_t parts[2] = {0, s ? s->T : 0};
+    return dspy_train_group_run(t, s, parts, 1, train, grad_scale, slot, Mout);
 }
 
 dspy_status dspy_train_slot_clear(dspy_trainable *t, int slot) {

@@ -114,9 +114,11 @@ dspy_status dspy_trainable_new_on(dspy_model *m, const dspy_lora_config *lora, u
  * GEMMs on tensor cores (BF16 working copies of the weights, cast from the F32 master after
  * every optimizer step, and BF16 casts of their inputs and output gradients), with F32
  * accumulation and F32 outputs, gradients, master weights, AdamW moments, norms, softmax and
- * loss: torch autocast's scheme. Off (the default) is the F32 parity path. Call before the
- * first step. Errors: DSPY_ERR_ARG on a CPU trainable (the CPU reference computes in F32),
- * DSPY_ERR_NOMEM, what the device reports. */
+ * loss: torch autocast's scheme. Under LoRA the adapters' products run the same way (BF16 working
+ * copies of A and B, BF16 dropped inputs and intermediates, F32 gradients and masters), and a
+ * step's sequences are packed into larger passes with each sequence's own dropout masks. Off (the
+ * default) is the F32 parity path. Call before the first step. Errors: DSPY_ERR_ARG on a CPU
+ * trainable (the CPU reference computes in F32), DSPY_ERR_NOMEM, what the device reports. */
 dspy_status dspy_trainable_set_bf16(dspy_trainable *t, bool on);
 bool dspy_trainable_bf16(const dspy_trainable *t);
 

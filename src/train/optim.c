@@ -12,9 +12,10 @@
  * once per step), one adamw per tensor, and a single read-back of the loss sums and the norm at
  * the end. On the CPU backend that path gives the same bits as the host code above (the ops
  * reproduce its orders and roundings); tests check it. The mixed-precision trainer (CUDA) also
- * packs the step's sequences into larger passes (group_end), lets the first pass overwrite the
- * weight gradients instead of zeroing them (linear_backward_beta), and refreshes the BF16
- * working weights inside the update (adamw_bf16).
+ * packs the step's sequences into larger passes (group_end; with LoRA too), lets the first pass
+ * of full fine-tuning overwrite the weight gradients instead of zeroing them
+ * (linear_backward_beta), and refreshes the BF16 working weights (LoRA: the adapters') inside
+ * the update (adamw_bf16).
  */
 #include "train/optim.h"
 
@@ -126,6 +127,8 @@ struct dspy_optimizer {
     dspy_train_seq *mine; /* (mine_cap) this rank's sequences of a step, in step order */
     size_t *mine_at;  /* (mine_cap) their indices in the step (their loss slots) */
     size_t mine_cap;
+    int32_t *parts;   /* (parts_cap) a group's sequence boundaries (dspy_train_group_run) */
+    size_t parts_cap;
 };
 
 dspy_status dspy_optimizer_new(dspy_trainable *t, const dspy_adamw_hparams *h, dspy_optimizer **out) {
@@ -186,6 +189,7 @@ void dspy_optimizer_free(dspy_optimizer *o) {
     free(o->layer_of);
     free(o->lrun);
     free(o->lrun_n);
+    free(o->parts);
     free(o->off);
     free(o->grads);
     free(o->ns);
@@ -257,12 +261,12 @@ size_t dspy_optimizer_layer_run(dspy_optimizer *o, int layer, float **run) {
     return o->lrun_n[layer];
 }
 
-/* Packed passes (mixed precision, full fine-tuning): consecutive sequences of a step without a
- * shared prefix run as ONE forward/backward pass over their concatenation, up to
- * dspy_train_group_tokens tokens (0 runs every sequence alone). Each keeps its own examples
- * (block-diagonal attention, positions restarting per example), so the losses and gradients are
- * the same sums; the GEMMs are larger and every weight gradient is read and written once per
- * pass instead of once per sequence. The grouping depends only on the batch, so a resumed run
+/* Packed passes (mixed precision): consecutive sequences of a step without a shared prefix run as
+ * ONE forward/backward pass over their concatenation, up to dspy_train_group_tokens tokens (0 runs
+ * every sequence alone). Each keeps its own examples (block-diagonal attention, positions
+ * restarting per example) and, under LoRA, its own dropout masks (dspy_train_group_run), so the
+ * losses and gradients are the same sums; the GEMMs are larger and every weight gradient is read
+ * and written once per pass instead of once per sequence. The grouping depends only on the batch, so a resumed run
  * groups exactly as the uninterrupted one did.
  *
  * group_end: the end (exclusive) of the group that starts at sequence s; *T gets its tokens. */
@@ -276,9 +280,16 @@ static size_t group_end(const dspy_train_seq *seqs, size_t k, size_t s, int32_t 
 }
 
 /* The concatenation of sequences [s, e) into o->cat, as one dspy_train_seq: examples keep their
- * own runs of seg (renumbered to stay increasing across sequences) and their positions. */
+ * own runs of seg (renumbered to stay increasing across sequences) and their positions; o->parts
+ * gets where each sequence starts (and the end). */
 static dspy_status group_make(dspy_optimizer *o, const dspy_train_seq *seqs, size_t s, size_t e, int32_t T,
                               dspy_train_seq *out) {
+    if (e - s + 1 > o->parts_cap) {
+        int32_t *np = realloc(o->parts, sizeof(int32_t) * (e - s + 1));
+        if (!np) return dspy_fail(DSPY_ERR_NOMEM, "optimizer step: out of memory packing %zu sequences", e - s);
+        o->parts = np;
+        o->parts_cap = e - s + 1;
+    }
     if ((size_t)T > o->cat_cap) {
         int32_t *nc = realloc(o->cat, sizeof(int32_t) * 4 * (size_t)T);
         if (!nc) return dspy_fail(DSPY_ERR_NOMEM, "optimizer step: out of memory packing %d tokens", (int)T);
@@ -291,6 +302,7 @@ static dspy_status group_make(dspy_optimizer *o, const dspy_train_seq *seqs, siz
     int32_t off = 0, base = 0;
     for (size_t i = s; i < e; i++) {
         const dspy_train_seq *q = &seqs[i];
+        o->parts[i - s] = off;
         memcpy(ids + off, q->ids, sizeof(int32_t) * (size_t)q->T);
         memcpy(labels + off, q->labels, sizeof(int32_t) * (size_t)q->T);
         int32_t ex0 = 0; /* the first token of the current example (for positions) */
@@ -303,6 +315,7 @@ static dspy_status group_make(dspy_optimizer *o, const dspy_train_seq *seqs, siz
         base = seg[off + q->T - 1] + 1;
         off += q->T;
     }
+    o->parts[e - s] = off;
     *out = (dspy_train_seq){ids, any_pos ? pos : NULL, labels, seg, T, 0};
     return DSPY_OK;
 }
@@ -373,26 +386,35 @@ static dspy_status local_grads(dspy_optimizer *o, const dspy_train_seq *seqs, si
         else DSPY_TRY(dspy_train_slot_clear(t, (int)s));
     }
     float scale = (float)(1.0 / (double)N);
-    /* LoRA dropout draws from the pass's rng state: sequence s of the step runs at base + s on
-     * whichever rank it lands (so the masks do not depend on the number of ranks), and the step
-     * leaves base + k, as k single passes would */
+    /* LoRA dropout: sequence s of the step draws at base + s on whichever rank it lands (a pass
+     * starts at its first sequence's state; its j-th sequence, every world-th of the step, at
+     * j * world further), so the masks do not depend on the number of ranks; the step leaves
+     * base + k, as k single passes would */
     const uint64_t base = dspy_trainable_rng_get(t);
+    t->rng_stride = (uint64_t)world;
     for (size_t s = 0, e; s < n; s = e) {
         int32_t M = 0, T = 0;
         e = limit > 0 ? group_end(mine, n, s, limit, &T) : s + 1;
         dspy_train_seq g = mine[s];
-        if (e > s + 1) DSPY_TRY(group_make(o, mine, s, e, T, &g));
         dspy_trainable_rng_set(t, base + o->mine_at[s]);
         if (early && e == n) t->work.layer_done = on_layer, t->work.layer_done_ud = o;
-        dspy_status st = dspy_train_seq_run(t, &g, true, scale, (int)o->mine_at[s], &M);
+        dspy_status st;
+        if (e > s + 1) {
+            st = group_make(o, mine, s, e, T, &g);
+            if (!st) st = dspy_train_group_run(t, &g, o->parts, (int)(e - s), true, scale, (int)o->mine_at[s], &M);
+        } else {
+            st = dspy_train_seq_run(t, &g, true, scale, (int)o->mine_at[s], &M);
+        }
         t->work.layer_done = NULL;
         for (size_t i = s + 1; !st && i < e; i++) st = dspy_train_slot_clear(t, (int)o->mine_at[i]);
         if (st) {
             t->work.fresh = false;
+            t->rng_stride = 1;
             return st;
         }
     }
     t->work.fresh = false;
+    t->rng_stride = 1;
     dspy_trainable_rng_set(t, base + k);
     for (int l = o->nlayers - 1; early && n == 0 && l >= 0; l--) DSPY_TRY(on_layer(o, l));
     return DSPY_OK;
@@ -451,22 +473,33 @@ static dspy_status device_step(dspy_optimizer *o, const dspy_train_seq *seqs, si
     dspy_tensor hp = dspy_bt(be, o->hp, 2 * DSPY_ADAMW_WORDS, DSPY_DTYPE_F32);
     DSPY_TRY(ops->clip_coef(be, hp, 2, dspy_bt(be, o->norm, 1, DSPY_DTYPE_F32), sq, (int)o->np,
                             dspy_bt(be, t->work.loss_dev, t->work.nslots, DSPY_DTYPE_F64), (int)k, max_grad_norm));
-    /* mixed precision: the BF16 working copies follow the updated master (LoRA: the base is
-     * frozen), written by the update itself where the backend can (adamw_bf16), else recast */
-    const bool fused16 = t->bf16 && !t->lora_on && ops->adamw_bf16;
-    for (size_t i = 0; i < o->np; i++) {
+    /* mixed precision: the BF16 working copies follow the updated master (LoRA: the adapters'; the
+     * base is frozen), written by the update itself where the backend can (adamw_bf16), else recast */
+    const bool fused16 = t->bf16 && ops->adamw_bf16;
+    /* one update per run of parameters that lie end to end in every array it touches (w, g, the
+     * moments and, fused, w16) and share their constants: the update is element-wise, so a run
+     * gives the same bits in fewer launches (the LoRA adapters are one run) */
+    for (size_t i = 0, j; i < o->np; i = j) {
         dspy_param *p = dspy_trainable_param(t, i);
-        size_t off = o->off[i];
-        int64_t n = (int64_t)p->n;
+        uint16_t *w16 = fused16 ? dspy_train_param_w16(t, p) : NULL;
+        size_t off = o->off[i], run = p->n;
+        for (j = i + 1; j < o->np; j++) {
+            dspy_param *q = dspy_trainable_param(t, j);
+            uint16_t *q16 = fused16 ? dspy_train_param_w16(t, q) : NULL;
+            if (q->dw != p->dw + run || q->dg != p->dg + run || o->off[j] != off + run || q->ndim != p->ndim ||
+                (w16 ? q16 != w16 + run : q16 != NULL))
+                break;
+            run += q->n;
+        }
+        int64_t n = (int64_t)run;
         dspy_tensor w = dspy_bt(be, p->dw, n, DSPY_DTYPE_F32), g = dspy_bt(be, p->dg, n, DSPY_DTYPE_F32);
         dspy_tensor m = dspy_bt(be, o->dblock + off, n, DSPY_DTYPE_F32);
         dspy_tensor v = dspy_bt(be, o->dblock + o->total + off, n, DSPY_DTYPE_F32);
         dspy_tensor h = dspy_tensor_slice(hp, p->ndim == 2 ? 0 : DSPY_ADAMW_WORDS, DSPY_ADAMW_WORDS);
-        uint16_t *w16 = fused16 ? dspy_train_param_w16(t, p) : NULL;
         if (w16) DSPY_TRY(ops->adamw_bf16(be, w, g, m, v, h, dspy_bt(be, w16, n, DSPY_DTYPE_BF16)));
         else DSPY_TRY(ops->adamw(be, w, g, m, v, h));
     }
-    if (!t->lora_on && !fused16) DSPY_TRY(dspy_train_refresh_bf16(t));
+    if (t->bf16 && !fused16) DSPY_TRY(dspy_train_refresh_bf16(t));
     /* the step's one wait: its loss sums and the norm */
     float *norm_host = o->hp_host + 2 * DSPY_ADAMW_WORDS;
     DSPY_TRY(ops->copy(be, t->work.loss_host, t->work.loss_dev, sizeof(double) * k, DSPY_COPY_D2H));

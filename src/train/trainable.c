@@ -283,6 +283,13 @@ dspy_status dspy_train_refresh_bf16(dspy_trainable *t) {
             int64_t n = (int64_t)in * out;
             DSPY_TRY(be->ops->cast(be, dspy_bt(be, t->layers[l].w16[k], n, DSPY_DTYPE_BF16),
                                    dspy_bt(be, t->layers[l].w[k], n, DSPY_DTYPE_F32)));
+            const lora_adapter *a = &t->layers[l].lora[k];
+            if (!a->A16) continue;
+            int64_t na = (int64_t)t->lora.r * in, nb = (int64_t)out * t->lora.r;
+            DSPY_TRY(be->ops->cast(be, dspy_bt(be, a->A16, na, DSPY_DTYPE_BF16),
+                                   dspy_bt(be, a->A, na, DSPY_DTYPE_F32)));
+            DSPY_TRY(be->ops->cast(be, dspy_bt(be, a->B16, nb, DSPY_DTYPE_BF16),
+                                   dspy_bt(be, a->B, nb, DSPY_DTYPE_F32)));
         }
     int64_t nh = (int64_t)c->vocab_size * c->hidden_size;
     return be->ops->cast(be, dspy_bt(be, t->lm_head16, nh, DSPY_DTYPE_BF16),
@@ -293,7 +300,10 @@ static void bf16_free(dspy_trainable *t) {
     if (t->w16block) t->be->ops->free(t->be, t->w16block);
     t->w16block = t->lm_head16 = NULL;
     for (int l = 0; t->layers && l < t->cfg.num_hidden_layers; l++)
-        for (int k = 0; k < LIN_COUNT; k++) t->layers[l].w16[k] = NULL;
+        for (int k = 0; k < LIN_COUNT; k++) {
+            t->layers[l].w16[k] = NULL;
+            t->layers[l].lora[k].A16 = t->layers[l].lora[k].B16 = NULL;
+        }
     t->bf16 = false;
 }
 
@@ -308,11 +318,13 @@ dspy_status dspy_trainable_set_bf16(dspy_trainable *t, bool on) {
         return dspy_fail(DSPY_ERR_ARG, "trainable: BF16 mixed precision needs a CUDA device (the CPU trainer "
                                        "computes in F32)");
     const dspy_model_config *c = &t->cfg;
-    size_t n = w16_span((size_t)c->vocab_size * (size_t)c->hidden_size);
+    /* the linear weights, lm_head and (LoRA) every adapter's A and B, these end to end in the
+     * parameters' order (as their masters and gradients: the optimizer updates them in one run) */
+    size_t n = w16_span((size_t)c->vocab_size * (size_t)c->hidden_size), r = t->lora_on ? (size_t)t->lora.r : 0;
     for (int k = 0; k < LIN_COUNT; k++) {
         int in, out;
         dspy_train_lin_dims(c, k, &in, &out);
-        n += (size_t)c->num_hidden_layers * w16_span((size_t)in * (size_t)out);
+        n += (size_t)c->num_hidden_layers * (w16_span((size_t)in * (size_t)out) + r * ((size_t)in + (size_t)out));
     }
     dspy_status st = t->be->ops->alloc(t->be, n * sizeof(uint16_t), (void **)&t->w16block);
     if (st) return dspy_fail_wrap(st, "trainable: %zu MiB of BF16 working weights", n * sizeof(uint16_t) >> 20);
@@ -325,6 +337,14 @@ dspy_status dspy_trainable_set_bf16(dspy_trainable *t, bool on) {
             cur += w16_span((size_t)in * (size_t)out);
         }
     t->lm_head16 = cur;
+    cur += w16_span((size_t)c->vocab_size * (size_t)c->hidden_size);
+    for (int l = 0; r && l < c->num_hidden_layers; l++)
+        for (int k = 0; k < LIN_COUNT; k++) {
+            int in, out;
+            dspy_train_lin_dims(c, k, &in, &out);
+            t->layers[l].lora[k].A16 = cur, cur += r * (size_t)in;
+            t->layers[l].lora[k].B16 = cur, cur += (size_t)out * r;
+        }
     t->bf16 = true;
     /* the work buffers gain their BF16 scratch at the next reserve */
     if ((st = dspy_train_refresh_bf16(t))) bf16_free(t);
@@ -336,7 +356,7 @@ dspy_device dspy_trainable_device(const dspy_trainable *t) { return t->be->dev; 
 bool dspy_trainable_mirrored(const dspy_trainable *t) { return t->mirrored; }
 
 int32_t dspy_train_group_tokens(const dspy_trainable *t) {
-    if (!t->bf16 || t->lora_on || !t->mirrored) return 0;
+    if (!t->bf16 || !t->mirrored) return 0;
     const char *e = getenv("DSPY_TRAIN_GROUP_TOKENS");
     int32_t v = e ? (int32_t)atoi(e) : DSPY_TRAIN_GROUP_DEFAULT;
     return v > 0 ? v : 0;
@@ -373,6 +393,7 @@ dspy_status dspy_trainable_new_on(dspy_model *m, const dspy_lora_config *lora, u
     t->m = m;
     t->cfg = *dspy_model_config_get(m);
     t->seed = seed;
+    t->rng_stride = 1;
     t->lora_on = lora && lora->enabled;
     if (t->lora_on) {
         t->lora = *lora;
@@ -420,7 +441,8 @@ dspy_status dspy_trainable_new_on(dspy_model *m, const dspy_lora_config *lora, u
         }
         t->ln = n;
         if ((st = block_new(t, n, true, &t->lblock, &t->hlblock))) goto fail;
-        float *cur = t->lblock;
+        /* every A and B first, then every gradient (one fill zeroes them all) */
+        float *cur = t->lblock, *gcur = t->lblock + n / 2;
         uint64_t rs = seed;
         for (int l = 0; l < L; l++)
             for (int k = 0; k < LIN_COUNT; k++) {
@@ -428,9 +450,9 @@ dspy_status dspy_trainable_new_on(dspy_model *m, const dspy_lora_config *lora, u
                 int in, o;
                 dspy_train_lin_dims(c, k, &in, &o);
                 a->A = carve(&cur, r * in);
-                a->gA = carve(&cur, r * in);
+                a->gA = carve(&gcur, r * in);
                 a->B = carve(&cur, (size_t)o * r);
-                a->gB = carve(&cur, (size_t)o * r);
+                a->gB = carve(&gcur, (size_t)o * r);
                 double bound = 1.0 / sqrt((double)in); /* kaiming_uniform_(a=sqrt(5)) on (r, in) */
                 float *A = host_of(t, a->A);
                 for (size_t i = 0; i < r * (size_t)in; i++) {
@@ -494,6 +516,9 @@ dspy_status dspy_trainable_zero_grad(dspy_trainable *t) {
     }
     if (t->gblock) /* full fine-tuning: one block holds every gradient */
         return t->be->ops->fill(t->be, dspy_bt(t->be, t->gblock, (int64_t)t->wn, DSPY_DTYPE_F32), 0.0f);
+    if (t->lblock) /* LoRA: the second half of the adapters' block */
+        return t->be->ops->fill(t->be, dspy_bt(t->be, t->lblock + t->ln / 2, (int64_t)(t->ln / 2), DSPY_DTYPE_F32),
+                                0.0f);
     for (size_t i = 0; i < t->nparams; i++)
         DSPY_TRY(t->be->ops->fill(t->be, dspy_bt(t->be, t->params[i].dg, (int64_t)t->params[i].n, DSPY_DTYPE_F32),
                                   0.0f));
@@ -538,8 +563,12 @@ uint16_t *dspy_train_param_w16(const dspy_trainable *t, const dspy_param *p) {
     if (!t->bf16) return NULL;
     if (p->dw == t->lm_head) return t->lm_head16;
     for (int l = 0; l < t->cfg.num_hidden_layers; l++)
-        for (int k = 0; k < LIN_COUNT; k++)
+        for (int k = 0; k < LIN_COUNT; k++) {
+            const lora_adapter *a = &t->layers[l].lora[k];
             if (p->dw == t->layers[l].w[k]) return t->layers[l].w16[k];
+            if (a->A16 && p->dw == a->A) return a->A16;
+            if (a->B16 && p->dw == a->B) return a->B16;
+        }
     return NULL;
 }
 

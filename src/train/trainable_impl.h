@@ -15,6 +15,7 @@ enum { LIN_Q, LIN_K, LIN_V, LIN_O, LIN_GATE, LIN_UP, LIN_DOWN, LIN_COUNT };
 typedef struct lora_adapter {
     float *A, *gA; /* (r, in) */
     float *B, *gB; /* (out, r) */
+    uint16_t *A16, *B16; /* mixed precision: BF16 working copies of A and B, or NULL */
 } lora_adapter;
 
 /* One decoder layer's fp32 weights and gradients (gradient pointers NULL when frozen). */
@@ -36,10 +37,13 @@ typedef struct layer_acts {
     float *att;          /* (T, NH * HS) attention output (o_proj input) */
     float *xmid;         /* (T, C) residual after attention */
     float *gate, *up;    /* (T, I) MLP pre-activations */
-    float *lu[LIN_COUNT];/* (T, r) scaled LoRA intermediates (alpha/r) A dropout(x) */
+    float *lu[LIN_COUNT];/* (T, r) scaled LoRA intermediates (alpha/r) A dropout(x) (F32 trainer) */
+    uint16_t *lu16[LIN_COUNT]; /* the same in BF16 (mixed precision: lora_forward's u) */
+    uint16_t *xd16[LIN_COUNT]; /* mixed precision, LoRA dropout: (T, in) BF16 dropped LoRA inputs,
+                                  lora_backward's x (kept, not redrawn) */
     uint16_t *qb, *kb, *vb; /* mixed precision: BF16 copies of q, k (after RoPE) and v, what the
                                tensor-core attention and its backward read */
-    uint16_t *xnb[2];    /* mixed precision without LoRA: (T, C) BF16 RMSNorm outputs (attention,
+    uint16_t *xnb[2];    /* mixed precision (acts16): (T, C) BF16 RMSNorm outputs (attention,
                             MLP), the GEMMs' inputs forward and for the weight gradients */
     uint16_t *hb;        /* the same: (T, I) BF16 SwiGLU output, the down projection's input */
     uint16_t *gate16, *up16; /* the same: (T, I) BF16 gate / up GEMM outputs (then gate and up,
@@ -61,9 +65,16 @@ typedef struct train_work {
     float *dq, *datt;              /* (T, NH * HS) */
     float *dk, *dv;                /* (T, NKV * HS) */
     float *h, *dh, *dup;           /* (T, I) */
-    float *ltmp;                   /* (T, max out) LoRA path output */
-    float *xd, *dxd;               /* (T, max in) dropped LoRA input and its gradient */
-    float *du;                     /* (T, r) */
+    float *ltmp;                   /* (T, max out) LoRA path output (F32 trainer) */
+    float *xd, *dxd;               /* (T, max in) dropped LoRA input and its gradient (F32 trainer) */
+    float *du;                     /* (T, r) (F32 trainer) */
+    uint16_t *dxd16;               /* mixed precision + LoRA dropout: (T, max in) BF16, the LoRA
+                                      path's input gradient before the mask */
+    uint16_t *du16;                /* the same: (T, r) BF16, lora_backward's du */
+    /* The sequences of the pass being run (dspy_train_group_run): sequence j is rows
+     * [parts[j], parts[j + 1]) and its LoRA dropout uses the RNG state rng + j. */
+    const int32_t *parts;
+    int nparts;
     uint16_t *b16;                 /* mixed precision only: one allocation holding xb, gb and
                                       every layer's qb, kb, vb (and xnb, hb without LoRA) */
     uint16_t *xb;                  /* (T, max(in)) BF16: the input of the linear being computed */
@@ -75,7 +86,7 @@ typedef struct train_work {
      * step stay untouched until the step's one sync. */
     int32_t *stage;
     int nslots;
-    bool acts16;                   /* mixed precision without LoRA: the BF16 saved copies above
+    bool acts16;                   /* mixed precision: the BF16 saved copies above
                                       (xnb, hb, gate16, up16) instead of F32 ones */
     bool fresh;                    /* the next backward pass is the first of an optimizer step:
                                       its weight-gradient GEMMs overwrite (beta 0) instead of
@@ -112,9 +123,12 @@ struct dspy_trainable {
     dspy_lora_config lora;
     float lora_scale;              /* alpha / r */
     uint64_t seed, rng;
+    uint64_t rng_stride;           /* sequence j of a packed pass draws its LoRA dropout at rng +
+                                      j * rng_stride: 1, except in a data-parallel step (optim.c),
+                                      where a rank's pass holds every world-th sequence */
     float *wblock, *gblock;        /* fp32 weights; gradients (full fine-tuning: same layout) */
     size_t wn;
-    float *lblock;                 /* LoRA A, B and their gradients */
+    float *lblock;                 /* LoRA: every A and B, then their gradients in the same order */
     size_t ln;
     float *hwblock, *hgblock, *hlblock; /* host mirrors (the blocks themselves when not mirrored) */
     /* Mixed precision (dspy_trainable_set_bf16, CUDA only): the GEMMs take BF16 copies of the
@@ -136,8 +150,9 @@ struct dspy_trainable {
 
 /* The packed passes of an optimizer step (optim.c): consecutive sequences without a shared
  * prefix run as one pass of up to this many tokens; 0 = one pass per sequence. Mixed precision
- * without LoRA only (DSPY_TRAIN_GROUP_TOKENS in the environment overrides the default of
- * DSPY_TRAIN_GROUP_DEFAULT; the F32 trainer keeps the CPU reference's order of sums). */
+ * only (DSPY_TRAIN_GROUP_TOKENS in the environment overrides the default of
+ * DSPY_TRAIN_GROUP_DEFAULT; the F32 trainer keeps the CPU reference's order of sums). Under LoRA
+ * each sequence of a pass keeps its own dropout masks (dspy_train_group_run). */
 #define DSPY_TRAIN_GROUP_DEFAULT 8192
 int32_t dspy_train_group_tokens(const dspy_trainable *t);
 
@@ -168,5 +183,12 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots);
  * labelled rows (host-known). Nothing waits for the device. */
 dspy_status dspy_train_seq_run(dspy_trainable *t, const dspy_train_seq *s, bool train, float grad_scale, int slot,
                           int32_t *M);
+/* The same for a packed pass s of nparts sequences laid end to end, sequence j being rows
+ * [parts[j], parts[j + 1]) (parts (nparts + 1), parts[0] = 0, parts[nparts] = s->T): the LoRA
+ * dropout of sequence j is what dspy_train_seq_run would draw for it alone at RNG state rng + j
+ * (a mask per sequence, indexed from its first row), and a training pass advances the RNG by
+ * nparts. dspy_train_seq_run is this with one part. */
+dspy_status dspy_train_group_run(dspy_trainable *t, const dspy_train_seq *s, const int32_t *parts, int nparts,
+                                 bool train, float grad_scale, int slot, int32_t *M);
 
 #endif

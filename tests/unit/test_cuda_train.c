@@ -18,7 +18,8 @@
  * shapes, bias, accumulate, unaligned slices; 1e-5 relative), sum_rows and grad_sumsq (1e-12
  * relative: double sums in another order; and run-to-run bit-identical), clip_coef (bit-identical
  * to the CPU from the same sums) and adamw's NaN-gscale skip.
- * Planning: after dspy_trainable_plan a CUDA trainable's steps make no device allocation.
+ * Planning: after dspy_trainable_plan a CUDA trainable's steps make no device allocation (F32 and
+ * BF16, full and LoRA).
  *
  * BF16 mixed precision (dspy_trainable_set_bf16): linear_backward with BF16 operands against the
  * CPU's F32 one on the same BF16-rounded values (products of BF16 numbers are exact in F32, so
@@ -29,7 +30,9 @@
  * that gradient's sign); resume within 2e-2 (both sides BF16 on CUDA). The BF16 full cases run
  * with the step's sequences packed into one pass (the default: larger GEMMs, each weight
  * gradient overwritten by the first pass instead of zeroed) and with one pass per sequence
- * (DSPY_TRAIN_GROUP_TOKENS=0). A BF16 request on a CPU trainable is refused.
+ * (DSPY_TRAIN_GROUP_TOKENS=0); so does BF16 LoRA with dropout (train_lora.cu's entries; packed
+ * sequences keep their own masks), which also runs unpacked, with F32 saved activations
+ * (DSPY_TRAIN_BF16_ACTS=0) and without dropout. A BF16 request on a CPU trainable is refused.
  *
  * Prefix-shared steps (share_step.h: 4 examples with an 80-token common prompt in 3 sequences,
  * laid out by train/share_prefix.h as one sequence of 150 tokens): 5 optimizer steps (lr 1e-3,
@@ -98,6 +101,22 @@ static void test_bf16_lora(void) {
     pair_run(&c, k_cuda, true, &k_bf16);
 }
 
+/* LoRA in BF16 one pass per sequence (the default packs them, each sequence keeping its own
+ * dropout masks: both must match the CPU trainer), with F32 saved activations (the LoRA term added
+ * into F32 outputs), and without dropout. */
+static void test_bf16_lora_variants(void) {
+    pair_case c = {"bf16-lora-dropout-unpacked", true, 0.1f, 0.0, 0.01, true};
+    setenv("DSPY_TRAIN_GROUP_TOKENS", "0", 1);
+    pair_run(&c, k_cuda, true, &k_bf16);
+    unsetenv("DSPY_TRAIN_GROUP_TOKENS");
+    pair_case c2 = {"bf16-lora-dropout-f32-acts", true, 0.1f, 0.0, 0.01, true};
+    setenv("DSPY_TRAIN_BF16_ACTS", "0", 1);
+    pair_run(&c2, k_cuda, true, &k_bf16);
+    unsetenv("DSPY_TRAIN_BF16_ACTS");
+    pair_case c3 = {"bf16-lora-no-dropout", true, 0.0f, 0.0, 0.01, true};
+    pair_run(&c3, k_cuda, true, &k_bf16);
+}
+
 /* BF16 mixed precision is CUDA's; the CPU reference refuses it. */
 static void test_bf16_cpu_refused(void) {
     if (!g_pair_model) return;
@@ -110,14 +129,15 @@ static void test_bf16_cpu_refused(void) {
     dspy_trainable_free(t);
 }
 
-/* After planning, steps allocate nothing on the device (F32 and BF16). */
+/* After planning, steps allocate nothing on the device (F32 and BF16; full and LoRA). */
 static void test_planned(void) {
     if (!g_pair_model) return;
-    pair_case c = {"planned", false, 0.0f, 0.0, 0.0, false};
+    pair_case c = {"planned", false, 0.1f, 0.0, 0.0, false};
     dspy_trainable *t = NULL;
     dspy_optimizer *o = NULL;
-    for (int bf = 0; bf < 2; bf++) {
-        c.bf16 = bf;
+    for (int v = 0; v < 4; v++) {
+        c.bf16 = v & 1;
+        c.lora = v >> 1;
         if (pair_make(&c, k_cuda, true, &t, &o)) {
             CHECK_OK(dspy_trainable_plan(t, 256, 8));
             int64_t before = t->be->n_allocs;
@@ -406,6 +426,7 @@ int main(void) {
         RUN(test_bf16_full_f32_acts);
         RUN(test_bf16_full_unpacked);
         RUN(test_bf16_lora);
+        RUN(test_bf16_lora_variants);
         RUN(test_bf16_cpu_refused);
         RUN(test_shared_f32);
         RUN(test_shared_bf16);

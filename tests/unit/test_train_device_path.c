@@ -170,8 +170,8 @@ static void test_shard_lora(void) { shard_case(true); }
  * backward.c reports layer l (work.layer_done) only once every weight gradient of layer l is
  * final for the pass (a copy taken at the report equals the gradients after the pass), layers
  * last to first, each once; and the optimizer's run of layer l (dspy_optimizer_layer_run) holds
- * exactly the gradients of the parameters named "layers.l." and nothing else (full fine-tuning;
- * LoRA has no runs and is all-reduced after the backward). */
+ * exactly the gradients of the parameters named "layers.l." and nothing else (full fine-tuning
+ * and LoRA, whose adapter gradients lie in one block in parameter order). */
 typedef struct layer_snap {
     dspy_trainable *t;
     float **copy; /* (nparams) the layer's gradients at the report, others NULL */
@@ -225,12 +225,11 @@ static void overlap_case(bool lora) {
     CHECK(compared > 0);
     free(snap.copy);
     pair_batch_free(nb, bufs);
-    /* the runs: each layer's tensors end to end, and only them. LoRA's adapters lie between
-     * their weights (A, dA, B, dB), so it has none: its gradients go after the backward. */
+    /* the runs: each layer's tensors end to end, and only them (LoRA: its adapters' gradients) */
     for (int l = 0; l < L; l++) {
         float *run = NULL;
         size_t n = dspy_optimizer_layer_run(o, l, &run), inside = 0;
-        CHECK(lora ? run == NULL && n == 0 : run != NULL && n > 0);
+        CHECK(run != NULL && n > 0);
         if (!run) continue;
         for (size_t i = 0; i < np; i++) {
             dspy_param *p = dspy_trainable_param(t, i);

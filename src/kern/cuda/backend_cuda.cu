@@ -209,6 +209,9 @@ static const dspy_ops k_cuda_ops = {
     .linear_backward_beta = dspy_cu_linear_backward_beta,
     .adamw_bf16 = dspy_cu_adamw_bf16,
     .linear_add = dspy_cu_linear_add,
+    .lora_forward = dspy_cu_lora_forward,
+    .lora_backward = dspy_cu_lora_backward,
+    .dropout_acc = dspy_cu_dropout_acc,
 };
 
 /* ---- lifetime ---------------------------------------------------------------------------- */

@@ -257,6 +257,14 @@ dspy_status dspy_cu_adamw_bf16(dspy_backend *be, dspy_tensor w, dspy_tensor g, d
                                dspy_tensor hp, dspy_tensor w16);
 dspy_status dspy_cu_linear_add(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor res,
                                int N, int C, int OC);
+/* train_lora.cu: the LoRA entries of the mixed-precision trainer. */
+dspy_status dspy_cu_lora_forward(dspy_backend *be, dspy_tensor y, dspy_tensor u, dspy_tensor x, dspy_tensor A,
+                                 dspy_tensor B, int N, int C, int r, int OC, float scale);
+dspy_status dspy_cu_lora_backward(dspy_backend *be, dspy_tensor dx, dspy_tensor gA, dspy_tensor gB, dspy_tensor du,
+                                  dspy_tensor dy, dspy_tensor x, dspy_tensor u, dspy_tensor A, dspy_tensor B, int N,
+                                  int C, int r, int OC, float scale, float beta_dx);
+dspy_status dspy_cu_dropout_acc(dspy_backend *be, dspy_tensor out, dspy_tensor inp, float p, uint64_t key,
+                                bool accumulate);
 dspy_status dspy_cu_linear_backward_beta(dspy_backend *be, dspy_tensor dinp, dspy_tensor dw, dspy_tensor dout,
                                          dspy_tensor inp, dspy_tensor w, int N, int C, int OC, float beta_dinp,
                                          float beta_dw);

@@ -114,4 +114,10 @@ dspy_status dspy_cu_attention_train_backward_fa(dspy_backend *be, float *dq, flo
                                                 const bf16 *k, const bf16 *v, const int32_t *start, int prefix,
                                                 int T, int NH, int NKV, int HS);
 
+/* train_linear.cu: D = alpha op(A) @ op(B) + beta D on cuBLASLt (column-major; see train_linear.cu's
+ * layout note), BF16 A and B, F32 accumulation, D F32 or (d16) BF16 (beta 0 or 1 either way), with
+ * the plan cache entry (m, n, k, tag); a tag stands for one (ta, tb) pair. train_lora.cu's GEMMs. */
+dspy_status dspy_cu_train_gemm(dspy_backend *be, const char *what, int tag, int m, int n, int k, bool ta, bool tb,
+                               float alpha, float beta, const void *A, const void *B, void *D, bool d16);
+
 #endif

@@ -30,7 +30,8 @@
  */
 #include "kern/cuda/train.cuh"
 
-/* TAG_BF16 is added to a tag for BF16 A and B, TAG_D16 for a BF16 C/D (beta 0 only) */
+/* TAG_BF16 is added to a tag for BF16 A and B, TAG_D16 for a BF16 C/D; tags 1400 .. 1999 are
+ * train_lora.cu's (dspy_cu_train_gemm) */
 enum { TAG_DGRAD = 1000, TAG_WGRAD = 1100, TAG_FWD = 1200, TAG_FWD_ACC = 1300, TAG_BF16 = 1000, TAG_D16 = 2000 };
 
 /* log2 of the largest power of two (<= 256) that divides every address. */
@@ -105,18 +106,29 @@ static dspy_status f32_plan(dspy_backend *be, const char *what, int tag, int m, 
     return DSPY_OK;
 }
 
-/* D = op(A) @ op(B) + beta C with the plan of (m, n, k); A and B F32, or BF16 when bf; C and D
- * F32 (C may be D, or another array of D's shape), or BF16 when d16 (then beta is 0). */
-static dspy_status gemm_cd(dspy_backend *be, const char *what, int tag, int m, int n, int k, bool ta, bool tb,
-                           float beta, const void *A, const void *B, const void *Cm, void *D, bool bf, bool d16) {
+/* D = alpha op(A) @ op(B) + beta C with the plan of (m, n, k); A and B F32, or BF16 when bf; C
+ * and D F32 (C may be D, or another array of D's shape), or both BF16 when d16. */
+static dspy_status gemm_acd(dspy_backend *be, const char *what, int tag, int m, int n, int k, bool ta, bool tb,
+                            float alpha, float beta, const void *A, const void *B, const void *Cm, void *D, bool bf,
+                            bool d16) {
     cuda_state *s = cu_of(be);
     gemm_plan *p = NULL;
     DSPY_TRY(f32_plan(be, what, tag, m, n, k, ta, tb, align_log2(A, B, D, Cm), bf, d16, &p));
-    const float alpha = 1.0f;
     return dspy_cu_check_lt(be,
                        cublasLtMatmul(s->lt, p->op, &alpha, A, p->a, B, p->b, &beta, Cm, p->c, D, p->c, &p->algo,
                                       s->ws, s->ws_bytes, s->stream),
                        what);
+}
+
+/* gemm_acd with alpha 1 (a BF16 D is only ever overwritten here: beta 0). */
+static dspy_status gemm_cd(dspy_backend *be, const char *what, int tag, int m, int n, int k, bool ta, bool tb,
+                           float beta, const void *A, const void *B, const void *Cm, void *D, bool bf, bool d16) {
+    return gemm_acd(be, what, tag, m, n, k, ta, tb, 1.0f, beta, A, B, Cm, D, bf, d16);
+}
+
+dspy_status dspy_cu_train_gemm(dspy_backend *be, const char *what, int tag, int m, int n, int k, bool ta, bool tb,
+                               float alpha, float beta, const void *A, const void *B, void *D, bool d16) {
+    return gemm_acd(be, what, tag, m, n, k, ta, tb, alpha, beta, A, B, D, D, true, d16);
 }
 
 /* D (F32) = op(A) @ op(B) + beta D with the plan of (m, n, k); A and B F32, or BF16 when bf. */
