@@ -93,6 +93,50 @@ static double metric(const char *text, const char *name) {
     return -1;
 }
 
+/* The value of metric `name` with label key="value" (src/server/metrics.c's profile families),
+ * or 0 when it is absent (a server without them). */
+static double metric_l(const char *text, const char *name, const char *key, const char *value) {
+    if (!text) return 0;
+    char want[160];
+    snprintf(want, sizeof want, "%s{%s=\"%s\"} ", name, key, value);
+    const char *l = strstr(text, want);
+    return l ? strtod(l + strlen(want), NULL) : 0;
+}
+
+/* Where the server's engine thread spent the time between two /metrics snapshots (a before, b
+ * after) of a phase that took `wall` seconds. */
+static void print_profile(const char *phase, const char *a, const char *b, double wall) {
+    static const char *const kinds[] = {"graph", "decode", "mixed", "prefill"};
+    static const char *const parts[] = {"idle", "admit", "step", "events", "stats", "step_plan", "step_post",
+                                        "graph_capture"};
+#define D(name, key, v) (metric_l(b, name, key, v) - metric_l(a, name, key, v))
+    printf("profile %s (wall %.4f s): kind steps seqs/step rows/step device_ms device_us/step launch_ms\n", phase,
+           wall);
+    double dev = 0;
+    for (int k = 0; k < 4; k++) {
+        double n = D("dspy_engine_kind_steps_total", "kind", kinds[k]);
+        if (n <= 0) continue;
+        double d = D("dspy_engine_device_seconds_total", "kind", kinds[k]);
+        dev += d;
+        printf("profile %s   %-8s %6.0f %6.2f %8.1f %9.2f %9.1f %9.2f\n", phase, kinds[k], n,
+               D("dspy_engine_kind_sequences_total", "kind", kinds[k]) / n,
+               D("dspy_engine_kind_rows_total", "kind", kinds[k]) / n, d * 1e3, d * 1e6 / n,
+               D("dspy_engine_launch_seconds_total", "kind", kinds[k]) * 1e3);
+    }
+    double thread = 0;
+    printf("profile %s   engine thread ms:", phase);
+    for (int i = 0; i < 8; i++) {
+        double v = D("dspy_engine_thread_seconds_total", "phase", parts[i]);
+        if (i < 5) thread += v;
+        printf(" %s %.2f", parts[i], v * 1e3);
+    }
+    double step = D("dspy_engine_thread_seconds_total", "phase", "step");
+    printf("\nprofile %s   device spans %.2f ms, step outside them %.2f ms, engine thread busy outside steps %.2f "
+           "ms, not in the loop %.2f ms\n", phase, dev * 1e3, (step - dev) * 1e3,
+           (thread - step - D("dspy_engine_thread_seconds_total", "phase", "idle")) * 1e3, (wall - thread) * 1e3);
+#undef D
+}
+
 static const char *opt(int argc, char **argv, const char *name, const char *def) {
     for (int i = 1; i + 1 < argc; i++)
         if (strcmp(argv[i], name) == 0) return argv[i + 1];
@@ -143,13 +187,13 @@ int main(int argc, char **argv) {
      * reported apart); then the rest by `clients` concurrent clients */
     CURL *h = curl_easy_init();
     test_http_reply out = {0};
-    char *m0 = NULL;
+    char *m0 = NULL, *mstart = NULL;
+    char root[256];
+    snprintf(root, sizeof root, "%.*s", (int)(strlen(r.base) - 3), r.base); /* /metrics sits beside /v1 */
+    if (request(h, root, "/metrics", NULL, &out) == 200) mstart = strdup(dspy_str_cstr(&out.body));
     double t_first = now_s();
     long st = request(h, r.base, "/completions", r.bodies[0], &out);
     t_first = now_s() - t_first;
-    /* the metrics endpoint sits beside /v1 */
-    char root[256];
-    snprintf(root, sizeof root, "%.*s", (int)(strlen(r.base) - 3), r.base);
     if (request(h, root, "/metrics", NULL, &out) == 200) m0 = strdup(dspy_str_cstr(&out.body));
     atomic_init(&r.next, 1);
     double t0 = now_s();
@@ -172,6 +216,8 @@ int main(int argc, char **argv) {
            "%lld prompt and %lld completion tokens\n", t_first, st, requests - 1, clients, atomic_load(&r.ok),
            atomic_load(&r.errors), atomic_load(&r.first_error), atomic_load(&r.prompt_tokens),
            atomic_load(&r.completion_tokens));
+    print_profile("first", mstart, m0, t_first);
+    print_profile("rest", m0, m1, wall);
     printf("{\"bench\": \"B2\", \"device\": \"%s\", \"requests\": %d, \"clients\": %d, \"seconds\": %.4f, "
            "\"seconds_with_first\": %.4f, \"req_per_s\": %.1f, \"completion_tokens\": %lld, \"errors\": %d, "
            "\"prefix_hit_rate\": %.4f, \"prefix_hit_of_shared\": %.4f}\n", device, requests - 1, clients, wall,
@@ -179,7 +225,7 @@ int main(int argc, char **argv) {
            hit_shared);
     int rc = atomic_load(&r.errors) || st != 200 ? 1 : 0;
     for (int q = 0; q < requests; q++) free(r.bodies[q]);
-    free(r.bodies), free(th), free(m0), free(m1);
+    free(r.bodies), free(th), free(m0), free(m1), free(mstart);
     test_http_reply_free(&out);
     curl_easy_cleanup(h);
     dspy_local_free(srv);

@@ -120,6 +120,34 @@ typedef struct dspy_engine_stats {
     int64_t preemptions;     /* cumulative: sequences preempted for KV cache */
 } dspy_engine_stats;
 
+/* Where the steps' time went, cumulative since dspy_engine_new (host monotonic clock, ns). Always
+ * kept (a few clock reads a step). A step's device span runs from its metadata upload to the end
+ * of its wait for the device: the device works during it and the host only enqueues and waits;
+ * everything else the host does between two spans (planning, reading results, and the caller's
+ * own work) leaves the device idle. */
+typedef enum dspy_step_kind {
+    DSPY_STEP_GRAPH = 0, /* every sequence decodes: a captured graph replayed (CUDA) */
+    DSPY_STEP_DECODE,    /* every sequence decodes, launched op by op (CPU, or graphs off) */
+    DSPY_STEP_MIXED,     /* prompt chunks together with decoding sequences */
+    DSPY_STEP_PREFILL,   /* prompt chunks only */
+    DSPY_STEP_KINDS
+} dspy_step_kind;
+
+typedef struct dspy_engine_profile {
+    int64_t steps[DSPY_STEP_KINDS];     /* steps of each kind */
+    int64_t seqs[DSPY_STEP_KINDS];      /* sequences they advanced */
+    int64_t rows[DSPY_STEP_KINDS];      /* tokens they fed (prompt and decode) */
+    int64_t device_ns[DSPY_STEP_KINDS]; /* their device spans */
+    int64_t launch_ns[DSPY_STEP_KINDS]; /* of which enqueueing: uploads, kernels or a graph replay
+                                           (and its capture on first use), the readback */
+    int64_t plan_ns;                    /* before the spans: resuming, growing, packing metadata */
+    int64_t post_ns;                    /* after them: tokens, finish rules, publishing, retiring */
+    int64_t captures, capture_ns;       /* decode graphs captured (inside launch_ns) */
+} dspy_engine_profile;
+
+DSPY_API const char *dspy_step_kind_name(dspy_step_kind k); /* "graph", "decode", "mixed", "prefill" */
+DSPY_API void dspy_engine_profile_get(const dspy_engine *e, dspy_engine_profile *out);
+
 /* Creates an engine over `model` (which must outlive it) with its KV cache and work buffers
  * allocated once. `p` may be NULL (defaults). DSPY_ERR_ARG for impossible parameters,
  * DSPY_ERR_NOMEM when the cache does not fit. */

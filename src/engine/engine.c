@@ -337,6 +337,13 @@ dspy_finish dspy_engine_finish_rule(const dspy_engine *e, const seq *s, int32_t 
     return DSPY_FINISH_NONE;
 }
 
+const char *dspy_step_kind_name(dspy_step_kind k) {
+    static const char *const names[DSPY_STEP_KINDS] = {"graph", "decode", "mixed", "prefill"};
+    return k >= 0 && k < DSPY_STEP_KINDS ? names[k] : "?";
+}
+
+void dspy_engine_profile_get(const dspy_engine *e, dspy_engine_profile *out) { *out = e->prof; }
+
 void dspy_engine_stats_get(const dspy_engine *e, dspy_engine_stats *out) {
     memset(out, 0, sizeof *out);
     out->active = e->n_active;

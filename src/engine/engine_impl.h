@@ -76,6 +76,7 @@ struct dspy_engine {
     bool use_graphs;
     /* cumulative statistics */
     int64_t prompt_tokens, hit_tokens, computed_tokens, preemptions;
+    dspy_engine_profile prof;
 };
 
 /* engine.c: blocks for the step (growing a decoding sequence, preempting others when the pool

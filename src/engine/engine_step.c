@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dspy/clock.h"
 #include "engine/engine_impl.h"
 
 static size_t align4(size_t w) { return (w + 3) & ~(size_t)3; }
@@ -163,6 +164,7 @@ static dspy_status launch_graph(dspy_engine *e, const meta_layout *L, int32_t B,
     const dspy_ops *o = e->be->ops;
     void **slot = &e->graphs[mask_all][bi];
     if (!*slot) {
+        const int64_t t0 = dspy_now_ns();
         DSPY_TRY(o->graph_begin(e->be));
         dspy_status st = run_step(e, L, B, B, B, n_table, true, R);
         void *g = NULL;
@@ -172,6 +174,8 @@ static dspy_status launch_graph(dspy_engine *e, const meta_layout *L, int32_t B,
             return st ? st : st2;
         }
         *slot = g;
+        e->prof.captures++;
+        e->prof.capture_ns += dspy_now_ns() - t0;
     }
     return o->graph_launch(e->be, *slot);
 }
@@ -216,10 +220,14 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
     memset(out, 0, sizeof *out);
     out->events = e->events;
     if (e->n_active == 0) return DSPY_OK;
+    const int64_t t_plan = dspy_now_ns();
     dspy_engine_resume_waiting(e);
     int32_t *take = e->take;
     step_plan sp = plan_step(e, take);
-    if (sp.N == 0) return DSPY_OK;
+    if (sp.N == 0) {
+        e->prof.plan_ns += dspy_now_ns() - t_plan;
+        return DSPY_OK;
+    }
     /* A pure decode step on a backend with graphs runs padded to its bucket. */
     int bi = -1;
     int32_t B = 0;
@@ -273,6 +281,7 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
     if (graph) pad_rows(e, &L, rows, seg, m, r, B, toff, mask_all);
     dspy_backend *be = e->be;
     const dspy_ops *o = be->ops;
+    const int64_t t_launch = dspy_now_ns();
     DSPY_TRY(o->copy(be, e->meta_d, e->meta_h, L.end * 4, DSPY_COPY_H2D));
     if (R > 0)
         DSPY_TRY(o->copy(be, e->cmask_d, e->cmask_h, ((size_t)e->p.max_seqs + (size_t)R * e->mask_words) * 4,
@@ -283,7 +292,19 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
         DSPY_TRY(run_step(e, &L, N, nseg, M, n_table, sp.decode, sp.R));
     }
     DSPY_TRY(o->copy(be, e->res_h, e->res_d, (size_t)e->p.max_seqs * 12, DSPY_COPY_D2H));
+    const int64_t t_wait = dspy_now_ns();
     DSPY_TRY(o->sync(be));
+    const int64_t t_post = dspy_now_ns();
+    const dspy_step_kind kind = graph                        ? DSPY_STEP_GRAPH
+                                : sp.decode                  ? DSPY_STEP_DECODE
+                                : out->n_decode_tokens > 0 ? DSPY_STEP_MIXED
+                                                             : DSPY_STEP_PREFILL;
+    e->prof.steps[kind]++;
+    e->prof.seqs[kind] += sp.nseg;
+    e->prof.rows[kind] += sp.N;
+    e->prof.plan_ns += t_launch - t_plan;
+    e->prof.launch_ns[kind] += t_wait - t_launch;
+    e->prof.device_ns[kind] += t_post - t_launch;
     const float *lp = (const float *)(e->res_h + e->p.max_seqs);
     const float *shift = (const float *)(e->res_h + 2 * e->p.max_seqs);
     r = 0;
@@ -316,6 +337,7 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
         if (take[i] > 0) dspy_engine_publish(e, e->active[i]);
     for (int32_t k = 0; k < out->n_events; k++)
         if (e->events[k].finish != DSPY_FINISH_NONE) dspy_engine_remove(e, e->events[k].seq_id);
+    e->prof.post_ns += dspy_now_ns() - t_post;
     return DSPY_OK;
 }
 

@@ -467,7 +467,7 @@ static bool plan_job(dspy_server *s, oai_kind kind, const oai_request *r, size_t
     int32_t room = s->limit - (int32_t)n_ids;
     /* A seeded sampled request must give the same text whatever the load: never preempted. */
     *jp = (sched_job_params){.n = r->n, .stop = r->stop, .n_stop = r->n_stop,
-                             .preemptible = r->temperature == 0 || !r->has_seed};
+                             .preemptible = r->temperature == 0 || !r->has_seed, .whole = !r->stream};
     jp->sampling = dspy_sampling_default();
     jp->sampling.temperature = (float)r->temperature;
     jp->sampling.top_p = (float)r->top_p;
@@ -565,6 +565,15 @@ static void stats_all(dspy_server *s, sched_stats *out) {
         out->kv_capacity += t.kv_capacity, out->kv_free += t.kv_free, out->cached_tokens += t.cached_tokens;
         out->prompt_tokens += t.prompt_tokens, out->prefix_hit_tokens += t.prefix_hit_tokens;
         out->computed_tokens += t.computed_tokens, out->preemptions += t.preemptions;
+        out->idle_ns += t.idle_ns, out->admit_ns += t.admit_ns, out->step_ns += t.step_ns;
+        out->events_ns += t.events_ns, out->stats_ns += t.stats_ns;
+        dspy_engine_profile *p = &out->engine;
+        for (int k = 0; k < DSPY_STEP_KINDS; k++) {
+            p->steps[k] += t.engine.steps[k], p->seqs[k] += t.engine.seqs[k], p->rows[k] += t.engine.rows[k];
+            p->device_ns[k] += t.engine.device_ns[k], p->launch_ns[k] += t.engine.launch_ns[k];
+        }
+        p->plan_ns += t.engine.plan_ns, p->post_ns += t.engine.post_ns;
+        p->captures += t.engine.captures, p->capture_ns += t.engine.capture_ns;
     }
 }
 
