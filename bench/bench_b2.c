@@ -46,6 +46,7 @@ typedef struct {
     const char *base; /* http://127.0.0.1:PORT/v1 */
     char **bodies;    /* (requests) JSON bodies */
     int requests;
+    uint64_t *text_hash; /* (requests) FNV-1a of each answer's text, to compare two servers' outputs */
     atomic_int next, ok, errors, first_error;
     atomic_llong completion_tokens, prompt_tokens;
 } b2_run;
@@ -68,6 +69,10 @@ static void *client_main(void *arg) {
         dspy_json *j = NULL;
         if (st == 200 && dspy_json_parse(out.body.ptr, out.body.len, "B2 response", &j) == DSPY_OK) {
             const dspy_json *u = dspy_json_get(j, "usage");
+            const char *text = dspy_json_str_or(dspy_json_at(dspy_json_get(j, "choices"), 0), "text", "");
+            uint64_t hv = 1469598103934665603ull;
+            for (const char *c = text; *c; c++) hv = (hv ^ (unsigned char)*c) * 1099511628211ull;
+            r->text_hash[i] = hv;
             atomic_fetch_add(&r->completion_tokens, (long long)dspy_json_number(dspy_json_get(u, "completion_tokens")));
             atomic_fetch_add(&r->prompt_tokens, (long long)dspy_json_number(dspy_json_get(u, "prompt_tokens")));
             atomic_fetch_add(&r->ok, 1);
@@ -172,6 +177,7 @@ int main(int argc, char **argv) {
     }
     b2_run r = {.base = dspy_local_api_base(srv), .requests = requests};
     r.bodies = calloc((size_t)requests, sizeof *r.bodies);
+    r.text_hash = calloc((size_t)requests, sizeof *r.text_hash);
     for (int q = 0; q < requests; q++) {
         dspy_str b = {0};
         dspy_str_appendf(&b, "{\"model\":\"%s\",\"prompt\":[", model);
@@ -216,16 +222,18 @@ int main(int argc, char **argv) {
            "%lld prompt and %lld completion tokens\n", t_first, st, requests - 1, clients, atomic_load(&r.ok),
            atomic_load(&r.errors), atomic_load(&r.first_error), atomic_load(&r.prompt_tokens),
            atomic_load(&r.completion_tokens));
+    uint64_t all = 1469598103934665603ull; /* the answers' hashes in request order */
+    for (int q = 1; q < requests; q++) all = (all ^ r.text_hash[q]) * 1099511628211ull;
     print_profile("first", mstart, m0, t_first);
     print_profile("rest", m0, m1, wall);
     printf("{\"bench\": \"B2\", \"device\": \"%s\", \"requests\": %d, \"clients\": %d, \"seconds\": %.4f, "
            "\"seconds_with_first\": %.4f, \"req_per_s\": %.1f, \"completion_tokens\": %lld, \"errors\": %d, "
-           "\"prefix_hit_rate\": %.4f, \"prefix_hit_of_shared\": %.4f}\n", device, requests - 1, clients, wall,
+           "\"prefix_hit_rate\": %.4f, \"prefix_hit_of_shared\": %.4f, \"text_hash\": \"%016llx\"}\n", device, requests - 1, clients, wall,
            wall + t_first, (requests - 1) / wall, atomic_load(&r.completion_tokens), atomic_load(&r.errors), hit,
-           hit_shared);
+           hit_shared, (unsigned long long)all);
     int rc = atomic_load(&r.errors) || st != 200 ? 1 : 0;
     for (int q = 0; q < requests; q++) free(r.bodies[q]);
-    free(r.bodies), free(th), free(m0), free(m1), free(mstart);
+    free(r.bodies), free(th), free(m0), free(m1), free(mstart), free(r.text_hash);
     test_http_reply_free(&out);
     curl_easy_cleanup(h);
     dspy_local_free(srv);

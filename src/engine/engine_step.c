@@ -55,6 +55,7 @@ meta_layout dspy_engine_layout(int32_t N, int32_t nseg, int32_t M, int32_t n_tab
 typedef struct step_plan {
     int32_t N, nseg, M, n_table;
     int32_t R;   /* sampled rows under a constraint */
+    int32_t one; /* sequences feeding one token */
     bool decode; /* every fed sequence feeds one token and is sampled */
 } step_plan;
 
@@ -62,7 +63,7 @@ typedef struct step_plan {
  * (a decoding sequence feeds its one new token outside the budget). Gives decoding sequences
  * their next block first, which may preempt others (they then feed nothing). */
 static step_plan plan_step(dspy_engine *e, int32_t *take) {
-    step_plan sp = {0, 0, 0, 0, 0, true};
+    step_plan sp = {0, 0, 0, 0, 0, 0, true};
     for (int32_t i = 0; i < e->n_active; i++) {
         seq *s = e->active[i];
         if (!s->waiting && s->n_tokens - s->n_cached == 1) dspy_engine_grow(e, s, s->n_cached);
@@ -87,6 +88,7 @@ static step_plan plan_step(dspy_engine *e, int32_t *take) {
             sp.decode = false;
         }
         if (t != 1) sp.decode = false;
+        else sp.one++;
     }
     return sp;
 }
@@ -103,7 +105,7 @@ static int32_t bucket_of(const dspy_engine *e, int32_t n, int *index) {
 
 /* Runs the forward pass and the sampler for the laid-out step (recorded when capturing). */
 static dspy_status run_step(dspy_engine *e, const meta_layout *L, int32_t N, int32_t nseg, int32_t M, int32_t n_table,
-                            bool decode, int32_t R) {
+                            bool decode, int32_t R, int32_t one) {
     dspy_backend *be = e->be;
     int32_t *d = e->meta_d;
     dspy_fwd_batch b;
@@ -118,6 +120,7 @@ static dspy_status run_step(dspy_engine *e, const meta_layout *L, int32_t N, int
     b.attn.block_size = e->kv.block_size;
     b.attn.max_len = e->max_len;
     b.attn.decode = decode;
+    b.attn_one = one;
     b.out_rows = dspy_bt(be, d + L->out_rows, M, DSPY_DTYPE_I32);
     b.n_out = M;
     DSPY_TRY(dspy_forward(e->m, be, &e->kv, &e->buf, &b));
@@ -166,7 +169,7 @@ static dspy_status launch_graph(dspy_engine *e, const meta_layout *L, int32_t B,
     if (!*slot) {
         const int64_t t0 = dspy_now_ns();
         DSPY_TRY(o->graph_begin(e->be));
-        dspy_status st = run_step(e, L, B, B, B, n_table, true, R);
+        dspy_status st = run_step(e, L, B, B, B, n_table, true, R, 0);
         void *g = NULL;
         dspy_status st2 = o->graph_end(e->be, &g);
         if (st || st2) {
@@ -203,7 +206,7 @@ dspy_status dspy_engine_warmup(dspy_engine *e) {
     *(dspy_sample_param *)(h + L.params) = (dspy_sample_param){0.0f, 1.0f, 0, 0, 0.0};
     h[L.out_rows] = n - 1;
     DSPY_TRY(o->copy(be, e->meta_d, h, L.end * 4, DSPY_COPY_H2D));
-    DSPY_TRY(run_step(e, &L, n, 1, 1, nt, false, 0));
+    DSPY_TRY(run_step(e, &L, n, 1, 1, nt, false, 0, 0));
     for (int32_t b = 1, bi = 0;; b <<= 1, bi++) {
         const int32_t B = b < e->p.max_seqs ? b : e->p.max_seqs;
         L = dspy_engine_layout(B, B, B, 1);
@@ -243,6 +246,9 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
     int32_t *h = e->meta_h;
     const int32_t bs = e->kv.block_size;
     int32_t rows = 0, seg = 0, m = 0, toff = 0, r = 0;
+    /* A mixed step lists its one-row segments first (forward.h attn_one); rows stay in add order. */
+    const int32_t one = !sp.decode && e->split_mixed && sp.one < sp.nseg ? sp.one : 0;
+    int32_t seg_one = 0, seg_rest = one;
     for (int32_t i = 0; i < e->n_active; i++) {
         seq *s = e->active[i];
         int32_t t = take[i];
@@ -250,7 +256,8 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
         if (s->n_cached < s->n_fill) out->n_prefill_tokens += t;
         else out->n_decode_tokens++;
         memcpy(h + L.tables + toff, s->blocks, sizeof(int32_t) * (size_t)s->n_blocks);
-        dspy_attn_seg *sg = (dspy_attn_seg *)(h + L.segs) + seg++;
+        dspy_attn_seg *sg = (dspy_attn_seg *)(h + L.segs) + (one == 0 ? seg : t == 1 ? seg_one++ : seg_rest++);
+        seg++;
         *sg = (dspy_attn_seg){rows, t, s->n_cached, toff};
         toff += s->n_blocks;
         for (int32_t j = 0; j < t; j++) {
@@ -289,7 +296,7 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
     if (graph) {
         DSPY_TRY(launch_graph(e, &L, B, bi, mask_all, n_table, R));
     } else {
-        DSPY_TRY(run_step(e, &L, N, nseg, M, n_table, sp.decode, sp.R));
+        DSPY_TRY(run_step(e, &L, N, nseg, M, n_table, sp.decode, sp.R, one));
     }
     DSPY_TRY(o->copy(be, e->res_h, e->res_d, (size_t)e->p.max_seqs * 12, DSPY_COPY_D2H));
     const int64_t t_wait = dspy_now_ns();
@@ -379,7 +386,8 @@ dspy_status dspy_model_forward_logits(const dspy_model *m, const int32_t *ids, s
                         {dspy_bt(be, d + L.segs, 4, DSPY_DTYPE_I32), dspy_bt(be, d + L.tables, kv.n_blocks, DSPY_DTYPE_I32),
                          1, N, bs, N, false},
                         dspy_bt(be, d + L.out_rows, N, DSPY_DTYPE_I32),
-                        N};
+                        N,
+                        0};
     if ((st = dspy_forward(m, be, &kv, &buf, &b))) goto done;
     if ((st = be->ops->copy(be, logits, buf.logits.data, sizeof(float) * (size_t)N * V, DSPY_COPY_D2H))) goto done;
     st = be->ops->sync(be);

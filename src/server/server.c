@@ -945,9 +945,9 @@ dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
         ep.max_batch_tokens = p->max_batch_tokens > 0 ? p->max_batch_tokens
                               : dspy_model_device(r->model).type == DSPY_DEVICE_CPU ? 256 : 4096;
         if ((st = dspy_engine_new(r->model, &ep, &r->eng)) != DSPY_OK) goto fail;
-        /* DSPY_SERVE_WARMUP=1: graphs and kernels ready before the first request (off by default
-         * until it has been measured on a GPU: bench/run_gpu_h10d.sh) */
-        if (warm && strcmp(warm, "1") == 0 && (st = dspy_engine_warmup(r->eng)) != DSPY_OK) goto fail;
+        /* graphs and kernels ready before the first request (a GPU engine; DSPY_SERVE_WARMUP=0
+         * leaves them to the first steps) */
+        if (!(warm && strcmp(warm, "0") == 0) && (st = dspy_engine_warmup(r->eng)) != DSPY_OK) goto fail;
         dspy_engine_stats stats;
         dspy_engine_stats_get(r->eng, &stats);
         if (stats.capacity_tokens < capacity) capacity = stats.capacity_tokens;
