@@ -2,10 +2,11 @@
 # run_gpu_h10s.sh — helper h10s (issue 10 B2): on the GPU machine, from the carried checkout's
 # root, with build-h10s/gpu.tar.xz from bench/pack_gpu_h10s.sh: builds nothing.
 #   1. parity: test_cuda_model (the engine on CUDA: staggered mixed steps, graphs, warm-up),
+#      default and with DSPY_ENGINE_PAD_ROWS=1,
 #      (TESTS=0 skips; TESTS_NOSPLIT=1 also runs it with DSPY_ENGINE_SPLIT_MIXED=0)
 #   2. B2 (bench_b2: 100 requests, 16 clients, dspy serve on the 1B shape): main's dspy, this
-#      branch's, and this branch's with one change undone by its knob; each run's profile (the
-#      server's /metrics) goes to $OUT/b2_<name>.log
+#      branch's, with eager steps padded (DSPY_ENGINE_PAD_ROWS=1), and with one change undone by
+#      its knob; each run's profile (the server's /metrics) goes to $OUT/b2_<name>.log
 # A table last. Logs go to $OUT (the device tool's folder) or ./out.
 set -uo pipefail
 ROOT=$(pwd)
@@ -33,6 +34,8 @@ if [ "${TESTS:-1}" = 1 ]; then
   echo "== parity"
   (cd $B && timeout 200 ./tests/test_cuda_model) > "$OUT/test_cuda_model.log" 2>&1; echo "test_cuda_model: exit $?"
   grep -E "FAIL|engine:|passed" "$OUT/test_cuda_model.log" | tail -n 6
+  (cd $B && DSPY_ENGINE_PAD_ROWS=1 timeout 200 ./tests/test_cuda_model) > "$OUT/test_cuda_model_pad.log" 2>&1
+  echo "test_cuda_model (DSPY_ENGINE_PAD_ROWS=1): exit $?"; grep -E "FAIL|passed" "$OUT/test_cuda_model_pad.log" | tail -n 3
   if [ "${TESTS_NOSPLIT:-0}" = 1 ]; then
     (cd $B && DSPY_ENGINE_SPLIT_MIXED=0 timeout 200 ./tests/test_cuda_model) > "$OUT/test_cuda_model_nosplit.log" 2>&1
     echo "test_cuda_model (DSPY_ENGINE_SPLIT_MIXED=0): exit $?"; grep -E "FAIL|passed" "$OUT/test_cuda_model_nosplit.log" | tail -n 3
@@ -48,17 +51,21 @@ b2() { # name, the dspy binary, then environment assignments
   echo "$name: exit $?"
   grep '"bench": "B2"' "$OUT/b2_$name.log" | tail -n 1 | sed "s/}\$/, \"name\": \"$name\"}/" >> "$OUT/b2.jsonl"
 }
-for v in ${B2_RUNS:-main new nosplit nowarm new2}; do
+for v in ${B2_RUNS:-main new pad nosplit nowarm main2 new2 pad2}; do
   case $v in
-    main) b2 main dspy_main X=1 ;;
-    new|new2) b2 $v dspy_new X=1 ;;
-    nosplit) b2 nosplit dspy_new DSPY_ENGINE_SPLIT_MIXED=0 ;;
-    nowarm) b2 nowarm dspy_new DSPY_SERVE_WARMUP=0 ;;
+    main*) b2 $v dspy_main X=1 ;;
+    new*) b2 $v dspy_new X=1 ;;
+    pad*) b2 $v dspy_new DSPY_ENGINE_PAD_ROWS=1 ;;
+    nosplit*) b2 $v dspy_new DSPY_ENGINE_SPLIT_MIXED=0 ;;
+    nowarm*) b2 $v dspy_new DSPY_SERVE_WARMUP=0 ;;
   esac
 done
 ln -sfn dspy_new "$B/bin/dspy"
-echo "== profile (this branch, default)"
-grep '^profile' "$OUT/b2_new.log"
+for v in new pad nowarm; do
+  [ -f "$OUT/b2_$v.log" ] || continue
+  echo "== profile ($v)"
+  grep '^profile' "$OUT/b2_$v.log"
+done
 echo "== table"
 python3 - "$OUT" <<'PY'
 import json, sys

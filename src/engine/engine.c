@@ -126,6 +126,8 @@ dspy_status dspy_engine_new(const dspy_model *model, const dspy_engine_params *p
     e->use_graphs = o->graph_begin && !(g && strcmp(g, "0") == 0);
     const char *sm = getenv("DSPY_ENGINE_SPLIT_MIXED"); /* 0: main's single attention call (for B2's comparison) */
     e->split_mixed = !(sm && strcmp(sm, "0") == 0);
+    const char *pr = getenv("DSPY_ENGINE_PAD_ROWS"); /* 1: pad eager steps (engine_step.c) */
+    e->pad_eager = pr && strcmp(pr, "1") == 0;
     *out = e;
     return DSPY_OK;
 fail:

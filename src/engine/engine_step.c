@@ -183,17 +183,23 @@ static dspy_status launch_graph(dspy_engine *e, const meta_layout *L, int32_t B,
     return o->graph_launch(e->be, *slot);
 }
 
+/* The warm-up's row counts: 24, 32, 48, 64, 96, ... (two an octave) below cap, then cap. The
+ * smallest of them >= n (n itself up to 16 rows: the GEMV kernels, which load once). */
+static int32_t ladder_rows(int32_t n, int32_t cap) {
+    if (n <= 16) return n;
+    for (int32_t oct = 16; oct < cap; oct *= 2)
+        for (int32_t k = oct + oct / 2; k <= 2 * oct && k < cap; k += oct / 2)
+            if (k >= n) return k;
+    return cap;
+}
+
 /* One prompt step of n rows (one segment at positions 0 .. n - 1, every table entry the reserved
- * block, so its keys and values only ever land there), then every decode bucket's graph captured
- * and launched on padding rows. Results are read back once and dropped. */
-dspy_status dspy_engine_warmup(dspy_engine *e) {
-    if (!e->use_graphs || e->n_active > 0) return DSPY_OK;
+ * block, so its keys and values only ever land there), waited for (the staging buffer is
+ * rewritten next). */
+static dspy_status warm_prompt(dspy_engine *e, int32_t n) {
     dspy_backend *be = e->be;
-    const dspy_ops *o = be->ops;
     const int32_t bs = e->kv.block_size;
     int32_t *h = e->meta_h;
-    int32_t n = e->p.max_batch_tokens < 128 ? e->p.max_batch_tokens : 128;
-    if (n > e->max_len) n = e->max_len;
     const int32_t nt = (n + bs - 1) / bs;
     meta_layout L = dspy_engine_layout(n, 1, 1, nt);
     for (int32_t b = 0; b < nt; b++) h[L.tables + b] = e->pad_block;
@@ -205,14 +211,34 @@ dspy_status dspy_engine_warmup(dspy_engine *e) {
     *(dspy_attn_seg *)(h + L.segs) = (dspy_attn_seg){0, n, 0, 0};
     *(dspy_sample_param *)(h + L.params) = (dspy_sample_param){0.0f, 1.0f, 0, 0, 0.0};
     h[L.out_rows] = n - 1;
-    DSPY_TRY(o->copy(be, e->meta_d, h, L.end * 4, DSPY_COPY_H2D));
+    DSPY_TRY(be->ops->copy(be, e->meta_d, h, L.end * 4, DSPY_COPY_H2D));
     DSPY_TRY(run_step(e, &L, n, 1, 1, nt, false, 0, 0));
+    return be->ops->sync(be);
+}
+
+/* Prompt steps of 24, 32, 48, 64, ... rows up to the largest step (two sizes an octave): a GEMM
+ * library picks its kernels by the row count and loads each on its first use, which costs the
+ * first request of a new size tens of milliseconds (B2 on the H200: its 1,500-token prompt step
+ * took 126 ms, 10 of them compute); then every decode bucket's graph captured and launched on
+ * padding rows. Results are read back once and dropped. */
+dspy_status dspy_engine_warmup(dspy_engine *e) {
+    if (!e->use_graphs || e->n_active > 0) return DSPY_OK;
+    dspy_backend *be = e->be;
+    const dspy_ops *o = be->ops;
+    int32_t *h = e->meta_h;
+    const int32_t cap = e->rows_cap < e->max_len ? e->rows_cap : e->max_len;
+    for (int32_t n = 17;; n++) {
+        n = ladder_rows(n, cap);
+        DSPY_TRY(warm_prompt(e, n));
+        if (n >= cap) break;
+    }
     for (int32_t b = 1, bi = 0;; b <<= 1, bi++) {
         const int32_t B = b < e->p.max_seqs ? b : e->p.max_seqs;
-        L = dspy_engine_layout(B, B, B, 1);
+        meta_layout L = dspy_engine_layout(B, B, B, 1);
         pad_rows(e, &L, 0, 0, 0, 0, B, 0, false);
         DSPY_TRY(o->copy(be, e->meta_d, h, L.end * 4, DSPY_COPY_H2D));
         DSPY_TRY(launch_graph(e, &L, B, bi, false, 1, 0));
+        DSPY_TRY(o->sync(be));
         if (b >= e->p.max_seqs) break;
     }
     DSPY_TRY(o->copy(be, e->res_h, e->res_d, (size_t)e->p.max_seqs * 12, DSPY_COPY_D2H));
@@ -241,6 +267,9 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
     const bool mask_all = graph && sp.R > 0;
     const int32_t R = mask_all ? B : sp.R;
     int32_t N = graph ? B : sp.N, nseg = graph ? B : sp.nseg, M = graph ? B : sp.M;
+    /* An eager step may be padded to the warm-up's row counts (rows in no segment, writing into the
+     * reserved block): the GEMMs then meet only shapes whose plans and kernels the warm-up made. */
+    if (!graph && e->pad_eager) N = ladder_rows(sp.N, e->rows_cap < e->max_len ? e->rows_cap : e->max_len);
     int32_t n_table = sp.n_table + (graph ? 1 : 0);
     meta_layout L = dspy_engine_layout(N, nseg, M, n_table);
     int32_t *h = e->meta_h;
@@ -286,6 +315,11 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
         rows += t;
     }
     if (graph) pad_rows(e, &L, rows, seg, m, r, B, toff, mask_all);
+    for (; rows < N && !graph; rows++) { /* eager padding: no segment, no logits row */
+        h[L.tokens + rows] = 0;
+        h[L.pos + rows] = 0;
+        h[L.slots + rows] = e->pad_block * bs;
+    }
     dspy_backend *be = e->be;
     const dspy_ops *o = be->ops;
     const int64_t t_launch = dspy_now_ns();
