@@ -163,6 +163,7 @@ int main(int argc, char **argv) {
     dspy_local_params p = dspy_local_params_default();
     p.dspy_bin = test_bin("dspy");
     p.timeout_s = 300;
+    p.log_dir = getenv("B2_SERVER_LOG_DIR"); /* keep the server's log there (its warm-up time) */
     /* KV room for every client's sequence at once (each reserves prompt + max_tokens) */
     char kv[32];
     snprintf(kv, sizeof kv, "%d", (atoi(max_seqs) + 1) * (prefix + unique + max_tokens + 16));

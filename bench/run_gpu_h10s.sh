@@ -47,8 +47,9 @@ rm -f "$OUT/b2.jsonl"
 b2() { # name, the dspy binary, then environment assignments
   local name=$1 bin=$2; shift 2
   ln -sfn "$bin" "$B/bin/dspy"
-  env "$@" timeout 120 $B/bench/bench_b2 --model $MODEL --device cuda > "$OUT/b2_$name.log" 2>&1
-  echo "$name: exit $?"
+  env "$@" B2_SERVER_LOG_DIR=/tmp/h10s/serve_$name timeout 120 $B/bench/bench_b2 --model $MODEL --device cuda \
+    > "$OUT/b2_$name.log" 2>&1
+  echo "$name: exit $? $(cat /tmp/h10s/serve_$name/*.log 2>/dev/null | grep -o 'warmed up in [0-9]* ms')"
   grep '"bench": "B2"' "$OUT/b2_$name.log" | tail -n 1 | sed "s/}\$/, \"name\": \"$name\"}/" >> "$OUT/b2.jsonl"
 }
 for v in ${B2_RUNS:-main new pad nosplit nowarm main2 new2 pad2}; do

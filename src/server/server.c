@@ -947,7 +947,11 @@ dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
         if ((st = dspy_engine_new(r->model, &ep, &r->eng)) != DSPY_OK) goto fail;
         /* graphs and kernels ready before the first request (a GPU engine; DSPY_SERVE_WARMUP=0
          * leaves them to the first steps) */
-        if (!(warm && strcmp(warm, "0") == 0) && (st = dspy_engine_warmup(r->eng)) != DSPY_OK) goto fail;
+        if (!(warm && strcmp(warm, "0") == 0) && dspy_model_device(r->model).type != DSPY_DEVICE_CPU) {
+            double t_warm = dspy_now_s();
+            if ((st = dspy_engine_warmup(r->eng)) != DSPY_OK) goto fail;
+            dspy_log(DSPY_LOG_INFO, "serve: %s warmed up in %.0f ms", r->device, (dspy_now_s() - t_warm) * 1e3);
+        }
         dspy_engine_stats stats;
         dspy_engine_stats_get(r->eng, &stats);
         if (stats.capacity_tokens < capacity) capacity = stats.capacity_tokens;
