@@ -2,11 +2,12 @@
 # run_gpu_h10s.sh — helper h10s (issue 10 B2): on the GPU machine, from the carried checkout's
 # root, with build-h10s/gpu.tar.xz from bench/pack_gpu_h10s.sh: builds nothing.
 #   1. parity: test_cuda_model (the engine on CUDA: staggered mixed steps, graphs, warm-up),
-#      default and with DSPY_ENGINE_PAD_ROWS=1,
-#      (TESTS=0 skips; TESTS_NOSPLIT=1 also runs it with DSPY_ENGINE_SPLIT_MIXED=0)
+#      default, with DSPY_ENGINE_PAD_ROWS=1 and with DSPY_ENGINE_SPLIT_MIXED=1 (TESTS=0 skips)
 #   2. B2 (bench_b2: 100 requests, 16 clients, dspy serve on the 1B shape): main's dspy, this
-#      branch's, with eager steps padded (DSPY_ENGINE_PAD_ROWS=1), and with one change undone by
-#      its knob; each run's profile (the server's /metrics) goes to $OUT/b2_<name>.log
+#      branch's (its ladder warm-up; nowarm: DSPY_SERVE_WARMUP=0), with eager steps padded
+#      (pad: DSPY_ENGINE_PAD_ROWS=1), with mixed steps' decode rows attended apart (split:
+#      DSPY_ENGINE_SPLIT_MIXED=1); each run's profile (the server's /metrics) and the server's
+#      warm-up time go to $OUT/b2_<name>.log and the listing
 # A table last. Logs go to $OUT (the device tool's folder) or ./out.
 set -uo pipefail
 ROOT=$(pwd)
@@ -36,10 +37,8 @@ if [ "${TESTS:-1}" = 1 ]; then
   grep -E "FAIL|engine:|passed" "$OUT/test_cuda_model.log" | tail -n 6
   (cd $B && DSPY_ENGINE_PAD_ROWS=1 timeout 200 ./tests/test_cuda_model) > "$OUT/test_cuda_model_pad.log" 2>&1
   echo "test_cuda_model (DSPY_ENGINE_PAD_ROWS=1): exit $?"; grep -E "FAIL|passed" "$OUT/test_cuda_model_pad.log" | tail -n 3
-  if [ "${TESTS_NOSPLIT:-0}" = 1 ]; then
-    (cd $B && DSPY_ENGINE_SPLIT_MIXED=0 timeout 200 ./tests/test_cuda_model) > "$OUT/test_cuda_model_nosplit.log" 2>&1
-    echo "test_cuda_model (DSPY_ENGINE_SPLIT_MIXED=0): exit $?"; grep -E "FAIL|passed" "$OUT/test_cuda_model_nosplit.log" | tail -n 3
-  fi
+  (cd $B && DSPY_ENGINE_SPLIT_MIXED=1 timeout 200 ./tests/test_cuda_model) > "$OUT/test_cuda_model_split.log" 2>&1
+  echo "test_cuda_model (DSPY_ENGINE_SPLIT_MIXED=1): exit $?"; grep -E "FAIL|passed" "$OUT/test_cuda_model_split.log" | tail -n 3
 fi
 [ -z "$MK" ] || wait "$MK"
 echo "== B2"
@@ -52,12 +51,12 @@ b2() { # name, the dspy binary, then environment assignments
   echo "$name: exit $? $(cat /tmp/h10s/serve_$name/*.log 2>/dev/null | grep -o 'warmed up in [0-9]* ms')"
   grep '"bench": "B2"' "$OUT/b2_$name.log" | tail -n 1 | sed "s/}\$/, \"name\": \"$name\"}/" >> "$OUT/b2.jsonl"
 }
-for v in ${B2_RUNS:-main new pad nosplit nowarm main2 new2 pad2}; do
+for v in ${B2_RUNS:-main new pad split nowarm main2 new2 pad2}; do
   case $v in
     main*) b2 $v dspy_main X=1 ;;
     new*) b2 $v dspy_new X=1 ;;
     pad*) b2 $v dspy_new DSPY_ENGINE_PAD_ROWS=1 ;;
-    nosplit*) b2 $v dspy_new DSPY_ENGINE_SPLIT_MIXED=0 ;;
+    split*) b2 $v dspy_new DSPY_ENGINE_SPLIT_MIXED=1 ;;
     nowarm*) b2 $v dspy_new DSPY_SERVE_WARMUP=0 ;;
   esac
 done
