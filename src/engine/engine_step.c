@@ -22,6 +22,13 @@
  * with the shift that makes it the raw distribution's. A graph step with any constrained row
  * masks all its rows (all ones where unconstrained: a shift of exactly 0) with a second capture
  * per bucket; the automaton's state moves on the host after the step.
+ *
+ * Every step adds its kind, rows, device span and host phases to the engine's profile
+ * (dspy_engine_profile; /metrics shows it). Two variants for the steps that run op by op, off
+ * by default until measured on a GPU: DSPY_ENGINE_SPLIT_MIXED=1 (a mixed step's decoding rows
+ * attended by the decode kernel in a call of their own, forward.h attn_one) and
+ * DSPY_ENGINE_PAD_ROWS=1 (rows padded up to the warm-up's sizes, so the GEMMs meet only shapes
+ * the warm-up planned and loaded).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -336,10 +343,10 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
     const int64_t t_wait = dspy_now_ns();
     DSPY_TRY(o->sync(be));
     const int64_t t_post = dspy_now_ns();
-    const dspy_step_kind kind = graph                        ? DSPY_STEP_GRAPH
-                                : sp.decode                  ? DSPY_STEP_DECODE
+    const dspy_step_kind kind = graph                      ? DSPY_STEP_GRAPH
+                                : sp.decode                ? DSPY_STEP_DECODE
                                 : out->n_decode_tokens > 0 ? DSPY_STEP_MIXED
-                                                             : DSPY_STEP_PREFILL;
+                                                           : DSPY_STEP_PREFILL;
     e->prof.steps[kind]++;
     e->prof.seqs[kind] += sp.nseg;
     e->prof.rows[kind] += sp.N;
