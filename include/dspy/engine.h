@@ -182,11 +182,12 @@ DSPY_API dspy_status dspy_engine_remove(dspy_engine *e, int64_t seq_id);
 DSPY_API void dspy_engine_stats_get(const dspy_engine *e, dspy_engine_stats *out);
 
 /* Runs what the first steps would otherwise pay for once (a server may call it before it takes
- * requests; dspy serve does unless DSPY_SERVE_WARMUP=0): one prompt step and every decode batch size's captured graph (1, 2, 4, ... max_seqs),
- * on padding rows whose keys and values land only in the engine's reserved block, so the device
- * loads its kernels and the graphs exist before the first request. No sequence, prefix-cache
- * block or statistic changes. Does nothing on a backend without graphs (CPU) or while sequences
- * are active. DSPY_ERR_BACKEND when the device fails. */
+ * requests; dspy serve does unless DSPY_SERVE_WARMUP=0): prompt steps of 24, 32, 48, 64, ...
+ * rows up to the largest step (the GEMM kernels of every size range loaded, their plans made)
+ * and every decode batch size's captured graph (1, 2, 4, ... max_seqs), on padding rows whose
+ * keys and values land only in the engine's reserved block. No sequence, prefix-cache block or
+ * statistic changes (the profile counts the graph captures). Does nothing on a backend without
+ * graphs (CPU) or while sequences are active. DSPY_ERR_BACKEND when the device fails. */
 DSPY_API dspy_status dspy_engine_warmup(dspy_engine *e);
 
 /* Logits of every position: logits (n, V) row t = the distribution after ids[0..t]. Runs a
