@@ -46,6 +46,7 @@ typedef struct {
     const char *base; /* http://127.0.0.1:PORT/v1 */
     char **bodies;    /* (requests) JSON bodies */
     int requests;
+    uint64_t *text_hash; /* (requests) FNV-1a of each answer's text, to compare two servers' outputs */
     atomic_int next, ok, errors, first_error;
     atomic_llong completion_tokens, prompt_tokens;
 } b2_run;
@@ -68,6 +69,10 @@ static void *client_main(void *arg) {
         dspy_json *j = NULL;
         if (st == 200 && dspy_json_parse(out.body.ptr, out.body.len, "B2 response", &j) == DSPY_OK) {
             const dspy_json *u = dspy_json_get(j, "usage");
+            const char *text = dspy_json_str_or(dspy_json_at(dspy_json_get(j, "choices"), 0), "text", "");
+            uint64_t hv = 1469598103934665603ull;
+            for (const char *c = text; *c; c++) hv = (hv ^ (unsigned char)*c) * 1099511628211ull;
+            r->text_hash[i] = hv;
             atomic_fetch_add(&r->completion_tokens, (long long)dspy_json_number(dspy_json_get(u, "completion_tokens")));
             atomic_fetch_add(&r->prompt_tokens, (long long)dspy_json_number(dspy_json_get(u, "prompt_tokens")));
             atomic_fetch_add(&r->ok, 1);
@@ -93,6 +98,50 @@ static double metric(const char *text, const char *name) {
     return -1;
 }
 
+/* The value of metric `name` with label key="value" (src/server/metrics.c's profile families),
+ * or 0 when it is absent (a server without them). */
+static double metric_l(const char *text, const char *name, const char *key, const char *value) {
+    if (!text) return 0;
+    char want[160];
+    snprintf(want, sizeof want, "%s{%s=\"%s\"} ", name, key, value);
+    const char *l = strstr(text, want);
+    return l ? strtod(l + strlen(want), NULL) : 0;
+}
+
+/* Where the server's engine thread spent the time between two /metrics snapshots (a before, b
+ * after) of a phase that took `wall` seconds. */
+static void print_profile(const char *phase, const char *a, const char *b, double wall) {
+    static const char *const kinds[] = {"graph", "decode", "mixed", "prefill"};
+    static const char *const parts[] = {"idle", "admit", "step", "events", "stats", "step_plan", "step_post",
+                                        "graph_capture"};
+#define D(name, key, v) (metric_l(b, name, key, v) - metric_l(a, name, key, v))
+    printf("profile %s (wall %.4f s): kind steps seqs/step rows/step device_ms device_us/step launch_ms\n", phase,
+           wall);
+    double dev = 0;
+    for (int k = 0; k < 4; k++) {
+        double n = D("dspy_engine_kind_steps_total", "kind", kinds[k]);
+        if (n <= 0) continue;
+        double d = D("dspy_engine_device_seconds_total", "kind", kinds[k]);
+        dev += d;
+        printf("profile %s   %-8s %6.0f %6.2f %8.1f %9.2f %9.1f %9.2f\n", phase, kinds[k], n,
+               D("dspy_engine_kind_sequences_total", "kind", kinds[k]) / n,
+               D("dspy_engine_kind_rows_total", "kind", kinds[k]) / n, d * 1e3, d * 1e6 / n,
+               D("dspy_engine_launch_seconds_total", "kind", kinds[k]) * 1e3);
+    }
+    double thread = 0;
+    printf("profile %s   engine thread ms:", phase);
+    for (int i = 0; i < 8; i++) {
+        double v = D("dspy_engine_thread_seconds_total", "phase", parts[i]);
+        if (i < 5) thread += v;
+        printf(" %s %.2f", parts[i], v * 1e3);
+    }
+    double step = D("dspy_engine_thread_seconds_total", "phase", "step");
+    printf("\nprofile %s   device spans %.2f ms, step outside them %.2f ms, engine thread busy outside steps %.2f "
+           "ms, not in the loop %.2f ms\n", phase, dev * 1e3, (step - dev) * 1e3,
+           (thread - step - D("dspy_engine_thread_seconds_total", "phase", "idle")) * 1e3, (wall - thread) * 1e3);
+#undef D
+}
+
 static const char *opt(int argc, char **argv, const char *name, const char *def) {
     for (int i = 1; i + 1 < argc; i++)
         if (strcmp(argv[i], name) == 0) return argv[i + 1];
@@ -114,6 +163,7 @@ int main(int argc, char **argv) {
     dspy_local_params p = dspy_local_params_default();
     p.dspy_bin = test_bin("dspy");
     p.timeout_s = 300;
+    p.log_dir = getenv("B2_SERVER_LOG_DIR"); /* keep the server's log there (its warm-up time) */
     /* KV room for every client's sequence at once (each reserves prompt + max_tokens) */
     char kv[32];
     snprintf(kv, sizeof kv, "%d", (atoi(max_seqs) + 1) * (prefix + unique + max_tokens + 16));
@@ -128,6 +178,7 @@ int main(int argc, char **argv) {
     }
     b2_run r = {.base = dspy_local_api_base(srv), .requests = requests};
     r.bodies = calloc((size_t)requests, sizeof *r.bodies);
+    r.text_hash = calloc((size_t)requests, sizeof *r.text_hash);
     for (int q = 0; q < requests; q++) {
         dspy_str b = {0};
         dspy_str_appendf(&b, "{\"model\":\"%s\",\"prompt\":[", model);
@@ -143,13 +194,13 @@ int main(int argc, char **argv) {
      * reported apart); then the rest by `clients` concurrent clients */
     CURL *h = curl_easy_init();
     test_http_reply out = {0};
-    char *m0 = NULL;
+    char *m0 = NULL, *mstart = NULL;
+    char root[256];
+    snprintf(root, sizeof root, "%.*s", (int)(strlen(r.base) - 3), r.base); /* /metrics sits beside /v1 */
+    if (request(h, root, "/metrics", NULL, &out) == 200) mstart = strdup(dspy_str_cstr(&out.body));
     double t_first = now_s();
     long st = request(h, r.base, "/completions", r.bodies[0], &out);
     t_first = now_s() - t_first;
-    /* the metrics endpoint sits beside /v1 */
-    char root[256];
-    snprintf(root, sizeof root, "%.*s", (int)(strlen(r.base) - 3), r.base);
     if (request(h, root, "/metrics", NULL, &out) == 200) m0 = strdup(dspy_str_cstr(&out.body));
     atomic_init(&r.next, 1);
     double t0 = now_s();
@@ -172,14 +223,18 @@ int main(int argc, char **argv) {
            "%lld prompt and %lld completion tokens\n", t_first, st, requests - 1, clients, atomic_load(&r.ok),
            atomic_load(&r.errors), atomic_load(&r.first_error), atomic_load(&r.prompt_tokens),
            atomic_load(&r.completion_tokens));
+    uint64_t all = 1469598103934665603ull; /* the answers' hashes in request order */
+    for (int q = 1; q < requests; q++) all = (all ^ r.text_hash[q]) * 1099511628211ull;
+    print_profile("first", mstart, m0, t_first);
+    print_profile("rest", m0, m1, wall);
     printf("{\"bench\": \"B2\", \"device\": \"%s\", \"requests\": %d, \"clients\": %d, \"seconds\": %.4f, "
            "\"seconds_with_first\": %.4f, \"req_per_s\": %.1f, \"completion_tokens\": %lld, \"errors\": %d, "
-           "\"prefix_hit_rate\": %.4f, \"prefix_hit_of_shared\": %.4f}\n", device, requests - 1, clients, wall,
+           "\"prefix_hit_rate\": %.4f, \"prefix_hit_of_shared\": %.4f, \"text_hash\": \"%016llx\"}\n", device, requests - 1, clients, wall,
            wall + t_first, (requests - 1) / wall, atomic_load(&r.completion_tokens), atomic_load(&r.errors), hit,
-           hit_shared);
+           hit_shared, (unsigned long long)all);
     int rc = atomic_load(&r.errors) || st != 200 ? 1 : 0;
     for (int q = 0; q < requests; q++) free(r.bodies[q]);
-    free(r.bodies), free(th), free(m0), free(m1);
+    free(r.bodies), free(th), free(m0), free(m1), free(mstart), free(r.text_hash);
     test_http_reply_free(&out);
     curl_easy_cleanup(h);
     dspy_local_free(srv);

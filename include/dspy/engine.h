@@ -120,6 +120,34 @@ typedef struct dspy_engine_stats {
     int64_t preemptions;     /* cumulative: sequences preempted for KV cache */
 } dspy_engine_stats;
 
+/* Where the steps' time went, cumulative since dspy_engine_new (host monotonic clock, ns). Always
+ * kept (a few clock reads a step). A step's device span runs from its metadata upload to the end
+ * of its wait for the device: the device works during it and the host only enqueues and waits;
+ * everything else the host does between two spans (planning, reading results, and the caller's
+ * own work) leaves the device idle. */
+typedef enum dspy_step_kind {
+    DSPY_STEP_GRAPH = 0, /* every sequence decodes: a captured graph replayed (CUDA) */
+    DSPY_STEP_DECODE,    /* every sequence decodes, launched op by op (CPU, or graphs off) */
+    DSPY_STEP_MIXED,     /* prompt chunks together with decoding sequences */
+    DSPY_STEP_PREFILL,   /* prompt chunks only */
+    DSPY_STEP_KINDS
+} dspy_step_kind;
+
+typedef struct dspy_engine_profile {
+    int64_t steps[DSPY_STEP_KINDS];     /* steps of each kind */
+    int64_t seqs[DSPY_STEP_KINDS];      /* sequences they advanced */
+    int64_t rows[DSPY_STEP_KINDS];      /* tokens they fed (prompt and decode) */
+    int64_t device_ns[DSPY_STEP_KINDS]; /* their device spans */
+    int64_t launch_ns[DSPY_STEP_KINDS]; /* of which enqueueing: uploads, kernels or a graph replay
+                                           (and its capture on first use), the readback */
+    int64_t plan_ns;                    /* before the spans: resuming, growing, packing metadata */
+    int64_t post_ns;                    /* after them: tokens, finish rules, publishing, retiring */
+    int64_t captures, capture_ns;       /* decode graphs captured (inside launch_ns) */
+} dspy_engine_profile;
+
+DSPY_API const char *dspy_step_kind_name(dspy_step_kind k); /* "graph", "decode", "mixed", "prefill" */
+DSPY_API void dspy_engine_profile_get(const dspy_engine *e, dspy_engine_profile *out);
+
 /* Creates an engine over `model` (which must outlive it) with its KV cache and work buffers
  * allocated once. `p` may be NULL (defaults). DSPY_ERR_ARG for impossible parameters,
  * DSPY_ERR_NOMEM when the cache does not fit. */
@@ -154,11 +182,12 @@ DSPY_API dspy_status dspy_engine_remove(dspy_engine *e, int64_t seq_id);
 DSPY_API void dspy_engine_stats_get(const dspy_engine *e, dspy_engine_stats *out);
 
 /* Runs what the first steps would otherwise pay for once (a server may call it before it takes
- * requests; dspy serve does with DSPY_SERVE_WARMUP=1): one prompt step and every decode batch size's captured graph (1, 2, 4, ... max_seqs),
- * on padding rows whose keys and values land only in the engine's reserved block, so the device
- * loads its kernels and the graphs exist before the first request. No sequence, prefix-cache
- * block or statistic changes. Does nothing on a backend without graphs (CPU) or while sequences
- * are active. DSPY_ERR_BACKEND when the device fails. */
+ * requests; dspy serve does unless DSPY_SERVE_WARMUP=0): prompt steps of 24, 32, 48, 64, ...
+ * rows up to the largest step (the GEMM kernels of every size range loaded, their plans made)
+ * and every decode batch size's captured graph (1, 2, 4, ... max_seqs), on padding rows whose
+ * keys and values land only in the engine's reserved block. No sequence, prefix-cache block or
+ * statistic changes (the profile counts the graph captures). Does nothing on a backend without
+ * graphs (CPU) or while sequences are active. DSPY_ERR_BACKEND when the device fails. */
 DSPY_API dspy_status dspy_engine_warmup(dspy_engine *e);
 
 /* Logits of every position: logits (n, V) row t = the distribution after ids[0..t]. Runs a

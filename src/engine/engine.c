@@ -124,6 +124,11 @@ dspy_status dspy_engine_new(const dspy_model *model, const dspy_engine_params *p
     }
     const char *g = getenv("DSPY_CUDA_GRAPHS");
     e->use_graphs = o->graph_begin && !(g && strcmp(g, "0") == 0);
+    /* Two step variants not yet measured on a GPU (bench/run_gpu_h10s.sh does): opt-in for now */
+    const char *sm = getenv("DSPY_ENGINE_SPLIT_MIXED"); /* 1: mixed steps attend decoding rows apart */
+    e->split_mixed = sm && strcmp(sm, "1") == 0;
+    const char *pr = getenv("DSPY_ENGINE_PAD_ROWS"); /* 1: eager steps padded to the warm-up's sizes */
+    e->pad_eager = pr && strcmp(pr, "1") == 0;
     *out = e;
     return DSPY_OK;
 fail:
@@ -336,6 +341,13 @@ dspy_finish dspy_engine_finish_rule(const dspy_engine *e, const seq *s, int32_t 
     if (s->n_generated >= s->max_new) return DSPY_FINISH_LENGTH;
     return DSPY_FINISH_NONE;
 }
+
+const char *dspy_step_kind_name(dspy_step_kind k) {
+    static const char *const names[DSPY_STEP_KINDS] = {"graph", "decode", "mixed", "prefill"};
+    return k >= 0 && k < DSPY_STEP_KINDS ? names[k] : "?";
+}
+
+void dspy_engine_profile_get(const dspy_engine *e, dspy_engine_profile *out) { *out = e->prof; }
 
 void dspy_engine_stats_get(const dspy_engine *e, dspy_engine_stats *out) {
     memset(out, 0, sizeof *out);

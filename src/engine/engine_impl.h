@@ -74,8 +74,11 @@ struct dspy_engine {
     dspy_step_event *events;
     void *graphs[2][MAX_BUCKETS]; /* captured decode steps: [every row masked][bucket index] */
     bool use_graphs;
+    bool split_mixed;       /* mixed steps attend their decoding rows apart (forward.h attn_one) */
+    bool pad_eager;         /* eager steps padded to the warm-up's row counts (engine_step.c) */
     /* cumulative statistics */
     int64_t prompt_tokens, hit_tokens, computed_tokens, preemptions;
+    dspy_engine_profile prof;
 };
 
 /* engine.c: blocks for the step (growing a decoding sequence, preempting others when the pool

@@ -22,10 +22,18 @@
  * with the shift that makes it the raw distribution's. A graph step with any constrained row
  * masks all its rows (all ones where unconstrained: a shift of exactly 0) with a second capture
  * per bucket; the automaton's state moves on the host after the step.
+ *
+ * Every step adds its kind, rows, device span and host phases to the engine's profile
+ * (dspy_engine_profile; /metrics shows it). Two variants for the steps that run op by op, off
+ * by default until measured on a GPU: DSPY_ENGINE_SPLIT_MIXED=1 (a mixed step's decoding rows
+ * attended by the decode kernel in a call of their own, forward.h attn_one) and
+ * DSPY_ENGINE_PAD_ROWS=1 (rows padded up to the warm-up's sizes, so the GEMMs meet only shapes
+ * the warm-up planned and loaded).
  */
 #include <stdlib.h>
 #include <string.h>
 
+#include "dspy/clock.h"
 #include "engine/engine_impl.h"
 
 static size_t align4(size_t w) { return (w + 3) & ~(size_t)3; }
@@ -54,6 +62,7 @@ meta_layout dspy_engine_layout(int32_t N, int32_t nseg, int32_t M, int32_t n_tab
 typedef struct step_plan {
     int32_t N, nseg, M, n_table;
     int32_t R;   /* sampled rows under a constraint */
+    int32_t one; /* sequences feeding one token */
     bool decode; /* every fed sequence feeds one token and is sampled */
 } step_plan;
 
@@ -61,7 +70,7 @@ typedef struct step_plan {
  * (a decoding sequence feeds its one new token outside the budget). Gives decoding sequences
  * their next block first, which may preempt others (they then feed nothing). */
 static step_plan plan_step(dspy_engine *e, int32_t *take) {
-    step_plan sp = {0, 0, 0, 0, 0, true};
+    step_plan sp = {0, 0, 0, 0, 0, 0, true};
     for (int32_t i = 0; i < e->n_active; i++) {
         seq *s = e->active[i];
         if (!s->waiting && s->n_tokens - s->n_cached == 1) dspy_engine_grow(e, s, s->n_cached);
@@ -86,6 +95,7 @@ static step_plan plan_step(dspy_engine *e, int32_t *take) {
             sp.decode = false;
         }
         if (t != 1) sp.decode = false;
+        else sp.one++;
     }
     return sp;
 }
@@ -102,7 +112,7 @@ static int32_t bucket_of(const dspy_engine *e, int32_t n, int *index) {
 
 /* Runs the forward pass and the sampler for the laid-out step (recorded when capturing). */
 static dspy_status run_step(dspy_engine *e, const meta_layout *L, int32_t N, int32_t nseg, int32_t M, int32_t n_table,
-                            bool decode, int32_t R) {
+                            bool decode, int32_t R, int32_t one) {
     dspy_backend *be = e->be;
     int32_t *d = e->meta_d;
     dspy_fwd_batch b;
@@ -117,6 +127,7 @@ static dspy_status run_step(dspy_engine *e, const meta_layout *L, int32_t N, int
     b.attn.block_size = e->kv.block_size;
     b.attn.max_len = e->max_len;
     b.attn.decode = decode;
+    b.attn_one = one;
     b.out_rows = dspy_bt(be, d + L->out_rows, M, DSPY_DTYPE_I32);
     b.n_out = M;
     DSPY_TRY(dspy_forward(e->m, be, &e->kv, &e->buf, &b));
@@ -163,8 +174,9 @@ static dspy_status launch_graph(dspy_engine *e, const meta_layout *L, int32_t B,
     const dspy_ops *o = e->be->ops;
     void **slot = &e->graphs[mask_all][bi];
     if (!*slot) {
+        const int64_t t0 = dspy_now_ns();
         DSPY_TRY(o->graph_begin(e->be));
-        dspy_status st = run_step(e, L, B, B, B, n_table, true, R);
+        dspy_status st = run_step(e, L, B, B, B, n_table, true, R, 0);
         void *g = NULL;
         dspy_status st2 = o->graph_end(e->be, &g);
         if (st || st2) {
@@ -172,21 +184,29 @@ static dspy_status launch_graph(dspy_engine *e, const meta_layout *L, int32_t B,
             return st ? st : st2;
         }
         *slot = g;
+        e->prof.captures++;
+        e->prof.capture_ns += dspy_now_ns() - t0;
     }
     return o->graph_launch(e->be, *slot);
 }
 
+/* The warm-up's row counts: 24, 32, 48, 64, 96, ... (two an octave) below cap, then cap. The
+ * smallest of them >= n (n itself up to 16 rows: the GEMV kernels, which load once). */
+static int32_t ladder_rows(int32_t n, int32_t cap) {
+    if (n <= 16) return n;
+    for (int32_t oct = 16; oct < cap; oct *= 2)
+        for (int32_t k = oct + oct / 2; k <= 2 * oct && k < cap; k += oct / 2)
+            if (k >= n) return k;
+    return cap;
+}
+
 /* One prompt step of n rows (one segment at positions 0 .. n - 1, every table entry the reserved
- * block, so its keys and values only ever land there), then every decode bucket's graph captured
- * and launched on padding rows. Results are read back once and dropped. */
-dspy_status dspy_engine_warmup(dspy_engine *e) {
-    if (!e->use_graphs || e->n_active > 0) return DSPY_OK;
+ * block, so its keys and values only ever land there), waited for (the staging buffer is
+ * rewritten next). */
+static dspy_status warm_prompt(dspy_engine *e, int32_t n) {
     dspy_backend *be = e->be;
-    const dspy_ops *o = be->ops;
     const int32_t bs = e->kv.block_size;
     int32_t *h = e->meta_h;
-    int32_t n = e->p.max_batch_tokens < 128 ? e->p.max_batch_tokens : 128;
-    if (n > e->max_len) n = e->max_len;
     const int32_t nt = (n + bs - 1) / bs;
     meta_layout L = dspy_engine_layout(n, 1, 1, nt);
     for (int32_t b = 0; b < nt; b++) h[L.tables + b] = e->pad_block;
@@ -198,14 +218,34 @@ dspy_status dspy_engine_warmup(dspy_engine *e) {
     *(dspy_attn_seg *)(h + L.segs) = (dspy_attn_seg){0, n, 0, 0};
     *(dspy_sample_param *)(h + L.params) = (dspy_sample_param){0.0f, 1.0f, 0, 0, 0.0};
     h[L.out_rows] = n - 1;
-    DSPY_TRY(o->copy(be, e->meta_d, h, L.end * 4, DSPY_COPY_H2D));
-    DSPY_TRY(run_step(e, &L, n, 1, 1, nt, false, 0));
+    DSPY_TRY(be->ops->copy(be, e->meta_d, h, L.end * 4, DSPY_COPY_H2D));
+    DSPY_TRY(run_step(e, &L, n, 1, 1, nt, false, 0, 0));
+    return be->ops->sync(be);
+}
+
+/* Prompt steps of 24, 32, 48, 64, ... rows up to the largest step (two sizes an octave): a GEMM
+ * library picks its kernels by the row count and loads each on its first use, which costs the
+ * first request of a new size tens of milliseconds (B2 on the H200: its 1,500-token prompt step
+ * took 126 ms, 10 of them compute); then every decode bucket's graph captured and launched on
+ * padding rows. Results are read back once and dropped. */
+dspy_status dspy_engine_warmup(dspy_engine *e) {
+    if (!e->use_graphs || e->n_active > 0) return DSPY_OK;
+    dspy_backend *be = e->be;
+    const dspy_ops *o = be->ops;
+    int32_t *h = e->meta_h;
+    const int32_t cap = e->rows_cap < e->max_len ? e->rows_cap : e->max_len;
+    for (int32_t n = 17;; n++) {
+        n = ladder_rows(n, cap);
+        DSPY_TRY(warm_prompt(e, n));
+        if (n >= cap) break;
+    }
     for (int32_t b = 1, bi = 0;; b <<= 1, bi++) {
         const int32_t B = b < e->p.max_seqs ? b : e->p.max_seqs;
-        L = dspy_engine_layout(B, B, B, 1);
+        meta_layout L = dspy_engine_layout(B, B, B, 1);
         pad_rows(e, &L, 0, 0, 0, 0, B, 0, false);
         DSPY_TRY(o->copy(be, e->meta_d, h, L.end * 4, DSPY_COPY_H2D));
         DSPY_TRY(launch_graph(e, &L, B, bi, false, 1, 0));
+        DSPY_TRY(o->sync(be));
         if (b >= e->p.max_seqs) break;
     }
     DSPY_TRY(o->copy(be, e->res_h, e->res_d, (size_t)e->p.max_seqs * 12, DSPY_COPY_D2H));
@@ -216,10 +256,14 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
     memset(out, 0, sizeof *out);
     out->events = e->events;
     if (e->n_active == 0) return DSPY_OK;
+    const int64_t t_plan = dspy_now_ns();
     dspy_engine_resume_waiting(e);
     int32_t *take = e->take;
     step_plan sp = plan_step(e, take);
-    if (sp.N == 0) return DSPY_OK;
+    if (sp.N == 0) {
+        e->prof.plan_ns += dspy_now_ns() - t_plan;
+        return DSPY_OK;
+    }
     /* A pure decode step on a backend with graphs runs padded to its bucket. */
     int bi = -1;
     int32_t B = 0;
@@ -230,11 +274,17 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
     const bool mask_all = graph && sp.R > 0;
     const int32_t R = mask_all ? B : sp.R;
     int32_t N = graph ? B : sp.N, nseg = graph ? B : sp.nseg, M = graph ? B : sp.M;
+    /* An eager step may be padded to the warm-up's row counts (rows in no segment, writing into the
+     * reserved block): the GEMMs then meet only shapes whose plans and kernels the warm-up made. */
+    if (!graph && e->pad_eager) N = ladder_rows(sp.N, e->rows_cap < e->max_len ? e->rows_cap : e->max_len);
     int32_t n_table = sp.n_table + (graph ? 1 : 0);
     meta_layout L = dspy_engine_layout(N, nseg, M, n_table);
     int32_t *h = e->meta_h;
     const int32_t bs = e->kv.block_size;
     int32_t rows = 0, seg = 0, m = 0, toff = 0, r = 0;
+    /* A mixed step lists its one-row segments first (forward.h attn_one); rows stay in add order. */
+    const int32_t one = !sp.decode && e->split_mixed && sp.one < sp.nseg ? sp.one : 0;
+    int32_t seg_one = 0, seg_rest = one;
     for (int32_t i = 0; i < e->n_active; i++) {
         seq *s = e->active[i];
         int32_t t = take[i];
@@ -242,7 +292,8 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
         if (s->n_cached < s->n_fill) out->n_prefill_tokens += t;
         else out->n_decode_tokens++;
         memcpy(h + L.tables + toff, s->blocks, sizeof(int32_t) * (size_t)s->n_blocks);
-        dspy_attn_seg *sg = (dspy_attn_seg *)(h + L.segs) + seg++;
+        dspy_attn_seg *sg = (dspy_attn_seg *)(h + L.segs) + (one == 0 ? seg : t == 1 ? seg_one++ : seg_rest++);
+        seg++;
         *sg = (dspy_attn_seg){rows, t, s->n_cached, toff};
         toff += s->n_blocks;
         for (int32_t j = 0; j < t; j++) {
@@ -271,8 +322,14 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
         rows += t;
     }
     if (graph) pad_rows(e, &L, rows, seg, m, r, B, toff, mask_all);
+    for (; rows < N && !graph; rows++) { /* eager padding: no segment, no logits row */
+        h[L.tokens + rows] = 0;
+        h[L.pos + rows] = 0;
+        h[L.slots + rows] = e->pad_block * bs;
+    }
     dspy_backend *be = e->be;
     const dspy_ops *o = be->ops;
+    const int64_t t_launch = dspy_now_ns();
     DSPY_TRY(o->copy(be, e->meta_d, e->meta_h, L.end * 4, DSPY_COPY_H2D));
     if (R > 0)
         DSPY_TRY(o->copy(be, e->cmask_d, e->cmask_h, ((size_t)e->p.max_seqs + (size_t)R * e->mask_words) * 4,
@@ -280,10 +337,22 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
     if (graph) {
         DSPY_TRY(launch_graph(e, &L, B, bi, mask_all, n_table, R));
     } else {
-        DSPY_TRY(run_step(e, &L, N, nseg, M, n_table, sp.decode, sp.R));
+        DSPY_TRY(run_step(e, &L, N, nseg, M, n_table, sp.decode, sp.R, one));
     }
     DSPY_TRY(o->copy(be, e->res_h, e->res_d, (size_t)e->p.max_seqs * 12, DSPY_COPY_D2H));
+    const int64_t t_wait = dspy_now_ns();
     DSPY_TRY(o->sync(be));
+    const int64_t t_post = dspy_now_ns();
+    const dspy_step_kind kind = graph                      ? DSPY_STEP_GRAPH
+                                : sp.decode                ? DSPY_STEP_DECODE
+                                : out->n_decode_tokens > 0 ? DSPY_STEP_MIXED
+                                                           : DSPY_STEP_PREFILL;
+    e->prof.steps[kind]++;
+    e->prof.seqs[kind] += sp.nseg;
+    e->prof.rows[kind] += sp.N;
+    e->prof.plan_ns += t_launch - t_plan;
+    e->prof.launch_ns[kind] += t_wait - t_launch;
+    e->prof.device_ns[kind] += t_post - t_launch;
     const float *lp = (const float *)(e->res_h + e->p.max_seqs);
     const float *shift = (const float *)(e->res_h + 2 * e->p.max_seqs);
     r = 0;
@@ -316,6 +385,7 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
         if (take[i] > 0) dspy_engine_publish(e, e->active[i]);
     for (int32_t k = 0; k < out->n_events; k++)
         if (e->events[k].finish != DSPY_FINISH_NONE) dspy_engine_remove(e, e->events[k].seq_id);
+    e->prof.post_ns += dspy_now_ns() - t_post;
     return DSPY_OK;
 }
 
@@ -357,7 +427,8 @@ dspy_status dspy_model_forward_logits(const dspy_model *m, const int32_t *ids, s
                         {dspy_bt(be, d + L.segs, 4, DSPY_DTYPE_I32), dspy_bt(be, d + L.tables, kv.n_blocks, DSPY_DTYPE_I32),
                          1, N, bs, N, false},
                         dspy_bt(be, d + L.out_rows, N, DSPY_DTYPE_I32),
-                        N};
+                        N,
+                        0};
     if ((st = dspy_forward(m, be, &kv, &buf, &b))) goto done;
     if ((st = be->ops->copy(be, logits, buf.logits.data, sizeof(float) * (size_t)N * V, DSPY_COPY_D2H))) goto done;
     st = be->ops->sync(be);

@@ -50,6 +50,25 @@ void dspy_fwd_buf_free(dspy_fwd_buf *b) {
 /* The first n rows of a (rows, width) buffer. */
 static dspy_tensor rows_of(dspy_tensor t, int64_t n, int64_t width) { return dspy_tensor_slice(t, 0, n * width); }
 
+/* att = attention(q, cache) over b's segments. A prompt chunk's kernel gives each segment tiles
+ * of many query rows; the decoding sequences of a mixed step (one row each) would each fill a
+ * whole tile and read their context as often as a prompt chunk does, so they go to the decode
+ * kernel in a call of their own (each row is attended once either way: same results per row). */
+static dspy_status attend(const dspy_ops *o, dspy_backend *be, dspy_tensor att, dspy_tensor q, dspy_tensor kc,
+                          dspy_tensor vc, const dspy_fwd_batch *b, int NH, int NKV, int HS) {
+    const int32_t one = b->attn_one, nseg = b->attn.nseg;
+    if (b->attn.decode || one <= 0 || one > nseg) return o->attention(be, att, q, kc, vc, &b->attn, NH, NKV, HS);
+    dspy_attn_meta d = b->attn, p = b->attn;
+    d.segs = dspy_tensor_slice(b->attn.segs, 0, 4 * (int64_t)one);
+    d.nseg = one;
+    d.decode = true;
+    DSPY_TRY(o->attention(be, att, q, kc, vc, &d, NH, NKV, HS));
+    if (one == nseg) return DSPY_OK;
+    p.segs = dspy_tensor_slice(b->attn.segs, 4 * (int64_t)one, 4 * (int64_t)(nseg - one));
+    p.nseg = nseg - one;
+    return o->attention(be, att, q, kc, vc, &p, NH, NKV, HS);
+}
+
 dspy_status dspy_forward(const dspy_model *m, dspy_backend *be, dspy_kv_cache *kv, dspy_fwd_buf *buf,
                          const dspy_fwd_batch *b) {
     const dspy_ops *o = be->ops;
@@ -73,7 +92,7 @@ dspy_status dspy_forward(const dspy_model *m, dspy_backend *be, dspy_kv_cache *k
         /* q (N, NH, HS) and the cache's new keys/values from rms(x) */
         DSPY_TRY(o->attn_in(be, q, kc, vc, x, L->attn_norm, L->wqkv, L->bqkv, b->pos, b->slots, w->inv_freq, xn, qkv,
                             N, C, NH, NKV, HS, eps));
-        DSPY_TRY(o->attention(be, att, q, kc, vc, &b->attn, NH, NKV, HS));             /* (N, NH, HS) */
+        DSPY_TRY(attend(o, be, att, q, kc, vc, b, NH, NKV, HS));                       /* (N, NH, HS) */
         DSPY_TRY(o->linear(be, x, att, L->wo, L->bo, N, Q, C, true));                   /* x += o */
         DSPY_TRY(o->mlp_in(be, h, x, L->mlp_norm, L->w_gate_up, xn, gu, N, C, I, eps)); /* h (N, I) */
         DSPY_TRY(o->linear(be, x, h, L->w_down, dspy_tensor_none(), N, I, C, true));    /* x += mlp */

@@ -23,6 +23,9 @@ typedef struct dspy_fwd_batch {
     dspy_attn_meta attn;  /* segments (one per sequence) and their block tables */
     dspy_tensor out_rows; /* (M) I32 rows whose logits are wanted */
     int32_t n_out;        /* M */
+    int32_t attn_one;     /* when attn is not a decode call: its first attn_one segments are one
+                             row each (decoding sequences), attended by a decode call of their own
+                             and the rest by another; 0: one call for all */
 } dspy_fwd_batch;
 
 /* The widest input row of the forward pass's linears: max(C, I, NH*HS) (the fast CPU kernels

@@ -98,6 +98,40 @@ static void gauge(dspy_str *o, const char *name, const char *help, const char *t
     dspy_str_appendf(o, "# HELP %s %s\n# TYPE %s %s\n%s %.9g\n", name, help, name, type, name, v);
 }
 
+/* One counter family with a sample per label value (values[i] for label key="names[i]"); scale
+ * turns nanoseconds into seconds. */
+static void counter_family(dspy_str *o, const char *name, const char *help, const char *key, const char *const *names,
+                           const int64_t *values, int n, double scale) {
+    dspy_str_appendf(o, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+    for (int i = 0; i < n; i++) dspy_str_appendf(o, "%s{%s=\"%s\"} %.9g\n", name, key, names[i], (double)values[i] * scale);
+}
+
+/* Where the engine thread's time went (see sched_stats and dspy_engine_profile): B2's profile. */
+static void render_profile(dspy_str *o, const sched_stats *st) {
+    const dspy_engine_profile *p = &st->engine;
+    const char *kinds[DSPY_STEP_KINDS];
+    for (int k = 0; k < DSPY_STEP_KINDS; k++) kinds[k] = dspy_step_kind_name((dspy_step_kind)k);
+    counter_family(o, "dspy_engine_kind_steps_total", "Engine steps by kind (graph: a replayed decode graph).", "kind",
+                   kinds, p->steps, DSPY_STEP_KINDS, 1);
+    counter_family(o, "dspy_engine_kind_sequences_total", "Sequences advanced by steps of each kind.", "kind", kinds,
+                   p->seqs, DSPY_STEP_KINDS, 1);
+    counter_family(o, "dspy_engine_kind_rows_total", "Tokens fed by steps of each kind.", "kind", kinds, p->rows,
+                   DSPY_STEP_KINDS, 1);
+    counter_family(o, "dspy_engine_device_seconds_total", "Steps' device spans (upload to the end of the wait).",
+                   "kind", kinds, p->device_ns, DSPY_STEP_KINDS, 1e-9);
+    counter_family(o, "dspy_engine_launch_seconds_total", "Of the device spans, the host enqueueing the work.", "kind",
+                   kinds, p->launch_ns, DSPY_STEP_KINDS, 1e-9);
+    static const char *const phases[] = {"idle", "admit", "step", "events", "stats", "step_plan", "step_post",
+                                         "graph_capture"};
+    const int64_t ns[] = {st->idle_ns, st->admit_ns, st->step_ns, st->events_ns, st->stats_ns,
+                          p->plan_ns,  p->post_ns,   p->capture_ns};
+    counter_family(o, "dspy_engine_thread_seconds_total",
+                   "The engine thread's time: idle (no work), admit, step (dspy_engine_step: its plan, device spans "
+                   "and post), events (results to the requests), stats; step_plan, step_post and graph_capture are "
+                   "parts of step.", "phase", phases, ns, (int)(sizeof ns / sizeof ns[0]), 1e-9);
+    gauge(o, "dspy_engine_graph_captures_total", "Decode graphs captured.", "counter", (double)p->captures);
+}
+
 bool dspy_srv_metrics_render(srv_metrics *m, const sched_stats *st, dspy_str *o) {
     pthread_mutex_lock(&m->mu);
     dspy_str_append(o, "# HELP dspy_requests_total Finished generation requests by route and HTTP status "
@@ -149,5 +183,6 @@ bool dspy_srv_metrics_render(srv_metrics *m, const sched_stats *st, dspy_str *o)
     gauge(o, "dspy_prompt_tokens_computed_total", "Prompt tokens computed (misses and recomputation).", "counter",
           (double)st->computed_tokens);
     gauge(o, "dspy_preemptions_total", "Sequences preempted for KV cache.", "counter", (double)st->preemptions);
+    render_profile(o, st);
     return dspy_str_ok(o);
 }

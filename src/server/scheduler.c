@@ -66,6 +66,7 @@ struct sched_job {
     sched_choice *choices;
     int32_t n_active;   /* engine thread only: choices in the engine now */
     bool preemptible;
+    bool whole;         /* wake the submitter only when the job completes or fails */
     uint64_t arrival;   /* submission order */
     void *hold;
     void (*hold_release)(void *hold);
@@ -99,6 +100,7 @@ struct sched {
     uint64_t arrivals;    /* under mu */
     atomic_llong n_preempted; /* written by the engine thread; read by dspy_sched_preemptions */
     sched_stats stats;    /* under mu: the snapshot after the last step */
+    int64_t idle_ns, admit_ns, step_ns, events_ns, stats_ns; /* engine thread only: see sched_stats */
 };
 
 /* ---- stop strings ---------------------------------------------------------------------- */
@@ -172,6 +174,7 @@ dspy_status dspy_sched_job_new(const int32_t *prompt, size_t n_prompt, const sch
     j->n = p->n;
     j->sampling = p->sampling;
     j->preemptible = p->preemptible;
+    j->whole = p->whole;
     j->prompt = malloc(n_prompt * sizeof *j->prompt);
     j->choices = calloc((size_t)p->n, sizeof *j->choices);
     j->stop = calloc(p->n_stop ? p->n_stop : 1, sizeof *j->stop);
@@ -202,7 +205,7 @@ int dspy_sched_job_poll(sched_job *j, int timeout_ms, sched_choice_out *out, int
     struct timespec dl;
     dspy_deadline_in(&dl, timeout_ms);
     pthread_mutex_lock(&j->mu);
-    while (!j->news && !j->complete && j->err_status == 0)
+    while ((j->whole || !j->news) && !j->complete && j->err_status == 0)
         if (pthread_cond_timedwait(&j->cv, &j->mu, &dl) != 0) break;
     for (int32_t i = 0; i < j->n; i++) {
         sched_choice *c = &j->choices[i];
@@ -237,7 +240,7 @@ static void job_publish(sched_job *j, sched_choice *c, const char *text, size_t 
         c->finish_new = true;
     }
     j->news = true;
-    pthread_cond_broadcast(&j->cv);
+    if (!j->whole) pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
 }
 
@@ -552,6 +555,12 @@ static void publish_stats(sched *s, const dspy_step_out *out) {
     t->prompt_tokens = es.prompt_tokens;
     t->prefix_hit_tokens = es.prefix_hit_tokens;
     t->computed_tokens = es.computed_tokens;
+    t->idle_ns = s->idle_ns;
+    t->admit_ns = s->admit_ns;
+    t->step_ns = s->step_ns;
+    t->events_ns = s->events_ns;
+    t->stats_ns = s->stats_ns;
+    dspy_engine_profile_get(s->eng, &t->engine);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -572,7 +581,11 @@ static void *engine_main(void *arg) {
                 pp = &q->next;
             }
         }
-        while (!s->quit && !s->abort_status && !s->running && !s->q_head) pthread_cond_wait(&s->cv, &s->mu);
+        if (!s->quit && !s->abort_status && !s->running && !s->q_head) {
+            const int64_t t_idle = dspy_now_ns();
+            while (!s->quit && !s->abort_status && !s->running && !s->q_head) pthread_cond_wait(&s->cv, &s->mu);
+            s->idle_ns += dspy_now_ns() - t_idle;
+        }
         bool quit = s->quit;
         int abort_status = s->abort_status;
         char *abort_message = abort_status ? strdup(s->abort_message ? s->abort_message : "aborted") : NULL;
@@ -595,10 +608,15 @@ static void *engine_main(void *arg) {
                 maybe_complete(s, j);
             }
         }
+        const int64_t t_admit = dspy_now_ns();
         admit(s);
+        const int64_t t_step = dspy_now_ns();
+        s->admit_ns += t_step - t_admit;
         if (!s->running) continue;
         dspy_step_out out;
         dspy_status st = dspy_engine_step(s->eng, &out);
+        const int64_t t_stats = dspy_now_ns();
+        s->step_ns += t_stats - t_step;
         if (st != DSPY_OK) {
             dspy_log(DSPY_LOG_ERROR, "serve: engine step failed: %s", dspy_errmsg());
             char *msg = strdup(dspy_errmsg());
@@ -607,6 +625,8 @@ static void *engine_main(void *arg) {
             continue;
         }
         publish_stats(s, &out);
+        const int64_t t_events = dspy_now_ns();
+        s->stats_ns += t_events - t_stats;
         for (int32_t e = 0; e < out.n_events; e++) {
             sched_job *j = NULL;
             sched_choice *c = find_choice(s, out.events[e].seq_id, &j);
@@ -616,6 +636,7 @@ static void *engine_main(void *arg) {
             next = j->next;
             maybe_complete(s, j);
         }
+        s->events_ns += dspy_now_ns() - t_events;
     }
     return NULL;
 }

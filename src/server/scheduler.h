@@ -62,6 +62,11 @@ typedef struct sched_stats {
     int64_t cached_tokens;        /* held in prefix-cache blocks */
     int64_t prompt_tokens, prefix_hit_tokens, computed_tokens; /* cumulative, engine */
     long long preemptions;
+    /* the engine thread's time, cumulative (ns): waiting for work, admitting, inside
+     * dspy_engine_step, handing the steps' events to their jobs (detokenizing, stop strings,
+     * waking the waiting HTTP threads, completing jobs), taking these snapshots */
+    int64_t idle_ns, admit_ns, step_ns, events_ns, stats_ns;
+    dspy_engine_profile engine; /* inside dspy_engine_step */
 } sched_stats;
 void dspy_sched_stats_get(sched *s, sched_stats *out);
 /* Sequences preempted so far (for tests and logs). */
@@ -79,6 +84,10 @@ typedef struct sched_job_params {
                                reseed cannot change what the client asked for: greedy decoding,
                                or sampling without an explicit seed; and never with a
                                constraint (a resumed sequence would restart its automaton) */
+    bool whole;             /* the submitter waits for the whole answer: its polls wake when the
+                               job completes or fails (or time out), not at every released piece
+                               of text (one thread wake-up a token per request costs the engine
+                               thread more than the rest of its per-token work) */
     void *hold;             /* released with hold_release when the job is freed (after its
                                sequences left the engine): e.g. a reference on the constraint
                                in sampling.constraint. May be NULL */

@@ -467,7 +467,7 @@ static bool plan_job(dspy_server *s, oai_kind kind, const oai_request *r, size_t
     int32_t room = s->limit - (int32_t)n_ids;
     /* A seeded sampled request must give the same text whatever the load: never preempted. */
     *jp = (sched_job_params){.n = r->n, .stop = r->stop, .n_stop = r->n_stop,
-                             .preemptible = r->temperature == 0 || !r->has_seed};
+                             .preemptible = r->temperature == 0 || !r->has_seed, .whole = !r->stream};
     jp->sampling = dspy_sampling_default();
     jp->sampling.temperature = (float)r->temperature;
     jp->sampling.top_p = (float)r->top_p;
@@ -565,6 +565,15 @@ static void stats_all(dspy_server *s, sched_stats *out) {
         out->kv_capacity += t.kv_capacity, out->kv_free += t.kv_free, out->cached_tokens += t.cached_tokens;
         out->prompt_tokens += t.prompt_tokens, out->prefix_hit_tokens += t.prefix_hit_tokens;
         out->computed_tokens += t.computed_tokens, out->preemptions += t.preemptions;
+        out->idle_ns += t.idle_ns, out->admit_ns += t.admit_ns, out->step_ns += t.step_ns;
+        out->events_ns += t.events_ns, out->stats_ns += t.stats_ns;
+        dspy_engine_profile *p = &out->engine;
+        for (int k = 0; k < DSPY_STEP_KINDS; k++) {
+            p->steps[k] += t.engine.steps[k], p->seqs[k] += t.engine.seqs[k], p->rows[k] += t.engine.rows[k];
+            p->device_ns[k] += t.engine.device_ns[k], p->launch_ns[k] += t.engine.launch_ns[k];
+        }
+        p->plan_ns += t.engine.plan_ns, p->post_ns += t.engine.post_ns;
+        p->captures += t.engine.captures, p->capture_ns += t.engine.capture_ns;
     }
 }
 
@@ -936,9 +945,13 @@ dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
         ep.max_batch_tokens = p->max_batch_tokens > 0 ? p->max_batch_tokens
                               : dspy_model_device(r->model).type == DSPY_DEVICE_CPU ? 256 : 4096;
         if ((st = dspy_engine_new(r->model, &ep, &r->eng)) != DSPY_OK) goto fail;
-        /* DSPY_SERVE_WARMUP=1: graphs and kernels ready before the first request (off by default
-         * until it has been measured on a GPU: bench/run_gpu_h10d.sh) */
-        if (warm && strcmp(warm, "1") == 0 && (st = dspy_engine_warmup(r->eng)) != DSPY_OK) goto fail;
+        /* graphs and kernels ready before the first request (a GPU engine; DSPY_SERVE_WARMUP=0
+         * leaves them to the first steps) */
+        if (!(warm && strcmp(warm, "0") == 0) && dspy_model_device(r->model).type != DSPY_DEVICE_CPU) {
+            double t_warm = dspy_now_s();
+            if ((st = dspy_engine_warmup(r->eng)) != DSPY_OK) goto fail;
+            dspy_log(DSPY_LOG_INFO, "serve: %s warmed up in %.0f ms", r->device, (dspy_now_s() - t_warm) * 1e3);
+        }
         dspy_engine_stats stats;
         dspy_engine_stats_get(r->eng, &stats);
         if (stats.capacity_tokens < capacity) capacity = stats.capacity_tokens;

@@ -1,6 +1,7 @@
 /* test_metrics_server.c — the server's Prometheus exposition (server/metrics.h): counters by
  * route and status, token sums, cumulative histogram buckets with _sum and _count, and the
- * scheduler gauges, checked line by line against the samples recorded. */
+ * scheduler gauges and the engine thread's profile, checked line by line against the samples
+ * recorded. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,6 +38,13 @@ static void test_render(void) {
     st.kv_free = 250;
     st.prompt_tokens = 400;
     st.prefix_hit_tokens = 300;
+    st.idle_ns = 2500000000;
+    st.events_ns = 1500000;
+    st.engine.steps[DSPY_STEP_GRAPH] = 550;
+    st.engine.rows[DSPY_STEP_MIXED] = 19437;
+    st.engine.device_ns[DSPY_STEP_PREFILL] = 36570000;
+    st.engine.plan_ns = 1220000;
+    st.engine.captures = 4;
     dspy_str o = DSPY_STR_INIT;
     CHECK(dspy_srv_metrics_render(m, &st, &o));
     const char *t = dspy_str_cstr(&o);
@@ -65,6 +73,16 @@ static void test_render(void) {
     CHECK_NEAR(value(t, "dspy_kv_cache_used_tokens"), 750, 0);
     CHECK_NEAR(value(t, "dspy_kv_cache_usage_ratio"), 0.75, 1e-12);
     CHECK_NEAR(value(t, "dspy_prefix_cache_hit_rate"), 0.75, 1e-12);
+    /* the engine thread's profile: one sample per kind / phase, nanoseconds as seconds */
+    CHECK_NEAR(value(t, "dspy_engine_kind_steps_total{kind=\"graph\"}"), 550, 0);
+    CHECK_NEAR(value(t, "dspy_engine_kind_steps_total{kind=\"prefill\"}"), 0, 0);
+    CHECK_NEAR(value(t, "dspy_engine_kind_rows_total{kind=\"mixed\"}"), 19437, 0);
+    CHECK_NEAR(value(t, "dspy_engine_device_seconds_total{kind=\"prefill\"}"), 0.03657, 1e-12);
+    CHECK_NEAR(value(t, "dspy_engine_thread_seconds_total{phase=\"idle\"}"), 2.5, 1e-12);
+    CHECK_NEAR(value(t, "dspy_engine_thread_seconds_total{phase=\"events\"}"), 0.0015, 1e-12);
+    CHECK_NEAR(value(t, "dspy_engine_thread_seconds_total{phase=\"step_plan\"}"), 0.00122, 1e-12);
+    CHECK_NEAR(value(t, "dspy_engine_graph_captures_total"), 4, 0);
+    CHECK_CONTAINS(t, "# TYPE dspy_engine_device_seconds_total counter\n");
     CHECK_CONTAINS(t, "# TYPE dspy_time_to_first_token_seconds histogram\n");
     CHECK_CONTAINS(t, "# TYPE dspy_requests_total counter\n");
     /* every line is a comment or "name value" */
