@@ -124,11 +124,15 @@ dspy_status dspy_engine_new(const dspy_model *model, const dspy_engine_params *p
     }
     const char *g = getenv("DSPY_CUDA_GRAPHS");
     e->use_graphs = o->graph_begin && !(g && strcmp(g, "0") == 0);
-    /* Two step variants not yet measured on a GPU (bench/run_gpu_h10s.sh does): opt-in for now */
+    /* Two step variants, measured on the H200 (bench/RESULTS.md, sixth session): mixed steps'
+     * decoding rows attended apart gained nothing (opt-in); eager steps padded to the warm-up's
+     * row counts took B2 from 0.906-0.913 s to 0.872-0.889 s (GEMMs meet only shapes the
+     * warm-up loaded), so they are the default where steps replay graphs (CUDA); the CPU keeps
+     * its exact row counts (=0 / =1 override) */
     const char *sm = getenv("DSPY_ENGINE_SPLIT_MIXED"); /* 1: mixed steps attend decoding rows apart */
     e->split_mixed = sm && strcmp(sm, "1") == 0;
-    const char *pr = getenv("DSPY_ENGINE_PAD_ROWS"); /* 1: eager steps padded to the warm-up's sizes */
-    e->pad_eager = pr && strcmp(pr, "1") == 0;
+    const char *pr = getenv("DSPY_ENGINE_PAD_ROWS"); /* eager steps padded to the warm-up's sizes */
+    e->pad_eager = pr && *pr ? strcmp(pr, "1") == 0 : e->use_graphs;
     *out = e;
     return DSPY_OK;
 fail:

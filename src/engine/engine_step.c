@@ -24,11 +24,11 @@
  * per bucket; the automaton's state moves on the host after the step.
  *
  * Every step adds its kind, rows, device span and host phases to the engine's profile
- * (dspy_engine_profile; /metrics shows it). Two variants for the steps that run op by op, off
- * by default until measured on a GPU: DSPY_ENGINE_SPLIT_MIXED=1 (a mixed step's decoding rows
- * attended by the decode kernel in a call of their own, forward.h attn_one) and
- * DSPY_ENGINE_PAD_ROWS=1 (rows padded up to the warm-up's sizes, so the GEMMs meet only shapes
- * the warm-up planned and loaded).
+ * (dspy_engine_profile; /metrics shows it). Two variants for the steps that run op by op:
+ * DSPY_ENGINE_SPLIT_MIXED=1 (a mixed step's decoding rows attended by the decode kernel in a
+ * call of their own, forward.h attn_one; opt-in, measured no faster) and DSPY_ENGINE_PAD_ROWS
+ * (rows padded up to the warm-up's sizes, so the GEMMs meet only shapes the warm-up planned and
+ * loaded; on by default where steps replay graphs, i.e. CUDA; =0 turns it off).
  */
 #include <stdlib.h>
 #include <string.h>
