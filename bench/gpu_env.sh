@@ -1,5 +1,5 @@
-# gpu_env.sh — sourced from the repository root by the GPU machine's scripts (run_gpu.sh,
-# run_gpu_h10d.sh): the build has this machine's paths compiled in (/work/main/...), so point them
+# gpu_env.sh — sourced from the repository root by the GPU machine's scripts (run_gpu.sh and
+# one-off measurement scripts): the build has this machine's paths compiled in (/work/main/...), so point them
 # here, and unpack what bench/pack_gpu.sh gathered (carry `carry`): the build, the libraries and
 # the tokenizer. Sets ROOT, ORIG_LD_LIBRARY_PATH (Python gets the machine's own libraries back)
 # and exports LD_LIBRARY_PATH and DSPY_SHARED_DIR.
