@@ -27,8 +27,9 @@
  * (dspy_engine_profile; /metrics shows it). Two variants for the steps that run op by op:
  * DSPY_ENGINE_SPLIT_MIXED=1 (a mixed step's decoding rows attended by the decode kernel in a
  * call of their own, forward.h attn_one; opt-in, measured no faster) and DSPY_ENGINE_PAD_ROWS
- * (rows padded up to the warm-up's sizes, so the GEMMs meet only shapes the warm-up planned and
- * loaded; on by default where steps replay graphs, i.e. CUDA; =0 turns it off).
+ * (steps of at most PAD_MAX_ROWS rows padded up to the warm-up's sizes, so the GEMMs meet only
+ * shapes the warm-up planned and loaded; on by default where steps replay graphs, i.e. CUDA; =0
+ * turns it off).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,8 @@
 #include "engine/engine_impl.h"
 
 static size_t align4(size_t w) { return (w + 3) & ~(size_t)3; }
+
+enum { PAD_MAX_ROWS = 4096 }; /* eager steps up to this many rows are padded (pad_eager) */
 
 static bool is_eos(const dspy_engine *e, int32_t tok) {
     for (int i = 0; i < e->cfg->n_eos; i++)
@@ -275,8 +278,11 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
     const int32_t R = mask_all ? B : sp.R;
     int32_t N = graph ? B : sp.N, nseg = graph ? B : sp.nseg, M = graph ? B : sp.M;
     /* An eager step may be padded to the warm-up's row counts (rows in no segment, writing into the
-     * reserved block): the GEMMs then meet only shapes whose plans and kernels the warm-up made. */
-    if (!graph && e->pad_eager) N = ladder_rows(sp.N, e->rows_cap < e->max_len ? e->rows_cap : e->max_len);
+     * reserved block): the GEMMs then meet only shapes whose plans and kernels the warm-up made.
+     * Only small steps (B2's measured gain came from steps of 200-1,500 rows): a large prefill
+     * chunk would compute up to a third more rows (a 18,928-row last chunk padded to 24,576). */
+    if (!graph && e->pad_eager && sp.N <= PAD_MAX_ROWS)
+        N = ladder_rows(sp.N, e->rows_cap < e->max_len ? e->rows_cap : e->max_len);
     int32_t n_table = sp.n_table + (graph ? 1 : 0);
     meta_layout L = dspy_engine_layout(N, nseg, M, n_table);
     int32_t *h = e->meta_h;
