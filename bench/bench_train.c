@@ -46,6 +46,11 @@
  * measurement, unless --epochs 5); the losses of the first and last steps and the largest
  * per-step loss difference between the two modes ({"bench": "T2", ...}).
  *
+ * Several GPUs (issue 17): with torchrun's variables (WORLD_SIZE > 1, RANK, LOCAL_RANK,
+ * MASTER_ADDR/PORT; one process per GPU) T1/T3 run `seqs` sequences a GPU, a step's batch being
+ * seqs x world sequences split by the optimizer (train/optim.h), NCCL summing the gradients;
+ * rank 0 prints the tokens/s of all ranks ({"bench": "dist", ...} first; no profile).
+ *
  * Usage: bench_train --model DIR [--device cuda] [--seqs 4] [--T 2048] [--steps 10] [--warmup 2]
  *                    [--f32] [--peak-tflops 789] [--no-profile] [--lora R] [--lora-dropout 0.05]
  *        bench_train --t2 --model DIR [--epochs 1] [--share both|on|off] [--warmup 1] [--examples 500]
@@ -61,6 +66,7 @@
 #include "dspy/clock.h"
 #include "dspy/model.h"
 #include "dspy/rng.h"
+#include "train/dist.h"
 #include "train/optim.h"
 #include "train/share_prefix.h"
 #include "train/trainable_impl.h"
@@ -432,13 +438,28 @@ int main(int argc, char **argv) {
         }
         return t2_main(model_dir, dev, examples, epochs, warmup_t2, share);
     }
+    /* several GPUs (issue 17): torchrun's variables place this process; `seqs` sequences a GPU,
+     * the step's batch seqs x world, split by the optimizer (s % world == rank) */
+    dspy_dist_env denv;
+    dspy_dist *dist = NULL;
+    if (dspy_dist_env_read(&denv)) return fail("WORLD_SIZE/RANK");
+    if (denv.world > 1) {
+        if (dev.type != DSPY_DEVICE_CUDA) {
+            fprintf(stderr, "bench_train: WORLD_SIZE=%d ranks need --device cuda\n", denv.world);
+            return 2;
+        }
+        dev.ordinal = denv.local_rank;
+    }
+    if (dspy_dist_new(&denv, dev.type == DSPY_DEVICE_CUDA, 300.0, &dist)) return fail("dist");
+    const int world = denv.world, lead = denv.rank == 0, kseq = seqs * world;
+    if (world > 1) profile = false;
     double mem0 = used_gb(dev);
     dspy_model *m = NULL;
     dspy_trainable *t = NULL;
     dspy_optimizer *o = NULL;
     int rc = 1;
-    int32_t *buf = malloc(sizeof(int32_t) * 2 * (size_t)seqs * (size_t)T);
-    dspy_train_seq *batch = calloc((size_t)seqs, sizeof *batch);
+    int32_t *buf = malloc(sizeof(int32_t) * 2 * (size_t)kseq * (size_t)T);
+    dspy_train_seq *batch = calloc((size_t)kseq, sizeof *batch);
     if (!buf || !batch) {
         fprintf(stderr, "bench_train: out of memory\n");
         goto done;
@@ -460,19 +481,19 @@ int main(int argc, char **argv) {
         fail("bf16");
         goto done;
     }
-    if (dspy_trainable_plan(t, T, seqs)) {
+    if (dspy_trainable_plan(t, T, kseq)) {
         fail("plan");
         goto done;
     }
     dspy_adamw_hparams h = dspy_adamw_hparams_default();
-    if (dspy_optimizer_new(t, &h, &o)) {
+    if (dspy_optimizer_new(t, &h, &o) || dspy_optimizer_set_dist(o, dist)) {
         fail("optimizer");
         goto done;
     }
     double setup_s = dspy_now_s() - t0;
     uint64_t rng = 1;
     int lab0 = T - T / 5 - 1;
-    for (int s = 0; s < seqs; s++) {
+    for (int s = 0; s < kseq; s++) {
         int32_t *ids = buf + (size_t)2 * s * T, *labels = ids + T;
         for (int i = 0; i < T; i++) ids[i] = (int32_t)(dspy_splitmix64(&rng) % (uint64_t)V);
         for (int i = 0; i < T; i++) labels[i] = i >= lab0 && i < T - 1 ? ids[i + 1] : -100;
@@ -482,15 +503,21 @@ int main(int argc, char **argv) {
     double tw = 0;
     for (int k = 0; k < warmup + steps; k++) {
         if (k == warmup) tw = dspy_now_s();
-        if (dspy_optimizer_train_step(o, batch, (size_t)seqs, 1e-5, 1.0, &st)) {
+        if (dspy_optimizer_train_step(o, batch, (size_t)kseq, 1e-5, 1.0, &st)) {
             fail("step");
             goto done;
         }
         if (k == 0) st0 = st;
     }
     double secs = dspy_now_s() - tw;
-    double params = (double)dspy_trainable_numel(t), tokens = (double)steps * seqs * T;
-    double tps = tokens / secs, mfu = 6.0 * params * tps / (peak * 1e12);
+    /* tokens/s of all ranks together; MFU against one GPU's peak each */
+    double params = (double)dspy_trainable_numel(t), tokens = (double)steps * kseq * T;
+    double tps = tokens / secs, mfu = 6.0 * params * tps / (world * peak * 1e12);
+    if (!lead) {
+        rc = 0;
+        goto done;
+    }
+    if (world > 1) printf("{\"bench\": \"dist\", \"world\": %d, \"seqs_per_gpu\": %d}\n", world, seqs);
     if (lora_r > 0) {
         /* the adapters are the trainable parameters; the frozen base has no weight gradients,
          * so 6 N per token does not apply: tokens/s is the measure */
@@ -513,9 +540,12 @@ int main(int argc, char **argv) {
            st0.loss, st.loss, (double)st.grad_norm, used_gb(dev), mem0, setup_s);
     rc = profile ? profile_step(t, batch, seqs, 1e3 * secs / steps, "T1") : 0;
 done:
+    /* rank 0's store serves the others until every rank is through */
+    if (!rc && dist && dspy_dist_barrier(dist, "bench-end")) rc = fail("barrier");
     dspy_optimizer_free(o);
     dspy_trainable_free(t);
     dspy_model_free(m);
+    dspy_dist_free(dist);
     free(batch);
     free(buf);
     return rc;
