@@ -11,6 +11,7 @@
 # t2: issue 11's T2 (bench_train --t2 one epoch, shared and unshared; torch_train.py --t2, T2_TORCH_STEPS
 #     of the epoch's steps timed and scaled, said in its output).
 # t3: issue 11's T3 (bench_train --lora 32; torch_train.py --lora 32: peft, eager and compiled).
+# ddp: issue 17's T1 on DDP_GPUS GPUs (bench_train ranks; PyTorch DDP under torchrun); t1 gives one GPU's.
 # tutorial: issue 12 item 8, `dspy compile` end to end on the 1B shape (TUT_ARGS adds options;
 #     TUT_TEACHER=openai/local:DIR makes our own server the teacher instead of the oracle).
 # Logs and JSON go to $OUT (the device tool's folder) or ./out.
@@ -38,7 +39,7 @@ if has tests; then
   (cd build-gpu && DSPY_CUDA_RELEASE=31 timeout 300 ./tests/test_cuda_model 2>&1 | grep -E "FAIL|passed" | tail -n 5)
   }
 fi
-if has bench || has torch || has sweep || has b2 || has step || has minkeys || has attn || has pfvar || has cluster || has b1pair || has b3 || has t2 || has t1 || has t3; then
+if has bench || has torch || has sweep || has b2 || has step || has minkeys || has attn || has pfvar || has cluster || has b1pair || has b3 || has t2 || has t1 || has t3 || has ddp; then
   [ -f "$MODEL/model.safetensors" ] || LD_LIBRARY_PATH=${ORIG_LD_LIBRARY_PATH-} timeout 300 python3 bench/torch_baseline.py --make-model "$MODEL" 2>&1 | tail -2
 fi
 if has bench; then
@@ -177,6 +178,18 @@ if has t1; then
   timeout 300 build-gpu/bench/bench_train --model "$MODEL" --device cuda 2>&1 | tee "$OUT/bench_train.jsonl"
   LD_LIBRARY_PATH=${ORIG_LD_LIBRARY_PATH-} PYTHONUNBUFFERED=1 timeout 400 python3 bench/torch_train.py --model "$MODEL" 2>&1 \
     | grep -v Warning | tee -a "$OUT/bench_train.jsonl"
+fi
+if has ddp; then   # issue 17: needs DDP_GPUS (default 2) GPUs; multicast off in every rank
+  n=${DDP_GPUS:-2}; port=$((29500 + RANDOM % 1000))
+  echo "== T1 on $n GPUs: $n ranks of bench_train (4 x 2,048 tokens a GPU a step), then PyTorch DDP (torchrun, compiled)"
+  for r in $(seq 0 $((n - 1))); do
+    WORLD_SIZE=$n RANK=$r LOCAL_RANK=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=$port NCCL_NVLS_ENABLE=0 \
+      timeout 300 build-gpu/bench/bench_train --model "$MODEL" --device cuda --no-profile > "$OUT/ddp_rank$r.log" 2>&1 &
+  done
+  wait
+  grep -h '"bench"' "$OUT/ddp_rank0.log"; grep -h -i "error" "$OUT"/ddp_rank*.log | head -n 5
+  LD_LIBRARY_PATH=${ORIG_LD_LIBRARY_PATH-} NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 \
+    timeout 400 torchrun --nproc-per-node "$n" bench/torch_train.py --model "$MODEL" --modes compiled 2>&1 | grep T1_torch
 fi
 if has t3; then
   echo "== T3: LoRA r=32 (alpha 64, dropout 0.05) on every linear layer, the T1 steps (ours BF16 base, then PyTorch + peft)"
