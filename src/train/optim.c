@@ -124,8 +124,7 @@ struct dspy_optimizer {
     size_t *lrun_n;   /* (layers) their length */
     int nlayers;
     bool overlap;     /* every layer's gradients one run: all-reduced as the backward finishes it */
-    dspy_train_seq *mine; /* (mine_cap) this rank's sequences of a step, in step order */
-    size_t *mine_at;  /* (mine_cap) their indices in the step (their loss slots) */
+    dspy_train_seq *mine; /* (mine_cap) several ranks: this rank's sequences of a step, in order */
     size_t mine_cap;
     int32_t *parts;   /* (parts_cap) a group's sequence boundaries (dspy_train_group_run) */
     size_t parts_cap;
@@ -185,7 +184,6 @@ void dspy_optimizer_free(dspy_optimizer *o) {
     free(o->block);
     free(o->cat);
     free(o->mine);
-    free(o->mine_at);
     free(o->layer_of);
     free(o->lrun);
     free(o->lrun_n);
@@ -321,26 +319,27 @@ static dspy_status group_make(dspy_optimizer *o, const dspy_train_seq *seqs, siz
 }
 
 /* This rank's share of a step, data parallel: the sequences s with s % world == rank, in step
- * order (one rank: all of them), into o->mine with their step indices in o->mine_at. The share
- * depends only on the step's batch and the world size, so every rank agrees on it. */
+ * order; its c-th is step sequence rank + c * world (its loss slot). One rank: the step itself,
+ * else gathered into o->mine. The share depends only on the step's batch and the world size,
+ * so every rank agrees on it. */
 static dspy_status shard(dspy_optimizer *o, const dspy_train_seq *seqs, size_t k, int rank, int world,
-                         size_t *count) {
+                         const dspy_train_seq **mine, size_t *count) {
+    *mine = seqs, *count = k;
+    if (world == 1) return DSPY_OK;
     if (k > o->mine_cap) {
         dspy_train_seq *m = realloc(o->mine, k * sizeof *m);
-        if (m) o->mine = m;
-        size_t *a = m ? realloc(o->mine_at, k * sizeof *a) : NULL;
-        if (!m || !a) return dspy_fail(DSPY_ERR_NOMEM, "optimizer step: out of memory sharding %zu sequences", k);
-        o->mine_at = a;
+        if (!m) return dspy_fail(DSPY_ERR_NOMEM, "optimizer step: out of memory sharding %zu sequences", k);
+        o->mine = m;
         o->mine_cap = k;
     }
     size_t c = 0;
-    for (size_t s = (size_t)rank; s < k; s += (size_t)world) {
-        o->mine[c] = seqs[s];
-        o->mine_at[c++] = s;
-    }
-    *count = c;
+    for (size_t s = (size_t)rank; s < k; s += (size_t)world) o->mine[c++] = seqs[s];
+    *mine = o->mine, *count = c;
     return DSPY_OK;
 }
+
+/* The step index (and loss slot) of this rank's c-th sequence. */
+static size_t step_at(int rank, int world, size_t c) { return (size_t)rank + c * (size_t)world; }
 
 /* A layer's gradients are final on this rank: their all-reduce starts on the side stream. */
 static dspy_status on_layer(void *ud, int layer) {
@@ -360,8 +359,9 @@ static dspy_status local_grads(dspy_optimizer *o, const dspy_train_seq *seqs, si
     if (world < 1 || rank < 0 || rank >= world)
         return dspy_fail(DSPY_ERR_ARG, "optimizer step: rank %d of %d", rank, world);
     size_t n = 0;
-    DSPY_TRY(shard(o, seqs, k, rank, world, &n));
-    const dspy_train_seq *mine = o->mine;
+    const dspy_train_seq *mine = NULL;
+    DSPY_TRY(shard(o, seqs, k, rank, world, &mine, &n));
+
     const int32_t limit = dspy_train_group_tokens(t);
     int32_t maxT = 1;
     for (size_t s = 0, e; s < n; s = e) {
@@ -381,10 +381,8 @@ static dspy_status local_grads(dspy_optimizer *o, const dspy_train_seq *seqs, si
         DSPY_TRY(dspy_trainable_zero_grad(t));
     }
     /* the other ranks' loss slots hold zeros, so the sum over ranks is the step's */
-    for (size_t s = 0, c = 0; s < k && world > 1; s++) {
-        if (c < n && o->mine_at[c] == s) c++;
-        else DSPY_TRY(dspy_train_slot_clear(t, (int)s));
-    }
+    for (size_t s = 0; s < k && world > 1; s++)
+        if (s % (size_t)world != (size_t)rank) DSPY_TRY(dspy_train_slot_clear(t, (int)s));
     float scale = (float)(1.0 / (double)N);
     /* LoRA dropout: sequence s of the step draws at base + s on whichever rank it lands (a pass
      * starts at its first sequence's state; its j-th sequence, every world-th of the step, at
@@ -396,17 +394,17 @@ static dspy_status local_grads(dspy_optimizer *o, const dspy_train_seq *seqs, si
         int32_t M = 0, T = 0;
         e = limit > 0 ? group_end(mine, n, s, limit, &T) : s + 1;
         dspy_train_seq g = mine[s];
-        dspy_trainable_rng_set(t, base + o->mine_at[s]);
+        dspy_trainable_rng_set(t, base + step_at(rank, world, s));
         if (early && e == n) t->work.layer_done = on_layer, t->work.layer_done_ud = o;
         dspy_status st;
         if (e > s + 1) {
             st = group_make(o, mine, s, e, T, &g);
-            if (!st) st = dspy_train_group_run(t, &g, o->parts, (int)(e - s), true, scale, (int)o->mine_at[s], &M);
+            if (!st) st = dspy_train_group_run(t, &g, o->parts, (int)(e - s), true, scale, (int)step_at(rank, world, s), &M);
         } else {
-            st = dspy_train_seq_run(t, &g, true, scale, (int)o->mine_at[s], &M);
+            st = dspy_train_seq_run(t, &g, true, scale, (int)step_at(rank, world, s), &M);
         }
         t->work.layer_done = NULL;
-        for (size_t i = s + 1; !st && i < e; i++) st = dspy_train_slot_clear(t, (int)o->mine_at[i]);
+        for (size_t i = s + 1; !st && i < e; i++) st = dspy_train_slot_clear(t, (int)step_at(rank, world, i));
         if (st) {
             t->work.fresh = false;
             t->rng_stride = 1;
