@@ -394,14 +394,15 @@ static dspy_status local_grads(dspy_optimizer *o, const dspy_train_seq *seqs, si
         int32_t M = 0, T = 0;
         e = limit > 0 ? group_end(mine, n, s, limit, &T) : s + 1;
         dspy_train_seq g = mine[s];
-        dspy_trainable_rng_set(t, base + step_at(rank, world, s));
+        const size_t at = step_at(rank, world, s); /* its loss slot and RNG state */
+        dspy_trainable_rng_set(t, base + at);
         if (early && e == n) t->work.layer_done = on_layer, t->work.layer_done_ud = o;
         dspy_status st;
         if (e > s + 1) {
             st = group_make(o, mine, s, e, T, &g);
-            if (!st) st = dspy_train_group_run(t, &g, o->parts, (int)(e - s), true, scale, (int)step_at(rank, world, s), &M);
+            if (!st) st = dspy_train_group_run(t, &g, o->parts, (int)(e - s), true, scale, (int)at, &M);
         } else {
-            st = dspy_train_seq_run(t, &g, true, scale, (int)step_at(rank, world, s), &M);
+            st = dspy_train_seq_run(t, &g, true, scale, (int)at, &M);
         }
         t->work.layer_done = NULL;
         for (size_t i = s + 1; !st && i < e; i++) st = dspy_train_slot_clear(t, (int)step_at(rank, world, i));
