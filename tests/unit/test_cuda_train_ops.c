@@ -489,30 +489,57 @@ static void one_rope_bf16(int N, int H, int HS) {
     dev_free(dp), dev_free(di), dev_free(dx);
 }
 
-/* swiglu_backward from BF16 gate / up (the trainer's saved GEMM outputs) against the CPU on the
- * same rounded values: F32 outputs 1e-5, BF16 outputs within half an ulp of the device's F32
- * ones; outputs overlapping the BF16 inputs are refused. */
+/* One swiglu_backward case over BF16 gate / up (the trainer's saved GEMM outputs), dout BF16
+ * when dout16: 37 x 1001 random values, the CPU's F32 reference on the same rounded values, and
+ * the device's F32 outputs from poisoned buffers within 1e-5 of it. The caller checks more on
+ * the device tensors and host copies it holds, then frees them (swiglu_case_free). */
+typedef struct swiglu_case {
+    int N, I;
+    int64_t n;
+    float *g, *u, *d, *rg, *ru, *hg, *hu; /* inputs, CPU reference, device F32 outputs */
+    dspy_tensor gg, gu, gd, fg, fu;       /* device inputs, F32 outputs */
+} swiglu_case;
+
+static void swiglu_case_run(swiglu_case *c, const char *what, bool dout16) {
+    char label[128];
+    c->N = 37, c->I = 1001, c->n = (int64_t)c->N * c->I;
+    const int64_t n = c->n;
+    c->g = rnd((size_t)n, 6), c->u = rnd((size_t)n, 2), c->d = rnd((size_t)n, 1);
+    c->gg = up_bf16(c->g, n), c->gu = up_bf16(c->u, n), c->gd = dout16 ? up_bf16(c->d, n) : up(c->d, n);
+    c->rg = malloc(sizeof(float) * (size_t)n), c->ru = malloc(sizeof(float) * (size_t)n);
+    CHECK_OK(C->ops->swiglu_backward(C, HF(c->rg, n), HF(c->ru, n), HF(c->d, n), HF(c->g, n), HF(c->u, n), c->N,
+                                     c->I));
+    c->fg = poisoned(n), c->fu = poisoned(n);
+    CHECK_OK(G->ops->swiglu_backward(G, c->fg, c->fu, c->gd, c->gg, c->gu, c->N, c->I));
+    c->hg = down(c->fg), c->hu = down(c->fu);
+    snprintf(label, sizeof label, "swiglu_backward %s: dgate F32", what);
+    expect_close(label, c->hg, c->rg, (size_t)n, 1e-5);
+    snprintf(label, sizeof label, "swiglu_backward %s: dup F32", what);
+    expect_close(label, c->hu, c->ru, (size_t)n, 1e-5);
+}
+
+static void swiglu_case_free(swiglu_case *c) {
+    free(c->g), free(c->u), free(c->d), free(c->rg), free(c->ru), free(c->hg), free(c->hu);
+    dev_free(c->gg), dev_free(c->gu), dev_free(c->gd), dev_free(c->fg), dev_free(c->fu);
+}
+
+/* swiglu_backward from BF16 gate / up against the CPU on the same rounded values: F32 outputs
+ * 1e-5, BF16 outputs within half an ulp of the device's F32 ones; outputs overlapping the BF16
+ * inputs are refused. */
 static void test_swiglu_backward_bf16_in(void) {
-    const int N = 37, I = 1001;
-    const int64_t n = (int64_t)N * I;
-    float *g = rnd((size_t)n, 6), *u = rnd((size_t)n, 2), *d = rnd((size_t)n, 1);
-    dspy_tensor gg = up_bf16(g, n), gu = up_bf16(u, n), gd = up(d, n);
-    float *rg = malloc(sizeof(float) * (size_t)n), *ru = malloc(sizeof(float) * (size_t)n);
-    CHECK_OK(C->ops->swiglu_backward(C, HF(rg, n), HF(ru, n), HF(d, n), HF(g, n), HF(u, n), N, I));
-    dspy_tensor fg = poisoned(n), fu = poisoned(n);
-    CHECK_OK(G->ops->swiglu_backward(G, fg, fu, gd, gg, gu, N, I));
-    float *hg = down(fg), *hu = down(fu);
-    expect_close("swiglu_backward BF16 gate/up: dgate F32", hg, rg, (size_t)n, 1e-5);
-    expect_close("swiglu_backward BF16 gate/up: dup F32", hu, ru, (size_t)n, 1e-5);
+    swiglu_case c;
+    swiglu_case_run(&c, "BF16 gate/up", false);
+    const int64_t n = c.n;
     dspy_tensor bg = dev_alloc(DSPY_DTYPE_BF16, n), bu = dev_alloc(DSPY_DTYPE_BF16, n);
-    CHECK_OK(G->ops->swiglu_backward(G, bg, bu, gd, gg, gu, N, I));
+    CHECK_OK(G->ops->swiglu_backward(G, bg, bu, c.gd, c.gg, c.gu, c.N, c.I));
     float *b1 = down_bf16(bg), *b2 = down_bf16(bu);
-    expect_bf16_of("swiglu_backward BF16 in and out: dgate", b1, hg, (size_t)n);
-    expect_bf16_of("swiglu_backward BF16 in and out: dup", b2, hu, (size_t)n);
-    CHECK_STATUS(G->ops->swiglu_backward(G, gu, bu, gd, gg, gu, N, I), DSPY_ERR_ARG);
+    expect_bf16_of("swiglu_backward BF16 in and out: dgate", b1, c.hg, (size_t)n);
+    expect_bf16_of("swiglu_backward BF16 in and out: dup", b2, c.hu, (size_t)n);
+    CHECK_STATUS(G->ops->swiglu_backward(G, c.gu, bu, c.gd, c.gg, c.gu, c.N, c.I), DSPY_ERR_ARG);
     CHECK_CONTAINS(dspy_errmsg(), "overlap the BF16 gate / up");
-    free(g), free(u), free(d), free(rg), free(ru), free(hg), free(hu), free(b1), free(b2);
-    dev_free(gg), dev_free(gu), dev_free(gd), dev_free(fg), dev_free(fu), dev_free(bg), dev_free(bu);
+    free(b1), free(b2);
+    dev_free(bg), dev_free(bu);
+    swiglu_case_free(&c);
 }
 
 /* linear_backward_beta against the CPU's linear_backward on the same BF16-rounded operands: beta
@@ -634,23 +661,14 @@ static void test_bf16_chain(void) {
     free(dout), free(w), free(di), free(hdi);
     dev_free(gdo), dev_free(gw), dev_free(gdi);
     /* swiglu_backward from a BF16 dout (and BF16 gate / up) */
-    const int NS = 37, I = 1001;
-    const int64_t n = (int64_t)NS * I;
-    float *g = rnd((size_t)n, 6), *u = rnd((size_t)n, 2), *d = rnd((size_t)n, 1);
-    dspy_tensor gg = up_bf16(g, n), gu = up_bf16(u, n), gd = up_bf16(d, n);
-    float *rg = malloc(sizeof(float) * (size_t)n), *ru = malloc(sizeof(float) * (size_t)n);
-    CHECK_OK(C->ops->swiglu_backward(C, HF(rg, n), HF(ru, n), HF(d, n), HF(g, n), HF(u, n), NS, I));
-    dspy_tensor fg = poisoned(n), fu = poisoned(n);
-    CHECK_OK(G->ops->swiglu_backward(G, fg, fu, gd, gg, gu, NS, I));
-    float *hg = down(fg), *hu = down(fu);
-    expect_close("swiglu_backward BF16 dout: dgate F32", hg, rg, (size_t)n, 1e-5);
-    expect_close("swiglu_backward BF16 dout: dup F32", hu, ru, (size_t)n, 1e-5);
+    swiglu_case sc;
+    swiglu_case_run(&sc, "BF16 dout", true);
     /* F32 outputs over a BF16 dout are refused (dout viewed in dgate's own memory) */
-    CHECK_STATUS(G->ops->swiglu_backward(G, fg, fu, dspy_bt(G, fg.data, n, DSPY_DTYPE_BF16), gg, gu, NS, I),
+    CHECK_STATUS(G->ops->swiglu_backward(G, sc.fg, sc.fu, dspy_bt(G, sc.fg.data, sc.n, DSPY_DTYPE_BF16), sc.gg, sc.gu,
+                                         sc.N, sc.I),
                  DSPY_ERR_ARG);
     CHECK_CONTAINS(dspy_errmsg(), "overlap dout");
-    free(g), free(u), free(d), free(rg), free(ru), free(hg), free(hu);
-    dev_free(gg), dev_free(gu), dev_free(gd), dev_free(fg), dev_free(fu);
+    swiglu_case_free(&sc);
     /* cross_entropy with BF16 dlogits */
     const int M = 37, V = 1001;
     float *lg = rnd((size_t)M * V, 4), *rl = malloc(sizeof(float) * M), *rd = malloc(sizeof(float) * (size_t)M * V);
