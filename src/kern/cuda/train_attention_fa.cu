@@ -282,6 +282,24 @@ static __global__ void k_fa_prep(float *__restrict__ Dg, bf16 *__restrict__ dob,
 }
 
 /* K, V, Q x 2, dO x 2, then per query-tile buffer lse log2e, D and start of its 64 rows */
+/* One buffer of a dk/dv pass's query rows r0 .. r0 + 63 (cp.async, NT threads): q and dO into sq,
+ * sg, and per row lse * log2(e), D = rowsum(dO * O) and its start into vb ([lse2 | D | start]);
+ * rows past T get 0 and start INT_MAX (they see no key). */
+template <int D, int NT>
+static __device__ __forceinline__ void fa_load_rows(char *sq, char *sg, float *vb, const bf16 *__restrict__ q,
+                                                    const bf16 *__restrict__ dob, const float *__restrict__ lse,
+                                                    const float *__restrict__ Dg, const int32_t *__restrict__ start,
+                                                    int r0, int T, int NH, int h) {
+    fa_load<D, FA_TILE, NT>(sq, q, r0, T, NH, h);
+    fa_load<D, FA_TILE, NT>(sg, dob, r0, T, NH, h);
+    if (threadIdx.x < FA_TILE) {
+        const int rr = r0 + (int)threadIdx.x;
+        vb[threadIdx.x] = rr < T ? lse[(int64_t)rr * NH + h] * FA_LOG2E : 0.0f;
+        vb[FA_TILE + threadIdx.x] = rr < T ? Dg[(int64_t)rr * NH + h] : 0.0f;
+        reinterpret_cast<int *>(vb)[2 * FA_TILE + threadIdx.x] = rr < T ? start[rr] : 0x7fffffff;
+    }
+}
+
 template <int D> static constexpr size_t fa_dkdv_smem() { return 6 * fa_tile_bytes<D>() + 2 * 3 * FA_TILE * 4; }
 
 template <int D>
@@ -308,19 +326,7 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_dkdv(float *__restrict
     fa_load<D>(sv, v, j0, T, NKV, kvh);
     /* query tiles from j0 on (rows before j0 never see these keys) while their first row can
      * see the last key (starts only grow), or to the end when the tile holds prefix keys */
-#define LOAD_ROWS(b, r0)                                                                               \
-    do {                                                                                               \
-        fa_load<D>(SQ(b), q, r0, T, NH, h);                                                            \
-        fa_load<D>(SG(b), dob, r0, T, NH, h);                                                          \
-        if (threadIdx.x < FA_TILE) {                                                                   \
-            const int rr_ = (r0) + (int)threadIdx.x;                                                   \
-            float *vb_ = vals + (b) * 3 * FA_TILE;                                                     \
-            vb_[threadIdx.x] = rr_ < T ? lse[(int64_t)rr_ * NH + h] * FA_LOG2E : 0.0f;                 \
-            vb_[FA_TILE + threadIdx.x] = rr_ < T ? Dg[(int64_t)rr_ * NH + h] : 0.0f;                   \
-            reinterpret_cast<int *>(vb_)[2 * FA_TILE + threadIdx.x] = rr_ < T ? start[rr_] : 0x7fffffff; \
-        }                                                                                              \
-    } while (0)
-    LOAD_ROWS(0, j0);
+    fa_load_rows<D, FA_THREADS>(SQ(0), SG(0), vals, q, dob, lse, Dg, start, j0, T, NH, h);
     cp_async_commit();
     const int ka = j0 + w0 + g, kb_ = ka + 8; /* this thread's keys */
     const int wk_min = j0 + w0, wk_max = j0 + w0 + 15;
@@ -330,7 +336,9 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_dkdv(float *__restrict
     for (int it = 0, t0 = j0;; it++, t0 += FA_TILE) {
         const int buf = it & 1;
         const bool next = t0 + FA_TILE < T && (start[t0 + FA_TILE] <= jl || j0 < prefix);
-        if (next) LOAD_ROWS(buf ^ 1, t0 + FA_TILE);
+        if (next)
+            fa_load_rows<D, FA_THREADS>(SQ(buf ^ 1), SG(buf ^ 1), vals + (buf ^ 1) * 3 * FA_TILE, q, dob, lse, Dg, start,
+                                        t0 + FA_TILE, T, NH, h);
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();
@@ -373,7 +381,6 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_dkdv(float *__restrict
         __syncthreads(); /* the next prefetch overwrites this buffer */
         if (!next) break;
     }
-#undef LOAD_ROWS
 #undef SQ
 #undef SG
 #pragma unroll
@@ -749,19 +756,7 @@ static __global__ __launch_bounds__(32 * W, MINB) void k_fa_dkdv2(float *__restr
     const int jl = min(j0 + BK, T) - 1; /* the CTA's last valid key */
     fa_load<D, BK, NT>(sk, k, j0, T, NKV, kvh);
     fa_load<D, BK, NT>(sv, v, j0, T, NKV, kvh);
-#define LOAD_ROWS(b, r0)                                                                               \
-    do {                                                                                               \
-        fa_load<D, FA_TILE, NT>(SQ(b), q, r0, T, NH, h);                                               \
-        fa_load<D, FA_TILE, NT>(SG(b), dob, r0, T, NH, h);                                             \
-        if (threadIdx.x < FA_TILE) {                                                                   \
-            const int rr_ = (r0) + (int)threadIdx.x;                                                   \
-            float *vb_ = vals + (b) * 3 * FA_TILE;                                                     \
-            vb_[threadIdx.x] = rr_ < T ? lse[(int64_t)rr_ * NH + h] * FA_LOG2E : 0.0f;                 \
-            vb_[FA_TILE + threadIdx.x] = rr_ < T ? Dg[(int64_t)rr_ * NH + h] : 0.0f;                   \
-            reinterpret_cast<int *>(vb_)[2 * FA_TILE + threadIdx.x] = rr_ < T ? start[rr_] : 0x7fffffff; \
-        }                                                                                              \
-    } while (0)
-    LOAD_ROWS(0, j0);
+    fa_load_rows<D, NT>(SQ(0), SG(0), vals, q, dob, lse, Dg, start, j0, T, NH, h);
     cp_async_commit();
     const int ka = j0 + w0 + g, kb_ = ka + 8; /* this thread's keys */
     const int wk_min = j0 + w0, wk_max = j0 + w0 + 15;
@@ -774,7 +769,9 @@ static __global__ __launch_bounds__(32 * W, MINB) void k_fa_dkdv2(float *__restr
     for (int it = 0, t0 = j0;; it++, t0 += FA_TILE) {
         const int buf = it & 1;
         const bool next = t0 + FA_TILE < T && (start[t0 + FA_TILE] <= jl || j0 < prefix);
-        if (next) LOAD_ROWS(buf ^ 1, t0 + FA_TILE);
+        if (next)
+            fa_load_rows<D, NT>(SQ(buf ^ 1), SG(buf ^ 1), vals + (buf ^ 1) * 3 * FA_TILE, q, dob, lse, Dg, start,
+                                t0 + FA_TILE, T, NH, h);
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();
@@ -822,7 +819,6 @@ static __global__ __launch_bounds__(32 * W, MINB) void k_fa_dkdv2(float *__restr
         __syncthreads();
         if (!next) break;
     }
-#undef LOAD_ROWS
 #undef SQ
 #undef SG
 #pragma unroll
