@@ -208,8 +208,19 @@ static dspy_status lora_op(lora_bench *b, int k) {
         return o->lora_backward(be, BB(b->dxd16, T * in), FF(b->gA, r * in), FF(b->gB, out * r), BB(b->du16, T * r),
                                 BB(b->dy16, T * out), BB(b->xd16, T * in), BB(b->u16, T * r), BB(b->A16, r * in),
                                 BB(b->B16, out * r), T, in, r, out, t->lora_scale, 0.0f);
-    default: /* the masked input gradient into the F32 dx */
+    case 5: /* the masked input gradient into the F32 dx */
         return o->dropout_acc(be, FF(b->dxf, T * in), BB(b->dxd16, T * in), p, 7, true);
+    case 6: /* lora_backward without the input gradient (lora_dx forms it) */
+        return o->lora_backward(be, dspy_tensor_none(), FF(b->gA, r * in), FF(b->gB, out * r), BB(b->du16, T * r),
+                                BB(b->dy16, T * out), BB(b->xd16, T * in), BB(b->u16, T * r), BB(b->A16, r * in),
+                                BB(b->B16, out * r), T, in, r, out, t->lora_scale, 0.0f);
+    default: { /* lora_dx for the linear's group (q/k/v 3 adapters, gate/up 2; the same du and A) */
+        const int k = b->lin <= LIN_V ? 3 : b->lin == LIN_GATE || b->lin == LIN_UP ? 2 : 1;
+        dspy_tensor du[3] = {BB(b->du16, T * r), BB(b->du16, T * r), BB(b->du16, T * r)};
+        dspy_tensor A[3] = {BB(b->A16, r * in), BB(b->A16, r * in), BB(b->A16, r * in)};
+        uint64_t keys[3] = {7, 8, 9};
+        return o->lora_dx(be, FF(b->dxf, T * in), k, du, A, keys, T, in, r, p);
+    }
     }
 #undef BB
 #undef FF
@@ -238,8 +249,9 @@ static int lora_ops(dspy_trainable *t, int T) {
             int64_t n = (int64_t)(bytes[i] / dspy_dtype_size(dt));
             if (!rc) rc = o->fill(be, dspy_bt(be, *bufs[i], n, dt), 0.01f) != DSPY_OK;
         }
-        double ms[6] = {0};
-        for (int k = 0; k < 6 && !rc; k++) {
+        double ms[8] = {0};
+        const int nops = o->lora_dx ? 8 : 6;
+        for (int k = 0; k < nops && !rc; k++) {
             double v[3];
             for (int trial = 0; trial < 4 && !rc; trial++) {
                 double t0 = dspy_now_s();
@@ -252,8 +264,9 @@ static int lora_ops(dspy_trainable *t, int T) {
         for (int i = 0; i < 12; i++) o->free(be, *bufs[i]);
         if (rc) return fail("T3 ops");
         printf("{\"bench\": \"T3_ops\", \"T\": %d, \"in\": %d, \"out\": %d, \"base_fwd_ms\": %.3f, \"base_dgrad_ms\": "
-               "%.3f, \"dropout_ms\": %.3f, \"lora_fwd_ms\": %.3f, \"lora_bwd_ms\": %.3f, \"dropout_add_ms\": %.3f}\n",
-               T, b.in, b.out, ms[0], ms[1], ms[2], ms[3], ms[4], ms[5]);
+               "%.3f, \"dropout_ms\": %.3f, \"lora_fwd_ms\": %.3f, \"lora_bwd_ms\": %.3f, \"dropout_add_ms\": %.3f, "
+               "\"lora_bwd_no_dx_ms\": %.3f, \"lora_dx_group_ms\": %.3f}\n",
+               T, b.in, b.out, ms[0], ms[1], ms[2], ms[3], ms[4], ms[5], ms[6], ms[7]);
     }
     return 0;
 }

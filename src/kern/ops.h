@@ -343,7 +343,8 @@ typedef struct dspy_ops {
     /* Backward of lora_forward from its x and u:
      *   du (N, r) = scale * dy @ B;  gB (OC, r) += dy^T @ u;  gA (r, C) += du^T @ x;
      *   dx (N, C) = du @ A + beta_dx dx   (beta_dx 0 or 1)
-     * du is written (the operand of the last two products). CUDA: BF16 dy, x, u, A, B and du
+     * du is written (the operand of the last two products). dx may be none: no input gradient
+     * (the caller forms it with lora_dx, or needs none). CUDA: BF16 dy, x, u, A, B and du
      * (rounded once from F32 sums); gA, gB F32; dx F32 or BF16 (beta 1: as lora_forward's y). */
     dspy_status (*lora_backward)(dspy_backend *be, dspy_tensor dx, dspy_tensor gA, dspy_tensor gB, dspy_tensor du,
                                  dspy_tensor dy, dspy_tensor x, dspy_tensor u, dspy_tensor A, dspy_tensor B, int N,
@@ -354,7 +355,21 @@ typedef struct dspy_ops {
      * CUDA: out and inp each F32 or BF16; out may equal inp when both have one dtype. */
     dspy_status (*dropout_acc)(dspy_backend *be, dspy_tensor out, dspy_tensor inp, float p, uint64_t key,
                                bool accumulate);
+
+    /* LoRA's input gradient for k adapters (1 <= k <= DSPY_LORA_DX_MAX) that read one input
+     * (q/k/v, gate/up), each through its own dropout mask (the dropout op's: key keys[j], element
+     * (i, c) has index i * C + c; p 0 keeps every element):
+     *   dx (N, C) += sum over j of dropout_j(du[j] (N, r) @ A[j] (r, C))
+     * Each product is summed in F32, masked and scaled as the dropout op does, then added to dx
+     * one adapter after the other, each add rounded on its own (a BF16 dx is widened first and
+     * rounded once at the end). lora_backward's dx product and dropout_acc's masked add in one
+     * pass, with no (N, C) intermediate. CUDA: BF16 du and A; dx F32 or BF16. */
+    dspy_status (*lora_dx)(dspy_backend *be, dspy_tensor dx, int k, const dspy_tensor *du, const dspy_tensor *A,
+                           const uint64_t *keys, int N, int C, int r, float p);
 } dspy_ops;
+
+/* lora_dx's most adapters a call (q, k and v share their input). */
+#define DSPY_LORA_DX_MAX 3
 
 /* The words of adamw's step constants. */
 enum {

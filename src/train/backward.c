@@ -161,7 +161,7 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
         st = dspy_fail_wrap(st, "train step: %zu MiB of activations for %d tokens", n * sizeof(float) >> 20, (int)T);
     if (!st) st = be->ops->alloc(be, sizeof(int32_t) * ni, (void **)&w->iblock);
     if (!st) st = be->ops->alloc(be, sizeof(double) * (size_t)slots, (void **)&w->loss_dev);
-    size_t nxb = 0, ngb = 0, nq = 0, nkv = 0, nxn = 0, nh = 0, nlu = 0, nxd = 0, nsave = 0;
+    size_t nxb = 0, ngb = 0, nq = 0, nkv = 0, nxn = 0, nh = 0, nlu = 0, nxd = 0, ndu = 0, nsave = 0;
     if (t->bf16) {
         /* xb: the widest linear input, T rows (lm_head's M <= T rows of C included); gb: the
          * widest output gradient, or one ce_rows chunk of dlogits; each 256-byte aligned */
@@ -184,13 +184,14 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
          * dxd16 as wide as xb, and du16 */
         const bool drop = lora16 && t->lora.dropout > 0;
         nlu = lora16 ? ((size_t)T * (size_t)t->lora.r + 127) & ~(size_t)127 : 0;
-        nxd = drop ? nxb : 0;
+        nxd = drop && !be->ops->lora_dx ? nxb : 0;
+        ndu = be->ops->lora_dx ? DSPY_LORA_DX_MAX * nlu : nlu;
         for (int k = 0; drop && k < LIN_COUNT; k++) {
             int in, out;
             dspy_train_lin_dims(c, k, &in, &out);
             nsave += ((size_t)T * (size_t)in + 127) & ~(size_t)127;
         }
-        size_t n16 = nxb + ngb + nxd + nlu +
+        size_t n16 = nxb + ngb + nxd + ndu +
                      (size_t)c->num_hidden_layers * (nq + 2 * nkv + 2 * nxn + 3 * nh + LIN_COUNT * nlu + nsave);
         if (!st && (st = be->ops->alloc(be, sizeof(uint16_t) * n16, (void **)&w->b16)))
             st = dspy_fail_wrap(st, "train step: %zu MiB of BF16 scratch for %d tokens", n16 * sizeof(uint16_t) >> 20,
@@ -207,7 +208,8 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
         w->xb = w->b16, w->gb = w->b16 + nxb;
         uint16_t *cur = w->gb + ngb;
         w->dxd16 = nxd ? cur : NULL, cur += nxd;
-        w->du16 = nlu ? cur : NULL, cur += nlu;
+        w->du16 = nlu ? cur : NULL, cur += ndu;
+        w->du16_stride = nlu;
         for (int l = 0; l < t->cfg.num_hidden_layers; l++) {
             w->acts[l].qb = cur, cur += nq;
             w->acts[l].kb = cur, cur += nkv;
@@ -335,26 +337,63 @@ static dspy_status lora_fwd16(dspy_trainable *t, int l, int lin, dspy_tensor y, 
                                  T, in, r, out, t->lora_scale);
 }
 
-/* Backward of lora_fwd16: gA, gB accumulate; dx (T, in) (F32 or BF16, the base dgrad's output)
- * += the LoRA path's input gradient, dy16 (T, out) the output gradient in BF16. */
+/* The linears that read one input, the group lora_dx serves in one call: q/k/v, gate/up, and o and
+ * down alone; *first is the group's first linear, the result lin's place in it. */
+static int lora_group(int lin, int *first, int *count) {
+    *first = lin <= LIN_V ? LIN_Q : lin == LIN_GATE || lin == LIN_UP ? LIN_GATE : lin;
+    *count = lin <= LIN_V ? 3 : lin == LIN_GATE || lin == LIN_UP ? 2 : 1;
+    return lin - *first;
+}
+
+/* Backward of lora_fwd16: gA, gB accumulate; dx (T, in) (F32 or BF16, the base dgrad's output;
+ * none: no input gradient) += the LoRA path's input gradient, dy16 (T, out) the output gradient in
+ * BF16. With the backend's lora_dx the input gradient is left to lora_dx16 (after the group's
+ * last linear): du stays in the linear's du16 slot. */
 static dspy_status lora_bwd16(dspy_trainable *t, int l, int lin, dspy_tensor dx, const uint16_t *x16,
                               const uint16_t *dy16, int T) {
     dspy_backend *be = t->be;
     train_work *w = &t->work;
     const lora_adapter *a = &t->layers[l].lora[lin];
-    int in, out, r = t->lora.r;
+    int in, out, r = t->lora.r, first, count;
     dspy_train_lin_dims(&t->cfg, lin, &in, &out);
-    const bool drop = t->lora.dropout > 0;
+    const bool drop = t->lora.dropout > 0, fused = be->ops->lora_dx != NULL;
+    const int slot = fused ? lora_group(lin, &first, &count) : 0;
     /* the forward's dropped input (x16 itself without dropout) */
     dspy_tensor x = B16(drop ? w->acts[l].xd16[lin] : (uint16_t *)x16, T * in);
-    /* with dropout the input gradient goes through the mask: du A into dxd16 first, then masked
-     * and added to dx in one pass */
-    dspy_tensor dxl = drop ? B16(w->dxd16, T * in) : dx;
-    DSPY_TRY(be->ops->lora_backward(be, dxl, F(a->gA, r * in), F(a->gB, out * r), B16(w->du16, T * r),
+    /* without lora_dx and with dropout the input gradient goes through the mask: du A into dxd16
+     * first, then masked and added to dx in one pass */
+    dspy_tensor dxl = fused || !dx.data ? NONE : drop ? B16(w->dxd16, T * in) : dx;
+    DSPY_TRY(be->ops->lora_backward(be, dxl, F(a->gA, r * in), F(a->gB, out * r),
+                                    B16(w->du16 + (size_t)slot * w->du16_stride, T * r),
                                     B16((uint16_t *)dy16, T * out), x, B16(w->acts[l].lu16[lin], T * r),
                                     B16(a->A16, r * in), B16(a->B16, out * r), T, in, r, out, t->lora_scale,
                                     drop ? 0.0f : 1.0f));
-    return drop ? lora_drop(t, l, lin, dx, dxl, in, true) : DSPY_OK;
+    return drop && dxl.data ? lora_drop(t, l, lin, dx, dxl, in, true) : DSPY_OK;
+}
+
+/* dx (T, in) (F32 or BF16) += the masked input gradients of the LoRA group that starts at linear
+ * `first` of layer l (lora_group), from the du's its lora_bwd16 calls left: one lora_dx call a
+ * sequence of the pass, each adapter's mask drawn with that sequence's key (lora_drop's). */
+static dspy_status lora_dx16(dspy_trainable *t, int l, int first, dspy_tensor dx) {
+    dspy_backend *be = t->be;
+    const train_work *w = &t->work;
+    int in, out, f, k, r = t->lora.r;
+    if (!be->ops->lora_dx) return DSPY_OK; /* lora_bwd16 added it */
+    lora_group(first, &f, &k);
+    dspy_train_lin_dims(&t->cfg, first, &in, &out);
+    for (int j = 0; j < w->nparts; j++) {
+        int64_t r0 = w->parts[j], n = w->parts[j + 1] - r0;
+        dspy_tensor du[DSPY_LORA_DX_MAX], A[DSPY_LORA_DX_MAX];
+        uint64_t keys[DSPY_LORA_DX_MAX];
+        for (int i = 0; i < k; i++) {
+            du[i] = B16(w->du16 + (size_t)i * w->du16_stride + (size_t)r0 * r, n * r);
+            A[i] = B16(t->layers[l].lora[first + i].A16, (int64_t)r * in);
+            keys[i] = dropout_key(t, t->rng + (uint64_t)j * t->rng_stride, l, first + i);
+        }
+        DSPY_TRY(be->ops->lora_dx(be, dspy_tensor_slice(dx, r0 * in, n * in), k, du, A, keys, (int)n, in, r,
+                                  t->lora.dropout));
+    }
+    return DSPY_OK;
 }
 
 /* ---- linear layers (with LoRA) ---------------------------------------------------------- */
@@ -409,7 +448,8 @@ static dspy_status linear_fwd(dspy_trainable *t, int l, int lin, float *y, const
  * precision: dy is cast into work.gb, and x into work.xb when cast_x (as linear_fwd; only the
  * weight gradient reads it); xb16 / dyb16, when given, are x / dy already in BF16 (acts16;
  * dyb16 only for a linear without bias); dx16, when given (!acc_dx, no LoRA, a backend with
- * linear_backward_beta), receives dx in BF16 instead of dx. */
+ * linear_backward_beta), receives dx in BF16 instead of dx. With neither dx nor dx16 no input
+ * gradient is formed (layer 0's, which only a trained embedding or norm would read). */
 static dspy_status linear_bwd16(dspy_trainable *t, int l, int lin, float *dx, uint16_t *dx16, bool acc_dx,
                                 const float *dy, const float *x, const uint16_t *xb16, const uint16_t *dyb16, int T,
                                 bool cast_x) {
@@ -420,6 +460,7 @@ static dspy_status linear_bwd16(dspy_trainable *t, int l, int lin, float *dx, ui
     int in, out;
     dspy_train_lin_dims(&t->cfg, lin, &in, &out);
     dspy_tensor dbias = L->b[lin] && L->gb[lin] ? F(L->gb[lin], out) : NONE;
+    const bool want_dx = dx || dx16;
     if (t->bf16) {
         uint16_t *xb = xb16 ? (uint16_t *)xb16 : w->xb, *gb = dyb16 ? (uint16_t *)dyb16 : w->gb;
         if (dyb16 && dbias.data)
@@ -434,22 +475,24 @@ static dspy_status linear_bwd16(dspy_trainable *t, int l, int lin, float *dx, ui
             return dspy_fail(DSPY_ERR_STATE, "train step: a BF16 dx needs an overwriting dgrad (and LoRA's BF16 "
                                              "entries under LoRA)");
         if (o->linear_backward_beta) { /* dx and, on a fresh pass, the weight gradient overwritten */
-            dspy_tensor dxt = dx16 ? B16(dx16, T * in) : F(dx, T * in);
+            dspy_tensor dxt = dx16 ? B16(dx16, T * in) : dx ? F(dx, T * in) : NONE;
             DSPY_TRY(o->linear_backward_beta(be, dxt, gw, B16(gb, T * out), B16(xb, T * in),
                                              B16(L->w16[lin], out * in), T, in, out, acc_dx ? 1.0f : 0.0f,
                                              w->fresh ? 0.0f : 1.0f));
         } else {
-            if (!acc_dx) DSPY_TRY(o->fill(be, F(dx, T * in), 0.0f));
-            DSPY_TRY(o->linear_backward(be, F(dx, T * in), gw, NONE, B16(gb, T * out), B16(xb, T * in),
+            if (want_dx && !acc_dx) DSPY_TRY(o->fill(be, F(dx, T * in), 0.0f));
+            DSPY_TRY(o->linear_backward(be, want_dx ? F(dx, T * in) : NONE, gw, NONE, B16(gb, T * out), B16(xb, T * in),
                                         B16(L->w16[lin], out * in), T, in, out));
         }
         if (dbias.data) /* summed from the F32 gradient */
             DSPY_TRY(o->linear_backward(be, NONE, NONE, dbias, F((float *)dy, T * out), NONE, NONE, T, in, out));
-        if (lora16(t)) return lora_bwd16(t, l, lin, dx16 ? B16(dx16, T * in) : F(dx, T * in), xb, gb, T);
+        if (lora16(t))
+            return lora_bwd16(t, l, lin, dx16 ? B16(dx16, T * in) : dx ? F(dx, T * in) : NONE, xb, gb, T);
     } else {
         if (dx16) return dspy_fail(DSPY_ERR_STATE, "train step: a BF16 dx in the F32 trainer");
-        if (!acc_dx) DSPY_TRY(o->fill(be, F(dx, T * in), 0.0f));
-        DSPY_TRY(o->linear_backward(be, F(dx, T * in), L->gw[lin] ? F(L->gw[lin], out * in) : NONE, dbias,
+        if (want_dx && !acc_dx) DSPY_TRY(o->fill(be, F(dx, T * in), 0.0f));
+        DSPY_TRY(o->linear_backward(be, want_dx ? F(dx, T * in) : NONE, L->gw[lin] ? F(L->gw[lin], out * in) : NONE,
+                                    dbias,
                                     F((float *)dy, T * out), F((float *)x, T * in), F(L->w[lin], out * in), T, in,
                                     out));
     }
@@ -464,14 +507,15 @@ static dspy_status linear_bwd16(dspy_trainable *t, int l, int lin, float *dx, ui
     DSPY_TRY(o->scale(be, F(w->du, T * r), t->lora_scale));
     if (t->lora.dropout > 0) {
         DSPY_TRY(lora_drop(t, l, lin, F(w->xd, T * in), F((float *)x, T * in), in, false));
-        DSPY_TRY(o->fill(be, F(w->dxd, T * in), 0.0f));
-        DSPY_TRY(o->linear_backward(be, F(w->dxd, T * in), F(a->gA, r * in), NONE, F(w->du, T * r), F(w->xd, T * in),
-                                    F(a->A, r * in), T, in, r));
+        if (want_dx) DSPY_TRY(o->fill(be, F(w->dxd, T * in), 0.0f));
+        DSPY_TRY(o->linear_backward(be, want_dx ? F(w->dxd, T * in) : NONE, F(a->gA, r * in), NONE, F(w->du, T * r),
+                                    F(w->xd, T * in), F(a->A, r * in), T, in, r));
+        if (!want_dx) return DSPY_OK;
         DSPY_TRY(lora_drop(t, l, lin, F(w->dxd, T * in), F(w->dxd, T * in), in, false));
         return o->add(be, F(dx, T * in), F(w->dxd, T * in));
     }
-    return o->linear_backward(be, F(dx, T * in), F(a->gA, r * in), NONE, F(w->du, T * r), F((float *)x, T * in),
-                              F(a->A, r * in), T, in, r);
+    return o->linear_backward(be, want_dx ? F(dx, T * in) : NONE, F(a->gA, r * in), NONE, F(w->du, T * r),
+                              F((float *)x, T * in), F(a->A, r * in), T, in, r);
 }
 
 static dspy_status linear_bwd(dspy_trainable *t, int l, int lin, float *dx, bool acc_dx, const float *dy,
@@ -584,22 +628,26 @@ static dspy_status backward_layers(dspy_trainable *t, const dspy_train_seq *s) {
          * swiglu_backward reads */
         uint16_t *dh16 = mlp16 && o->linear_backward_beta ? (uint16_t *)w->dh : NULL;
         DSPY_TRY(linear_bwd16(t, l, LIN_DOWN, w->dh, dh16, false, w->dx, w->h, hb, NULL, T, true)); /* dh (T, I) */
+        if (lora16(t)) DSPY_TRY(lora_dx16(t, l, LIN_DOWN, dh16 ? B16(dh16, T * I) : F(w->dh, T * I)));
         if (mlp16) {
             uint16_t *dgb = (uint16_t *)w->dup, *dub = dgb + (size_t)T * I;
             dspy_tensor dh = dh16 ? B16(dh16, T * I) : F(w->dh, T * I);
             DSPY_TRY(o->swiglu_backward(be, B16(dgb, T * I), B16(dub, T * I), dh, gate, up, T, I));
             DSPY_TRY(linear_bwd16(t, l, LIN_GATE, w->dxn, NULL, false, NULL, NULL, xn1, dgb, T, false));
             DSPY_TRY(linear_bwd16(t, l, LIN_UP, w->dxn, NULL, true, NULL, NULL, xn1, dub, T, false));
+            if (lora16(t)) DSPY_TRY(lora_dx16(t, l, LIN_GATE, F(w->dxn, T * C)));
         } else {
             DSPY_TRY(o->swiglu_backward(be, F(w->dh, T * I), F(w->dup, T * I), F(w->dh, T * I), gate, up, T,
                                         I));                                                  /* dgate in dh */
             DSPY_TRY(linear_bwd16(t, l, LIN_GATE, w->dxn, NULL, false, w->dh, w->xn, xn1, NULL, T, true));
             DSPY_TRY(linear_bwd16(t, l, LIN_UP, w->dxn, NULL, true, w->dup, w->xn, xn1, NULL, T, false));
+            if (lora16(t)) DSPY_TRY(lora_dx16(t, l, LIN_GATE, F(w->dxn, T * C)));
         }
         DSPY_TRY(o->rmsnorm_backward(be, F(w->dx, T * C), L->g_mlp_norm ? F(L->g_mlp_norm, C) : NONE,
                                      F(w->dxn, T * C), F(a->xmid, T * C), F(L->mlp_norm, C), T, C, eps)); /* d xmid */
         /* Attention: xmid = xin + o(attn(rope(q(xn)), rope(k(xn)), v(xn))), xn = rms(xin). */
         DSPY_TRY(linear_bwd(t, l, LIN_O, w->datt, false, w->dx, a->att, T, true));                  /* datt (T, Q) */
+        if (lora16(t)) DSPY_TRY(lora_dx16(t, l, LIN_O, F(w->datt, T * Q)));
         dspy_tensor qa = t->bf16 ? B16(a->qb, T * Q) : F(a->q, T * Q);
         dspy_tensor ka = t->bf16 ? B16(a->kb, T * KV) : F(a->k, T * KV);
         dspy_tensor va = t->bf16 ? B16(a->vb, T * KV) : F(a->v, T * KV);
@@ -609,11 +657,16 @@ static dspy_status backward_layers(dspy_trainable *t, const dspy_train_seq *s) {
         DSPY_TRY(o->rope_backward(be, F(w->dq, T * Q), pos, inv_freq, T, NH, HS));
         DSPY_TRY(o->rope_backward(be, F(w->dk, T * KV), pos, inv_freq, T, NKV, HS));
         if (!ba) DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps));
-        DSPY_TRY(linear_bwd16(t, l, LIN_Q, w->dxn, NULL, false, w->dq, w->xn, xn0, NULL, T, true));
-        DSPY_TRY(linear_bwd16(t, l, LIN_K, w->dxn, NULL, true, w->dk, w->xn, xn0, NULL, T, false));
-        DSPY_TRY(linear_bwd16(t, l, LIN_V, w->dxn, NULL, true, w->dv, w->xn, xn0, NULL, T, false));
-        DSPY_TRY(o->rmsnorm_backward(be, F(w->dx, T * C), L->g_attn_norm ? F(L->g_attn_norm, C) : NONE,
-                                     F(w->dxn, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps)); /* d xin */
+        /* the first layer's input gradient feeds only a trained embedding or input norm: frozen
+         * under LoRA, so its q/k/v input gradients and the norm's backward are skipped there */
+        float *dxn = l > 0 || t->g_embed || L->g_attn_norm ? w->dxn : NULL;
+        DSPY_TRY(linear_bwd16(t, l, LIN_Q, dxn, NULL, false, w->dq, w->xn, xn0, NULL, T, true));
+        DSPY_TRY(linear_bwd16(t, l, LIN_K, dxn, NULL, true, w->dk, w->xn, xn0, NULL, T, false));
+        DSPY_TRY(linear_bwd16(t, l, LIN_V, dxn, NULL, true, w->dv, w->xn, xn0, NULL, T, false));
+        if (dxn && lora16(t)) DSPY_TRY(lora_dx16(t, l, LIN_Q, F(dxn, T * C)));
+        if (dxn)
+            DSPY_TRY(o->rmsnorm_backward(be, F(w->dx, T * C), L->g_attn_norm ? F(L->g_attn_norm, C) : NONE,
+                                         F(dxn, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps)); /* d xin */
         if (w->layer_done) DSPY_TRY(w->layer_done(w->layer_done_ud, l));
     }
     if (t->g_embed)

@@ -1,5 +1,5 @@
 /* test_cuda_train_lora.c — the LoRA entries of the mixed-precision trainer (kern/ops.h
- * lora_forward, lora_backward, dropout_acc) on CUDA against the CPU reference ops (label gpu; exit
+ * lora_forward, lora_backward, dropout_acc, lora_dx) on CUDA against the CPU reference ops (label gpu; exit
  * 77 without a GPU).
  *
  * Fresh random inputs each run (the seed is printed; DSPY_TEST_SEED replays one), rounded to BF16
@@ -17,7 +17,12 @@
  *     element the CPU's dropout value plus out, separately rounded).
  * Odd sizes (N 37, C 72, OC 1001, r 1 and 4) and the 1B shape's (r 32, C 2048, OC 512 / 8192);
  * dropout_acc on sizes that take its one-element and its eight-element (16-byte) kernel.
- * Bad arguments (beta 0.5, r 0, p 1, out aliasing inp with another dtype) are refused.
+ *   lora_dx: dx0 + each adapter's product masked by the CPU's dropout (its key) in turn, F32 dx
+ *     within 1e-5 and BF16 dx within BF16 rounding of the F32 sum; bit for bit at r 1 (every
+ *     product exact); NaN guards around dx untouched; 1 to 3 adapters, odd C, r 1 .. 40, p 0,
+ *     an F32 dx off 8-byte alignment, the 1B shape's q/k/v, gate/up and down.
+ * Bad arguments (beta 0.5, r 0, p 1, out aliasing inp with another dtype; lora_dx with 0 or 4
+ * adapters, an F32 du, a short dx) are refused.
  *
  * Prints "test_cuda_train_lora: N/M passed" last.
  */
@@ -284,6 +289,79 @@ static void test_dropout(void) {
     one_dropout(4096, 0.0f, 9);
 }
 
+/* ---- lora_dx ---------------------------------------------------------------------------------- */
+
+/* dx (N, C) += sum over j < k of dropout_j(du_j A_j), against the CPU: each product by linear_backward
+ * (du_j A_j), masked by the CPU's dropout with key_j, added to dx0 in adapter order in F32. dx lives
+ * at element offset `off` of its allocation (off odd: an F32 dx no longer 8-byte aligned) with NaN
+ * guards on both sides, which must stay NaN. r 1: every product is exact in F32 (one BF16 x BF16
+ * term), so the device must match bit for bit; otherwise within 1e-5 (F32 dx; only the order of
+ * the r-term sums differs) or BF16 rounding of the F32 sum (BF16 dx). */
+static void one_lora_dx(int N, int Cc, int r, int k, float p, dspy_dtype dxdt, int off) {
+    char what[160];
+    const size_t n = (size_t)N * Cc, guard = 16;
+    float *du[DSPY_LORA_DX_MAX], *A[DSPY_LORA_DX_MAX];
+    dspy_tensor gdu[DSPY_LORA_DX_MAX], gA[DSPY_LORA_DX_MAX];
+    uint64_t keys[DSPY_LORA_DX_MAX];
+    for (int j = 0; j < k; j++) {
+        du[j] = rnd((size_t)N * r, 1, true), A[j] = rnd((size_t)r * Cc, 0.2f, true);
+        gdu[j] = up(du[j], (int64_t)N * r, B16), gA[j] = up(A[j], (int64_t)r * Cc, B16);
+        keys[j] = g_rng ^ (0x9e3779b97f4a7c15ull * (uint64_t)(j + 1));
+    }
+    float *dx0 = rnd(n, 1, dxdt == B16);
+    /* the device allocation: off + guard NaNs, dx0, guard NaNs */
+    const size_t tot = (size_t)off + guard + n + guard;
+    float *hall = malloc(sizeof(float) * tot);
+    for (size_t i = 0; i < tot; i++) hall[i] = NAN;
+    memcpy(hall + off + guard, dx0, sizeof(float) * n);
+    dspy_tensor gall = up(hall, (int64_t)tot, dxdt);
+    dspy_tensor gdx = dspy_tensor_slice(gall, (int64_t)(off + guard), (int64_t)n);
+    CHECK_OK(G->ops->lora_dx(G, gdx, k, gdu, gA, keys, N, Cc, r, p));
+    float *got = down(gall);
+    /* the CPU: dx0, then each adapter's dropped product added in turn */
+    float *ref = dup_f(dx0, n), *tmp = malloc(sizeof(float) * (n ? n : 1));
+    for (int j = 0; j < k && n > 0; j++) {
+        memset(tmp, 0, sizeof(float) * n);
+        CHECK_OK(C->ops->linear_backward(C, HF(tmp, n), NONE, NONE, HF(du[j], N * r), NONE, HF(A[j], r * Cc), N, Cc,
+                                         r));
+        CHECK_OK(C->ops->dropout(C, HF(tmp, n), HF(tmp, n), p, keys[j]));
+        for (size_t i = 0; i < n; i++) ref[i] = ref[i] + tmp[i];
+    }
+    size_t bad_guard = 0;
+    for (size_t i = 0; i < tot; i++)
+        if (i < (size_t)off + guard || i >= (size_t)off + guard + n) bad_guard += !isnan(got[i]);
+    snprintf(what, sizeof what, "lora_dx N=%d C=%d r=%d k=%d p=%g %s off %d", N, Cc, r, k, (double)p,
+             dxdt == B16 ? "BF16 dx" : "F32 dx", off);
+    check_report(bad_guard == 0, __FILE__, __LINE__, "%s: %zu guard values written", what, bad_guard);
+    const float *g = got + off + guard;
+    if (dxdt == B16) {
+        if (r == 1) {
+            for (size_t i = 0; i < n; i++) ref[i] = r16(ref[i]);
+            expect_same(what, g, ref, n);
+        } else expect_bf16_of(what, g, ref, NULL, n);
+    } else if (r == 1) expect_same(what, g, ref, n);
+    else expect_close(what, g, ref, n, 1e-5);
+    for (int j = 0; j < k; j++) free(du[j]), free(A[j]), dev_free(gdu[j]), dev_free(gA[j]);
+    free(dx0), free(hall), free(got), free(ref), free(tmp);
+    dev_free(gall);
+}
+
+static void test_lora_dx(void) {
+    one_lora_dx(37, 72, 4, 3, 0.1f, F32, 0);
+    one_lora_dx(37, 72, 4, 3, 0.1f, F32, 1);  /* F32 dx 4-byte aligned only: one element a store */
+    one_lora_dx(37, 73, 4, 2, 0.5f, F32, 0);  /* odd C */
+    one_lora_dx(37, 73, 1, 2, 0.5f, B16, 0);  /* r 1: bit for bit */
+    one_lora_dx(5, 33, 1, 3, 0.3f, F32, 0);   /* r 1: bit for bit */
+    one_lora_dx(5, 33, 1, 1, 0.0f, F32, 1);   /* no dropout */
+    one_lora_dx(1, 1, 1, 1, 0.3f, B16, 1);
+    one_lora_dx(66, 130, 40, 2, 0.05f, F32, 0); /* r 40: two rank chunks, the second part zero */
+    one_lora_dx(300, 2048, 32, 3, 0.05f, F32, 0); /* q/k/v of the 1B shape */
+    one_lora_dx(300, 2048, 32, 2, 0.0f, F32, 0);  /* gate/up without dropout */
+    one_lora_dx(129, 8192, 32, 1, 0.05f, B16, 0); /* down: BF16 dh */
+    one_lora_dx(129, 8192, 32, 1, 0.05f, B16, 1);
+    one_lora_dx(0, 64, 8, 1, 0.1f, F32, 0);        /* no rows */
+}
+
 /* ---- bad arguments --------------------------------------------------------------------------- */
 
 static void test_errors(void) {
@@ -296,6 +374,16 @@ static void test_errors(void) {
     CHECK_STATUS(G->ops->dropout_acc(G, f, f, 1.0f, 1, false), DSPY_ERR_ARG);
     CHECK_STATUS(G->ops->dropout_acc(G, dspy_bt(G, a.data, 16, F32), dspy_bt(G, a.data, 16, B16), 0.1f, 1, false),
                  DSPY_ERR_ARG);
+    dspy_tensor du[4] = {a, a, a, a}, As[4] = {a, a, a, a};
+    uint64_t keys[4] = {1, 2, 3, 4};
+    CHECK_STATUS(G->ops->lora_dx(G, f, 0, du, As, keys, 2, 4, 2, 0.1f), DSPY_ERR_ARG);
+    CHECK_STATUS(G->ops->lora_dx(G, f, DSPY_LORA_DX_MAX + 1, du, As, keys, 2, 4, 2, 0.1f), DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "adapters");
+    CHECK_STATUS(G->ops->lora_dx(G, f, 1, du, As, keys, 2, 4, 2, 1.0f), DSPY_ERR_ARG);
+    CHECK_STATUS(G->ops->lora_dx(G, f, 1, du, As, keys, 2, 4, 0, 0.1f), DSPY_ERR_ARG);      /* r 0 */
+    dspy_tensor duf[1] = {f};
+    CHECK_STATUS(G->ops->lora_dx(G, f, 1, duf, As, keys, 2, 4, 2, 0.1f), DSPY_ERR_ARG);     /* du must be BF16 */
+    CHECK_STATUS(G->ops->lora_dx(G, a, 1, du, As, keys, 16, 8, 2, 0.1f), DSPY_ERR_ARG);     /* dx too short */
     CHECK_OK(G->ops->sync(G));
     dev_free(a), dev_free(f);
 }
@@ -310,6 +398,7 @@ int main(void) {
     RUN(test_forward);
     RUN(test_backward);
     RUN(test_dropout);
+    RUN(test_lora_dx);
     RUN(test_errors);
     CHECK_OK(G->ops->sync(G));
     dspy_backend_free(G);
