@@ -334,7 +334,8 @@ typedef struct dspy_ops {
     /* LoRA's two products (peft's Linear: y += scale B A x), the mixed-precision trainer's form, on
      * the LoRA input x (N, C) (already dropped out) and the adapters A (r, C), B (OC, r):
      *   u (N, r) = scale * x @ A^T;   y (N, OC) += u @ B^T
-     * u is kept for the backward pass. CUDA: BF16 x, A, B and u (u rounded once from F32 sums);
+     * u is kept for the backward pass; with x none, u is taken as given (lora_u wrote it) and only
+     * y is updated. CUDA: BF16 x, A, B and u (u rounded once from F32 sums);
      * y F32, or BF16 (within BF16 rounding of each term: cuBLASLt may round the product before
      * the add). */
     dspy_status (*lora_forward)(dspy_backend *be, dspy_tensor y, dspy_tensor u, dspy_tensor x, dspy_tensor A,
@@ -366,9 +367,20 @@ typedef struct dspy_ops {
      * pass, with no (N, C) intermediate. CUDA: BF16 du and A; dx F32 or BF16. */
     dspy_status (*lora_dx)(dspy_backend *be, dspy_tensor dx, int k, const dspy_tensor *du, const dspy_tensor *A,
                            const uint64_t *keys, int N, int C, int r, float p);
+
+    /* LoRA's dropped inputs and first products for k adapters (1 <= k <= DSPY_LORA_DX_MAX) that read
+     * one input x (N, C), each through its own dropout mask (lora_dx's: key keys[j], element (i, c)
+     * has index i * C + c):
+     *   xd[j] (N, C) = dropout_j(x)              (written when p > 0: the backward pass's operand)
+     *   u[j] (N, r) = scale * xd[j] @ A[j]^T     (x itself when p is 0; xd may then be none)
+     * xd is dropout_acc's result bit for bit; u is lora_forward's (rounded once from F32 sums), so
+     * lora_forward then runs with no x (u given). One read of x for the group instead of one
+     * dropout pass and one product pass per adapter. CUDA: BF16 throughout. */
+    dspy_status (*lora_u)(dspy_backend *be, int k, const dspy_tensor *xd, const dspy_tensor *u, dspy_tensor x,
+                          const dspy_tensor *A, const uint64_t *keys, int N, int C, int r, float scale, float p);
 } dspy_ops;
 
-/* lora_dx's most adapters a call (q, k and v share their input). */
+/* lora_dx's and lora_u's most adapters a call (q, k and v share their input). */
 #define DSPY_LORA_DX_MAX 3
 
 /* The words of adamw's step constants. */
@@ -434,13 +446,20 @@ static inline void dspy_adamw_apply(const float hp[DSPY_ADAMW_WORDS], float *w, 
 
 /* The dropout mask: element i of the call with `key` is kept when the top 24 bits of
  * splitmix64(key + i * golden) read as a fraction in [0, 1) are >= p. */
-static inline DSPY_HD int dspy_dropout_keep(uint64_t key, int64_t i, float p) {
+static inline DSPY_HD uint32_t dspy_dropout_bits(uint64_t key, int64_t i) {
     uint64_t z = key + (uint64_t)i * 0x9e3779b97f4a7c15ull;
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     z ^= z >> 31;
-    return (float)(z >> 40) * 0x1.0p-24f >= p;
+    return (uint32_t)(z >> 40);
 }
+static inline DSPY_HD int dspy_dropout_keep(uint64_t key, int64_t i, float p) {
+    return (float)dspy_dropout_bits(key, i) * 0x1.0p-24f >= p;
+}
+/* The same test without a conversion to float (kernels): keep when dspy_dropout_bits(key, i) >=
+ * dspy_dropout_threshold(p). Exact: the bits b < 2^24 and p * 2^24 are exact in F32, so
+ * b * 2^-24 >= p exactly when the integer b >= ceil(p * 2^24). */
+static inline DSPY_HD uint32_t dspy_dropout_threshold(float p) { return (uint32_t)ceilf(p * 0x1.0p24f); }
 
 /* Propagates a failed status to the caller: `DSPY_TRY(be->ops->add(be, x, y));`. */
 #define DSPY_TRY(expr)                    \

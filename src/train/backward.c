@@ -31,9 +31,13 @@
  * (xd16), lora_forward saves u = scale A xd in BF16 (lu16) and adds u B^T into the base GEMM's
  * output (BF16 q/k/v/gate/up, or the F32 residual sum of o/down); the backward pass runs
  * lora_backward on the BF16 output gradient and the kept xd, and adds the masked input gradient
- * (the mask redrawn from its key) into the base dgrad's output. The adapters' BF16 working copies
- * (A16, B16) follow their F32 masters. A packed pass (dspy_train_group_run) draws each of its
- * sequences' masks as that sequence alone would.
+ * (the mask redrawn from its key) into the base dgrad's output. Where the backend has them, the
+ * adapters that share an input (q/k/v, gate/up) go together: lora_u drops x out and forms every u
+ * of the group from one read of x, and lora_dx adds the group's masked input gradients into dx in
+ * one pass after its base dgrads (no (T, in) intermediate). The first layer forms no input
+ * gradient at all when the embedding and its input norm are frozen (LoRA). The adapters' BF16
+ * working copies (A16, B16) follow their F32 masters. A packed pass (dspy_train_group_run) draws
+ * each of its sequences' masks as that sequence alone would.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -154,6 +158,9 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
     dspy_train_work_free(be, w);
     w->layer_done = done, w->layer_done_ud = done_ud;
     w->acts16 = acts16; /* read by work_layout */
+    const char *edx = getenv("DSPY_TRAIN_LORA_DX"), *eu = getenv("DSPY_TRAIN_LORA_U");
+    w->lora_dx_on = lora16 && be->ops->lora_dx && !(edx && strcmp(edx, "0") == 0);
+    w->lora_u_on = lora16 && be->ops->lora_u && !(eu && strcmp(eu, "0") == 0);
     size_t n = work_layout(t, (size_t)T, NULL), ni = 5 * (size_t)T;
     w->acts = calloc((size_t)t->cfg.num_hidden_layers, sizeof *w->acts);
     if (!w->acts) st = dspy_fail(DSPY_ERR_NOMEM, "train step: out of memory");
@@ -184,8 +191,8 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
          * dxd16 as wide as xb, and du16 */
         const bool drop = lora16 && t->lora.dropout > 0;
         nlu = lora16 ? ((size_t)T * (size_t)t->lora.r + 127) & ~(size_t)127 : 0;
-        nxd = drop && !be->ops->lora_dx ? nxb : 0;
-        ndu = be->ops->lora_dx ? DSPY_LORA_DX_MAX * nlu : nlu;
+        nxd = drop && !w->lora_dx_on ? nxb : 0;
+        ndu = w->lora_dx_on ? DSPY_LORA_DX_MAX * nlu : nlu;
         for (int k = 0; drop && k < LIN_COUNT; k++) {
             int in, out;
             dspy_train_lin_dims(c, k, &in, &out);
@@ -318,31 +325,62 @@ static dspy_status lora_drop(dspy_trainable *t, int l, int lin, dspy_tensor out,
 
 static bool lora16(const dspy_trainable *t) { return lora_entries16(t) && !t->merged; }
 
+/* The linears that read one input, the group lora_u and lora_dx serve in one call: q/k/v, gate/up,
+ * and o and down alone; *first is the group's first linear, the result lin's place in it. */
+static int lora_group(int lin, int *first, int *count) {
+    *first = lin <= LIN_V ? LIN_Q : lin == LIN_GATE || lin == LIN_UP ? LIN_GATE : lin;
+    *count = lin <= LIN_V ? 3 : lin == LIN_GATE || lin == LIN_UP ? 2 : 1;
+    return lin - *first;
+}
+
+/* The dropped inputs (kept in acts xd16 when drop) and u's (acts lu16) of the LoRA group that starts
+ * at linear `first` of layer l from its BF16 input x16 (T, in): one lora_u call a sequence of the
+ * pass, each adapter's mask drawn with that sequence's key (lora_drop's). */
+static dspy_status lora_u16(dspy_trainable *t, int l, int first, const uint16_t *x16, int T, bool drop) {
+    dspy_backend *be = t->be;
+    const train_work *w = &t->work;
+    int in, out, f, k, r = t->lora.r;
+    lora_group(first, &f, &k);
+    dspy_train_lin_dims(&t->cfg, first, &in, &out);
+    dspy_tensor x = B16((uint16_t *)x16, T * in);
+    for (int j = 0; j < w->nparts; j++) {
+        int64_t r0 = w->parts[j], n = w->parts[j + 1] - r0;
+        dspy_tensor xd[DSPY_LORA_DX_MAX], u[DSPY_LORA_DX_MAX], A[DSPY_LORA_DX_MAX];
+        uint64_t keys[DSPY_LORA_DX_MAX];
+        for (int i = 0; i < k; i++) {
+            xd[i] = drop ? B16(w->acts[l].xd16[first + i] + (size_t)r0 * in, n * in) : NONE;
+            u[i] = B16(w->acts[l].lu16[first + i] + (size_t)r0 * r, n * r);
+            A[i] = B16(t->layers[l].lora[first + i].A16, (int64_t)r * in);
+            keys[i] = dropout_key(t, t->rng + (uint64_t)j * t->rng_stride, l, first + i);
+        }
+        DSPY_TRY(be->ops->lora_u(be, k, xd, u, dspy_tensor_slice(x, r0 * in, n * in), A, keys, (int)n, in, r,
+                                 t->lora_scale, drop ? t->lora.dropout : 0.0f));
+    }
+    return DSPY_OK;
+}
+
 /* y (T, out) += the LoRA term of linear (l, lin) from its BF16 input x16 (T, in), mixed
  * precision: dropout(x) kept in BF16 (acts xd16), u = scale A dropout(x) saved in BF16 (acts
- * lu16), then y += u B^T accumulated into y, F32 or BF16 (the base GEMM's output). */
+ * lu16), then y += u B^T accumulated into y, F32 or BF16 (the base GEMM's output). With the
+ * backend's lora_u the group's first linear computes every xd and u of the group (they share x16). */
 static dspy_status lora_fwd16(dspy_trainable *t, int l, int lin, dspy_tensor y, const uint16_t *x16, int T,
                               bool train) {
     dspy_backend *be = t->be;
     train_work *w = &t->work;
     const lora_adapter *a = &t->layers[l].lora[lin];
-    int in, out, r = t->lora.r;
+    int in, out, r = t->lora.r, first, count;
     dspy_train_lin_dims(&t->cfg, lin, &in, &out);
+    const bool drop = train && t->lora.dropout > 0;
     dspy_tensor x = B16((uint16_t *)x16, T * in);
-    if (train && t->lora.dropout > 0) { /* kept for the backward pass */
+    if (w->lora_u_on) {
+        if (lora_group(lin, &first, &count) == 0) DSPY_TRY(lora_u16(t, l, first, x16, T, drop));
+        x = NONE; /* u is given */
+    } else if (drop) { /* kept for the backward pass */
         DSPY_TRY(lora_drop(t, l, lin, B16(w->acts[l].xd16[lin], T * in), x, in, false));
         x = B16(w->acts[l].xd16[lin], T * in);
     }
     return be->ops->lora_forward(be, y, B16(w->acts[l].lu16[lin], T * r), x, B16(a->A16, r * in), B16(a->B16, out * r),
                                  T, in, r, out, t->lora_scale);
-}
-
-/* The linears that read one input, the group lora_dx serves in one call: q/k/v, gate/up, and o and
- * down alone; *first is the group's first linear, the result lin's place in it. */
-static int lora_group(int lin, int *first, int *count) {
-    *first = lin <= LIN_V ? LIN_Q : lin == LIN_GATE || lin == LIN_UP ? LIN_GATE : lin;
-    *count = lin <= LIN_V ? 3 : lin == LIN_GATE || lin == LIN_UP ? 2 : 1;
-    return lin - *first;
 }
 
 /* Backward of lora_fwd16: gA, gB accumulate; dx (T, in) (F32 or BF16, the base dgrad's output;
@@ -356,7 +394,7 @@ static dspy_status lora_bwd16(dspy_trainable *t, int l, int lin, dspy_tensor dx,
     const lora_adapter *a = &t->layers[l].lora[lin];
     int in, out, r = t->lora.r, first, count;
     dspy_train_lin_dims(&t->cfg, lin, &in, &out);
-    const bool drop = t->lora.dropout > 0, fused = be->ops->lora_dx != NULL;
+    const bool drop = t->lora.dropout > 0, fused = w->lora_dx_on;
     const int slot = fused ? lora_group(lin, &first, &count) : 0;
     /* the forward's dropped input (x16 itself without dropout) */
     dspy_tensor x = B16(drop ? w->acts[l].xd16[lin] : (uint16_t *)x16, T * in);
@@ -378,7 +416,7 @@ static dspy_status lora_dx16(dspy_trainable *t, int l, int first, dspy_tensor dx
     dspy_backend *be = t->be;
     const train_work *w = &t->work;
     int in, out, f, k, r = t->lora.r;
-    if (!be->ops->lora_dx) return DSPY_OK; /* lora_bwd16 added it */
+    if (!w->lora_dx_on) return DSPY_OK; /* lora_bwd16 added it */
     lora_group(first, &f, &k);
     dspy_train_lin_dims(&t->cfg, first, &in, &out);
     for (int j = 0; j < w->nparts; j++) {

@@ -74,6 +74,9 @@ typedef struct train_work {
                                       DSPY_LORA_DX_MAX of them, du16_stride apart (one for each
                                       linear of a group that shares its input) */
     size_t du16_stride;
+    bool lora_dx_on, lora_u_on;    /* the backend's lora_dx / lora_u in use (on where present;
+                                      DSPY_TRAIN_LORA_DX=0 / DSPY_TRAIN_LORA_U=0 turn each off,
+                                      for comparisons) */
     /* The sequences of the pass being run (dspy_train_group_run): sequence j is rows
      * [parts[j], parts[j + 1]) and its LoRA dropout uses the RNG state rng + j. */
     const int32_t *parts;

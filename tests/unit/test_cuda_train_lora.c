@@ -1,5 +1,5 @@
 /* test_cuda_train_lora.c — the LoRA entries of the mixed-precision trainer (kern/ops.h
- * lora_forward, lora_backward, dropout_acc, lora_dx) on CUDA against the CPU reference ops (label gpu; exit
+ * lora_forward, lora_backward, dropout_acc, lora_dx, lora_u) on CUDA against the CPU reference ops (label gpu; exit
  * 77 without a GPU).
  *
  * Fresh random inputs each run (the seed is printed; DSPY_TEST_SEED replays one), rounded to BF16
@@ -21,8 +21,13 @@
  *     within 1e-5 and BF16 dx within BF16 rounding of the F32 sum; bit for bit at r 1 (every
  *     product exact); NaN guards around dx untouched; 1 to 3 adapters, odd C, r 1 .. 40, p 0,
  *     an F32 dx off 8-byte alignment, the 1B shape's q/k/v, gate/up and down.
+ *   lora_u: each xd the CPU's dropout rounded to BF16 bit for bit, each u within BF16 rounding of
+ *     scale times the CPU's product on it, from NaN-poisoned outputs; 1 to 3 adapters, odd C, r 1
+ *     .. 40, p 0 (no xd), the 1B shape's q/k/v and down; lora_forward with u given (no x) adds
+ *     u B^T within 1e-5 and leaves u as it was.
  * Bad arguments (beta 0.5, r 0, p 1, out aliasing inp with another dtype; lora_dx with 0 or 4
- * adapters, an F32 du, a short dx) are refused.
+ * adapters, an F32 du, a short dx; lora_u with 0 adapters, p 1, an F32 x, no xd at p > 0) are
+ * refused.
  *
  * Prints "test_cuda_train_lora: N/M passed" last.
  */
@@ -362,6 +367,85 @@ static void test_lora_dx(void) {
     one_lora_dx(0, 64, 8, 1, 0.1f, F32, 0);        /* no rows */
 }
 
+/* ---- lora_u ----------------------------------------------------------------------------------- */
+
+/* xd_j = dropout_j(x), u_j = scale xd_j A_j^T for k adapters sharing x, against the CPU: xd the CPU's
+ * dropout of x rounded to BF16, bit for bit (dropout_acc's BF16 -> BF16 value); u within BF16
+ * rounding of scale times the CPU's linear on the CPU's xd. xd and u start as NaN (every element
+ * must be written); p 0 writes no xd and multiplies x itself. Then lora_forward without x adds
+ * the device's u B^T into y (u given). */
+static void one_lora_u(int N, int Cc, int r, int k, float p, float scale) {
+    char what[160];
+    const size_t n = (size_t)N * Cc;
+    float *x = rnd(n, 1, true);
+    dspy_tensor gx = up(x, (int64_t)n, B16);
+    float *A[DSPY_LORA_DX_MAX];
+    dspy_tensor gA[DSPY_LORA_DX_MAX], gxd[DSPY_LORA_DX_MAX], gu[DSPY_LORA_DX_MAX];
+    uint64_t keys[DSPY_LORA_DX_MAX];
+    for (int j = 0; j < k; j++) {
+        A[j] = rnd((size_t)r * Cc, 0.2f, true);
+        gA[j] = up(A[j], (int64_t)r * Cc, B16);
+        gxd[j] = p > 0 ? poisoned((int64_t)n, B16) : NONE;
+        gu[j] = poisoned((int64_t)N * r, B16);
+        keys[j] = g_rng ^ (0xbf58476d1ce4e5b9ull * (uint64_t)(j + 3));
+    }
+    CHECK_OK(G->ops->lora_u(G, k, gxd, gu, gx, gA, keys, N, Cc, r, scale, p));
+    float *xdref = malloc(sizeof(float) * (n ? n : 1)), *uref = malloc(sizeof(float) * ((size_t)N * r + 1));
+    for (int j = 0; j < k; j++) {
+        snprintf(what, sizeof what, "lora_u N=%d C=%d r=%d k=%d p=%g adapter %d", N, Cc, r, k, (double)p, j);
+        if (n) CHECK_OK(C->ops->dropout(C, HF(xdref, n), HF(x, n), p, keys[j]));
+        for (size_t i = 0; i < n; i++) xdref[i] = r16(xdref[i]);
+        if (p > 0) {
+            float *xd = down(gxd[j]);
+            char w2[180];
+            snprintf(w2, sizeof w2, "%s xd", what);
+            expect_same(w2, xd, xdref, n);
+            free(xd);
+        }
+        memset(uref, 0, sizeof(float) * ((size_t)N * r + 1));
+        if (n) CHECK_OK(C->ops->linear(C, HF(uref, N * r), HF(xdref, n), HF(A[j], r * Cc), NONE, N, Cc, r, false));
+        for (size_t i = 0; i < (size_t)N * r; i++) uref[i] *= scale;
+        float *u = down(gu[j]);
+        char w3[180];
+        snprintf(w3, sizeof w3, "%s u", what);
+        expect_bf16_of(w3, u, uref, NULL, (size_t)N * r);
+        free(u);
+    }
+    /* lora_forward with u given: y = y0 + u B^T (the first adapter's u) */
+    const int OC = 24;
+    float *B = rnd((size_t)OC * r, 0.2f, true), *y0 = rnd((size_t)N * OC, 1, false);
+    dspy_tensor gB = up(B, (int64_t)OC * r, B16), gy = up(y0, (int64_t)N * OC, F32);
+    float *u0 = down(gu[0]);
+    CHECK_OK(G->ops->lora_forward(G, gy, gu[0], NONE, NONE, gB, N, Cc, r, OC, scale));
+    float *y = down(gy), *yref = dup_f(y0, (size_t)N * OC);
+    if (N) CHECK_OK(C->ops->linear(C, HF(yref, N * OC), HF(u0, N * r), HF(B, OC * r), NONE, N, r, OC, true));
+    float *u0b = down(gu[0]);
+    snprintf(what, sizeof what, "lora_forward N=%d r=%d OC=%d with u given: y", N, r, OC);
+    expect_close(what, y, yref, (size_t)N * OC, 1e-5);
+    snprintf(what, sizeof what, "lora_forward N=%d r=%d OC=%d with u given: u untouched", N, r, OC);
+    expect_same(what, u0b, u0, (size_t)N * r);
+    free(B), free(y0), free(u0), free(u0b), free(y), free(yref);
+    dev_free(gB), dev_free(gy);
+    for (int j = 0; j < k; j++) {
+        free(A[j]);
+        dev_free(gA[j]), dev_free(gu[j]);
+        if (p > 0) dev_free(gxd[j]);
+    }
+    free(x), free(xdref), free(uref);
+    dev_free(gx);
+}
+
+static void test_lora_u(void) {
+    one_lora_u(37, 72, 4, 3, 0.1f, 2.0f);
+    one_lora_u(37, 73, 4, 2, 0.5f, 0.75f);   /* odd C: one element at a time */
+    one_lora_u(5, 33, 1, 1, 0.3f, 3.0f);
+    one_lora_u(21, 40, 8, 2, 0.0f, 2.0f);    /* no dropout: u from x, no xd */
+    one_lora_u(66, 130, 40, 2, 0.05f, 2.0f); /* r 40: two rank slices, xd written once */
+    one_lora_u(300, 2048, 32, 3, 0.05f, 2.0f); /* q/k/v of the 1B shape */
+    one_lora_u(129, 8192, 32, 1, 0.05f, 2.0f); /* down */
+    one_lora_u(1, 1, 1, 1, 0.3f, 1.0f);
+}
+
 /* ---- bad arguments --------------------------------------------------------------------------- */
 
 static void test_errors(void) {
@@ -384,6 +468,13 @@ static void test_errors(void) {
     dspy_tensor duf[1] = {f};
     CHECK_STATUS(G->ops->lora_dx(G, f, 1, duf, As, keys, 2, 4, 2, 0.1f), DSPY_ERR_ARG);     /* du must be BF16 */
     CHECK_STATUS(G->ops->lora_dx(G, a, 1, du, As, keys, 16, 8, 2, 0.1f), DSPY_ERR_ARG);     /* dx too short */
+    dspy_tensor xds[1] = {a}, us[1] = {a};
+    CHECK_STATUS(G->ops->lora_u(G, 0, xds, us, a, As, keys, 2, 4, 2, 1.0f, 0.1f), DSPY_ERR_ARG);
+    CHECK_STATUS(G->ops->lora_u(G, 1, xds, us, a, As, keys, 2, 4, 2, 1.0f, 1.0f), DSPY_ERR_ARG);
+    CHECK_STATUS(G->ops->lora_u(G, 1, xds, us, f, As, keys, 2, 4, 2, 1.0f, 0.1f), DSPY_ERR_ARG); /* x must be BF16 */
+    dspy_tensor nox[1] = {NONE};
+    CHECK_STATUS(G->ops->lora_u(G, 1, nox, us, a, As, keys, 2, 4, 2, 1.0f, 0.1f), DSPY_ERR_ARG); /* p > 0 needs xd */
+    CHECK_OK(G->ops->lora_u(G, 1, nox, us, a, As, keys, 2, 4, 2, 1.0f, 0.0f));                  /* p 0 does not */
     CHECK_OK(G->ops->sync(G));
     dev_free(a), dev_free(f);
 }
@@ -399,6 +490,7 @@ int main(void) {
     RUN(test_backward);
     RUN(test_dropout);
     RUN(test_lora_dx);
+    RUN(test_lora_u);
     RUN(test_errors);
     CHECK_OK(G->ops->sync(G));
     dspy_backend_free(G);

@@ -213,6 +213,7 @@ static const dspy_ops k_cuda_ops = {
     .lora_backward = dspy_cu_lora_backward,
     .dropout_acc = dspy_cu_dropout_acc,
     .lora_dx = dspy_cu_lora_dx,
+    .lora_u = dspy_cu_lora_u,
 };
 
 /* ---- lifetime ---------------------------------------------------------------------------- */
