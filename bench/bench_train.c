@@ -192,7 +192,6 @@ static dspy_status lora_op(lora_bench *b, int k) {
 #define BB(q, n) dspy_bt(be, (q), (int64_t)(n), DSPY_DTYPE_BF16)
 #define FF(q, n) dspy_bt(be, (q), (int64_t)(n), DSPY_DTYPE_F32)
     uint16_t *w16 = t->layers[0].w16[b->lin];
-    const int group = b->lin <= LIN_V ? 3 : b->lin == LIN_GATE || b->lin == LIN_UP ? 2 : 1;
     switch (k) {
     case 0: /* the base GEMM this adapter rides on */
         return o->linear(be, BB(b->y16, T * out), BB(b->x16, T * in), BB(w16, out * in), dspy_tensor_none(), T, in,
@@ -209,28 +208,8 @@ static dspy_status lora_op(lora_bench *b, int k) {
         return o->lora_backward(be, BB(b->dxd16, T * in), FF(b->gA, r * in), FF(b->gB, out * r), BB(b->du16, T * r),
                                 BB(b->dy16, T * out), BB(b->xd16, T * in), BB(b->u16, T * r), BB(b->A16, r * in),
                                 BB(b->B16, out * r), T, in, r, out, t->lora_scale, 0.0f);
-    case 5: /* the masked input gradient into the F32 dx */
+    default: /* the masked input gradient into the F32 dx */
         return o->dropout_acc(be, FF(b->dxf, T * in), BB(b->dxd16, T * in), p, 7, true);
-    case 6: /* lora_backward without the input gradient (lora_dx forms it) */
-        return o->lora_backward(be, dspy_tensor_none(), FF(b->gA, r * in), FF(b->gB, out * r), BB(b->du16, T * r),
-                                BB(b->dy16, T * out), BB(b->xd16, T * in), BB(b->u16, T * r), BB(b->A16, r * in),
-                                BB(b->B16, out * r), T, in, r, out, t->lora_scale, 0.0f);
-    case 7: { /* lora_dx for the linear's group (q/k/v 3 adapters, gate/up 2; the same du and A) */
-        dspy_tensor du[3] = {BB(b->du16, T * r), BB(b->du16, T * r), BB(b->du16, T * r)};
-        dspy_tensor A[3] = {BB(b->A16, r * in), BB(b->A16, r * in), BB(b->A16, r * in)};
-        uint64_t keys[3] = {7, 8, 9};
-        return o->lora_dx(be, FF(b->dxf, T * in), group, du, A, keys, T, in, r, p);
-    }
-    case 8: { /* lora_u for the group (each adapter's xd and u in the same buffers: timing only) */
-        dspy_tensor xd[3] = {BB(b->xd16, T * in), BB(b->xd16, T * in), BB(b->xd16, T * in)};
-        dspy_tensor u[3] = {BB(b->u16, T * r), BB(b->u16, T * r), BB(b->u16, T * r)};
-        dspy_tensor A[3] = {BB(b->A16, r * in), BB(b->A16, r * in), BB(b->A16, r * in)};
-        uint64_t keys[3] = {7, 8, 9};
-        return o->lora_u(be, group, xd, u, BB(b->x16, T * in), A, keys, T, in, r, t->lora_scale, p);
-    }
-    default: /* lora_forward with u given (after lora_u): y += u B^T alone */
-        return o->lora_forward(be, BB(b->y16, T * out), BB(b->u16, T * r), dspy_tensor_none(), dspy_tensor_none(),
-                               BB(b->B16, out * r), T, in, r, out, t->lora_scale);
     }
 #undef BB
 #undef FF
@@ -259,9 +238,8 @@ static int lora_ops(dspy_trainable *t, int T) {
             int64_t n = (int64_t)(bytes[i] / dspy_dtype_size(dt));
             if (!rc) rc = o->fill(be, dspy_bt(be, *bufs[i], n, dt), 0.01f) != DSPY_OK;
         }
-        double ms[10] = {0};
-        const int nops = o->lora_dx && o->lora_u ? 10 : 6;
-        for (int k = 0; k < nops && !rc; k++) {
+        double ms[6] = {0};
+        for (int k = 0; k < 6 && !rc; k++) {
             double v[3];
             for (int trial = 0; trial < 4 && !rc; trial++) {
                 double t0 = dspy_now_s();
@@ -274,11 +252,8 @@ static int lora_ops(dspy_trainable *t, int T) {
         for (int i = 0; i < 12; i++) o->free(be, *bufs[i]);
         if (rc) return fail("T3 ops");
         printf("{\"bench\": \"T3_ops\", \"T\": %d, \"in\": %d, \"out\": %d, \"base_fwd_ms\": %.3f, \"base_dgrad_ms\": "
-               "%.3f, \"dropout_ms\": %.3f, \"lora_fwd_ms\": %.3f, \"lora_bwd_ms\": %.3f, \"dropout_add_ms\": %.3f, "
-               "\"lora_bwd_no_dx_ms\": %.3f, \"lora_dx_group_ms\": %.3f, \"lora_u_group_ms\": %.3f, "
-               "\"lora_fwd_u_given_ms\": %.3f, \"group\": %d}\n",
-               T, b.in, b.out, ms[0], ms[1], ms[2], ms[3], ms[4], ms[5], ms[6], ms[7], ms[8], ms[9],
-               b.lin <= LIN_V ? 3 : b.lin == LIN_GATE || b.lin == LIN_UP ? 2 : 1);
+               "%.3f, \"dropout_ms\": %.3f, \"lora_fwd_ms\": %.3f, \"lora_bwd_ms\": %.3f, \"dropout_add_ms\": %.3f}\n",
+               T, b.in, b.out, ms[0], ms[1], ms[2], ms[3], ms[4], ms[5]);
     }
     return 0;
 }

@@ -334,8 +334,7 @@ typedef struct dspy_ops {
     /* LoRA's two products (peft's Linear: y += scale B A x), the mixed-precision trainer's form, on
      * the LoRA input x (N, C) (already dropped out) and the adapters A (r, C), B (OC, r):
      *   u (N, r) = scale * x @ A^T;   y (N, OC) += u @ B^T
-     * u is kept for the backward pass; with x none, u is taken as given (lora_u wrote it) and only
-     * y is updated. CUDA: BF16 x, A, B and u (u rounded once from F32 sums);
+     * u is kept for the backward pass. CUDA: BF16 x, A, B and u (u rounded once from F32 sums);
      * y F32, or BF16 (within BF16 rounding of each term: cuBLASLt may round the product before
      * the add). */
     dspy_status (*lora_forward)(dspy_backend *be, dspy_tensor y, dspy_tensor u, dspy_tensor x, dspy_tensor A,
@@ -345,7 +344,7 @@ typedef struct dspy_ops {
      *   du (N, r) = scale * dy @ B;  gB (OC, r) += dy^T @ u;  gA (r, C) += du^T @ x;
      *   dx (N, C) = du @ A + beta_dx dx   (beta_dx 0 or 1)
      * du is written (the operand of the last two products). dx may be none: no input gradient
-     * (the caller forms it with lora_dx, or needs none). CUDA: BF16 dy, x, u, A, B and du
+     * (the trainer's first layer under LoRA needs none). CUDA: BF16 dy, x, u, A, B and du
      * (rounded once from F32 sums); gA, gB F32; dx F32 or BF16 (beta 1: as lora_forward's y). */
     dspy_status (*lora_backward)(dspy_backend *be, dspy_tensor dx, dspy_tensor gA, dspy_tensor gB, dspy_tensor du,
                                  dspy_tensor dy, dspy_tensor x, dspy_tensor u, dspy_tensor A, dspy_tensor B, int N,
@@ -356,32 +355,7 @@ typedef struct dspy_ops {
      * CUDA: out and inp each F32 or BF16; out may equal inp when both have one dtype. */
     dspy_status (*dropout_acc)(dspy_backend *be, dspy_tensor out, dspy_tensor inp, float p, uint64_t key,
                                bool accumulate);
-
-    /* LoRA's input gradient for k adapters (1 <= k <= DSPY_LORA_DX_MAX) that read one input
-     * (q/k/v, gate/up), each through its own dropout mask (the dropout op's: key keys[j], element
-     * (i, c) has index i * C + c; p 0 keeps every element):
-     *   dx (N, C) += sum over j of dropout_j(du[j] (N, r) @ A[j] (r, C))
-     * Each product is summed in F32, masked and scaled as the dropout op does, then added to dx
-     * one adapter after the other, each add rounded on its own (a BF16 dx is widened first and
-     * rounded once at the end). lora_backward's dx product and dropout_acc's masked add in one
-     * pass, with no (N, C) intermediate. CUDA: BF16 du and A; dx F32 or BF16. */
-    dspy_status (*lora_dx)(dspy_backend *be, dspy_tensor dx, int k, const dspy_tensor *du, const dspy_tensor *A,
-                           const uint64_t *keys, int N, int C, int r, float p);
-
-    /* LoRA's dropped inputs and first products for k adapters (1 <= k <= DSPY_LORA_DX_MAX) that read
-     * one input x (N, C), each through its own dropout mask (lora_dx's: key keys[j], element (i, c)
-     * has index i * C + c):
-     *   xd[j] (N, C) = dropout_j(x)              (written when p > 0: the backward pass's operand)
-     *   u[j] (N, r) = scale * xd[j] @ A[j]^T     (x itself when p is 0; xd may then be none)
-     * xd is dropout_acc's result bit for bit; u is lora_forward's (rounded once from F32 sums), so
-     * lora_forward then runs with no x (u given). One read of x for the group instead of one
-     * dropout pass and one product pass per adapter. CUDA: BF16 throughout. */
-    dspy_status (*lora_u)(dspy_backend *be, int k, const dspy_tensor *xd, const dspy_tensor *u, dspy_tensor x,
-                          const dspy_tensor *A, const uint64_t *keys, int N, int C, int r, float scale, float p);
 } dspy_ops;
-
-/* lora_dx's and lora_u's most adapters a call (q, k and v share their input). */
-#define DSPY_LORA_DX_MAX 3
 
 /* The words of adamw's step constants. */
 enum {

@@ -31,10 +31,7 @@
  * (xd16), lora_forward saves u = scale A xd in BF16 (lu16) and adds u B^T into the base GEMM's
  * output (BF16 q/k/v/gate/up, or the F32 residual sum of o/down); the backward pass runs
  * lora_backward on the BF16 output gradient and the kept xd, and adds the masked input gradient
- * (the mask redrawn from its key) into the base dgrad's output. Where the backend has them, the
- * adapters that share an input (q/k/v, gate/up) go together: lora_u drops x out and forms every u
- * of the group from one read of x, and lora_dx adds the group's masked input gradients into dx in
- * one pass after its base dgrads (no (T, in) intermediate). The first layer forms no input
+ * (the mask redrawn from its key) into the base dgrad's output. The first layer forms no input
  * gradient at all when the embedding and its input norm are frozen (LoRA). The adapters' BF16
  * working copies (A16, B16) follow their F32 masters. A packed pass (dspy_train_group_run) draws
  * each of its sequences' masks as that sequence alone would.
@@ -158,9 +155,6 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
     dspy_train_work_free(be, w);
     w->layer_done = done, w->layer_done_ud = done_ud;
     w->acts16 = acts16; /* read by work_layout */
-    const char *edx = getenv("DSPY_TRAIN_LORA_DX"), *eu = getenv("DSPY_TRAIN_LORA_U");
-    w->lora_dx_on = lora16 && be->ops->lora_dx && !(edx && strcmp(edx, "0") == 0);
-    w->lora_u_on = lora16 && be->ops->lora_u && !(eu && strcmp(eu, "0") == 0);
     size_t n = work_layout(t, (size_t)T, NULL), ni = 5 * (size_t)T;
     w->acts = calloc((size_t)t->cfg.num_hidden_layers, sizeof *w->acts);
     if (!w->acts) st = dspy_fail(DSPY_ERR_NOMEM, "train step: out of memory");
@@ -168,7 +162,7 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
         st = dspy_fail_wrap(st, "train step: %zu MiB of activations for %d tokens", n * sizeof(float) >> 20, (int)T);
     if (!st) st = be->ops->alloc(be, sizeof(int32_t) * ni, (void **)&w->iblock);
     if (!st) st = be->ops->alloc(be, sizeof(double) * (size_t)slots, (void **)&w->loss_dev);
-    size_t nxb = 0, ngb = 0, nq = 0, nkv = 0, nxn = 0, nh = 0, nlu = 0, nxd = 0, ndu = 0, nsave = 0;
+    size_t nxb = 0, ngb = 0, nq = 0, nkv = 0, nxn = 0, nh = 0, nlu = 0, nxd = 0, nsave = 0;
     if (t->bf16) {
         /* xb: the widest linear input, T rows (lm_head's M <= T rows of C included); gb: the
          * widest output gradient, or one ce_rows chunk of dlogits; each 256-byte aligned */
@@ -191,14 +185,13 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
          * dxd16 as wide as xb, and du16 */
         const bool drop = lora16 && t->lora.dropout > 0;
         nlu = lora16 ? ((size_t)T * (size_t)t->lora.r + 127) & ~(size_t)127 : 0;
-        nxd = drop && !w->lora_dx_on ? nxb : 0;
-        ndu = w->lora_dx_on ? DSPY_LORA_DX_MAX * nlu : nlu;
+        nxd = drop ? nxb : 0;
         for (int k = 0; drop && k < LIN_COUNT; k++) {
             int in, out;
             dspy_train_lin_dims(c, k, &in, &out);
             nsave += ((size_t)T * (size_t)in + 127) & ~(size_t)127;
         }
-        size_t n16 = nxb + ngb + nxd + ndu +
+        size_t n16 = nxb + ngb + nxd + nlu +
                      (size_t)c->num_hidden_layers * (nq + 2 * nkv + 2 * nxn + 3 * nh + LIN_COUNT * nlu + nsave);
         if (!st && (st = be->ops->alloc(be, sizeof(uint16_t) * n16, (void **)&w->b16)))
             st = dspy_fail_wrap(st, "train step: %zu MiB of BF16 scratch for %d tokens", n16 * sizeof(uint16_t) >> 20,
@@ -215,8 +208,7 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
         w->xb = w->b16, w->gb = w->b16 + nxb;
         uint16_t *cur = w->gb + ngb;
         w->dxd16 = nxd ? cur : NULL, cur += nxd;
-        w->du16 = nlu ? cur : NULL, cur += ndu;
-        w->du16_stride = nlu;
+        w->du16 = nlu ? cur : NULL, cur += nlu;
         for (int l = 0; l < t->cfg.num_hidden_layers; l++) {
             w->acts[l].qb = cur, cur += nq;
             w->acts[l].kb = cur, cur += nkv;
@@ -325,57 +317,18 @@ static dspy_status lora_drop(dspy_trainable *t, int l, int lin, dspy_tensor out,
 
 static bool lora16(const dspy_trainable *t) { return lora_entries16(t) && !t->merged; }
 
-/* The linears that read one input, the group lora_u and lora_dx serve in one call: q/k/v, gate/up,
- * and o and down alone; *first is the group's first linear, the result lin's place in it. */
-static int lora_group(int lin, int *first, int *count) {
-    *first = lin <= LIN_V ? LIN_Q : lin == LIN_GATE || lin == LIN_UP ? LIN_GATE : lin;
-    *count = lin <= LIN_V ? 3 : lin == LIN_GATE || lin == LIN_UP ? 2 : 1;
-    return lin - *first;
-}
-
-/* The dropped inputs (kept in acts xd16 when drop) and u's (acts lu16) of the LoRA group that starts
- * at linear `first` of layer l from its BF16 input x16 (T, in): one lora_u call a sequence of the
- * pass, each adapter's mask drawn with that sequence's key (lora_drop's). */
-static dspy_status lora_u16(dspy_trainable *t, int l, int first, const uint16_t *x16, int T, bool drop) {
-    dspy_backend *be = t->be;
-    const train_work *w = &t->work;
-    int in, out, f, k, r = t->lora.r;
-    lora_group(first, &f, &k);
-    dspy_train_lin_dims(&t->cfg, first, &in, &out);
-    dspy_tensor x = B16((uint16_t *)x16, T * in);
-    for (int j = 0; j < w->nparts; j++) {
-        int64_t r0 = w->parts[j], n = w->parts[j + 1] - r0;
-        dspy_tensor xd[DSPY_LORA_DX_MAX], u[DSPY_LORA_DX_MAX], A[DSPY_LORA_DX_MAX];
-        uint64_t keys[DSPY_LORA_DX_MAX];
-        for (int i = 0; i < k; i++) {
-            xd[i] = drop ? B16(w->acts[l].xd16[first + i] + (size_t)r0 * in, n * in) : NONE;
-            u[i] = B16(w->acts[l].lu16[first + i] + (size_t)r0 * r, n * r);
-            A[i] = B16(t->layers[l].lora[first + i].A16, (int64_t)r * in);
-            keys[i] = dropout_key(t, t->rng + (uint64_t)j * t->rng_stride, l, first + i);
-        }
-        DSPY_TRY(be->ops->lora_u(be, k, xd, u, dspy_tensor_slice(x, r0 * in, n * in), A, keys, (int)n, in, r,
-                                 t->lora_scale, drop ? t->lora.dropout : 0.0f));
-    }
-    return DSPY_OK;
-}
-
 /* y (T, out) += the LoRA term of linear (l, lin) from its BF16 input x16 (T, in), mixed
  * precision: dropout(x) kept in BF16 (acts xd16), u = scale A dropout(x) saved in BF16 (acts
- * lu16), then y += u B^T accumulated into y, F32 or BF16 (the base GEMM's output). With the
- * backend's lora_u the group's first linear computes every xd and u of the group (they share x16). */
+ * lu16), then y += u B^T accumulated into y, F32 or BF16 (the base GEMM's output). */
 static dspy_status lora_fwd16(dspy_trainable *t, int l, int lin, dspy_tensor y, const uint16_t *x16, int T,
                               bool train) {
     dspy_backend *be = t->be;
     train_work *w = &t->work;
     const lora_adapter *a = &t->layers[l].lora[lin];
-    int in, out, r = t->lora.r, first, count;
+    int in, out, r = t->lora.r;
     dspy_train_lin_dims(&t->cfg, lin, &in, &out);
-    const bool drop = train && t->lora.dropout > 0;
     dspy_tensor x = B16((uint16_t *)x16, T * in);
-    if (w->lora_u_on) {
-        if (lora_group(lin, &first, &count) == 0) DSPY_TRY(lora_u16(t, l, first, x16, T, drop));
-        x = NONE; /* u is given */
-    } else if (drop) { /* kept for the backward pass */
+    if (train && t->lora.dropout > 0) { /* kept for the backward pass */
         DSPY_TRY(lora_drop(t, l, lin, B16(w->acts[l].xd16[lin], T * in), x, in, false));
         x = B16(w->acts[l].xd16[lin], T * in);
     }
@@ -385,53 +338,25 @@ static dspy_status lora_fwd16(dspy_trainable *t, int l, int lin, dspy_tensor y, 
 
 /* Backward of lora_fwd16: gA, gB accumulate; dx (T, in) (F32 or BF16, the base dgrad's output;
  * none: no input gradient) += the LoRA path's input gradient, dy16 (T, out) the output gradient in
- * BF16. With the backend's lora_dx the input gradient is left to lora_dx16 (after the group's
- * last linear): du stays in the linear's du16 slot. */
+ * BF16. */
 static dspy_status lora_bwd16(dspy_trainable *t, int l, int lin, dspy_tensor dx, const uint16_t *x16,
                               const uint16_t *dy16, int T) {
     dspy_backend *be = t->be;
     train_work *w = &t->work;
     const lora_adapter *a = &t->layers[l].lora[lin];
-    int in, out, r = t->lora.r, first, count;
+    int in, out, r = t->lora.r;
     dspy_train_lin_dims(&t->cfg, lin, &in, &out);
-    const bool drop = t->lora.dropout > 0, fused = w->lora_dx_on;
-    const int slot = fused ? lora_group(lin, &first, &count) : 0;
+    const bool drop = t->lora.dropout > 0;
     /* the forward's dropped input (x16 itself without dropout) */
     dspy_tensor x = B16(drop ? w->acts[l].xd16[lin] : (uint16_t *)x16, T * in);
-    /* without lora_dx and with dropout the input gradient goes through the mask: du A into dxd16
-     * first, then masked and added to dx in one pass */
-    dspy_tensor dxl = fused || !dx.data ? NONE : drop ? B16(w->dxd16, T * in) : dx;
-    DSPY_TRY(be->ops->lora_backward(be, dxl, F(a->gA, r * in), F(a->gB, out * r),
-                                    B16(w->du16 + (size_t)slot * w->du16_stride, T * r),
+    /* with dropout the input gradient goes through the mask: du A into dxd16 first, then masked
+     * and added to dx in one pass */
+    dspy_tensor dxl = drop && dx.data ? B16(w->dxd16, T * in) : dx;
+    DSPY_TRY(be->ops->lora_backward(be, dxl, F(a->gA, r * in), F(a->gB, out * r), B16(w->du16, T * r),
                                     B16((uint16_t *)dy16, T * out), x, B16(w->acts[l].lu16[lin], T * r),
                                     B16(a->A16, r * in), B16(a->B16, out * r), T, in, r, out, t->lora_scale,
                                     drop ? 0.0f : 1.0f));
-    return drop && dxl.data ? lora_drop(t, l, lin, dx, dxl, in, true) : DSPY_OK;
-}
-
-/* dx (T, in) (F32 or BF16) += the masked input gradients of the LoRA group that starts at linear
- * `first` of layer l (lora_group), from the du's its lora_bwd16 calls left: one lora_dx call a
- * sequence of the pass, each adapter's mask drawn with that sequence's key (lora_drop's). */
-static dspy_status lora_dx16(dspy_trainable *t, int l, int first, dspy_tensor dx) {
-    dspy_backend *be = t->be;
-    const train_work *w = &t->work;
-    int in, out, f, k, r = t->lora.r;
-    if (!w->lora_dx_on) return DSPY_OK; /* lora_bwd16 added it */
-    lora_group(first, &f, &k);
-    dspy_train_lin_dims(&t->cfg, first, &in, &out);
-    for (int j = 0; j < w->nparts; j++) {
-        int64_t r0 = w->parts[j], n = w->parts[j + 1] - r0;
-        dspy_tensor du[DSPY_LORA_DX_MAX], A[DSPY_LORA_DX_MAX];
-        uint64_t keys[DSPY_LORA_DX_MAX];
-        for (int i = 0; i < k; i++) {
-            du[i] = B16(w->du16 + (size_t)i * w->du16_stride + (size_t)r0 * r, n * r);
-            A[i] = B16(t->layers[l].lora[first + i].A16, (int64_t)r * in);
-            keys[i] = dropout_key(t, t->rng + (uint64_t)j * t->rng_stride, l, first + i);
-        }
-        DSPY_TRY(be->ops->lora_dx(be, dspy_tensor_slice(dx, r0 * in, n * in), k, du, A, keys, (int)n, in, r,
-                                  t->lora.dropout));
-    }
-    return DSPY_OK;
+    return drop && dx.data ? lora_drop(t, l, lin, dx, dxl, in, true) : DSPY_OK;
 }
 
 /* ---- linear layers (with LoRA) ---------------------------------------------------------- */
@@ -519,8 +444,8 @@ static dspy_status linear_bwd16(dspy_trainable *t, int l, int lin, float *dx, ui
                                              w->fresh ? 0.0f : 1.0f));
         } else {
             if (want_dx && !acc_dx) DSPY_TRY(o->fill(be, F(dx, T * in), 0.0f));
-            DSPY_TRY(o->linear_backward(be, want_dx ? F(dx, T * in) : NONE, gw, NONE, B16(gb, T * out), B16(xb, T * in),
-                                        B16(L->w16[lin], out * in), T, in, out));
+            DSPY_TRY(o->linear_backward(be, want_dx ? F(dx, T * in) : NONE, gw, NONE, B16(gb, T * out),
+                                        B16(xb, T * in), B16(L->w16[lin], out * in), T, in, out));
         }
         if (dbias.data) /* summed from the F32 gradient */
             DSPY_TRY(o->linear_backward(be, NONE, NONE, dbias, F((float *)dy, T * out), NONE, NONE, T, in, out));
@@ -530,9 +455,8 @@ static dspy_status linear_bwd16(dspy_trainable *t, int l, int lin, float *dx, ui
         if (dx16) return dspy_fail(DSPY_ERR_STATE, "train step: a BF16 dx in the F32 trainer");
         if (want_dx && !acc_dx) DSPY_TRY(o->fill(be, F(dx, T * in), 0.0f));
         DSPY_TRY(o->linear_backward(be, want_dx ? F(dx, T * in) : NONE, L->gw[lin] ? F(L->gw[lin], out * in) : NONE,
-                                    dbias,
-                                    F((float *)dy, T * out), F((float *)x, T * in), F(L->w[lin], out * in), T, in,
-                                    out));
+                                    dbias, F((float *)dy, T * out), F((float *)x, T * in), F(L->w[lin], out * in), T,
+                                    in, out));
     }
     if (!t->lora_on) return DSPY_OK;
     const lora_adapter *a = &L->lora[lin];
@@ -666,26 +590,22 @@ static dspy_status backward_layers(dspy_trainable *t, const dspy_train_seq *s) {
          * swiglu_backward reads */
         uint16_t *dh16 = mlp16 && o->linear_backward_beta ? (uint16_t *)w->dh : NULL;
         DSPY_TRY(linear_bwd16(t, l, LIN_DOWN, w->dh, dh16, false, w->dx, w->h, hb, NULL, T, true)); /* dh (T, I) */
-        if (lora16(t)) DSPY_TRY(lora_dx16(t, l, LIN_DOWN, dh16 ? B16(dh16, T * I) : F(w->dh, T * I)));
         if (mlp16) {
             uint16_t *dgb = (uint16_t *)w->dup, *dub = dgb + (size_t)T * I;
             dspy_tensor dh = dh16 ? B16(dh16, T * I) : F(w->dh, T * I);
             DSPY_TRY(o->swiglu_backward(be, B16(dgb, T * I), B16(dub, T * I), dh, gate, up, T, I));
             DSPY_TRY(linear_bwd16(t, l, LIN_GATE, w->dxn, NULL, false, NULL, NULL, xn1, dgb, T, false));
             DSPY_TRY(linear_bwd16(t, l, LIN_UP, w->dxn, NULL, true, NULL, NULL, xn1, dub, T, false));
-            if (lora16(t)) DSPY_TRY(lora_dx16(t, l, LIN_GATE, F(w->dxn, T * C)));
         } else {
             DSPY_TRY(o->swiglu_backward(be, F(w->dh, T * I), F(w->dup, T * I), F(w->dh, T * I), gate, up, T,
                                         I));                                                  /* dgate in dh */
             DSPY_TRY(linear_bwd16(t, l, LIN_GATE, w->dxn, NULL, false, w->dh, w->xn, xn1, NULL, T, true));
             DSPY_TRY(linear_bwd16(t, l, LIN_UP, w->dxn, NULL, true, w->dup, w->xn, xn1, NULL, T, false));
-            if (lora16(t)) DSPY_TRY(lora_dx16(t, l, LIN_GATE, F(w->dxn, T * C)));
         }
         DSPY_TRY(o->rmsnorm_backward(be, F(w->dx, T * C), L->g_mlp_norm ? F(L->g_mlp_norm, C) : NONE,
                                      F(w->dxn, T * C), F(a->xmid, T * C), F(L->mlp_norm, C), T, C, eps)); /* d xmid */
         /* Attention: xmid = xin + o(attn(rope(q(xn)), rope(k(xn)), v(xn))), xn = rms(xin). */
         DSPY_TRY(linear_bwd(t, l, LIN_O, w->datt, false, w->dx, a->att, T, true));                  /* datt (T, Q) */
-        if (lora16(t)) DSPY_TRY(lora_dx16(t, l, LIN_O, F(w->datt, T * Q)));
         dspy_tensor qa = t->bf16 ? B16(a->qb, T * Q) : F(a->q, T * Q);
         dspy_tensor ka = t->bf16 ? B16(a->kb, T * KV) : F(a->k, T * KV);
         dspy_tensor va = t->bf16 ? B16(a->vb, T * KV) : F(a->v, T * KV);
@@ -701,7 +621,6 @@ static dspy_status backward_layers(dspy_trainable *t, const dspy_train_seq *s) {
         DSPY_TRY(linear_bwd16(t, l, LIN_Q, dxn, NULL, false, w->dq, w->xn, xn0, NULL, T, true));
         DSPY_TRY(linear_bwd16(t, l, LIN_K, dxn, NULL, true, w->dk, w->xn, xn0, NULL, T, false));
         DSPY_TRY(linear_bwd16(t, l, LIN_V, dxn, NULL, true, w->dv, w->xn, xn0, NULL, T, false));
-        if (dxn && lora16(t)) DSPY_TRY(lora_dx16(t, l, LIN_Q, F(dxn, T * C)));
         if (dxn)
             DSPY_TRY(o->rmsnorm_backward(be, F(w->dx, T * C), L->g_attn_norm ? F(L->g_attn_norm, C) : NONE,
                                          F(dxn, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps)); /* d xin */

@@ -70,13 +70,7 @@ typedef struct train_work {
     float *du;                     /* (T, r) (F32 trainer) */
     uint16_t *dxd16;               /* mixed precision + LoRA dropout: (T, max in) BF16, the LoRA
                                       path's input gradient before the mask */
-    uint16_t *du16;                /* the same: (T, r) BF16, lora_backward's du; with lora_dx
-                                      DSPY_LORA_DX_MAX of them, du16_stride apart (one for each
-                                      linear of a group that shares its input) */
-    size_t du16_stride;
-    bool lora_dx_on, lora_u_on;    /* the backend's lora_dx / lora_u in use (on where present;
-                                      DSPY_TRAIN_LORA_DX=0 / DSPY_TRAIN_LORA_U=0 turn each off,
-                                      for comparisons) */
+    uint16_t *du16;                /* the same: (T, r) BF16, lora_backward's du */
     /* The sequences of the pass being run (dspy_train_group_run): sequence j is rows
      * [parts[j], parts[j + 1]) and its LoRA dropout uses the RNG state rng + j. */
     const int32_t *parts;

@@ -212,8 +212,6 @@ static const dspy_ops k_cuda_ops = {
     .lora_forward = dspy_cu_lora_forward,
     .lora_backward = dspy_cu_lora_backward,
     .dropout_acc = dspy_cu_dropout_acc,
-    .lora_dx = dspy_cu_lora_dx,
-    .lora_u = dspy_cu_lora_u,
 };
 
 /* ---- lifetime ---------------------------------------------------------------------------- */

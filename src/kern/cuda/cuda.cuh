@@ -265,10 +265,6 @@ dspy_status dspy_cu_lora_backward(dspy_backend *be, dspy_tensor dx, dspy_tensor 
                                   int C, int r, int OC, float scale, float beta_dx);
 dspy_status dspy_cu_dropout_acc(dspy_backend *be, dspy_tensor out, dspy_tensor inp, float p, uint64_t key,
                                 bool accumulate);
-dspy_status dspy_cu_lora_dx(dspy_backend *be, dspy_tensor dx, int k, const dspy_tensor *du, const dspy_tensor *A,
-                            const uint64_t *keys, int N, int C, int r, float p);
-dspy_status dspy_cu_lora_u(dspy_backend *be, int k, const dspy_tensor *xd, const dspy_tensor *u, dspy_tensor x,
-                           const dspy_tensor *A, const uint64_t *keys, int N, int C, int r, float scale, float p);
 dspy_status dspy_cu_linear_backward_beta(dspy_backend *be, dspy_tensor dinp, dspy_tensor dw, dspy_tensor dout,
                                          dspy_tensor inp, dspy_tensor w, int N, int C, int OC, float beta_dinp,
                                          float beta_dw);
