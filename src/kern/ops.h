@@ -343,7 +343,8 @@ typedef struct dspy_ops {
     /* Backward of lora_forward from its x and u:
      *   du (N, r) = scale * dy @ B;  gB (OC, r) += dy^T @ u;  gA (r, C) += du^T @ x;
      *   dx (N, C) = du @ A + beta_dx dx   (beta_dx 0 or 1)
-     * du is written (the operand of the last two products). CUDA: BF16 dy, x, u, A, B and du
+     * du is written (the operand of the last two products). dx may be none: no input gradient
+     * (the trainer's first layer under LoRA needs none). CUDA: BF16 dy, x, u, A, B and du
      * (rounded once from F32 sums); gA, gB F32; dx F32 or BF16 (beta 1: as lora_forward's y). */
     dspy_status (*lora_backward)(dspy_backend *be, dspy_tensor dx, dspy_tensor gA, dspy_tensor gB, dspy_tensor du,
                                  dspy_tensor dy, dspy_tensor x, dspy_tensor u, dspy_tensor A, dspy_tensor B, int N,
@@ -419,13 +420,20 @@ static inline void dspy_adamw_apply(const float hp[DSPY_ADAMW_WORDS], float *w, 
 
 /* The dropout mask: element i of the call with `key` is kept when the top 24 bits of
  * splitmix64(key + i * golden) read as a fraction in [0, 1) are >= p. */
-static inline DSPY_HD int dspy_dropout_keep(uint64_t key, int64_t i, float p) {
+static inline DSPY_HD uint32_t dspy_dropout_bits(uint64_t key, int64_t i) {
     uint64_t z = key + (uint64_t)i * 0x9e3779b97f4a7c15ull;
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     z ^= z >> 31;
-    return (float)(z >> 40) * 0x1.0p-24f >= p;
+    return (uint32_t)(z >> 40);
 }
+static inline DSPY_HD int dspy_dropout_keep(uint64_t key, int64_t i, float p) {
+    return (float)dspy_dropout_bits(key, i) * 0x1.0p-24f >= p;
+}
+/* The same test without a conversion to float (kernels): keep when dspy_dropout_bits(key, i) >=
+ * dspy_dropout_threshold(p). Exact: the bits b < 2^24 and p * 2^24 are exact in F32, so
+ * b * 2^-24 >= p exactly when the integer b >= ceil(p * 2^24). */
+static inline DSPY_HD uint32_t dspy_dropout_threshold(float p) { return (uint32_t)ceilf(p * 0x1.0p24f); }
 
 /* Propagates a failed status to the caller: `DSPY_TRY(be->ops->add(be, x, y));`. */
 #define DSPY_TRY(expr)                    \

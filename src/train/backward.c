@@ -31,9 +31,10 @@
  * (xd16), lora_forward saves u = scale A xd in BF16 (lu16) and adds u B^T into the base GEMM's
  * output (BF16 q/k/v/gate/up, or the F32 residual sum of o/down); the backward pass runs
  * lora_backward on the BF16 output gradient and the kept xd, and adds the masked input gradient
- * (the mask redrawn from its key) into the base dgrad's output. The adapters' BF16 working copies
- * (A16, B16) follow their F32 masters. A packed pass (dspy_train_group_run) draws each of its
- * sequences' masks as that sequence alone would.
+ * (the mask redrawn from its key) into the base dgrad's output. The first layer forms no input
+ * gradient at all when the embedding and its input norm are frozen (LoRA). The adapters' BF16
+ * working copies (A16, B16) follow their F32 masters. A packed pass (dspy_train_group_run) draws
+ * each of its sequences' masks as that sequence alone would.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -335,8 +336,9 @@ static dspy_status lora_fwd16(dspy_trainable *t, int l, int lin, dspy_tensor y, 
                                  T, in, r, out, t->lora_scale);
 }
 
-/* Backward of lora_fwd16: gA, gB accumulate; dx (T, in) (F32 or BF16, the base dgrad's output)
- * += the LoRA path's input gradient, dy16 (T, out) the output gradient in BF16. */
+/* Backward of lora_fwd16: gA, gB accumulate; dx (T, in) (F32 or BF16, the base dgrad's output;
+ * none: no input gradient) += the LoRA path's input gradient, dy16 (T, out) the output gradient in
+ * BF16. */
 static dspy_status lora_bwd16(dspy_trainable *t, int l, int lin, dspy_tensor dx, const uint16_t *x16,
                               const uint16_t *dy16, int T) {
     dspy_backend *be = t->be;
@@ -349,12 +351,12 @@ static dspy_status lora_bwd16(dspy_trainable *t, int l, int lin, dspy_tensor dx,
     dspy_tensor x = B16(drop ? w->acts[l].xd16[lin] : (uint16_t *)x16, T * in);
     /* with dropout the input gradient goes through the mask: du A into dxd16 first, then masked
      * and added to dx in one pass */
-    dspy_tensor dxl = drop ? B16(w->dxd16, T * in) : dx;
+    dspy_tensor dxl = drop && dx.data ? B16(w->dxd16, T * in) : dx;
     DSPY_TRY(be->ops->lora_backward(be, dxl, F(a->gA, r * in), F(a->gB, out * r), B16(w->du16, T * r),
                                     B16((uint16_t *)dy16, T * out), x, B16(w->acts[l].lu16[lin], T * r),
                                     B16(a->A16, r * in), B16(a->B16, out * r), T, in, r, out, t->lora_scale,
                                     drop ? 0.0f : 1.0f));
-    return drop ? lora_drop(t, l, lin, dx, dxl, in, true) : DSPY_OK;
+    return drop && dx.data ? lora_drop(t, l, lin, dx, dxl, in, true) : DSPY_OK;
 }
 
 /* ---- linear layers (with LoRA) ---------------------------------------------------------- */
@@ -409,7 +411,8 @@ static dspy_status linear_fwd(dspy_trainable *t, int l, int lin, float *y, const
  * precision: dy is cast into work.gb, and x into work.xb when cast_x (as linear_fwd; only the
  * weight gradient reads it); xb16 / dyb16, when given, are x / dy already in BF16 (acts16;
  * dyb16 only for a linear without bias); dx16, when given (!acc_dx, no LoRA, a backend with
- * linear_backward_beta), receives dx in BF16 instead of dx. */
+ * linear_backward_beta), receives dx in BF16 instead of dx. With neither dx nor dx16 no input
+ * gradient is formed (layer 0's, which only a trained embedding or norm would read). */
 static dspy_status linear_bwd16(dspy_trainable *t, int l, int lin, float *dx, uint16_t *dx16, bool acc_dx,
                                 const float *dy, const float *x, const uint16_t *xb16, const uint16_t *dyb16, int T,
                                 bool cast_x) {
@@ -420,6 +423,7 @@ static dspy_status linear_bwd16(dspy_trainable *t, int l, int lin, float *dx, ui
     int in, out;
     dspy_train_lin_dims(&t->cfg, lin, &in, &out);
     dspy_tensor dbias = L->b[lin] && L->gb[lin] ? F(L->gb[lin], out) : NONE;
+    const bool want_dx = dx || dx16;
     if (t->bf16) {
         uint16_t *xb = xb16 ? (uint16_t *)xb16 : w->xb, *gb = dyb16 ? (uint16_t *)dyb16 : w->gb;
         if (dyb16 && dbias.data)
@@ -434,24 +438,25 @@ static dspy_status linear_bwd16(dspy_trainable *t, int l, int lin, float *dx, ui
             return dspy_fail(DSPY_ERR_STATE, "train step: a BF16 dx needs an overwriting dgrad (and LoRA's BF16 "
                                              "entries under LoRA)");
         if (o->linear_backward_beta) { /* dx and, on a fresh pass, the weight gradient overwritten */
-            dspy_tensor dxt = dx16 ? B16(dx16, T * in) : F(dx, T * in);
+            dspy_tensor dxt = dx16 ? B16(dx16, T * in) : dx ? F(dx, T * in) : NONE;
             DSPY_TRY(o->linear_backward_beta(be, dxt, gw, B16(gb, T * out), B16(xb, T * in),
                                              B16(L->w16[lin], out * in), T, in, out, acc_dx ? 1.0f : 0.0f,
                                              w->fresh ? 0.0f : 1.0f));
         } else {
-            if (!acc_dx) DSPY_TRY(o->fill(be, F(dx, T * in), 0.0f));
-            DSPY_TRY(o->linear_backward(be, F(dx, T * in), gw, NONE, B16(gb, T * out), B16(xb, T * in),
-                                        B16(L->w16[lin], out * in), T, in, out));
+            if (want_dx && !acc_dx) DSPY_TRY(o->fill(be, F(dx, T * in), 0.0f));
+            DSPY_TRY(o->linear_backward(be, want_dx ? F(dx, T * in) : NONE, gw, NONE, B16(gb, T * out),
+                                        B16(xb, T * in), B16(L->w16[lin], out * in), T, in, out));
         }
         if (dbias.data) /* summed from the F32 gradient */
             DSPY_TRY(o->linear_backward(be, NONE, NONE, dbias, F((float *)dy, T * out), NONE, NONE, T, in, out));
-        if (lora16(t)) return lora_bwd16(t, l, lin, dx16 ? B16(dx16, T * in) : F(dx, T * in), xb, gb, T);
+        if (lora16(t))
+            return lora_bwd16(t, l, lin, dx16 ? B16(dx16, T * in) : dx ? F(dx, T * in) : NONE, xb, gb, T);
     } else {
         if (dx16) return dspy_fail(DSPY_ERR_STATE, "train step: a BF16 dx in the F32 trainer");
-        if (!acc_dx) DSPY_TRY(o->fill(be, F(dx, T * in), 0.0f));
-        DSPY_TRY(o->linear_backward(be, F(dx, T * in), L->gw[lin] ? F(L->gw[lin], out * in) : NONE, dbias,
-                                    F((float *)dy, T * out), F((float *)x, T * in), F(L->w[lin], out * in), T, in,
-                                    out));
+        if (want_dx && !acc_dx) DSPY_TRY(o->fill(be, F(dx, T * in), 0.0f));
+        DSPY_TRY(o->linear_backward(be, want_dx ? F(dx, T * in) : NONE, L->gw[lin] ? F(L->gw[lin], out * in) : NONE,
+                                    dbias, F((float *)dy, T * out), F((float *)x, T * in), F(L->w[lin], out * in), T,
+                                    in, out));
     }
     if (!t->lora_on) return DSPY_OK;
     const lora_adapter *a = &L->lora[lin];
@@ -464,14 +469,15 @@ static dspy_status linear_bwd16(dspy_trainable *t, int l, int lin, float *dx, ui
     DSPY_TRY(o->scale(be, F(w->du, T * r), t->lora_scale));
     if (t->lora.dropout > 0) {
         DSPY_TRY(lora_drop(t, l, lin, F(w->xd, T * in), F((float *)x, T * in), in, false));
-        DSPY_TRY(o->fill(be, F(w->dxd, T * in), 0.0f));
-        DSPY_TRY(o->linear_backward(be, F(w->dxd, T * in), F(a->gA, r * in), NONE, F(w->du, T * r), F(w->xd, T * in),
-                                    F(a->A, r * in), T, in, r));
+        if (want_dx) DSPY_TRY(o->fill(be, F(w->dxd, T * in), 0.0f));
+        DSPY_TRY(o->linear_backward(be, want_dx ? F(w->dxd, T * in) : NONE, F(a->gA, r * in), NONE, F(w->du, T * r),
+                                    F(w->xd, T * in), F(a->A, r * in), T, in, r));
+        if (!want_dx) return DSPY_OK;
         DSPY_TRY(lora_drop(t, l, lin, F(w->dxd, T * in), F(w->dxd, T * in), in, false));
         return o->add(be, F(dx, T * in), F(w->dxd, T * in));
     }
-    return o->linear_backward(be, F(dx, T * in), F(a->gA, r * in), NONE, F(w->du, T * r), F((float *)x, T * in),
-                              F(a->A, r * in), T, in, r);
+    return o->linear_backward(be, want_dx ? F(dx, T * in) : NONE, F(a->gA, r * in), NONE, F(w->du, T * r),
+                              F((float *)x, T * in), F(a->A, r * in), T, in, r);
 }
 
 static dspy_status linear_bwd(dspy_trainable *t, int l, int lin, float *dx, bool acc_dx, const float *dy,
@@ -609,11 +615,15 @@ static dspy_status backward_layers(dspy_trainable *t, const dspy_train_seq *s) {
         DSPY_TRY(o->rope_backward(be, F(w->dq, T * Q), pos, inv_freq, T, NH, HS));
         DSPY_TRY(o->rope_backward(be, F(w->dk, T * KV), pos, inv_freq, T, NKV, HS));
         if (!ba) DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps));
-        DSPY_TRY(linear_bwd16(t, l, LIN_Q, w->dxn, NULL, false, w->dq, w->xn, xn0, NULL, T, true));
-        DSPY_TRY(linear_bwd16(t, l, LIN_K, w->dxn, NULL, true, w->dk, w->xn, xn0, NULL, T, false));
-        DSPY_TRY(linear_bwd16(t, l, LIN_V, w->dxn, NULL, true, w->dv, w->xn, xn0, NULL, T, false));
-        DSPY_TRY(o->rmsnorm_backward(be, F(w->dx, T * C), L->g_attn_norm ? F(L->g_attn_norm, C) : NONE,
-                                     F(w->dxn, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps)); /* d xin */
+        /* the first layer's input gradient feeds only a trained embedding or input norm: frozen
+         * under LoRA, so its q/k/v input gradients and the norm's backward are skipped there */
+        float *dxn = l > 0 || t->g_embed || L->g_attn_norm ? w->dxn : NULL;
+        DSPY_TRY(linear_bwd16(t, l, LIN_Q, dxn, NULL, false, w->dq, w->xn, xn0, NULL, T, true));
+        DSPY_TRY(linear_bwd16(t, l, LIN_K, dxn, NULL, true, w->dk, w->xn, xn0, NULL, T, false));
+        DSPY_TRY(linear_bwd16(t, l, LIN_V, dxn, NULL, true, w->dv, w->xn, xn0, NULL, T, false));
+        if (dxn)
+            DSPY_TRY(o->rmsnorm_backward(be, F(w->dx, T * C), L->g_attn_norm ? F(L->g_attn_norm, C) : NONE,
+                                         F(dxn, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps)); /* d xin */
         if (w->layer_done) DSPY_TRY(w->layer_done(w->layer_done_ud, l));
     }
     if (t->g_embed)

@@ -11,7 +11,7 @@
  *   lora_backward: du (BF16) within BF16 rounding of scale * dy B; with the device's du,
  *     gA = gA0 + du^T x and gB = gB0 + dy^T u 1e-5 (accumulated from random values), dx = du A
  *     (beta 0, from NaN) or dx0 + du A (beta 1) 1e-5, BF16 dx within BF16 rounding (of the two
- *     terms with beta 1);
+ *     terms with beta 1); without dx (none: no input gradient) du, gA and gB the same;
  *   dropout_acc: F32 -> F32 bit-identical to the CPU's dropout; BF16 or F32 in, BF16 out the
  *     CPU's result rounded to BF16 bit for bit; accumulating into F32 and BF16 out bit for bit (each
  *     element the CPU's dropout value plus out, separately rounded).
@@ -166,11 +166,12 @@ static void test_forward(void) {
 
 /* ---- lora_backward --------------------------------------------------------------------------- */
 
-static void one_backward(int N, int Cc, int r, int OC, float scale, dspy_dtype dxdt, float beta) {
+/* with_dx false: lora_backward gets no dx (none) and must still form du, gA and gB. */
+static void one_backward(int N, int Cc, int r, int OC, float scale, dspy_dtype dxdt, float beta, bool with_dx) {
     char what[160];
     char tag[64];
-    snprintf(tag, sizeof tag, "N=%d C=%d r=%d OC=%d %s beta %g", N, Cc, r, OC, dxdt == B16 ? "BF16 dx" : "F32 dx",
-             (double)beta);
+    snprintf(tag, sizeof tag, "N=%d C=%d r=%d OC=%d %s beta %g", N, Cc, r, OC,
+             !with_dx ? "no dx" : dxdt == B16 ? "BF16 dx" : "F32 dx", (double)beta);
     float *dy = rnd((size_t)N * OC, 1, true), *x = rnd((size_t)N * Cc, 1, true), *u = rnd((size_t)N * r, 1, true);
     float *A = rnd((size_t)r * Cc, 0.2f, true), *B = rnd((size_t)OC * r, 0.2f, true);
     float *gA0 = rnd((size_t)r * Cc, 1, false), *gB0 = rnd((size_t)OC * r, 1, false);
@@ -178,10 +179,12 @@ static void one_backward(int N, int Cc, int r, int OC, float scale, dspy_dtype d
     dspy_tensor gdy = up(dy, (int64_t)N * OC, B16), gx = up(x, (int64_t)N * Cc, B16), gu = up(u, (int64_t)N * r, B16);
     dspy_tensor ga = up(A, (int64_t)r * Cc, B16), gb = up(B, (int64_t)OC * r, B16);
     dspy_tensor gga = up(gA0, (int64_t)r * Cc, F32), ggb = up(gB0, (int64_t)OC * r, F32);
-    dspy_tensor gdx = beta == 0.0f ? poisoned((int64_t)N * Cc, dxdt) : up(dx0, (int64_t)N * Cc, dxdt);
+    dspy_tensor gdx = !with_dx        ? NONE
+                      : beta == 0.0f ? poisoned((int64_t)N * Cc, dxdt)
+                                     : up(dx0, (int64_t)N * Cc, dxdt);
     dspy_tensor gdu = poisoned((int64_t)N * r, B16);
     CHECK_OK(G->ops->lora_backward(G, gdx, gga, ggb, gdu, gdy, gx, gu, ga, gb, N, Cc, r, OC, scale, beta));
-    float *du = down(gdu), *hga = down(gga), *hgb = down(ggb), *hdx = down(gdx);
+    float *du = down(gdu), *hga = down(gga), *hgb = down(ggb), *hdx = with_dx ? down(gdx) : NULL;
     /* du = scale * dy B: the CPU's dgrad with w = B */
     float *duref = calloc((size_t)N * r, sizeof(float));
     CHECK_OK(C->ops->linear_backward(C, HF(duref, N * r), NONE, NONE, HF(dy, N * OC), NONE, HF(B, OC * r), N, r, OC));
@@ -198,22 +201,27 @@ static void one_backward(int N, int Cc, int r, int OC, float scale, dspy_dtype d
     expect_close(what, hga, garef, (size_t)r * Cc, 1e-5);
     snprintf(what, sizeof what, "lora_backward %s gB", tag);
     expect_close(what, hgb, gbref, (size_t)OC * r, 1e-5);
-    snprintf(what, sizeof what, "lora_backward %s dx", tag);
-    if (dxdt == B16) expect_bf16_of(what, hdx, dxref, beta == 0.0f ? NULL : dx0, (size_t)N * Cc);
-    else expect_close(what, hdx, dxref, (size_t)N * Cc, 1e-5);
+    if (with_dx) {
+        snprintf(what, sizeof what, "lora_backward %s dx", tag);
+        if (dxdt == B16) expect_bf16_of(what, hdx, dxref, beta == 0.0f ? NULL : dx0, (size_t)N * Cc);
+        else expect_close(what, hdx, dxref, (size_t)N * Cc, 1e-5);
+    }
     free(dy), free(x), free(u), free(A), free(B), free(gA0), free(gB0), free(dx0);
     free(du), free(hga), free(hgb), free(hdx), free(duref), free(garef), free(gbref), free(dxref);
     dev_free(gdy), dev_free(gx), dev_free(gu), dev_free(ga), dev_free(gb), dev_free(gga), dev_free(ggb);
-    dev_free(gdx), dev_free(gdu);
+    if (with_dx) dev_free(gdx);
+    dev_free(gdu);
 }
 
 static void test_backward(void) {
-    one_backward(37, 72, 4, 1001, 2.0f, F32, 0.0f);
-    one_backward(37, 72, 4, 1001, 0.5f, F32, 1.0f);
-    one_backward(37, 72, 4, 1001, 2.0f, B16, 0.0f);
-    one_backward(41, 2048, 32, 8192, 2.0f, B16, 1.0f);
-    one_backward(5, 33, 1, 7, 3.0f, F32, 1.0f);
-    one_backward(300, 2048, 32, 512, 2.0f, F32, 1.0f);
+    one_backward(37, 72, 4, 1001, 2.0f, F32, 0.0f, true);
+    one_backward(37, 72, 4, 1001, 0.5f, F32, 1.0f, true);
+    one_backward(37, 72, 4, 1001, 2.0f, B16, 0.0f, true);
+    one_backward(41, 2048, 32, 8192, 2.0f, B16, 1.0f, true);
+    one_backward(5, 33, 1, 7, 3.0f, F32, 1.0f, true);
+    one_backward(300, 2048, 32, 512, 2.0f, F32, 1.0f, true);
+    one_backward(37, 72, 4, 1001, 2.0f, F32, 0.0f, false); /* the trainer's first layer under LoRA */
+    one_backward(300, 2048, 32, 512, 2.0f, F32, 0.0f, false);
 }
 
 /* ---- dropout_acc ----------------------------------------------------------------------------- */

@@ -48,7 +48,7 @@ dspy_status dspy_cu_lora_backward(dspy_backend *be, dspy_tensor dx, dspy_tensor 
                                   int C, int r, int OC, float scale, float beta_dx) {
     CU_ENTER(be);
     const char *op = "lora_backward";
-    CU_NEED2(op, "dx", dx, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)N * C);
+    if (dx.data) CU_NEED2(op, "dx", dx, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)N * C);
     CU_NEED(op, "gA", gA, DSPY_DTYPE_F32, (int64_t)r * C);
     CU_NEED(op, "gB", gB, DSPY_DTYPE_F32, (int64_t)OC * r);
     CU_NEED(op, "du", du, DSPY_DTYPE_BF16, (int64_t)N * r);
@@ -65,7 +65,8 @@ dspy_status dspy_cu_lora_backward(dspy_backend *be, dspy_tensor dx, dspy_tensor 
     const bool dx16 = dx.dtype == DSPY_DTYPE_BF16;
     if (OC == 0) { /* dy is empty: du = 0, so dx = beta dx and gA += 0 */
         DSPY_TRY(dspy_cu_fill(be, dspy_tensor_slice(du, 0, (int64_t)N * r), 0.0f));
-        return beta_dx == 0.0f && C > 0 ? dspy_cu_fill(be, dspy_tensor_slice(dx, 0, (int64_t)N * C), 0.0f) : DSPY_OK;
+        return dx.data && beta_dx == 0.0f && C > 0 ? dspy_cu_fill(be, dspy_tensor_slice(dx, 0, (int64_t)N * C), 0.0f)
+                                                   : DSPY_OK;
     }
     /* du: linear's dgrad with w = B (D (r, N) = B (r, OC) @ dy (OC, N)) */
     DSPY_TRY(dspy_cu_train_gemm(be, "lora_backward (du)", TAG_DU, r, N, OC, false, false, scale, 0.0f, B.data, dy.data,
@@ -77,6 +78,7 @@ dspy_status dspy_cu_lora_backward(dspy_backend *be, dspy_tensor dx, dspy_tensor 
     /* gA += du^T x: D (C, r) = x (C, N) @ du^T */
     DSPY_TRY(dspy_cu_train_gemm(be, "lora_backward (gA)", TAG_GA, C, r, N, false, true, 1.0f, 1.0f, x.data, du.data,
                                 gA.data, false));
+    if (!dx.data) return DSPY_OK; /* no input gradient asked for */
     /* dx (+)= du A: D (C, N) = A (C, r) @ du (r, N) */
     return dspy_cu_train_gemm(be, "lora_backward (dx)", TAG_DX, C, N, r, false, false, 1.0f, beta_dx, A.data, du.data,
                               dx.data, dx16);
@@ -89,19 +91,20 @@ __device__ __forceinline__ float ld_any(const void *p, int64_t i, bool b16) {
 }
 
 /* One element: keep(key, i) ? x * s : 0, plus o when acc, separately rounded (no fused
- * multiply-add): the CPU's dropout, then the add. */
-__device__ __forceinline__ float drop1(float x, float o, int64_t i, float p, float s, uint64_t key, bool acc) {
-    float v = dspy_dropout_keep(key, i, p) ? __fmul_rn(x, s) : 0.0f;
+ * multiply-add): the CPU's dropout, then the add. thr: dspy_dropout_threshold(p), the mask test in
+ * integers. */
+__device__ __forceinline__ float drop1(float x, float o, int64_t i, uint32_t thr, float s, uint64_t key, bool acc) {
+    float v = dspy_dropout_bits(key, i) >= thr ? __fmul_rn(x, s) : 0.0f;
     return acc ? __fadd_rn(v, o) : v;
 }
 
 /* out (n) = or += dropout(inp), each of out and inp F32 or BF16 (o16, i16), one element per step.
  * The element is read before it is written, so out may be inp. */
-static __global__ void k_dropout_acc(void *out, const void *inp, int64_t n, float p, float s, uint64_t key, bool acc,
-                                     bool o16, bool i16) {
+static __global__ void k_dropout_acc(void *out, const void *inp, int64_t n, uint32_t thr, float s, uint64_t key,
+                                     bool acc, bool o16, bool i16) {
     griddep_wait();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        float v = drop1(ld_any(inp, i, i16), acc ? ld_any(out, i, o16) : 0.0f, i, p, s, key, acc);
+        float v = drop1(ld_any(inp, i, i16), acc ? ld_any(out, i, o16) : 0.0f, i, thr, s, key, acc);
         if (o16) ((bf16 *)out)[i] = f2bf(v);
         else ((float *)out)[i] = v;
     }
@@ -134,13 +137,14 @@ __device__ __forceinline__ void st8(float *p, const float v[8]) {
 /* The same 8 elements a step, out and inp 16-byte aligned, n8 = n / 8 (n a multiple of 8): the
  * trainer's (T, in) activations, where 16-byte accesses keep the pass at memory speed. */
 template <typename OT, typename IT>
-static __global__ void k_dropout_acc8(OT *out, const IT *inp, int64_t n8, float p, float s, uint64_t key, bool acc) {
+static __global__ void k_dropout_acc8(OT *out, const IT *inp, int64_t n8, uint32_t thr, float s, uint64_t key,
+                                      bool acc) {
     griddep_wait();
     for (int64_t v = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; v < n8; v += (int64_t)gridDim.x * blockDim.x) {
         float x[8], o[8] = {0};
         ld8(inp + 8 * v, x);
         if (acc) ld8(out + 8 * v, o);
-        for (int k = 0; k < 8; k++) o[k] = drop1(x[k], o[k], 8 * v + k, p, s, key, acc);
+        for (int k = 0; k < 8; k++) o[k] = drop1(x[k], o[k], 8 * v + k, thr, s, key, acc);
         st8(out + 8 * v, o);
     }
 }
@@ -157,22 +161,23 @@ dspy_status dspy_cu_dropout_acc(dspy_backend *be, dspy_tensor out, dspy_tensor i
         return dspy_fail(DSPY_ERR_ARG, "cuda %s: out is inp with another dtype", op);
     if (out.n == 0) return DSPY_OK;
     float s = 1.0f / (1.0f - p); /* on the host, exactly as the CPU's dropout computes it */
+    const uint32_t thr = dspy_dropout_threshold(p);
     const bool o16 = out.dtype == DSPY_DTYPE_BF16, i16 = inp.dtype == DSPY_DTYPE_BF16;
     if (out.n % 8 == 0 && ((uintptr_t)out.data | (uintptr_t)inp.data) % 16 == 0) {
         const int64_t n8 = out.n / 8;
         const unsigned g = tr_grid(n8);
         if (o16 && i16)
             return cu_launch(be, op, k_dropout_acc8<bf16, bf16>, g, 256, 0, (bf16 *)out.data, (const bf16 *)inp.data,
-                             n8, p, s, key, accumulate);
+                             n8, thr, s, key, accumulate);
         if (o16)
             return cu_launch(be, op, k_dropout_acc8<bf16, float>, g, 256, 0, (bf16 *)out.data, (const float *)inp.data,
-                             n8, p, s, key, accumulate);
+                             n8, thr, s, key, accumulate);
         if (i16)
             return cu_launch(be, op, k_dropout_acc8<float, bf16>, g, 256, 0, (float *)out.data, (const bf16 *)inp.data,
-                             n8, p, s, key, accumulate);
+                             n8, thr, s, key, accumulate);
         return cu_launch(be, op, k_dropout_acc8<float, float>, g, 256, 0, (float *)out.data, (const float *)inp.data,
-                         n8, p, s, key, accumulate);
+                         n8, thr, s, key, accumulate);
     }
-    return cu_launch(be, op, k_dropout_acc, tr_grid(out.n), 256, 0, out.data, (const void *)inp.data, out.n, p, s, key,
-                     accumulate, o16, i16);
+    return cu_launch(be, op, k_dropout_acc, tr_grid(out.n), 256, 0, out.data, (const void *)inp.data, out.n, thr, s,
+                     key, accumulate, o16, i16);
 }
