@@ -361,8 +361,8 @@ typedef struct dspy_ops {
      * for that shape (CUDA: cuDNN's, for BF16 q, k, v of head size 64 or 128 without a prefix);
      * calls with another start array or T, or none given, run the backend's own kernels. With
      * start.data NULL it is the planning call (before any step, outside a capture): scratch for
-     * up to T rows at the backend plan's NH and HS. The caller gives a layout again whenever
-     * start's contents change. */
+     * up to T rows at the backend plan's NH and HS (T 0: forget the layout given last). The
+     * caller gives a layout again whenever start's contents change. */
     dspy_status (*attention_train_layout)(dspy_backend *be, dspy_tensor start, int T, int nseg, int max_len);
 } dspy_ops;
 

@@ -689,8 +689,10 @@ dspy_status dspy_cu_sdpa_layout(dspy_backend *be, dspy_tensor start, int T, int 
         return dspy_fail(DSPY_ERR_BACKEND, "cuda attention_train_layout: DSPY_CUDA_CUDNN_ATTN=1 but cuDNN cannot be "
                                            "used: %s", cu_of(be)->sdpa ? cu_of(be)->sdpa->why : "out of memory");
     if (!c) return DSPY_OK; /* the own kernels need no layout */
-    if (!start.data) { /* the planning form: scratch for T rows, before any step */
-        if (T < 1) return dspy_fail(DSPY_ERR_ARG, "cuda attention_train_layout: planning for T=%d rows", T);
+    if (!start.data) { /* the planning form: scratch for T rows, before any step; T 0 forgets the layout */
+        c->start = NULL;
+        if (T == 0) return DSPY_OK;
+        if (T < 0) return dspy_fail(DSPY_ERR_ARG, "cuda attention_train_layout: planning for T=%d rows", T);
         if (cu_of(be)->capturing)
             return dspy_fail(DSPY_ERR_STATE, "cuda attention_train_layout: planning inside a capture");
         return sdpa_reserve(be, c, T);

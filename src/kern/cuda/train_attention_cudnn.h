@@ -21,7 +21,8 @@ struct cu_sdpa;
  * receive: nseg examples, the longest max_len tokens (kern/ops.h attention_train_layout). Derives
  * the per-example lengths and offsets on the device from start (no host round trip). With
  * start.data NULL: the planning form, scratch for up to T rows at the backend plan's NH and HS
- * (the trainer calls it when it plans; a layout for more rows than planned runs the own kernels). */
+ * (the trainer calls it when it plans; a layout for more rows than planned runs the own kernels);
+ * start.data NULL and T 0 forgets the layout. */
 dspy_status dspy_cu_sdpa_layout(dspy_backend *be, dspy_tensor start, int T, int nseg, int max_len);
 
 /* Whether the fused path takes this call: cuDNN loaded and on, BF16, HS 64 or 128, no prefix,
