@@ -431,7 +431,9 @@ dspy_status dspy_cu_attention_train(dspy_backend *be, dspy_tensor out, dspy_tens
     DSPY_TRY(check_heads(op, T, NH, NKV, HS, prefix));
     if (T == 0) return DSPY_OK;
     const void *fa_ptrs[] = {out.data, q.data, k.data, v.data};
-    if (it == DSPY_DTYPE_BF16 && dspy_cu_sdpa_takes(be, start.data, prefix, T, HS, fa_ptrs, 4))
+    bool fused = false;
+    if (it == DSPY_DTYPE_BF16) DSPY_TRY(dspy_cu_sdpa_route(be, false, start.data, prefix, T, NH, NKV, HS, fa_ptrs, 4, &fused));
+    if (fused)
         return dspy_cu_sdpa_fwd(be, (float *)out.data, (float *)lse.data, (const bf16 *)q.data, (const bf16 *)k.data,
                                 (const bf16 *)v.data, T, NH, NKV, HS);
     if (it == DSPY_DTYPE_BF16 && dspy_cu_train_fa_fits(T, HS, fa_ptrs, 4))
@@ -493,7 +495,10 @@ dspy_status dspy_cu_attention_train_backward(dspy_backend *be, dspy_tensor dq, d
         const char *a0 = (const char *)ins[i].data, *a1 = a0 + (size_t)ins[i].n * dspy_dtype_size(ins[i].dtype);
         if (a0 < q1 && a1 > q0) dq_alone = false;
     }
-    if (it == DSPY_DTYPE_BF16 && dq_alone && dspy_cu_sdpa_takes(be, start.data, prefix, T, HS, fa_ptrs, 8))
+    bool fused = false;
+    if (it == DSPY_DTYPE_BF16 && dq_alone)
+        DSPY_TRY(dspy_cu_sdpa_route(be, true, start.data, prefix, T, NH, NKV, HS, fa_ptrs, 8, &fused));
+    if (fused)
         return dspy_cu_sdpa_bwd(be, (float *)dq.data, (float *)dk.data, (float *)dv.data, g, o, l,
                                 (const bf16 *)q.data, (const bf16 *)k.data, (const bf16 *)v.data, T, NH, NKV, HS);
     if (it == DSPY_DTYPE_BF16 && dq_alone && dspy_cu_train_fa_fits(T, HS, fa_ptrs, 8))

@@ -77,6 +77,7 @@ enum {
 /* One finalized graph with its plan; every descriptor kept alive until the entry is dropped. */
 struct sdpa_graph {
     bool used, bwd, wide; /* wide: O (forward) or dK, dV (backward) written in F32 directly */
+    bool refused;         /* cuDNN had no plan for the key: the own kernels run it */
     int B, S, NH, NKV, HS;
     cdesc all[SDPA_DESCS];
     int nall;
@@ -89,6 +90,7 @@ struct sdpa_graph {
 struct cu_sdpa {
     sdpa_api api;
     bool tried, loaded, disabled; /* tried loading; loaded; off by DSPY_CUDA_CUDNN_ATTN=0 */
+    bool required;                /* DSPY_CUDA_CUDNN_ATTN=1 at the last layout: a graph without a plan is an error */
     char why[200];           /* why cuDNN is not used (load failure) */
     cudnnHandle_t h;
     /* the layout of dspy_cu_sdpa_layout */
@@ -531,6 +533,7 @@ static dspy_status graph_plan(gbuild *b) {
 /* Builds (wide first, then BF16 outputs) and plans the graph for the key. */
 static dspy_status graph_build(cu_sdpa *c, sdpa_graph *g, bool bwd, int B, int S, int NH, int NKV, int HS) {
     dspy_status st = DSPY_OK;
+    char first[400] = ""; /* the F32 attempt's failure, said with the BF16 one's */
     for (int wide = 1; wide >= 0; wide--) {
         graph_drop(c, g);
         g->bwd = bwd, g->wide = wide, g->B = B, g->S = S, g->NH = NH, g->NKV = NKV, g->HS = HS;
@@ -544,9 +547,14 @@ static dspy_status graph_build(cu_sdpa *c, sdpa_graph *g, bool bwd, int B, int S
             g->used = true;
             return DSPY_OK;
         }
+        if (wide) snprintf(first, sizeof first, "%s", dspy_errmsg());
     }
     graph_drop(c, g);
-    return st;
+    char second[400];
+    snprintf(second, sizeof second, "%s", dspy_errmsg()); /* dspy_fail writes the message buffer */
+    return dspy_fail(st, "cuda cudnn attention: the %s graph (B=%d S=%d NH=%d NKV=%d HS=%d) has no plan; with F32 "
+                         "outputs: %s; with BF16 outputs: %s", bwd ? "backward" : "forward", B, S, NH, NKV, HS, first,
+                     second);
 }
 
 /* The cached graph for the key, built at first use. */
@@ -567,8 +575,14 @@ static dspy_status graph_get(dspy_backend *be, cu_sdpa *c, bool bwd, int NH, int
     if (cu_of(be)->capturing)
         return dspy_fail(DSPY_ERR_STATE, "cuda cudnn attention: a new graph (B=%d S=%d) is needed inside a capture; "
                                          "run the shape once before capturing", B, S);
-    DSPY_TRY(graph_build(c, g, bwd, B, S, NH, NKV, HS));
+    dspy_status st = graph_build(c, g, bwd, B, S, NH, NKV, HS);
     g->last_use = ++c->clock;
+    if (st && !c->required) { /* remembered: the own kernels take this key from now on */
+        g->used = g->refused = true, g->bwd = bwd, g->B = B, g->S = S, g->NH = NH, g->NKV = NKV, g->HS = HS;
+        *out = g;
+        return DSPY_OK;
+    }
+    if (st) return st;
     if ((size_t)g->ws > c->ws_bytes) { /* the fused engines ask for little or none; grown once */
         void *nw = NULL;
         DSPY_TRY(dspy_cu_check(be, cudaMalloc(&nw, (size_t)g->ws), "cudnn attention workspace"));
@@ -594,7 +608,9 @@ static dspy_status graph_run(dspy_backend *be, cu_sdpa *c, sdpa_graph *g, const 
     if (vp) c->api.destroy_desc(vp);
     if (!st) return DSPY_OK;
     dspy_status e = sdpa_fail(c, st, what);
-    return dspy_cu_fail(be, e, "%s", dspy_errmsg());
+    char msg[480];
+    snprintf(msg, sizeof msg, "%s", dspy_errmsg());
+    return dspy_cu_fail(be, e, "%s", msg);
 }
 
 /* ---- layout and conversion kernels ------------------------------------------------------- */
@@ -685,6 +701,7 @@ dspy_status dspy_cu_sdpa_layout(dspy_backend *be, dspy_tensor start, int T, int 
     CU_ENTER(be);
     cu_sdpa *c = sdpa_of(be);
     const char *env = getenv("DSPY_CUDA_CUDNN_ATTN");
+    if (c) c->required = env && strcmp(env, "1") == 0;
     if (!c && env && strcmp(env, "1") == 0) /* required: say why it cannot be used */
         return dspy_fail(DSPY_ERR_BACKEND, "cuda attention_train_layout: DSPY_CUDA_CUDNN_ATTN=1 but cuDNN cannot be "
                                            "used: %s", cu_of(be)->sdpa ? cu_of(be)->sdpa->why : "out of memory");
@@ -711,16 +728,6 @@ dspy_status dspy_cu_sdpa_layout(dspy_backend *be, dspy_tensor start, int T, int 
     return DSPY_OK;
 }
 
-bool dspy_cu_sdpa_takes(dspy_backend *be, const void *start, int prefix, int T, int HS, const void *const *ptrs, int n) {
-    cuda_state *s = cu_of(be);
-    if (!s->sdpa || !s->sdpa->loaded || s->sdpa->disabled) return false;
-    cu_sdpa *c = s->sdpa;
-    if (prefix != 0 || (HS != 64 && HS != 128) || !c->start || c->start != start || c->T != T) return false;
-    for (int i = 0; i < n; i++)
-        if ((uintptr_t)ptrs[i] % 16) return false;
-    return true;
-}
-
 /* The offsets for these heads (once per layout). */
 static dspy_status sdpa_heads(dspy_backend *be, cu_sdpa *c, int NH, int NKV, int HS) {
     if (c->heads[0] == NH && c->heads[1] == NKV && c->heads[2] == HS) return DSPY_OK;
@@ -730,6 +737,21 @@ static dspy_status sdpa_heads(dspy_backend *be, cu_sdpa *c, int NH, int NKV, int
     DSPY_TRY(cu_launch(be, "cudnn attention offsets", k_sdpa_offsets, cu_blocks(c->nseg + 1, 256), 256, 0, c->off,
                        (const int32_t *)c->seg, c->nseg, c->cap, NH, NKV, HS));
     c->heads[0] = NH, c->heads[1] = NKV, c->heads[2] = HS;
+    return DSPY_OK;
+}
+
+dspy_status dspy_cu_sdpa_route(dspy_backend *be, bool bwd, const void *start, int prefix, int T, int NH, int NKV,
+                               int HS, const void *const *ptrs, int n, bool *take) {
+    *take = false;
+    cuda_state *s = cu_of(be);
+    cu_sdpa *c = s->sdpa;
+    if (!c || !c->loaded || c->disabled || !c->start || c->start != start || c->T != T) return DSPY_OK;
+    if (prefix != 0 || (HS != 64 && HS != 128)) return DSPY_OK;
+    for (int i = 0; i < n; i++)
+        if ((uintptr_t)ptrs[i] % 16) return DSPY_OK;
+    sdpa_graph *g = NULL;
+    DSPY_TRY(graph_get(be, c, bwd, NH, NKV, HS, &g));
+    *take = !g->refused;
     return DSPY_OK;
 }
 
@@ -804,9 +826,26 @@ dspy_status dspy_cu_sdpa_layout(dspy_backend *be, dspy_tensor start, int T, int 
     return DSPY_OK;
 }
 
-bool dspy_cu_sdpa_takes(dspy_backend *be, const void *start, int prefix, int T, int HS, const void *const *ptrs, int n) {
-    (void)be, (void)start, (void)prefix, (void)T, (void)HS, (void)ptrs, (void)n;
-    return false;
+dspy_status dspy_cu_sdpa_route(dspy_backend *be, bool bwd, const void *start, int prefix, int T, int NH, int NKV,
+                               int HS, const void *const *ptrs, int n, bool *take) {
+    (void)be, (void)bwd, (void)start, (void)prefix, (void)T, (void)NH, (void)NKV, (void)HS, (void)ptrs, (void)n;
+    *take = false;
+    return DSPY_OK;
+}
+
+dspy_status dspy_cu_sdpa_route(dspy_backend *be, bool bwd, const void *start, int prefix, int T, int NH, int NKV,
+                               int HS, const void *const *ptrs, int n, bool *take) {
+    *take = false;
+    cuda_state *s = cu_of(be);
+    cu_sdpa *c = s->sdpa;
+    if (!c || !c->loaded || c->disabled || !c->start || c->start != start || c->T != T) return DSPY_OK;
+    if (prefix != 0 || (HS != 64 && HS != 128)) return DSPY_OK;
+    for (int i = 0; i < n; i++)
+        if ((uintptr_t)ptrs[i] % 16) return DSPY_OK;
+    sdpa_graph *g = NULL;
+    DSPY_TRY(graph_get(be, c, bwd, NH, NKV, HS, &g));
+    *take = !g->refused;
+    return DSPY_OK;
 }
 
 dspy_status dspy_cu_sdpa_fwd(dspy_backend *be, float *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,

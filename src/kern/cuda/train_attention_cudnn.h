@@ -25,9 +25,12 @@ struct cu_sdpa;
  * start.data NULL and T 0 forgets the layout. */
 dspy_status dspy_cu_sdpa_layout(dspy_backend *be, dspy_tensor start, int T, int nseg, int max_len);
 
-/* Whether the fused path takes this call: cuDNN loaded and on, BF16, HS 64 or 128, no prefix,
- * aligned tensors, and a layout given for this start array and T. */
-bool dspy_cu_sdpa_takes(dspy_backend *be, const void *start, int prefix, int T, int HS, const void *const *ptrs, int n);
+/* Whether the fused path takes this call (*take): cuDNN loaded and on, BF16, HS 64 or 128, no
+ * prefix, 16-byte aligned ptrs[n], a layout given for this start array and T, and a plan for the
+ * key (built here at first use; a key cuDNN has no plan for is remembered and goes to the own
+ * kernels, or is an error under DSPY_CUDA_CUDNN_ATTN=1). */
+dspy_status dspy_cu_sdpa_route(dspy_backend *be, bool bwd, const void *start, int prefix, int T, int NH, int NKV,
+                               int HS, const void *const *ptrs, int n, bool *take);
 
 /* out (T, NH, HS) F32, lse (T, NH) F32 (natural log of the scaled scores' sum, as the own
  * kernels) from BF16 q (T, NH, HS), k, v (T, NKV, HS). */
