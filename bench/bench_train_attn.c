@@ -198,7 +198,8 @@ int main(int argc, char **argv) {
     dspy_backend *be = NULL;
     dspy_backend_plan plan = {16384, 16384, 64, 0, NH, HS, 0};
     if (dspy_backend_new((dspy_device){DSPY_DEVICE_CUDA, 0}, &plan, &be)) return fail("backend (no GPU?)");
-    if (be->ops->attention_train_layout && be->ops->attention_train_layout(be, T_(NULL, 0, DSPY_DTYPE_I32), 16384, 0, 0))
+    const dspy_ops *ops = be->ops;
+    if (ops->attention_train_layout && ops->attention_train_layout(be, T_(NULL, 0, DSPY_DTYPE_I32), 16384, 0, 0))
         return fail("planning the fused attention");
     row rows[4 * MAX_VARIANTS];
     int nrows = 0, rc = 1;

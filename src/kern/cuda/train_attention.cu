@@ -432,7 +432,8 @@ dspy_status dspy_cu_attention_train(dspy_backend *be, dspy_tensor out, dspy_tens
     if (T == 0) return DSPY_OK;
     const void *fa_ptrs[] = {out.data, q.data, k.data, v.data};
     bool fused = false;
-    if (it == DSPY_DTYPE_BF16) DSPY_TRY(dspy_cu_sdpa_route(be, false, start.data, prefix, T, NH, NKV, HS, fa_ptrs, 4, &fused));
+    if (it == DSPY_DTYPE_BF16)
+        DSPY_TRY(dspy_cu_sdpa_route(be, false, start.data, prefix, T, NH, NKV, HS, fa_ptrs, 4, &fused));
     if (fused)
         return dspy_cu_sdpa_fwd(be, (float *)out.data, (float *)lse.data, (const bf16 *)q.data, (const bf16 *)k.data,
                                 (const bf16 *)v.data, T, NH, NKV, HS);
