@@ -631,7 +631,7 @@ static dspy_status graph_run(dspy_backend *be, cu_sdpa *c, sdpa_graph *g, const 
 
 /* One block: the example starts (start[t] == t opens an example) in order, their lengths, and
  * the longest; seg holds (cap + 1) starts then (cap) lengths. */
-__global__ void k_sdpa_layout(int32_t *seg, const int32_t *start, int T, int cap) {
+static __global__ void k_sdpa_layout(int32_t *seg, const int32_t *start, int T, int cap) {
     __shared__ int counts[1024];
     griddep_wait();
     const int per = (T + blockDim.x - 1) / blockDim.x, t0 = threadIdx.x * per;
@@ -656,7 +656,7 @@ __global__ void k_sdpa_layout(int32_t *seg, const int32_t *start, int T, int cap
 }
 
 /* off (3, nseg + 1): the example starts times NH x HS, NKV x HS, NH. */
-__global__ void k_sdpa_offsets(int64_t *off, const int32_t *seg, int nseg, int cap, int NH, int NKV, int HS) {
+static __global__ void k_sdpa_offsets(int64_t *off, const int32_t *seg, int nseg, int cap, int NH, int NKV, int HS) {
     griddep_wait();
     for (int b = threadIdx.x + blockIdx.x * blockDim.x; b <= nseg; b += blockDim.x * gridDim.x) {
         int64_t s0 = seg[b];
@@ -664,13 +664,13 @@ __global__ void k_sdpa_offsets(int64_t *off, const int32_t *seg, int nseg, int c
     }
 }
 
-__global__ void k_sdpa_widen(float *dst, const bf16 *src, int64_t n) {
+static __global__ void k_sdpa_widen(float *dst, const bf16 *src, int64_t n) {
     griddep_wait();
     for (int64_t i = threadIdx.x + (int64_t)blockIdx.x * blockDim.x; i < n; i += (int64_t)blockDim.x * gridDim.x)
         dst[i] = __bfloat162float(src[i]);
 }
 
-__global__ void k_sdpa_narrow2(bf16 *d1, const float *s1, bf16 *d2, const float *s2, int64_t n) {
+static __global__ void k_sdpa_narrow2(bf16 *d1, const float *s1, bf16 *d2, const float *s2, int64_t n) {
     griddep_wait();
     for (int64_t i = threadIdx.x + (int64_t)blockIdx.x * blockDim.x; i < n; i += (int64_t)blockDim.x * gridDim.x) {
         d1[i] = __float2bfloat16(s1[i]);
