@@ -16,7 +16,11 @@
  * between two waits (the launch gaps are ~us against passes of ~100 us). dk/dv alone
  * is (prep + dk/dv) - prep (DSPY_CUDA_FA_PARTS), as dk/dv reads what prep writes.
  *
- * Usage: bench_train_attn [--variants 00,10,...] [--shapes t1,packed,odd,t2] [--reps 20]
+ * The variant "cudnn" is cuDNN's fused attention (train_attention_cudnn.cu): the layout is given
+ * (attention_train_layout) for a second copy of the start array that only that variant passes, so
+ * the other variants run the own kernels; its prep, dk/dv and dq columns are not split (0).
+ *
+ * Usage: bench_train_attn [--variants -,cudnn,00,10,...] [--shapes t1,packed,odd,t2] [--reps 20]
  * Prints one JSON object per (shape, variant) ({"bench": "train_attn", ...}), then a table.
  */
 #include <math.h>
@@ -60,7 +64,7 @@ typedef struct {
     int T;
     void *q, *k, *v;
     float *out, *lse, *dout, *dq, *dk, *dv;
-    int32_t *start;
+    int32_t *start, *start2; /* start2: the same, the array the cudnn variant passes */
     double pairs; /* visible (row, key) pairs of one head */
 } bufs;
 
@@ -68,10 +72,13 @@ typedef struct {
 #define NQ ((size_t)b->T * NH * HS)
 #define NK ((size_t)b->T * NKV * HS)
 
+static int g_cudnn; /* the cudnn variant runs: pass start2 */
+#define START(b) (g_cudnn ? (b)->start2 : (b)->start)
+
 static int run_fwd(dspy_backend *be, bufs *b, const shape *s) {
     return (int)be->ops->attention_train(be, T_(b->out, NQ, DSPY_DTYPE_F32), T_(b->lse, (size_t)b->T * NH, DSPY_DTYPE_F32),
                                          T_(b->q, NQ, DSPY_DTYPE_BF16), T_(b->k, NK, DSPY_DTYPE_BF16),
-                                         T_(b->v, NK, DSPY_DTYPE_BF16), T_(b->start, b->T, DSPY_DTYPE_I32), s->prefix,
+                                         T_(b->v, NK, DSPY_DTYPE_BF16), T_(START(b), b->T, DSPY_DTYPE_I32), s->prefix,
                                          b->T, NH, NKV, HS);
 }
 
@@ -80,7 +87,7 @@ static int run_bwd(dspy_backend *be, bufs *b, const shape *s) {
         be, T_(b->dq, NQ, DSPY_DTYPE_F32), T_(b->dk, NK, DSPY_DTYPE_F32), T_(b->dv, NK, DSPY_DTYPE_F32),
         T_(b->dout, NQ, DSPY_DTYPE_F32), T_(b->out, NQ, DSPY_DTYPE_F32), T_(b->lse, (size_t)b->T * NH, DSPY_DTYPE_F32),
         T_(b->q, NQ, DSPY_DTYPE_BF16), T_(b->k, NK, DSPY_DTYPE_BF16), T_(b->v, NK, DSPY_DTYPE_BF16),
-        T_(b->start, b->T, DSPY_DTYPE_I32), s->prefix, b->T, NH, NKV, HS);
+        T_(START(b), b->T, DSPY_DTYPE_I32), s->prefix, b->T, NH, NKV, HS);
 }
 
 /* Median ms of one call of fwd (which 0) or bwd (1) under DSPY_CUDA_FA_PARTS=parts. */
@@ -129,7 +136,7 @@ static int setup(dspy_backend *be, bufs *b, const shape *s) {
         o->alloc(be, nq * 4, (void **)&b->out) || o->alloc(be, (size_t)T * NH * 4, (void **)&b->lse) ||
         o->alloc(be, nq * 4, (void **)&b->dout) || o->alloc(be, nq * 4, (void **)&b->dq) ||
         o->alloc(be, nk * 4, (void **)&b->dk) || o->alloc(be, nk * 4, (void **)&b->dv) ||
-        o->alloc(be, (size_t)T * 4, (void **)&b->start))
+        o->alloc(be, (size_t)T * 4, (void **)&b->start) || o->alloc(be, (size_t)T * 4, (void **)&b->start2))
         return -1;
     int32_t *st = malloc(sizeof(int32_t) * (size_t)T);
     uint16_t *h = malloc(sizeof(uint16_t) * nq);
@@ -142,6 +149,13 @@ static int setup(dspy_backend *be, bufs *b, const shape *s) {
             b->pairs += (double)(i + 1) + (st[t] < s->prefix ? 0 : s->prefix); /* own keys, then the prefix's */
         }
     int rc = (int)o->copy(be, b->start, st, sizeof(int32_t) * (size_t)T, DSPY_COPY_H2D);
+    if (!rc) rc = (int)o->copy(be, b->start2, st, sizeof(int32_t) * (size_t)T, DSPY_COPY_H2D);
+    int longest = 0;
+    for (int e = 0; e < s->nex; e++) longest = s->lens[e] > longest ? s->lens[e] : longest;
+    if (!rc && o->attention_train_layout) {
+        rc = (int)o->attention_train_layout(be, T_(b->start2, T, DSPY_DTYPE_I32), T, s->nex, longest);
+        if (rc) fprintf(stderr, "bench_train_attn: layout: %s\n", dspy_errmsg());
+    }
     void *dst[3] = {b->q, b->k, b->v};
     size_t ns[3] = {nq, nk, nk};
     float amp[3] = {2.0f, 2.0f, 1.0f};
@@ -156,18 +170,19 @@ static int setup(dspy_backend *be, bufs *b, const shape *s) {
 }
 
 static void release(dspy_backend *be, bufs *b) {
-    void *p[] = {b->q, b->k, b->v, b->out, b->lse, b->dout, b->dq, b->dk, b->dv, b->start};
+    void *p[] = {b->q, b->k, b->v, b->out, b->lse, b->dout, b->dq, b->dk, b->dv, b->start, b->start2};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) be->ops->free(be, p[i]);
 }
 
 typedef struct {
     char shape[16], var[8];
+    double err_out, err_lse, err_dq, err_dk, err_dv; /* each result's max rel diff vs the first variant */
     double fwd, prep, dkdv, dq, bwd, err;
     double tf_fwd, tf_dkdv, tf_dq, tf_bwd;
 } row;
 
 int main(int argc, char **argv) {
-    const char *variants = "00,10,20,01,02,-"; /* one pass changed at a time, then the defaults */
+    const char *variants = "-,cudnn,00,10,20,01,02"; /* the defaults, cuDNN's, one pass changed at a time */
     const char *shapes = "t1,packed,odd,t2";
     int reps = 20;
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -183,6 +198,9 @@ int main(int argc, char **argv) {
     dspy_backend *be = NULL;
     dspy_backend_plan plan = {16384, 16384, 64, 0, NH, HS, 0};
     if (dspy_backend_new((dspy_device){DSPY_DEVICE_CUDA, 0}, &plan, &be)) return fail("backend (no GPU?)");
+    const dspy_ops *ops = be->ops;
+    if (ops->attention_train_layout && ops->attention_train_layout(be, T_(NULL, 0, DSPY_DTYPE_I32), 16384, 0, 0))
+        return fail("planning the fused attention");
     row rows[4 * MAX_VARIANTS];
     int nrows = 0, rc = 1;
     for (int si = 0; si < 4; si++) {
@@ -196,14 +214,20 @@ int main(int argc, char **argv) {
         char vl[256];
         snprintf(vl, sizeof vl, "%s", variants);
         for (char *v = strtok(vl, ","); v && nrows < 4 * MAX_VARIANTS; v = strtok(NULL, ",")) {
-            if (strcmp(v, "-")) setenv("DSPY_CUDA_FA", v, 1);
+            g_cudnn = !strcmp(v, "cudnn");
+            if (strcmp(v, "-") && !g_cudnn) setenv("DSPY_CUDA_FA", v, 1);
             else unsetenv("DSPY_CUDA_FA");
             row *r = &rows[nrows++];
             memset(r, 0, sizeof *r);
             snprintf(r->shape, sizeof r->shape, "%s", s->name);
             snprintf(r->var, sizeof r->var, "%s", v);
             /* results first (the full passes), against the first variant's */
-            if (run_fwd(be, &b, s) || run_bwd(be, &b, s) || be->ops->sync(be)) { fail(v); goto done; }
+            if (run_fwd(be, &b, s) || run_bwd(be, &b, s) || be->ops->sync(be)) {
+                fail(v);
+                if (!g_cudnn || be->ops->sync(be)) goto done;
+                nrows--; /* cuDNN refused the shape (said above): the other variants go on */
+                continue;
+            }
             float *got[5] = {down(be, b.out, rn[0]), down(be, b.lse, rn[1]), down(be, b.dq, rn[2]),
                              down(be, b.dk, rn[3]), down(be, b.dv, rn[4])};
             for (int i = 0; i < 5; i++) {
@@ -211,14 +235,19 @@ int main(int argc, char **argv) {
                 if (!ref[i]) ref[i] = got[i], got[i] = NULL;
                 else {
                     double e = rel_err(got[i], ref[i], rn[i]);
+                    double *ei[5] = {&r->err_out, &r->err_lse, &r->err_dq, &r->err_dk, &r->err_dv};
+                    *ei[i] = e;
                     if (!(e <= r->err)) r->err = e;
                     free(got[i]);
                 }
             }
             r->fwd = time_ms(be, &b, s, 0, "7", reps);
-            r->prep = time_ms(be, &b, s, 1, "1", reps);
-            double pk = time_ms(be, &b, s, 1, "3", reps);
-            r->dq = time_ms(be, &b, s, 1, "4", reps);
+            double pk = 0;
+            if (!g_cudnn) { /* the own kernels' passes apart */
+                r->prep = time_ms(be, &b, s, 1, "1", reps);
+                pk = time_ms(be, &b, s, 1, "3", reps);
+                r->dq = time_ms(be, &b, s, 1, "4", reps);
+            }
             r->bwd = time_ms(be, &b, s, 1, "7", reps);
             if (r->fwd < 0 || r->prep < 0 || pk < 0 || r->dq < 0 || r->bwd < 0) { fail("timing"); goto done; }
             r->dkdv = pk - r->prep;
@@ -227,9 +256,10 @@ int main(int argc, char **argv) {
             r->tf_dq = 6 * f / (r->dq * 1e9), r->tf_bwd = 10 * f / (r->bwd * 1e9);
             printf("{\"bench\": \"train_attn\", \"shape\": \"%s\", \"T\": %d, \"variant\": \"%s\", \"fwd_ms\": %.4f, "
                    "\"prep_ms\": %.4f, \"dkdv_ms\": %.4f, \"dq_ms\": %.4f, \"bwd_ms\": %.4f, \"fwd_tflops\": %.1f, "
-                   "\"dkdv_tflops\": %.1f, \"dq_tflops\": %.1f, \"bwd_tflops\": %.1f, \"max_rel_diff_vs_first\": %.2e}\n",
+                   "\"dkdv_tflops\": %.1f, \"dq_tflops\": %.1f, \"bwd_tflops\": %.1f, \"max_rel_diff_vs_first\": %.2e, "
+                   "\"rel_diff\": {\"out\": %.2e, \"lse\": %.2e, \"dq\": %.2e, \"dk\": %.2e, \"dv\": %.2e}}\n",
                    s->name, b.T, v, r->fwd, r->prep, r->dkdv, r->dq, r->bwd, r->tf_fwd, r->tf_dkdv, r->tf_dq, r->tf_bwd,
-                   r->err);
+                   r->err, r->err_out, r->err_lse, r->err_dq, r->err_dk, r->err_dv);
             fflush(stdout);
         }
         unsetenv("DSPY_CUDA_FA");

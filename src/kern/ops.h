@@ -355,6 +355,16 @@ typedef struct dspy_ops {
      * CUDA: out and inp each F32 or BF16; out may equal inp when both have one dtype. */
     dspy_status (*dropout_acc)(dspy_backend *be, dspy_tensor out, dspy_tensor inp, float p, uint64_t key,
                                bool accumulate);
+
+    /* Optional (CUDA; NULL elsewhere): the host-side layout of the packed sequence whose start
+     * array (T, device) the following attention_train / attention_train_backward calls receive:
+     * nseg examples, the longest max_len tokens. Lets the backend run a fused attention planned
+     * for that shape (CUDA: cuDNN's, for BF16 q, k, v of head size 64 or 128 without a prefix);
+     * calls with another start array or T, or none given, run the backend's own kernels. With
+     * start.data NULL it is the planning call (before any step, outside a capture): scratch for
+     * up to T rows at the backend plan's NH and HS (T 0: forget the layout given last). The
+     * caller gives a layout again whenever start's contents change. */
+    dspy_status (*attention_train_layout)(dspy_backend *be, dspy_tensor start, int T, int nseg, int max_len);
 } dspy_ops;
 
 /* The words of adamw's step constants. */

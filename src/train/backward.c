@@ -150,6 +150,10 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
     if (st) return st;
     dspy_backend_plan plan = {T, T, 1, t->cfg.vocab_size, t->cfg.num_attention_heads, t->cfg.head_dim, 0};
     if ((st = dspy_backend_reserve(be, &plan))) return st;
+    /* the BF16 trainer's fused attention (CUDA: cuDNN's) plans its scratch for T rows here */
+    if (t->bf16 && be->ops->attention_train_layout &&
+        (st = be->ops->attention_train_layout(be, dspy_bt(be, NULL, 0, DSPY_DTYPE_I32), T, 0, 0)))
+        return st;
     dspy_status (*done)(void *, int) = w->layer_done; /* a caller's hook outlives the re-layout */
     void *done_ud = w->layer_done_ud;
     dspy_train_work_free(be, w);
@@ -651,8 +655,18 @@ static dspy_status seq_pass(dspy_trainable *t, const dspy_train_seq *s, bool tra
         return o->sum_rows(be, loss_slots, slot, F(w->loss, 0));
     }
     *Mout = M;
-    DSPY_TRY(o->copy(be, w->iblock, w->stage + (size_t)slot * 5 * (size_t)w->cap, sizeof(int32_t) * 5 * (size_t)w->cap,
-                     DSPY_COPY_H2D));
+    const int32_t *stage = w->stage + (size_t)slot * 5 * (size_t)w->cap;
+    DSPY_TRY(o->copy(be, w->iblock, stage, sizeof(int32_t) * 5 * (size_t)w->cap, DSPY_COPY_H2D));
+    if (t->bf16 && o->attention_train_layout) { /* the examples' count and longest, from the staged starts */
+        const int32_t *start = stage + w->cap;
+        int nseg = 0, longest = 0;
+        for (int i = 0; i < T; i++) {
+            if (start[i] == i) nseg++;
+            int len = i - start[i] + 1;
+            longest = len > longest ? len : longest;
+        }
+        DSPY_TRY(o->attention_train_layout(be, I32(w->start, T), T, nseg, longest));
+    }
     DSPY_TRY(forward_layers(t, s, train));
     dspy_tensor lm_head = F(t->lm_head, (int64_t)V * C), final_norm = F(t->final_norm, C);
     DSPY_TRY(o->gather_rows(be, F(w->sel, M * C), F(w->xfin, T * C), I32(w->rows, M), M, C)); /* sel (M, C) */

@@ -26,6 +26,8 @@
  *     128, the WMMA kernels otherwise and under DSPY_CUDA_TRAIN_ATTN=wmma) against the CPU on the same
  *     BF16-rounded values: out, dq, dk, dv 1e-2 (P, dS and dout are rounded to BF16 inside),
  *     lse 1e-5.
+ *   the same through cuDNN's fused attention (attention_train_layout given; HS 64 and 128, no
+ *     prefix): out, dq, dk, dv 1e-2, lse 1e-5.
  * OVERWRITE outputs are poisoned (NaN) first and must come back finite; += outputs start from
  * random values on both sides, so the comparison checks the accumulation too. Sizes are odd on
  * purpose (T=37, C=72, V=1001, HS 16/64/80/128, GQA, packed sequences whose examples start
@@ -964,6 +966,97 @@ static void test_attention_train_bf16(void) {
     unsetenv("DSPY_CUDA_TRAIN_ATTN");
 }
 
+/* cuDNN's fused attention (train_attention_cudnn.cu; DSPY_CUDA_CUDNN_ATTN=1: cuDNN must load, or
+ * the layout call fails and says why) against the CPU's F32 attention of the same BF16-rounded
+ * q, k, v, after attention_train_layout gave the examples' count and longest: out, dq, dk, dv
+ * 1e-2 (P and dS in BF16 inside, out and dk/dv written through BF16), lse 1e-5 (F32 scores).
+ * The backward starts from the CPU's out and lse. With a prefix the own flash kernels take the
+ * call even with a layout given (cuDNN's graphs have no shared prefix). */
+static void one_attention_cudnn(const char *name, int NH, int NKV, int HS, int nex, const int *lens, int prefix) {
+    char what[160];
+    int T = 0, longest = 0;
+    for (int e = 0; e < nex; e++) T += lens[e], longest = lens[e] > longest ? lens[e] : longest;
+    int32_t *start = malloc(sizeof(int32_t) * (size_t)T);
+    for (int e = 0, t = 0; e < nex; e++)
+        for (int i = 0; i < lens[e]; i++, t++) start[t] = t - i;
+    const int64_t nq = (int64_t)T * NH * HS, nkv = (int64_t)T * NKV * HS, nl = (int64_t)T * NH;
+    float *q = rnd((size_t)nq, 2), *k = rnd((size_t)nkv, 2), *v = rnd((size_t)nkv, 1), *dout = rnd((size_t)nq, 1);
+    dspy_tensor gq = up_bf16(q, nq), gk = up_bf16(k, nkv), gv = up_bf16(v, nkv);
+    float *out = malloc(sizeof(float) * (size_t)nq), *lse = malloc(sizeof(float) * (size_t)nl);
+    float *dq = malloc(sizeof(float) * (size_t)nq), *dk = malloc(sizeof(float) * (size_t)nkv);
+    float *dv = malloc(sizeof(float) * (size_t)nkv);
+    CHECK_OK(C->ops->attention_train(C, HF(out, nq), HF(lse, nl), HF(q, nq), HF(k, nkv), HF(v, nkv), HI(start, T),
+                                     prefix, T, NH, NKV, HS));
+    CHECK_OK(C->ops->attention_train_backward(C, HF(dq, nq), HF(dk, nkv), HF(dv, nkv), HF(dout, nq), HF(out, nq),
+                                              HF(lse, nl), HF(q, nq), HF(k, nkv), HF(v, nkv), HI(start, T), prefix,
+                                              T, NH, NKV, HS));
+    dspy_tensor gs = up_i32(start, T), gdo = up(dout, nq), gout = up(out, nq), glse = up(lse, nl);
+    CHECK_OK(G->ops->attention_train_layout(G, gs, T, nex, longest));
+    dspy_tensor go = poisoned(nq), gl = poisoned(nl);
+    CHECK_OK(G->ops->attention_train(G, go, gl, gq, gk, gv, gs, prefix, T, NH, NKV, HS));
+    float *ho = down(go), *hl = down(gl);
+    snprintf(what, sizeof what, "%s T=%d: out", name, T);
+    expect_close(what, ho, out, (size_t)nq, 1e-2);
+    snprintf(what, sizeof what, "%s T=%d: lse", name, T);
+    expect_close(what, hl, lse, (size_t)nl, 1e-5);
+    dspy_tensor gdq = poisoned(nq), gdk = poisoned(nkv), gdv = poisoned(nkv);
+    CHECK_OK(G->ops->attention_train_backward(G, gdq, gdk, gdv, gdo, gout, glse, gq, gk, gv, gs, prefix, T, NH, NKV,
+                                              HS));
+    float *hdq = down(gdq), *hdk = down(gdk), *hdv = down(gdv);
+    if (longest == 1) { /* one key per row: dq and dk are 0 up to rounding (see one_attention_bf16) */
+        double natural = rms_f(dout, (size_t)nq) * rms_f(v, (size_t)nkv) * rms_f(k, (size_t)nkv);
+        snprintf(what, sizeof what, "%s T=%d: dq (analytically 0)", name, T);
+        expect_near_zero(what, hdq, (size_t)nq, 1e-2 * natural);
+        snprintf(what, sizeof what, "%s T=%d: dk (analytically 0)", name, T);
+        expect_near_zero(what, hdk, (size_t)nkv, 1e-2 * natural);
+    } else {
+        snprintf(what, sizeof what, "%s T=%d: dq", name, T);
+        expect_close(what, hdq, dq, (size_t)nq, 1e-2);
+        snprintf(what, sizeof what, "%s T=%d: dk", name, T);
+        expect_close(what, hdk, dk, (size_t)nkv, 1e-2);
+    }
+    snprintf(what, sizeof what, "%s T=%d: dv", name, T);
+    expect_close(what, hdv, dv, (size_t)nkv, 1e-2);
+    free(ho), free(hl), free(hdq), free(hdk), free(hdv);
+    free(start), free(q), free(k), free(v), free(dout), free(out), free(lse), free(dq), free(dk), free(dv);
+    dspy_tensor all[] = {gq, gk, gv, gs, gdo, gout, glse, go, gl, gdq, gdk, gdv};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) dev_free(all[i]);
+}
+
+static void test_attention_train_cudnn(void) {
+    setenv("DSPY_CUDA_CUDNN_ATTN", "1", 1);
+    /* the planning call (the trainer's, at plan time): scratch for the plan's rows */
+    CHECK_OK(G->ops->attention_train_layout(G, dspy_bt(G, NULL, 0, DSPY_DTYPE_I32), 4096, 0, 0));
+    int lodd[7] = {1, 63, 64, 65, 127, 3, 200};
+    one_attention_cudnn("attention_train cudnn NH=8 NKV=2 HS=64 odd packed", 8, 2, 64, 7, lodd, 0);
+    int l300[4] = {70, 5, 130, 95};
+    one_attention_cudnn("attention_train cudnn NH=4 NKV=4 HS=64 packed", 4, 4, 64, 4, l300, 0);
+    int l128[4] = {33, 150, 1, 90};
+    one_attention_cudnn("attention_train cudnn NH=8 NKV=2 HS=128 packed", 8, 2, 128, 4, l128, 0);
+    int l1k[1] = {1029};
+    one_attention_cudnn("attention_train cudnn NH=4 NKV=4 HS=128 one long example", 4, 4, 128, 1, l1k, 0);
+    int llong[3] = {1000, 1041, 7};
+    one_attention_cudnn("attention_train cudnn NH=4 NKV=1 HS=64 long", 4, 1, 64, 3, llong, 0);
+    int l41[41];
+    for (int e = 0; e < 41; e++) l41[e] = 1 + (e * 37 + 11) % 131;
+    one_attention_cudnn("attention_train cudnn NH=8 NKV=2 HS=64 41 examples", 8, 2, 64, 41, l41, 0);
+    int lones[5] = {1, 1, 1, 1, 1};
+    one_attention_cudnn("attention_train cudnn NH=2 NKV=1 HS=64 five 1-token examples", 2, 1, 64, 5, lones, 0);
+    /* a prefix: the own kernels run although a layout is given */
+    int lpodd[8] = {100, 1, 63, 64, 65, 127, 3, 200};
+    one_attention_cudnn("attention_train cudnn-layout prefix 100 NH=4 NKV=1 HS=64", 4, 1, 64, 8, lpodd, 100);
+    /* bad layouts */
+    dspy_tensor gs = dev_alloc(DSPY_DTYPE_I32, 8);
+    CHECK_STATUS(G->ops->attention_train_layout(G, gs, 8, 0, 4), DSPY_ERR_ARG);
+    CHECK_STATUS(G->ops->attention_train_layout(G, gs, 8, 9, 4), DSPY_ERR_ARG);
+    CHECK_STATUS(G->ops->attention_train_layout(G, gs, 8, 2, 9), DSPY_ERR_ARG);
+    CHECK_STATUS(G->ops->attention_train_layout(G, gs, 16, 2, 8), DSPY_ERR_ARG); /* start holds 8 */
+    dev_free(gs);
+    /* forget the layout: later tests' start arrays may reuse an address */
+    CHECK_OK(G->ops->attention_train_layout(G, dspy_bt(G, NULL, 0, DSPY_DTYPE_I32), 0, 0, 0));
+    unsetenv("DSPY_CUDA_CUDNN_ATTN");
+}
+
 static void test_attention_train(void) {
     int l37[3] = {10, 1, 26};
     one_attention("attention_train NH=4 NKV=2 HS=16", 4, 2, 16, 3, l37, 0);
@@ -1114,6 +1207,7 @@ int main(int argc, char **argv) {
     RUN(test_bf16_entries);
     RUN(test_attention_train);
     RUN(test_attention_train_bf16);
+    RUN(test_attention_train_cudnn);
     RUN(test_graph);
     RUN(test_errors);
     CHECK_OK(G->ops->sync(G));

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "kern/cuda/cuda.cuh"
+#include "kern/cuda/train_attention_cudnn.h"
 
 /* ---- errors ------------------------------------------------------------------------------ */
 
@@ -212,6 +213,7 @@ static const dspy_ops k_cuda_ops = {
     .lora_forward = dspy_cu_lora_forward,
     .lora_backward = dspy_cu_lora_backward,
     .dropout_acc = dspy_cu_dropout_acc,
+    .attention_train_layout = dspy_cu_sdpa_layout,
 };
 
 /* ---- lifetime ---------------------------------------------------------------------------- */
@@ -322,6 +324,7 @@ extern "C" void dspy_backend_cuda_release(dspy_backend *be) {
     cudaFree(s->samp_part);
     cudaFree(s->samp_count);
     dspy_cu_train_release(s);
+    dspy_cu_sdpa_release(s);
     if (s->stream) cudaStreamDestroy(s->stream);
     cudaGetLastError();
     free(s);

@@ -61,6 +61,7 @@ struct cuda_state {
                                between launches */
     size_t samp_rows;
     float *train_rows;      /* training: (train_rows_n) per-row floats, max_rows * NH (train_*.cu) */
+    struct cu_sdpa *sdpa;   /* training attention through cuDNN (train_attention_cudnn.cu), made at first use */
     size_t train_rows_n;
     dspy_status err;        /* sticky: DSPY_OK until something failed */
     char msg[480];

@@ -28,11 +28,14 @@
  * in a different summation order: ~1e-6 relative. start is not validated here (that would
  * need the host to read it back); a row whose start is after it sees no keys and gets NaN.
  *
- * BF16 q, k, v (the mixed-precision trainer) go to the tensor cores: train_attention_fa.cu
+ * BF16 q, k, v (the mixed-precision trainer) go to cuDNN's fused attention where it takes the
+ * call (train_attention_cudnn.cu: head size 64 or 128, no prefix, a layout given by
+ * attention_train_layout; DSPY_CUDA_CUDNN_ATTN=0 turns it off), else to the tensor cores: train_attention_fa.cu
  * (FlashAttention-2 arrangement, mma.sync) for head size 64 or 128 with 16-byte aligned tensors
  * and a dq that overlaps no input, train_attention_tc.cu (WMMA) for the rest.
  */
 #include "kern/cuda/train.cuh"
+#include "kern/cuda/train_attention_cudnn.h"
 
 enum {
     TA_THREADS = 256,
@@ -428,6 +431,12 @@ dspy_status dspy_cu_attention_train(dspy_backend *be, dspy_tensor out, dspy_tens
     DSPY_TRY(check_heads(op, T, NH, NKV, HS, prefix));
     if (T == 0) return DSPY_OK;
     const void *fa_ptrs[] = {out.data, q.data, k.data, v.data};
+    bool fused = false;
+    if (it == DSPY_DTYPE_BF16)
+        DSPY_TRY(dspy_cu_sdpa_route(be, false, start.data, prefix, T, NH, NKV, HS, fa_ptrs, 4, &fused));
+    if (fused)
+        return dspy_cu_sdpa_fwd(be, (float *)out.data, (float *)lse.data, (const bf16 *)q.data, (const bf16 *)k.data,
+                                (const bf16 *)v.data, T, NH, NKV, HS);
     if (it == DSPY_DTYPE_BF16 && dspy_cu_train_fa_fits(T, HS, fa_ptrs, 4))
         return dspy_cu_attention_train_fa(be, (float *)out.data, (float *)lse.data, (const bf16 *)q.data,
                                           (const bf16 *)k.data, (const bf16 *)v.data, (const int32_t *)start.data,
@@ -487,6 +496,12 @@ dspy_status dspy_cu_attention_train_backward(dspy_backend *be, dspy_tensor dq, d
         const char *a0 = (const char *)ins[i].data, *a1 = a0 + (size_t)ins[i].n * dspy_dtype_size(ins[i].dtype);
         if (a0 < q1 && a1 > q0) dq_alone = false;
     }
+    bool fused = false;
+    if (it == DSPY_DTYPE_BF16 && dq_alone)
+        DSPY_TRY(dspy_cu_sdpa_route(be, true, start.data, prefix, T, NH, NKV, HS, fa_ptrs, 8, &fused));
+    if (fused)
+        return dspy_cu_sdpa_bwd(be, (float *)dq.data, (float *)dk.data, (float *)dv.data, g, o, l,
+                                (const bf16 *)q.data, (const bf16 *)k.data, (const bf16 *)v.data, T, NH, NKV, HS);
     if (it == DSPY_DTYPE_BF16 && dq_alone && dspy_cu_train_fa_fits(T, HS, fa_ptrs, 8))
         return dspy_cu_attention_train_backward_fa(be, (float *)dq.data, (float *)dk.data, (float *)dv.data, g, o, l,
                                                    D, (const bf16 *)q.data, (const bf16 *)k.data,

@@ -1,0 +1,48 @@
+/* kern/cuda/train_attention_cudnn.h — the training attention (kern/ops.h attention_train,
+ * attention_train_backward) through cuDNN's fused flash attention (the SDPA operation graphs of
+ * cuDNN's backend API), for BF16 q, k, v of head size 64 or 128 without a shared prefix.
+ * Private to kern/cuda; train_attention.cu dispatches to it.
+ *
+ * cuDNN is loaded at run time (dlopen of libcudnn.so.9): the library and the `dspy` binary do not
+ * link it, so a machine without cuDNN runs the own kernels. cuDNN needs the segment layout on
+ * the host (its graphs are planned for a batch count and a longest sequence); the trainer hands
+ * it over with the op attention_train_layout before the pass's attention calls
+ * (dspy_cu_sdpa_layout). DSPY_CUDA_CUDNN_ATTN: unset, cuDNN where it loads; 0 off; 1 required (the
+ * layout call fails, saying why, where cuDNN cannot be loaded).
+ */
+#ifndef DSPY_KERN_CUDA_TRAIN_ATTENTION_CUDNN_H
+#define DSPY_KERN_CUDA_TRAIN_ATTENTION_CUDNN_H
+
+#include "kern/cuda/cuda.cuh"
+
+struct cu_sdpa;
+
+/* The layout of the packed sequence whose start array (T, device) the next attention calls
+ * receive: nseg examples, the longest max_len tokens (kern/ops.h attention_train_layout). Derives
+ * the per-example lengths and offsets on the device from start (no host round trip). With
+ * start.data NULL: the planning form, scratch for up to T rows at the backend plan's NH and HS
+ * (the trainer calls it when it plans; a layout for more rows than planned runs the own kernels);
+ * start.data NULL and T 0 forgets the layout. */
+dspy_status dspy_cu_sdpa_layout(dspy_backend *be, dspy_tensor start, int T, int nseg, int max_len);
+
+/* Whether the fused path takes this call (*take): cuDNN loaded and on, BF16, HS 64 or 128, no
+ * prefix, 16-byte aligned ptrs[n], a layout given for this start array and T, and a plan for the
+ * key (built here at first use; a key cuDNN has no plan for is remembered and goes to the own
+ * kernels, or is an error under DSPY_CUDA_CUDNN_ATTN=1). */
+dspy_status dspy_cu_sdpa_route(dspy_backend *be, bool bwd, const void *start, int prefix, int T, int NH, int NKV,
+                               int HS, const void *const *ptrs, int n, bool *take);
+
+/* out (T, NH, HS) F32, lse (T, NH) F32 (natural log of the scaled scores' sum, as the own
+ * kernels) from BF16 q (T, NH, HS), k, v (T, NKV, HS). */
+dspy_status dspy_cu_sdpa_fwd(dspy_backend *be, float *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
+                             int T, int NH, int NKV, int HS);
+
+/* dq (T, NH, HS), dk, dv (T, NKV, HS) F32, overwritten, from dout, out (F32), lse and q, k, v. */
+dspy_status dspy_cu_sdpa_bwd(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout, const float *out,
+                             const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T, int NH, int NKV,
+                             int HS);
+
+/* Frees everything (plans, handle, scratch); NULL-safe. */
+void dspy_cu_sdpa_release(cuda_state *s);
+
+#endif
