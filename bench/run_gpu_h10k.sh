@@ -27,7 +27,7 @@ if has step || has b2; then   # the model is made while the tests run
 fi
 if has tests; then
   for t in ${TESTS:-test_cuda_ops test_cuda_model}; do
-    (cd build-gpu && timeout 150 ./tests/$t) > "$OUT/$t.log" 2>&1
+    (cd build-gpu && timeout 100 ./tests/$t) > "$OUT/$t.log" 2>&1
     echo "$t: exit $? $(grep -E 'passed' "$OUT/$t.log" | tail -n 1)"
     grep -E "FAIL" "$OUT/$t.log" | head -n 12
     grep -E "cascade|decode batch 16" "$OUT/$t.log" | head -n 20
@@ -37,7 +37,7 @@ fi
 echo "after tests: $(( $(date +%s) - T0 )) s"
 if has step; then
   for cs in 0 1; do
-    for cfg in ${STEP_BATCHES:-"16 1300" "14 1300"}; do
+    for cfg in ${STEP_BATCHES:-"16 1300"}; do
       set -- $cfg
       printf 'step cascade=%s batch %s shared %s: ' $cs $1 $2
       DSPY_CUDA_CASCADE=$cs timeout 60 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-step 1 --step-batch $1 \
