@@ -36,12 +36,12 @@ fi
 [ -n "${MK:-}" ] && { wait $MK; tail -n 2 "$OUT/make_model.log"; }
 echo "after tests: $(( $(date +%s) - T0 )) s"
 if has step; then
-  for cs in 0 1; do
+  for cs in ${STEP_CS:-0 1 2 8}; do   # DSPY_CUDA_CASCADE: off, default, n shared slices
     for cfg in ${STEP_BATCHES:-"16 1300"}; do
       set -- $cfg
       printf 'step cascade=%s batch %s shared %s: ' $cs $1 $2
       DSPY_CUDA_CASCADE=$cs timeout 60 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-step 1 --step-batch $1 \
-        --step-shared $2 2>&1 | grep '"step"' | tee -a "$OUT/step.jsonl" | head -n 8
+        --step-shared $2 2>&1 | grep '"step"' | tee -a "$OUT/step.jsonl" | grep -E 'forward|composed|without attention"' | tr '\n' ' '; echo
     done
   done
 fi
