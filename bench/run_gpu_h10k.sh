@@ -36,11 +36,11 @@ fi
 [ -n "${MK:-}" ] && { wait $MK; tail -n 2 "$OUT/make_model.log"; }
 echo "after tests: $(( $(date +%s) - T0 )) s"
 if has step; then
-  for cs in ${STEP_CS:-0 1 2 8}; do   # DSPY_CUDA_CASCADE: off, default, n shared slices
+  for cs in ${STEP_CS:-0 1 2 8 1t}; do   # DSPY_CUDA_CASCADE: off, default, n shared slices; 1t: tails in 1 slice
     for cfg in ${STEP_BATCHES:-"16 1300"}; do
       set -- $cfg
       printf 'step cascade=%s batch %s shared %s: ' $cs $1 $2
-      DSPY_CUDA_CASCADE=$cs timeout 60 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-step 1 --step-batch $1 \
+      DSPY_CUDA_CASCADE_TAIL=$([ $cs = 1t ] && echo 1 || echo 0) DSPY_CUDA_CASCADE=${cs%t} timeout 60 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-step 1 --step-batch $1 \
         --step-shared $2 2>&1 | grep '"step"' | tee -a "$OUT/step.jsonl" | grep -E 'forward|composed|without attention"' | tr '\n' ' '; echo
     done
   done

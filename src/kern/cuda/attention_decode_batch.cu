@@ -523,8 +523,10 @@ static __global__ __launch_bounds__(W * 32, W == 8 && D == 64 ? 2 : 1) void k_at
  * per process. DSPY_CUDA_DEC_BATCH_PF=1: each warp also asks L2 for the group after its next one.
  * DSPY_CUDA_CASCADE=0: the shared-prefix hint is ignored (every sequence reads its whole context);
  * n > 1: the shared keys cut into n slices instead of db_cascade_plan's choice (for measurements).
+ * DSPY_CUDA_CASCADE_TAIL=n (n > 0): a sequence's own keys in at most n slices when the shared
+ * tiles run (default: as without them).
  */
-static int db_knob = -1, db_warps16 = 0, db_pf = 0, db_cascade = 1;
+static int db_knob = -1, db_warps16 = 0, db_pf = 0, db_cascade = 1, db_tail = 0;
 
 static int db_ctas_per_sm(int HS) {
     if (db_knob < 0) {
@@ -534,6 +536,9 @@ static int db_ctas_per_sm(int HS) {
         db_pf = getenv("DSPY_CUDA_DEC_BATCH_PF") && atoi(getenv("DSPY_CUDA_DEC_BATCH_PF")) == 1;
         db_cascade = cs ? atoi(cs) : 1;
         if (db_cascade < 0 || db_cascade > DB_MAX_SPLITS / 2) db_cascade = 1;
+        const char *ct = getenv("DSPY_CUDA_CASCADE_TAIL");
+        db_tail = ct ? atoi(ct) : 0;
+        if (db_tail < 0 || db_tail > DB_MAX_SPLITS / 2) db_tail = 0;
         db_knob = v ? atoi(v) : 100;
         if (db_knob < 0 || db_knob > 100) db_knob = 100;
     }
@@ -566,7 +571,8 @@ static void db_cascade_plan(const cuda_state *s, int nseg, int NH, int NKV, int 
     const int tiles = (nseg + 2 * spr - 1) / (2 * spr);
     int ssh = db_cascade > 1 ? db_cascade : db_ctas_per_sm(HS) * s->sm_count / (2 * tiles * NKV);
     ssh = ssh < 1 ? 1 : ssh > DB_MAX_SPLITS / 2 ? DB_MAX_SPLITS / 2 : ssh;
-    int st = *S > DB_MAX_SPLITS - ssh ? DB_MAX_SPLITS - ssh : *S;
+    int st = db_tail > 0 && db_tail < *S ? db_tail : *S;
+    st = st > DB_MAX_SPLITS - ssh ? DB_MAX_SPLITS - ssh : st;
     const size_t fit = s->att_part_n / ((size_t)nseg * NH * (HS + 2)); /* slots a head */
     while (ssh > 1 && (size_t)(st + ssh) > fit) ssh--;
     if ((size_t)(st + ssh) > fit) st = (int)fit - ssh;
