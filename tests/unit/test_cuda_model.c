@@ -448,6 +448,7 @@ int main(void) {
         printf("test_cuda_model: skipped: %s\n", why);
         return 77;
     }
+    setenv("DSPY_CUDA_CASCADE", "1", 0); /* test_shared_prefix's tiles are opt-in (read once a process) */
     make_model();
     RUN(test_hf_fixtures);
     RUN(test_cpu_vs_cuda);

@@ -796,6 +796,9 @@ int main(int argc, char **argv) {
     int early = parity_begin("test_cuda_ops", &g_rng);
     if (early >= 0) return early;
     if (argc > 1 && strcmp(argv[1], "--fault") == 0) return fault_child();
+    /* the shared-prefix tiles are opt-in: the cascade cases test them (DSPY_CUDA_CASCADE=0 given
+     * outside: the same cases through the hint-ignoring path) */
+    setenv("DSPY_CUDA_CASCADE", "1", 0);
     dspy_backend_plan plan = {40000, 8192, 64, 128256, 32, 128, 0};
     CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, &plan, &C));
     CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CUDA, 0}, &plan, &G));
