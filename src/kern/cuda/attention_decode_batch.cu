@@ -286,40 +286,31 @@ static __device__ void combine_slices(bf16 *__restrict__ out, const float *__res
     if (tid == 0) *cnt = 0; /* ready for the next launch (or graph replay) */
 }
 
-/* A 1-D grid: T NKV Ssh tile CTAs, then nseg NKV S sequence CTAs. CTA (seg, kv head, slice) of W
- * warps attends one
+/* Grid (nseg + T, NKV, max(S, Ssh)). CTA (seg < nseg, kv head, slice) of W warps attends one
  * sequence's own keys: with a shared-prefix hint (shared = {ns, len}; len rounded down to 16)
  * and seg < ns, the keys from Ls = len & ~15 on, else all. Its NG groups of 16 keys are cut into
- * S_eff <= S slices (slices_of). CTA (tile, kv head, slice) attends one slice of the
+ * S_eff <= S slices (slices_of). CTA (nseg + tile, kv head, slice < Ssh) attends one slice of the
  * shared keys 0 .. Ls - 1 for a tile of 16 query rows: rows 0-7 the G heads of sequences
  * tile 2 spr .. + spr - 1 (spr = 8 / G of them, rows past spr G zero), rows 8-15 the next spr;
  * the shared keys are read by T = ceil(nseg / 2 spr) tiles instead of by ns sequences. Partials:
  * part[((seg NH + h) Stot + slot) (D + 2)] = D unnormalised outputs, the max (log2) and the sum;
  * slots 0 .. S - 1 a sequence's own slices, S .. S + Ssh - 1 the shared ones (Stot = S + Ssh).
  * A sequence attended in one slice and nothing shared writes out directly; otherwise the last
- * of its CTAs to arrive (count[seg NKV + kvh]) combines its partials (a tile CTA: all the
- * sequences it arrived last for at once). Every count depends only
+ * of its CTAs to arrive (count[seg NKV + kvh]) combines its partials. Every count depends only
  * on the metadata on the device, so a captured graph replays with any context and hint. */
 template <int D, int W>
 static __global__ __launch_bounds__(W * 32, W == 8 && D == 64 ? 2 : 1) void k_attn_decode_batch(
     bf16 *__restrict__ out, float *__restrict__ part, int *__restrict__ count, const bf16 *__restrict__ q,
     const bf16 *__restrict__ kc, const bf16 *__restrict__ vc, const dspy_attn_seg *__restrict__ segs,
-    const int32_t *__restrict__ tables, const int32_t *__restrict__ shared, int nseg, int T, int S, int Ssh, int bs,
+    const int32_t *__restrict__ tables, const int32_t *__restrict__ shared, int nseg, int S, int Ssh, int bs,
     int NH, int NKV, int G, float sl2, int release, int pf) {
     __shared__ __align__(16) float o_sh[W][8][D];
     __shared__ float m_sh[W][8], l_sh[W][8], w_sh[W][8], den_sh[8], mfin_sh[8];
     __shared__ float sw_sh[8][DB_MAX_SPLITS], sl_sh[8][DB_MAX_SPLITS];
-    __shared__ float sw16[16][DB_MAX_SPLITS], sl16[16][DB_MAX_SPLITS], den16[16];
     __shared__ bool last_sh[16];
-    __shared__ int nt_sh[16];
     /* Before the dependency wait only the host-copied metadata and keys of earlier positions are
      * read: this step's key (position pos0) and q come from the kernel before. */
-    /* the shared tiles' CTAs first (the longest: scheduled in the first wave), then the
-     * sequences' own, sequence fastest (all sequences' same slice together) */
-    const int n_tiles_ctas = T * NKV * Ssh;
-    const bool tile_cta = (int)blockIdx.x < n_tiles_ctas;
-    const int bx = tile_cta ? blockIdx.x : blockIdx.x - n_tiles_ctas, nx = tile_cta ? T : nseg;
-    const int xi = bx % nx, kvh = (bx / nx) % NKV, split = bx / (nx * NKV), Stot = S + Ssh;
+    const int split = blockIdx.z, kvh = blockIdx.y, Stot = S + Ssh;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c = lane & 3;
     const bool bs16 = bs % 16 == 0;
     int ns = 0, Ls = 0;
@@ -330,9 +321,9 @@ static __global__ __launch_bounds__(W * 32, W == 8 && D == 64 ? 2 : 1) void k_at
     int per_sh = 1;
     const int Ssh_eff = ns > 0 ? slices_of(Ls / 16, Ssh, W, &per_sh) : 0;
     kv_frag<D> fa, fb;
-    if (tile_cta) {
+    if (blockIdx.x >= nseg) {
         /* ---- a tile of the shared prefix ---- */
-        const int spr = 8 / G, sbase = xi * 2 * spr;
+        const int spr = 8 / G, sbase = (blockIdx.x - nseg) * 2 * spr;
         if (sbase >= ns || split >= Ssh_eff) return;
         const int g0 = split * per_sh, g1 = min(Ls / 16, g0 + per_sh);
         const int32_t *table = tables + segs[sbase].table_off; /* the first Ls positions: any sharer's */
@@ -411,62 +402,26 @@ static __global__ __launch_bounds__(W * 32, W == 8 && D == 64 ? 2 : 1) void k_at
         if (tid < 2 * spr) {
             const int sq = sbase + tid;
             bool last = false;
-            int nt = 0;
             if (is_sharer(segs, sq, ns, Ls)) {
                 int per_t;
-                nt = slices_of((segs[sq].pos0 + 16) / 16 - Ls / 16, S, W, &per_t);
+                const int nt = slices_of((segs[sq].pos0 + 16) / 16 - Ls / 16, S, W, &per_t);
                 last = atomicAdd(count + sq * NKV + kvh, 1) == nt + Ssh_eff - 1;
             }
-            last_sh[tid] = last, nt_sh[tid] = nt;
+            last_sh[tid] = last;
         }
         __syncthreads();
-        bool any = false;
-        for (int j = 0; j < 2 * spr; j++) any |= last_sh[j]; /* block-uniform: read after the barrier */
-        if (!any) return;
-        /* the tile's sequences this CTA arrived last for, all at once: row r = head r % G of
-         * sequence sbase + r / G, its nt own slices then the shared ones */
-        __threadfence();
-        const int R = 2 * spr * G;
-        for (int t = tid; t < R * DB_MAX_SPLITS; t += W * 32) {
-            const int r = t / DB_MAX_SPLITS, i = t % DB_MAX_SPLITS, j = r / G, nt = nt_sh[j];
-            if (!last_sh[j] || i >= nt + Ssh_eff) continue;
-            const int sp = i < nt ? i : S + i - nt;
-            const float *st = part + (((int64_t)(sbase + j) * NH + kvh * G + r % G) * Stot + sp) * (D + 2) + D;
-            sw16[r][i] = __ldcg(st), sl16[r][i] = __ldcg(st + 1);
+        for (int j = 0; j < 2 * spr; j++) {
+            if (!last_sh[j]) continue; /* block-uniform: read after the barrier */
+            const int sq = sbase + j;
+            int per_t;
+            const int nt = slices_of((segs[sq].pos0 + 16) / 16 - Ls / 16, S, W, &per_t);
+            combine_slices<D, W>(out, part, count + sq * NKV + kvh, ((int64_t)sq * NH + kvh * G) * Stot, Stot, S, nt,
+                                 Ssh_eff, G, ((int64_t)segs[sq].row0 * NH + kvh * G) * D, sw_sh, sl_sh, den_sh);
         }
-        __syncthreads();
-        if (tid < R && last_sh[tid / G]) {
-            const int n = nt_sh[tid / G] + Ssh_eff;
-            float M = -INFINITY;
-            for (int i = 0; i < n; i++) M = fmaxf(M, sw16[tid][i]);
-            float den = 0.0f;
-            for (int i = 0; i < n; i++) {
-                const float wt = exp2f(sw16[tid][i] - M); /* every slice has keys: its max is finite */
-                sw16[tid][i] = wt;
-                den += wt * sl16[tid][i];
-            }
-            den16[tid] = den;
-        }
-        __syncthreads();
-        for (int e = tid; e < R * D / 2; e += W * 32) {
-            const int r = e / (D / 2), d = 2 * (e % (D / 2)), j = r / G, nt = nt_sh[j];
-            if (!last_sh[j]) continue;
-            const float *p = part + ((int64_t)(sbase + j) * NH + kvh * G + r % G) * Stot * (D + 2) + d;
-            float x0 = 0.0f, x1 = 0.0f;
-            for (int i = 0; i < nt + Ssh_eff; i++) {
-                const int sp = i < nt ? i : S + i - nt;
-                const float2 v = __ldcg((const float2 *)(p + sp * (D + 2)));
-                x0 += sw16[r][i] * v.x, x1 += sw16[r][i] * v.y;
-            }
-            const float inv = 1.0f / den16[r];
-            *(__nv_bfloat162 *)(out + ((int64_t)segs[sbase + j].row0 * NH + kvh * G + r % G) * D + d) =
-                __floats2bfloat162_rn(x0 * inv, x1 * inv);
-        }
-        if (tid < 2 * spr && last_sh[tid]) count[(sbase + tid) * NKV + kvh] = 0; /* for the next launch */
         return;
     }
     /* ---- one sequence's own keys ---- */
-    const int seg = xi;
+    const int seg = blockIdx.x;
     const dspy_attn_seg sg = segs[seg];
     const int L = sg.pos0 + 1, NG = (L + 15) / 16;
     const bool casc = is_sharer(segs, seg, ns, Ls); /* its first Ls keys are the shared tiles' */
@@ -634,17 +589,17 @@ dspy_status dspy_cu_attention_decode_batch(dspy_backend *be, bf16 *out, const bf
     const int32_t *sh = (const int32_t *)m->shared.data;
     if (sh) db_cascade_plan(s, m->nseg, NH, NKV, HS, &S, &T, &Ssh);
     if (T == 0) sh = nullptr, Ssh = 0;
-    const dim3 grid(T * NKV * Ssh + m->nseg * NKV * S);
+    const dim3 grid(m->nseg + T, NKV, S > Ssh ? S : Ssh);
     const dspy_attn_seg *sg = (const dspy_attn_seg *)m->segs.data;
     const int32_t *tb = (const int32_t *)m->tables.data;
     const int bs = m->block_size, G = NH / NKV, n = m->nseg;
     if (HS == 64 && db_warps16)
         return cu_launch(be, "attention (decode batch, HS 64, 16 warps)", k_attn_decode_batch<64, 16>, grid, 512, 0,
-                         out, s->att_part, s->att_count, q, kc, vc, sg, tb, sh, n, T, S, Ssh, bs, NH, NKV, G, sl2, rel,
+                         out, s->att_part, s->att_count, q, kc, vc, sg, tb, sh, n, S, Ssh, bs, NH, NKV, G, sl2, rel,
                          db_pf);
     if (HS == 64)
         return cu_launch(be, "attention (decode batch, HS 64)", k_attn_decode_batch<64, 8>, grid, 256, 0, out,
-                         s->att_part, s->att_count, q, kc, vc, sg, tb, sh, n, T, S, Ssh, bs, NH, NKV, G, sl2, rel, db_pf);
+                         s->att_part, s->att_count, q, kc, vc, sg, tb, sh, n, S, Ssh, bs, NH, NKV, G, sl2, rel, db_pf);
     return cu_launch(be, "attention (decode batch, HS 128)", k_attn_decode_batch<128, 8>, grid, 256, 0, out,
-                     s->att_part, s->att_count, q, kc, vc, sg, tb, sh, n, T, S, Ssh, bs, NH, NKV, G, sl2, rel, db_pf);
+                     s->att_part, s->att_count, q, kc, vc, sg, tb, sh, n, S, Ssh, bs, NH, NKV, G, sl2, rel, db_pf);
 }
