@@ -85,7 +85,7 @@ static dspy_status op_attn_in(dspy_backend *be, void *p) {
 static dspy_status op_attention(dspy_backend *be, void *p) {
     op_ctx *c = p;
     const dspy_model_config *cf = dspy_model_config_get(c->m);
-    dspy_attn_meta am = {c->segs, c->tables, 1, 1, 16, c->ctx_len, true};
+    dspy_attn_meta am = {c->segs, c->tables, 1, 1, 16, c->ctx_len, true, dspy_tensor_none()};
     return be->ops->attention(be, c->att, c->q, c->kc, c->vc, &am, cf->num_attention_heads, cf->num_key_value_heads,
                               cf->head_dim);
 }
@@ -230,7 +230,7 @@ static dspy_status pf_attn_in(dspy_backend *be, void *p) {
 static dspy_status pf_attention(dspy_backend *be, void *p) {
     pf_ctx *c = p;
     const dspy_model_config *cf = dspy_model_config_get(c->m);
-    dspy_attn_meta am = {c->segs, c->tables, c->nseg, c->N, 16, c->N, false};
+    dspy_attn_meta am = {c->segs, c->tables, c->nseg, c->N, 16, c->N, false, dspy_tensor_none()};
     return be->ops->attention(be, c->att, c->q, c->kc, c->vc, &am, cf->num_attention_heads, cf->num_key_value_heads,
                               cf->head_dim);
 }
@@ -425,8 +425,10 @@ static void bench_step(const dspy_model *m, int ctx_len, int nb, int shared) {
         return;
     }
     step_ctx c = {.m = m, .nb = nb};
-    /* tokens, pos, slots, out rows (nb each), segments (4 nb), sampling params, results, tables */
-    const int o_tok = 0, o_pos = 64, o_slot = 128, o_rows = 192, o_seg = 256, o_par = 512, o_res = 1024, o_tab = 1152;
+    /* tokens, pos, slots, out rows (nb each), segments (4 nb), sampling params, the shared-prefix
+     * hint, results, tables */
+    const int o_tok = 0, o_pos = 64, o_slot = 128, o_rows = 192, o_seg = 256, o_par = 512, o_sh = 1000, o_res = 1024,
+              o_tab = 1152;
     const size_t words = (size_t)o_tab + (size_t)nb * per;
     int32_t *host = calloc(words, sizeof(int32_t));
     void *meta = NULL;
@@ -452,6 +454,13 @@ static void bench_step(const dspy_model *m, int ctx_len, int nb, int shared) {
          * as the prefix cache gives B2's requests); the rest each sequence's own */
         for (int b = 0; b < per; b++) host[o_tab + s * per + b] = b < shared / 16 && b < (ctx_len - 1) / 16 ? b : s * per + b;
     }
+    /* the hint the engine gives such a step: every sequence, the shared blocks' positions (whole
+     * 16-key groups below the new position); DSPY_CUDA_CASCADE=0 ignores it */
+    {
+        const int nsb = shared / 16 < (ctx_len - 1) / 16 ? shared / 16 : (ctx_len - 1) / 16;
+        host[o_sh] = nb >= 2 && nsb * 16 >= 64 ? nb : 0;
+        host[o_sh + 1] = host[o_sh] ? nsb * 16 : 0;
+    }
     be->ops->copy(be, meta, host, words * sizeof(int32_t), DSPY_COPY_H2D);
     be->ops->sync(be);
     int32_t *d = meta;
@@ -460,7 +469,8 @@ static void bench_step(const dspy_model *m, int ctx_len, int nb, int shared) {
     c.b.pos = dspy_bt(be, d + o_pos, nb, DSPY_DTYPE_I32);
     c.b.slots = dspy_bt(be, d + o_slot, nb, DSPY_DTYPE_I32);
     c.b.attn = (dspy_attn_meta){dspy_bt(be, d + o_seg, 4 * nb, DSPY_DTYPE_I32),
-                                dspy_bt(be, d + o_tab, (int64_t)nb * per, DSPY_DTYPE_I32), nb, nb, 16, per * 16, true};
+                                dspy_bt(be, d + o_tab, (int64_t)nb * per, DSPY_DTYPE_I32), nb, nb, 16, per * 16, true,
+                                dspy_bt(be, d + o_sh, 2, DSPY_DTYPE_I32)};
     c.b.out_rows = dspy_bt(be, d + o_rows, nb, DSPY_DTYPE_I32);
     c.b.n_out = nb;
     c.params = dspy_bt(be, d + o_par, (int64_t)DSPY_SAMPLE_PARAM_WORDS * nb, DSPY_DTYPE_I32);

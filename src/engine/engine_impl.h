@@ -42,7 +42,7 @@ typedef struct seq {
 
 /* Word offsets of one step's metadata in the staging buffer (and its device mirror). */
 typedef struct meta_layout {
-    size_t tokens, pos, slots, out_rows, segs, params, tables, end;
+    size_t tokens, pos, slots, out_rows, segs, params, shared, tables, end;
 } meta_layout;
 
 enum { MAX_BUCKETS = 17 };

@@ -56,9 +56,40 @@ meta_layout dspy_engine_layout(int32_t N, int32_t nseg, int32_t M, int32_t n_tab
     L.out_rows = L.slots + (size_t)N;
     L.segs = align4(L.out_rows + (size_t)M);
     L.params = align4(L.segs + 4 * (size_t)nseg);
-    L.tables = align4(L.params + DSPY_SAMPLE_PARAM_WORDS * (size_t)M);
+    L.shared = align4(L.params + DSPY_SAMPLE_PARAM_WORDS * (size_t)M);
+    L.tables = L.shared + 4; /* before the tables, whose length varies: fixed for a graph's bucket */
     L.end = L.tables + (size_t)n_table;
     return L;
+}
+
+enum { SHARED_MIN_TOKENS = 64 }; /* a shared prefix shorter than this is not worth a hint */
+
+/* The shared-prefix hint of a decode step (kern/ops.h dspy_attn_meta.shared): when every fed
+ * sequence's block table starts with the same blocks (the prefix cache's, e.g. one system
+ * prompt), {sequences, positions} with positions a multiple of 16 below every sequence's new
+ * position; {0, 0} otherwise. Segments are in add order, as dspy_engine_step lays them out. */
+static void shared_prefix(const dspy_engine *e, const int32_t *take, int32_t out[2]) {
+    const seq *first = NULL;
+    int32_t nb = 0, n = 0, min_pos = 0;
+    for (int32_t i = 0; i < e->n_active; i++) {
+        const seq *s = e->active[i];
+        if (take[i] == 0) continue;
+        if (!first) {
+            first = s, nb = s->n_blocks, min_pos = s->n_cached;
+        } else {
+            int32_t k = 0;
+            while (k < nb && k < s->n_blocks && s->blocks[k] == first->blocks[k]) k++;
+            nb = k;
+            if (s->n_cached < min_pos) min_pos = s->n_cached;
+        }
+        n++;
+    }
+    /* positions 0 .. len - 1 lie in the common blocks and before every new key (pos0 = n_cached) */
+    int64_t len = (int64_t)nb * e->kv.block_size;
+    if (len > min_pos) len = min_pos;
+    len &= ~(int64_t)15;
+    out[0] = n >= 2 && len >= SHARED_MIN_TOKENS ? n : 0;
+    out[1] = out[0] > 0 ? (int32_t)len : 0;
 }
 
 /* The step's rows, before they are laid out: how many tokens each sequence feeds. */
@@ -130,6 +161,7 @@ static dspy_status run_step(dspy_engine *e, const meta_layout *L, int32_t N, int
     b.attn.block_size = e->kv.block_size;
     b.attn.max_len = e->max_len;
     b.attn.decode = decode;
+    b.attn.shared = dspy_bt(be, d + L->shared, 2, DSPY_DTYPE_I32);
     b.attn_one = one;
     b.out_rows = dspy_bt(be, d + L->out_rows, M, DSPY_DTYPE_I32);
     b.n_out = M;
@@ -220,6 +252,7 @@ static dspy_status warm_prompt(dspy_engine *e, int32_t n) {
     }
     *(dspy_attn_seg *)(h + L.segs) = (dspy_attn_seg){0, n, 0, 0};
     *(dspy_sample_param *)(h + L.params) = (dspy_sample_param){0.0f, 1.0f, 0, 0, 0.0};
+    h[L.shared] = h[L.shared + 1] = 0;
     h[L.out_rows] = n - 1;
     DSPY_TRY(be->ops->copy(be, e->meta_d, h, L.end * 4, DSPY_COPY_H2D));
     DSPY_TRY(run_step(e, &L, n, 1, 1, nt, false, 0, 0));
@@ -246,6 +279,7 @@ dspy_status dspy_engine_warmup(dspy_engine *e) {
         const int32_t B = b < e->p.max_seqs ? b : e->p.max_seqs;
         meta_layout L = dspy_engine_layout(B, B, B, 1);
         pad_rows(e, &L, 0, 0, 0, 0, B, 0, false);
+        h[L.shared] = h[L.shared + 1] = 0;
         DSPY_TRY(o->copy(be, e->meta_d, h, L.end * 4, DSPY_COPY_H2D));
         DSPY_TRY(launch_graph(e, &L, B, bi, false, 1, 0));
         DSPY_TRY(o->sync(be));
@@ -290,6 +324,8 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
     int32_t rows = 0, seg = 0, m = 0, toff = 0, r = 0;
     /* A mixed step lists its one-row segments first (forward.h attn_one); rows stay in add order. */
     const int32_t one = !sp.decode && e->split_mixed && sp.one < sp.nseg ? sp.one : 0;
+    if (sp.decode) shared_prefix(e, take, h + L.shared); /* before n_cached moves on */
+    else h[L.shared] = h[L.shared + 1] = 0;
     int32_t seg_one = 0, seg_rest = one;
     for (int32_t i = 0; i < e->n_active; i++) {
         seq *s = e->active[i];
@@ -431,7 +467,7 @@ dspy_status dspy_model_forward_logits(const dspy_model *m, const int32_t *ids, s
                         dspy_bt(be, d + L.pos, N, DSPY_DTYPE_I32),
                         dspy_bt(be, d + L.slots, N, DSPY_DTYPE_I32),
                         {dspy_bt(be, d + L.segs, 4, DSPY_DTYPE_I32), dspy_bt(be, d + L.tables, kv.n_blocks, DSPY_DTYPE_I32),
-                         1, N, bs, N, false},
+                         1, N, bs, N, false, dspy_tensor_none()},
                         dspy_bt(be, d + L.out_rows, N, DSPY_DTYPE_I32),
                         N,
                         0};

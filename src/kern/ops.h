@@ -65,6 +65,13 @@ typedef struct dspy_attn_meta {
     int32_t max_len;     /* an upper bound on every pos0 + n (sizes split-K work on CUDA) */
     bool decode;         /* every segment has n == 1 (lets a backend pick its decode kernel;
                             results must agree with the general path within tolerance) */
+    dspy_tensor shared;  /* optional (dspy_tensor_none(): no hint): 2 I32 on the device, {n, len}:
+                            segments 0 .. n - 1 of a decode call hold the same cache slots for
+                            positions 0 .. len - 1 (the same leading block-table entries, as the
+                            prefix cache gives them), len < every such pos0 + 1. A hint read on the
+                            device (a captured graph replays with new values): a backend may read
+                            those keys once for all n (CUDA's batch decode); results agree with the
+                            unhinted call within tolerance. n = 0 or len = 0: nothing shared */
 } dspy_attn_meta;
 
 /* Per-row sampling parameters, on the device, 24 bytes (6 words) each (see `sample`). */

@@ -372,13 +372,13 @@ static void one_attention_bs(const char *what, int NH, int NKV, int HS, int nseg
     for (int i = 0; i < N * NH * HS; i++) ref[i] = NAN;
     int maxlen = 0;
     for (int s = 0; s < nseg; s++) maxlen = pos0s[s] + lens_new[s] > maxlen ? pos0s[s] + lens_new[s] : maxlen;
-    dspy_attn_meta cm = {HI(segs, 4 * nseg), HI(tables, total_blocks), nseg, N, BS, maxlen, decode};
+    dspy_attn_meta cm = {HI(segs, 4 * nseg), HI(tables, total_blocks), nseg, N, BS, maxlen, decode, dspy_tensor_none()};
     CHECK_OK(C->ops->attention(C, HF(ref, N * NH * HS), HF(q, N * NH * HS), HF(kc, NSLOT * KVD), HF(vc, NSLOT * KVD),
                                &cm, NH, NKV, HS));
     dspy_tensor dkc = up(kc, (int64_t)NSLOT * KVD, DSPY_DTYPE_BF16), dvc = up(vc, (int64_t)NSLOT * KVD, DSPY_DTYPE_BF16);
     dspy_tensor dq = up(q, (int64_t)N * NH * HS, DSPY_DTYPE_BF16), dout = poisoned(DSPY_DTYPE_BF16, (int64_t)N * NH * HS);
     dspy_tensor dsg = up_i32((const int32_t *)segs, 4 * nseg), dtb = up_i32(tables, total_blocks);
-    dspy_attn_meta gm = {dsg, dtb, nseg, N, BS, maxlen, decode};
+    dspy_attn_meta gm = {dsg, dtb, nseg, N, BS, maxlen, decode, dspy_tensor_none()};
     CHECK_OK(G->ops->attention(G, dout, dq, dkc, dvc, &gm, NH, NKV, HS));
     float *got = down(dout);
     /* the gap rows must stay poisoned; compare the rest */
@@ -461,7 +461,8 @@ static void test_attention(void) {
  * shuffled; one row after sequence 0 belongs to no segment and must stay poisoned. Checked: the
  * worst sequence's relative error (not only the whole batch's), and a second launch giving the
  * same bits (the slices' arrival counters were reset). */
-static void one_decode_batch(const char *what, int NH, int NKV, int HS, int nseg, const int *ctx, int shared, int BS) {
+static void one_decode_batch_hint(const char *what, int NH, int NKV, int HS, int nseg, const int *ctx, int shared,
+                                  int BS, int hint_n) {
     const int N = nseg + 1, KVD = NKV * HS, nsh = shared / BS;
     dspy_attn_seg *segs = malloc(sizeof(dspy_attn_seg) * (size_t)nseg);
     int total = 0, uniq = 0, maxlen = 0;
@@ -483,13 +484,28 @@ static void one_decode_batch(const char *what, int NH, int NKV, int HS, int nseg
     float *kc = rnd((size_t)NSLOT * KVD, 1), *vc = rnd((size_t)NSLOT * KVD, 1);
     float *q = rnd((size_t)N * NH * HS, 2), *ref = malloc(sizeof(float) * (size_t)N * NH * HS);
     for (int i = 0; i < N * NH * HS; i++) ref[i] = NAN;
-    dspy_attn_meta cm = {HI(segs, 4 * nseg), HI(tables, total), nseg, N, BS, maxlen, true};
+    dspy_attn_meta cm = {HI(segs, 4 * nseg), HI(tables, total), nseg, N, BS, maxlen, true, dspy_tensor_none()};
     CHECK_OK(C->ops->attention(C, HF(ref, N * NH * HS), HF(q, N * NH * HS), HF(kc, NSLOT * KVD), HF(vc, NSLOT * KVD),
                                &cm, NH, NKV, HS));
     dspy_tensor dkc = up(kc, (int64_t)NSLOT * KVD, DSPY_DTYPE_BF16), dvc = up(vc, (int64_t)NSLOT * KVD, DSPY_DTYPE_BF16);
     dspy_tensor dq = up(q, (int64_t)N * NH * HS, DSPY_DTYPE_BF16);
     dspy_tensor dsg = up_i32((const int32_t *)segs, 4 * nseg), dtb = up_i32(tables, total);
-    dspy_attn_meta gm = {dsg, dtb, nseg, N, BS, maxlen, true};
+    /* the shared-prefix hint (hint_n >= 0) as the engine makes it, from the tables themselves:
+     * segments 0 .. hint_n - 1, the positions of their common leading blocks below every new key
+     * (not rounded to 16 here: the kernel rounds) */
+    int32_t hint[2] = {0, 0};
+    if (hint_n > 0) {
+        int common = (ctx[0] + BS - 1) / BS, minpos = ctx[0] - 1;
+        for (int s = 1; s < hint_n; s++) {
+            int k = 0;
+            while (k < common && k < (ctx[s] + BS - 1) / BS && tables[segs[s].table_off + k] == tables[k]) k++;
+            common = k;
+            minpos = ctx[s] - 1 < minpos ? ctx[s] - 1 : minpos;
+        }
+        hint[0] = hint_n, hint[1] = common * BS < minpos ? common * BS : minpos;
+    }
+    dspy_tensor dhint = up_i32(hint, 2);
+    dspy_attn_meta gm = {dsg, dtb, nseg, N, BS, maxlen, true, hint_n >= 0 ? dhint : dspy_tensor_none()};
     float *got[2];
     for (int rep = 0; rep < 2; rep++) {
         dspy_tensor dout = poisoned(DSPY_DTYPE_BF16, (int64_t)N * NH * HS);
@@ -511,9 +527,53 @@ static void one_decode_batch(const char *what, int NH, int NKV, int HS, int nseg
     check_report(worst <= 1e-2, __FILE__, __LINE__, "%s: sequence %d (context %d) relative error %.3g > 1e-2", what,
                  worst_s, ctx[worst_s], worst);
     CHECK(memcmp(got[0], got[1], sizeof(float) * (size_t)N * R) == 0);
-    printf("  %-44s worst sequence rel err %.2e (tol 1e-02, %d sequences)\n", what, worst, nseg);
+    printf("  %-52s worst sequence rel err %.2e (tol 1e-02, %d sequences, hint {%d, %d})\n", what, worst, nseg,
+           hint[0], hint[1]);
     free(segs), free(tables), free(perm), free(kc), free(vc), free(q), free(ref), free(got[0]), free(got[1]);
-    dev_free(dkc), dev_free(dvc), dev_free(dq), dev_free(dsg), dev_free(dtb);
+    dev_free(dkc), dev_free(dvc), dev_free(dq), dev_free(dsg), dev_free(dtb), dev_free(dhint);
+}
+
+static void one_decode_batch(const char *what, int NH, int NKV, int HS, int nseg, const int *ctx, int shared, int BS) {
+    one_decode_batch_hint(what, NH, NKV, HS, nseg, ctx, shared, BS, -1);
+}
+
+/* The shared-prefix ("cascade") path: the hint names the sequences whose tables start with the
+ * same blocks; tiles of 16 query rows (8 / G sequences a half) attend those keys once, each
+ * sequence its own tail, merged by log-sum-exp. Every case also without the hint's use (n = 0)
+ * and with all sequences named. */
+static void test_attention_decode_cascade(void) {
+    int c16[16];
+    for (int s = 0; s < 16; s++) c16[s] = 1501 + 7 * s;
+    /* B2's shape: 16 sequences, G = 4 (two sequences a half-tile, 4 tiles) */
+    one_decode_batch_hint("cascade 16, HS=64 GQA 4, shared 1300", 32, 8, 64, 16, c16, 1300, 16, 16);
+    one_decode_batch_hint("cascade 16, HS=64 GQA 4, hint n = 0", 32, 8, 64, 16, c16, 1300, 16, 0);
+    /* G = 8 (one sequence a half), head size 128 */
+    one_decode_batch_hint("cascade 16, HS=128 GQA 8, shared 1300", 16, 2, 128, 16, c16, 1300, 16, 16);
+    /* G = 3: rows 6-7 of each half empty */
+    one_decode_batch_hint("cascade 16, HS=64 GQA 3, shared 1300", 24, 8, 64, 16, c16, 1300, 16, 16);
+    /* one sequence's own part a single key: the new one right after the shared blocks */
+    int t1[5] = {1297, 1400, 1310, 2001, 1299};
+    one_decode_batch_hint("cascade 5, HS=64 GQA 4, a 1-key tail", 32, 8, 64, 5, t1, 1300, 16, 5);
+    /* MHA: 16 sequences a tile; 20 sequences = 2 tiles, the second mostly empty */
+    int m20[20];
+    for (int s = 0; s < 20; s++) m20[s] = 300 + 13 * s;
+    one_decode_batch_hint("cascade 20, HS=64 MHA, shared 256", 4, 4, 64, 20, m20, 256, 16, 20);
+    /* 24-token blocks (216 shared positions, rounded to 208 keys), 4-token blocks (not a
+     * multiple of 16: a table lookup per key row) */
+    int c7[7] = {233, 250, 257, 300, 999, 241, 260};
+    one_decode_batch_hint("cascade 7, HS=64 GQA 2, 24-token blocks", 8, 4, 64, 7, c7, 220, 24, 7);
+    one_decode_batch_hint("cascade 7, HS=128 MHA, 4-token blocks", 2, 2, 128, 7, c7, 130, 4, 7);
+    /* the hint names 12 of 16 (the rest short, as a graph's padding rows or other prompts) */
+    int p16[16];
+    for (int s = 0; s < 16; s++) p16[s] = s < 12 ? 700 + 3 * s : 1 + 13 * (s - 12);
+    one_decode_batch_hint("cascade 12 of 16, HS=64 GQA 4, shared 640", 32, 8, 64, 16, p16, 640, 16, 12);
+    /* 3 sequences (the fewest the batch kernel takes), 64 sequences (16 tiles) */
+    int c3[3] = {1100, 1017, 1565};
+    one_decode_batch_hint("cascade 3, HS=64 GQA 8, shared 1000", 16, 2, 64, 3, c3, 1000, 16, 3);
+    int c64[64];
+    for (int s = 0; s < 64; s++) c64[s] = 400 + (int)((frand() * 0.5f + 0.5f) * 300.0f);
+    one_decode_batch_hint("cascade 64, HS=64 GQA 4, shared 384", 32, 8, 64, 64, c64, 384, 16, 64);
+    one_decode_batch_hint("cascade 64, HS=128 GQA 4, 8-token blocks", 16, 4, 128, 64, c64, 384, 8, 64);
 }
 
 static void test_attention_decode_batch(void) {
@@ -721,7 +781,7 @@ static int fault_child(void) {
     dspy_tensor q = dev_alloc(DSPY_DTYPE_BF16, NH * HS), o = dev_alloc(DSPY_DTYPE_BF16, NH * HS);
     dspy_tensor kc = dev_alloc(DSPY_DTYPE_BF16, 16 * NH * HS), sg = up_i32((const int32_t *)&seg, 4),
                 tb = up_i32(table, 1);
-    dspy_attn_meta m = {sg, tb, 1, 1, 16, 16, false};
+    dspy_attn_meta m = {sg, tb, 1, 1, 16, 16, false, dspy_tensor_none()};
     dspy_status st = G->ops->attention(G, o, q, kc, kc, &m, NH, NH, HS);
     if (!st) st = G->ops->sync(G);
     if (st != DSPY_ERR_BACKEND) return 3;
@@ -736,6 +796,9 @@ int main(int argc, char **argv) {
     int early = parity_begin("test_cuda_ops", &g_rng);
     if (early >= 0) return early;
     if (argc > 1 && strcmp(argv[1], "--fault") == 0) return fault_child();
+    /* the shared-prefix tiles are opt-in: the cascade cases test them (DSPY_CUDA_CASCADE=0 given
+     * outside: the same cases through the hint-ignoring path) */
+    setenv("DSPY_CUDA_CASCADE", "1", 0);
     dspy_backend_plan plan = {40000, 8192, 64, 128256, 32, 128, 0};
     CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, &plan, &C));
     CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CUDA, 0}, &plan, &G));
@@ -746,6 +809,7 @@ int main(int argc, char **argv) {
     RUN(test_fused);
     RUN(test_attention);
     RUN(test_attention_decode_batch);
+    RUN(test_attention_decode_cascade);
     RUN(test_sample);
     RUN(test_mask_logits);
     RUN(test_graph);

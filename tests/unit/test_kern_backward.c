@@ -284,7 +284,7 @@ static void test_attention_train(void) {
         memcpy(vc + slot * ANKV * AHS, v + p * ANKV * AHS, sizeof(float) * ANKV * AHS);
     }
     dspy_attn_seg seg = {0, 4, 0, 0};
-    dspy_attn_meta am = {I32(&seg, 4), I32(table, 2), 1, 4, BS, 4, false};
+    dspy_attn_meta am = {I32(&seg, 4), I32(table, 2), 1, 4, BS, 4, false, dspy_tensor_none()};
     CHECK_OK(B->ops->attention(B, F(o2, 4 * ANH * AHS), F(q, 4 * ANH * AHS), F(kc, 4 * ANKV * AHS),
                                F(vc, 4 * ANKV * AHS), &am, ANH, ANKV, AHS));
     CHECK(memcmp(o2, out, sizeof o2) == 0);

@@ -186,7 +186,7 @@ static void test_attention(void) {
     const int N = 4; /* rows 0-2: A positions 6..8; row 3: B position 9 */
     float *q = rnd((size_t)N * NH * HS), *out = malloc(sizeof(float) * N * NH * HS);
     dspy_attn_seg segs[2] = {{0, 3, 6, 0}, {3, 1, 9, 3}};
-    dspy_attn_meta am = {I32(segs, 8), I32(tables, 6), 2, N, BS, 16, false};
+    dspy_attn_meta am = {I32(segs, 8), I32(tables, 6), 2, N, BS, 16, false, dspy_tensor_none()};
     CHECK_OK(O->attention(B, F(out, N * NH * HS), F(q, N * NH * HS), F(kc, NSLOT), F(vc, NSLOT), &am, NH, NKV, HS));
     double *ref = malloc(sizeof(double) * N * NH * HS);
     for (int r = 0; r < N; r++) {
@@ -213,7 +213,7 @@ static void test_attention(void) {
     /* decode of B alone, and A's last row alone, are bit-identical to the batched call */
     float *o1 = malloc(sizeof(float) * NH * HS);
     dspy_attn_seg b1 = {0, 1, 9, 3};
-    dspy_attn_meta m1 = {I32(&b1, 4), I32(tables, 6), 1, 1, BS, 16, true};
+    dspy_attn_meta m1 = {I32(&b1, 4), I32(tables, 6), 1, 1, BS, 16, true, dspy_tensor_none()};
     CHECK_OK(O->attention(B, F(o1, NH * HS), F(q + 3 * NH * HS, NH * HS), F(kc, NSLOT), F(vc, NSLOT), &m1, NH, NKV, HS));
     CHECK(memcmp(o1, out + 3 * NH * HS, sizeof(float) * NH * HS) == 0);
     dspy_attn_seg a1 = {0, 1, 8, 0};
