@@ -170,6 +170,18 @@ static dspy_status sdpa_fail(cu_sdpa *c, cudnnStatus_t st, const char *what) {
                      last[0] ? " (" : "", last, last[0] ? ")" : "");
 }
 
+/* DSPY_CUDA_CUDNN_DEBUG=1: one stderr line per handle and per planned graph with the device
+ * memory in use after it (what cuDNN itself takes is not visible to the trainer's plan). */
+static void sdpa_debug(const char *what, int B, int S, long long ws) {
+    static int on = -1;
+    if (on < 0) on = getenv("DSPY_CUDA_CUDNN_DEBUG") && strcmp(getenv("DSPY_CUDA_CUDNN_DEBUG"), "1") == 0;
+    if (!on) return;
+    size_t fr = 0, tot = 0;
+    cudaMemGetInfo(&fr, &tot);
+    fprintf(stderr, "cudnn attention: %s B=%d S=%d workspace %lld bytes; device memory in use %.2f GB\n", what, B, S,
+            ws, (double)(tot - fr) / 1e9);
+}
+
 /* The state, created (and cuDNN loaded) at first use; NULL when cuDNN is off or unavailable. */
 static cu_sdpa *sdpa_of(dspy_backend *be) {
     cuda_state *s = cu_of(be);
@@ -183,7 +195,9 @@ static cu_sdpa *sdpa_of(dspy_backend *be) {
         const char *env = getenv("DSPY_CUDA_CUDNN_ATTN");
         c->disabled = env && strcmp(env, "0") == 0;
         if (!c->disabled && sdpa_load(c)) {
+            sdpa_debug("before cudnnCreate", 0, 0, 0);
             cudnnStatus_t st = c->api.create(&c->h);
+            sdpa_debug("after cudnnCreate", 0, 0, 0);
             if (!st) st = c->api.set_stream(c->h, s->stream);
             if (st) snprintf(c->why, sizeof c->why, "cudnnCreate: %s", c->api.err_string(st));
             c->loaded = !st;
@@ -590,6 +604,7 @@ static dspy_status graph_get(dspy_backend *be, cu_sdpa *c, bool bwd, int NH, int
         return dspy_fail(DSPY_ERR_STATE, "cuda cudnn attention: a new graph (B=%d S=%d) is needed inside a capture; "
                                          "run the shape once before capturing", B, S);
     dspy_status st = graph_build(c, g, bwd, B, S, NH, NKV, HS);
+    sdpa_debug(st ? "no plan for" : bwd ? "planned backward" : "planned forward", B, S, st ? 0 : (long long)g->ws);
     g->last_use = ++c->clock;
     if (st && !c->required) { /* remembered: the own kernels take this key from now on */
         g->used = g->refused = true, g->bwd = bwd, g->B = B, g->S = S, g->NH = NH, g->NKV = NKV, g->HS = HS;
