@@ -239,14 +239,19 @@ typedef struct dspy_ops {
      * and v (T, NKV, HS), GQA as attention. Also writes lse (T, NH), the log-sum-exp of each
      * row's scaled scores, for the backward pass. q, k, v F32, or on CUDA all BF16 (the
      * mixed-precision trainer: tensor cores, F32 statistics, out and lse F32, the probabilities
-     * rounded to BF16 for the P V product). */
+     * rounded to BF16 for the P V product). With BF16 q, k, v, out may be BF16 too (CUDA: the
+     * F32 result rounded once, bit for bit the BF16 rounding of the F32 out; the trainer's att,
+     * the o-projection's GEMM operand, without a cast): only for head size 64 or 128, out, q, k,
+     * v 16-byte aligned (the fused and flash kernels; elsewhere an ARG error). */
     dspy_status (*attention_train)(dspy_backend *be, dspy_tensor out, dspy_tensor lse, dspy_tensor q, dspy_tensor k,
                                    dspy_tensor v, dspy_tensor start, int prefix, int T, int NH, int NKV, int HS);
 
     /* Backward of attention_train (same start and prefix) from its saved out and lse: OVERWRITES
      * dq (T, NH, HS), dk and dv (T, NKV, HS) (GQA: a kv head's gradient sums over its query
      * heads; a prefix key's over every row that sees it). q, k, v as the forward's (BF16 on
-     * CUDA: tensor cores, dout and dS rounded to BF16 for the products); everything else F32. */
+     * CUDA: tensor cores, dout and dS rounded to BF16 for the products); everything else F32,
+     * except out, which is BF16 when the forward wrote it so (then also: dq, dk, dv, dout 16-byte
+     * aligned and dq overlapping no input). */
     dspy_status (*attention_train_backward)(dspy_backend *be, dspy_tensor dq, dspy_tensor dk, dspy_tensor dv,
                                             dspy_tensor dout, dspy_tensor out, dspy_tensor lse, dspy_tensor q,
                                             dspy_tensor k, dspy_tensor v, dspy_tensor start, int prefix, int T,

@@ -23,7 +23,8 @@
  * weights' BF16 working copies with an F32 output; backward casts the F32 output gradient into
  * gb and runs BF16 dgrad and wgrad GEMMs that accumulate into the F32 gradients (beta = 1).
  * Attention reads BF16 copies of q (after RoPE), k and v (saved per layer for the backward pass)
- * and runs on tensor cores with F32 softmax statistics and outputs. Activations, norms, the loss
+ * and runs on tensor cores with F32 softmax statistics and outputs (the output in BF16 where the
+ * o-projection reads it directly, att16). Activations, norms, the loss
  * and the residual stream stay F32.
  *
  * LoRA in mixed precision (lora16: the backend's lora_forward / lora_backward / dropout_acc) keeps
@@ -36,6 +37,7 @@
  * working copies (A16, B16) follow their F32 masters. A packed pass (dspy_train_group_run) draws
  * each of its sequences' masks as that sequence alone would.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -491,6 +493,25 @@ static dspy_status linear_bwd(dspy_trainable *t, int l, int lin, float *dx, bool
 
 /* ---- the pass --------------------------------------------------------------------------- */
 
+/* Whether layer l keeps its attention output in BF16 (acts16): in a->att's memory (the first half
+ * of its F32 buffer) when the o-projection reads it from there as its GEMM operand (linear_add, no
+ * o bias) and the backend's attention can write it so (kern/ops.h attention_train: head size 64
+ * or 128, 16-byte aligned tensors). It saves the F32 write, the cast into xb forward and again
+ * backward, and the fused attention's widening and narrowing of it. DSPY_TRAIN_ATT16=0 keeps the
+ * F32 att (comparisons). */
+static bool att16(const dspy_trainable *t, int l) {
+    const train_work *w = &t->work;
+    const train_layer *L = &t->layers[l];
+    const int HS = t->cfg.head_dim;
+    if (!w->acts16 || !t->be->ops->linear_add || L->b[LIN_O] || (HS != 64 && HS != 128)) return false;
+    const char *env = getenv("DSPY_TRAIN_ATT16");
+    if (env && strcmp(env, "0") == 0) return false;
+    const void *ptrs[] = {w->acts[l].att, w->acts[l].qb, w->acts[l].kb, w->acts[l].vb, w->dq, w->dk, w->dv, w->datt};
+    uintptr_t bits = 0;
+    for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) bits |= (uintptr_t)ptrs[i];
+    return (bits & 15u) == 0;
+}
+
 static dspy_status forward_layers(dspy_trainable *t, const dspy_train_seq *s, bool train) {
     const dspy_model_config *c = &t->cfg;
     dspy_backend *be = t->be;
@@ -528,9 +549,12 @@ static dspy_status forward_layers(dspy_trainable *t, const dspy_train_seq *s, bo
             DSPY_TRY(o->cast(be, B16(a->kb, T * KV), F(a->k, T * KV)));
             DSPY_TRY(o->cast(be, B16(a->vb, T * KV), F(a->v, T * KV)));
         }
+        const bool at16 = att16(t, l);
+        uint16_t *att16p = at16 ? (uint16_t *)a->att : NULL; /* the BF16 att (T, Q), or NULL */
         if (t->bf16)
-            DSPY_TRY(o->attention_train(be, F(a->att, T * Q), F(a->lse, T * NH), B16(a->qb, T * Q), B16(a->kb, T * KV),
-                                        B16(a->vb, T * KV), I32(w->start, T), s->prefix, T, NH, NKV, HS));
+            DSPY_TRY(o->attention_train(be, at16 ? B16(att16p, T * Q) : F(a->att, T * Q), F(a->lse, T * NH),
+                                        B16(a->qb, T * Q), B16(a->kb, T * KV), B16(a->vb, T * KV), I32(w->start, T),
+                                        s->prefix, T, NH, NKV, HS));
         else
             DSPY_TRY(o->attention_train(be, F(a->att, T * Q), F(a->lse, T * NH), F(a->q, T * Q), F(a->k, T * KV),
                                         F(a->v, T * KV), I32(w->start, T), s->prefix, T, NH, NKV, HS));
@@ -538,10 +562,11 @@ static dspy_status forward_layers(dspy_trainable *t, const dspy_train_seq *s, bo
          * term is then added into the sum */
         const bool radd = ba && o->linear_add && !L->b[LIN_O];
         if (radd) {
-            DSPY_TRY(o->cast(be, B16(w->xb, T * Q), F(a->att, T * Q)));
-            DSPY_TRY(o->linear_add(be, F(a->xmid, T * C), B16(w->xb, T * Q), B16(L->w16[LIN_O], (int64_t)C * Q),
+            uint16_t *xo = att16p ? att16p : w->xb;
+            if (!att16p) DSPY_TRY(o->cast(be, B16(w->xb, T * Q), F(a->att, T * Q)));
+            DSPY_TRY(o->linear_add(be, F(a->xmid, T * C), B16(xo, T * Q), B16(L->w16[LIN_O], (int64_t)C * Q),
                                    F(a->xin, T * C), T, Q, C));                                /* x + o */
-            if (lora16(t)) DSPY_TRY(lora_fwd16(t, l, LIN_O, F(a->xmid, T * C), w->xb, T, train));
+            if (lora16(t)) DSPY_TRY(lora_fwd16(t, l, LIN_O, F(a->xmid, T * C), xo, T, train));
         } else {
             DSPY_TRY(linear_fwd(t, l, LIN_O, a->xmid, a->att, T, train, true));                     /* o (T, C) */
             DSPY_TRY(o->add(be, F(a->xmid, T * C), F(a->xin, T * C)));                        /* x + o */
@@ -609,12 +634,17 @@ static dspy_status backward_layers(dspy_trainable *t, const dspy_train_seq *s) {
         DSPY_TRY(o->rmsnorm_backward(be, F(w->dx, T * C), L->g_mlp_norm ? F(L->g_mlp_norm, C) : NONE,
                                      F(w->dxn, T * C), F(a->xmid, T * C), F(L->mlp_norm, C), T, C, eps)); /* d xmid */
         /* Attention: xmid = xin + o(attn(rope(q(xn)), rope(k(xn)), v(xn))), xn = rms(xin). */
-        DSPY_TRY(linear_bwd(t, l, LIN_O, w->datt, false, w->dx, a->att, T, true));                  /* datt (T, Q) */
+        const bool at16 = att16(t, l); /* as the forward decided */
+        if (at16)
+            DSPY_TRY(linear_bwd16(t, l, LIN_O, w->datt, NULL, false, w->dx, NULL, (uint16_t *)a->att, NULL, T, false));
+        else DSPY_TRY(linear_bwd(t, l, LIN_O, w->datt, false, w->dx, a->att, T, true));          /* datt (T, Q) */
         dspy_tensor qa = t->bf16 ? B16(a->qb, T * Q) : F(a->q, T * Q);
         dspy_tensor ka = t->bf16 ? B16(a->kb, T * KV) : F(a->k, T * KV);
         dspy_tensor va = t->bf16 ? B16(a->vb, T * KV) : F(a->v, T * KV);
         DSPY_TRY(o->attention_train_backward(be, F(w->dq, T * Q), F(w->dk, T * KV), F(w->dv, T * KV),
-                                             F(w->datt, T * Q), F(a->att, T * Q), F(a->lse, T * NH), qa, ka, va,
+                                             F(w->datt, T * Q),
+                                             at16 ? B16((uint16_t *)a->att, T * Q) : F(a->att, T * Q),
+                                             F(a->lse, T * NH), qa, ka, va,
                                              I32(w->start, T), s->prefix, T, NH, NKV, HS));
         DSPY_TRY(o->rope_backward(be, F(w->dq, T * Q), pos, inv_freq, T, NH, HS));
         DSPY_TRY(o->rope_backward(be, F(w->dk, T * KV), pos, inv_freq, T, NKV, HS));

@@ -34,7 +34,8 @@ typedef struct layer_acts {
     float *xin;          /* (T, C) residual entering the layer */
     float *q, *k, *v;    /* (T, NH, HS), (T, NKV, HS) x2; q and k after RoPE */
     float *lse;          /* (T, NH) attention log-sum-exp */
-    float *att;          /* (T, NH * HS) attention output (o_proj input) */
+    float *att;          /* (T, NH * HS) attention output (o_proj input); BF16 in the buffer's
+                            first half where backward.c's att16 says so */
     float *xmid;         /* (T, C) residual after attention */
     float *gate, *up;    /* (T, I) MLP pre-activations */
     float *lu[LIN_COUNT];/* (T, r) scaled LoRA intermediates (alpha/r) A dropout(x) (F32 trainer) */

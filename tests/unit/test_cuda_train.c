@@ -40,6 +40,12 @@
  * the unshared sequences and against the same CUDA trainer unshared: per-step loss within 1e-5
  * relative in F32 (gradient norm 1e-4), 1e-2 in BF16 (norm 5e-2), the same labelled counts.
  *
+ * The BF16 attention output (backward.c att16: the o-projection reads the attention's BF16 out
+ * directly) on random models of head size 64 and 128 (the fixtures' 16 keeps the F32 att): 5
+ * prefix-shared and unshared steps with the flash kernels and with cuDNN, against the CPU F32
+ * trainer within the BF16 tolerances above, and the first step's loss bit-identical to the F32
+ * att's (DSPY_TRAIN_ATT16=0).
+ *
  * Prints "test_cuda_train: N/M passed" last.
  */
 #include <stdio.h>
@@ -396,6 +402,106 @@ static void shared_case(bool bf16) {
 static void test_shared_f32(void) { shared_case(false); }
 static void test_shared_bf16(void) { shared_case(true); }
 
+/* ---- the BF16 attention output (backward.c att16) ---------------------------------------- */
+
+/* A random tiny Llama over share_step's vocabulary and context with head size HS (the flash and
+ * fused kernels take 64 and 128; the fixtures' 16 keeps the F32 att). */
+static dspy_model *att16_model(int NH, int NKV, int HS) {
+    dspy_model_config c;
+    CHECK_OK(dspy_model_config_preset("llama", "tiny", &c));
+    c.vocab_size = SS_V, c.hidden_size = NH * HS, c.intermediate_size = 2 * NH * HS, c.num_hidden_layers = 2;
+    c.num_attention_heads = NH, c.num_key_value_heads = NKV, c.head_dim = HS, c.max_position_embeddings = SS_MAXT;
+    c.tie_word_embeddings = true, c.qkv_bias = false, c.o_bias = false;
+    c.bos_token_id = 1, c.eos_token_ids[0] = 2, c.n_eos = 1;
+    c.rope_type = DSPY_ROPE_DEFAULT, c.rope_theta = 10000.0;
+    CHECK_OK(dspy_model_config_validate(&c, "att16 model"));
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/att16_hs%d", test_tmpdir(), HS);
+    CHECK_OK(dspy_model_write_random(dir, &c, 11, DSPY_DTYPE_F32, true));
+    dspy_model *m = NULL;
+    CHECK_OK(dspy_model_load(dir, NULL, &m));
+    return m;
+}
+
+/* 5 steps of share_step's sequences (lr 1e-3, clipping 1.0) by four trainers: the CPU F32
+ * reference unshared; CUDA BF16 with the BF16 att (the default) unshared and prefix-shared (the
+ * flash kernels with a prefix); CUDA BF16 with DSPY_TRAIN_ATT16=0 unshared. The first step's loss
+ * is a forward pass whose o-projection operand is the same BF16 bits either way: on and off
+ * bit-identical. Every step: loss within 1e-2, gradient norm within 5e-2 relative of the CPU's
+ * (k_bf16), on, shared and off alike. */
+static void att16_case(dspy_model *m, const char *what) {
+    ss_step s;
+    ss_make_examples();
+    ss_make_step(&s);
+    dspy_share_buf b = {0};
+    const dspy_train_seq *sh = NULL;
+    size_t ns = 0;
+    int32_t P = 0;
+    CHECK_OK(dspy_share_prefix(&b, s.seq, 3, SS_MAXT, DSPY_SHARE_MIN_PREFIX, &sh, &ns, &P));
+    dspy_trainable *t[4] = {0}; /* CPU, CUDA on, CUDA on shared, CUDA off */
+    dspy_optimizer *o[4] = {0};
+    dspy_adamw_hparams h = dspy_adamw_hparams_default();
+    bool ok = true;
+    for (int i = 0; i < 4; i++) {
+        if (i == 0) CHECK_OK(dspy_trainable_new(m, NULL, 1, &t[i]));
+        else {
+            CHECK_OK(dspy_trainable_new_on(m, NULL, 1, k_cuda, true, &t[i]));
+            if (t[i]) CHECK_OK(dspy_trainable_set_bf16(t[i], true));
+            if (t[i]) CHECK_OK(dspy_trainable_plan(t[i], SS_MAXT, 3));
+        }
+        if (t[i]) CHECK_OK(dspy_optimizer_new(t[i], &h, &o[i]));
+        ok = ok && o[i];
+    }
+    double wl[3] = {0, 0, 0}, wn[3] = {0, 0, 0};
+    for (int k = 0; k < 5 && ok; k++) {
+        dspy_step_stats st[4];
+        CHECK_OK(dspy_optimizer_train_step(o[0], s.seq, 3, 1e-3, 1.0, &st[0]));
+        CHECK_OK(dspy_optimizer_train_step(o[1], s.seq, 3, 1e-3, 1.0, &st[1]));
+        CHECK_OK(dspy_optimizer_train_step(o[2], sh, ns, 1e-3, 1.0, &st[2]));
+        setenv("DSPY_TRAIN_ATT16", "0", 1);
+        CHECK_OK(dspy_optimizer_train_step(o[3], s.seq, 3, 1e-3, 1.0, &st[3]));
+        unsetenv("DSPY_TRAIN_ATT16");
+        if (k == 0)
+            check_report(st[1].loss == st[3].loss, __FILE__, __LINE__,
+                         "%s: the first step's loss with the BF16 att %.17g, with the F32 att %.17g (bit-identical "
+                         "expected)", what, st[1].loss, st[3].loss);
+        for (int c = 0; c < 3; c++) {
+            wl[c] = fmax(wl[c], fabs(st[c + 1].loss - st[0].loss) / fabs(st[0].loss));
+            wn[c] = fmax(wn[c], fabs((double)st[c + 1].grad_norm - (double)st[0].grad_norm) / (double)st[0].grad_norm);
+        }
+    }
+    static const char *const names[3] = {"BF16 att", "BF16 att shared", "F32 att"};
+    for (int c = 0; c < 3 && ok; c++) {
+        check_report(wl[c] <= k_bf16.loss_rel && wn[c] <= k_bf16.norm_rel, __FILE__, __LINE__,
+                     "%s, %s vs the CPU: loss %.3g (tol %g), norm %.3g (tol %g) relative", what, names[c], wl[c],
+                     k_bf16.loss_rel, wn[c], k_bf16.norm_rel);
+        printf("  %s, %s, 5 steps vs the CPU F32: loss %.2e norm %.2e\n", what, names[c], wl[c], wn[c]);
+    }
+    for (int i = 0; i < 4; i++) {
+        dspy_optimizer_free(o[i]);
+        dspy_trainable_free(t[i]);
+    }
+    dspy_share_buf_free(&b);
+}
+
+/* Head sizes 64 (a KV group of 2) and 128 (of 2), with the own flash kernels (share_step's
+ * examples are short) and under DSPY_CUDA_CUDNN_ATTN=1 (cuDNN takes every unshared pass). */
+static void test_bf16_att16(void) {
+    static const int heads[2][3] = {{4, 2, 64}, {2, 1, 128}};
+    for (int i = 0; i < 2; i++) {
+        dspy_model *m = att16_model(heads[i][0], heads[i][1], heads[i][2]);
+        if (!m) continue;
+        char what[64];
+        snprintf(what, sizeof what, "HS %d flash", heads[i][2]);
+        att16_case(m, what);
+        setenv("DSPY_CUDA_CUDNN_ATTN", "1", 1);
+        snprintf(what, sizeof what, "HS %d cudnn", heads[i][2]);
+        att16_case(m, what);
+        unsetenv("DSPY_CUDA_CUDNN_ATTN");
+        dspy_model_free(m);
+    }
+}
+
 int main(void) {
     const char *why = NULL;
     if (dspy_cuda_device_count(&why) == 0) {
@@ -431,6 +537,7 @@ int main(void) {
         RUN(test_shared_f32);
         RUN(test_shared_bf16);
     }
+    RUN(test_bf16_att16);
     pair_teardown();
     int rc = check_summary("test_cuda_train");
     printf("test_cuda_train: %d/%d passed\n", check_passed, check_passed + check_failed);

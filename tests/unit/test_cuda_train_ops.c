@@ -28,6 +28,9 @@
  *     lse 1e-5.
  *   the same through cuDNN's fused attention (attention_train_layout given; HS 64 and 128, no
  *     prefix): out, dq, dk, dv 1e-2, lse 1e-5.
+ *   each of those with a BF16 out (the BF16 trainer's att): bit for bit the BF16 rounding of the
+ *     F32 out and the same lse; the backward from it 1e-2; refused (ARG) where neither the flash
+ *     nor the fused kernels take the call (HS 16, 32, 80, the WMMA kernels), and with F32 q, k, v.
  * OVERWRITE outputs are poisoned (NaN) first and must come back finite; += outputs start from
  * random values on both sides, so the comparison checks the accumulation too. Sizes are odd on
  * purpose (T=37, C=72, V=1001, HS 16/64/80/128, GQA, packed sequences whose examples start
@@ -95,6 +98,16 @@ static dspy_tensor up_i32(const int32_t *h, int64_t n) {
 static dspy_tensor poisoned(int64_t n) {
     dspy_tensor t = dev_alloc(DSPY_DTYPE_F32, n);
     CHECK_OK(G->ops->fill(G, t, NAN));
+    return t;
+}
+/* A device BF16 tensor of n NaNs (an OVERWRITE output that must come back written). */
+static dspy_tensor poisoned16(int64_t n) {
+    uint16_t *b = malloc(sizeof(uint16_t) * (size_t)(n ? n : 1));
+    for (int64_t i = 0; i < n; i++) b[i] = 0x7fc0;
+    dspy_tensor t = dev_alloc(DSPY_DTYPE_BF16, n);
+    CHECK_OK(G->ops->copy(G, t.data, b, sizeof(uint16_t) * (size_t)n, DSPY_COPY_H2D));
+    CHECK_OK(G->ops->sync(G));
+    free(b);
     return t;
 }
 static float *down(dspy_tensor t) {
@@ -785,6 +798,16 @@ static void one_attention(const char *name, int NH, int NKV, int HS, int nex, co
                                               T, NH, NKV, HS));
     dspy_tensor gq = up(q, nq), gk = up(k, nkv), gv = up(v, nkv), gs = up_i32(start, T);
     dspy_tensor go = poisoned(nq), gl = poisoned(nl);
+    { /* a BF16 out needs BF16 q, k, v (CUDA), and the CPU reference takes F32 only */
+        dspy_tensor g16 = poisoned16(nq);
+        CHECK_STATUS(G->ops->attention_train(G, g16, gl, gq, gk, gv, gs, prefix, T, NH, NKV, HS), DSPY_ERR_ARG);
+        dev_free(g16);
+        uint16_t *h16 = calloc((size_t)nq, sizeof(uint16_t));
+        CHECK_STATUS(C->ops->attention_train(C, dspy_bt(C, h16, nq, DSPY_DTYPE_BF16), HF(lse, nl), HF(q, nq),
+                                             HF(k, nkv), HF(v, nkv), HI(start, T), prefix, T, NH, NKV, HS),
+                     DSPY_ERR_ARG);
+        free(h16);
+    }
     CHECK_OK(G->ops->attention_train(G, go, gl, gq, gk, gv, gs, prefix, T, NH, NKV, HS));
     float *ho = down(go), *hl = down(gl);
     snprintf(what, sizeof what, "%s T=%d: out", name, T);
@@ -822,6 +845,59 @@ static void one_attention(const char *name, int NH, int NKV, int HS, int nex, co
     free(ho), free(hl), free(hdq), free(hdk), free(hdv), free(rout), free(rlse), free(rdq), free(rdk), free(rdv);
     dspy_tensor all[] = {gq, gk, gv, gs, go, gl, gdo, gout, glse, gdq, gdk, gdv};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) dev_free(all[i]);
+}
+
+/* The attention in the CPU reference's terms, for check_out16: the BF16 q, k, v (gb), start,
+ * dout on the device; the CPU's dq, dk, dv (from its F32 out); the GPU's F32-out forward (ho, hl). */
+typedef struct att_case {
+    const char *name;
+    int T, NH, NKV, HS, prefix;
+    dspy_tensor *gb, gs, gdo;
+    const float *ho, *hl, *dq, *dk, *dv;
+    bool one_key; /* every row sees one key: dq and dk are rounding noise (not compared) */
+} att_case;
+
+/* A BF16 out (kern/ops.h, the BF16 trainer's att), where the flash or fused kernels take the call
+ * (takes): the forward writes the BF16 rounding of its F32 out bit for bit (the same kernels, the
+ * value rounded once) and the same lse bits; the backward from that BF16 out and lse matches the
+ * CPU's dq, dk, dv within the BF16 tolerance (1e-2). Elsewhere (other head sizes, the WMMA
+ * kernels) both entries refuse a BF16 out (ARG). */
+static void check_out16(const att_case *c, const char *vn, bool takes) {
+    char what[192];
+    const int64_t nq = (int64_t)c->T * c->NH * c->HS, nkv = (int64_t)c->T * c->NKV * c->HS, nl = (int64_t)c->T * c->NH;
+    dspy_tensor go = poisoned16(nq), gl = poisoned(nl), gdq = poisoned(nq), gdk = poisoned(nkv), gdv = poisoned(nkv);
+    dspy_status fst = G->ops->attention_train(G, go, gl, c->gb[0], c->gb[1], c->gb[2], c->gs, c->prefix, c->T, c->NH,
+                                              c->NKV, c->HS);
+    if (!takes) {
+        CHECK_STATUS(fst, DSPY_ERR_ARG);
+        CHECK_CONTAINS(dspy_errmsg(), "BF16 out");
+        CHECK_STATUS(G->ops->attention_train_backward(G, gdq, gdk, gdv, c->gdo, go, gl, c->gb[0], c->gb[1], c->gb[2],
+                                                      c->gs, c->prefix, c->T, c->NH, c->NKV, c->HS),
+                     DSPY_ERR_ARG);
+        printf("  %-52s BF16 out refused (HS %d)\n", c->name, c->HS);
+    } else {
+        CHECK_OK(fst);
+        float *h16 = down_bf16(go), *hl = down(gl), *r16 = malloc(sizeof(float) * (size_t)nq);
+        for (int64_t i = 0; i < nq; i++) r16[i] = dspy_bf16_to_f32(dspy_f32_to_bf16(c->ho[i]));
+        snprintf(what, sizeof what, "%s [%s]: BF16 out", c->name, vn);
+        expect_same(what, h16, r16, (size_t)nq);
+        snprintf(what, sizeof what, "%s [%s]: lse (BF16 out)", c->name, vn);
+        expect_same(what, hl, c->hl, (size_t)nl);
+        CHECK_OK(G->ops->attention_train_backward(G, gdq, gdk, gdv, c->gdo, go, gl, c->gb[0], c->gb[1], c->gb[2], c->gs,
+                                                  c->prefix, c->T, c->NH, c->NKV, c->HS));
+        float *hdq = down(gdq), *hdk = down(gdk), *hdv = down(gdv);
+        if (!c->one_key) {
+            snprintf(what, sizeof what, "%s [%s]: dq (BF16 out)", c->name, vn);
+            expect_close(what, hdq, c->dq, (size_t)nq, 1e-2);
+            snprintf(what, sizeof what, "%s [%s]: dk (BF16 out)", c->name, vn);
+            expect_close(what, hdk, c->dk, (size_t)nkv, 1e-2);
+        }
+        snprintf(what, sizeof what, "%s [%s]: dv (BF16 out)", c->name, vn);
+        expect_close(what, hdv, c->dv, (size_t)nkv, 1e-2);
+        free(h16), free(hl), free(r16), free(hdq), free(hdk), free(hdv);
+    }
+    dspy_tensor outs[] = {go, gl, gdq, gdk, gdv};
+    for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++) dev_free(outs[i]);
 }
 
 /* The tensor-core path (BF16 q, k, v; train_attention_tc.cu) against the CPU's F32 attention of
@@ -896,6 +972,9 @@ static void one_attention_bf16(const char *name, int NH, int NKV, int HS, int ne
     }
     snprintf(what, sizeof what, "%s T=%d [%s]: dv", name, T, vn);
     expect_close(what, hdv, dv, (size_t)nkv, 1e-2);
+    const char *wm = getenv("DSPY_CUDA_TRAIN_ATTN");
+    const att_case ac = {name, T, NH, NKV, HS, prefix, gb, gs, gdo, ho, hl, dq, dk, dv, all_single != 0};
+    check_out16(&ac, vn, (HS == 64 || HS == 128) && !(wm && strcmp(wm, "wmma") == 0));
     /* mixed dtypes are refused */
     CHECK_STATUS(G->ops->attention_train(G, go, gl, gb[0], gout, gb[2], gs, prefix, T, NH, NKV, HS), DSPY_ERR_ARG);
     free(ho), free(hl), free(hdq), free(hdk), free(hdv);
@@ -1017,6 +1096,9 @@ static void one_attention_cudnn(const char *name, int NH, int NKV, int HS, int n
     }
     snprintf(what, sizeof what, "%s T=%d: dv", name, T);
     expect_close(what, hdv, dv, (size_t)nkv, 1e-2);
+    dspy_tensor gb[3] = {gq, gk, gv};
+    const att_case ac = {name, T, NH, NKV, HS, prefix, gb, gs, gdo, ho, hl, dq, dk, dv, longest == 1};
+    check_out16(&ac, prefix ? "flash" : "cudnn", true);
     free(ho), free(hl), free(hdq), free(hdk), free(hdv);
     free(start), free(q), free(k), free(v), free(dout), free(out), free(lse), free(dq), free(dk), free(dv);
     dspy_tensor all[] = {gq, gk, gv, gs, gdo, gout, glse, go, gl, gdq, gdk, gdv};

@@ -32,7 +32,9 @@
  * call (train_attention_cudnn.cu: head size 64 or 128, no prefix, a layout given by
  * attention_train_layout; DSPY_CUDA_CUDNN_ATTN=0 turns it off), else to the tensor cores: train_attention_fa.cu
  * (FlashAttention-2 arrangement, mma.sync) for head size 64 or 128 with 16-byte aligned tensors
- * and a dq that overlaps no input, train_attention_tc.cu (WMMA) for the rest.
+ * and a dq that overlaps no input, train_attention_tc.cu (WMMA) for the rest. A BF16 out (the
+ * BF16 trainer's att, kern/ops.h) goes to cuDNN or the flash kernels only; a call that neither
+ * takes is refused (out16_refused).
  */
 #include "kern/cuda/train.cuh"
 #include "kern/cuda/train_attention_cudnn.h"
@@ -416,13 +418,25 @@ static dspy_status check_heads(const char *op, int T, int NH, int NKV, int HS, i
     return DSPY_OK;
 }
 
+/* BF16 out (the BF16 trainer's att, kern/ops.h) is written and read by the fused and flash paths
+ * only: the error for a call that would go elsewhere. */
+static dspy_status out16_refused(const char *op, int T, int HS) {
+    return dspy_fail(DSPY_ERR_ARG, "cuda %s: a BF16 out needs head size 64 or 128, 16-byte aligned tensors (and, "
+                                   "backward, a dq overlapping no input) and T=%d within the flash kernels' grid "
+                                   "(head size %d; DSPY_CUDA_TRAIN_ATTN=wmma also refuses it): pass an F32 out "
+                                   "(the trainer: DSPY_TRAIN_ATT16=0)", op, T, HS);
+}
+
 dspy_status dspy_cu_attention_train(dspy_backend *be, dspy_tensor out, dspy_tensor lse, dspy_tensor q, dspy_tensor k,
                                dspy_tensor v, dspy_tensor start, int prefix, int T, int NH, int NKV, int HS) {
     CU_ENTER(be);
     const char *op = "attention_train";
-    /* q, k, v all F32 (the F32 kernels here) or all BF16 (tensor cores, train_attention_tc.cu) */
+    /* q, k, v all F32 (the F32 kernels here) or all BF16 (tensor cores, train_attention_tc.cu);
+     * out F32, or BF16 with BF16 q, k, v */
     const dspy_dtype it = q.dtype == DSPY_DTYPE_BF16 ? DSPY_DTYPE_BF16 : DSPY_DTYPE_F32;
-    CU_NEED(op, "out", out, DSPY_DTYPE_F32, (int64_t)T * NH * HS);
+    if (it == DSPY_DTYPE_BF16) CU_NEED2(op, "out", out, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)T * NH * HS);
+    else CU_NEED(op, "out", out, DSPY_DTYPE_F32, (int64_t)T * NH * HS);
+    const bool out16 = out.dtype == DSPY_DTYPE_BF16;
     CU_NEED(op, "lse", lse, DSPY_DTYPE_F32, (int64_t)T * NH);
     CU_NEED(op, "q", q, it, (int64_t)T * NH * HS);
     CU_NEED(op, "k", k, it, (int64_t)T * NKV * HS);
@@ -435,12 +449,13 @@ dspy_status dspy_cu_attention_train(dspy_backend *be, dspy_tensor out, dspy_tens
     if (it == DSPY_DTYPE_BF16)
         DSPY_TRY(dspy_cu_sdpa_route(be, false, start.data, prefix, T, NH, NKV, HS, fa_ptrs, 4, &fused));
     if (fused)
-        return dspy_cu_sdpa_fwd(be, (float *)out.data, (float *)lse.data, (const bf16 *)q.data, (const bf16 *)k.data,
+        return dspy_cu_sdpa_fwd(be, out.data, out16, (float *)lse.data, (const bf16 *)q.data, (const bf16 *)k.data,
                                 (const bf16 *)v.data, T, NH, NKV, HS);
     if (it == DSPY_DTYPE_BF16 && dspy_cu_train_fa_fits(T, HS, fa_ptrs, 4))
-        return dspy_cu_attention_train_fa(be, (float *)out.data, (float *)lse.data, (const bf16 *)q.data,
+        return dspy_cu_attention_train_fa(be, out.data, out16, (float *)lse.data, (const bf16 *)q.data,
                                           (const bf16 *)k.data, (const bf16 *)v.data, (const int32_t *)start.data,
                                           prefix, T, NH, NKV, HS);
+    if (out16) return out16_refused(op, T, HS);
     if (it == DSPY_DTYPE_BF16)
         return dspy_cu_attention_train_tc(be, (float *)out.data, (float *)lse.data, (const bf16 *)q.data,
                                           (const bf16 *)k.data, (const bf16 *)v.data, (const int32_t *)start.data,
@@ -467,9 +482,11 @@ dspy_status dspy_cu_attention_train_backward(dspy_backend *be, dspy_tensor dq, d
     CU_NEED(op, "dk", dk, DSPY_DTYPE_F32, (int64_t)T * NKV * HS);
     CU_NEED(op, "dv", dv, DSPY_DTYPE_F32, (int64_t)T * NKV * HS);
     CU_NEED(op, "dout", dout, DSPY_DTYPE_F32, (int64_t)T * NH * HS);
-    CU_NEED(op, "out", out, DSPY_DTYPE_F32, (int64_t)T * NH * HS);
     CU_NEED(op, "lse", lse, DSPY_DTYPE_F32, (int64_t)T * NH);
     const dspy_dtype it = q.dtype == DSPY_DTYPE_BF16 ? DSPY_DTYPE_BF16 : DSPY_DTYPE_F32;
+    if (it == DSPY_DTYPE_BF16) CU_NEED2(op, "out", out, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)T * NH * HS);
+    else CU_NEED(op, "out", out, DSPY_DTYPE_F32, (int64_t)T * NH * HS);
+    const bool out16 = out.dtype == DSPY_DTYPE_BF16;
     CU_NEED(op, "q", q, it, (int64_t)T * NH * HS);
     CU_NEED(op, "k", k, it, (int64_t)T * NKV * HS);
     CU_NEED(op, "v", v, it, (int64_t)T * NKV * HS);
@@ -483,7 +500,7 @@ dspy_status dspy_cu_attention_train_backward(dspy_backend *be, dspy_tensor dq, d
                                        "and NH with dspy_backend_reserve)", op, T, NH, s->train_rows_n);
     const float scale = (float)(1.0 / sqrt((double)HS));
     float *D = s->train_rows;
-    const float *g = (const float *)dout.data, *o = (const float *)out.data, *l = (const float *)lse.data;
+    const float *g = (const float *)dout.data, *l = (const float *)lse.data;
     const float *qp = (const float *)q.data, *kp = (const float *)k.data, *vp = (const float *)v.data;
     const int32_t *sp = (const int32_t *)start.data;
     /* the flash backward keeps dout in BF16 in dq's memory until its dq pass: not when dq
@@ -500,14 +517,15 @@ dspy_status dspy_cu_attention_train_backward(dspy_backend *be, dspy_tensor dq, d
     if (it == DSPY_DTYPE_BF16 && dq_alone)
         DSPY_TRY(dspy_cu_sdpa_route(be, true, start.data, prefix, T, NH, NKV, HS, fa_ptrs, 8, &fused));
     if (fused)
-        return dspy_cu_sdpa_bwd(be, (float *)dq.data, (float *)dk.data, (float *)dv.data, g, o, l,
+        return dspy_cu_sdpa_bwd(be, (float *)dq.data, (float *)dk.data, (float *)dv.data, g, out.data, out16, l,
                                 (const bf16 *)q.data, (const bf16 *)k.data, (const bf16 *)v.data, T, NH, NKV, HS);
     if (it == DSPY_DTYPE_BF16 && dq_alone && dspy_cu_train_fa_fits(T, HS, fa_ptrs, 8))
-        return dspy_cu_attention_train_backward_fa(be, (float *)dq.data, (float *)dk.data, (float *)dv.data, g, o, l,
-                                                   D, (const bf16 *)q.data, (const bf16 *)k.data,
+        return dspy_cu_attention_train_backward_fa(be, (float *)dq.data, (float *)dk.data, (float *)dv.data, g,
+                                                   out.data, out16, l, D, (const bf16 *)q.data, (const bf16 *)k.data,
                                                    (const bf16 *)v.data, sp, prefix, T, NH, NKV, HS);
+    if (out16) return out16_refused(op, T, HS);
     DSPY_TRY(cu_launch(be, "attention_train_backward (D)", k_att_rowdot, cu_blocks(rows, TA_THREADS / 32), TA_THREADS,
-                       0, D, g, o, rows, HS));
+                       0, D, g, (const float *)out.data, rows, HS));
     if (it == DSPY_DTYPE_BF16)
         return dspy_cu_attention_train_backward_tc(be, (float *)dq.data, (float *)dk.data, (float *)dv.data, g, l, D,
                                                    (const bf16 *)q.data, (const bf16 *)k.data, (const bf16 *)v.data,

@@ -21,7 +21,8 @@
  * (measured on the H200, cuDNN 9.19: a graph with an F32 O, or an F32 dK / dV straight out of
  * the matmuls, finalizes but its kernel does not write them, and its F32 dQ accumulator is not
  * dQ in the THD layout, so neither is used). out is written through a BF16 copy widened into F32
- * (so that narrowing it again for the backward is exact); dout is narrowed to BF16 as the own
+ * (so that narrowing it again for the backward is exact), or, BF16 out (the BF16 trainer's att),
+ * written by cuDNN directly and read in place by the backward; dout is narrowed to BF16 as the own
  * flash kernels round it; dq is widened from BF16; dk and dv are F32 under GQA (the sum over a KV
  * head's query heads, a reduction, writes F32 correctly; measured) and widened from BF16
  * otherwise.
@@ -685,6 +686,12 @@ static __global__ void k_sdpa_widen(float *dst, const bf16 *src, int64_t n) {
         dst[i] = __bfloat162float(src[i]);
 }
 
+static __global__ void k_sdpa_narrow(bf16 *dst, const float *src, int64_t n) {
+    griddep_wait();
+    for (int64_t i = threadIdx.x + (int64_t)blockIdx.x * blockDim.x; i < n; i += (int64_t)blockDim.x * gridDim.x)
+        dst[i] = __float2bfloat16(src[i]);
+}
+
 static __global__ void k_sdpa_narrow2(bf16 *d1, const float *s1, bf16 *d2, const float *s2, int64_t n) {
     griddep_wait();
     for (int64_t i = threadIdx.x + (int64_t)blockIdx.x * blockDim.x; i < n; i += (int64_t)blockDim.x * gridDim.x) {
@@ -786,26 +793,28 @@ dspy_status dspy_cu_sdpa_route(dspy_backend *be, bool bwd, const void *start, in
     return DSPY_OK;
 }
 
-dspy_status dspy_cu_sdpa_fwd(dspy_backend *be, float *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
-                             int T, int NH, int NKV, int HS) {
+dspy_status dspy_cu_sdpa_fwd(dspy_backend *be, void *out, bool out16, float *lse, const bf16 *q, const bf16 *k,
+                             const bf16 *v, int T, int NH, int NKV, int HS) {
     cu_sdpa *c = cu_of(be)->sdpa;
     DSPY_TRY(sdpa_heads(be, c, NH, NKV, HS));
     sdpa_graph *g = NULL;
     DSPY_TRY(graph_get(be, c, false, NH, NKV, HS, &g));
     const int64_t n = (int64_t)T * NH * HS;
-    bf16 *o16 = (bf16 *)c->b16;
+    bf16 *o16 = out16 ? (bf16 *)out : (bf16 *)c->b16; /* BF16 out: cuDNN writes it, no widening */
     int64_t *rq = c->off, *rkv = c->off + c->cap + 1, *rs = c->off + 2 * (c->cap + 1);
     int32_t *len = c->seg + c->cap + 1;
     const int64_t ids[] = {U_Q, U_K, U_V, U_O, U_STATS, U_SEQ_Q, U_SEQ_KV, U_RQ, U_RKV, U_RS, U_SCALE, U_NEGINF};
     void *ptrs[] = {(void *)q, (void *)k, (void *)v, (void *)o16, lse, len, len, rq, rkv, rs,
                     &g->scale, &g->neg_inf};
     DSPY_TRY(graph_run(be, c, g, ids, ptrs, (int)(sizeof ids / sizeof ids[0]), "attention_train (cudnn forward)"));
-    return cu_launch(be, "attention_train (cudnn out)", k_sdpa_widen, tr_grid(n), 256, 0, out, (const bf16 *)o16, n);
+    if (out16) return DSPY_OK;
+    return cu_launch(be, "attention_train (cudnn out)", k_sdpa_widen, tr_grid(n), 256, 0, (float *)out,
+                     (const bf16 *)o16, n);
 }
 
-dspy_status dspy_cu_sdpa_bwd(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout, const float *out,
-                             const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T, int NH, int NKV,
-                             int HS) {
+dspy_status dspy_cu_sdpa_bwd(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout, const void *out,
+                             bool out16, const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T, int NH,
+                             int NKV, int HS) {
     cu_sdpa *c = cu_of(be)->sdpa;
     DSPY_TRY(sdpa_heads(be, c, NH, NKV, HS));
     sdpa_graph *g = NULL;
@@ -813,9 +822,16 @@ dspy_status dspy_cu_sdpa_bwd(dspy_backend *be, float *dq, float *dk, float *dv, 
     const int64_t nq = (int64_t)T * NH * HS, nk = (int64_t)T * NKV * HS, slot = (int64_t)c->rows * c->width;
     bf16 *o16 = (bf16 *)c->b16, *do16 = o16 + slot, *dq16 = do16 + slot, *dk16 = dq16 + slot, *dv16 = dk16 + slot;
     float *dsum = c->f32, *dkf = dsum + c->rows * c->NH, *dvf = dkf + slot, *dqa = dvf + slot;
-    /* out holds BF16 values (the forward widened them): narrowing them again is exact */
-    DSPY_TRY(cu_launch(be, "attention_train_backward (cudnn inputs)", k_sdpa_narrow2, tr_grid(nq), 256, 0, o16, out,
-                       do16, dout, nq));
+    /* F32 out holds BF16 values (the forward widened them): narrowing them again is exact; a
+     * BF16 out is cuDNN's O itself, read in place */
+    if (out16) {
+        o16 = (bf16 *)out;
+        DSPY_TRY(cu_launch(be, "attention_train_backward (cudnn dout)", k_sdpa_narrow, tr_grid(nq), 256, 0, do16,
+                           dout, nq));
+    } else {
+        DSPY_TRY(cu_launch(be, "attention_train_backward (cudnn inputs)", k_sdpa_narrow2, tr_grid(nq), 256, 0, o16,
+                           (const float *)out, do16, dout, nq));
+    }
     int64_t *rq = c->off, *rkv = c->off + c->cap + 1, *rs = c->off + 2 * (c->cap + 1);
     int32_t *len = c->seg + c->cap + 1;
     const int64_t ids[] = {U_Q,     U_K,   U_V,   U_O,   U_DO,  U_STATS,  U_DQ,   U_DK,   U_DV,   U_SEQ_Q,
@@ -865,17 +881,17 @@ dspy_status dspy_cu_sdpa_route(dspy_backend *be, bool bwd, const void *start, in
     return DSPY_OK;
 }
 
-dspy_status dspy_cu_sdpa_fwd(dspy_backend *be, float *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
-                             int T, int NH, int NKV, int HS) {
-    (void)be, (void)out, (void)lse, (void)q, (void)k, (void)v, (void)T, (void)NH, (void)NKV, (void)HS;
+dspy_status dspy_cu_sdpa_fwd(dspy_backend *be, void *out, bool out16, float *lse, const bf16 *q, const bf16 *k,
+                             const bf16 *v, int T, int NH, int NKV, int HS) {
+    (void)be, (void)out, (void)out16, (void)lse, (void)q, (void)k, (void)v, (void)T, (void)NH, (void)NKV, (void)HS;
     return dspy_fail(DSPY_ERR_BACKEND, "cuda cudnn attention: this build has no cuDNN");
 }
 
-dspy_status dspy_cu_sdpa_bwd(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout, const float *out,
-                             const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T, int NH, int NKV,
-                             int HS) {
-    (void)be, (void)dq, (void)dk, (void)dv, (void)dout, (void)out, (void)lse, (void)q, (void)k, (void)v, (void)T;
-    (void)NH, (void)NKV, (void)HS;
+dspy_status dspy_cu_sdpa_bwd(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout, const void *out,
+                             bool out16, const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T, int NH,
+                             int NKV, int HS) {
+    (void)be, (void)dq, (void)dk, (void)dv, (void)dout, (void)out, (void)out16, (void)lse, (void)q, (void)k, (void)v;
+    (void)T, (void)NH, (void)NKV, (void)HS;
     return dspy_fail(DSPY_ERR_BACKEND, "cuda cudnn attention: this build has no cuDNN");
 }
 

@@ -32,15 +32,16 @@ dspy_status dspy_cu_sdpa_layout(dspy_backend *be, dspy_tensor start, int T, int 
 dspy_status dspy_cu_sdpa_route(dspy_backend *be, bool bwd, const void *start, int prefix, int T, int NH, int NKV,
                                int HS, const void *const *ptrs, int n, bool *take);
 
-/* out (T, NH, HS) F32, lse (T, NH) F32 (natural log of the scaled scores' sum, as the own
- * kernels) from BF16 q (T, NH, HS), k, v (T, NKV, HS). */
-dspy_status dspy_cu_sdpa_fwd(dspy_backend *be, float *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
-                             int T, int NH, int NKV, int HS);
+/* out (T, NH, HS) F32 (or BF16 when out16), lse (T, NH) F32 (natural log of the scaled scores'
+ * sum, as the own kernels) from BF16 q (T, NH, HS), k, v (T, NKV, HS). */
+dspy_status dspy_cu_sdpa_fwd(dspy_backend *be, void *out, bool out16, float *lse, const bf16 *q, const bf16 *k,
+                             const bf16 *v, int T, int NH, int NKV, int HS);
 
-/* dq (T, NH, HS), dk, dv (T, NKV, HS) F32, overwritten, from dout, out (F32), lse and q, k, v. */
-dspy_status dspy_cu_sdpa_bwd(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout, const float *out,
-                             const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T, int NH, int NKV,
-                             int HS);
+/* dq (T, NH, HS), dk, dv (T, NKV, HS) F32, overwritten, from dout, out (F32, or BF16 when out16),
+ * lse and q, k, v. */
+dspy_status dspy_cu_sdpa_bwd(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout, const void *out,
+                             bool out16, const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T, int NH,
+                             int NKV, int HS);
 
 /* Frees everything (plans, handle, scratch); NULL-safe. */
 void dspy_cu_sdpa_release(cuda_state *s);

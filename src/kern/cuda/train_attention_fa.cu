@@ -14,8 +14,9 @@
  *
  * Kernels (128 threads; grids put the heaviest tiles of the causal triangle first):
  *   forward (NH, T/64): 64 query rows of one head; per 64-key tile S = Q K^T, the online
- *            softmax, O += P V; out = O / l, lse = m + log l (natural log, scaled scores).
- *   prep    one warp per (row, head): D = dout . out, dout rounded to BF16 into the first half
+ *            softmax, O += P V; out = O / l, lse = m + log l (natural log, scaled scores);
+ *            out F32, or BF16 rounded once from the F32 value (the BF16 trainer's att).
+ *   prep    one warp per (row, head): D = dout . out (out F32 or BF16), dout rounded to BF16 into the first half
  *            of dq (free until the dq pass writes it), and dk, dv zeroed when query heads
  *            share a KV head (their partial sums are added atomically).
  *   dk/dv   (NH, T/64): 64 keys of one query head over the query tiles that can see them:
@@ -139,11 +140,23 @@ static __device__ __forceinline__ void fa_mask_rows(float (&s)[8][4], int kb, in
 /* ---- forward ------------------------------------------------------------------------------ */
 
 template <int D> static constexpr size_t fa_tile_bytes() { return (size_t)FA_TILE * D * sizeof(bf16); }
+
+/* Two adjacent elements of out, F32 or (the BF16 trainer's) BF16, rounded once from F32. */
+static __device__ __forceinline__ void fa_st2(float *p, float a, float b) {
+    *reinterpret_cast<float2 *>(p) = make_float2(a, b);
+}
+static __device__ __forceinline__ void fa_st2(bf16 *p, float a, float b) {
+    *reinterpret_cast<__nv_bfloat162 *>(p) = __floats2bfloat162_rn(a, b);
+}
+static __device__ __forceinline__ float2 fa_ld2(const float *p) { return *reinterpret_cast<const float2 *>(p); }
+static __device__ __forceinline__ float2 fa_ld2(const bf16 *p) {
+    return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(p));
+}
 /* Q, K x 2, V x 2 */
 template <int D> static constexpr size_t fa_fwd_smem() { return 5 * fa_tile_bytes<D>(); }
 
-template <int D>
-static __global__ __launch_bounds__(FA_THREADS) void k_fa_fwd(float *__restrict__ out, float *__restrict__ lse,
+template <int D, typename OT>
+static __global__ __launch_bounds__(FA_THREADS) void k_fa_fwd(OT *__restrict__ out, float *__restrict__ lse,
                                                               const bf16 *__restrict__ q, const bf16 *__restrict__ k,
                                                               const bf16 *__restrict__ v,
                                                               const int32_t *__restrict__ start, int prefix, int T,
@@ -241,12 +254,8 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_fwd(float *__restrict_
 #pragma unroll
     for (int i = 0; i < ND; i++) {
         const int col = i * 8 + 2 * t;
-        if (row_a < T)
-            *reinterpret_cast<float2 *>(out + ((int64_t)row_a * NH + h) * D + col) =
-                make_float2(o[i][0] * inv_a, o[i][1] * inv_a);
-        if (row_b < T)
-            *reinterpret_cast<float2 *>(out + ((int64_t)row_b * NH + h) * D + col) =
-                make_float2(o[i][2] * inv_b, o[i][3] * inv_b);
+        if (row_a < T) fa_st2(out + ((int64_t)row_a * NH + h) * D + col, o[i][0] * inv_a, o[i][1] * inv_a);
+        if (row_b < T) fa_st2(out + ((int64_t)row_b * NH + h) * D + col, o[i][2] * inv_b, o[i][3] * inv_b);
     }
     if (t == 0) {
         if (row_a < T) lse[(int64_t)row_a * NH + h] = m_a * scale + logf(l_a);
@@ -258,10 +267,10 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_fwd(float *__restrict_
 
 /* One warp per (row, head) r of `rows`: D[r] = dout[r] . out[r]; dob[r] = dout[r] in BF16. With
  * dk != NULL, first dk and dv (nkv elements each) to 0 over the whole grid. */
-template <int D>
+template <int D, typename OT>
 static __global__ void k_fa_prep(float *__restrict__ Dg, bf16 *__restrict__ dob, float *__restrict__ dk,
                                  float *__restrict__ dv, int64_t nkv, const float *__restrict__ dout,
-                                 const float *__restrict__ out, int64_t rows) {
+                                 const OT *__restrict__ out, int64_t rows) {
     griddep_wait();
     const int64_t gt = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, nth = (int64_t)gridDim.x * blockDim.x;
     if (dk)
@@ -273,7 +282,7 @@ static __global__ void k_fa_prep(float *__restrict__ Dg, bf16 *__restrict__ dob,
 #pragma unroll
     for (int c = lane * 2; c < D; c += 64) {
         const float2 gv = *reinterpret_cast<const float2 *>(dout + r * D + c);
-        const float2 ov = *reinterpret_cast<const float2 *>(out + r * D + c);
+        const float2 ov = fa_ld2(out + r * D + c);
         acc = fmaf(gv.x, ov.x, fmaf(gv.y, ov.y, acc));
         *reinterpret_cast<__nv_bfloat162 *>(dob + r * D + c) = __floats2bfloat162_rn(gv.x, gv.y);
     }
@@ -603,8 +612,8 @@ template <int D, int W, int MT> static constexpr size_t fa_fwd2_smem() {
     return (size_t)16 * W * MT * D * 2 + 4 * fa_tile_bytes<D>();
 }
 
-template <int D, int W, int MT, int MINB = 1>
-static __global__ __launch_bounds__(32 * W, MINB) void k_fa_fwd2(float *__restrict__ out, float *__restrict__ lse,
+template <int D, int W, int MT, int MINB, typename OT>
+static __global__ __launch_bounds__(32 * W, MINB) void k_fa_fwd2(OT *__restrict__ out, float *__restrict__ lse,
                                                            const bf16 *__restrict__ q, const bf16 *__restrict__ k,
                                                            const bf16 *__restrict__ v,
                                                            const int32_t *__restrict__ start, int prefix, int T,
@@ -710,12 +719,8 @@ static __global__ __launch_bounds__(32 * W, MINB) void k_fa_fwd2(float *__restri
 #pragma unroll
         for (int i = 0; i < ND; i++) {
             const int col = i * 8 + 2 * t;
-            if (row_a < T)
-                *reinterpret_cast<float2 *>(out + ((int64_t)row_a * NH + h) * D + col) =
-                    make_float2(o[m][i][0] * inv_a, o[m][i][1] * inv_a);
-            if (row_b < T)
-                *reinterpret_cast<float2 *>(out + ((int64_t)row_b * NH + h) * D + col) =
-                    make_float2(o[m][i][2] * inv_b, o[m][i][3] * inv_b);
+            if (row_a < T) fa_st2(out + ((int64_t)row_a * NH + h) * D + col, o[m][i][0] * inv_a, o[m][i][1] * inv_a);
+            if (row_b < T) fa_st2(out + ((int64_t)row_b * NH + h) * D + col, o[m][i][2] * inv_b, o[m][i][3] * inv_b);
         }
         if (t == 0) {
             if (row_a < T) lse[(int64_t)row_a * NH + h] = m_a[m] * scale + logf(la);
@@ -881,17 +886,23 @@ template <typename K> static dspy_status fa_smem_attr(dspy_backend *be, K *kern,
                          "flash training attention setup");
 }
 
+template <int D, typename OT> static dspy_status fa_setup_fwd(dspy_backend *be) {
+    DSPY_TRY(fa_smem_attr(be, k_fa_fwd<D, OT>, fa_fwd_smem<D>()));
+    DSPY_TRY(fa_smem_attr(be, k_fa_fwd2<D, 4, 1, 1, OT>, fa_fwd2_smem<D, 4, 1>()));
+    if constexpr (D == 64) return fa_smem_attr(be, k_fa_fwd2<64, 4, 2, 3, OT>, fa_fwd2_smem<64, 4, 2>());
+    return DSPY_OK;
+}
+
 template <int D> static dspy_status fa_setup_d(dspy_backend *be) {
-    DSPY_TRY(fa_smem_attr(be, k_fa_fwd<D>, fa_fwd_smem<D>()));
+    DSPY_TRY((fa_setup_fwd<D, float>(be)));
+    DSPY_TRY((fa_setup_fwd<D, bf16>(be)));
     DSPY_TRY(fa_smem_attr(be, k_fa_dkdv<D>, fa_dkdv_smem<D>()));
     DSPY_TRY(fa_smem_attr(be, k_fa_dq<D>, fa_dq_smem<D>()));
-    DSPY_TRY(fa_smem_attr(be, k_fa_fwd2<D, 4, 1>, fa_fwd2_smem<D, 4, 1>()));
     return fa_smem_attr(be, k_fa_dkdv2<D, 4>, fa_dkdv2_smem<D, 4>());
 }
 
 dspy_status dspy_cu_train_fa_setup(dspy_backend *be) {
     DSPY_TRY(fa_setup_d<64>(be));
-    DSPY_TRY(fa_smem_attr(be, k_fa_fwd2<64, 4, 2, 3>, fa_fwd2_smem<64, 4, 2>()));
     DSPY_TRY(fa_smem_attr(be, k_fa_dkdv2<64, 4, 3>, fa_dkdv2_smem<64, 4>()));
     return fa_setup_d<128>(be);
 }
@@ -906,36 +917,40 @@ bool dspy_cu_train_fa_fits(int T, int HS, const void *const *ptrs, int n) {
     return (a & 15u) == 0;
 }
 
-template <int D, int W, int MT, int MINB = 1>
-static dspy_status fa_fwd2(dspy_backend *be, float *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
+template <int D, int W, int MT, int MINB, typename OT>
+static dspy_status fa_fwd2(dspy_backend *be, OT *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                            const int32_t *start, int prefix, int T, int NH, int NKV, float sl2, float scale) {
     dim3 grid(NH, cu_blocks(T, 16 * W * MT));
-    return cu_launch(be, "attention_train (BF16 flash)", k_fa_fwd2<D, W, MT, MINB>, grid, 32 * W, fa_fwd2_smem<D, W, MT>(),
+    return cu_launch(be, "attention_train (BF16 flash)", k_fa_fwd2<D, W, MT, MINB, OT>, grid, 32 * W,
+                     fa_fwd2_smem<D, W, MT>(),
                      out, lse, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
 }
 
-template <int D>
-static dspy_status fa_forward(dspy_backend *be, float *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
+template <int D, typename OT>
+static dspy_status fa_forward(dspy_backend *be, OT *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                               const int32_t *start, int prefix, int T, int NH, int NKV) {
     const float scale = (float)(1.0 / sqrt((double)D)), sl2 = scale * FA_LOG2E;
     switch (fa_config(T, D).fwd) {
     case 0: {
         dim3 grid(NH, cu_blocks(T, FA_TILE));
-        return cu_launch(be, "attention_train (BF16 flash)", k_fa_fwd<D>, grid, FA_THREADS, fa_fwd_smem<D>(), out,
+        return cu_launch(be, "attention_train (BF16 flash)", k_fa_fwd<D, OT>, grid, FA_THREADS, fa_fwd_smem<D>(), out,
                          lse, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
     }
-    case 1: return fa_fwd2<D, 4, 1>(be, out, lse, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
+    case 1: return fa_fwd2<D, 4, 1, 1>(be, out, lse, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
     default:
         if constexpr (D == 64) return fa_fwd2<D, 4, 2, 3>(be, out, lse, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
-        return fa_fwd2<D, 4, 1>(be, out, lse, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
+        return fa_fwd2<D, 4, 1, 1>(be, out, lse, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
     }
 }
 
-dspy_status dspy_cu_attention_train_fa(dspy_backend *be, float *out, float *lse, const bf16 *q, const bf16 *k,
-                                       const bf16 *v, const int32_t *start, int prefix, int T, int NH, int NKV,
-                                       int HS) {
-    if (HS == 64) return fa_forward<64>(be, out, lse, q, k, v, start, prefix, T, NH, NKV);
-    return fa_forward<128>(be, out, lse, q, k, v, start, prefix, T, NH, NKV);
+dspy_status dspy_cu_attention_train_fa(dspy_backend *be, void *out, bool out16, float *lse, const bf16 *q,
+                                       const bf16 *k, const bf16 *v, const int32_t *start, int prefix, int T, int NH,
+                                       int NKV, int HS) {
+    if (out16)
+        return HS == 64 ? fa_forward<64>(be, (bf16 *)out, lse, q, k, v, start, prefix, T, NH, NKV)
+                        : fa_forward<128>(be, (bf16 *)out, lse, q, k, v, start, prefix, T, NH, NKV);
+    return HS == 64 ? fa_forward<64>(be, (float *)out, lse, q, k, v, start, prefix, T, NH, NKV)
+                    : fa_forward<128>(be, (float *)out, lse, q, k, v, start, prefix, T, NH, NKV);
 }
 
 template <int D, int MINB>
@@ -948,8 +963,8 @@ static dspy_status fa_dkdv2(dspy_backend *be, float *dk, float *dv, const bf16 *
                      atomic);
 }
 
-template <int D>
-static dspy_status fa_backward(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout, const float *out,
+template <int D, typename OT>
+static dspy_status fa_backward(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout, const OT *out,
                                const float *lse, float *Dg, const bf16 *q, const bf16 *k, const bf16 *v,
                                const int32_t *start, int prefix, int T, int NH, int NKV) {
     const float scale = (float)(1.0 / sqrt((double)D)), sl2 = scale * FA_LOG2E;
@@ -959,7 +974,7 @@ static dspy_status fa_backward(dspy_backend *be, float *dq, float *dk, float *dv
     const int atomic = NH != NKV;
     bf16 *dob = reinterpret_cast<bf16 *>(dq); /* dout in BF16, until the dq pass overwrites it */
     if (parts & 1)
-        DSPY_TRY(cu_launch(be, "attention_train_backward (BF16 flash prep)", k_fa_prep<D>,
+        DSPY_TRY(cu_launch(be, "attention_train_backward (BF16 flash prep)", k_fa_prep<D, OT>,
                            cu_blocks(rows, FA_THREADS / 32), FA_THREADS, 0, Dg, dob, atomic ? dk : (float *)NULL,
                            atomic ? dv : (float *)NULL, nkv, dout, out, rows));
     if (parts & 2) {
@@ -981,9 +996,16 @@ static dspy_status fa_backward(dspy_backend *be, float *dq, float *dk, float *dv
 }
 
 dspy_status dspy_cu_attention_train_backward_fa(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout,
-                                                const float *out, const float *lse, float *D, const bf16 *q,
-                                                const bf16 *k, const bf16 *v, const int32_t *start, int prefix,
-                                                int T, int NH, int NKV, int HS) {
-    if (HS == 64) return fa_backward<64>(be, dq, dk, dv, dout, out, lse, D, q, k, v, start, prefix, T, NH, NKV);
-    return fa_backward<128>(be, dq, dk, dv, dout, out, lse, D, q, k, v, start, prefix, T, NH, NKV);
+                                                const void *out, bool out16, const float *lse, float *D,
+                                                const bf16 *q, const bf16 *k, const bf16 *v, const int32_t *start,
+                                                int prefix, int T, int NH, int NKV, int HS) {
+    if (out16)
+        return HS == 64 ? fa_backward<64>(be, dq, dk, dv, dout, (const bf16 *)out, lse, D, q, k, v, start, prefix,
+                                          T, NH, NKV)
+                        : fa_backward<128>(be, dq, dk, dv, dout, (const bf16 *)out, lse, D, q, k, v, start, prefix,
+                                           T, NH, NKV);
+    return HS == 64 ? fa_backward<64>(be, dq, dk, dv, dout, (const float *)out, lse, D, q, k, v, start, prefix, T, NH,
+                                      NKV)
+                    : fa_backward<128>(be, dq, dk, dv, dout, (const float *)out, lse, D, q, k, v, start, prefix, T,
+                                       NH, NKV);
 }
