@@ -24,8 +24,8 @@
  * gb and runs BF16 dgrad and wgrad GEMMs that accumulate into the F32 gradients (beta = 1).
  * Attention reads BF16 copies of q (after RoPE), k and v (saved per layer for the backward pass)
  * and runs on tensor cores with F32 softmax statistics and outputs (the output in BF16 where the
- * o-projection reads it directly, att16). Activations, norms, the loss
- * and the residual stream stay F32.
+ * o-projection reads it directly, att16). Activations, norms, the loss and the residual stream
+ * stay F32.
  *
  * LoRA in mixed precision (lora16: the backend's lora_forward / lora_backward / dropout_acc) keeps
  * the same BF16 activations: each adapter's input is dropped out into BF16 and kept per layer
@@ -498,14 +498,15 @@ static dspy_status linear_bwd(dspy_trainable *t, int l, int lin, float *dx, bool
  * o bias) and the backend's attention can write it so (kern/ops.h attention_train: head size 64
  * or 128, 16-byte aligned tensors). It saves the F32 write, the cast into xb forward and again
  * backward, and the fused attention's widening and narrowing of it. DSPY_TRAIN_ATT16=0 keeps the
- * F32 att (comparisons). */
+ * F32 att (comparisons), and so does CUDA's DSPY_CUDA_TRAIN_ATTN=wmma (its comparison kernels
+ * write F32 only). */
 static bool att16(const dspy_trainable *t, int l) {
     const train_work *w = &t->work;
     const train_layer *L = &t->layers[l];
     const int HS = t->cfg.head_dim;
     if (!w->acts16 || !t->be->ops->linear_add || L->b[LIN_O] || (HS != 64 && HS != 128)) return false;
-    const char *env = getenv("DSPY_TRAIN_ATT16");
-    if (env && strcmp(env, "0") == 0) return false;
+    const char *env = getenv("DSPY_TRAIN_ATT16"), *wmma = getenv("DSPY_CUDA_TRAIN_ATTN");
+    if ((env && strcmp(env, "0") == 0) || (wmma && strcmp(wmma, "wmma") == 0)) return false;
     const void *ptrs[] = {w->acts[l].att, w->acts[l].qb, w->acts[l].kb, w->acts[l].vb, w->dq, w->dk, w->dv, w->datt};
     uintptr_t bits = 0;
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) bits |= (uintptr_t)ptrs[i];
