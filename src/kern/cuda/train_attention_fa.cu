@@ -16,9 +16,9 @@
  *   forward (NH, T/64): 64 query rows of one head; per 64-key tile S = Q K^T, the online
  *            softmax, O += P V; out = O / l, lse = m + log l (natural log, scaled scores);
  *            out F32, or BF16 rounded once from the F32 value (the BF16 trainer's att).
- *   prep    one warp per (row, head): D = dout . out (out F32 or BF16), dout rounded to BF16 into the first half
- *            of dq (free until the dq pass writes it), and dk, dv zeroed when query heads
- *            share a KV head (their partial sums are added atomically).
+ *   prep    one warp per (row, head): D = dout . out (out F32 or BF16), dout rounded to BF16
+ *            into the first half of dq (free until the dq pass writes it), and dk, dv zeroed
+ *            when query heads share a KV head (their partial sums are added atomically).
  *   dk/dv   (NH, T/64): 64 keys of one query head over the query tiles that can see them:
  *            S^T = K Q^T, dP^T = V dO^T, P^T = 2^(S^T scale log2e - lse log2e),
  *            dS^T = P^T (dP^T - D); dV += P^T dO, dK += dS^T Q (the 4 query heads of a
@@ -922,8 +922,7 @@ static dspy_status fa_fwd2(dspy_backend *be, OT *out, float *lse, const bf16 *q,
                            const int32_t *start, int prefix, int T, int NH, int NKV, float sl2, float scale) {
     dim3 grid(NH, cu_blocks(T, 16 * W * MT));
     return cu_launch(be, "attention_train (BF16 flash)", k_fa_fwd2<D, W, MT, MINB, OT>, grid, 32 * W,
-                     fa_fwd2_smem<D, W, MT>(),
-                     out, lse, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
+                     fa_fwd2_smem<D, W, MT>(), out, lse, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
 }
 
 template <int D, typename OT>
