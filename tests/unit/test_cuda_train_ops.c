@@ -723,6 +723,42 @@ static bool ref_sees(const int32_t *start, int prefix, int t, int j) {
     return j <= t && (j >= start[t] || j < prefix);
 }
 
+/* One attention case on the host: the packed examples' start array, random q, k, v and dout (q,
+ * k, v rounded to BF16 in place and uploaded as BF16 into gb[3] when gb is given), and the CPU's
+ * forward and backward of them: the reference every CUDA path is held to. */
+typedef struct att_host {
+    int T;
+    int64_t nq, nkv, nl;
+    int32_t *start;
+    float *q, *k, *v, *dout, *out, *lse, *dq, *dk, *dv;
+} att_host;
+
+static void att_host_make(att_host *a, int NH, int NKV, int HS, int nex, const int *lens, int prefix, dspy_tensor *gb) {
+    int T = 0;
+    for (int e = 0; e < nex; e++) T += lens[e];
+    a->T = T;
+    a->start = malloc(sizeof(int32_t) * (size_t)T);
+    for (int e = 0, t = 0; e < nex; e++)
+        for (int i = 0; i < lens[e]; i++, t++) a->start[t] = t - i;
+    const int64_t nq = (int64_t)T * NH * HS, nkv = (int64_t)T * NKV * HS, nl = (int64_t)T * NH;
+    a->nq = nq, a->nkv = nkv, a->nl = nl;
+    a->q = rnd((size_t)nq, 2), a->k = rnd((size_t)nkv, 2), a->v = rnd((size_t)nkv, 1), a->dout = rnd((size_t)nq, 1);
+    if (gb) gb[0] = up_bf16(a->q, nq), gb[1] = up_bf16(a->k, nkv), gb[2] = up_bf16(a->v, nkv);
+    a->out = malloc(sizeof(float) * (size_t)nq), a->lse = malloc(sizeof(float) * (size_t)nl);
+    a->dq = malloc(sizeof(float) * (size_t)nq), a->dk = malloc(sizeof(float) * (size_t)nkv);
+    a->dv = malloc(sizeof(float) * (size_t)nkv);
+    CHECK_OK(C->ops->attention_train(C, HF(a->out, nq), HF(a->lse, nl), HF(a->q, nq), HF(a->k, nkv), HF(a->v, nkv),
+                                     HI(a->start, T), prefix, T, NH, NKV, HS));
+    CHECK_OK(C->ops->attention_train_backward(C, HF(a->dq, nq), HF(a->dk, nkv), HF(a->dv, nkv), HF(a->dout, nq),
+                                              HF(a->out, nq), HF(a->lse, nl), HF(a->q, nq), HF(a->k, nkv),
+                                              HF(a->v, nkv), HI(a->start, T), prefix, T, NH, NKV, HS));
+}
+
+static void att_host_free(att_host *a) {
+    free(a->start), free(a->q), free(a->k), free(a->v), free(a->dout), free(a->out), free(a->lse), free(a->dq);
+    free(a->dk), free(a->dv);
+}
+
 /* Double-precision reference of the forward and backward (the formulas of ops.h). */
 static void att_ref(const float *q, const float *k, const float *v, const float *dout, const int32_t *start,
                     int prefix, int T, int NH, int NKV, int HS, double *out, double *lse, double *dq, double *dk,
@@ -781,21 +817,13 @@ static void expect_ref(const char *what, const float *gpu, const float *cpu, con
 
 static void one_attention(const char *name, int NH, int NKV, int HS, int nex, const int *lens, int prefix) {
     char what[128];
-    int T = 0;
-    for (int e = 0; e < nex; e++) T += lens[e];
-    int32_t *start = malloc(sizeof(int32_t) * (size_t)T);
-    for (int e = 0, t = 0; e < nex; e++)
-        for (int i = 0; i < lens[e]; i++, t++) start[t] = t - i;
-    const int64_t nq = (int64_t)T * NH * HS, nkv = (int64_t)T * NKV * HS, nl = (int64_t)T * NH;
-    float *q = rnd((size_t)nq, 2), *k = rnd((size_t)nkv, 2), *v = rnd((size_t)nkv, 1), *dout = rnd((size_t)nq, 1);
-    float *out = malloc(sizeof(float) * (size_t)nq), *lse = malloc(sizeof(float) * (size_t)nl);
-    float *dq = malloc(sizeof(float) * (size_t)nq), *dk = malloc(sizeof(float) * (size_t)nkv);
-    float *dv = malloc(sizeof(float) * (size_t)nkv);
-    CHECK_OK(C->ops->attention_train(C, HF(out, nq), HF(lse, nl), HF(q, nq), HF(k, nkv), HF(v, nkv), HI(start, T),
-                                     prefix, T, NH, NKV, HS));
-    CHECK_OK(C->ops->attention_train_backward(C, HF(dq, nq), HF(dk, nkv), HF(dv, nkv), HF(dout, nq), HF(out, nq),
-                                              HF(lse, nl), HF(q, nq), HF(k, nkv), HF(v, nkv), HI(start, T), prefix,
-                                              T, NH, NKV, HS));
+    att_host rf;
+    att_host_make(&rf, NH, NKV, HS, nex, lens, prefix, NULL);
+    const int T = rf.T;
+    const int64_t nq = rf.nq, nkv = rf.nkv, nl = rf.nl;
+    int32_t *start = rf.start;
+    float *q = rf.q, *k = rf.k, *v = rf.v, *dout = rf.dout, *out = rf.out, *lse = rf.lse, *dq = rf.dq, *dk = rf.dk,
+          *dv = rf.dv;
     dspy_tensor gq = up(q, nq), gk = up(k, nkv), gv = up(v, nkv), gs = up_i32(start, T);
     dspy_tensor go = poisoned(nq), gl = poisoned(nl);
     { /* a BF16 out needs BF16 q, k, v (CUDA), and the CPU reference takes F32 only */
@@ -841,7 +869,7 @@ static void one_attention(const char *name, int NH, int NKV, int HS, int nex, co
     expect_ref(what, hdk, dk, rdk, (size_t)nkv, 3e-5);
     snprintf(what, sizeof what, "%s: dv", name);
     expect_ref(what, hdv, dv, rdv, (size_t)nkv, 3e-5);
-    free(start), free(q), free(k), free(v), free(dout), free(out), free(lse), free(dq), free(dk), free(dv);
+    att_host_free(&rf);
     free(ho), free(hl), free(hdq), free(hdk), free(hdv), free(rout), free(rlse), free(rdq), free(rdk), free(rdv);
     dspy_tensor all[] = {gq, gk, gv, gs, go, gl, gdo, gout, glse, gdq, gdk, gdv};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) dev_free(all[i]);
@@ -907,32 +935,13 @@ static void check_out16(const att_case *c, const char *vn, bool takes) {
  * out and lse. */
 static void one_attention_bf16(const char *name, int NH, int NKV, int HS, int nex, const int *lens, int prefix) {
     char what[128];
-    int T = 0;
-    for (int e = 0; e < nex; e++) T += lens[e];
-    int32_t *start = malloc(sizeof(int32_t) * (size_t)T);
-    for (int e = 0, t = 0; e < nex; e++)
-        for (int i = 0; i < lens[e]; i++, t++) start[t] = t - i;
-    const int64_t nq = (int64_t)T * NH * HS, nkv = (int64_t)T * NKV * HS, nl = (int64_t)T * NH;
-    float *q = rnd((size_t)nq, 2), *k = rnd((size_t)nkv, 2), *v = rnd((size_t)nkv, 1), *dout = rnd((size_t)nq, 1);
-    float *src[3] = {q, k, v};
-    int64_t ns[3] = {nq, nkv, nkv};
-    dspy_tensor gb[3];
-    for (int a = 0; a < 3; a++) { /* round to BF16 on the host; the device gets the BF16 bits */
-        uint16_t *b = malloc(sizeof(uint16_t) * (size_t)ns[a]);
-        for (int64_t i = 0; i < ns[a]; i++) b[i] = dspy_f32_to_bf16(src[a][i]), src[a][i] = dspy_bf16_to_f32(b[i]);
-        gb[a] = dev_alloc(DSPY_DTYPE_BF16, ns[a]);
-        CHECK_OK(G->ops->copy(G, gb[a].data, b, sizeof(uint16_t) * (size_t)ns[a], DSPY_COPY_H2D));
-        CHECK_OK(G->ops->sync(G));
-        free(b);
-    }
-    float *out = malloc(sizeof(float) * (size_t)nq), *lse = malloc(sizeof(float) * (size_t)nl);
-    float *dq = malloc(sizeof(float) * (size_t)nq), *dk = malloc(sizeof(float) * (size_t)nkv);
-    float *dv = malloc(sizeof(float) * (size_t)nkv);
-    CHECK_OK(C->ops->attention_train(C, HF(out, nq), HF(lse, nl), HF(q, nq), HF(k, nkv), HF(v, nkv), HI(start, T),
-                                     prefix, T, NH, NKV, HS));
-    CHECK_OK(C->ops->attention_train_backward(C, HF(dq, nq), HF(dk, nkv), HF(dv, nkv), HF(dout, nq), HF(out, nq),
-                                              HF(lse, nl), HF(q, nq), HF(k, nkv), HF(v, nkv), HI(start, T), prefix,
-                                              T, NH, NKV, HS));
+    dspy_tensor gb[3]; /* q, k, v rounded to BF16 on the host; the device gets the BF16 bits */
+    att_host rf;
+    att_host_make(&rf, NH, NKV, HS, nex, lens, prefix, gb);
+    const int T = rf.T;
+    const int64_t nq = rf.nq, nkv = rf.nkv, nl = rf.nl;
+    int32_t *start = rf.start;
+    float *k = rf.k, *v = rf.v, *dout = rf.dout, *out = rf.out, *lse = rf.lse, *dq = rf.dq, *dk = rf.dk, *dv = rf.dv;
     dspy_tensor gs = up_i32(start, T), gdo = up(dout, nq), gout = up(out, nq), glse = up(lse, nl);
     /* the flash shapes (HS 64 and 128) under the defaults and each kernel variant of
      * train_attention_fa.cu (DSPY_CUDA_FA: forward, dk/dv; between them every kernel), the rest once */
@@ -982,7 +991,7 @@ static void one_attention_bf16(const char *name, int NH, int NKV, int HS, int ne
     for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++) dev_free(outs[i]);
     unsetenv("DSPY_CUDA_FA");
     }
-    free(start), free(q), free(k), free(v), free(dout), free(out), free(lse), free(dq), free(dk), free(dv);
+    att_host_free(&rf);
     dspy_tensor all[] = {gb[0], gb[1], gb[2], gs, gdo, gout, glse};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) dev_free(all[i]);
 }
@@ -1055,20 +1064,13 @@ static void one_attention_cudnn(const char *name, int NH, int NKV, int HS, int n
     char what[160];
     int T = 0, longest = 0;
     for (int e = 0; e < nex; e++) T += lens[e], longest = lens[e] > longest ? lens[e] : longest;
-    int32_t *start = malloc(sizeof(int32_t) * (size_t)T);
-    for (int e = 0, t = 0; e < nex; e++)
-        for (int i = 0; i < lens[e]; i++, t++) start[t] = t - i;
-    const int64_t nq = (int64_t)T * NH * HS, nkv = (int64_t)T * NKV * HS, nl = (int64_t)T * NH;
-    float *q = rnd((size_t)nq, 2), *k = rnd((size_t)nkv, 2), *v = rnd((size_t)nkv, 1), *dout = rnd((size_t)nq, 1);
-    dspy_tensor gq = up_bf16(q, nq), gk = up_bf16(k, nkv), gv = up_bf16(v, nkv);
-    float *out = malloc(sizeof(float) * (size_t)nq), *lse = malloc(sizeof(float) * (size_t)nl);
-    float *dq = malloc(sizeof(float) * (size_t)nq), *dk = malloc(sizeof(float) * (size_t)nkv);
-    float *dv = malloc(sizeof(float) * (size_t)nkv);
-    CHECK_OK(C->ops->attention_train(C, HF(out, nq), HF(lse, nl), HF(q, nq), HF(k, nkv), HF(v, nkv), HI(start, T),
-                                     prefix, T, NH, NKV, HS));
-    CHECK_OK(C->ops->attention_train_backward(C, HF(dq, nq), HF(dk, nkv), HF(dv, nkv), HF(dout, nq), HF(out, nq),
-                                              HF(lse, nl), HF(q, nq), HF(k, nkv), HF(v, nkv), HI(start, T), prefix,
-                                              T, NH, NKV, HS));
+    dspy_tensor gb[3];
+    att_host rf;
+    att_host_make(&rf, NH, NKV, HS, nex, lens, prefix, gb);
+    const int64_t nq = rf.nq, nkv = rf.nkv, nl = rf.nl;
+    int32_t *start = rf.start;
+    float *k = rf.k, *v = rf.v, *dout = rf.dout, *out = rf.out, *lse = rf.lse, *dq = rf.dq, *dk = rf.dk, *dv = rf.dv;
+    dspy_tensor gq = gb[0], gk = gb[1], gv = gb[2];
     dspy_tensor gs = up_i32(start, T), gdo = up(dout, nq), gout = up(out, nq), glse = up(lse, nl);
     CHECK_OK(G->ops->attention_train_layout(G, gs, T, nex, longest));
     dspy_tensor go = poisoned(nq), gl = poisoned(nl);
@@ -1096,11 +1098,10 @@ static void one_attention_cudnn(const char *name, int NH, int NKV, int HS, int n
     }
     snprintf(what, sizeof what, "%s T=%d: dv", name, T);
     expect_close(what, hdv, dv, (size_t)nkv, 1e-2);
-    dspy_tensor gb[3] = {gq, gk, gv};
     const att_case ac = {name, T, NH, NKV, HS, prefix, gb, gs, gdo, ho, hl, dq, dk, dv, longest == 1};
     check_out16(&ac, prefix ? "flash" : "cudnn", true);
     free(ho), free(hl), free(hdq), free(hdk), free(hdv);
-    free(start), free(q), free(k), free(v), free(dout), free(out), free(lse), free(dq), free(dk), free(dv);
+    att_host_free(&rf);
     dspy_tensor all[] = {gq, gk, gv, gs, gdo, gout, glse, go, gl, gdq, gdk, gdv};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) dev_free(all[i]);
 }
