@@ -309,6 +309,35 @@ static __device__ __forceinline__ void fa_load_rows(char *sq, char *sg, float *v
     }
 }
 
+/* The dk/dv kernels' P^T and dS^T in place of S^T and dP^T for one tile (this thread's keys ka and
+ * kb_ in rows, the tile's query rows t0 + c in columns): P = exp2(S scale - lse) where the row
+ * sees the key, else 0; dS = P (dP - D). l2, Dv, st: the tile's lse (log2), D and starts in
+ * shared memory; full: every element of the tile is visible (no mask tests). */
+static __device__ __forceinline__ void fa_probs(float (&s)[8][4], float (&dp)[8][4], const float *l2, const float *Dv,
+                                                const int *st, int t0, int t, int T, int ka, int kb_, int prefix,
+                                                bool full, float scale_log2) {
+#pragma unroll
+    for (int n = 0; n < 8; n++) {
+        const int c = n * 8 + 2 * t; /* columns c, c + 1 of the tile */
+        const float2 lv = *reinterpret_cast<const float2 *>(l2 + c);
+        const float2 dv2 = *reinterpret_cast<const float2 *>(Dv + c);
+        const int2 sv2 = *reinterpret_cast<const int2 *>(st + c);
+        const int r0 = t0 + c, r1 = r0 + 1;
+        /* invalid rows have start INT_MAX: key >= start fails (and r < T the prefix case) */
+        const bool ok0 = full || (r0 < T && tr_sees(ka, r0, sv2.x, prefix));
+        const bool ok1 = full || (r1 < T && tr_sees(ka, r1, sv2.y, prefix));
+        const bool ok2 = full || (r0 < T && tr_sees(kb_, r0, sv2.x, prefix));
+        const bool ok3 = full || (r1 < T && tr_sees(kb_, r1, sv2.y, prefix));
+        const float p0 = ok0 ? fast_exp2(fmaf(s[n][0], scale_log2, -lv.x)) : 0.0f;
+        const float p1 = ok1 ? fast_exp2(fmaf(s[n][1], scale_log2, -lv.y)) : 0.0f;
+        const float p2 = ok2 ? fast_exp2(fmaf(s[n][2], scale_log2, -lv.x)) : 0.0f;
+        const float p3 = ok3 ? fast_exp2(fmaf(s[n][3], scale_log2, -lv.y)) : 0.0f;
+        s[n][0] = p0, s[n][1] = p1, s[n][2] = p2, s[n][3] = p3;
+        dp[n][0] = p0 * (dp[n][0] - dv2.x), dp[n][1] = p1 * (dp[n][1] - dv2.y);
+        dp[n][2] = p2 * (dp[n][2] - dv2.x), dp[n][3] = p3 * (dp[n][3] - dv2.y);
+    }
+}
+
 template <int D> static constexpr size_t fa_dkdv_smem() { return 6 * fa_tile_bytes<D>() + 2 * 3 * FA_TILE * 4; }
 
 template <int D>
@@ -364,26 +393,7 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_dkdv(float *__restrict
             /* every row of the tile valid, at or after the warp's last key, and started by its
              * first (or the warp's keys all in the prefix) */
             const bool full = t0 + FA_TILE - 1 < T && t0 >= wk_max && (st[FA_TILE - 1] <= wk_min || wk_max < prefix);
-#pragma unroll
-            for (int n = 0; n < 8; n++) {
-                const int c = n * 8 + 2 * t; /* columns c, c + 1 of the tile */
-                const float2 lv = *reinterpret_cast<const float2 *>(l2 + c);
-                const float2 dv2 = *reinterpret_cast<const float2 *>(Dv + c);
-                const int2 sv2 = *reinterpret_cast<const int2 *>(st + c);
-                const int r0 = t0 + c, r1 = r0 + 1;
-                /* invalid rows have start INT_MAX: key >= start fails (and r < T the prefix case) */
-                const bool ok0 = full || (r0 < T && tr_sees(ka, r0, sv2.x, prefix));
-                const bool ok1 = full || (r1 < T && tr_sees(ka, r1, sv2.y, prefix));
-                const bool ok2 = full || (r0 < T && tr_sees(kb_, r0, sv2.x, prefix));
-                const bool ok3 = full || (r1 < T && tr_sees(kb_, r1, sv2.y, prefix));
-                const float p0 = ok0 ? fast_exp2(fmaf(s[n][0], scale_log2, -lv.x)) : 0.0f;
-                const float p1 = ok1 ? fast_exp2(fmaf(s[n][1], scale_log2, -lv.y)) : 0.0f;
-                const float p2 = ok2 ? fast_exp2(fmaf(s[n][2], scale_log2, -lv.x)) : 0.0f;
-                const float p3 = ok3 ? fast_exp2(fmaf(s[n][3], scale_log2, -lv.y)) : 0.0f;
-                s[n][0] = p0, s[n][1] = p1, s[n][2] = p2, s[n][3] = p3;
-                dp[n][0] = p0 * (dp[n][0] - dv2.x), dp[n][1] = p1 * (dp[n][1] - dv2.y);
-                dp[n][2] = p2 * (dp[n][2] - dv2.x), dp[n][3] = p3 * (dp[n][3] - dv2.y);
-            }
+            fa_probs(s, dp, l2, Dv, st, t0, t, T, ka, kb_, prefix, full, scale_log2);
             fa_pb<D>(dva, s, SG(buf));  /* dV += P^T dO */
             fa_pb<D>(dka, dp, SQ(buf)); /* dK += dS^T Q */
         }
@@ -799,25 +809,7 @@ static __global__ __launch_bounds__(32 * W, MINB) void k_fa_dkdv2(float *__restr
                 fa_abt<D>(dp, sv, w0, SG(buf));
             }
             const bool full = t0 + FA_TILE - 1 < T && t0 >= wk_max && (st[FA_TILE - 1] <= wk_min || wk_max < prefix);
-#pragma unroll
-            for (int n = 0; n < 8; n++) {
-                const int c = n * 8 + 2 * t;
-                const float2 lv = *reinterpret_cast<const float2 *>(l2 + c);
-                const float2 dv2 = *reinterpret_cast<const float2 *>(Dv + c);
-                const int2 sv2 = *reinterpret_cast<const int2 *>(st + c);
-                const int r0 = t0 + c, r1 = r0 + 1;
-                const bool ok0 = full || (r0 < T && tr_sees(ka, r0, sv2.x, prefix));
-                const bool ok1 = full || (r1 < T && tr_sees(ka, r1, sv2.y, prefix));
-                const bool ok2 = full || (r0 < T && tr_sees(kb_, r0, sv2.x, prefix));
-                const bool ok3 = full || (r1 < T && tr_sees(kb_, r1, sv2.y, prefix));
-                const float p0 = ok0 ? fast_exp2(fmaf(s[n][0], scale_log2, -lv.x)) : 0.0f;
-                const float p1 = ok1 ? fast_exp2(fmaf(s[n][1], scale_log2, -lv.y)) : 0.0f;
-                const float p2 = ok2 ? fast_exp2(fmaf(s[n][2], scale_log2, -lv.x)) : 0.0f;
-                const float p3 = ok3 ? fast_exp2(fmaf(s[n][3], scale_log2, -lv.y)) : 0.0f;
-                s[n][0] = p0, s[n][1] = p1, s[n][2] = p2, s[n][3] = p3;
-                dp[n][0] = p0 * (dp[n][0] - dv2.x), dp[n][1] = p1 * (dp[n][1] - dv2.y);
-                dp[n][2] = p2 * (dp[n][2] - dv2.x), dp[n][3] = p3 * (dp[n][3] - dv2.y);
-            }
+            fa_probs(s, dp, l2, Dv, st, t0, t, T, ka, kb_, prefix, full, scale_log2);
             fa_pb<D>(dva, s, SG(buf));  /* dV += P^T dO */
             fa_pb<D>(dka, dp, SQ(buf)); /* dK += dS^T Q */
         }
