@@ -338,6 +338,38 @@ static __device__ __forceinline__ void fa_probs(float (&s)[8][4], float (&dp)[8]
     }
 }
 
+/* The dk/dv kernels' end: this thread's rows of dK (times scale) and dV for keys ka and kb_ (those
+ * below T), written, or added atomically when query heads share the KV head. */
+template <int D>
+static __device__ __forceinline__ void fa_store_dkdv(float *dk, float *dv, const float (&dka)[D / 8][4],
+                                                     const float (&dva)[D / 8][4], int ka, int kb_, int t, int T,
+                                                     int NKV, int kvh, float scale, int atomic) {
+    constexpr int ND = D / 8;
+#pragma unroll
+    for (int i = 0; i < ND; i++) {
+        const int col = i * 8 + 2 * t;
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) {
+            const int key = hf ? kb_ : ka;
+            if (key >= T) continue;
+            float *pk = dk + ((int64_t)key * NKV + kvh) * D + col, *pv = dv + ((int64_t)key * NKV + kvh) * D + col;
+            const float2 k2 = make_float2(dka[i][2 * hf] * scale, dka[i][2 * hf + 1] * scale);
+            const float2 v2 = make_float2(dva[i][2 * hf], dva[i][2 * hf + 1]);
+            if (atomic) {
+#if __CUDA_ARCH__ >= 900 /* one 8-byte atomic for the pair */
+                atomicAdd(reinterpret_cast<float2 *>(pk), k2);
+                atomicAdd(reinterpret_cast<float2 *>(pv), v2);
+#else
+                atomicAdd(pk, k2.x), atomicAdd(pk + 1, k2.y), atomicAdd(pv, v2.x), atomicAdd(pv + 1, v2.y);
+#endif
+            } else {
+                *reinterpret_cast<float2 *>(pk) = k2;
+                *reinterpret_cast<float2 *>(pv) = v2;
+            }
+        }
+    }
+}
+
 template <int D> static constexpr size_t fa_dkdv_smem() { return 6 * fa_tile_bytes<D>() + 2 * 3 * FA_TILE * 4; }
 
 template <int D>
@@ -402,24 +434,7 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_dkdv(float *__restrict
     }
 #undef SQ
 #undef SG
-#pragma unroll
-    for (int i = 0; i < ND; i++) {
-        const int col = i * 8 + 2 * t;
-#pragma unroll
-        for (int hf = 0; hf < 2; hf++) {
-            const int key = hf ? kb_ : ka;
-            if (key >= T) continue;
-            float *pk = dk + ((int64_t)key * NKV + kvh) * D + col, *pv = dv + ((int64_t)key * NKV + kvh) * D + col;
-            const float k0 = dka[i][2 * hf] * scale, k1 = dka[i][2 * hf + 1] * scale;
-            const float v0 = dva[i][2 * hf], v1 = dva[i][2 * hf + 1];
-            if (atomic) {
-                atomicAdd(pk, k0), atomicAdd(pk + 1, k1), atomicAdd(pv, v0), atomicAdd(pv + 1, v1);
-            } else {
-                *reinterpret_cast<float2 *>(pk) = make_float2(k0, k1);
-                *reinterpret_cast<float2 *>(pv) = make_float2(v0, v1);
-            }
-        }
-    }
+    fa_store_dkdv<D>(dk, dv, dka, dva, ka, kb_, t, T, NKV, kvh, scale, atomic);
 }
 
 /* Q, dO, K x 2, V x 2 */
@@ -818,29 +833,7 @@ static __global__ __launch_bounds__(32 * W, MINB) void k_fa_dkdv2(float *__restr
     }
 #undef SQ
 #undef SG
-#pragma unroll
-    for (int i = 0; i < ND; i++) {
-        const int col = i * 8 + 2 * t;
-#pragma unroll
-        for (int hf = 0; hf < 2; hf++) {
-            const int key = hf ? kb_ : ka;
-            if (key >= T) continue;
-            float *pk = dk + ((int64_t)key * NKV + kvh) * D + col, *pv = dv + ((int64_t)key * NKV + kvh) * D + col;
-            const float2 k2 = make_float2(dka[i][2 * hf] * scale, dka[i][2 * hf + 1] * scale);
-            const float2 v2 = make_float2(dva[i][2 * hf], dva[i][2 * hf + 1]);
-            if (atomic) {
-#if __CUDA_ARCH__ >= 900 /* one 8-byte atomic for the pair */
-                atomicAdd(reinterpret_cast<float2 *>(pk), k2);
-                atomicAdd(reinterpret_cast<float2 *>(pv), v2);
-#else
-                atomicAdd(pk, k2.x), atomicAdd(pk + 1, k2.y), atomicAdd(pv, v2.x), atomicAdd(pv + 1, v2.y);
-#endif
-            } else {
-                *reinterpret_cast<float2 *>(pk) = k2;
-                *reinterpret_cast<float2 *>(pv) = v2;
-            }
-        }
-    }
+    fa_store_dkdv<D>(dk, dv, dka, dva, ka, kb_, t, T, NKV, kvh, scale, atomic);
 }
 
 /* ---- entries ------------------------------------------------------------------------------ */
