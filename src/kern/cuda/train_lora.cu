@@ -20,17 +20,24 @@
 /* plan tags (train_linear.cu reserves 1400 .. 1999 for this file): one (ta, tb) pair each */
 enum { TAG_U = 1400, TAG_Y = 1500, TAG_DU = 1600, TAG_GB = 1700, TAG_GA = 1800, TAG_DX = 1900 };
 
+/* The operands both entries share: x (N, C), u (N, r), A (r, C), B (OC, r), all BF16. */
+static dspy_status lora_need(dspy_backend *be, const char *op, dspy_tensor x, dspy_tensor u, dspy_tensor A,
+                             dspy_tensor B, int N, int C, int r, int OC) {
+    CU_NEED(op, "x", x, DSPY_DTYPE_BF16, (int64_t)N * C);
+    CU_NEED(op, "u", u, DSPY_DTYPE_BF16, (int64_t)N * r);
+    CU_NEED(op, "A", A, DSPY_DTYPE_BF16, (int64_t)r * C);
+    CU_NEED(op, "B", B, DSPY_DTYPE_BF16, (int64_t)OC * r);
+    if (N < 0 || C < 0 || r < 1 || OC < 0)
+        return dspy_fail(DSPY_ERR_ARG, "cuda %s: N %d, C %d, r %d, OC %d (r >= 1, the rest >= 0)", op, N, C, r, OC);
+    return DSPY_OK;
+}
+
 dspy_status dspy_cu_lora_forward(dspy_backend *be, dspy_tensor y, dspy_tensor u, dspy_tensor x, dspy_tensor A,
                                  dspy_tensor B, int N, int C, int r, int OC, float scale) {
     CU_ENTER(be);
     const char *op = "lora_forward";
     CU_NEED2(op, "y", y, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)N * OC);
-    CU_NEED(op, "u", u, DSPY_DTYPE_BF16, (int64_t)N * r);
-    CU_NEED(op, "x", x, DSPY_DTYPE_BF16, (int64_t)N * C);
-    CU_NEED(op, "A", A, DSPY_DTYPE_BF16, (int64_t)r * C);
-    CU_NEED(op, "B", B, DSPY_DTYPE_BF16, (int64_t)OC * r);
-    if (N < 0 || C < 0 || r < 1 || OC < 0)
-        return dspy_fail(DSPY_ERR_ARG, "cuda %s: N %d, C %d, r %d, OC %d (r >= 1, the rest >= 0)", op, N, C, r, OC);
+    DSPY_TRY(lora_need(be, op, x, u, A, B, N, C, r, OC));
     if (N == 0) return DSPY_OK;
     /* an empty input sum: u = 0 and y unchanged */
     if (C == 0) return dspy_cu_fill(be, dspy_tensor_slice(u, 0, (int64_t)N * r), 0.0f);
@@ -53,12 +60,7 @@ dspy_status dspy_cu_lora_backward(dspy_backend *be, dspy_tensor dx, dspy_tensor 
     CU_NEED(op, "gB", gB, DSPY_DTYPE_F32, (int64_t)OC * r);
     CU_NEED(op, "du", du, DSPY_DTYPE_BF16, (int64_t)N * r);
     CU_NEED(op, "dy", dy, DSPY_DTYPE_BF16, (int64_t)N * OC);
-    CU_NEED(op, "x", x, DSPY_DTYPE_BF16, (int64_t)N * C);
-    CU_NEED(op, "u", u, DSPY_DTYPE_BF16, (int64_t)N * r);
-    CU_NEED(op, "A", A, DSPY_DTYPE_BF16, (int64_t)r * C);
-    CU_NEED(op, "B", B, DSPY_DTYPE_BF16, (int64_t)OC * r);
-    if (N < 0 || C < 0 || r < 1 || OC < 0)
-        return dspy_fail(DSPY_ERR_ARG, "cuda %s: N %d, C %d, r %d, OC %d (r >= 1, the rest >= 0)", op, N, C, r, OC);
+    DSPY_TRY(lora_need(be, op, x, u, A, B, N, C, r, OC));
     if (beta_dx != 0.0f && beta_dx != 1.0f)
         return dspy_fail(DSPY_ERR_ARG, "cuda %s: beta_dx is %g; it must be 0 or 1", op, (double)beta_dx);
     if (N == 0) return DSPY_OK; /* no rows: every gradient is an empty sum (dx has no rows) */
