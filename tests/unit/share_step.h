@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "train/backward.h"
+#include "train/share_prefix.h"
 
 enum { SS_P0 = 80, SS_NEX = 4, SS_V = 1000, SS_MAXT = 256 };
 static const int32_t ss_cont[SS_NEX] = {20, 12, 1 + 30, 7}; /* continuation lengths */
@@ -54,6 +55,22 @@ static void ss_make_step(ss_step *s) {
         }
         s->seq[q] = (dspy_train_seq){s->ids[q], s->pos[q], s->lab[q], s->seg[q], T, 0};
     }
+}
+
+/* The step and its prefix-shared layout (dspy_share_prefix: sh[ns] over b, prefix P), side by
+ * side for the tests that compare the two; b is freed with dspy_share_buf_free. */
+typedef struct {
+    ss_step s;
+    dspy_share_buf b;
+    const dspy_train_seq *sh;
+    size_t ns;
+    int32_t P;
+} ss_shared;
+
+static dspy_status ss_make_shared(ss_shared *z) {
+    ss_make_step(&z->s);
+    z->b = (dspy_share_buf){0}, z->sh = NULL, z->ns = 0, z->P = 0;
+    return dspy_share_prefix(&z->b, z->s.seq, 3, SS_MAXT, DSPY_SHARE_MIN_PREFIX, &z->sh, &z->ns, &z->P);
 }
 
 #endif

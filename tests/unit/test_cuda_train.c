@@ -348,15 +348,10 @@ static void test_reductions(void) {
 /* One prefix-shared case (see the file comment): three trainers side by side. */
 static void shared_case(bool bf16) {
     const double tl = bf16 ? 1e-2 : 1e-5, tn = bf16 ? 5e-2 : 1e-4;
-    ss_step s;
+    ss_shared z;
     ss_make_examples();
-    ss_make_step(&s);
-    dspy_share_buf b = {0};
-    const dspy_train_seq *sh = NULL;
-    size_t ns = 0;
-    int32_t P = 0;
-    CHECK_OK(dspy_share_prefix(&b, s.seq, 3, SS_MAXT, DSPY_SHARE_MIN_PREFIX, &sh, &ns, &P));
-    CHECK_INT(P, SS_P0);
+    CHECK_OK(ss_make_shared(&z));
+    CHECK_INT(z.P, SS_P0);
     dspy_trainable *t[3] = {0}; /* CPU unshared, CUDA shared, CUDA unshared */
     dspy_optimizer *o[3] = {0};
     dspy_adamw_hparams h = dspy_adamw_hparams_default();
@@ -372,9 +367,9 @@ static void shared_case(bool bf16) {
     double wl[2] = {0, 0}, wn[2] = {0, 0};
     for (int k = 0; k < 5 && o[0] && o[1] && o[2]; k++) {
         dspy_step_stats st[3];
-        CHECK_OK(dspy_optimizer_train_step(o[0], s.seq, 3, 1e-3, 1.0, &st[0]));
-        CHECK_OK(dspy_optimizer_train_step(o[1], sh, ns, 1e-3, 1.0, &st[1]));
-        CHECK_OK(dspy_optimizer_train_step(o[2], s.seq, 3, 1e-3, 1.0, &st[2]));
+        CHECK_OK(dspy_optimizer_train_step(o[0], z.s.seq, 3, 1e-3, 1.0, &st[0]));
+        CHECK_OK(dspy_optimizer_train_step(o[1], z.sh, z.ns, 1e-3, 1.0, &st[1]));
+        CHECK_OK(dspy_optimizer_train_step(o[2], z.s.seq, 3, 1e-3, 1.0, &st[2]));
         CHECK_INT(st[1].n_labels, st[0].n_labels);
         /* [0]: CUDA shared vs the CPU reference unshared; [1]: vs CUDA unshared */
         for (int c = 0; c < 2; c++) {
@@ -396,7 +391,7 @@ static void shared_case(bool bf16) {
         dspy_optimizer_free(o[i]);
         dspy_trainable_free(t[i]);
     }
-    dspy_share_buf_free(&b);
+    dspy_share_buf_free(&z.b);
 }
 
 static void test_shared_f32(void) { shared_case(false); }
@@ -430,14 +425,9 @@ static dspy_model *att16_model(int NH, int NKV, int HS) {
  * bit-identical. Every step: loss within 1e-2, gradient norm within 5e-2 relative of the CPU's
  * (k_bf16), on, shared and off alike. */
 static void att16_case(dspy_model *m, const char *what) {
-    ss_step s;
+    ss_shared z;
     ss_make_examples();
-    ss_make_step(&s);
-    dspy_share_buf b = {0};
-    const dspy_train_seq *sh = NULL;
-    size_t ns = 0;
-    int32_t P = 0;
-    CHECK_OK(dspy_share_prefix(&b, s.seq, 3, SS_MAXT, DSPY_SHARE_MIN_PREFIX, &sh, &ns, &P));
+    CHECK_OK(ss_make_shared(&z));
     dspy_trainable *t[4] = {0}; /* CPU, CUDA on, CUDA on shared, CUDA off */
     dspy_optimizer *o[4] = {0};
     dspy_adamw_hparams h = dspy_adamw_hparams_default();
@@ -455,12 +445,12 @@ static void att16_case(dspy_model *m, const char *what) {
     double wl[3] = {0, 0, 0}, wn[3] = {0, 0, 0};
     for (int k = 0; k < 5 && ok; k++) {
         dspy_step_stats st[4];
-        CHECK_OK(dspy_optimizer_train_step(o[0], s.seq, 3, 1e-3, 1.0, &st[0]));
+        CHECK_OK(dspy_optimizer_train_step(o[0], z.s.seq, 3, 1e-3, 1.0, &st[0]));
         setenv("DSPY_TRAIN_ATT16", "1", 1);
-        CHECK_OK(dspy_optimizer_train_step(o[1], s.seq, 3, 1e-3, 1.0, &st[1]));
-        CHECK_OK(dspy_optimizer_train_step(o[2], sh, ns, 1e-3, 1.0, &st[2]));
+        CHECK_OK(dspy_optimizer_train_step(o[1], z.s.seq, 3, 1e-3, 1.0, &st[1]));
+        CHECK_OK(dspy_optimizer_train_step(o[2], z.sh, z.ns, 1e-3, 1.0, &st[2]));
         unsetenv("DSPY_TRAIN_ATT16");
-        CHECK_OK(dspy_optimizer_train_step(o[3], s.seq, 3, 1e-3, 1.0, &st[3]));
+        CHECK_OK(dspy_optimizer_train_step(o[3], z.s.seq, 3, 1e-3, 1.0, &st[3]));
         if (k == 0)
             check_report(st[1].loss == st[3].loss, __FILE__, __LINE__,
                          "%s: the first step's loss with the BF16 att %.17g, with the F32 att %.17g (bit-identical "
@@ -481,7 +471,7 @@ static void att16_case(dspy_model *m, const char *what) {
         dspy_optimizer_free(o[i]);
         dspy_trainable_free(t[i]);
     }
-    dspy_share_buf_free(&b);
+    dspy_share_buf_free(&z.b);
 }
 
 /* Head sizes 64 (a KV group of 2) and 128 (of 2), with the own flash kernels (share_step's

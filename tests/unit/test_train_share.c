@@ -110,16 +110,11 @@ static double scaled_diff(const float *a, const float *b, size_t n) {
 }
 
 static void test_one_step_gradients(void) {
-    ss_step s;
-    ss_make_step(&s);
-    dspy_share_buf b = {0};
-    const dspy_train_seq *sh = NULL;
-    size_t ns = 0;
-    int32_t P = 0;
-    CHECK_OK(dspy_share_prefix(&b, s.seq, 3, SS_MAXT, DSPY_SHARE_MIN_PREFIX, &sh, &ns, &P));
+    ss_shared z;
+    CHECK_OK(ss_make_shared(&z));
     dspy_trainable *t = NULL;
     CHECK_OK(dspy_trainable_new(g_model, NULL, 1, &t));
-    if (!t || P != SS_P0) goto done;
+    if (!t || z.P != SS_P0) goto done;
     int64_t N = 0;
     for (int e = 0; e < SS_NEX; e++)
         for (int i = 0; i < ss_n[e]; i++) N += ss_lab[e][i] != -100;
@@ -131,7 +126,7 @@ static void test_one_step_gradients(void) {
     for (int q = 0; q < 3; q++) {
         double l;
         int64_t m;
-        CHECK_OK(dspy_trainable_step(t, &s.seq[q], scale, &l, &m));
+        CHECK_OK(dspy_trainable_step(t, &z.s.seq[q], scale, &l, &m));
         L0 += l, M0 += m;
     }
     size_t np = dspy_trainable_nparams(t);
@@ -142,10 +137,10 @@ static void test_one_step_gradients(void) {
         memcpy(g0[i], p->g, sizeof(float) * p->n);
     }
     CHECK_OK(dspy_trainable_zero_grad(t));
-    for (size_t q = 0; q < ns; q++) {
+    for (size_t q = 0; q < z.ns; q++) {
         double l;
         int64_t m;
-        CHECK_OK(dspy_trainable_step(t, &sh[q], scale, &l, &m));
+        CHECK_OK(dspy_trainable_step(t, &z.sh[q], scale, &l, &m));
         L1 += l, M1 += m;
     }
     CHECK_INT(M1, M0);
@@ -163,10 +158,10 @@ static void test_one_step_gradients(void) {
     check_report(worst <= 1e-5, __FILE__, __LINE__, "gradient of %s differs by %.3g of its largest element",
                  worst_name, worst);
     printf("  one step: loss %.9g (shared) vs %.9g, worst gradient difference %.2e (%s), %d vs %d tokens\n", L1, L0,
-           worst, worst_name, sh[0].T, s.seq[0].T + s.seq[1].T + s.seq[2].T);
+           worst, worst_name, z.sh[0].T, z.s.seq[0].T + z.s.seq[1].T + z.s.seq[2].T);
 done:
     dspy_trainable_free(t);
-    dspy_share_buf_free(&b);
+    dspy_share_buf_free(&z.b);
 }
 
 static void test_optimizer_steps(void) {
