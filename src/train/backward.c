@@ -506,8 +506,7 @@ static bool att16(const dspy_trainable *t, int l) {
     const train_layer *L = &t->layers[l];
     const int HS = t->cfg.head_dim;
     if (!w->acts16 || !t->be->ops->linear_add || L->b[LIN_O] || (HS != 64 && HS != 128)) return false;
-    const char *env = getenv("DSPY_TRAIN_ATT16"), *wmma = getenv("DSPY_CUDA_TRAIN_ATTN");
-    if (!env || strcmp(env, "1") != 0 || (wmma && strcmp(wmma, "wmma") == 0)) return false;
+    if (!w->att16_env) return false;
     const void *ptrs[] = {w->acts[l].att, w->acts[l].qb, w->acts[l].kb, w->acts[l].vb, w->dq, w->dk, w->dv, w->datt};
     uintptr_t bits = 0;
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) bits |= (uintptr_t)ptrs[i];
@@ -636,7 +635,7 @@ static dspy_status backward_layers(dspy_trainable *t, const dspy_train_seq *s) {
         DSPY_TRY(o->rmsnorm_backward(be, F(w->dx, T * C), L->g_mlp_norm ? F(L->g_mlp_norm, C) : NONE,
                                      F(w->dxn, T * C), F(a->xmid, T * C), F(L->mlp_norm, C), T, C, eps)); /* d xmid */
         /* Attention: xmid = xin + o(attn(rope(q(xn)), rope(k(xn)), v(xn))), xn = rms(xin). */
-        const bool at16 = att16(t, l); /* as the forward decided */
+        const bool at16 = att16(t, l); /* as the forward decided (the same pass: att16_env) */
         if (at16)
             DSPY_TRY(linear_bwd16(t, l, LIN_O, w->datt, NULL, false, w->dx, NULL, (uint16_t *)a->att, NULL, T, false));
         else DSPY_TRY(linear_bwd(t, l, LIN_O, w->datt, false, w->dx, a->att, T, true));          /* datt (T, Q) */
@@ -699,6 +698,8 @@ static dspy_status seq_pass(dspy_trainable *t, const dspy_train_seq *s, bool tra
         }
         DSPY_TRY(o->attention_train_layout(be, I32(w->start, T), T, nseg, longest));
     }
+    const char *a16 = getenv("DSPY_TRAIN_ATT16"), *wmma = getenv("DSPY_CUDA_TRAIN_ATTN");
+    w->att16_env = a16 && strcmp(a16, "1") == 0 && !(wmma && strcmp(wmma, "wmma") == 0);
     DSPY_TRY(forward_layers(t, s, train));
     dspy_tensor lm_head = F(t->lm_head, (int64_t)V * C), final_norm = F(t->final_norm, C);
     DSPY_TRY(o->gather_rows(be, F(w->sel, M * C), F(w->xfin, T * C), I32(w->rows, M), M, C)); /* sel (M, C) */
