@@ -497,9 +497,8 @@ static dspy_status linear_bwd(dspy_trainable *t, int l, int lin, float *dx, bool
  * of its F32 buffer) when the o-projection reads it from there as its GEMM operand (linear_add, no
  * o bias) and the backend's attention can write it so (kern/ops.h attention_train: head size 64
  * or 128, 16-byte aligned tensors). It saves the F32 write, the cast into xb forward and again
- * backward, and the fused attention's widening and narrowing of it. Opt-in, DSPY_TRAIN_ATT16=1:
- * written and CPU-tested, not yet run on a GPU (its GPU tests exist; the default stays the
- * measured F32 att until they pass there). CUDA's DSPY_CUDA_TRAIN_ATTN=wmma keeps the F32 att
+ * backward, and the fused attention's widening and narrowing of it. The default;
+ * DSPY_TRAIN_ATT16=0 keeps the F32 att (the comparison), as does CUDA's DSPY_CUDA_TRAIN_ATTN=wmma
  * (its comparison kernels write F32 only). */
 static bool att16(const dspy_trainable *t, int l) {
     const train_work *w = &t->work;
@@ -699,7 +698,7 @@ static dspy_status seq_pass(dspy_trainable *t, const dspy_train_seq *s, bool tra
         DSPY_TRY(o->attention_train_layout(be, I32(w->start, T), T, nseg, longest));
     }
     const char *a16 = getenv("DSPY_TRAIN_ATT16"), *wmma = getenv("DSPY_CUDA_TRAIN_ATTN");
-    w->att16_env = a16 && strcmp(a16, "1") == 0 && !(wmma && strcmp(wmma, "wmma") == 0);
+    w->att16_env = !(a16 && strcmp(a16, "0") == 0) && !(wmma && strcmp(wmma, "wmma") == 0);
     DSPY_TRY(forward_layers(t, s, train));
     dspy_tensor lm_head = F(t->lm_head, (int64_t)V * C), final_norm = F(t->final_norm, C);
     DSPY_TRY(o->gather_rows(be, F(w->sel, M * C), F(w->xfin, T * C), I32(w->rows, M), M, C)); /* sel (M, C) */

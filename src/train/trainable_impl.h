@@ -89,7 +89,7 @@ typedef struct train_work {
     int nslots;
     bool acts16;                   /* mixed precision: the BF16 saved copies above
                                       (xnb, hb, gate16, up16) instead of F32 ones */
-    bool att16_env;                /* DSPY_TRAIN_ATT16=1 (and not the WMMA comparison kernels), read
+    bool att16_env;                /* DSPY_TRAIN_ATT16 not 0 (and not the WMMA comparison kernels), read
                                       once per pass so that its forward and backward agree */
     bool fresh;                    /* the next backward pass is the first of an optimizer step:
                                       its weight-gradient GEMMs overwrite (beta 0) instead of

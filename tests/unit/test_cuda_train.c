@@ -44,7 +44,7 @@
  * directly) on random models of head size 64 and 128 (the fixtures' 16 keeps the F32 att): 5
  * prefix-shared and unshared steps with the flash kernels and with cuDNN, against the CPU F32
  * trainer within the BF16 tolerances above, and the first step's loss bit-identical to the F32
- * att's (the default; DSPY_TRAIN_ATT16=1 turns the BF16 att on).
+ * att's (DSPY_TRAIN_ATT16=0; the BF16 att is the default).
  *
  * Prints "test_cuda_train: N/M passed" last.
  */
@@ -419,8 +419,8 @@ static dspy_model *att16_model(int NH, int NKV, int HS) {
 }
 
 /* 5 steps of share_step's sequences (lr 1e-3, clipping 1.0) by four trainers: the CPU F32
- * reference unshared; CUDA BF16 with the BF16 att (DSPY_TRAIN_ATT16=1) unshared and prefix-shared
- * (the flash kernels with a prefix); CUDA BF16 with the F32 att (the default) unshared. The first step's loss
+ * reference unshared; CUDA BF16 with the BF16 att (the default) unshared and prefix-shared
+ * (the flash kernels with a prefix); CUDA BF16 with the F32 att (DSPY_TRAIN_ATT16=0) unshared. The first step's loss
  * is a forward pass whose o-projection operand is the same BF16 bits either way: on and off
  * bit-identical. Every step: loss within 1e-2, gradient norm within 5e-2 relative of the CPU's
  * (k_bf16), on, shared and off alike. */
@@ -446,11 +446,11 @@ static void att16_case(dspy_model *m, const char *what) {
     for (int k = 0; k < 5 && ok; k++) {
         dspy_step_stats st[4];
         CHECK_OK(dspy_optimizer_train_step(o[0], z.s.seq, 3, 1e-3, 1.0, &st[0]));
-        setenv("DSPY_TRAIN_ATT16", "1", 1);
         CHECK_OK(dspy_optimizer_train_step(o[1], z.s.seq, 3, 1e-3, 1.0, &st[1]));
         CHECK_OK(dspy_optimizer_train_step(o[2], z.sh, z.ns, 1e-3, 1.0, &st[2]));
-        unsetenv("DSPY_TRAIN_ATT16");
+        setenv("DSPY_TRAIN_ATT16", "0", 1);
         CHECK_OK(dspy_optimizer_train_step(o[3], z.s.seq, 3, 1e-3, 1.0, &st[3]));
+        unsetenv("DSPY_TRAIN_ATT16");
         if (k == 0)
             check_report(st[1].loss == st[3].loss, __FILE__, __LINE__,
                          "%s: the first step's loss with the BF16 att %.17g, with the F32 att %.17g (bit-identical "

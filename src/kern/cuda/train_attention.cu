@@ -424,7 +424,7 @@ static dspy_status out16_refused(const char *op, int T, int HS) {
     return dspy_fail(DSPY_ERR_ARG, "cuda %s: a BF16 out needs head size 64 or 128, 16-byte aligned tensors (and, "
                                    "backward, a dq overlapping no input) and T=%d within the flash kernels' grid "
                                    "(head size %d; DSPY_CUDA_TRAIN_ATTN=wmma also refuses it): pass an F32 out "
-                                   "(the trainer: unset DSPY_TRAIN_ATT16)", op, T, HS);
+                                   "(the trainer: DSPY_TRAIN_ATT16=0)", op, T, HS);
 }
 
 dspy_status dspy_cu_attention_train(dspy_backend *be, dspy_tensor out, dspy_tensor lse, dspy_tensor q, dspy_tensor k,
