@@ -276,6 +276,8 @@ static void test_rmsnorm_backward(void) {
     one_rmsnorm_backward(5, 2048, true);
     one_rmsnorm_backward(300, 1001, true);
     one_rmsnorm_backward(37, 72, false);
+    one_rmsnorm_backward(129, 512, true); /* the 8-wide kernel (C a multiple of 256) */
+    one_rmsnorm_backward(64, 8192, false);
 }
 
 /* ---- swiglu_backward --------------------------------------------------------------------- */
@@ -505,7 +507,7 @@ static void one_rope_bf16(int N, int H, int HS) {
 }
 
 /* One swiglu_backward case over BF16 gate / up (the trainer's saved GEMM outputs), dout BF16
- * when dout16: 37 x 1001 random values, the CPU's F32 reference on the same rounded values, and
+ * when dout16: N x I random values, the CPU's F32 reference on the same rounded values, and
  * the device's F32 outputs from poisoned buffers within 1e-5 of it. The caller checks more on
  * the device tensors and host copies it holds, then frees them (swiglu_case_free). */
 typedef struct swiglu_case {
@@ -515,9 +517,9 @@ typedef struct swiglu_case {
     dspy_tensor gg, gu, gd, fg, fu;       /* device inputs, F32 outputs */
 } swiglu_case;
 
-static void swiglu_case_run(swiglu_case *c, const char *what, bool dout16) {
+static void swiglu_case_run(swiglu_case *c, const char *what, bool dout16, int N, int I) {
     char label[128];
-    c->N = 37, c->I = 1001, c->n = (int64_t)c->N * c->I;
+    c->N = N, c->I = I, c->n = (int64_t)c->N * c->I;
     const int64_t n = c->n;
     c->g = rnd((size_t)n, 6), c->u = rnd((size_t)n, 2), c->d = rnd((size_t)n, 1);
     c->gg = up_bf16(c->g, n), c->gu = up_bf16(c->u, n), c->gd = dout16 ? up_bf16(c->d, n) : up(c->d, n);
@@ -543,7 +545,7 @@ static void swiglu_case_free(swiglu_case *c) {
  * inputs are refused. */
 static void test_swiglu_backward_bf16_in(void) {
     swiglu_case c;
-    swiglu_case_run(&c, "BF16 gate/up", false);
+    swiglu_case_run(&c, "BF16 gate/up", false, 37, 1001);
     const int64_t n = c.n;
     dspy_tensor bg = dev_alloc(DSPY_DTYPE_BF16, n), bu = dev_alloc(DSPY_DTYPE_BF16, n);
     CHECK_OK(G->ops->swiglu_backward(G, bg, bu, c.gd, c.gg, c.gu, c.N, c.I));
@@ -555,6 +557,34 @@ static void test_swiglu_backward_bf16_in(void) {
     free(b1), free(b2);
     dev_free(bg), dev_free(bu);
     swiglu_case_free(&c);
+}
+
+/* Everything BF16 (the trainer's MLP backward) at sizes that take the 8-wide kernel (N x I a
+ * multiple of 8, aligned), and at an odd size that does not: dgate and dup within BF16 rounding
+ * of the device's F32 results from the same inputs, and of the CPU's. */
+static void test_swiglu_backward_all_bf16(void) {
+    static const int shapes[2][2] = {{33, 1024}, {37, 1001}};
+    for (int k = 0; k < 2; k++) {
+        char what[96];
+        swiglu_case c;
+        snprintf(what, sizeof what, "all BF16 N=%d I=%d", shapes[k][0], shapes[k][1]);
+        swiglu_case_run(&c, what, true, shapes[k][0], shapes[k][1]);
+        const int64_t n = c.n;
+        dspy_tensor bg = dev_alloc(DSPY_DTYPE_BF16, n), bu = dev_alloc(DSPY_DTYPE_BF16, n);
+        CHECK_OK(G->ops->fill(G, bg, NAN));
+        CHECK_OK(G->ops->fill(G, bu, NAN));
+        CHECK_OK(G->ops->swiglu_backward(G, bg, bu, c.gd, c.gg, c.gu, c.N, c.I));
+        float *b1 = down_bf16(bg), *b2 = down_bf16(bu);
+        snprintf(what, sizeof what, "swiglu_backward all BF16 N=%d I=%d: dgate", c.N, c.I);
+        expect_bf16_of(what, b1, c.hg, (size_t)n);
+        expect_close(what, b1, c.rg, (size_t)n, 4e-3);
+        snprintf(what, sizeof what, "swiglu_backward all BF16 N=%d I=%d: dup", c.N, c.I);
+        expect_bf16_of(what, b2, c.hu, (size_t)n);
+        expect_close(what, b2, c.ru, (size_t)n, 4e-3);
+        free(b1), free(b2);
+        dev_free(bg), dev_free(bu);
+        swiglu_case_free(&c);
+    }
 }
 
 /* linear_backward_beta against the CPU's linear_backward on the same BF16-rounded operands: beta
@@ -677,7 +707,7 @@ static void test_bf16_chain(void) {
     dev_free(gdo), dev_free(gw), dev_free(gdi);
     /* swiglu_backward from a BF16 dout (and BF16 gate / up) */
     swiglu_case sc;
-    swiglu_case_run(&sc, "BF16 dout", true);
+    swiglu_case_run(&sc, "BF16 dout", true, 37, 1001);
     /* F32 outputs over a BF16 dout are refused (dout viewed in dgate's own memory) */
     CHECK_STATUS(G->ops->swiglu_backward(G, sc.fg, sc.fu, dspy_bt(G, sc.fg.data, sc.n, DSPY_DTYPE_BF16), sc.gg, sc.gu,
                                          sc.N, sc.I),
@@ -709,6 +739,7 @@ static void test_bf16_entries(void) {
     one_rope_bf16(37, 12, 64);
     one_rope_bf16(5, 3, 128);
     test_swiglu_backward_bf16_in();
+    test_swiglu_backward_all_bf16();
     test_linear_backward_beta();
     test_adamw_bf16();
     one_linear_add(37, 72, 1001);
