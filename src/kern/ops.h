@@ -276,7 +276,8 @@ typedef struct dspy_ops {
     /* Fused cross-entropy of M rows: loss (M) = logsumexp(logits[m]) - logits[m][targets[m]]
      * (natural log; targets (M) I32 in [0, V)); when dlogits (M, V) is given it is OVERWRITTEN
      * with dscale * (softmax(logits[m]) - onehot(targets[m])). dlogits may equal logits. CUDA:
-     * dlogits may be BF16 (then separate from logits). */
+     * logits and dlogits may each be BF16 (the mixed-precision trainer's lm_head output and GEMM
+     * operand; then dlogits is separate from logits). */
     dspy_status (*cross_entropy)(dspy_backend *be, dspy_tensor loss, dspy_tensor dlogits, dspy_tensor logits,
                                  dspy_tensor targets, int M, int V, float dscale);
 

@@ -111,7 +111,8 @@ static size_t work_layout(dspy_trainable *t, size_t T, float *base) {
     TAKE(w->sel, T * C);
     TAKE(w->seln, T * C);
     TAKE(w->dsel, T * C);
-    TAKE(w->logits, ce_rows(t) * V);
+    /* BF16 logits in mixed precision: half the floats, kept a multiple of 64 (what follows stays aligned) */
+    TAKE(w->logits, t->bf16 ? ((ce_rows(t) * V + 1) / 2 + 63) & ~(size_t)63 : ce_rows(t) * V);
     TAKE(w->loss, T);
     TAKE(w->xn, T * C);
     TAKE(w->dx, T * C);
@@ -716,7 +717,10 @@ static dspy_status seq_pass(dspy_trainable *t, const dspy_train_seq *s, bool tra
         int mc = M - m0 < cr ? M - m0 : cr;
         dspy_tensor xs = t->bf16 ? B16(w->xb + (size_t)m0 * C, mc * C)                      /* (mc, C) */
                                  : F(w->seln + (size_t)m0 * C, mc * C);
-        dspy_tensor lg = F(w->logits, (int64_t)mc * V);                                       /* (mc, V) */
+        /* mixed precision: the logits in BF16 (in the F32 buffer's memory), as torch autocast's
+         * lm_head writes them; half the bytes for the GEMM to write and the loss to read twice */
+        dspy_tensor lg = t->bf16 ? B16((uint16_t *)w->logits, (int64_t)mc * V)               /* (mc, V) */
+                                 : F(w->logits, (int64_t)mc * V);
         DSPY_TRY(o->linear(be, lg, xs, lm_head, NONE, mc, C, V, false));
         /* mixed precision: the loss writes d logits in BF16 straight into gb (the GEMMs' operand) */
         dspy_tensor dlg = !train ? NONE : t->bf16 ? B16(w->gb, (int64_t)mc * V) : lg;

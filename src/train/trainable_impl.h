@@ -60,7 +60,8 @@ typedef struct train_work {
     layer_acts *acts;              /* (L) */
     float *xfin;                   /* (T, C) residual after the last layer */
     float *sel, *seln, *dsel;      /* (T, C) labelled rows: gathered, normed, gradient */
-    float *logits;                 /* (ce_rows, V) one chunk of logits / dlogits */
+    float *logits;                 /* (ce_rows, V) one chunk of logits / dlogits (BF16 logits in
+                                      mixed precision, dlogits in gb) */
     float *loss;                   /* (T) per labelled row */
     float *xn, *dx, *dxn;          /* (T, C) */
     float *dq, *datt;              /* (T, NH * HS) */

@@ -734,12 +734,52 @@ static void test_bf16_chain(void) {
     dev_free(glg), dev_free(gt), dev_free(gl), dev_free(gdl);
 }
 
+/* cross_entropy from BF16 logits (the trainer's lm_head output): V 1,001 (the element-wise
+ * kernel) and 1,024 (8 at a time), dlogits BF16, F32 or none, against the CPU on the same
+ * BF16-rounded logits: loss 1e-5, dlogits 1e-5 (F32) or BF16 rounding (4e-3); a confident row
+ * and the first and last classes as targets; an overlapping dlogits refused. */
+static void one_xent_bf16_logits(int M, int V) {
+    char what[128];
+    const int64_t n = (int64_t)M * V;
+    float *lg = rnd((size_t)n, 4), *rl = malloc(sizeof(float) * M), *rd = malloc(sizeof(float) * (size_t)n);
+    int32_t *tg = malloc(sizeof(int32_t) * M);
+    for (int i = 0; i < M; i++) tg[i] = i == 0 ? 0 : i == 1 ? V - 1 : irand(V);
+    lg[(size_t)2 * V + tg[2]] = 30;
+    dspy_tensor glg = up_bf16(lg, n), gt = up_i32(tg, M); /* lg now holds the rounded values */
+    CHECK_OK(C->ops->cross_entropy(C, HF(rl, M), HF(rd, n), HF(lg, n), HI(tg, M), M, V, 0.25f));
+    for (int mode = 0; mode < 3; mode++) { /* dlogits BF16, F32, none */
+        dspy_tensor gl = poisoned(M), gd = mode == 0 ? poisoned16(n) : mode == 1 ? poisoned(n) : NONE;
+        CHECK_OK(G->ops->cross_entropy(G, gl, gd, glg, gt, M, V, 0.25f));
+        float *hl = down(gl);
+        snprintf(what, sizeof what, "cross_entropy BF16 logits M=%d V=%d (%s dlogits): loss", M, V,
+                 mode == 0 ? "BF16" : mode == 1 ? "F32" : "no");
+        expect_close(what, hl, rl, (size_t)M, 1e-5);
+        if (mode < 2) {
+            float *hd = mode == 0 ? down_bf16(gd) : down(gd);
+            snprintf(what, sizeof what, "cross_entropy BF16 logits M=%d V=%d: %s dlogits", M, V, mode ? "F32" : "BF16");
+            expect_close(what, hd, rd, (size_t)n, mode == 0 ? 4e-3 : 1e-5);
+            free(hd);
+            dev_free(gd);
+        }
+        free(hl);
+        dev_free(gl);
+    }
+    dspy_tensor gl = poisoned(M);
+    CHECK_STATUS(G->ops->cross_entropy(G, gl, dspy_bt(G, glg.data, n, DSPY_DTYPE_BF16), glg, gt, M, V, 0.25f),
+                 DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "must be separate");
+    free(lg), free(rl), free(rd), free(tg);
+    dev_free(glg), dev_free(gt), dev_free(gl);
+}
+
 static void test_bf16_entries(void) {
     one_rope_bf16(37, 6, 16);
     one_rope_bf16(37, 12, 64);
     one_rope_bf16(5, 3, 128);
     test_swiglu_backward_bf16_in();
     test_swiglu_backward_all_bf16();
+    one_xent_bf16_logits(37, 1001);
+    one_xent_bf16_logits(37, 1024);
     test_linear_backward_beta();
     test_adamw_bf16();
     one_linear_add(37, 72, 1001);

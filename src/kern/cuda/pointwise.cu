@@ -71,10 +71,11 @@ static __global__ void k_rmsnorm(void *out, bool out_bf, const float *inp, const
 }
 
 /* The same per element (w * (x * r), r = 1 / sqrtf(ss / C + eps), rounded once), for C a multiple
- * of 256 up to 8,192 and 16-byte aligned rows: one block of C / 8 threads (whole warps) per row, each holding its 8 values in
- * registers between the sum and the scaling, so a row is read once with 16-byte loads and written
- * with 16-byte (BF16) or 32-byte (F32) stores. Only the sum's order differs from k_rmsnorm. Why:
- * the scalar form ran at ~40 % of the copy rate on the trainer's (8,192, 2,048) rows. */
+ * of 256 up to 8,192 and 16-byte aligned rows: one block of C / 8 threads (whole warps) per row,
+ * each holding its 8 values in registers between the sum and the scaling, so a row is read once
+ * with 16-byte loads and written with 16-byte (BF16) or 32-byte (F32) stores. Only the sum's
+ * order differs from k_rmsnorm. Why: the scalar form ran at ~40 % of the copy rate on the
+ * trainer's (8,192, 2,048) rows. */
 static __global__ void k_rmsnorm8(void *out, bool out_bf, const float *inp, const float *w, int C, float eps) {
     griddep_wait();
     const int64_t base = (int64_t)blockIdx.x * C + 8 * threadIdx.x;
@@ -104,7 +105,8 @@ dspy_status dspy_cu_rmsnorm(dspy_backend *be, dspy_tensor out, dspy_tensor inp, 
     CU_NEED("rmsnorm", "inp", inp, DSPY_DTYPE_F32, (int64_t)N * C);
     CU_NEED("rmsnorm", "weight", weight, DSPY_DTYPE_F32, C);
     if (N == 0) return DSPY_OK;
-    if (C % 256 == 0 && C <= 8192 && ((uintptr_t)out.data | (uintptr_t)inp.data | (uintptr_t)weight.data) % 16 == 0)
+    const uintptr_t bits = (uintptr_t)out.data | (uintptr_t)inp.data | (uintptr_t)weight.data;
+    if (C % 256 == 0 && C <= 8192 && bits % 16 == 0)
         return cu_launch(be, "rmsnorm", k_rmsnorm8, N, C / 8, 0, out.data, out.dtype == DSPY_DTYPE_BF16,
                          (const float *)inp.data, (const float *)weight.data, C, eps);
     int threads = C >= 1024 ? 1024 : ((C + 31) / 32) * 32;
@@ -175,7 +177,8 @@ static __global__ void k_swiglu8(bf16 *out, const bf16 *gate, const bf16 *up, in
     const int i = 8 * (blockIdx.x * blockDim.x + threadIdx.x);
     if (i >= I) return;
     for (int n = blockIdx.y; n < N; n += gridDim.y) {
-        const uint4 gv = *(const uint4 *)(gate + (int64_t)n * ld + i), uv = *(const uint4 *)(up + (int64_t)n * ld + i);
+        const uint4 gv = *(const uint4 *)(gate + (int64_t)n * ld + i);
+        const uint4 uv = *(const uint4 *)(up + (int64_t)n * ld + i);
         const __nv_bfloat162 *g2 = (const __nv_bfloat162 *)&gv, *u2 = (const __nv_bfloat162 *)&uv;
         uint4 o;
         __nv_bfloat162 *o2 = (__nv_bfloat162 *)&o;
@@ -303,10 +306,12 @@ dspy_status dspy_cu_cast(dspy_backend *be, dspy_tensor out, dspy_tensor inp) {
         return dspy_fail(DSPY_ERR_ARG, "cuda cast: inp must be F32, BF16 or F16 in GPU memory");
     if (inp.n == 0) return DSPY_OK;
     int kind = inp.dtype == DSPY_DTYPE_F32 ? 0 : inp.dtype == DSPY_DTYPE_BF16 ? 1 : 2;
-    if (kind == 0 && out.dtype == DSPY_DTYPE_BF16 && inp.n % 8 == 0 && ((uintptr_t)out.data | (uintptr_t)inp.data) % 16 == 0) {
+    if (kind == 0 && out.dtype == DSPY_DTYPE_BF16 && inp.n % 8 == 0 &&
+        ((uintptr_t)out.data | (uintptr_t)inp.data) % 16 == 0) {
         unsigned b8 = cu_blocks(inp.n / 8, 256);
         if (b8 > 65535u * 8) b8 = 65535u * 8;
-        return cu_launch(be, "cast", k_cast_f32_bf16_8, b8, 256, 0, (bf16 *)out.data, (const float *)inp.data, inp.n / 8);
+        return cu_launch(be, "cast", k_cast_f32_bf16_8, b8, 256, 0, (bf16 *)out.data, (const float *)inp.data,
+                         inp.n / 8);
     }
     unsigned blocks = cu_blocks(inp.n, 256);
     if (blocks > 65535u * 8) blocks = 65535u * 8;

@@ -207,8 +207,8 @@ dspy_status dspy_cu_rmsnorm_backward(dspy_backend *be, dspy_tensor dinp, dspy_te
                                            "dspy_backend_reserve)", op, N, s->train_rows_n);
         rsave = s->train_rows;
     }
-    const bool vec = C % 256 == 0 && C <= 8192 &&
-                     ((uintptr_t)dinp.data | (uintptr_t)dout.data | (uintptr_t)inp.data | (uintptr_t)weight.data) % 16 == 0;
+    const uintptr_t bits = (uintptr_t)dinp.data | (uintptr_t)dout.data | (uintptr_t)inp.data | (uintptr_t)weight.data;
+    const bool vec = C % 256 == 0 && C <= 8192 && bits % 16 == 0;
     /* 256 threads: several rows' blocks per SM keep more loads in flight than one 1,024-wide block */
     int threads = C >= 256 ? 256 : ((C + 31) / 32) * 32;
     DSPY_TRY(cu_launch(be, op, vec ? k_rmsnorm_backward8 : k_rmsnorm_backward, N, vec ? C / 8 : threads, 0,
@@ -241,8 +241,8 @@ static __global__ void k_swiglu_backward(OT *dgate, OT *dup, const DT *dout, con
 /* The same per element, all BF16, n % 8 == 0 and 16-byte aligned arrays: 8 elements a thread
  * with 16-byte loads and stores (the scalar form ran at ~75 % of the copy rate on the trainer's
  * (8,192, 8,192) tensors). */
-static __global__ void k_swiglu_backward8(bf16 *dgate, bf16 *dup, const bf16 *dout, const bf16 *gate, const bf16 *up,
-                                          int64_t n8) {
+static __global__ void k_swiglu_backward8(bf16 *dgate, bf16 *dup, const bf16 *dout, const bf16 *gate,
+                                          const bf16 *up, int64_t n8) {
     griddep_wait();
     for (int64_t v = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; v < n8; v += (int64_t)gridDim.x * blockDim.x) {
         const uint4 gv = ((const uint4 *)gate)[v], dv = ((const uint4 *)dout)[v], uv = ((const uint4 *)up)[v];
