@@ -48,8 +48,9 @@
  *
  * BF16 attention gradients (backward.c grad16: datt, dq, dk, dv in BF16 from the o-projection's
  * dgrad to the q/k/v GEMMs, the default) on random models of head size 64 with a KV group of 4 and
- * 128 without GQA: 10 unshared and prefix-shared steps with the flash kernels and with cuDNN, the
- * BF16 att on and off, against the CPU F32 trainer within the BF16 tolerances above, the path taken
+ * 128 without GQA: 10 unshared and prefix-shared steps (lr 1e-4) with the flash kernels and with
+ * cuDNN, the BF16 att on and off, against the CPU F32 trainer and the F32 gradients within the BF16
+ * tolerances above, the path taken
  * (and not under DSPY_TRAIN_GRAD16=0, nor for a KV group of 2), the first step's loss bit-identical
  * to the F32 gradients'.
  *
@@ -501,13 +502,17 @@ static void test_bf16_att16(void) {
 
 /* ---- BF16 attention gradients (backward.c grad16) ----------------------------------------- */
 
-/* 10 steps of share_step's sequences (lr 1e-3, clipping 1.0) by four trainers: the CPU F32
+/* 10 steps of share_step's sequences (lr 1e-4, clipping 1.0) by four trainers: the CPU F32
  * reference unshared; CUDA BF16 with the BF16 attention gradients (the default) unshared and
  * prefix-shared (the flash kernels with a prefix); CUDA BF16 with F32 ones (DSPY_TRAIN_GRAD16=0)
  * unshared; the BF16 att on or off as the caller set DSPY_TRAIN_ATT16. The path is taken where
  * it should be (dspy_train_grad16 after a pass: on, and off under the switch); the first step's
  * loss is a forward pass, bit-identical on and off; every step's loss within 1e-2 and gradient
- * norm within 5e-2 relative of the CPU's (k_bf16). */
+ * norm within 5e-2 relative of the CPU's (k_bf16), and of the F32 gradients' trainer. lr 1e-4:
+ * at 1e-3 these random 8-head models leave the BF16 trainers' tolerance after a few steps with
+ * F32 gradients as much as with BF16 ones (measured on the H200: 4e-2 to 0.2 by step 10, against
+ * 3e-3 for the 2-head model), the steps amplifying rounding differences rather than testing
+ * the gradients. */
 static void grad16_case(dspy_model *m, const char *what) {
     ss_shared z;
     ss_make_examples();
@@ -526,14 +531,14 @@ static void grad16_case(dspy_model *m, const char *what) {
         if (t[i]) CHECK_OK(dspy_optimizer_new(t[i], &h, &o[i]));
         ok = ok && o[i];
     }
-    double wl[3] = {0, 0, 0}, wn[3] = {0, 0, 0};
+    double wl[4] = {0, 0, 0, 0}, wn[4] = {0, 0, 0, 0}, first = 0, last = 0;
     for (int k = 0; k < 10 && ok; k++) {
         dspy_step_stats st[4];
-        CHECK_OK(dspy_optimizer_train_step(o[0], z.s.seq, 3, 1e-3, 1.0, &st[0]));
-        CHECK_OK(dspy_optimizer_train_step(o[1], z.s.seq, 3, 1e-3, 1.0, &st[1]));
-        CHECK_OK(dspy_optimizer_train_step(o[2], z.sh, z.ns, 1e-3, 1.0, &st[2]));
+        CHECK_OK(dspy_optimizer_train_step(o[0], z.s.seq, 3, 1e-4, 1.0, &st[0]));
+        CHECK_OK(dspy_optimizer_train_step(o[1], z.s.seq, 3, 1e-4, 1.0, &st[1]));
+        CHECK_OK(dspy_optimizer_train_step(o[2], z.sh, z.ns, 1e-4, 1.0, &st[2]));
         setenv("DSPY_TRAIN_GRAD16", "0", 1);
-        CHECK_OK(dspy_optimizer_train_step(o[3], z.s.seq, 3, 1e-3, 1.0, &st[3]));
+        CHECK_OK(dspy_optimizer_train_step(o[3], z.s.seq, 3, 1e-4, 1.0, &st[3]));
         unsetenv("DSPY_TRAIN_GRAD16");
         if (k == 0) {
             for (int l = 0; l < t[1]->cfg.num_hidden_layers; l++) {
@@ -546,18 +551,23 @@ static void grad16_case(dspy_model *m, const char *what) {
                          "%s: the first step's loss with BF16 gradients %.17g, with F32 ones %.17g (bit-identical "
                          "expected)", what, st[1].loss, st[3].loss);
         }
-        for (int c = 0; c < 3; c++) {
-            wl[c] = fmax(wl[c], fabs(st[c + 1].loss - st[0].loss) / fabs(st[0].loss));
-            wn[c] = fmax(wn[c], fabs((double)st[c + 1].grad_norm - (double)st[0].grad_norm) / (double)st[0].grad_norm);
+        for (int c = 0; c < 4; c++) { /* [0..2]: each CUDA trainer vs the CPU; [3]: on vs off */
+            const dspy_step_stats *a = c < 3 ? &st[c + 1] : &st[1], *r = c < 3 ? &st[0] : &st[3];
+            wl[c] = fmax(wl[c], fabs(a->loss - r->loss) / fabs(r->loss));
+            wn[c] = fmax(wn[c], fabs((double)a->grad_norm - (double)r->grad_norm) / (double)r->grad_norm);
         }
+        if (k == 0) first = st[0].loss;
+        last = st[0].loss;
     }
-    static const char *const names[3] = {"BF16 grads", "BF16 grads shared", "F32 grads"};
-    for (int c = 0; c < 3 && ok; c++) {
+    static const char *const names[4] = {"BF16 grads vs the CPU", "BF16 grads shared vs the CPU",
+                                         "F32 grads vs the CPU", "BF16 grads vs F32 grads"};
+    for (int c = 0; c < 4 && ok; c++) {
         check_report(wl[c] <= k_bf16.loss_rel && wn[c] <= k_bf16.norm_rel, __FILE__, __LINE__,
-                     "%s, %s vs the CPU: loss %.3g (tol %g), norm %.3g (tol %g) relative", what, names[c], wl[c],
+                     "%s, %s: loss %.3g (tol %g), norm %.3g (tol %g) relative", what, names[c], wl[c],
                      k_bf16.loss_rel, wn[c], k_bf16.norm_rel);
-        printf("  %s, %s, 10 steps vs the CPU F32: loss %.2e norm %.2e\n", what, names[c], wl[c], wn[c]);
+        printf("  %s, %s, 10 steps: loss %.2e norm %.2e\n", what, names[c], wl[c], wn[c]);
     }
+    if (ok) printf("  %s: the CPU's loss sum %.4f -> %.4f\n", what, first, last);
     for (int i = 0; i < 4; i++) {
         dspy_optimizer_free(o[i]);
         dspy_trainable_free(t[i]);
