@@ -517,7 +517,10 @@ static bool att16(const dspy_trainable *t, int l) {
  * on its BF16 entries if on, no q/k/v biases (their gradients are summed from F32), and what the
  * backend's BF16 attention gradients need (kern/ops.h: head size 64 or 128, NH == NKV or
  * NH >= 4 NKV, 16-byte aligned tensors). DSPY_TRAIN_GRAD16=0 keeps the F32 gradients (comparisons);
- * so does CUDA's DSPY_CUDA_TRAIN_ATTN=wmma (its comparison kernels take F32 only). */
+ * so does CUDA's DSPY_CUDA_TRAIN_ATTN=wmma (its comparison kernels take F32 only). Measured on the
+ * H200 (bench_train T1, 4 x 2,048 tokens, the 1B shape, cuDNN's attention): 120.3 ms a step against
+ * 124.0 with the F32 gradients under the BF16 att (DSPY_TRAIN_ATT16=1), 123.9 against 126.3 without
+ * it; the same losses to BF16 noise (test_cuda_train). */
 static bool grad16(const dspy_trainable *t, int l) {
     const train_work *w = &t->work;
     const train_layer *L = &t->layers[l];
