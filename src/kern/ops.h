@@ -303,7 +303,8 @@ typedef struct dspy_ops {
      * each operation rounded on its own (no fused multiply-add), so every backend reproduces
      * dspy_adamw_update bit for bit. g is not written. The constants are read from memory so
      * that a captured graph replays with the current step's values. A NaN gscale (clip_coef's
-     * "skip this step") leaves w, m and v unchanged. */
+     * "skip this step") leaves w, m and v unchanged. CUDA: g may be BF16 (a single-pass step's
+     * weight gradient, widened exactly: the update of those BF16 values, bit for bit). */
     dspy_status (*adamw)(dspy_backend *be, dspy_tensor w, dspy_tensor g, dspy_tensor m, dspy_tensor v,
                          dspy_tensor hp);
 
@@ -314,7 +315,8 @@ typedef struct dspy_ops {
     /* out[slot] (F64) = the sum of squares of x (n) F32, in double, over chunks of
      * DSPY_SUMSQ_CHUNK elements, each summed in index order and the chunk sums added in chunk
      * order on the CPU (train/optim.c's order, so the CPU result is bit-identical to
-     * dspy_grad_norm's per-tensor sums); other backends in a fixed order of their own. */
+     * dspy_grad_norm's per-tensor sums); other backends in a fixed order of their own. CUDA: x
+     * may be BF16 (a single-pass step's weight gradient; n a multiple of 8, 16-byte aligned). */
     dspy_status (*grad_sumsq)(dspy_backend *be, dspy_tensor out, int slot, dspy_tensor x);
 
     /* torch's clip_grad_norm_ from k per-tensor sums of squares sumsq (k) F64:
@@ -334,7 +336,8 @@ typedef struct dspy_ops {
      *   dinp (N, C) = dout @ w + beta_dinp dinp;  dw (OC, C) = dout^T @ inp + beta_dw dw
      * beta 0 overwrites, so the output need not be initialised (the first contribution of a pass
      * or of an optimizer step). No bias gradient. CUDA: BF16 dout, inp, w (the mixed-precision
-     * trainer), F32 outputs; dinp may be BF16 with beta_dinp 0 (rounded once from F32 sums). */
+     * trainer), F32 outputs; dinp may be BF16 with beta_dinp 0, and dw BF16 with beta_dw 0 (each
+     * rounded once from F32 sums: the single-pass step's weight gradients, as torch autocast's). */
     dspy_status (*linear_backward_beta)(dspy_backend *be, dspy_tensor dinp, dspy_tensor dw, dspy_tensor dout,
                                         dspy_tensor inp, dspy_tensor w, int N, int C, int OC, float beta_dinp,
                                         float beta_dw);

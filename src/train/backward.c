@@ -441,7 +441,12 @@ static dspy_status linear_bwd16(dspy_trainable *t, int l, int lin, float *dx, ui
         if (cast_x && !xb16 && (L->gw[lin] || (lora16(t) && !(t->lora.dropout > 0))))
             DSPY_TRY(o->cast(be, B16(w->xb, T * in), F((float *)x, T * in)));
         if (!dyb16) DSPY_TRY(o->cast(be, B16(w->gb, T * out), F((float *)dy, T * out)));
-        dspy_tensor gw = L->gw[lin] ? F(L->gw[lin], out * in) : NONE;
+        /* a single-pass step's weight gradient in BF16 (work.wgrad16: overwritten once, never added to) */
+        dspy_tensor gw = !L->gw[lin]  ? NONE
+                         : w->wgrad16 ? B16((uint16_t *)L->gw[lin], out * in)
+                                      : F(L->gw[lin], out * in);
+        if (w->wgrad16 && (!w->fresh || !o->linear_backward_beta))
+            return dspy_fail(DSPY_ERR_STATE, "train step: a BF16 weight gradient needs a single overwriting pass");
         if (dx16 && (acc_dx || !o->linear_backward_beta || (t->lora_on && !lora16(t))))
             return dspy_fail(DSPY_ERR_STATE, "train step: a BF16 dx needs an overwriting dgrad (and LoRA's BF16 "
                                              "entries under LoRA)");

@@ -128,6 +128,7 @@ struct dspy_optimizer {
     size_t mine_cap;
     int32_t *parts;   /* (parts_cap) a group's sequence boundaries (dspy_train_group_run) */
     size_t parts_cap;
+    bool g16;         /* this step's linear weight gradients are BF16 (see wgrad16_step) */
 };
 
 dspy_status dspy_optimizer_new(dspy_trainable *t, const dspy_adamw_hparams *h, dspy_optimizer **out) {
@@ -197,6 +198,7 @@ void dspy_optimizer_free(dspy_optimizer *o) {
 float *dspy_optimizer_exp_avg(dspy_optimizer *o, size_t i) { return o->block + o->off[i]; }
 float *dspy_optimizer_exp_avg_sq(dspy_optimizer *o, size_t i) { return o->block + o->total + o->off[i]; }
 int64_t dspy_optimizer_steps(const dspy_optimizer *o) { return o->steps; }
+bool dspy_optimizer_wgrad16(const dspy_optimizer *o) { return o->g16; }
 
 /* Copies the moments between the backend and the host mirror, then waits. */
 static dspy_status sync_moments(dspy_optimizer *o, dspy_copy_kind kind) {
@@ -348,6 +350,19 @@ static dspy_status on_layer(void *ud, int layer) {
                                     dspy_backend_native_stream(o->t->be));
 }
 
+/* Whether a step of npass passes on `world` ranks keeps its linear weight gradients in BF16
+ * (backward.c's work.wgrad16): mixed precision without LoRA, one rank, ONE pass (its weight
+ * GEMMs overwrite the gradients once, so nothing is ever accumulated in BF16: torch autocast's
+ * per-pass gradient, rounded once), a backend that can write them so and update from them, and
+ * DSPY_TRAIN_WGRAD16 not 0. Each such gradient then takes the first half of its F32 slot (2 bytes
+ * less to write, sum and update per parameter). */
+static bool wgrad16_step(const dspy_optimizer *o, size_t npass, int world) {
+    const dspy_trainable *t = o->t;
+    const char *env = getenv("DSPY_TRAIN_WGRAD16");
+    return npass == 1 && world == 1 && t->bf16 && !t->lora_on && dspy_train_can_overwrite(t) &&
+           dspy_train_wgrad16_fits(t) && !(env && strcmp(env, "0") == 0);
+}
+
 /* dspy_optimizer_local_grads; with `early`, the last pass reports each layer's finished
  * gradients to on_layer (a rank without a pass reports them all after zeroing them, so every
  * rank queues the same all-reduces in the same order). */
@@ -364,12 +379,14 @@ static dspy_status local_grads(dspy_optimizer *o, const dspy_train_seq *seqs, si
 
     const int32_t limit = dspy_train_group_tokens(t);
     int32_t maxT = 1;
-    for (size_t s = 0, e; s < n; s = e) {
+    size_t npass = 0;
+    for (size_t s = 0, e; s < n; s = e, npass++) {
         int32_t T = 0;
         e = limit > 0 ? group_end(mine, n, s, limit, &T) : s + 1;
         if (limit <= 0) T = mine[s].T;
         if (T > maxT) maxT = T;
     }
+    o->g16 = wgrad16_step(o, npass, world);
     /* the step's staging and loss slots must exist before its first sequence */
     DSPY_TRY(dspy_train_work_reserve(t, maxT, (int)k));
     /* the first pass overwrites the weight gradients where it can: only the rest is zeroed (a
@@ -377,6 +394,7 @@ static dspy_status local_grads(dspy_optimizer *o, const dspy_train_seq *seqs, si
     if (n > 0 && dspy_train_can_overwrite(t)) {
         DSPY_TRY(dspy_train_zero_uncovered(t));
         t->work.fresh = true;
+        t->work.wgrad16 = o->g16;
     } else {
         DSPY_TRY(dspy_trainable_zero_grad(t));
     }
@@ -407,12 +425,12 @@ static dspy_status local_grads(dspy_optimizer *o, const dspy_train_seq *seqs, si
         t->work.layer_done = NULL;
         for (size_t i = s + 1; !st && i < e; i++) st = dspy_train_slot_clear(t, (int)step_at(rank, world, i));
         if (st) {
-            t->work.fresh = false;
+            t->work.fresh = t->work.wgrad16 = false;
             t->rng_stride = 1;
             return st;
         }
     }
-    t->work.fresh = false;
+    t->work.fresh = t->work.wgrad16 = false;
     t->rng_stride = 1;
     dspy_trainable_rng_set(t, base + k);
     for (int l = o->nlayers - 1; early && n == 0 && l >= 0; l--) DSPY_TRY(on_layer(o, l));
@@ -450,6 +468,16 @@ static dspy_status reduce_step(dspy_optimizer *o, size_t k) {
     return dspy_dist_join(o->dist, stream);
 }
 
+/* Whether parameter p's gradient is BF16 this step (a linear weight of a wgrad16 step). */
+static bool g16_of(const dspy_optimizer *o, const dspy_param *p) {
+    return o->g16 && dspy_train_is_linear_grad(o->t, p->dg);
+}
+
+/* n elements of p's gradient from its start, as this step wrote them. */
+static dspy_tensor grad_of(const dspy_optimizer *o, const dspy_param *p, int64_t n) {
+    return dspy_bt(o->t->be, p->dg, n, g16_of(o, p) ? DSPY_DTYPE_BF16 : DSPY_DTYPE_F32);
+}
+
 /* dspy_optimizer_train_step on a mirrored trainable: everything through the op table, one
  * read-back at the end (see the file comment). */
 static dspy_status device_step(dspy_optimizer *o, const dspy_train_seq *seqs, size_t k, double lr,
@@ -463,7 +491,7 @@ static dspy_status device_step(dspy_optimizer *o, const dspy_train_seq *seqs, si
     dspy_tensor sq = dspy_bt(be, o->sumsq, (int64_t)(o->np ? o->np : 1), DSPY_DTYPE_F64);
     for (size_t i = 0; i < o->np; i++) {
         dspy_param *p = dspy_trainable_param(t, i);
-        DSPY_TRY(ops->grad_sumsq(be, sq, (int)i, dspy_bt(be, p->dg, (int64_t)p->n, DSPY_DTYPE_F32)));
+        DSPY_TRY(ops->grad_sumsq(be, sq, (int)i, grad_of(o, p, (int64_t)p->n)));
     }
     /* the constants of step steps + 1: decay for 2-D tensors, none for biases and norms */
     dspy_adamw_pack(o->hp_host, o->steps + 1, lr, o->h.beta1, o->h.beta2, o->h.eps, o->h.weight_decay, 1.0f);
@@ -482,16 +510,17 @@ static dspy_status device_step(dspy_optimizer *o, const dspy_train_seq *seqs, si
         dspy_param *p = dspy_trainable_param(t, i);
         uint16_t *w16 = fused16 ? dspy_train_param_w16(t, p) : NULL;
         size_t off = o->off[i], run = p->n;
-        for (j = i + 1; j < o->np; j++) {
+        /* a BF16 gradient (the first half of its F32 slot) is not end to end with the next one */
+        for (j = i + 1; j < o->np && !g16_of(o, p); j++) {
             dspy_param *q = dspy_trainable_param(t, j);
             uint16_t *q16 = fused16 ? dspy_train_param_w16(t, q) : NULL;
             if (q->dw != p->dw + run || q->dg != p->dg + run || o->off[j] != off + run || q->ndim != p->ndim ||
-                (w16 ? q16 != w16 + run : q16 != NULL))
+                (w16 ? q16 != w16 + run : q16 != NULL) || g16_of(o, q))
                 break;
             run += q->n;
         }
         int64_t n = (int64_t)run;
-        dspy_tensor w = dspy_bt(be, p->dw, n, DSPY_DTYPE_F32), g = dspy_bt(be, p->dg, n, DSPY_DTYPE_F32);
+        dspy_tensor w = dspy_bt(be, p->dw, n, DSPY_DTYPE_F32), g = grad_of(o, p, n);
         dspy_tensor m = dspy_bt(be, o->dblock + off, n, DSPY_DTYPE_F32);
         dspy_tensor v = dspy_bt(be, o->dblock + o->total + off, n, DSPY_DTYPE_F32);
         dspy_tensor h = dspy_tensor_slice(hp, p->ndim == 2 ? 0 : DSPY_ADAMW_WORDS, DSPY_ADAMW_WORDS);

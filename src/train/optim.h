@@ -66,6 +66,9 @@ float *dspy_optimizer_exp_avg(dspy_optimizer *o, size_t i);
 float *dspy_optimizer_exp_avg_sq(dspy_optimizer *o, size_t i);
 /* Optimizer steps taken (torch's per-parameter "step", the same for all here). */
 int64_t dspy_optimizer_steps(const dspy_optimizer *o);
+/* Whether the last step kept its linear weight gradients in BF16 (a mixed-precision step of one
+ * pass on one rank; DSPY_TRAIN_WGRAD16=0 never). */
+bool dspy_optimizer_wgrad16(const dspy_optimizer *o);
 /* A mirrored (device) trainable's optimizer keeps the moments on the device; exp_avg/exp_avg_sq
  * are host mirrors: copy device -> mirror before reading them, mirror -> device after writing
  * them (both wait; no-ops otherwise). */

@@ -531,12 +531,26 @@ bool dspy_train_can_overwrite(const dspy_trainable *t) {
 
 /* Whether a fresh pass overwrites gradient g: the linear weights' and lm_head's (the embedding's
  * when tied). */
-static bool overwritten(const dspy_trainable *t, const float *g) {
-    if (g == t->g_lm_head) return true;
-    for (int l = 0; l < t->cfg.num_hidden_layers; l++)
+bool dspy_train_is_linear_grad(const dspy_trainable *t, const float *g) {
+    for (int l = 0; g && l < t->cfg.num_hidden_layers; l++)
         for (int k = 0; k < LIN_COUNT; k++)
             if (g == t->layers[l].gw[k]) return true;
     return false;
+}
+
+bool dspy_train_wgrad16_fits(const dspy_trainable *t) {
+    for (int l = 0; l < t->cfg.num_hidden_layers; l++)
+        for (int k = 0; k < LIN_COUNT; k++) {
+            int in, out;
+            dspy_train_lin_dims(&t->cfg, k, &in, &out);
+            const float *g = t->layers[l].gw[k];
+            if (g && (((size_t)in * (size_t)out) % 8 != 0 || (uintptr_t)g % 16 != 0)) return false;
+        }
+    return true;
+}
+
+static bool overwritten(const dspy_trainable *t, const float *g) {
+    return g == t->g_lm_head || dspy_train_is_linear_grad(t, g);
 }
 
 dspy_status dspy_train_zero_uncovered(dspy_trainable *t) {

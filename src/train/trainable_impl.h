@@ -94,6 +94,9 @@ typedef struct train_work {
                                       once per pass so that its forward and backward agree */
     bool grad16_env;               /* DSPY_TRAIN_GRAD16 not 0 (and not the WMMA comparison
                                       kernels): BF16 attention gradients where grad16 allows */
+    bool wgrad16;                  /* this optimizer step is one pass whose linear weight gradients
+                                      are written in BF16 (the first half of each F32 slot; optim.c
+                                      wgrad16_step); set by the optimizer around its pass only */
     bool fresh;                    /* the next backward pass is the first of an optimizer step:
                                       its weight-gradient GEMMs overwrite (beta 0) instead of
                                       adding, so the step zeroes only the other gradients
@@ -180,6 +183,13 @@ dspy_status dspy_train_refresh_bf16(dspy_trainable *t);
 /* Whether the last pass kept layer l's attention gradients in BF16 (backward.c grad16: the BF16
  * trainer's datt, dq, dk, dv; reads the environment switch of that pass). For tests. */
 bool dspy_train_grad16(const dspy_trainable *t, int l);
+
+/* Whether g is the gradient of one of the decoder layers' linear weights (trainable.c). */
+bool dspy_train_is_linear_grad(const dspy_trainable *t, const float *g);
+
+/* Whether every decoder linear weight's gradient can be kept in BF16 (work.wgrad16): a multiple
+ * of 8 elements from a 16-byte aligned start (the BF16 sum of squares reads 16 bytes at a time). */
+bool dspy_train_wgrad16_fits(const dspy_trainable *t);
 
 /* (in, out) of linear `lin` under config c. */
 void dspy_train_lin_dims(const dspy_model_config *c, int lin, int *in, int *out);

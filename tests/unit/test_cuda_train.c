@@ -621,6 +621,84 @@ static void test_bf16_grad16(void) {
     dspy_model_free(m);
 }
 
+/* ---- BF16 weight gradients of a single-pass step (optim.c wgrad16_step) ------------------------ */
+
+/* 5 steps by three trainers from the same weights: the CPU F32 reference; CUDA BF16 (its steps of
+ * share_step's three sequences are one packed pass, so the linear weight gradients are BF16); CUDA
+ * BF16 with DSPY_TRAIN_WGRAD16=0 (F32 gradients). Every step: both within the BF16 tolerances of
+ * the CPU (k_bf16), and of each other (1e-2 loss, 5e-2 norm); the first step's loss, a forward
+ * pass, bit-identical between them. The BF16 form is taken where it should be and nowhere else:
+ * a prefix-shared step (one pass per sequence) and the switch keep F32. */
+static void test_bf16_wgrad16(void) {
+    dspy_model *m = att16_model(4, 1, 64); /* a KV group of 4: the attention gradients in BF16 too */
+    if (!m) return;
+    ss_shared z;
+    ss_make_examples();
+    CHECK_OK(ss_make_shared(&z));
+    dspy_trainable *t[3] = {0};
+    dspy_optimizer *o[3] = {0};
+    dspy_adamw_hparams h = dspy_adamw_hparams_default();
+    bool ok = true;
+    for (int i = 0; i < 3; i++) {
+        if (i == 0) CHECK_OK(dspy_trainable_new(m, NULL, 1, &t[i]));
+        else {
+            CHECK_OK(dspy_trainable_new_on(m, NULL, 1, k_cuda, true, &t[i]));
+            if (t[i]) CHECK_OK(dspy_trainable_set_bf16(t[i], true));
+            if (t[i]) CHECK_OK(dspy_trainable_plan(t[i], SS_MAXT, 3));
+        }
+        if (t[i]) CHECK_OK(dspy_optimizer_new(t[i], &h, &o[i]));
+        ok = ok && o[i];
+    }
+    double wl[3] = {0, 0, 0}, wn[3] = {0, 0, 0};
+    for (int k = 0; k < 5 && ok; k++) {
+        dspy_step_stats st[3];
+        CHECK_OK(dspy_optimizer_train_step(o[0], z.s.seq, 3, 1e-4, 1.0, &st[0]));
+        CHECK_OK(dspy_optimizer_train_step(o[1], z.s.seq, 3, 1e-4, 1.0, &st[1]));
+        CHECK(dspy_optimizer_wgrad16(o[1]));
+        setenv("DSPY_TRAIN_WGRAD16", "0", 1);
+        CHECK_OK(dspy_optimizer_train_step(o[2], z.s.seq, 3, 1e-4, 1.0, &st[2]));
+        unsetenv("DSPY_TRAIN_WGRAD16");
+        CHECK(!dspy_optimizer_wgrad16(o[2]));
+        if (k == 0)
+            check_report(st[1].loss == st[2].loss, __FILE__, __LINE__,
+                         "wgrad16: the first step's loss %.17g with BF16 weight gradients, %.17g with F32 ones "
+                         "(bit-identical expected: a forward pass)", st[1].loss, st[2].loss);
+        for (int c = 1; c < 3; c++) {
+            wl[c] = fmax(wl[c], fabs(st[c].loss - st[0].loss) / fabs(st[0].loss));
+            wn[c] = fmax(wn[c], fabs((double)st[c].grad_norm - (double)st[0].grad_norm) / (double)st[0].grad_norm);
+        }
+        wl[0] = fmax(wl[0], fabs(st[1].loss - st[2].loss) / fabs(st[2].loss));
+        wn[0] = fmax(wn[0], fabs((double)st[1].grad_norm - (double)st[2].grad_norm) / (double)st[2].grad_norm);
+    }
+    for (int c = 1; c < 3 && ok; c++) {
+        check_report(wl[c] <= k_bf16.loss_rel && wn[c] <= k_bf16.norm_rel, __FILE__, __LINE__,
+                     "wgrad16 %s vs the CPU: loss %.3g (tol %g), norm %.3g (tol %g) relative", c == 1 ? "on" : "off",
+                     wl[c], k_bf16.loss_rel, wn[c], k_bf16.norm_rel);
+        printf("  wgrad16 %s, 5 steps vs the CPU F32: loss %.2e norm %.2e\n", c == 1 ? "on" : "off", wl[c], wn[c]);
+    }
+    if (ok) {
+        check_report(wl[0] <= 1e-2 && wn[0] <= 5e-2, __FILE__, __LINE__,
+                     "wgrad16 on vs off: loss %.3g, norm %.3g relative", wl[0], wn[0]);
+        printf("  wgrad16 on vs off, 5 steps: loss %.2e norm %.2e\n", wl[0], wn[0]);
+        /* a prefix-shared step runs one pass per shared sequence: BF16 exactly when that is one */
+        dspy_step_stats sh, sep;
+        CHECK_OK(dspy_optimizer_train_step(o[1], z.sh, z.ns, 1e-4, 1.0, &sh));
+        CHECK(dspy_optimizer_wgrad16(o[1]) == (z.ns == 1));
+        /* unpacked (DSPY_TRAIN_GROUP_TOKENS=0: a pass per sequence): F32 gradients accumulated */
+        setenv("DSPY_TRAIN_GROUP_TOKENS", "0", 1);
+        CHECK_OK(dspy_optimizer_train_step(o[1], z.s.seq, 3, 1e-4, 1.0, &sep));
+        unsetenv("DSPY_TRAIN_GROUP_TOKENS");
+        CHECK(!dspy_optimizer_wgrad16(o[1]));
+        CHECK(isfinite(sh.loss) && isfinite(sep.loss) && isfinite(sep.grad_norm));
+    }
+    for (int i = 0; i < 3; i++) {
+        dspy_optimizer_free(o[i]);
+        dspy_trainable_free(t[i]);
+    }
+    dspy_share_buf_free(&z.b);
+    dspy_model_free(m);
+}
+
 int main(void) {
     const char *why = NULL;
     if (dspy_cuda_device_count(&why) == 0) {
@@ -657,6 +735,7 @@ int main(void) {
         RUN(test_shared_bf16);
     }
     RUN(test_bf16_att16);
+    RUN(test_bf16_wgrad16);
     RUN(test_bf16_grad16);
     pair_teardown();
     int rc = check_summary("test_cuda_train");

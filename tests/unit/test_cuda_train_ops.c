@@ -678,6 +678,64 @@ static void test_adamw_bf16(void) {
     dev_free(gw), dev_free(gm), dev_free(gv), dev_free(ghp), dev_free(g16);
 }
 
+/* The single-pass step's BF16 weight gradients (optim.c wgrad16_step): adamw from a BF16 g is
+ * the CPU's update from the same BF16-rounded values, bit for bit (w, m, v and the BF16 working
+ * copy); grad_sumsq of a BF16 x is the CPU's double sum of squares of those values (1e-12);
+ * linear_backward_beta's BF16 dw (beta 0) is the CPU's F32 weight gradient within BF16 rounding;
+ * a BF16 dw with beta 1 and a BF16 x of a length not a multiple of 8 are refused. */
+static void test_wgrad16(void) {
+    const int64_t n = 100000; /* a multiple of 8 */
+    float *w = rnd((size_t)n, 1), *m = calloc((size_t)n, sizeof(float)), *v = calloc((size_t)n, sizeof(float));
+    dspy_tensor gw = up(w, n), gm = up(m, n), gv = up(v, n), ghp = dev_alloc(DSPY_DTYPE_F32, DSPY_ADAMW_WORDS);
+    dspy_tensor w16 = dev_alloc(DSPY_DTYPE_BF16, n), sq = dev_alloc(DSPY_DTYPE_F64, 3);
+    double ref_sq = 0.0, got_sq[3];
+    for (int t = 1; t <= 3; t++) {
+        float *g = rnd((size_t)n, 0.1f), hp[DSPY_ADAMW_WORDS];
+        dspy_tensor gg = up_bf16(g, n); /* g now holds the rounded values */
+        dspy_adamw_pack(hp, t, 1e-3 / t, 0.9, 0.95, 1e-8, 0.1, t == 2 ? 0.25f : 1.0f);
+        CHECK_OK(C->ops->adamw(C, HF(w, n), HF(g, n), HF(m, n), HF(v, n), HF(hp, DSPY_ADAMW_WORDS)));
+        CHECK_OK(G->ops->copy(G, ghp.data, hp, sizeof hp, DSPY_COPY_H2D));
+        CHECK_OK(G->ops->adamw_bf16(G, gw, gg, gm, gv, ghp, w16));
+        if (t == 3) {
+            for (int64_t i = 0; i < n; i++) ref_sq += (double)g[i] * (double)g[i];
+            CHECK_OK(G->ops->grad_sumsq(G, sq, 2, gg));
+            CHECK_OK(G->ops->copy(G, got_sq, sq.data, sizeof got_sq, DSPY_COPY_D2H));
+        }
+        CHECK_OK(G->ops->sync(G));
+        if (t == 3)
+            CHECK_STATUS(G->ops->grad_sumsq(G, sq, 0, dspy_tensor_slice(gg, 0, n - 3)), DSPY_ERR_ARG);
+        free(g);
+        dev_free(gg);
+    }
+    float *hw = down(gw), *hm = down(gm), *hv = down(gv), *h16 = down_bf16(w16);
+    expect_same("adamw from a BF16 g, 3 steps: w", hw, w, (size_t)n);
+    expect_same("adamw from a BF16 g: m", hm, m, (size_t)n);
+    expect_same("adamw from a BF16 g: v", hv, v, (size_t)n);
+    float *r16 = malloc(sizeof(float) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) r16[i] = dspy_bf16_to_f32(dspy_f32_to_bf16(w[i]));
+    expect_same("adamw from a BF16 g: w16 = BF16(w)", h16, r16, (size_t)n);
+    check_report(fabs(got_sq[2] - ref_sq) <= 1e-12 * ref_sq, __FILE__, __LINE__,
+                 "grad_sumsq of a BF16 x: %.17g, the CPU's %.17g", got_sq[2], ref_sq);
+    printf("  grad_sumsq of a BF16 x (n %lld): %.3e relative to the CPU's\n", (long long)n,
+           fabs(got_sq[2] - ref_sq) / ref_sq);
+    free(w), free(m), free(v), free(hw), free(hm), free(hv), free(h16), free(r16);
+    dev_free(gw), dev_free(gm), dev_free(gv), dev_free(ghp), dev_free(w16), dev_free(sq);
+    /* linear_backward_beta with a BF16 dw */
+    const int N = 300, Cc = 256, OC = 768;
+    float *dout = rnd((size_t)N * OC, 1), *x = rnd((size_t)N * Cc, 1);
+    float *dw = calloc((size_t)OC * Cc, sizeof(float));
+    dspy_tensor gdo = up_bf16(dout, (int64_t)N * OC), gx = up_bf16(x, (int64_t)N * Cc);
+    CHECK_OK(C->ops->linear_backward(C, NONE, HF(dw, OC * Cc), NONE, HF(dout, N * OC), HF(x, N * Cc), NONE, N, Cc, OC));
+    dspy_tensor gdw = poisoned16((int64_t)OC * Cc);
+    CHECK_OK(G->ops->linear_backward_beta(G, NONE, gdw, gdo, gx, NONE, N, Cc, OC, 0.0f, 0.0f));
+    float *hdw = down_bf16(gdw);
+    expect_close("linear_backward_beta BF16 dw N=300 C=256 OC=768", hdw, dw, (size_t)OC * Cc, 4e-3);
+    CHECK_STATUS(G->ops->linear_backward_beta(G, NONE, gdw, gdo, gx, NONE, N, Cc, OC, 0.0f, 1.0f), DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "a BF16 dw is overwritten");
+    free(dout), free(x), free(dw), free(hdw);
+    dev_free(gdo), dev_free(gx), dev_free(gdw);
+}
+
 /* linear_add: res + the CPU's linear of the same BF16-rounded operands, 1e-5; into a separate out
  * (NaN-poisoned first) and in place on res; a partly overlapping out is refused. */
 static void one_linear_add(int N, int Cc, int OC) {
@@ -801,6 +859,7 @@ static void test_bf16_entries(void) {
     one_xent_bf16_logits(37, 1024);
     test_linear_backward_beta();
     test_adamw_bf16();
+    test_wgrad16();
     one_linear_add(37, 72, 1001);
     one_linear_add(300, 256, 768);
     test_bf16_chain();

@@ -185,15 +185,17 @@ dspy_status dspy_cu_linear_backward_beta(dspy_backend *be, dspy_tensor dinp, dsp
         CU_NEED(op, "w", w, DSPY_DTYPE_BF16, (int64_t)OC * C);
     }
     if (dw.data) {
-        CU_NEED(op, "dw", dw, DSPY_DTYPE_F32, (int64_t)OC * C);
+        CU_NEED2(op, "dw", dw, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)OC * C);
         CU_NEED(op, "inp", inp, DSPY_DTYPE_BF16, (int64_t)N * C);
     }
     if ((beta_dinp != 0.0f && beta_dinp != 1.0f) || (beta_dw != 0.0f && beta_dw != 1.0f))
         return dspy_fail(DSPY_ERR_ARG, "cuda %s: beta_dinp %g and beta_dw %g must each be 0 or 1", op,
                          (double)beta_dinp, (double)beta_dw);
-    const bool d16 = dinp.data && dinp.dtype == DSPY_DTYPE_BF16;
+    const bool d16 = dinp.data && dinp.dtype == DSPY_DTYPE_BF16, w16 = dw.data && dw.dtype == DSPY_DTYPE_BF16;
     if (d16 && beta_dinp != 0.0f)
         return dspy_fail(DSPY_ERR_ARG, "cuda %s: a BF16 dinp is overwritten (beta_dinp 0), never accumulated", op);
+    if (w16 && beta_dw != 0.0f)
+        return dspy_fail(DSPY_ERR_ARG, "cuda %s: a BF16 dw is overwritten (beta_dw 0), never accumulated", op);
     if (C <= 0) return DSPY_OK;
     /* an empty sum still overwrites: beta 0 means the output is defined after the call */
     if (N <= 0 || OC <= 0) {
@@ -205,8 +207,8 @@ dspy_status dspy_cu_linear_backward_beta(dspy_backend *be, dspy_tensor dinp, dsp
         DSPY_TRY(gemm_cd(be, "linear_backward_beta (dinp)", TAG_DGRAD, C, N, OC, false, false, beta_dinp, w.data,
                          dout.data, dinp.data, dinp.data, true, d16));
     if (dw.data)
-        DSPY_TRY(f32_gemm(be, "linear_backward_beta (dw)", TAG_WGRAD, C, OC, N, false, true, beta_dw, inp.data,
-                          dout.data, (float *)dw.data, true));
+        DSPY_TRY(gemm_cd(be, "linear_backward_beta (dw)", TAG_WGRAD, C, OC, N, false, true, beta_dw, inp.data,
+                         dout.data, dw.data, dw.data, true, w16));
     return DSPY_OK;
 }
 

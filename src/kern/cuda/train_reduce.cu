@@ -53,6 +53,26 @@ static __global__ void __launch_bounds__(RED_THREADS) k_sumsq_part(double *parti
     if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
 
+/* The same over BF16 x (the single-pass step's weight gradients) of n8 groups of 8 elements
+ * (16-byte loads): group b * 256 + t + j * (gridDim.x * 256), its elements in index order. */
+static __global__ void __launch_bounds__(RED_THREADS) k_sumsq_part16(double *partial, const uint4 *x, int64_t n8) {
+    griddep_wait();
+    __shared__ double part[RED_THREADS / 32];
+    double s = 0.0;
+    const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += stride) {
+        const uint4 v = x[i];
+        const bf16 *e = (const bf16 *)&v;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const double d = (double)bf2f(e[j]);
+            s = __dadd_rn(s, __dmul_rn(d, d));
+        }
+    }
+    s = red_block_sum(s, part);
+    if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
 /* out[slot] = sum of the nb partials (one block; thread t adds partials t, t + 256, ... in that
  * order, then the fixed tree). */
 static __global__ void __launch_bounds__(RED_THREADS) k_sumsq_final(double *out, int slot, const double *partial,
@@ -101,15 +121,20 @@ dspy_status dspy_cu_grad_sumsq(dspy_backend *be, dspy_tensor out, int slot, dspy
     const char *op = "grad_sumsq";
     if (slot < 0) return dspy_fail(DSPY_ERR_ARG, "cuda %s: slot is %d; it must be >= 0", op, slot);
     CU_NEED(op, "out", out, DSPY_DTYPE_F64, (int64_t)slot + 1);
-    CU_NEED(op, "x", x, DSPY_DTYPE_F32, 0);
+    CU_NEED2(op, "x", x, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, 0);
+    const bool x16 = x.dtype == DSPY_DTYPE_BF16;
+    if (x16 && (x.n % 8 != 0 || (uintptr_t)x.data % 16 != 0))
+        return dspy_fail(DSPY_ERR_ARG, "cuda %s: a BF16 x needs a multiple of 8 elements (%lld) from a 16-byte "
+                                       "aligned start", op, (long long)x.n);
     cuda_state *s = cu_of(be);
     if (!s->train_rows)
         return dspy_fail(DSPY_ERR_ARG, "cuda %s: no training scratch (dspy_backend_reserve)", op);
     double *partial = tr_sumsq_partials(s);
     /* up to SUMSQ_BLOCKS blocks, fewer for a small tensor (a function of n alone: deterministic) */
-    const int64_t want = (x.n + RED_THREADS - 1) / RED_THREADS;
+    const int64_t units = x16 ? x.n / 8 : x.n, want = (units + RED_THREADS - 1) / RED_THREADS;
     const int nb = want < 1 ? 1 : want > SUMSQ_BLOCKS ? SUMSQ_BLOCKS : (int)want;
-    DSPY_TRY(cu_launch(be, op, k_sumsq_part, nb, RED_THREADS, 0, partial, (const float *)x.data, x.n));
+    if (x16) DSPY_TRY(cu_launch(be, op, k_sumsq_part16, nb, RED_THREADS, 0, partial, (const uint4 *)x.data, units));
+    else DSPY_TRY(cu_launch(be, op, k_sumsq_part, nb, RED_THREADS, 0, partial, (const float *)x.data, x.n));
     return cu_launch(be, op, k_sumsq_final, 1, RED_THREADS, 0, (double *)out.data, slot, (const double *)partial, nb);
 }
 
