@@ -1,0 +1,193 @@
+/* train_attention_split.cu — a prefix-shared training attention call (kern/ops.h attention_train,
+ * 0 < prefix P < T) through cuDNN's fused attention (train_attention_split.h), exactly, as two
+ * cuDNN calls whose results are merged:
+ *   part A  the layout's causal block-diagonal attention over all T rows, the prefix its first
+ *           example and each continuation one of its own (what attention_train_layout describes:
+ *           prefix rows have start 0); the prefix rows' result is final here. O_A, L_A.
+ *   part B  the T - P continuation rows against the P prefix keys, every key seen (one batch,
+ *           s_q = T - P, s_kv = P; train_attention_cudnn.cu's cross graph). O_B, L_B.
+ * A continuation row's keys are the disjoint union of the two parts' keys, so its softmax is the
+ * log-sum-exp merge of the two:
+ *   forward   L = logaddexp(L_A, L_B), O = O_A e^(L_A - L) + O_B e^(L_B - L) (F32; a BF16 out
+ *             rounded once from it), lse = L.
+ *   backward  each part's backward run with the FINAL out and lse (and dout): its P = exp(S - L) is
+ *             the row's true probability of each of its keys, and D = rowsum(dout * out) is the
+ *             row's true D, so each part yields exactly its share of dS and the shares add:
+ *             dq (continuation rows) = dq_A + dq_B, dk, dv (prefix keys) = dk_A + dk_B, dv_A + dv_B
+ *             (GQA's head sum as cuDNN forms it in each part). Part A writes the F32 outputs
+ *             (dspy_cu_sdpa_bwd), part B's BF16 dq and F32 or BF16 dk, dv are added to them in F32.
+ * Precision: as the fused path without a prefix (BF16 P, dS, O and dout inside cuDNN); the merge
+ * and the sums are F32.
+ *
+ * Scratch (planned by the planning layout call, nothing allocated in a step): part B's O (forward)
+ * or dq (backward), BF16 (rows, NH x HS); its lse, F32 (rows, NH) (backward: the final lse's
+ * continuation rows copied there when they are not 16-byte aligned, as cuDNN's tensors must be);
+ * its dk and dv, each (rows, NH x HS) BF16-sized: F32 only under GQA (cuDNN's head sum), where
+ * NKV <= NH / 2 makes P x NKV x HS floats fit.
+ */
+#include "kern/cuda/train_attention_split.h"
+#include "kern/cuda/train.cuh"
+#include "kern/cuda/train_attention_cudnn.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct cu_split {
+    bool on;            /* DSPY_CUDA_CUDNN_SPLIT is not 0 */
+    bf16 *xo;           /* part B's O (forward) or dq (backward): rows x width */
+    float *xl;          /* part B's lse: rows x NH */
+    void *xk, *xv;      /* part B's dk, dv: rows x width BF16 each */
+    size_t rows, width; /* planned rows and NH x HS */
+    int NH;
+};
+
+static bool split_env_on(void) {
+    const char *e = getenv("DSPY_CUDA_CUDNN_SPLIT");
+    return !(e && strcmp(e, "0") == 0);
+}
+
+/* The scratch for T rows at the backend plan's NH and HS (grown, never shrunk). */
+static dspy_status split_reserve(dspy_backend *be, int T) {
+    cuda_state *s = cu_of(be);
+    if (!s->split) {
+        s->split = (cu_split *)calloc(1, sizeof(cu_split));
+        if (!s->split) return dspy_fail(DSPY_ERR_NOMEM, "cuda attention_train_layout: the split's state");
+    }
+    cu_split *p = s->split;
+    p->on = split_env_on();
+    const dspy_backend_plan *pl = &be->plan;
+    size_t rows = (size_t)T, nh = (size_t)(pl->NH > 0 ? pl->NH : 1);
+    size_t width = nh * (size_t)(pl->HS > 0 ? pl->HS : 1);
+    if (p->xo && rows <= p->rows && width <= p->width && nh <= (size_t)p->NH) return DSPY_OK;
+    if (rows < p->rows) rows = p->rows;
+    if (width < p->width) width = p->width;
+    if (nh < (size_t)p->NH) nh = (size_t)p->NH;
+    bf16 *xo = NULL;
+    float *xl = NULL;
+    void *xk = NULL, *xv = NULL;
+    const size_t slot = rows * width * sizeof(bf16);
+    const char *what = "cudnn split attention scratch";
+    dspy_status st = dspy_cu_check(be, cudaMalloc((void **)&xo, slot), what);
+    if (!st) st = dspy_cu_check(be, cudaMalloc((void **)&xl, rows * nh * sizeof(float)), what);
+    if (!st) st = dspy_cu_check(be, cudaMalloc(&xk, slot), what);
+    if (!st) st = dspy_cu_check(be, cudaMalloc(&xv, slot), what);
+    if (st) {
+        cudaFree(xo), cudaFree(xl), cudaFree(xk), cudaFree(xv);
+        return st;
+    }
+    be->n_allocs += 4;
+    cudaFree(p->xo), cudaFree(p->xl), cudaFree(p->xk), cudaFree(p->xv);
+    p->xo = xo, p->xl = xl, p->xk = xk, p->xv = xv;
+    p->rows = rows, p->width = width, p->NH = (int)nh;
+    return DSPY_OK;
+}
+
+dspy_status dspy_cu_train_attention_layout(dspy_backend *be, dspy_tensor start, int T, int nseg, int max_len) {
+    DSPY_TRY(dspy_cu_sdpa_layout(be, start, T, nseg, max_len));
+    cuda_state *s = cu_of(be);
+    if (start.data || T == 0) { /* a layout (or forgetting one): the switch may have changed */
+        if (s->split) s->split->on = split_env_on();
+        return DSPY_OK;
+    }
+    bool on = false; /* the planning form (dspy_cu_sdpa_layout checked T and the capture) */
+    DSPY_TRY(dspy_cu_sdpa_cross_plan(be, &on));
+    return on ? split_reserve(be, T) : DSPY_OK;
+}
+
+dspy_status dspy_cu_split_route(dspy_backend *be, bool bwd, const void *start, int prefix, int T, int NH, int NKV,
+                                int HS, const void *const *ptrs, int n, bool *take) {
+    *take = false;
+    const cu_split *p = cu_of(be)->split;
+    if (!p || !p->on || prefix < 1 || prefix >= T || (size_t)T > p->rows || (size_t)NH * HS > p->width ||
+        NH > p->NH)
+        return DSPY_OK;
+    return dspy_cu_sdpa_route_split(be, bwd, start, prefix, T, NH, NKV, HS, ptrs, n, take);
+}
+
+static __device__ __forceinline__ float sp_ld(const float *p) { return *p; }
+static __device__ __forceinline__ float sp_ld(const bf16 *p) { return __bfloat162float(*p); }
+static __device__ __forceinline__ void sp_st(float *p, float x) { *p = x; }
+static __device__ __forceinline__ void sp_st(bf16 *p, float x) { *p = __float2bfloat16(x); }
+
+/* The forward's merge of the continuation rows, one warp per (row, head) of `rows`: out (rows, HS)
+ * and lse (rows) hold part A's, ob and lb part B's; out and lse become the merged ones. */
+template <typename O>
+static __global__ void k_split_merge(O *out, float *lse, const bf16 *ob, const float *lb, int64_t rows, int HS) {
+    griddep_wait();
+    const int64_t w = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (w >= rows) return;
+    const int lane = threadIdx.x & 31;
+    const float la = lse[w], lbw = lb[w];
+    /* both finite: a continuation row sees itself (part A) and at least one prefix key (part B) */
+    const float m = fmaxf(la, lbw), L = m + log1pf(expf(fminf(la, lbw) - m));
+    const float wa = expf(la - L), wb = expf(lbw - L);
+    O *o = out + w * HS;
+    const bf16 *b = ob + w * HS;
+    for (int d = lane; d < HS; d += 32) sp_st(o + d, wa * sp_ld(o + d) + wb * __bfloat162float(b[d]));
+    __syncwarp(); /* every lane has read lse[w] */
+    if (lane == 0) lse[w] = L;
+}
+
+/* The backward's sum: dq (nq) += dqb; dk, dv (nk) += dkb, dvb (F32 when f32, else BF16). */
+static __global__ void k_split_add(float *dq, const bf16 *dqb, int64_t nq, float *dk, float *dv, const void *dkb,
+                                   const void *dvb, bool f32, int64_t nk) {
+    griddep_wait();
+    for (int64_t i = threadIdx.x + (int64_t)blockIdx.x * blockDim.x; i < nq + nk; i += (int64_t)blockDim.x * gridDim.x) {
+        if (i < nq) {
+            dq[i] += __bfloat162float(dqb[i]);
+        } else if (f32) {
+            dk[i - nq] += ((const float *)dkb)[i - nq];
+            dv[i - nq] += ((const float *)dvb)[i - nq];
+        } else {
+            dk[i - nq] += __bfloat162float(((const bf16 *)dkb)[i - nq]);
+            dv[i - nq] += __bfloat162float(((const bf16 *)dvb)[i - nq]);
+        }
+    }
+}
+
+dspy_status dspy_cu_split_fwd(dspy_backend *be, void *out, bool out16, float *lse, const bf16 *q, const bf16 *k,
+                              const bf16 *v, int prefix, int T, int NH, int NKV, int HS) {
+    cu_split *p = cu_of(be)->split;
+    const int P = prefix, R = T - P;
+    const int64_t qo = (int64_t)P * NH * HS, rows = (int64_t)R * NH;
+    DSPY_TRY(dspy_cu_sdpa_fwd(be, out, out16, lse, q, k, v, T, NH, NKV, HS));
+    DSPY_TRY(dspy_cu_sdpa_xfwd(be, p->xo, p->xl, q + qo, k, v, R, P, NH, NKV, HS));
+    const char *what = "attention_train (cudnn split merge)";
+    float *lr = lse + (int64_t)P * NH;
+    if (out16)
+        return cu_launch(be, what, k_split_merge<bf16>, cu_blocks(rows, 8), 256, 0, (bf16 *)out + qo, lr,
+                         (const bf16 *)p->xo, (const float *)p->xl, rows, HS);
+    return cu_launch(be, what, k_split_merge<float>, cu_blocks(rows, 8), 256, 0, (float *)out + qo, lr,
+                     (const bf16 *)p->xo, (const float *)p->xl, rows, HS);
+}
+
+dspy_status dspy_cu_split_bwd(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout, const void *out,
+                              bool out16, const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int prefix,
+                              int T, int NH, int NKV, int HS) {
+    cuda_state *s = cu_of(be);
+    cu_split *p = s->split;
+    const int P = prefix, R = T - P;
+    const int64_t qo = (int64_t)P * NH * HS, nq = (int64_t)R * NH * HS, nk = (int64_t)P * NKV * HS;
+    DSPY_TRY(dspy_cu_sdpa_bwd(be, dq, dk, dv, dout, out, out16, lse, q, k, v, T, NH, NKV, HS));
+    const float *stats = lse + (int64_t)P * NH;
+    if ((uintptr_t)stats % 16) {
+        DSPY_TRY(dspy_cu_check(be, cudaMemcpyAsync(p->xl, stats, sizeof(float) * (size_t)R * NH,
+                                                   cudaMemcpyDeviceToDevice, s->stream),
+                               "attention_train_backward (cudnn split lse)"));
+        stats = p->xl;
+    }
+    const void *ob = out16 ? (const void *)((const bf16 *)out + qo) : (const void *)((const float *)out + qo);
+    bool f32 = false;
+    DSPY_TRY(dspy_cu_sdpa_xbwd(be, p->xo, p->xk, p->xv, &f32, dout + qo, ob, out16, stats, q + qo, k, v, R, P, NH,
+                               NKV, HS));
+    return cu_launch(be, "attention_train_backward (cudnn split sum)", k_split_add, tr_grid(nq + nk), 256, 0, dq + qo,
+                     (const bf16 *)p->xo, nq, dk, dv, (const void *)p->xk, (const void *)p->xv, f32, nk);
+}
+
+void dspy_cu_split_release(cuda_state *s) {
+    cu_split *p = s->split;
+    if (!p) return;
+    cudaFree(p->xo), cudaFree(p->xl), cudaFree(p->xk), cudaFree(p->xv);
+    free(p);
+    s->split = NULL;
+}
