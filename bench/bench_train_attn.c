@@ -18,7 +18,9 @@
  *
  * The variant "cudnn" is cuDNN's fused attention (train_attention_cudnn.cu): the layout is given
  * (attention_train_layout) for a second copy of the start array that only that variant passes, so
- * the other variants run the own kernels; its prep, dk/dv and dq columns are not split (0).
+ * the other variants run the own kernels; its prep, dk/dv and dq columns are not split (0). On
+ * t2 (a shared prefix) it is the exact split into two cuDNN graphs (train_attention_split.cu);
+ * "nosplit" passes start2 too with DSPY_CUDA_CUDNN_SPLIT=0 (the own kernels after a layout).
  *
  * Usage: bench_train_attn [--variants -,cudnn,00,10,...] [--shapes t1,packed,odd,t2] [--reps 20]
  * Prints one JSON object per (shape, variant) ({"bench": "train_attn", ...}), then a table.
@@ -214,9 +216,21 @@ int main(int argc, char **argv) {
         char vl[256];
         snprintf(vl, sizeof vl, "%s", variants);
         for (char *v = strtok(vl, ","); v && nrows < 4 * MAX_VARIANTS; v = strtok(NULL, ",")) {
-            g_cudnn = !strcmp(v, "cudnn");
+            const bool nosplit = !strcmp(v, "nosplit");
+            g_cudnn = !strcmp(v, "cudnn") || nosplit;
             if (strcmp(v, "-") && !g_cudnn) setenv("DSPY_CUDA_FA", v, 1);
             else unsetenv("DSPY_CUDA_FA");
+            if (g_cudnn) { /* the split's switch is read with the layout */
+                if (nosplit) setenv("DSPY_CUDA_CUDNN_SPLIT", "0", 1);
+                else unsetenv("DSPY_CUDA_CUDNN_SPLIT");
+                int longest = 0;
+                for (int e = 0; e < s->nex; e++) longest = s->lens[e] > longest ? s->lens[e] : longest;
+                if (ops->attention_train_layout &&
+                    ops->attention_train_layout(be, T_(b.start2, b.T, DSPY_DTYPE_I32), b.T, s->nex, longest)) {
+                    fail("layout");
+                    goto done;
+                }
+            }
             row *r = &rows[nrows++];
             memset(r, 0, sizeof *r);
             snprintf(r->shape, sizeof r->shape, "%s", s->name);

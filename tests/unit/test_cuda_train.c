@@ -420,7 +420,7 @@ static dspy_model *att16_model(int NH, int NKV, int HS) {
 
 /* 5 steps of share_step's sequences (lr 1e-3, clipping 1.0) by four trainers: the CPU F32
  * reference unshared; CUDA BF16 with the BF16 att (DSPY_TRAIN_ATT16=1) unshared and prefix-shared
- * (the flash kernels with a prefix); CUDA BF16 with the F32 att (the default) unshared. The first step's loss
+ * (the flash kernels with a prefix, or cuDNN's split); CUDA BF16 with the F32 att (the default) unshared. The first step's loss
  * is a forward pass whose o-projection operand is the same BF16 bits either way: on and off
  * bit-identical. Every step: loss within 1e-2, gradient norm within 5e-2 relative of the CPU's
  * (k_bf16), on, shared and off alike. */
@@ -475,7 +475,9 @@ static void att16_case(dspy_model *m, const char *what) {
 }
 
 /* Head sizes 64 (a KV group of 2) and 128 (of 2), with the own flash kernels (share_step's
- * examples are short) and under DSPY_CUDA_CUDNN_ATTN=1 (cuDNN takes every unshared pass). */
+ * examples are short; the prefix-shared passes too with DSPY_CUDA_CUDNN_SPLIT=0) and under
+ * DSPY_CUDA_CUDNN_ATTN=1 (cuDNN takes every unshared pass, and the shared ones by the split,
+ * train_attention_split.cu). */
 static void test_bf16_att16(void) {
     static const int heads[2][3] = {{4, 2, 64}, {2, 1, 128}};
     for (int i = 0; i < 2; i++) {
@@ -483,7 +485,9 @@ static void test_bf16_att16(void) {
         if (!m) continue;
         char what[64];
         snprintf(what, sizeof what, "HS %d flash", heads[i][2]);
+        setenv("DSPY_CUDA_CUDNN_SPLIT", "0", 1);
         att16_case(m, what);
+        unsetenv("DSPY_CUDA_CUDNN_SPLIT");
         setenv("DSPY_CUDA_CUDNN_ATTN", "1", 1);
         snprintf(what, sizeof what, "HS %d cudnn", heads[i][2]);
         att16_case(m, what);
