@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# run_gpu_h11s.sh — helper h11s's GPU call (issue 11 T2: the prefix-shared attention through cuDNN by
+# the exact split, train_attention_split.cu). Builds nothing and sources nothing of the lead's:
+# pack_h11s.sh puts the test and benchmark binaries of a GPU build (plus libjansson and libgomp)
+# into build-h11s/ of the checkout the device tool carries; run this from that checkout's root:
+#   bash build-h11s/run_gpu_h11s.sh
+# Stages (each skipped when the call's time is spent): the split's parity tests
+# (test_cuda_train_ops), bench_train_attn on T2's and T1's layouts (own kernels, the split, the
+# layout without the split), T2 one epoch prefix-shared with the split on and off
+# (DSPY_CUDA_CUDNN_SPLIT), test_cuda_train; a table last.
+ROOT=$(pwd)
+B=$ROOT/build-h11s
+OUT=${OUT:-$ROOT/out}
+mkdir -p "$OUT"
+# the binaries have the build's source directory compiled in (test fixtures, tmp dirs)
+SRC=$(cat "$B/srcdir" 2>/dev/null || echo /work/h11s)
+[ -e "$SRC" ] || { mkdir -p "$(dirname "$SRC")" && ln -sfn "$ROOT" "$SRC"; }
+ORIG=${LD_LIBRARY_PATH-}
+export LD_LIBRARY_PATH=$B/lib${ORIG:+:$ORIG}
+t0=$(date +%s)
+el() { echo $(( $(date +%s) - t0 )); }
+room() { [ "$(el)" -lt "$1" ] || { echo "-- skipped $2: $(el) s elapsed"; return 1; }; }
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+echo "== test_cuda_train_ops"
+(cd "$B" && timeout 90 ./test_cuda_train_ops) > "$OUT/ops.log" 2>&1; echo "test_cuda_train_ops: exit $?"
+grep -E "FAIL|split|passed" "$OUT/ops.log" | tail -n 70
+echo "== elapsed $(el) s"
+M=/tmp/llama-1b-shape
+[ -f $M/model.safetensors ] || (LD_LIBRARY_PATH=$ORIG timeout 60 python3 bench/torch_baseline.py --make-model $M 2>&1 | tail -1)
+if room 110 attn; then
+  echo "== bench_train_attn"
+  timeout 40 "$B/bench_train_attn" --shapes t1,t2 --variants -,cudnn,nosplit --reps 10 > "$OUT/attn.txt" 2>&1
+  echo "exit $?"; grep -v '^{' "$OUT/attn.txt" | tail -n 12
+fi
+for v in 1 0; do
+  room 125 "T2 split=$v" || break
+  echo "== T2 share on, DSPY_CUDA_CUDNN_SPLIT=$v"
+  DSPY_CUDA_CUDNN_SPLIT=$v DSPY_CUDA_CUDNN_DEBUG=1 timeout 45 "$B/bench_train" --t2 --model $M --device cuda --epochs 1 \
+    --warmup 1 --share on > "$OUT/t2_$v.txt" 2>&1
+  echo "exit $?"; grep -E '"T2"|rror' "$OUT/t2_$v.txt" | head -n 5
+  echo "cudnn graphs planned: $(grep -c 'planned' "$OUT/t2_$v.txt"), refused: $(grep -c 'no plan' "$OUT/t2_$v.txt")"
+done
+if room 135 test_cuda_train; then
+  echo "== test_cuda_train"
+  (cd "$B" && timeout 60 ./test_cuda_train) > "$OUT/train.log" 2>&1; echo "test_cuda_train: exit $?"
+  grep -E "FAIL|passed|att" "$OUT/train.log" | tail -n 16
+fi
+echo "== elapsed $(el) s (end)"
