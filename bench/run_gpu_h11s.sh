@@ -27,20 +27,20 @@ grep -E "FAIL|split|passed" "$OUT/ops.log" | tail -n 70
 echo "== elapsed $(el) s"
 M=/tmp/llama-1b-shape
 [ -f $M/model.safetensors ] || (LD_LIBRARY_PATH=$ORIG timeout 60 python3 bench/torch_baseline.py --make-model $M 2>&1 | tail -1)
-if room 110 attn; then
+if room 100 attn; then
   echo "== bench_train_attn"
   timeout 40 "$B/bench_train_attn" --shapes t1,t2 --variants -,cudnn,nosplit --reps 10 > "$OUT/attn.txt" 2>&1
   echo "exit $?"; grep -v '^{' "$OUT/attn.txt" | tail -n 12
 fi
-for v in 1 0; do
-  room 125 "T2 split=$v" || break
-  echo "== T2 share on, DSPY_CUDA_CUDNN_SPLIT=$v"
-  DSPY_CUDA_CUDNN_SPLIT=$v DSPY_CUDA_CUDNN_DEBUG=1 timeout 45 "$B/bench_train" --t2 --model $M --device cuda --epochs 1 \
-    --warmup 1 --share on > "$OUT/t2_$v.txt" 2>&1
-  echo "exit $?"; grep -E '"T2"|rror' "$OUT/t2_$v.txt" | head -n 5
-  echo "cudnn graphs planned: $(grep -c 'planned' "$OUT/t2_$v.txt"), refused: $(grep -c 'no plan' "$OUT/t2_$v.txt")"
-done
-if room 135 test_cuda_train; then
+for a in 1 0; do for v in 1 0; do
+  room 125 "T2 att16=$a split=$v" || break 2
+  echo "== T2 share on, DSPY_TRAIN_ATT16=$a DSPY_CUDA_CUDNN_SPLIT=$v"
+  DSPY_TRAIN_ATT16=$a DSPY_CUDA_CUDNN_SPLIT=$v DSPY_CUDA_CUDNN_DEBUG=1 timeout 45 "$B/bench_train" --t2 --model $M \
+    --device cuda --epochs 1 --warmup 1 --share on > "$OUT/t2_$a$v.txt" 2>&1
+  echo "exit $?"; grep -E '"T2"|rror' "$OUT/t2_$a$v.txt" | head -n 5
+  echo "cudnn graphs planned: $(grep -c 'planned' "$OUT/t2_$a$v.txt"), refused: $(grep -c 'no plan' "$OUT/t2_$a$v.txt")"
+done; done
+if room 130 test_cuda_train; then
   echo "== test_cuda_train"
   (cd "$B" && timeout 60 ./test_cuda_train) > "$OUT/train.log" 2>&1; echo "test_cuda_train: exit $?"
   grep -E "FAIL|passed|att" "$OUT/train.log" | tail -n 16

@@ -18,7 +18,7 @@
  * (and its execution plan) is cached per (B, S, NH, NKV, HS).
  * The cross-attention graphs (train_attention_split.cu's part B of a prefix-shared call: the
  * continuation rows against the prefix keys) are the same without the causal mask, for one batch
- * of S query rows (rounded up to 1,024) and Skv keys (rounded up to 64), the scores (S, Skv); their
+ * of S query rows (rounded up to 4,096 or the planned rows) and Skv keys (rounded up to 64), the scores (S, Skv); their
  * ragged offsets and lengths are a few device words (xlay) written once per layout and sizes.
  *
  * Precision and the op's F32 interface: cuDNN takes BF16 O and dO and writes BF16 O and dQ
@@ -84,8 +84,10 @@ enum {
     SDPA_OPS = 64,    /* operations of one graph */
     SDPA_SROUND = 64, /* S (the longest example) rounded up to this */
     SDPA_MIN_MEAN = 512, /* fewest tokens an example on average for cuDNN to run the call (see above) */
-    SDPA_XROUND = 1024,  /* the cross-attention's query rows rounded up to this (fewer graphs; the rows past
-                            the length cost an empty tile each) */
+    SDPA_XROUND = 4096,  /* the cross-attention's query rows rounded up to this or to the planned rows, the
+                            fewer: one graph for every call of a run with up to 4,096 rows (T2: 1,100 to
+                            2,600 rows, which rounding to 1,024 planned as 2,048 and 3,072, ~65 ms each
+                            at first use on the H200, from T2's warm-up step); the rows past the length cost an empty tile each */
 };
 
 /* The cross-attention's layout in xlay (int64 words; each tensor 16-byte aligned as the graphs
@@ -888,11 +890,12 @@ static __global__ void k_sdpa_xlayout(int64_t *x, int Sq, int Skv, int NH, int N
     ((int32_t *)(x + SDPA_X_SEQ_KV))[0] = Skv;
 }
 
-/* The cross graph's key: query rows rounded up to SDPA_XROUND (within the planned rows), keys to
- * SDPA_SROUND. */
+/* The cross graph's key: query rows rounded up to SDPA_XROUND or to the planned rows rounded up to
+ * SDPA_SROUND, the fewer (>= Sq either way: Sq <= rows), keys to SDPA_SROUND. */
 static void sdpa_xkey(const cu_sdpa *c, int Sq, int Skv, int *S, int *Sk) {
-    *S = (Sq + SDPA_XROUND - 1) / SDPA_XROUND * SDPA_XROUND;
-    if ((size_t)*S > c->rows) *S = (Sq + SDPA_SROUND - 1) / SDPA_SROUND * SDPA_SROUND;
+    const int a = (Sq + SDPA_XROUND - 1) / SDPA_XROUND * SDPA_XROUND;
+    const int b = (int)((c->rows + SDPA_SROUND - 1) / SDPA_SROUND * SDPA_SROUND);
+    *S = a < b ? a : b;
     *Sk = (Skv + SDPA_SROUND - 1) / SDPA_SROUND * SDPA_SROUND;
 }
 

@@ -46,7 +46,8 @@ dspy_status dspy_cu_sdpa_bwd(dspy_backend *be, float *dq, float *dk, float *dv, 
 
 /* The prefix cross-attention, part B of train_attention_split.cu's exact split of a prefix-shared
  * call: one batch of Sq query rows against Skv keys, no mask (every row sees every key), on a
- * graph of its own (B 1, rows rounded up to 1,024, keys to 64; cached as the others). */
+ * graph of its own (B 1, rows rounded up to 4,096 or the planned rows, keys to 64; cached as the
+ * others). */
 
 /* The planning call's part: the cross layout's few device words, where cuDNN is used (*on). */
 dspy_status dspy_cu_sdpa_cross_plan(dspy_backend *be, bool *on);

@@ -23,7 +23,7 @@
  * or dq (backward), BF16 (rows, NH x HS); its lse, F32 (rows, NH) (backward: the final lse's
  * continuation rows copied there when they are not 16-byte aligned, as cuDNN's tensors must be);
  * its dk and dv, each (rows, NH x HS) BF16-sized: F32 only under GQA (cuDNN's head sum), where
- * NKV <= NH / 2 makes P x NKV x HS floats fit.
+ * NKV <= NH / 2 makes P x NKV x HS floats fit (forward, F32 out: the first holds part A's BF16 O).
  */
 #include "kern/cuda/train_attention_split.h"
 #include "kern/cuda/train.cuh"
@@ -104,26 +104,31 @@ dspy_status dspy_cu_split_route(dspy_backend *be, bool bwd, const void *start, i
     return dspy_cu_sdpa_route_split(be, bwd, start, prefix, T, NH, NKV, HS, ptrs, n, take);
 }
 
-static __device__ __forceinline__ float sp_ld(const float *p) { return *p; }
-static __device__ __forceinline__ float sp_ld(const bf16 *p) { return __bfloat162float(*p); }
 static __device__ __forceinline__ void sp_st(float *p, float x) { *p = x; }
 static __device__ __forceinline__ void sp_st(bf16 *p, float x) { *p = __float2bfloat16(x); }
 
-/* The forward's merge of the continuation rows, one warp per (row, head) of `rows`: out (rows, HS)
- * and lse (rows) hold part A's, ob and lb part B's; out and lse become the merged ones. */
+/* The forward's out, one warp per (row, head) of `rows`, the first `pre` the prefix's: out (rows,
+ * HS) = oa, part A's (oa may be out itself), and for the rest the merge with part B's ob, lb (rows -
+ * pre, HS and 1), lse (rows) holding part A's and becoming the merged one. */
 template <typename O>
-static __global__ void k_split_merge(O *out, float *lse, const bf16 *ob, const float *lb, int64_t rows, int HS) {
+static __global__ void k_split_merge(O *out, const bf16 *oa, float *lse, const bf16 *ob, const float *lb, int64_t pre,
+                                     int64_t rows, int HS) {
     griddep_wait();
     const int64_t w = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (w >= rows) return;
     const int lane = threadIdx.x & 31;
-    const float la = lse[w], lbw = lb[w];
+    O *o = out + w * HS;
+    const bf16 *a = oa + w * HS;
+    if (w < pre) {
+        for (int d = lane; d < HS; d += 32) sp_st(o + d, __bfloat162float(a[d]));
+        return;
+    }
+    const float la = lse[w], lbw = lb[w - pre];
     /* both finite: a continuation row sees itself (part A) and at least one prefix key (part B) */
     const float m = fmaxf(la, lbw), L = m + log1pf(expf(fminf(la, lbw) - m));
     const float wa = expf(la - L), wb = expf(lbw - L);
-    O *o = out + w * HS;
-    const bf16 *b = ob + w * HS;
-    for (int d = lane; d < HS; d += 32) sp_st(o + d, wa * sp_ld(o + d) + wb * __bfloat162float(b[d]));
+    const bf16 *b = ob + (w - pre) * HS;
+    for (int d = lane; d < HS; d += 32) sp_st(o + d, wa * __bfloat162float(a[d]) + wb * __bfloat162float(b[d]));
     __syncwarp(); /* every lane has read lse[w] */
     if (lane == 0) lse[w] = L;
 }
@@ -149,16 +154,19 @@ dspy_status dspy_cu_split_fwd(dspy_backend *be, void *out, bool out16, float *ls
                               const bf16 *v, int prefix, int T, int NH, int NKV, int HS) {
     cu_split *p = cu_of(be)->split;
     const int P = prefix, R = T - P;
-    const int64_t qo = (int64_t)P * NH * HS, rows = (int64_t)R * NH;
-    DSPY_TRY(dspy_cu_sdpa_fwd(be, out, out16, lse, q, k, v, T, NH, NKV, HS));
+    const int64_t qo = (int64_t)P * NH * HS, pre = (int64_t)P * NH, rows = (int64_t)T * NH;
+    /* part A: cuDNN's BF16 O straight into a BF16 out (its prefix rows final), else into scratch
+     * (the merge writes every F32 row once: no widened copy first) */
+    bf16 *oa = out16 ? (bf16 *)out : (bf16 *)p->xk;
+    DSPY_TRY(dspy_cu_sdpa_fwd(be, oa, true, lse, q, k, v, T, NH, NKV, HS));
     DSPY_TRY(dspy_cu_sdpa_xfwd(be, p->xo, p->xl, q + qo, k, v, R, P, NH, NKV, HS));
     const char *what = "attention_train (cudnn split merge)";
-    float *lr = lse + (int64_t)P * NH;
-    if (out16)
-        return cu_launch(be, what, k_split_merge<bf16>, cu_blocks(rows, 8), 256, 0, (bf16 *)out + qo, lr,
-                         (const bf16 *)p->xo, (const float *)p->xl, rows, HS);
-    return cu_launch(be, what, k_split_merge<float>, cu_blocks(rows, 8), 256, 0, (float *)out + qo, lr,
-                     (const bf16 *)p->xo, (const float *)p->xl, rows, HS);
+    if (out16) /* the continuation rows only, in place */
+        return cu_launch(be, what, k_split_merge<bf16>, cu_blocks(rows - pre, 8), 256, 0, (bf16 *)out + qo,
+                         (const bf16 *)oa + qo, lse + pre, (const bf16 *)p->xo, (const float *)p->xl, (int64_t)0,
+                         rows - pre, HS);
+    return cu_launch(be, what, k_split_merge<float>, cu_blocks(rows, 8), 256, 0, (float *)out, (const bf16 *)oa, lse,
+                     (const bf16 *)p->xo, (const float *)p->xl, pre, rows, HS);
 }
 
 dspy_status dspy_cu_split_bwd(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout, const void *out,
