@@ -10,6 +10,7 @@
  *   odd    37 examples of lengths 1 .. 300 (a drawn stream) packed into one call
  *   t2     the tutorial's prefix-shared layout: a 1,300-token prompt + 8 continuations of 240 ..
  *          320 tokens seen after it (T ~ 3,540)
+ *   pshort a 200-token prefix and 40 continuations of 1 .. 131 tokens (T ~ 2,900)
  * FLOPs count only the visible (row, key) pairs: forward 4 HS per pair (S, PV), dq 6 HS (S, dP,
  * dQ), dk/dv 8 HS (S, dP, dV, dK); "bwd" is the usual 2.5 x forward (10 HS per pair) over the whole
  * backward (prep + dk/dv + dq). Each time is the median of 7 rounds of REPS launches of one pass
@@ -22,7 +23,7 @@
  * t2 (a shared prefix) it is the exact split into two cuDNN graphs (train_attention_split.cu);
  * "nosplit" passes start2 too with DSPY_CUDA_CUDNN_SPLIT=0 (the own kernels after a layout).
  *
- * Usage: bench_train_attn [--variants -,cudnn,00,10,...] [--shapes t1,packed,odd,t2] [--reps 20]
+ * Usage: bench_train_attn [--variants -,cudnn,00,10,...] [--shapes t1,packed,odd,t2,pshort] [--reps 20]
  * Prints one JSON object per (shape, variant) ({"bench": "train_attn", ...}), then a table.
  */
 #include <math.h>
@@ -35,7 +36,7 @@
 #include "dspy/safetensors.h"
 #include "kern/backend.h"
 
-enum { NH = 32, NKV = 8, HS = 64, MAX_VARIANTS = 16, MAX_EX = 64 };
+enum { NH = 32, NKV = 8, HS = 64, MAX_VARIANTS = 16, MAX_EX = 64, NSHAPES = 5 };
 
 typedef struct {
     const char *name;
@@ -185,16 +186,21 @@ typedef struct {
 
 int main(int argc, char **argv) {
     const char *variants = "-,cudnn,00,10,20,01,02"; /* the defaults, cuDNN's, one pass changed at a time */
-    const char *shapes = "t1,packed,odd,t2";
+    const char *shapes = "t1,packed,odd,t2,pshort";
     int reps = 20;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--variants")) variants = argv[i + 1];
         else if (!strcmp(argv[i], "--shapes")) shapes = argv[i + 1];
         else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
-        else return fprintf(stderr, "usage: bench_train_attn [--variants 00,10,-] [--shapes t1,packed,odd,t2] [--reps 20]\n"), 2;
+        else
+            return fprintf(stderr, "usage: bench_train_attn [--variants 00,10,-] [--shapes t1,packed,odd,t2,pshort] "
+                                   "[--reps 20]\n"),
+                   2;
     }
     if (reps < 1) reps = 1;
-    shape all[4] = {{"t1", 1, {2048}, 0}, {"packed", 4, {2048, 2048, 2048, 2048}, 0}, {"odd", 37, {0}, 0}, {"t2", 9, {1300}, 1300}};
+    shape all[NSHAPES] = {{"t1", 1, {2048}, 0},  {"packed", 4, {2048, 2048, 2048, 2048}, 0}, {"odd", 37, {0}, 0},
+                          {"t2", 9, {1300}, 1300}, {"pshort", 41, {200}, 200}};
+    for (int e = 1; e < 41; e++) all[4].lens[e] = 1 + ((e - 1) * 37 + 11) % 131;
     for (int e = 0; e < 37; e++) all[2].lens[e] = 1 + (int)(next_u64() % 300);
     for (int e = 1; e < 9; e++) all[3].lens[e] = 240 + (int)(next_u64() % 81);
     dspy_backend *be = NULL;
@@ -203,9 +209,9 @@ int main(int argc, char **argv) {
     const dspy_ops *ops = be->ops;
     if (ops->attention_train_layout && ops->attention_train_layout(be, T_(NULL, 0, DSPY_DTYPE_I32), 16384, 0, 0))
         return fail("planning the fused attention");
-    row rows[4 * MAX_VARIANTS];
+    row rows[NSHAPES * MAX_VARIANTS];
     int nrows = 0, rc = 1;
-    for (int si = 0; si < 4; si++) {
+    for (int si = 0; si < NSHAPES; si++) {
         const shape *s = &all[si];
         if (!strstr(shapes, s->name)) continue;
         bufs b = {0};
@@ -215,7 +221,7 @@ int main(int argc, char **argv) {
                         (size_t)b.T * NKV * HS};
         char vl[256];
         snprintf(vl, sizeof vl, "%s", variants);
-        for (char *v = strtok(vl, ","); v && nrows < 4 * MAX_VARIANTS; v = strtok(NULL, ",")) {
+        for (char *v = strtok(vl, ","); v && nrows < NSHAPES * MAX_VARIANTS; v = strtok(NULL, ",")) {
             const bool nosplit = !strcmp(v, "nosplit");
             g_cudnn = !strcmp(v, "cudnn") || nosplit;
             if (strcmp(v, "-") && !g_cudnn) setenv("DSPY_CUDA_FA", v, 1);
