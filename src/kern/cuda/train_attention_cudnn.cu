@@ -18,8 +18,9 @@
  * (and its execution plan) is cached per (B, S, NH, NKV, HS).
  * The cross-attention graphs (train_attention_split.cu's part B of a prefix-shared call: the
  * continuation rows against the prefix keys) are the same without the causal mask, for one batch
- * of S query rows (rounded up to 4,096 or the planned rows) and Skv keys (rounded up to 64), the scores (S, Skv); their
- * ragged offsets and lengths are a few device words (xlay) written once per layout and sizes.
+ * of S query rows (rounded up to 4,096 or the planned rows) and Skv keys (rounded up to 64), the
+ * scores (S, Skv); their ragged offsets and lengths are a few device words (xlay) written once per
+ * layout and sizes.
  *
  * Precision and the op's F32 interface: cuDNN takes BF16 O and dO and writes BF16 O and dQ
  * (measured on the H200, cuDNN 9.19: a graph with an F32 O, or an F32 dK / dV straight out of
@@ -86,8 +87,10 @@ enum {
     SDPA_MIN_MEAN = 512, /* fewest tokens an example on average for cuDNN to run the call (see above) */
     SDPA_XROUND = 4096,  /* the cross-attention's query rows rounded up to this or to the planned rows, the
                             fewer: one graph for every call of a run with up to 4,096 rows (T2: 1,100 to
-                            2,600 rows, which rounding to 1,024 planned as 2,048 and 3,072, ~65 ms each
-                            at first use on the H200, from T2's warm-up step); the rows past the length cost an empty tile each */
+                            2,600 rows, which rounding to 1,024 planned as 2,048 and 3,072; a graph costs
+                            ~65 ms at first use on the H200, from T2's warm-up step); the rows past the
+                            length cost an empty tile each (T2's backward: 0.549 ms at 3,072, 0.554 at
+                            4,096, within the noise) */
 };
 
 /* The cross-attention's layout in xlay (int64 words; each tensor 16-byte aligned as the graphs
@@ -600,8 +603,8 @@ static dspy_status graph_build(cu_sdpa *c, sdpa_graph *g, bool bwd, bool causal,
     graph_drop(c, g);
     char second[400];
     snprintf(second, sizeof second, "%s", dspy_errmsg()); /* dspy_fail writes the message buffer */
-    return dspy_fail(st, "cuda cudnn attention: the %s%s graph (B=%d S=%d Skv=%d NH=%d NKV=%d HS=%d) has no plan%s%s%s: "
-                     "%s", causal ? "" : "cross-attention ", bwd ? "backward" : "forward", B, S, Skv, NH, NKV, HS,
+    return dspy_fail(st, "cuda cudnn attention: the %s%s graph (B=%d S=%d Skv=%d NH=%d NKV=%d HS=%d) has no "
+                     "plan%s%s%s: %s", causal ? "" : "cross-attention ", bwd ? "backward" : "forward", B, S, Skv, NH, NKV, HS,
                      first[0] ? "; with F32 dK, dV: " : "", first, first[0] ? "; with BF16 outputs" : "", second);
 }
 

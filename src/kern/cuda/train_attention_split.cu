@@ -137,7 +137,8 @@ static __global__ void k_split_merge(O *out, const bf16 *oa, float *lse, const b
 static __global__ void k_split_add(float *dq, const bf16 *dqb, int64_t nq, float *dk, float *dv, const void *dkb,
                                    const void *dvb, bool f32, int64_t nk) {
     griddep_wait();
-    for (int64_t i = threadIdx.x + (int64_t)blockIdx.x * blockDim.x; i < nq + nk; i += (int64_t)blockDim.x * gridDim.x) {
+    const int64_t n = nq + nk, step = (int64_t)blockDim.x * gridDim.x;
+    for (int64_t i = threadIdx.x + (int64_t)blockIdx.x * blockDim.x; i < n; i += step) {
         if (i < nq) {
             dq[i] += __bfloat162float(dqb[i]);
         } else if (f32) {
