@@ -37,8 +37,9 @@
  * one 2,048-token example forward 0.085 vs 0.102 ms, backward 0.254 vs 0.344 ms; T1's pass of 4 x
  * 2,048 forward 0.264 vs 0.354 ms, backward 0.827 vs 1.277 ms (T1 step 126.1 vs 135.6 ms). Shorter
  * examples stay on the own kernels (37 examples of 1 .. 300 tokens: cuDNN 0.095 / 0.311 ms against
- * 0.071 / 0.233, its grid being examples x the longest). DSPY_CUDA_CUDNN_ATTN=1 takes every call
- * it can (the tests).
+ * 0.071 / 0.233, its grid being examples x the longest); a prefix-shared call's split from 256
+ * tokens an example (SDPA_SPLIT_MIN_MEAN). DSPY_CUDA_CUDNN_ATTN=1 takes every call it can (the
+ * tests).
  * Intermediates cuDNN reads and writes (D, the full-head dK and dV under GQA, the BF16 copies)
  * live in scratch planned by the planning form of dspy_cu_sdpa_layout, with the plans' workspace.
  */
@@ -85,6 +86,12 @@ enum {
     SDPA_OPS = 64,    /* operations of one graph */
     SDPA_SROUND = 64, /* S (the longest example) rounded up to this */
     SDPA_MIN_MEAN = 512, /* fewest tokens an example on average for cuDNN to run the call (see above) */
+    SDPA_SPLIT_MIN_MEAN = 256, /* the same for a prefix-shared call's split (the prefix one example): H200,
+                                  bench_train_attn, 32 query heads, 8 KV heads, HS 64, split vs the own
+                                  kernels, forward / backward: T2's layout (1,300-token prefix, 8 continuations
+                                  of 240 .. 320: 393 tokens an example) 0.180 / 0.550 ms vs 0.183 / 0.644; a
+                                  200-token prefix and 40 continuations of 1 .. 131 (69 an example) 0.125 /
+                                  0.404 vs 0.057 / 0.259 */
     SDPA_XROUND = 4096,  /* the cross-attention's query rows rounded up to this or to the planned rows, the
                             fewer: one graph for every call of a run with up to 4,096 rows (T2: 1,100 to
                             2,600 rows, which rounding to 1,024 planned as 2,048 and 3,072; a graph costs
@@ -938,6 +945,7 @@ dspy_status dspy_cu_sdpa_route_split(dspy_backend *be, bool bwd, const void *sta
     cu_sdpa *c = cu_of(be)->sdpa;
     if (!c || !c->loaded || c->disabled || !c->start || c->start != start || c->T != T || !c->xlay) return DSPY_OK;
     if (prefix < 1 || prefix >= T || (HS != 64 && HS != 128)) return DSPY_OK;
+    if (!c->required && T < SDPA_SPLIT_MIN_MEAN * c->nseg) return DSPY_OK; /* short examples: the own kernels */
     for (int i = 0; i < n; i++)
         if ((uintptr_t)ptrs[i] % 16) return DSPY_OK;
     sdpa_graph *g = NULL;

@@ -53,7 +53,8 @@ dspy_status dspy_cu_sdpa_bwd(dspy_backend *be, float *dq, float *dk, float *dv, 
 dspy_status dspy_cu_sdpa_cross_plan(dspy_backend *be, bool *on);
 
 /* Whether cuDNN takes both parts of a prefix-shared call (*take): as dspy_cu_sdpa_route, but for
- * 0 < prefix < T, without the short-example rule, and with a plan for the layout's causal graph
+ * 0 < prefix < T, examples of 256 tokens on average or more (the prefix one of them; any under
+ * DSPY_CUDA_CUDNN_ATTN=1), and with a plan for the layout's causal graph
  * (part A: the prefix and each continuation an example) and for the cross graph of T - prefix rows
  * to prefix keys. */
 dspy_status dspy_cu_sdpa_route_split(dspy_backend *be, bool bwd, const void *start, int prefix, int T, int NH,
