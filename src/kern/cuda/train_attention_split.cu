@@ -63,6 +63,7 @@ static dspy_status split_reserve(dspy_backend *be, int T) {
     }
     cu_split *p = s->split;
     p->on = split_env_on();
+    if (!p->on) return DSPY_OK; /* off when planned: no scratch, and the route takes nothing */
     const dspy_backend_plan *pl = &be->plan;
     size_t rows = (size_t)T, nh = (size_t)(pl->NH > 0 ? pl->NH : 1);
     size_t width = nh * (size_t)(pl->HS > 0 ? pl->HS : 1);
