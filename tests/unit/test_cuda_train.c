@@ -420,8 +420,8 @@ static dspy_model *att16_model(int NH, int NKV, int HS) {
 
 /* 5 steps of share_step's sequences (lr 1e-3, clipping 1.0) by four trainers: the CPU F32
  * reference unshared; CUDA BF16 with the BF16 att (DSPY_TRAIN_ATT16=1) unshared and prefix-shared
- * (the flash kernels with a prefix, or cuDNN's split); CUDA BF16 with the F32 att (the default) unshared. The first step's loss
- * is a forward pass whose o-projection operand is the same BF16 bits either way: on and off
+ * (the flash kernels with a prefix, or cuDNN's split); CUDA BF16 with the F32 att (the default)
+ * unshared. The first step's loss is a forward pass whose o-projection operand is the same BF16 bits either way: on and off
  * bit-identical. Every step: loss within 1e-2, gradient norm within 5e-2 relative of the CPU's
  * (k_bf16), on, shared and off alike. */
 static void att16_case(dspy_model *m, const char *what) {
