@@ -32,8 +32,9 @@
  * call (train_attention_cudnn.cu: head size 64 or 128, a layout given by attention_train_layout;
  * DSPY_CUDA_CUDNN_ATTN=0 turns it off; a shared prefix through train_attention_split.cu's exact
  * split into two cuDNN calls, DSPY_CUDA_CUDNN_SPLIT=0 turns that off), else to the tensor cores:
- * train_attention_fa.cu (FlashAttention-2 arrangement, mma.sync) for head size 64 or 128 with 16-byte aligned tensors
- * and a dq that overlaps no input, train_attention_tc.cu (WMMA) for the rest. A BF16 out (the
+ * train_attention_fa.cu (FlashAttention-2 arrangement, mma.sync) for head size 64 or 128 with
+ * 16-byte aligned tensors and a dq that overlaps no input, train_attention_tc.cu (WMMA) for the
+ * rest. A BF16 out (the
  * BF16 trainer's att, kern/ops.h) goes to cuDNN or the flash kernels only; a call that neither
  * takes is refused (out16_refused).
  */
