@@ -226,7 +226,8 @@ typedef struct dspy_ops {
     dspy_status (*rmsnorm_backward)(dspy_backend *be, dspy_tensor dinp, dspy_tensor dweight, dspy_tensor dout,
                                     dspy_tensor inp, dspy_tensor weight, int N, int C, float eps);
 
-    /* Backward of rope, in place on dx (N, H, HS): the transpose rotation (angle -pos * inv_freq). */
+    /* Backward of rope, in place on dx (N, H, HS): the transpose rotation (angle -pos * inv_freq).
+     * dx F32 (CUDA: or BF16, rotated in F32 and rounded once; the BF16 trainer's dq and dk). */
     dspy_status (*rope_backward)(dspy_backend *be, dspy_tensor dx, dspy_tensor pos, dspy_tensor inv_freq, int N,
                                  int H, int HS);
 
@@ -250,8 +251,13 @@ typedef struct dspy_ops {
      * dq (T, NH, HS), dk and dv (T, NKV, HS) (GQA: a kv head's gradient sums over its query
      * heads; a prefix key's over every row that sees it). q, k, v as the forward's (BF16 on
      * CUDA: tensor cores, dout and dS rounded to BF16 for the products); everything else F32,
-     * except out, which is BF16 when the forward wrote it so (then also: dq, dk, dv, dout 16-byte
-     * aligned and dq overlapping no input). */
+     * except out, which is BF16 when the forward wrote it so, and, with BF16 q, k, v on CUDA, dout
+     * and the gradients: dout may be BF16 (the BF16 trainer's, from the o-projection's BF16 dgrad),
+     * and dq, dk, dv may be BF16 together (each rounded once from its F32 value; GQA's sums over a
+     * group are F32 until then) when dout is BF16 and NH == NKV or NH >= 4 NKV. Any BF16 among
+     * out, dout, dq, dk, dv needs head size 64 or 128, dq, dk, dv, dout, out, q, k, v 16-byte
+     * aligned and dq overlapping no input (the fused and flash kernels; elsewhere an ARG error).
+     * The CPU takes F32 only. */
     dspy_status (*attention_train_backward)(dspy_backend *be, dspy_tensor dq, dspy_tensor dk, dspy_tensor dv,
                                             dspy_tensor dout, dspy_tensor out, dspy_tensor lse, dspy_tensor q,
                                             dspy_tensor k, dspy_tensor v, dspy_tensor start, int prefix, int T,
@@ -276,7 +282,8 @@ typedef struct dspy_ops {
     /* Fused cross-entropy of M rows: loss (M) = logsumexp(logits[m]) - logits[m][targets[m]]
      * (natural log; targets (M) I32 in [0, V)); when dlogits (M, V) is given it is OVERWRITTEN
      * with dscale * (softmax(logits[m]) - onehot(targets[m])). dlogits may equal logits. CUDA:
-     * dlogits may be BF16 (then separate from logits). */
+     * logits and dlogits may each be BF16 (the mixed-precision trainer's lm_head output and GEMM
+     * operand; then dlogits is separate from logits). */
     dspy_status (*cross_entropy)(dspy_backend *be, dspy_tensor loss, dspy_tensor dlogits, dspy_tensor logits,
                                  dspy_tensor targets, int M, int V, float dscale);
 

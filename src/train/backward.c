@@ -24,8 +24,9 @@
  * gb and runs BF16 dgrad and wgrad GEMMs that accumulate into the F32 gradients (beta = 1).
  * Attention reads BF16 copies of q (after RoPE), k and v (saved per layer for the backward pass)
  * and runs on tensor cores with F32 softmax statistics and outputs (the output in BF16 where the
- * o-projection reads it directly, att16). Activations, norms, the loss and the residual stream
- * stay F32.
+ * o-projection reads it directly, att16); its backward keeps the attention gradients in BF16
+ * (datt, dq, dk, dv: grad16) from the o-projection's dgrad to the q/k/v GEMMs. Activations, norms,
+ * the loss and the residual stream stay F32.
  *
  * LoRA in mixed precision (lora16: the backend's lora_forward / lora_backward / dropout_acc) keeps
  * the same BF16 activations: each adapter's input is dropped out into BF16 and kept per layer
@@ -111,7 +112,8 @@ static size_t work_layout(dspy_trainable *t, size_t T, float *base) {
     TAKE(w->sel, T * C);
     TAKE(w->seln, T * C);
     TAKE(w->dsel, T * C);
-    TAKE(w->logits, ce_rows(t) * V);
+    /* BF16 logits in mixed precision: half the floats, kept a multiple of 64 (what follows stays aligned) */
+    TAKE(w->logits, t->bf16 ? ((ce_rows(t) * V + 1) / 2 + 63) & ~(size_t)63 : ce_rows(t) * V);
     TAKE(w->loss, T);
     TAKE(w->xn, T * C);
     TAKE(w->dx, T * C);
@@ -486,20 +488,14 @@ static dspy_status linear_bwd16(dspy_trainable *t, int l, int lin, float *dx, ui
                               F((float *)x, T * in), F(a->A, r * in), T, in, r);
 }
 
-static dspy_status linear_bwd(dspy_trainable *t, int l, int lin, float *dx, bool acc_dx, const float *dy,
-                              const float *x, int T, bool cast_x) {
-    return linear_bwd16(t, l, lin, dx, NULL, acc_dx, dy, x, NULL, NULL, T, cast_x);
-}
-
 /* ---- the pass --------------------------------------------------------------------------- */
 
 /* Whether layer l keeps its attention output in BF16 (acts16): in a->att's memory (the first half
  * of its F32 buffer) when the o-projection reads it from there as its GEMM operand (linear_add, no
  * o bias) and the backend's attention can write it so (kern/ops.h attention_train: head size 64
  * or 128, 16-byte aligned tensors). It saves the F32 write, the cast into xb forward and again
- * backward, and the fused attention's widening and narrowing of it. Opt-in, DSPY_TRAIN_ATT16=1:
- * written and CPU-tested, not yet run on a GPU (its GPU tests exist; the default stays the
- * measured F32 att until they pass there). CUDA's DSPY_CUDA_TRAIN_ATTN=wmma keeps the F32 att
+ * backward, and the fused attention's widening and narrowing of it. The default;
+ * DSPY_TRAIN_ATT16=0 keeps the F32 att (the comparison), as does CUDA's DSPY_CUDA_TRAIN_ATTN=wmma
  * (its comparison kernels write F32 only). */
 static bool att16(const dspy_trainable *t, int l) {
     const train_work *w = &t->work;
@@ -511,6 +507,35 @@ static bool att16(const dspy_trainable *t, int l) {
     uintptr_t bits = 0;
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) bits |= (uintptr_t)ptrs[i];
     return (bits & 15u) == 0;
+}
+
+/* Whether layer l's attention gradients stay BF16 (grad16), as autocast keeps them: the
+ * o-projection's dgrad writes datt in BF16 (in w->datt's memory), attention_train_backward reads
+ * it and writes BF16 dq, dk, dv (in w->dq, w->dk, w->dv's memory), RoPE's backward rotates them in
+ * place and the q/k/v dgrad and wgrad GEMMs read them as their operands: no F32 copy, no cast.
+ * Needs the BF16 saved activations (acts16) and an overwriting dgrad (linear_backward_beta), LoRA
+ * on its BF16 entries if on, no q/k/v biases (their gradients are summed from F32), and what the
+ * backend's BF16 attention gradients need (kern/ops.h: head size 64 or 128, NH == NKV or
+ * NH >= 4 NKV, 16-byte aligned tensors). DSPY_TRAIN_GRAD16=0 keeps the F32 gradients (comparisons);
+ * so does CUDA's DSPY_CUDA_TRAIN_ATTN=wmma (its comparison kernels take F32 only). Measured on the
+ * H200 (bench_train T1, 4 x 2,048 tokens, the 1B shape, cuDNN's attention): 120.3 ms a step against
+ * 124.0 with the F32 gradients under the BF16 att (DSPY_TRAIN_ATT16=1), 123.9 against 126.3 without
+ * it; the same losses to BF16 noise (test_cuda_train). */
+static bool grad16(const dspy_trainable *t, int l) {
+    const train_work *w = &t->work;
+    const train_layer *L = &t->layers[l];
+    const int HS = t->cfg.head_dim, NH = t->cfg.num_attention_heads, NKV = t->cfg.num_key_value_heads;
+    if (!w->grad16_env || !w->acts16 || !t->be->ops->linear_backward_beta || (t->lora_on && !lora16(t))) return false;
+    if (L->b[LIN_Q] || L->b[LIN_K] || L->b[LIN_V] || (HS != 64 && HS != 128) || (NH != NKV && NH < 4 * NKV))
+        return false;
+    const void *ptrs[] = {w->acts[l].att, w->acts[l].qb, w->acts[l].kb, w->acts[l].vb, w->dq, w->dk, w->dv, w->datt};
+    uintptr_t bits = 0;
+    for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) bits |= (uintptr_t)ptrs[i];
+    return (bits & 15u) == 0;
+}
+
+bool dspy_train_grad16(const dspy_trainable *t, int l) {
+    return t->work.acts && l >= 0 && l < t->cfg.num_hidden_layers && grad16(t, l);
 }
 
 static dspy_status forward_layers(dspy_trainable *t, const dspy_train_seq *s, bool train) {
@@ -636,26 +661,32 @@ static dspy_status backward_layers(dspy_trainable *t, const dspy_train_seq *s) {
                                      F(w->dxn, T * C), F(a->xmid, T * C), F(L->mlp_norm, C), T, C, eps)); /* d xmid */
         /* Attention: xmid = xin + o(attn(rope(q(xn)), rope(k(xn)), v(xn))), xn = rms(xin). */
         const bool at16 = att16(t, l); /* as the forward decided (the same pass: att16_env) */
+        /* grad16: datt, dq, dk, dv in BF16, each in its F32 buffer's memory */
+        const bool g16 = grad16(t, l);
+        uint16_t *datt16 = g16 ? (uint16_t *)w->datt : NULL, *dq16 = g16 ? (uint16_t *)w->dq : NULL;
+        uint16_t *dk16 = g16 ? (uint16_t *)w->dk : NULL, *dv16 = g16 ? (uint16_t *)w->dv : NULL;
         if (at16)
-            DSPY_TRY(linear_bwd16(t, l, LIN_O, w->datt, NULL, false, w->dx, NULL, (uint16_t *)a->att, NULL, T, false));
-        else DSPY_TRY(linear_bwd(t, l, LIN_O, w->datt, false, w->dx, a->att, T, true));          /* datt (T, Q) */
+            DSPY_TRY(linear_bwd16(t, l, LIN_O, w->datt, datt16, false, w->dx, NULL, (uint16_t *)a->att, NULL, T,
+                                  false));
+        else DSPY_TRY(linear_bwd16(t, l, LIN_O, w->datt, datt16, false, w->dx, a->att, NULL, NULL, T, true)); /* datt (T, Q) */
         dspy_tensor qa = t->bf16 ? B16(a->qb, T * Q) : F(a->q, T * Q);
         dspy_tensor ka = t->bf16 ? B16(a->kb, T * KV) : F(a->k, T * KV);
         dspy_tensor va = t->bf16 ? B16(a->vb, T * KV) : F(a->v, T * KV);
-        DSPY_TRY(o->attention_train_backward(be, F(w->dq, T * Q), F(w->dk, T * KV), F(w->dv, T * KV),
-                                             F(w->datt, T * Q),
+        dspy_tensor dq = g16 ? B16(dq16, T * Q) : F(w->dq, T * Q), dk = g16 ? B16(dk16, T * KV) : F(w->dk, T * KV);
+        dspy_tensor dv = g16 ? B16(dv16, T * KV) : F(w->dv, T * KV);
+        DSPY_TRY(o->attention_train_backward(be, dq, dk, dv, g16 ? B16(datt16, T * Q) : F(w->datt, T * Q),
                                              at16 ? B16((uint16_t *)a->att, T * Q) : F(a->att, T * Q),
                                              F(a->lse, T * NH), qa, ka, va,
                                              I32(w->start, T), s->prefix, T, NH, NKV, HS));
-        DSPY_TRY(o->rope_backward(be, F(w->dq, T * Q), pos, inv_freq, T, NH, HS));
-        DSPY_TRY(o->rope_backward(be, F(w->dk, T * KV), pos, inv_freq, T, NKV, HS));
+        DSPY_TRY(o->rope_backward(be, dq, pos, inv_freq, T, NH, HS));
+        DSPY_TRY(o->rope_backward(be, dk, pos, inv_freq, T, NKV, HS));
         if (!ba) DSPY_TRY(o->rmsnorm(be, F(w->xn, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps));
         /* the first layer's input gradient feeds only a trained embedding or input norm: frozen
          * under LoRA, so its q/k/v input gradients and the norm's backward are skipped there */
         float *dxn = l > 0 || t->g_embed || L->g_attn_norm ? w->dxn : NULL;
-        DSPY_TRY(linear_bwd16(t, l, LIN_Q, dxn, NULL, false, w->dq, w->xn, xn0, NULL, T, true));
-        DSPY_TRY(linear_bwd16(t, l, LIN_K, dxn, NULL, true, w->dk, w->xn, xn0, NULL, T, false));
-        DSPY_TRY(linear_bwd16(t, l, LIN_V, dxn, NULL, true, w->dv, w->xn, xn0, NULL, T, false));
+        DSPY_TRY(linear_bwd16(t, l, LIN_Q, dxn, NULL, false, w->dq, w->xn, xn0, dq16, T, true));
+        DSPY_TRY(linear_bwd16(t, l, LIN_K, dxn, NULL, true, w->dk, w->xn, xn0, dk16, T, false));
+        DSPY_TRY(linear_bwd16(t, l, LIN_V, dxn, NULL, true, w->dv, w->xn, xn0, dv16, T, false));
         if (dxn)
             DSPY_TRY(o->rmsnorm_backward(be, F(w->dx, T * C), L->g_attn_norm ? F(L->g_attn_norm, C) : NONE,
                                          F(dxn, T * C), F(a->xin, T * C), F(L->attn_norm, C), T, C, eps)); /* d xin */
@@ -699,7 +730,9 @@ static dspy_status seq_pass(dspy_trainable *t, const dspy_train_seq *s, bool tra
         DSPY_TRY(o->attention_train_layout(be, I32(w->start, T), T, nseg, longest));
     }
     const char *a16 = getenv("DSPY_TRAIN_ATT16"), *wmma = getenv("DSPY_CUDA_TRAIN_ATTN");
-    w->att16_env = a16 && strcmp(a16, "1") == 0 && !(wmma && strcmp(wmma, "wmma") == 0);
+    w->att16_env = !(a16 && strcmp(a16, "0") == 0) && !(wmma && strcmp(wmma, "wmma") == 0);
+    const char *g16 = getenv("DSPY_TRAIN_GRAD16");
+    w->grad16_env = !(g16 && strcmp(g16, "0") == 0) && !(wmma && strcmp(wmma, "wmma") == 0);
     DSPY_TRY(forward_layers(t, s, train));
     dspy_tensor lm_head = F(t->lm_head, (int64_t)V * C), final_norm = F(t->final_norm, C);
     DSPY_TRY(o->gather_rows(be, F(w->sel, M * C), F(w->xfin, T * C), I32(w->rows, M), M, C)); /* sel (M, C) */
@@ -717,7 +750,10 @@ static dspy_status seq_pass(dspy_trainable *t, const dspy_train_seq *s, bool tra
         int mc = M - m0 < cr ? M - m0 : cr;
         dspy_tensor xs = t->bf16 ? B16(w->xb + (size_t)m0 * C, mc * C)                      /* (mc, C) */
                                  : F(w->seln + (size_t)m0 * C, mc * C);
-        dspy_tensor lg = F(w->logits, (int64_t)mc * V);                                       /* (mc, V) */
+        /* mixed precision: the logits in BF16 (in the F32 buffer's memory), as torch autocast's
+         * lm_head writes them; half the bytes for the GEMM to write and the loss to read twice */
+        dspy_tensor lg = t->bf16 ? B16((uint16_t *)w->logits, (int64_t)mc * V)               /* (mc, V) */
+                                 : F(w->logits, (int64_t)mc * V);
         DSPY_TRY(o->linear(be, lg, xs, lm_head, NONE, mc, C, V, false));
         /* mixed precision: the loss writes d logits in BF16 straight into gb (the GEMMs' operand) */
         dspy_tensor dlg = !train ? NONE : t->bf16 ? B16(w->gb, (int64_t)mc * V) : lg;

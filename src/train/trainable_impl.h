@@ -60,7 +60,8 @@ typedef struct train_work {
     layer_acts *acts;              /* (L) */
     float *xfin;                   /* (T, C) residual after the last layer */
     float *sel, *seln, *dsel;      /* (T, C) labelled rows: gathered, normed, gradient */
-    float *logits;                 /* (ce_rows, V) one chunk of logits / dlogits */
+    float *logits;                 /* (ce_rows, V) one chunk of logits / dlogits (BF16 logits in
+                                      mixed precision, dlogits in gb) */
     float *loss;                   /* (T) per labelled row */
     float *xn, *dx, *dxn;          /* (T, C) */
     float *dq, *datt;              /* (T, NH * HS) */
@@ -89,8 +90,10 @@ typedef struct train_work {
     int nslots;
     bool acts16;                   /* mixed precision: the BF16 saved copies above
                                       (xnb, hb, gate16, up16) instead of F32 ones */
-    bool att16_env;                /* DSPY_TRAIN_ATT16=1 (and not the WMMA comparison kernels), read
+    bool att16_env;                /* DSPY_TRAIN_ATT16 not 0 (and not the WMMA comparison kernels), read
                                       once per pass so that its forward and backward agree */
+    bool grad16_env;               /* DSPY_TRAIN_GRAD16 not 0 (and not the WMMA comparison
+                                      kernels): BF16 attention gradients where grad16 allows */
     bool fresh;                    /* the next backward pass is the first of an optimizer step:
                                       its weight-gradient GEMMs overwrite (beta 0) instead of
                                       adding, so the step zeroes only the other gradients
@@ -173,6 +176,10 @@ dspy_status dspy_train_slot_clear(dspy_trainable *t, int slot);
 /* Casts the F32 master weights into their BF16 working copies (mixed precision; no-op otherwise).
  * Queued on the backend, no wait. */
 dspy_status dspy_train_refresh_bf16(dspy_trainable *t);
+
+/* Whether the last pass kept layer l's attention gradients in BF16 (backward.c grad16: the BF16
+ * trainer's datt, dq, dk, dv; reads the environment switch of that pass). For tests. */
+bool dspy_train_grad16(const dspy_trainable *t, int l);
 
 /* (in, out) of linear `lin` under config c. */
 void dspy_train_lin_dims(const dspy_model_config *c, int lin, int *in, int *out);

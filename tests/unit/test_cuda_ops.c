@@ -157,8 +157,8 @@ static void test_linear(void) {
 /* ---- rmsnorm, embedding, swiglu, add, gather, fill, cast ---------------------------------- */
 
 static void test_pointwise(void) {
-    for (int k = 0; k < 2; k++) {
-        int N = 5, Cc = k ? 45 : 2048;
+    for (int k = 0; k < 3; k++) { /* C 2,048 BF16 and 768 F32: the 8-wide kernel; 45: the scalar one */
+        int N = k == 2 ? 7 : 5, Cc = k == 0 ? 2048 : k == 1 ? 45 : 768;
         dspy_dtype od = k ? DSPY_DTYPE_F32 : DSPY_DTYPE_BF16;
         float *x = rnd((size_t)N * Cc, 3), *w = rnd((size_t)Cc, 1), *ref = malloc(sizeof(float) * N * Cc);
         CHECK_OK(C->ops->rmsnorm(C, HF(ref, N * Cc), HF(x, N * Cc), HF(w, Cc), N, Cc, 1e-5f));
@@ -166,7 +166,8 @@ static void test_pointwise(void) {
         dspy_tensor dout = poisoned(od, (int64_t)N * Cc);
         CHECK_OK(G->ops->rmsnorm(G, dout, dx, dw, N, Cc, 1e-5f));
         float *got = down(dout);
-        expect_close(k ? "rmsnorm C=45 F32" : "rmsnorm C=2048 BF16", got, ref, (size_t)N * Cc, k ? 1e-5 : 1e-2);
+        expect_close(k == 1 ? "rmsnorm C=45 F32" : k == 2 ? "rmsnorm C=768 F32" : "rmsnorm C=2048 BF16", got, ref,
+                     (size_t)N * Cc, k ? 1e-5 : 1e-2);
         free(x), free(w), free(ref), free(got);
         dev_free(dx), dev_free(dw), dev_free(dout);
     }
@@ -185,14 +186,14 @@ static void test_pointwise(void) {
         free(tab), free(ref), free(tb), free(got);
         dev_free(dt), dev_free(di), dev_free(dout);
     }
-    {   /* swiglu on the fused [gate | up] layout */
-        int N = 7, I = 300;
+    for (int k = 0; k < 2; k++) { /* swiglu on the fused [gate | up] layout; I 1,024: the 8-wide kernel */
+        int N = 7, I = k ? 1024 : 300;
         float *gu = rnd((size_t)N * 2 * I, 4), *ref = malloc(sizeof(float) * N * I);
         CHECK_OK(C->ops->swiglu(C, HF(ref, N * I), HF(gu, N * 2 * I), HF(gu + I, N * 2 * I - I), N, I, 2 * I));
         dspy_tensor dg = up(gu, (int64_t)N * 2 * I, DSPY_DTYPE_BF16), dout = poisoned(DSPY_DTYPE_BF16, (int64_t)N * I);
         CHECK_OK(G->ops->swiglu(G, dout, dg, dspy_tensor_slice(dg, I, dg.n - I), N, I, 2 * I));
         float *got = down(dout);
-        expect_close("swiglu fused layout", got, ref, (size_t)N * I, 1e-2);
+        expect_close(k ? "swiglu fused layout I=1024" : "swiglu fused layout I=300", got, ref, (size_t)N * I, 1e-2);
         free(gu), free(ref), free(got);
         dev_free(dg), dev_free(dout);
     }
@@ -215,6 +216,15 @@ static void test_pointwise(void) {
         int same = 0;
         for (int i = 0; i < n; i++) same += back[i] == bf(ref[i]);
         CHECK_INT(same, n);
+        /* 1,000 elements from a 16-byte aligned start: the 8-wide F32 -> BF16 kernel, the same bits */
+        dspy_tensor dh8 = poisoned(DSPY_DTYPE_BF16, 1000);
+        CHECK_OK(G->ops->cast(G, dh8, dspy_tensor_slice(da, 0, 1000)));
+        float *back8 = down(dh8);
+        same = 0;
+        for (int i = 0; i < 1000; i++) same += back8[i] == bf(ref[i]);
+        CHECK_INT(same, 1000);
+        free(back8);
+        dev_free(dh8);
         CHECK_OK(G->ops->fill(G, dh, 2.5f));
         float *fl = down(dh);
         CHECK(fl[0] == 2.5f && fl[n - 1] == 2.5f);

@@ -44,7 +44,15 @@
  * directly) on random models of head size 64 and 128 (the fixtures' 16 keeps the F32 att): 5
  * prefix-shared and unshared steps with the flash kernels and with cuDNN, against the CPU F32
  * trainer within the BF16 tolerances above, and the first step's loss bit-identical to the F32
- * att's (the default; DSPY_TRAIN_ATT16=1 turns the BF16 att on).
+ * att's (DSPY_TRAIN_ATT16=0; the BF16 att is the default).
+ *
+ * BF16 attention gradients (backward.c grad16: datt, dq, dk, dv in BF16 from the o-projection's
+ * dgrad to the q/k/v GEMMs, the default) on random models of head size 64 with a KV group of 4 and
+ * 128 without GQA: 10 unshared and prefix-shared steps (lr 1e-4) with the flash kernels and with
+ * cuDNN, the BF16 att on and off, against the CPU F32 trainer and the F32 gradients within the BF16
+ * tolerances above, the path taken
+ * (and not under DSPY_TRAIN_GRAD16=0, nor for a KV group of 2), the first step's loss bit-identical
+ * to the F32 gradients'.
  *
  * Prints "test_cuda_train: N/M passed" last.
  */
@@ -419,9 +427,10 @@ static dspy_model *att16_model(int NH, int NKV, int HS) {
 }
 
 /* 5 steps of share_step's sequences (lr 1e-3, clipping 1.0) by four trainers: the CPU F32
- * reference unshared; CUDA BF16 with the BF16 att (DSPY_TRAIN_ATT16=1) unshared and prefix-shared
- * (the flash kernels with a prefix, or cuDNN's split); CUDA BF16 with the F32 att (the default)
- * unshared. The first step's loss is a forward pass whose o-projection operand is the same BF16 bits either way: on and off
+ * reference unshared; CUDA BF16 with the BF16 att (the default) unshared and prefix-shared (the
+ * flash kernels with a prefix, or cuDNN's split); CUDA BF16 with the F32 att (DSPY_TRAIN_ATT16=0)
+ * unshared. The first step's loss is a forward pass whose o-projection operand is the same BF16
+ * bits either way: on and off
  * bit-identical. Every step: loss within 1e-2, gradient norm within 5e-2 relative of the CPU's
  * (k_bf16), on, shared and off alike. */
 static void att16_case(dspy_model *m, const char *what) {
@@ -446,11 +455,11 @@ static void att16_case(dspy_model *m, const char *what) {
     for (int k = 0; k < 5 && ok; k++) {
         dspy_step_stats st[4];
         CHECK_OK(dspy_optimizer_train_step(o[0], z.s.seq, 3, 1e-3, 1.0, &st[0]));
-        setenv("DSPY_TRAIN_ATT16", "1", 1);
         CHECK_OK(dspy_optimizer_train_step(o[1], z.s.seq, 3, 1e-3, 1.0, &st[1]));
         CHECK_OK(dspy_optimizer_train_step(o[2], z.sh, z.ns, 1e-3, 1.0, &st[2]));
-        unsetenv("DSPY_TRAIN_ATT16");
+        setenv("DSPY_TRAIN_ATT16", "0", 1);
         CHECK_OK(dspy_optimizer_train_step(o[3], z.s.seq, 3, 1e-3, 1.0, &st[3]));
+        unsetenv("DSPY_TRAIN_ATT16");
         if (k == 0)
             check_report(st[1].loss == st[3].loss, __FILE__, __LINE__,
                          "%s: the first step's loss with the BF16 att %.17g, with the F32 att %.17g (bit-identical "
@@ -496,6 +505,129 @@ static void test_bf16_att16(void) {
     }
 }
 
+/* ---- BF16 attention gradients (backward.c grad16) ----------------------------------------- */
+
+/* 10 steps of share_step's sequences (lr 1e-4, clipping 1.0) by four trainers: the CPU F32
+ * reference unshared; CUDA BF16 with the BF16 attention gradients (the default) unshared and
+ * prefix-shared (the flash kernels with a prefix); CUDA BF16 with F32 ones (DSPY_TRAIN_GRAD16=0)
+ * unshared; the BF16 att on or off as the caller set DSPY_TRAIN_ATT16. The path is taken where
+ * it should be (dspy_train_grad16 after a pass: on, and off under the switch); the first step's
+ * loss is a forward pass, bit-identical on and off; every step's loss within 1e-2 and gradient
+ * norm within 5e-2 relative of the CPU's (k_bf16), and of the F32 gradients' trainer. lr 1e-4:
+ * at 1e-3 these random 8-head models leave the BF16 trainers' tolerance after a few steps with
+ * F32 gradients as much as with BF16 ones (measured on the H200: 4e-2 to 0.2 by step 10, against
+ * 3e-3 for the 2-head model), the steps amplifying rounding differences rather than testing
+ * the gradients. */
+static void grad16_case(dspy_model *m, const char *what) {
+    ss_shared z;
+    ss_make_examples();
+    CHECK_OK(ss_make_shared(&z));
+    dspy_trainable *t[4] = {0}; /* CPU, CUDA on, CUDA on shared, CUDA off */
+    dspy_optimizer *o[4] = {0};
+    dspy_adamw_hparams h = dspy_adamw_hparams_default();
+    bool ok = true;
+    for (int i = 0; i < 4; i++) {
+        if (i == 0) CHECK_OK(dspy_trainable_new(m, NULL, 1, &t[i]));
+        else {
+            CHECK_OK(dspy_trainable_new_on(m, NULL, 1, k_cuda, true, &t[i]));
+            if (t[i]) CHECK_OK(dspy_trainable_set_bf16(t[i], true));
+            if (t[i]) CHECK_OK(dspy_trainable_plan(t[i], SS_MAXT, 3));
+        }
+        if (t[i]) CHECK_OK(dspy_optimizer_new(t[i], &h, &o[i]));
+        ok = ok && o[i];
+    }
+    double wl[4] = {0, 0, 0, 0}, wn[4] = {0, 0, 0, 0}, first = 0, last = 0;
+    for (int k = 0; k < 10 && ok; k++) {
+        dspy_step_stats st[4];
+        CHECK_OK(dspy_optimizer_train_step(o[0], z.s.seq, 3, 1e-4, 1.0, &st[0]));
+        CHECK_OK(dspy_optimizer_train_step(o[1], z.s.seq, 3, 1e-4, 1.0, &st[1]));
+        CHECK_OK(dspy_optimizer_train_step(o[2], z.sh, z.ns, 1e-4, 1.0, &st[2]));
+        setenv("DSPY_TRAIN_GRAD16", "0", 1);
+        CHECK_OK(dspy_optimizer_train_step(o[3], z.s.seq, 3, 1e-4, 1.0, &st[3]));
+        unsetenv("DSPY_TRAIN_GRAD16");
+        if (k == 0) {
+            for (int l = 0; l < t[1]->cfg.num_hidden_layers; l++) {
+                check_report(dspy_train_grad16(t[1], l) && dspy_train_grad16(t[2], l), __FILE__, __LINE__,
+                             "%s: layer %d kept F32 attention gradients", what, l);
+                check_report(!dspy_train_grad16(t[3], l), __FILE__, __LINE__,
+                             "%s: layer %d took BF16 attention gradients under DSPY_TRAIN_GRAD16=0", what, l);
+            }
+            check_report(st[1].loss == st[3].loss, __FILE__, __LINE__,
+                         "%s: the first step's loss with BF16 gradients %.17g, with F32 ones %.17g (bit-identical "
+                         "expected)", what, st[1].loss, st[3].loss);
+        }
+        for (int c = 0; c < 4; c++) { /* [0..2]: each CUDA trainer vs the CPU; [3]: on vs off */
+            const dspy_step_stats *a = c < 3 ? &st[c + 1] : &st[1], *r = c < 3 ? &st[0] : &st[3];
+            wl[c] = fmax(wl[c], fabs(a->loss - r->loss) / fabs(r->loss));
+            wn[c] = fmax(wn[c], fabs((double)a->grad_norm - (double)r->grad_norm) / (double)r->grad_norm);
+        }
+        if (k == 0) first = st[0].loss;
+        last = st[0].loss;
+    }
+    static const char *const names[4] = {"BF16 grads vs the CPU", "BF16 grads shared vs the CPU",
+                                         "F32 grads vs the CPU", "BF16 grads vs F32 grads"};
+    for (int c = 0; c < 4 && ok; c++) {
+        check_report(wl[c] <= k_bf16.loss_rel && wn[c] <= k_bf16.norm_rel, __FILE__, __LINE__,
+                     "%s, %s: loss %.3g (tol %g), norm %.3g (tol %g) relative", what, names[c], wl[c],
+                     k_bf16.loss_rel, wn[c], k_bf16.norm_rel);
+        printf("  %s, %s, 10 steps: loss %.2e norm %.2e\n", what, names[c], wl[c], wn[c]);
+    }
+    if (ok) printf("  %s: the CPU's loss sum %.4f -> %.4f\n", what, first, last);
+    for (int i = 0; i < 4; i++) {
+        dspy_optimizer_free(o[i]);
+        dspy_trainable_free(t[i]);
+    }
+    dspy_share_buf_free(&z.b);
+}
+
+/* Head size 64 with a Llama KV group of 4 (dk, dv summed in F32, rounded once) and head size 128
+ * without GQA, the own flash kernels (share_step's examples are short) and cuDNN
+ * (DSPY_CUDA_CUDNN_ATTN=1: every unshared pass), with the BF16 att and without; and a KV group of 2,
+ * where the BF16 gradients do not apply (kern/ops.h: NH >= 4 NKV) and the F32 ones run. */
+static void test_bf16_grad16(void) {
+    static const int heads[2][3] = {{8, 2, 64}, {2, 2, 128}};
+    for (int i = 0; i < 2; i++) {
+        dspy_model *m = att16_model(heads[i][0], heads[i][1], heads[i][2]);
+        if (!m) continue;
+        for (int a = 0; a < 2; a++) {
+            char what[96];
+            setenv("DSPY_TRAIN_ATT16", a ? "1" : "0", 1);
+            snprintf(what, sizeof what, "HS %d NH %d NKV %d flash, att %s", heads[i][2], heads[i][0], heads[i][1],
+                     a ? "BF16" : "F32");
+            setenv("DSPY_CUDA_CUDNN_SPLIT", "0", 1);
+            grad16_case(m, what);
+            unsetenv("DSPY_CUDA_CUDNN_SPLIT");
+            setenv("DSPY_CUDA_CUDNN_ATTN", "1", 1);
+            snprintf(what, sizeof what, "HS %d NH %d NKV %d cudnn, att %s", heads[i][2], heads[i][0], heads[i][1],
+                     a ? "BF16" : "F32");
+            grad16_case(m, what);
+            unsetenv("DSPY_CUDA_CUDNN_ATTN");
+            unsetenv("DSPY_TRAIN_ATT16");
+        }
+        dspy_model_free(m);
+    }
+    dspy_model *m = att16_model(4, 2, 64);
+    dspy_trainable *t = NULL;
+    dspy_optimizer *o = NULL;
+    dspy_adamw_hparams h = dspy_adamw_hparams_default();
+    if (m) CHECK_OK(dspy_trainable_new_on(m, NULL, 1, k_cuda, true, &t));
+    if (t) CHECK_OK(dspy_trainable_set_bf16(t, true));
+    if (t) CHECK_OK(dspy_optimizer_new(t, &h, &o));
+    if (o) {
+        ss_make_examples();
+        ss_shared z;
+        CHECK_OK(ss_make_shared(&z));
+        dspy_step_stats st;
+        CHECK_OK(dspy_optimizer_train_step(o, z.s.seq, 3, 1e-3, 1.0, &st));
+        CHECK(!dspy_train_grad16(t, 0));
+        printf("  HS 64 NH 4 NKV 2: F32 attention gradients (a KV group of 2), loss %.6f\n", st.loss);
+        dspy_share_buf_free(&z.b);
+    }
+    dspy_optimizer_free(o);
+    dspy_trainable_free(t);
+    dspy_model_free(m);
+}
+
 int main(void) {
     const char *why = NULL;
     if (dspy_cuda_device_count(&why) == 0) {
@@ -532,6 +664,7 @@ int main(void) {
         RUN(test_shared_bf16);
     }
     RUN(test_bf16_att16);
+    RUN(test_bf16_grad16);
     pair_teardown();
     int rc = check_summary("test_cuda_train");
     printf("test_cuda_train: %d/%d passed\n", check_passed, check_passed + check_failed);

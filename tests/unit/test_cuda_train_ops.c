@@ -33,6 +33,11 @@
  *   each of those with a BF16 out (the BF16 trainer's att): bit for bit the BF16 rounding of the
  *     F32 out and the same lse; the backward from it 1e-2; refused (ARG) where neither the flash
  *     nor the fused kernels take the call (HS 16, 32, 80, the WMMA kernels), and with F32 q, k, v.
+ *   the backward from a BF16 dout, with F32 and BF16 dq, dk, dv (the BF16 trainer's attention
+ *     gradients), flash and cuDNN, from an F32 and a BF16 out: 1e-2 against the CPU on the same
+ *     BF16-rounded q, k, v, dout; the BF16 dq (and dk, dv without GQA) the BF16 rounding of the
+ *     F32 result; refused (ARG) for a KV group of 2, HS 80, the WMMA kernels, an F32 dout, the CPU.
+ *   rope_backward on BF16 dx within half a BF16 ulp of the CPU's F32 result.
  * OVERWRITE outputs are poisoned (NaN) first and must come back finite; += outputs start from
  * random values on both sides, so the comparison checks the accumulation too. Sizes are odd on
  * purpose (T=37, C=72, V=1001, HS 16/64/80/128, GQA, packed sequences whose examples start
@@ -278,6 +283,8 @@ static void test_rmsnorm_backward(void) {
     one_rmsnorm_backward(5, 2048, true);
     one_rmsnorm_backward(300, 1001, true);
     one_rmsnorm_backward(37, 72, false);
+    one_rmsnorm_backward(129, 512, true); /* the 8-wide kernel (C a multiple of 256) */
+    one_rmsnorm_backward(64, 8192, false);
 }
 
 /* ---- swiglu_backward --------------------------------------------------------------------- */
@@ -488,26 +495,37 @@ static void expect_bf16_of(const char *what, const float *got, const float *ref,
     printf("  %-52s within BF16 rounding: %s (%zu values)\n", what, bad ? "NO" : "yes", n);
 }
 
-/* RoPE in place on BF16 x (the trainer's q and k): the CPU's F32 rotation of the same
- * BF16-rounded values, rounded once (cos/sin may round differently in rare ties: 1e-6 of F32
- * noise, far inside the half-ulp bound). */
-static void one_rope_bf16(int N, int H, int HS) {
+/* RoPE (bwd: its backward, the BF16 trainer's dq and dk) in place on BF16 x (the trainer's q and
+ * k): the CPU's F32 rotation of the same BF16-rounded values, rounded once (cos/sin may round
+ * differently in rare ties: 1e-6 of F32 noise, far inside the half-ulp bound). The CPU refuses
+ * BF16 (it trains in F32). */
+static void one_rope_bf16(int N, int H, int HS, bool bwd) {
     char what[96];
     int64_t n = (int64_t)N * H * HS;
     float *x = rnd((size_t)n, 2), inv[64];
     int32_t *pos = rope_inputs(N, HS, inv);
     dspy_tensor dp = up_i32(pos, N), di = up(inv, HS / 2), dx = up_bf16(x, n);
-    CHECK_OK(C->ops->rope(C, HF(x, n), HI(pos, N), HF(inv, HS / 2), N, H, HS));
-    CHECK_OK(G->ops->rope(G, dx, dp, di, N, H, HS));
+    if (bwd) {
+        uint16_t *h16 = calloc((size_t)n, sizeof(uint16_t));
+        CHECK_STATUS(C->ops->rope_backward(C, dspy_bt(C, h16, n, DSPY_DTYPE_BF16), HI(pos, N), HF(inv, HS / 2), N, H,
+                                           HS),
+                     DSPY_ERR_ARG);
+        free(h16);
+        CHECK_OK(C->ops->rope_backward(C, HF(x, n), HI(pos, N), HF(inv, HS / 2), N, H, HS));
+        CHECK_OK(G->ops->rope_backward(G, dx, dp, di, N, H, HS));
+    } else {
+        CHECK_OK(C->ops->rope(C, HF(x, n), HI(pos, N), HF(inv, HS / 2), N, H, HS));
+        CHECK_OK(G->ops->rope(G, dx, dp, di, N, H, HS));
+    }
     float *got = down_bf16(dx);
-    snprintf(what, sizeof what, "rope BF16 x N=%d H=%d HS=%d", N, H, HS);
+    snprintf(what, sizeof what, "%s BF16 x N=%d H=%d HS=%d", bwd ? "rope_backward" : "rope", N, H, HS);
     expect_bf16_of(what, got, x, (size_t)n);
     free(x), free(pos), free(got);
     dev_free(dp), dev_free(di), dev_free(dx);
 }
 
 /* One swiglu_backward case over BF16 gate / up (the trainer's saved GEMM outputs), dout BF16
- * when dout16: 37 x 1001 random values, the CPU's F32 reference on the same rounded values, and
+ * when dout16: N x I random values, the CPU's F32 reference on the same rounded values, and
  * the device's F32 outputs from poisoned buffers within 1e-5 of it. The caller checks more on
  * the device tensors and host copies it holds, then frees them (swiglu_case_free). */
 typedef struct swiglu_case {
@@ -517,9 +535,9 @@ typedef struct swiglu_case {
     dspy_tensor gg, gu, gd, fg, fu;       /* device inputs, F32 outputs */
 } swiglu_case;
 
-static void swiglu_case_run(swiglu_case *c, const char *what, bool dout16) {
+static void swiglu_case_run(swiglu_case *c, const char *what, bool dout16, int N, int I) {
     char label[128];
-    c->N = 37, c->I = 1001, c->n = (int64_t)c->N * c->I;
+    c->N = N, c->I = I, c->n = (int64_t)c->N * c->I;
     const int64_t n = c->n;
     c->g = rnd((size_t)n, 6), c->u = rnd((size_t)n, 2), c->d = rnd((size_t)n, 1);
     c->gg = up_bf16(c->g, n), c->gu = up_bf16(c->u, n), c->gd = dout16 ? up_bf16(c->d, n) : up(c->d, n);
@@ -545,7 +563,7 @@ static void swiglu_case_free(swiglu_case *c) {
  * inputs are refused. */
 static void test_swiglu_backward_bf16_in(void) {
     swiglu_case c;
-    swiglu_case_run(&c, "BF16 gate/up", false);
+    swiglu_case_run(&c, "BF16 gate/up", false, 37, 1001);
     const int64_t n = c.n;
     dspy_tensor bg = dev_alloc(DSPY_DTYPE_BF16, n), bu = dev_alloc(DSPY_DTYPE_BF16, n);
     CHECK_OK(G->ops->swiglu_backward(G, bg, bu, c.gd, c.gg, c.gu, c.N, c.I));
@@ -557,6 +575,34 @@ static void test_swiglu_backward_bf16_in(void) {
     free(b1), free(b2);
     dev_free(bg), dev_free(bu);
     swiglu_case_free(&c);
+}
+
+/* Everything BF16 (the trainer's MLP backward) at sizes that take the 8-wide kernel (N x I a
+ * multiple of 8, aligned), and at an odd size that does not: dgate and dup within BF16 rounding
+ * of the device's F32 results from the same inputs, and of the CPU's. */
+static void test_swiglu_backward_all_bf16(void) {
+    static const int shapes[2][2] = {{33, 1024}, {37, 1001}};
+    for (int k = 0; k < 2; k++) {
+        char what[96];
+        swiglu_case c;
+        snprintf(what, sizeof what, "all BF16 N=%d I=%d", shapes[k][0], shapes[k][1]);
+        swiglu_case_run(&c, what, true, shapes[k][0], shapes[k][1]);
+        const int64_t n = c.n;
+        dspy_tensor bg = dev_alloc(DSPY_DTYPE_BF16, n), bu = dev_alloc(DSPY_DTYPE_BF16, n);
+        CHECK_OK(G->ops->fill(G, bg, NAN));
+        CHECK_OK(G->ops->fill(G, bu, NAN));
+        CHECK_OK(G->ops->swiglu_backward(G, bg, bu, c.gd, c.gg, c.gu, c.N, c.I));
+        float *b1 = down_bf16(bg), *b2 = down_bf16(bu);
+        snprintf(what, sizeof what, "swiglu_backward all BF16 N=%d I=%d: dgate", c.N, c.I);
+        expect_bf16_of(what, b1, c.hg, (size_t)n);
+        expect_close(what, b1, c.rg, (size_t)n, 4e-3);
+        snprintf(what, sizeof what, "swiglu_backward all BF16 N=%d I=%d: dup", c.N, c.I);
+        expect_bf16_of(what, b2, c.hu, (size_t)n);
+        expect_close(what, b2, c.ru, (size_t)n, 4e-3);
+        free(b1), free(b2);
+        dev_free(bg), dev_free(bu);
+        swiglu_case_free(&c);
+    }
 }
 
 /* linear_backward_beta against the CPU's linear_backward on the same BF16-rounded operands: beta
@@ -679,7 +725,7 @@ static void test_bf16_chain(void) {
     dev_free(gdo), dev_free(gw), dev_free(gdi);
     /* swiglu_backward from a BF16 dout (and BF16 gate / up) */
     swiglu_case sc;
-    swiglu_case_run(&sc, "BF16 dout", true);
+    swiglu_case_run(&sc, "BF16 dout", true, 37, 1001);
     /* F32 outputs over a BF16 dout are refused (dout viewed in dgate's own memory) */
     CHECK_STATUS(G->ops->swiglu_backward(G, sc.fg, sc.fu, dspy_bt(G, sc.fg.data, sc.n, DSPY_DTYPE_BF16), sc.gg, sc.gu,
                                          sc.N, sc.I),
@@ -706,11 +752,55 @@ static void test_bf16_chain(void) {
     dev_free(glg), dev_free(gt), dev_free(gl), dev_free(gdl);
 }
 
+/* cross_entropy from BF16 logits (the trainer's lm_head output): V 1,001 (the element-wise
+ * kernel) and 1,024 (8 at a time), dlogits BF16, F32 or none, against the CPU on the same
+ * BF16-rounded logits: loss 1e-5, dlogits 1e-5 (F32) or BF16 rounding (4e-3); a confident row
+ * and the first and last classes as targets; an overlapping dlogits refused. */
+static void one_xent_bf16_logits(int M, int V) {
+    char what[128];
+    const int64_t n = (int64_t)M * V;
+    float *lg = rnd((size_t)n, 4), *rl = malloc(sizeof(float) * M), *rd = malloc(sizeof(float) * (size_t)n);
+    int32_t *tg = malloc(sizeof(int32_t) * M);
+    for (int i = 0; i < M; i++) tg[i] = i == 0 ? 0 : i == 1 ? V - 1 : irand(V);
+    lg[(size_t)2 * V + tg[2]] = 30;
+    dspy_tensor glg = up_bf16(lg, n), gt = up_i32(tg, M); /* lg now holds the rounded values */
+    CHECK_OK(C->ops->cross_entropy(C, HF(rl, M), HF(rd, n), HF(lg, n), HI(tg, M), M, V, 0.25f));
+    for (int mode = 0; mode < 3; mode++) { /* dlogits BF16, F32, none */
+        dspy_tensor gl = poisoned(M), gd = mode == 0 ? poisoned16(n) : mode == 1 ? poisoned(n) : NONE;
+        CHECK_OK(G->ops->cross_entropy(G, gl, gd, glg, gt, M, V, 0.25f));
+        float *hl = down(gl);
+        snprintf(what, sizeof what, "cross_entropy BF16 logits M=%d V=%d (%s dlogits): loss", M, V,
+                 mode == 0 ? "BF16" : mode == 1 ? "F32" : "no");
+        expect_close(what, hl, rl, (size_t)M, 1e-5);
+        if (mode < 2) {
+            float *hd = mode == 0 ? down_bf16(gd) : down(gd);
+            snprintf(what, sizeof what, "cross_entropy BF16 logits M=%d V=%d: %s dlogits", M, V, mode ? "F32" : "BF16");
+            expect_close(what, hd, rd, (size_t)n, mode == 0 ? 4e-3 : 1e-5);
+            free(hd);
+            dev_free(gd);
+        }
+        free(hl);
+        dev_free(gl);
+    }
+    dspy_tensor gl = poisoned(M);
+    CHECK_STATUS(G->ops->cross_entropy(G, gl, dspy_bt(G, glg.data, n, DSPY_DTYPE_BF16), glg, gt, M, V, 0.25f),
+                 DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "must be separate");
+    free(lg), free(rl), free(rd), free(tg);
+    dev_free(glg), dev_free(gt), dev_free(gl);
+}
+
 static void test_bf16_entries(void) {
-    one_rope_bf16(37, 6, 16);
-    one_rope_bf16(37, 12, 64);
-    one_rope_bf16(5, 3, 128);
+    one_rope_bf16(37, 6, 16, false);
+    one_rope_bf16(37, 12, 64, false);
+    one_rope_bf16(5, 3, 128, false);
+    one_rope_bf16(37, 6, 16, true);
+    one_rope_bf16(37, 12, 64, true);
+    one_rope_bf16(5, 3, 128, true);
     test_swiglu_backward_bf16_in();
+    test_swiglu_backward_all_bf16();
+    one_xent_bf16_logits(37, 1001);
+    one_xent_bf16_logits(37, 1024);
     test_linear_backward_beta();
     test_adamw_bf16();
     one_linear_add(37, 72, 1001);
@@ -1142,6 +1232,182 @@ static void test_attention_train_cudnn(void) {
     unsetenv("DSPY_CUDA_CUDNN_ATTN");
 }
 
+/* ---- BF16 attention gradients (the BF16 trainer's grad16) ---------------------------------- */
+
+/* dq, dk, dv of one backward (got*, F32 on the host) against the CPU's (ref*) within the BF16
+ * tolerance 1e-2; one_key: dq and dk are analytically 0 (see one_attention_bf16) and held to
+ * 1e-2 of their natural size instead. */
+static void expect_grads(const char *what, const float *gq, const float *gk, const float *gv, const att_host *rf,
+                         bool one_key, double natural) {
+    char w[224];
+    if (one_key) {
+        snprintf(w, sizeof w, "%s: dq (analytically 0)", what);
+        expect_near_zero(w, gq, (size_t)rf->nq, 1e-2 * natural);
+        snprintf(w, sizeof w, "%s: dk (analytically 0)", what);
+        expect_near_zero(w, gk, (size_t)rf->nkv, 1e-2 * natural);
+    } else {
+        snprintf(w, sizeof w, "%s: dq", what);
+        expect_close(w, gq, rf->dq, (size_t)rf->nq, 1e-2);
+        snprintf(w, sizeof w, "%s: dk", what);
+        expect_close(w, gk, rf->dk, (size_t)rf->nkv, 1e-2);
+    }
+    snprintf(w, sizeof w, "%s: dv", what);
+    expect_close(w, gv, rf->dv, (size_t)rf->nkv, 1e-2);
+}
+
+/* attention_train_backward from a BF16 dout (the o-projection's BF16 dgrad), with F32 and with
+ * BF16 dq, dk, dv, against the CPU's F32 backward of the same BF16-rounded q, k, v and dout, from
+ * the CPU's F32 out and, second, the device's own BF16 out (and its lse): 1e-2 relative both (the
+ * tolerance of the other BF16 paths; the kernels round dout to BF16 anyway). The BF16 dq is the
+ * F32 one's BF16 rounding (the same accumulation, rounded once in the epilogue), and so are dk,
+ * dv without GQA (under GQA their F32 sums are atomic, in no fixed order). Outputs start
+ * NaN-poisoned. Where the call cannot take BF16 (kern/ops.h: head size 64 or 128, and for BF16
+ * gradients NH == NKV or NH >= 4 NKV; not the WMMA kernels) it is an ARG error, as are BF16
+ * gradients from an F32 dout, and BF16 gradients on the CPU. cudnn: through cuDNN (a layout
+ * given, DSPY_CUDA_CUDNN_ATTN=1; with a prefix the flash kernels still take it); else the flash
+ * kernels under the defaults and each DSPY_CUDA_FA variant (every dk/dv kernel). */
+static void one_attention_grad16(const char *name, int NH, int NKV, int HS, int nex, const int *lens, int prefix,
+                                 bool cudnn) {
+    char what[192];
+    int longest = 0;
+    for (int e = 0; e < nex; e++) longest = lens[e] > longest ? lens[e] : longest;
+    dspy_tensor gb[3];
+    att_host rf;
+    att_host_make(&rf, NH, NKV, HS, nex, lens, prefix, gb);
+    const int T = rf.T;
+    const int64_t nq = rf.nq, nkv = rf.nkv, nl = rf.nl;
+    /* dout rounded to BF16 (in place) and the CPU's backward again from the rounded values */
+    dspy_tensor gdo16 = up_bf16(rf.dout, nq), gdo = up(rf.dout, nq);
+    CHECK_OK(C->ops->attention_train_backward(C, HF(rf.dq, nq), HF(rf.dk, nkv), HF(rf.dv, nkv), HF(rf.dout, nq),
+                                              HF(rf.out, nq), HF(rf.lse, nl), HF(rf.q, nq), HF(rf.k, nkv),
+                                              HF(rf.v, nkv), HI(rf.start, T), prefix, T, NH, NKV, HS));
+    { /* the CPU trains in F32: BF16 gradients refused */
+        uint16_t *h16 = calloc((size_t)nq, sizeof(uint16_t));
+        CHECK_STATUS(C->ops->attention_train_backward(C, dspy_bt(C, h16, nq, DSPY_DTYPE_BF16), HF(rf.dk, nkv),
+                                                      HF(rf.dv, nkv), HF(rf.dout, nq), HF(rf.out, nq), HF(rf.lse, nl),
+                                                      HF(rf.q, nq), HF(rf.k, nkv), HF(rf.v, nkv), HI(rf.start, T),
+                                                      prefix, T, NH, NKV, HS),
+                     DSPY_ERR_ARG);
+        free(h16);
+    }
+    const bool one_key = longest == 1;
+    const double natural = rms_f(rf.dout, (size_t)nq) * rms_f(rf.v, (size_t)nkv) * rms_f(rf.k, (size_t)nkv);
+    dspy_tensor gs = up_i32(rf.start, T), gout = up(rf.out, nq), glse = up(rf.lse, nl);
+    if (cudnn) {
+        setenv("DSPY_CUDA_CUDNN_ATTN", "1", 1);
+        CHECK_OK(G->ops->attention_train_layout(G, dspy_bt(G, NULL, 0, DSPY_DTYPE_I32), 4096, 0, 0));
+        CHECK_OK(G->ops->attention_train_layout(G, gs, T, nex, longest));
+    }
+    const char *wm = getenv("DSPY_CUDA_TRAIN_ATTN");
+    const bool wmma = wm && strcmp(wm, "wmma") == 0;
+    const bool takes16 = (HS == 64 || HS == 128) && !wmma;            /* a BF16 dout */
+    const bool grads16 = takes16 && (NH == NKV || NH >= 4 * NKV);      /* BF16 dq, dk, dv */
+    /* the device's BF16 out and lse, where it writes them (the second out the backward starts from) */
+    dspy_tensor go16 = poisoned16(nq), gl16 = poisoned(nl);
+    if (takes16) CHECK_OK(G->ops->attention_train(G, go16, gl16, gb[0], gb[1], gb[2], gs, prefix, T, NH, NKV, HS));
+    static const char *const variants[] = {NULL, "00", "11", "22"};
+    const int nvar = takes16 && !cudnn ? (int)(sizeof variants / sizeof variants[0]) : 1;
+    for (int vi = 0; vi < nvar; vi++) {
+        if (variants[vi]) setenv("DSPY_CUDA_FA", variants[vi], 1);
+        const char *vn = cudnn ? (prefix ? "flash" : "cudnn") : variants[vi] ? variants[vi] : "default";
+        for (int oi = 0; oi < (takes16 ? 2 : 1); oi++) {
+            dspy_tensor o = oi ? go16 : gout, l = oi ? gl16 : glse;
+            const char *on = oi ? "BF16 out" : "F32 out";
+            dspy_tensor fq = poisoned(nq), fk = poisoned(nkv), fv = poisoned(nkv);
+            dspy_tensor bq = poisoned16(nq), bk = poisoned16(nkv), bv = poisoned16(nkv);
+            dspy_status st = G->ops->attention_train_backward(G, fq, fk, fv, gdo16, o, l, gb[0], gb[1], gb[2], gs,
+                                                              prefix, T, NH, NKV, HS);
+            if (!takes16) {
+                CHECK_STATUS(st, DSPY_ERR_ARG);
+                CHECK_CONTAINS(dspy_errmsg(), "BF16 dout");
+                CHECK_STATUS(G->ops->attention_train_backward(G, bq, bk, bv, gdo16, o, l, gb[0], gb[1], gb[2], gs,
+                                                              prefix, T, NH, NKV, HS),
+                             DSPY_ERR_ARG);
+                printf("  %-52s BF16 dout and gradients refused (HS %d%s)\n", name, HS, wmma ? ", wmma" : "");
+            } else {
+                CHECK_OK(st);
+                float *hq = down(fq), *hk = down(fk), *hv = down(fv);
+                snprintf(what, sizeof what, "%s T=%d [%s, %s] BF16 dout", name, T, vn, on);
+                expect_grads(what, hq, hk, hv, &rf, one_key, natural);
+                /* BF16 gradients from an F32 dout: refused (the flash kernels keep the BF16 dout in
+                 * dq's memory, which the GQA sums need) */
+                CHECK_STATUS(G->ops->attention_train_backward(G, bq, bk, bv, gdo, o, l, gb[0], gb[1], gb[2], gs, prefix,
+                                                              T, NH, NKV, HS),
+                             DSPY_ERR_ARG);
+                st = G->ops->attention_train_backward(G, bq, bk, bv, gdo16, o, l, gb[0], gb[1], gb[2], gs, prefix, T,
+                                                      NH, NKV, HS);
+                if (!grads16) {
+                    CHECK_STATUS(st, DSPY_ERR_ARG);
+                    CHECK_CONTAINS(dspy_errmsg(), "NH >= 4 NKV");
+                    printf("  %-52s BF16 gradients refused (NH %d NKV %d)\n", name, NH, NKV);
+                } else {
+                    CHECK_OK(st);
+                    float *h16q = down_bf16(bq), *h16k = down_bf16(bk), *h16v = down_bf16(bv);
+                    snprintf(what, sizeof what, "%s T=%d [%s, %s] BF16 grads", name, T, vn, on);
+                    expect_grads(what, h16q, h16k, h16v, &rf, one_key, natural);
+                    snprintf(what, sizeof what, "%s [%s, %s]: BF16 dq of the F32 one", name, vn, on);
+                    expect_bf16_of(what, h16q, hq, (size_t)nq);
+                    if (NH == NKV) {
+                        snprintf(what, sizeof what, "%s [%s, %s]: BF16 dk of the F32 one", name, vn, on);
+                        expect_bf16_of(what, h16k, hk, (size_t)nkv);
+                        snprintf(what, sizeof what, "%s [%s, %s]: BF16 dv of the F32 one", name, vn, on);
+                        expect_bf16_of(what, h16v, hv, (size_t)nkv);
+                    }
+                    free(h16q), free(h16k), free(h16v);
+                }
+                free(hq), free(hk), free(hv);
+            }
+            dspy_tensor outs[] = {fq, fk, fv, bq, bk, bv};
+            for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++) dev_free(outs[i]);
+        }
+        unsetenv("DSPY_CUDA_FA");
+    }
+    if (cudnn) { /* forget the layout: later tests' start arrays may reuse an address */
+        CHECK_OK(G->ops->attention_train_layout(G, dspy_bt(G, NULL, 0, DSPY_DTYPE_I32), 0, 0, 0));
+        unsetenv("DSPY_CUDA_CUDNN_ATTN");
+    }
+    att_host_free(&rf);
+    dspy_tensor all[] = {gb[0], gb[1], gb[2], gdo16, gdo, gs, gout, glse, go16, gl16};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) dev_free(all[i]);
+}
+
+static void test_attention_grad16(void) {
+    /* the flash kernels: a Llama KV group of 4 (the GQA sums in F32, rounded once), no GQA, odd
+     * packed lengths (examples starting and ending inside tiles), many examples, a shared prefix */
+    int lodd[7] = {1, 63, 64, 65, 127, 3, 200};
+    one_attention_grad16("grad16 flash NH=8 NKV=2 HS=64 odd packed", 8, 2, 64, 7, lodd, 0, false);
+    int l128[4] = {33, 150, 1, 90};
+    one_attention_grad16("grad16 flash NH=4 NKV=4 HS=128 packed", 4, 4, 128, 4, l128, 0, false);
+    one_attention_grad16("grad16 flash NH=3 NKV=3 HS=64 odd packed", 3, 3, 64, 7, lodd, 0, false);
+    int l41[41];
+    for (int e = 0; e < 41; e++) l41[e] = 1 + (e * 37 + 11) % 131;
+    one_attention_grad16("grad16 flash NH=8 NKV=2 HS=64 41 examples", 8, 2, 64, 41, l41, 0, false);
+    int lpodd[8] = {100, 1, 63, 64, 65, 127, 3, 200};
+    one_attention_grad16("grad16 flash prefix 100 NH=4 NKV=1 HS=64", 4, 1, 64, 8, lpodd, 100, false);
+    one_attention_grad16("grad16 flash prefix 33 NH=8 NKV=1 HS=128", 8, 1, 128, 4, l128, 33, false);
+    int lones[5] = {1, 1, 1, 1, 1};
+    one_attention_grad16("grad16 flash NH=4 NKV=4 HS=64 five 1-token examples", 4, 4, 64, 5, lones, 0, false);
+    /* refused: BF16 gradients for a KV group of 2; anything BF16 at head size 80 and on the WMMA
+     * kernels */
+    one_attention_grad16("grad16 flash NH=4 NKV=2 HS=128 (group of 2)", 4, 2, 128, 4, l128, 0, false);
+    int l129[2] = {64, 65};
+    one_attention_grad16("grad16 NH=6 NKV=3 HS=80", 6, 3, 80, 2, l129, 0, false);
+    setenv("DSPY_CUDA_TRAIN_ATTN", "wmma", 1);
+    one_attention_grad16("grad16 wmma NH=8 NKV=2 HS=64", 8, 2, 64, 7, lodd, 0, false);
+    unsetenv("DSPY_CUDA_TRAIN_ATTN");
+    /* cuDNN: GQA (its F32 head sums rounded once), no GQA (dQ, dK, dV written in place), long
+     * examples, one-token examples; with a prefix the flash kernels take the call */
+    one_attention_grad16("grad16 cudnn NH=8 NKV=2 HS=64 odd packed", 8, 2, 64, 7, lodd, 0, true);
+    int l300[4] = {70, 5, 130, 95};
+    one_attention_grad16("grad16 cudnn NH=4 NKV=4 HS=64 packed", 4, 4, 64, 4, l300, 0, true);
+    one_attention_grad16("grad16 cudnn NH=8 NKV=2 HS=128 packed", 8, 2, 128, 4, l128, 0, true);
+    int llong[3] = {1000, 1041, 7};
+    one_attention_grad16("grad16 cudnn NH=4 NKV=1 HS=64 long", 4, 1, 64, 3, llong, 0, true);
+    one_attention_grad16("grad16 cudnn NH=2 NKV=2 HS=128 five 1-token examples", 2, 2, 128, 5, lones, 0, true);
+    one_attention_grad16("grad16 cudnn NH=4 NKV=2 HS=64 (group of 2)", 4, 2, 64, 4, l300, 0, true);
+    one_attention_grad16("grad16 cudnn-layout prefix 100 NH=4 NKV=1 HS=64", 4, 1, 64, 8, lpodd, 100, true);
+}
+
 static void test_attention_train(void) {
     int l37[3] = {10, 1, 26};
     one_attention("attention_train NH=4 NKV=2 HS=16", 4, 2, 16, 3, l37, 0);
@@ -1375,6 +1641,7 @@ int main(int argc, char **argv) {
     RUN(test_attention_train);
     RUN(test_attention_train_bf16);
     RUN(test_attention_train_cudnn);
+    RUN(test_attention_grad16);
     RUN(test_attention_train_split);
     RUN(test_graph);
     RUN(test_errors);

@@ -104,16 +104,19 @@ dspy_status dspy_cu_attention_train_backward_tc(dspy_backend *be, float *dq, flo
  * softmax, cp.async double buffering) for HS 64 or 128 with 16-byte aligned tensors. fits says
  * whether it takes the call (DSPY_CUDA_TRAIN_ATTN=wmma sends every call to the kernels above).
  * The backward computes D into D (T * NH) itself and uses dq as scratch before writing it. out is
- * F32, or BF16 when out16 (written rounded once; the backward reads it so). */
+ * F32, or BF16 when out16 (written rounded once; the backward reads it so); dout F32, or BF16 when
+ * dout16; dq, dk, dv F32, or BF16 when grad16 (rounded once; needs dout16, and NH == NKV or
+ * NH >= 4 NKV: the GQA sums are F32 in dq's memory until rounded; else an ARG error). */
 dspy_status dspy_cu_train_fa_setup(dspy_backend *be);
 bool dspy_cu_train_fa_fits(int T, int HS, const void *const *ptrs, int n);
 dspy_status dspy_cu_attention_train_fa(dspy_backend *be, void *out, bool out16, float *lse, const bf16 *q,
                                        const bf16 *k, const bf16 *v, const int32_t *start, int prefix, int T, int NH,
                                        int NKV, int HS);
-dspy_status dspy_cu_attention_train_backward_fa(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout,
-                                                const void *out, bool out16, const float *lse, float *D,
-                                                const bf16 *q, const bf16 *k, const bf16 *v, const int32_t *start,
-                                                int prefix, int T, int NH, int NKV, int HS);
+dspy_status dspy_cu_attention_train_backward_fa(dspy_backend *be, void *dq, void *dk, void *dv, bool grad16,
+                                                const void *dout, bool dout16, const void *out, bool out16,
+                                                const float *lse, float *D, const bf16 *q, const bf16 *k,
+                                                const bf16 *v, const int32_t *start, int prefix, int T, int NH,
+                                                int NKV, int HS);
 
 /* train_linear.cu: D = alpha op(A) @ op(B) + beta D on cuBLASLt (column-major; see train_linear.cu's
  * layout note), BF16 A and B, F32 accumulation, D F32 or (d16) BF16 (beta 0 or 1 either way), with

@@ -34,9 +34,9 @@
  * split into two cuDNN calls, DSPY_CUDA_CUDNN_SPLIT=0 turns that off), else to the tensor cores:
  * train_attention_fa.cu (FlashAttention-2 arrangement, mma.sync) for head size 64 or 128 with
  * 16-byte aligned tensors and a dq that overlaps no input, train_attention_tc.cu (WMMA) for the
- * rest. A BF16 out (the
- * BF16 trainer's att, kern/ops.h) goes to cuDNN or the flash kernels only; a call that neither
- * takes is refused (out16_refused).
+ * rest. A BF16 out (the BF16 trainer's att, kern/ops.h), and a BF16 dout, dq, dk, dv (its
+ * attention gradients), go to cuDNN (the split included) or the flash kernels only; a call that
+ * neither takes is refused (out16_refused).
  */
 #include "kern/cuda/train.cuh"
 #include "kern/cuda/train_attention_cudnn.h"
@@ -421,13 +421,14 @@ static dspy_status check_heads(const char *op, int T, int NH, int NKV, int HS, i
     return DSPY_OK;
 }
 
-/* BF16 out (the BF16 trainer's att, kern/ops.h) is written and read by the fused and flash paths
- * only: the error for a call that would go elsewhere. */
-static dspy_status out16_refused(const char *op, int T, int HS) {
-    return dspy_fail(DSPY_ERR_ARG, "cuda %s: a BF16 out needs head size 64 or 128, 16-byte aligned tensors (and, "
+/* BF16 out (the BF16 trainer's att, kern/ops.h), and BF16 dout, dq, dk, dv (its attention
+ * gradients) are written and read by the fused and flash paths only: the error for a call that
+ * would go elsewhere (what: "out", "dout", "dq, dk, dv"). */
+static dspy_status out16_refused(const char *op, const char *what, int T, int HS) {
+    return dspy_fail(DSPY_ERR_ARG, "cuda %s: a BF16 %s needs head size 64 or 128, 16-byte aligned tensors (and, "
                                    "backward, a dq overlapping no input) and T=%d within the flash kernels' grid "
-                                   "(head size %d; DSPY_CUDA_TRAIN_ATTN=wmma also refuses it): pass an F32 out "
-                                   "(the trainer: unset DSPY_TRAIN_ATT16)", op, T, HS);
+                                   "(head size %d; DSPY_CUDA_TRAIN_ATTN=wmma also refuses it): pass F32 (the "
+                                   "trainer: DSPY_TRAIN_ATT16=0, or DSPY_TRAIN_GRAD16=0)", op, what, T, HS);
 }
 
 dspy_status dspy_cu_attention_train(dspy_backend *be, dspy_tensor out, dspy_tensor lse, dspy_tensor q, dspy_tensor k,
@@ -464,7 +465,7 @@ dspy_status dspy_cu_attention_train(dspy_backend *be, dspy_tensor out, dspy_tens
         return dspy_cu_attention_train_fa(be, out.data, out16, (float *)lse.data, (const bf16 *)q.data,
                                           (const bf16 *)k.data, (const bf16 *)v.data, (const int32_t *)start.data,
                                           prefix, T, NH, NKV, HS);
-    if (out16) return out16_refused(op, T, HS);
+    if (out16) return out16_refused(op, "out", T, HS);
     if (it == DSPY_DTYPE_BF16)
         return dspy_cu_attention_train_tc(be, (float *)out.data, (float *)lse.data, (const bf16 *)q.data,
                                           (const bf16 *)k.data, (const bf16 *)v.data, (const int32_t *)start.data,
@@ -487,15 +488,27 @@ dspy_status dspy_cu_attention_train_backward(dspy_backend *be, dspy_tensor dq, d
                                         int NKV, int HS) {
     CU_ENTER(be);
     const char *op = "attention_train_backward";
-    CU_NEED(op, "dq", dq, DSPY_DTYPE_F32, (int64_t)T * NH * HS);
-    CU_NEED(op, "dk", dk, DSPY_DTYPE_F32, (int64_t)T * NKV * HS);
-    CU_NEED(op, "dv", dv, DSPY_DTYPE_F32, (int64_t)T * NKV * HS);
-    CU_NEED(op, "dout", dout, DSPY_DTYPE_F32, (int64_t)T * NH * HS);
-    CU_NEED(op, "lse", lse, DSPY_DTYPE_F32, (int64_t)T * NH);
+    /* BF16 q, k, v: out and dout each F32 or BF16, dq, dk, dv all F32 or all BF16 (from a BF16
+     * dout); F32 q, k, v: everything F32 */
     const dspy_dtype it = q.dtype == DSPY_DTYPE_BF16 ? DSPY_DTYPE_BF16 : DSPY_DTYPE_F32;
-    if (it == DSPY_DTYPE_BF16) CU_NEED2(op, "out", out, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)T * NH * HS);
-    else CU_NEED(op, "out", out, DSPY_DTYPE_F32, (int64_t)T * NH * HS);
-    const bool out16 = out.dtype == DSPY_DTYPE_BF16;
+    const dspy_dtype gt = it == DSPY_DTYPE_BF16 && dq.dtype == DSPY_DTYPE_BF16 ? DSPY_DTYPE_BF16 : DSPY_DTYPE_F32;
+    CU_NEED(op, "dq", dq, gt, (int64_t)T * NH * HS);
+    CU_NEED(op, "dk", dk, gt, (int64_t)T * NKV * HS);
+    CU_NEED(op, "dv", dv, gt, (int64_t)T * NKV * HS);
+    CU_NEED(op, "lse", lse, DSPY_DTYPE_F32, (int64_t)T * NH);
+    if (it == DSPY_DTYPE_BF16) {
+        CU_NEED2(op, "out", out, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)T * NH * HS);
+        CU_NEED2(op, "dout", dout, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)T * NH * HS);
+    } else {
+        CU_NEED(op, "out", out, DSPY_DTYPE_F32, (int64_t)T * NH * HS);
+        CU_NEED(op, "dout", dout, DSPY_DTYPE_F32, (int64_t)T * NH * HS);
+    }
+    const bool out16 = out.dtype == DSPY_DTYPE_BF16, dout16 = dout.dtype == DSPY_DTYPE_BF16;
+    const bool grad16 = gt == DSPY_DTYPE_BF16;
+    if (grad16 && (!dout16 || (NH != NKV && NH < 4 * NKV)))
+        return dspy_fail(DSPY_ERR_ARG, "cuda %s: BF16 dq, dk, dv need a BF16 dout and NH == NKV or NH >= 4 NKV "
+                                       "(NH=%d NKV=%d, dout %s; the GQA sums are F32 in dq's memory until rounded)",
+                         op, NH, NKV, dout16 ? "BF16" : "F32");
     CU_NEED(op, "q", q, it, (int64_t)T * NH * HS);
     CU_NEED(op, "k", k, it, (int64_t)T * NKV * HS);
     CU_NEED(op, "v", v, it, (int64_t)T * NKV * HS);
@@ -515,7 +528,7 @@ dspy_status dspy_cu_attention_train_backward(dspy_backend *be, dspy_tensor dq, d
     /* the flash backward keeps dout in BF16 in dq's memory until its dq pass: not when dq
      * overlaps an input */
     const void *fa_ptrs[] = {dq.data, dk.data, dv.data, dout.data, out.data, q.data, k.data, v.data};
-    const char *q0 = (const char *)dq.data, *q1 = q0 + (size_t)T * NH * HS * sizeof(float);
+    const char *q0 = (const char *)dq.data, *q1 = q0 + (size_t)T * NH * HS * dspy_dtype_size(dq.dtype);
     bool dq_alone = true;
     const dspy_tensor ins[] = {dout, out, lse, q, k, v, start};
     for (size_t i = 0; i < sizeof ins / sizeof ins[0]; i++) {
@@ -523,7 +536,7 @@ dspy_status dspy_cu_attention_train_backward(dspy_backend *be, dspy_tensor dq, d
         if (a0 < q1 && a1 > q0) dq_alone = false;
     }
     bool fused = false;
-    if (it == DSPY_DTYPE_BF16 && dq_alone && prefix > 0) {
+    if (it == DSPY_DTYPE_BF16 && dq_alone && prefix > 0 && !dout16 && !grad16) {
         DSPY_TRY(dspy_cu_split_route(be, true, start.data, prefix, T, NH, NKV, HS, fa_ptrs, 8, &fused));
         if (fused)
             return dspy_cu_split_bwd(be, (float *)dq.data, (float *)dk.data, (float *)dv.data, g, out.data, out16, l,
@@ -533,13 +546,15 @@ dspy_status dspy_cu_attention_train_backward(dspy_backend *be, dspy_tensor dq, d
     if (it == DSPY_DTYPE_BF16 && dq_alone)
         DSPY_TRY(dspy_cu_sdpa_route(be, true, start.data, prefix, T, NH, NKV, HS, fa_ptrs, 8, &fused));
     if (fused)
-        return dspy_cu_sdpa_bwd(be, (float *)dq.data, (float *)dk.data, (float *)dv.data, g, out.data, out16, l,
+        return dspy_cu_sdpa_bwd(be, dq.data, dk.data, dv.data, grad16, dout.data, dout16, out.data, out16, l,
                                 (const bf16 *)q.data, (const bf16 *)k.data, (const bf16 *)v.data, T, NH, NKV, HS);
     if (it == DSPY_DTYPE_BF16 && dq_alone && dspy_cu_train_fa_fits(T, HS, fa_ptrs, 8))
-        return dspy_cu_attention_train_backward_fa(be, (float *)dq.data, (float *)dk.data, (float *)dv.data, g,
-                                                   out.data, out16, l, D, (const bf16 *)q.data, (const bf16 *)k.data,
+        return dspy_cu_attention_train_backward_fa(be, dq.data, dk.data, dv.data, grad16, dout.data, dout16, out.data,
+                                                   out16, l, D, (const bf16 *)q.data, (const bf16 *)k.data,
                                                    (const bf16 *)v.data, sp, prefix, T, NH, NKV, HS);
-    if (out16) return out16_refused(op, T, HS);
+    if (grad16) return out16_refused(op, "dq, dk, dv", T, HS);
+    if (dout16) return out16_refused(op, "dout", T, HS);
+    if (out16) return out16_refused(op, "out", T, HS);
     DSPY_TRY(cu_launch(be, "attention_train_backward (D)", k_att_rowdot, cu_blocks(rows, TA_THREADS / 32), TA_THREADS,
                        0, D, g, (const float *)out.data, rows, HS));
     if (it == DSPY_DTYPE_BF16)

@@ -30,7 +30,9 @@
  * written by cuDNN directly and read in place by the backward; dout is narrowed to BF16 as the own
  * flash kernels round it; dq is widened from BF16; dk and dv are F32 under GQA (the sum over a KV
  * head's query heads, a reduction, writes F32 correctly; measured) and widened from BF16
- * otherwise.
+ * otherwise. The BF16 trainer's BF16 gradients (BF16 dout, dq, dk, dv) skip every conversion: dO
+ * is read and dQ (and dK, dV without GQA) written in place; under GQA the F32 head sums go to the
+ * dK / dV scratch and are rounded once into dk, dv.
  *
  * Where it runs: examples of 512 tokens on average or more (T / nseg). H200, 32 query heads, 8 KV
  * heads, HS 64 (bench_train_attn), cuDNN vs the own flash kernels a layer, conversions included:
@@ -849,9 +851,9 @@ dspy_status dspy_cu_sdpa_fwd(dspy_backend *be, void *out, bool out16, float *lse
                      (const bf16 *)o16, n);
 }
 
-dspy_status dspy_cu_sdpa_bwd(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout, const void *out,
-                             bool out16, const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T, int NH,
-                             int NKV, int HS) {
+dspy_status dspy_cu_sdpa_bwd(dspy_backend *be, void *dq, void *dk, void *dv, bool grad16, const void *dout,
+                             bool dout16, const void *out, bool out16, const float *lse, const bf16 *q, const bf16 *k,
+                             const bf16 *v, int T, int NH, int NKV, int HS) {
     cu_sdpa *c = cu_of(be)->sdpa;
     DSPY_TRY(sdpa_heads(be, c, NH, NKV, HS));
     sdpa_graph *g = NULL;
@@ -860,30 +862,43 @@ dspy_status dspy_cu_sdpa_bwd(dspy_backend *be, float *dq, float *dk, float *dv, 
     bf16 *o16 = (bf16 *)c->b16, *do16 = o16 + slot, *dq16 = do16 + slot, *dk16 = dq16 + slot, *dv16 = dk16 + slot;
     float *dsum = c->f32, *dkf = dsum + c->rows * c->NH, *dvf = dkf + slot, *dqa = dvf + slot;
     /* F32 out holds BF16 values (the forward widened them): narrowing them again is exact; a
-     * BF16 out is cuDNN's O itself, read in place */
-    if (out16) {
-        o16 = (bf16 *)out;
-        DSPY_TRY(cu_launch(be, "attention_train_backward (cudnn dout)", k_sdpa_narrow, tr_grid(nq), 256, 0, do16,
-                           dout, nq));
-    } else {
+     * BF16 out is cuDNN's O itself, read in place, and a BF16 dout its dO */
+    if (out16) o16 = (bf16 *)out;
+    if (dout16) do16 = (bf16 *)dout;
+    if (!out16 && !dout16)
         DSPY_TRY(cu_launch(be, "attention_train_backward (cudnn inputs)", k_sdpa_narrow2, tr_grid(nq), 256, 0, o16,
-                           (const float *)out, do16, dout, nq));
-    }
+                           (const float *)out, do16, (const float *)dout, nq));
+    else if (!out16)
+        DSPY_TRY(cu_launch(be, "attention_train_backward (cudnn out)", k_sdpa_narrow, tr_grid(nq), 256, 0, o16,
+                           (const float *)out, nq));
+    else if (!dout16)
+        DSPY_TRY(cu_launch(be, "attention_train_backward (cudnn dout)", k_sdpa_narrow, tr_grid(nq), 256, 0, do16,
+                           (const float *)dout, nq));
+    /* where cuDNN writes dQ, dK, dV: BF16 outputs (grad16) straight into dq, dk, dv, except the
+     * F32 head sums of a wide graph, which go to the dK, dV scratch (its rows x width BF16 hold
+     * the T x NKV x HS floats under GQA) and are rounded into dk, dv after; F32 outputs through the
+     * BF16 scratch, widened after, except a wide graph's F32 dK, dV, written in place */
+    void *wq = grad16 ? dq : (void *)dq16;
+    void *wk = g->wide ? (grad16 ? (void *)dk16 : dk) : grad16 ? dk : (void *)dk16;
+    void *wv = g->wide ? (grad16 ? (void *)dv16 : dv) : grad16 ? dv : (void *)dv16;
     int64_t *rq = c->off, *rkv = c->off + c->cap + 1, *rs = c->off + 2 * (c->cap + 1);
     int32_t *len = c->seg + c->cap + 1;
     const int64_t ids[] = {U_Q,     U_K,   U_V,   U_O,   U_DO,  U_STATS,  U_DQ,   U_DK,   U_DV,   U_SEQ_Q,
                            U_SEQ_KV, U_RQ, U_RKV, U_RS, U_SCALE, U_NEGINF, U_ONE, U_DSUM, U_DQACC, U_DKF, U_DVF};
-    void *ptrs[] = {(void *)q, (void *)k, (void *)v, o16, do16, (void *)lse, dq16,
-                    g->wide ? (void *)dk : (void *)dk16, g->wide ? (void *)dv : (void *)dv16, len, len, rq, rkv, rs,
+    void *ptrs[] = {(void *)q, (void *)k, (void *)v, o16, do16, (void *)lse, wq, wk, wv, len, len, rq, rkv, rs,
                     &g->scale, &g->neg_inf, &g->one, dsum, dqa, dkf, dvf};
     const int n = NH == NKV ? (int)(sizeof ids / sizeof ids[0]) - 2 : (int)(sizeof ids / sizeof ids[0]);
     DSPY_TRY(graph_run(be, c, g, ids, ptrs, n, "attention_train_backward (cudnn)"));
-    DSPY_TRY(cu_launch(be, "attention_train_backward (cudnn dq)", k_sdpa_widen, tr_grid(nq), 256, 0, dq,
+    if (grad16)
+        return g->wide ? cu_launch(be, "attention_train_backward (cudnn dk, dv)", k_sdpa_narrow2, tr_grid(nk), 256, 0,
+                                   (bf16 *)dk, (const float *)wk, (bf16 *)dv, (const float *)wv, nk)
+                       : DSPY_OK;
+    DSPY_TRY(cu_launch(be, "attention_train_backward (cudnn dq)", k_sdpa_widen, tr_grid(nq), 256, 0, (float *)dq,
                        (const bf16 *)dq16, nq));
     if (g->wide) return DSPY_OK;
-    DSPY_TRY(cu_launch(be, "attention_train_backward (cudnn dk)", k_sdpa_widen, tr_grid(nk), 256, 0, dk,
+    DSPY_TRY(cu_launch(be, "attention_train_backward (cudnn dk)", k_sdpa_widen, tr_grid(nk), 256, 0, (float *)dk,
                        (const bf16 *)dk16, nk));
-    return cu_launch(be, "attention_train_backward (cudnn dv)", k_sdpa_widen, tr_grid(nk), 256, 0, dv,
+    return cu_launch(be, "attention_train_backward (cudnn dv)", k_sdpa_widen, tr_grid(nk), 256, 0, (float *)dv,
                      (const bf16 *)dv16, nk);
 }
 
@@ -1041,11 +1056,11 @@ dspy_status dspy_cu_sdpa_fwd(dspy_backend *be, void *out, bool out16, float *lse
     return dspy_fail(DSPY_ERR_BACKEND, "cuda cudnn attention: this build has no cuDNN");
 }
 
-dspy_status dspy_cu_sdpa_bwd(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout, const void *out,
-                             bool out16, const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T, int NH,
-                             int NKV, int HS) {
-    (void)be, (void)dq, (void)dk, (void)dv, (void)dout, (void)out, (void)out16, (void)lse, (void)q, (void)k, (void)v;
-    (void)T, (void)NH, (void)NKV, (void)HS;
+dspy_status dspy_cu_sdpa_bwd(dspy_backend *be, void *dq, void *dk, void *dv, bool grad16, const void *dout,
+                             bool dout16, const void *out, bool out16, const float *lse, const bf16 *q, const bf16 *k,
+                             const bf16 *v, int T, int NH, int NKV, int HS) {
+    (void)be, (void)dq, (void)dk, (void)dv, (void)grad16, (void)dout, (void)dout16, (void)out, (void)out16, (void)lse;
+    (void)q, (void)k, (void)v, (void)T, (void)NH, (void)NKV, (void)HS;
     return dspy_fail(DSPY_ERR_BACKEND, "cuda cudnn attention: this build has no cuDNN");
 }
 

@@ -38,11 +38,12 @@ dspy_status dspy_cu_sdpa_route(dspy_backend *be, bool bwd, const void *start, in
 dspy_status dspy_cu_sdpa_fwd(dspy_backend *be, void *out, bool out16, float *lse, const bf16 *q, const bf16 *k,
                              const bf16 *v, int T, int NH, int NKV, int HS);
 
-/* dq (T, NH, HS), dk, dv (T, NKV, HS) F32, overwritten, from dout, out (F32, or BF16 when out16),
- * lse and q, k, v. */
-dspy_status dspy_cu_sdpa_bwd(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout, const void *out,
-                             bool out16, const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T, int NH,
-                             int NKV, int HS);
+/* dq (T, NH, HS), dk, dv (T, NKV, HS) F32, or BF16 when grad16 (cuDNN's BF16 outputs written in
+ * place; under GQA its F32 head sums rounded once), overwritten, from dout (F32, or BF16 when
+ * dout16), out (F32, or BF16 when out16), lse and q, k, v. */
+dspy_status dspy_cu_sdpa_bwd(dspy_backend *be, void *dq, void *dk, void *dv, bool grad16, const void *dout,
+                             bool dout16, const void *out, bool out16, const float *lse, const bf16 *q, const bf16 *k,
+                             const bf16 *v, int T, int NH, int NKV, int HS);
 
 /* The prefix cross-attention, part B of train_attention_split.cu's exact split of a prefix-shared
  * call: one batch of Sq query rows against Skv keys, no mask (every row sees every key), on a

@@ -16,9 +16,10 @@
  *   forward (NH, T/64): 64 query rows of one head; per 64-key tile S = Q K^T, the online
  *            softmax, O += P V; out = O / l, lse = m + log l (natural log, scaled scores);
  *            out F32, or BF16 rounded once from the F32 value (the BF16 trainer's att).
- *   prep    one warp per (row, head): D = dout . out (out F32 or BF16), dout rounded to BF16
- *            into the first half of dq (free until the dq pass writes it), and dk, dv zeroed
- *            when query heads share a KV head (their partial sums are added atomically).
+ *   prep    one warp per (row, head): D = dout . out (out F32 or BF16), an F32 dout rounded to
+ *            BF16 into the first half of dq (free until the dq pass writes it; a BF16 dout is
+ *            read as it is), and dk, dv zeroed when query heads share a KV head (their partial
+ *            sums are added atomically).
  *   dk/dv   (NH, T/64): 64 keys of one query head over the query tiles that can see them:
  *            S^T = K Q^T, dP^T = V dO^T, P^T = 2^(S^T scale log2e - lse log2e),
  *            dS^T = P^T (dP^T - D); dV += P^T dO, dK += dS^T Q (the 4 query heads of a
@@ -27,6 +28,10 @@
  * dq is written once (OVERWRITE); dk, dv too when NH == NKV, else summed over the group with
  * atomic adds (F32, order not fixed: the CUDA trainer is within tolerance, not bitwise, as its
  * embedding gradient already is).
+ * BF16 gradients (the BF16 trainer, from a BF16 dout): dq, and dk, dv when NH == NKV, rounded once
+ * in the epilogues; under GQA the atomic F32 sums go to scratch in dq's memory (its T NH D BF16
+ * elements hold the 2 T NKV D floats when NH >= 4 NKV), rounded into dk, dv after the dk/dv pass
+ * (k_fa_round2) and before the dq pass overwrites that memory.
  * k_fa_fwd2 / k_fa_dkdv2 are the forward and dk/dv templated on the CTA's shape (128-row forward
  * CTAs of 2 m16 tiles a warp) and on a register cap for 3 CTAs an SM; fa_config says which of
  * them run by default (measured on the H200) and how DSPY_CUDA_FA picks others.
@@ -265,11 +270,12 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_fwd(OT *__restrict__ o
 
 /* ---- backward ----------------------------------------------------------------------------- */
 
-/* One warp per (row, head) r of `rows`: D[r] = dout[r] . out[r]; dob[r] = dout[r] in BF16. With
- * dk != NULL, first dk and dv (nkv elements each) to 0 over the whole grid. */
-template <int D, typename OT>
+/* One warp per (row, head) r of `rows`: D[r] = dout[r] . out[r] (dout, out each F32 or BF16); an
+ * F32 dout is rounded to BF16 into dob[r] (a BF16 dout is its own BF16 copy: dob NULL). With
+ * dk != NULL, first dk and dv (nkv F32 elements each) to 0 over the whole grid. */
+template <int D, typename OT, typename GT>
 static __global__ void k_fa_prep(float *__restrict__ Dg, bf16 *__restrict__ dob, float *__restrict__ dk,
-                                 float *__restrict__ dv, int64_t nkv, const float *__restrict__ dout,
+                                 float *__restrict__ dv, int64_t nkv, const GT *__restrict__ dout,
                                  const OT *__restrict__ out, int64_t rows) {
     griddep_wait();
     const int64_t gt = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, nth = (int64_t)gridDim.x * blockDim.x;
@@ -281,13 +287,25 @@ static __global__ void k_fa_prep(float *__restrict__ Dg, bf16 *__restrict__ dob,
     float acc = 0.0f;
 #pragma unroll
     for (int c = lane * 2; c < D; c += 64) {
-        const float2 gv = *reinterpret_cast<const float2 *>(dout + r * D + c);
+        const float2 gv = fa_ld2(dout + r * D + c);
         const float2 ov = fa_ld2(out + r * D + c);
         acc = fmaf(gv.x, ov.x, fmaf(gv.y, ov.y, acc));
-        *reinterpret_cast<__nv_bfloat162 *>(dob + r * D + c) = __floats2bfloat162_rn(gv.x, gv.y);
+        if (dob) *reinterpret_cast<__nv_bfloat162 *>(dob + r * D + c) = __floats2bfloat162_rn(gv.x, gv.y);
     }
     for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
     if (lane == 0) Dg[r] = acc;
+}
+
+/* dk16, dv16 (n each) = the F32 sums dk, dv rounded once (GQA with BF16 outputs: the group's
+ * CTAs add their parts into F32 scratch, rounded here after the last). */
+static __global__ void k_fa_round2(bf16 *__restrict__ dk16, bf16 *__restrict__ dv16, const float *__restrict__ dk,
+                                   const float *__restrict__ dv, int64_t n) {
+    griddep_wait();
+    for (int64_t i = 2 * ((int64_t)blockIdx.x * blockDim.x + threadIdx.x); i < n;
+         i += 2 * (int64_t)gridDim.x * blockDim.x) {
+        fa_st2(dk16 + i, dk[i], dk[i + 1]);
+        fa_st2(dv16 + i, dv[i], dv[i + 1]);
+    }
 }
 
 /* K, V, Q x 2, dO x 2, then per query-tile buffer lse log2e, D and start of its 64 rows */
@@ -339,9 +357,10 @@ static __device__ __forceinline__ void fa_probs(float (&s)[8][4], float (&dp)[8]
 }
 
 /* The dk/dv kernels' end: this thread's rows of dK (times scale) and dV for keys ka and kb_ (those
- * below T), written, or added atomically when query heads share the KV head. */
-template <int D>
-static __device__ __forceinline__ void fa_store_dkdv(float *dk, float *dv, const float (&dka)[D / 8][4],
+ * below T), written (F32, or BF16 rounded once), or added atomically (F32 only) when query heads
+ * share the KV head. */
+template <int D, typename KT>
+static __device__ __forceinline__ void fa_store_dkdv(KT *dk, KT *dv, const float (&dka)[D / 8][4],
                                                      const float (&dva)[D / 8][4], int ka, int kb_, int t, int T,
                                                      int NKV, int kvh, float scale, int atomic) {
     constexpr int ND = D / 8;
@@ -352,28 +371,30 @@ static __device__ __forceinline__ void fa_store_dkdv(float *dk, float *dv, const
         for (int hf = 0; hf < 2; hf++) {
             const int key = hf ? kb_ : ka;
             if (key >= T) continue;
-            float *pk = dk + ((int64_t)key * NKV + kvh) * D + col, *pv = dv + ((int64_t)key * NKV + kvh) * D + col;
+            KT *pk = dk + ((int64_t)key * NKV + kvh) * D + col, *pv = dv + ((int64_t)key * NKV + kvh) * D + col;
             const float2 k2 = make_float2(dka[i][2 * hf] * scale, dka[i][2 * hf + 1] * scale);
             const float2 v2 = make_float2(dva[i][2 * hf], dva[i][2 * hf + 1]);
-            if (atomic) {
+            if constexpr (sizeof(KT) == sizeof(float)) {
+                if (atomic) {
 #if __CUDA_ARCH__ >= 900 /* one 8-byte atomic for the pair */
-                atomicAdd(reinterpret_cast<float2 *>(pk), k2);
-                atomicAdd(reinterpret_cast<float2 *>(pv), v2);
+                    atomicAdd(reinterpret_cast<float2 *>(pk), k2);
+                    atomicAdd(reinterpret_cast<float2 *>(pv), v2);
 #else
-                atomicAdd(pk, k2.x), atomicAdd(pk + 1, k2.y), atomicAdd(pv, v2.x), atomicAdd(pv + 1, v2.y);
+                    atomicAdd(pk, k2.x), atomicAdd(pk + 1, k2.y), atomicAdd(pv, v2.x), atomicAdd(pv + 1, v2.y);
 #endif
-            } else {
-                *reinterpret_cast<float2 *>(pk) = k2;
-                *reinterpret_cast<float2 *>(pv) = v2;
+                    continue;
+                }
             }
+            fa_st2(pk, k2.x, k2.y);
+            fa_st2(pv, v2.x, v2.y);
         }
     }
 }
 
 template <int D> static constexpr size_t fa_dkdv_smem() { return 6 * fa_tile_bytes<D>() + 2 * 3 * FA_TILE * 4; }
 
-template <int D>
-static __global__ __launch_bounds__(FA_THREADS) void k_fa_dkdv(float *__restrict__ dk, float *__restrict__ dv,
+template <int D, typename KT>
+static __global__ __launch_bounds__(FA_THREADS) void k_fa_dkdv(KT *__restrict__ dk, KT *__restrict__ dv,
                                                                const bf16 *__restrict__ dob,
                                                                const float *__restrict__ lse,
                                                                const float *__restrict__ Dg,
@@ -434,14 +455,15 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_dkdv(float *__restrict
     }
 #undef SQ
 #undef SG
-    fa_store_dkdv<D>(dk, dv, dka, dva, ka, kb_, t, T, NKV, kvh, scale, atomic);
+    fa_store_dkdv<D, KT>(dk, dv, dka, dva, ka, kb_, t, T, NKV, kvh, scale, atomic);
 }
 
 /* Q, dO, K x 2, V x 2 */
 template <int D> static constexpr size_t fa_dq_smem() { return 6 * fa_tile_bytes<D>(); }
 
-template <int D>
-static __global__ __launch_bounds__(FA_THREADS) void k_fa_dq(float *__restrict__ dq, const float *__restrict__ dout,
+/* dout (GT) F32 or BF16; dq (QT) F32 or BF16 (rounded once from the F32 accumulator). */
+template <int D, typename GT, typename QT>
+static __global__ __launch_bounds__(FA_THREADS) void k_fa_dq(QT *__restrict__ dq, const GT *__restrict__ dout,
                                                              const float *__restrict__ lse,
                                                              const float *__restrict__ Dg, const bf16 *__restrict__ q,
                                                              const bf16 *__restrict__ k, const bf16 *__restrict__ v,
@@ -461,8 +483,9 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_dq(float *__restrict__
     fa_load<D>(sq, q, t0, T, NH, h);
     fa_load<D>(SK(0), k, tr_key_tile(kt, 0, FA_TILE), T, NKV, kvh);
     fa_load<D>(SV(0), v, tr_key_tile(kt, 0, FA_TILE), T, NKV, kvh);
+    if constexpr (sizeof(GT) == sizeof(bf16)) fa_load<D>(sg, dout, t0, T, NH, h);
     cp_async_commit();
-    fa_load_f32<D>(sg, dout, t0, T, NH, h); /* visible after the loop's first barrier */
+    if constexpr (sizeof(GT) == sizeof(float)) fa_load_f32<D>(sg, dout, t0, T, NH, h); /* visible after the loop's first barrier */
     const int ra = min(t0 + w0 + g, last), rb = min(t0 + w0 + g + 8, last);
     const int sa = start[ra], sb = start[rb];
     const float la = lse[(int64_t)ra * NH + h] * FA_LOG2E, lb = lse[(int64_t)rb * NH + h] * FA_LOG2E;
@@ -505,12 +528,8 @@ static __global__ __launch_bounds__(FA_THREADS) void k_fa_dq(float *__restrict__
 #pragma unroll
     for (int i = 0; i < ND; i++) {
         const int col = i * 8 + 2 * t;
-        if (row_a < T)
-            *reinterpret_cast<float2 *>(dq + ((int64_t)row_a * NH + h) * D + col) =
-                make_float2(acc[i][0] * scale, acc[i][1] * scale);
-        if (row_b < T)
-            *reinterpret_cast<float2 *>(dq + ((int64_t)row_b * NH + h) * D + col) =
-                make_float2(acc[i][2] * scale, acc[i][3] * scale);
+        if (row_a < T) fa_st2(dq + ((int64_t)row_a * NH + h) * D + col, acc[i][0] * scale, acc[i][1] * scale);
+        if (row_b < T) fa_st2(dq + ((int64_t)row_b * NH + h) * D + col, acc[i][2] * scale, acc[i][3] * scale);
     }
 }
 
@@ -761,8 +780,8 @@ template <int D, int W> static constexpr size_t fa_dkdv2_smem() {
 
 /* (NH, T / (16 W)): 16 W keys of one query head over the query tiles that can see them (atomic:
  * dk, dv summed over the KV group's CTAs when NH != NKV). */
-template <int D, int W, int MINB = 1>
-static __global__ __launch_bounds__(32 * W, MINB) void k_fa_dkdv2(float *__restrict__ dk, float *__restrict__ dv,
+template <int D, int W, int MINB, typename KT>
+static __global__ __launch_bounds__(32 * W, MINB) void k_fa_dkdv2(KT *__restrict__ dk, KT *__restrict__ dv,
                                                             const bf16 *__restrict__ dob,
                                                             const float *__restrict__ lse,
                                                             const float *__restrict__ Dg,
@@ -833,7 +852,7 @@ static __global__ __launch_bounds__(32 * W, MINB) void k_fa_dkdv2(float *__restr
     }
 #undef SQ
 #undef SG
-    fa_store_dkdv<D>(dk, dv, dka, dva, ka, kb_, t, T, NKV, kvh, scale, atomic);
+    fa_store_dkdv<D, KT>(dk, dv, dka, dva, ka, kb_, t, T, NKV, kvh, scale, atomic);
 }
 
 /* ---- entries ------------------------------------------------------------------------------ */
@@ -878,17 +897,27 @@ template <int D, typename OT> static dspy_status fa_setup_fwd(dspy_backend *be) 
     return DSPY_OK;
 }
 
+/* the backward's kernels for one dk, dv output type (F32, or BF16 written directly) */
+template <int D, typename KT> static dspy_status fa_setup_dkdv(dspy_backend *be) {
+    DSPY_TRY((fa_smem_attr(be, k_fa_dkdv<D, KT>, fa_dkdv_smem<D>())));
+    DSPY_TRY((fa_smem_attr(be, k_fa_dkdv2<D, 4, 1, KT>, fa_dkdv2_smem<D, 4>())));
+    if constexpr (D == 64) return fa_smem_attr(be, k_fa_dkdv2<64, 4, 3, KT>, fa_dkdv2_smem<64, 4>());
+    return DSPY_OK;
+}
+
 template <int D> static dspy_status fa_setup_d(dspy_backend *be) {
     DSPY_TRY((fa_setup_fwd<D, float>(be)));
     DSPY_TRY((fa_setup_fwd<D, bf16>(be)));
-    DSPY_TRY(fa_smem_attr(be, k_fa_dkdv<D>, fa_dkdv_smem<D>()));
-    DSPY_TRY(fa_smem_attr(be, k_fa_dq<D>, fa_dq_smem<D>()));
-    return fa_smem_attr(be, k_fa_dkdv2<D, 4>, fa_dkdv2_smem<D, 4>());
+    DSPY_TRY((fa_setup_dkdv<D, float>(be)));
+    DSPY_TRY((fa_setup_dkdv<D, bf16>(be)));
+    /* dq from dout (F32 or BF16) into dq (F32, or BF16 from a BF16 dout) */
+    DSPY_TRY((fa_smem_attr(be, k_fa_dq<D, float, float>, fa_dq_smem<D>())));
+    DSPY_TRY((fa_smem_attr(be, k_fa_dq<D, bf16, float>, fa_dq_smem<D>())));
+    return fa_smem_attr(be, k_fa_dq<D, bf16, bf16>, fa_dq_smem<D>());
 }
 
 dspy_status dspy_cu_train_fa_setup(dspy_backend *be) {
     DSPY_TRY(fa_setup_d<64>(be));
-    DSPY_TRY(fa_smem_attr(be, k_fa_dkdv2<64, 4, 3>, fa_dkdv2_smem<64, 4>()));
     return fa_setup_d<128>(be);
 }
 
@@ -937,18 +966,28 @@ dspy_status dspy_cu_attention_train_fa(dspy_backend *be, void *out, bool out16, 
                     : fa_forward<128>(be, (float *)out, lse, q, k, v, start, prefix, T, NH, NKV);
 }
 
-template <int D, int MINB>
-static dspy_status fa_dkdv2(dspy_backend *be, float *dk, float *dv, const bf16 *dob, const float *lse, const float *Dg,
-                            const bf16 *q, const bf16 *k, const bf16 *v, const int32_t *start, int prefix, int T,
-                            int NH, int NKV, float sl2, float scale, int atomic) {
-    dim3 grid(NH, cu_blocks(T, 64));
-    return cu_launch(be, "attention_train_backward (BF16 flash dk, dv)", k_fa_dkdv2<D, 4, MINB>, grid, 128,
-                     fa_dkdv2_smem<D, 4>(), dk, dv, dob, lse, Dg, q, k, v, start, prefix, T, NH, NKV, sl2, scale,
-                     atomic);
+/* The dk/dv pass into dk, dv (KT: F32, summed atomically under GQA, or BF16 written directly). */
+template <int D, typename KT>
+static dspy_status fa_dkdv(dspy_backend *be, KT *dk, KT *dv, const bf16 *dob, const float *lse, const float *Dg,
+                           const bf16 *q, const bf16 *k, const bf16 *v, const int32_t *start, int prefix, int T, int NH,
+                           int NKV, float sl2, float scale, int atomic) {
+    const int kind = fa_config(T, D).dkdv;
+    const char *what = "attention_train_backward (BF16 flash dk, dv)";
+    dim3 grid(NH, cu_blocks(T, FA_TILE));
+    if (kind == 0)
+        return cu_launch(be, what, k_fa_dkdv<D, KT>, grid, FA_THREADS, fa_dkdv_smem<D>(), dk, dv, dob, lse, Dg, q, k, v,
+                         start, prefix, T, NH, NKV, sl2, scale, atomic);
+    if (kind == 1 || D != 64)
+        return cu_launch(be, what, k_fa_dkdv2<D, 4, 1, KT>, grid, 128, fa_dkdv2_smem<D, 4>(), dk, dv, dob, lse, Dg, q,
+                         k, v, start, prefix, T, NH, NKV, sl2, scale, atomic);
+    return cu_launch(be, what, k_fa_dkdv2<64, 4, 3, KT>, grid, 128, fa_dkdv2_smem<64, 4>(), dk, dv, dob, lse, Dg, q, k,
+                     v, start, prefix, T, NH, NKV, sl2, scale, atomic);
 }
 
-template <int D, typename OT>
-static dspy_status fa_backward(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout, const OT *out,
+/* The backward: dout (GT) and dq, dk, dv (QT) F32 or BF16 (BF16 outputs only from a BF16 dout, and
+ * under GQA only with NH >= 4 NKV: the entry checks). */
+template <int D, typename OT, typename GT, typename QT>
+static dspy_status fa_backward(dspy_backend *be, QT *dq, QT *dk, QT *dv, const GT *dout, const OT *out,
                                const float *lse, float *Dg, const bf16 *q, const bf16 *k, const bf16 *v,
                                const int32_t *start, int prefix, int T, int NH, int NKV) {
     const float scale = (float)(1.0 / sqrt((double)D)), sl2 = scale * FA_LOG2E;
@@ -956,40 +995,76 @@ static dspy_status fa_backward(dspy_backend *be, float *dq, float *dk, float *dv
     const char *pe = getenv("DSPY_CUDA_FA_PARTS");
     const int parts = pe && *pe ? atoi(pe) : 7;
     const int atomic = NH != NKV;
-    bf16 *dob = reinterpret_cast<bf16 *>(dq); /* dout in BF16, until the dq pass overwrites it */
+    constexpr bool g16 = sizeof(GT) == sizeof(bf16), q16 = sizeof(QT) == sizeof(bf16);
+    /* dout in BF16 for the dk/dv pass: a BF16 dout itself, or an F32 one rounded into the first
+     * half of dq (F32 there: free until the dq pass writes it) */
+    bf16 *dob = g16 ? (bf16 *)NULL : reinterpret_cast<bf16 *>(dq);
+    const bf16 *dk_dout = g16 ? reinterpret_cast<const bf16 *>(dout) : dob;
+    /* the group's atomic sums in F32: dk, dv themselves, or with BF16 outputs scratch in dq's memory
+     * (2 nkv floats fit in its T NH D BF16 elements when NH >= 4 NKV), rounded into dk, dv after the
+     * pass, before the dq pass overwrites it */
+    float *sk = (float *)NULL, *sv = (float *)NULL;
+    if (atomic) {
+        if constexpr (q16) sk = reinterpret_cast<float *>(dq), sv = sk + nkv;
+        else sk = dk, sv = dv;
+    }
     if (parts & 1)
-        DSPY_TRY(cu_launch(be, "attention_train_backward (BF16 flash prep)", k_fa_prep<D, OT>,
-                           cu_blocks(rows, FA_THREADS / 32), FA_THREADS, 0, Dg, dob, atomic ? dk : (float *)NULL,
-                           atomic ? dv : (float *)NULL, nkv, dout, out, rows));
+        DSPY_TRY(cu_launch(be, "attention_train_backward (BF16 flash prep)", k_fa_prep<D, OT, GT>,
+                           cu_blocks(rows, FA_THREADS / 32), FA_THREADS, 0, Dg, dob, sk, sv, nkv, dout, out, rows));
     if (parts & 2) {
-        const int kind = fa_config(T, D).dkdv;
-        dim3 grid(NH, cu_blocks(T, FA_TILE));
-        if (kind == 0)
-            DSPY_TRY(cu_launch(be, "attention_train_backward (BF16 flash dk, dv)", k_fa_dkdv<D>, grid, FA_THREADS,
-                               fa_dkdv_smem<D>(), dk, dv, (const bf16 *)dob, lse, (const float *)Dg, q, k, v, start,
-                               prefix, T, NH, NKV, sl2, scale, atomic));
-        else if (kind == 1 || D != 64)
-            DSPY_TRY((fa_dkdv2<D, 1>(be, dk, dv, dob, lse, Dg, q, k, v, start, prefix, T, NH, NKV, sl2, scale, atomic)));
-        else
-            DSPY_TRY((fa_dkdv2<64, 3>(be, dk, dv, dob, lse, Dg, q, k, v, start, prefix, T, NH, NKV, sl2, scale, atomic)));
+        if (atomic) {
+            DSPY_TRY((fa_dkdv<D, float>(be, sk, sv, dk_dout, lse, Dg, q, k, v, start, prefix, T, NH, NKV, sl2, scale,
+                                        1)));
+            if constexpr (q16)
+                DSPY_TRY(cu_launch(be, "attention_train_backward (BF16 flash dk, dv rounding)", k_fa_round2,
+                                   tr_grid(nkv / 2), 256, 0, (bf16 *)dk, (bf16 *)dv, (const float *)sk,
+                                   (const float *)sv, nkv));
+        } else {
+            DSPY_TRY((fa_dkdv<D, QT>(be, dk, dv, dk_dout, lse, Dg, q, k, v, start, prefix, T, NH, NKV, sl2, scale, 0)));
+        }
     }
     if (!(parts & 4)) return DSPY_OK;
     dim3 grid(NH, cu_blocks(T, FA_TILE));
-    return cu_launch(be, "attention_train_backward (BF16 flash dq)", k_fa_dq<D>, grid, FA_THREADS, fa_dq_smem<D>(), dq,
-                     dout, lse, (const float *)Dg, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
+    return cu_launch(be, "attention_train_backward (BF16 flash dq)", k_fa_dq<D, GT, QT>, grid, FA_THREADS,
+                     fa_dq_smem<D>(), dq, dout, lse, (const float *)Dg, q, k, v, start, prefix, T, NH, NKV, sl2, scale);
 }
 
-dspy_status dspy_cu_attention_train_backward_fa(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout,
-                                                const void *out, bool out16, const float *lse, float *D,
-                                                const bf16 *q, const bf16 *k, const bf16 *v, const int32_t *start,
-                                                int prefix, int T, int NH, int NKV, int HS) {
+/* The head size and the dtypes as types. */
+template <typename OT, typename GT, typename QT>
+static dspy_status fa_backward_hs(dspy_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *out,
+                                  const float *lse, float *D, const bf16 *q, const bf16 *k, const bf16 *v,
+                                  const int32_t *start, int prefix, int T, int NH, int NKV, int HS) {
+    if (HS == 64)
+        return fa_backward<64, OT, GT, QT>(be, (QT *)dq, (QT *)dk, (QT *)dv, (const GT *)dout, (const OT *)out, lse, D,
+                                           q, k, v, start, prefix, T, NH, NKV);
+    return fa_backward<128, OT, GT, QT>(be, (QT *)dq, (QT *)dk, (QT *)dv, (const GT *)dout, (const OT *)out, lse, D, q,
+                                        k, v, start, prefix, T, NH, NKV);
+}
+
+template <typename OT>
+static dspy_status fa_backward_out(dspy_backend *be, void *dq, void *dk, void *dv, bool grad16, const void *dout,
+                                   bool dout16, const void *out, const float *lse, float *D, const bf16 *q,
+                                   const bf16 *k, const bf16 *v, const int32_t *start, int prefix, int T, int NH,
+                                   int NKV, int HS) {
+    if (grad16)
+        return fa_backward_hs<OT, bf16, bf16>(be, dq, dk, dv, dout, out, lse, D, q, k, v, start, prefix, T, NH, NKV, HS);
+    if (dout16)
+        return fa_backward_hs<OT, bf16, float>(be, dq, dk, dv, dout, out, lse, D, q, k, v, start, prefix, T, NH, NKV,
+                                               HS);
+    return fa_backward_hs<OT, float, float>(be, dq, dk, dv, dout, out, lse, D, q, k, v, start, prefix, T, NH, NKV, HS);
+}
+
+dspy_status dspy_cu_attention_train_backward_fa(dspy_backend *be, void *dq, void *dk, void *dv, bool grad16,
+                                                const void *dout, bool dout16, const void *out, bool out16,
+                                                const float *lse, float *D, const bf16 *q, const bf16 *k,
+                                                const bf16 *v, const int32_t *start, int prefix, int T, int NH,
+                                                int NKV, int HS) {
+    if (grad16 && (!dout16 || (NH != NKV && NH < 4 * NKV)))
+        return dspy_fail(DSPY_ERR_ARG, "cuda attention_train_backward (flash): BF16 dq, dk, dv need a BF16 dout and "
+                                       "NH == NKV or NH >= 4 NKV (NH=%d NKV=%d)", NH, NKV);
     if (out16)
-        return HS == 64 ? fa_backward<64>(be, dq, dk, dv, dout, (const bf16 *)out, lse, D, q, k, v, start, prefix,
-                                          T, NH, NKV)
-                        : fa_backward<128>(be, dq, dk, dv, dout, (const bf16 *)out, lse, D, q, k, v, start, prefix,
-                                           T, NH, NKV);
-    return HS == 64 ? fa_backward<64>(be, dq, dk, dv, dout, (const float *)out, lse, D, q, k, v, start, prefix, T, NH,
-                                      NKV)
-                    : fa_backward<128>(be, dq, dk, dv, dout, (const float *)out, lse, D, q, k, v, start, prefix, T,
-                                       NH, NKV);
+        return fa_backward_out<bf16>(be, dq, dk, dv, grad16, dout, dout16, out, lse, D, q, k, v, start, prefix, T, NH,
+                                     NKV, HS);
+    return fa_backward_out<float>(be, dq, dk, dv, grad16, dout, dout16, out, lse, D, q, k, v, start, prefix, T, NH,
+                                  NKV, HS);
 }

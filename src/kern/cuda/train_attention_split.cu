@@ -186,7 +186,7 @@ dspy_status dspy_cu_split_bwd(dspy_backend *be, float *dq, float *dk, float *dv,
     cu_split *p = s->split;
     const int P = prefix, R = T - P;
     const int64_t qo = (int64_t)P * NH * HS, nq = (int64_t)R * NH * HS, nk = (int64_t)P * NKV * HS;
-    DSPY_TRY(dspy_cu_sdpa_bwd(be, dq, dk, dv, dout, out, out16, lse, q, k, v, T, NH, NKV, HS));
+    DSPY_TRY(dspy_cu_sdpa_bwd(be, dq, dk, dv, false, dout, false, out, out16, lse, q, k, v, T, NH, NKV, HS));
     const float *stats = lse + (int64_t)P * NH;
     if ((uintptr_t)stats % 16) {
         DSPY_TRY(dspy_cu_check(be, cudaMemcpyAsync(p->xl, stats, sizeof(float) * (size_t)R * NH,

@@ -158,6 +158,37 @@ static __global__ void k_rmsnorm_backward(float *dinp, float *rsave, const float
     if (rsave && threadIdx.x == 0) rsave[blockIdx.x] = r;
 }
 
+/* The same per row for C a multiple of 256 up to 8,192 and 16-byte aligned arrays: C / 8 threads
+ * (whole warps), each holding its 8 columns of x and dy in registers between the sums and the
+ * update, 16-byte loads and stores (the scalar form read x and dy twice with 4-byte loads). */
+static __global__ void k_rmsnorm_backward8(float *dinp, float *rsave, const float *dout, const float *inp,
+                                           const float *w, int C, float eps) {
+    griddep_wait();
+    __shared__ float part[32];
+    const int64_t off = (int64_t)blockIdx.x * C + 8 * threadIdx.x;
+    const int c0 = 8 * threadIdx.x;
+    float x[8], dy[8], wv[8];
+    *(float4 *)x = *(const float4 *)(inp + off), *(float4 *)(x + 4) = *(const float4 *)(inp + off + 4);
+    *(float4 *)dy = *(const float4 *)(dout + off), *(float4 *)(dy + 4) = *(const float4 *)(dout + off + 4);
+    *(float4 *)wv = *(const float4 *)(w + c0), *(float4 *)(wv + 4) = *(const float4 *)(w + c0 + 4);
+    float ss = 0.0f, dot = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 8; e++) {
+        ss += x[e] * x[e];
+        dot += wv[e] * dy[e] * x[e];
+    }
+    ss = tr_block_sum(ss, part);
+    dot = tr_block_sum(dot, part);
+    const float r = 1.0f / sqrtf(ss / (float)C + eps);
+    const float k = dot * r * r * r / (float)C;
+    float dx[8];
+    *(float4 *)dx = *(const float4 *)(dinp + off), *(float4 *)(dx + 4) = *(const float4 *)(dinp + off + 4);
+#pragma unroll
+    for (int e = 0; e < 8; e++) dx[e] += r * wv[e] * dy[e] - k * x[e];
+    *(float4 *)(dinp + off) = *(const float4 *)dx, *(float4 *)(dinp + off + 4) = *(const float4 *)(dx + 4);
+    if (rsave && threadIdx.x == 0) rsave[blockIdx.x] = r;
+}
+
 dspy_status dspy_cu_rmsnorm_backward(dspy_backend *be, dspy_tensor dinp, dspy_tensor dweight, dspy_tensor dout,
                                 dspy_tensor inp, dspy_tensor weight, int N, int C, float eps) {
     CU_ENTER(be);
@@ -176,10 +207,13 @@ dspy_status dspy_cu_rmsnorm_backward(dspy_backend *be, dspy_tensor dinp, dspy_te
                                            "dspy_backend_reserve)", op, N, s->train_rows_n);
         rsave = s->train_rows;
     }
+    const uintptr_t bits = (uintptr_t)dinp.data | (uintptr_t)dout.data | (uintptr_t)inp.data | (uintptr_t)weight.data;
+    const bool vec = C % 256 == 0 && C <= 8192 && bits % 16 == 0;
     /* 256 threads: several rows' blocks per SM keep more loads in flight than one 1,024-wide block */
     int threads = C >= 256 ? 256 : ((C + 31) / 32) * 32;
-    DSPY_TRY(cu_launch(be, op, k_rmsnorm_backward, N, threads, 0, (float *)dinp.data, rsave,
-                       (const float *)dout.data, (const float *)inp.data, (const float *)weight.data, C, eps));
+    DSPY_TRY(cu_launch(be, op, vec ? k_rmsnorm_backward8 : k_rmsnorm_backward, N, vec ? C / 8 : threads, 0,
+                       (float *)dinp.data, rsave, (const float *)dout.data, (const float *)inp.data,
+                       (const float *)weight.data, C, eps));
     if (!rsave) return DSPY_OK;
     return dspy_cu_train_colsum(be, "rmsnorm_backward (dweight)", (float *)dweight.data, (const float *)dout.data,
                            (const float *)inp.data, rsave, N, C);
@@ -204,9 +238,36 @@ static __global__ void k_swiglu_backward(OT *dgate, OT *dup, const DT *dout, con
     }
 }
 
+/* The same per element, all BF16, n % 8 == 0 and 16-byte aligned arrays: 8 elements a thread
+ * with 16-byte loads and stores (the scalar form ran at ~75 % of the copy rate on the trainer's
+ * (8,192, 8,192) tensors). */
+static __global__ void k_swiglu_backward8(bf16 *dgate, bf16 *dup, const bf16 *dout, const bf16 *gate,
+                                          const bf16 *up, int64_t n8) {
+    griddep_wait();
+    for (int64_t v = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; v < n8; v += (int64_t)gridDim.x * blockDim.x) {
+        const uint4 gv = ((const uint4 *)gate)[v], dv = ((const uint4 *)dout)[v], uv = ((const uint4 *)up)[v];
+        const bf16 *g8 = (const bf16 *)&gv, *d8 = (const bf16 *)&dv, *u8 = (const bf16 *)&uv;
+        uint4 og, ou;
+        bf16 *dg8 = (bf16 *)&og, *du8 = (bf16 *)&ou;
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            float g = bf2f(g8[e]), d = bf2f(d8[e]), u = bf2f(u8[e]);
+            float sg = 1.0f / (1.0f + expf(-g));
+            du8[e] = f2bf(d * g * sg);
+            dg8[e] = f2bf(d * u * sg * (1.0f + g * (1.0f - sg)));
+        }
+        ((uint4 *)dup)[v] = ou;
+        ((uint4 *)dgate)[v] = og;
+    }
+}
+
 template <typename IT, typename DT>
 static dspy_status swiglu_backward_in(dspy_backend *be, const char *op, dspy_tensor dgate, dspy_tensor dup,
                                       const DT *dout, const IT *gate, const IT *up, int64_t n) {
+    if (dgate.dtype == DSPY_DTYPE_BF16 && sizeof(IT) == 2 && sizeof(DT) == 2 && n % 8 == 0 &&
+        ((uintptr_t)dgate.data | (uintptr_t)dup.data | (uintptr_t)dout | (uintptr_t)gate | (uintptr_t)up) % 16 == 0)
+        return cu_launch(be, op, k_swiglu_backward8, tr_grid(n / 8), 256, 0, (bf16 *)dgate.data, (bf16 *)dup.data,
+                         (const bf16 *)dout, (const bf16 *)gate, (const bf16 *)up, n / 8);
     if (dgate.dtype == DSPY_DTYPE_BF16)
         return cu_launch(be, op, k_swiglu_backward<bf16, IT, DT>, tr_grid(n), 256, 0, (bf16 *)dgate.data,
                          (bf16 *)dup.data, dout, gate, up, n);
