@@ -49,10 +49,10 @@
  * BF16 attention gradients (backward.c grad16: datt, dq, dk, dv in BF16 from the o-projection's
  * dgrad to the q/k/v GEMMs, the default) on random models of head size 64 with a KV group of 4 and
  * 128 without GQA: 10 unshared and prefix-shared steps (lr 1e-4) with the flash kernels and with
- * cuDNN, the BF16 att on and off, against the CPU F32 trainer and the F32 gradients within the BF16
- * tolerances above, the path taken
- * (and not under DSPY_TRAIN_GRAD16=0, nor for a KV group of 2), the first step's loss bit-identical
- * to the F32 gradients'.
+ * cuDNN (the prefix-shared ones by its split), the BF16 att on and off, against the CPU F32 trainer
+ * and the F32 gradients within the BF16 tolerances above, the path taken (and not under
+ * DSPY_TRAIN_GRAD16=0, nor for a KV group of 2), the first step's loss bit-identical to the F32
+ * gradients'.
  *
  * Prints "test_cuda_train: N/M passed" last.
  */
@@ -509,9 +509,10 @@ static void test_bf16_att16(void) {
 
 /* 10 steps of share_step's sequences (lr 1e-4, clipping 1.0) by four trainers: the CPU F32
  * reference unshared; CUDA BF16 with the BF16 attention gradients (the default) unshared and
- * prefix-shared (the flash kernels with a prefix); CUDA BF16 with F32 ones (DSPY_TRAIN_GRAD16=0)
- * unshared; the BF16 att on or off as the caller set DSPY_TRAIN_ATT16. The path is taken where
- * it should be (dspy_train_grad16 after a pass: on, and off under the switch); the first step's
+ * prefix-shared (the flash kernels with a prefix, or cuDNN's split); CUDA BF16 with F32 ones
+ * (DSPY_TRAIN_GRAD16=0) unshared; the BF16 att on or off as the caller set DSPY_TRAIN_ATT16. The
+ * path is taken where it should be (dspy_train_grad16 after a pass: on, and off under the
+ * switch); the first step's
  * loss is a forward pass, bit-identical on and off; every step's loss within 1e-2 and gradient
  * norm within 5e-2 relative of the CPU's (k_bf16), and of the F32 gradients' trainer. lr 1e-4:
  * at 1e-3 these random 8-head models leave the BF16 trainers' tolerance after a few steps with
@@ -581,8 +582,10 @@ static void grad16_case(dspy_model *m, const char *what) {
 }
 
 /* Head size 64 with a Llama KV group of 4 (dk, dv summed in F32, rounded once) and head size 128
- * without GQA, the own flash kernels (share_step's examples are short) and cuDNN
- * (DSPY_CUDA_CUDNN_ATTN=1: every unshared pass), with the BF16 att and without; and a KV group of 2,
+ * without GQA, the own flash kernels (share_step's examples are short; the prefix-shared passes too
+ * with DSPY_CUDA_CUDNN_SPLIT=0) and cuDNN (DSPY_CUDA_CUDNN_ATTN=1: every unshared pass, and the
+ * prefix-shared ones by the split, train_attention_split.cu, with the BF16 gradients: part A's
+ * and part B's sums rounded once), with the BF16 att and without; and a KV group of 2,
  * where the BF16 gradients do not apply (kern/ops.h: NH >= 4 NKV) and the F32 ones run. */
 static void test_bf16_grad16(void) {
     static const int heads[2][3] = {{8, 2, 64}, {2, 2, 128}};

@@ -536,10 +536,10 @@ dspy_status dspy_cu_attention_train_backward(dspy_backend *be, dspy_tensor dq, d
         if (a0 < q1 && a1 > q0) dq_alone = false;
     }
     bool fused = false;
-    if (it == DSPY_DTYPE_BF16 && dq_alone && prefix > 0 && !dout16 && !grad16) {
+    if (it == DSPY_DTYPE_BF16 && dq_alone && prefix > 0) { /* the dtypes as dspy_cu_sdpa_bwd's (checked above) */
         DSPY_TRY(dspy_cu_split_route(be, true, start.data, prefix, T, NH, NKV, HS, fa_ptrs, 8, &fused));
         if (fused)
-            return dspy_cu_split_bwd(be, (float *)dq.data, (float *)dk.data, (float *)dv.data, g, out.data, out16, l,
+            return dspy_cu_split_bwd(be, dq.data, dk.data, dv.data, grad16, dout.data, dout16, out.data, out16, l,
                                      (const bf16 *)q.data, (const bf16 *)k.data, (const bf16 *)v.data, prefix, T, NH,
                                      NKV, HS);
     }

@@ -851,10 +851,14 @@ dspy_status dspy_cu_sdpa_fwd(dspy_backend *be, void *out, bool out16, float *lse
                      (const bf16 *)o16, n);
 }
 
-dspy_status dspy_cu_sdpa_bwd(dspy_backend *be, void *dq, void *dk, void *dv, bool grad16, const void *dout,
-                             bool dout16, const void *out, bool out16, const float *lse, const bf16 *q, const bf16 *k,
-                             const bf16 *v, int T, int NH, int NKV, int HS) {
+/* dspy_cu_sdpa_bwd, and with k32, v32 (grad16 only) dspy_cu_sdpa_bwd_keep: a wide graph's F32 head
+ * sums written there and left unrounded (*kept). */
+static dspy_status sdpa_bwd_run(dspy_backend *be, void *dq, void *dk, void *dv, bool grad16, float *k32, float *v32,
+                                bool *kept, const void *dout, bool dout16, const void *out, bool out16,
+                                const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T, int NH, int NKV,
+                                int HS) {
     cu_sdpa *c = cu_of(be)->sdpa;
+    if (kept) *kept = false;
     DSPY_TRY(sdpa_heads(be, c, NH, NKV, HS));
     sdpa_graph *g = NULL;
     DSPY_TRY(graph_get(be, c, true, NH, NKV, HS, &g));
@@ -876,11 +880,13 @@ dspy_status dspy_cu_sdpa_bwd(dspy_backend *be, void *dq, void *dk, void *dv, boo
                            (const float *)dout, nq));
     /* where cuDNN writes dQ, dK, dV: BF16 outputs (grad16) straight into dq, dk, dv, except the
      * F32 head sums of a wide graph, which go to the dK, dV scratch (its rows x width BF16 hold
-     * the T x NKV x HS floats under GQA) and are rounded into dk, dv after; F32 outputs through the
-     * BF16 scratch, widened after, except a wide graph's F32 dK, dV, written in place */
+     * the T x NKV x HS floats under GQA; or the caller's k32, v32) and are rounded into dk, dv after
+     * (not for k32, v32); F32 outputs through the BF16 scratch, widened after, except a wide graph's
+     * F32 dK, dV, written in place */
+    float *sk = k32 ? k32 : (float *)dk16, *sv = v32 ? v32 : (float *)dv16;
     void *wq = grad16 ? dq : (void *)dq16;
-    void *wk = g->wide ? (grad16 ? (void *)dk16 : dk) : grad16 ? dk : (void *)dk16;
-    void *wv = g->wide ? (grad16 ? (void *)dv16 : dv) : grad16 ? dv : (void *)dv16;
+    void *wk = g->wide ? (grad16 ? (void *)sk : dk) : grad16 ? dk : (void *)dk16;
+    void *wv = g->wide ? (grad16 ? (void *)sv : dv) : grad16 ? dv : (void *)dv16;
     int64_t *rq = c->off, *rkv = c->off + c->cap + 1, *rs = c->off + 2 * (c->cap + 1);
     int32_t *len = c->seg + c->cap + 1;
     const int64_t ids[] = {U_Q,     U_K,   U_V,   U_O,   U_DO,  U_STATS,  U_DQ,   U_DK,   U_DV,   U_SEQ_Q,
@@ -889,6 +895,10 @@ dspy_status dspy_cu_sdpa_bwd(dspy_backend *be, void *dq, void *dk, void *dv, boo
                     &g->scale, &g->neg_inf, &g->one, dsum, dqa, dkf, dvf};
     const int n = NH == NKV ? (int)(sizeof ids / sizeof ids[0]) - 2 : (int)(sizeof ids / sizeof ids[0]);
     DSPY_TRY(graph_run(be, c, g, ids, ptrs, n, "attention_train_backward (cudnn)"));
+    if (grad16 && g->wide && k32) {
+        *kept = true;
+        return DSPY_OK;
+    }
     if (grad16)
         return g->wide ? cu_launch(be, "attention_train_backward (cudnn dk, dv)", k_sdpa_narrow2, tr_grid(nk), 256, 0,
                                    (bf16 *)dk, (const float *)wk, (bf16 *)dv, (const float *)wv, nk)
@@ -900,6 +910,19 @@ dspy_status dspy_cu_sdpa_bwd(dspy_backend *be, void *dq, void *dk, void *dv, boo
                        (const bf16 *)dk16, nk));
     return cu_launch(be, "attention_train_backward (cudnn dv)", k_sdpa_widen, tr_grid(nk), 256, 0, (float *)dv,
                      (const bf16 *)dv16, nk);
+}
+
+dspy_status dspy_cu_sdpa_bwd(dspy_backend *be, void *dq, void *dk, void *dv, bool grad16, const void *dout,
+                             bool dout16, const void *out, bool out16, const float *lse, const bf16 *q, const bf16 *k,
+                             const bf16 *v, int T, int NH, int NKV, int HS) {
+    return sdpa_bwd_run(be, dq, dk, dv, grad16, NULL, NULL, NULL, dout, dout16, out, out16, lse, q, k, v, T, NH, NKV,
+                        HS);
+}
+
+dspy_status dspy_cu_sdpa_bwd_keep(dspy_backend *be, bf16 *dq, bf16 *dk, bf16 *dv, float *dk32, float *dv32,
+                                  bool *kept, const bf16 *dout, const void *out, bool out16, const float *lse,
+                                  const bf16 *q, const bf16 *k, const bf16 *v, int T, int NH, int NKV, int HS) {
+    return sdpa_bwd_run(be, dq, dk, dv, true, dk32, dv32, kept, dout, true, out, out16, lse, q, k, v, T, NH, NKV, HS);
 }
 
 /* ---- the prefix cross-attention (train_attention_split.cu's part B) ------------------------ */
@@ -989,9 +1012,9 @@ dspy_status dspy_cu_sdpa_xfwd(dspy_backend *be, bf16 *o, float *stats, const bf1
     return graph_run(be, c, g, ids, ptrs, (int)(sizeof ids / sizeof ids[0]), op);
 }
 
-dspy_status dspy_cu_sdpa_xbwd(dspy_backend *be, bf16 *dq, void *dk, void *dv, bool *dkv32, const float *dout,
-                              const void *out, bool out16, const float *stats, const bf16 *q, const bf16 *k,
-                              const bf16 *v, int Sq, int Skv, int NH, int NKV, int HS) {
+dspy_status dspy_cu_sdpa_xbwd(dspy_backend *be, bf16 *dq, void *dk, void *dv, bool *dkv32, const void *dout,
+                              bool dout16, const void *out, bool out16, const float *stats, const bf16 *q,
+                              const bf16 *k, const bf16 *v, int Sq, int Skv, int NH, int NKV, int HS) {
     const char *op = "attention_train_backward (cudnn cross-attention)";
     cu_sdpa *c = cu_of(be)->sdpa;
     DSPY_TRY(sdpa_xready(be, c, op, Sq, Skv, NH, NKV, HS));
@@ -1002,12 +1025,16 @@ dspy_status dspy_cu_sdpa_xbwd(dspy_backend *be, bf16 *dq, void *dk, void *dv, bo
     const int64_t nq = (int64_t)Sq * NH * HS, slot = (int64_t)c->rows * c->width;
     bf16 *o16 = (bf16 *)c->b16, *do16 = o16 + slot;
     float *dsum = c->f32, *dkf = dsum + c->rows * c->NH, *dvf = dkf + slot, *dqa = dvf + slot;
-    if (out16) { /* as dspy_cu_sdpa_bwd: a BF16 out is read in place, an F32 one narrowed */
-        o16 = (bf16 *)out;
-        DSPY_TRY(cu_launch(be, op, k_sdpa_narrow, tr_grid(nq), 256, 0, do16, dout, nq));
-    } else {
-        DSPY_TRY(cu_launch(be, op, k_sdpa_narrow2, tr_grid(nq), 256, 0, o16, (const float *)out, do16, dout, nq));
-    }
+    /* as dspy_cu_sdpa_bwd: a BF16 out and a BF16 dout read in place, F32 ones narrowed */
+    if (out16) o16 = (bf16 *)out;
+    if (dout16) do16 = (bf16 *)dout;
+    if (!out16 && !dout16)
+        DSPY_TRY(cu_launch(be, op, k_sdpa_narrow2, tr_grid(nq), 256, 0, o16, (const float *)out, do16,
+                           (const float *)dout, nq));
+    else if (!out16)
+        DSPY_TRY(cu_launch(be, op, k_sdpa_narrow, tr_grid(nq), 256, 0, o16, (const float *)out, nq));
+    else if (!dout16)
+        DSPY_TRY(cu_launch(be, op, k_sdpa_narrow, tr_grid(nq), 256, 0, do16, (const float *)dout, nq));
     int64_t *x = c->xlay;
     const int64_t ids[] = {U_Q,     U_K,   U_V,   U_O,   U_DO,  U_STATS,  U_DQ,   U_DK,   U_DV,   U_SEQ_Q,
                            U_SEQ_KV, U_RQ, U_RKV, U_RS, U_SCALE, U_NEGINF, U_ONE, U_DSUM, U_DQACC, U_DKF, U_DVF};
@@ -1064,6 +1091,15 @@ dspy_status dspy_cu_sdpa_bwd(dspy_backend *be, void *dq, void *dk, void *dv, boo
     return dspy_fail(DSPY_ERR_BACKEND, "cuda cudnn attention: this build has no cuDNN");
 }
 
+dspy_status dspy_cu_sdpa_bwd_keep(dspy_backend *be, bf16 *dq, bf16 *dk, bf16 *dv, float *dk32, float *dv32,
+                                  bool *kept, const bf16 *dout, const void *out, bool out16, const float *lse,
+                                  const bf16 *q, const bf16 *k, const bf16 *v, int T, int NH, int NKV, int HS) {
+    (void)be, (void)dq, (void)dk, (void)dv, (void)dk32, (void)dv32, (void)dout, (void)out, (void)out16, (void)lse;
+    (void)q, (void)k, (void)v, (void)T, (void)NH, (void)NKV, (void)HS;
+    *kept = false;
+    return dspy_fail(DSPY_ERR_BACKEND, "cuda cudnn attention: this build has no cuDNN");
+}
+
 dspy_status dspy_cu_sdpa_cross_plan(dspy_backend *be, bool *on) {
     (void)be;
     *on = false;
@@ -1083,11 +1119,11 @@ dspy_status dspy_cu_sdpa_xfwd(dspy_backend *be, bf16 *o, float *stats, const bf1
     return dspy_fail(DSPY_ERR_BACKEND, "cuda cudnn attention: this build has no cuDNN");
 }
 
-dspy_status dspy_cu_sdpa_xbwd(dspy_backend *be, bf16 *dq, void *dk, void *dv, bool *dkv32, const float *dout,
-                              const void *out, bool out16, const float *stats, const bf16 *q, const bf16 *k,
-                              const bf16 *v, int Sq, int Skv, int NH, int NKV, int HS) {
-    (void)be, (void)dq, (void)dk, (void)dv, (void)dout, (void)out, (void)out16, (void)stats, (void)q, (void)k;
-    (void)v, (void)Sq, (void)Skv, (void)NH, (void)NKV, (void)HS;
+dspy_status dspy_cu_sdpa_xbwd(dspy_backend *be, bf16 *dq, void *dk, void *dv, bool *dkv32, const void *dout,
+                              bool dout16, const void *out, bool out16, const float *stats, const bf16 *q,
+                              const bf16 *k, const bf16 *v, int Sq, int Skv, int NH, int NKV, int HS) {
+    (void)be, (void)dq, (void)dk, (void)dv, (void)dout, (void)dout16, (void)out, (void)out16, (void)stats, (void)q;
+    (void)k, (void)v, (void)Sq, (void)Skv, (void)NH, (void)NKV, (void)HS;
     *dkv32 = false;
     return dspy_fail(DSPY_ERR_BACKEND, "cuda cudnn attention: this build has no cuDNN");
 }

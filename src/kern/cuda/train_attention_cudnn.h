@@ -45,6 +45,14 @@ dspy_status dspy_cu_sdpa_bwd(dspy_backend *be, void *dq, void *dk, void *dv, boo
                              bool dout16, const void *out, bool out16, const float *lse, const bf16 *q, const bf16 *k,
                              const bf16 *v, int T, int NH, int NKV, int HS);
 
+/* As dspy_cu_sdpa_bwd with BF16 dout, dq, dk, dv (grad16), except where cuDNN forms GQA's head
+ * sums in F32 (its wide graph): those are written to dk32, dv32 (T, NKV, HS) F32 (16-byte aligned)
+ * instead, and dk, dv are left unwritten (*kept true), for a caller that adds more to them before
+ * rounding once (train_attention_split.cu's part A); else as dspy_cu_sdpa_bwd (*kept false). */
+dspy_status dspy_cu_sdpa_bwd_keep(dspy_backend *be, bf16 *dq, bf16 *dk, bf16 *dv, float *dk32, float *dv32,
+                                  bool *kept, const bf16 *dout, const void *out, bool out16, const float *lse,
+                                  const bf16 *q, const bf16 *k, const bf16 *v, int T, int NH, int NKV, int HS);
+
 /* The prefix cross-attention, part B of train_attention_split.cu's exact split of a prefix-shared
  * call: one batch of Sq query rows against Skv keys, no mask (every row sees every key), on a
  * graph of its own (B 1, rows rounded up to 4,096 or the planned rows, keys to 64; cached as the
@@ -67,11 +75,11 @@ dspy_status dspy_cu_sdpa_xfwd(dspy_backend *be, bf16 *o, float *stats, const bf1
                               int Sq, int Skv, int NH, int NKV, int HS);
 
 /* Overwrites dq (Sq, NH, HS) BF16 and dk, dv (Skv, NKV, HS): F32 where *dkv32 comes back true (GQA's
- * head sum written in F32), else BF16; from dout (Sq, NH, HS) F32, out (F32, or BF16 when out16),
- * stats (Sq, NH) and q, k, v. */
-dspy_status dspy_cu_sdpa_xbwd(dspy_backend *be, bf16 *dq, void *dk, void *dv, bool *dkv32, const float *dout,
-                              const void *out, bool out16, const float *stats, const bf16 *q, const bf16 *k,
-                              const bf16 *v, int Sq, int Skv, int NH, int NKV, int HS);
+ * head sum written in F32), else BF16; from dout (Sq, NH, HS) F32 (or BF16 when dout16, read in
+ * place), out (F32, or BF16 when out16), stats (Sq, NH) and q, k, v. */
+dspy_status dspy_cu_sdpa_xbwd(dspy_backend *be, bf16 *dq, void *dk, void *dv, bool *dkv32, const void *dout,
+                              bool dout16, const void *out, bool out16, const float *stats, const bf16 *q,
+                              const bf16 *k, const bf16 *v, int Sq, int Skv, int NH, int NKV, int HS);
 
 /* Frees everything (plans, handle, scratch); NULL-safe. */
 void dspy_cu_sdpa_release(cuda_state *s);

@@ -14,10 +14,16 @@
  *             the row's true probability of each of its keys, and D = rowsum(dout * out) is the
  *             row's true D, so each part yields exactly its share of dS and the shares add:
  *             dq (continuation rows) = dq_A + dq_B, dk, dv (prefix keys) = dk_A + dk_B, dv_A + dv_B
- *             (GQA's head sum as cuDNN forms it in each part). Part A writes the F32 outputs
- *             (dspy_cu_sdpa_bwd), part B's BF16 dq and F32 or BF16 dk, dv are added to them in F32.
- * Precision: as the fused path without a prefix (BF16 P, dS, O and dout inside cuDNN); the merge
- * and the sums are F32.
+ *             (GQA's head sum as cuDNN forms it in each part). F32 gradients: part A writes the
+ *             outputs (dspy_cu_sdpa_bwd), part B's BF16 dq and F32 or BF16 dk, dv are added to
+ *             them in F32. BF16 gradients (the BF16 trainer's grad16, from a BF16 dout): part A
+ *             writes cuDNN's BF16 dq, dk, dv in place, except GQA's F32 head sums, kept in scratch
+ *             (dspy_cu_sdpa_bwd_keep); the sum of each gradient's parts is formed in F32 from
+ *             those values and rounded once (k_split_add16): the BF16 result is the F32 result's
+ *             rounding, as on the path without a prefix.
+ * Precision: as the fused path without a prefix (BF16 P, dS, O and dout inside cuDNN; cuDNN's dQ,
+ * and its dK, dV without GQA, BF16); the merge and the sums are F32. A BF16 dout is read in place
+ * by both parts.
  *
  * Where it runs: where cuDNN takes both parts, for examples of 256 tokens on average or more (the
  * prefix one of them; train_attention_cudnn.cu's SDPA_SPLIT_MIN_MEAN). Measured on the H200
@@ -31,7 +37,9 @@
  * or dq (backward), BF16 (rows, NH x HS); its lse, F32 (rows, NH) (backward: the final lse's
  * continuation rows copied there when they are not 16-byte aligned, as cuDNN's tensors must be);
  * its dk and dv, each (rows, NH x HS) BF16-sized: F32 only under GQA (cuDNN's head sum), where
- * NKV <= NH / 2 makes P x NKV x HS floats fit (forward, F32 out: the first holds part A's BF16 O).
+ * NKV <= NH / 2 makes P x NKV x HS floats fit (forward, F32 out: the first holds part A's BF16 O);
+ * with BF16 gradients under GQA those two hold part A's F32 head sums (T x NKV x HS floats) first
+ * and part B's after them, which NH >= 4 NKV (BF16 gradients' condition) makes fit.
  */
 #include "kern/cuda/train_attention_split.h"
 #include "kern/cuda/train.cuh"
@@ -160,6 +168,31 @@ static __global__ void k_split_add(float *dq, const bf16 *dqb, int64_t nq, float
     }
 }
 
+/* The backward's sum into BF16 gradients, each rounded once from its F32 value: dq (nq, the
+ * continuation rows: part A's BF16 there) = dq + dqb; dk, dv: with part A's F32 head sums ak, av
+ * (nka, every key) = ak + bk for the first nk (the prefix keys) and ak beyond, else (part A's BF16
+ * in dk, dv) dk + bk for the first nk; bk, bv part B's, F32 when b32, else BF16. */
+static __global__ void k_split_add16(bf16 *dq, const bf16 *dqb, int64_t nq, bf16 *dk, bf16 *dv, const float *ak,
+                                     const float *av, int64_t nka, const void *bk, const void *bv, bool b32,
+                                     int64_t nk) {
+    griddep_wait();
+    const int64_t n = nq + (ak ? nka : nk), step = (int64_t)blockDim.x * gridDim.x;
+    for (int64_t i = threadIdx.x + (int64_t)blockIdx.x * blockDim.x; i < n; i += step) {
+        if (i < nq) {
+            dq[i] = __float2bfloat16(__bfloat162float(dq[i]) + __bfloat162float(dqb[i]));
+            continue;
+        }
+        const int64_t j = i - nq;
+        float xk = 0.0f, xv = 0.0f;
+        if (j < nk) {
+            xk = b32 ? ((const float *)bk)[j] : __bfloat162float(((const bf16 *)bk)[j]);
+            xv = b32 ? ((const float *)bv)[j] : __bfloat162float(((const bf16 *)bv)[j]);
+        }
+        dk[j] = __float2bfloat16((ak ? ak[j] : __bfloat162float(dk[j])) + xk);
+        dv[j] = __float2bfloat16((av ? av[j] : __bfloat162float(dv[j])) + xv);
+    }
+}
+
 dspy_status dspy_cu_split_fwd(dspy_backend *be, void *out, bool out16, float *lse, const bf16 *q, const bf16 *k,
                               const bf16 *v, int prefix, int T, int NH, int NKV, int HS) {
     cu_split *p = cu_of(be)->split;
@@ -179,14 +212,32 @@ dspy_status dspy_cu_split_fwd(dspy_backend *be, void *out, bool out16, float *ls
                      (const bf16 *)p->xo, (const float *)p->xl, pre, rows, HS);
 }
 
-dspy_status dspy_cu_split_bwd(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout, const void *out,
-                              bool out16, const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int prefix,
-                              int T, int NH, int NKV, int HS) {
+dspy_status dspy_cu_split_bwd(dspy_backend *be, void *dq, void *dk, void *dv, bool grad16, const void *dout,
+                              bool dout16, const void *out, bool out16, const float *lse, const bf16 *q, const bf16 *k,
+                              const bf16 *v, int prefix, int T, int NH, int NKV, int HS) {
     cuda_state *s = cu_of(be);
     cu_split *p = s->split;
     const int P = prefix, R = T - P;
     const int64_t qo = (int64_t)P * NH * HS, nq = (int64_t)R * NH * HS, nk = (int64_t)P * NKV * HS;
-    DSPY_TRY(dspy_cu_sdpa_bwd(be, dq, dk, dv, false, dout, false, out, out16, lse, q, k, v, T, NH, NKV, HS));
+    const int64_t nka = (int64_t)T * NKV * HS;
+    /* part A. BF16 gradients: cuDNN's BF16 outputs in place, except GQA's F32 head sums (a wide
+     * graph), kept unrounded in xk, xv (T x NKV x HS floats each) for part B's prefix-key sums */
+    bool kept = false;
+    if (grad16)
+        DSPY_TRY(dspy_cu_sdpa_bwd_keep(be, (bf16 *)dq, (bf16 *)dk, (bf16 *)dv, (float *)p->xk, (float *)p->xv, &kept,
+                                       (const bf16 *)dout, out, out16, lse, q, k, v, T, NH, NKV, HS));
+    else
+        DSPY_TRY(dspy_cu_sdpa_bwd(be, dq, dk, dv, false, dout, dout16, out, out16, lse, q, k, v, T, NH, NKV, HS));
+    /* part B's dk, dv (F32 at most under GQA, where NKV <= NH / 2; BF16 without) after part A's kept
+     * sums, if any (then GQA with NH >= 4 NKV, kern/ops.h's condition for BF16 gradients: (T + P)
+     * x NKV x HS floats < 2 T x NH / 4 x HS x 4 bytes, the slot's rows x width BF16) */
+    const size_t bsz = NH > NKV ? sizeof(float) : sizeof(bf16);
+    const size_t boff = kept ? (size_t)nka * sizeof(float) : 0, slot = p->rows * p->width * sizeof(bf16);
+    if (boff + (size_t)nk * bsz > slot)
+        return dspy_fail(DSPY_ERR_ARG, "cuda attention_train_backward (cudnn split): part B's dk, dv (P=%d x NKV=%d "
+                                       "x HS=%d) do not fit after part A's F32 sums (T=%d) in the planned scratch "
+                                       "(%zu rows x width %zu)", P, NKV, HS, T, p->rows, p->width);
+    void *bk = (char *)p->xk + boff, *bv = (char *)p->xv + boff;
     const float *stats = lse + (int64_t)P * NH;
     if ((uintptr_t)stats % 16) {
         DSPY_TRY(dspy_cu_check(be, cudaMemcpyAsync(p->xl, stats, sizeof(float) * (size_t)R * NH,
@@ -194,12 +245,20 @@ dspy_status dspy_cu_split_bwd(dspy_backend *be, float *dq, float *dk, float *dv,
                                "attention_train_backward (cudnn split lse)"));
         stats = p->xl;
     }
-    const void *ob = out16 ? (const void *)((const bf16 *)out + qo) : (const void *)((const float *)out + qo);
-    bool f32 = false;
-    DSPY_TRY(dspy_cu_sdpa_xbwd(be, p->xo, p->xk, p->xv, &f32, dout + qo, ob, out16, stats, q + qo, k, v, R, P, NH,
-                               NKV, HS));
-    return cu_launch(be, "attention_train_backward (cudnn split sum)", k_split_add, tr_grid(nq + nk), 256, 0, dq + qo,
-                     (const bf16 *)p->xo, nq, dk, dv, (const void *)p->xk, (const void *)p->xv, f32, nk);
+    const size_t esz = out16 ? sizeof(bf16) : sizeof(float), gsz = dout16 ? sizeof(bf16) : sizeof(float);
+    const void *ob = (const char *)out + qo * esz, *gb = (const char *)dout + qo * gsz;
+    bool b32 = false;
+    DSPY_TRY(dspy_cu_sdpa_xbwd(be, p->xo, bk, bv, &b32, gb, dout16, ob, out16, stats, q + qo, k, v, R, P, NH, NKV,
+                               HS));
+    if (grad16)
+        return cu_launch(be, "attention_train_backward (cudnn split sum)", k_split_add16,
+                         tr_grid(nq + (kept ? nka : nk)), 256, 0, (bf16 *)dq + qo, (const bf16 *)p->xo, nq, (bf16 *)dk,
+                         (bf16 *)dv, kept ? (const float *)p->xk : (const float *)NULL,
+                         kept ? (const float *)p->xv : (const float *)NULL, nka, (const void *)bk, (const void *)bv,
+                         b32, nk);
+    return cu_launch(be, "attention_train_backward (cudnn split sum)", k_split_add, tr_grid(nq + nk), 256, 0,
+                     (float *)dq + qo, (const bf16 *)p->xo, nq, (float *)dk, (float *)dv, (const void *)bk,
+                     (const void *)bv, b32, nk);
 }
 
 void dspy_cu_split_release(cuda_state *s) {

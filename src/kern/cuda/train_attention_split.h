@@ -28,11 +28,13 @@ dspy_status dspy_cu_split_route(dspy_backend *be, bool bwd, const void *start, i
 dspy_status dspy_cu_split_fwd(dspy_backend *be, void *out, bool out16, float *lse, const bf16 *q, const bf16 *k,
                               const bf16 *v, int prefix, int T, int NH, int NKV, int HS);
 
-/* attention_train_backward for a call the route took: dq (T, NH, HS), dk, dv (T, NKV, HS) F32,
- * overwritten, from dout F32, the forward's out (F32, or BF16 when out16) and lse, and q, k, v. */
-dspy_status dspy_cu_split_bwd(dspy_backend *be, float *dq, float *dk, float *dv, const float *dout, const void *out,
-                              bool out16, const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int prefix,
-                              int T, int NH, int NKV, int HS);
+/* attention_train_backward for a call the route took: dq (T, NH, HS), dk, dv (T, NKV, HS) F32, or
+ * BF16 when grad16 (each rounded once from the two parts' F32 sum; needs dout16 and NH == NKV or
+ * NH >= 4 NKV, as train_attention.cu checks), overwritten, from dout (F32, or BF16 when dout16,
+ * read in place), the forward's out (F32, or BF16 when out16) and lse, and q, k, v. */
+dspy_status dspy_cu_split_bwd(dspy_backend *be, void *dq, void *dk, void *dv, bool grad16, const void *dout,
+                              bool dout16, const void *out, bool out16, const float *lse, const bf16 *q, const bf16 *k,
+                              const bf16 *v, int prefix, int T, int NH, int NKV, int HS);
 
 /* Frees the split's scratch; NULL-safe. */
 void dspy_cu_split_release(cuda_state *s);
