@@ -23,7 +23,11 @@
  * t2 (a shared prefix) it is the exact split into two cuDNN graphs (train_attention_split.cu);
  * "nosplit" passes start2 too with DSPY_CUDA_CUDNN_SPLIT=0 (the own kernels after a layout).
  *
+ * --bf16 1: the BF16 trainer's dtypes (its defaults att16 and grad16): out, dout, dq, dk, dv BF16
+ * (lse F32); without it (0) all five are F32.
+ *
  * Usage: bench_train_attn [--variants -,cudnn,00,10,...] [--shapes t1,packed,odd,t2,pshort] [--reps 20]
+ *                         [--bf16 0|1]
  * Prints one JSON object per (shape, variant) ({"bench": "train_attn", ...}), then a table.
  */
 #include <math.h>
@@ -62,7 +66,8 @@ static int fail(const char *what) {
     return 1;
 }
 
-/* Buffers of one shape: q k v (BF16), out lse dout dq dk dv (F32), start. */
+/* Buffers of one shape: q k v (BF16), out lse dout dq dk dv (F32; out, dout, dq, dk, dv BF16 in
+ * their memory under --bf16), start. */
 typedef struct {
     int T;
     void *q, *k, *v;
@@ -76,10 +81,12 @@ typedef struct {
 #define NK ((size_t)b->T * NKV * HS)
 
 static int g_cudnn; /* the cudnn variant runs: pass start2 */
+static int g_bf16;  /* --bf16: out, dout, dq, dk, dv BF16 */
+#define GT (g_bf16 ? DSPY_DTYPE_BF16 : DSPY_DTYPE_F32)
 #define START(b) (g_cudnn ? (b)->start2 : (b)->start)
 
 static int run_fwd(dspy_backend *be, bufs *b, const shape *s) {
-    return (int)be->ops->attention_train(be, T_(b->out, NQ, DSPY_DTYPE_F32), T_(b->lse, (size_t)b->T * NH, DSPY_DTYPE_F32),
+    return (int)be->ops->attention_train(be, T_(b->out, NQ, GT), T_(b->lse, (size_t)b->T * NH, DSPY_DTYPE_F32),
                                          T_(b->q, NQ, DSPY_DTYPE_BF16), T_(b->k, NK, DSPY_DTYPE_BF16),
                                          T_(b->v, NK, DSPY_DTYPE_BF16), T_(START(b), b->T, DSPY_DTYPE_I32), s->prefix,
                                          b->T, NH, NKV, HS);
@@ -87,8 +94,8 @@ static int run_fwd(dspy_backend *be, bufs *b, const shape *s) {
 
 static int run_bwd(dspy_backend *be, bufs *b, const shape *s) {
     return (int)be->ops->attention_train_backward(
-        be, T_(b->dq, NQ, DSPY_DTYPE_F32), T_(b->dk, NK, DSPY_DTYPE_F32), T_(b->dv, NK, DSPY_DTYPE_F32),
-        T_(b->dout, NQ, DSPY_DTYPE_F32), T_(b->out, NQ, DSPY_DTYPE_F32), T_(b->lse, (size_t)b->T * NH, DSPY_DTYPE_F32),
+        be, T_(b->dq, NQ, GT), T_(b->dk, NK, GT), T_(b->dv, NK, GT), T_(b->dout, NQ, GT), T_(b->out, NQ, GT),
+        T_(b->lse, (size_t)b->T * NH, DSPY_DTYPE_F32),
         T_(b->q, NQ, DSPY_DTYPE_BF16), T_(b->k, NK, DSPY_DTYPE_BF16), T_(b->v, NK, DSPY_DTYPE_BF16),
         T_(START(b), b->T, DSPY_DTYPE_I32), s->prefix, b->T, NH, NKV, HS);
 }
@@ -112,9 +119,18 @@ static double time_ms(dspy_backend *be, bufs *b, const shape *s, int which, cons
     return v[n / 2];
 }
 
-static float *down(dspy_backend *be, const float *p, size_t n) {
+/* n values at p to the host as F32 (b16: BF16 there, widened) */
+static float *down(dspy_backend *be, const void *p, size_t n, bool b16) {
     float *h = malloc(sizeof(float) * n);
-    if (h && (be->ops->copy(be, h, p, sizeof(float) * n, DSPY_COPY_D2H) || be->ops->sync(be))) free(h), h = NULL;
+    uint16_t *h16 = b16 ? malloc(sizeof(uint16_t) * n) : NULL;
+    void *dst = b16 ? (void *)h16 : (void *)h;
+    if (!h || (b16 && !h16) ||
+        be->ops->copy(be, dst, p, (b16 ? sizeof(uint16_t) : sizeof(float)) * n, DSPY_COPY_D2H) || be->ops->sync(be)) {
+        free(h), free(h16);
+        return NULL;
+    }
+    for (size_t i = 0; b16 && i < n; i++) h[i] = dspy_bf16_to_f32(h16[i]);
+    free(h16);
     return h;
 }
 
@@ -166,8 +182,9 @@ static int setup(dspy_backend *be, bufs *b, const shape *s) {
         for (size_t i = 0; i < ns[a]; i++) h[i] = dspy_f32_to_bf16(amp[a] * uniform());
         rc = (int)o->copy(be, dst[a], h, 2 * ns[a], DSPY_COPY_H2D) || (int)o->sync(be);
     }
-    for (size_t i = 0; i < nq && !rc; i++) f[i] = uniform();
-    if (!rc) rc = (int)o->copy(be, b->dout, f, 4 * nq, DSPY_COPY_H2D) || (int)o->sync(be);
+    for (size_t i = 0; i < nq && !rc; i++) f[i] = uniform(), h[i] = dspy_f32_to_bf16(f[i]);
+    if (!rc) rc = (int)o->copy(be, b->dout, g_bf16 ? (void *)h : (void *)f, (g_bf16 ? 2 : 4) * nq, DSPY_COPY_H2D) ||
+                  (int)o->sync(be);
     free(st), free(h), free(f);
     return rc;
 }
@@ -192,9 +209,10 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--variants")) variants = argv[i + 1];
         else if (!strcmp(argv[i], "--shapes")) shapes = argv[i + 1];
         else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--bf16")) g_bf16 = atoi(argv[i + 1]) != 0;
         else
             return fprintf(stderr, "usage: bench_train_attn [--variants 00,10,-] [--shapes t1,packed,odd,t2,pshort] "
-                                   "[--reps 20]\n"),
+                                   "[--reps 20] [--bf16 0|1]\n"),
                    2;
     }
     if (reps < 1) reps = 1;
@@ -248,8 +266,9 @@ int main(int argc, char **argv) {
                 nrows--; /* cuDNN refused the shape (said above): the other variants go on */
                 continue;
             }
-            float *got[5] = {down(be, b.out, rn[0]), down(be, b.lse, rn[1]), down(be, b.dq, rn[2]),
-                             down(be, b.dk, rn[3]), down(be, b.dv, rn[4])};
+            float *got[5] = {down(be, b.out, rn[0], g_bf16), down(be, b.lse, rn[1], false),
+                             down(be, b.dq, rn[2], g_bf16), down(be, b.dk, rn[3], g_bf16),
+                             down(be, b.dv, rn[4], g_bf16)};
             for (int i = 0; i < 5; i++) {
                 if (!got[i]) { fail("copy back"); goto done; }
                 if (!ref[i]) ref[i] = got[i], got[i] = NULL;
@@ -274,12 +293,13 @@ int main(int argc, char **argv) {
             double f = b.pairs * NH * HS; /* FLOP per HS-pair unit */
             r->tf_fwd = 4 * f / (r->fwd * 1e9), r->tf_dkdv = 8 * f / (r->dkdv * 1e9);
             r->tf_dq = 6 * f / (r->dq * 1e9), r->tf_bwd = 10 * f / (r->bwd * 1e9);
-            printf("{\"bench\": \"train_attn\", \"shape\": \"%s\", \"T\": %d, \"variant\": \"%s\", \"fwd_ms\": %.4f, "
-                   "\"prep_ms\": %.4f, \"dkdv_ms\": %.4f, \"dq_ms\": %.4f, \"bwd_ms\": %.4f, \"fwd_tflops\": %.1f, "
-                   "\"dkdv_tflops\": %.1f, \"dq_tflops\": %.1f, \"bwd_tflops\": %.1f, \"max_rel_diff_vs_first\": %.2e, "
+            printf("{\"bench\": \"train_attn\", \"shape\": \"%s\", \"T\": %d, \"variant\": \"%s\", \"bf16\": %d, "
+                   "\"fwd_ms\": %.4f, \"prep_ms\": %.4f, \"dkdv_ms\": %.4f, \"dq_ms\": %.4f, \"bwd_ms\": %.4f, "
+                   "\"fwd_tflops\": %.1f, \"dkdv_tflops\": %.1f, \"dq_tflops\": %.1f, \"bwd_tflops\": %.1f, "
+                   "\"max_rel_diff_vs_first\": %.2e, "
                    "\"rel_diff\": {\"out\": %.2e, \"lse\": %.2e, \"dq\": %.2e, \"dk\": %.2e, \"dv\": %.2e}}\n",
-                   s->name, b.T, v, r->fwd, r->prep, r->dkdv, r->dq, r->bwd, r->tf_fwd, r->tf_dkdv, r->tf_dq, r->tf_bwd,
-                   r->err, r->err_out, r->err_lse, r->err_dq, r->err_dk, r->err_dv);
+                   s->name, b.T, v, g_bf16, r->fwd, r->prep, r->dkdv, r->dq, r->bwd, r->tf_fwd, r->tf_dkdv, r->tf_dq,
+                   r->tf_bwd, r->err, r->err_out, r->err_lse, r->err_dq, r->err_dk, r->err_dv);
             fflush(stdout);
         }
         unsetenv("DSPY_CUDA_FA");

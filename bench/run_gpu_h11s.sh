@@ -6,7 +6,8 @@
 #   bash build-h11s/run_gpu_h11s.sh [tests] [attn] [t2] [train]     (default: all four)
 # Stages (each skipped when the call's time is spent): the split's parity tests
 # (test_cuda_train_ops), bench_train_attn on T1's, T2's and a short prefix's layouts (own kernels,
-# the split, the layout without the split; ATTN_SHAPES), T2 prefix-shared (T2_EPOCHS, default 1)
+# the split, the layout without the split; ATTN_SHAPES; ATTN_BF16 "1" the BF16 trainer's dtypes, "1 0"
+# also all-F32), T2 prefix-shared (T2_EPOCHS, default 1)
 # with the split on and off (DSPY_CUDA_CUDNN_SPLIT) for each DSPY_TRAIN_ATT16 of T2_ATT16 (default
 # "1 0"), test_cuda_train.
 ROOT=$(pwd)
@@ -35,10 +36,12 @@ if has t2; then
   [ -f $M/model.safetensors ] || (LD_LIBRARY_PATH=$ORIG timeout 60 python3 bench/torch_baseline.py --make-model $M 2>&1 | tail -1)
 fi
 if has attn && room 100 attn; then
-  echo "== bench_train_attn"
-  timeout 40 "$B/bench_train_attn" --shapes "${ATTN_SHAPES:-t1,t2,pshort}" --variants -,cudnn,nosplit --reps 10 \
-    > "$OUT/attn.txt" 2>&1
-  echo "exit $?"; grep -v '^{' "$OUT/attn.txt" | tail -n 14
+  for g in ${ATTN_BF16:-1}; do
+    echo "== bench_train_attn --bf16 $g"
+    timeout 40 "$B/bench_train_attn" --shapes "${ATTN_SHAPES:-t1,t2,pshort}" --variants -,cudnn,nosplit --reps 10 \
+      --bf16 "$g" > "$OUT/attn$g.txt" 2>&1
+    echo "exit $?"; grep -v '^{' "$OUT/attn$g.txt" | tail -n 14
+  done
 fi
 if has t2; then
   for a in ${T2_ATT16:-1 0}; do for v in 1 0; do
