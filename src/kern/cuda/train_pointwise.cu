@@ -29,8 +29,10 @@ static __device__ __forceinline__ float tr_ld(const bf16 *p, int64_t i) { return
 static __device__ __forceinline__ void tr_st(float *p, int64_t i, float v) { p[i] = v; }
 static __device__ __forceinline__ void tr_st(bf16 *p, int64_t i, float v) { p[i] = f2bf(v); }
 
-/* One block per row n: thread i computes the pair (i, i + HS/2)'s cos/sin once and rotates it in
- * every head (dir +1 forward, -1 the transpose). */
+/* One block per row n: thread (i, y) computes the pair (i, i + HS/2)'s cos/sin and rotates it in
+ * heads y, y + blockDim.y, ... (dir +1 forward, -1 the transpose). Several head groups per row
+ * (blockDim.y) keep more loads in flight than one thread walking every head; each head's
+ * arithmetic is the same either way. */
 template <typename T>
 static __global__ void k_rope(T *x, const int32_t *pos, const float *inv_freq, int H, int HS, int dir) {
     griddep_wait();
@@ -42,7 +44,7 @@ static __global__ void k_rope(T *x, const int32_t *pos, const float *inv_freq, i
         double sd, cd;
         sincos((double)ang, &sd, &cd);
         const float cs = (float)cd, sn = dir > 0 ? (float)sd : -(float)sd;
-        for (int h = 0; h < H; h++) {
+        for (int h = threadIdx.y; h < H; h += blockDim.y) {
             T *v = row + (int64_t)h * HS;
             float a = tr_ld(v, i), b = tr_ld(v, i + half);
             tr_st(v, i, __fsub_rn(__fmul_rn(a, cs), __fmul_rn(b, sn)));
@@ -59,11 +61,13 @@ static dspy_status rope_dir(dspy_backend *be, const char *op, dspy_tensor x, dsp
     CU_NEED(op, "pos", pos, DSPY_DTYPE_I32, N);
     CU_NEED(op, "inv_freq", inv_freq, DSPY_DTYPE_F32, HS / 2);
     if (N == 0 || H == 0 || HS < 2) return DSPY_OK;
-    int half = HS / 2, threads = half >= 256 ? 256 : ((half + 31) / 32) * 32;
+    const int half = HS / 2, threads = half >= 256 ? 256 : ((half + 31) / 32) * 32;
+    const int groups = threads >= 256 ? 1 : H < 256 / threads ? H : 256 / threads; /* up to 256 threads */
+    const dim3 block((unsigned)threads, (unsigned)groups);
     if (x.dtype == DSPY_DTYPE_BF16)
-        return cu_launch(be, op, k_rope<bf16>, N, threads, 0, (bf16 *)x.data, (const int32_t *)pos.data,
+        return cu_launch(be, op, k_rope<bf16>, N, block, 0, (bf16 *)x.data, (const int32_t *)pos.data,
                          (const float *)inv_freq.data, H, HS, dir);
-    return cu_launch(be, op, k_rope<float>, N, threads, 0, (float *)x.data, (const int32_t *)pos.data,
+    return cu_launch(be, op, k_rope<float>, N, block, 0, (float *)x.data, (const int32_t *)pos.data,
                      (const float *)inv_freq.data, H, HS, dir);
 }
 
