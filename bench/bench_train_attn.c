@@ -10,6 +10,7 @@
  *   odd    37 examples of lengths 1 .. 300 (a drawn stream) packed into one call
  *   t2     the tutorial's prefix-shared layout: a 1,300-token prompt + 8 continuations of 240 ..
  *          320 tokens seen after it (T ~ 3,540)
+ *   pshort a 200-token prefix and 40 continuations of 1 .. 131 tokens (T ~ 2,900)
  * FLOPs count only the visible (row, key) pairs: forward 4 HS per pair (S, PV), dq 6 HS (S, dP,
  * dQ), dk/dv 8 HS (S, dP, dV, dK); "bwd" is the usual 2.5 x forward (10 HS per pair) over the whole
  * backward (prep + dk/dv + dq). Each time is the median of 7 rounds of REPS launches of one pass
@@ -18,9 +19,15 @@
  *
  * The variant "cudnn" is cuDNN's fused attention (train_attention_cudnn.cu): the layout is given
  * (attention_train_layout) for a second copy of the start array that only that variant passes, so
- * the other variants run the own kernels; its prep, dk/dv and dq columns are not split (0).
+ * the other variants run the own kernels; its prep, dk/dv and dq columns are not split (0). On
+ * t2 (a shared prefix) it is the exact split into two cuDNN graphs (train_attention_split.cu);
+ * "nosplit" passes start2 too with DSPY_CUDA_CUDNN_SPLIT=0 (the own kernels after a layout).
  *
- * Usage: bench_train_attn [--variants -,cudnn,00,10,...] [--shapes t1,packed,odd,t2] [--reps 20]
+ * --bf16 1: the BF16 trainer's dtypes (its defaults att16 and grad16): out, dout, dq, dk, dv BF16
+ * (lse F32); without it (0) all five are F32.
+ *
+ * Usage: bench_train_attn [--variants -,cudnn,00,10,...] [--shapes t1,packed,odd,t2,pshort] [--reps 20]
+ *                         [--bf16 0|1]
  * Prints one JSON object per (shape, variant) ({"bench": "train_attn", ...}), then a table.
  */
 #include <math.h>
@@ -33,7 +40,7 @@
 #include "dspy/safetensors.h"
 #include "kern/backend.h"
 
-enum { NH = 32, NKV = 8, HS = 64, MAX_VARIANTS = 16, MAX_EX = 64 };
+enum { NH = 32, NKV = 8, HS = 64, MAX_VARIANTS = 16, MAX_EX = 64, NSHAPES = 5 };
 
 typedef struct {
     const char *name;
@@ -59,7 +66,8 @@ static int fail(const char *what) {
     return 1;
 }
 
-/* Buffers of one shape: q k v (BF16), out lse dout dq dk dv (F32), start. */
+/* Buffers of one shape: q k v (BF16), out lse dout dq dk dv (F32; out, dout, dq, dk, dv BF16 in
+ * their memory under --bf16), start. */
 typedef struct {
     int T;
     void *q, *k, *v;
@@ -73,10 +81,12 @@ typedef struct {
 #define NK ((size_t)b->T * NKV * HS)
 
 static int g_cudnn; /* the cudnn variant runs: pass start2 */
+static int g_bf16;  /* --bf16: out, dout, dq, dk, dv BF16 */
+#define GT (g_bf16 ? DSPY_DTYPE_BF16 : DSPY_DTYPE_F32)
 #define START(b) (g_cudnn ? (b)->start2 : (b)->start)
 
 static int run_fwd(dspy_backend *be, bufs *b, const shape *s) {
-    return (int)be->ops->attention_train(be, T_(b->out, NQ, DSPY_DTYPE_F32), T_(b->lse, (size_t)b->T * NH, DSPY_DTYPE_F32),
+    return (int)be->ops->attention_train(be, T_(b->out, NQ, GT), T_(b->lse, (size_t)b->T * NH, DSPY_DTYPE_F32),
                                          T_(b->q, NQ, DSPY_DTYPE_BF16), T_(b->k, NK, DSPY_DTYPE_BF16),
                                          T_(b->v, NK, DSPY_DTYPE_BF16), T_(START(b), b->T, DSPY_DTYPE_I32), s->prefix,
                                          b->T, NH, NKV, HS);
@@ -84,8 +94,8 @@ static int run_fwd(dspy_backend *be, bufs *b, const shape *s) {
 
 static int run_bwd(dspy_backend *be, bufs *b, const shape *s) {
     return (int)be->ops->attention_train_backward(
-        be, T_(b->dq, NQ, DSPY_DTYPE_F32), T_(b->dk, NK, DSPY_DTYPE_F32), T_(b->dv, NK, DSPY_DTYPE_F32),
-        T_(b->dout, NQ, DSPY_DTYPE_F32), T_(b->out, NQ, DSPY_DTYPE_F32), T_(b->lse, (size_t)b->T * NH, DSPY_DTYPE_F32),
+        be, T_(b->dq, NQ, GT), T_(b->dk, NK, GT), T_(b->dv, NK, GT), T_(b->dout, NQ, GT), T_(b->out, NQ, GT),
+        T_(b->lse, (size_t)b->T * NH, DSPY_DTYPE_F32),
         T_(b->q, NQ, DSPY_DTYPE_BF16), T_(b->k, NK, DSPY_DTYPE_BF16), T_(b->v, NK, DSPY_DTYPE_BF16),
         T_(START(b), b->T, DSPY_DTYPE_I32), s->prefix, b->T, NH, NKV, HS);
 }
@@ -109,9 +119,18 @@ static double time_ms(dspy_backend *be, bufs *b, const shape *s, int which, cons
     return v[n / 2];
 }
 
-static float *down(dspy_backend *be, const float *p, size_t n) {
+/* n values at p to the host as F32 (b16: BF16 there, widened) */
+static float *down(dspy_backend *be, const void *p, size_t n, bool b16) {
     float *h = malloc(sizeof(float) * n);
-    if (h && (be->ops->copy(be, h, p, sizeof(float) * n, DSPY_COPY_D2H) || be->ops->sync(be))) free(h), h = NULL;
+    uint16_t *h16 = b16 ? malloc(sizeof(uint16_t) * n) : NULL;
+    void *dst = b16 ? (void *)h16 : (void *)h;
+    if (!h || (b16 && !h16) ||
+        be->ops->copy(be, dst, p, (b16 ? sizeof(uint16_t) : sizeof(float)) * n, DSPY_COPY_D2H) || be->ops->sync(be)) {
+        free(h), free(h16);
+        return NULL;
+    }
+    for (size_t i = 0; b16 && i < n; i++) h[i] = dspy_bf16_to_f32(h16[i]);
+    free(h16);
     return h;
 }
 
@@ -163,8 +182,9 @@ static int setup(dspy_backend *be, bufs *b, const shape *s) {
         for (size_t i = 0; i < ns[a]; i++) h[i] = dspy_f32_to_bf16(amp[a] * uniform());
         rc = (int)o->copy(be, dst[a], h, 2 * ns[a], DSPY_COPY_H2D) || (int)o->sync(be);
     }
-    for (size_t i = 0; i < nq && !rc; i++) f[i] = uniform();
-    if (!rc) rc = (int)o->copy(be, b->dout, f, 4 * nq, DSPY_COPY_H2D) || (int)o->sync(be);
+    for (size_t i = 0; i < nq && !rc; i++) f[i] = uniform(), h[i] = dspy_f32_to_bf16(f[i]);
+    if (!rc) rc = (int)o->copy(be, b->dout, g_bf16 ? (void *)h : (void *)f, (g_bf16 ? 2 : 4) * nq, DSPY_COPY_H2D) ||
+                  (int)o->sync(be);
     free(st), free(h), free(f);
     return rc;
 }
@@ -183,16 +203,22 @@ typedef struct {
 
 int main(int argc, char **argv) {
     const char *variants = "-,cudnn,00,10,20,01,02"; /* the defaults, cuDNN's, one pass changed at a time */
-    const char *shapes = "t1,packed,odd,t2";
+    const char *shapes = "t1,packed,odd,t2,pshort";
     int reps = 20;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--variants")) variants = argv[i + 1];
         else if (!strcmp(argv[i], "--shapes")) shapes = argv[i + 1];
         else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
-        else return fprintf(stderr, "usage: bench_train_attn [--variants 00,10,-] [--shapes t1,packed,odd,t2] [--reps 20]\n"), 2;
+        else if (!strcmp(argv[i], "--bf16")) g_bf16 = atoi(argv[i + 1]) != 0;
+        else
+            return fprintf(stderr, "usage: bench_train_attn [--variants 00,10,-] [--shapes t1,packed,odd,t2,pshort] "
+                                   "[--reps 20] [--bf16 0|1]\n"),
+                   2;
     }
     if (reps < 1) reps = 1;
-    shape all[4] = {{"t1", 1, {2048}, 0}, {"packed", 4, {2048, 2048, 2048, 2048}, 0}, {"odd", 37, {0}, 0}, {"t2", 9, {1300}, 1300}};
+    shape all[NSHAPES] = {{"t1", 1, {2048}, 0},  {"packed", 4, {2048, 2048, 2048, 2048}, 0}, {"odd", 37, {0}, 0},
+                          {"t2", 9, {1300}, 1300}, {"pshort", 41, {200}, 200}};
+    for (int e = 1; e < 41; e++) all[4].lens[e] = 1 + ((e - 1) * 37 + 11) % 131;
     for (int e = 0; e < 37; e++) all[2].lens[e] = 1 + (int)(next_u64() % 300);
     for (int e = 1; e < 9; e++) all[3].lens[e] = 240 + (int)(next_u64() % 81);
     dspy_backend *be = NULL;
@@ -201,9 +227,9 @@ int main(int argc, char **argv) {
     const dspy_ops *ops = be->ops;
     if (ops->attention_train_layout && ops->attention_train_layout(be, T_(NULL, 0, DSPY_DTYPE_I32), 16384, 0, 0))
         return fail("planning the fused attention");
-    row rows[4 * MAX_VARIANTS];
+    row rows[NSHAPES * MAX_VARIANTS];
     int nrows = 0, rc = 1;
-    for (int si = 0; si < 4; si++) {
+    for (int si = 0; si < NSHAPES; si++) {
         const shape *s = &all[si];
         if (!strstr(shapes, s->name)) continue;
         bufs b = {0};
@@ -213,10 +239,22 @@ int main(int argc, char **argv) {
                         (size_t)b.T * NKV * HS};
         char vl[256];
         snprintf(vl, sizeof vl, "%s", variants);
-        for (char *v = strtok(vl, ","); v && nrows < 4 * MAX_VARIANTS; v = strtok(NULL, ",")) {
-            g_cudnn = !strcmp(v, "cudnn");
+        for (char *v = strtok(vl, ","); v && nrows < NSHAPES * MAX_VARIANTS; v = strtok(NULL, ",")) {
+            const bool nosplit = !strcmp(v, "nosplit");
+            g_cudnn = !strcmp(v, "cudnn") || nosplit;
             if (strcmp(v, "-") && !g_cudnn) setenv("DSPY_CUDA_FA", v, 1);
             else unsetenv("DSPY_CUDA_FA");
+            if (g_cudnn) { /* the split's switch is read with the layout */
+                if (nosplit) setenv("DSPY_CUDA_CUDNN_SPLIT", "0", 1);
+                else unsetenv("DSPY_CUDA_CUDNN_SPLIT");
+                int longest = 0;
+                for (int e = 0; e < s->nex; e++) longest = s->lens[e] > longest ? s->lens[e] : longest;
+                if (ops->attention_train_layout &&
+                    ops->attention_train_layout(be, T_(b.start2, b.T, DSPY_DTYPE_I32), b.T, s->nex, longest)) {
+                    fail("layout");
+                    goto done;
+                }
+            }
             row *r = &rows[nrows++];
             memset(r, 0, sizeof *r);
             snprintf(r->shape, sizeof r->shape, "%s", s->name);
@@ -228,8 +266,9 @@ int main(int argc, char **argv) {
                 nrows--; /* cuDNN refused the shape (said above): the other variants go on */
                 continue;
             }
-            float *got[5] = {down(be, b.out, rn[0]), down(be, b.lse, rn[1]), down(be, b.dq, rn[2]),
-                             down(be, b.dk, rn[3]), down(be, b.dv, rn[4])};
+            float *got[5] = {down(be, b.out, rn[0], g_bf16), down(be, b.lse, rn[1], false),
+                             down(be, b.dq, rn[2], g_bf16), down(be, b.dk, rn[3], g_bf16),
+                             down(be, b.dv, rn[4], g_bf16)};
             for (int i = 0; i < 5; i++) {
                 if (!got[i]) { fail("copy back"); goto done; }
                 if (!ref[i]) ref[i] = got[i], got[i] = NULL;
@@ -254,12 +293,13 @@ int main(int argc, char **argv) {
             double f = b.pairs * NH * HS; /* FLOP per HS-pair unit */
             r->tf_fwd = 4 * f / (r->fwd * 1e9), r->tf_dkdv = 8 * f / (r->dkdv * 1e9);
             r->tf_dq = 6 * f / (r->dq * 1e9), r->tf_bwd = 10 * f / (r->bwd * 1e9);
-            printf("{\"bench\": \"train_attn\", \"shape\": \"%s\", \"T\": %d, \"variant\": \"%s\", \"fwd_ms\": %.4f, "
-                   "\"prep_ms\": %.4f, \"dkdv_ms\": %.4f, \"dq_ms\": %.4f, \"bwd_ms\": %.4f, \"fwd_tflops\": %.1f, "
-                   "\"dkdv_tflops\": %.1f, \"dq_tflops\": %.1f, \"bwd_tflops\": %.1f, \"max_rel_diff_vs_first\": %.2e, "
+            printf("{\"bench\": \"train_attn\", \"shape\": \"%s\", \"T\": %d, \"variant\": \"%s\", \"bf16\": %d, "
+                   "\"fwd_ms\": %.4f, \"prep_ms\": %.4f, \"dkdv_ms\": %.4f, \"dq_ms\": %.4f, \"bwd_ms\": %.4f, "
+                   "\"fwd_tflops\": %.1f, \"dkdv_tflops\": %.1f, \"dq_tflops\": %.1f, \"bwd_tflops\": %.1f, "
+                   "\"max_rel_diff_vs_first\": %.2e, "
                    "\"rel_diff\": {\"out\": %.2e, \"lse\": %.2e, \"dq\": %.2e, \"dk\": %.2e, \"dv\": %.2e}}\n",
-                   s->name, b.T, v, r->fwd, r->prep, r->dkdv, r->dq, r->bwd, r->tf_fwd, r->tf_dkdv, r->tf_dq, r->tf_bwd,
-                   r->err, r->err_out, r->err_lse, r->err_dq, r->err_dk, r->err_dv);
+                   s->name, b.T, v, g_bf16, r->fwd, r->prep, r->dkdv, r->dq, r->bwd, r->tf_fwd, r->tf_dkdv, r->tf_dq,
+                   r->tf_bwd, r->err, r->err_out, r->err_lse, r->err_dq, r->err_dk, r->err_dv);
             fflush(stdout);
         }
         unsetenv("DSPY_CUDA_FA");

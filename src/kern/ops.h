@@ -380,8 +380,9 @@ typedef struct dspy_ops {
 
     /* Optional (CUDA; NULL elsewhere): the host-side layout of the packed sequence whose start
      * array (T, device) the following attention_train / attention_train_backward calls receive:
-     * nseg examples, the longest max_len tokens. Lets the backend run a fused attention planned
-     * for that shape (CUDA: cuDNN's, for BF16 q, k, v of head size 64 or 128 without a prefix);
+     * nseg examples (a shared prefix counts as one), the longest max_len tokens. Lets the backend
+     * run a fused attention planned for that shape (CUDA: cuDNN's, for BF16 q, k, v of head size
+     * 64 or 128; with a prefix as two);
      * calls with another start array or T, or none given, run the backend's own kernels. With
      * start.data NULL it is the planning call (before any step, outside a capture): scratch for
      * up to T rows at the backend plan's NH and HS (T 0: forget the layout given last). The

@@ -49,10 +49,10 @@
  * BF16 attention gradients (backward.c grad16: datt, dq, dk, dv in BF16 from the o-projection's
  * dgrad to the q/k/v GEMMs, the default) on random models of head size 64 with a KV group of 4 and
  * 128 without GQA: 10 unshared and prefix-shared steps (lr 1e-4) with the flash kernels and with
- * cuDNN, the BF16 att on and off, against the CPU F32 trainer and the F32 gradients within the BF16
- * tolerances above, the path taken
- * (and not under DSPY_TRAIN_GRAD16=0, nor for a KV group of 2), the first step's loss bit-identical
- * to the F32 gradients'.
+ * cuDNN (the prefix-shared ones by its split), the BF16 att on and off, against the CPU F32 trainer
+ * and the F32 gradients within the BF16 tolerances above, the path taken (and not under
+ * DSPY_TRAIN_GRAD16=0, nor for a KV group of 2), the first step's loss bit-identical to the F32
+ * gradients'.
  *
  * Prints "test_cuda_train: N/M passed" last.
  */
@@ -427,9 +427,10 @@ static dspy_model *att16_model(int NH, int NKV, int HS) {
 }
 
 /* 5 steps of share_step's sequences (lr 1e-3, clipping 1.0) by four trainers: the CPU F32
- * reference unshared; CUDA BF16 with the BF16 att (the default) unshared and prefix-shared
- * (the flash kernels with a prefix); CUDA BF16 with the F32 att (DSPY_TRAIN_ATT16=0) unshared. The first step's loss
- * is a forward pass whose o-projection operand is the same BF16 bits either way: on and off
+ * reference unshared; CUDA BF16 with the BF16 att (the default) unshared and prefix-shared (the
+ * flash kernels with a prefix, or cuDNN's split); CUDA BF16 with the F32 att (DSPY_TRAIN_ATT16=0)
+ * unshared. The first step's loss is a forward pass whose o-projection operand is the same BF16
+ * bits either way: on and off
  * bit-identical. Every step: loss within 1e-2, gradient norm within 5e-2 relative of the CPU's
  * (k_bf16), on, shared and off alike. */
 static void att16_case(dspy_model *m, const char *what) {
@@ -483,7 +484,9 @@ static void att16_case(dspy_model *m, const char *what) {
 }
 
 /* Head sizes 64 (a KV group of 2) and 128 (of 2), with the own flash kernels (share_step's
- * examples are short) and under DSPY_CUDA_CUDNN_ATTN=1 (cuDNN takes every unshared pass). */
+ * examples are short; the prefix-shared passes too with DSPY_CUDA_CUDNN_SPLIT=0) and under
+ * DSPY_CUDA_CUDNN_ATTN=1 (cuDNN takes every unshared pass, and the shared ones by the split,
+ * train_attention_split.cu). */
 static void test_bf16_att16(void) {
     static const int heads[2][3] = {{4, 2, 64}, {2, 1, 128}};
     for (int i = 0; i < 2; i++) {
@@ -491,7 +494,9 @@ static void test_bf16_att16(void) {
         if (!m) continue;
         char what[64];
         snprintf(what, sizeof what, "HS %d flash", heads[i][2]);
+        setenv("DSPY_CUDA_CUDNN_SPLIT", "0", 1);
         att16_case(m, what);
+        unsetenv("DSPY_CUDA_CUDNN_SPLIT");
         setenv("DSPY_CUDA_CUDNN_ATTN", "1", 1);
         snprintf(what, sizeof what, "HS %d cudnn", heads[i][2]);
         att16_case(m, what);
@@ -504,9 +509,10 @@ static void test_bf16_att16(void) {
 
 /* 10 steps of share_step's sequences (lr 1e-4, clipping 1.0) by four trainers: the CPU F32
  * reference unshared; CUDA BF16 with the BF16 attention gradients (the default) unshared and
- * prefix-shared (the flash kernels with a prefix); CUDA BF16 with F32 ones (DSPY_TRAIN_GRAD16=0)
- * unshared; the BF16 att on or off as the caller set DSPY_TRAIN_ATT16. The path is taken where
- * it should be (dspy_train_grad16 after a pass: on, and off under the switch); the first step's
+ * prefix-shared (the flash kernels with a prefix, or cuDNN's split); CUDA BF16 with F32 ones
+ * (DSPY_TRAIN_GRAD16=0) unshared; the BF16 att on or off as the caller set DSPY_TRAIN_ATT16. The
+ * path is taken where it should be (dspy_train_grad16 after a pass: on, and off under the
+ * switch); the first step's
  * loss is a forward pass, bit-identical on and off; every step's loss within 1e-2 and gradient
  * norm within 5e-2 relative of the CPU's (k_bf16), and of the F32 gradients' trainer. lr 1e-4:
  * at 1e-3 these random 8-head models leave the BF16 trainers' tolerance after a few steps with
@@ -576,8 +582,10 @@ static void grad16_case(dspy_model *m, const char *what) {
 }
 
 /* Head size 64 with a Llama KV group of 4 (dk, dv summed in F32, rounded once) and head size 128
- * without GQA, the own flash kernels (share_step's examples are short) and cuDNN
- * (DSPY_CUDA_CUDNN_ATTN=1: every unshared pass), with the BF16 att and without; and a KV group of 2,
+ * without GQA, the own flash kernels (share_step's examples are short; the prefix-shared passes too
+ * with DSPY_CUDA_CUDNN_SPLIT=0) and cuDNN (DSPY_CUDA_CUDNN_ATTN=1: every unshared pass, and the
+ * prefix-shared ones by the split, train_attention_split.cu, with the BF16 gradients: part A's
+ * and part B's sums rounded once), with the BF16 att and without; and a KV group of 2,
  * where the BF16 gradients do not apply (kern/ops.h: NH >= 4 NKV) and the F32 ones run. */
 static void test_bf16_grad16(void) {
     static const int heads[2][3] = {{8, 2, 64}, {2, 2, 128}};
@@ -589,7 +597,9 @@ static void test_bf16_grad16(void) {
             setenv("DSPY_TRAIN_ATT16", a ? "1" : "0", 1);
             snprintf(what, sizeof what, "HS %d NH %d NKV %d flash, att %s", heads[i][2], heads[i][0], heads[i][1],
                      a ? "BF16" : "F32");
+            setenv("DSPY_CUDA_CUDNN_SPLIT", "0", 1);
             grad16_case(m, what);
+            unsetenv("DSPY_CUDA_CUDNN_SPLIT");
             setenv("DSPY_CUDA_CUDNN_ATTN", "1", 1);
             snprintf(what, sizeof what, "HS %d NH %d NKV %d cudnn, att %s", heads[i][2], heads[i][0], heads[i][1],
                      a ? "BF16" : "F32");

@@ -26,15 +26,18 @@
  *     128, the WMMA kernels otherwise and under DSPY_CUDA_TRAIN_ATTN=wmma) against the CPU on the same
  *     BF16-rounded values: out, dq, dk, dv 1e-2 (P, dS and dout are rounded to BF16 inside),
  *     lse 1e-5.
- *   the same through cuDNN's fused attention (attention_train_layout given; HS 64 and 128, no
- *     prefix): out, dq, dk, dv 1e-2, lse 1e-5.
+ *   the same through cuDNN's fused attention (attention_train_layout given; HS 64 and 128):
+ *     out, dq, dk, dv 1e-2, lse 1e-5; with a shared prefix through the exact split into two cuDNN
+ *     graphs merged by log-sum-exp (prefixes of 1, 37, 1,300 tokens), the same tolerances, and
+ *     not bit-identical to the flash kernels' out (the split ran).
  *   each of those with a BF16 out (the BF16 trainer's att): bit for bit the BF16 rounding of the
  *     F32 out and the same lse; the backward from it 1e-2; refused (ARG) where neither the flash
  *     nor the fused kernels take the call (HS 16, 32, 80, the WMMA kernels), and with F32 q, k, v.
  *   the backward from a BF16 dout, with F32 and BF16 dq, dk, dv (the BF16 trainer's attention
- *     gradients), flash and cuDNN, from an F32 and a BF16 out: 1e-2 against the CPU on the same
- *     BF16-rounded q, k, v, dout; the BF16 dq (and dk, dv without GQA) the BF16 rounding of the
- *     F32 result; refused (ARG) for a KV group of 2, HS 80, the WMMA kernels, an F32 dout, the CPU.
+ *     gradients), flash, cuDNN and cuDNN's prefix split, from an F32 and a BF16 out: 1e-2 against
+ *     the CPU on the same BF16-rounded q, k, v, dout; the BF16 dq (and dk, dv without GQA) the
+ *     BF16 rounding of the F32 result; refused (ARG) for a KV group of 2, HS 80, the WMMA
+ *     kernels, an F32 dout, the CPU; the split's BF16 dq not bit-identical to the flash kernels'.
  *   rope_backward on BF16 dx within half a BF16 ulp of the CPU's F32 result.
  * OVERWRITE outputs are poisoned (NaN) first and must come back finite; += outputs start from
  * random values on both sides, so the comparison checks the accumulation too. Sizes are odd on
@@ -1207,8 +1210,8 @@ static void test_attention_train_bf16(void) {
  * the layout call fails and says why) against the CPU's F32 attention of the same BF16-rounded
  * q, k, v, after attention_train_layout gave the examples' count and longest: out, dq, dk, dv
  * 1e-2 (P and dS in BF16 inside, out and dk/dv written through BF16), lse 1e-5 (F32 scores).
- * The backward starts from the CPU's out and lse. With a prefix the own flash kernels take the
- * call even with a layout given (cuDNN's graphs have no shared prefix). */
+ * The backward starts from the CPU's out and lse. With a prefix the call runs as two cuDNN graphs
+ * (train_attention_split.cu; its own cases: test_attention_train_split). */
 static void one_attention_cudnn(const char *name, int NH, int NKV, int HS, int nex, const int *lens, int prefix) {
     char what[160];
     int T = 0, longest = 0;
@@ -1248,7 +1251,7 @@ static void one_attention_cudnn(const char *name, int NH, int NKV, int HS, int n
     snprintf(what, sizeof what, "%s T=%d: dv", name, T);
     expect_close(what, hdv, dv, (size_t)nkv, 1e-2);
     const att_case ac = {name, T, NH, NKV, HS, prefix, gb, gs, gdo, ho, hl, dq, dk, dv, longest == 1};
-    check_out16(&ac, prefix ? "flash" : "cudnn", true);
+    check_out16(&ac, prefix ? "split" : "cudnn", true);
     free(ho), free(hl), free(hdq), free(hdk), free(hdv);
     att_host_free(&rf);
     dspy_tensor all[] = {gq, gk, gv, gs, gdo, gout, glse, go, gl, gdq, gdk, gdv};
@@ -1274,7 +1277,7 @@ static void test_attention_train_cudnn(void) {
     one_attention_cudnn("attention_train cudnn NH=8 NKV=2 HS=64 41 examples", 8, 2, 64, 41, l41, 0);
     int lones[5] = {1, 1, 1, 1, 1};
     one_attention_cudnn("attention_train cudnn NH=2 NKV=1 HS=64 five 1-token examples", 2, 1, 64, 5, lones, 0);
-    /* a prefix: the own kernels run although a layout is given */
+    /* a prefix: cuDNN by the exact split (train_attention_split.cu) */
     int lpodd[8] = {100, 1, 63, 64, 65, 127, 3, 200};
     one_attention_cudnn("attention_train cudnn-layout prefix 100 NH=4 NKV=1 HS=64", 4, 1, 64, 8, lpodd, 100);
     /* bad layouts */
@@ -1321,7 +1324,7 @@ static void expect_grads(const char *what, const float *gq, const float *gk, con
  * NaN-poisoned. Where the call cannot take BF16 (kern/ops.h: head size 64 or 128, and for BF16
  * gradients NH == NKV or NH >= 4 NKV; not the WMMA kernels) it is an ARG error, as are BF16
  * gradients from an F32 dout, and BF16 gradients on the CPU. cudnn: through cuDNN (a layout
- * given, DSPY_CUDA_CUDNN_ATTN=1; with a prefix the flash kernels still take it); else the flash
+ * given, DSPY_CUDA_CUDNN_ATTN=1; with a prefix by the split, train_attention_split.cu); else the flash
  * kernels under the defaults and each DSPY_CUDA_FA variant (every dk/dv kernel). */
 static void one_attention_grad16(const char *name, int NH, int NKV, int HS, int nex, const int *lens, int prefix,
                                  bool cudnn) {
@@ -1366,7 +1369,7 @@ static void one_attention_grad16(const char *name, int NH, int NKV, int HS, int 
     const int nvar = takes16 && !cudnn ? (int)(sizeof variants / sizeof variants[0]) : 1;
     for (int vi = 0; vi < nvar; vi++) {
         if (variants[vi]) setenv("DSPY_CUDA_FA", variants[vi], 1);
-        const char *vn = cudnn ? (prefix ? "flash" : "cudnn") : variants[vi] ? variants[vi] : "default";
+        const char *vn = cudnn ? (prefix ? "split" : "cudnn") : variants[vi] ? variants[vi] : "default";
         for (int oi = 0; oi < (takes16 ? 2 : 1); oi++) {
             dspy_tensor o = oi ? go16 : gout, l = oi ? gl16 : glse;
             const char *on = oi ? "BF16 out" : "F32 out";
@@ -1453,7 +1456,7 @@ static void test_attention_grad16(void) {
     one_attention_grad16("grad16 wmma NH=8 NKV=2 HS=64", 8, 2, 64, 7, lodd, 0, false);
     unsetenv("DSPY_CUDA_TRAIN_ATTN");
     /* cuDNN: GQA (its F32 head sums rounded once), no GQA (dQ, dK, dV written in place), long
-     * examples, one-token examples; with a prefix the flash kernels take the call */
+     * examples, one-token examples; with a prefix the split (its own cases: one_split_grad16) */
     one_attention_grad16("grad16 cudnn NH=8 NKV=2 HS=64 odd packed", 8, 2, 64, 7, lodd, 0, true);
     int l300[4] = {70, 5, 130, 95};
     one_attention_grad16("grad16 cudnn NH=4 NKV=4 HS=64 packed", 4, 4, 64, 4, l300, 0, true);
@@ -1596,6 +1599,188 @@ static int fault_child(void) {
 }
 
 
+/* A prefix-shared call through cuDNN by the exact split (train_attention_split.cu: the layout's
+ * causal graph over the prefix and each continuation, and a cross-attention graph of the
+ * continuation rows to the prefix keys, merged by log-sum-exp; the backward as the two parts'
+ * sums) against the CPU's F32 attention of the same BF16-rounded q, k, v, as the fused path
+ * without a prefix is held: out, dq, dk, dv 1e-2, lse 1e-5, from NaN-poisoned outputs; the
+ * backward from the CPU's out and lse; a BF16 out bit for bit the rounding of the F32 out and the
+ * backward from it (check_out16). That the split ran: with DSPY_CUDA_CUDNN_SPLIT=0 the same call
+ * runs the own flash kernels, within the same tolerance of the CPU but not bit-identical to the
+ * split's out. */
+static void one_attention_split(const char *name, int NH, int NKV, int HS, int nex, const int *lens) {
+    char what[160];
+    const int prefix = lens[0];
+    int T = 0, longest = 0;
+    for (int e = 0; e < nex; e++) T += lens[e], longest = lens[e] > longest ? lens[e] : longest;
+    dspy_tensor gb[3];
+    att_host rf;
+    att_host_make(&rf, NH, NKV, HS, nex, lens, prefix, gb);
+    const int64_t nq = rf.nq, nkv = rf.nkv, nl = rf.nl;
+    dspy_tensor gs = up_i32(rf.start, T), gdo = up(rf.dout, nq), gout = up(rf.out, nq), glse = up(rf.lse, nl);
+    CHECK_OK(G->ops->attention_train_layout(G, gs, T, nex, longest));
+    dspy_tensor go = poisoned(nq), gl = poisoned(nl);
+    CHECK_OK(G->ops->attention_train(G, go, gl, gb[0], gb[1], gb[2], gs, prefix, T, NH, NKV, HS));
+    float *ho = down(go), *hl = down(gl);
+    snprintf(what, sizeof what, "%s T=%d: out", name, T);
+    expect_close(what, ho, rf.out, (size_t)nq, 1e-2);
+    snprintf(what, sizeof what, "%s T=%d: lse", name, T);
+    expect_close(what, hl, rf.lse, (size_t)nl, 1e-5);
+    dspy_tensor gdq = poisoned(nq), gdk = poisoned(nkv), gdv = poisoned(nkv);
+    CHECK_OK(G->ops->attention_train_backward(G, gdq, gdk, gdv, gdo, gout, glse, gb[0], gb[1], gb[2], gs, prefix, T,
+                                              NH, NKV, HS));
+    float *hdq = down(gdq), *hdk = down(gdk), *hdv = down(gdv);
+    snprintf(what, sizeof what, "%s T=%d: dq", name, T);
+    expect_close(what, hdq, rf.dq, (size_t)nq, 1e-2);
+    snprintf(what, sizeof what, "%s T=%d: dk", name, T);
+    expect_close(what, hdk, rf.dk, (size_t)nkv, 1e-2);
+    snprintf(what, sizeof what, "%s T=%d: dv", name, T);
+    expect_close(what, hdv, rf.dv, (size_t)nkv, 1e-2);
+    const att_case ac = {name, T, NH, NKV, HS, prefix, gb, gs, gdo, ho, hl, rf.dq, rf.dk, rf.dv, false};
+    check_out16(&ac, "split", true);
+    /* the split off: the flash kernels, another summation order */
+    setenv("DSPY_CUDA_CUDNN_SPLIT", "0", 1);
+    CHECK_OK(G->ops->attention_train_layout(G, gs, T, nex, longest));
+    dspy_tensor fo = poisoned(nq), fl = poisoned(nl);
+    CHECK_OK(G->ops->attention_train(G, fo, fl, gb[0], gb[1], gb[2], gs, prefix, T, NH, NKV, HS));
+    float *hfo = down(fo);
+    snprintf(what, sizeof what, "%s T=%d: out (split off)", name, T);
+    expect_close(what, hfo, rf.out, (size_t)nq, 1e-2);
+    size_t diff = 0;
+    for (int64_t i = 0; i < nq; i++) diff += memcmp(&hfo[i], &ho[i], sizeof(float)) != 0;
+    check_report(diff > 0, __FILE__, __LINE__, "%s: out with the split off is bit-identical to the split's (did the "
+                                               "split run?)", name);
+    printf("  %-52s split vs flash out: %zu of %lld values differ\n", name, diff, (long long)nq);
+    unsetenv("DSPY_CUDA_CUDNN_SPLIT");
+    CHECK_OK(G->ops->attention_train_layout(G, gs, T, nex, longest));
+    free(ho), free(hl), free(hdq), free(hdk), free(hdv), free(hfo);
+    att_host_free(&rf);
+    dspy_tensor all[] = {gb[0], gb[1], gb[2], gs, gdo, gout, glse, go, gl, gdq, gdk, gdv, fo, fl};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) dev_free(all[i]);
+}
+
+/* The split's backward with the BF16 trainer's gradients (grad16): from a BF16 dout (read in place
+ * by both parts), F32 and BF16 dq, dk, dv, against the CPU's F32 backward of the same BF16-rounded
+ * q, k, v and dout, from the CPU's F32 out and, second, the split's own BF16 out and lse: 1e-2
+ * (one_attention_grad16's tolerance), from NaN-poisoned outputs. The BF16 dq is the F32 one's
+ * rounding (each part's BF16 dQ summed in F32, rounded once: no second rounding), and so are dk,
+ * dv without GQA (under GQA the F32 head sums are cuDNN's, not held to a fixed order here). BF16
+ * gradients are refused (ARG) for a KV group of 2 (kern/ops.h: NH == NKV or NH >= 4 NKV) and from
+ * an F32 dout. That the split ran: with DSPY_CUDA_CUDNN_SPLIT=0 the flash kernels' BF16 dq is not
+ * bit-identical to the split's. */
+static void one_split_grad16(const char *name, int NH, int NKV, int HS, int nex, const int *lens) {
+    char what[192];
+    const int prefix = lens[0];
+    int longest = 0;
+    for (int e = 0; e < nex; e++) longest = lens[e] > longest ? lens[e] : longest;
+    dspy_tensor gb[3];
+    att_host rf;
+    att_host_make(&rf, NH, NKV, HS, nex, lens, prefix, gb);
+    const int T = rf.T;
+    const int64_t nq = rf.nq, nkv = rf.nkv, nl = rf.nl;
+    /* dout rounded to BF16 (in place) and the CPU's backward again from the rounded values */
+    dspy_tensor gdo16 = up_bf16(rf.dout, nq), gdo = up(rf.dout, nq);
+    CHECK_OK(C->ops->attention_train_backward(C, HF(rf.dq, nq), HF(rf.dk, nkv), HF(rf.dv, nkv), HF(rf.dout, nq),
+                                              HF(rf.out, nq), HF(rf.lse, nl), HF(rf.q, nq), HF(rf.k, nkv),
+                                              HF(rf.v, nkv), HI(rf.start, T), prefix, T, NH, NKV, HS));
+    const bool grads16 = NH == NKV || NH >= 4 * NKV;
+    dspy_tensor gs = up_i32(rf.start, T), gout = up(rf.out, nq), glse = up(rf.lse, nl);
+    CHECK_OK(G->ops->attention_train_layout(G, gs, T, nex, longest));
+    dspy_tensor go16 = poisoned16(nq), gl16 = poisoned(nl);
+    CHECK_OK(G->ops->attention_train(G, go16, gl16, gb[0], gb[1], gb[2], gs, prefix, T, NH, NKV, HS));
+    float *split_dq = NULL; /* the split's BF16 dq from the F32 out, for the check that it ran */
+    for (int oi = 0; oi < 2; oi++) {
+        dspy_tensor o = oi ? go16 : gout, l = oi ? gl16 : glse;
+        const char *on = oi ? "BF16 out" : "F32 out";
+        dspy_tensor fq = poisoned(nq), fk = poisoned(nkv), fv = poisoned(nkv);
+        dspy_tensor bq = poisoned16(nq), bk = poisoned16(nkv), bv = poisoned16(nkv);
+        CHECK_OK(G->ops->attention_train_backward(G, fq, fk, fv, gdo16, o, l, gb[0], gb[1], gb[2], gs, prefix, T, NH,
+                                                  NKV, HS));
+        float *hq = down(fq), *hk = down(fk), *hv = down(fv);
+        snprintf(what, sizeof what, "%s T=%d [%s] BF16 dout", name, T, on);
+        expect_grads(what, hq, hk, hv, &rf, false, 0);
+        CHECK_STATUS(G->ops->attention_train_backward(G, bq, bk, bv, gdo, o, l, gb[0], gb[1], gb[2], gs, prefix, T,
+                                                      NH, NKV, HS),
+                     DSPY_ERR_ARG);
+        dspy_status st = G->ops->attention_train_backward(G, bq, bk, bv, gdo16, o, l, gb[0], gb[1], gb[2], gs, prefix,
+                                                          T, NH, NKV, HS);
+        if (!grads16) {
+            CHECK_STATUS(st, DSPY_ERR_ARG);
+            CHECK_CONTAINS(dspy_errmsg(), "NH >= 4 NKV");
+            printf("  %-52s BF16 gradients refused (NH %d NKV %d)\n", name, NH, NKV);
+        } else {
+            CHECK_OK(st);
+            float *h16q = down_bf16(bq), *h16k = down_bf16(bk), *h16v = down_bf16(bv);
+            snprintf(what, sizeof what, "%s T=%d [%s] BF16 grads", name, T, on);
+            expect_grads(what, h16q, h16k, h16v, &rf, false, 0);
+            snprintf(what, sizeof what, "%s [%s]: BF16 dq of the F32 one", name, on);
+            expect_bf16_of(what, h16q, hq, (size_t)nq);
+            if (NH == NKV) {
+                snprintf(what, sizeof what, "%s [%s]: BF16 dk of the F32 one", name, on);
+                expect_bf16_of(what, h16k, hk, (size_t)nkv);
+                snprintf(what, sizeof what, "%s [%s]: BF16 dv of the F32 one", name, on);
+                expect_bf16_of(what, h16v, hv, (size_t)nkv);
+            }
+            if (oi == 0) split_dq = h16q, h16q = NULL;
+            free(h16q), free(h16k), free(h16v);
+        }
+        free(hq), free(hk), free(hv);
+        dspy_tensor outs[] = {fq, fk, fv, bq, bk, bv};
+        for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++) dev_free(outs[i]);
+    }
+    if (split_dq) { /* the split off: the flash kernels' BF16 dq, another summation order */
+        setenv("DSPY_CUDA_CUDNN_SPLIT", "0", 1);
+        CHECK_OK(G->ops->attention_train_layout(G, gs, T, nex, longest));
+        dspy_tensor bq = poisoned16(nq), bk = poisoned16(nkv), bv = poisoned16(nkv);
+        CHECK_OK(G->ops->attention_train_backward(G, bq, bk, bv, gdo16, gout, glse, gb[0], gb[1], gb[2], gs, prefix,
+                                                  T, NH, NKV, HS));
+        float *fq = down_bf16(bq);
+        size_t diff = 0;
+        for (int64_t i = 0; i < nq; i++) diff += memcmp(&fq[i], &split_dq[i], sizeof(float)) != 0;
+        check_report(diff > 0, __FILE__, __LINE__, "%s: BF16 dq with the split off is bit-identical to the "
+                                                   "split's (did the split run?)", name);
+        printf("  %-52s split vs flash BF16 dq: %zu of %lld values differ\n", name, diff, (long long)nq);
+        unsetenv("DSPY_CUDA_CUDNN_SPLIT");
+        CHECK_OK(G->ops->attention_train_layout(G, gs, T, nex, longest));
+        free(fq), free(split_dq);
+        dev_free(bq), dev_free(bk), dev_free(bv);
+    }
+    att_host_free(&rf);
+    dspy_tensor all[] = {gb[0], gb[1], gb[2], gdo16, gdo, gs, gout, glse, go16, gl16};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) dev_free(all[i]);
+}
+
+static void test_attention_train_split(void) {
+    setenv("DSPY_CUDA_CUDNN_ATTN", "1", 1);
+    CHECK_OK(G->ops->attention_train_layout(G, dspy_bt(G, NULL, 0, DSPY_DTYPE_I32), 4096, 0, 0));
+    /* prefixes of 1, 37 (inside a tile) and 1,300 (the tutorial's prompt) tokens; continuations
+     * of 1 .. 300 tokens, on and off the 64-row tiles; a KV group of 4 (cuDNN's F32 head sum) and
+     * none (BF16 dk, dv); head sizes 64 and 128 */
+    int l1[5] = {1, 1, 17, 300, 2};
+    one_attention_split("attention_train split P=1 NH=8 NKV=2 HS=64", 8, 2, 64, 5, l1);
+    int l37[7] = {37, 1, 63, 64, 65, 300, 129};
+    one_attention_split("attention_train split P=37 NH=8 NKV=2 HS=128", 8, 2, 128, 7, l37);
+    one_attention_split("attention_train split P=37 NH=4 NKV=4 HS=64", 4, 4, 64, 7, l37);
+    /* 2 heads and an odd prefix: the continuation rows' lse starts off a 16-byte boundary (copied
+     * for cuDNN) */
+    one_attention_split("attention_train split P=37 NH=2 NKV=1 HS=64", 2, 1, 64, 7, l37);
+    int lt2[6] = {1300, 280, 1, 300, 241, 37};
+    one_attention_split("attention_train split P=1300 NH=8 NKV=2 HS=64", 8, 2, 64, 6, lt2);
+    int lt2b[4] = {1300, 200, 1, 77};
+    one_attention_split("attention_train split P=1300 NH=8 NKV=2 HS=128", 8, 2, 128, 4, lt2b);
+    /* the same layouts with the BF16 trainer's gradients (BF16 dout, F32 and BF16 dq, dk, dv): a KV
+     * group of 4 (part A's F32 head sums kept, rounded once with part B's), none (BF16 in place),
+     * a group of 2 (BF16 gradients refused) */
+    one_split_grad16("grad16 split P=1 NH=8 NKV=2 HS=64", 8, 2, 64, 5, l1);
+    one_split_grad16("grad16 split P=37 NH=8 NKV=2 HS=128", 8, 2, 128, 7, l37);
+    one_split_grad16("grad16 split P=37 NH=4 NKV=4 HS=64", 4, 4, 64, 7, l37);
+    one_split_grad16("grad16 split P=37 NH=2 NKV=1 HS=64", 2, 1, 64, 7, l37);
+    one_split_grad16("grad16 split P=1300 NH=8 NKV=2 HS=64", 8, 2, 64, 6, lt2);
+    one_split_grad16("grad16 split P=1300 NH=4 NKV=4 HS=128", 4, 4, 128, 4, lt2b);
+    CHECK_OK(G->ops->attention_train_layout(G, dspy_bt(G, NULL, 0, DSPY_DTYPE_I32), 0, 0, 0));
+    unsetenv("DSPY_CUDA_CUDNN_ATTN");
+}
+
 int main(int argc, char **argv) {
     int early = parity_begin("test_cuda_train_ops", &g_rng);
     if (early >= 0) return early;
@@ -1617,6 +1802,7 @@ int main(int argc, char **argv) {
     RUN(test_attention_train_bf16);
     RUN(test_attention_train_cudnn);
     RUN(test_attention_grad16);
+    RUN(test_attention_train_split);
     RUN(test_graph);
     RUN(test_errors);
     CHECK_OK(G->ops->sync(G));

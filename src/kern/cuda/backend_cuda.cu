@@ -13,6 +13,7 @@
 
 #include "kern/cuda/cuda.cuh"
 #include "kern/cuda/train_attention_cudnn.h"
+#include "kern/cuda/train_attention_split.h"
 
 /* ---- errors ------------------------------------------------------------------------------ */
 
@@ -213,7 +214,7 @@ static const dspy_ops k_cuda_ops = {
     .lora_forward = dspy_cu_lora_forward,
     .lora_backward = dspy_cu_lora_backward,
     .dropout_acc = dspy_cu_dropout_acc,
-    .attention_train_layout = dspy_cu_sdpa_layout,
+    .attention_train_layout = dspy_cu_train_attention_layout,
 };
 
 /* ---- lifetime ---------------------------------------------------------------------------- */
@@ -324,6 +325,7 @@ extern "C" void dspy_backend_cuda_release(dspy_backend *be) {
     cudaFree(s->samp_part);
     cudaFree(s->samp_count);
     dspy_cu_train_release(s);
+    dspy_cu_split_release(s);
     dspy_cu_sdpa_release(s);
     if (s->stream) cudaStreamDestroy(s->stream);
     cudaGetLastError();

@@ -62,6 +62,7 @@ struct cuda_state {
     size_t samp_rows;
     float *train_rows;      /* training: (train_rows_n) per-row floats, max_rows * NH (train_*.cu) */
     struct cu_sdpa *sdpa;   /* training attention through cuDNN (train_attention_cudnn.cu), made at first use */
+    struct cu_split *split; /* its prefix-shared split's scratch (train_attention_split.cu), made when planned */
     size_t train_rows_n;
     dspy_status err;        /* sticky: DSPY_OK until something failed */
     char msg[480];

@@ -29,15 +29,18 @@
  * need the host to read it back); a row whose start is after it sees no keys and gets NaN.
  *
  * BF16 q, k, v (the mixed-precision trainer) go to cuDNN's fused attention where it takes the
- * call (train_attention_cudnn.cu: head size 64 or 128, no prefix, a layout given by
- * attention_train_layout; DSPY_CUDA_CUDNN_ATTN=0 turns it off), else to the tensor cores: train_attention_fa.cu
- * (FlashAttention-2 arrangement, mma.sync) for head size 64 or 128 with 16-byte aligned tensors
- * and a dq that overlaps no input, train_attention_tc.cu (WMMA) for the rest. A BF16 out (the
- * BF16 trainer's att, kern/ops.h), and a BF16 dout, dq, dk, dv (its attention gradients), go to
- * cuDNN or the flash kernels only; a call that neither takes is refused (out16_refused).
+ * call (train_attention_cudnn.cu: head size 64 or 128, a layout given by attention_train_layout;
+ * DSPY_CUDA_CUDNN_ATTN=0 turns it off; a shared prefix through train_attention_split.cu's exact
+ * split into two cuDNN calls, DSPY_CUDA_CUDNN_SPLIT=0 turns that off), else to the tensor cores:
+ * train_attention_fa.cu (FlashAttention-2 arrangement, mma.sync) for head size 64 or 128 with
+ * 16-byte aligned tensors and a dq that overlaps no input, train_attention_tc.cu (WMMA) for the
+ * rest. A BF16 out (the BF16 trainer's att, kern/ops.h), and a BF16 dout, dq, dk, dv (its
+ * attention gradients), go to cuDNN (the split included) or the flash kernels only; a call that
+ * neither takes is refused (out16_refused).
  */
 #include "kern/cuda/train.cuh"
 #include "kern/cuda/train_attention_cudnn.h"
+#include "kern/cuda/train_attention_split.h"
 
 enum {
     TA_THREADS = 256,
@@ -447,6 +450,12 @@ dspy_status dspy_cu_attention_train(dspy_backend *be, dspy_tensor out, dspy_tens
     if (T == 0) return DSPY_OK;
     const void *fa_ptrs[] = {out.data, q.data, k.data, v.data};
     bool fused = false;
+    if (it == DSPY_DTYPE_BF16 && prefix > 0) { /* prefix-shared: cuDNN by the exact split, where it takes both parts */
+        DSPY_TRY(dspy_cu_split_route(be, false, start.data, prefix, T, NH, NKV, HS, fa_ptrs, 4, &fused));
+        if (fused)
+            return dspy_cu_split_fwd(be, out.data, out16, (float *)lse.data, (const bf16 *)q.data,
+                                     (const bf16 *)k.data, (const bf16 *)v.data, prefix, T, NH, NKV, HS);
+    }
     if (it == DSPY_DTYPE_BF16)
         DSPY_TRY(dspy_cu_sdpa_route(be, false, start.data, prefix, T, NH, NKV, HS, fa_ptrs, 4, &fused));
     if (fused)
@@ -527,6 +536,13 @@ dspy_status dspy_cu_attention_train_backward(dspy_backend *be, dspy_tensor dq, d
         if (a0 < q1 && a1 > q0) dq_alone = false;
     }
     bool fused = false;
+    if (it == DSPY_DTYPE_BF16 && dq_alone && prefix > 0) { /* the dtypes as dspy_cu_sdpa_bwd's (checked above) */
+        DSPY_TRY(dspy_cu_split_route(be, true, start.data, prefix, T, NH, NKV, HS, fa_ptrs, 8, &fused));
+        if (fused)
+            return dspy_cu_split_bwd(be, dq.data, dk.data, dv.data, grad16, dout.data, dout16, out.data, out16, l,
+                                     (const bf16 *)q.data, (const bf16 *)k.data, (const bf16 *)v.data, prefix, T, NH,
+                                     NKV, HS);
+    }
     if (it == DSPY_DTYPE_BF16 && dq_alone)
         DSPY_TRY(dspy_cu_sdpa_route(be, true, start.data, prefix, T, NH, NKV, HS, fa_ptrs, 8, &fused));
     if (fused)

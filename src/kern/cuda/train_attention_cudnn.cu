@@ -16,6 +16,11 @@
  * off[b] = first token of b x H x HS; Stats (B, NH, S, 1) strides (-, 1, NH, 1) is the (T, NH)
  * lse array itself. B is the example count and S the longest example rounded up to 64: a graph
  * (and its execution plan) is cached per (B, S, NH, NKV, HS).
+ * The cross-attention graphs (train_attention_split.cu's part B of a prefix-shared call: the
+ * continuation rows against the prefix keys) are the same without the causal mask, for one batch
+ * of S query rows (rounded up to 4,096 or the planned rows) and Skv keys (rounded up to 64), the
+ * scores (S, Skv); their ragged offsets and lengths are a few device words (xlay) written once per
+ * layout and sizes.
  *
  * Precision and the op's F32 interface: cuDNN takes BF16 O and dO and writes BF16 O and dQ
  * (measured on the H200, cuDNN 9.19: a graph with an F32 O, or an F32 dK / dV straight out of
@@ -34,8 +39,9 @@
  * one 2,048-token example forward 0.085 vs 0.102 ms, backward 0.254 vs 0.344 ms; T1's pass of 4 x
  * 2,048 forward 0.264 vs 0.354 ms, backward 0.827 vs 1.277 ms (T1 step 126.1 vs 135.6 ms). Shorter
  * examples stay on the own kernels (37 examples of 1 .. 300 tokens: cuDNN 0.095 / 0.311 ms against
- * 0.071 / 0.233, its grid being examples x the longest). DSPY_CUDA_CUDNN_ATTN=1 takes every call
- * it can (the tests).
+ * 0.071 / 0.233, its grid being examples x the longest); a prefix-shared call's split from 256
+ * tokens an example (SDPA_SPLIT_MIN_MEAN). DSPY_CUDA_CUDNN_ATTN=1 takes every call it can (the
+ * tests).
  * Intermediates cuDNN reads and writes (D, the full-head dK and dV under GQA, the BF16 copies)
  * live in scratch planned by the planning form of dspy_cu_sdpa_layout, with the plans' workspace.
  */
@@ -82,7 +88,23 @@ enum {
     SDPA_OPS = 64,    /* operations of one graph */
     SDPA_SROUND = 64, /* S (the longest example) rounded up to this */
     SDPA_MIN_MEAN = 512, /* fewest tokens an example on average for cuDNN to run the call (see above) */
+    SDPA_SPLIT_MIN_MEAN = 256, /* the same for a prefix-shared call's split (the prefix one example): H200,
+                                  bench_train_attn, 32 query heads, 8 KV heads, HS 64, split vs the own
+                                  kernels, forward / backward: T2's layout (1,300-token prefix, 8 continuations
+                                  of 240 .. 320: 393 tokens an example) 0.180 / 0.550 ms vs 0.183 / 0.644; a
+                                  200-token prefix and 40 continuations of 1 .. 131 (69 an example) 0.125 /
+                                  0.404 vs 0.057 / 0.259 */
+    SDPA_XROUND = 4096,  /* the cross-attention's query rows rounded up to this or to the planned rows, the
+                            fewer: one graph for every call of a run with up to 4,096 rows (T2: 1,100 to
+                            2,600 rows, which rounding to 1,024 planned as 2,048 and 3,072; a graph costs
+                            ~65 ms at first use on the H200, from T2's warm-up step); the rows past the
+                            length cost an empty tile each (T2's backward: 0.549 ms at 3,072, 0.554 at
+                            4,096, within the noise) */
 };
+
+/* The cross-attention's layout in xlay (int64 words; each tensor 16-byte aligned as the graphs
+ * declare): ragged offsets (2 each) of q/o/dq, k/v/dk/dv and stats, then the two lengths (INT32). */
+enum { SDPA_X_RQ = 0, SDPA_X_RKV = 2, SDPA_X_RS = 4, SDPA_X_SEQ_Q = 6, SDPA_X_SEQ_KV = 8, SDPA_X_WORDS = 10 };
 
 /* Tensor ids of the variant pack; virtual tensors get ids from U_VIRTUAL up. */
 enum {
@@ -94,7 +116,8 @@ enum {
 struct sdpa_graph {
     bool used, bwd, wide; /* wide: the backward's dK, dV written in F32 by the GQA head sum */
     bool refused;         /* cuDNN had no plan for the key: the own kernels run it */
-    int B, S, NH, NKV, HS;
+    bool causal;          /* the causal mask (false: the prefix cross-attention, every key seen) */
+    int B, S, Skv, NH, NKV, HS; /* S: query rows, Skv: keys (both S but in the cross-attention) */
     cdesc all[SDPA_DESCS];
     int nall;
     cdesc plan;
@@ -123,6 +146,8 @@ struct cu_sdpa {
     int NH;
     void *ws;
     size_t ws_bytes;
+    int64_t *xlay;   /* the cross-attention's one-batch layout (SDPA_X_*), made by dspy_cu_sdpa_cross_plan */
+    int xkey[5];     /* Sq, Skv, NH, NKV, HS xlay holds (0: not yet this layout) */
     sdpa_graph g[SDPA_CACHE];
     uint64_t clock;
 };
@@ -348,7 +373,7 @@ struct gcommon {
 
 static void gb_common(gbuild *b, gcommon *m, bool vt) {
     const sdpa_graph *g = b->g;
-    const int64_t B = g->B, S = g->S, NH = g->NH, NKV = g->NKV, HS = g->HS;
+    const int64_t B = g->B, S = g->S, Skv = g->Skv, NH = g->NH, NKV = g->NKV, HS = g->HS;
     const int64_t one4[4] = {1, 1, 1, 1}, odim[4] = {B + 1, 1, 1, 1}, ldim[4] = {B, 1, 1, 1};
     m->rq = gb_tensor(b, CUDNN_DATA_INT64, odim, one4, U_RQ, NULL, false, "ragged offsets q");
     m->rkv = gb_tensor(b, CUDNN_DATA_INT64, odim, one4, U_RKV, NULL, false, "ragged offsets kv");
@@ -358,8 +383,8 @@ static void gb_common(gbuild *b, gcommon *m, bool vt) {
     m->scale = gb_tensor(b, CUDNN_DATA_FLOAT, one4, one4, U_SCALE, NULL, true, "scale");
     m->neg_inf = gb_tensor(b, CUDNN_DATA_FLOAT, one4, one4, U_NEGINF, NULL, true, "-inf");
     const int64_t qd[4] = {B, NH, S, HS}, qs[4] = {S * NH * HS, HS, NH * HS, 1};
-    const int64_t ktd[4] = {B, NKV, HS, S}, kts[4] = {S * NKV * HS, HS, 1, NKV * HS};
-    const int64_t vd[4] = {B, NKV, S, HS}, vs[4] = {S * NKV * HS, HS, NKV * HS, 1};
+    const int64_t ktd[4] = {B, NKV, HS, Skv}, kts[4] = {Skv * NKV * HS, HS, 1, NKV * HS};
+    const int64_t vd[4] = {B, NKV, Skv, HS}, vs[4] = {Skv * NKV * HS, HS, NKV * HS, 1};
     const int64_t sd[4] = {B, NH, S, 1}, ss[4] = {S * NH, 1, NH, 1};
     m->q = gb_tensor(b, CUDNN_DATA_BFLOAT16, qd, qs, U_Q, m->rq, false, "q");
     m->kt = gb_tensor(b, CUDNN_DATA_BFLOAT16, ktd, kts, U_K, m->rkv, false, "k");
@@ -367,7 +392,7 @@ static void gb_common(gbuild *b, gcommon *m, bool vt) {
     m->v = vt ? gb_tensor(b, CUDNN_DATA_BFLOAT16, ktd, kts, U_V, m->rkv, false, "v")
               : gb_tensor(b, CUDNN_DATA_BFLOAT16, vd, vs, U_V, m->rkv, false, "v");
     m->stats = gb_tensor(b, CUDNN_DATA_FLOAT, sd, ss, U_STATS, m->rs, false, "stats");
-    const int64_t sdim[4] = {B, NH, S, S}, sstr[4] = {NH * S * S, S * S, S, 1};
+    const int64_t sdim[4] = {B, NH, S, Skv}, sstr[4] = {NH * S * Skv, S * Skv, Skv, 1};
     const int64_t rdim[4] = {B, NH, S, 1}, rstr[4] = {NH * S, S, 1, 1};
     memcpy(m->sdim, sdim, sizeof sdim), memcpy(m->sstr, sstr, sizeof sstr);
     memcpy(m->rdim, rdim, sizeof rdim), memcpy(m->rstr, rstr, sizeof rstr);
@@ -412,7 +437,8 @@ static void gb_forward(gbuild *b) {
     const int64_t B = g->B, S = g->S, NH = g->NH, HS = g->HS;
     gcommon m;
     gb_common(b, &m, false);
-    cdesc s = gb_causal(b, &m, gb_scores(b, &m, true));
+    cdesc s = gb_scores(b, &m, true);
+    if (g->causal) s = gb_causal(b, &m, s);
     cdesc mx = gb_virtual(b, CUDNN_DATA_FLOAT, m.rdim, m.rstr, "row max");
     gb_reduce(b, CUDNN_REDUCE_TENSOR_MAX, s, mx, "row max");
     cdesc sub = gb_virtual(b, CUDNN_DATA_FLOAT, m.sdim, m.sstr, "S - max");
@@ -433,12 +459,13 @@ static void gb_forward(gbuild *b) {
 
 static void gb_backward(gbuild *b) {
     const sdpa_graph *g = b->g;
-    const int64_t B = g->B, S = g->S, NH = g->NH, NKV = g->NKV, HS = g->HS, grp = NH / NKV;
+    const int64_t B = g->B, S = g->S, Skv = g->Skv, NH = g->NH, NKV = g->NKV, HS = g->HS, grp = NH / NKV;
     gcommon m;
     gb_common(b, &m, true);
     const int64_t qd[4] = {B, NH, S, HS}, qs[4] = {S * NH * HS, HS, NH * HS, 1};
-    const int64_t kd[4] = {B, NKV, S, HS}, ks[4] = {S * NKV * HS, HS, NKV * HS, 1};
-    const int64_t fs[4] = {S * NH * HS, HS, NH * HS, 1}; /* full-head dK, dV: THD over NH heads */
+    const int64_t kd[4] = {B, NKV, Skv, HS}, ks[4] = {Skv * NKV * HS, HS, NKV * HS, 1};
+    /* full-head dK, dV: THD over NH heads */
+    const int64_t fd[4] = {B, NH, Skv, HS}, fs[4] = {Skv * NH * HS, HS, NH * HS, 1};
     const int64_t one4[4] = {1, 1, 1, 1};
     const cudnnDataType_t kvt = g->wide && grp > 1 ? CUDNN_DATA_FLOAT : CUDNN_DATA_BFLOAT16;
     cdesc o = gb_tensor(b, CUDNN_DATA_BFLOAT16, qd, qs, U_O, m.rq, false, "o");
@@ -460,17 +487,17 @@ static void gb_backward(gbuild *b) {
     cdesc s = gb_scores(b, &m, false);
     cdesc sl = gb_virtual(b, CUDNN_DATA_FLOAT, m.sdim, m.sstr, "S - stats");
     gb_pw(b, CUDNN_POINTWISE_SUB, CUDNN_DATA_FLOAT, s, m.stats, NULL, sl, -1, "S - stats");
-    cdesc sc = gb_causal(b, &m, sl);
+    cdesc sc = g->causal ? gb_causal(b, &m, sl) : sl;
     cdesc p = gb_virtual(b, CUDNN_DATA_FLOAT, m.sdim, m.sstr, "P");
     gb_pw(b, CUDNN_POINTWISE_EXP, CUDNN_DATA_FLOAT, sc, NULL, NULL, p, -1, "P");
-    const int64_t tsd[4] = {B, NH, S, S}, tss[4] = {NH * S * S, S * S, 1, S};
+    const int64_t tsd[4] = {B, NH, Skv, S}, tss[4] = {NH * S * Skv, S * Skv, 1, Skv};
     cdesc pt = gb_virtual(b, CUDNN_DATA_BFLOAT16, tsd, tss, "P^T");
     gb_reshape(b, p, pt, "P^T");
     /* dV = P^T dO (summed over the KV head's query heads under GQA) */
     if (grp == 1) {
         gb_matmul(b, pt, dO, dv, m.seq_kv, NULL, m.seq_q, false, "P^T dO");
     } else {
-        cdesc dvf = gb_tensor(b, CUDNN_DATA_BFLOAT16, qd, fs, U_DVF, m.rkv, false, "dV full heads");
+        cdesc dvf = gb_tensor(b, CUDNN_DATA_BFLOAT16, fd, fs, U_DVF, m.rkv, false, "dV full heads");
         gb_matmul(b, pt, dO, dvf, m.seq_kv, NULL, m.seq_q, false, "P^T dO");
         gb_reduce(b, CUDNN_REDUCE_TENSOR_ADD, dvf, dv, "dV head sum");
     }
@@ -489,12 +516,12 @@ static void gb_backward(gbuild *b) {
     if (grp == 1) {
         gb_matmul(b, dst, m.q, dk, m.seq_kv, NULL, m.seq_q, false, "dS^T Q");
     } else {
-        cdesc dkf = gb_tensor(b, CUDNN_DATA_BFLOAT16, qd, fs, U_DKF, m.rkv, false, "dK full heads");
+        cdesc dkf = gb_tensor(b, CUDNN_DATA_BFLOAT16, fd, fs, U_DKF, m.rkv, false, "dK full heads");
         gb_matmul(b, dst, m.q, dkf, m.seq_kv, NULL, m.seq_q, false, "dS^T Q");
         gb_reduce(b, CUDNN_REDUCE_TENSOR_ADD, dkf, dk, "dK head sum");
     }
     /* dQ = dS K, accumulated in F32 (dQ_accum, scratch), then BF16 */
-    const int64_t krd[4] = {B, NKV, S, HS};
+    const int64_t krd[4] = {B, NKV, Skv, HS};
     cdesc kr = gb_tensor(b, CUDNN_DATA_BFLOAT16, krd, ks, 0, m.rkv, false, "K");
     gb_reshape(b, m.kt, kr, "K");
     cdesc dqa = gb_tensor(b, CUDNN_DATA_FLOAT, qd, qs, U_DQACC, m.rq, false, "dQ accumulator");
@@ -562,12 +589,14 @@ static dspy_status graph_plan(gbuild *b) {
 
 /* Builds and plans the graph for the key: the backward under GQA with F32 dK, dV first, then
  * (and everything else) with BF16 outputs. */
-static dspy_status graph_build(cu_sdpa *c, sdpa_graph *g, bool bwd, int B, int S, int NH, int NKV, int HS) {
+static dspy_status graph_build(cu_sdpa *c, sdpa_graph *g, bool bwd, bool causal, int B, int S, int Skv, int NH,
+                               int NKV, int HS) {
     dspy_status st = DSPY_OK;
     char first[400] = ""; /* the F32 attempt's failure, said with the BF16 one's */
     for (int wide = bwd && NH > NKV; wide >= 0; wide--) {
         graph_drop(c, g);
-        g->bwd = bwd, g->wide = wide, g->B = B, g->S = S, g->NH = NH, g->NKV = NKV, g->HS = HS;
+        g->bwd = bwd, g->wide = wide, g->causal = causal, g->B = B, g->S = S, g->Skv = Skv, g->NH = NH, g->NKV = NKV;
+        g->HS = HS;
         g->scale = (float)(1.0 / sqrt((double)HS)), g->neg_inf = -INFINITY, g->one = 1.0f;
         gbuild b = {};
         b.c = c, b.g = g, b.next_uid = U_VIRTUAL;
@@ -583,18 +612,19 @@ static dspy_status graph_build(cu_sdpa *c, sdpa_graph *g, bool bwd, int B, int S
     graph_drop(c, g);
     char second[400];
     snprintf(second, sizeof second, "%s", dspy_errmsg()); /* dspy_fail writes the message buffer */
-    return dspy_fail(st, "cuda cudnn attention: the %s graph (B=%d S=%d NH=%d NKV=%d HS=%d) has no plan%s%s%s: %s",
-                     bwd ? "backward" : "forward", B, S, NH, NKV, HS, first[0] ? "; with F32 dK, dV: " : "", first,
-                     first[0] ? "; with BF16 outputs" : "", second);
+    return dspy_fail(st, "cuda cudnn attention: the %s%s graph (B=%d S=%d Skv=%d NH=%d NKV=%d HS=%d) has no "
+                     "plan%s%s%s: %s", causal ? "" : "cross-attention ", bwd ? "backward" : "forward", B, S, Skv, NH, NKV, HS,
+                     first[0] ? "; with F32 dK, dV: " : "", first, first[0] ? "; with BF16 outputs" : "", second);
 }
 
 /* The cached graph for the key, built at first use. */
-static dspy_status graph_get(dspy_backend *be, cu_sdpa *c, bool bwd, int NH, int NKV, int HS, sdpa_graph **out) {
-    const int B = c->nseg, S = c->S;
+static dspy_status graph_find(dspy_backend *be, cu_sdpa *c, bool bwd, bool causal, int B, int S, int Skv, int NH,
+                              int NKV, int HS, sdpa_graph **out) {
     sdpa_graph *free_g = NULL, *oldest = &c->g[0];
     for (int i = 0; i < SDPA_CACHE; i++) {
         sdpa_graph *g = &c->g[i];
-        if (g->used && g->bwd == bwd && g->B == B && g->S == S && g->NH == NH && g->NKV == NKV && g->HS == HS) {
+        if (g->used && g->bwd == bwd && g->causal == causal && g->B == B && g->S == S && g->Skv == Skv &&
+            g->NH == NH && g->NKV == NKV && g->HS == HS) {
             g->last_use = ++c->clock;
             *out = g;
             return DSPY_OK;
@@ -606,11 +636,12 @@ static dspy_status graph_get(dspy_backend *be, cu_sdpa *c, bool bwd, int NH, int
     if (cu_of(be)->capturing)
         return dspy_fail(DSPY_ERR_STATE, "cuda cudnn attention: a new graph (B=%d S=%d) is needed inside a capture; "
                                          "run the shape once before capturing", B, S);
-    dspy_status st = graph_build(c, g, bwd, B, S, NH, NKV, HS);
+    dspy_status st = graph_build(c, g, bwd, causal, B, S, Skv, NH, NKV, HS);
     sdpa_debug(st ? "no plan for" : bwd ? "planned backward" : "planned forward", B, S, st ? 0 : (long long)g->ws);
     g->last_use = ++c->clock;
     if (st && !c->required) { /* remembered: the own kernels take this key from now on */
-        g->used = g->refused = true, g->bwd = bwd, g->B = B, g->S = S, g->NH = NH, g->NKV = NKV, g->HS = HS;
+        g->used = g->refused = true, g->bwd = bwd, g->causal = causal, g->B = B, g->S = S, g->Skv = Skv, g->NH = NH;
+        g->NKV = NKV, g->HS = HS;
         *out = g;
         return DSPY_OK;
     }
@@ -624,6 +655,11 @@ static dspy_status graph_get(dspy_backend *be, cu_sdpa *c, bool bwd, int NH, int
     }
     *out = g;
     return DSPY_OK;
+}
+
+/* The layout's graph (causal, its examples and longest). */
+static dspy_status graph_get(dspy_backend *be, cu_sdpa *c, bool bwd, int NH, int NKV, int HS, sdpa_graph **out) {
+    return graph_find(be, c, bwd, true, c->nseg, c->S, c->S, NH, NKV, HS, out);
 }
 
 /* Runs g's plan with the tensors of ids[n] at ptrs[n]. */
@@ -764,6 +800,7 @@ dspy_status dspy_cu_sdpa_layout(dspy_backend *be, dspy_tensor start, int T, int 
     c->start = start.data, c->T = T, c->nseg = nseg;
     c->S = (max_len + SDPA_SROUND - 1) / SDPA_SROUND * SDPA_SROUND;
     c->heads[0] = c->heads[1] = c->heads[2] = 0;
+    c->xkey[0] = 0;
     return DSPY_OK;
 }
 
@@ -814,10 +851,14 @@ dspy_status dspy_cu_sdpa_fwd(dspy_backend *be, void *out, bool out16, float *lse
                      (const bf16 *)o16, n);
 }
 
-dspy_status dspy_cu_sdpa_bwd(dspy_backend *be, void *dq, void *dk, void *dv, bool grad16, const void *dout,
-                             bool dout16, const void *out, bool out16, const float *lse, const bf16 *q, const bf16 *k,
-                             const bf16 *v, int T, int NH, int NKV, int HS) {
+/* dspy_cu_sdpa_bwd, and with k32, v32 (grad16 only) dspy_cu_sdpa_bwd_keep: a wide graph's F32 head
+ * sums written there and left unrounded (*kept). */
+static dspy_status sdpa_bwd_run(dspy_backend *be, void *dq, void *dk, void *dv, bool grad16, float *k32, float *v32,
+                                bool *kept, const void *dout, bool dout16, const void *out, bool out16,
+                                const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T, int NH, int NKV,
+                                int HS) {
     cu_sdpa *c = cu_of(be)->sdpa;
+    if (kept) *kept = false;
     DSPY_TRY(sdpa_heads(be, c, NH, NKV, HS));
     sdpa_graph *g = NULL;
     DSPY_TRY(graph_get(be, c, true, NH, NKV, HS, &g));
@@ -839,11 +880,13 @@ dspy_status dspy_cu_sdpa_bwd(dspy_backend *be, void *dq, void *dk, void *dv, boo
                            (const float *)dout, nq));
     /* where cuDNN writes dQ, dK, dV: BF16 outputs (grad16) straight into dq, dk, dv, except the
      * F32 head sums of a wide graph, which go to the dK, dV scratch (its rows x width BF16 hold
-     * the T x NKV x HS floats under GQA) and are rounded into dk, dv after; F32 outputs through the
-     * BF16 scratch, widened after, except a wide graph's F32 dK, dV, written in place */
+     * the T x NKV x HS floats under GQA; or the caller's k32, v32) and are rounded into dk, dv after
+     * (not for k32, v32); F32 outputs through the BF16 scratch, widened after, except a wide graph's
+     * F32 dK, dV, written in place */
+    float *sk = k32 ? k32 : (float *)dk16, *sv = v32 ? v32 : (float *)dv16;
     void *wq = grad16 ? dq : (void *)dq16;
-    void *wk = g->wide ? (grad16 ? (void *)dk16 : dk) : grad16 ? dk : (void *)dk16;
-    void *wv = g->wide ? (grad16 ? (void *)dv16 : dv) : grad16 ? dv : (void *)dv16;
+    void *wk = g->wide ? (grad16 ? (void *)sk : dk) : grad16 ? dk : (void *)dk16;
+    void *wv = g->wide ? (grad16 ? (void *)sv : dv) : grad16 ? dv : (void *)dv16;
     int64_t *rq = c->off, *rkv = c->off + c->cap + 1, *rs = c->off + 2 * (c->cap + 1);
     int32_t *len = c->seg + c->cap + 1;
     const int64_t ids[] = {U_Q,     U_K,   U_V,   U_O,   U_DO,  U_STATS,  U_DQ,   U_DK,   U_DV,   U_SEQ_Q,
@@ -852,6 +895,10 @@ dspy_status dspy_cu_sdpa_bwd(dspy_backend *be, void *dq, void *dk, void *dv, boo
                     &g->scale, &g->neg_inf, &g->one, dsum, dqa, dkf, dvf};
     const int n = NH == NKV ? (int)(sizeof ids / sizeof ids[0]) - 2 : (int)(sizeof ids / sizeof ids[0]);
     DSPY_TRY(graph_run(be, c, g, ids, ptrs, n, "attention_train_backward (cudnn)"));
+    if (grad16 && g->wide && k32) {
+        *kept = true;
+        return DSPY_OK;
+    }
     if (grad16)
         return g->wide ? cu_launch(be, "attention_train_backward (cudnn dk, dv)", k_sdpa_narrow2, tr_grid(nk), 256, 0,
                                    (bf16 *)dk, (const float *)wk, (bf16 *)dv, (const float *)wv, nk)
@@ -865,13 +912,147 @@ dspy_status dspy_cu_sdpa_bwd(dspy_backend *be, void *dq, void *dk, void *dv, boo
                      (const bf16 *)dv16, nk);
 }
 
+dspy_status dspy_cu_sdpa_bwd(dspy_backend *be, void *dq, void *dk, void *dv, bool grad16, const void *dout,
+                             bool dout16, const void *out, bool out16, const float *lse, const bf16 *q, const bf16 *k,
+                             const bf16 *v, int T, int NH, int NKV, int HS) {
+    return sdpa_bwd_run(be, dq, dk, dv, grad16, NULL, NULL, NULL, dout, dout16, out, out16, lse, q, k, v, T, NH, NKV,
+                        HS);
+}
+
+dspy_status dspy_cu_sdpa_bwd_keep(dspy_backend *be, bf16 *dq, bf16 *dk, bf16 *dv, float *dk32, float *dv32,
+                                  bool *kept, const bf16 *dout, const void *out, bool out16, const float *lse,
+                                  const bf16 *q, const bf16 *k, const bf16 *v, int T, int NH, int NKV, int HS) {
+    return sdpa_bwd_run(be, dq, dk, dv, true, dk32, dv32, kept, dout, true, out, out16, lse, q, k, v, T, NH, NKV, HS);
+}
+
+/* ---- the prefix cross-attention (train_attention_split.cu's part B) ------------------------ */
+
+/* xlay for one batch of Sq query rows and Skv keys (SDPA_X_*). */
+static __global__ void k_sdpa_xlayout(int64_t *x, int Sq, int Skv, int NH, int NKV, int HS) {
+    griddep_wait();
+    if (threadIdx.x) return;
+    x[SDPA_X_RQ] = 0, x[SDPA_X_RQ + 1] = (int64_t)Sq * NH * HS;
+    x[SDPA_X_RKV] = 0, x[SDPA_X_RKV + 1] = (int64_t)Skv * NKV * HS;
+    x[SDPA_X_RS] = 0, x[SDPA_X_RS + 1] = (int64_t)Sq * NH;
+    ((int32_t *)(x + SDPA_X_SEQ_Q))[0] = Sq;
+    ((int32_t *)(x + SDPA_X_SEQ_KV))[0] = Skv;
+}
+
+/* The cross graph's key: query rows rounded up to SDPA_XROUND or to the planned rows rounded up to
+ * SDPA_SROUND, the fewer (>= Sq either way: Sq <= rows), keys to SDPA_SROUND. */
+static void sdpa_xkey(const cu_sdpa *c, int Sq, int Skv, int *S, int *Sk) {
+    const int a = (Sq + SDPA_XROUND - 1) / SDPA_XROUND * SDPA_XROUND;
+    const int b = (int)((c->rows + SDPA_SROUND - 1) / SDPA_SROUND * SDPA_SROUND);
+    *S = a < b ? a : b;
+    *Sk = (Skv + SDPA_SROUND - 1) / SDPA_SROUND * SDPA_SROUND;
+}
+
+/* The sizes checked against the planned scratch and the cross layout written for them (once per
+ * layout and sizes). */
+static dspy_status sdpa_xready(dspy_backend *be, cu_sdpa *c, const char *op, int Sq, int Skv, int NH, int NKV,
+                               int HS) {
+    if (Sq < 1 || Skv < 1 || (size_t)Sq > c->rows || (size_t)Skv > c->rows || (size_t)NH * HS > c->width ||
+        NH > c->NH || !c->xlay)
+        return dspy_fail(DSPY_ERR_ARG, "cuda %s: the cross-attention of %d rows to %d keys (NH=%d, HS=%d) exceeds "
+                                       "the planned scratch (%zu rows, %d heads, width %zu)%s", op, Sq, Skv, NH, HS,
+                         c->rows, c->NH, c->width, c->xlay ? "" : " or was not planned");
+    const int key[5] = {Sq, Skv, NH, NKV, HS};
+    if (!memcmp(key, c->xkey, sizeof key)) return DSPY_OK;
+    DSPY_TRY(cu_launch(be, op, k_sdpa_xlayout, 1, 32, 0, c->xlay, Sq, Skv, NH, NKV, HS));
+    memcpy(c->xkey, key, sizeof key);
+    return DSPY_OK;
+}
+
+dspy_status dspy_cu_sdpa_cross_plan(dspy_backend *be, bool *on) {
+    *on = false;
+    cu_sdpa *c = sdpa_of(be);
+    if (!c) return DSPY_OK;
+    if (!c->xlay) {
+        DSPY_TRY(dspy_cu_check(be, cudaMalloc((void **)&c->xlay, SDPA_X_WORDS * sizeof(int64_t)),
+                               "cudnn cross-attention layout"));
+        be->n_allocs++;
+    }
+    c->xkey[0] = 0;
+    *on = true;
+    return DSPY_OK;
+}
+
+dspy_status dspy_cu_sdpa_route_split(dspy_backend *be, bool bwd, const void *start, int prefix, int T, int NH,
+                                     int NKV, int HS, const void *const *ptrs, int n, bool *take) {
+    *take = false;
+    cu_sdpa *c = cu_of(be)->sdpa;
+    if (!c || !c->loaded || c->disabled || !c->start || c->start != start || c->T != T || !c->xlay) return DSPY_OK;
+    if (prefix < 1 || prefix >= T || (HS != 64 && HS != 128)) return DSPY_OK;
+    if (!c->required && T < SDPA_SPLIT_MIN_MEAN * c->nseg) return DSPY_OK; /* short examples: the own kernels */
+    for (int i = 0; i < n; i++)
+        if ((uintptr_t)ptrs[i] % 16) return DSPY_OK;
+    sdpa_graph *g = NULL;
+    DSPY_TRY(graph_get(be, c, bwd, NH, NKV, HS, &g));
+    if (g->refused) return DSPY_OK;
+    int S, Sk;
+    sdpa_xkey(c, T - prefix, prefix, &S, &Sk);
+    DSPY_TRY(graph_find(be, c, bwd, false, 1, S, Sk, NH, NKV, HS, &g));
+    *take = !g->refused;
+    return DSPY_OK;
+}
+
+dspy_status dspy_cu_sdpa_xfwd(dspy_backend *be, bf16 *o, float *stats, const bf16 *q, const bf16 *k, const bf16 *v,
+                              int Sq, int Skv, int NH, int NKV, int HS) {
+    const char *op = "attention_train (cudnn cross-attention)";
+    cu_sdpa *c = cu_of(be)->sdpa;
+    DSPY_TRY(sdpa_xready(be, c, op, Sq, Skv, NH, NKV, HS));
+    int S, Sk;
+    sdpa_xkey(c, Sq, Skv, &S, &Sk);
+    sdpa_graph *g = NULL;
+    DSPY_TRY(graph_find(be, c, false, false, 1, S, Sk, NH, NKV, HS, &g));
+    int64_t *x = c->xlay;
+    const int64_t ids[] = {U_Q, U_K, U_V, U_O, U_STATS, U_SEQ_Q, U_SEQ_KV, U_RQ, U_RKV, U_RS, U_SCALE, U_NEGINF};
+    void *ptrs[] = {(void *)q, (void *)k, (void *)v, o, stats, x + SDPA_X_SEQ_Q, x + SDPA_X_SEQ_KV, x + SDPA_X_RQ,
+                    x + SDPA_X_RKV, x + SDPA_X_RS, &g->scale, &g->neg_inf};
+    return graph_run(be, c, g, ids, ptrs, (int)(sizeof ids / sizeof ids[0]), op);
+}
+
+dspy_status dspy_cu_sdpa_xbwd(dspy_backend *be, bf16 *dq, void *dk, void *dv, bool *dkv32, const void *dout,
+                              bool dout16, const void *out, bool out16, const float *stats, const bf16 *q,
+                              const bf16 *k, const bf16 *v, int Sq, int Skv, int NH, int NKV, int HS) {
+    const char *op = "attention_train_backward (cudnn cross-attention)";
+    cu_sdpa *c = cu_of(be)->sdpa;
+    DSPY_TRY(sdpa_xready(be, c, op, Sq, Skv, NH, NKV, HS));
+    int S, Sk;
+    sdpa_xkey(c, Sq, Skv, &S, &Sk);
+    sdpa_graph *g = NULL;
+    DSPY_TRY(graph_find(be, c, true, false, 1, S, Sk, NH, NKV, HS, &g));
+    const int64_t nq = (int64_t)Sq * NH * HS, slot = (int64_t)c->rows * c->width;
+    bf16 *o16 = (bf16 *)c->b16, *do16 = o16 + slot;
+    float *dsum = c->f32, *dkf = dsum + c->rows * c->NH, *dvf = dkf + slot, *dqa = dvf + slot;
+    /* as dspy_cu_sdpa_bwd: a BF16 out and a BF16 dout read in place, F32 ones narrowed */
+    if (out16) o16 = (bf16 *)out;
+    if (dout16) do16 = (bf16 *)dout;
+    if (!out16 && !dout16)
+        DSPY_TRY(cu_launch(be, op, k_sdpa_narrow2, tr_grid(nq), 256, 0, o16, (const float *)out, do16,
+                           (const float *)dout, nq));
+    else if (!out16)
+        DSPY_TRY(cu_launch(be, op, k_sdpa_narrow, tr_grid(nq), 256, 0, o16, (const float *)out, nq));
+    else if (!dout16)
+        DSPY_TRY(cu_launch(be, op, k_sdpa_narrow, tr_grid(nq), 256, 0, do16, (const float *)dout, nq));
+    int64_t *x = c->xlay;
+    const int64_t ids[] = {U_Q,     U_K,   U_V,   U_O,   U_DO,  U_STATS,  U_DQ,   U_DK,   U_DV,   U_SEQ_Q,
+                           U_SEQ_KV, U_RQ, U_RKV, U_RS, U_SCALE, U_NEGINF, U_ONE, U_DSUM, U_DQACC, U_DKF, U_DVF};
+    void *ptrs[] = {(void *)q, (void *)k, (void *)v, o16, do16, (void *)stats, dq, dk, dv, x + SDPA_X_SEQ_Q,
+                    x + SDPA_X_SEQ_KV, x + SDPA_X_RQ, x + SDPA_X_RKV, x + SDPA_X_RS, &g->scale, &g->neg_inf, &g->one,
+                    dsum, dqa, dkf, dvf};
+    const int n = NH == NKV ? (int)(sizeof ids / sizeof ids[0]) - 2 : (int)(sizeof ids / sizeof ids[0]);
+    *dkv32 = g->wide;
+    return graph_run(be, c, g, ids, ptrs, n, op);
+}
+
 void dspy_cu_sdpa_release(cuda_state *s) {
     cu_sdpa *c = s->sdpa;
     if (!c) return;
     for (int i = 0; i < SDPA_CACHE; i++)
         if (c->g[i].nall) graph_drop(c, &c->g[i]);
     if (c->h) c->api.destroy(c->h);
-    cudaFree(c->b16), cudaFree(c->f32), cudaFree(c->seg), cudaFree(c->off), cudaFree(c->ws);
+    cudaFree(c->b16), cudaFree(c->f32), cudaFree(c->seg), cudaFree(c->off), cudaFree(c->ws), cudaFree(c->xlay);
     if (c->api.lib) dlclose(c->api.lib);
     free(c);
     s->sdpa = NULL;
@@ -907,6 +1088,43 @@ dspy_status dspy_cu_sdpa_bwd(dspy_backend *be, void *dq, void *dk, void *dv, boo
                              const bf16 *v, int T, int NH, int NKV, int HS) {
     (void)be, (void)dq, (void)dk, (void)dv, (void)grad16, (void)dout, (void)dout16, (void)out, (void)out16, (void)lse;
     (void)q, (void)k, (void)v, (void)T, (void)NH, (void)NKV, (void)HS;
+    return dspy_fail(DSPY_ERR_BACKEND, "cuda cudnn attention: this build has no cuDNN");
+}
+
+dspy_status dspy_cu_sdpa_bwd_keep(dspy_backend *be, bf16 *dq, bf16 *dk, bf16 *dv, float *dk32, float *dv32,
+                                  bool *kept, const bf16 *dout, const void *out, bool out16, const float *lse,
+                                  const bf16 *q, const bf16 *k, const bf16 *v, int T, int NH, int NKV, int HS) {
+    (void)be, (void)dq, (void)dk, (void)dv, (void)dk32, (void)dv32, (void)dout, (void)out, (void)out16, (void)lse;
+    (void)q, (void)k, (void)v, (void)T, (void)NH, (void)NKV, (void)HS;
+    *kept = false;
+    return dspy_fail(DSPY_ERR_BACKEND, "cuda cudnn attention: this build has no cuDNN");
+}
+
+dspy_status dspy_cu_sdpa_cross_plan(dspy_backend *be, bool *on) {
+    (void)be;
+    *on = false;
+    return DSPY_OK;
+}
+
+dspy_status dspy_cu_sdpa_route_split(dspy_backend *be, bool bwd, const void *start, int prefix, int T, int NH,
+                                     int NKV, int HS, const void *const *ptrs, int n, bool *take) {
+    (void)be, (void)bwd, (void)start, (void)prefix, (void)T, (void)NH, (void)NKV, (void)HS, (void)ptrs, (void)n;
+    *take = false;
+    return DSPY_OK;
+}
+
+dspy_status dspy_cu_sdpa_xfwd(dspy_backend *be, bf16 *o, float *stats, const bf16 *q, const bf16 *k, const bf16 *v,
+                              int Sq, int Skv, int NH, int NKV, int HS) {
+    (void)be, (void)o, (void)stats, (void)q, (void)k, (void)v, (void)Sq, (void)Skv, (void)NH, (void)NKV, (void)HS;
+    return dspy_fail(DSPY_ERR_BACKEND, "cuda cudnn attention: this build has no cuDNN");
+}
+
+dspy_status dspy_cu_sdpa_xbwd(dspy_backend *be, bf16 *dq, void *dk, void *dv, bool *dkv32, const void *dout,
+                              bool dout16, const void *out, bool out16, const float *stats, const bf16 *q,
+                              const bf16 *k, const bf16 *v, int Sq, int Skv, int NH, int NKV, int HS) {
+    (void)be, (void)dq, (void)dk, (void)dv, (void)dout, (void)dout16, (void)out, (void)out16, (void)stats, (void)q;
+    (void)k, (void)v, (void)Sq, (void)Skv, (void)NH, (void)NKV, (void)HS;
+    *dkv32 = false;
     return dspy_fail(DSPY_ERR_BACKEND, "cuda cudnn attention: this build has no cuDNN");
 }
 
