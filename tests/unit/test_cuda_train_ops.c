@@ -496,6 +496,20 @@ static void expect_bf16_of(const char *what, const float *got, const float *ref,
     printf("  %-52s within BF16 rounding: %s (%zu values)\n", what, bad ? "NO" : "yes", n);
 }
 
+/* got within one BF16 ulp of ref (2^-7 of |ref|): ref's rounding, up to a last-bit difference
+ * of the F32 values rounded. */
+static void expect_bf16_ulp_of(const char *what, const float *got, const float *ref, size_t n) {
+    size_t bad = 0, beyond_half = 0;
+    for (size_t i = 0; i < n; i++) {
+        const float d = fabsf(got[i] - ref[i]);
+        bad += !(d <= fabsf(ref[i]) * (1.0f / 128.0f) + 1e-30f);
+        beyond_half += !(d <= fabsf(ref[i]) * (1.0f / 256.0f) + 1e-30f);
+    }
+    check_report(bad == 0, __FILE__, __LINE__, "%s: %zu of %zu values beyond one BF16 ulp", what, bad, n);
+    printf("  %-52s within one BF16 ulp: %s (%zu values, %zu beyond half an ulp)\n", what, bad ? "NO" : "yes", n,
+           beyond_half);
+}
+
 /* RoPE (bwd: its backward, the BF16 trainer's dq and dk) in place on BF16 x (the trainer's q and
  * k): the CPU's F32 rotation of the same BF16-rounded values, rounded once (cos/sin may round
  * differently in rare ties: 1e-6 of F32 noise, far inside the half-ulp bound). The CPU refuses
@@ -1713,13 +1727,17 @@ static void one_split_grad16(const char *name, int NH, int NKV, int HS, int nex,
             float *h16q = down_bf16(bq), *h16k = down_bf16(bk), *h16v = down_bf16(bv);
             snprintf(what, sizeof what, "%s T=%d [%s] BF16 grads", name, T, on);
             expect_grads(what, h16q, h16k, h16v, &rf, false, 0);
+            /* within one BF16 ulp, not half: cuDNN forms dQ with atomic adds in no fixed order, so
+             * part A's BF16 dq can differ in its last bit between the F32-gradient run and this one
+             * (measured on the H200: 1 to 9 of ~10^6 values beyond half an ulp), and the split adds
+             * part B to it before rounding */
             snprintf(what, sizeof what, "%s [%s]: BF16 dq of the F32 one", name, on);
-            expect_bf16_of(what, h16q, hq, (size_t)nq);
+            expect_bf16_ulp_of(what, h16q, hq, (size_t)nq);
             if (NH == NKV) {
                 snprintf(what, sizeof what, "%s [%s]: BF16 dk of the F32 one", name, on);
-                expect_bf16_of(what, h16k, hk, (size_t)nkv);
+                expect_bf16_ulp_of(what, h16k, hk, (size_t)nkv);
                 snprintf(what, sizeof what, "%s [%s]: BF16 dv of the F32 one", name, on);
-                expect_bf16_of(what, h16v, hv, (size_t)nkv);
+                expect_bf16_ulp_of(what, h16v, hv, (size_t)nkv);
             }
             if (oi == 0) split_dq = h16q, h16q = NULL;
             free(h16q), free(h16k), free(h16v);
