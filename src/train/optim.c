@@ -129,6 +129,7 @@ struct dspy_optimizer {
     int32_t *parts;   /* (parts_cap) a group's sequence boundaries (dspy_train_group_run) */
     size_t parts_cap;
     bool g16;         /* this step's linear weight gradients are BF16 (see wgrad16_step) */
+    bool *lin;        /* (np) parameter i is a decoder layer's linear weight */
 };
 
 dspy_status dspy_optimizer_new(dspy_trainable *t, const dspy_adamw_hparams *h, dspy_optimizer **out) {
@@ -142,10 +143,12 @@ dspy_status dspy_optimizer_new(dspy_trainable *t, const dspy_adamw_hparams *h, d
     o->off = calloc(np1, sizeof *o->off);
     o->grads = calloc(np1, sizeof *o->grads);
     o->ns = calloc(np1, sizeof *o->ns);
-    if (!o->off || !o->grads || !o->ns) goto fail;
+    o->lin = calloc(np1, sizeof *o->lin);
+    if (!o->off || !o->grads || !o->ns || !o->lin) goto fail;
     for (size_t i = 0; i < o->np; i++) {
         o->off[i] = o->total;
         o->total += dspy_trainable_param(t, i)->n;
+        o->lin[i] = dspy_train_is_linear_grad(t, dspy_trainable_param(t, i)->dg);
     }
     o->block = calloc(o->total ? 2 * o->total : 1, sizeof(float));
     if (!o->block) goto fail;
@@ -192,6 +195,7 @@ void dspy_optimizer_free(dspy_optimizer *o) {
     free(o->off);
     free(o->grads);
     free(o->ns);
+    free(o->lin);
     free(o);
 }
 
@@ -468,14 +472,12 @@ static dspy_status reduce_step(dspy_optimizer *o, size_t k) {
     return dspy_dist_join(o->dist, stream);
 }
 
-/* Whether parameter p's gradient is BF16 this step (a linear weight of a wgrad16 step). */
-static bool g16_of(const dspy_optimizer *o, const dspy_param *p) {
-    return o->g16 && dspy_train_is_linear_grad(o->t, p->dg);
-}
+/* Whether parameter i's gradient is BF16 this step (a linear weight of a wgrad16 step). */
+static bool g16_of(const dspy_optimizer *o, size_t i) { return o->g16 && o->lin[i]; }
 
-/* n elements of p's gradient from its start, as this step wrote them. */
-static dspy_tensor grad_of(const dspy_optimizer *o, const dspy_param *p, int64_t n) {
-    return dspy_bt(o->t->be, p->dg, n, g16_of(o, p) ? DSPY_DTYPE_BF16 : DSPY_DTYPE_F32);
+/* n elements of parameter i's gradient from its start, as this step wrote them. */
+static dspy_tensor grad_of(const dspy_optimizer *o, size_t i, int64_t n) {
+    return dspy_bt(o->t->be, dspy_trainable_param(o->t, i)->dg, n, g16_of(o, i) ? DSPY_DTYPE_BF16 : DSPY_DTYPE_F32);
 }
 
 /* dspy_optimizer_train_step on a mirrored trainable: everything through the op table, one
@@ -489,10 +491,8 @@ static dspy_status device_step(dspy_optimizer *o, const dspy_train_seq *seqs, si
     DSPY_TRY(local_grads(o, seqs, k, N, o->dist ? dspy_dist_rank(o->dist) : 0, world, world > 1 && o->overlap));
     if (world > 1) DSPY_TRY(reduce_step(o, k));
     dspy_tensor sq = dspy_bt(be, o->sumsq, (int64_t)(o->np ? o->np : 1), DSPY_DTYPE_F64);
-    for (size_t i = 0; i < o->np; i++) {
-        dspy_param *p = dspy_trainable_param(t, i);
-        DSPY_TRY(ops->grad_sumsq(be, sq, (int)i, grad_of(o, p, (int64_t)p->n)));
-    }
+    for (size_t i = 0; i < o->np; i++)
+        DSPY_TRY(ops->grad_sumsq(be, sq, (int)i, grad_of(o, i, (int64_t)dspy_trainable_param(t, i)->n)));
     /* the constants of step steps + 1: decay for 2-D tensors, none for biases and norms */
     dspy_adamw_pack(o->hp_host, o->steps + 1, lr, o->h.beta1, o->h.beta2, o->h.eps, o->h.weight_decay, 1.0f);
     dspy_adamw_pack(o->hp_host + DSPY_ADAMW_WORDS, o->steps + 1, lr, o->h.beta1, o->h.beta2, o->h.eps, 0.0, 1.0f);
@@ -511,16 +511,16 @@ static dspy_status device_step(dspy_optimizer *o, const dspy_train_seq *seqs, si
         uint16_t *w16 = fused16 ? dspy_train_param_w16(t, p) : NULL;
         size_t off = o->off[i], run = p->n;
         /* a BF16 gradient (the first half of its F32 slot) is not end to end with the next one */
-        for (j = i + 1; j < o->np && !g16_of(o, p); j++) {
+        for (j = i + 1; j < o->np && !g16_of(o, i); j++) {
             dspy_param *q = dspy_trainable_param(t, j);
             uint16_t *q16 = fused16 ? dspy_train_param_w16(t, q) : NULL;
             if (q->dw != p->dw + run || q->dg != p->dg + run || o->off[j] != off + run || q->ndim != p->ndim ||
-                (w16 ? q16 != w16 + run : q16 != NULL) || g16_of(o, q))
+                (w16 ? q16 != w16 + run : q16 != NULL) || g16_of(o, j))
                 break;
             run += q->n;
         }
         int64_t n = (int64_t)run;
-        dspy_tensor w = dspy_bt(be, p->dw, n, DSPY_DTYPE_F32), g = grad_of(o, p, n);
+        dspy_tensor w = dspy_bt(be, p->dw, n, DSPY_DTYPE_F32), g = grad_of(o, i, n);
         dspy_tensor m = dspy_bt(be, o->dblock + off, n, DSPY_DTYPE_F32);
         dspy_tensor v = dspy_bt(be, o->dblock + o->total + off, n, DSPY_DTYPE_F32);
         dspy_tensor h = dspy_tensor_slice(hp, p->ndim == 2 ? 0 : DSPY_ADAMW_WORDS, DSPY_ADAMW_WORDS);
