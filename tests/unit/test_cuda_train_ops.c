@@ -1676,9 +1676,10 @@ static void one_attention_split(const char *name, int NH, int NKV, int HS, int n
 /* The split's backward with the BF16 trainer's gradients (grad16): from a BF16 dout (read in place
  * by both parts), F32 and BF16 dq, dk, dv, against the CPU's F32 backward of the same BF16-rounded
  * q, k, v and dout, from the CPU's F32 out and, second, the split's own BF16 out and lse: 1e-2
- * (one_attention_grad16's tolerance), from NaN-poisoned outputs. The BF16 dq is the F32 one's
- * rounding (each part's BF16 dQ summed in F32, rounded once: no second rounding), and so are dk,
- * dv without GQA (under GQA the F32 head sums are cuDNN's, not held to a fixed order here). BF16
+ * (one_attention_grad16's tolerance), from NaN-poisoned outputs. The BF16 dq is within one BF16
+ * ulp of the F32 one (each part's BF16 dQ summed in F32 and rounded once, no second rounding; not
+ * exactly its rounding because cuDNN's dQ sums are atomic, so the two runs' part A can differ in
+ * the last bit), and so are dk, dv without GQA (under GQA the F32 head sums are cuDNN's). BF16
  * gradients are refused (ARG) for a KV group of 2 (kern/ops.h: NH == NKV or NH >= 4 NKV) and from
  * an F32 dout. That the split ran: with DSPY_CUDA_CUDNN_SPLIT=0 the flash kernels' BF16 dq is not
  * bit-identical to the split's. */
