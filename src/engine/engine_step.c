@@ -105,9 +105,11 @@ static void shared_prefix(const dspy_engine *e, const int32_t *take, int32_t out
     out[1] = out[0] > 0 ? (int32_t)len : 0;
 }
 
-/* Prompt lookup: the up to k tokens that followed the latest earlier occurrence of s's last n
- * tokens (n = 3, else 2, else 1) in its own tokens (prompt and generated), written after its
- * last token (room: k is below its remaining max_new). Returns how many (0: no match). */
+/* Prompt lookup: the k tokens that follow the latest earlier occurrence of s's last n tokens
+ * (n = 3, else 2, else 1) in its own tokens (prompt and generated), written after its last token
+ * (room: k is below its remaining max_new). Copied token by token, so a match closer than k to
+ * the end reads the drafts just written: a loop of period p (the latest match p tokens back)
+ * drafts k tokens of the loop, not p. Returns k, or 0 when nothing matches. */
 static int32_t draft(seq *s, int32_t k) {
     int32_t *t = s->tokens;
     const int32_t L = s->n_tokens;
@@ -116,10 +118,8 @@ static int32_t draft(seq *s, int32_t k) {
         const int32_t *suf = t + L - n;
         for (int32_t st = L - n - 1; st >= 0; st--) {
             if (memcmp(t + st, suf, sizeof(int32_t) * (size_t)n) != 0) continue;
-            int32_t d = L - (st + n); /* known tokens after the match: at least one */
-            if (d > k) d = k;
-            memcpy(t + L, t + st + n, sizeof(int32_t) * (size_t)d); /* source ends at or before L */
-            return d;
+            for (int32_t j = 0; j < k; j++) t[L + j] = t[st + n + j]; /* st + n + j < L + j */
+            return k;
         }
     }
     return 0;
