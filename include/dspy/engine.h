@@ -3,8 +3,9 @@
  * Made for one scheduler thread (the HTTP server's): requests are added with dspy_engine_add,
  * and each dspy_engine_step runs one batched forward pass over every active sequence — a chunk
  * of prompt for sequences still prefilling (chunked prefill, max_batch_tokens per step) and one
- * new token for each sequence that is decoding — then samples and reports one event per
- * sequence it advanced. Finished sequences release their KV blocks at once (the filled ones stay
+ * new token for each sequence that is decoding (with spec_tokens, also its drafted tokens: then
+ * it may gain several tokens in a step) — then samples and reports one event per sequence it
+ * advanced (per new token). Finished sequences release their KV blocks at once (the filled ones stay
  * in the prefix cache until the memory is needed).
  *
  * The engine runs on the model's device (dspy_model_load's `device`): the CPU reference or CUDA.

@@ -398,7 +398,7 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
         if (t == 0) continue;
         const int32_t d = e->n_draft[i];
         drafted += d;
-        if (s->n_cached < s->n_fill) out->n_prefill_tokens += t;
+        if (s->n_cached < s->n_fill) out->n_prefill_tokens += t - d; /* drafts are counted apart */
         else out->n_decode_tokens++;
         memcpy(h + L.tables + toff, s->blocks, sizeof(int32_t) * (size_t)s->n_blocks);
         dspy_attn_seg *sg = (dspy_attn_seg *)(h + L.segs) + (one == 0 ? seg : t == 1 ? seg_one++ : seg_rest++);
