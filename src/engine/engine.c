@@ -93,8 +93,8 @@ dspy_status dspy_engine_new(const dspy_model *model, const dspy_engine_params *p
                                        "max_batch_tokens (%d) must be positive",
                          p.max_seqs, p.max_tokens_total, p.block_size, p.max_batch_tokens);
     if (p.spec_tokens < 0 || p.spec_tokens > DSPY_ENGINE_MAX_SPEC)
-        return dspy_fail(DSPY_ERR_ARG, "engine: spec_tokens (%d, or DSPY_ENGINE_SPEC) must be in 0 .. %d", p.spec_tokens,
-                         DSPY_ENGINE_MAX_SPEC);
+        return dspy_fail(DSPY_ERR_ARG, "engine: spec_tokens (%d, or DSPY_ENGINE_SPEC) must be in 0 .. %d",
+                         p.spec_tokens, DSPY_ENGINE_MAX_SPEC);
     dspy_status st;
     dspy_engine *e = calloc(1, sizeof *e);
     if (!e) return dspy_fail(DSPY_ERR_NOMEM, "engine: out of memory");

@@ -489,8 +489,9 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
                 if (!is_eos(e, tok)) {
                     int32_t next = dspy_constraint_next(s->cons, s->cstate, tok);
                     if (next < 0)
-                        return dspy_fail(DSPY_ERR_BACKEND, "engine: sequence %lld sampled token %d, which its constraint "
-                                                           "bans in state %d (the backend's mask was not applied)",
+                        return dspy_fail(DSPY_ERR_BACKEND,
+                                         "engine: sequence %lld sampled token %d, which its constraint bans in state "
+                                         "%d (the backend's mask was not applied)",
                                          (long long)s->id, tok, s->cstate);
                     s->cstate = next;
                 }
