@@ -131,6 +131,7 @@ static void run_jobs(dspy_engine *e, job *jobs, int nj, run_stats *rs) {
     CHECK(rows == fed_rows + rs->pf.draft_tokens);
     CHECK(rs->pf.accepted_tokens <= rs->pf.draft_tokens);
     CHECK_INT(rs->st.active, 0);
+    CHECK_INT(rs->st.free_tokens, rs->st.capacity_tokens); /* drafted positions' blocks given back */
 }
 
 /* Every job's tokens, logprobs and finish equal dspy_generate's alone (speculation off). */
