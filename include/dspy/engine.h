@@ -3,8 +3,9 @@
  * Made for one scheduler thread (the HTTP server's): requests are added with dspy_engine_add,
  * and each dspy_engine_step runs one batched forward pass over every active sequence — a chunk
  * of prompt for sequences still prefilling (chunked prefill, max_batch_tokens per step) and one
- * new token for each sequence that is decoding — then samples and reports one event per
- * sequence it advanced. Finished sequences release their KV blocks at once (the filled ones stay
+ * new token for each sequence that is decoding (with spec_tokens, also its drafted tokens: then
+ * it may gain several tokens in a step) — then samples and reports one event per sequence it
+ * advanced (per new token). Finished sequences release their KV blocks at once (the filled ones stay
  * in the prefix cache until the memory is needed).
  *
  * The engine runs on the model's device (dspy_model_load's `device`): the CPU reference or CUDA.
@@ -58,7 +59,16 @@ typedef struct dspy_engine_params {
     int32_t block_size;       /* KV cache block in tokens (default 16) */
     int32_t max_batch_tokens; /* prompt tokens processed per step over all sequences (default 256);
                                  decode tokens come on top, one per decoding sequence */
+    int32_t spec_tokens;      /* speculative decoding: up to this many drafted tokens per greedy
+                                 (temperature 0, unconstrained) decoding sequence and step, drafted
+                                 by prompt lookup (the continuation of the latest earlier occurrence
+                                 of its last 3, 2 or 1 tokens in its own tokens), checked in the same
+                                 forward pass; the tokens are those of spec_tokens 0 (CPU: bit for
+                                 bit). 0 (default) = off; at most DSPY_ENGINE_MAX_SPEC. The
+                                 environment variable DSPY_ENGINE_SPEC=K overrides it. */
 } dspy_engine_params;
+
+enum { DSPY_ENGINE_MAX_SPEC = 32 };
 
 DSPY_API dspy_engine_params dspy_engine_params_default(void);
 
@@ -88,6 +98,8 @@ typedef enum dspy_finish {
 /* "stop" / "length" / "none": the OpenAI finish_reason spelling. */
 DSPY_API const char *dspy_finish_name(dspy_finish f);
 
+/* One per token: a sequence whose drafts were accepted reports several consecutive events in a
+ * step (its tokens in order; only the last can carry a finish). */
 typedef struct dspy_step_event {
     int64_t seq_id;
     int32_t token;       /* the new token, or -1 when this step only advanced the prompt */
@@ -99,7 +111,8 @@ typedef struct dspy_step_event {
 
 typedef struct dspy_step_out {
     const dspy_step_event *events; /* owned by the engine; valid until its next call */
-    int32_t n_events;              /* one per sequence advanced this step, in add order */
+    int32_t n_events;              /* one per sequence advanced this step (one per new token of a
+                                      speculating sequence), in add order */
     int32_t n_prefill_tokens;      /* prompt tokens processed this step */
     int32_t n_decode_tokens;       /* sequences that decoded one token this step */
 } dspy_step_out;
@@ -143,6 +156,9 @@ typedef struct dspy_engine_profile {
     int64_t plan_ns;                    /* before the spans: resuming, growing, packing metadata */
     int64_t post_ns;                    /* after them: tokens, finish rules, publishing, retiring */
     int64_t captures, capture_ns;       /* decode graphs captured (inside launch_ns) */
+    int64_t spec_steps;                 /* steps in which some sequence fed drafted tokens (eager) */
+    int64_t draft_tokens;               /* drafted tokens fed (spec_tokens > 0) */
+    int64_t accepted_tokens;            /* of those, accepted (each one a step saved) */
 } dspy_engine_profile;
 
 DSPY_API const char *dspy_step_kind_name(dspy_step_kind k); /* "graph", "decode", "mixed", "prefill" */

@@ -23,7 +23,7 @@
 #include "engine/engine_impl.h"
 
 dspy_engine_params dspy_engine_params_default(void) {
-    dspy_engine_params p = {8, 0, 16, 256};
+    dspy_engine_params p = {8, 0, 16, 256, 0};
     return p;
 }
 
@@ -66,6 +66,8 @@ void dspy_engine_free(dspy_engine *e) {
     dspy_backend_free(e->be);
     free(e->out_seq);
     free(e->take);
+    free(e->n_draft);
+    free(e->first_out);
     free(e->events);
     free(e);
 }
@@ -74,6 +76,15 @@ dspy_status dspy_engine_new(const dspy_model *model, const dspy_engine_params *p
     *out = NULL;
     dspy_engine_params p = pp ? *pp : dspy_engine_params_default();
     const dspy_model_config *c = dspy_model_config_get(model);
+    const char *sk = getenv("DSPY_ENGINE_SPEC"); /* benchmarking: drafted tokens per step, overriding p */
+    if (sk && *sk) {
+        char *end;
+        long k = strtol(sk, &end, 10);
+        if (*end || k < 0 || k > DSPY_ENGINE_MAX_SPEC)
+            return dspy_fail(DSPY_ERR_ARG, "engine: DSPY_ENGINE_SPEC=%s is not a number of drafted tokens in 0 .. %d",
+                             sk, DSPY_ENGINE_MAX_SPEC);
+        p.spec_tokens = (int32_t)k;
+    }
     if (p.max_tokens_total == 0)
         p.max_tokens_total = c->max_position_embeddings < 16384 ? c->max_position_embeddings : 16384;
     if (p.max_seqs <= 0 || p.max_seqs > 65536 || p.max_tokens_total <= 0 || p.block_size <= 0 ||
@@ -81,6 +92,9 @@ dspy_status dspy_engine_new(const dspy_model *model, const dspy_engine_params *p
         return dspy_fail(DSPY_ERR_ARG, "engine: max_seqs (%d), max_tokens_total (%d), block_size (%d) and "
                                        "max_batch_tokens (%d) must be positive",
                          p.max_seqs, p.max_tokens_total, p.block_size, p.max_batch_tokens);
+    if (p.spec_tokens < 0 || p.spec_tokens > DSPY_ENGINE_MAX_SPEC)
+        return dspy_fail(DSPY_ERR_ARG, "engine: spec_tokens (%d, or DSPY_ENGINE_SPEC) must be in 0 .. %d",
+                         p.spec_tokens, DSPY_ENGINE_MAX_SPEC);
     dspy_status st;
     dspy_engine *e = calloc(1, sizeof *e);
     if (!e) return dspy_fail(DSPY_ERR_NOMEM, "engine: out of memory");
@@ -88,11 +102,13 @@ dspy_status dspy_engine_new(const dspy_model *model, const dspy_engine_params *p
     e->cfg = c;
     e->p = p;
     e->next_id = 1;
-    e->rows_cap = p.max_batch_tokens + p.max_seqs;
+    /* a speculating sequence feeds its token and up to spec_tokens drafts, every one sampled */
+    e->max_out = p.max_seqs * (1 + p.spec_tokens);
+    e->rows_cap = p.max_batch_tokens + e->max_out;
     int64_t cap_tokens = ((int64_t)p.max_tokens_total + p.block_size - 1) / p.block_size * p.block_size;
     e->max_len = (int32_t)(cap_tokens < c->max_position_embeddings ? cap_tokens : c->max_position_embeddings);
     e->max_blocks = (e->max_len + p.block_size - 1) / p.block_size;
-    dspy_backend_plan plan = {e->rows_cap, e->max_len, p.max_seqs, c->vocab_size, c->num_attention_heads,
+    dspy_backend_plan plan = {e->rows_cap, e->max_len, e->max_out, c->vocab_size, c->num_attention_heads,
                               c->head_dim, dspy_model_n_threads(model)};
     if ((st = dspy_backend_new(dspy_model_device(model), &plan, &e->be))) goto fail;
     if ((st = dspy_fwd_use_model_kernels(model, e->be))) goto fail;
@@ -100,25 +116,27 @@ dspy_status dspy_engine_new(const dspy_model *model, const dspy_engine_params *p
     if ((st = dspy_kv_cache_init(&e->kv, e->be, c, (int32_t)cap_tokens + p.block_size, p.block_size))) goto fail;
     if ((st = dspy_block_pool_init(&e->pool, e->kv.n_blocks, p.block_size))) goto fail;
     dspy_block_pool_alloc(&e->pool, &e->pad_block); /* held forever */
-    if ((st = dspy_fwd_buf_init(&e->buf, e->be, c, e->rows_cap, p.max_seqs))) goto fail;
+    if ((st = dspy_fwd_buf_init(&e->buf, e->be, c, e->rows_cap, e->max_out))) goto fail;
     /* Staging: the largest layout: every row, every sequence with a full block table (shared
      * blocks appear in several tables), one table entry for the padded rows. */
     e->meta_words =
-        dspy_engine_layout(e->rows_cap, p.max_seqs, p.max_seqs, p.max_seqs * e->max_blocks + 1).end + 16;
+        dspy_engine_layout(e->rows_cap, p.max_seqs, e->max_out, p.max_seqs * e->max_blocks + 1).end + 16;
     const dspy_ops *o = e->be->ops;
     if ((st = o->alloc_host(e->be, e->meta_words * 4, (void **)&e->meta_h))) goto fail;
     if ((st = o->alloc(e->be, e->meta_words * 4, (void **)&e->meta_d))) goto fail;
-    if ((st = o->alloc_host(e->be, (size_t)p.max_seqs * 12, (void **)&e->res_h))) goto fail;
-    if ((st = o->alloc(e->be, (size_t)p.max_seqs * 12, (void **)&e->res_d))) goto fail;
+    if ((st = o->alloc_host(e->be, (size_t)e->max_out * 12, (void **)&e->res_h))) goto fail;
+    if ((st = o->alloc(e->be, (size_t)e->max_out * 12, (void **)&e->res_d))) goto fail;
     e->mask_words = (c->vocab_size + 31) / 32;
     size_t cmask_bytes = (size_t)p.max_seqs * (1 + (size_t)e->mask_words) * 4;
     if ((st = o->alloc_host(e->be, cmask_bytes, (void **)&e->cmask_h))) goto fail;
     if ((st = o->alloc(e->be, cmask_bytes, (void **)&e->cmask_d))) goto fail;
     e->active = calloc((size_t)p.max_seqs, sizeof *e->active);
-    e->out_seq = malloc((size_t)p.max_seqs * sizeof *e->out_seq);
-    e->events = malloc((size_t)p.max_seqs * sizeof *e->events);
+    e->out_seq = malloc((size_t)e->max_out * sizeof *e->out_seq);
+    e->events = malloc((size_t)e->max_out * sizeof *e->events);
     e->take = malloc((size_t)p.max_seqs * sizeof *e->take);
-    if (!e->active || !e->out_seq || !e->events || !e->take) {
+    e->n_draft = malloc((size_t)p.max_seqs * sizeof *e->n_draft);
+    e->first_out = malloc((size_t)p.max_seqs * sizeof *e->first_out);
+    if (!e->active || !e->out_seq || !e->events || !e->take || !e->n_draft || !e->first_out) {
         st = dspy_fail(DSPY_ERR_NOMEM, "engine: out of memory");
         goto fail;
     }
@@ -403,14 +421,18 @@ dspy_status dspy_generate(const dspy_model *m, const int32_t *prompt, size_t n, 
         dspy_step_out so;
         if ((st = dspy_engine_step(e, &so))) goto fail;
         if (so.n_events == 0) break;
-        const dspy_step_event *ev = &so.events[0];
-        if (ev->token < 0) continue;
-        ids[count] = ev->token;
-        lps[count++] = ev->logprob;
-        if (ev->finish != DSPY_FINISH_NONE) {
-            if (finish) *finish = ev->finish;
-            break;
+        bool done = false;
+        for (int32_t k = 0; k < so.n_events && !done; k++) { /* several when drafts were accepted */
+            const dspy_step_event *ev = &so.events[k];
+            if (ev->token < 0) continue;
+            ids[count] = ev->token;
+            lps[count++] = ev->logprob;
+            if (ev->finish != DSPY_FINISH_NONE) {
+                if (finish) *finish = ev->finish;
+                done = true;
+            }
         }
+        if (done) break;
     }
     dspy_engine_free(e);
     *out_ids = ids;

@@ -71,6 +71,9 @@ struct dspy_engine {
                                    row each), then their masks */
     seq **out_seq;          /* (max_seqs) sequences sampled this step */
     int32_t *take;          /* (max_seqs) tokens each active sequence feeds this step */
+    int32_t *n_draft;       /* (max_seqs) of those, drafted tokens (speculation; 0 otherwise) */
+    int32_t *first_out;     /* (max_seqs) its first sampled row this step, or -1 */
+    int32_t max_out;        /* sampled rows a step can have: max_seqs * (1 + spec_tokens) */
     dspy_step_event *events;
     void *graphs[2][MAX_BUCKETS]; /* captured decode steps: [every row masked][bucket index] */
     bool use_graphs;

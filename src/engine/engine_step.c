@@ -23,6 +23,19 @@
  * masks all its rows (all ones where unconstrained: a shift of exactly 0) with a second capture
  * per bucket; the automaton's state moves on the host after the step.
  *
+ * Speculative decoding (dspy_engine_params.spec_tokens = K > 0): a greedy unconstrained decoding
+ * sequence drafts up to K tokens by prompt lookup (draft below) and feeds its last token and the
+ * drafts as one causal chunk at consecutive positions, every row sampled. Row j's token is the
+ * sequence's next one if drafts 0 .. j - 1 equal the tokens sampled at rows 0 .. j - 1, so the
+ * host accepts drafts while they match and emits the sampled tokens up to the first mismatch (one
+ * more than the accepted drafts), applying the finish rule token by token as single steps would;
+ * n_cached covers only the rows whose tokens are now the sequence's (the rejected rows' keys and
+ * values are overwritten when those positions are fed again, and publishing stops at n_cached).
+ * On the CPU a row's logits do not depend on how the rows are batched or chunked, so the tokens
+ * are those of one token a step, bit for bit. Drafted positions get blocks only from free ones
+ * (fewer drafts, never a preemption); blocks of rejected positions stay with the sequence for its
+ * next positions. Such a step runs eagerly, as a mixed step; pure decode steps keep their graphs.
+ *
  * Every step adds its kind, rows, device span and host phases to the engine's profile
  * (dspy_engine_profile; /metrics shows it). Two variants for the steps that run op by op:
  * DSPY_ENGINE_SPLIT_MIXED=1 (a mixed step's decoding rows attended by the decode kernel in a
@@ -92,6 +105,53 @@ static void shared_prefix(const dspy_engine *e, const int32_t *take, int32_t out
     out[1] = out[0] > 0 ? (int32_t)len : 0;
 }
 
+/* Prompt lookup: the k tokens that follow the latest earlier occurrence of s's last n tokens
+ * (n = 3, else 2, else 1) in its own tokens (prompt and generated), written after its last token
+ * (room: k is below its remaining max_new). Copied token by token, so a match closer than k to
+ * the end reads the drafts just written: a loop of period p (the latest match p tokens back)
+ * drafts k tokens of the loop, not p. Returns k, or 0 when nothing matches. */
+static int32_t draft(seq *s, int32_t k) {
+    int32_t *t = s->tokens;
+    const int32_t L = s->n_tokens;
+    for (int32_t n = 3; n >= 1; n--) {
+        if (L <= n) continue;
+        const int32_t *suf = t + L - n;
+        for (int32_t st = L - n - 1; st >= 0; st--) {
+            if (memcmp(t + st, suf, sizeof(int32_t) * (size_t)n) != 0) continue;
+            for (int32_t j = 0; j < k; j++) t[L + j] = t[st + n + j]; /* st + n + j < L + j */
+            return k;
+        }
+    }
+    return 0;
+}
+
+/* Drafts for every greedy unconstrained decoding sequence (n_draft), with blocks for the drafted
+ * positions taken only from the pool's available ones: fewer drafts when it is dry. */
+static void plan_drafts(dspy_engine *e) {
+    const int32_t bs = e->kv.block_size;
+    for (int32_t i = 0; i < e->n_active; i++) {
+        seq *s = e->active[i];
+        e->n_draft[i] = 0;
+        if (e->p.spec_tokens == 0 || s->waiting || s->n_tokens - s->n_cached != 1 || s->temperature != 0 || s->cons)
+            continue;
+        /* the fed positions stay below n_prompt + max_new - 1: the last new token is never fed */
+        int32_t k = s->max_new - s->n_generated - 1;
+        if (k > e->p.spec_tokens) k = e->p.spec_tokens;
+        if (k <= 0) continue;
+        int32_t d = draft(s, k);
+        for (int32_t j = 1; j <= d; j++) {
+            const int32_t p = s->n_cached + j, b0 = s->n_blocks;
+            if (p / bs < b0) continue;
+            if (!dspy_block_pool_alloc(&e->pool, &s->blocks[b0])) {
+                d = j - 1;
+                break;
+            }
+            s->n_blocks++;
+        }
+        e->n_draft[i] = d;
+    }
+}
+
 /* The step's rows, before they are laid out: how many tokens each sequence feeds. */
 typedef struct step_plan {
     int32_t N, nseg, M, n_table;
@@ -101,29 +161,33 @@ typedef struct step_plan {
 } step_plan;
 
 /* How many tokens each sequence feeds: all its uncached tokens, prompt chunks within the budget
- * (a decoding sequence feeds its one new token outside the budget). Gives decoding sequences
- * their next block first, which may preempt others (they then feed nothing). */
+ * (a decoding sequence feeds its one new token, and its drafts, outside the budget). Gives decoding
+ * sequences their next block first, which may preempt others (they then feed nothing). */
 static step_plan plan_step(dspy_engine *e, int32_t *take) {
     step_plan sp = {0, 0, 0, 0, 0, 0, true};
     for (int32_t i = 0; i < e->n_active; i++) {
         seq *s = e->active[i];
         if (!s->waiting && s->n_tokens - s->n_cached == 1) dspy_engine_grow(e, s, s->n_cached);
     }
+    plan_drafts(e);
     int32_t budget = e->p.max_batch_tokens;
     for (int32_t i = 0; i < e->n_active; i++) {
         seq *s = e->active[i];
         int32_t t = s->waiting ? 0 : s->n_tokens - s->n_cached;
+        const int32_t d = e->n_draft[i];
         if (t > 1) {
             if (t > budget) t = budget;
             budget -= t;
+        } else {
+            t += d; /* 0 unless decoding */
         }
         take[i] = t;
         if (t == 0) continue;
         sp.N += t;
         sp.nseg++;
         sp.n_table += s->n_blocks;
-        if (s->n_cached + t == s->n_tokens) {
-            sp.M++;
+        if (s->n_cached + t - d == s->n_tokens) {
+            sp.M += 1 + d;
             sp.R += s->cons != NULL;
         } else {
             sp.decode = false;
@@ -170,11 +234,11 @@ static dspy_status run_step(dspy_engine *e, const meta_layout *L, int32_t N, int
     dspy_tensor logits = dspy_tensor_slice(e->buf.logits, 0, (int64_t)M * V);
     dspy_tensor params = dspy_bt(be, d + L->params, (int64_t)M * DSPY_SAMPLE_PARAM_WORDS, DSPY_DTYPE_I32);
     dspy_tensor toks = dspy_bt(be, e->res_d, M, DSPY_DTYPE_I32);
-    dspy_tensor lps = dspy_bt(be, e->res_d + e->p.max_seqs, M, DSPY_DTYPE_F32);
+    dspy_tensor lps = dspy_bt(be, e->res_d + e->max_out, M, DSPY_DTYPE_F32);
     if (R > 0) {
         dspy_tensor rows = dspy_bt(be, e->cmask_d, R, DSPY_DTYPE_I32);
         dspy_tensor masks = dspy_bt(be, e->cmask_d + e->p.max_seqs, (int64_t)R * e->mask_words, DSPY_DTYPE_I32);
-        dspy_tensor shift = dspy_bt(be, e->res_d + 2 * e->p.max_seqs, R, DSPY_DTYPE_F32);
+        dspy_tensor shift = dspy_bt(be, e->res_d + 2 * e->max_out, R, DSPY_DTYPE_F32);
         DSPY_TRY(be->ops->mask_logits(be, logits, masks, rows, shift, R, V));
     }
     return be->ops->sample(be, toks, lps, logits, params, M, V);
@@ -285,7 +349,7 @@ dspy_status dspy_engine_warmup(dspy_engine *e) {
         DSPY_TRY(o->sync(be));
         if (b >= e->p.max_seqs) break;
     }
-    DSPY_TRY(o->copy(be, e->res_h, e->res_d, (size_t)e->p.max_seqs * 12, DSPY_COPY_D2H));
+    DSPY_TRY(o->copy(be, e->res_h, e->res_d, (size_t)e->max_out * 12, DSPY_COPY_D2H));
     return o->sync(be);
 }
 
@@ -326,12 +390,15 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
     const int32_t one = !sp.decode && e->split_mixed && sp.one < sp.nseg ? sp.one : 0;
     if (sp.decode) shared_prefix(e, take, h + L.shared); /* before n_cached moves on */
     else h[L.shared] = h[L.shared + 1] = 0;
-    int32_t seg_one = 0, seg_rest = one;
+    int32_t seg_one = 0, seg_rest = one, drafted = 0;
     for (int32_t i = 0; i < e->n_active; i++) {
         seq *s = e->active[i];
         int32_t t = take[i];
+        e->first_out[i] = -1;
         if (t == 0) continue;
-        if (s->n_cached < s->n_fill) out->n_prefill_tokens += t;
+        const int32_t d = e->n_draft[i];
+        drafted += d;
+        if (s->n_cached < s->n_fill) out->n_prefill_tokens += t - d; /* drafts are counted apart */
         else out->n_decode_tokens++;
         memcpy(h + L.tables + toff, s->blocks, sizeof(int32_t) * (size_t)s->n_blocks);
         dspy_attn_seg *sg = (dspy_attn_seg *)(h + L.segs) + (one == 0 ? seg : t == 1 ? seg_one++ : seg_rest++);
@@ -344,10 +411,15 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
             h[L.pos + rows + j] = p;
             h[L.slots + rows + j] = s->blocks[p / bs] * bs + p % bs;
         }
-        s->n_cached += t;
-        dspy_step_event *ev = &e->events[out->n_events++];
-        *ev = (dspy_step_event){s->id, -1, 0.0f, DSPY_FINISH_NONE, s->n_generated};
+        s->n_cached += t - d; /* the drafted rows count once accepted */
         if (s->n_cached == s->n_tokens) {
+            e->first_out[i] = m;
+            for (int32_t j = 0; j < d; j++) { /* every drafted row sampled too (greedy: no draws) */
+                dspy_sample_param *pd = (dspy_sample_param *)(h + L.params) + m;
+                *pd = (dspy_sample_param){s->temperature, s->top_p, s->top_k, 0, 0.0};
+                h[L.out_rows + m] = rows + j;
+                e->out_seq[m++] = s;
+            }
             dspy_sample_param *pr = (dspy_sample_param *)(h + L.params) + m;
             *pr = (dspy_sample_param){s->temperature, s->top_p, s->top_k, 0, 0.0};
             if (s->temperature > 0) pr->uniform = dspy_rng_uniform(&s->rng); /* one draw per sampled token */
@@ -381,7 +453,7 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
     } else {
         DSPY_TRY(run_step(e, &L, N, nseg, M, n_table, sp.decode, sp.R, one));
     }
-    DSPY_TRY(o->copy(be, e->res_h, e->res_d, (size_t)e->p.max_seqs * 12, DSPY_COPY_D2H));
+    DSPY_TRY(o->copy(be, e->res_h, e->res_d, (size_t)e->max_out * 12, DSPY_COPY_D2H));
     const int64_t t_wait = dspy_now_ns();
     DSPY_TRY(o->sync(be));
     const int64_t t_post = dspy_now_ns();
@@ -395,33 +467,45 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
     e->prof.plan_ns += t_launch - t_plan;
     e->prof.launch_ns[kind] += t_wait - t_launch;
     e->prof.device_ns[kind] += t_post - t_launch;
-    const float *lp = (const float *)(e->res_h + e->p.max_seqs);
-    const float *shift = (const float *)(e->res_h + 2 * e->p.max_seqs);
+    e->prof.spec_steps += drafted > 0;
+    e->prof.draft_tokens += drafted;
+    const float *lp = (const float *)(e->res_h + e->max_out);
+    const float *shift = (const float *)(e->res_h + 2 * e->max_out);
     r = 0;
-    for (int32_t j = 0; j < sp.M; j++) {
-        seq *s = e->out_seq[j];
-        int32_t tok = e->res_h[j];
-        float logprob = lp[j];
-        if (s->cons) { /* the raw distribution's logprob; the automaton moves on (eos ends it) */
-            logprob += shift[mask_all ? j : r++];
-            if (!is_eos(e, tok)) {
-                int32_t next = dspy_constraint_next(s->cons, s->cstate, tok);
-                if (next < 0)
-                    return dspy_fail(DSPY_ERR_BACKEND, "engine: sequence %lld sampled token %d, which its constraint "
-                                                       "bans in state %d (the backend's mask was not applied)",
-                                     (long long)s->id, tok, s->cstate);
-                s->cstate = next;
+    /* One event per fed sequence in add order (token -1 for a prompt chunk), more for accepted
+     * drafts. A sequence's sampled rows are consecutive from first_out (rows in add order). */
+    for (int32_t i = 0; i < e->n_active; i++) {
+        if (take[i] == 0) continue;
+        seq *s = e->active[i];
+        dspy_step_event *ev = &e->events[out->n_events++];
+        *ev = (dspy_step_event){s->id, -1, 0.0f, DSPY_FINISH_NONE, s->n_generated};
+        const int32_t j0 = e->first_out[i], d = e->n_draft[i];
+        if (j0 < 0) continue; /* a prompt chunk */
+        for (int32_t j = j0;; j++) {
+            int32_t tok = e->res_h[j];
+            float logprob = lp[j];
+            if (s->cons) { /* the raw distribution's logprob; the automaton moves on (eos ends it) */
+                logprob += shift[mask_all ? j : r++];
+                if (!is_eos(e, tok)) {
+                    int32_t next = dspy_constraint_next(s->cons, s->cstate, tok);
+                    if (next < 0)
+                        return dspy_fail(DSPY_ERR_BACKEND,
+                                         "engine: sequence %lld sampled token %d, which its constraint bans in state "
+                                         "%d (the backend's mask was not applied)",
+                                         (long long)s->id, tok, s->cstate);
+                    s->cstate = next;
+                }
             }
+            /* draft j - j0 sits where tok goes; the next row's prediction holds if they agree */
+            const bool hit = j - j0 < d && s->tokens[s->n_tokens] == tok;
+            s->tokens[s->n_tokens++] = tok;
+            s->n_generated++;
+            if (j > j0) ev = &e->events[out->n_events++];
+            *ev = (dspy_step_event){s->id, tok, logprob, dspy_engine_finish_rule(e, s, tok), s->n_generated};
+            if (ev->finish != DSPY_FINISH_NONE || !hit) break;
+            s->n_cached++; /* the accepted draft's row is the sequence's now */
+            e->prof.accepted_tokens++;
         }
-        s->tokens[s->n_tokens++] = tok;
-        s->n_generated++;
-        for (int32_t k = 0; k < out->n_events; k++)
-            if (e->events[k].seq_id == s->id) {
-                e->events[k].token = tok;
-                e->events[k].logprob = logprob;
-                e->events[k].finish = dspy_engine_finish_rule(e, s, tok);
-                e->events[k].n_generated = s->n_generated;
-            }
     }
     for (int32_t i = 0; i < e->n_active; i++)
         if (take[i] > 0) dspy_engine_publish(e, e->active[i]);

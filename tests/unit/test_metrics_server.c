@@ -45,6 +45,7 @@ static void test_render(void) {
     st.engine.device_ns[DSPY_STEP_PREFILL] = 36570000;
     st.engine.plan_ns = 1220000;
     st.engine.captures = 4;
+    st.engine.draft_tokens = 300, st.engine.accepted_tokens = 120;
     dspy_str o = DSPY_STR_INIT;
     CHECK(dspy_srv_metrics_render(m, &st, &o));
     const char *t = dspy_str_cstr(&o);
@@ -82,6 +83,9 @@ static void test_render(void) {
     CHECK_NEAR(value(t, "dspy_engine_thread_seconds_total{phase=\"events\"}"), 0.0015, 1e-12);
     CHECK_NEAR(value(t, "dspy_engine_thread_seconds_total{phase=\"step_plan\"}"), 0.00122, 1e-12);
     CHECK_NEAR(value(t, "dspy_engine_graph_captures_total"), 4, 0);
+    CHECK_NEAR(value(t, "dspy_engine_spec_steps_total"), 0, 0);
+    CHECK_NEAR(value(t, "dspy_engine_draft_tokens_total"), 300, 0);
+    CHECK_NEAR(value(t, "dspy_engine_accepted_tokens_total"), 120, 0);
     CHECK_CONTAINS(t, "# TYPE dspy_engine_device_seconds_total counter\n");
     CHECK_CONTAINS(t, "# TYPE dspy_time_to_first_token_seconds histogram\n");
     CHECK_CONTAINS(t, "# TYPE dspy_requests_total counter\n");

@@ -100,14 +100,18 @@ static dspy_status run_timed(const dspy_model *m, const int32_t *ids, size_t n, 
         dspy_step_out so;
         if ((st = dspy_engine_step(e, &so))) goto done;
         if (so.n_events == 0) break;
-        const dspy_step_event *ev = &so.events[0];
-        if (ev->token < 0) continue;
-        if (*nout == 0) *t_first = dspy_now_s() - t0;
-        (*out)[(*nout)++] = ev->token;
-        if (ev->finish != DSPY_FINISH_NONE) {
-            *fin = ev->finish;
-            break;
+        bool ended = false;
+        for (int32_t k = 0; k < so.n_events && !ended; k++) { /* several when speculation's drafts hit */
+            const dspy_step_event *ev = &so.events[k];
+            if (ev->token < 0) continue;
+            if (*nout == 0) *t_first = dspy_now_s() - t0;
+            (*out)[(*nout)++] = ev->token;
+            if (ev->finish != DSPY_FINISH_NONE) {
+                *fin = ev->finish;
+                ended = true;
+            }
         }
+        if (ended) break;
     }
     *t_total = dspy_now_s() - t0;
 done:

@@ -1,0 +1,511 @@
+/* test_engine_spec.c — speculative decoding (dspy_engine_params.spec_tokens, DSPY_ENGINE_SPEC).
+ *
+ * With drafts on, every sequence must get exactly the tokens, logprobs (bit for bit) and finish
+ * reason it gets alone with speculation off (dspy_generate, spec_tokens 0): greedy ones that
+ * draft, and sampled or constrained ones in the same batch that do not. Cases: staggered batches
+ * of mixed requests, max_tokens and stop ids landing inside an accepted run, eos, preemption in
+ * a small pool, prefix-cache hits on blocks that drafting sequences filled, parameter errors.
+ * Each drafting case asserts that drafts were accepted (and some rejected), so none can pass
+ * without speculating. Models: random checkpoints (dspy_model_write_random_std: std 0.2 wanders,
+ * most drafts rejected; std 0.02 repeats its last token, drafts accepted) and the HF fixtures
+ * under tests/ref when present (loops that prompt lookup partly predicts).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "dspy/constraint.h"
+#include "dspy/engine.h"
+#include "dspy/model.h"
+#include "dspy/str.h"
+
+enum { V = 300, CTX = 128, MAXGEN = 128 };
+
+static char *g_dir; /* random llama, vocab V, context CTX, no eos */
+
+/* std 0.2: greedy continuations that wander (drafts mostly rejected); 0.02: ones that repeat
+ * their last token (drafts accepted) */
+static char *model_dir_std(const char *name, int eos, uint64_t seed, double std) {
+    dspy_str p = DSPY_STR_INIT;
+    dspy_str_appendf(&p, "%s/%s", test_tmpdir(), name);
+    dspy_model_config c;
+    CHECK_OK(dspy_model_config_preset("llama", "tiny", &c));
+    c.vocab_size = V;
+    c.max_position_embeddings = CTX;
+    c.bos_token_id = 0;
+    c.n_eos = eos >= 0 ? 1 : 0;
+    c.eos_token_ids[0] = eos;
+    CHECK_OK(dspy_model_write_random_std(dspy_str_cstr(&p), &c, seed, DSPY_DTYPE_F32, true, std));
+    return dspy_str_take(&p);
+}
+
+static char *model_dir(const char *name, int eos, uint64_t seed) { return model_dir_std(name, eos, seed, 0.2); }
+
+static dspy_model *load(const char *dir) {
+    dspy_model *m = NULL;
+    CHECK_OK(dspy_model_load(dir, NULL, &m));
+    return m;
+}
+
+/* n tokens: a pattern of `period` tokens repeated (period 0: no repetition). */
+static void prompt_fill(int32_t *p, int n, int vocab, int salt, int period) {
+    for (int i = 0; i < n; i++) {
+        int k = period > 0 ? i % period : i;
+        p[i] = (int32_t)((k * 37 + salt * 101 + 11) % vocab);
+    }
+}
+
+typedef struct job {
+    int32_t prompt[96];
+    int len;
+    dspy_sampling sp;
+    int32_t stop;  /* its stop id when sp.n_stop_ids is 1 */
+    int add_step;  /* added at this step or, while the engine refuses, later */
+    int64_t id;
+    int32_t toks[MAXGEN];
+    float lps[MAXGEN];
+    int n;
+    dspy_finish fin;
+    bool multi_end; /* its finishing event came in a step that gave it several tokens */
+} job;
+
+typedef struct run_stats {
+    dspy_engine_profile pf;
+    dspy_engine_stats st;
+} run_stats;
+
+/* Runs the jobs through engine e until all finish. Checks the events: n_generated counts every
+ * token, a sequence's events of one step are consecutive and only the last may finish, and the
+ * profile's rows are the fed prompt, decode and drafted tokens. */
+static void run_jobs(dspy_engine *e, job *jobs, int nj, run_stats *rs) {
+    int added = 0, done = 0;
+    int64_t fed_rows = 0;
+    dspy_engine_profile_get(e, &rs->pf); /* an engine may have run jobs before: count from here */
+    for (int k = 0; k < DSPY_STEP_KINDS; k++) fed_rows += rs->pf.rows[k];
+    fed_rows -= rs->pf.draft_tokens;
+    for (int i = 0; i < nj; i++) jobs[i].n = 0, jobs[i].fin = DSPY_FINISH_NONE, jobs[i].multi_end = false;
+    for (int step = 0; done < nj && step < 2000; step++) {
+        while (added < nj && jobs[added].add_step <= step) {
+            job *j = &jobs[added];
+            dspy_status st = dspy_engine_add(e, j->prompt, (size_t)j->len, &j->sp, &j->id);
+            if (st == DSPY_ERR_STATE) break;
+            CHECK_OK(st);
+            if (st) return;
+            added++;
+        }
+        dspy_step_out so;
+        CHECK_OK(dspy_engine_step(e, &so));
+        fed_rows += so.n_prefill_tokens + so.n_decode_tokens;
+        for (int k = 0; k < so.n_events; k++) {
+            const dspy_step_event *ev = &so.events[k];
+            int i = 0;
+            while (i < added && jobs[i].id != ev->seq_id) i++;
+            CHECK(i < added);
+            if (i >= added) continue;
+            job *j = &jobs[i];
+            /* a sequence's events of a step are consecutive; all but the last are unfinished tokens */
+            if (k + 1 < so.n_events && so.events[k + 1].seq_id == ev->seq_id)
+                CHECK(ev->finish == DSPY_FINISH_NONE && ev->token >= 0);
+            if (k > 0 && so.events[k - 1].seq_id != ev->seq_id)
+                for (int q = 0; q < k - 1; q++) CHECK(so.events[q].seq_id != ev->seq_id);
+            if (ev->token < 0) continue;
+            CHECK(j->fin == DSPY_FINISH_NONE && j->n < MAXGEN);
+            if (j->fin != DSPY_FINISH_NONE || j->n >= MAXGEN) continue;
+            j->toks[j->n] = ev->token;
+            j->lps[j->n++] = ev->logprob;
+            CHECK_INT(ev->n_generated, j->n);
+            if (ev->finish) {
+                j->fin = ev->finish;
+                j->multi_end = k > 0 && so.events[k - 1].seq_id == ev->seq_id;
+                done++;
+            }
+        }
+    }
+    CHECK_INT(done, nj);
+    dspy_engine_profile_get(e, &rs->pf);
+    dspy_engine_stats_get(e, &rs->st);
+    int64_t rows = 0;
+    for (int k = 0; k < DSPY_STEP_KINDS; k++) rows += rs->pf.rows[k];
+    CHECK(rows == fed_rows + rs->pf.draft_tokens);
+    CHECK(rs->pf.accepted_tokens <= rs->pf.draft_tokens);
+    CHECK_INT(rs->st.active, 0);
+    CHECK_INT(rs->st.free_tokens, rs->st.capacity_tokens); /* drafted positions' blocks given back */
+}
+
+/* Every job's tokens, logprobs and finish equal dspy_generate's alone (speculation off). */
+static void expect_alone(const dspy_model *m, const job *jobs, int nj, const char *what) {
+    for (int i = 0; i < nj; i++) {
+        const job *j = &jobs[i];
+        int32_t *g;
+        float *gl;
+        size_t ng;
+        dspy_finish f;
+        CHECK_OK(dspy_generate(m, j->prompt, (size_t)j->len, &j->sp, &g, &gl, &ng, &f));
+        bool same = (int)ng == j->n && f == j->fin;
+        int k = 0;
+        for (; same && k < j->n; k++) same = g[k] == j->toks[k] && gl[k] == j->lps[k];
+        check_report(same, __FILE__, __LINE__,
+                     "%s: job %d (temperature %g%s) gave %d tokens (%s), alone %zu (%s), first difference at %d", what,
+                     i, (double)j->sp.temperature, j->sp.constraint ? ", constrained" : "", j->n,
+                     dspy_finish_name(j->fin), ng, dspy_finish_name(f), k - 1);
+        free(g), free(gl);
+    }
+}
+
+static dspy_engine *engine(const dspy_model *m, int max_seqs, int total, int bs, int budget, int spec) {
+    dspy_engine_params ep = dspy_engine_params_default();
+    ep.max_seqs = max_seqs, ep.max_tokens_total = total, ep.block_size = bs, ep.max_batch_tokens = budget;
+    ep.spec_tokens = spec;
+    dspy_engine *e = NULL;
+    CHECK_OK(dspy_engine_new(m, &ep, &e));
+    return e;
+}
+
+/* An automaton over tokens 10 .. 59: any of them, forever. */
+static dspy_constraint *band(int vocab) {
+    dspy_constraint *c = NULL;
+    CHECK_OK(dspy_constraint_new(1, vocab, &c));
+    if (!c) return NULL;
+    for (int t = 10; t < 60; t++) CHECK_OK(dspy_constraint_set_token(c, 0, t, 0));
+    CHECK_OK(dspy_constraint_set_accept(c, 0, true));
+    return c;
+}
+
+/* Eight requests of every kind through four slots, added over the first steps. */
+static int mixed_jobs(job *jobs, int vocab, const dspy_constraint *c) {
+    static const struct {
+        int len, period, max;
+        float temp;
+        int top_k;
+        bool cons, ignore_eos;
+        int add;
+    } k[] = {
+        {30, 6, 60, 0, 0, false, false, 0}, /* repeating prompt, greedy */
+        {9, 0, 70, 0, 0, false, false, 0},  /* plain prompt, greedy */
+        {24, 4, 40, 0.9f, 0, false, false, 1}, /* sampled */
+        {20, 5, 30, 0, 0, true, false, 2},  /* greedy but constrained: no drafts */
+        {2, 0, 90, 0, 0, false, true, 3},   /* short prompt, greedy, long */
+        {17, 3, 25, 1.1f, 0, true, false, 5}, /* sampled and constrained */
+        {40, 8, 50, 0, 5, false, false, 6}, /* greedy (top_k ignored) */
+        {12, 0, 33, 0, 0, false, false, 9},
+    };
+    const int n = (int)(sizeof k / sizeof k[0]);
+    for (int i = 0; i < n; i++) {
+        job *j = &jobs[i];
+        memset(j, 0, sizeof *j);
+        j->len = k[i].len;
+        prompt_fill(j->prompt, j->len, vocab, i, k[i].period);
+        j->sp = dspy_sampling_default();
+        j->sp.temperature = k[i].temp;
+        j->sp.top_k = k[i].top_k;
+        j->sp.seed = (uint64_t)(100 + i);
+        j->sp.max_tokens = k[i].max;
+        j->sp.ignore_eos = k[i].ignore_eos;
+        j->sp.constraint = k[i].cons ? c : NULL;
+        j->add_step = k[i].add;
+    }
+    return n;
+}
+
+/* Mixed batches with K = 0, 1, 4, 8 drafted tokens: all equal to alone; drafts accepted when on.
+ * knob: a step variant's environment switch (engine_step.c) set while the engines are made. */
+static void mixed_batch(const char *dir, int vocab, const char *what, const char *knob) {
+    dspy_model *m = load(dir);
+    dspy_constraint *c = band(vocab);
+    if (!m || !c) return;
+    static const int Ks[] = {0, 1, 4, 8};
+    for (int q = 0; q < 4; q++) {
+        job jobs[8];
+        int nj = mixed_jobs(jobs, vocab, c);
+        if (knob) setenv(knob, "1", 1);
+        dspy_engine *e = engine(m, 4, 1024, 4, 8, Ks[q]);
+        if (knob) unsetenv(knob);
+        if (!e) continue;
+        run_stats rs;
+        run_jobs(e, jobs, nj, &rs);
+        dspy_engine_free(e);
+        char label[128];
+        snprintf(label, sizeof label, "%s%s%s, K=%d", what, knob ? ", " : "", knob ? knob : "", Ks[q]);
+        expect_alone(m, jobs, nj, label);
+        if (Ks[q] == 0) {
+            CHECK(rs.pf.spec_steps == 0 && rs.pf.draft_tokens == 0 && rs.pf.accepted_tokens == 0);
+        } else {
+            CHECK(rs.pf.spec_steps > 0 && rs.pf.accepted_tokens > 0);
+            CHECK(rs.pf.accepted_tokens < rs.pf.draft_tokens); /* some drafts rejected too */
+        }
+        int64_t steps = 0;
+        for (int k = 0; k < DSPY_STEP_KINDS; k++) steps += rs.pf.steps[k];
+        printf("  %s: %lld steps, %lld drafted, %lld accepted, %d requests identical to alone\n", label,
+               (long long)steps, (long long)rs.pf.draft_tokens, (long long)rs.pf.accepted_tokens, nj);
+    }
+    dspy_constraint_free(c);
+    dspy_model_free(m);
+}
+
+static void test_mixed_batch(void) {
+    mixed_batch(g_dir, V, "random llama", NULL);
+    /* drafted rows among one-row segments attended apart, and in eager steps padded with rows in
+     * no segment (CUDA's default): neither may change a bit on the CPU */
+    mixed_batch(g_dir, V, "random llama", "DSPY_ENGINE_SPLIT_MIXED");
+    mixed_batch(g_dir, V, "random llama", "DSPY_ENGINE_PAD_ROWS");
+    const char *fx[] = {"tests/ref/models/llama_bias_sharded", "tests/ref/models/qwen2_bias",
+                        "tests/ref/models/llama_untied_llama3"};
+    for (int i = 0; i < 3; i++) {
+        if (access(test_source(fx[i]), R_OK) != 0) {
+            check_skip("HF fixture models absent");
+            continue;
+        }
+        char *d = strdup(test_source(fx[i]));
+        mixed_batch(d, 1000, fx[i], NULL);
+        free(d);
+    }
+}
+
+/* One greedy job alone through an engine with K drafted tokens. */
+static void run_one(const dspy_model *m, job *j, int spec, run_stats *rs) {
+    dspy_engine *e = engine(m, 1, j->len + j->sp.max_tokens, 16, 256, spec);
+    if (!e) return;
+    run_jobs(e, j, 1, rs);
+    dspy_engine_free(e);
+}
+
+/* max_tokens and stop ids that end a sequence inside a run of accepted drafts: the finish comes
+ * at the same token as one token a step, and tokens after it are not reported. Adds to *length
+ * and *stop the runs whose finish came in a step that gave several tokens. */
+static void finish_inside(const char *dir, int vocab, const char *what, int *length, int *stop) {
+    dspy_model *m = load(dir);
+    if (!m) return;
+    job base;
+    memset(&base, 0, sizeof base);
+    base.len = 24;
+    prompt_fill(base.prompt, base.len, vocab, 7, 5);
+    base.sp = dspy_sampling_default();
+    base.sp.temperature = 0;
+    base.sp.max_tokens = 48;
+    run_stats rs;
+    job j = base;
+    run_one(m, &j, 8, &rs);
+    expect_alone(m, &j, 1, what);
+    const job full = j;
+    int length_inside = 0, stop_inside = 0, runs = 0;
+    for (int mt = 1; mt <= 20; mt++) {
+        j = base;
+        j.sp.max_tokens = mt;
+        run_one(m, &j, 8, &rs);
+        expect_alone(m, &j, 1, what);
+        CHECK(j.fin == DSPY_FINISH_LENGTH || (j.fin == DSPY_FINISH_STOP && j.n < mt));
+        length_inside += j.multi_end && j.fin == DSPY_FINISH_LENGTH;
+        runs++;
+    }
+    /* each distinct token of the output as the stop id */
+    int32_t seen[MAXGEN];
+    int nseen = 0;
+    for (int k = 1; k < full.n && nseen < 16; k++) {
+        bool dup = false;
+        for (int q = 0; q < nseen; q++) dup |= seen[q] == full.toks[k];
+        if (dup) continue;
+        seen[nseen++] = full.toks[k];
+        j = base;
+        j.stop = full.toks[k];
+        j.sp.stop_ids = &j.stop;
+        j.sp.n_stop_ids = 1;
+        run_one(m, &j, 8, &rs);
+        expect_alone(m, &j, 1, what);
+        CHECK_INT(j.fin, DSPY_FINISH_STOP);
+        CHECK(j.n > 0 && j.toks[j.n - 1] == j.stop);
+        stop_inside += j.multi_end;
+        runs++;
+    }
+    printf("  %s: %d runs; max_tokens ended a multi-token step %d times, a stop id %d times\n", what, runs,
+           length_inside, stop_inside);
+    *length += length_inside, *stop += stop_inside;
+    dspy_model_free(m);
+}
+
+static void test_finish_inside_run(void) {
+    int length = 0, stop = 0;
+    char *rep = model_dir_std("spec_repeat", -1, 3, 0.02);
+    finish_inside(g_dir, V, "random llama", &length, &stop);
+    finish_inside(rep, V, "repeating random llama", &length, &stop);
+    const char *fx[] = {"tests/ref/models/llama_bias_sharded", "tests/ref/models/qwen2_bias",
+                        "tests/ref/models/llama_untied_llama3"};
+    for (int i = 0; i < 3; i++) {
+        if (access(test_source(fx[i]), R_OK) != 0) {
+            check_skip("HF fixture models absent");
+            continue;
+        }
+        char *d = strdup(test_source(fx[i]));
+        finish_inside(d, 1000, fx[i], &length, &stop);
+        free(d);
+    }
+    CHECK(length > 0 && stop > 0);
+    free(rep);
+}
+
+/* The model's eos (a token its greedy loop produces) ends the sequence where it does without
+ * speculation; ignore_eos runs through it. */
+static void test_eos(void) {
+    char *plain = model_dir("spec_noeos", -1, 5);
+    dspy_model *m = load(plain);
+    if (!m) return;
+    job j;
+    memset(&j, 0, sizeof j);
+    j.len = 20;
+    prompt_fill(j.prompt, j.len, V, 3, 4);
+    j.sp = dspy_sampling_default();
+    j.sp.temperature = 0;
+    j.sp.max_tokens = 40;
+    run_stats rs;
+    run_one(m, &j, 6, &rs);
+    dspy_model_free(m);
+    CHECK_INT(j.n, 40);
+    int inside = 0, tried = 0;
+    for (int k = 3; k < j.n && tried < 3; k++) {
+        bool dup = false;
+        for (int q = 0; q < k; q++) dup |= j.toks[q] == j.toks[k];
+        if (dup) continue; /* first occurrences only: the eos run ends there */
+        tried++;
+        char name[32];
+        snprintf(name, sizeof name, "spec_eos%d", tried);
+        char *withe = model_dir(name, j.toks[k], 5); /* same seed: same weights */
+        dspy_model *me = load(withe);
+        if (me) {
+            for (int ign = 0; ign < 2; ign++) {
+                job x = j;
+                x.sp.ignore_eos = ign == 1;
+                run_one(me, &x, 6, &rs);
+                expect_alone(me, &x, 1, ign ? "ignore_eos" : "eos");
+                if (!ign) {
+                    CHECK_INT(x.fin, DSPY_FINISH_STOP);
+                    CHECK_INT(x.n, k + 1);
+                    inside += x.multi_end;
+                } else {
+                    CHECK_INT(x.n, 40);
+                }
+            }
+            dspy_model_free(me);
+        }
+        free(withe);
+    }
+    printf("  %d eos ids tried, %d ended a multi-token step\n", tried, inside);
+    CHECK(tried > 0 && inside > 0);
+    free(plain);
+}
+
+/* Three drafting sequences in a pool of 7 blocks of 8: preempted and recomputed, drafting fewer
+ * tokens when the pool is dry, and still exactly as alone. */
+static void test_preemption(void) {
+    dspy_model *m = load(g_dir);
+    if (!m) return;
+    job jobs[3];
+    const int lens[3] = {18, 21, 26};
+    for (int i = 0; i < 3; i++) {
+        memset(&jobs[i], 0, sizeof jobs[i]);
+        jobs[i].len = lens[i];
+        prompt_fill(jobs[i].prompt, lens[i], V, 10 + i, 3 + i);
+        jobs[i].sp = dspy_sampling_default();
+        jobs[i].sp.temperature = 0;
+        jobs[i].sp.max_tokens = 20;
+        jobs[i].sp.ignore_eos = true;
+        jobs[i].add_step = i;
+    }
+    memcpy(jobs[2].prompt, jobs[0].prompt, sizeof(int32_t) * 16); /* a prefix-cache hit too */
+    dspy_engine *e = engine(m, 3, 56, 8, 12, 4);
+    if (!e) return;
+    run_stats rs;
+    run_jobs(e, jobs, 3, &rs);
+    dspy_engine_free(e);
+    expect_alone(m, jobs, 3, "preemption");
+    CHECK(rs.st.preemptions >= 1);
+    CHECK(rs.pf.accepted_tokens > 0);
+    printf("  3 sequences in 7 blocks: %lld preemptions, %lld drafted, %lld accepted, identical to alone\n",
+           (long long)rs.st.preemptions, (long long)rs.pf.draft_tokens, (long long)rs.pf.accepted_tokens);
+    dspy_model_free(m);
+}
+
+/* A drafting sequence's full blocks are published with the keys and values of its final tokens:
+ * a later prompt made of its prompt and output reuses them and gets the tokens it gets alone. */
+static void test_prefix_cache(void) {
+    dspy_model *m = load(g_dir);
+    if (!m) return;
+    dspy_engine *e = engine(m, 2, 1024, 8, 64, 6);
+    if (!e) return;
+    job a;
+    memset(&a, 0, sizeof a);
+    a.len = 20;
+    prompt_fill(a.prompt, a.len, V, 21, 5);
+    a.sp = dspy_sampling_default();
+    a.sp.temperature = 0;
+    a.sp.max_tokens = 50;
+    run_stats rs;
+    run_jobs(e, &a, 1, &rs);
+    expect_alone(m, &a, 1, "first request");
+    CHECK(rs.pf.accepted_tokens > 0);
+    /* b: a's prompt, a's first 44 tokens (positions 0 .. 63, 8 blocks), then 3 more tokens */
+    job b;
+    memset(&b, 0, sizeof b);
+    memcpy(b.prompt, a.prompt, sizeof(int32_t) * 20);
+    memcpy(b.prompt + 20, a.toks, sizeof(int32_t) * 44);
+    b.prompt[64] = 5, b.prompt[65] = 6, b.prompt[66] = 7;
+    b.len = 67;
+    b.sp = a.sp;
+    b.sp.max_tokens = 40;
+    const int64_t hits0 = rs.st.prefix_hit_tokens;
+    run_jobs(e, &b, 1, &rs);
+    dspy_engine_free(e);
+    expect_alone(m, &b, 1, "second request");
+    CHECK_INT(rs.st.prefix_hit_tokens - hits0, 64);
+    printf("  prompt + output of a drafting sequence reused: %lld prefix tokens, identical to alone\n",
+           (long long)(rs.st.prefix_hit_tokens - hits0));
+    dspy_model_free(m);
+}
+
+/* Bad spec_tokens and DSPY_ENGINE_SPEC values; the variable overrides the parameter both ways. */
+static void test_params(void) {
+    dspy_model *m = load(g_dir);
+    if (!m) return;
+    dspy_engine_params ep = dspy_engine_params_default();
+    CHECK_INT(ep.spec_tokens, 0);
+    dspy_engine *e = NULL;
+    ep.spec_tokens = -1;
+    CHECK_STATUS(dspy_engine_new(m, &ep, &e), DSPY_ERR_ARG);
+    ep.spec_tokens = DSPY_ENGINE_MAX_SPEC + 1;
+    CHECK_STATUS(dspy_engine_new(m, &ep, &e), DSPY_ERR_ARG);
+    ep.spec_tokens = 0;
+    setenv("DSPY_ENGINE_SPEC", "4x", 1);
+    CHECK_STATUS(dspy_engine_new(m, &ep, &e), DSPY_ERR_ARG);
+    job j;
+    memset(&j, 0, sizeof j);
+    j.len = 24;
+    prompt_fill(j.prompt, j.len, V, 7, 5);
+    j.sp = dspy_sampling_default();
+    j.sp.temperature = 0;
+    j.sp.max_tokens = 30;
+    run_stats rs;
+    setenv("DSPY_ENGINE_SPEC", "3", 1); /* on, over spec_tokens 0 */
+    run_one(m, &j, 0, &rs);
+    unsetenv("DSPY_ENGINE_SPEC");
+    expect_alone(m, &j, 1, "DSPY_ENGINE_SPEC=3");
+    CHECK(rs.pf.accepted_tokens > 0);
+    setenv("DSPY_ENGINE_SPEC", "0", 1); /* off, over spec_tokens 5 */
+    run_one(m, &j, 5, &rs);
+    unsetenv("DSPY_ENGINE_SPEC");
+    expect_alone(m, &j, 1, "DSPY_ENGINE_SPEC=0");
+    CHECK(rs.pf.draft_tokens == 0 && rs.pf.spec_steps == 0);
+    dspy_model_free(m);
+}
+
+int main(void) {
+    unsetenv("DSPY_ENGINE_SPEC"); /* the references run with speculation off */
+    g_dir = model_dir("spec_rand", -1, 3);
+    RUN(test_mixed_batch);
+    RUN(test_finish_inside_run);
+    RUN(test_eos);
+    RUN(test_preemption);
+    RUN(test_prefix_cache);
+    RUN(test_params);
+    free(g_dir);
+    return check_summary("test_engine_spec");
+}
