@@ -71,6 +71,18 @@ typedef struct job {
     bool multi_end; /* its finishing event came in a step that gave it several tokens */
 } job;
 
+/* A greedy job of a len-token prompt (prompt_fill's salt and period) and max_tokens new tokens. */
+static job greedy_job(int len, int vocab, int salt, int period, int max_tokens) {
+    job j;
+    memset(&j, 0, sizeof j);
+    j.len = len;
+    prompt_fill(j.prompt, len, vocab, salt, period);
+    j.sp = dspy_sampling_default();
+    j.sp.temperature = 0;
+    j.sp.max_tokens = max_tokens;
+    return j;
+}
+
 typedef struct run_stats {
     dspy_engine_profile pf;
     dspy_engine_stats st;
@@ -277,13 +289,7 @@ static void run_one(const dspy_model *m, job *j, int spec, run_stats *rs) {
 static void finish_inside(const char *dir, int vocab, const char *what, int *length, int *stop) {
     dspy_model *m = load(dir);
     if (!m) return;
-    job base;
-    memset(&base, 0, sizeof base);
-    base.len = 24;
-    prompt_fill(base.prompt, base.len, vocab, 7, 5);
-    base.sp = dspy_sampling_default();
-    base.sp.temperature = 0;
-    base.sp.max_tokens = 48;
+    const job base = greedy_job(24, vocab, 7, 5, 48);
     run_stats rs;
     job j = base;
     run_one(m, &j, 8, &rs);
@@ -350,13 +356,7 @@ static void test_eos(void) {
     char *plain = model_dir("spec_noeos", -1, 5);
     dspy_model *m = load(plain);
     if (!m) return;
-    job j;
-    memset(&j, 0, sizeof j);
-    j.len = 20;
-    prompt_fill(j.prompt, j.len, V, 3, 4);
-    j.sp = dspy_sampling_default();
-    j.sp.temperature = 0;
-    j.sp.max_tokens = 40;
+    job j = greedy_job(20, V, 3, 4, 40);
     run_stats rs;
     run_one(m, &j, 6, &rs);
     dspy_model_free(m);
@@ -402,12 +402,7 @@ static void test_preemption(void) {
     job jobs[3];
     const int lens[3] = {18, 21, 26};
     for (int i = 0; i < 3; i++) {
-        memset(&jobs[i], 0, sizeof jobs[i]);
-        jobs[i].len = lens[i];
-        prompt_fill(jobs[i].prompt, lens[i], V, 10 + i, 3 + i);
-        jobs[i].sp = dspy_sampling_default();
-        jobs[i].sp.temperature = 0;
-        jobs[i].sp.max_tokens = 20;
+        jobs[i] = greedy_job(lens[i], V, 10 + i, 3 + i, 20);
         jobs[i].sp.ignore_eos = true;
         jobs[i].add_step = i;
     }
@@ -432,13 +427,7 @@ static void test_prefix_cache(void) {
     if (!m) return;
     dspy_engine *e = engine(m, 2, 1024, 8, 64, 6);
     if (!e) return;
-    job a;
-    memset(&a, 0, sizeof a);
-    a.len = 20;
-    prompt_fill(a.prompt, a.len, V, 21, 5);
-    a.sp = dspy_sampling_default();
-    a.sp.temperature = 0;
-    a.sp.max_tokens = 50;
+    job a = greedy_job(20, V, 21, 5, 50);
     run_stats rs;
     run_jobs(e, &a, 1, &rs);
     expect_alone(m, &a, 1, "first request");
@@ -476,13 +465,7 @@ static void test_params(void) {
     ep.spec_tokens = 0;
     setenv("DSPY_ENGINE_SPEC", "4x", 1);
     CHECK_STATUS(dspy_engine_new(m, &ep, &e), DSPY_ERR_ARG);
-    job j;
-    memset(&j, 0, sizeof j);
-    j.len = 24;
-    prompt_fill(j.prompt, j.len, V, 7, 5);
-    j.sp = dspy_sampling_default();
-    j.sp.temperature = 0;
-    j.sp.max_tokens = 30;
+    job j = greedy_job(24, V, 7, 5, 30);
     run_stats rs;
     setenv("DSPY_ENGINE_SPEC", "3", 1); /* on, over spec_tokens 0 */
     run_one(m, &j, 0, &rs);
