@@ -130,6 +130,7 @@ struct dspy_optimizer {
     size_t parts_cap;
     bool g16;         /* this step's linear weight gradients are BF16 (see wgrad16_step) */
     bool *lin;        /* (np) parameter i is a decoder layer's linear weight */
+    bool g16_fits;    /* every such gradient can be kept in BF16 (dspy_train_wgrad16_fits) */
 };
 
 dspy_status dspy_optimizer_new(dspy_trainable *t, const dspy_adamw_hparams *h, dspy_optimizer **out) {
@@ -150,6 +151,7 @@ dspy_status dspy_optimizer_new(dspy_trainable *t, const dspy_adamw_hparams *h, d
         o->total += dspy_trainable_param(t, i)->n;
         o->lin[i] = dspy_train_is_linear_grad(t, dspy_trainable_param(t, i)->dg);
     }
+    o->g16_fits = dspy_train_wgrad16_fits(t);
     o->block = calloc(o->total ? 2 * o->total : 1, sizeof(float));
     if (!o->block) goto fail;
     o->dblock = o->block;
@@ -364,7 +366,7 @@ static bool wgrad16_step(const dspy_optimizer *o, size_t npass, int world) {
     const dspy_trainable *t = o->t;
     const char *env = getenv("DSPY_TRAIN_WGRAD16");
     return npass == 1 && world == 1 && t->bf16 && !t->lora_on && dspy_train_can_overwrite(t) &&
-           dspy_train_wgrad16_fits(t) && !(env && strcmp(env, "0") == 0);
+           o->g16_fits && !(env && strcmp(env, "0") == 0);
 }
 
 /* dspy_optimizer_local_grads; with `early`, the last pass reports each layer's finished

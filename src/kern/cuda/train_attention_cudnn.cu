@@ -963,6 +963,14 @@ static dspy_status sdpa_xready(dspy_backend *be, cu_sdpa *c, const char *op, int
     return DSPY_OK;
 }
 
+/* The cross graph (forward or backward) of Sq rows to Skv keys, found or built (sdpa_xkey's key). */
+static dspy_status sdpa_xfind(dspy_backend *be, cu_sdpa *c, bool bwd, int Sq, int Skv, int NH, int NKV, int HS,
+                              sdpa_graph **g) {
+    int S, Sk;
+    sdpa_xkey(c, Sq, Skv, &S, &Sk);
+    return graph_find(be, c, bwd, false, 1, S, Sk, NH, NKV, HS, g);
+}
+
 dspy_status dspy_cu_sdpa_cross_plan(dspy_backend *be, bool *on) {
     *on = false;
     cu_sdpa *c = sdpa_of(be);
@@ -989,9 +997,7 @@ dspy_status dspy_cu_sdpa_route_split(dspy_backend *be, bool bwd, const void *sta
     sdpa_graph *g = NULL;
     DSPY_TRY(graph_get(be, c, bwd, NH, NKV, HS, &g));
     if (g->refused) return DSPY_OK;
-    int S, Sk;
-    sdpa_xkey(c, T - prefix, prefix, &S, &Sk);
-    DSPY_TRY(graph_find(be, c, bwd, false, 1, S, Sk, NH, NKV, HS, &g));
+    DSPY_TRY(sdpa_xfind(be, c, bwd, T - prefix, prefix, NH, NKV, HS, &g));
     *take = !g->refused;
     return DSPY_OK;
 }
@@ -1001,10 +1007,8 @@ dspy_status dspy_cu_sdpa_xfwd(dspy_backend *be, bf16 *o, float *stats, const bf1
     const char *op = "attention_train (cudnn cross-attention)";
     cu_sdpa *c = cu_of(be)->sdpa;
     DSPY_TRY(sdpa_xready(be, c, op, Sq, Skv, NH, NKV, HS));
-    int S, Sk;
-    sdpa_xkey(c, Sq, Skv, &S, &Sk);
     sdpa_graph *g = NULL;
-    DSPY_TRY(graph_find(be, c, false, false, 1, S, Sk, NH, NKV, HS, &g));
+    DSPY_TRY(sdpa_xfind(be, c, false, Sq, Skv, NH, NKV, HS, &g));
     int64_t *x = c->xlay;
     const int64_t ids[] = {U_Q, U_K, U_V, U_O, U_STATS, U_SEQ_Q, U_SEQ_KV, U_RQ, U_RKV, U_RS, U_SCALE, U_NEGINF};
     void *ptrs[] = {(void *)q, (void *)k, (void *)v, o, stats, x + SDPA_X_SEQ_Q, x + SDPA_X_SEQ_KV, x + SDPA_X_RQ,
@@ -1018,10 +1022,8 @@ dspy_status dspy_cu_sdpa_xbwd(dspy_backend *be, bf16 *dq, void *dk, void *dv, bo
     const char *op = "attention_train_backward (cudnn cross-attention)";
     cu_sdpa *c = cu_of(be)->sdpa;
     DSPY_TRY(sdpa_xready(be, c, op, Sq, Skv, NH, NKV, HS));
-    int S, Sk;
-    sdpa_xkey(c, Sq, Skv, &S, &Sk);
     sdpa_graph *g = NULL;
-    DSPY_TRY(graph_find(be, c, true, false, 1, S, Sk, NH, NKV, HS, &g));
+    DSPY_TRY(sdpa_xfind(be, c, true, Sq, Skv, NH, NKV, HS, &g));
     const int64_t nq = (int64_t)Sq * NH * HS, slot = (int64_t)c->rows * c->width;
     bf16 *o16 = (bf16 *)c->b16, *do16 = o16 + slot;
     float *dsum = c->f32, *dkf = dsum + c->rows * c->NH, *dvf = dkf + slot, *dqa = dvf + slot;
