@@ -71,6 +71,19 @@ typedef struct job {
     bool multi_end; /* its finishing event came in a step that gave it several tokens */
 } job;
 
+/* The HF checkpoints under tests/ref (vocabulary 1,000). */
+static const char *const k_fixtures[3] = {"tests/ref/models/llama_bias_sharded", "tests/ref/models/qwen2_bias",
+                                          "tests/ref/models/llama_untied_llama3"};
+
+/* Fixture i's directory (the caller frees it), or NULL, reported as a skip, when it is absent. */
+static char *fixture_dir(int i) {
+    if (access(test_source(k_fixtures[i]), R_OK) != 0) {
+        check_skip("HF fixture models absent");
+        return NULL;
+    }
+    return strdup(test_source(k_fixtures[i]));
+}
+
 /* A greedy job of a len-token prompt (prompt_fill's salt and period) and max_tokens new tokens. */
 static job greedy_job(int len, int vocab, int salt, int period, int max_tokens) {
     job j;
@@ -262,15 +275,10 @@ static void test_mixed_batch(void) {
      * no segment (CUDA's default): neither may change a bit on the CPU */
     mixed_batch(g_dir, V, "random llama", "DSPY_ENGINE_SPLIT_MIXED");
     mixed_batch(g_dir, V, "random llama", "DSPY_ENGINE_PAD_ROWS");
-    const char *fx[] = {"tests/ref/models/llama_bias_sharded", "tests/ref/models/qwen2_bias",
-                        "tests/ref/models/llama_untied_llama3"};
     for (int i = 0; i < 3; i++) {
-        if (access(test_source(fx[i]), R_OK) != 0) {
-            check_skip("HF fixture models absent");
-            continue;
-        }
-        char *d = strdup(test_source(fx[i]));
-        mixed_batch(d, 1000, fx[i], NULL);
+        char *d = fixture_dir(i);
+        if (!d) continue;
+        mixed_batch(d, 1000, k_fixtures[i], NULL);
         free(d);
     }
 }
@@ -335,15 +343,10 @@ static void test_finish_inside_run(void) {
     char *rep = model_dir_std("spec_repeat", -1, 3, 0.02);
     finish_inside(g_dir, V, "random llama", &length, &stop);
     finish_inside(rep, V, "repeating random llama", &length, &stop);
-    const char *fx[] = {"tests/ref/models/llama_bias_sharded", "tests/ref/models/qwen2_bias",
-                        "tests/ref/models/llama_untied_llama3"};
     for (int i = 0; i < 3; i++) {
-        if (access(test_source(fx[i]), R_OK) != 0) {
-            check_skip("HF fixture models absent");
-            continue;
-        }
-        char *d = strdup(test_source(fx[i]));
-        finish_inside(d, 1000, fx[i], &length, &stop);
+        char *d = fixture_dir(i);
+        if (!d) continue;
+        finish_inside(d, 1000, k_fixtures[i], &length, &stop);
         free(d);
     }
     CHECK(length > 0 && stop > 0);
