@@ -219,6 +219,14 @@ int main(int argc, char **argv) {
         /* the share of the cacheable part found: each request's own tokens can never be cached */
         if (h0 >= 0 && h1 >= 0 && prefix > 0) hit_shared = (h1 - h0) / ((double)(requests - 1) * prefix);
     }
+    /* speculative decoding (DSPY_ENGINE_SPEC=K in the server's environment) over the concurrent
+     * part: drafted and accepted tokens; 0 when it is off */
+    double drafted = 0, accepted = 0;
+    if (m0 && m1) {
+        drafted = metric(m1, "dspy_engine_draft_tokens_total") - metric(m0, "dspy_engine_draft_tokens_total");
+        accepted = metric(m1, "dspy_engine_accepted_tokens_total") - metric(m0, "dspy_engine_accepted_tokens_total");
+    }
+    const char *spec = getenv("DSPY_ENGINE_SPEC");
     printf("B2: first request alone %.3f s (HTTP %ld); %d requests by %d clients: %d ok, %d errors (first: HTTP %d), "
            "%lld prompt and %lld completion tokens\n", t_first, st, requests - 1, clients, atomic_load(&r.ok),
            atomic_load(&r.errors), atomic_load(&r.first_error), atomic_load(&r.prompt_tokens),
@@ -229,9 +237,10 @@ int main(int argc, char **argv) {
     print_profile("rest", m0, m1, wall);
     printf("{\"bench\": \"B2\", \"device\": \"%s\", \"requests\": %d, \"clients\": %d, \"seconds\": %.4f, "
            "\"seconds_with_first\": %.4f, \"req_per_s\": %.1f, \"completion_tokens\": %lld, \"errors\": %d, "
-           "\"prefix_hit_rate\": %.4f, \"prefix_hit_of_shared\": %.4f, \"text_hash\": \"%016llx\"}\n", device, requests - 1, clients, wall,
+           "\"prefix_hit_rate\": %.4f, \"prefix_hit_of_shared\": %.4f, \"spec_tokens\": %d, \"drafted\": %.0f, "
+           "\"accepted\": %.0f, \"text_hash\": \"%016llx\"}\n", device, requests - 1, clients, wall,
            wall + t_first, (requests - 1) / wall, atomic_load(&r.completion_tokens), atomic_load(&r.errors), hit,
-           hit_shared, (unsigned long long)all);
+           hit_shared, spec ? atoi(spec) : 0, drafted, accepted, (unsigned long long)all);
     int rc = atomic_load(&r.errors) || st != 200 ? 1 : 0;
     for (int q = 0; q < requests; q++) free(r.bodies[q]);
     free(r.bodies), free(th), free(m0), free(m1), free(mstart), free(r.text_hash);
