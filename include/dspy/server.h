@@ -86,6 +86,10 @@ typedef struct dspy_server_params {
                                       and 4,096 on a GPU, where a step of 256 prompt tokens leaves
                                       the device mostly idle (16 requests of 200 new prompt
                                       tokens took 13 steps at 256) */
+    int32_t spec_tokens;           /* speculative decoding (dspy_engine_params.spec_tokens): up to
+                                      this many tokens drafted by prompt lookup per greedy,
+                                      unconstrained sequence and step, checked in the same pass;
+                                      0 (default) = off; at most DSPY_ENGINE_MAX_SPEC */
     int32_t default_max_tokens;    /* max_tokens for requests that give none (default 1024, capped
                                       by the room left in the context); 0 = the rest of the context */
     int32_t max_n;                 /* the largest n a request may ask (default 16; 400 above it) */

@@ -874,6 +874,9 @@ dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
         return dspy_fail(DSPY_ERR_ARG, "serve: bad parameters (max_seqs, max_queue and max_connections must be >= 1, "
                                        "port 0..65535, header limit >= 256 bytes, timeouts positive, kv_tokens, max_batch_tokens, default_max_tokens, "
                                        "max_request_tokens and max_per_client >= 0, max_n >= 1, kv_memory_percent 0..95, replicas 0..64)");
+    if (p->spec_tokens < 0 || p->spec_tokens > DSPY_ENGINE_MAX_SPEC)
+        return dspy_fail(DSPY_ERR_ARG, "serve: spec_tokens (--spec-tokens) must be in 0..%d (got %d)",
+                         DSPY_ENGINE_MAX_SPEC, p->spec_tokens);
     dspy_server *s = calloc(1, sizeof *s);
     if (!s) return dspy_fail(DSPY_ERR_NOMEM, "serve: out of memory");
     dspy_status st = DSPY_OK;
@@ -942,6 +945,7 @@ dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
         dspy_engine_params ep = dspy_engine_params_default();
         ep.max_seqs = p->max_seqs;
         ep.max_tokens_total = p->kv_tokens > 0 ? p->kv_tokens : kv_tokens_default(r->model, p);
+        ep.spec_tokens = p->spec_tokens;
         ep.max_batch_tokens = p->max_batch_tokens > 0 ? p->max_batch_tokens
                               : dspy_model_device(r->model).type == DSPY_DEVICE_CPU ? 256 : 4096;
         if ((st = dspy_engine_new(r->model, &ep, &r->eng)) != DSPY_OK) goto fail;

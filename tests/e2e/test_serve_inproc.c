@@ -10,6 +10,7 @@
  *   - the reference: the same request to a `dspy serve` child (DSPY_BIN, the override) gives
  *     the same greedy answer;
  *   - `dspy serve` options as extra arguments (--name VALUE, --name=VALUE, flags) take effect;
+ *     --spec-tokens: the same greedy answer, drafted tokens counted, a bad K refused;
  *   - bad input: a missing model, a port in use, unknown or malformed extra arguments, a child
  *     asked for without a binary: a clear error and no thread left;
  *   - the program path: dspy_program_launch on a Predict whose LM is "openai/local:<dir>" serves
@@ -481,6 +482,64 @@ static void test_serve_args(void) {
     dspy_local_free(s);
 }
 
+/* `--spec-tokens K` (speculative decoding by prompt lookup) reaches the engine: on a random
+ * model that repeats its last token (std 0.02) the greedy answer with K = 4 is the one with
+ * K = 0 (the CPU is bit for bit), /metrics counts drafted and accepted tokens (none at K = 0),
+ * and a K over the limit is refused before the server starts. */
+static double metric_value(const char *metrics, const char *name) {
+    const char *p = strstr(metrics, name);
+    return p ? atof(p + strlen(name)) : -1;
+}
+
+/* The greedy chat answer of a thread server on `model` with --spec-tokens `k` (malloc'd), and
+ * its /metrics' drafted and accepted token counts. */
+static char *spec_answer(const char *model, const char *k, double *drafted, double *accepted) {
+    const char *args[] = {"--tokenizer", g_tok, "--threads=1", "--device=cpu", "--spec-tokens", k};
+    dspy_local_params p = dspy_local_params_default();
+    p.mode = DSPY_LOCAL_THREAD;
+    p.extra_args = args;
+    p.n_extra_args = sizeof args / sizeof *args;
+    dspy_local_server *s = NULL;
+    *drafted = *accepted = -1;
+    CHECK_OK(dspy_local_launch(model, &p, &s));
+    if (!s) return NULL;
+    char *text = chat(dspy_local_api_base(s), model, NULL);
+    char root[256];
+    snprintf(root, sizeof root, "%.*s", (int)(strlen(dspy_local_api_base(s)) - 3), dspy_local_api_base(s));
+    resp r;
+    http(root, "/metrics", NULL, &r);
+    CHECK_INT(r.status, 200);
+    *drafted = metric_value(dspy_str_cstr(&r.body), "\ndspy_engine_draft_tokens_total ");
+    *accepted = metric_value(dspy_str_cstr(&r.body), "\ndspy_engine_accepted_tokens_total ");
+    dspy_str_free(&r.body);
+    dspy_local_free(s);
+    return text;
+}
+
+static void test_spec_tokens(void) {
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s/tiny-repeats", test_tmpdir());
+    dspy_model_config cfg;
+    CHECK_OK(dspy_model_config_preset("llama", "tiny", &cfg));
+    CHECK_OK(dspy_model_write_random_std(dir, &cfg, 5, DSPY_DTYPE_F32, true, 0.02));
+    double d0, a0, d4, a4;
+    char *off = spec_answer(dir, "0", &d0, &a0), *on = spec_answer(dir, "4", &d4, &a4);
+    CHECK(off && on);
+    if (off && on) CHECK_STR(on, off);
+    CHECK(d0 == 0 && a0 == 0);
+    CHECK(d4 > 0 && a4 > 0 && a4 <= d4);
+    free(off), free(on);
+    const char *args[] = {"--tokenizer", g_tok, "--spec-tokens", "33"};
+    dspy_local_params p = dspy_local_params_default();
+    p.mode = DSPY_LOCAL_THREAD;
+    p.extra_args = args;
+    p.n_extra_args = sizeof args / sizeof *args;
+    dspy_local_server *s = NULL;
+    CHECK(dspy_local_launch(g_model, &p, &s) != DSPY_OK);
+    CHECK_CONTAINS(dspy_errmsg(), "--spec-tokens");
+    CHECK(s == NULL);
+}
+
 /* dspy_server_start / dspy_server_join without the launcher. */
 /* dspy_server_new's parameters for the test model on an ephemeral port, one thread. */
 static dspy_server_params server_params(void) {
@@ -575,6 +634,7 @@ int main(void) {
         RUN(test_bad_input);
         RUN(test_program_launch);
         RUN(test_serve_args);
+        RUN(test_spec_tokens);
         RUN(test_server_thread);
         RUN(test_replicas);
     }
