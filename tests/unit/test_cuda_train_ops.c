@@ -496,18 +496,27 @@ static void expect_bf16_of(const char *what, const float *got, const float *ref,
     printf("  %-52s within BF16 rounding: %s (%zu values)\n", what, bad ? "NO" : "yes", n);
 }
 
-/* got within one BF16 ulp of ref (2^-7 of |ref|): ref's rounding, up to a last-bit difference
- * of the F32 values rounded. */
+/* got is ref's BF16 rounding up to the last bit of a partial sum rounded on the way: every value
+ * within one BF16 ulp of ref (2^-7 of |ref|) or, where a rounded partial sum was larger than the
+ * result (cancellation), within 2^-7 of the tensor's RMS on top; those must be rare (at most one
+ * in 50,000 values). Used where cuDNN's atomic adds make two runs' partial sums differ in their
+ * last bit. */
 static void expect_bf16_ulp_of(const char *what, const float *got, const float *ref, size_t n) {
-    size_t bad = 0, beyond_half = 0;
+    double ss = 0;
+    for (size_t i = 0; i < n; i++) ss += (double)ref[i] * ref[i];
+    const float rms = n ? (float)sqrt(ss / (double)n) : 0.0f;
+    size_t beyond_ulp = 0, beyond_half = 0, bad = 0;
     for (size_t i = 0; i < n; i++) {
-        const float d = fabsf(got[i] - ref[i]);
-        bad += !(d <= fabsf(ref[i]) * (1.0f / 128.0f) + 1e-30f);
-        beyond_half += !(d <= fabsf(ref[i]) * (1.0f / 256.0f) + 1e-30f);
+        const float d = fabsf(got[i] - ref[i]), ulp = fabsf(ref[i]) * (1.0f / 128.0f) + 1e-30f;
+        beyond_ulp += !(d <= ulp);
+        beyond_half += !(d <= ulp * 0.5f);
+        bad += !(d <= ulp + rms * (1.0f / 128.0f));
     }
-    check_report(bad == 0, __FILE__, __LINE__, "%s: %zu of %zu values beyond one BF16 ulp", what, bad, n);
-    printf("  %-52s within one BF16 ulp: %s (%zu values, %zu beyond half an ulp)\n", what, bad ? "NO" : "yes", n,
-           beyond_half);
+    check_report(bad == 0 && beyond_ulp <= n / 50000, __FILE__, __LINE__,
+                 "%s: %zu of %zu values beyond one BF16 ulp (at most %zu allowed), %zu beyond one ulp + 2^-7 RMS",
+                 what, beyond_ulp, n, n / 50000, bad);
+    printf("  %-52s within one BF16 ulp: %zu of %zu beyond (%zu beyond half an ulp, %zu beyond ulp + 2^-7 RMS)\n",
+           what, beyond_ulp, n, beyond_half, bad);
 }
 
 /* RoPE (bwd: its backward, the BF16 trainer's dq and dk) in place on BF16 x (the trainer's q and
@@ -1731,7 +1740,8 @@ static void one_split_grad16(const char *name, int NH, int NKV, int HS, int nex,
             /* within one BF16 ulp, not half: cuDNN forms dQ with atomic adds in no fixed order, so
              * part A's BF16 dq can differ in its last bit between the F32-gradient run and this one
              * (measured on the H200: 1 to 9 of ~10^6 values beyond half an ulp), and the split adds
-             * part B to it before rounding */
+             * part B to it before rounding: where A and B cancel, A's last bit is more than one ulp
+             * of the sum (1 to 5 of ~10^6 values beyond one ulp, measured) */
             snprintf(what, sizeof what, "%s [%s]: BF16 dq of the F32 one", name, on);
             expect_bf16_ulp_of(what, h16q, hq, (size_t)nq);
             if (NH == NKV) {
