@@ -38,6 +38,8 @@ typedef struct seq {
     dspy_rng rng;
     const dspy_constraint *cons; /* NULL, or the automaton its sampled tokens follow */
     int32_t cstate;              /* its current state there */
+    int32_t spec_miss;           /* speculation: its latest drafting steps in a row that accepted none */
+    int32_t spec_wait;           /* steps it waits before drafting again (back-off after misses) */
 } seq;
 
 /* Word offsets of one step's metadata in the staging buffer (and its device mirror). */

@@ -117,7 +117,7 @@ static int32_t draft(seq *s, int32_t k) {
         if (L <= n) continue;
         const int32_t *suf = t + L - n;
         for (int32_t st = L - n - 1; st >= 0; st--) {
-            if (memcmp(t + st, suf, sizeof(int32_t) * (size_t)n) != 0) continue;
+            if (t[st] != suf[0] || memcmp(t + st, suf, sizeof(int32_t) * (size_t)n) != 0) continue;
             for (int32_t j = 0; j < k; j++) t[L + j] = t[st + n + j]; /* st + n + j < L + j */
             return k;
         }
@@ -138,6 +138,14 @@ static void plan_drafts(dspy_engine *e) {
         int32_t k = s->max_new - s->n_generated - 1;
         if (k > e->p.spec_tokens) k = e->p.spec_tokens;
         if (k <= 0) continue;
+        /* back-off: after m drafting steps in a row that accepted nothing, skip min(2^(m-1), 8)
+         * steps before drafting again (a drafting step runs eagerly and longer; a model whose
+         * continuations its own tokens do not predict stops paying for it); the tokens are the
+         * same either way */
+        if (s->spec_wait > 0) {
+            s->spec_wait--;
+            continue;
+        }
         int32_t d = draft(s, k);
         for (int32_t j = 1; j <= d; j++) {
             const int32_t p = s->n_cached + j, b0 = s->n_blocks;
@@ -481,6 +489,7 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
         *ev = (dspy_step_event){s->id, -1, 0.0f, DSPY_FINISH_NONE, s->n_generated};
         const int32_t j0 = e->first_out[i], d = e->n_draft[i];
         if (j0 < 0) continue; /* a prompt chunk */
+        int32_t acc = 0;
         for (int32_t j = j0;; j++) {
             int32_t tok = e->res_h[j];
             float logprob = lp[j];
@@ -505,6 +514,11 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
             if (ev->finish != DSPY_FINISH_NONE || !hit) break;
             s->n_cached++; /* the accepted draft's row is the sequence's now */
             e->prof.accepted_tokens++;
+            acc++;
+        }
+        if (d > 0) {
+            s->spec_miss = acc > 0 ? 0 : s->spec_miss + 1;
+            s->spec_wait = s->spec_miss == 0 ? 0 : s->spec_miss >= 4 ? 8 : 1 << (s->spec_miss - 1);
         }
     }
     for (int32_t i = 0; i < e->n_active; i++)

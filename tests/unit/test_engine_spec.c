@@ -474,7 +474,7 @@ static void test_params(void) {
     run_one(m, &j, 0, &rs);
     unsetenv("DSPY_ENGINE_SPEC");
     expect_alone(m, &j, 1, "DSPY_ENGINE_SPEC=3");
-    CHECK(rs.pf.accepted_tokens > 0);
+    CHECK(rs.pf.draft_tokens > 0 && rs.pf.spec_steps > 0);
     setenv("DSPY_ENGINE_SPEC", "0", 1); /* off, over spec_tokens 5 */
     run_one(m, &j, 5, &rs);
     unsetenv("DSPY_ENGINE_SPEC");
