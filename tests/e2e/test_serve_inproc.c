@@ -456,16 +456,23 @@ done:
     dspy_lm_free(lm);
 }
 
+/* dspy_local_launch of `model` on a thread of this test with the `dspy serve` arguments args[n];
+ * its status, the server in *out (NULL on failure). */
+static dspy_status launch_thread(const char *model, const char **args, size_t n, dspy_local_server **out) {
+    dspy_local_params p = dspy_local_params_default();
+    p.mode = DSPY_LOCAL_THREAD;
+    p.extra_args = args;
+    p.n_extra_args = n;
+    *out = NULL;
+    return dspy_local_launch(model, &p, out);
+}
+
 /* `dspy serve` options given as extra_args reach the in-process server: both spellings, flags. */
 static void test_serve_args(void) {
     const char *args[] = {"--tokenizer", g_tok, "--threads=1", "--served-model-name=tiny", "--max-n", "2",
                           "--strict", "--device=cpu", "--shutdown-grace", "5"};
-    dspy_local_params p = dspy_local_params_default();
-    p.mode = DSPY_LOCAL_THREAD;
-    p.extra_args = args;
-    p.n_extra_args = sizeof args / sizeof *args;
     dspy_local_server *s = NULL;
-    CHECK_OK(dspy_local_launch(g_model, &p, &s));
+    CHECK_OK(launch_thread(g_model, args, sizeof args / sizeof *args, &s));
     if (!s) return;
     resp r;
     http(dspy_local_api_base(s), "/models", NULL, &r);
@@ -495,13 +502,9 @@ static double metric_value(const char *metrics, const char *name) {
  * its /metrics' drafted and accepted token counts. */
 static char *spec_answer(const char *model, const char *k, double *drafted, double *accepted) {
     const char *args[] = {"--tokenizer", g_tok, "--threads=1", "--device=cpu", "--spec-tokens", k};
-    dspy_local_params p = dspy_local_params_default();
-    p.mode = DSPY_LOCAL_THREAD;
-    p.extra_args = args;
-    p.n_extra_args = sizeof args / sizeof *args;
     dspy_local_server *s = NULL;
     *drafted = *accepted = -1;
-    CHECK_OK(dspy_local_launch(model, &p, &s));
+    CHECK_OK(launch_thread(model, args, sizeof args / sizeof *args, &s));
     if (!s) return NULL;
     char *text = chat(dspy_local_api_base(s), model, NULL);
     char root[256];
@@ -530,12 +533,8 @@ static void test_spec_tokens(void) {
     CHECK(d4 > 0 && a4 > 0 && a4 <= d4);
     free(off), free(on);
     const char *args[] = {"--tokenizer", g_tok, "--spec-tokens", "33"};
-    dspy_local_params p = dspy_local_params_default();
-    p.mode = DSPY_LOCAL_THREAD;
-    p.extra_args = args;
-    p.n_extra_args = sizeof args / sizeof *args;
     dspy_local_server *s = NULL;
-    CHECK(dspy_local_launch(g_model, &p, &s) != DSPY_OK);
+    CHECK(launch_thread(g_model, args, sizeof args / sizeof *args, &s) != DSPY_OK);
     CHECK_CONTAINS(dspy_errmsg(), "--spec-tokens");
     CHECK(s == NULL);
 }
