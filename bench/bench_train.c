@@ -46,13 +46,21 @@
  * measurement, unless --epochs 5); the losses of the first and last steps and the largest
  * per-step loss difference between the two modes ({"bench": "T2", ...}).
  *
+ * Parity at the 1B shape (issue 11, item 5): T1's and T3's lines carry every step's loss
+ * ("losses", warm-up steps first) for bench/torch_train.py --curve-vs to compare with PyTorch's
+ * step by step; --export DIR (T1) then writes the trained model as a checkpoint (the trainer's
+ * export: config, safetensors in the model's dtype), loads it back as a model on the same device
+ * and writes its logits of 64 fixed tokens (splitmix64 seed 3) to DIR/dspy_logits.f32 (64 x V
+ * F32) and the tokens to DIR/dspy_ids.txt, for torch_train.py --check-export DIR to compare with
+ * transformers' logits of the same checkpoint ({"bench": "T1_export", ...}).
+ *
  * Several GPUs (issue 17): with torchrun's variables (WORLD_SIZE > 1, RANK, LOCAL_RANK,
  * MASTER_ADDR/PORT; one process per GPU) T1/T3 run `seqs` sequences a GPU, a step's batch being
  * seqs x world sequences split by the optimizer (train/optim.h), NCCL summing the gradients;
  * rank 0 prints the tokens/s of all ranks ({"bench": "dist", ...} first; no profile).
  *
  * Usage: bench_train --model DIR [--device cuda] [--seqs 4] [--T 2048] [--steps 10] [--warmup 2]
- *                    [--f32] [--peak-tflops 789] [--no-profile] [--lora R] [--lora-dropout 0.05]
+ *                    [--f32] [--peak-tflops 789] [--no-profile] [--lora R] [--lora-dropout 0.05] [--export DIR]
  *        bench_train --t2 --model DIR [--epochs 1] [--share both|on|off] [--warmup 1] [--examples 500]
  * Prints one JSON object per measurement ({"bench": "T1", ...}, {"bench": "T1_profile", ...},
  * {"bench": "T2", ...}) for bench/run_gpu.sh to tabulate.
@@ -64,6 +72,7 @@
 
 #include "dspy/backend.h"
 #include "dspy/clock.h"
+#include "dspy/engine.h"
 #include "dspy/model.h"
 #include "dspy/rng.h"
 #include "train/dist.h"
@@ -95,6 +104,52 @@ static double used_gb(dspy_device dev) {
 
 /* The attention forward and backward of one layer for one example of T tokens, ms each (median of
  * 3); 0 on success. */
+/* The trained trainable `t` as a checkpoint in `dir`, loaded back on `dev`, its logits of 64 fixed
+ * tokens written beside it (see the header). */
+static int export_check(dspy_trainable *t, const char *dir, dspy_device dev) {
+    enum { N = 64 };
+    if (dspy_trainable_export(t, dir, NULL)) return fail("export");
+    char devname[32], path[1024];
+    snprintf(devname, sizeof devname, dev.type == DSPY_DEVICE_CUDA ? "cuda:%d" : "cpu", dev.ordinal);
+    dspy_model_params mp = dspy_model_params_default();
+    mp.device = devname;
+    dspy_model *m = NULL;
+    if (dspy_model_load(dir, &mp, &m)) return fail("export: loading it back");
+    const int32_t V = dspy_model_config_get(m)->vocab_size;
+    int32_t ids[N];
+    uint64_t rng = 3;
+    for (int i = 0; i < N; i++) ids[i] = (int32_t)(dspy_splitmix64(&rng) % (uint64_t)V);
+    float *logits = malloc(sizeof(float) * (size_t)N * (size_t)V);
+    int rc = 1;
+    if (!logits) fprintf(stderr, "bench_train: out of memory\n");
+    else if (dspy_model_forward_logits(m, ids, N, logits)) fail("export: logits");
+    else {
+        snprintf(path, sizeof path, "%s/dspy_logits.f32", dir);
+        FILE *f = fopen(path, "wb");
+        bool ok = f && fwrite(logits, sizeof(float), (size_t)N * (size_t)V, f) == (size_t)N * (size_t)V;
+        if (f && fclose(f)) ok = false;
+        snprintf(path, sizeof path, "%s/dspy_ids.txt", dir);
+        FILE *g = ok ? fopen(path, "w") : NULL;
+        for (int i = 0; g && i < N; i++) fprintf(g, "%d\n", ids[i]);
+        if (g && fclose(g)) g = NULL;
+        if (!ok || !g) fprintf(stderr, "bench_train: writing %s/dspy_logits.f32 or dspy_ids.txt failed\n", dir);
+        else {
+            printf("{\"bench\": \"T1_export\", \"dir\": \"%s\", \"tokens\": %d, \"vocab\": %d}\n", dir, N, V);
+            rc = 0;
+        }
+    }
+    free(logits);
+    dspy_model_free(m);
+    return rc;
+}
+
+/* ", \"losses\": [l0, l1, ...]" of n steps into out (room for n numbers). */
+static void losses_json(const double *l, int n, char *out, size_t cap) {
+    size_t k = (size_t)snprintf(out, cap, ", \"losses\": [");
+    for (int i = 0; i < n && k < cap; i++) k += (size_t)snprintf(out + k, cap - k, "%s%.5f", i ? ", " : "", l[i]);
+    if (k < cap) snprintf(out + k, cap - k, "]");
+}
+
 static int attention_ms(dspy_trainable *t, int T, double *fwd_ms, double *bwd_ms) {
     dspy_backend *be = t->be;
     const dspy_ops *o = be->ops;
@@ -388,7 +443,7 @@ done:
 }
 
 int main(int argc, char **argv) {
-    const char *model_dir = NULL, *device = "cuda", *share = "both";
+    const char *model_dir = NULL, *device = "cuda", *share = "both", *export_dir = NULL;
     bool t2 = false;
     int epochs = 1, examples = 500, warmup_t2 = 1;
     int seqs = 4, T = 2048, steps = 10, warmup = 2;
@@ -416,15 +471,17 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--peak-tflops")) peak = atof(v), i++;
         else if (!strcmp(a, "--lora")) lora_r = atoi(v), i++;
         else if (!strcmp(a, "--lora-dropout")) lora_dropout = atof(v), i++;
+        else if (!strcmp(a, "--export")) export_dir = v, i++;
         else {
             fprintf(stderr, "bench_train: unknown option %s\n", a);
             return 2;
         }
     }
     if (!model_dir || seqs < 1 || T < 10 || steps < 1 || warmup < 0 || lora_r < 0 ||
-        !(lora_dropout >= 0 && lora_dropout < 1)) {
+        !(lora_dropout >= 0 && lora_dropout < 1) || (export_dir && lora_r > 0)) {
         fprintf(stderr, "usage: bench_train --model DIR [--device cuda] [--seqs 4] [--T 2048] [--steps 10] "
-                        "[--warmup 2] [--f32] [--peak-tflops 789] [--lora R] [--lora-dropout 0.05]\n");
+                        "[--warmup 2] [--f32] [--peak-tflops 789] [--lora R] [--lora-dropout 0.05] [--export DIR] "
+                        "(--export: T1 only)\n");
         return 2;
     }
     dspy_device dev;
@@ -460,7 +517,10 @@ int main(int argc, char **argv) {
     int rc = 1;
     int32_t *buf = malloc(sizeof(int32_t) * 2 * (size_t)kseq * (size_t)T);
     dspy_train_seq *batch = calloc((size_t)kseq, sizeof *batch);
-    if (!buf || !batch) {
+    double *losses = calloc((size_t)(warmup + steps), sizeof *losses);
+    const size_t ljson_cap = 16 * (size_t)(warmup + steps) + 32;
+    char *ljson = malloc(ljson_cap);
+    if (!buf || !batch || !losses || !ljson) {
         fprintf(stderr, "bench_train: out of memory\n");
         goto done;
     }
@@ -508,7 +568,9 @@ int main(int argc, char **argv) {
             goto done;
         }
         if (k == 0) st0 = st;
+        losses[k] = st.loss;
     }
+    losses_json(losses, warmup + steps, ljson, ljson_cap);
     double secs = dspy_now_s() - tw;
     /* tokens/s of all ranks together; MFU against one GPU's peak each */
     double params = (double)dspy_trainable_numel(t), tokens = (double)steps * kseq * T;
@@ -524,9 +586,9 @@ int main(int argc, char **argv) {
         printf("{\"bench\": \"T3\", \"precision\": \"%s\", \"lora_r\": %d, \"lora_alpha\": %g, \"seqs\": %d, \"T\": %d, "
                "\"steps\": %d, \"seconds\": %.4f, \"step_ms\": %.2f, \"tokens_per_s\": %.1f, \"trainable_params\": %.0f, "
                "\"loss_first\": %.5f, \"loss_last\": %.5f, \"grad_norm_last\": %.5f, \"mem_gb\": %.2f, \"mem_before_gb\": %.2f, "
-               "\"setup_s\": %.1f, \"lora_dropout\": %g}\n",
+               "\"setup_s\": %.1f, \"lora_dropout\": %g%s}\n",
                dspy_trainable_bf16(t) ? "bf16" : "f32", lora_r, (double)lora.alpha, seqs, T, steps, secs, 1e3 * secs / steps, tps, params,
-               st0.loss, st.loss, (double)st.grad_norm, used_gb(dev), mem0, setup_s, (double)lora.dropout);
+               st0.loss, st.loss, (double)st.grad_norm, used_gb(dev), mem0, setup_s, (double)lora.dropout, ljson);
         fflush(stdout);
         rc = profile ? profile_step(t, batch, seqs, 1e3 * secs / steps, "T3") : 0;
         if (!rc && profile) rc = lora_ops(t, t->work.cap);
@@ -535,10 +597,12 @@ int main(int argc, char **argv) {
     printf("{\"bench\": \"T1\", \"precision\": \"%s\", \"seqs\": %d, \"T\": %d, \"steps\": %d, \"seconds\": %.4f, "
            "\"step_ms\": %.2f, \"tokens_per_s\": %.1f, \"mfu\": %.4f, \"params\": %.0f, \"labels_per_step\": %lld, "
            "\"loss_first\": %.5f, \"loss_last\": %.5f, \"grad_norm_last\": %.5f, \"mem_gb\": %.2f, "
-           "\"mem_before_gb\": %.2f, \"setup_s\": %.1f}\n",
+           "\"mem_before_gb\": %.2f, \"setup_s\": %.1f%s}\n",
            dspy_trainable_bf16(t) ? "bf16" : "f32", seqs, T, steps, secs, 1e3 * secs / steps, tps, mfu, params, (long long)st.n_labels,
-           st0.loss, st.loss, (double)st.grad_norm, used_gb(dev), mem0, setup_s);
-    rc = profile ? profile_step(t, batch, seqs, 1e3 * secs / steps, "T1") : 0;
+           st0.loss, st.loss, (double)st.grad_norm, used_gb(dev), mem0, setup_s, ljson);
+    fflush(stdout);
+    rc = export_dir ? export_check(t, export_dir, dev) : 0; /* before the profile's extra passes */
+    if (!rc && profile) rc = profile_step(t, batch, seqs, 1e3 * secs / steps, "T1");
 done:
     /* rank 0's store serves the others until every rank is through */
     if (!rc && dist && dspy_dist_barrier(dist, "bench-end")) rc = fail("barrier");
@@ -548,5 +612,7 @@ done:
     dspy_dist_free(dist);
     free(batch);
     free(buf);
+    free(losses);
+    free(ljson);
     return rc;
 }

@@ -31,8 +31,18 @@ multicast off (NCCL_NVLS_ENABLE=0, TORCH_SYMM_MEM_DISABLE_MULTICAST=1 in the env
 
 T3 (--lora R): the T1 steps with peft LoRA (r R, alpha 2R, dropout 0.05, target_modules "all-linear")
 over the frozen base loaded in bf16, the adapters in fp32, AdamW over the adapters only.
+
+Parity at the 1B shape (issue 11, item 5): --curve-vs FILE runs the T1 steps eager with every
+step's loss read back (warm-up steps included) and compares them step by step with the "losses"
+of the T1 line in FILE (bench_train's output, same init, data and step count): the largest
+relative difference, against 2 %. --check-export DIR loads the checkpoint bench_train --export
+wrote (the trained weights) in transformers (F32 compute) and compares its logits of the tokens
+in DIR/dspy_ids.txt with ours in DIR/dspy_logits.f32: max abs error / max abs logit against
+5e-2 (BF16 weights and activations; test_cuda_model's bound) and the top-1 agreement.
 Usage: python3 bench/torch_train.py --model DIR [--modes eager,compiled] [--seqs 4] [--T 2048]
                                     [--steps 10] [--warmup 2] [--peak-tflops 789] [--lora R]
+                                    [--curve-vs OURS.jsonl]
+       python3 bench/torch_train.py --model DIR --check-export EXPORTED_DIR
        python3 bench/torch_train.py --t2 --model DIR [--modes eager,compiled] [--epochs 1] [--warmup 1]
                                     [--examples 500]
 Prints one JSON object per mode ({"bench": "T1_torch", "mode": ...} or {"bench": "T2_torch", ...}).
@@ -40,6 +50,7 @@ Prints one JSON object per mode ({"bench": "T1_torch", "mode": ...} or {"bench":
 import argparse
 import gc
 import json
+import os
 import time
 
 import torch
@@ -81,7 +92,7 @@ def dist_init():
     return torch.distributed.get_rank(), world
 
 
-def run(path, mode, seqs, T, steps, warmup, peak, lora_r=0, rank=0, world=1):
+def run(path, mode, seqs, T, steps, warmup, peak, lora_r=0, rank=0, world=1, curve=None):
     torch.manual_seed(0)
     # T3 (lora_r > 0): the frozen base in bf16 (as ours), peft's adapters in fp32 (its default
     # autocast_adapter_dtype), r / alpha 2r / dropout 0.05 on every linear layer but lm_head
@@ -112,16 +123,21 @@ def run(path, mode, seqs, T, steps, warmup, peak, lora_r=0, rank=0, world=1):
 
     t0 = time.perf_counter()
     first = None
+    losses = []  # --curve-vs: every step's loss (a host read each step, so not timed then)
     for _ in range(warmup):
         loss, _ = step()
         if first is None:
             first = loss.item()
+        if curve is not None:
+            losses.append(loss.item())
     torch.cuda.synchronize()
     warm_s = time.perf_counter() - t0
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     for _ in range(steps):
         loss, norm = step()
+        if curve is not None:
+            losses.append(loss.item())
     torch.cuda.synchronize()
     secs = time.perf_counter() - t0
     tps = world * steps * seqs * T / secs
@@ -139,6 +155,8 @@ def run(path, mode, seqs, T, steps, warmup, peak, lora_r=0, rank=0, world=1):
         res.update({"lora_r": lora_r, "trainable_params": sum(p.numel() for p in trainable), "peft": peft.__version__})
     if rank == 0:
         print(json.dumps(res), flush=True)
+    if curve is not None:
+        compare_curve(curve, losses, mode)
     del model, opt, fwd, trainable
     gc.collect()
     torch.cuda.empty_cache()
@@ -225,6 +243,43 @@ def run_t2(path, mode, n, epochs, warmup, max_steps):
     torch.cuda.empty_cache()
 
 
+def compare_curve(path, theirs, mode):
+    """Ours (the last T1/T3 line of bench_train's output in `path`) against `theirs`, step by step."""
+    ours = None
+    with open(path) as f:
+        for line in f:
+            if line.startswith("{"):
+                r = json.loads(line)
+                if r.get("bench") in ("T1", "T3") and "losses" in r:
+                    ours = r["losses"]
+    if ours is None or len(ours) != len(theirs):
+        print(json.dumps({"bench": "T1_curve", "error": f"{path}: no T1 losses of {len(theirs)} steps"}), flush=True)
+        return
+    rel = [abs(a - b) / abs(b) for a, b in zip(ours, theirs)]
+    print("| step | dspy.c loss | PyTorch %s loss | rel. diff |" % mode)
+    print("| --- | --- | --- | --- |")
+    for i, (a, b, d) in enumerate(zip(ours, theirs, rel)):
+        print(f"| {i + 1} | {a:.5f} | {b:.5f} | {d:.2e} |")
+    worst = max(rel)
+    print(json.dumps({"bench": "T1_curve", "mode": mode, "steps": len(ours), "max_rel_diff": worst,
+                      "at_step": rel.index(worst) + 1, "tolerance": 0.02, "pass": worst <= 0.02}), flush=True)
+
+
+def check_export(d):
+    """transformers' logits of bench_train --export's checkpoint against ours (see the header)."""
+    import numpy as np
+    ids = [int(x) for x in open(os.path.join(d, "dspy_ids.txt")).read().split()]
+    model = LlamaForCausalLM.from_pretrained(d, dtype=torch.float32).cuda().eval()
+    with torch.no_grad():
+        ref = model(input_ids=torch.tensor([ids], device="cuda")).logits[0].float().cpu().numpy()
+    ours = np.fromfile(os.path.join(d, "dspy_logits.f32"), dtype=np.float32).reshape(len(ids), -1)
+    err = float(np.abs(ours - ref).max() / np.abs(ref).max())
+    top1 = float((ours.argmax(-1) == ref.argmax(-1)).mean())
+    print(json.dumps({"bench": "T1_export_check", "tokens": len(ids), "vocab": ours.shape[1], "max_abs_err_rel": err,
+                      "tolerance": 5e-2, "top1_agreement": top1, "pass": err <= 5e-2,
+                      "transformers": __import__("transformers").__version__}), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -239,7 +294,12 @@ def main():
     ap.add_argument("--examples", type=int, default=500)
     ap.add_argument("--t2-steps", type=int, default=0)
     ap.add_argument("--lora", type=int, default=0, help="T3: LoRA rank (peft, all-linear); 0 = full fine-tuning (T1)")
+    ap.add_argument("--curve-vs", default=None, help="bench_train output whose T1 losses to compare step by step")
+    ap.add_argument("--check-export", default=None, help="bench_train --export's directory: logits vs transformers")
     a = ap.parse_args()
+    if a.check_export:
+        check_export(a.check_export)
+        return
     rank, world = dist_init()
     if world > 1 and a.t2:
         ap.error("--t2 runs on one GPU")
@@ -247,7 +307,7 @@ def main():
         if a.t2:
             run_t2(a.model, mode, a.examples, a.epochs, a.warmup, a.t2_steps)
         else:
-            run(a.model, mode, a.seqs, a.T, a.steps, a.warmup, a.peak_tflops, a.lora, rank, world)
+            run(a.model, mode, a.seqs, a.T, a.steps, a.warmup, a.peak_tflops, a.lora, rank, world, a.curve_vs)
     if world > 1:
         torch.distributed.destroy_process_group()
 
