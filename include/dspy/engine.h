@@ -65,8 +65,9 @@ typedef struct dspy_engine_params {
                                  of its last 3, 2 or 1 tokens in its own tokens), checked in the same
                                  forward pass; the tokens are those of spec_tokens 0 (CPU: bit for
                                  bit). A sequence whose drafts were all rejected m steps in a row
-                                 waits min(2^(m-1), 8) steps before drafting again. 0 (default) = off; at most DSPY_ENGINE_MAX_SPEC. The
-                                 environment variable DSPY_ENGINE_SPEC=K overrides it. */
+                                 waits min(2^(m-1), 8) steps before drafting again. 0 (default) =
+                                 off; at most DSPY_ENGINE_MAX_SPEC. The environment variable
+                                 DSPY_ENGINE_SPEC=K overrides it. */
 } dspy_engine_params;
 
 enum { DSPY_ENGINE_MAX_SPEC = 32 };
