@@ -4,8 +4,11 @@
 # the GPU build (cmake -B build-gpu -DCMAKE_CUDA_ARCHITECTURES=90) and the shared tokenizer gathered
 # into carry/ by bench/pack_gpu.sh.
 #
-#   bench/run_gpu.sh [tests] [bench] [step] [minkeys] [attn] [pfvar] [cluster] [b1pair] [sweep] [b2] [torch] [serve] [t1] [t2] [t3] [ddp] [b3] [tutorial]
+#   bench/run_gpu.sh [tests] [bench] [step] [minkeys] [attn] [pfvar] [cluster] [b1pair] [sweep] [b2] [torch] [serve] [t1] [t2] [t3] [ddp] [b3] [tutorial] [parity1b]
 #   (default: tests bench torch serve)
+# parity1b: issue 11 item 5 at the 1B shape — 20 T1 steps' losses against PyTorch eager's in the same
+#     run (torch_train.py --curve-vs, 2 %) and the trained checkpoint's logits in transformers
+#     against ours (bench_train --export, torch_train.py --check-export, 5e-2).
 # t1: issue 11's training benchmark (bench_train, then bench/torch_train.py eager and compiled).
 # step: also decode steps of STEP_BATCHES ("batch DSPY_CUDA_MMA shared-positions" triples).
 # t2: issue 11's T2 (bench_train --t2 one epoch, shared and unshared; torch_train.py --t2, T2_TORCH_STEPS
@@ -39,7 +42,7 @@ if has tests; then
   (cd build-gpu && DSPY_CUDA_RELEASE=31 timeout 300 ./tests/test_cuda_model 2>&1 | grep -E "FAIL|passed" | tail -n 5)
   }
 fi
-if has bench || has torch || has sweep || has b2 || has step || has minkeys || has attn || has pfvar || has cluster || has b1pair || has b3 || has t2 || has t1 || has t3 || has ddp; then
+if has bench || has torch || has sweep || has b2 || has step || has minkeys || has attn || has pfvar || has cluster || has b1pair || has b3 || has t2 || has t1 || has t3 || has ddp || has parity1b; then
   [ -f "$MODEL/model.safetensors" ] || LD_LIBRARY_PATH=${ORIG_LD_LIBRARY_PATH-} timeout 300 python3 bench/torch_baseline.py --make-model "$MODEL" 2>&1 | tail -2
 fi
 if has bench; then
@@ -178,6 +181,16 @@ if has t1; then
   timeout 300 build-gpu/bench/bench_train --model "$MODEL" --device cuda 2>&1 | tee "$OUT/bench_train.jsonl"
   LD_LIBRARY_PATH=${ORIG_LD_LIBRARY_PATH-} PYTHONUNBUFFERED=1 timeout 400 python3 bench/torch_train.py --model "$MODEL" 2>&1 \
     | grep -v Warning | tee -a "$OUT/bench_train.jsonl"
+fi
+if has parity1b; then
+  echo "== 1B parity: 20 T1 steps against PyTorch eager, the trained checkpoint in transformers"
+  rm -rf /tmp/t1-export
+  timeout 300 build-gpu/bench/bench_train --model "$MODEL" --device cuda --steps 18 --warmup 2 --no-profile \
+    --export /tmp/t1-export 2>&1 | grep '"bench"' | tee "$OUT/parity1b_ours.jsonl"
+  LD_LIBRARY_PATH=${ORIG_LD_LIBRARY_PATH-} PYTHONUNBUFFERED=1 timeout 300 python3 bench/torch_train.py --model "$MODEL" \
+    --modes eager --steps 18 --warmup 2 --curve-vs "$OUT/parity1b_ours.jsonl" 2>&1 | grep -v -i warning | tee "$OUT/parity1b.txt"
+  LD_LIBRARY_PATH=${ORIG_LD_LIBRARY_PATH-} PYTHONUNBUFFERED=1 timeout 300 python3 bench/torch_train.py --model "$MODEL" \
+    --check-export /tmp/t1-export 2>&1 | grep -v -i warning | tee -a "$OUT/parity1b.txt"
 fi
 if has ddp; then   # issue 17: needs DDP_GPUS (default 2) GPUs; multicast off in every rank
   n=${DDP_GPUS:-2}; port=$((29500 + RANDOM % 1000))
