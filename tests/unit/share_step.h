@@ -37,13 +37,14 @@ static void ss_make_examples(void) {
     }
 }
 
-/* The unshared step: example 0; examples 1 and 2 packed; example 3. */
+/* The unshared step: example 0; examples 1 and 2 packed; example 3 (the examples made first). */
 typedef struct {
     int32_t ids[3][2 * (SS_P0 + 40)], pos[3][2 * (SS_P0 + 40)], lab[3][2 * (SS_P0 + 40)], seg[3][2 * (SS_P0 + 40)];
     dspy_train_seq seq[3];
 } ss_step;
 
 static void ss_make_step(ss_step *s) {
+    ss_make_examples(); /* deterministic: the step never depends on a caller having made them */
     const int groups[3][2] = {{0, -1}, {1, 2}, {3, -1}};
     for (int q = 0; q < 3; q++) {
         int T = 0;

@@ -397,7 +397,6 @@ static void drift_report(const char *what, const char *name, double wl, double w
 /* One prefix-shared case (see the file comment): three trainers side by side. */
 static void shared_case(bool bf16) {
     ss_shared z;
-    ss_make_examples();
     CHECK_OK(ss_make_shared(&z));
     CHECK_INT(z.P, SS_P0);
     dspy_trainable *t[3] = {0}; /* CPU unshared, CUDA shared, CUDA unshared */
@@ -454,7 +453,6 @@ static dspy_model *att16_model(int NH, int NKV, int HS) {
  * (k_bf16), on, shared and off alike. */
 static void att16_case(dspy_model *m, const char *what) {
     ss_shared z;
-    ss_make_examples();
     CHECK_OK(ss_make_shared(&z));
     dspy_trainable *t[4] = {0}; /* CPU, CUDA on, CUDA on shared, CUDA off */
     dspy_optimizer *o[4] = {0};
@@ -519,7 +517,6 @@ static void test_bf16_att16(void) {
  * the gradients. */
 static void grad16_case(dspy_model *m, const char *what) {
     ss_shared z;
-    ss_make_examples();
     CHECK_OK(ss_make_shared(&z));
     dspy_trainable *t[4] = {0}; /* CPU, CUDA on, CUDA on shared, CUDA off */
     dspy_optimizer *o[4] = {0};
@@ -593,7 +590,6 @@ static void test_bf16_grad16(void) {
     if (t) CHECK_OK(dspy_trainable_set_bf16(t, true));
     if (t) CHECK_OK(dspy_optimizer_new(t, &h, &o));
     if (o) {
-        ss_make_examples();
         ss_shared z;
         CHECK_OK(ss_make_shared(&z));
         dspy_step_stats st;
@@ -619,7 +615,6 @@ static void test_bf16_wgrad16(void) {
     dspy_model *m = att16_model(4, 1, 64); /* a KV group of 4: the attention gradients in BF16 too */
     if (!m) return;
     ss_shared z;
-    ss_make_examples();
     CHECK_OK(ss_make_shared(&z));
     dspy_trainable *t[3] = {0};
     dspy_optimizer *o[3] = {0};

@@ -673,6 +673,25 @@ static void test_linear_backward_beta(void) {
     dev_free(gdw), dev_free(none16);
 }
 
+/* The device's AdamW state after adamw_bf16 steps against the CPU's w, m, v (n): w, m and v bit for
+ * bit, and the BF16 working copy w16 the CPU's w rounded to BF16 bit for bit. */
+static void expect_adamw_state(const char *what, dspy_tensor gw, dspy_tensor gm, dspy_tensor gv, dspy_tensor w16,
+                               const float *w, const float *m, const float *v, int64_t n) {
+    char label[96];
+    float *hw = down(gw), *hm = down(gm), *hv = down(gv), *h16 = down_bf16(w16);
+    float *r16 = malloc(sizeof(float) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) r16[i] = dspy_bf16_to_f32(dspy_f32_to_bf16(w[i]));
+    snprintf(label, sizeof label, "%s: w", what);
+    expect_same(label, hw, w, (size_t)n);
+    snprintf(label, sizeof label, "%s: m", what);
+    expect_same(label, hm, m, (size_t)n);
+    snprintf(label, sizeof label, "%s: v", what);
+    expect_same(label, hv, v, (size_t)n);
+    snprintf(label, sizeof label, "%s: w16 = BF16(w)", what);
+    expect_same(label, h16, r16, (size_t)n);
+    free(hw), free(hm), free(hv), free(h16), free(r16);
+}
+
 /* adamw_bf16: w, m, v bit-identical to the CPU's adamw, and w16 the updated w rounded to BF16 bit
  * for bit; a skipped step (NaN gscale) leaves all four as they were. */
 static void test_adamw_bf16(void) {
@@ -691,16 +710,10 @@ static void test_adamw_bf16(void) {
         free(g);
         dev_free(gg);
     }
-    float *hw = down(gw), *hm = down(gm), *hv = down(gv), *h16 = down_bf16(g16);
-    expect_same("adamw_bf16 3 steps + a skipped one: w", hw, w, (size_t)n);
-    expect_same("adamw_bf16: m", hm, m, (size_t)n);
-    expect_same("adamw_bf16: v", hv, v, (size_t)n);
-    float *r16 = malloc(sizeof(float) * (size_t)n);
-    for (int64_t i = 0; i < n; i++) r16[i] = dspy_bf16_to_f32(dspy_f32_to_bf16(w[i]));
-    expect_same("adamw_bf16: w16 = BF16(w)", h16, r16, (size_t)n);
+    expect_adamw_state("adamw_bf16, 3 steps + a skipped one", gw, gm, gv, g16, w, m, v, n);
     CHECK_STATUS(G->ops->adamw_bf16(G, gw, gw, gm, gv, ghp, dspy_bt(G, g16.data, n - 1, DSPY_DTYPE_BF16)),
                  DSPY_ERR_ARG);
-    free(w), free(m), free(v), free(hw), free(hm), free(hv), free(h16), free(r16);
+    free(w), free(m), free(v);
     dev_free(gw), dev_free(gm), dev_free(gv), dev_free(ghp), dev_free(g16);
 }
 
@@ -733,18 +746,12 @@ static void test_wgrad16(void) {
         free(g);
         dev_free(gg);
     }
-    float *hw = down(gw), *hm = down(gm), *hv = down(gv), *h16 = down_bf16(w16);
-    expect_same("adamw from a BF16 g, 3 steps: w", hw, w, (size_t)n);
-    expect_same("adamw from a BF16 g: m", hm, m, (size_t)n);
-    expect_same("adamw from a BF16 g: v", hv, v, (size_t)n);
-    float *r16 = malloc(sizeof(float) * (size_t)n);
-    for (int64_t i = 0; i < n; i++) r16[i] = dspy_bf16_to_f32(dspy_f32_to_bf16(w[i]));
-    expect_same("adamw from a BF16 g: w16 = BF16(w)", h16, r16, (size_t)n);
+    expect_adamw_state("adamw from a BF16 g, 3 steps", gw, gm, gv, w16, w, m, v, n);
     check_report(fabs(got_sq[2] - ref_sq) <= 1e-12 * ref_sq, __FILE__, __LINE__,
                  "grad_sumsq of a BF16 x: %.17g, the CPU's %.17g", got_sq[2], ref_sq);
     printf("  grad_sumsq of a BF16 x (n %lld): %.3e relative to the CPU's\n", (long long)n,
            fabs(got_sq[2] - ref_sq) / ref_sq);
-    free(w), free(m), free(v), free(hw), free(hm), free(hv), free(h16), free(r16);
+    free(w), free(m), free(v);
     dev_free(gw), dev_free(gm), dev_free(gv), dev_free(ghp), dev_free(w16), dev_free(sq);
     /* linear_backward_beta with a BF16 dw */
     const int N = 300, Cc = 256, OC = 768;
