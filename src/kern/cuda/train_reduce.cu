@@ -39,36 +39,26 @@ static __global__ void __launch_bounds__(RED_THREADS) k_sum_rows(double *out, in
     if (threadIdx.x == 0) out[slot] = s;
 }
 
-/* part[b] = sum of squares of the elements b * 256 + t + j * (gridDim.x * 256). */
-static __global__ void __launch_bounds__(RED_THREADS) k_sumsq_part(double *partial, const float *x, int64_t n) {
-    griddep_wait();
-    __shared__ double part[RED_THREADS / 32];
-    double s = 0.0;
-    const int64_t stride = (int64_t)gridDim.x * blockDim.x;
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        double v = (double)x[i];
-        s = __dadd_rn(s, __dmul_rn(v, v));
-    }
-    s = red_block_sum(s, part);
-    if (threadIdx.x == 0) partial[blockIdx.x] = s;
+/* s += the squares of one load unit, in double, element by element in index order: an F32 element,
+ * or a 16-byte group of 8 BF16 ones (the single-pass step's weight gradients). */
+static __device__ __forceinline__ void sq_add(double &s, float x) {
+    const double v = (double)x;
+    s = __dadd_rn(s, __dmul_rn(v, v));
+}
+static __device__ __forceinline__ void sq_add(double &s, uint4 x) {
+    const bf16 *e = (const bf16 *)&x;
+#pragma unroll
+    for (int j = 0; j < 8; j++) sq_add(s, bf2f(e[j]));
 }
 
-/* The same over BF16 x (the single-pass step's weight gradients) of n8 groups of 8 elements
- * (16-byte loads): group b * 256 + t + j * (gridDim.x * 256), its elements in index order. */
-static __global__ void __launch_bounds__(RED_THREADS) k_sumsq_part16(double *partial, const uint4 *x, int64_t n8) {
+/* part[b] = sum of squares of the n units b * 256 + t + j * (gridDim.x * 256). */
+template <typename U>
+static __global__ void __launch_bounds__(RED_THREADS) k_sumsq_part(double *partial, const U *x, int64_t n) {
     griddep_wait();
     __shared__ double part[RED_THREADS / 32];
     double s = 0.0;
     const int64_t stride = (int64_t)gridDim.x * blockDim.x;
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += stride) {
-        const uint4 v = x[i];
-        const bf16 *e = (const bf16 *)&v;
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            const double d = (double)bf2f(e[j]);
-            s = __dadd_rn(s, __dmul_rn(d, d));
-        }
-    }
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) sq_add(s, x[i]);
     s = red_block_sum(s, part);
     if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
@@ -133,8 +123,9 @@ dspy_status dspy_cu_grad_sumsq(dspy_backend *be, dspy_tensor out, int slot, dspy
     /* up to SUMSQ_BLOCKS blocks, fewer for a small tensor (a function of n alone: deterministic) */
     const int64_t units = x16 ? x.n / 8 : x.n, want = (units + RED_THREADS - 1) / RED_THREADS;
     const int nb = want < 1 ? 1 : want > SUMSQ_BLOCKS ? SUMSQ_BLOCKS : (int)want;
-    if (x16) DSPY_TRY(cu_launch(be, op, k_sumsq_part16, nb, RED_THREADS, 0, partial, (const uint4 *)x.data, units));
-    else DSPY_TRY(cu_launch(be, op, k_sumsq_part, nb, RED_THREADS, 0, partial, (const float *)x.data, x.n));
+    if (x16)
+        DSPY_TRY(cu_launch(be, op, k_sumsq_part<uint4>, nb, RED_THREADS, 0, partial, (const uint4 *)x.data, units));
+    else DSPY_TRY(cu_launch(be, op, k_sumsq_part<float>, nb, RED_THREADS, 0, partial, (const float *)x.data, x.n));
     return cu_launch(be, op, k_sumsq_final, 1, RED_THREADS, 0, (double *)out.data, slot, (const double *)partial, nb);
 }
 
