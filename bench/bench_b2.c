@@ -11,7 +11,7 @@
  *   own_r[j]  = 1000 + splitmix64(1000003 * (r + 1) + j) % 99000   (j < UNIQUE)
  *
  * Usage: bench_b2 --model DIR [--device cuda] [--requests 100] [--clients 16] [--prefix 1300]
- *        [--unique 200] [--max-tokens 80] [--max-seqs 16]
+ *        [--unique 200] [--max-tokens 80] [--max-seqs 16] [--weights bf16|fp8]
  * One JSON line (bench "B2") last. Not a test (bench/, DESIGN §8.6).
  */
 #include <curl/curl.h>
@@ -154,6 +154,7 @@ int main(int argc, char **argv) {
     const int prefix = atoi(opt(argc, argv, "--prefix", "1300")), unique = atoi(opt(argc, argv, "--unique", "200"));
     const int max_tokens = atoi(opt(argc, argv, "--max-tokens", "80"));
     const char *max_seqs = opt(argc, argv, "--max-seqs", "16");
+    const char *weights = opt(argc, argv, "--weights", "bf16"); /* fp8: dspy serve --weights fp8 */
     if (!model || requests < 1 || clients < 1 || prefix < 0 || unique < 1 || max_tokens < 1) {
         fprintf(stderr, "usage: bench_b2 --model DIR [--device cuda] [--requests N] [--clients N] [--prefix N] "
                         "[--unique N] [--max-tokens N] [--max-seqs N]\n");
@@ -168,9 +169,9 @@ int main(int argc, char **argv) {
     char kv[32];
     snprintf(kv, sizeof kv, "%d", (atoi(max_seqs) + 1) * (prefix + unique + max_tokens + 16));
     const char *args[] = {"--tokenizer", test_shared("models/llama3-tokenizer"), "--device", device, "--max-seqs",
-                          max_seqs, "--kv-tokens", kv};
+                          max_seqs, "--kv-tokens", kv, "--weights", weights};
     p.extra_args = args;
-    p.n_extra_args = 8;
+    p.n_extra_args = 10;
     dspy_local_server *srv = NULL;
     if (dspy_local_launch(model, &p, &srv) != DSPY_OK) {
         fprintf(stderr, "bench_b2: %s\n", dspy_errmsg());
@@ -238,9 +239,9 @@ int main(int argc, char **argv) {
     printf("{\"bench\": \"B2\", \"device\": \"%s\", \"requests\": %d, \"clients\": %d, \"seconds\": %.4f, "
            "\"seconds_with_first\": %.4f, \"req_per_s\": %.1f, \"completion_tokens\": %lld, \"errors\": %d, "
            "\"prefix_hit_rate\": %.4f, \"prefix_hit_of_shared\": %.4f, \"spec_tokens\": %d, \"drafted\": %.0f, "
-           "\"accepted\": %.0f, \"text_hash\": \"%016llx\"}\n", device, requests - 1, clients, wall,
+           "\"accepted\": %.0f, \"weights\": \"%s\", \"text_hash\": \"%016llx\"}\n", device, requests - 1, clients, wall,
            wall + t_first, (requests - 1) / wall, atomic_load(&r.completion_tokens), atomic_load(&r.errors), hit,
-           hit_shared, spec ? atoi(spec) : 0, drafted, accepted, (unsigned long long)all);
+           hit_shared, spec ? atoi(spec) : 0, drafted, accepted, weights, (unsigned long long)all);
     int rc = atomic_load(&r.errors) || st != 200 ? 1 : 0;
     for (int q = 0; q < requests; q++) free(r.bodies[q]);
     free(r.bodies), free(th), free(m0), free(m1), free(mstart), free(r.text_hash);

@@ -14,7 +14,9 @@
  *          op's cost in the chain; --step-shared P: their first P positions in shared KV blocks
  *
  * Usage: bench_gpu --model DIR [--device cuda] [--prefill-chunk 32768] [--peak-tflops 789]
- *        [--only-step 1 [--step-batch 16] [--step-shared 1300]]
+ *        [--only-step 1 [--step-batch 16] [--step-shared 1300]] [--weights fp8]
+ * --weights fp8: the model loaded with dspy_model_params.f8_decode (weight_bytes then counts the
+ * FP8 copies too; a batched decode step reads the 1-byte copies, ~1.24 GB at the 1B shape)
  * The prefill's default chunk is 32,768 tokens a step: on the H200 it measured 0.617 s against
  * 0.642 s for 16,384 (bench/RESULTS.md; the larger GEMMs and fewer steps); run_gpu.sh prints both.
  * Prints one JSON object per measurement (for bench/run_gpu.sh to tabulate).
@@ -566,6 +568,7 @@ int main(int argc, char **argv) {
     int chunk = 32768, n_prompts = 100, plen = 1500, gen = 128;
     double peak = 789e12;
     int only_b1 = 0, only_prefill = 0, only_step = 0, only_prefill_ops = 0, step_batch = 1, step_shared = 0;
+    bool f8 = false;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--model")) dir = argv[i + 1];
         else if (!strcmp(argv[i], "--device")) device = argv[i + 1];
@@ -578,6 +581,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--only-prefill-ops")) only_prefill_ops = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--step-batch")) step_batch = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--step-shared")) step_shared = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--weights")) f8 = !strcmp(argv[i + 1], "fp8");
     }
     if (!dir) {
         fprintf(stderr, "usage: bench_gpu --model DIR [--device cuda] [--prefill-chunk N] [--prompts N]\n");
@@ -585,6 +589,7 @@ int main(int argc, char **argv) {
     }
     dspy_model_params mp = dspy_model_params_default();
     mp.device = device;
+    mp.f8_decode = f8;
     dspy_model *m = NULL;
     double t0 = dspy_now_s();
     if (dspy_model_load(dir, &mp, &m)) return fail("load");

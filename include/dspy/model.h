@@ -152,6 +152,13 @@ typedef struct dspy_model_params {
     bool strict;        /* NaN/Inf weights: an error (DSPY_ERR_FORMAT) instead of a logged warning */
     dspy_cpu_kernels cpu_kernels; /* CPU only: REFERENCE (default; matrices as stored) or FAST
                                      (matrices converted to BF16 at load, dspy/backend.h) */
+    bool f8_decode;     /* CUDA only (DSPY_ERR_ARG elsewhere); off by default. Every projection
+                           matrix and the lm_head are rounded to FP8 E4M3 with a power-of-two
+                           scale per row; decode steps of 5-16 sequences read the 1-byte copy
+                           (about half the bytes a step), every other path the same values in
+                           BF16, so the model is one (FP8-rounded) model everywhere. Costs half
+                           the matrices' memory again; the outputs are those of the rounded
+                           weights, not the checkpoint's. */
 } dspy_model_params;
 
 DSPY_API dspy_model_params dspy_model_params_default(void);
@@ -176,8 +183,11 @@ DSPY_API const dspy_model_weights *dspy_model_weights_get(const dspy_model *m);
 DSPY_API dspy_device dspy_model_device(const dspy_model *m);
 /* F32 or BF16: the dtype of the model's matrices. */
 DSPY_API dspy_dtype dspy_model_matrix_dtype(const dspy_model *m);
-/* Bytes of weight memory the model holds on its device (mapped file pages not counted). */
+/* Bytes of weight memory the model holds on its device (mapped file pages not counted; the FP8
+ * copies of f8_decode included). */
 DSPY_API size_t dspy_model_weight_bytes(const dspy_model *m);
+/* Whether the model was loaded with f8_decode (its matrices hold FP8-rounded values). */
+DSPY_API bool dspy_model_f8_decode(const dspy_model *m);
 /* Copies the tensor with Hugging Face name `name` (as in the checkpoint: "model.layers.0.self_attn.
  * q_proj.weight", "lm_head.weight" also when tied, ...) into dst (n floats, row-major, widened to
  * F32) from wherever the model keeps it. DSPY_ERR_NOTFOUND for a name the model does not have,

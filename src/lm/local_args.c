@@ -49,6 +49,7 @@ static const serve_arg k_args[] = {
     {"request-timeout", ARG_MS, F(read_timeout_ms)},
     {"shutdown-grace", ARG_MS, F(shutdown_grace_ms)},
     {"strict", ARG_FLAG, F(strict)},
+    {"weights", ARG_STR, F(weights)},
 };
 #undef F
 

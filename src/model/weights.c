@@ -69,16 +69,22 @@ struct dspy_model {
     int n_aliases;
     int32_t n_threads;
     dspy_cpu_kernels cpu_kernels;
+    void *f8_block;          /* CUDA, f8_decode: the matrices' FP8 codes and row factors */
+    size_t f8_bytes;
+    const void **f8_linked;  /* the BF16 matrices linked to them (kern/ops.h f8_link) */
+    int n_f8;
 };
 
 dspy_model_params dspy_model_params_default(void) {
-    dspy_model_params p = {"cpu", 0, false, DSPY_CPU_KERNELS_REFERENCE};
+    dspy_model_params p = {"cpu", 0, false, DSPY_CPU_KERNELS_REFERENCE, false};
     return p;
 }
 
 void dspy_model_free(dspy_model *m) {
     if (!m) return;
     if (m->be) {
+        for (int i = 0; i < m->n_f8; i++) m->be->ops->f8_unlink(m->be, m->f8_linked[i]);
+        m->be->ops->free(m->be, m->f8_block);
         m->be->ops->free(m->be, m->block);
         dspy_backend_free(m->be);
         pthread_mutex_destroy(&m->be_mu);
@@ -87,6 +93,7 @@ void dspy_model_free(dspy_model *m) {
     }
     for (int i = 0; i < m->n_aliases; i++) free(m->aliases[i].name);
     free(m->aliases);
+    free(m->f8_linked);
     free(m->layers);
     free(m->inv_freq);
     dspy_checkpoint_free(m->ck);
@@ -98,7 +105,8 @@ const dspy_model_config *dspy_model_config_get(const dspy_model *m) { return &m-
 const dspy_model_weights *dspy_model_weights_get(const dspy_model *m) { return &m->w; }
 dspy_device dspy_model_device(const dspy_model *m) { return m->dev; }
 dspy_dtype dspy_model_matrix_dtype(const dspy_model *m) { return m->mdtype; }
-size_t dspy_model_weight_bytes(const dspy_model *m) { return m->block_bytes; }
+size_t dspy_model_weight_bytes(const dspy_model *m) { return m->block_bytes + m->f8_bytes; }
+bool dspy_model_f8_decode(const dspy_model *m) { return m->n_f8 > 0; }
 const float *dspy_model_inv_freq(const dspy_model *m) { return m->inv_freq; }
 const char *dspy_model_dir(const dspy_model *m) { return m->dir; }
 int32_t dspy_model_n_threads(const dspy_model *m) { return m->n_threads; }
@@ -387,6 +395,45 @@ static dspy_status check_fits(const dspy_model *m, size_t bytes) {
     return DSPY_OK;
 }
 
+/* f8_decode: every projection matrix and the lm_head get an FP8 copy (codes, then row factors,
+ * each 16-byte aligned) in one more device block, linked to the BF16 matrix, which is rounded to
+ * the same values (kern/ops.h f8_link). After publish: the tensors are in place. */
+static dspy_status make_f8(dspy_model *m) {
+    const dspy_model_config *c = &m->cfg;
+    const int L = c->num_hidden_layers, C = c->hidden_size, I = c->intermediate_size;
+    const int Q = c->num_attention_heads * c->head_dim, KV = c->num_key_value_heads * c->head_dim;
+    const int n = 4 * L + 1;
+    dspy_tensor *w[n];
+    int oc[n], ic[n];
+    for (int l = 0, k = 0; l < L; l++) {
+        w[k] = &m->layers[l].wqkv, oc[k] = Q + 2 * KV, ic[k++] = C;
+        w[k] = &m->layers[l].wo, oc[k] = C, ic[k++] = Q;
+        w[k] = &m->layers[l].w_gate_up, oc[k] = 2 * I, ic[k++] = C;
+        w[k] = &m->layers[l].w_down, oc[k] = C, ic[k++] = I;
+    }
+    w[n - 1] = &m->w.lm_head, oc[n - 1] = c->vocab_size, ic[n - 1] = C;
+    size_t bytes = 0;
+    for (int i = 0; i < n; i++) bytes += ((size_t)oc[i] * ic[i] + 15) / 16 * 16 + ((size_t)oc[i] * 4 + 15) / 16 * 16;
+    dspy_status st = check_fits(m, bytes);
+    if (st) return dspy_fail_wrap(st, "%s: the FP8 decode copies (f8_decode)", m->dir);
+    m->f8_linked = calloc((size_t)n, sizeof *m->f8_linked);
+    if (!m->f8_linked) return dspy_fail(DSPY_ERR_NOMEM, "%s: out of memory", m->dir);
+    if ((st = m->be->ops->alloc(m->be, bytes, &m->f8_block))) return st;
+    m->f8_bytes = bytes;
+    char *p = m->f8_block;
+    for (int i = 0; i < n && !st; i++) {
+        const int64_t e = (int64_t)oc[i] * ic[i];
+        dspy_tensor q = dspy_tensor_make(p, e, DSPY_DTYPE_U8, DSPY_DEVICE_CUDA);
+        p += ((size_t)e + 15) / 16 * 16;
+        dspy_tensor mul = dspy_tensor_make(p, oc[i], DSPY_DTYPE_I32, DSPY_DEVICE_CUDA);
+        p += ((size_t)oc[i] * 4 + 15) / 16 * 16;
+        st = m->be->ops->f8_link(m->be, *w[i], q, mul, oc[i], ic[i]);
+        if (!st) m->f8_linked[m->n_f8++] = w[i]->data;
+    }
+    if (st) return dspy_fail_wrap(st, "%s: rounding the weights to FP8 (f8_decode)", m->dir);
+    return DSPY_OK;
+}
+
 /* Records each Hugging Face name with its view, for dspy_model_tensor_read_f32. */
 static dspy_status make_aliases(dspy_model *m, plan *p) {
     m->aliases = calloc((size_t)p->nn + 1, sizeof *m->aliases);
@@ -416,6 +463,11 @@ dspy_status dspy_model_load(const char *dir, const dspy_model_params *p, dspy_mo
     if (!m) return dspy_fail(DSPY_ERR_NOMEM, "%s: out of memory", dir);
     m->dev = dev;
     m->dir = strdup(dir);
+    if (p && p->f8_decode && dev.type != DSPY_DEVICE_CUDA) {
+        st = dspy_fail(DSPY_ERR_ARG, "%s: FP8 decode weights (f8_decode, --weights fp8) need a CUDA device; this "
+                                     "model loads on the CPU", dir);
+        goto fail;
+    }
     if ((st = dspy_model_config_load(dir, &m->cfg))) goto fail;
     const dspy_model_config *c = &m->cfg;
     m->n_threads = p && p->n_threads > 0 ? p->n_threads : 0;
@@ -459,6 +511,7 @@ dspy_status dspy_model_load(const char *dir, const dspy_model_params *p, dspy_mo
         if ((st = fill_device(m, &pl))) goto fail;
     }
     publish(m, &pl);
+    if (p && p->f8_decode && (st = make_f8(m))) goto fail;
     if ((st = make_aliases(m, &pl))) goto fail;
     if (dev.type != DSPY_DEVICE_CPU) { /* nothing points into the mapping any more */
         dspy_checkpoint_free(m->ck);

@@ -431,6 +431,59 @@ done:
     dspy_model_free(mg);
 }
 
+/* FP8 decode weights (dspy_model_params.f8_decode) in a whole model: the 5-16-token prompt logits,
+ * whose projections read the FP8 copies, against the same rounded model on the composed BF16
+ * path (DSPY_CUDA_MMA=0 in a fresh backend: cuBLASLt on the BF16 matrices f8_link rounded), the
+ * tensor-core test's bar; 16 sequences decoding together give the same tokens with CUDA graphs
+ * as without; how far the rounded model's logits are from the checkpoint's is printed (and
+ * bounded loosely: this is a random model, not a measure of quality). */
+static void test_f8_model(void) {
+    dspy_model_params p = dspy_model_params_default();
+    p.device = "cuda", p.f8_decode = true;
+    dspy_model *m8 = NULL, *mg = load(g_dir, "cuda");
+    CHECK_OK(dspy_model_load(g_dir, &p, &m8));
+    int32_t *ps[16] = {0}, a[16][24], b[16][24];
+    int plen[16];
+    if (!m8 || !mg) goto done;
+    CHECK(dspy_model_f8_decode(m8) && !dspy_model_f8_decode(mg));
+    CHECK(dspy_model_weight_bytes(m8) > dspy_model_weight_bytes(mg));
+    const int V = dspy_model_config_get(m8)->vocab_size;
+    const int lens[4] = {5, 8, 13, 16};
+    for (int k = 0; k < 4; k++) {
+        int n = lens[k];
+        int32_t *pr = prompt(n, V, 70 + k);
+        float *l8 = malloc(sizeof(float) * (size_t)n * V), *lc = malloc(sizeof(float) * (size_t)n * V);
+        float *lb = malloc(sizeof(float) * (size_t)n * V);
+        CHECK_OK(dspy_model_forward_logits(m8, pr, (size_t)n, l8));
+        setenv("DSPY_CUDA_MMA", "0", 1);
+        CHECK_OK(dspy_model_forward_logits(m8, pr, (size_t)n, lc));
+        unsetenv("DSPY_CUDA_MMA");
+        CHECK_OK(dspy_model_forward_logits(mg, pr, (size_t)n, lb));
+        double d = 0, r = 0, dq = 0, rq = 0;
+        for (size_t i = 0; i < (size_t)n * V; i++) {
+            d += ((double)l8[i] - lc[i]) * ((double)l8[i] - lc[i]), r += (double)lc[i] * lc[i];
+            dq += ((double)l8[i] - lb[i]) * ((double)l8[i] - lb[i]), rq += (double)lb[i] * lb[i];
+        }
+        const double rel = sqrt(d / r), relq = sqrt(dq / rq);
+        check_report(rel <= 3e-2, __FILE__, __LINE__, "%d-token FP8 logits vs the composed path: %.3g > 3e-2", n, rel);
+        check_report(relq <= 0.25, __FILE__, __LINE__, "%d-token FP8 logits vs BF16 weights: %.3g > 0.25", n, relq);
+        printf("  %2d-token prompt, FP8 copies vs the same rounded weights on the composed path: %.2e; the rounded "
+               "model vs the checkpoint's: %.2e\n", n, rel, relq);
+        free(pr), free(l8), free(lc), free(lb);
+    }
+    for (int s = 0; s < 16; s++) plen[s] = 20 + 9 * s, ps[s] = prompt(plen[s], V, 100 + s);
+    run_batch16(m8, ps, plen, a);
+    setenv("DSPY_CUDA_GRAPHS", "0", 1);
+    run_batch16(m8, ps, plen, b);
+    unsetenv("DSPY_CUDA_GRAPHS");
+    CHECK(memcmp(a, b, sizeof a) == 0);
+    printf("  16 sequences batched on FP8 copies: graphs == direct\n");
+done:
+    for (int s = 0; s < 16; s++) free(ps[s]);
+    dspy_model_free(m8);
+    dspy_model_free(mg);
+}
+
 static void test_cli(void) {
     const char *args[] = {"--model", g_dir, "--prompt-ids", "1,2,3,4,5", "--max-tokens", "16", "--device", "cuda",
                           "--print-ids", "--ignore-eos", NULL};
@@ -455,6 +508,7 @@ int main(void) {
     RUN(test_engine);
     RUN(test_batch16);
     RUN(test_shared_prefix);
+    RUN(test_f8_model);
     RUN(test_cli);
     free(g_dir);
     return check_summary("test_cuda_model");

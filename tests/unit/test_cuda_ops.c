@@ -96,6 +96,19 @@ static float *down(dspy_tensor t) {
 }
 static void dev_free(dspy_tensor t) { G->ops->free(G, t.data); }
 
+/* FP8 decode weights: links BF16 matrix w (OC, Cc) to a fresh FP8 copy (rounding w in place,
+ * kern/ops.h f8_link) and returns the rounded values as host BF16 for the CPU reference; *q and
+ * *mul receive the copy (free them after f8_unlink). */
+static uint16_t *f8_link_down(dspy_tensor w, int OC, int Cc, dspy_tensor *q, dspy_tensor *mul) {
+    *q = dev_alloc(DSPY_DTYPE_U8, (int64_t)OC * Cc);
+    *mul = dev_alloc(DSPY_DTYPE_I32, OC);
+    CHECK_OK(G->ops->f8_link(G, w, *q, *mul, OC, Cc));
+    uint16_t *b = malloc((size_t)OC * Cc * 2);
+    CHECK_OK(G->ops->copy(G, b, w.data, (size_t)OC * Cc * 2, DSPY_COPY_D2H));
+    CHECK_OK(G->ops->sync(G));
+    return b;
+}
+
 #define HF(p, n) dspy_bt(C, (void *)(p), (int64_t)(n), DSPY_DTYPE_F32)
 #define HI(p, n) dspy_bt(C, (void *)(p), (int64_t)(n), DSPY_DTYPE_I32)
 
@@ -108,25 +121,45 @@ static void expect_close(const char *what, const float *got, const float *ref, s
 
 /* ---- linear ------------------------------------------------------------------------------ */
 
-static void one_linear(int N, int Cin, int OC, dspy_dtype out_dt, bool acc, bool bias) {
-    char what[96];
-    snprintf(what, sizeof what, "linear N=%d C=%d OC=%d %s%s%s", N, Cin, OC, dspy_dtype_name(out_dt),
-             acc ? " +=" : "", bias ? " +bias" : "");
+/* f8: the weights linked to an FP8 copy first (the CPU computes with the rounded values), and
+ * the result also compared with the BF16 kernels' on the same values after f8_unlink: the
+ * same products, summed in another order. */
+static void one_linear_w(int N, int Cin, int OC, dspy_dtype out_dt, bool acc, bool bias, bool f8) {
+    char what[112];
+    snprintf(what, sizeof what, "linear N=%d C=%d OC=%d %s%s%s%s", N, Cin, OC, dspy_dtype_name(out_dt),
+             acc ? " +=" : "", bias ? " +bias" : "", f8 ? " FP8 weights" : "");
     float *x = rnd((size_t)N * Cin, 1), *w = rnd((size_t)OC * Cin, 0.05f), *b = rnd((size_t)OC, 0.5f);
     float *init = rnd((size_t)N * OC, 1), *ref = malloc(sizeof(float) * (size_t)N * OC);
-    uint16_t *wb = malloc(sizeof(uint16_t) * (size_t)OC * Cin);
-    for (size_t i = 0; i < (size_t)OC * Cin; i++) wb[i] = dspy_f32_to_bf16(w[i]);
+    dspy_tensor dx = up(x, (int64_t)N * Cin, DSPY_DTYPE_BF16), dw = up(w, (int64_t)OC * Cin, DSPY_DTYPE_BF16);
+    dspy_tensor db = up(b, OC, DSPY_DTYPE_F32), dq = {0}, dm = {0};
+    uint16_t *wb = NULL;
+    if (f8) {
+        wb = f8_link_down(dw, OC, Cin, &dq, &dm);
+    } else {
+        wb = malloc(sizeof(uint16_t) * (size_t)OC * Cin);
+        for (size_t i = 0; i < (size_t)OC * Cin; i++) wb[i] = dspy_f32_to_bf16(w[i]);
+    }
     memcpy(ref, init, sizeof(float) * (size_t)N * OC);
     CHECK_OK(C->ops->linear(C, HF(ref, N * OC), HF(x, N * Cin), dspy_bt(C, wb, (int64_t)OC * Cin, DSPY_DTYPE_BF16),
                             bias ? HF(b, OC) : dspy_tensor_none(), N, Cin, OC, acc));
-    dspy_tensor dx = up(x, (int64_t)N * Cin, DSPY_DTYPE_BF16), dw = up(w, (int64_t)OC * Cin, DSPY_DTYPE_BF16);
-    dspy_tensor db = up(b, OC, DSPY_DTYPE_F32);
     dspy_tensor dout = acc ? up(init, (int64_t)N * OC, DSPY_DTYPE_F32) : poisoned(out_dt, (int64_t)N * OC);
     CHECK_OK(G->ops->linear(G, dout, dx, dw, bias ? db : dspy_tensor_none(), N, Cin, OC, acc));
     float *got = down(dout);
     expect_close(what, got, ref, (size_t)N * OC, out_dt == DSPY_DTYPE_F32 ? 1e-4 : 1e-2);
+    if (f8) {
+        G->ops->f8_unlink(G, dw.data);
+        dspy_tensor d2 = acc ? up(init, (int64_t)N * OC, DSPY_DTYPE_F32) : poisoned(out_dt, (int64_t)N * OC);
+        CHECK_OK(G->ops->linear(G, d2, dx, dw, bias ? db : dspy_tensor_none(), N, Cin, OC, acc));
+        float *g2 = down(d2);
+        snprintf(what, sizeof what, "  the same on the BF16 kernel (N=%d C=%d)", N, Cin);
+        expect_close(what, got, g2, (size_t)N * OC, out_dt == DSPY_DTYPE_F32 ? 1e-5 : 2e-3);
+        free(g2), dev_free(d2), dev_free(dq), dev_free(dm);
+    }
     free(x), free(w), free(b), free(init), free(ref), free(wb), free(got);
     dev_free(dx), dev_free(dw), dev_free(db), dev_free(dout);
+}
+static void one_linear(int N, int Cin, int OC, dspy_dtype out_dt, bool acc, bool bias) {
+    one_linear_w(N, Cin, OC, out_dt, acc, bias, false);
 }
 
 static void test_linear(void) {
@@ -236,21 +269,31 @@ static void test_pointwise(void) {
 /* ---- the fused projections (attn_in, mlp_in, logits): fused GEMV for N <= 4, tensor cores for
  * 5..16, composed above ---- */
 
-static void one_fused(int N, int Cc, int I) {
+static void one_fused_w(int N, int Cc, int I, bool f8) {
     const int NH = 8, NKV = 2, HS = 64, V = 1000, NS = 24;
     const int Q = NH * HS, KVD = NKV * HS, W = Q + 2 * KVD;
-    char what[96];
+    char what[112];
+    const char *tag = f8 ? " FP8 weights" : "";
     float *x = rnd((size_t)N * Cc, 2), *wn = rnd(Cc, 1), *wqkv = rnd((size_t)W * Cc, 0.05f), *bq = rnd(W, 0.1f);
     float *wgu = rnd((size_t)2 * I * Cc, 0.05f), *wl = rnd((size_t)V * Cc, 0.05f);
     int32_t pos[24], slots[24], rows[24]; /* N <= 24: distinct slots (5 n + 3) % 24 */
     for (int n = 0; n < N; n++) pos[n] = 17 + 1000 * n, slots[n] = (5 * n + 3) % NS, rows[n] = N - 1 - n;
     float inv[32];
     for (int i = 0; i < 32; i++) inv[i] = (float)(1.0 / pow(10000.0, 2.0 * i / HS));
-    /* CPU: the defining compositions, BF16 weights */
-    uint16_t *bqkv16 = malloc(2 * (size_t)W * Cc), *bgu16 = malloc(2 * (size_t)2 * I * Cc), *bl16 = malloc(2 * (size_t)V * Cc);
-    for (int i = 0; i < W * Cc; i++) bqkv16[i] = dspy_f32_to_bf16(wqkv[i]);
-    for (int i = 0; i < 2 * I * Cc; i++) bgu16[i] = dspy_f32_to_bf16(wgu[i]);
-    for (int i = 0; i < V * Cc; i++) bl16[i] = dspy_f32_to_bf16(wl[i]);
+    dspy_tensor dwq = up(wqkv, (int64_t)W * Cc, DSPY_DTYPE_BF16), dwg = up(wgu, (int64_t)2 * I * Cc, DSPY_DTYPE_BF16);
+    dspy_tensor dwl = up(wl, (int64_t)V * Cc, DSPY_DTYPE_BF16), f8t[6] = {{0}};
+    /* CPU: the defining compositions, BF16 weights (f8: the values f8_link rounded them to) */
+    uint16_t *bqkv16, *bgu16, *bl16;
+    if (f8) {
+        bqkv16 = f8_link_down(dwq, W, Cc, &f8t[0], &f8t[1]);
+        bgu16 = f8_link_down(dwg, 2 * I, Cc, &f8t[2], &f8t[3]);
+        bl16 = f8_link_down(dwl, V, Cc, &f8t[4], &f8t[5]);
+    } else {
+        bqkv16 = malloc(2 * (size_t)W * Cc), bgu16 = malloc(2 * (size_t)2 * I * Cc), bl16 = malloc(2 * (size_t)V * Cc);
+        for (int i = 0; i < W * Cc; i++) bqkv16[i] = dspy_f32_to_bf16(wqkv[i]);
+        for (int i = 0; i < 2 * I * Cc; i++) bgu16[i] = dspy_f32_to_bf16(wgu[i]);
+        for (int i = 0; i < V * Cc; i++) bl16[i] = dspy_f32_to_bf16(wl[i]);
+    }
     float *q = malloc(sizeof(float) * N * Q), *kc = calloc((size_t)NS * KVD, 4), *vc = calloc((size_t)NS * KVD, 4);
     float *xn = malloc(sizeof(float) * N * Cc), *qkv = malloc(sizeof(float) * N * W), *h = malloc(sizeof(float) * N * I);
     float *gu = malloc(sizeof(float) * N * 2 * I), *lg = malloc(sizeof(float) * N * V), *sel = malloc(sizeof(float) * N * Cc);
@@ -264,8 +307,7 @@ static void one_fused(int N, int Cc, int I) {
                             V, 1e-5f));
     /* CUDA */
     dspy_tensor dx = up(x, (int64_t)N * Cc, DSPY_DTYPE_F32), dwn = up(wn, Cc, DSPY_DTYPE_F32);
-    dspy_tensor dwq = up(wqkv, (int64_t)W * Cc, DSPY_DTYPE_BF16), dbq = up(bq, W, DSPY_DTYPE_F32);
-    dspy_tensor dwg = up(wgu, (int64_t)2 * I * Cc, DSPY_DTYPE_BF16), dwl = up(wl, (int64_t)V * Cc, DSPY_DTYPE_BF16);
+    dspy_tensor dbq = up(bq, W, DSPY_DTYPE_F32);
     dspy_tensor dq = poisoned(DSPY_DTYPE_BF16, (int64_t)N * Q), dkc = poisoned(DSPY_DTYPE_BF16, (int64_t)NS * KVD);
     dspy_tensor dvc = poisoned(DSPY_DTYPE_BF16, (int64_t)NS * KVD), dh = poisoned(DSPY_DTYPE_BF16, (int64_t)N * I);
     dspy_tensor dlg = poisoned(DSPY_DTYPE_F32, (int64_t)N * V), dxn = dev_alloc(DSPY_DTYPE_BF16, (int64_t)N * Cc);
@@ -276,25 +318,40 @@ static void one_fused(int N, int Cc, int I) {
     CHECK_OK(G->ops->mlp_in(G, dh, dx, dwn, dwg, dxn, dgu, N, Cc, I, 1e-5f));
     CHECK_OK(G->ops->logits(G, dlg, dx, dr, dwn, dwl, dsel, dxn, N, Cc, V, 1e-5f));
     float *gq = down(dq), *gk = down(dkc), *gv = down(dvc), *gh = down(dh), *gl = down(dlg);
-    snprintf(what, sizeof what, "attn_in N=%d C=%d (q)", N, Cc);
+    snprintf(what, sizeof what, "attn_in N=%d C=%d (q)%s", N, Cc, tag);
     expect_close(what, gq, q, (size_t)N * Q, 1e-2);
     float *ck = malloc(sizeof(float) * N * 2 * KVD), *rk = malloc(sizeof(float) * N * 2 * KVD);
     for (int n = 0; n < N; n++) {
         memcpy(ck + n * 2 * KVD, gk + slots[n] * KVD, 4 * KVD), memcpy(ck + n * 2 * KVD + KVD, gv + slots[n] * KVD, 4 * KVD);
         memcpy(rk + n * 2 * KVD, kc + slots[n] * KVD, 4 * KVD), memcpy(rk + n * 2 * KVD + KVD, vc + slots[n] * KVD, 4 * KVD);
     }
-    snprintf(what, sizeof what, "attn_in N=%d C=%d (k, v in the cache)", N, Cc);
+    snprintf(what, sizeof what, "attn_in N=%d C=%d (k, v in the cache)%s", N, Cc, tag);
     expect_close(what, ck, rk, (size_t)N * 2 * KVD, 1e-2);
-    snprintf(what, sizeof what, "mlp_in N=%d C=%d I=%d", N, Cc, I);
+    snprintf(what, sizeof what, "mlp_in N=%d C=%d I=%d%s", N, Cc, I, tag);
     expect_close(what, gh, h, (size_t)N * I, 1e-2);
-    snprintf(what, sizeof what, "logits N=%d C=%d (rows reversed)", N, Cc);
+    snprintf(what, sizeof what, "logits N=%d C=%d (rows reversed)%s", N, Cc, tag);
     expect_close(what, gl, lg, (size_t)N * V, 1e-2);
+    if (f8) { /* the BF16 kernels on the same values: the same products in another order */
+        G->ops->f8_unlink(G, dwq.data), G->ops->f8_unlink(G, dwg.data), G->ops->f8_unlink(G, dwl.data);
+        CHECK_OK(G->ops->attn_in(G, dq, dkc, dvc, dx, dwn, dwq, dbq, dp, ds, dinv, dxn, dqkv, N, Cc, NH, NKV, HS, 1e-5f));
+        CHECK_OK(G->ops->mlp_in(G, dh, dx, dwn, dwg, dxn, dgu, N, Cc, I, 1e-5f));
+        CHECK_OK(G->ops->logits(G, dlg, dx, dr, dwn, dwl, dsel, dxn, N, Cc, V, 1e-5f));
+        float *bq2 = down(dq), *bh2 = down(dh), *bl2 = down(dlg);
+        snprintf(what, sizeof what, "  q, h, logits on the BF16 kernels (N=%d)", N);
+        expect_close(what, gq, bq2, (size_t)N * Q, 2e-3);
+        expect_close(what, gh, bh2, (size_t)N * I, 2e-3);
+        expect_close(what, gl, bl2, (size_t)N * V, 1e-5);
+        free(bq2), free(bh2), free(bl2);
+        for (int i = 0; i < 6; i++) dev_free(f8t[i]);
+    }
     free(x), free(wn), free(wqkv), free(bq), free(wgu), free(wl), free(bqkv16), free(bgu16), free(bl16);
     free(q), free(kc), free(vc), free(xn), free(qkv), free(h), free(gu), free(lg), free(sel);
     free(gq), free(gk), free(gv), free(gh), free(gl), free(ck), free(rk);
     dspy_tensor all[] = {dx, dwn, dwq, dbq, dwg, dwl, dq, dkc, dvc, dh, dlg, dxn, dqkv, dgu, dsel, dp, ds, dr, dinv};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) dev_free(all[i]);
 }
+
+static void one_fused(int N, int Cc, int I) { one_fused_w(N, Cc, I, false); }
 
 static void test_fused(void) {
     one_fused(1, 512, 704);
@@ -313,6 +370,100 @@ static void test_fused(void) {
     one_fused(1, 2048, 5000);
     one_fused(2, 2048, 5000);
     one_fused(1, 1040, 333);
+}
+
+/* ---- FP8 decode weights (f8_link) --------------------------------------------------------- */
+
+/* E4M3 rounding of x from the format's definition (not CUDA's conversion): 3 mantissa bits,
+ * normal from 2^-6 with subnormal steps of 2^-9 below, nearest even, saturating at 448. */
+static float e4m3_round(float x) {
+    float a = fabsf(x), step = 0x1p-9f;
+    if (a >= 448.0f) return copysignf(448.0f, x);
+    if (a >= 0x1p-6f) {
+        int e;
+        frexpf(a, &e); /* a in [2^(e-1), 2^e): 8 steps a binade */
+        step = ldexpf(1.0f, e - 4);
+    }
+    return copysignf(nearbyintf(a / step) * step, x);
+}
+/* The value of E4M3 code b (0x7f and 0xff, the NaNs, never appear: the rounding saturates). */
+static float e4m3_value(uint8_t b) {
+    int e = (b >> 3) & 15, m = b & 7;
+    float v = e ? ldexpf(1.0f + (float)m / 8.0f, e - 7) : ldexpf((float)m / 8.0f, -6);
+    return b & 0x80 ? -v : v;
+}
+
+/* f8_link's rounding, row by row, against the definition: k the smallest with max |w| <= 448 2^k,
+ * each weight e4m3_round(w / 2^k) 2^k in the BF16 matrix and as code * 2^k in q, mul the BF16
+ * pair of 2^(k + 120). Rows scaled over 2^-12 .. 2^10, a zero row, a row of mostly subnormal
+ * codes, a row whose maximum is exactly 448 2^-3; then the errors. */
+static void test_f8_round(void) {
+    const int OC = 70, Cc = 192;
+    float *w = rnd((size_t)OC * Cc, 1);
+    for (int r = 0; r < OC; r++)
+        for (int c = 0; c < Cc; c++) w[r * Cc + c] = ldexpf(w[r * Cc + c], r % 23 - 12);
+    for (int c = 0; c < Cc; c++) w[3 * Cc + c] = 0.0f, w[5 * Cc + c] = bf(frand() * 0x1p-14f);
+    w[5 * Cc + 7] = 1.0f, w[7 * Cc + 11] = 56.0f; /* 448 * 2^-3 */
+    for (int c = 0; c < Cc; c++) w[7 * Cc + c] = fminf(fmaxf(w[7 * Cc + c], -56.0f), 56.0f);
+    dspy_tensor dw = up(w, (int64_t)OC * Cc, DSPY_DTYPE_BF16), dq, dm;
+    uint16_t *got = f8_link_down(dw, OC, Cc, &dq, &dm);
+    uint8_t *q = malloc((size_t)OC * Cc);
+    int32_t *mul = malloc(sizeof(int32_t) * OC);
+    CHECK_OK(G->ops->copy(G, q, dq.data, (size_t)OC * Cc, DSPY_COPY_D2H));
+    CHECK_OK(G->ops->copy(G, mul, dm.data, sizeof(int32_t) * OC, DSPY_COPY_D2H));
+    CHECK_OK(G->ops->sync(G));
+    int bad_w = 0, bad_q = 0, bad_mul = 0, subnormal = 0, k7 = 99;
+    for (int r = 0; r < OC; r++) {
+        float amax = 0.0f;
+        for (int c = 0; c < Cc; c++) amax = fmaxf(amax, fabsf(w[r * Cc + c]));
+        int k = -100;
+        while (amax > ldexpf(448.0f, k)) k++;
+        if (r == 7) k7 = k;
+        const uint32_t e16 = (uint32_t)(247 + k) << 7;
+        bad_mul += (uint32_t)mul[r] != (e16 | e16 << 16);
+        for (int c = 0; c < Cc; c++) {
+            const float want = ldexpf(e4m3_round(ldexpf(w[r * Cc + c], -k)), k);
+            bad_w += dspy_bf16_to_f32(got[r * Cc + c]) != want;
+            bad_q += ldexpf(e4m3_value(q[r * Cc + c]), k) != want;
+            subnormal += (q[r * Cc + c] & 0x78) == 0 && (q[r * Cc + c] & 7) != 0;
+        }
+    }
+    CHECK_INT(bad_w, 0);
+    CHECK_INT(bad_q, 0);
+    CHECK_INT(bad_mul, 0);
+    CHECK_INT(k7, -3);
+    CHECK(subnormal > 20);
+    printf("  f8_link %d x %d: every weight, code and row factor as defined (%d subnormal codes)\n", OC, Cc, subnormal);
+    G->ops->f8_unlink(G, dw.data);
+    G->ops->f8_unlink(G, dw.data); /* twice: nothing */
+    /* a row the format cannot hold: an argument error, and the backend goes on */
+    w[2 * Cc + 5] = NAN;
+    dspy_tensor dn = up(w, (int64_t)OC * Cc, DSPY_DTYPE_BF16);
+    CHECK(G->ops->f8_link(G, dn, dq, dm, OC, Cc) == DSPY_ERR_ARG && strstr(dspy_errmsg(), "row 2 "));
+    w[2 * Cc + 5] = 0.0f, w[9 * Cc] = 65536.0f;
+    dspy_tensor dl = up(w, (int64_t)OC * Cc, DSPY_DTYPE_BF16);
+    CHECK(G->ops->f8_link(G, dl, dq, dm, OC, Cc) == DSPY_ERR_ARG && strstr(dspy_errmsg(), "row 9 "));
+    dspy_tensor odd = dq;
+    odd.data = (char *)dq.data + 8, odd.n -= 8;
+    CHECK(G->ops->f8_link(G, dl, odd, dm, OC, Cc - 1) == DSPY_ERR_ARG && strstr(dspy_errmsg(), "aligned"));
+    CHECK_OK(G->ops->sync(G));
+    free(w), free(got), free(q), free(mul);
+    dev_free(dw), dev_free(dq), dev_free(dm), dev_free(dn), dev_free(dl);
+}
+
+/* The tensor-core GEMV family reading FP8 copies (5..16 rows), against the CPU on the rounded
+ * weights and against its own BF16 kernels; C % 64 != 0 (1,056) keeps the BF16 kernels. */
+static void test_f8_gemv(void) {
+    one_linear_w(5, 2048, 3072, DSPY_DTYPE_BF16, false, false, true);
+    one_linear_w(8, 2048, 2048, DSPY_DTYPE_F32, true, false, true);
+    one_linear_w(13, 8192, 517, DSPY_DTYPE_F32, true, true, true);
+    one_linear_w(16, 1088, 300, DSPY_DTYPE_BF16, false, true, true); /* 17 steps of 64: batches part-filled */
+    one_linear_w(16, 1056, 300, DSPY_DTYPE_F32, false, false, true); /* C % 64 != 0: BF16 kernel, same values */
+    one_linear_w(3, 2048, 700, DSPY_DTYPE_F32, false, false, true);  /* GEMV rows: BF16, same values */
+    one_fused_w(5, 512, 704, true);
+    one_fused_w(8, 2048, 5000, true);
+    one_fused_w(13, 1088, 333, true);
+    one_fused_w(16, 2048, 8192, true);
 }
 
 /* ---- RoPE + KV store --------------------------------------------------------------------- */
@@ -817,6 +968,8 @@ int main(int argc, char **argv) {
     RUN(test_pointwise);
     RUN(test_qkv_rope_store);
     RUN(test_fused);
+    RUN(test_f8_round);
+    RUN(test_f8_gemv);
     RUN(test_attention);
     RUN(test_attention_decode_batch);
     RUN(test_attention_decode_cascade);

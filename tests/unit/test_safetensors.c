@@ -410,6 +410,11 @@ static void test_model_errors(void) {
         CHECK_OK(dspy_model_load(g_good, &p, &m));
         dspy_model_free(m);
     }
+    p.device = "cpu", p.f8_decode = true; /* FP8 decode weights are a CUDA feature: said before any work */
+    CHECK_STATUS(dspy_model_load(g_good, &p, &m), DSPY_ERR_ARG);
+    CHECK_CONTAINS(dspy_errmsg(), "need a CUDA device");
+    CHECK(m == NULL);
+    p.f8_decode = false;
     p.device = "tpu";
     CHECK_STATUS(dspy_model_load(g_good, &p, &m), DSPY_ERR_ARG);
     p.device = "cuda:x";

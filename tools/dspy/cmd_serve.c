@@ -136,6 +136,9 @@ int cmd_serve(int argc, char **argv) {
         {"device", "DEV", "auto (CUDA when a GPU is visible), cpu, cuda or cuda:N", false, false, "auto"},
         {"gpus", "N", "N replicas of the model, one per GPU (GPUs 0..N-1 of CUDA_VISIBLE_DEVICES), behind this one port; each request goes to the least busy", false, false, "1"},
         {"replicas", "N", "as --gpus, on any device (on the CPU the copies share the cores)", false, false, "1"},
+        {"weights", "W", "bf16 (the checkpoint's weights) or fp8 (CUDA: every matrix rounded to FP8 E4M3 with a "
+         "power-of-two scale per row; batched decode steps read half the bytes; the answers are the rounded model's)",
+         false, false, "bf16"},
         {"strict", NULL, "refuse a checkpoint whose weights hold NaN/Inf (default: a warning)", false, false, NULL},
         {"cpu-kernels", "K", "on the CPU: fast (BF16 weights, SIMD) or reference (the fp32 parity kernels); "
          "default $DSPY_CPU_KERNELS, else fast", false, false, "fast"},
@@ -163,6 +166,7 @@ int cmd_serve(int argc, char **argv) {
     p.chat_date = dspy_args_get(&a, "chat-date");
     p.device = dspy_args_get(&a, "device");
     p.strict = dspy_args_flag(&a, "strict");
+    p.weights = dspy_args_get(&a, "weights");
     int32_t port, max_body, timeout_s, grace_s, max_req, gpus = 1;
     if (!get_i32(&a, "port", 0, 65535, &port) || !get_i32(&a, "max-seqs", 1, 4096, &p.max_seqs) ||
         !get_i32(&a, "max-n", 1, 128, &p.max_n) || !get_i32(&a, "max-request-tokens", 0, INT32_MAX, &max_req) ||

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "kern/cuda/cuda.cuh"
+#include "kern/cuda/f8.cuh"
 #include "kern/cuda/train_attention_cudnn.h"
 #include "kern/cuda/train_attention_split.h"
 
@@ -215,6 +216,8 @@ static const dspy_ops k_cuda_ops = {
     .lora_backward = dspy_cu_lora_backward,
     .dropout_acc = dspy_cu_dropout_acc,
     .attention_train_layout = dspy_cu_train_attention_layout,
+    .f8_link = dspy_cu_f8_link,
+    .f8_unlink = dspy_cu_f8_unlink,
 };
 
 /* ---- lifetime ---------------------------------------------------------------------------- */

@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kern/cuda/f8.cuh"
 #include "kern/cuda/gemv_mma.cuh"
 #include "kern/cuda/mma.cuh"
 
@@ -61,54 +62,82 @@ static size_t smem_bytes(int NT, int T, int C, bool normed) {
 /* Batch j of warp w covers K steps s = (j * SPB + q) * MW + w, q < SPB (SPB = 4 / T), each 32
  * wide; a lane's buffer a[(tt * SPB + q) * 2 + h] is the 16-byte chunk at K 32 s + 8 (lane % 4)
  * of tile tt's row g + 8 h. row_of(u, tt, r) is the weight row of the unit's tile tt, row r. */
-template <int T, typename RowOf>
-static __device__ __forceinline__ void load_batch(uint4 *a, const bf16 *__restrict__ W, int C, int S, int u, int j,
+template <int T, bool F8, typename RowOf>
+static __device__ __forceinline__ void load_batch(uint4 *a, const void *__restrict__ W, int C, int S, int u, int j,
                                                   RowOf row_of) {
-    constexpr int SPB = 4 / T;
+    constexpr int SPB = 4 / T, ES = F8 ? 1 : 2, KS = F8 ? 64 : 32; /* bytes an element; K a step */
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const char *Wb = (const char *)W;
 #pragma unroll
     for (int tt = 0; tt < T; tt++) {
-        const bf16 *r0 = W + (int64_t)row_of(u, tt, g) * C + 8 * t, *r1 = W + (int64_t)row_of(u, tt, g + 8) * C + 8 * t;
+        const char *r0 = Wb + ((int64_t)row_of(u, tt, g) * C + (KS / 4) * t) * ES;
+        const char *r1 = Wb + ((int64_t)row_of(u, tt, g + 8) * C + (KS / 4) * t) * ES;
 #pragma unroll
         for (int q = 0; q < SPB; q++) {
             int s = (j * SPB + q) * MW + w;
             if (s < S) {
-                a[(tt * SPB + q) * 2] = ld_stream16(r0 + (int64_t)s * 32);
-                a[(tt * SPB + q) * 2 + 1] = ld_stream16(r1 + (int64_t)s * 32);
+                a[(tt * SPB + q) * 2] = ld_stream16(r0 + (int64_t)s * KS * ES);
+                a[(tt * SPB + q) * 2 + 1] = ld_stream16(r1 + (int64_t)s * KS * ES);
             }
         }
     }
 }
 
+/* Two E4M3 codes (bytes lo and lo + 1 of x, sel 0x1404 for bytes 0-1, 0x3424 for 2-3) as the BF16
+ * pair of their weights: prmt puts each code in the high byte of a 16-bit half, the magnitude
+ * bits move down four (E4M3's exponent field onto BF16's low exponent bits) while the sign stays,
+ * which is the weight times 2^-(k + 120) exactly (f8.cu), and m = 2^(k + 120) restores it. */
+static __device__ __forceinline__ uint32_t f8_pair(uint32_t x, uint32_t sel, uint32_t m) {
+    uint32_t w;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(w) : "r"(x), "r"(0u), "r"(sel));
+    const uint32_t v = ((w >> 4) & 0x07f007f0u) | (w & 0x80008000u);
+    __nv_bfloat162 r = __hmul2(*(const __nv_bfloat162 *)&v, *(const __nv_bfloat162 *)&m);
+    return *(uint32_t *)&r;
+}
+
+/* Eight codes (words x0, x1) as the 16-byte BF16 chunk the BF16 path would have loaded. */
+static __device__ __forceinline__ uint4 f8_chunk(uint32_t x0, uint32_t x1, uint32_t m) {
+    return make_uint4(f8_pair(x0, 0x1404u, m), f8_pair(x0, 0x3424u, m), f8_pair(x1, 0x1404u, m),
+                      f8_pair(x1, 0x3424u, m));
+}
+
 /* acc[tt][nt] (the 16 x 8 D fragment of tile tt, rows n8 tile nt) += the batch's MMAs. X: the
  * activation rows, ldx elements apart; GX: in global memory (rows >= N read as zeros), else in
  * shared memory (rows up to 8 * NT present, zeros past N). */
-template <int NT, int T, bool GX>
+template <int NT, int T, bool GX, bool F8>
 static __device__ __forceinline__ void mma_batch(float (*acc)[NT][4], const uint4 *a, const bf16 *X, int ldx, int N, int S,
-                                                 int j) {
-    constexpr int SPB = 4 / T;
+                                                 int j, const uint32_t (&mr)[T][2]) {
+    constexpr int SPB = 4 / T, H = F8 ? 2 : 1;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
 #pragma unroll
     for (int q = 0; q < SPB; q++) {
         int s = (j * SPB + q) * MW + w;
         if (s >= S) continue; /* warp-uniform */
-        const int k0 = s * 32 + 8 * t;
-        uint4 b[NT];
 #pragma unroll
-        for (int nt = 0; nt < NT; nt++) {
-            int n = g + 8 * nt;
-            if (GX) b[nt] = n < N ? __ldg((const uint4 *)(X + (int64_t)n * ldx + k0)) : make_uint4(0, 0, 0, 0);
-            else b[nt] = *(const uint4 *)(X + (size_t)n * ldx + k0);
-        }
-#pragma unroll
-        for (int tt = 0; tt < T; tt++) {
-            const uint4 A = a[(tt * SPB + q) * 2], A8 = a[(tt * SPB + q) * 2 + 1];
-            const uint32_t f0[4] = {A.x, A8.x, A.y, A8.y}, f1[4] = {A.z, A8.z, A.w, A8.w};
+        for (int hh = 0; hh < H; hh++) {
+            /* F8: a 16-byte load held 16 codes, K 64 s + 16 t ..; half hh is the 8-value chunk at + 8 hh */
+            const int k0 = F8 ? s * 64 + 16 * t + 8 * hh : s * 32 + 8 * t;
+            uint4 b[NT];
 #pragma unroll
             for (int nt = 0; nt < NT; nt++) {
-                const uint32_t b0[2] = {b[nt].x, b[nt].y}, b1[2] = {b[nt].z, b[nt].w};
-                mma16816(acc[tt][nt], f0, b0);
-                mma16816(acc[tt][nt], f1, b1);
+                int n = g + 8 * nt;
+                if (GX) b[nt] = n < N ? __ldg((const uint4 *)(X + (int64_t)n * ldx + k0)) : make_uint4(0, 0, 0, 0);
+                else b[nt] = *(const uint4 *)(X + (size_t)n * ldx + k0);
+            }
+#pragma unroll
+            for (int tt = 0; tt < T; tt++) {
+                uint4 A = a[(tt * SPB + q) * 2], A8 = a[(tt * SPB + q) * 2 + 1];
+                if (F8) {
+                    A = hh ? f8_chunk(A.z, A.w, mr[tt][0]) : f8_chunk(A.x, A.y, mr[tt][0]);
+                    A8 = hh ? f8_chunk(A8.z, A8.w, mr[tt][1]) : f8_chunk(A8.x, A8.y, mr[tt][1]);
+                }
+                const uint32_t f0[4] = {A.x, A8.x, A.y, A8.y}, f1[4] = {A.z, A8.z, A.w, A8.w};
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++) {
+                    const uint32_t b0[2] = {b[nt].x, b[nt].y}, b1[2] = {b[nt].z, b[nt].w};
+                    mma16816(acc[tt][nt], f0, b0);
+                    mma16816(acc[tt][nt], f1, b1);
+                }
             }
         }
     }
@@ -135,14 +164,20 @@ static __device__ __forceinline__ void next_batch(int &u, int &j, int nb) {
  * MMAs; when it ends the unit, the cross-warp reduction and epi(u, r, n, va, vb) for every
  * feature row r and activation row n < N (va: tile 0, vb: tile 1 or 0). Then buf is reloaded
  * with batch (lu, lj), two ahead, while the other buffer's loads are still in flight. */
-template <int NT, int T, bool GX, typename RowOf, typename Epi>
+template <int NT, int T, bool GX, bool F8, typename RowOf, typename Epi>
 static __device__ __forceinline__ void stream_step(uint4 *buf, float (*acc)[NT][4], int u, int j, int lu, int lj, int nb,
-                                                   const bf16 *__restrict__ W, int C, int units, const bf16 *X, int ldx,
-                                                   int N, float *red, RowOf row_of, Epi epi) {
+                                                   const void *__restrict__ W, const uint32_t *__restrict__ mul, int C,
+                                                   int units, const bf16 *X, int ldx, int N, float *red, RowOf row_of,
+                                                   Epi epi) {
     constexpr int SL = T * NT * 4;
-    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, S = C / 32;
-    mma_batch<NT, T, GX>(acc, buf, X, ldx, N, S, j);
-    if (lu < units) load_batch<T>(buf, W, C, S, lu, lj, row_of);
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, S = C / (F8 ? 64 : 32);
+    uint32_t mr[T][2]; /* F8: the dequantization factors of this lane's rows g and g + 8 of each tile */
+#pragma unroll
+    for (int tt = 0; tt < T; tt++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) mr[tt][h] = F8 ? __ldg(mul + row_of(u, tt, (lane >> 2) + 8 * h)) : 0u;
+    mma_batch<NT, T, GX, F8>(acc, buf, X, ldx, N, S, j, mr);
+    if (lu < units) load_batch<T, F8>(buf, W, C, S, lu, lj, row_of);
     if (j + 1 < nb) return;
 #pragma unroll
     for (int tt = 0; tt < T; tt++)
@@ -165,11 +200,12 @@ static __device__ __forceinline__ void stream_step(uint4 *buf, float (*acc)[NT][
  * them: a register move would wait for its load), so two batches (16 loads a lane) are in
  * flight whenever a warp waits. b0 and b1 hold the block's first two batches, loaded before the
  * dependency wait. */
-template <int NT, int T, bool GX, typename RowOf, typename Epi>
-static __device__ __forceinline__ void run_units(uint4 *b0, uint4 *b1, const bf16 *__restrict__ W, int C, int units,
-                                                 const bf16 *X, int ldx, int N, float *red, RowOf row_of, Epi epi) {
+template <int NT, int T, bool GX, bool F8, typename RowOf, typename Epi>
+static __device__ __forceinline__ void run_units(uint4 *b0, uint4 *b1, const void *__restrict__ W,
+                                                 const uint32_t *__restrict__ mul, int C, int units, const bf16 *X,
+                                                 int ldx, int N, float *red, RowOf row_of, Epi epi) {
     constexpr int SPB = 4 / T;
-    const int nb = (C / 32 + MW * SPB - 1) / (MW * SPB);
+    const int nb = (C / (F8 ? 64 : 32) + MW * SPB - 1) / (MW * SPB);
     float acc[T][NT][4];
 #pragma unroll
     for (int tt = 0; tt < T; tt++)
@@ -181,24 +217,24 @@ static __device__ __forceinline__ void run_units(uint4 *b0, uint4 *b1, const bf1
     next_batch(lu, lj, nb);
     next_batch(lu, lj, nb);
     while (u < units) {
-        stream_step<NT, T, GX>(b0, acc, u, j, lu, lj, nb, W, C, units, X, ldx, N, red, row_of, epi);
+        stream_step<NT, T, GX, F8>(b0, acc, u, j, lu, lj, nb, W, mul, C, units, X, ldx, N, red, row_of, epi);
         next_batch(u, j, nb), next_batch(lu, lj, nb);
         if (u >= units) break;
-        stream_step<NT, T, GX>(b1, acc, u, j, lu, lj, nb, W, C, units, X, ldx, N, red, row_of, epi);
+        stream_step<NT, T, GX, F8>(b1, acc, u, j, lu, lj, nb, W, mul, C, units, X, ldx, N, red, row_of, epi);
         next_batch(u, j, nb), next_batch(lu, lj, nb);
     }
 }
 
 /* The block's first two batches (before griddep_wait: weights only). */
-template <int T, typename RowOf>
-static __device__ __forceinline__ void first_batches(uint4 *b0, uint4 *b1, const bf16 *__restrict__ W, int C, int units,
+template <int T, bool F8, typename RowOf>
+static __device__ __forceinline__ void first_batches(uint4 *b0, uint4 *b1, const void *__restrict__ W, int C, int units,
                                                      RowOf row_of) {
     constexpr int SPB = 4 / T;
-    const int nb = (C / 32 + MW * SPB - 1) / (MW * SPB);
+    const int S = C / (F8 ? 64 : 32), nb = (S + MW * SPB - 1) / (MW * SPB);
     int u = blockIdx.x, j = 0;
-    if (u < units) load_batch<T>(b0, W, C, C / 32, u, j, row_of);
+    if (u < units) load_batch<T, F8>(b0, W, C, S, u, j, row_of);
     next_batch(u, j, nb);
-    if (u < units) load_batch<T>(b1, W, C, C / 32, u, j, row_of);
+    if (u < units) load_batch<T, F8>(b1, W, C, S, u, j, row_of);
 }
 
 /* xs (8 * NT, ldx) BF16: rows r < N = rmsnorm(x row rows[r] (or r)) * wn, the rest zeros. One
@@ -237,8 +273,10 @@ static __device__ __forceinline__ void norm_rows(bf16 *xs, int ldx, const float 
 
 /* ---- linear --------------------------------------------------------------------------------- */
 
-template <int NT>
-static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_linear(const bf16 *__restrict__ W, const bf16 *__restrict__ X,
+template <int NT, bool F8>
+static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_linear(const void *__restrict__ W,
+                                                                      const uint32_t *__restrict__ mul,
+                                                                      const bf16 *__restrict__ X,
                                                                       void *out, int mode, const float *__restrict__ bias,
                                                                       int N, int OC, int C) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -246,9 +284,9 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_linear(const bf16
     const int units = (OC + 15) / 16;
     auto row_of = [=](int u, int, int r) { return min(u * 16 + r, OC - 1); };
     uint4 b0[8], b1[8];
-    first_batches<1>(b0, b1, W, C, units, row_of);
+    first_batches<1, F8>(b0, b1, W, C, units, row_of);
     griddep_wait(CU_REL_LINEAR);
-    run_units<NT, 1, true>(b0, b1, W, C, units, X, C, N, red, row_of, [=](int u, int r, int n, float v, float) {
+    run_units<NT, 1, true, F8>(b0, b1, W, mul, C, units, X, C, N, red, row_of, [=](int u, int r, int n, float v, float) {
         const int row = u * 16 + r;
         if (row >= OC) return;
         v += bias ? bias[row] : 0.0f;
@@ -263,9 +301,9 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_linear(const bf16
 
 /* Unit u: rows i0 .. i0 + 15 (tile 0) and i0 + HS/2 .. (tile 1) of head hh of the stacked
  * [q heads | k heads | v heads] (hh = u / (HS / 32), i0 = 16 (u % (HS / 32))). */
-template <int NT>
+template <int NT, bool F8>
 static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_attn_in(
-    const bf16 *__restrict__ W, const float *__restrict__ bias, const float *__restrict__ x, const float *__restrict__ wn,
+    const void *__restrict__ W, const uint32_t *__restrict__ mul, const float *__restrict__ bias, const float *__restrict__ x, const float *__restrict__ wn,
     float eps, const int32_t *__restrict__ pos, const int32_t *__restrict__ slots, const float *__restrict__ inv_freq,
     bf16 *__restrict__ q_out, bf16 *__restrict__ kc, bf16 *__restrict__ vc, int N, int C, int NH, int NKV, int HS) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -275,10 +313,10 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_attn_in(
     const int units = (NH + 2 * NKV) * per;
     auto row_of = [=](int u, int tt, int r) { return (u / per) * HS + (u % per) * 16 + tt * half + r; };
     uint4 b0[8], b1[8];
-    first_batches<2>(b0, b1, W, C, units, row_of);
+    first_batches<2, F8>(b0, b1, W, C, units, row_of);
     griddep_wait(CU_REL_ATTN_IN);
     norm_rows<NT>(xs, ldx, x, NULL, wn, N, C, eps);
-    run_units<NT, 2, false>(b0, b1, W, C, units, xs, ldx, N, red, row_of, [=](int u, int r, int n, float va, float vb) {
+    run_units<NT, 2, false, F8>(b0, b1, W, mul, C, units, xs, ldx, N, red, row_of, [=](int u, int r, int n, float va, float vb) {
         const int hh = u / per, i = (u % per) * 16 + r, rowA = hh * HS + i;
         const int sect = hh < NH ? 0 : hh < NH + NKV ? 1 : 2, head = hh - (sect == 0 ? 0 : sect == 1 ? NH : NH + NKV);
         if (bias) va += bias[rowA], vb += bias[rowA + half];
@@ -298,8 +336,10 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_attn_in(
 /* ---- mlp_in: RMSNorm + gate/up projection + SwiGLU ----------------------------------------- */
 
 /* Unit u: gate rows 16 u .. 16 u + 15 (tile 0) and the same rows of up (tile 1, I rows later). */
-template <int NT>
-static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_mlp_in(const bf16 *__restrict__ W, const float *__restrict__ x,
+template <int NT, bool F8>
+static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_mlp_in(const void *__restrict__ W,
+                                                                      const uint32_t *__restrict__ mul,
+                                                                      const float *__restrict__ x,
                                                                       const float *__restrict__ wn, float eps,
                                                                       bf16 *__restrict__ h, int N, int C, int I) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -309,10 +349,10 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_mlp_in(const bf16
     const int units = (I + 15) / 16;
     auto row_of = [=](int u, int tt, int r) { return tt * I + min(u * 16 + r, I - 1); };
     uint4 b0[8], b1[8];
-    first_batches<2>(b0, b1, W, C, units, row_of);
+    first_batches<2, F8>(b0, b1, W, C, units, row_of);
     griddep_wait(CU_REL_MLP_IN);
     norm_rows<NT>(xs, ldx, x, NULL, wn, N, C, eps);
-    run_units<NT, 2, false>(b0, b1, W, C, units, xs, ldx, N, red, row_of, [=](int u, int r, int n, float gv, float uv) {
+    run_units<NT, 2, false, F8>(b0, b1, W, mul, C, units, xs, ldx, N, red, row_of, [=](int u, int r, int n, float gv, float uv) {
         const int row = u * 16 + r;
         if (row >= I) return;
         /* the composed path rounds gate and up to BF16 before SwiGLU; so does this one */
@@ -323,8 +363,10 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_mlp_in(const bf16
 
 /* ---- logits: gather + final RMSNorm + lm_head ---------------------------------------------- */
 
-template <int NT>
-static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_logits(const bf16 *__restrict__ W, const float *__restrict__ x,
+template <int NT, bool F8>
+static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_logits(const void *__restrict__ W,
+                                                                      const uint32_t *__restrict__ mul,
+                                                                      const float *__restrict__ x,
                                                                       const int32_t *__restrict__ rows,
                                                                       const float *__restrict__ wn, float eps,
                                                                       float *__restrict__ out, int M, int C, int V) {
@@ -335,10 +377,10 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_logits(const bf16
     const int units = (V + 15) / 16;
     auto row_of = [=](int u, int, int r) { return min(u * 16 + r, V - 1); };
     uint4 b0[8], b1[8];
-    first_batches<1>(b0, b1, W, C, units, row_of);
+    first_batches<1, F8>(b0, b1, W, C, units, row_of);
     griddep_wait(CU_REL_LOGITS);
     norm_rows<NT>(xs, ldx, x, rows, wn, M, C, eps);
-    run_units<NT, 1, false>(b0, b1, W, C, units, xs, ldx, M, red, row_of, [=](int u, int r, int n, float v, float) {
+    run_units<NT, 1, false, F8>(b0, b1, W, mul, C, units, xs, ldx, M, red, row_of, [=](int u, int r, int n, float v, float) {
         const int row = u * 16 + r;
         if (row < V) out[(int64_t)n * V + row] = v;
     });
@@ -359,6 +401,14 @@ static int g_smem_optin;
 
 static bool aligned16(const void *p) { return (uintptr_t)p % 16 == 0; }
 
+/* Wp, mp and f8 of a launch: the FP8 copy linked to w (kern/ops.h f8_link) when there is one and
+ * C % 64 == 0 (a 16-byte load is 16 codes), else w's BF16 values. */
+#define F8_PICK(w, OC, C)                                                                                    \
+    cu_f8 f8c;                                                                                                \
+    const bool f8 = (C) % 64 == 0 && dspy_cu_f8_find((w).data, (OC), (C), &f8c);                             \
+    const void *Wp = f8 ? (const void *)f8c.q : (w).data;                                                     \
+    const uint32_t *mp = f8 ? f8c.mul : NULL
+
 /* DSPY_CUDA_MMA=0 (read at backend init) sends 5..16 rows back to the composed path: the
  * before/after comparison of bench/run_gpu.sh (step, STEP_BATCHES) in one build. */
 static bool g_mma_off;
@@ -376,17 +426,21 @@ static bool fused_fits(int N, int C, const void *w, const void *x, const void *w
 dspy_status dspy_cu_mma_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
                                int C, int OC, bool accumulate) {
     const int mode = accumulate ? MEP_ACC : out.dtype == DSPY_DTYPE_BF16 ? MEP_BF16 : MEP_F32;
-    const bf16 *Wp = (const bf16 *)w.data, *Xp = (const bf16 *)inp.data;
+    const bf16 *Xp = (const bf16 *)inp.data;
     const float *bp = (const float *)bias.data;
     const int units = (OC + 15) / 16;
+    F8_PICK(w, OC, C);
+#define LAUNCH(NT, F8)                                                                                              \
+    return cu_launch(be, F8 ? "linear (tensor-core gemv, FP8 weights)" : "linear (tensor-core gemv)",              \
+                     k_mma_linear<NT, F8>, grid_of(be, units), MMA_THREADS, smem_bytes(NT, 1, C, false), Wp, mp, Xp, \
+                     out.data, mode, bp, N, OC, C)
     if (N > 8) {
-        size_t sm = smem_bytes(2, 1, C, false);
-        return cu_launch(be, "linear (tensor-core gemv)", k_mma_linear<2>, grid_of(be, units),
-                         MMA_THREADS, sm, Wp, Xp, out.data, mode, bp, N, OC, C);
+        if (f8) LAUNCH(2, true);
+        LAUNCH(2, false);
     }
-    size_t sm = smem_bytes(1, 1, C, false);
-    return cu_launch(be, "linear (tensor-core gemv)", k_mma_linear<1>, grid_of(be, units),
-                     MMA_THREADS, sm, Wp, Xp, out.data, mode, bp, N, OC, C);
+    if (f8) LAUNCH(1, true);
+    LAUNCH(1, false);
+#undef LAUNCH
 }
 
 dspy_status dspy_cu_mma_attn_in(dspy_backend *be, bool *taken, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache,
@@ -396,19 +450,21 @@ dspy_status dspy_cu_mma_attn_in(dspy_backend *be, bool *taken, dspy_tensor q_out
     if (!*taken) return DSPY_OK;
     const int units = (NH + 2 * NKV) * (HS / 32);
     /* the arguments were checked by the caller, gemv.cu's attn_in entry */
-    const bf16 *Wp = (const bf16 *)wqkv.data;
+    F8_PICK(wqkv, (NH + 2 * NKV) * HS, C);
     const float *bp = (const float *)bqkv.data, *xp = (const float *)x.data, *wn = (const float *)w_norm.data;
     const int32_t *pp = (const int32_t *)pos.data, *sp = (const int32_t *)slots.data;
     const float *fp = (const float *)inv_freq.data;
     bf16 *qo = (bf16 *)q_out.data, *kc = (bf16 *)kcache.data, *vc = (bf16 *)vcache.data;
-#define LAUNCH(NT)                                                                                                 \
-    do {                                                                                                           \
-        size_t sm = smem_bytes(NT, 2, C, true);                                                                    \
-        return cu_launch(be, "attn_in (tensor-core gemv)", k_mma_attn_in<NT>, grid_of(be, units), \
-                         MMA_THREADS, sm, Wp, bp, xp, wn, eps, pp, sp, fp, qo, kc, vc, N, C, NH, NKV, HS);          \
-    } while (0)
-    if (N > 8) LAUNCH(2);
-    LAUNCH(1);
+#define LAUNCH(NT, F8)                                                                                              \
+    return cu_launch(be, F8 ? "attn_in (tensor-core gemv, FP8 weights)" : "attn_in (tensor-core gemv)",            \
+                     k_mma_attn_in<NT, F8>, grid_of(be, units), MMA_THREADS, smem_bytes(NT, 2, C, true), Wp, mp, bp, \
+                     xp, wn, eps, pp, sp, fp, qo, kc, vc, N, C, NH, NKV, HS)
+    if (N > 8) {
+        if (f8) LAUNCH(2, true);
+        LAUNCH(2, false);
+    }
+    if (f8) LAUNCH(1, true);
+    LAUNCH(1, false);
 #undef LAUNCH
 }
 
@@ -417,18 +473,20 @@ dspy_status dspy_cu_mma_mlp_in(dspy_backend *be, bool *taken, dspy_tensor h, dsp
     *taken = fused_fits(N, C, w_gate_up.data, x.data, w_norm.data, 2);
     if (!*taken) return DSPY_OK;
     /* the arguments were checked by the caller, gemv.cu's mlp_in entry */
-    const bf16 *Wp = (const bf16 *)w_gate_up.data;
+    F8_PICK(w_gate_up, 2 * I, C);
     const float *xp = (const float *)x.data, *wn = (const float *)w_norm.data;
     bf16 *hp = (bf16 *)h.data;
     const int units = (I + 15) / 16;
-#define LAUNCH(NT)                                                                                               \
-    do {                                                                                                         \
-        size_t sm = smem_bytes(NT, 2, C, true);                                                                  \
-        return cu_launch(be, "mlp_in (tensor-core gemv)", k_mma_mlp_in<NT>, grid_of(be, units), \
-                         MMA_THREADS, sm, Wp, xp, wn, eps, hp, N, C, I);                                         \
-    } while (0)
-    if (N > 8) LAUNCH(2);
-    LAUNCH(1);
+#define LAUNCH(NT, F8)                                                                                              \
+    return cu_launch(be, F8 ? "mlp_in (tensor-core gemv, FP8 weights)" : "mlp_in (tensor-core gemv)",              \
+                     k_mma_mlp_in<NT, F8>, grid_of(be, units), MMA_THREADS, smem_bytes(NT, 2, C, true), Wp, mp, xp,  \
+                     wn, eps, hp, N, C, I)
+    if (N > 8) {
+        if (f8) LAUNCH(2, true);
+        LAUNCH(2, false);
+    }
+    if (f8) LAUNCH(1, true);
+    LAUNCH(1, false);
 #undef LAUNCH
 }
 
@@ -437,19 +495,21 @@ dspy_status dspy_cu_mma_logits(dspy_backend *be, bool *taken, dspy_tensor out, d
     *taken = fused_fits(M, C, w.data, x.data, w_norm.data, 1);
     if (!*taken) return DSPY_OK;
     /* the arguments were checked by the caller, gemv.cu's logits entry */
-    const bf16 *Wp = (const bf16 *)w.data;
+    F8_PICK(w, V, C);
     const float *xp = (const float *)x.data, *wn = (const float *)w_norm.data;
     const int32_t *rp = (const int32_t *)rows.data;
     float *op = (float *)out.data;
     const int units = (V + 15) / 16;
-#define LAUNCH(NT)                                                                                               \
-    do {                                                                                                         \
-        size_t sm = smem_bytes(NT, 1, C, true);                                                                  \
-        return cu_launch(be, "logits (tensor-core gemv)", k_mma_logits<NT>, grid_of(be, units), \
-                         MMA_THREADS, sm, Wp, xp, rp, wn, eps, op, M, C, V);                                     \
-    } while (0)
-    if (M > 8) LAUNCH(2);
-    LAUNCH(1);
+#define LAUNCH(NT, F8)                                                                                              \
+    return cu_launch(be, F8 ? "logits (tensor-core gemv, FP8 weights)" : "logits (tensor-core gemv)",              \
+                     k_mma_logits<NT, F8>, grid_of(be, units), MMA_THREADS, smem_bytes(NT, 1, C, true), Wp, mp, xp,  \
+                     rp, wn, eps, op, M, C, V)
+    if (M > 8) {
+        if (f8) LAUNCH(2, true);
+        LAUNCH(2, false);
+    }
+    if (f8) LAUNCH(1, true);
+    LAUNCH(1, false);
 #undef LAUNCH
 }
 
@@ -461,10 +521,11 @@ dspy_status dspy_cu_mma_setup(dspy_backend *be) {
     int mx = 48 * 1024;
     cudaError_t e = cudaDeviceGetAttribute(&mx, cudaDevAttrMaxSharedMemoryPerBlockOptin, cu_of(be)->dev);
     if (e == cudaSuccess && (g_smem_optin == 0 || mx < g_smem_optin)) g_smem_optin = mx;
-#define ATTR(K) \
-    if (e == cudaSuccess) e = cudaFuncSetAttribute(K, cudaFuncAttributeMaxDynamicSharedMemorySize, mx);
-    ATTR(k_mma_linear<1>) ATTR(k_mma_linear<2>) ATTR(k_mma_attn_in<1>) ATTR(k_mma_attn_in<2>)
-    ATTR(k_mma_mlp_in<1>) ATTR(k_mma_mlp_in<2>) ATTR(k_mma_logits<1>) ATTR(k_mma_logits<2>)
+#define ATTR(...) \
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(__VA_ARGS__, cudaFuncAttributeMaxDynamicSharedMemorySize, mx);
+#define ATTR2(K) ATTR(K<1, false>) ATTR(K<2, false>) ATTR(K<1, true>) ATTR(K<2, true>)
+    ATTR2(k_mma_linear) ATTR2(k_mma_attn_in) ATTR2(k_mma_mlp_in) ATTR2(k_mma_logits)
+#undef ATTR2
 #undef ATTR
     return dspy_cu_check(be, e, "tensor-core gemv (shared memory limit)");
 }

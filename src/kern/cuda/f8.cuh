@@ -1,0 +1,30 @@
+/* kern/cuda/f8.cuh — FP8 (E4M3) decode weights (f8.cu): the rounding kernel behind the f8_link
+ * op and the process-wide table that maps a BF16 weight matrix to its 1-byte copy, read by the
+ * tensor-core GEMV (gemv_mma.cu) when it is handed that matrix. Private to kern/cuda.
+ *
+ * Why a table and not a second operand: the copy belongs to the model (one upload, any number of
+ * engines, each with a backend of its own) while the ops take the BF16 matrix every path shares;
+ * device pointers are unique in the process, so the matrix's address names its copy.
+ */
+#ifndef DSPY_KERN_CUDA_F8_CUH
+#define DSPY_KERN_CUDA_F8_CUH
+
+#include "kern/cuda/cuda.cuh"
+
+/* A matrix's FP8 copy: q (OC, C) E4M3 codes, row-major; mul (OC) its rows' dequantization factors
+ * 2^(k + 120) as BF16 pairs (f8.cu says why 120). */
+typedef struct cu_f8 {
+    const void *w;
+    const uint8_t *q;
+    const uint32_t *mul;
+    int OC, C;
+} cu_f8;
+
+/* The copy linked to BF16 matrix w (OC, C), or false (none, or linked with another shape). Host
+ * side; cheap (a short scan under a lock). */
+bool dspy_cu_f8_find(const void *w, int OC, int C, cu_f8 *out);
+
+dspy_status dspy_cu_f8_link(dspy_backend *be, dspy_tensor w, dspy_tensor q, dspy_tensor mul, int OC, int C);
+void dspy_cu_f8_unlink(dspy_backend *be, const void *w);
+
+#endif
