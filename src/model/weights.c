@@ -395,7 +395,7 @@ static dspy_status check_fits(const dspy_model *m, size_t bytes) {
     return DSPY_OK;
 }
 
-/* f8_decode: every projection matrix and the lm_head get an FP8 copy (codes, then row factors,
+/* f8_decode: every projection matrix and the lm_head get an FP8 copy (codes, then row scales,
  * each 16-byte aligned) in one more device block, linked to the BF16 matrix, which is rounded to
  * the same values (kern/ops.h f8_link). After publish: the tensors are in place. */
 static dspy_status make_f8(dspy_model *m) {
@@ -425,9 +425,9 @@ static dspy_status make_f8(dspy_model *m) {
         const int64_t e = (int64_t)oc[i] * ic[i];
         dspy_tensor q = dspy_tensor_make(p, e, DSPY_DTYPE_U8, DSPY_DEVICE_CUDA);
         p += ((size_t)e + 15) / 16 * 16;
-        dspy_tensor mul = dspy_tensor_make(p, oc[i], DSPY_DTYPE_I32, DSPY_DEVICE_CUDA);
+        dspy_tensor scale = dspy_tensor_make(p, oc[i], DSPY_DTYPE_F32, DSPY_DEVICE_CUDA);
         p += ((size_t)oc[i] * 4 + 15) / 16 * 16;
-        st = m->be->ops->f8_link(m->be, *w[i], q, mul, oc[i], ic[i]);
+        st = m->be->ops->f8_link(m->be, *w[i], q, scale, oc[i], ic[i]);
         if (!st) m->f8_linked[m->n_f8++] = w[i]->data;
     }
     if (st) return dspy_fail_wrap(st, "%s: rounding the weights to FP8 (f8_decode)", m->dir);

@@ -98,11 +98,11 @@ static void dev_free(dspy_tensor t) { G->ops->free(G, t.data); }
 
 /* FP8 decode weights: links BF16 matrix w (OC, Cc) to a fresh FP8 copy (rounding w in place,
  * kern/ops.h f8_link) and returns the rounded values as host BF16 for the CPU reference; *q and
- * *mul receive the copy (free them after f8_unlink). */
-static uint16_t *f8_link_down(dspy_tensor w, int OC, int Cc, dspy_tensor *q, dspy_tensor *mul) {
+ * *scale receive the copy (free them after f8_unlink). */
+static uint16_t *f8_link_down(dspy_tensor w, int OC, int Cc, dspy_tensor *q, dspy_tensor *scale) {
     *q = dev_alloc(DSPY_DTYPE_U8, (int64_t)OC * Cc);
-    *mul = dev_alloc(DSPY_DTYPE_I32, OC);
-    CHECK_OK(G->ops->f8_link(G, w, *q, *mul, OC, Cc));
+    *scale = dev_alloc(DSPY_DTYPE_F32, OC);
+    CHECK_OK(G->ops->f8_link(G, w, *q, *scale, OC, Cc));
     uint16_t *b = malloc((size_t)OC * Cc * 2);
     CHECK_OK(G->ops->copy(G, b, w.data, (size_t)OC * Cc * 2, DSPY_COPY_D2H));
     CHECK_OK(G->ops->sync(G));
@@ -393,9 +393,9 @@ static float e4m3_value(uint8_t b) {
     return b & 0x80 ? -v : v;
 }
 
-/* f8_link's rounding, row by row, against the definition: k the smallest with max |w| <= 448 2^k,
- * each weight e4m3_round(w / 2^k) 2^k in the BF16 matrix and as code * 2^k in q, mul the BF16
- * pair of 2^(k + 120). Rows scaled over 2^-12 .. 2^10, a zero row, a row of mostly subnormal
+/* f8_link's rounding, row by row, against the definition: k the smallest in [-100, 7] with
+ * max |w| <= 448 2^k, each weight e4m3_round(w / 2^k) 2^k in the BF16 matrix and as code * 2^k in
+ * q, scale 2^k. Rows scaled over 2^-12 .. 2^10, a zero row, a row of mostly subnormal
  * codes, a row whose maximum is exactly 448 2^-3; then the errors. */
 static void test_f8_round(void) {
     const int OC = 70, Cc = 192;
@@ -408,19 +408,18 @@ static void test_f8_round(void) {
     dspy_tensor dw = up(w, (int64_t)OC * Cc, DSPY_DTYPE_BF16), dq, dm;
     uint16_t *got = f8_link_down(dw, OC, Cc, &dq, &dm);
     uint8_t *q = malloc((size_t)OC * Cc);
-    int32_t *mul = malloc(sizeof(int32_t) * OC);
+    float *scale = malloc(sizeof(float) * OC);
     CHECK_OK(G->ops->copy(G, q, dq.data, (size_t)OC * Cc, DSPY_COPY_D2H));
-    CHECK_OK(G->ops->copy(G, mul, dm.data, sizeof(int32_t) * OC, DSPY_COPY_D2H));
+    CHECK_OK(G->ops->copy(G, scale, dm.data, sizeof(float) * OC, DSPY_COPY_D2H));
     CHECK_OK(G->ops->sync(G));
-    int bad_w = 0, bad_q = 0, bad_mul = 0, subnormal = 0, k7 = 99;
+    int bad_w = 0, bad_q = 0, bad_scale = 0, subnormal = 0, k7 = 99;
     for (int r = 0; r < OC; r++) {
         float amax = 0.0f;
         for (int c = 0; c < Cc; c++) amax = fmaxf(amax, fabsf(w[r * Cc + c]));
         int k = -100;
         while (amax > ldexpf(448.0f, k)) k++;
         if (r == 7) k7 = k;
-        const uint32_t e16 = (uint32_t)(247 + k) << 7;
-        bad_mul += (uint32_t)mul[r] != (e16 | e16 << 16);
+        bad_scale += scale[r] != ldexpf(1.0f, k);
         for (int c = 0; c < Cc; c++) {
             const float want = ldexpf(e4m3_round(ldexpf(w[r * Cc + c], -k)), k);
             bad_w += dspy_bf16_to_f32(got[r * Cc + c]) != want;
@@ -430,10 +429,10 @@ static void test_f8_round(void) {
     }
     CHECK_INT(bad_w, 0);
     CHECK_INT(bad_q, 0);
-    CHECK_INT(bad_mul, 0);
+    CHECK_INT(bad_scale, 0);
     CHECK_INT(k7, -3);
     CHECK(subnormal > 20);
-    printf("  f8_link %d x %d: every weight, code and row factor as defined (%d subnormal codes)\n", OC, Cc, subnormal);
+    printf("  f8_link %d x %d: every weight, code and row scale as defined (%d subnormal codes)\n", OC, Cc, subnormal);
     G->ops->f8_unlink(G, dw.data);
     G->ops->f8_unlink(G, dw.data); /* twice: nothing */
     /* a row the format cannot hold: an argument error, and the backend goes on */
@@ -447,7 +446,7 @@ static void test_f8_round(void) {
     odd.data = (char *)dq.data + 8, odd.n -= 8;
     CHECK(G->ops->f8_link(G, dl, odd, dm, OC, Cc - 1) == DSPY_ERR_ARG && strstr(dspy_errmsg(), "aligned"));
     CHECK_OK(G->ops->sync(G));
-    free(w), free(got), free(q), free(mul);
+    free(w), free(got), free(q), free(scale);
     dev_free(dw), dev_free(dq), dev_free(dm), dev_free(dn), dev_free(dl);
 }
 

@@ -10,12 +10,11 @@
  * per-row scale costs at most one bit of range against the best real scale; E4M3's relative
  * precision (3 mantissa bits) does not depend on the scale.
  *
- * mul: how gemv_mma.cu turns a code into its weight in registers. Moving an E4M3 byte's low seven
- * bits up by four and its sign up by eight gives the BF16 whose value is the code's times 2^-120
- * (E4M3's exponent bias is 7, BF16's 127; a subnormal code lands on the BF16 subnormal with the
- * same ratio), so one BF16 multiply by 2^(k + 120) — exact, a power of two — yields the weight.
- * k is kept in [-100, 7] so that 2^(k + 120) is a normal BF16 and so is every weight; a row
- * whose max |w| is above 448 * 2^7 (57,344) or not finite is an error (no model has one).
+ * scale: 2^k per row, F32. gemv_mma.cu multiplies the codes' BF16 values (exact) by the
+ * activations and sums in F32, then scales the sum by 2^k: a power of two commutes with every
+ * rounding, so that is the sum of the BF16 path's products in another order. k is kept in
+ * [-100, 7] (every weight and 2^k a normal number; a zero row takes -100); a row whose max |w| is
+ * above 448 * 2^7 (57,344) or not finite is an error (no model has one).
  */
 #include <cuda_fp8.h>
 #include <pthread.h>
@@ -28,10 +27,10 @@ static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static cu_f8 g_links[F8_MAX_LINKS];
 static int g_n;
 
-/* Grid (OC): block `row` rounds w's row in place, writes its codes to q and its factor to mul;
+/* Grid (OC): block `row` rounds w's row in place, writes its codes to q and 2^k to scale;
  * *bad = row + 1 for a row it cannot represent (the largest such row wins; any is reported). */
 static __global__ __launch_bounds__(F8_THREADS) void k_f8_round(bf16 *__restrict__ w, uint8_t *__restrict__ q,
-                                                             uint32_t *__restrict__ mul, int C, int *bad) {
+                                                             float *__restrict__ scale, int C, int *bad) {
     __shared__ float red[F8_THREADS / 32];
     const int row = blockIdx.x, tid = threadIdx.x;
     bf16 *wr = w + (int64_t)row * C;
@@ -49,7 +48,7 @@ static __global__ __launch_bounds__(F8_THREADS) void k_f8_round(bf16 *__restrict
     __syncthreads();
     amax = red[0];
     for (int i = 1; i < F8_THREADS / 32; i++) amax = fmaxf(amax, red[i]);
-    int k = 0;
+    int k = F8_K_MIN;
     if (amax > 0.0f) {
         int e;
         frexpf(amax, &e); /* amax in [2^(e-1), 2^e) */
@@ -69,10 +68,7 @@ static __global__ __launch_bounds__(F8_THREADS) void k_f8_round(bf16 *__restrict
         const float back = __half2float(__half(__nv_cvt_fp8_to_halfraw(b, __NV_E4M3)));
         wr[c] = f2bf(ldexpf(back, k));
     }
-    if (tid == 0) {
-        const uint32_t e16 = (uint32_t)(127 + 120 + k) << 7;
-        mul[row] = e16 | e16 << 16;
-    }
+    if (tid == 0) scale[row] = ldexpf(1.0f, k);
 }
 
 bool dspy_cu_f8_find(const void *w, int OC, int C, cu_f8 *out) {
@@ -84,13 +80,13 @@ bool dspy_cu_f8_find(const void *w, int OC, int C, cu_f8 *out) {
     return found;
 }
 
-dspy_status dspy_cu_f8_link(dspy_backend *be, dspy_tensor w, dspy_tensor q, dspy_tensor mul, int OC, int C) {
+dspy_status dspy_cu_f8_link(dspy_backend *be, dspy_tensor w, dspy_tensor q, dspy_tensor scale, int OC, int C) {
     CU_ENTER(be);
     if (OC <= 0 || C <= 0)
         return dspy_fail(DSPY_ERR_ARG, "cuda f8_link: the matrix must have rows and columns (got %d x %d)", OC, C);
     CU_NEED("f8_link", "w", w, DSPY_DTYPE_BF16, (int64_t)OC * C);
     CU_NEED("f8_link", "q", q, DSPY_DTYPE_U8, (int64_t)OC * C);
-    CU_NEED("f8_link", "mul", mul, DSPY_DTYPE_I32, OC);
+    CU_NEED("f8_link", "scale", scale, DSPY_DTYPE_F32, OC);
     if ((uintptr_t)q.data % 16 != 0)
         return dspy_fail(DSPY_ERR_ARG, "cuda f8_link: q must be 16-byte aligned (the GEMV loads 16 codes at a time)");
     cuda_state *s = cu_of(be);
@@ -99,7 +95,7 @@ dspy_status dspy_cu_f8_link(dspy_backend *be, dspy_tensor w, dspy_tensor q, dspy
     dspy_status st = dspy_cu_check(be, cudaMemsetAsync(bad, 0, sizeof(int), s->stream), "f8_link (flag)");
     if (!st)
         st = cu_launch(be, "f8_link (round to E4M3)", k_f8_round, dim3(OC), dim3(F8_THREADS), 0, (bf16 *)w.data,
-                       (uint8_t *)q.data, (uint32_t *)mul.data, C, bad);
+                       (uint8_t *)q.data, (float *)scale.data, C, bad);
     if (!st) st = dspy_cu_check(be, cudaMemcpyAsync(&hbad, bad, sizeof(int), cudaMemcpyDeviceToHost, s->stream), "f8_link");
     if (!st) st = dspy_cu_check(be, cudaStreamSynchronize(s->stream), "f8_link");
     cudaFree(bad);
@@ -116,7 +112,7 @@ dspy_status dspy_cu_f8_link(dspy_backend *be, dspy_tensor w, dspy_tensor q, dspy
         return dspy_fail(DSPY_ERR_NOMEM, "cuda f8_link: %d matrices are linked already (the most a process may)",
                          F8_MAX_LINKS);
     }
-    g_links[i] = (cu_f8){w.data, (const uint8_t *)q.data, (const uint32_t *)mul.data, OC, C};
+    g_links[i] = (cu_f8){w.data, (const uint8_t *)q.data, (const float *)scale.data, OC, C};
     if (i == g_n) g_n++;
     pthread_mutex_unlock(&g_mu);
     return DSPY_OK;

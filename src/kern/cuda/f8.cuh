@@ -11,12 +11,12 @@
 
 #include "kern/cuda/cuda.cuh"
 
-/* A matrix's FP8 copy: q (OC, C) E4M3 codes, row-major; mul (OC) its rows' dequantization factors
- * 2^(k + 120) as BF16 pairs (f8.cu says why 120). */
+/* A matrix's FP8 copy: q (OC, C) E4M3 codes, row-major; scale (OC) each row's 2^k (weight = code
+ * * 2^k, f8.cu). */
 typedef struct cu_f8 {
     const void *w;
     const uint8_t *q;
-    const uint32_t *mul;
+    const float *scale;
     int OC, C;
 } cu_f8;
 
@@ -24,7 +24,7 @@ typedef struct cu_f8 {
  * side; cheap (a short scan under a lock). */
 bool dspy_cu_f8_find(const void *w, int OC, int C, cu_f8 *out);
 
-dspy_status dspy_cu_f8_link(dspy_backend *be, dspy_tensor w, dspy_tensor q, dspy_tensor mul, int OC, int C);
+dspy_status dspy_cu_f8_link(dspy_backend *be, dspy_tensor w, dspy_tensor q, dspy_tensor scale, int OC, int C);
 void dspy_cu_f8_unlink(dspy_backend *be, const void *w);
 
 #endif

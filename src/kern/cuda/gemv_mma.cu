@@ -83,22 +83,24 @@ static __device__ __forceinline__ void load_batch(uint4 *a, const void *__restri
     }
 }
 
-/* Two E4M3 codes (bytes lo and lo + 1 of x, sel 0x1404 for bytes 0-1, 0x3424 for 2-3) as the BF16
- * pair of their weights: prmt puts each code in the high byte of a 16-bit half, the magnitude
- * bits move down four (E4M3's exponent field onto BF16's low exponent bits) while the sign stays,
- * which is the weight times 2^-(k + 120) exactly (f8.cu), and m = 2^(k + 120) restores it. */
-static __device__ __forceinline__ uint32_t f8_pair(uint32_t x, uint32_t sel, uint32_t m) {
+/* Two E4M3 codes (bytes 0-1 of x with sel 0x9180, bytes 2-3 with 0xb3a2) as the BF16 pair of their
+ * values: prmt makes each 16-bit half the code over a byte of copies of its sign bit (selector
+ * nibbles with bit 3 set); shifted up four and masked, the code's seven magnitude bits sit on
+ * BF16's low exponent and mantissa bits and a sign copy on bit 15. That BF16 is the code's value
+ * times 2^-120 exactly (the exponent biases are 7 and 127; a subnormal code lands on the BF16
+ * subnormal of the same ratio), and one exact multiply by 2^120 restores it. Three integer
+ * operations and one BF16 multiply a pair; the row's 2^k is applied to the F32 sum (stream_step). */
+static __device__ __forceinline__ uint32_t f8_pair(uint32_t x, uint32_t sel) {
     uint32_t w;
     asm("prmt.b32 %0, %1, %2, %3;" : "=r"(w) : "r"(x), "r"(0u), "r"(sel));
-    const uint32_t v = ((w >> 4) & 0x07f007f0u) | (w & 0x80008000u);
+    const uint32_t v = (w << 4) & 0x87f087f0u, m = 0x7b807b80u; /* 2^120, twice */
     __nv_bfloat162 r = __hmul2(*(const __nv_bfloat162 *)&v, *(const __nv_bfloat162 *)&m);
     return *(uint32_t *)&r;
 }
 
-/* Eight codes (words x0, x1) as the 16-byte BF16 chunk the BF16 path would have loaded. */
-static __device__ __forceinline__ uint4 f8_chunk(uint32_t x0, uint32_t x1, uint32_t m) {
-    return make_uint4(f8_pair(x0, 0x1404u, m), f8_pair(x0, 0x3424u, m), f8_pair(x1, 0x1404u, m),
-                      f8_pair(x1, 0x3424u, m));
+/* Eight codes (words x0, x1) as a 16-byte BF16 chunk in the BF16 path's layout. */
+static __device__ __forceinline__ uint4 f8_chunk(uint32_t x0, uint32_t x1) {
+    return make_uint4(f8_pair(x0, 0x9180u), f8_pair(x0, 0xb3a2u), f8_pair(x1, 0x9180u), f8_pair(x1, 0xb3a2u));
 }
 
 /* acc[tt][nt] (the 16 x 8 D fragment of tile tt, rows n8 tile nt) += the batch's MMAs. X: the
@@ -106,7 +108,7 @@ static __device__ __forceinline__ uint4 f8_chunk(uint32_t x0, uint32_t x1, uint3
  * shared memory (rows up to 8 * NT present, zeros past N). */
 template <int NT, int T, bool GX, bool F8>
 static __device__ __forceinline__ void mma_batch(float (*acc)[NT][4], const uint4 *a, const bf16 *X, int ldx, int N, int S,
-                                                 int j, const uint32_t (&mr)[T][2]) {
+                                                 int j) {
     constexpr int SPB = 4 / T, H = F8 ? 2 : 1;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
 #pragma unroll
@@ -128,8 +130,8 @@ static __device__ __forceinline__ void mma_batch(float (*acc)[NT][4], const uint
             for (int tt = 0; tt < T; tt++) {
                 uint4 A = a[(tt * SPB + q) * 2], A8 = a[(tt * SPB + q) * 2 + 1];
                 if (F8) {
-                    A = hh ? f8_chunk(A.z, A.w, mr[tt][0]) : f8_chunk(A.x, A.y, mr[tt][0]);
-                    A8 = hh ? f8_chunk(A8.z, A8.w, mr[tt][1]) : f8_chunk(A8.x, A8.y, mr[tt][1]);
+                    A = hh ? f8_chunk(A.z, A.w) : f8_chunk(A.x, A.y);
+                    A8 = hh ? f8_chunk(A8.z, A8.w) : f8_chunk(A8.x, A8.y);
                 }
                 const uint32_t f0[4] = {A.x, A8.x, A.y, A8.y}, f1[4] = {A.z, A8.z, A.w, A8.w};
 #pragma unroll
@@ -166,17 +168,16 @@ static __device__ __forceinline__ void next_batch(int &u, int &j, int nb) {
  * with batch (lu, lj), two ahead, while the other buffer's loads are still in flight. */
 template <int NT, int T, bool GX, bool F8, typename RowOf, typename Epi>
 static __device__ __forceinline__ void stream_step(uint4 *buf, float (*acc)[NT][4], int u, int j, int lu, int lj, int nb,
-                                                   const void *__restrict__ W, const uint32_t *__restrict__ mul, int C,
+                                                   const void *__restrict__ W, const float *__restrict__ scale, int C,
                                                    int units, const bf16 *X, int ldx, int N, float *red, RowOf row_of,
                                                    Epi epi) {
     constexpr int SL = T * NT * 4;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, S = C / (F8 ? 64 : 32);
-    uint32_t mr[T][2]; /* F8: the dequantization factors of this lane's rows g and g + 8 of each tile */
-#pragma unroll
-    for (int tt = 0; tt < T; tt++)
-#pragma unroll
-        for (int h = 0; h < 2; h++) mr[tt][h] = F8 ? __ldg(mul + row_of(u, tt, (lane >> 2) + 8 * h)) : 0u;
-    mma_batch<NT, T, GX, F8>(acc, buf, X, ldx, N, S, j, mr);
+    const bool ep = j + 1 == nb && threadIdx.x < 16 * 8 * NT; /* this thread runs the unit's epilogue */
+    const int er = threadIdx.x / (8 * NT), en = threadIdx.x % (8 * NT);
+    float s0 = 1.0f, s1 = 1.0f; /* F8: its row's 2^k in each tile, asked for before the MMAs hide the wait */
+    if (F8 && ep) s0 = __ldg(scale + row_of(u, 0, er)), s1 = __ldg(scale + row_of(u, T - 1, er));
+    mma_batch<NT, T, GX, F8>(acc, buf, X, ldx, N, S, j);
     if (lu < units) load_batch<T, F8>(buf, W, C, S, lu, lj, row_of);
     if (j + 1 < nb) return;
 #pragma unroll
@@ -189,10 +190,8 @@ static __device__ __forceinline__ void stream_step(uint4 *buf, float (*acc)[NT][
                 acc[tt][nt][i] = 0.0f;
             }
     __syncthreads();
-    if (threadIdx.x < 16 * 8 * NT) {
-        const int r = threadIdx.x / (8 * NT), n = threadIdx.x % (8 * NT);
-        if (n < N) epi(u, r, n, reduced<NT, T>(red, 0, r, n), T > 1 ? reduced<NT, T>(red, T - 1, r, n) : 0.0f);
-    }
+    if (ep && en < N)
+        epi(u, er, en, reduced<NT, T>(red, 0, er, en) * s0, T > 1 ? reduced<NT, T>(red, T - 1, er, en) * s1 : 0.0f);
     __syncthreads(); /* red is rewritten by the next unit */
 }
 
@@ -202,7 +201,7 @@ static __device__ __forceinline__ void stream_step(uint4 *buf, float (*acc)[NT][
  * dependency wait. */
 template <int NT, int T, bool GX, bool F8, typename RowOf, typename Epi>
 static __device__ __forceinline__ void run_units(uint4 *b0, uint4 *b1, const void *__restrict__ W,
-                                                 const uint32_t *__restrict__ mul, int C, int units, const bf16 *X,
+                                                 const float *__restrict__ scale, int C, int units, const bf16 *X,
                                                  int ldx, int N, float *red, RowOf row_of, Epi epi) {
     constexpr int SPB = 4 / T;
     const int nb = (C / (F8 ? 64 : 32) + MW * SPB - 1) / (MW * SPB);
@@ -217,10 +216,10 @@ static __device__ __forceinline__ void run_units(uint4 *b0, uint4 *b1, const voi
     next_batch(lu, lj, nb);
     next_batch(lu, lj, nb);
     while (u < units) {
-        stream_step<NT, T, GX, F8>(b0, acc, u, j, lu, lj, nb, W, mul, C, units, X, ldx, N, red, row_of, epi);
+        stream_step<NT, T, GX, F8>(b0, acc, u, j, lu, lj, nb, W, scale, C, units, X, ldx, N, red, row_of, epi);
         next_batch(u, j, nb), next_batch(lu, lj, nb);
         if (u >= units) break;
-        stream_step<NT, T, GX, F8>(b1, acc, u, j, lu, lj, nb, W, mul, C, units, X, ldx, N, red, row_of, epi);
+        stream_step<NT, T, GX, F8>(b1, acc, u, j, lu, lj, nb, W, scale, C, units, X, ldx, N, red, row_of, epi);
         next_batch(u, j, nb), next_batch(lu, lj, nb);
     }
 }
@@ -275,25 +274,29 @@ static __device__ __forceinline__ void norm_rows(bf16 *xs, int ldx, const float 
 
 template <int NT, bool F8>
 static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_linear(const void *__restrict__ W,
-                                                                      const uint32_t *__restrict__ mul,
+                                                                      const float *__restrict__ scale,
                                                                       const bf16 *__restrict__ X,
                                                                       void *out, int mode, const float *__restrict__ bias,
                                                                       int N, int OC, int C) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     float *red = (float *)smem_raw;
-    const int units = (OC + 15) / 16;
-    auto row_of = [=](int u, int, int r) { return min(u * 16 + r, OC - 1); };
+    constexpr int T = F8 ? 2 : 1; /* F8: units of 32 rows (lin_tiles) */
+    const int units = (OC + 16 * T - 1) / (16 * T);
+    auto row_of = [=](int u, int tt, int r) { return min(u * 16 * T + tt * 16 + r, OC - 1); };
     uint4 b0[8], b1[8];
-    first_batches<1, F8>(b0, b1, W, C, units, row_of);
+    first_batches<T, F8>(b0, b1, W, C, units, row_of);
     griddep_wait(CU_REL_LINEAR);
-    run_units<NT, 1, true, F8>(b0, b1, W, mul, C, units, X, C, N, red, row_of, [=](int u, int r, int n, float v, float) {
-        const int row = u * 16 + r;
-        if (row >= OC) return;
-        v += bias ? bias[row] : 0.0f;
-        const int64_t idx = (int64_t)n * OC + row;
-        if (mode == MEP_BF16) ((bf16 *)out)[idx] = f2bf(v);
-        else if (mode == MEP_F32) ((float *)out)[idx] = v;
-        else ((float *)out)[idx] += v;
+    run_units<NT, T, true, F8>(b0, b1, W, scale, C, units, X, C, N, red, row_of, [=](int u, int r, int n, float va,
+                                                                                     float vb) {
+        for (int tt = 0; tt < T; tt++) {
+            const int row = u * 16 * T + tt * 16 + r;
+            if (row >= OC) return;
+            const float v = (tt ? vb : va) + (bias ? bias[row] : 0.0f);
+            const int64_t idx = (int64_t)n * OC + row;
+            if (mode == MEP_BF16) ((bf16 *)out)[idx] = f2bf(v);
+            else if (mode == MEP_F32) ((float *)out)[idx] = v;
+            else ((float *)out)[idx] += v;
+        }
     });
 }
 
@@ -303,7 +306,7 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_linear(const void
  * [q heads | k heads | v heads] (hh = u / (HS / 32), i0 = 16 (u % (HS / 32))). */
 template <int NT, bool F8>
 static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_attn_in(
-    const void *__restrict__ W, const uint32_t *__restrict__ mul, const float *__restrict__ bias, const float *__restrict__ x, const float *__restrict__ wn,
+    const void *__restrict__ W, const float *__restrict__ scale, const float *__restrict__ bias, const float *__restrict__ x, const float *__restrict__ wn,
     float eps, const int32_t *__restrict__ pos, const int32_t *__restrict__ slots, const float *__restrict__ inv_freq,
     bf16 *__restrict__ q_out, bf16 *__restrict__ kc, bf16 *__restrict__ vc, int N, int C, int NH, int NKV, int HS) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -316,7 +319,7 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_attn_in(
     first_batches<2, F8>(b0, b1, W, C, units, row_of);
     griddep_wait(CU_REL_ATTN_IN);
     norm_rows<NT>(xs, ldx, x, NULL, wn, N, C, eps);
-    run_units<NT, 2, false, F8>(b0, b1, W, mul, C, units, xs, ldx, N, red, row_of, [=](int u, int r, int n, float va, float vb) {
+    run_units<NT, 2, false, F8>(b0, b1, W, scale, C, units, xs, ldx, N, red, row_of, [=](int u, int r, int n, float va, float vb) {
         const int hh = u / per, i = (u % per) * 16 + r, rowA = hh * HS + i;
         const int sect = hh < NH ? 0 : hh < NH + NKV ? 1 : 2, head = hh - (sect == 0 ? 0 : sect == 1 ? NH : NH + NKV);
         if (bias) va += bias[rowA], vb += bias[rowA + half];
@@ -338,7 +341,7 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_attn_in(
 /* Unit u: gate rows 16 u .. 16 u + 15 (tile 0) and the same rows of up (tile 1, I rows later). */
 template <int NT, bool F8>
 static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_mlp_in(const void *__restrict__ W,
-                                                                      const uint32_t *__restrict__ mul,
+                                                                      const float *__restrict__ scale,
                                                                       const float *__restrict__ x,
                                                                       const float *__restrict__ wn, float eps,
                                                                       bf16 *__restrict__ h, int N, int C, int I) {
@@ -352,7 +355,7 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_mlp_in(const void
     first_batches<2, F8>(b0, b1, W, C, units, row_of);
     griddep_wait(CU_REL_MLP_IN);
     norm_rows<NT>(xs, ldx, x, NULL, wn, N, C, eps);
-    run_units<NT, 2, false, F8>(b0, b1, W, mul, C, units, xs, ldx, N, red, row_of, [=](int u, int r, int n, float gv, float uv) {
+    run_units<NT, 2, false, F8>(b0, b1, W, scale, C, units, xs, ldx, N, red, row_of, [=](int u, int r, int n, float gv, float uv) {
         const int row = u * 16 + r;
         if (row >= I) return;
         /* the composed path rounds gate and up to BF16 before SwiGLU; so does this one */
@@ -365,7 +368,7 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_mlp_in(const void
 
 template <int NT, bool F8>
 static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_logits(const void *__restrict__ W,
-                                                                      const uint32_t *__restrict__ mul,
+                                                                      const float *__restrict__ scale,
                                                                       const float *__restrict__ x,
                                                                       const int32_t *__restrict__ rows,
                                                                       const float *__restrict__ wn, float eps,
@@ -374,15 +377,19 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_logits(const void
     const int ldx = C + XPAD;
     bf16 *xs = (bf16 *)smem_raw;
     float *red = (float *)(smem_raw + (size_t)8 * NT * ldx * 2);
-    const int units = (V + 15) / 16;
-    auto row_of = [=](int u, int, int r) { return min(u * 16 + r, V - 1); };
+    constexpr int T = F8 ? 2 : 1; /* F8: units of 32 rows (lin_tiles) */
+    const int units = (V + 16 * T - 1) / (16 * T);
+    auto row_of = [=](int u, int tt, int r) { return min(u * 16 * T + tt * 16 + r, V - 1); };
     uint4 b0[8], b1[8];
-    first_batches<1, F8>(b0, b1, W, C, units, row_of);
+    first_batches<T, F8>(b0, b1, W, C, units, row_of);
     griddep_wait(CU_REL_LOGITS);
     norm_rows<NT>(xs, ldx, x, rows, wn, M, C, eps);
-    run_units<NT, 1, false, F8>(b0, b1, W, mul, C, units, xs, ldx, M, red, row_of, [=](int u, int r, int n, float v, float) {
-        const int row = u * 16 + r;
-        if (row < V) out[(int64_t)n * V + row] = v;
+    run_units<NT, T, false, F8>(b0, b1, W, scale, C, units, xs, ldx, M, red, row_of, [=](int u, int r, int n, float va,
+                                                                                        float vb) {
+        for (int tt = 0; tt < T; tt++) {
+            const int row = u * 16 * T + tt * 16 + r;
+            if (row < V) out[(int64_t)n * V + row] = tt ? vb : va;
+        }
     });
 }
 
@@ -401,13 +408,18 @@ static int g_smem_optin;
 
 static bool aligned16(const void *p) { return (uintptr_t)p % 16 == 0; }
 
+/* Tiles of 16 rows in a unit of linear and logits: two with FP8 weights, whose 16-byte loads
+ * cover 16 K each, so that one-tile batches at C = 2,048 (32 steps of 64 for 16 warps x 4 steps)
+ * would leave half of every lane's loads unused; one with BF16. */
+static int lin_tiles(bool f8) { return f8 ? 2 : 1; }
+
 /* Wp, mp and f8 of a launch: the FP8 copy linked to w (kern/ops.h f8_link) when there is one and
  * C % 64 == 0 (a 16-byte load is 16 codes), else w's BF16 values. */
 #define F8_PICK(w, OC, C)                                                                                    \
     cu_f8 f8c;                                                                                                \
     const bool f8 = (C) % 64 == 0 && dspy_cu_f8_find((w).data, (OC), (C), &f8c);                             \
     const void *Wp = f8 ? (const void *)f8c.q : (w).data;                                                     \
-    const uint32_t *mp = f8 ? f8c.mul : NULL
+    const float *mp = f8 ? f8c.scale : NULL
 
 /* DSPY_CUDA_MMA=0 (read at backend init) sends 5..16 rows back to the composed path: the
  * before/after comparison of bench/run_gpu.sh (step, STEP_BATCHES) in one build. */
@@ -432,8 +444,8 @@ dspy_status dspy_cu_mma_linear(dspy_backend *be, dspy_tensor out, dspy_tensor in
     F8_PICK(w, OC, C);
 #define LAUNCH(NT, F8)                                                                                              \
     return cu_launch(be, F8 ? "linear (tensor-core gemv, FP8 weights)" : "linear (tensor-core gemv)",              \
-                     k_mma_linear<NT, F8>, grid_of(be, units), MMA_THREADS, smem_bytes(NT, 1, C, false), Wp, mp, Xp, \
-                     out.data, mode, bp, N, OC, C)
+                     k_mma_linear<NT, F8>, grid_of(be, F8 ? (OC + 31) / 32 : units), MMA_THREADS,                   \
+                     smem_bytes(NT, lin_tiles(F8), C, false), Wp, mp, Xp, out.data, mode, bp, N, OC, C)
     if (N > 8) {
         if (f8) LAUNCH(2, true);
         LAUNCH(2, false);
@@ -502,8 +514,8 @@ dspy_status dspy_cu_mma_logits(dspy_backend *be, bool *taken, dspy_tensor out, d
     const int units = (V + 15) / 16;
 #define LAUNCH(NT, F8)                                                                                              \
     return cu_launch(be, F8 ? "logits (tensor-core gemv, FP8 weights)" : "logits (tensor-core gemv)",              \
-                     k_mma_logits<NT, F8>, grid_of(be, units), MMA_THREADS, smem_bytes(NT, 1, C, true), Wp, mp, xp,  \
-                     rp, wn, eps, op, M, C, V)
+                     k_mma_logits<NT, F8>, grid_of(be, F8 ? (V + 31) / 32 : units), MMA_THREADS,                    \
+                     smem_bytes(NT, lin_tiles(F8), C, true), Wp, mp, xp, rp, wn, eps, op, M, C, V)
     if (M > 8) {
         if (f8) LAUNCH(2, true);
         LAUNCH(2, false);
