@@ -270,7 +270,7 @@ static void test_pointwise(void) {
  * 5..16, composed above ---- */
 
 static void one_fused_w(int N, int Cc, int I, bool f8) {
-    const int NH = 8, NKV = 2, HS = 64, V = 1000, NS = 24;
+    const int NH = 8, NKV = 2, HS = 64, V = f8 ? 5003 : 1000, NS = 24; /* f8: lm_head units of 32 rows */
     const int Q = NH * HS, KVD = NKV * HS, W = Q + 2 * KVD;
     char what[112];
     const char *tag = f8 ? " FP8 weights" : "";
@@ -451,7 +451,8 @@ static void test_f8_round(void) {
 }
 
 /* The tensor-core GEMV family reading FP8 copies (5..16 rows), against the CPU on the rounded
- * weights and against its own BF16 kernels; C % 64 != 0 (1,056) keeps the BF16 kernels. */
+ * weights and against its own BF16 kernels; C % 64 != 0 (1,056) keeps the BF16 kernels; linear
+ * and logits with enough rows take two-tile units (gemv_mma.cu lin_tiles). */
 static void test_f8_gemv(void) {
     one_linear_w(5, 2048, 3072, DSPY_DTYPE_BF16, false, false, true);
     one_linear_w(8, 2048, 2048, DSPY_DTYPE_F32, true, false, true);
@@ -459,6 +460,10 @@ static void test_f8_gemv(void) {
     one_linear_w(16, 1088, 300, DSPY_DTYPE_BF16, false, true, true); /* 17 steps of 64: batches part-filled */
     one_linear_w(16, 1056, 300, DSPY_DTYPE_F32, false, false, true); /* C % 64 != 0: BF16 kernel, same values */
     one_linear_w(3, 2048, 700, DSPY_DTYPE_F32, false, false, true);  /* GEMV rows: BF16, same values */
+    /* C < 4,096 with a unit of 32 rows for every SM (OC >= 32 x 132 on an H200): two-tile units,
+     * the last one cut short */
+    one_linear_w(16, 2048, 4500, DSPY_DTYPE_F32, true, true, true);
+    one_linear_w(6, 1088, 4243, DSPY_DTYPE_BF16, false, false, true);
     one_fused_w(5, 512, 704, true);
     one_fused_w(8, 2048, 5000, true);
     one_fused_w(13, 1088, 333, true);

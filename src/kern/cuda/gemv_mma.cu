@@ -272,7 +272,7 @@ static __device__ __forceinline__ void norm_rows(bf16 *xs, int ldx, const float 
 
 /* ---- linear --------------------------------------------------------------------------------- */
 
-template <int NT, bool F8>
+template <int NT, bool F8, int T>
 static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_linear(const void *__restrict__ W,
                                                                       const float *__restrict__ scale,
                                                                       const bf16 *__restrict__ X,
@@ -280,7 +280,6 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_linear(const void
                                                                       int N, int OC, int C) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     float *red = (float *)smem_raw;
-    constexpr int T = F8 ? 2 : 1; /* F8: units of 32 rows (lin_tiles) */
     const int units = (OC + 16 * T - 1) / (16 * T);
     auto row_of = [=](int u, int tt, int r) { return min(u * 16 * T + tt * 16 + r, OC - 1); };
     uint4 b0[8], b1[8];
@@ -366,7 +365,7 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_mlp_in(const void
 
 /* ---- logits: gather + final RMSNorm + lm_head ---------------------------------------------- */
 
-template <int NT, bool F8>
+template <int NT, bool F8, int T>
 static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_logits(const void *__restrict__ W,
                                                                       const float *__restrict__ scale,
                                                                       const float *__restrict__ x,
@@ -377,7 +376,6 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_logits(const void
     const int ldx = C + XPAD;
     bf16 *xs = (bf16 *)smem_raw;
     float *red = (float *)(smem_raw + (size_t)8 * NT * ldx * 2);
-    constexpr int T = F8 ? 2 : 1; /* F8: units of 32 rows (lin_tiles) */
     const int units = (V + 16 * T - 1) / (16 * T);
     auto row_of = [=](int u, int tt, int r) { return min(u * 16 * T + tt * 16 + r, V - 1); };
     uint4 b0[8], b1[8];
@@ -408,10 +406,12 @@ static int g_smem_optin;
 
 static bool aligned16(const void *p) { return (uintptr_t)p % 16 == 0; }
 
-/* Tiles of 16 rows in a unit of linear and logits: two with FP8 weights, whose 16-byte loads
- * cover 16 K each, so that one-tile batches at C = 2,048 (32 steps of 64 for 16 warps x 4 steps)
- * would leave half of every lane's loads unused; one with BF16. */
-static int lin_tiles(bool f8) { return f8 ? 2 : 1; }
+/* Tiles of 16 rows in a unit of linear and logits (T): one, except with FP8 weights where a
+ * one-tile batch (16 warps x 4 K steps of 64) would leave lanes' loads unused (C < 4,096: half of
+ * them at 2,048) and two-tile units still give every SM one (the lm_head; not o_proj's 64). */
+static int lin_tiles(dspy_backend *be, bool f8, int OC, int C) {
+    return f8 && C / 64 < MW * 4 && (OC + 31) / 32 >= cu_of(be)->sm_count ? 2 : 1;
+}
 
 /* Wp, mp and f8 of a launch: the FP8 copy linked to w (kern/ops.h f8_link) when there is one and
  * C % 64 == 0 (a 16-byte load is 16 codes), else w's BF16 values. */
@@ -440,18 +440,20 @@ dspy_status dspy_cu_mma_linear(dspy_backend *be, dspy_tensor out, dspy_tensor in
     const int mode = accumulate ? MEP_ACC : out.dtype == DSPY_DTYPE_BF16 ? MEP_BF16 : MEP_F32;
     const bf16 *Xp = (const bf16 *)inp.data;
     const float *bp = (const float *)bias.data;
-    const int units = (OC + 15) / 16;
     F8_PICK(w, OC, C);
-#define LAUNCH(NT, F8)                                                                                              \
+    const int T = lin_tiles(be, f8, OC, C), units = (OC + 16 * T - 1) / (16 * T);
+#define LAUNCH(NT, F8, T)                                                                                           \
     return cu_launch(be, F8 ? "linear (tensor-core gemv, FP8 weights)" : "linear (tensor-core gemv)",              \
-                     k_mma_linear<NT, F8>, grid_of(be, F8 ? (OC + 31) / 32 : units), MMA_THREADS,                   \
-                     smem_bytes(NT, lin_tiles(F8), C, false), Wp, mp, Xp, out.data, mode, bp, N, OC, C)
+                     k_mma_linear<NT, F8, T>, grid_of(be, units), MMA_THREADS, smem_bytes(NT, T, C, false), Wp, mp, \
+                     Xp, out.data, mode, bp, N, OC, C)
     if (N > 8) {
-        if (f8) LAUNCH(2, true);
-        LAUNCH(2, false);
+        if (f8 && T == 2) LAUNCH(2, true, 2);
+        if (f8) LAUNCH(2, true, 1);
+        LAUNCH(2, false, 1);
     }
-    if (f8) LAUNCH(1, true);
-    LAUNCH(1, false);
+    if (f8 && T == 2) LAUNCH(1, true, 2);
+    if (f8) LAUNCH(1, true, 1);
+    LAUNCH(1, false, 1);
 #undef LAUNCH
 }
 
@@ -504,24 +506,26 @@ dspy_status dspy_cu_mma_mlp_in(dspy_backend *be, bool *taken, dspy_tensor h, dsp
 
 dspy_status dspy_cu_mma_logits(dspy_backend *be, bool *taken, dspy_tensor out, dspy_tensor x, dspy_tensor rows,
                                dspy_tensor w_norm, dspy_tensor w, int M, int C, int V, float eps) {
-    *taken = fused_fits(M, C, w.data, x.data, w_norm.data, 1);
-    if (!*taken) return DSPY_OK;
     /* the arguments were checked by the caller, gemv.cu's logits entry */
     F8_PICK(w, V, C);
+    const int T = lin_tiles(be, f8, V, C), units = (V + 16 * T - 1) / (16 * T);
+    *taken = fused_fits(M, C, w.data, x.data, w_norm.data, T);
+    if (!*taken) return DSPY_OK;
     const float *xp = (const float *)x.data, *wn = (const float *)w_norm.data;
     const int32_t *rp = (const int32_t *)rows.data;
     float *op = (float *)out.data;
-    const int units = (V + 15) / 16;
-#define LAUNCH(NT, F8)                                                                                              \
+#define LAUNCH(NT, F8, T)                                                                                           \
     return cu_launch(be, F8 ? "logits (tensor-core gemv, FP8 weights)" : "logits (tensor-core gemv)",              \
-                     k_mma_logits<NT, F8>, grid_of(be, F8 ? (V + 31) / 32 : units), MMA_THREADS,                    \
-                     smem_bytes(NT, lin_tiles(F8), C, true), Wp, mp, xp, rp, wn, eps, op, M, C, V)
+                     k_mma_logits<NT, F8, T>, grid_of(be, units), MMA_THREADS, smem_bytes(NT, T, C, true), Wp, mp,  \
+                     xp, rp, wn, eps, op, M, C, V)
     if (M > 8) {
-        if (f8) LAUNCH(2, true);
-        LAUNCH(2, false);
+        if (f8 && T == 2) LAUNCH(2, true, 2);
+        if (f8) LAUNCH(2, true, 1);
+        LAUNCH(2, false, 1);
     }
-    if (f8) LAUNCH(1, true);
-    LAUNCH(1, false);
+    if (f8 && T == 2) LAUNCH(1, true, 2);
+    if (f8) LAUNCH(1, true, 1);
+    LAUNCH(1, false, 1);
 #undef LAUNCH
 }
 
@@ -536,7 +540,10 @@ dspy_status dspy_cu_mma_setup(dspy_backend *be) {
 #define ATTR(...) \
     if (e == cudaSuccess) e = cudaFuncSetAttribute(__VA_ARGS__, cudaFuncAttributeMaxDynamicSharedMemorySize, mx);
 #define ATTR2(K) ATTR(K<1, false>) ATTR(K<2, false>) ATTR(K<1, true>) ATTR(K<2, true>)
-    ATTR2(k_mma_linear) ATTR2(k_mma_attn_in) ATTR2(k_mma_mlp_in) ATTR2(k_mma_logits)
+#define ATTR3(K) ATTR(K<1, false, 1>) ATTR(K<2, false, 1>) ATTR(K<1, true, 1>) ATTR(K<2, true, 1>) \
+    ATTR(K<1, true, 2>) ATTR(K<2, true, 2>)
+    ATTR3(k_mma_linear) ATTR2(k_mma_attn_in) ATTR2(k_mma_mlp_in) ATTR3(k_mma_logits)
+#undef ATTR3
 #undef ATTR2
 #undef ATTR
     return dspy_cu_check(be, e, "tensor-core gemv (shared memory limit)");
