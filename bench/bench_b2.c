@@ -10,8 +10,20 @@
  *   shared[i] = 1000 + splitmix64(7 + i) % 99000            (i < PREFIX)
  *   own_r[j]  = 1000 + splitmix64(1000003 * (r + 1) + j) % 99000   (j < UNIQUE)
  *
+ * Two modes:
+ *   default ("mode": "first-alone"): one request first, alone (it fills the prefix cache and
+ *     warms the server; its time is reported apart, "seconds_with_first" adds it), then the other
+ *     requests - 1 by the clients, timed from their first send to the last answer ("seconds").
+ *   --burst ("mode": "burst"): what the tutorial's evaluation does: every request, the first
+ *     included, through the clients from a cold prefix cache, timed from the first send to the
+ *     last answer ("seconds"); the engine's in-flight prefix sharing is what keeps the clients'
+ *     first prompts from computing the shared prefix each ("prompt_tokens_computed": the prompt
+ *     tokens the server computed, from /metrics; about prefix + requests * unique when it holds).
+ * In both, "text_hash" covers the answers of requests 1 .. requests - 1 (the same set, so two runs
+ * of either mode compare).
+ *
  * Usage: bench_b2 --model DIR [--device cuda] [--requests 100] [--clients 16] [--prefix 1300]
- *        [--unique 200] [--max-tokens 80] [--max-seqs 16] [--weights bf16|fp8]
+ *        [--unique 200] [--max-tokens 80] [--max-seqs 16] [--weights bf16|fp8] [--burst]
  * One JSON line (bench "B2") last. Not a test (bench/, DESIGN §8.6).
  */
 #include <curl/curl.h>
@@ -148,6 +160,12 @@ static const char *opt(int argc, char **argv, const char *name, const char *def)
     return def;
 }
 
+static bool flag(int argc, char **argv, const char *name) {
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], name) == 0) return true;
+    return false;
+}
+
 int main(int argc, char **argv) {
     const char *model = opt(argc, argv, "--model", NULL), *device = opt(argc, argv, "--device", "cuda");
     const int requests = atoi(opt(argc, argv, "--requests", "100")), clients = atoi(opt(argc, argv, "--clients", "16"));
@@ -155,9 +173,11 @@ int main(int argc, char **argv) {
     const int max_tokens = atoi(opt(argc, argv, "--max-tokens", "80"));
     const char *max_seqs = opt(argc, argv, "--max-seqs", "16");
     const char *weights = opt(argc, argv, "--weights", "bf16"); /* fp8: dspy serve --weights fp8 */
-    if (!model || requests < 1 || clients < 1 || prefix < 0 || unique < 1 || max_tokens < 1) {
+    const bool burst = flag(argc, argv, "--burst");
+    if (!model || requests < 1 || clients < 1 || prefix < 0 || unique < 1 || max_tokens < 1 ||
+        flag(argc, argv, "--help")) {
         fprintf(stderr, "usage: bench_b2 --model DIR [--device cuda] [--requests N] [--clients N] [--prefix N] "
-                        "[--unique N] [--max-tokens N] [--max-seqs N]\n");
+                        "[--unique N] [--max-tokens N] [--max-seqs N] [--weights bf16|fp8] [--burst]\n");
         return 2;
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -191,19 +211,26 @@ int main(int argc, char **argv) {
         dspy_str_appendf(&b, "],\"max_tokens\":%d,\"temperature\":0}", max_tokens);
         r.bodies[q] = b.ptr;
     }
-    /* one request first, alone: it fills the prefix cache and warms the server (its time is
-     * reported apart); then the rest by `clients` concurrent clients */
+    /* default: one request first, alone: it fills the prefix cache and warms the server (its time
+     * is reported apart); then the rest by `clients` concurrent clients. --burst: all of them by
+     * the clients, from a cold prefix cache. */
     CURL *h = curl_easy_init();
     test_http_reply out = {0};
     char *m0 = NULL, *mstart = NULL;
     char root[256];
     snprintf(root, sizeof root, "%.*s", (int)(strlen(r.base) - 3), r.base); /* /metrics sits beside /v1 */
     if (request(h, root, "/metrics", NULL, &out) == 200) mstart = strdup(dspy_str_cstr(&out.body));
-    double t_first = now_s();
-    long st = request(h, r.base, "/completions", r.bodies[0], &out);
-    t_first = now_s() - t_first;
-    if (request(h, root, "/metrics", NULL, &out) == 200) m0 = strdup(dspy_str_cstr(&out.body));
-    atomic_init(&r.next, 1);
+    double t_first = 0;
+    long st = 200;
+    if (!burst) {
+        t_first = now_s();
+        st = request(h, r.base, "/completions", r.bodies[0], &out);
+        t_first = now_s() - t_first;
+        if (request(h, root, "/metrics", NULL, &out) == 200) m0 = strdup(dspy_str_cstr(&out.body));
+    } else if (mstart) {
+        m0 = strdup(mstart);
+    }
+    atomic_init(&r.next, burst ? 0 : 1);
     double t0 = now_s();
     pthread_t *th = calloc((size_t)clients, sizeof *th);
     for (int i = 0; i < clients; i++) pthread_create(&th[i], NULL, client_main, &r);
@@ -228,20 +255,41 @@ int main(int argc, char **argv) {
         accepted = metric(m1, "dspy_engine_accepted_tokens_total") - metric(m0, "dspy_engine_accepted_tokens_total");
     }
     const char *spec = getenv("DSPY_ENGINE_SPEC");
+    uint64_t all = 1469598103934665603ull; /* the answers' hashes in request order */
+    for (int q = 1; q < requests; q++) all = (all ^ r.text_hash[q]) * 1099511628211ull;
+    if (burst) {
+        /* prompt tokens the server computed over the burst (the shared prefix once, ideally) */
+        double computed = m0 && m1 ? metric(m1, "dspy_prompt_tokens_computed_total") -
+                                         metric(m0, "dspy_prompt_tokens_computed_total")
+                                   : -1;
+        printf("B2 burst: %d requests by %d clients from a cold prefix cache: %d ok, %d errors (first: HTTP %d), "
+               "%lld prompt and %lld completion tokens, %.0f prompt tokens computed\n", requests, clients,
+               atomic_load(&r.ok), atomic_load(&r.errors), atomic_load(&r.first_error),
+               atomic_load(&r.prompt_tokens), atomic_load(&r.completion_tokens), computed);
+        print_profile("burst", m0, m1, wall);
+        printf("{\"bench\": \"B2\", \"mode\": \"burst\", \"device\": \"%s\", \"requests\": %d, \"clients\": %d, "
+               "\"seconds\": %.4f, \"req_per_s\": %.1f, \"completion_tokens\": %lld, \"errors\": %d, "
+               "\"prefix_hit_rate\": %.4f, \"prefix_hit_of_shared\": %.4f, \"prompt_tokens_computed\": %.0f, "
+               "\"spec_tokens\": %d, \"drafted\": %.0f, \"accepted\": %.0f, \"weights\": \"%s\", "
+               "\"text_hash\": \"%016llx\"}\n",
+               device, requests, clients, wall, requests / wall, atomic_load(&r.completion_tokens),
+               atomic_load(&r.errors), hit, hit_shared, computed, spec ? atoi(spec) : 0, drafted, accepted, weights,
+               (unsigned long long)all);
+        goto done;
+    }
     printf("B2: first request alone %.3f s (HTTP %ld); %d requests by %d clients: %d ok, %d errors (first: HTTP %d), "
            "%lld prompt and %lld completion tokens\n", t_first, st, requests - 1, clients, atomic_load(&r.ok),
            atomic_load(&r.errors), atomic_load(&r.first_error), atomic_load(&r.prompt_tokens),
            atomic_load(&r.completion_tokens));
-    uint64_t all = 1469598103934665603ull; /* the answers' hashes in request order */
-    for (int q = 1; q < requests; q++) all = (all ^ r.text_hash[q]) * 1099511628211ull;
     print_profile("first", mstart, m0, t_first);
     print_profile("rest", m0, m1, wall);
-    printf("{\"bench\": \"B2\", \"device\": \"%s\", \"requests\": %d, \"clients\": %d, \"seconds\": %.4f, "
+    printf("{\"bench\": \"B2\", \"mode\": \"first-alone\", \"device\": \"%s\", \"requests\": %d, \"clients\": %d, \"seconds\": %.4f, "
            "\"seconds_with_first\": %.4f, \"req_per_s\": %.1f, \"completion_tokens\": %lld, \"errors\": %d, "
            "\"prefix_hit_rate\": %.4f, \"prefix_hit_of_shared\": %.4f, \"spec_tokens\": %d, \"drafted\": %.0f, "
            "\"accepted\": %.0f, \"weights\": \"%s\", \"text_hash\": \"%016llx\"}\n", device, requests - 1, clients, wall,
            wall + t_first, (requests - 1) / wall, atomic_load(&r.completion_tokens), atomic_load(&r.errors), hit,
            hit_shared, spec ? atoi(spec) : 0, drafted, accepted, weights, (unsigned long long)all);
+done:;
     int rc = atomic_load(&r.errors) || st != 200 ? 1 : 0;
     for (int q = 0; q < requests; q++) free(r.bodies[q]);
     free(r.bodies), free(th), free(m0), free(m1), free(mstart), free(r.text_hash);

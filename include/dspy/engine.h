@@ -25,6 +25,10 @@
  * Prefix cache: every full KV block a sequence fills is kept, by the chain hash of the tokens up
  * to it, until its memory is needed; a new prompt that starts with the same tokens reuses those
  * blocks instead of computing them (the system prompt shared by many requests is computed once).
+ * This holds in a cold burst too (many such prompts added before any block is published): a
+ * prompt whose next full block another running sequence is computing with the same tokens feeds
+ * nothing until that block is published, then reuses it; its reused tokens count as
+ * prefix_hit_tokens, not computed_tokens.
  *
  * Not handled here: tokenization, stop *strings* (the caller detokenizes and checks them, then
  * calls dspy_engine_remove), chat templates.

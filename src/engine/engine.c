@@ -12,7 +12,10 @@
  * means "queue it and retry after a step").
  *
  * Every full block a sequence fills is published under its chain name (engine/block_pool.h),
- * so the shared system prompt of many requests is computed once.
+ * so the shared system prompt of many requests is computed once — also in a cold burst, where
+ * many such prompts are added before any block is published: a prompt whose next full block
+ * another running sequence is filling with the same tokens waits for it and then takes it from
+ * the prefix cache (dspy_engine_defer, in-flight sharing) instead of computing it again.
  */
 #include "dspy/engine.h"
 
@@ -195,6 +198,9 @@ static bool claim_blocks(dspy_engine *e, seq *s) {
     for (int32_t i = matched; i < need; i++) dspy_block_pool_alloc(&e->pool, &s->blocks[i]);
     s->n_blocks = need;
     s->n_named = matched;
+    for (int32_t i = matched; i < s->n_tokens / bs; i++) /* the rest of its full blocks, for dspy_engine_defer */
+        s->names[i] = dspy_block_name(i ? s->names[i - 1] : 0, s->tokens + (size_t)i * bs, bs);
+    s->n_hashed = s->n_tokens / bs;
     s->n_cached = matched * bs;
     e->hit_tokens += (int64_t)matched * bs;
     return true;
@@ -257,6 +263,51 @@ void dspy_engine_publish(dspy_engine *e, seq *s) {
         dspy_block_pool_publish(&e->pool, s->blocks[i], s->names[i], parent, t);
         s->n_named++;
     }
+    if (s->n_hashed < s->n_named) s->n_hashed = s->n_named;
+}
+
+/* In-flight sharing. A sequence s prefilling from a block boundary first adopts the prefix
+ * cache's blocks for its next positions (published since it claimed its blocks: its own fresh
+ * blocks there hold nothing yet and go back to the pool; the tokens count as hits, not computed).
+ * Then, if its next full block j (one it may share: not the one holding its last token) is being
+ * filled by another running sequence t with the same leading tokens (same chain name for block j
+ * and the same tokens in it; t has not filled it yet), s feeds nothing this step: t publishes the
+ * block when it fills it, and s adopts it at a later step. Among the sequences that could fill
+ * block j, the one furthest on (n_cached), the earliest added on a tie, is the leader: the order
+ * is strict, so two sequences never wait on each other, and the first of any chain of waits
+ * computes. A leader preempted (waiting), removed or finished stops being one, and its followers
+ * then compute (adopting what it published). The cost: a scan of the active sequences for each
+ * prefilling sequence at a block boundary. */
+bool dspy_engine_defer(dspy_engine *e, int32_t i) {
+    seq *s = e->active[i];
+    const int32_t bs = e->kv.block_size, max_share = (s->n_tokens - 1) / bs;
+    if (s->waiting || s->n_cached != s->n_named * bs) return false;
+    int32_t j = s->n_named;
+    while (j < max_share && j < s->n_hashed) {
+        const int32_t *t = s->tokens + (size_t)j * bs;
+        int32_t b = dspy_block_pool_lookup(&e->pool, s->names[j], j ? s->names[j - 1] : 0, t);
+        if (b < 0) break;
+        dspy_block_pool_ref(&e->pool, b);
+        dspy_block_pool_unref(&e->pool, s->blocks[j]); /* unnamed, only s's: back to the free list */
+        s->blocks[j++] = b;
+    }
+    if (j > s->n_named) {
+        const int64_t adopted = (int64_t)(j - s->n_named) * bs;
+        s->n_named = j;
+        s->n_cached = j * bs;
+        e->hit_tokens += adopted;
+        e->computed_tokens -= adopted;
+    }
+    if (j >= max_share || j >= s->n_hashed) return false;
+    for (int32_t k = 0; k < e->n_active; k++) {
+        const seq *t = e->active[k];
+        if (t == s || t->waiting || j >= t->n_hashed || t->names[j] != s->names[j] || t->n_cached >= (j + 1) * bs ||
+            t->n_cached < s->n_cached || (t->n_cached == s->n_cached && k > i))
+            continue;
+        if (memcmp(t->tokens + (size_t)j * bs, s->tokens + (size_t)j * bs, sizeof(int32_t) * (size_t)bs) == 0)
+            return true;
+    }
+    return false;
 }
 
 /* ---- sequences ------------------------------------------------------------------------------- */

@@ -25,9 +25,11 @@ typedef struct seq {
     int32_t max_new;
     int32_t n_generated;
     int32_t *blocks;   /* block table: blocks[i] holds positions i*bs .. i*bs+bs-1 */
-    uint64_t *names;   /* chain names of the full blocks published so far */
+    uint64_t *names;   /* chain names of its leading full blocks: published ones, then the rest of
+                          its prompt's (hashed when it claims blocks; in-flight sharing compares them) */
     int32_t n_blocks;  /* blocks held (references) */
     int32_t n_named;   /* leading full blocks already published in the prefix cache */
+    int32_t n_hashed;  /* names[0 .. n_hashed) are valid (>= n_named) */
     int32_t cap_blocks;
     bool waiting;      /* preempted: holds no blocks, resumes when there are enough */
     int32_t *stop_ids;
@@ -92,6 +94,10 @@ void dspy_engine_resume_waiting(dspy_engine *e);
 /* The block for position `pos` of s exists afterwards; false when s itself was preempted. */
 bool dspy_engine_grow(dspy_engine *e, seq *s, int32_t pos);
 void dspy_engine_publish(dspy_engine *e, seq *s);
+/* In-flight prefix sharing for active[i], a sequence prefilling (engine.c): takes the published
+ * blocks that now follow its cached ones, then true when it should feed nothing this step
+ * because another running sequence is filling its next full block with the same tokens. */
+bool dspy_engine_defer(dspy_engine *e, int32_t i);
 dspy_finish dspy_engine_finish_rule(const dspy_engine *e, const seq *s, int32_t tok);
 /* DSPY_ERR_ARG for an empty prompt or a token outside the vocabulary. */
 dspy_status dspy_engine_check_prompt(const dspy_model_config *c, const int32_t *ids, size_t n);

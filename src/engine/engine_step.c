@@ -3,7 +3,8 @@
  * Each step resumes preempted sequences that now fit, gives every decoding sequence the block
  * its next position needs (preempting others when the pool is dry), packs, in add order, one
  * decode token for every sequence past its prompt and prompt chunks for the others (up to
- * max_batch_tokens), runs dspy_forward once and the backend's sampler for every sequence whose
+ * max_batch_tokens; a prompt whose next full block another sequence is filling waits for it:
+ * in-flight prefix sharing, engine.c), runs dspy_forward once and the backend's sampler for every sequence whose
  * known tokens are all cached, publishes newly filled blocks in the prefix cache, and retires
  * finished sequences.
  *
@@ -169,8 +170,10 @@ typedef struct step_plan {
 } step_plan;
 
 /* How many tokens each sequence feeds: all its uncached tokens, prompt chunks within the budget
- * (a decoding sequence feeds its one new token, and its drafts, outside the budget). Gives decoding
- * sequences their next block first, which may preempt others (they then feed nothing). */
+ * (a decoding sequence feeds its one new token, and its drafts, outside the budget); nothing for
+ * a prefilling sequence that waits on another filling the blocks they share (dspy_engine_defer).
+ * Gives decoding sequences their next block first, which may preempt others (they then feed
+ * nothing). */
 static step_plan plan_step(dspy_engine *e, int32_t *take) {
     step_plan sp = {0, 0, 0, 0, 0, 0, true};
     for (int32_t i = 0; i < e->n_active; i++) {
@@ -181,6 +184,12 @@ static step_plan plan_step(dspy_engine *e, int32_t *take) {
     int32_t budget = e->p.max_batch_tokens;
     for (int32_t i = 0; i < e->n_active; i++) {
         seq *s = e->active[i];
+        /* a prefilling sequence takes blocks published since, and waits while another fills the
+         * next block they share (engine.c dspy_engine_defer) */
+        if (!s->waiting && s->n_tokens - s->n_cached > 1 && dspy_engine_defer(e, i)) {
+            take[i] = 0;
+            continue;
+        }
         int32_t t = s->waiting ? 0 : s->n_tokens - s->n_cached;
         const int32_t d = e->n_draft[i];
         if (t > 1) {
