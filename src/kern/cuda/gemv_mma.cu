@@ -29,6 +29,14 @@
  *     linear reads its BF16 input rows from global memory (L1-cached, shared by the block):
  *     every block reads all of them from L2, as many bytes as its weights at 16 rows (likely
  *     part of why down_proj reaches 2.2 TB/s where mlp_in reaches 3.6; not profiled).
+ * FP8 weights (kern/ops.h f8_link; the F8 instances): a lane's 16-byte load is 16 E4M3 codes of a
+ * row, K 64 s + 16 t .. (steps of 64), that become two of the chunks above in registers; the
+ * normed kernels convert them to F16 (one instruction a pair) and run the F16 MMA on rows stored
+ * as F16, linear (rows read from global memory as BF16) rebuilds BF16 values bit by bit; either
+ * way the products are those of the BF16 matrix f8_link rounded, and the row's 2^k scales the
+ * F32 sum. Linear and logits take two-tile units where one-tile batches would leave loads unused.
+ * H200, batch-14 decode step at B2's context: 0.98 ms against 1.19 with BF16 weights (2026-12-03,
+ * before the F16 path).
  * One block per SM (its grid one wave), blocks striding over the units.
  * Not taken (the caller falls back to the composed path): N outside 5..16, C % 32 != 0,
  * operands not 16-byte aligned, HS % 32 != 0 (attn_in), normed rows over the shared memory.
@@ -40,6 +48,9 @@
 #include "kern/cuda/f8.cuh"
 #include "kern/cuda/gemv_mma.cuh"
 #include "kern/cuda/mma.cuh"
+
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
 
 enum { MW = 16, MMA_THREADS = MW * 32, XPAD = 32 /* BF16 elements (64 bytes) a normed row is padded by */ };
 enum { MEP_BF16 = 0, MEP_F32 = 1, MEP_ACC = 2 };
@@ -103,20 +114,33 @@ static __device__ __forceinline__ uint4 f8_chunk(uint32_t x0, uint32_t x1) {
     return make_uint4(f8_pair(x0, 0x9180u), f8_pair(x0, 0xb3a2u), f8_pair(x1, 0x9180u), f8_pair(x1, 0xb3a2u));
 }
 
+/* The same eight codes as F16 values, one hardware conversion a pair (E4M3 -> F16 is exact: every
+ * code is a normal F16). The kernels whose activation rows sit in shared memory (the normed ones)
+ * take this path with the rows stored as F16 (norm_rows), so the MMA runs on F16. */
+static __device__ __forceinline__ uint32_t f8_pair_h(uint32_t x2) {
+    const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)x2, __NV_E4M3);
+    return (uint32_t)h.x | (uint32_t)h.y << 16;
+}
+static __device__ __forceinline__ uint4 f8_chunk_h(uint32_t x0, uint32_t x1) {
+    return make_uint4(f8_pair_h(x0 & 0xffffu), f8_pair_h(x0 >> 16), f8_pair_h(x1 & 0xffffu), f8_pair_h(x1 >> 16));
+}
+
 /* acc[tt][nt] (the 16 x 8 D fragment of tile tt, rows n8 tile nt) += the batch's MMAs. X: the
  * activation rows, ldx elements apart; GX: in global memory (rows >= N read as zeros), else in
  * shared memory (rows up to 8 * NT present, zeros past N). */
 template <int NT, int T, bool GX, bool F8>
 static __device__ __forceinline__ void mma_batch(float (*acc)[NT][4], const uint4 *a, const bf16 *X, int ldx, int N, int S,
                                                  int j) {
-    constexpr int SPB = 4 / T, H = F8 ? 2 : 1;
+    /* H: F8 with the rows in shared memory as F16 (norm_rows): the codes convert to F16 */
+    constexpr int SPB = 4 / T, HH = F8 ? 2 : 1;
+    constexpr bool H = F8 && !GX;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
 #pragma unroll
     for (int q = 0; q < SPB; q++) {
         int s = (j * SPB + q) * MW + w;
         if (s >= S) continue; /* warp-uniform */
 #pragma unroll
-        for (int hh = 0; hh < H; hh++) {
+        for (int hh = 0; hh < HH; hh++) {
             /* F8: a 16-byte load held 16 codes, K 64 s + 16 t ..; half hh is the 8-value chunk at + 8 hh */
             const int k0 = F8 ? s * 64 + 16 * t + 8 * hh : s * 32 + 8 * t;
             uint4 b[NT];
@@ -129,7 +153,10 @@ static __device__ __forceinline__ void mma_batch(float (*acc)[NT][4], const uint
 #pragma unroll
             for (int tt = 0; tt < T; tt++) {
                 uint4 A = a[(tt * SPB + q) * 2], A8 = a[(tt * SPB + q) * 2 + 1];
-                if (F8) {
+                if (H) {
+                    A = hh ? f8_chunk_h(A.z, A.w) : f8_chunk_h(A.x, A.y);
+                    A8 = hh ? f8_chunk_h(A8.z, A8.w) : f8_chunk_h(A8.x, A8.y);
+                } else if (F8) {
                     A = hh ? f8_chunk(A.z, A.w) : f8_chunk(A.x, A.y);
                     A8 = hh ? f8_chunk(A8.z, A8.w) : f8_chunk(A8.x, A8.y);
                 }
@@ -137,8 +164,13 @@ static __device__ __forceinline__ void mma_batch(float (*acc)[NT][4], const uint
 #pragma unroll
                 for (int nt = 0; nt < NT; nt++) {
                     const uint32_t b0[2] = {b[nt].x, b[nt].y}, b1[2] = {b[nt].z, b[nt].w};
-                    mma16816(acc[tt][nt], f0, b0);
-                    mma16816(acc[tt][nt], f1, b1);
+                    if (H) {
+                        mma16816_f16(acc[tt][nt], f0, b0);
+                        mma16816_f16(acc[tt][nt], f1, b1);
+                    } else {
+                        mma16816(acc[tt][nt], f0, b0);
+                        mma16816(acc[tt][nt], f1, b1);
+                    }
                 }
             }
         }
@@ -236,11 +268,20 @@ static __device__ __forceinline__ void first_batches(uint4 *b0, uint4 *b1, const
     if (u < units) load_batch<T, F8>(b1, W, C, S, u, j, row_of);
 }
 
+/* A BF16 pair as F16, saturating at +-65,504. */
+static __device__ __forceinline__ __half2 f16_pair(__nv_bfloat162 v) {
+    const float2 f = __bfloat1622float2(v);
+    return __floats2half2_rn(fminf(fmaxf(f.x, -65504.0f), 65504.0f), fminf(fmaxf(f.y, -65504.0f), 65504.0f));
+}
+
 /* xs (8 * NT, ldx) BF16: rows r < N = rmsnorm(x row rows[r] (or r)) * wn, the rest zeros. One
  * warp a row, float4 loads (C % 4 == 0 and 16-byte aligned rows: checked by the caller). Same
  * arithmetic as gemv.cu's prologue and the composed rmsnorm: 1 / sqrtf(ss / C + eps), then
- * w * (x * rinv) rounded once to BF16. */
-template <int NT>
+ * w * (x * rinv) rounded once to BF16. H (the FP8 kernels): those BF16 values stored as F16, which
+ * holds them exactly from 2^-17 up to 65,504 in magnitude (8 significant bits; beyond, they
+ * saturate, and below, F16 subnormals keep fewer bits: no normed row of a real model gets there),
+ * so that the F16 MMA multiplies the same numbers as the BF16 one. */
+template <int NT, bool H>
 static __device__ __forceinline__ void norm_rows(bf16 *xs, int ldx, const float *__restrict__ x,
                                                  const int32_t *__restrict__ rows, const float *__restrict__ wn, int N,
                                                  int C, float eps) {
@@ -260,8 +301,15 @@ static __device__ __forceinline__ void norm_rows(bf16 *xs, int ldx, const float 
 #pragma unroll 4
             for (int c = lane; c < C / 4; c += 32) {
                 float4 v = x4[c], wv = w4[c];
-                *(__nv_bfloat162 *)(xo + 4 * c) = __floats2bfloat162_rn(wv.x * (v.x * rinv), wv.y * (v.y * rinv));
-                *(__nv_bfloat162 *)(xo + 4 * c + 2) = __floats2bfloat162_rn(wv.z * (v.z * rinv), wv.w * (v.w * rinv));
+                const __nv_bfloat162 lo = __floats2bfloat162_rn(wv.x * (v.x * rinv), wv.y * (v.y * rinv));
+                const __nv_bfloat162 hi = __floats2bfloat162_rn(wv.z * (v.z * rinv), wv.w * (v.w * rinv));
+                if (H) {
+                    *(__half2 *)(xo + 4 * c) = f16_pair(lo);
+                    *(__half2 *)(xo + 4 * c + 2) = f16_pair(hi);
+                } else {
+                    *(__nv_bfloat162 *)(xo + 4 * c) = lo;
+                    *(__nv_bfloat162 *)(xo + 4 * c + 2) = hi;
+                }
             }
         } else {
             for (int c = lane; c < C / 8; c += 32) *(uint4 *)(xo + 8 * c) = make_uint4(0, 0, 0, 0);
@@ -317,7 +365,7 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_attn_in(
     uint4 b0[8], b1[8];
     first_batches<2, F8>(b0, b1, W, C, units, row_of);
     griddep_wait(CU_REL_ATTN_IN);
-    norm_rows<NT>(xs, ldx, x, NULL, wn, N, C, eps);
+    norm_rows<NT, F8>(xs, ldx, x, NULL, wn, N, C, eps);
     run_units<NT, 2, false, F8>(b0, b1, W, scale, C, units, xs, ldx, N, red, row_of, [=](int u, int r, int n, float va, float vb) {
         const int hh = u / per, i = (u % per) * 16 + r, rowA = hh * HS + i;
         const int sect = hh < NH ? 0 : hh < NH + NKV ? 1 : 2, head = hh - (sect == 0 ? 0 : sect == 1 ? NH : NH + NKV);
@@ -353,7 +401,7 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_mlp_in(const void
     uint4 b0[8], b1[8];
     first_batches<2, F8>(b0, b1, W, C, units, row_of);
     griddep_wait(CU_REL_MLP_IN);
-    norm_rows<NT>(xs, ldx, x, NULL, wn, N, C, eps);
+    norm_rows<NT, F8>(xs, ldx, x, NULL, wn, N, C, eps);
     run_units<NT, 2, false, F8>(b0, b1, W, scale, C, units, xs, ldx, N, red, row_of, [=](int u, int r, int n, float gv, float uv) {
         const int row = u * 16 + r;
         if (row >= I) return;
@@ -381,7 +429,7 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_logits(const void
     uint4 b0[8], b1[8];
     first_batches<T, F8>(b0, b1, W, C, units, row_of);
     griddep_wait(CU_REL_LOGITS);
-    norm_rows<NT>(xs, ldx, x, rows, wn, M, C, eps);
+    norm_rows<NT, F8>(xs, ldx, x, rows, wn, M, C, eps);
     run_units<NT, T, false, F8>(b0, b1, W, scale, C, units, xs, ldx, M, red, row_of, [=](int u, int r, int n, float va,
                                                                                         float vb) {
         for (int tt = 0; tt < T; tt++) {

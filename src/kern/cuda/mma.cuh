@@ -37,6 +37,14 @@ static __device__ __forceinline__ void mma16816(float *d, const uint32_t *a, con
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
+/* d (16x8 F32) += a (16x16 F16, row) * b (16x8 F16, col). */
+static __device__ __forceinline__ void mma16816_f16(float *d, const uint32_t *a, const uint32_t *b) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                 "{%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
 /* 2^x by the hardware approximation (MUFU.EX2, ~2 ulp; results below 2^-126 flush to 0, which a
  * softmax weight of that size may): exp2f without -ftz wraps it in denormal handling that costs
  * several instructions per score. */
