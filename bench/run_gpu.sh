@@ -10,7 +10,7 @@
 #     run (torch_train.py --curve-vs, 2 %) and the trained checkpoint's logits in transformers
 #     against ours (bench_train --export, torch_train.py --check-export, 5e-2).
 # t1: issue 11's training benchmark (bench_train, then bench/torch_train.py eager and compiled).
-# step: also decode steps of STEP_BATCHES ("batch DSPY_CUDA_MMA shared-positions" triples).
+# step: also decode steps of STEP_BATCHES ("batch DSPY_CUDA_MMA shared-positions weights" quadruples; weights bf16 or fp8).
 # t2: issue 11's T2 (bench_train --t2 one epoch, shared and unshared; torch_train.py --t2, T2_TORCH_STEPS
 #     of the epoch's steps timed and scaled, said in its output).
 # t3: issue 11's T3 (bench_train --lora 32; torch_train.py --lora 32: peft, eager and compiled).
@@ -66,11 +66,12 @@ if has step; then
     echo "-- DSPY_CUDA_RELEASE=$rl"
     DSPY_CUDA_RELEASE=$rl timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-step 1 2>&1 | grep '"step"'
   done
-  for cfg in ${STEP_BATCHES:-"16 1 0" "16 0 0" "16 1 1300" "8 1 0"}; do   # batch, DSPY_CUDA_MMA, shared prefix positions
+  # batch, DSPY_CUDA_MMA, shared prefix positions, weights
+  for cfg in ${STEP_BATCHES:-"16 1 0 bf16" "16 0 0 bf16" "16 1 1300 bf16" "8 1 0 bf16" "14 1 1300 bf16" "14 1 1300 fp8" "16 1 1300 fp8"}; do
     set -- $cfg
-    echo "-- $1 sequences, DSPY_CUDA_MMA=$2, first $3 positions in shared KV blocks"
+    echo "-- $1 sequences, DSPY_CUDA_MMA=$2, first $3 positions in shared KV blocks, $4 weights"
     DSPY_CUDA_MMA=$2 timeout 100 build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-step 1 --step-batch $1 \
-      --step-shared $3 2>&1 | grep '"step"'
+      --step-shared $3 --weights $4 2>&1 | grep '"step"'
   done
 fi
 if has minkeys; then
@@ -138,7 +139,10 @@ if has sweep; then
 fi
 if has b2; then
   echo "== B2: 100 requests (1,300 shared + 200 own tokens, 80 new) by 16 clients to dspy serve --device cuda"
-  timeout 240 build-gpu/bench/bench_b2 --model "$MODEL" --device cuda 2>&1 | tail -n 4 | tee -a "$OUT/bench_ours.jsonl"
+  echo "-- the first request alone, then 99; a cold burst of all 100 (--burst); each with BF16 and FP8 weights"
+  for mode in "" "--burst"; do for w in bf16 fp8; do
+    timeout 240 build-gpu/bench/bench_b2 --model "$MODEL" --device cuda --weights $w $mode 2>&1 | tail -n 4 | tee -a "$OUT/bench_ours.jsonl"
+  done; done
   echo "-- the same 100 prompts as one batched generate() in PyTorch"
   LD_LIBRARY_PATH=${ORIG_LD_LIBRARY_PATH-} PYTHONUNBUFFERED=1 timeout 300 python3 bench/torch_baseline.py --model "$MODEL" --b2 2>&1 \
     | grep '"B2_torch"' | tee -a "$OUT/bench_torch.jsonl"
