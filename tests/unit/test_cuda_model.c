@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "parity.h"
 #include "dspy/backend.h"
 #include "dspy/constraint.h"
 #include "dspy/engine.h"
@@ -124,9 +125,7 @@ static void test_cpu_vs_cuda(void) {
     float *lc = malloc(sizeof(float) * (size_t)n * V), *lg = malloc(sizeof(float) * (size_t)n * V);
     CHECK_OK(dspy_model_forward_logits(mc, p, n, lc));
     CHECK_OK(dspy_model_forward_logits(mg, p, n, lg));
-    double d = 0, r = 0;
-    for (size_t i = 0; i < (size_t)n * V; i++) d += ((double)lg[i] - lc[i]) * ((double)lg[i] - lc[i]), r += (double)lc[i] * lc[i];
-    double rel = sqrt(d / r);
+    double rel = parity_rel(lg, lc, (size_t)n * V);
     check_report(rel <= 3e-2, __FILE__, __LINE__, "700-token logits: relative error %.3g > 3e-2", rel);
     printf("  700-token prompt logits, CUDA vs CPU: relative error %.2e\n", rel);
     /* greedy continuation */
@@ -313,9 +312,7 @@ static void test_batch16(void) {
         float *lc = malloc(sizeof(float) * (size_t)n * V), *lg = malloc(sizeof(float) * (size_t)n * V);
         CHECK_OK(dspy_model_forward_logits(mc, p, (size_t)n, lc));
         CHECK_OK(dspy_model_forward_logits(mg, p, (size_t)n, lg));
-        double d = 0, r = 0;
-        for (size_t i = 0; i < (size_t)n * V; i++) d += ((double)lg[i] - lc[i]) * ((double)lg[i] - lc[i]), r += (double)lc[i] * lc[i];
-        double rel = sqrt(d / r);
+        double rel = parity_rel(lg, lc, (size_t)n * V);
         check_report(rel <= 3e-2, __FILE__, __LINE__, "%d-token logits: relative error %.3g > 3e-2", n, rel);
         printf("  %2d-token prompt logits (5..16 rows: tensor cores), CUDA vs CPU: relative error %.2e\n", n, rel);
         free(p), free(lc), free(lg);
@@ -460,12 +457,7 @@ static void test_f8_model(void) {
         CHECK_OK(dspy_model_forward_logits(m8, pr, (size_t)n, lc));
         unsetenv("DSPY_CUDA_MMA");
         CHECK_OK(dspy_model_forward_logits(mg, pr, (size_t)n, lb));
-        double d = 0, r = 0, dq = 0, rq = 0;
-        for (size_t i = 0; i < (size_t)n * V; i++) {
-            d += ((double)l8[i] - lc[i]) * ((double)l8[i] - lc[i]), r += (double)lc[i] * lc[i];
-            dq += ((double)l8[i] - lb[i]) * ((double)l8[i] - lb[i]), rq += (double)lb[i] * lb[i];
-        }
-        const double rel = sqrt(d / r), relq = sqrt(dq / rq);
+        const double rel = parity_rel(l8, lc, (size_t)n * V), relq = parity_rel(l8, lb, (size_t)n * V);
         check_report(rel <= 3e-2, __FILE__, __LINE__, "%d-token FP8 logits vs the composed path: %.3g > 3e-2", n, rel);
         check_report(relq <= 0.5, __FILE__, __LINE__, "%d-token FP8 logits vs BF16 weights: %.3g > 0.5", n, relq);
         printf("  %2d-token prompt, FP8 copies vs the same rounded weights on the composed path: %.2e; the rounded "

@@ -461,6 +461,21 @@ static int lin_tiles(dspy_backend *be, bool f8, int OC, int C) {
     return f8 && C / 64 < MW * 4 && (OC + 31) / 32 >= cu_of(be)->sm_count ? 2 : 1;
 }
 
+/* Returns the launch of the instance for `rows` activation rows (NT: two n8 tiles above 8), FP8
+ * or BF16 weights and T tiles a unit (linear and logits; 1 elsewhere), through the caller's
+ * LAUNCH(NT, F8, T) (attn_in's and mlp_in's ignore T). */
+#define MMA_INSTANCE(rows, f8, T)                       \
+    do {                                                \
+        if ((rows) > 8) {                               \
+            if ((f8) && (T) == 2) LAUNCH(2, true, 2);   \
+            if (f8) LAUNCH(2, true, 1);                 \
+            LAUNCH(2, false, 1);                        \
+        }                                               \
+        if ((f8) && (T) == 2) LAUNCH(1, true, 2);       \
+        if (f8) LAUNCH(1, true, 1);                     \
+        LAUNCH(1, false, 1);                            \
+    } while (0)
+
 /* Wp, mp and f8 of a launch: the FP8 copy linked to w (kern/ops.h f8_link) when there is one and
  * C % 64 == 0 (a 16-byte load is 16 codes), else w's BF16 values. */
 #define F8_PICK(w, OC, C)                                                                                    \
@@ -494,14 +509,7 @@ dspy_status dspy_cu_mma_linear(dspy_backend *be, dspy_tensor out, dspy_tensor in
     return cu_launch(be, F8 ? "linear (tensor-core gemv, FP8 weights)" : "linear (tensor-core gemv)",              \
                      k_mma_linear<NT, F8, T>, grid_of(be, units), MMA_THREADS, smem_bytes(NT, T, C, false), Wp, mp, \
                      Xp, out.data, mode, bp, N, OC, C)
-    if (N > 8) {
-        if (f8 && T == 2) LAUNCH(2, true, 2);
-        if (f8) LAUNCH(2, true, 1);
-        LAUNCH(2, false, 1);
-    }
-    if (f8 && T == 2) LAUNCH(1, true, 2);
-    if (f8) LAUNCH(1, true, 1);
-    LAUNCH(1, false, 1);
+    MMA_INSTANCE(N, f8, T);
 #undef LAUNCH
 }
 
@@ -517,16 +525,11 @@ dspy_status dspy_cu_mma_attn_in(dspy_backend *be, bool *taken, dspy_tensor q_out
     const int32_t *pp = (const int32_t *)pos.data, *sp = (const int32_t *)slots.data;
     const float *fp = (const float *)inv_freq.data;
     bf16 *qo = (bf16 *)q_out.data, *kc = (bf16 *)kcache.data, *vc = (bf16 *)vcache.data;
-#define LAUNCH(NT, F8)                                                                                              \
+#define LAUNCH(NT, F8, T_)                                                                                          \
     return cu_launch(be, F8 ? "attn_in (tensor-core gemv, FP8 weights)" : "attn_in (tensor-core gemv)",            \
                      k_mma_attn_in<NT, F8>, grid_of(be, units), MMA_THREADS, smem_bytes(NT, 2, C, true), Wp, mp, bp, \
                      xp, wn, eps, pp, sp, fp, qo, kc, vc, N, C, NH, NKV, HS)
-    if (N > 8) {
-        if (f8) LAUNCH(2, true);
-        LAUNCH(2, false);
-    }
-    if (f8) LAUNCH(1, true);
-    LAUNCH(1, false);
+    MMA_INSTANCE(N, f8, 1);
 #undef LAUNCH
 }
 
@@ -539,16 +542,11 @@ dspy_status dspy_cu_mma_mlp_in(dspy_backend *be, bool *taken, dspy_tensor h, dsp
     const float *xp = (const float *)x.data, *wn = (const float *)w_norm.data;
     bf16 *hp = (bf16 *)h.data;
     const int units = (I + 15) / 16;
-#define LAUNCH(NT, F8)                                                                                              \
+#define LAUNCH(NT, F8, T_)                                                                                          \
     return cu_launch(be, F8 ? "mlp_in (tensor-core gemv, FP8 weights)" : "mlp_in (tensor-core gemv)",              \
                      k_mma_mlp_in<NT, F8>, grid_of(be, units), MMA_THREADS, smem_bytes(NT, 2, C, true), Wp, mp, xp,  \
                      wn, eps, hp, N, C, I)
-    if (N > 8) {
-        if (f8) LAUNCH(2, true);
-        LAUNCH(2, false);
-    }
-    if (f8) LAUNCH(1, true);
-    LAUNCH(1, false);
+    MMA_INSTANCE(N, f8, 1);
 #undef LAUNCH
 }
 
@@ -566,14 +564,7 @@ dspy_status dspy_cu_mma_logits(dspy_backend *be, bool *taken, dspy_tensor out, d
     return cu_launch(be, F8 ? "logits (tensor-core gemv, FP8 weights)" : "logits (tensor-core gemv)",              \
                      k_mma_logits<NT, F8, T>, grid_of(be, units), MMA_THREADS, smem_bytes(NT, T, C, true), Wp, mp,  \
                      xp, rp, wn, eps, op, M, C, V)
-    if (M > 8) {
-        if (f8 && T == 2) LAUNCH(2, true, 2);
-        if (f8) LAUNCH(2, true, 1);
-        LAUNCH(2, false, 1);
-    }
-    if (f8 && T == 2) LAUNCH(1, true, 2);
-    if (f8) LAUNCH(1, true, 1);
-    LAUNCH(1, false, 1);
+    MMA_INSTANCE(M, f8, T);
 #undef LAUNCH
 }
 
