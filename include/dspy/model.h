@@ -152,13 +152,15 @@ typedef struct dspy_model_params {
     bool strict;        /* NaN/Inf weights: an error (DSPY_ERR_FORMAT) instead of a logged warning */
     dspy_cpu_kernels cpu_kernels; /* CPU only: REFERENCE (default; matrices as stored) or FAST
                                      (matrices converted to BF16 at load, dspy/backend.h) */
-    bool f8_decode;     /* CUDA only (DSPY_ERR_ARG elsewhere); off by default. Every projection
-                           matrix and the lm_head are rounded to FP8 E4M3 with a power-of-two
-                           scale per row; decode steps of 5-16 sequences read the 1-byte copy
-                           (about half the bytes a step), every other path the same values in
-                           BF16, so the model is one (FP8-rounded) model everywhere. Costs half
-                           the matrices' memory again; the outputs are those of the rounded
-                           weights, not the checkpoint's. */
+    bool f8_decode;     /* off by default. Every projection matrix and the lm_head are rounded
+                           to FP8 E4M3 with a power-of-two scale per row (an embedding tied to
+                           the lm_head with it). CUDA: decode steps of 5-16 sequences read a
+                           1-byte copy (about half the bytes a step), every other path the same
+                           values in BF16; costs half the matrices' memory again. CPU: the same
+                           rounded values, nothing faster (to see the rounded model's answers).
+                           The model is one FP8-rounded model on every path and device; its
+                           outputs are the rounded weights', not the checkpoint's. DSPY_ERR_ARG
+                           for a row with a value that is not finite or above 448 * 2^7. */
 } dspy_model_params;
 
 DSPY_API dspy_model_params dspy_model_params_default(void);

@@ -23,6 +23,7 @@
 #include "dspy/safetensors.h"
 #include "dspy/str.h"
 #include "kern/backend.h"
+#include "model/f8_round.h"
 
 /* One checkpoint tensor the model needs, and where it goes. */
 typedef struct need {
@@ -69,7 +70,8 @@ struct dspy_model {
     int n_aliases;
     int32_t n_threads;
     dspy_cpu_kernels cpu_kernels;
-    void *f8_block;          /* CUDA, f8_decode: the matrices' FP8 codes and row factors */
+    bool f8;                 /* f8_decode: the matrices hold FP8-rounded values */
+    void *f8_block;          /* CUDA, f8_decode: the matrices' FP8 codes and row scales */
     size_t f8_bytes;
     const void **f8_linked;  /* the BF16 matrices linked to them (kern/ops.h f8_link) */
     int n_f8;
@@ -106,7 +108,7 @@ const dspy_model_weights *dspy_model_weights_get(const dspy_model *m) { return &
 dspy_device dspy_model_device(const dspy_model *m) { return m->dev; }
 dspy_dtype dspy_model_matrix_dtype(const dspy_model *m) { return m->mdtype; }
 size_t dspy_model_weight_bytes(const dspy_model *m) { return m->block_bytes + m->f8_bytes; }
-bool dspy_model_f8_decode(const dspy_model *m) { return m->n_f8 > 0; }
+bool dspy_model_f8_decode(const dspy_model *m) { return m->f8; }
 const float *dspy_model_inv_freq(const dspy_model *m) { return m->inv_freq; }
 const char *dspy_model_dir(const dspy_model *m) { return m->dir; }
 int32_t dspy_model_n_threads(const dspy_model *m) { return m->n_threads; }
@@ -311,7 +313,8 @@ static size_t layout(dspy_model *m, plan *p) {
         x->direct = false;
         if (m->dev.type == DSPY_DEVICE_CPU && x->count == 1) {
             const dspy_tensor_info *t = p->nd[x->first].found;
-            x->direct = t->dtype == dt && (uintptr_t)t->data % dspy_dtype_size(dt) == 0;
+            /* f8_decode rounds the matrices in place: they cannot stay in the read-only mapping */
+            x->direct = t->dtype == dt && (uintptr_t)t->data % dspy_dtype_size(dt) == 0 && !(m->f8 && !x->f32);
         }
         if (x->direct) continue;
         off = (off + 255) & ~(size_t)255; /* every tensor 256-byte aligned (vector loads on CUDA) */
@@ -395,23 +398,50 @@ static dspy_status check_fits(const dspy_model *m, size_t bytes) {
     return DSPY_OK;
 }
 
-/* f8_decode: every projection matrix and the lm_head get an FP8 copy (codes, then row scales,
- * each 16-byte aligned) in one more device block, linked to the BF16 matrix, which is rounded to
- * the same values (kern/ops.h f8_link). After publish: the tensors are in place. */
-static dspy_status make_f8(dspy_model *m) {
+/* The matrices f8_decode rounds (every projection and the lm_head; the embedding only when tied
+ * to it): w[i] with oc[i] rows of ic[i]; returns how many (4 L + 1). */
+static int f8_matrices(dspy_model *m, dspy_tensor **w, int *oc, int *ic) {
     const dspy_model_config *c = &m->cfg;
     const int L = c->num_hidden_layers, C = c->hidden_size, I = c->intermediate_size;
     const int Q = c->num_attention_heads * c->head_dim, KV = c->num_key_value_heads * c->head_dim;
-    const int n = 4 * L + 1;
-    dspy_tensor *w[n];
-    int oc[n], ic[n];
-    for (int l = 0, k = 0; l < L; l++) {
+    int k = 0;
+    for (int l = 0; l < L; l++) {
         w[k] = &m->layers[l].wqkv, oc[k] = Q + 2 * KV, ic[k++] = C;
         w[k] = &m->layers[l].wo, oc[k] = C, ic[k++] = Q;
         w[k] = &m->layers[l].w_gate_up, oc[k] = 2 * I, ic[k++] = C;
         w[k] = &m->layers[l].w_down, oc[k] = C, ic[k++] = I;
     }
-    w[n - 1] = &m->w.lm_head, oc[n - 1] = c->vocab_size, ic[n - 1] = C;
+    w[k] = &m->w.lm_head, oc[k] = c->vocab_size, ic[k++] = C;
+    return k;
+}
+
+/* f8_decode on the CPU: the matrices (owned: see layout) rounded row by row in place
+ * (model/f8_round.h, the definition the CUDA backend's f8_link follows); nothing faster. */
+static dspy_status round_f8_cpu(dspy_model *m) {
+    const int n = 4 * m->cfg.num_hidden_layers + 1;
+    dspy_tensor *w[n];
+    int oc[n], ic[n];
+    f8_matrices(m, w, oc, ic);
+    for (int i = 0; i < n; i++)
+        for (int r = 0; r < oc[i]; r++) {
+            const int64_t at = (int64_t)r * ic[i];
+            const bool ok = w[i]->dtype == DSPY_DTYPE_F32 ? dspy_f8_round_row_f32((float *)w[i]->data + at, ic[i])
+                                                          : dspy_f8_round_row_bf16((uint16_t *)w[i]->data + at, ic[i]);
+            if (!ok)
+                return dspy_fail(DSPY_ERR_ARG, "%s: FP8 weights (f8_decode): row %d of a %d x %d matrix holds a value "
+                                               "that is not finite or above 448 * 2^7", m->dir, r, oc[i], ic[i]);
+        }
+    return DSPY_OK;
+}
+
+/* f8_decode on CUDA: every matrix of f8_matrices gets an FP8 copy (codes, then row scales,
+ * each 16-byte aligned) in one more device block, linked to the BF16 matrix, which is rounded to
+ * the same values (kern/ops.h f8_link). After publish: the tensors are in place. */
+static dspy_status make_f8(dspy_model *m) {
+    const int n = 4 * m->cfg.num_hidden_layers + 1;
+    dspy_tensor *w[n];
+    int oc[n], ic[n];
+    f8_matrices(m, w, oc, ic);
     size_t bytes = 0;
     for (int i = 0; i < n; i++) bytes += ((size_t)oc[i] * ic[i] + 15) / 16 * 16 + ((size_t)oc[i] * 4 + 15) / 16 * 16;
     dspy_status st = check_fits(m, bytes);
@@ -463,11 +493,7 @@ dspy_status dspy_model_load(const char *dir, const dspy_model_params *p, dspy_mo
     if (!m) return dspy_fail(DSPY_ERR_NOMEM, "%s: out of memory", dir);
     m->dev = dev;
     m->dir = strdup(dir);
-    if (p && p->f8_decode && dev.type != DSPY_DEVICE_CUDA) {
-        st = dspy_fail(DSPY_ERR_ARG, "%s: FP8 decode weights (f8_decode, --weights fp8) need a CUDA device; this "
-                                     "model loads on the CPU", dir);
-        goto fail;
-    }
+    m->f8 = p && p->f8_decode;
     if ((st = dspy_model_config_load(dir, &m->cfg))) goto fail;
     const dspy_model_config *c = &m->cfg;
     m->n_threads = p && p->n_threads > 0 ? p->n_threads : 0;
@@ -511,7 +537,7 @@ dspy_status dspy_model_load(const char *dir, const dspy_model_params *p, dspy_mo
         if ((st = fill_device(m, &pl))) goto fail;
     }
     publish(m, &pl);
-    if (p && p->f8_decode && (st = make_f8(m))) goto fail;
+    if (m->f8 && (st = dev.type == DSPY_DEVICE_CPU ? round_f8_cpu(m) : make_f8(m))) goto fail;
     if ((st = make_aliases(m, &pl))) goto fail;
     if (dev.type != DSPY_DEVICE_CPU) { /* nothing points into the mapping any more */
         dspy_checkpoint_free(m->ck);

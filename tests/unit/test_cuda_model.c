@@ -431,18 +431,21 @@ done:
 /* FP8 decode weights (dspy_model_params.f8_decode) in a whole model: the 5-16-token prompt logits,
  * whose projections read the FP8 copies, against the same rounded model on the composed BF16
  * path (DSPY_CUDA_MMA=0 in a fresh backend: cuBLASLt on the BF16 matrices f8_link rounded), the
- * tensor-core test's bar; 16 sequences decoding together give the same tokens with CUDA graphs
+ * tensor-core test's bar, and against the CPU engine's model loaded with the same flag (the host's
+ * rounding, model/f8_round.c: one rounded model on both devices); 16 sequences decoding together give the same tokens with CUDA graphs
  * as without; how far the rounded model's logits are from the checkpoint's is printed (and
  * bounded loosely: a random 16-layer model amplifies E4M3's ~3 % per-weight rounding to 17-27 %
  * relative in its logits on the H200, 2026-12-03; not a measure of a trained model's quality). */
 static void test_f8_model(void) {
     dspy_model_params p = dspy_model_params_default();
     p.device = "cuda", p.f8_decode = true;
-    dspy_model *m8 = NULL, *mg = load(g_dir, "cuda");
+    dspy_model *m8 = NULL, *c8 = NULL, *mg = load(g_dir, "cuda");
     CHECK_OK(dspy_model_load(g_dir, &p, &m8));
+    p.device = "cpu"; /* the same rounding on the CPU (model/f8_round.c): the reference model */
+    CHECK_OK(dspy_model_load(g_dir, &p, &c8));
     int32_t *ps[16] = {0}, a[16][24], b[16][24];
     int plen[16];
-    if (!m8 || !mg) goto done;
+    if (!m8 || !mg || !c8) goto done;
     CHECK(dspy_model_f8_decode(m8) && !dspy_model_f8_decode(mg));
     CHECK(dspy_model_weight_bytes(m8) > dspy_model_weight_bytes(mg));
     const int V = dspy_model_config_get(m8)->vocab_size;
@@ -451,18 +454,21 @@ static void test_f8_model(void) {
         int n = lens[k];
         int32_t *pr = prompt(n, V, 70 + k);
         float *l8 = malloc(sizeof(float) * (size_t)n * V), *lc = malloc(sizeof(float) * (size_t)n * V);
-        float *lb = malloc(sizeof(float) * (size_t)n * V);
+        float *lb = malloc(sizeof(float) * (size_t)n * V), *lr = malloc(sizeof(float) * (size_t)n * V);
+        CHECK_OK(dspy_model_forward_logits(c8, pr, (size_t)n, lr));
         CHECK_OK(dspy_model_forward_logits(m8, pr, (size_t)n, l8));
         setenv("DSPY_CUDA_MMA", "0", 1);
         CHECK_OK(dspy_model_forward_logits(m8, pr, (size_t)n, lc));
         unsetenv("DSPY_CUDA_MMA");
         CHECK_OK(dspy_model_forward_logits(mg, pr, (size_t)n, lb));
         const double rel = parity_rel(l8, lc, (size_t)n * V), relq = parity_rel(l8, lb, (size_t)n * V);
+        const double relc = parity_rel(l8, lr, (size_t)n * V);
+        check_report(relc <= 3e-2, __FILE__, __LINE__, "%d-token FP8 logits vs the CPU's FP8 model: %.3g > 3e-2", n, relc);
         check_report(rel <= 3e-2, __FILE__, __LINE__, "%d-token FP8 logits vs the composed path: %.3g > 3e-2", n, rel);
         check_report(relq <= 0.5, __FILE__, __LINE__, "%d-token FP8 logits vs BF16 weights: %.3g > 0.5", n, relq);
-        printf("  %2d-token prompt, FP8 copies vs the same rounded weights on the composed path: %.2e; the rounded "
-               "model vs the checkpoint's: %.2e\n", n, rel, relq);
-        free(pr), free(l8), free(lc), free(lb);
+        printf("  %2d-token prompt, FP8 copies vs the same rounded weights on the composed path: %.2e, vs the CPU's "
+               "rounded model: %.2e; the rounded model vs the checkpoint's: %.2e\n", n, rel, relc, relq);
+        free(pr), free(l8), free(lc), free(lb), free(lr);
     }
     for (int s = 0; s < 16; s++) plen[s] = 20 + 9 * s, ps[s] = prompt(plen[s], V, 100 + s);
     run_batch16(m8, ps, plen, a);
@@ -474,6 +480,7 @@ static void test_f8_model(void) {
 done:
     for (int s = 0; s < 16; s++) free(ps[s]);
     dspy_model_free(m8);
+    dspy_model_free(c8);
     dspy_model_free(mg);
 }
 

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "f8_ref.h"
 #include "parity.h"
 #include "dspy/backend.h"
 #include "dspy/safetensors.h"
@@ -374,27 +375,8 @@ static void test_fused(void) {
 
 /* ---- FP8 decode weights (f8_link) --------------------------------------------------------- */
 
-/* E4M3 rounding of x from the format's definition (not CUDA's conversion): 3 mantissa bits,
- * normal from 2^-6 with subnormal steps of 2^-9 below, nearest even, saturating at 448. */
-static float e4m3_round(float x) {
-    float a = fabsf(x), step = 0x1p-9f;
-    if (a >= 448.0f) return copysignf(448.0f, x);
-    if (a >= 0x1p-6f) {
-        int e;
-        frexpf(a, &e); /* a in [2^(e-1), 2^e): 8 steps a binade */
-        step = ldexpf(1.0f, e - 4);
-    }
-    return copysignf(nearbyintf(a / step) * step, x);
-}
-/* The value of E4M3 code b (0x7f and 0xff, the NaNs, never appear: the rounding saturates). */
-static float e4m3_value(uint8_t b) {
-    int e = (b >> 3) & 15, m = b & 7;
-    float v = e ? ldexpf(1.0f + (float)m / 8.0f, e - 7) : ldexpf((float)m / 8.0f, -6);
-    return b & 0x80 ? -v : v;
-}
-
 /* f8_link's rounding, row by row, against the definition: k the smallest in [-100, 7] with
- * max |w| <= 448 2^k, each weight e4m3_round(w / 2^k) 2^k in the BF16 matrix and as code * 2^k in
+ * max |w| <= 448 2^k, each weight f8_ref_round(w / 2^k) 2^k in the BF16 matrix and as code * 2^k in
  * q, scale 2^k. Rows scaled over 2^-12 .. 2^10, a zero row, a row of mostly subnormal
  * codes, a row whose maximum is exactly 448 2^-3; then the errors. */
 static void test_f8_round(void) {
@@ -416,14 +398,13 @@ static void test_f8_round(void) {
     for (int r = 0; r < OC; r++) {
         float amax = 0.0f;
         for (int c = 0; c < Cc; c++) amax = fmaxf(amax, fabsf(w[r * Cc + c]));
-        int k = -100;
-        while (amax > ldexpf(448.0f, k)) k++;
+        const int k = f8_ref_exponent(amax);
         if (r == 7) k7 = k;
         bad_scale += scale[r] != ldexpf(1.0f, k);
         for (int c = 0; c < Cc; c++) {
-            const float want = ldexpf(e4m3_round(ldexpf(w[r * Cc + c], -k)), k);
+            const float want = ldexpf(f8_ref_round(ldexpf(w[r * Cc + c], -k)), k);
             bad_w += dspy_bf16_to_f32(got[r * Cc + c]) != want;
-            bad_q += ldexpf(e4m3_value(q[r * Cc + c]), k) != want;
+            bad_q += ldexpf(f8_ref_value(q[r * Cc + c]), k) != want;
             subnormal += (q[r * Cc + c] & 0x78) == 0 && (q[r * Cc + c] & 7) != 0;
         }
     }

@@ -136,8 +136,8 @@ int cmd_serve(int argc, char **argv) {
         {"device", "DEV", "auto (CUDA when a GPU is visible), cpu, cuda or cuda:N", false, false, "auto"},
         {"gpus", "N", "N replicas of the model, one per GPU (GPUs 0..N-1 of CUDA_VISIBLE_DEVICES), behind this one port; each request goes to the least busy", false, false, "1"},
         {"replicas", "N", "as --gpus, on any device (on the CPU the copies share the cores)", false, false, "1"},
-        {"weights", "W", "bf16 (the checkpoint's weights) or fp8 (CUDA: every matrix rounded to FP8 E4M3 with a "
-         "power-of-two scale per row; batched decode steps read half the bytes; the answers are the rounded model's)",
+        {"weights", "W", "bf16 (the checkpoint's weights) or fp8 (every matrix rounded to FP8 E4M3 with a power-of-two "
+         "scale per row; on CUDA batched decode steps read half the bytes; the answers are the rounded model's)",
          false, false, "bf16"},
         {"strict", NULL, "refuse a checkpoint whose weights hold NaN/Inf (default: a warning)", false, false, NULL},
         {"cpu-kernels", "K", "on the CPU: fast (BF16 weights, SIMD) or reference (the fp32 parity kernels); "

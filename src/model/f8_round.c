@@ -1,0 +1,57 @@
+/* f8_round.c — model/f8_round.h: E4M3 rounding of weight rows, written from the format's
+ * definition (1 sign, 4 exponent bits with bias 7, 3 mantissa bits; normal values from 2^-6,
+ * subnormal steps of 2^-9 below; the largest finite value 448). A power-of-two row scale 2^k
+ * keeps every rounded value exact in BF16 (4 significant bits), so the rounded model is the same
+ * in F32, BF16 and the CUDA backend's 1-byte codes (kern/cuda/f8.cu does the same on the device).
+ */
+#include "model/f8_round.h"
+
+#include <math.h>
+
+#include "dspy/safetensors.h"
+
+enum { F8_K_MIN = -100, F8_K_MAX = 7 };
+
+/* E4M3 of a (|a| as given), nearest even, saturating: the value. */
+static float e4m3(float a) {
+    const float m = fabsf(a);
+    if (m >= 448.0f) return copysignf(448.0f, a);
+    float step = 0x1p-9f; /* subnormal spacing */
+    if (m >= 0x1p-6f) {
+        int e;
+        frexpf(m, &e); /* m in [2^(e-1), 2^e): 8 steps a binade */
+        step = ldexpf(1.0f, e - 4);
+    }
+    return copysignf(nearbyintf(m / step) * step, a);
+}
+
+bool dspy_f8_row_exponent(float amax, int *k) {
+    if (!isfinite(amax) || amax > ldexpf(448.0f, F8_K_MAX)) return false;
+    int e = F8_K_MIN;
+    while (amax > ldexpf(448.0f, e)) e++;
+    *k = e;
+    return true;
+}
+
+bool dspy_f8_round_row_f32(float *row, int64_t n) {
+    float amax = 0.0f;
+    bool nan = false;
+    for (int64_t i = 0; i < n; i++) nan |= isnan(row[i]), amax = fmaxf(amax, fabsf(row[i]));
+    int k;
+    if (nan || !dspy_f8_row_exponent(amax, &k)) return false;
+    for (int64_t i = 0; i < n; i++) row[i] = ldexpf(e4m3(ldexpf(row[i], -k)), k);
+    return true;
+}
+
+bool dspy_f8_round_row_bf16(uint16_t *row, int64_t n) {
+    float amax = 0.0f;
+    bool nan = false;
+    for (int64_t i = 0; i < n; i++) {
+        const float v = dspy_bf16_to_f32(row[i]);
+        nan |= isnan(v), amax = fmaxf(amax, fabsf(v));
+    }
+    int k;
+    if (nan || !dspy_f8_row_exponent(amax, &k)) return false;
+    for (int64_t i = 0; i < n; i++) row[i] = dspy_f32_to_bf16(ldexpf(e4m3(ldexpf(dspy_bf16_to_f32(row[i]), -k)), k));
+    return true;
+}
