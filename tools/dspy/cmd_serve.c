@@ -1,5 +1,6 @@
 /* cmd_serve.c — `dspy serve`: the OpenAI-compatible server for one model directory (see
  * dspy/server.h). Prints "dspy serve: listening on http://HOST:PORT (model NAME; max-seqs N)" on stderr
+ * ("; weights fp8" added with --weights fp8)
  * once connections are accepted; SIGTERM, SIGINT or SIGHUP shuts it down gracefully (exit 0).
  * The API key comes from --api-key-file or DSPY_API_KEY (--api-key still works, with a warning). */
 #include <pthread.h>
@@ -224,8 +225,9 @@ int cmd_serve(int argc, char **argv) {
     sigaction(SIGHUP, &sa, NULL);
     const char *host = p.host ? p.host : "127.0.0.1";
     bool v6 = strchr(host, ':') != NULL;
-    fprintf(stderr, "dspy serve: listening on http://%s%s%s:%d (model %s; max-seqs %d)\n", v6 ? "[" : "", host,
-            v6 ? "]" : "", dspy_server_port(s), dspy_server_model_name(s), p.max_seqs);
+    const bool f8 = p.weights && strcmp(p.weights, "fp8") == 0;
+    fprintf(stderr, "dspy serve: listening on http://%s%s%s:%d (model %s; max-seqs %d%s)\n", v6 ? "[" : "", host,
+            v6 ? "]" : "", dspy_server_port(s), dspy_server_model_name(s), p.max_seqs, f8 ? "; weights fp8" : "");
     fflush(stderr);
     dspy_status st = dspy_server_run(s);
     signal(SIGTERM, SIG_IGN); /* a second signal must not turn a clean exit into a kill */
