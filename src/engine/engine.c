@@ -259,7 +259,7 @@ void dspy_engine_publish(dspy_engine *e, seq *s) {
         int32_t i = s->n_named;
         uint64_t parent = i ? s->names[i - 1] : 0;
         const int32_t *t = s->tokens + (size_t)i * bs;
-        s->names[i] = dspy_block_name(parent, t, bs);
+        if (i >= s->n_hashed) s->names[i] = dspy_block_name(parent, t, bs); /* a prompt block's: hashed at claim */
         dspy_block_pool_publish(&e->pool, s->blocks[i], s->names[i], parent, t);
         s->n_named++;
     }

@@ -398,52 +398,34 @@ static dspy_status check_fits(const dspy_model *m, size_t bytes) {
     return DSPY_OK;
 }
 
-/* The matrices f8_decode rounds (every projection and the lm_head; the embedding only when tied
- * to it): w[i] with oc[i] rows of ic[i]; returns how many (4 L + 1). */
-static int f8_matrices(dspy_model *m, dspy_tensor **w, int *oc, int *ic) {
-    const dspy_model_config *c = &m->cfg;
-    const int L = c->num_hidden_layers, C = c->hidden_size, I = c->intermediate_size;
-    const int Q = c->num_attention_heads * c->head_dim, KV = c->num_key_value_heads * c->head_dim;
-    int k = 0;
-    for (int l = 0; l < L; l++) {
-        w[k] = &m->layers[l].wqkv, oc[k] = Q + 2 * KV, ic[k++] = C;
-        w[k] = &m->layers[l].wo, oc[k] = C, ic[k++] = Q;
-        w[k] = &m->layers[l].w_gate_up, oc[k] = 2 * I, ic[k++] = C;
-        w[k] = &m->layers[l].w_down, oc[k] = C, ic[k++] = I;
-    }
-    w[k] = &m->w.lm_head, oc[k] = c->vocab_size, ic[k++] = C;
-    return k;
-}
+/* A matrix f8_decode rounds: oc rows of ic. */
+typedef struct f8_mat {
+    dspy_tensor *w;
+    int oc, ic;
+} f8_mat;
 
-/* f8_decode on the CPU: the matrices (owned: see layout) rounded row by row in place
- * (model/f8_round.h, the definition the CUDA backend's f8_link follows); nothing faster. */
-static dspy_status round_f8_cpu(dspy_model *m) {
-    const int n = 4 * m->cfg.num_hidden_layers + 1;
-    dspy_tensor *w[n];
-    int oc[n], ic[n];
-    f8_matrices(m, w, oc, ic);
+/* CPU: each matrix (owned: see layout) rounded row by row in place (model/f8_round.h, the
+ * definition the CUDA backend's f8_link follows); nothing faster. */
+static dspy_status round_f8_cpu(dspy_model *m, const f8_mat *x, int n) {
     for (int i = 0; i < n; i++)
-        for (int r = 0; r < oc[i]; r++) {
-            const int64_t at = (int64_t)r * ic[i];
-            const bool ok = w[i]->dtype == DSPY_DTYPE_F32 ? dspy_f8_round_row_f32((float *)w[i]->data + at, ic[i])
-                                                          : dspy_f8_round_row_bf16((uint16_t *)w[i]->data + at, ic[i]);
+        for (int r = 0; r < x[i].oc; r++) {
+            const int64_t at = (int64_t)r * x[i].ic;
+            const bool ok = x[i].w->dtype == DSPY_DTYPE_F32
+                                ? dspy_f8_round_row_f32((float *)x[i].w->data + at, x[i].ic)
+                                : dspy_f8_round_row_bf16((uint16_t *)x[i].w->data + at, x[i].ic);
             if (!ok)
                 return dspy_fail(DSPY_ERR_ARG, "%s: FP8 weights (f8_decode): row %d of a %d x %d matrix holds a value "
-                                               "that is not finite or above 448 * 2^7", m->dir, r, oc[i], ic[i]);
+                                               "that is not finite or above 448 * 2^7", m->dir, r, x[i].oc, x[i].ic);
         }
     return DSPY_OK;
 }
 
-/* f8_decode on CUDA: every matrix of f8_matrices gets an FP8 copy (codes, then row scales,
- * each 16-byte aligned) in one more device block, linked to the BF16 matrix, which is rounded to
- * the same values (kern/ops.h f8_link). After publish: the tensors are in place. */
-static dspy_status make_f8(dspy_model *m) {
-    const int n = 4 * m->cfg.num_hidden_layers + 1;
-    dspy_tensor *w[n];
-    int oc[n], ic[n];
-    f8_matrices(m, w, oc, ic);
+/* CUDA: each matrix gets an FP8 copy (codes, then row scales, each 16-byte aligned) in one more
+ * device block, linked to the BF16 matrix, which is rounded to the same values (kern/ops.h
+ * f8_link). */
+static dspy_status link_f8_cuda(dspy_model *m, const f8_mat *x, int n) {
     size_t bytes = 0;
-    for (int i = 0; i < n; i++) bytes += ((size_t)oc[i] * ic[i] + 15) / 16 * 16 + ((size_t)oc[i] * 4 + 15) / 16 * 16;
+    for (int i = 0; i < n; i++) bytes += ((size_t)x[i].oc * x[i].ic + 15) / 16 * 16 + ((size_t)x[i].oc * 4 + 15) / 16 * 16;
     dspy_status st = check_fits(m, bytes);
     if (st) return dspy_fail_wrap(st, "%s: the FP8 decode copies (f8_decode)", m->dir);
     m->f8_linked = calloc((size_t)n, sizeof *m->f8_linked);
@@ -452,16 +434,35 @@ static dspy_status make_f8(dspy_model *m) {
     m->f8_bytes = bytes;
     char *p = m->f8_block;
     for (int i = 0; i < n && !st; i++) {
-        const int64_t e = (int64_t)oc[i] * ic[i];
+        const int64_t e = (int64_t)x[i].oc * x[i].ic;
         dspy_tensor q = dspy_tensor_make(p, e, DSPY_DTYPE_U8, DSPY_DEVICE_CUDA);
         p += ((size_t)e + 15) / 16 * 16;
-        dspy_tensor scale = dspy_tensor_make(p, oc[i], DSPY_DTYPE_F32, DSPY_DEVICE_CUDA);
-        p += ((size_t)oc[i] * 4 + 15) / 16 * 16;
-        st = m->be->ops->f8_link(m->be, *w[i], q, scale, oc[i], ic[i]);
-        if (!st) m->f8_linked[m->n_f8++] = w[i]->data;
+        dspy_tensor scale = dspy_tensor_make(p, x[i].oc, DSPY_DTYPE_F32, DSPY_DEVICE_CUDA);
+        p += ((size_t)x[i].oc * 4 + 15) / 16 * 16;
+        st = m->be->ops->f8_link(m->be, *x[i].w, q, scale, x[i].oc, x[i].ic);
+        if (!st) m->f8_linked[m->n_f8++] = x[i].w->data;
     }
     if (st) return dspy_fail_wrap(st, "%s: rounding the weights to FP8 (f8_decode)", m->dir);
     return DSPY_OK;
+}
+
+/* f8_decode, after publish (the tensors are in place): every projection matrix and the lm_head
+ * (the embedding only when tied to it), rounded on the CPU or linked to FP8 copies on CUDA. */
+static dspy_status apply_f8(dspy_model *m) {
+    const dspy_model_config *c = &m->cfg;
+    const int L = c->num_hidden_layers, C = c->hidden_size, I = c->intermediate_size;
+    const int Q = c->num_attention_heads * c->head_dim, KV = c->num_key_value_heads * c->head_dim;
+    const int n = 4 * L + 1;
+    f8_mat x[n];
+    for (int l = 0; l < L; l++) {
+        dspy_layer_weights *lw = &m->layers[l];
+        x[4 * l] = (f8_mat){&lw->wqkv, Q + 2 * KV, C};
+        x[4 * l + 1] = (f8_mat){&lw->wo, C, Q};
+        x[4 * l + 2] = (f8_mat){&lw->w_gate_up, 2 * I, C};
+        x[4 * l + 3] = (f8_mat){&lw->w_down, C, I};
+    }
+    x[n - 1] = (f8_mat){&m->w.lm_head, c->vocab_size, C};
+    return m->dev.type == DSPY_DEVICE_CPU ? round_f8_cpu(m, x, n) : link_f8_cuda(m, x, n);
 }
 
 /* Records each Hugging Face name with its view, for dspy_model_tensor_read_f32. */
@@ -537,7 +538,7 @@ dspy_status dspy_model_load(const char *dir, const dspy_model_params *p, dspy_mo
         if ((st = fill_device(m, &pl))) goto fail;
     }
     publish(m, &pl);
-    if (m->f8 && (st = dev.type == DSPY_DEVICE_CPU ? round_f8_cpu(m) : make_f8(m))) goto fail;
+    if (m->f8 && (st = apply_f8(m))) goto fail;
     if ((st = make_aliases(m, &pl))) goto fail;
     if (dev.type != DSPY_DEVICE_CPU) { /* nothing points into the mapping any more */
         dspy_checkpoint_free(m->ck);

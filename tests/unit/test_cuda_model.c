@@ -299,9 +299,28 @@ static void run_batch16(dspy_model *m, int32_t *const *ps, const int *plen, int3
     dspy_engine_free(e);
 }
 
+/* The logits (n, V) of prompt p on m, malloc'd. */
+static float *prompt_logits(dspy_model *m, const int32_t *p, int n, int V) {
+    float *l = malloc(sizeof(float) * (size_t)n * V);
+    CHECK_OK(dspy_model_forward_logits(m, p, (size_t)n, l));
+    return l;
+}
+
+/* 16 prompts of 20 + 9 s tokens (ps, plen: the caller frees ps) decoded together on m with CUDA
+ * graphs and without: the same tokens, which a receives. */
+static void batch16_graphs_direct(dspy_model *m, int V, int32_t **ps, int *plen, int32_t (*a)[24]) {
+    int32_t b[16][24];
+    for (int s = 0; s < 16; s++) plen[s] = 20 + 9 * s, ps[s] = prompt(plen[s], V, 100 + s);
+    run_batch16(m, ps, plen, a);
+    setenv("DSPY_CUDA_GRAPHS", "0", 1);
+    run_batch16(m, ps, plen, b);
+    unsetenv("DSPY_CUDA_GRAPHS");
+    CHECK(memcmp(a, b, sizeof b) == 0);
+}
+
 static void test_batch16(void) {
     dspy_model *mc = load(g_dir, "cpu"), *mg = load(g_dir, "cuda");
-    int32_t *ps[16] = {0}, a[16][24], b[16][24];
+    int32_t *ps[16] = {0}, a[16][24];
     int plen[16];
     if (!mc || !mg) goto done;
     const int V = dspy_model_config_get(mc)->vocab_size;
@@ -309,20 +328,13 @@ static void test_batch16(void) {
     for (int k = 0; k < 4; k++) {
         int n = lens[k];
         int32_t *p = prompt(n, V, 50 + k);
-        float *lc = malloc(sizeof(float) * (size_t)n * V), *lg = malloc(sizeof(float) * (size_t)n * V);
-        CHECK_OK(dspy_model_forward_logits(mc, p, (size_t)n, lc));
-        CHECK_OK(dspy_model_forward_logits(mg, p, (size_t)n, lg));
+        float *lc = prompt_logits(mc, p, n, V), *lg = prompt_logits(mg, p, n, V);
         double rel = parity_rel(lg, lc, (size_t)n * V);
         check_report(rel <= 3e-2, __FILE__, __LINE__, "%d-token logits: relative error %.3g > 3e-2", n, rel);
         printf("  %2d-token prompt logits (5..16 rows: tensor cores), CUDA vs CPU: relative error %.2e\n", n, rel);
         free(p), free(lc), free(lg);
     }
-    for (int s = 0; s < 16; s++) plen[s] = 20 + 9 * s, ps[s] = prompt(plen[s], V, 100 + s);
-    run_batch16(mg, ps, plen, a);
-    setenv("DSPY_CUDA_GRAPHS", "0", 1);
-    run_batch16(mg, ps, plen, b);
-    unsetenv("DSPY_CUDA_GRAPHS");
-    CHECK(memcmp(a, b, sizeof a) == 0);
+    batch16_graphs_direct(mg, V, ps, plen, a);
     int identical = 0, tokens = 0;
     for (int s = 0; s < 16; s++) {
         dspy_sampling sp = dspy_sampling_default();
@@ -443,7 +455,7 @@ static void test_f8_model(void) {
     CHECK_OK(dspy_model_load(g_dir, &p, &m8));
     p.device = "cpu"; /* the same rounding on the CPU (model/f8_round.c): the reference model */
     CHECK_OK(dspy_model_load(g_dir, &p, &c8));
-    int32_t *ps[16] = {0}, a[16][24], b[16][24];
+    int32_t *ps[16] = {0}, a[16][24];
     int plen[16];
     if (!m8 || !mg || !c8) goto done;
     CHECK(dspy_model_f8_decode(m8) && !dspy_model_f8_decode(mg));
@@ -453,14 +465,10 @@ static void test_f8_model(void) {
     for (int k = 0; k < 4; k++) {
         int n = lens[k];
         int32_t *pr = prompt(n, V, 70 + k);
-        float *l8 = malloc(sizeof(float) * (size_t)n * V), *lc = malloc(sizeof(float) * (size_t)n * V);
-        float *lb = malloc(sizeof(float) * (size_t)n * V), *lr = malloc(sizeof(float) * (size_t)n * V);
-        CHECK_OK(dspy_model_forward_logits(c8, pr, (size_t)n, lr));
-        CHECK_OK(dspy_model_forward_logits(m8, pr, (size_t)n, l8));
+        float *lr = prompt_logits(c8, pr, n, V), *l8 = prompt_logits(m8, pr, n, V), *lb = prompt_logits(mg, pr, n, V);
         setenv("DSPY_CUDA_MMA", "0", 1);
-        CHECK_OK(dspy_model_forward_logits(m8, pr, (size_t)n, lc));
+        float *lc = prompt_logits(m8, pr, n, V);
         unsetenv("DSPY_CUDA_MMA");
-        CHECK_OK(dspy_model_forward_logits(mg, pr, (size_t)n, lb));
         const double rel = parity_rel(l8, lc, (size_t)n * V), relq = parity_rel(l8, lb, (size_t)n * V);
         const double relc = parity_rel(l8, lr, (size_t)n * V);
         check_report(relc <= 3e-2, __FILE__, __LINE__, "%d-token FP8 logits vs the CPU's FP8 model: %.3g > 3e-2", n, relc);
@@ -470,12 +478,7 @@ static void test_f8_model(void) {
                "rounded model: %.2e; the rounded model vs the checkpoint's: %.2e\n", n, rel, relc, relq);
         free(pr), free(l8), free(lc), free(lb), free(lr);
     }
-    for (int s = 0; s < 16; s++) plen[s] = 20 + 9 * s, ps[s] = prompt(plen[s], V, 100 + s);
-    run_batch16(m8, ps, plen, a);
-    setenv("DSPY_CUDA_GRAPHS", "0", 1);
-    run_batch16(m8, ps, plen, b);
-    unsetenv("DSPY_CUDA_GRAPHS");
-    CHECK(memcmp(a, b, sizeof a) == 0);
+    batch16_graphs_direct(m8, V, ps, plen, a);
     printf("  16 sequences batched on FP8 copies: graphs == direct\n");
 done:
     for (int s = 0; s < 16; s++) free(ps[s]);

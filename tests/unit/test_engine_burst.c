@@ -24,7 +24,7 @@
 
 enum { VOCAB = 300, MAXG = 128 };
 
-static char *g_dir; /* random llama, vocab 300, context 256 */
+static dspy_model *g_m; /* a random llama, vocab 300, context 256 (every case's) */
 
 static char *model_dir(const char *name, uint64_t seed) {
     dspy_str p = DSPY_STR_INIT;
@@ -140,6 +140,14 @@ static int64_t sum_len(const req *r, int n) {
     return s;
 }
 
+/* The counts of a burst in which `hits` prompt tokens came from shared blocks: exactly those are
+ * prefix hits, and every other prompt token was computed once. */
+static void expect_shared(const dspy_engine_stats *st, const req *r, int n, int64_t hits) {
+    CHECK_INT(st->prompt_tokens, sum_len(r, n));
+    CHECK_INT(st->prefix_hit_tokens, hits);
+    CHECK_INT(st->computed_tokens, sum_len(r, n) - hits);
+}
+
 static dspy_engine_params params(int max_seqs, int block, int budget, int total) {
     dspy_engine_params ep = dspy_engine_params_default();
     ep.max_seqs = max_seqs, ep.block_size = block, ep.max_batch_tokens = budget, ep.max_tokens_total = total;
@@ -149,9 +157,7 @@ static dspy_engine_params params(int max_seqs, int block, int budget, int total)
 /* 16 prompts: a 40-token prefix (5 blocks of 8) and tails of 1 .. 13 tokens; a budget of 20
  * prompt tokens a step, so the leader fills the prefix over several steps, ending mid-block. */
 static void test_burst16(void) {
-    dspy_model *m = NULL;
-    CHECK_OK(dspy_model_load(g_dir, NULL, &m));
-    if (!m) return;
+    dspy_model *m = g_m;
     enum { N = 16, P = 40 };
     static req r[N];
     int64_t tails = 0;
@@ -163,9 +169,8 @@ static void test_burst16(void) {
     dspy_engine_params ep = params(N, 8, 20, 4096);
     dspy_engine_stats st;
     run_burst(m, &ep, r, N, &st, NULL, NULL);
-    CHECK_INT(st.prompt_tokens, sum_len(r, N));
     CHECK_INT(st.computed_tokens, P + tails); /* the prefix once: without sharing 16 * 40 + tails */
-    CHECK_INT(st.prefix_hit_tokens, (N - 1) * P);
+    expect_shared(&st, r, N, (N - 1) * P);
     CHECK_INT(st.preemptions, 0);
     printf("  burst of %d: %lld prompt tokens, %lld computed, %lld prefix hits\n", N, (long long)st.prompt_tokens,
            (long long)st.computed_tokens, (long long)st.prefix_hit_tokens);
@@ -173,9 +178,7 @@ static void test_burst16(void) {
     for (int k = 0; k < N; k++) r[k].ngot = 0, r[k].done = false;
     ep = params(N, 16, 256, 4096);
     run_burst(m, &ep, r, N, &st, NULL, NULL);
-    CHECK_INT(st.computed_tokens, 32 + (N * P - 32 * N) + tails); /* 2 full blocks of 16 shared */
-    CHECK_INT(st.prefix_hit_tokens, (N - 1) * 32);
-    dspy_model_free(m);
+    expect_shared(&st, r, N, (N - 1) * 32); /* 2 full blocks of 16 shared */
 }
 
 /* The leader is removed after two steps (blocks 0 and 1 filled): the first follower leads from
@@ -190,9 +193,7 @@ static void remove_leader(dspy_engine *e, req *r, int n, int step, void *ctx) {
 }
 
 static void test_leader_removed(void) {
-    dspy_model *m = NULL;
-    CHECK_OK(dspy_model_load(g_dir, NULL, &m));
-    if (!m) return;
+    dspy_model *m = g_m;
     enum { N = 4, P = 40 };
     req r[N];
     for (int k = 0; k < N; k++) {
@@ -206,9 +207,7 @@ static void test_leader_removed(void) {
     run_burst(m, &ep, r, N, &st, remove_leader, &removed);
     CHECK_INT(removed, 1);
     /* computed counts a prompt when added: the leader's all, the first follower's from block 2 */
-    CHECK_INT(st.computed_tokens, r[0].n + (r[1].n - 16) + (r[2].n - P) + (r[3].n - P));
-    CHECK_INT(st.prefix_hit_tokens, 16 + 2 * P);
-    dspy_model_free(m);
+    expect_shared(&st, r, N, 16 + 2 * P);
 }
 
 /* A leader preempted for KV memory in the middle of the shared prefix: three decoding sequences
@@ -244,9 +243,7 @@ static void watch_leader(dspy_engine *e, req *r, int n, int step, void *ctx) {
 }
 
 static void test_leader_preempted(void) {
-    dspy_model *m = NULL;
-    CHECK_OK(dspy_model_load(g_dir, NULL, &m));
-    if (!m) return;
+    dspy_model *m = g_m;
     req r[PRE_N];
     for (int k = 0; k < PRE_D; k++) {
         make(&r[k], 20 + k, 4, 0, 0, k); /* 4 tokens and 36 new: 10 blocks of 4 at the end */
@@ -263,16 +260,13 @@ static void test_leader_preempted(void) {
     CHECK_INT(pc.mid_prefix, 1);
     printf("  a leader preempted mid-prefix: %lld preemptions, %lld computed of %lld prompt tokens\n",
            (long long)st.preemptions, (long long)st.computed_tokens, (long long)st.prompt_tokens);
-    dspy_model_free(m);
 }
 
 /* The leader's prompt (20 tokens: 2 full blocks and 4 tokens) is shorter than the 40 tokens its
  * followers share: they take blocks 0 and 1 from it, and the first follower fills blocks 2 .. 4
  * for the others. */
 static void test_short_leader(void) {
-    dspy_model *m = NULL;
-    CHECK_OK(dspy_model_load(g_dir, NULL, &m));
-    if (!m) return;
+    dspy_model *m = g_m;
     enum { N = 4, P = 40 };
     req r[N];
     make(&r[0], 4, 20, 0, 0, 0);
@@ -281,18 +275,14 @@ static void test_short_leader(void) {
     dspy_engine_params ep = params(N, 8, 12, 1024);
     dspy_engine_stats st;
     run_burst(m, &ep, r, N, &st, NULL, NULL);
-    CHECK_INT(st.computed_tokens, 20 + (r[1].n - 16) + (r[2].n - P) + (r[3].n - P));
-    CHECK_INT(st.prefix_hit_tokens, 16 + 2 * P);
-    dspy_model_free(m);
+    expect_shared(&st, r, N, 16 + 2 * P); /* r[1] from block 2, the others from block 5 */
 }
 
 /* Followers sharing part of the leader's blocks: r[1] shares 3 of its 5 blocks, then differs;
  * r[2] shares all 5; r[3] shares 1 block and 4 tokens (it waits for block 0 only); r[4] shares
  * 7 tokens (less than a block: it never waits and computes everything). */
 static void test_partial_share(void) {
-    dspy_model *m = NULL;
-    CHECK_OK(dspy_model_load(g_dir, NULL, &m));
-    if (!m) return;
+    dspy_model *m = g_m;
     enum { N = 5, P = 40 };
     req r[N];
     make(&r[0], 5, P, 60, 6, 0);
@@ -304,16 +294,12 @@ static void test_partial_share(void) {
     dspy_engine_params ep = params(N, 8, 16, 1024);
     dspy_engine_stats st;
     run_burst(m, &ep, r, N, &st, NULL, NULL);
-    CHECK_INT(st.prefix_hit_tokens, 24 + P + 8);
-    CHECK_INT(st.computed_tokens, sum_len(r, N) - (24 + P + 8));
-    dspy_model_free(m);
+    expect_shared(&st, r, N, 24 + P + 8);
 }
 
 /* Two prefixes interleaved in one burst (A B A B ...): each computed once. */
 static void test_two_prefixes(void) {
-    dspy_model *m = NULL;
-    CHECK_OK(dspy_model_load(g_dir, NULL, &m));
-    if (!m) return;
+    dspy_model *m = g_m;
     enum { N = 10, PA = 32, PB = 48 };
     req r[N];
     for (int k = 0; k < N; k++) {
@@ -324,17 +310,13 @@ static void test_two_prefixes(void) {
     dspy_engine_params ep = params(N, 8, 24, 2048);
     dspy_engine_stats st;
     run_burst(m, &ep, r, N, &st, NULL, NULL);
-    CHECK_INT(st.prefix_hit_tokens, 4 * PA + 4 * PB);
-    CHECK_INT(st.computed_tokens, sum_len(r, N) - (4 * PA + 4 * PB));
-    dspy_model_free(m);
+    expect_shared(&st, r, N, 4 * PA + 4 * PB);
 }
 
 /* max_seqs 4 for a burst of 12: the rest are added as sequences finish (they find the prefix in
  * the cache or wait on a running leader). */
 static void test_max_seqs_below_burst(void) {
-    dspy_model *m = NULL;
-    CHECK_OK(dspy_model_load(g_dir, NULL, &m));
-    if (!m) return;
+    dspy_model *m = g_m;
     enum { N = 12, P = 40 };
     req r[N];
     for (int k = 0; k < N; k++) {
@@ -344,17 +326,13 @@ static void test_max_seqs_below_burst(void) {
     dspy_engine_params ep = params(4, 8, 16, 2048);
     dspy_engine_stats st;
     run_burst(m, &ep, r, N, &st, NULL, NULL);
-    CHECK_INT(st.prefix_hit_tokens, (N - 1) * P);
-    CHECK_INT(st.computed_tokens, sum_len(r, N) - (N - 1) * P);
-    dspy_model_free(m);
+    expect_shared(&st, r, N, (N - 1) * P);
 }
 
 /* Speculative decoding (greedy rows draft) and constrained rows in a burst: the same tokens as
  * alone, the prefix computed once. */
 static void test_spec_and_constrained(void) {
-    dspy_model *m = NULL;
-    CHECK_OK(dspy_model_load(g_dir, NULL, &m));
-    if (!m) return;
+    dspy_model *m = g_m;
     dspy_constraint *c = NULL;
     CHECK_OK(dspy_constraint_new(1, VOCAB, &c));
     if (!c) return;
@@ -374,14 +352,15 @@ static void test_spec_and_constrained(void) {
     dspy_engine_stats st;
     run_burst(m, &ep, r, N, &st, NULL, NULL);
     CHECK(g_prof.draft_tokens > 0);
-    CHECK_INT(st.prefix_hit_tokens, (N - 1) * P);
-    CHECK_INT(st.computed_tokens, sum_len(r, N) - (N - 1) * P);
+    expect_shared(&st, r, N, (N - 1) * P);
     dspy_constraint_free(c);
-    dspy_model_free(m);
 }
 
 int main(void) {
-    g_dir = model_dir("rand", 5);
+    char *dir = model_dir("rand", 5);
+    CHECK_OK(dspy_model_load(dir, NULL, &g_m));
+    free(dir);
+    if (!g_m) return check_summary("test_engine_burst");
     RUN(test_burst16);
     RUN(test_leader_removed);
     RUN(test_leader_preempted);
@@ -390,6 +369,6 @@ int main(void) {
     RUN(test_two_prefixes);
     RUN(test_max_seqs_below_burst);
     RUN(test_spec_and_constrained);
-    free(g_dir);
+    dspy_model_free(g_m);
     return check_summary("test_engine_burst");
 }
