@@ -52,7 +52,7 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
-enum { MW = 16, MMA_THREADS = MW * 32, XPAD = 32 /* BF16 elements (64 bytes) a normed row is padded by */ };
+enum { MW = 16, MMA_THREADS = MW * 32 };
 enum { MEP_BF16 = 0, MEP_F32 = 1, MEP_ACC = 2 };
 
 static __device__ __forceinline__ uint4 ld_stream16(const void *p) {
@@ -63,10 +63,22 @@ static __device__ __forceinline__ uint4 ld_stream16(const void *p) {
     return v;
 }
 
-/* Shared memory of a launch: the normed rows (8 * NT of them, C + XPAD wide, BF16; none for
+/* The stride (elements) of the normed rows in shared memory: C padded so that the 16-byte B loads
+ * of a quarter warp (lanes t = 0..3 of rows g and g + 1) meet 32 different banks. BF16 lanes read
+ * 16 bytes at 16 t bytes (one 64-byte run a row), so rows must start 16 words apart: stride = 32
+ * (mod 64). FP8 lanes read 16 bytes at 32 t (a 16-byte load of codes spans 16 K values, and B
+ * follows it), words {0-3, 8-11, 16-19, 24-27}: the next row must start 4 words on, stride = 8
+ * (mod 64); with BF16's stride every load took two wavefronts (ncu, FP8 mlp_in: 55 % of the
+ * shared wavefronts excessive). */
+static __host__ __device__ __forceinline__ int row_ld(int C, bool f8) {
+    const int want = f8 ? 8 : 32;
+    return C + (((want - C) % 64) + 64) % 64;
+}
+
+/* Shared memory of a launch: the normed rows (8 * NT of them, row_ld wide, 2 bytes; none for
  * linear) and the reduction area (MW warps x T tiles x NT n-tiles x 4 values x 32 lanes). */
-static size_t smem_bytes(int NT, int T, int C, bool normed) {
-    size_t xs = normed ? (size_t)8 * NT * (C + XPAD) * 2 : 0;
+static size_t smem_bytes(int NT, int T, int C, bool normed, bool f8) {
+    size_t xs = normed ? (size_t)8 * NT * row_ld(C, f8) * 2 : 0;
     return xs + (size_t)MW * T * NT * 4 * 32 * sizeof(float);
 }
 
@@ -177,15 +189,14 @@ static __device__ __forceinline__ void mma_batch(float (*acc)[NT][4], const uint
     }
 }
 
-/* The value of (tile tt, feature row r, activation row n) summed over the warps, in warp order. */
+/* Value e (n-tile e / 4, fragment element e % 4) of `lane` in tile tt, summed over the warps in
+ * warp order. */
 template <int NT, int T>
-static __device__ __forceinline__ float reduced(const float *red, int tt, int r, int n) {
+static __device__ __forceinline__ float reduced(const float *red, int tt, int e, int lane) {
     constexpr int SL = T * NT * 4;
-    const int nt = n >> 3, nn = n & 7, lane = (r & 7) * 4 + (nn >> 1), i = (r >> 3) * 2 + (nn & 1);
-    const int slot = (tt * NT + nt) * 4 + i;
     float s = 0.0f;
 #pragma unroll
-    for (int w = 0; w < MW; w++) s += red[(w * SL + slot) * 32 + lane];
+    for (int w = 0; w < MW; w++) s += red[(w * SL + tt * NT * 4 + e) * 32 + lane];
     return s;
 }
 
@@ -205,8 +216,12 @@ static __device__ __forceinline__ void stream_step(uint4 *buf, float (*acc)[NT][
                                                    Epi epi) {
     constexpr int SL = T * NT * 4;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, S = C / (F8 ? 64 : 32);
-    const bool ep = j + 1 == nb && threadIdx.x < 16 * 8 * NT; /* this thread runs the unit's epilogue */
-    const int er = threadIdx.x / (8 * NT), en = threadIdx.x % (8 * NT);
+    /* The unit's epilogue: warp e takes value e of every lane's D fragments (n-tile e / 4, element
+     * e % 4: feature row g or g + 8, activation row 2 (lane % 4) or the next), so each warp reads
+     * whole 32-lane rows of `red` (no bank conflicts) */
+    const int e = w;
+    const bool ep = j + 1 == nb && e < 4 * NT;
+    const int er = (lane >> 2) + 8 * ((e & 3) >> 1), en = 8 * (e >> 2) + 2 * (lane & 3) + (e & 1);
     float s0 = 1.0f, s1 = 1.0f; /* F8: its row's 2^k in each tile, asked for before the MMAs hide the wait */
     if (F8 && ep) s0 = __ldg(scale + row_of(u, 0, er)), s1 = __ldg(scale + row_of(u, T - 1, er));
     mma_batch<NT, T, GX, F8>(acc, buf, X, ldx, N, S, j);
@@ -223,7 +238,7 @@ static __device__ __forceinline__ void stream_step(uint4 *buf, float (*acc)[NT][
             }
     __syncthreads();
     if (ep && en < N)
-        epi(u, er, en, reduced<NT, T>(red, 0, er, en) * s0, T > 1 ? reduced<NT, T>(red, T - 1, er, en) * s1 : 0.0f);
+        epi(u, er, en, reduced<NT, T>(red, 0, e, lane) * s0, T > 1 ? reduced<NT, T>(red, T - 1, e, lane) * s1 : 0.0f);
     __syncthreads(); /* red is rewritten by the next unit */
 }
 
@@ -357,7 +372,7 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_attn_in(
     float eps, const int32_t *__restrict__ pos, const int32_t *__restrict__ slots, const float *__restrict__ inv_freq,
     bf16 *__restrict__ q_out, bf16 *__restrict__ kc, bf16 *__restrict__ vc, int N, int C, int NH, int NKV, int HS) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    const int ldx = C + XPAD, half = HS / 2, per = half / 16, Q = NH * HS, KVD = NKV * HS;
+    const int ldx = row_ld(C, F8), half = HS / 2, per = half / 16, Q = NH * HS, KVD = NKV * HS;
     bf16 *xs = (bf16 *)smem_raw;
     float *red = (float *)(smem_raw + (size_t)8 * NT * ldx * 2);
     const int units = (NH + 2 * NKV) * per;
@@ -393,7 +408,7 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_mlp_in(const void
                                                                       const float *__restrict__ wn, float eps,
                                                                       bf16 *__restrict__ h, int N, int C, int I) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    const int ldx = C + XPAD;
+    const int ldx = row_ld(C, F8);
     bf16 *xs = (bf16 *)smem_raw;
     float *red = (float *)(smem_raw + (size_t)8 * NT * ldx * 2);
     const int units = (I + 15) / 16;
@@ -421,7 +436,7 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_logits(const void
                                                                       const float *__restrict__ wn, float eps,
                                                                       float *__restrict__ out, int M, int C, int V) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    const int ldx = C + XPAD;
+    const int ldx = row_ld(C, F8);
     bf16 *xs = (bf16 *)smem_raw;
     float *red = (float *)(smem_raw + (size_t)8 * NT * ldx * 2);
     const int units = (V + 16 * T - 1) / (16 * T);
@@ -494,8 +509,8 @@ bool dspy_cu_mma_fits(int N, int C, const void *w, const void *inp) {
 
 /* The normed-rows kernels also need the F32 rows and norm weights 16-byte aligned (float4) and
  * their shared memory within the device's limit. */
-static bool fused_fits(int N, int C, const void *w, const void *x, const void *wn, int T) {
-    return dspy_cu_mma_fits(N, C, w, x) && aligned16(wn) && smem_bytes(N > 8 ? 2 : 1, T, C, true) <= (size_t)g_smem_optin;
+static bool fused_fits(int N, int C, const void *w, const void *x, const void *wn, int T, bool f8) {
+    return dspy_cu_mma_fits(N, C, w, x) && aligned16(wn) && smem_bytes(N > 8 ? 2 : 1, T, C, true, f8) <= (size_t)g_smem_optin;
 }
 
 dspy_status dspy_cu_mma_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
@@ -507,7 +522,7 @@ dspy_status dspy_cu_mma_linear(dspy_backend *be, dspy_tensor out, dspy_tensor in
     const int T = lin_tiles(be, f8, OC, C), units = (OC + 16 * T - 1) / (16 * T);
 #define LAUNCH(NT, F8, T)                                                                                           \
     return cu_launch(be, F8 ? "linear (tensor-core gemv, FP8 weights)" : "linear (tensor-core gemv)",              \
-                     k_mma_linear<NT, F8, T>, grid_of(be, units), MMA_THREADS, smem_bytes(NT, T, C, false), Wp, mp, \
+                     k_mma_linear<NT, F8, T>, grid_of(be, units), MMA_THREADS, smem_bytes(NT, T, C, false, F8), Wp, mp, \
                      Xp, out.data, mode, bp, N, OC, C)
     MMA_INSTANCE(N, f8, T);
 #undef LAUNCH
@@ -516,18 +531,18 @@ dspy_status dspy_cu_mma_linear(dspy_backend *be, dspy_tensor out, dspy_tensor in
 dspy_status dspy_cu_mma_attn_in(dspy_backend *be, bool *taken, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache,
                                 dspy_tensor x, dspy_tensor w_norm, dspy_tensor wqkv, dspy_tensor bqkv, dspy_tensor pos,
                                 dspy_tensor slots, dspy_tensor inv_freq, int N, int C, int NH, int NKV, int HS, float eps) {
-    *taken = HS % 32 == 0 && fused_fits(N, C, wqkv.data, x.data, w_norm.data, 2);
-    if (!*taken) return DSPY_OK;
-    const int units = (NH + 2 * NKV) * (HS / 32);
     /* the arguments were checked by the caller, gemv.cu's attn_in entry */
     F8_PICK(wqkv, (NH + 2 * NKV) * HS, C);
+    *taken = HS % 32 == 0 && fused_fits(N, C, wqkv.data, x.data, w_norm.data, 2, f8);
+    if (!*taken) return DSPY_OK;
+    const int units = (NH + 2 * NKV) * (HS / 32);
     const float *bp = (const float *)bqkv.data, *xp = (const float *)x.data, *wn = (const float *)w_norm.data;
     const int32_t *pp = (const int32_t *)pos.data, *sp = (const int32_t *)slots.data;
     const float *fp = (const float *)inv_freq.data;
     bf16 *qo = (bf16 *)q_out.data, *kc = (bf16 *)kcache.data, *vc = (bf16 *)vcache.data;
 #define LAUNCH(NT, F8, T_)                                                                                          \
     return cu_launch(be, F8 ? "attn_in (tensor-core gemv, FP8 weights)" : "attn_in (tensor-core gemv)",            \
-                     k_mma_attn_in<NT, F8>, grid_of(be, units), MMA_THREADS, smem_bytes(NT, 2, C, true), Wp, mp, bp, \
+                     k_mma_attn_in<NT, F8>, grid_of(be, units), MMA_THREADS, smem_bytes(NT, 2, C, true, F8), Wp, mp, bp, \
                      xp, wn, eps, pp, sp, fp, qo, kc, vc, N, C, NH, NKV, HS)
     MMA_INSTANCE(N, f8, 1);
 #undef LAUNCH
@@ -535,16 +550,16 @@ dspy_status dspy_cu_mma_attn_in(dspy_backend *be, bool *taken, dspy_tensor q_out
 
 dspy_status dspy_cu_mma_mlp_in(dspy_backend *be, bool *taken, dspy_tensor h, dspy_tensor x, dspy_tensor w_norm,
                                dspy_tensor w_gate_up, int N, int C, int I, float eps) {
-    *taken = fused_fits(N, C, w_gate_up.data, x.data, w_norm.data, 2);
-    if (!*taken) return DSPY_OK;
     /* the arguments were checked by the caller, gemv.cu's mlp_in entry */
     F8_PICK(w_gate_up, 2 * I, C);
+    *taken = fused_fits(N, C, w_gate_up.data, x.data, w_norm.data, 2, f8);
+    if (!*taken) return DSPY_OK;
     const float *xp = (const float *)x.data, *wn = (const float *)w_norm.data;
     bf16 *hp = (bf16 *)h.data;
     const int units = (I + 15) / 16;
 #define LAUNCH(NT, F8, T_)                                                                                          \
     return cu_launch(be, F8 ? "mlp_in (tensor-core gemv, FP8 weights)" : "mlp_in (tensor-core gemv)",              \
-                     k_mma_mlp_in<NT, F8>, grid_of(be, units), MMA_THREADS, smem_bytes(NT, 2, C, true), Wp, mp, xp,  \
+                     k_mma_mlp_in<NT, F8>, grid_of(be, units), MMA_THREADS, smem_bytes(NT, 2, C, true, F8), Wp, mp, xp,  \
                      wn, eps, hp, N, C, I)
     MMA_INSTANCE(N, f8, 1);
 #undef LAUNCH
@@ -555,14 +570,14 @@ dspy_status dspy_cu_mma_logits(dspy_backend *be, bool *taken, dspy_tensor out, d
     /* the arguments were checked by the caller, gemv.cu's logits entry */
     F8_PICK(w, V, C);
     const int T = lin_tiles(be, f8, V, C), units = (V + 16 * T - 1) / (16 * T);
-    *taken = fused_fits(M, C, w.data, x.data, w_norm.data, T);
+    *taken = fused_fits(M, C, w.data, x.data, w_norm.data, T, f8);
     if (!*taken) return DSPY_OK;
     const float *xp = (const float *)x.data, *wn = (const float *)w_norm.data;
     const int32_t *rp = (const int32_t *)rows.data;
     float *op = (float *)out.data;
 #define LAUNCH(NT, F8, T)                                                                                           \
     return cu_launch(be, F8 ? "logits (tensor-core gemv, FP8 weights)" : "logits (tensor-core gemv)",              \
-                     k_mma_logits<NT, F8, T>, grid_of(be, units), MMA_THREADS, smem_bytes(NT, T, C, true), Wp, mp,  \
+                     k_mma_logits<NT, F8, T>, grid_of(be, units), MMA_THREADS, smem_bytes(NT, T, C, true, F8), Wp, mp,  \
                      xp, rp, wn, eps, op, M, C, V)
     MMA_INSTANCE(M, f8, T);
 #undef LAUNCH
