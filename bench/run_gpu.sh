@@ -257,10 +257,13 @@ if "prefill" in ours:
     print(f"| prefill 100x1500 s | {p['seconds']:.3f} | {e or '-'} | {c or '-'} | "
           f"{(min(x for x in (c, e) if x) / p['seconds']) if (c or e) else 0:.2f}x vs best | {p['floor_s']:.3f} s ({p['tflops']:.0f} TFLOP/s) |")
 tb2 = {r["mode"]: r for r in torch if r["bench"] == "B2_torch"}
-if "B2" in ours:
-    b = ours["B2"]; c = tb2.get("compiled", {}).get("seconds"); e = tb2.get("eager", {}).get("seconds")
-    print(f"| B2 100 requests s (first alone, then 99 by 16 clients) | {b['seconds_with_first']:.3f} "
-          f"(99: {b['seconds']:.3f}) | {e or '-'} | {c or '-'} | {(c / b['seconds_with_first']) if c else 0:.2f}x | "
+for b in (r for r in load("bench_ours.jsonl") if r.get("bench") == "B2"):  # one row per mode and weights
+    c = tb2.get("compiled", {}).get("seconds"); e = tb2.get("eager", {}).get("seconds")
+    first = b["mode"] == "first-alone"
+    s = b["seconds_with_first"] if first else b["seconds"]
+    what = "first alone, then 99" if first else "cold burst"
+    print(f"| B2 100 requests s ({what}, {b.get('weights', 'bf16')}) | {s:.3f}" + (f" (99: {b['seconds']:.3f})" if first else "") +
+          f" | {e or '-'} | {c or '-'} | {(c / s) if c else 0:.2f}x | "
           f"prefix hits {b['prefix_hit_rate']:.3f} of prompt, {b.get('prefix_hit_of_shared', -1):.3f} of the shared part, {b['req_per_s']:.0f} req/s |")
 tr = load("bench_train.jsonl")
 t1 = {r["bench"]: r for r in tr if r["bench"] in ("T1", "T1_profile")}
