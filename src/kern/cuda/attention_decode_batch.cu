@@ -518,44 +518,60 @@ static __global__ __launch_bounds__(W * 32, W == 8 && D == 64 ? 2 : 1) void k_at
 
 /* DSPY_CUDA_DEC_BATCH: 0 leaves every decode call on attention.cu's split-K kernel (for
  * comparisons); n > 0 aims at n CTAs an SM (default: 2 CTAs of 8 warps at head size 64, 1 at 128:
- * the registers of two 16-key groups in flight per warp). DSPY_CUDA_DEC_BATCH_WARPS=16: CTAs of
- * 16 warps at head size 64 (one an SM: fewer slices to combine through global memory). Read once
- * per process. DSPY_CUDA_DEC_BATCH_PF=1: each warp also asks L2 for the group after its next one.
+ * the registers of two 16-key groups in flight per warp; 1 CTA of 16 warps where db_wide says).
+ * DSPY_CUDA_DEC_BATCH_WARPS=16 / =8: CTAs of 16 / 8 warps at head size 64 whatever the batch.
+ * Read once per process. DSPY_CUDA_DEC_BATCH_PF=1: each warp also asks L2 for the group after its next one.
  * DSPY_CUDA_CASCADE=1: the shared-prefix hint is used (opt-in: on the H200 at batch 16, 1,564
  * positions of which 1,296 shared, attention cost 427 us of a step against 215 us ignoring it);
  * n > 1: used, the shared keys cut into n slices instead of db_cascade_plan's choice.
  * DSPY_CUDA_CASCADE_TAIL=n (n > 0): a sequence's own keys in at most n slices when the shared
  * tiles run (default: as without them).
  */
-static int db_knob = -1, db_warps16 = 0, db_pf = 0, db_cascade = 0, db_tail = 0;
+static int db_knob = -1, db_warps = 0, db_pf = 0, db_cascade = 0, db_tail = 0;
 
-static int db_ctas_per_sm(int HS) {
-    if (db_knob < 0) {
-        const char *v = getenv("DSPY_CUDA_DEC_BATCH"), *w = getenv("DSPY_CUDA_DEC_BATCH_WARPS");
-        const char *cs = getenv("DSPY_CUDA_CASCADE");
-        db_warps16 = w && atoi(w) == 16;
-        db_pf = getenv("DSPY_CUDA_DEC_BATCH_PF") && atoi(getenv("DSPY_CUDA_DEC_BATCH_PF")) == 1;
-        db_cascade = cs ? atoi(cs) : 0;
-        if (db_cascade < 0 || db_cascade > DB_MAX_SPLITS / 2) db_cascade = 0;
-        const char *ct = getenv("DSPY_CUDA_CASCADE_TAIL");
-        db_tail = ct ? atoi(ct) : 0;
-        if (db_tail < 0 || db_tail > DB_MAX_SPLITS / 2) db_tail = 0;
-        db_knob = v ? atoi(v) : 100;
-        if (db_knob < 0 || db_knob > 100) db_knob = 100;
-    }
-    return db_knob == 100 ? (HS == 64 && !db_warps16 ? 2 : 1) : db_knob;
+static void db_init(void) {
+    if (db_knob >= 0) return;
+    const char *v = getenv("DSPY_CUDA_DEC_BATCH"), *w = getenv("DSPY_CUDA_DEC_BATCH_WARPS");
+    const char *cs = getenv("DSPY_CUDA_CASCADE");
+    db_warps = w && (atoi(w) == 16 || atoi(w) == 8) ? atoi(w) : 0;
+    db_pf = getenv("DSPY_CUDA_DEC_BATCH_PF") && atoi(getenv("DSPY_CUDA_DEC_BATCH_PF")) == 1;
+    db_cascade = cs ? atoi(cs) : 0;
+    if (db_cascade < 0 || db_cascade > DB_MAX_SPLITS / 2) db_cascade = 0;
+    const char *ct = getenv("DSPY_CUDA_CASCADE_TAIL");
+    db_tail = ct ? atoi(ct) : 0;
+    if (db_tail < 0 || db_tail > DB_MAX_SPLITS / 2) db_tail = 0;
+    db_knob = v ? atoi(v) : 100;
+    if (db_knob < 0 || db_knob > 100) db_knob = 100;
+}
+
+/* CTAs of 16 warps, one an SM (head size 64): by default where 8-warp CTAs, two an SM, would cut
+ * each sequence into at most 2 slices and 16-warp CTAs fit in one wave (nseg NKV <= SMs) — one
+ * 16-warp CTA then attends a (sequence, KV head) whole, with no partials to combine. H200, FP8 decode step at 1,564 positions (1,300 shared): batch 14
+ * 918 -> 904 us, 16 928 -> 910 (B2 burst 0.673 -> 0.667 s); at batch 5 and 8 (4-5 slices) 16 warps
+ * lost 1-3 %. A function of nseg only, as the slices are. */
+static bool db_wide(const cuda_state *s, int nseg, int NKV, int HS) {
+    db_init();
+    if (HS != 64) return false;
+    if (db_warps) return db_warps == 16;
+    const int ctas = nseg * NKV; /* and where they fit in one wave */
+    return db_knob == 100 && ctas <= s->sm_count && 2 * s->sm_count / ctas <= 2;
+}
+
+static int db_ctas_per_sm(int HS, bool wide) {
+    db_init();
+    return db_knob == 100 ? (HS == 64 && !wide ? 2 : 1) : db_knob;
 }
 
 bool dspy_cu_decode_batch_fits(dspy_backend *be, int nseg, int NH, int NKV, int HS) {
     (void)be;
     return nseg >= DB_MIN_SEQS && (HS == 64 || HS == 128) && NKV > 0 && NH % NKV == 0 && NH / NKV <= 8 &&
-           db_ctas_per_sm(HS) > 0;
+           db_ctas_per_sm(HS, false) > 0;
 }
 
 /* Slices per sequence: a function of nseg only (and of the device and the planned partials), so
  * a captured graph replays with any context lengths. */
 static int db_splits(const cuda_state *s, int nseg, int NH, int NKV, int HS) {
-    int S = db_ctas_per_sm(HS) * s->sm_count / (nseg * NKV);
+    int S = db_ctas_per_sm(HS, db_wide(s, nseg, NKV, HS)) * s->sm_count / (nseg * NKV);
     S = S < 1 ? 1 : S > DB_MAX_SPLITS ? DB_MAX_SPLITS : S;
     const size_t fit = s->att_part_n / ((size_t)nseg * NH * (HS + 2));
     if ((size_t)S > fit || (size_t)nseg * NKV > s->att_count_n) S = 1; /* one slice needs no partials */
@@ -570,7 +586,7 @@ static void db_cascade_plan(const cuda_state *s, int nseg, int NH, int NKV, int 
     *T = 0, *Ssh = 0;
     if (!db_cascade || (size_t)nseg * NKV > s->att_count_n) return;
     const int tiles = (nseg + 2 * spr - 1) / (2 * spr);
-    int ssh = db_cascade > 1 ? db_cascade : db_ctas_per_sm(HS) * s->sm_count / (2 * tiles * NKV);
+    int ssh = db_cascade > 1 ? db_cascade : db_ctas_per_sm(HS, db_wide(s, nseg, NKV, HS)) * s->sm_count / (2 * tiles * NKV);
     ssh = ssh < 1 ? 1 : ssh > DB_MAX_SPLITS / 2 ? DB_MAX_SPLITS / 2 : ssh;
     int st = db_tail > 0 && db_tail < *S ? db_tail : *S;
     st = st > DB_MAX_SPLITS - ssh ? DB_MAX_SPLITS - ssh : st;
@@ -593,7 +609,7 @@ dspy_status dspy_cu_attention_decode_batch(dspy_backend *be, bf16 *out, const bf
     const dspy_attn_seg *sg = (const dspy_attn_seg *)m->segs.data;
     const int32_t *tb = (const int32_t *)m->tables.data;
     const int bs = m->block_size, G = NH / NKV, n = m->nseg;
-    if (HS == 64 && db_warps16)
+    if (db_wide(s, n, NKV, HS))
         return cu_launch(be, "attention (decode batch, HS 64, 16 warps)", k_attn_decode_batch<64, 16>, grid, 512, 0,
                          out, s->att_part, s->att_count, q, kc, vc, sg, tb, sh, n, S, Ssh, bs, NH, NKV, G, sl2, rel,
                          db_pf);
