@@ -520,7 +520,8 @@ static __global__ __launch_bounds__(W * 32, W == 8 && D == 64 ? 2 : 1) void k_at
  * comparisons); n > 0 aims at n CTAs an SM (default: 2 CTAs of 8 warps at head size 64, 1 at 128:
  * the registers of two 16-key groups in flight per warp; 1 CTA of 16 warps where db_wide says).
  * DSPY_CUDA_DEC_BATCH_WARPS=16 / =8: CTAs of 16 / 8 warps at head size 64 whatever the batch.
- * Read once per process. DSPY_CUDA_DEC_BATCH_PF=1: each warp also asks L2 for the group after its next one.
+ * Read once per process. DSPY_CUDA_DEC_BATCH_PF=1: each warp also asks L2 for the group after its
+ * next one.
  * DSPY_CUDA_CASCADE=1: the shared-prefix hint is used (opt-in: on the H200 at batch 16, 1,564
  * positions of which 1,296 shared, attention cost 427 us of a step against 215 us ignoring it);
  * n > 1: used, the shared keys cut into n slices instead of db_cascade_plan's choice.
@@ -546,9 +547,10 @@ static void db_init(void) {
 
 /* CTAs of 16 warps, one an SM (head size 64): by default where 8-warp CTAs, two an SM, would cut
  * each sequence into at most 2 slices and 16-warp CTAs fit in one wave (nseg NKV <= SMs) — one
- * 16-warp CTA then attends a (sequence, KV head) whole, with no partials to combine. H200, FP8 decode step at 1,564 positions (1,300 shared): batch 14
- * 918 -> 904 us, 16 928 -> 910 (B2 burst 0.673 -> 0.667 s); at batch 5 and 8 (4-5 slices) 16 warps
- * lost 1-3 %. A function of nseg only, as the slices are. */
+ * 16-warp CTA then attends a (sequence, KV head) whole, with no partials to combine. H200, FP8
+ * decode step at 1,564 positions (1,300 shared), 16 warps forced: batch 14 918 -> 904 us, 16 928
+ * -> 910 (B2 burst 0.673 -> 0.667 s); at batch 5 and 8 (4-5 slices) they lost 1-3 %. A function
+ * of nseg only, as the slices are. */
 static bool db_wide(const cuda_state *s, int nseg, int NKV, int HS) {
     db_init();
     if (HS != 64) return false;
@@ -586,7 +588,8 @@ static void db_cascade_plan(const cuda_state *s, int nseg, int NH, int NKV, int 
     *T = 0, *Ssh = 0;
     if (!db_cascade || (size_t)nseg * NKV > s->att_count_n) return;
     const int tiles = (nseg + 2 * spr - 1) / (2 * spr);
-    int ssh = db_cascade > 1 ? db_cascade : db_ctas_per_sm(HS, db_wide(s, nseg, NKV, HS)) * s->sm_count / (2 * tiles * NKV);
+    const int per_sm = db_ctas_per_sm(HS, db_wide(s, nseg, NKV, HS));
+    int ssh = db_cascade > 1 ? db_cascade : per_sm * s->sm_count / (2 * tiles * NKV);
     ssh = ssh < 1 ? 1 : ssh > DB_MAX_SPLITS / 2 ? DB_MAX_SPLITS / 2 : ssh;
     int st = db_tail > 0 && db_tail < *S ? db_tail : *S;
     st = st > DB_MAX_SPLITS - ssh ? DB_MAX_SPLITS - ssh : st;

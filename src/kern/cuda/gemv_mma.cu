@@ -510,7 +510,8 @@ bool dspy_cu_mma_fits(int N, int C, const void *w, const void *inp) {
 /* The normed-rows kernels also need the F32 rows and norm weights 16-byte aligned (float4) and
  * their shared memory within the device's limit. */
 static bool fused_fits(int N, int C, const void *w, const void *x, const void *wn, int T, bool f8) {
-    return dspy_cu_mma_fits(N, C, w, x) && aligned16(wn) && smem_bytes(N > 8 ? 2 : 1, T, C, true, f8) <= (size_t)g_smem_optin;
+    return dspy_cu_mma_fits(N, C, w, x) && aligned16(wn) &&
+           smem_bytes(N > 8 ? 2 : 1, T, C, true, f8) <= (size_t)g_smem_optin;
 }
 
 dspy_status dspy_cu_mma_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
@@ -522,7 +523,8 @@ dspy_status dspy_cu_mma_linear(dspy_backend *be, dspy_tensor out, dspy_tensor in
     const int T = lin_tiles(be, f8, OC, C), units = (OC + 16 * T - 1) / (16 * T);
 #define LAUNCH(NT, F8, T)                                                                                           \
     return cu_launch(be, F8 ? "linear (tensor-core gemv, FP8 weights)" : "linear (tensor-core gemv)",              \
-                     k_mma_linear<NT, F8, T>, grid_of(be, units), MMA_THREADS, smem_bytes(NT, T, C, false, F8), Wp, mp, \
+                     k_mma_linear<NT, F8, T>, grid_of(be, units), MMA_THREADS,                                      \
+                     smem_bytes(NT, T, C, false, F8), Wp, mp,                                                       \
                      Xp, out.data, mode, bp, N, OC, C)
     MMA_INSTANCE(N, f8, T);
 #undef LAUNCH
@@ -542,7 +544,8 @@ dspy_status dspy_cu_mma_attn_in(dspy_backend *be, bool *taken, dspy_tensor q_out
     bf16 *qo = (bf16 *)q_out.data, *kc = (bf16 *)kcache.data, *vc = (bf16 *)vcache.data;
 #define LAUNCH(NT, F8, T_)                                                                                          \
     return cu_launch(be, F8 ? "attn_in (tensor-core gemv, FP8 weights)" : "attn_in (tensor-core gemv)",            \
-                     k_mma_attn_in<NT, F8>, grid_of(be, units), MMA_THREADS, smem_bytes(NT, 2, C, true, F8), Wp, mp, bp, \
+                     k_mma_attn_in<NT, F8>, grid_of(be, units), MMA_THREADS,                                        \
+                     smem_bytes(NT, 2, C, true, F8), Wp, mp, bp,                                                    \
                      xp, wn, eps, pp, sp, fp, qo, kc, vc, N, C, NH, NKV, HS)
     MMA_INSTANCE(N, f8, 1);
 #undef LAUNCH
@@ -559,7 +562,8 @@ dspy_status dspy_cu_mma_mlp_in(dspy_backend *be, bool *taken, dspy_tensor h, dsp
     const int units = (I + 15) / 16;
 #define LAUNCH(NT, F8, T_)                                                                                          \
     return cu_launch(be, F8 ? "mlp_in (tensor-core gemv, FP8 weights)" : "mlp_in (tensor-core gemv)",              \
-                     k_mma_mlp_in<NT, F8>, grid_of(be, units), MMA_THREADS, smem_bytes(NT, 2, C, true, F8), Wp, mp, xp,  \
+                     k_mma_mlp_in<NT, F8>, grid_of(be, units), MMA_THREADS,                                         \
+                     smem_bytes(NT, 2, C, true, F8), Wp, mp, xp,                                                    \
                      wn, eps, hp, N, C, I)
     MMA_INSTANCE(N, f8, 1);
 #undef LAUNCH
@@ -577,7 +581,8 @@ dspy_status dspy_cu_mma_logits(dspy_backend *be, bool *taken, dspy_tensor out, d
     float *op = (float *)out.data;
 #define LAUNCH(NT, F8, T)                                                                                           \
     return cu_launch(be, F8 ? "logits (tensor-core gemv, FP8 weights)" : "logits (tensor-core gemv)",              \
-                     k_mma_logits<NT, F8, T>, grid_of(be, units), MMA_THREADS, smem_bytes(NT, T, C, true, F8), Wp, mp,  \
+                     k_mma_logits<NT, F8, T>, grid_of(be, units), MMA_THREADS,                                      \
+                     smem_bytes(NT, T, C, true, F8), Wp, mp,                                                        \
                      xp, rp, wn, eps, op, M, C, V)
     MMA_INSTANCE(M, f8, T);
 #undef LAUNCH
