@@ -68,6 +68,17 @@ DSPY_API dspy_status dspy_constraint_check(const dspy_constraint *c, bool has_eo
 DSPY_API void dspy_constraint_mask(const dspy_constraint *c, int32_t state, const int32_t *eos, int32_t n_eos,
                                    uint32_t *words);
 
+/* Jump-forward: a state may carry the tokens that spell the text every path from it writes next
+ * (a stretch the specification fixes: a field header, the rest of a Literal value once its first
+ * bytes tell which), as the compiler tokenized it. The engine feeds them as drafts in one step,
+ * each row still sampled under its own state's mask, so the tokens are exactly those of one
+ * token a step: the drafts only save steps where the model writes that tokenization.
+ * set_jump: tokens[0 .. n) must be allowed in turn from `state` (set its entries, and those of
+ * the states the path passes, first); n = 0 clears the list; DSPY_ERR_ARG otherwise. */
+DSPY_API dspy_status dspy_constraint_set_jump(dspy_constraint *c, int32_t state, const int32_t *tokens, int32_t n);
+/* The jump list of `state` (owned by c), *n its length; NULL and 0 when it has none. */
+DSPY_API const int32_t *dspy_constraint_jump(const dspy_constraint *c, int32_t state, int32_t *n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -3,8 +3,8 @@
  * Made for one scheduler thread (the HTTP server's): requests are added with dspy_engine_add,
  * and each dspy_engine_step runs one batched forward pass over every active sequence — a chunk
  * of prompt for sequences still prefilling (chunked prefill, max_batch_tokens per step) and one
- * new token for each sequence that is decoding (with spec_tokens, also its drafted tokens: then
- * it may gain several tokens in a step) — then samples and reports one event per sequence it
+ * new token for each sequence that is decoding (with spec_tokens or jump_tokens, also its drafted
+ * tokens: then it may gain several tokens in a step) — then samples and reports one event per sequence it
  * advanced (per new token). Finished sequences release their KV blocks at once (the filled ones stay
  * in the prefix cache until the memory is needed).
  *
@@ -72,6 +72,17 @@ typedef struct dspy_engine_params {
                                  waits min(2^(m-1), 8) steps before drafting again. 0 (default) =
                                  off; at most DSPY_ENGINE_MAX_SPEC. The environment variable
                                  DSPY_ENGINE_SPEC=K overrides it. */
+    int32_t jump_tokens;      /* jump-forward: a constrained decoding sequence whose automaton fixes
+                                 the next stretch of text (dspy_constraint_jump: a field header, the
+                                 rest of a Literal value) drafts up to this many of its tokens a
+                                 step, every row sampled under its own state's mask and checked as
+                                 speculative drafts are: the tokens are those of jump_tokens 0 (CPU:
+                                 bit for bit); steps are saved where the model writes the drafted
+                                 tokenization. At most max(max_seqs, jump_tokens) drafted rows a
+                                 step over all sequences. -1 (default) = auto: 8 on the CPU, 0 on
+                                 CUDA (a drafting step runs eagerly, not replayed as a graph; not
+                                 measured there yet); 0 = off; at most DSPY_ENGINE_MAX_SPEC;
+                                 DSPY_ENGINE_JUMP=K overrides it. */
 } dspy_engine_params;
 
 enum { DSPY_ENGINE_MAX_SPEC = 32 };

@@ -90,6 +90,11 @@ typedef struct dspy_server_params {
                                       this many tokens drafted by prompt lookup per greedy,
                                       unconstrained sequence and step, checked in the same pass;
                                       0 (default) = off; at most DSPY_ENGINE_MAX_SPEC */
+    int32_t jump_tokens;           /* jump-forward (dspy_engine_params.jump_tokens): up to this many
+                                      tokens of the text a constrained sequence's format fixes next
+                                      drafted per step, checked in the same pass (the answers are
+                                      those without it); -1 (default) = the engine's auto: 8 on
+                                      the CPU, 0 on CUDA; 0 = off */
     int32_t default_max_tokens;    /* max_tokens for requests that give none (default 1024, capped
                                       by the room left in the context); 0 = the rest of the context */
     int32_t max_n;                 /* the largest n a request may ask (default 16; 400 above it) */

@@ -15,6 +15,11 @@
  * accepting states only (right after the literal, the "[[ ## completed ## ]]" marker, or the
  * closing brace).
  *
+ * Jump-forward: each state of a compiled automaton whose next bytes are fixed (a header, the
+ * rest of a Literal value once its first bytes tell which, the closing marker) carries them as
+ * a jump list (dspy_constraint_jump), cut into tokens by longest match over the vocabulary; the
+ * engine drafts them (dspy_engine_params.jump_tokens) without changing what is sampled.
+ *
  * Bounded free text: a free-text field of a layout and a JSON string value may take at most
  * max_tokens tokens; then the automaton allows only the shortest way out (the blank line before
  * the next header, the closing quote), so every sequence ends in a parseable answer even when

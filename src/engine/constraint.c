@@ -21,6 +21,8 @@ typedef struct cstate {
     int32_t dflt;    /* FREE: the next state of tokens without an entry */
     int32_t *tok, *next;
     int32_t n, cap;
+    int32_t *jump; /* the jump-forward tokens (dspy_constraint_set_jump), n_jump of them */
+    int32_t n_jump;
 } cstate;
 
 struct dspy_constraint {
@@ -50,6 +52,7 @@ void dspy_constraint_free(dspy_constraint *c) {
     for (int32_t i = 0; i < c->n_states; i++) {
         free(c->s[i].tok);
         free(c->s[i].next);
+        free(c->s[i].jump);
     }
     free(c->s);
     free(c);
@@ -113,6 +116,32 @@ dspy_status dspy_constraint_set_token(dspy_constraint *c, int32_t state, int32_t
     s->next[i] = next;
     s->n++;
     return DSPY_OK;
+}
+
+dspy_status dspy_constraint_set_jump(dspy_constraint *c, int32_t state, const int32_t *tokens, int32_t n) {
+    CTRY(check_state(c, state, "state"));
+    if (n < 0 || (n > 0 && !tokens)) return dspy_fail(DSPY_ERR_ARG, "constraint: a jump list of %d tokens", n);
+    for (int32_t i = 0, q = state; i < n; i++) {
+        int32_t nx = dspy_constraint_next(c, q, tokens[i]);
+        if (nx < 0)
+            return dspy_fail(DSPY_ERR_ARG, "constraint: jump token %d (%d of the list from state %d) is not allowed "
+                                           "in state %d", tokens[i], i, state, q);
+        q = nx;
+    }
+    int32_t *j = NULL;
+    if (n > 0 && !(j = malloc(sizeof(int32_t) * (size_t)n))) return dspy_fail(DSPY_ERR_NOMEM, "constraint: out of memory");
+    if (n > 0) memcpy(j, tokens, sizeof(int32_t) * (size_t)n);
+    free(c->s[state].jump);
+    c->s[state].jump = j;
+    c->s[state].n_jump = n;
+    return DSPY_OK;
+}
+
+const int32_t *dspy_constraint_jump(const dspy_constraint *c, int32_t state, int32_t *n) {
+    *n = 0;
+    if (state < 0 || state >= c->n_states || c->s[state].n_jump == 0) return NULL;
+    *n = c->s[state].n_jump;
+    return c->s[state].jump;
 }
 
 int32_t dspy_constraint_states(const dspy_constraint *c) { return c->n_states; }

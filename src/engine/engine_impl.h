@@ -38,6 +38,7 @@ typedef struct seq {
     int32_t top_k;
     bool ignore_eos;
     dspy_rng rng;
+    dspy_rng rng_mark;           /* rng before the step's draws (a drafting sequence rewinds to it) */
     const dspy_constraint *cons; /* NULL, or the automaton its sampled tokens follow */
     int32_t cstate;              /* its current state there */
     int32_t spec_miss;           /* speculation: its latest drafting steps in a row that accepted none */
@@ -69,15 +70,16 @@ struct dspy_engine {
     int32_t *meta_h;        /* host staging (meta_words) */
     int32_t *meta_d;        /* device mirror */
     size_t meta_words;
-    int32_t *res_h, *res_d; /* (3 * max_seqs): tokens, logprobs, constrained rows' logprob shifts */
+    int32_t *res_h, *res_d; /* (3 * max_out): tokens, logprobs, constrained rows' logprob shifts */
     int32_t mask_words;     /* W = (vocab + 31) / 32: one constrained row's mask */
-    int32_t *cmask_h, *cmask_d; /* (max_seqs + max_seqs * W): the step's constrained rows (logits
+    int32_t *cmask_h, *cmask_d; /* (max_out + max_out * W): the step's constrained rows (logits
                                    row each), then their masks */
     seq **out_seq;          /* (max_seqs) sequences sampled this step */
     int32_t *take;          /* (max_seqs) tokens each active sequence feeds this step */
     int32_t *n_draft;       /* (max_seqs) of those, drafted tokens (speculation; 0 otherwise) */
     int32_t *first_out;     /* (max_seqs) its first sampled row this step, or -1 */
-    int32_t max_out;        /* sampled rows a step can have: max_seqs * (1 + spec_tokens) */
+    int32_t max_out;        /* sampled rows a step can have: max_seqs * (1 + spec_tokens) + jump_rows */
+    int32_t jump_rows;      /* jump-forward drafts a step, over all sequences */
     dspy_step_event *events;
     void *graphs[2][MAX_BUCKETS]; /* captured decode steps: [every row masked][bucket index] */
     bool use_graphs;

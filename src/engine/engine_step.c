@@ -37,6 +37,15 @@
  * (fewer drafts, never a preemption); blocks of rejected positions stay with the sequence for its
  * next positions. Such a step runs eagerly, as a mixed step; pure decode steps keep their graphs.
  *
+ * Jump-forward (dspy_engine_params.jump_tokens = J > 0, the default): a constrained decoding
+ * sequence whose automaton state has a jump list (dspy_constraint_jump: the text its format
+ * fixes next, as the compiler tokenized it) drafts up to J of those tokens the same way, with
+ * jump_rows drafted rows a step over all sequences. Every row is sampled under the mask of the
+ * state the drafts before it lead to, and a sampled sequence draws a uniform for every row, then
+ * rewinds its generator to the draws its emitted tokens used: the tokens and logprobs are those
+ * of one token a step (CPU: bit for bit), at any temperature; where the model writes the drafted
+ * tokenization, a step gives it several tokens.
+ *
  * Every step adds its kind, rows, device span and host phases to the engine's profile
  * (dspy_engine_profile; /metrics shows it). Two variants for the steps that run op by op:
  * DSPY_ENGINE_SPLIT_MIXED=1 (a mixed step's decoding rows attended by the decode kernel in a
@@ -126,19 +135,35 @@ static int32_t draft(seq *s, int32_t k) {
     return 0;
 }
 
-/* Drafts for every greedy unconstrained decoding sequence (n_draft), with blocks for the drafted
- * positions taken only from the pool's available ones: fewer drafts when it is dry. */
+/* Jump-forward drafts: the first k tokens of the jump list of s's current automaton state
+ * (dspy_constraint_jump), written after its last token. Returns how many. */
+static int32_t jump_draft(seq *s, int32_t k) {
+    int32_t n;
+    const int32_t *list = dspy_constraint_jump(s->cons, s->cstate, &n);
+    if (n > k) n = k;
+    if (n > 0) memcpy(s->tokens + s->n_tokens, list, sizeof(int32_t) * (size_t)n);
+    return n;
+}
+
+/* Drafts (n_draft) for every decoding sequence that drafts: a greedy unconstrained one by prompt
+ * lookup (spec_tokens), a constrained one from its automaton (jump_tokens; jump_rows over all of
+ * them a step), with blocks for the drafted positions taken only from the pool's available ones:
+ * fewer drafts when it is dry. */
 static void plan_drafts(dspy_engine *e) {
     const int32_t bs = e->kv.block_size;
+    int32_t jump_left = e->jump_rows;
     for (int32_t i = 0; i < e->n_active; i++) {
         seq *s = e->active[i];
         e->n_draft[i] = 0;
-        if (e->p.spec_tokens == 0 || s->waiting || s->n_tokens - s->n_cached != 1 || s->temperature != 0 || s->cons)
-            continue;
+        if (s->waiting || s->n_tokens - s->n_cached != 1) continue;
+        const bool jump = s->cons != NULL;
+        int32_t k = jump ? (e->p.jump_tokens < jump_left ? e->p.jump_tokens : jump_left)
+                         : s->temperature == 0 ? e->p.spec_tokens : 0;
         /* the fed positions stay below n_prompt + max_new - 1: the last new token is never fed */
-        int32_t k = s->max_new - s->n_generated - 1;
-        if (k > e->p.spec_tokens) k = e->p.spec_tokens;
-        if (k <= 0) continue;
+        if (k > s->max_new - s->n_generated - 1) k = s->max_new - s->n_generated - 1;
+        int32_t n_list = 0; /* a constrained sequence drafts only where its state has a jump list */
+        if (jump) dspy_constraint_jump(s->cons, s->cstate, &n_list);
+        if (k <= 0 || (jump && n_list == 0)) continue;
         /* back-off: after m drafting steps in a row that accepted nothing, skip min(2^(m-1), 8)
          * steps before drafting again (a drafting step runs eagerly and longer; a model whose
          * continuations its own tokens do not predict stops paying for it); the tokens are the
@@ -147,7 +172,7 @@ static void plan_drafts(dspy_engine *e) {
             s->spec_wait--;
             continue;
         }
-        int32_t d = draft(s, k);
+        int32_t d = jump ? jump_draft(s, k) : draft(s, k);
         for (int32_t j = 1; j <= d; j++) {
             const int32_t p = s->n_cached + j, b0 = s->n_blocks;
             if (p / bs < b0) continue;
@@ -158,6 +183,7 @@ static void plan_drafts(dspy_engine *e) {
             s->n_blocks++;
         }
         e->n_draft[i] = d;
+        if (jump) jump_left -= d;
     }
 }
 
@@ -205,7 +231,7 @@ static step_plan plan_step(dspy_engine *e, int32_t *take) {
         sp.n_table += s->n_blocks;
         if (s->n_cached + t - d == s->n_tokens) {
             sp.M += 1 + d;
-            sp.R += s->cons != NULL;
+            sp.R += s->cons ? 1 + d : 0;
         } else {
             sp.decode = false;
         }
@@ -254,7 +280,7 @@ static dspy_status run_step(dspy_engine *e, const meta_layout *L, int32_t N, int
     dspy_tensor lps = dspy_bt(be, e->res_d + e->max_out, M, DSPY_DTYPE_F32);
     if (R > 0) {
         dspy_tensor rows = dspy_bt(be, e->cmask_d, R, DSPY_DTYPE_I32);
-        dspy_tensor masks = dspy_bt(be, e->cmask_d + e->p.max_seqs, (int64_t)R * e->mask_words, DSPY_DTYPE_I32);
+        dspy_tensor masks = dspy_bt(be, e->cmask_d + e->max_out, (int64_t)R * e->mask_words, DSPY_DTYPE_I32);
         dspy_tensor shift = dspy_bt(be, e->res_d + 2 * e->max_out, R, DSPY_DTYPE_F32);
         DSPY_TRY(be->ops->mask_logits(be, logits, masks, rows, shift, R, V));
     }
@@ -278,7 +304,7 @@ static void pad_rows(dspy_engine *e, const meta_layout *L, int32_t rows, int32_t
         h[L->out_rows + m] = rows;
         if (mask_all) {
             e->cmask_h[r] = m;
-            memset(e->cmask_h + e->p.max_seqs + (size_t)r * e->mask_words, 0xff, sizeof(uint32_t) * (size_t)e->mask_words);
+            memset(e->cmask_h + e->max_out + (size_t)r * e->mask_words, 0xff, sizeof(uint32_t) * (size_t)e->mask_words);
             r++;
         }
     }
@@ -431,24 +457,26 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
         s->n_cached += t - d; /* the drafted rows count once accepted */
         if (s->n_cached == s->n_tokens) {
             e->first_out[i] = m;
-            for (int32_t j = 0; j < d; j++) { /* every drafted row sampled too (greedy: no draws) */
-                dspy_sample_param *pd = (dspy_sample_param *)(h + L.params) + m;
-                *pd = (dspy_sample_param){s->temperature, s->top_p, s->top_k, 0, 0.0};
-                h[L.out_rows + m] = rows + j;
+            /* the drafted rows, then the last, every one sampled: a constrained sequence's rows
+             * each under the state its drafts lead to (jump-forward), a sampled one's each with a
+             * draw (rewound after the step to the draws its emitted tokens used) */
+            s->rng_mark = s->rng;
+            int32_t cs = s->cstate;
+            for (int32_t j = 0; j <= d; j++) {
+                dspy_sample_param *pr = (dspy_sample_param *)(h + L.params) + m;
+                *pr = (dspy_sample_param){s->temperature, s->top_p, s->top_k, 0, 0.0};
+                if (s->temperature > 0) pr->uniform = dspy_rng_uniform(&s->rng); /* one draw per sampled token */
+                h[L.out_rows + m] = rows + (j < d ? j : t - 1);
+                if (s->cons || mask_all) { /* the logits row and the allowed set of its state */
+                    e->cmask_h[r] = m;
+                    uint32_t *mk = (uint32_t *)(e->cmask_h + e->max_out + (size_t)r * e->mask_words);
+                    if (s->cons) dspy_constraint_mask(s->cons, cs, e->cfg->eos_token_ids, e->cfg->n_eos, mk);
+                    else memset(mk, 0xff, sizeof(uint32_t) * (size_t)e->mask_words);
+                    if (s->cons && j < d) cs = dspy_constraint_next(s->cons, cs, s->tokens[s->n_tokens + j]);
+                    r++;
+                }
                 e->out_seq[m++] = s;
             }
-            dspy_sample_param *pr = (dspy_sample_param *)(h + L.params) + m;
-            *pr = (dspy_sample_param){s->temperature, s->top_p, s->top_k, 0, 0.0};
-            if (s->temperature > 0) pr->uniform = dspy_rng_uniform(&s->rng); /* one draw per sampled token */
-            h[L.out_rows + m] = rows + t - 1;
-            if (s->cons || mask_all) { /* the logits row and the allowed set of its current state */
-                e->cmask_h[r] = m;
-                uint32_t *mk = (uint32_t *)(e->cmask_h + e->p.max_seqs + (size_t)r * e->mask_words);
-                if (s->cons) dspy_constraint_mask(s->cons, s->cstate, e->cfg->eos_token_ids, e->cfg->n_eos, mk);
-                else memset(mk, 0xff, sizeof(uint32_t) * (size_t)e->mask_words);
-                r++;
-            }
-            e->out_seq[m++] = s;
         }
         rows += t;
     }
@@ -463,7 +491,7 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
     const int64_t t_launch = dspy_now_ns();
     DSPY_TRY(o->copy(be, e->meta_d, e->meta_h, L.end * 4, DSPY_COPY_H2D));
     if (R > 0)
-        DSPY_TRY(o->copy(be, e->cmask_d, e->cmask_h, ((size_t)e->p.max_seqs + (size_t)R * e->mask_words) * 4,
+        DSPY_TRY(o->copy(be, e->cmask_d, e->cmask_h, ((size_t)e->max_out + (size_t)R * e->mask_words) * 4,
                          DSPY_COPY_H2D));
     if (graph) {
         DSPY_TRY(launch_graph(e, &L, B, bi, mask_all, n_table, R));
@@ -499,6 +527,7 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
         const int32_t j0 = e->first_out[i], d = e->n_draft[i];
         if (j0 < 0) continue; /* a prompt chunk */
         int32_t acc = 0;
+        const int32_t r0 = r; /* its masked rows: 1 + d of them, whatever is accepted */
         for (int32_t j = j0;; j++) {
             int32_t tok = e->res_h[j];
             float logprob = lp[j];
@@ -525,9 +554,14 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
             e->prof.accepted_tokens++;
             acc++;
         }
+        if (s->cons && !mask_all) r = r0 + 1 + d;
         if (d > 0) {
             s->spec_miss = acc > 0 ? 0 : s->spec_miss + 1;
             s->spec_wait = s->spec_miss == 0 ? 0 : s->spec_miss >= 4 ? 8 : 1 << (s->spec_miss - 1);
+            if (s->temperature > 0) { /* the rows past the first mismatch drew uniforms no token used */
+                s->rng = s->rng_mark;
+                for (int32_t k = 0; k <= acc; k++) (void)dspy_rng_uniform(&s->rng);
+            }
         }
     }
     for (int32_t i = 0; i < e->n_active; i++)

@@ -38,6 +38,7 @@ static const serve_arg k_args[] = {
     {"kv-memory-percent", ARG_I32, F(kv_memory_percent)},
     {"max-batch-tokens", ARG_I32, F(max_batch_tokens)},
     {"spec-tokens", ARG_I32, F(spec_tokens)},
+    {"jump-tokens", ARG_I32, F(jump_tokens)},
     {"default-max-tokens", ARG_I32, F(default_max_tokens)},
     {"max-n", ARG_I32, F(max_n)},
     {"structured-max-tokens", ARG_I32, F(structured_max_tokens)},

@@ -103,6 +103,7 @@ dspy_server_params dspy_server_params_default(void) {
     p.read_timeout_ms = l.read_timeout_ms;
     p.shutdown_grace_ms = 30000;
     p.structured_max_tokens = 256;
+    p.jump_tokens = dspy_engine_params_default().jump_tokens;
     return p;
 }
 
@@ -879,6 +880,9 @@ dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
     if (p->spec_tokens < 0 || p->spec_tokens > DSPY_ENGINE_MAX_SPEC)
         return dspy_fail(DSPY_ERR_ARG, "serve: spec_tokens (--spec-tokens) must be in 0..%d (got %d)",
                          DSPY_ENGINE_MAX_SPEC, p->spec_tokens);
+    if (p->jump_tokens < -1 || p->jump_tokens > DSPY_ENGINE_MAX_SPEC)
+        return dspy_fail(DSPY_ERR_ARG, "serve: jump_tokens (--jump-tokens) must be in 0..%d, or -1 (got %d)",
+                         DSPY_ENGINE_MAX_SPEC, p->jump_tokens);
     dspy_server *s = calloc(1, sizeof *s);
     if (!s) return dspy_fail(DSPY_ERR_NOMEM, "serve: out of memory");
     dspy_status st = DSPY_OK;
@@ -949,6 +953,7 @@ dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
         ep.max_seqs = p->max_seqs;
         ep.max_tokens_total = p->kv_tokens > 0 ? p->kv_tokens : kv_tokens_default(r->model, p);
         ep.spec_tokens = p->spec_tokens;
+        ep.jump_tokens = p->jump_tokens;
         ep.max_batch_tokens = p->max_batch_tokens > 0 ? p->max_batch_tokens
                               : dspy_model_device(r->model).type == DSPY_DEVICE_CPU ? 256 : 4096;
         if ((st = dspy_engine_new(r->model, &ep, &r->eng)) != DSPY_OK) goto fail;

@@ -258,6 +258,69 @@ done:
     return st;
 }
 
+enum { JUMP_MAX_BYTES = 256, JUMP_MAX_TOKENS = 64 };
+
+/* Jump-forward lists (dspy_constraint_set_jump): from each token state, the bytes every path
+ * must write next — the DFA's chain of states with exactly one byte out, up to an accepting state
+ * or a branch — cut into tokens by longest match over the trie, each token allowed in turn from
+ * the state the last one reached (one banned there, e.g. at the bound of a bounded text, ends the
+ * list). Longest match, not the tokenizer's merges: the engine only drafts these tokens and
+ * samples every row, so a model that writes another tokenization loses the saved steps, not
+ * its choice. */
+static dspy_status add_jumps(const dspy_structured_vocab *v, const dfa *d, const plan *p, dspy_constraint *c) {
+    unsigned char buf[JUMP_MAX_BYTES];
+    int32_t toks[JUMP_MAX_TOKENS];
+    for (int32_t q = 0; q < d->n; q++) {
+        if (p->base[q] < 0) continue;
+        int32_t len = 0;
+        for (int32_t s = q; len < JUMP_MAX_BYTES && !d->accept[s];) {
+            int32_t only = -1, nx = -1;
+            for (int b = 0; b < 256; b++) {
+                int32_t t = d->next[(size_t)s * 256 + (size_t)b];
+                if (t < 0) continue;
+                if (only >= 0) {
+                    only = -2;
+                    break;
+                }
+                only = b, nx = t;
+            }
+            if (only < 0) break;
+            buf[len++] = (unsigned char)only;
+            s = nx;
+        }
+        for (int32_t k = 0; len > 0 && k < p->levels[q]; k++) {
+            const int32_t state = p->base[q] + k;
+            int32_t pos = 0, nt = 0, cur = state;
+            while (pos < len && nt < JUMP_MAX_TOKENS) {
+                int32_t node = v->root_child[buf[pos]], depth = 1, best = -1, blen = 0;
+                while (node >= 0) {
+                    for (int32_t t = v->nodes[node].token; t >= 0; t = v->dup_next[t])
+                        if (dspy_constraint_next(c, cur, t) >= 0) {
+                            best = t, blen = depth;
+                            break;
+                        }
+                    if (pos + depth >= len) break;
+                    int32_t child = -1;
+                    for (int32_t ch = v->nodes[node].child; ch >= 0; ch = v->nodes[ch].sibling)
+                        if (v->nodes[ch].byte == buf[pos + depth]) {
+                            child = ch;
+                            break;
+                        }
+                    node = child;
+                    depth++;
+                }
+                if (best < 0) break;
+                toks[nt++] = best;
+                cur = dspy_constraint_next(c, cur, best);
+                pos += blen;
+            }
+            dspy_status st = nt > 0 ? dspy_constraint_set_jump(c, state, toks, nt) : DSPY_OK;
+            if (st) return st;
+        }
+    }
+    return DSPY_OK;
+}
+
 dspy_status dspy_tokens_compile(const dspy_structured_vocab *v, dfa *d, dspy_constraint **out) {
     *out = NULL;
     dspy_status st = DSPY_OK;
@@ -338,6 +401,7 @@ dspy_status dspy_tokens_compile(const dspy_structured_vocab *v, dfa *d, dspy_con
         if (big)
             for (int64_t i = 0; i < h.n; i++) tgt[h.h[i].token] = -1;
     }
+    if ((st = add_jumps(v, d, &p, c))) goto done;
     *out = c;
     c = NULL;
     goto done;

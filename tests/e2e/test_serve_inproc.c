@@ -10,7 +10,8 @@
  *   - the reference: the same request to a `dspy serve` child (DSPY_BIN, the override) gives
  *     the same greedy answer;
  *   - `dspy serve` options as extra arguments (--name VALUE, --name=VALUE, flags) take effect;
- *     --spec-tokens: the same greedy answer, drafted tokens counted, a bad K refused;
+ *     --spec-tokens: the same greedy answer, drafted tokens counted, a bad K refused (and a bad
+ *     --jump-tokens);
  *   - bad input: a missing model, a port in use, unknown or malformed extra arguments, a child
  *     asked for without a binary: a clear error and no thread left;
  *   - the program path: dspy_program_launch on a Predict whose LM is "openai/local:<dir>" serves
@@ -536,6 +537,10 @@ static void test_spec_tokens(void) {
     dspy_local_server *s = NULL;
     CHECK(launch_thread(g_model, args, sizeof args / sizeof *args, &s) != DSPY_OK);
     CHECK_CONTAINS(dspy_errmsg(), "--spec-tokens");
+    CHECK(s == NULL);
+    const char *jargs[] = {"--tokenizer", g_tok, "--jump-tokens", "-2"}; /* -1 is auto */
+    CHECK(launch_thread(g_model, jargs, sizeof jargs / sizeof *jargs, &s) != DSPY_OK);
+    CHECK_CONTAINS(dspy_errmsg(), "--jump-tokens");
     CHECK(s == NULL);
 }
 

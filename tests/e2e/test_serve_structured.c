@@ -10,7 +10,9 @@
  *   - raw requests: json_object answers that stop are JSON objects; an unsupported schema and a
  *     bad dspy_layout get 400 naming the field; "openai/local:<dir>" is accepted as the model;
  *   - /metrics: counters move by exactly the requests and tokens made; histograms count them;
- *     the prefix cache reports hits for the shared system prompt.
+ *     the prefix cache reports hits for the shared system prompt;
+ *   - jump-forward (--jump-tokens, on by default): a layout request's answer is the one of a
+ *     server with --jump-tokens 0 (the CPU is bit for bit), its drafted tokens counted.
  */
 #include <curl/curl.h>
 #include <math.h>
@@ -295,27 +297,81 @@ static void test_raw(const char *base, const char *root) {
     free(m2);
 }
 
+/* A `dspy serve` of the test model with the extra arguments, root set to its address (where
+ * /metrics is), or NULL (a failed check). */
+static dspy_local_server *launch(const char *const *args, size_t n, char *root, size_t root_size) {
+    dspy_local_params p = dspy_local_params_default();
+    p.dspy_bin = test_bin("dspy");
+    p.log_dir = test_tmpdir();
+    p.timeout_s = 60;
+    p.extra_args = args;
+    p.n_extra_args = n;
+    dspy_local_server *srv = NULL;
+    CHECK_OK(dspy_local_launch(g_model, &p, &srv));
+    if (srv) snprintf(root, root_size, "%.*s", (int)(strlen(dspy_local_api_base(srv)) - 3), dspy_local_api_base(srv));
+    return srv;
+}
+
+/* The content of a greedy layout request (malloc'd) and the drafted tokens it added to /metrics. */
+static char *layout_answer(const char *base, const char *root, double *drafted) {
+    char url[512];
+    snprintf(url, sizeof url, "%s/chat/completions", base);
+    char *m0 = scrape(root);
+    char *b = chat_body(g_model, "\"dspy_layout\": [{\"name\": \"reasoning\", \"max_tokens\": 6}, {\"name\": "
+                                 "\"answer\", \"enum\": [\"yes_indeed\", \"no_thanks\"]}]", 200);
+    dspy_str out = DSPY_STR_INIT;
+    CHECK_INT(http(url, b, &out), 200);
+    dspy_json *v = NULL;
+    CHECK_OK(dspy_json_parse(out.ptr, out.len, "answer", &v));
+    const dspy_json *ch = dspy_json_at(dspy_json_get(v, "choices"), 0);
+    char *text = strdup(dspy_json_str_or(dspy_json_get(ch, "message"), "content", ""));
+    CHECK(ends_with(text, "\n\n[[ ## completed ## ]]"));
+    char *m1 = scrape_after(root, m0, 1);
+    *drafted = metric(m1, "dspy_engine_draft_tokens_total") - metric(m0, "dspy_engine_draft_tokens_total");
+    dspy_json_decref(v);
+    dspy_str_free(&out);
+    free(b);
+    free(m0);
+    free(m1);
+    return text;
+}
+
+/* Jump-forward on (the running server's default) and off (a second server, --jump-tokens 0):
+ * the same answer; drafts only where on. */
+static void test_jump(const char *base, const char *root) {
+    double d_on = -1, d_off = -1;
+    char *on = layout_answer(base, root, &d_on);
+    const char *args[] = {"--threads", "1", "--jump-tokens", "0"};
+    char root2[512];
+    dspy_local_server *srv = launch(args, 4, root2, sizeof root2);
+    if (srv) {
+        char *off = layout_answer(dspy_local_api_base(srv), root2, &d_off);
+        CHECK_STR(on, off);
+        free(off);
+        CHECK_OK(dspy_local_kill(srv, NULL));
+        dspy_local_free(srv);
+    }
+    CHECK(d_on > 0);
+    CHECK(d_off == 0);
+    printf("jump-forward: %.0f tokens drafted for one layout answer (0 with --jump-tokens 0), the same answer\n", d_on);
+    free(on);
+}
+
 int main(void) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     if (getenv("DSPY_TEST_FULL_DEV") && strcmp(getenv("DSPY_TEST_FULL_DEV"), "1") == 0) g_n_dev = 100;
     if (setup()) {
-        dspy_local_params p = dspy_local_params_default();
-        p.dspy_bin = test_bin("dspy");
-        p.log_dir = test_tmpdir();
-        p.timeout_s = 60;
         const char *args[] = {"--threads", "1", "--structured-max-tokens", "24"};
-        p.extra_args = args;
-        p.n_extra_args = 4;
-        dspy_local_server *srv = NULL;
-        CHECK_OK(dspy_local_launch(g_model, &p, &srv));
+        char root[512];
+        dspy_local_server *srv = launch(args, 4, root, sizeof root);
         if (srv) {
             const char *base = dspy_local_api_base(srv);
-            char root[512];
-            snprintf(root, sizeof root, "%.*s", (int)(strlen(base) - 3), base);
             check_current = "test_raw";
             test_raw(base, root);
             check_current = "test_program_layer";
             test_program_layer(srv, root);
+            check_current = "test_jump";
+            test_jump(base, root);
             int es = -1;
             CHECK_OK(dspy_local_kill(srv, &es));
             CHECK_INT(es, 0); /* a clean exit (under ASan: no leak report either) */

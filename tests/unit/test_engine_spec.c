@@ -1,4 +1,6 @@
-/* test_engine_spec.c — speculative decoding (dspy_engine_params.spec_tokens, DSPY_ENGINE_SPEC).
+/* test_engine_spec.c — speculative decoding (dspy_engine_params.spec_tokens, DSPY_ENGINE_SPEC)
+ * and jump-forward (jump_tokens, DSPY_ENGINE_JUMP: constrained sequences draft their automaton's
+ * jump lists, test_jump).
  *
  * With drafts on, every sequence must get exactly the tokens, logprobs (bit for bit) and finish
  * reason it gets alone with speculation off (dspy_generate, spec_tokens 0): greedy ones that
@@ -159,7 +161,8 @@ static void run_jobs(dspy_engine *e, job *jobs, int nj, run_stats *rs) {
     CHECK_INT(rs->st.free_tokens, rs->st.capacity_tokens); /* drafted positions' blocks given back */
 }
 
-/* Every job's tokens, logprobs and finish equal dspy_generate's alone (speculation off). */
+/* Every job's tokens, logprobs and finish equal dspy_generate's alone (speculation and
+ * jump-forward off). */
 static void expect_alone(const dspy_model *m, const job *jobs, int nj, const char *what) {
     for (int i = 0; i < nj; i++) {
         const job *j = &jobs[i];
@@ -167,7 +170,9 @@ static void expect_alone(const dspy_model *m, const job *jobs, int nj, const cha
         float *gl;
         size_t ng;
         dspy_finish f;
+        setenv("DSPY_ENGINE_JUMP", "0", 1); /* alone: one token a step, constrained ones too */
         CHECK_OK(dspy_generate(m, j->prompt, (size_t)j->len, &j->sp, &g, &gl, &ng, &f));
+        unsetenv("DSPY_ENGINE_JUMP");
         bool same = (int)ng == j->n && f == j->fin;
         int k = 0;
         for (; same && k < j->n; k++) same = g[k] == j->toks[k] && gl[k] == j->lps[k];
@@ -454,6 +459,84 @@ static void test_prefix_cache(void) {
     dspy_model_free(m);
 }
 
+/* Headers over tokens 60 .. 64 (the third also spelled 162), then a band of 10 .. 19 that may
+ * start another header (token 60) or end: every header state has a jump list (the rest of
+ * 60 .. 64), which the model follows where one token is allowed and may leave at the third. */
+static dspy_constraint *headers(int vocab) {
+    dspy_constraint *c = NULL;
+    CHECK_OK(dspy_constraint_new(6, vocab, &c));
+    if (!c) return NULL;
+    for (int s = 0; s < 5; s++) CHECK_OK(dspy_constraint_set_token(c, s, 60 + s, s + 1));
+    CHECK_OK(dspy_constraint_set_token(c, 2, 162, 3));
+    for (int t = 10; t < 20; t++) CHECK_OK(dspy_constraint_set_token(c, 5, t, 5));
+    CHECK_OK(dspy_constraint_set_token(c, 5, 60, 1));
+    CHECK_OK(dspy_constraint_set_accept(c, 5, true));
+    const int32_t path[5] = {60, 61, 62, 63, 64};
+    for (int s = 0; s < 5; s++) CHECK_OK(dspy_constraint_set_jump(c, s, path + s, 5 - s));
+    /* a list must walk: 63 is not allowed in state 1 */
+    CHECK_STATUS(dspy_constraint_set_jump(c, 1, path + 2, 2), DSPY_ERR_ARG);
+    int32_t n;
+    CHECK(dspy_constraint_jump(c, 1, &n) != NULL && n == 4);
+    CHECK(dspy_constraint_jump(c, 5, &n) == NULL && n == 0);
+    return c;
+}
+
+/* Jump-forward: constrained jobs, greedy and sampled (the rows past a mismatch drew uniforms the
+ * step rewinds), with max_tokens ending inside a header, through engines with jump_tokens 0, 2 and
+ * 8: every job equal to alone; drafts fed and accepted when on, in fewer steps. */
+static void test_jump(void) {
+    dspy_model *m = load(g_dir);
+    dspy_constraint *c = headers(V);
+    if (!m || !c) return;
+    static const struct {
+        float temp;
+        int max;
+    } k[] = {{0, 60}, {0, 4}, {0.9f, 50}, {1.3f, 40}, {0, 2}, {0.7f, 7}, {0, 45}};
+    const int nj = (int)(sizeof k / sizeof k[0]);
+    static const int Js[] = {0, 2, 8};
+    int64_t steps[3] = {0, 0, 0};
+    for (int q = 0; q < 3; q++) {
+        job jobs[8];
+        for (int i = 0; i < nj; i++) {
+            job *j = &jobs[i];
+            memset(j, 0, sizeof *j);
+            j->len = 6 + 3 * i;
+            prompt_fill(j->prompt, j->len, V, 40 + i, 0);
+            j->sp = dspy_sampling_default();
+            j->sp.temperature = k[i].temp;
+            j->sp.seed = (uint64_t)(7 + i);
+            j->sp.max_tokens = k[i].max;
+            j->sp.constraint = c;
+            j->add_step = i / 2;
+        }
+        dspy_engine_params ep = dspy_engine_params_default();
+        CHECK_INT(ep.jump_tokens, -1); /* auto: 8 on the CPU */
+        ep.max_seqs = 4, ep.max_tokens_total = 1024, ep.block_size = 4, ep.max_batch_tokens = 8;
+        ep.jump_tokens = Js[q];
+        dspy_engine *e = NULL;
+        CHECK_OK(dspy_engine_new(m, &ep, &e));
+        if (!e) continue;
+        run_stats rs;
+        run_jobs(e, jobs, nj, &rs);
+        dspy_engine_free(e);
+        char label[64];
+        snprintf(label, sizeof label, "jump-forward, jump_tokens %d", Js[q]);
+        expect_alone(m, jobs, nj, label);
+        for (int kk = 0; kk < DSPY_STEP_KINDS; kk++) steps[q] += rs.pf.steps[kk];
+        if (Js[q] == 0) CHECK(rs.pf.draft_tokens == 0 && rs.pf.spec_steps == 0);
+        else CHECK(rs.pf.draft_tokens > 0 && rs.pf.accepted_tokens > 0);
+        int headers_seen = 0;
+        for (int i = 0; i < nj; i++)
+            for (int t = 0; t < jobs[i].n; t++) headers_seen += jobs[i].toks[t] == 60;
+        CHECK(headers_seen > nj); /* every job starts with one, some write more */
+        printf("  %s: %lld steps, %lld drafted, %lld accepted, %d headers\n", label, (long long)steps[q],
+               (long long)rs.pf.draft_tokens, (long long)rs.pf.accepted_tokens, headers_seen);
+    }
+    CHECK(steps[2] < steps[0] && steps[1] < steps[0]);
+    dspy_constraint_free(c);
+    dspy_model_free(m);
+}
+
 /* Bad spec_tokens and DSPY_ENGINE_SPEC values; the variable overrides the parameter both ways. */
 static void test_params(void) {
     dspy_model *m = load(g_dir);
@@ -461,6 +544,18 @@ static void test_params(void) {
     dspy_engine_params ep = dspy_engine_params_default();
     CHECK_INT(ep.spec_tokens, 0);
     dspy_engine *e = NULL;
+    ep.jump_tokens = -2;
+    CHECK_STATUS(dspy_engine_new(m, &ep, &e), DSPY_ERR_ARG);
+    ep.jump_tokens = DSPY_ENGINE_MAX_SPEC + 1;
+    CHECK_STATUS(dspy_engine_new(m, &ep, &e), DSPY_ERR_ARG);
+    ep.jump_tokens = 8;
+    setenv("DSPY_ENGINE_JUMP", "-1", 1); /* the variable takes counts only */
+    CHECK_STATUS(dspy_engine_new(m, &ep, &e), DSPY_ERR_ARG);
+    setenv("DSPY_ENGINE_JUMP", "", 1); /* empty: not set */
+    CHECK_OK(dspy_engine_new(m, &ep, &e));
+    dspy_engine_free(e);
+    e = NULL;
+    unsetenv("DSPY_ENGINE_JUMP");
     ep.spec_tokens = -1;
     CHECK_STATUS(dspy_engine_new(m, &ep, &e), DSPY_ERR_ARG);
     ep.spec_tokens = DSPY_ENGINE_MAX_SPEC + 1;
@@ -485,12 +580,14 @@ static void test_params(void) {
 
 int main(void) {
     unsetenv("DSPY_ENGINE_SPEC"); /* the references run with speculation off */
+    unsetenv("DSPY_ENGINE_JUMP");
     g_dir = model_dir("spec_rand", -1, 3);
     RUN(test_mixed_batch);
     RUN(test_finish_inside_run);
     RUN(test_eos);
     RUN(test_preemption);
     RUN(test_prefix_cache);
+    RUN(test_jump);
     RUN(test_params);
     free(g_dir);
     return check_summary("test_engine_spec");

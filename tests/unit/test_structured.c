@@ -58,11 +58,12 @@ static bool load(void) {
 }
 
 /* The state after walking ids from the start; -1 when a token is not allowed. */
-static int32_t walk_ids(const dspy_constraint *c, const int32_t *ids, size_t n) {
-    int32_t s = 0;
+static int32_t walk_ids_from(const dspy_constraint *c, int32_t s, const int32_t *ids, size_t n) {
     for (size_t i = 0; i < n && s >= 0; i++) s = dspy_constraint_next(c, s, ids[i]);
     return s;
 }
+
+static int32_t walk_ids(const dspy_constraint *c, const int32_t *ids, size_t n) { return walk_ids_from(c, 0, ids, n); }
 
 static int32_t walk_text(const dspy_constraint *c, const char *text, bool by_bytes) {
     if (by_bytes) {
@@ -226,6 +227,56 @@ static void test_layout(void) {
     dspy_signature_free(sig);
 }
 
+/* The jump list of `state` decoded (malloc'd; "" for none), its tokens checked to walk. */
+static char *jump_text(const dspy_constraint *c, int32_t state) {
+    int32_t n;
+    const int32_t *j = dspy_constraint_jump(c, state, &n);
+    CHECK(walk_ids_from(c, state, j, (size_t)n) >= 0);
+    char *out = NULL;
+    size_t len;
+    if (n == 0) return strdup("");
+    CHECK_OK(dspy_tokenizer_decode(g_tok, j, (size_t)n, false, &out, &len));
+    return out;
+}
+
+/* Jump-forward lists of the layout (dspy_constraint_jump): from the start the header, up to
+ * where the free text begins; inside the free text none; after a label's last byte (one no other
+ * label extends) the rest of the answer, up to the accepting state. */
+static void test_layout_jump(void) {
+    dspy_layout_field f[2] = {{"reasoning", NULL, 0, 24}, {"label", (const char *const *)g_labels, g_n_labels, 0}};
+    dspy_constraint *c = NULL;
+    CHECK_OK(dspy_structured_layout(g_voc, f, 2, &c));
+    if (!c) return;
+    char *t = jump_text(c, 0);
+    CHECK_STR(t, "[[ ## reasoning ## ]]\n");
+    free(t);
+    int32_t s = walk_text(c, "[[ ## reasoning ## ]]\nThe user", false);
+    CHECK(s >= 0);
+    t = jump_text(c, s);
+    CHECK_STR(t, "");
+    free(t);
+    int checked = 0;
+    for (size_t i = 0; i < g_n_labels; i++) {
+        bool extended = false; /* another label starts with this one */
+        for (size_t k = 0; k < g_n_labels; k++)
+            extended |= k != i && strncmp(g_labels[k], g_labels[i], strlen(g_labels[i])) == 0;
+        if (extended) continue;
+        char buf[256];
+        snprintf(buf, sizeof buf, "[[ ## reasoning ## ]]\nSo.\n\n[[ ## label ## ]]\n%s", g_labels[i]);
+        s = walk_text(c, buf, true);
+        CHECK(s >= 0);
+        t = jump_text(c, s);
+        checked += strcmp(t, "\n\n[[ ## completed ## ]]") == 0;
+        int32_t n;
+        const int32_t *j = dspy_constraint_jump(c, s, &n);
+        CHECK(dspy_constraint_accepts(c, walk_ids_from(c, s, j, (size_t)n)));
+        free(t);
+    }
+    CHECK(checked >= 70);
+    printf("jump lists: %d labels' endings checked\n", checked);
+    dspy_constraint_free(c);
+}
+
 /* The 77-label layout with the default reasoning bound the server uses (256 tokens). */
 static void test_layout_timing(void) {
     dspy_layout_field f[2] = {{"reasoning", NULL, 0, 256}, {"label", (const char *const *)g_labels, g_n_labels, 0}};
@@ -378,6 +429,7 @@ int main(void) {
     if (load()) {
         RUN(test_literal);
         RUN(test_layout);
+        RUN(test_layout_jump);
         RUN(test_layout_timing);
         RUN(test_json_schema);
         RUN(test_json_object);

@@ -123,6 +123,7 @@ int cmd_serve(int argc, char **argv) {
         {"kv-memory-percent", "P", "with --kv-tokens 0 on a GPU: the share of the memory free after the weights that the KV cache takes (1-95)", false, false, "30"},
         {"max-batch-tokens", "N", "prompt tokens prefilled per step over all sequences (0: 256 on the CPU, 4096 on a GPU)", false, false, "0"},
         {"spec-tokens", "K", "speculative decoding: greedy, unconstrained sequences draft up to K tokens a step by prompt lookup, checked in the same pass (0: off; at most 32)", false, false, "0"},
+        {"jump-tokens", "K", "jump-forward: constrained sequences draft up to K tokens a step of the text their output format fixes next (a field header, the rest of a label), checked in the same pass (-1: 8 on the CPU, 0 on a GPU; 0: off; at most 32)", false, false, "-1"},
         {"default-max-tokens", "N", "max_tokens for requests without one (0: the rest of the context)", false, false, "1024"},
         {"max-n", "N", "the largest n (choices) a request may ask", false, false, "16"},
         {"structured-max-tokens", "N", "structured outputs: tokens a free-text field or JSON string may take unless the request says (0: unbounded)", false, false, "256"},
@@ -178,6 +179,7 @@ int cmd_serve(int argc, char **argv) {
         !get_i32(&a, "kv-memory-percent", 1, 95, &p.kv_memory_percent) ||
         !get_i32(&a, "max-batch-tokens", 0, 1 << 20, &p.max_batch_tokens) ||
         !get_i32(&a, "spec-tokens", 0, DSPY_ENGINE_MAX_SPEC, &p.spec_tokens) ||
+        !get_i32(&a, "jump-tokens", -1, DSPY_ENGINE_MAX_SPEC, &p.jump_tokens) ||
         !get_i32(&a, "structured-max-tokens", 0, 1 << 20, &p.structured_max_tokens) ||
         !get_i32(&a, "default-max-tokens", 0, INT32_MAX, &p.default_max_tokens) ||
         !get_i32(&a, "max-body", 1, INT32_MAX, &max_body) || !get_i32(&a, "request-timeout", 1, 86400, &timeout_s) ||
