@@ -129,8 +129,10 @@ dspy_status dspy_constraint_set_jump(dspy_constraint *c, int32_t state, const in
         q = nx;
     }
     int32_t *j = NULL;
-    if (n > 0 && !(j = malloc(sizeof(int32_t) * (size_t)n))) return dspy_fail(DSPY_ERR_NOMEM, "constraint: out of memory");
-    if (n > 0) memcpy(j, tokens, sizeof(int32_t) * (size_t)n);
+    if (n > 0) {
+        if (!(j = malloc(sizeof(int32_t) * (size_t)n))) return dspy_fail(DSPY_ERR_NOMEM, "constraint: out of memory");
+        memcpy(j, tokens, sizeof(int32_t) * (size_t)n);
+    }
     free(c->s[state].jump);
     c->s[state].jump = j;
     c->s[state].n_jump = n;

@@ -37,9 +37,9 @@
  * (fewer drafts, never a preemption); blocks of rejected positions stay with the sequence for its
  * next positions. Such a step runs eagerly, as a mixed step; pure decode steps keep their graphs.
  *
- * Jump-forward (dspy_engine_params.jump_tokens = J > 0, the default): a constrained decoding
- * sequence whose automaton state has a jump list (dspy_constraint_jump: the text its format
- * fixes next, as the compiler tokenized it) drafts up to J of those tokens the same way, with
+ * Jump-forward (dspy_engine_params.jump_tokens = J > 0; by default 8 on the CPU): a constrained
+ * decoding sequence whose automaton state has a jump list (dspy_constraint_jump: the text its
+ * format fixes next, as the compiler tokenized it) drafts up to J of those tokens the same way, with
  * jump_rows drafted rows a step over all sequences. Every row is sampled under the mask of the
  * state the drafts before it lead to, and a sampled sequence draws a uniform for every row, then
  * rewinds its generator to the draws its emitted tokens used: the tokens and logprobs are those
