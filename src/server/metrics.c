@@ -130,9 +130,10 @@ static void render_profile(dspy_str *o, const sched_stats *st) {
                    "and post), events (results to the requests), stats; step_plan, step_post and graph_capture are "
                    "parts of step.", "phase", phases, ns, (int)(sizeof ns / sizeof ns[0]), 1e-9);
     gauge(o, "dspy_engine_graph_captures_total", "Decode graphs captured.", "counter", (double)p->captures);
-    gauge(o, "dspy_engine_spec_steps_total", "Steps in which a sequence fed drafted tokens (speculative decoding).",
-          "counter", (double)p->spec_steps);
-    gauge(o, "dspy_engine_draft_tokens_total", "Drafted tokens fed (speculative decoding).", "counter",
+    gauge(o, "dspy_engine_spec_steps_total",
+          "Steps in which a sequence fed drafted tokens (speculative decoding, jump-forward).", "counter",
+          (double)p->spec_steps);
+    gauge(o, "dspy_engine_draft_tokens_total", "Drafted tokens fed (speculative decoding, jump-forward).", "counter",
           (double)p->draft_tokens);
     gauge(o, "dspy_engine_accepted_tokens_total", "Drafted tokens accepted: each one a decode step saved.", "counter",
           (double)p->accepted_tokens);
