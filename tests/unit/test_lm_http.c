@@ -472,7 +472,9 @@ static void test_retry_then_success(void) {
     CHECK_OK(dspy_lm_call(lm, m, NULL, &r));
     dspy_lm_response_free(r);
     CHECK_INT(seen_count(), 2);
-    if (seen_count() == 2) CHECK(gap(1) >= 0.29 && gap(1) < 0.6);
+    /* the upper bound only tells 3 units from 3 seconds: a loaded CI machine (ctest -j2 beside
+     * the engine tests) once took the stub past 0.6 s */
+    if (seen_count() == 2) CHECK(gap(1) >= 0.29 && gap(1) < 1.0);
 
     /* a connection closed without an answer is retried */
     reset(M_DROP_ONCE);
