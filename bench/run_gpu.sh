@@ -239,7 +239,8 @@ def load(name):
             try: res.append(json.loads(line))
             except Exception: pass
     return res
-ours = {r["bench"]: r for r in load("bench_ours.jsonl")}
+ours_rows = load("bench_ours.jsonl")
+ours = {r["bench"]: r for r in ours_rows}
 torch = load("bench_torch.jsonl")
 tb1 = {r["mode"]: r for r in torch if r["bench"] == "B1_torch"}
 tpf = {r["mode"]: r for r in torch if r["bench"] == "prefill_torch"}
@@ -257,8 +258,8 @@ if "prefill" in ours:
     print(f"| prefill 100x1500 s | {p['seconds']:.3f} | {e or '-'} | {c or '-'} | "
           f"{(min(x for x in (c, e) if x) / p['seconds']) if (c or e) else 0:.2f}x vs best | {p['floor_s']:.3f} s ({p['tflops']:.0f} TFLOP/s) |")
 tb2 = {r["mode"]: r for r in torch if r["bench"] == "B2_torch"}
-for b in (r for r in load("bench_ours.jsonl") if r.get("bench") == "B2"):  # one row per mode and weights
-    c = tb2.get("compiled", {}).get("seconds"); e = tb2.get("eager", {}).get("seconds")
+c = tb2.get("compiled", {}).get("seconds"); e = tb2.get("eager", {}).get("seconds")
+for b in (r for r in ours_rows if r.get("bench") == "B2"):  # one row per mode and weights
     first = b["mode"] == "first-alone"
     s = b["seconds_with_first"] if first else b["seconds"]
     what = "first alone, then 99" if first else "cold burst"

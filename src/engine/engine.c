@@ -87,7 +87,7 @@ dspy_status dspy_engine_new(const dspy_model *model, const dspy_engine_params *p
         if (!sk || !*sk) continue;
         char *end;
         long k = strtol(sk, &end, 10);
-        if (*end || end == sk || k < 0 || k > DSPY_ENGINE_MAX_SPEC)
+        if (*end || k < 0 || k > DSPY_ENGINE_MAX_SPEC)
             return dspy_fail(DSPY_ERR_ARG, "engine: %s=%s is not a number of drafted tokens in 0 .. %d", envs[i], sk,
                              DSPY_ENGINE_MAX_SPEC);
         *fields[i] = (int32_t)k;

@@ -135,16 +135,6 @@ static int32_t draft(seq *s, int32_t k) {
     return 0;
 }
 
-/* Jump-forward drafts: the first k tokens of the jump list of s's current automaton state
- * (dspy_constraint_jump), written after its last token. Returns how many. */
-static int32_t jump_draft(seq *s, int32_t k) {
-    int32_t n;
-    const int32_t *list = dspy_constraint_jump(s->cons, s->cstate, &n);
-    if (n > k) n = k;
-    if (n > 0) memcpy(s->tokens + s->n_tokens, list, sizeof(int32_t) * (size_t)n);
-    return n;
-}
-
 /* Drafts (n_draft) for every decoding sequence that drafts: a greedy unconstrained one by prompt
  * lookup (spec_tokens), a constrained one from its automaton (jump_tokens; jump_rows over all of
  * them a step), with blocks for the drafted positions taken only from the pool's available ones:
@@ -161,8 +151,9 @@ static void plan_drafts(dspy_engine *e) {
                          : s->temperature == 0 ? e->p.spec_tokens : 0;
         /* the fed positions stay below n_prompt + max_new - 1: the last new token is never fed */
         if (k > s->max_new - s->n_generated - 1) k = s->max_new - s->n_generated - 1;
-        int32_t n_list = 0; /* a constrained sequence drafts only where its state has a jump list */
-        if (jump) dspy_constraint_jump(s->cons, s->cstate, &n_list);
+        /* a constrained sequence drafts the jump list of its state (dspy_constraint_jump), if any */
+        int32_t n_list = 0;
+        const int32_t *list = jump ? dspy_constraint_jump(s->cons, s->cstate, &n_list) : NULL;
         if (k <= 0 || (jump && n_list == 0)) continue;
         /* back-off: after m drafting steps in a row that accepted nothing, skip min(2^(m-1), 8)
          * steps before drafting again (a drafting step runs eagerly and longer; a model whose
@@ -172,7 +163,8 @@ static void plan_drafts(dspy_engine *e) {
             s->spec_wait--;
             continue;
         }
-        int32_t d = jump ? jump_draft(s, k) : draft(s, k);
+        int32_t d = jump ? (n_list < k ? n_list : k) : draft(s, k);
+        if (jump) memcpy(s->tokens + s->n_tokens, list, sizeof(int32_t) * (size_t)d); /* after its last token */
         for (int32_t j = 1; j <= d; j++) {
             const int32_t p = s->n_cached + j, b0 = s->n_blocks;
             if (p / bs < b0) continue;
@@ -460,7 +452,7 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
             /* the drafted rows, then the last, every one sampled: a constrained sequence's rows
              * each under the state its drafts lead to (jump-forward), a sampled one's each with a
              * draw (rewound after the step to the draws its emitted tokens used) */
-            s->rng_mark = s->rng;
+            if (d > 0) s->rng_mark = s->rng;
             int32_t cs = s->cstate;
             for (int32_t j = 0; j <= d; j++) {
                 dspy_sample_param *pr = (dspy_sample_param *)(h + L.params) + m;
@@ -527,12 +519,12 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
         const int32_t j0 = e->first_out[i], d = e->n_draft[i];
         if (j0 < 0) continue; /* a prompt chunk */
         int32_t acc = 0;
-        const int32_t r0 = r; /* its masked rows: 1 + d of them, whatever is accepted */
+        const int32_t r0 = r; /* its masked rows (not in graph steps, which mask every row by index) */
         for (int32_t j = j0;; j++) {
             int32_t tok = e->res_h[j];
             float logprob = lp[j];
             if (s->cons) { /* the raw distribution's logprob; the automaton moves on (eos ends it) */
-                logprob += shift[mask_all ? j : r++];
+                logprob += shift[mask_all ? j : r0 + (j - j0)];
                 if (!is_eos(e, tok)) {
                     int32_t next = dspy_constraint_next(s->cons, s->cstate, tok);
                     if (next < 0)
@@ -554,7 +546,7 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
             e->prof.accepted_tokens++;
             acc++;
         }
-        if (s->cons && !mask_all) r = r0 + 1 + d;
+        if (s->cons && !mask_all) r = r0 + 1 + d; /* 1 + d of them, whatever was accepted */
         if (d > 0) {
             s->spec_miss = acc > 0 ? 0 : s->spec_miss + 1;
             s->spec_wait = s->spec_miss == 0 ? 0 : s->spec_miss >= 4 ? 8 : 1 << (s->spec_miss - 1);

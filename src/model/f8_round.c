@@ -25,6 +25,9 @@ static float e4m3(float a) {
     return copysignf(nearbyintf(m / step) * step, a);
 }
 
+/* v rounded at row scale 2^k: E4M3 of v / 2^k, times 2^k (exact: powers of two). */
+static float round_at(float v, int k) { return ldexpf(e4m3(ldexpf(v, -k)), k); }
+
 bool dspy_f8_row_exponent(float amax, int *k) {
     if (!isfinite(amax) || amax > ldexpf(448.0f, F8_K_MAX)) return false;
     int e = F8_K_MIN;
@@ -39,7 +42,7 @@ bool dspy_f8_round_row_f32(float *row, int64_t n) {
     for (int64_t i = 0; i < n; i++) nan |= isnan(row[i]), amax = fmaxf(amax, fabsf(row[i]));
     int k;
     if (nan || !dspy_f8_row_exponent(amax, &k)) return false;
-    for (int64_t i = 0; i < n; i++) row[i] = ldexpf(e4m3(ldexpf(row[i], -k)), k);
+    for (int64_t i = 0; i < n; i++) row[i] = round_at(row[i], k);
     return true;
 }
 
@@ -52,6 +55,6 @@ bool dspy_f8_round_row_bf16(uint16_t *row, int64_t n) {
     }
     int k;
     if (nan || !dspy_f8_row_exponent(amax, &k)) return false;
-    for (int64_t i = 0; i < n; i++) row[i] = dspy_f32_to_bf16(ldexpf(e4m3(ldexpf(dspy_bf16_to_f32(row[i]), -k)), k));
+    for (int64_t i = 0; i < n; i++) row[i] = dspy_f32_to_bf16(round_at(dspy_bf16_to_f32(row[i]), k));
     return true;
 }

@@ -420,12 +420,14 @@ static dspy_status round_f8_cpu(dspy_model *m, const f8_mat *x, int n) {
     return DSPY_OK;
 }
 
+static size_t pad16(size_t bytes) { return (bytes + 15) / 16 * 16; }
+
 /* CUDA: each matrix gets an FP8 copy (codes, then row scales, each 16-byte aligned) in one more
  * device block, linked to the BF16 matrix, which is rounded to the same values (kern/ops.h
  * f8_link). */
 static dspy_status link_f8_cuda(dspy_model *m, const f8_mat *x, int n) {
     size_t bytes = 0;
-    for (int i = 0; i < n; i++) bytes += ((size_t)x[i].oc * x[i].ic + 15) / 16 * 16 + ((size_t)x[i].oc * 4 + 15) / 16 * 16;
+    for (int i = 0; i < n; i++) bytes += pad16((size_t)x[i].oc * x[i].ic) + pad16((size_t)x[i].oc * 4);
     dspy_status st = check_fits(m, bytes);
     if (st) return dspy_fail_wrap(st, "%s: the FP8 decode copies (f8_decode)", m->dir);
     m->f8_linked = calloc((size_t)n, sizeof *m->f8_linked);
@@ -436,9 +438,9 @@ static dspy_status link_f8_cuda(dspy_model *m, const f8_mat *x, int n) {
     for (int i = 0; i < n && !st; i++) {
         const int64_t e = (int64_t)x[i].oc * x[i].ic;
         dspy_tensor q = dspy_tensor_make(p, e, DSPY_DTYPE_U8, DSPY_DEVICE_CUDA);
-        p += ((size_t)e + 15) / 16 * 16;
+        p += pad16((size_t)e);
         dspy_tensor scale = dspy_tensor_make(p, x[i].oc, DSPY_DTYPE_F32, DSPY_DEVICE_CUDA);
-        p += ((size_t)x[i].oc * 4 + 15) / 16 * 16;
+        p += pad16((size_t)x[i].oc * 4);
         st = m->be->ops->f8_link(m->be, *x[i].w, q, scale, x[i].oc, x[i].ic);
         if (!st) m->f8_linked[m->n_f8++] = x[i].w->data;
     }

@@ -37,6 +37,14 @@ struct dspy_structured_vocab {
     int32_t root_child[256];
 };
 
+/* The child of trie node `node` (-1: the root) by byte b, -1 none. */
+static int32_t child_of(const dspy_structured_vocab *v, int32_t node, unsigned char b) {
+    if (node < 0) return v->root_child[b];
+    for (int32_t k = v->nodes[node].child; k >= 0; k = v->nodes[k].sibling)
+        if (v->nodes[k].byte == b) return k;
+    return -1;
+}
+
 static int32_t node_new(dspy_structured_vocab *v, unsigned char b) {
     if (v->n_nodes == v->cap_nodes) {
         int32_t nc = v->cap_nodes ? 2 * v->cap_nodes : 1 << 16;
@@ -76,16 +84,7 @@ dspy_status dspy_structured_vocab_new(const dspy_tokenizer *tok, int32_t model_v
         int32_t cur = -1;
         for (size_t i = 0; i < len; i++) {
             unsigned char c = (unsigned char)b[i];
-            int32_t found = -1;
-            if (cur < 0) {
-                found = v->root_child[c];
-            } else {
-                for (int32_t k = v->nodes[cur].child; k >= 0; k = v->nodes[k].sibling)
-                    if (v->nodes[k].byte == c) {
-                        found = k;
-                        break;
-                    }
-            }
+            int32_t found = child_of(v, cur, c);
             if (found < 0) {
                 if ((found = node_new(v, c)) < 0) goto fail;
                 if (cur < 0) {
@@ -292,7 +291,7 @@ static dspy_status add_jumps(const dspy_structured_vocab *v, const dfa *d, const
             const int32_t state = p->base[q] + k;
             int32_t pos = 0, nt = 0, cur = state;
             while (pos < len && nt < JUMP_MAX_TOKENS) {
-                int32_t node = v->root_child[buf[pos]], depth = 1, best = -1, blen = 0;
+                int32_t node = child_of(v, -1, buf[pos]), depth = 1, best = -1, blen = 0;
                 while (node >= 0) {
                     for (int32_t t = v->nodes[node].token; t >= 0; t = v->dup_next[t])
                         if (dspy_constraint_next(c, cur, t) >= 0) {
@@ -300,13 +299,7 @@ static dspy_status add_jumps(const dspy_structured_vocab *v, const dfa *d, const
                             break;
                         }
                     if (pos + depth >= len) break;
-                    int32_t child = -1;
-                    for (int32_t ch = v->nodes[node].child; ch >= 0; ch = v->nodes[ch].sibling)
-                        if (v->nodes[ch].byte == buf[pos + depth]) {
-                            child = ch;
-                            break;
-                        }
-                    node = child;
+                    node = child_of(v, node, buf[pos + depth]);
                     depth++;
                 }
                 if (best < 0) break;
