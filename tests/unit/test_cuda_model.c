@@ -324,8 +324,8 @@ static void test_batch16(void) {
     int plen[16];
     if (!mc || !mg) goto done;
     const int V = dspy_model_config_get(mc)->vocab_size;
-    const int lens[4] = {5, 8, 13, 16};
-    for (int k = 0; k < 4; k++) {
+    const int lens[6] = {1, 3, 5, 8, 13, 16};
+    for (int k = 0; k < 6; k++) {
         int n = lens[k];
         int32_t *p = prompt(n, V, 50 + k);
         float *lc = prompt_logits(mc, p, n, V), *lg = prompt_logits(mg, p, n, V);
@@ -440,9 +440,10 @@ done:
     dspy_model_free(mg);
 }
 
-/* FP8 decode weights (dspy_model_params.f8_decode) in a whole model: the 5-16-token prompt logits,
- * whose projections read the FP8 copies, against the same rounded model on the composed BF16
- * path (DSPY_CUDA_MMA=0 in a fresh backend: cuBLASLt on the BF16 matrices f8_link rounded), the
+/* FP8 decode weights (dspy_model_params.f8_decode) in a whole model: the 1-16-token prompt logits,
+ * whose projections read the FP8 copies, against the same rounded model on the BF16 paths
+ * (DSPY_CUDA_MMA=0 in a fresh backend: the GEMV at 1-4 tokens, cuBLASLt above, on the BF16
+ * matrices f8_link rounded), the
  * tensor-core test's bar, and against the CPU engine's model loaded with the same flag (the host's
  * rounding, model/f8_round.c: one rounded model on both devices); 16 sequences decoding together give the same tokens with CUDA graphs
  * as without; how far the rounded model's logits are from the checkpoint's is printed (and
@@ -461,8 +462,8 @@ static void test_f8_model(void) {
     CHECK(dspy_model_f8_decode(m8) && !dspy_model_f8_decode(mg));
     CHECK(dspy_model_weight_bytes(m8) > dspy_model_weight_bytes(mg));
     const int V = dspy_model_config_get(m8)->vocab_size;
-    const int lens[4] = {5, 8, 13, 16};
-    for (int k = 0; k < 4; k++) {
+    const int lens[6] = {1, 3, 5, 8, 13, 16};
+    for (int k = 0; k < 6; k++) {
         int n = lens[k];
         int32_t *pr = prompt(n, V, 70 + k);
         float *lr = prompt_logits(c8, pr, n, V), *l8 = prompt_logits(m8, pr, n, V), *lb = prompt_logits(mg, pr, n, V);

@@ -164,7 +164,10 @@ static void one_linear(int N, int Cin, int OC, dspy_dtype out_dt, bool acc, bool
 }
 
 static void test_linear(void) {
-    /* GEMV path (N <= 4): vector and scalar kernels */
+    /* 1..4 rows: the GEMV (vector and scalar kernels) at one row, and wherever the tensor-core
+     * kernels do not fit (C % 32 != 0); 2..4 rows of C % 32 == 0 go to the tensor-core kernels
+     * (one n8 tile, rows past N zero). bench/run_gpu.sh also runs this test with
+     * DSPY_CUDA_MMA_SMALL=0 (every 1..4 rows on the GEMV) and =2 (every one on tensor cores). */
     one_linear(1, 2048, 3072, DSPY_DTYPE_BF16, false, false);
     one_linear(1, 2048, 2048, DSPY_DTYPE_F32, true, false);
     one_linear(3, 8192, 517, DSPY_DTYPE_F32, true, true);
@@ -440,11 +443,19 @@ static void test_f8_gemv(void) {
     one_linear_w(13, 8192, 517, DSPY_DTYPE_F32, true, true, true);
     one_linear_w(16, 1088, 300, DSPY_DTYPE_BF16, false, true, true); /* 17 steps of 64: batches part-filled */
     one_linear_w(16, 1056, 300, DSPY_DTYPE_F32, false, false, true); /* C % 64 != 0: BF16 kernel, same values */
-    one_linear_w(3, 2048, 700, DSPY_DTYPE_F32, false, false, true);  /* GEMV rows: BF16, same values */
+    /* 1..4 rows take the tensor-core kernel too with an FP8 copy (one n8 tile, rows past N zero);
+     * after f8_unlink the BF16 GEMV: the same values */
+    one_linear_w(3, 2048, 700, DSPY_DTYPE_F32, false, false, true);
+    one_linear_w(1, 2048, 2048, DSPY_DTYPE_F32, true, false, true);
+    one_linear_w(4, 8192, 517, DSPY_DTYPE_BF16, false, true, true);
+    one_linear_w(2, 1056, 300, DSPY_DTYPE_F32, false, false, true); /* C % 64 != 0: the BF16 GEMV */
     /* C < 4,096 with a unit of 32 rows for every SM (OC >= 32 x 132 on an H200): two-tile units,
      * the last one cut short */
     one_linear_w(16, 2048, 4500, DSPY_DTYPE_F32, true, true, true);
     one_linear_w(6, 1088, 4243, DSPY_DTYPE_BF16, false, false, true);
+    one_fused_w(1, 2048, 8192, true);
+    one_fused_w(2, 512, 704, true);
+    one_fused_w(4, 1088, 333, true);
     one_fused_w(5, 512, 704, true);
     one_fused_w(8, 2048, 5000, true);
     one_fused_w(13, 1088, 333, true);

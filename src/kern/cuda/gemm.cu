@@ -2,8 +2,10 @@
  *
  * Three paths, the same function:
  *   - N <= GEMV_MAX_ROWS (decode): the memory-bound GEMV of gemv.cu (weights streamed once, the
- *     epilogue fused). Floor: OC*C*2 bytes / bandwidth.
- *   - 5..16 rows (a batched decode step): the tensor-core GEMV of gemv_mma.cu, the same stream;
+ *     epilogue fused). Floor: OC*C*2 bytes / bandwidth. Since 2026-12-03 only one row of BF16
+ *     weights (dspy_cu_mma_fits says which);
+ *   - 2..16 rows (a batched decode step), and one row with an FP8 copy of W linked: the
+ *     tensor-core GEMV of gemv_mma.cu, the same stream;
  *   - larger N (prefill): cuBLASLt, BF16 operands, F32 compute, D in BF16 or F32; accumulate
  *     is beta = 1 on an F32 D (the residual add happens inside the GEMM). One plan (descriptors
  *     + the heuristic's algorithm) per shape is cached, so steady-state calls do no host-side
@@ -128,7 +130,7 @@ dspy_status dspy_cu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, d
      * are told the alignment */
     if ((inp.dtype == DSPY_DTYPE_F32 && w.dtype == DSPY_DTYPE_F32) ||
         (inp.dtype == DSPY_DTYPE_BF16 && w.dtype == DSPY_DTYPE_BF16 && out.dtype == DSPY_DTYPE_F32 &&
-         N > GEMV_MAX_ROWS && !dspy_cu_mma_fits(N, C, w.data, inp.data) && !aligned256(out.data, inp.data, w.data)))
+         N > GEMV_MAX_ROWS && !dspy_cu_mma_fits(N, OC, C, w.data, inp.data) && !aligned256(out.data, inp.data, w.data)))
         return dspy_cu_linear_f32(be, out, inp, w, bias, N, C, OC, accumulate);
     CU_NEED2("linear", "out", out, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)N * OC);
     CU_NEED("linear", "inp", inp, DSPY_DTYPE_BF16, (int64_t)N * C);
@@ -138,8 +140,8 @@ dspy_status dspy_cu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, d
         return dspy_fail(DSPY_ERR_ARG, "cuda linear: accumulate needs an F32 out (the residual stream)");
     if (N == 0 || OC == 0) return DSPY_OK;
     const float *b = (const float *)bias.data;
+    if (dspy_cu_mma_fits(N, OC, C, w.data, inp.data)) return dspy_cu_mma_linear(be, out, inp, w, bias, N, C, OC, accumulate);
     if (N <= GEMV_MAX_ROWS) return dspy_cu_gemv(be, out, inp, w, bias, N, C, OC, accumulate);
-    if (dspy_cu_mma_fits(N, C, w.data, inp.data)) return dspy_cu_mma_linear(be, out, inp, w, bias, N, C, OC, accumulate);
     DSPY_TRY(gemm_lt(be, out, inp, w, N, C, OC, accumulate));
     if (!b) return DSPY_OK;
     int64_t total = (int64_t)N * OC;

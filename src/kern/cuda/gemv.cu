@@ -1,4 +1,5 @@
-/* gemv.cu — the decode-sized projections (N <= 4 rows) as memory-bound GEMV kernels, with the
+/* gemv.cu — the decode-sized projections (N <= 4 rows; by default one row of BF16 weights, the
+ * rest goes to gemv_mma.cu: dspy_cu_mma_fits) as memory-bound GEMV kernels, with the
  * steps around them fused in: the fused ops attn_in, mlp_in and logits of kern/ops.h, and the
  * GEMV path of linear.
  *
@@ -377,11 +378,13 @@ dspy_status dspy_cu_attn_in(dspy_backend *be, dspy_tensor q_out, dspy_tensor kca
     CU_NEED("attn_in", "pos", pos, DSPY_DTYPE_I32, N);
     CU_NEED("attn_in", "slots", slots, DSPY_DTYPE_I32, N);
     CU_NEED("attn_in", "inv_freq", inv_freq, DSPY_DTYPE_F32, HS / 2);
-    if (!fused) { /* 5..16 rows on tensor cores (gemv_mma.cu), else the defining composition */
-        bool taken = false;
-        DSPY_TRY(dspy_cu_mma_attn_in(be, &taken, q_out, kcache, vcache, x, w_norm, wqkv, bqkv, pos, slots, inv_freq, N, C,
-                                     NH, NKV, HS, eps));
-        if (taken) return DSPY_OK;
+    /* tensor cores where dspy_cu_mma_fits says so (gemv_mma.cu), else the GEMV below, else the
+     * defining composition */
+    bool taken = false;
+    DSPY_TRY(dspy_cu_mma_attn_in(be, &taken, q_out, kcache, vcache, x, w_norm, wqkv, bqkv, pos, slots, inv_freq, N, C, NH,
+                                 NKV, HS, eps));
+    if (taken) return DSPY_OK;
+    if (!fused) {
         DSPY_TRY(dspy_cu_rmsnorm(be, xn, x, w_norm, N, C, eps));
         DSPY_TRY(dspy_cu_linear(be, qkv, xn, wqkv, bqkv, N, C, W, false));
         return dspy_cu_qkv_rope_store(be, q_out, kcache, vcache, qkv, pos, slots, inv_freq, N, NH, NKV, HS);
@@ -477,10 +480,10 @@ dspy_status dspy_cu_mlp_in(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_
     CU_NEED("mlp_in", "x", x, DSPY_DTYPE_F32, (int64_t)N * C);
     CU_NEED("mlp_in", "w_norm", w_norm, DSPY_DTYPE_F32, C);
     CU_NEED("mlp_in", "w_gate_up", w_gate_up, DSPY_DTYPE_BF16, (int64_t)2 * I * C);
+    bool taken = false; /* tensor cores first, as in attn_in */
+    DSPY_TRY(dspy_cu_mma_mlp_in(be, &taken, h, x, w_norm, w_gate_up, N, C, I, eps));
+    if (taken) return DSPY_OK;
     if (!dspy_cu_gemv_fits(N, C, w_gate_up.data, x.data) || smem > NORM_SMEM_MAX) {
-        bool taken = false;
-        DSPY_TRY(dspy_cu_mma_mlp_in(be, &taken, h, x, w_norm, w_gate_up, N, C, I, eps));
-        if (taken) return DSPY_OK;
         DSPY_TRY(dspy_cu_rmsnorm(be, xn, x, w_norm, N, C, eps));
         DSPY_TRY(dspy_cu_linear(be, gu, xn, w_gate_up, dspy_tensor_none(), N, C, 2 * I, false));
         return dspy_cu_swiglu(be, h, gu, dspy_tensor_slice(gu, I, gu.n - I), N, I, 2 * I);
@@ -539,10 +542,10 @@ dspy_status dspy_cu_logits(dspy_backend *be, dspy_tensor out, dspy_tensor x, dsp
     CU_NEED("logits", "rows", rows, DSPY_DTYPE_I32, M);
     CU_NEED("logits", "w_norm", w_norm, DSPY_DTYPE_F32, C);
     CU_NEED("logits", "w", w, DSPY_DTYPE_BF16, (int64_t)V * C);
+    bool taken = false; /* tensor cores first, as in attn_in */
+    DSPY_TRY(dspy_cu_mma_logits(be, &taken, out, x, rows, w_norm, w, M, C, V, eps));
+    if (taken) return DSPY_OK;
     if (!dspy_cu_gemv_fits(M, C, w.data, x.data) || smem > NORM_SMEM_MAX) {
-        bool taken = false;
-        DSPY_TRY(dspy_cu_mma_logits(be, &taken, out, x, rows, w_norm, w, M, C, V, eps));
-        if (taken) return DSPY_OK;
         DSPY_TRY(dspy_cu_gather_rows(be, sel, x, rows, M, C));
         DSPY_TRY(dspy_cu_rmsnorm(be, seln, sel, w_norm, M, C, eps));
         return dspy_cu_linear(be, out, seln, w, dspy_tensor_none(), M, C, V, false);

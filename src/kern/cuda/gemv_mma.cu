@@ -1,5 +1,5 @@
-/* gemv_mma.cu — the decode-sized projections for 5..16 rows (a batched decode step) on tensor
- * cores, with the same fused prologues and epilogues as gemv.cu: linear (bias, BF16/F32 store or
+/* gemv_mma.cu — the decode-sized projections for 2..16 rows (a batched decode step; one row too
+ * with FP8 weights) on tensor cores, with the same fused prologues and epilogues as gemv.cu: linear (bias, BF16/F32 store or
  * add into the F32 residual), attn_in (RMSNorm + QKV + RoPE + KV-cache store), mlp_in (RMSNorm +
  * gate/up + SwiGLU) and logits (gather + final RMSNorm + lm_head).
  *
@@ -38,7 +38,10 @@
  * H200, batch-14 decode step at B2's context: 0.98 ms against 1.19 with BF16 weights (2026-12-03,
  * before the F16 path).
  * One block per SM (its grid one wave), blocks striding over the units.
- * Not taken (the caller falls back to the composed path): N outside 5..16, C % 32 != 0,
+ * 2..4 rows come here too, and one row where the weights have an FP8 copy (dspy_cu_mma_fits): one
+ * n8 tile, rows past N zero.
+ * Not taken (the caller falls back to gemv.cu's GEMV or the composed path): N outside 2..16 (1..16
+ * with FP8 weights), C % 32 != 0,
  * operands not 16-byte aligned, HS % 32 != 0 (attn_in), normed rows over the shared memory.
  */
 #include <math.h>
@@ -500,17 +503,27 @@ static int lin_tiles(dspy_backend *be, bool f8, int OC, int C) {
     const float *mp = f8 ? f8c.scale : NULL
 
 /* DSPY_CUDA_MMA=0 (read at backend init) sends 5..16 rows back to the composed path: the
- * before/after comparison of bench/run_gpu.sh (step, STEP_BATCHES) in one build. */
+ * before/after comparison of bench/run_gpu.sh (step, STEP_BATCHES) in one build.
+ * DSPY_CUDA_MMA_SMALL: where 1..4 rows go. 1 (default): here, except one row of BF16 weights
+ * (gemv.cu's GEMV); 0: always the GEMV (before 2026-12-03); 2: always here. Why: the GEMV's F32
+ * dot products fall behind the stream from 2 rows on, and it reads BF16 only (twice the bytes of
+ * an FP8 copy). H200, decode step at B2's context (1,564 positions), us, GEMV -> here: FP8
+ * weights b1 884 -> 750, b2 1,154 -> 781, b4 1,518 -> 777; BF16 b2 1,144 -> 1,002, b4 1,511 ->
+ * 1,004, but b1 876 -> 951. */
 static bool g_mma_off;
+static int g_small = 1;
 
-bool dspy_cu_mma_fits(int N, int C, const void *w, const void *inp) {
-    return !g_mma_off && N >= MMA_MIN_ROWS && N <= MMA_MAX_ROWS && C > 0 && C % 32 == 0 && aligned16(w) && aligned16(inp);
+bool dspy_cu_mma_fits(int N, int OC, int C, const void *w, const void *inp) {
+    if (g_mma_off || N < 1 || N > MMA_MAX_ROWS || C <= 0 || C % 32 != 0 || !aligned16(w) || !aligned16(inp)) return false;
+    if (N >= MMA_MIN_ROWS || g_small == 2 || (g_small == 1 && N >= 2)) return true;
+    cu_f8 f8c;
+    return g_small == 1 && C % 64 == 0 && dspy_cu_f8_find(w, OC, C, &f8c);
 }
 
 /* The normed-rows kernels also need the F32 rows and norm weights 16-byte aligned (float4) and
  * their shared memory within the device's limit. */
-static bool fused_fits(int N, int C, const void *w, const void *x, const void *wn, int T, bool f8) {
-    return dspy_cu_mma_fits(N, C, w, x) && aligned16(wn) &&
+static bool fused_fits(int N, int OC, int C, const void *w, const void *x, const void *wn, int T, bool f8) {
+    return dspy_cu_mma_fits(N, OC, C, w, x) && aligned16(wn) &&
            smem_bytes(N > 8 ? 2 : 1, T, C, true, f8) <= (size_t)g_smem_optin;
 }
 
@@ -535,7 +548,7 @@ dspy_status dspy_cu_mma_attn_in(dspy_backend *be, bool *taken, dspy_tensor q_out
                                 dspy_tensor slots, dspy_tensor inv_freq, int N, int C, int NH, int NKV, int HS, float eps) {
     /* the arguments were checked by the caller, gemv.cu's attn_in entry */
     F8_PICK(wqkv, (NH + 2 * NKV) * HS, C);
-    *taken = HS % 32 == 0 && fused_fits(N, C, wqkv.data, x.data, w_norm.data, 2, f8);
+    *taken = HS % 32 == 0 && fused_fits(N, (NH + 2 * NKV) * HS, C, wqkv.data, x.data, w_norm.data, 2, f8);
     if (!*taken) return DSPY_OK;
     const int units = (NH + 2 * NKV) * (HS / 32);
     const float *bp = (const float *)bqkv.data, *xp = (const float *)x.data, *wn = (const float *)w_norm.data;
@@ -555,7 +568,7 @@ dspy_status dspy_cu_mma_mlp_in(dspy_backend *be, bool *taken, dspy_tensor h, dsp
                                dspy_tensor w_gate_up, int N, int C, int I, float eps) {
     /* the arguments were checked by the caller, gemv.cu's mlp_in entry */
     F8_PICK(w_gate_up, 2 * I, C);
-    *taken = fused_fits(N, C, w_gate_up.data, x.data, w_norm.data, 2, f8);
+    *taken = fused_fits(N, 2 * I, C, w_gate_up.data, x.data, w_norm.data, 2, f8);
     if (!*taken) return DSPY_OK;
     const float *xp = (const float *)x.data, *wn = (const float *)w_norm.data;
     bf16 *hp = (bf16 *)h.data;
@@ -574,7 +587,7 @@ dspy_status dspy_cu_mma_logits(dspy_backend *be, bool *taken, dspy_tensor out, d
     /* the arguments were checked by the caller, gemv.cu's logits entry */
     F8_PICK(w, V, C);
     const int T = lin_tiles(be, f8, V, C), units = (V + 16 * T - 1) / (16 * T);
-    *taken = fused_fits(M, C, w.data, x.data, w_norm.data, T, f8);
+    *taken = fused_fits(M, V, C, w.data, x.data, w_norm.data, T, f8);
     if (!*taken) return DSPY_OK;
     const float *xp = (const float *)x.data, *wn = (const float *)w_norm.data;
     const int32_t *rp = (const int32_t *)rows.data;
@@ -593,6 +606,8 @@ dspy_status dspy_cu_mma_setup(dspy_backend *be) {
     DSPY_TRY(dspy_cu_check(be, cu_release_set(cu_of(be)->release), "tensor-core gemv (release flag)"));
     const char *env = getenv("DSPY_CUDA_MMA");
     g_mma_off = env && strcmp(env, "0") == 0;
+    const char *sm = getenv("DSPY_CUDA_MMA_SMALL");
+    g_small = sm && (strcmp(sm, "0") == 0 || strcmp(sm, "2") == 0) ? atoi(sm) : 1;
     int mx = 48 * 1024;
     cudaError_t e = cudaDeviceGetAttribute(&mx, cudaDevAttrMaxSharedMemoryPerBlockOptin, cu_of(be)->dev);
     if (e == cudaSuccess && (g_smem_optin == 0 || mx < g_smem_optin)) g_smem_optin = mx;

@@ -1,6 +1,6 @@
-/* kern/cuda/gemv_mma.cuh — the decode projections for 5..16 rows on tensor cores (gemv_mma.cu):
- * the same four entries as gemv.cu's GEMV family (linear, attn_in, mlp_in, logits) for the
- * batches that GEMV does not take. Each entry has a `fits` test; gemv.cu and gemm.cu ask it and
+/* kern/cuda/gemv_mma.cuh — the decode projections for 2..16 rows on tensor cores (gemv_mma.cu),
+ * and for one row where the weights have an FP8 copy (kern/ops.h f8_link): the same four entries
+ * as gemv.cu's GEMV family (linear, attn_in, mlp_in, logits), which keeps one row of BF16 weights. Each entry has a `fits` test; gemv.cu and gemm.cu ask it and
  * fall back to the composed path (rmsnorm / cuBLASLt / qkv_rope_store / swiglu) when it says no.
  * Private to kern/cuda.
  */
@@ -12,9 +12,10 @@
 /* Rows one launch takes: two n8 tiles of the m16n8k16 MMA. */
 enum { MMA_MIN_ROWS = GEMV_MAX_ROWS + 1, MMA_MAX_ROWS = 16 };
 
-/* Whether linear with N rows of C BF16 inputs (w, inp as given) runs on these kernels: N in
- * MMA_MIN_ROWS..MMA_MAX_ROWS, C % 32 == 0, 16-byte aligned operands. */
-bool dspy_cu_mma_fits(int N, int C, const void *w, const void *inp);
+/* Whether linear with N rows of C BF16 inputs and w (OC x C, as given) runs on these kernels: N in
+ * 2..MMA_MAX_ROWS, or one row with an FP8 copy of w linked (DSPY_CUDA_MMA_SMALL in gemv_mma.cu
+ * changes the 1..GEMV_MAX_ROWS part); C % 32 == 0, 16-byte aligned operands. */
+bool dspy_cu_mma_fits(int N, int OC, int C, const void *w, const void *inp);
 
 /* out (N, OC) [+]= inp (N, C) BF16 @ W^T + bias; the caller checked shapes and dspy_cu_mma_fits. */
 dspy_status dspy_cu_mma_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
