@@ -42,6 +42,8 @@ if has tests; then
   (cd build-gpu && DSPY_CUDA_RELEASE=31 timeout 300 ./tests/test_cuda_model 2>&1 | grep -E "FAIL|passed" | tail -n 5)
   echo "-- decode rows 1-4: every one on the GEMV (DSPY_CUDA_MMA_SMALL=0), every one on tensor cores (=2)"
   for v in 0 2; do (cd build-gpu && DSPY_CUDA_MMA_SMALL=$v timeout 300 ./tests/test_cuda_ops 2>&1 | grep -E "FAIL|passed" | tail -n 3); done
+  echo "-- mlp_in and logits summed by groups of 4 warps whatever their size (DSPY_CUDA_MMA_KW=4), and by whole blocks (=16)"
+  for v in 4 16; do (cd build-gpu && DSPY_CUDA_MMA_KW=$v timeout 300 ./tests/test_cuda_ops 2>&1 | grep -E "FAIL|passed" | tail -n 3); done
   }
 fi
 if has bench || has torch || has sweep || has b2 || has step || has minkeys || has attn || has pfvar || has cluster || has b1pair || has b3 || has t2 || has t1 || has t3 || has ddp || has parity1b; then

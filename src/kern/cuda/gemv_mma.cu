@@ -85,14 +85,24 @@ static size_t smem_bytes(int NT, int T, int C, bool normed, bool f8) {
     return xs + (size_t)MW * T * NT * 4 * 32 * sizeof(float);
 }
 
-/* Batch j of warp w covers K steps s = (j * SPB + q) * MW + w, q < SPB (SPB = 4 / T), each 32
+/* Split K: a unit is summed by a group of KW warps (KW = MW: the whole block, one unit at a time;
+ * KW = 4: four groups, four units at a time, each group synchronised on its own named barrier).
+ * Warp w is warp wk = w % KW of group w / KW. Fewer warps a unit mean more K steps each between
+ * reductions: a quarter of the shared-memory traffic and barriers a unit, for kernels with units
+ * enough to give every group of every SM work (mlp_in, logits at the 1B shape). */
+template <int KW> static __device__ __forceinline__ void group_sync() {
+    if (KW == MW) __syncthreads();
+    else asm volatile("bar.sync %0, %1;" ::"r"(1 + (int)(threadIdx.x >> 5) / KW), "r"(KW * 32) : "memory");
+}
+
+/* Batch j of warp wk covers K steps s = (j * SPB + q) * KW + wk, q < SPB (SPB = 4 / T), each 32
  * wide; a lane's buffer a[(tt * SPB + q) * 2 + h] is the 16-byte chunk at K 32 s + 8 (lane % 4)
  * of tile tt's row g + 8 h. row_of(u, tt, r) is the weight row of the unit's tile tt, row r. */
-template <int T, bool F8, typename RowOf>
+template <int T, bool F8, int KW, typename RowOf>
 static __device__ __forceinline__ void load_batch(uint4 *a, const void *__restrict__ W, int C, int S, int u, int j,
                                                   RowOf row_of) {
     constexpr int SPB = 4 / T, ES = F8 ? 1 : 2, KS = F8 ? 64 : 32; /* bytes an element; K a step */
-    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int lane = threadIdx.x & 31, w = (threadIdx.x >> 5) % KW, g = lane >> 2, t = lane & 3;
     const char *Wb = (const char *)W;
 #pragma unroll
     for (int tt = 0; tt < T; tt++) {
@@ -100,7 +110,7 @@ static __device__ __forceinline__ void load_batch(uint4 *a, const void *__restri
         const char *r1 = Wb + ((int64_t)row_of(u, tt, g + 8) * C + (KS / 4) * t) * ES;
 #pragma unroll
         for (int q = 0; q < SPB; q++) {
-            int s = (j * SPB + q) * MW + w;
+            int s = (j * SPB + q) * KW + w;
             if (s < S) {
                 a[(tt * SPB + q) * 2] = ld_stream16(r0 + (int64_t)s * KS * ES);
                 a[(tt * SPB + q) * 2 + 1] = ld_stream16(r1 + (int64_t)s * KS * ES);
@@ -143,16 +153,16 @@ static __device__ __forceinline__ uint4 f8_chunk_h(uint32_t x0, uint32_t x1) {
 /* acc[tt][nt] (the 16 x 8 D fragment of tile tt, rows n8 tile nt) += the batch's MMAs. X: the
  * activation rows, ldx elements apart; GX: in global memory (rows >= N read as zeros), else in
  * shared memory (rows up to 8 * NT present, zeros past N). */
-template <int NT, int T, bool GX, bool F8>
+template <int NT, int T, bool GX, bool F8, int KW>
 static __device__ __forceinline__ void mma_batch(float (*acc)[NT][4], const uint4 *a, const bf16 *X, int ldx, int N, int S,
                                                  int j) {
     /* H: F8 with the rows in shared memory as F16 (norm_rows): the codes convert to F16 */
     constexpr int SPB = 4 / T, HH = F8 ? 2 : 1;
     constexpr bool H = F8 && !GX;
-    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int lane = threadIdx.x & 31, w = (threadIdx.x >> 5) % KW, g = lane >> 2, t = lane & 3;
 #pragma unroll
     for (int q = 0; q < SPB; q++) {
-        int s = (j * SPB + q) * MW + w;
+        int s = (j * SPB + q) * KW + w;
         if (s >= S) continue; /* warp-uniform */
 #pragma unroll
         for (int hh = 0; hh < HH; hh++) {
@@ -192,43 +202,52 @@ static __device__ __forceinline__ void mma_batch(float (*acc)[NT][4], const uint
     }
 }
 
-/* Value e (n-tile e / 4, fragment element e % 4) of `lane` in tile tt, summed over the warps in
- * warp order. */
-template <int NT, int T>
+/* Value e (n-tile e / 4, fragment element e % 4) of `lane` in tile tt, summed over the warps of
+ * the calling warp's group in warp order. */
+template <int NT, int T, int KW>
 static __device__ __forceinline__ float reduced(const float *red, int tt, int e, int lane) {
     constexpr int SL = T * NT * 4;
+    const int w0 = (int)(threadIdx.x >> 5) / KW * KW;
     float s = 0.0f;
 #pragma unroll
-    for (int w = 0; w < MW; w++) s += red[(w * SL + tt * NT * 4 + e) * 32 + lane];
+    for (int w = 0; w < KW; w++) s += red[((w0 + w) * SL + tt * NT * 4 + e) * 32 + lane];
     return s;
 }
 
-/* The batches of a block, in order: (unit u, batch j), j < nb, then (u + gridDim.x, 0), ... */
-static __device__ __forceinline__ void next_batch(int &u, int &j, int nb) {
-    if (++j == nb) j = 0, u += gridDim.x;
+/* The batches of a group, in order: (unit u, batch j), j < nb, then (u + gridDim.x MW / KW, 0),
+ * ... (a group's first unit: blockIdx.x MW / KW + its index). */
+template <int KW> static __device__ __forceinline__ void next_batch(int &u, int &j, int nb) {
+    if (++j == nb) j = 0, u += gridDim.x * (MW / KW);
+}
+template <int KW> static __device__ __forceinline__ int first_unit() {
+    return blockIdx.x * (MW / KW) + (int)(threadIdx.x >> 5) / KW;
 }
 
-/* One batch of the block's stream: buf (batch j of unit u, loaded two batches ago) through the
+/* One batch of the group's stream: buf (batch j of unit u, loaded two batches ago) through the
  * MMAs; when it ends the unit, the cross-warp reduction and epi(u, r, n, va, vb) for every
  * feature row r and activation row n < N (va: tile 0, vb: tile 1 or 0). Then buf is reloaded
  * with batch (lu, lj), two ahead, while the other buffer's loads are still in flight. */
-template <int NT, int T, bool GX, bool F8, typename RowOf, typename Epi>
+template <int NT, int T, bool GX, bool F8, int KW, typename RowOf, typename Epi>
 static __device__ __forceinline__ void stream_step(uint4 *buf, float (*acc)[NT][4], int u, int j, int lu, int lj, int nb,
                                                    const void *__restrict__ W, const float *__restrict__ scale, int C,
                                                    int units, const bf16 *X, int ldx, int N, float *red, RowOf row_of,
                                                    Epi epi) {
-    constexpr int SL = T * NT * 4;
+    constexpr int SL = T * NT * 4, E = 4 * NT; /* E: values of a lane's D fragments in one tile */
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, S = C / (F8 ? 64 : 32);
-    /* The unit's epilogue: warp e takes value e of every lane's D fragments (n-tile e / 4, element
-     * e % 4: feature row g or g + 8, activation row 2 (lane % 4) or the next), so each warp reads
-     * whole 32-lane rows of `red` (no bank conflicts) */
-    const int e = w;
-    const bool ep = j + 1 == nb && e < 4 * NT;
-    const int er = (lane >> 2) + 8 * ((e & 3) >> 1), en = 8 * (e >> 2) + 2 * (lane & 3) + (e & 1);
-    float s0 = 1.0f, s1 = 1.0f; /* F8: its row's 2^k in each tile, asked for before the MMAs hide the wait */
-    if (F8 && ep) s0 = __ldg(scale + row_of(u, 0, er)), s1 = __ldg(scale + row_of(u, T - 1, er));
-    mma_batch<NT, T, GX, F8>(acc, buf, X, ldx, N, S, j);
-    if (lu < units) load_batch<T, F8>(buf, W, C, S, lu, lj, row_of);
+    /* The unit's epilogue: warp wk of the group takes values e = wk, wk + KW, ... of every lane's
+     * D fragments (n-tile e / 4, element e % 4: feature row g or g + 8, activation row
+     * 2 (lane % 4) or the next), so each warp reads whole 32-lane rows of `red` (no bank
+     * conflicts). F8: the row's 2^k in each tile of the first value, asked for before the MMAs
+     * hide the wait (with KW = MW, the only one). */
+    const int e0 = w % KW;
+    const bool ep = j + 1 == nb && e0 < E;
+    float s0 = 1.0f, s1 = 1.0f;
+    if (F8 && ep) {
+        const int er = (lane >> 2) + 8 * ((e0 & 3) >> 1);
+        s0 = __ldg(scale + row_of(u, 0, er)), s1 = __ldg(scale + row_of(u, T - 1, er));
+    }
+    mma_batch<NT, T, GX, F8, KW>(acc, buf, X, ldx, N, S, j);
+    if (lu < units) load_batch<T, F8, KW>(buf, W, C, S, lu, lj, row_of);
     if (j + 1 < nb) return;
 #pragma unroll
     for (int tt = 0; tt < T; tt++)
@@ -239,22 +258,28 @@ static __device__ __forceinline__ void stream_step(uint4 *buf, float (*acc)[NT][
                 red[(w * SL + (tt * NT + nt) * 4 + i) * 32 + lane] = acc[tt][nt][i];
                 acc[tt][nt][i] = 0.0f;
             }
-    __syncthreads();
-    if (ep && en < N)
-        epi(u, er, en, reduced<NT, T>(red, 0, e, lane) * s0, T > 1 ? reduced<NT, T>(red, T - 1, e, lane) * s1 : 0.0f);
-    __syncthreads(); /* red is rewritten by the next unit */
+    group_sync<KW>();
+#pragma unroll
+    for (int e = e0; e < E; e += KW) {
+        const int er = (lane >> 2) + 8 * ((e & 3) >> 1), en = 8 * (e >> 2) + 2 * (lane & 3) + (e & 1);
+        if (F8 && e != e0) s0 = __ldg(scale + row_of(u, 0, er)), s1 = __ldg(scale + row_of(u, T - 1, er));
+        if (en < N)
+            epi(u, er, en, reduced<NT, T, KW>(red, 0, e, lane) * s0,
+                T > 1 ? reduced<NT, T, KW>(red, T - 1, e, lane) * s1 : 0.0f);
+    }
+    group_sync<KW>(); /* red is rewritten by the next unit */
 }
 
-/* The block's units, streamed through two register buffers that take turns (no copy between
+/* The group's units, streamed through two register buffers that take turns (no copy between
  * them: a register move would wait for its load), so two batches (16 loads a lane) are in
- * flight whenever a warp waits. b0 and b1 hold the block's first two batches, loaded before the
+ * flight whenever a warp waits. b0 and b1 hold the group's first two batches, loaded before the
  * dependency wait. */
-template <int NT, int T, bool GX, bool F8, typename RowOf, typename Epi>
+template <int NT, int T, bool GX, bool F8, int KW, typename RowOf, typename Epi>
 static __device__ __forceinline__ void run_units(uint4 *b0, uint4 *b1, const void *__restrict__ W,
                                                  const float *__restrict__ scale, int C, int units, const bf16 *X,
                                                  int ldx, int N, float *red, RowOf row_of, Epi epi) {
     constexpr int SPB = 4 / T;
-    const int nb = (C / (F8 ? 64 : 32) + MW * SPB - 1) / (MW * SPB);
+    const int nb = (C / (F8 ? 64 : 32) + KW * SPB - 1) / (KW * SPB);
     float acc[T][NT][4];
 #pragma unroll
     for (int tt = 0; tt < T; tt++)
@@ -262,28 +287,28 @@ static __device__ __forceinline__ void run_units(uint4 *b0, uint4 *b1, const voi
         for (int nt = 0; nt < NT; nt++)
 #pragma unroll
             for (int i = 0; i < 4; i++) acc[tt][nt][i] = 0.0f;
-    int u = blockIdx.x, j = 0, lu = u, lj = 0; /* the batch in hand; the batch to load next */
-    next_batch(lu, lj, nb);
-    next_batch(lu, lj, nb);
+    int u = first_unit<KW>(), j = 0, lu = u, lj = 0; /* the batch in hand; the batch to load next */
+    next_batch<KW>(lu, lj, nb);
+    next_batch<KW>(lu, lj, nb);
     while (u < units) {
-        stream_step<NT, T, GX, F8>(b0, acc, u, j, lu, lj, nb, W, scale, C, units, X, ldx, N, red, row_of, epi);
-        next_batch(u, j, nb), next_batch(lu, lj, nb);
+        stream_step<NT, T, GX, F8, KW>(b0, acc, u, j, lu, lj, nb, W, scale, C, units, X, ldx, N, red, row_of, epi);
+        next_batch<KW>(u, j, nb), next_batch<KW>(lu, lj, nb);
         if (u >= units) break;
-        stream_step<NT, T, GX, F8>(b1, acc, u, j, lu, lj, nb, W, scale, C, units, X, ldx, N, red, row_of, epi);
-        next_batch(u, j, nb), next_batch(lu, lj, nb);
+        stream_step<NT, T, GX, F8, KW>(b1, acc, u, j, lu, lj, nb, W, scale, C, units, X, ldx, N, red, row_of, epi);
+        next_batch<KW>(u, j, nb), next_batch<KW>(lu, lj, nb);
     }
 }
 
-/* The block's first two batches (before griddep_wait: weights only). */
-template <int T, bool F8, typename RowOf>
+/* The group's first two batches (before griddep_wait: weights only). */
+template <int T, bool F8, int KW, typename RowOf>
 static __device__ __forceinline__ void first_batches(uint4 *b0, uint4 *b1, const void *__restrict__ W, int C, int units,
                                                      RowOf row_of) {
     constexpr int SPB = 4 / T;
-    const int S = C / (F8 ? 64 : 32), nb = (S + MW * SPB - 1) / (MW * SPB);
-    int u = blockIdx.x, j = 0;
-    if (u < units) load_batch<T, F8>(b0, W, C, S, u, j, row_of);
-    next_batch(u, j, nb);
-    if (u < units) load_batch<T, F8>(b1, W, C, S, u, j, row_of);
+    const int S = C / (F8 ? 64 : 32), nb = (S + KW * SPB - 1) / (KW * SPB);
+    int u = first_unit<KW>(), j = 0;
+    if (u < units) load_batch<T, F8, KW>(b0, W, C, S, u, j, row_of);
+    next_batch<KW>(u, j, nb);
+    if (u < units) load_batch<T, F8, KW>(b1, W, C, S, u, j, row_of);
 }
 
 /* A BF16 pair as F16, saturating at +-65,504. */
@@ -309,14 +334,14 @@ static __device__ __forceinline__ void norm_rows(bf16 *xs, int ldx, const float 
         if (r < N) {
             const float4 *x4 = (const float4 *)(x + (int64_t)(rows ? rows[r] : r) * C), *w4 = (const float4 *)wn;
             float ss = 0.0f;
-#pragma unroll 4
+#pragma unroll 8 /* eight row loads in flight (4: the FP8 step at batch 16 took 908 us, 884 with 8) */
             for (int c = lane; c < C / 4; c += 32) {
                 float4 v = x4[c];
                 ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
             }
             for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
             const float rinv = 1.0f / sqrtf(ss / (float)C + eps);
-#pragma unroll 4
+#pragma unroll 8
             for (int c = lane; c < C / 4; c += 32) {
                 float4 v = x4[c], wv = w4[c];
                 const __nv_bfloat162 lo = __floats2bfloat162_rn(wv.x * (v.x * rinv), wv.y * (v.y * rinv));
@@ -349,9 +374,9 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_linear(const void
     const int units = (OC + 16 * T - 1) / (16 * T);
     auto row_of = [=](int u, int tt, int r) { return min(u * 16 * T + tt * 16 + r, OC - 1); };
     uint4 b0[8], b1[8];
-    first_batches<T, F8>(b0, b1, W, C, units, row_of);
+    first_batches<T, F8, MW>(b0, b1, W, C, units, row_of);
     griddep_wait(CU_REL_LINEAR);
-    run_units<NT, T, true, F8>(b0, b1, W, scale, C, units, X, C, N, red, row_of, [=](int u, int r, int n, float va,
+    run_units<NT, T, true, F8, MW>(b0, b1, W, scale, C, units, X, C, N, red, row_of, [=](int u, int r, int n, float va,
                                                                                      float vb) {
         for (int tt = 0; tt < T; tt++) {
             const int row = u * 16 * T + tt * 16 + r;
@@ -381,10 +406,10 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_attn_in(
     const int units = (NH + 2 * NKV) * per;
     auto row_of = [=](int u, int tt, int r) { return (u / per) * HS + (u % per) * 16 + tt * half + r; };
     uint4 b0[8], b1[8];
-    first_batches<2, F8>(b0, b1, W, C, units, row_of);
+    first_batches<2, F8, MW>(b0, b1, W, C, units, row_of);
     griddep_wait(CU_REL_ATTN_IN);
     norm_rows<NT, F8>(xs, ldx, x, NULL, wn, N, C, eps);
-    run_units<NT, 2, false, F8>(b0, b1, W, scale, C, units, xs, ldx, N, red, row_of, [=](int u, int r, int n, float va, float vb) {
+    run_units<NT, 2, false, F8, MW>(b0, b1, W, scale, C, units, xs, ldx, N, red, row_of, [=](int u, int r, int n, float va, float vb) {
         const int hh = u / per, i = (u % per) * 16 + r, rowA = hh * HS + i;
         const int sect = hh < NH ? 0 : hh < NH + NKV ? 1 : 2, head = hh - (sect == 0 ? 0 : sect == 1 ? NH : NH + NKV);
         if (bias) va += bias[rowA], vb += bias[rowA + half];
@@ -404,7 +429,7 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_attn_in(
 /* ---- mlp_in: RMSNorm + gate/up projection + SwiGLU ----------------------------------------- */
 
 /* Unit u: gate rows 16 u .. 16 u + 15 (tile 0) and the same rows of up (tile 1, I rows later). */
-template <int NT, bool F8>
+template <int NT, bool F8, int KW>
 static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_mlp_in(const void *__restrict__ W,
                                                                       const float *__restrict__ scale,
                                                                       const float *__restrict__ x,
@@ -417,10 +442,10 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_mlp_in(const void
     const int units = (I + 15) / 16;
     auto row_of = [=](int u, int tt, int r) { return tt * I + min(u * 16 + r, I - 1); };
     uint4 b0[8], b1[8];
-    first_batches<2, F8>(b0, b1, W, C, units, row_of);
+    first_batches<2, F8, KW>(b0, b1, W, C, units, row_of);
     griddep_wait(CU_REL_MLP_IN);
     norm_rows<NT, F8>(xs, ldx, x, NULL, wn, N, C, eps);
-    run_units<NT, 2, false, F8>(b0, b1, W, scale, C, units, xs, ldx, N, red, row_of, [=](int u, int r, int n, float gv, float uv) {
+    run_units<NT, 2, false, F8, KW>(b0, b1, W, scale, C, units, xs, ldx, N, red, row_of, [=](int u, int r, int n, float gv, float uv) {
         const int row = u * 16 + r;
         if (row >= I) return;
         /* the composed path rounds gate and up to BF16 before SwiGLU; so does this one */
@@ -431,7 +456,7 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_mlp_in(const void
 
 /* ---- logits: gather + final RMSNorm + lm_head ---------------------------------------------- */
 
-template <int NT, bool F8, int T>
+template <int NT, bool F8, int T, int KW>
 static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_logits(const void *__restrict__ W,
                                                                       const float *__restrict__ scale,
                                                                       const float *__restrict__ x,
@@ -445,10 +470,10 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_logits(const void
     const int units = (V + 16 * T - 1) / (16 * T);
     auto row_of = [=](int u, int tt, int r) { return min(u * 16 * T + tt * 16 + r, V - 1); };
     uint4 b0[8], b1[8];
-    first_batches<T, F8>(b0, b1, W, C, units, row_of);
+    first_batches<T, F8, KW>(b0, b1, W, C, units, row_of);
     griddep_wait(CU_REL_LOGITS);
     norm_rows<NT, F8>(xs, ldx, x, rows, wn, M, C, eps);
-    run_units<NT, T, false, F8>(b0, b1, W, scale, C, units, xs, ldx, M, red, row_of, [=](int u, int r, int n, float va,
+    run_units<NT, T, false, F8, KW>(b0, b1, W, scale, C, units, xs, ldx, M, red, row_of, [=](int u, int r, int n, float va,
                                                                                         float vb) {
         for (int tt = 0; tt < T; tt++) {
             const int row = u * 16 * T + tt * 16 + r;
@@ -480,19 +505,37 @@ static int lin_tiles(dspy_backend *be, bool f8, int OC, int C) {
 }
 
 /* Returns the launch of the instance for `rows` activation rows (NT: two n8 tiles above 8), FP8
- * or BF16 weights and T tiles a unit (linear and logits; 1 elsewhere), through the caller's
- * LAUNCH(NT, F8, T) (attn_in's and mlp_in's ignore T). */
-#define MMA_INSTANCE(rows, f8, T)                       \
-    do {                                                \
-        if ((rows) > 8) {                               \
-            if ((f8) && (T) == 2) LAUNCH(2, true, 2);   \
-            if (f8) LAUNCH(2, true, 1);                 \
-            LAUNCH(2, false, 1);                        \
-        }                                               \
-        if ((f8) && (T) == 2) LAUNCH(1, true, 2);       \
-        if (f8) LAUNCH(1, true, 1);                     \
-        LAUNCH(1, false, 1);                            \
+ * or BF16 weights, T tiles a unit (linear and logits; 1 elsewhere) and KW warps a unit (4 where
+ * kw4, else MW; mlp_in and logits only), through the caller's LAUNCH(NT, F8, T, KW) (attn_in's
+ * and mlp_in's ignore T, linear's and attn_in's KW). */
+#define MMA_INSTANCE_KW(rows, f8, T, KW)                    \
+    do {                                                    \
+        if ((rows) > 8) {                                   \
+            if ((f8) && (T) == 2) LAUNCH(2, true, 2, KW);   \
+            if (f8) LAUNCH(2, true, 1, KW);                 \
+            LAUNCH(2, false, 1, KW);                        \
+        }                                                   \
+        if ((f8) && (T) == 2) LAUNCH(1, true, 2, KW);       \
+        if (f8) LAUNCH(1, true, 1, KW);                     \
+        LAUNCH(1, false, 1, KW);                            \
     } while (0)
+#define MMA_INSTANCE(rows, f8, T, kw4)                      \
+    do {                                                    \
+        if (kw4) MMA_INSTANCE_KW(rows, f8, T, 4);           \
+        MMA_INSTANCE_KW(rows, f8, T, MW);                   \
+    } while (0)
+
+/* DSPY_CUDA_MMA_KW (read at backend init): 4 or 16 warps a unit for mlp_in and logits whatever
+ * their size; default (0): 4 where the units fill at least three of the four groups of every SM
+ * (the 1B shape's mlp_in, 512 units, and lm_head on an H200's 132 SMs), else 16. */
+static int g_kw;
+
+static bool use_kw4(dspy_backend *be, int units) {
+    return g_kw == 4 || (g_kw == 0 && units >= 3 * cu_of(be)->sm_count);
+}
+
+/* Blocks of a launch whose groups take `units` (MW / KW groups a block). */
+static unsigned grid_kw(dspy_backend *be, int units, bool kw4) { return grid_of(be, kw4 ? (units + 3) / 4 : units); }
 
 /* Wp, mp and f8 of a launch: the FP8 copy linked to w (kern/ops.h f8_link) when there is one and
  * C % 64 == 0 (a 16-byte load is 16 codes), else w's BF16 values. */
@@ -534,12 +577,12 @@ dspy_status dspy_cu_mma_linear(dspy_backend *be, dspy_tensor out, dspy_tensor in
     const float *bp = (const float *)bias.data;
     F8_PICK(w, OC, C);
     const int T = lin_tiles(be, f8, OC, C), units = (OC + 16 * T - 1) / (16 * T);
-#define LAUNCH(NT, F8, T)                                                                                           \
+#define LAUNCH(NT, F8, T, KW_)                                                                                      \
     return cu_launch(be, F8 ? "linear (tensor-core gemv, FP8 weights)" : "linear (tensor-core gemv)",              \
                      k_mma_linear<NT, F8, T>, grid_of(be, units), MMA_THREADS,                                      \
                      smem_bytes(NT, T, C, false, F8), Wp, mp,                                                       \
                      Xp, out.data, mode, bp, N, OC, C)
-    MMA_INSTANCE(N, f8, T);
+    MMA_INSTANCE(N, f8, T, false);
 #undef LAUNCH
 }
 
@@ -555,12 +598,12 @@ dspy_status dspy_cu_mma_attn_in(dspy_backend *be, bool *taken, dspy_tensor q_out
     const int32_t *pp = (const int32_t *)pos.data, *sp = (const int32_t *)slots.data;
     const float *fp = (const float *)inv_freq.data;
     bf16 *qo = (bf16 *)q_out.data, *kc = (bf16 *)kcache.data, *vc = (bf16 *)vcache.data;
-#define LAUNCH(NT, F8, T_)                                                                                          \
+#define LAUNCH(NT, F8, T_, KW_)                                                                                     \
     return cu_launch(be, F8 ? "attn_in (tensor-core gemv, FP8 weights)" : "attn_in (tensor-core gemv)",            \
                      k_mma_attn_in<NT, F8>, grid_of(be, units), MMA_THREADS,                                        \
                      smem_bytes(NT, 2, C, true, F8), Wp, mp, bp,                                                    \
                      xp, wn, eps, pp, sp, fp, qo, kc, vc, N, C, NH, NKV, HS)
-    MMA_INSTANCE(N, f8, 1);
+    MMA_INSTANCE(N, f8, 1, false);
 #undef LAUNCH
 }
 
@@ -573,12 +616,13 @@ dspy_status dspy_cu_mma_mlp_in(dspy_backend *be, bool *taken, dspy_tensor h, dsp
     const float *xp = (const float *)x.data, *wn = (const float *)w_norm.data;
     bf16 *hp = (bf16 *)h.data;
     const int units = (I + 15) / 16;
-#define LAUNCH(NT, F8, T_)                                                                                          \
+    const bool kw4 = use_kw4(be, units);
+#define LAUNCH(NT, F8, T_, KW)                                                                                      \
     return cu_launch(be, F8 ? "mlp_in (tensor-core gemv, FP8 weights)" : "mlp_in (tensor-core gemv)",              \
-                     k_mma_mlp_in<NT, F8>, grid_of(be, units), MMA_THREADS,                                         \
+                     k_mma_mlp_in<NT, F8, KW>, grid_kw(be, units, kw4), MMA_THREADS,                                \
                      smem_bytes(NT, 2, C, true, F8), Wp, mp, xp,                                                    \
                      wn, eps, hp, N, C, I)
-    MMA_INSTANCE(N, f8, 1);
+    MMA_INSTANCE(N, f8, 1, kw4);
 #undef LAUNCH
 }
 
@@ -592,12 +636,13 @@ dspy_status dspy_cu_mma_logits(dspy_backend *be, bool *taken, dspy_tensor out, d
     const float *xp = (const float *)x.data, *wn = (const float *)w_norm.data;
     const int32_t *rp = (const int32_t *)rows.data;
     float *op = (float *)out.data;
-#define LAUNCH(NT, F8, T)                                                                                           \
+    const bool kw4 = use_kw4(be, units);
+#define LAUNCH(NT, F8, T, KW)                                                                                       \
     return cu_launch(be, F8 ? "logits (tensor-core gemv, FP8 weights)" : "logits (tensor-core gemv)",              \
-                     k_mma_logits<NT, F8, T>, grid_of(be, units), MMA_THREADS,                                      \
+                     k_mma_logits<NT, F8, T, KW>, grid_kw(be, units, kw4), MMA_THREADS,                             \
                      smem_bytes(NT, T, C, true, F8), Wp, mp,                                                        \
                      xp, rp, wn, eps, op, M, C, V)
-    MMA_INSTANCE(M, f8, T);
+    MMA_INSTANCE(M, f8, T, kw4);
 #undef LAUNCH
 }
 
@@ -606,6 +651,8 @@ dspy_status dspy_cu_mma_setup(dspy_backend *be) {
     DSPY_TRY(dspy_cu_check(be, cu_release_set(cu_of(be)->release), "tensor-core gemv (release flag)"));
     const char *env = getenv("DSPY_CUDA_MMA");
     g_mma_off = env && strcmp(env, "0") == 0;
+    const char *kw = getenv("DSPY_CUDA_MMA_KW");
+    g_kw = kw && (atoi(kw) == 4 || atoi(kw) == 16) ? atoi(kw) : 0;
     const char *sm = getenv("DSPY_CUDA_MMA_SMALL");
     g_small = sm && (strcmp(sm, "0") == 0 || strcmp(sm, "2") == 0) ? atoi(sm) : 1;
     int mx = 48 * 1024;
@@ -613,10 +660,12 @@ dspy_status dspy_cu_mma_setup(dspy_backend *be) {
     if (e == cudaSuccess && (g_smem_optin == 0 || mx < g_smem_optin)) g_smem_optin = mx;
 #define ATTR(...) \
     if (e == cudaSuccess) e = cudaFuncSetAttribute(__VA_ARGS__, cudaFuncAttributeMaxDynamicSharedMemorySize, mx);
-#define ATTR2(K) ATTR(K<1, false>) ATTR(K<2, false>) ATTR(K<1, true>) ATTR(K<2, true>)
-#define ATTR3(K) ATTR(K<1, false, 1>) ATTR(K<2, false, 1>) ATTR(K<1, true, 1>) ATTR(K<2, true, 1>) \
-    ATTR(K<1, true, 2>) ATTR(K<2, true, 2>)
-    ATTR3(k_mma_linear) ATTR2(k_mma_attn_in) ATTR2(k_mma_mlp_in) ATTR3(k_mma_logits)
+#define ATTR2(K, ...) ATTR(K<1, false __VA_ARGS__>) ATTR(K<2, false __VA_ARGS__>) ATTR(K<1, true __VA_ARGS__>) \
+    ATTR(K<2, true __VA_ARGS__>)
+#define ATTR3(K, ...) ATTR(K<1, false, 1 __VA_ARGS__>) ATTR(K<2, false, 1 __VA_ARGS__>) ATTR(K<1, true, 1 __VA_ARGS__>) \
+    ATTR(K<2, true, 1 __VA_ARGS__>) ATTR(K<1, true, 2 __VA_ARGS__>) ATTR(K<2, true, 2 __VA_ARGS__>)
+    ATTR3(k_mma_linear) ATTR2(k_mma_attn_in) ATTR2(k_mma_mlp_in, , 4) ATTR2(k_mma_mlp_in, , MW)
+    ATTR3(k_mma_logits, , 4) ATTR3(k_mma_logits, , MW)
 #undef ATTR3
 #undef ATTR2
 #undef ATTR
