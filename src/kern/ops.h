@@ -394,7 +394,7 @@ typedef struct dspy_ops {
      * nearest even) and rewritten as those values in BF16, so every path computes with the
      * same weights; q (OC * C U8, 16-byte aligned) receives the E4M3 codes and scale (OC F32) each
      * row's 2^k (kern/cuda/f8.cu). Until f8_unlink(w), the decode-sized
-     * projections (5..16 rows, C % 64 == 0: linear, attn_in, mlp_in, logits) of any backend in
+     * projections (1..16 rows, C % 64 == 0: linear, attn_in, mlp_in, logits) of any backend in
      * the process that are given w read the codes instead: half the bytes, the same sums up to
      * F32 reordering. Outside a capture; syncs. DSPY_ERR_ARG when a row holds a value that is
      * not finite or above 448 * 2^7. f8_unlink of a matrix never linked does nothing. */
