@@ -444,11 +444,12 @@ static void test_f8_gemv(void) {
     one_linear_w(16, 1088, 300, DSPY_DTYPE_BF16, false, true, true); /* 17 steps of 64: batches part-filled */
     one_linear_w(16, 1056, 300, DSPY_DTYPE_F32, false, false, true); /* C % 64 != 0: BF16 kernel, same values */
     /* 1..4 rows take the tensor-core kernel too with an FP8 copy (one n8 tile, rows past N zero);
-     * after f8_unlink the BF16 GEMV: the same values */
+     * after f8_unlink one row takes the BF16 GEMV, 2..4 the BF16 tensor-core kernel: the same
+     * values either way */
     one_linear_w(3, 2048, 700, DSPY_DTYPE_F32, false, false, true);
     one_linear_w(1, 2048, 2048, DSPY_DTYPE_F32, true, false, true);
     one_linear_w(4, 8192, 517, DSPY_DTYPE_BF16, false, true, true);
-    one_linear_w(2, 1056, 300, DSPY_DTYPE_F32, false, false, true); /* C % 64 != 0: the BF16 GEMV */
+    one_linear_w(2, 1056, 300, DSPY_DTYPE_F32, false, false, true); /* C % 64 != 0: the copy unused (BF16) */
     /* C < 4,096 with a unit of 32 rows for every SM (OC >= 32 x 132 on an H200): two-tile units,
      * the last one cut short */
     one_linear_w(16, 2048, 4500, DSPY_DTYPE_F32, true, true, true);

@@ -1,7 +1,8 @@
 /* gemv_mma.cu — the decode-sized projections for 2..16 rows (a batched decode step; one row too
- * with FP8 weights) on tensor cores, with the same fused prologues and epilogues as gemv.cu: linear (bias, BF16/F32 store or
- * add into the F32 residual), attn_in (RMSNorm + QKV + RoPE + KV-cache store), mlp_in (RMSNorm +
- * gate/up + SwiGLU) and logits (gather + final RMSNorm + lm_head).
+ * with FP8 weights) on tensor cores, with the same fused prologues and epilogues as gemv.cu:
+ * linear (bias, BF16/F32 store or add into the F32 residual), attn_in (RMSNorm + QKV + RoPE +
+ * KV-cache store), mlp_in (RMSNorm + gate/up + SwiGLU) and logits (gather + final RMSNorm +
+ * lm_head).
  *
  * Why: at 16 rows a step is still memory-bound (2.5 GB of weights, ~0.6 ms on an H200), but the
  * GEMV kernels take 4 rows at most, and the composed path (rmsnorm, cuBLASLt, RoPE, SwiGLU
@@ -23,7 +24,9 @@
  *     block's next — is issued as soon as a buffer is multiplied), so the stream keeps going
  *     through the cross-warp reduction (shared memory, fixed order: deterministic) and the
  *     epilogue. The first two batches are loaded before griddep_wait (weights never depend on
- *     the previous kernel), as in gemv.cu;
+ *     the previous kernel), as in gemv.cu. mlp_in and logits, whose units fill the SMs four
+ *     times over at the 1B shape, split K over groups of 4 warps instead (four units at a time
+ *     a block; KW below);
  *   - RMSNorm prologue: each block normalises the N rows (one warp a row) into shared memory as
  *     BF16, the rounding the composed path's normed activations get; rows past N are zeros.
  *     linear reads its BF16 input rows from global memory (L1-cached, shared by the block):
@@ -545,8 +548,8 @@ static unsigned grid_kw(dspy_backend *be, int units, bool kw4) { return grid_of(
     const void *Wp = f8 ? (const void *)f8c.q : (w).data;                                                     \
     const float *mp = f8 ? f8c.scale : NULL
 
-/* DSPY_CUDA_MMA=0 (read at backend init) sends 5..16 rows back to the composed path: the
- * before/after comparison of bench/run_gpu.sh (step, STEP_BATCHES) in one build.
+/* DSPY_CUDA_MMA=0 (read at backend init) sends every row back: 5..16 to the composed path, 1..4
+ * to the GEMV (the before/after comparison of bench/run_gpu.sh's step stage in one build).
  * DSPY_CUDA_MMA_SMALL: where 1..4 rows go. 1 (default): here, except one row of BF16 weights
  * (gemv.cu's GEMV); 0: always the GEMV (before 2026-12-03); 2: always here. Why: the GEMV's F32
  * dot products fall behind the stream from 2 rows on, and it reads BF16 only (twice the bytes of
