@@ -417,7 +417,30 @@ static dspy_status step_once(dspy_backend *be, void *p) {
     return DSPY_OK;
 }
 
-static void bench_step(const dspy_model *m, int ctx_len, int nb, int shared) {
+/* Bytes one decode token streams: the projection matrices and the lm_head, BF16 or (f8_decode)
+ * their E4M3 codes and a 4-byte scale a row; the norms and the token's embedding row are left out
+ * (under 0.1 %). Not dspy_model_weight_bytes: that counts the embedding table whole and, with FP8,
+ * both copies. */
+static size_t decode_bytes(const dspy_model *m) {
+    const dspy_model_config *c = dspy_model_config_get(m);
+    const size_t C = (size_t)c->hidden_size, Q = (size_t)c->num_attention_heads * c->head_dim;
+    const size_t KV = (size_t)c->num_key_value_heads * c->head_dim, I = (size_t)c->intermediate_size;
+    const size_t rows = (size_t)c->num_hidden_layers * (Q + 2 * KV + C + 2 * I + C) + (size_t)c->vocab_size;
+    const size_t elems = (size_t)c->num_hidden_layers * C * (Q + 2 * KV + Q + 2 * I) +
+                         (size_t)c->num_hidden_layers * I * C + (size_t)c->vocab_size * C;
+    return dspy_model_f8_decode(m) ? elems + 4 * rows : 2 * elems;
+}
+
+/* A decode step's byte floor: the weights once (decode_bytes) and the keys and values it attends,
+ * the shared prefix once (B2's sequences share its blocks) and each sequence's own positions. */
+static double step_floor_bytes(const dspy_model *m, int ctx_len, int nb, int shared) {
+    const dspy_model_config *c = dspy_model_config_get(m);
+    const int sh = shared < ctx_len ? shared : ctx_len;
+    const double per_pos = 2.0 * c->num_hidden_layers * c->num_key_value_heads * c->head_dim * 2; /* K and V, BF16 */
+    return (double)decode_bytes(m) + per_pos * (sh + (double)nb * (ctx_len - sh));
+}
+
+static void bench_step(const dspy_model *m, int ctx_len, int nb, int shared, double bw) {
     const dspy_model_config *cf = dspy_model_config_get(m);
     dspy_backend *be = NULL;
     const int per = (ctx_len + 15) / 16 + 1;           /* blocks per sequence */
@@ -498,9 +521,12 @@ static void bench_step(const dspy_model *m, int ctx_len, int nb, int shared) {
             break;
         }
         if (v[i].leave == 0) full = t;
+        /* the whole step against its byte floor (0 where the copy bandwidth is unknown) */
+        const double floor_us = bw > 0 ? step_floor_bytes(m, ctx_len, nb, shared) / bw * 1e6 : 0;
         printf("{\"bench\": \"step\", \"batch\": %d, \"shared\": %d, \"variant\": \"%s\", \"ctx\": %d, \"us\": %.1f, "
-               "\"chain_cost_us\": %.1f}\n",
-               nb, shared, v[i].name, ctx_len, t * 1e6, v[i].leave > 0 && full > 0 ? (full - t) * 1e6 : 0.0);
+               "\"chain_cost_us\": %.1f, \"floor_us\": %.1f, \"fraction_of_floor\": %.3f}\n",
+               nb, shared, v[i].name, ctx_len, t * 1e6, v[i].leave > 0 && full > 0 ? (full - t) * 1e6 : 0.0,
+               v[i].leave < 0 ? floor_us : 0.0, v[i].leave < 0 && floor_us > 0 ? floor_us / (t * 1e6) : 0.0);
     }
 done:
     free(host);
@@ -508,20 +534,6 @@ done:
     dspy_fwd_buf_free(&c.buf);
     dspy_kv_cache_free(&c.kv);
     dspy_backend_free(be);
-}
-
-/* Bytes one decode token streams: the projection matrices and the lm_head, BF16 or (f8_decode)
- * their E4M3 codes and a 4-byte scale a row; the norms and the token's embedding row are left out
- * (under 0.1 %). Not dspy_model_weight_bytes: that counts the embedding table whole and, with FP8,
- * both copies. */
-static size_t decode_bytes(const dspy_model *m) {
-    const dspy_model_config *c = dspy_model_config_get(m);
-    const size_t C = (size_t)c->hidden_size, Q = (size_t)c->num_attention_heads * c->head_dim;
-    const size_t KV = (size_t)c->num_key_value_heads * c->head_dim, I = (size_t)c->intermediate_size;
-    const size_t rows = (size_t)c->num_hidden_layers * (Q + 2 * KV + C + 2 * I + C) + (size_t)c->vocab_size;
-    const size_t elems = (size_t)c->num_hidden_layers * C * (Q + 2 * KV + Q + 2 * I) +
-                         (size_t)c->num_hidden_layers * I * C + (size_t)c->vocab_size * C;
-    return dspy_model_f8_decode(m) ? elems + 4 * rows : 2 * elems;
 }
 
 static int32_t *random_ids(int n, int V, uint64_t seed) {
@@ -623,7 +635,7 @@ int main(int argc, char **argv) {
     }
     if (dspy_model_device(m).type == DSPY_DEVICE_CUDA && !only_b1 && !only_prefill) {
         if (!only_step) bench_ops(m, bw, plen);
-        bench_step(m, plen + gen / 2, step_batch, step_shared);
+        bench_step(m, plen + gen / 2, step_batch, step_shared, bw);
         if (only_step) {
             dspy_model_free(m);
             return 0;
