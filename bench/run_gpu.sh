@@ -4,7 +4,7 @@
 # the GPU build (cmake -B build-gpu -DCMAKE_CUDA_ARCHITECTURES=90) and the shared tokenizer gathered
 # into carry/ by bench/pack_gpu.sh.
 #
-#   bench/run_gpu.sh [tests] [bench] [step] [minkeys] [attn] [pfvar] [cluster] [b1pair] [sweep] [b2] [torch] [serve] [t1] [t2] [t3] [ddp] [b3] [tutorial] [parity1b]
+#   bench/run_gpu.sh [tests] [bench] [step] [ncu] [minkeys] [attn] [pfvar] [cluster] [b1pair] [sweep] [b2] [torch] [serve] [t1] [t2] [t3] [ddp] [b3] [tutorial] [parity1b]
 #   (default: tests bench torch serve)
 # parity1b: issue 11 item 5 at the 1B shape — 20 T1 steps' losses against PyTorch eager's in the same
 #     run (torch_train.py --curve-vs, 2 %) and the trained checkpoint's logits in transformers
@@ -15,6 +15,9 @@
 #     of the epoch's steps timed and scaled, said in its output).
 # t3: issue 11's T3 (bench_train --lora 32; torch_train.py --lora 32: peft, eager and compiled).
 # ddp: issue 17's T1 on DDP_GPUS GPUs (bench_train ranks; PyTorch DDP under torchrun); t1 gives one GPU's.
+# ncu: warp-stall reasons and source counters of the decode step's kernels (bench_gpu's step at
+#     NCU_BATCH sequences, default 16, FP8 weights, B2's context); build with
+#     -DDSPY_CUDA_LINEINFO=ON for the source lines. ncu locks the SM clock at base (~1.37 GHz).
 # tutorial: issue 12 item 8, `dspy compile` end to end on the 1B shape (TUT_ARGS adds options;
 #     TUT_TEACHER=openai/local:DIR makes our own server the teacher instead of the oracle).
 # Logs and JSON go to $OUT (the device tool's folder) or ./out.
@@ -46,7 +49,7 @@ if has tests; then
   for v in 4 16; do (cd build-gpu && DSPY_CUDA_MMA_KW=$v timeout 300 ./tests/test_cuda_ops 2>&1 | grep -E "FAIL|passed" | tail -n 3); done
   }
 fi
-if has bench || has torch || has sweep || has b2 || has step || has minkeys || has attn || has pfvar || has cluster || has b1pair || has b3 || has t2 || has t1 || has t3 || has ddp || has parity1b; then
+if has bench || has torch || has sweep || has b2 || has step || has ncu || has minkeys || has attn || has pfvar || has cluster || has b1pair || has b3 || has t2 || has t1 || has t3 || has ddp || has parity1b; then
   [ -f "$MODEL/model.safetensors" ] || LD_LIBRARY_PATH=${ORIG_LD_LIBRARY_PATH-} timeout 300 python3 bench/torch_baseline.py --make-model "$MODEL" 2>&1 | tail -2
 fi
 if has bench; then
@@ -155,6 +158,18 @@ if has torch; then
   echo "== PyTorch"
   LD_LIBRARY_PATH=${ORIG_LD_LIBRARY_PATH-} PYTHONUNBUFFERED=1 timeout 500 python3 bench/torch_baseline.py --model "$MODEL" --b1 --prefill 2>&1 \
     | grep -v Warning | tee "$OUT/bench_torch.jsonl"
+fi
+if has ncu; then
+  echo "== ncu: the decode step's kernels at ${NCU_BATCH:-16} sequences, FP8 weights (stall reasons per issued instruction)"
+  NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
+  timeout 300 "$NCU" --kernel-name regex:'k_attn_decode_batch|k_mma_mlp_in|k_mma_attn_in|k_mma_linear|k_mma_logits|k_sample' \
+    --launch-skip 200 --launch-count 12 --section SpeedOfLight --section WarpStateStats --section SourceCounters \
+    --metrics regex:'smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio',smsp__inst_executed.sum,smsp__cycles_active.avg \
+    build-gpu/bench/bench_gpu --model "$MODEL" --device cuda --only-step 1 --step-batch ${NCU_BATCH:-16} --step-shared 1300 \
+    --weights fp8 > "$OUT/ncu_step.txt" 2>&1
+  echo "ncu: exit $? (full report: ncu_step.txt)"
+  grep -E '^  [a-z_].*\(|Duration|stalled_(long_scoreboard|barrier|wait|math_pipe|no_instruction|short_scoreboard)|inst_executed' \
+    "$OUT/ncu_step.txt" | cut -c1-150 | head -n 120
 fi
 if has b3; then
   echo "== B3: 256 clients, 2,000 requests a round (16 tokens, every 2nd streamed), 5 rounds, dspy serve --device cuda"
