@@ -570,30 +570,35 @@ bool dspy_cu_decode_batch_fits(dspy_backend *be, int nseg, int NH, int NKV, int 
            db_ctas_per_sm(HS, false) > 0;
 }
 
-/* Slices per sequence: a function of nseg only (and of the device and the planned partials), so
- * a captured graph replays with any context lengths. */
-static int db_splits(const cuda_state *s, int nseg, int NH, int NKV, int HS) {
-    int S = db_ctas_per_sm(HS, db_wide(s, nseg, NKV, HS)) * s->sm_count / (nseg * NKV);
+/* Partial slots a query head of nseg sequences has in the planned partials. */
+static size_t db_slots(const cuda_state *s, int nseg, int NH, int HS) {
+    return s->att_part_n / ((size_t)nseg * NH * (HS + 2));
+}
+
+/* Slices per sequence at per_sm CTAs an SM: a function of nseg only (and of the device and the
+ * planned partials), so a captured graph replays with any context lengths. */
+static int db_splits(const cuda_state *s, int nseg, int NH, int NKV, int HS, int per_sm) {
+    int S = per_sm * s->sm_count / (nseg * NKV);
     S = S < 1 ? 1 : S > DB_MAX_SPLITS ? DB_MAX_SPLITS : S;
-    const size_t fit = s->att_part_n / ((size_t)nseg * NH * (HS + 2));
-    if ((size_t)S > fit || (size_t)nseg * NKV > s->att_count_n) S = 1; /* one slice needs no partials */
+    /* one slice needs no partials */
+    if ((size_t)S > db_slots(s, nseg, NH, HS) || (size_t)nseg * NKV > s->att_count_n) S = 1;
     return S;
 }
 
 /* The shared-prefix tiles of a call with a hint: T tiles of 16 query rows (*T), each cutting the
  * shared keys into at most *Ssh slices (about half the SMs' CTA slots for all tiles), with *S
  * trimmed so that S + Ssh slots fit the combine and the planned partials. *T = 0: no tiles. */
-static void db_cascade_plan(const cuda_state *s, int nseg, int NH, int NKV, int HS, int *S, int *T, int *Ssh) {
+static void db_cascade_plan(const cuda_state *s, int nseg, int NH, int NKV, int HS, int per_sm, int *S, int *T,
+                            int *Ssh) {
     const int G = NH / NKV, spr = 8 / G;
     *T = 0, *Ssh = 0;
     if (!db_cascade || (size_t)nseg * NKV > s->att_count_n) return;
     const int tiles = (nseg + 2 * spr - 1) / (2 * spr);
-    const int per_sm = db_ctas_per_sm(HS, db_wide(s, nseg, NKV, HS));
     int ssh = db_cascade > 1 ? db_cascade : per_sm * s->sm_count / (2 * tiles * NKV);
     ssh = ssh < 1 ? 1 : ssh > DB_MAX_SPLITS / 2 ? DB_MAX_SPLITS / 2 : ssh;
     int st = db_tail > 0 && db_tail < *S ? db_tail : *S;
     st = st > DB_MAX_SPLITS - ssh ? DB_MAX_SPLITS - ssh : st;
-    const size_t fit = s->att_part_n / ((size_t)nseg * NH * (HS + 2)); /* slots a head */
+    const size_t fit = db_slots(s, nseg, NH, HS);
     while (ssh > 1 && (size_t)(st + ssh) > fit) ssh--;
     if ((size_t)(st + ssh) > fit) st = (int)fit - ssh;
     if (st < 1) return;
@@ -603,16 +608,18 @@ static void db_cascade_plan(const cuda_state *s, int nseg, int NH, int NKV, int 
 dspy_status dspy_cu_attention_decode_batch(dspy_backend *be, bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc,
                                            const dspy_attn_meta *m, int NH, int NKV, int HS, float sl2) {
     cuda_state *s = cu_of(be);
-    int S = db_splits(s, m->nseg, NH, NKV, HS), T = 0, Ssh = 0;
+    const bool wide = db_wide(s, m->nseg, NKV, HS);
+    const int per_sm = db_ctas_per_sm(HS, wide);
+    int S = db_splits(s, m->nseg, NH, NKV, HS, per_sm), T = 0, Ssh = 0;
     const int rel = s->release & CU_REL_ATTENTION ? 1 : 0;
     const int32_t *sh = (const int32_t *)m->shared.data;
-    if (sh) db_cascade_plan(s, m->nseg, NH, NKV, HS, &S, &T, &Ssh);
+    if (sh) db_cascade_plan(s, m->nseg, NH, NKV, HS, per_sm, &S, &T, &Ssh);
     if (T == 0) sh = nullptr, Ssh = 0;
     const dim3 grid(m->nseg + T, NKV, S > Ssh ? S : Ssh);
     const dspy_attn_seg *sg = (const dspy_attn_seg *)m->segs.data;
     const int32_t *tb = (const int32_t *)m->tables.data;
     const int bs = m->block_size, G = NH / NKV, n = m->nseg;
-    if (db_wide(s, n, NKV, HS))
+    if (wide)
         return cu_launch(be, "attention (decode batch, HS 64, 16 warps)", k_attn_decode_batch<64, 16>, grid, 512, 0,
                          out, s->att_part, s->att_count, q, kc, vc, sg, tb, sh, n, S, Ssh, bs, NH, NKV, G, sl2, rel,
                          db_pf);

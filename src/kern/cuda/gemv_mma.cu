@@ -537,8 +537,10 @@ static bool use_kw4(dspy_backend *be, int units) {
     return g_kw == 4 || (g_kw == 0 && units >= 3 * cu_of(be)->sm_count);
 }
 
-/* Blocks of a launch whose groups take `units` (MW / KW groups a block). */
-static unsigned grid_kw(dspy_backend *be, int units, bool kw4) { return grid_of(be, kw4 ? (units + 3) / 4 : units); }
+/* Blocks of a launch whose groups take `units` (MW / KW groups a block: MW / 4 where kw4). */
+static unsigned grid_kw(dspy_backend *be, int units, bool kw4) {
+    return grid_of(be, kw4 ? (units + MW / 4 - 1) / (MW / 4) : units);
+}
 
 /* Wp, mp and f8 of a launch: the FP8 copy linked to w (kern/ops.h f8_link) when there is one and
  * C % 64 == 0 (a 16-byte load is 16 codes), else w's BF16 values. */
@@ -561,9 +563,11 @@ static int g_small = 1;
 
 bool dspy_cu_mma_fits(int N, int OC, int C, const void *w, const void *inp) {
     if (g_mma_off || N < 1 || N > MMA_MAX_ROWS || C <= 0 || C % 32 != 0 || !aligned16(w) || !aligned16(inp)) return false;
-    if (N >= MMA_MIN_ROWS || g_small == 2 || (g_small == 1 && N >= 2)) return true;
-    cu_f8 f8c;
-    return g_small == 1 && C % 64 == 0 && dspy_cu_f8_find(w, OC, C, &f8c);
+    if (N >= MMA_MIN_ROWS || g_small == 2) return true;
+    if (g_small == 0) return false;
+    if (N >= 2) return true;
+    cu_f8 f8c; /* one row: here only with an FP8 copy */
+    return C % 64 == 0 && dspy_cu_f8_find(w, OC, C, &f8c);
 }
 
 /* The normed-rows kernels also need the F32 rows and norm weights 16-byte aligned (float4) and
