@@ -23,7 +23,7 @@
  * of either mode compare).
  *
  * Usage: bench_b2 --model DIR [--device cuda] [--requests 100] [--clients 16] [--prefix 1300]
- *        [--unique 200] [--max-tokens 80] [--max-seqs 16] [--weights bf16|fp8] [--burst]
+ *        [--unique 200] [--max-tokens 80] [--max-seqs 16] [--weights bf16|fp8|w8a8] [--burst]
  * One JSON line (bench "B2") last. Not a test (bench/, DESIGN §8.6).
  */
 #include <curl/curl.h>
@@ -172,12 +172,12 @@ int main(int argc, char **argv) {
     const int prefix = atoi(opt(argc, argv, "--prefix", "1300")), unique = atoi(opt(argc, argv, "--unique", "200"));
     const int max_tokens = atoi(opt(argc, argv, "--max-tokens", "80"));
     const char *max_seqs = opt(argc, argv, "--max-seqs", "16");
-    const char *weights = opt(argc, argv, "--weights", "bf16"); /* fp8: dspy serve --weights fp8 */
+    const char *weights = opt(argc, argv, "--weights", "bf16"); /* fp8, w8a8: dspy serve --weights */
     const bool burst = flag(argc, argv, "--burst");
     if (!model || requests < 1 || clients < 1 || prefix < 0 || unique < 1 || max_tokens < 1 ||
         flag(argc, argv, "--help")) {
         fprintf(stderr, "usage: bench_b2 --model DIR [--device cuda] [--requests N] [--clients N] [--prefix N] "
-                        "[--unique N] [--max-tokens N] [--max-seqs N] [--weights bf16|fp8] [--burst]\n");
+                        "[--unique N] [--max-tokens N] [--max-seqs N] [--weights bf16|fp8|w8a8] [--burst]\n");
         return 2;
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);

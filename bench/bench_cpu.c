@@ -61,7 +61,7 @@ static int run_ops(int threads) {
                   {"1B decode down", 1, 8192, 2048},   {"1B decode lm_head", 1, 2048, 128256},
                   {"1B prefill qkv", 128, 2048, 3072}, {"1B prefill gate_up", 128, 2048, 16384},
                   {"1B prefill down", 128, 8192, 2048}};
-    dspy_backend_plan plan = {128, 64, 1, 64, 1, 1, threads};
+    dspy_backend_plan plan = {128, 64, 1, 64, 1, 1, threads, 0};
     dspy_backend *ref = NULL, *fast = NULL;
     if (dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, &plan, &ref) ||
         dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, &plan, &fast) || dspy_backend_cpu_use_fast(fast, 8192)) {

@@ -15,7 +15,7 @@
  *
  * Usage: bench_gpu --model DIR [--device cuda] [--prefill-chunk 32768] [--peak-tflops 789]
  *        [--only-step 1 [--step-batch 16] [--step-shared 1300]] [--weights fp8]
- * --weights fp8: the model loaded with dspy_model_params.f8_decode (weight_bytes then counts the
+ * --weights fp8 (w8a8): the model loaded with dspy_model_params.f8_decode (and f8_act) (weight_bytes then counts the
  * FP8 copies too; a batched decode step reads the 1-byte copies, ~1.24 GB at the 1B shape)
  * The prefill's default chunk is 32,768 tokens a step: on the H200 it measured 0.617 s against
  * 0.642 s for 16,384 (bench/RESULTS.md; the larger GEMMs and fewer steps); run_gpu.sh prints both.
@@ -147,7 +147,7 @@ static double time_graph(dspy_backend *be, op_fn f, void *c, int calls) {
 static void bench_ops(const dspy_model *m, double bw, int ctx_len) {
     const dspy_model_config *cf = dspy_model_config_get(m);
     dspy_backend *be = NULL;
-    dspy_backend_plan plan = {64, 8192, 8, cf->vocab_size, cf->num_attention_heads, cf->head_dim, 0};
+    dspy_backend_plan plan = {64, 8192, 8, cf->vocab_size, cf->num_attention_heads, cf->head_dim, 0, 0};
     if (dspy_backend_new(dspy_model_device(m), &plan, &be)) {
         fprintf(stderr, "bench_ops: %s\n", dspy_errmsg());
         return;
@@ -291,7 +291,7 @@ static double time_calls(dspy_backend *be, op_fn f, void *c, int calls) {
 static void bench_prefill_ops(const dspy_model *m, int N, int seg) {
     const dspy_model_config *cf = dspy_model_config_get(m);
     dspy_backend *be = NULL;
-    dspy_backend_plan plan = {N, N, N / seg + 1, cf->vocab_size, cf->num_attention_heads, cf->head_dim, 0};
+    dspy_backend_plan plan = {N, N, N / seg + 1, cf->vocab_size, cf->num_attention_heads, cf->head_dim, 0, 0};
     if (dspy_backend_new(dspy_model_device(m), &plan, &be)) return;
     const int64_t C = cf->hidden_size, I = cf->intermediate_size, Q = (int64_t)cf->num_attention_heads * cf->head_dim;
     const int64_t KVD = (int64_t)cf->num_key_value_heads * cf->head_dim;
@@ -444,7 +444,7 @@ static void bench_step(const dspy_model *m, int ctx_len, int nb, int shared, dou
     const dspy_model_config *cf = dspy_model_config_get(m);
     dspy_backend *be = NULL;
     const int per = (ctx_len + 15) / 16 + 1;           /* blocks per sequence */
-    dspy_backend_plan plan = {64, 4096, nb > 8 ? nb : 8, cf->vocab_size, cf->num_attention_heads, cf->head_dim, 0};
+    dspy_backend_plan plan = {64, 4096, nb > 8 ? nb : 8, cf->vocab_size, cf->num_attention_heads, cf->head_dim, 0, 0};
     if (dspy_backend_new(dspy_model_device(m), &plan, &be)) {
         fprintf(stderr, "bench_step: %s\n", dspy_errmsg());
         return;
@@ -594,7 +594,7 @@ int main(int argc, char **argv) {
     int chunk = 32768, n_prompts = 100, plen = 1500, gen = 128;
     double peak = 789e12;
     int only_b1 = 0, only_prefill = 0, only_step = 0, only_prefill_ops = 0, step_batch = 1, step_shared = 0;
-    bool f8 = false;
+    bool f8 = false, a8 = false;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--model")) dir = argv[i + 1];
         else if (!strcmp(argv[i], "--device")) device = argv[i + 1];
@@ -607,7 +607,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--only-prefill-ops")) only_prefill_ops = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--step-batch")) step_batch = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--step-shared")) step_shared = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--weights")) f8 = !strcmp(argv[i + 1], "fp8");
+        else if (!strcmp(argv[i], "--weights")) a8 = !strcmp(argv[i + 1], "w8a8"), f8 = a8 || !strcmp(argv[i + 1], "fp8");
     }
     if (!dir) {
         fprintf(stderr, "usage: bench_gpu --model DIR [--device cuda] [--prefill-chunk N] [--prompts N]\n");
@@ -616,6 +616,7 @@ int main(int argc, char **argv) {
     dspy_model_params mp = dspy_model_params_default();
     mp.device = device;
     mp.f8_decode = f8;
+    mp.f8_act = a8;
     dspy_model *m = NULL;
     double t0 = dspy_now_s();
     if (dspy_model_load(dir, &mp, &m)) return fail("load");

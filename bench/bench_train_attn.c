@@ -222,7 +222,7 @@ int main(int argc, char **argv) {
     for (int e = 0; e < 37; e++) all[2].lens[e] = 1 + (int)(next_u64() % 300);
     for (int e = 1; e < 9; e++) all[3].lens[e] = 240 + (int)(next_u64() % 81);
     dspy_backend *be = NULL;
-    dspy_backend_plan plan = {16384, 16384, 64, 0, NH, HS, 0};
+    dspy_backend_plan plan = {16384, 16384, 64, 0, NH, HS, 0, 0};
     if (dspy_backend_new((dspy_device){DSPY_DEVICE_CUDA, 0}, &plan, &be)) return fail("backend (no GPU?)");
     const dspy_ops *ops = be->ops;
     if (ops->attention_train_layout && ops->attention_train_layout(be, T_(NULL, 0, DSPY_DTYPE_I32), 16384, 0, 0))

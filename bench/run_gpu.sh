@@ -146,8 +146,9 @@ if has sweep; then
 fi
 if has b2; then
   echo "== B2: 100 requests (1,300 shared + 200 own tokens, 80 new) by 16 clients to dspy serve --device cuda"
-  echo "-- the first request alone, then 99; a cold burst of all 100 (--burst); each with BF16 and FP8 weights"
-  for mode in "" "--burst"; do for w in bf16 fp8; do
+  echo "-- the first request alone, then 99; a cold burst of all 100 (--burst); each with BF16 and FP8 weights, and W8A8"
+  echo "   (FP8 weights and FP8 activations in the prompt GEMMs)"
+  for mode in "" "--burst"; do for w in ${B2_WEIGHTS:-bf16 fp8 w8a8}; do
     timeout 240 build-gpu/bench/bench_b2 --model "$MODEL" --device cuda --weights $w $mode 2>&1 | tail -n 4 | tee -a "$OUT/bench_ours.jsonl"
   done; done
   echo "-- the same 100 prompts as one batched generate() in PyTorch"

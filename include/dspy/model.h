@@ -161,6 +161,13 @@ typedef struct dspy_model_params {
                            The model is one FP8-rounded model on every path and device; its
                            outputs are the rounded weights', not the checkpoint's. DSPY_ERR_ARG
                            for a row with a value that is not finite or above 448 * 2^7. */
+    bool f8_act;        /* off by default; needs f8_decode and CUDA (else DSPY_ERR_ARG). W8A8:
+                           linear calls of more than 16 rows (prompt steps) also round each
+                           input row to E4M3 (a power-of-two scale a row, f8_decode's rule) and
+                           multiply codes by codes on FP8 tensor cores, F32 sums (~1.6x the BF16
+                           GEMMs at prompt-step sizes on an H200). The prompt's activations keep
+                           3 mantissa bits in those products (about 2-4 % relative error a
+                           projection); decode steps and the lm_head are as with f8_decode. */
 } dspy_model_params;
 
 DSPY_API dspy_model_params dspy_model_params_default(void);
@@ -190,6 +197,8 @@ DSPY_API dspy_dtype dspy_model_matrix_dtype(const dspy_model *m);
 DSPY_API size_t dspy_model_weight_bytes(const dspy_model *m);
 /* Whether the model was loaded with f8_decode (its matrices hold FP8-rounded values). */
 DSPY_API bool dspy_model_f8_decode(const dspy_model *m);
+/* Whether the model was loaded with f8_act (W8A8 prompt GEMMs). */
+DSPY_API bool dspy_model_f8_act(const dspy_model *m);
 /* Copies the tensor with Hugging Face name `name` (as in the checkpoint: "model.layers.0.self_attn.
  * q_proj.weight", "lm_head.weight" also when tied, ...) into dst (n floats, row-major, widened to
  * F32) from wherever the model keeps it. DSPY_ERR_NOTFOUND for a name the model does not have,

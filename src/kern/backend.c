@@ -120,6 +120,7 @@ static void plan_merge(dspy_backend_plan *a, const dspy_backend_plan *b) {
     GROW(max_vocab);
     GROW(NH);
     GROW(HS);
+    GROW(act8_width);
 #undef GROW
     if (b->n_threads > 0) a->n_threads = b->n_threads;
 }
@@ -130,7 +131,7 @@ dspy_status dspy_backend_new(dspy_device dev, const dspy_backend_plan *plan, dsp
     if (!be) return dspy_fail(DSPY_ERR_NOMEM, "backend: out of memory");
     be->dev = dev;
     /* a small floor, so a backend made without a plan (tests, weight copies) can still run ops */
-    be->plan = (dspy_backend_plan){64, 64, 1, 1, 1, 1, 0};
+    be->plan = (dspy_backend_plan){64, 64, 1, 1, 1, 1, 0, 0};
     if (plan) plan_merge(&be->plan, plan);
     dspy_status st;
     if (dev.type == DSPY_DEVICE_CPU) {

@@ -397,8 +397,13 @@ typedef struct dspy_ops {
      * projections (1..16 rows, C % 64 == 0: linear, attn_in, mlp_in, logits) of any backend in
      * the process that are given w read the codes instead: half the bytes, the same sums up to
      * F32 reordering. Outside a capture; syncs. DSPY_ERR_ARG when a row holds a value that is
-     * not finite or above 448 * 2^7. f8_unlink of a matrix never linked does nothing. */
-    dspy_status (*f8_link)(dspy_backend *be, dspy_tensor w, dspy_tensor q, dspy_tensor scale, int OC, int C);
+     * not finite or above 448 * 2^7. f8_unlink of a matrix never linked does nothing.
+     * act8 (W8A8): linear calls of more rows than that (prompt steps), from a backend planned with
+     * act8_width >= C, also round their input rows to E4M3 (a power-of-two scale a row, the same
+     * rule; every |x| <= 448 * 2^100) and multiply codes by codes (cuBLASLt FP8, F32
+     * accumulation): the products of the rounded rows and weights, summed in F32. */
+    dspy_status (*f8_link)(dspy_backend *be, dspy_tensor w, dspy_tensor q, dspy_tensor scale, int OC, int C,
+                           bool act8);
     void (*f8_unlink)(dspy_backend *be, const void *w);
 } dspy_ops;
 

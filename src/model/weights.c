@@ -71,6 +71,7 @@ struct dspy_model {
     int32_t n_threads;
     dspy_cpu_kernels cpu_kernels;
     bool f8;                 /* f8_decode: the matrices hold FP8-rounded values */
+    bool f8_act;             /* f8_act: prompt GEMMs in W8A8 (CUDA) */
     void *f8_block;          /* CUDA, f8_decode: the matrices' FP8 codes and row scales */
     size_t f8_bytes;
     const void **f8_linked;  /* the BF16 matrices linked to them (kern/ops.h f8_link) */
@@ -78,7 +79,7 @@ struct dspy_model {
 };
 
 dspy_model_params dspy_model_params_default(void) {
-    dspy_model_params p = {"cpu", 0, false, DSPY_CPU_KERNELS_REFERENCE, false};
+    dspy_model_params p = {"cpu", 0, false, DSPY_CPU_KERNELS_REFERENCE, false, false};
     return p;
 }
 
@@ -109,6 +110,7 @@ dspy_device dspy_model_device(const dspy_model *m) { return m->dev; }
 dspy_dtype dspy_model_matrix_dtype(const dspy_model *m) { return m->mdtype; }
 size_t dspy_model_weight_bytes(const dspy_model *m) { return m->block_bytes + m->f8_bytes; }
 bool dspy_model_f8_decode(const dspy_model *m) { return m->f8; }
+bool dspy_model_f8_act(const dspy_model *m) { return m->f8_act; }
 const float *dspy_model_inv_freq(const dspy_model *m) { return m->inv_freq; }
 const char *dspy_model_dir(const dspy_model *m) { return m->dir; }
 int32_t dspy_model_n_threads(const dspy_model *m) { return m->n_threads; }
@@ -441,7 +443,8 @@ static dspy_status link_f8_cuda(dspy_model *m, const f8_mat *x, int n) {
         p += pad16((size_t)e);
         dspy_tensor scale = dspy_tensor_make(p, x[i].oc, DSPY_DTYPE_F32, DSPY_DEVICE_CUDA);
         p += pad16((size_t)x[i].oc * 4);
-        st = m->be->ops->f8_link(m->be, *x[i].w, q, scale, x[i].oc, x[i].ic);
+        /* W8A8 (f8_act): the layers' projections; the lm_head's rows stay BF16 (logits) */
+        st = m->be->ops->f8_link(m->be, *x[i].w, q, scale, x[i].oc, x[i].ic, m->f8_act && i < n - 1);
         if (!st) m->f8_linked[m->n_f8++] = x[i].w->data;
     }
     if (st) return dspy_fail_wrap(st, "%s: rounding the weights to FP8 (f8_decode)", m->dir);
@@ -497,6 +500,12 @@ dspy_status dspy_model_load(const char *dir, const dspy_model_params *p, dspy_mo
     m->dev = dev;
     m->dir = strdup(dir);
     m->f8 = p && p->f8_decode;
+    m->f8_act = m->f8 && p->f8_act;
+    if (p && p->f8_act && (!p->f8_decode || dev.type == DSPY_DEVICE_CPU)) {
+        st = dspy_fail(DSPY_ERR_ARG, "%s: f8_act (W8A8 prompt GEMMs) needs f8_decode and a CUDA device (got %s%s)", dir,
+                       p->f8_decode ? "" : "no f8_decode, ", dev.type == DSPY_DEVICE_CPU ? "the CPU" : "CUDA");
+        goto fail;
+    }
     if ((st = dspy_model_config_load(dir, &m->cfg))) goto fail;
     const dspy_model_config *c = &m->cfg;
     m->n_threads = p && p->n_threads > 0 ? p->n_threads : 0;

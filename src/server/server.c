@@ -875,8 +875,8 @@ dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
         return dspy_fail(DSPY_ERR_ARG, "serve: bad parameters (max_seqs, max_queue and max_connections must be >= 1, "
                                        "port 0..65535, header limit >= 256 bytes, timeouts positive, kv_tokens, max_batch_tokens, default_max_tokens, "
                                        "max_request_tokens and max_per_client >= 0, max_n >= 1, kv_memory_percent 0..95, replicas 0..64)");
-    if (p->weights && strcmp(p->weights, "bf16") != 0 && strcmp(p->weights, "fp8") != 0)
-        return dspy_fail(DSPY_ERR_ARG, "serve: weights (--weights) must be bf16 or fp8 (got '%s')", p->weights);
+    if (p->weights && strcmp(p->weights, "bf16") != 0 && strcmp(p->weights, "fp8") != 0 && strcmp(p->weights, "w8a8") != 0)
+        return dspy_fail(DSPY_ERR_ARG, "serve: weights (--weights) must be bf16, fp8 or w8a8 (got '%s')", p->weights);
     if (p->spec_tokens < 0 || p->spec_tokens > DSPY_ENGINE_MAX_SPEC)
         return dspy_fail(DSPY_ERR_ARG, "serve: spec_tokens (--spec-tokens) must be in 0..%d (got %d)",
                          DSPY_ENGINE_MAX_SPEC, p->spec_tokens);
@@ -925,7 +925,8 @@ dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
         mp.device = s->rep[i].device;
         mp.strict = p->strict;
         mp.cpu_kernels = p->cpu_kernels;
-        mp.f8_decode = p->weights && strcmp(p->weights, "fp8") == 0;
+        mp.f8_act = p->weights && strcmp(p->weights, "w8a8") == 0;
+        mp.f8_decode = mp.f8_act || (p->weights && strcmp(p->weights, "fp8") == 0);
         if ((st = dspy_model_load(s->model_dir, &mp, &s->rep[i].model)) != DSPY_OK) goto fail;
     }
     s->model = s->rep[0].model;

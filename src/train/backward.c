@@ -152,7 +152,7 @@ dspy_status dspy_train_work_reserve(dspy_trainable *t, int32_t T, int slots) {
     /* A step still in flight may read the old buffers. */
     dspy_status st = be->ops->sync(be);
     if (st) return st;
-    dspy_backend_plan plan = {T, T, 1, t->cfg.vocab_size, t->cfg.num_attention_heads, t->cfg.head_dim, 0};
+    dspy_backend_plan plan = {T, T, 1, t->cfg.vocab_size, t->cfg.num_attention_heads, t->cfg.head_dim, 0, 0};
     if ((st = dspy_backend_reserve(be, &plan))) return st;
     /* the BF16 trainer's fused attention (CUDA: cuDNN's) plans its scratch for T rows here */
     if (t->bf16 && be->ops->attention_train_layout &&

@@ -405,7 +405,7 @@ dspy_status dspy_trainable_new_on(dspy_model *m, const dspy_lora_config *lora, u
     /* The backend computes the steps; its scratch grows with the longest sequence (or is
      * planned once by dspy_trainable_plan). */
     dspy_backend_plan plan = {64, 64, 1, c->vocab_size, c->num_attention_heads, c->head_dim,
-                              dspy_model_n_threads(m)};
+                              dspy_model_n_threads(m), 0};
     if ((st = dspy_backend_new(dev, &plan, &t->be))) goto fail;
     t->host_be = t->be;
     if (dev.type != DSPY_DEVICE_CPU &&

@@ -96,7 +96,7 @@ static double lse(const float *x, int n, const uint32_t *mask) {
 
 static void test_mask_op(void) {
     enum { M = 5, VV = 77, W = (VV + 31) / 32, R = 3 };
-    dspy_backend_plan plan = {8, 8, 8, VV, 1, 8, 1};
+    dspy_backend_plan plan = {8, 8, 8, VV, 1, 8, 1, 0};
     dspy_backend *be = NULL;
     CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, &plan, &be));
     if (!be) return;

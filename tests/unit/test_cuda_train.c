@@ -665,7 +665,7 @@ int main(void) {
     char name[256];
     CHECK_OK(dspy_cuda_device_name(0, name, sizeof name));
     printf("device: %s\n", name);
-    dspy_backend_plan plan = {512, 512, 1, 1024, 8, 128, 0};
+    dspy_backend_plan plan = {512, 512, 1, 1024, 8, 128, 0, 0};
     CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, &plan, &C));
     CHECK_OK(dspy_backend_new(k_cuda, &plan, &G));
     if (C && G) {

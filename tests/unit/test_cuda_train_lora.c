@@ -311,7 +311,7 @@ static void test_errors(void) {
 int main(void) {
     int early = parity_begin("test_cuda_train_lora", &g_rng);
     if (early >= 0) return early;
-    dspy_backend_plan plan = {4096, 4096, 8, 32000, 8, 128, 0};
+    dspy_backend_plan plan = {4096, 4096, 8, 32000, 8, 128, 0, 0};
     CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, &plan, &C));
     CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CUDA, 0}, &plan, &G));
     if (!C || !G) return check_summary("test_cuda_train_lora");

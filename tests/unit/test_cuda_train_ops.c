@@ -1594,7 +1594,7 @@ static void test_errors(void) {
      * caller's plan into that floor), so a backend planned for 16 rows x 1 head has 64 floats:
      * it refuses 64 rows x 2 heads of attention and 65 rows of rmsnorm_backward */
     dspy_backend *small = NULL;
-    dspy_backend_plan plan = {16, 16, 1, 64, 1, 16, 0};
+    dspy_backend_plan plan = {16, 16, 1, 64, 1, 16, 0, 0};
     CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CUDA, 0}, &plan, &small));
     if (small) {
         void *p = NULL;
@@ -1615,7 +1615,7 @@ static void test_errors(void) {
 /* In a child: scatter_add_rows with an index outside the destination faults (__trap); sync
  * and every later op return the sticky error. Exit 0 when that is what happened. */
 static int fault_child(void) {
-    dspy_backend_plan plan = {64, 64, 4, 64, 8, 64, 0};
+    dspy_backend_plan plan = {64, 64, 4, 64, 8, 64, 0, 0};
     if (dspy_backend_new((dspy_device){DSPY_DEVICE_CUDA, 0}, &plan, &G)) return 2;
     int32_t rows[2] = {1, 9};
     dspy_tensor dst = dev_alloc(DSPY_DTYPE_F32, 4 * 8), src = dev_alloc(DSPY_DTYPE_F32, 2 * 8), r = up_i32(rows, 2);
@@ -1821,7 +1821,7 @@ int main(int argc, char **argv) {
     int early = parity_begin("test_cuda_train_ops", &g_rng);
     if (early >= 0) return early;
     if (argc > 1 && strcmp(argv[1], "--fault") == 0) return fault_child();
-    dspy_backend_plan plan = {4096, 4096, 8, 128256, 8, 128, 0};
+    dspy_backend_plan plan = {4096, 4096, 8, 128256, 8, 128, 0, 0};
     CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, &plan, &C));
     CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CUDA, 0}, &plan, &G));
     if (!C || !G) return check_summary("test_cuda_train_ops");

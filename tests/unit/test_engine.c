@@ -59,7 +59,7 @@ static int32_t sample1(const float *logits, int V, float temp, float top_p, int 
 }
 
 static void test_sampler(void) {
-    dspy_backend_plan plan = {16, 16, 1, 16, 1, 1, 1};
+    dspy_backend_plan plan = {16, 16, 1, 16, 1, 1, 1, 0};
     CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, &plan, &g_cpu));
     if (!g_cpu) return;
     float logits[4] = {(float)log(0.4), (float)log(0.3), (float)log(0.2), (float)log(0.1)};

@@ -514,7 +514,7 @@ static void threads_case(int run_prefix) {
     int nthreads[2] = {1, 4};
     dspy_backend *keep = B;
     for (int run = 0; run < 2; run++) {
-        dspy_backend_plan plan = {T, T, 1, V, NH, HS, nthreads[run]};
+        dspy_backend_plan plan = {T, T, 1, V, NH, HS, nthreads[run], 0};
         CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, &plan, &B));
         float **o = res[run];
         o[0] = malloc(sizeof(float) * nq);
@@ -547,7 +547,7 @@ static void test_threads(void) {
 }
 
 int main(void) {
-    dspy_backend_plan plan = {64, 64, 1, 64, 8, 32, 0};
+    dspy_backend_plan plan = {64, 64, 1, 64, 8, 32, 0, 0};
     CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, &plan, &B));
     if (!B) return check_summary("test_kern_backward");
     RUN(test_matmul_backward);

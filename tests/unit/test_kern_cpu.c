@@ -269,7 +269,7 @@ static void test_qkv_rope_store(void) {
 }
 
 int main(void) {
-    dspy_backend_plan plan = {64, 32, 4, 64, 4, 16, 0};
+    dspy_backend_plan plan = {64, 32, 4, 64, 4, 16, 0, 0};
     CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, &plan, &B));
     if (!B) return check_summary("test_kern_cpu");
     O = B->ops;

@@ -35,7 +35,7 @@ static float frand(void) { /* uniform in [-1, 1) */
 }
 
 static dspy_backend *new_backend(int threads, bool fast) {
-    dspy_backend_plan plan = {64, 64, 4, 512, 4, 16, threads};
+    dspy_backend_plan plan = {64, 64, 4, 512, 4, 16, threads, 0};
     dspy_backend *be = NULL;
     CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, &plan, &be));
     if (be && fast) CHECK_OK(dspy_backend_cpu_use_fast(be, 600));

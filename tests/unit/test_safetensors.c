@@ -486,6 +486,15 @@ static void test_model_errors(void) {
         dspy_model_free(m8);
         dspy_model_free(m0);
     }
+    /* f8_act (W8A8 prompt GEMMs) is CUDA's and needs f8_decode: on the CPU, or alone, an argument
+     * error that says so, and no model */
+    for (int with_decode = 0; with_decode < 2; with_decode++) {
+        dspy_model_params ap = dspy_model_params_default();
+        ap.f8_act = true, ap.f8_decode = with_decode;
+        dspy_model *ma = NULL;
+        CHECK(dspy_model_load(g_good, &ap, &ma) == DSPY_ERR_ARG && ma == NULL);
+        CHECK(strstr(dspy_errmsg(), "f8_act") && strstr(dspy_errmsg(), with_decode ? "the CPU" : "no f8_decode"));
+    }
     free(down);
     free(k);
     dspy_model_free(m);

@@ -251,6 +251,19 @@ extern "C" dspy_status dspy_backend_cuda_reserve(dspy_backend *be, const dspy_ba
         cudaFree(s->samp_count);
         s->samp_part = np, s->samp_count = nc, s->samp_rows = srows;
     }
+    size_t a8 = (size_t)(p->max_rows > 0 ? p->max_rows : 0) * (size_t)(p->act8_width > 0 ? p->act8_width : 0);
+    if (a8 > s->act8_n) {
+        uint8_t *nq = NULL;
+        float *ns = NULL;
+        DSPY_TRY(cu_alloc(be, a8, (void **)&nq));
+        if (dspy_status st = cu_alloc(be, (size_t)p->max_rows * sizeof(float), (void **)&ns)) {
+            cudaFree(nq);
+            return st;
+        }
+        cudaFree(s->act8);
+        cudaFree(s->act8_scale);
+        s->act8 = nq, s->act8_scale = ns, s->act8_n = a8;
+    }
     if (part > s->att_part_n) {
         float *np = NULL;
         DSPY_TRY(cu_alloc(be, part * sizeof(float), (void **)&np));
@@ -323,6 +336,8 @@ extern "C" void dspy_backend_cuda_release(dspy_backend *be) {
     dspy_cu_gemm_plans_free(s);
     if (s->lt) cublasLtDestroy(s->lt);
     cudaFree(s->ws);
+    cudaFree(s->act8);
+    cudaFree(s->act8_scale);
     cudaFree(s->att_part);
     cudaFree(s->att_count);
     cudaFree(s->samp_part);

@@ -25,6 +25,7 @@ struct gemm_plan {
     int out_dtype; /* DSPY_DTYPE_F32 or _BF16 */
     bool accumulate;
     bool valid;
+    bool none;     /* W8A8 plans: the heuristic had no algorithm (the BF16 GEMM runs instead) */
     uint64_t last_use;
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t a, b, c;
@@ -40,6 +41,9 @@ struct cuda_state {
     cublasLtHandle_t lt;
     void *ws;               /* cuBLASLt workspace */
     size_t ws_bytes;
+    uint8_t *act8;          /* W8A8 prompt GEMMs (gemm.cu): a call's input rows as E4M3 codes, act8_n bytes */
+    float *act8_scale;      /* and each row's 2^k, max_rows floats */
+    size_t act8_n;
     float *att_part;        /* split-K decode partials, att_part_n floats */
     size_t att_part_n;
     gemm_plan plans[GEMM_PLANS];

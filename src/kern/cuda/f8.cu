@@ -80,7 +80,8 @@ bool dspy_cu_f8_find(const void *w, int OC, int C, cu_f8 *out) {
     return found;
 }
 
-dspy_status dspy_cu_f8_link(dspy_backend *be, dspy_tensor w, dspy_tensor q, dspy_tensor scale, int OC, int C) {
+dspy_status dspy_cu_f8_link(dspy_backend *be, dspy_tensor w, dspy_tensor q, dspy_tensor scale, int OC, int C,
+                            bool act8) {
     CU_ENTER(be);
     if (OC <= 0 || C <= 0)
         return dspy_fail(DSPY_ERR_ARG, "cuda f8_link: the matrix must have rows and columns (got %d x %d)", OC, C);
@@ -112,7 +113,7 @@ dspy_status dspy_cu_f8_link(dspy_backend *be, dspy_tensor w, dspy_tensor q, dspy
         return dspy_fail(DSPY_ERR_NOMEM, "cuda f8_link: %d matrices are linked already (the most a process may)",
                          F8_MAX_LINKS);
     }
-    g_links[i] = (cu_f8){w.data, (const uint8_t *)q.data, (const float *)scale.data, OC, C};
+    g_links[i] = (cu_f8){w.data, (const uint8_t *)q.data, (const float *)scale.data, OC, C, act8};
     if (i == g_n) g_n++;
     pthread_mutex_unlock(&g_mu);
     return DSPY_OK;

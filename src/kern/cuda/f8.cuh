@@ -18,13 +18,15 @@ typedef struct cu_f8 {
     const uint8_t *q;
     const float *scale;
     int OC, C;
+    bool act8; /* W8A8 prompt GEMMs (gemm.cu) */
 } cu_f8;
 
 /* The copy linked to BF16 matrix w (OC, C), or false (none, or linked with another shape). Host
  * side; cheap (a short scan under a lock). */
 bool dspy_cu_f8_find(const void *w, int OC, int C, cu_f8 *out);
 
-dspy_status dspy_cu_f8_link(dspy_backend *be, dspy_tensor w, dspy_tensor q, dspy_tensor scale, int OC, int C);
+dspy_status dspy_cu_f8_link(dspy_backend *be, dspy_tensor w, dspy_tensor q, dspy_tensor scale, int OC, int C,
+                            bool act8);
 void dspy_cu_f8_unlink(dspy_backend *be, const void *w);
 
 #endif
