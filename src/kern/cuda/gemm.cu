@@ -278,7 +278,9 @@ dspy_status dspy_cu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, d
     if (N <= GEMV_MAX_ROWS) return dspy_cu_gemv(be, out, inp, w, bias, N, C, OC, accumulate);
     cu_f8 f8c;
     bool done = false;
-    if (cu_of(be)->act8 && dspy_cu_f8_find(w.data, OC, C, &f8c) && f8c.act8)
+    /* W8A8 for prompt-sized calls only: 16 rows or fewer stay W8A16 even where DSPY_CUDA_MMA=0 sends
+     * them here */
+    if (N > MMA_MAX_ROWS && cu_of(be)->act8 && dspy_cu_f8_find(w.data, OC, C, &f8c) && f8c.act8)
         DSPY_TRY(gemm_w8a8(be, out, inp, &f8c, N, C, OC, accumulate, &done));
     if (!done) DSPY_TRY(gemm_lt(be, out, inp, w, N, C, OC, accumulate));
     if (!b) return DSPY_OK;
