@@ -68,6 +68,22 @@ gemm_plan *dspy_cu_gemm_plan_slot(cuda_state *s, int N, int C, int OC, int tag, 
     return victim;
 }
 
+/* The heuristic's first algorithm for p's descriptors within the workspace, into p->algo; the
+ * cuBLASLt status, CUBLAS_STATUS_NOT_SUPPORTED where it found none. */
+static cublasStatus_t plan_algo(cuda_state *s, gemm_plan *p) {
+    cublasLtMatmulPreference_t pref;
+    cublasLtMatmulPreferenceCreate(&pref);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &s->ws_bytes,
+                                         sizeof s->ws_bytes);
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
+    cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(s->lt, p->op, p->a, p->b, p->c, p->c, pref, 1, &res, &found);
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (hs == CUBLAS_STATUS_SUCCESS && found == 0) hs = CUBLAS_STATUS_NOT_SUPPORTED;
+    if (hs == CUBLAS_STATUS_SUCCESS) p->algo = res.algo;
+    return hs;
+}
+
 /* The cached plan for the shape, made (descriptors + heuristic) on first use; the least recently
  * used slot is recycled when the cache is full. */
 static dspy_status get_plan(dspy_backend *be, int N, int C, int OC, int out_dtype, bool acc, gemm_plan **out) {
@@ -92,20 +108,12 @@ static dspy_status get_plan(dspy_backend *be, int N, int C, int OC, int out_dtyp
         dspy_cu_gemm_plan_destroy(p);
         return st;
     }
-    cublasLtMatmulPreference_t pref;
-    cublasLtMatmulPreferenceCreate(&pref);
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &s->ws_bytes,
-                                         sizeof s->ws_bytes);
-    cublasLtMatmulHeuristicResult_t res;
-    int found = 0;
-    cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(s->lt, p->op, p->a, p->b, p->c, p->c, pref, 1, &res, &found);
-    cublasLtMatmulPreferenceDestroy(pref);
-    if (hs != CUBLAS_STATUS_SUCCESS || found == 0) {
+    cublasStatus_t hs = plan_algo(s, p);
+    if (hs != CUBLAS_STATUS_SUCCESS) {
         dspy_cu_gemm_plan_destroy(p);
         return dspy_cu_fail(be, DSPY_ERR_BACKEND, "cuda:%d: cuBLASLt has no algorithm for a %d x %d x %d BF16 GEMM (%s)",
-                       s->dev, N, C, OC, hs != CUBLAS_STATUS_SUCCESS ? "heuristic failed" : "none found");
+                       s->dev, N, C, OC, hs != CUBLAS_STATUS_NOT_SUPPORTED ? "heuristic failed" : "none found");
     }
-    p->algo = res.algo;
     p->N = N, p->C = C, p->OC = OC, p->out_dtype = out_dtype, p->accumulate = acc;
     p->last_use = ++s->use_clock;
     *out = p;
@@ -211,16 +219,7 @@ static dspy_status get_plan8(dspy_backend *be, int N, int C, int OC, int out_dty
         dspy_cu_gemm_plan_destroy(p);
         return st;
     }
-    cublasLtMatmulPreference_t pref;
-    cublasLtMatmulPreferenceCreate(&pref);
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &s->ws_bytes,
-                                         sizeof s->ws_bytes);
-    cublasLtMatmulHeuristicResult_t res;
-    int found = 0;
-    cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(s->lt, p->op, p->a, p->b, p->c, p->c, pref, 1, &res, &found);
-    cublasLtMatmulPreferenceDestroy(pref);
-    p->none = hs != CUBLAS_STATUS_SUCCESS || found == 0;
-    if (!p->none) p->algo = res.algo;
+    p->none = plan_algo(s, p) != CUBLAS_STATUS_SUCCESS;
     p->N = N, p->C = C, p->OC = OC, p->out_dtype = 100 + out_dtype, p->accumulate = acc;
     p->last_use = ++s->use_clock;
     return DSPY_OK;
