@@ -75,6 +75,14 @@ void dspy_engine_free(dspy_engine *e) {
     free(e);
 }
 
+int32_t dspy_engine_act8_width(const dspy_model *m) {
+    if (!dspy_model_f8_act(m)) return 0;
+    const dspy_model_config *c = dspy_model_config_get(m);
+    const int32_t q = c->num_attention_heads * c->head_dim, i = c->intermediate_size;
+    const int32_t w = c->hidden_size > q ? c->hidden_size : q;
+    return i > w ? i : w;
+}
+
 dspy_status dspy_engine_new(const dspy_model *model, const dspy_engine_params *pp, dspy_engine **out) {
     *out = NULL;
     dspy_engine_params p = pp ? *pp : dspy_engine_params_default();
@@ -125,12 +133,7 @@ dspy_status dspy_engine_new(const dspy_model *model, const dspy_engine_params *p
     e->max_len = (int32_t)(cap_tokens < c->max_position_embeddings ? cap_tokens : c->max_position_embeddings);
     e->max_blocks = (e->max_len + p.block_size - 1) / p.block_size;
     dspy_backend_plan plan = {e->rows_cap, e->max_len, e->max_out, c->vocab_size, c->num_attention_heads,
-                              c->head_dim, dspy_model_n_threads(model), 0};
-    if (dspy_model_f8_act(model)) { /* W8A8 linear inputs: x (C), attention (NH HS), h (I) */
-        const int32_t q = c->num_attention_heads * c->head_dim, i = c->intermediate_size;
-        plan.act8_width = c->hidden_size > q ? c->hidden_size : q;
-        if (i > plan.act8_width) plan.act8_width = i;
-    }
+                              c->head_dim, dspy_model_n_threads(model), dspy_engine_act8_width(model)};
     if ((st = dspy_backend_new(dspy_model_device(model), &plan, &e->be))) goto fail;
     if ((st = dspy_fwd_use_model_kernels(model, e->be))) goto fail;
     /* One block more than asked: the padding block of captured decode steps. */

@@ -107,4 +107,9 @@ dspy_status dspy_engine_check_prompt(const dspy_model_config *c, const int32_t *
 /* engine_step.c: the metadata layout (a pure function of the counts). */
 meta_layout dspy_engine_layout(int32_t N, int32_t nseg, int32_t M, int32_t n_table);
 
+/* dspy_backend_plan.act8_width for a backend that runs model m: the widest input of its layers'
+ * linear calls (hidden size, heads x head size, intermediate size) when it was loaded with
+ * f8_act (W8A8 prompt GEMMs), else 0. */
+int32_t dspy_engine_act8_width(const dspy_model *m);
+
 #endif

@@ -578,7 +578,8 @@ dspy_status dspy_model_forward_logits(const dspy_model *m, const int32_t *ids, s
     memset(&kv, 0, sizeof kv);
     memset(&buf, 0, sizeof buf);
     int32_t *h = NULL, *d = NULL;
-    dspy_backend_plan plan = {N, N, 1, V, c->num_attention_heads, c->head_dim, dspy_model_n_threads(m), 0};
+    dspy_backend_plan plan = {N, N, 1, V, c->num_attention_heads, c->head_dim, dspy_model_n_threads(m),
+                              dspy_engine_act8_width(m)};
     if ((st = dspy_backend_new(dspy_model_device(m), &plan, &be))) return st;
     if ((st = dspy_fwd_use_model_kernels(m, be))) goto done;
     if ((st = dspy_kv_cache_init(&kv, be, c, N, bs))) goto done;
