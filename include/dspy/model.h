@@ -161,13 +161,15 @@ typedef struct dspy_model_params {
                            The model is one FP8-rounded model on every path and device; its
                            outputs are the rounded weights', not the checkpoint's. DSPY_ERR_ARG
                            for a row with a value that is not finite or above 448 * 2^7. */
-    bool f8_act;        /* off by default; needs f8_decode and CUDA (else DSPY_ERR_ARG). W8A8:
-                           linear calls of more than 16 rows (prompt steps) also round each
-                           input row to E4M3 (a power-of-two scale a row, f8_decode's rule) and
-                           multiply codes by codes on FP8 tensor cores, F32 sums (~1.6x the BF16
-                           GEMMs at prompt-step sizes on an H200). The prompt's activations keep
-                           3 mantissa bits in those products (about 2-4 % relative error a
-                           projection); decode steps and the lm_head are as with f8_decode. */
+    bool f8_act;        /* off by default; needs f8_decode (else DSPY_ERR_ARG). W8A8: the
+                           layers' linear calls of more than 16 rows (prompt steps) also round
+                           each input row to E4M3 (a power-of-two scale a row, f8_decode's rule,
+                           kern/e4m3.h). CUDA multiplies codes by codes on FP8 tensor cores, F32
+                           sums (~1.6x the BF16 GEMMs at prompt-step sizes on an H200); the CPU
+                           computes the same rounded rows in F32, nothing faster. The prompt's
+                           activations keep 3 mantissa bits in those products (about 2 %
+                           relative a projection); decode steps and the lm_head are as with
+                           f8_decode. */
 } dspy_model_params;
 
 DSPY_API dspy_model_params dspy_model_params_default(void);

@@ -122,7 +122,7 @@ typedef struct dspy_server_params {
     const char *weights;           /* NULL or "bf16" (default): the checkpoint's weights; "fp8":
                                       dspy_model_params.f8_decode (FP8-rounded weights; on CUDA
                                       batched decode steps read a 1-byte copy); "w8a8": fp8 and
-                                      f8_act (CUDA: prompt GEMMs on FP8 activations too) */
+                                      f8_act (prompt GEMMs on FP8-rounded activations too) */
     dspy_cpu_kernels cpu_kernels;  /* on the CPU: FAST (default: BF16 SIMD kernels) or REFERENCE
                                       (the fp32 parity kernels); dspy/backend.h */
     int32_t structured_max_tokens; /* structured outputs: tokens a free-text layout field or a JSON

@@ -34,7 +34,7 @@ typedef struct dspy_backend_plan {
     int32_t NH;        /* query heads (split-K attention partials) */
     int32_t HS;        /* head size */
     int32_t n_threads; /* CPU: OpenMP threads (0 = the OpenMP default) */
-    int32_t act8_width; /* CUDA: the widest input row of a W8A8 linear (kern/ops.h f8_link act8); 0 = none */
+    int32_t act8_width; /* the widest input row of a W8A8 linear (kern/ops.h f8_link act8); 0 = none */
 } dspy_backend_plan;
 
 struct dspy_backend {

@@ -401,7 +401,9 @@ typedef struct dspy_ops {
      * act8 (W8A8): linear calls of more rows than that (prompt steps), from a backend planned with
      * act8_width >= C, also round their input rows to E4M3 (a power-of-two scale a row, the same
      * rule; every |x| <= 448 * 2^100) and multiply codes by codes (cuBLASLt FP8, F32
-     * accumulation): the products of the rounded rows and weights, summed in F32. */
+     * accumulation): the products of the rounded rows and weights, summed in F32. The CPU backend
+     * (no f8_link) rounds the rows of every linear call of more than 16 rows where it was planned
+     * with act8_width, the logits ops' excepted (kern/cpu/cpu.h dspy_cpu_act8_rows). */
     dspy_status (*f8_link)(dspy_backend *be, dspy_tensor w, dspy_tensor q, dspy_tensor scale, int OC, int C,
                            bool act8);
     void (*f8_unlink)(dspy_backend *be, const void *w);

@@ -1,6 +1,6 @@
 /* f8_round.c — model/f8_round.h: E4M3 rounding of weight rows, written from the format's
- * definition (1 sign, 4 exponent bits with bias 7, 3 mantissa bits; normal values from 2^-6,
- * subnormal steps of 2^-9 below; the largest finite value 448). A power-of-two row scale 2^k
+ * definition (kern/e4m3.h's rounding; here the rows that cannot be held are refused). A
+ * power-of-two row scale 2^k
  * keeps every rounded value exact in BF16 (4 significant bits), so the rounded model is the same
  * in F32, BF16 and the CUDA backend's 1-byte codes (kern/cuda/f8.cu does the same on the device).
  */
@@ -9,30 +9,16 @@
 #include <math.h>
 
 #include "dspy/safetensors.h"
+#include "kern/e4m3.h"
 
-enum { F8_K_MIN = -100, F8_K_MAX = 7 };
-
-/* E4M3 of a (|a| as given), nearest even, saturating: the value. */
-static float e4m3(float a) {
-    const float m = fabsf(a);
-    if (m >= 448.0f) return copysignf(448.0f, a);
-    float step = 0x1p-9f; /* subnormal spacing */
-    if (m >= 0x1p-6f) {
-        int e;
-        frexpf(m, &e); /* m in [2^(e-1), 2^e): 8 steps a binade */
-        step = ldexpf(1.0f, e - 4);
-    }
-    return copysignf(nearbyintf(m / step) * step, a);
-}
+enum { F8_K_MAX = 7 }; /* the largest row scale 2^k (kern/e4m3.h starts at 2^-100) */
 
 /* v rounded at row scale 2^k: E4M3 of v / 2^k, times 2^k (exact: powers of two). */
-static float round_at(float v, int k) { return ldexpf(e4m3(ldexpf(v, -k)), k); }
+static float round_at(float v, int k) { return ldexpf(dspy_e4m3(ldexpf(v, -k)), k); }
 
 bool dspy_f8_row_exponent(float amax, int *k) {
     if (!isfinite(amax) || amax > ldexpf(448.0f, F8_K_MAX)) return false;
-    int e = F8_K_MIN;
-    while (amax > ldexpf(448.0f, e)) e++;
-    *k = e;
+    *k = dspy_e4m3_row_exponent(amax, F8_K_MAX);
     return true;
 }
 

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "f8_ref.h"
 #include "dspy/safetensors.h"
 #include "kern/backend.h"
 
@@ -268,6 +269,62 @@ static void test_qkv_rope_store(void) {
     free(qkv), free(q), free(kc), free(vc), free(qr), free(kr);
 }
 
+/* W8A8 (a backend planned with act8_width, kern/cpu/cpu.h dspy_cpu_act8_rows): a linear call of
+ * more than 16 rows multiplies its rows rounded to E4M3 at their own 2^k (the tests' definition,
+ * f8_ref.h) — in double against that, ~2e-2 from the unrounded product; 16 rows and the logits op
+ * (the lm_head) are not rounded; the fast kernels do the same. Rows scaled over 2^-8 .. 2^8. */
+static void test_w8a8(void) {
+    enum { N = 20, C = 64, OC = 48 };
+    for (int fast = 0; fast < 2; fast++) {
+        dspy_backend *b8 = NULL;
+        dspy_backend_plan plan = {64, 32, 4, 64, 4, 16, 1, 64};
+        CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, &plan, &b8));
+        if (!b8) return;
+        if (fast) CHECK_OK(dspy_backend_cpu_use_fast(b8, C));
+        float *x = rnd((size_t)N * C), *w = rnd((size_t)OC * C), *out = malloc(sizeof(float) * N * OC);
+        for (int n = 0; n < N; n++)
+            for (int c = 0; c < C; c++) x[n * C + c] = ldexpf(x[n * C + c], n % 17 - 8);
+        float *x8 = malloc(sizeof(float) * N * C);
+        memcpy(x8, x, sizeof(float) * N * C);
+        f8_ref_round_rows(x8, N, C);
+        double *r8 = malloc(sizeof(double) * N * OC), *r32 = malloc(sizeof(double) * N * OC);
+        for (int n = 0; n < N; n++)
+            for (int o = 0; o < OC; o++) {
+                double a = 0, b = 0;
+                for (int c = 0; c < C; c++) a += (double)x8[n * C + c] * w[o * C + c], b += (double)x[n * C + c] * w[o * C + c];
+                r8[n * OC + o] = a, r32[n * OC + o] = b;
+            }
+        /* F32 weights: the fast kernels' F32 tiles, the same sums in another order */
+        const double tol = 1e-5;
+        CHECK_OK(b8->ops->linear(b8, dspy_bt(b8, out, N * OC, DSPY_DTYPE_F32), dspy_bt(b8, x, N * C, DSPY_DTYPE_F32),
+                                 dspy_bt(b8, w, OC * C, DSPY_DTYPE_F32), NONE, N, C, OC, false));
+        const double e8 = relerr(out, r8, (size_t)N * OC), e32 = relerr(out, r32, (size_t)N * OC);
+        check_report(e8 <= tol && e32 > 4 * e8 && e32 > 1e-3, __FILE__, __LINE__,
+                     "W8A8 %d rows (%s): %.3g from the definition, %.3g from the unrounded rows", N, fast ? "fast" : "reference", e8, e32);
+        /* 16 rows: not rounded */
+        CHECK_OK(b8->ops->linear(b8, dspy_bt(b8, out, 16 * OC, DSPY_DTYPE_F32), dspy_bt(b8, x, 16 * C, DSPY_DTYPE_F32),
+                                 dspy_bt(b8, w, OC * C, DSPY_DTYPE_F32), NONE, 16, C, OC, false));
+        CHECK(relerr(out, r32, (size_t)16 * OC) <= tol);
+        /* the logits op over all N rows (identity gather, unit norm weight): the unrounded path */
+        float *nw = malloc(sizeof(float) * C), *sel = malloc(sizeof(float) * N * C), *seln = malloc(sizeof(float) * N * C);
+        int32_t rows[N];
+        for (int c = 0; c < C; c++) nw[c] = 1.0f;
+        for (int n = 0; n < N; n++) rows[n] = n;
+        float *lo = malloc(sizeof(float) * N * OC), *ln = malloc(sizeof(float) * N * OC);
+        CHECK_OK(b8->ops->logits(b8, dspy_bt(b8, lo, N * OC, DSPY_DTYPE_F32), dspy_bt(b8, x, N * C, DSPY_DTYPE_F32),
+                                 dspy_bt(b8, rows, N, DSPY_DTYPE_I32), dspy_bt(b8, nw, C, DSPY_DTYPE_F32),
+                                 dspy_bt(b8, w, OC * C, DSPY_DTYPE_F32), dspy_bt(b8, sel, N * C, DSPY_DTYPE_F32),
+                                 dspy_bt(b8, seln, N * C, DSPY_DTYPE_F32), N, C, OC, 1e-5f));
+        CHECK_OK(b8->ops->linear(b8, dspy_bt(b8, ln, 16 * OC, DSPY_DTYPE_F32), dspy_bt(b8, seln, 16 * C, DSPY_DTYPE_F32),
+                                 dspy_bt(b8, w, OC * C, DSPY_DTYPE_F32), NONE, 16, C, OC, false));
+        CHECK(memcmp(lo, ln, sizeof(float) * 16 * OC) == 0); /* its first 16 rows as a 16-row (unrounded) linear */
+        printf("  W8A8 linear, %s kernels: %.2e from the definition, %.2e from the unrounded rows\n",
+               fast ? "fast" : "reference", e8, e32);
+        free(x), free(w), free(out), free(x8), free(r8), free(r32), free(nw), free(sel), free(seln), free(lo), free(ln);
+        dspy_backend_free(b8);
+    }
+}
+
 int main(void) {
     dspy_backend_plan plan = {64, 32, 4, 64, 4, 16, 0, 0};
     CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, &plan, &B));
@@ -280,6 +337,7 @@ int main(void) {
     RUN(test_pointwise);
     RUN(test_attention);
     RUN(test_qkv_rope_store);
+    RUN(test_w8a8);
     dspy_backend_free(B);
     return check_summary("test_kern_cpu");
 }

@@ -140,7 +140,7 @@ int cmd_serve(int argc, char **argv) {
         {"replicas", "N", "as --gpus, on any device (on the CPU the copies share the cores)", false, false, "1"},
         {"weights", "W", "bf16 (the checkpoint's weights) or fp8 (every matrix rounded to FP8 E4M3 with a power-of-two "
          "scale per row; on CUDA batched decode steps read half the bytes; the answers are the rounded model's) or "
-         "w8a8 (fp8, and on CUDA prompt steps multiply FP8-rounded activations too: ~1.6x their GEMMs, ~2-4 % relative "
+         "w8a8 (fp8, and prompt steps multiply FP8-rounded activations too: on CUDA ~1.6x their GEMMs; ~2 % relative "
          "error a projection)",
          false, false, "bf16"},
         {"strict", NULL, "refuse a checkpoint whose weights hold NaN/Inf (default: a warning)", false, false, NULL},

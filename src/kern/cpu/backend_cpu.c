@@ -43,10 +43,11 @@ static void free_scratch(cpu_state *s) {
     free(s->vwork);
     free(s->vidx);
     free(s->xb);
-    s->att = s->rowf = s->vwork = NULL;
+    free(s->a8);
+    s->att = s->rowf = s->vwork = s->a8 = NULL;
     s->rowmap = s->rowmap2 = s->vidx = NULL;
     s->xb = NULL;
-    s->xb_cap = 0;
+    s->xb_cap = s->a8_cap = 0;
 }
 
 dspy_status dspy_backend_cpu_reserve(dspy_backend *be, const dspy_backend_plan *p) {
@@ -67,7 +68,12 @@ dspy_status dspy_backend_cpu_reserve(dspy_backend *be, const dspy_backend_plan *
         n.xb_cap = (int64_t)rows * (n.max_width > 0 ? n.max_width : 1);
         n.xb = malloc(sizeof(uint16_t) * (size_t)n.xb_cap);
     }
-    if (!n.att || !n.rowmap || !n.rowmap2 || !n.rowf || !n.vwork || !n.vidx || (n.fast && !n.xb)) {
+    if (p->act8_width > 0) {
+        n.a8_cap = (int64_t)rows * p->act8_width;
+        n.a8 = malloc(sizeof(float) * (size_t)n.a8_cap);
+    }
+    if (!n.att || !n.rowmap || !n.rowmap2 || !n.rowf || !n.vwork || !n.vidx || (n.fast && !n.xb) ||
+        (n.a8_cap && !n.a8)) {
         free_scratch(&n);
         return dspy_fail(DSPY_ERR_NOMEM, "cpu backend: cannot allocate scratch for %zu rows, %zu positions x %d "
                                          "threads, vocabulary %zu, linear inputs %d wide", rows, len, n.nt, V,

@@ -25,9 +25,17 @@ typedef struct cpu_state {
     int32_t max_width;   /* fast kernels: the widest linear input row */
     uint16_t *xb;        /* fast kernels: (max_rows, max_width) BF16 copy of a linear's input */
     int64_t xb_cap;      /* its elements (0 for the reference kernels) */
+    float *a8;           /* W8A8 (plan act8_width > 0): (max_rows, act8_width) E4M3-rounded copy of a linear's input */
+    int64_t a8_cap;      /* its elements (0: no W8A8) */
 } cpu_state;
 
 static inline cpu_state *cpu_of(dspy_backend *be) { return (cpu_state *)be->impl; }
+
+/* W8A8 rows as the CUDA backend's prompt GEMMs take them (kern/ops.h f8_link act8): where the
+ * backend was planned with act8_width (an f8_act model's engine) and the call has more than 16
+ * rows, inp's N rows copied into the planned scratch and each rounded to E4M3 at its own 2^k
+ * (kern/e4m3.h, k <= 100); else inp itself. The logits ops never ask (the lm_head stays W8A16). */
+const float *dspy_cpu_act8_rows(dspy_backend *be, const float *inp, int N, int C);
 
 /* Sets this thread's OpenMP team size to the backend's (an ICV of the calling thread). */
 static inline void cpu_enter(dspy_backend *be) { omp_set_num_threads(cpu_of(be)->nt); }
@@ -76,6 +84,9 @@ static inline float cpu_dot_bf16(const float *a, const uint16_t *b, int n) {
 /* Inference kernels (matmul.c, attention.c, pointwise.c, sample.c). */
 dspy_status dspy_cpu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
                        int C, int OC, bool accumulate);
+/* The same without W8A8 (the logits ops: the lm_head stays W8A16, as on CUDA). */
+dspy_status dspy_cpu_linear_w16(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias,
+                                int N, int C, int OC, bool accumulate);
 dspy_status dspy_cpu_attention(dspy_backend *be, dspy_tensor out, dspy_tensor q, dspy_tensor kcache, dspy_tensor vcache,
                           const dspy_attn_meta *m, int NH, int NKV, int HS);
 dspy_status dspy_cpu_embedding(dspy_backend *be, dspy_tensor out, dspy_tensor ids, dspy_tensor table, int N, int C);

@@ -29,8 +29,9 @@ enum {
 /* Input elements up to which the calling thread rounds the input alone, before the region. */
 #define SERIAL_ROUND_MAX (1L << 15)
 
-dspy_status dspy_cpu_fast_linear(dspy_backend *be, dspy_tensor out_t, dspy_tensor inp_t, dspy_tensor w_t,
-                                 dspy_tensor bias_t, int N, int C, int OC, bool accumulate) {
+/* act8: the rows go through dspy_cpu_act8_rows (W8A8 where planned; never for the logits). */
+static dspy_status fast_linear(dspy_backend *be, dspy_tensor out_t, dspy_tensor inp_t, dspy_tensor w_t,
+                               dspy_tensor bias_t, int N, int C, int OC, bool accumulate, bool act8) {
     cpu_enter(be);
     cpu_state *cs = cpu_of(be);
     CPU_NEED("linear", "out", out_t, DSPY_DTYPE_F32, (int64_t)N * OC);
@@ -43,7 +44,7 @@ dspy_status dspy_cpu_fast_linear(dspy_backend *be, dspy_tensor out_t, dspy_tenso
     if (bf) DSPY_TRY(dspy_cpu_plan_check("linear", "N x C (the BF16 copy of the input)", (int64_t)N * C, cs->xb_cap));
     if (N == 0 || OC == 0) return DSPY_OK;
     float *out = out_t.data;
-    const float *inp = inp_t.data, *bias = bias_t.data;
+    const float *inp = act8 ? dspy_cpu_act8_rows(be, inp_t.data, N, C) : inp_t.data, *bias = bias_t.data;
     uint16_t *xb = cs->xb; /* (N, C) */
     const dspy_cpu_simd level = dspy_cpu_simd_active();
     const dspy_cpu_tile_fn tile = dspy_cpu_tile_for(level);
@@ -99,6 +100,16 @@ dspy_status dspy_cpu_fast_linear(dspy_backend *be, dspy_tensor out_t, dspy_tenso
         }
     }
     return DSPY_OK;
+}
+
+dspy_status dspy_cpu_fast_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias,
+                                 int N, int C, int OC, bool accumulate) {
+    return fast_linear(be, out, inp, w, bias, N, C, OC, accumulate, true);
+}
+
+static dspy_status fast_linear_w16(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w,
+                                   dspy_tensor bias, int N, int C, int OC, bool accumulate) {
+    return fast_linear(be, out, inp, w, bias, N, C, OC, accumulate, false);
 }
 
 /* linear_backward (kern/ops.h), F32. The reference's order per element, with the ISA's axpy:
@@ -175,5 +186,5 @@ dspy_status dspy_cpu_fast_logits(dspy_backend *be, dspy_tensor out, dspy_tensor 
                                  int V, float eps) {
     DSPY_TRY(dspy_cpu_gather_rows(be, sel, x, rows, M, C));
     DSPY_TRY(dspy_cpu_rmsnorm(be, seln, sel, w_norm, M, C, eps));
-    return dspy_cpu_fast_linear(be, out, seln, w, dspy_tensor_none(), M, C, V, false);
+    return fast_linear_w16(be, out, seln, w, dspy_tensor_none(), M, C, V, false);
 }

@@ -15,6 +15,7 @@
 #include <stddef.h>
 
 #include "kern/cpu/cpu.h"
+#include "kern/e4m3.h"
 
 /* Four dot products against the same weight row, each bit-identical to cpu_dot(a_r, w, n).
  * W(i) reads weight element i as F32 (a macro so that the F32 and BF16 bodies are one text). */
@@ -51,15 +52,16 @@ static void dot4_bf16(const float *a0, const float *a1, const float *a2, const f
 #undef WB
 }
 
-dspy_status dspy_cpu_linear(dspy_backend *be, dspy_tensor out_t, dspy_tensor inp_t, dspy_tensor w_t, dspy_tensor bias_t,
-                       int N, int C, int OC, bool accumulate) {
+/* act8: the rows go through dspy_cpu_act8_rows (W8A8 where planned; never for the logits). */
+static dspy_status linear_ref(dspy_backend *be, dspy_tensor out_t, dspy_tensor inp_t, dspy_tensor w_t,
+                              dspy_tensor bias_t, int N, int C, int OC, bool accumulate, bool act8) {
     cpu_enter(be);
     CPU_NEED("linear", "out", out_t, DSPY_DTYPE_F32, (int64_t)N * OC);
     CPU_NEED("linear", "inp", inp_t, DSPY_DTYPE_F32, (int64_t)N * C);
     CPU_NEED2("linear", "w", w_t, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)OC * C);
     if (bias_t.data) CPU_NEED("linear", "bias", bias_t, DSPY_DTYPE_F32, OC);
     float *out = out_t.data;
-    const float *inp = inp_t.data, *bias = bias_t.data;
+    const float *inp = act8 ? dspy_cpu_act8_rows(be, inp_t.data, N, C) : inp_t.data, *bias = bias_t.data;
     const bool bf = w_t.dtype == DSPY_DTYPE_BF16;
     const float *wf = w_t.data;
     const uint16_t *wb = w_t.data;
@@ -92,6 +94,28 @@ dspy_status dspy_cpu_linear(dspy_backend *be, dspy_tensor out_t, dspy_tensor inp
             }
     }
     return DSPY_OK;
+}
+
+dspy_status dspy_cpu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
+                            int C, int OC, bool accumulate) {
+    return linear_ref(be, out, inp, w, bias, N, C, OC, accumulate, true);
+}
+
+dspy_status dspy_cpu_linear_w16(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias,
+                                int N, int C, int OC, bool accumulate) {
+    return linear_ref(be, out, inp, w, bias, N, C, OC, accumulate, false);
+}
+
+const float *dspy_cpu_act8_rows(dspy_backend *be, const float *inp, int N, int C) {
+    cpu_state *s = cpu_of(be);
+    if (N <= 16 || !s->a8 || (int64_t)N * C > s->a8_cap) return inp;
+#pragma omp parallel for schedule(static) if ((long)N * C > (1L << 16))
+    for (int n = 0; n < N; n++) {
+        float *row = s->a8 + (size_t)n * C;
+        memcpy(row, inp + (size_t)n * C, sizeof(float) * (size_t)C);
+        dspy_e4m3_round_row(row, C, 100);
+    }
+    return s->a8;
 }
 
 dspy_status dspy_cpu_linear_backward_check(dspy_tensor dinp_t, dspy_tensor dw_t, dspy_tensor dbias_t, dspy_tensor dout_t,

@@ -213,5 +213,5 @@ dspy_status dspy_cpu_logits(dspy_backend *be, dspy_tensor out, dspy_tensor x, ds
                        dspy_tensor w, dspy_tensor sel, dspy_tensor seln, int M, int C, int V, float eps) {
     DSPY_TRY(dspy_cpu_gather_rows(be, sel, x, rows, M, C));
     DSPY_TRY(dspy_cpu_rmsnorm(be, seln, sel, w_norm, M, C, eps));
-    return dspy_cpu_linear(be, out, seln, w, dspy_tensor_none(), M, C, V, false);
+    return dspy_cpu_linear_w16(be, out, seln, w, dspy_tensor_none(), M, C, V, false);
 }
