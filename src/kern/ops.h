@@ -409,6 +409,10 @@ typedef struct dspy_ops {
     void (*f8_unlink)(dspy_backend *be, const void *w);
 } dspy_ops;
 
+/* W8A8 (f8_link act8, the CPU's act8_width): linear calls of at least DSPY_ACT8_MIN_ROWS rows
+ * round their rows; a row's scale 2^k has k <= DSPY_ACT8_K_MAX (kern/e4m3.h starts at -100). */
+enum { DSPY_ACT8_MIN_ROWS = 17, DSPY_ACT8_K_MAX = 100 };
+
 /* The words of adamw's step constants. */
 enum {
     DSPY_ADAMW_DECAY,    /* 1 - lr * weight_decay (1: no decay) */

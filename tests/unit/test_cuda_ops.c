@@ -525,8 +525,9 @@ static void test_w8a8(void) {
     one_w8a8(be8, 17, 1088, 304, DSPY_DTYPE_F32, false, true);
     one_w8a8(be8, 16, 2048, 512, DSPY_DTYPE_F32, false, false);  /* 16 rows: the decode kernels (W8A16) */
     one_w8a8(be8, 33, 2048, 300, DSPY_DTYPE_F32, true, false);   /* OC % 16 != 0: the BF16 GEMM */
-    one_w8a8(be8, 300, 1024, 256, DSPY_DTYPE_BF16, false, true);  /* rows past the plan's 256: the buffer holds them */
-    one_w8a8(be8, 300, 8192, 256, DSPY_DTYPE_BF16, false, false); /* more bytes than the plan's buffer: the BF16 GEMM */
+    one_w8a8(be8, 256, 1024, 256, DSPY_DTYPE_BF16, false, true);  /* the plan's 256 rows */
+    one_w8a8(be8, 300, 1024, 256, DSPY_DTYPE_BF16, false, false); /* more rows than planned (row scales): the BF16 GEMM */
+    one_w8a8(be8, 200, 16384, 64, DSPY_DTYPE_BF16, false, false); /* rows wider than planned: the BF16 GEMM */
     /* a backend not planned for W8A8 (act8_width 0): the BF16 GEMM on the same link */
     one_w8a8(G, 40, 2048, 512, DSPY_DTYPE_F32, false, false);
     CHECK_OK(be8->ops->sync(be8));

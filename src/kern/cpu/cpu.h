@@ -32,9 +32,9 @@ typedef struct cpu_state {
 static inline cpu_state *cpu_of(dspy_backend *be) { return (cpu_state *)be->impl; }
 
 /* W8A8 rows as the CUDA backend's prompt GEMMs take them (kern/ops.h f8_link act8): where the
- * backend was planned with act8_width (an f8_act model's engine) and the call has more than 16
- * rows, inp's N rows copied into the planned scratch and each rounded to E4M3 at its own 2^k
- * (kern/e4m3.h, k <= 100); else inp itself. The logits ops never ask (the lm_head stays W8A16). */
+ * backend was planned with act8_width (an f8_act model's engine) and the call has
+ * DSPY_ACT8_MIN_ROWS rows or more, inp's N rows copied into the planned scratch and each rounded
+ * to E4M3 at its own 2^k (kern/e4m3.h, k <= DSPY_ACT8_K_MAX); else inp itself. The logits ops never ask (the lm_head stays W8A16). */
 const float *dspy_cpu_act8_rows(dspy_backend *be, const float *inp, int N, int C);
 
 /* Sets this thread's OpenMP team size to the backend's (an ICV of the calling thread). */

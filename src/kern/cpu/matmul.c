@@ -108,12 +108,12 @@ dspy_status dspy_cpu_linear_w16(dspy_backend *be, dspy_tensor out, dspy_tensor i
 
 const float *dspy_cpu_act8_rows(dspy_backend *be, const float *inp, int N, int C) {
     cpu_state *s = cpu_of(be);
-    if (N <= 16 || !s->a8 || (int64_t)N * C > s->a8_cap) return inp;
+    if (N < DSPY_ACT8_MIN_ROWS || !s->a8 || (int64_t)N * C > s->a8_cap) return inp;
 #pragma omp parallel for schedule(static) if ((long)N * C > (1L << 16))
     for (int n = 0; n < N; n++) {
         float *row = s->a8 + (size_t)n * C;
         memcpy(row, inp + (size_t)n * C, sizeof(float) * (size_t)C);
-        dspy_e4m3_round_row(row, C, 100);
+        dspy_e4m3_round_row(row, C, DSPY_ACT8_K_MAX);
     }
     return s->a8;
 }

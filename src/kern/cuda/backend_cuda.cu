@@ -262,7 +262,7 @@ extern "C" dspy_status dspy_backend_cuda_reserve(dspy_backend *be, const dspy_ba
         }
         cudaFree(s->act8);
         cudaFree(s->act8_scale);
-        s->act8 = nq, s->act8_scale = ns, s->act8_n = a8;
+        s->act8 = nq, s->act8_scale = ns, s->act8_n = a8, s->act8_rows = p->max_rows;
     }
     if (part > s->att_part_n) {
         float *np = NULL;

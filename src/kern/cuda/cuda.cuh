@@ -42,8 +42,9 @@ struct cuda_state {
     void *ws;               /* cuBLASLt workspace */
     size_t ws_bytes;
     uint8_t *act8;          /* W8A8 prompt GEMMs (gemm.cu): a call's input rows as E4M3 codes, act8_n bytes */
-    float *act8_scale;      /* and each row's 2^k, max_rows floats */
+    float *act8_scale;      /* and each row's 2^k, act8_rows floats */
     size_t act8_n;
+    int act8_rows;
     float *att_part;        /* split-K decode partials, att_part_n floats */
     size_t att_part_n;
     gemm_plan plans[GEMM_PLANS];

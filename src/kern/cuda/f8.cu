@@ -43,19 +43,8 @@ static __global__ __launch_bounds__(F8_THREADS) void k_f8_round(bf16 *__restrict
         amax = fmaxf(amax, v);
     }
     finite = __syncthreads_and(finite);
-    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    if ((tid & 31) == 0) red[tid >> 5] = amax;
-    __syncthreads();
-    amax = red[0];
-    for (int i = 1; i < F8_THREADS / 32; i++) amax = fmaxf(amax, red[i]);
-    int k = F8_K_MIN;
-    if (amax > 0.0f) {
-        int e;
-        frexpf(amax, &e); /* amax in [2^(e-1), 2^e) */
-        k = e - 9;
-        while (ldexpf(448.0f, k) < amax) k++;
-        while (ldexpf(448.0f, k - 1) >= amax) k--;
-    }
+    amax = f8_block_max<F8_THREADS>(amax, red);
+    int k = amax > 0.0f ? f8_exponent(amax) : F8_K_MIN;
     if (!finite || k > F8_K_MAX) {
         if (tid == 0) atomicMax(bad, row + 1);
         k = F8_K_MAX;

@@ -21,6 +21,28 @@ typedef struct cu_f8 {
     bool act8; /* W8A8 prompt GEMMs (gemm.cu) */
 } cu_f8;
 
+/* The largest v of the block's NT threads (a multiple of 32), for every thread; red: NT / 32
+ * floats of shared memory. */
+template <int NT> static __device__ __forceinline__ float f8_block_max(float v, float *red) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+    __syncthreads();
+    v = red[0];
+    for (int i = 1; i < NT / 32; i++) v = fmaxf(v, red[i]);
+    return v;
+}
+
+/* The smallest k with amax <= 448 * 2^k (448: E4M3's largest finite value), for amax > 0; the
+ * callers bound it (a weight row refuses k > 7, an activation row takes DSPY_ACT8_K_MAX). */
+static __device__ __forceinline__ int f8_exponent(float amax) {
+    int e;
+    frexpf(amax, &e); /* amax in [2^(e-1), 2^e) */
+    int k = e - 9;
+    while (ldexpf(448.0f, k) < amax) k++;
+    while (ldexpf(448.0f, k - 1) >= amax) k--;
+    return k;
+}
+
 /* The copy linked to BF16 matrix w (OC, C), or false (none, or linked with another shape). Host
  * side; cheap (a short scan under a lock). */
 bool dspy_cu_f8_find(const void *w, int OC, int C, cu_f8 *out);

@@ -134,11 +134,12 @@ static dspy_status gemm_lt(dspy_backend *be, dspy_tensor out, dspy_tensor inp, d
 
 /* ---- W8A8 ------------------------------------------------------------------------------------ */
 
-enum { A8_THREADS = 256, A8_K_MIN = -100, A8_K_MAX = 100 };
+enum { A8_THREADS = 256, A8_K_MIN = -100 };
 
 /* Grid (N): row n of inp (N, C) BF16 (C % 16 == 0, 16-byte aligned rows) as E4M3 codes q (N, C)
- * and its 2^k sc[n], k the smallest in [-100, 100] with every |x| <= 448 * 2^k: f8.cu's rule for
- * weight rows (model/f8_round.c on the host), codes = E4M3(x / 2^k), nearest even, saturating. */
+ * and its 2^k sc[n], k the smallest in [-100, DSPY_ACT8_K_MAX] with every |x| <= 448 * 2^k:
+ * f8.cu's rule for weight rows (kern/e4m3.c on the host), codes = E4M3(x / 2^k), nearest even,
+ * saturating. */
 static __global__ __launch_bounds__(A8_THREADS) void k_act8(const bf16 *__restrict__ inp, uint8_t *__restrict__ q,
                                                          float *__restrict__ sc, int C) {
     __shared__ float red[A8_THREADS / 32];
@@ -155,19 +156,8 @@ static __global__ __launch_bounds__(A8_THREADS) void k_act8(const bf16 *__restri
             amax = fmaxf(amax, fmaxf(fabsf(f.x), fabsf(f.y)));
         }
     }
-    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    if ((tid & 31) == 0) red[tid >> 5] = amax;
-    __syncthreads();
-    amax = red[0];
-    for (int i = 1; i < A8_THREADS / 32; i++) amax = fmaxf(amax, red[i]);
-    int k = A8_K_MIN;
-    if (amax > 0.0f) {
-        int e;
-        frexpf(fminf(amax, 3.0e38f), &e); /* amax in [2^(e-1), 2^e) */
-        k = e - 9;
-        while (k < A8_K_MAX && ldexpf(448.0f, k) < amax) k++;
-        while (k > A8_K_MIN && ldexpf(448.0f, k - 1) >= amax) k--;
-    }
+    amax = f8_block_max<A8_THREADS>(amax, red);
+    const int k = amax > 0.0f ? min(f8_exponent(amax), (int)DSPY_ACT8_K_MAX) : A8_K_MIN;
     const float down = ldexpf(1.0f, -k);
     uint8_t *qr = q + (int64_t)row * C;
     for (int c = tid * 8; c < C; c += A8_THREADS * 8) {
@@ -231,7 +221,9 @@ static dspy_status gemm_w8a8(dspy_backend *be, dspy_tensor out, dspy_tensor inp,
                              bool acc, bool *done) {
     cuda_state *s = cu_of(be);
     *done = false;
-    if (!s->act8 || (size_t)N * C > s->act8_n || C % 16 != 0 || OC % 16 != 0 || (uintptr_t)inp.data % 16 != 0) return DSPY_OK;
+    if (!s->act8 || N > s->act8_rows || (size_t)N * C > s->act8_n || C % 16 != 0 || OC % 16 != 0 ||
+        (uintptr_t)inp.data % 16 != 0)
+        return DSPY_OK;
     gemm_plan *p = NULL;
     DSPY_TRY(get_plan8(be, N, C, OC, out.dtype, acc, &p));
     if (p->none) return DSPY_OK;
@@ -277,9 +269,9 @@ dspy_status dspy_cu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, d
     if (N <= GEMV_MAX_ROWS) return dspy_cu_gemv(be, out, inp, w, bias, N, C, OC, accumulate);
     cu_f8 f8c;
     bool done = false;
-    /* W8A8 for prompt-sized calls only: 16 rows or fewer stay W8A16 even where DSPY_CUDA_MMA=0 sends
-     * them here */
-    if (N > MMA_MAX_ROWS && cu_of(be)->act8 && dspy_cu_f8_find(w.data, OC, C, &f8c) && f8c.act8)
+    /* W8A8 for prompt-sized calls only: fewer rows stay W8A16 even where DSPY_CUDA_MMA=0 sends them
+     * here */
+    if (N >= DSPY_ACT8_MIN_ROWS && cu_of(be)->act8 && dspy_cu_f8_find(w.data, OC, C, &f8c) && f8c.act8)
         DSPY_TRY(gemm_w8a8(be, out, inp, &f8c, N, C, OC, accumulate, &done));
     if (!done) DSPY_TRY(gemm_lt(be, out, inp, w, N, C, OC, accumulate));
     if (!b) return DSPY_OK;
