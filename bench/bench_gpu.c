@@ -480,7 +480,7 @@ static void bench_step(const dspy_model *m, int ctx_len, int nb, int shared, dou
         for (int b = 0; b < per; b++) host[o_tab + s * per + b] = b < shared / 16 && b < (ctx_len - 1) / 16 ? b : s * per + b;
     }
     /* the hint the engine gives such a step: every sequence, the shared blocks' positions (whole
-     * 16-key groups below the new position); DSPY_CUDA_CASCADE=0 ignores it */
+     * 16-key groups below the new position); read with DSPY_CUDA_CASCADE=1 */
     {
         const int nsb = shared / 16 < (ctx_len - 1) / 16 ? shared / 16 : (ctx_len - 1) / 16;
         host[o_sh] = nb >= 2 && nsb * 16 >= 64 ? nb : 0;

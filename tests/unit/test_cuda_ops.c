@@ -766,10 +766,11 @@ static void one_decode_batch(const char *what, int NH, int NKV, int HS, int nseg
     one_decode_batch_hint(what, NH, NKV, HS, nseg, ctx, shared, BS, -1);
 }
 
-/* The shared-prefix ("cascade") path: the hint names the sequences whose tables start with the
- * same blocks; tiles of 16 query rows (8 / G sequences a half) attend those keys once, each
- * sequence its own tail, merged by log-sum-exp. Every case also without the hint's use (n = 0)
- * and with all sequences named. */
+/* The shared-prefix path (attention_decode_shared.cu): the hint names the sequences whose tables
+ * start with the same blocks; a CTA serves 16 query rows (2 (8 / G) sequences) and reads those
+ * keys once for all of them, then each sequence's own, its slices merged by log-sum-exp. Some
+ * cases also with the hint naming none (n = 0) or only some; DSPY_CUDA_CASCADE=0 given outside
+ * runs them all through the hint-ignoring kernel, =n through n slices a group. */
 static void test_attention_decode_cascade(void) {
     int c16[16];
     for (int s = 0; s < 16; s++) c16[s] = 1501 + 7 * s;
@@ -1025,31 +1026,37 @@ int main(int argc, char **argv) {
     int early = parity_begin("test_cuda_ops", &g_rng);
     if (early >= 0) return early;
     if (argc > 1 && strcmp(argv[1], "--fault") == 0) return fault_child();
-    /* the shared-prefix tiles are opt-in: the cascade cases test them (DSPY_CUDA_CASCADE=0 given
-     * outside: the same cases through the hint-ignoring path) */
+    /* --only NAME: one test function (the GPU script reruns the decode attention's under other
+     * kernel knobs, which are read once a process) */
+    const char *only = argc > 2 && strcmp(argv[1], "--only") == 0 ? argv[2] : NULL;
+    /* the shared-prefix kernel is opt-in: the cascade cases test it (DSPY_CUDA_CASCADE=0 given
+     * outside: the same cases through the hint-ignoring kernel) */
     setenv("DSPY_CUDA_CASCADE", "1", 0);
     dspy_backend_plan plan = {40000, 8192, 64, 128256, 32, 128, 0, 0};
     CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, &plan, &C));
     CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CUDA, 0}, &plan, &G));
     if (!C || !G) return check_summary("test_cuda_ops");
-    RUN(test_linear);
-    RUN(test_pointwise);
-    RUN(test_qkv_rope_store);
-    RUN(test_fused);
-    RUN(test_f8_round);
-    RUN(test_f8_gemv);
-    RUN(test_w8a8);
-    RUN(test_attention);
-    RUN(test_attention_decode_batch);
-    RUN(test_attention_decode_cascade);
-    RUN(test_sample);
-    RUN(test_mask_logits);
-    RUN(test_graph);
-    RUN(test_errors);
+#define RUN_SOME(fn) \
+    if (!only || strcmp(only, #fn) == 0) RUN(fn)
+    RUN_SOME(test_linear);
+    RUN_SOME(test_pointwise);
+    RUN_SOME(test_qkv_rope_store);
+    RUN_SOME(test_fused);
+    RUN_SOME(test_f8_round);
+    RUN_SOME(test_f8_gemv);
+    RUN_SOME(test_w8a8);
+    RUN_SOME(test_attention);
+    RUN_SOME(test_attention_decode_batch);
+    RUN_SOME(test_attention_decode_cascade);
+    RUN_SOME(test_sample);
+    RUN_SOME(test_mask_logits);
+    RUN_SOME(test_graph);
+    RUN_SOME(test_errors);
+#undef RUN_SOME
     CHECK_OK(G->ops->sync(G));
     dspy_backend_free(G);
     dspy_backend_free(C);
     check_current = "test_sticky_fault";
-    parity_check_fault(argv[0], "illegal");
+    if (!only) parity_check_fault(argv[0], "illegal");
     return check_summary("test_cuda_ops");
 }
