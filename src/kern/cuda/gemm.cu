@@ -157,7 +157,8 @@ static __global__ __launch_bounds__(A8_THREADS) void k_act8(const bf16 *__restri
         }
     }
     amax = f8_block_max<A8_THREADS>(amax, red);
-    const int k = amax > 0.0f ? min(f8_exponent(amax), (int)DSPY_ACT8_K_MAX) : A8_K_MIN;
+    /* clamped to [-100, K_MAX] as kern/e4m3.c's rule is (a nonzero amax below 448 * 2^-100 too) */
+    const int k = amax > 0.0f ? max(min(f8_exponent(amax), (int)DSPY_ACT8_K_MAX), (int)A8_K_MIN) : A8_K_MIN;
     const float down = ldexpf(1.0f, -k);
     uint8_t *qr = q + (int64_t)row * C;
     for (int c = tid * 8; c < C; c += A8_THREADS * 8) {
