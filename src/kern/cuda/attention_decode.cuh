@@ -113,38 +113,40 @@ static __device__ __forceinline__ void merge_warps(const float (&m_sh)[W][8], co
     }
 }
 
-/* Combines the partials of one sequence's G query heads of KV head kvh into out: its n slices at
- * slots 0 .. n - 1 of Stot a head (n <= DB_MAX_SPLITS), then resets its arrival counter. A slice
- * may hold no key of a sequence (max -inf, sum 0: weight 0); at least one does. Called by the
- * whole CTA. */
+/* The last CTA to arrive at a group of nq sequences (seq0 .. seq0 + nq - 1; nq = 1 for
+ * attention_decode_batch.cu): every row r = sj G + qq (sequence sj, query head qq of KV head kvh)
+ * combined from its n slices, partials part[((seq NH + kvh G + qq) Z + slice) (D + 2)], into out
+ * row row0[sj], all rows side by side (this tail is on the step's critical path), then the
+ * arrival counter reset. A slice that saw no key of a row has max -inf, sum 0: weight 0; at
+ * least one slice has keys. nq G <= 16. Called by the whole CTA. */
 template <int D, int W>
-static __device__ void combine_slices(bf16 *__restrict__ out, const float *__restrict__ part, int *cnt, int64_t pbase,
-                                      int Stot, int n, int G, int64_t obase, float (&sw_sh)[8][DB_MAX_SPLITS],
-                                      float (&sl_sh)[8][DB_MAX_SPLITS], float (&den_sh)[8]) {
-    const int tid = threadIdx.x;
-    __syncthreads(); /* the shared arrays may still be read by an earlier combine */
+static __device__ void combine_rows(bf16 *__restrict__ out, const float *__restrict__ part, int *cnt, int seq0, int nq,
+                                    const int *row0, int G, int NH, int kvh, int Z, int n,
+                                    float (&sw)[16][DB_MAX_SPLITS], float (&sl)[16][DB_MAX_SPLITS], float (&den)[16]) {
+    const int tid = threadIdx.x, rows = nq * G;
+    __syncthreads(); /* row0 may have just been written */
     __threadfence();
-    for (int t = tid; t < G * n; t += W * 32) {
-        const int qq = t / n, i = t % n;
-        const float *st = part + (pbase + (int64_t)qq * Stot + i) * (D + 2) + D;
-        sw_sh[qq][i] = __ldcg(st), sl_sh[qq][i] = __ldcg(st + 1);
+    for (int t = tid; t < rows * n; t += W * 32) {
+        const int r = t / n, i = t % n;
+        const float *st = part + ((((int64_t)(seq0 + r / G) * NH + kvh * G + r % G) * Z) + i) * (D + 2) + D;
+        sw[r][i] = __ldcg(st), sl[r][i] = __ldcg(st + 1);
     }
     __syncthreads();
-    if (tid < G) {
+    if (tid < rows) {
         float M = -INFINITY;
-        for (int i = 0; i < n; i++) M = fmaxf(M, sw_sh[tid][i]);
-        float den = 0.0f;
+        for (int i = 0; i < n; i++) M = fmaxf(M, sw[tid][i]);
+        float dn = 0.0f;
         for (int i = 0; i < n; i++) {
-            const float wt = exp2f(sw_sh[tid][i] - M); /* M is finite: exp2(-inf) = 0 for an empty slice */
-            sw_sh[tid][i] = wt;
-            den += wt * sl_sh[tid][i];
+            const float wt = exp2f(sw[tid][i] - M); /* M is finite: exp2(-inf) = 0 for an empty slice */
+            sw[tid][i] = wt;
+            dn += wt * sl[tid][i];
         }
-        den_sh[tid] = den;
+        den[tid] = dn;
     }
     __syncthreads();
-    for (int e = tid; e < G * D / 2; e += W * 32) {
-        const int qq = e / (D / 2), d = 2 * (e % (D / 2));
-        const float *p = part + (pbase + (int64_t)qq * Stot) * (D + 2) + d;
+    for (int e = tid; e < rows * D / 2; e += W * 32) {
+        const int r = e / (D / 2), d = 2 * (e % (D / 2)), sj = r / G, qq = r % G;
+        const float *p = part + (((int64_t)(seq0 + sj) * NH + kvh * G + qq) * Z) * (D + 2) + d;
         float2 v[DB_MAX_SPLITS]; /* every slice's load in flight at once: one L2 round trip, not n */
 #pragma unroll
         for (int i = 0; i < DB_MAX_SPLITS; i++)
@@ -152,11 +154,79 @@ static __device__ void combine_slices(bf16 *__restrict__ out, const float *__res
         float nx = 0.0f, ny = 0.0f;
 #pragma unroll
         for (int i = 0; i < DB_MAX_SPLITS; i++)
-            if (i < n) nx += sw_sh[qq][i] * v[i].x, ny += sw_sh[qq][i] * v[i].y;
-        const float inv = 1.0f / den_sh[qq];
-        *(__nv_bfloat162 *)(out + obase + (int64_t)qq * D + d) = __floats2bfloat162_rn(nx * inv, ny * inv);
+            if (i < n) nx += sw[r][i] * v[i].x, ny += sw[r][i] * v[i].y;
+        const float inv = 1.0f / den[r];
+        *(__nv_bfloat162 *)(out + ((int64_t)row0[sj] * NH + kvh * G + qq) * D + d) =
+            __floats2bfloat162_rn(nx * inv, ny * inv);
     }
     if (tid == 0) *cnt = 0; /* ready for the next launch (or graph replay) */
+}
+
+/* S = Q K^T for one 16-key group: s[nt] the 16-row x 8-key tile of keys 8 nt .. 8 nt + 7 (the
+ * m16n8k16 accumulator layout); qa[t]: the A fragment of k-step t (rows g and g + 8, words 2t and
+ * 2t + 1 of each). */
+template <int D>
+static __device__ __forceinline__ void group_scores(const kv_frag<D> &f, const uint32_t (&qa)[D / 16][4],
+                                                    float (&s)[2][4]) {
+#pragma unroll
+    for (int nt = 0; nt < 2; nt++) {
+        s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+#pragma unroll
+        for (int t = 0; t < D / 16; t++) {
+            const uint32_t b[2] = {word(f.k[nt][(2 * t) / 4], (2 * t) % 4), word(f.k[nt][(2 * t + 1) / 4], (2 * t + 1) % 4)};
+            mma16816(s[nt], qa[t], b);
+        }
+    }
+}
+
+/* The online softmax of half h (rows 8h .. 8h + 7) over a group's scores s (group_scores'
+ * layout; this lane: row g's keys kb + 8 nt + 2c and the next in s[nt][2h], s[nt][2h + 1]): keys
+ * at or past L, and every key where !ok (this lane's row takes none of them), are masked; the
+ * row's max m (over its four lanes) and this lane's share of its sum l move on. Out: P^T's B
+ * fragment pb, and the correction factors a0, a1 of O^T's columns 2c and 2c + 1 (rows 2c and
+ * 2c + 1 live in lanes 8c and 8c + 4). A row with no key yet keeps m = -inf, l = 0 (weights 0). */
+static __device__ __forceinline__ void softmax_half(float (&s)[2][4], int h, bool ok, int kb, int L, int c, float sl2,
+                                                    float &m, float &l, float &a0, float &a1, uint32_t (&pb)[2]) {
+    float mx = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const int j = kb + 8 * nt + 2 * c + e;
+            s[nt][2 * h + e] = ok && j < L ? s[nt][2 * h + e] * sl2 : -INFINITY; /* log2 domain after the scale */
+            mx = fmaxf(mx, s[nt][2 * h + e]);
+        }
+    mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 2));
+    const float mnew = fmaxf(m, mx);
+    const float mref = mnew == -INFINITY ? 0.0f : mnew;
+    const float alpha = fast_exp2(m - mref);
+    float p[2][2], sum = 0.0f;
+#pragma unroll
+    for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) p[nt][e] = fast_exp2(s[nt][2 * h + e] - mref), sum += p[nt][e];
+    l = l * alpha + sum;
+    m = mnew;
+    a0 = __shfl_sync(FULL_MASK, alpha, 8 * c), a1 = __shfl_sync(FULL_MASK, alpha, 8 * c + 4);
+    pb[0] = pack_bf16(p[0][0], p[0][1]), pb[1] = pack_bf16(p[1][0], p[1][1]);
+}
+
+/* O^T += V^T P^T for one 16-key group and 8 query columns: o's columns 2c and 2c + 1 first scaled
+ * by their softmax corrections a0 and a1; pb = P^T's B fragment. */
+template <int D>
+static __device__ __forceinline__ void pv_accumulate(const kv_frag<D> &f, float (&o)[D / 16][4], float a0, float a1,
+                                                     const uint32_t (&pb)[2]) {
+#pragma unroll
+    for (int mt = 0; mt < D / 16; mt++) {
+        o[mt][0] *= a0, o[mt][2] *= a0, o[mt][1] *= a1, o[mt][3] *= a1;
+        const uint32_t x0 = word(f.v[0][mt / 4], mt % 4), x1 = word(f.v[1][mt / 4], mt % 4);
+        const uint32_t x2 = word(f.v[2][mt / 4], mt % 4), x3 = word(f.v[3][mt / 4], mt % 4);
+        /* A (16 dims x 16 keys): row g = the low halves (dim g D/8 + 2 mt), row g + 8 the high */
+        const uint32_t a[4] = {__byte_perm(x0, x1, 0x5410), __byte_perm(x0, x1, 0x7632), __byte_perm(x2, x3, 0x5410),
+                               __byte_perm(x2, x3, 0x7632)};
+        mma16816(o[mt], a, pb);
+    }
 }
 
 #endif

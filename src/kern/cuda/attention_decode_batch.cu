@@ -50,50 +50,14 @@ static __device__ __forceinline__ void attend_group(const kv_frag<D> &f, const u
                                                     float (&o)[D / 16][4], float &m, float &l, int kb, int L, int c,
                                                     float sl2) {
     float s[2][4];
+    uint32_t a[D / 16][4]; /* rows 8-15 zero */
 #pragma unroll
-    for (int nt = 0; nt < 2; nt++) {
-        s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-#pragma unroll
-        for (int t = 0; t < D / 16; t++) {
-            const uint32_t a[4] = {qa[t][0], 0u, qa[t][1], 0u};
-            const uint32_t b[2] = {word(f.k[nt][(2 * t) / 4], (2 * t) % 4), word(f.k[nt][(2 * t + 1) / 4], (2 * t + 1) % 4)};
-            mma16816(s[nt], a, b);
-        }
-    }
-    /* s[nt][0..1]: query g against keys kb + 8 nt + 2c and the next (log2 domain after the scale) */
-    float mx = -INFINITY;
-#pragma unroll
-    for (int nt = 0; nt < 2; nt++)
-#pragma unroll
-        for (int e = 0; e < 2; e++) {
-            const int j = kb + 8 * nt + 2 * c + e;
-            s[nt][e] = j < L ? s[nt][e] * sl2 : -INFINITY;
-            mx = fmaxf(mx, s[nt][e]);
-        }
-    mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 1));
-    mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 2));
-    const float mnew = fmaxf(m, mx); /* finite: key kb < L is in every group */
-    const float alpha = fast_exp2(m - mnew);
-    float p[2][2], sum = 0.0f;
-#pragma unroll
-    for (int nt = 0; nt < 2; nt++)
-#pragma unroll
-        for (int e = 0; e < 2; e++) p[nt][e] = fast_exp2(s[nt][e] - mnew), sum += p[nt][e];
-    l = l * alpha + sum;
-    m = mnew;
-    /* O^T's columns are queries 2c and 2c + 1: their factors live in lanes 8c and 8c + 4 */
-    const float a0 = __shfl_sync(FULL_MASK, alpha, 8 * c), a1 = __shfl_sync(FULL_MASK, alpha, 8 * c + 4);
-    const uint32_t pb[2] = {pack_bf16(p[0][0], p[0][1]), pack_bf16(p[1][0], p[1][1])};
-#pragma unroll
-    for (int mt = 0; mt < D / 16; mt++) {
-        o[mt][0] *= a0, o[mt][2] *= a0, o[mt][1] *= a1, o[mt][3] *= a1;
-        const uint32_t x0 = word(f.v[0][mt / 4], mt % 4), x1 = word(f.v[1][mt / 4], mt % 4);
-        const uint32_t x2 = word(f.v[2][mt / 4], mt % 4), x3 = word(f.v[3][mt / 4], mt % 4);
-        /* A (16 dims x 16 keys): row g = the low halves (dim g D/8 + 2 mt), row g + 8 the high */
-        const uint32_t a[4] = {__byte_perm(x0, x1, 0x5410), __byte_perm(x0, x1, 0x7632), __byte_perm(x2, x3, 0x5410),
-                               __byte_perm(x2, x3, 0x7632)};
-        mma16816(o[mt], a, pb);
-    }
+    for (int t = 0; t < D / 16; t++) a[t][0] = qa[t][0], a[t][1] = 0u, a[t][2] = qa[t][1], a[t][3] = 0u;
+    group_scores<D>(f, a, s);
+    float a0, a1;
+    uint32_t pb[2];
+    softmax_half(s, 0, true, kb, L, c, sl2, m, l, a0, a1, pb); /* rows 0-7: query g */
+    pv_accumulate<D>(f, o, a0, a1, pb);
 }
 
 /* Grid (nseg, NKV, S). CTA (seg, kv head, slice) of W warps attends one sequence's keys: its NG
@@ -109,7 +73,8 @@ static __global__ __launch_bounds__(W * 32, W == 8 && D == 64 ? 2 : 1) void k_at
     const int32_t *__restrict__ tables, int S, int bs, int NH, int NKV, int G, float sl2, int release, int pf) {
     __shared__ __align__(16) float o_sh[W][8][D];
     __shared__ float m_sh[W][8], l_sh[W][8], w_sh[W][8], den_sh[8], mfin_sh[8];
-    __shared__ float sw_sh[8][DB_MAX_SPLITS], sl_sh[8][DB_MAX_SPLITS];
+    __shared__ float sw_sh[16][DB_MAX_SPLITS], sl_sh[16][DB_MAX_SPLITS], dg_sh[16];
+    __shared__ int row0_sh;
     __shared__ bool last_sh;
     /* Before the dependency wait only the host-copied metadata and keys of earlier positions are
      * read: this step's key (position pos0) and q come from the kernel before. */
@@ -206,7 +171,8 @@ static __global__ __launch_bounds__(W * 32, W == 8 && D == 64 ? 2 : 1) void k_at
     if (tid == 0) last_sh = atomicAdd(cnt, 1) == S_eff - 1;
     __syncthreads();
     if (!last_sh) return;
-    combine_slices<D, W>(out, part, cnt, pbase, S, S_eff, G, obase, sw_sh, sl_sh, den_sh);
+    if (tid == 0) row0_sh = sg.row0;
+    combine_rows<D, W>(out, part, cnt, seg, 1, &row0_sh, G, NH, kvh, S, S_eff, sw_sh, sl_sh, dg_sh);
 }
 
 /* DSPY_CUDA_DEC_BATCH: 0 leaves every decode call on attention.cu's split-K kernel (for

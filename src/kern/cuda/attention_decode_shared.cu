@@ -46,50 +46,14 @@ static __device__ __forceinline__ void attend_rows(const kv_frag<D> &f, const ui
                                                    float (&o)[2][D / 16][4], float (&m)[2], float (&l)[2], int halves,
                                                    const bool (&ok)[2], int kb, int L, int c, float sl2) {
     float s[2][4];
-#pragma unroll
-    for (int nt = 0; nt < 2; nt++) {
-        s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-#pragma unroll
-        for (int t = 0; t < D / 16; t++) {
-            const uint32_t b[2] = {word(f.k[nt][(2 * t) / 4], (2 * t) % 4), word(f.k[nt][(2 * t + 1) / 4], (2 * t + 1) % 4)};
-            mma16816(s[nt], qa[t], b);
-        }
-    }
+    group_scores<D>(f, qa, s);
 #pragma unroll
     for (int h = 0; h < 2; h++) {
         if (!(halves >> h & 1)) continue;
-        float mx = -INFINITY;
-#pragma unroll
-        for (int nt = 0; nt < 2; nt++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                const int j = kb + 8 * nt + 2 * c + e;
-                s[nt][2 * h + e] = ok[h] && j < L ? s[nt][2 * h + e] * sl2 : -INFINITY;
-                mx = fmaxf(mx, s[nt][2 * h + e]);
-            }
-        mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 2));
-        const float mnew = fmaxf(m[h], mx);
-        const float mref = mnew == -INFINITY ? 0.0f : mnew; /* a row with no key yet: every weight 0 */
-        const float alpha = fast_exp2(m[h] - mref);
-        float p[2][2], sum = 0.0f;
-#pragma unroll
-        for (int nt = 0; nt < 2; nt++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) p[nt][e] = fast_exp2(s[nt][2 * h + e] - mref), sum += p[nt][e];
-        l[h] = l[h] * alpha + sum;
-        m[h] = mnew;
-        const float a0 = __shfl_sync(FULL_MASK, alpha, 8 * c), a1 = __shfl_sync(FULL_MASK, alpha, 8 * c + 4);
-        const uint32_t pb[2] = {pack_bf16(p[0][0], p[0][1]), pack_bf16(p[1][0], p[1][1])};
-#pragma unroll
-        for (int mt = 0; mt < D / 16; mt++) {
-            o[h][mt][0] *= a0, o[h][mt][2] *= a0, o[h][mt][1] *= a1, o[h][mt][3] *= a1;
-            const uint32_t x0 = word(f.v[0][mt / 4], mt % 4), x1 = word(f.v[1][mt / 4], mt % 4);
-            const uint32_t x2 = word(f.v[2][mt / 4], mt % 4), x3 = word(f.v[3][mt / 4], mt % 4);
-            const uint32_t a[4] = {__byte_perm(x0, x1, 0x5410), __byte_perm(x0, x1, 0x7632),
-                                   __byte_perm(x2, x3, 0x5410), __byte_perm(x2, x3, 0x7632)};
-            mma16816(o[h][mt], a, pb);
-        }
+        float a0, a1;
+        uint32_t pb[2];
+        softmax_half(s, h, ok[h], kb, L, c, sl2, m[h], l[h], a0, a1, pb);
+        pv_accumulate<D>(f, o[h], a0, a1, pb);
     }
 }
 
@@ -116,52 +80,6 @@ static __device__ __forceinline__ void item_of(const group_info &gi, int nq, int
     j = 0;
     while (j + 1 < nq && gi.cum[j + 1] <= r) j++;
     tab = tables + gi.toff[j], kb = 16 * (gi.gs[j] + r - gi.cum[j]), L = gi.len[j];
-}
-
-/* The last CTA of a group to arrive: every row r = sj G + qq (sequence sj < nq of the group, query
- * head qq of KV head kvh) combined from its n slices in one pass (the rows side by side, not one
- * sequence after another: this tail is on the step's critical path), then the arrival counter
- * reset. A slice that saw no key of a row has max -inf, sum 0: weight 0. */
-template <int D, int W>
-static __device__ void combine_group(bf16 *__restrict__ out, const float *__restrict__ part, int *cnt,
-                                     const group_info &gi, int sbase, int nq, int G, int NH, int kvh, int Z, int n,
-                                     float (&sw)[16][DB_MAX_SPLITS], float (&sl)[16][DB_MAX_SPLITS], float (&den)[16]) {
-    const int tid = threadIdx.x, rows = nq * G;
-    __threadfence();
-    for (int t = tid; t < rows * n; t += W * 32) {
-        const int r = t / n, i = t % n;
-        const float *st = part + ((((int64_t)(sbase + r / G) * NH + kvh * G + r % G) * Z) + i) * (D + 2) + D;
-        sw[r][i] = __ldcg(st), sl[r][i] = __ldcg(st + 1);
-    }
-    __syncthreads();
-    if (tid < rows) {
-        float M = -INFINITY;
-        for (int i = 0; i < n; i++) M = fmaxf(M, sw[tid][i]);
-        float dn = 0.0f;
-        for (int i = 0; i < n; i++) {
-            const float wt = exp2f(sw[tid][i] - M); /* M is finite: some slice has keys */
-            sw[tid][i] = wt;
-            dn += wt * sl[tid][i];
-        }
-        den[tid] = dn;
-    }
-    __syncthreads();
-    for (int e = tid; e < rows * D / 2; e += W * 32) {
-        const int r = e / (D / 2), d = 2 * (e % (D / 2)), sj = r / G, qq = r % G;
-        const float *p = part + (((int64_t)(sbase + sj) * NH + kvh * G + qq) * Z) * (D + 2) + d;
-        float2 v[DB_MAX_SPLITS]; /* every slice's load in flight at once: one L2 round trip, not n */
-#pragma unroll
-        for (int i = 0; i < DB_MAX_SPLITS; i++)
-            if (i < n) v[i] = __ldcg((const float2 *)(p + i * (D + 2)));
-        float nx = 0.0f, ny = 0.0f;
-#pragma unroll
-        for (int i = 0; i < DB_MAX_SPLITS; i++)
-            if (i < n) nx += sw[r][i] * v[i].x, ny += sw[r][i] * v[i].y;
-        const float inv = 1.0f / den[r];
-        *(__nv_bfloat162 *)(out + ((int64_t)gi.row0[sj] * NH + kvh * G + qq) * D + d) =
-            __floats2bfloat162_rn(nx * inv, ny * inv);
-    }
-    if (tid == 0) *cnt = 0; /* ready for the next launch (or graph replay) */
 }
 
 /* Grid (ceil(nseg / R), NKV, Z), W warps, one register set: the next item is asked of L2 while
@@ -322,7 +240,7 @@ static __global__ __launch_bounds__(W * 32, 1) void k_attn_decode_shared(
     if (tid == 0) last_sh = atomicAdd(cnt, 1) == Zeff - 1;
     __syncthreads();
     if (!last_sh) return;
-    combine_group<D, W>(out, part, cnt, gi, sbase, nq, G, NH, kvh, Z, Zeff, sw_sh, sl_sh, dg_sh);
+    combine_rows<D, W>(out, part, cnt, sbase, nq, gi.row0, G, NH, kvh, Z, Zeff, sw_sh, sl_sh, dg_sh);
 }
 
 /* DSPY_CUDA_CASCADE=1 sends hinted calls here, n > 1 with n slices a group instead of the default
