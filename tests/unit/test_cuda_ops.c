@@ -1036,8 +1036,12 @@ int main(int argc, char **argv) {
     CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CPU, 0}, &plan, &C));
     CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CUDA, 0}, &plan, &G));
     if (!C || !G) return check_summary("test_cuda_ops");
-#define RUN_SOME(fn) \
-    if (!only || strcmp(only, #fn) == 0) RUN(fn)
+    int ran = 0;
+#define RUN_SOME(fn)                         \
+    if (!only || strcmp(only, #fn) == 0) { \
+        ran++;                             \
+        RUN(fn);                           \
+    }
     RUN_SOME(test_linear);
     RUN_SOME(test_pointwise);
     RUN_SOME(test_qkv_rope_store);
@@ -1053,6 +1057,7 @@ int main(int argc, char **argv) {
     RUN_SOME(test_graph);
     RUN_SOME(test_errors);
 #undef RUN_SOME
+    check_report(ran > 0, __FILE__, __LINE__, "--only %s: no test of that name", only ? only : "");
     CHECK_OK(G->ops->sync(G));
     dspy_backend_free(G);
     dspy_backend_free(C);
