@@ -1,9 +1,9 @@
 /* kern/cuda/attention_decode.cuh — what the two batch decode-attention kernels share
  * (attention_decode_batch.cu: each sequence's keys on their own; attention_decode_shared.cu: a
  * shared prompt prefix read once for a group of sequences): one lane's share of a 16-key group
- * of the paged cache and its loads, how a run of groups is cut into slices, and the merges of
- * softmax states (a CTA's warps; a sequence's slices through global partials). Private to
- * kern/cuda. The register layouts are explained at the top of attention_decode_batch.cu. */
+ * of the paged cache and its loads, how a run of groups is cut into slices, a group's scores,
+ * online softmax and P V, and the merges of softmax states (a CTA's warps; the slices through
+ * global partials). Private to kern/cuda. The register layouts are explained at the top of attention_decode_batch.cu. */
 #ifndef DSPY_KERN_CUDA_ATTENTION_DECODE_CUH
 #define DSPY_KERN_CUDA_ATTENTION_DECODE_CUH
 
