@@ -14,9 +14,10 @@
 
 enum { DB_MAX_SPLITS = 32, DB_MIN_SEQS = 3 };
 
-/* attention_decode_shared.cu: whether it takes a hinted decode call of nseg sequences (the
- * DSPY_CUDA_CASCADE knob, the shapes, the planned partials), and the launch. */
-bool dspy_cu_decode_shared_fits(dspy_backend *be, int nseg, int NH, int NKV, int HS);
+/* attention_decode_shared.cu: whether it takes a hinted decode call of nseg sequences that
+ * attention_decode_batch.cu takes (the DSPY_CUDA_CASCADE knob, the planned arrival counters),
+ * and the launch. */
+bool dspy_cu_decode_shared_fits(dspy_backend *be, int nseg, int NKV);
 dspy_status dspy_cu_attention_decode_shared(dspy_backend *be, bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc,
                                             const dspy_attn_meta *m, int NH, int NKV, int HS, float scale_log2);
 

@@ -232,7 +232,7 @@ static int db_splits(const cuda_state *s, int nseg, int NH, int NKV, int HS, int
 dspy_status dspy_cu_attention_decode_batch(dspy_backend *be, bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc,
                                            const dspy_attn_meta *m, int NH, int NKV, int HS, float sl2) {
     cuda_state *s = cu_of(be);
-    if (m->shared.data && dspy_cu_decode_shared_fits(be, m->nseg, NH, NKV, HS))
+    if (m->shared.data && dspy_cu_decode_shared_fits(be, m->nseg, NKV))
         return dspy_cu_attention_decode_shared(be, out, q, kc, vc, m, NH, NKV, HS, sl2);
     const bool wide = db_wide(s, m->nseg, NKV, HS);
     const int S = db_splits(s, m->nseg, NH, NKV, HS, db_ctas_per_sm(HS, wide));

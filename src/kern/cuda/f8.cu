@@ -21,7 +21,7 @@
 
 #include "kern/cuda/f8.cuh"
 
-enum { F8_MAX_LINKS = 4096, F8_THREADS = 256, F8_K_MIN = -100, F8_K_MAX = 7 };
+enum { F8_MAX_LINKS = 4096, F8_THREADS = 256, F8_K_MAX = 7 };
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static cu_f8 g_links[F8_MAX_LINKS];
@@ -44,12 +44,11 @@ static __global__ __launch_bounds__(F8_THREADS) void k_f8_round(bf16 *__restrict
     }
     finite = __syncthreads_and(finite);
     amax = f8_block_max<F8_THREADS>(amax, red);
-    int k = amax > 0.0f ? f8_exponent(amax) : F8_K_MIN;
+    int k = f8_exponent(amax);
     if (!finite || k > F8_K_MAX) {
         if (tid == 0) atomicMax(bad, row + 1);
         k = F8_K_MAX;
     }
-    k = max(k, F8_K_MIN);
     const float down = ldexpf(1.0f, -k);
     for (int c = tid; c < C; c += F8_THREADS) {
         const __nv_fp8_storage_t b = __nv_cvt_float_to_fp8(bf2f(wr[c]) * down, __NV_SATFINITE, __NV_E4M3);

@@ -32,9 +32,14 @@ template <int NT> static __device__ __forceinline__ float f8_block_max(float v, 
     return v;
 }
 
-/* The smallest k with amax <= 448 * 2^k (448: E4M3's largest finite value), for amax > 0; the
- * callers bound it (a weight row refuses k > 7, an activation row takes DSPY_ACT8_K_MAX). */
+/* The smallest row scale exponent (every 2^k and scaled value a normal number). */
+enum { F8_K_MIN = -100 };
+
+/* The smallest k >= F8_K_MIN with amax <= 448 * 2^k (448: E4M3's largest finite value; a zero row
+ * takes F8_K_MIN): kern/e4m3.c's dspy_e4m3_row_exponent without its upper bound, which the
+ * callers apply (a weight row refuses k > 7, an activation row takes DSPY_ACT8_K_MAX). */
 static __device__ __forceinline__ int f8_exponent(float amax) {
+    if (!(amax > 0x1p-100f * 448.0f)) return F8_K_MIN;
     int e;
     frexpf(amax, &e); /* amax in [2^(e-1), 2^e) */
     int k = e - 9;
