@@ -405,10 +405,15 @@ static dspy_status step_once(dspy_backend *be, void *p) {
             DSPY_TRY(o->attn_in(be, q, kc, vc, x, L->attn_norm, L->wqkv, L->bqkv, c->b.pos, c->b.slots,
                                 w->inv_freq, xn, qkv, nb, C, NH, NKV, HS, eps));
         if (!(lv & LEAVE_ATTENTION)) DSPY_TRY(o->attention(be, att, q, kc, vc, &c->b.attn, NH, NKV, HS));
-        if (!(lv & LEAVE_O)) DSPY_TRY(o->linear(be, x, att, L->wo, L->bo, nb, Q, C, true));
+        /* early residual reads only where the op just before is the one forward.c puts there */
+        if (!(lv & LEAVE_O))
+            DSPY_TRY(o->linear(be, x, att, L->wo, L->bo, nb, Q, C, lv & LEAVE_ATTENTION ? 1 : DSPY_LINEAR_ADD_EARLY));
+        dspy_tensor hl = h; /* F16 where forward.c would hand it over so (ops.h mlp_f16) */
+        if (o->mlp_f16 && o->mlp_f16(be, h, x, L->mlp_norm, L->w_gate_up, L->w_down, nb, C, I)) hl.dtype = DSPY_DTYPE_F16;
         if (!(lv & LEAVE_MLP_IN))
-            DSPY_TRY(o->mlp_in(be, h, x, L->mlp_norm, L->w_gate_up, xn, gu, nb, C, I, eps));
-        if (!(lv & LEAVE_DOWN)) DSPY_TRY(o->linear(be, x, h, L->w_down, dspy_tensor_none(), nb, I, C, true));
+            DSPY_TRY(o->mlp_in(be, hl, x, L->mlp_norm, L->w_gate_up, xn, gu, nb, C, I, eps));
+        if (!(lv & LEAVE_DOWN))
+            DSPY_TRY(o->linear(be, x, hl, L->w_down, dspy_tensor_none(), nb, I, C, lv & LEAVE_MLP_IN ? 1 : DSPY_LINEAR_ADD_EARLY));
     }
     if (!(lv & LEAVE_LOGITS))
         DSPY_TRY(o->logits(be, logits, x, c->b.out_rows, w->final_norm, w->lm_head, dspy_tensor_slice(B->sel, 0, (int64_t)nb * C),

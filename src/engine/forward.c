@@ -93,9 +93,14 @@ dspy_status dspy_forward(const dspy_model *m, dspy_backend *be, dspy_kv_cache *k
         DSPY_TRY(o->attn_in(be, q, kc, vc, x, L->attn_norm, L->wqkv, L->bqkv, b->pos, b->slots, w->inv_freq, xn, qkv,
                             N, C, NH, NKV, HS, eps));
         DSPY_TRY(attend(o, be, att, q, kc, vc, b, NH, NKV, HS));                       /* (N, NH, HS) */
-        DSPY_TRY(o->linear(be, x, att, L->wo, L->bo, N, Q, C, true));                   /* x += o */
-        DSPY_TRY(o->mlp_in(be, h, x, L->mlp_norm, L->w_gate_up, xn, gu, N, C, I, eps)); /* h (N, I) */
-        DSPY_TRY(o->linear(be, x, h, L->w_down, dspy_tensor_none(), N, I, C, true));    /* x += mlp */
+        /* the residual adds: attention and mlp_in, just before, do not write x (ops.h linear) */
+        DSPY_TRY(o->linear(be, x, att, L->wo, L->bo, N, Q, C, DSPY_LINEAR_ADD_EARLY)); /* x += o */
+        /* h as F16 where the backend says its down projection takes that faster (ops.h mlp_f16) */
+        dspy_tensor hl = h;
+        if (o->mlp_f16 && o->mlp_f16(be, h, x, L->mlp_norm, L->w_gate_up, L->w_down, N, C, I))
+            hl.dtype = DSPY_DTYPE_F16;
+        DSPY_TRY(o->mlp_in(be, hl, x, L->mlp_norm, L->w_gate_up, xn, gu, N, C, I, eps)); /* h (N, I) */
+        DSPY_TRY(o->linear(be, x, hl, L->w_down, dspy_tensor_none(), N, I, C, DSPY_LINEAR_ADD_EARLY)); /* x += mlp */
     }
     dspy_tensor sel = rows_of(buf->sel, M, C), seln = rows_of(buf->seln, M, C);
     DSPY_TRY(o->logits(be, rows_of(buf->logits, M, V), x, b->out_rows, w->final_norm, w->lm_head, sel, seln, M, C, V,

@@ -130,12 +130,15 @@ typedef struct dspy_ops {
                            float eps);
 
     /* nn.Linear: y (N, OC) = inp (N, C) @ w^T + bias, w (OC, C) as nn.Linear stores it, bias (OC)
-     * or none. accumulate false: out = y; true: out += y (out F32: the residual stream). out F32
+     * or none. accumulate 0 (false): out = y; 1 (true): out += y (out F32: the residual stream);
+     * DSPY_LINEAR_ADD_EARLY: out += y where the op issued just before this one does not write out,
+     * so a backend may read out while that op still runs (CUDA's decode projections read the
+     * residual before their dependency wait: one memory round trip off the step's chain). out F32
      * or BF16, inp F32 or BF16, w F32 or BF16 (the CPU takes F32 inp only; CUDA takes BF16 inp
      * with BF16 w, or F32 inp with F32 w: the trainer's F32 layer, cuBLASLt with F32 compute, no
      * TF32). */
     dspy_status (*linear)(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
-                          int C, int OC, bool accumulate);
+                          int C, int OC, int accumulate);
 
     /* From the fused projection qkv (N, NH*HS + 2*NKV*HS) = [q | k | v] per row: rotate-half RoPE
      * of q and k at positions pos (N) with inv_freq (HS/2, F32):
@@ -407,7 +410,20 @@ typedef struct dspy_ops {
     dspy_status (*f8_link)(dspy_backend *be, dspy_tensor w, dspy_tensor q, dspy_tensor scale, int OC, int C,
                            bool act8);
     void (*f8_unlink)(dspy_backend *be, const void *w);
+    /* Optional (CUDA; NULL elsewhere): whether mlp_in may hand h (N, I) to the down projection
+     * (w_down, C x I) as F16 for these arguments. Where it says yes the caller may pass h typed F16
+     * to mlp_in and then to linear: h holds the same values, mlp_in's BF16 rounding stored as F16
+     * (exact from 2^-14 to 65,504 in magnitude; saturating beyond, fewer bits below), and linear
+     * multiplies them as it would the BF16 ones. Why: a decode step's down projection on the
+     * tensor-core kernels with FP8 weights converts its codes to F16 in one instruction a pair,
+     * against four to rebuild BF16 values (CUDA: both kernels on tensor cores with FP8 copies). Any
+     * other mlp_in or linear call given F16 fails with DSPY_ERR_ARG. */
+    bool (*mlp_f16)(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_tensor w_norm, dspy_tensor w_gate_up,
+                    dspy_tensor w_down, int N, int C, int I);
 } dspy_ops;
+
+/* linear's accumulate: out += y, and out untouched by the op just before (see linear). */
+enum { DSPY_LINEAR_ADD_EARLY = 2 };
 
 /* W8A8 (f8_link act8, the CPU's act8_width): linear calls of at least DSPY_ACT8_MIN_ROWS rows
  * round their rows; a row's scale 2^k has k <= DSPY_ACT8_K_MAX (kern/e4m3.h starts at -100). */

@@ -80,10 +80,44 @@ static dspy_tensor poisoned(dspy_dtype dt, int64_t n) {
     CHECK_OK(G->ops->fill(G, f, -NAN));
     return t;
 }
+/* IEEE half precision, written from the format (1 sign, 5 exponent bits with bias 15, 10
+ * mantissa bits; subnormal steps of 2^-24): the value of bits b, and the bits of v rounded to
+ * nearest even (saturating at 65,504, as the kernels' F16 stores). */
+static float f16_val(uint16_t b) {
+    const int e = (b >> 10) & 31, m = b & 1023;
+    const float v = e ? ldexpf(1.0f + (float)m / 1024.0f, e - 15) : ldexpf((float)m, -24);
+    return b & 0x8000 ? -v : v;
+}
+static uint16_t f16_bits(float v) {
+    const uint16_t sg = signbit(v) ? 0x8000 : 0;
+    const float a = fabsf(v);
+    if (a >= 65504.0f) return sg | 0x7bff;
+    if (a < 0x1p-14f) return sg | (uint16_t)lrintf(a * 0x1p24f); /* 1024 here is 2^-14: the smallest normal */
+    int e;
+    long q = lrintf(frexpf(a, &e) * 2048.0f); /* a = q 2^(e - 11), q in [1024, 2048] */
+    if (q == 2048) q = 1024, e++;
+    return e - 1 > 15 ? sg | 0x7bff : (uint16_t)(sg | (e - 1 + 15) << 10 | (q - 1024));
+}
+/* Host floats as a device F16 tensor. */
+static dspy_tensor up_f16(const float *h, int64_t n) {
+    dspy_tensor t = dev_alloc(DSPY_DTYPE_F16, n);
+    uint16_t *b = malloc((size_t)(n ? n : 1) * 2);
+    for (int64_t i = 0; i < n; i++) b[i] = f16_bits(h[i]);
+    CHECK_OK(G->ops->copy(G, t.data, b, (size_t)n * 2, DSPY_COPY_H2D));
+    CHECK_OK(G->ops->sync(G));
+    free(b);
+    return t;
+}
 /* Device tensor to host floats (widened). */
 static float *down(dspy_tensor t) {
     float *h = malloc((size_t)(t.n ? t.n : 1) * sizeof(float));
-    if (t.dtype == DSPY_DTYPE_F32 || t.dtype == DSPY_DTYPE_I32) {
+    if (t.dtype == DSPY_DTYPE_F16) {
+        uint16_t *b = malloc((size_t)(t.n ? t.n : 1) * 2);
+        CHECK_OK(G->ops->copy(G, b, t.data, (size_t)t.n * 2, DSPY_COPY_D2H));
+        CHECK_OK(G->ops->sync(G));
+        for (int64_t i = 0; i < t.n; i++) h[i] = f16_val(b[i]);
+        free(b);
+    } else if (t.dtype == DSPY_DTYPE_F32 || t.dtype == DSPY_DTYPE_I32) {
         CHECK_OK(G->ops->copy(G, h, t.data, (size_t)t.n * 4, DSPY_COPY_D2H));
         CHECK_OK(G->ops->sync(G));
     } else {
@@ -122,6 +156,15 @@ static void expect_close(const char *what, const float *got, const float *ref, s
 
 /* ---- linear ------------------------------------------------------------------------------ */
 
+/* Whether N decode rows of FP8-linked weights run on the tensor-core kernels under the routing
+ * knobs this process was given (gemv_mma.cu: DSPY_CUDA_MMA=0 sends every row elsewhere,
+ * DSPY_CUDA_MMA_SMALL=0 rows 1..4). */
+static bool mma_routed(int N) {
+    const char *off = getenv("DSPY_CUDA_MMA"), *small = getenv("DSPY_CUDA_MMA_SMALL");
+    if (N < 1 || N > 16 || (off && strcmp(off, "0") == 0)) return false;
+    return !(N <= 4 && small && strcmp(small, "0") == 0);
+}
+
 /* f8: the weights linked to an FP8 copy first (the CPU computes with the rounded values), and
  * the result also compared with the BF16 kernels' on the same values after f8_unlink: the
  * same products, summed in another order. */
@@ -147,6 +190,32 @@ static void one_linear_w(int N, int Cin, int OC, dspy_dtype out_dt, bool acc, bo
     CHECK_OK(G->ops->linear(G, dout, dx, dw, bias ? db : dspy_tensor_none(), N, Cin, OC, acc));
     float *got = down(dout);
     expect_close(what, got, ref, (size_t)N * OC, out_dt == DSPY_DTYPE_F32 ? 1e-4 : 1e-2);
+    if (acc) { /* DSPY_LINEAR_ADD_EARLY (the residual read before the wait where the kernel does
+                * that; the op before is a copy): the same sums */
+        dspy_tensor d4 = up(init, (int64_t)N * OC, DSPY_DTYPE_F32);
+        CHECK_OK(G->ops->linear(G, d4, dx, dw, bias ? db : dspy_tensor_none(), N, Cin, OC, DSPY_LINEAR_ADD_EARLY));
+        float *g4 = down(d4);
+        snprintf(what, sizeof what, "  the same, residual read early (N=%d C=%d)", N, Cin);
+        expect_close(what, g4, got, (size_t)N * OC, 0.0);
+        free(g4), dev_free(d4);
+    }
+    if (f8 && Cin % 64 == 0) {
+        /* the same rows as F16 (mlp_f16's handoff; these BF16 values are exact there): the same
+         * products on the F16 MMA; where the rows go elsewhere, a clear refusal */
+        dspy_tensor dx16 = up_f16(x, (int64_t)N * Cin);
+        dspy_tensor d3 = acc ? up(init, (int64_t)N * OC, DSPY_DTYPE_F32) : poisoned(out_dt, (int64_t)N * OC);
+        dspy_status st = G->ops->linear(G, d3, dx16, dw, bias ? db : dspy_tensor_none(), N, Cin, OC, acc);
+        if (mma_routed(N)) {
+            CHECK_OK(st);
+            float *g3 = down(d3);
+            snprintf(what, sizeof what, "  the same from F16 rows (N=%d C=%d)", N, Cin);
+            expect_close(what, g3, got, (size_t)N * OC, out_dt == DSPY_DTYPE_F32 ? 1e-6 : 1e-3);
+            free(g3);
+        } else {
+            CHECK(st == DSPY_ERR_ARG && strstr(dspy_errmsg(), "F16 input rows"));
+        }
+        dev_free(d3), dev_free(dx16);
+    }
     if (f8) {
         G->ops->f8_unlink(G, dw.data);
         dspy_tensor d2 = acc ? up(init, (int64_t)N * OC, DSPY_DTYPE_F32) : poisoned(out_dt, (int64_t)N * OC);
@@ -335,6 +404,32 @@ static void one_fused_w(int N, int Cc, int I, bool f8) {
     expect_close(what, gh, h, (size_t)N * I, 1e-2);
     snprintf(what, sizeof what, "logits N=%d C=%d (rows reversed)%s", N, Cc, tag);
     expect_close(what, gl, lg, (size_t)N * V, 1e-2);
+    if (f8) { /* mlp_f16's handoff: h as F16, then the down projection from it */
+        float *wd = rnd((size_t)Cc * I, 0.05f);
+        dspy_tensor dwd = up(wd, (int64_t)Cc * I, DSPY_DTYPE_BF16), dqd, dmd;
+        free(f8_link_down(dwd, Cc, I, &dqd, &dmd));
+        const char *knob = getenv("DSPY_CUDA_F16_H");
+        const bool want = mma_routed(N) && Cc % 64 == 0 && I % 64 == 0 && !(knob && strcmp(knob, "0") == 0);
+        const bool ok16 = G->ops->mlp_f16(G, dh, dx, dwn, dwg, dwd, N, Cc, I);
+        check_report(ok16 == want, __FILE__, __LINE__, "mlp_f16 N=%d C=%d I=%d: %d, expected %d", N, Cc, I, ok16, want);
+        if (ok16) {
+            dspy_tensor dh16 = poisoned(DSPY_DTYPE_BF16, (int64_t)N * I); /* NaN bits in F16 too */
+            dh16.dtype = DSPY_DTYPE_F16;
+            CHECK_OK(G->ops->mlp_in(G, dh16, dx, dwn, dwg, dxn, dgu, N, Cc, I, 1e-5f));
+            float *gh16 = down(dh16);
+            snprintf(what, sizeof what, "  h as F16 against BF16 (N=%d I=%d)", N, I);
+            expect_close(what, gh16, gh, (size_t)N * I, 1e-4); /* equal but where |h| < 2^-14 */
+            dspy_tensor o16 = poisoned(DSPY_DTYPE_F32, (int64_t)N * Cc), o = poisoned(DSPY_DTYPE_F32, (int64_t)N * Cc);
+            CHECK_OK(G->ops->linear(G, o16, dh16, dwd, dspy_tensor_none(), N, I, Cc, false));
+            CHECK_OK(G->ops->linear(G, o, dh, dwd, dspy_tensor_none(), N, I, Cc, false));
+            float *go16 = down(o16), *go = down(o);
+            snprintf(what, sizeof what, "  down from F16 h against BF16 h (N=%d)", N);
+            expect_close(what, go16, go, (size_t)N * Cc, 1e-4);
+            free(gh16), free(go16), free(go), dev_free(dh16), dev_free(o16), dev_free(o);
+        }
+        G->ops->f8_unlink(G, dwd.data);
+        free(wd), dev_free(dwd), dev_free(dqd), dev_free(dmd);
+    }
     if (f8) { /* the BF16 kernels on the same values: the same products in another order */
         G->ops->f8_unlink(G, dwq.data), G->ops->f8_unlink(G, dwg.data), G->ops->f8_unlink(G, dwl.data);
         CHECK_OK(G->ops->attn_in(G, dq, dkc, dvc, dx, dwn, dwq, dbq, dp, ds, dinv, dxn, dqkv, N, Cc, NH, NKV, HS, 1e-5f));
@@ -993,6 +1088,22 @@ static void test_errors(void) {
     CHECK_CONTAINS(dspy_errmsg(), "inp is F32");
     CHECK_STATUS(G->ops->linear(G, db, db, db, dspy_tensor_none(), 1, 4, 4, true), DSPY_ERR_ARG);
     CHECK_CONTAINS(dspy_errmsg(), "accumulate needs an F32 out");
+    { /* F16 rows (mlp_f16's handoff) where the weights have no FP8 copy: refused, not misread */
+        const int N = 8, Cc = 128, I = 64;
+        dspy_tensor x = dev_alloc(DSPY_DTYPE_F32, (int64_t)N * Cc), wn = dev_alloc(DSPY_DTYPE_F32, Cc);
+        dspy_tensor wgu = dev_alloc(DSPY_DTYPE_BF16, (int64_t)2 * I * Cc), wd = dev_alloc(DSPY_DTYPE_BF16, (int64_t)Cc * I);
+        dspy_tensor h16 = dev_alloc(DSPY_DTYPE_F16, (int64_t)N * I), out = dev_alloc(DSPY_DTYPE_F32, (int64_t)N * Cc);
+        dspy_tensor xn = dev_alloc(DSPY_DTYPE_BF16, (int64_t)N * Cc), gu = dev_alloc(DSPY_DTYPE_BF16, (int64_t)N * 2 * I);
+        dspy_tensor hb = h16;
+        hb.dtype = DSPY_DTYPE_BF16;
+        CHECK(!G->ops->mlp_f16(G, hb, x, wn, wgu, wd, N, Cc, I));
+        CHECK_STATUS(G->ops->mlp_in(G, h16, x, wn, wgu, xn, gu, N, Cc, I, 1e-5f), DSPY_ERR_ARG);
+        CHECK_CONTAINS(dspy_errmsg(), "F16 h");
+        CHECK_STATUS(G->ops->linear(G, out, h16, wd, dspy_tensor_none(), N, I, Cc, true), DSPY_ERR_ARG);
+        CHECK_CONTAINS(dspy_errmsg(), "F16 input rows");
+        dspy_tensor all[] = {x, wn, wgu, wd, h16, out, xn, gu};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) dev_free(all[i]);
+    }
     void *big = NULL;
     CHECK_STATUS(G->ops->alloc(G, (size_t)1 << 50, &big), DSPY_ERR_NOMEM);
     CHECK_CONTAINS(dspy_errmsg(), "cannot allocate");

@@ -87,6 +87,11 @@ static void test_matmul(void) {
     int acc_ok = 0;
     for (int i = 0; i < N2 * OC2; i++) acc_ok += yb[i] == (float)i + ya[i];
     CHECK_INT(acc_ok, N2 * OC2);
+    for (int i = 0; i < N2 * OC2; i++) yb[i] = (float)i; /* DSPY_LINEAR_ADD_EARLY: an add here too */
+    CHECK_OK(O->linear(B, F(yb, N2 * OC2), F(x2, N2 * C2), F(wf, OC2 * C2), NONE, N2, C2, OC2, DSPY_LINEAR_ADD_EARLY));
+    acc_ok = 0;
+    for (int i = 0; i < N2 * OC2; i++) acc_ok += yb[i] == (float)i + ya[i];
+    CHECK_INT(acc_ok, N2 * OC2);
     /* wrong dtype and short tensors are errors that name the argument */
     CHECK_STATUS(O->linear(B, F(ya, N2 * OC2), I32(x2, N2 * C2), F(wf, OC2 * C2), NONE, N2, C2, OC2, false), DSPY_ERR_ARG);
     CHECK_CONTAINS(dspy_errmsg(), "inp is I32");

@@ -83,10 +83,10 @@ static inline float cpu_dot_bf16(const float *a, const uint16_t *b, int n) {
 
 /* Inference kernels (matmul.c, attention.c, pointwise.c, sample.c). */
 dspy_status dspy_cpu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
-                       int C, int OC, bool accumulate);
+                       int C, int OC, int accumulate);
 /* The same without W8A8 (the logits ops: the lm_head stays W8A16, as on CUDA). */
 dspy_status dspy_cpu_linear_w16(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias,
-                                int N, int C, int OC, bool accumulate);
+                                int N, int C, int OC, int accumulate);
 dspy_status dspy_cpu_attention(dspy_backend *be, dspy_tensor out, dspy_tensor q, dspy_tensor kcache, dspy_tensor vcache,
                           const dspy_attn_meta *m, int NH, int NKV, int HS);
 dspy_status dspy_cpu_embedding(dspy_backend *be, dspy_tensor out, dspy_tensor ids, dspy_tensor table, int N, int C);

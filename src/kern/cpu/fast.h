@@ -78,7 +78,7 @@ static inline uint16_t dspy_cpu_round_bf16(float f) {
 
 /* The fast op table's own entries (the rest are the reference kernels). */
 dspy_status dspy_cpu_fast_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias,
-                                 int N, int C, int OC, bool accumulate);
+                                 int N, int C, int OC, int accumulate);
 dspy_status dspy_cpu_fast_linear_backward(dspy_backend *be, dspy_tensor dinp, dspy_tensor dw, dspy_tensor dbias,
                                           dspy_tensor dout, dspy_tensor inp, dspy_tensor w, int N, int C, int OC);
 dspy_status dspy_cpu_fast_attn_in(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache,

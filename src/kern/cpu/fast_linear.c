@@ -103,12 +103,12 @@ static dspy_status fast_linear(dspy_backend *be, dspy_tensor out_t, dspy_tensor 
 }
 
 dspy_status dspy_cpu_fast_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias,
-                                 int N, int C, int OC, bool accumulate) {
+                                 int N, int C, int OC, int accumulate) {
     return fast_linear(be, out, inp, w, bias, N, C, OC, accumulate, true);
 }
 
 static dspy_status fast_linear_w16(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w,
-                                   dspy_tensor bias, int N, int C, int OC, bool accumulate) {
+                                   dspy_tensor bias, int N, int C, int OC, int accumulate) {
     return fast_linear(be, out, inp, w, bias, N, C, OC, accumulate, false);
 }
 

@@ -97,12 +97,12 @@ static dspy_status linear_ref(dspy_backend *be, dspy_tensor out_t, dspy_tensor i
 }
 
 dspy_status dspy_cpu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
-                            int C, int OC, bool accumulate) {
+                            int C, int OC, int accumulate) {
     return linear_ref(be, out, inp, w, bias, N, C, OC, accumulate, true);
 }
 
 dspy_status dspy_cpu_linear_w16(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias,
-                                int N, int C, int OC, bool accumulate) {
+                                int N, int C, int OC, int accumulate) {
     return linear_ref(be, out, inp, w, bias, N, C, OC, accumulate, false);
 }
 

@@ -218,6 +218,7 @@ static const dspy_ops k_cuda_ops = {
     .attention_train_layout = dspy_cu_train_attention_layout,
     .f8_link = dspy_cu_f8_link,
     .f8_unlink = dspy_cu_f8_unlink,
+    .mlp_f16 = dspy_cu_mlp_f16,
 };
 
 /* ---- lifetime ---------------------------------------------------------------------------- */

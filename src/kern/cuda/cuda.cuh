@@ -112,7 +112,8 @@ static inline unsigned cu_blocks(int64_t n, int per) { return (unsigned)((n + pe
 enum {
     CU_REL_LINEAR = 1,    /* the decode linear GEMV (o_proj, down_proj) */
     CU_REL_ATTENTION = 2, /* the attention kernels */
-    CU_REL_ATTN_IN = 4,   /* the fused attn_in GEMV */
+    CU_REL_ATTN_IN = 4,   /* the fused attn_in GEMV (the tensor-core one also from 4 rows on by
+                           * default, decided per launch: gemv_mma.cu g_attn_rel_rows) */
     CU_REL_MLP_IN = 8,    /* the fused mlp_in GEMV */
     CU_REL_LOGITS = 16,   /* the fused logits GEMV */
     CU_REL_ALL = 31,
@@ -140,6 +141,14 @@ __device__ __forceinline__ void griddep_wait(int release_bit = 0) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
     if (c_release & release_bit) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+/* griddep_wait's early release decided by the launch rather than c_release: call right after
+ * griddep_wait() (same conditions). */
+__device__ __forceinline__ void griddep_release() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
 }
 
@@ -196,10 +205,12 @@ dspy_status dspy_cu_attn_in(dspy_backend *be, dspy_tensor q_out, dspy_tensor kca
                        float eps);
 dspy_status dspy_cu_mlp_in(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_tensor w_norm, dspy_tensor w_gate_up,
                       dspy_tensor xn, dspy_tensor gu, int N, int C, int I, float eps);
+bool dspy_cu_mlp_f16(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_tensor w_norm, dspy_tensor w_gate_up,
+                     dspy_tensor w_down, int N, int C, int I);
 dspy_status dspy_cu_logits(dspy_backend *be, dspy_tensor out, dspy_tensor x, dspy_tensor rows, dspy_tensor w_norm,
                       dspy_tensor w, dspy_tensor sel, dspy_tensor seln, int M, int C, int V, float eps);
 dspy_status dspy_cu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
-                      int C, int OC, bool accumulate);
+                      int C, int OC, int accumulate);
 dspy_status dspy_cu_embedding(dspy_backend *be, dspy_tensor out, dspy_tensor ids, dspy_tensor table, int N, int C);
 dspy_status dspy_cu_rmsnorm(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor weight, int N, int C,
                        float eps);

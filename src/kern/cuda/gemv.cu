@@ -472,17 +472,27 @@ static __global__ __launch_bounds__(GEMV_THREADS) void k_mlp_in(const bf16 *__re
     }
 }
 
+bool dspy_cu_mlp_f16(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_tensor w_norm, dspy_tensor w_gate_up,
+                     dspy_tensor w_down, int N, int C, int I) {
+    (void)be;
+    return h.dtype == DSPY_DTYPE_BF16 && x.dtype == DSPY_DTYPE_F32 && w_norm.dtype == DSPY_DTYPE_F32 &&
+           w_gate_up.dtype == DSPY_DTYPE_BF16 && w_down.dtype == DSPY_DTYPE_BF16 &&
+           dspy_cu_mma_mlp_f16(h, x, w_norm, w_gate_up, w_down, N, C, I);
+}
+
 dspy_status dspy_cu_mlp_in(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_tensor w_norm, dspy_tensor w_gate_up,
                       dspy_tensor xn, dspy_tensor gu, int N, int C, int I, float eps) {
     CU_ENTER(be);
     size_t smem = (size_t)N * C * 2;
-    CU_NEED("mlp_in", "h", h, DSPY_DTYPE_BF16, (int64_t)N * I);
+    CU_NEED2("mlp_in", "h", h, DSPY_DTYPE_BF16, DSPY_DTYPE_F16, (int64_t)N * I);
     CU_NEED("mlp_in", "x", x, DSPY_DTYPE_F32, (int64_t)N * C);
     CU_NEED("mlp_in", "w_norm", w_norm, DSPY_DTYPE_F32, C);
     CU_NEED("mlp_in", "w_gate_up", w_gate_up, DSPY_DTYPE_BF16, (int64_t)2 * I * C);
     bool taken = false; /* tensor cores first, as in attn_in */
     DSPY_TRY(dspy_cu_mma_mlp_in(be, &taken, h, x, w_norm, w_gate_up, N, C, I, eps));
     if (taken) return DSPY_OK;
+    if (h.dtype == DSPY_DTYPE_F16)
+        return dspy_fail(DSPY_ERR_ARG, "cuda mlp_in: an F16 h only where the tensor-core kernel runs (mlp_f16 says when)");
     if (!dspy_cu_gemv_fits(N, C, w_gate_up.data, x.data) || smem > NORM_SMEM_MAX) {
         DSPY_TRY(dspy_cu_rmsnorm(be, xn, x, w_norm, N, C, eps));
         DSPY_TRY(dspy_cu_linear(be, gu, xn, w_gate_up, dspy_tensor_none(), N, C, 2 * I, false));

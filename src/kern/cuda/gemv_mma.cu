@@ -40,6 +40,12 @@
  * F32 sum. Linear and logits take two-tile units where one-tile batches would leave loads unused.
  * H200, batch-14 decode step at B2's context: 0.98 ms against 1.19 with BF16 weights (2026-12-03,
  * before the F16 path).
+ * Decode-step hand-offs (H200, FP8 step at batch 16 and B2's context, 828 -> 793 us with all
+ * three; each alone worth 10-22 us): mlp_in writes h as F16 where the down projection runs here
+ * with an FP8 copy (kern/ops.h mlp_f16), so down converts its codes to F16 in one instruction a
+ * pair rather than rebuilding BF16 in four; a linear accumulating into the residual with
+ * DSPY_LINEAR_ADD_EARLY reads its residual values before the dependency wait; attn_in lets the
+ * decode attention start early from 4 rows on (g_attn_rel_rows).
  * One block per SM (its grid one wave), blocks striding over the units.
  * 2..4 rows come here too, and one row where the weights have an FP8 copy (dspy_cu_mma_fits): one
  * n8 tile, rows past N zero.
@@ -155,13 +161,14 @@ static __device__ __forceinline__ uint4 f8_chunk_h(uint32_t x0, uint32_t x1) {
 
 /* acc[tt][nt] (the 16 x 8 D fragment of tile tt, rows n8 tile nt) += the batch's MMAs. X: the
  * activation rows, ldx elements apart; GX: in global memory (rows >= N read as zeros), else in
- * shared memory (rows up to 8 * NT present, zeros past N). */
-template <int NT, int T, bool GX, bool F8, int KW>
+ * shared memory (rows up to 8 * NT present, zeros past N). XH: the global rows are F16 (an F16
+ * handoff from mlp_in, FP8 weights only). */
+template <int NT, int T, bool GX, bool F8, int KW, bool XH = false>
 static __device__ __forceinline__ void mma_batch(float (*acc)[NT][4], const uint4 *a, const bf16 *X, int ldx, int N, int S,
                                                  int j) {
-    /* H: F8 with the rows in shared memory as F16 (norm_rows): the codes convert to F16 */
+    /* H: F8 with F16 rows (in shared memory from norm_rows, or XH): the codes convert to F16 */
     constexpr int SPB = 4 / T, HH = F8 ? 2 : 1;
-    constexpr bool H = F8 && !GX;
+    constexpr bool H = F8 && (!GX || XH);
     const int lane = threadIdx.x & 31, w = (threadIdx.x >> 5) % KW, g = lane >> 2, t = lane & 3;
 #pragma unroll
     for (int q = 0; q < SPB; q++) {
@@ -230,7 +237,7 @@ template <int KW> static __device__ __forceinline__ int first_unit() {
  * MMAs; when it ends the unit, the cross-warp reduction and epi(u, r, n, va, vb) for every
  * feature row r and activation row n < N (va: tile 0, vb: tile 1 or 0). Then buf is reloaded
  * with batch (lu, lj), two ahead, while the other buffer's loads are still in flight. */
-template <int NT, int T, bool GX, bool F8, int KW, typename RowOf, typename Epi>
+template <int NT, int T, bool GX, bool F8, int KW, bool XH, typename RowOf, typename Epi>
 static __device__ __forceinline__ void stream_step(uint4 *buf, float (*acc)[NT][4], int u, int j, int lu, int lj, int nb,
                                                    const void *__restrict__ W, const float *__restrict__ scale, int C,
                                                    int units, const bf16 *X, int ldx, int N, float *red, RowOf row_of,
@@ -249,7 +256,7 @@ static __device__ __forceinline__ void stream_step(uint4 *buf, float (*acc)[NT][
         const int er = (lane >> 2) + 8 * ((e0 & 3) >> 1);
         s0 = __ldg(scale + row_of(u, 0, er)), s1 = __ldg(scale + row_of(u, T - 1, er));
     }
-    mma_batch<NT, T, GX, F8, KW>(acc, buf, X, ldx, N, S, j);
+    mma_batch<NT, T, GX, F8, KW, XH>(acc, buf, X, ldx, N, S, j);
     if (lu < units) load_batch<T, F8, KW>(buf, W, C, S, lu, lj, row_of);
     if (j + 1 < nb) return;
 #pragma unroll
@@ -277,7 +284,7 @@ static __device__ __forceinline__ void stream_step(uint4 *buf, float (*acc)[NT][
  * them: a register move would wait for its load), so two batches (16 loads a lane) are in
  * flight whenever a warp waits. b0 and b1 hold the group's first two batches, loaded before the
  * dependency wait. */
-template <int NT, int T, bool GX, bool F8, int KW, typename RowOf, typename Epi>
+template <int NT, int T, bool GX, bool F8, int KW, bool XH = false, typename RowOf, typename Epi>
 static __device__ __forceinline__ void run_units(uint4 *b0, uint4 *b1, const void *__restrict__ W,
                                                  const float *__restrict__ scale, int C, int units, const bf16 *X,
                                                  int ldx, int N, float *red, RowOf row_of, Epi epi) {
@@ -294,10 +301,10 @@ static __device__ __forceinline__ void run_units(uint4 *b0, uint4 *b1, const voi
     next_batch<KW>(lu, lj, nb);
     next_batch<KW>(lu, lj, nb);
     while (u < units) {
-        stream_step<NT, T, GX, F8, KW>(b0, acc, u, j, lu, lj, nb, W, scale, C, units, X, ldx, N, red, row_of, epi);
+        stream_step<NT, T, GX, F8, KW, XH>(b0, acc, u, j, lu, lj, nb, W, scale, C, units, X, ldx, N, red, row_of, epi);
         next_batch<KW>(u, j, nb), next_batch<KW>(lu, lj, nb);
         if (u >= units) break;
-        stream_step<NT, T, GX, F8, KW>(b1, acc, u, j, lu, lj, nb, W, scale, C, units, X, ldx, N, red, row_of, epi);
+        stream_step<NT, T, GX, F8, KW, XH>(b1, acc, u, j, lu, lj, nb, W, scale, C, units, X, ldx, N, red, row_of, epi);
         next_batch<KW>(u, j, nb), next_batch<KW>(lu, lj, nb);
     }
 }
@@ -366,11 +373,12 @@ static __device__ __forceinline__ void norm_rows(bf16 *xs, int ldx, const float 
 
 /* ---- linear --------------------------------------------------------------------------------- */
 
-template <int NT, bool F8, int T>
+/* XH: X holds F16 rows (mlp_in's F16 handoff; FP8 weights only). */
+template <int NT, bool F8, int T, bool XH>
 static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_linear(const void *__restrict__ W,
                                                                       const float *__restrict__ scale,
                                                                       const bf16 *__restrict__ X,
-                                                                      void *out, int mode, const float *__restrict__ bias,
+                                                                      void *out, int mode, int early, const float *__restrict__ bias,
                                                                       int N, int OC, int C) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     float *red = (float *)smem_raw;
@@ -378,8 +386,20 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_linear(const void
     auto row_of = [=](int u, int tt, int r) { return min(u * 16 * T + tt * 16 + r, OC - 1); };
     uint4 b0[8], b1[8];
     first_batches<T, F8, MW>(b0, b1, W, C, units, row_of);
+    /* early (DSPY_LINEAR_ADD_EARLY: the op just before does not write out): the residual values
+     * this thread's epilogue adds to in the block's first unit, read before the wait. Safe: this
+     * kernel starts only once the previous one has passed its own wait (or ended), so whatever
+     * wrote out last had finished; one memory round trip fewer after the wait */
+    const int u0 = first_unit<MW>(), w0 = threadIdx.x >> 5, ln = threadIdx.x & 31;
+    float xr[T];
+#pragma unroll
+    for (int tt = 0; tt < T; tt++) {
+        const int er = (ln >> 2) + 8 * ((w0 & 3) >> 1), en = 8 * (w0 >> 2) + 2 * (ln & 3) + (w0 & 1);
+        const int row = u0 * 16 * T + tt * 16 + er;
+        xr[tt] = early && u0 < units && w0 < 4 * NT && row < OC && en < N ? ((const float *)out)[(int64_t)en * OC + row] : 0.0f;
+    }
     griddep_wait(CU_REL_LINEAR);
-    run_units<NT, T, true, F8, MW>(b0, b1, W, scale, C, units, X, C, N, red, row_of, [=](int u, int r, int n, float va,
+    run_units<NT, T, true, F8, MW, XH>(b0, b1, W, scale, C, units, X, C, N, red, row_of, [=](int u, int r, int n, float va,
                                                                                      float vb) {
         for (int tt = 0; tt < T; tt++) {
             const int row = u * 16 * T + tt * 16 + r;
@@ -388,7 +408,7 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_linear(const void
             const int64_t idx = (int64_t)n * OC + row;
             if (mode == MEP_BF16) ((bf16 *)out)[idx] = f2bf(v);
             else if (mode == MEP_F32) ((float *)out)[idx] = v;
-            else ((float *)out)[idx] += v;
+            else ((float *)out)[idx] = (early && u == u0 ? xr[tt] : ((float *)out)[idx]) + v;
         }
     });
 }
@@ -401,7 +421,8 @@ template <int NT, bool F8>
 static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_attn_in(
     const void *__restrict__ W, const float *__restrict__ scale, const float *__restrict__ bias, const float *__restrict__ x, const float *__restrict__ wn,
     float eps, const int32_t *__restrict__ pos, const int32_t *__restrict__ slots, const float *__restrict__ inv_freq,
-    bf16 *__restrict__ q_out, bf16 *__restrict__ kc, bf16 *__restrict__ vc, int N, int C, int NH, int NKV, int HS) {
+    bf16 *__restrict__ q_out, bf16 *__restrict__ kc, bf16 *__restrict__ vc, int N, int C, int NH, int NKV, int HS,
+    int rel) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const int ldx = row_ld(C, F8), half = HS / 2, per = half / 16, Q = NH * HS, KVD = NKV * HS;
     bf16 *xs = (bf16 *)smem_raw;
@@ -410,7 +431,8 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_attn_in(
     auto row_of = [=](int u, int tt, int r) { return (u / per) * HS + (u % per) * 16 + tt * half + r; };
     uint4 b0[8], b1[8];
     first_batches<2, F8, MW>(b0, b1, W, C, units, row_of);
-    griddep_wait(CU_REL_ATTN_IN);
+    griddep_wait();
+    if (rel) griddep_release();
     norm_rows<NT, F8>(xs, ldx, x, NULL, wn, N, C, eps);
     run_units<NT, 2, false, F8, MW>(b0, b1, W, scale, C, units, xs, ldx, N, red, row_of, [=](int u, int r, int n, float va, float vb) {
         const int hh = u / per, i = (u % per) * 16 + r, rowA = hh * HS + i;
@@ -437,7 +459,7 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_mlp_in(const void
                                                                       const float *__restrict__ scale,
                                                                       const float *__restrict__ x,
                                                                       const float *__restrict__ wn, float eps,
-                                                                      bf16 *__restrict__ h, int N, int C, int I) {
+                                                                      bf16 *__restrict__ h, int h16, int N, int C, int I) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const int ldx = row_ld(C, F8);
     bf16 *xs = (bf16 *)smem_raw;
@@ -453,7 +475,10 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_mlp_in(const void
         if (row >= I) return;
         /* the composed path rounds gate and up to BF16 before SwiGLU; so does this one */
         gv = bf2f(f2bf(gv)), uv = bf2f(f2bf(uv));
-        h[(int64_t)n * I + row] = f2bf(gv / (1.0f + expf(-gv)) * uv);
+        const bf16 hv = f2bf(gv / (1.0f + expf(-gv)) * uv);
+        /* h16: that BF16 value in F16 (exact from 2^-14 to 65,504; saturating beyond), for down */
+        if (h16) ((__half *)h)[(int64_t)n * I + row] = __float2half_rn(fminf(fmaxf(bf2f(hv), -65504.0f), 65504.0f));
+        else h[(int64_t)n * I + row] = hv;
     });
 }
 
@@ -499,6 +524,13 @@ static unsigned grid_of(dspy_backend *be, int units) {
 static int g_smem_optin;
 
 static bool aligned16(const void *p) { return (uintptr_t)p % 16 == 0; }
+
+/* attn_in releases the decode attention early (griddep_release) from this many rows on, where
+ * DSPY_CUDA_RELEASE is not given (DSPY_CUDA_ATTN_IN_RELEASE_ROWS; read at backend init). H200,
+ * FP8 decode step at B2's context (1,564 positions), us, never -> from 4 rows: batch 16 814 ->
+ * 793, 4 696 -> 688; but batch 1 685 -> 737 and 2 708 -> 725 (the parked attention CTAs slow the
+ * GEMV they wait on), hence a threshold rather than a bit. */
+static int g_attn_rel_rows = 4;
 
 /* Tiles of 16 rows in a unit of linear and logits (T): one, except with FP8 weights where a
  * one-tile batch (16 warps x 4 K steps of 64) would leave lanes' loads unused (C < 4,096: half of
@@ -561,6 +593,14 @@ static unsigned grid_kw(dspy_backend *be, int units, bool kw4) {
 static bool g_mma_off;
 static int g_small = 1;
 
+/* DSPY_CUDA_F16_H=0 (read at backend init): dspy_cu_mma_mlp_f16 always says no (h stays BF16; the
+ * down projection rebuilds BF16 values from the codes, 4 instructions a pair instead of 1). */
+static bool g_f16_h = true;
+
+/* DSPY_CUDA_EARLY_RES=0 (read at backend init): DSPY_LINEAR_ADD_EARLY taken as a plain add (the
+ * residual read in the epilogue, after the wait). */
+static bool g_early = true;
+
 bool dspy_cu_mma_fits(int N, int OC, int C, const void *w, const void *inp) {
     if (g_mma_off || N < 1 || N > MMA_MAX_ROWS || C <= 0 || C % 32 != 0 || !aligned16(w) || !aligned16(inp)) return false;
     if (N >= MMA_MIN_ROWS || g_small == 2) return true;
@@ -578,17 +618,24 @@ static bool fused_fits(int N, int OC, int C, const void *w, const void *x, const
 }
 
 dspy_status dspy_cu_mma_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
-                               int C, int OC, bool accumulate) {
+                               int C, int OC, int accumulate) {
     const int mode = accumulate ? MEP_ACC : out.dtype == DSPY_DTYPE_BF16 ? MEP_BF16 : MEP_F32;
     const bf16 *Xp = (const bf16 *)inp.data;
     const float *bp = (const float *)bias.data;
     F8_PICK(w, OC, C);
+    const bool xh = inp.dtype == DSPY_DTYPE_F16;
+    const int early = accumulate == DSPY_LINEAR_ADD_EARLY && g_early;
+    if (xh && !f8)
+        return dspy_fail(DSPY_ERR_ARG, "cuda linear: F16 input rows need the weights' FP8 copy (%d x %d has none)", OC, C);
     const int T = lin_tiles(be, f8, OC, C), units = (OC + 16 * T - 1) / (16 * T);
+    /* xh: the F16 instance (F8 = true there; the BF16 one never sees xh) */
 #define LAUNCH(NT, F8, T, KW_)                                                                                      \
-    return cu_launch(be, F8 ? "linear (tensor-core gemv, FP8 weights)" : "linear (tensor-core gemv)",              \
-                     k_mma_linear<NT, F8, T>, grid_of(be, units), MMA_THREADS,                                      \
-                     smem_bytes(NT, T, C, false, F8), Wp, mp,                                                       \
-                     Xp, out.data, mode, bp, N, OC, C)
+    return xh ? cu_launch(be, "linear (tensor-core gemv, FP8 weights, F16 rows)", k_mma_linear<NT, F8, T, F8>,     \
+                          grid_of(be, units), MMA_THREADS, smem_bytes(NT, T, C, false, F8), Wp, mp, Xp, out.data,   \
+                          mode, early, bp, N, OC, C)                                                                \
+              : cu_launch(be, F8 ? "linear (tensor-core gemv, FP8 weights)" : "linear (tensor-core gemv)",         \
+                          k_mma_linear<NT, F8, T, false>, grid_of(be, units), MMA_THREADS,                          \
+                          smem_bytes(NT, T, C, false, F8), Wp, mp, Xp, out.data, mode, early, bp, N, OC, C)
     MMA_INSTANCE(N, f8, T, false);
 #undef LAUNCH
 }
@@ -605,11 +652,13 @@ dspy_status dspy_cu_mma_attn_in(dspy_backend *be, bool *taken, dspy_tensor q_out
     const int32_t *pp = (const int32_t *)pos.data, *sp = (const int32_t *)slots.data;
     const float *fp = (const float *)inv_freq.data;
     bf16 *qo = (bf16 *)q_out.data, *kc = (bf16 *)kcache.data, *vc = (bf16 *)vcache.data;
+    const int rel_bits = cu_of(be)->release;
+    const int rel = (rel_bits & CU_REL_ATTN_IN) || (rel_bits == CU_REL_DEFAULT && N >= g_attn_rel_rows);
 #define LAUNCH(NT, F8, T_, KW_)                                                                                     \
     return cu_launch(be, F8 ? "attn_in (tensor-core gemv, FP8 weights)" : "attn_in (tensor-core gemv)",            \
                      k_mma_attn_in<NT, F8>, grid_of(be, units), MMA_THREADS,                                        \
                      smem_bytes(NT, 2, C, true, F8), Wp, mp, bp,                                                    \
-                     xp, wn, eps, pp, sp, fp, qo, kc, vc, N, C, NH, NKV, HS)
+                     xp, wn, eps, pp, sp, fp, qo, kc, vc, N, C, NH, NKV, HS, rel)
     MMA_INSTANCE(N, f8, 1, false);
 #undef LAUNCH
 }
@@ -620,6 +669,10 @@ dspy_status dspy_cu_mma_mlp_in(dspy_backend *be, bool *taken, dspy_tensor h, dsp
     F8_PICK(w_gate_up, 2 * I, C);
     *taken = fused_fits(N, 2 * I, C, w_gate_up.data, x.data, w_norm.data, 2, f8);
     if (!*taken) return DSPY_OK;
+    const int h16 = h.dtype == DSPY_DTYPE_F16;
+    if (h16 && !f8)
+        return dspy_fail(DSPY_ERR_ARG, "cuda mlp_in: an F16 h needs the gate/up weights' FP8 copy (%d x %d has none)",
+                         2 * I, C);
     const float *xp = (const float *)x.data, *wn = (const float *)w_norm.data;
     bf16 *hp = (bf16 *)h.data;
     const int units = (I + 15) / 16;
@@ -628,9 +681,18 @@ dspy_status dspy_cu_mma_mlp_in(dspy_backend *be, bool *taken, dspy_tensor h, dsp
     return cu_launch(be, F8 ? "mlp_in (tensor-core gemv, FP8 weights)" : "mlp_in (tensor-core gemv)",              \
                      k_mma_mlp_in<NT, F8, KW>, grid_kw(be, units, kw4), MMA_THREADS,                                \
                      smem_bytes(NT, 2, C, true, F8), Wp, mp, xp,                                                    \
-                     wn, eps, hp, N, C, I)
+                     wn, eps, hp, h16, N, C, I)
     MMA_INSTANCE(N, f8, 1, kw4);
 #undef LAUNCH
+}
+
+bool dspy_cu_mma_mlp_f16(dspy_tensor h, dspy_tensor x, dspy_tensor w_norm, dspy_tensor w_gate_up, dspy_tensor w_down,
+                         int N, int C, int I) {
+    cu_f8 gu, dn;
+    return g_f16_h && C % 64 == 0 && I % 64 == 0 && dspy_cu_f8_find(w_gate_up.data, 2 * I, C, &gu) &&
+           dspy_cu_f8_find(w_down.data, C, I, &dn) &&
+           fused_fits(N, 2 * I, C, w_gate_up.data, x.data, w_norm.data, 2, true) &&
+           dspy_cu_mma_fits(N, C, I, w_down.data, h.data);
 }
 
 dspy_status dspy_cu_mma_logits(dspy_backend *be, bool *taken, dspy_tensor out, dspy_tensor x, dspy_tensor rows,
@@ -647,7 +709,7 @@ dspy_status dspy_cu_mma_logits(dspy_backend *be, bool *taken, dspy_tensor out, d
 #define LAUNCH(NT, F8, T, KW)                                                                                       \
     return cu_launch(be, F8 ? "logits (tensor-core gemv, FP8 weights)" : "logits (tensor-core gemv)",              \
                      k_mma_logits<NT, F8, T, KW>, grid_kw(be, units, kw4), MMA_THREADS,                             \
-                     smem_bytes(NT, T, C, true, F8), Wp, mp,                                                        \
+                     smem_bytes(NT, T, C, true, F8), Wp, mp,                        \
                      xp, rp, wn, eps, op, M, C, V)
     MMA_INSTANCE(M, f8, T, kw4);
 #undef LAUNCH
@@ -660,6 +722,12 @@ dspy_status dspy_cu_mma_setup(dspy_backend *be) {
     g_mma_off = env && strcmp(env, "0") == 0;
     const char *kw = getenv("DSPY_CUDA_MMA_KW");
     g_kw = kw && (atoi(kw) == 4 || atoi(kw) == 16) ? atoi(kw) : 0;
+    const char *ea = getenv("DSPY_CUDA_EARLY_RES");
+    g_early = !(ea && strcmp(ea, "0") == 0);
+    const char *ar = getenv("DSPY_CUDA_ATTN_IN_RELEASE_ROWS");
+    g_attn_rel_rows = ar ? atoi(ar) : 4;
+    const char *fh = getenv("DSPY_CUDA_F16_H");
+    g_f16_h = !(fh && strcmp(fh, "0") == 0);
     const char *sm = getenv("DSPY_CUDA_MMA_SMALL");
     g_small = sm && (strcmp(sm, "0") == 0 || strcmp(sm, "2") == 0) ? atoi(sm) : 1;
     int mx = 48 * 1024;
@@ -671,7 +739,8 @@ dspy_status dspy_cu_mma_setup(dspy_backend *be) {
     ATTR(K<2, true __VA_ARGS__>)
 #define ATTR3(K, ...) ATTR(K<1, false, 1 __VA_ARGS__>) ATTR(K<2, false, 1 __VA_ARGS__>) ATTR(K<1, true, 1 __VA_ARGS__>) \
     ATTR(K<2, true, 1 __VA_ARGS__>) ATTR(K<1, true, 2 __VA_ARGS__>) ATTR(K<2, true, 2 __VA_ARGS__>)
-    ATTR3(k_mma_linear) ATTR2(k_mma_attn_in) ATTR2(k_mma_mlp_in, , 4) ATTR2(k_mma_mlp_in, , MW)
+    ATTR3(k_mma_linear, , false) ATTR(k_mma_linear<1, true, 1, true>) ATTR(k_mma_linear<2, true, 1, true>)
+    ATTR(k_mma_linear<1, true, 2, true>) ATTR(k_mma_linear<2, true, 2, true>) ATTR2(k_mma_attn_in) ATTR2(k_mma_mlp_in, , 4) ATTR2(k_mma_mlp_in, , MW)
     ATTR3(k_mma_logits, , 4) ATTR3(k_mma_logits, , MW)
 #undef ATTR3
 #undef ATTR2
