@@ -136,7 +136,7 @@ typedef struct dspy_ops {
      * residual before their dependency wait: one memory round trip off the step's chain). out F32
      * or BF16, inp F32 or BF16, w F32 or BF16 (the CPU takes F32 inp only; CUDA takes BF16 inp
      * with BF16 w, or F32 inp with F32 w: the trainer's F32 layer, cuBLASLt with F32 compute, no
-     * TF32). */
+     * TF32; and F16 inp where mlp_f16 said yes). */
     dspy_status (*linear)(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
                           int C, int OC, int accumulate);
 
