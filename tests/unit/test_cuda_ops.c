@@ -80,29 +80,11 @@ static dspy_tensor poisoned(dspy_dtype dt, int64_t n) {
     CHECK_OK(G->ops->fill(G, f, -NAN));
     return t;
 }
-/* IEEE half precision, written from the format (1 sign, 5 exponent bits with bias 15, 10
- * mantissa bits; subnormal steps of 2^-24): the value of bits b, and the bits of v rounded to
- * nearest even (saturating at 65,504, as the kernels' F16 stores). */
-static float f16_val(uint16_t b) {
-    const int e = (b >> 10) & 31, m = b & 1023;
-    const float v = e ? ldexpf(1.0f + (float)m / 1024.0f, e - 15) : ldexpf((float)m, -24);
-    return b & 0x8000 ? -v : v;
-}
-static uint16_t f16_bits(float v) {
-    const uint16_t sg = signbit(v) ? 0x8000 : 0;
-    const float a = fabsf(v);
-    if (a >= 65504.0f) return sg | 0x7bff;
-    if (a < 0x1p-14f) return sg | (uint16_t)lrintf(a * 0x1p24f); /* 1024 here is 2^-14: the smallest normal */
-    int e;
-    long q = lrintf(frexpf(a, &e) * 2048.0f); /* a = q 2^(e - 11), q in [1024, 2048] */
-    if (q == 2048) q = 1024, e++;
-    return e - 1 > 15 ? sg | 0x7bff : (uint16_t)(sg | (e - 1 + 15) << 10 | (q - 1024));
-}
 /* Host floats as a device F16 tensor. */
 static dspy_tensor up_f16(const float *h, int64_t n) {
     dspy_tensor t = dev_alloc(DSPY_DTYPE_F16, n);
     uint16_t *b = malloc((size_t)(n ? n : 1) * 2);
-    for (int64_t i = 0; i < n; i++) b[i] = f16_bits(h[i]);
+    for (int64_t i = 0; i < n; i++) b[i] = dspy_f32_to_f16(h[i]);
     CHECK_OK(G->ops->copy(G, t.data, b, (size_t)n * 2, DSPY_COPY_H2D));
     CHECK_OK(G->ops->sync(G));
     free(b);
@@ -115,7 +97,7 @@ static float *down(dspy_tensor t) {
         uint16_t *b = malloc((size_t)(t.n ? t.n : 1) * 2);
         CHECK_OK(G->ops->copy(G, b, t.data, (size_t)t.n * 2, DSPY_COPY_D2H));
         CHECK_OK(G->ops->sync(G));
-        for (int64_t i = 0; i < t.n; i++) h[i] = f16_val(b[i]);
+        for (int64_t i = 0; i < t.n; i++) h[i] = dspy_f16_to_f32(b[i]);
         free(b);
     } else if (t.dtype == DSPY_DTYPE_F32 || t.dtype == DSPY_DTYPE_I32) {
         CHECK_OK(G->ops->copy(G, h, t.data, (size_t)t.n * 4, DSPY_COPY_D2H));

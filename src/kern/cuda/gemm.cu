@@ -250,19 +250,6 @@ static bool aligned256(const void *a, const void *b, const void *c) {
 dspy_status dspy_cu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
                       int C, int OC, int accumulate) {
     CU_ENTER(be);
-    if (inp.dtype == DSPY_DTYPE_F16) { /* mlp_in's F16 handoff (kern/ops.h mlp_f16): tensor cores only */
-        CU_NEED2("linear", "out", out, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)N * OC);
-        if (accumulate && out.dtype != DSPY_DTYPE_F32)
-            return dspy_fail(DSPY_ERR_ARG, "cuda linear: accumulate needs an F32 out (the residual stream)");
-        CU_NEED("linear", "inp", inp, DSPY_DTYPE_F16, (int64_t)N * C);
-        CU_NEED("linear", "w", w, DSPY_DTYPE_BF16, (int64_t)OC * C);
-        if (bias.data) CU_NEED("linear", "bias", bias, DSPY_DTYPE_F32, OC);
-        if (N == 0 || OC == 0) return DSPY_OK;
-        if (!dspy_cu_mma_fits(N, OC, C, w.data, inp.data))
-            return dspy_fail(DSPY_ERR_ARG, "cuda linear: F16 input rows only where the tensor-core kernel runs (%d rows, "
-                                           "%d x %d)", N, OC, C);
-        return dspy_cu_mma_linear(be, out, inp, w, bias, N, C, OC, accumulate);
-    }
     /* F32 inp and w: the trainer's F32 layer; BF16 ones into an F32 out at addresses that are not
      * all 256-byte aligned (slices of the trainer's work buffers): train_linear.cu, whose plans
      * are told the alignment */
@@ -271,7 +258,7 @@ dspy_status dspy_cu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, d
          N > GEMV_MAX_ROWS && !dspy_cu_mma_fits(N, OC, C, w.data, inp.data) && !aligned256(out.data, inp.data, w.data)))
         return dspy_cu_linear_f32(be, out, inp, w, bias, N, C, OC, accumulate);
     CU_NEED2("linear", "out", out, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)N * OC);
-    CU_NEED("linear", "inp", inp, DSPY_DTYPE_BF16, (int64_t)N * C);
+    CU_NEED2("linear", "inp", inp, DSPY_DTYPE_BF16, DSPY_DTYPE_F16, (int64_t)N * C);
     CU_NEED("linear", "w", w, DSPY_DTYPE_BF16, (int64_t)OC * C);
     if (bias.data) CU_NEED("linear", "bias", bias, DSPY_DTYPE_F32, OC);
     if (accumulate && out.dtype != DSPY_DTYPE_F32)
@@ -279,6 +266,9 @@ dspy_status dspy_cu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, d
     if (N == 0 || OC == 0) return DSPY_OK;
     const float *b = (const float *)bias.data;
     if (dspy_cu_mma_fits(N, OC, C, w.data, inp.data)) return dspy_cu_mma_linear(be, out, inp, w, bias, N, C, OC, accumulate);
+    if (inp.dtype == DSPY_DTYPE_F16) /* mlp_in's F16 handoff (kern/ops.h mlp_f16): tensor cores only */
+        return dspy_fail(DSPY_ERR_ARG, "cuda linear: F16 input rows only where the tensor-core kernel runs (%d rows, "
+                                       "%d x %d)", N, OC, C);
     if (N <= GEMV_MAX_ROWS) return dspy_cu_gemv(be, out, inp, w, bias, N, C, OC, accumulate);
     cu_f8 f8c;
     bool done = false;

@@ -233,6 +233,11 @@ template <int KW> static __device__ __forceinline__ int first_unit() {
     return blockIdx.x * (MW / KW) + (int)(threadIdx.x >> 5) / KW;
 }
 
+/* Where value e of a lane's D fragments lands in the epilogue: feature row (of the unit's tile)
+ * g or g + 8, activation row 2 (lane % 4) or the next, n-tile e / 4. */
+static __device__ __forceinline__ int epi_feature(int e, int lane) { return (lane >> 2) + 8 * ((e & 3) >> 1); }
+static __device__ __forceinline__ int epi_row(int e, int lane) { return 8 * (e >> 2) + 2 * (lane & 3) + (e & 1); }
+
 /* One batch of the group's stream: buf (batch j of unit u, loaded two batches ago) through the
  * MMAs; when it ends the unit, the cross-warp reduction and epi(u, r, n, va, vb) for every
  * feature row r and activation row n < N (va: tile 0, vb: tile 1 or 0). Then buf is reloaded
@@ -253,7 +258,7 @@ static __device__ __forceinline__ void stream_step(uint4 *buf, float (*acc)[NT][
     const bool ep = j + 1 == nb && e0 < E;
     float s0 = 1.0f, s1 = 1.0f;
     if (F8 && ep) {
-        const int er = (lane >> 2) + 8 * ((e0 & 3) >> 1);
+        const int er = epi_feature(e0, lane);
         s0 = __ldg(scale + row_of(u, 0, er)), s1 = __ldg(scale + row_of(u, T - 1, er));
     }
     mma_batch<NT, T, GX, F8, KW, XH>(acc, buf, X, ldx, N, S, j);
@@ -271,7 +276,7 @@ static __device__ __forceinline__ void stream_step(uint4 *buf, float (*acc)[NT][
     group_sync<KW>();
 #pragma unroll
     for (int e = e0; e < E; e += KW) {
-        const int er = (lane >> 2) + 8 * ((e & 3) >> 1), en = 8 * (e >> 2) + 2 * (lane & 3) + (e & 1);
+        const int er = epi_feature(e, lane), en = epi_row(e, lane);
         if (F8 && e != e0) s0 = __ldg(scale + row_of(u, 0, er)), s1 = __ldg(scale + row_of(u, T - 1, er));
         if (en < N)
             epi(u, er, en, reduced<NT, T, KW>(red, 0, e, lane) * s0,
@@ -321,10 +326,13 @@ static __device__ __forceinline__ void first_batches(uint4 *b0, uint4 *b1, const
     if (u < units) load_batch<T, F8, KW>(b1, W, C, S, u, j, row_of);
 }
 
+/* v clamped to F16's finite range (+-65,504): the F16 stores below saturate rather than overflow. */
+static __device__ __forceinline__ float f16_sat(float v) { return fminf(fmaxf(v, -65504.0f), 65504.0f); }
+
 /* A BF16 pair as F16, saturating at +-65,504. */
 static __device__ __forceinline__ __half2 f16_pair(__nv_bfloat162 v) {
     const float2 f = __bfloat1622float2(v);
-    return __floats2half2_rn(fminf(fmaxf(f.x, -65504.0f), 65504.0f), fminf(fmaxf(f.y, -65504.0f), 65504.0f));
+    return __floats2half2_rn(f16_sat(f.x), f16_sat(f.y));
 }
 
 /* xs (8 * NT, ldx) BF16: rows r < N = rmsnorm(x row rows[r] (or r)) * wn, the rest zeros. One
@@ -394,8 +402,7 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_linear(const void
     float xr[T];
 #pragma unroll
     for (int tt = 0; tt < T; tt++) {
-        const int er = (ln >> 2) + 8 * ((w0 & 3) >> 1), en = 8 * (w0 >> 2) + 2 * (ln & 3) + (w0 & 1);
-        const int row = u0 * 16 * T + tt * 16 + er;
+        const int en = epi_row(w0, ln), row = u0 * 16 * T + tt * 16 + epi_feature(w0, ln);
         xr[tt] = early && u0 < units && w0 < 4 * NT && row < OC && en < N ? ((const float *)out)[(int64_t)en * OC + row] : 0.0f;
     }
     griddep_wait(CU_REL_LINEAR);
@@ -477,7 +484,7 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_mlp_in(const void
         gv = bf2f(f2bf(gv)), uv = bf2f(f2bf(uv));
         const bf16 hv = f2bf(gv / (1.0f + expf(-gv)) * uv);
         /* h16: that BF16 value in F16 (exact from 2^-14 to 65,504; saturating beyond), for down */
-        if (h16) ((__half *)h)[(int64_t)n * I + row] = __float2half_rn(fminf(fmaxf(bf2f(hv), -65504.0f), 65504.0f));
+        if (h16) ((__half *)h)[(int64_t)n * I + row] = __float2half_rn(f16_sat(bf2f(hv)));
         else h[(int64_t)n * I + row] = hv;
     });
 }
