@@ -33,6 +33,7 @@
 #include "dspy/engine.h"
 #include "dspy/model.h"
 #include "dspy/rng.h"
+#include "engine/engine_impl.h"
 #include "engine/forward.h"
 #include "engine/kv_cache.h"
 #include "kern/backend.h"
@@ -385,35 +386,35 @@ static dspy_status step_once(dspy_backend *be, void *p) {
     const int NKV = cf->num_key_value_heads, HS = cf->head_dim, Q = NH * HS;
     const float eps = (float)cf->rms_norm_eps;
     dspy_fwd_buf *B = &c->buf;
-    const int nb = c->nb;
+    const int nb = c->nb, n = c->b.n; /* sequences (logits rows); rows (nb x the prompt rows each) */
     dspy_tensor logits = dspy_tensor_slice(B->logits, 0, (int64_t)nb * V);
     if (c->leave < 0) {
         DSPY_TRY(dspy_forward(c->m, be, &c->kv, B, &c->b));
         return o->sample(be, c->tok, c->lp, logits, c->params, nb, V);
     }
     const int lv = c->leave;
-    dspy_tensor x = dspy_tensor_slice(B->x, 0, (int64_t)nb * C);
-    DSPY_TRY(o->embedding(be, x, c->b.tokens, w->embed, nb, C));
-    dspy_tensor xn = dspy_tensor_slice(B->xn, 0, (int64_t)nb * C), q = dspy_tensor_slice(B->q, 0, (int64_t)nb * Q);
-    dspy_tensor qkv = dspy_tensor_slice(B->qkv, 0, (int64_t)nb * (Q + 2 * NKV * HS));
-    dspy_tensor att = dspy_tensor_slice(B->att, 0, (int64_t)nb * Q), gu = dspy_tensor_slice(B->gu, 0, (int64_t)nb * 2 * I);
-    dspy_tensor h = dspy_tensor_slice(B->h, 0, (int64_t)nb * I);
+    dspy_tensor x = dspy_tensor_slice(B->x, 0, (int64_t)n * C);
+    DSPY_TRY(o->embedding(be, x, c->b.tokens, w->embed, n, C));
+    dspy_tensor xn = dspy_tensor_slice(B->xn, 0, (int64_t)n * C), q = dspy_tensor_slice(B->q, 0, (int64_t)n * Q);
+    dspy_tensor qkv = dspy_tensor_slice(B->qkv, 0, (int64_t)n * (Q + 2 * NKV * HS));
+    dspy_tensor att = dspy_tensor_slice(B->att, 0, (int64_t)n * Q), gu = dspy_tensor_slice(B->gu, 0, (int64_t)n * 2 * I);
+    dspy_tensor h = dspy_tensor_slice(B->h, 0, (int64_t)n * I);
     for (int l = 0; l < cf->num_hidden_layers; l++) {
         const dspy_layer_weights *L = &w->layers[l];
         dspy_tensor kc = dspy_kv_cache_k(&c->kv, l), vc = dspy_kv_cache_v(&c->kv, l);
         if (!(lv & LEAVE_ATTN_IN))
             DSPY_TRY(o->attn_in(be, q, kc, vc, x, L->attn_norm, L->wqkv, L->bqkv, c->b.pos, c->b.slots,
-                                w->inv_freq, xn, qkv, nb, C, NH, NKV, HS, eps));
+                                w->inv_freq, xn, qkv, n, C, NH, NKV, HS, eps));
         if (!(lv & LEAVE_ATTENTION)) DSPY_TRY(o->attention(be, att, q, kc, vc, &c->b.attn, NH, NKV, HS));
         /* early residual reads only where the op just before is the one forward.c puts there */
         if (!(lv & LEAVE_O))
-            DSPY_TRY(o->linear(be, x, att, L->wo, L->bo, nb, Q, C, lv & LEAVE_ATTENTION ? 1 : DSPY_LINEAR_ADD_EARLY));
+            DSPY_TRY(o->linear(be, x, att, L->wo, L->bo, n, Q, C, lv & LEAVE_ATTENTION ? 1 : DSPY_LINEAR_ADD_EARLY));
         dspy_tensor hl = h; /* F16 where forward.c would hand it over so (ops.h mlp_f16) */
-        if (o->mlp_f16 && o->mlp_f16(be, h, x, L->mlp_norm, L->w_gate_up, L->w_down, nb, C, I)) hl.dtype = DSPY_DTYPE_F16;
+        if (o->mlp_f16 && o->mlp_f16(be, h, x, L->mlp_norm, L->w_gate_up, L->w_down, n, C, I)) hl.dtype = DSPY_DTYPE_F16;
         if (!(lv & LEAVE_MLP_IN))
-            DSPY_TRY(o->mlp_in(be, hl, x, L->mlp_norm, L->w_gate_up, xn, gu, nb, C, I, eps));
+            DSPY_TRY(o->mlp_in(be, hl, x, L->mlp_norm, L->w_gate_up, xn, gu, n, C, I, eps));
         if (!(lv & LEAVE_DOWN))
-            DSPY_TRY(o->linear(be, x, hl, L->w_down, dspy_tensor_none(), nb, I, C, lv & LEAVE_MLP_IN ? 1 : DSPY_LINEAR_ADD_EARLY));
+            DSPY_TRY(o->linear(be, x, hl, L->w_down, dspy_tensor_none(), n, I, C, lv & LEAVE_MLP_IN ? 1 : DSPY_LINEAR_ADD_EARLY));
     }
     if (!(lv & LEAVE_LOGITS))
         DSPY_TRY(o->logits(be, logits, x, c->b.out_rows, w->final_norm, w->lm_head, dspy_tensor_slice(B->sel, 0, (int64_t)nb * C),
@@ -445,48 +446,61 @@ static double step_floor_bytes(const dspy_model *m, int ctx_len, int nb, int sha
     return (double)decode_bytes(m) + per_pos * (sh + (double)nb * (ctx_len - sh));
 }
 
-static void bench_step(const dspy_model *m, int ctx_len, int nb, int shared, double bw) {
+/* nb sequences at context ctx_len, each feeding its last P positions (P = 1: a decode step; P > 1:
+ * a prompt step of a prefix-cached request, as B2's waves run them, W8A8 where the model has it). */
+static void bench_step(const dspy_model *m, int ctx_len, int nb, int P, int shared, double bw, double peak) {
     const dspy_model_config *cf = dspy_model_config_get(m);
     dspy_backend *be = NULL;
     const int per = (ctx_len + 15) / 16 + 1;           /* blocks per sequence */
-    dspy_backend_plan plan = {64, 4096, nb > 8 ? nb : 8, cf->vocab_size, cf->num_attention_heads, cf->head_dim, 0, 0};
+    const int n = nb * P;                              /* rows */
+    const int64_t nbl = nb > 8 ? nb : 8;
+    dspy_backend_plan plan = {n > 64 ? n : 64, 4096, (int32_t)nbl, cf->vocab_size, cf->num_attention_heads, cf->head_dim, 0,
+                              dspy_engine_act8_width(m)};
+    if (nb < 1 || nb > 64 || P < 1 || P >= ctx_len) {
+        fprintf(stderr, "bench_step: --step-batch takes 1..64, --step-rows 1..ctx - 1\n");
+        return;
+    }
     if (dspy_backend_new(dspy_model_device(m), &plan, &be)) {
         fprintf(stderr, "bench_step: %s\n", dspy_errmsg());
         return;
     }
     step_ctx c = {.m = m, .nb = nb};
-    /* tokens, pos, slots, out rows (nb each), segments (4 nb), sampling params, the shared-prefix
+    /* tokens, pos, slots (n each), out rows (nb), segments (4 nb), sampling params, the shared-prefix
      * hint, results, tables */
-    const int o_tok = 0, o_pos = 64, o_slot = 128, o_rows = 192, o_seg = 256, o_par = 512, o_sh = 1000, o_res = 1024,
-              o_tab = 1152;
+    const int o_tok = 0, o_pos = n, o_slot = 2 * n, o_rows = 3 * n, o_seg = o_rows + 64, o_par = o_seg + 256,
+              o_sh = o_par + 488, o_res = o_sh + 24, o_tab = o_res + 128;
     const size_t words = (size_t)o_tab + (size_t)nb * per;
     int32_t *host = calloc(words, sizeof(int32_t));
     void *meta = NULL;
-    if (nb < 1 || nb > 64 || !host || dspy_kv_cache_init(&c.kv, be, cf, nb * per * 16, 16) ||
-        dspy_fwd_buf_init(&c.buf, be, cf, nb, nb) || be->ops->alloc(be, words * sizeof(int32_t), &meta)) {
-        fprintf(stderr, "bench_step: %s\n", nb < 1 || nb > 64 ? "--step-batch takes 1..64" : dspy_errmsg());
+    if (!host || dspy_kv_cache_init(&c.kv, be, cf, nb * per * 16, 16) || dspy_fwd_buf_init(&c.buf, be, cf, n, nb) ||
+        be->ops->alloc(be, words * sizeof(int32_t), &meta)) {
+        fprintf(stderr, "bench_step: %s\n", dspy_errmsg());
         goto done;
     }
     /* not zeros: the keys and values of the earlier positions as a decode step finds them */
     be->ops->fill(be, c.kv.k, 0.02f);
     be->ops->fill(be, c.kv.v, 0.5f);
     be->ops->fill(be, c.buf.x, 0.25f);
+    const int p0 = ctx_len - P; /* the first fed position */
     for (int s = 0; s < nb; s++) {
-        host[o_tok + s] = 9906 + s;
-        host[o_pos + s] = ctx_len - 1;
-        host[o_slot + s] = (s * per + (ctx_len - 1) / 16) * 16 + (ctx_len - 1) % 16;
-        host[o_rows + s] = s;
-        dspy_attn_seg sg = {s, 1, ctx_len - 1, s * per};  /* row s, 1 token, after ctx_len - 1, its table */
+        for (int j = 0; j < P; j++) {
+            const int r = s * P + j, pos = p0 + j;
+            host[o_tok + r] = 9906 + (r % 1000);
+            host[o_pos + r] = pos;
+            host[o_slot + r] = (s * per + pos / 16) * 16 + pos % 16;
+        }
+        host[o_rows + s] = s * P + P - 1;
+        dspy_attn_seg sg = {s * P, P, p0, s * per}; /* its rows, after p0 positions, its table */
         memcpy(host + o_seg + 4 * s, &sg, sizeof sg);
         dspy_sample_param sp = {0, 1, 0, 0, 0};
         memcpy(host + o_par + DSPY_SAMPLE_PARAM_WORDS * s, &sp, sizeof sp);
         /* the first `shared` positions' full blocks are sequence 0's, in every table (a shared prefix,
          * as the prefix cache gives B2's requests); the rest each sequence's own */
-        for (int b = 0; b < per; b++) host[o_tab + s * per + b] = b < shared / 16 && b < (ctx_len - 1) / 16 ? b : s * per + b;
+        for (int b = 0; b < per; b++) host[o_tab + s * per + b] = b < shared / 16 && b < p0 / 16 ? b : s * per + b;
     }
-    /* the hint the engine gives such a step: every sequence, the shared blocks' positions (whole
+    /* the hint the engine gives a decode step: every sequence, the shared blocks' positions (whole
      * 16-key groups below the new position); read with DSPY_CUDA_CASCADE=1 */
-    {
+    if (P == 1) {
         const int nsb = shared / 16 < (ctx_len - 1) / 16 ? shared / 16 : (ctx_len - 1) / 16;
         host[o_sh] = nb >= 2 && nsb * 16 >= 64 ? nb : 0;
         host[o_sh + 1] = host[o_sh] ? nsb * 16 : 0;
@@ -494,13 +508,13 @@ static void bench_step(const dspy_model *m, int ctx_len, int nb, int shared, dou
     be->ops->copy(be, meta, host, words * sizeof(int32_t), DSPY_COPY_H2D);
     be->ops->sync(be);
     int32_t *d = meta;
-    c.b.n = nb;
-    c.b.tokens = dspy_bt(be, d + o_tok, nb, DSPY_DTYPE_I32);
-    c.b.pos = dspy_bt(be, d + o_pos, nb, DSPY_DTYPE_I32);
-    c.b.slots = dspy_bt(be, d + o_slot, nb, DSPY_DTYPE_I32);
+    c.b.n = n;
+    c.b.tokens = dspy_bt(be, d + o_tok, n, DSPY_DTYPE_I32);
+    c.b.pos = dspy_bt(be, d + o_pos, n, DSPY_DTYPE_I32);
+    c.b.slots = dspy_bt(be, d + o_slot, n, DSPY_DTYPE_I32);
     c.b.attn = (dspy_attn_meta){dspy_bt(be, d + o_seg, 4 * nb, DSPY_DTYPE_I32),
-                                dspy_bt(be, d + o_tab, (int64_t)nb * per, DSPY_DTYPE_I32), nb, nb, 16, per * 16, true,
-                                dspy_bt(be, d + o_sh, 2, DSPY_DTYPE_I32)};
+                                dspy_bt(be, d + o_tab, (int64_t)nb * per, DSPY_DTYPE_I32), nb, n, 16, per * 16, P == 1,
+                                P == 1 ? dspy_bt(be, d + o_sh, 2, DSPY_DTYPE_I32) : dspy_tensor_none()};
     c.b.out_rows = dspy_bt(be, d + o_rows, nb, DSPY_DTYPE_I32);
     c.b.n_out = nb;
     c.params = dspy_bt(be, d + o_par, (int64_t)DSPY_SAMPLE_PARAM_WORDS * nb, DSPY_DTYPE_I32);
@@ -516,21 +530,30 @@ static void bench_step(const dspy_model *m, int ctx_len, int nb, int shared, dou
              {"  without mlp_in", LEAVE_MLP_IN},
              {"  without down", LEAVE_DOWN},
              {"  without logits+sample", LEAVE_LOGITS | LEAVE_SAMPLE},
-             {"  without sample", LEAVE_SAMPLE}};
+             {"  without sample", LEAVE_SAMPLE},
+             {"forward+sample, launched (no graph)", -1}};
+    /* floors: the bytes (decode_bytes, the attended keys and values) at the copy bandwidth; the
+     * FLOPs (the projections over every row, the lm_head over the sampled rows, causal attention
+     * over each segment) at --peak-tflops */
+    const double L = cf->num_hidden_layers, C = cf->hidden_size, I = cf->intermediate_size, V = cf->vocab_size;
+    const double Q = (double)cf->num_attention_heads * cf->head_dim, KV = (double)cf->num_key_value_heads * cf->head_dim;
+    const double flops = 2.0 * n * L * (C * (Q + 2 * KV) + Q * C + C * 2 * I + I * C) + 2.0 * nb * C * V +
+                         4.0 * L * Q * nb * (double)P * (p0 + (P + 1) / 2.0);
+    const double floor_us = fmax(bw > 0 ? step_floor_bytes(m, ctx_len, nb, shared) / bw * 1e6 : 0, flops / peak * 1e6);
     double full = 0;
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         c.leave = v[i].leave;
-        double t = time_graph(be, step_once, &c, 10); /* ten steps in one graph */
+        const bool eager = i + 1 == sizeof v / sizeof v[0];
+        /* ten steps in one graph; the last variant launched op by op, as the engine runs prompt steps */
+        double t = eager ? time_calls(be, step_once, &c, 10) : time_graph(be, step_once, &c, 10);
         if (t < 0) {
             fprintf(stderr, "bench_step: %s: %s\n", v[i].name, dspy_errmsg());
             break;
         }
         if (v[i].leave == 0) full = t;
-        /* the whole step against its byte floor (0 where the copy bandwidth is unknown) */
-        const double floor_us = bw > 0 ? step_floor_bytes(m, ctx_len, nb, shared) / bw * 1e6 : 0;
-        printf("{\"bench\": \"step\", \"batch\": %d, \"shared\": %d, \"variant\": \"%s\", \"ctx\": %d, \"us\": %.1f, "
-               "\"chain_cost_us\": %.1f, \"floor_us\": %.1f, \"fraction_of_floor\": %.3f}\n",
-               nb, shared, v[i].name, ctx_len, t * 1e6, v[i].leave > 0 && full > 0 ? (full - t) * 1e6 : 0.0,
+        printf("{\"bench\": \"step\", \"batch\": %d, \"rows_each\": %d, \"shared\": %d, \"variant\": \"%s\", \"ctx\": %d, "
+               "\"us\": %.1f, \"chain_cost_us\": %.1f, \"floor_us\": %.1f, \"fraction_of_floor\": %.3f}\n",
+               nb, P, shared, v[i].name, ctx_len, t * 1e6, v[i].leave > 0 && full > 0 ? (full - t) * 1e6 : 0.0,
                v[i].leave < 0 ? floor_us : 0.0, v[i].leave < 0 && floor_us > 0 ? floor_us / (t * 1e6) : 0.0);
     }
 done:
@@ -599,6 +622,7 @@ int main(int argc, char **argv) {
     int chunk = 32768, n_prompts = 100, plen = 1500, gen = 128;
     double peak = 789e12;
     int only_b1 = 0, only_prefill = 0, only_step = 0, only_prefill_ops = 0, step_batch = 1, step_shared = 0;
+    int step_rows = 1, step_ctx = 0;
     bool f8 = false, a8 = false;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--model")) dir = argv[i + 1];
@@ -612,6 +636,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--only-prefill-ops")) only_prefill_ops = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--step-batch")) step_batch = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--step-shared")) step_shared = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--step-rows")) step_rows = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--step-ctx")) step_ctx = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--weights")) a8 = !strcmp(argv[i + 1], "w8a8"), f8 = a8 || !strcmp(argv[i + 1], "fp8");
     }
     if (!dir) {
@@ -641,7 +667,7 @@ int main(int argc, char **argv) {
     }
     if (dspy_model_device(m).type == DSPY_DEVICE_CUDA && !only_b1 && !only_prefill) {
         if (!only_step) bench_ops(m, bw, plen);
-        bench_step(m, plen + gen / 2, step_batch, step_shared, bw);
+        bench_step(m, step_ctx > 0 ? step_ctx : plen + gen / 2, step_batch, step_rows, step_shared, bw, peak);
         if (only_step) {
             dspy_model_free(m);
             return 0;

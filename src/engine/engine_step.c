@@ -245,7 +245,7 @@ static int32_t bucket_of(const dspy_engine *e, int32_t n, int *index) {
 
 /* Runs the forward pass and the sampler for the laid-out step (recorded when capturing). */
 static dspy_status run_step(dspy_engine *e, const meta_layout *L, int32_t N, int32_t nseg, int32_t M, int32_t n_table,
-                            bool decode, int32_t R, int32_t one) {
+                            bool decode, int32_t R, int32_t one, int32_t max_len) {
     dspy_backend *be = e->be;
     int32_t *d = e->meta_d;
     dspy_fwd_batch b;
@@ -258,7 +258,7 @@ static dspy_status run_step(dspy_engine *e, const meta_layout *L, int32_t N, int
     b.attn.nseg = nseg;
     b.attn.N = N;
     b.attn.block_size = e->kv.block_size;
-    b.attn.max_len = e->max_len;
+    b.attn.max_len = max_len;
     b.attn.decode = decode;
     b.attn.shared = dspy_bt(be, d + L->shared, 2, DSPY_DTYPE_I32);
     b.attn_one = one;
@@ -310,7 +310,7 @@ static dspy_status launch_graph(dspy_engine *e, const meta_layout *L, int32_t B,
     if (!*slot) {
         const int64_t t0 = dspy_now_ns();
         DSPY_TRY(o->graph_begin(e->be));
-        dspy_status st = run_step(e, L, B, B, B, n_table, true, R, 0);
+        dspy_status st = run_step(e, L, B, B, B, n_table, true, R, 0, e->max_len); /* replayed at any context */
         void *g = NULL;
         dspy_status st2 = o->graph_end(e->be, &g);
         if (st || st2) {
@@ -354,7 +354,7 @@ static dspy_status warm_prompt(dspy_engine *e, int32_t n) {
     h[L.shared] = h[L.shared + 1] = 0;
     h[L.out_rows] = n - 1;
     DSPY_TRY(be->ops->copy(be, e->meta_d, h, L.end * 4, DSPY_COPY_H2D));
-    DSPY_TRY(run_step(e, &L, n, 1, 1, nt, false, 0, 0));
+    DSPY_TRY(run_step(e, &L, n, 1, 1, nt, false, 0, 0, n));
     return be->ops->sync(be);
 }
 
@@ -425,7 +425,7 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
     const int32_t one = !sp.decode && e->split_mixed && sp.one < sp.nseg ? sp.one : 0;
     if (sp.decode) shared_prefix(e, take, h + L.shared); /* before n_cached moves on */
     else h[L.shared] = h[L.shared + 1] = 0;
-    int32_t seg_one = 0, seg_rest = one, drafted = 0;
+    int32_t seg_one = 0, seg_rest = one, drafted = 0, step_len = 1; /* the longest fed context (attention's bound) */
     for (int32_t i = 0; i < e->n_active; i++) {
         seq *s = e->active[i];
         int32_t t = take[i];
@@ -439,6 +439,7 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
         dspy_attn_seg *sg = (dspy_attn_seg *)(h + L.segs) + (one == 0 ? seg : t == 1 ? seg_one++ : seg_rest++);
         seg++;
         *sg = (dspy_attn_seg){rows, t, s->n_cached, toff};
+        if (s->n_cached + t > step_len) step_len = s->n_cached + t;
         toff += s->n_blocks;
         for (int32_t j = 0; j < t; j++) {
             int32_t p = s->n_cached + j;
@@ -488,7 +489,7 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
     if (graph) {
         DSPY_TRY(launch_graph(e, &L, B, bi, mask_all, n_table, R));
     } else {
-        DSPY_TRY(run_step(e, &L, N, nseg, M, n_table, sp.decode, sp.R, one));
+        DSPY_TRY(run_step(e, &L, N, nseg, M, n_table, sp.decode, sp.R, one, step_len));
     }
     DSPY_TRY(o->copy(be, e->res_h, e->res_d, (size_t)e->max_out * 12, DSPY_COPY_D2H));
     const int64_t t_wait = dspy_now_ns();

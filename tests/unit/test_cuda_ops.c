@@ -731,6 +731,16 @@ static void test_attention(void) {
     one_attention_bs("attention prefill HS=64 24-token blocks", 8, 2, 64, 6, l3, p3, false, 0, 24);
     int l4[1] = {1500}, p4[1] = {0};
     one_attention("attention prefill 1500 tokens, GQA 4", 8, 2, 64, 1, l4, p4, false, 0);
+    /* few row tiles over long cached contexts: the key ranges split over a cluster (attention_prefill.cu
+     * prefill_splits; on the H200 B2's single prompt step, 204 rows after 1,296 keys, takes 6 shares),
+     * shares that start mid-context, shares left empty where a tile's rows begin within the first
+     * key tiles (pos0 5 and 70), partial row tiles; DSPY_CUDA_PREFILL_SPLIT=2..8 forces every call */
+    int l5[1] = {204}, p5[1] = {1296};
+    one_attention("attention prefill key splits: 204 rows after 1296", 32, 8, 64, 1, l5, p5, false, 0);
+    int l6[4] = {100, 64, 3, 250}, p6[4] = {70, 1000, 2000, 5};
+    one_attention("attention prefill key splits: 4 segments, GQA 4", 8, 2, 64, 4, l6, p6, false, 2);
+    int l7[2] = {1, 17}, p7[2] = {3999, 700};
+    one_attention_bs("attention prefill key splits: 64-token blocks", 8, 4, 64, 2, l7, p7, false, 0, 64);
     /* decode: one row per segment, contexts 1 .. 4000 */
     int dl[5] = {1, 1, 1, 1, 1}, dp[5] = {0, 16, 299, 1024, 3999};
     one_attention("attention decode HS=64 GQA 4", 32, 8, 64, 5, dl, dp, true, 0);

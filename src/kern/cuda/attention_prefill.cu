@@ -37,6 +37,7 @@
  * warps an SM holds hide it better than more work per warp does; PyTorch's SDPA on the same
  * shape runs at 370 TFLOP/s (wgmma, sm_90a), the route left.
  */
+#include <cooperative_groups.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -433,6 +434,58 @@ static __device__ __forceinline__ void p64_pv(const uint32_t (&p)[2][NT / 2][4],
     }
 }
 
+/* The end of a split CTA (k_prefill64<.., SPLIT>): its unnormalised O, running max m and row
+ * sums l of both heads go to its shared memory (the K/V stages are done with: 33 KiB of the 48);
+ * after the cluster's barrier, rank z normalises its 1/S-th of the tile's outputs over every
+ * rank's partials (DSMEM), each weighted by 2^((m_r - M) * sl2) against the largest max M (an
+ * empty share has m = -inf, l = 0 and weighs nothing); the second barrier keeps every CTA's
+ * shared memory alive until all have read it. Rows rbase .. rbase + nrows - 1 of out, heads h0
+ * and h0 + 1. */
+static __device__ __forceinline__ void split_combine(bf16 *__restrict__ out, const float (&o)[2][8][4], const float (&lf)[2][4],
+                                                     const float (&m)[2][2], char *smem, int rbase, int nrows, int h0,
+                                                     int NH, int ra, int rb, int t, float sl2) {
+    constexpr int D = 64;
+    namespace cg = cooperative_groups;
+    cg::cluster_group cl = cg::this_cluster();
+    float *so = (float *)smem, *sm = so + 2 * 64 * D, *sl = sm + 2 * 64; /* [2][64][D], [2][64], [2][64] */
+    __syncthreads(); /* every warp is done with the K/V stages these overwrite */
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const int col = i * 8 + 2 * t;
+            *(float2 *)(so + (hh * 64 + ra) * D + col) = make_float2(o[hh][i][0], o[hh][i][1]);
+            *(float2 *)(so + (hh * 64 + rb) * D + col) = make_float2(o[hh][i][2], o[hh][i][3]);
+        }
+        if (t == 0) {
+            sm[hh * 64 + ra] = m[hh][0], sm[hh * 64 + rb] = m[hh][1];
+            sl[hh * 64 + ra] = lf[hh][0], sl[hh * 64 + rb] = lf[hh][2];
+        }
+    }
+    cl.sync();
+    const int S = (int)cl.num_blocks(), z = (int)cl.block_rank();
+    constexpr int PAIRS = 2 * 64 * D / 2; /* output pairs of the tile, both heads */
+    const int share = (PAIRS + S - 1) / S;
+    for (int e = threadIdx.x; e < share; e += blockDim.x) {
+        const int pr = z * share + e;
+        if (pr >= PAIRS) break;
+        const int hh = pr / (64 * D / 2), r = pr / (D / 2) % 64, col = 2 * (pr % (D / 2));
+        if (r >= nrows) continue;
+        float M = -INFINITY;
+        for (int k = 0; k < S; k++) M = fmaxf(M, cl.map_shared_rank(sm, k)[hh * 64 + r]);
+        float den = 0.0f, n0 = 0.0f, n1 = 0.0f;
+        for (int k = 0; k < S; k++) {
+            const float mk = cl.map_shared_rank(sm, k)[hh * 64 + r];
+            const float w = mk == -INFINITY ? 0.0f : fast_exp2((mk - M) * sl2);
+            const float2 ok = *(const float2 *)(cl.map_shared_rank(so, k) + (hh * 64 + r) * D + col);
+            den += w * cl.map_shared_rank(sl, k)[hh * 64 + r];
+            n0 += w * ok.x, n1 += w * ok.y;
+        }
+        *(__nv_bfloat162 *)(out + ((int64_t)(rbase + r) * NH + h0 + hh) * D + col) = __floats2bfloat162_rn(n0 / den, n1 / den);
+    }
+    cl.sync(); /* no CTA leaves while another still reads its shared memory */
+}
+
 /* The head-size-64 prefill CTA (GQA groups of an even size, power-of-two cache blocks): 4 warps,
  * 64 query rows of one segment and two query heads of one KV group; warp w owns rows 16w .. 16w+15
  * of both heads, so every K/V fragment it loads feeds two mma chains. Keys and values stream
@@ -442,7 +495,7 @@ static __device__ __forceinline__ void p64_pv(const uint32_t (&p)[2][NT / 2][4],
  * SM). See the file comment for what each choice was worth on the H200.
  * Tensors: out, q (N, NH, 64); kc, vc (slots, NKV, 64), slot = table[pos >> bsh] << bsh | pos & (2^bsh - 1)
  * with the segment's table at tables + table_off; grid (64-row tiles of all segments, NH / 2). */
-template <int KT, int ST, int MB>
+template <int KT, int ST, int MB, bool SPLIT = false>
 static __global__ __launch_bounds__(128, MB) void k_prefill64(bf16 *__restrict__ out, const bf16 *__restrict__ q,
                                                                const bf16 *__restrict__ kc, const bf16 *__restrict__ vc,
                                                                const dspy_attn_seg *__restrict__ segs, int nseg,
@@ -484,7 +537,15 @@ static __global__ __launch_bounds__(128, MB) void k_prefill64(bf16 *__restrict__
     const int c = threadIdx.x & 7, rr = threadIdx.x >> 3, bmask = (1 << bsh) - 1;
     const int64_t kv_row = (int64_t)NKV * D;
     const bf16 *kbase = kc + kvh * D + c * 8, *vbase = vc + kvh * D + c * 8;
-    const int ntiles = (kend + KT - 1) / KT;
+    /* the key tiles [t0, t0 + ntiles) this CTA attends: all of them, or (SPLIT) its share of a
+     * cluster's gridDim.z, each share starting at a tile whose first key every row of the CTA sees
+     * (keys below pos0 + r0), so every row's running max is finite after its first tile */
+    int t0 = 0, ntiles = (kend + KT - 1) / KT;
+    if constexpr (SPLIT) {
+        const int S = gridDim.z, z = blockIdx.z, seen = (sg.pos0 + r0) / KT, all = ntiles;
+        t0 = min(z * all / S, seen);
+        ntiles = (z + 1 == S ? all : min((z + 1) * all / S, seen)) - t0;
+    }
     auto load_tile = [&](int b, int kb) {
 #pragma unroll
         for (int i = 0; i < KT / 16; i++) {
@@ -497,7 +558,7 @@ static __global__ __launch_bounds__(128, MB) void k_prefill64(bf16 *__restrict__
     };
 #pragma unroll
     for (int s = 0; s < ST - 1; s++) {
-        if (s < ntiles) load_tile(s, s * KT);
+        if (s < ntiles) load_tile(s, (t0 + s) * KT);
         cp_async_commit(); /* the first group carries Q too */
     }
 
@@ -517,10 +578,10 @@ static __global__ __launch_bounds__(128, MB) void k_prefill64(bf16 *__restrict__
     }
 
     for (int it = 0; it < ntiles; it++) {
-        const int buf = it % ST, kb = it * KT;
+        const int buf = it % ST, kb = (t0 + it) * KT;
         cp_async_wait<ST - 2>(); /* tile `it` (and Q) landed for this thread */
         __syncthreads();         /* ... for every thread; and every warp is done with tile it - 1 */
-        if (it + ST - 1 < ntiles) load_tile((it + ST - 1) % ST, (it + ST - 1) * KT); /* into tile it-1's stage */
+        if (it + ST - 1 < ntiles) load_tile((it + ST - 1) % ST, (t0 + it + ST - 1) * KT); /* into tile it-1's stage */
         cp_async_commit();
         if (kb > warp_pos_max) continue; /* tiles entirely above the warp's rows contribute nothing */
         float s[2][NT][4];
@@ -531,21 +592,24 @@ static __global__ __launch_bounds__(128, MB) void k_prefill64(bf16 *__restrict__
         p64_pv<NT>(p, o, lf, SV(buf), lane);
     }
     cp_async_wait<0>(); /* no copy may still target shared memory when the CTA exits */
-    /* normalise and write the valid rows */
     const int ra = wr + g, rb = wr + g + 8;
+    if constexpr (SPLIT) {
+        split_combine(out, o, lf, m, smem, sg.row0 + r0, nrows, h0, NH, ra, rb, t, sl2);
+    } else { /* normalise and write the valid rows */
 #pragma unroll
-    for (int hh = 0; hh < 2; hh++) {
-        const float inv_a = 1.0f / lf[hh][0], inv_b = 1.0f / lf[hh][2];
+        for (int hh = 0; hh < 2; hh++) {
+            const float inv_a = 1.0f / lf[hh][0], inv_b = 1.0f / lf[hh][2];
 #pragma unroll
-        for (int i = 0; i < 8; i++) {
-            int col = i * 8 + 2 * t;
-            if (ra < nrows) {
-                bf16 *dst = out + ((int64_t)(sg.row0 + r0 + ra) * NH + h0 + hh) * D + col;
-                *(__nv_bfloat162 *)dst = __floats2bfloat162_rn(o[hh][i][0] * inv_a, o[hh][i][1] * inv_a);
-            }
-            if (rb < nrows) {
-                bf16 *dst = out + ((int64_t)(sg.row0 + r0 + rb) * NH + h0 + hh) * D + col;
-                *(__nv_bfloat162 *)dst = __floats2bfloat162_rn(o[hh][i][2] * inv_b, o[hh][i][3] * inv_b);
+            for (int i = 0; i < 8; i++) {
+                int col = i * 8 + 2 * t;
+                if (ra < nrows) {
+                    bf16 *dst = out + ((int64_t)(sg.row0 + r0 + ra) * NH + h0 + hh) * D + col;
+                    *(__nv_bfloat162 *)dst = __floats2bfloat162_rn(o[hh][i][0] * inv_a, o[hh][i][1] * inv_a);
+                }
+                if (rb < nrows) {
+                    bf16 *dst = out + ((int64_t)(sg.row0 + r0 + rb) * NH + h0 + hh) * D + col;
+                    *(__nv_bfloat162 *)dst = __floats2bfloat162_rn(o[hh][i][2] * inv_b, o[hh][i][3] * inv_b);
+                }
             }
         }
     }
@@ -578,6 +642,37 @@ static dspy_status launch_prefill64(dspy_backend *be, bf16 *out, const bf16 *q, 
                      (const int32_t *)m->tables.data, bsh, NH, NKV, sl2);
 }
 
+/* Key splits of a k_prefill64 call (1: none): the S in 1..8 that minimises the estimated time of
+ * its CTAs, rounds(S) x (T / S + 1.5) tile times, where T = ceil(max_len / 64) is the longest CTA's
+ * key tiles, rounds(S) the waves of ctas x S CTAs over 3 an SM, the 1.5 a share's fixed cost (Q,
+ * the pipeline's fill, the combine), and a share at least 2 tiles. ctas estimates the real row
+ * tiles (half a tile's waste a segment) times the head pairs. A pure function of the call's sizes
+ * (the grid of a captured graph is fixed). B2's single-sequence prompt step on the H200 (204 rows
+ * after 1,296 cached keys, 64 CTAs of 24 tiles on 132 SMs): see bench/RESULTS.md.
+ * DSPY_CUDA_PREFILL_SPLIT (read at backend creation) = 1 turns splitting off, 2..8 forces S. */
+static int prefill_splits(const cuda_state *s, const dspy_attn_meta *m, int NH) {
+    if (s->prefill_split >= 1) return s->prefill_split;
+    const int T = (m->max_len + 63) / 64;
+    const double ctas = ((double)m->N + 32.0 * m->nseg) / 64.0 * (NH / 2), slots = 3.0 * s->sm_count;
+    int best = 1;
+    double best_t = ceil(ctas / slots) * (T + 1.5);
+    for (int S = 2; S <= 8 && T / S >= 2; S++) {
+        const double t = ceil(ctas * S / slots) * ((double)T / S + 1.5);
+        if (t < best_t * 0.95) best = S, best_t = t; /* a split must win clearly: the combine's reads are not modelled */
+    }
+    return best;
+}
+
+template <int KT, int ST, int MB>
+static dspy_status launch_prefill64_split(dspy_backend *be, bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc,
+                                          const dspy_attn_meta *m, int NH, int NKV, int bsh, float sl2, int S) {
+    unsigned tiles = (unsigned)((m->N + 63) / 64 + m->nseg);
+    return cu_launch_cluster(be, "attention (prefill, HS 64, key splits)", k_prefill64<KT, ST, MB, true>,
+                             dim3(tiles, NH / 2, S), dim3(128), dim3(1, 1, S), p64_smem<KT, ST>(), out, q, kc, vc,
+                             (const dspy_attn_seg *)m->segs.data, m->nseg, (const int32_t *)m->tables.data, bsh, NH, NKV,
+                             sl2);
+}
+
 /* DSPY_CUDA_PREFILL64=0 routes head size 64 to the older k_attn_prefill (for comparisons; its
  * variant then follows DSPY_CUDA_PREFILL_HEADS); read once per process. */
 static int p64_on = -1;
@@ -590,6 +685,9 @@ dspy_status dspy_cu_attention_prefill_setup(dspy_backend *be) {
     cudaError_t e = cudaFuncSetAttribute(k_prefill64<64, 2, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)p64_smem<64, 2>());
     DSPY_TRY(dspy_cu_check(be, e, "attention prefill (shared memory)"));
+    e = cudaFuncSetAttribute(k_prefill64<64, 2, 3, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             (int)p64_smem<64, 2>());
+    DSPY_TRY(dspy_cu_check(be, e, "attention prefill, key splits (shared memory)"));
     /* this file's copy of the early-release bits (cuda.cuh: one per .cu file) */
     DSPY_TRY(dspy_cu_check(be, cu_release_set(cu_of(be)->release), "attention prefill (release flag)"));
     /* The prefill tiles take (HP + 4) x 64 x D BF16 of shared memory: 80 KiB for D = 128 and 48
@@ -613,8 +711,11 @@ dspy_status dspy_cu_attention_prefill(dspy_backend *be, bf16 *o, const bf16 *qq,
     const int G = NH / NKV, bs = m->block_size;
     int bsh = 0;
     while (bsh < 30 && (1 << bsh) < bs) bsh++;
-    if (HS == 64 && G % 2 == 0 && (1 << bsh) == bs && p64_on)
+    if (HS == 64 && G % 2 == 0 && (1 << bsh) == bs && p64_on) {
+        const int S = prefill_splits(cu_of(be), m, NH);
+        if (S > 1) return launch_prefill64_split<64, 2, 3>(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2, S);
         return launch_prefill64<64, 2, 3>(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2);
+    }
     /* two query heads per CTA where a KV group has an even number of them (D = 64 only: at 128
      * the doubled accumulators would not fit the registers) */
     if (HS == 64 && G % 2 == 0) switch (cu_of(be)->prefill_heads) {

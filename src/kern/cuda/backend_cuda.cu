@@ -303,6 +303,9 @@ extern "C" dspy_status dspy_backend_cuda_init(dspy_backend *be) {
         s->prefill_heads = ph ? atoi(ph) : 4;
         if (s->prefill_heads < 1 || s->prefill_heads > 2) s->prefill_heads = 4; /* 4: the default variant */
         s->release = rl ? atoi(rl) & CU_REL_ALL : CU_REL_DEFAULT;
+        const char *ps = getenv("DSPY_CUDA_PREFILL_SPLIT");
+        s->prefill_split = ps ? atoi(ps) : 0;
+        if (s->prefill_split < 0 || s->prefill_split > 8) s->prefill_split = 0;
         const char *dc = getenv("DSPY_CUDA_DEC_CLUSTER");
         s->dec_cluster = dc ? atoi(dc) : prop.major >= 9 ? 16 : 0; /* clusters need sm_90 */
         if (s->dec_cluster != 16) s->dec_cluster = 0;

@@ -54,6 +54,8 @@ struct cuda_state {
                                CTA with Q reloaded every tile at 3 blocks per SM (default), with Q held in
                                registers at 2 blocks (2), one head a CTA (1). H200, 16k-token chunk: 0.69,
                                0.79 and 0.89 ms a layer (other variants measured: bench/RESULTS.md) */
+    int prefill_split;      /* key splits of the head-size-64 prefill attention (DSPY_CUDA_PREFILL_SPLIT): 0 = chosen
+                               per call (attention_prefill.cu prefill_splits), 1 = none, 2..8 = that many */
     int release;            /* which kernels release the next one early (griddep_wait), CU_REL_* bits;
                                DSPY_CUDA_RELEASE, default CU_REL_DEFAULT */
     int gemv_occ[4][4];     /* resident blocks per SM of the GEMV kernels [gemv, attn_in, mlp_in, logits][rows - 1],
