@@ -531,6 +531,9 @@ static void bench_step(const dspy_model *m, int ctx_len, int nb, int P, int shar
              {"  without down", LEAVE_DOWN},
              {"  without logits+sample", LEAVE_LOGITS | LEAVE_SAMPLE},
              {"  without sample", LEAVE_SAMPLE},
+             /* the attention calls back to back, and the rest of that graph (the embedding) alone */
+             {"  attention only", LEAVE_ATTN_IN | LEAVE_O | LEAVE_MLP_IN | LEAVE_DOWN | LEAVE_LOGITS | LEAVE_SAMPLE},
+             {"  embedding only", LEAVE_ATTN_IN | LEAVE_ATTENTION | LEAVE_O | LEAVE_MLP_IN | LEAVE_DOWN | LEAVE_LOGITS | LEAVE_SAMPLE},
              {"forward+sample, launched (no graph)", -1}};
     /* floors: the bytes (decode_bytes, the attended keys and values) at the copy bandwidth; the
      * FLOPs (the projections over every row, the lm_head over the sampled rows, causal attention

@@ -436,18 +436,20 @@ static __device__ __forceinline__ void p64_pv(const uint32_t (&p)[2][NT / 2][4],
 
 /* The end of a split CTA (k_prefill64<.., SPLIT>): its unnormalised O, running max m and row
  * sums l of both heads go to its shared memory (the K/V stages are done with: 33 KiB of the 48);
- * after the cluster's barrier, rank z normalises its 1/S-th of the tile's outputs over every
- * rank's partials (DSMEM), each weighted by 2^((m_r - M) * sl2) against the largest max M (an
- * empty share has m = -inf, l = 0 and weighs nothing); the second barrier keeps every CTA's
- * shared memory alive until all have read it. Rows rbase .. rbase + nrows - 1 of out, heads h0
- * and h0 + 1. */
+ * after the cluster's barrier, rank z finishes rows z * ceil(64 / S) .. of the tile: one thread a
+ * (head, row) weighs every rank's partial by 2^((m_r - M) * sl2) / sum_r (its l_r times that) over
+ * the largest max M (an empty share has m = -inf and l = 0 and weighs nothing), then the outputs
+ * sum the ranks' O rows four columns at a time (S independent DSMEM loads each). The second
+ * barrier keeps every CTA's shared memory alive until all have read it. Rows rbase .. rbase +
+ * nrows - 1 of out, heads h0 and h0 + 1. */
 static __device__ __forceinline__ void split_combine(bf16 *__restrict__ out, const float (&o)[2][8][4], const float (&lf)[2][4],
                                                      const float (&m)[2][2], char *smem, int rbase, int nrows, int h0,
                                                      int NH, int ra, int rb, int t, float sl2) {
-    constexpr int D = 64;
+    constexpr int D = 64, SMAX = 8;
     namespace cg = cooperative_groups;
     cg::cluster_group cl = cg::this_cluster();
-    float *so = (float *)smem, *sm = so + 2 * 64 * D, *sl = sm + 2 * 64; /* [2][64][D], [2][64], [2][64] */
+    /* [2][64][D] O, [2][64] m, [2][64] l (read by every rank); [SMAX][2][32] this rank's weights */
+    float *so = (float *)smem, *sm = so + 2 * 64 * D, *sl = sm + 2 * 64, *wt = sl + 2 * 64;
     __syncthreads(); /* every warp is done with the K/V stages these overwrite */
 #pragma unroll
     for (int hh = 0; hh < 2; hh++) {
@@ -464,24 +466,29 @@ static __device__ __forceinline__ void split_combine(bf16 *__restrict__ out, con
     }
     cl.sync();
     const int S = (int)cl.num_blocks(), z = (int)cl.block_rank();
-    constexpr int PAIRS = 2 * 64 * D / 2; /* output pairs of the tile, both heads */
-    const int share = (PAIRS + S - 1) / S;
-    for (int e = threadIdx.x; e < share; e += blockDim.x) {
-        const int pr = z * share + e;
-        if (pr >= PAIRS) break;
-        const int hh = pr / (64 * D / 2), r = pr / (D / 2) % 64, col = 2 * (pr % (D / 2));
-        if (r >= nrows) continue;
-        float M = -INFINITY;
-        for (int k = 0; k < S; k++) M = fmaxf(M, cl.map_shared_rank(sm, k)[hh * 64 + r]);
-        float den = 0.0f, n0 = 0.0f, n1 = 0.0f;
+    const int rs = (64 + S - 1) / S, r0 = z * rs, nr = max(0, min(rs, min(64, nrows) - r0)); /* rs <= 32 */
+    if ((int)threadIdx.x < 2 * nr) { /* (head, row) = (tid / nr, r0 + tid % nr) */
+        const int hh = threadIdx.x / nr, r = r0 + threadIdx.x % nr;
+        float mk[SMAX], M = -INFINITY, den = 0.0f;
+        for (int k = 0; k < S; k++) mk[k] = cl.map_shared_rank(sm, k)[hh * 64 + r], M = fmaxf(M, mk[k]);
         for (int k = 0; k < S; k++) {
-            const float mk = cl.map_shared_rank(sm, k)[hh * 64 + r];
-            const float w = mk == -INFINITY ? 0.0f : fast_exp2((mk - M) * sl2);
-            const float2 ok = *(const float2 *)(cl.map_shared_rank(so, k) + (hh * 64 + r) * D + col);
-            den += w * cl.map_shared_rank(sl, k)[hh * 64 + r];
-            n0 += w * ok.x, n1 += w * ok.y;
+            mk[k] = mk[k] == -INFINITY ? 0.0f : fast_exp2((mk[k] - M) * sl2);
+            den += mk[k] * cl.map_shared_rank(sl, k)[hh * 64 + r];
         }
-        *(__nv_bfloat162 *)(out + ((int64_t)(rbase + r) * NH + h0 + hh) * D + col) = __floats2bfloat162_rn(n0 / den, n1 / den);
+        for (int k = 0; k < S; k++) wt[(k * 2 + hh) * 32 + r - r0] = mk[k] / den;
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < 2 * nr * (D / 4); e += blockDim.x) { /* four columns each */
+        const int hh = e / (nr * (D / 4)), r = r0 + e / (D / 4) % nr, col = 4 * (e % (D / 4));
+        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        for (int k = 0; k < S; k++) {
+            const float w = wt[(k * 2 + hh) * 32 + r - r0];
+            const float4 v = *(const float4 *)(cl.map_shared_rank(so, k) + (hh * 64 + r) * D + col);
+            acc.x += w * v.x, acc.y += w * v.y, acc.z += w * v.z, acc.w += w * v.w;
+        }
+        bf16 *dst = out + ((int64_t)(rbase + r) * NH + h0 + hh) * D + col;
+        *(__nv_bfloat162 *)dst = __floats2bfloat162_rn(acc.x, acc.y);
+        *(__nv_bfloat162 *)(dst + 2) = __floats2bfloat162_rn(acc.z, acc.w);
     }
     cl.sync(); /* no CTA leaves while another still reads its shared memory */
 }
@@ -642,25 +649,22 @@ static dspy_status launch_prefill64(dspy_backend *be, bf16 *out, const bf16 *q, 
                      (const int32_t *)m->tables.data, bsh, NH, NKV, sl2);
 }
 
-/* Key splits of a k_prefill64 call (1: none): the S in 1..8 that minimises the estimated time of
- * its CTAs, rounds(S) x (T / S + 1.5) tile times, where T = ceil(max_len / 64) is the longest CTA's
- * key tiles, rounds(S) the waves of ctas x S CTAs over 3 an SM, the 1.5 a share's fixed cost (Q,
- * the pipeline's fill, the combine), and a share at least 2 tiles. ctas estimates the real row
- * tiles (half a tile's waste a segment) times the head pairs. A pure function of the call's sizes
- * (the grid of a captured graph is fixed). B2's single-sequence prompt step on the H200 (204 rows
- * after 1,296 cached keys, 64 CTAs of 24 tiles on 132 SMs): see bench/RESULTS.md.
- * DSPY_CUDA_PREFILL_SPLIT (read at backend creation) = 1 turns splitting off, 2..8 forces S. */
+/* Key splits of a k_prefill64 call (1: none): where its CTAs (the row tiles, estimated with half a
+ * tile's waste a segment, times the head pairs) would leave SMs idle, S = floor(2 x SMs / CTAs) up
+ * to 8 (about two CTAs an SM), each share at least 3 of the T = ceil(max_len / 64) key tiles. A pure
+ * function of the call's sizes (the grid of a captured graph is fixed). H200, B2's single-sequence
+ * prompt step (204 rows after 1,296 cached keys: ~60 CTAs of 24 tiles), the attention's cost in
+ * the step: 730 us unsplit, 680 / 487 / 609 / 564 with 2 / 4 / 6 / 8 shares; with 8 or 15 such
+ * sequences (470-900 CTAs) every split was slower (bench/RESULTS.md). DSPY_CUDA_PREFILL_SPLIT (read
+ * at backend creation) = 1 turns splitting off, 2..8 forces S. */
 static int prefill_splits(const cuda_state *s, const dspy_attn_meta *m, int NH) {
     if (s->prefill_split >= 1) return s->prefill_split;
     const int T = (m->max_len + 63) / 64;
-    const double ctas = ((double)m->N + 32.0 * m->nseg) / 64.0 * (NH / 2), slots = 3.0 * s->sm_count;
-    int best = 1;
-    double best_t = ceil(ctas / slots) * (T + 1.5);
-    for (int S = 2; S <= 8 && T / S >= 2; S++) {
-        const double t = ceil(ctas * S / slots) * ((double)T / S + 1.5);
-        if (t < best_t * 0.95) best = S, best_t = t; /* a split must win clearly: the combine's reads are not modelled */
-    }
-    return best;
+    const int64_t ctas = ((int64_t)m->N + 32 * (int64_t)m->nseg + 63) / 64 * (NH / 2);
+    int S = ctas > 0 ? (int)(2 * (int64_t)s->sm_count / ctas) : 1;
+    if (S > 8) S = 8;
+    while (S > 1 && T / S < 3) S--;
+    return S < 2 ? 1 : S;
 }
 
 template <int KT, int ST, int MB>
