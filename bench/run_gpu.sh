@@ -43,6 +43,9 @@ if has tests; then
   (cd build-gpu && DSPY_CUDA_PREFILL64=0 DSPY_CUDA_MMA=0 timeout 300 ./tests/test_cuda_ops 2>&1 | grep -E "FAIL|passed" | tail -n 5)
   (cd build-gpu && DSPY_CUDA_PREFILL64=0 DSPY_CUDA_MMA=0 timeout 300 ./tests/test_cuda_model 2>&1 | grep -E "FAIL|passed" | tail -n 5)
   (cd build-gpu && DSPY_CUDA_RELEASE=31 timeout 300 ./tests/test_cuda_model 2>&1 | grep -E "FAIL|passed" | tail -n 5)
+  echo "-- the prefill attention's key ranges split over clusters of 2, 5 and 8 in every call (DSPY_CUDA_PREFILL_SPLIT), and never (=1)"
+  for v in 2 5 8 1; do (cd build-gpu && DSPY_CUDA_PREFILL_SPLIT=$v timeout 300 ./tests/test_cuda_ops 2>&1 | grep -E "FAIL|passed" | tail -n 3); done
+  (cd build-gpu && DSPY_CUDA_PREFILL_SPLIT=4 timeout 300 ./tests/test_cuda_model 2>&1 | grep -E "FAIL|passed" | tail -n 3)
   echo "-- decode rows 1-4: every one on the GEMV (DSPY_CUDA_MMA_SMALL=0), every one on tensor cores (=2)"
   for v in 0 2; do (cd build-gpu && DSPY_CUDA_MMA_SMALL=$v timeout 300 ./tests/test_cuda_ops 2>&1 | grep -E "FAIL|passed" | tail -n 3); done
   echo "-- mlp_in and logits summed by groups of 4 warps whatever their size (DSPY_CUDA_MMA_KW=4), and by whole blocks (=16)"

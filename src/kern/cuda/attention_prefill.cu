@@ -20,6 +20,10 @@
  *     warps) an SM; one barrier a tile; row sums out of the tensor cores (P times ones) instead of
  *     an add per score; the running max raised, and O rescaled, only when a weight would pass 2^8
  *     (rare after the first tiles); the block table read once per key row for K and V, with shifts.
+ *     Where a call's row tiles are too few to fill the SMs (a prompt of a few hundred tokens after
+ *     a long cached prefix: B2's lone request, ~60 CTAs of 24 key tiles on 132 SMs), k_prefill64's
+ *     SPLIT form cuts each CTA's keys into S shares over a thread-block cluster of S along z; the
+ *     shares meet in distributed shared memory (split_combine). Chosen per call by prefill_splits.
  *   - k_attn_prefill (head size 128, odd groups, other block sizes; DSPY_CUDA_PREFILL64=0 puts head
  *     size 64 back on it): the kernel k_prefill64 replaced, one or two heads a CTA
  *     (DSPY_CUDA_PREFILL_HEADS), two barriers a tile, sums by adds, a rescale every tile, the block

@@ -306,6 +306,7 @@ extern "C" dspy_status dspy_backend_cuda_init(dspy_backend *be) {
         const char *ps = getenv("DSPY_CUDA_PREFILL_SPLIT");
         s->prefill_split = ps ? atoi(ps) : 0;
         if (s->prefill_split < 0 || s->prefill_split > 8) s->prefill_split = 0;
+        if (prop.major < 9) s->prefill_split = 1; /* the splits meet in a thread-block cluster (sm_90) */
         const char *dc = getenv("DSPY_CUDA_DEC_CLUSTER");
         s->dec_cluster = dc ? atoi(dc) : prop.major >= 9 ? 16 : 0; /* clusters need sm_90 */
         if (s->dec_cluster != 16) s->dec_cluster = 0;
