@@ -11,10 +11,14 @@
  *          floor (2 * non-embedding params * tokens + causal attention) at the measured peak
  *
  *   step   one decode step of --step-batch sequences (default 1) on the device alone, and each
- *          op's cost in the chain; --step-shared P: their first P positions in shared KV blocks
+ *          op's cost in the chain; --step-shared P: their first P positions in shared KV blocks;
+ *          --step-rows R: each sequence feeds its last R positions instead (a prompt step after a
+ *          cached prefix, as B2's waves run them) at context --step-ctx; also the step launched op
+ *          by op (no graph) and the attention calls alone
  *
  * Usage: bench_gpu --model DIR [--device cuda] [--prefill-chunk 32768] [--peak-tflops 789]
- *        [--only-step 1 [--step-batch 16] [--step-shared 1300]] [--weights fp8]
+ *        [--only-step 1 [--step-batch 16] [--step-shared 1300] [--step-rows 204 --step-ctx 1500]]
+ *        [--weights fp8|w8a8]
  * --weights fp8 (w8a8): the model loaded with dspy_model_params.f8_decode (and f8_act) (weight_bytes then counts the
  * FP8 copies too; a batched decode step reads the 1-byte copies, ~1.24 GB at the 1B shape)
  * The prefill's default chunk is 32,768 tokens a step: on the H200 it measured 0.617 s against
@@ -644,7 +648,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--weights")) a8 = !strcmp(argv[i + 1], "w8a8"), f8 = a8 || !strcmp(argv[i + 1], "fp8");
     }
     if (!dir) {
-        fprintf(stderr, "usage: bench_gpu --model DIR [--device cuda] [--prefill-chunk N] [--prompts N]\n");
+        fprintf(stderr, "usage: bench_gpu --model DIR [--device cuda] [--prefill-chunk N] [--prompts N] [--only-step 1 "
+                        "[--step-batch B] [--step-shared P] [--step-rows R] [--step-ctx L]] [--weights fp8|w8a8]\n");
         return 2;
     }
     dspy_model_params mp = dspy_model_params_default();
