@@ -208,8 +208,19 @@ DSPY_API dspy_status dspy_engine_add(dspy_engine *e, const int32_t *prompt, size
  * for: a bug). */
 DSPY_API dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out);
 
+/* dspy_engine_step in two halves, so that the caller's own work (a server handing the last
+ * step's tokens to its clients) runs while the device computes: begin plans the step and
+ * enqueues it (*launched false when there was nothing to run), end waits for it and applies it
+ * (out and errors as dspy_engine_step's; with nothing launched, no events). Between the two the
+ * engine takes only dspy_engine_remove (the sequence is retired when the step ends and reports
+ * nothing from it), dspy_engine_stats_get and dspy_engine_profile_get; dspy_engine_add answers
+ * DSPY_ERR_STATE, a second begin too. dspy_engine_step is begin then end. */
+DSPY_API dspy_status dspy_engine_step_begin(dspy_engine *e, bool *launched);
+DSPY_API dspy_status dspy_engine_step_end(dspy_engine *e, dspy_step_out *out);
+
 /* Cancels an active sequence and frees its KV cache (e.g. a stop string matched, or the client
- * went away). DSPY_ERR_NOTFOUND when the id is not active (finished sequences are already gone). */
+ * went away); during a step in flight, when that step ends. DSPY_ERR_NOTFOUND when the id is not
+ * active (finished sequences are already gone). */
 DSPY_API dspy_status dspy_engine_remove(dspy_engine *e, int64_t seq_id);
 
 DSPY_API void dspy_engine_stats_get(const dspy_engine *e, dspy_engine_stats *out);

@@ -50,6 +50,7 @@ static void seq_free(seq *s) {
 
 void dspy_engine_free(dspy_engine *e) {
     if (!e) return;
+    if (e->fl.active) (void)e->be->ops->sync(e->be); /* a step still in flight uses the buffers */
     for (int32_t i = 0; i < e->n_active; i++) seq_free(e->active[i]);
     free(e->active);
     if (e->be) {
@@ -71,6 +72,7 @@ void dspy_engine_free(dspy_engine *e) {
     free(e->take);
     free(e->n_draft);
     free(e->first_out);
+    free(e->fl.removed);
     free(e->events);
     free(e);
 }
@@ -160,7 +162,8 @@ dspy_status dspy_engine_new(const dspy_model *model, const dspy_engine_params *p
     e->take = malloc((size_t)p.max_seqs * sizeof *e->take);
     e->n_draft = malloc((size_t)p.max_seqs * sizeof *e->n_draft);
     e->first_out = malloc((size_t)p.max_seqs * sizeof *e->first_out);
-    if (!e->active || !e->out_seq || !e->events || !e->take || !e->n_draft || !e->first_out) {
+    e->fl.removed = malloc((size_t)p.max_seqs * sizeof *e->fl.removed);
+    if (!e->active || !e->out_seq || !e->events || !e->take || !e->n_draft || !e->first_out || !e->fl.removed) {
         st = dspy_fail(DSPY_ERR_NOMEM, "engine: out of memory");
         goto fail;
     }
@@ -336,6 +339,8 @@ bool dspy_engine_defer(dspy_engine *e, int32_t i) {
 dspy_status dspy_engine_add(dspy_engine *e, const int32_t *prompt, size_t n, const dspy_sampling *spp,
                             int64_t *seq_id) {
     *seq_id = 0;
+    if (e->fl.active)
+        return dspy_fail(DSPY_ERR_STATE, "engine: a step is in flight; add the sequence after dspy_engine_step_end");
     dspy_sampling sp = spp ? *spp : dspy_sampling_default();
     dspy_status st = dspy_engine_check_prompt(e->cfg, prompt, n);
     if (st) return st;
@@ -416,12 +421,29 @@ static void retire(dspy_engine *e, int32_t i) {
     e->n_active--;
 }
 
-dspy_status dspy_engine_remove(dspy_engine *e, int64_t seq_id) {
+bool dspy_engine_retire_id(dspy_engine *e, int64_t id) {
     for (int32_t i = 0; i < e->n_active; i++)
-        if (e->active[i]->id == seq_id) {
+        if (e->active[i]->id == id) {
+            retire(e, i);
+            return true;
+        }
+    return false;
+}
+
+/* While a step is in flight the sequence's rows are on the device: it is listed and retired
+ * when the step ends (dspy_engine_step_end drops its events). */
+dspy_status dspy_engine_remove(dspy_engine *e, int64_t seq_id) {
+    for (int32_t i = 0; i < e->n_active; i++) {
+        if (e->active[i]->id != seq_id) continue;
+        if (!e->fl.active) {
             retire(e, i);
             return DSPY_OK;
         }
+        for (int32_t k = 0; k < e->fl.n_removed; k++)
+            if (e->fl.removed[k] == seq_id) return DSPY_OK;
+        e->fl.removed[e->fl.n_removed++] = seq_id; /* at most one a sequence: n_active <= max_seqs */
+        return DSPY_OK;
+    }
     return dspy_fail(DSPY_ERR_NOTFOUND, "sequence %lld is not active (finished sequences are released "
                                         "automatically)", (long long)seq_id);
 }

@@ -85,6 +85,16 @@ struct dspy_engine {
     bool use_graphs;
     bool split_mixed;       /* mixed steps attend their decoding rows apart (forward.h attn_one) */
     bool pad_eager;         /* eager steps padded to the warm-up's row counts (engine_step.c) */
+    /* the step between dspy_engine_step_begin and _end: what the end needs of its plan, and the
+     * sequences removed meanwhile (retired after it: their rows are in flight) */
+    struct {
+        bool active;
+        bool graph, mask_all, decode;
+        int32_t nseg, N, drafted, n_prefill, n_decode;
+        int64_t t_plan, t_launch, t_wait;
+        int64_t *removed; /* (max_seqs) */
+        int32_t n_removed;
+    } fl;
     /* cumulative statistics */
     int64_t prompt_tokens, hit_tokens, computed_tokens, preemptions;
     dspy_engine_profile prof;
@@ -101,6 +111,9 @@ void dspy_engine_publish(dspy_engine *e, seq *s);
  * because another running sequence is filling its next full block with the same tokens. */
 bool dspy_engine_defer(dspy_engine *e, int32_t i);
 dspy_finish dspy_engine_finish_rule(const dspy_engine *e, const seq *s, int32_t tok);
+/* Retires the active sequence `id` (its filled blocks published, the rest freed); false when
+ * none is active by that id. Sets no message. */
+bool dspy_engine_retire_id(dspy_engine *e, int64_t id);
 /* DSPY_ERR_ARG for an empty prompt or a token outside the vocabulary. */
 dspy_status dspy_engine_check_prompt(const dspy_model_config *c, const int32_t *ids, size_t n);
 

@@ -364,7 +364,7 @@ static dspy_status warm_prompt(dspy_engine *e, int32_t n) {
  * took 126 ms, 10 of them compute); then every decode bucket's graph captured and launched on
  * padding rows. Results are read back once and dropped. */
 dspy_status dspy_engine_warmup(dspy_engine *e) {
-    if (!e->use_graphs || e->n_active > 0) return DSPY_OK;
+    if (!e->use_graphs || e->n_active > 0 || e->fl.active) return DSPY_OK;
     dspy_backend *be = e->be;
     const dspy_ops *o = be->ops;
     int32_t *h = e->meta_h;
@@ -389,9 +389,22 @@ dspy_status dspy_engine_warmup(dspy_engine *e) {
 }
 
 dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
-    memset(out, 0, sizeof *out);
-    out->events = e->events;
+    bool launched = false;
+    dspy_status st = dspy_engine_step_begin(e, &launched);
+    if (st) {
+        memset(out, 0, sizeof *out);
+        out->events = e->events;
+        return st;
+    }
+    return dspy_engine_step_end(e, out);
+}
+
+dspy_status dspy_engine_step_begin(dspy_engine *e, bool *launched) {
+    *launched = false;
+    if (e->fl.active)
+        return dspy_fail(DSPY_ERR_STATE, "engine: a step is already in flight (dspy_engine_step_end it first)");
     if (e->n_active == 0) return DSPY_OK;
+    dspy_step_out counts = {0}, *out = &counts; /* the token counts the end reports */
     const int64_t t_plan = dspy_now_ns();
     dspy_engine_resume_waiting(e);
     int32_t *take = e->take;
@@ -492,24 +505,60 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
         DSPY_TRY(run_step(e, &L, N, nseg, M, n_table, sp.decode, sp.R, one, step_len));
     }
     DSPY_TRY(o->copy(be, e->res_h, e->res_d, (size_t)e->max_out * 12, DSPY_COPY_D2H));
-    const int64_t t_wait = dspy_now_ns();
-    DSPY_TRY(o->sync(be));
+    e->fl.graph = graph, e->fl.mask_all = mask_all, e->fl.decode = sp.decode;
+    e->fl.nseg = sp.nseg, e->fl.N = sp.N, e->fl.drafted = drafted;
+    e->fl.n_prefill = out->n_prefill_tokens, e->fl.n_decode = out->n_decode_tokens;
+    e->fl.t_plan = t_plan, e->fl.t_launch = t_launch, e->fl.t_wait = dspy_now_ns();
+    e->fl.n_removed = 0;
+    e->fl.active = true;
+    *launched = true;
+    return DSPY_OK;
+}
+
+/* The sequences removed while the step was in flight: retired now, their events dropped. */
+static void retire_removed(dspy_engine *e, dspy_step_out *out) {
+    for (int32_t k = 0; k < e->fl.n_removed; k++) {
+        const int64_t id = e->fl.removed[k];
+        dspy_engine_retire_id(e, id); /* false: it finished in the step */
+        int32_t w = 0;
+        for (int32_t j = 0; j < out->n_events; j++)
+            if (e->events[j].seq_id != id) e->events[w++] = e->events[j];
+        out->n_events = w;
+    }
+    e->fl.n_removed = 0;
+}
+
+dspy_status dspy_engine_step_end(dspy_engine *e, dspy_step_out *out) {
+    memset(out, 0, sizeof *out);
+    out->events = e->events;
+    if (!e->fl.active) return DSPY_OK;
+    e->fl.active = false;
+    dspy_backend *be = e->be;
+    const int32_t *take = e->take;
+    const bool graph = e->fl.graph, mask_all = e->fl.mask_all;
+    const int32_t drafted = e->fl.drafted;
+    out->n_prefill_tokens = e->fl.n_prefill, out->n_decode_tokens = e->fl.n_decode;
+    dspy_status st = be->ops->sync(be);
+    if (st) {
+        retire_removed(e, out);
+        return st;
+    }
     const int64_t t_post = dspy_now_ns();
     const dspy_step_kind kind = graph                      ? DSPY_STEP_GRAPH
-                                : sp.decode                ? DSPY_STEP_DECODE
+                                : e->fl.decode             ? DSPY_STEP_DECODE
                                 : out->n_decode_tokens > 0 ? DSPY_STEP_MIXED
                                                            : DSPY_STEP_PREFILL;
     e->prof.steps[kind]++;
-    e->prof.seqs[kind] += sp.nseg;
-    e->prof.rows[kind] += sp.N;
-    e->prof.plan_ns += t_launch - t_plan;
-    e->prof.launch_ns[kind] += t_wait - t_launch;
-    e->prof.device_ns[kind] += t_post - t_launch;
+    e->prof.seqs[kind] += e->fl.nseg;
+    e->prof.rows[kind] += e->fl.N;
+    e->prof.plan_ns += e->fl.t_launch - e->fl.t_plan;
+    e->prof.launch_ns[kind] += e->fl.t_wait - e->fl.t_launch;
+    e->prof.device_ns[kind] += t_post - e->fl.t_launch;
     e->prof.spec_steps += drafted > 0;
     e->prof.draft_tokens += drafted;
+    int32_t r = 0;
     const float *lp = (const float *)(e->res_h + e->max_out);
     const float *shift = (const float *)(e->res_h + 2 * e->max_out);
-    r = 0;
     /* One event per fed sequence in add order (token -1 for a prompt chunk), more for accepted
      * drafts. A sequence's sampled rows are consecutive from first_out (rows in add order). */
     for (int32_t i = 0; i < e->n_active; i++) {
@@ -528,11 +577,14 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
                 logprob += shift[mask_all ? j : r0 + (j - j0)];
                 if (!is_eos(e, tok)) {
                     int32_t next = dspy_constraint_next(s->cons, s->cstate, tok);
-                    if (next < 0)
-                        return dspy_fail(DSPY_ERR_BACKEND,
-                                         "engine: sequence %lld sampled token %d, which its constraint bans in state "
-                                         "%d (the backend's mask was not applied)",
-                                         (long long)s->id, tok, s->cstate);
+                    if (next < 0) {
+                        st = dspy_fail(DSPY_ERR_BACKEND,
+                                       "engine: sequence %lld sampled token %d, which its constraint bans in state "
+                                       "%d (the backend's mask was not applied)",
+                                       (long long)s->id, tok, s->cstate);
+                        retire_removed(e, out);
+                        return st;
+                    }
                     s->cstate = next;
                 }
             }
@@ -560,7 +612,8 @@ dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
     for (int32_t i = 0; i < e->n_active; i++)
         if (take[i] > 0) dspy_engine_publish(e, e->active[i]);
     for (int32_t k = 0; k < out->n_events; k++)
-        if (e->events[k].finish != DSPY_FINISH_NONE) dspy_engine_remove(e, e->events[k].seq_id);
+        if (e->events[k].finish != DSPY_FINISH_NONE) dspy_engine_retire_id(e, e->events[k].seq_id);
+    retire_removed(e, out);
     e->prof.post_ns += dspy_now_ns() - t_post;
     return DSPY_OK;
 }

@@ -101,6 +101,12 @@ struct sched {
     atomic_llong n_preempted; /* written by the engine thread; read by dspy_sched_preemptions */
     sched_stats stats;    /* under mu: the snapshot after the last step */
     int64_t idle_ns, admit_ns, step_ns, events_ns, stats_ns; /* engine thread only: see sched_stats */
+    /* engine thread only: the last step's results, handed to the jobs while the next step runs
+     * (a copy: the engine rewrites its events at every step's end) */
+    dspy_step_out prev;
+    bool has_prev;
+    dspy_step_event *prev_events;
+    int32_t prev_cap;
 };
 
 /* ---- stop strings ---------------------------------------------------------------------- */
@@ -564,6 +570,50 @@ static void publish_stats(sched *s, const dspy_step_out *out) {
     pthread_mutex_unlock(&s->mu);
 }
 
+/* A step's results to their jobs: the /metrics snapshot, each event to its choice, the jobs
+ * that ended completed. */
+static void hand_out(sched *s, const dspy_step_out *out) {
+    const int64_t t_stats = dspy_now_ns();
+    publish_stats(s, out);
+    const int64_t t_events = dspy_now_ns();
+    s->stats_ns += t_events - t_stats;
+    for (int32_t e = 0; e < out->n_events; e++) {
+        sched_job *j = NULL;
+        sched_choice *c = find_choice(s, out->events[e].seq_id, &j);
+        if (c) on_event(s, j, c, &out->events[e]);
+    }
+    for (sched_job *j = s->running, *next; j; j = next) {
+        next = j->next;
+        maybe_complete(s, j);
+    }
+    s->events_ns += dspy_now_ns() - t_events;
+}
+
+/* The kept results of the last step, if any, handed out. */
+static void deliver(sched *s) {
+    if (!s->has_prev) return;
+    s->has_prev = false;
+    hand_out(s, &s->prev);
+}
+
+/* Keeps a step's results for deliver (the engine's events copied); where the copy cannot grow,
+ * hands them out now. */
+static void keep(sched *s, const dspy_step_out *out) {
+    if (out->n_events > s->prev_cap) {
+        dspy_step_event *ne = realloc(s->prev_events, sizeof *ne * (size_t)out->n_events);
+        if (!ne) {
+            hand_out(s, out);
+            return;
+        }
+        s->prev_events = ne;
+        s->prev_cap = out->n_events;
+    }
+    if (out->n_events > 0) memcpy(s->prev_events, out->events, sizeof *out->events * (size_t)out->n_events);
+    s->prev = *out;
+    s->prev.events = s->prev_events;
+    s->has_prev = true;
+}
+
 static void *engine_main(void *arg) {
     sched *s = arg;
     for (;;) {
@@ -591,6 +641,7 @@ static void *engine_main(void *arg) {
         char *abort_message = abort_status ? strdup(s->abort_message ? s->abort_message : "aborted") : NULL;
         pthread_mutex_unlock(&s->mu);
         if (abort_status || quit) {
+            deliver(s); /* what the last step finished is the jobs' own, not a failure */
             fail_everything(s, abort_status ? abort_status : 503,
                             abort_message ? abort_message : "the server is shutting down");
             free(abort_message);
@@ -612,32 +663,32 @@ static void *engine_main(void *arg) {
         admit(s);
         const int64_t t_step = dspy_now_ns();
         s->admit_ns += t_step - t_admit;
-        if (!s->running) continue;
+        if (!s->running) {
+            deliver(s);
+            continue;
+        }
+        /* The step goes to the device first; the last step's tokens go to their jobs while it
+         * runs (a stop string found there removes its sequence when this step ends). */
+        bool launched = false;
+        dspy_status st = dspy_engine_step_begin(s->eng, &launched);
+        s->step_ns += dspy_now_ns() - t_step;
+        if (st == DSPY_OK) deliver(s);
         dspy_step_out out;
-        dspy_status st = dspy_engine_step(s->eng, &out);
-        const int64_t t_stats = dspy_now_ns();
-        s->step_ns += t_stats - t_step;
+        const int64_t t_end = dspy_now_ns();
+        if (st == DSPY_OK) st = dspy_engine_step_end(s->eng, &out);
+        s->step_ns += dspy_now_ns() - t_end;
         if (st != DSPY_OK) {
             dspy_log(DSPY_LOG_ERROR, "serve: engine step failed: %s", dspy_errmsg());
             char *msg = strdup(dspy_errmsg());
+            s->has_prev = false;
             fail_everything(s, 500, msg ? msg : "engine step failed");
             free(msg);
             continue;
         }
-        publish_stats(s, &out);
-        const int64_t t_events = dspy_now_ns();
-        s->stats_ns += t_events - t_stats;
-        for (int32_t e = 0; e < out.n_events; e++) {
-            sched_job *j = NULL;
-            sched_choice *c = find_choice(s, out.events[e].seq_id, &j);
-            if (c) on_event(s, j, c, &out.events[e]);
-        }
-        for (sched_job *j = s->running, *next; j; j = next) {
-            next = j->next;
-            maybe_complete(s, j);
-        }
-        s->events_ns += dspy_now_ns() - t_events;
+        if (!launched) continue;
+        keep(s, &out);
     }
+    deliver(s);
     return NULL;
 }
 
@@ -737,5 +788,6 @@ void dspy_sched_free(sched *s) {
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s->abort_message);
+    free(s->prev_events);
     free(s);
 }

@@ -311,6 +311,86 @@ static void test_seeds_and_stops(void) {
     dspy_model_free(m);
 }
 
+/* dspy_engine_step_begin / _end: the same events as dspy_engine_step, bit for bit (two engines,
+ * three sampled and greedy sequences of staggered lengths); a sequence removed while a step is in
+ * flight reports nothing from that step and is gone after it; meanwhile add and a second begin
+ * answer DSPY_ERR_STATE, an unknown id NOTFOUND; an end with nothing begun reports nothing. */
+static void test_step_halves(void) {
+    dspy_model *m = load(g_dir);
+    if (!m) return;
+    dspy_engine *a = NULL, *b = NULL;
+    CHECK_OK(dspy_engine_new(m, NULL, &a));
+    CHECK_OK(dspy_engine_new(m, NULL, &b));
+    if (!a || !b) {
+        dspy_engine_free(a), dspy_engine_free(b), dspy_model_free(m);
+        return;
+    }
+    int64_t ids[2][3];
+    int32_t *p[3];
+    for (int k = 0; k < 3; k++) {
+        p[k] = prompt_of(3 + 5 * k, 300, 40 + k);
+        dspy_sampling sp = dspy_sampling_default();
+        sp.max_tokens = 6 + 3 * k;
+        sp.temperature = k == 1 ? 0.0f : 0.9f;
+        sp.seed = 5 + (uint64_t)k;
+        CHECK_OK(dspy_engine_add(a, p[k], (size_t)(3 + 5 * k), &sp, &ids[0][k]));
+        CHECK_OK(dspy_engine_add(b, p[k], (size_t)(3 + 5 * k), &sp, &ids[1][k]));
+    }
+    int steps = 0, events = 0;
+    for (; steps < 100; steps++) {
+        dspy_step_out oa, ob;
+        bool launched = false;
+        CHECK_OK(dspy_engine_step(a, &oa));
+        CHECK_OK(dspy_engine_step_begin(b, &launched));
+        CHECK_OK(dspy_engine_step_end(b, &ob));
+        CHECK_INT(launched, oa.n_events > 0);
+        CHECK_INT(ob.n_events, oa.n_events);
+        if (ob.n_events != oa.n_events) break;
+        for (int32_t k = 0; k < oa.n_events; k++) {
+            const dspy_step_event *x = &oa.events[k], *y = &ob.events[k];
+            CHECK(x->seq_id == y->seq_id && x->token == y->token && x->finish == y->finish &&
+                  x->n_generated == y->n_generated && memcmp(&x->logprob, &y->logprob, sizeof x->logprob) == 0);
+        }
+        events += oa.n_events;
+        if (oa.n_events == 0) break;
+    }
+    CHECK(events >= 6 + 9 + 12);
+    dspy_step_out o;
+    CHECK_OK(dspy_engine_step_end(b, &o)); /* nothing begun */
+    CHECK_INT(o.n_events, 0);
+    /* removal in flight */
+    int64_t x = 0, y = 0;
+    dspy_sampling sp = dspy_sampling_default();
+    sp.max_tokens = 10;
+    CHECK_OK(dspy_engine_add(b, p[2], 13, &sp, &x));
+    CHECK_OK(dspy_engine_add(b, p[1], 8, &sp, &y));
+    bool launched = false;
+    CHECK_OK(dspy_engine_step_begin(b, &launched));
+    CHECK(launched);
+    int64_t z = 0;
+    CHECK_INT(dspy_engine_add(b, p[0], 3, &sp, &z), DSPY_ERR_STATE);
+    CHECK_INT(dspy_engine_step_begin(b, &launched), DSPY_ERR_STATE);
+    CHECK_INT(dspy_engine_remove(b, 9999), DSPY_ERR_NOTFOUND);
+    CHECK_OK(dspy_engine_remove(b, x));
+    CHECK_OK(dspy_engine_remove(b, x)); /* listed once */
+    dspy_engine_stats st;
+    dspy_engine_stats_get(b, &st);
+    CHECK_INT(st.active, 2); /* still in the step */
+    CHECK_OK(dspy_engine_step_end(b, &o));
+    CHECK_INT(o.n_events, 1);
+    CHECK(o.events[0].seq_id == y);
+    dspy_engine_stats_get(b, &st);
+    CHECK_INT(st.active, 1);
+    CHECK_INT(dspy_engine_remove(b, x), DSPY_ERR_NOTFOUND);
+    CHECK_OK(dspy_engine_step(b, &o));
+    CHECK_INT(o.n_events, 1);
+    CHECK(o.events[0].seq_id == y && o.events[0].token >= 0);
+    for (int k = 0; k < 3; k++) free(p[k]);
+    dspy_engine_free(a);
+    dspy_engine_free(b);
+    dspy_model_free(m);
+}
+
 /* The model's eos ends generation (reported as STOP, token included) unless ignore_eos. */
 static void test_eos(void) {
     char *plain = model_dir("noeos", "llama", 300, 64, -1, 5);
@@ -667,6 +747,7 @@ int main(void) {
     RUN(test_decode_matches_prefill);
     RUN(test_batched_equals_single);
     RUN(test_seeds_and_stops);
+    RUN(test_step_halves);
     RUN(test_eos);
     RUN(test_add_errors);
     RUN(test_preempt_and_prefix_cache);
