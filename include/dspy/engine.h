@@ -148,6 +148,8 @@ typedef struct dspy_engine_stats {
     int64_t prefix_hit_tokens; /* cumulative: prompt tokens found in the prefix cache (not computed) */
     int64_t computed_tokens; /* cumulative: prompt tokens computed (including recomputation after preemption) */
     int64_t preemptions;     /* cumulative: sequences preempted for KV cache */
+    bool async_steps;        /* dspy_engine_step_begin returns while the device computes (CUDA); on the
+                                CPU it computes the whole step, so nothing overlaps it */
 } dspy_engine_stats;
 
 /* Where the steps' time went, cumulative since dspy_engine_new (host monotonic clock, ns). Always

@@ -468,6 +468,7 @@ void dspy_engine_profile_get(const dspy_engine *e, dspy_engine_profile *out) { *
 void dspy_engine_stats_get(const dspy_engine *e, dspy_engine_stats *out) {
     memset(out, 0, sizeof *out);
     out->active = e->n_active;
+    out->async_steps = e->be->dev.type != DSPY_DEVICE_CPU;
     out->max_seqs = e->p.max_seqs;
     out->capacity_tokens = capacity_tokens(e);
     out->free_tokens = dspy_block_pool_available(&e->pool) * e->kv.block_size;

@@ -105,6 +105,8 @@ struct sched {
      * (a copy: the engine rewrites its events at every step's end) */
     dspy_step_out prev;
     bool has_prev;
+    bool overlap; /* the engine's steps are asynchronous (dspy_engine_stats.async_steps): hand out
+                     the last step's results while the next runs; on the CPU right after each step */
     dspy_step_event *prev_events;
     int32_t prev_cap;
 };
@@ -672,7 +674,7 @@ static void *engine_main(void *arg) {
         bool launched = false;
         dspy_status st = dspy_engine_step_begin(s->eng, &launched);
         s->step_ns += dspy_now_ns() - t_step;
-        if (st == DSPY_OK) deliver(s);
+        if (st == DSPY_OK && s->overlap) deliver(s);
         dspy_step_out out;
         const int64_t t_end = dspy_now_ns();
         if (st == DSPY_OK) st = dspy_engine_step_end(s->eng, &out);
@@ -686,7 +688,8 @@ static void *engine_main(void *arg) {
             continue;
         }
         if (!launched) continue;
-        keep(s, &out);
+        if (s->overlap) keep(s, &out);
+        else hand_out(s, &out);
     }
     deliver(s);
     return NULL;
@@ -702,6 +705,10 @@ dspy_status dspy_sched_new(dspy_engine *eng, const dspy_tokenizer *tok, int32_t 
     s->eng = eng;
     s->tok = tok;
     s->max_queue = max_queue;
+    dspy_engine_stats es;
+    dspy_engine_stats_get(eng, &es);
+    const char *ov = getenv("DSPY_SCHED_OVERLAP"); /* tests: the CUDA order on the CPU (1), or not (0) */
+    s->overlap = ov ? strcmp(ov, "0") != 0 : es.async_steps;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     if (pthread_create(&s->thread, NULL, engine_main, s) != 0) {

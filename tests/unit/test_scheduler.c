@@ -430,6 +430,16 @@ int main(void) {
         RUN(test_context_errors);
         RUN(test_preemption);
         RUN(test_whole_wakes_once);
+        /* again with the last step's results handed out while the next runs (the order on CUDA,
+         * where steps are asynchronous; on the CPU it delays each token by a step) */
+        setenv("DSPY_SCHED_OVERLAP", "1", 1);
+        RUN(test_batched_equals_single);
+        RUN(test_stop_strings_and_n);
+        RUN(test_cancel_queue_abort);
+        RUN(test_context_errors);
+        RUN(test_preemption);
+        RUN(test_whole_wakes_once);
+        unsetenv("DSPY_SCHED_OVERLAP");
     }
     dspy_tokenizer_free(g_tok);
     dspy_model_free(g_model);
