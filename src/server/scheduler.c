@@ -682,7 +682,7 @@ static void *engine_main(void *arg) {
         if (st != DSPY_OK) {
             dspy_log(DSPY_LOG_ERROR, "serve: engine step failed: %s", dspy_errmsg());
             char *msg = strdup(dspy_errmsg());
-            s->has_prev = false;
+            deliver(s); /* the step before this one did complete */
             fail_everything(s, 500, msg ? msg : "engine step failed");
             free(msg);
             continue;

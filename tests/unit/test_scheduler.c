@@ -421,24 +421,24 @@ static void test_whole_wakes_once(void) {
     dspy_engine_free(eng);
 }
 
+/* The cases over the real engine. */
+static void engine_cases(void) {
+    RUN(test_batched_equals_single);
+    RUN(test_stop_strings_and_n);
+    RUN(test_cancel_queue_abort);
+    RUN(test_context_errors);
+    RUN(test_preemption);
+    RUN(test_whole_wakes_once);
+}
+
 int main(void) {
     RUN(test_stop_scan);
     if (setup()) {
-        RUN(test_batched_equals_single);
-        RUN(test_stop_strings_and_n);
-        RUN(test_cancel_queue_abort);
-        RUN(test_context_errors);
-        RUN(test_preemption);
-        RUN(test_whole_wakes_once);
+        engine_cases();
         /* again with the last step's results handed out while the next runs (the order on CUDA,
          * where steps are asynchronous; on the CPU it delays each token by a step) */
         setenv("DSPY_SCHED_OVERLAP", "1", 1);
-        RUN(test_batched_equals_single);
-        RUN(test_stop_strings_and_n);
-        RUN(test_cancel_queue_abort);
-        RUN(test_context_errors);
-        RUN(test_preemption);
-        RUN(test_whole_wakes_once);
+        engine_cases();
         unsetenv("DSPY_SCHED_OVERLAP");
     }
     dspy_tokenizer_free(g_tok);
