@@ -11,7 +11,8 @@
  * A step's metadata (tokens, positions, slots, segments, block tables, sampling parameters with
  * one host-drawn uniform per sampled token) is written into one host staging buffer and copied
  * to the device in one transfer; the sampled tokens and logprobs come back in one transfer,
- * after which the step waits for the device once. Nothing is allocated during a step. On a
+ * after which the step waits for the device once — in dspy_engine_step_end, so a caller may work
+ * between enqueueing (dspy_engine_step_begin) and the wait. Nothing is allocated during a step. On a
  * backend with graphs (CUDA), a step in which every sequence decodes is padded to a bucket size
  * (1, 2, 4, ... max_seqs) with rows that write into a reserved block, and the whole step
  * (forward + sampling) is captured once per bucket and replayed: the metadata sits at the same
