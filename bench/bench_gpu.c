@@ -457,9 +457,8 @@ static void bench_step(const dspy_model *m, int ctx_len, int nb, int P, int shar
     dspy_backend *be = NULL;
     const int per = (ctx_len + 15) / 16 + 1;           /* blocks per sequence */
     const int n = nb * P;                              /* rows */
-    const int64_t nbl = nb > 8 ? nb : 8;
-    dspy_backend_plan plan = {n > 64 ? n : 64, 4096, (int32_t)nbl, cf->vocab_size, cf->num_attention_heads, cf->head_dim, 0,
-                              dspy_engine_act8_width(m)};
+    dspy_backend_plan plan = {n > 64 ? n : 64, 4096, nb > 8 ? nb : 8, cf->vocab_size, cf->num_attention_heads, cf->head_dim,
+                              0, dspy_engine_act8_width(m)};
     if (nb < 1 || nb > 64 || P < 1 || P >= ctx_len) {
         fprintf(stderr, "bench_step: --step-batch takes 1..64, --step-rows 1..ctx - 1\n");
         return;

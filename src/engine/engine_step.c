@@ -391,13 +391,9 @@ dspy_status dspy_engine_warmup(dspy_engine *e) {
 
 dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out) {
     bool launched = false;
-    dspy_status st = dspy_engine_step_begin(e, &launched);
-    if (st) {
-        memset(out, 0, sizeof *out);
-        out->events = e->events;
-        return st;
-    }
-    return dspy_engine_step_end(e, out);
+    const dspy_status st = dspy_engine_step_begin(e, &launched);
+    const dspy_status st2 = dspy_engine_step_end(e, out); /* nothing begun: no events, no message */
+    return st ? st : st2;
 }
 
 dspy_status dspy_engine_step_begin(dspy_engine *e, bool *launched) {

@@ -644,15 +644,6 @@ template <int D, int HP, int QR = 0, int MB = (HP == 1 && D == 64 ? 4 : 1)> stat
 
 template <int KT, int ST> static constexpr size_t p64_smem() { return (size_t)2 * 64 * 64 * 2 + (size_t)ST * 2 * KT * 64 * 2; }
 
-template <int KT, int ST, int MB>
-static dspy_status launch_prefill64(dspy_backend *be, bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc,
-                                    const dspy_attn_meta *m, int NH, int NKV, int bsh, float sl2) {
-    unsigned tiles = (unsigned)((m->N + 63) / 64 + m->nseg); /* an upper bound, as in launch_prefill */
-    return cu_launch(be, "attention (prefill, HS 64)", k_prefill64<KT, ST, MB>, dim3(tiles, NH / 2), 128,
-                     p64_smem<KT, ST>(), out, q, kc, vc, (const dspy_attn_seg *)m->segs.data, m->nseg,
-                     (const int32_t *)m->tables.data, bsh, NH, NKV, sl2);
-}
-
 /* Key splits of a k_prefill64 call (1: none): where its CTAs (the row tiles, estimated with half a
  * tile's waste a segment, times the head pairs) would leave SMs idle, S = floor(2 x SMs / CTAs) up
  * to 8 (about two CTAs an SM), each share at least 3 of the T = ceil(max_len / 64) key tiles. A pure
@@ -671,14 +662,18 @@ static int prefill_splits(const cuda_state *s, const dspy_attn_meta *m, int NH) 
     return S < 2 ? 1 : S;
 }
 
+/* k_prefill64 over the call's row tiles and head pairs; S > 1: its SPLIT form, S shares of each
+ * CTA's keys in a cluster of S along z. */
 template <int KT, int ST, int MB>
-static dspy_status launch_prefill64_split(dspy_backend *be, bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc,
-                                          const dspy_attn_meta *m, int NH, int NKV, int bsh, float sl2, int S) {
-    unsigned tiles = (unsigned)((m->N + 63) / 64 + m->nseg);
-    return cu_launch_cluster(be, "attention (prefill, HS 64, key splits)", k_prefill64<KT, ST, MB, true>,
-                             dim3(tiles, NH / 2, S), dim3(128), dim3(1, 1, S), p64_smem<KT, ST>(), out, q, kc, vc,
-                             (const dspy_attn_seg *)m->segs.data, m->nseg, (const int32_t *)m->tables.data, bsh, NH, NKV,
-                             sl2);
+static dspy_status launch_prefill64(dspy_backend *be, bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc,
+                                    const dspy_attn_meta *m, int NH, int NKV, int bsh, float sl2, int S) {
+    unsigned tiles = (unsigned)((m->N + 63) / 64 + m->nseg); /* an upper bound, as in launch_prefill */
+    const bool split = S > 1;
+    return cu_launch_cluster(be, split ? "attention (prefill, HS 64, key splits)" : "attention (prefill, HS 64)",
+                             split ? k_prefill64<KT, ST, MB, true> : k_prefill64<KT, ST, MB, false>,
+                             dim3(tiles, NH / 2, split ? S : 1), dim3(128), split ? dim3(1, 1, S) : dim3(0, 0, 0),
+                             p64_smem<KT, ST>(), out, q, kc, vc, (const dspy_attn_seg *)m->segs.data, m->nseg,
+                             (const int32_t *)m->tables.data, bsh, NH, NKV, sl2);
 }
 
 /* DSPY_CUDA_PREFILL64=0 routes head size 64 to the older k_attn_prefill (for comparisons; its
@@ -719,11 +714,8 @@ dspy_status dspy_cu_attention_prefill(dspy_backend *be, bf16 *o, const bf16 *qq,
     const int G = NH / NKV, bs = m->block_size;
     int bsh = 0;
     while (bsh < 30 && (1 << bsh) < bs) bsh++;
-    if (HS == 64 && G % 2 == 0 && (1 << bsh) == bs && p64_on) {
-        const int S = prefill_splits(cu_of(be), m, NH);
-        if (S > 1) return launch_prefill64_split<64, 2, 3>(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2, S);
-        return launch_prefill64<64, 2, 3>(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2);
-    }
+    if (HS == 64 && G % 2 == 0 && (1 << bsh) == bs && p64_on)
+        return launch_prefill64<64, 2, 3>(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2, prefill_splits(cu_of(be), m, NH));
     /* two query heads per CTA where a KV group has an even number of them (D = 64 only: at 128
      * the doubled accumulators would not fit the registers) */
     if (HS == 64 && G % 2 == 0) switch (cu_of(be)->prefill_heads) {

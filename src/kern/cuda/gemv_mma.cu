@@ -716,7 +716,7 @@ dspy_status dspy_cu_mma_logits(dspy_backend *be, bool *taken, dspy_tensor out, d
 #define LAUNCH(NT, F8, T, KW)                                                                                       \
     return cu_launch(be, F8 ? "logits (tensor-core gemv, FP8 weights)" : "logits (tensor-core gemv)",              \
                      k_mma_logits<NT, F8, T, KW>, grid_kw(be, units, kw4), MMA_THREADS,                             \
-                     smem_bytes(NT, T, C, true, F8), Wp, mp,                        \
+                     smem_bytes(NT, T, C, true, F8), Wp, mp,                                                        \
                      xp, rp, wn, eps, op, M, C, V)
     MMA_INSTANCE(M, f8, T, kw4);
 #undef LAUNCH
