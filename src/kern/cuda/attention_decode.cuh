@@ -39,35 +39,57 @@ template <int D> struct kv_frag {
     uint4 v[4][D / 64]; /* value rows kb + 2c, 2c+1, 2c+8, 2c+9, dims [g D/8, (g+1) D/8) */
 };
 
+/* What a lane's loads of every group share, computed once a kernel (kv_lane_of): its K and V
+ * columns (kvh D + c D/4, kvh D + g D/8), the row stride, the block size and its log2. */
+struct kv_lane {
+    const bf16 *k, *v;
+    int rs;  /* a cache row: NKV D elements */
+    int bs;  /* block size in positions */
+    int bsh; /* log2 bs where bs is a power of two >= 16; 0 for another multiple of 16; -1 otherwise */
+    int g, c;
+};
+
+static __device__ __forceinline__ kv_lane kv_lane_of(const bf16 *kc, const bf16 *vc, int bs, int NKV, int kvh, int D,
+                                                     int g, int c) {
+    kv_lane kl;
+    kl.k = kc + kvh * D + c * (D / 4), kl.v = vc + kvh * D + g * (D / 8);
+    kl.rs = NKV * D, kl.bs = bs, kl.g = g, kl.c = c;
+    kl.bsh = bs % 16 ? -1 : (bs & (bs - 1)) ? 0 : __ffs(bs) - 1;
+    return kl;
+}
+
 /* The group's rows from the paged cache. Keys at or past L are read as key L - 1 (their scores
- * are masked; reading a written row keeps NaN out of 0 * V). bs16: the block size is a multiple
- * of 16, so the 16-aligned group lies in one block (one table lookup). */
+ * are masked; reading a written row keeps NaN out of 0 * V). Where the block size is a multiple
+ * of 16 the 16-aligned group lies in one block: one table lookup (a shift, for the usual power of
+ * two), and each row is that block's row plus its clamped offset — a few instructions a row, as
+ * these sit on each warp's chain between two groups. */
 template <int D>
-static __device__ __forceinline__ void load_group(kv_frag<D> &f, const bf16 *__restrict__ kc,
-                                                  const bf16 *__restrict__ vc, const int32_t *__restrict__ table,
-                                                  int bs, bool bs16, int NKV, int kvh, int kb, int L, int g, int c) {
+static __device__ __forceinline__ void load_group(kv_frag<D> &f, const kv_lane &kl, const int32_t *__restrict__ table,
+                                                  int kb, int L) {
+    const int g = kl.g, c = kl.c;
     const int off[6] = {g, 8 + g, 2 * c, 2 * c + 1, 2 * c + 8, 2 * c + 9};
-    int64_t row[6];
-    if (bs16) {
-        const int64_t base = (int64_t)table[kb / bs] * bs + kb % bs;
+    int row[6];
+    if (kl.bsh >= 0) {
+        const int r0 = kl.bsh ? table[kb >> kl.bsh] * kl.bs + (kb & (kl.bs - 1)) : table[kb / kl.bs] * kl.bs + kb % kl.bs;
+        const int lim = L - 1 - kb;
 #pragma unroll
-        for (int i = 0; i < 6; i++) row[i] = base + (min(kb + off[i], L - 1) - kb);
+        for (int i = 0; i < 6; i++) row[i] = r0 + min(off[i], lim);
     } else {
 #pragma unroll
         for (int i = 0; i < 6; i++) {
             const int j = min(kb + off[i], L - 1);
-            row[i] = (int64_t)table[j / bs] * bs + j % bs;
+            row[i] = table[j / kl.bs] * kl.bs + j % kl.bs;
         }
     }
 #pragma unroll
     for (int r = 0; r < 2; r++) {
-        const uint4 *p = (const uint4 *)(kc + (row[r] * NKV + kvh) * D + c * (D / 4));
+        const uint4 *p = (const uint4 *)(kl.k + (int64_t)row[r] * kl.rs);
 #pragma unroll
         for (int u = 0; u < D / 32; u++) f.k[r][u] = p[u];
     }
 #pragma unroll
     for (int r = 0; r < 4; r++) {
-        const uint4 *p = (const uint4 *)(vc + (row[2 + r] * NKV + kvh) * D + g * (D / 8));
+        const uint4 *p = (const uint4 *)(kl.v + (int64_t)row[2 + r] * kl.rs);
 #pragma unroll
         for (int u = 0; u < D / 64; u++) f.v[r][u] = p[u];
     }

@@ -81,7 +81,7 @@ static __global__ __launch_bounds__(W * 32, W == 8 && D == 64 ? 2 : 1) void k_at
      * read: this step's key (position pos0) and q come from the kernel before. */
     const int split = blockIdx.z, kvh = blockIdx.y;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c = lane & 3;
-    const bool bs16 = bs % 16 == 0;
+    const kv_lane kl = kv_lane_of(kc, vc, bs, NKV, kvh, D, g, c);
     kv_frag<D> fa, fb;
     const int seg = blockIdx.x;
     const dspy_attn_seg sg = segs[seg];
@@ -93,12 +93,12 @@ static __global__ __launch_bounds__(W * 32, W == 8 && D == 64 ? 2 : 1) void k_at
     const int32_t *table = tables + sg.table_off;
     int gi = g0 + warp;
     const bool pre = gi < g1 && gi * 16 + 15 < sg.pos0;
-    if (pre) load_group<D>(fa, kc, vc, table, bs, bs16, NKV, kvh, gi * 16, L, g, c);
+    if (pre) load_group<D>(fa, kl, table, gi * 16, L);
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
     if (release) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
-    if (gi < g1 && !pre) load_group<D>(fa, kc, vc, table, bs, bs16, NKV, kvh, gi * 16, L, g, c);
+    if (gi < g1 && !pre) load_group<D>(fa, kl, table, gi * 16, L);
     /* query row g (head kvh G + g), dims [c D/4, (c+1) D/4): k-step t takes words 2t and 2t + 1 */
     uint32_t qa[D / 16][2];
     {
@@ -117,13 +117,13 @@ static __global__ __launch_bounds__(W * 32, W == 8 && D == 64 ? 2 : 1) void k_at
     /* two register sets: the next group's loads are in flight while this one is attended */
     while (gi < g1) {
         int gn = gi + W;
-        if (gn < g1) load_group<D>(fb, kc, vc, table, bs, bs16, NKV, kvh, gn * 16, L, g, c);
+        if (gn < g1) load_group<D>(fb, kl, table, gn * 16, L);
         if (pf && gn + W < g1) prefetch_group<D>(kc, vc, table, bs, NKV, kvh, (gn + W) * 16, L, lane);
         attend_group<D>(fa, qa, o, m, l, gi * 16, L, c, sl2);
         gi = gn;
         if (gi >= g1) break;
         gn = gi + W;
-        if (gn < g1) load_group<D>(fa, kc, vc, table, bs, bs16, NKV, kvh, gn * 16, L, g, c);
+        if (gn < g1) load_group<D>(fa, kl, table, gn * 16, L);
         if (pf && gn + W < g1) prefetch_group<D>(kc, vc, table, bs, NKV, kvh, (gn + W) * 16, L, lane);
         attend_group<D>(fb, qa, o, m, l, gi * 16, L, c, sl2);
         gi = gn;

@@ -99,7 +99,7 @@ static __global__ __launch_bounds__(W * 32, 1) void k_attn_decode_shared(
     __shared__ bool last_sh;
     const int spr = 8 / G, R = 2 * spr, sbase = blockIdx.x * R, kvh = blockIdx.y, z = blockIdx.z;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c = lane & 3;
-    const bool bs16 = bs % 16 == 0;
+    const kv_lane kl = kv_lane_of(kc, vc, bs, NKV, kvh, D, g, c);
     const int nq = min(R, nseg - sbase);
     /* Before the dependency wait only the host-copied metadata and keys of earlier positions are
      * read: this step's key (position pos0) and q come from the kernel before. */
@@ -147,13 +147,13 @@ static __global__ __launch_bounds__(W * 32, 1) void k_attn_decode_shared(
     if (i < i1) {
         item_of(gi, nq, Gsh, Ls, tables, shtab, i, j, tab, kb, L);
         pre = j < 0 || kb + 16 < L; /* every key of the group before the new one */
-        if (pre) load_group<D>(fa, kc, vc, tab, bs, bs16, NKV, kvh, kb, L, g, c);
+        if (pre) load_group<D>(fa, kl, tab, kb, L);
     }
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
     if (release) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
-    if (i < i1 && !pre) load_group<D>(fa, kc, vc, tab, bs, bs16, NKV, kvh, kb, L, g, c);
+    if (i < i1 && !pre) load_group<D>(fa, kl, tab, kb, L);
     /* rows g and g + 8: head kvh G + g % G of sequences rs[0] and rs[1] */
     uint32_t qa[D / 16][4];
 #pragma unroll
@@ -193,7 +193,7 @@ static __global__ __launch_bounds__(W * 32, 1) void k_attn_decode_shared(
         i += W;
         if (i >= i1) break;
         j = jn, kb = kbn, L = Ln, tab = tn;
-        load_group<D>(fa, kc, vc, tab, bs, bs16, NKV, kvh, kb, L, g, c);
+        load_group<D>(fa, kl, tab, kb, L);
     }
     /* the warps' states merged a half at a time; out directly (one slice) or this slice's partial */
 #pragma unroll
