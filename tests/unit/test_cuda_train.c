@@ -510,7 +510,12 @@ static void test_bf16_att16(void) {
  * path is taken where it should be (dspy_train_grad16 after a pass: on, and off under the
  * switch); the first step's
  * loss is a forward pass, bit-identical on and off; every step's loss within 1e-2 and gradient
- * norm within 5e-2 relative of the CPU's (k_bf16), and of the F32 gradients' trainer. lr 1e-4:
+ * norm within 5e-2 relative of the CPU's (k_bf16); the first step's gradient norm with BF16
+ * gradients within 1e-3 of the F32 gradients' (the same weights and batch: only the gradients'
+ * rounding and summation order differ; 3.9e-5 at most measured on the H200). Over the 10 steps the BF16-vs-F32 pair is printed, not
+ * checked: both trainers sum with atomics in no fixed order, each step's update carries that
+ * noise into the next, and the two random walks' distance reached 4.4e-2 and 5.3e-2 on the
+ * H200 in runs where each trainer stayed within 3.6e-2 of the CPU (their check). lr 1e-4:
  * at 1e-3 these random 8-head models leave the BF16 trainers' tolerance after a few steps with
  * F32 gradients as much as with BF16 ones (measured on the H200: 4e-2 to 0.2 by step 10, against
  * 3e-3 for the 2-head model), the steps amplifying rounding differences rather than testing
@@ -521,7 +526,7 @@ static void grad16_case(dspy_model *m, const char *what) {
     dspy_trainable *t[4] = {0}; /* CPU, CUDA on, CUDA on shared, CUDA off */
     dspy_optimizer *o[4] = {0};
     bool ok = trainers_new(m, 4, true, t, o);
-    double wl[4] = {0, 0, 0, 0}, wn[4] = {0, 0, 0, 0}, first = 0, last = 0;
+    double wl[4] = {0, 0, 0, 0}, wn[4] = {0, 0, 0, 0}, first = 0, last = 0, wl0 = 0, wn0 = 0;
     for (int k = 0; k < 10 && ok; k++) {
         dspy_step_stats st[4];
         CHECK_OK(dspy_optimizer_train_step(o[0], z.s.seq, 3, 1e-4, 1.0, &st[0]));
@@ -540,6 +545,11 @@ static void grad16_case(dspy_model *m, const char *what) {
             check_report(st[1].loss == st[3].loss, __FILE__, __LINE__,
                          "%s: the first step's loss with BF16 gradients %.17g, with F32 ones %.17g (bit-identical "
                          "expected)", what, st[1].loss, st[3].loss);
+            drift_add(&wl0, &wn0, &st[1], &st[3]);
+            check_report(wn0 <= 1e-3, __FILE__, __LINE__,
+                         "%s: the first step's gradient norm with BF16 gradients %.9g, with F32 ones %.9g (%.3g "
+                         "relative, tol 1e-3)", what, (double)st[1].grad_norm, (double)st[3].grad_norm, wn0);
+            printf("  %s, BF16 grads vs F32 grads, first step: norm %.2e\n", what, wn0);
         }
         for (int c = 0; c < 4; c++) /* [0..2]: each CUDA trainer vs the CPU; [3]: on vs off */
             drift_add(&wl[c], &wn[c], c < 3 ? &st[c + 1] : &st[1], c < 3 ? &st[0] : &st[3]);
@@ -548,7 +558,8 @@ static void grad16_case(dspy_model *m, const char *what) {
     }
     static const char *const names[4] = {"BF16 grads vs the CPU", "BF16 grads shared vs the CPU",
                                          "F32 grads vs the CPU", "BF16 grads vs F32 grads"};
-    for (int c = 0; c < 4 && ok; c++) drift_report(what, names[c], wl[c], wn[c], &k_bf16, 10);
+    for (int c = 0; c < 3 && ok; c++) drift_report(what, names[c], wl[c], wn[c], &k_bf16, 10);
+    if (ok) printf("  %s, %s, 10 steps (not checked): loss %.2e norm %.2e\n", what, names[3], wl[3], wn[3]);
     if (ok) printf("  %s: the CPU's loss sum %.4f -> %.4f\n", what, first, last);
     trainers_free(4, t, o);
     dspy_share_buf_free(&z.b);

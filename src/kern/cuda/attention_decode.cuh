@@ -58,19 +58,26 @@ static __device__ __forceinline__ kv_lane kv_lane_of(const bf16 *kc, const bf16 
     return kl;
 }
 
-/* The group's rows from the paged cache. Keys at or past L are read as key L - 1 (their scores
- * are masked; reading a written row keeps NaN out of 0 * V). Where the block size is a multiple
- * of 16 the 16-aligned group lies in one block: one table lookup (a shift, for the usual power of
- * two), and each row is that block's row plus its clamped offset — a few instructions a row, as
- * these sit on each warp's chain between two groups. */
+/* The cache row of the first key of the 16-aligned group at kb where the block size is a multiple
+ * of 16 (the group lies in one block: one table lookup, a shift for the usual power of two); -1
+ * otherwise (load_group_at then looks each row up). */
+static __device__ __forceinline__ int group_row0(const kv_lane &kl, const int32_t *__restrict__ table, int kb) {
+    if (kl.bsh > 0) return table[kb >> kl.bsh] * kl.bs + (kb & (kl.bs - 1));
+    return kl.bsh == 0 ? table[kb / kl.bs] * kl.bs + kb % kl.bs : -1;
+}
+
+/* The group's rows from the paged cache, its first row r0 = group_row0(kb) (asked for earlier by
+ * a caller that hides the table's latency). Keys at or past L are read as key L - 1 (their scores
+ * are masked; reading a written row keeps NaN out of 0 * V). With r0 each row is r0 plus its
+ * clamped offset — a few instructions a row, as these sit on each warp's chain between two
+ * groups. */
 template <int D>
-static __device__ __forceinline__ void load_group(kv_frag<D> &f, const kv_lane &kl, const int32_t *__restrict__ table,
-                                                  int kb, int L) {
+static __device__ __forceinline__ void load_group_at(kv_frag<D> &f, const kv_lane &kl,
+                                                     const int32_t *__restrict__ table, int r0, int kb, int L) {
     const int g = kl.g, c = kl.c;
     const int off[6] = {g, 8 + g, 2 * c, 2 * c + 1, 2 * c + 8, 2 * c + 9};
     int row[6];
-    if (kl.bsh >= 0) {
-        const int r0 = kl.bsh ? table[kb >> kl.bsh] * kl.bs + (kb & (kl.bs - 1)) : table[kb / kl.bs] * kl.bs + kb % kl.bs;
+    if (r0 >= 0) {
         const int lim = L - 1 - kb;
 #pragma unroll
         for (int i = 0; i < 6; i++) row[i] = r0 + min(off[i], lim);
@@ -93,6 +100,12 @@ static __device__ __forceinline__ void load_group(kv_frag<D> &f, const kv_lane &
 #pragma unroll
         for (int u = 0; u < D / 64; u++) f.v[r][u] = p[u];
     }
+}
+
+template <int D>
+static __device__ __forceinline__ void load_group(kv_frag<D> &f, const kv_lane &kl, const int32_t *__restrict__ table,
+                                                  int kb, int L) {
+    load_group_at<D>(f, kl, table, group_row0(kl, table, kb), kb, L);
 }
 
 /* Asks L2 for a later group's rows (lanes 0-15 the keys, 16-31 the values; no registers held),

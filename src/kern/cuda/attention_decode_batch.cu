@@ -92,8 +92,12 @@ static __global__ __launch_bounds__(W * 32, W == 8 && D == 64 ? 2 : 1) void k_at
     const int g0 = split * per, g1 = min(NG, g0 + per);
     const int32_t *table = tables + sg.table_off;
     int gi = g0 + warp;
+    /* both register sets' first groups are asked for before the wait where they hold only older
+     * keys: two groups in flight while the kernel before finishes */
     const bool pre = gi < g1 && gi * 16 + 15 < sg.pos0;
+    bool preb = pre && gi + W < g1 && (gi + W) * 16 + 15 < sg.pos0;
     if (pre) load_group<D>(fa, kl, table, gi * 16, L);
+    if (preb) load_group<D>(fb, kl, table, (gi + W) * 16, L);
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
     if (release) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
@@ -114,16 +118,26 @@ static __global__ __launch_bounds__(W * 32, W == 8 && D == 64 ? 2 : 1) void k_at
 #pragma unroll
     for (int mt = 0; mt < D / 16; mt++) o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.0f;
     float m = -INFINITY, l = 0.0f;
-    /* two register sets: the next group's loads are in flight while this one is attended */
+    /* two register sets: the next group's loads are in flight while this one is attended; the
+     * table entry of the group after it (rl, of group gl) is asked for right after them */
+    int gl = gi + (preb ? 2 * W : W);
+    int rl = gl < g1 ? group_row0(kl, table, gl * 16) : 0;
     while (gi < g1) {
         int gn = gi + W;
-        if (gn < g1) load_group<D>(fb, kl, table, gn * 16, L);
+        if (gn < g1 && !preb) {
+            load_group_at<D>(fb, kl, table, rl, gn * 16, L);
+            gl = gn + W, rl = gl < g1 ? group_row0(kl, table, gl * 16) : 0;
+        }
+        preb = false;
         if (pf && gn + W < g1) prefetch_group<D>(kc, vc, table, bs, NKV, kvh, (gn + W) * 16, L, lane);
         attend_group<D>(fa, qa, o, m, l, gi * 16, L, c, sl2);
         gi = gn;
         if (gi >= g1) break;
         gn = gi + W;
-        if (gn < g1) load_group<D>(fa, kl, table, gn * 16, L);
+        if (gn < g1) {
+            load_group_at<D>(fa, kl, table, rl, gn * 16, L);
+            gl = gn + W, rl = gl < g1 ? group_row0(kl, table, gl * 16) : 0;
+        }
         if (pf && gn + W < g1) prefetch_group<D>(kc, vc, table, bs, NKV, kvh, (gn + W) * 16, L, lane);
         attend_group<D>(fb, qa, o, m, l, gi * 16, L, c, sl2);
         gi = gn;
