@@ -99,7 +99,8 @@ struct sched {
     sched_job *running;   /* list of jobs taken from the queue */
     uint64_t arrivals;    /* under mu */
     atomic_llong n_preempted; /* written by the engine thread; read by dspy_sched_preemptions */
-    sched_stats stats;    /* under mu: the snapshot after the last step */
+    sched_stats stats;    /* under mu: the snapshot after the last step (or the engine's creation) */
+    int64_t idle_since;   /* under mu: when the engine thread's current wait for work began; 0 when it works */
     int64_t idle_ns, admit_ns, step_ns, events_ns, stats_ns; /* engine thread only: see sched_stats */
     /* engine thread only: the last step's results, handed to the jobs while the next step runs
      * (a copy: the engine rewrites its events at every step's end) */
@@ -635,8 +636,11 @@ static void *engine_main(void *arg) {
         }
         if (!s->quit && !s->abort_status && !s->running && !s->q_head) {
             const int64_t t_idle = dspy_now_ns();
+            s->idle_since = t_idle;
             while (!s->quit && !s->abort_status && !s->running && !s->q_head) pthread_cond_wait(&s->cv, &s->mu);
             s->idle_ns += dspy_now_ns() - t_idle;
+            s->idle_since = 0;
+            s->stats.idle_ns = s->idle_ns;
         }
         bool quit = s->quit;
         int abort_status = s->abort_status;
@@ -707,6 +711,12 @@ dspy_status dspy_sched_new(dspy_engine *eng, const dspy_tokenizer *tok, int32_t 
     s->max_queue = max_queue;
     dspy_engine_stats es;
     dspy_engine_stats_get(eng, &es);
+    /* /metrics before the first step: the engine as created (its warm-up's steps and graph
+     * captures), so that a difference of two snapshots counts only the steps between them */
+    s->stats.kv_capacity = es.capacity_tokens;
+    s->stats.kv_free = es.free_tokens;
+    s->stats.cached_tokens = es.cached_tokens;
+    dspy_engine_profile_get(eng, &s->stats.engine);
     const char *ov = getenv("DSPY_SCHED_OVERLAP"); /* tests: the CUDA order on the CPU (1), or not (0) */
     s->overlap = ov ? strcmp(ov, "0") != 0 : es.async_steps;
     pthread_mutex_init(&s->mu, NULL);
@@ -768,6 +778,7 @@ void dspy_sched_counts(sched *s, int32_t *queued, int32_t *running) {
 void dspy_sched_stats_get(sched *s, sched_stats *out) {
     pthread_mutex_lock(&s->mu);
     *out = s->stats;
+    if (s->idle_since) out->idle_ns += dspy_now_ns() - s->idle_since; /* the wait going on now */
     out->queued = s->n_queued;
     out->running = s->n_running;
     pthread_mutex_unlock(&s->mu);

@@ -51,7 +51,8 @@ void dspy_sched_free(sched *s);
 /* Jobs waiting in the queue and jobs running, for /health and tests. */
 void dspy_sched_counts(sched *s, int32_t *queued, int32_t *running);
 
-/* A snapshot for /metrics, taken after the engine thread's last step. */
+/* A snapshot for /metrics, taken after the engine thread's last step (before the first: the
+ * engine as created, its warm-up included); idle_ns counts a wait for work going on now. */
 typedef struct sched_stats {
     int32_t queued, running;      /* jobs */
     int32_t active_seqs;          /* sequences in the engine */

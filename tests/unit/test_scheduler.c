@@ -422,6 +422,55 @@ static void test_whole_wakes_once(void) {
 }
 
 /* The cases over the real engine. */
+/* /metrics before the first step: the scheduler's snapshot starts from the engine as it was handed
+ * over (steps it already ran, e.g. a GPU server's warm-up, are the baseline, not counted again at
+ * the first step), and idle time counts the wait going on now, so that the difference of two
+ * snapshots around a burst of requests is that burst's. */
+static void test_stats_baseline(void) {
+    dspy_engine_params ep = dspy_engine_params_default();
+    dspy_engine *eng = NULL;
+    CHECK_OK(dspy_engine_new(g_model, &ep, &eng));
+    if (!eng) return;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    encode("Hello", &ids, &n);
+    dspy_sampling sp = dspy_sampling_default();
+    sp.max_tokens = 2;
+    int64_t id = 0;
+    CHECK_OK(dspy_engine_add(eng, ids, n, &sp, &id));
+    dspy_engine_stats es = {0};
+    for (int k = 0; k < 8; k++) { /* the prompt step, then decode steps until it is done */
+        dspy_step_out out;
+        CHECK_OK(dspy_engine_step(eng, &out));
+        dspy_engine_stats_get(eng, &es);
+        if (es.active == 0) break;
+    }
+    CHECK_INT(es.active, 0);
+    dspy_engine_profile before;
+    dspy_engine_profile_get(eng, &before);
+    int64_t ran = 0;
+    for (int k = 0; k < DSPY_STEP_KINDS; k++) ran += before.steps[k];
+    CHECK(ran >= 2);
+    sched *s = NULL;
+    CHECK_OK(dspy_sched_new(eng, g_tok, 8, &s));
+    if (s) {
+        sched_stats a, b;
+        dspy_sched_stats_get(s, &a);
+        int64_t seen = 0;
+        for (int k = 0; k < DSPY_STEP_KINDS; k++) seen += a.engine.steps[k];
+        CHECK_INT(seen, ran);
+        CHECK(a.kv_capacity > 0);
+        usleep(30000);
+        dspy_sched_stats_get(s, &b);
+        check_report(b.idle_ns - a.idle_ns >= 20000000, __FILE__, __LINE__,
+                     "idle time while waiting for work: %lld ns between two snapshots 30 ms apart",
+                     (long long)(b.idle_ns - a.idle_ns));
+        dspy_sched_free(s);
+    }
+    free(ids);
+    dspy_engine_free(eng);
+}
+
 static void engine_cases(void) {
     RUN(test_batched_equals_single);
     RUN(test_stop_strings_and_n);
@@ -429,6 +478,7 @@ static void engine_cases(void) {
     RUN(test_context_errors);
     RUN(test_preemption);
     RUN(test_whole_wakes_once);
+    RUN(test_stats_baseline);
 }
 
 int main(void) {
