@@ -880,6 +880,7 @@ static void test_attention_decode_cascade(void) {
     int c7[7] = {233, 250, 257, 300, 999, 241, 260};
     one_decode_batch_hint("cascade 7, HS=64 GQA 2, 24-token blocks", 8, 4, 64, 7, c7, 220, 24, 7);
     one_decode_batch_hint("cascade 7, HS=128 MHA, 4-token blocks", 2, 2, 128, 7, c7, 130, 4, 7);
+    one_decode_batch_hint("cascade 7, HS=64 GQA 4, 48-token blocks", 32, 8, 64, 7, c7, 192, 48, 7);
     /* the hint names 12 of 16 (the rest short, as a graph's padding rows or other prompts) */
     int p16[16];
     for (int s = 0; s < 16; s++) p16[s] = s < 12 ? 700 + 3 * s : 1 + 13 * (s - 12);
@@ -901,6 +902,8 @@ static void test_attention_decode_batch(void) {
     one_decode_batch("decode batch 5, HS=64 MHA, 4-token blocks", 4, 4, 64, 5, c5, 0, 4);
     one_decode_batch("decode batch 7, HS=64 GQA 2, 24-token blocks", 8, 4, 64, 7, c7, 100, 24);
     one_decode_batch("decode batch 7, HS=128 MHA, 64-token blocks", 2, 2, 128, 7, c7, 200, 64);
+    /* a multiple of 16 that is no power of two: one table lookup a group, by a division */
+    one_decode_batch("decode batch 7, HS=64 GQA 4, 48-token blocks", 32, 8, 64, 7, c7, 192, 48);
     one_decode_batch("decode batch 3, HS=64 GQA 8, shared 1000", 16, 2, 64, 3, c3, 1000, 16);
     /* B2's shape: 16 sequences, 1,300 shared positions plus their own */
     int c16[16];
