@@ -548,28 +548,33 @@ static sched_choice *find_choice(sched *s, int64_t seq_id, sched_job **job) {
     return NULL;
 }
 
+/* The engine's part of a /metrics snapshot: its sequences, KV pool, token counts and profile. */
+static void engine_snapshot(sched_stats *t, const dspy_engine *eng, const dspy_engine_stats *es) {
+    t->active_seqs = es->active;
+    t->kv_capacity = es->capacity_tokens;
+    t->kv_free = es->free_tokens;
+    t->cached_tokens = es->cached_tokens;
+    t->prompt_tokens = es->prompt_tokens;
+    t->prefix_hit_tokens = es->prefix_hit_tokens;
+    t->computed_tokens = es->computed_tokens;
+    dspy_engine_profile_get(eng, &t->engine);
+}
+
 /* The /metrics snapshot after a step. */
 static void publish_stats(sched *s, const dspy_step_out *out) {
     dspy_engine_stats es;
     dspy_engine_stats_get(s->eng, &es);
     pthread_mutex_lock(&s->mu);
     sched_stats *t = &s->stats;
-    t->active_seqs = es.active;
+    engine_snapshot(t, s->eng, &es);
     t->last_batch = out->n_events;
     t->steps++;
     t->batch_seqs += out->n_events;
-    t->kv_capacity = es.capacity_tokens;
-    t->kv_free = es.free_tokens;
-    t->cached_tokens = es.cached_tokens;
-    t->prompt_tokens = es.prompt_tokens;
-    t->prefix_hit_tokens = es.prefix_hit_tokens;
-    t->computed_tokens = es.computed_tokens;
     t->idle_ns = s->idle_ns;
     t->admit_ns = s->admit_ns;
     t->step_ns = s->step_ns;
     t->events_ns = s->events_ns;
     t->stats_ns = s->stats_ns;
-    dspy_engine_profile_get(s->eng, &t->engine);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -713,10 +718,7 @@ dspy_status dspy_sched_new(dspy_engine *eng, const dspy_tokenizer *tok, int32_t 
     dspy_engine_stats_get(eng, &es);
     /* /metrics before the first step: the engine as created (its warm-up's steps and graph
      * captures), so that a difference of two snapshots counts only the steps between them */
-    s->stats.kv_capacity = es.capacity_tokens;
-    s->stats.kv_free = es.free_tokens;
-    s->stats.cached_tokens = es.cached_tokens;
-    dspy_engine_profile_get(eng, &s->stats.engine);
+    engine_snapshot(&s->stats, eng, &es);
     const char *ov = getenv("DSPY_SCHED_OVERLAP"); /* tests: the CUDA order on the CPU (1), or not (0) */
     s->overlap = ov ? strcmp(ov, "0") != 0 : es.async_steps;
     pthread_mutex_init(&s->mu, NULL);

@@ -460,6 +460,7 @@ static void test_stats_baseline(void) {
         for (int k = 0; k < DSPY_STEP_KINDS; k++) seen += a.engine.steps[k];
         CHECK_INT(seen, ran);
         CHECK(a.kv_capacity > 0);
+        CHECK(a.prompt_tokens == es.prompt_tokens && a.computed_tokens == es.computed_tokens);
         usleep(30000);
         dspy_sched_stats_get(s, &b);
         check_report(b.idle_ns - a.idle_ns >= 20000000, __FILE__, __LINE__,
