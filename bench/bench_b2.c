@@ -23,7 +23,7 @@
  * of either mode compare).
  *
  * Usage: bench_b2 --model DIR [--device cuda] [--requests 100] [--clients 16] [--prefix 1300]
- *        [--unique 200] [--max-tokens 80] [--max-seqs 16] [--weights bf16|fp8|w8a8] [--kv-cache-dtype bf16|fp8] [--burst]
+ *        [--unique 200] [--max-tokens 80] [--max-seqs 16] [--weights bf16|fp8|w8a8] [--burst]
  * One JSON line (bench "B2") last. Not a test (bench/, DESIGN §8.6).
  */
 #include <curl/curl.h>
@@ -173,13 +173,11 @@ int main(int argc, char **argv) {
     const int max_tokens = atoi(opt(argc, argv, "--max-tokens", "80"));
     const char *max_seqs = opt(argc, argv, "--max-seqs", "16");
     const char *weights = opt(argc, argv, "--weights", "bf16"); /* fp8, w8a8: dspy serve --weights */
-    const char *kv_dtype = opt(argc, argv, "--kv-cache-dtype", "bf16"); /* fp8: dspy serve --kv-cache-dtype */
     const bool burst = flag(argc, argv, "--burst");
     if (!model || requests < 1 || clients < 1 || prefix < 0 || unique < 1 || max_tokens < 1 ||
         flag(argc, argv, "--help")) {
         fprintf(stderr, "usage: bench_b2 --model DIR [--device cuda] [--requests N] [--clients N] [--prefix N] "
-                        "[--unique N] [--max-tokens N] [--max-seqs N] [--weights bf16|fp8|w8a8] [--kv-cache-dtype bf16|fp8] "
-                        "[--burst]\n");
+                        "[--unique N] [--max-tokens N] [--max-seqs N] [--weights bf16|fp8|w8a8] [--burst]\n");
         return 2;
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -191,9 +189,9 @@ int main(int argc, char **argv) {
     char kv[32];
     snprintf(kv, sizeof kv, "%d", (atoi(max_seqs) + 1) * (prefix + unique + max_tokens + 16));
     const char *args[] = {"--tokenizer", test_shared("models/llama3-tokenizer"), "--device", device, "--max-seqs",
-                          max_seqs, "--kv-tokens", kv, "--weights", weights, "--kv-cache-dtype", kv_dtype};
+                          max_seqs, "--kv-tokens", kv, "--weights", weights};
     p.extra_args = args;
-    p.n_extra_args = 12;
+    p.n_extra_args = 10;
     dspy_local_server *srv = NULL;
     if (dspy_local_launch(model, &p, &srv) != DSPY_OK) {
         fprintf(stderr, "bench_b2: %s\n", dspy_errmsg());
@@ -273,10 +271,10 @@ int main(int argc, char **argv) {
                "\"seconds\": %.4f, \"req_per_s\": %.1f, \"completion_tokens\": %lld, \"errors\": %d, "
                "\"prefix_hit_rate\": %.4f, \"prefix_hit_of_shared\": %.4f, \"prompt_tokens_computed\": %.0f, "
                "\"spec_tokens\": %d, \"drafted\": %.0f, \"accepted\": %.0f, \"weights\": \"%s\", "
-               "\"kv_cache_dtype\": \"%s\", \"text_hash\": \"%016llx\"}\n",
+               "\"text_hash\": \"%016llx\"}\n",
                device, requests, clients, wall, requests / wall, atomic_load(&r.completion_tokens),
                atomic_load(&r.errors), hit, hit_shared, computed, spec ? atoi(spec) : 0, drafted, accepted, weights,
-               kv_dtype, (unsigned long long)all);
+               (unsigned long long)all);
         goto done;
     }
     printf("B2: first request alone %.3f s (HTTP %ld); %d requests by %d clients: %d ok, %d errors (first: HTTP %d), "
@@ -288,10 +286,9 @@ int main(int argc, char **argv) {
     printf("{\"bench\": \"B2\", \"mode\": \"first-alone\", \"device\": \"%s\", \"requests\": %d, \"clients\": %d, \"seconds\": %.4f, "
            "\"seconds_with_first\": %.4f, \"req_per_s\": %.1f, \"completion_tokens\": %lld, \"errors\": %d, "
            "\"prefix_hit_rate\": %.4f, \"prefix_hit_of_shared\": %.4f, \"spec_tokens\": %d, \"drafted\": %.0f, "
-           "\"accepted\": %.0f, \"weights\": \"%s\", \"kv_cache_dtype\": \"%s\", \"text_hash\": \"%016llx\"}\n",
-           device, requests - 1, clients, wall, wall + t_first, (requests - 1) / wall, atomic_load(&r.completion_tokens),
-           atomic_load(&r.errors), hit, hit_shared, spec ? atoi(spec) : 0, drafted, accepted, weights, kv_dtype,
-           (unsigned long long)all);
+           "\"accepted\": %.0f, \"weights\": \"%s\", \"text_hash\": \"%016llx\"}\n", device, requests - 1, clients, wall,
+           wall + t_first, (requests - 1) / wall, atomic_load(&r.completion_tokens), atomic_load(&r.errors), hit,
+           hit_shared, spec ? atoi(spec) : 0, drafted, accepted, weights, (unsigned long long)all);
 done:;
     int rc = atomic_load(&r.errors) || st != 200 ? 1 : 0;
     for (int q = 0; q < requests; q++) free(r.bodies[q]);

@@ -18,8 +18,7 @@
  *
  * Usage: bench_gpu --model DIR [--device cuda] [--prefill-chunk 32768] [--peak-tflops 789]
  *        [--only-step 1 [--step-batch 16] [--step-shared 1300] [--step-rows 204 --step-ctx 1500]]
- *        [--weights fp8|w8a8] [--kv-f8 1]
- * --kv-f8 1: the step's KV cache FP8 (dspy_engine_params.kv_f8: E4M3 values, codes the batch decode attention reads).
+ *        [--weights fp8|w8a8]
  * --weights fp8 (w8a8): the model loaded with dspy_model_params.f8_decode (and f8_act) (weight_bytes then counts the
  * FP8 copies too; a batched decode step reads the 1-byte copies, ~1.24 GB at the 1B shape)
  * The prefill's default chunk is 32,768 tokens a step: on the H200 it measured 0.617 s against
@@ -453,8 +452,6 @@ static double step_floor_bytes(const dspy_model *m, int ctx_len, int nb, int sha
 
 /* nb sequences at context ctx_len, each feeding its last P positions (P = 1: a decode step; P > 1:
  * a prompt step of a prefix-cached request, as B2's waves run them, W8A8 where the model has it). */
-static bool g_kv_f8; /* --kv-f8 1 */
-
 static void bench_step(const dspy_model *m, int ctx_len, int nb, int P, int shared, double bw, double peak) {
     const dspy_model_config *cf = dspy_model_config_get(m);
     dspy_backend *be = NULL;
@@ -478,7 +475,7 @@ static void bench_step(const dspy_model *m, int ctx_len, int nb, int P, int shar
     const size_t words = (size_t)o_tab + (size_t)nb * per;
     int32_t *host = calloc(words, sizeof(int32_t));
     void *meta = NULL;
-    if (!host || dspy_kv_cache_init(&c.kv, be, cf, nb * per * 16, 16, g_kv_f8) || dspy_fwd_buf_init(&c.buf, be, cf, n, nb) ||
+    if (!host || dspy_kv_cache_init(&c.kv, be, cf, nb * per * 16, 16) || dspy_fwd_buf_init(&c.buf, be, cf, n, nb) ||
         be->ops->alloc(be, words * sizeof(int32_t), &meta)) {
         fprintf(stderr, "bench_step: %s\n", dspy_errmsg());
         goto done;
@@ -647,12 +644,11 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--step-shared")) step_shared = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--step-rows")) step_rows = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--step-ctx")) step_ctx = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--kv-f8")) g_kv_f8 = atoi(argv[i + 1]) == 1;
         else if (!strcmp(argv[i], "--weights")) a8 = !strcmp(argv[i + 1], "w8a8"), f8 = a8 || !strcmp(argv[i + 1], "fp8");
     }
     if (!dir) {
         fprintf(stderr, "usage: bench_gpu --model DIR [--device cuda] [--prefill-chunk N] [--prompts N] [--only-step 1 "
-                        "[--step-batch B] [--step-shared P] [--step-rows R] [--step-ctx L]] [--weights fp8|w8a8] [--kv-f8 1]\n");
+                        "[--step-batch B] [--step-shared P] [--step-rows R] [--step-ctx L]] [--weights fp8|w8a8]\n");
         return 2;
     }
     dspy_model_params mp = dspy_model_params_default();

@@ -83,13 +83,6 @@ typedef struct dspy_engine_params {
                                  CUDA (a drafting step runs eagerly, not replayed as a graph; not
                                  measured there yet); 0 = off; at most DSPY_ENGINE_MAX_SPEC;
                                  DSPY_ENGINE_JUMP=K overrides it. */
-    int32_t kv_f8;            /* 1: an FP8 (E4M3) KV cache, CUDA only (DSPY_ERR_ARG elsewhere): every
-                                 key and value is stored rounded to E4M3 (nearest, saturating at
-                                 +-448, no scale; ~2^-4 relative) and the batched decode attention
-                                 (3+ sequences, head size 64) reads 1-byte codes kept beside the BF16
-                                 cache: faster decode steps, 1.5x the cache's memory, and the model
-                                 sees rounded keys and values (what vLLM's --kv-cache-dtype fp8 does
-                                 with a scale of 1). 0 (default) = BF16. */
 } dspy_engine_params;
 
 enum { DSPY_ENGINE_MAX_SPEC = 32 };

@@ -123,9 +123,6 @@ typedef struct dspy_server_params {
                                       dspy_model_params.f8_decode (FP8-rounded weights; on CUDA
                                       batched decode steps read a 1-byte copy); "w8a8": fp8 and
                                       f8_act (prompt GEMMs on FP8-rounded activations too) */
-    const char *kv_cache_dtype;    /* NULL or "bf16" (default); "fp8": dspy_engine_params.kv_f8 (CUDA:
-                                      keys and values rounded to E4M3, batched decode attention on
-                                      1-byte codes; the cache takes 1.5x the memory a token) */
     dspy_cpu_kernels cpu_kernels;  /* on the CPU: FAST (default: BF16 SIMD kernels) or REFERENCE
                                       (the fp32 parity kernels); dspy/backend.h */
     int32_t structured_max_tokens; /* structured outputs: tokens a free-text layout field or a JSON

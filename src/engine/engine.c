@@ -26,7 +26,7 @@
 #include "engine/engine_impl.h"
 
 dspy_engine_params dspy_engine_params_default(void) {
-    dspy_engine_params p = {8, 0, 16, 256, 0, -1, 0};
+    dspy_engine_params p = {8, 0, 16, 256, 0, -1};
     return p;
 }
 
@@ -115,8 +115,6 @@ dspy_status dspy_engine_new(const dspy_model *model, const dspy_engine_params *p
     if (p.jump_tokens < -1 || p.jump_tokens > DSPY_ENGINE_MAX_SPEC)
         return dspy_fail(DSPY_ERR_ARG, "engine: jump_tokens (%d, or DSPY_ENGINE_JUMP) must be in 0 .. %d, or -1 (auto)",
                          p.jump_tokens, DSPY_ENGINE_MAX_SPEC);
-    if (p.kv_f8 != 0 && p.kv_f8 != 1)
-        return dspy_fail(DSPY_ERR_ARG, "engine: kv_f8 must be 0 (a BF16 KV cache) or 1 (FP8), got %d", p.kv_f8);
     /* auto: on where a step runs op by op (the CPU); off where decode steps replay graphs (CUDA),
      * as a drafting step runs eagerly (speculation's measured ~3 ms against 1.25 ms a graph step
      * at batch 16 on the H200: not measured for jump-forward yet) */
@@ -141,8 +139,7 @@ dspy_status dspy_engine_new(const dspy_model *model, const dspy_engine_params *p
     if ((st = dspy_backend_new(dspy_model_device(model), &plan, &e->be))) goto fail;
     if ((st = dspy_fwd_use_model_kernels(model, e->be))) goto fail;
     /* One block more than asked: the padding block of captured decode steps. */
-    if ((st = dspy_kv_cache_init(&e->kv, e->be, c, (int32_t)cap_tokens + p.block_size, p.block_size, p.kv_f8 != 0)))
-        goto fail;
+    if ((st = dspy_kv_cache_init(&e->kv, e->be, c, (int32_t)cap_tokens + p.block_size, p.block_size))) goto fail;
     if ((st = dspy_block_pool_init(&e->pool, e->kv.n_blocks, p.block_size))) goto fail;
     dspy_block_pool_alloc(&e->pool, &e->pad_block); /* held forever */
     if ((st = dspy_fwd_buf_init(&e->buf, e->be, c, e->rows_cap, e->max_out))) goto fail;

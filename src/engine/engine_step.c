@@ -633,7 +633,7 @@ dspy_status dspy_model_forward_logits(const dspy_model *m, const int32_t *ids, s
                               dspy_engine_act8_width(m)};
     if ((st = dspy_backend_new(dspy_model_device(m), &plan, &be))) return st;
     if ((st = dspy_fwd_use_model_kernels(m, be))) goto done;
-    if ((st = dspy_kv_cache_init(&kv, be, c, N, bs, false))) goto done;
+    if ((st = dspy_kv_cache_init(&kv, be, c, N, bs))) goto done;
     if ((st = dspy_fwd_buf_init(&buf, be, c, N, N))) goto done;
     meta_layout L = dspy_engine_layout(N, 1, N, kv.n_blocks);
     if ((st = be->ops->alloc_host(be, L.end * 4, (void **)&h))) goto done;

@@ -7,12 +7,10 @@
 #include <string.h>
 
 dspy_status dspy_kv_cache_init(dspy_kv_cache *kv, dspy_backend *be, const dspy_model_config *c, int32_t n_tokens,
-                               int32_t block_size, bool f8) {
+                               int32_t block_size) {
     memset(kv, 0, sizeof *kv);
     if (block_size <= 0 || n_tokens <= 0)
         return dspy_fail(DSPY_ERR_ARG, "KV cache: block_size %d and capacity %d must be positive", block_size, n_tokens);
-    if (f8 && (!be->ops->kv_f8_link || be->act_dtype != DSPY_DTYPE_BF16))
-        return dspy_fail(DSPY_ERR_ARG, "KV cache: an FP8 cache needs the CUDA backend (this one has no kv_f8_link)");
     kv->be = be;
     kv->n_layers = c->num_hidden_layers;
     kv->kvd = c->num_key_value_heads * c->head_dim;
@@ -20,36 +18,25 @@ dspy_status dspy_kv_cache_init(dspy_kv_cache *kv, dspy_backend *be, const dspy_m
     kv->n_blocks = (int32_t)(((int64_t)n_tokens + block_size - 1) / block_size);
     int64_t n = (int64_t)kv->n_layers * kv->n_blocks * block_size * kv->kvd;
     size_t bytes = (size_t)n * dspy_dtype_size(be->act_dtype);
-    void *k = NULL, *v = NULL, *k8 = NULL, *v8 = NULL;
+    void *k = NULL, *v = NULL;
     dspy_status st = be->ops->alloc(be, bytes, &k);
     if (!st) st = be->ops->alloc(be, bytes, &v);
     kv->k = dspy_bt(be, k, n, be->act_dtype);
     kv->v = dspy_bt(be, v, n, be->act_dtype);
     if (!st) st = be->ops->fill(be, kv->k, 0.0f);
     if (!st) st = be->ops->fill(be, kv->v, 0.0f);
-    if (f8) {
-        /* the link zeroes the codes: those of the zeroed arrays */
-        if (!st) st = be->ops->alloc(be, (size_t)n, &k8);
-        if (!st) st = be->ops->alloc(be, (size_t)n, &v8);
-        kv->k8 = dspy_bt(be, k8, n, DSPY_DTYPE_U8);
-        kv->v8 = dspy_bt(be, v8, n, DSPY_DTYPE_U8);
-        if (!st) st = be->ops->kv_f8_link(be, kv->k, kv->v, kv->k8, kv->v8);
-    }
     if (st) {
         dspy_kv_cache_free(kv);
         return dspy_fail_append(st, " (KV cache of %zu MiB for %d tokens; lower --kv-tokens/max_tokens_total)",
-                                (2 * bytes + (f8 ? 2 * (size_t)n : 0)) >> 20, n_tokens);
+                                2 * bytes >> 20, n_tokens);
     }
     return DSPY_OK;
 }
 
 void dspy_kv_cache_free(dspy_kv_cache *kv) {
     if (kv->be) {
-        if (kv->k8.data && kv->be->ops->kv_f8_unlink) kv->be->ops->kv_f8_unlink(kv->be, kv->k.data);
         kv->be->ops->free(kv->be, kv->k.data);
         kv->be->ops->free(kv->be, kv->v.data);
-        kv->be->ops->free(kv->be, kv->k8.data);
-        kv->be->ops->free(kv->be, kv->v8.data);
     }
     memset(kv, 0, sizeof *kv);
 }

@@ -23,15 +23,11 @@ typedef struct dspy_kv_cache {
     int32_t block_size;
     int32_t n_blocks;
     dspy_tensor k, v;   /* (L, n_blocks * block_size, kvd) each */
-    dspy_tensor k8, v8; /* f8: the same, E4M3 codes (U8) linked to k and v (kern/ops.h kv_f8_link); else none */
 } dspy_kv_cache;
 
-/* Room for at least `n_tokens` tokens (rounded up to whole blocks), allocated through `be`. f8:
- * an FP8 (E4M3) cache — every value stored rounded to E4M3, with 1-byte codes beside the
- * backend's arrays for the kernels that read them (kern/ops.h kv_f8_link; DSPY_ERR_ARG on a
- * backend without it). */
+/* Room for at least `n_tokens` tokens (rounded up to whole blocks), allocated through `be`. */
 dspy_status dspy_kv_cache_init(dspy_kv_cache *kv, dspy_backend *be, const dspy_model_config *c, int32_t n_tokens,
-                               int32_t block_size, bool f8);
+                               int32_t block_size);
 void dspy_kv_cache_free(dspy_kv_cache *kv);
 
 /* The layer's key / value slot arrays: (n_blocks * block_size, kvd). */

@@ -410,20 +410,6 @@ typedef struct dspy_ops {
     dspy_status (*f8_link)(dspy_backend *be, dspy_tensor w, dspy_tensor q, dspy_tensor scale, int OC, int C,
                            bool act8);
     void (*f8_unlink)(dspy_backend *be, const void *w);
-    /* Optional (CUDA; NULL elsewhere): an FP8 (E4M3) KV cache. k and v (n elements each, BF16:
-     * every layer's cache slots, holding zeros) and k8, v8 (n U8 each, 16-byte aligned; the link
-     * zeroes them: the codes of those zeros).
-     * Until kv_f8_unlink(k), the ops of any backend in the process that write into a slice of k
-     * and v (attn_in, qkv_rope_store; the slices at one offset in both) store each value rounded
-     * on to E4M3 (the BF16 value's nearest, saturating at +-448, no scale): in k / v that value in
-     * BF16 (exact) and its code at the same index of k8 / v8 — so every attention path reads the
-     * same keys and values — and the batch decode attention (3 or more one-row segments, head size
-     * 64, up to 8 query heads a KV head) reads the codes (kern/cuda/attention_decode_f8.cu): half
-     * the bytes and a 32-key group in the registers of a 16-key BF16 one. Its P V takes P rounded
-     * to F16 where the BF16 paths round it to BF16. Outside a capture. kv_f8_unlink of a cache
-     * never linked does nothing. */
-    dspy_status (*kv_f8_link)(dspy_backend *be, dspy_tensor k, dspy_tensor v, dspy_tensor k8, dspy_tensor v8);
-    void (*kv_f8_unlink)(dspy_backend *be, const void *k);
     /* Optional (CUDA; NULL elsewhere): whether mlp_in may hand h (N, I) to the down projection
      * (w_down, C x I) as F16 for these arguments. Where it says yes the caller may pass h typed F16
      * to mlp_in and then to linear: h holds the same values, mlp_in's BF16 rounding stored as F16

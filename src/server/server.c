@@ -816,8 +816,6 @@ static bool host_is_loopback(const char *host) {
     return strcasecmp(host, "localhost") == 0;
 }
 
-static bool kv_f8(const dspy_server_params *p) { return p->kv_cache_dtype && strcmp(p->kv_cache_dtype, "fp8") == 0; }
-
 /* --kv-tokens 0: the pool from the memory the device has free now that the weights are loaded
  * (server/kv_budget.h); the CPU keeps the engine's small default. */
 static int32_t kv_tokens_default(const dspy_model *m, const dspy_server_params *p) {
@@ -830,11 +828,10 @@ static int32_t kv_tokens_default(const dspy_model *m, const dspy_server_params *
         dspy_log(DSPY_LOG_WARN, "serve: %s; the KV cache keeps the small default (set --kv-tokens)", dspy_errmsg());
         free_b = 0;
     }
-    const int32_t elem = kv_f8(p) ? 3 : 2; /* BF16, and a code beside it in an FP8 cache */
-    int32_t n = dspy_srv_kv_budget(c, gpu, free_b, pct, p->max_seqs, elem);
+    int32_t n = dspy_srv_kv_budget(c, gpu, free_b, pct, p->max_seqs, 2);
     if (gpu && free_b)
         dspy_log(DSPY_LOG_INFO, "serve: KV cache of %d tokens (%.1f GB: %d %% of the %.1f GB free, at most %d sequences "
-                 "of the whole context)", n, (double)n * (double)dspy_srv_kv_bytes_per_token(c, elem) / 1e9, pct,
+                 "of the whole context)", n, (double)n * (double)dspy_srv_kv_bytes_per_token(c, 2) / 1e9, pct,
                  (double)free_b / 1e9, p->max_seqs);
     return n;
 }
@@ -880,9 +877,6 @@ dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
                                        "max_request_tokens and max_per_client >= 0, max_n >= 1, kv_memory_percent 0..95, replicas 0..64)");
     if (p->weights && strcmp(p->weights, "bf16") != 0 && strcmp(p->weights, "fp8") != 0 && strcmp(p->weights, "w8a8") != 0)
         return dspy_fail(DSPY_ERR_ARG, "serve: weights (--weights) must be bf16, fp8 or w8a8 (got '%s')", p->weights);
-    if (p->kv_cache_dtype && strcmp(p->kv_cache_dtype, "bf16") != 0 && strcmp(p->kv_cache_dtype, "fp8") != 0)
-        return dspy_fail(DSPY_ERR_ARG, "serve: the KV cache dtype (--kv-cache-dtype) must be bf16 or fp8 (got '%s')",
-                         p->kv_cache_dtype);
     if (p->spec_tokens < 0 || p->spec_tokens > DSPY_ENGINE_MAX_SPEC)
         return dspy_fail(DSPY_ERR_ARG, "serve: spec_tokens (--spec-tokens) must be in 0..%d (got %d)",
                          DSPY_ENGINE_MAX_SPEC, p->spec_tokens);
@@ -958,7 +952,6 @@ dspy_status dspy_server_new(const dspy_server_params *p, dspy_server **out) {
         replica *r = &s->rep[i];
         dspy_engine_params ep = dspy_engine_params_default();
         ep.max_seqs = p->max_seqs;
-        ep.kv_f8 = kv_f8(p);
         ep.max_tokens_total = p->kv_tokens > 0 ? p->kv_tokens : kv_tokens_default(r->model, p);
         ep.spec_tokens = p->spec_tokens;
         ep.jump_tokens = p->jump_tokens;

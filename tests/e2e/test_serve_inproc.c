@@ -628,15 +628,6 @@ static void test_replicas(void) {
     CHECK_STATUS(dspy_server_new(&sp, &srv), DSPY_ERR_ARG);
     CHECK_CONTAINS(dspy_errmsg(), "replicas 0..64");
     CHECK(srv == NULL);
-    /* the KV cache dtype: a name it knows, and FP8 only where the backend keeps codes (CUDA) */
-    sp.replicas = 1;
-    sp.kv_cache_dtype = "fp16";
-    CHECK_STATUS(dspy_server_new(&sp, &srv), DSPY_ERR_ARG);
-    CHECK_CONTAINS(dspy_errmsg(), "--kv-cache-dtype");
-    sp.kv_cache_dtype = "fp8";
-    CHECK_STATUS(dspy_server_new(&sp, &srv), DSPY_ERR_ARG);
-    CHECK_CONTAINS(dspy_errmsg(), "FP8 cache needs the CUDA backend");
-    CHECK(srv == NULL);
 }
 
 int main(void) {

@@ -611,80 +611,6 @@ static void test_w8a8(void) {
     dspy_backend_free(be8);
 }
 
-/* ---- the FP8 KV cache (ops.h kv_f8_link) --------------------------------------------------- */
-
-/* The E4M3 code of v, a value E4M3 holds (f8_ref_round's), from the format's definition: sign,
- * exponent (bias 7) and 3 mantissa bits; subnormals below 2^-6 in steps of 2^-9. */
-static uint8_t e4m3_code(float v) {
-    const uint8_t sign = signbit(v) ? 0x80 : 0;
-    const float a = fabsf(v);
-    if (a < 0x1p-6f) return sign | (uint8_t)lrintf(a * 512.0f);
-    int e;
-    const float m = frexpf(a, &e); /* a = m 2^e, m in [0.5, 1) */
-    return sign | (uint8_t)((e - 1 + 7) << 3) | (uint8_t)lrintf((2.0f * m - 1.0f) * 8.0f);
-}
-
-/* Links device cache arrays dk, dv (n BF16 each) to new code arrays (checking that the link
- * zeroes them) and writes the codes of the host values k, v (E4M3 values) there, as a cache whose
- * values went through the writers would hold them. */
-static void kv_f8_attach(dspy_tensor dk, dspy_tensor dv, const float *k, const float *v, int64_t n, dspy_tensor *k8,
-                         dspy_tensor *v8) {
-    *k8 = dev_alloc(DSPY_DTYPE_U8, n), *v8 = dev_alloc(DSPY_DTYPE_U8, n);
-    uint8_t *hc = malloc((size_t)n);
-    memset(hc, 0xff, (size_t)n);
-    CHECK_OK(G->ops->copy(G, k8->data, hc, (size_t)n, DSPY_COPY_H2D));
-    CHECK_OK(G->ops->copy(G, v8->data, hc, (size_t)n, DSPY_COPY_H2D));
-    CHECK_OK(G->ops->sync(G));
-    CHECK_OK(G->ops->kv_f8_link(G, dk, dv, *k8, *v8));
-    int64_t nz = 0;
-    for (int i = 0; i < 2; i++) {
-        CHECK_OK(G->ops->copy(G, hc, (i ? *v8 : *k8).data, (size_t)n, DSPY_COPY_D2H));
-        CHECK_OK(G->ops->sync(G));
-        for (int64_t j = 0; j < n; j++) nz += hc[j] != 0;
-    }
-    check_report(nz == 0, __FILE__, __LINE__, "kv_f8_link left %lld of %lld codes unzeroed", (long long)nz,
-                 (long long)(2 * n));
-    for (int i = 0; i < 2; i++) {
-        const float *src = i ? v : k;
-        for (int64_t j = 0; j < n; j++) hc[j] = e4m3_code(src[j]);
-        CHECK_OK(G->ops->copy(G, (i ? *v8 : *k8).data, hc, (size_t)n, DSPY_COPY_H2D));
-        CHECK_OK(G->ops->sync(G));
-    }
-    free(hc);
-}
-
-/* Reads back a linked cache's BF16 values and codes at the written slots and checks the store's
- * rule: each BF16 value is its code's value, bit for bit, and near the CPU's value rounded to E4M3
- * (the CPU computed it in F32, CUDA rounded its own F32 to BF16 first); slots nobody wrote keep 0
- * and code 0. */
-static void check_kv_codes(const char *what, dspy_tensor dc, dspy_tensor d8, const float *ref, int NS, int KVD,
-                           const int32_t *slots, int N) {
-    float *got = down(dc);
-    uint8_t *codes = malloc((size_t)NS * KVD);
-    CHECK_OK(G->ops->copy(G, codes, d8.data, (size_t)NS * KVD, DSPY_COPY_D2H));
-    CHECK_OK(G->ops->sync(G));
-    float *rg = malloc(sizeof(float) * N * KVD), *rr = malloc(sizeof(float) * N * KVD);
-    int bad = 0, stray = 0;
-    for (int sl = 0; sl < NS; sl++) {
-        int n = -1;
-        for (int r = 0; r < N; r++)
-            if (slots[r] == sl) n = r;
-        for (int j = 0; j < KVD; j++) {
-            const size_t i = (size_t)sl * KVD + j;
-            if (n < 0) {
-                stray += got[i] != 0.0f || codes[i] != 0;
-                continue;
-            }
-            bad += got[i] != f8_ref_value(codes[i]) || e4m3_code(got[i]) != codes[i];
-            rg[(size_t)n * KVD + j] = got[i], rr[(size_t)n * KVD + j] = f8_ref_round(ref[i]);
-        }
-    }
-    check_report(bad == 0 && stray == 0, __FILE__, __LINE__, "%s: %d values differ from their codes, %d unwritten slots "
-                 "changed", what, bad, stray);
-    expect_close(what, rg, rr, (size_t)N * KVD, 2e-2);
-    free(got), free(codes), free(rg), free(rr);
-}
-
 /* ---- RoPE + KV store --------------------------------------------------------------------- */
 
 static void test_qkv_rope_store(void) {
@@ -851,8 +777,8 @@ static void test_attention(void) {
  * shuffled; one row after sequence 0 belongs to no segment and must stay poisoned. Checked: the
  * worst sequence's relative error (not only the whole batch's), and a second launch giving the
  * same bits (the slices' arrival counters were reset). */
-static void one_decode_batch_f8(const char *what, int NH, int NKV, int HS, int nseg, const int *ctx, int shared,
-                                int BS, int hint_n, bool f8) {
+static void one_decode_batch_hint(const char *what, int NH, int NKV, int HS, int nseg, const int *ctx, int shared,
+                                  int BS, int hint_n) {
     const int N = nseg + 1, KVD = NKV * HS, nsh = shared / BS;
     dspy_attn_seg *segs = malloc(sizeof(dspy_attn_seg) * (size_t)nseg);
     int total = 0, uniq = 0, maxlen = 0;
@@ -874,17 +800,12 @@ static void one_decode_batch_f8(const char *what, int NH, int NKV, int HS, int n
     float *kc = rnd((size_t)NSLOT * KVD, 1), *vc = rnd((size_t)NSLOT * KVD, 1);
     float *q = rnd((size_t)N * NH * HS, 2), *ref = malloc(sizeof(float) * (size_t)N * NH * HS);
     for (int i = 0; i < N * NH * HS; i++) ref[i] = NAN;
-    if (f8) /* an FP8 cache holds E4M3 values (keys up to +-3 here: below 1 and above, both E4M3 ranges) */
-        for (size_t i = 0; i < (size_t)NSLOT * KVD; i++) kc[i] = f8_ref_round(3.0f * kc[i]), vc[i] = f8_ref_round(vc[i]);
     dspy_attn_meta cm = {HI(segs, 4 * nseg), HI(tables, total), nseg, N, BS, maxlen, true, dspy_tensor_none()};
     CHECK_OK(C->ops->attention(C, HF(ref, N * NH * HS), HF(q, N * NH * HS), HF(kc, NSLOT * KVD), HF(vc, NSLOT * KVD),
                                &cm, NH, NKV, HS));
     dspy_tensor dkc = up(kc, (int64_t)NSLOT * KVD, DSPY_DTYPE_BF16), dvc = up(vc, (int64_t)NSLOT * KVD, DSPY_DTYPE_BF16);
     dspy_tensor dq = up(q, (int64_t)N * NH * HS, DSPY_DTYPE_BF16);
     dspy_tensor dsg = up_i32((const int32_t *)segs, 4 * nseg), dtb = up_i32(tables, total);
-    dspy_tensor dk8 = dspy_tensor_none(), dv8 = dspy_tensor_none();
-    if (f8) /* the codes, written here from the format's definition (the writers' own are test_kv_f8's) */
-        kv_f8_attach(dkc, dvc, kc, vc, (int64_t)NSLOT * KVD, &dk8, &dv8);
     /* the shared-prefix hint (hint_n >= 0) as the engine makes it, from the tables themselves:
      * segments 0 .. hint_n - 1, the positions of their common leading blocks below every new key
      * (not rounded to 16 here: the kernel rounds) */
@@ -924,14 +845,8 @@ static void one_decode_batch_f8(const char *what, int NH, int NKV, int HS, int n
     CHECK(memcmp(got[0], got[1], sizeof(float) * (size_t)N * R) == 0);
     printf("  %-52s worst sequence rel err %.2e (tol 1e-02, %d sequences, hint {%d, %d})\n", what, worst, nseg,
            hint[0], hint[1]);
-    if (f8) G->ops->kv_f8_unlink(G, dkc.data);
     free(segs), free(tables), free(perm), free(kc), free(vc), free(q), free(ref), free(got[0]), free(got[1]);
-    dev_free(dkc), dev_free(dvc), dev_free(dq), dev_free(dsg), dev_free(dtb), dev_free(dhint), dev_free(dk8), dev_free(dv8);
-}
-
-static void one_decode_batch_hint(const char *what, int NH, int NKV, int HS, int nseg, const int *ctx, int shared,
-                                  int BS, int hint_n) {
-    one_decode_batch_f8(what, NH, NKV, HS, nseg, ctx, shared, BS, hint_n, false);
+    dev_free(dkc), dev_free(dvc), dev_free(dq), dev_free(dsg), dev_free(dtb), dev_free(dhint);
 }
 
 static void one_decode_batch(const char *what, int NH, int NKV, int HS, int nseg, const int *ctx, int shared, int BS) {
@@ -1000,108 +915,6 @@ static void test_attention_decode_batch(void) {
     for (int s = 0; s < 64; s++) c64[s] = 1 + (int)((frand() * 0.5f + 0.5f) * 700.0f);
     one_decode_batch("decode batch 64, HS=64 GQA 4, shared 200", 32, 8, 64, 64, c64, 200, 16);
     one_decode_batch("decode batch 64, HS=128 GQA 4, 8-token blocks", 16, 4, 128, 64, c64, 64, 8);
-}
-
-/* ---- the FP8 KV cache: writers and the decode attention on codes ------------------------ */
-
-/* attn_in's stores into a linked cache: N rows on the fused GEMV (N <= 4) or the tensor cores. */
-static void one_kv_f8_attn_in(int N) {
-    const int Cc = 256, NH = 8, NKV = 2, HS = 64, Q = NH * HS, KVD = NKV * HS, W = Q + 2 * KVD, NS = 24;
-    float *x = rnd((size_t)N * Cc, 2), *wn = rnd(Cc, 1), *wqkv = rnd((size_t)W * Cc, 0.05f), *bq = rnd(W, 0.1f);
-    int32_t pos[16], slots[16];
-    for (int n = 0; n < N; n++) pos[n] = 5 + 300 * n, slots[n] = (7 * n + 2) % NS;
-    float inv[32];
-    for (int i = 0; i < 32; i++) inv[i] = (float)(1.0 / pow(500000.0, 2.0 * i / HS));
-    uint16_t *w16 = malloc(2 * (size_t)W * Cc);
-    for (int i = 0; i < W * Cc; i++) w16[i] = dspy_f32_to_bf16(wqkv[i]);
-    float *q = malloc(sizeof(float) * N * Q), *kc = calloc((size_t)NS * KVD, 4), *vc = calloc((size_t)NS * KVD, 4);
-    float *xn = malloc(sizeof(float) * N * Cc), *qkv = malloc(sizeof(float) * N * W);
-    CHECK_OK(C->ops->attn_in(C, HF(q, N * Q), HF(kc, NS * KVD), HF(vc, NS * KVD), HF(x, N * Cc), HF(wn, Cc),
-                             dspy_bt(C, w16, (int64_t)W * Cc, DSPY_DTYPE_BF16), HF(bq, W), HI(pos, N), HI(slots, N),
-                             HF(inv, 32), HF(xn, N * Cc), HF(qkv, N * W), N, Cc, NH, NKV, HS, 1e-5f));
-    dspy_tensor dx = up(x, (int64_t)N * Cc, DSPY_DTYPE_F32), dwn = up(wn, Cc, DSPY_DTYPE_F32);
-    dspy_tensor dwq = up(wqkv, (int64_t)W * Cc, DSPY_DTYPE_BF16), dbq = up(bq, W, DSPY_DTYPE_F32);
-    dspy_tensor dq = poisoned(DSPY_DTYPE_BF16, (int64_t)N * Q), dkc = dev_alloc(DSPY_DTYPE_BF16, (int64_t)NS * KVD);
-    dspy_tensor dvc = dev_alloc(DSPY_DTYPE_BF16, (int64_t)NS * KVD), dxn = dev_alloc(DSPY_DTYPE_BF16, (int64_t)N * Cc);
-    dspy_tensor dqkv = dev_alloc(DSPY_DTYPE_BF16, (int64_t)N * W), dp = up_i32(pos, N), ds = up_i32(slots, N);
-    dspy_tensor dinv = up(inv, 32, DSPY_DTYPE_F32), dk8 = dev_alloc(DSPY_DTYPE_U8, (int64_t)NS * KVD);
-    dspy_tensor dv8 = dev_alloc(DSPY_DTYPE_U8, (int64_t)NS * KVD);
-    CHECK_OK(G->ops->fill(G, dkc, 0.0f));
-    CHECK_OK(G->ops->fill(G, dvc, 0.0f));
-    CHECK_OK(G->ops->kv_f8_link(G, dkc, dvc, dk8, dv8));
-    CHECK_OK(G->ops->attn_in(G, dq, dkc, dvc, dx, dwn, dwq, dbq, dp, ds, dinv, dxn, dqkv, N, Cc, NH, NKV, HS, 1e-5f));
-    char what[96];
-    snprintf(what, sizeof what, "attn_in N=%d, FP8 cache: k", N);
-    check_kv_codes(what, dkc, dk8, kc, NS, KVD, slots, N);
-    snprintf(what, sizeof what, "attn_in N=%d, FP8 cache: v", N);
-    check_kv_codes(what, dvc, dv8, vc, NS, KVD, slots, N);
-    float *gq = down(dq);
-    snprintf(what, sizeof what, "attn_in N=%d, FP8 cache: q (not rounded)", N);
-    expect_close(what, gq, q, (size_t)N * Q, 1e-2);
-    G->ops->kv_f8_unlink(G, dkc.data);
-    free(x), free(wn), free(wqkv), free(bq), free(w16), free(q), free(kc), free(vc), free(xn), free(qkv), free(gq);
-    dspy_tensor all[] = {dx, dwn, dwq, dbq, dq, dkc, dvc, dxn, dqkv, dp, ds, dinv, dk8, dv8};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) dev_free(all[i]);
-}
-
-static void test_kv_f8(void) {
-    /* the encoder against f8_ref.h (the decoder, the rounding), every finite code */
-    int bad = 0;
-    for (int c = 0; c < 256; c++) {
-        if ((c & 0x7f) == 0x7f) continue; /* NaN */
-        const float v = f8_ref_value((uint8_t)c);
-        bad += e4m3_code(v) != c || f8_ref_round(v) != v;
-    }
-    CHECK_INT(bad, 0);
-    /* qkv_rope_store (prompt rows) into a linked cache */
-    const int N = 9, NH = 8, NKV = 2, HS = 64, Q = NH * HS, KVD = NKV * HS, W = Q + 2 * KVD, NS = 40;
-    int32_t pos[9] = {0, 1, 7, 100, 1023, 4096, 30000, 131071, 55};
-    int32_t slots[9] = {3, 39, 0, 12, 13, 27, 8, 21, 30};
-    float inv[32];
-    for (int i = 0; i < 32; i++) inv[i] = (float)(1.0 / pow(500000.0, 2.0 * i / HS));
-    float *qkv = rnd((size_t)N * W, 2), *q = malloc(sizeof(float) * N * Q);
-    for (int i = 0; i < N * W; i++) qkv[i] *= 100.0f * (i % 97 == 0) + 1.0f; /* some past 448: saturated */
-    float *kc = calloc((size_t)NS * KVD, sizeof(float)), *vc = calloc((size_t)NS * KVD, sizeof(float));
-    CHECK_OK(C->ops->qkv_rope_store(C, HF(q, N * Q), HF(kc, NS * KVD), HF(vc, NS * KVD), HF(qkv, N * W), HI(pos, N),
-                                    HI(slots, N), HF(inv, 32), N, NH, NKV, HS));
-    dspy_tensor dqkv = up(qkv, (int64_t)N * W, DSPY_DTYPE_BF16), dq = poisoned(DSPY_DTYPE_BF16, (int64_t)N * Q);
-    dspy_tensor dkc = dev_alloc(DSPY_DTYPE_BF16, (int64_t)NS * KVD), dvc = dev_alloc(DSPY_DTYPE_BF16, (int64_t)NS * KVD);
-    dspy_tensor dk8 = dev_alloc(DSPY_DTYPE_U8, (int64_t)NS * KVD), dv8 = dev_alloc(DSPY_DTYPE_U8, (int64_t)NS * KVD);
-    dspy_tensor dp = up_i32(pos, N), ds = up_i32(slots, N), dinv = up(inv, 32, DSPY_DTYPE_F32);
-    CHECK_OK(G->ops->fill(G, dkc, 0.0f));
-    CHECK_OK(G->ops->fill(G, dvc, 0.0f));
-    CHECK_OK(G->ops->kv_f8_link(G, dkc, dvc, dk8, dv8));
-    CHECK_OK(G->ops->qkv_rope_store(G, dq, dkc, dvc, dqkv, dp, ds, dinv, N, NH, NKV, HS));
-    check_kv_codes("qkv_rope_store, FP8 cache: k", dkc, dk8, kc, NS, KVD, slots, N);
-    check_kv_codes("qkv_rope_store, FP8 cache: v", dvc, dv8, vc, NS, KVD, slots, N);
-    /* unlinked, the same arrays take BF16 values again */
-    G->ops->kv_f8_unlink(G, dkc.data);
-    CHECK_OK(G->ops->qkv_rope_store(G, dq, dkc, dvc, dqkv, dp, ds, dinv, N, NH, NKV, HS));
-    float *gv = down(dvc);
-    int exact = 0;
-    for (int n = 0; n < N; n++)
-        for (int j = 0; j < KVD; j++) exact += gv[slots[n] * KVD + j] == bf(vc[slots[n] * KVD + j]);
-    CHECK_INT(exact, N * KVD);
-    free(qkv), free(q), free(kc), free(vc), free(gv);
-    dev_free(dqkv), dev_free(dq), dev_free(dkc), dev_free(dvc), dev_free(dk8), dev_free(dv8), dev_free(dp), dev_free(ds);
-    dev_free(dinv);
-    /* attn_in: the fused GEMV rows, the tensor-core rows */
-    const int ns[] = {1, 3, 4, 5, 16};
-    for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) one_kv_f8_attn_in(ns[i]);
-    /* the batch decode attention on codes (head size 64; 128 reads the same values as BF16) */
-    const int c3[3] = {40, 1301, 17}, c5[5] = {1, 16, 33, 700, 2049}, c7[7] = {100, 257, 31, 64, 1500, 3, 880};
-    int c16[16], c64[64];
-    for (int i = 0; i < 16; i++) c16[i] = 1301 + 17 * i;
-    for (int i = 0; i < 64; i++) c64[i] = 201 + 7 * i;
-    one_decode_batch_f8("FP8 cache: batch 3, HS=64 GQA 4", 32, 8, 64, 3, c3, 0, 16, -1, true);
-    one_decode_batch_f8("FP8 cache: batch 5, HS=64 MHA, 4-token blocks", 4, 4, 64, 5, c5, 0, 4, -1, true);
-    one_decode_batch_f8("FP8 cache: batch 7, HS=64 GQA 2, 24-token blocks", 8, 4, 64, 7, c7, 100, 24, -1, true);
-    one_decode_batch_f8("FP8 cache: batch 7, HS=64 GQA 4, 48-token blocks", 32, 8, 64, 7, c7, 192, 48, -1, true);
-    one_decode_batch_f8("FP8 cache: batch 16, HS=64 GQA 4, shared 1300", 32, 8, 64, 16, c16, 1300, 16, -1, true);
-    one_decode_batch_f8("FP8 cache: batch 16, HS=64 GQA 3 (24 heads)", 24, 8, 64, 16, c16, 0, 16, -1, true);
-    one_decode_batch_f8("FP8 cache: batch 16, HS=64 GQA 8, 32-token blocks", 16, 2, 64, 16, c16, 640, 32, -1, true);
-    one_decode_batch_f8("FP8 cache: batch 64, HS=64 GQA 4, shared 200", 32, 8, 64, 64, c64, 200, 16, -1, true);
-    one_decode_batch_f8("FP8 cache: batch 5, HS=128 GQA 8 (BF16 kernel)", 16, 2, 128, 5, c5, 0, 16, -1, true);
 }
 
 /* ---- sampling ---------------------------------------------------------------------------- */
@@ -1345,7 +1158,6 @@ int main(int argc, char **argv) {
     RUN_SOME(test_attention);
     RUN_SOME(test_attention_decode_batch);
     RUN_SOME(test_attention_decode_cascade);
-    RUN_SOME(test_kv_f8);
     RUN_SOME(test_sample);
     RUN_SOME(test_mask_logits);
     RUN_SOME(test_graph);

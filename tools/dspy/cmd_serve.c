@@ -143,9 +143,6 @@ int cmd_serve(int argc, char **argv) {
          "w8a8 (fp8, and prompt steps multiply FP8-rounded activations too: on CUDA ~1.6x their GEMMs; ~2 % relative "
          "error a projection)",
          false, false, "bf16"},
-        {"kv-cache-dtype", "T", "bf16, or fp8 (CUDA: keys and values stored rounded to FP8 E4M3, no scale; batched decode "
-         "attention reads 1-byte codes; the cache takes 1.5x the memory a token)",
-         false, false, "bf16"},
         {"strict", NULL, "refuse a checkpoint whose weights hold NaN/Inf (default: a warning)", false, false, NULL},
         {"cpu-kernels", "K", "on the CPU: fast (BF16 weights, SIMD) or reference (the fp32 parity kernels); "
          "default $DSPY_CPU_KERNELS, else fast", false, false, "fast"},
@@ -174,7 +171,6 @@ int cmd_serve(int argc, char **argv) {
     p.device = dspy_args_get(&a, "device");
     p.strict = dspy_args_flag(&a, "strict");
     p.weights = dspy_args_get(&a, "weights");
-    p.kv_cache_dtype = dspy_args_get(&a, "kv-cache-dtype");
     int32_t port, max_body, timeout_s, grace_s, max_req, gpus = 1;
     if (!get_i32(&a, "port", 0, 65535, &port) || !get_i32(&a, "max-seqs", 1, 4096, &p.max_seqs) ||
         !get_i32(&a, "max-n", 1, 128, &p.max_n) || !get_i32(&a, "max-request-tokens", 0, INT32_MAX, &max_req) ||

@@ -36,11 +36,6 @@
 #include <stdlib.h>
 
 #include "kern/cuda/attention_decode.cuh"
-#include "kern/cuda/kv_f8.cuh"
-
-/* attention_decode_f8.cu: the same call on a cache's E4M3 codes (S slices, CTAs of 16 warps where wide). */
-dspy_status dspy_cu_attention_decode_f8(dspy_backend *be, bf16 *out, const bf16 *q, const uint8_t *k8, const uint8_t *v8,
-                                        const dspy_attn_meta *m, int NH, int NKV, int S, bool wide, float sl2);
 
 /* attention.cu's dispatch: whether this kernel takes a decode call, and the launch. */
 bool dspy_cu_decode_batch_fits(dspy_backend *be, int nseg, int NH, int NKV, int HS);
@@ -200,17 +195,15 @@ static __global__ __launch_bounds__(W * 32, W == 8 && D == 64 ? 2 : 1) void k_at
  * the registers of two 16-key groups in flight per warp; 1 CTA of 16 warps where db_wide says).
  * DSPY_CUDA_DEC_BATCH_WARPS=16 / =8: CTAs of 16 / 8 warps at head size 64 whatever the batch.
  * Read once per process. DSPY_CUDA_DEC_BATCH_PF=1: each warp also asks L2 for the group after its
- * next one. DSPY_CUDA_KV_F8_READ=0: a cache with E4M3 codes (ops.h kv_f8_link) is read as BF16 (its
- * values are the same; for comparisons).
+ * next one.
  */
-static int db_knob = -1, db_warps = 0, db_pf = 0, db_f8 = 1;
+static int db_knob = -1, db_warps = 0, db_pf = 0;
 
 static void db_init(void) {
     if (db_knob >= 0) return;
     const char *v = getenv("DSPY_CUDA_DEC_BATCH"), *w = getenv("DSPY_CUDA_DEC_BATCH_WARPS");
     db_warps = w && (atoi(w) == 16 || atoi(w) == 8) ? atoi(w) : 0;
     db_pf = getenv("DSPY_CUDA_DEC_BATCH_PF") && atoi(getenv("DSPY_CUDA_DEC_BATCH_PF")) == 1;
-    db_f8 = !(getenv("DSPY_CUDA_KV_F8_READ") && atoi(getenv("DSPY_CUDA_KV_F8_READ")) == 0);
     db_knob = v ? atoi(v) : 100;
     if (db_knob < 0 || db_knob > 100) db_knob = 100;
 }
@@ -257,9 +250,6 @@ dspy_status dspy_cu_attention_decode_batch(dspy_backend *be, bf16 *out, const bf
         return dspy_cu_attention_decode_shared(be, out, q, kc, vc, m, NH, NKV, HS, sl2);
     const bool wide = db_wide(s, m->nseg, NKV, HS);
     const int S = db_splits(s, m->nseg, NH, NKV, HS, db_ctas_per_sm(HS, wide));
-    uint8_t *k8, *v8;
-    dspy_cu_kv8_codes(kc, vc, &k8, &v8);
-    if (k8 && HS == 64 && db_f8) return dspy_cu_attention_decode_f8(be, out, q, k8, v8, m, NH, NKV, S, wide, sl2);
     const int rel = s->release & CU_REL_ATTENTION ? 1 : 0;
     const dim3 grid(m->nseg, NKV, S);
     const dspy_attn_seg *sg = (const dspy_attn_seg *)m->segs.data;

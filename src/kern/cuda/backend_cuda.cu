@@ -13,7 +13,6 @@
 
 #include "kern/cuda/cuda.cuh"
 #include "kern/cuda/f8.cuh"
-#include "kern/cuda/kv_f8.cuh"
 #include "kern/cuda/train_attention_cudnn.h"
 #include "kern/cuda/train_attention_split.h"
 
@@ -219,8 +218,6 @@ static const dspy_ops k_cuda_ops = {
     .attention_train_layout = dspy_cu_train_attention_layout,
     .f8_link = dspy_cu_f8_link,
     .f8_unlink = dspy_cu_f8_unlink,
-    .kv_f8_link = dspy_cu_kv_f8_link,
-    .kv_f8_unlink = dspy_cu_kv_f8_unlink,
     .mlp_f16 = dspy_cu_mlp_f16,
 };
 

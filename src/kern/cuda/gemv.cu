@@ -22,7 +22,6 @@
 
 #include "kern/cuda/cuda.cuh"
 #include "kern/cuda/gemv_mma.cuh"
-#include "kern/cuda/kv_f8.cuh"
 
 enum { GW = 8, GEMV_THREADS = GW * 32, NORM_SMEM_MAX = 48 * 1024 };
 enum { EP_BF16 = 0, EP_F32 = 1, EP_ACC = 2 };
@@ -311,8 +310,7 @@ template <int NR, int PF>
 static __global__ __launch_bounds__(GEMV_THREADS) void k_attn_in(
     const bf16 *__restrict__ W, const float *__restrict__ bias, const float *__restrict__ x, const float *__restrict__ wn,
     float eps, const int32_t *__restrict__ pos, const int32_t *__restrict__ slots, const float *__restrict__ inv_freq,
-    bf16 *__restrict__ q_out, bf16 *__restrict__ kc, bf16 *__restrict__ vc, uint8_t *__restrict__ k8,
-    uint8_t *__restrict__ v8, int C, int NH, int NKV, int HS) {
+    bf16 *__restrict__ q_out, bf16 *__restrict__ kc, bf16 *__restrict__ vc, int C, int NH, int NKV, int HS) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *xs = (bf16 *)smem_raw;
     const int lane = threadIdx.x & 31, half = HS / 2, Q = NH * HS, KVD = NKV * HS;
@@ -354,15 +352,10 @@ static __global__ __launch_bounds__(GEMV_THREADS) void k_attn_in(
                 float ra = va * cs - vb * sn, rb = vb * cs + va * sn;
                 va = ra, vb = rb;
             }
-            if (sect == 0) {
-                bf16 *dst = q_out + (int64_t)r * Q + head * HS;
-                dst[i] = f2bf(va);
-                dst[i + half] = f2bf(vb);
-            } else {
-                const int64_t at = (int64_t)slots[r] * KVD + head * HS + i;
-                kv_store(sect == 1 ? kc : vc, sect == 1 ? k8 : v8, at, va);
-                kv_store(sect == 1 ? kc : vc, sect == 1 ? k8 : v8, at + half, vb);
-            }
+            bf16 *dst = sect == 0 ? q_out + (int64_t)r * Q + head * HS
+                                  : (sect == 1 ? kc : vc) + (int64_t)slots[r] * KVD + head * HS;
+            dst[i] = f2bf(va);
+            dst[i + half] = f2bf(vb);
         }
     }
 }
@@ -402,11 +395,9 @@ dspy_status dspy_cu_attn_in(dspy_backend *be, dspy_tensor q_out, dspy_tensor kca
     const int32_t *pp = (const int32_t *)pos.data, *sp = (const int32_t *)slots.data;
     const float *fp = (const float *)inv_freq.data;
     bf16 *qo = (bf16 *)q_out.data, *kc = (bf16 *)kcache.data, *vc = (bf16 *)vcache.data;
-    uint8_t *k8, *v8;
-    dspy_cu_kv8_codes(kc, vc, &k8, &v8);
 #define LAUNCH(NR)                                                                                              \
     return cu_launch(be, "attn_in (fused gemv)", k_attn_in<NR, 4>, g, GEMV_THREADS, smem, Wp, bp, xp, wn, eps, pp, \
-                     sp, fp, qo, kc, vc, k8, v8, C, NH, NKV, HS)
+                     sp, fp, qo, kc, vc, C, NH, NKV, HS)
     switch (N) {
     case 1: LAUNCH(1);
     case 2: LAUNCH(2);

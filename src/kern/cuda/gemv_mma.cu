@@ -59,7 +59,6 @@
 
 #include "kern/cuda/f8.cuh"
 #include "kern/cuda/gemv_mma.cuh"
-#include "kern/cuda/kv_f8.cuh"
 #include "kern/cuda/mma.cuh"
 
 #include <cuda_fp16.h>
@@ -429,8 +428,7 @@ template <int NT, bool F8>
 static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_attn_in(
     const void *__restrict__ W, const float *__restrict__ scale, const float *__restrict__ bias, const float *__restrict__ x, const float *__restrict__ wn,
     float eps, const int32_t *__restrict__ pos, const int32_t *__restrict__ slots, const float *__restrict__ inv_freq,
-    bf16 *__restrict__ q_out, bf16 *__restrict__ kc, bf16 *__restrict__ vc, uint8_t *__restrict__ k8,
-    uint8_t *__restrict__ v8, int N, int C, int NH, int NKV, int HS,
+    bf16 *__restrict__ q_out, bf16 *__restrict__ kc, bf16 *__restrict__ vc, int N, int C, int NH, int NKV, int HS,
     int rel) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const int ldx = row_ld(C, F8), half = HS / 2, per = half / 16, Q = NH * HS, KVD = NKV * HS;
@@ -453,15 +451,10 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_attn_in(
             float ra = va * cs - vb * sn, rb = vb * cs + va * sn;
             va = ra, vb = rb;
         }
-        if (sect == 0) {
-            bf16 *dst = q_out + (int64_t)n * Q + head * HS;
-            dst[i] = f2bf(va);
-            dst[i + half] = f2bf(vb);
-        } else {
-            const int64_t at = (int64_t)slots[n] * KVD + head * HS + i;
-            kv_store(sect == 1 ? kc : vc, sect == 1 ? k8 : v8, at, va);
-            kv_store(sect == 1 ? kc : vc, sect == 1 ? k8 : v8, at + half, vb);
-        }
+        bf16 *dst = sect == 0 ? q_out + (int64_t)n * Q + head * HS
+                              : (sect == 1 ? kc : vc) + (int64_t)slots[n] * KVD + head * HS;
+        dst[i] = f2bf(va);
+        dst[i + half] = f2bf(vb);
     });
 }
 
@@ -666,15 +659,13 @@ dspy_status dspy_cu_mma_attn_in(dspy_backend *be, bool *taken, dspy_tensor q_out
     const int32_t *pp = (const int32_t *)pos.data, *sp = (const int32_t *)slots.data;
     const float *fp = (const float *)inv_freq.data;
     bf16 *qo = (bf16 *)q_out.data, *kc = (bf16 *)kcache.data, *vc = (bf16 *)vcache.data;
-    uint8_t *k8, *v8;
-    dspy_cu_kv8_codes(kc, vc, &k8, &v8);
     const int rel_bits = cu_of(be)->release;
     const int rel = (rel_bits & CU_REL_ATTN_IN) || (rel_bits == CU_REL_DEFAULT && N >= g_attn_rel_rows);
 #define LAUNCH(NT, F8, T_, KW_)                                                                                     \
     return cu_launch(be, F8 ? "attn_in (tensor-core gemv, FP8 weights)" : "attn_in (tensor-core gemv)",            \
                      k_mma_attn_in<NT, F8>, grid_of(be, units), MMA_THREADS,                                        \
                      smem_bytes(NT, 2, C, true, F8), Wp, mp, bp,                                                    \
-                     xp, wn, eps, pp, sp, fp, qo, kc, vc, k8, v8, N, C, NH, NKV, HS, rel)
+                     xp, wn, eps, pp, sp, fp, qo, kc, vc, N, C, NH, NKV, HS, rel)
     MMA_INSTANCE(N, f8, 1, false);
 #undef LAUNCH
 }

@@ -11,7 +11,6 @@
 #include <math.h>
 
 #include "kern/cuda/cuda.cuh"
-#include "kern/cuda/kv_f8.cuh"
 
 /* Load/store one element of an F32 or BF16 array. */
 static __device__ __forceinline__ float ld_any(const void *p, int64_t i, bool bf) {
@@ -118,10 +117,9 @@ dspy_status dspy_cu_rmsnorm(dspy_backend *be, dspy_tensor out, dspy_tensor inp, 
 /* ---- RoPE + KV store ------------------------------------------------------------------------ */
 
 /* One block per row; thread t handles rotation pair (head, i) of the q heads then the k heads,
- * and copies v. k8, v8: the cache's E4M3 codes where it keeps them (kv_f8.cuh), else NULL. */
-static __global__ void k_qkv_rope_store(bf16 *q_out, bf16 *kc, bf16 *vc, uint8_t *k8, uint8_t *v8, const bf16 *qkv,
-                                        const int32_t *pos, const int32_t *slots, const float *inv_freq, int NH,
-                                        int NKV, int HS) {
+ * and copies v. */
+static __global__ void k_qkv_rope_store(bf16 *q_out, bf16 *kc, bf16 *vc, const bf16 *qkv, const int32_t *pos,
+                                 const int32_t *slots, const float *inv_freq, int NH, int NKV, int HS) {
     griddep_wait();
     int n = blockIdx.x, half = HS / 2, Q = NH * HS, KVD = NKV * HS, W = Q + 2 * KVD;
     const bf16 *row = qkv + (int64_t)n * W;
@@ -134,17 +132,11 @@ static __global__ void k_qkv_rope_store(bf16 *q_out, bf16 *kc, bf16 *vc, uint8_t
         bool isq = h < NH;
         const bf16 *src = isq ? row + h * HS : row + Q + (h - NH) * HS;
         float a = bf2f(src[i]), b = bf2f(src[i + half]);
-        if (isq) {
-            bf16 *dst = q_out + (int64_t)n * Q + h * HS;
-            dst[i] = f2bf(a * cs - b * sn);
-            dst[i + half] = f2bf(b * cs + a * sn);
-        } else {
-            const int64_t at = slot * KVD + (h - NH) * HS + i;
-            kv_store(kc, k8, at, a * cs - b * sn);
-            kv_store(kc, k8, at + half, b * cs + a * sn);
-        }
+        bf16 *dst = isq ? q_out + (int64_t)n * Q + h * HS : kc + slot * KVD + (h - NH) * HS;
+        dst[i] = f2bf(a * cs - b * sn);
+        dst[i + half] = f2bf(b * cs + a * sn);
     }
-    for (int t = threadIdx.x; t < KVD; t += blockDim.x) kv_store(vc, v8, slot * KVD + t, bf2f(row[Q + KVD + t]));
+    for (int t = threadIdx.x; t < KVD; t += blockDim.x) vc[slot * KVD + t] = row[Q + KVD + t];
 }
 
 dspy_status dspy_cu_qkv_rope_store(dspy_backend *be, dspy_tensor q_out, dspy_tensor kcache, dspy_tensor vcache,
@@ -160,10 +152,8 @@ dspy_status dspy_cu_qkv_rope_store(dspy_backend *be, dspy_tensor q_out, dspy_ten
     CU_NEED("qkv_rope_store", "slots", slots, DSPY_DTYPE_I32, N);
     CU_NEED("qkv_rope_store", "inv_freq", inv_freq, DSPY_DTYPE_F32, HS / 2);
     if (N == 0) return DSPY_OK;
-    uint8_t *k8, *v8;
-    dspy_cu_kv8_codes(kcache.data, vcache.data, &k8, &v8);
     return cu_launch(be, "qkv_rope_store", k_qkv_rope_store, N, 256, 0, (bf16 *)q_out.data, (bf16 *)kcache.data,
-                     (bf16 *)vcache.data, k8, v8, (const bf16 *)qkv.data, (const int32_t *)pos.data,
+                     (bf16 *)vcache.data, (const bf16 *)qkv.data, (const int32_t *)pos.data,
                      (const int32_t *)slots.data, (const float *)inv_freq.data, NH, NKV, HS);
 }
 
