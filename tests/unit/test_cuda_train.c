@@ -512,10 +512,11 @@ static void test_bf16_att16(void) {
  * loss is a forward pass, bit-identical on and off; every step's loss within 1e-2 and gradient
  * norm within 5e-2 relative of the CPU's (k_bf16); the first step's gradient norm with BF16
  * gradients within 1e-3 of the F32 gradients' (the same weights and batch: only the gradients'
- * rounding and summation order differ; 3.9e-5 at most measured on the H200). Over the 10 steps the BF16-vs-F32 pair is printed, not
- * checked: both trainers sum with atomics in no fixed order, each step's update carries that
- * noise into the next, and the two random walks' distance reached 4.4e-2 and 5.3e-2 on the
- * H200 in runs where each trainer stayed within 3.6e-2 of the CPU (their check). lr 1e-4:
+ * rounding and summation order differ; 3.9e-5 at most measured on the H200). Over the 10 steps
+ * the BF16-vs-F32 pair is printed, not checked: both trainers sum with atomics in no fixed order,
+ * each step's update carries that noise into the next, and the two random walks' distance reached
+ * 4.4e-2 and 5.3e-2 on the H200 in runs where each trainer stayed within 3.6e-2 of the CPU (their
+ * check). lr 1e-4:
  * at 1e-3 these random 8-head models leave the BF16 trainers' tolerance after a few steps with
  * F32 gradients as much as with BF16 ones (measured on the H200: 4e-2 to 0.2 by step 10, against
  * 3e-3 for the 2-head model), the steps amplifying rounding differences rather than testing

@@ -421,7 +421,6 @@ static void test_whole_wakes_once(void) {
     dspy_engine_free(eng);
 }
 
-/* The cases over the real engine. */
 /* /metrics before the first step: the scheduler's snapshot starts from the engine as it was handed
  * over (steps it already ran, e.g. a GPU server's warm-up, are the baseline, not counted again at
  * the first step), and idle time counts the wait going on now, so that the difference of two
@@ -472,6 +471,7 @@ static void test_stats_baseline(void) {
     dspy_engine_free(eng);
 }
 
+/* The cases over the real engine. */
 static void engine_cases(void) {
     RUN(test_batched_equals_single);
     RUN(test_stop_strings_and_n);
