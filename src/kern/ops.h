@@ -420,7 +420,22 @@ typedef struct dspy_ops {
      * other mlp_in or linear call given F16 fails with DSPY_ERR_ARG. */
     bool (*mlp_f16)(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_tensor w_norm, dspy_tensor w_gate_up,
                     dspy_tensor w_down, int N, int C, int I);
+    /* Optional (CUDA; NULL elsewhere): whether mlp_in may hand h (N, I) to the down projection
+     * (w_down, C x I, accumulating into the F32 residual x) as the W8A8 codes linear would make of
+     * it (f8_link act8). Where it says yes the caller may pass h's buffer typed U8 (its N * I * 2
+     * bytes) to mlp_in and then to linear: it holds the N x I E4M3 codes of mlp_in's BF16 rows,
+     * then their 2^k (F32) from byte dspy_act8_scales_at(N, I) — the codes and scales linear's
+     * rounding of the BF16 h gives, so x gets the same sums. Why: a W8A8 prompt step otherwise
+     * stores h as BF16 only for the down projection to read it back and round it (at B2's
+     * 3,060-row steps ~100 MB a layer). Any other mlp_in or linear call given U8 rows fails with
+     * DSPY_ERR_ARG. */
+    bool (*mlp_act8)(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_tensor w_down, int N, int C, int I);
 } dspy_ops;
+
+/* mlp_act8's layout of N rows of C codes: the row scales from this byte (16-byte aligned), the
+ * whole in dspy_act8_bytes. */
+static inline size_t dspy_act8_scales_at(int64_t N, int64_t C) { return ((size_t)(N * C) + 15) / 16 * 16; }
+static inline size_t dspy_act8_bytes(int64_t N, int64_t C) { return dspy_act8_scales_at(N, C) + 4 * (size_t)N; }
 
 /* linear's accumulate: out += y, and out untouched by the op just before (see linear). */
 enum { DSPY_LINEAR_ADD_EARLY = 2 };

@@ -611,6 +611,157 @@ static void test_w8a8(void) {
     dspy_backend_free(be8);
 }
 
+/* ---- W8A8 producers: rows written as codes (rmsnorm, SwiGLU; kern/ops.h mlp_act8) ----------- */
+
+/* Elements of a and b (n floats each, from down()) whose bits differ. */
+static int64_t bits_differ(const float *a, const float *b, int64_t n) {
+    int64_t d = 0;
+    for (int64_t i = 0; i < n; i++) d += memcmp(a + i, b + i, sizeof(float)) != 0;
+    return d;
+}
+
+/* Whether every element of t is still the poison NaN (the op did not write it). */
+static bool still_poisoned(dspy_tensor t) {
+    float *v = down(t);
+    int64_t ok = 0;
+    for (int64_t i = 0; i < t.n; i++) ok += isnan(v[i]);
+    free(v);
+    return ok == t.n;
+}
+
+/* Links w (OC, Cc) act8 (W8A8 for prompt-sized calls) to a fresh FP8 copy. */
+static void link8(dspy_tensor w, int OC, int Cc, dspy_tensor *q, dspy_tensor *scale) {
+    free(f8_link_down(w, OC, Cc, q, scale));
+    G->ops->f8_unlink(G, w.data);
+    CHECK_OK(G->ops->f8_link(G, w, *q, *scale, OC, Cc, true));
+}
+
+/* attn_in's and mlp_in's composed paths on a W8A8 backend (be8) write their normed rows straight
+ * as codes, and mlp_act8 hands h to the down projection as codes: each result must equal the
+ * composition it replaces bit for bit (rmsnorm into BF16, linear's own rounding of those rows;
+ * SwiGLU into BF16 h, the down projection rounding it), and the scratch rows the fused path no
+ * longer writes (xn) must stay poisoned, so that a silent fall back to the composition fails. */
+static void one_act8_producers(dspy_backend *be8, int N, int Cc, int I, bool want) { /* want: rows to codes in rmsnorm */
+    const int NH = 8, NKV = 2, HS = 64, Q = NH * HS, KVD = NKV * HS, W = Q + 2 * KVD, NS = N + 8;
+    const float eps = 1e-5f;
+    char what[112];
+    float *x = rnd((size_t)N * Cc, 2), *wn = rnd(Cc, 1), *wqkv = rnd((size_t)W * Cc, 0.05f);
+    float *wgu = rnd((size_t)2 * I * Cc, 0.05f), *wd = rnd((size_t)Cc * I, 0.05f);
+    for (int r = 0; r < N; r++) /* rows over 2^-8 .. 2^7: each its own 2^k */
+        for (int c = 0; c < Cc; c++) x[(size_t)r * Cc + c] = ldexpf(x[(size_t)r * Cc + c], r % 16 - 8);
+    int32_t *pos = malloc(sizeof(int32_t) * N), *slots = malloc(sizeof(int32_t) * N);
+    for (int n = 0; n < N; n++) pos[n] = 3 + 7 * n, slots[n] = (n * 5 + 1) % NS;
+    float inv[32];
+    for (int i = 0; i < 32; i++) inv[i] = (float)(1.0 / pow(10000.0, 2.0 * i / HS));
+    dspy_tensor dwq = up(wqkv, (int64_t)W * Cc, DSPY_DTYPE_BF16), dwg = up(wgu, (int64_t)2 * I * Cc, DSPY_DTYPE_BF16);
+    dspy_tensor dwd = up(wd, (int64_t)Cc * I, DSPY_DTYPE_BF16), q8[3], s8[3];
+    link8(dwq, W, Cc, &q8[0], &s8[0]), link8(dwg, 2 * I, Cc, &q8[1], &s8[1]), link8(dwd, Cc, I, &q8[2], &s8[2]);
+    dspy_tensor dx = up(x, (int64_t)N * Cc, DSPY_DTYPE_F32), dwn = up(wn, Cc, DSPY_DTYPE_F32);
+    dspy_tensor dp = up_i32(pos, N), ds = up_i32(slots, N), dinv = up(inv, 32, DSPY_DTYPE_F32);
+    dspy_tensor none = dspy_tensor_none();
+    const dspy_ops *o = be8->ops;
+    /* attn_in: the op, then the composition */
+    dspy_tensor q1 = poisoned(DSPY_DTYPE_BF16, (int64_t)N * Q), k1 = poisoned(DSPY_DTYPE_BF16, (int64_t)NS * KVD);
+    dspy_tensor v1 = poisoned(DSPY_DTYPE_BF16, (int64_t)NS * KVD), q2 = poisoned(DSPY_DTYPE_BF16, (int64_t)N * Q);
+    dspy_tensor k2 = poisoned(DSPY_DTYPE_BF16, (int64_t)NS * KVD), v2 = poisoned(DSPY_DTYPE_BF16, (int64_t)NS * KVD);
+    dspy_tensor xn = poisoned(DSPY_DTYPE_BF16, (int64_t)N * Cc), qkv = dev_alloc(DSPY_DTYPE_BF16, (int64_t)N * W);
+    CHECK_OK(G->ops->sync(G)); /* G's poison fills before be8's stream writes (and down() reads through G) */
+    CHECK_OK(o->attn_in(be8, q1, k1, v1, dx, dwn, dwq, none, dp, ds, dinv, xn, qkv, N, Cc, NH, NKV, HS, eps));
+    CHECK_OK(o->sync(be8));
+    const char *knob = getenv("DSPY_CUDA_ACT8_FUSE"); /* 0: the compositions everywhere */
+    want = want && !(knob && strcmp(knob, "0") == 0);
+    const bool fused = still_poisoned(xn);
+    CHECK_OK(o->rmsnorm(be8, xn, dx, dwn, N, Cc, eps));
+    CHECK_OK(o->linear(be8, qkv, xn, dwq, none, N, Cc, W, false));
+    CHECK_OK(o->qkv_rope_store(be8, q2, k2, v2, qkv, dp, ds, dinv, N, NH, NKV, HS));
+    CHECK_OK(o->sync(be8));
+    float *a1 = down(q1), *a2 = down(q2), *c1 = down(k1), *c2 = down(k2), *e1 = down(v1), *e2 = down(v2);
+    const int64_t dq = bits_differ(a1, a2, (int64_t)N * Q), dk = bits_differ(c1, c2, (int64_t)NS * KVD);
+    const int64_t dv = bits_differ(e1, e2, (int64_t)NS * KVD);
+    snprintf(what, sizeof what, "W8A8 attn_in N=%d C=%d: rows to codes in rmsnorm", N, Cc);
+    check_report(fused == want && dq == 0 && dk == 0 && dv == 0, __FILE__, __LINE__,
+                 "%s: fused %d (want %d), %lld q / %lld k / %lld v values differ from the composition", what, fused,
+                 want, (long long)dq, (long long)dk, (long long)dv);
+    printf("  %-52s fused %d, bits equal to the composition: %s\n", what, fused, dq + dk + dv == 0 ? "yes" : "NO");
+    free(a1), free(a2), free(c1), free(c2), free(e1), free(e2);
+    /* mlp_in with a BF16 h (fused rmsnorm) against rmsnorm + linear + swiglu */
+    dspy_tensor gu = dev_alloc(DSPY_DTYPE_BF16, (int64_t)N * 2 * I), h1 = poisoned(DSPY_DTYPE_BF16, (int64_t)N * I);
+    dspy_tensor h2 = poisoned(DSPY_DTYPE_BF16, (int64_t)N * I);
+    CHECK_OK(G->ops->sync(G));
+    CHECK_OK(o->fill(be8, xn, -NAN));
+    CHECK_OK(o->mlp_in(be8, h1, dx, dwn, dwg, xn, gu, N, Cc, I, eps));
+    CHECK_OK(o->sync(be8));
+    const bool fused2 = still_poisoned(xn);
+    CHECK_OK(o->rmsnorm(be8, xn, dx, dwn, N, Cc, eps));
+    CHECK_OK(o->linear(be8, gu, xn, dwg, none, N, Cc, 2 * I, false));
+    CHECK_OK(o->swiglu(be8, h2, gu, dspy_tensor_slice(gu, I, gu.n - I), N, I, 2 * I));
+    CHECK_OK(o->sync(be8));
+    float *g1 = down(h1), *g2 = down(h2);
+    const int64_t dh = bits_differ(g1, g2, (int64_t)N * I);
+    snprintf(what, sizeof what, "W8A8 mlp_in N=%d C=%d I=%d: BF16 h", N, Cc, I);
+    check_report(fused2 == want && dh == 0, __FILE__, __LINE__, "%s: fused %d (want %d), %lld values differ", what,
+                 fused2, want, (long long)dh);
+    printf("  %-52s fused %d, bits equal to the composition: %s\n", what, fused2, dh == 0 ? "yes" : "NO");
+    /* mlp_act8: h as codes into the down projection, against BF16 h then linear's rounding */
+    dspy_tensor r1 = up(x, (int64_t)N * Cc, DSPY_DTYPE_F32), r2 = up(x, (int64_t)N * Cc, DSPY_DTYPE_F32);
+    const bool yes = o->mlp_act8 && o->mlp_act8(be8, h1, r1, dwd, N, Cc, I);
+    snprintf(what, sizeof what, "mlp_act8 N=%d C=%d I=%d", N, Cc, I);
+    check_report(yes == !(knob && strcmp(knob, "0") == 0), __FILE__, __LINE__, "%s: %d", what, yes);
+    if (yes) {
+        dspy_tensor hc = dspy_tensor_make(h2.data, h2.n * 2, DSPY_DTYPE_U8, DSPY_DEVICE_CUDA);
+        CHECK_OK(o->mlp_in(be8, hc, dx, dwn, dwg, xn, gu, N, Cc, I, eps));
+        CHECK_OK(o->linear(be8, r2, hc, dwd, none, N, I, Cc, DSPY_LINEAR_ADD_EARLY));
+        CHECK_OK(o->linear(be8, r1, h1, dwd, none, N, I, Cc, DSPY_LINEAR_ADD_EARLY));
+        CHECK_OK(o->sync(be8));
+        float *x1 = down(r1), *x2 = down(r2), *x0 = down(dx);
+        const int64_t dr = bits_differ(x1, x2, (int64_t)N * Cc), moved = bits_differ(x1, x0, (int64_t)N * Cc);
+        check_report(dr == 0 && moved > (int64_t)N * Cc / 2, __FILE__, __LINE__,
+                     "%s: %lld residual values differ between codes and BF16 h (%lld of %lld changed by the add)", what,
+                     (long long)dr, (long long)moved, (long long)N * Cc);
+        printf("  %-52s x += down(h): bits equal: %s\n", what, dr == 0 ? "yes" : "NO");
+        free(x1), free(x2), free(x0);
+    }
+    for (int i = 0; i < 3; i++) G->ops->f8_unlink(G, i == 0 ? dwq.data : i == 1 ? dwg.data : dwd.data);
+    free(x), free(wn), free(wqkv), free(wgu), free(wd), free(pos), free(slots), free(g1), free(g2);
+    dspy_tensor all[] = {dwq, dwg, dwd, q8[0], q8[1], q8[2], s8[0], s8[1], s8[2], dx, dwn, dp, ds, dinv, q1, k1, v1,
+                         q2, k2, v2, xn, qkv, gu, h1, h2, r1, r2};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) dev_free(all[i]);
+}
+
+static void test_act8_producers(void) {
+    dspy_backend *be8 = NULL;
+    dspy_backend_plan plan = {256, 64, 4, 64, 8, 64, 0, 8192};
+    CHECK_OK(dspy_backend_new((dspy_device){DSPY_DEVICE_CUDA, 0}, &plan, &be8));
+    if (!be8) return;
+    one_act8_producers(be8, 40, 2048, 8192, true);  /* the 1B shape's rows */
+    one_act8_producers(be8, 17, 1024, 1280, true);
+    one_act8_producers(be8, 203, 2048, 8192, true);
+    one_act8_producers(be8, 40, 1088, 1280, false); /* C % 256 != 0: no k_rmsnorm8, so rmsnorm then linear */
+    { /* codes where no one said so: refused, not misread */
+        const int N = 24, Cc = 1024, I = 1280;
+        dspy_tensor wgu = dev_alloc(DSPY_DTYPE_BF16, (int64_t)2 * I * Cc), w = dspy_tensor_slice(wgu, 0, (int64_t)Cc * I);
+        dspy_tensor hc = dev_alloc(DSPY_DTYPE_U8, (int64_t)N * I * 2);
+        dspy_tensor out = dev_alloc(DSPY_DTYPE_F32, (int64_t)N * Cc), q, sc;
+        dspy_tensor hb = dspy_tensor_make(hc.data, (int64_t)N * I, DSPY_DTYPE_BF16, DSPY_DEVICE_CUDA);
+        CHECK_OK(be8->ops->fill(be8, wgu, 0.0f));
+        CHECK(be8->ops->linear(be8, out, hc, w, dspy_tensor_none(), N, I, Cc, false) == DSPY_ERR_ARG); /* no link */
+        CHECK(!be8->ops->mlp_act8(be8, hb, out, w, N, Cc, I));
+        link8(w, Cc, I, &q, &sc);
+        CHECK(be8->ops->mlp_act8(be8, hb, out, w, N, Cc, I));
+        CHECK(!be8->ops->mlp_act8(be8, hb, out, w, 16, Cc, I)); /* decode-sized: the tensor-core kernels */
+        CHECK(!be8->ops->mlp_act8(be8, dspy_tensor_slice(hb, 0, (int64_t)N * I / 2), out, w, N, Cc, I)); /* too small */
+        CHECK(!G->ops->mlp_act8(G, hb, out, w, N, Cc, I)); /* a backend without an act8 plan */
+        /* mlp_in given codes for 16 rows (the arguments otherwise valid; the scratch rows from wgu) */
+        dspy_tensor xs = dspy_tensor_slice(wgu, 0, (int64_t)16 * Cc), gs = dspy_tensor_slice(wgu, 0, (int64_t)16 * 2 * I);
+        CHECK(be8->ops->mlp_in(be8, hc, out, dspy_tensor_slice(out, 0, Cc), wgu, xs, gs, 16, Cc, I, 1e-5f) ==
+              DSPY_ERR_ARG);
+        G->ops->f8_unlink(G, w.data);
+        dev_free(wgu), dev_free(hc), dev_free(out), dev_free(q), dev_free(sc);
+    }
+    CHECK_OK(be8->ops->sync(be8));
+    dspy_backend_free(be8);
+}
+
 /* ---- RoPE + KV store --------------------------------------------------------------------- */
 
 static void test_qkv_rope_store(void) {
@@ -1155,6 +1306,7 @@ int main(int argc, char **argv) {
     RUN_SOME(test_f8_round);
     RUN_SOME(test_f8_gemv);
     RUN_SOME(test_w8a8);
+    RUN_SOME(test_act8_producers);
     RUN_SOME(test_attention);
     RUN_SOME(test_attention_decode_batch);
     RUN_SOME(test_attention_decode_cascade);

@@ -219,6 +219,7 @@ static const dspy_ops k_cuda_ops = {
     .f8_link = dspy_cu_f8_link,
     .f8_unlink = dspy_cu_f8_unlink,
     .mlp_f16 = dspy_cu_mlp_f16,
+    .mlp_act8 = dspy_cu_mlp_act8,
 };
 
 /* ---- lifetime ---------------------------------------------------------------------------- */
@@ -310,6 +311,8 @@ extern "C" dspy_status dspy_backend_cuda_init(dspy_backend *be) {
         const char *dc = getenv("DSPY_CUDA_DEC_CLUSTER");
         s->dec_cluster = dc ? atoi(dc) : prop.major >= 9 ? 16 : 0; /* clusters need sm_90 */
         if (s->dec_cluster != 16) s->dec_cluster = 0;
+        const char *af = getenv("DSPY_CUDA_ACT8_FUSE");
+        s->act8_fuse = !(af && strcmp(af, "0") == 0);
         const char *mk = getenv("DSPY_CUDA_DEC_MIN_KEYS");
         s->dec_min_keys = mk ? atoi(mk) : 32;
         if (s->dec_min_keys < 16 || s->dec_min_keys > 128) s->dec_min_keys = 32;

@@ -81,6 +81,8 @@ struct cuda_state {
                                (DSPY_CUDA_DEC_CLUSTER; default 16 on sm_90 where the device can place
                                such a cluster, else 0). H200 B1: 0.932 (0), 0.900
                                ms (16); clusters of 8 measured 0.950 */
+    bool act8_fuse;         /* W8A8 rows written as codes by rmsnorm / SwiGLU (dspy_cu_linear_normed, mlp_act8);
+                               DSPY_CUDA_ACT8_FUSE=0: the compositions (the before/after in one build) */
     int dec_min_keys;       /* decode attention: fewest keys per context slice (DSPY_CUDA_DEC_MIN_KEYS, 16..128,
                                default 32: more, shorter slices shorten the kernel's dependent chain; 32 and
                                64 beat 128 by ~1.5 % in B1 on the H200) */
@@ -229,6 +231,21 @@ dspy_status dspy_cu_sample(dspy_backend *be, dspy_tensor tokens, dspy_tensor log
 dspy_status dspy_cu_mask_logits(dspy_backend *be, dspy_tensor logits, dspy_tensor masks, dspy_tensor rows,
                            dspy_tensor shift, int R, int V);
 dspy_status dspy_cu_fill(dspy_backend *be, dspy_tensor x, float value);
+/* W8A8 producers (pointwise.cu): rows written straight as the E4M3 codes q (N, width) and 2^k sc
+ * (N) that linear's W8A8 rounding (gemm.cu) makes of the BF16 rows rmsnorm / swiglu store, without
+ * storing those; the caller checked the arguments and the _fits test. */
+bool dspy_cu_rmsnorm_act8_fits(int C, const void *x, const void *w, const void *q);
+dspy_status dspy_cu_rmsnorm_act8(dspy_backend *be, uint8_t *q, float *sc, dspy_tensor x, dspy_tensor weight, int N, int C,
+                                 float eps);
+bool dspy_cu_swiglu_act8_fits(int I, int ld, const void *gate, const void *up, const void *q);
+dspy_status dspy_cu_swiglu_act8(dspy_backend *be, uint8_t *q, float *sc, dspy_tensor gate, dspy_tensor up, int N, int I,
+                                int ld);
+/* out (N, OC) = linear(rmsnorm(x, w_norm), w, bias) (gemm.cu): rmsnorm into xn, then linear, except
+ * where that linear would run W8A8 on k_rmsnorm8's rows: then the rows go to codes in one kernel
+ * (dspy_cu_rmsnorm_act8), xn untouched, the same result. attn_in's and mlp_in's composed paths. */
+dspy_status dspy_cu_linear_normed(dspy_backend *be, dspy_tensor out, dspy_tensor xn, dspy_tensor x, dspy_tensor w_norm,
+                                  float eps, dspy_tensor w, dspy_tensor bias, int N, int C, int OC);
+bool dspy_cu_mlp_act8(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_tensor w_down, int N, int C, int I);
 dspy_status dspy_cu_cast(dspy_backend *be, dspy_tensor out, dspy_tensor inp);
 /* Per-device kernel attributes (large shared memory of the prefill attention); at init. */
 dspy_status dspy_cu_attention_setup(dspy_backend *be);

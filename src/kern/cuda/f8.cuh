@@ -9,6 +9,8 @@
 #ifndef DSPY_KERN_CUDA_F8_CUH
 #define DSPY_KERN_CUDA_F8_CUH
 
+#include <cuda_fp8.h>
+
 #include "kern/cuda/cuda.cuh"
 
 /* A matrix's FP8 copy: q (OC, C) E4M3 codes, row-major; scale (OC) each row's 2^k (weight = code
@@ -46,6 +48,22 @@ static __device__ __forceinline__ int f8_exponent(float amax) {
     while (ldexpf(448.0f, k) < amax) k++;
     while (ldexpf(448.0f, k - 1) >= amax) k--;
     return k;
+}
+
+/* Eight values v[i] * down as E4M3 codes (nearest even, saturating), byte i = value i: the W8A8
+ * activation rounding (down = 2^-k of the row; gemm.cu k_act8 and the producers in pointwise.cu
+ * that write codes directly share it, so every path makes the same codes). */
+static __device__ __forceinline__ uint2 act8_pack8(const float *v, float down) {
+    uint32_t w[2];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const uint32_t lo = __nv_cvt_float2_to_fp8x2(make_float2(v[4 * i] * down, v[4 * i + 1] * down), __NV_SATFINITE,
+                                                     __NV_E4M3);
+        const uint32_t hi = __nv_cvt_float2_to_fp8x2(make_float2(v[4 * i + 2] * down, v[4 * i + 3] * down),
+                                                     __NV_SATFINITE, __NV_E4M3);
+        w[i] = lo | hi << 16;
+    }
+    return make_uint2(w[0], w[1]);
 }
 
 /* The copy linked to BF16 matrix w (OC, C), or false (none, or linked with another shape). Host

@@ -163,15 +163,13 @@ static __global__ __launch_bounds__(A8_THREADS) void k_act8(const bf16 *__restri
     for (int c = tid * 8; c < C; c += A8_THREADS * 8) {
         const uint4 v = *(const uint4 *)(x + c);
         const __nv_bfloat162 *h = (const __nv_bfloat162 *)&v;
-        uint32_t w[2];
+        float f[8];
 #pragma unroll
-        for (int i = 0; i < 2; i++) {
-            const float2 a = __bfloat1622float2(h[2 * i]), b = __bfloat1622float2(h[2 * i + 1]);
-            const uint32_t lo = __nv_cvt_float2_to_fp8x2(make_float2(a.x * down, a.y * down), __NV_SATFINITE, __NV_E4M3);
-            const uint32_t hi = __nv_cvt_float2_to_fp8x2(make_float2(b.x * down, b.y * down), __NV_SATFINITE, __NV_E4M3);
-            w[i] = lo | hi << 16;
+        for (int i = 0; i < 4; i++) {
+            const float2 a = __bfloat1622float2(h[i]);
+            f[2 * i] = a.x, f[2 * i + 1] = a.y;
         }
-        *(uint2 *)(qr + c) = make_uint2(w[0], w[1]);
+        *(uint2 *)(qr + c) = act8_pack8(f, down);
     }
     if (tid == 0) sc[row] = ldexpf(1.0f, k);
 }
@@ -215,28 +213,46 @@ static dspy_status get_plan8(dspy_backend *be, int N, int C, int OC, int out_dty
     return DSPY_OK;
 }
 
-/* out (N, OC) [+]= inp @ W^T through the FP8 copy f when the backend can (its act8 buffer holds
- * the rows, cuBLASLt has an algorithm); *done says whether it did. */
+/* The W8A8 plan of a call of N rows (C -> OC) where the backend can run one (its act8 buffer holds
+ * the rows' codes, cuBLASLt has an algorithm), else *out NULL. */
+static dspy_status w8a8_plan(dspy_backend *be, int N, int C, int OC, int out_dtype, bool acc, gemm_plan **out) {
+    cuda_state *s = cu_of(be);
+    *out = NULL;
+    if (!s->act8 || N > s->act8_rows || (size_t)N * C > s->act8_n || C % 16 != 0 || OC % 16 != 0) return DSPY_OK;
+    gemm_plan *p = NULL;
+    DSPY_TRY(get_plan8(be, N, C, OC, out_dtype, acc, &p));
+    if (!p->none) *out = p;
+    return DSPY_OK;
+}
+
+/* out (N, OC) [+]= rows @ W^T on plan p: the rows as E4M3 codes q (N, C) with their 2^k sc (N),
+ * W the FP8 copy f. */
+static dspy_status w8a8_run(dspy_backend *be, gemm_plan *p, const cu_f8 *f, const uint8_t *q, const float *sc,
+                            dspy_tensor out, bool acc) {
+    cuda_state *s = cu_of(be);
+    const void *sa = f->scale, *sb = sc;
+    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof sa);
+    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof sb);
+    float alpha = 1.0f, beta = acc ? 1.0f : 0.0f;
+    return dspy_cu_check_lt(be,
+                            cublasLtMatmul(s->lt, p->op, &alpha, f->q, p->a, q, p->b, &beta, out.data, p->c, out.data,
+                                           p->c, &p->algo, s->ws, s->ws_bytes, s->stream),
+                            "gemm (W8A8)");
+}
+
+/* out (N, OC) [+]= inp @ W^T through the FP8 copy f when the backend can (w8a8_plan); *done says
+ * whether it did. */
 static dspy_status gemm_w8a8(dspy_backend *be, dspy_tensor out, dspy_tensor inp, const cu_f8 *f, int N, int C, int OC,
                              bool acc, bool *done) {
     cuda_state *s = cu_of(be);
     *done = false;
-    if (!s->act8 || N > s->act8_rows || (size_t)N * C > s->act8_n || C % 16 != 0 || OC % 16 != 0 ||
-        (uintptr_t)inp.data % 16 != 0)
-        return DSPY_OK;
+    if ((uintptr_t)inp.data % 16 != 0) return DSPY_OK;
     gemm_plan *p = NULL;
-    DSPY_TRY(get_plan8(be, N, C, OC, out.dtype, acc, &p));
-    if (p->none) return DSPY_OK;
+    DSPY_TRY(w8a8_plan(be, N, C, OC, out.dtype, acc, &p));
+    if (!p) return DSPY_OK;
     DSPY_TRY(cu_launch(be, "linear (W8A8: rows to E4M3)", k_act8, dim3(N), dim3(A8_THREADS), 0, (const bf16 *)inp.data,
                        s->act8, s->act8_scale, C));
-    const void *sa = f->scale, *sb = s->act8_scale;
-    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof sa);
-    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof sb);
-    float alpha = 1.0f, beta = acc ? 1.0f : 0.0f;
-    DSPY_TRY(dspy_cu_check_lt(be,
-                              cublasLtMatmul(s->lt, p->op, &alpha, f->q, p->a, s->act8, p->b, &beta, out.data, p->c,
-                                             out.data, p->c, &p->algo, s->ws, s->ws_bytes, s->stream),
-                              "gemm (W8A8)"));
+    DSPY_TRY(w8a8_run(be, p, f, s->act8, s->act8_scale, out, acc));
     *done = true;
     return DSPY_OK;
 }
@@ -247,16 +263,58 @@ static bool aligned256(const void *a, const void *b, const void *c) {
     return (((uintptr_t)a | (uintptr_t)b | (uintptr_t)c) & 255u) == 0;
 }
 
+/* F32 inp and w: the trainer's F32 layer; BF16 ones into an F32 out at addresses that are not all
+ * 256-byte aligned (slices of the trainer's work buffers): train_linear.cu, whose plans are told
+ * the alignment */
+static bool to_f32_path(dspy_tensor out, dspy_tensor inp, dspy_tensor w, int N, int C, int OC) {
+    return (inp.dtype == DSPY_DTYPE_F32 && w.dtype == DSPY_DTYPE_F32) ||
+           (inp.dtype == DSPY_DTYPE_BF16 && w.dtype == DSPY_DTYPE_BF16 && out.dtype == DSPY_DTYPE_F32 &&
+            N > GEMV_MAX_ROWS && !dspy_cu_mma_fits(N, OC, C, w.data, inp.data) && !aligned256(out.data, inp.data, w.data));
+}
+
+/* Whether a call of N rows with w goes W8A8 (prompt-sized calls only: fewer rows stay W8A16 even
+ * where DSPY_CUDA_MMA=0 sends them to cuBLASLt) and w's FP8 copy (*f). */
+static bool w8a8_link(dspy_backend *be, dspy_tensor w, int N, int C, int OC, cu_f8 *f) {
+    return N >= DSPY_ACT8_MIN_ROWS && cu_of(be)->act8 && dspy_cu_f8_find(w.data, OC, C, f) && f->act8;
+}
+
+/* out (N, OC) += bias (OC) where there is one. */
+static dspy_status add_bias(dspy_backend *be, dspy_tensor out, dspy_tensor bias, int N, int OC) {
+    if (!bias.data) return DSPY_OK;
+    int64_t total = (int64_t)N * OC;
+    unsigned blocks = cu_blocks(total, 256);
+    if (blocks > 65535u * 8) blocks = 65535u * 8;
+    return cu_launch(be, "linear (bias)", k_bias, blocks, 256, 0, out.data, out.dtype == DSPY_DTYPE_BF16,
+                     (const float *)bias.data, total, OC);
+}
+
+/* linear on rows handed over as W8A8 codes (kern/ops.h mlp_act8): inp's bytes hold the codes
+ * (N, C), then the rows' 2^k at dspy_act8_scales_at(N, C). */
+static dspy_status linear_codes(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias,
+                                int N, int C, int OC, int accumulate) {
+    CU_NEED("linear", "inp (W8A8 codes)", inp, DSPY_DTYPE_U8, (int64_t)dspy_act8_bytes(N, C));
+    CU_NEED2("linear", "out", out, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)N * OC);
+    CU_NEED("linear", "w", w, DSPY_DTYPE_BF16, (int64_t)OC * C);
+    if (bias.data) CU_NEED("linear", "bias", bias, DSPY_DTYPE_F32, OC);
+    if (accumulate && out.dtype != DSPY_DTYPE_F32)
+        return dspy_fail(DSPY_ERR_ARG, "cuda linear: accumulate needs an F32 out (the residual stream)");
+    cu_f8 f8c;
+    gemm_plan *p = NULL;
+    if (w8a8_link(be, w, N, C, OC, &f8c) && (uintptr_t)inp.data % 16 == 0)
+        DSPY_TRY(w8a8_plan(be, N, C, OC, out.dtype, accumulate != 0, &p));
+    if (!p)
+        return dspy_fail(DSPY_ERR_ARG, "cuda linear: W8A8 codes as input only where mlp_act8 said so (%d rows, %d x %d)", N,
+                         OC, C);
+    const uint8_t *q = (const uint8_t *)inp.data;
+    DSPY_TRY(w8a8_run(be, p, &f8c, q, (const float *)(q + dspy_act8_scales_at(N, C)), out, accumulate != 0));
+    return add_bias(be, out, bias, N, OC);
+}
+
 dspy_status dspy_cu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,
                       int C, int OC, int accumulate) {
     CU_ENTER(be);
-    /* F32 inp and w: the trainer's F32 layer; BF16 ones into an F32 out at addresses that are not
-     * all 256-byte aligned (slices of the trainer's work buffers): train_linear.cu, whose plans
-     * are told the alignment */
-    if ((inp.dtype == DSPY_DTYPE_F32 && w.dtype == DSPY_DTYPE_F32) ||
-        (inp.dtype == DSPY_DTYPE_BF16 && w.dtype == DSPY_DTYPE_BF16 && out.dtype == DSPY_DTYPE_F32 &&
-         N > GEMV_MAX_ROWS && !dspy_cu_mma_fits(N, OC, C, w.data, inp.data) && !aligned256(out.data, inp.data, w.data)))
-        return dspy_cu_linear_f32(be, out, inp, w, bias, N, C, OC, accumulate);
+    if (inp.dtype == DSPY_DTYPE_U8) return linear_codes(be, out, inp, w, bias, N, C, OC, accumulate);
+    if (to_f32_path(out, inp, w, N, C, OC)) return dspy_cu_linear_f32(be, out, inp, w, bias, N, C, OC, accumulate);
     CU_NEED2("linear", "out", out, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)N * OC);
     CU_NEED2("linear", "inp", inp, DSPY_DTYPE_BF16, DSPY_DTYPE_F16, (int64_t)N * C);
     CU_NEED("linear", "w", w, DSPY_DTYPE_BF16, (int64_t)OC * C);
@@ -264,7 +322,6 @@ dspy_status dspy_cu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, d
     if (accumulate && out.dtype != DSPY_DTYPE_F32)
         return dspy_fail(DSPY_ERR_ARG, "cuda linear: accumulate needs an F32 out (the residual stream)");
     if (N == 0 || OC == 0) return DSPY_OK;
-    const float *b = (const float *)bias.data;
     if (dspy_cu_mma_fits(N, OC, C, w.data, inp.data)) return dspy_cu_mma_linear(be, out, inp, w, bias, N, C, OC, accumulate);
     if (inp.dtype == DSPY_DTYPE_F16) /* mlp_in's F16 handoff (kern/ops.h mlp_f16): tensor cores only */
         return dspy_fail(DSPY_ERR_ARG, "cuda linear: F16 input rows only where the tensor-core kernel runs (%d rows, "
@@ -272,15 +329,45 @@ dspy_status dspy_cu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, d
     if (N <= GEMV_MAX_ROWS) return dspy_cu_gemv(be, out, inp, w, bias, N, C, OC, accumulate);
     cu_f8 f8c;
     bool done = false;
-    /* W8A8 for prompt-sized calls only: fewer rows stay W8A16 even where DSPY_CUDA_MMA=0 sends them
-     * here */
-    if (N >= DSPY_ACT8_MIN_ROWS && cu_of(be)->act8 && dspy_cu_f8_find(w.data, OC, C, &f8c) && f8c.act8)
-        DSPY_TRY(gemm_w8a8(be, out, inp, &f8c, N, C, OC, accumulate, &done));
+    if (w8a8_link(be, w, N, C, OC, &f8c)) DSPY_TRY(gemm_w8a8(be, out, inp, &f8c, N, C, OC, accumulate, &done));
     if (!done) DSPY_TRY(gemm_lt(be, out, inp, w, N, C, OC, accumulate));
-    if (!b) return DSPY_OK;
-    int64_t total = (int64_t)N * OC;
-    unsigned blocks = cu_blocks(total, 256);
-    if (blocks > 65535u * 8) blocks = 65535u * 8;
-    return cu_launch(be, "linear (bias)", k_bias, blocks, 256, 0, out.data, out.dtype == DSPY_DTYPE_BF16, b, total,
-                     OC);
+    return add_bias(be, out, bias, N, OC);
+}
+
+dspy_status dspy_cu_linear_normed(dspy_backend *be, dspy_tensor out, dspy_tensor xn, dspy_tensor x, dspy_tensor w_norm,
+                                  float eps, dspy_tensor w, dspy_tensor bias, int N, int C, int OC) {
+    cuda_state *s = cu_of(be);
+    cu_f8 f8c;
+    gemm_plan *p = NULL;
+    /* exactly where the composition's linear would take W8A8 on k_rmsnorm8's rows */
+    if (s->act8_fuse && xn.dtype == DSPY_DTYPE_BF16 && x.dtype == DSPY_DTYPE_F32 && w_norm.dtype == DSPY_DTYPE_F32 &&
+        w.dtype == DSPY_DTYPE_BF16 && (out.dtype == DSPY_DTYPE_BF16 || out.dtype == DSPY_DTYPE_F32) &&
+        !to_f32_path(out, xn, w, N, C, OC) && !dspy_cu_mma_fits(N, OC, C, w.data, xn.data) && N > GEMV_MAX_ROWS &&
+        w8a8_link(be, w, N, C, OC, &f8c) && (uintptr_t)xn.data % 16 == 0 &&
+        dspy_cu_rmsnorm_act8_fits(C, x.data, w_norm.data, xn.data) && dspy_cu_rmsnorm_act8_fits(C, x.data, w_norm.data, s->act8))
+        DSPY_TRY(w8a8_plan(be, N, C, OC, out.dtype, false, &p));
+    if (!p) {
+        DSPY_TRY(dspy_cu_rmsnorm(be, xn, x, w_norm, N, C, eps));
+        return dspy_cu_linear(be, out, xn, w, bias, N, C, OC, false);
+    }
+    CU_NEED("linear", "xn", xn, DSPY_DTYPE_BF16, (int64_t)N * C);
+    CU_NEED("linear", "x", x, DSPY_DTYPE_F32, (int64_t)N * C);
+    CU_NEED2("linear", "out", out, DSPY_DTYPE_F32, DSPY_DTYPE_BF16, (int64_t)N * OC);
+    if (bias.data) CU_NEED("linear", "bias", bias, DSPY_DTYPE_F32, OC);
+    DSPY_TRY(dspy_cu_rmsnorm_act8(be, s->act8, s->act8_scale, x, w_norm, N, C, eps));
+    DSPY_TRY(w8a8_run(be, p, &f8c, s->act8, s->act8_scale, out, false));
+    return add_bias(be, out, bias, N, OC);
+}
+
+bool dspy_cu_mlp_act8(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_tensor w_down, int N, int C, int I) {
+    cu_f8 f8c;
+    gemm_plan *p = NULL;
+    /* only where the composition (BF16 h, then linear into the F32 residual x) takes W8A8 on the
+     * same rows: the same codes, so the same sums */
+    if (!cu_of(be)->act8_fuse || h.dtype != DSPY_DTYPE_BF16 || x.dtype != DSPY_DTYPE_F32 || w_down.dtype != DSPY_DTYPE_BF16 ||
+        N <= MMA_MAX_ROWS || to_f32_path(x, h, w_down, N, I, C) || (size_t)h.n * 2 < dspy_act8_bytes(N, I) ||
+        (uintptr_t)h.data % 16 != 0 || !w8a8_link(be, w_down, N, I, C, &f8c) ||
+        !dspy_cu_swiglu_act8_fits(I, 2 * I, h.data, h.data, h.data))
+        return false;
+    return w8a8_plan(be, N, I, C, DSPY_DTYPE_F32, true, &p) == DSPY_OK && p != NULL;
 }

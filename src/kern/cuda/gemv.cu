@@ -385,8 +385,7 @@ dspy_status dspy_cu_attn_in(dspy_backend *be, dspy_tensor q_out, dspy_tensor kca
                                  NKV, HS, eps));
     if (taken) return DSPY_OK;
     if (!fused) {
-        DSPY_TRY(dspy_cu_rmsnorm(be, xn, x, w_norm, N, C, eps));
-        DSPY_TRY(dspy_cu_linear(be, qkv, xn, wqkv, bqkv, N, C, W, false));
+        DSPY_TRY(dspy_cu_linear_normed(be, qkv, xn, x, w_norm, eps, wqkv, bqkv, N, C, W));
         return dspy_cu_qkv_rope_store(be, q_out, kcache, vcache, qkv, pos, slots, inv_freq, N, NH, NKV, HS);
     }
     unsigned g = grid_for(be, (int64_t)W / 2, K_ATTN_IN, N);
@@ -484,18 +483,27 @@ dspy_status dspy_cu_mlp_in(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_
                       dspy_tensor xn, dspy_tensor gu, int N, int C, int I, float eps) {
     CU_ENTER(be);
     size_t smem = (size_t)N * C * 2;
-    CU_NEED2("mlp_in", "h", h, DSPY_DTYPE_BF16, DSPY_DTYPE_F16, (int64_t)N * I);
+    if (h.dtype == DSPY_DTYPE_U8) CU_NEED("mlp_in", "h (W8A8 codes)", h, DSPY_DTYPE_U8, (int64_t)dspy_act8_bytes(N, I));
+    else CU_NEED2("mlp_in", "h", h, DSPY_DTYPE_BF16, DSPY_DTYPE_F16, (int64_t)N * I);
     CU_NEED("mlp_in", "x", x, DSPY_DTYPE_F32, (int64_t)N * C);
     CU_NEED("mlp_in", "w_norm", w_norm, DSPY_DTYPE_F32, C);
     CU_NEED("mlp_in", "w_gate_up", w_gate_up, DSPY_DTYPE_BF16, (int64_t)2 * I * C);
+    if (h.dtype == DSPY_DTYPE_U8) { /* mlp_act8's handoff: the composition, SwiGLU writing codes */
+        if (N <= MMA_MAX_ROWS || !dspy_cu_swiglu_act8_fits(I, 2 * I, gu.data, gu.data, h.data) ||
+            gu.dtype != DSPY_DTYPE_BF16 || gu.n < (int64_t)N * 2 * I)
+            return dspy_fail(DSPY_ERR_ARG, "cuda mlp_in: W8A8 codes as h only where mlp_act8 said so (%d rows, I %d)", N, I);
+        DSPY_TRY(dspy_cu_linear_normed(be, gu, xn, x, w_norm, eps, w_gate_up, dspy_tensor_none(), N, C, 2 * I));
+        const uint8_t *q = (const uint8_t *)h.data;
+        return dspy_cu_swiglu_act8(be, (uint8_t *)q, (float *)(q + dspy_act8_scales_at(N, I)), gu,
+                                   dspy_tensor_slice(gu, I, gu.n - I), N, I, 2 * I);
+    }
     bool taken = false; /* tensor cores first, as in attn_in */
     DSPY_TRY(dspy_cu_mma_mlp_in(be, &taken, h, x, w_norm, w_gate_up, N, C, I, eps));
     if (taken) return DSPY_OK;
     if (h.dtype == DSPY_DTYPE_F16)
         return dspy_fail(DSPY_ERR_ARG, "cuda mlp_in: an F16 h only where the tensor-core kernel runs (mlp_f16 says when)");
     if (!dspy_cu_gemv_fits(N, C, w_gate_up.data, x.data) || smem > NORM_SMEM_MAX) {
-        DSPY_TRY(dspy_cu_rmsnorm(be, xn, x, w_norm, N, C, eps));
-        DSPY_TRY(dspy_cu_linear(be, gu, xn, w_gate_up, dspy_tensor_none(), N, C, 2 * I, false));
+        DSPY_TRY(dspy_cu_linear_normed(be, gu, xn, x, w_norm, eps, w_gate_up, dspy_tensor_none(), N, C, 2 * I));
         return dspy_cu_swiglu(be, h, gu, dspy_tensor_slice(gu, I, gu.n - I), N, I, 2 * I);
     }
     unsigned g = grid_for(be, I, K_MLP_IN, N);

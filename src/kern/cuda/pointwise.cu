@@ -11,6 +11,7 @@
 #include <math.h>
 
 #include "kern/cuda/cuda.cuh"
+#include "kern/cuda/f8.cuh"
 
 /* Load/store one element of an F32 or BF16 array. */
 static __device__ __forceinline__ float ld_any(const void *p, int64_t i, bool bf) {
@@ -76,16 +77,22 @@ static __global__ void k_rmsnorm(void *out, bool out_bf, const float *inp, const
  * with 16-byte loads and written with 16-byte (BF16) or 32-byte (F32) stores. Only the sum's
  * order differs from k_rmsnorm. Why: the scalar form ran at ~40 % of the copy rate on the
  * trainer's (8,192, 2,048) rows. */
-static __global__ void k_rmsnorm8(void *out, bool out_bf, const float *inp, const float *w, int C, float eps) {
-    griddep_wait();
+static __device__ __forceinline__ void rms8(float *y, const float *inp, const float *w, int C, float eps) {
     const int64_t base = (int64_t)blockIdx.x * C + 8 * threadIdx.x;
     const float4 a = *(const float4 *)(inp + base), b = *(const float4 *)(inp + base + 4);
     float ss = a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w + b.x * b.x + b.y * b.y + b.z * b.z + b.w * b.w;
     ss = block_sum(ss);
     const float r = 1.0f / sqrtf(ss / (float)C + eps);
     const float4 wa = *(const float4 *)(w + 8 * threadIdx.x), wb = *(const float4 *)(w + 8 * threadIdx.x + 4);
-    const float y[8] = {wa.x * (a.x * r), wa.y * (a.y * r), wa.z * (a.z * r), wa.w * (a.w * r),
-                        wb.x * (b.x * r), wb.y * (b.y * r), wb.z * (b.z * r), wb.w * (b.w * r)};
+    y[0] = wa.x * (a.x * r), y[1] = wa.y * (a.y * r), y[2] = wa.z * (a.z * r), y[3] = wa.w * (a.w * r);
+    y[4] = wb.x * (b.x * r), y[5] = wb.y * (b.y * r), y[6] = wb.z * (b.z * r), y[7] = wb.w * (b.w * r);
+}
+
+static __global__ void k_rmsnorm8(void *out, bool out_bf, const float *inp, const float *w, int C, float eps) {
+    griddep_wait();
+    const int64_t base = (int64_t)blockIdx.x * C + 8 * threadIdx.x;
+    float y[8];
+    rms8(y, inp, w, C, eps);
     if (out_bf) {
         uint4 o;
         __nv_bfloat162 *h = (__nv_bfloat162 *)&o;
@@ -96,6 +103,57 @@ static __global__ void k_rmsnorm8(void *out, bool out_bf, const float *inp, cons
         *(float4 *)((float *)out + base) = make_float4(y[0], y[1], y[2], y[3]);
         *(float4 *)((float *)out + base + 4) = make_float4(y[4], y[5], y[6], y[7]);
     }
+}
+
+/* The largest v over the block (the layout of block_sum); exact, so in any order. */
+static __device__ float block_max(float v) {
+    __shared__ float part[32];
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    int w = threadIdx.x >> 5, l = threadIdx.x & 31;
+    __syncthreads();
+    if (l == 0) part[w] = v;
+    __syncthreads();
+    int nw = blockDim.x >> 5;
+    v = l < nw ? part[l] : 0.0f;
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Thread t's eight values y (BF16-rounded in place) of row `row` as the W8A8 codes linear makes
+ * of that BF16 row (gemm.cu k_act8: 2^k the smallest with every |y| <= 448 * 2^k, k <= the
+ * activation bound), stored at q + row * C + 8 t, and the row's 2^k at sc[row]. */
+static __device__ __forceinline__ void act8_row8(float *y, uint8_t *q, float *sc, int64_t row, int C) {
+    float amax = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        y[i] = __bfloat162float(__float2bfloat16_rn(y[i]));
+        amax = fmaxf(amax, fabsf(y[i]));
+    }
+    amax = block_max(amax);
+    const int k = min(f8_exponent(amax), (int)DSPY_ACT8_K_MAX);
+    *(uint2 *)(q + row * C + 8 * threadIdx.x) = act8_pack8(y, ldexpf(1.0f, -k));
+    if (threadIdx.x == 0) sc[row] = ldexpf(1.0f, k);
+}
+
+/* k_rmsnorm8's rows as W8A8 codes (act8_row8) instead of BF16: the same codes and scales as
+ * rmsnorm into BF16 and then linear's rounding of those rows, with the BF16 rows never stored and
+ * read back. */
+static __global__ void k_rmsnorm8_act8(uint8_t *q, float *sc, const float *inp, const float *w, int C, float eps) {
+    griddep_wait();
+    float y[8];
+    rms8(y, inp, w, C, eps);
+    act8_row8(y, q, sc, blockIdx.x, C);
+}
+
+bool dspy_cu_rmsnorm_act8_fits(int C, const void *x, const void *w, const void *q) {
+    return C % 256 == 0 && C <= 8192 && ((uintptr_t)x | (uintptr_t)w | (uintptr_t)q) % 16 == 0;
+}
+
+dspy_status dspy_cu_rmsnorm_act8(dspy_backend *be, uint8_t *q, float *sc, dspy_tensor x, dspy_tensor weight, int N, int C,
+                                 float eps) {
+    if (N == 0) return DSPY_OK;
+    return cu_launch(be, "rmsnorm (rows to E4M3)", k_rmsnorm8_act8, N, C / 8, 0, q, sc, (const float *)x.data,
+                     (const float *)weight.data, C, eps);
 }
 
 dspy_status dspy_cu_rmsnorm(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor weight, int N, int C,
@@ -172,23 +230,55 @@ static __global__ void k_swiglu(void *out, bool out_bf, const void *gate, const 
 /* The same per element, all BF16, I and ld multiples of 8 and 16-byte aligned arrays: 8 elements
  * a thread with 16-byte loads and stores, rows on the grid's y (no 64-bit division per element).
  * Why: the scalar form ran at ~40 % of the copy rate on the trainer's (8,192, 8,192) outputs. */
+static __device__ __forceinline__ uint4 swiglu8(uint4 gv, uint4 uv) {
+    const __nv_bfloat162 *g2 = (const __nv_bfloat162 *)&gv, *u2 = (const __nv_bfloat162 *)&uv;
+    uint4 o;
+    __nv_bfloat162 *o2 = (__nv_bfloat162 *)&o;
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        const float2 g = __bfloat1622float2(g2[e]), u = __bfloat1622float2(u2[e]);
+        o2[e] = __floats2bfloat162_rn(g.x / (1.0f + expf(-g.x)) * u.x, g.y / (1.0f + expf(-g.y)) * u.y);
+    }
+    return o;
+}
+
 static __global__ void k_swiglu8(bf16 *out, const bf16 *gate, const bf16 *up, int N, int I, int ld) {
     griddep_wait();
     const int i = 8 * (blockIdx.x * blockDim.x + threadIdx.x);
     if (i >= I) return;
-    for (int n = blockIdx.y; n < N; n += gridDim.y) {
-        const uint4 gv = *(const uint4 *)(gate + (int64_t)n * ld + i);
-        const uint4 uv = *(const uint4 *)(up + (int64_t)n * ld + i);
-        const __nv_bfloat162 *g2 = (const __nv_bfloat162 *)&gv, *u2 = (const __nv_bfloat162 *)&uv;
-        uint4 o;
-        __nv_bfloat162 *o2 = (__nv_bfloat162 *)&o;
+    for (int n = blockIdx.y; n < N; n += gridDim.y)
+        *(uint4 *)(out + (int64_t)n * I + i) =
+            swiglu8(*(const uint4 *)(gate + (int64_t)n * ld + i), *(const uint4 *)(up + (int64_t)n * ld + i));
+}
+
+/* k_swiglu8's rows as W8A8 codes (act8_row8): one block of I / 8 threads a row, so the row's
+ * largest value is known before its codes are made. Why: the down projection of a W8A8 prompt
+ * step otherwise reads back the BF16 h that SwiGLU stored, only to round it (at B2's 3,060-row
+ * steps, 100 MB a layer moved for nothing). */
+static __global__ void k_swiglu8_act8(uint8_t *q, float *sc, const bf16 *gate, const bf16 *up, int I, int ld) {
+    griddep_wait();
+    const int64_t n = blockIdx.x;
+    const int i = 8 * threadIdx.x;
+    const uint4 o = swiglu8(*(const uint4 *)(gate + n * ld + i), *(const uint4 *)(up + n * ld + i));
+    const __nv_bfloat162 *o2 = (const __nv_bfloat162 *)&o;
+    float y[8];
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-            const float2 g = __bfloat1622float2(g2[e]), u = __bfloat1622float2(u2[e]);
-            o2[e] = __floats2bfloat162_rn(g.x / (1.0f + expf(-g.x)) * u.x, g.y / (1.0f + expf(-g.y)) * u.y);
-        }
-        *(uint4 *)(out + (int64_t)n * I + i) = o;
+    for (int e = 0; e < 4; e++) {
+        const float2 f = __bfloat1622float2(o2[e]);
+        y[2 * e] = f.x, y[2 * e + 1] = f.y;
     }
+    act8_row8(y, q, sc, n, I);
+}
+
+bool dspy_cu_swiglu_act8_fits(int I, int ld, const void *gate, const void *up, const void *q) {
+    return I % 256 == 0 && I <= 8192 && ld % 8 == 0 && ((uintptr_t)gate | (uintptr_t)up | (uintptr_t)q) % 16 == 0;
+}
+
+dspy_status dspy_cu_swiglu_act8(dspy_backend *be, uint8_t *q, float *sc, dspy_tensor gate, dspy_tensor up, int N, int I,
+                                int ld) {
+    if (N == 0) return DSPY_OK;
+    return cu_launch(be, "swiglu (rows to E4M3)", k_swiglu8_act8, N, I / 8, 0, q, sc, (const bf16 *)gate.data,
+                     (const bf16 *)up.data, I, ld);
 }
 
 dspy_status dspy_cu_swiglu(dspy_backend *be, dspy_tensor out, dspy_tensor gate, dspy_tensor up, int N, int I, int ld) {
