@@ -511,7 +511,7 @@ static __global__ __launch_bounds__(128, MB) void k_prefill64(bf16 *__restrict__
                                                                const bf16 *__restrict__ kc, const bf16 *__restrict__ vc,
                                                                const dspy_attn_seg *__restrict__ segs, int nseg,
                                                                const int32_t *__restrict__ tables, int bsh, int NH,
-                                                               int NKV, float sl2) {
+                                                               int NKV, float sl2, int skip) {
     constexpr int D = 64, CH = 8, NT = KT / 8; /* 16-B chunks per row, n8 tiles of a key tile */
     constexpr int QB = 64 * D * 2, KVB = KT * D * 2; /* bytes of a Q tile (one head), of a K or V tile */
     extern __shared__ __align__(128) char smem[];
@@ -595,6 +595,9 @@ static __global__ __launch_bounds__(128, MB) void k_prefill64(bf16 *__restrict__
         if (it + ST - 1 < ntiles) load_tile((it + ST - 1) % ST, (t0 + it + ST - 1) * KT); /* into tile it-1's stage */
         cp_async_commit();
         if (kb > warp_pos_max) continue; /* tiles entirely above the warp's rows contribute nothing */
+        /* nor does a warp whose 16 rows are all past the segment's end (a segment's last tile: 12
+         * of B2's 204 rows); a split CTA's combine reads every warp's state, so it keeps them */
+        if (!SPLIT && skip && wr >= nrows) continue;
         float s[2][NT][4];
         uint32_t p[2][NT / 2][4];
         p64_qk<NT>(s, smem, SK(buf), wr, lane);
@@ -662,6 +665,10 @@ static int prefill_splits(const cuda_state *s, const dspy_attn_meta *m, int NH) 
     return S < 2 ? 1 : S;
 }
 
+/* DSPY_CUDA_PREFILL_SKIP=0 (read once per process): warps with no row in the segment compute their
+ * clamped copies of its last row as before (the before/after in one build). */
+static int p64_skip = -1;
+
 /* k_prefill64 over the call's row tiles and head pairs; S > 1: its SPLIT form, S shares of each
  * CTA's keys in a cluster of S along z. */
 template <int KT, int ST, int MB>
@@ -673,7 +680,7 @@ static dspy_status launch_prefill64(dspy_backend *be, bf16 *out, const bf16 *q, 
                              split ? k_prefill64<KT, ST, MB, true> : k_prefill64<KT, ST, MB, false>,
                              dim3(tiles, NH / 2, split ? S : 1), dim3(128), split ? dim3(1, 1, S) : dim3(0, 0, 0),
                              p64_smem<KT, ST>(), out, q, kc, vc, (const dspy_attn_seg *)m->segs.data, m->nseg,
-                             (const int32_t *)m->tables.data, bsh, NH, NKV, sl2);
+                             (const int32_t *)m->tables.data, bsh, NH, NKV, sl2, p64_skip);
 }
 
 /* DSPY_CUDA_PREFILL64=0 routes head size 64 to the older k_attn_prefill (for comparisons; its
@@ -684,6 +691,10 @@ dspy_status dspy_cu_attention_prefill_setup(dspy_backend *be) {
     if (p64_on < 0) {
         const char *v = getenv("DSPY_CUDA_PREFILL64");
         p64_on = v && atoi(v) == 0 ? 0 : 1;
+    }
+    if (p64_skip < 0) {
+        const char *v = getenv("DSPY_CUDA_PREFILL_SKIP");
+        p64_skip = v && atoi(v) == 0 ? 0 : 1;
     }
     cudaError_t e = cudaFuncSetAttribute(k_prefill64<64, 2, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)p64_smem<64, 2>());
