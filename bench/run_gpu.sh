@@ -52,6 +52,8 @@ if has tests; then
   for v in 4 16; do (cd build-gpu && DSPY_CUDA_MMA_KW=$v timeout 300 ./tests/test_cuda_ops 2>&1 | grep -E "FAIL|passed" | tail -n 3); done
   echo "-- W8A8 prompt rows rounded by linear itself, not written as codes by rmsnorm / SwiGLU (DSPY_CUDA_ACT8_FUSE=0)"
   for t in test_w8a8 test_act8_producers; do (cd build-gpu && DSPY_CUDA_ACT8_FUSE=0 timeout 300 ./tests/test_cuda_ops --only $t 2>&1 | grep -E "FAIL|passed" | tail -n 3); done
+  echo "-- the prefill attention's warps past a segment's last row computing as the others (DSPY_CUDA_PREFILL_SKIP=0)"
+  (cd build-gpu && DSPY_CUDA_PREFILL_SKIP=0 timeout 300 ./tests/test_cuda_ops --only test_attention 2>&1 | grep -E "FAIL|passed" | tail -n 3)
   }
 fi
 if has bench || has torch || has sweep || has b2 || has step || has ncu || has minkeys || has attn || has pfvar || has cluster || has b1pair || has b3 || has t2 || has t1 || has t3 || has ddp || has parity1b; then
