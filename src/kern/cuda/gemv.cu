@@ -493,9 +493,9 @@ dspy_status dspy_cu_mlp_in(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_
             gu.dtype != DSPY_DTYPE_BF16 || gu.n < (int64_t)N * 2 * I)
             return dspy_fail(DSPY_ERR_ARG, "cuda mlp_in: W8A8 codes as h only where mlp_act8 said so (%d rows, I %d)", N, I);
         DSPY_TRY(dspy_cu_linear_normed(be, gu, xn, x, w_norm, eps, w_gate_up, dspy_tensor_none(), N, C, 2 * I));
-        const uint8_t *q = (const uint8_t *)h.data;
-        return dspy_cu_swiglu_act8(be, (uint8_t *)q, (float *)(q + dspy_act8_scales_at(N, I)), gu,
-                                   dspy_tensor_slice(gu, I, gu.n - I), N, I, 2 * I);
+        uint8_t *q = (uint8_t *)h.data;
+        return dspy_cu_swiglu_act8(be, q, (float *)(q + dspy_act8_scales_at(N, I)), gu, dspy_tensor_slice(gu, I, gu.n - I),
+                                   N, I, 2 * I);
     }
     bool taken = false; /* tensor cores first, as in attn_in */
     DSPY_TRY(dspy_cu_mma_mlp_in(be, &taken, h, x, w_norm, w_gate_up, N, C, I, eps));
