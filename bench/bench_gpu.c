@@ -413,10 +413,7 @@ static dspy_status step_once(dspy_backend *be, void *p) {
         /* early residual reads only where the op just before is the one forward.c puts there */
         if (!(lv & LEAVE_O))
             DSPY_TRY(o->linear(be, x, att, L->wo, L->bo, n, Q, C, lv & LEAVE_ATTENTION ? 1 : DSPY_LINEAR_ADD_EARLY));
-        dspy_tensor hl = h; /* F16 where forward.c would hand it over so (ops.h mlp_f16) */
-        if (o->mlp_f16 && o->mlp_f16(be, h, x, L->mlp_norm, L->w_gate_up, L->w_down, n, C, I)) hl.dtype = DSPY_DTYPE_F16;
-        else if (o->mlp_act8 && o->mlp_act8(be, h, x, L->w_down, n, C, I))
-            hl = dspy_tensor_make(h.data, h.n * 2, DSPY_DTYPE_U8, h.device);
+        const dspy_tensor hl = dspy_fwd_mlp_h(be, h, x, L, n, C, I); /* as forward.c hands it over */
         if (!(lv & LEAVE_MLP_IN))
             DSPY_TRY(o->mlp_in(be, hl, x, L->mlp_norm, L->w_gate_up, xn, gu, n, C, I, eps));
         if (!(lv & LEAVE_DOWN))

@@ -95,12 +95,7 @@ dspy_status dspy_forward(const dspy_model *m, dspy_backend *be, dspy_kv_cache *k
         DSPY_TRY(attend(o, be, att, q, kc, vc, b, NH, NKV, HS));                       /* (N, NH, HS) */
         /* the residual adds: attention and mlp_in, just before, do not write x (ops.h linear) */
         DSPY_TRY(o->linear(be, x, att, L->wo, L->bo, N, Q, C, DSPY_LINEAR_ADD_EARLY)); /* x += o */
-        /* h as F16 where the backend says its down projection takes that faster (ops.h mlp_f16) */
-        dspy_tensor hl = h;
-        if (o->mlp_f16 && o->mlp_f16(be, h, x, L->mlp_norm, L->w_gate_up, L->w_down, N, C, I))
-            hl.dtype = DSPY_DTYPE_F16;
-        else if (o->mlp_act8 && o->mlp_act8(be, h, x, L->w_down, N, C, I)) /* or W8A8 codes (ops.h mlp_act8) */
-            hl = dspy_tensor_make(h.data, h.n * 2, DSPY_DTYPE_U8, h.device);
+        const dspy_tensor hl = dspy_fwd_mlp_h(be, h, x, L, N, C, I); /* F16 or codes where faster */
         DSPY_TRY(o->mlp_in(be, hl, x, L->mlp_norm, L->w_gate_up, xn, gu, N, C, I, eps)); /* h (N, I) */
         DSPY_TRY(o->linear(be, x, hl, L->w_down, dspy_tensor_none(), N, I, C, DSPY_LINEAR_ADD_EARLY)); /* x += mlp */
     }

@@ -64,6 +64,17 @@ dspy_status dspy_fwd_buf_init(dspy_fwd_buf *b, dspy_backend *be, const dspy_mode
                               int32_t out_rows);
 void dspy_fwd_buf_free(dspy_fwd_buf *b);
 
+/* h (N, I) as mlp_in hands it to the down projection of layer L: F16 or W8A8 codes where the
+ * backend says its kernels take them (kern/ops.h mlp_f16, mlp_act8), else as given (BF16). */
+static inline dspy_tensor dspy_fwd_mlp_h(dspy_backend *be, dspy_tensor h, dspy_tensor x, const dspy_layer_weights *L,
+                                         int N, int C, int I) {
+    const dspy_ops *o = be->ops;
+    if (o->mlp_f16 && o->mlp_f16(be, h, x, L->mlp_norm, L->w_gate_up, L->w_down, N, C, I)) h.dtype = DSPY_DTYPE_F16;
+    else if (o->mlp_act8 && o->mlp_act8(be, h, x, L->w_down, N, C, I))
+        h = dspy_tensor_make(h.data, h.n * 2, DSPY_DTYPE_U8, h.device); /* its bytes: codes, then scales */
+    return h;
+}
+
 /* Runs the model over the batch: stores the batch's keys/values in `kv`, attends over each
  * sequence's cached positions, and writes logits (M, V) for b->out_rows into buf->logits.
  * Queues work on the backend (returns before a GPU finishes); a failure comes back as a status. */

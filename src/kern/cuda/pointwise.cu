@@ -45,19 +45,23 @@ dspy_status dspy_cu_embedding(dspy_backend *be, dspy_tensor out, dspy_tensor ids
 
 /* ---- RMSNorm ------------------------------------------------------------------------------ */
 
-/* Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it. */
-static __device__ float block_sum(float v) {
+/* Sum (MAX: the largest value) over the block (blockDim.x a multiple of 32, at most 1024); every
+ * thread gets it. The sum's order is fixed (the RMSNorm kernels' results depend on it); a maximum
+ * is exact in any order. */
+template <bool MAX = false> static __device__ float block_reduce(float v) {
     __shared__ float part[32];
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    auto op = [](float a, float b) { return MAX ? fmaxf(a, b) : a + b; };
+    for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
     int w = threadIdx.x >> 5, l = threadIdx.x & 31;
     __syncthreads(); /* part may still be read by a previous call */
     if (l == 0) part[w] = v;
     __syncthreads();
     int nw = blockDim.x >> 5;
-    v = l < nw ? part[l] : 0.0f;
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    v = l < nw ? part[l] : 0.0f; /* 0: the sum's identity, and below every |x| the maximum takes */
+    for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
+static __device__ float block_sum(float v) { return block_reduce(v); }
 
 /* One block per row: out = inp * rsqrt(mean(inp^2) + eps) * weight. */
 static __global__ void k_rmsnorm(void *out, bool out_bf, const float *inp, const float *w, int C, float eps) {
@@ -105,20 +109,6 @@ static __global__ void k_rmsnorm8(void *out, bool out_bf, const float *inp, cons
     }
 }
 
-/* The largest v over the block (the layout of block_sum); exact, so in any order. */
-static __device__ float block_max(float v) {
-    __shared__ float part[32];
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    int w = threadIdx.x >> 5, l = threadIdx.x & 31;
-    __syncthreads();
-    if (l == 0) part[w] = v;
-    __syncthreads();
-    int nw = blockDim.x >> 5;
-    v = l < nw ? part[l] : 0.0f;
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
 /* Thread t's eight values y (BF16-rounded in place) of row `row` as the W8A8 codes linear makes
  * of that BF16 row (gemm.cu k_act8: 2^k the smallest with every |y| <= 448 * 2^k, k <= the
  * activation bound), stored at q + row * C + 8 t, and the row's 2^k at sc[row]. */
@@ -129,7 +119,7 @@ static __device__ __forceinline__ void act8_row8(float *y, uint8_t *q, float *sc
         y[i] = __bfloat162float(__float2bfloat16_rn(y[i]));
         amax = fmaxf(amax, fabsf(y[i]));
     }
-    amax = block_max(amax);
+    amax = block_reduce<true>(amax);
     const int k = min(f8_exponent(amax), (int)DSPY_ACT8_K_MAX);
     *(uint2 *)(q + row * C + 8 * threadIdx.x) = act8_pack8(y, ldexpf(1.0f, -k));
     if (threadIdx.x == 0) sc[row] = ldexpf(1.0f, k);
