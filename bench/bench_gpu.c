@@ -378,7 +378,8 @@ typedef struct step_ctx {
     dspy_fwd_batch b;
     dspy_tensor params, tok, lp;
     int nb;    /* sequences (rows) in the step */
-    int leave; /* -1: dspy_forward; otherwise the ops composed, leaving out these LEAVE_ bits */
+    int leave; /* -1: dspy_forward and the sampler; -2: dspy_forward_greedy; otherwise the ops composed,
+                  leaving out these LEAVE_ bits */
 } step_ctx;
 
 static dspy_status step_once(dspy_backend *be, void *p) {
@@ -392,6 +393,11 @@ static dspy_status step_once(dspy_backend *be, void *p) {
     dspy_fwd_buf *B = &c->buf;
     const int nb = c->nb, n = c->b.n; /* sequences (logits rows); rows (nb x the prompt rows each) */
     dspy_tensor logits = dspy_tensor_slice(B->logits, 0, (int64_t)nb * V);
+    if (c->leave == -2) { /* the engine's greedy step: the sampler inside the logits op where it can */
+        bool done = false;
+        DSPY_TRY(dspy_forward_greedy(c->m, be, &c->kv, B, &c->b, c->tok, c->lp, &done));
+        return done ? DSPY_OK : o->sample(be, c->tok, c->lp, logits, c->params, nb, V);
+    }
     if (c->leave < 0) {
         DSPY_TRY(dspy_forward(c->m, be, &c->kv, B, &c->b));
         return o->sample(be, c->tok, c->lp, logits, c->params, nb, V);
@@ -468,8 +474,9 @@ static void bench_step(const dspy_model *m, int ctx_len, int nb, int P, int shar
     }
     step_ctx c = {.m = m, .nb = nb};
     /* tokens, pos, slots (n each), out rows (nb), segments (4 nb), sampling params, the shared-prefix
-     * hint, results, tables */
-    const int o_tok = 0, o_pos = n, o_slot = 2 * n, o_rows = 3 * n, o_seg = o_rows + 64, o_par = o_seg + 256,
+     * hint, results, tables; segments and params 16-byte aligned as the engine lays them out (the
+     * params hold a double: an odd n left them misaligned, and the sampler faulted at one row) */
+    const int o_tok = 0, o_pos = n, o_slot = 2 * n, o_rows = 3 * n, o_seg = (o_rows + 64 + 3) & ~3, o_par = o_seg + 256,
               o_sh = o_par + 488, o_res = o_sh + 24, o_tab = o_res + 128;
     const size_t words = (size_t)o_tab + (size_t)nb * per;
     int32_t *host = calloc(words, sizeof(int32_t));
@@ -525,6 +532,7 @@ static void bench_step(const dspy_model *m, int ctx_len, int nb, int P, int shar
         const char *name;
         int leave;
     } v[] = {{"forward+sample", -1},
+             {"forward+greedy (the sampler in the logits op)", -2},
              {"ops composed", 0},
              {"  without attn_in", LEAVE_ATTN_IN},
              {"  without attention", LEAVE_ATTENTION},

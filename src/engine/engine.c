@@ -54,7 +54,7 @@ void dspy_engine_free(dspy_engine *e) {
     for (int32_t i = 0; i < e->n_active; i++) seq_free(e->active[i]);
     free(e->active);
     if (e->be) {
-        for (int k = 0; k < 2; k++)
+        for (int k = 0; k < 3; k++)
             for (int i = 0; i < MAX_BUCKETS; i++)
                 if (e->graphs[k][i]) e->be->ops->graph_free(e->be, e->graphs[k][i]);
         e->be->ops->free_host(e->be, e->meta_h);
@@ -178,6 +178,8 @@ dspy_status dspy_engine_new(const dspy_model *model, const dspy_engine_params *p
     e->split_mixed = sm && strcmp(sm, "1") == 0;
     const char *pr = getenv("DSPY_ENGINE_PAD_ROWS"); /* eager steps padded to the warm-up's sizes */
     e->pad_eager = pr && *pr ? strcmp(pr, "1") == 0 : e->use_graphs;
+    const char *gr = getenv("DSPY_ENGINE_GREEDY"); /* 0: greedy steps sample as the others do */
+    e->greedy = o->logits_greedy && !(gr && strcmp(gr, "0") == 0);
     *out = e;
     return DSPY_OK;
 fail:

@@ -51,6 +51,9 @@ typedef struct meta_layout {
 } meta_layout;
 
 enum { MAX_BUCKETS = 17 };
+/* A decode step's graph variants (dspy_engine.graphs): rows sampled by the sampler, every row masked first (some
+ * constrained), every row greedy and unconstrained (the sampler inside the logits op). */
+enum { GRAPH_SAMPLED = 0, GRAPH_MASKED = 1, GRAPH_GREEDY = 2 };
 
 struct dspy_engine {
     const dspy_model *m;
@@ -81,7 +84,9 @@ struct dspy_engine {
     int32_t max_out;        /* sampled rows a step can have: max_seqs * (1 + spec_tokens) + jump_rows */
     int32_t jump_rows;      /* jump-forward drafts a step, over all sequences */
     dspy_step_event *events;
-    void *graphs[2][MAX_BUCKETS]; /* captured decode steps: [every row masked][bucket index] */
+    void *graphs[3][MAX_BUCKETS]; /* captured decode steps: [GRAPH_SAMPLED / _MASKED / _GREEDY][bucket index] */
+    bool greedy;            /* steps whose rows are all greedy and unconstrained sample inside the logits op
+                               (forward.h dspy_forward_greedy); DSPY_ENGINE_GREEDY=0 turns it off */
     bool use_graphs;
     bool split_mixed;       /* mixed steps attend their decoding rows apart (forward.h attn_one) */
     bool pad_eager;         /* eager steps padded to the warm-up's row counts (engine_step.c) */

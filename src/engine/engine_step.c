@@ -25,6 +25,12 @@
  * masks all its rows (all ones where unconstrained: a shift of exactly 0) with a second capture
  * per bucket; the automaton's state moves on the host after the step.
  *
+ * Greedy steps: where every sampled row is greedy and unconstrained (an evaluation's steps) and
+ * the backend fuses the sampler into the logits op (kern/ops.h logits_greedy: CUDA's tensor-core
+ * kernel, 1-16 rows), the step samples there and never writes its logits; the same tokens, the
+ * logprobs up to F32 summation order. A third capture per bucket (made at warm-up with the
+ * sampled one). DSPY_ENGINE_GREEDY=0 turns it off.
+ *
  * Speculative decoding (dspy_engine_params.spec_tokens = K > 0): a greedy unconstrained decoding
  * sequence drafts up to K tokens by prompt lookup (draft below) and feeds its last token and the
  * drafts as one causal chunk at consecutive positions, every row sampled. Row j's token is the
@@ -186,6 +192,7 @@ typedef struct step_plan {
     int32_t R;   /* sampled rows under a constraint */
     int32_t one; /* sequences feeding one token */
     bool decode; /* every fed sequence feeds one token and is sampled */
+    bool greedy; /* every sampled row greedy (temperature 0) and unconstrained */
 } step_plan;
 
 /* How many tokens each sequence feeds: all its uncached tokens, prompt chunks within the budget
@@ -194,7 +201,7 @@ typedef struct step_plan {
  * Gives decoding sequences their next block first, which may preempt others (they then feed
  * nothing). */
 static step_plan plan_step(dspy_engine *e, int32_t *take) {
-    step_plan sp = {0, 0, 0, 0, 0, 0, true};
+    step_plan sp = {0, 0, 0, 0, 0, 0, true, e->greedy};
     for (int32_t i = 0; i < e->n_active; i++) {
         seq *s = e->active[i];
         if (!s->waiting && s->n_tokens - s->n_cached == 1) dspy_engine_grow(e, s, s->n_cached);
@@ -225,6 +232,7 @@ static step_plan plan_step(dspy_engine *e, int32_t *take) {
         if (s->n_cached + t - d == s->n_tokens) {
             sp.M += 1 + d;
             sp.R += s->cons ? 1 + d : 0;
+            if (s->cons || s->temperature != 0) sp.greedy = false;
         } else {
             sp.decode = false;
         }
@@ -246,7 +254,7 @@ static int32_t bucket_of(const dspy_engine *e, int32_t n, int *index) {
 
 /* Runs the forward pass and the sampler for the laid-out step (recorded when capturing). */
 static dspy_status run_step(dspy_engine *e, const meta_layout *L, int32_t N, int32_t nseg, int32_t M, int32_t n_table,
-                            bool decode, int32_t R, int32_t one, int32_t max_len) {
+                            bool decode, int32_t R, int32_t one, int32_t max_len, bool greedy) {
     dspy_backend *be = e->be;
     int32_t *d = e->meta_d;
     dspy_fwd_batch b;
@@ -265,12 +273,18 @@ static dspy_status run_step(dspy_engine *e, const meta_layout *L, int32_t N, int
     b.attn_one = one;
     b.out_rows = dspy_bt(be, d + L->out_rows, M, DSPY_DTYPE_I32);
     b.n_out = M;
-    DSPY_TRY(dspy_forward(e->m, be, &e->kv, &e->buf, &b));
+    dspy_tensor toks = dspy_bt(be, e->res_d, M, DSPY_DTYPE_I32);
+    dspy_tensor lps = dspy_bt(be, e->res_d + e->max_out, M, DSPY_DTYPE_F32);
+    if (greedy) { /* every row greedy, none constrained: the sampler inside the logits op where it can */
+        bool done = false;
+        DSPY_TRY(dspy_forward_greedy(e->m, be, &e->kv, &e->buf, &b, toks, lps, &done));
+        if (done) return DSPY_OK;
+    } else {
+        DSPY_TRY(dspy_forward(e->m, be, &e->kv, &e->buf, &b));
+    }
     const int32_t V = e->cfg->vocab_size;
     dspy_tensor logits = dspy_tensor_slice(e->buf.logits, 0, (int64_t)M * V);
     dspy_tensor params = dspy_bt(be, d + L->params, (int64_t)M * DSPY_SAMPLE_PARAM_WORDS, DSPY_DTYPE_I32);
-    dspy_tensor toks = dspy_bt(be, e->res_d, M, DSPY_DTYPE_I32);
-    dspy_tensor lps = dspy_bt(be, e->res_d + e->max_out, M, DSPY_DTYPE_F32);
     if (R > 0) {
         dspy_tensor rows = dspy_bt(be, e->cmask_d, R, DSPY_DTYPE_I32);
         dspy_tensor masks = dspy_bt(be, e->cmask_d + e->max_out, (int64_t)R * e->mask_words, DSPY_DTYPE_I32);
@@ -304,14 +318,15 @@ static void pad_rows(dspy_engine *e, const meta_layout *L, int32_t rows, int32_t
 }
 
 /* Replays the graph of bucket bi (B rows), capturing it first if this is its first step. */
-static dspy_status launch_graph(dspy_engine *e, const meta_layout *L, int32_t B, int bi, bool mask_all,
-                                int32_t n_table, int32_t R) {
+static dspy_status launch_graph(dspy_engine *e, const meta_layout *L, int32_t B, int bi, int variant, int32_t n_table,
+                                int32_t R) {
     const dspy_ops *o = e->be->ops;
-    void **slot = &e->graphs[mask_all][bi];
+    void **slot = &e->graphs[variant][bi];
     if (!*slot) {
         const int64_t t0 = dspy_now_ns();
         DSPY_TRY(o->graph_begin(e->be));
-        dspy_status st = run_step(e, L, B, B, B, n_table, true, R, 0, e->max_len); /* replayed at any context */
+        dspy_status st = run_step(e, L, B, B, B, n_table, true, R, 0, e->max_len, /* replayed at any context */
+                                  variant == GRAPH_GREEDY);
         void *g = NULL;
         dspy_status st2 = o->graph_end(e->be, &g);
         if (st || st2) {
@@ -355,7 +370,7 @@ static dspy_status warm_prompt(dspy_engine *e, int32_t n) {
     h[L.shared] = h[L.shared + 1] = 0;
     h[L.out_rows] = n - 1;
     DSPY_TRY(be->ops->copy(be, e->meta_d, h, L.end * 4, DSPY_COPY_H2D));
-    DSPY_TRY(run_step(e, &L, n, 1, 1, nt, false, 0, 0, n));
+    DSPY_TRY(run_step(e, &L, n, 1, 1, nt, false, 0, 0, n, false));
     return be->ops->sync(be);
 }
 
@@ -381,7 +396,8 @@ dspy_status dspy_engine_warmup(dspy_engine *e) {
         pad_rows(e, &L, 0, 0, 0, 0, B, 0, false);
         h[L.shared] = h[L.shared + 1] = 0;
         DSPY_TRY(o->copy(be, e->meta_d, h, L.end * 4, DSPY_COPY_H2D));
-        DSPY_TRY(launch_graph(e, &L, B, bi, false, 1, 0));
+        DSPY_TRY(launch_graph(e, &L, B, bi, GRAPH_SAMPLED, 1, 0));
+        if (e->greedy) DSPY_TRY(launch_graph(e, &L, B, bi, GRAPH_GREEDY, 1, 0));
         DSPY_TRY(o->sync(be));
         if (b >= e->p.max_seqs) break;
     }
@@ -418,6 +434,7 @@ dspy_status dspy_engine_step_begin(dspy_engine *e, bool *launched) {
     /* A graph step with constrained rows masks every row (all ones for the others and the
      * padding), so one capture per bucket serves any mix. */
     const bool mask_all = graph && sp.R > 0;
+    const int variant = mask_all ? GRAPH_MASKED : graph && sp.greedy ? GRAPH_GREEDY : GRAPH_SAMPLED;
     const int32_t R = mask_all ? B : sp.R;
     int32_t N = graph ? B : sp.N, nseg = graph ? B : sp.nseg, M = graph ? B : sp.M;
     /* An eager step may be padded to the warm-up's row counts (rows in no segment, writing into the
@@ -497,9 +514,9 @@ dspy_status dspy_engine_step_begin(dspy_engine *e, bool *launched) {
         DSPY_TRY(o->copy(be, e->cmask_d, e->cmask_h, ((size_t)e->max_out + (size_t)R * e->mask_words) * 4,
                          DSPY_COPY_H2D));
     if (graph) {
-        DSPY_TRY(launch_graph(e, &L, B, bi, mask_all, n_table, R));
+        DSPY_TRY(launch_graph(e, &L, B, bi, variant, n_table, R));
     } else {
-        DSPY_TRY(run_step(e, &L, N, nseg, M, n_table, sp.decode, sp.R, one, step_len));
+        DSPY_TRY(run_step(e, &L, N, nseg, M, n_table, sp.decode, sp.R, one, step_len, sp.greedy));
     }
     DSPY_TRY(o->copy(be, e->res_h, e->res_d, (size_t)e->max_out * 12, DSPY_COPY_D2H));
     e->fl.graph = graph, e->fl.mask_all = mask_all, e->fl.decode = sp.decode;

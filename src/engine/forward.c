@@ -6,7 +6,8 @@
  * as one projection and gate/up as another (the model stores them stacked), each with its
  * RMSNorm (and RoPE + cache store, or SwiGLU) as one fused op (attn_in, mlp_in: their defining
  * compositions are in kern/ops.h), and the residual adds done by the projections themselves
- * (linear with accumulate). Five ops a layer. Does not sample or manage sequences (engine.c).
+ * (linear with accumulate). Five ops a layer. Samples only where the backend fuses a greedy step's
+ * sampler into the logits (dspy_forward_greedy); manages no sequences (engine.c).
  */
 #include "engine/forward.h"
 
@@ -69,12 +70,13 @@ static dspy_status attend(const dspy_ops *o, dspy_backend *be, dspy_tensor att, 
     return o->attention(be, att, q, kc, vc, &p, NH, NKV, HS);
 }
 
-dspy_status dspy_forward(const dspy_model *m, dspy_backend *be, dspy_kv_cache *kv, dspy_fwd_buf *buf,
-                         const dspy_fwd_batch *b) {
+/* Every op up to the logits: the residual stream buf->x (N, C) after the last layer. */
+static dspy_status forward_layers(const dspy_model *m, dspy_backend *be, dspy_kv_cache *kv, dspy_fwd_buf *buf,
+                                  const dspy_fwd_batch *b) {
     const dspy_ops *o = be->ops;
     const dspy_model_config *c = dspy_model_config_get(m);
     const dspy_model_weights *w = dspy_model_weights_get(m);
-    const int N = b->n, M = b->n_out, C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
+    const int N = b->n, M = b->n_out, C = c->hidden_size, I = c->intermediate_size;
     const int NH = c->num_attention_heads, NKV = c->num_key_value_heads, HS = c->head_dim;
     const int Q = NH * HS, QKV = Q + 2 * NKV * HS;
     const float eps = (float)c->rms_norm_eps;
@@ -99,8 +101,33 @@ dspy_status dspy_forward(const dspy_model *m, dspy_backend *be, dspy_kv_cache *k
         DSPY_TRY(o->mlp_in(be, hl, x, L->mlp_norm, L->w_gate_up, xn, gu, N, C, I, eps)); /* h (N, I) */
         DSPY_TRY(o->linear(be, x, hl, L->w_down, dspy_tensor_none(), N, I, C, DSPY_LINEAR_ADD_EARLY)); /* x += mlp */
     }
-    dspy_tensor sel = rows_of(buf->sel, M, C), seln = rows_of(buf->seln, M, C);
-    DSPY_TRY(o->logits(be, rows_of(buf->logits, M, V), x, b->out_rows, w->final_norm, w->lm_head, sel, seln, M, C, V,
-                       eps));                                                                    /* (M, V) */
     return DSPY_OK;
+}
+
+dspy_status dspy_forward(const dspy_model *m, dspy_backend *be, dspy_kv_cache *kv, dspy_fwd_buf *buf,
+                         const dspy_fwd_batch *b) {
+    DSPY_TRY(forward_layers(m, be, kv, buf, b));
+    const dspy_model_config *c = dspy_model_config_get(m);
+    const dspy_model_weights *w = dspy_model_weights_get(m);
+    const int M = b->n_out, C = c->hidden_size, V = c->vocab_size;
+    return be->ops->logits(be, rows_of(buf->logits, M, V), rows_of(buf->x, b->n, C), b->out_rows, w->final_norm,
+                           w->lm_head, rows_of(buf->sel, M, C), rows_of(buf->seln, M, C), M, C, V,
+                           (float)c->rms_norm_eps); /* (M, V) */
+}
+
+dspy_status dspy_forward_greedy(const dspy_model *m, dspy_backend *be, dspy_kv_cache *kv, dspy_fwd_buf *buf,
+                                const dspy_fwd_batch *b, dspy_tensor tokens, dspy_tensor logprobs, bool *done) {
+    *done = false;
+    if (!be->ops->logits_greedy) return dspy_forward(m, be, kv, buf, b);
+    DSPY_TRY(forward_layers(m, be, kv, buf, b));
+    const dspy_model_config *c = dspy_model_config_get(m);
+    const dspy_model_weights *w = dspy_model_weights_get(m);
+    const int M = b->n_out, C = c->hidden_size, V = c->vocab_size;
+    const dspy_tensor x = rows_of(buf->x, b->n, C), sel = rows_of(buf->sel, M, C), seln = rows_of(buf->seln, M, C);
+    const float eps = (float)c->rms_norm_eps;
+    DSPY_TRY(be->ops->logits_greedy(be, tokens, logprobs, x, b->out_rows, w->final_norm, w->lm_head, sel, seln, M, C,
+                                    V, eps, done));
+    if (*done) return DSPY_OK;
+    return be->ops->logits(be, rows_of(buf->logits, M, V), x, b->out_rows, w->final_norm, w->lm_head, sel, seln, M, C,
+                           V, eps);
 }

@@ -81,4 +81,11 @@ static inline dspy_tensor dspy_fwd_mlp_h(dspy_backend *be, dspy_tensor h, dspy_t
 dspy_status dspy_forward(const dspy_model *m, dspy_backend *be, dspy_kv_cache *kv, dspy_fwd_buf *buf,
                          const dspy_fwd_batch *b);
 
+/* dspy_forward for a step whose every logits row is sampled greedily and unconstrained: where the
+ * backend's logits_greedy (kern/ops.h) takes the batch, tokens (M) I32 and logprobs (M) F32 get
+ * what sample at temperature 0 would give, buf->logits is not written and *done = true; else
+ * *done = false and buf->logits holds the logits (the caller samples them). */
+dspy_status dspy_forward_greedy(const dspy_model *m, dspy_backend *be, dspy_kv_cache *kv, dspy_fwd_buf *buf,
+                                const dspy_fwd_batch *b, dspy_tensor tokens, dspy_tensor logprobs, bool *done);
+
 #endif

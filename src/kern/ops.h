@@ -430,6 +430,18 @@ typedef struct dspy_ops {
      * 3,060-row steps ~100 MB a layer). Any other mlp_in or linear call given U8 rows fails with
      * DSPY_ERR_ARG. */
     bool (*mlp_act8)(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_tensor w_down, int N, int C, int I);
+    /* Optional (CUDA; NULL elsewhere): logits followed by sample with every row greedy, without
+     * the logits: for the M rows `logits` would produce (same arguments, sel and seln scratch),
+     * tokens (M) I32 = the lowest id among the row's maximal logits and logprobs (M) F32 =
+     * log_softmax(row)[token] — the token sample gives at temperature 0 on the logits `logits`
+     * writes (the same values), the logprob up to F32 summation order. *done = false when this
+     * backend's kernels do not take the arguments: nothing was queued, and the caller runs logits
+     * then sample. Why: a decode step otherwise writes M x V F32 logits only for the sampler to
+     * read them back in a kernel of its own (H200, batch 16 at the 1B shape: the sampler's 10.7 us
+     * of a 774 us step). */
+    dspy_status (*logits_greedy)(dspy_backend *be, dspy_tensor tokens, dspy_tensor logprobs, dspy_tensor x,
+                                 dspy_tensor rows, dspy_tensor w_norm, dspy_tensor w, dspy_tensor sel, dspy_tensor seln,
+                                 int M, int C, int V, float eps, bool *done);
 } dspy_ops;
 
 /* mlp_act8's layout of N rows of C codes: the row scales from this byte (16-byte aligned), the

@@ -1159,6 +1159,141 @@ static void test_sample(void) {
     free(rows), free(ps), free(tk), free(tk2), free(lps);
 }
 
+/* logits_greedy: the token and logprob of logits then sample at temperature 0, without the logits.
+ * Reference: CUDA's own logits and sampler on the same arguments (the same logit values, so the
+ * same token; the logprob up to summation order, 1e-5), and the CPU's logits and sampler (the token
+ * wherever the CPU's two best logits are more than 0.1 apart; logprob within 2e-2). Vocabulary row
+ * 7 is copied to rows V / 2 + 1 and V - 2 and made row 0's best (its normed row's signs, so far
+ * ahead of the rest), so row 0 meets a three-way tie across blocks whose lowest id must win
+ * wherever the kernel's three logits are equal (checked to happen in at least one case). Tokens
+ * and logprobs poisoned first; a second call gives the same bits (the arrival counter reset);
+ * where the kernels do not take the arguments, done = false and nothing is written. */
+static bool greedy_routed(int N, int Cc, bool f8) {
+    const char *small = getenv("DSPY_CUDA_MMA_SMALL");
+    if (!mma_routed(N) || Cc % 32 != 0) return false;
+    if (N >= 2 || (small && strcmp(small, "2") == 0)) return true;
+    return f8 && Cc % 64 == 0;
+}
+
+static int g_greedy_ties, g_greedy_taken; /* cases whose planted tie the kernel's logits kept exact; cases taken */
+
+static void one_logits_greedy(int N, int Cc, int V, bool f8) {
+    char what[112];
+    snprintf(what, sizeof what, "logits_greedy N=%d C=%d V=%d%s", N, Cc, V, f8 ? " FP8 weights" : "");
+    float *x = rnd((size_t)N * Cc, 2), *wn = rnd(Cc, 1), *wl = rnd((size_t)V * Cc, 0.05f);
+    const int t1 = 7, t2 = V / 2 + 1, t3 = V - 2;
+    for (int c = 0; c < Cc; c++) wl[(size_t)t1 * Cc + c] = (x[c] * wn[c] >= 0 ? 0.05f : -0.05f);
+    memcpy(wl + (size_t)t2 * Cc, wl + (size_t)t1 * Cc, sizeof(float) * Cc);
+    memcpy(wl + (size_t)t3 * Cc, wl + (size_t)t1 * Cc, sizeof(float) * Cc);
+    int32_t rows[24]; /* N <= 24 */
+    for (int n = 0; n < N; n++) rows[n] = (3 * n + 1) % N; /* a permutation: row 0's logits row is rows^-1(0) */
+    dspy_tensor dwl = up(wl, (int64_t)V * Cc, DSPY_DTYPE_BF16), fq = {0}, fm = {0};
+    uint16_t *bl16;
+    if (f8) {
+        bl16 = f8_link_down(dwl, V, Cc, &fq, &fm);
+    } else {
+        bl16 = malloc(2 * (size_t)V * Cc);
+        for (size_t i = 0; i < (size_t)V * Cc; i++) bl16[i] = dspy_f32_to_bf16(wl[i]);
+    }
+    dspy_tensor dx = up(x, (int64_t)N * Cc, DSPY_DTYPE_F32), dwn = up(wn, Cc, DSPY_DTYPE_F32), dr = up_i32(rows, N);
+    dspy_tensor dsel = dev_alloc(DSPY_DTYPE_F32, (int64_t)N * Cc), dxn = dev_alloc(DSPY_DTYPE_BF16, (int64_t)N * Cc);
+    dspy_tensor dt = poisoned(DSPY_DTYPE_I32, N), dlp = poisoned(DSPY_DTYPE_F32, N);
+    bool done = true;
+    CHECK_OK(G->ops->logits_greedy(G, dt, dlp, dx, dr, dwn, dwl, dsel, dxn, N, Cc, V, 1e-5f, &done));
+    int32_t *tok = (int32_t *)down(dt);
+    float *lp = down(dlp);
+    const bool want = greedy_routed(N, Cc, f8);
+    check_report(done == want, __FILE__, __LINE__, "%s: done %d, expected %d", what, done, want);
+    if (!done) { /* nothing queued: the outputs still poisoned */
+        int touched = 0;
+        for (int n = 0; n < N; n++) touched += !isnan(((float *)tok)[n]) || !isnan(lp[n]); /* the poison's bits */
+        CHECK_INT(touched, 0);
+        printf("  %-44s not taken (the caller composes)\n", what);
+    } else {
+        g_greedy_taken++;
+        /* CUDA: logits, then the sampler at temperature 0 */
+        dspy_tensor dlg = poisoned(DSPY_DTYPE_F32, (int64_t)N * V), dp, dt2 = poisoned(DSPY_DTYPE_I32, N);
+        dspy_tensor dlp2 = poisoned(DSPY_DTYPE_F32, N);
+        dspy_sample_param sp[16];
+        for (int n = 0; n < N; n++) sp[n] = (dspy_sample_param){0, 1, 0, 0, 0.5};
+        dp = up_i32((const int32_t *)sp, (int64_t)N * DSPY_SAMPLE_PARAM_WORDS);
+        CHECK_OK(G->ops->logits(G, dlg, dx, dr, dwn, dwl, dsel, dxn, N, Cc, V, 1e-5f));
+        CHECK_OK(G->ops->sample(G, dt2, dlp2, dlg, dp, N, V));
+        int32_t *tok2 = (int32_t *)down(dt2);
+        float *lp2 = down(dlp2), *glg = down(dlg);
+        /* CPU */
+        float *lg = malloc(sizeof(float) * (size_t)N * V), *sel = malloc(sizeof(float) * (size_t)N * Cc);
+        float *xn = malloc(sizeof(float) * (size_t)N * Cc), *lpc = malloc(sizeof(float) * N);
+        int32_t tokc[16];
+        CHECK_OK(C->ops->logits(C, HF(lg, (int64_t)N * V), HF(x, (int64_t)N * Cc), HI(rows, N), HF(wn, Cc),
+                                dspy_bt(C, bl16, (int64_t)V * Cc, DSPY_DTYPE_BF16), HF(sel, (int64_t)N * Cc),
+                                HF(xn, (int64_t)N * Cc), N, Cc, V, 1e-5f));
+        CHECK_OK(C->ops->sample(C, HI(tokc, N), HF(lpc, N), HF(lg, (int64_t)N * V),
+                                dspy_bt(C, sp, (int64_t)N * DSPY_SAMPLE_PARAM_WORDS, DSPY_DTYPE_I32), N, V));
+        int bad_tok = 0, bad_cpu = 0, compared = 0;
+        double dlp_max = 0, dcpu_max = 0;
+        for (int n = 0; n < N; n++) {
+            bad_tok += tok[n] != tok2[n];
+            dlp_max = fmax(dlp_max, fabs((double)lp[n] - lp2[n]) + (isfinite(lp[n]) ? 0 : 1e9));
+            float b1 = -INFINITY, b2 = -INFINITY;
+            for (int v = 0; v < V; v++) {
+                const float l = lg[(size_t)n * V + v];
+                if (l > b1) b2 = b1, b1 = l;
+                else if (l > b2) b2 = l;
+            }
+            if (b1 - b2 > 0.1f) compared++, bad_cpu += tok[n] != tokc[n];
+            dcpu_max = fmax(dcpu_max, fabs((double)lp[n] - lpc[n]));
+        }
+        /* the planted tie: the logits row whose out row is activation row 0 */
+        int n0 = 0;
+        while (rows[n0] != 0) n0++;
+        const float *g0 = glg + (size_t)n0 * V;
+        const bool tie = g0[t1] == g0[t2] && g0[t1] == g0[t3];
+        if (tie) {
+            g_greedy_ties++;
+            CHECK_INT(tok[n0], t1);
+        }
+        CHECK_INT(bad_tok, 0);
+        CHECK_INT(bad_cpu, 0);
+        check_report(dlp_max <= 1e-5, __FILE__, __LINE__, "%s: logprob %.3g from the sampler's", what, dlp_max);
+        check_report(dcpu_max <= 2e-2, __FILE__, __LINE__, "%s: logprob %.3g from the CPU's", what, dcpu_max);
+        /* again: the same bits */
+        dspy_tensor dt3 = poisoned(DSPY_DTYPE_I32, N), dlp3 = poisoned(DSPY_DTYPE_F32, N);
+        CHECK_OK(G->ops->logits_greedy(G, dt3, dlp3, dx, dr, dwn, dwl, dsel, dxn, N, Cc, V, 1e-5f, &done));
+        int32_t *tok3 = (int32_t *)down(dt3);
+        float *lp3 = down(dlp3);
+        CHECK(memcmp(tok3, tok, sizeof(int32_t) * N) == 0 && memcmp(lp3, lp, sizeof(float) * N) == 0);
+        printf("  %-44s tokens = sampler's, logprob %.1e from it, %.1e from the CPU (%d of %d rows' tokens vs the CPU)%s\n",
+               what, dlp_max, dcpu_max, compared, N, tie ? ", three-way tie" : "");
+        free(tok2), free(lp2), free(glg), free(lg), free(sel), free(xn), free(lpc), free(tok3), free(lp3);
+        dev_free(dlg), dev_free(dp), dev_free(dt2), dev_free(dlp2), dev_free(dt3), dev_free(dlp3);
+    }
+    if (f8) G->ops->f8_unlink(G, dwl.data), dev_free(fq), dev_free(fm);
+    free(x), free(wn), free(wl), free(bl16), free(tok), free(lp);
+    dev_free(dwl), dev_free(dx), dev_free(dwn), dev_free(dr), dev_free(dsel), dev_free(dxn), dev_free(dt), dev_free(dlp);
+}
+
+static void test_logits_greedy(void) {
+    g_greedy_ties = g_greedy_taken = 0;
+    /* V = 5,003: units of 16 (BF16) or 32 rows (FP8) whose last one is short, groups of 16 warps;
+     * V = 40,000 at C = 512: enough units for groups of 4 warps */
+    one_logits_greedy(16, 2048, 5003, true);
+    one_logits_greedy(9, 1088, 5003, true);
+    one_logits_greedy(8, 512, 40000, true);
+    one_logits_greedy(1, 2048, 5003, true);
+    one_logits_greedy(3, 512, 40000, false);
+    one_logits_greedy(16, 512, 40000, false);
+    one_logits_greedy(1, 512, 5003, false); /* one row of BF16 weights: the GEMV's, not taken */
+    one_logits_greedy(5, 520, 5003, false); /* C % 32 != 0: not taken */
+    one_logits_greedy(17, 512, 5003, true); /* above the tensor-core rows: not taken */
+    CHECK(g_greedy_taken == 0 || g_greedy_ties > 0); /* none taken where DSPY_CUDA_MMA=0 */
+    dspy_tensor z = dev_alloc(DSPY_DTYPE_I32, 4);
+    bool done = true;
+    CHECK(G->ops->logits_greedy(G, z, z, z, z, z, z, z, z, 4, 64, 100, 1e-5f, &done) == DSPY_ERR_ARG && !done);
+    CHECK(strstr(dspy_errmsg(), "logits_greedy: logprobs is I32"));
+    dev_free(z);
+}
+
 /* mask_logits on the Llama 3 vocabulary: the same -inf pattern, kept logits bit-exact, shifts
  * within 1e-4 of the CPU's (double) and exactly 0 for an all-ones mask; then greedy sampling of
  * the masked rows picks the same allowed argmax on both backends. */
@@ -1313,6 +1448,7 @@ int main(int argc, char **argv) {
     RUN_SOME(test_attention_decode_cascade);
     RUN_SOME(test_sample);
     RUN_SOME(test_mask_logits);
+    RUN_SOME(test_logits_greedy);
     RUN_SOME(test_graph);
     RUN_SOME(test_errors);
 #undef RUN_SOME

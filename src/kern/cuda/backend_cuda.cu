@@ -220,6 +220,7 @@ static const dspy_ops k_cuda_ops = {
     .f8_unlink = dspy_cu_f8_unlink,
     .mlp_f16 = dspy_cu_mlp_f16,
     .mlp_act8 = dspy_cu_mlp_act8,
+    .logits_greedy = dspy_cu_logits_greedy,
 };
 
 /* ---- lifetime ---------------------------------------------------------------------------- */
@@ -252,6 +253,18 @@ extern "C" dspy_status dspy_backend_cuda_reserve(dspy_backend *be, const dspy_ba
         cudaFree(s->samp_part);
         cudaFree(s->samp_count);
         s->samp_part = np, s->samp_count = nc, s->samp_rows = srows;
+    }
+    if (!s->greedy_part) {
+        float4 *np = NULL;
+        int *nc = NULL;
+        DSPY_TRY(cu_alloc(be, (size_t)16 * s->sm_count * sizeof(float4), (void **)&np));
+        if (dspy_status st = cu_alloc(be, sizeof(int), (void **)&nc)) {
+            cudaFree(np);
+            return st;
+        }
+        s->greedy_part = np, s->greedy_count = nc, s->greedy_blocks = s->sm_count;
+        DSPY_TRY(dspy_cu_check(be, cudaMemsetAsync(nc, 0, sizeof(int), s->stream), "zero counters"));
+        DSPY_TRY(dspy_cu_check(be, cudaStreamSynchronize(s->stream), "zero counters"));
     }
     size_t a8 = (size_t)(p->max_rows > 0 ? p->max_rows : 0) * (size_t)(p->act8_width > 0 ? p->act8_width : 0);
     if (a8 > s->act8_n) {
@@ -350,6 +363,8 @@ extern "C" void dspy_backend_cuda_release(dspy_backend *be) {
     cudaFree(s->att_count);
     cudaFree(s->samp_part);
     cudaFree(s->samp_count);
+    cudaFree(s->greedy_part);
+    cudaFree(s->greedy_count);
     dspy_cu_train_release(s);
     dspy_cu_split_release(s);
     dspy_cu_sdpa_release(s);

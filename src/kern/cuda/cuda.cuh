@@ -67,6 +67,9 @@ struct cuda_state {
     int *samp_count;        /* (2, samp_rows) arrival counters of the sampler, then of mask_logits; zero
                                between launches */
     size_t samp_rows;
+    float4 *greedy_part;    /* logits_greedy: (16 rows, greedy_blocks) partial states (gemv_mma.cu) */
+    int *greedy_count;      /* its arrival counter, zero between launches */
+    int greedy_blocks;      /* the SM count (a launch's most blocks) */
     float *train_rows;      /* training: (train_rows_n) per-row floats, max_rows * NH (train_*.cu) */
     struct cu_sdpa *sdpa;   /* training attention through cuDNN (train_attention_cudnn.cu), made at first use */
     struct cu_split *split; /* its prefix-shared split's scratch (train_attention_split.cu), made when planned */
@@ -211,6 +214,9 @@ dspy_status dspy_cu_mlp_in(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_
                       dspy_tensor xn, dspy_tensor gu, int N, int C, int I, float eps);
 bool dspy_cu_mlp_f16(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_tensor w_norm, dspy_tensor w_gate_up,
                      dspy_tensor w_down, int N, int C, int I);
+dspy_status dspy_cu_logits_greedy(dspy_backend *be, dspy_tensor tokens, dspy_tensor logprobs, dspy_tensor x,
+                                  dspy_tensor rows, dspy_tensor w_norm, dspy_tensor w, dspy_tensor sel, dspy_tensor seln,
+                                  int M, int C, int V, float eps, bool *done);
 dspy_status dspy_cu_logits(dspy_backend *be, dspy_tensor out, dspy_tensor x, dspy_tensor rows, dspy_tensor w_norm,
                       dspy_tensor w, dspy_tensor sel, dspy_tensor seln, int M, int C, int V, float eps);
 dspy_status dspy_cu_linear(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor w, dspy_tensor bias, int N,

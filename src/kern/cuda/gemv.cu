@@ -581,6 +581,23 @@ dspy_status dspy_cu_logits(dspy_backend *be, dspy_tensor out, dspy_tensor x, dsp
     }
 }
 
+dspy_status dspy_cu_logits_greedy(dspy_backend *be, dspy_tensor tokens, dspy_tensor logprobs, dspy_tensor x,
+                                  dspy_tensor rows, dspy_tensor w_norm, dspy_tensor w, dspy_tensor sel, dspy_tensor seln,
+                                  int M, int C, int V, float eps, bool *done) {
+    (void)sel, (void)seln; /* the tensor-core kernel normalises in shared memory */
+    *done = false;
+    CU_ENTER(be);
+    if (M == 0) return DSPY_OK;
+    CU_NEED("logits_greedy", "tokens", tokens, DSPY_DTYPE_I32, M);
+    CU_NEED("logits_greedy", "logprobs", logprobs, DSPY_DTYPE_F32, M);
+    CU_NEED("logits_greedy", "x", x, DSPY_DTYPE_F32, C);
+    CU_NEED("logits_greedy", "rows", rows, DSPY_DTYPE_I32, M);
+    CU_NEED("logits_greedy", "w_norm", w_norm, DSPY_DTYPE_F32, C);
+    CU_NEED("logits_greedy", "w", w, DSPY_DTYPE_BF16, (int64_t)V * C);
+    if (V <= 0) return dspy_fail(DSPY_ERR_ARG, "logits_greedy: vocabulary %d must be positive", V);
+    return dspy_cu_mma_logits_greedy(be, done, tokens, logprobs, x, rows, w_norm, w, M, C, V, eps);
+}
+
 /* Release flag and measured occupancies (shared memory: the normed rows of a 2,048-wide model;
  * wider rows need more, which only lowers the count when shared memory is what limits it). */
 dspy_status dspy_cu_gemv_setup(dspy_backend *be) {

@@ -491,13 +491,110 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_mlp_in(const void
 
 /* ---- logits: gather + final RMSNorm + lm_head ---------------------------------------------- */
 
-template <int NT, bool F8, int T, int KW>
+/* Greedy (kern/ops.h logits_greedy): a running maximum m, the lowest id holding it, and the sum s
+ * of exp(v - m) over the values seen; empty while m = -inf. */
+struct greedy_st {
+    float m, s;
+    int id;
+};
+
+static __device__ __forceinline__ void greedy_add(greedy_st &g, float v, int id) {
+    if (v > g.m) {
+        g.s = g.s * expf(g.m - v) + 1.0f; /* the old sum rescaled (0 while empty) */
+        g.m = v, g.id = id;
+    } else if (v > -INFINITY) {
+        g.s += expf(v - g.m);
+        if (v == g.m && id < g.id) g.id = id;
+    }
+}
+
+/* Symmetric in a and b (the butterflies below leave both lanes of a pair with the same state). */
+static __device__ __forceinline__ void greedy_merge(greedy_st &a, const greedy_st &b) {
+    if (b.m == -INFINITY) return;
+    if (a.m == -INFINITY) {
+        a = b;
+        return;
+    }
+    const float M = fmaxf(a.m, b.m);
+    a.s = a.s * expf(a.m - M) + b.s * expf(b.m - M);
+    if (b.m > a.m || (b.m == a.m && b.id < a.id)) a.id = b.id;
+    a.m = M;
+}
+
+static __device__ __forceinline__ greedy_st greedy_shfl(const greedy_st &g, int o) {
+    return {__shfl_xor_sync(0xffffffffu, g.m, o), __shfl_xor_sync(0xffffffffu, g.s, o),
+            __shfl_xor_sync(0xffffffffu, g.id, o)};
+}
+
+/* The block's greedy states into one per row (rows < M): g[nt] of a lane holds activation row
+ * 8 nt + 2 (lane % 4) + (w % KW) % 2 (stream_step's epilogue: warp w takes fragment values
+ * e = w % KW, w % KW + KW, ... and KW is even), merged over the lanes that share it (lane / 4),
+ * then over the warps. Each block writes its rows' states to part (row, block); the block that
+ * arrives last (count, which it resets for the next launch or graph replay) merges them in block
+ * order, warp n taking row n, and writes tokens and logprobs as k_sample does (logit[token] -
+ * (m + log s)). Fixed orders throughout: the same logits give the same token and logprob. sm:
+ * 16 x 2 x 4 x 3 floats of shared memory no warp still reads. */
+template <int NT, int KW>
+static __device__ __forceinline__ void greedy_finish(greedy_st (&g)[NT], int M, int32_t *__restrict__ tokens,
+                                                     float *__restrict__ logprobs, float4 *__restrict__ part,
+                                                     int *__restrict__ count, float *sm) {
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int o = 4; o < 32; o <<= 1) greedy_merge(g[nt], greedy_shfl(g[nt], o));
+    __syncthreads(); /* every group is past its last unit: sm (the reduction area) is free */
+    if (lane < 4)
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            float *e = sm + ((w * 2 + nt) * 4 + lane) * 3;
+            e[0] = g[nt].m, e[1] = g[nt].s, e[2] = __int_as_float(g[nt].id);
+        }
+    __syncthreads();
+    const int n = threadIdx.x;
+    if (n < M) {
+        greedy_st a = {-INFINITY, 0.0f, 0x7fffffff};
+        for (int ww = 0; ww < MW; ww++) {
+            if ((ww % KW) % 2 != n % 2) continue;
+            const float *e = sm + ((ww * 2 + n / 8) * 4 + (n % 8) / 2) * 3;
+            greedy_merge(a, greedy_st{e[0], e[1], __float_as_int(e[2])});
+        }
+        __stcg(part + (int64_t)n * gridDim.x + blockIdx.x, make_float4(a.m, a.s, __int_as_float(a.id), 0.0f));
+        __threadfence();
+    }
+    __syncthreads();
+    int *last = (int *)sm;
+    if (threadIdx.x == 0) *last = atomicAdd(count, 1) == (int)gridDim.x - 1;
+    __syncthreads();
+    if (!*last) return;
+    __threadfence();
+    if (w < M) {
+        greedy_st a = {-INFINITY, 0.0f, 0x7fffffff};
+        for (int b = lane; b < (int)gridDim.x; b += 32) {
+            const float4 v = __ldcg(part + (int64_t)w * gridDim.x + b);
+            greedy_merge(a, greedy_st{v.x, v.y, __float_as_int(v.z)});
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) greedy_merge(a, greedy_shfl(a, o));
+        if (lane == 0) {
+            tokens[w] = a.id;
+            logprobs[w] = a.m - (a.m + logf(a.s));
+        }
+    }
+    if (threadIdx.x == 0) *count = 0;
+}
+
+/* G: logits_greedy (tokens, logprobs, part and count; out unused), else logits (out). */
+template <int NT, bool F8, int T, int KW, bool G>
 static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_logits(const void *__restrict__ W,
                                                                       const float *__restrict__ scale,
                                                                       const float *__restrict__ x,
                                                                       const int32_t *__restrict__ rows,
                                                                       const float *__restrict__ wn, float eps,
-                                                                      float *__restrict__ out, int M, int C, int V) {
+                                                                      float *__restrict__ out, int M, int C, int V,
+                                                                      int32_t *__restrict__ tokens,
+                                                                      float *__restrict__ logprobs,
+                                                                      float4 *__restrict__ part, int *__restrict__ count) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const int ldx = row_ld(C, F8);
     bf16 *xs = (bf16 *)smem_raw;
@@ -508,13 +605,30 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_logits(const void
     first_batches<T, F8, KW>(b0, b1, W, C, units, row_of);
     griddep_wait(CU_REL_LOGITS);
     norm_rows<NT, F8>(xs, ldx, x, rows, wn, M, C, eps);
-    run_units<NT, T, false, F8, KW>(b0, b1, W, scale, C, units, xs, ldx, M, red, row_of, [=](int u, int r, int n, float va,
-                                                                                        float vb) {
-        for (int tt = 0; tt < T; tt++) {
-            const int row = u * 16 * T + tt * 16 + r;
-            if (row < V) out[(int64_t)n * V + row] = tt ? vb : va;
-        }
-    });
+    if constexpr (G) {
+        greedy_st g[NT];
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) g[nt] = {-INFINITY, 0.0f, 0x7fffffff};
+        run_units<NT, T, false, F8, KW>(b0, b1, W, scale, C, units, xs, ldx, M, red, row_of,
+                                        [&](int u, int r, int n, float va, float vb) {
+#pragma unroll
+                                            for (int tt = 0; tt < T; tt++) {
+                                                const int row = u * 16 * T + tt * 16 + r;
+                                                if (row >= V) continue; /* row_of's clamped copies */
+                                                if (NT == 1 || n < 8) greedy_add(g[0], tt ? vb : va, row);
+                                                else greedy_add(g[NT - 1], tt ? vb : va, row);
+                                            }
+                                        });
+        greedy_finish<NT, KW>(g, M, tokens, logprobs, part, count, red);
+    } else {
+        run_units<NT, T, false, F8, KW>(b0, b1, W, scale, C, units, xs, ldx, M, red, row_of,
+                                        [=](int u, int r, int n, float va, float vb) {
+                                            for (int tt = 0; tt < T; tt++) {
+                                                const int row = u * 16 * T + tt * 16 + r;
+                                                if (row < V) out[(int64_t)n * V + row] = tt ? vb : va;
+                                            }
+                                        });
+    }
 }
 
 /* ---- host side ------------------------------------------------------------------------------- */
@@ -702,24 +816,44 @@ bool dspy_cu_mma_mlp_f16(dspy_tensor h, dspy_tensor x, dspy_tensor w_norm, dspy_
            dspy_cu_mma_fits(N, C, I, w_down.data, h.data);
 }
 
-dspy_status dspy_cu_mma_logits(dspy_backend *be, bool *taken, dspy_tensor out, dspy_tensor x, dspy_tensor rows,
-                               dspy_tensor w_norm, dspy_tensor w, int M, int C, int V, float eps) {
-    /* the arguments were checked by the caller, gemv.cu's logits entry */
+/* logits (out) or, where tokens is given, logits_greedy (tokens, logprobs; out unused). */
+static dspy_status mma_logits(dspy_backend *be, bool *taken, float *op, int32_t *tokens, float *logprobs, dspy_tensor x,
+                              dspy_tensor rows, dspy_tensor w_norm, dspy_tensor w, int M, int C, int V, float eps) {
+    /* the arguments were checked by the caller, gemv.cu's logits entries */
     F8_PICK(w, V, C);
     const int T = lin_tiles(be, f8, V, C), units = (V + 16 * T - 1) / (16 * T);
     *taken = fused_fits(M, V, C, w.data, x.data, w_norm.data, T, f8);
     if (!*taken) return DSPY_OK;
     const float *xp = (const float *)x.data, *wn = (const float *)w_norm.data;
     const int32_t *rp = (const int32_t *)rows.data;
-    float *op = (float *)out.data;
     const bool kw4 = use_kw4(be, units);
+    const unsigned grid = grid_kw(be, units, kw4);
+    cuda_state *s = cu_of(be);
+    if (tokens && ((int)grid > s->greedy_blocks || M > 16))
+        return dspy_cu_fail(be, DSPY_ERR_BACKEND, "logits_greedy: %u blocks x %d rows exceed the scratch planned for %d x 16",
+                            grid, M, s->greedy_blocks);
 #define LAUNCH(NT, F8, T, KW)                                                                                       \
-    return cu_launch(be, F8 ? "logits (tensor-core gemv, FP8 weights)" : "logits (tensor-core gemv)",              \
-                     k_mma_logits<NT, F8, T, KW>, grid_kw(be, units, kw4), MMA_THREADS,                             \
-                     smem_bytes(NT, T, C, true, F8), Wp, mp,                                                        \
-                     xp, rp, wn, eps, op, M, C, V)
+    return tokens ? cu_launch(be, F8 ? "logits_greedy (tensor-core gemv, FP8 weights)" : "logits_greedy (tensor-core gemv)", \
+                              k_mma_logits<NT, F8, T, KW, true>, grid, MMA_THREADS, smem_bytes(NT, T, C, true, F8), Wp,  \
+                              mp, xp, rp, wn, eps, (float *)NULL, M, C, V, tokens, logprobs, s->greedy_part,       \
+                              s->greedy_count)                                                                     \
+                  : cu_launch(be, F8 ? "logits (tensor-core gemv, FP8 weights)" : "logits (tensor-core gemv)",        \
+                              k_mma_logits<NT, F8, T, KW, false>, grid, MMA_THREADS, smem_bytes(NT, T, C, true, F8), Wp, \
+                              mp, xp, rp, wn, eps, op, M, C, V, (int32_t *)NULL, (float *)NULL, (float4 *)NULL,    \
+                              (int *)NULL)
     MMA_INSTANCE(M, f8, T, kw4);
 #undef LAUNCH
+}
+
+dspy_status dspy_cu_mma_logits(dspy_backend *be, bool *taken, dspy_tensor out, dspy_tensor x, dspy_tensor rows,
+                               dspy_tensor w_norm, dspy_tensor w, int M, int C, int V, float eps) {
+    return mma_logits(be, taken, (float *)out.data, NULL, NULL, x, rows, w_norm, w, M, C, V, eps);
+}
+
+dspy_status dspy_cu_mma_logits_greedy(dspy_backend *be, bool *taken, dspy_tensor tokens, dspy_tensor logprobs,
+                                      dspy_tensor x, dspy_tensor rows, dspy_tensor w_norm, dspy_tensor w, int M, int C,
+                                      int V, float eps) {
+    return mma_logits(be, taken, NULL, (int32_t *)tokens.data, (float *)logprobs.data, x, rows, w_norm, w, M, C, V, eps);
 }
 
 dspy_status dspy_cu_mma_setup(dspy_backend *be) {
@@ -748,7 +882,8 @@ dspy_status dspy_cu_mma_setup(dspy_backend *be) {
     ATTR(K<2, true, 1 __VA_ARGS__>) ATTR(K<1, true, 2 __VA_ARGS__>) ATTR(K<2, true, 2 __VA_ARGS__>)
     ATTR3(k_mma_linear, , false) ATTR(k_mma_linear<1, true, 1, true>) ATTR(k_mma_linear<2, true, 1, true>)
     ATTR(k_mma_linear<1, true, 2, true>) ATTR(k_mma_linear<2, true, 2, true>) ATTR2(k_mma_attn_in) ATTR2(k_mma_mlp_in, , 4) ATTR2(k_mma_mlp_in, , MW)
-    ATTR3(k_mma_logits, , 4) ATTR3(k_mma_logits, , MW)
+    ATTR3(k_mma_logits, , 4, false) ATTR3(k_mma_logits, , MW, false)
+    ATTR3(k_mma_logits, , 4, true) ATTR3(k_mma_logits, , MW, true)
 #undef ATTR3
 #undef ATTR2
 #undef ATTR

@@ -36,6 +36,11 @@ bool dspy_cu_mma_mlp_f16(dspy_tensor h, dspy_tensor x, dspy_tensor w_norm, dspy_
                          int N, int C, int I);
 dspy_status dspy_cu_mma_logits(dspy_backend *be, bool *taken, dspy_tensor out, dspy_tensor x, dspy_tensor rows,
                                dspy_tensor w_norm, dspy_tensor w, int M, int C, int V, float eps);
+/* logits_greedy's kernel (kern/ops.h): logits' tensor-core kernel with the greedy epilogue;
+ * *taken as for logits. */
+dspy_status dspy_cu_mma_logits_greedy(dspy_backend *be, bool *taken, dspy_tensor tokens, dspy_tensor logprobs,
+                                      dspy_tensor x, dspy_tensor rows, dspy_tensor w_norm, dspy_tensor w, int M, int C,
+                                      int V, float eps);
 
 /* Kernel attributes (dynamic shared memory above 48 KB); at init. */
 dspy_status dspy_cu_mma_setup(dspy_backend *be);
