@@ -10,7 +10,8 @@
  *     step within BF16 tolerance of each other (a near tie; printed);
  *   - the tensor-core projections (5..16 rows): logits of 5- to 16-token prompts against the CPU
  *     engine's; 16 sequences decoding together, graphs == direct;
- *   - the engine: staggered, batched sequences give the same tokens with CUDA graphs as without;
+ *   - the engine: staggered, batched sequences give the same tokens with CUDA graphs as without,
+ *     and with the sampler inside the logits op (greedy steps) as apart from it;
  *     seeded sampling is reproducible; no allocation after dspy_engine_new (device_allocs);
  *     constrained sequences among free ones (the masked graph capture) keep to their automaton
  *     and leave the free ones' tokens unchanged;
@@ -307,15 +308,20 @@ static float *prompt_logits(dspy_model *m, const int32_t *p, int n, int V) {
 }
 
 /* 16 prompts of 20 + 9 s tokens (ps, plen: the caller frees ps) decoded together on m with CUDA
- * graphs and without: the same tokens, which a receives. */
+ * graphs and without, and with the sampler run apart from the logits (DSPY_ENGINE_GREEDY=0; by
+ * default these greedy steps sample inside the logits op): the same tokens, which a receives. */
 static void batch16_graphs_direct(dspy_model *m, int V, int32_t **ps, int *plen, int32_t (*a)[24]) {
-    int32_t b[16][24];
+    int32_t b[16][24], c[16][24];
     for (int s = 0; s < 16; s++) plen[s] = 20 + 9 * s, ps[s] = prompt(plen[s], V, 100 + s);
     run_batch16(m, ps, plen, a);
     setenv("DSPY_CUDA_GRAPHS", "0", 1);
     run_batch16(m, ps, plen, b);
     unsetenv("DSPY_CUDA_GRAPHS");
     CHECK(memcmp(a, b, sizeof b) == 0);
+    setenv("DSPY_ENGINE_GREEDY", "0", 1);
+    run_batch16(m, ps, plen, c);
+    unsetenv("DSPY_ENGINE_GREEDY");
+    CHECK(memcmp(a, c, sizeof c) == 0);
 }
 
 static void test_batch16(void) {
