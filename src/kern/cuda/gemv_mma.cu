@@ -491,6 +491,8 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_mlp_in(const void
 
 /* ---- logits: gather + final RMSNorm + lm_head ---------------------------------------------- */
 
+enum { GREEDY_MAX_BLOCKS = 256 }; /* a logits_greedy launch's most blocks (its grid is one wave) */
+
 /* Greedy (kern/ops.h logits_greedy): a running maximum m, the lowest id holding it, and the sum s
  * of exp(v - m) over the values seen; empty while m = -inf. */
 struct greedy_st {
@@ -529,10 +531,10 @@ static __device__ __forceinline__ greedy_st greedy_shfl(const greedy_st &g, int 
 /* The block's greedy states into one per row (rows < M): g[nt] of a lane holds activation row
  * 8 nt + 2 (lane % 4) + (w % KW) % 2 (stream_step's epilogue: warp w takes fragment values
  * e = w % KW, w % KW + KW, ... and KW is even), merged over the lanes that share it (lane / 4),
- * then over the warps. Each block writes its rows' states to part (row, block); the block that
- * arrives last (count, which it resets for the next launch or graph replay) merges them in block
- * order, warp n taking row n, and writes tokens and logprobs as k_sample does (logit[token] -
- * (m + log s)). Fixed orders throughout: the same logits give the same token and logprob. sm:
+ * then over the warps (warp n takes row n, one warp's entry a lane). Each block writes its rows'
+ * states to part (row, block); the block that arrives last (count, which it resets for the next
+ * launch or graph replay) loads them all at once and merges them (warp n row n), and writes tokens
+ * and logprobs as k_sample does (logit[token] - (m + log s)). Fixed orders throughout: the same logits give the same token and logprob. sm:
  * 16 x 2 x 4 x 3 floats of shared memory no warp still reads. */
 template <int NT, int KW>
 static __device__ __forceinline__ void greedy_finish(greedy_st (&g)[NT], int M, int32_t *__restrict__ tokens,
@@ -551,16 +553,19 @@ static __device__ __forceinline__ void greedy_finish(greedy_st (&g)[NT], int M, 
             e[0] = g[nt].m, e[1] = g[nt].s, e[2] = __int_as_float(g[nt].id);
         }
     __syncthreads();
-    const int n = threadIdx.x;
-    if (n < M) {
+    if (w < M) { /* warp n = w merges row n: lane l takes warp l's entry, then a butterfly */
+        const int n = w;
         greedy_st a = {-INFINITY, 0.0f, 0x7fffffff};
-        for (int ww = 0; ww < MW; ww++) {
-            if ((ww % KW) % 2 != n % 2) continue;
-            const float *e = sm + ((ww * 2 + n / 8) * 4 + (n % 8) / 2) * 3;
-            greedy_merge(a, greedy_st{e[0], e[1], __float_as_int(e[2])});
+        if (lane < MW && (lane % KW) % 2 == n % 2) {
+            const float *e = sm + ((lane * 2 + n / 8) * 4 + (n % 8) / 2) * 3;
+            a = greedy_st{e[0], e[1], __float_as_int(e[2])};
         }
-        __stcg(part + (int64_t)n * gridDim.x + blockIdx.x, make_float4(a.m, a.s, __int_as_float(a.id), 0.0f));
-        __threadfence();
+#pragma unroll
+        for (int o = MW / 2; o > 0; o >>= 1) greedy_merge(a, greedy_shfl(a, o));
+        if (lane == 0) {
+            __stcg(part + (int64_t)n * gridDim.x + blockIdx.x, make_float4(a.m, a.s, __int_as_float(a.id), 0.0f));
+            __threadfence();
+        }
     }
     __syncthreads();
     int *last = (int *)sm;
@@ -568,12 +573,16 @@ static __device__ __forceinline__ void greedy_finish(greedy_st (&g)[NT], int M, 
     __syncthreads();
     if (!*last) return;
     __threadfence();
-    if (w < M) {
-        greedy_st a = {-INFINITY, 0.0f, 0x7fffffff};
-        for (int b = lane; b < (int)gridDim.x; b += 32) {
-            const float4 v = __ldcg(part + (int64_t)w * gridDim.x + b);
-            greedy_merge(a, greedy_st{v.x, v.y, __float_as_int(v.z)});
+    if (w < M) { /* every partial of the row loaded at once (GREEDY_MAX_BLOCKS / 32 a lane), then merged */
+        float4 v[GREEDY_MAX_BLOCKS / 32];
+#pragma unroll
+        for (int k = 0; k < GREEDY_MAX_BLOCKS / 32; k++) {
+            const int b = lane + 32 * k;
+            v[k] = b < (int)gridDim.x ? __ldcg(part + (int64_t)w * gridDim.x + b) : make_float4(-INFINITY, 0.0f, 0.0f, 0.0f);
         }
+        greedy_st a = {-INFINITY, 0.0f, 0x7fffffff};
+#pragma unroll
+        for (int k = 0; k < GREEDY_MAX_BLOCKS / 32; k++) greedy_merge(a, greedy_st{v[k].x, v[k].y, __float_as_int(v[k].z)});
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1) greedy_merge(a, greedy_shfl(a, o));
         if (lane == 0) {
@@ -829,7 +838,7 @@ static dspy_status mma_logits(dspy_backend *be, bool *taken, float *op, int32_t 
     const bool kw4 = use_kw4(be, units);
     const unsigned grid = grid_kw(be, units, kw4);
     cuda_state *s = cu_of(be);
-    if (tokens && ((int)grid > s->greedy_blocks || M > 16))
+    if (tokens && ((int)grid > s->greedy_blocks || (int)grid > GREEDY_MAX_BLOCKS || M > 16))
         return dspy_cu_fail(be, DSPY_ERR_BACKEND, "logits_greedy: %u blocks x %d rows exceed the scratch planned for %d x 16",
                             grid, M, s->greedy_blocks);
 #define LAUNCH(NT, F8, T, KW)                                                                                       \
