@@ -104,30 +104,34 @@ static dspy_status forward_layers(const dspy_model *m, dspy_backend *be, dspy_kv
     return DSPY_OK;
 }
 
-dspy_status dspy_forward(const dspy_model *m, dspy_backend *be, dspy_kv_cache *kv, dspy_fwd_buf *buf,
-                         const dspy_fwd_batch *b) {
-    DSPY_TRY(forward_layers(m, be, kv, buf, b));
+/* buf->logits (M, V) of the batch's out rows from the residual stream forward_layers left. */
+static dspy_status forward_logits(const dspy_model *m, dspy_backend *be, dspy_fwd_buf *buf, const dspy_fwd_batch *b) {
     const dspy_model_config *c = dspy_model_config_get(m);
     const dspy_model_weights *w = dspy_model_weights_get(m);
     const int M = b->n_out, C = c->hidden_size, V = c->vocab_size;
     return be->ops->logits(be, rows_of(buf->logits, M, V), rows_of(buf->x, b->n, C), b->out_rows, w->final_norm,
                            w->lm_head, rows_of(buf->sel, M, C), rows_of(buf->seln, M, C), M, C, V,
-                           (float)c->rms_norm_eps); /* (M, V) */
+                           (float)c->rms_norm_eps);
+}
+
+dspy_status dspy_forward(const dspy_model *m, dspy_backend *be, dspy_kv_cache *kv, dspy_fwd_buf *buf,
+                         const dspy_fwd_batch *b) {
+    DSPY_TRY(forward_layers(m, be, kv, buf, b));
+    return forward_logits(m, be, buf, b);
 }
 
 dspy_status dspy_forward_greedy(const dspy_model *m, dspy_backend *be, dspy_kv_cache *kv, dspy_fwd_buf *buf,
                                 const dspy_fwd_batch *b, dspy_tensor tokens, dspy_tensor logprobs, bool *done) {
     *done = false;
-    if (!be->ops->logits_greedy) return dspy_forward(m, be, kv, buf, b);
     DSPY_TRY(forward_layers(m, be, kv, buf, b));
-    const dspy_model_config *c = dspy_model_config_get(m);
-    const dspy_model_weights *w = dspy_model_weights_get(m);
-    const int M = b->n_out, C = c->hidden_size, V = c->vocab_size;
-    const dspy_tensor x = rows_of(buf->x, b->n, C), sel = rows_of(buf->sel, M, C), seln = rows_of(buf->seln, M, C);
-    const float eps = (float)c->rms_norm_eps;
-    DSPY_TRY(be->ops->logits_greedy(be, tokens, logprobs, x, b->out_rows, w->final_norm, w->lm_head, sel, seln, M, C,
-                                    V, eps, done));
-    if (*done) return DSPY_OK;
-    return be->ops->logits(be, rows_of(buf->logits, M, V), x, b->out_rows, w->final_norm, w->lm_head, sel, seln, M, C,
-                           V, eps);
+    if (be->ops->logits_greedy) {
+        const dspy_model_config *c = dspy_model_config_get(m);
+        const dspy_model_weights *w = dspy_model_weights_get(m);
+        const int M = b->n_out, C = c->hidden_size, V = c->vocab_size;
+        DSPY_TRY(be->ops->logits_greedy(be, tokens, logprobs, rows_of(buf->x, b->n, C), b->out_rows, w->final_norm,
+                                        w->lm_head, rows_of(buf->sel, M, C), rows_of(buf->seln, M, C), M, C, V,
+                                        (float)c->rms_norm_eps, done));
+        if (*done) return DSPY_OK;
+    }
+    return forward_logits(m, be, buf, b);
 }
