@@ -262,7 +262,7 @@ extern "C" dspy_status dspy_backend_cuda_reserve(dspy_backend *be, const dspy_ba
             cudaFree(np);
             return st;
         }
-        s->greedy_part = np, s->greedy_count = nc, s->greedy_blocks = s->sm_count;
+        s->greedy_part = np, s->greedy_count = nc;
         DSPY_TRY(dspy_cu_check(be, cudaMemsetAsync(nc, 0, sizeof(int), s->stream), "zero counters"));
         DSPY_TRY(dspy_cu_check(be, cudaStreamSynchronize(s->stream), "zero counters"));
     }

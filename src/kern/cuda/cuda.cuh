@@ -67,9 +67,8 @@ struct cuda_state {
     int *samp_count;        /* (2, samp_rows) arrival counters of the sampler, then of mask_logits; zero
                                between launches */
     size_t samp_rows;
-    float4 *greedy_part;    /* logits_greedy: (16 rows, greedy_blocks) partial states (gemv_mma.cu) */
+    float4 *greedy_part;    /* logits_greedy: (16 rows, sm_count blocks) partial states (gemv_mma.cu) */
     int *greedy_count;      /* its arrival counter, zero between launches */
-    int greedy_blocks;      /* the SM count (a launch's most blocks) */
     float *train_rows;      /* training: (train_rows_n) per-row floats, max_rows * NH (train_*.cu) */
     struct cu_sdpa *sdpa;   /* training attention through cuDNN (train_attention_cudnn.cu), made at first use */
     struct cu_split *split; /* its prefix-shared split's scratch (train_attention_split.cu), made when planned */
