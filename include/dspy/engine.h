@@ -83,9 +83,23 @@ typedef struct dspy_engine_params {
                                  CUDA (a drafting step runs eagerly, not replayed as a graph; not
                                  measured there yet); 0 = off; at most DSPY_ENGINE_MAX_SPEC;
                                  DSPY_ENGINE_JUMP=K overrides it. */
+    int32_t multi_steps;      /* decode runs: where every fed sequence decodes greedily and
+                                 unconstrained, up to this many decode steps are queued behind one
+                                 another from one dspy_engine_step_begin (each step's tokens fed to
+                                 the next on the device, kern/ops.h decode_advance), so the host's
+                                 round trip between steps goes (B2's graph steps on the H200, batch
+                                 14-16: 762 -> 750 us). A run stops where a sequence reaches its
+                                 max_tokens, and a sequence that ends earlier (eos, a stop id)
+                                 has its later rows computed and dropped; the tokens are those of
+                                 multi_steps 1 (CPU: bit for bit). Its tokens reach the caller
+                                 together at the run's end, and work added meanwhile waits for it
+                                 (dspy_engine_limit_run). -1 (default) = auto: 8 where decode steps
+                                 replay graphs (CUDA; B2 on the H200: 0.516 s -> 0.504 with runs of
+                                 8, 0.507 with 4), 1 (off) on the CPU; at most
+                                 DSPY_ENGINE_MAX_RUN; DSPY_ENGINE_MULTI=K overrides it. */
 } dspy_engine_params;
 
-enum { DSPY_ENGINE_MAX_SPEC = 32 };
+enum { DSPY_ENGINE_MAX_SPEC = 32, DSPY_ENGINE_MAX_RUN = 32 };
 
 DSPY_API dspy_engine_params dspy_engine_params_default(void);
 
@@ -178,6 +192,7 @@ typedef struct dspy_engine_profile {
     int64_t spec_steps;                 /* steps in which some sequence fed drafted tokens (eager) */
     int64_t draft_tokens;               /* drafted tokens fed (spec_tokens > 0) */
     int64_t accepted_tokens;            /* of those, accepted (each one a step saved) */
+    int64_t run_steps;                  /* decode steps queued in runs of 2 or more (multi_steps) */
 } dspy_engine_profile;
 
 DSPY_API const char *dspy_step_kind_name(dspy_step_kind k); /* "graph", "decode", "mixed", "prefill" */
@@ -219,6 +234,11 @@ DSPY_API dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out);
  * DSPY_ERR_STATE, a second begin too. dspy_engine_step is begin then end. */
 DSPY_API dspy_status dspy_engine_step_begin(dspy_engine *e, bool *launched);
 DSPY_API dspy_status dspy_engine_step_end(dspy_engine *e, dspy_step_out *out);
+
+/* The most decode steps the next dspy_engine_step_begin may queue as one run (see
+ * dspy_engine_params.multi_steps), until changed: a caller with work waiting to be added sets 1,
+ * so that the work joins at the next step; the default is no limit. Values below 1 mean 1. */
+DSPY_API void dspy_engine_limit_run(dspy_engine *e, int32_t steps);
 
 /* Cancels an active sequence and frees its KV cache (e.g. a stop string matched, or the client
  * went away); during a step in flight, when that step ends. DSPY_ERR_NOTFOUND when the id is not

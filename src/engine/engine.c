@@ -26,7 +26,7 @@
 #include "engine/engine_impl.h"
 
 dspy_engine_params dspy_engine_params_default(void) {
-    dspy_engine_params p = {8, 0, 16, 256, 0, -1};
+    dspy_engine_params p = {8, 0, 16, 256, 0, -1, -1};
     return p;
 }
 
@@ -61,6 +61,8 @@ void dspy_engine_free(dspy_engine *e) {
         e->be->ops->free(e->be, e->meta_d);
         e->be->ops->free_host(e->be, e->res_h);
         e->be->ops->free(e->be, e->res_d);
+        e->be->ops->free_host(e->be, e->ring_h);
+        e->be->ops->free(e->be, e->ring_d);
         e->be->ops->free_host(e->be, e->cmask_h);
         e->be->ops->free(e->be, e->cmask_d);
     }
@@ -90,9 +92,9 @@ dspy_status dspy_engine_new(const dspy_model *model, const dspy_engine_params *p
     dspy_engine_params p = pp ? *pp : dspy_engine_params_default();
     const dspy_model_config *c = dspy_model_config_get(model);
     /* benchmarking: drafted tokens per step, overriding p */
-    const char *envs[2] = {"DSPY_ENGINE_SPEC", "DSPY_ENGINE_JUMP"};
-    int32_t *fields[2] = {&p.spec_tokens, &p.jump_tokens};
-    for (int i = 0; i < 2; i++) {
+    const char *envs[3] = {"DSPY_ENGINE_SPEC", "DSPY_ENGINE_JUMP", "DSPY_ENGINE_MULTI"};
+    int32_t *fields[3] = {&p.spec_tokens, &p.jump_tokens, &p.multi_steps};
+    for (int i = 0; i < 3; i++) {
         const char *sk = getenv(envs[i]);
         if (!sk || !*sk) continue;
         char *end;
@@ -115,6 +117,9 @@ dspy_status dspy_engine_new(const dspy_model *model, const dspy_engine_params *p
     if (p.jump_tokens < -1 || p.jump_tokens > DSPY_ENGINE_MAX_SPEC)
         return dspy_fail(DSPY_ERR_ARG, "engine: jump_tokens (%d, or DSPY_ENGINE_JUMP) must be in 0 .. %d, or -1 (auto)",
                          p.jump_tokens, DSPY_ENGINE_MAX_SPEC);
+    if (p.multi_steps < -1 || p.multi_steps == 0 || p.multi_steps > DSPY_ENGINE_MAX_RUN)
+        return dspy_fail(DSPY_ERR_ARG, "engine: multi_steps (%d, or DSPY_ENGINE_MULTI) must be in 1 .. %d, or -1 (auto)",
+                         p.multi_steps, DSPY_ENGINE_MAX_RUN);
     /* auto: on where a step runs op by op (the CPU); off where decode steps replay graphs (CUDA),
      * as a drafting step runs eagerly (speculation's measured ~3 ms against 1.25 ms a graph step
      * at batch 16 on the H200: not measured for jump-forward yet) */
@@ -152,13 +157,25 @@ dspy_status dspy_engine_new(const dspy_model *model, const dspy_engine_params *p
     if ((st = o->alloc(e->be, e->meta_words * 4, (void **)&e->meta_d))) goto fail;
     if ((st = o->alloc_host(e->be, (size_t)e->max_out * 12, (void **)&e->res_h))) goto fail;
     if ((st = o->alloc(e->be, (size_t)e->max_out * 12, (void **)&e->res_d))) goto fail;
+    /* decode runs: auto is on where decode steps replay graphs (their launch and the host's
+     * round trip are what a run saves), off on the CPU; a run's steps leave their tokens and
+     * logprobs in a ring of multi_steps slots */
+    const char *gv = getenv("DSPY_CUDA_GRAPHS");
+    const bool graphs = o->graph_begin && !(gv && strcmp(gv, "0") == 0);
+    e->run_max = !o->decode_advance ? 1 : p.multi_steps > 0 ? p.multi_steps : graphs ? 8 : 1;
+    e->run_limit = DSPY_ENGINE_MAX_RUN;
+    if (e->run_max > 1) {
+        const size_t ring_bytes = (size_t)e->run_max * 2 * (size_t)e->max_out * 4;
+        if ((st = o->alloc_host(e->be, ring_bytes, (void **)&e->ring_h))) goto fail;
+        if ((st = o->alloc(e->be, ring_bytes, (void **)&e->ring_d))) goto fail;
+    }
     e->mask_words = (c->vocab_size + 31) / 32;
     size_t cmask_bytes = (size_t)e->max_out * (1 + (size_t)e->mask_words) * 4;
     if ((st = o->alloc_host(e->be, cmask_bytes, (void **)&e->cmask_h))) goto fail;
     if ((st = o->alloc(e->be, cmask_bytes, (void **)&e->cmask_d))) goto fail;
     e->active = calloc((size_t)p.max_seqs, sizeof *e->active);
     e->out_seq = malloc((size_t)e->max_out * sizeof *e->out_seq);
-    e->events = malloc((size_t)e->max_out * sizeof *e->events);
+    e->events = malloc((size_t)e->max_out * (size_t)e->run_max * sizeof *e->events); /* a run: run_max each */
     e->take = malloc((size_t)p.max_seqs * sizeof *e->take);
     e->n_draft = malloc((size_t)p.max_seqs * sizeof *e->n_draft);
     e->first_out = malloc((size_t)p.max_seqs * sizeof *e->first_out);
@@ -167,8 +184,7 @@ dspy_status dspy_engine_new(const dspy_model *model, const dspy_engine_params *p
         st = dspy_fail(DSPY_ERR_NOMEM, "engine: out of memory");
         goto fail;
     }
-    const char *g = getenv("DSPY_CUDA_GRAPHS");
-    e->use_graphs = o->graph_begin && !(g && strcmp(g, "0") == 0);
+    e->use_graphs = graphs;
     /* Two step variants, measured on the H200 (bench/RESULTS.md, sixth session): mixed steps'
      * decoding rows attended apart gained nothing (opt-in); eager steps padded to the warm-up's
      * row counts took B2 from 0.906-0.913 s to 0.872-0.889 s (GEMMs meet only shapes the
@@ -464,6 +480,8 @@ const char *dspy_step_kind_name(dspy_step_kind k) {
     static const char *const names[DSPY_STEP_KINDS] = {"graph", "decode", "mixed", "prefill"};
     return k >= 0 && k < DSPY_STEP_KINDS ? names[k] : "?";
 }
+
+void dspy_engine_limit_run(dspy_engine *e, int32_t steps) { e->run_limit = steps < 1 ? 1 : steps; }
 
 void dspy_engine_profile_get(const dspy_engine *e, dspy_engine_profile *out) { *out = e->prof; }
 

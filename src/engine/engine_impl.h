@@ -74,6 +74,10 @@ struct dspy_engine {
     int32_t *meta_d;        /* device mirror */
     size_t meta_words;
     int32_t *res_h, *res_d; /* (3 * max_out): tokens, logprobs, constrained rows' logprob shifts */
+    int32_t run_max;        /* decode steps a run queues at most (params multi_steps resolved; 1 = off) */
+    int32_t run_limit;      /* the caller's limit (dspy_engine_limit_run) */
+    int32_t *ring_h, *ring_d; /* (run_max, 2, B) a run's steps' tokens and logprobs (kern/ops.h
+                                 decode_advance; B = the step's rows); NULL when run_max is 1 */
     int32_t mask_words;     /* W = (vocab + 31) / 32: one constrained row's mask */
     int32_t *cmask_h, *cmask_d; /* (max_out + max_out * W): the step's constrained rows (logits
                                    row each), then their masks */
@@ -96,6 +100,7 @@ struct dspy_engine {
         bool active;
         bool graph, mask_all, decode;
         int32_t nseg, N, drafted, n_prefill, n_decode;
+        int32_t run, run_rows; /* decode steps queued (1, or a run's), and a run's rows a step (its ring's B) */
         int64_t t_plan, t_launch, t_wait;
         int64_t *removed; /* (max_seqs) */
         int32_t n_removed;

@@ -31,6 +31,17 @@
  * logprobs up to F32 summation order. A third capture per bucket (made at warm-up with the
  * sampled one). DSPY_ENGINE_GREEDY=0 turns it off.
  *
+ * Decode runs (dspy_engine_params.multi_steps = R > 1, plan_run): where every active sequence
+ * decodes greedily and unconstrained, begin queues up to R steps (fewer where a sequence's
+ * max_tokens comes first, or the free blocks cannot hold every sequence's next positions: they
+ * are taken when the run is planned, never by preempting), each step's last op (kern/ops.h
+ * decode_advance, inside a graph's capture) writing its tokens and logprobs to a ring slot and
+ * feeding them to the next step in place: the host's metadata is that of the first step, and
+ * the ring comes back in one copy. The end replays the steps' tokens through the finish rules;
+ * a sequence that ended inside the run (eos, a stop id) drops its later tokens, and n_cached
+ * counts only the positions fed its own tokens. The caller keeps a run to one step while work
+ * waits to be added (dspy_engine_limit_run), so nothing joins later than it would have.
+ *
  * Speculative decoding (dspy_engine_params.spec_tokens = K > 0): a greedy unconstrained decoding
  * sequence drafts up to K tokens by prompt lookup (draft below) and feeds its last token and the
  * drafts as one causal chunk at consecutive positions, every row sampled. Row j's token is the
@@ -87,7 +98,7 @@ meta_layout dspy_engine_layout(int32_t N, int32_t nseg, int32_t M, int32_t n_tab
     L.segs = align4(L.out_rows + (size_t)M);
     L.params = align4(L.segs + 4 * (size_t)nseg);
     L.shared = align4(L.params + DSPY_SAMPLE_PARAM_WORDS * (size_t)M);
-    L.tables = L.shared + 4; /* before the tables, whose length varies: fixed for a graph's bucket */
+    L.tables = L.shared + 8; /* before the tables, whose length varies: fixed for a graph's bucket */
     L.end = L.tables + (size_t)n_table;
     return L;
 }
@@ -192,7 +203,9 @@ typedef struct step_plan {
     int32_t R;   /* sampled rows under a constraint */
     int32_t one; /* sequences feeding one token */
     bool decode; /* every fed sequence feeds one token and is sampled */
-    bool greedy; /* every sampled row greedy (temperature 0) and unconstrained */
+    bool greedy; /* every sampled row greedy (temperature 0) and unconstrained, and the backend fuses
+                    the sampler into the logits op (dspy_engine.greedy) */
+    bool argmax; /* every sampled row greedy and unconstrained (the sampler may run apart) */
 } step_plan;
 
 /* How many tokens each sequence feeds: all its uncached tokens, prompt chunks within the budget
@@ -201,7 +214,7 @@ typedef struct step_plan {
  * Gives decoding sequences their next block first, which may preempt others (they then feed
  * nothing). */
 static step_plan plan_step(dspy_engine *e, int32_t *take) {
-    step_plan sp = {0, 0, 0, 0, 0, 0, true, e->greedy};
+    step_plan sp = {0, 0, 0, 0, 0, 0, true, e->greedy, true};
     for (int32_t i = 0; i < e->n_active; i++) {
         seq *s = e->active[i];
         if (!s->waiting && s->n_tokens - s->n_cached == 1) dspy_engine_grow(e, s, s->n_cached);
@@ -232,7 +245,7 @@ static step_plan plan_step(dspy_engine *e, int32_t *take) {
         if (s->n_cached + t - d == s->n_tokens) {
             sp.M += 1 + d;
             sp.R += s->cons ? 1 + d : 0;
-            if (s->cons || s->temperature != 0) sp.greedy = false;
+            if (s->cons || s->temperature != 0) sp.greedy = sp.argmax = false;
         } else {
             sp.decode = false;
         }
@@ -240,6 +253,38 @@ static step_plan plan_step(dspy_engine *e, int32_t *take) {
         else sp.one++;
     }
     return sp;
+}
+
+/* Decode steps to queue as one run (dspy_engine_params.multi_steps): where every active sequence
+ * feeds one token and samples it greedily, unconstrained, up to the run limits and the fewest
+ * tokens any of them has left (a run never passes a max_tokens finish), and only as far as free
+ * blocks hold every sequence's next positions (taken now, never by preempting). 1 otherwise. */
+static int32_t plan_run(dspy_engine *e, const int32_t *take, step_plan *sp) {
+    int32_t k = e->run_max < e->run_limit ? e->run_max : e->run_limit;
+    if (k < 2 || !sp->decode || !sp->argmax || sp->R > 0 || sp->nseg != e->n_active) return 1;
+    const int32_t bs = e->kv.block_size;
+    for (int32_t i = 0; i < e->n_active && k > 1; i++) {
+        const seq *s = e->active[i];
+        if (take[i] != 1 || e->n_draft[i] != 0) return 1;
+        if (s->max_new - s->n_generated < k) k = s->max_new - s->n_generated;
+    }
+    /* positions n_cached + 1 .. n_cached + k - 1 of each (plan_step grew n_cached's) */
+    for (int32_t i = 0; i < e->n_active && k > 1; i++) {
+        seq *s = e->active[i];
+        for (int32_t j = 1; j < k; j++) {
+            const int32_t p = s->n_cached + j;
+            if (p / bs < s->n_blocks) continue;
+            if (!dspy_block_pool_alloc(&e->pool, &s->blocks[s->n_blocks])) {
+                k = j;
+                break;
+            }
+            s->n_blocks++;
+        }
+    }
+    if (k < 2) return 1;
+    sp->n_table = 0;
+    for (int32_t i = 0; i < e->n_active; i++) sp->n_table += e->active[i]->n_blocks;
+    return k;
 }
 
 /* The bucket of n decoding rows: the smallest power of two >= n, capped at max_seqs. */
@@ -252,9 +297,27 @@ static int32_t bucket_of(const dspy_engine *e, int32_t n, int *index) {
     return b;
 }
 
-/* Runs the forward pass and the sampler for the laid-out step (recorded when capturing). */
+/* A decode run's hand-off after a step of N rows, one a segment (kern/ops.h decode_advance): the
+ * next step's tokens, positions, segments and slots in place, this step's tokens and logprobs
+ * into the next slot of the ring. The count of live rows, the ring slot and the run's length sit
+ * after the shared-prefix hint (L->shared + 2 .. + 4). */
+static dspy_status advance_step(dspy_engine *e, const meta_layout *L, int32_t N, int32_t n_table) {
+    dspy_backend *be = e->be;
+    int32_t *d = e->meta_d;
+    return be->ops->decode_advance(be, dspy_bt(be, d + L->tokens, N, DSPY_DTYPE_I32),
+                                   dspy_bt(be, d + L->pos, N, DSPY_DTYPE_I32), dspy_bt(be, d + L->slots, N, DSPY_DTYPE_I32),
+                                   dspy_bt(be, d + L->segs, 4 * (int64_t)N, DSPY_DTYPE_I32),
+                                   dspy_bt(be, d + L->tables, n_table, DSPY_DTYPE_I32),
+                                   dspy_bt(be, e->res_d, N, DSPY_DTYPE_I32),
+                                   dspy_bt(be, e->res_d + e->max_out, N, DSPY_DTYPE_F32),
+                                   dspy_bt(be, e->ring_d, (int64_t)e->run_max * 2 * N, DSPY_DTYPE_I32),
+                                   dspy_bt(be, d + L->shared + 2, 3, DSPY_DTYPE_I32), N, e->run_max, e->kv.block_size);
+}
+
+/* Runs the forward pass and the sampler for the laid-out step (recorded when capturing); with
+ * `advance`, readies the next step of a decode run after it (advance_step). */
 static dspy_status run_step(dspy_engine *e, const meta_layout *L, int32_t N, int32_t nseg, int32_t M, int32_t n_table,
-                            bool decode, int32_t R, int32_t one, int32_t max_len, bool greedy) {
+                            bool decode, int32_t R, int32_t one, int32_t max_len, bool greedy, bool advance) {
     dspy_backend *be = e->be;
     int32_t *d = e->meta_d;
     dspy_fwd_batch b;
@@ -278,7 +341,7 @@ static dspy_status run_step(dspy_engine *e, const meta_layout *L, int32_t N, int
     if (greedy) { /* every row greedy, none constrained: the sampler inside the logits op where it can */
         bool done = false;
         DSPY_TRY(dspy_forward_greedy(e->m, be, &e->kv, &e->buf, &b, toks, lps, &done));
-        if (done) return DSPY_OK;
+        if (done) return advance ? advance_step(e, L, N, n_table) : DSPY_OK;
     } else {
         DSPY_TRY(dspy_forward(e->m, be, &e->kv, &e->buf, &b));
     }
@@ -291,7 +354,8 @@ static dspy_status run_step(dspy_engine *e, const meta_layout *L, int32_t N, int
         dspy_tensor shift = dspy_bt(be, e->res_d + 2 * e->max_out, R, DSPY_DTYPE_F32);
         DSPY_TRY(be->ops->mask_logits(be, logits, masks, rows, shift, R, V));
     }
-    return be->ops->sample(be, toks, lps, logits, params, M, V);
+    DSPY_TRY(be->ops->sample(be, toks, lps, logits, params, M, V));
+    return advance ? advance_step(e, L, N, n_table) : DSPY_OK;
 }
 
 /* Padding rows rows .. B - 1 of a graph step (segments from seg, sampled rows from m, mask rows
@@ -325,8 +389,9 @@ static dspy_status launch_graph(dspy_engine *e, const meta_layout *L, int32_t B,
     if (!*slot) {
         const int64_t t0 = dspy_now_ns();
         DSPY_TRY(o->graph_begin(e->be));
-        dspy_status st = run_step(e, L, B, B, B, n_table, true, R, 0, e->max_len, /* replayed at any context */
-                                  variant == GRAPH_GREEDY);
+        /* replayed at any context; a greedy decode step hands over to the next step of a run */
+        dspy_status st = run_step(e, L, B, B, B, n_table, true, R, 0, e->max_len, variant == GRAPH_GREEDY,
+                                  variant != GRAPH_MASKED && e->run_max > 1);
         void *g = NULL;
         dspy_status st2 = o->graph_end(e->be, &g);
         if (st || st2) {
@@ -370,7 +435,7 @@ static dspy_status warm_prompt(dspy_engine *e, int32_t n) {
     h[L.shared] = h[L.shared + 1] = 0;
     h[L.out_rows] = n - 1;
     DSPY_TRY(be->ops->copy(be, e->meta_d, h, L.end * 4, DSPY_COPY_H2D));
-    DSPY_TRY(run_step(e, &L, n, 1, 1, nt, false, 0, 0, n, false));
+    DSPY_TRY(run_step(e, &L, n, 1, 1, nt, false, 0, 0, n, false, false));
     return be->ops->sync(be);
 }
 
@@ -394,7 +459,7 @@ dspy_status dspy_engine_warmup(dspy_engine *e) {
         const int32_t B = b < e->p.max_seqs ? b : e->p.max_seqs;
         meta_layout L = dspy_engine_layout(B, B, B, 1);
         pad_rows(e, &L, 0, 0, 0, 0, B, 0, false);
-        h[L.shared] = h[L.shared + 1] = 0;
+        h[L.shared] = h[L.shared + 1] = h[L.shared + 2] = h[L.shared + 3] = h[L.shared + 4] = 0; /* no hint or run */
         DSPY_TRY(o->copy(be, e->meta_d, h, L.end * 4, DSPY_COPY_H2D));
         DSPY_TRY(launch_graph(e, &L, B, bi, GRAPH_SAMPLED, 1, 0));
         if (e->greedy) DSPY_TRY(launch_graph(e, &L, B, bi, GRAPH_GREEDY, 1, 0));
@@ -426,6 +491,7 @@ dspy_status dspy_engine_step_begin(dspy_engine *e, bool *launched) {
         e->prof.plan_ns += dspy_now_ns() - t_plan;
         return DSPY_OK;
     }
+    const int32_t run = plan_run(e, take, &sp);
     /* A pure decode step on a backend with graphs runs padded to its bucket. */
     int bi = -1;
     int32_t B = 0;
@@ -452,6 +518,9 @@ dspy_status dspy_engine_step_begin(dspy_engine *e, bool *launched) {
     const int32_t one = !sp.decode && e->split_mixed && sp.one < sp.nseg ? sp.one : 0;
     if (sp.decode) shared_prefix(e, take, h + L.shared); /* before n_cached moves on */
     else h[L.shared] = h[L.shared + 1] = 0;
+    h[L.shared + 2] = sp.nseg; /* a decode run's live rows, ring slot and steps (advance_step) */
+    h[L.shared + 3] = 0;
+    h[L.shared + 4] = run;
     int32_t seg_one = 0, seg_rest = one, drafted = 0, step_len = 1; /* the longest fed context (attention's bound) */
     for (int32_t i = 0; i < e->n_active; i++) {
         seq *s = e->active[i];
@@ -513,20 +582,41 @@ dspy_status dspy_engine_step_begin(dspy_engine *e, bool *launched) {
     if (R > 0)
         DSPY_TRY(o->copy(be, e->cmask_d, e->cmask_h, ((size_t)e->max_out + (size_t)R * e->mask_words) * 4,
                          DSPY_COPY_H2D));
-    if (graph) {
-        DSPY_TRY(launch_graph(e, &L, B, bi, variant, n_table, R));
-    } else {
-        DSPY_TRY(run_step(e, &L, N, nseg, M, n_table, sp.decode, sp.R, one, step_len, sp.greedy));
+    /* a run's steps follow one another on the device, each fed the last one's tokens */
+    for (int32_t k = 0; k < run; k++) {
+        if (graph) DSPY_TRY(launch_graph(e, &L, B, bi, variant, n_table, R));
+        else DSPY_TRY(run_step(e, &L, N, nseg, M, n_table, sp.decode, sp.R, one, step_len, sp.greedy, run > 1));
     }
-    DSPY_TRY(o->copy(be, e->res_h, e->res_d, (size_t)e->max_out * 12, DSPY_COPY_D2H));
+    if (run > 1) DSPY_TRY(o->copy(be, e->ring_h, e->ring_d, (size_t)run * 2 * (size_t)N * 4, DSPY_COPY_D2H));
+    else DSPY_TRY(o->copy(be, e->res_h, e->res_d, (size_t)e->max_out * 12, DSPY_COPY_D2H));
     e->fl.graph = graph, e->fl.mask_all = mask_all, e->fl.decode = sp.decode;
     e->fl.nseg = sp.nseg, e->fl.N = sp.N, e->fl.drafted = drafted;
-    e->fl.n_prefill = out->n_prefill_tokens, e->fl.n_decode = out->n_decode_tokens;
+    e->fl.n_prefill = out->n_prefill_tokens, e->fl.n_decode = out->n_decode_tokens * run;
+    e->fl.run = run, e->fl.run_rows = N;
     e->fl.t_plan = t_plan, e->fl.t_launch = t_launch, e->fl.t_wait = dspy_now_ns();
     e->fl.n_removed = 0;
     e->fl.active = true;
     *launched = true;
     return DSPY_OK;
+}
+
+/* A decode run's tokens for s (sampled row m of every step): step by step until its finish rule
+ * ends it; its later rows were computed and are dropped. It was fed positions p .. p + run - 1
+ * (begin counted p), the later ones its own tokens only up to its last. */
+static void end_run(dspy_engine *e, seq *s, int32_t m, dspy_step_out *out) {
+    const int32_t n = e->fl.run_rows, run = e->fl.run, p = s->n_cached - 1;
+    for (int32_t k = 0; k < run; k++) {
+        const int32_t *slot = e->ring_h + (size_t)k * 2 * (size_t)n;
+        const int32_t tok = slot[m];
+        float logprob;
+        memcpy(&logprob, slot + n + m, sizeof logprob);
+        s->tokens[s->n_tokens++] = tok;
+        s->n_generated++;
+        dspy_step_event *ev = &e->events[out->n_events++];
+        *ev = (dspy_step_event){s->id, tok, logprob, dspy_engine_finish_rule(e, s, tok), s->n_generated};
+        if (ev->finish != DSPY_FINISH_NONE) break;
+    }
+    s->n_cached = p + run < s->n_tokens ? p + run : s->n_tokens;
 }
 
 /* The sequences removed while the step was in flight: retired now, their events dropped. */
@@ -562,9 +652,11 @@ dspy_status dspy_engine_step_end(dspy_engine *e, dspy_step_out *out) {
                                 : e->fl.decode             ? DSPY_STEP_DECODE
                                 : out->n_decode_tokens > 0 ? DSPY_STEP_MIXED
                                                            : DSPY_STEP_PREFILL;
-    e->prof.steps[kind]++;
-    e->prof.seqs[kind] += e->fl.nseg;
-    e->prof.rows[kind] += e->fl.N;
+    const int32_t run = e->fl.run;
+    e->prof.steps[kind] += run;
+    if (run > 1) e->prof.run_steps += run;
+    e->prof.seqs[kind] += (int64_t)e->fl.nseg * run;
+    e->prof.rows[kind] += (int64_t)e->fl.N * run;
     e->prof.plan_ns += e->fl.t_launch - e->fl.t_plan;
     e->prof.launch_ns[kind] += e->fl.t_wait - e->fl.t_launch;
     e->prof.device_ns[kind] += t_post - e->fl.t_launch;
@@ -575,7 +667,9 @@ dspy_status dspy_engine_step_end(dspy_engine *e, dspy_step_out *out) {
     const float *shift = (const float *)(e->res_h + 2 * e->max_out);
     /* One event per fed sequence in add order (token -1 for a prompt chunk), more for accepted
      * drafts. A sequence's sampled rows are consecutive from first_out (rows in add order). */
-    for (int32_t i = 0; i < e->n_active; i++) {
+    for (int32_t i = 0; i < e->n_active && run > 1; i++)
+        if (take[i] > 0) end_run(e, e->active[i], e->first_out[i], out);
+    for (int32_t i = 0; i < e->n_active && run == 1; i++) {
         if (take[i] == 0) continue;
         seq *s = e->active[i];
         dspy_step_event *ev = &e->events[out->n_events++];

@@ -210,6 +210,22 @@ typedef struct dspy_ops {
     dspy_status (*mask_logits)(dspy_backend *be, dspy_tensor logits, dspy_tensor masks, dspy_tensor rows,
                                dspy_tensor shift, int R, int V);
 
+    /* Step ctl[1] of a run of ctl[2] decode steps whose rows are one a segment (row i = segment
+     * i = sampled row i, as the engine lays out a padded decode step of n rows) has sampled;
+     * ctl (3) I32, read on the device. Copies sampled and logprobs (n) into slot ctl[1] of ring
+     * (ring_slots, 2, n) I32 — the tokens, then the logprobs' bits — (nothing once ctl[1] >=
+     * ring_slots); where a step follows (ctl[1] + 1 < ctl[2]) readies it in place for the first
+     * ctl[0] rows (ctl[0] <= n): tokens[i] = sampled[i], pos[i] += 1, segment i's pos0 = pos[i]
+     * (segs (n, 4) I32: dspy_attn_seg), slots[i] = tables[segment i's table_off + pos[i] / bs] *
+     * bs + pos[i] % bs (the table must hold that block); then ctl[1] += 1. Rows from ctl[0] on
+     * are untouched. Why: with it the
+     * engine queues several decode steps behind one another with no host round trip between
+     * them: the host knows every next position, and only the tokens come from the device (B2's
+     * graph decode steps on the H200: 762 -> 750 us in runs of 8). */
+    dspy_status (*decode_advance)(dspy_backend *be, dspy_tensor tokens, dspy_tensor pos, dspy_tensor slots,
+                                  dspy_tensor segs, dspy_tensor tables, dspy_tensor sampled, dspy_tensor logprobs,
+                                  dspy_tensor ring, dspy_tensor ctl, int n, int ring_slots, int block_size);
+
     /* ---- training (F32) ----------------------------------------------------------------- */
 
     /* In place on x (N, H, HS): the RoPE rotation of qkv_rope_store. x F32 (CUDA: or BF16, rotated

@@ -622,6 +622,15 @@ static void keep(sched *s, const dspy_step_out *out) {
     s->has_prev = true;
 }
 
+/* Whether a job waits for the engine: queued, or running with a choice not added (or preempted). */
+static bool work_waiting(sched *s) {
+    pthread_mutex_lock(&s->mu);
+    bool waiting = s->q_head != NULL;
+    pthread_mutex_unlock(&s->mu);
+    for (sched_job *j = s->running; j && !waiting; j = j->next) waiting = !atomic_load(&j->cancelled) && next_pending(j);
+    return waiting;
+}
+
 static void *engine_main(void *arg) {
     sched *s = arg;
     for (;;) {
@@ -679,7 +688,9 @@ static void *engine_main(void *arg) {
             continue;
         }
         /* The step goes to the device first; the last step's tokens go to their jobs while it
-         * runs (a stop string found there removes its sequence when this step ends). */
+         * runs (a stop string found there removes its sequence when this step ends). Work that
+         * waits to be added keeps it to one decode step, so that it joins at the next. */
+        dspy_engine_limit_run(s->eng, work_waiting(s) ? 1 : DSPY_ENGINE_MAX_RUN);
         bool launched = false;
         dspy_status st = dspy_engine_step_begin(s->eng, &launched);
         s->step_ns += dspy_now_ns() - t_step;

@@ -171,7 +171,10 @@ done:
  * prefill/decode steps and pure decode steps of 1 to 4 sequences. (With at most 4 rows, the
  * decode projections are GEMVs whose per-row arithmetic does not depend on the batch, so a
  * step padded to its graph bucket computes exactly what the direct step does; larger batches
- * go through cuBLASLt, whose algorithm depends on N.) */
+ * go through cuBLASLt, whose algorithm depends on N.) One decode step a call: a run of them
+ * would move where the later sequences join (the decode attention's splits, and so its sums,
+ * depend on the batch), so the graph path could not be compared step for step; runs are
+ * test_batch16's. */
 static void run_batch(dspy_model *m, int32_t out[6][24], int64_t *allocs_before, int64_t *allocs_after,
                       const dspy_constraint *cons, bool warm) {
     dspy_engine_params ep = dspy_engine_params_default();
@@ -179,6 +182,7 @@ static void run_batch(dspy_model *m, int32_t out[6][24], int64_t *allocs_before,
     dspy_engine *e = NULL;
     CHECK_OK(dspy_engine_new(m, &ep, &e));
     if (!e) return;
+    dspy_engine_limit_run(e, 1);
     dspy_engine_stats stt;
     dspy_engine_stats_get(e, &stt);
     *allocs_before = stt.device_allocs;
@@ -274,7 +278,7 @@ static void test_engine(void) {
  * bucket and the direct step take the same kernels) give the same tokens with CUDA graphs as
  * without; how many of their greedy continuations equal the CPU's is printed (this model's BF16
  * noise parts some of them early, the prompts' own logits included, so it is not asserted). */
-static void run_batch16(dspy_model *m, int32_t *const *ps, const int *plen, int32_t (*out)[24]) {
+static void run_batch16(dspy_model *m, int32_t *const *ps, const int *plen, int32_t (*out)[24], int64_t *run_steps) {
     dspy_engine_params ep = dspy_engine_params_default();
     ep.max_seqs = 16, ep.max_batch_tokens = 2048, ep.max_tokens_total = 8192;
     dspy_engine *e = NULL;
@@ -297,6 +301,9 @@ static void run_batch16(dspy_model *m, int32_t *const *ps, const int *plen, int3
                     out[s][got[s]++] = so.events[k].token;
     }
     for (int s = 0; s < 16; s++) CHECK_INT(got[s], 24);
+    dspy_engine_profile pf;
+    dspy_engine_profile_get(e, &pf);
+    *run_steps = pf.run_steps;
     dspy_engine_free(e);
 }
 
@@ -308,20 +315,28 @@ static float *prompt_logits(dspy_model *m, const int32_t *p, int n, int V) {
 }
 
 /* 16 prompts of 20 + 9 s tokens (ps, plen: the caller frees ps) decoded together on m with CUDA
- * graphs and without, and with the sampler run apart from the logits (DSPY_ENGINE_GREEDY=0; by
- * default these greedy steps sample inside the logits op): the same tokens, which a receives. */
+ * graphs and without, with the sampler run apart from the logits (DSPY_ENGINE_GREEDY=0; by
+ * default these greedy steps sample inside the logits op), and with decode runs of 4 (the
+ * default with graphs), 7 and none (DSPY_ENGINE_MULTI; kern/ops.h decode_advance feeds each step
+ * of a run the last one's tokens on the device): the same tokens, which a receives. */
 static void batch16_graphs_direct(dspy_model *m, int V, int32_t **ps, int *plen, int32_t (*a)[24]) {
-    int32_t b[16][24], c[16][24];
+    int32_t b[16][24];
+    int64_t runs = 0, none = 0;
     for (int s = 0; s < 16; s++) plen[s] = 20 + 9 * s, ps[s] = prompt(plen[s], V, 100 + s);
-    run_batch16(m, ps, plen, a);
-    setenv("DSPY_CUDA_GRAPHS", "0", 1);
-    run_batch16(m, ps, plen, b);
-    unsetenv("DSPY_CUDA_GRAPHS");
-    CHECK(memcmp(a, b, sizeof b) == 0);
-    setenv("DSPY_ENGINE_GREEDY", "0", 1);
-    run_batch16(m, ps, plen, c);
-    unsetenv("DSPY_ENGINE_GREEDY");
-    CHECK(memcmp(a, c, sizeof c) == 0);
+    run_batch16(m, ps, plen, a, &runs);
+    CHECK(runs > 0);
+    static const struct {
+        const char *var, *val;
+    } k[] = {{"DSPY_CUDA_GRAPHS", "0"}, {"DSPY_ENGINE_GREEDY", "0"}, {"DSPY_ENGINE_MULTI", "7"}, {"DSPY_ENGINE_MULTI", "1"}};
+    for (int i = 0; i < 4; i++) {
+        setenv(k[i].var, k[i].val, 1);
+        run_batch16(m, ps, plen, b, &none);
+        unsetenv(k[i].var);
+        check_report(memcmp(a, b, sizeof b) == 0, __FILE__, __LINE__, "16 sequences with %s=%s: other tokens",
+                     k[i].var, k[i].val);
+        CHECK(strcmp(k[i].var, "DSPY_ENGINE_GREEDY") == 0 || strcmp(k[i].val, "7") == 0 ? none > 0 : none == 0);
+    }
+    printf("  16 sequences: %lld of their steps in decode runs by default\n", (long long)runs);
 }
 
 static void test_batch16(void) {

@@ -1332,6 +1332,52 @@ static void test_mask_logits(void) {
     dev_free(dl), dev_free(dm), dev_free(dr), dev_free(ds);
 }
 
+/* decode_advance against the CPU's on random steps: n rows (odd counts), live rows below n, block
+ * sizes 16 and 5, a run's middle step (the next one readied), its last (only the ring written)
+ * and a slot past the ring (nothing copied); every output word equal. */
+static void test_decode_advance(void) {
+    static const struct {
+        int n, live, bs, slot, steps, ring;
+    } k[] = {{16, 14, 16, 0, 4, 4}, {16, 16, 16, 3, 4, 4}, {5, 3, 5, 1, 3, 3}, {37, 37, 16, 2, 8, 8}, {9, 9, 5, 4, 8, 4}};
+    for (size_t c = 0; c < sizeof k / sizeof k[0]; c++) {
+        const int n = k[c].n, bs = k[c].bs, per = 6, nt = n * per, rw = 2 * n * k[c].ring;
+        int32_t *tok = malloc(sizeof(int32_t) * n), *pos = malloc(sizeof(int32_t) * n), *sl = malloc(sizeof(int32_t) * n);
+        int32_t *seg = malloc(sizeof(int32_t) * 4 * n), *tab = malloc(sizeof(int32_t) * nt);
+        int32_t *smp = malloc(sizeof(int32_t) * n), *ring = malloc(sizeof(int32_t) * rw);
+        float *lp = malloc(sizeof(float) * n);
+        int32_t ctl[3] = {k[c].live, k[c].slot, k[c].steps};
+        for (int i = 0; i < nt; i++) tab[i] = (int32_t)((frand() + 1) * 5000);
+        for (int i = 0; i < n; i++) {
+            pos[i] = (int32_t)((frand() + 1) * bs * 2); /* the next position stays in the row's 6 blocks */
+            tok[i] = (int32_t)((frand() + 1) * 60000), smp[i] = (int32_t)((frand() + 1) * 60000);
+            sl[i] = -7, lp[i] = frand() * 9;
+            seg[4 * i] = i, seg[4 * i + 1] = 1, seg[4 * i + 2] = pos[i], seg[4 * i + 3] = i * per;
+        }
+        for (int i = 0; i < rw; i++) ring[i] = -3;
+        dspy_tensor dt = up_i32(tok, n), dp = up_i32(pos, n), ds = up_i32(sl, n), dg = up_i32(seg, 4 * n);
+        dspy_tensor dtab = up_i32(tab, nt), dsm = up_i32(smp, n), dl = up(lp, n, DSPY_DTYPE_F32);
+        dspy_tensor dr = up_i32(ring, rw), dc = up_i32(ctl, 3);
+        CHECK_OK(C->ops->decode_advance(C, HI(tok, n), HI(pos, n), HI(sl, n), HI(seg, 4 * n), HI(tab, nt), HI(smp, n),
+                                        HF(lp, n), HI(ring, rw), HI(ctl, 3), n, k[c].ring, bs));
+        CHECK_OK(G->ops->decode_advance(G, dt, dp, ds, dg, dtab, dsm, dl, dr, dc, n, k[c].ring, bs));
+        float *g[6] = {down(dt), down(dp), down(ds), down(dg), down(dr), down(dc)};
+        const int32_t *want[6] = {tok, pos, sl, seg, ring, ctl};
+        const int cnt[6] = {n, n, n, 4 * n, rw, 3};
+        bool same = true;
+        for (int a = 0; a < 6; a++) same = same && memcmp(g[a], want[a], sizeof(int32_t) * (size_t)cnt[a]) == 0;
+        check_report(same, __FILE__, __LINE__, "decode_advance n %d live %d bs %d slot %d of %d: CUDA != CPU", n,
+                     k[c].live, bs, k[c].slot, k[c].steps);
+        const bool next = k[c].slot + 1 < k[c].steps;
+        CHECK(next ? pos[0] == seg[2] && tok[0] == smp[0] : sl[0] == -7); /* readied, or left as it was */
+        CHECK_INT(ctl[1], k[c].slot + 1);
+        for (int a = 0; a < 6; a++) free(g[a]);
+        free(tok), free(pos), free(sl), free(seg), free(tab), free(smp), free(ring), free(lp);
+        dev_free(dt), dev_free(dp), dev_free(ds), dev_free(dg), dev_free(dtab), dev_free(dsm), dev_free(dl);
+        dev_free(dr), dev_free(dc);
+    }
+    printf("  %-44s 5 cases: CUDA == CPU word for word\n", "decode_advance");
+}
+
 /* ---- graphs ------------------------------------------------------------------------------ */
 
 static void test_graph(void) {
@@ -1449,6 +1495,7 @@ int main(int argc, char **argv) {
     RUN_SOME(test_sample);
     RUN_SOME(test_mask_logits);
     RUN_SOME(test_logits_greedy);
+    RUN_SOME(test_decode_advance);
     RUN_SOME(test_graph);
     RUN_SOME(test_errors);
 #undef RUN_SOME

@@ -1,6 +1,8 @@
-/* test_engine_spec.c — speculative decoding (dspy_engine_params.spec_tokens, DSPY_ENGINE_SPEC)
- * and jump-forward (jump_tokens, DSPY_ENGINE_JUMP: constrained sequences draft their automaton's
- * jump lists, test_jump).
+/* test_engine_spec.c — steps that give a sequence several tokens: speculative decoding
+ * (dspy_engine_params.spec_tokens, DSPY_ENGINE_SPEC), jump-forward (jump_tokens,
+ * DSPY_ENGINE_JUMP: constrained sequences draft their automaton's jump lists, test_jump) and
+ * decode runs (multi_steps, DSPY_ENGINE_MULTI: several greedy decode steps queued at once, each
+ * fed the last one's tokens by kern/ops.h decode_advance; test_runs).
  *
  * With drafts on, every sequence must get exactly the tokens, logprobs (bit for bit) and finish
  * reason it gets alone with speculation off (dspy_generate, spec_tokens 0): greedy ones that
@@ -26,6 +28,7 @@
 enum { V = 300, CTX = 128, MAXGEN = 128 };
 
 static char *g_dir; /* random llama, vocab V, context CTX, no eos */
+static int g_run = -1; /* the multi_steps engine() gives its engines (-1: auto, off on the CPU) */
 
 /* std 0.2: greedy continuations that wander (drafts mostly rejected); 0.02: ones that repeat
  * their last token (drafts accepted) */
@@ -188,6 +191,7 @@ static dspy_engine *engine(const dspy_model *m, int max_seqs, int total, int bs,
     dspy_engine_params ep = dspy_engine_params_default();
     ep.max_seqs = max_seqs, ep.max_tokens_total = total, ep.block_size = bs, ep.max_batch_tokens = budget;
     ep.spec_tokens = spec;
+    ep.multi_steps = g_run;
     dspy_engine *e = NULL;
     CHECK_OK(dspy_engine_new(m, &ep, &e));
     return e;
@@ -299,20 +303,20 @@ static void run_one(const dspy_model *m, job *j, int spec, run_stats *rs) {
 /* max_tokens and stop ids that end a sequence inside a run of accepted drafts: the finish comes
  * at the same token as one token a step, and tokens after it are not reported. Adds to *length
  * and *stop the runs whose finish came in a step that gave several tokens. */
-static void finish_inside(const char *dir, int vocab, const char *what, int *length, int *stop) {
+static void finish_inside(const char *dir, int vocab, const char *what, int spec, int *length, int *stop) {
     dspy_model *m = load(dir);
     if (!m) return;
     const job base = greedy_job(24, vocab, 7, 5, 48);
     run_stats rs;
     job j = base;
-    run_one(m, &j, 8, &rs);
+    run_one(m, &j, spec, &rs);
     expect_alone(m, &j, 1, what);
     const job full = j;
     int length_inside = 0, stop_inside = 0, runs = 0;
     for (int mt = 1; mt <= 20; mt++) {
         j = base;
         j.sp.max_tokens = mt;
-        run_one(m, &j, 8, &rs);
+        run_one(m, &j, spec, &rs);
         expect_alone(m, &j, 1, what);
         CHECK(j.fin == DSPY_FINISH_LENGTH || (j.fin == DSPY_FINISH_STOP && j.n < mt));
         length_inside += j.multi_end && j.fin == DSPY_FINISH_LENGTH;
@@ -330,7 +334,7 @@ static void finish_inside(const char *dir, int vocab, const char *what, int *len
         j.stop = full.toks[k];
         j.sp.stop_ids = &j.stop;
         j.sp.n_stop_ids = 1;
-        run_one(m, &j, 8, &rs);
+        run_one(m, &j, spec, &rs);
         expect_alone(m, &j, 1, what);
         CHECK_INT(j.fin, DSPY_FINISH_STOP);
         CHECK(j.n > 0 && j.toks[j.n - 1] == j.stop);
@@ -346,12 +350,12 @@ static void finish_inside(const char *dir, int vocab, const char *what, int *len
 static void test_finish_inside_run(void) {
     int length = 0, stop = 0;
     char *rep = model_dir_std("spec_repeat", -1, 3, 0.02);
-    finish_inside(g_dir, V, "random llama", &length, &stop);
-    finish_inside(rep, V, "repeating random llama", &length, &stop);
+    finish_inside(g_dir, V, "random llama", 8, &length, &stop);
+    finish_inside(rep, V, "repeating random llama", 8, &length, &stop);
     for (int i = 0; i < 3; i++) {
         char *d = fixture_dir(i);
         if (!d) continue;
-        finish_inside(d, 1000, k_fixtures[i], &length, &stop);
+        finish_inside(d, 1000, k_fixtures[i], 8, &length, &stop);
         free(d);
     }
     CHECK(length > 0 && stop > 0);
@@ -360,13 +364,13 @@ static void test_finish_inside_run(void) {
 
 /* The model's eos (a token its greedy loop produces) ends the sequence where it does without
  * speculation; ignore_eos runs through it. */
-static void test_eos(void) {
+static void eos_case(int spec) {
     char *plain = model_dir("spec_noeos", -1, 5);
     dspy_model *m = load(plain);
     if (!m) return;
     job j = greedy_job(20, V, 3, 4, 40);
     run_stats rs;
-    run_one(m, &j, 6, &rs);
+    run_one(m, &j, spec, &rs);
     dspy_model_free(m);
     CHECK_INT(j.n, 40);
     int inside = 0, tried = 0;
@@ -383,7 +387,7 @@ static void test_eos(void) {
             for (int ign = 0; ign < 2; ign++) {
                 job x = j;
                 x.sp.ignore_eos = ign == 1;
-                run_one(me, &x, 6, &rs);
+                run_one(me, &x, spec, &rs);
                 expect_alone(me, &x, 1, ign ? "ignore_eos" : "eos");
                 if (!ign) {
                     CHECK_INT(x.fin, DSPY_FINISH_STOP);
@@ -402,9 +406,11 @@ static void test_eos(void) {
     free(plain);
 }
 
+static void test_eos(void) { eos_case(6); }
+
 /* Three drafting sequences in a pool of 7 blocks of 8: preempted and recomputed, drafting fewer
  * tokens when the pool is dry, and still exactly as alone. */
-static void test_preemption(void) {
+static void preemption_case(int spec) {
     dspy_model *m = load(g_dir);
     if (!m) return;
     job jobs[3];
@@ -415,31 +421,34 @@ static void test_preemption(void) {
         jobs[i].add_step = i;
     }
     memcpy(jobs[2].prompt, jobs[0].prompt, sizeof(int32_t) * 16); /* a prefix-cache hit too */
-    dspy_engine *e = engine(m, 3, 56, 8, 12, 4);
+    dspy_engine *e = engine(m, 3, 56, 8, 12, spec);
     if (!e) return;
     run_stats rs;
     run_jobs(e, jobs, 3, &rs);
     dspy_engine_free(e);
     expect_alone(m, jobs, 3, "preemption");
     CHECK(rs.st.preemptions >= 1);
-    CHECK(rs.pf.accepted_tokens > 0);
-    printf("  3 sequences in 7 blocks: %lld preemptions, %lld drafted, %lld accepted, identical to alone\n",
-           (long long)rs.st.preemptions, (long long)rs.pf.draft_tokens, (long long)rs.pf.accepted_tokens);
+    CHECK(spec ? rs.pf.accepted_tokens > 0 : rs.pf.run_steps > 0);
+    printf("  3 sequences in 7 blocks: %lld preemptions, %lld drafted, %lld accepted, %lld steps in runs, "
+           "identical to alone\n", (long long)rs.st.preemptions, (long long)rs.pf.draft_tokens,
+           (long long)rs.pf.accepted_tokens, (long long)rs.pf.run_steps);
     dspy_model_free(m);
 }
 
+static void test_preemption(void) { preemption_case(4); }
+
 /* A drafting sequence's full blocks are published with the keys and values of its final tokens:
  * a later prompt made of its prompt and output reuses them and gets the tokens it gets alone. */
-static void test_prefix_cache(void) {
+static void prefix_case(int spec) {
     dspy_model *m = load(g_dir);
     if (!m) return;
-    dspy_engine *e = engine(m, 2, 1024, 8, 64, 6);
+    dspy_engine *e = engine(m, 2, 1024, 8, 64, spec);
     if (!e) return;
     job a = greedy_job(20, V, 21, 5, 50);
     run_stats rs;
     run_jobs(e, &a, 1, &rs);
     expect_alone(m, &a, 1, "first request");
-    CHECK(rs.pf.accepted_tokens > 0);
+    CHECK(spec ? rs.pf.accepted_tokens > 0 : rs.pf.run_steps > 0);
     /* b: a's prompt, a's first 44 tokens (positions 0 .. 63, 8 blocks), then 3 more tokens */
     job b;
     memset(&b, 0, sizeof b);
@@ -454,10 +463,12 @@ static void test_prefix_cache(void) {
     dspy_engine_free(e);
     expect_alone(m, &b, 1, "second request");
     CHECK_INT(rs.st.prefix_hit_tokens - hits0, 64);
-    printf("  prompt + output of a drafting sequence reused: %lld prefix tokens, identical to alone\n",
-           (long long)(rs.st.prefix_hit_tokens - hits0));
+    printf("  prompt + output of a %s sequence reused: %lld prefix tokens, identical to alone\n",
+           spec ? "drafting" : "decode-run", (long long)(rs.st.prefix_hit_tokens - hits0));
     dspy_model_free(m);
 }
+
+static void test_prefix_cache(void) { prefix_case(6); }
 
 /* Headers over tokens 60 .. 64 (the third also spelled 162), then a band of 10 .. 19 that may
  * start another header (token 60) or end: every header state has a jump list (the rest of
@@ -578,9 +589,83 @@ static void test_params(void) {
     dspy_model_free(m);
 }
 
+/* Decode runs (multi_steps R): every sequence gets the tokens, logprobs (bit for bit) and finish
+ * it gets alone, one token a step. Mixed batches (a sampled or constrained sequence among them
+ * keeps steps single while it is active), greedy batches added over the first steps with
+ * max_tokens that end runs early and block size 4 (a run's positions cross blocks, taken when it
+ * is planned), finishes by stop id and eos inside a run, preemption in a small pool, and
+ * prefix-cache reuse of blocks a run filled. dspy_engine_limit_run(e, 1) turns runs off. */
+static void test_runs(void) {
+    dspy_model *m = load(g_dir);
+    dspy_constraint *c = band(V);
+    if (!m || !c) return;
+    static const int Rs[] = {4, 7};
+    for (int q = 0; q < 2; q++) {
+        g_run = Rs[q];
+        job jobs[8];
+        int nj = mixed_jobs(jobs, V, c);
+        dspy_engine *e = engine(m, 4, 1024, 4, 8, 0);
+        if (!e) break;
+        run_stats rs;
+        run_jobs(e, jobs, nj, &rs);
+        dspy_engine_free(e);
+        char label[96];
+        snprintf(label, sizeof label, "mixed batch, runs of %d", Rs[q]);
+        expect_alone(m, jobs, nj, label);
+        const int64_t mixed_runs = rs.pf.run_steps;
+        CHECK(mixed_runs > 0);
+        static const int lens[5] = {13, 2, 30, 21, 9}, maxs[5] = {13, 30, 7, 41, 22}, adds[5] = {0, 0, 2, 5, 9};
+        for (int lim = 0; lim < 2; lim++) {
+            job g[5];
+            for (int i = 0; i < 5; i++) {
+                g[i] = greedy_job(lens[i], V, 40 + i, i, maxs[i]);
+                g[i].add_step = adds[i];
+            }
+            e = engine(m, 5, 1024, 4, 64, 0);
+            if (!e) break;
+            if (lim) dspy_engine_limit_run(e, 1);
+            run_jobs(e, g, 5, &rs);
+            dspy_engine_free(e);
+            snprintf(label, sizeof label, "greedy batch, runs of %d%s", Rs[q], lim ? ", limited to 1" : "");
+            expect_alone(m, g, 5, label);
+            CHECK(lim ? rs.pf.run_steps == 0 : rs.pf.run_steps > 0);
+            printf("  %s: %lld steps in runs (mixed batch: %lld), identical to alone\n", label,
+                   (long long)rs.pf.run_steps, (long long)mixed_runs);
+        }
+    }
+    g_run = 4;
+    int length = 0, stop = 0;
+    finish_inside(g_dir, V, "random llama, runs of 4", 0, &length, &stop);
+    CHECK(length > 0 && stop > 0);
+    eos_case(0);
+    preemption_case(0);
+    prefix_case(0);
+    g_run = -1;
+    dspy_engine *e = NULL;
+    dspy_engine_params ep = dspy_engine_params_default();
+    CHECK_INT(ep.multi_steps, -1);
+    ep.multi_steps = 0;
+    CHECK_STATUS(dspy_engine_new(m, &ep, &e), DSPY_ERR_ARG);
+    ep.multi_steps = DSPY_ENGINE_MAX_RUN + 1;
+    CHECK_STATUS(dspy_engine_new(m, &ep, &e), DSPY_ERR_ARG);
+    ep.multi_steps = -1;
+    setenv("DSPY_ENGINE_MULTI", "4x", 1);
+    CHECK_STATUS(dspy_engine_new(m, &ep, &e), DSPY_ERR_ARG);
+    setenv("DSPY_ENGINE_MULTI", "3", 1); /* on, over the CPU's auto */
+    job j = greedy_job(24, V, 7, 5, 30);
+    run_stats rs;
+    run_one(m, &j, 0, &rs);
+    unsetenv("DSPY_ENGINE_MULTI");
+    expect_alone(m, &j, 1, "DSPY_ENGINE_MULTI=3");
+    CHECK(rs.pf.run_steps > 0);
+    dspy_constraint_free(c);
+    dspy_model_free(m);
+}
+
 int main(void) {
     unsetenv("DSPY_ENGINE_SPEC"); /* the references run with speculation off */
     unsetenv("DSPY_ENGINE_JUMP");
+    unsetenv("DSPY_ENGINE_MULTI");
     g_dir = model_dir("spec_rand", -1, 3);
     RUN(test_mixed_batch);
     RUN(test_finish_inside_run);
@@ -589,6 +674,7 @@ int main(void) {
     RUN(test_prefix_cache);
     RUN(test_jump);
     RUN(test_params);
+    RUN(test_runs);
     free(g_dir);
     return check_summary("test_engine_spec");
 }

@@ -172,6 +172,7 @@ static dspy_status cpu_sync(dspy_backend *be) {
     .gather_rows = dspy_cpu_gather_rows, \
     .sample = dspy_cpu_sample, \
     .mask_logits = dspy_cpu_mask_logits, \
+    .decode_advance = dspy_cpu_decode_advance, \
     .rope = dspy_cpu_rope, \
     .rmsnorm_backward = dspy_cpu_rmsnorm_backward, \
     .rope_backward = dspy_cpu_rope_backward, \

@@ -128,3 +128,47 @@ dspy_status dspy_cpu_mask_logits(dspy_backend *be, dspy_tensor logits_t, dspy_te
     }
     return DSPY_OK;
 }
+
+/* kern/ops.h decode_advance: the reference of the CUDA kernel (sample.cu), checked where the
+ * device cannot check: ctl[0] within the n rows, every table entry read inside `tables`. */
+dspy_status dspy_cpu_decode_advance(dspy_backend *be, dspy_tensor tokens_t, dspy_tensor pos_t, dspy_tensor slots_t,
+                                    dspy_tensor segs_t, dspy_tensor tables_t, dspy_tensor sampled_t,
+                                    dspy_tensor lp_t, dspy_tensor ring_t, dspy_tensor ctl_t, int n, int ring_slots,
+                                    int bs) {
+    (void)be;
+    CPU_NEED("decode_advance", "tokens", tokens_t, DSPY_DTYPE_I32, n);
+    CPU_NEED("decode_advance", "pos", pos_t, DSPY_DTYPE_I32, n);
+    CPU_NEED("decode_advance", "slots", slots_t, DSPY_DTYPE_I32, n);
+    CPU_NEED("decode_advance", "segs", segs_t, DSPY_DTYPE_I32, 4 * (int64_t)n);
+    CPU_NEED("decode_advance", "tables", tables_t, DSPY_DTYPE_I32, 0);
+    CPU_NEED("decode_advance", "sampled", sampled_t, DSPY_DTYPE_I32, n);
+    CPU_NEED("decode_advance", "logprobs", lp_t, DSPY_DTYPE_F32, n);
+    CPU_NEED("decode_advance", "ring", ring_t, DSPY_DTYPE_I32, 2 * (int64_t)n * ring_slots);
+    CPU_NEED("decode_advance", "ctl", ctl_t, DSPY_DTYPE_I32, 3);
+    if (n < 0 || ring_slots < 1 || bs < 1)
+        return dspy_fail(DSPY_ERR_ARG, "decode_advance: n %d, ring_slots %d and block size %d must be positive", n,
+                         ring_slots, bs);
+    int32_t *ctl = ctl_t.data, *tokens = tokens_t.data, *pos = pos_t.data, *slots = slots_t.data;
+    dspy_attn_seg *segs = segs_t.data;
+    const int32_t *tables = tables_t.data, *sampled = sampled_t.data;
+    if (ctl[0] < 0 || ctl[0] > n)
+        return dspy_fail(DSPY_ERR_ARG, "decode_advance: %d rows to advance, outside 0 .. %d", ctl[0], n);
+    if (ctl[1] >= 0 && ctl[1] < ring_slots) {
+        int32_t *slot = (int32_t *)ring_t.data + (int64_t)ctl[1] * 2 * n;
+        memcpy(slot, sampled, sizeof(int32_t) * (size_t)n);
+        memcpy(slot + n, lp_t.data, sizeof(float) * (size_t)n);
+    }
+    const bool next = ctl[1] + 1 < ctl[2];
+    ctl[1]++;
+    for (int i = 0; next && i < ctl[0]; i++) {
+        const int32_t p = pos[i] + 1, e = segs[i].table_off + p / bs;
+        if (e < 0 || e >= tables_t.n)
+            return dspy_fail(DSPY_ERR_ARG, "decode_advance: row %d's position %d needs table entry %d, outside the "
+                                           "%lld entries", i, p, e, (long long)tables_t.n);
+        tokens[i] = sampled[i];
+        pos[i] = p;
+        segs[i].pos0 = p;
+        slots[i] = tables[e] * bs + p % bs;
+    }
+    return DSPY_OK;
+}

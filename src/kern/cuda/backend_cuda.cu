@@ -192,6 +192,7 @@ static const dspy_ops k_cuda_ops = {
     .gather_rows = dspy_cu_gather_rows,
     .sample = dspy_cu_sample,
     .mask_logits = dspy_cu_mask_logits,
+    .decode_advance = dspy_cu_decode_advance,
     /* training entries (train_*.cu) */
     .rope = dspy_cu_rope,
     .linear_backward = dspy_cu_linear_backward,

@@ -233,6 +233,9 @@ dspy_status dspy_cu_add(dspy_backend *be, dspy_tensor x, dspy_tensor y);
 dspy_status dspy_cu_gather_rows(dspy_backend *be, dspy_tensor out, dspy_tensor inp, dspy_tensor rows, int M, int C);
 dspy_status dspy_cu_sample(dspy_backend *be, dspy_tensor tokens, dspy_tensor logprobs, dspy_tensor logits,
                       dspy_tensor params, int M, int V);
+dspy_status dspy_cu_decode_advance(dspy_backend *be, dspy_tensor tokens, dspy_tensor pos, dspy_tensor slots,
+                                   dspy_tensor segs, dspy_tensor tables, dspy_tensor sampled, dspy_tensor logprobs,
+                                   dspy_tensor ring, dspy_tensor ctl, int n, int ring_slots, int block_size);
 dspy_status dspy_cu_mask_logits(dspy_backend *be, dspy_tensor logits, dspy_tensor masks, dspy_tensor rows,
                            dspy_tensor shift, int R, int V);
 dspy_status dspy_cu_fill(dspy_backend *be, dspy_tensor x, float value);

@@ -365,3 +365,51 @@ dspy_status dspy_cu_mask_logits(dspy_backend *be, dspy_tensor logits, dspy_tenso
     }
     return DSPY_OK;
 }
+
+/* kern/ops.h decode_advance: one block, a thread a row. The step's last kernel wrote `sampled`
+ * and `logprobs`; every earlier kernel of the step has read the metadata rewritten here (each
+ * waited on the one before it). */
+static __global__ void k_decode_advance(int32_t *tokens, int32_t *pos, int32_t *slots, dspy_attn_seg *segs,
+                                        const int32_t *tables, const int32_t *sampled, const float *logprobs,
+                                        int32_t *ring, int32_t *ctl, int n, int ring_slots, int bs) {
+    griddep_wait();
+    const int slot = ctl[1], live = slot + 1 < ctl[2] ? min(ctl[0], n) : 0; /* no step follows: none */
+    __syncthreads(); /* every thread has read ctl before thread 0 moves ctl[1] on */
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const int32_t tok = sampled[i];
+        if (slot >= 0 && slot < ring_slots) {
+            ring[(int64_t)slot * 2 * n + i] = tok;
+            ring[(int64_t)slot * 2 * n + n + i] = __float_as_int(logprobs[i]);
+        }
+        if (i >= live) continue;
+        const int32_t p = pos[i] + 1;
+        tokens[i] = tok;
+        pos[i] = p;
+        segs[i].pos0 = p;
+        slots[i] = tables[segs[i].table_off + p / bs] * bs + p % bs;
+    }
+    if (threadIdx.x == 0) ctl[1] = slot + 1;
+}
+
+dspy_status dspy_cu_decode_advance(dspy_backend *be, dspy_tensor tokens, dspy_tensor pos, dspy_tensor slots,
+                                   dspy_tensor segs, dspy_tensor tables, dspy_tensor sampled, dspy_tensor logprobs,
+                                   dspy_tensor ring, dspy_tensor ctl, int n, int ring_slots, int bs) {
+    CU_ENTER(be);
+    CU_NEED("decode_advance", "tokens", tokens, DSPY_DTYPE_I32, n);
+    CU_NEED("decode_advance", "pos", pos, DSPY_DTYPE_I32, n);
+    CU_NEED("decode_advance", "slots", slots, DSPY_DTYPE_I32, n);
+    CU_NEED("decode_advance", "segs", segs, DSPY_DTYPE_I32, 4 * (int64_t)n);
+    CU_NEED("decode_advance", "tables", tables, DSPY_DTYPE_I32, 0);
+    CU_NEED("decode_advance", "sampled", sampled, DSPY_DTYPE_I32, n);
+    CU_NEED("decode_advance", "logprobs", logprobs, DSPY_DTYPE_F32, n);
+    CU_NEED("decode_advance", "ring", ring, DSPY_DTYPE_I32, 2 * (int64_t)n * ring_slots);
+    CU_NEED("decode_advance", "ctl", ctl, DSPY_DTYPE_I32, 3);
+    if (n < 1 || n > 1024 || ring_slots < 1 || bs < 1)
+        return dspy_fail(DSPY_ERR_ARG, "decode_advance: n %d must be in 1 .. 1024, ring_slots %d and block size %d "
+                                       "positive", n, ring_slots, bs);
+    const int threads = n <= 32 ? 32 : (n + 31) / 32 * 32;
+    return cu_launch(be, "decode_advance", k_decode_advance, dim3(1), dim3(threads), 0, (int32_t *)tokens.data,
+                     (int32_t *)pos.data, (int32_t *)slots.data, (dspy_attn_seg *)segs.data,
+                     (const int32_t *)tables.data, (const int32_t *)sampled.data, (const float *)logprobs.data,
+                     (int32_t *)ring.data, (int32_t *)ctl.data, n, ring_slots, bs);
+}
