@@ -12,13 +12,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/json_parse.h"
+
 #define J(v) ((json_t *)(v))
 #define D(v) ((dspy_json *)(v))
 
 dspy_status dspy_json_parse(const char *text, size_t len, const char *name, dspy_json **out) {
     json_error_t err;
     *out = NULL;
-    json_t *v = json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
+    /* the common case at ~7x jansson's speed (json_parse.c); jansson takes the rest and explains errors */
+    json_t *v = text ? dspy_json_parse_fast(text, len) : NULL;
+    if (v) {
+        *out = D(v);
+        return DSPY_OK;
+    }
+    v = json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
     if (!v)
         return dspy_fail(DSPY_ERR_FORMAT, "%s: line %d, column %d: invalid JSON: %s",
                          name ? name : "<json>", err.line, err.column, err.text);

@@ -2,16 +2,35 @@
  *
  * Any input either fails with a status and a message, or parses into a value whose compact dump
  * parses again to an equal value (a round trip). Crashes, leaks and sanitizer reports are what
- * libFuzzer looks for; the round trip catches reader/writer disagreements.
+ * libFuzzer looks for; the round trip catches reader/writer disagreements. The fast reader under
+ * dspy_json_parse (base/json_parse.h) is checked against jansson's: what it takes, jansson takes
+ * too, into a tree that dumps to the same bytes.
  */
+#include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "base/json_parse.h"
 #include "dspy/json.h"
 #include "fuzz.h"
 
+static void differential(const char *text, size_t len) {
+    json_t *f = dspy_json_parse_fast(text, len);
+    if (!f) return;
+    json_error_t err;
+    json_t *j = json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
+    FUZZ_ASSERT(j != NULL);
+    char *a = dspy_json_dumps((const dspy_json *)f, DSPY_JSON_COMPACT), *b = dspy_json_dumps((const dspy_json *)j, DSPY_JSON_COMPACT);
+    FUZZ_ASSERT(a && b && strcmp(a, b) == 0);
+    free(a), free(b);
+    json_decref(f);
+    json_decref(j);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    differential((const char *)data, size);
     dspy_json *v = NULL;
     if (dspy_json_parse((const char *)data, size, "fuzz", &v) != DSPY_OK) {
         FUZZ_ASSERT(v == NULL && dspy_errmsg()[0] != '\0');

@@ -1,8 +1,13 @@
 /* test_json.c — JSON parse errors, accessors, and Python-compatible output against CPython's
- * json.dumps / repr (tests/ref/json_vectors.txt, written by scripts/make_ref_json.py). */
+ * json.dumps / repr (tests/ref/json_vectors.txt, written by scripts/make_ref_json.py); the fast
+ * reader under dspy_json_parse (base/json_parse.h) against jansson's json_loadb. */
+#include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "base/json_parse.h"
 #include "check.h"
 #include "dspy/json.h"
 
@@ -77,6 +82,107 @@ static void test_errors(void) {
     CHECK_CONTAINS(dspy_errmsg(), "/nonexistent.json");
 }
 
+/* text through the fast reader and through json_loadb: 1 when the fast reader took it (then
+ * jansson must accept it too, and both trees dump to the same bytes: types, values, key order),
+ * 0 when it left it to jansson. */
+static int fast_vs_jansson(const char *text, size_t len) {
+    json_t *f = dspy_json_parse_fast(text, len);
+    json_error_t err;
+    json_t *j = json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
+    int took = f != NULL;
+    if (f) {
+        check_report(j != NULL, __FILE__, __LINE__, "fast reader took %.*s, which jansson refuses (%s)", (int)len, text,
+                     err.text);
+        if (j) {
+            dspy_str a = DSPY_STR_INIT, b = DSPY_STR_INIT;
+            CHECK_OK(dspy_json_dump((const dspy_json *)f, DSPY_JSON_COMPACT, &a));
+            CHECK_OK(dspy_json_dump((const dspy_json *)j, DSPY_JSON_COMPACT, &b));
+            check_report(a.len == b.len && memcmp(dspy_str_cstr(&a), dspy_str_cstr(&b), a.len) == 0, __FILE__, __LINE__,
+                         "%.*s: fast reader %s, jansson %s", (int)len, text, dspy_str_cstr(&a), dspy_str_cstr(&b));
+            dspy_str_free(&a), dspy_str_free(&b);
+        }
+    }
+    json_decref(f);
+    json_decref(j);
+    return took;
+}
+
+static uint64_t g_seed = 88172645463325252ull;
+static unsigned rnd(unsigned n) {
+    g_seed ^= g_seed << 13, g_seed ^= g_seed >> 7, g_seed ^= g_seed << 17;
+    return (unsigned)(g_seed % n);
+}
+
+/* A random document (depth-limited) in out; pieces the fast reader declines, some invalid. */
+static void random_doc(dspy_str *out, int depth) {
+    static const char *const atoms[] = {"0", "-0", "7", "-12", "123456789012345678", "1234567890123456789", "3.25", "-1e3",
+                                        "1E+2", "2.5e-310", "1e400", "01", "1.", ".5", "true", "false", "null", "tru",
+                                        "\"\"", "\"a b\"", "\"q\\\"\\\\\\/\\b\\f\\n\\r\\t\"", "\"\\u00e9\\u20ac\"",
+                                        "\"\\ud83d\\ude00\"", "\"\\ud83d\"", "\"\\u0000\"", "\"caf\xc3\xa9\"", "\"\x01\"", "\"\\x\""};
+    const unsigned k = rnd(depth > 3 ? 2 : 4);
+    if (k <= 1) {
+        dspy_str_append(out, atoms[rnd(sizeof atoms / sizeof atoms[0])]);
+    } else if (k == 2) {
+        dspy_str_append(out, rnd(2) ? "[" : "[ ");
+        for (unsigned i = 0, n = rnd(5); i < n; i++) {
+            if (i) dspy_str_append(out, rnd(20) ? "," : ",,");
+            random_doc(out, depth + 1);
+        }
+        dspy_str_append(out, rnd(30) ? "]" : ",]");
+    } else {
+        dspy_str_append(out, "{");
+        for (unsigned i = 0, n = rnd(5); i < n; i++) {
+            if (i) dspy_str_append(out, ",");
+            static const char *const keys[] = {"\"a\"", "\"b\"", "\"a\"", "\"\"", "\"k\\n\"", "\"\\u0000\"", "a"};
+            dspy_str_appendf(out, "%s%s", keys[rnd(sizeof keys / sizeof keys[0])], rnd(3) ? ":" : " : ");
+            random_doc(out, depth + 1);
+        }
+        dspy_str_append(out, rnd(30) ? "}" : ",}");
+    }
+}
+
+/* The fast reader: hand-picked documents, random ones, and a completions body of 1,500 token
+ * ids (B2's shape), all against json_loadb; its speed on that body is printed, not checked. */
+static void test_fast_reader(void) {
+    static const char *const take[] = {
+        "0", "-0", "[]", "{}", " [ 1 , -2 ,3 ] ", "{\"a\":1,\"b\":[true,false,null],\"a\":{\"x\":2.5}}",
+        "\"tab\\tnew\\nline\\u00e9\\ud83d\\ude00\"", "[1e5,-0.0,1E-3,123456789012345678]", "{\"\":\"\"}",
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi \\\"there\\\"\"}],\"temperature\":0}"};
+    static const char *const leave[] = {"", " ", "[1,]", "{\"a\":1,}", "[01]", "1.", "-", "[1e400]", "\"\\u0000\"",
+                                        "\"\\udc00\"", "\"\\ud800x\"", "\"caf\xc3\xa9\"", "\"\x01\"", "tru", "truex", "[1]x",
+                                        "1234567890123456789", "{a:1}", "[\"unterminated"};
+    for (size_t i = 0; i < sizeof take / sizeof take[0]; i++)
+        check_report(fast_vs_jansson(take[i], strlen(take[i])) == 1, __FILE__, __LINE__, "fast reader left %s", take[i]);
+    for (size_t i = 0; i < sizeof leave / sizeof leave[0]; i++)
+        check_report(fast_vs_jansson(leave[i], strlen(leave[i])) == 0, __FILE__, __LINE__, "fast reader took %s", leave[i]);
+    int took = 0;
+    const int N = 4000;
+    for (int i = 0; i < N; i++) {
+        dspy_str d = DSPY_STR_INIT;
+        random_doc(&d, 0);
+        took += fast_vs_jansson(dspy_str_cstr(&d), d.len);
+        dspy_str_free(&d);
+    }
+    CHECK(took > N / 5 && took < N);
+    dspy_str body = DSPY_STR_INIT;
+    dspy_str_append(&body, "{\"model\":\"/models/m\",\"prompt\":[");
+    for (int i = 0; i < 1500; i++) dspy_str_appendf(&body, "%s%d", i ? "," : "", 1000 + (i * 7919) % 99000);
+    dspy_str_append(&body, "],\"max_tokens\":80,\"temperature\":0}");
+    CHECK_INT(fast_vs_jansson(dspy_str_cstr(&body), body.len), 1);
+    struct timespec t0, t1, t2;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int r = 0; r < 200; r++) json_decref(dspy_json_parse_fast(dspy_str_cstr(&body), body.len));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    json_error_t err;
+    for (int r = 0; r < 200; r++) json_decref(json_loadb(dspy_str_cstr(&body), body.len, JSON_DECODE_ANY, &err));
+    clock_gettime(CLOCK_MONOTONIC, &t2);
+    const double fast = ((double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9) / 200 * 1e6;
+    const double jan = ((double)(t2.tv_sec - t1.tv_sec) + (t2.tv_nsec - t1.tv_nsec) * 1e-9) / 200 * 1e6;
+    printf("  fast reader: %d of %d random documents taken, all equal to jansson's; a %zu-byte body of 1,500 "
+           "token ids in %.0f us (jansson %.0f us)\n", took, N, body.len, fast, jan);
+    dspy_str_free(&body);
+}
+
 static void test_accessors(void) {
     dspy_json *o = dspy_json_object();
     CHECK_OK(dspy_json_set(o, "z", dspy_json_int(1)));
@@ -118,5 +224,6 @@ int main(void) {
     RUN(test_vectors);
     RUN(test_errors);
     RUN(test_accessors);
+    RUN(test_fast_reader);
     return check_summary("test_json");
 }
