@@ -226,14 +226,20 @@ DSPY_API dspy_status dspy_engine_add(dspy_engine *e, const int32_t *prompt, size
 DSPY_API dspy_status dspy_engine_step(dspy_engine *e, dspy_step_out *out);
 
 /* dspy_engine_step in two halves, so that the caller's own work (a server handing the last
- * step's tokens to its clients) runs while the device computes: begin plans the step and
- * enqueues it (*launched false when there was nothing to run), end waits for it and applies it
- * (out and errors as dspy_engine_step's; with nothing launched, no events). Between the two the
- * engine takes only dspy_engine_remove (the sequence is retired when the step ends and reports
- * nothing from it), dspy_engine_stats_get and dspy_engine_profile_get; dspy_engine_add answers
- * DSPY_ERR_STATE, a second begin too. dspy_engine_step is begin then end. */
+ * step's tokens to its clients, admitting new requests) runs while the device computes: begin
+ * plans the step and enqueues it (*launched false when there was nothing to run), end waits for
+ * it and applies it (out and errors as dspy_engine_step's; with nothing launched, no events).
+ * Between the two the engine takes dspy_engine_add (the sequence joins at the next step; it
+ * takes only blocks the step does not use), dspy_engine_remove (the sequence is retired when the
+ * step ends and reports nothing from it), dspy_engine_step_done, dspy_engine_stats_get and
+ * dspy_engine_profile_get; a second begin answers DSPY_ERR_STATE. dspy_engine_step is begin then
+ * end. */
 DSPY_API dspy_status dspy_engine_step_begin(dspy_engine *e, bool *launched);
 DSPY_API dspy_status dspy_engine_step_end(dspy_engine *e, dspy_step_out *out);
+/* *done = whether the step begun has finished on the device (dspy_engine_step_end would not
+ * wait); true with none in flight, and always on a backend whose steps run as they are queued
+ * (the CPU). DSPY_ERR_BACKEND when the device failed. */
+DSPY_API dspy_status dspy_engine_step_done(dspy_engine *e, bool *done);
 
 /* The most decode steps the next dspy_engine_step_begin may queue as one run (see
  * dspy_engine_params.multi_steps), until changed: a caller with work waiting to be added sets 1,

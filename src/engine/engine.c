@@ -357,8 +357,6 @@ bool dspy_engine_defer(dspy_engine *e, int32_t i) {
 dspy_status dspy_engine_add(dspy_engine *e, const int32_t *prompt, size_t n, const dspy_sampling *spp,
                             int64_t *seq_id) {
     *seq_id = 0;
-    if (e->fl.active)
-        return dspy_fail(DSPY_ERR_STATE, "engine: a step is in flight; add the sequence after dspy_engine_step_end");
     dspy_sampling sp = spp ? *spp : dspy_sampling_default();
     dspy_status st = dspy_engine_check_prompt(e->cfg, prompt, n);
     if (st) return st;

@@ -101,6 +101,7 @@ struct dspy_engine {
         bool graph, mask_all, decode;
         int32_t nseg, N, drafted, n_prefill, n_decode;
         int32_t run, run_rows; /* decode steps queued (1, or a run's), and a run's rows a step (its ring's B) */
+        int32_t n_active;      /* active sequences when it began: active[0 .. n_active) (added ones follow) */
         int64_t t_plan, t_launch, t_wait;
         int64_t *removed; /* (max_seqs) */
         int32_t n_removed;

@@ -593,6 +593,7 @@ dspy_status dspy_engine_step_begin(dspy_engine *e, bool *launched) {
     e->fl.nseg = sp.nseg, e->fl.N = sp.N, e->fl.drafted = drafted;
     e->fl.n_prefill = out->n_prefill_tokens, e->fl.n_decode = out->n_decode_tokens * run;
     e->fl.run = run, e->fl.run_rows = N;
+    e->fl.n_active = e->n_active;
     e->fl.t_plan = t_plan, e->fl.t_launch = t_launch, e->fl.t_wait = dspy_now_ns();
     e->fl.n_removed = 0;
     e->fl.active = true;
@@ -632,6 +633,12 @@ static void retire_removed(dspy_engine *e, dspy_step_out *out) {
     e->fl.n_removed = 0;
 }
 
+dspy_status dspy_engine_step_done(dspy_engine *e, bool *done) {
+    *done = true;
+    if (!e->fl.active || !e->be->ops->query) return DSPY_OK;
+    return e->be->ops->query(e->be, done);
+}
+
 dspy_status dspy_engine_step_end(dspy_engine *e, dspy_step_out *out) {
     memset(out, 0, sizeof *out);
     out->events = e->events;
@@ -667,9 +674,10 @@ dspy_status dspy_engine_step_end(dspy_engine *e, dspy_step_out *out) {
     const float *shift = (const float *)(e->res_h + 2 * e->max_out);
     /* One event per fed sequence in add order (token -1 for a prompt chunk), more for accepted
      * drafts. A sequence's sampled rows are consecutive from first_out (rows in add order). */
-    for (int32_t i = 0; i < e->n_active && run > 1; i++)
+    const int32_t n_in = e->fl.n_active; /* the sequences in the step; later ones were added meanwhile */
+    for (int32_t i = 0; i < n_in && run > 1; i++)
         if (take[i] > 0) end_run(e, e->active[i], e->first_out[i], out);
-    for (int32_t i = 0; i < e->n_active && run == 1; i++) {
+    for (int32_t i = 0; i < n_in && run == 1; i++) {
         if (take[i] == 0) continue;
         seq *s = e->active[i];
         dspy_step_event *ev = &e->events[out->n_events++];
@@ -717,7 +725,7 @@ dspy_status dspy_engine_step_end(dspy_engine *e, dspy_step_out *out) {
             }
         }
     }
-    for (int32_t i = 0; i < e->n_active; i++)
+    for (int32_t i = 0; i < n_in; i++)
         if (take[i] > 0) dspy_engine_publish(e, e->active[i]);
     for (int32_t k = 0; k < out->n_events; k++)
         if (e->events[k].finish != DSPY_FINISH_NONE) dspy_engine_retire_id(e, e->events[k].seq_id);

@@ -110,6 +110,9 @@ typedef struct dspy_ops {
     dspy_status (*cast)(dspy_backend *be, dspy_tensor out, dspy_tensor inp);
     /* Waits for every queued operation; returns the sticky error, if any. */
     dspy_status (*sync)(dspy_backend *be);
+    /* Optional (NULL: queued work is done when the call that queued it returns, as on the CPU):
+     * *done = whether everything queued so far has finished, without waiting. */
+    dspy_status (*query)(dspy_backend *be, bool *done);
 
     /* Graph capture (CUDA graphs): between graph_begin and graph_end every entry is recorded,
      * not run; graph_launch replays the recording with the memory contents of replay time.

@@ -19,6 +19,7 @@
 #include "server/scheduler.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,6 +103,9 @@ struct sched {
     sched_stats stats;    /* under mu: the snapshot after the last step (or the engine's creation) */
     int64_t idle_since;   /* under mu: when the engine thread's current wait for work began; 0 when it works */
     int64_t idle_ns, admit_ns, step_ns, events_ns, stats_ns; /* engine thread only: see sched_stats */
+    int64_t last_done;    /* engine thread only: when a job last completed (ns; 0 = none yet) */
+    atomic_int submits;   /* jobs submitted so far (the idle engine thread watches it: idle_spin) */
+    atomic_bool stopping_hint; /* quit or abort asked (ends idle_spin early) */
     /* engine thread only: the last step's results, handed to the jobs while the next step runs
      * (a copy: the engine rewrites its events at every step's end) */
     dspy_step_out prev;
@@ -385,6 +389,7 @@ static void maybe_complete(sched *s, sched_job *j) {
     pthread_mutex_lock(&j->mu);
     j->complete = true;
     j->t_done = dspy_now_ns();
+    s->last_done = j->t_done;
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
     retire(s, j);
@@ -493,8 +498,9 @@ static sched_job *pick_job(sched *s, bool *from_queue) {
     return best;
 }
 
-/* Admits waiting work while the engine takes it, preempting where fairness says so. */
-static void admit(sched *s) {
+/* Admits waiting work while the engine takes it, preempting where fairness says so; with a step
+ * in flight (in_flight), only what fits without preempting (the step's sequences stay). */
+static void admit(sched *s, bool in_flight) {
     for (int guard = 0; guard < 4096; guard++) {
         bool from_queue;
         sched_job *j = pick_job(s, &from_queue);
@@ -516,6 +522,7 @@ static void admit(sched *s) {
         }
         sched_choice *c = next_pending(j);
         dspy_status st = add_choice(s, j, c);
+        if (st == DSPY_ERR_STATE && in_flight) return; /* after the step */
         while (st == DSPY_ERR_STATE) {
             sched_job *vj = NULL;
             sched_choice *v = pick_victim(s, j, &vj);
@@ -622,13 +629,71 @@ static void keep(sched *s, const dspy_step_out *out) {
     s->has_prev = true;
 }
 
-/* Whether a job waits for the engine: queued, or running with a choice not added (or preempted). */
-static bool work_waiting(sched *s) {
+/* After a job completes, decode steps stay single this long: a client that sends its next
+ * request as soon as it has the answer (an evaluation's threads, an agent) gets it to the engine
+ * within ~1-1.5 ms (B2 on the H200's host: the answer written, the next request read, parsed and
+ * queued), and a run queued meanwhile would hold it back by up to multi_steps steps (B2 with runs
+ * of 8: waves split, 553 -> 561-582 decode steps, 0.504 -> 0.512-0.526 s). */
+enum { RUN_QUIET_NS = 3000000 };
+
+/* Whether the next step should be a single decode step (dspy_engine_limit_run): a job waits for
+ * the engine (queued, or running with a choice not added or preempted), or one completed lately
+ * (RUN_QUIET_NS) or is about to (the kept step's events, handed out after the next step begins,
+ * end a sequence). */
+static bool kept_finishes(const sched *s) {
+    for (int32_t k = 0; s->has_prev && k < s->prev.n_events; k++)
+        if (s->prev.events[k].finish != DSPY_FINISH_NONE) return true;
+    return false;
+}
+
+static bool keep_single(sched *s) {
+    if (s->last_done && dspy_now_ns() - s->last_done < RUN_QUIET_NS) return true;
+    if (kept_finishes(s)) return true;
     pthread_mutex_lock(&s->mu);
     bool waiting = s->q_head != NULL;
     pthread_mutex_unlock(&s->mu);
     for (sched_job *j = s->running; j && !waiting; j = j->next) waiting = !atomic_load(&j->cancelled) && next_pending(j);
     return waiting;
+}
+
+/* The engine thread, idle under s->mu, watches for a submission for up to IDLE_SPIN_NS before it
+ * sleeps on the condition variable: woken from a sleep it took ~0.1 ms to start the next step on
+ * the H200's host (B2: each wave's first request arrives ~0.3-1 ms after the last one ended). */
+enum { IDLE_SPIN_NS = 2000000 };
+
+static void idle_spin(sched *s) {
+    if (s->last_done == 0 || dspy_now_ns() - s->last_done > IDLE_SPIN_NS) return; /* no client likely to come back */
+    const int seen = atomic_load(&s->submits);
+    pthread_mutex_unlock(&s->mu);
+    const int64_t t0 = dspy_now_ns();
+    while (atomic_load(&s->submits) == seen && !atomic_load(&s->stopping_hint) && dspy_now_ns() - t0 < IDLE_SPIN_NS)
+        sched_yield();
+    pthread_mutex_lock(&s->mu);
+}
+
+/* While the device runs the step just begun, requests submitted meanwhile are added to the
+ * engine (they join the next step): the engine thread watches the queue instead of blocking in
+ * the step's end. Why: a B2 wave's other requests arrive during its first request's prompt step
+ * (~2 ms), and adding 15 of them after it cost ~0.15-0.2 ms before the next step on the H200. */
+static void admit_while_running(sched *s) {
+    int seen = -1;
+    int64_t admitting = 0;
+    const int64_t t0 = dspy_now_ns();
+    for (;;) {
+        bool done = true;
+        if (dspy_engine_step_done(s->eng, &done) != DSPY_OK || done) break; /* the end reports a failure */
+        const int now = atomic_load(&s->submits);
+        if (now != seen) {
+            seen = now;
+            const int64_t t = dspy_now_ns();
+            admit(s, true);
+            admitting += dspy_now_ns() - t;
+        } else {
+            sched_yield();
+        }
+    }
+    s->admit_ns += admitting;
+    s->step_ns += dspy_now_ns() - t0 - admitting; /* waiting for the step, as its end would */
 }
 
 static void *engine_main(void *arg) {
@@ -651,6 +716,7 @@ static void *engine_main(void *arg) {
         if (!s->quit && !s->abort_status && !s->running && !s->q_head) {
             const int64_t t_idle = dspy_now_ns();
             s->idle_since = t_idle;
+            idle_spin(s);
             while (!s->quit && !s->abort_status && !s->running && !s->q_head) pthread_cond_wait(&s->cv, &s->mu);
             s->idle_ns += dspy_now_ns() - t_idle;
             s->idle_since = 0;
@@ -680,7 +746,7 @@ static void *engine_main(void *arg) {
             }
         }
         const int64_t t_admit = dspy_now_ns();
-        admit(s);
+        admit(s, false);
         const int64_t t_step = dspy_now_ns();
         s->admit_ns += t_step - t_admit;
         if (!s->running) {
@@ -689,12 +755,17 @@ static void *engine_main(void *arg) {
         }
         /* The step goes to the device first; the last step's tokens go to their jobs while it
          * runs (a stop string found there removes its sequence when this step ends). Work that
-         * waits to be added keeps it to one decode step, so that it joins at the next. */
-        dspy_engine_limit_run(s->eng, work_waiting(s) ? 1 : DSPY_ENGINE_MAX_RUN);
+         * waits to be added, or may come soon, keeps it to one decode step (keep_single). Where
+         * the last step ended sequences, their answers go out first: a step run op by op takes
+         * ~1 ms to enqueue (B2 on the H200: a wave's answers held back that long split the
+         * next wave). */
+        dspy_engine_limit_run(s->eng, keep_single(s) ? 1 : DSPY_ENGINE_MAX_RUN);
+        if (s->overlap && kept_finishes(s)) deliver(s);
         bool launched = false;
         dspy_status st = dspy_engine_step_begin(s->eng, &launched);
         s->step_ns += dspy_now_ns() - t_step;
         if (st == DSPY_OK && s->overlap) deliver(s);
+        if (st == DSPY_OK && launched && s->overlap) admit_while_running(s);
         dspy_step_out out;
         const int64_t t_end = dspy_now_ns();
         if (st == DSPY_OK) st = dspy_engine_step_end(s->eng, &out);
@@ -764,6 +835,7 @@ dspy_status dspy_sched_submit(sched *s, sched_job *j) {
     else s->q_head = j;
     s->q_tail = j;
     s->n_queued++;
+    atomic_fetch_add(&s->submits, 1);
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
     return DSPY_OK;
@@ -773,6 +845,7 @@ void dspy_sched_abort(sched *s, int status, const char *message) {
     pthread_mutex_lock(&s->mu);
     if (!s->abort_status) {
         s->abort_status = status;
+        atomic_store(&s->stopping_hint, true);
         s->abort_message = strdup(message ? message : "aborted");
     }
     pthread_cond_signal(&s->cv);
@@ -812,6 +885,7 @@ void dspy_sched_free(sched *s) {
     if (s->thread_started) {
         pthread_mutex_lock(&s->mu);
         s->quit = true;
+        atomic_store(&s->stopping_hint, true);
         pthread_cond_signal(&s->cv);
         pthread_mutex_unlock(&s->mu);
         pthread_join(s->thread, NULL);

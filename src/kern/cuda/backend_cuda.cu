@@ -127,6 +127,13 @@ static dspy_status cu_sync(dspy_backend *be) {
     return dspy_cu_check(be, cudaStreamSynchronize(cu_of(be)->stream), "synchronize (a kernel failed)");
 }
 
+static dspy_status cu_query(dspy_backend *be, bool *done) {
+    CU_ENTER(be);
+    const cudaError_t e = cudaStreamQuery(cu_of(be)->stream);
+    *done = e == cudaSuccess;
+    return e == cudaErrorNotReady ? DSPY_OK : dspy_cu_check(be, e, "query (a kernel failed)");
+}
+
 /* ---- graphs ------------------------------------------------------------------------------ */
 
 static dspy_status cu_graph_begin(dspy_backend *be) {
@@ -175,6 +182,7 @@ static const dspy_ops k_cuda_ops = {
     .fill = dspy_cu_fill,
     .cast = dspy_cu_cast,
     .sync = cu_sync,
+    .query = cu_query,
     .graph_begin = cu_graph_begin,
     .graph_end = cu_graph_end,
     .graph_launch = cu_graph_launch,
