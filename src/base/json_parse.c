@@ -212,7 +212,7 @@ static json_t *read_object(rd *r, int depth) {
         if (r->p >= r->end || *r->p++ != '"' || !read_string(r, &kn)) break;
         char small[64], *key = kn < sizeof small ? small : malloc(kn + 1);
         if (!key) break;
-        memcpy(key, r->buf, kn);
+        if (kn) memcpy(key, r->buf, kn); /* r->buf is NULL until a string has bytes */
         key[kn] = '\0';
         skip_ws(r);
         json_t *v = r->p < r->end && *r->p++ == ':' ? read_value(r, depth + 1) : NULL;
