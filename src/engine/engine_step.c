@@ -389,7 +389,9 @@ static dspy_status launch_graph(dspy_engine *e, const meta_layout *L, int32_t B,
     if (!*slot) {
         const int64_t t0 = dspy_now_ns();
         DSPY_TRY(o->graph_begin(e->be));
-        /* replayed at any context; a greedy decode step hands over to the next step of a run */
+        /* replayed at any context; where runs are on, a decode step's graph (greedy or sampled:
+         * a run of greedy steps with the sampler apart uses the latter) ends with the hand-over
+         * to the next step of a run */
         dspy_status st = run_step(e, L, B, B, B, n_table, true, R, 0, e->max_len, variant == GRAPH_GREEDY,
                                   variant != GRAPH_MASKED && e->run_max > 1);
         void *g = NULL;

@@ -486,16 +486,16 @@ static void *worker_main(void *arg) {
         s->n_idle++;
         while (!s->handoff && !s->workers_quit)
             if (pthread_cond_timedwait(&s->work_cv, &s->mu, &dl) == ETIMEDOUT) break;
-        c = s->handoff;
+        c = s->handoff; /* the handing thread counted this worker out of n_idle already */
         s->handoff = NULL;
-        if (!c) s->n_idle--; /* (a handing thread counted this worker out already) */
-        if (c) pthread_cond_broadcast(&s->work_cv); /* the slot is free again */
-        if (!c) {
+        if (!c) { /* timed out, or the server stops */
+            s->n_idle--;
             s->n_workers--;
             pthread_cond_broadcast(&s->cv);
             pthread_mutex_unlock(&s->mu);
             return NULL;
         }
+        pthread_cond_broadcast(&s->work_cv); /* the hand-off slot is free again */
         pthread_mutex_unlock(&s->mu);
     }
 }

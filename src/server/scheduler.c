@@ -636,16 +636,16 @@ static void keep(sched *s, const dspy_step_out *out) {
  * of 8: waves split, 553 -> 561-582 decode steps, 0.504 -> 0.512-0.526 s). */
 enum { RUN_QUIET_NS = 3000000 };
 
-/* Whether the next step should be a single decode step (dspy_engine_limit_run): a job waits for
- * the engine (queued, or running with a choice not added or preempted), or one completed lately
- * (RUN_QUIET_NS) or is about to (the kept step's events, handed out after the next step begins,
- * end a sequence). */
+/* Whether the kept step's events (handed out after the next step begins) end a sequence. */
 static bool kept_finishes(const sched *s) {
     for (int32_t k = 0; s->has_prev && k < s->prev.n_events; k++)
         if (s->prev.events[k].finish != DSPY_FINISH_NONE) return true;
     return false;
 }
 
+/* Whether the next step should be a single decode step (dspy_engine_limit_run): a job waits for
+ * the engine (queued, or running with a choice not added or preempted), or one completed lately
+ * (RUN_QUIET_NS) or is about to (kept_finishes). */
 static bool keep_single(sched *s) {
     if (s->last_done && dspy_now_ns() - s->last_done < RUN_QUIET_NS) return true;
     if (kept_finishes(s)) return true;
