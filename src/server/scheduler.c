@@ -662,7 +662,9 @@ static bool keep_single(sched *s) {
 enum { IDLE_SPIN_NS = 2000000 };
 
 static void idle_spin(sched *s) {
-    if (s->last_done == 0 || dspy_now_ns() - s->last_done > IDLE_SPIN_NS) return; /* no client likely to come back */
+    /* only where steps are asynchronous (a device): a CPU step takes far longer than the wake, and
+     * the spinning thread would take a core from the work */
+    if (!s->overlap || s->last_done == 0 || dspy_now_ns() - s->last_done > IDLE_SPIN_NS) return;
     const int seen = atomic_load(&s->submits);
     pthread_mutex_unlock(&s->mu);
     const int64_t t0 = dspy_now_ns();
