@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dspy/str.h"
+
 enum { MAX_DEPTH = 256 };
 
 typedef struct rd {
@@ -102,17 +104,7 @@ static bool read_string(rd *r, size_t *len) {
                 if (lo < 0xDC00 || lo > 0xDFFF) return false;
                 u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
             }
-            if (u < 0x80) {
-                out[0] = (char)u;
-            } else if (u < 0x800) {
-                out[0] = (char)(0xC0 | (u >> 6)), out[1] = (char)(0x80 | (u & 0x3F)), k = 2;
-            } else if (u < 0x10000) {
-                out[0] = (char)(0xE0 | (u >> 12)), out[1] = (char)(0x80 | ((u >> 6) & 0x3F));
-                out[2] = (char)(0x80 | (u & 0x3F)), k = 3;
-            } else {
-                out[0] = (char)(0xF0 | (u >> 18)), out[1] = (char)(0x80 | ((u >> 12) & 0x3F));
-                out[2] = (char)(0x80 | ((u >> 6) & 0x3F)), out[3] = (char)(0x80 | (u & 0x3F)), k = 4;
-            }
+            k = (size_t)dspy_utf8_encode((unsigned)u, out);
             break;
         }
         default: return false;

@@ -132,6 +132,7 @@ struct http_conn {
     bool close_after; /* an error answer: close the connection after it */
     char *extra;      /* "Name: value\r\n" lines added to the answer (dspy_http_conn_add_headers) */
     char stream_ctype[128];
+    struct http_conn *work_next; /* under s->mu: the next request handed to an idle worker */
 };
 
 struct http_server {
@@ -149,8 +150,8 @@ struct http_server {
     int n_busy;
     /* the worker thread cache, under mu: requests handed to idle workers, and the threads */
     pthread_cond_t work_cv; /* signalled when a request is handed over or the server stops */
-    http_conn *handoff;     /* a request for an idle worker (one at a time: the handing thread waits) */
-    int n_idle;             /* workers waiting for a request */
+    http_conn *handoff;     /* requests handed to idle workers, not yet taken (linked by work_next) */
+    int n_idle;             /* idle workers no request is handed to yet */
     int n_workers;          /* worker threads alive */
     bool workers_quit;
     bool reaper_quit;
@@ -486,8 +487,7 @@ static void *worker_main(void *arg) {
         s->n_idle++;
         while (!s->handoff && !s->workers_quit)
             if (pthread_cond_timedwait(&s->work_cv, &s->mu, &dl) == ETIMEDOUT) break;
-        c = s->handoff; /* the handing thread counted this worker out of n_idle already */
-        s->handoff = NULL;
+        c = s->handoff; /* the handing thread counted one idle worker out of n_idle for it */
         if (!c) { /* timed out, or the server stops */
             s->n_idle--;
             s->n_workers--;
@@ -495,7 +495,7 @@ static void *worker_main(void *arg) {
             pthread_mutex_unlock(&s->mu);
             return NULL;
         }
-        pthread_cond_broadcast(&s->work_cv); /* the hand-off slot is free again */
+        s->handoff = c->work_next;
         pthread_mutex_unlock(&s->mu);
     }
 }
@@ -506,11 +506,11 @@ static bool start_worker(http_conn *c) {
     atomic_fetch_add(&c->refs, 1);
     pthread_mutex_lock(&s->mu);
     s->n_busy++;
-    while (s->n_idle > 0 && s->handoff && !s->workers_quit) pthread_cond_wait(&s->work_cv, &s->mu);
-    if (s->n_idle > 0 && !s->workers_quit) {
+    if (s->n_idle > 0 && !s->workers_quit) { /* never waits: the event thread calls this */
+        c->work_next = s->handoff;
         s->handoff = c;
         s->n_idle--;
-        pthread_cond_broadcast(&s->work_cv); /* handing threads wait on it too: a signal could wake one of them */
+        pthread_cond_signal(&s->work_cv);
         pthread_mutex_unlock(&s->mu);
         return true;
     }

@@ -645,10 +645,9 @@ static bool kept_finishes(const sched *s) {
 
 /* Whether the next step should be a single decode step (dspy_engine_limit_run): a job waits for
  * the engine (queued, or running with a choice not added or preempted), or one completed lately
- * (RUN_QUIET_NS) or is about to (kept_finishes). */
-static bool keep_single(sched *s) {
-    if (s->last_done && dspy_now_ns() - s->last_done < RUN_QUIET_NS) return true;
-    if (kept_finishes(s)) return true;
+ * (RUN_QUIET_NS) or is about to (finishing: kept_finishes). */
+static bool keep_single(sched *s, bool finishing) {
+    if (finishing || (s->last_done && dspy_now_ns() - s->last_done < RUN_QUIET_NS)) return true;
     pthread_mutex_lock(&s->mu);
     bool waiting = s->q_head != NULL;
     pthread_mutex_unlock(&s->mu);
@@ -761,8 +760,9 @@ static void *engine_main(void *arg) {
          * the last step ended sequences, their answers go out first: a step run op by op takes
          * ~1 ms to enqueue (B2 on the H200: a wave's answers held back that long split the
          * next wave). */
-        dspy_engine_limit_run(s->eng, keep_single(s) ? 1 : DSPY_ENGINE_MAX_RUN);
-        if (s->overlap && kept_finishes(s)) deliver(s);
+        const bool finishing = kept_finishes(s);
+        dspy_engine_limit_run(s->eng, keep_single(s, finishing) ? 1 : DSPY_ENGINE_MAX_RUN);
+        if (s->overlap && finishing) deliver(s);
         bool launched = false;
         dspy_status st = dspy_engine_step_begin(s->eng, &launched);
         s->step_ns += dspy_now_ns() - t_step;
