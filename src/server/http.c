@@ -135,6 +135,13 @@ struct http_conn {
     struct http_conn *work_next; /* under s->mu: the next request handed to an idle worker */
 };
 
+/* A worker thread: joined once it leaves its loop (see worker_main). */
+typedef struct http_worker {
+    pthread_t th;
+    http_conn *first;         /* the request it was started for */
+    struct http_worker *next; /* under s->mu: in s->exited */
+} http_worker;
+
 struct http_server {
     http_server_config cfg;
     char *host;
@@ -153,6 +160,7 @@ struct http_server {
     http_conn *handoff;     /* requests handed to idle workers, not yet taken (linked by work_next) */
     int n_idle;             /* idle workers no request is handed to yet */
     int n_workers;          /* worker threads alive */
+    http_worker *exited;    /* workers that left the loop, to be joined (the reaper, the free) */
     bool workers_quit;
     bool reaper_quit;
     bool reaper_started;
@@ -475,9 +483,12 @@ static void run_request(http_conn *c) {
 }
 
 /* A worker: its first request, then the ones handed to it while it waits idle; it exits after
- * HTTP_WORKER_IDLE_MS without one, or when the server stops. */
+ * HTTP_WORKER_IDLE_MS without one, or when the server stops. Workers are joined, not detached:
+ * a thread's own exit (thread-local destructors, OpenSSL's per-thread state among them) must be
+ * over before the server's free returns, or a process that exits right after races it. */
 static void *worker_main(void *arg) {
-    http_conn *c = arg;
+    http_worker *w = arg;
+    http_conn *c = w->first;
     http_server *s = c->s;
     for (;;) {
         run_request(c);
@@ -491,6 +502,8 @@ static void *worker_main(void *arg) {
         if (!c) { /* timed out, or the server stops */
             s->n_idle--;
             s->n_workers--;
+            w->next = s->exited;
+            s->exited = w;
             pthread_cond_broadcast(&s->cv);
             pthread_mutex_unlock(&s->mu);
             return NULL;
@@ -516,14 +529,18 @@ static bool start_worker(http_conn *c) {
     }
     s->n_workers++;
     pthread_mutex_unlock(&s->mu);
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, HTTP_WORKER_STACK);
-    pthread_t th;
-    bool ok = pthread_create(&th, &attr, worker_main, c) == 0;
-    pthread_attr_destroy(&attr);
+    http_worker *w = calloc(1, sizeof *w);
+    bool ok = w != NULL;
+    if (ok) {
+        w->first = c;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setstacksize(&attr, HTTP_WORKER_STACK);
+        ok = pthread_create(&w->th, &attr, worker_main, w) == 0;
+        pthread_attr_destroy(&attr);
+    }
     if (!ok) {
+        free(w);
         pthread_mutex_lock(&s->mu);
         s->n_busy--;
         s->n_workers--;
@@ -732,11 +749,28 @@ static void reap_locked(http_server *s) {
     }
 }
 
+/* Joins the workers that left their loop (each is past its last use of s->mu); called with s->mu
+ * held, released around the joins. */
+static void join_exited_locked(http_server *s) {
+    http_worker *w = s->exited;
+    s->exited = NULL;
+    if (!w) return;
+    pthread_mutex_unlock(&s->mu);
+    while (w) {
+        http_worker *next = w->next;
+        pthread_join(w->th, NULL);
+        free(w);
+        w = next;
+    }
+    pthread_mutex_lock(&s->mu);
+}
+
 static void *reaper_main(void *arg) {
     http_server *s = arg;
     pthread_mutex_lock(&s->mu);
     while (!s->reaper_quit) {
         reap_locked(s);
+        join_exited_locked(s);
         struct timespec dl;
         dspy_deadline_in(&dl, HTTP_REAP_MS);
         pthread_cond_timedwait(&s->cv, &s->mu, &dl);
@@ -912,6 +946,9 @@ void dspy_http_server_free(http_server *s) {
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     if (s->reaper_started) pthread_join(s->reaper, NULL);
+    pthread_mutex_lock(&s->mu);
+    join_exited_locked(s); /* those the reaper had not joined yet */
+    pthread_mutex_unlock(&s->mu);
     if (s->d) MHD_stop_daemon(s->d);
     if (s->listen_fd >= 0) close(s->listen_fd);
     if (s->wake[0] >= 0) close(s->wake[0]);
