@@ -13,7 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-int check_passed, check_failed, check_skipped;
+_Atomic int check_passed, check_failed, check_skipped;
 const char *check_current = "";
 static char g_tmpdir[512];
 

@@ -18,7 +18,8 @@
 
 #include "dspy/status.h"
 
-extern int check_passed, check_failed, check_skipped;
+/* atomic: servers' handler threads and workers check too */
+extern _Atomic int check_passed, check_failed, check_skipped;
 extern const char *check_current;
 
 void check_report(bool ok, const char *file, int line, const char *fmt, ...)
