@@ -1,6 +1,6 @@
 /* bench_b2.c — issue 10's B2, the evaluation workload against `dspy serve`: 100 requests that share
  * a 1,300-token prefix (the tutorial's system prompt and demos) followed by ~200 tokens of their
- * own, 80 answer tokens each (greedy), sent by 16 concurrent HTTP clients to a real server
+ * own, 80 answer tokens each (greedy, ignore_eos), sent by 16 concurrent HTTP clients to a real server
  * process on 127.0.0.1. Prints the wall time from the first request to the last answer,
  * requests/s, the completion tokens, and what the server's /metrics says about the prefix cache.
  *
@@ -208,7 +208,9 @@ int main(int argc, char **argv) {
                                     : splitmix64(1000003ull * (uint64_t)(q + 1) + (uint64_t)(i - prefix));
             dspy_str_appendf(&b, "%s%d", i ? "," : "", (int)(1000 + z % 99000));
         }
-        dspy_str_appendf(&b, "],\"max_tokens\":%d,\"temperature\":0}", max_tokens);
+        /* ignore_eos: every answer is max_tokens long, as PyTorch's generate with min_new_tokens in
+         * the same run (a random model reaches an eos id now and then, in some waves only) */
+        dspy_str_appendf(&b, "],\"max_tokens\":%d,\"temperature\":0,\"ignore_eos\":true}", max_tokens);
         r.bodies[q] = b.ptr;
     }
     /* default: one request first, alone: it fills the prefix cache and warms the server (its time

@@ -582,6 +582,7 @@ dspy_status dspy_oai_request_parse(oai_kind kind, const char *body, size_t len, 
         out->has_seed = true;
         out->seed = (uint64_t)iv; /* a negative seed is a valid int64: reinterpret, not refuse */
     }
+    if ((st = get_bool(root, "ignore_eos", &out->ignore_eos, err))) goto fail;
     if ((st = get_bool(root, "stream", &out->stream, err))) goto fail;
     if ((v = member(root, "stream_options"))) {
         if (dspy_json_typeof(v) != DSPY_JSON_OBJECT) {

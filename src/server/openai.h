@@ -125,6 +125,7 @@ typedef struct oai_request {
     double temperature;         /* 1.0 when absent or null (OpenAI's default) */
     double top_p;               /* 1.0 when absent or null */
     int32_t top_k;              /* vLLM/SGLang extension; 0 = off */
+    bool ignore_eos;            /* vLLM/SGLang extension: eos and end-of-turn do not end the answer */
     int32_t n;                  /* 1 when absent */
     char **stop;                /* stop strings (non-empty), n_stop of them */
     size_t n_stop;

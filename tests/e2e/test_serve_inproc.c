@@ -34,6 +34,7 @@
 #include "http_client.h"
 #include "dspy/clock.h"
 #include "dspy/compile.h"
+#include "dspy/engine.h"
 #include "dspy/history.h"
 #include "dspy/json.h"
 #include "dspy/lm.h"
@@ -43,6 +44,7 @@
 #include "dspy/prediction.h"
 #include "dspy/server.h"
 #include "dspy/str.h"
+#include "dspy/tokenizer.h"
 
 static char g_model[1024];
 static char g_tok[1024];
@@ -544,6 +546,76 @@ static void test_spec_tokens(void) {
     CHECK(s == NULL);
 }
 
+/* ignore_eos (vLLM's and SGLang's extension): a model whose eos id is a token its greedy answer
+ * reaches stops there without it and goes on to max_tokens with it — the same tokens as the
+ * engine gives in process, decoded. The model is g_model's weights (same seed) with that token as
+ * its eos id in config.json. */
+static void test_ignore_eos(void) {
+    static const int32_t prompt[5] = {9906, 11, 1917, 0, 358};
+    enum { N = 6 };
+    dspy_model *m = NULL;
+    CHECK_OK(dspy_model_load(g_model, NULL, &m));
+    if (!m) return;
+    dspy_sampling sp = dspy_sampling_default();
+    sp.temperature = 0;
+    sp.max_tokens = N;
+    int32_t *gen = NULL;
+    size_t ng = 0;
+    CHECK_OK(dspy_generate(m, prompt, 5, &sp, &gen, NULL, &ng, NULL));
+    dspy_model_free(m);
+    CHECK_INT(ng, N);
+    if (ng != N) {
+        free(gen);
+        return;
+    }
+    int32_t eos = gen[2];
+    size_t first = 0; /* where the answer meets eos first */
+    while (gen[first] != eos) first++;
+    char *want = NULL;
+    dspy_tokenizer *tok = NULL;
+    CHECK_OK(dspy_tokenizer_load(g_tok, &tok));
+    if (tok) CHECK_OK(dspy_tokenizer_decode(tok, gen, N, true, &want, NULL));
+    dspy_tokenizer_free(tok);
+
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s/tiny-eos", test_tmpdir());
+    dspy_model_config cfg;
+    CHECK_OK(dspy_model_config_preset("llama", "tiny", &cfg));
+    cfg.n_eos = 1;
+    cfg.eos_token_ids[0] = eos;
+    CHECK_OK(dspy_model_write_random_std(dir, &cfg, 3, DSPY_DTYPE_F32, true, 0.2));
+    const char *args[] = {"--tokenizer", g_tok, "--threads=1", "--device=cpu"};
+    dspy_local_server *s = NULL;
+    CHECK_OK(launch_thread(dir, args, sizeof args / sizeof *args, &s));
+    for (int ignore = 0; s && ignore < 2; ignore++) {
+        char body[256];
+        snprintf(body, sizeof body, "{\"prompt\":[%d,%d,%d,%d,%d],\"max_tokens\":%d,\"temperature\":0%s}", prompt[0],
+                 prompt[1], prompt[2], prompt[3], prompt[4], N, ignore ? ",\"ignore_eos\":true" : "");
+        resp r;
+        http(dspy_local_api_base(s), "/completions", body, &r);
+        CHECK_INT(r.status, 200);
+        dspy_json *v = json_of(&r);
+        dspy_json *c0 = v ? dspy_json_at(dspy_json_get(v, "choices"), 0) : NULL;
+        const char *finish = c0 ? dspy_json_str_or(c0, "finish_reason", "") : "";
+        int64_t comp = dspy_json_int_or(dspy_json_get(v, "usage"), "completion_tokens", -1);
+        if (ignore) {
+            CHECK_STR(finish, "length");
+            CHECK_INT(comp, N);
+            const char *text = c0 ? dspy_json_str_or(c0, "text", NULL) : NULL;
+            CHECK(text && want);
+            if (text && want) CHECK_STR(text, want);
+        } else {
+            CHECK_STR(finish, "stop");
+            CHECK_INT(comp, (int64_t)first + 1); /* the eos id counts, as vLLM's usage counts it */
+        }
+        dspy_json_decref(v);
+        dspy_str_free(&r.body);
+    }
+    dspy_local_free(s);
+    free(want);
+    free(gen);
+}
+
 /* dspy_server_start / dspy_server_join without the launcher. */
 /* dspy_server_new's parameters for the test model on an ephemeral port, one thread. */
 static dspy_server_params server_params(void) {
@@ -639,6 +711,7 @@ int main(void) {
         RUN(test_program_launch);
         RUN(test_serve_args);
         RUN(test_spec_tokens);
+        RUN(test_ignore_eos);
         RUN(test_server_thread);
         RUN(test_replicas);
     }

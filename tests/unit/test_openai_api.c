@@ -53,7 +53,7 @@ static void test_chat_full(void) {
         "{\"role\":\"user\",\"content\":\"Hi \\u00e9\"},"
         "{\"role\":\"assistant\",\"content\":null},"
         "{\"role\":\"user\",\"content\":\"again\",\"name\":\"x\"}],"
-        "\"max_tokens\":50,\"max_completion_tokens\":40,\"temperature\":0.0,\"top_p\":0.9,\"top_k\":5,\"n\":3,"
+        "\"max_tokens\":50,\"max_completion_tokens\":40,\"temperature\":0.0,\"top_p\":0.9,\"top_k\":5,\"ignore_eos\":true,\"n\":3,"
         "\"stop\":[\"\\n\\n\",\"\",\"END\"],\"seed\":-7,\"stream\":true,\"stream_options\":{\"include_usage\":true},"
         "\"user\":\"ignored\",\"presence_penalty\":0,\"frequency_penalty\":0.0,\"logprobs\":false,"
         "\"response_format\":{\"type\":\"json_object\"},\"tools\":[]}";
@@ -70,6 +70,7 @@ static void test_chat_full(void) {
     CHECK_NEAR(r.temperature, 0.0, 0);
     CHECK_NEAR(r.top_p, 0.9, 1e-12);
     CHECK_INT(r.top_k, 5);
+    CHECK(r.ignore_eos);
     CHECK_INT(r.n, 3);
     CHECK_INT(r.n_stop, 2); /* empty strings are dropped */
     CHECK_STR(r.stop[0], "\n\n");
@@ -93,6 +94,7 @@ static void test_chat_defaults(void) {
     CHECK_NEAR(r.temperature, 1.0, 0);
     CHECK_NEAR(r.top_p, 1.0, 0);
     CHECK_INT(r.top_k, 0);
+    CHECK(!r.ignore_eos);
     CHECK_INT(r.n, 1);
     CHECK_INT(r.n_stop, 1);
     CHECK_STR(r.stop[0], "###");
@@ -159,6 +161,7 @@ static void test_chat_errors(void) {
     expect_fail(OAI_CHAT, "{" MSG ",\"n\":129}", 400, "n", "integer_above_max_value");
     expect_fail(OAI_CHAT, "{" MSG ",\"seed\":\"1\"}", 400, "seed", "invalid_type");
     expect_fail(OAI_CHAT, "{" MSG ",\"stream\":\"yes\"}", 400, "stream", "invalid_type");
+    expect_fail(OAI_CHAT, "{" MSG ",\"ignore_eos\":1}", 400, "ignore_eos", "invalid_type");
     expect_fail(OAI_CHAT, "{" MSG ",\"stream_options\":true}", 400, "stream_options", "invalid_type");
     expect_fail(OAI_CHAT, "{" MSG ",\"stream_options\":{\"include_usage\":1}}", 400, "stream_options.include_usage", "invalid_type");
     expect_fail(OAI_CHAT, "{" MSG ",\"stop\":5}", 400, "stop", "invalid_type");
