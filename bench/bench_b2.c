@@ -1,7 +1,7 @@
 /* bench_b2.c — issue 10's B2, the evaluation workload against `dspy serve`: 100 requests that share
  * a 1,300-token prefix (the tutorial's system prompt and demos) followed by ~200 tokens of their
- * own, 80 answer tokens each (greedy, ignore_eos), sent by 16 concurrent HTTP clients to a real server
- * process on 127.0.0.1. Prints the wall time from the first request to the last answer,
+ * own, 80 answer tokens each (greedy, ignore_eos), sent by 16 concurrent HTTP clients to a real
+ * server process on 127.0.0.1. Prints the wall time from the first request to the last answer,
  * requests/s, the completion tokens, and what the server's /metrics says about the prefix cache.
  *
  * The prompts are token ids (OpenAI completions accept arrays of ids), made by the same

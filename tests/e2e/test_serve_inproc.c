@@ -606,7 +606,7 @@ static void test_ignore_eos(void) {
             if (text && want) CHECK_STR(text, want);
         } else {
             CHECK_STR(finish, "stop");
-            CHECK_INT(comp, (int64_t)first + 1); /* the eos id counts, as vLLM's usage counts it */
+            CHECK_INT(comp, (int64_t)first + 1); /* the eos id it stopped at counts in usage */
         }
         dspy_json_decref(v);
         dspy_str_free(&r.body);
