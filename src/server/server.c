@@ -510,9 +510,11 @@ static bool plan_job(dspy_server *s, oai_kind kind, const oai_request *r, size_t
     /* ignore_eos (vLLM's and SGLang's meaning): neither the model's eos ids nor the end of turn
      * end the answer; max_tokens, stop strings and a constraint's accepting end still do */
     jp->sampling.ignore_eos = r->ignore_eos;
-    if (s->eos_id >= 0 && !r->ignore_eos) stop_ids[n_stop_ids++] = s->eos_id;
-    /* chat answers also end at the template's end-of-turn token (Llama 3: <|eot_id|>) */
-    if (kind == OAI_CHAT && s->eot_id >= 0 && s->eot_id != s->eos_id && !r->ignore_eos) stop_ids[n_stop_ids++] = s->eot_id;
+    if (!r->ignore_eos) {
+        if (s->eos_id >= 0) stop_ids[n_stop_ids++] = s->eos_id;
+        /* chat answers also end at the template's end-of-turn token (Llama 3: <|eot_id|>) */
+        if (kind == OAI_CHAT && s->eot_id >= 0 && s->eot_id != s->eos_id) stop_ids[n_stop_ids++] = s->eot_id;
+    }
     jp->sampling.stop_ids = stop_ids;
     jp->sampling.n_stop_ids = n_stop_ids;
     return true;
