@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run_gpu.sh — the GPU machine's one script for issue 9: parity tests, then our benchmarks and
 # PyTorch's in the same run, then a table. Builds nothing: run it from the repository root with
-# the GPU build (cmake -B build-gpu -DCMAKE_CUDA_ARCHITECTURES=90) and the shared tokenizer gathered
+# the GPU build (cmake -B build-gpu; the default architectures "90a-real;90-virtual") and the shared tokenizer gathered
 # into carry/ by bench/pack_gpu.sh.
 #
 #   bench/run_gpu.sh [tests] [bench] [step] [ncu] [minkeys] [attn] [pfvar] [cluster] [b1pair] [sweep] [b2] [torch] [serve] [t1] [t2] [t3] [ddp] [b3] [tutorial] [parity1b]
@@ -54,6 +54,12 @@ if has tests; then
   for t in test_w8a8 test_act8_producers; do (cd build-gpu && DSPY_CUDA_ACT8_FUSE=0 timeout 300 ./tests/test_cuda_ops --only $t 2>&1 | grep -E "FAIL|passed" | tail -n 3); done
   echo "-- the prefill attention's warps past a segment's last row computing as the others (DSPY_CUDA_PREFILL_SKIP=0)"
   (cd build-gpu && DSPY_CUDA_PREFILL_SKIP=0 timeout 300 ./tests/test_cuda_ops --only test_attention 2>&1 | grep -E "FAIL|passed" | tail -n 3)
+  echo "-- the prefill attention on mma.sync instead of the warpgroup MMA (DSPY_CUDA_PREFILL_WG=0; also with PREFILL_SKIP=0)"
+  (cd build-gpu && DSPY_CUDA_PREFILL_WG=0 timeout 300 ./tests/test_cuda_ops --only test_attention 2>&1 | grep -E "FAIL|passed" | tail -n 3)
+  (cd build-gpu && DSPY_CUDA_PREFILL_WG=0 DSPY_CUDA_PREFILL_SKIP=0 timeout 300 ./tests/test_cuda_ops --only test_attention 2>&1 | grep -E "FAIL|passed" | tail -n 3)
+  (cd build-gpu && DSPY_CUDA_PREFILL_WG=0 timeout 300 ./tests/test_cuda_model 2>&1 | grep -E "FAIL|passed" | tail -n 3)
+  echo "-- W8A8 calls never cut into K slices (DSPY_CUDA_SPLITK=1), always into 2, 3, 4 where the sizes allow"
+  for v in 1 2 3 4; do for t in test_w8a8 test_act8_producers; do (cd build-gpu && DSPY_CUDA_SPLITK=$v timeout 300 ./tests/test_cuda_ops --only $t 2>&1 | grep -E "FAIL|passed" | tail -n 3); done; done
   }
 fi
 if has bench || has torch || has sweep || has b2 || has step || has ncu || has minkeys || has attn || has pfvar || has cluster || has b1pair || has b3 || has t2 || has t1 || has t3 || has ddp || has parity1b; then

@@ -24,6 +24,13 @@
  *     a long cached prefix: B2's lone request, ~60 CTAs of 24 key tiles on 132 SMs), k_prefill64's
  *     SPLIT form cuts each CTA's keys into S shares over a thread-block cluster of S along z; the
  *     shares meet in distributed shared memory (split_combine). Chosen per call by prefill_splits.
+ *     Its WG form (sm_90a builds, the default there; DSPY_CUDA_PREFILL_WG=0 turns it off) runs
+ *     S = Q K^T and O += P V on Hopper's warpgroup MMA (wgmma.cuh): the same CTA, tiles, loads and
+ *     softmax, the products read Q, K and V from shared memory without ldmatrix, and the two heads
+ *     staggered so that one head's softmax overlaps the other's products (wg_tile). H200, B2's
+ *     mixed prompt step (15 x 204 rows after 1,296 cached keys): the attention's cost 2,565 ->
+ *     1,938 us (16 layers; ~290 TFLOP/s), the step 9,926 -> 9,353 us; the lone 1 x 204 step's
+ *     (split form) 423 -> 361 us.
  *   - k_attn_prefill (head size 128, odd groups, other block sizes; DSPY_CUDA_PREFILL64=0 puts head
  *     size 64 back on it): the kernel k_prefill64 replaced, one or two heads a CTA
  *     (DSPY_CUDA_PREFILL_HEADS), two barriers a tile, sums by adds, a rescale every tile, the block
@@ -39,7 +46,9 @@
  * (0.518-0.523 with the BF16x2 ex2). What they say: at head size 64 the kernel waits on latency
  * (tensor, MUFU, FP32 pipes and issue are each under ~40 % busy by instruction counts), and the
  * warps an SM holds hide it better than more work per warp does; PyTorch's SDPA on the same
- * shape runs at 370 TFLOP/s (wgmma, sm_90a), the route left.
+ * shape runs at 370 TFLOP/s (wgmma, sm_90a): the WG form above. Its P V left in flight into the
+ * next tile (three stages) made ptxas serialize every wgmma (C7515), so each tile waits for its
+ * own products; the stagger of the two heads costs nothing and hides nothing measurable yet.
  */
 #include <cooperative_groups.h>
 #include <math.h>
@@ -47,6 +56,7 @@
 
 #include "kern/cuda/cuda.cuh"
 #include "kern/cuda/mma.cuh"
+#include "kern/cuda/wgmma.cuh"
 
 dspy_status dspy_cu_attention_prefill_setup(dspy_backend *be);
 dspy_status dspy_cu_attention_prefill(dspy_backend *be, bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc,
@@ -344,73 +354,89 @@ static __device__ __forceinline__ void p64_qk(float (&s)[2][NT][4], const char *
     }
 }
 
-/* The causal mask on raw scores of keys kb .. (rows at positions pos_a = row g, pos_b = g + 8). */
+/* The causal mask on one head's raw scores of keys kb .. (rows at positions pos_a = row g, pos_b =
+ * g + 8); p64_mask: both heads. */
+template <int NT>
+static __device__ __forceinline__ void sm_mask(float (&s)[NT][4], int kb, int t, int pos_a, int pos_b) {
+#pragma unroll
+    for (int n = 0; n < NT; n++) {
+        int key = kb + n * 8 + 2 * t;
+        float *sv = s[n];
+        if (key > pos_a) sv[0] = -INFINITY;
+        if (key + 1 > pos_a) sv[1] = -INFINITY;
+        if (key > pos_b) sv[2] = -INFINITY;
+        if (key + 1 > pos_b) sv[3] = -INFINITY;
+    }
+}
 template <int NT>
 static __device__ __forceinline__ void p64_mask(float (&s)[2][NT][4], int kb, int t, int pos_a, int pos_b) {
-#pragma unroll
-    for (int hh = 0; hh < 2; hh++)
-#pragma unroll
-        for (int n = 0; n < NT; n++) {
-            int key = kb + n * 8 + 2 * t;
-            float *sv = s[hh][n];
-            if (key > pos_a) sv[0] = -INFINITY;
-            if (key + 1 > pos_a) sv[1] = -INFINITY;
-            if (key > pos_b) sv[2] = -INFINITY;
-            if (key + 1 > pos_b) sv[3] = -INFINITY;
-        }
+    sm_mask<NT>(s[0], kb, t, pos_a, pos_b);
+    sm_mask<NT>(s[1], kb, t, pos_a, pos_b);
 }
 
 /* The online softmax of one tile: raw scores s -> BF16 weights p (the A fragments of P V), with
- * the running max m[head][row g / g + 8], and O and the sums lf rescaled where the max moves.
- * The max is raised only where a weight would pass 2^8 (one vote for the warp, both heads): the
- * first tile always does (m = -inf), and every row sees key 0 there, so m is finite from then
- * on and the first rescale multiplies by 2^-inf = 0. */
+ * the running max m[row g / g + 8], and O and the sums lf rescaled where the max moves. The max
+ * is raised only where a weight would pass 2^8 (one vote for the warp): the first tile always
+ * does (m = -inf), and every row sees key 0 there, so m is finite from then on and the first
+ * rescale multiplies by 2^-inf = 0. In three phases per head so that p64_softmax votes once for
+ * two heads: sm_max (the rows' new maxima mx; whether they pass the threshold), sm_rescale (for a
+ * warp that voted to), sm_exp. */
+template <int NT>
+static __device__ __forceinline__ bool sm_max(const float (&s)[NT][4], const float (&m)[2], float (&mx)[2], float sl2) {
+    /* row maxima as trees (short dependent chains), then across the row's 4 threads */
+    float ta[NT], tb[NT];
+#pragma unroll
+    for (int n = 0; n < NT; n++) ta[n] = fmaxf(s[n][0], s[n][1]), tb[n] = fmaxf(s[n][2], s[n][3]);
+#pragma unroll
+    for (int w = NT / 2; w > 0; w >>= 1)
+#pragma unroll
+        for (int n = 0; n < w; n++) ta[n] = fmaxf(ta[n], ta[n + w]), tb[n] = fmaxf(tb[n], tb[n + w]);
+    float a = fmaxf(m[0], ta[0]), b = fmaxf(m[1], tb[0]);
+    a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 1));
+    b = fmaxf(b, __shfl_xor_sync(0xffffffffu, b, 1));
+    a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 2));
+    b = fmaxf(b, __shfl_xor_sync(0xffffffffu, b, 2));
+    mx[0] = a, mx[1] = b;
+    return (a - m[0]) * sl2 > 8.0f || (b - m[1]) * sl2 > 8.0f;
+}
+
+static __device__ __forceinline__ void sm_rescale(float (&o)[8][4], float (&lf)[4], float (&m)[2], const float (&mx)[2],
+                                                  float sl2) {
+    const float al_a = fast_exp2((m[0] - mx[0]) * sl2), al_b = fast_exp2((m[1] - mx[1]) * sl2);
+    m[0] = mx[0], m[1] = mx[1];
+#pragma unroll
+    for (int i = 0; i < 8; i++) o[i][0] *= al_a, o[i][1] *= al_a, o[i][2] *= al_b, o[i][3] *= al_b;
+    lf[0] *= al_a, lf[1] *= al_a, lf[2] *= al_b, lf[3] *= al_b;
+}
+
+/* p = 2^(s * scale - max * scale): the scaling rides in the exponent's FMA */
+template <int NT>
+static __device__ __forceinline__ void sm_exp(const float (&s)[NT][4], uint32_t (&p)[NT / 2][4], const float (&m)[2],
+                                              float sl2) {
+    const float ma = m[0] * sl2, mb = m[1] * sl2;
+#pragma unroll
+    for (int kk = 0; kk < NT / 2; kk++) {
+        const float *s0 = s[2 * kk], *s1 = s[2 * kk + 1];
+        p[kk][0] = pack_bf16(fast_exp2(fmaf(s0[0], sl2, -ma)), fast_exp2(fmaf(s0[1], sl2, -ma)));
+        p[kk][1] = pack_bf16(fast_exp2(fmaf(s0[2], sl2, -mb)), fast_exp2(fmaf(s0[3], sl2, -mb)));
+        p[kk][2] = pack_bf16(fast_exp2(fmaf(s1[0], sl2, -ma)), fast_exp2(fmaf(s1[1], sl2, -ma)));
+        p[kk][3] = pack_bf16(fast_exp2(fmaf(s1[2], sl2, -mb)), fast_exp2(fmaf(s1[3], sl2, -mb)));
+    }
+}
+
+/* Both heads of a warp's tile, one vote. */
 template <int NT>
 static __device__ __forceinline__ void p64_softmax(float (&s)[2][NT][4], uint32_t (&p)[2][NT / 2][4], float (&o)[2][8][4],
                                                    float (&lf)[2][4], float (&m)[2][2], float sl2) {
     float mx[2][2];
-    bool grow = false;
-#pragma unroll
-    for (int hh = 0; hh < 2; hh++) {
-        /* row maxima as trees (short dependent chains), then across the row's 4 threads */
-        float ta[NT], tb[NT];
-#pragma unroll
-        for (int n = 0; n < NT; n++) ta[n] = fmaxf(s[hh][n][0], s[hh][n][1]), tb[n] = fmaxf(s[hh][n][2], s[hh][n][3]);
-#pragma unroll
-        for (int w = NT / 2; w > 0; w >>= 1)
-#pragma unroll
-            for (int n = 0; n < w; n++) ta[n] = fmaxf(ta[n], ta[n + w]), tb[n] = fmaxf(tb[n], tb[n + w]);
-        float a = fmaxf(m[hh][0], ta[0]), b = fmaxf(m[hh][1], tb[0]);
-        a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 1));
-        b = fmaxf(b, __shfl_xor_sync(0xffffffffu, b, 1));
-        a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 2));
-        b = fmaxf(b, __shfl_xor_sync(0xffffffffu, b, 2));
-        mx[hh][0] = a, mx[hh][1] = b;
-        grow |= (a - m[hh][0]) * sl2 > 8.0f || (b - m[hh][1]) * sl2 > 8.0f;
-    }
+    bool grow = sm_max<NT>(s[0], m[0], mx[0], sl2);
+    grow |= sm_max<NT>(s[1], m[1], mx[1], sl2);
     if (__any_sync(0xffffffffu, grow)) {
 #pragma unroll
-        for (int hh = 0; hh < 2; hh++) {
-            const float al_a = fast_exp2((m[hh][0] - mx[hh][0]) * sl2), al_b = fast_exp2((m[hh][1] - mx[hh][1]) * sl2);
-            m[hh][0] = mx[hh][0], m[hh][1] = mx[hh][1];
-#pragma unroll
-            for (int i = 0; i < 8; i++) o[hh][i][0] *= al_a, o[hh][i][1] *= al_a, o[hh][i][2] *= al_b, o[hh][i][3] *= al_b;
-            lf[hh][0] *= al_a, lf[hh][1] *= al_a, lf[hh][2] *= al_b, lf[hh][3] *= al_b;
-        }
+        for (int hh = 0; hh < 2; hh++) sm_rescale(o[hh], lf[hh], m[hh], mx[hh], sl2);
     }
-    /* p = 2^(s * scale - max * scale): the scaling rides in the exponent's FMA */
 #pragma unroll
-    for (int hh = 0; hh < 2; hh++) {
-        const float ma = m[hh][0] * sl2, mb = m[hh][1] * sl2;
-#pragma unroll
-        for (int kk = 0; kk < NT / 2; kk++) {
-            const float *s0 = s[hh][2 * kk], *s1 = s[hh][2 * kk + 1];
-            p[hh][kk][0] = pack_bf16(fast_exp2(fmaf(s0[0], sl2, -ma)), fast_exp2(fmaf(s0[1], sl2, -ma)));
-            p[hh][kk][1] = pack_bf16(fast_exp2(fmaf(s0[2], sl2, -mb)), fast_exp2(fmaf(s0[3], sl2, -mb)));
-            p[hh][kk][2] = pack_bf16(fast_exp2(fmaf(s1[0], sl2, -ma)), fast_exp2(fmaf(s1[1], sl2, -ma)));
-            p[hh][kk][3] = pack_bf16(fast_exp2(fmaf(s1[2], sl2, -mb)), fast_exp2(fmaf(s1[3], sl2, -mb)));
-        }
-    }
+    for (int hh = 0; hh < 2; hh++) sm_exp<NT>(s[hh], p[hh], m[hh], sl2);
 }
 
 /* O (16 x 64, per head) += P V (V tile at sv, each fragment loaded once for both heads); the row
@@ -436,6 +462,50 @@ static __device__ __forceinline__ void p64_pv(const uint32_t (&p)[2][NT / 2][4],
             }
         }
     }
+}
+
+/* One key tile of a k_prefill64<.., WG> CTA on Hopper's warpgroup MMA: the CTA's 4 warps are one
+ * warpgroup, whose 64 x 64 products land in the registers p64_qk and p64_pv fill (wgmma.cuh), with
+ * Q, K and V read from shared memory by the tensor cores (no ldmatrix) and P handed over in
+ * registers. The two heads are staggered so that each head's softmax runs while the tensor cores
+ * work for the other: S of both issued, head 0's softmax once its S is done (head 1's still
+ * running), its P V issued, head 1's softmax once S1 is done (P V0 running), its P V issued. The
+ * row sums stay on mma.sync (P times ones). Everything is waited for before the tile ends (the
+ * next tile's refill takes this stage). diag: the tile reaches past the warp's first row. */
+static __device__ __forceinline__ void wg_tile(float (&s)[2][8][4], float (&o)[2][8][4], float (&lf)[2][4], float (&m)[2][2],
+                                               const char *sq, const char *sk, const char *sv, bool diag, int kb, int t,
+                                               int pos_a, int pos_b, float sl2) {
+    const uint32_t ones[2] = {0x3F803F80u, 0x3F803F80u}; /* BF16 pairs (1, 1) */
+    uint32_t p[2][4][4];
+    wg_fence();
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) /* dims kk*16 .. +15: 32 bytes along each 128-byte row */
+            wg_ss(s[hh], wg_desc(sq + hh * 64 * 64 * 2 + kk * 32), wg_desc(sk + kk * 32), kk);
+        wg_commit();
+    }
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        wg_wait<1>(); /* head 0: S0 (S1 may run); head 1: S1 (P V0 may run) */
+        wg_pin(s[hh]);
+        if (diag) sm_mask<8>(s[hh], kb, t, pos_a, pos_b);
+        float mx[2];
+        if (__any_sync(0xffffffffu, sm_max<8>(s[hh], m[hh], mx, sl2))) sm_rescale(o[hh], lf[hh], m[hh], mx, sl2);
+        sm_exp<8>(s[hh], p[hh], m[hh], sl2);
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) /* keys kk*16 .. +15: 16 rows of 128 bytes */
+            wg_rs_t(o[hh], p[hh][kk], wg_desc(sv + kk * 16 * 128));
+        wg_commit();
+    }
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++)
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++) mma16816(lf[hh], p[hh][kk], ones);
+    wg_wait<0>();
+    wg_pin(o[0]);
+    wg_pin(o[1]);
 }
 
 /* The end of a split CTA (k_prefill64<.., SPLIT>): its unnormalised O, running max m and row
@@ -506,7 +576,7 @@ static __device__ __forceinline__ void split_combine(bf16 *__restrict__ out, con
  * SM). See the file comment for what each choice was worth on the H200.
  * Tensors: out, q (N, NH, 64); kc, vc (slots, NKV, 64), slot = table[pos >> bsh] << bsh | pos & (2^bsh - 1)
  * with the segment's table at tables + table_off; grid (64-row tiles of all segments, NH / 2). */
-template <int KT, int ST, int MB, bool SPLIT = false>
+template <int KT, int ST, int MB, bool SPLIT = false, bool WG = false>
 static __global__ __launch_bounds__(128, MB) void k_prefill64(bf16 *__restrict__ out, const bf16 *__restrict__ q,
                                                                const bf16 *__restrict__ kc, const bf16 *__restrict__ vc,
                                                                const dspy_attn_seg *__restrict__ segs, int nseg,
@@ -514,7 +584,11 @@ static __global__ __launch_bounds__(128, MB) void k_prefill64(bf16 *__restrict__
                                                                int NKV, float sl2, int skip) {
     constexpr int D = 64, CH = 8, NT = KT / 8; /* 16-B chunks per row, n8 tiles of a key tile */
     constexpr int QB = 64 * D * 2, KVB = KT * D * 2; /* bytes of a Q tile (one head), of a K or V tile */
-    extern __shared__ __align__(128) char smem[];
+    static_assert(!WG || KT == 64, "the warpgroup products take 64-key tiles");
+    extern __shared__ __align__(128) char smem_raw[];
+    /* WG: the tiles on 1,024-byte boundaries, where the 128-byte swizzle's pattern starts (the
+     * launch adds 1 KiB) */
+    char *const smem = WG ? smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u) : smem_raw;
     /* Q of heads h0 and h0+1, then per stage b: K, V (computed offsets: see k_attn_prefill) */
 #define SK(b) (smem + 2 * QB + (b) * 2 * KVB)
 #define SV(b) (smem + 2 * QB + (b) * 2 * KVB + KVB)
@@ -588,22 +662,33 @@ static __global__ __launch_bounds__(128, MB) void k_prefill64(bf16 *__restrict__
         m[hh][0] = m[hh][1] = -INFINITY;
     }
 
+    float s[2][NT][4]; /* (WG: written by the tensor cores in place; defined once for the compiler) */
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++)
+#pragma unroll
+        for (int n = 0; n < NT; n++) s[hh][n][0] = s[hh][n][1] = s[hh][n][2] = s[hh][n][3] = 0.0f;
     for (int it = 0; it < ntiles; it++) {
         const int buf = it % ST, kb = (t0 + it) * KT;
         cp_async_wait<ST - 2>(); /* tile `it` (and Q) landed for this thread */
+        if constexpr (WG) wg_fence_proxy(); /* ... and is visible to the tensor cores' reads */
         __syncthreads();         /* ... for every thread; and every warp is done with tile it - 1 */
         if (it + ST - 1 < ntiles) load_tile((it + ST - 1) % ST, (t0 + it + ST - 1) * KT); /* into tile it-1's stage */
         cp_async_commit();
-        if (kb > warp_pos_max) continue; /* tiles entirely above the warp's rows contribute nothing */
+        /* (a warpgroup's products take all four warps: WG skips nothing, its masked rows weigh 0) */
+        if (!WG && kb > warp_pos_max) continue; /* tiles entirely above the warp's rows contribute nothing */
         /* nor does a warp whose 16 rows are all past the segment's end (a segment's last tile: 12
          * of B2's 204 rows); a split CTA's combine reads every warp's state, so it keeps them */
-        if (!SPLIT && skip && wr >= nrows) continue;
-        float s[2][NT][4];
-        uint32_t p[2][NT / 2][4];
-        p64_qk<NT>(s, smem, SK(buf), wr, lane);
-        if (kb + KT - 1 > warp_pos_min) p64_mask<NT>(s, kb, t, pos_a, pos_b); /* diagonal tiles only */
-        p64_softmax<NT>(s, p, o, lf, m, sl2);
-        p64_pv<NT>(p, o, lf, SV(buf), lane);
+        if (!WG && !SPLIT && skip && wr >= nrows) continue;
+        const bool diag = kb + KT - 1 > warp_pos_min; /* the causal mask: diagonal tiles only */
+        if constexpr (WG) {
+            wg_tile(s, o, lf, m, smem, SK(buf), SV(buf), diag, kb, t, pos_a, pos_b, sl2);
+        } else {
+            uint32_t p[2][NT / 2][4];
+            p64_qk<NT>(s, smem, SK(buf), wr, lane);
+            if (diag) p64_mask<NT>(s, kb, t, pos_a, pos_b);
+            p64_softmax<NT>(s, p, o, lf, m, sl2);
+            p64_pv<NT>(p, o, lf, SV(buf), lane);
+        }
     }
     cp_async_wait<0>(); /* no copy may still target shared memory when the CTA exits */
     const int ra = wr + g, rb = wr + g + 8;
@@ -669,17 +754,25 @@ static int prefill_splits(const cuda_state *s, const dspy_attn_meta *m, int NH) 
  * clamped copies of its last row as before (the before/after in one build). */
 static int p64_skip = -1;
 
+/* Whether k_prefill64's warpgroup form runs (DSPY_CUDA_PREFILL_WG=0: never): -1 until the first
+ * backend's setup asked the device code (compiled for sm_90a or not, k_wg_built). */
+static int p64_wg = -1;
+
+static __global__ void k_wg_built(int *out) { *out = WG_ON; }
+
 /* k_prefill64 over the call's row tiles and head pairs; S > 1: its SPLIT form, S shares of each
- * CTA's keys in a cluster of S along z. */
-template <int KT, int ST, int MB>
+ * CTA's keys in a cluster of S along z; wg: the warpgroup products (1 KiB more shared memory for
+ * the tiles' alignment). */
 static dspy_status launch_prefill64(dspy_backend *be, bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc,
-                                    const dspy_attn_meta *m, int NH, int NKV, int bsh, float sl2, int S) {
+                                    const dspy_attn_meta *m, int NH, int NKV, int bsh, float sl2, int S, bool wg) {
     unsigned tiles = (unsigned)((m->N + 63) / 64 + m->nseg); /* an upper bound, as in launch_prefill */
     const bool split = S > 1;
-    return cu_launch_cluster(be, split ? "attention (prefill, HS 64, key splits)" : "attention (prefill, HS 64)",
-                             split ? k_prefill64<KT, ST, MB, true> : k_prefill64<KT, ST, MB, false>,
-                             dim3(tiles, NH / 2, split ? S : 1), dim3(128), split ? dim3(1, 1, S) : dim3(0, 0, 0),
-                             p64_smem<KT, ST>(), out, q, kc, vc, (const dspy_attn_seg *)m->segs.data, m->nseg,
+    auto kern = split ? (wg ? k_prefill64<64, 2, 3, true, true> : k_prefill64<64, 2, 3, true, false>)
+                      : (wg ? k_prefill64<64, 2, 3, false, true> : k_prefill64<64, 2, 3, false, false>);
+    const size_t smem = p64_smem<64, 2>() + (wg ? 1024 : 0);
+    return cu_launch_cluster(be, split ? "attention (prefill, HS 64, key splits)" : "attention (prefill, HS 64)", kern,
+                             dim3(tiles, NH / 2, split ? S : 1), dim3(128), split ? dim3(1, 1, S) : dim3(0, 0, 0), smem,
+                             out, q, kc, vc, (const dspy_attn_seg *)m->segs.data, m->nseg,
                              (const int32_t *)m->tables.data, bsh, NH, NKV, sl2, p64_skip);
 }
 
@@ -696,12 +789,31 @@ dspy_status dspy_cu_attention_prefill_setup(dspy_backend *be) {
         const char *v = getenv("DSPY_CUDA_PREFILL_SKIP");
         p64_skip = v && atoi(v) == 0 ? 0 : 1;
     }
-    cudaError_t e = cudaFuncSetAttribute(k_prefill64<64, 2, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)p64_smem<64, 2>());
-    DSPY_TRY(dspy_cu_check(be, e, "attention prefill (shared memory)"));
-    e = cudaFuncSetAttribute(k_prefill64<64, 2, 3, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             (int)p64_smem<64, 2>());
-    DSPY_TRY(dspy_cu_check(be, e, "attention prefill, key splits (shared memory)"));
+    /* once a process: an sm_90a cubin loads only on a 9.0 device, and the PTX JIT-compiled for a
+     * newer one is not 90a code */
+    if (p64_wg < 0) {
+        const char *v = getenv("DSPY_CUDA_PREFILL_WG");
+        int *d = NULL, built = 0;
+        cudaError_t e = cudaMalloc(&d, sizeof *d);
+        if (e == cudaSuccess) {
+            k_wg_built<<<1, 1, 0, cu_of(be)->stream>>>(d);
+            e = cudaGetLastError();
+            if (e == cudaSuccess) e = cudaMemcpyAsync(&built, d, sizeof built, cudaMemcpyDeviceToHost, cu_of(be)->stream);
+            if (e == cudaSuccess) e = cudaStreamSynchronize(cu_of(be)->stream);
+            cudaFree(d);
+        }
+        DSPY_TRY(dspy_cu_check(be, e, "attention prefill (asking the device code for sm_90a)"));
+        p64_wg = built && !(v && atoi(v) == 0);
+    }
+    const size_t sm0 = p64_smem<64, 2>(), smw = sm0 + 1024;
+    const struct {
+        const void *k;
+        size_t bytes;
+    } p64[4] = {{(const void *)k_prefill64<64, 2, 3, false, false>, sm0}, {(const void *)k_prefill64<64, 2, 3, true, false>, sm0},
+                {(const void *)k_prefill64<64, 2, 3, false, true>, smw}, {(const void *)k_prefill64<64, 2, 3, true, true>, smw}};
+    for (int i = 0; i < 4; i++)
+        DSPY_TRY(dspy_cu_check(be, cudaFuncSetAttribute(p64[i].k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)p64[i].bytes),
+                               "attention prefill, head size 64 (shared memory)"));
     /* this file's copy of the early-release bits (cuda.cuh: one per .cu file) */
     DSPY_TRY(dspy_cu_check(be, cu_release_set(cu_of(be)->release), "attention prefill (release flag)"));
     /* The prefill tiles take (HP + 4) x 64 x D BF16 of shared memory: 80 KiB for D = 128 and 48
@@ -726,7 +838,8 @@ dspy_status dspy_cu_attention_prefill(dspy_backend *be, bf16 *o, const bf16 *qq,
     int bsh = 0;
     while (bsh < 30 && (1 << bsh) < bs) bsh++;
     if (HS == 64 && G % 2 == 0 && (1 << bsh) == bs && p64_on)
-        return launch_prefill64<64, 2, 3>(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2, prefill_splits(cu_of(be), m, NH));
+        return launch_prefill64(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2, prefill_splits(cu_of(be), m, NH),
+                                          p64_wg == 1);
     /* two query heads per CTA where a KV group has an even number of them (D = 64 only: at 128
      * the doubled accumulators would not fit the registers) */
     if (HS == 64 && G % 2 == 0) switch (cu_of(be)->prefill_heads) {

@@ -288,6 +288,11 @@ extern "C" dspy_status dspy_backend_cuda_reserve(dspy_backend *be, const dspy_ba
         cudaFree(s->act8_scale);
         s->act8 = nq, s->act8_scale = ns, s->act8_n = a8, s->act8_rows = p->max_rows;
     }
+    if (s->act8 && !s->splitk && s->splitk_mode != 1) { /* W8A8: the small calls' split-K partials */
+        const size_t n = dspy_cu_splitk_floats();
+        DSPY_TRY(cu_alloc(be, n * sizeof(float), (void **)&s->splitk));
+        s->splitk_n = n;
+    }
     if (part > s->att_part_n) {
         float *np = NULL;
         DSPY_TRY(cu_alloc(be, part * sizeof(float), (void **)&np));
@@ -335,6 +340,9 @@ extern "C" dspy_status dspy_backend_cuda_init(dspy_backend *be) {
         if (s->dec_cluster != 16) s->dec_cluster = 0;
         const char *af = getenv("DSPY_CUDA_ACT8_FUSE");
         s->act8_fuse = !(af && strcmp(af, "0") == 0);
+        const char *sk = getenv("DSPY_CUDA_SPLITK");
+        s->splitk_mode = sk ? atoi(sk) : 0;
+        if (s->splitk_mode < 0 || s->splitk_mode > 4) s->splitk_mode = 0;
         const char *mk = getenv("DSPY_CUDA_DEC_MIN_KEYS");
         s->dec_min_keys = mk ? atoi(mk) : 32;
         if (s->dec_min_keys < 16 || s->dec_min_keys > 128) s->dec_min_keys = 32;
@@ -368,6 +376,7 @@ extern "C" void dspy_backend_cuda_release(dspy_backend *be) {
     cudaFree(s->ws);
     cudaFree(s->act8);
     cudaFree(s->act8_scale);
+    cudaFree(s->splitk);
     cudaFree(s->att_part);
     cudaFree(s->att_count);
     cudaFree(s->samp_part);

@@ -45,6 +45,9 @@ struct cuda_state {
     float *act8_scale;      /* and each row's 2^k, act8_rows floats */
     size_t act8_n;
     int act8_rows;
+    float *splitk;          /* W8A8 split-K partials of small prompt calls (gemm.cu w8a8_splits): splitk_n floats */
+    size_t splitk_n;
+    int splitk_mode;        /* DSPY_CUDA_SPLITK: 0 = chosen per call (default), 1 = never, 2..4 = that many */
     float *att_part;        /* split-K decode partials, att_part_n floats */
     size_t att_part_n;
     gemm_plan plans[GEMM_PLANS];
@@ -254,6 +257,8 @@ dspy_status dspy_cu_swiglu_act8(dspy_backend *be, uint8_t *q, float *sc, dspy_te
 dspy_status dspy_cu_linear_normed(dspy_backend *be, dspy_tensor out, dspy_tensor xn, dspy_tensor x, dspy_tensor w_norm,
                                   float eps, dspy_tensor w, dspy_tensor bias, int N, int C, int OC);
 bool dspy_cu_mlp_act8(dspy_backend *be, dspy_tensor h, dspy_tensor x, dspy_tensor w_down, int N, int C, int I);
+/* The floats of the W8A8 split-K partials a backend with act8 buffers reserves (gemm.cu). */
+size_t dspy_cu_splitk_floats(void);
 dspy_status dspy_cu_cast(dspy_backend *be, dspy_tensor out, dspy_tensor inp);
 /* Per-device kernel attributes (large shared memory of the prefill attention); at init. */
 dspy_status dspy_cu_attention_setup(dspy_backend *be);

@@ -13,7 +13,8 @@
  *     W8A8 (kern/ops.h f8_link with act8): the input rows are rounded to E4M3 codes with a 2^k
  *     a row (k_act8, into the backend's act8 buffer) and cuBLASLt multiplies them by the FP8
  *     copy's codes, both 2^k vectors applied as outer-vector scales (FP8 tensor cores: ~1.6x the
- *     BF16 GEMMs' rate at prompt-step sizes on an H200, bench/RESULTS.md).
+ *     BF16 GEMMs' rate at prompt-step sizes on an H200, bench/RESULTS.md); small calls whose
+ *     tiles would leave most SMs idle cut K into slices (w8a8_splits, below).
  */
 #include <math.h>
 #include <string.h>
@@ -225,11 +226,130 @@ static dspy_status w8a8_plan(dspy_backend *be, int N, int C, int OC, int out_dty
     return DSPY_OK;
 }
 
+/* ---- W8A8 split-K: small calls (a prompt step of a few hundred rows) ----------------------------
+ * cuBLASLt's outer-vector-scaled FP8 GEMM puts one CTA on a 128 x 128 tile of the output and walks
+ * all of K: a single request's prompt step (~200 rows) makes 32-48 of them for the 132 SMs of an
+ * H200 (the sixteenth session's probe: o and qkv 10-11 us, down 24 us a layer, 160-290 TFLOP/s).
+ * Here the K extent is cut into S slices, multiplied as one strided batch of plain FP8 GEMMs
+ * (codes times codes, F32 partials into s->splitk), and k_splitk_sum adds the slices and applies
+ * the two 2^k vectors — the same products and scales, summed in another order. */
+enum { SPLITK_MAX_ROWS = 512, SPLITK_MAX_OC = 4096, SPLITK_MAX = 4 };
+
+size_t dspy_cu_splitk_floats(void) { return (size_t)SPLITK_MAX * SPLITK_MAX_ROWS * SPLITK_MAX_OC; }
+
+/* The slices of a W8A8 call (1: none): as many as leave the tiles about one an SM, up to 4, each
+ * slice's K a multiple of 256 (batch strides on cuBLASLt's 256-byte alignment) and at least 512;
+ * none where that is fewer than 3 (H200, 204 rows: qkv's 48 tiles in 2 slices lost ~1 us a
+ * layer to the extra sum; o's and down's 32 in 4 gained 1 and 11). A pure function of the shape
+ * and DSPY_CUDA_SPLITK (2..4: that many wherever the sizes allow). */
+static int w8a8_splits(const cuda_state *s, int N, int C, int OC) {
+    if (!s->splitk || s->splitk_mode == 1 || N > SPLITK_MAX_ROWS || OC > SPLITK_MAX_OC) return 1;
+    int S = s->splitk_mode;
+    if (S < 2) {
+        const int tiles = ((N + 127) / 128) * ((OC + 127) / 128);
+        S = s->sm_count / tiles;
+        if (S < 3) return 1;
+    }
+    if (S > SPLITK_MAX) S = SPLITK_MAX;
+    while (S > 1 && (C % (256 * S) != 0 || C / S < 512)) S--;
+    return S < 2 ? 1 : S;
+}
+
+/* Floats between two slices' partials (N, OC) in s->splitk: 256-byte aligned. */
+static int64_t splitk_stride(int N, int OC) { return ((int64_t)N * OC + 63) / 64 * 64; }
+
+/* The cached plan of a call's S slices (tags 200 + S): plain FP8 operands (no scale vectors), F32
+ * D, a strided batch of S over K. p->none where cuBLASLt has no algorithm. */
+static dspy_status get_plan8k(dspy_backend *be, int N, int C, int OC, int S, gemm_plan **out) {
+    cuda_state *s = cu_of(be);
+    bool hit = false;
+    gemm_plan *p = dspy_cu_gemm_plan_slot(s, N, C, OC, 200 + S, false, &hit);
+    *out = p;
+    if (hit) return DSPY_OK;
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    const int32_t batch = S;
+    const int64_t ks = C / S, ds = splitk_stride(N, OC);
+    DSPY_TRY(dspy_cu_check_lt(be, cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "W8A8 split-K plan"));
+    p->valid = true;
+    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
+    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+    /* slice z: the codes' columns z*C/S .. (z+1)*C/S - 1 of both operands (leading dimension C) */
+    dspy_status st = dspy_cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->a, CUDA_R_8F_E4M3, ks, OC, C), "W8A8 split-K plan");
+    if (!st) st = dspy_cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->b, CUDA_R_8F_E4M3, ks, N, C), "W8A8 split-K plan");
+    if (!st) st = dspy_cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->c, CUDA_R_32F, OC, N, OC), "W8A8 split-K plan");
+    const cublasLtMatrixLayout_t lay[3] = {p->a, p->b, p->c};
+    const int64_t stride[3] = {ks, ks, ds};
+    for (int i = 0; i < 3 && !st; i++) {
+        st = dspy_cu_check_lt(be, cublasLtMatrixLayoutSetAttribute(lay[i], CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch,
+                                                                   sizeof batch), "W8A8 split-K plan (batch)");
+        if (!st)
+            st = dspy_cu_check_lt(be, cublasLtMatrixLayoutSetAttribute(lay[i], CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                                                       &stride[i], sizeof stride[i]),
+                                  "W8A8 split-K plan (batch stride)");
+    }
+    if (st) {
+        dspy_cu_gemm_plan_destroy(p);
+        return st;
+    }
+    p->none = plan_algo(s, p) != CUBLAS_STATUS_SUCCESS;
+    p->N = N, p->C = C, p->OC = OC, p->out_dtype = 200 + S, p->accumulate = false;
+    p->last_use = ++s->use_clock;
+    return DSPY_OK;
+}
+
+/* out (N, OC) [+]= sa[oc] * sb[n] * (the S slices' partials summed in order), out F32 (acc: added
+ * to it) or BF16; four columns a thread (OC % 16 == 0). */
+static __global__ void k_splitk_sum(void *__restrict__ out, bool bf, bool acc, const float *__restrict__ part,
+                                    int64_t stride, int S, const float *__restrict__ sa, const float *__restrict__ sb,
+                                    int N, int OC) {
+    griddep_wait();
+    const int64_t total = (int64_t)N * OC;
+    for (int64_t e = 4 * ((int64_t)blockIdx.x * blockDim.x + threadIdx.x); e < total; e += 4 * (int64_t)gridDim.x * blockDim.x) {
+        float4 v = *(const float4 *)(part + e);
+        for (int z = 1; z < S; z++) {
+            const float4 w = *(const float4 *)(part + z * stride + e);
+            v.x += w.x, v.y += w.y, v.z += w.z, v.w += w.w;
+        }
+        const int n = (int)(e / OC), oc = (int)(e % OC);
+        const float b = sb[n];
+        v.x *= sa[oc] * b, v.y *= sa[oc + 1] * b, v.z *= sa[oc + 2] * b, v.w *= sa[oc + 3] * b;
+        if (bf) {
+            __nv_bfloat162 *o = (__nv_bfloat162 *)((bf16 *)out + e);
+            o[0] = __floats2bfloat162_rn(v.x, v.y), o[1] = __floats2bfloat162_rn(v.z, v.w);
+        } else {
+            float4 *o = (float4 *)((float *)out + e);
+            if (acc) {
+                const float4 r = *o;
+                v.x += r.x, v.y += r.y, v.z += r.z, v.w += r.w;
+            }
+            *o = v;
+        }
+    }
+}
+
 /* out (N, OC) [+]= rows @ W^T on plan p: the rows as E4M3 codes q (N, C) with their 2^k sc (N),
- * W the FP8 copy f. */
+ * W the FP8 copy f; in K slices where w8a8_splits says so and cuBLASLt has a batched algorithm. */
 static dspy_status w8a8_run(dspy_backend *be, gemm_plan *p, const cu_f8 *f, const uint8_t *q, const float *sc,
                             dspy_tensor out, bool acc) {
     cuda_state *s = cu_of(be);
+    const int N = p->N, C = p->C, OC = p->OC, S = w8a8_splits(s, N, C, OC);
+    if (S > 1) {
+        gemm_plan *k = NULL; /* (p, just used, is the cache's newest entry: never the slot k recycles) */
+        DSPY_TRY(get_plan8k(be, N, C, OC, S, &k));
+        if (!k->none) {
+            const float alpha = 1.0f, beta = 0.0f;
+            DSPY_TRY(dspy_cu_check_lt(be,
+                                      cublasLtMatmul(s->lt, k->op, &alpha, f->q, k->a, q, k->b, &beta, s->splitk, k->c,
+                                                     s->splitk, k->c, &k->algo, s->ws, s->ws_bytes, s->stream),
+                                      "gemm (W8A8, K slices)"));
+            const int64_t quads = (int64_t)N * OC / 4;
+            unsigned blocks = (unsigned)((quads + 255) / 256);
+            if (blocks > 4u * (unsigned)s->sm_count) blocks = 4u * (unsigned)s->sm_count;
+            return cu_launch(be, "linear (W8A8: K slices summed)", k_splitk_sum, blocks, 256, 0, out.data,
+                             out.dtype == DSPY_DTYPE_BF16, acc, (const float *)s->splitk, splitk_stride(N, OC), S,
+                             (const float *)f->scale, sc, N, OC);
+        }
+    }
     const void *sa = f->scale, *sb = sc;
     cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof sa);
     cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof sb);
