@@ -798,7 +798,8 @@ dspy_status dspy_cu_attention_prefill_setup(dspy_backend *be) {
         if (e == cudaSuccess) {
             k_wg_built<<<1, 1, 0, cu_of(be)->stream>>>(d);
             e = cudaGetLastError();
-            if (e == cudaSuccess) e = cudaMemcpyAsync(&built, d, sizeof built, cudaMemcpyDeviceToHost, cu_of(be)->stream);
+            if (e == cudaSuccess)
+                e = cudaMemcpyAsync(&built, d, sizeof built, cudaMemcpyDeviceToHost, cu_of(be)->stream);
             if (e == cudaSuccess) e = cudaStreamSynchronize(cu_of(be)->stream);
             cudaFree(d);
         }
@@ -809,11 +810,14 @@ dspy_status dspy_cu_attention_prefill_setup(dspy_backend *be) {
     const struct {
         const void *k;
         size_t bytes;
-    } p64[4] = {{(const void *)k_prefill64<64, 2, 3, false, false>, sm0}, {(const void *)k_prefill64<64, 2, 3, true, false>, sm0},
-                {(const void *)k_prefill64<64, 2, 3, false, true>, smw}, {(const void *)k_prefill64<64, 2, 3, true, true>, smw}};
-    for (int i = 0; i < 4; i++)
-        DSPY_TRY(dspy_cu_check(be, cudaFuncSetAttribute(p64[i].k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)p64[i].bytes),
-                               "attention prefill, head size 64 (shared memory)"));
+    } p64[4] = {{(const void *)k_prefill64<64, 2, 3, false, false>, sm0},
+                {(const void *)k_prefill64<64, 2, 3, true, false>, sm0},
+                {(const void *)k_prefill64<64, 2, 3, false, true>, smw},
+                {(const void *)k_prefill64<64, 2, 3, true, true>, smw}};
+    for (int i = 0; i < 4; i++) {
+        cudaError_t e = cudaFuncSetAttribute(p64[i].k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)p64[i].bytes);
+        DSPY_TRY(dspy_cu_check(be, e, "attention prefill, head size 64 (shared memory)"));
+    }
     /* this file's copy of the early-release bits (cuda.cuh: one per .cu file) */
     DSPY_TRY(dspy_cu_check(be, cu_release_set(cu_of(be)->release), "attention prefill (release flag)"));
     /* The prefill tiles take (HP + 4) x 64 x D BF16 of shared memory: 80 KiB for D = 128 and 48
@@ -838,8 +842,7 @@ dspy_status dspy_cu_attention_prefill(dspy_backend *be, bf16 *o, const bf16 *qq,
     int bsh = 0;
     while (bsh < 30 && (1 << bsh) < bs) bsh++;
     if (HS == 64 && G % 2 == 0 && (1 << bsh) == bs && p64_on)
-        return launch_prefill64(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2, prefill_splits(cu_of(be), m, NH),
-                                          p64_wg == 1);
+        return launch_prefill64(be, o, qq, kc, vc, m, NH, NKV, bsh, sl2, prefill_splits(cu_of(be), m, NH), p64_wg == 1);
     /* two query heads per CTA where a KV group has an even number of them (D = 64 only: at 128
      * the doubled accumulators would not fit the registers) */
     if (HS == 64 && G % 2 == 0) switch (cu_of(be)->prefill_heads) {
