@@ -85,6 +85,31 @@ static cublasStatus_t plan_algo(cuda_state *s, gemm_plan *p) {
     return hs;
 }
 
+/* p's matmul (F32 compute, A transposed) and layouts, in the column-major view of out (N, OC) =
+ * inp (N, C) @ W^T: A = W (OC, C) row-major, i.e. (C, OC) column-major transposed, its first k
+ * rows; B = the input rows, k x N, leading dimension C; D (OC, N) of type dt. p->valid from the
+ * first creation on, so that dspy_cu_gemm_plan_destroy releases what was made (on a failure here,
+ * which it returns). */
+static dspy_status plan_make(dspy_backend *be, gemm_plan *p, cudaDataType_t ab, cudaDataType_t dt, int64_t k, int N,
+                             int C, int OC, const char *what) {
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    DSPY_TRY(dspy_cu_check_lt(be, cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), what));
+    p->valid = true;
+    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
+    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+    dspy_status st = dspy_cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->a, ab, k, OC, C), what);
+    if (!st) st = dspy_cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->b, ab, k, N, C), what);
+    if (!st) st = dspy_cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->c, dt, OC, N, OC), what);
+    if (st) dspy_cu_gemm_plan_destroy(p);
+    return st;
+}
+
+/* Files a made plan under its key (tag: the plan cache's kind) as the most recently used. */
+static void plan_keep(cuda_state *s, gemm_plan *p, int N, int C, int OC, int tag, bool acc) {
+    p->N = N, p->C = C, p->OC = OC, p->out_dtype = tag, p->accumulate = acc;
+    p->last_use = ++s->use_clock;
+}
+
 /* The cached plan for the shape, made (descriptors + heuristic) on first use; the least recently
  * used slot is recycled when the cache is full. */
 static dspy_status get_plan(dspy_backend *be, int N, int C, int OC, int out_dtype, bool acc, gemm_plan **out) {
@@ -96,27 +121,14 @@ static dspy_status get_plan(dspy_backend *be, int N, int C, int OC, int out_dtyp
         return DSPY_OK;
     }
     cudaDataType_t dt = out_dtype == DSPY_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_32F;
-    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    DSPY_TRY(dspy_cu_check_lt(be, cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "gemm plan"));
-    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
-    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
-    /* Column-major view: D (OC, N) = W^T' ... i.e. A = W stored (C, OC) col-major, transposed. */
-    dspy_status st = dspy_cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, C, OC, C), "gemm plan");
-    if (!st) st = dspy_cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, C, N, C), "gemm plan");
-    if (!st) st = dspy_cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->c, dt, OC, N, OC), "gemm plan");
-    p->valid = true; /* so that dspy_cu_gemm_plan_destroy releases what was made */
-    if (st) {
-        dspy_cu_gemm_plan_destroy(p);
-        return st;
-    }
+    DSPY_TRY(plan_make(be, p, CUDA_R_16BF, dt, C, N, C, OC, "gemm plan"));
     cublasStatus_t hs = plan_algo(s, p);
     if (hs != CUBLAS_STATUS_SUCCESS) {
         dspy_cu_gemm_plan_destroy(p);
         return dspy_cu_fail(be, DSPY_ERR_BACKEND, "cuda:%d: cuBLASLt has no algorithm for a %d x %d x %d BF16 GEMM (%s)",
                        s->dev, N, C, OC, hs != CUBLAS_STATUS_NOT_SUPPORTED ? "heuristic failed" : "none found");
     }
-    p->N = N, p->C = C, p->OC = OC, p->out_dtype = out_dtype, p->accumulate = acc;
-    p->last_use = ++s->use_clock;
+    plan_keep(s, p, N, C, OC, out_dtype, acc);
     *out = p;
     return DSPY_OK;
 }
@@ -184,12 +196,9 @@ static dspy_status get_plan8(dspy_backend *be, int N, int C, int OC, int out_dty
     *out = p;
     if (hit) return DSPY_OK;
     cudaDataType_t dt = out_dtype == DSPY_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_32F;
-    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     cublasLtMatmulMatrixScale_t vec = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
-    DSPY_TRY(dspy_cu_check_lt(be, cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "W8A8 gemm plan"));
-    p->valid = true; /* so that dspy_cu_gemm_plan_destroy releases what was made */
-    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
-    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+    /* A = the codes (OC, C), B = the rows' codes */
+    DSPY_TRY(plan_make(be, p, CUDA_R_8F_E4M3, dt, C, N, C, OC, "W8A8 gemm plan"));
     dspy_status st = dspy_cu_check_lt(be, cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &vec,
                                                                          sizeof vec), "W8A8 gemm plan (scale mode)");
     if (!st)
@@ -200,17 +209,12 @@ static dspy_status get_plan8(dspy_backend *be, int N, int C, int OC, int out_dty
     const void *any = s->act8_scale;
     cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &any, sizeof any);
     cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &any, sizeof any);
-    /* A = the codes (OC, C) row-major: column-major (C, OC), transposed; B = the rows' codes */
-    if (!st) st = dspy_cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->a, CUDA_R_8F_E4M3, C, OC, C), "W8A8 gemm plan");
-    if (!st) st = dspy_cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->b, CUDA_R_8F_E4M3, C, N, C), "W8A8 gemm plan");
-    if (!st) st = dspy_cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->c, dt, OC, N, OC), "W8A8 gemm plan");
     if (st) {
         dspy_cu_gemm_plan_destroy(p);
         return st;
     }
     p->none = plan_algo(s, p) != CUBLAS_STATUS_SUCCESS;
-    p->N = N, p->C = C, p->OC = OC, p->out_dtype = 100 + out_dtype, p->accumulate = acc;
-    p->last_use = ++s->use_clock;
+    plan_keep(s, p, N, C, OC, 100 + out_dtype, acc);
     return DSPY_OK;
 }
 
@@ -266,17 +270,11 @@ static dspy_status get_plan8k(dspy_backend *be, int N, int C, int OC, int S, gem
     gemm_plan *p = dspy_cu_gemm_plan_slot(s, N, C, OC, 200 + S, false, &hit);
     *out = p;
     if (hit) return DSPY_OK;
-    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     const int32_t batch = S;
     const int64_t ks = C / S, ds = splitk_stride(N, OC);
-    DSPY_TRY(dspy_cu_check_lt(be, cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "W8A8 split-K plan"));
-    p->valid = true;
-    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
-    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
     /* slice z: the codes' columns z*C/S .. (z+1)*C/S - 1 of both operands (leading dimension C) */
-    dspy_status st = dspy_cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->a, CUDA_R_8F_E4M3, ks, OC, C), "W8A8 split-K plan");
-    if (!st) st = dspy_cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->b, CUDA_R_8F_E4M3, ks, N, C), "W8A8 split-K plan");
-    if (!st) st = dspy_cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->c, CUDA_R_32F, OC, N, OC), "W8A8 split-K plan");
+    DSPY_TRY(plan_make(be, p, CUDA_R_8F_E4M3, CUDA_R_32F, ks, N, C, OC, "W8A8 split-K plan"));
+    dspy_status st = DSPY_OK;
     const cublasLtMatrixLayout_t lay[3] = {p->a, p->b, p->c};
     const int64_t stride[3] = {ks, ks, ds};
     for (int i = 0; i < 3 && !st; i++) {
@@ -292,8 +290,7 @@ static dspy_status get_plan8k(dspy_backend *be, int N, int C, int OC, int S, gem
         return st;
     }
     p->none = plan_algo(s, p) != CUBLAS_STATUS_SUCCESS;
-    p->N = N, p->C = C, p->OC = OC, p->out_dtype = 200 + S, p->accumulate = false;
-    p->last_use = ++s->use_clock;
+    plan_keep(s, p, N, C, OC, 200 + S, false);
     return DSPY_OK;
 }
 
