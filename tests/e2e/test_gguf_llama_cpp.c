@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -94,7 +95,7 @@ static void print_file(const char *path) {
 
 /* Installs node-llama-cpp into the cache once. Returns 0 (ready, *mods = its node_modules),
  * 77 (the registry cannot be reached: skip) or 1 (failure, reported). */
-static int ensure_llama_cpp(char *mods, size_t cap) {
+static int install_llama_cpp(char *mods, size_t cap) {
     /* outside the source tree, npm's download cache too (test_npm_dir) */
     const char *d = test_npm_dir("node-llama-cpp-" NLC_VERSION);
     if (!d) return 1;
@@ -138,7 +139,7 @@ typedef struct {
     const char *name, *arch, *preset;
     uint64_t seed;
     float s_emb, s_layer;
-    bool decisive; /* scaled so that the argmax is never close to a tie (see test_llama_cpp) */
+    bool decisive; /* scaled so that the argmax is never close to a tie (see k_models) */
     char dir[512];
     int32_t *walk; /* see randomize */
 } model_t;
@@ -492,22 +493,45 @@ static size_t load_vectors(json_t **texts, json_t **ids) {
     return json_array_size(*texts);
 }
 
+/* install_llama_cpp under an exclusive lock on the cache directory: the parts of this test run as
+ * concurrent CTest entries, and on a fresh machine the first one installs while the others wait. */
+static int ensure_llama_cpp(char *mods, size_t cap) {
+    const char *d = test_npm_dir("node-llama-cpp-" NLC_VERSION);
+    if (!d) return 1;
+    char lock_path[1100];
+    snprintf(lock_path, sizeof lock_path, "%s/install.lock", d);
+    int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    while (fd >= 0 && flock(fd, LOCK_EX) != 0 && errno == EINTR) {
+    }
+    check_report(fd >= 0, __FILE__, __LINE__, "cannot open %s: %s", lock_path, strerror(errno));
+    int rc = fd >= 0 ? install_llama_cpp(mods, cap) : 1;
+    if (fd >= 0) close(fd);
+    return rc;
+}
+
 static const char *g_mods; /* node_modules holding node-llama-cpp */
 
-static void test_llama_cpp(void) {
+/* Decisive checkpoints (the layers move the argmax at a few positions, never near a tie): the
+ * acceptance numbers are required as they stand. Mixed ones (the layers decide most positions, so
+ * near-ties occur): llama.cpp must agree wherever the decision is not a tie at the file's
+ * precision, and the raw numbers are reported. */
+static const model_t k_models[] = {{"llama-tiny", "llama", "tiny", 11, 10, 2.5f, true, "", NULL},
+                                   {"llama-small", "llama", "small", 12, 10, 1.6f, true, "", NULL},
+                                   {"qwen2-tiny", "qwen2", "tiny", 13, 10, 2.5f, true, "", NULL},
+                                   {"llama-tiny-mixed", "llama", "tiny", 14, 10, 5.0f, false, "", NULL},
+                                   {"llama-small-mixed", "llama", "small", 15, 10, 2.5f, false, "", NULL}};
+enum { NM = sizeof k_models / sizeof k_models[0] };
+static const char *const k_dtypes[NM][5] = {{"f32", "f16", "bf16", "q8_0", NULL}, {"bf16", "q8_0", NULL},
+                                            {"f32", "q8_0", NULL}, {"f32", "bf16", "q8_0", NULL}, {"f32", NULL}};
+
+/* Exports k_models[which] in its dtypes, runs our engine and llama.cpp (one node process) on the
+ * files and compares. `vocab`: also llama.cpp's tokenizer and the file's chat template, asked of
+ * the first file (the vocabulary and template are the same in every file). Each test below is one
+ * model, so that CTest can run them as separate entries on separate cores. */
+static void check_model(int which, bool vocab) {
     const char *mods = g_mods;
-    /* Decisive checkpoints (the layers move the argmax at a few positions, never near a tie):
-     * the acceptance numbers are required as they stand. Mixed ones (the layers decide most
-     * positions, so near-ties occur): llama.cpp must agree wherever the decision is not a tie at
-     * the file's precision, and the raw numbers are reported. */
-    model_t models[] = {{"llama-tiny", "llama", "tiny", 11, 10, 2.5f, true, "", NULL},
-                        {"llama-small", "llama", "small", 12, 10, 1.6f, true, "", NULL},
-                        {"qwen2-tiny", "qwen2", "tiny", 13, 10, 2.5f, true, "", NULL},
-                        {"llama-tiny-mixed", "llama", "tiny", 14, 10, 5.0f, false, "", NULL},
-                        {"llama-small-mixed", "llama", "small", 15, 10, 2.5f, false, "", NULL}};
-    enum { NM = sizeof models / sizeof models[0] };
-    const char *dtypes[NM][5] = {{"f32", "f16", "bf16", "q8_0", NULL}, {"bf16", "q8_0", NULL}, {"f32", "q8_0", NULL},
-                                 {"f32", "bf16", "q8_0", NULL}, {"f32", NULL}};
+    model_t model = k_models[which];
+    const char *const *dtypes = k_dtypes[which];
     file_t files[12];
     memset(files, 0, sizeof files);
     int nf = 0;
@@ -519,22 +543,20 @@ static void test_llama_cpp(void) {
     int32_t *prompts[2];
     size_t plen[2];
     for (int p = 0; p < 2; p++) CHECK_OK(dspy_tokenizer_encode(tok, texts[p], strlen(texts[p]), true, true, &prompts[p], &plen[p]));
-    for (int i = 0; i < NM; i++) {
-        PHASE("making %s", models[i].name);
-        if (!make_model(&models[i])) continue;
-        for (int d = 0; dtypes[i][d]; d++) {
-            file_t *f = &files[nf];
-            f->m = &models[i];
-            f->dtype = dtypes[i][d];
-            PHASE("exporting %s as %s, then running our engine on it", models[i].name, f->dtype);
-            bool ok = export_file(f);
-            if (!ok || !compute_ours(f, prompts, plen, models[i].seed + (uint64_t)d)) {
-                free_file(f);
-                memset(f, 0, sizeof *f);
-                continue;
-            }
-            nf++;
+    PHASE("making %s", model.name);
+    bool made = make_model(&model);
+    for (int d = 0; made && dtypes[d]; d++) {
+        file_t *f = &files[nf];
+        f->m = &model;
+        f->dtype = dtypes[d];
+        PHASE("exporting %s as %s, then running our engine on it", model.name, f->dtype);
+        bool ok = export_file(f);
+        if (!ok || !compute_ours(f, prompts, plen, model.seed + (uint64_t)d)) {
+            free_file(f);
+            memset(f, 0, sizeof *f);
+            continue;
         }
+        nf++;
     }
 
     json_t *vec_texts = NULL, *vec_ids = NULL, *chats = NULL, *chat_ref = NULL;
@@ -577,7 +599,7 @@ static void test_llama_cpp(void) {
         json_object_set_new(m, "greedy", gr);
         json_object_set_new(m, "forced", fo);
         json_object_set_new(m, "probs", pr);
-        if (i == 0) { /* the vocabulary and template are the same in every file: ask once */
+        if (i == 0 && vocab) { /* the vocabulary and template are the same in every file: ask once */
             json_object_set(m, "tokenize", vec_texts);
             json_object_set(m, "chat", chats);
         }
@@ -607,39 +629,41 @@ static void test_llama_cpp(void) {
     CHECK_INT(json_array_size(results), nf);
     for (int i = 0; i < nf && (size_t)i < json_array_size(results); i++) check_file(&files[i], json_array_get(results, (size_t)i));
 
-    /* tokenizer: llama.cpp on our file vs HF's reference ids */
-    json_t *r0 = json_array_get(results, 0);
-    json_t *toks = json_object_get(r0, "tokenize");
-    size_t same = 0;
-    for (size_t i = 0; i < nvec && i < json_array_size(toks); i++) same += json_equal(json_array_get(toks, i), json_array_get(vec_ids, i));
-    printf("gguf: llama.cpp tokenizes %zu of %zu reference texts exactly as HF does\n", same, nvec);
-    CHECK(nvec >= 1300);
-    CHECK_INT(same, nvec);
+    if (vocab) {
+        /* tokenizer: llama.cpp on our file vs HF's reference ids */
+        json_t *r0 = json_array_get(results, 0);
+        json_t *toks = json_object_get(r0, "tokenize");
+        size_t same = 0;
+        for (size_t i = 0; i < nvec && i < json_array_size(toks); i++) same += json_equal(json_array_get(toks, i), json_array_get(vec_ids, i));
+        printf("gguf: llama.cpp tokenizes %zu of %zu reference texts exactly as HF does\n", same, nvec);
+        CHECK(nvec >= 1300);
+        CHECK_INT(same, nvec);
 
-    /* chat template: Jinja on the file's template vs ours (loaded from the same file) vs transformers */
-    dspy_chat_template *tpl = NULL;
-    CHECK_OK(dspy_chat_template_load(files[0].path, &tpl));
-    json_t *rendered = json_object_get(r0, "chat");
-    CHECK_INT(json_array_size(rendered), json_array_size(chats));
-    for (size_t c = 0; tpl && c < json_array_size(chats) && c < json_array_size(rendered); c++) {
-        json_t *msgs = json_object_get(json_array_get(chats, c), "messages");
-        dspy_chat_msg mm[8];
-        size_t k = json_array_size(msgs);
-        for (size_t j = 0; j < k && j < 8; j++) {
-            mm[j].role = json_string_value(json_object_get(json_array_get(msgs, j), "role"));
-            mm[j].content = json_string_value(json_object_get(json_array_get(msgs, j), "content"));
+        /* chat template: Jinja on the file's template vs ours (loaded from the same file) vs transformers */
+        dspy_chat_template *tpl = NULL;
+        CHECK_OK(dspy_chat_template_load(files[0].path, &tpl));
+        json_t *rendered = json_object_get(r0, "chat");
+        CHECK_INT(json_array_size(rendered), json_array_size(chats));
+        for (size_t c = 0; tpl && c < json_array_size(chats) && c < json_array_size(rendered); c++) {
+            json_t *msgs = json_object_get(json_array_get(chats, c), "messages");
+            dspy_chat_msg mm[8];
+            size_t k = json_array_size(msgs);
+            for (size_t j = 0; j < k && j < 8; j++) {
+                mm[j].role = json_string_value(json_object_get(json_array_get(msgs, j), "role"));
+                mm[j].content = json_string_value(json_object_get(json_array_get(msgs, j), "content"));
+            }
+            dspy_str s = DSPY_STR_INIT;
+            json_t *cv = json_array_get(chats, c);
+            CHECK_OK(dspy_chat_render(tpl, mm, k, json_is_true(json_object_get(cv, "add_generation_prompt")),
+                                      json_string_value(json_object_get(cv, "date_string")), &s, NULL, NULL));
+            CHECK_STR(json_string_value(json_array_get(rendered, c)), dspy_str_cstr(&s));
+            if (c < json_array_size(chat_ref)) CHECK_STR(dspy_str_cstr(&s), json_string_value(json_array_get(chat_ref, c)));
+            dspy_str_free(&s);
         }
-        dspy_str s = DSPY_STR_INIT;
-        json_t *cv = json_array_get(chats, c);
-        CHECK_OK(dspy_chat_render(tpl, mm, k, json_is_true(json_object_get(cv, "add_generation_prompt")),
-                                  json_string_value(json_object_get(cv, "date_string")), &s, NULL, NULL));
-        CHECK_STR(json_string_value(json_array_get(rendered, c)), dspy_str_cstr(&s));
-        if (c < json_array_size(chat_ref)) CHECK_STR(dspy_str_cstr(&s), json_string_value(json_array_get(chat_ref, c)));
-        dspy_str_free(&s);
+        printf("gguf: the file's chat template renders %zu conversations identically in Jinja (HF's JS) and in dspy.c\n",
+               json_array_size(chats));
+        dspy_chat_template_free(tpl);
     }
-    printf("gguf: the file's chat template renders %zu conversations identically in Jinja (HF's JS) and in dspy.c\n",
-           json_array_size(chats));
-    dspy_chat_template_free(tpl);
     json_decref(out);
 done:
     json_decref(vec_texts);
@@ -647,12 +671,19 @@ done:
     json_decref(chats);
     json_decref(chat_ref);
     for (int i = 0; i < nf; i++) free_file(&files[i]);
-    for (int i = 0; i < NM; i++) free(models[i].walk);
+    free(model.walk);
     for (int p = 0; p < 2; p++) free(prompts[p]);
     dspy_tokenizer_free(tok);
 }
 
-int main(void) {
+static void test_llama_tiny(void) { check_model(0, true); }
+static void test_llama_small(void) { check_model(1, false); }
+static void test_qwen2_tiny(void) { check_model(2, false); }
+static void test_llama_tiny_mixed(void) { check_model(3, false); }
+static void test_llama_small_mixed(void) { check_model(4, false); }
+
+int main(int argc, char **argv) {
+    check_parts(argc, argv);
     if (!test_have_shared("models/llama3-tokenizer/tokenizer.json")) {
         fprintf(stderr, "test_gguf_llama_cpp: ../shared/models/llama3-tokenizer is missing\n");
         return 1;
@@ -674,6 +705,12 @@ int main(void) {
         return 77;
     }
     g_mods = mods;
-    if (rc == 0) RUN(test_llama_cpp);
+    if (rc == 0) {
+        RUN(test_llama_tiny);
+        RUN(test_llama_small);
+        RUN(test_qwen2_tiny);
+        RUN(test_llama_tiny_mixed);
+        RUN(test_llama_small_mixed);
+    }
     return check_summary("test_gguf_llama_cpp");
 }

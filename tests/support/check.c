@@ -42,7 +42,44 @@ static void rm_rf(const char *path) {
     if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", path);
 }
 
+/* --part: the comma-separated list (argv's own storage) and which of its names a RUN reached */
+#define MAX_PARTS 16
+static const char *g_parts;
+static bool g_part_ran[MAX_PARTS];
+
+/* The index of `fn` in the --part list, -1 when absent. */
+static int part_index(const char *fn) {
+    size_t n = strlen(fn);
+    int i = 0;
+    for (const char *p = g_parts; *p; i++) {
+        size_t len = strcspn(p, ",");
+        if (len == n && strncmp(p, fn, n) == 0) return i;
+        p += len + (p[len] == ',');
+    }
+    return -1;
+}
+
+void check_parts(int argc, char **argv) {
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], "--part") == 0) g_parts = argv[i + 1];
+}
+
+bool check_part_wanted(const char *fn) {
+    if (!g_parts) return true;
+    int i = part_index(fn);
+    if (i < 0) return false;
+    if (i < MAX_PARTS) g_part_ran[i] = true;
+    return true;
+}
+
 int check_summary(const char *name) {
+    /* a skip (missing input) already explains parts that never ran */
+    for (int i = 0; g_parts && *g_parts && !check_skipped; i++) {
+        size_t len = strcspn(g_parts, ",");
+        check_report(i < MAX_PARTS && g_part_ran[i], __FILE__, __LINE__, "--part %.*s: no RUN of that name ran",
+                     (int)len, g_parts);
+        g_parts += len + (g_parts[len] == ',');
+    }
     if (g_tmpdir[0] && !getenv("DSPY_KEEP_TMP")) rm_rf(g_tmpdir);
     printf("%s: %d passed, %d failed", name, check_passed, check_failed);
     if (check_skipped) printf(", %d skipped", check_skipped);

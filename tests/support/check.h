@@ -74,10 +74,20 @@ double test_median(double *v, int n);
 #define CHECK_UNDER_ASAN 0
 #endif
 
-#define RUN(fn)                 \
-    do {                        \
-        check_current = #fn;    \
-        fn();                   \
+/* Parts: a slow binary's main() calls check_parts(argc, argv); `test_x --part test_a,test_b`
+ * then runs only RUN(test_a) and RUN(test_b), so that CMake can give it one CTest entry per group
+ * of parts (DSPY_TEST_PARTS_<name> in CMakeLists.txt) and ctest -j spreads it over the cores.
+ * Without --part every RUN runs. A named part that no RUN reached fails check_summary (a typo
+ * must not pass as an empty test). */
+void check_parts(int argc, char **argv);
+bool check_part_wanted(const char *fn);
+
+#define RUN(fn)                             \
+    do {                                    \
+        if (check_part_wanted(#fn)) {       \
+            check_current = #fn;            \
+            fn();                           \
+        }                                   \
     } while (0)
 
 #define CHECK(cond) check_report((cond), __FILE__, __LINE__, "CHECK(%s)", #cond)
