@@ -42,16 +42,17 @@ static void rm_rf(const char *path) {
     if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", path);
 }
 
-/* --part: the comma-separated list (argv's own storage) and which of its names a RUN reached */
+/* --part: the comma-separated list (argv's own storage) and which of its names a RUN reached;
+ * --parts-all: every part of every CTest entry of this binary */
 #define MAX_PARTS 16
-static const char *g_parts;
+static const char *g_parts, *g_parts_all;
 static bool g_part_ran[MAX_PARTS];
 
-/* The index of `fn` in the --part list, -1 when absent. */
-static int part_index(const char *fn) {
+/* The index of `fn` in the comma-separated `list`, -1 when absent. */
+static int part_index(const char *list, const char *fn) {
     size_t n = strlen(fn);
     int i = 0;
-    for (const char *p = g_parts; *p; i++) {
+    for (const char *p = list; *p; i++) {
         size_t len = strcspn(p, ",");
         if (len == n && strncmp(p, fn, n) == 0) return i;
         p += len + (p[len] == ',');
@@ -60,13 +61,18 @@ static int part_index(const char *fn) {
 }
 
 void check_parts(int argc, char **argv) {
-    for (int i = 1; i + 1 < argc; i++)
+    for (int i = 1; i + 1 < argc; i++) {
         if (strcmp(argv[i], "--part") == 0) g_parts = argv[i + 1];
+        if (strcmp(argv[i], "--parts-all") == 0) g_parts_all = argv[i + 1];
+    }
 }
 
 bool check_part_wanted(const char *fn) {
     if (!g_parts) return true;
-    int i = part_index(fn);
+    int i = part_index(g_parts, fn);
+    /* a RUN that no entry names would run in no CTest entry at all: fail rather than lose it */
+    check_report(i >= 0 || !g_parts_all || part_index(g_parts_all, fn) >= 0, __FILE__, __LINE__,
+                 "RUN(%s) is in none of this binary's CTest entries (DSPY_TEST_PARTS_ in CMakeLists.txt)", fn);
     if (i < 0) return false;
     if (i < MAX_PARTS) g_part_ran[i] = true;
     return true;

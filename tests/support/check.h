@@ -78,7 +78,8 @@ double test_median(double *v, int n);
  * then runs only RUN(test_a) and RUN(test_b), so that CMake can give it one CTest entry per group
  * of parts (DSPY_TEST_PARTS_<name> in CMakeLists.txt) and ctest -j spreads it over the cores.
  * Without --part every RUN runs. A named part that no RUN reached fails check_summary (a typo
- * must not pass as an empty test). */
+ * must not pass as an empty test); with `--parts-all <every entry's parts>` (CMake passes it), a
+ * RUN named in no entry fails too (a new RUN must not go untested). */
 void check_parts(int argc, char **argv);
 bool check_part_wanted(const char *fn);
 
