@@ -9,10 +9,11 @@
  *
  * It handles what jansson accepts in the common case and gives up (NULL, nothing built)
  * on anything else, so the caller asks jansson, which then parses or explains the error:
- * bytes >= 0x80 (UTF-8 is validated by jansson), \u0000, lone or reversed surrogates, integers
- * of more than 18 digits, reals that do not convert to a finite double, nesting over
- * MAX_DEPTH, and every syntax error. The differential fuzz target (fuzz_json) and test_json
- * check it against json_loadb.
+ * invalid UTF-8 inside a string (each sequence is checked by the rule jansson's stream applies,
+ * RFC 3629's; bytes >= 0x80 outside strings are syntax errors either way), \u0000, lone or
+ * reversed surrogates, integers of more than 18 digits, reals that do not convert to a finite
+ * double, nesting over MAX_DEPTH, and every syntax error. The differential fuzz target
+ * (fuzz_json) and test_json check it against json_loadb.
  */
 #include "base/json_parse.h"
 
@@ -74,14 +75,23 @@ static bool read_string(rd *r, size_t *len) {
     size_t n = 0;
     for (;;) {
         const char *s = r->p;
-        while (r->p < r->end && *r->p != '"' && *r->p != '\\' && (unsigned char)*r->p >= 0x20 &&
-               (unsigned char)*r->p < 0x80)
-            r->p++;
+        while (r->p < r->end && *r->p != '"' && *r->p != '\\' && (unsigned char)*r->p >= 0x20) {
+            if ((unsigned char)*r->p < 0x80) {
+                r->p++;
+                continue;
+            }
+            /* a UTF-8 sequence, taken whole when jansson's stream would take it (RFC 3629: no
+             * overlongs, no surrogates, nothing past U+10FFFF; dspy_utf8_decode's rule) */
+            unsigned cp;
+            const int k = dspy_utf8_decode(r->p, (size_t)(r->end - r->p), &cp);
+            if (k == 0) return false;
+            r->p += k;
+        }
         if (r->p > s && !put(r, &n, s, (size_t)(r->p - s))) return false;
         if (r->p >= r->end) return false;
         const char c = *r->p++;
         if (c == '"') break;
-        if (c != '\\' || r->p >= r->end) return false; /* a control character or a byte >= 0x80 */
+        if (c != '\\' || r->p >= r->end) return false; /* a control character */
         const char e = *r->p++;
         char out[4];
         size_t k = 1;

@@ -147,10 +147,17 @@ static void test_fast_reader(void) {
     static const char *const take[] = {
         "0", "-0", "[]", "{}", " [ 1 , -2 ,3 ] ", "{\"a\":1,\"b\":[true,false,null],\"a\":{\"x\":2.5}}",
         "\"tab\\tnew\\nline\\u00e9\\ud83d\\ude00\"", "[1e5,-0.0,1E-3,123456789012345678]", "{\"\":\"\"}",
-        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi \\\"there\\\"\"}],\"temperature\":0}"};
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi \\\"there\\\"\"}],\"temperature\":0}",
+        /* UTF-8: tokenizer.json's keys (\xc4\xa0 is GPT-2's space), 2-, 3- and 4-byte sequences */
+        "\"caf\xc3\xa9\"", "{\"\xc4\xa0the\":1,\"\xc4\x8a\":[\"\xe2\x82\xac\\n\xf0\x9f\x98\x80\"]}", "\"\xf4\x8f\xbf\xbf\xee\x80\x80\""};
     static const char *const leave[] = {"", " ", "[1,]", "{\"a\":1,}", "[01]", "1.", "-", "[1e400]", "\"\\u0000\"",
-                                        "\"\\udc00\"", "\"\\ud800x\"", "\"caf\xc3\xa9\"", "\"\x01\"", "tru", "truex", "[1]x",
-                                        "1234567890123456789", "{a:1}", "[\"unterminated"};
+                                        "\"\\udc00\"", "\"\\ud800x\"", "\"\x01\"", "tru", "truex", "[1]x",
+                                        "1234567890123456789", "{a:1}", "[\"unterminated",
+                                        /* invalid UTF-8: overlong, a surrogate, past U+10FFFF, 0xf5, a lone
+                                         * continuation byte, a cut sequence; a valid one outside a string */
+                                        "\"\xc0\xaf\"", "\"\xc1\xbf\"", "\"\xe0\x80\xaf\"", "\"\xed\xa0\x80\"",
+                                        "\"\xf4\x90\x80\x80\"", "\"\xf5\x80\x80\x80\"", "\"\x80\"", "\"\xe2\x82\"",
+                                        "[\"\xe2\x82\"]", "[1]\xc3\xa9", "\xc3\xa9"};
     for (size_t i = 0; i < sizeof take / sizeof take[0]; i++)
         check_report(fast_vs_jansson(take[i], strlen(take[i])) == 1, __FILE__, __LINE__, "fast reader left %s", take[i]);
     for (size_t i = 0; i < sizeof leave / sizeof leave[0]; i++)
