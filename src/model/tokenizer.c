@@ -47,17 +47,24 @@ static void inv_init(void) {
     for (int b = 0; b < 256; b++) g_inv[dspy_bytelevel_cp[b]] = (int16_t)b;
 }
 
-/* Maps a tokenizer.json spelling to raw bytes (appended to `out`). Returns false if a
+/* Maps a tokenizer.json spelling to raw bytes (appended to `out`; nothing on false). Returns false if a
  * character is not in the byte-level map. */
 static bool spelling_to_bytes(const char *s, size_t n, dspy_str *out) {
+    /* each character (one byte or more) becomes one byte: n bytes of room are enough, reserved
+     * once (a load converts ~700 k spellings; out of memory shows in dspy_str_ok(out)) */
+    if (!dspy_str_reserve(out, n)) return true;
+    char *o = out->ptr + out->len;
     size_t i = 0;
     while (i < n) {
-        unsigned cp;
-        int l = dspy_utf8_decode(s + i, n - i, &cp);
-        if (l <= 0 || cp >= 324 || g_inv[cp] < 0) return false;
-        dspy_str_appendc(out, (char)g_inv[cp]);
+        unsigned cp = (unsigned char)s[i];
+        int l = 1;
+        if (cp >= 0x80 && (l = dspy_utf8_decode(s + i, n - i, &cp)) <= 0) return false;
+        if (cp >= 324 || g_inv[cp] < 0) return false;
+        *o++ = (char)g_inv[cp];
         i += (size_t)l;
     }
+    out->len = (size_t)(o - out->ptr);
+    out->ptr[out->len] = '\0';
     return true;
 }
 
