@@ -47,8 +47,8 @@ static void inv_init(void) {
     for (int b = 0; b < 256; b++) g_inv[dspy_bytelevel_cp[b]] = (int16_t)b;
 }
 
-/* Maps a tokenizer.json spelling to raw bytes (appended to `out`; nothing on false). Returns false if a
- * character is not in the byte-level map. */
+/* Maps a tokenizer.json spelling to raw bytes, appended to `out`. Returns false (appending
+ * nothing) if a character is not in the byte-level map. */
 static bool spelling_to_bytes(const char *s, size_t n, dspy_str *out) {
     /* each character (one byte or more) becomes one byte: n bytes of room are enough, reserved
      * once (a load converts ~700 k spellings; out of memory shows in dspy_str_ok(out)) */
