@@ -26,11 +26,15 @@
 
 enum { MAX_DEPTH = 256 };
 
-typedef struct rd {
-    const char *p, *end;
-    char *buf; /* unescaped string bytes (grows) */
-    size_t cap;
-} rd;
+typedef dspy_json_cur rd;
+
+/* Members left out of the tree (dspy_json_parse_fast_spans): at the top level's object, want is
+ * unused; inside an outer member, want has bit j for each span j of that outer key. */
+typedef struct span_ctx {
+    dspy_json_span *spans;
+    size_t n;
+    unsigned want;
+} span_ctx;
 
 static void skip_ws(rd *r) {
     while (r->p < r->end && (*r->p == ' ' || *r->p == '\n' || *r->p == '\r' || *r->p == '\t')) r->p++;
@@ -69,10 +73,13 @@ static bool put(rd *r, size_t *n, const char *s, size_t k) {
     return true;
 }
 
-/* A string at r->p (after its opening quote): its bytes, unescaped, in r->buf[0 .. *len).
- * Whether it is one this reader takes (see the top). */
-static bool read_string(rd *r, size_t *len) {
+/* A string at r->p (after its opening quote): its bytes, unescaped, in *out[0 .. *len) — the
+ * text itself where it holds no escape, else r->buf. Whether it is one this reader takes (see
+ * the top). */
+static bool read_string(rd *r, const char **out, size_t *len) {
+    const char *const start = r->p;
     size_t n = 0;
+    bool esc = false;
     for (;;) {
         const char *s = r->p;
         while (r->p < r->end && *r->p != '"' && *r->p != '\\' && (unsigned char)*r->p >= 0x20) {
@@ -87,23 +94,33 @@ static bool read_string(rd *r, size_t *len) {
             if (k == 0) return false;
             r->p += k;
         }
-        if (r->p > s && !put(r, &n, s, (size_t)(r->p - s))) return false;
+        const char *run_end = r->p;
         if (r->p >= r->end) return false;
         const char c = *r->p++;
-        if (c == '"') break;
+        if (c == '"') {
+            if (!esc) { /* no escape: the text is the string */
+                *out = start;
+                *len = (size_t)(run_end - start);
+                return true;
+            }
+            if (run_end > s && !put(r, &n, s, (size_t)(run_end - s))) return false;
+            break;
+        }
         if (c != '\\' || r->p >= r->end) return false; /* a control character */
+        if (!esc) esc = true, s = start;                /* the first escape: copy from the start */
+        if (run_end > s && !put(r, &n, s, (size_t)(run_end - s))) return false;
         const char e = *r->p++;
-        char out[4];
+        char out4[4];
         size_t k = 1;
         switch (e) {
-        case '"': out[0] = '"'; break;
-        case '\\': out[0] = '\\'; break;
-        case '/': out[0] = '/'; break;
-        case 'b': out[0] = '\b'; break;
-        case 'f': out[0] = '\f'; break;
-        case 'n': out[0] = '\n'; break;
-        case 'r': out[0] = '\r'; break;
-        case 't': out[0] = '\t'; break;
+        case '"': out4[0] = '"'; break;
+        case '\\': out4[0] = '\\'; break;
+        case '/': out4[0] = '/'; break;
+        case 'b': out4[0] = '\b'; break;
+        case 'f': out4[0] = '\f'; break;
+        case 'n': out4[0] = '\n'; break;
+        case 'r': out4[0] = '\r'; break;
+        case 't': out4[0] = '\t'; break;
         case 'u': {
             int32_t u = hex4(r);
             if (u <= 0 || (u >= 0xDC00 && u <= 0xDFFF)) return false; /* \u0000, a lone low surrogate */
@@ -114,25 +131,27 @@ static bool read_string(rd *r, size_t *len) {
                 if (lo < 0xDC00 || lo > 0xDFFF) return false;
                 u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
             }
-            k = (size_t)dspy_utf8_encode((unsigned)u, out);
+            k = (size_t)dspy_utf8_encode((unsigned)u, out4);
             break;
         }
         default: return false;
         }
-        if (!put(r, &n, out, k)) return false;
+        if (!put(r, &n, out4, k)) return false;
     }
+    *out = r->buf;
     *len = n;
     return true;
 }
 
-/* A number at r->p: JSON's grammar; an integer (no fraction or exponent) of at most 18 digits
- * as json_integer, else a finite real as json_real (strtod on the exact span, as jansson). */
-static json_t *read_number(rd *r) {
+/* A number at r->p by JSON's grammar: an integer (no fraction or exponent) of at most 18 digits
+ * (*is_int, its value in *iv), else a finite real (*dv: strtod on the exact span, as jansson).
+ * False, r->p unmoved, for anything else. */
+static bool scan_number(rd *r, bool *is_int, int64_t *iv, double *dv) {
     const char *s = r->p;
     const char *p = s;
     bool neg = false;
     if (p < r->end && *p == '-') neg = true, p++;
-    if (p >= r->end || *p < '0' || *p > '9') return NULL;
+    if (p >= r->end || *p < '0' || *p > '9') return false;
     const char *digits = p;
     if (*p == '0') p++;
     else
@@ -143,32 +162,44 @@ static json_t *read_number(rd *r) {
         real = true, p++;
         const char *f = p;
         while (p < r->end && *p >= '0' && *p <= '9') p++;
-        if (p == f) return NULL;
+        if (p == f) return false;
     }
     if (p < r->end && (*p == 'e' || *p == 'E')) {
         real = true, p++;
         if (p < r->end && (*p == '+' || *p == '-')) p++;
         const char *x = p;
         while (p < r->end && *p >= '0' && *p <= '9') p++;
-        if (p == x) return NULL;
+        if (p == x) return false;
     }
-    if (p < r->end && *p >= '0' && *p <= '9') return NULL; /* a leading zero followed by digits */
-    r->p = p;
+    if (p < r->end && *p >= '0' && *p <= '9') return false; /* a leading zero followed by digits */
+    *is_int = !real;
     if (!real) {
-        if (nd > 18) return NULL;
+        if (nd > 18) return false;
         int64_t v = 0;
         for (const char *q = digits; q < p; q++) v = v * 10 + (*q - '0');
-        return json_integer(neg ? -v : v);
+        *iv = neg ? -v : v;
+        r->p = p;
+        return true;
     }
     char tmp[64];
     const size_t n = (size_t)(p - s);
-    if (n >= sizeof tmp) return NULL;
+    if (n >= sizeof tmp) return false;
     memcpy(tmp, s, n);
     tmp[n] = '\0';
     char *e;
     const double d = strtod(tmp, &e);
-    if (e != tmp + n || !(d - d == 0)) return NULL; /* not all of it, or not finite */
-    return json_real(d);
+    if (e != tmp + n || !(d - d == 0)) return false; /* not all of it, or not finite */
+    *dv = d;
+    r->p = p;
+    return true;
+}
+
+static json_t *read_number(rd *r) {
+    bool is_int;
+    int64_t iv;
+    double dv;
+    if (!scan_number(r, &is_int, &iv, &dv)) return NULL;
+    return is_int ? json_integer(iv) : json_real(dv);
 }
 
 static bool word(rd *r, const char *w, size_t n) {
@@ -177,71 +208,105 @@ static bool word(rd *r, const char *w, size_t n) {
     return true;
 }
 
-static json_t *read_value(rd *r, int depth);
+static json_t *read_value(rd *r, int depth, const span_ctx *sc);
+static bool skip_value(rd *r, int depth);
+
+/* Before item i of an object or array whose opening character was read: 1 when an item follows
+ * (r->p at it, whitespace skipped), 0 when `close` ends the container here (consumed), -1
+ * otherwise. */
+static int next_item(rd *r, size_t i, char close) {
+    skip_ws(r);
+    if (r->p >= r->end) return -1;
+    if (*r->p == close) {
+        r->p++;
+        return 0;
+    }
+    if (i > 0) {
+        if (*r->p != ',') return -1;
+        r->p++;
+        skip_ws(r);
+    }
+    return 1;
+}
 
 static json_t *read_array(rd *r, int depth) {
     json_t *a = json_array();
     if (!a) return NULL;
-    skip_ws(r);
-    if (r->p < r->end && *r->p == ']') {
-        r->p++;
-        return a;
-    }
-    for (;;) {
-        json_t *v = read_value(r, depth + 1);
+    for (size_t i = 0;; i++) {
+        const int k = next_item(r, i, ']');
+        if (k == 0) return a;
+        json_t *v = k > 0 ? read_value(r, depth + 1, NULL) : NULL;
         if (!v || json_array_append_new(a, v) != 0) break;
-        skip_ws(r);
-        if (r->p >= r->end) break;
-        const char c = *r->p++;
-        if (c == ']') return a;
-        if (c != ',') break;
     }
     json_decref(a);
     return NULL;
 }
 
-static json_t *read_object(rd *r, int depth) {
+/* The key of an object member and its ':' (r->p at the key's quote). */
+static bool read_key(rd *r, const char **key, size_t *kn) {
+    if (r->p >= r->end || *r->p++ != '"' || !read_string(r, key, kn)) return false;
+    skip_ws(r);
+    return r->p < r->end && *r->p++ == ':';
+}
+
+static bool key_is(const char *key, size_t kn, const char *want) {
+    return strlen(want) == kn && memcmp(key, want, kn) == 0;
+}
+
+/* sc (dspy_json_parse_fast_spans): at depth 0, members named by spans' outer keys pass their
+ * spans down; at depth 1, members named by a wanted span's inner key are skipped and recorded. */
+static json_t *read_object(rd *r, int depth, const span_ctx *sc) {
     json_t *o = json_object();
     if (!o) return NULL;
-    skip_ws(r);
-    if (r->p < r->end && *r->p == '}') {
-        r->p++;
-        return o;
-    }
-    for (;;) {
-        skip_ws(r);
+    for (size_t i = 0;; i++) {
+        const int k = next_item(r, i, '}');
+        if (k == 0) return o;
+        const char *kp;
         size_t kn;
-        if (r->p >= r->end || *r->p++ != '"' || !read_string(r, &kn)) break;
+        if (k < 0 || !read_key(r, &kp, &kn)) break;
         char small[64], *key = kn < sizeof small ? small : malloc(kn + 1);
         if (!key) break;
-        if (kn) memcpy(key, r->buf, kn); /* r->buf is NULL until a string has bytes */
+        if (kn) memcpy(key, kp, kn);
         key[kn] = '\0';
-        skip_ws(r);
-        json_t *v = r->p < r->end && *r->p++ == ':' ? read_value(r, depth + 1) : NULL;
-        const bool ok = v && json_object_setn_new_nocheck(o, key, kn, v) == 0;
+        span_ctx child = {sc ? sc->spans : NULL, sc ? sc->n : 0, 0};
+        int skip = -1;
+        for (size_t j = 0; sc && j < sc->n; j++) {
+            if (depth == 0 && key_is(key, kn, sc->spans[j].outer)) {
+                child.want |= 1u << j;
+                sc->spans[j].at = NULL; /* a repeated outer member: the last one counts */
+            } else if (depth == 1 && (sc->want >> j & 1) && key_is(key, kn, sc->spans[j].inner)) {
+                skip = (int)j;
+            }
+        }
+        bool ok;
+        if (skip >= 0) {
+            skip_ws(r);
+            const char *at = r->p;
+            ok = skip_value(r, depth + 1);
+            sc->spans[skip].at = at, sc->spans[skip].len = (size_t)(r->p - at);
+        } else {
+            json_t *v = read_value(r, depth + 1, child.want ? &child : NULL);
+            ok = v && json_object_setn_new_nocheck(o, key, kn, v) == 0;
+        }
         if (key != small) free(key);
         if (!ok) break;
-        skip_ws(r);
-        if (r->p >= r->end) break;
-        const char c = *r->p++;
-        if (c == '}') return o;
-        if (c != ',') break;
     }
     json_decref(o);
     return NULL;
 }
 
-static json_t *read_value(rd *r, int depth) {
+static json_t *read_value(rd *r, int depth, const span_ctx *sc) {
     if (depth > MAX_DEPTH) return NULL;
     skip_ws(r);
     if (r->p >= r->end) return NULL;
     switch (*r->p) {
-    case '{': r->p++; return read_object(r, depth);
+    case '{': r->p++; return read_object(r, depth, sc);
     case '[': r->p++; return read_array(r, depth);
     case '"': {
         r->p++;
+        const char *sp;
         size_t n;
-        return read_string(r, &n) ? json_stringn_nocheck(r->buf ? r->buf : "", n) : NULL;
+        return read_string(r, &sp, &n) ? json_stringn_nocheck(sp, n) : NULL;
     }
     case 't': return word(r, "true", 4) ? json_true() : NULL;
     case 'f': return word(r, "false", 5) ? json_false() : NULL;
@@ -250,9 +315,40 @@ static json_t *read_value(rd *r, int depth) {
     }
 }
 
-json_t *dspy_json_parse_fast(const char *text, size_t len) {
-    rd r = {text, text + len, NULL, 0};
-    json_t *v = read_value(&r, 0);
+/* read_value's checks without building anything. */
+static bool skip_value(rd *r, int depth) {
+    if (depth > MAX_DEPTH) return false;
+    skip_ws(r);
+    if (r->p >= r->end) return false;
+    const char *sp;
+    size_t n;
+    switch (*r->p) {
+    case '{':
+    case '[': {
+        const char close = *r->p++ == '{' ? '}' : ']';
+        for (size_t i = 0;; i++) {
+            const int k = next_item(r, i, close);
+            if (k <= 0) return k == 0;
+            if (close == '}' && !read_key(r, &sp, &n)) return false;
+            if (!skip_value(r, depth + 1)) return false;
+        }
+    }
+    case '"': r->p++; return read_string(r, &sp, &n);
+    case 't': return word(r, "true", 4);
+    case 'f': return word(r, "false", 5);
+    case 'n': return word(r, "null", 4);
+    default: {
+        bool is_int;
+        int64_t iv;
+        double dv;
+        return scan_number(r, &is_int, &iv, &dv);
+    }
+    }
+}
+
+static json_t *parse_whole(const char *text, size_t len, const span_ctx *sc) {
+    rd r = {.p = text, .end = text + len};
+    json_t *v = read_value(&r, 0, sc);
     skip_ws(&r);
     if (v && r.p != r.end) {
         json_decref(v);
@@ -261,3 +357,69 @@ json_t *dspy_json_parse_fast(const char *text, size_t len) {
     free(r.buf);
     return v;
 }
+
+json_t *dspy_json_parse_fast(const char *text, size_t len) { return parse_whole(text, len, NULL); }
+
+json_t *dspy_json_parse_fast_spans(const char *text, size_t len, dspy_json_span *spans, size_t n_spans) {
+    if (n_spans > 8) return NULL;
+    for (size_t j = 0; j < n_spans; j++) spans[j].at = NULL, spans[j].len = 0;
+    const span_ctx sc = {spans, n_spans, 0};
+    return parse_whole(text, len, &sc);
+}
+
+/* ---- the cursor ----------------------------------------------------------------------------- */
+
+void dspy_json_cur_init(dspy_json_cur *c, const char *text, size_t len) {
+    *c = (dspy_json_cur){.p = text, .end = text + len};
+}
+
+void dspy_json_cur_free(dspy_json_cur *c) {
+    free(c->buf);
+    c->buf = NULL;
+    c->cap = 0;
+}
+
+int dspy_json_cur_peek(dspy_json_cur *c) {
+    skip_ws(c);
+    return c->p < c->end ? (unsigned char)*c->p : -1;
+}
+
+bool dspy_json_cur_enter(dspy_json_cur *c, char open) {
+    if ((open != '{' && open != '[') || dspy_json_cur_peek(c) != open || c->depth >= MAX_DEPTH) return false;
+    const int d = c->depth++;
+    if (open == '{') c->kinds[d >> 3] |= (unsigned char)(1u << (d & 7));
+    else c->kinds[d >> 3] &= (unsigned char)~(1u << (d & 7));
+    c->p++;
+    return true;
+}
+
+int dspy_json_cur_item(dspy_json_cur *c, size_t i) {
+    if (c->depth <= 0) return -1;
+    const int d = c->depth - 1;
+    const int k = next_item(c, i, (c->kinds[d >> 3] >> (d & 7) & 1) ? '}' : ']');
+    if (k == 0) c->depth--;
+    return k;
+}
+
+bool dspy_json_cur_string(dspy_json_cur *c, const char **s, size_t *n) {
+    if (dspy_json_cur_peek(c) != '"') return false;
+    c->p++;
+    return read_string(c, s, n);
+}
+
+bool dspy_json_cur_key(dspy_json_cur *c, const char **s, size_t *n) {
+    skip_ws(c);
+    return read_key(c, s, n);
+}
+
+bool dspy_json_cur_int(dspy_json_cur *c, int64_t *v) {
+    bool is_int;
+    double dv;
+    skip_ws(c);
+    const char *at = c->p;
+    if (!scan_number(c, &is_int, v, &dv)) return false;
+    if (!is_int) c->p = at;
+    return is_int;
+}
+
+bool dspy_json_cur_skip(dspy_json_cur *c) { return skip_value(c, 0); }

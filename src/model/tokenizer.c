@@ -150,20 +150,6 @@ void dspy_tokenizer_free(dspy_tokenizer *tok) {
         goto fail;                               \
     } while (0)
 
-static const char *jtype(json_t *j) {
-    if (!j) return "missing";
-    switch (json_typeof(j)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number";
-    case JSON_TRUE: case JSON_FALSE: return "a boolean";
-    case JSON_NULL: return "null";
-    }
-    return "?";
-}
-
 static const char *type_of(json_t *obj) {
     json_t *t = json_object_get(obj, "type");
     return json_is_string(t) ? json_string_value(t) : "(no type)";
@@ -171,6 +157,7 @@ static const char *type_of(json_t *obj) {
 
 static bool jbool(json_t *obj, const char *key) { return json_is_true(json_object_get(obj, key)); }
 
+/* A JSON file through jansson (tokenizer_config.json: its flags). */
 static dspy_status json_load_path(const char *path, size_t flags, json_t **out) {
     *out = NULL;
     json_error_t err;
@@ -178,20 +165,48 @@ static dspy_status json_load_path(const char *path, size_t flags, json_t **out) 
     size_t n;
     dspy_status st = dspy_read_regular_file(path, (size_t)1 << 30, &data, &n);
     if (st != DSPY_OK) return st;
-    /* tokenizer.json (flags 0) through the fast reader: its 9 MB took jansson ~40 % of a ~1 s
-     * load, paid by every process that tokenizes. Its trees equal json_loadb's; a top level that
-     * is not an object or array, or anything it declines, goes to jansson, which says why. */
-    json_t *j = flags == 0 ? dspy_json_parse_fast(data, n) : NULL;
-    if (j && !json_is_object(j) && !json_is_array(j)) {
-        json_decref(j);
-        j = NULL;
-    }
-    if (!j) j = json_loadb(data, n, flags, &err);
+    json_t *j = json_loadb(data, n, flags, &err);
     free(data);
     if (!j)
         return dspy_fail(DSPY_ERR_FORMAT, "%s: line %d column %d: invalid JSON: %s (is the file truncated?)",
                          path, err.line, err.column, err.text);
     *out = j;
+    return DSPY_OK;
+}
+
+/* tokenizer.json as read: its tree and, where the fast reader left them out of it, the text of
+ * model.vocab and model.merges (into `text`, the file, kept until they are read). */
+typedef struct {
+    json_t *root;
+    char *text;
+    dspy_json_span spans[2]; /* model.vocab, model.merges */
+} tok_doc;
+
+static void doc_free(tok_doc *d) {
+    json_decref(d->root);
+    free(d->text);
+    *d = (tok_doc){0};
+}
+
+/* Through the fast reader, with the two big members left as text (tokenizer_lists.c says why);
+ * a top level that is not an object or array, or anything it declines, goes to jansson, which
+ * builds them too or says why not. */
+static dspy_status read_document(const char *path, tok_doc *d) {
+    *d = (tok_doc){.spans = {{"model", "vocab", NULL, 0}, {"model", "merges", NULL, 0}}};
+    size_t n;
+    dspy_status st = dspy_read_regular_file(path, (size_t)1 << 30, &d->text, &n);
+    if (st != DSPY_OK) return st;
+    d->root = dspy_json_parse_fast_spans(d->text, n, d->spans, 2);
+    if (d->root && (json_is_object(d->root) || json_is_array(d->root))) return DSPY_OK;
+    json_decref(d->root);
+    json_error_t err;
+    d->root = json_loadb(d->text, n, 0, &err);
+    free(d->text);
+    d->text = NULL;
+    d->spans[0].at = d->spans[1].at = NULL;
+    if (!d->root)
+        return dspy_fail(DSPY_ERR_FORMAT, "%s: line %d column %d: invalid JSON: %s (is the file truncated?)", path,
+                         err.line, err.column, err.text);
     return DSPY_OK;
 }
 
@@ -394,16 +409,18 @@ static uint32_t pow2_at_least(uint64_t n) {
 }
 
 /* The parts of tokenizer.json a byte-level BPE needs, each checked for its type and for the
- * options this tokenizer does not implement (refused rather than tokenizing differently). */
-static dspy_status check_document(dspy_tokenizer *tok, const char *P, json_t *root, json_t **vocab_out,
+ * options this tokenizer does not implement (refused rather than tokenizing differently).
+ * model.vocab and model.merges are d's spans where it has them, else members of the tree. */
+static dspy_status check_document(dspy_tokenizer *tok, const char *P, tok_doc *d, json_t **vocab_out,
                                   json_t **merges_out, json_t **added_out) {
-    if (!json_is_object(root)) return dspy_fail(DSPY_ERR_FORMAT, "%s: top level is %s, not an object", P, jtype(root));
+    json_t *root = d->root;
+    if (!json_is_object(root)) return dspy_fail(DSPY_ERR_FORMAT, "%s: top level is %s, not an object", P, dspy_tok_jtype(root));
     json_t *model = json_object_get(root, "model");
-    if (!json_is_object(model)) return dspy_fail(DSPY_ERR_FORMAT, "%s: \"model\" is %s; expected the BPE model object", P, jtype(model));
+    if (!json_is_object(model)) return dspy_fail(DSPY_ERR_FORMAT, "%s: \"model\" is %s; expected the BPE model object", P, dspy_tok_jtype(model));
     json_t *mtype = json_object_get(model, "type");
     if (mtype && (!json_is_string(mtype) || strcmp(json_string_value(mtype), "BPE") != 0))
         return dspy_fail(DSPY_ERR_FORMAT, "%s: model.type is '%s'; dspy.c supports only byte-level BPE", P,
-             json_is_string(mtype) ? json_string_value(mtype) : jtype(mtype));
+             json_is_string(mtype) ? json_string_value(mtype) : dspy_tok_jtype(mtype));
     if (jbool(model, "byte_fallback"))
         return dspy_fail(DSPY_ERR_FORMAT, "%s: model.byte_fallback=true (SentencePiece-style BPE) is not supported", P);
     json_t *dropout = json_object_get(model, "dropout");
@@ -415,14 +432,18 @@ static dspy_status check_document(dspy_tokenizer *tok, const char *P, json_t *ro
     if ((cont && *cont) || (eow && *eow))
         return dspy_fail(DSPY_ERR_FORMAT, "%s: model.continuing_subword_prefix/end_of_word_suffix are not supported", P);
     tok->ignore_merges = jbool(model, "ignore_merges");
+    const dspy_json_span *vs = &d->spans[0], *ms = &d->spans[1];
     json_t *vocab = json_object_get(model, "vocab");
-    if (!json_is_object(vocab)) return dspy_fail(DSPY_ERR_FORMAT, "%s: model.vocab is %s; expected an object of token -> id", P, jtype(vocab));
+    const char *vtype = vs->at ? dspy_tok_text_type(vs->at, vs->len) : dspy_tok_jtype(vocab);
+    if (strcmp(vtype, "an object") != 0)
+        return dspy_fail(DSPY_ERR_FORMAT, "%s: model.vocab is %s; expected an object of token -> id", P, vtype);
     json_t *merges = json_object_get(model, "merges");
-    if (!json_is_array(merges))
-        return dspy_fail(DSPY_ERR_FORMAT, "%s: model.merges is %s; a BPE tokenizer.json needs the list of merges", P, jtype(merges));
+    const char *mtype_s = ms->at ? dspy_tok_text_type(ms->at, ms->len) : dspy_tok_jtype(merges);
+    if (strcmp(mtype_s, "an array") != 0)
+        return dspy_fail(DSPY_ERR_FORMAT, "%s: model.merges is %s; a BPE tokenizer.json needs the list of merges", P, mtype_s);
     json_t *added = json_object_get(root, "added_tokens");
     if (added && !json_is_array(added) && !json_is_null(added))
-        return dspy_fail(DSPY_ERR_FORMAT, "%s: added_tokens is %s; expected an array", P, jtype(added));
+        return dspy_fail(DSPY_ERR_FORMAT, "%s: added_tokens is %s; expected an array", P, dspy_tok_jtype(added));
     *vocab_out = vocab;
     *merges_out = merges;
     *added_out = added;
@@ -430,16 +451,12 @@ static dspy_status check_document(dspy_tokenizer *tok, const char *P, json_t *ro
 }
 
 /* Ids: the model vocabulary plus the added tokens, with each id's spelling (pointers into the
- * document) in *spell_out (malloc'd, n_ids entries; NULL where an id is unused). */
-static dspy_status load_ids(dspy_tokenizer *tok, const char *P, json_t *vocab, json_t *added, const char ***spell_out) {
+ * vocabulary list and the document) in *spell_out (malloc'd, n_ids entries; NULL where an id is
+ * unused). */
+static dspy_status load_ids(dspy_tokenizer *tok, const char *P, const tok_vocab *v, json_t *added, const char ***spell_out) {
     int64_t max_id = -1;
-    const char *key;
-    json_t *val;
-    json_object_foreach(vocab, key, val) {
-        if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= (1 << 24))
-            return dspy_fail(DSPY_ERR_FORMAT, "%s: model.vocab[\"%s\"] is not a valid id", P, key);
-        if (json_integer_value(val) > max_id) max_id = json_integer_value(val);
-    }
+    for (size_t i = 0; i < v->n; i++)
+        if (v->id[i] > max_id) max_id = v->id[i];
     size_t ai;
     json_t *at;
     json_array_foreach(added, ai, at) {
@@ -458,8 +475,9 @@ static dspy_status load_ids(dspy_tokenizer *tok, const char *P, json_t *vocab, j
     tok->bytes_off = calloc(nid + 1, sizeof *tok->bytes_off);
     tok->str_off = calloc(nid + 1, sizeof *tok->str_off);
     if (!spell || !tok->flags || !tok->bytes_off || !tok->str_off) return dspy_fail(DSPY_ERR_NOMEM, "tokenizer: out of memory");
-    json_object_foreach(vocab, key, val) {
-        int32_t id = (int32_t)json_integer_value(val);
+    for (size_t i = 0; i < v->n; i++) {
+        const int32_t id = v->id[i];
+        const char *key = v->blob + v->off[i];
         if (spell[id]) return dspy_fail(DSPY_ERR_FORMAT, "%s: model.vocab: id %d is given to both \"%s\" and \"%s\"", P, id, spell[id], key);
         spell[id] = key;
         tok->flags[id] = TOK_PRESENT;
@@ -532,17 +550,14 @@ static dspy_status load_spellings(dspy_tokenizer *tok, const char *P, const char
 
 /* The hash from model-vocabulary bytes to ids, and the id of each single byte (byte-level BPE
  * starts every word from these). */
-static dspy_status build_vocab_hash(dspy_tokenizer *tok, const char *P, json_t *vocab) {
-    const char *key;
-    json_t *val;
-    size_t n_vocab = json_object_size(vocab);
-    uint32_t vslots = pow2_at_least((uint64_t)n_vocab * 2 + 2);
+static dspy_status build_vocab_hash(dspy_tokenizer *tok, const char *P, const tok_vocab *v) {
+    uint32_t vslots = pow2_at_least((uint64_t)v->n * 2 + 2);
     tok->vocab_mask = vslots - 1;
     tok->vocab_slots = malloc(vslots * sizeof *tok->vocab_slots);
     tok->vocab_hash = malloc(vslots * sizeof *tok->vocab_hash);
     if (!tok->vocab_slots || !tok->vocab_hash) return dspy_fail(DSPY_ERR_NOMEM, "tokenizer: out of memory");
     memset(tok->vocab_slots, 0xff, vslots * sizeof *tok->vocab_slots);
-    json_object_foreach(vocab, key, val) vocab_insert(tok, (int32_t)json_integer_value(val));
+    for (size_t i = 0; i < v->n; i++) vocab_insert(tok, v->id[i]);
     for (int b = 0; b < 256; b++) {
         char c = (char)b;
         tok->byte_id[b] = dspy_tok_vocab_find(tok, &c, 1);
@@ -554,10 +569,10 @@ static dspy_status build_vocab_hash(dspy_tokenizer *tok, const char *P, json_t *
 
 /* The merges ("a b" or ["a", "b"]) as rank-ordered pairs of ids, each checked against the
  * vocabulary (the pair and its merge must both be tokens). */
-static dspy_status load_merges(dspy_tokenizer *tok, const char *P, json_t *merges) {
+static dspy_status load_merges(dspy_tokenizer *tok, const char *P, tok_merges *m) {
     dspy_str buf = DSPY_STR_INIT;
     dspy_status st = DSPY_OK;
-    size_t nm = json_array_size(merges);
+    size_t nm = m->n;
     if (nm > INT32_MAX / 4) FAIL(DSPY_ERR_FORMAT, "%s: model.merges has too many entries (%zu)", P, nm);
     tok->n_merges = (int32_t)nm;
     uint32_t mslots = pow2_at_least((uint64_t)nm * 2 + 2);
@@ -565,36 +580,20 @@ static dspy_status load_merges(dspy_tokenizer *tok, const char *P, json_t *merge
     tok->merges = malloc(mslots * sizeof *tok->merges);
     if (!tok->merges) FAIL(DSPY_ERR_NOMEM, "tokenizer: out of memory");
     memset(tok->merges, 0xff, mslots * sizeof *tok->merges);
-    size_t mi;
-    json_t *m;
-    json_array_foreach(merges, mi, m) {
-        const char *l = NULL, *r = NULL;
-        size_t ll = 0, rl = 0;
-        if (json_is_string(m)) {
-            const char *s = json_string_value(m);
-            const char *sp = strchr(s, ' ');
-            if (!sp || strchr(sp + 1, ' '))
-                FAIL(DSPY_ERR_FORMAT, "%s: model.merges[%zu] \"%s\" is not two tokens separated by one space", P, mi, s);
-            l = s;
-            ll = (size_t)(sp - s);
-            r = sp + 1;
-            rl = strlen(r);
-        } else if (json_is_array(m) && json_array_size(m) == 2 && json_is_string(json_array_get(m, 0)) &&
-                   json_is_string(json_array_get(m, 1))) {
-            l = json_string_value(json_array_get(m, 0));
-            ll = json_string_length(json_array_get(m, 0));
-            r = json_string_value(json_array_get(m, 1));
-            rl = json_string_length(json_array_get(m, 1));
-        } else {
-            FAIL(DSPY_ERR_FORMAT, "%s: model.merges[%zu] is %s; expected \"a b\" or [\"a\", \"b\"]", P, mi, jtype(m));
-        }
+    const char *l, *r;
+    size_t ll, rl;
+    for (size_t mi = 0;; mi++) {
+        const int k = dspy_tok_merges_next(m, P, &l, &ll, &r, &rl, &st);
+        if (k < 0) goto fail;
+        if (k == 0) break;
         dspy_str_clear(&buf);
-        bool ok = spelling_to_bytes(l, ll, &buf);
+        const bool okl = spelling_to_bytes(l, ll, &buf);
         size_t lb = buf.len;
-        ok = ok && spelling_to_bytes(r, rl, &buf);
+        const bool okr = okl && spelling_to_bytes(r, rl, &buf);
         if (!dspy_str_ok(&buf)) FAIL(DSPY_ERR_NOMEM, "tokenizer: out of memory");
-        int32_t a = ok ? dspy_tok_vocab_find(tok, buf.ptr, lb) : -1;
-        int32_t b = ok ? dspy_tok_vocab_find(tok, buf.ptr + lb, buf.len - lb) : -1;
+        /* a spelling outside the byte-level alphabet is not in the vocabulary either */
+        int32_t a = okl ? dspy_tok_vocab_find(tok, buf.ptr, lb) : -1;
+        int32_t b = okr ? dspy_tok_vocab_find(tok, buf.ptr + lb, buf.len - lb) : -1;
         if (a < 0 || b < 0)
             FAIL(DSPY_ERR_FORMAT, "%s: model.merges[%zu]: token \"%.*s\" is not in model.vocab", P, mi,
                  a < 0 ? (int)ll : (int)rl, a < 0 ? l : r);
@@ -626,7 +625,7 @@ static dspy_status load_pipeline(dspy_tokenizer *tok, const char *P, json_t *roo
     json_t *dec = json_object_get(root, "decoder");
     if (!json_is_object(dec) || strcmp(type_of(dec), "ByteLevel") != 0)
         return dspy_fail(DSPY_ERR_FORMAT, "%s: decoder is '%s'; dspy.c supports the ByteLevel decoder only", P,
-             json_is_object(dec) ? type_of(dec) : jtype(dec));
+             json_is_object(dec) ? type_of(dec) : dspy_tok_jtype(dec));
 
     if (tok->n_prefix > 0) tok->bos_id = tok->tmpl_prefix[0];
     if (gguf) { /* bos/eos come from the GGUF metadata, not a tokenizer_config.json */
@@ -649,8 +648,10 @@ static dspy_status load_pipeline(dspy_tokenizer *tok, const char *P, json_t *roo
 dspy_status dspy_tokenizer_load(const char *path, dspy_tokenizer **out) {
     *out = NULL;
     dspy_status st = DSPY_OK;
-    json_t *root = NULL;
-    const char **spell = NULL; /* per id: spelling (into root) */
+    tok_doc doc = {0};
+    tok_vocab vocab_list = {0};
+    tok_merges merge_list = {0};
+    const char **spell = NULL; /* per id: spelling (into vocab_list or doc.root) */
     dspy_str buf = DSPY_STR_INIT;
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, inv_init);
@@ -675,21 +676,28 @@ dspy_status dspy_tokenizer_load(const char *path, dspy_tokenizer **out) {
     if (!dspy_str_ok(&buf)) FAIL(DSPY_ERR_NOMEM, "tokenizer: out of memory");
     tok->path = dspy_str_take(&buf);
     const char *P = tok->path;
-    st = gguf ? dspy_gguf_tokenizer_json(P, &root, &gguf_bos, &gguf_eos) : json_load_path(P, 0, &root);
+    st = gguf ? dspy_gguf_tokenizer_json(P, &doc.root, &gguf_bos, &gguf_eos) : read_document(P, &doc);
     if (st != DSPY_OK) goto fail;
-    json_t *vocab, *merges, *added;
-    if ((st = check_document(tok, P, root, &vocab, &merges, &added)) != DSPY_OK) goto fail;
-    if ((st = load_ids(tok, P, vocab, added, &spell)) != DSPY_OK) goto fail;
+    json_t *vocab = NULL, *merges = NULL, *added = NULL;
+    const dspy_json_span *vs = &doc.spans[0], *ms = &doc.spans[1];
+    if ((st = check_document(tok, P, &doc, &vocab, &merges, &added)) != DSPY_OK) goto fail;
+    if ((st = dspy_tok_vocab_read(vocab, vs->at, vs->len, P, &vocab_list)) != DSPY_OK) goto fail;
+    if ((st = load_ids(tok, P, &vocab_list, added, &spell)) != DSPY_OK) goto fail;
     if ((st = load_spellings(tok, P, spell)) != DSPY_OK) goto fail;
-    if ((st = build_vocab_hash(tok, P, vocab)) != DSPY_OK) goto fail;
-    if ((st = load_merges(tok, P, merges)) != DSPY_OK) goto fail;
-    if ((st = load_pipeline(tok, P, root, gguf, gguf_bos, gguf_eos)) != DSPY_OK) goto fail;
-    json_decref(root);
+    if ((st = build_vocab_hash(tok, P, &vocab_list)) != DSPY_OK) goto fail;
+    if ((st = dspy_tok_merges_open(&merge_list, merges, ms->at, ms->len, P)) != DSPY_OK) goto fail;
+    if ((st = load_merges(tok, P, &merge_list)) != DSPY_OK) goto fail;
+    if ((st = load_pipeline(tok, P, doc.root, gguf, gguf_bos, gguf_eos)) != DSPY_OK) goto fail;
+    dspy_tok_merges_close(&merge_list);
+    dspy_tok_vocab_free(&vocab_list);
+    doc_free(&doc);
     free(spell);
     *out = tok;
     return DSPY_OK;
 fail:
-    json_decref(root);
+    dspy_tok_merges_close(&merge_list);
+    dspy_tok_vocab_free(&vocab_list);
+    doc_free(&doc);
     free(spell);
     dspy_str_free(&buf);
     dspy_tokenizer_free(tok);

@@ -9,6 +9,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
+#include "base/json_parse.h"
+#include "dspy/str.h"
 #include "dspy/tokenizer.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -98,6 +102,41 @@ int32_t dspy_tok_vocab_find(const dspy_tokenizer *tok, const char *p, size_t n);
 
 /* Compiles `pattern` with PCRE2 (UTF | UCP) into tok->re. `where` names the file for errors. */
 dspy_status dspy_tok_compile_pcre2(dspy_tokenizer *tok, const char *pattern, const char *where);
+
+/* ---- model.vocab and model.merges (tokenizer_lists.c), from the jansson tree (tree, at NULL)
+ * or from the document's text (at/len: dspy_json_parse_fast_spans' span, already checked) ---- */
+
+/* jansson's type of j as a message names it ("an object", "missing", ...); the same names for
+ * the JSON value whose text starts at `at` (NULL: "missing"). */
+const char *dspy_tok_jtype(json_t *j);
+const char *dspy_tok_text_type(const char *at, size_t len);
+
+/* model.vocab in document order. A key given twice appears once, at its first place, with its
+ * later id (jansson's tree and HF's map both keep the later). Every id in 0 .. 2^24 - 1. */
+typedef struct {
+    char *blob;          /* the spellings, a NUL after each */
+    uint32_t *off, *len; /* per entry: where its spelling starts in blob, its length */
+    int32_t *id;
+    size_t n;
+} tok_vocab;
+
+dspy_status dspy_tok_vocab_read(json_t *tree, const char *at, size_t len, const char *P, tok_vocab *out);
+void dspy_tok_vocab_free(tok_vocab *v);
+
+/* model.merges, entry by entry: "a b" strings or ["a", "b"] pairs. */
+typedef struct {
+    json_t *arr;         /* the tree's array, or NULL: the text's, through cur */
+    dspy_json_cur cur;
+    size_t n, i;         /* entries, the next one */
+    dspy_str pair;       /* a pair's left spelling, copied (the right one may take cur's buffer) */
+} tok_merges;
+
+dspy_status dspy_tok_merges_open(tok_merges *m, json_t *tree, const char *at, size_t len, const char *P);
+/* 1: the next entry's two spellings in l[0, ll) and r[0, rl) (valid until the next call); 0:
+ * no more; -1: it is malformed (*st says which and why). */
+int dspy_tok_merges_next(tok_merges *m, const char *P, const char **l, size_t *ll, const char **r, size_t *rl,
+                         dspy_status *st);
+void dspy_tok_merges_close(tok_merges *m);
 
 /* Test hooks. Forces the PCRE2 path for the tokenizer's own pattern (Llama 3 / Qwen2 pattern
  * only), and sets the word length up to which BPE uses the quadratic loop (0 = always heap). */

@@ -4,7 +4,8 @@
  * parses again to an equal value (a round trip). Crashes, leaks and sanitizer reports are what
  * libFuzzer looks for; the round trip catches reader/writer disagreements. The fast reader under
  * dspy_json_parse (base/json_parse.h) is checked against jansson's: what it takes, jansson takes
- * too, into a tree that dumps to the same bytes.
+ * too, into a tree that dumps to the same bytes; with members left out as text (spans), it takes
+ * the same inputs, and each span is a value of its own; the cursor's skip takes the same too.
  */
 #include <jansson.h>
 #include <stdint.h>
@@ -16,8 +17,28 @@
 #include "dspy/json.h"
 #include "fuzz.h"
 
+static void spans_and_cursor(const char *text, size_t len, bool took) {
+    dspy_json_span sp[3] = {{"model", "vocab", NULL, 0}, {"model", "merges", NULL, 0}, {"a", "b", NULL, 0}};
+    json_t *g = dspy_json_parse_fast_spans(text, len, sp, 3);
+    FUZZ_ASSERT((g != NULL) == took);
+    for (int k = 0; g && k < 3; k++) {
+        if (!sp[k].at) continue;
+        FUZZ_ASSERT(sp[k].at >= text && sp[k].at + sp[k].len <= text + len);
+        json_t *v = dspy_json_parse_fast(sp[k].at, sp[k].len);
+        FUZZ_ASSERT(v != NULL);
+        json_decref(v);
+    }
+    json_decref(g);
+    dspy_json_cur c;
+    dspy_json_cur_init(&c, text, len);
+    const bool skipped = dspy_json_cur_skip(&c) && dspy_json_cur_peek(&c) == -1;
+    dspy_json_cur_free(&c);
+    FUZZ_ASSERT(skipped == took);
+}
+
 static void differential(const char *text, size_t len) {
     json_t *f = dspy_json_parse_fast(text, len);
+    spans_and_cursor(text, len, f != NULL);
     if (!f) return;
     json_error_t err;
     json_t *j = json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);

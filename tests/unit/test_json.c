@@ -227,10 +227,158 @@ static void test_accessors(void) {
     dspy_json_decref(NULL);
 }
 
+static bool same_dump(json_t *a, json_t *b) {
+    dspy_str x = DSPY_STR_INIT, y = DSPY_STR_INIT;
+    bool same = a && b && dspy_json_dump((const dspy_json *)a, DSPY_JSON_COMPACT, &x) == DSPY_OK &&
+                dspy_json_dump((const dspy_json *)b, DSPY_JSON_COMPACT, &y) == DSPY_OK && x.len == y.len &&
+                memcmp(dspy_str_cstr(&x), dspy_str_cstr(&y), x.len) == 0;
+    dspy_str_free(&x), dspy_str_free(&y);
+    return same;
+}
+
+/* One value read through the cursor into a jansson tree: containers by enter/item, keys and
+ * strings by key/string, integers by int; anything else skipped and its text given to
+ * json_loadb (which checks that skip ended exactly at the value's end). NULL where the cursor
+ * refuses. */
+static json_t *cur_build(dspy_json_cur *c) {
+    const int ch = dspy_json_cur_peek(c);
+    const char *s;
+    size_t n;
+    if (ch == '{' || ch == '[') {
+        if (!dspy_json_cur_enter(c, (char)ch)) return NULL;
+        json_t *v = ch == '{' ? json_object() : json_array();
+        for (size_t i = 0;; i++) {
+            const int k = dspy_json_cur_item(c, i);
+            if (k == 0) return v;
+            char *key = NULL;
+            if (k < 0 || (ch == '{' && !dspy_json_cur_key(c, &s, &n))) break;
+            if (ch == '{') key = strndup(s, n);
+            json_t *e = cur_build(c);
+            const bool ok = e && (ch == '{' ? json_object_setn_new_nocheck(v, key, n, e) : json_array_append_new(v, e)) == 0;
+            free(key);
+            if (!ok) break;
+        }
+        json_decref(v);
+        return NULL;
+    }
+    if (ch == '"') return dspy_json_cur_string(c, &s, &n) ? json_stringn_nocheck(s, n) : NULL;
+    int64_t iv;
+    if (dspy_json_cur_int(c, &iv)) return json_integer(iv);
+    const char *at = c->p;
+    if (!dspy_json_cur_skip(c)) return NULL;
+    json_error_t err;
+    return json_loadb(at, (size_t)(c->p - at), JSON_DECODE_ANY, &err);
+}
+
+/* text through the cursor: it takes what the fast reader takes, into the same tree; and the
+ * reader with spans a.b and b.a takes the same, its tree jansson's without those members,
+ * their text jansson's values. */
+static int cursor_and_spans(const char *text, size_t len) {
+    json_t *f = dspy_json_parse_fast(text, len);
+    dspy_json_cur c;
+    dspy_json_cur_init(&c, text, len);
+    json_t *cb = cur_build(&c);
+    const bool cur_took = cb && dspy_json_cur_peek(&c) == -1;
+    dspy_json_cur_free(&c);
+    check_report(cur_took == (f != NULL), __FILE__, __LINE__, "%.*s: cursor %s, fast reader %s", (int)len, text,
+                 cur_took ? "took it" : "refused", f ? "took it" : "refused");
+    if (cur_took && f)
+        check_report(same_dump(cb, f), __FILE__, __LINE__, "%.*s: the cursor's tree differs", (int)len, text);
+    json_decref(cb);
+
+    dspy_json_span sp[2] = {{"a", "b", NULL, 0}, {"b", "a", NULL, 0}};
+    json_t *g = dspy_json_parse_fast_spans(text, len, sp, 2);
+    check_report((g != NULL) == (f != NULL), __FILE__, __LINE__, "%.*s: spans %s, whole %s", (int)len, text,
+                 g ? "took it" : "refused", f ? "took it" : "refused");
+    if (g && f) {
+        json_t *want = json_deep_copy(f);
+        for (int k = 0; k < 2; k++) {
+            json_t *outer = json_object_get(want, sp[k].outer);
+            json_t *inner = json_is_object(outer) ? json_object_get(outer, sp[k].inner) : NULL;
+            check_report((inner != NULL) == (sp[k].at != NULL), __FILE__, __LINE__, "%.*s: span %s.%s %s", (int)len, text,
+                         sp[k].outer, sp[k].inner, sp[k].at ? "given, but absent" : "missing");
+            if (inner && sp[k].at) {
+                json_error_t err;
+                json_t *v = json_loadb(sp[k].at, sp[k].len, JSON_DECODE_ANY, &err);
+                check_report(same_dump(v, inner), __FILE__, __LINE__, "%.*s: span %s.%s is %.*s", (int)len, text,
+                             sp[k].outer, sp[k].inner, (int)sp[k].len, sp[k].at);
+                json_decref(v);
+                json_object_del(outer, sp[k].inner);
+            }
+        }
+        check_report(same_dump(g, want), __FILE__, __LINE__, "%.*s: the tree without its spans differs", (int)len, text);
+        json_decref(want);
+    }
+    json_decref(g);
+    json_decref(f);
+    return g ? (sp[0].at != NULL) + (sp[1].at != NULL) : 0;
+}
+
+/* A random object whose members (keys a, b, c, some repeated) are random objects of the same
+ * keys or random documents: where spans a.b and b.a are found and not. */
+static void random_span_doc(dspy_str *out, int depth) {
+    static const char *const keys[] = {"\"a\"", "\"b\"", "\"c\"", " \"a\" ", "\"b\""};
+    dspy_str_append(out, "{");
+    for (unsigned i = 0, n = rnd(4); i < n; i++) {
+        dspy_str_appendf(out, "%s%s:", i ? "," : "", keys[rnd(sizeof keys / sizeof keys[0])]);
+        static const char *const valid[] = {"1", "-2.5", "\"x y\"", "[1,[2]]", "{\"b\":null}", "\"\\u00e9\\n\""};
+        if (depth == 0 && rnd(3)) random_span_doc(out, 1);
+        else if (rnd(4)) dspy_str_append(out, valid[rnd(sizeof valid / sizeof valid[0])]);
+        else random_doc(out, 1);
+    }
+    dspy_str_append(out, "}");
+}
+
+/* The cursor and the spans (tokenizer.json's vocabulary and merges go through them). */
+static void test_cursor_and_spans(void) {
+    static const char *const docs[] = {
+        "{\"a\":{\"b\":[1,2],\"c\":3},\"b\":{\"a\":\"x\\n\"}}",
+        "{\"a\":{\"b\":1,\"b\":{\"z\":[]}},\"a\":{\"c\":2}}",     /* a repeated: the last has no b */
+        "{\"a\":{\"b\":1},\"a\":{\"b\":[true,{\"q\":null}]}}", /* the last a's b */
+        "{\"a\":[{\"b\":1}],\"b\":7}", "[{\"a\":{\"b\":1}}]", "{\"a\":{\"b\":\"caf\xc3\xa9 \\\" \\u00e9\"}}",
+        "{\"a\":{\"b\":01}}", "{\"a\":{\"b\":[1,]}}", "{\"a\":{\"b\":\"\\u0000\"}}", "{\"a\":{\"b\":1e400}}",
+        "{\"a\":{\"b\":[1}}", "{\"a\":{\"b\":1} ", " {\"b\" : { \"a\" : { } } } "};
+    for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++) cursor_and_spans(docs[i], strlen(docs[i]));
+    cursor_and_spans("\"ta{\"\0t", 7); /* a NUL after a value is not the end (fuzz_json found it) */
+    int spans = 0;
+    for (int i = 0; i < 4000; i++) {
+        dspy_str d = DSPY_STR_INIT;
+        if (i % 2) random_doc(&d, 0);
+        else random_span_doc(&d, 0);
+        spans += cursor_and_spans(dspy_str_cstr(&d), d.len);
+        dspy_str_free(&d);
+    }
+    CHECK(spans > 200); /* the random documents reach a.b and b.a often enough to mean something */
+    printf("  cursor and spans: 4,000 random documents, %d spans taken out\n", spans);
+    /* the cursor's own refusals: a mismatched close, a key where a value belongs, reading past
+     * the end, a real as an integer (the cursor stays at it) */
+    dspy_json_cur c;
+    const char *s;
+    size_t n;
+    int64_t v;
+    dspy_json_cur_init(&c, "[1}", 3);
+    CHECK(dspy_json_cur_enter(&c, '[') && dspy_json_cur_item(&c, 0) == 1 && dspy_json_cur_int(&c, &v) && v == 1);
+    CHECK_INT(dspy_json_cur_item(&c, 1), -1);
+    dspy_json_cur_init(&c, "{\"k\" 1}", 7);
+    CHECK(dspy_json_cur_enter(&c, '{') && dspy_json_cur_item(&c, 0) == 1 && !dspy_json_cur_key(&c, &s, &n));
+    dspy_json_cur_init(&c, "2.5", 3);
+    CHECK(!dspy_json_cur_int(&c, &v) && dspy_json_cur_peek(&c) == '2' && dspy_json_cur_skip(&c));
+    CHECK(dspy_json_cur_peek(&c) == -1 && !dspy_json_cur_skip(&c) && dspy_json_cur_item(&c, 0) == -1);
+    dspy_json_cur_init(&c, "\"a\\tb\" \"ab\"", 11);
+    CHECK(dspy_json_cur_string(&c, &s, &n) && n == 3 && memcmp(s, "a\tb", 3) == 0 && s == c.buf);
+    CHECK(dspy_json_cur_string(&c, &s, &n) && n == 2 && memcmp(s, "ab", 2) == 0 && s != c.buf);
+    dspy_json_cur_free(&c);
+    /* more than eight spans: refused */
+    dspy_json_span nine[9];
+    for (int k = 0; k < 9; k++) nine[k] = (dspy_json_span){"a", "b", NULL, 0};
+    CHECK(dspy_json_parse_fast_spans("{}", 2, nine, 9) == NULL);
+}
+
 int main(void) {
     RUN(test_vectors);
     RUN(test_errors);
     RUN(test_accessors);
     RUN(test_fast_reader);
+    RUN(test_cursor_and_spans);
     return check_summary("test_json");
 }

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <time.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "check.h"
 #include "dspy/str.h"
@@ -579,6 +580,130 @@ static void test_encode_max(void) {
     free(a);
 }
 
+/* Two loaded tokenizers hold the same tables, byte for byte. */
+static bool same_tables(const dspy_tokenizer *a, const dspy_tokenizer *b) {
+    if (a->n_ids != b->n_ids || a->n_merges != b->n_merges || a->vocab_mask != b->vocab_mask ||
+        a->merge_mask != b->merge_mask || a->n_added != b->n_added || a->bos_id != b->bos_id || a->eos_id != b->eos_id)
+        return false;
+    const size_t n = (size_t)a->n_ids;
+    return memcmp(a->flags, b->flags, n) == 0 && memcmp(a->bytes_off, b->bytes_off, (n + 1) * 4) == 0 &&
+           memcmp(a->bytes_blob, b->bytes_blob, a->bytes_off[n]) == 0 && memcmp(a->str_off, b->str_off, (n + 1) * 4) == 0 &&
+           memcmp(a->str_blob, b->str_blob, a->str_off[n]) == 0 &&
+           memcmp(a->vocab_slots, b->vocab_slots, ((size_t)a->vocab_mask + 1) * sizeof *a->vocab_slots) == 0 &&
+           memcmp(a->merges, b->merges, (size_t)(a->merge_mask + 1) * sizeof *a->merges) == 0 &&
+           memcmp(a->byte_id, b->byte_id, sizeof a->byte_id) == 0;
+}
+
+/* tokenizer.json's vocabulary and merges are read from the file's text (tokenizer_lists.c);
+ * a file the fast reader declines (here: one 19-digit integer in a member nobody reads) goes
+ * through jansson's tree. Both ways must build the same tables, and say the same things of
+ * bad entries. */
+static void test_text_and_tree(void) {
+    char *data;
+    size_t n;
+    CHECK_OK(dspy_read_file(test_shared(TOK_JSON), &data, &n));
+    if (!data) return;
+    char *tree = malloc(n + 64);
+    const char *brace = memchr(data, '{', n);
+    CHECK(brace != NULL);
+    if (!tree || !brace) return;
+    const size_t head = (size_t)(brace + 1 - data);
+    int k = snprintf(tree, 64, "%.*s\"x_declined\": 1000000000000000000,", (int)head, data);
+    memcpy(tree + k, data + head, n - head);
+    char path[1024], cfg[1024];
+    snprintf(path, sizeof path, "%s/tree", test_tmpdir());
+    CHECK(mkdir(path, 0700) == 0);
+    snprintf(cfg, sizeof cfg, "%s/tree/tokenizer_config.json", test_tmpdir());
+    char *cdata;
+    size_t cn;
+    CHECK_OK(dspy_read_file(test_shared("models/llama3-tokenizer/tokenizer_config.json"), &cdata, &cn));
+    if (cdata) CHECK_OK(dspy_write_file(cfg, cdata, cn));
+    free(cdata);
+    snprintf(path, sizeof path, "%s/tree/tokenizer.json", test_tmpdir());
+    CHECK_OK(dspy_write_file(path, tree, (size_t)k + n - head));
+    dspy_tokenizer *t = NULL;
+    CHECK_OK(dspy_tokenizer_load(path, &t));
+    CHECK(t && same_tables(g_tok, t));
+    dspy_tokenizer_free(t);
+    free(tree);
+    free(data);
+
+    /* Small documents, each as written (text) and with the declined integer (tree). */
+    static const struct {
+        const char *vocab, *merges, *want; /* want: a part of the error, or NULL: loads */
+    } cases[] = {
+        {"{\"a\": 0, \"b\": 1, \"ab\": 2}", "[\"a b\"]", NULL},
+        {"{\"a\": 0, \"b\": 1, \"ab\": 2}", "[[\"a\", \"b\"]]", NULL},
+        {"{\"a\": 0, \"b\": 1, \"a\": 2, \"ab\": 3}", "[\"a b\"]", NULL}, /* a repeated key: its last id */
+        {"{\"a\": \"x\"}", "[]", "model.vocab[\"a\"] is not a valid id"},
+        {"{\"q\\\"\": 1.5}", "[]", "model.vocab[\"q\"\"] is not a valid id"},
+        {"{\"a\": 16777216}", "[]", "model.vocab[\"a\"] is not a valid id"},
+        {"[\"a\"]", "[]", "model.vocab is an array; expected an object"},
+        {"7", "[]", "model.vocab is an integer"},
+        {"{\"a\": 0}", "{}", "model.merges is an object; a BPE"},
+        {"{\"a\": 0}", "null", "model.merges is null"},
+        {"{\"a\": 0, \"b\": 1, \"ab\": 2}", "[\"a b c\"]", "model.merges[0] \"a b c\" is not two tokens"},
+        {"{\"a\": 0, \"b\": 1, \"ab\": 2}", "[\"a b\", \"ab\"]", "model.merges[1] \"ab\" is not two tokens"},
+        {"{\"a\": 0, \"b\": 1, \"ab\": 2}", "[\"a b\", 3]", "model.merges[1] is an integer; expected"},
+        {"{\"a\": 0, \"b\": 1, \"ab\": 2}", "[[\"a\"]]", "model.merges[0] is an array; expected"},
+        {"{\"a\": 0, \"b\": 1, \"ab\": 2}", "[[\"a\", \"b\", \"c\"]]", "model.merges[0] is an array; expected"},
+        {"{\"a\": 0, \"b\": 1, \"ab\": 2}", "[[\"a\", 2]]", "model.merges[0] is an array; expected"},
+        {"{\"a\": 0, \"b\": 1, \"ab\": 2}", "[{\"a\": \"b\"}]", "model.merges[0] is an object; expected"},
+        {"{\"a\": 0, \"b\": 1, \"ab\": 2}", "[\"a \\u4e2d\"]", "model.merges[0]: token \"\xe4\xb8\xad\" is not in model.vocab"},
+        {"{\"a\": 0, \"b\": 1}", "[[\"a\", \"b\"]]", "the merge of \"a\" and \"b\" is not in model.vocab"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        dspy_tokenizer *both[2] = {NULL, NULL};
+        char msg[2][512];
+        for (int w = 0; w < 2; w++) {
+            /* every byte token is needed: the 256 are added after the case's own entries, at
+             * ids from 100 (a case's "a"/"b" keep theirs; the byte "a" then repeats the key) */
+            dspy_str j = DSPY_STR_INIT;
+            dspy_str_appendf(&j, "{%s\"decoder\": {\"type\": \"ByteLevel\"}, \"model\": {\"type\": \"BPE\", \"merges\": %s, "
+                             "\"vocab\": ", w ? "\"x_declined\": 1000000000000000000, " : "", cases[c].merges);
+            const char *v = cases[c].vocab;
+            if (v[0] == '{' && strcmp(v, "{}") != 0) {
+                dspy_str_appendn(&j, v, strlen(v) - 1);
+                for (int b = 0; b < 256; b++) {
+                    char u[8];
+                    int l = dspy_utf8_encode(dspy_bytelevel_cp[b], u);
+                    if (l == 1 && (u[0] == 'a' || u[0] == 'b')) continue;
+                    dspy_str_appendf(&j, ", \"%s%.*s\": %d", u[0] == '"' || u[0] == '\\' ? "\\" : "", l, u, 100 + b);
+                }
+                dspy_str_append(&j, "}");
+            } else {
+                dspy_str_append(&j, v);
+            }
+            dspy_str_append(&j, "}}");
+            char name[64];
+            snprintf(name, sizeof name, "case%zu_%d.json", c, w);
+            const char *p = write_tmp(name, dspy_str_cstr(&j));
+            dspy_str_free(&j);
+            dspy_status st = dspy_tokenizer_load(p, &both[w]);
+            snprintf(msg[w], sizeof msg[w], "%s", st == DSPY_OK ? "" : strstr(dspy_errmsg(), ".json: ") ? strstr(dspy_errmsg(), ".json: ") + 7 : dspy_errmsg());
+            if (cases[c].want)
+                check_report(st == DSPY_ERR_FORMAT && strstr(msg[w], cases[c].want), __FILE__, __LINE__,
+                             "case %zu (%s): %s, want \"%s\"", c, w ? "tree" : "text", msg[w], cases[c].want);
+            else
+                check_report(st == DSPY_OK, __FILE__, __LINE__, "case %zu (%s): %s", c, w ? "tree" : "text", msg[w]);
+        }
+        CHECK_STR(msg[0], msg[1]);
+        CHECK((both[0] != NULL) == (both[1] != NULL));
+        if (both[0] && both[1]) CHECK(same_tables(both[0], both[1]));
+        if (both[0] && c == 2) { /* the repeated "a": id 2, at the first place */
+            CHECK_INT(dspy_tokenizer_token_to_id(both[0], "a"), 2);
+            CHECK(dspy_tokenizer_id_to_token(both[0], 0) == NULL);
+            int32_t *ids;
+            size_t m;
+            CHECK_OK(dspy_tokenizer_encode(both[0], "ab", 2, false, true, &ids, &m));
+            CHECK(m == 1 && ids[0] == 3);
+            free(ids);
+        }
+        dspy_tokenizer_free(both[0]);
+        dspy_tokenizer_free(both[1]);
+    }
+}
+
 int main(void) {
     if (!test_have_shared(TOK_JSON)) {
         check_skip("../shared/models/llama3-tokenizer is absent");
@@ -596,6 +721,7 @@ int main(void) {
     RUN(test_bad_files);
     RUN(test_nfc);
     RUN(test_small_qwen_style);
+    RUN(test_text_and_tree);
     RUN(test_threads);
     RUN(test_cli);
     RUN(test_vectors_pcre2);
