@@ -75,6 +75,9 @@ dspy_status dspy_backend_cuda_init(dspy_backend *be);
 void dspy_backend_cuda_release(dspy_backend *be);
 dspy_status dspy_backend_cuda_reserve(dspy_backend *be, const dspy_backend_plan *plan);
 void *dspy_backend_cuda_stream(dspy_backend *be);
+/* Opens cuBLASLt (kern/cuda/cublaslt_api.cuh; the first CUDA backend does): NULL when every entry
+ * point was found, else why not. Needs no GPU. */
+const char *dspy_cu_lt_load(void);
 #endif
 /* The native queue every op of this backend runs on: the cudaStream_t of a CUDA backend (for
  * NCCL collectives that must run in order with its ops, train/dist.h), NULL on the CPU. */

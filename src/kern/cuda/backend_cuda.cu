@@ -348,7 +348,11 @@ extern "C" dspy_status dspy_backend_cuda_init(dspy_backend *be) {
         if (s->dec_min_keys < 16 || s->dec_min_keys > 128) s->dec_min_keys = 32;
     }
     if ((st = dspy_cu_check(be, cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "create stream"))) goto fail;
-    if ((st = dspy_cu_check_lt(be, cublasLtCreate(&s->lt), "create cuBLASLt handle"))) goto fail;
+    if (const char *why = dspy_cu_lt_load()) {
+        st = dspy_cu_fail(be, DSPY_ERR_BACKEND, "cuda:%d: %s", s->dev, why);
+        goto fail;
+    }
+    if ((st = dspy_cu_check_lt(be, dspy_cu_lt.Create(&s->lt), "create cuBLASLt handle"))) goto fail;
     s->ws_bytes = 64u << 20; /* Hopper kernels want a large workspace */
     if ((st = cu_alloc(be, s->ws_bytes, &s->ws))) goto fail;
     if ((st = dspy_cu_attention_setup(be))) goto fail;
@@ -372,7 +376,7 @@ extern "C" void dspy_backend_cuda_release(dspy_backend *be) {
     cudaSetDevice(s->dev);
     if (s->stream) cudaStreamSynchronize(s->stream);
     dspy_cu_gemm_plans_free(s);
-    if (s->lt) cublasLtDestroy(s->lt);
+    if (s->lt) dspy_cu_lt.Destroy(s->lt);
     cudaFree(s->ws);
     cudaFree(s->act8);
     cudaFree(s->act8_scale);

@@ -10,12 +10,12 @@
 #ifndef DSPY_KERN_CUDA_CUH
 #define DSPY_KERN_CUDA_CUH
 
-#include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 
 #include "kern/backend.h"
+#include "kern/cuda/cublaslt_api.cuh"
 
 typedef __nv_bfloat16 bf16;
 

@@ -39,10 +39,10 @@ static __global__ void k_bias(void *out, bool bf, const float *bias, int64_t tot
 
 void dspy_cu_gemm_plan_destroy(gemm_plan *p) {
     if (!p->valid) return;
-    cublasLtMatmulDescDestroy(p->op);
-    cublasLtMatrixLayoutDestroy(p->a);
-    cublasLtMatrixLayoutDestroy(p->b);
-    cublasLtMatrixLayoutDestroy(p->c);
+    dspy_cu_lt.MatmulDescDestroy(p->op);
+    dspy_cu_lt.MatrixLayoutDestroy(p->a);
+    dspy_cu_lt.MatrixLayoutDestroy(p->b);
+    dspy_cu_lt.MatrixLayoutDestroy(p->c);
     p->valid = false;
 }
 
@@ -73,13 +73,13 @@ gemm_plan *dspy_cu_gemm_plan_slot(cuda_state *s, int N, int C, int OC, int tag, 
  * cuBLASLt status, CUBLAS_STATUS_NOT_SUPPORTED where it found none. */
 static cublasStatus_t plan_algo(cuda_state *s, gemm_plan *p) {
     cublasLtMatmulPreference_t pref;
-    cublasLtMatmulPreferenceCreate(&pref);
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &s->ws_bytes,
+    dspy_cu_lt.MatmulPreferenceCreate(&pref);
+    dspy_cu_lt.MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &s->ws_bytes,
                                          sizeof s->ws_bytes);
     cublasLtMatmulHeuristicResult_t res;
     int found = 0;
-    cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(s->lt, p->op, p->a, p->b, p->c, p->c, pref, 1, &res, &found);
-    cublasLtMatmulPreferenceDestroy(pref);
+    cublasStatus_t hs = dspy_cu_lt.MatmulAlgoGetHeuristic(s->lt, p->op, p->a, p->b, p->c, p->c, pref, 1, &res, &found);
+    dspy_cu_lt.MatmulPreferenceDestroy(pref);
     if (hs == CUBLAS_STATUS_SUCCESS && found == 0) hs = CUBLAS_STATUS_NOT_SUPPORTED;
     if (hs == CUBLAS_STATUS_SUCCESS) p->algo = res.algo;
     return hs;
@@ -93,13 +93,13 @@ static cublasStatus_t plan_algo(cuda_state *s, gemm_plan *p) {
 static dspy_status plan_make(dspy_backend *be, gemm_plan *p, cudaDataType_t ab, cudaDataType_t dt, int64_t k, int N,
                              int C, int OC, const char *what) {
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    DSPY_TRY(dspy_cu_check_lt(be, cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), what));
+    DSPY_TRY(dspy_cu_check_lt(be, dspy_cu_lt.MatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), what));
     p->valid = true;
-    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
-    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
-    dspy_status st = dspy_cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->a, ab, k, OC, C), what);
-    if (!st) st = dspy_cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->b, ab, k, N, C), what);
-    if (!st) st = dspy_cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->c, dt, OC, N, OC), what);
+    dspy_cu_lt.MatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
+    dspy_cu_lt.MatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+    dspy_status st = dspy_cu_check_lt(be, dspy_cu_lt.MatrixLayoutCreate(&p->a, ab, k, OC, C), what);
+    if (!st) st = dspy_cu_check_lt(be, dspy_cu_lt.MatrixLayoutCreate(&p->b, ab, k, N, C), what);
+    if (!st) st = dspy_cu_check_lt(be, dspy_cu_lt.MatrixLayoutCreate(&p->c, dt, OC, N, OC), what);
     if (st) dspy_cu_gemm_plan_destroy(p);
     return st;
 }
@@ -140,7 +140,7 @@ static dspy_status gemm_lt(dspy_backend *be, dspy_tensor out, dspy_tensor inp, d
     DSPY_TRY(get_plan(be, N, C, OC, out.dtype, acc, &p));
     float alpha = 1.0f, beta = acc ? 1.0f : 0.0f;
     return dspy_cu_check_lt(be,
-                       cublasLtMatmul(s->lt, p->op, &alpha, w.data, p->a, inp.data, p->b, &beta, out.data, p->c,
+                       dspy_cu_lt.Matmul(s->lt, p->op, &alpha, w.data, p->a, inp.data, p->b, &beta, out.data, p->c,
                                       out.data, p->c, &p->algo, s->ws, s->ws_bytes, s->stream),
                        "gemm");
 }
@@ -199,16 +199,16 @@ static dspy_status get_plan8(dspy_backend *be, int N, int C, int OC, int out_dty
     cublasLtMatmulMatrixScale_t vec = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
     /* A = the codes (OC, C), B = the rows' codes */
     DSPY_TRY(plan_make(be, p, CUDA_R_8F_E4M3, dt, C, N, C, OC, "W8A8 gemm plan"));
-    dspy_status st = dspy_cu_check_lt(be, cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &vec,
+    dspy_status st = dspy_cu_check_lt(be, dspy_cu_lt.MatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &vec,
                                                                          sizeof vec), "W8A8 gemm plan (scale mode)");
     if (!st)
-        st = dspy_cu_check_lt(be, cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &vec, sizeof vec),
+        st = dspy_cu_check_lt(be, dspy_cu_lt.MatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &vec, sizeof vec),
                               "W8A8 gemm plan (scale mode)");
     /* the heuristic finds no algorithm for outer-vector scales without their pointers (H200,
      * cuBLASLt 13.1): any device vectors will do until the call sets the real ones */
     const void *any = s->act8_scale;
-    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &any, sizeof any);
-    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &any, sizeof any);
+    dspy_cu_lt.MatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &any, sizeof any);
+    dspy_cu_lt.MatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &any, sizeof any);
     if (st) {
         dspy_cu_gemm_plan_destroy(p);
         return st;
@@ -278,10 +278,10 @@ static dspy_status get_plan8k(dspy_backend *be, int N, int C, int OC, int S, gem
     const cublasLtMatrixLayout_t lay[3] = {p->a, p->b, p->c};
     const int64_t stride[3] = {ks, ks, ds};
     for (int i = 0; i < 3 && !st; i++) {
-        st = dspy_cu_check_lt(be, cublasLtMatrixLayoutSetAttribute(lay[i], CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch,
+        st = dspy_cu_check_lt(be, dspy_cu_lt.MatrixLayoutSetAttribute(lay[i], CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch,
                                                                    sizeof batch), "W8A8 split-K plan (batch)");
         if (!st)
-            st = dspy_cu_check_lt(be, cublasLtMatrixLayoutSetAttribute(lay[i], CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+            st = dspy_cu_check_lt(be, dspy_cu_lt.MatrixLayoutSetAttribute(lay[i], CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
                                                                        &stride[i], sizeof stride[i]),
                                   "W8A8 split-K plan (batch stride)");
     }
@@ -336,7 +336,7 @@ static dspy_status w8a8_run(dspy_backend *be, gemm_plan *p, const cu_f8 *f, cons
         if (!k->none) {
             const float alpha = 1.0f, beta = 0.0f;
             DSPY_TRY(dspy_cu_check_lt(be,
-                                      cublasLtMatmul(s->lt, k->op, &alpha, f->q, k->a, q, k->b, &beta, s->splitk, k->c,
+                                      dspy_cu_lt.Matmul(s->lt, k->op, &alpha, f->q, k->a, q, k->b, &beta, s->splitk, k->c,
                                                      s->splitk, k->c, &k->algo, s->ws, s->ws_bytes, s->stream),
                                       "gemm (W8A8, K slices)"));
             const int64_t quads = (int64_t)N * OC / 4;
@@ -348,11 +348,11 @@ static dspy_status w8a8_run(dspy_backend *be, gemm_plan *p, const cu_f8 *f, cons
         }
     }
     const void *sa = f->scale, *sb = sc;
-    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof sa);
-    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof sb);
+    dspy_cu_lt.MatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof sa);
+    dspy_cu_lt.MatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof sb);
     float alpha = 1.0f, beta = acc ? 1.0f : 0.0f;
     return dspy_cu_check_lt(be,
-                            cublasLtMatmul(s->lt, p->op, &alpha, f->q, p->a, q, p->b, &beta, out.data, p->c, out.data,
+                            dspy_cu_lt.Matmul(s->lt, p->op, &alpha, f->q, p->a, q, p->b, &beta, out.data, p->c, out.data,
                                            p->c, &p->algo, s->ws, s->ws_bytes, s->stream),
                             "gemm (W8A8)");
 }

@@ -59,39 +59,39 @@ static dspy_status f32_plan(dspy_backend *be, const char *what, int tag, int m, 
         return DSPY_OK;
     }
     cublasOperation_t tao = ta ? CUBLAS_OP_T : CUBLAS_OP_N, tbo = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-    DSPY_TRY(dspy_cu_check_lt(be, cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), what));
+    DSPY_TRY(dspy_cu_check_lt(be, dspy_cu_lt.MatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), what));
     p->valid = true; /* so that dspy_cu_gemm_plan_destroy releases what was made */
-    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &tao, sizeof tao);
-    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tbo, sizeof tbo);
+    dspy_cu_lt.MatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &tao, sizeof tao);
+    dspy_cu_lt.MatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tbo, sizeof tbo);
     cudaDataType_t ab = bf ? CUDA_R_16BF : CUDA_R_32F;
-    dspy_status st = dspy_cu_check_lt(be, ta ? cublasLtMatrixLayoutCreate(&p->a, ab, k, m, k)
-                                        : cublasLtMatrixLayoutCreate(&p->a, ab, m, k, m),
+    dspy_status st = dspy_cu_check_lt(be, ta ? dspy_cu_lt.MatrixLayoutCreate(&p->a, ab, k, m, k)
+                                        : dspy_cu_lt.MatrixLayoutCreate(&p->a, ab, m, k, m),
                                  what);
     if (!st)
-        st = dspy_cu_check_lt(be, tb ? cublasLtMatrixLayoutCreate(&p->b, ab, n, k, n)
-                                : cublasLtMatrixLayoutCreate(&p->b, ab, k, n, k),
+        st = dspy_cu_check_lt(be, tb ? dspy_cu_lt.MatrixLayoutCreate(&p->b, ab, n, k, n)
+                                : dspy_cu_lt.MatrixLayoutCreate(&p->b, ab, k, n, k),
                          what);
-    if (!st) st = dspy_cu_check_lt(be, cublasLtMatrixLayoutCreate(&p->c, d16 ? CUDA_R_16BF : CUDA_R_32F, m, n, m), what);
+    if (!st) st = dspy_cu_check_lt(be, dspy_cu_lt.MatrixLayoutCreate(&p->c, d16 ? CUDA_R_16BF : CUDA_R_32F, m, n, m), what);
     if (st) {
         dspy_cu_gemm_plan_destroy(p);
         return st;
     }
     cublasLtMatmulPreference_t pref;
-    if (cublasLtMatmulPreferenceCreate(&pref) != CUBLAS_STATUS_SUCCESS) {
+    if (dspy_cu_lt.MatmulPreferenceCreate(&pref) != CUBLAS_STATUS_SUCCESS) {
         dspy_cu_gemm_plan_destroy(p);
         return dspy_cu_fail(be, DSPY_ERR_BACKEND, "cuda:%d: %s: cannot create a cuBLASLt preference", s->dev, what);
     }
     uint32_t abytes = 1u << al;
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &s->ws_bytes,
+    dspy_cu_lt.MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &s->ws_bytes,
                                          sizeof s->ws_bytes);
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &abytes, sizeof abytes);
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &abytes, sizeof abytes);
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &abytes, sizeof abytes);
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &abytes, sizeof abytes);
+    dspy_cu_lt.MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &abytes, sizeof abytes);
+    dspy_cu_lt.MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &abytes, sizeof abytes);
+    dspy_cu_lt.MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &abytes, sizeof abytes);
+    dspy_cu_lt.MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &abytes, sizeof abytes);
     cublasLtMatmulHeuristicResult_t res;
     int found = 0;
-    cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(s->lt, p->op, p->a, p->b, p->c, p->c, pref, 1, &res, &found);
-    cublasLtMatmulPreferenceDestroy(pref);
+    cublasStatus_t hs = dspy_cu_lt.MatmulAlgoGetHeuristic(s->lt, p->op, p->a, p->b, p->c, p->c, pref, 1, &res, &found);
+    dspy_cu_lt.MatmulPreferenceDestroy(pref);
     if (hs != CUBLAS_STATUS_SUCCESS || found == 0) {
         dspy_cu_gemm_plan_destroy(p);
         return dspy_cu_fail(be, DSPY_ERR_BACKEND,
@@ -115,7 +115,7 @@ static dspy_status gemm_acd(dspy_backend *be, const char *what, int tag, int m, 
     gemm_plan *p = NULL;
     DSPY_TRY(f32_plan(be, what, tag, m, n, k, ta, tb, align_log2(A, B, D, Cm), bf, d16, &p));
     return dspy_cu_check_lt(be,
-                       cublasLtMatmul(s->lt, p->op, &alpha, A, p->a, B, p->b, &beta, Cm, p->c, D, p->c, &p->algo,
+                       dspy_cu_lt.Matmul(s->lt, p->op, &alpha, A, p->a, B, p->b, &beta, Cm, p->c, D, p->c, &p->algo,
                                       s->ws, s->ws_bytes, s->stream),
                        what);
 }
