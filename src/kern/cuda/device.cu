@@ -1,10 +1,13 @@
 /* device.cu — CUDA device discovery for dspy/backend.h: how many devices, their names and free
- * memory, and one clear reason when there are none (no driver, driver too old, no device). */
+ * memory, and one clear reason when there are none (no driver, driver too old, no device, or
+ * devices but no cuBLASLt to run on them). */
 #include <cuda_runtime.h>
 #include <stdio.h>
 
+#include "kern/backend.h"
+
 /* The reason text lives per thread so that concurrent callers do not overwrite each other. */
-static thread_local char t_why[256];
+static thread_local char t_why[1024];
 
 static const char *reason(cudaError_t e) {
     int drv = 0, rt = 0;
@@ -35,6 +38,14 @@ extern "C" int dspy_cuda_device_count_impl(const char **why) {
         return 0;
     }
     if (n == 0 && why) *why = reason(cudaErrorNoDevice);
+    /* devices the backend cannot run on count as none: --device auto then stays on the CPU, and
+     * --device cuda says why (cuBLASLt is opened at run time: kern/cuda/cublaslt_api.cuh) */
+    const char *lt = n > 0 ? dspy_cu_lt_load() : NULL;
+    if (lt) {
+        snprintf(t_why, sizeof t_why, "%d GPU%s visible but not usable: %s", n, n == 1 ? "" : "s", lt);
+        if (why) *why = t_why;
+        return 0;
+    }
     return n;
 }
 
