@@ -28,6 +28,8 @@ mkdir -p "$OUT"
 STAGES=${*:-tests bench torch serve}
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 echo "node: $(command -v node) $(node --version 2>/dev/null)  npm: $(command -v npm)"
+# the GPUs as the build sees them (cuBLASLt is opened at run time: a missing one shows here)
+build-gpu/bin/dspy version | tee -a "$OUT/gpu.txt"
 MODEL=/tmp/llama-1b-shape
 has() { case " $STAGES " in *" $1 "*) return 0;; esac; return 1; }
 
