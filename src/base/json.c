@@ -331,6 +331,8 @@ static void dump_string(const char *s, size_t n, bool ascii, dspy_str *out) {
     dspy_str_appendc(out, '"');
 }
 
+void dspy_json_quote(const char *s, size_t n, dspy_str *out) { dump_string(s, n, false, out); }
+
 static void dump_real(double x, dspy_str *out) {
     if (isnan(x)) dspy_str_append(out, "NaN");
     else if (isinf(x)) dspy_str_append(out, x > 0 ? "Infinity" : "-Infinity");

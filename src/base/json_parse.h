@@ -23,6 +23,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dspy/str.h"
+
 /* A new reference, or NULL: ask json_loadb. */
 json_t *dspy_json_parse_fast(const char *text, size_t len);
 
@@ -76,5 +78,9 @@ bool dspy_json_cur_int(dspy_json_cur *c, int64_t *v);
 
 /* Skips one value, checked as the reader checks it. */
 bool dspy_json_cur_skip(dspy_json_cur *c);
+
+/* The other way (base/json.c): s[0, n) (valid UTF-8) appended to out as a JSON string literal with
+ * the compact dump's escapes — text for a cursor to read back. */
+void dspy_json_quote(const char *s, size_t n, dspy_str *out);
 
 #endif

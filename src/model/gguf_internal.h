@@ -7,6 +7,8 @@
 #define DSPY_MODEL_GGUF_INTERNAL_H
 
 #include <jansson.h>
+
+#include "base/json_parse.h"
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -81,8 +83,12 @@ void dspy_gguf_writer_abort(dspy_gguf_writer *w);
  * the chat template) for a model of `vocab_size` ids. */
 dspy_status dspy_gguf_vocab_export(const char *dir, const dspy_model_config *cfg, dspy_gguf_writer *w);
 
-/* A tokenizer.json document (jansson, caller decrefs) equivalent to the file's tokenizer.ggml.*
- * metadata, and its bos/eos ids (-1 when absent), for dspy_tokenizer_load. */
-dspy_status dspy_gguf_tokenizer_json(const char *path, json_t **root, int32_t *bos, int32_t *eos);
+/* A tokenizer.json document equivalent to the file's tokenizer.ggml.* metadata, and its bos/eos
+ * ids (-1 when absent), for dspy_tokenizer_load: *root (jansson, caller decrefs) holds all of it
+ * but model.vocab and model.merges, which are JSON text in *text (malloc'd, caller frees) at
+ * spans[0] (the vocab object) and spans[1] (the merges array), as dspy_json_parse_fast_spans
+ * leaves a tokenizer.json file (model/tokenizer_lists.c reads both). */
+dspy_status dspy_gguf_tokenizer_json(const char *path, json_t **root, char **text, dspy_json_span spans[2], int32_t *bos,
+                                     int32_t *eos);
 
 #endif

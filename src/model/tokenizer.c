@@ -676,7 +676,8 @@ dspy_status dspy_tokenizer_load(const char *path, dspy_tokenizer **out) {
     if (!dspy_str_ok(&buf)) FAIL(DSPY_ERR_NOMEM, "tokenizer: out of memory");
     tok->path = dspy_str_take(&buf);
     const char *P = tok->path;
-    st = gguf ? dspy_gguf_tokenizer_json(P, &doc.root, &gguf_bos, &gguf_eos) : read_document(P, &doc);
+    doc = (tok_doc){.spans = {{"model", "vocab", NULL, 0}, {"model", "merges", NULL, 0}}};
+    st = gguf ? dspy_gguf_tokenizer_json(P, &doc.root, &doc.text, doc.spans, &gguf_bos, &gguf_eos) : read_document(P, &doc);
     if (st != DSPY_OK) goto fail;
     json_t *vocab = NULL, *merges = NULL, *added = NULL;
     const dspy_json_span *vs = &doc.spans[0], *ms = &doc.spans[1];

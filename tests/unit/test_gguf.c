@@ -26,6 +26,7 @@
 #include "dspy/str.h"
 #include "dspy/tokenizer.h"
 #include "model/gguf_internal.h"
+#include "model/tokenizer_internal.h"
 
 static const char *tmp_path(const char *name) {
     static char buf[32][512];
@@ -532,6 +533,20 @@ static void test_tokenizer_and_template(void) {
     CHECK_INT(dspy_tokenizer_bos_id(tok), 128000);
     CHECK_INT(dspy_tokenizer_eos_id(tok), 128009);
     CHECK(dspy_tokenizer_is_special(tok, 128009));
+    /* the vocabulary and merges the GGUF's metadata gives (written as JSON text, read back by
+     * tokenizer_lists.c) build the tables tokenizer.json's give, byte for byte */
+    dspy_tokenizer *ref = NULL;
+    CHECK_OK(dspy_tokenizer_load(test_shared("models/llama3-tokenizer/tokenizer.json"), &ref));
+    if (ref) {
+        CHECK_INT(tok->n_merges, ref->n_merges);
+        CHECK(tok->merge_mask == ref->merge_mask &&
+              memcmp(tok->merges, ref->merges, (size_t)(ref->merge_mask + 1) * sizeof *ref->merges) == 0);
+        CHECK(tok->vocab_mask == ref->vocab_mask &&
+              memcmp(tok->vocab_slots, ref->vocab_slots, ((size_t)ref->vocab_mask + 1) * sizeof *ref->vocab_slots) == 0);
+        CHECK(tok->bytes_off[128000] == ref->bytes_off[128000] &&
+              memcmp(tok->bytes_blob, ref->bytes_blob, ref->bytes_off[128000]) == 0);
+        dspy_tokenizer_free(ref);
+    }
     /* every reference encoding of HF's tokenizer */
     char *text = NULL;
     size_t len;
@@ -756,6 +771,27 @@ static void test_errors(void) {
     dspy_tokenizer *tok = NULL;
     CHECK_STATUS(dspy_tokenizer_load(tmp_path("gemma.gguf"), &tok), DSPY_ERR_FORMAT);
     CHECK_CONTAINS(dspy_errmsg(), "tokenizer.ggml.model");
+    /* a vocabulary with a token that is not UTF-8, and one whose merges list is: said as such
+     * (the vocabulary goes through JSON text, tokenizer_lists.c) */
+    for (int bad_merge = 0; bad_merge < 2; bad_merge++) {
+        char name[64];
+        snprintf(name, sizeof name, "badtok%d.gguf", bad_merge);
+        CHECK_OK(dspy_gguf_writer_new(tmp_path(name), &w));
+        dspy_gguf_kv_str(w, "general.architecture", "llama");
+        dspy_gguf_kv_str(w, "tokenizer.ggml.model", "gpt2");
+        dspy_gguf_kv_str(w, "tokenizer.ggml.pre", "llama-bpe");
+        const char *toks[] = {"a", bad_merge ? "b" : "\xc3(", "ab"};
+        const size_t tl[] = {1, bad_merge ? 1 : 2, 2};
+        dspy_gguf_kv_str_arr(w, "tokenizer.ggml.tokens", toks, tl, 3);
+        const char *merges[] = {bad_merge ? "a \xff" : "a b"};
+        const size_t ml[] = {3};
+        dspy_gguf_kv_str_arr(w, "tokenizer.ggml.merges", merges, ml, 1);
+        CHECK_OK(dspy_gguf_writer_begin(w));
+        CHECK_OK(dspy_gguf_writer_close(w));
+        CHECK_STATUS(dspy_tokenizer_load(tmp_path(name), &tok), DSPY_ERR_FORMAT);
+        CHECK_CONTAINS(dspy_errmsg(), bad_merge ? "merge 0 is not valid UTF-8" : "token 1 is not valid UTF-8");
+        CHECK(tok == NULL);
+    }
 
     /* the CLI: options checked before any work, one error line, non-zero exit */
     const char *bad_dtype[] = {"--model", g_model, "--out", tmp_path("x.gguf"), "--dtype", "q4_0", NULL};
