@@ -104,7 +104,8 @@ int32_t dspy_tok_vocab_find(const dspy_tokenizer *tok, const char *p, size_t n);
 dspy_status dspy_tok_compile_pcre2(dspy_tokenizer *tok, const char *pattern, const char *where);
 
 /* ---- model.vocab and model.merges (tokenizer_lists.c), from the jansson tree (tree, at NULL)
- * or from the document's text (at/len: dspy_json_parse_fast_spans' span, already checked) ---- */
+ * or from JSON text (at/len: dspy_json_parse_fast_spans' span of a file, already checked, or
+ * the text gguf_vocab.c writes) ---- */
 
 /* jansson's type of j as a message names it ("an object", "missing", ...); the same names for
  * the JSON value whose text starts at `at` (NULL: "missing"). */

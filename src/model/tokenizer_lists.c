@@ -1,7 +1,8 @@
 /* tokenizer_lists.c — a tokenizer.json's model.vocab and model.merges, read from the jansson
- * tree (a GGUF's rebuilt document, or a file the fast reader declined) or straight from the
- * file's text (dspy_json_parse_fast_spans left them out of the tree and checked them): the same
- * lists, in the same order, with the same messages either way.
+ * tree (a file the fast reader declined) or straight from JSON text — the file's, where
+ * dspy_json_parse_fast_spans left them out of the tree and checked them, or the text
+ * gguf_vocab.c writes from a GGUF's metadata: the same lists, in the same order, with the same
+ * messages either way.
  *
  * Why the text: as jansson values, Llama 3's 128 k vocabulary entries and 280 k merges were
  * ~700 k allocations, made and freed by every process that tokenizes (~40 % of a load, more
@@ -28,8 +29,9 @@ const char *dspy_tok_jtype(json_t *j) {
 }
 
 const char *dspy_tok_text_type(const char *at, size_t len) {
+    if (!at) return "missing";
     dspy_json_cur c;
-    dspy_json_cur_init(&c, at, at ? len : 0);
+    dspy_json_cur_init(&c, at, len);
     switch (dspy_json_cur_peek(&c)) {
     case -1: return "missing";
     case '{': return "an object";
