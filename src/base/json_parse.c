@@ -209,7 +209,7 @@ static bool word(rd *r, const char *w, size_t n) {
 }
 
 static json_t *read_value(rd *r, int depth, const span_ctx *sc);
-static bool skip_value(rd *r, int depth);
+static bool skip_value(rd *r, int depth, size_t *items);
 
 /* Before item i of an object or array whose opening character was read: 1 when an item follows
  * (r->p at it, whitespace skipped), 0 when `close` ends the container here (consumed), -1
@@ -282,8 +282,9 @@ static json_t *read_object(rd *r, int depth, const span_ctx *sc) {
         if (skip >= 0) {
             skip_ws(r);
             const char *at = r->p;
-            ok = skip_value(r, depth + 1);
-            sc->spans[skip].at = at, sc->spans[skip].len = (size_t)(r->p - at);
+            size_t items = 0;
+            ok = skip_value(r, depth + 1, &items);
+            sc->spans[skip].at = at, sc->spans[skip].len = (size_t)(r->p - at), sc->spans[skip].items = items;
         } else {
             json_t *v = read_value(r, depth + 1, child.want ? &child : NULL);
             ok = v && json_object_setn_new_nocheck(o, key, kn, v) == 0;
@@ -315,8 +316,9 @@ static json_t *read_value(rd *r, int depth, const span_ctx *sc) {
     }
 }
 
-/* read_value's checks without building anything. */
-static bool skip_value(rd *r, int depth) {
+/* read_value's checks without building anything; items (if not NULL) counts the value's own
+ * elements or members where it is an array or object. */
+static bool skip_value(rd *r, int depth, size_t *items) {
     if (depth > MAX_DEPTH) return false;
     skip_ws(r);
     if (r->p >= r->end) return false;
@@ -330,7 +332,8 @@ static bool skip_value(rd *r, int depth) {
             const int k = next_item(r, i, close);
             if (k <= 0) return k == 0;
             if (close == '}' && !read_key(r, &sp, &n)) return false;
-            if (!skip_value(r, depth + 1)) return false;
+            if (!skip_value(r, depth + 1, NULL)) return false;
+            if (items) ++*items;
         }
     }
     case '"': r->p++; return read_string(r, &sp, &n);
@@ -362,7 +365,7 @@ json_t *dspy_json_parse_fast(const char *text, size_t len) { return parse_whole(
 
 json_t *dspy_json_parse_fast_spans(const char *text, size_t len, dspy_json_span *spans, size_t n_spans) {
     if (n_spans > 8) return NULL;
-    for (size_t j = 0; j < n_spans; j++) spans[j].at = NULL, spans[j].len = 0;
+    for (size_t j = 0; j < n_spans; j++) spans[j].at = NULL, spans[j].len = spans[j].items = 0;
     const span_ctx sc = {spans, n_spans, 0};
     return parse_whole(text, len, &sc);
 }
@@ -422,4 +425,4 @@ bool dspy_json_cur_int(dspy_json_cur *c, int64_t *v) {
     return is_int;
 }
 
-bool dspy_json_cur_skip(dspy_json_cur *c) { return skip_value(c, 0); }
+bool dspy_json_cur_skip(dspy_json_cur *c) { return skip_value(c, 0, NULL); }

@@ -34,6 +34,7 @@ typedef struct dspy_json_span {
     const char *outer, *inner; /* the keys (NUL-terminated, compared bytewise) */
     const char *at;            /* out: its value's text (into the document), NULL if absent */
     size_t len;
+    size_t items;              /* out: the value's elements or members (an array or object; else 0) */
 } dspy_json_span;
 
 /* dspy_json_parse_fast, with each span's member checked (as any value) but not built, and its

@@ -398,8 +398,8 @@ dspy_status dspy_gguf_tokenizer_json(const char *path, json_t **root_out, char *
     *root_out = root;
     root = NULL;
     *text_out = dspy_str_take(&text);
-    spans[0].at = *text_out + vocab_at, spans[0].len = merges_at - vocab_at;
-    spans[1].at = *text_out + merges_at, spans[1].len = strlen(*text_out) - merges_at;
+    spans[0].at = *text_out + vocab_at, spans[0].len = merges_at - vocab_at, spans[0].items = in_vocab;
+    spans[1].at = *text_out + merges_at, spans[1].len = strlen(*text_out) - merges_at, spans[1].items = nm;
 done:
     json_decref(root);
     dspy_str_free(&text);

@@ -192,7 +192,6 @@ static void doc_free(tok_doc *d) {
  * a top level that is not an object or array, or anything it declines, goes to jansson, which
  * builds them too or says why not. */
 static dspy_status read_document(const char *path, tok_doc *d) {
-    *d = (tok_doc){.spans = {{"model", "vocab", NULL, 0}, {"model", "merges", NULL, 0}}};
     size_t n;
     dspy_status st = dspy_read_regular_file(path, (size_t)1 << 30, &d->text, &n);
     if (st != DSPY_OK) return st;
@@ -648,7 +647,7 @@ static dspy_status load_pipeline(dspy_tokenizer *tok, const char *P, json_t *roo
 dspy_status dspy_tokenizer_load(const char *path, dspy_tokenizer **out) {
     *out = NULL;
     dspy_status st = DSPY_OK;
-    tok_doc doc = {0};
+    tok_doc doc = {.spans = {{.outer = "model", .inner = "vocab"}, {.outer = "model", .inner = "merges"}}};
     tok_vocab vocab_list = {0};
     tok_merges merge_list = {0};
     const char **spell = NULL; /* per id: spelling (into vocab_list or doc.root) */
@@ -676,17 +675,16 @@ dspy_status dspy_tokenizer_load(const char *path, dspy_tokenizer **out) {
     if (!dspy_str_ok(&buf)) FAIL(DSPY_ERR_NOMEM, "tokenizer: out of memory");
     tok->path = dspy_str_take(&buf);
     const char *P = tok->path;
-    doc = (tok_doc){.spans = {{"model", "vocab", NULL, 0}, {"model", "merges", NULL, 0}}};
     st = gguf ? dspy_gguf_tokenizer_json(P, &doc.root, &doc.text, doc.spans, &gguf_bos, &gguf_eos) : read_document(P, &doc);
     if (st != DSPY_OK) goto fail;
     json_t *vocab = NULL, *merges = NULL, *added = NULL;
     const dspy_json_span *vs = &doc.spans[0], *ms = &doc.spans[1];
     if ((st = check_document(tok, P, &doc, &vocab, &merges, &added)) != DSPY_OK) goto fail;
-    if ((st = dspy_tok_vocab_read(vocab, vs->at, vs->len, P, &vocab_list)) != DSPY_OK) goto fail;
+    if ((st = dspy_tok_vocab_read(vocab, vs, P, &vocab_list)) != DSPY_OK) goto fail;
     if ((st = load_ids(tok, P, &vocab_list, added, &spell)) != DSPY_OK) goto fail;
     if ((st = load_spellings(tok, P, spell)) != DSPY_OK) goto fail;
     if ((st = build_vocab_hash(tok, P, &vocab_list)) != DSPY_OK) goto fail;
-    if ((st = dspy_tok_merges_open(&merge_list, merges, ms->at, ms->len, P)) != DSPY_OK) goto fail;
+    dspy_tok_merges_open(&merge_list, merges, ms);
     if ((st = load_merges(tok, P, &merge_list)) != DSPY_OK) goto fail;
     if ((st = load_pipeline(tok, P, doc.root, gguf, gguf_bos, gguf_eos)) != DSPY_OK) goto fail;
     dspy_tok_merges_close(&merge_list);

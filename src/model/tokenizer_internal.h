@@ -104,8 +104,8 @@ int32_t dspy_tok_vocab_find(const dspy_tokenizer *tok, const char *p, size_t n);
 dspy_status dspy_tok_compile_pcre2(dspy_tokenizer *tok, const char *pattern, const char *where);
 
 /* ---- model.vocab and model.merges (tokenizer_lists.c), from the jansson tree (tree, at NULL)
- * or from JSON text (at/len: dspy_json_parse_fast_spans' span of a file, already checked, or
- * the text gguf_vocab.c writes) ---- */
+ * (text->at NULL) or from JSON text (text: dspy_json_parse_fast_spans' span of a file, already
+ * checked, or the text gguf_vocab.c writes; text->items its entries) ---- */
 
 /* jansson's type of j as a message names it ("an object", "missing", ...); the same names for
  * the JSON value whose text starts at `at` (NULL: "missing"). */
@@ -121,7 +121,7 @@ typedef struct {
     size_t n;
 } tok_vocab;
 
-dspy_status dspy_tok_vocab_read(json_t *tree, const char *at, size_t len, const char *P, tok_vocab *out);
+dspy_status dspy_tok_vocab_read(json_t *tree, const dspy_json_span *text, const char *P, tok_vocab *out);
 void dspy_tok_vocab_free(tok_vocab *v);
 
 /* model.merges, entry by entry: "a b" strings or ["a", "b"] pairs. */
@@ -132,7 +132,7 @@ typedef struct {
     dspy_str pair;       /* a pair's left spelling, copied (the right one may take cur's buffer) */
 } tok_merges;
 
-dspy_status dspy_tok_merges_open(tok_merges *m, json_t *tree, const char *at, size_t len, const char *P);
+void dspy_tok_merges_open(tok_merges *m, json_t *tree, const dspy_json_span *text);
 /* 1: the next entry's two spellings in l[0, ll) and r[0, rl) (valid until the next call); 0:
  * no more; -1: it is malformed (*st says which and why). */
 int dspy_tok_merges_next(tok_merges *m, const char *P, const char **l, size_t *ll, const char **r, size_t *rl,

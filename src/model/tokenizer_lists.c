@@ -141,13 +141,13 @@ static dspy_status vocab_from_text(const char *at, size_t len, const char *P, to
     return st;
 }
 
-dspy_status dspy_tok_vocab_read(json_t *tree, const char *at, size_t len, const char *P, tok_vocab *out) {
+dspy_status dspy_tok_vocab_read(json_t *tree, const dspy_json_span *text, const char *P, tok_vocab *out) {
     *out = (tok_vocab){0};
     dspy_str blob = DSPY_STR_INIT;
     size_t cap = 0;
     dspy_status st = DSPY_OK;
-    if (at) {
-        st = vocab_from_text(at, len, P, out, &cap, &blob);
+    if (text->at) {
+        st = vocab_from_text(text->at, text->len, P, out, &cap, &blob);
     } else { /* the tree: jansson has kept one entry a key already */
         const char *key;
         json_t *val;
@@ -163,39 +163,24 @@ dspy_status dspy_tok_vocab_read(json_t *tree, const char *at, size_t len, const 
         }
     }
     out->blob = dspy_str_take(&blob);
-    if (st == DSPY_OK && out->n && (!out->blob || !vocab_dedup(out))) st = dspy_fail(DSPY_ERR_NOMEM, "tokenizer: out of memory");
+    /* a key given twice: jansson's tree already keeps one entry, the text does not */
+    if (st == DSPY_OK && (!out->blob || (text->at && out->n && !vocab_dedup(out))))
+        st = dspy_fail(DSPY_ERR_NOMEM, "tokenizer: out of memory");
     if (st != DSPY_OK) dspy_tok_vocab_free(out);
     return st;
 }
 
-dspy_status dspy_tok_merges_open(tok_merges *m, json_t *tree, const char *at, size_t len, const char *P) {
-    *m = (tok_merges){.arr = at ? NULL : tree};
-    if (!at) {
+void dspy_tok_merges_open(tok_merges *m, json_t *tree, const dspy_json_span *text) {
+    *m = (tok_merges){.arr = text->at ? NULL : tree};
+    if (!text->at) {
         m->n = json_array_size(tree);
-        return DSPY_OK;
+        return;
     }
-    /* a first pass counts the entries (the merge table is sized before it is filled) */
-    dspy_json_cur_init(&m->cur, at, len);
-    bool ok = dspy_json_cur_enter(&m->cur, '[');
-    for (size_t i = 0; ok; i++) {
-        const int k = dspy_json_cur_item(&m->cur, i);
-        if (k <= 0) {
-            ok = k == 0;
-            break;
-        }
-        ok = dspy_json_cur_skip(&m->cur);
-        m->n++;
-    }
-    if (!ok) { /* checked when the document was read: a bug if it happens */
-        dspy_tok_merges_close(m);
-        return dspy_fail(DSPY_ERR_FORMAT, "%s: model.merges is not a well-formed JSON array", P);
-    }
-    char *buf = m->cur.buf;
-    const size_t cap = m->cur.cap;
-    dspy_json_cur_init(&m->cur, at, len);
-    m->cur.buf = buf, m->cur.cap = cap;
+    /* the entries were counted when the text was checked (the merge table is sized before it
+     * is filled) */
+    m->n = text->items;
+    dspy_json_cur_init(&m->cur, text->at, text->len);
     dspy_json_cur_enter(&m->cur, '[');
-    return DSPY_OK;
 }
 
 void dspy_tok_merges_close(tok_merges *m) {

@@ -36,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "chat_vector.h"
 #include "check.h"
 #include "dspy/chat_template.h"
 #include "dspy/engine.h"
@@ -649,17 +650,8 @@ static void check_model(int which, bool vocab) {
         json_t *rendered = json_object_get(r0, "chat");
         CHECK_INT(json_array_size(rendered), json_array_size(chats));
         for (size_t c = 0; tpl && c < json_array_size(chats) && c < json_array_size(rendered); c++) {
-            json_t *msgs = json_object_get(json_array_get(chats, c), "messages");
-            dspy_chat_msg mm[8];
-            size_t k = json_array_size(msgs);
-            for (size_t j = 0; j < k && j < 8; j++) {
-                mm[j].role = json_string_value(json_object_get(json_array_get(msgs, j), "role"));
-                mm[j].content = json_string_value(json_object_get(json_array_get(msgs, j), "content"));
-            }
             dspy_str s = DSPY_STR_INIT;
-            json_t *cv = json_array_get(chats, c);
-            CHECK_OK(dspy_chat_render(tpl, mm, k, json_is_true(json_object_get(cv, "add_generation_prompt")),
-                                      json_string_value(json_object_get(cv, "date_string")), &s, NULL, NULL));
+            CHECK_OK(test_chat_render_vector(tpl, json_array_get(chats, c), &s));
             CHECK_STR(json_string_value(json_array_get(rendered, c)), dspy_str_cstr(&s));
             if (c < json_array_size(chat_ref)) CHECK_STR(dspy_str_cstr(&s), json_string_value(json_array_get(chat_ref, c)));
             dspy_str_free(&s);

@@ -18,7 +18,8 @@
 #include "fuzz.h"
 
 static void spans_and_cursor(const char *text, size_t len, bool took) {
-    dspy_json_span sp[3] = {{"model", "vocab", NULL, 0}, {"model", "merges", NULL, 0}, {"a", "b", NULL, 0}};
+    dspy_json_span sp[3] = {{.outer = "model", .inner = "vocab"}, {.outer = "model", .inner = "merges"},
+                            {.outer = "a", .inner = "b"}};
     json_t *g = dspy_json_parse_fast_spans(text, len, sp, 3);
     FUZZ_ASSERT((g != NULL) == took);
     for (int k = 0; g && k < 3; k++) {
@@ -26,6 +27,7 @@ static void spans_and_cursor(const char *text, size_t len, bool took) {
         FUZZ_ASSERT(sp[k].at >= text && sp[k].at + sp[k].len <= text + len);
         json_t *v = dspy_json_parse_fast(sp[k].at, sp[k].len);
         FUZZ_ASSERT(v != NULL);
+        FUZZ_ASSERT(sp[k].items == (json_is_array(v) ? json_array_size(v) : json_object_size(v)));
         json_decref(v);
     }
     json_decref(g);

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "chat_vector.h"
 #include "check.h"
 #include "dspy/chat_template.h"
 #include "dspy/engine.h"
@@ -595,16 +596,8 @@ static void test_tokenizer_and_template(void) {
         json_error_t err;
         json_t *o = json_loads(line, 0, &err);
         if (!o) continue;
-        json_t *msgs = json_object_get(o, "messages");
-        dspy_chat_msg m[16];
-        size_t k = json_array_size(msgs);
-        for (size_t i = 0; i < k && i < 16; i++) {
-            m[i].role = json_string_value(json_object_get(json_array_get(msgs, i), "role"));
-            m[i].content = json_string_value(json_object_get(json_array_get(msgs, i), "content"));
-        }
         dspy_str out = DSPY_STR_INIT;
-        CHECK_OK(dspy_chat_render(tpl, m, k, json_is_true(json_object_get(o, "add_generation_prompt")),
-                                  json_string_value(json_object_get(o, "date_string")), &out, NULL, NULL));
+        CHECK_OK(test_chat_render_vector(tpl, o, &out));
         CHECK_STR(dspy_str_cstr(&out), json_string_value(json_object_get(o, "rendered")));
         dspy_str_free(&out);
         vectors++;

@@ -286,7 +286,7 @@ static int cursor_and_spans(const char *text, size_t len) {
         check_report(same_dump(cb, f), __FILE__, __LINE__, "%.*s: the cursor's tree differs", (int)len, text);
     json_decref(cb);
 
-    dspy_json_span sp[2] = {{"a", "b", NULL, 0}, {"b", "a", NULL, 0}};
+    dspy_json_span sp[2] = {{.outer = "a", .inner = "b"}, {.outer = "b", .inner = "a"}};
     json_t *g = dspy_json_parse_fast_spans(text, len, sp, 2);
     check_report((g != NULL) == (f != NULL), __FILE__, __LINE__, "%.*s: spans %s, whole %s", (int)len, text,
                  g ? "took it" : "refused", f ? "took it" : "refused");
@@ -302,6 +302,9 @@ static int cursor_and_spans(const char *text, size_t len) {
                 json_t *v = json_loadb(sp[k].at, sp[k].len, JSON_DECODE_ANY, &err);
                 check_report(same_dump(v, inner), __FILE__, __LINE__, "%.*s: span %s.%s is %.*s", (int)len, text,
                              sp[k].outer, sp[k].inner, (int)sp[k].len, sp[k].at);
+                const size_t items = json_is_array(inner) ? json_array_size(inner) : json_object_size(inner);
+                check_report(sp[k].items == items, __FILE__, __LINE__, "%.*s: span %s.%s counts %zu items, jansson %zu",
+                             (int)len, text, sp[k].outer, sp[k].inner, sp[k].items, items);
                 json_decref(v);
                 json_object_del(outer, sp[k].inner);
             }
@@ -370,7 +373,7 @@ static void test_cursor_and_spans(void) {
     dspy_json_cur_free(&c);
     /* more than eight spans: refused */
     dspy_json_span nine[9];
-    for (int k = 0; k < 9; k++) nine[k] = (dspy_json_span){"a", "b", NULL, 0};
+    for (int k = 0; k < 9; k++) nine[k] = (dspy_json_span){.outer = "a", .inner = "b"};
     CHECK(dspy_json_parse_fast_spans("{}", 2, nine, 9) == NULL);
 }
 

@@ -42,19 +42,9 @@ static void load(void) {
         const char *name;
         void **slot;
     } syms[] = {
-        {"cublasLtCreate", (void **)&dspy_cu_lt.Create},
-        {"cublasLtDestroy", (void **)&dspy_cu_lt.Destroy},
-        {"cublasLtMatmul", (void **)&dspy_cu_lt.Matmul},
-        {"cublasLtMatmulAlgoGetHeuristic", (void **)&dspy_cu_lt.MatmulAlgoGetHeuristic},
-        {"cublasLtMatmulDescCreate", (void **)&dspy_cu_lt.MatmulDescCreate},
-        {"cublasLtMatmulDescDestroy", (void **)&dspy_cu_lt.MatmulDescDestroy},
-        {"cublasLtMatmulDescSetAttribute", (void **)&dspy_cu_lt.MatmulDescSetAttribute},
-        {"cublasLtMatmulPreferenceCreate", (void **)&dspy_cu_lt.MatmulPreferenceCreate},
-        {"cublasLtMatmulPreferenceDestroy", (void **)&dspy_cu_lt.MatmulPreferenceDestroy},
-        {"cublasLtMatmulPreferenceSetAttribute", (void **)&dspy_cu_lt.MatmulPreferenceSetAttribute},
-        {"cublasLtMatrixLayoutCreate", (void **)&dspy_cu_lt.MatrixLayoutCreate},
-        {"cublasLtMatrixLayoutDestroy", (void **)&dspy_cu_lt.MatrixLayoutDestroy},
-        {"cublasLtMatrixLayoutSetAttribute", (void **)&dspy_cu_lt.MatrixLayoutSetAttribute},
+#define DSPY_CU_LT_SYM(name) {"cublasLt" #name, (void **)&dspy_cu_lt.name},
+        DSPY_CU_LT_FUNCS(DSPY_CU_LT_SYM)
+#undef DSPY_CU_LT_SYM
     };
     for (size_t i = 0; i < sizeof syms / sizeof *syms; i++) {
         *syms[i].slot = dlsym(h, syms[i].name);

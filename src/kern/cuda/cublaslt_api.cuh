@@ -15,20 +15,17 @@
 
 #include "kern/backend.h"
 
+/* The entry points dspy.c calls, each named without its "cublasLt" prefix: one list for the
+ * struct below and the loader's lookups. */
+#define DSPY_CU_LT_FUNCS(X)                                                                      \
+    X(Create) X(Destroy) X(Matmul) X(MatmulAlgoGetHeuristic) X(MatmulDescCreate) X(MatmulDescDestroy) \
+    X(MatmulDescSetAttribute) X(MatmulPreferenceCreate) X(MatmulPreferenceDestroy)               \
+    X(MatmulPreferenceSetAttribute) X(MatrixLayoutCreate) X(MatrixLayoutDestroy) X(MatrixLayoutSetAttribute)
+
 struct dspy_cu_lt_api {
-    decltype(&cublasLtCreate) Create;
-    decltype(&cublasLtDestroy) Destroy;
-    decltype(&cublasLtMatmul) Matmul;
-    decltype(&cublasLtMatmulAlgoGetHeuristic) MatmulAlgoGetHeuristic;
-    decltype(&cublasLtMatmulDescCreate) MatmulDescCreate;
-    decltype(&cublasLtMatmulDescDestroy) MatmulDescDestroy;
-    decltype(&cublasLtMatmulDescSetAttribute) MatmulDescSetAttribute;
-    decltype(&cublasLtMatmulPreferenceCreate) MatmulPreferenceCreate;
-    decltype(&cublasLtMatmulPreferenceDestroy) MatmulPreferenceDestroy;
-    decltype(&cublasLtMatmulPreferenceSetAttribute) MatmulPreferenceSetAttribute;
-    decltype(&cublasLtMatrixLayoutCreate) MatrixLayoutCreate;
-    decltype(&cublasLtMatrixLayoutDestroy) MatrixLayoutDestroy;
-    decltype(&cublasLtMatrixLayoutSetAttribute) MatrixLayoutSetAttribute;
+#define DSPY_CU_LT_MEMBER(name) decltype(&cublasLt##name) name;
+    DSPY_CU_LT_FUNCS(DSPY_CU_LT_MEMBER)
+#undef DSPY_CU_LT_MEMBER
 };
 
 /* The entry points; usable once dspy_cu_lt_load() has returned NULL. */
