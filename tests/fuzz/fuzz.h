@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "dspy/status.h"
 
@@ -28,6 +30,23 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
             abort();                                                                        \
         }                                                                                   \
     } while (0)
+
+/* The input as an in-memory file (memfd `name`) for the readers that take a path: its fd (close it
+ * after), path set to /proc/self/fd/<fd>; -1 where the memfd cannot be made or filled. */
+static inline int fuzz_file(const char *name, const uint8_t *data, size_t size, char path[64]) {
+    int fd = memfd_create(name, MFD_CLOEXEC);
+    if (fd < 0) return -1;
+    for (size_t off = 0; off < size;) {
+        ssize_t w = write(fd, data + off, size - off);
+        if (w <= 0) {
+            close(fd);
+            return -1;
+        }
+        off += (size_t)w;
+    }
+    snprintf(path, 64, "/proc/self/fd/%d", fd);
+    return fd;
+}
 
 /* The input as a NUL-terminated copy (malloc'd; abort on OOM: a fuzz harness, not the library). */
 static inline char *fuzz_cstr(const uint8_t *data, size_t size) {

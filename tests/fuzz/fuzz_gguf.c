@@ -5,12 +5,10 @@
  * read back, model/gguf_vocab.c and tokenizer_lists.c). An accepted tokenizer then encodes and
  * decodes a fixed text, which must come back (byte-level BPE is lossless).
  *
- * The input goes into a memfd reached through a symlink whose name ends in .gguf: the loaders
- * pick the GGUF path by that ending.
+ * The input goes into a memfd (fuzz_file) reached through a symlink whose name ends in .gguf:
+ * the loaders pick the GGUF path by that ending.
  */
 #include <stdint.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "dspy/chat_template.h"
 #include "dspy/gguf.h"
@@ -19,22 +17,25 @@
 #include "fuzz.h"
 #include "fuzz_tok.h"
 
-static int g_fd = -1;
 static char g_link[96];
 
 static void drop_link(void) { unlink(g_link); }
 
-static bool setup(void) {
-    if (g_fd >= 0) return true;
-    g_fd = memfd_create("fuzz.gguf", MFD_CLOEXEC);
-    if (g_fd < 0) return false;
-    char target[64];
-    snprintf(target, sizeof target, "/proc/self/fd/%d", g_fd);
-    snprintf(g_link, sizeof g_link, "/tmp/dspy-fuzz-%d.gguf", (int)getpid());
+/* g_link pointed at the input's memfd (returned; -1 on failure). */
+static int link_input(const uint8_t *data, size_t size) {
+    if (!g_link[0]) {
+        snprintf(g_link, sizeof g_link, "/tmp/dspy-fuzz-%d.gguf", (int)getpid());
+        atexit(drop_link);
+    }
+    char path[64];
+    const int fd = fuzz_file("fuzz.gguf", data, size, path);
+    if (fd < 0) return -1;
     unlink(g_link);
-    if (symlink(target, g_link) != 0) return false;
-    atexit(drop_link);
-    return true;
+    if (symlink(path, g_link) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
 }
 
 static void accessors(const dspy_gguf *g) {
@@ -85,11 +86,12 @@ static void tokenizer(void) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    if (!setup() || ftruncate(g_fd, 0) != 0) return 0;
-    if (size && pwrite(g_fd, data, size, 0) != (ssize_t)size) return 0;
+    const int fd = link_input(data, size);
+    if (fd < 0) return 0;
     dspy_gguf *g = NULL;
     if (dspy_gguf_open(g_link, &g) != DSPY_OK) {
         FUZZ_ASSERT(g == NULL);
+        close(fd);
         return 0;
     }
     accessors(g);
@@ -98,5 +100,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     dspy_chat_template *t = NULL;
     if (dspy_chat_template_load(g_link, &t) == DSPY_OK) dspy_chat_template_free(t);
     else FUZZ_ASSERT(t == NULL);
+    close(fd);
     return 0;
 }

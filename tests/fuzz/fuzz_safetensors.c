@@ -4,23 +4,14 @@
  * NaN/Inf scan), so a span that lies outside the mapping would be caught by ASan.
  */
 #include <stdint.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "dspy/safetensors.h"
 #include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    int fd = memfd_create("fuzz.safetensors", MFD_CLOEXEC);
-    if (fd < 0) return 0;
-    size_t off = 0;
-    while (off < size) {
-        ssize_t w = write(fd, data + off, size - off);
-        if (w <= 0) break;
-        off += (size_t)w;
-    }
     char path[64];
-    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    const int fd = fuzz_file("fuzz.safetensors", data, size, path);
+    if (fd < 0) return 0;
     dspy_safetensors *f = NULL;
     if (dspy_safetensors_open(path, &f) == DSPY_OK) {
         for (size_t i = 0; i < dspy_safetensors_count(f); i++) {
