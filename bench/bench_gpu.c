@@ -19,6 +19,9 @@
  * Usage: bench_gpu --model DIR [--device cuda] [--prefill-chunk 32768] [--peak-tflops 789]
  *        [--only-step 1 [--step-batch 16] [--step-shared 1300] [--step-rows 204 --step-ctx 1500]]
  *        [--weights fp8|w8a8]
+ * --timeline PATH (with --only-step): after the step's variants, the engine's greedy step again with
+ * every block of its stamped kernels timed (kern/cuda/timeline.h; a -DDSPY_CUDA_TIMELINE=ON build),
+ * one JSON line a block to PATH, for bench/timeline.py
  * --weights fp8 (w8a8): the model loaded with dspy_model_params.f8_decode (and f8_act) (weight_bytes then counts the
  * FP8 copies too; a batched decode step reads the 1-byte copies, ~1.24 GB at the 1B shape)
  * The prefill's default chunk is 32,768 tokens a step: on the H200 it measured 0.617 s against
@@ -41,6 +44,9 @@
 #include "engine/forward.h"
 #include "engine/kv_cache.h"
 #include "kern/backend.h"
+#ifdef DSPY_HAVE_CUDA
+#include "kern/cuda/timeline.h"
+#endif
 
 static int fail(const char *what) {
     fprintf(stderr, "bench_gpu: %s: %s\n", what, dspy_errmsg());
@@ -455,6 +461,60 @@ static double step_floor_bytes(const dspy_model *m, int ctx_len, int nb, int sha
     return (double)decode_bytes(m) + per_pos * (sh + (double)nb * (ctx_len - sh));
 }
 
+/* --timeline's file (NULL: none). */
+static const char *g_timeline;
+
+/* The engine's greedy step (c->leave -2), TL_STEPS of them captured in one graph, replayed twice
+ * unstamped, then once with the records on; written to path as JSON lines (times in ns, as the
+ * device's global timer gives them). */
+static void step_timeline(dspy_backend *be, step_ctx *c, const char *path) {
+#ifdef DSPY_HAVE_CUDA
+    enum { TL_STEPS = 4, TL_CAP = 1 << 16 };
+    void *g = NULL;
+    dspy_cu_tl_rec *rec = NULL;
+    FILE *f = NULL;
+    int n = 0;
+    c->leave = -2;
+    dspy_status st = be->ops->graph_begin(be), st2 = DSPY_OK;
+    if (st) goto fail;
+    for (int i = 0; i < TL_STEPS && !st; i++) st = step_once(be, c);
+    st2 = be->ops->graph_end(be, &g); /* the capture ends whatever the steps said */
+    if (st || st2) goto fail;
+    for (int r = 0; r < 2 && !st; r++) st = be->ops->graph_launch(be, g);
+    if (st || (st = be->ops->sync(be)) || (st = dspy_cu_timeline_start(be, TL_CAP)) || (st = be->ops->graph_launch(be, g)))
+        goto fail;
+    if (!(rec = malloc(sizeof *rec * TL_CAP))) {
+        fprintf(stderr, "--timeline: out of memory\n");
+        goto done;
+    }
+    if ((st = dspy_cu_timeline_read(be, rec, TL_CAP, &n))) goto fail;
+    if (!(f = fopen(path, "w"))) {
+        fprintf(stderr, "--timeline: cannot write %s\n", path);
+        goto done;
+    }
+    for (int i = 0; i < n && i < TL_CAP; i++) {
+        const dspy_cu_tl_rec *r = &rec[i];
+        if (r->kind == DSPY_TL_NONE) continue; /* a slot taken by a block that returned early */
+        fprintf(f, "{\"kind\": \"%s\", \"block\": %u, \"grid\": %u, \"sm\": %u, \"t\": [%llu, %llu, %llu, %llu]}\n",
+                dspy_cu_tl_kind_name((int)r->kind), r->block, r->grid, r->sm, (unsigned long long)r->t[0],
+                (unsigned long long)r->t[1], (unsigned long long)r->t[2], (unsigned long long)r->t[3]);
+    }
+    printf("{\"bench\": \"timeline\", \"steps\": %d, \"records\": %d, \"dropped\": %d, \"path\": \"%s\"}\n", TL_STEPS, n,
+           n > TL_CAP ? n - TL_CAP : 0, path);
+    goto done;
+fail:
+    fprintf(stderr, "--timeline: %s\n", dspy_errmsg());
+done:
+    if (f) fclose(f);
+    free(rec);
+    if (g) be->ops->graph_free(be, g);
+    dspy_cu_timeline_stop(be);
+#else
+    (void)be, (void)c;
+    fprintf(stderr, "--timeline %s: this build has no CUDA\n", path);
+#endif
+}
+
 /* nb sequences at context ctx_len, each feeding its last P positions (P = 1: a decode step; P > 1:
  * a prompt step of a prefix-cached request, as B2's waves run them, W8A8 where the model has it). */
 static void bench_step(const dspy_model *m, int ctx_len, int nb, int P, int shared, double bw, double peak) {
@@ -569,6 +629,7 @@ static void bench_step(const dspy_model *m, int ctx_len, int nb, int P, int shar
                nb, P, shared, v[i].name, ctx_len, t * 1e6, v[i].leave > 0 && full > 0 ? (full - t) * 1e6 : 0.0,
                v[i].leave < 0 ? floor_us : 0.0, v[i].leave < 0 && floor_us > 0 ? floor_us / (t * 1e6) : 0.0);
     }
+    if (g_timeline) step_timeline(be, &c, g_timeline);
 done:
     free(host);
     be->ops->free(be, meta);
@@ -658,11 +719,13 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--step-shared")) step_shared = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--step-rows")) step_rows = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--step-ctx")) step_ctx = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--timeline")) g_timeline = argv[i + 1];
         else if (!strcmp(argv[i], "--weights")) a8 = !strcmp(argv[i + 1], "w8a8"), f8 = a8 || !strcmp(argv[i + 1], "fp8");
     }
     if (!dir) {
         fprintf(stderr, "usage: bench_gpu --model DIR [--device cuda] [--prefill-chunk N] [--prompts N] [--only-step 1 "
-                        "[--step-batch B] [--step-shared P] [--step-rows R] [--step-ctx L]] [--weights fp8|w8a8]\n");
+                        "[--step-batch B] [--step-shared P] [--step-rows R] [--step-ctx L] [--timeline PATH]] "
+                        "[--weights fp8|w8a8]\n");
         return 2;
     }
     dspy_model_params mp = dspy_model_params_default();

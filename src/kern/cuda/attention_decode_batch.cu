@@ -36,6 +36,9 @@
 #include <stdlib.h>
 
 #include "kern/cuda/attention_decode.cuh"
+#include "kern/cuda/timeline.cuh"
+
+TL_BIND_FN(dspy_cu_tl_bind_decode)
 
 /* attention.cu's dispatch: whether this kernel takes a decode call, and the launch. */
 bool dspy_cu_decode_batch_fits(dspy_backend *be, int nseg, int NH, int NKV, int HS);
@@ -77,6 +80,7 @@ static __global__ __launch_bounds__(W * 32, W == 8 && D == 64 ? 2 : 1) void k_at
     __shared__ float sw_sh[16][DB_MAX_SPLITS], sl_sh[16][DB_MAX_SPLITS], dg_sh[16];
     __shared__ int row0_sh;
     __shared__ bool last_sh;
+    TL_BEGIN(DSPY_TL_ATTN_DECODE);
     /* Before the dependency wait only the host-copied metadata and keys of earlier positions are
      * read: this step's key (position pos0) and q come from the kernel before. */
     const int split = blockIdx.z, kvh = blockIdx.y;
@@ -98,10 +102,12 @@ static __global__ __launch_bounds__(W * 32, W == 8 && D == 64 ? 2 : 1) void k_at
     bool preb = pre && gi + W < g1 && (gi + W) * 16 + 15 < sg.pos0;
     if (pre) load_group<D>(fa, kl, table, gi * 16, L);
     if (preb) load_group<D>(fb, kl, table, (gi + W) * 16, L);
+    TL_SLOT();
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
     if (release) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
+    TL_MARK(1);
     if (gi < g1 && !pre) load_group<D>(fa, kl, table, gi * 16, L);
     /* query row g (head kvh G + g), dims [c D/4, (c+1) D/4): k-step t takes words 2t and 2t + 1 */
     uint32_t qa[D / 16][2];
@@ -142,6 +148,7 @@ static __global__ __launch_bounds__(W * 32, W == 8 && D == 64 ? 2 : 1) void k_at
         attend_group<D>(fb, qa, o, m, l, gi * 16, L, c, sl2);
         gi = gn;
     }
+    TL_MARK(2);
     /* the warps' states in shared memory (a warp without groups: m = -inf, l = 0, o = 0) */
     l += __shfl_xor_sync(FULL_MASK, l, 1);
     l += __shfl_xor_sync(FULL_MASK, l, 2);
@@ -165,6 +172,7 @@ static __global__ __launch_bounds__(W * 32, W == 8 && D == 64 ? 2 : 1) void k_at
             const float inv = 1.0f / den_sh[qq];
             *(__nv_bfloat162 *)(out + obase + (int64_t)qq * D + d) = __floats2bfloat162_rn(nx * inv, ny * inv);
         }
+        TL_END();
         return;
     }
     /* this slice's partial, then the last of the sequence's CTAs to arrive combines them */
@@ -185,9 +193,13 @@ static __global__ __launch_bounds__(W * 32, W == 8 && D == 64 ? 2 : 1) void k_at
     int *cnt = count + seg * NKV + kvh;
     if (tid == 0) last_sh = atomicAdd(cnt, 1) == S_eff - 1;
     __syncthreads();
-    if (!last_sh) return;
+    if (!last_sh) {
+        TL_END();
+        return;
+    }
     if (tid == 0) row0_sh = sg.row0;
     combine_rows<D, W>(out, part, cnt, seg, 1, &row0_sh, G, NH, kvh, S, S_eff, sw_sh, sl_sh, dg_sh);
+    TL_END();
 }
 
 /* DSPY_CUDA_DEC_BATCH: 0 leaves every decode call on attention.cu's split-K kernel (for

@@ -13,6 +13,7 @@
 
 #include "kern/cuda/cuda.cuh"
 #include "kern/cuda/f8.cuh"
+#include "kern/cuda/timeline.h"
 #include "kern/cuda/train_attention_cudnn.h"
 #include "kern/cuda/train_attention_split.h"
 
@@ -375,6 +376,7 @@ extern "C" void dspy_backend_cuda_release(dspy_backend *be) {
     if (!s) return;
     cudaSetDevice(s->dev);
     if (s->stream) cudaStreamSynchronize(s->stream);
+    dspy_cu_timeline_stop(be);
     dspy_cu_gemm_plans_free(s);
     if (s->lt) dspy_cu_lt.Destroy(s->lt);
     cudaFree(s->ws);

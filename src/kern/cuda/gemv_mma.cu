@@ -60,9 +60,12 @@
 #include "kern/cuda/f8.cuh"
 #include "kern/cuda/gemv_mma.cuh"
 #include "kern/cuda/mma.cuh"
+#include "kern/cuda/timeline.cuh"
 
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
+
+TL_BIND_FN(dspy_cu_tl_bind_mma)
 
 enum { MW = 16, MMA_THREADS = MW * 32 };
 enum { MEP_BF16 = 0, MEP_F32 = 1, MEP_ACC = 2 };
@@ -389,6 +392,7 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_linear(const void
                                                                       void *out, int mode, int early, const float *__restrict__ bias,
                                                                       int N, int OC, int C) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
+    TL_BEGIN(DSPY_TL_LINEAR);
     float *red = (float *)smem_raw;
     const int units = (OC + 16 * T - 1) / (16 * T);
     auto row_of = [=](int u, int tt, int r) { return min(u * 16 * T + tt * 16 + r, OC - 1); };
@@ -405,7 +409,10 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_linear(const void
         const int en = epi_row(w0, ln), row = u0 * 16 * T + tt * 16 + epi_feature(w0, ln);
         xr[tt] = early && u0 < units && w0 < 4 * NT && row < OC && en < N ? ((const float *)out)[(int64_t)en * OC + row] : 0.0f;
     }
+    TL_SLOT();
     griddep_wait(CU_REL_LINEAR);
+    TL_MARK(1);
+    TL_MARK(2);
     run_units<NT, T, true, F8, MW, XH>(b0, b1, W, scale, C, units, X, C, N, red, row_of, [=](int u, int r, int n, float va,
                                                                                      float vb) {
         for (int tt = 0; tt < T; tt++) {
@@ -418,6 +425,7 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_linear(const void
             else ((float *)out)[idx] = (early && u == u0 ? xr[tt] : ((float *)out)[idx]) + v;
         }
     });
+    TL_END();
 }
 
 /* ---- attn_in: RMSNorm + q/k/v projection + RoPE + KV store --------------------------------- */
@@ -431,6 +439,7 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_attn_in(
     bf16 *__restrict__ q_out, bf16 *__restrict__ kc, bf16 *__restrict__ vc, int N, int C, int NH, int NKV, int HS,
     int rel) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
+    TL_BEGIN(DSPY_TL_ATTN_IN);
     const int ldx = row_ld(C, F8), half = HS / 2, per = half / 16, Q = NH * HS, KVD = NKV * HS;
     bf16 *xs = (bf16 *)smem_raw;
     float *red = (float *)(smem_raw + (size_t)8 * NT * ldx * 2);
@@ -438,9 +447,12 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_attn_in(
     auto row_of = [=](int u, int tt, int r) { return (u / per) * HS + (u % per) * 16 + tt * half + r; };
     uint4 b0[8], b1[8];
     first_batches<2, F8, MW>(b0, b1, W, C, units, row_of);
+    TL_SLOT();
     griddep_wait();
+    TL_MARK(1);
     if (rel) griddep_release();
     norm_rows<NT, F8>(xs, ldx, x, NULL, wn, N, C, eps);
+    TL_MARK(2);
     run_units<NT, 2, false, F8, MW>(b0, b1, W, scale, C, units, xs, ldx, N, red, row_of, [=](int u, int r, int n, float va, float vb) {
         const int hh = u / per, i = (u % per) * 16 + r, rowA = hh * HS + i;
         const int sect = hh < NH ? 0 : hh < NH + NKV ? 1 : 2, head = hh - (sect == 0 ? 0 : sect == 1 ? NH : NH + NKV);
@@ -456,6 +468,7 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_attn_in(
         dst[i] = f2bf(va);
         dst[i + half] = f2bf(vb);
     });
+    TL_END();
 }
 
 /* ---- mlp_in: RMSNorm + gate/up projection + SwiGLU ----------------------------------------- */
@@ -468,6 +481,7 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_mlp_in(const void
                                                                       const float *__restrict__ wn, float eps,
                                                                       bf16 *__restrict__ h, int h16, int N, int C, int I) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
+    TL_BEGIN(DSPY_TL_MLP_IN);
     const int ldx = row_ld(C, F8);
     bf16 *xs = (bf16 *)smem_raw;
     float *red = (float *)(smem_raw + (size_t)8 * NT * ldx * 2);
@@ -475,8 +489,11 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_mlp_in(const void
     auto row_of = [=](int u, int tt, int r) { return tt * I + min(u * 16 + r, I - 1); };
     uint4 b0[8], b1[8];
     first_batches<2, F8, KW>(b0, b1, W, C, units, row_of);
+    TL_SLOT();
     griddep_wait(CU_REL_MLP_IN);
+    TL_MARK(1);
     norm_rows<NT, F8>(xs, ldx, x, NULL, wn, N, C, eps);
+    TL_MARK(2);
     run_units<NT, 2, false, F8, KW>(b0, b1, W, scale, C, units, xs, ldx, N, red, row_of, [=](int u, int r, int n, float gv, float uv) {
         const int row = u * 16 + r;
         if (row >= I) return;
@@ -487,6 +504,7 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_mlp_in(const void
         if (h16) ((__half *)h)[(int64_t)n * I + row] = __float2half_rn(f16_sat(bf2f(hv)));
         else h[(int64_t)n * I + row] = hv;
     });
+    TL_END();
 }
 
 /* ---- logits: gather + final RMSNorm + lm_head ---------------------------------------------- */
@@ -605,6 +623,7 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_logits(const void
                                                                       float *__restrict__ logprobs,
                                                                       float4 *__restrict__ part, int *__restrict__ count) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
+    TL_BEGIN(DSPY_TL_LOGITS);
     const int ldx = row_ld(C, F8);
     bf16 *xs = (bf16 *)smem_raw;
     float *red = (float *)(smem_raw + (size_t)8 * NT * ldx * 2);
@@ -612,8 +631,11 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_logits(const void
     auto row_of = [=](int u, int tt, int r) { return min(u * 16 * T + tt * 16 + r, V - 1); };
     uint4 b0[8], b1[8];
     first_batches<T, F8, KW>(b0, b1, W, C, units, row_of);
+    TL_SLOT();
     griddep_wait(CU_REL_LOGITS);
+    TL_MARK(1);
     norm_rows<NT, F8>(xs, ldx, x, rows, wn, M, C, eps);
+    TL_MARK(2);
     if constexpr (G) {
         greedy_st g[NT];
 #pragma unroll
@@ -638,6 +660,7 @@ static __global__ __launch_bounds__(MMA_THREADS, 1) void k_mma_logits(const void
                                             }
                                         });
     }
+    TL_END();
 }
 
 /* ---- host side ------------------------------------------------------------------------------- */
