@@ -19,7 +19,7 @@
  * Usage: bench_gpu --model DIR [--device cuda] [--prefill-chunk 32768] [--peak-tflops 789]
  *        [--only-step 1 [--step-batch 16] [--step-shared 1300] [--step-rows 204 --step-ctx 1500]]
  *        [--weights fp8|w8a8]
- * --timeline PATH (with --only-step): after the step's variants, the engine's greedy step again with
+ * --timeline PATH (with --only-step): the greedy step's variant only, then that step again with
  * every block of its stamped kernels timed (kern/cuda/timeline.h; a -DDSPY_CUDA_TIMELINE=ON build),
  * one JSON line a block to PATH, for bench/timeline.py
  * --weights fp8 (w8a8): the model loaded with dspy_model_params.f8_decode (and f8_act) (weight_bytes then counts the
@@ -615,6 +615,7 @@ static void bench_step(const dspy_model *m, int ctx_len, int nb, int P, int shar
     const double floor_us = fmax(bw > 0 ? step_floor_bytes(m, ctx_len, nb, shared) / bw * 1e6 : 0, flops / peak * 1e6);
     double full = 0;
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        if (g_timeline && v[i].leave != -2) continue; /* a stamped build times the greedy step only */
         c.leave = v[i].leave;
         const bool eager = i + 1 == sizeof v / sizeof v[0];
         /* ten steps in one graph; the last variant launched op by op, as the engine runs prompt steps */
