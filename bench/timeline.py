@@ -17,6 +17,8 @@ launches are ordered by their first start, and each one's role comes from its pl
   parked    median of (wait return - start): how long blocks sat before the wait returned
   handoff   median over SMs of (B's block start - A's block end on that SM): the SM's turnover
             (negative: B's block started beside A's)
+and, over the whole steps, how much of the time the SMs held a stamped block, and how much of it
+past the block's wait (the rest: turnovers between blocks, and unstamped kernels).
 Only what is stamped is seen: the embedding (before a step's first attn_in), the sampler kernel
 (after the logits, where the greedy form is not taken) and the attention of 1-2 sequences
 (attention.cu) show as part of the next launch's dep.
@@ -112,6 +114,35 @@ def analyse(recs):
     return per_launch, rows, steps, (min(diffs) if diffs else 0)
 
 
+def union(iv):
+    """Total length of the union of intervals [a, b)."""
+    tot, end = 0, None
+    for a, b in sorted(iv):
+        if end is None or a > end:
+            tot += b - a
+            end = b
+        elif b > end:
+            tot += b - end
+            end = b
+    return tot
+
+
+def occupancy(recs, lo, hi):
+    """Per SM over [lo, hi): the fractions of the time some stamped block was on it (resident) and
+    past its dependency wait (working), averaged over the SMs seen."""
+    by_sm = {}
+    for r in recs:
+        t = r["t"]
+        by_sm.setdefault(r["sm"], []).append(t)
+    res = work = 0.0
+    for ts in by_sm.values():
+        clip = lambda a, b: (max(a, lo), min(b, hi))
+        res += union([clip(t[0], t[3]) for t in ts if min(t[3], hi) > max(t[0], lo)])
+        work += union([clip(t[1], t[3]) for t in ts if min(t[3], hi) > max(t[1], lo)])
+    n = max(1, len(by_sm)) * (hi - lo)
+    return res / n, work / n
+
+
 def table(recs, out=sys.stdout):
     per_launch, rows, steps, res = analyse(recs)
     us = lambda ns: "%.2f" % (ns / 1e3)
@@ -142,6 +173,10 @@ def table(recs, out=sys.stdout):
           (us(tot_cost), us(tot_dep)), file=out)
     if steps:
         print("steps (logits end to logits end): %s us" % " / ".join(us(s) for s in steps), file=out)
+        ends = [d["e1"] for d in per_launch if d["role"] == "logits"]
+        res, work = occupancy(recs, ends[0], ends[-1])
+        print("SMs over those steps: a stamped block on them %.1f %% of the time, past its wait %.1f %%, "
+              "none %.1f %% (turnovers, unstamped kernels)" % (100 * res, 100 * work, 100 * (1 - res)), file=out)
 
 
 def made_up(kinds, sms=4):
@@ -179,6 +214,12 @@ def selftest():
     assert steps == [11 * 6800], steps
     assert sum(len(v) for v in rows.values()) == 11 and all(len(rows[r]) == 2 for r in LAYER), rows.keys()
     assert res == 100, res
+    ends = [d["e1"] for d in per_launch if d["role"] == "logits"]
+    res_f, work_f = occupancy(recs, ends[0], ends[1])
+    # each SM: blocks of 5,000 + 100 s ns after the wait, 1,000 ns turnovers; 11 launches a step
+    assert 0 < work_f < res_f < 1, (res_f, work_f)
+    assert abs(res_f - (1 - 11 * 1000 / (11 * 6800))) < 0.05, res_f
+    assert union([(0, 10), (5, 20), (30, 40)]) == 30
     short = made_up((["attn_in", "linear", "mlp_in", "linear"] * 3 + ["logits"]) * 2)
     assert roles(launches_of(short))[:5] == ["attn_in", "o_proj", "mlp_in", "down", "attn_in"]
     print("selftest: ok")
