@@ -32,12 +32,6 @@ static __constant__ cu_tl_buf *c_tl;
 #define TL_BIND_FN(name) \
     cudaError_t name(cu_tl_buf *b) { return cudaMemcpyToSymbol(c_tl, &b, sizeof b); }
 
-static __device__ __forceinline__ unsigned long long tl_now() {
-    unsigned long long t;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-    return t;
-}
-
 /* Thread 0 writes the record of this block (slot from TL_SLOT; dropped past cap). */
 static __device__ __forceinline__ void tl_write(const unsigned long long *t, unsigned slot, int kind) {
     cu_tl_buf *b = c_tl;
@@ -45,7 +39,7 @@ static __device__ __forceinline__ void tl_write(const unsigned long long *t, uns
     unsigned sm;
     asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
     dspy_cu_tl_rec *r = &b->rec[slot];
-    r->t[0] = t[0], r->t[1] = t[1], r->t[2] = t[2], r->t[3] = tl_now();
+    r->t[0] = t[0], r->t[1] = t[1], r->t[2] = t[2], r->t[3] = cu_global_ns();
     r->kind = (uint32_t)kind;
     r->block = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
     r->grid = gridDim.x * gridDim.y * gridDim.z;
@@ -58,7 +52,7 @@ static __device__ __forceinline__ void tl_write(const unsigned long long *t, uns
     __shared__ unsigned long long tl_t_[3];         \
     __shared__ unsigned tl_slot_;                   \
     const int tl_kind_ = (kind);                    \
-    if (threadIdx.x == 0) tl_t_[0] = tl_now();
+    if (threadIdx.x == 0) tl_t_[0] = cu_global_ns();
 /* The record's slot, taken by thread 0 just before the dependency wait: its warp waits for the
  * atomic's answer (~1 us) where it would mostly wait anyway. */
 #define TL_SLOT()                                                          \
@@ -67,7 +61,7 @@ static __device__ __forceinline__ void tl_write(const unsigned long long *t, uns
     } while (0)
 #define TL_MARK(i)                        \
     do {                                  \
-        if (threadIdx.x == 0) tl_t_[i] = tl_now(); \
+        if (threadIdx.x == 0) tl_t_[i] = cu_global_ns(); \
     } while (0)
 #define TL_END() tl_write(tl_t_, tl_slot_, tl_kind_)
 

@@ -10,8 +10,8 @@
  * A record is written by thread 0 of a block as it ends: t[0] its first instruction, t[1] the
  * dependency wait returned, t[2] its prologue done (the normed rows in shared memory; the
  * attention's keys attended; = t[1] for linear), t[3] the end (thread 0's; the other warps end
- * within the last unit's epilogue). Slots are taken by an atomic add issued at the block's start,
- * whose result is first needed at the end. Blocks that return before the wait (a decode
+ * within the last unit's epilogue). Its slot is an atomic add by thread 0 just before the wait
+ * (kept in shared memory until the end). Blocks that return before the wait (a decode
  * attention CTA with no keys) write nothing. Without the option the kernels' code is the same as
  * without this file, and these functions fail with DSPY_ERR_ARG.
  *
