@@ -890,6 +890,18 @@ dspy_status dspy_cu_mma_logits_greedy(dspy_backend *be, bool *taken, dspy_tensor
     return mma_logits(be, taken, NULL, (int32_t *)tokens.data, (float *)logprobs.data, x, rows, w_norm, w, M, C, V, eps);
 }
 
+/* Lets k take up to mx bytes of shared memory in all, and lowers *room to what that leaves for
+ * its dynamic part: the opt-in limit counts static and dynamic bytes together, and the timeline
+ * build's stamps add static bytes to every stamped kernel (none otherwise). */
+template <typename K> static cudaError_t smem_allow(K *k, int mx, int *room) {
+    cudaFuncAttributes a;
+    cudaError_t e = cudaFuncGetAttributes(&a, k);
+    if (e != cudaSuccess) return e;
+    const int dyn = mx - (int)a.sharedSizeBytes;
+    if (dyn < *room) *room = dyn;
+    return cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, dyn);
+}
+
 dspy_status dspy_cu_mma_setup(dspy_backend *be) {
     /* this file's copy of the early-release bits (cuda.cuh: one per .cu file) */
     DSPY_TRY(dspy_cu_check(be, cu_release_set(cu_of(be)->release), "tensor-core gemv (release flag)"));
@@ -907,9 +919,9 @@ dspy_status dspy_cu_mma_setup(dspy_backend *be) {
     g_small = sm && (strcmp(sm, "0") == 0 || strcmp(sm, "2") == 0) ? atoi(sm) : 1;
     int mx = 48 * 1024;
     cudaError_t e = cudaDeviceGetAttribute(&mx, cudaDevAttrMaxSharedMemoryPerBlockOptin, cu_of(be)->dev);
-    if (e == cudaSuccess && (g_smem_optin == 0 || mx < g_smem_optin)) g_smem_optin = mx;
+    int room = mx; /* the dynamic bytes every kernel here may take */
 #define ATTR(...) \
-    if (e == cudaSuccess) e = cudaFuncSetAttribute(__VA_ARGS__, cudaFuncAttributeMaxDynamicSharedMemorySize, mx);
+    if (e == cudaSuccess) e = smem_allow(__VA_ARGS__, mx, &room);
 #define ATTR2(K, ...) ATTR(K<1, false __VA_ARGS__>) ATTR(K<2, false __VA_ARGS__>) ATTR(K<1, true __VA_ARGS__>) \
     ATTR(K<2, true __VA_ARGS__>)
 #define ATTR3(K, ...) ATTR(K<1, false, 1 __VA_ARGS__>) ATTR(K<2, false, 1 __VA_ARGS__>) ATTR(K<1, true, 1 __VA_ARGS__>) \
@@ -921,5 +933,6 @@ dspy_status dspy_cu_mma_setup(dspy_backend *be) {
 #undef ATTR3
 #undef ATTR2
 #undef ATTR
+    if (e == cudaSuccess && (g_smem_optin == 0 || room < g_smem_optin)) g_smem_optin = room;
     return dspy_cu_check(be, e, "tensor-core gemv (shared memory limit)");
 }

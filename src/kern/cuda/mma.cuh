@@ -16,7 +16,11 @@ static __device__ __forceinline__ void cp_async16(void *dst, const void *src, bo
                  "r"(valid ? 16 : 0));
 }
 static __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> static __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+/* "memory": plain shared-memory reads of what landed must not be moved above the wait (a thread
+ * reading back its own copies needs no barrier after it, so nothing else orders them) */
+template <int N> static __device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
 
 static __device__ __forceinline__ void ldmatrix_x4(uint32_t *r, const void *p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
