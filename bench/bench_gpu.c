@@ -461,8 +461,9 @@ static double step_floor_bytes(const dspy_model *m, int ctx_len, int nb, int sha
     return (double)decode_bytes(m) + per_pos * (sh + (double)nb * (ctx_len - sh));
 }
 
-/* --timeline's file (NULL: none). */
+/* --timeline's file (NULL: none), and whether writing it failed (bench_gpu's exit status). */
 static const char *g_timeline;
+static int g_timeline_failed;
 
 /* The engine's greedy step (c->leave -2), TL_STEPS of them captured in one graph, replayed twice
  * unstamped, then once with the records on; written to path as JSON lines (times in ns, as the
@@ -485,33 +486,46 @@ static void step_timeline(dspy_backend *be, step_ctx *c, const char *path) {
         goto fail;
     if (!(rec = malloc(sizeof *rec * TL_CAP))) {
         fprintf(stderr, "--timeline: out of memory\n");
+        g_timeline_failed = 1;
         goto done;
     }
     if ((st = dspy_cu_timeline_read(be, rec, TL_CAP, &n))) goto fail;
     if (!(f = fopen(path, "w"))) {
         fprintf(stderr, "--timeline: cannot write %s\n", path);
+        g_timeline_failed = 1;
         goto done;
     }
     for (int i = 0; i < n && i < TL_CAP; i++) {
         const dspy_cu_tl_rec *r = &rec[i];
-        if (r->kind == DSPY_TL_NONE) continue; /* a slot taken by a block that returned early */
+        /* every block that takes a slot writes its record as it ends (timeline.h); an empty one
+         * would be a slot whose block never ended, which the sync before the read excludes */
+        if (r->kind == DSPY_TL_NONE) continue;
         fprintf(f, "{\"kind\": \"%s\", \"block\": %u, \"grid\": %u, \"sm\": %u, \"t\": [%llu, %llu, %llu, %llu]}\n",
                 dspy_cu_tl_kind_name((int)r->kind), r->block, r->grid, r->sm, (unsigned long long)r->t[0],
                 (unsigned long long)r->t[1], (unsigned long long)r->t[2], (unsigned long long)r->t[3]);
     }
-    printf("{\"bench\": \"timeline\", \"steps\": %d, \"records\": %d, \"dropped\": %d, \"path\": \"%s\"}\n", TL_STEPS, n,
-           n > TL_CAP ? n - TL_CAP : 0, path);
+    if (fflush(f) || ferror(f)) {
+        fprintf(stderr, "--timeline: writing %s failed\n", path);
+        g_timeline_failed = 1;
+        goto done;
+    }
+    /* the path's name as JSON text: quotes and backslashes escaped, control bytes left out */
+    printf("{\"bench\": \"timeline\", \"steps\": %d, \"records\": %d, \"dropped\": %d, \"path\": \"", TL_STEPS, n,
+           n > TL_CAP ? n - TL_CAP : 0);
+    for (const char *p = path; *p; p++)
+        if ((unsigned char)*p >= 0x20) printf(*p == '"' || *p == '\\' ? "\\%c" : "%c", *p);
+    printf("\"}\n");
     goto done;
 fail:
     fprintf(stderr, "--timeline: %s\n", dspy_errmsg());
+    g_timeline_failed = 1;
 done:
     if (f) fclose(f);
     free(rec);
     if (g) be->ops->graph_free(be, g);
     dspy_cu_timeline_stop(be);
 #else
-    (void)be, (void)c;
-    fprintf(stderr, "--timeline %s: this build has no CUDA\n", path);
+    (void)be, (void)c, (void)path;
 #endif
 }
 
@@ -729,6 +743,21 @@ int main(int argc, char **argv) {
                         "[--weights fp8|w8a8]\n");
         return 2;
     }
+    /* before the model loads: a run that cannot stamp says so at once */
+    if (g_timeline && !only_step) {
+        fprintf(stderr, "bench_gpu: --timeline goes with --only-step 1\n");
+        return 2;
+    }
+#ifdef DSPY_HAVE_CUDA
+    const bool stamps = dspy_cu_timeline_built();
+#else
+    const bool stamps = false;
+#endif
+    if (g_timeline && !stamps) {
+        fprintf(stderr, "bench_gpu: --timeline %s: this build has no stamps (a CUDA build configured with "
+                        "-DDSPY_CUDA_TIMELINE=ON)\n", g_timeline);
+        return 2;
+    }
     dspy_model_params mp = dspy_model_params_default();
     mp.device = device;
     mp.f8_decode = f8;
@@ -755,7 +784,7 @@ int main(int argc, char **argv) {
         bench_step(m, step_ctx > 0 ? step_ctx : plen + gen / 2, step_batch, step_rows, step_shared, bw, peak);
         if (only_step) {
             dspy_model_free(m);
-            return 0;
+            return g_timeline_failed;
         }
         bench_prefill_ops(m, 16384, 1488);
     }

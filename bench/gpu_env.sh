@@ -10,6 +10,9 @@ fi
 if [ -f "$ROOT/carry/gpu.tar.xz" ]; then
   mkdir -p /tmp/dspy-gpu && xz -dc "$ROOT/carry/gpu.tar.xz" | tar -C /tmp/dspy-gpu -xf -
   [ -e "$ROOT/build-gpu" ] || ln -sfn /tmp/dspy-gpu/build-gpu "$ROOT/build-gpu"
+  # the binaries name their siblings by the build folder they were made in (bench_b2 starts
+  # /work/main/build-cuda/bin/dspy)
+  [ -e "$ROOT/build-cuda" ] || ln -sfn /tmp/dspy-gpu/build-gpu "$ROOT/build-cuda"
   ln -sfn /tmp/dspy-gpu/shared /work/shared
   ORIG_LD_LIBRARY_PATH=${LD_LIBRARY_PATH-}
   export LD_LIBRARY_PATH=/tmp/dspy-gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}

@@ -25,6 +25,9 @@ set -uo pipefail
 . "$(dirname "$0")/gpu_env.sh"
 OUT=${OUT:-$ROOT/out}
 mkdir -p "$OUT"
+# everything printed also into one file: the device tool returns only the last 12,000 characters
+# of the output and at most 8 files
+exec > >(tee -a "$OUT/run_gpu.txt") 2>&1
 STAGES=${*:-tests bench torch serve}
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 echo "node: $(command -v node) $(node --version 2>/dev/null)  npm: $(command -v npm)"
@@ -35,9 +38,12 @@ has() { case " $STAGES " in *" $1 "*) return 0;; esac; return 1; }
 
 if has tests; then
   echo "== GPU parity tests"
+  LOGS=/tmp/dspy-gpu-logs   # the whole logs, packed into one file of $OUT below
+  mkdir -p $LOGS
   for t in ${TESTS:-$(cd build-gpu/tests && ls test_cuda_* 2>/dev/null)}; do   # TESTS: a subset
-    (cd build-gpu && timeout 300 ./tests/$t) > "$OUT/$t.log" 2>&1; echo "$t: exit $?"; grep -E "FAIL|passed" "$OUT/$t.log" | tail -n 12
+    (cd build-gpu && timeout 300 ./tests/$t) > "$LOGS/$t.log" 2>&1; echo "$t: exit $?"; grep -E "FAIL|passed" "$LOGS/$t.log" | tail -n 12
   done
+  tar -C /tmp -czf "$OUT/test_logs.tgz" dspy-gpu-logs
   [ -n "${TESTS:-}" ] || {
   echo "-- the kernel variants the benchmark compares (one query head per prefill CTA; every kernel releasing early)"
   (cd build-gpu && DSPY_CUDA_PREFILL64=0 DSPY_CUDA_PREFILL_HEADS=1 DSPY_CUDA_RELEASE=31 timeout 300 ./tests/test_cuda_ops 2>&1 | grep -E "FAIL|passed" | tail -n 5)

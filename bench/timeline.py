@@ -6,34 +6,40 @@ prologue end and end on the device's global timer, and its SM).
     python3 bench/timeline.py tl.jsonl            # the table
     python3 bench/timeline.py --selftest          # a made-up timeline whose answers are known
 
-The blocks of one launch are the records of one kind whose starts follow each other within GAP_NS;
-launches are ordered by their first start, and each one's role comes from its place in a layer
-(attn_in, attention, o_proj, mlp_in, down; logits ends a step). For each launch B after A:
+The records come in slot order, and a block takes its slot before its dependency wait, so every
+block of one launch has a lower slot than every block of the next stamped launch (that one starts
+only once each block of the one before has released it or ended). The blocks of one launch are
+therefore a run of records of one kind, cut where the kind changes or the run holds the launch's
+grid (consecutive stamped launches differ in kind: attn_in, attention, linear, mlp_in, linear,
+..., logits). Each launch's role comes from its place in a layer (attn_in, attention, o_proj,
+mlp_in, down; logits ends a step); launches after the last logits (a step cut short by dropped
+records) are left out. For each launch B after A:
   dep       B's first wait return - A's last block end: how long the dependency takes to resolve
   span      B's last end - B's first wait return: the work after it, skew included
   cost      B's last end - A's last end = dep + span: what B adds to the step's critical path
-  prologue  median over B's blocks of (prologue end - wait return): the normed rows
+  prologue  median over B's blocks of (prologue end - wait return): the normed rows (the
+            attention: its keys attended, before the merge)
   work      median of (end - prologue end)
   parked    median of (wait return - start): how long blocks sat before the wait returned
-  handoff   median over SMs of (B's block start - A's block end on that SM): the SM's turnover
-            (negative: B's block started beside A's)
+  handoff   median over B's blocks of (its start - the last end of A's blocks on its SM): the
+            SM's turnover (negative: B's block started beside A's)
 and, over the whole steps, how much of the time the SMs held a stamped block, and how much of it
 past the block's wait (the rest: turnovers between blocks, and unstamped kernels).
 Only what is stamped is seen: the embedding (before a step's first attn_in), the sampler kernel
 (after the logits, where the greedy form is not taken) and the attention of 1-2 sequences
 (attention.cu) show as part of the next launch's dep.
 """
+import gzip
 import json
 import statistics
 import sys
 
-GAP_NS = 8000  # starts further apart than this are different launches of one kind
 LAYER = ["attn_in", "attention", "o_proj", "mlp_in", "down"]
 
 
 def load(path):
     recs = []
-    with open(path) as f:
+    with (gzip.open(path, "rt") if path.endswith(".gz") else open(path)) as f:
         for line in f:
             line = line.strip()
             if line.startswith("{"):
@@ -42,22 +48,15 @@ def load(path):
 
 
 def launches_of(recs):
-    """Records grouped into launches (lists of records), ordered by first start."""
-    by_kind = {}
+    """Records (in slot order) grouped into launches (lists of records), in launch order."""
+    out, cur = [], []
     for r in recs:
-        by_kind.setdefault(r["kind"], []).append(r)
-    out = []
-    for kind, rs in by_kind.items():
-        rs.sort(key=lambda r: r["t"][0])
-        cur = [rs[0]]
-        for r in rs[1:]:
-            if r["t"][0] - cur[-1]["t"][0] > GAP_NS or len(cur) >= r["grid"]:
-                out.append(cur)
-                cur = [r]
-            else:
-                cur.append(r)
+        if cur and (r["kind"] != cur[0]["kind"] or len(cur) >= cur[0]["grid"]):
+            out.append(cur)
+            cur = []
+        cur.append(r)
+    if cur:
         out.append(cur)
-    out.sort(key=lambda L: min(r["t"][0] for r in L))
     return out
 
 
@@ -83,6 +82,8 @@ def med(xs):
 def analyse(recs):
     L = launches_of(recs)
     R = roles(L)
+    last = max((i for i, role in enumerate(R) if role == "logits"), default=len(R) - 1)
+    L, R = L[:last + 1], R[:last + 1]
     rows = {}
     per_launch = []
     for i, (B, role) in enumerate(zip(L, R)):
@@ -99,7 +100,9 @@ def analyse(recs):
             d["dep"] = w0 - a_e1
             d["span"] = e1 - w0
             d["cost"] = e1 - a_e1
-            a_end = {r["sm"]: r["t"][3] for r in A}
+            a_end = {}
+            for r in A:
+                a_end[r["sm"]] = max(a_end.get(r["sm"], 0), r["t"][3])
             h = [r["t"][0] - a_end[r["sm"]] for r in B if r["sm"] in a_end]
             d["handoff"] = med(h)
         d["step"] = sum(1 for x in per_launch if x["role"] == "logits")  # logits launches before it
@@ -222,6 +225,27 @@ def selftest():
     assert union([(0, 10), (5, 20), (30, 40)]) == 30
     short = made_up((["attn_in", "linear", "mlp_in", "linear"] * 3 + ["logits"]) * 2)
     assert roles(launches_of(short))[:5] == ["attn_in", "o_proj", "mlp_in", "down", "attn_in"]
+    # launches far apart in time stay whole, and a full grid ends a run of one kind
+    far = made_up(["attn_in", "mlp_in"])
+    for r in far[4:]:
+        r["t"] = [t + 50000 for t in r["t"]]
+    far[1]["t"][0] += 20000
+    assert [len(x) for x in launches_of(far)] == [4, 4]
+    assert [len(x) for x in launches_of(made_up(["logits", "logits"]))] == [4, 4]
+    # two blocks of A on one SM: the handoff counts from the later end
+    two = made_up(["attn_in", "attention", "linear"], sms=2)
+    att = [r for r in two if r["kind"] == "attention"]
+    extra = dict(att[0], block=2, t=[att[0]["t"][0], att[0]["t"][1], att[0]["t"][2], att[0]["t"][3] + 4000])
+    two.insert(two.index(att[0]), extra)  # the earlier slot, the later end
+    for r in two:
+        if r["kind"] == "attention":
+            r["grid"] = 3
+    d = analyse(two)[0][2]
+    assert d["role"] == "o_proj" and d["handoff"] == 1000 - 2000, d  # its SM-0 block starts before the late end
+    # records dropped past the cap: the cut step's launches are left out
+    cut = made_up(kinds)[:-4 * 3]
+    per_cut, rows_cut, _, _ = analyse(cut)
+    assert per_cut[-1]["role"] == "logits" and len(per_cut) == 11, [d["role"] for d in per_cut]
     print("selftest: ok")
 
 

@@ -3,14 +3,16 @@
  * without DSPY_CUDA_TIMELINE the entries say so and nothing is allocated.
  */
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "kern/cuda/timeline.cuh"
 
 /* The buffer of the backend that started the timeline (one at a time: the pointers are per file,
- * not per backend) and its capacity. */
+ * not per backend), its capacity, and the records the last start made room for (<= g_cap: what
+ * read may return; past it the buffer may hold an earlier start's records). */
 static cu_tl_buf *g_buf;
-static int g_cap;
+static int g_cap, g_started;
 static dspy_backend *g_owner;
 
 static cudaError_t bind_all(cu_tl_buf *b) {
@@ -45,15 +47,20 @@ extern "C" dspy_status dspy_cu_timeline_start(dspy_backend *be, int cap) {
         cudaFree(g_buf);
         g_buf = NULL, g_cap = 0, g_owner = NULL;
         void *p = NULL;
-        DSPY_TRY(dspy_cu_check(be, cudaMalloc(&p, bytes), "cuda timeline (records)"));
+        char what[80];
+        snprintf(what, sizeof what, "cuda timeline (%zu bytes of records)", bytes);
+        DSPY_TRY(dspy_cu_check(be, cudaMalloc(&p, bytes), what));
         g_buf = (cu_tl_buf *)p, g_cap = cap;
     }
-    g_owner = be;
+    g_owner = be, g_started = cap;
     const unsigned hdr[2] = {0u, (unsigned)cap};
     DSPY_TRY(dspy_cu_check(be, cudaStreamSynchronize(cu_of(be)->stream), "cuda timeline (sync)"));
     DSPY_TRY(dspy_cu_check(be, cudaMemset(g_buf, 0, bytes), "cuda timeline (clear)"));
     DSPY_TRY(dspy_cu_check(be, cudaMemcpy(g_buf, hdr, sizeof hdr, cudaMemcpyHostToDevice), "cuda timeline (header)"));
-    return dspy_cu_check(be, bind_all(g_buf), "cuda timeline (bind)");
+    DSPY_TRY(dspy_cu_check(be, bind_all(g_buf), "cuda timeline (bind)"));
+    /* the clear, the header and the pointers went by the legacy stream, which the backend's
+     * non-blocking stream does not wait for: done before the next kernel stamps */
+    return dspy_cu_check(be, cudaDeviceSynchronize(), "cuda timeline (sync after start)");
 }
 
 extern "C" dspy_status dspy_cu_timeline_read(dspy_backend *be, dspy_cu_tl_rec *out, int cap, int *n) {
@@ -62,7 +69,7 @@ extern "C" dspy_status dspy_cu_timeline_read(dspy_backend *be, dspy_cu_tl_rec *o
     DSPY_TRY(dspy_cu_check(be, cudaStreamSynchronize(cu_of(be)->stream), "cuda timeline (sync)"));
     unsigned written = 0;
     DSPY_TRY(dspy_cu_check(be, cudaMemcpy(&written, g_buf, sizeof written, cudaMemcpyDeviceToHost), "cuda timeline (count)"));
-    int k = (int)(written < (unsigned)g_cap ? written : (unsigned)g_cap);
+    int k = (int)(written < (unsigned)g_started ? written : (unsigned)g_started);
     if (k > cap) k = cap;
     if (k > 0)
         DSPY_TRY(dspy_cu_check(be, cudaMemcpy(out, g_buf->rec, (size_t)k * sizeof *out, cudaMemcpyDeviceToHost),
@@ -73,9 +80,11 @@ extern "C" dspy_status dspy_cu_timeline_read(dspy_backend *be, dspy_cu_tl_rec *o
 
 extern "C" dspy_status dspy_cu_timeline_stop(dspy_backend *be) {
     if (!g_buf || g_owner != be) return DSPY_OK;
+    /* the pointers to clear are this device's (the caller's thread may have another selected) */
+    cudaSetDevice(cu_of(be)->dev);
     cudaStreamSynchronize(cu_of(be)->stream);
     const cudaError_t e = bind_all(NULL);
     cudaFree(g_buf);
-    g_buf = NULL, g_cap = 0, g_owner = NULL;
+    g_buf = NULL, g_cap = 0, g_started = 0, g_owner = NULL;
     return dspy_cu_check(be, e, "cuda timeline (unbind)");
 }
