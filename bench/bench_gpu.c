@@ -38,6 +38,7 @@
 #include "dspy/constraint.h"
 #include "check.h"
 #include "dspy/engine.h"
+#include "dspy/json.h"
 #include "dspy/model.h"
 #include "dspy/rng.h"
 #include "engine/engine_impl.h"
@@ -475,6 +476,7 @@ static void step_timeline(dspy_backend *be, step_ctx *c, const char *path) {
     dspy_cu_tl_rec *rec = NULL;
     FILE *f = NULL;
     int n = 0;
+    const char *why = NULL; /* a failure of this function's own; else dspy_errmsg()'s */
     c->leave = -2;
     dspy_status st = be->ops->graph_begin(be), st2 = DSPY_OK;
     if (st) goto fail;
@@ -485,15 +487,13 @@ static void step_timeline(dspy_backend *be, step_ctx *c, const char *path) {
     if (st || (st = be->ops->sync(be)) || (st = dspy_cu_timeline_start(be, TL_CAP)) || (st = be->ops->graph_launch(be, g)))
         goto fail;
     if (!(rec = malloc(sizeof *rec * TL_CAP))) {
-        fprintf(stderr, "--timeline: out of memory\n");
-        g_timeline_failed = 1;
-        goto done;
+        why = "out of memory";
+        goto fail;
     }
     if ((st = dspy_cu_timeline_read(be, rec, TL_CAP, &n))) goto fail;
     if (!(f = fopen(path, "w"))) {
-        fprintf(stderr, "--timeline: cannot write %s\n", path);
-        g_timeline_failed = 1;
-        goto done;
+        why = "cannot open it for writing";
+        goto fail;
     }
     for (int i = 0; i < n && i < TL_CAP; i++) {
         const dspy_cu_tl_rec *r = &rec[i];
@@ -505,19 +505,18 @@ static void step_timeline(dspy_backend *be, step_ctx *c, const char *path) {
                 (unsigned long long)r->t[1], (unsigned long long)r->t[2], (unsigned long long)r->t[3]);
     }
     if (fflush(f) || ferror(f)) {
-        fprintf(stderr, "--timeline: writing %s failed\n", path);
-        g_timeline_failed = 1;
-        goto done;
+        why = "writing it failed";
+        goto fail;
     }
-    /* the path's name as JSON text: quotes and backslashes escaped, control bytes left out */
-    printf("{\"bench\": \"timeline\", \"steps\": %d, \"records\": %d, \"dropped\": %d, \"path\": \"", TL_STEPS, n,
-           n > TL_CAP ? n - TL_CAP : 0);
-    for (const char *p = path; *p; p++)
-        if ((unsigned char)*p >= 0x20) printf(*p == '"' || *p == '\\' ? "\\%c" : "%c", *p);
-    printf("\"}\n");
+    dspy_json *jp = dspy_json_stringn(path, strlen(path));
+    char *qp = jp ? dspy_json_dumps(jp, DSPY_JSON_PY) : NULL;
+    printf("{\"bench\": \"timeline\", \"steps\": %d, \"records\": %d, \"dropped\": %d, \"path\": %s}\n", TL_STEPS, n,
+           n > TL_CAP ? n - TL_CAP : 0, qp ? qp : "null");
+    free(qp);
+    dspy_json_decref(jp);
     goto done;
 fail:
-    fprintf(stderr, "--timeline: %s\n", dspy_errmsg());
+    fprintf(stderr, "--timeline %s: %s\n", path, why ? why : dspy_errmsg());
     g_timeline_failed = 1;
 done:
     if (f) fclose(f);

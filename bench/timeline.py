@@ -86,12 +86,12 @@ def analyse(recs):
     L, R = L[:last + 1], R[:last + 1]
     rows = {}
     per_launch = []
+    step = 0  # logits launches so far
     for i, (B, role) in enumerate(zip(L, R)):
         t = [r["t"] for r in B]
         w0 = min(x[1] for x in t)
         e1 = max(x[3] for x in t)
-        d = {"role": role, "blocks": len(B), "grid": B[0]["grid"], "w0": w0, "e1": e1,
-             "start0": min(x[0] for x in t),
+        d = {"role": role, "blocks": len(B), "w0": w0, "e1": e1, "step": step,
              "prologue": med([x[2] - x[1] for x in t]), "work": med([x[3] - x[2] for x in t]),
              "parked": med([x[1] - x[0] for x in t])}
         if i > 0:
@@ -105,10 +105,10 @@ def analyse(recs):
                 a_end[r["sm"]] = max(a_end.get(r["sm"], 0), r["t"][3])
             h = [r["t"][0] - a_end[r["sm"]] for r in B if r["sm"] in a_end]
             d["handoff"] = med(h)
-        d["step"] = sum(1 for x in per_launch if x["role"] == "logits")  # logits launches before it
         per_launch.append(d)
-        if d["step"] > 0:  # whole steps only: the first step's first launch has no predecessor
+        if step > 0:  # whole steps only: the first step's first launch has no predecessor
             rows.setdefault(role, []).append(d)
+        step += role == "logits"
     # steps: from each logits launch's end to the next one's
     ends = [d["e1"] for d in per_launch if d["role"] == "logits"]
     steps = [b - a for a, b in zip(ends, ends[1:])]

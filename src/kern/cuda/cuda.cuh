@@ -193,6 +193,7 @@ static inline dspy_status cu_launch(dspy_backend *be, const char *what, void (*k
 }
 
 __device__ __forceinline__ float bf2f(bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ bf16 f2bf(float x) { return __float2bfloat16_rn(x); }
 
 /* The device's global timer, ns (common to all SMs). */
 __device__ __forceinline__ unsigned long long cu_global_ns() {
@@ -200,7 +201,6 @@ __device__ __forceinline__ unsigned long long cu_global_ns() {
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
     return t;
 }
-__device__ __forceinline__ bf16 f2bf(float x) { return __float2bfloat16_rn(x); }
 
 /* Split-K decode attention: the number of splits for nseg sequences (a pure function, so a
  * captured graph and the plan agree) and the partial floats it needs. */
